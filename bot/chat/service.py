@@ -1,0 +1,158 @@
+"""The chat service: channel history from SQLite, the persona prompt, a streamed model reply.
+
+It takes plain values (ids, names, text) so Discord, the playground and tests call it alike.
+Without an API key it says once per channel how to configure one, then stays quiet there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import aiosqlite
+
+from bot.db import chat as queries
+from bot.prompts import PromptRegistry
+from bot.settings import ChatConfig
+
+if TYPE_CHECKING:
+    from anthropic import AsyncAnthropic
+
+__all__ = ["DISCORD_LIMIT", "NO_KEY_MESSAGE", "ChatReply", "ChatService", "split_message"]
+
+DISCORD_LIMIT = 2000
+NO_KEY_MESSAGE = (
+    "I can't chat yet: no model API key is configured. Put `ANTHROPIC_API_KEY=...` in `.env` "
+    "(see `.env.example`) or the environment and restart me. Commands like `/roll` work without it."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatReply:
+    text: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    model: str | None = None
+
+    @property
+    def chunks(self) -> list[str]:
+        return split_message(self.text)
+
+
+def split_message(text: str, limit: int = DISCORD_LIMIT) -> list[str]:
+    """Split text into Discord-sized chunks, preferring paragraph, line, then word breaks."""
+    chunks: list[str] = []
+    rest = text.strip()
+    while len(rest) > limit:
+        window = rest[:limit]
+        cut = max(window.rfind("\n\n"), window.rfind("\n"), window.rfind(" "))
+        if cut < limit // 2:
+            cut = limit
+        chunks.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    if rest:
+        chunks.append(rest)
+    return chunks
+
+
+class ChatService:
+    def __init__(
+        self,
+        db: aiosqlite.Connection,
+        prompts: PromptRegistry,
+        config: ChatConfig,
+        *,
+        api_key: str | None,
+        base_url: str | None,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._db = db
+        self._prompts = prompts
+        self._config = config
+        self._clock = clock
+        self._client: AsyncAnthropic | None = None
+        if api_key:
+            from anthropic import AsyncAnthropic  # imported lazily: it is heavy and optional
+
+            self._client = AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=1)
+        self._told_no_key: set[int] = set()
+
+    @property
+    def configured(self) -> bool:
+        return self._client is not None
+
+    async def reply(
+        self,
+        *,
+        channel_id: int,
+        guild_name: str,
+        author_id: int,
+        author_name: str,
+        message_id: int | None,
+        text: str,
+        bot_id: int,
+    ) -> ChatReply | None:
+        """Answer a message addressed to the bot; None when there is nothing to say."""
+        if self._client is None:
+            if channel_id in self._told_no_key:
+                return None
+            self._told_no_key.add(channel_id)
+            return ChatReply(NO_KEY_MESSAGE)
+        now = self._clock()
+        await queries.add(
+            self._db,
+            channel_id=channel_id,
+            message_id=message_id,
+            author_id=author_id,
+            author_name=author_name,
+            role="user",
+            content=text,
+            at=now,
+        )
+        history = await queries.recent(self._db, channel_id, max(1, self._config.history_limit))
+        persona = self._prompts.get(self._config.persona)
+        model = persona.meta.model or "claude-sonnet-4-5"
+        async with self._client.messages.stream(
+            model=model,
+            max_tokens=persona.meta.max_tokens,
+            temperature=persona.meta.temperature,
+            system=persona.render(guild=guild_name),
+            messages=_as_messages(history),
+        ) as stream:
+            final = await stream.get_final_message()
+        answer = "".join(block.text for block in final.content if block.type == "text").strip()
+        if not answer:
+            answer = "…"
+        await queries.add(
+            self._db,
+            channel_id=channel_id,
+            message_id=None,
+            author_id=bot_id,
+            author_name="mendbot",
+            role="assistant",
+            content=answer,
+            at=self._clock(),
+        )
+        usage = final.usage
+        cost = (
+            usage.input_tokens * self._config.input_price_per_mtok
+            + usage.output_tokens * self._config.output_price_per_mtok
+        ) / 1_000_000
+        return ChatReply(answer, usage.input_tokens, usage.output_tokens, cost, model)
+
+
+def _as_messages(history: list[queries.ChatLine]) -> list[Any]:
+    """History as alternating user/assistant turns, starting with a user turn."""
+    turns: list[dict[str, str]] = []
+    for line in history:
+        content = line.content if line.role == "assistant" else f"{line.author_name}: {line.content}"
+        if turns and turns[-1]["role"] == line.role:
+            turns[-1]["content"] += "\n" + content
+        else:
+            turns.append({"role": line.role, "content": content})
+    while turns and turns[0]["role"] != "user":
+        turns.pop(0)
+    return turns

@@ -1,0 +1,82 @@
+"""`/health` (alive) and `/health/ready` (connected and serving) on a local port (aiohttp)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from bot.log import get_logger
+
+if TYPE_CHECKING:
+    from bot.app import MendBot
+
+__all__ = ["HealthServer"]
+
+_log = get_logger(__name__)
+
+
+class HealthServer:
+    def __init__(self, bot: MendBot, host: str, port: int) -> None:
+        self._bot = bot
+        self._host = host
+        self._port = port
+        self._started = time.monotonic()
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    def _status(self) -> dict[str, object]:
+        bot = self._bot
+        return {
+            "uptime_s": round(time.monotonic() - self._started, 1),
+            "discord_ready": bot.is_ready(),
+            "accepting": bot.accepting,
+            "cogs": sorted(bot.cogs),
+            "extension_failures": bot.extension_failures,
+            "inflight": bot.inflight,
+            **bot.services.health(),
+        }
+
+    async def _health(self, _: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", **self._status()})
+
+    async def _ready(self, _: web.Request) -> web.Response:
+        status = self._status()
+        try:
+            async with self._bot.services.db.execute("SELECT 1") as cursor:
+                await cursor.fetchone()
+            database = True
+        except Exception:
+            database = False
+        ready = bool(status["discord_ready"]) and bool(status["accepting"]) and database
+        return web.json_response(
+            {"status": "ready" if ready else "not ready", "database": database, **status},
+            status=200 if ready else 503,
+        )
+
+    async def start(self) -> int | None:
+        """Start serving; returns the bound port, or None when the port is taken (logged)."""
+        app = web.Application()
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/health/ready", self._ready)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        try:
+            await site.start()
+        except OSError as exc:
+            _log.warning("health endpoint not started", host=self._host, port=self._port, error=str(exc))
+            await self._runner.cleanup()
+            self._runner = None
+            return None
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self._port
+        _log.info("health endpoint up", url=f"http://{self._host}:{self.port}/health")
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

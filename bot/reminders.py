@@ -1,0 +1,117 @@
+"""Reminders: persisted in SQLite, scheduled in memory, fired exactly once — also across restarts.
+
+Each pending reminder gets one task that sleeps until it is due. A reminder is claimed in the
+database (`fired_at` set where it was NULL) before it is delivered, so a restart, a reload or
+two schedulers can never deliver it twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+
+import aiosqlite
+
+from bot.db import reminders as queries
+from bot.db.reminders import Reminder
+from bot.errors import UserError
+from bot.log import get_logger
+
+__all__ = ["MAX_DELAY", "Reminder", "ReminderError", "ReminderService", "parse_delay"]
+
+MAX_DELAY = timedelta(days=365)
+_PART = re.compile(r"(\d+)\s*(w|d|h|m|s)", re.IGNORECASE)
+_UNIT = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+_log = get_logger(__name__)
+
+Deliver = Callable[[Reminder, bool], Awaitable[None]]
+
+
+class ReminderError(UserError, ValueError):
+    """The request cannot become a reminder; the message says why and what works."""
+
+
+def parse_delay(text: str) -> timedelta:
+    """`10m`, `1h30m`, `2d`, `90s`, `1w` → a timedelta."""
+    compact = text.replace(" ", "").lower()
+    parts = _PART.findall(compact)
+    if not parts or "".join(f"{n}{u}" for n, u in parts) != compact:
+        raise ReminderError(f"`{text[:30]}` isn't a duration. Try `10m`, `1h30m`, `2d` or `90s`.")
+    delay = timedelta(seconds=sum(int(n) * _UNIT[u] for n, u in parts))
+    if delay <= timedelta(0):
+        raise ReminderError("The reminder has to be at least one second away.")
+    if delay > MAX_DELAY:
+        raise ReminderError("I can remind you at most a year ahead.")
+    return delay
+
+
+class ReminderService:
+    def __init__(self, db: aiosqlite.Connection, clock: Callable[[], datetime]) -> None:
+        self._db = db
+        self._clock = clock
+        self._deliver: Deliver | None = None
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+
+    async def start(self, deliver: Deliver) -> int:
+        """Schedule every pending reminder (overdue ones fire at once); returns how many."""
+        self._deliver = deliver
+        pending = await queries.pending(self._db)
+        for reminder in pending:
+            self._schedule(reminder)
+        return len(pending)
+
+    def stop(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        self._tasks.clear()
+        self._deliver = None
+
+    async def create(
+        self, *, guild_id: int | None, channel_id: int, user_id: int, when: str, text: str
+    ) -> Reminder:
+        text = text.strip()
+        if not text:
+            raise ReminderError("Tell me what to remind you of.")
+        if len(text) > 1000:
+            raise ReminderError("Keep the reminder under 1000 characters.")
+        now = self._clock()
+        reminder = await queries.insert(
+            self._db,
+            guild_id=guild_id,
+            channel_id=channel_id,
+            user_id=user_id,
+            text=text,
+            created_at=now,
+            due_at=now + parse_delay(when),
+        )
+        if self._deliver is not None:
+            self._schedule(reminder)
+        return reminder
+
+    @property
+    def scheduled(self) -> int:
+        return len(self._tasks)
+
+    def _schedule(self, reminder: Reminder) -> None:
+        task = asyncio.create_task(self._fire_when_due(reminder), name=f"reminder-{reminder.id}")
+        self._tasks[reminder.id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(reminder.id, None))
+
+    async def _fire_when_due(self, reminder: Reminder) -> None:
+        delay = (reminder.due_at - self._clock()).total_seconds()
+        late = delay < -60
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if not await queries.claim(self._db, reminder.id, self._clock()):
+            return
+        deliver = self._deliver
+        if deliver is None:
+            return
+        try:
+            await deliver(reminder, late)
+        except Exception as exc:
+            await queries.mark_failed(self._db, reminder.id, f"{type(exc).__name__}: {exc}")
+            _log.error("reminder delivery failed", reminder_id=reminder.id, exc_info=exc)
+            raise

@@ -1,0 +1,1 @@
+"""mendbot's discord.py extensions. Every module here is discovered and loaded at start-up."""

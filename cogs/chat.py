@@ -1,0 +1,56 @@
+"""Chat: answers when mentioned, replied to, or in a configured chat channel."""
+
+from __future__ import annotations
+
+import discord
+from discord.ext import commands
+
+from bot.app import MendBot
+
+
+class Chat(commands.Cog):
+    def __init__(self, bot: MendBot) -> None:
+        self.bot = bot
+
+    def _addressed(self, message: discord.Message) -> bool:
+        me = self.bot.user
+        if me is None or message.author.bot:
+            return False
+        if message.channel.id in self.bot.services.settings.discord.chat_channel_ids:
+            return True
+        if me in message.mentions:
+            return True
+        ref = message.reference
+        resolved = ref.resolved if ref is not None else None
+        return isinstance(resolved, discord.Message) and resolved.author.id == me.id
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        if not self._addressed(message):
+            return
+        ctx = await self.bot.get_context(message)
+        if ctx.valid:  # a command addressed by mention: the command framework answers it
+            return
+        assert self.bot.user is not None
+        text = message.content.replace(self.bot.user.mention, "").replace(f"<@!{self.bot.user.id}>", "").strip()
+        async with message.channel.typing():
+            reply = await self.bot.services.chat.reply(
+                channel_id=message.channel.id,
+                guild_name=message.guild.name if message.guild else "direct messages",
+                author_id=message.author.id,
+                author_name=message.author.display_name,
+                message_id=message.id,
+                text=text or "(empty message)",
+                bot_id=self.bot.user.id,
+            )
+        if reply is None:
+            return
+        for index, chunk in enumerate(reply.chunks):
+            if index == 0:
+                await message.reply(chunk, mention_author=False)
+            else:
+                await message.channel.send(chunk)
+
+
+async def setup(bot: MendBot) -> None:
+    await bot.add_cog(Chat(bot))

@@ -1,0 +1,24 @@
+"""/roll: dice notation like `2d6+1`."""
+
+from __future__ import annotations
+
+from discord.ext import commands
+
+from bot import dice
+from bot.app import MendBot
+
+
+class Dice(commands.Cog):
+    @commands.hybrid_command(name="roll", description="Roll dice, e.g. 2d6+1 or d20.")
+    async def roll(self, ctx: commands.Context[MendBot], notation: str = "1d6") -> None:
+        """Roll dice written like 2d6+1, d20 or 4d6-2."""
+        result = dice.roll(dice.parse(notation))
+        shown = " + ".join(str(value) for value in result.rolls[:30])
+        if len(result.rolls) > 30:
+            shown += " + …"
+        modifier = f" {result.spec.modifier:+d}" if result.spec.modifier else ""
+        await ctx.send(f"🎲 `{result.spec}` → {shown}{modifier} = **{result.total}**")
+
+
+async def setup(bot: MendBot) -> None:
+    await bot.add_cog(Dice())
