@@ -1,9 +1,9 @@
 """The `mendbot` command: run on Discord, play locally, or check the setup.
 
-    mendbot            run on Discord when DISCORD_TOKEN is set, else the local playground
-    mendbot run        run on Discord (needs DISCORD_TOKEN)
-    mendbot play       the local playground (a virtual Discord in the terminal; scriptable)
-    mendbot doctor     check configuration, database, git, model and forge access
+mendbot            run on Discord when DISCORD_TOKEN is set, else the local playground
+mendbot run        run on Discord (needs DISCORD_TOKEN)
+mendbot play       the local playground (a virtual Discord in the terminal; scriptable)
+mendbot doctor     check configuration, database, git, model and forge access
 """
 
 from __future__ import annotations
@@ -77,7 +77,9 @@ async def _run(settings: Settings) -> int:
     assert settings.discord_token is not None
     services = await build_services(settings)
     bot = MendBot(services)
-    health = HealthServer(bot, settings.health.host, settings.health.port) if settings.health.enabled else None
+    health = (
+        HealthServer(bot, settings.health.host, settings.health.port) if settings.health.enabled else None
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bot.close()))
@@ -86,12 +88,18 @@ async def _run(settings: Settings) -> int:
             await health.start()
         await bot.start(settings.discord_token.get_secret_value())
     except discord.LoginFailure:
-        print("config error: Discord rejected DISCORD_TOKEN — copy the bot token again from the "
-              "Developer Portal (Bot → Reset Token) into .env", file=sys.stderr)
+        print(
+            "config error: Discord rejected DISCORD_TOKEN — copy the bot token again from the "
+            "Developer Portal (Bot → Reset Token) into .env",
+            file=sys.stderr,
+        )
         return EX_CONFIG
     except discord.PrivilegedIntentsRequired:
-        print("config error: the Message Content intent is not enabled — turn it on in the Developer "
-              "Portal (Bot → Privileged Gateway Intents)", file=sys.stderr)
+        print(
+            "config error: the Message Content intent is not enabled — turn it on in the Developer "
+            "Portal (Bot → Privileged Gateway Intents)",
+            file=sys.stderr,
+        )
         return EX_CONFIG
     finally:
         if not bot.is_closed():
@@ -110,16 +118,21 @@ async def _play(settings: Settings, *, interactive: bool) -> int:
 
     services = await build_services(settings)
     bot = MendBot(services)
-    health = HealthServer(bot, settings.health.host, settings.health.port) if settings.health.enabled else None
+    health = (
+        HealthServer(bot, settings.health.host, settings.health.port) if settings.health.enabled else None
+    )
     try:
         async with virtual_world(bot) as world:
             if health is not None:
                 await health.start()
             users = ", ".join(
-                f"{user.name}{' (allow-listed)' if user.allowed else ''}" for user in settings.playground.users
+                f"{user.name}{' (allow-listed)' if user.allowed else ''}"
+                for user in settings.playground.users
             )
-            print(f"mendbot playground ready — #dev, #general; users: {users}. Type `help` for the grammar.",
-                  flush=True)
+            print(
+                f"mendbot playground ready — #dev, #general; users: {users}. Type `help` for the grammar.",
+                flush=True,
+            )
             playground = Playground(world, echo=not interactive)
             if interactive:
                 return await _interactive(playground)

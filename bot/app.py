@@ -139,8 +139,9 @@ class MendBot(commands.Bot):
     async def handle_interaction_error(self, interaction: discord.Interaction[Any], error: Exception) -> None:
         text, is_bug = describe(error)
         command = interaction.command.qualified_name if interaction.command else "?"
-        with bind_context(guild_id=interaction.guild_id, channel_id=interaction.channel_id,
-                          user_id=interaction.user.id):
+        with bind_context(
+            guild_id=interaction.guild_id, channel_id=interaction.channel_id, user_id=interaction.user.id
+        ):
             if is_bug:
                 _log.error("app command failed", command=command, exc_info=error)
             if text is None:
@@ -150,20 +151,28 @@ class MendBot(commands.Bot):
             else:
                 await interaction.response.send_message(text, ephemeral=True)
 
-    async def on_command_error(self, context: commands.Context[Any], exception: commands.CommandError) -> None:  # type: ignore[override]
+    async def on_command_error(
+        self, context: commands.Context[Any], exception: commands.CommandError
+    ) -> None:
         if context.command is not None and context.command.has_error_handler():
             return
         text, is_bug = describe(exception)
-        with bind_context(guild_id=context.guild.id if context.guild else None,
-                          channel_id=context.channel.id, user_id=context.author.id):
+        with bind_context(
+            guild_id=context.guild.id if context.guild else None,
+            channel_id=context.channel.id,
+            user_id=context.author.id,
+        ):
             if is_bug:
-                _log.error("command failed", command=context.command and context.command.qualified_name,
-                           exc_info=exception)
+                _log.error(
+                    "command failed",
+                    command=context.command and context.command.qualified_name,
+                    exc_info=exception,
+                )
             if text is not None:
                 await context.reply(text, mention_author=False)
 
     async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
-        _log.error("listener failed", event=event_method, error=traceback.format_exc(limit=-5))
+        _log.error("listener failed", listener=event_method, error=traceback.format_exc(limit=-5))
 
     # -- draining ------------------------------------------------------------------------------
 

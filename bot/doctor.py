@@ -29,7 +29,9 @@ async def _database(settings: Settings) -> Check:
     try:
         db = await open_database(settings.db_path)
     except Exception as exc:
-        return Check("database", False, f"{settings.db_path}: {exc} — check the path and permissions of data_dir")
+        return Check(
+            "database", False, f"{settings.db_path}: {exc} — check the path and permissions of data_dir"
+        )
     try:
         async with db.execute("PRAGMA user_version") as cursor:
             row = await cursor.fetchone()
@@ -37,27 +39,37 @@ async def _database(settings: Settings) -> Check:
             mode = await cursor.fetchone()
     finally:
         await db.close()
-    return Check("database", True, f"{settings.db_path} (schema {row[0] if row else 0}, {mode[0] if mode else '?'})")
+    return Check(
+        "database", True, f"{settings.db_path} (schema {row[0] if row else 0}, {mode[0] if mode else '?'})"
+    )
 
 
 async def _repository(settings: Settings) -> Check:
     try:
         repo = git.Repo(settings.repo_dir, search_parent_directories=False)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-        return Check("git", False, f"{settings.repo_dir.resolve()} is not a git repository — run me from a clone")
+        return Check(
+            "git", False, f"{settings.repo_dir.resolve()} is not a git repository — run me from a clone"
+        )
     if repo.head.is_detached:
         return Check("git", False, "HEAD is detached — check out the main branch")
     branch = repo.active_branch.name
     if not repo.head.is_valid():
         return Check("git", False, f"branch {branch} has no commits yet — commit the code first")
     if repo.is_dirty(untracked_files=False):
-        return Check("git", False, f"{branch} has uncommitted changes — commit or stash them; deploys never overwrite hand edits")
+        return Check(
+            "git",
+            False,
+            f"{branch} has uncommitted changes — commit or stash them; deploys never overwrite hand edits",
+        )
     return Check("git", True, f"{branch} at {repo.head.commit.hexsha[:10]}, clean")
 
 
 async def _model(settings: Settings) -> Check:
     if settings.anthropic_api_key is None:
-        return Check("model", False, "no ANTHROPIC_API_KEY — chat and self-improvement are off; set it in .env")
+        return Check(
+            "model", False, "no ANTHROPIC_API_KEY — chat and self-improvement are off; set it in .env"
+        )
     from anthropic import APIError, AsyncAnthropic
 
     client = AsyncAnthropic(
@@ -67,9 +79,13 @@ async def _model(settings: Settings) -> Check:
         timeout=10,
     )
     try:
-        await client.messages.count_tokens(model=settings.improve.model, messages=[{"role": "user", "content": "hi"}])
+        await client.messages.count_tokens(
+            model=settings.improve.model, messages=[{"role": "user", "content": "hi"}]
+        )
     except APIError as exc:
-        return Check("model", False, f"{type(exc).__name__}: {exc} — check ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL")
+        return Check(
+            "model", False, f"{type(exc).__name__}: {exc} — check ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL"
+        )
     finally:
         await client.close()
     return Check("model", True, f"reachable at {settings.anthropic_base_url or 'api.anthropic.com'}")
@@ -80,7 +96,9 @@ async def _forge(settings: Settings) -> Check:
     if forge.kind == "local":
         return Check("forge", True, "local (proposals are branches in this repository)")
     if settings.github_token is None or not forge.repository:
-        return Check("forge", False, "forge.kind is github but GITHUB_TOKEN or forge.repository is missing — set both")
+        return Check(
+            "forge", False, "forge.kind is github but GITHUB_TOKEN or forge.repository is missing — set both"
+        )
     from githubkit import GitHub
     from githubkit.exception import GitHubException
 
@@ -94,7 +112,9 @@ async def _forge(settings: Settings) -> Check:
 
 
 async def _cli(_: Settings) -> Check:
-    bundled = Path(__import__("claude_agent_sdk").__file__).parent / "_bundled" / "claude"
+    import claude_agent_sdk
+
+    bundled = Path(claude_agent_sdk.__file__ or ".").parent / "_bundled" / "claude"
     if bundled.exists() or shutil.which("claude"):
         return Check("code agent", True, "Claude Code CLI available")
     return Check("code agent", False, "no Claude Code CLI — reinstall with `make setup`")
@@ -113,7 +133,13 @@ async def run_doctor(config_file: Path | None) -> list[Check]:
         except Exception as exc:
             checks.append(Check(step.__name__.strip("_"), False, f"{type(exc).__name__}: {exc}"))
     if settings.discord_token is None:
-        checks.append(Check("discord", False, "no DISCORD_TOKEN — `mendbot` runs the local playground; set it in .env to go live"))
+        checks.append(
+            Check(
+                "discord",
+                False,
+                "no DISCORD_TOKEN — `mendbot` runs the local playground; set it in .env to go live",
+            )
+        )
     else:
         checks.append(Check("discord", True, "token set"))
     return checks

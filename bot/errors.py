@@ -19,8 +19,8 @@ class UserError(Exception):
 
 def unwrap(error: BaseException) -> BaseException:
     """The exception that actually went wrong, under discord.py's invoke wrappers."""
-    while isinstance(error, (commands.CommandInvokeError, commands.HybridCommandError)) or (
-        isinstance(error, app_commands.CommandInvokeError)
+    while isinstance(
+        error, (commands.CommandInvokeError, commands.HybridCommandError, app_commands.CommandInvokeError)
     ):
         error = error.original
     if isinstance(error, commands.ConversionError) and error.original is not None:

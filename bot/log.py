@@ -71,7 +71,8 @@ def configure_logging(log_dir: Path, *, console_level: str = "INFO", json_level:
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    return structlog.stdlib.get_logger(name)  # type: ignore[no-any-return]
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    return logger
 
 
 @contextmanager

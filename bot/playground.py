@@ -96,7 +96,12 @@ class VirtualWorld:
 async def virtual_world(bot: MendBot, *, settle_timeout: float = 30.0) -> AsyncIterator[VirtualWorld]:
     """Run `bot` in a fresh virtual Discord wired to its settings (dev channel, allow-list)."""
     settings = bot.services.settings
-    async with simcord.run(bot, check_errors=False, settle_timeout=settle_timeout) as env:
+    # Env.start/shutdown rather than `simcord.run`: its clock context cannot span the two
+    # halves of an async fixture, which pytest runs in different contexts.
+    env = simcord.Env(bot, check_errors=False, settle_timeout=settle_timeout)
+    await env.start()
+    world: VirtualWorld | None = None
+    try:
         guild = env.create_guild(name=GUILD_NAME)
         channels = {name: guild.create_text_channel(name) for name in CHANNELS}
         users = {
@@ -112,16 +117,16 @@ async def virtual_world(bot: MendBot, *, settle_timeout: float = 30.0) -> AsyncI
         await bot.report_boot_problems()
         world = VirtualWorld(env, bot, guild, channels, users)
         await env.settle()
-        try:
-            yield world
-        finally:
-            await world.bot.close()
+        yield world
+    finally:
+        await (world.bot if world is not None else bot).close()
+        await env.shutdown()
 
 
 @dataclass
 class _Seen:
     content: str
-    embeds: list[dict[str, Any]]
+    embeds: list[Any]
     components: list[Any]
     reactions: list[tuple[str, int]]
 
@@ -249,11 +254,21 @@ class Playground:
         if self.world.bot.user is not None:
             names[str(self.world.bot.user.id)] = "mendbot"
         text = re.sub(r"<@!?(\d+)>", lambda m: "@" + names.get(m.group(1), m.group(1)), text)
-        text = re.sub(r"<#(\d+)>", lambda m: "#" + next(
-            (c.name or "?" for c in self.world.all_channels() if str(c.id) == m.group(1)), m.group(1)), text)
+        text = re.sub(
+            r"<#(\d+)>",
+            lambda m: (
+                "#"
+                + next(
+                    (c.name or "?" for c in self.world.all_channels() if str(c.id) == m.group(1)), m.group(1)
+                )
+            ),
+            text,
+        )
 
         def stamp(match: re.Match[str]) -> str:
-            when = discord.utils.snowflake_time(0).fromtimestamp(int(match.group(1)), tz=discord.utils.utcnow().tzinfo)
+            when = discord.utils.snowflake_time(0).fromtimestamp(
+                int(match.group(1)), tz=discord.utils.utcnow().tzinfo
+            )
             delta = int((when - discord.utils.utcnow()).total_seconds())
             return f"in {delta}s" if delta >= 0 else f"{-delta}s ago"
 
@@ -341,8 +356,13 @@ class Playground:
         missing = [p.name for p in params if p.required and p.name not in named]
         if missing:
             usage = " ".join(f"<{p.name}>" if p.required else f"[{p.name}]" for p in params)
-            raise PlaygroundError(f"/{command.qualified_name} needs {', '.join(missing)}: /{command.qualified_name} {usage}")
-        return {key: self._convert(next(p for p in params if p.name == key), value) for key, value in named.items()}
+            raise PlaygroundError(
+                f"/{command.qualified_name} needs {', '.join(missing)}: /{command.qualified_name} {usage}"
+            )
+        return {
+            key: self._convert(next(p for p in params if p.name == key), value)
+            for key, value in named.items()
+        }
 
     def _convert(self, param: app_commands.Parameter, value: str) -> Any:
         kind = param.type
@@ -378,7 +398,9 @@ class Playground:
         for response in [result.response, *result.followups]:
             if response is not None and response.ephemeral:
                 alias = self._alias(response.id)
-                self._say(f"[#{self.channel}] mendbot ({alias}, only {self.user} sees this): {response.content}")
+                self._say(
+                    f"[#{self.channel}] mendbot ({alias}, only {self.user} sees this): {response.content}"
+                )
                 self._print_extras(response.embeds, response.components)
 
     def print_changes(self) -> None:
@@ -403,8 +425,10 @@ class Playground:
                 if before is None:
                     self._say(f"[{where}] mendbot ({alias}): {message.content}".rstrip())
                     self._print_extras(message.embeds, message.components)
-                elif before.content != seen.content or before.embeds != seen.embeds or (
-                    before.components != seen.components
+                elif (
+                    before.content != seen.content
+                    or before.embeds != seen.embeds
+                    or (before.components != seen.components)
                 ):
                     self._say(f"[{where}] mendbot edited {alias}: {message.content}".rstrip())
                     self._print_extras(message.embeds, message.components)

@@ -36,7 +36,8 @@ class PromptMeta(BaseModel):
     description: str = ""
     model: str | None = None
     max_tokens: int = Field(default=1024, ge=1, le=64_000)
-    temperature: float = Field(default=0.7, ge=0, le=1)
+    # Only sent when set: recent models and SDKs no longer take a sampling temperature.
+    temperature: float | None = Field(default=None, ge=0, le=1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ class Services:
     reminders: ReminderService
     clock: Callable[[], datetime]
     daemons: Daemons = field(default_factory=Daemons)
+    closed: bool = False
 
     def health(self) -> dict[str, object]:
         """Figures for the health endpoint."""
@@ -43,6 +44,10 @@ class Services:
         """Wait until background services have processed everything handed to them so far."""
 
     async def aclose(self) -> None:
+        """Stop background work and close the database; safe to call twice."""
+        if self.closed:
+            return
+        self.closed = True
         self.reminders.stop()
         await self.daemons.stop_all()
         await self.db.close()

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-import yaml
 from typing import Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
@@ -85,9 +84,7 @@ class ObserveConfig(_Section):
 
 
 class ImproveConfig(_Section):
-    checks: list[str] = Field(
-        default_factory=lambda: ["ruff check .", "mypy", "pytest -q -x -m 'not cli'"]
-    )
+    checks: list[str] = Field(default_factory=lambda: ["ruff check .", "mypy", "pytest -q -x -m 'not cli'"])
     check_timeout_s: float = Field(default=600, gt=0)
     max_attempts: int = Field(default=3, ge=1, le=10)
     max_turns: int = Field(default=40, ge=1)
@@ -106,7 +103,7 @@ class ImproveConfig(_Section):
             "config.yaml",
         ]
     )
-    model: str = "claude-sonnet-4-5"
+    model: str = "claude-sonnet-5-5"
 
 
 class ForgeConfig(_Section):

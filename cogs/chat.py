@@ -32,17 +32,25 @@ class Chat(commands.Cog):
         if ctx.valid:  # a command addressed by mention: the command framework answers it
             return
         assert self.bot.user is not None
-        text = message.content.replace(self.bot.user.mention, "").replace(f"<@!{self.bot.user.id}>", "").strip()
-        async with message.channel.typing():
-            reply = await self.bot.services.chat.reply(
-                channel_id=message.channel.id,
-                guild_name=message.guild.name if message.guild else "direct messages",
-                author_id=message.author.id,
-                author_name=message.author.display_name,
-                message_id=message.id,
-                text=text or "(empty message)",
-                bot_id=self.bot.user.id,
+        text = (
+            message.content.replace(self.bot.user.mention, "").replace(f"<@!{self.bot.user.id}>", "").strip()
+        )
+        try:
+            async with message.channel.typing():
+                reply = await self.bot.services.chat.reply(
+                    channel_id=message.channel.id,
+                    guild_name=message.guild.name if message.guild else "direct messages",
+                    author_id=message.author.id,
+                    author_name=message.author.display_name,
+                    message_id=message.id,
+                    text=text or "(empty message)",
+                    bot_id=self.bot.user.id,
+                )
+        except Exception as exc:
+            await message.reply(
+                f"I couldn't answer that ({type(exc).__name__}); it has been recorded.", mention_author=False
             )
+            raise
         if reply is None:
             return
         for index, chunk in enumerate(reply.chunks):

@@ -20,7 +20,7 @@ class Remind(commands.Cog):
     async def cog_unload(self) -> None:
         self.reminders.stop()
 
-    @commands.hybrid_command(name="remind", description="Remind you of something later, e.g. 10m stretch.")
+    @commands.hybrid_command(name="remind", description="Remind you of something later, e.g. 10m stretch.")  # type: ignore[arg-type]  # mypy cannot solve its generics
     async def remind(self, ctx: commands.Context[MendBot], when: str, *, text: str) -> None:
         """Remind you after a delay like 10m, 1h30m or 2d."""
         reminder = await self.reminders.create(
@@ -34,7 +34,9 @@ class Remind(commands.Cog):
         await ctx.send(f"⏰ Okay {ctx.author.mention}, I'll remind you {stamp}: {reminder.text}")
 
     async def _deliver(self, reminder: Reminder, late: bool) -> None:
-        channel = self.bot.get_channel(reminder.channel_id) or await self.bot.fetch_channel(reminder.channel_id)
+        channel = self.bot.get_channel(reminder.channel_id) or await self.bot.fetch_channel(
+            reminder.channel_id
+        )
         if not isinstance(channel, discord.abc.Messageable):
             raise RuntimeError(f"reminder channel {reminder.channel_id} cannot receive messages")
         suffix = " (late: I was offline when it was due)" if late else ""

@@ -114,13 +114,15 @@ class ChatService:
         )
         history = await queries.recent(self._db, channel_id, max(1, self._config.history_limit))
         persona = self._prompts.get(self._config.persona)
-        model = persona.meta.model or "claude-sonnet-4-5"
+        model = persona.meta.model or "claude-sonnet-5-5"
         async with self._client.messages.stream(
             model=model,
             max_tokens=persona.meta.max_tokens,
-            temperature=persona.meta.temperature,
             system=persona.render(guild=guild_name),
             messages=_as_messages(history),
+            extra_body={"temperature": persona.meta.temperature}
+            if persona.meta.temperature is not None
+            else None,
         ) as stream:
             final = await stream.get_final_message()
         answer = "".join(block.text for block in final.content if block.type == "text").strip()

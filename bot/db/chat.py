@@ -30,7 +30,8 @@ async def add(
     at: datetime,
 ) -> None:
     await db.execute(
-        "INSERT INTO chat_messages (channel_id, message_id, author_id, author_name, role, content, created_at)"
+        "INSERT INTO chat_messages"
+        " (channel_id, message_id, author_id, author_name, role, content, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
         (channel_id, message_id, author_id, author_name, role, content, at.isoformat()),
     )
@@ -42,5 +43,5 @@ async def recent(db: aiosqlite.Connection, channel_id: int, limit: int) -> list[
         "SELECT author_name, role, content FROM chat_messages WHERE channel_id = ? ORDER BY id DESC LIMIT ?",
         (channel_id, limit),
     ) as cursor:
-        rows = await cursor.fetchall()
+        rows = list(await cursor.fetchall())
     return [ChatLine(row["author_name"], row["role"], row["content"]) for row in reversed(rows)]

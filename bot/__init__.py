@@ -1,0 +1,1 @@
+"""mendbot's core: services the cogs, the playground and the tests call with plain values."""

@@ -1,0 +1,1 @@
+"""mendbot tests."""

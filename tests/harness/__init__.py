@@ -1,0 +1,1 @@
+"""Test harness: doubles of the model API and helpers to run the Claude Code CLI against them."""

@@ -1,0 +1,65 @@
+"""The virtual Discord for tests: the real MendBot in simcord, built the way `mendbot play` builds it.
+
+Tests talk to it through `VirtualWorld` (guild, `dev`/`general` channels, `users["alice"]`) and
+simcord's actors (`send`, `slash`, `react`, `click`); this module is the one place that knows
+how to assemble it, so the simulator can be swapped without touching tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import discord
+import simcord
+
+from bot.app import MendBot, discover_extensions
+from bot.playground import VirtualWorld, virtual_world
+from bot.services import build_services
+from bot.settings import Settings, load_settings
+
+__all__ = ["bot_messages", "make_bot", "make_settings", "reply_text", "running_world"]
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """Settings for a test: its own data dir, no health port, nothing read from .env or config.yaml."""
+    values: dict[str, Any] = {"data_dir": data_dir, "health": {"enabled": False}, "_env_file": None}
+    values.update(overrides)
+    return load_settings(**values)
+
+
+async def make_bot(settings: Settings, extensions: Sequence[str] | None = None) -> MendBot:
+    services = await build_services(settings, watch_prompts=False)
+    return MendBot(services, extensions=extensions)
+
+
+@asynccontextmanager
+async def running_world(
+    settings: Settings, *, extra_extensions: Sequence[str] = (), settle_timeout: float = 30.0
+) -> AsyncIterator[VirtualWorld]:
+    """A booted bot in a fresh virtual guild; closes bot and services afterwards."""
+    bot = await make_bot(settings, [*discover_extensions(), *extra_extensions])
+    current = bot
+    try:
+        async with virtual_world(bot, settle_timeout=settle_timeout) as world:
+            try:
+                yield world
+            finally:
+                current = world.bot
+    finally:
+        await bot.services.aclose()
+        await current.services.aclose()
+
+
+def reply_text(result: simcord.InteractionResult) -> str:
+    """The content of an interaction's first response (fails the test when there was none)."""
+    assert result.response is not None, "the bot did not respond to the interaction"
+    return result.response.content
+
+
+def bot_messages(world: VirtualWorld, channel: Any) -> list[discord.Message]:
+    """Messages the bot sent in a channel, oldest first."""
+    me = world.bot.user
+    return [m for m in channel.history() if me is not None and m.author.id == me.id]

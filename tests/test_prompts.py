@@ -1,0 +1,74 @@
+"""Prompt registry: validation, hot reload within a second, invalid edits keep the old version."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from bot.prompts import PromptError, PromptRegistry
+
+PERSONA = "---\nkind: persona\nmodel: m1\nmax_tokens: 100\n---\nYou are {name}.\n"
+
+
+def _registry(tmp_path: Path, errors: list[str]) -> PromptRegistry:
+    (tmp_path / "chat").mkdir()
+    (tmp_path / "chat" / "persona.md").write_text(PERSONA)
+    registry = PromptRegistry(tmp_path, on_error=errors.append)
+    assert registry.load_all() == []
+    return registry
+
+
+async def _eventually(check: object, timeout: float = 1.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():  # type: ignore[operator]
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met within the time allowed")
+        await asyncio.sleep(0.02)
+
+
+def test_front_matter_is_validated(tmp_path: Path) -> None:
+    """Front matter fields are typed: a bad temperature is refused with the field named."""
+    errors: list[str] = []
+    registry = _registry(tmp_path, errors)
+    (tmp_path / "chat" / "bad.md").write_text("---\nkind: persona\ntemperature: 7\n---\nx\n")
+    assert registry.load_all() == [errors[0]]
+    assert "chat/bad: temperature" in errors[0]
+    with pytest.raises(PromptError):
+        registry.get("chat/bad")
+    assert registry.get("chat/persona").render(name="mendbot") == "You are mendbot.\n"
+
+
+async def test_changed_prompt_is_reloaded_within_a_second(tmp_path: Path) -> None:
+    """Editing a prompt file on disk changes what the registry serves, within a second."""
+    errors: list[str] = []
+    registry = _registry(tmp_path, errors)
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(registry.watch(stop))
+    try:
+        await asyncio.sleep(0.2)  # let the watcher start
+        (tmp_path / "chat" / "persona.md").write_text(PERSONA.replace("m1", "m2"))
+        await _eventually(lambda: registry.get("chat/persona").meta.model == "m2")
+    finally:
+        stop.set()
+        await asyncio.wait_for(watcher, 5)
+    assert errors == []
+
+
+async def test_invalid_edit_keeps_previous_version_and_reports(tmp_path: Path) -> None:
+    """A broken edit keeps the last good prompt serving and reports the error."""
+    errors: list[str] = []
+    registry = _registry(tmp_path, errors)
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(registry.watch(stop))
+    try:
+        await asyncio.sleep(0.2)
+        (tmp_path / "chat" / "persona.md").write_text("---\nkind: persona\nmax_tokens: lots\n---\nbroken\n")
+        await _eventually(lambda: bool(errors))
+    finally:
+        stop.set()
+        await asyncio.wait_for(watcher, 5)
+    assert registry.get("chat/persona").meta.model == "m1"
+    assert "max_tokens" in errors[0]
+    assert "previous version kept" in errors[0]
