@@ -8,24 +8,50 @@ bot boots. `close()` stops taking work, unloads cogs and waits for in-flight han
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import importlib
 import pkgutil
 import time
-import traceback
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import discord
 from discord import app_commands
-from discord.ext import commands
+from discord.ext import commands, tasks
 
-from bot.errors import describe
+from bot.errors import describe, unwrap
 from bot.log import bind_context, get_logger
 from bot.services import Services
 
 __all__ = ["MendBot", "discover_extensions"]
 
 _log = get_logger(__name__)
+
+
+def _event_ids(args: tuple[Any, ...]) -> dict[str, Any]:
+    """Guild, channel, user and message ids from a listener's first argument, where it has them."""
+    if not args:
+        return {}
+    first = args[0]
+    if isinstance(first, discord.Message):
+        return {
+            "guild_id": first.guild.id if first.guild else None,
+            "channel_id": first.channel.id,
+            "user_id": first.author.id,
+            "message_id": first.id,
+        }
+    if isinstance(first, discord.RawReactionActionEvent):
+        return {
+            "guild_id": first.guild_id,
+            "channel_id": first.channel_id,
+            "user_id": first.user_id,
+            "message_id": first.message_id,
+        }
+    if isinstance(first, discord.Interaction):
+        return {"guild_id": first.guild_id, "channel_id": first.channel_id, "user_id": first.user.id}
+    return {}
 
 
 def discover_extensions(package: str = "cogs") -> list[str]:
@@ -77,6 +103,7 @@ class MendBot(commands.Bot):
         self.extension_names = list(extensions) if extensions is not None else discover_extensions()
         self.extension_failures: dict[str, str] = {}
         self._inflight: set[asyncio.Task[Any]] = set()
+        self._started: weakref.WeakKeyDictionary[commands.Context[Any], float] = weakref.WeakKeyDictionary()
         self._boot_reported = False
         self.accepting = True
 
@@ -134,26 +161,54 @@ class MendBot(commands.Bot):
                 _log.warning("dev channel not reachable", channel_id=channel_id)
         return sent
 
-    # -- the one error path ---------------------------------------------------------------------
+    # -- the one error path, which is also where every handled event is recorded ----------------
 
-    async def handle_interaction_error(self, interaction: discord.Interaction[Any], error: Exception) -> None:
-        text, is_bug = describe(error)
-        command = interaction.command.qualified_name if interaction.command else "?"
-        with bind_context(
-            guild_id=interaction.guild_id, channel_id=interaction.channel_id, user_id=interaction.user.id
-        ):
-            if is_bug:
-                _log.error("app command failed", command=command, exc_info=error)
-            if text is None:
-                return
-            if interaction.response.is_done():
-                await interaction.followup.send(text, ephemeral=True)
-            else:
-                await interaction.response.send_message(text, ephemeral=True)
+    @property
+    def recorder(self) -> Any:
+        return self.services.recorder
+
+    async def invoke(self, ctx: commands.Context[Any], /) -> None:
+        self._started[ctx] = time.perf_counter()
+        await super().invoke(ctx)
+
+    def _command_ids(self, ctx: commands.Context[Any]) -> dict[str, Any]:
+        return {
+            "guild_id": ctx.guild.id if ctx.guild else None,
+            "channel_id": ctx.channel.id,
+            "user_id": ctx.author.id,
+            "message_id": ctx.message.id if ctx.interaction is None else None,
+        }
+
+    def _command_elapsed_ms(self, ctx: commands.Context[Any]) -> float:
+        started = self._started.pop(ctx, None)
+        if started is None and ctx.interaction is not None:
+            started = ctx.interaction.extras.get("started")
+        return (time.perf_counter() - started) * 1000 if started is not None else 0.0
+
+    def _record_command(self, ctx: commands.Context[Any], error: BaseException | None) -> None:
+        if ctx.command is None:
+            return
+        text, is_bug = describe(error) if error is not None else (None, False)
+        self.recorder.record(
+            f"command:{ctx.command.qualified_name}",
+            ctx.command.cog_name or "bot",
+            ok=not is_bug,
+            duration_ms=self._command_elapsed_ms(ctx),
+            error=unwrap(error) if is_bug and error is not None else None,
+            extra={
+                "via": "slash" if ctx.interaction else "prefix",
+                **({"user_error": text} if error is not None and not is_bug else {}),
+            },
+            **self._command_ids(ctx),
+        )
+
+    async def on_command_completion(self, ctx: commands.Context[Any]) -> None:
+        self._record_command(ctx, None)
 
     async def on_command_error(
-        self, context: commands.Context[Any], exception: commands.CommandError
+        self, context: commands.Context[Any], exception: commands.CommandError, /
     ) -> None:
+        self._record_command(context, exception)
         if context.command is not None and context.command.has_error_handler():
             return
         text, is_bug = describe(exception)
@@ -166,25 +221,134 @@ class MendBot(commands.Bot):
                 _log.error(
                     "command failed",
                     command=context.command and context.command.qualified_name,
-                    exc_info=exception,
+                    exc_info=unwrap(exception),
                 )
             if text is not None:
                 await context.reply(text, mention_author=False)
 
+    def _record_interaction(self, interaction: discord.Interaction[Any], error: BaseException | None) -> None:
+        command = interaction.command
+        name = command.qualified_name if command is not None else "unknown"
+        started = interaction.extras.get("started")
+        text, is_bug = describe(error) if error is not None else (None, False)
+        self.recorder.record(
+            f"app:{name}",
+            getattr(getattr(command, "binding", None), "qualified_name", None) or "bot",
+            ok=not is_bug,
+            duration_ms=(time.perf_counter() - started) * 1000 if started is not None else 0.0,
+            error=unwrap(error) if is_bug and error is not None else None,
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id,
+            user_id=interaction.user.id,
+            extra={"user_error": text} if error is not None and not is_bug else None,
+        )
+
+    async def on_app_command_completion(
+        self,
+        interaction: discord.Interaction[Any],
+        command: app_commands.Command[Any, ..., Any] | app_commands.ContextMenu,
+    ) -> None:
+        if isinstance(command, commands.hybrid.HybridAppCommand):
+            return  # recorded through the command_completion / command_error path
+        self._record_interaction(interaction, None)
+
+    async def handle_interaction_error(self, interaction: discord.Interaction[Any], error: Exception) -> None:
+        self._record_interaction(interaction, error)
+        text, is_bug = describe(error)
+        command = interaction.command.qualified_name if interaction.command else "?"
+        with bind_context(
+            guild_id=interaction.guild_id, channel_id=interaction.channel_id, user_id=interaction.user.id
+        ):
+            if is_bug:
+                _log.error("app command failed", command=command, exc_info=unwrap(error))
+            if text is None:
+                return
+            if interaction.response.is_done():
+                await interaction.followup.send(text, ephemeral=True)
+            else:
+                await interaction.response.send_message(text, ephemeral=True)
+
+    async def _run_event(
+        self, coro: Callable[..., Coroutine[Any, Any, Any]], event_name: str, *args: Any, **kwargs: Any
+    ) -> None:
+        """discord.py's listener runner, timed and recorded (the bot's own handlers are not)."""
+        task = asyncio.current_task()
+        if task is not None:
+            self.track_inflight(task)
+        owner = getattr(coro, "__self__", None)
+        if owner is self:  # on_message/on_ready etc. of the bot itself: commands record themselves
+            await super()._run_event(coro, event_name, *args, **kwargs)
+            return
+        started = time.perf_counter()
+        ids = _event_ids(args)
+        source = getattr(owner, "qualified_name", None) or getattr(coro, "__qualname__", "listener")
+        try:
+            await coro(*args, **kwargs)
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:
+            self.recorder.record(
+                f"listener:{event_name}",
+                source,
+                ok=False,
+                error=exc,
+                duration_ms=(time.perf_counter() - started) * 1000,
+                **ids,
+            )
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.on_error(event_name, *args, **kwargs)
+        else:
+            self.recorder.record(
+                f"listener:{event_name}",
+                source,
+                ok=True,
+                duration_ms=(time.perf_counter() - started) * 1000,
+                **ids,
+            )
+
     async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
-        _log.error("listener failed", listener=event_method, error=traceback.format_exc(limit=-5))
+        _log.exception("listener failed", listener=event_method)
+
+    async def add_cog(self, cog: commands.Cog, /, **kwargs: Any) -> None:
+        for name in dir(cog):
+            loop = getattr(cog, name, None)
+            if isinstance(loop, tasks.Loop):
+                self._instrument_loop(cog, loop)
+        await super().add_cog(cog, **kwargs)
+
+    def _instrument_loop(self, cog: commands.Cog, loop: tasks.Loop[Any]) -> None:
+        """Record each iteration of a cog's tasks.loop; a failure goes through the error path."""
+        body = loop.coro
+        kind = f"task:{body.__name__}"
+        recorder = self.recorder
+
+        @functools.wraps(body)
+        async def recorded(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                result = await body(*args, **kwargs)
+            except Exception as exc:
+                recorder.record(
+                    kind,
+                    cog.qualified_name,
+                    ok=False,
+                    error=exc,
+                    duration_ms=(time.perf_counter() - started) * 1000,
+                )
+                _log.error("task iteration failed", task=kind, exc_info=exc)
+                raise
+            recorder.record(
+                kind, cog.qualified_name, ok=True, duration_ms=(time.perf_counter() - started) * 1000
+            )
+            return result
+
+        loop.coro = recorded
 
     # -- draining ------------------------------------------------------------------------------
 
     def track_inflight(self, task: asyncio.Task[Any]) -> None:
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
-
-    async def _run_event(self, coro: Any, event_name: str, *args: Any, **kwargs: Any) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self.track_inflight(task)
-        await super()._run_event(coro, event_name, *args, **kwargs)
 
     @property
     def inflight(self) -> int:

@@ -9,20 +9,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import discord
 
+from bot.access import AccessPolicy
 from bot.chat import ChatService
 from bot.daemons import Daemons
+from bot.db import actions as action_queries
 from bot.db import open_database
+from bot.log import get_logger
+from bot.observe.detector import AnomalyDetector
+from bot.observe.incidents import IncidentService
+from bot.observe.recorder import ActionRecorder
 from bot.prompts import PromptRegistry
 from bot.reminders import ReminderService
 from bot.settings import Settings
 
 __all__ = ["Services", "build_services"]
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PROMPTS_DIR = REPO_ROOT / "prompts"
+_log = get_logger(__name__)
 
 
 @dataclass
@@ -32,16 +41,43 @@ class Services:
     prompts: PromptRegistry
     chat: ChatService
     reminders: ReminderService
+    recorder: ActionRecorder
+    detector: AnomalyDetector
+    incidents: IncidentService
+    access: AccessPolicy
     clock: Callable[[], datetime]
     daemons: Daemons = field(default_factory=Daemons)
     closed: bool = False
 
+    def authorize(
+        self, user_id: int, role_ids: list[int], *, is_bot: bool, action: str, **context: Any
+    ) -> bool:
+        """The allow-list check for a privileged action; a refusal is recorded as an action."""
+        if self.access.is_allowed(user_id, role_ids, is_bot=is_bot):
+            return True
+        self.recorder.record(
+            "access:refused",
+            "access",
+            ok=True,
+            duration_ms=0,
+            user_id=user_id,
+            extra={"action": action, **context},
+        )
+        return False
+
     def health(self) -> dict[str, object]:
         """Figures for the health endpoint."""
-        return {"reminders_scheduled": self.reminders.scheduled, "prompts": len(self.prompts.keys())}
+        return {
+            "reminders_scheduled": self.reminders.scheduled,
+            "prompts": len(self.prompts.keys()),
+            "incidents_active": len(self.incidents.active()),
+            **self.recorder.health(),
+        }
 
     async def quiesce(self) -> None:
         """Wait until background services have processed everything handed to them so far."""
+        await self.incidents.quiesce()
+        await self.recorder.flush()
 
     async def aclose(self) -> None:
         """Stop background work and close the database; safe to call twice."""
@@ -49,6 +85,8 @@ class Services:
             return
         self.closed = True
         self.reminders.stop()
+        await self.incidents.quiesce()
+        await self.recorder.close()
         await self.daemons.stop_all()
         await self.db.close()
 
@@ -66,6 +104,23 @@ async def build_services(
     prompts = PromptRegistry(prompts_dir or PROMPTS_DIR)
     prompts.load_all()
     secret = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
+    observe = settings.observe
+    recorder = ActionRecorder(
+        db_path=settings.db_path,
+        ndjson_path=settings.log_dir / "actions.ndjson",
+        repo_root=REPO_ROOT,
+        clock=clock,
+        queue_size=observe.queue_size,
+        ndjson_max_bytes=observe.ndjson_max_bytes,
+        ndjson_backups=observe.ndjson_backups,
+    )
+    incidents = IncidentService(db, observe, clock)
+    await incidents.load()
+    detector = AnomalyDetector(observe, incidents.on_signal, await action_queries.known_fingerprints(db))
+    # Incidents count a record before the detector sees it, so a record that opens an
+    # incident is counted once (in the signal), not twice.
+    recorder.subscribe(incidents.observe)
+    recorder.subscribe(detector.process)
     services = Services(
         settings=settings,
         db=db,
@@ -74,8 +129,16 @@ async def build_services(
             db, prompts, settings.chat, api_key=secret, base_url=settings.anthropic_base_url, clock=clock
         ),
         reminders=ReminderService(db, clock),
+        recorder=recorder,
+        detector=detector,
+        incidents=incidents,
+        access=AccessPolicy(settings.access),
         clock=clock,
     )
+    pruned = await recorder.prune(observe.retention_days)
+    if pruned:
+        _log.info("old action records pruned", count=pruned, retention_days=observe.retention_days)
+    services.daemons.start("action-writer", recorder.run_writer())
     if watch_prompts:
         services.daemons.start("prompt-watcher", prompts.watch())
     return services

@@ -69,6 +69,7 @@ class LatencyRule(_Section):
     window: int = Field(default=50, ge=5)
     baseline: int = Field(default=500, ge=10)
     min_samples: int = Field(default=20, ge=5)
+    min_ms: float = Field(default=50, ge=0)  # below this p95, nobody notices: stay quiet
 
 
 class ObserveConfig(_Section):

@@ -1,0 +1,1 @@
+"""Observation: action records, redaction, fingerprints, anomaly rules and incidents."""

@@ -1,0 +1,55 @@
+"""Fingerprints: the same bug gives the same fingerprint across restarts, users and ids.
+
+A fingerprint hashes the exception type, the message with the variable parts normalised
+(numbers, snowflakes, hex, quoted values, paths' line numbers) and the innermost in-repo
+frames, each as `file:function:source line` — the source text rather than the line number, so
+an unrelated edit elsewhere in the file does not change it, while two call sites still differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import linecache
+import re
+import traceback
+from pathlib import Path
+
+__all__ = ["fingerprint", "in_repo_frames", "normalise_message"]
+
+_FRAMES_IN_FINGERPRINT = 3
+_NORMALISE = [
+    (re.compile(r"(['\"`]).*?\1"), r"\1?\1"),  # quoted values
+    (re.compile(r"\b0x[0-9a-fA-F]+\b"), "0x?"),  # addresses
+    (re.compile(r"\b[0-9a-fA-F]{7,40}\b(?=[^0-9a-fA-F]|$)"), "<hex>"),  # hashes, shas
+    (re.compile(r"\d+(?:\.\d+)?"), "<n>"),  # numbers, ids, durations
+]
+
+
+def normalise_message(message: str) -> str:
+    text = message.strip()[:500]
+    for pattern, replacement in _NORMALISE:
+        text = pattern.sub(replacement, text)
+    return " ".join(text.split())
+
+
+def in_repo_frames(error: BaseException, root: Path) -> list[tuple[str, int, str]]:
+    """(path relative to root, line, function) of frames in the project, innermost last."""
+    root_text = str(root.resolve()) + "/"
+    frames = []
+    for frame in traceback.extract_tb(error.__traceback__):
+        filename = frame.filename
+        if not filename.startswith(root_text) or "/site-packages/" in filename or "/.venv/" in filename:
+            continue
+        frames.append((filename[len(root_text) :], frame.lineno or 0, frame.name))
+    return frames
+
+
+def fingerprint(error: BaseException, root: Path) -> tuple[str, list[str]]:
+    """(fingerprint, frames as "file:line:function") for an exception."""
+    frames = in_repo_frames(error, root)
+    parts = [type(error).__qualname__, normalise_message(str(error))]
+    for path, line, function in frames[-_FRAMES_IN_FINGERPRINT:]:
+        source = linecache.getline(str(root / path), line).strip()
+        parts.append(f"{path}:{function}:{source}")
+    digest = hashlib.sha1("\n".join(parts).encode(), usedforsecurity=False).hexdigest()[:16]
+    return digest, [f"{path}:{line}:{function}" for path, line, function in frames]

@@ -1,0 +1,262 @@
+"""ActionRecorder: the one way an action becomes a record, and the sinks behind it.
+
+`record()` runs on the event loop and never waits on disk: it redacts, fingerprints, hands the
+record to in-process subscribers (incidents, the anomaly detector) and puts it on a bounded
+queue. A daemon writer drains the queue in batches into SQLite (its own connection, one
+transaction per batch) and an NDJSON file with rotation. A full queue drops the record and
+counts it; the count shows in /health and /incidents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from bot.db import actions as queries
+from bot.db import open_database
+from bot.log import get_logger
+from bot.observe.fingerprint import fingerprint
+from bot.observe.records import ActionRecord
+from bot.observe.redact import redact, redact_text
+
+__all__ = ["ActionRecorder", "PendingAction", "Subscriber"]
+
+_log = get_logger(__name__)
+_BATCH = 2000
+
+Subscriber = Callable[[ActionRecord], None]
+
+
+@dataclass
+class PendingAction:
+    """What a `with recorder.action(...)` block can add before it is recorded."""
+
+    cost_usd: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+    ok: bool | None = None  # set False to record a handled failure without raising
+
+
+class _NdjsonFile:
+    """Append-only NDJSON with size-based rotation (`actions.ndjson.1`, `.2`, …)."""
+
+    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
+
+    def append(self, lines: list[str]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write("".join(lines))
+            size = handle.tell()
+        if size >= self.max_bytes:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        for index in range(self.backups - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{index}")
+            if older.exists():
+                older.replace(self.path.with_name(f"{self.path.name}.{index + 1}"))
+        self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+
+
+class ActionRecorder:
+    def __init__(
+        self,
+        *,
+        db_path: Path,
+        ndjson_path: Path,
+        repo_root: Path,
+        clock: Callable[[], datetime],
+        queue_size: int = 10_000,
+        ndjson_max_bytes: int = 20_000_000,
+        ndjson_backups: int = 3,
+    ) -> None:
+        self._db_path = db_path
+        self._ndjson = _NdjsonFile(ndjson_path, ndjson_max_bytes, ndjson_backups)
+        self.repo_root = repo_root
+        self._clock = clock
+        # None is the stop marker `close()` puts behind the last record to write.
+        self._queue: asyncio.Queue[ActionRecord | None] = asyncio.Queue(maxsize=queue_size)
+        self._writer: asyncio.Task[None] | None = None
+        self._subscribers: list[Subscriber] = []
+        self._db: aiosqlite.Connection | None = None
+        self.dropped = 0
+        self.written = 0
+        self.recorded = 0
+        self.write_errors = 0
+
+    # -- producing ------------------------------------------------------------------------------
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.append(subscriber)
+
+    def now(self) -> float:
+        return self._clock().timestamp()
+
+    def record(
+        self,
+        kind: str,
+        source: str,
+        *,
+        ok: bool,
+        duration_ms: float,
+        error: BaseException | None = None,
+        guild_id: int | None = None,
+        channel_id: int | None = None,
+        user_id: int | None = None,
+        message_id: int | None = None,
+        cost_usd: float = 0.0,
+        run_id: int | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> ActionRecord:
+        """Record one action. Never blocks, never raises for a full queue."""
+        error_type = error_message = fingerprint_id = None
+        frames: list[str] = []
+        if error is not None:
+            error_type = type(error).__name__
+            error_message = redact_text(str(error), 1000)
+            fingerprint_id, frames = fingerprint(error, self.repo_root)
+        record = ActionRecord.model_construct(
+            ts=self.now(),
+            kind=kind,
+            source=source,
+            ok=ok,
+            duration_ms=round(duration_ms, 3),
+            guild_id=guild_id,
+            channel_id=channel_id,
+            user_id=user_id,
+            message_id=message_id,
+            cost_usd=cost_usd,
+            error_type=error_type,
+            error_message=error_message,
+            fingerprint=fingerprint_id,
+            frames=frames,
+            run_id=run_id,
+            extra=redact(extra) if extra else {},
+        )
+        self.recorded += 1
+        for subscriber in self._subscribers:
+            try:
+                subscriber(record)
+            except Exception:
+                _log.exception("action subscriber failed", subscriber=repr(subscriber))
+        try:
+            self._queue.put_nowait(record)
+        except asyncio.QueueFull:
+            self.dropped += 1
+        return record
+
+    @contextlib.contextmanager
+    def action(self, kind: str, source: str, **ids: Any) -> Iterator[PendingAction]:
+        """Time a block and record it; an exception is recorded as a failure and re-raised."""
+        pending = PendingAction()
+        started = time.perf_counter()
+        try:
+            yield pending
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                raise
+            self.record(
+                kind,
+                source,
+                ok=False,
+                error=exc,
+                duration_ms=_ms(started),
+                cost_usd=pending.cost_usd,
+                extra=pending.extra,
+                **ids,
+            )
+            raise
+        self.record(
+            kind,
+            source,
+            ok=pending.ok is not False,
+            duration_ms=_ms(started),
+            cost_usd=pending.cost_usd,
+            extra=pending.extra,
+            **ids,
+        )
+
+    # -- the writer daemon ------------------------------------------------------------------------
+
+    async def run_writer(self) -> None:
+        """Drain the queue into SQLite and NDJSON in batches until `close()` (runs as a daemon)."""
+        self._writer = asyncio.current_task()
+        self._db = await open_database(self._db_path)
+        try:
+            stop = False
+            while not stop:
+                batch = [await self._queue.get(), *self._take(_BATCH - 1)]
+                stop = None in batch
+                await self._write_batch(batch)
+        finally:
+            await self._db.close()
+            self._db = None
+
+    async def close(self) -> None:
+        """Write everything recorded so far, then stop the writer."""
+        writer = self._writer
+        if writer is None or writer.done():
+            return
+        await self._queue.put(None)
+        await asyncio.wait([writer], timeout=30)
+
+    def _take(self, limit: int) -> list[ActionRecord | None]:
+        batch: list[ActionRecord | None] = []
+        while len(batch) < limit:
+            try:
+                batch.append(self._queue.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+        return batch
+
+    async def _write_batch(self, batch: list[ActionRecord | None]) -> None:
+        assert self._db is not None
+        records = [record for record in batch if record is not None]
+        try:
+            if records:
+                lines = [record.model_dump_json() + "\n" for record in records]
+                await queries.insert_many(self._db, records)
+                await asyncio.to_thread(self._ndjson.append, lines)
+                self.written += len(records)
+        except Exception:
+            self.write_errors += 1
+            _log.exception("writing action records failed", count=len(records))
+        finally:
+            for _ in batch:
+                self._queue.task_done()
+
+    async def flush(self) -> None:
+        """Wait until every record so far has been written (or failed to be)."""
+        await self._queue.join()
+
+    async def prune(self, retention_days: int) -> int:
+        """Delete records older than the retention; returns how many."""
+        db = self._db or await open_database(self._db_path)
+        try:
+            return await queries.prune(db, self.now() - retention_days * 86400)
+        finally:
+            if db is not self._db:
+                await db.close()
+
+    def health(self) -> dict[str, int]:
+        return {
+            "actions_recorded": self.recorded,
+            "actions_written": self.written,
+            "actions_dropped": self.dropped,
+            "actions_queued": self._queue.qsize(),
+            "action_write_errors": self.write_errors,
+        }
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000

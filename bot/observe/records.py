@@ -1,0 +1,32 @@
+"""The action record: one per handled event (command, listener, task, chat reply, agent run)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["ActionRecord"]
+
+
+class ActionRecord(BaseModel):
+    """What happened, where, for whom, how long it took, what it cost, and how it failed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ts: float  # unix seconds
+    kind: str  # "command:roll", "app:fix", "listener:on_message", "task:audit", "chat:reply"
+    source: str  # cog or subsystem
+    ok: bool
+    duration_ms: float
+    guild_id: int | None = None
+    channel_id: int | None = None
+    user_id: int | None = None
+    message_id: int | None = None
+    cost_usd: float = 0.0
+    error_type: str | None = None
+    error_message: str | None = None
+    fingerprint: str | None = None
+    frames: list[str] = Field(default_factory=list)  # in-repo "file:line:function", innermost last
+    run_id: int | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)

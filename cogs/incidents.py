@@ -1,0 +1,224 @@
+"""Incidents in Discord: announcements in #dev, 🔍/🛠 reactions and buttons, /incidents, /incident."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.app import MendBot
+from bot.observe.incidents import Incident, IncidentError
+
+ACTIONS = {"🔍": "investigate", "🛠": "fix", "🛠️": "fix"}
+_COLOURS = {
+    "notice": discord.Colour.blue(),
+    "warning": discord.Colour.orange(),
+    "error": discord.Colour.red(),
+}
+_ICONS = {"notice": "🆕", "warning": "🐢", "error": "🔥"}
+
+
+def render(incident: Incident) -> discord.Embed:
+    """The announcement: what broke, since when, how often, who, a sample, how to act."""
+    sample = incident.sample
+    state = "" if incident.state == "open" else f" — {incident.state}"
+    embed = discord.Embed(
+        title=f"{_ICONS[incident.level]} Incident #{incident.id}: {incident.kind}{state}",
+        description=incident.summary,
+        colour=discord.Colour.dark_grey()
+        if incident.state in ("resolved", "muted")
+        else _COLOURS[incident.level],
+    )
+    embed.add_field(name="Since", value=_when(incident.first_seen, "R"))
+    users = len(incident.user_ids)
+    embed.add_field(
+        name="Seen",
+        value=f"{incident.count} time{'s' * (incident.count != 1)}, {users} user{'s' * (users != 1)}",
+    )
+    if sample.get("error_type"):
+        message = (sample.get("error_message") or "")[:300]
+        embed.add_field(name="Sample error", value=f"`{sample['error_type']}: {message}`", inline=False)
+    if sample.get("frames"):
+        embed.add_field(
+            name="Where", value="\n".join(f"`{frame}`" for frame in sample["frames"]), inline=False
+        )
+    embed.set_footer(text=f"rules: {', '.join(incident.rules)} · 🔍 investigate · 🛠 fix")
+    return embed
+
+
+class IncidentButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"incident:(?P<id>\d+):(?P<action>investigate|fix)",
+):
+    """🔍 Investigate / 🛠 Fix; persistent, so it works on announcements from before a restart."""
+
+    def __init__(self, incident_id: int, action: str) -> None:
+        label, emoji = ("Investigate", "🔍") if action == "investigate" else ("Fix", "🛠")
+        super().__init__(
+            discord.ui.Button(
+                label=label,
+                emoji=emoji,
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"incident:{incident_id}:{action}",
+            )
+        )
+        self.incident_id = incident_id
+        self.action = action
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> IncidentButton:
+        return cls(int(match["id"]), match["action"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        bot: MendBot = interaction.client
+        text = await request_action(bot, self.incident_id, interaction.user, self.action, "button")
+        await interaction.response.send_message(text, ephemeral=True)
+
+
+def _roles(user: discord.abc.User) -> list[int]:
+    return [role.id for role in getattr(user, "roles", [])]
+
+
+def _when(ts: float, style: Literal["R", "T"]) -> str:
+    return discord.utils.format_dt(datetime.fromtimestamp(ts, tz=UTC), style)
+
+
+def _view(incident_id: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(IncidentButton(incident_id, "investigate"))
+    view.add_item(IncidentButton(incident_id, "fix"))
+    return view
+
+
+async def request_action(
+    bot: MendBot, incident_id: int, user: discord.abc.User, action: str, via: str
+) -> str:
+    """Record an allow-listed user's 🔍/🛠 request; refuse (and record) anyone else."""
+    services = bot.services
+    if not services.authorize(
+        user.id, _roles(user), is_bot=user.bot, action=action, incident_id=incident_id, via=via
+    ):
+        return f"Sorry {user.display_name}, only allow-listed developers can ask me to {action}."
+    try:
+        fresh = await services.incidents.request(incident_id, user.id, action, via)
+    except IncidentError as exc:
+        return str(exc)
+    if not fresh:
+        return f"You already asked me to {action} incident #{incident_id}."
+    return f"Noted: {action} incident #{incident_id}, requested by {user.display_name}."
+
+
+class Incidents(commands.Cog):
+    def __init__(self, bot: MendBot) -> None:
+        self.bot = bot
+        self.incidents = bot.services.incidents
+
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(IncidentButton)
+        self.incidents.announcer = self
+
+    async def cog_unload(self) -> None:
+        self.bot.remove_dynamic_items(IncidentButton)
+        if self.incidents.announcer is self:
+            self.incidents.announcer = None
+
+    # -- Announcer ------------------------------------------------------------------------------
+
+    async def announce(self, incident: Incident) -> tuple[int, int] | None:
+        assert incident.id is not None
+        sent = await self.bot.send_dev(embed=render(incident), view=_view(incident.id))
+        if not sent:
+            return None
+        message = sent[0]
+        for emoji in ("🔍", "🛠"):
+            await message.add_reaction(emoji)
+        return message.channel.id, message.id
+
+    async def update(self, incident: Incident) -> None:
+        if incident.channel_id is None or incident.message_id is None:
+            return
+        channel = self.bot.get_channel(incident.channel_id)
+        if not isinstance(channel, discord.abc.Messageable):
+            return
+        await channel.get_partial_message(incident.message_id).edit(embed=render(incident))
+
+    # -- reactions on announcements ---------------------------------------------------------------
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        action = ACTIONS.get(str(payload.emoji))
+        if action is None or payload.user_id == getattr(self.bot.user, "id", None):
+            return
+        incident = self.incidents.by_message(payload.message_id)
+        if incident is None or incident.id is None:
+            return
+        user = (
+            payload.member or self.bot.get_user(payload.user_id) or await self.bot.fetch_user(payload.user_id)
+        )
+        text = await request_action(self.bot, incident.id, user, action, "reaction")
+        channel = self.bot.get_channel(payload.channel_id)
+        if isinstance(channel, discord.abc.Messageable):
+            await channel.send(f"{user.mention} {text}", allowed_mentions=discord.AllowedMentions.none())
+
+    # -- commands -------------------------------------------------------------------------------
+
+    @app_commands.command(name="incidents", description="List open incidents.")
+    async def list_incidents(self, interaction: discord.Interaction[MendBot]) -> None:
+        active = self.incidents.active()
+        dropped = self.bot.services.recorder.dropped
+        lines = [
+            f"**#{i.id}** {_ICONS[i.level]} `{i.kind}` — {i.summary} · seen {i.count}× · {i.state}"
+            for i in active
+        ] or ["No open incidents. 🎉"]
+        if dropped:
+            lines.append(f"⚠️ {dropped} action record(s) were dropped because the recorder queue was full.")
+        await interaction.response.send_message("\n".join(lines)[:2000])
+
+    @app_commands.command(
+        name="incident", description="Show an incident, or acknowledge, mute or resolve it."
+    )
+    @app_commands.describe(incident_id="the incident number", action="what to do (default: show)")
+    async def incident(
+        self,
+        interaction: discord.Interaction[MendBot],
+        incident_id: int,
+        action: Literal["show", "acknowledge", "mute", "resolve", "reopen"] = "show",
+    ) -> None:
+        services = self.bot.services
+        if action == "show":
+            incident = await self.incidents.fetch(incident_id)
+            samples = await self.incidents.samples(incident)
+            embed = render(incident)
+            for record in samples:
+                when = _when(record.ts, "T")
+                where = record.frames[-1] if record.frames else record.kind
+                embed.add_field(
+                    name=f"{when} · user {record.user_id}",
+                    value=f"`{record.error_type}: {(record.error_message or '')[:150]}`\n`{where}`",
+                    inline=False,
+                )
+            await interaction.response.send_message(embed=embed)
+            return
+        user = interaction.user
+        if not services.authorize(
+            user.id, _roles(user), is_bot=user.bot, action=action, incident_id=incident_id, via="slash"
+        ):
+            await interaction.response.send_message(
+                f"Sorry, only allow-listed developers can {action} incidents.", ephemeral=True
+            )
+            return
+        state = {"acknowledge": "acknowledged", "mute": "muted", "resolve": "resolved", "reopen": "open"}[
+            action
+        ]
+        incident = await self.incidents.set_state(incident_id, state, user.id)  # type: ignore[arg-type]
+        await interaction.response.send_message(f"Incident #{incident.id} is now {incident.state}.")
+
+
+async def setup(bot: MendBot) -> None:
+    await bot.add_cog(Incidents(bot))
