@@ -126,7 +126,13 @@ async def build_services(
         db=db,
         prompts=prompts,
         chat=ChatService(
-            db, prompts, settings.chat, api_key=secret, base_url=settings.anthropic_base_url, clock=clock
+            db,
+            prompts,
+            settings.chat,
+            recorder,
+            api_key=secret,
+            base_url=settings.anthropic_base_url,
+            clock=clock,
         ),
         reminders=ReminderService(db, clock),
         recorder=recorder,

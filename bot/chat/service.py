@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import aiosqlite
 
 from bot.db import chat as queries
+from bot.observe.recorder import ActionRecorder
 from bot.prompts import PromptRegistry
 from bot.settings import ChatConfig
 
@@ -64,6 +65,7 @@ class ChatService:
         db: aiosqlite.Connection,
         prompts: PromptRegistry,
         config: ChatConfig,
+        recorder: ActionRecorder,
         *,
         api_key: str | None,
         base_url: str | None,
@@ -72,6 +74,7 @@ class ChatService:
         self._db = db
         self._prompts = prompts
         self._config = config
+        self._recorder = recorder
         self._clock = clock
         self._client: AsyncAnthropic | None = None
         if api_key:
@@ -101,6 +104,36 @@ class ChatService:
                 return None
             self._told_no_key.add(channel_id)
             return ChatReply(NO_KEY_MESSAGE)
+        with self._recorder.action(
+            "chat:reply", "chat", channel_id=channel_id, user_id=author_id, message_id=message_id
+        ) as action:
+            reply = await self._ask_model(
+                channel_id=channel_id,
+                guild_name=guild_name,
+                author_id=author_id,
+                author_name=author_name,
+                message_id=message_id,
+                text=text,
+                bot_id=bot_id,
+            )
+            action.cost_usd = reply.cost_usd
+            action.extra.update(
+                model=reply.model, input_tokens=reply.input_tokens, output_tokens=reply.output_tokens
+            )
+        return reply
+
+    async def _ask_model(
+        self,
+        *,
+        channel_id: int,
+        guild_name: str,
+        author_id: int,
+        author_name: str,
+        message_id: int | None,
+        text: str,
+        bot_id: int,
+    ) -> ChatReply:
+        assert self._client is not None
         now = self._clock()
         await queries.add(
             self._db,
@@ -115,19 +148,16 @@ class ChatService:
         history = await queries.recent(self._db, channel_id, max(1, self._config.history_limit))
         persona = self._prompts.get(self._config.persona)
         model = persona.meta.model or "claude-sonnet-5-5"
+        temperature = persona.meta.temperature
         async with self._client.messages.stream(
             model=model,
             max_tokens=persona.meta.max_tokens,
             system=persona.render(guild=guild_name),
             messages=_as_messages(history),
-            extra_body={"temperature": persona.meta.temperature}
-            if persona.meta.temperature is not None
-            else None,
+            extra_body={"temperature": temperature} if temperature is not None else None,
         ) as stream:
             final = await stream.get_final_message()
-        answer = "".join(block.text for block in final.content if block.type == "text").strip()
-        if not answer:
-            answer = "…"
+        answer = "".join(block.text for block in final.content if block.type == "text").strip() or "…"
         await queries.add(
             self._db,
             channel_id=channel_id,

@@ -46,6 +46,7 @@ class _KindWindow:
     events: deque[tuple[float, bool]] = field(default_factory=deque)
     failures: int = 0
     firing: bool = False
+    last_failure: ActionRecord | None = None
 
 
 @dataclass(slots=True)
@@ -97,6 +98,7 @@ class AnomalyDetector:
         events.append((record.ts, record.ok))
         if not record.ok:
             window.failures += 1
+            window.last_failure = record
         horizon = record.ts - rule.window_s
         while events and events[0][0] < horizon:
             _, was_ok = events.popleft()
@@ -104,18 +106,19 @@ class AnomalyDetector:
                 window.failures -= 1
         total = len(events)
         holds = total >= rule.min_events and window.failures / total > rule.threshold
-        if holds and not window.firing and not record.ok:
+        if holds and not window.firing and window.last_failure is not None:
             share = window.failures / total
+            sample = window.last_failure
             self._emit(
                 Signal(
                     "error_rate",
                     "error",
                     record.kind,
-                    record.fingerprint,
+                    sample.fingerprint,
                     f"{record.kind} failing {share:.0%} of the time ({window.failures} of {total} "
                     f"in {rule.window_s / 60:g} min)",
                     window.failures,
-                    record,
+                    sample,
                 )
             )
         window.firing = holds

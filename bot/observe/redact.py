@@ -28,7 +28,11 @@ _TOKENS = re.compile(
     r"|(?i:bearer|basic|token)\s+[A-Za-z\d._~+/=-]{16,}"  # Authorization header values
     r"|-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)"
 )
-_SECRET_KEY = re.compile(r"token|secret|passw|authoriz|api[_-]?key|private[_-]?key|^key$|_key$|cookie", re.I)
+_SECRET_KEY = re.compile(
+    r"(?:^|[_.-])(?:token|secret|passw(?:or)?d|pwd|api[_-]?key|apikey|authorization|auth|cookie|session"
+    r"|private[_-]?key|key|credentials?)$",
+    re.I,
+)
 
 
 def redact_text(text: str, limit: int = MAX_STRING) -> str:

@@ -37,10 +37,18 @@ async def make_bot(settings: Settings, extensions: Sequence[str] | None = None) 
 
 @asynccontextmanager
 async def running_world(
-    settings: Settings, *, extra_extensions: Sequence[str] = (), settle_timeout: float = 30.0
+    settings: Settings,
+    *,
+    extra_extensions: Sequence[str] = (),
+    without: Sequence[str] = (),
+    settle_timeout: float = 30.0,
 ) -> AsyncIterator[VirtualWorld]:
-    """A booted bot in a fresh virtual guild; closes bot and services afterwards."""
-    bot = await make_bot(settings, [*discover_extensions(), *extra_extensions])
+    """A booted bot in a fresh virtual guild; closes bot and services afterwards.
+
+    `without` leaves extensions out (e.g. `cogs.dice` when `tests.fixtures.buggy_dice` replaces it).
+    """
+    extensions = [name for name in discover_extensions() if name not in without]
+    bot = await make_bot(settings, [*extensions, *extra_extensions])
     current = bot
     try:
         async with virtual_world(bot, settle_timeout=settle_timeout) as world:

@@ -1,0 +1,219 @@
+"""Observation end to end: recording through the virtual Discord, incidents, announcements."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+import discord
+
+from bot.app import discover_extensions
+from bot.playground import VirtualWorld
+from bot.settings import Settings
+from tests.harness.discord import bot_messages, make_bot, make_settings, reply_text, running_world
+from tests.harness.model_double import ModelDouble, text
+
+DISCORD_TOKEN = "MTA5ODc2NTQzMjEwOTg3NjU0Mw.GaBcDe.abcdefghijklmnopqrstuvwxyz0123456789AB"
+
+
+def _buggy_world(settings: Settings) -> AbstractAsyncContextManager[VirtualWorld]:
+    """The bot with tests.fixtures.buggy_dice's /roll (fails for six-sided dice) instead of cogs.dice."""
+    return running_world(settings, extra_extensions=["tests.fixtures.buggy_dice"], without=["cogs.dice"])
+
+
+def _sinks(settings: Settings) -> tuple[bytes, str]:
+    """Everything the database files and the NDJSON file hold."""
+    database = b"".join(p.read_bytes() for p in settings.data_dir.glob("mendbot.db*"))
+    return database, (settings.log_dir / "actions.ndjson").read_text()
+
+
+def _rows(settings: Settings, sql: str, *args: Any) -> list[sqlite3.Row]:
+    with sqlite3.connect(settings.db_path) as db:
+        db.row_factory = sqlite3.Row
+        return db.execute(sql, args).fetchall()
+
+
+def _announcements(world: VirtualWorld) -> list[discord.Message]:
+    return [m for m in bot_messages(world, world.dev) if m.embeds and "Incident" in (m.embeds[0].title or "")]
+
+
+def _field(message: discord.Message, name: str) -> str:
+    return next(f.value or "" for f in message.embeds[0].fields if f.name == name)
+
+
+async def test_failing_roll_records_error_with_the_in_repo_frame(settings: Settings) -> None:
+    """A /roll that raises is recorded as a failed action whose innermost frame is the bug's line."""
+    async with _buggy_world(settings) as world:
+        alice = world.users["alice"]
+        result = await alice.slash(world.general, "roll", notation="2d6")
+        assert "Something went wrong on my side (ZeroDivisionError)" in reply_text(result)
+        ok = await alice.slash(world.general, "roll", notation="1d20")
+        assert "🎲" in reply_text(ok)
+        await world.quiesce()
+        rows = _rows(settings, "SELECT * FROM actions WHERE kind = 'command:roll' ORDER BY id")
+    failed, succeeded = rows
+    assert failed["ok"] == 0 and succeeded["ok"] == 1
+    assert failed["error_type"] == "ZeroDivisionError"
+    assert failed["user_id"] == alice.id
+    frames = json.loads(failed["frames"])
+    assert frames[-1].startswith("tests/fixtures/buggy_dice.py:")
+    assert frames[-1].endswith(":roll")
+    assert failed["fingerprint"]
+    assert json.loads(succeeded["extra"]) == {"via": "slash"}
+
+
+async def test_bad_input_is_not_recorded_as_a_failure(world: VirtualWorld) -> None:
+    """A user's typo is an ok action with the explanation, so typos never raise the error rate."""
+    await world.users["alice"].slash(world.general, "roll", notation="2x")
+    await world.quiesce()
+    settings = world.bot.services.settings
+    (row,) = _rows(settings, "SELECT ok, fingerprint, extra FROM actions WHERE kind = 'command:roll'")
+    assert row["ok"] == 1 and row["fingerprint"] is None
+    assert "isn't dice notation" in json.loads(row["extra"])["user_error"]
+
+
+async def test_storm_of_500_errors_is_one_announcement_updated_in_place(settings: Settings) -> None:
+    """500 identical failures open one incident and one announcement that says how often and who."""
+    async with _buggy_world(settings) as world:
+        alice, mallory = world.users["alice"], world.users["mallory"]
+        for index in range(500):
+            user = alice if index % 2 else mallory
+            await user.send(world.general, "!roll 2d6")
+        await world.quiesce()
+        announcements = _announcements(world)
+        assert len(announcements) == 1
+        (announcement,) = announcements
+        assert announcement.embeds[0].title == "🔥 Incident #1: command:roll"
+        assert _field(announcement, "Seen") == "500 times, 2 users"
+        assert "ZeroDivisionError" in _field(announcement, "Sample error")
+        assert "tests/fixtures/buggy_dice.py" in _field(announcement, "Where")
+        assert {str(r.emoji) for r in announcement.reactions} == {"🔍", "🛠"}
+        labels = [child.label for row in announcement.components for child in row.children]  # type: ignore[union-attr]
+        assert labels == ["Investigate", "Fix"]
+    (incident,) = _rows(settings, "SELECT * FROM incidents")
+    assert incident["count"] == 500
+    assert set(json.loads(incident["rules"])) == {"new_fingerprint", "repeat", "error_rate"}
+
+
+async def test_incidents_survive_a_restart_and_buttons_still_work(settings: Settings) -> None:
+    """After a restart the incident is still listed, and 🔍 on the old announcement is recorded."""
+    async with _buggy_world(settings) as world:
+        for _ in range(5):
+            await world.users["alice"].send(world.general, "!roll 2d6")
+        await world.quiesce()
+        (announcement,) = _announcements(world)
+        extensions = [n for n in discover_extensions() if n != "cogs.dice"] + ["tests.fixtures.buggy_dice"]
+        await world.restart(await make_bot(settings, extensions))
+        listed = await world.users["alice"].slash(world.dev, "incidents")
+        assert "#1" in reply_text(listed) and "command:roll" in reply_text(listed)
+        await world.users["alice"].react(announcement, "🔍")
+        clicked = await world.users["alice"].click(announcement, custom_id="incident:1:fix")
+        assert "Noted: fix incident #1" in reply_text(clicked)
+        await world.quiesce()
+        assert any("Noted: investigate incident #1" in m.content for m in bot_messages(world, world.dev))
+    requests = _rows(settings, "SELECT action, via FROM incident_requests ORDER BY id")
+    assert [(r["action"], r["via"]) for r in requests] == [("investigate", "reaction"), ("fix", "button")]
+
+
+async def test_only_allow_listed_users_can_request_mute_or_resolve(settings: Settings) -> None:
+    """mallory's 🛠 and /incident resolve are refused politely and recorded; alice's work."""
+    async with _buggy_world(settings) as world:
+        alice, mallory = world.users["alice"], world.users["mallory"]
+        for _ in range(5):
+            await alice.send(world.general, "!roll 2d6")
+        await world.quiesce()
+        (announcement,) = _announcements(world)
+        refused = await mallory.click(announcement, custom_id="incident:1:fix")
+        assert "only allow-listed developers" in reply_text(refused)
+        denied = await mallory.slash(world.dev, "incident", incident_id=1, action="resolve")
+        assert "only allow-listed developers" in reply_text(denied)
+        muted = await alice.slash(world.dev, "incident", incident_id=1, action="mute")
+        assert "now muted" in reply_text(muted)
+        resolved = await alice.slash(world.dev, "incident", incident_id=1, action="resolve")
+        assert "now resolved" in reply_text(resolved)
+        shown = await mallory.slash(world.dev, "incident", incident_id=1)
+        assert shown.response is not None and "resolved" in (shown.response.embeds[0].title or "")
+        await world.quiesce()
+    refusals = _rows(settings, "SELECT user_id, extra FROM actions WHERE kind = 'access:refused'")
+    assert [(r["user_id"], json.loads(r["extra"])["action"]) for r in refusals] == [
+        (mallory.id, "fix"),
+        (mallory.id, "resolve"),
+    ]
+    assert _rows(settings, "SELECT state, closed_by FROM incidents")[0][:] == ("resolved", alice.id)
+    assert _rows(settings, "SELECT count(*) FROM incident_requests")[0][0] == 0
+
+
+async def test_token_in_an_error_never_reaches_sqlite_or_ndjson(settings: Settings) -> None:
+    """A Discord token inside an exception message is redacted before any sink."""
+    async with running_world(settings) as world:
+        recorder = world.bot.services.recorder
+        with_token = RuntimeError(f"login failed with token {DISCORD_TOKEN}")
+        recorder.record(
+            "task:sync",
+            "test",
+            ok=False,
+            duration_ms=1,
+            error=with_token,
+            extra={"headers": {"Authorization": f"Bot {DISCORD_TOKEN}"}, "note": DISCORD_TOKEN},
+        )
+        await world.quiesce()
+    database, ndjson = _sinks(settings)
+    assert DISCORD_TOKEN.encode() not in database
+    assert DISCORD_TOKEN not in ndjson
+    assert "[redacted]" in ndjson
+    (row,) = _rows(settings, "SELECT error_message FROM actions WHERE kind = 'task:sync'")
+    assert row[0] == "login failed with [redacted]"
+
+
+async def test_full_queue_drops_and_counts_without_blocking(tmp_path: Path) -> None:
+    """With the queue full, recording returns at once, drops the record and counts the drop."""
+    settings = make_settings(tmp_path / "data", observe={"queue_size": 10})
+    async with running_world(settings) as world:
+        services = world.bot.services
+        await services.recorder.flush()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for _ in range(1000):  # no await between records: the writer cannot drain meanwhile
+            services.recorder.record("task:spam", "test", ok=True, duration_ms=0)
+        assert services.recorder.dropped >= 990
+        assert services.health()["actions_dropped"] == services.recorder.dropped
+        listed = await world.users["alice"].slash(world.dev, "incidents")
+        assert f"{services.recorder.dropped} action record(s) were dropped" in reply_text(listed)
+        assert loop.time() - started < 5
+
+
+async def test_listener_errors_and_chat_replies_are_recorded(tmp_path: Path) -> None:
+    """A failing listener is a failed action; a chat reply records its tokens and cost."""
+    async with ModelDouble() as model:
+        model.script(text("hello!", input_tokens=1000, output_tokens=100))
+        settings = make_settings(tmp_path / "data", anthropic_api_key="k", anthropic_base_url=model.base_url)
+        async with running_world(settings, extra_extensions=["tests.fixtures.broken_listener"]) as world:
+            me = world.bot.user
+            assert me is not None
+            await world.users["alice"].send(world.general, f"{me.mention} hi")
+            await world.quiesce()
+            alice_id = world.users["alice"].id
+    (chat,) = _rows(settings, "SELECT * FROM actions WHERE kind = 'chat:reply'")
+    assert chat["ok"] == 1
+    assert abs(chat["cost_usd"] - (1000 * 3 + 100 * 15) / 1_000_000) < 1e-9
+    assert json.loads(chat["extra"])["output_tokens"] == 100
+    failures = _rows(
+        settings,
+        "SELECT source, error_type, user_id FROM actions WHERE kind = 'listener:on_message' AND ok = 0",
+    )
+    assert {(r["source"], r["error_type"]) for r in failures} == {("Broken", "LookupError")}
+    assert alice_id in {r["user_id"] for r in failures}
+
+
+async def test_task_loop_iterations_are_recorded(tmp_path: Path) -> None:
+    """Each tasks.loop iteration is an action; a failing one records its error."""
+    settings = make_settings(tmp_path / "data")
+    async with running_world(settings, extra_extensions=["tests.fixtures.ticking_cog"]) as world:
+        await world.env.advance_time(35)
+        await world.quiesce()
+    rows = _rows(settings, "SELECT ok, error_type FROM actions WHERE kind = 'task:tick' ORDER BY id")
+    assert [(r["ok"], r["error_type"]) for r in rows][:3] == [(1, None), (1, None), (0, "ValueError")]

@@ -1,0 +1,191 @@
+"""Redaction, fingerprints and the anomaly rules, on their own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.observe.detector import AnomalyDetector, Signal
+from bot.observe.fingerprint import fingerprint, normalise_message
+from bot.observe.records import ActionRecord
+from bot.observe.redact import REDACTED, redact, redact_text
+from bot.settings import ObserveConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+DISCORD_TOKEN = "MTA5ODc2NTQzMjEwOTg3NjU0Mw.GaBcDe.abcdefghijklmnopqrstuvwxyz0123456789AB"
+
+
+def test_token_shaped_strings_are_redacted_anywhere_in_text() -> None:
+    """Discord, Anthropic and GitHub tokens and bearer values are replaced inside any text."""
+    text = (
+        f"login failed for {DISCORD_TOKEN} with sk-ant-api03-abcdefghijklmnopqrstuvwxyz and "
+        "ghp_abcdefghijklmnopqrstuvwxyz0123456789 Authorization: Bearer abcdefghijklmnopqrstuvwxyz"
+    )
+    cleaned = redact_text(text)
+    for secret in (DISCORD_TOKEN, "sk-ant-api03", "ghp_abc", "abcdefghijklmnopqrstuvwxyz"):
+        assert secret not in cleaned
+    assert cleaned.count(REDACTED) == 4
+
+
+def test_values_under_secret_keys_are_redacted_and_structures_capped() -> None:
+    """Secret-named keys lose their values; long strings, lists and deep nesting are capped."""
+    value = {
+        "api_key": "abc",
+        "password": "hunter2",
+        "Authorization": "x",
+        "note": "x" * 5000,
+        "items": list(range(500)),
+        "deep": {"a": {"b": {"c": {"d": {"e": 1}}}}},
+    }
+    cleaned = redact(value)
+    assert cleaned["api_key"] == cleaned["password"] == cleaned["Authorization"] == REDACTED
+    assert len(cleaned["note"]) < 2100
+    assert len(cleaned["items"]) == 51
+    assert "[too deep]" in str(cleaned["deep"])
+
+
+def _fail_here(user_id: int) -> None:
+    raise KeyError(f"no reminder {user_id} for 'channel-{user_id}'")
+
+
+def _fail_elsewhere(user_id: int) -> None:
+    raise KeyError(f"no reminder {user_id} for 'channel-{user_id}'")
+
+
+def _caught(function: object, user_id: int) -> BaseException:
+    try:
+        function(user_id)  # type: ignore[operator]
+    except KeyError as exc:
+        return exc
+    raise AssertionError("did not raise")
+
+
+def test_fingerprint_is_stable_across_ids_and_differs_across_call_sites() -> None:
+    """The same bug with different ids has one fingerprint; the same error elsewhere has another."""
+    first, frames = fingerprint(_caught(_fail_here, 1456074443980800001), ROOT)
+    second, _ = fingerprint(_caught(_fail_here, 42), ROOT)
+    other, _ = fingerprint(_caught(_fail_elsewhere, 42), ROOT)
+    assert first == second
+    assert first != other
+    assert frames[-1].startswith("tests/test_observe_units.py:")
+    assert frames[-1].endswith(":_fail_here")
+
+
+def test_message_normalisation_removes_variable_parts() -> None:
+    """Numbers, quoted values and hex are normalised out of messages."""
+    assert normalise_message("user 1234 sent 'hello' at 0xdeadbeef") == normalise_message(
+        "user 99 sent 'bye' at 0x1f"
+    )
+
+
+def _record(
+    ts: float,
+    *,
+    ok: bool = True,
+    kind: str = "command:roll",
+    duration_ms: float = 10.0,
+    fp: str | None = None,
+) -> ActionRecord:
+    return ActionRecord(
+        ts=ts,
+        kind=kind,
+        source="test",
+        ok=ok,
+        duration_ms=duration_ms,
+        fingerprint=fp if not ok else None,
+        error_type=None if ok else "ZeroDivisionError",
+    )
+
+
+def _detector(**overrides: object) -> tuple[AnomalyDetector, list[Signal]]:
+    signals: list[Signal] = []
+    config = ObserveConfig.model_validate({"announce_new_fingerprints": False, **overrides})
+    return AnomalyDetector(config, signals.append), signals
+
+
+def test_error_rate_fires_above_threshold_once() -> None:
+    """4 failures in 10 events (40% > 30%) fires error_rate once for the storm."""
+    detector, signals = _detector(repeat={"count": 100})
+    for i in range(10):
+        detector.process(_record(i, ok=i % 5 >= 3, fp=f"fp{i}"))
+    for i in range(10, 20):
+        detector.process(_record(i, ok=i % 5 >= 3, fp=f"fp{i}"))
+    assert [s.rule for s in signals] == ["error_rate"]
+    assert signals[0].kind == "command:roll"
+
+
+def test_error_rate_stays_quiet_below_threshold_or_min_events() -> None:
+    """2 failures in 10 (20%) does not fire, nor do 3 failures among only 4 events."""
+    detector, signals = _detector(repeat={"count": 100})
+    for i in range(10):
+        detector.process(_record(i, ok=i not in (2, 7), fp=f"fp{i}"))
+    few, few_signals = _detector(repeat={"count": 100})
+    for i in range(4):
+        few.process(_record(i, ok=i == 0, fp=f"fp{i}"))
+    assert signals == []
+    assert few_signals == []
+
+
+def test_error_rate_window_forgets_old_failures() -> None:
+    """Failures older than the window no longer count."""
+    detector, signals = _detector(repeat={"count": 100}, error_rate={"window_s": 60})
+    for i in range(3):
+        detector.process(_record(i, ok=False, fp="a"))
+    for i in range(10):
+        detector.process(_record(1000 + i, ok=True))
+    detector.process(_record(1011, ok=False, fp="a"))
+    assert signals == []
+
+
+def test_repeat_fires_at_n_in_window_and_not_below() -> None:
+    """The same fingerprint 5 times in the window fires; 4 times, or spread out, does not."""
+    detector, signals = _detector(error_rate={"min_events": 1000})
+    for i in range(4):
+        detector.process(_record(i, ok=False, fp="same"))
+    assert signals == []
+    detector.process(_record(5, ok=False, fp="same"))
+    assert [(s.rule, s.fingerprint, s.count) for s in signals] == [("repeat", "same", 5)]
+    spread, spread_signals = _detector(error_rate={"min_events": 1000}, repeat={"count": 5, "window_s": 60})
+    for i in range(10):
+        spread.process(_record(i * 100, ok=False, fp="same"))
+    assert spread_signals == []
+
+
+def test_latency_fires_when_p95_doubles_and_not_on_noise() -> None:
+    """p95 over twice the baseline fires; a steady latency with noise does not."""
+    detector, signals = _detector(latency={"window": 20, "baseline": 100, "min_samples": 20, "min_ms": 50})
+    for i in range(120):
+        detector.process(_record(i, duration_ms=100 + (i % 7)))
+    assert signals == []
+    for i in range(120, 140):
+        detector.process(_record(i, duration_ms=400))
+    assert [s.rule for s in signals] == ["latency"]
+    assert "p95" in signals[0].summary
+
+
+def test_latency_ignores_fast_commands_below_floor() -> None:
+    """Microsecond-scale jitter under the absolute floor never fires."""
+    detector, signals = _detector(latency={"window": 20, "baseline": 100, "min_samples": 20, "min_ms": 50})
+    for i in range(120):
+        detector.process(_record(i, duration_ms=1))
+    for i in range(120, 140):
+        detector.process(_record(i, duration_ms=5))
+    assert signals == []
+
+
+def test_new_fingerprint_is_a_notice_once() -> None:
+    """A failure never seen before gives one notice; a known one gives none."""
+    signals: list[Signal] = []
+    detector = AnomalyDetector(ObserveConfig(), signals.append, known_fingerprints={"old"})
+    detector.process(_record(1, ok=False, fp="old"))
+    detector.process(_record(2, ok=False, fp="new"))
+    detector.process(_record(3, ok=False, fp="new"))
+    assert [(s.rule, s.level, s.fingerprint) for s in signals] == [("new_fingerprint", "notice", "new")]
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.5])
+def test_thresholds_are_validated(threshold: float) -> None:
+    """An impossible error-rate threshold is refused by the config model."""
+    with pytest.raises(ValueError, match="threshold"):
+        ObserveConfig.model_validate({"error_rate": {"threshold": threshold}})
