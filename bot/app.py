@@ -18,6 +18,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import discord
+import structlog
 from discord import app_commands
 from discord.ext import commands, tasks
 
@@ -69,6 +70,10 @@ class MendTree(app_commands.CommandTree["MendBot"]):
 
     async def interaction_check(self, interaction: discord.Interaction[MendBot]) -> bool:
         interaction.extras["started"] = time.perf_counter()
+        # Each interaction runs in its own task, so this binding lasts exactly as long as it.
+        structlog.contextvars.bind_contextvars(
+            guild_id=interaction.guild_id, channel_id=interaction.channel_id, user_id=interaction.user.id
+        )
         task = asyncio.current_task()
         if task is not None:
             self.client.track_inflight(task)
@@ -169,6 +174,9 @@ class MendBot(commands.Bot):
 
     async def invoke(self, ctx: commands.Context[Any], /) -> None:
         self._started[ctx] = time.perf_counter()
+        structlog.contextvars.bind_contextvars(
+            guild_id=ctx.guild.id if ctx.guild else None, channel_id=ctx.channel.id, user_id=ctx.author.id
+        )
         await super().invoke(ctx)
 
     def _command_ids(self, ctx: commands.Context[Any]) -> dict[str, Any]:

@@ -145,6 +145,7 @@ async def build_services(
     if pruned:
         _log.info("old action records pruned", count=pruned, retention_days=observe.retention_days)
     services.daemons.start("action-writer", recorder.run_writer())
+    services.daemons.start("action-retention", recorder.prune_every(observe.retention_days))
     if watch_prompts:
         services.daemons.start("prompt-watcher", prompts.watch())
     return services

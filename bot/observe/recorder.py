@@ -248,6 +248,18 @@ class ActionRecorder:
             if db is not self._db:
                 await db.close()
 
+    async def prune_every(self, retention_days: int, interval_s: float = 6 * 3600) -> None:
+        """Apply the retention periodically (runs as a daemon)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                pruned = await self.prune(retention_days)
+            except Exception:
+                _log.exception("pruning action records failed")
+            else:
+                if pruned:
+                    _log.info("old action records pruned", count=pruned, retention_days=retention_days)
+
     def health(self) -> dict[str, int]:
         return {
             "actions_recorded": self.recorded,
