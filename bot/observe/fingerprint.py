@@ -8,6 +8,7 @@ an unrelated edit elsewhere in the file does not change it, while two call sites
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import linecache
 import re
@@ -34,22 +35,28 @@ def normalise_message(message: str) -> str:
 
 def in_repo_frames(error: BaseException, root: Path) -> list[tuple[str, int, str]]:
     """(path relative to root, line, function) of frames in the project, innermost last."""
-    root_text = str(root.resolve()) + "/"
+    prefix = _root_prefix(root)
     frames = []
-    for frame in traceback.extract_tb(error.__traceback__):
-        filename = frame.filename
-        if not filename.startswith(root_text) or "/site-packages/" in filename or "/.venv/" in filename:
-            continue
-        frames.append((filename[len(root_text) :], frame.lineno or 0, frame.name))
+    # walk_tb rather than extract_tb: no linecache refresh (a stat per file) on the hot path.
+    for frame, line in traceback.walk_tb(error.__traceback__):
+        filename = frame.f_code.co_filename
+        if filename.startswith(prefix) and "/site-packages/" not in filename and "/.venv/" not in filename:
+            frames.append((filename[len(prefix) :], line, frame.f_code.co_name))
     return frames
+
+
+@functools.cache
+def _root_prefix(root: Path) -> str:
+    return str(root.resolve()) + "/"
 
 
 def fingerprint(error: BaseException, root: Path) -> tuple[str, list[str]]:
     """(fingerprint, frames as "file:line:function") for an exception."""
     frames = in_repo_frames(error, root)
+    prefix = _root_prefix(root)
     parts = [type(error).__qualname__, normalise_message(str(error))]
     for path, line, function in frames[-_FRAMES_IN_FINGERPRINT:]:
-        source = linecache.getline(str(root / path), line).strip()
+        source = linecache.getline(prefix + path, line).strip()
         parts.append(f"{path}:{function}:{source}")
     digest = hashlib.sha1("\n".join(parts).encode(), usedforsecurity=False).hexdigest()[:16]
     return digest, [f"{path}:{line}:{function}" for path, line, function in frames]

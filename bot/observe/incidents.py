@@ -170,6 +170,8 @@ class IncidentService:
         self._changed(incident)
 
     def on_signal(self, signal: Signal) -> None:
+        horizon = self.now() - self._config.cooldown_s  # forget incidents resolved long ago
+        self._incidents = [i for i in self._incidents if i.active or (i.closed_at or 0) >= horizon]
         incident = self._match(signal.fingerprint, signal.kind, active_only=False)
         if incident is None:
             self._open(signal)
@@ -246,20 +248,19 @@ class IncidentService:
         finally:
             incident.created.set()
         if incident.dirty:
-            await self._flush(incident)
+            self._changed(incident)
 
     def _changed(self, incident: Incident) -> None:
         incident.dirty = True
         if incident.created.is_set() and not incident.flushing:
+            incident.flushing = True  # claimed now, so a burst of changes spawns one flush
             self._spawn(self._flush(incident))
 
     async def _flush(self, incident: Incident) -> None:
         """Write and re-announce until no change is left; one flush per incident at a time."""
-        if incident.flushing or incident.id is None:
-            return
         incident.flushing = True
         try:
-            while incident.dirty:
+            while incident.dirty and incident.id is not None:
                 incident.dirty = False
                 await queries.update(self._db, incident.id, incident.row(self.now()))
                 if self.announcer is not None and incident.message_id is not None:
@@ -316,8 +317,9 @@ class IncidentService:
         if state == "resolved":
             incident.closed_at, incident.closed_by = self.now(), user_id
         _log.info("incident state changed", incident_id=incident_id, state=state, user_id=user_id)
-        incident.dirty = True
-        await self._flush(incident)
+        assert incident.id is not None
+        await queries.update(self._db, incident.id, incident.row(self.now()))
+        self._changed(incident)  # the announcement shows the new state
         return incident
 
     async def request(self, incident_id: int, user_id: int, action: str, via: str) -> bool:

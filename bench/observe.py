@@ -1,0 +1,388 @@
+"""Observability benchmark: what recording, persisting and detecting actions cost.
+
+Prints one `name value unit` line per figure (logs go to stderr, diagnostics too):
+
+- `record_overhead_median_us`, `record_overhead_p99_us`: the event-loop cost of one
+  `ActionRecorder.record(...)` call, timed with `perf_counter_ns` around each of 50,000 calls,
+  on services assembled by the real `build_services` (so incidents.observe and then
+  detector.process are subscribed exactly as in the app, and the writer daemon runs). The mix
+  is mostly successful actions with a small `extra`, plus ~5% failures carrying a freshly
+  raised exception from one of two call sites in this file, so fingerprinting runs; the two
+  fingerprints open two incidents (repeat rule) once, after which failures just update them.
+  The loop yields to the event loop after every call, as separate handlers would, so incident
+  tasks and the writer run in between (the writer's SQLite thread is then busy all along and
+  competes for the GIL, a pessimistic load); only the `record` call itself is timed. Failures
+  cost several times an ok record (fingerprinting), so at 5% they set the p99. The queue is
+  sized so nothing is dropped (drops are reported on stderr).
+- `persist_rate_per_s`: 100,000 records through `record` into SQLite (and NDJSON) by the real
+  writer daemon, from the first record to `flush()` completing; the producer yields every 200
+  records and drains the queue when it is half full, so nothing is dropped. The row count in
+  `actions` is checked afterwards.
+- `detector_rate_per_s`: `AnomalyDetector.process` alone over 200,000 prebuilt records (several
+  kinds, varied durations, ~5% failures over a few fingerprints), emit callback only counts.
+- `detect_latency_ms`: end to end in the virtual Discord with `tests.fixtures.buggy_dice` (its
+  `/roll 2d6` raises ZeroDivisionError) and `announce_new_fingerprints` off: alice runs
+  `/roll 2d6` until an incident announcement appears in #dev; the figure is the time from just
+  before the slash call that crosses the threshold to `world.quiesce()` returning with the
+  announcement present. Median of several fresh worlds.
+
+Run from the repo root: `.venv/bin/python bench/observe.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+os.environ["MENDBOT_CONFIG"] = os.devnull
+for _name in ("DISCORD_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GITHUB_TOKEN"):
+    os.environ.pop(_name, None)
+
+from bot.log import configure_logging  # noqa: E402
+from bot.observe.detector import AnomalyDetector, Signal  # noqa: E402
+from bot.observe.fingerprint import fingerprint  # noqa: E402
+from bot.observe.records import ActionRecord  # noqa: E402
+from bot.services import REPO_ROOT, Services, build_services  # noqa: E402
+from bot.settings import ObserveConfig, Settings  # noqa: E402
+from tests.harness.discord import make_settings, running_world  # noqa: E402
+
+OVERHEAD_CALLS = 50_000
+PERSIST_RECORDS = 100_000
+DETECTOR_RECORDS = 200_000
+LATENCY_RUNS = 5
+FAILURE_SHARE = 0.05
+SEED = 20240601
+
+_KINDS: list[tuple[str, str, float]] = [  # kind, source, typical duration in ms
+    ("command:roll", "Dice", 3.0),
+    ("listener:on_message", "Chat", 1.5),
+    ("chat:reply", "chat", 900.0),
+    ("command:remind", "Reminders", 6.0),
+    ("task:reminders", "Reminders", 2.0),
+    ("app:incidents", "Incidents", 12.0),
+]
+
+
+# -- two call sites that fail for real, so fingerprints have frames in this repository -------------
+
+
+def _parse_notation(text: str) -> int:
+    count, _, sides = text.partition("d")
+    return int(count) * int(sides)
+
+
+def _validate_roll(text: str) -> int:
+    return _parse_notation(text)
+
+
+def _scale(sides: int) -> int:
+    return 60 // (sides - 6)
+
+
+def _roll_scaled(sides: int) -> int:
+    return _scale(sides) + 1
+
+
+def _raise_failure(site: int, rng: random.Random) -> Exception:
+    """Raise and catch a real exception from one of two call sites; returns it."""
+    try:
+        if site == 0:
+            _validate_roll(f"{rng.randint(1, 9)}x{rng.randint(2, 20)}")
+        else:
+            _roll_scaled(6)
+    except Exception as exc:
+        return exc
+    raise AssertionError("the call site did not fail")
+
+
+# -- the mix -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Call:
+    kind: str
+    source: str
+    ok: bool
+    duration_ms: float
+    site: int  # -1: no failure; 0/1: which call site raises
+    ids: dict[str, int]
+    extra: dict[str, Any] | None
+    error: Exception | None = field(default=None)
+
+
+def _mix(count: int, rng: random.Random) -> list[_Call]:
+    guild = 1_100_000_000_000_000_000
+    users = [guild + 1_000 + n for n in range(40)]
+    channels = [guild + 10 + n for n in range(5)]
+    calls: list[_Call] = []
+    for n in range(count):
+        kind, source, typical = _KINDS[rng.randrange(len(_KINDS))]
+        failing = rng.random() < FAILURE_SHARE
+        extra: dict[str, Any] | None
+        if kind.startswith("command:"):
+            extra = {"via": rng.choice(["slash", "prefix"])}
+        elif kind == "chat:reply":
+            extra = {"model": "claude-sonnet", "tokens_in": rng.randint(50, 4000), "tokens_out": 120}
+        elif kind.startswith("listener:"):
+            extra = None
+        else:
+            extra = {"due": rng.randint(0, 5)}
+        calls.append(
+            _Call(
+                kind=kind,
+                source=source,
+                ok=not failing,
+                duration_ms=typical * rng.lognormvariate(0, 0.5),
+                site=rng.randrange(2) if failing else -1,
+                ids={
+                    "guild_id": guild,
+                    "channel_id": rng.choice(channels),
+                    "user_id": rng.choice(users),
+                    "message_id": guild + 5_000_000 + n,
+                },
+                extra=extra,
+            )
+        )
+    return calls
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _note(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def _emit(name: str, value: float, unit: str, digits: int = 1) -> None:
+    print(f"{name} {value:.{digits}f} {unit}", flush=True)
+
+
+def _percentile(ordered: list[int], share: float) -> int:
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+async def _services(data_dir: Path, **observe: Any) -> Services:
+    settings: Settings = make_settings(data_dir, observe=observe)
+    return await build_services(settings, watch_prompts=False)
+
+
+# -- record overhead -----------------------------------------------------------------------------
+
+
+async def record_overhead(tmp: Path) -> tuple[float, float]:
+    rng = random.Random(SEED)
+    calls = _mix(OVERHEAD_CALLS, rng)
+    services = await _services(tmp / "overhead", queue_size=OVERHEAD_CALLS + 1000)
+    recorder = services.recorder
+    record = recorder.record
+    samples: list[int] = []
+    failed: list[int] = []
+    clock = time.perf_counter_ns
+    try:
+        for call in calls:
+            error = _raise_failure(call.site, rng) if call.site >= 0 else None
+            started = clock()
+            record(
+                call.kind,
+                call.source,
+                ok=call.ok,
+                duration_ms=call.duration_ms,
+                error=error,
+                extra=call.extra,
+                **call.ids,
+            )
+            elapsed = clock() - started
+            samples.append(elapsed)
+            if error is not None:
+                failed.append(elapsed)
+            await asyncio.sleep(0)
+        await services.quiesce()
+        health = services.health()
+        _note(
+            f"record overhead: {health['actions_recorded']} recorded, {health['actions_dropped']} dropped, "
+            f"{len(services.incidents.active())} incidents, {services.detector.processed} detected"
+        )
+    finally:
+        await services.aclose()
+    samples.sort()
+    failed.sort()
+    _note(
+        f"record overhead: failures (n={len(failed)}) median {statistics.median(failed) / 1000:.1f} us, "
+        f"p90 {_percentile(failed, 0.9) / 1000:.1f} us"
+    )
+    return statistics.median(samples) / 1000, _percentile(samples, 0.99) / 1000
+
+
+# -- persist rate --------------------------------------------------------------------------------
+
+
+async def persist_rate(tmp: Path) -> float:
+    rng = random.Random(SEED + 1)
+    calls = _mix(PERSIST_RECORDS, rng)
+    errors = [_raise_failure(site, rng) for site in (0, 1)]
+    for call in calls:
+        if call.site >= 0:
+            call.error = errors[call.site]
+    queue_size = 20_000
+    services = await _services(tmp / "persist", queue_size=queue_size)
+    recorder = services.recorder
+    record = recorder.record
+    try:
+        await services.quiesce()
+        async with services.db.execute("SELECT count(*) FROM actions") as cursor:
+            row = await cursor.fetchone()
+        before = row[0] if row else 0
+        started = time.perf_counter()
+        for n, call in enumerate(calls, 1):
+            record(
+                call.kind,
+                call.source,
+                ok=call.ok,
+                duration_ms=call.duration_ms,
+                error=call.error,
+                extra=call.extra,
+                **call.ids,
+            )
+            if n % 200 == 0:
+                await asyncio.sleep(0)
+                if recorder.health()["actions_queued"] > queue_size // 2:
+                    await recorder.flush()  # back-pressure: never let the queue drop records
+        await recorder.flush()
+        elapsed = time.perf_counter() - started
+        await services.quiesce()
+        health = recorder.health()
+        async with services.db.execute("SELECT count(*) FROM actions") as cursor:
+            row = await cursor.fetchone()
+        after = row[0] if row else 0
+        _note(
+            f"persist: {health['actions_written']} written, {health['actions_dropped']} dropped, "
+            f"{health['action_write_errors']} write errors, {after - before} rows in {elapsed:.2f} s"
+        )
+        assert health["actions_dropped"] == 0, health
+        assert after - before == PERSIST_RECORDS, (before, after)
+    finally:
+        await services.aclose()
+    return PERSIST_RECORDS / elapsed
+
+
+# -- detector rate -------------------------------------------------------------------------------
+
+
+def detector_rate() -> float:
+    rng = random.Random(SEED + 2)
+    fingerprints = [fingerprint(_raise_failure(site, rng), REPO_ROOT) for site in (0, 1)]
+    extra_prints = [(f"{n:016x}", ["bench/observe.py:1:elsewhere"]) for n in range(4)]
+    prints = fingerprints + extra_prints
+    records: list[ActionRecord] = []
+    ts = 1_700_000_000.0
+    for _ in range(DETECTOR_RECORDS):
+        kind, source, typical = _KINDS[rng.randrange(len(_KINDS))]
+        ts += rng.expovariate(100.0)  # ~100 actions a second: windows hold and expire events
+        failing = rng.random() < FAILURE_SHARE
+        print_id, frames = prints[rng.randrange(len(prints))] if failing else (None, [])
+        records.append(
+            ActionRecord.model_construct(
+                ts=ts,
+                kind=kind,
+                source=source,
+                ok=not failing,
+                duration_ms=round(typical * rng.lognormvariate(0, 0.5), 3),
+                guild_id=1,
+                channel_id=2,
+                user_id=rng.randrange(40),
+                message_id=None,
+                cost_usd=0.0,
+                error_type="ZeroDivisionError" if failing else None,
+                error_message="integer division or modulo by zero" if failing else None,
+                fingerprint=print_id,
+                frames=frames,
+                run_id=None,
+                extra={},
+            )
+        )
+    signals: list[int] = [0]
+
+    def count(_: Signal) -> None:
+        signals[0] += 1
+
+    detector = AnomalyDetector(ObserveConfig(), count)
+    process: Callable[[ActionRecord], None] = detector.process
+    gc.collect()
+    started = time.perf_counter()
+    for record in records:
+        process(record)
+    elapsed = time.perf_counter() - started
+    _note(f"detector: {detector.processed} processed, {signals[0]} signals in {elapsed:.3f} s")
+    return DETECTOR_RECORDS / elapsed
+
+
+# -- detect latency ------------------------------------------------------------------------------
+
+
+def _announced(world: Any) -> bool:
+    me = world.bot.user
+    for message in world.dev.history():
+        if me is None or message.author.id != me.id:
+            continue
+        if any("Incident" in (embed.title or "") for embed in message.embeds):
+            return True
+    return False
+
+
+async def detect_latency_once(data_dir: Path) -> tuple[float, int]:
+    settings = make_settings(data_dir, observe={"announce_new_fingerprints": False})
+    async with running_world(
+        settings, extra_extensions=["tests.fixtures.buggy_dice"], without=["cogs.dice"]
+    ) as world:
+        alice = world.users["alice"]
+        await world.quiesce()
+        for attempt in range(1, 21):
+            assert not _announced(world), "an incident was announced before the threshold"
+            started = time.perf_counter()
+            await alice.slash(world.general, "roll", notation="2d6")
+            await world.quiesce()
+            elapsed = time.perf_counter() - started
+            if _announced(world):
+                return elapsed * 1000, attempt
+        raise AssertionError("no incident announcement after 20 failing /roll calls")
+
+
+async def detect_latency(tmp: Path) -> float:
+    latencies: list[float] = []
+    for run in range(LATENCY_RUNS):
+        latency, attempt = await detect_latency_once(tmp / f"latency{run}" / "data")
+        _note(f"detect latency run {run}: {latency:.1f} ms (crossing on /roll #{attempt})")
+        latencies.append(latency)
+    return statistics.median(latencies)
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="mendbot-bench-") as name:
+        tmp = Path(name)
+        configure_logging(tmp / "logs", console_level="CRITICAL")
+        median_us, p99_us = asyncio.run(record_overhead(tmp))
+        _emit("record_overhead_median_us", median_us, "us")
+        _emit("record_overhead_p99_us", p99_us, "us")
+        _emit("persist_rate_per_s", asyncio.run(persist_rate(tmp)), "records/s", 0)
+        _emit("detector_rate_per_s", detector_rate(), "records/s", 0)
+        _emit("detect_latency_ms", asyncio.run(detect_latency(tmp)), "ms")
+
+
+if __name__ == "__main__":
+    main()
