@@ -115,6 +115,7 @@ class MendBot(commands.Bot):
     # -- start-up -----------------------------------------------------------------------------
 
     async def setup_hook(self) -> None:
+        self.services.prompts.set_error_callback(self._report_prompt_error)
         await self.load_extensions()
         guild_id = self.services.settings.discord.dev_guild_id
         if guild_id is not None:
@@ -154,6 +155,14 @@ class MendBot(commands.Bot):
             f"and are not serving:\n{lines}"
         )
         self._boot_reported = bool(sent)
+
+    def _report_prompt_error(self, message: str) -> None:
+        """Called by the prompt watcher (a daemon) when an edited prompt fails validation."""
+        if self.is_closed():
+            return
+        task = self.loop.create_task(self.send_dev(f"⚠️ Prompt not reloaded: {message}"))
+        task.add_done_callback(self._inflight.discard)
+        self._inflight.add(task)
 
     async def send_dev(self, content: str | None = None, **kwargs: Any) -> list[discord.Message]:
         """Post in every configured dev channel; returns the messages sent."""

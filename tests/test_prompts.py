@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 
 import pytest
 
 from bot.prompts import PromptError, PromptRegistry
+from bot.services import PROMPTS_DIR
+from tests.harness.discord import bot_messages, make_settings, running_world
 
 PERSONA = "---\nkind: persona\nmodel: m1\nmax_tokens: 100\n---\nYou are {name}.\n"
 
@@ -72,3 +75,19 @@ async def test_invalid_edit_keeps_previous_version_and_reports(tmp_path: Path) -
     assert registry.get("chat/persona").meta.model == "m1"
     assert "max_tokens" in errors[0]
     assert "previous version kept" in errors[0]
+
+
+async def test_invalid_prompt_is_reported_in_the_dev_channel(tmp_path: Path) -> None:
+    """When an edited prompt fails validation the bot says so in #dev, and chat keeps the old one."""
+    prompts_dir = tmp_path / "prompts"
+    shutil.copytree(PROMPTS_DIR, prompts_dir)
+    async with running_world(make_settings(tmp_path / "data"), prompts_dir=prompts_dir) as world:
+        prompts = world.bot.services.prompts
+        before = prompts.get("chat/persona")
+        persona = prompts_dir / "chat" / "persona.md"
+        persona.write_text("---\nkind: persona\nmax_tokens: -1\n---\nbroken\n")
+        assert prompts.reload_path(persona) is not None  # what the watcher does for a changed file
+        await world.quiesce()
+        reports = [m.content for m in bot_messages(world, world.dev)]
+    assert any(r.startswith("⚠️ Prompt not reloaded: chat/persona: max_tokens") for r in reports)
+    assert prompts.get("chat/persona") is before

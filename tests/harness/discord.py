@@ -30,8 +30,10 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     return load_settings(**values)
 
 
-async def make_bot(settings: Settings, extensions: Sequence[str] | None = None) -> MendBot:
-    services = await build_services(settings, watch_prompts=False)
+async def make_bot(
+    settings: Settings, extensions: Sequence[str] | None = None, prompts_dir: Path | None = None
+) -> MendBot:
+    services = await build_services(settings, watch_prompts=False, prompts_dir=prompts_dir)
     return MendBot(services, extensions=extensions)
 
 
@@ -41,6 +43,7 @@ async def running_world(
     *,
     extra_extensions: Sequence[str] = (),
     without: Sequence[str] = (),
+    prompts_dir: Path | None = None,
     settle_timeout: float = 30.0,
 ) -> AsyncIterator[VirtualWorld]:
     """A booted bot in a fresh virtual guild; closes bot and services afterwards.
@@ -48,7 +51,7 @@ async def running_world(
     `without` leaves extensions out (e.g. `cogs.dice` when `tests.fixtures.buggy_dice` replaces it).
     """
     extensions = [name for name in discover_extensions() if name not in without]
-    bot = await make_bot(settings, [*extensions, *extra_extensions])
+    bot = await make_bot(settings, [*extensions, *extra_extensions], prompts_dir)
     current = bot
     try:
         async with virtual_world(bot, settle_timeout=settle_timeout) as world:
