@@ -80,7 +80,7 @@ def parse_prompt(path: Path, root: Path) -> Prompt:
 
 class PromptRegistry:
     def __init__(self, root: Path, on_error: Callable[[str], None] | None = None) -> None:
-        self.root = root
+        self.root = root.resolve()  # resolved once: relative and absolute paths then agree
         self._prompts: dict[str, Prompt] = {}
         self._on_error = on_error
         self.reloads = 0
@@ -103,8 +103,8 @@ class PromptRegistry:
 
     def reload_path(self, path: Path) -> str | None:
         """Reload one file. On failure the previous version stays; returns the error text."""
-        path = path.resolve() if path.is_absolute() else (self.root / path).resolve()
-        root = self.root.resolve()
+        path = (path if path.is_absolute() else self.root / path).resolve()
+        root = self.root
         key = path.relative_to(root).with_suffix("").as_posix()
         if not path.exists():
             if self._prompts.pop(key, None) is not None:

@@ -91,3 +91,18 @@ async def test_invalid_prompt_is_reported_in_the_dev_channel(tmp_path: Path) -> 
         reports = [m.content for m in bot_messages(world, world.dev)]
     assert any(r.startswith("⚠️ Prompt not reloaded: chat/persona: max_tokens") for r in reports)
     assert prompts.get("chat/persona") is before
+
+
+def test_every_shipped_prompt_is_valid_from_a_relative_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """All prompts in prompts/ load, also when the registry is given a relative path."""
+    monkeypatch.chdir(PROMPTS_DIR.parent)
+    registry = PromptRegistry(Path("prompts"))
+    assert registry.load_all() == []
+    assert {
+        "chat/persona",
+        "agent/system",
+        "agent/investigate",
+        "agent/plan",
+        "agent/edit",
+        "agent/retry",
+    } <= set(registry.keys())

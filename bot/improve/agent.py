@@ -1,0 +1,236 @@
+"""CodeAgent: the coding agent behind a small interface; ClaudeCodeAgent runs the bundled CLI.
+
+One `run()` is one agent session in a worktree, confined by a `ToolGuard` (PreToolUse hook and
+`can_use_tool`), launched with an allow-listed environment under `env -i`, with
+`setting_sources=[]` so nothing in the worktree configures it, and bounded by `max_turns` and
+`max_budget_usd`. `interrupt()` stops a running session (used by /cancel and /pause).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from claude_agent_sdk import (
+    AssistantMessage,
+    ClaudeAgentOptions,
+    ClaudeSDKClient,
+    ClaudeSDKError,
+    ResultMessage,
+    TextBlock,
+    ToolUseBlock,
+)
+
+from bot.improve.agent_env import agent_environment, prepare_home, write_launcher
+from bot.improve.guard import Decision, GuardPolicy, ToolGuard
+from bot.log import get_logger
+
+__all__ = ["AgentResult", "ClaudeCodeAgent", "CodeAgent", "Outcome"]
+
+_log = get_logger(__name__)
+READ_ONLY_TOOLS = ["Read", "Glob", "Grep", "Bash"]
+EDIT_TOOLS = ["Read", "Edit", "Write", "Glob", "Grep", "Bash"]
+
+Outcome = Literal["success", "max_turns", "budget", "interrupted", "error"]
+
+
+@dataclass
+class AgentResult:
+    outcome: Outcome
+    text: str
+    cost_usd: float
+    turns: int
+    seconds: float
+    denials: list[Decision] = field(default_factory=list)
+    tools_used: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "success"
+
+
+class CodeAgent(Protocol):
+    async def run(
+        self,
+        *,
+        prompt: str,
+        system_prompt: str,
+        worktree: Path,
+        read_only: bool,
+        security: bool,
+        max_turns: int,
+        max_budget_usd: float,
+        on_decision: Callable[[Decision], None] | None = None,
+    ) -> AgentResult: ...
+
+    async def interrupt(self) -> None: ...
+
+
+_SUBTYPES: dict[str, Outcome] = {
+    "success": "success",
+    "error_max_turns": "max_turns",
+    "error_max_budget_usd": "budget",
+    "error_during_execution": "interrupted",
+}
+
+
+class ClaudeCodeAgent:
+    """The Claude Code CLI bundled with claude-agent-sdk, confined and budgeted."""
+
+    def __init__(
+        self,
+        *,
+        home: Path,
+        base_url: str | None,
+        api_key: str | None,
+        model: str | None,
+        protected_paths: tuple[str, ...],
+        timeout_s: float = 1800,
+    ) -> None:
+        self._home = home
+        self._base_url = base_url
+        self._api_key = api_key
+        self._model = model
+        self._protected = protected_paths
+        self._timeout_s = timeout_s
+        self._client: ClaudeSDKClient | None = None
+        self._interrupted = False
+
+    def _options(
+        self,
+        *,
+        worktree: Path,
+        guard: ToolGuard,
+        read_only: bool,
+        max_turns: int,
+        max_budget_usd: float,
+        system_prompt: str,
+        stderr: list[str],
+    ) -> ClaudeAgentOptions:
+        prepare_home(self._home)
+        env = agent_environment(self._home, base_url=self._base_url, api_key=self._api_key)
+        return ClaudeAgentOptions(
+            cwd=worktree,
+            cli_path=write_launcher(self._home, env),
+            env=env,
+            setting_sources=[],
+            tools=READ_ONLY_TOOLS if read_only else EDIT_TOOLS,
+            allowed_tools=[],
+            permission_mode="default",  # the guard decides: hook first, can_use_tool second
+            hooks=guard.hooks(),
+            can_use_tool=guard.can_use_tool,
+            max_turns=max_turns,
+            max_budget_usd=max_budget_usd,
+            system_prompt=system_prompt,
+            model=self._model,
+            stderr=lambda line: stderr.append(line) if len(stderr) < 200 else None,
+        )
+
+    async def run(
+        self,
+        *,
+        prompt: str,
+        system_prompt: str,
+        worktree: Path,
+        read_only: bool,
+        security: bool,
+        max_turns: int,
+        max_budget_usd: float,
+        on_decision: Callable[[Decision], None] | None = None,
+    ) -> AgentResult:
+        guard = ToolGuard(
+            GuardPolicy(
+                worktree=worktree, protected_paths=self._protected, security=security, read_only=read_only
+            ),
+            on_decision,
+        )
+        stderr: list[str] = []
+        options = self._options(
+            worktree=worktree,
+            guard=guard,
+            read_only=read_only,
+            max_turns=max_turns,
+            max_budget_usd=max_budget_usd,
+            system_prompt=system_prompt,
+            stderr=stderr,
+        )
+        started = time.perf_counter()
+        texts: list[str] = []
+        tools: list[str] = []
+        result: ResultMessage | None = None
+        error: str | None = None
+        self._interrupted = False
+        try:
+            async with asyncio.timeout(self._timeout_s), ClaudeSDKClient(options) as client:
+                self._client = client
+                await client.query(prompt)
+                async for message in client.receive_response():
+                    if isinstance(message, AssistantMessage):
+                        for block in message.content:
+                            if isinstance(block, TextBlock):
+                                texts.append(block.text)
+                            elif isinstance(block, ToolUseBlock):
+                                tools.append(block.name)
+                    elif isinstance(message, ResultMessage):
+                        result = message
+        except TimeoutError:
+            error = f"the agent did not finish within {self._timeout_s:.0f} s"
+        except ClaudeSDKError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._client = None
+        return self._result(
+            result=result, texts=texts, tools=tools, guard=guard, started=started, error=error, stderr=stderr
+        )
+
+    def _result(
+        self,
+        *,
+        result: ResultMessage | None,
+        texts: list[str],
+        tools: list[str],
+        guard: ToolGuard,
+        started: float,
+        error: str | None,
+        stderr: list[str],
+    ) -> AgentResult:
+        denials = [d for d in guard.decisions if not d.allowed]
+        seconds = time.perf_counter() - started
+        if result is None:
+            outcome: Outcome = "interrupted" if self._interrupted else "error"
+            detail = error or ("; ".join(stderr[-3:]) or "the agent ended without a result")
+            return AgentResult(outcome, "\n".join(texts), 0.0, 0, seconds, denials, tools, detail)
+        outcome = _SUBTYPES.get(result.subtype, "error")
+        if self._interrupted:
+            outcome = "interrupted"
+        final = result.result if isinstance(result.result, str) and result.result else "\n".join(texts)
+        cost = float(result.total_cost_usd or 0.0)
+        failure = None if outcome == "success" else (error or f"agent stopped: {result.subtype}")
+        _log.info(
+            "agent finished",
+            outcome=outcome,
+            cost_usd=cost,
+            turns=result.num_turns,
+            denials=len(denials),
+            seconds=round(seconds, 2),
+        )
+        return AgentResult(outcome, final, cost, result.num_turns, seconds, denials, tools, failure)
+
+    async def interrupt(self) -> None:
+        self._interrupted = True
+        client = self._client
+        if client is not None:
+            try:
+                await client.interrupt()
+            except Exception:
+                _log.exception("interrupting the agent failed")
+
+
+def describe_denials(denials: list[Decision]) -> list[dict[str, Any]]:
+    """Denials as plain data for run events."""
+    return [{"tool": d.tool, "target": d.target, "reason": d.reason} for d in denials]

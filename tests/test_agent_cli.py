@@ -1,0 +1,107 @@
+"""ClaudeCodeAgent: the real bundled CLI through the model double, confined and budgeted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.improve.agent import ClaudeCodeAgent
+from tests.harness.model_double import ModelDouble, text, tool_use
+from tests.harness.repo import copy_of_bot
+
+pytestmark = pytest.mark.cli
+
+PROTECTED = ("bot/improve/guard.py", ".ci/")
+
+
+def _agent(tmp_path: Path, model: ModelDouble) -> ClaudeCodeAgent:
+    return ClaudeCodeAgent(
+        home=tmp_path / "home",
+        base_url=model.base_url,
+        api_key="test-key",
+        model="claude-sonnet-5-5",
+        protected_paths=PROTECTED,
+    )
+
+
+async def test_agent_edits_in_the_worktree_and_reports(tmp_path: Path) -> None:
+    """A scripted Edit lands in the worktree; the result is success with the final text and turns."""
+    repo = copy_of_bot(tmp_path / "repo")
+    target = repo / "cogs" / "dice.py"
+    async with ModelDouble() as model:
+        model.script(
+            tool_use(
+                "Edit",
+                {
+                    "file_path": str(target),
+                    "old_string": '"""/roll: dice notation like `2d6+1`."""',
+                    "new_string": '"""/roll: dice notation like `2d6+1` (edited)."""',
+                },
+            ),
+            text("Edited the docstring."),
+        )
+        result = await _agent(tmp_path, model).run(
+            prompt="fix it",
+            system_prompt="You fix bugs.",
+            worktree=repo,
+            read_only=False,
+            security=False,
+            max_turns=5,
+            max_budget_usd=1.0,
+        )
+    assert result.outcome == "success", result.error
+    assert result.text == "Edited the docstring."
+    assert "(edited)" in target.read_text()
+    assert result.tools_used == ["Edit"]
+    assert result.denials == []
+
+
+async def test_read_only_run_cannot_edit(tmp_path: Path) -> None:
+    """In an investigate (read-only) run Edit is not even offered: the call fails, the file is unchanged."""
+    repo = copy_of_bot(tmp_path / "repo")
+    target = repo / "cogs" / "dice.py"
+    before = target.read_text()
+    async with ModelDouble() as model:
+        model.script(
+            tool_use("Edit", {"file_path": str(target), "old_string": "Dice", "new_string": "X"}),
+            text("Could not edit."),
+        )
+        await _agent(tmp_path, model).run(
+            prompt="look",
+            system_prompt="Investigate.",
+            worktree=repo,
+            read_only=True,
+            security=False,
+            max_turns=5,
+            max_budget_usd=1.0,
+        )
+        (refused,) = model.tool_results()
+    assert target.read_text() == before
+    assert refused.is_error
+
+
+async def test_budget_cap_stops_the_run(tmp_path: Path) -> None:
+    """A run whose spend passes max_budget_usd stops with outcome `budget`."""
+    repo = copy_of_bot(tmp_path / "repo")
+    async with ModelDouble() as model:
+        model.script(
+            *[
+                tool_use(
+                    "Read", {"file_path": str(repo / "README.md")}, input_tokens=400_000, output_tokens=20_000
+                )
+                for _ in range(4)
+            ],
+            text("done"),
+        )
+        result = await _agent(tmp_path, model).run(
+            prompt="read a lot",
+            system_prompt="x",
+            worktree=repo,
+            read_only=True,
+            security=False,
+            max_turns=10,
+            max_budget_usd=0.01,
+        )
+    assert result.outcome == "budget", (result.outcome, result.error)
+    assert result.cost_usd > 0.01
