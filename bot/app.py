@@ -147,13 +147,17 @@ class MendBot(commands.Bot):
 
     async def report_boot_problems(self) -> None:
         """Tell the dev channel which extensions failed to load (once, when it is reachable)."""
-        if self._boot_reported or not self.extension_failures:
+        notices = list(self.services.boot_notices)
+        if self.extension_failures:
+            lines = "\n".join(f"• `{name}` — {error}" for name, error in self.extension_failures.items())
+            notices.insert(
+                0,
+                f"⚠️ I started, but {len(self.extension_failures)} extension(s) failed to load "
+                f"and are not serving:\n{lines}",
+            )
+        if self._boot_reported or not notices:
             return
-        lines = "\n".join(f"• `{name}` — {error}" for name, error in self.extension_failures.items())
-        sent = await self.send_dev(
-            f"⚠️ I started, but {len(self.extension_failures)} extension(s) failed to load "
-            f"and are not serving:\n{lines}"
-        )
+        sent = await self.send_dev("\n".join(notices)[:2000])
         self._boot_reported = bool(sent)
 
     def _report_prompt_error(self, message: str) -> None:

@@ -265,11 +265,10 @@ class Playground:
             text,
         )
 
+        now = self.world.env.now()  # the bot's (virtual) clock, not the terminal's
+
         def stamp(match: re.Match[str]) -> str:
-            when = discord.utils.snowflake_time(0).fromtimestamp(
-                int(match.group(1)), tz=discord.utils.utcnow().tzinfo
-            )
-            delta = int((when - discord.utils.utcnow()).total_seconds())
+            delta = int(match.group(1)) - int(now.timestamp())
             return f"in {delta}s" if delta >= 0 else f"{-delta}s ago"
 
         return re.sub(r"<t:(\d+)(?::[a-zA-Z])?>", stamp, text)
@@ -345,14 +344,17 @@ class Playground:
                 named[key] = value
             else:
                 positional.append(token)
-        free = [p for p in params if p.name not in named]
+        # Words fill the required options in order and the last of them takes the rest of the
+        # line; a command with no required option gives the whole line to its first option.
+        # Optional options are named: `/fix the roll is broken incident=3`.
+        free = [p for p in params if p.name not in named and p.required] or [
+            p for p in params[:1] if p.name not in named
+        ]
         for index, param in enumerate(free):
             if index >= len(positional):
                 break
             is_last = index == len(free) - 1
             named[param.name] = " ".join(positional[index:]) if is_last else positional[index]
-        else:
-            pass
         missing = [p.name for p in params if p.required and p.name not in named]
         if missing:
             usage = " ".join(f"<{p.name}>" if p.required else f"[{p.name}]" for p in params)

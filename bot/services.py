@@ -19,6 +19,15 @@ from bot.chat import ChatService
 from bot.daemons import Daemons
 from bot.db import actions as action_queries
 from bot.db import open_database
+from bot.forge.base import Forge
+from bot.forge.github import GitHubForge
+from bot.forge.local import LocalForge
+from bot.improve.agent import ClaudeCodeAgent
+from bot.improve.memory import Memory
+from bot.improve.policy import Policy
+from bot.improve.runs import RunService
+from bot.improve.service import SelfImprovementAgent
+from bot.improve.workspace import Workspace
 from bot.log import get_logger
 from bot.observe.detector import AnomalyDetector
 from bot.observe.incidents import IncidentService
@@ -45,9 +54,11 @@ class Services:
     detector: AnomalyDetector
     incidents: IncidentService
     access: AccessPolicy
+    improve: SelfImprovementAgent
     clock: Callable[[], datetime]
     daemons: Daemons = field(default_factory=Daemons)
     closed: bool = False
+    boot_notices: list[str] = field(default_factory=list)  # posted in #dev once the bot is ready
 
     def authorize(
         self, user_id: int, role_ids: list[int], *, is_bot: bool, action: str, **context: Any
@@ -71,11 +82,13 @@ class Services:
             "reminders_scheduled": self.reminders.scheduled,
             "prompts": len(self.prompts.keys()),
             "incidents_active": len(self.incidents.active()),
+            "improvement_paused": self.improve.policy.paused,
             **self.recorder.health(),
         }
 
     async def quiesce(self) -> None:
         """Wait until background services have processed everything handed to them so far."""
+        await self.improve.quiesce()
         await self.incidents.quiesce()
         await self.recorder.flush()
 
@@ -85,6 +98,7 @@ class Services:
             return
         self.closed = True
         self.reminders.stop()
+        await self.improve.shutdown()
         await self.incidents.quiesce()
         await self.recorder.close()
         await self.daemons.stop_all()
@@ -101,6 +115,19 @@ async def build_services(
     """Open the database, load prompts and build every service. Prompt errors are logged."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = await open_database(settings.db_path)
+    try:
+        services = await _assemble(settings, db, clock, prompts_dir)
+    except BaseException:
+        await db.close()  # an open connection's thread would keep the process alive
+        raise
+    if watch_prompts:
+        services.daemons.start("prompt-watcher", services.prompts.watch())
+    return services
+
+
+async def _assemble(
+    settings: Settings, db: aiosqlite.Connection, clock: Callable[[], datetime], prompts_dir: Path | None
+) -> Services:
     prompts = PromptRegistry(prompts_dir or PROMPTS_DIR)
     prompts.load_all()
     secret = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
@@ -121,6 +148,12 @@ async def build_services(
     # incident is counted once (in the signal), not twice.
     recorder.subscribe(incidents.observe)
     recorder.subscribe(detector.process)
+    improve = await _build_improve(settings, db, prompts, clock)
+    boot_notices = [
+        f"⏸ Run #{run.id} was interrupted by a restart while {run.interrupted_from or 'running'}; "
+        f"`/run {run.id} resume` continues it."
+        for run in await improve.on_startup()
+    ]
     services = Services(
         settings=settings,
         db=db,
@@ -139,13 +172,63 @@ async def build_services(
         detector=detector,
         incidents=incidents,
         access=AccessPolicy(settings.access),
+        improve=improve,
         clock=clock,
+        boot_notices=boot_notices,
     )
     pruned = await recorder.prune(observe.retention_days)
     if pruned:
         _log.info("old action records pruned", count=pruned, retention_days=observe.retention_days)
     services.daemons.start("action-writer", recorder.run_writer())
     services.daemons.start("action-retention", recorder.prune_every(observe.retention_days))
-    if watch_prompts:
-        services.daemons.start("prompt-watcher", prompts.watch())
     return services
+
+
+def _forge(
+    settings: Settings, db: aiosqlite.Connection, repo_root: Path, clock: Callable[[], datetime]
+) -> Forge:
+    config = settings.forge
+    if config.kind == "local":
+        return LocalForge(repo_root, db, clock=clock)
+    assert config.repository is not None and settings.github_token is not None  # checked by doctor/settings
+    return GitHubForge(
+        repo_root,
+        db,
+        repository=config.repository,
+        token=settings.github_token.get_secret_value(),
+        api_url=config.api_url,
+        remote_url=config.remote_url or f"https://github.com/{config.repository}.git",
+        clock=clock,
+    )
+
+
+async def _build_improve(
+    settings: Settings, db: aiosqlite.Connection, prompts: PromptRegistry, clock: Callable[[], datetime]
+) -> SelfImprovementAgent:
+    repo_root = settings.repo_dir.resolve()
+    policy = Policy(settings.improve, db, clock)
+    await policy.load()
+    api_key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
+    home = settings.data_dir.resolve() / "agent-home"
+
+    def new_agent() -> ClaudeCodeAgent:
+        return ClaudeCodeAgent(
+            home=home,
+            base_url=settings.anthropic_base_url,
+            api_key=api_key,
+            model=settings.improve.model,
+            protected_paths=tuple(settings.improve.protected_paths),
+        )
+
+    return SelfImprovementAgent(
+        settings=settings,
+        db=db,
+        runs=RunService(db, clock),
+        policy=policy,
+        memory=Memory(db, clock),
+        workspace=Workspace(repo_root, settings.data_dir.resolve() / "worktrees"),
+        forge=_forge(settings, db, repo_root, clock),
+        prompts=prompts,
+        agent_factory=new_agent,
+        clock=clock,
+    )

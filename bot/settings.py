@@ -97,6 +97,7 @@ class ImproveConfig(_Section):
     protected_paths: list[str] = Field(
         default_factory=lambda: [
             "bot/improve/guard.py",
+            "bot/smoke.py",  # the verify gate's own smoke check
             "bot/deploy/approval.py",
             "bot/settings.py",
             ".ci/",
@@ -113,6 +114,7 @@ class ForgeConfig(_Section):
     repository: str | None = None  # "owner/name" for github
     api_url: str = "https://api.github.com"
     remote: str = "origin"
+    remote_url: str | None = None  # where branches are pushed; default https://github.com/<repository>.git
 
 
 class HealthConfig(_Section):

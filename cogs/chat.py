@@ -31,6 +31,9 @@ class Chat(commands.Cog):
         ctx = await self.bot.get_context(message)
         if ctx.valid:  # a command addressed by mention: the command framework answers it
             return
+        improve = self.bot.get_cog("Improve")
+        if improve is not None and improve.request_intent(message) is not None:  # type: ignore[attr-defined]
+            return  # "fix this" and friends in a dev channel are requests, not chat
         assert self.bot.user is not None
         text = (
             message.content.replace(self.bot.user.mention, "").replace(f"<@!{self.bot.user.id}>", "").strip()

@@ -11,9 +11,11 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import MendBot
-from bot.observe.incidents import Incident, IncidentError
+from bot.errors import UserError
+from bot.improve.runs import RunKind
+from bot.observe.incidents import Incident
 
-ACTIONS = {"🔍": "investigate", "🛠": "fix", "🛠️": "fix"}
+ACTIONS: dict[str, RunKind] = {"🔍": "investigate", "🛠": "fix", "🛠️": "fix"}
 _COLOURS = {
     "notice": discord.Colour.blue(),
     "warning": discord.Colour.orange(),
@@ -56,7 +58,7 @@ class IncidentButton(
 ):
     """🔍 Investigate / 🛠 Fix; persistent, so it works on announcements from before a restart."""
 
-    def __init__(self, incident_id: int, action: str) -> None:
+    def __init__(self, incident_id: int, action: RunKind) -> None:
         label, emoji = ("Investigate", "🔍") if action == "investigate" else ("Fix", "🛠")
         super().__init__(
             discord.ui.Button(
@@ -73,7 +75,7 @@ class IncidentButton(
     async def from_custom_id(
         cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
     ) -> IncidentButton:
-        return cls(int(match["id"]), match["action"])
+        return cls(int(match["id"]), "fix" if match["action"] == "fix" else "investigate")
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         bot: MendBot = interaction.client
@@ -97,21 +99,33 @@ def _view(incident_id: int) -> discord.ui.View:
 
 
 async def request_action(
-    bot: MendBot, incident_id: int, user: discord.abc.User, action: str, via: str
+    bot: MendBot, incident_id: int, user: discord.abc.User, action: RunKind, via: str
 ) -> str:
-    """Record an allow-listed user's 🔍/🛠 request; refuse (and record) anyone else."""
+    """An allow-listed user's 🔍/🛠 on an announcement starts a run; anyone else is refused (and recorded)."""
     services = bot.services
     if not services.authorize(
         user.id, _roles(user), is_bot=user.bot, action=action, incident_id=incident_id, via=via
     ):
         return f"Sorry {user.display_name}, only allow-listed developers can ask me to {action}."
     try:
-        fresh = await services.incidents.request(incident_id, user.id, action, via)
-    except IncidentError as exc:
+        incident = await services.incidents.fetch(incident_id)
+        services.improve.ensure_ready()
+        if not await services.incidents.request(incident_id, user.id, action, via):
+            return f"You already asked me to {action} incident #{incident_id}."
+        try:
+            run = await services.improve.request(
+                kind=action,
+                requester_id=user.id,
+                channel_id=incident.channel_id,
+                incident_id=incident_id,
+                description=f"{incident.kind}: {incident.summary}",
+            )
+        except UserError:
+            await services.incidents.withdraw_request(incident_id, user.id, action)  # so they can ask again
+            raise
+    except UserError as exc:
         return str(exc)
-    if not fresh:
-        return f"You already asked me to {action} incident #{incident_id}."
-    return f"Noted: {action} incident #{incident_id}, requested by {user.display_name}."
+    return f"On it: run #{run.id} will {action} incident #{incident_id} (requested by {user.display_name})."
 
 
 class Incidents(commands.Cog):

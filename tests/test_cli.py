@@ -63,7 +63,7 @@ def test_run_without_token_says_how_to_fix_exit_78(tmp_path: Path) -> None:
 
 def test_scripted_playground_answers_roll_and_bad_roll(tmp_path: Path) -> None:
     """Piped lines run as a script: /roll 2d6 is answered, /roll 2x gets a clear error, exit 0."""
-    script = "/roll 2d6\n/roll 2x\n@mallory\n#dev\n!roll d20\nwait\n"
+    script = "/roll 2d6\n/roll 2x\n@mallory\n#dev\n!roll d20\n/remind 10m stretch\nwait 10m\n"
     result = _mendbot("--config", str(_config(tmp_path)), cwd=tmp_path, stdin=script)
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -72,6 +72,8 @@ def test_scripted_playground_answers_roll_and_bad_roll(tmp_path: Path) -> None:
     assert "[#general] mendbot (m2): `2x` isn't dice notation" in out
     assert "mallory in #dev> !roll d20" in out
     assert "[#dev] mendbot (m3): 🎲 `1d20` →" in out
+    assert "[#dev] mendbot (m4): ⏰ Okay @mallory, I'll remind you in 600s: stretch" in out
+    assert "[#dev] mendbot (m5): ⏰ @mallory reminder: stretch" in out
     assert (tmp_path / "data" / "mendbot.db").exists()
 
 

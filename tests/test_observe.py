@@ -61,7 +61,8 @@ async def test_failing_roll_records_error_with_the_in_repo_frame(settings: Setti
     assert failed["user_id"] == alice.id
     frames = json.loads(failed["frames"])
     assert frames[-1].startswith("tests/fixtures/buggy_dice.py:")
-    assert frames[-1].endswith(":roll")
+    assert frames[-1].endswith(":scale_for")
+    assert frames[-2].endswith(":roll")
     assert failed["fingerprint"]
     assert json.loads(succeeded["extra"]) == {"via": "slash"}
 
@@ -112,11 +113,12 @@ async def test_incidents_survive_a_restart_and_buttons_still_work(settings: Sett
         assert "#1" in reply_text(listed) and "command:roll" in reply_text(listed)
         await world.users["alice"].react(announcement, "🔍")
         clicked = await world.users["alice"].click(announcement, custom_id="incident:1:fix")
-        assert "Noted: fix incident #1" in reply_text(clicked)
+        # This world has no git checkout to work on: the old message's button and reaction still reach
+        # the bot, which explains why it cannot start the run (test_improve_e2e covers the runs).
+        assert "is not a git repository" in reply_text(clicked)
         await world.quiesce()
-        assert any("Noted: investigate incident #1" in m.content for m in bot_messages(world, world.dev))
-    requests = _rows(settings, "SELECT action, via FROM incident_requests ORDER BY id")
-    assert [(r["action"], r["via"]) for r in requests] == [("investigate", "reaction"), ("fix", "button")]
+        assert any("is not a git repository" in m.content for m in bot_messages(world, world.dev))
+    assert _rows(settings, "SELECT count(*) FROM incident_requests")[0][0] == 0  # withdrawn, can ask again
 
 
 async def test_only_allow_listed_users_can_request_mute_or_resolve(settings: Settings) -> None:

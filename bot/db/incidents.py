@@ -7,7 +7,7 @@ from typing import Any
 
 import aiosqlite
 
-__all__ = ["active_or_recent", "add_request", "by_id", "insert", "list_by_state", "update"]
+__all__ = ["active_or_recent", "add_request", "by_id", "insert", "list_by_state", "remove_request", "update"]
 
 _FIELDS = (
     "rule",
@@ -99,3 +99,10 @@ async def add_request(
         (incident_id, user_id, action, via, at),
     )
     return cursor.rowcount == 1
+
+
+async def remove_request(db: aiosqlite.Connection, *, incident_id: int, user_id: int, action: str) -> None:
+    await db.execute(
+        "DELETE FROM incident_requests WHERE incident_id = ? AND user_id = ? AND action = ?",
+        (incident_id, user_id, action),
+    )

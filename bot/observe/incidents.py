@@ -322,6 +322,9 @@ class IncidentService:
         self._changed(incident)  # the announcement shows the new state
         return incident
 
+    async def withdraw_request(self, incident_id: int, user_id: int, action: str) -> None:
+        await queries.remove_request(self._db, incident_id=incident_id, user_id=user_id, action=action)
+
     async def request(self, incident_id: int, user_id: int, action: str, via: str) -> bool:
         """Record a 🔍/🛠 request on an incident; False if the same user already asked."""
         await self.fetch(incident_id)

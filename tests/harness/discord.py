@@ -24,8 +24,17 @@ __all__ = ["bot_messages", "make_bot", "make_settings", "reply_text", "running_w
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
-    """Settings for a test: its own data dir, no health port, nothing read from .env or config.yaml."""
-    values: dict[str, Any] = {"data_dir": data_dir, "health": {"enabled": False}, "_env_file": None}
+    """Settings for a test: its own data dir, no health port, nothing read from .env or config.yaml.
+
+    repo_dir defaults to the (non-git) parent of data_dir, so no test touches the live checkout;
+    tests of self-improvement pass a `copy_of_bot()` repository.
+    """
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "repo_dir": data_dir.parent,
+        "health": {"enabled": False},
+        "_env_file": None,
+    }
     values.update(overrides)
     return load_settings(**values)
 

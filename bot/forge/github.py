@@ -1,0 +1,263 @@
+"""GitHubForge: push the verified branch, open a pull request with githubkit, comment, refresh, close.
+
+The token reaches git only through the environment of the one `git push` process, as an
+`http.<origin>/.extraHeader` set with `GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_0`/`GIT_CONFIG_VALUE_0`:
+it is never in argv (process listings), never written to a repository's config, and only sent
+to the remote's own origin. The coding agent never holds it (DESIGN §6); only this class does.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import aiosqlite
+
+from bot.db import proposals
+from bot.forge.base import (
+    GIT_TIMEOUT_S,
+    ForgeError,
+    Proposal,
+    ProposalState,
+    require_branch_at,
+    run_git,
+    utcnow,
+)
+from bot.log import get_logger
+
+if TYPE_CHECKING:
+    from githubkit import GitHub
+
+__all__ = ["GitHubForge"]
+
+log = get_logger(__name__)
+
+
+class GitHubForge:
+    """Proposals as GitHub pull requests (see the module docstring)."""
+
+    name = "github"
+
+    def __init__(
+        self,
+        repo_root: Path,
+        db: aiosqlite.Connection,
+        *,
+        repository: str,
+        token: str,
+        api_url: str = "https://api.github.com",
+        remote_url: str,
+        base: str = "main",
+        clock: Callable[[], datetime] = utcnow,
+        push_timeout_s: float = GIT_TIMEOUT_S,
+    ) -> None:
+        owner, _, name = repository.partition("/")
+        if not owner or not name or "/" in name:
+            raise ForgeError(f"forge.repository must be 'owner/name', not {repository!r}")
+        if not token:
+            raise ForgeError("GitHubForge needs a token (GITHUB_TOKEN)")
+        remote = urlsplit(remote_url)
+        if remote.password or (remote.scheme in ("http", "https") and remote.username):
+            # argv and .git/config are readable by anyone who can list processes or the repo.
+            raise ForgeError("the remote URL must not carry credentials; the token is passed separately")
+        self.repo_root = repo_root
+        self.repository = repository
+        self.api_url = api_url
+        self.remote_url = remote_url
+        self.base = base
+        self._owner, self._name = owner, name
+        self._db = db
+        self._token = token
+        self._clock = clock
+        self._push_timeout_s = push_timeout_s
+
+    # -- the Forge protocol
+
+    async def open_proposal(
+        self, *, run_id: int, branch: str, head_sha: str, title: str, body: str
+    ) -> Proposal:
+        await require_branch_at(self.repo_root, branch, head_sha)
+        await self.push(branch, head_sha)
+        from githubkit.exception import GitHubException
+
+        async with self._client() as gh:
+            try:
+                response = await gh.rest.pulls.async_create(
+                    self._owner, self._name, head=branch, base=self.base, title=title, body=body
+                )
+                pull = response.parsed_data
+            except (GitHubException, ValueError) as exc:
+                raise _forge_error(f"opening a pull request for {branch}", exc) from exc
+        proposal = await proposals.insert(
+            self._db,
+            run_id=run_id,
+            forge=self.name,
+            branch=branch,
+            head_sha=head_sha,
+            title=title,
+            body=body,
+            url=pull.html_url,
+            number=pull.number,
+            now=self._now(),
+        )
+        log.info(
+            "proposal_opened", forge=self.name, proposal_id=proposal.id, run_id=run_id, url=pull.html_url
+        )
+        return proposal
+
+    async def get(self, proposal_id: int) -> Proposal:
+        proposal = await self._stored(proposal_id)
+        if proposal.forge != self.name or proposal.number is None:
+            return proposal  # nothing on GitHub to refresh from
+        from githubkit.exception import GitHubException
+
+        async with self._client() as gh:
+            try:
+                pull = (await gh.rest.pulls.async_get(self._owner, self._name, proposal.number)).parsed_data
+            except (GitHubException, ValueError) as exc:
+                raise _forge_error(f"reading pull request #{proposal.number}", exc) from exc
+        state: ProposalState = "merged" if pull.merged else pull.state
+        if pull.head.sha != proposal.head_sha:
+            # Someone pushed to the branch: the stored head stays the verified one, so the
+            # merge's SHA guard refuses what nobody verified.
+            log.warning(
+                "proposal_head_moved", proposal_id=proposal_id, verified=proposal.head_sha, now=pull.head.sha
+            )
+        if state == proposal.state:
+            return proposal
+        updated = await proposals.update(self._db, proposal_id, state=state, now=self._now())
+        assert updated is not None
+        return updated
+
+    async def comment(self, proposal_id: int, text: str) -> None:
+        number = await self._number(proposal_id)
+        from githubkit.exception import GitHubException
+
+        async with self._client() as gh:
+            try:
+                await gh.rest.issues.async_create_comment(self._owner, self._name, number, body=text)
+            except GitHubException as exc:
+                raise _forge_error(f"commenting on pull request #{number}", exc) from exc
+
+    async def close(self, proposal_id: int, reason: str) -> None:
+        proposal = await self.get(proposal_id)
+        if proposal.state == "closed":
+            return
+        if proposal.state == "merged":
+            raise ForgeError(f"proposal {proposal_id} is already merged; it cannot be closed")
+        number = await self._number(proposal_id)
+        await self.comment(proposal_id, f"Closed: {reason}")
+        from githubkit.exception import GitHubException
+
+        async with self._client() as gh:
+            try:
+                await gh.rest.pulls.async_update(self._owner, self._name, number, state="closed")
+            except GitHubException as exc:
+                raise _forge_error(f"closing pull request #{number}", exc) from exc
+        await proposals.update(self._db, proposal_id, state="closed", now=self._now())
+        log.info("proposal_closed", forge=self.name, proposal_id=proposal_id, reason=reason)
+
+    # -- pushing
+
+    def push_command(self, branch: str, head_sha: str) -> tuple[list[str], dict[str, str]]:
+        """(argv, extra environment) of the push: exactly the verified commit, to `refs/heads/<branch>`.
+
+        For http(s) remotes the token travels in the environment only (see the module docstring);
+        other remotes (a path, file://, ssh) use no token.
+        """
+        argv = ["git", "push", "--porcelain", self.remote_url, f"{head_sha}:refs/heads/{branch}"]
+        parts = urlsplit(self.remote_url)
+        if parts.scheme not in ("http", "https"):
+            return argv, {}
+        origin = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return argv, {
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": f"http.{origin}/.extraHeader",
+            "GIT_CONFIG_VALUE_0": f"Authorization: Basic {self._basic_credentials()}",
+        }
+
+    async def push(self, branch: str, head_sha: str) -> None:
+        argv, env = self.push_command(branch, head_sha)
+        await run_git(
+            self.repo_root,
+            *argv[1:],
+            env=env,
+            timeout_s=self._push_timeout_s,
+            secrets=(self._token, self._basic_credentials()),
+        )
+        log.info("branch_pushed", forge=self.name, branch=branch, head_sha=head_sha)
+
+    def _basic_credentials(self) -> str:
+        # GitHub's git endpoint takes any token as the password of the user "x-access-token".
+        return base64.b64encode(f"x-access-token:{self._token}".encode()).decode()
+
+    # -- helpers
+
+    def _client(self) -> GitHub[Any]:
+        from githubkit import GitHub
+
+        # No HTTP cache (a refreshed state must be fresh) and no automatic retry (a retried POST
+        # could open a second pull request or post a comment twice).
+        return GitHub(
+            self._token,
+            base_url=self.api_url,
+            user_agent="mendbot",
+            http_cache=False,
+            auto_retry=False,
+            timeout=30.0,
+        )
+
+    async def _stored(self, proposal_id: int) -> Proposal:
+        proposal = await proposals.get(self._db, proposal_id)
+        if proposal is None:
+            raise ForgeError(f"there is no proposal {proposal_id}")
+        return proposal
+
+    async def _number(self, proposal_id: int) -> int:
+        proposal = await self._stored(proposal_id)
+        if proposal.forge != self.name or proposal.number is None:
+            raise ForgeError(f"proposal {proposal_id} lives on the {proposal.forge} forge, not {self.name}")
+        return proposal.number
+
+    def _now(self) -> float:
+        return self._clock().timestamp()
+
+
+def _forge_error(action: str, exc: Exception) -> ForgeError:
+    """GitHub's own words for what went wrong (message plus each validation error), as a ForgeError."""
+    from githubkit.exception import RequestFailed, RequestTimeout
+
+    if isinstance(exc, RequestFailed):
+        status = exc.response.status_code
+        try:
+            payload = exc.response.json()
+        except ValueError:
+            payload = None
+        detail = _github_message(payload) or exc.response.text[:300] or exc.response.reason_phrase
+        return ForgeError(f"GitHub refused {action} ({status}): {detail}", status=status)
+    if isinstance(exc, RequestTimeout):
+        return ForgeError(f"GitHub did not answer in time while {action}")
+    if isinstance(exc, ValueError):  # pydantic's ValidationError: an answer we cannot read
+        return ForgeError(f"GitHub's answer to {action} was not what the API promises: {exc}")
+    return ForgeError(f"GitHub could not be reached while {action}: {exc!r}")
+
+
+def _github_message(payload: object) -> str:
+    if not isinstance(payload, dict):
+        return ""
+    message = str(payload.get("message") or "")
+    details = []
+    for error in payload.get("errors") or []:
+        if isinstance(error, dict):
+            details.append(
+                str(
+                    error.get("message") or " ".join(str(error.get(k, "")) for k in ("field", "code")).strip()
+                )
+            )
+        else:
+            details.append(str(error))
+    return ": ".join(filter(None, [message, "; ".join(filter(None, details))]))

@@ -1,0 +1,216 @@
+"""Run policy: whether a new run may start now, and how much the agent may spend on one.
+
+Limits, checked in this order: a pause (persisted, so a restart keeps it), the daily budget
+(spend since UTC midnight), runs per hour per user, runs per hour overall, and concurrency
+(runs holding a working slot). Each refusal names the limit and when it lifts, as a Discord
+timestamp, so the person asking knows whether to wait a minute or until tomorrow.
+
+Spend is counted from run events by the time it was spent, so a run that straddles midnight
+is charged to each day for what it cost that day.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import aiosqlite
+
+from bot.db import runs as queries
+from bot.errors import UserError
+from bot.improve.runs import BUSY_STATES, Run
+from bot.log import get_logger
+from bot.settings import ImproveConfig
+
+__all__ = ["BudgetReport", "Limit", "Policy", "PolicyRefusal", "discord_time"]
+
+_log = get_logger(__name__)
+_PAUSE_KEY = "improve.paused"
+_HOUR = 3600.0
+
+Limit = Literal["paused", "daily_budget", "user_hourly", "hourly", "concurrency"]
+
+
+def discord_time(ts: float, style: str = "R") -> str:
+    """A Discord timestamp ("in 3 hours"), rendered in each reader's own time zone."""
+    return f"<t:{int(ts)}:{style}>"
+
+
+class PolicyRefusal(UserError):
+    """A new run refused by a limit; the message says which and when it lifts."""
+
+    def __init__(self, limit: Limit, message: str, *, resets_at: float | None = None) -> None:
+        self.limit = limit
+        self.resets_at = resets_at
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class BudgetReport:
+    spent_today_usd: float
+    daily_budget_usd: float
+    per_run_budget_usd: float
+    day_resets_at: float
+    runs_this_hour: int
+    runs_per_hour: int
+    runs_per_hour_per_user: int
+    per_user: dict[int, int] = field(default_factory=dict)  # runs started this hour by user id
+    busy_runs: list[int] = field(default_factory=list)
+    concurrency: int = 1
+    paused_by: int | None = None
+
+    def render(self) -> str:
+        """The /budget answer."""
+        lines = [
+            f"**Spent today:** ${self.spent_today_usd:.2f} of ${self.daily_budget_usd:.2f}"
+            f" (resets {discord_time(self.day_resets_at)})",
+            f"**Per run:** up to ${self.per_run_budget_usd:.2f}",
+            f"**Runs this hour:** {self.runs_this_hour} of {self.runs_per_hour}"
+            f" ({self.runs_per_hour_per_user} per person)",
+        ]
+        if self.per_user:
+            people = ", ".join(f"<@{user}> {count}" for user, count in sorted(self.per_user.items()))
+            lines.append(f"**By person:** {people}")
+        working = ", ".join(f"#{run_id}" for run_id in self.busy_runs) or "none"
+        lines.append(f"**Working:** {working} (at most {self.concurrency} at a time)")
+        if self.paused_by is not None:
+            lines.append(f"**Paused** by <@{self.paused_by}>; /resume to continue.")
+        return "\n".join(lines)
+
+
+class Policy:
+    def __init__(
+        self, config: ImproveConfig, db: aiosqlite.Connection, clock: Callable[[], datetime]
+    ) -> None:
+        self._config = config
+        self._db = db
+        self._clock = clock
+        self._paused_by: int | None = None
+
+    @property
+    def paused(self) -> bool:
+        """Whether new runs are paused (as of the last load, pause, resume or check)."""
+        return self._paused_by is not None
+
+    @property
+    def paused_by(self) -> int | None:
+        return self._paused_by
+
+    async def load(self) -> None:
+        """Read the persisted pause; call once at start-up."""
+        stored = await queries.get_setting(self._db, _PAUSE_KEY)
+        self._paused_by = int(stored["by"]) if stored else None
+
+    async def pause(self, user_id: int) -> bool:
+        """Stop new runs from starting; False if they were already paused."""
+        await self.load()
+        if self._paused_by is not None:
+            return False
+        await queries.set_setting(self._db, _PAUSE_KEY, {"by": user_id, "at": self._now()})
+        self._paused_by = user_id
+        _log.info("runs_paused", user_id=user_id)
+        return True
+
+    async def resume(self, user_id: int) -> bool:
+        """Let runs start again; False if they were not paused."""
+        await self.load()
+        if self._paused_by is None:
+            return False
+        await queries.delete_setting(self._db, _PAUSE_KEY)
+        self._paused_by = None
+        _log.info("runs_resumed", user_id=user_id)
+        return True
+
+    async def check_start(self, user_id: int) -> None:
+        """Raise `PolicyRefusal` if `user_id` may not start a run now."""
+        await self.load()
+        if self._paused_by is not None:
+            raise PolicyRefusal("paused", f"Runs are paused by <@{self._paused_by}>; /resume to continue.")
+
+        now = self._now()
+        spent = await self.spent_today()
+        if spent >= self._config.daily_budget_usd:
+            resets = self._next_midnight()
+            raise PolicyRefusal(
+                "daily_budget",
+                f"Today's budget is spent (${spent:.2f} of ${self._config.daily_budget_usd:.2f});"
+                f" it resets {discord_time(resets)}.",
+                resets_at=resets,
+            )
+
+        recent = await queries.created_since(self._db, now - _HOUR)
+        mine = [created for requester, created in recent if requester == user_id]
+        per_user = self._config.runs_per_hour_per_user
+        if len(mine) >= per_user:
+            resets = _window_reset(mine, per_user)
+            raise PolicyRefusal(
+                "user_hourly",
+                f"You have started {len(mine)} runs in the last hour (limit {per_user} per person);"
+                f" you can start another {discord_time(resets)}.",
+                resets_at=resets,
+            )
+        overall = self._config.runs_per_hour
+        if len(recent) >= overall:
+            resets = _window_reset([created for _, created in recent], overall)
+            raise PolicyRefusal(
+                "hourly",
+                f"{len(recent)} runs have started in the last hour (limit {overall});"
+                f" the next can start {discord_time(resets)}.",
+                resets_at=resets,
+            )
+
+        busy = await queries.busy(self._db, BUSY_STATES)
+        if len(busy) >= self._config.concurrency:
+            oldest, state = busy[0]
+            raise PolicyRefusal(
+                "concurrency",
+                f"{len(busy)} run(s) already working (limit {self._config.concurrency} at a time);"
+                f" wait for run #{oldest} ({state}) to finish.",
+            )
+
+    async def spent_today(self) -> float:
+        """What runs have cost since UTC midnight."""
+        return await queries.spent_since(self._db, self._midnight())
+
+    async def remaining_run_budget(self, run: Run) -> float:
+        """What the agent may still spend on `run`: the least of its own cap and today's remainder."""
+        per_run = self._config.max_budget_usd_per_run - run.cost_usd
+        today = self._config.daily_budget_usd - await self.spent_today()
+        return max(0.0, min(per_run, today))
+
+    async def budget(self) -> BudgetReport:
+        """Spend and limits for /budget."""
+        await self.load()
+        recent = await queries.created_since(self._db, self._now() - _HOUR)
+        busy = await queries.busy(self._db, BUSY_STATES)
+        return BudgetReport(
+            spent_today_usd=await self.spent_today(),
+            daily_budget_usd=self._config.daily_budget_usd,
+            per_run_budget_usd=self._config.max_budget_usd_per_run,
+            day_resets_at=self._next_midnight(),
+            runs_this_hour=len(recent),
+            runs_per_hour=self._config.runs_per_hour,
+            runs_per_hour_per_user=self._config.runs_per_hour_per_user,
+            per_user=dict(Counter(requester for requester, _ in recent)),
+            busy_runs=[run_id for run_id, _ in busy],
+            concurrency=self._config.concurrency,
+            paused_by=self._paused_by,
+        )
+
+    def _now(self) -> float:
+        return self._clock().timestamp()
+
+    def _midnight(self) -> float:
+        now = self._clock().astimezone(UTC)
+        return now.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+    def _next_midnight(self) -> float:
+        return (datetime.fromtimestamp(self._midnight(), UTC) + timedelta(days=1)).timestamp()
+
+
+def _window_reset(created: list[float], limit: int) -> float:
+    """When enough of these runs (oldest first, all within the hour) age out to get under `limit`."""
+    return created[len(created) - limit] + _HOUR

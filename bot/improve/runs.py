@@ -1,0 +1,404 @@
+"""Runs: the persisted state machine of an improvement request (DESIGN §5).
+
+`queued → observing → investigating → planning → editing → verifying → proposing →
+awaiting_approval → merging → deployed → watching → resolved`, with the exits `reported`
+(investigate requests), `failed`, `rejected`, `cancelled`, `regressed` and `interrupted` (the
+process stopped mid-run; resuming returns to the state it was caught in, or starts over from
+`queued`). Every change is
+written to SQLite at once, with an event carrying its time, actor and cost, because the process
+may die at any moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, get_args
+
+import aiosqlite
+
+from bot.db import runs as queries
+from bot.errors import UserError
+from bot.log import get_logger
+
+__all__ = [
+    "ACTIVE_STATES",
+    "BUSY_STATES",
+    "TERMINAL_STATES",
+    "TRANSITIONS",
+    "InvalidTransition",
+    "Run",
+    "RunEvent",
+    "RunKind",
+    "RunNotFound",
+    "RunService",
+    "RunState",
+    "slugify",
+]
+
+_log = get_logger(__name__)
+
+RunKind = Literal["investigate", "fix"]
+RunState = Literal[
+    "queued",
+    "observing",
+    "investigating",
+    "planning",
+    "editing",
+    "verifying",
+    "proposing",
+    "awaiting_approval",
+    "merging",
+    "deployed",
+    "watching",
+    "resolved",
+    "reported",
+    "failed",
+    "rejected",
+    "cancelled",
+    "regressed",
+    "interrupted",
+]
+
+ALL_STATES: frozenset[RunState] = frozenset(get_args(RunState))
+TERMINAL_STATES: frozenset[RunState] = frozenset(
+    {"resolved", "reported", "failed", "rejected", "cancelled", "regressed"}
+)
+# Active: not finished and not interrupted (an interrupted run waits for someone to resume it).
+ACTIVE_STATES: frozenset[RunState] = ALL_STATES - TERMINAL_STATES - {"interrupted"}
+# Busy: holding a concurrency slot — the agent or the pipeline is working on it. A proposal
+# awaiting approval, and the merge/deploy/watch that follow it, wait on people, not on a slot.
+BUSY_STATES: frozenset[RunState] = frozenset(
+    {"queued", "observing", "investigating", "planning", "editing", "verifying", "proposing"}
+)
+# What a restart interrupts: everything active except a proposal awaiting approval, which stays
+# approvable across restarts.
+_INTERRUPTIBLE: frozenset[RunState] = ACTIVE_STATES - {"awaiting_approval"}
+
+_FORWARD: dict[RunState, set[RunState]] = {
+    "queued": {"observing"},
+    "observing": {"investigating"},
+    "investigating": {"planning", "reported"},
+    "planning": {"editing"},
+    "editing": {"verifying"},
+    "verifying": {"proposing", "editing"},  # editing again: checks failed, the failure goes back
+    "proposing": {"awaiting_approval"},
+    "awaiting_approval": {"merging", "rejected"},
+    "merging": {"deployed"},
+    "deployed": {"watching"},
+    "watching": {"resolved", "regressed"},
+}
+
+
+def _transitions() -> dict[RunState, set[RunState]]:
+    table: dict[RunState, set[RunState]] = {state: set() for state in sorted(ALL_STATES)}
+    for state in ACTIVE_STATES:
+        table[state] |= _FORWARD.get(state, set()) | {"failed", "cancelled"}
+        if state in _INTERRUPTIBLE:
+            table[state].add("interrupted")
+    # Resuming goes back to the exact state the run was interrupted in (checked in transition),
+    # or to queued to start it over from the top.
+    table["interrupted"] = set(_INTERRUPTIBLE) | {"failed", "cancelled"}
+    return table
+
+
+TRANSITIONS: dict[RunState, set[RunState]] = _transitions()
+
+_UPDATABLE = frozenset(
+    {
+        "branch",
+        "worktree",
+        "base_sha",
+        "head_sha",
+        "verified_sha",
+        "attempts",
+        "status_message_id",
+        "proposal_id",
+        "failure_stage",
+        "failure_reason",
+    }
+)
+_SLUG_MAX = 40
+
+
+class InvalidTransition(Exception):
+    """A transition the state machine does not allow: a bug in the caller, not a user mistake."""
+
+    def __init__(self, run_id: int, current: str, to: str, why: str = "") -> None:
+        self.run_id = run_id
+        self.current = current
+        self.to = to
+        super().__init__(f"run #{run_id}: {current} → {to} is not allowed" + (f" ({why})" if why else ""))
+
+
+class RunNotFound(UserError):
+    """A run id that does not exist (usually typed by someone)."""
+
+    def __init__(self, run_id: int) -> None:
+        self.run_id = run_id
+        super().__init__(f"There is no run #{run_id}.")
+
+
+@dataclass
+class Run:
+    id: int
+    kind: RunKind
+    state: RunState
+    requester_id: int
+    channel_id: int | None
+    incident_id: int | None
+    description: str
+    slug: str
+    security: bool
+    branch: str | None
+    worktree: str | None
+    base_sha: str | None
+    head_sha: str | None
+    verified_sha: str | None
+    cost_usd: float
+    attempts: int
+    failure_stage: str | None
+    failure_reason: str | None
+    status_message_id: int | None
+    proposal_id: int | None
+    created_at: float
+    updated_at: float
+    interrupted_from: RunState | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Run:
+        values = {f.name: row[f.name] for f in dataclasses.fields(cls)}
+        values["security"] = bool(values["security"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    id: int
+    run_id: int
+    ts: float
+    actor: str
+    event: str
+    state: RunState
+    detail: dict[str, Any]
+    cost_usd: float
+
+
+def slugify(text: str, max_length: int = _SLUG_MAX) -> str:
+    """Lowercase ASCII words joined by '-', cut at a word boundary; safe in a git branch name."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii").lower()
+    words = re.findall(r"[a-z0-9]+", ascii_text)
+    slug = ""
+    for word in words:
+        candidate = f"{slug}-{word}" if slug else word
+        if len(candidate) > max_length:
+            break
+        slug = candidate
+    if not slug and words:
+        slug = words[0][:max_length]
+    return slug or "run"
+
+
+class RunService:
+    """Creates runs and moves them through the state machine, persisting every step."""
+
+    def __init__(self, db: aiosqlite.Connection, clock: Callable[[], datetime]) -> None:
+        self._db = db
+        self._clock = clock
+        # One writer at a time: a transition reads the state, checks it, then writes.
+        self._lock = asyncio.Lock()
+
+    def now(self) -> float:
+        return self._clock().timestamp()
+
+    async def create(
+        self,
+        kind: RunKind,
+        requester_id: int,
+        channel_id: int | None,
+        incident_id: int | None,
+        description: str,
+        *,
+        security: bool = False,
+    ) -> Run:
+        now = self.now()
+        values: dict[str, Any] = {
+            "kind": kind,
+            "state": "queued",
+            "requester_id": requester_id,
+            "channel_id": channel_id,
+            "incident_id": incident_id,
+            "description": description,
+            "slug": slugify(description),
+            "security": int(security),
+            "cost_usd": 0.0,
+            "attempts": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        detail = {"kind": kind, "incident_id": incident_id, "security": security}
+        async with self._lock:
+            run_id = await queries.insert(self._db, values, actor=f"user:{requester_id}", detail=detail)
+        _log.info("run_created", run_id=run_id, kind=kind, requester_id=requester_id, incident_id=incident_id)
+        return await self.get(run_id)
+
+    async def transition(
+        self,
+        run_id: int,
+        to: RunState,
+        *,
+        actor: str,
+        detail: dict[str, Any] | None = None,
+        cost_usd: float = 0.0,
+        **fields: Any,
+    ) -> Run:
+        """Move the run to `to`, updating `fields` and adding `cost_usd`; illegal moves raise."""
+        _check_fields(fields)
+        async with self._lock:
+            run = await self.get(run_id)
+            self._check_transition(run, to)
+            values: dict[str, Any] = {**fields, "state": to, "updated_at": self.now()}
+            if to == "interrupted":
+                values["interrupted_from"] = run.state
+            elif run.state == "interrupted":
+                values["interrupted_from"] = None
+            await self._write(run, values, actor=actor, event="transition", detail=detail, cost_usd=cost_usd)
+        _log.info("run_transition", run_id=run_id, was=run.state, state=to, actor=actor, cost_usd=cost_usd)
+        return await self.get(run_id)
+
+    async def fail(self, run_id: int, stage: str, reason: str, *, actor: str, cost_usd: float = 0.0) -> Run:
+        """End the run as failed, recording the stage and the reason."""
+        return await self.transition(
+            run_id,
+            "failed",
+            actor=actor,
+            detail={"stage": stage, "reason": reason},
+            cost_usd=cost_usd,
+            failure_stage=stage,
+            failure_reason=reason,
+        )
+
+    async def event(
+        self,
+        run_id: int,
+        event: str,
+        *,
+        actor: str,
+        detail: dict[str, Any] | None = None,
+        cost_usd: float = 0.0,
+    ) -> Run:
+        """Record something that happened without changing state (guard_denied, check_failed...)."""
+        if event in {"created", "transition"}:
+            raise ValueError(f"{event!r} events are written by create/transition")
+        async with self._lock:
+            run = await self.get(run_id)
+            await self._write(
+                run, {"updated_at": self.now()}, actor=actor, event=event, detail=detail, cost_usd=cost_usd
+            )
+        return await self.get(run_id)
+
+    async def update(self, run_id: int, **fields: Any) -> Run:
+        """Set bookkeeping fields (e.g. the status message id) without an event or a transition."""
+        _check_fields(fields)
+        async with self._lock:
+            run = await self.get(run_id)
+            await queries.update(self._db, run.id, {**fields, "updated_at": self.now()})
+        return await self.get(run_id)
+
+    async def find(self, run_id: int) -> Run | None:
+        row = await queries.by_id(self._db, run_id)
+        return Run.from_row(row) if row is not None else None
+
+    async def get(self, run_id: int) -> Run:
+        """The run, or `RunNotFound` (a UserError: ids usually come from people)."""
+        run = await self.find(run_id)
+        if run is None:
+            raise RunNotFound(run_id)
+        return run
+
+    async def list_recent(self, limit: int = 10) -> list[Run]:
+        """The most recent runs, newest first."""
+        return [Run.from_row(row) for row in await queries.recent(self._db, limit)]
+
+    async def active(self) -> list[Run]:
+        """Runs not finished and not interrupted, oldest first."""
+        return [Run.from_row(row) for row in await queries.in_states(self._db, ACTIVE_STATES)]
+
+    async def interrupted(self) -> list[Run]:
+        """Runs waiting to be resumed (or cancelled), oldest first."""
+        return [Run.from_row(row) for row in await queries.in_states(self._db, {"interrupted"})]
+
+    async def events(self, run_id: int) -> list[RunEvent]:
+        return [RunEvent(**row) for row in await queries.events(self._db, run_id)]
+
+    async def mark_interrupted_on_start(self) -> list[Run]:
+        """Mark every run a stop caught mid-way as interrupted; returns them, to report and clean up.
+
+        Proposals awaiting approval are left alone: they stay approvable across a restart.
+        """
+        stopped = [Run.from_row(row) for row in await queries.in_states(self._db, _INTERRUPTIBLE)]
+        marked = []
+        for run in stopped:
+            marked.append(
+                await self.transition(run.id, "interrupted", actor="system", detail={"was": run.state})
+            )
+        if marked:
+            _log.warning("runs_interrupted", run_ids=[run.id for run in marked])
+        return marked
+
+    def _check_transition(self, run: Run, to: RunState) -> None:
+        if to not in TRANSITIONS[run.state]:
+            raise InvalidTransition(run.id, run.state, to)
+        if run.kind == "investigate" and to == "planning":
+            raise InvalidTransition(run.id, run.state, to, "investigate runs never edit")
+        if run.state == "interrupted" and to not in {"queued", "failed", "cancelled", run.interrupted_from}:
+            raise InvalidTransition(run.id, run.state, to, f"it was interrupted while {run.interrupted_from}")
+
+    async def _write(
+        self,
+        run: Run,
+        values: dict[str, Any],
+        *,
+        actor: str,
+        event: str,
+        detail: dict[str, Any] | None,
+        cost_usd: float,
+    ) -> None:
+        if cost_usd < 0:
+            raise ValueError(f"a negative cost ({cost_usd}) for run #{run.id}")
+        written = await queries.transition(
+            self._db,
+            run.id,
+            expected_state=run.state,
+            values=values,
+            ts=values["updated_at"],
+            actor=actor,
+            event=event,
+            detail=detail,
+            cost_usd=cost_usd,
+        )
+        if not written:
+            # Another writer (another process on the same database) got there first.
+            current = await self.get(run.id)
+            raise InvalidTransition(
+                run.id, current.state, values.get("state", current.state), "state changed"
+            )
+
+
+def _check_fields(values: dict[str, Any]) -> None:
+    unknown = set(values) - _UPDATABLE
+    if unknown:
+        raise TypeError(f"not a run field that can be set: {', '.join(sorted(unknown))}")

@@ -1,0 +1,562 @@
+"""SelfImprovementAgent: from an allow-listed request to a verified proposal (or a report).
+
+A run goes observe → investigate → plan → edit → verify → propose (fix) or observe →
+investigate → report (investigate), each stage a persisted transition with its actor and cost.
+The coding agent works in a fresh worktree under the guard; the pipeline — not the agent —
+commits, verifies the exact commit, scans the diff for secrets and opens the proposal. A change
+that does not pass the checks is fed back to the agent up to `max_attempts` times and is never
+proposed otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiosqlite
+
+from bot.errors import UserError
+from bot.forge.base import Forge, Proposal
+from bot.improve.agent import AgentResult, CodeAgent, describe_denials
+from bot.improve.evidence import build_evidence
+from bot.improve.memory import Lesson, Memory
+from bot.improve.policy import Policy
+from bot.improve.runs import Run, RunKind, RunService, RunState
+from bot.improve.verify import Verification, verify
+from bot.improve.workspace import NothingToCommitError, Workspace, Worktree, scan_for_secrets
+from bot.log import bind_context, get_logger
+from bot.prompts import PromptRegistry
+from bot.settings import Settings
+
+__all__ = ["RunReporter", "SelfImprovementAgent"]
+
+_log = get_logger(__name__)
+_JSON_BLOCK = re.compile(r"```json\s*(\{.*?\})\s*```", re.S)
+
+STAGES = ("observing", "investigating", "planning", "editing", "verifying", "proposing")
+
+
+class RunReporter(Protocol):
+    """The chat side of a run: one status message edited in place, and the final report."""
+
+    async def progress(self, run: Run, lines: list[str]) -> None: ...
+
+    async def report(self, run: Run, text: str) -> None: ...
+
+
+@dataclass
+class _Live:
+    """What a running run holds in memory: its task, its agent and its progress lines."""
+
+    task: asyncio.Task[None] | None = None
+    agent: CodeAgent | None = None
+    worktree: Worktree | None = None
+    lines: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+    cancelled_by: int | None = None
+
+
+def parse_json_block(text: str) -> dict[str, Any]:
+    """The last ```json block of an agent's answer, or {} when there is none or it is invalid."""
+    for raw in reversed(_JSON_BLOCK.findall(text)):
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return {}
+
+
+class SelfImprovementAgent:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        db: aiosqlite.Connection,
+        runs: RunService,
+        policy: Policy,
+        memory: Memory,
+        workspace: Workspace,
+        forge: Forge,
+        prompts: PromptRegistry,
+        agent_factory: Callable[[], CodeAgent],
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._settings = settings
+        self._config = settings.improve
+        self._db = db
+        self.runs = runs
+        self.policy = policy
+        self.memory = memory
+        self.workspace = workspace
+        self.forge = forge
+        self._prompts = prompts
+        self._agent_factory = agent_factory
+        self._clock = clock
+        self._live: dict[int, _Live] = {}
+        self._starting = asyncio.Lock()
+        self.reporter: RunReporter | None = None
+
+    # -- requests -------------------------------------------------------------------------------
+
+    async def request(
+        self,
+        *,
+        kind: RunKind,
+        requester_id: int,
+        channel_id: int | None,
+        incident_id: int | None,
+        description: str,
+        security: bool = False,
+    ) -> Run:
+        """Start a run for an (already authorised) requester, within the policy's limits."""
+        self.ensure_ready()
+        async with self._starting:  # check-then-create must be atomic, or two requests pass one limit
+            await self.policy.check_start(requester_id)
+            run = await self.runs.create(
+                kind,
+                requester_id,
+                channel_id,
+                incident_id,
+                description.strip()[:2000] or "(no description)",
+                security=security,
+            )
+            self._launch(run)
+        return run
+
+    def _launch(self, run: Run) -> None:
+        live = self._live[run.id] = _Live()
+        live.task = asyncio.get_running_loop().create_task(self._execute(run.id), name=f"run-{run.id}")
+
+    async def cancel(self, run_id: int, user_id: int) -> Run:
+        run = await self.runs.get(run_id)
+        live = self._live.get(run_id)
+        if live is None or live.task is None or live.task.done():
+            if run.state == "awaiting_approval":
+                await self.runs.transition(run_id, "cancelled", actor=f"user:{user_id}")
+                return await self.runs.get(run_id)
+            raise UserError(f"Run #{run_id} is not running (it is {run.state}).")
+        live.cancelled_by = user_id
+        if live.agent is not None:
+            await live.agent.interrupt()
+        live.task.cancel()
+        await asyncio.wait([live.task], timeout=30)
+        return await self.runs.get(run_id)
+
+    async def pause(self, user_id: int) -> int:
+        """Stop new runs and interrupt running ones; returns how many were interrupted."""
+        await self.policy.pause(user_id)
+        running = [run_id for run_id, live in self._live.items() if live.task and not live.task.done()]
+        for run_id in running:
+            await self.cancel(run_id, user_id)
+        return len(running)
+
+    async def resume(self, user_id: int) -> None:
+        await self.policy.resume(user_id)
+
+    async def resume_run(self, run_id: int, user_id: int) -> Run:
+        """Continue an interrupted run from the start of its pipeline, under the same id."""
+        run = await self.runs.get(run_id)
+        if run.state != "interrupted":
+            raise UserError(f"Run #{run_id} is {run.state}; only interrupted runs can be resumed.")
+        await self.policy.check_start(user_id)
+        run = await self.runs.transition(run_id, "queued", actor=f"user:{user_id}", detail={"resumed": True})
+        self._launch(run)
+        return run
+
+    @property
+    def available(self) -> bool:
+        """Self-improvement needs the bot's own git checkout to work on."""
+        return (self._settings.repo_dir / ".git").exists()
+
+    def ensure_ready(self) -> None:
+        """Refuse, saying what to configure, when a run could not possibly work."""
+        if not self.available:
+            raise UserError(
+                f"I can't work on my code: {self._settings.repo_dir.resolve()} is not a git repository. "
+                "Run me from a clone (repo_dir in config.yaml)."
+            )
+        if self._settings.anthropic_api_key is None:
+            raise UserError("I can't work on my code without a model: set ANTHROPIC_API_KEY in .env.")
+
+    async def on_startup(self) -> list[Run]:
+        """After a restart: mark runs that were mid-flight interrupted and remove stray worktrees."""
+        interrupted = await self.runs.mark_interrupted_on_start()
+        if not self.available:
+            _log.warning(
+                "self-improvement unavailable: repo_dir is not a git repository",
+                repo_dir=str(self._settings.repo_dir.resolve()),
+            )
+            return interrupted
+        waiting = {Path(run.worktree) for run in await self.runs.active() if run.worktree}
+        removed = await self.workspace.cleanup_stray(keep=waiting)
+        if removed:
+            _log.warning("stray worktrees removed", count=len(removed))
+        return interrupted
+
+    async def quiesce(self) -> None:
+        tasks = [live.task for live in self._live.values() if live.task is not None and not live.task.done()]
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def shutdown(self) -> None:
+        """Stop running runs for a shutdown: they become interrupted and resumable."""
+        for live in list(self._live.values()):
+            if live.task is not None and not live.task.done():
+                if live.agent is not None:
+                    await live.agent.interrupt()
+                live.task.cancel()
+        await self.quiesce()
+
+    # -- the pipeline ---------------------------------------------------------------------------
+
+    async def _execute(self, run_id: int) -> None:
+        run = await self.runs.get(run_id)
+        live = self._live[run_id]
+        with bind_context(run_id=run_id):
+            try:
+                await self._pipeline(run, live)
+            except asyncio.CancelledError:
+                await self._stopped(run_id, live)
+            except Exception as exc:
+                _log.exception("run failed unexpectedly")
+                current = await self.runs.get(run_id)
+                if current.state not in ("failed", "cancelled", "interrupted"):
+                    await self.runs.fail(
+                        run_id, current.state, f"{type(exc).__name__}: {exc}", actor="system"
+                    )
+                await self._report(run_id, f"❌ Run #{run_id} failed: {type(exc).__name__}: {exc}")
+            finally:
+                if live.worktree is not None:
+                    current = await self.runs.get(run_id)
+                    if current.state != "awaiting_approval":
+                        await self.workspace.remove(live.worktree, delete_branch=True)
+                self._live.pop(run_id, None)
+
+    async def _stopped(self, run_id: int, live: _Live) -> None:
+        run = await self.runs.get(run_id)
+        if live.cancelled_by is not None:
+            await self.runs.transition(run_id, "cancelled", actor=f"user:{live.cancelled_by}")
+            await self._report(run_id, f"⏹ Run #{run_id} cancelled during {run.state}.")
+        elif run.state not in ("interrupted", "failed", "cancelled"):
+            await self.runs.transition(run_id, "interrupted", actor="system", detail={"was": run.state})
+
+    async def _stage(self, run: Run, state: RunState, line: str, **fields: Any) -> Run:
+        live = self._live[run.id]
+        run = await self.runs.transition(run.id, state, actor="pipeline", **fields)
+        live.lines.append(line)
+        await self._progress(run)
+        return run
+
+    async def _progress(self, run: Run) -> None:
+        if self.reporter is None:
+            return
+        live = self._live.get(run.id)
+        lines = list(live.lines) if live else []
+        try:
+            await self.reporter.progress(run, lines)
+        except Exception:
+            _log.exception("progress report failed")
+
+    async def _report(self, run_id: int, text: str) -> None:
+        if self.reporter is None:
+            return
+        try:
+            await self.reporter.report(await self.runs.get(run_id), text)
+        except Exception:
+            _log.exception("final report failed")
+
+    async def _agent(self, run: Run, prompt: str, *, read_only: bool) -> AgentResult:
+        live = self._live[run.id]
+        agent = live.agent = self._agent_factory()
+        worktree = Path(live.worktree.path) if live.worktree else self._settings.repo_dir.resolve()
+        remaining = await self.policy.remaining_run_budget(await self.runs.get(run.id))
+        if remaining <= 0:
+            raise _StageFailure("budget", "the run's budget is spent")
+        result = await agent.run(
+            prompt=prompt,
+            system_prompt=self._prompts.get("agent/system").body,
+            worktree=worktree,
+            read_only=read_only,
+            security=run.security,
+            max_turns=self._config.max_turns,
+            max_budget_usd=remaining,
+        )
+        live.agent = None
+        for denial in describe_denials(result.denials):
+            await self.runs.event(run.id, "guard_denied", actor="guard", detail=denial)
+        await self.runs.event(
+            run.id,
+            "agent_session",
+            actor="agent",
+            cost_usd=result.cost_usd,
+            detail={
+                "outcome": result.outcome,
+                "turns": result.turns,
+                "tools": result.tools_used[:50],
+                "error": result.error,
+            },
+        )
+        if result.outcome == "budget":
+            raise _StageFailure("budget", f"the agent hit the budget cap (${remaining:.2f})")
+        if result.outcome == "interrupted":
+            raise asyncio.CancelledError
+        if not result.ok:
+            raise _StageFailure("agent", result.error or result.outcome)
+        return result
+
+    async def _pipeline(self, run: Run, live: _Live) -> None:
+        try:
+            await self._run_stages(run, live)
+        except _StageFailure as failure:
+            current = await self.runs.get(run.id)
+            stage = current.state
+            reason = failure.reason if failure.kind != "budget" else f"budget: {failure.reason}"
+            await self.runs.fail(run.id, stage, reason, actor="pipeline")
+            await self._write_lesson(current, outcome=f"failed({failure.kind})", root_cause=failure.reason)
+            await self._report(run.id, f"❌ Run #{run.id} failed while {stage}: {reason}")
+
+    async def _run_stages(self, run: Run, live: _Live) -> None:
+        repo_root = self._settings.repo_dir.resolve()
+        run = await self._stage(run, "observing", "🔎 gathering evidence")
+        fingerprint = await self._incident_fingerprint(run.incident_id)
+        lessons = await self.memory.recall(fingerprint, [])
+        pack = await build_evidence(
+            self._db, repo_root, incident_id=run.incident_id, description=run.description, lessons=lessons
+        )
+        evidence = pack.render()
+        await self.runs.event(
+            run.id,
+            "evidence",
+            actor="pipeline",
+            detail={"chars": len(evidence), "lessons": [lesson.run_id for lesson in lessons]},
+        )
+
+        run = await self._stage(run, "investigating", "🧠 investigating (read-only)")
+        investigation = await self._agent(
+            run,
+            self._prompts.get("agent/investigate").render(request=run.description, evidence=evidence),
+            read_only=True,
+        )
+        diagnosis = parse_json_block(investigation.text) or {"root_cause": investigation.text.strip()[:2000]}
+        await self.runs.event(run.id, "diagnosis", actor="agent", detail=diagnosis)
+        lesson_note = _lessons_note(lessons)
+        if run.kind == "investigate":
+            await self.runs.transition(run.id, "reported", actor="pipeline")
+            await self._write_lesson(
+                run,
+                outcome="reported",
+                root_cause=str(diagnosis.get("root_cause", "")),
+                files=list(diagnosis.get("files", [])),
+                fingerprint=fingerprint,
+            )
+            await self._report(run.id, _investigation_report(run, diagnosis) + lesson_note)
+            return
+
+        run = await self._stage(run, "planning", "📝 planning the change")
+        planning = await self._agent(
+            run,
+            self._prompts.get("agent/plan").render(diagnosis=json.dumps(diagnosis, indent=2)),
+            read_only=True,
+        )
+        plan = parse_json_block(planning.text) or {"changes": planning.text.strip()[:2000], "risk": "medium"}
+        await self.runs.event(run.id, "plan", actor="agent", detail=plan)
+
+        live.worktree = await self.workspace.create(run.id, run.slug)
+        run = await self._stage(
+            run,
+            "editing",
+            f"✏️ editing on `{live.worktree.branch}`",
+            branch=live.worktree.branch,
+            worktree=str(live.worktree.path),
+            base_sha=live.worktree.base_sha,
+        )
+        await self._agent(
+            run,
+            self._prompts.get("agent/edit").render(
+                diagnosis=json.dumps(diagnosis, indent=2), plan=json.dumps(plan, indent=2), evidence=evidence
+            ),
+            read_only=False,
+        )
+
+        verification = await self._verify_with_retries(run, live)
+        head = verification.sha
+        diff = await self.workspace.diff(live.worktree, live.worktree.base_sha)
+        run = await self._stage(run, "proposing", "📦 proposing", verified_sha=head, head_sha=head)
+        secrets = scan_for_secrets(diff)
+        if secrets:
+            raise _StageFailure(
+                "secrets", "the diff contains what looks like a secret: " + "; ".join(secrets[:3])
+            )
+        diffstat = await self.workspace.diffstat(live.worktree, live.worktree.base_sha)
+        files = await self.workspace.changed_files(live.worktree, live.worktree.base_sha)
+        run = await self.runs.get(run.id)
+        proposal = await self.forge.open_proposal(
+            run_id=run.id,
+            branch=live.worktree.branch,
+            head_sha=head,
+            title=f"mendbot: {run.description[:60]}",
+            body=_proposal_body(run, diagnosis, plan, verification, diffstat),
+        )
+        run = await self.runs.transition(
+            run.id, "awaiting_approval", actor="pipeline", proposal_id=proposal.id
+        )
+        live.lines.append(f"✅ proposal ready: {proposal.url}")
+        await self._progress(run)
+        await self._write_lesson(
+            run,
+            outcome="proposed",
+            root_cause=str(diagnosis.get("root_cause", "")),
+            files=files,
+            fingerprint=fingerprint,
+            fix_commit=head,
+        )
+        await self._report(run.id, _proposal_report(run, proposal, diffstat, verification) + lesson_note)
+
+    async def _verify_with_retries(self, run: Run, live: _Live) -> Verification:
+        assert live.worktree is not None
+        worktree = live.worktree
+        attempts = self._config.max_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                await self.workspace.commit(worktree, f"mendbot run {run.id}: {run.description[:60]}", run.id)
+            except NothingToCommitError:
+                if attempt == 1:
+                    raise _StageFailure("no_change", "the agent made no change") from None
+            run = await self._stage(
+                run, "verifying", f"🧪 verifying (attempt {attempt}/{attempts})", attempts=attempt
+            )
+            verification = await verify(
+                Path(worktree.path), self._config.checks, self._config.check_timeout_s, self._check_env()
+            )
+            await self.runs.event(
+                run.id,
+                "checks",
+                actor="pipeline",
+                detail={"ok": verification.ok, "sha": verification.sha, "summary": verification.summary()},
+            )
+            if verification.ok and not verification.dirty:
+                return verification
+            if attempt == attempts:
+                raise _StageFailure(
+                    "checks", f"the checks still fail after {attempts} attempt(s):\n" + verification.summary()
+                )
+            failures = verification.failure_report()
+            run = await self._stage(run, "editing", f"🔁 checks failed; attempt {attempt + 1}")
+            await self._agent(
+                run,
+                self._prompts.get("agent/retry").render(
+                    attempt=str(attempt + 1), max_attempts=str(attempts), failures=failures
+                ),
+                read_only=False,
+            )
+        raise AssertionError("unreachable")
+
+    def _check_env(self) -> dict[str, str]:
+        home = self._settings.data_dir.resolve() / "agent-home"
+        home.mkdir(parents=True, exist_ok=True)
+        return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(home)}
+
+    async def _incident_fingerprint(self, incident_id: int | None) -> str | None:
+        if incident_id is None:
+            return None
+        async with self._db.execute(
+            "SELECT fingerprint FROM incidents WHERE id = ?", (incident_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return row[0] if row else None
+
+    async def _write_lesson(
+        self,
+        run: Run,
+        *,
+        outcome: str,
+        root_cause: str,
+        files: list[str] | None = None,
+        fingerprint: str | None = None,
+        fix_commit: str | None = None,
+    ) -> None:
+        await self.memory.write(
+            Lesson(
+                run_id=run.id,
+                fingerprint=fingerprint,
+                files=files or [],
+                root_cause=root_cause[:2000],
+                fix_commit=fix_commit,
+                outcome=outcome,
+                created_at=self._clock().timestamp(),
+            )
+        )
+
+
+class _StageFailure(Exception):
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+def _lessons_note(lessons: list[Lesson]) -> str:
+    if not lessons:
+        return ""
+    named = ", ".join(f"run {lesson.run_id} ({lesson.outcome})" for lesson in lessons[:3])
+    return f"\n🧠 I have seen this before: {named}."
+
+
+def _investigation_report(run: Run, diagnosis: dict[str, Any]) -> str:
+    files = ", ".join(f"`{f}`" for f in diagnosis.get("files", [])[:5]) or "—"
+    return (
+        f"🔍 Run #{run.id} — investigation of: {run.description[:200]}\n"
+        f"**Root cause:** {str(diagnosis.get('root_cause', '?'))[:800]}\n"
+        f"**Files:** {files}\n**Confidence:** {diagnosis.get('confidence', '?')}\n"
+        f"**Proposed fix:** {str(diagnosis.get('proposed_fix', '—'))[:600]}\n"
+        f"Say `fix this` in reply to have me make the change."
+    )
+
+
+def _proposal_body(
+    run: Run, diagnosis: dict[str, Any], plan: dict[str, Any], verification: Verification, diffstat: str
+) -> str:
+    return "\n".join(
+        [
+            f"Run-Id: {run.id} · requested by user {run.requester_id}"
+            + (f" · incident #{run.incident_id}" if run.incident_id else ""),
+            "",
+            "## Diagnosis",
+            str(diagnosis.get("root_cause", "?")),
+            "",
+            "## Plan",
+            json.dumps(plan.get("changes", plan), indent=2),
+            "",
+            f"**Risk:** {plan.get('risk', 'medium')}",
+            f"**Tests:** {plan.get('tests', '—')}",
+            f"**Rollback:** {plan.get('rollback', 'revert this merge')}",
+            "",
+            "## Checks",
+            verification.summary(),
+            "",
+            "## Diffstat",
+            "```",
+            diffstat.strip(),
+            "```",
+            "",
+            f"Cost so far: ${run.cost_usd:.2f}",
+        ]
+    )
+
+
+def _proposal_report(run: Run, proposal: Proposal, diffstat: str, verification: Verification) -> str:
+    return (
+        f"🛠 Run #{run.id} — fix ready for review: {proposal.url}\n"
+        f"```\n{diffstat.strip()[:800]}\n```\n{verification.summary()}\n"
+        f"Cost: ${run.cost_usd:.2f}. To ship it, an allow-listed developer replies **ship it** "
+        f"or reacts ✅ on this message."
+    )

@@ -1,0 +1,433 @@
+"""Worktrees for runs: one fresh branch per run, cut from the current local main, never tracking anything.
+
+A run edits `mendbot/<run-id>-<slug>` in its own worktree under `worktrees_dir`, so the live checkout
+the bot runs from is never touched. The branch starts at main's sha as resolved at creation (recorded as
+`base_sha`) and has no upstream: a worktree created from `origin/main` — or from a local main that tracks
+it, with `branch.autoSetupMerge=always` — would track main, and a bare `git push` from it would land on
+main. The pipeline, not the agent, commits (the bot's identity, a `Run-Id:` trailer, no hooks) and scans
+the diff for secrets before it is proposed.
+
+`run_process` is the one subprocess runner of the improve pipeline (git here, the checks in `verify`):
+no shell, its own process group killed on timeout or cancellation, output captured as text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import re
+import shutil
+import signal
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.log import get_logger
+
+__all__ = [
+    "NothingToCommitError",
+    "ProcessResult",
+    "Workspace",
+    "WorkspaceError",
+    "Worktree",
+    "branch_name",
+    "git_environment",
+    "run_process",
+    "scan_for_secrets",
+]
+
+_log = get_logger(__name__)
+
+_GIT_TIMEOUT_S = 120.0
+_SLUG_MAX = 40
+
+
+class WorkspaceError(Exception):
+    """A git operation on a run's worktree failed; the message carries git's own explanation."""
+
+
+class NothingToCommitError(WorkspaceError):
+    """The worktree has no changes against its HEAD, so there is nothing to commit."""
+
+
+@dataclass(frozen=True)
+class Worktree:
+    path: Path
+    branch: str
+    base_sha: str
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """What a subprocess did: `code` is None when it was killed for running past its timeout."""
+
+    code: int | None
+    output: str
+    errors: str
+    duration_s: float
+
+    @property
+    def timed_out(self) -> bool:
+        return self.code is None
+
+
+def _kill_group(process: asyncio.subprocess.Process) -> None:
+    # The process leads its own session (start_new_session), so its pgid is its pid; killing the
+    # group also ends what it spawned (pytest workers, a stuck server) that would hold our pipe open.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+async def run_process(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float | None = None,
+    merge_stderr: bool = True,
+) -> ProcessResult:
+    """Run `argv` (no shell) and wait for it and its output, at most `timeout_s` seconds.
+
+    With `merge_stderr` both streams arrive interleaved in `output` (as a terminal would show them);
+    otherwise stderr goes to `errors`. On timeout or cancellation the whole process group is killed;
+    what was written before the timeout is kept. A missing executable raises FileNotFoundError.
+    """
+    started = time.perf_counter()
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=cwd,
+        env=dict(env) if env is not None else None,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT if merge_stderr else asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    out, err = bytearray(), bytearray()
+
+    # Chunks land in buffers we own, so output read before a timeout survives the cancellation.
+    async def pump(stream: asyncio.StreamReader | None, into: bytearray) -> None:
+        if stream is None:
+            return
+        while chunk := await stream.read(65536):
+            into.extend(chunk)
+
+    code: int | None
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(process.wait(), pump(process.stdout, out), pump(process.stderr, err)),
+            timeout_s,
+        )
+        code = process.returncode
+    except TimeoutError:
+        _kill_group(process)
+        await process.wait()
+        code = None
+    except BaseException:
+        _kill_group(process)
+        with contextlib.suppress(ProcessLookupError):
+            await asyncio.shield(process.wait())
+        raise
+    return ProcessResult(
+        code=code,
+        output=out.decode("utf-8", errors="replace"),
+        errors=err.decode("utf-8", errors="replace"),
+        duration_s=time.perf_counter() - started,
+    )
+
+
+def git_environment() -> dict[str, str]:
+    """This process's environment without GIT_* overrides, and git never prompting."""
+    # GIT_DIR/GIT_INDEX_FILE (set when the bot runs inside a hook) would redirect every command, and
+    # GIT_AUTHOR_*/GIT_COMMITTER_* would override the bot's identity.
+    env = {name: value for name, value in os.environ.items() if not name.startswith("GIT_")}
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    env["GIT_OPTIONAL_LOCKS"] = "0"
+    return env
+
+
+async def _git(cwd: Path, *args: str, check: bool = True) -> ProcessResult:
+    result = await run_process(
+        ["git", *args], cwd=cwd, env=git_environment(), timeout_s=_GIT_TIMEOUT_S, merge_stderr=False
+    )
+    if check and result.code != 0:
+        reason = "timed out" if result.timed_out else (result.errors.strip() or f"exit code {result.code}")
+        raise WorkspaceError(f"git {' '.join(args[:2])} failed in {cwd}: {reason}")
+    return result
+
+
+def _slugify(slug: str) -> str:
+    cleaned = re.sub(r"[^a-z0-9]+", "-", slug.lower()).strip("-")
+    return cleaned[:_SLUG_MAX].rstrip("-") or "change"
+
+
+def branch_name(run_id: int, slug: str) -> str:
+    """`mendbot/<run-id>-<slug>`, the slug reduced to lowercase letters, digits and dashes."""
+    return f"mendbot/{run_id}-{_slugify(slug)}"
+
+
+def _delete_tree(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _entries_not_in(directory: Path, keep: set[Path]) -> list[Path]:
+    kept = {path.resolve() for path in keep}
+    if not directory.is_dir():
+        return []
+    return [entry for entry in sorted(directory.iterdir()) if entry.resolve() not in kept]
+
+
+def _path_of(worktree: Worktree | Path) -> Path:
+    return worktree.path if isinstance(worktree, Worktree) else Path(worktree)
+
+
+class Workspace:
+    """Creates, commits in and removes the worktrees of runs in the repository at `repo_root`."""
+
+    def __init__(
+        self,
+        repo_root: Path,
+        worktrees_dir: Path,
+        identity: tuple[str, str] = ("mendbot", "mendbot@localhost"),
+        *,
+        base_branch: str = "main",
+    ) -> None:
+        self.repo_root = repo_root.resolve()
+        self.worktrees_dir = worktrees_dir.resolve()
+        if self.worktrees_dir == self.repo_root or self.worktrees_dir in self.repo_root.parents:
+            # cleanup_stray deletes whatever it finds there that it was not asked to keep
+            raise ValueError(f"worktrees_dir {worktrees_dir} must not contain the repository itself")
+        self.identity = identity
+        self.base_branch = base_branch
+        # `git worktree add/remove/prune` and `git branch` write the shared .git (config, refs,
+        # worktree admin files); concurrent runs would trip over each other's lock files.
+        self._lock = asyncio.Lock()
+
+    def path_for(self, run_id: int) -> Path:
+        return self.worktrees_dir / f"run-{run_id}"
+
+    async def create(self, run_id: int, slug: str) -> Worktree:
+        """A new worktree on `mendbot/<run-id>-<slug>` at the current local main; no upstream is set."""
+        branch = branch_name(run_id, slug)
+        path = self.path_for(run_id)
+        async with self._lock:
+            if path.exists():
+                raise WorkspaceError(f"{path} already exists: remove it (or clean stray worktrees) first")
+            base = await _git(
+                self.repo_root, "rev-parse", "--verify", f"refs/heads/{self.base_branch}^{{commit}}"
+            )
+            base_sha = base.output.strip()
+            self.worktrees_dir.mkdir(parents=True, exist_ok=True)
+            # Start at the sha, not a ref name, and say --no-track: whatever branch.autoSetupMerge says,
+            # the new branch then has no upstream to push to.
+            await _git(self.repo_root, "worktree", "add", "--no-track", "-b", branch, str(path), base_sha)
+            await _git(self.repo_root, "config", "--unset-all", f"branch.{branch}.remote", check=False)
+            await _git(self.repo_root, "config", "--unset-all", f"branch.{branch}.merge", check=False)
+            upstream = await _git(
+                self.repo_root, "rev-parse", "--abbrev-ref", f"{branch}@{{upstream}}", check=False
+            )
+            if upstream.code == 0:
+                raise WorkspaceError(f"{branch} unexpectedly tracks {upstream.output.strip()}")
+        _log.info("worktree created", run_id=run_id, branch=branch, path=str(path), base_sha=base_sha)
+        return Worktree(path=path, branch=branch, base_sha=base_sha)
+
+    async def remove(self, worktree: Worktree | Path, *, delete_branch: bool = False) -> None:
+        """Remove the worktree directory and its registration; the branch stays unless asked otherwise."""
+        path = _path_of(worktree).resolve()
+        branch = worktree.branch if isinstance(worktree, Worktree) else None
+        if delete_branch and branch is None and path.exists():
+            head = await _git(path, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+            branch = head.output.strip() or None
+        async with self._lock:
+            await self._remove_locked(path)
+            if delete_branch and branch:
+                await _git(self.repo_root, "branch", "-D", branch, check=False)
+        _log.info("worktree removed", path=str(path), branch_deleted=bool(delete_branch and branch))
+
+    async def _remove_locked(self, path: Path) -> None:
+        # Twice --force also removes a locked worktree; a directory git does not know is just deleted.
+        result = await _git(
+            self.repo_root, "worktree", "remove", "--force", "--force", str(path), check=False
+        )
+        if result.code != 0:
+            _delete_tree(path)
+        await _git(self.repo_root, "worktree", "prune")
+
+    async def cleanup_stray(self, keep: set[Path]) -> list[Path]:
+        """Remove every worktree directory under `worktrees_dir` not in `keep`, then prune git's records.
+
+        Used at start-up after a crash; branches stay, since one may back a proposal awaiting approval.
+        """
+        async with self._lock:
+            removed = _entries_not_in(self.worktrees_dir, keep)
+            for entry in removed:
+                await self._remove_locked(entry)
+            await _git(self.repo_root, "worktree", "prune")
+        if removed:
+            _log.info("stray worktrees removed", paths=[str(path) for path in removed])
+        return removed
+
+    async def commit(self, worktree: Worktree | Path, message: str, run_id: int) -> str:
+        """Stage everything and commit it as the bot with a `Run-Id:` trailer; returns the new sha."""
+        path = _path_of(worktree)
+        await _git(path, "add", "-A")
+        staged = await _git(path, "diff", "--cached", "--quiet", check=False)
+        if staged.code == 0:
+            raise NothingToCommitError(f"nothing to commit in {path}")
+        name, email = self.identity
+        await _git(
+            path,
+            "-c",
+            f"user.name={name}",
+            "-c",
+            f"user.email={email}",
+            "-c",
+            "commit.gpgsign=false",
+            # Hooks live in the shared .git and run with the bot's privileges: the pipeline's commit
+            # must not execute anything a run could have planted.
+            "-c",
+            "core.hooksPath=/dev/null",
+            "commit",
+            "--quiet",
+            "--no-verify",
+            "--cleanup=strip",
+            "-m",
+            message,
+            "--trailer",
+            f"Run-Id: {run_id}",
+        )
+        head = await _git(path, "rev-parse", "HEAD")
+        return head.output.strip()
+
+    async def diff(self, worktree: Worktree | Path, base_sha: str) -> str:
+        """The committed change since `base_sha` as a unified diff (commit first)."""
+        result = await _git(
+            _path_of(worktree), "diff", "--no-color", "--no-ext-diff", "--no-textconv", base_sha, "HEAD"
+        )
+        return result.output
+
+    async def diffstat(self, worktree: Worktree | Path, base_sha: str) -> str:
+        """`git diff --stat` of the committed change since `base_sha`."""
+        result = await _git(_path_of(worktree), "diff", "--no-color", "--stat", base_sha, "HEAD")
+        return result.output.rstrip()
+
+    async def changed_files(self, worktree: Worktree | Path, base_sha: str) -> list[str]:
+        """Repository-relative paths the committed change since `base_sha` adds, modifies or deletes."""
+        result = await _git(_path_of(worktree), "diff", "--name-only", "-z", base_sha, "HEAD")
+        return [name for name in result.output.split("\0") if name]
+
+
+# -- secret scan ---------------------------------------------------------------------------------
+
+_TOKEN_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("Discord bot token", re.compile(r"\b[MNO][A-Za-z\d_-]{23,27}\.[A-Za-z\d_-]{6}\.[A-Za-z\d_-]{27,40}")),
+    ("Discord webhook URL", re.compile(r"discord(?:app)?\.com/api/webhooks/\d+/[A-Za-z\d_-]{20,}")),
+    ("Anthropic API key", re.compile(r"\bsk-ant-[A-Za-z\d_-]{20,}")),
+    ("OpenAI API key", re.compile(r"\bsk-(?!ant-)(?:proj-)?[A-Za-z\d_-]{20,}")),
+    ("GitHub token", re.compile(r"\b(?:gh[pousr]_[A-Za-z\d]{30,}|github_pat_[A-Za-z\d_]{30,})")),
+    ("Slack token", re.compile(r"\bxox[abprs]-[A-Za-z\d-]{10,}")),
+    ("AWS access key id", re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")),
+    ("Google API key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}")),
+    ("JSON web token", re.compile(r"\beyJ[A-Za-z\d_-]{10,}\.eyJ[A-Za-z\d_-]{10,}\.[A-Za-z\d_-]{10,}")),
+    ("private key block", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY( BLOCK)?-----")),
+)
+
+# `name = "value"`, `name: str = 'value'`, `"name": "value"`, `NAME=value` (.env), `name: value` (YAML).
+_ASSIGNMENT = re.compile(
+    r"""(?P<name>[A-Za-z_][\w.-]*)["']?\s*(?::\s*[A-Za-z_][\w\[\]., |]*?)?\s*(?::=|=>|=|:)\s*"""
+    r"""(?:(?P<quote>["'`])(?P<quoted>[^"'`\s]{16,})(?P=quote)|(?P<bare>[^"'`\s#,;]{16,})\s*(?:\#.*)?$)"""
+)
+_SECRET_NAME = re.compile(
+    r"(?:^|[_.-])(?:token|secret|passw(?:or)?d|pwd|api[_-]?key|apikey|private[_-]?key|access[_-]?key|key"
+    r"|credentials?|auth)$",
+    re.I,
+)
+_PLACEHOLDER = re.compile(r"example|sample|dummy|placeholder|changeme|your[_-]|xxxx|<|\$\{|\{\{|\*\*\*", re.I)
+_MIN_ENTROPY = 3.5  # bits per character: random base64/hex sits near 4-6, words and identifiers lower
+
+_ENV_FILE = re.compile(r"(?:^|/)\.env(?:\.[\w-]+)?$")
+_ENV_TEMPLATE = re.compile(r"\.(?:example|sample|template|dist|defaults?)$")
+_KEY_FILE = re.compile(r"(?:^|/)(?:id_(?:rsa|dsa|ecdsa|ed25519)|\.netrc|\.pgpass)$|\.(?:pem|p12|pfx|key)$")
+_HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,\d+)? @@")
+
+
+def _entropy(value: str) -> float:
+    counts = Counter(value)
+    return -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values())
+
+
+def _looks_random(value: str) -> bool:
+    return (
+        any(ch.isdigit() for ch in value)
+        and any(ch.isalpha() for ch in value)
+        and not _PLACEHOLDER.search(value)
+        and _entropy(value) >= _MIN_ENTROPY
+    )
+
+
+def _scan_line(line: str) -> list[str]:
+    kinds = [kind for kind, pattern in _TOKEN_PATTERNS if pattern.search(line)]
+    if kinds:
+        return kinds
+    for match in _ASSIGNMENT.finditer(line):
+        value = match.group("quoted") or match.group("bare")
+        if _SECRET_NAME.search(match.group("name")) and value and _looks_random(value):
+            return [f"high-entropy value assigned to {match.group('name')!r}"]
+    return []
+
+
+def _flag_file(path: str) -> str | None:
+    if _ENV_FILE.search(path) and not _ENV_TEMPLATE.search(path):
+        return (
+            f"{path}: adds an environment file; secrets belong in the deployment's .env, not the repository"
+        )
+    if _KEY_FILE.search(path):
+        return f"{path}: adds a key or credentials file"
+    return None
+
+
+def scan_for_secrets(diff_text: str) -> list[str]:
+    """Findings ("path:line: what") for secrets the diff ADDS; removed and context lines are ignored.
+
+    Flags token-shaped strings (Discord, Anthropic, OpenAI, GitHub, Slack, AWS, Google, JWT), private key
+    blocks, high-entropy values assigned to names like token/secret/key/password, and added `.env` or
+    key files. A finding names the place and the kind, never the secret itself.
+    """
+    findings: list[str] = []
+    path = "?"
+    line_no = 0
+    in_hunk = False
+    for line in diff_text.splitlines():
+        if in_hunk and line[:1] in (" ", "-", "\\"):
+            line_no += line[:1] == " "
+            continue
+        if in_hunk and line.startswith("+"):
+            findings.extend(f"{path}:{line_no}: {kind}" for kind in _scan_line(line[1:]))
+            line_no += 1
+            continue
+        hunk = _HUNK.match(line)
+        if hunk:
+            in_hunk, line_no = True, int(hunk.group(1))
+            continue
+        # Anything else is a file header: `diff --git`, `new file mode`, `+++ b/path`, `rename to`.
+        in_hunk = False
+        if line.startswith("diff --git "):
+            parts = line.split(" b/", 1)
+            path = parts[1] if len(parts) == 2 else "?"
+        elif line.startswith("+++ "):
+            target = line[4:].strip()
+            if target != "/dev/null":
+                path = target[2:] if target.startswith("b/") else target
+        elif line.startswith(("new file mode", "rename to ", "copy to ")):
+            if not line.startswith("new file mode"):
+                path = line.split(" to ", 1)[1].strip()
+            flagged = _flag_file(path)
+            if flagged:
+                findings.append(flagged)
+    return list(dict.fromkeys(findings))

@@ -1,0 +1,312 @@
+"""Self-improvement in Discord: /investigate, /fix, /runs, /run, /cancel, /pause, /resume, /budget,
+plain words addressed to the bot in a dev channel, and the status message of each run."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.app import MendBot
+from bot.errors import UserError
+from bot.improve.intent import Intent, parse_intent, resolve_target
+from bot.improve.runs import Run, RunKind
+
+_ICONS = {"reported": "🔍", "awaiting_approval": "🛠", "failed": "❌", "cancelled": "⏹", "interrupted": "⏸"}
+
+
+def _roles(user: discord.abc.User) -> list[int]:
+    return [role.id for role in getattr(user, "roles", [])]
+
+
+def status_text(run: Run, lines: list[str]) -> str:
+    elapsed = max(0.0, time.time() - run.created_at)
+    head = (
+        f"🤖 **Run #{run.id}** · {run.kind} · `{run.state}` · {elapsed:.0f}s · ${run.cost_usd:.2f}\n"
+        f"> {run.description[:200]}"
+    )
+    return "\n".join([head, *(f"{line}" for line in lines[-12:])])[:2000]
+
+
+class Improve(commands.Cog):
+    def __init__(self, bot: MendBot) -> None:
+        self.bot = bot
+        self.improve = bot.services.improve
+
+    async def cog_load(self) -> None:
+        self.improve.reporter = self
+
+    async def cog_unload(self) -> None:
+        if self.improve.reporter is self:
+            self.improve.reporter = None
+
+    # -- RunReporter ----------------------------------------------------------------------------
+
+    def _channel(self, run: Run) -> discord.abc.Messageable | None:
+        channel_id = run.channel_id or next(iter(self.bot.services.settings.discord.dev_channel_ids), None)
+        channel = self.bot.get_channel(channel_id) if channel_id else None
+        return channel if isinstance(channel, discord.abc.Messageable) else None
+
+    async def progress(self, run: Run, lines: list[str]) -> None:
+        channel = self._channel(run)
+        if channel is None:
+            return
+        text = status_text(run, lines)
+        if run.status_message_id is None:
+            message = await channel.send(text)
+            await self.improve.runs.update(run.id, status_message_id=message.id)
+        else:
+            await channel.get_partial_message(run.status_message_id).edit(content=text)  # type: ignore[attr-defined]
+
+    async def report(self, run: Run, text: str) -> None:
+        channel = self._channel(run)
+        if channel is not None:
+            message = await channel.send(text[:2000])
+            await self.improve.runs.event(run.id, "reported", actor="bot", detail={"message_id": message.id})
+
+    # -- shared ---------------------------------------------------------------------------------
+
+    def _in_dev(self, channel_id: int | None) -> bool:
+        return channel_id in self.bot.services.settings.discord.dev_channel_ids
+
+    def _allowed(self, user: discord.abc.User, action: str, **context: Any) -> bool:
+        return self.bot.services.authorize(user.id, _roles(user), is_bot=user.bot, action=action, **context)
+
+    async def start(
+        self,
+        *,
+        user: discord.abc.User,
+        channel_id: int | None,
+        kind: RunKind,
+        description: str,
+        incident_id: int | None,
+        security: bool = False,
+        via: str = "slash",
+    ) -> str:
+        """Authorise and start a run; returns what to tell the user."""
+        if not self._allowed(user, kind, incident_id=incident_id, via=via):
+            return f"Sorry {user.display_name}, only allow-listed developers can ask me to {kind}."
+        if security and not self._allowed(user, "security", via=via):
+            return "Only allow-listed developers can start a run with the security flag."
+        try:
+            run = await self.improve.request(
+                kind=kind,
+                requester_id=user.id,
+                channel_id=channel_id,
+                incident_id=incident_id,
+                description=description,
+                security=security,
+            )
+        except UserError as exc:
+            return str(exc)
+        target = f" incident #{incident_id}" if incident_id else ""
+        return f"On it: run #{run.id} will {kind}{target}. I'll keep its status message up to date."
+
+    # -- slash commands -------------------------------------------------------------------------
+
+    @app_commands.command(name="investigate", description="Investigate a problem (read-only) and report.")
+    @app_commands.describe(description="what is wrong", incident="the incident number, if any")
+    async def investigate(
+        self, interaction: discord.Interaction[MendBot], description: str, incident: int | None = None
+    ) -> None:
+        await self._slash_start(interaction, "investigate", description, incident, False)
+
+    @app_commands.command(name="fix", description="Investigate, fix and propose a tested change.")
+    @app_commands.describe(
+        description="what is wrong",
+        incident="the incident number, if any",
+        security="allow changes to protected paths (needs the security approval)",
+    )
+    async def fix(
+        self,
+        interaction: discord.Interaction[MendBot],
+        description: str,
+        incident: int | None = None,
+        security: bool = False,
+    ) -> None:
+        await self._slash_start(interaction, "fix", description, incident, security)
+
+    async def _slash_start(
+        self,
+        interaction: discord.Interaction[MendBot],
+        kind: RunKind,
+        description: str,
+        incident: int | None,
+        security: bool,
+    ) -> None:
+        if not self._in_dev(interaction.channel_id):
+            await interaction.response.send_message("Ask me that in the dev channel.", ephemeral=True)
+            return
+        text = await self.start(
+            user=interaction.user,
+            channel_id=interaction.channel_id,
+            kind=kind,
+            description=description,
+            incident_id=incident,
+            security=security,
+        )
+        await interaction.response.send_message(text)
+
+    @app_commands.command(name="runs", description="Recent self-improvement runs.")
+    async def list_runs(self, interaction: discord.Interaction[MendBot]) -> None:
+        runs = await self.improve.runs.list_recent(10)
+        lines = [
+            f"{_ICONS.get(r.state, '⏳')} **#{r.id}** {r.kind} `{r.state}` ${r.cost_usd:.2f} — "
+            f"{r.description[:80]}"
+            for r in runs
+        ] or ["No runs yet."]
+        await interaction.response.send_message("\n".join(lines)[:2000])
+
+    @app_commands.command(name="run", description="Show a run, or resume an interrupted one.")
+    async def show_run(
+        self,
+        interaction: discord.Interaction[MendBot],
+        run_id: int,
+        action: Literal["show", "resume"] = "show",
+    ) -> None:
+        if action == "resume":
+            if not self._allowed(interaction.user, "resume_run", run_id=run_id):
+                await interaction.response.send_message(
+                    "Only allow-listed developers can resume runs.", ephemeral=True
+                )
+                return
+            run = await self.improve.resume_run(run_id, interaction.user.id)
+            await interaction.response.send_message(f"Resuming run #{run.id}.")
+            return
+        run = await self.improve.runs.get(run_id)
+        events = await self.improve.runs.events(run_id)
+        lines = [status_text(run, [])]
+        if run.failure_reason:
+            lines.append(f"**Failed while {run.failure_stage}:** {run.failure_reason[:500]}")
+        lines += [
+            f"`{e.state or e.event}` by {e.actor}" + (f" (${e.cost_usd:.2f})" if e.cost_usd else "")
+            for e in events[-15:]
+        ]
+        await interaction.response.send_message("\n".join(lines)[:2000])
+
+    @app_commands.command(name="cancel", description="Cancel a run.")
+    async def cancel(self, interaction: discord.Interaction[MendBot], run_id: int) -> None:
+        if not self._allowed(interaction.user, "cancel", run_id=run_id):
+            await interaction.response.send_message(
+                "Only allow-listed developers can cancel runs.", ephemeral=True
+            )
+            return
+        await interaction.response.defer(thinking=True)
+        run = await self.improve.cancel(run_id, interaction.user.id)
+        await interaction.followup.send(f"Run #{run.id} is now {run.state}.")
+
+    @app_commands.command(name="pause", description="Stop starting runs and interrupt running ones.")
+    async def pause(self, interaction: discord.Interaction[MendBot]) -> None:
+        if not self._allowed(interaction.user, "pause"):
+            await interaction.response.send_message(
+                "Only allow-listed developers can pause me.", ephemeral=True
+            )
+            return
+        await interaction.response.defer(thinking=True)
+        stopped = await self.improve.pause(interaction.user.id)
+        await interaction.followup.send(
+            f"⏸ Self-improvement paused; {stopped} running run(s) stopped. `/resume` to continue."
+        )
+
+    @app_commands.command(name="resume", description="Allow runs again after /pause.")
+    async def resume(self, interaction: discord.Interaction[MendBot]) -> None:
+        if not self._allowed(interaction.user, "resume"):
+            await interaction.response.send_message(
+                "Only allow-listed developers can resume me.", ephemeral=True
+            )
+            return
+        await self.improve.resume(interaction.user.id)
+        await interaction.response.send_message("▶️ Self-improvement resumed.")
+
+    @app_commands.command(name="budget", description="Self-improvement spend and limits.")
+    async def budget(self, interaction: discord.Interaction[MendBot]) -> None:
+        report = await self.improve.policy.budget()
+        await interaction.response.send_message(report.render()[:2000])
+
+    # -- plain words ----------------------------------------------------------------------------
+
+    def request_intent(self, message: discord.Message) -> Intent | None:
+        """The improvement request in a message addressed to the bot in a dev channel, if any."""
+        me = self.bot.user
+        if me is None or message.author.bot or not self._in_dev(message.channel.id):
+            return None
+        ref = message.reference
+        replied = (
+            isinstance(ref.resolved, discord.Message) and ref.resolved.author.id == me.id if ref else False
+        )
+        if me not in message.mentions and not replied:
+            return None
+        intent = parse_intent(message.content.replace(me.mention, " ").replace(f"<@!{me.id}>", " "))
+        return intent if intent.kind != "none" else None
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        intent = self.request_intent(message)
+        if intent is None:
+            return
+        reply = await self._handle_words(message, intent)
+        if reply:
+            await message.reply(reply, mention_author=False)
+
+    async def _handle_words(self, message: discord.Message, intent: Intent) -> str | None:
+        user = message.author
+        if intent.kind in ("investigate", "fix"):
+            replied_incident = self._replied_incident(message)
+            kinds = {c.qualified_name for c in self.bot.walk_commands()} | {
+                c.qualified_name for c in self.bot.tree.walk_commands()
+            }
+            target = await resolve_target(
+                self.bot.services.db,
+                intent.text,
+                replied_incident_id=replied_incident,
+                known_kinds=kinds,
+                now=self.bot.services.clock().timestamp(),
+            )
+            if target.ambiguous:
+                return target.question()
+            incident_id = target.incident_ids[0] if target.incident_ids else None
+            return await self.start(
+                user=user,
+                channel_id=message.channel.id,
+                kind=intent.kind,
+                description=intent.text,
+                incident_id=incident_id,
+                security=intent.security,
+                via="words",
+            )
+        if intent.kind == "status":
+            runs = await self.improve.runs.active()
+            if not runs:
+                return "Nothing running. `/runs` lists recent runs."
+            return "\n".join(f"⏳ #{r.id} {r.kind} `{r.state}` ${r.cost_usd:.2f}" for r in runs)
+        if intent.kind == "cancel":
+            if not self._allowed(user, "cancel", via="words"):
+                return "Only allow-listed developers can cancel runs."
+            run_id = intent.run_id or next((r.id for r in await self.improve.runs.active()), None)
+            if run_id is None:
+                return "Nothing is running."
+            run = await self.improve.cancel(run_id, user.id)
+            return f"Run #{run.id} is now {run.state}."
+        if intent.kind in ("pause", "resume"):
+            if not self._allowed(user, intent.kind, via="words"):
+                return f"Only allow-listed developers can {intent.kind} me."
+            if intent.kind == "pause":
+                stopped = await self.improve.pause(user.id)
+                return f"⏸ Paused; {stopped} running run(s) stopped."
+            await self.improve.resume(user.id)
+            return "▶️ Resumed."
+        return None  # approve / reject / rollback are answered by the approval flow
+
+    def _replied_incident(self, message: discord.Message) -> int | None:
+        ref = message.reference
+        if ref is None or ref.message_id is None:
+            return None
+        incident = self.bot.services.incidents.by_message(ref.message_id)
+        return incident.id if incident is not None else None
+
+
+async def setup(bot: MendBot) -> None:
+    await bot.add_cog(Improve(bot))
