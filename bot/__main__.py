@@ -113,7 +113,7 @@ async def _run(settings: Settings) -> int:
 async def _play(settings: Settings, *, interactive: bool) -> int:
     from bot.app import MendBot
     from bot.health import HealthServer
-    from bot.playground import Playground, virtual_world
+    from bot.playground import Playground, stdin_lines, virtual_world
     from bot.services import build_services
 
     services = await build_services(settings)
@@ -136,7 +136,7 @@ async def _play(settings: Settings, *, interactive: bool) -> int:
             playground = Playground(world, echo=not interactive)
             if interactive:
                 return await _interactive(playground)
-            return await playground.run_lines(sys.stdin)
+            return await playground.run_lines(stdin_lines())
     except TimeoutError as exc:
         print(f"! the bot did not finish reacting: {exc}", file=sys.stderr)
         return EX_CRASHED

@@ -22,7 +22,7 @@ import asyncio
 import re
 import shlex
 import sys
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
@@ -150,14 +150,14 @@ class Playground:
 
     # -- running lines -------------------------------------------------------------------------
 
-    async def run_lines(self, lines: Iterable[str]) -> int:
+    async def run_lines(self, lines: Iterable[str] | AsyncIterable[str]) -> int:
         """Run a script; 0 when every line ran, 2 when a line could not be run.
 
         Anything else escaping (the bot hung or the virtual Discord failed) propagates: the
         caller reports it as a crash.
         """
         status = 0
-        for raw in lines:
+        async for raw in _aiter(lines):
             line = raw.strip()
             if not line:
                 continue
@@ -452,6 +452,21 @@ class Playground:
         buttons = [summary for row in components for summary in _component_summary(row)]
         if buttons:
             self._say("    " + "  ".join(buttons))
+
+
+async def _aiter(lines: Iterable[str] | AsyncIterable[str]) -> AsyncIterator[str]:
+    if isinstance(lines, AsyncIterable):
+        async for line in lines:
+            yield line
+    else:
+        for line in lines:
+            yield line
+
+
+async def stdin_lines() -> AsyncIterator[str]:
+    """Standard input line by line without blocking the event loop while waiting for the next one."""
+    while line := await asyncio.to_thread(sys.stdin.readline):
+        yield line
 
 
 def _component_summary(row: Any) -> list[str]:

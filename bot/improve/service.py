@@ -145,11 +145,19 @@ class SelfImprovementAgent:
                 return await self.runs.get(run_id)
             raise UserError(f"Run #{run_id} is not running (it is {run.state}).")
         live.cancelled_by = user_id
+        await self._stop(live)
+        return await self.runs.get(run_id)
+
+    @staticmethod
+    async def _stop(live: _Live) -> None:
+        """Interrupt the agent and let the run unwind; cancel the task only if it does not."""
+        assert live.task is not None
         if live.agent is not None:
             await live.agent.interrupt()
-        live.task.cancel()
-        await asyncio.wait([live.task], timeout=30)
-        return await self.runs.get(run_id)
+            await asyncio.wait([live.task], timeout=10)  # an interrupted session ends on its own, cleanly
+        if not live.task.done():
+            live.task.cancel()
+            await asyncio.wait([live.task], timeout=30)
 
     async def pause(self, user_id: int) -> int:
         """Stop new runs and interrupt running ones; returns how many were interrupted."""
@@ -209,12 +217,8 @@ class SelfImprovementAgent:
 
     async def shutdown(self) -> None:
         """Stop running runs for a shutdown: they become interrupted and resumable."""
-        for live in list(self._live.values()):
-            if live.task is not None and not live.task.done():
-                if live.agent is not None:
-                    await live.agent.interrupt()
-                live.task.cancel()
-        await self.quiesce()
+        running = [live for live in self._live.values() if live.task is not None and not live.task.done()]
+        await asyncio.gather(*(self._stop(live) for live in running))
 
     # -- the pipeline ---------------------------------------------------------------------------
 
@@ -370,6 +374,13 @@ class SelfImprovementAgent:
         plan = parse_json_block(planning.text) or {"changes": planning.text.strip()[:2000], "risk": "medium"}
         await self.runs.event(run.id, "plan", actor="agent", detail=plan)
 
+        if run.branch and run.proposal_id is None:  # a resumed run: drop the half-done branch first
+            stale = Worktree(
+                Path(run.worktree or self.workspace.worktrees_dir / f"run-{run.id}"),
+                run.branch,
+                run.base_sha or "",
+            )
+            await self.workspace.remove(stale, delete_branch=True)
         live.worktree = await self.workspace.create(run.id, run.slug)
         run = await self._stage(
             run,

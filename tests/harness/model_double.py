@@ -20,6 +20,7 @@ Nothing here talks to the network beyond 127.0.0.1.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import socket
@@ -34,6 +35,7 @@ from aiohttp import web
 __all__ = [
     "EXHAUSTED_TEXT",
     "ErrorTurn",
+    "Hold",
     "ModelDouble",
     "RecordedRequest",
     "ScriptItem",
@@ -95,8 +97,20 @@ class ErrorTurn:
     should_retry: bool = False  # sent as the `x-should-retry` header, honoured by Anthropic SDKs
 
 
+@dataclass
+class Hold:
+    """A turn answered only once `release` is set: the model "thinking" until the test says so.
+
+    `reached` is set when the request arrives, so a test can act while a run is mid-flight.
+    """
+
+    then: Turn
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 TurnFactory = Callable[[dict[str, Any]], "Turn | ErrorTurn"]
-ScriptItem = Turn | ErrorTurn | TurnFactory
+ScriptItem = Turn | ErrorTurn | Hold | TurnFactory
 
 
 def text_block(content: str) -> Block:
@@ -189,6 +203,7 @@ class ModelDouble:
     exhausted: int = 0  # how many message requests found the script empty
     unknown: list[RecordedRequest] = field(default_factory=list)  # requests answered 404
     _script: list[ScriptItem] = field(default_factory=list)
+    _holds: list[Hold] = field(default_factory=list)
     _runner: web.AppRunner | None = None
     _port: int | None = None
 
@@ -210,7 +225,9 @@ class ModelDouble:
         self._runner = runner
 
     async def stop(self) -> None:
-        """Stop serving (idempotent)."""
+        """Stop serving (idempotent); held turns are released so no handler outlives the double."""
+        for hold in self._holds:
+            hold.release.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -308,17 +325,22 @@ class ModelDouble:
         self.unknown.append(rec)
         return _json(404, _error_body("not_found_error", f"model double: no route {request.method} {path}"))
 
-    def _next_turn(self, body: dict[str, Any]) -> Turn | ErrorTurn:
+    def _next_turn(self, body: dict[str, Any]) -> Turn | ErrorTurn | Hold:
         if not self._script:
             self.exhausted += 1
             return text(EXHAUSTED_TEXT)
         item = self._script.pop(0)
-        if isinstance(item, Turn | ErrorTurn):
+        if isinstance(item, Turn | ErrorTurn | Hold):
             return item
         return item(body)
 
     async def _messages(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         t = self._next_turn(body)
+        if isinstance(t, Hold):
+            self._holds.append(t)
+            t.reached.set()
+            await t.release.wait()
+            t = t.then
         if isinstance(t, ErrorTurn):
             resp = _json(t.status, _error_body(t.type, t.message))
             resp.headers["x-should-retry"] = "true" if t.should_retry else "false"
