@@ -35,6 +35,7 @@ test: lint          ## ruff, mypy and the whole pytest suite
 bench: setup
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/observe.py
+	$(BIN)/python bench/pipeline.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

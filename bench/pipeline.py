@@ -403,7 +403,67 @@ async def correlate_ms(context: BenchContext) -> float:
     return max(medians)
 
 
+PIPELINE_RUNS = 3
+
+
+async def pipeline_overhead_s(context: BenchContext) -> float:
+    """Request to proposal, the model double answering at once and a trivial check (`python -c pass`):
+    what the pipeline itself costs — evidence, three CLI sessions, git, the smoke load, the forge."""
+    from bot.services import build_services
+    from tests.harness.discord import make_settings
+    from tests.harness.model_double import ModelDouble, text, tool_use
+    from tests.harness.repo import copy_of_bot
+
+    os.environ["MENDBOT_CONFIG"] = os.devnull
+    seconds = []
+    for index in range(PIPELINE_RUNS):
+        base = context.tmp / f"pipeline-{index}"
+        repo = copy_of_bot(base / "repo")
+        async with ModelDouble() as model:
+            settings = make_settings(
+                base / "data",
+                repo_dir=repo,
+                anthropic_api_key="bench-key",
+                anthropic_base_url=model.base_url,
+                improve={"checks": ["python -c pass"], "max_attempts": 1},
+            )
+            target = settings.data_dir.resolve() / "worktrees" / "run-1" / "cogs" / "dice.py"
+            model.script(
+                text('```json\n{"root_cause": "a typo", "files": ["cogs/dice.py"]}\n```'),
+                text('```json\n{"changes": [], "risk": "low"}\n```'),
+                tool_use(
+                    "Edit",
+                    {
+                        "file_path": str(target),
+                        "old_string": "Roll dice written like",
+                        "new_string": "Roll the dice written like",
+                    },
+                ),
+                text("done"),
+            )
+            services = await build_services(settings, watch_prompts=False)
+            try:
+                started = time.perf_counter()
+                run = await services.improve.request(
+                    kind="fix",
+                    requester_id=1,
+                    channel_id=None,
+                    incident_id=None,
+                    description="fix the docstring",
+                )
+                await services.improve.quiesce()
+                seconds.append(time.perf_counter() - started)
+                state = (await services.improve.runs.get(run.id)).state
+                if state != "awaiting_approval":
+                    raise AssertionError(f"run ended {state}, not awaiting_approval")
+            finally:
+                await services.aclose()
+    _note(f"pipeline runs: {', '.join(f'{s:.2f} s' for s in seconds)}")
+    return statistics.median(seconds)
+
+
 FIGURES = [
+    Figure("pipeline_overhead_s", "s", pipeline_overhead_s, digits=2),
     Figure("evidence_ms", "ms", evidence_ms),
     Figure("correlate_ms", "ms", correlate_ms, digits=2),
 ]
