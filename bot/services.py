@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 import discord
@@ -22,7 +22,6 @@ from bot.db import open_database
 from bot.forge.base import Forge
 from bot.forge.github import GitHubForge
 from bot.forge.local import LocalForge
-from bot.improve.agent import ClaudeCodeAgent
 from bot.improve.memory import Memory
 from bot.improve.policy import Policy
 from bot.improve.runs import RunService
@@ -35,6 +34,9 @@ from bot.observe.recorder import ActionRecorder
 from bot.prompts import PromptRegistry
 from bot.reminders import ReminderService
 from bot.settings import Settings
+
+if TYPE_CHECKING:
+    from bot.improve.agent import CodeAgent
 
 __all__ = ["Services", "build_services"]
 
@@ -211,7 +213,9 @@ async def _build_improve(
     api_key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
     home = settings.data_dir.resolve() / "agent-home"
 
-    def new_agent() -> ClaudeCodeAgent:
+    def new_agent() -> CodeAgent:
+        from bot.improve.agent import ClaudeCodeAgent  # claude-agent-sdk is loaded when a run starts
+
         return ClaudeCodeAgent(
             home=home,
             base_url=settings.anthropic_base_url,

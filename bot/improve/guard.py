@@ -33,17 +33,16 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, cast
 
-from claude_agent_sdk import (
-    HookContext,
-    HookInput,
-    HookJSONOutput,
-    HookMatcher,
-    PermissionResultAllow,
-    PermissionResultDeny,
-    ToolPermissionContext,
-)
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the SDK is imported where it is used: evidence and start-up need only the rules
+    from claude_agent_sdk import (
+        HookContext,
+        HookInput,
+        HookJSONOutput,
+        HookMatcher,
+        PermissionResultAllow,
+        PermissionResultDeny,
+        ToolPermissionContext,
+    )
     from claude_agent_sdk.types import HookEvent
 
 __all__ = [
@@ -557,16 +556,22 @@ class ToolGuard:
         A call the hook already decided is re-evaluated but recorded again only if the
         verdict changed, so the audit trail holds one entry per call.
         """
+        import claude_agent_sdk as sdk
+
         decision = self.evaluate(tool_name, tool_input, tool_use_id=context.tool_use_id)
         if self._by_tool_use.get(context.tool_use_id or "") != decision:
             self._record(decision)
         if decision.allowed:
-            return PermissionResultAllow()
-        return PermissionResultDeny(message=decision.reason)
+            return sdk.PermissionResultAllow()
+        return sdk.PermissionResultDeny(message=decision.reason)
 
     def hooks(self) -> dict[HookEvent, list[HookMatcher]]:
         """``ClaudeAgentOptions.hooks``; a hook that fails (raises, times out) blocks the call."""
-        return {"PreToolUse": [HookMatcher(matcher=None, hooks=[self.pre_tool_use_hook], on_failure="block")]}
+        import claude_agent_sdk as sdk
+
+        return {
+            "PreToolUse": [sdk.HookMatcher(matcher=None, hooks=[self.pre_tool_use_hook], on_failure="block")]
+        }
 
     # ------------------------------------------------------------------ paths
 

@@ -18,13 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiosqlite
 
 from bot.errors import UserError
 from bot.forge.base import Forge, Proposal
-from bot.improve.agent import AgentResult, CodeAgent, describe_denials
 from bot.improve.evidence import build_evidence
 from bot.improve.memory import Lesson, Memory
 from bot.improve.policy import Policy
@@ -34,6 +33,9 @@ from bot.improve.workspace import NothingToCommitError, Workspace, Worktree, sca
 from bot.log import bind_context, get_logger
 from bot.prompts import PromptRegistry
 from bot.settings import Settings
+
+if TYPE_CHECKING:  # the agent module loads claude-agent-sdk (~0.5 s): only when a run starts
+    from bot.improve.agent import AgentResult, CodeAgent
 
 __all__ = ["RunReporter", "SelfImprovementAgent"]
 
@@ -295,6 +297,8 @@ class SelfImprovementAgent:
             max_budget_usd=remaining,
         )
         live.agent = None
+        from bot.improve.agent import describe_denials
+
         for denial in describe_denials(result.denials):
             await self.runs.event(run.id, "guard_denied", actor="guard", detail=denial)
         await self.runs.event(
