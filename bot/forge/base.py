@@ -9,14 +9,13 @@ protocol, guarded by the head SHA the approval was bound to.
 
 from __future__ import annotations
 
-import asyncio
-import os
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 from bot.db.proposals import Proposal, ProposalState
+from bot.process import git_environment, run_process
 
 __all__ = [
     "Forge",
@@ -80,29 +79,22 @@ async def run_git(
     `env` is added to this process's environment for the one git process only. Git never
     prompts: a missing credential is an error, not a hang.
     """
-    full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", **(env or {})}
-    process = await asyncio.create_subprocess_exec(
-        "git",
-        *args,
+    result = await run_process(
+        ["git", *args],
         cwd=repo,
-        env=full_env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        env={**git_environment(), **(env or {})},
+        timeout_s=timeout_s,
+        merge_stderr=False,
     )
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout_s)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise ForgeError(f"git {args[0]} timed out after {timeout_s:.0f}s") from None
-    if process.returncode != 0:
-        message = stderr.decode(errors="replace").strip() or stdout.decode(errors="replace").strip()
+    if result.timed_out:
+        raise ForgeError(f"git {args[0]} timed out after {timeout_s:.0f}s")
+    if result.code != 0:
+        message = result.errors.strip() or result.output.strip()
         for secret in secrets:
             if secret:
                 message = message.replace(secret, "***")
-        raise ForgeError(f"git {args[0]} failed (exit {process.returncode}): {message}")
-    return stdout.decode(errors="replace").strip()
+        raise ForgeError(f"git {args[0]} failed (exit {result.code}): {message}")
+    return result.output.strip()
 
 
 async def branch_head(repo: Path, branch: str) -> str | None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -36,6 +35,7 @@ from bot.improve.guard import secret_reason
 from bot.improve.sanitize import sanitize_untrusted, untrusted_block
 from bot.log import get_logger
 from bot.observe.records import ActionRecord
+from bot.process import git_environment, run_process
 
 __all__ = [
     "EvidencePack",
@@ -470,24 +470,16 @@ def _excerpts_for(repo_root: Path, path: str, frames: list[tuple[int, str]]) -> 
 
 
 async def _git(repo_root: Path, *args: str, timeout_s: float) -> tuple[int, str, str]:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
-    process = await asyncio.create_subprocess_exec(
-        "git",
-        *args,
+    result = await run_process(
+        ["git", *args],
         cwd=repo_root,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        env={**git_environment(), "LC_ALL": "C"},
+        timeout_s=timeout_s,
+        merge_stderr=False,
     )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout_s)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
+    if result.timed_out:
         return -1, "", f"timed out after {timeout_s:g} s"
-    code = process.returncode if process.returncode is not None else -1
-    return code, out.decode(errors="replace"), err.decode(errors="replace")
+    return result.code if result.code is not None else -1, result.output, result.errors
 
 
 async def line_history(

@@ -30,8 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.improve.workspace import git_environment, run_process
 from bot.log import get_logger
+from bot.process import git_environment, run_process
 
 __all__ = [
     "OUTPUT_TAIL_CHARS",
