@@ -82,7 +82,8 @@ async def test_allowed_when_under_every_limit(
     policy = make_policy(db, clock)
     await finished_run(runs, ALICE, cost=1.0)
     await finished_run(runs, BOB, cost=1.0)
-    await policy.check_start(ALICE)
+    assert await policy.check_start(ALICE) is None  # refusals raise; nothing raised
+    assert (await policy.budget()).spent_today_usd == pytest.approx(2.0)
 
 
 async def test_pause_refuses_names_who_and_survives_reopening(tmp_path: Path, clock: FakeClock) -> None:
