@@ -82,7 +82,7 @@ async def test_allowed_when_under_every_limit(
     policy = make_policy(db, clock)
     await finished_run(runs, ALICE, cost=1.0)
     await finished_run(runs, BOB, cost=1.0)
-    assert await policy.check_start(ALICE) is None  # refusals raise; nothing raised
+    await policy.check_start(ALICE)  # a refusal would raise PolicyRefusal
     assert (await policy.budget()).spent_today_usd == pytest.approx(2.0)
 
 
