@@ -3,7 +3,6 @@ plain words addressed to the bot in a dev channel, and the status message of eac
 
 from __future__ import annotations
 
-import time
 from typing import Any, Literal
 
 import discord
@@ -22,8 +21,8 @@ def _roles(user: discord.abc.User) -> list[int]:
     return [role.id for role in getattr(user, "roles", [])]
 
 
-def status_text(run: Run, lines: list[str]) -> str:
-    elapsed = max(0.0, time.time() - run.created_at)
+def status_text(run: Run, lines: list[str], now: float) -> str:
+    elapsed = max(0.0, now - run.created_at)
     head = (
         f"🤖 **Run #{run.id}** · {run.kind} · `{run.state}` · {elapsed:.0f}s · ${run.cost_usd:.2f}\n"
         f"> {run.description[:200]}"
@@ -54,7 +53,7 @@ class Improve(commands.Cog):
         channel = self._channel(run)
         if channel is None:
             return
-        text = status_text(run, lines)
+        text = status_text(run, lines, self.bot.services.clock().timestamp())
         if run.status_message_id is None:
             message = await channel.send(text)
             await self.improve.runs.update(run.id, status_message_id=message.id)
@@ -178,7 +177,7 @@ class Improve(commands.Cog):
             return
         run = await self.improve.runs.get(run_id)
         events = await self.improve.runs.events(run_id)
-        lines = [status_text(run, [])]
+        lines = [status_text(run, [], self.bot.services.clock().timestamp())]
         if run.failure_reason:
             lines.append(f"**Failed while {run.failure_stage}:** {run.failure_reason[:500]}")
         lines += [
