@@ -115,8 +115,8 @@ async def test_investigate_run_ends_with_a_report_and_never_plans(runs: RunServi
 async def test_illegal_transition_is_refused_and_changes_nothing(runs: RunService) -> None:
     """Skipping a stage or leaving a terminal state raises InvalidTransition and writes nothing."""
     run = await runs.create("fix", ALICE, None, None, "fix it")
-    with pytest.raises(InvalidTransition, match="queued → editing"):
-        await runs.transition(run.id, "editing", actor="pipeline")
+    with pytest.raises(InvalidTransition, match="queued → verifying"):
+        await runs.transition(run.id, "verifying", actor="pipeline")
     await runs.transition(run.id, "cancelled", actor=f"user:{ALICE}")
     with pytest.raises(InvalidTransition):
         await runs.transition(run.id, "observing", actor="pipeline")

@@ -78,10 +78,11 @@ BUSY_STATES: frozenset[RunState] = frozenset(
 )
 # What a restart interrupts: everything active except a proposal awaiting approval, which stays
 # approvable across restarts.
-_INTERRUPTIBLE: frozenset[RunState] = ACTIVE_STATES - {"awaiting_approval"}
+# Deployed and watching runs stay too: the watch resumes with the time it has left.
+_INTERRUPTIBLE: frozenset[RunState] = ACTIVE_STATES - {"awaiting_approval", "deployed", "watching"}
 
 _FORWARD: dict[RunState, set[RunState]] = {
-    "queued": {"observing"},
+    "queued": {"observing", "editing"},  # editing straight away: a rollback has nothing to investigate
     "observing": {"investigating"},
     "investigating": {"planning", "reported"},
     "planning": {"editing"},
@@ -89,7 +90,7 @@ _FORWARD: dict[RunState, set[RunState]] = {
     "verifying": {"proposing", "editing"},  # editing again: checks failed, the failure goes back
     "proposing": {"awaiting_approval"},
     "awaiting_approval": {"merging", "rejected"},
-    "merging": {"deployed"},
+    "merging": {"deployed", "awaiting_approval"},  # back to approval: main moved and the diff changed
     "deployed": {"watching"},
     "watching": {"resolved", "regressed"},
 }

@@ -197,6 +197,82 @@ class SelfImprovementAgent:
         if self._settings.anthropic_api_key is None:
             raise UserError("I can't work on my code without a model: set ANTHROPIC_API_KEY in .env.")
 
+    async def rollback(self, *, target_run_id: int, requester_id: int, channel_id: int | None) -> Run:
+        """A run that reverts `target_run_id`'s merge on a branch, then verifies and proposes it."""
+        self.ensure_ready()
+        target = await self.runs.get(target_run_id)
+        events = await self.runs.events(target.id)
+        merged = next((e.detail.get("merged_sha") for e in events if e.detail.get("merged_sha")), None)
+        if not merged or not target.base_sha:
+            raise UserError(f"Run #{target_run_id} was never merged, so there is nothing to roll back.")
+        async with self._starting:
+            await self.policy.check_start(requester_id)
+            run = await self.runs.create(
+                "fix",
+                requester_id,
+                channel_id,
+                target.incident_id,
+                f"roll back run {target.id}: {target.description[:80]}",
+            )
+            await self.runs.event(
+                run.id,
+                "rollback_of",
+                actor=f"user:{requester_id}",
+                detail={"run_id": target.id, "merged_sha": merged, "base_sha": target.base_sha},
+            )
+            live = self._live[run.id] = _Live()
+            live.task = asyncio.get_running_loop().create_task(
+                self._execute_rollback(run.id, target.base_sha, merged), name=f"run-{run.id}"
+            )
+        return run
+
+    async def _execute_rollback(self, run_id: int, base_sha: str, merged_sha: str) -> None:
+        live = self._live[run_id]
+        run = await self.runs.get(run_id)
+        with bind_context(run_id=run_id):
+            try:
+                live.worktree = await self.workspace.create(run.id, run.slug)
+                run = await self._stage(
+                    run,
+                    "editing",
+                    f"⏪ reverting `{merged_sha[:7]}` on `{live.worktree.branch}`",
+                    branch=live.worktree.branch,
+                    worktree=str(live.worktree.path),
+                    base_sha=live.worktree.base_sha,
+                )
+                await self.workspace.apply_reverse(live.worktree, base_sha, merged_sha)
+                diagnosis = {"root_cause": f"rolling back {merged_sha[:10]}"}
+                plan = {
+                    "changes": f"revert {base_sha[:10]}..{merged_sha[:10]}",
+                    "risk": "low",
+                    "rollback": "re-apply the reverted change",
+                }
+                await self._verify_and_propose(
+                    run=run,
+                    live=live,
+                    diagnosis=diagnosis,
+                    plan=plan,
+                    fingerprint=None,
+                    lesson_note="",
+                    attempts=1,
+                )
+            except _StageFailure as failure:
+                current = await self.runs.get(run_id)
+                await self.runs.fail(run_id, current.state, failure.reason, actor="pipeline")
+                await self._report(run_id, f"❌ Rollback run #{run_id} failed: {failure.reason}")
+            except Exception as exc:
+                _log.exception("rollback run failed unexpectedly")
+                current = await self.runs.get(run_id)
+                if current.state not in ("failed", "cancelled"):
+                    await self.runs.fail(
+                        run_id, current.state, f"{type(exc).__name__}: {exc}", actor="system"
+                    )
+                await self._report(run_id, f"❌ Rollback run #{run_id} failed: {type(exc).__name__}: {exc}")
+            finally:
+                if live.worktree is not None and (await self.runs.get(run_id)).state != "awaiting_approval":
+                    await self.workspace.remove(live.worktree, delete_branch=True)
+                self._live.pop(run_id, None)
+
     async def on_startup(self) -> list[Run]:
         """After a restart: mark runs that were mid-flight interrupted and remove stray worktrees."""
         interrupted = await self.runs.mark_interrupted_on_start()
@@ -402,7 +478,28 @@ class SelfImprovementAgent:
             read_only=False,
         )
 
-        verification = await self._verify_with_retries(run, live)
+        await self._verify_and_propose(
+            run=run,
+            live=live,
+            diagnosis=diagnosis,
+            plan=plan,
+            fingerprint=fingerprint,
+            lesson_note=lesson_note,
+        )
+
+    async def _verify_and_propose(
+        self,
+        *,
+        run: Run,
+        live: _Live,
+        diagnosis: dict[str, Any],
+        plan: dict[str, Any],
+        fingerprint: str | None,
+        lesson_note: str,
+        attempts: int | None = None,
+    ) -> None:
+        assert live.worktree is not None
+        verification = await self._verify_with_retries(run, live, attempts=attempts)
         head = verification.sha
         diff = await self.workspace.diff(live.worktree, live.worktree.base_sha)
         run = await self._stage(run, "proposing", "📦 proposing", verified_sha=head, head_sha=head)
@@ -436,10 +533,12 @@ class SelfImprovementAgent:
         )
         await self._report(run.id, _proposal_report(run, proposal, diffstat, verification) + lesson_note)
 
-    async def _verify_with_retries(self, run: Run, live: _Live) -> Verification:
+    async def _verify_with_retries(
+        self, run: Run, live: _Live, *, attempts: int | None = None
+    ) -> Verification:
         assert live.worktree is not None
         worktree = live.worktree
-        attempts = self._config.max_attempts
+        attempts = attempts or self._config.max_attempts
         for attempt in range(1, attempts + 1):
             try:
                 await self.workspace.commit(worktree, f"mendbot run {run.id}: {run.description[:60]}", run.id)

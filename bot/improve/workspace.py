@@ -220,6 +220,17 @@ class Workspace:
         )
         return result.output
 
+    async def apply_reverse(self, worktree: Worktree | Path, base: str, merged: str) -> None:
+        """Undo base..merged in the worktree's files (uncommitted: the pipeline commits and verifies)."""
+        path = _path_of(worktree)
+        diff = await _git(path, "diff", "--binary", merged, base)
+        patch = path.parent / f".{path.name}.revert.patch"
+        patch.write_text(diff.output)
+        try:
+            await _git(path, "apply", "--3way", str(patch))
+        finally:
+            patch.unlink(missing_ok=True)
+
     async def diffstat(self, worktree: Worktree | Path, base_sha: str) -> str:
         """`git diff --stat` of the committed change since `base_sha`."""
         result = await _git(_path_of(worktree), "diff", "--no-color", "--stat", base_sha, "HEAD")
