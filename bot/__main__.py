@@ -4,14 +4,26 @@ mendbot            run on Discord when DISCORD_TOKEN is set, else the local play
 mendbot run        run on Discord (needs DISCORD_TOKEN)
 mendbot play       the local playground (a virtual Discord in the terminal; scriptable)
 mendbot doctor     check configuration, database, git, model and forge access
+
+When a deploy changes code the process cannot reload (`bot/`, `pyproject.toml`), the bot
+drains and closes, and `run`/`play` end with `deploy.restart_exit_code` (26). Under a
+supervisor (`MENDBOT_SUPERVISED=1`: the systemd unit, the Docker entry script) that exit code
+is the whole story — the supervisor starts a fresh process. Without one, `mendbot run` (and the
+interactive playground) re-executes itself in place with the same arguments; a scripted
+playground just exits with 26, since the rest of its stdin belongs to the process that read it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
+import os
 import signal
 import sys
+import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,11 +32,34 @@ import discord
 from bot.settings import EX_CONFIG, ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
+    from bot.app import MendBot
     from bot.playground import Playground
 
-__all__ = ["main"]
+__all__ = ["exit_code", "main", "should_reexec"]
 
 EX_CRASHED = 1
+
+
+def exit_code(bot: MendBot, settings: Settings) -> int:
+    """How the process ends once the bot has closed: the restart code if it asked for a restart."""
+    return settings.deploy.restart_exit_code if bot.restart_requested is not None else 0
+
+
+def should_reexec(
+    code: int, settings: Settings, *, command: str, interactive: bool, environ: Mapping[str, str]
+) -> bool:
+    """Whether to replace this process with a fresh one instead of exiting with the restart code."""
+    if code != settings.deploy.restart_exit_code or environ.get("MENDBOT_SUPERVISED") == "1":
+        return False
+    return command == "run" or interactive
+
+
+def _reexec(argv: list[str]) -> None:
+    """Start the same command again in this process (new code, same pid, same terminal)."""
+    print("mendbot: restarting to apply an update", file=sys.stderr, flush=True)
+    logging.shutdown()  # execv runs no atexit handlers: flush the log files now
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "bot", *argv])
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
     args = _parser().parse_args(argv)
     if args.command == "doctor":
         from bot.doctor import run_doctor
@@ -65,8 +102,12 @@ def main(argv: list[str] | None = None) -> int:
 
         logging.getLogger("discord").setLevel(logging.ERROR)
     if command == "run":
-        return asyncio.run(_run(settings))
-    return asyncio.run(_play(settings, interactive=interactive))
+        code = asyncio.run(_run(settings))
+    else:
+        code = asyncio.run(_play(settings, interactive=interactive))
+    if should_reexec(code, settings, command=command, interactive=interactive, environ=os.environ):
+        _reexec(argv)
+    return code
 
 
 async def _run(settings: Settings) -> int:
@@ -107,7 +148,7 @@ async def _run(settings: Settings) -> int:
         if health is not None:
             await health.stop()
         await services.aclose()
-    return 0
+    return exit_code(bot, settings)
 
 
 async def _play(settings: Settings, *, interactive: bool) -> int:
@@ -134,9 +175,20 @@ async def _play(settings: Settings, *, interactive: bool) -> int:
                 flush=True,
             )
             playground = Playground(world, echo=not interactive)
-            if interactive:
-                return await _interactive(playground)
-            return await playground.run_lines(stdin_lines())
+            session = asyncio.ensure_future(
+                _interactive(playground) if interactive else playground.run_lines(stdin_lines())
+            )
+            restart = asyncio.ensure_future(bot.wait_for_restart())
+            await asyncio.wait({session, restart}, return_when=asyncio.FIRST_COMPLETED)
+            if not restart.done():
+                restart.cancel()
+                return session.result()
+            session.cancel()
+            # The session may also have failed on the closed bot: the restart is what matters.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await session
+            print(f"↻ mendbot restarts to apply an update ({restart.result()})", flush=True)
+            return exit_code(bot, settings)
     except TimeoutError as exc:
         print(f"! the bot did not finish reacting: {exc}", file=sys.stderr)
         return EX_CRASHED
@@ -158,7 +210,7 @@ async def _interactive(playground: Playground) -> int:
     try:
         while True:
             try:
-                line = await asyncio.to_thread(input, f"{playground.user} #{playground.channel}> ")
+                line = await _read_line(f"{playground.user} #{playground.channel}> ")
             except EOFError:
                 return 0
             if line.strip().lower() in {"quit", "exit"}:
@@ -169,6 +221,37 @@ async def _interactive(playground: Playground) -> int:
                 print(f"! {exc}")
     finally:
         printer.cancel()
+
+
+async def _read_line(prompt: str) -> str:
+    """input() on a daemon thread: a prompt still waiting must not keep the process from ending.
+
+    (asyncio.to_thread's executor is joined when the loop closes, which would hang a restart
+    until someone pressed Enter.)
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[str] = loop.create_future()
+
+    def deliver(line: str | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(line or "")
+
+    def read() -> None:
+        line: str | None = None
+        error: BaseException | None = None
+        try:
+            line = input(prompt)
+        except (EOFError, KeyboardInterrupt) as exc:
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            loop.call_soon_threadsafe(deliver, line, error)
+
+    threading.Thread(target=read, name="playground-input", daemon=True).start()
+    return await future
 
 
 if __name__ == "__main__":

@@ -3,6 +3,12 @@
 Cogs are discovered in the `cogs` package and loaded one by one; a cog that fails to load is
 logged, remembered and reported in the dev channel once the bot is ready, and the rest of the
 bot boots. `close()` stops taking work, unloads cogs and waits for in-flight handlers.
+
+`request_restart()` is the graceful restart a deploy asks for when code the process cannot
+reload changed: new commands and interactions are refused with a short notice, in-flight
+handlers and self-improvement runs get `deploy.drain_timeout_s` to finish (runs still going
+then are stopped as interrupted, resumable), the bot closes, and `__main__` exits with
+`deploy.restart_exit_code` for the supervisor (or re-executes itself).
 """
 
 from __future__ import annotations
@@ -26,9 +32,12 @@ from bot.errors import describe, unwrap
 from bot.log import bind_context, get_logger
 from bot.services import Services
 
-__all__ = ["MendBot", "discover_extensions"]
+__all__ = ["RESTART_NOTICE", "SHUTDOWN_NOTICE", "MendBot", "discover_extensions"]
 
 _log = get_logger(__name__)
+
+RESTART_NOTICE = "I'm restarting to apply an update — try again in a few seconds."
+SHUTDOWN_NOTICE = "I'm shutting down — try again in a little while."
 
 
 def _event_ids(args: tuple[Any, ...]) -> dict[str, Any]:
@@ -69,6 +78,9 @@ class MendTree(app_commands.CommandTree["MendBot"]):
     """Command tree that stamps each interaction so handlers can be timed and drained."""
 
     async def interaction_check(self, interaction: discord.Interaction[MendBot]) -> bool:
+        if not self.client.accepting:
+            await interaction.response.send_message(self.client.not_accepting_notice, ephemeral=True)
+            return False
         interaction.extras["started"] = time.perf_counter()
         # Each interaction runs in its own task, so this binding lasts exactly as long as it.
         structlog.contextvars.bind_contextvars(
@@ -111,6 +123,10 @@ class MendBot(commands.Bot):
         self._started: weakref.WeakKeyDictionary[commands.Context[Any], float] = weakref.WeakKeyDictionary()
         self._boot_reported = False
         self.accepting = True
+        self.restart_requested: str | None = None  # the reason, once a restart was asked for
+        self._restart_task: asyncio.Task[None] | None = None
+        self._restarted = asyncio.Event()  # set once a requested restart has drained and closed
+        self._drained = False  # the restart already drained within its timeout: close() need not wait
 
     # -- start-up -----------------------------------------------------------------------------
 
@@ -186,6 +202,9 @@ class MendBot(commands.Bot):
         return self.services.recorder
 
     async def invoke(self, ctx: commands.Context[Any], /) -> None:
+        if not self.accepting and ctx.command is not None:
+            await ctx.reply(self.not_accepting_notice, mention_author=False)
+            return
         self._started[ctx] = time.perf_counter()
         structlog.contextvars.bind_contextvars(
             guild_id=ctx.guild.id if ctx.guild else None, channel_id=ctx.channel.id, user_id=ctx.author.id
@@ -384,9 +403,56 @@ class MendBot(commands.Bot):
             await asyncio.wait(pending, timeout=timeout)
         return sum(1 for task in pending if not task.done())
 
+    @property
+    def not_accepting_notice(self) -> str:
+        return RESTART_NOTICE if self.restart_requested is not None else SHUTDOWN_NOTICE
+
+    def request_restart(self, reason: str) -> asyncio.Task[None]:
+        """Stop taking new work now; drain and close in the background. Idempotent.
+
+        Returns at once: the caller is usually an in-flight handler (a deploy reporting in
+        chat) that the drain waits for. Await the returned task to wait for the close.
+        """
+        if self._restart_task is not None:
+            return self._restart_task
+        self.restart_requested = reason
+        self.accepting = False
+        _log.warning("restart requested", reason=reason)
+        self._restart_task = asyncio.get_running_loop().create_task(
+            self._drain_for_restart(), name="mendbot-restart"
+        )
+        return self._restart_task
+
+    async def wait_for_restart(self) -> str:
+        """Return once a requested restart has drained and closed the bot; the reason."""
+        await self._restarted.wait()
+        return self.restart_requested or ""
+
+    async def _drain_for_restart(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.services.settings.deploy.drain_timeout_s
+        # Listeners still run while draining (a reply to "ship it" must not be lost), so
+        # handlers that started after the first wait are waited for as well.
+        while self.inflight and (remaining := deadline - loop.time()) > 0:
+            await self.drain(remaining)
+        improve = self.services.improve
+        remaining = max(0.0, deadline - loop.time())
+        try:
+            await asyncio.wait_for(improve.quiesce(), timeout=remaining)
+        except TimeoutError:
+            _log.warning("runs still going at the drain timeout: stopping them (resumable)")
+        await improve.shutdown()
+        if self.inflight:
+            _log.warning("restarting with handlers still running", count=self.inflight)
+        self._drained = True
+        try:
+            await self.close()
+        finally:
+            self._restarted.set()
+
     async def close(self) -> None:
         self.accepting = False
-        left = await self.drain()
+        left = await self.drain(0.0 if self._drained else 10.0)
         if left:
             _log.warning("closing with handlers still running", count=left)
         for name in list(self.extensions):

@@ -19,6 +19,9 @@ from bot.chat import ChatService
 from bot.daemons import Daemons
 from bot.db import actions as action_queries
 from bot.db import open_database
+from bot.deploy.approval import ApprovalService
+from bot.deploy.merge import Merger
+from bot.deploy.service import DeployService
 from bot.forge.base import Forge
 from bot.forge.github import GitHubForge
 from bot.forge.local import LocalForge
@@ -57,6 +60,7 @@ class Services:
     incidents: IncidentService
     access: AccessPolicy
     improve: SelfImprovementAgent
+    deploy: DeployService
     clock: Callable[[], datetime]
     daemons: Daemons = field(default_factory=Daemons)
     closed: bool = False
@@ -91,6 +95,7 @@ class Services:
     async def quiesce(self) -> None:
         """Wait until background services have processed everything handed to them so far."""
         await self.improve.quiesce()
+        await self.deploy.quiesce()
         await self.incidents.quiesce()
         await self.recorder.flush()
 
@@ -101,6 +106,7 @@ class Services:
         self.closed = True
         self.reminders.stop()
         await self.improve.shutdown()
+        self.deploy.stop()
         await self.incidents.quiesce()
         await self.recorder.close()
         await self.daemons.stop_all()
@@ -151,6 +157,23 @@ async def _assemble(
     recorder.subscribe(incidents.observe)
     recorder.subscribe(detector.process)
     improve = await _build_improve(settings, db, prompts, clock)
+    deploy = DeployService(
+        settings=settings,
+        runs=improve.runs,
+        approvals=ApprovalService(db, improve.runs, settings, clock),
+        forge=improve.forge,
+        merger=Merger(
+            settings.repo_dir.resolve(),
+            improve.workspace,
+            settings.improve.checks,
+            settings.improve.check_timeout_s,
+            improve.check_env(),
+        ),
+        incidents=incidents,
+        memory=improve.memory,
+        clock=clock,
+    )
+    recorder.subscribe(deploy.observe)
     boot_notices = [
         f"⏸ Run #{run.id} was interrupted by a restart while {run.interrupted_from or 'running'}; "
         f"`/run {run.id} resume` continues it."
@@ -175,6 +198,7 @@ async def _assemble(
         incidents=incidents,
         access=AccessPolicy(settings.access),
         improve=improve,
+        deploy=deploy,
         clock=clock,
         boot_notices=boot_notices,
     )

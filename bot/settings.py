@@ -117,6 +117,17 @@ class ForgeConfig(_Section):
     remote_url: str | None = None  # where branches are pushed; default https://github.com/<repository>.git
 
 
+class DeployConfig(_Section):
+    """Approval, deploy and watch (DESIGN §7)."""
+
+    required_approvals: int = Field(default=1, ge=1)
+    exclude_requester: bool = False  # True: the person who asked for the run cannot approve it
+    protected_required_approvals: int = Field(default=1, ge=1)  # security-form approvals for protected paths
+    watch_window_s: float = Field(default=600, gt=0)
+    restart_exit_code: int = Field(default=26, ge=1, le=255)
+    drain_timeout_s: float = Field(default=30, ge=0)
+
+
 class HealthConfig(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -163,6 +174,7 @@ class Settings(BaseSettings):
     observe: ObserveConfig = Field(default_factory=ObserveConfig)
     improve: ImproveConfig = Field(default_factory=ImproveConfig)
     forge: ForgeConfig = Field(default_factory=ForgeConfig)
+    deploy: DeployConfig = Field(default_factory=DeployConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     playground: PlaygroundConfig = Field(default_factory=PlaygroundConfig)
 

@@ -13,6 +13,7 @@ from bot.app import MendBot
 from bot.errors import UserError
 from bot.improve.intent import Intent, parse_intent, resolve_target
 from bot.improve.runs import Run, RunKind
+from cogs.ship import proposal_view
 
 _ICONS = {"reported": "🔍", "awaiting_approval": "🛠", "failed": "❌", "cancelled": "⏹", "interrupted": "⏸"}
 
@@ -62,9 +63,17 @@ class Improve(commands.Cog):
 
     async def report(self, run: Run, text: str) -> None:
         channel = self._channel(run)
-        if channel is not None:
+        if channel is None:
+            return
+        proposal = run.proposal_id if run.state == "awaiting_approval" else None
+        if proposal is None:
             message = await channel.send(text[:2000])
-            await self.improve.runs.event(run.id, "reported", actor="bot", detail={"message_id": message.id})
+        else:  # the proposal's message: approvals (✅, buttons, "ship it" replies) attach to it
+            message = await channel.send(text[:2000], view=proposal_view(proposal))
+            await self.bot.services.deploy.approvals.register_message(
+                proposal, message.channel.id, message.id
+            )
+        await self.improve.runs.event(run.id, "reported", actor="bot", detail={"message_id": message.id})
 
     # -- shared ---------------------------------------------------------------------------------
 

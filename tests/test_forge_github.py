@@ -15,8 +15,11 @@ from pydantic import TypeAdapter
 
 from bot.db import proposals
 from bot.db.connection import open_database
+from bot.deploy.merge import Merger
 from bot.doctor import _forge as doctor_forge_check
 from bot.forge import Forge, ForgeError, GitHubForge
+from bot.forge.base import HeadMovedError, MainMovedError, merged_ref
+from bot.improve.workspace import Workspace
 from bot.settings import load_settings
 from tests.harness.github_double import GitHubDouble, full_repository, issue_comment, pull_request
 from tests.harness.repo import git
@@ -256,3 +259,157 @@ async def test_doctor_reaches_the_repository_through_a_custom_api_url(
     check = await doctor_forge_check(settings)
     assert check.ok, check.detail
     assert check.detail == "GitHub octo/mendbot"
+
+
+# -- merging
+
+
+def push_from_elsewhere(tmp_path: Path, bare: Path, branch: str, path: str, text: str) -> str:
+    """Someone else commits `text` to `path` on `branch` in their own clone and pushes it; returns the sha."""
+    other = tmp_path / f"elsewhere-{len(list(tmp_path.glob('elsewhere-*')))}"
+    git(tmp_path, "clone", "-q", "-b", branch, str(bare), str(other))
+    (other / path).write_text(text)
+    git(other, "add", "-A")
+    git(other, "commit", "-q", "-m", f"someone else's {path}")
+    git(other, "push", "-q", "origin", branch)
+    return git(other, "rev-parse", "HEAD")
+
+
+def merger_for(root: Path, tmp_path: Path) -> Merger:
+    return Merger(root, Workspace(root, tmp_path / "worktrees"), [], 60, {}, smoke=False)
+
+
+async def test_merge_with_the_sha_guard_then_the_live_checkout_fast_forwards(
+    tmp_path: Path, repo: tuple[Path, str], bare: Path, db: aiosqlite.Connection, github: GitHubDouble
+) -> None:
+    """The PR is merged with sha=<approved head>; the merge commit is fetched (with the token) and the live
+    checkout fast-forwards to it."""
+    root, sha = repo
+    main_before = git(bare, "rev-parse", "main")
+    forge: Forge = forge_for(root, db, github, remote_url=github.git_url)
+    proposal = await forge.open_proposal(run_id=7, branch=BRANCH, head_sha=sha, title="Fix roll", body="b")
+    result = await forge.merge(proposal.id, sha)
+
+    [put] = github.rest_requests("PUT", "/repos/octo/mendbot/pulls/1/merge")
+    assert put.json == {"sha": sha, "merge_method": "merge"}
+    assert (result.main_before, result.already_merged) == (main_before, False)
+    assert git(bare, "rev-parse", "main") == result.merged_sha
+    assert git(bare, "rev-list", "--parents", "-n", "1", result.merged_sha).split()[1:] == [main_before, sha]
+    assert git(root, "rev-parse", merged_ref(proposal.id)) == result.merged_sha
+    assert (await forge.get(proposal.id)).state == "merged"
+    assert github.pulls[1]["merged"] is True
+    encoded = base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
+    assert {r.headers.get("Authorization") for r in github.git_requests} == {f"Basic {encoded}"}
+    assert git(root, "rev-parse", "main") == main_before  # the forge moved no file
+
+    live = await merger_for(root, tmp_path).update_live_checkout(result.merged_sha)
+    assert live.ok, live.reason
+    assert live.changed_files == ["roll.py"]
+    assert git(root, "rev-parse", "main") == git(bare, "rev-parse", "main")
+    assert git(root, "status", "--porcelain") == ""
+    assert (root / "roll.py").read_text() == "def roll():\n    return 4\n"
+
+
+async def test_merge_is_refused_with_409_when_the_head_moved_on_github(
+    tmp_path: Path, repo: tuple[Path, str], bare: Path, db: aiosqlite.Connection, github: GitHubDouble
+) -> None:
+    """A push to the PR branch after approval makes GitHub answer 409: HeadMovedError, nothing merged."""
+    root, sha = repo
+    main_before = git(bare, "rev-parse", "main")
+    forge = forge_for(root, db, github, remote_url=bare.as_uri())
+    proposal = await forge.open_proposal(run_id=7, branch=BRANCH, head_sha=sha, title="t", body="b")
+    push_from_elsewhere(tmp_path, bare, BRANCH, "roll.py", "def roll():\n    return 9\n")
+    with pytest.raises(HeadMovedError, match="Head branch was modified") as caught:
+        await forge.merge(proposal.id, sha)
+    assert caught.value.status == 409
+    assert git(bare, "rev-parse", "main") == main_before
+    assert github.pulls[1]["merged"] is False
+    assert (await forge.get(proposal.id)).state == "open"
+
+
+async def test_merge_raises_main_moved_when_main_on_github_moved(
+    tmp_path: Path, repo: tuple[Path, str], bare: Path, db: aiosqlite.Connection, github: GitHubDouble
+) -> None:
+    """Main on GitHub is fetched first: not an ancestor of the head is MainMovedError, before any merge."""
+    root, sha = repo
+    forge = forge_for(root, db, github, remote_url=bare.as_uri())
+    proposal = await forge.open_proposal(run_id=7, branch=BRANCH, head_sha=sha, title="t", body="b")
+    moved = push_from_elsewhere(tmp_path, bare, "main", "README", "hello\n")
+    with pytest.raises(MainMovedError) as caught:
+        await forge.merge(proposal.id, sha)
+    assert caught.value.main_sha == moved
+    assert github.rest_requests("PUT") == []
+    assert git(root, "cat-file", "-t", moved) == "commit"  # fetched: the Merger can rebase onto it
+
+
+async def test_a_rebased_head_is_pushed_with_a_lease_then_merged(
+    tmp_path: Path, repo: tuple[Path, str], bare: Path, db: aiosqlite.Connection, github: GitHubDouble
+) -> None:
+    """After main moved, the Merger rebases onto GitHub's main; merge pushes the new head over the old and
+    merges it."""
+    root, sha = repo
+    forge = forge_for(root, db, github, remote_url=bare.as_uri())
+    proposal = await forge.open_proposal(run_id=7, branch=BRANCH, head_sha=sha, title="t", body="b")
+    push_from_elsewhere(tmp_path, bare, "main", "README", "hello\n")
+    with pytest.raises(MainMovedError) as caught:
+        await forge.merge(proposal.id, sha)
+    outcome = await merger_for(root, tmp_path).rebase_and_reverify(
+        BRANCH, "", sha, 7, onto=caught.value.main_sha
+    )
+    assert outcome.verification.ok and not outcome.diff_changed
+
+    result = await forge.merge(proposal.id, outcome.new_sha)
+    assert git(bare, "rev-parse", BRANCH) == outcome.new_sha
+    assert git(bare, "rev-list", "--parents", "-n", "1", result.merged_sha).split()[2] == outcome.new_sha
+    assert result.main_before == caught.value.main_sha
+    assert (await forge.get(proposal.id)).head_sha == outcome.new_sha
+
+
+async def test_a_rebased_head_does_not_overwrite_someone_elses_push(
+    tmp_path: Path, repo: tuple[Path, str], bare: Path, db: aiosqlite.Connection, github: GitHubDouble
+) -> None:
+    """The lease is the head the proposal had: a push by someone else in between wins, and nothing merges."""
+    root, sha = repo
+    forge = forge_for(root, db, github, remote_url=bare.as_uri())
+    proposal = await forge.open_proposal(run_id=7, branch=BRANCH, head_sha=sha, title="t", body="b")
+    moved = push_from_elsewhere(tmp_path, bare, "main", "README", "hello\n")
+    assert await forge.main_sha() == moved  # fetched into the bot's repository
+    outcome = await merger_for(root, tmp_path).rebase_and_reverify(BRANCH, "", sha, 7, onto=moved)
+    theirs = push_from_elsewhere(tmp_path, bare, BRANCH, "other.txt", "theirs\n")
+    with pytest.raises(HeadMovedError, match="no longer at"):
+        await forge.merge(proposal.id, outcome.new_sha)
+    assert git(bare, "rev-parse", BRANCH) == theirs
+    assert github.rest_requests("PUT") == []
+
+
+async def test_merging_again_finds_the_earlier_merge_commit(
+    repo: tuple[Path, str], bare: Path, db: aiosqlite.Connection, github: GitHubDouble
+) -> None:
+    """A merged PR merged again returns its merge commit (found on main if the local ref is gone)."""
+    root, sha = repo
+    forge = forge_for(root, db, github, remote_url=bare.as_uri())
+    proposal = await forge.open_proposal(run_id=7, branch=BRANCH, head_sha=sha, title="t", body="b")
+    first = await forge.merge(proposal.id, sha)
+    git(root, "update-ref", "-d", merged_ref(proposal.id))
+    again = await forge.merge(proposal.id, sha)
+    assert (again.merged_sha, again.main_before, again.already_merged) == (
+        first.merged_sha,
+        first.main_before,
+        True,
+    )
+    assert len(github.rest_requests("PUT")) == 1
+
+
+def test_push_command_with_a_lease_names_the_old_head(tmp_path: Path) -> None:
+    """A re-push after a rebase is `--force-with-lease=refs/heads/<branch>:<old sha>`, never a bare force."""
+    forge = GitHubForge(
+        tmp_path,
+        None,  # type: ignore[arg-type]  # never reached
+        repository="octo/mendbot",
+        token=TOKEN,
+        remote_url="https://github.com/octo/mendbot.git",
+    )
+    argv, _ = forge.push_command(BRANCH, "b" * 40, lease="a" * 40)
+    assert f"--force-with-lease=refs/heads/{BRANCH}:{'a' * 40}" in argv
+    assert not any(arg in ("--force", "-f") for arg in argv)
+    assert argv[-1] == f"{'b' * 40}:refs/heads/{BRANCH}"

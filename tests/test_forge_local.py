@@ -12,7 +12,8 @@ import pytest
 from bot.db import proposals
 from bot.db.connection import open_database
 from bot.forge import Forge, ForgeError, LocalForge
-from bot.forge.local import NOTES_REF
+from bot.forge.base import HeadMovedError, MainMovedError, merged_ref
+from bot.forge.local import MERGED_FROM_REF_PREFIX, NOTES_REF
 from tests.harness.repo import git
 
 BRANCH = "mendbot/7-fix-roll"
@@ -134,3 +135,103 @@ async def test_unknown_proposal_is_a_forge_error(repo: tuple[Path, str], db: aio
     """Asking for a proposal id that was never opened says so."""
     with pytest.raises(ForgeError, match="no proposal 99"):
         await forge_for(repo[0], db).get(99)
+
+
+def commit_on(root: Path, branch: str, path: str, text: str, message: str) -> str:
+    """Commit `text` to `path` on `branch` (switching there and back to main); returns the new sha."""
+    git(root, "switch", "-q", branch)
+    (root / path).write_text(text)
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", message)
+    sha = git(root, "rev-parse", "HEAD")
+    git(root, "switch", "-q", "main")
+    return sha
+
+
+async def test_merge_records_the_verified_sha_without_touching_main(
+    repo: tuple[Path, str], db: aiosqlite.Connection
+) -> None:
+    """merge() records the head at refs/mendbot/merged/<id> and the row as merged; main and files stay."""
+    root, sha = repo
+    main = git(root, "rev-parse", "main")
+    forge: Forge = forge_for(root, db)
+    proposal = await forge.open_proposal(run_id=7, branch=BRANCH, head_sha=sha, title="t", body="b")
+    result = await forge.merge(proposal.id, sha)
+    assert (result.merged_sha, result.main_before, result.already_merged) == (sha, main, False)
+    assert git(root, "rev-parse", merged_ref(proposal.id)) == sha
+    assert git(root, "rev-parse", f"{MERGED_FROM_REF_PREFIX}{proposal.id}") == main
+    merged = await forge.get(proposal.id)
+    assert (merged.state, merged.head_sha) == ("merged", sha)
+    assert git(root, "rev-parse", "main") == main
+    assert git(root, "status", "--porcelain") == ""
+    assert (root / "roll.py").read_text() == "def roll():\n    return 0\n"
+    assert git(root, "notes", f"--ref={NOTES_REF}", "show", sha) == f"Merged into main (was {main[:12]})"
+
+
+async def test_merge_refuses_a_branch_that_moved(repo: tuple[Path, str], db: aiosqlite.Connection) -> None:
+    """A commit added to the branch after approval is HeadMovedError; nothing is recorded."""
+    root, sha = repo
+    forge = forge_for(root, db)
+    proposal = await forge.open_proposal(run_id=7, branch=BRANCH, head_sha=sha, title="t", body="b")
+    commit_on(root, BRANCH, "roll.py", "def roll():\n    return 5\n", "unapproved")
+    with pytest.raises(HeadMovedError, match="not the approved commit"):
+        await forge.merge(proposal.id, sha)
+    assert (await forge.get(proposal.id)).state == "open"
+    assert git(root, "for-each-ref", "refs/mendbot/") == ""
+
+
+async def test_merge_refuses_when_main_moved(repo: tuple[Path, str], db: aiosqlite.Connection) -> None:
+    """Main no longer an ancestor of the approved head is MainMovedError carrying main's sha."""
+    root, sha = repo
+    forge = forge_for(root, db)
+    proposal = await forge.open_proposal(run_id=7, branch=BRANCH, head_sha=sha, title="t", body="b")
+    moved = commit_on(root, "main", "README", "hello\n", "someone else's change")
+    with pytest.raises(MainMovedError) as caught:
+        await forge.merge(proposal.id, sha)
+    assert caught.value.main_sha == moved
+    assert (await forge.get(proposal.id)).state == "open"
+    assert git(root, "for-each-ref", "refs/mendbot/") == ""
+
+
+async def test_merging_again_returns_the_first_merge(
+    repo: tuple[Path, str], db: aiosqlite.Connection
+) -> None:
+    """A second merge of the same sha is already_merged with the same result; another sha is refused."""
+    root, sha = repo
+    forge = forge_for(root, db)
+    proposal = await forge.open_proposal(run_id=7, branch=BRANCH, head_sha=sha, title="t", body="b")
+    first = await forge.merge(proposal.id, sha)
+    again = await forge.merge(proposal.id, sha)
+    assert (again.merged_sha, again.main_before, again.already_merged) == (
+        first.merged_sha,
+        first.main_before,
+        True,
+    )
+    with pytest.raises(ForgeError, match="already merged as"):
+        await forge.merge(proposal.id, "f" * 40)
+
+
+async def test_a_held_merge_blocks_the_next_one(repo: tuple[Path, str], db: aiosqlite.Connection) -> None:
+    """While one merge has not reached main, another is refused: a fast-forward to it would skip the first."""
+    root, sha = repo
+    forge = forge_for(root, db)
+    first = await forge.open_proposal(run_id=7, branch=BRANCH, head_sha=sha, title="t", body="b")
+    git(root, "branch", "mendbot/8-other", "main")
+    other_sha = commit_on(root, "mendbot/8-other", "other.txt", "other\n", "other change")
+    second = await forge.open_proposal(
+        run_id=8, branch="mendbot/8-other", head_sha=other_sha, title="t", body="b"
+    )
+    await forge.merge(first.id, sha)
+    with pytest.raises(ForgeError, match=f"proposal {first.id} was merged as .* has not reached it yet"):
+        await forge.merge(second.id, other_sha)
+    assert (await forge.get(second.id)).state == "open"
+
+
+async def test_a_closed_proposal_is_not_merged(repo: tuple[Path, str], db: aiosqlite.Connection) -> None:
+    """Merging a closed proposal is refused."""
+    root, sha = repo
+    forge = forge_for(root, db)
+    proposal = await forge.open_proposal(run_id=7, branch=BRANCH, head_sha=sha, title="t", body="b")
+    await forge.close(proposal.id, "rejected")
+    with pytest.raises(ForgeError, match="is closed"):
+        await forge.merge(proposal.id, sha)

@@ -1,13 +1,23 @@
-"""GitHubForge: push the verified branch, open a pull request with githubkit, comment, refresh, close.
+"""GitHubForge: push the verified branch, open a pull request with githubkit, comment, refresh, close,
+merge.
 
-The token reaches git only through the environment of the one `git push` process, as an
-`http.<origin>/.extraHeader` set with `GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_0`/`GIT_CONFIG_VALUE_0`:
+The token reaches git only through the environment of the one `git push` or `git fetch` process,
+as an `http.<origin>/.extraHeader` set with `GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_0`/`GIT_CONFIG_VALUE_0`:
 it is never in argv (process listings), never written to a repository's config, and only sent
 to the remote's own origin. The coding agent never holds it (DESIGN §6); only this class does.
+
+Merging: main on GitHub is fetched into `refs/mendbot/upstream/<base>`; if it is not an ancestor
+of the approved head, MainMovedError (rebase and re-verify first). A head that the Merger rebased
+and re-verified locally is pushed with `--force-with-lease=<branch>:<the head GitHub has>`, so a
+push by anyone else in between makes it fail instead of being overwritten. Then the pull request
+is merged with `sha=<approved head>`: GitHub itself refuses (409) if the head moved since, which
+becomes HeadMovedError. The merge commit is fetched and left at `refs/mendbot/merged/<id>` for the
+deploy step to fast-forward the live checkout to.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Callable
 from datetime import datetime
@@ -21,9 +31,16 @@ from bot.db import proposals
 from bot.forge.base import (
     GIT_TIMEOUT_S,
     ForgeError,
+    HeadMovedError,
+    MainMovedError,
+    MergeResult,
     Proposal,
     ProposalState,
+    branch_head,
+    is_ancestor,
+    merged_ref,
     require_branch_at,
+    resolve_commit,
     run_git,
     utcnow,
 )
@@ -32,7 +49,9 @@ from bot.log import get_logger
 if TYPE_CHECKING:
     from githubkit import GitHub
 
-__all__ = ["GitHubForge"]
+__all__ = ["UPSTREAM_REF_PREFIX", "GitHubForge"]
+
+UPSTREAM_REF_PREFIX = "refs/mendbot/upstream/"  # where main on GitHub is fetched to
 
 log = get_logger(__name__)
 
@@ -74,6 +93,7 @@ class GitHubForge:
         self._token = token
         self._clock = clock
         self._push_timeout_s = push_timeout_s
+        self._merge_lock = asyncio.Lock()
 
     # -- the Forge protocol
 
@@ -161,27 +181,157 @@ class GitHubForge:
         await proposals.update(self._db, proposal_id, state="closed", now=self._now())
         log.info("proposal_closed", forge=self.name, proposal_id=proposal_id, reason=reason)
 
+    async def main_sha(self) -> str:
+        """Fetch main from GitHub into `refs/mendbot/upstream/<base>` and return where it is."""
+        upstream = f"{UPSTREAM_REF_PREFIX}{self.base}"
+        await run_git(
+            self.repo_root,
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-write-fetch-head",
+            self.remote_url,
+            f"+refs/heads/{self.base}:{upstream}",
+            env=self._auth_env(),
+            timeout_s=self._push_timeout_s,
+            secrets=(self._token, self._basic_credentials()),
+        )
+        return await run_git(self.repo_root, "rev-parse", "--verify", f"{upstream}^{{commit}}")
+
+    async def merge(self, proposal_id: int, expected_head_sha: str) -> MergeResult:
+        """Merge the pull request at exactly `expected_head_sha` (see the module docstring)."""
+        async with self._merge_lock:
+            proposal = await self.get(proposal_id)
+            number = await self._number(proposal_id)
+            if proposal.state == "merged":
+                return await self._merged_already(proposal, number, expected_head_sha)
+            if proposal.state == "closed":
+                raise ForgeError(f"proposal {proposal_id} is closed; it cannot be merged")
+            main = await self.main_sha()
+            if not await is_ancestor(self.repo_root, main, expected_head_sha):
+                raise MainMovedError(
+                    f"{self.base} on GitHub moved to {main[:12]} since proposal {proposal_id} was"
+                    " verified; it must be rebased and verified again",
+                    main_sha=main,
+                )
+            if proposal.head_sha != expected_head_sha:
+                await self._push_rebased(proposal, expected_head_sha)
+            from githubkit.exception import GitHubException
+
+            async with self._client() as gh:
+                try:
+                    response = await gh.rest.pulls.async_merge(
+                        self._owner, self._name, number, sha=expected_head_sha, merge_method="merge"
+                    )
+                    merged_sha = response.parsed_data.sha
+                except (GitHubException, ValueError) as exc:
+                    error = _forge_error(f"merging pull request #{number}", exc)
+                    if error.status == 409:
+                        raise HeadMovedError(
+                            f"{error} — the pull request's head is no longer the approved commit"
+                            f" {expected_head_sha[:12]}; nothing was merged",
+                            status=409,
+                        ) from exc
+                    raise error from exc
+            await self._fetch_merged(proposal_id, merged_sha)
+            await proposals.update(
+                self._db, proposal_id, state="merged", head_sha=expected_head_sha, now=self._now()
+            )
+        log.info(
+            "proposal_merged", forge=self.name, proposal_id=proposal_id, sha=merged_sha, main_before=main
+        )
+        return MergeResult(merged_sha=merged_sha, main_before=main)
+
+    async def _push_rebased(self, proposal: Proposal, head_sha: str) -> None:
+        """Push a head the Merger rebased and re-verified, only over the head the proposal had."""
+        actual = await branch_head(self.repo_root, proposal.branch)
+        if actual != head_sha:
+            raise HeadMovedError(
+                f"branch {proposal.branch!r} is at {(actual or 'nothing')[:12]} locally, not the approved"
+                f" commit {head_sha[:12]}; nothing was pushed or merged"
+            )
+        try:
+            await self.push(proposal.branch, head_sha, lease=proposal.head_sha)
+        except ForgeError as exc:
+            raise HeadMovedError(
+                f"{exc} — the branch on GitHub is no longer at {proposal.head_sha[:12]}; nothing was merged"
+            ) from exc
+        await proposals.update(self._db, proposal.id, head_sha=head_sha, now=self._now())
+
+    async def _fetch_merged(self, proposal_id: int, merged_sha: str) -> None:
+        """Bring GitHub's merge commit into the bot's repository and keep it at the merged ref."""
+        await self.main_sha()
+        if await resolve_commit(self.repo_root, merged_sha) is None:
+            raise ForgeError(
+                f"GitHub merged as {merged_sha[:12]}, but fetching {self.base} did not bring that commit"
+            )
+        await self._keep_merged(proposal_id, merged_sha)
+
+    async def _keep_merged(self, proposal_id: int, merged_sha: str) -> None:
+        await run_git(
+            self.repo_root,
+            "update-ref",
+            "-m",
+            f"mendbot: merge proposal {proposal_id}",
+            merged_ref(proposal_id),
+            merged_sha,
+        )
+
+    async def _merged_already(self, proposal: Proposal, number: int, expected_head_sha: str) -> MergeResult:
+        """The result of an earlier merge of the approved head (this process, or on the website)."""
+        merged = await resolve_commit(self.repo_root, merged_ref(proposal.id))
+        if merged is None:
+            # githubkit's PullRequest no longer carries merge_commit_sha: find the merge on main.
+            upstream = await self.main_sha()
+            merged = await self._merge_commit_of(expected_head_sha, upstream)
+            if merged is None:
+                raise ForgeError(
+                    f"pull request #{number} was merged, but {self.base} on GitHub has no merge commit of"
+                    f" the approved head {expected_head_sha[:12]} (merged at another head, or squashed)"
+                )
+            await self._keep_merged(proposal.id, merged)
+        parents = (await run_git(self.repo_root, "rev-list", "--parents", "-n", "1", merged)).split()
+        if expected_head_sha not in parents[2:]:
+            raise ForgeError(
+                f"proposal {proposal.id} was already merged as {merged[:12]}, which does not merge the"
+                f" approved head {expected_head_sha[:12]}"
+            )
+        return MergeResult(merged_sha=merged, main_before=parents[1], already_merged=True)
+
+    async def _merge_commit_of(self, head_sha: str, upstream: str) -> str | None:
+        """The commit on `upstream`'s first-parent line that merged `head_sha`, if any."""
+        if await resolve_commit(self.repo_root, head_sha) is None:
+            return None
+        lines = await run_git(
+            self.repo_root, "rev-list", "--first-parent", "--parents", upstream, f"^{head_sha}"
+        )
+        for line in lines.splitlines():
+            commit, *parents = line.split()
+            if head_sha in parents[1:]:
+                return commit
+        return None
+
     # -- pushing
 
-    def push_command(self, branch: str, head_sha: str) -> tuple[list[str], dict[str, str]]:
+    def push_command(
+        self, branch: str, head_sha: str, *, lease: str | None = None
+    ) -> tuple[list[str], dict[str, str]]:
         """(argv, extra environment) of the push: exactly the verified commit, to `refs/heads/<branch>`.
 
+        With `lease` (the sha the branch must still have on the remote) the push may replace a
+        rebased branch, `--force-with-lease=<ref>:<lease>`, and fails if anyone else pushed.
         For http(s) remotes the token travels in the environment only (see the module docstring);
         other remotes (a path, file://, ssh) use no token.
         """
-        argv = ["git", "push", "--porcelain", self.remote_url, f"{head_sha}:refs/heads/{branch}"]
-        parts = urlsplit(self.remote_url)
-        if parts.scheme not in ("http", "https"):
-            return argv, {}
-        origin = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return argv, {
-            "GIT_CONFIG_COUNT": "1",
-            "GIT_CONFIG_KEY_0": f"http.{origin}/.extraHeader",
-            "GIT_CONFIG_VALUE_0": f"Authorization: Basic {self._basic_credentials()}",
-        }
+        ref = f"refs/heads/{branch}"
+        argv = ["git", "push", "--porcelain"]
+        if lease is not None:
+            argv.append(f"--force-with-lease={ref}:{lease}")
+        argv += [self.remote_url, f"{head_sha}:{ref}"]
+        return argv, self._auth_env()
 
-    async def push(self, branch: str, head_sha: str) -> None:
-        argv, env = self.push_command(branch, head_sha)
+    async def push(self, branch: str, head_sha: str, *, lease: str | None = None) -> None:
+        argv, env = self.push_command(branch, head_sha, lease=lease)
         await run_git(
             self.repo_root,
             *argv[1:],
@@ -189,7 +339,19 @@ class GitHubForge:
             timeout_s=self._push_timeout_s,
             secrets=(self._token, self._basic_credentials()),
         )
-        log.info("branch_pushed", forge=self.name, branch=branch, head_sha=head_sha)
+        log.info("branch_pushed", forge=self.name, branch=branch, head_sha=head_sha, replaced=lease)
+
+    def _auth_env(self) -> dict[str, str]:
+        """The environment that hands git the token for this remote's origin, if it is http(s)."""
+        parts = urlsplit(self.remote_url)
+        if parts.scheme not in ("http", "https"):
+            return {}
+        origin = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return {
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": f"http.{origin}/.extraHeader",
+            "GIT_CONFIG_VALUE_0": f"Authorization: Basic {self._basic_credentials()}",
+        }
 
     def _basic_credentials(self) -> str:
         # GitHub's git endpoint takes any token as the password of the user "x-access-token".

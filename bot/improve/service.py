@@ -549,7 +549,7 @@ class SelfImprovementAgent:
                 run, "verifying", f"🧪 verifying (attempt {attempt}/{attempts})", attempts=attempt
             )
             verification = await verify(
-                Path(worktree.path), self._config.checks, self._config.check_timeout_s, self._check_env()
+                Path(worktree.path), self._config.checks, self._config.check_timeout_s, self.check_env()
             )
             await self.runs.event(
                 run.id,
@@ -574,7 +574,8 @@ class SelfImprovementAgent:
             )
         raise AssertionError("unreachable")
 
-    def _check_env(self) -> dict[str, str]:
+    def check_env(self) -> dict[str, str]:
+        """The scrubbed environment checks run in: no secrets, a private HOME."""
         home = self._settings.data_dir.resolve() / "agent-home"
         home.mkdir(parents=True, exist_ok=True)
         return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(home)}

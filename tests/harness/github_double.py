@@ -7,11 +7,15 @@
         assert github.pulls[1]["head"]["sha"] == sha
 
 REST (at ``api_url`` = ``<base>/api/v3``, as on GitHub Enterprise): ``GET /repos/{o}/{r}``,
-``POST /repos/{o}/{r}/pulls``, ``GET`` and ``PATCH /repos/{o}/{r}/pulls/{n}``, ``POST
-/repos/{o}/{r}/issues/{n}/comments``. Responses carry every field githubkit's pydantic models
-require (built from GitHub's documented examples), so parsing them is part of what a test proves.
-Creating a pull request checks, like GitHub, that ``head`` and ``base`` are branches of the bare
-repository: a test passes only if the branch was pushed first.
+``POST /repos/{o}/{r}/pulls``, ``GET`` and ``PATCH /repos/{o}/{r}/pulls/{n}``, ``PUT
+/repos/{o}/{r}/pulls/{n}/merge``, ``POST /repos/{o}/{r}/issues/{n}/comments``. Responses carry
+every field githubkit's pydantic models require (built from GitHub's documented examples), so
+parsing them is part of what a test proves. Creating a pull request checks, like GitHub, that
+``head`` and ``base`` are branches of the bare repository: a test passes only if the branch was
+pushed first. Merging works on the bare repository like GitHub's "Create a merge commit": 409 if
+the ``sha`` given is not the head branch's current commit, 405 if the pull request is not open or
+its branches conflict, otherwise a real merge commit (first parent the base, second the head)
+becomes the base branch's head and the answer is ``{"sha", "merged", "message"}``.
 
 Git (at ``git_url``): the smart-HTTP protocol served by ``git http-backend`` over the bare
 repository, accepting only ``Authorization: Basic`` with the token as password, so a push over
@@ -424,9 +428,11 @@ class GitHubDouble:
             case ("POST", "pulls"):
                 return await self._create_pull(payload)
             case ("GET", "pulls", number) if number.isdigit() and int(number) in self.pulls:
-                return web.json_response(self.pulls[int(number)])
+                return web.json_response(await self._refreshed_pull(int(number)))
             case ("PATCH", "pulls", number) if number.isdigit() and int(number) in self.pulls:
                 return self._update_pull(int(number), payload)
+            case ("PUT", "pulls", number, "merge") if number.isdigit() and int(number) in self.pulls:
+                return await self._merge_pull(int(number), payload)
             case ("POST", "issues", number, "comments") if number.isdigit() and int(number) in self.pulls:
                 return self._comment(int(number), payload)
         return _error(404, "Not Found")
@@ -467,6 +473,15 @@ class GitHubDouble:
         )
         return web.json_response(self.pulls[number], status=201)
 
+    async def _refreshed_pull(self, number: int) -> dict[str, Any]:
+        """The pull request with its head sha read from the bare repository, as a push updates it."""
+        pull = self.pulls[number]
+        if pull["state"] == "open":
+            head_sha = await self._branch_sha(pull["head"]["ref"])
+            if head_sha is not None:
+                pull["head"]["sha"] = head_sha
+        return pull
+
     def _update_pull(self, number: int, payload: Any) -> web.Response:
         pull = self.pulls[number]
         if isinstance(payload, dict):
@@ -478,6 +493,63 @@ class GitHubDouble:
                 pull["closed_at"] = _TIME if payload["state"] == "closed" else None
         return web.json_response(pull)
 
+    async def _merge_pull(self, number: int, payload: Any) -> web.Response:
+        pull = self.pulls[number]
+        payload = payload if isinstance(payload, dict) else {}
+        method = payload.get("merge_method", "merge")
+        if method != "merge":
+            return _error(422, f"the double only creates merge commits, not {method!r}")
+        if pull["state"] != "open" or pull["merged"]:
+            return _error(405, "Pull Request is not mergeable")
+        head, base = pull["head"]["ref"], pull["base"]["ref"]
+        head_sha = await self._branch_sha(head)
+        base_sha = await self._branch_sha(base)
+        if head_sha is None or base_sha is None:
+            return _error(405, "Pull Request is not mergeable")
+        if "sha" in payload and payload["sha"] != head_sha:
+            return _error(409, "Head branch was modified. Review and try the merge again.")
+        code, tree = await self._bare_git("merge-tree", "--write-tree", base_sha, head_sha)
+        if code != 0:
+            return _error(405, "Pull Request is not mergeable")
+        title = payload.get("commit_title") or f"Merge pull request #{number} from {self.owner}/{head}"
+        message = payload.get("commit_message") or pull["title"]
+        identity = {
+            "GIT_AUTHOR_NAME": "GitHub",
+            "GIT_AUTHOR_EMAIL": "noreply@github.com",
+            "GIT_COMMITTER_NAME": "GitHub",
+            "GIT_COMMITTER_EMAIL": "noreply@github.com",
+        }
+        code, merge_sha = await self._bare_git(
+            "commit-tree",
+            tree.splitlines()[0],
+            "-p",
+            base_sha,
+            "-p",
+            head_sha,
+            "-m",
+            f"{title}\n\n{message}",
+            env=identity,
+        )
+        if code != 0:
+            return _error(500, "could not create the merge commit")
+        code, _ = await self._bare_git("update-ref", f"refs/heads/{base}", merge_sha, base_sha)
+        if code != 0:  # the base moved meanwhile
+            return _error(405, "Base branch was modified. Review and try the merge again.")
+        pull.update(
+            state="closed",
+            merged=True,
+            merged_at=_TIME,
+            closed_at=_TIME,
+            merge_commit_sha=merge_sha,
+            merged_by=simple_user("octocat", 1),
+            mergeable=None,
+            rebaseable=None,
+        )
+        pull["head"]["sha"] = head_sha
+        return web.json_response(
+            {"sha": merge_sha, "merged": True, "message": "Pull Request successfully merged"}
+        )
+
     def _comment(self, number: int, payload: Any) -> web.Response:
         if not isinstance(payload, dict) or not isinstance(payload.get("body"), str):
             return _error(422, "Invalid request.")
@@ -487,18 +559,24 @@ class GitHubDouble:
         return web.json_response(comment, status=201)
 
     async def _branch_sha(self, branch: str) -> str | None:
+        code, sha = await self._bare_git(
+            "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}^{{commit}}"
+        )
+        return sha if code == 0 else None
+
+    async def _bare_git(self, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+        """(exit code, stripped stdout) of git run in the bare repository."""
         process = await asyncio.create_subprocess_exec(
             "git",
-            "rev-parse",
-            "--verify",
-            "--quiet",
-            f"refs/heads/{branch}^{{commit}}",
+            *args,
             cwd=self.bare_repo,
+            env={**os.environ, **env} if env else None,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
         )
         stdout, _ = await process.communicate()
-        return stdout.decode().strip() if process.returncode == 0 else None
+        assert process.returncode is not None
+        return process.returncode, stdout.decode().strip()
 
     # -- git smart HTTP
 

@@ -1,0 +1,128 @@
+"""Deploy benchmark: what swapping code into the running bot costs, and whether it loses anything.
+
+Prints one `name value unit` line per figure (diagnostics go to stderr):
+
+- `reload_ms`: `Reloader.apply` for one extension (`cogs.dice`: reload, re-copy the app commands
+  to the dev guild, sync only if they changed) in a bot running on the virtual Discord.
+  Median of 20. Target ≤ 200.
+- `dropped_during_reload`: for 3 s, alice sends `/roll 2d6` at 100 interactions/s while
+  `cogs.dice` is reloaded 10 times; an interaction that got no response, or a response that is
+  not a roll (an error), counts as dropped. Target 0. `reload_load_rate` is the rate actually
+  achieved (the virtual Discord runs one interaction at a time, each to completion, so the
+  driver paces them; the reloads run concurrently in their own task).
+
+`merge_to_live_ms` (approval to the new code answering) needs the approval, merge and deploy
+pieces assembled in the bot; `measure_merge_to_live_ms` below is a stub, not called.
+
+Run from the repo root: `.venv/bin/python bench/deploy.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+os.environ["MENDBOT_CONFIG"] = os.devnull
+for _name in ("DISCORD_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GITHUB_TOKEN"):
+    os.environ.pop(_name, None)
+
+from bot.app import MendBot  # noqa: E402
+from bot.deploy.reload import Plan, Reloader  # noqa: E402
+from bot.log import configure_logging  # noqa: E402
+from bot.playground import VirtualWorld, virtual_world  # noqa: E402
+from bot.services import build_services  # noqa: E402
+from bot.settings import load_settings  # noqa: E402
+
+RUNS = 20
+EXTENSION = "cogs.dice"
+RATE_PER_S = 100
+DURATION_S = 3.0
+RELOADS = 10
+
+
+def _emit(name: str, value: float, unit: str) -> None:
+    print(f"{name} {value:g} {unit}", flush=True)
+
+
+async def measure_reload_ms(world: VirtualWorld, reloader: Reloader) -> float:
+    timings = []
+    for _ in range(RUNS):
+        started = time.perf_counter()
+        report = await reloader.apply(Plan(extensions=[EXTENSION]))
+        timings.append((time.perf_counter() - started) * 1000)
+        if not report.ok:
+            raise RuntimeError(f"reload failed: {report.results}")
+    return statistics.median(timings)
+
+
+async def measure_dropped_during_reload(world: VirtualWorld, reloader: Reloader) -> tuple[int, float]:
+    """(interactions dropped, interactions per second achieved)."""
+    alice = world.users["alice"]
+    done = asyncio.Event()
+    reload_errors: list[str] = []
+
+    async def reload_repeatedly() -> None:
+        for _ in range(RELOADS):
+            await asyncio.sleep(DURATION_S / (RELOADS + 1))
+            report = await reloader.apply(Plan(extensions=[EXTENSION]))
+            reload_errors.extend(str(result.error) for result in report.results if not result.ok)
+        done.set()
+
+    reloads = asyncio.create_task(reload_repeatedly())
+    sent = dropped = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < DURATION_S or not done.is_set():
+        result = await alice.slash(world.general, "roll", notation="2d6")
+        sent += 1
+        response = result.response
+        if response is None or not response.content.startswith("🎲"):
+            dropped += 1
+            print(f"dropped: {response.content if response else 'no response'}", file=sys.stderr)
+        delay = started + sent / RATE_PER_S - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+    elapsed = time.perf_counter() - started
+    await reloads
+    if reload_errors:
+        raise RuntimeError(f"reloads failed: {reload_errors}")
+    return dropped, sent / elapsed
+
+
+async def measure_merge_to_live_ms() -> float:
+    """Approval ("ship it") to the merged change answering in the running bot. NOT CALLED YET.
+
+    Needs the assembled deploy path (ApprovalService + Merger + DeployService wired into the
+    bot's services, and a proposal awaiting approval in a copy of this repository); the lead
+    wires it once those pieces are in.
+    """
+    raise NotImplementedError("merge_to_live_ms needs the assembled deploy path")
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        configure_logging(data / "logs", console_level="CRITICAL")
+        settings = load_settings(data_dir=data, repo_dir=Path(tmp), health={"enabled": False}, _env_file=None)
+        services = await build_services(settings, watch_prompts=False)
+        bot = MendBot(services)
+        try:
+            async with virtual_world(bot) as world:
+                reloader = Reloader(world.bot)
+                _emit("reload_ms", round(await measure_reload_ms(world, reloader), 2), "ms")
+                dropped, rate = await measure_dropped_during_reload(world, reloader)
+                _emit("dropped_during_reload", dropped, "interactions")
+                _emit("reload_load_rate", round(rate, 1), "interactions/s")
+        finally:
+            await services.aclose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
