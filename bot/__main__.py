@@ -110,6 +110,23 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def _watch_hand_edits(bot: MendBot) -> None:
+    """Files edited by hand in cogs/ and prompts/ reload like a deploy: a daemon started outside the
+    bot's own work, once the cogs (and so the reloader) are loaded."""
+    from bot.deploy.watcher import HandEditWatcher
+
+    services = bot.services
+    reloader = services.deploy.reloader
+    if not services.settings.deploy.watch_hand_edits or reloader is None:
+        return
+
+    async def report(text: str) -> None:
+        await bot.send_dev(f"✋ Hand edit picked up:\n{text}"[:2000])
+
+    watcher = HandEditWatcher(services.settings.repo_dir, reloader, report)
+    services.daemons.start("hand-edit-watcher", watcher.run())
+
+
 async def _run(settings: Settings) -> int:
     from bot.app import MendBot
     from bot.health import HealthServer
@@ -127,7 +144,9 @@ async def _run(settings: Settings) -> int:
     try:
         if health is not None:
             await health.start()
-        await bot.start(settings.discord_token.get_secret_value())
+        await bot.login(settings.discord_token.get_secret_value())  # loads the cogs
+        _watch_hand_edits(bot)
+        await bot.connect()
     except discord.LoginFailure:
         print(
             "config error: Discord rejected DISCORD_TOKEN — copy the bot token again from the "
@@ -164,6 +183,7 @@ async def _play(settings: Settings, *, interactive: bool) -> int:
     )
     try:
         async with virtual_world(bot) as world:
+            _watch_hand_edits(bot)
             if health is not None:
                 await health.start()
             users = ", ".join(

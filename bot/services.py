@@ -128,7 +128,8 @@ async def build_services(
     except BaseException:
         await db.close()  # an open connection's thread would keep the process alive
         raise
-    if watch_prompts:
+    # The hand-edit watcher (started by the Ship cog) reloads prompts too; one watcher is enough.
+    if watch_prompts and not settings.deploy.watch_hand_edits:
         services.daemons.start("prompt-watcher", services.prompts.watch())
     return services
 

@@ -126,6 +126,7 @@ class DeployConfig(_Section):
     watch_window_s: float = Field(default=600, gt=0)
     restart_exit_code: int = Field(default=26, ge=1, le=255)
     drain_timeout_s: float = Field(default=30, ge=0)
+    watch_hand_edits: bool = True  # files edited by hand in cogs/, prompts/ reload like a deploy
 
 
 class HealthConfig(_Section):

@@ -33,6 +33,7 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         "data_dir": data_dir,
         "repo_dir": data_dir.parent,
         "health": {"enabled": False},
+        "deploy": {"watch_hand_edits": False},
         "_env_file": None,
     }
     values.update(overrides)
