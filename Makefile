@@ -36,6 +36,7 @@ bench: setup
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/observe.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/deploy.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -96,14 +96,40 @@ async def measure_dropped_during_reload(world: VirtualWorld, reloader: Reloader)
     return dropped, sent / elapsed
 
 
-async def measure_merge_to_live_ms() -> float:
-    """Approval ("ship it") to the merged change answering in the running bot. NOT CALLED YET.
+MERGE_RUNS = 3
 
-    Needs the assembled deploy path (ApprovalService + Merger + DeployService wired into the
-    bot's services, and a proposal awaiting approval in a copy of this repository); the lead
-    wires it once those pieces are in.
+
+async def measure_merge_to_live_ms() -> float:
+    """Approval ("ship it") to the merged change answering in the running bot, median of a few runs.
+
+    A `mendbot play` process runs a temp copy of this repository with a seeded bug in cogs/dice.py;
+    the model double scripts the fix; the clock starts when alice replies "ship it" to the proposal
+    and stops when the fixed /roll answers (merge, live fast-forward, reload and the command).
     """
-    raise NotImplementedError("merge_to_live_ms needs the assembled deploy path")
+    from tests.harness.model_double import ModelDouble, text
+    from tests.harness.playground import PlaygroundProcess
+    from tests.test_improve_e2e import DIAGNOSIS, PLAN, _json_turn
+    from tests.test_ship_e2e import BUG, FIX, _config, _edit, _seeded_copy, _to_proposal
+
+    timings = []
+    for index in range(MERGE_RUNS):
+        with tempfile.TemporaryDirectory() as tmp:
+            base = Path(tmp)
+            repo = _seeded_copy(base)
+            async with ModelDouble() as model:
+                model.script(_json_turn(DIAGNOSIS), _json_turn(PLAN), _edit(base, BUG, FIX), text("Fixed."))
+                env = {"ANTHROPIC_API_KEY": "bench-key", "ANTHROPIC_BASE_URL": model.base_url}
+                pg = await PlaygroundProcess.start(_config(base, repo), code=repo, env=env)
+                proposal = await _to_proposal(pg)
+                started = time.perf_counter()
+                await pg.send(f"reply {proposal} ship it")
+                await pg.send("#general")
+                await pg.send("!roll 2d6")
+                await pg.expect(r"🎲 `2d6` →", timeout=120)
+                timings.append((time.perf_counter() - started) * 1000)
+                await pg.finish()
+        print(f"merge_to_live run {index}: {timings[-1]:.0f} ms", file=sys.stderr)
+    return statistics.median(timings)
 
 
 async def main() -> None:
@@ -122,6 +148,7 @@ async def main() -> None:
                 _emit("reload_load_rate", round(rate, 1), "interactions/s")
         finally:
             await services.aclose()
+    _emit("merge_to_live_ms", round(await measure_merge_to_live_ms()), "ms")
 
 
 if __name__ == "__main__":
