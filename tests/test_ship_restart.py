@@ -85,3 +85,43 @@ async def test_protected_change_needs_the_security_form(tmp_path: Path) -> None:
         await world.quiesce()
     assert _rows(settings, "SELECT state FROM runs")[0][0] == "watching"
     assert git(settings.repo_dir, "log", "-1", "--format=%s").startswith("mendbot run 1")
+
+
+async def test_hand_edits_in_the_live_checkout_hold_the_merge(tmp_path: Path) -> None:
+    """With uncommitted edits in the live checkout nothing is merged or overwritten; the reply says why."""
+    async with ModelDouble() as model, improving_world(tmp_path, model) as world:
+        settings = world.bot.services.settings
+        model.script(*_fix_script(settings))
+        await _storm(world)
+        await world.users["alice"].react(_announcement(world), "🛠")
+        await world.quiesce()
+        readme = settings.repo_dir / "README.md"
+        readme.write_text(readme.read_text() + "\nA hand edit.\n")
+        await world.users["alice"].send(world.dev, "ship it", reply_to=_proposal_message(world))
+        await world.quiesce()
+        reply = bot_messages(world, world.dev)[-1].content
+    assert reply.startswith("⏸ Not merged") and "uncommitted" in reply
+    assert readme.read_text().endswith("A hand edit.\n")
+    assert _rows(settings, "SELECT state FROM runs")[0][0] == "awaiting_approval"
+    assert _rows(settings, "SELECT state FROM proposals")[0][0] == "open"
+
+
+async def test_rollback_reverts_on_a_branch_and_proposes_it(tmp_path: Path) -> None:
+    """`/rollback 1` makes a run that reverts run 1's merge on a branch, verifies it and proposes it."""
+    async with ModelDouble() as model, improving_world(tmp_path, model, checks=["python -c pass"]) as world:
+        settings = world.bot.services.settings
+        model.script(*_fix_script(settings))
+        await _storm(world)
+        alice = world.users["alice"]
+        await alice.react(_announcement(world), "🛠")
+        await world.quiesce()
+        await alice.send(world.dev, "ship it", reply_to=_proposal_message(world))
+        await world.quiesce()
+        result = await alice.slash(world.dev, "rollback", run_id=1)
+        await world.quiesce()
+        assert result.response is not None and "Run #2 will revert run #1" in result.response.content
+    runs = _rows(settings, "SELECT id, state, description FROM runs ORDER BY id")
+    assert runs[1]["state"] == "awaiting_approval" and runs[1]["description"].startswith("roll back run 1")
+    (proposal,) = _rows(settings, "SELECT branch FROM proposals WHERE run_id = 2")
+    reverted = git(settings.repo_dir, "show", f"{proposal['branch']}:tests/fixtures/buggy_dice.py")
+    assert FIX not in reverted and "return 60 // (sides - 6)" in reverted

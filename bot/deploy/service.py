@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from bot.access import AccessPolicy
 from bot.deploy.approval import ApprovalDecision, ApprovalForm, ApprovalService
 from bot.deploy.merge import Merger
 from bot.deploy.reload import Reloader, classify, render
@@ -99,6 +100,15 @@ class DeployService:
         via: str,
     ) -> str:
         """One approval signal (✅, button, "ship it", ❌, …): the reply for chat."""
+        allowed = AccessPolicy(self._settings.access).is_allowed(user_id, role_ids, is_bot=is_bot)
+        if form != "reject" and allowed:  # others get the approval service's refusal, recorded
+            problem = await self.merger.live_checkout_problem()
+            if problem is not None:  # hand edits are never overwritten: nothing is counted or merged
+                proposal = await self.forge.get(proposal_id)
+                await self.runs.event(
+                    proposal.run_id, "deploy_held", actor=f"user:{user_id}", detail={"reason": problem}
+                )
+                return f"⏸ Not merged: {problem}. Approve again once the live checkout is clean."
         decision: ApprovalDecision = await self.approvals.decide(
             proposal_id=proposal_id,
             user_id=user_id,
