@@ -64,6 +64,11 @@ def _event_ids(args: tuple[Any, ...]) -> dict[str, Any]:
     return {}
 
 
+def role_ids(user: discord.abc.User) -> list[int]:
+    """The user's role ids in the guild (none for a plain User, e.g. in DMs)."""
+    return [role.id for role in getattr(user, "roles", [])]
+
+
 def discover_extensions(package: str = "cogs") -> list[str]:
     """Every module of the cogs package whose name does not start with `_`."""
     module = importlib.import_module(package)
@@ -175,6 +180,16 @@ class MendBot(commands.Bot):
             return
         sent = await self.send_dev("\n".join(notices)[:2000])
         self._boot_reported = bool(sent)
+
+    def authorize(self, user: discord.abc.User, action: str, **context: Any) -> bool:
+        """The allow-list check for a Discord user; a refusal is recorded (Services.authorize)."""
+        return self.services.authorize(user.id, role_ids(user), is_bot=user.bot, action=action, **context)
+
+    def run_channel(self, channel_id: int | None) -> discord.abc.Messageable | None:
+        """Where a run reports: the channel it was asked in, else the first dev channel."""
+        channel_id = channel_id or next(iter(self.services.settings.discord.dev_channel_ids), None)
+        channel = self.get_channel(channel_id) if channel_id else None
+        return channel if isinstance(channel, discord.abc.Messageable) else None
 
     def _report_prompt_error(self, message: str) -> None:
         """Called by the prompt watcher (a daemon) when an edited prompt fails validation."""

@@ -18,10 +18,6 @@ from cogs.ship import proposal_view
 _ICONS = {"reported": "🔍", "awaiting_approval": "🛠", "failed": "❌", "cancelled": "⏹", "interrupted": "⏸"}
 
 
-def _roles(user: discord.abc.User) -> list[int]:
-    return [role.id for role in getattr(user, "roles", [])]
-
-
 def status_text(run: Run, lines: list[str], now: float) -> str:
     elapsed = max(0.0, now - run.created_at)
     head = (
@@ -45,13 +41,8 @@ class Improve(commands.Cog):
 
     # -- RunReporter ----------------------------------------------------------------------------
 
-    def _channel(self, run: Run) -> discord.abc.Messageable | None:
-        channel_id = run.channel_id or next(iter(self.bot.services.settings.discord.dev_channel_ids), None)
-        channel = self.bot.get_channel(channel_id) if channel_id else None
-        return channel if isinstance(channel, discord.abc.Messageable) else None
-
     async def progress(self, run: Run, lines: list[str]) -> None:
-        channel = self._channel(run)
+        channel = self.bot.run_channel(run.channel_id)
         if channel is None:
             return
         text = status_text(run, lines, self.bot.services.clock().timestamp())
@@ -62,7 +53,7 @@ class Improve(commands.Cog):
             await channel.get_partial_message(run.status_message_id).edit(content=text)  # type: ignore[attr-defined]
 
     async def report(self, run: Run, text: str) -> None:
-        channel = self._channel(run)
+        channel = self.bot.run_channel(run.channel_id)
         if channel is None:
             return
         proposal = run.proposal_id if run.state == "awaiting_approval" else None
@@ -81,7 +72,7 @@ class Improve(commands.Cog):
         return channel_id in self.bot.services.settings.discord.dev_channel_ids
 
     def _allowed(self, user: discord.abc.User, action: str, **context: Any) -> bool:
-        return self.bot.services.authorize(user.id, _roles(user), is_bot=user.bot, action=action, **context)
+        return self.bot.authorize(user, action, **context)
 
     async def start(
         self,

@@ -83,10 +83,6 @@ class IncidentButton(
         await interaction.response.send_message(text, ephemeral=True)
 
 
-def _roles(user: discord.abc.User) -> list[int]:
-    return [role.id for role in getattr(user, "roles", [])]
-
-
 def _when(ts: float, style: Literal["R", "T"]) -> str:
     return discord.utils.format_dt(datetime.fromtimestamp(ts, tz=UTC), style)
 
@@ -103,9 +99,7 @@ async def request_action(
 ) -> str:
     """An allow-listed user's 🔍/🛠 on an announcement starts a run; anyone else is refused (and recorded)."""
     services = bot.services
-    if not services.authorize(
-        user.id, _roles(user), is_bot=user.bot, action=action, incident_id=incident_id, via=via
-    ):
+    if not bot.authorize(user, action=action, incident_id=incident_id, via=via):
         return f"Sorry {user.display_name}, only allow-listed developers can ask me to {action}."
     try:
         incident = await services.incidents.fetch(incident_id)
@@ -204,7 +198,6 @@ class Incidents(commands.Cog):
         incident_id: int,
         action: Literal["show", "acknowledge", "mute", "resolve", "reopen"] = "show",
     ) -> None:
-        services = self.bot.services
         if action == "show":
             incident = await self.incidents.fetch(incident_id)
             samples = await self.incidents.samples(incident)
@@ -220,9 +213,7 @@ class Incidents(commands.Cog):
             await interaction.response.send_message(embed=embed)
             return
         user = interaction.user
-        if not services.authorize(
-            user.id, _roles(user), is_bot=user.bot, action=action, incident_id=incident_id, via="slash"
-        ):
+        if not self.bot.authorize(user, action=action, incident_id=incident_id, via="slash"):
             await interaction.response.send_message(
                 f"Sorry, only allow-listed developers can {action} incidents.", ephemeral=True
             )

@@ -10,7 +10,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import MendBot
+from bot.app import MendBot, role_ids
 from bot.deploy.approval import ApprovalForm
 from bot.deploy.reload import Reloader
 from bot.errors import UserError
@@ -19,10 +19,6 @@ from bot.improve.runs import Run
 
 REACTIONS: dict[str, ApprovalForm] = {"✅": "approve", "🔐": "approve_security", "❌": "reject"}
 INTENT_FORMS: dict[str, ApprovalForm] = {"approve": "approve", "reject": "reject"}
-
-
-def _roles(user: discord.abc.User) -> list[int]:
-    return [role.id for role in getattr(user, "roles", [])]
 
 
 def _parent(channel: Any) -> int | None:
@@ -103,7 +99,7 @@ async def decide(
             proposal_id=proposal_id,
             user_id=user.id,
             user_name=user.display_name,
-            role_ids=_roles(user),
+            role_ids=role_ids(user),
             is_bot=user.bot,
             channel_id=channel.id,
             parent_channel_id=_parent(channel),
@@ -115,9 +111,7 @@ async def decide(
 
 
 async def emergency_rollback(bot: MendBot, run_id: int, user: discord.abc.User) -> str:
-    if not bot.services.authorize(
-        user.id, _roles(user), is_bot=user.bot, action="rollback_now", run_id=run_id
-    ):
+    if not bot.authorize(user, action="rollback_now", run_id=run_id):
         return "Only allow-listed developers can roll back."
     try:
         return await bot.services.deploy.emergency_rollback(run_id, user_id=user.id)
@@ -143,18 +137,13 @@ class Ship(commands.Cog):
 
     # -- DeployReporter ---------------------------------------------------------------------------
 
-    def _channel(self, run: Run) -> discord.abc.Messageable | None:
-        channel_id = run.channel_id or next(iter(self.bot.services.settings.discord.dev_channel_ids), None)
-        channel = self.bot.get_channel(channel_id) if channel_id else None
-        return channel if isinstance(channel, discord.abc.Messageable) else None
-
     async def deployed(self, run: Run, text: str) -> None:
-        channel = self._channel(run)
+        channel = self.bot.run_channel(run.channel_id)
         if channel is not None:
             await channel.send(text[:2000])
 
     async def regressed(self, run: Run, text: str) -> None:
-        channel = self._channel(run)
+        channel = self.bot.run_channel(run.channel_id)
         if channel is not None:
             view = discord.ui.View(timeout=None)
             view.add_item(RollbackButton(run.id))
@@ -207,9 +196,7 @@ class Ship(commands.Cog):
             await interaction.response.defer(thinking=True)
             await interaction.followup.send((await emergency_rollback(self.bot, run_id, user))[:2000])
             return
-        if not self.bot.services.authorize(
-            user.id, _roles(user), is_bot=user.bot, action="rollback", run_id=run_id
-        ):
+        if not self.bot.authorize(user, action="rollback", run_id=run_id):
             await interaction.response.send_message(
                 "Only allow-listed developers can roll back.", ephemeral=True
             )

@@ -334,11 +334,7 @@ class DeployService:
     async def emergency_rollback(self, run_id: int, *, user_id: int) -> str:
         """Revert the run's merge on main at once and reload (approvers only; checked by the caller)."""
         async with self._ship_lock:
-            run = await self.runs.get(run_id)
-            events = await self.runs.events(run.id)
-            merged = next((e.detail.get("merged_sha") for e in events if e.detail.get("merged_sha")), None)
-            if not merged or not run.base_sha:
-                raise UserError(f"Run #{run_id} was never merged, so there is nothing to roll back.")
+            run, merged = await self.runs.merged(run_id)
             revert_sha = await self._revert_commit(run, merged)
             live = await self.merger.update_live_checkout(revert_sha)
             if not live.ok:

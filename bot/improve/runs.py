@@ -127,6 +127,11 @@ _UPDATABLE = frozenset(
 _SLUG_MAX = 40
 
 
+class RunNotMerged(UserError):
+    def __init__(self, run_id: int) -> None:
+        super().__init__(f"Run #{run_id} was never merged, so there is nothing to roll back.")
+
+
 class InvalidTransition(Exception):
     """A transition the state machine does not allow: a bug in the caller, not a user mistake."""
 
@@ -344,6 +349,15 @@ class RunService:
 
     async def events(self, run_id: int) -> list[RunEvent]:
         return [RunEvent(**row) for row in await queries.events(self._db, run_id)]
+
+    async def merged(self, run_id: int) -> tuple[Run, str]:
+        """The run and the commit its merge landed as; UserError when it was never merged."""
+        run = await self.get(run_id)
+        events = await self.events(run_id)
+        merged = next((e.detail["merged_sha"] for e in events if e.detail.get("merged_sha")), None)
+        if not merged or not run.base_sha:
+            raise RunNotMerged(run_id)
+        return run, merged
 
     async def mark_interrupted_on_start(self) -> list[Run]:
         """Mark every run a stop caught mid-way as interrupted; returns them, to report and clean up.

@@ -200,11 +200,8 @@ class SelfImprovementAgent:
     async def rollback(self, *, target_run_id: int, requester_id: int, channel_id: int | None) -> Run:
         """A run that reverts `target_run_id`'s merge on a branch, then verifies and proposes it."""
         self.ensure_ready()
-        target = await self.runs.get(target_run_id)
-        events = await self.runs.events(target.id)
-        merged = next((e.detail.get("merged_sha") for e in events if e.detail.get("merged_sha")), None)
-        if not merged or not target.base_sha:
-            raise UserError(f"Run #{target_run_id} was never merged, so there is nothing to roll back.")
+        target, merged = await self.runs.merged(target_run_id)
+        assert target.base_sha is not None
         async with self._starting:
             await self.policy.check_start(requester_id)
             run = await self.runs.create(
