@@ -1,5 +1,6 @@
 """Subprocesses, run one way: no shell, a timeout, the whole process group killed on timeout or
-cancellation, output kept. Git runs through it with `git_environment()` (never prompting)."""
+cancellation, output kept (and bounded). Git runs through it via `bot.git`; code from a worktree runs
+through it inside the sandbox (`bot.sandbox`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ProcessResult", "git_environment", "run_process"]
+__all__ = ["ProcessResult", "run_process"]
 
 
 @dataclass(frozen=True)
@@ -91,13 +92,3 @@ async def run_process(
         errors=err.decode("utf-8", errors="replace"),
         duration_s=time.perf_counter() - started,
     )
-
-
-def git_environment() -> dict[str, str]:
-    """This process's environment without GIT_* overrides, and git never prompting."""
-    # GIT_DIR/GIT_INDEX_FILE (set when the bot runs inside a hook) would redirect every command, and
-    # GIT_AUTHOR_*/GIT_COMMITTER_* would override the bot's identity.
-    env = {name: value for name, value in os.environ.items() if not name.startswith("GIT_")}
-    env["GIT_TERMINAL_PROMPT"] = "0"
-    env["GIT_OPTIONAL_LOCKS"] = "0"
-    return env

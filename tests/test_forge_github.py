@@ -87,11 +87,10 @@ async def test_push_over_http_sends_token_only_in_git_environment(
     """Over http(s) git authenticates with the token, which is in neither argv nor any repository's config."""
     root, sha = repo
     forge = forge_for(root, db, github, remote_url=github.git_url)
-    argv, env = forge.push_command(BRANCH, sha)
+    argv, auth = forge.push_command(BRANCH, sha)
     encoded = base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
     assert not any(TOKEN in arg or encoded in arg for arg in argv)
-    assert env["GIT_CONFIG_KEY_0"] == f"http.{github.base_url}/.extraHeader"
-    assert env["GIT_CONFIG_VALUE_0"] == f"Authorization: Basic {encoded}"
+    assert auth == {f"http.{github.base_url}/.extraHeader": f"Authorization: Basic {encoded}"}
 
     await forge.open_proposal(run_id=7, branch=BRANCH, head_sha=sha, title="t", body="b")
     assert git(bare, "rev-parse", f"refs/heads/{BRANCH}") == sha

@@ -40,9 +40,9 @@ from bot.db import approvals as queries
 from bot.db import proposals
 from bot.db.approvals import ApprovalForm
 from bot.db.proposals import Proposal
+from bot.git import git
 from bot.improve.runs import InvalidTransition, Run, RunService
 from bot.log import get_logger
-from bot.process import git_environment, run_process
 from bot.settings import Settings
 
 __all__ = [
@@ -120,9 +120,7 @@ def is_protected(path: str, protected: Sequence[str]) -> bool:
 
 
 async def _git(repo_root: Path, *args: str) -> tuple[int | None, str, str]:
-    result = await run_process(
-        ["git", *args], cwd=repo_root, env=git_environment(), timeout_s=_GIT_TIMEOUT_S, merge_stderr=False
-    )
+    result = await git(repo_root, *args, check=False, timeout_s=_GIT_TIMEOUT_S)
     return result.code, result.output, result.errors.strip()
 
 

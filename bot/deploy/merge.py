@@ -32,16 +32,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.forge.base import HeadMovedError
+from bot.git import git
 from bot.improve.verify import Verification, verify
 from bot.improve.workspace import Workspace
 from bot.log import get_logger
-from bot.process import ProcessResult, git_environment, run_process
+from bot.process import ProcessResult
 
 __all__ = ["LiveUpdate", "MergeError", "Merger", "RebaseConflict", "RebaseOutcome", "own_change"]
 
 _log = get_logger(__name__)
-
-_GIT_TIMEOUT_S = 120.0
 
 
 class MergeError(Exception):
@@ -180,20 +179,8 @@ class Merger:
         return outcome
 
     async def _rebase(self, path: Path, base_sha: str, onto_sha: str, branch: str) -> str:
-        name, email = self.workspace.identity
-        result = await self._git(
+        result = await git(
             path,
-            "-c",
-            f"user.name={name}",
-            "-c",
-            f"user.email={email}",
-            "-c",
-            "commit.gpgsign=false",
-            # Hooks live in the shared .git: the bot must not run anything a run could have planted.
-            "-c",
-            "core.hooksPath=/dev/null",
-            "-c",
-            "rerere.enabled=false",
             "rebase",
             "--no-autostash",
             "--no-autosquash",
@@ -202,6 +189,7 @@ class Merger:
             onto_sha,
             base_sha,
             check=False,
+            env=self.workspace.identity_env(),
         )
         if result.code == 0:
             return (await self._git(path, "rev-parse", "HEAD")).output.strip()
@@ -282,8 +270,6 @@ class Merger:
                 return LiveUpdate(ok=True, reason="already up to date", old_sha=old, new_sha=old)
             result = await self._git(
                 self.repo_root,
-                "-c",
-                "core.hooksPath=/dev/null",
                 "merge",
                 "--ff-only",
                 "--no-autostash",
@@ -327,15 +313,7 @@ class Merger:
         return result.output.strip() if result.code == 0 and result.output.strip() else None
 
     async def _git(self, cwd: Path, *args: str, check: bool = True) -> ProcessResult:
-        result = await run_process(
-            ["git", *args], cwd=cwd, env=git_environment(), timeout_s=_GIT_TIMEOUT_S, merge_stderr=False
-        )
-        if check and result.code != 0:
-            command = next(
-                arg for i, arg in enumerate(args) if arg != "-c" and (i == 0 or args[i - 1] != "-c")
-            )
-            raise MergeError(f"git {command} failed in {cwd}: {_reason(result)}")
-        return result
+        return await git(cwd, *args, check=check, error=MergeError)
 
 
 def _reason(result: ProcessResult) -> str:

@@ -26,12 +26,12 @@ from bot.deploy.merge import Merger
 from bot.deploy.reload import Reloader, classify, render
 from bot.errors import UserError
 from bot.forge.base import Forge, HeadMovedError, MainMovedError
+from bot.git import git
 from bot.improve.memory import Lesson, Memory
 from bot.improve.runs import Run, RunService
 from bot.log import bind_context, get_logger
 from bot.observe.incidents import IncidentService
 from bot.observe.records import ActionRecord
-from bot.process import git_environment, run_process
 
 if TYPE_CHECKING:
     from bot.settings import Settings
@@ -355,27 +355,18 @@ class DeployService:
     async def _revert_commit(self, run: Run, merged_sha: str) -> str:
         """A commit on top of main that undoes base..merged, made without touching the live tree."""
         repo = self._settings.repo_dir.resolve()
-        env = {
-            **git_environment(),
-            "GIT_AUTHOR_NAME": "mendbot",
-            "GIT_AUTHOR_EMAIL": "mendbot@localhost",
-            "GIT_COMMITTER_NAME": "mendbot",
-            "GIT_COMMITTER_EMAIL": "mendbot@localhost",
-        }
 
-        async def git(*args: str) -> str:
-            result = await run_process(["git", *args], cwd=repo, env=env, timeout_s=60, merge_stderr=False)
-            if result.code != 0:
-                raise UserError(f"git {args[0]} failed: {result.errors.strip()[:300]}")
+        async def run_git(*args: str) -> str:
+            result = await git(repo, *args, error=UserError)
             return result.output.strip()
 
-        main = await git("rev-parse", "refs/heads/main")
-        base_tree = await git("rev-parse", f"{run.base_sha}^{{tree}}")
+        main = await run_git("rev-parse", "refs/heads/main")
+        base_tree = await run_git("rev-parse", f"{run.base_sha}^{{tree}}")
         if main == merged_sha:  # nothing landed after it: main's tree goes back to the base's
             tree = base_tree
         else:  # later commits exist: apply the reverse of base..merged onto main's tree
-            tree = await self._reverse_apply(repo, env, run.base_sha or "", merged_sha, main)
-        return await git(
+            tree = await self._reverse_apply(repo, run.base_sha or "", merged_sha, main)
+        return await run_git(
             "commit-tree",
             tree,
             "-p",
@@ -385,30 +376,26 @@ class DeployService:
         )
 
     @staticmethod
-    async def _reverse_apply(repo: Path, env: dict[str, str], base: str, merged: str, main: str) -> str:
+    async def _reverse_apply(repo: Path, base: str, merged: str, main: str) -> str:
         index = repo / ".git" / f"mendbot-revert-{merged[:12]}.index"
-        scratch = {**env, "GIT_INDEX_FILE": str(index)}
+        scratch = {"GIT_INDEX_FILE": str(index)}
 
-        async def git(*args: str, stdin: str | None = None) -> str:
-            result = await run_process(
-                ["git", *args], cwd=repo, env=scratch, timeout_s=60, merge_stderr=False
-            )
+        async def run_git(*args: str) -> str:
+            result = await git(repo, *args, check=False, env=scratch)
             if result.code != 0:
                 raise UserError(f"the revert does not apply cleanly on main: {result.errors.strip()[:300]}")
             return result.output.strip()
 
         try:
-            await git("read-tree", main)
+            await run_git("read-tree", main)
             patch = repo / ".git" / f"mendbot-revert-{merged[:12]}.patch"
-            diff = await run_process(
-                ["git", "diff", "--binary", merged, base], cwd=repo, env=env, timeout_s=60, merge_stderr=False
-            )
+            diff = await git(repo, "diff", "--binary", merged, base, check=False)
             patch.write_text(diff.output)
             try:
-                await git("apply", "--cached", str(patch))
+                await run_git("apply", "--cached", str(patch))
             finally:
                 patch.unlink(missing_ok=True)
-            return await git("write-tree")
+            return await run_git("write-tree")
         finally:
             index.unlink(missing_ok=True)
 

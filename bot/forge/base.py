@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bot.db.proposals import Proposal, ProposalState
-from bot.process import git_environment, run_process
+from bot.git import git
 
 __all__ = [
     "MERGED_REF_PREFIX",
@@ -123,30 +123,16 @@ def utcnow() -> datetime:
 async def run_git(
     repo: Path,
     *args: str,
-    env: Mapping[str, str] | None = None,
+    config: Mapping[str, str] | None = None,
     timeout_s: float = GIT_TIMEOUT_S,
     secrets: Iterable[str] = (),
 ) -> str:
-    """Run git in `repo` and return its stdout; ForgeError (with `secrets` masked) if it fails.
+    """Run git in `repo` (the one way, `bot.git`) and return its stdout; ForgeError if it fails.
 
-    `env` is added to this process's environment for the one git process only. Git never
-    prompts: a missing credential is an error, not a hang.
+    `config` (the GitHub forge's auth header) reaches the one git process through its environment,
+    never its argv or a repository's config; `secrets` are masked in the error.
     """
-    result = await run_process(
-        ["git", *args],
-        cwd=repo,
-        env={**git_environment(), **(env or {})},
-        timeout_s=timeout_s,
-        merge_stderr=False,
-    )
-    if result.timed_out:
-        raise ForgeError(f"git {args[0]} timed out after {timeout_s:.0f}s")
-    if result.code != 0:
-        message = result.errors.strip() or result.output.strip()
-        for secret in secrets:
-            if secret:
-                message = message.replace(secret, "***")
-        raise ForgeError(f"git {args[0]} failed (exit {result.code}): {message}")
+    result = await git(repo, *args, config=config, timeout_s=timeout_s, secrets=secrets, error=ForgeError)
     return result.output.strip()
 
 
@@ -177,13 +163,7 @@ async def require_branch_at(repo: Path, branch: str, head_sha: str) -> None:
 
 async def is_ancestor(repo: Path, ancestor: str, descendant: str) -> bool:
     """Whether `ancestor` is `descendant` or one of its ancestors (both commits must exist in `repo`)."""
-    result = await run_process(
-        ["git", "merge-base", "--is-ancestor", ancestor, descendant],
-        cwd=repo,
-        env=git_environment(),
-        timeout_s=GIT_TIMEOUT_S,
-        merge_stderr=False,
-    )
+    result = await git(repo, "merge-base", "--is-ancestor", ancestor, descendant, check=False)
     if result.code not in (0, 1):
         raise ForgeError(f"git merge-base failed: {result.errors.strip() or result.output.strip()}")
     return result.code == 0

@@ -2,7 +2,7 @@
 merge.
 
 The token reaches git only through the environment of the one `git push` or `git fetch` process,
-as an `http.<origin>/.extraHeader` set with `GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_0`/`GIT_CONFIG_VALUE_0`:
+as an `http.<origin>/.extraHeader` passed in `GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n` (see `bot.git`):
 it is never in argv (process listings), never written to a repository's config, and only sent
 to the remote's own origin. The coding agent never holds it (DESIGN §6); only this class does.
 
@@ -192,7 +192,7 @@ class GitHubForge:
             "--no-write-fetch-head",
             self.remote_url,
             f"+refs/heads/{self.base}:{upstream}",
-            env=self._auth_env(),
+            config=self._auth_config(),
             timeout_s=self._push_timeout_s,
             secrets=(self._token, self._basic_credentials()),
         )
@@ -316,42 +316,38 @@ class GitHubForge:
     def push_command(
         self, branch: str, head_sha: str, *, lease: str | None = None
     ) -> tuple[list[str], dict[str, str]]:
-        """(argv, extra environment) of the push: exactly the verified commit, to `refs/heads/<branch>`.
+        """(argv, git config of this one process) of the push: exactly the verified commit, to its branch.
 
         With `lease` (the sha the branch must still have on the remote) the push may replace a
         rebased branch, `--force-with-lease=<ref>:<lease>`, and fails if anyone else pushed.
-        For http(s) remotes the token travels in the environment only (see the module docstring);
-        other remotes (a path, file://, ssh) use no token.
+        For http(s) remotes the token travels in that config, i.e. in the environment of the one git
+        process (see the module docstring); other remotes (a path, file://, ssh) use no token.
         """
         ref = f"refs/heads/{branch}"
         argv = ["git", "push", "--porcelain"]
         if lease is not None:
             argv.append(f"--force-with-lease={ref}:{lease}")
         argv += [self.remote_url, f"{head_sha}:{ref}"]
-        return argv, self._auth_env()
+        return argv, self._auth_config()
 
     async def push(self, branch: str, head_sha: str, *, lease: str | None = None) -> None:
-        argv, env = self.push_command(branch, head_sha, lease=lease)
+        argv, config = self.push_command(branch, head_sha, lease=lease)
         await run_git(
             self.repo_root,
             *argv[1:],
-            env=env,
+            config=config,
             timeout_s=self._push_timeout_s,
             secrets=(self._token, self._basic_credentials()),
         )
         log.info("branch_pushed", forge=self.name, branch=branch, head_sha=head_sha, replaced=lease)
 
-    def _auth_env(self) -> dict[str, str]:
-        """The environment that hands git the token for this remote's origin, if it is http(s)."""
+    def _auth_config(self) -> dict[str, str]:
+        """The git config that hands git the token for this remote's origin, if it is http(s)."""
         parts = urlsplit(self.remote_url)
         if parts.scheme not in ("http", "https"):
             return {}
         origin = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return {
-            "GIT_CONFIG_COUNT": "1",
-            "GIT_CONFIG_KEY_0": f"http.{origin}/.extraHeader",
-            "GIT_CONFIG_VALUE_0": f"Authorization: Basic {self._basic_credentials()}",
-        }
+        return {f"http.{origin}/.extraHeader": f"Authorization: Basic {self._basic_credentials()}"}
 
     def _basic_credentials(self) -> str:
         # GitHub's git endpoint takes any token as the password of the user "x-access-token".

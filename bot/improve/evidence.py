@@ -31,11 +31,11 @@ import aiosqlite
 from bot.db import actions as action_queries
 from bot.db import incidents as incident_queries
 from bot.db import search as search_queries
+from bot.git import git
 from bot.improve.guard import secret_reason
 from bot.improve.sanitize import sanitize_untrusted, untrusted_block
 from bot.log import get_logger
 from bot.observe.records import ActionRecord
-from bot.process import git_environment, run_process
 
 __all__ = [
     "EvidencePack",
@@ -470,13 +470,7 @@ def _excerpts_for(repo_root: Path, path: str, frames: list[tuple[int, str]]) -> 
 
 
 async def _git(repo_root: Path, *args: str, timeout_s: float) -> tuple[int, str, str]:
-    result = await run_process(
-        ["git", *args],
-        cwd=repo_root,
-        env={**git_environment(), "LC_ALL": "C"},
-        timeout_s=timeout_s,
-        merge_stderr=False,
-    )
+    result = await git(repo_root, *args, check=False, timeout_s=timeout_s)
     if result.timed_out:
         return -1, "", f"timed out after {timeout_s:g} s"
     return result.code if result.code is not None else -1, result.output, result.errors
@@ -493,8 +487,6 @@ async def line_history(
             f"-L{start},{end}:{path}",
             "-s",
             f"-n{_HISTORY_COMMITS}",
-            "--no-ext-diff",
-            "--no-textconv",
             "--date=short",
             "--format=%h %ad %an: %s",
             timeout_s=timeout_s,

@@ -30,8 +30,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot.git import git
 from bot.log import get_logger
-from bot.process import git_environment, run_process
+from bot.process import run_process
 
 __all__ = [
     "OUTPUT_TAIL_CHARS",
@@ -160,13 +161,8 @@ async def run_check(command: str, worktree: Path, env: Mapping[str, str], timeou
 
 
 async def _worktree_state(worktree: Path) -> tuple[str, bool]:
-    env = git_environment()
-    head = await run_process(
-        ["git", "rev-parse", "HEAD"], cwd=worktree, env=env, timeout_s=30, merge_stderr=False
-    )
-    status = await run_process(
-        ["git", "status", "--porcelain"], cwd=worktree, env=env, timeout_s=30, merge_stderr=False
-    )
+    head = await git(worktree, "rev-parse", "HEAD", check=False, timeout_s=30)
+    status = await git(worktree, "status", "--porcelain", check=False, timeout_s=30)
     sha = head.output.strip() if head.code == 0 else ""
     return sha, bool(status.output.strip())
 

@@ -5,10 +5,8 @@ the bot runs from is never touched. The branch starts at main's sha as resolved 
 `base_sha`) and has no upstream: a worktree created from `origin/main` — or from a local main that tracks
 it, with `branch.autoSetupMerge=always` — would track main, and a bare `git push` from it would land on
 main. The pipeline, not the agent, commits (the bot's identity, a `Run-Id:` trailer, no hooks) and scans
-the diff for secrets before it is proposed.
-
-`run_process` is the one subprocess runner of the improve pipeline (git here, the checks in `verify`):
-no shell, its own process group killed on timeout or cancellation, output captured as text.
+the diff for secrets before it is proposed. Git runs the one way `bot.git` gives, which executes nothing
+a repository's config or a worktree's attributes name.
 """
 
 from __future__ import annotations
@@ -21,8 +19,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot.git import git
 from bot.log import get_logger
-from bot.process import ProcessResult, git_environment, run_process
+from bot.process import ProcessResult
 
 __all__ = [
     "NothingToCommitError",
@@ -31,14 +30,11 @@ __all__ = [
     "WorkspaceError",
     "Worktree",
     "branch_name",
-    "git_environment",
-    "run_process",
     "scan_for_secrets",
 ]
 
 _log = get_logger(__name__)
 
-_GIT_TIMEOUT_S = 120.0
 _SLUG_MAX = 40
 
 
@@ -58,13 +54,7 @@ class Worktree:
 
 
 async def _git(cwd: Path, *args: str, check: bool = True) -> ProcessResult:
-    result = await run_process(
-        ["git", *args], cwd=cwd, env=git_environment(), timeout_s=_GIT_TIMEOUT_S, merge_stderr=False
-    )
-    if check and result.code != 0:
-        reason = "timed out" if result.timed_out else (result.errors.strip() or f"exit code {result.code}")
-        raise WorkspaceError(f"git {' '.join(args[:2])} failed in {cwd}: {reason}")
-    return result
+    return await git(cwd, *args, check=check, error=WorkspaceError)
 
 
 def _slugify(slug: str) -> str:
@@ -116,6 +106,16 @@ class Workspace:
         # `git worktree add/remove/prune` and `git branch` write the shared .git (config, refs,
         # worktree admin files); concurrent runs would trip over each other's lock files.
         self._lock = asyncio.Lock()
+
+    def identity_env(self) -> dict[str, str]:
+        """Git's environment for commits made as the bot."""
+        name, email = self.identity
+        return {
+            "GIT_AUTHOR_NAME": name,
+            "GIT_AUTHOR_EMAIL": email,
+            "GIT_COMMITTER_NAME": name,
+            "GIT_COMMITTER_EMAIL": email,
+        }
 
     def path_for(self, run_id: int) -> Path:
         return self.worktrees_dir / f"run-{run_id}"
@@ -188,19 +188,8 @@ class Workspace:
         staged = await _git(path, "diff", "--cached", "--quiet", check=False)
         if staged.code == 0:
             raise NothingToCommitError(f"nothing to commit in {path}")
-        name, email = self.identity
-        await _git(
+        await git(
             path,
-            "-c",
-            f"user.name={name}",
-            "-c",
-            f"user.email={email}",
-            "-c",
-            "commit.gpgsign=false",
-            # Hooks live in the shared .git and run with the bot's privileges: the pipeline's commit
-            # must not execute anything a run could have planted.
-            "-c",
-            "core.hooksPath=/dev/null",
             "commit",
             "--quiet",
             "--no-verify",
@@ -209,6 +198,8 @@ class Workspace:
             message,
             "--trailer",
             f"Run-Id: {run_id}",
+            env=self.identity_env(),
+            error=WorkspaceError,
         )
         head = await _git(path, "rev-parse", "HEAD")
         return head.output.strip()
