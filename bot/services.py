@@ -36,6 +36,7 @@ from bot.observe.incidents import IncidentService
 from bot.observe.recorder import ActionRecorder
 from bot.prompts import PromptRegistry
 from bot.reminders import ReminderService
+from bot.sandbox import Limits, Sandbox
 from bot.settings import Settings
 
 if TYPE_CHECKING:
@@ -168,7 +169,7 @@ async def _assemble(
             improve.workspace,
             settings.improve.checks,
             settings.improve.check_timeout_s,
-            improve.check_env(),
+            improve.sandbox,
         ),
         incidents=incidents,
         memory=improve.memory,
@@ -229,24 +230,38 @@ def _forge(
     )
 
 
+def _sandbox(settings: Settings) -> Sandbox:
+    config = settings.improve.sandbox
+    return Sandbox(
+        bwrap=config.bwrap,
+        limits=Limits(
+            memory_mb=config.memory_mb,
+            cpu_s=config.cpu_s,
+            file_size_mb=config.file_size_mb,
+            open_files=config.open_files,
+            output_kb=config.output_kb,
+        ),
+    )
+
+
 async def _build_improve(
     settings: Settings, db: aiosqlite.Connection, prompts: PromptRegistry, clock: Callable[[], datetime]
 ) -> SelfImprovementAgent:
     repo_root = settings.repo_dir.resolve()
     policy = Policy(settings.improve, db, clock)
     await policy.load()
-    api_key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
     home = settings.data_dir.resolve() / "agent-home"
+    sandbox = _sandbox(settings)
 
     def new_agent() -> CodeAgent:
         from bot.improve.agent import ClaudeCodeAgent  # claude-agent-sdk is loaded when a run starts
 
         return ClaudeCodeAgent(
             home=home,
-            base_url=settings.anthropic_base_url,
-            api_key=api_key,
             model=settings.improve.model,
             protected_paths=tuple(settings.improve.protected_paths),
+            sandbox=sandbox,
+            git_dir=repo_root / ".git",
         )
 
     return SelfImprovementAgent(
@@ -259,5 +274,6 @@ async def _build_improve(
         forge=_forge(settings, db, repo_root, clock),
         prompts=prompts,
         agent_factory=new_agent,
+        sandbox=sandbox,
         clock=clock,
     )

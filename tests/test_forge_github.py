@@ -20,6 +20,7 @@ from bot.doctor import _forge as doctor_forge_check
 from bot.forge import Forge, ForgeError, GitHubForge
 from bot.forge.base import HeadMovedError, MainMovedError, merged_ref
 from bot.improve.workspace import Workspace
+from bot.sandbox import Sandbox
 from bot.settings import load_settings
 from tests.harness.github_double import GitHubDouble, full_repository, issue_comment, pull_request
 from tests.harness.repo import git
@@ -275,7 +276,7 @@ def push_from_elsewhere(tmp_path: Path, bare: Path, branch: str, path: str, text
 
 
 def merger_for(root: Path, tmp_path: Path) -> Merger:
-    return Merger(root, Workspace(root, tmp_path / "worktrees"), [], 60, {}, smoke=False)
+    return Merger(root, Workspace(root, tmp_path / "worktrees"), [], 60, Sandbox(), smoke=False)
 
 
 async def test_merge_with_the_sha_guard_then_the_live_checkout_fast_forwards(

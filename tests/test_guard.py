@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,11 @@ from bot.improve.agent_env import agent_environment, write_launcher
 from bot.improve.guard import Decision, GuardPolicy, ToolGuard
 
 PROTECTED = ("bot/improve/guard.py", ".ci/", "prompts/agent/", "config.yaml")
+
+
+def _as_written(argv: list[str], wall_s: float) -> str:
+    """Stands in for the sandbox where only the guard's decision is under test: `wrapped <command>`."""
+    return f"wrapped {wall_s:g} " + shlex.join(argv)
 
 
 @pytest.fixture
@@ -53,7 +59,7 @@ def worktree(tmp_path: Path, outside: Path) -> Path:
 
 @pytest.fixture
 def guard(worktree: Path) -> ToolGuard:
-    return ToolGuard(GuardPolicy(worktree=worktree, protected_paths=PROTECTED))
+    return ToolGuard(GuardPolicy(worktree=worktree, protected_paths=PROTECTED), confine=_as_written)
 
 
 def _bash(guard: ToolGuard, command: str) -> Decision:
@@ -199,7 +205,9 @@ def test_write_under_protected_directory_denied(guard: ToolGuard) -> None:
 
 def test_edit_protected_file_allowed_with_security_flag(worktree: Path) -> None:
     """With security=True protected paths become writable (secrets still are not)."""
-    guard = ToolGuard(GuardPolicy(worktree=worktree, protected_paths=PROTECTED, security=True))
+    guard = ToolGuard(
+        GuardPolicy(worktree=worktree, protected_paths=PROTECTED, security=True), confine=_as_written
+    )
     assert guard.check(
         "Edit", {"file_path": "bot/improve/guard.py", "old_string": "a", "new_string": "b"}
     ).allowed
@@ -215,7 +223,7 @@ def test_read_protected_file_allowed(guard: ToolGuard) -> None:
 
 def test_read_only_run_denies_every_write_tool(worktree: Path) -> None:
     """In a read_only run Edit, Write and NotebookEdit are refused but Read works."""
-    guard = ToolGuard(GuardPolicy(worktree=worktree, read_only=True))
+    guard = ToolGuard(GuardPolicy(worktree=worktree, read_only=True), confine=_as_written)
     edit = guard.check("Edit", {"file_path": "cogs/dice.py", "old_string": "4", "new_string": "5"})
     assert not edit.allowed
     assert edit.reason == "Edit is not allowed in a read-only run"
@@ -246,7 +254,7 @@ def test_worktree_given_through_symlink_is_resolved(tmp_path: Path, worktree: Pa
     """A policy built from a symlinked worktree path still allows the real paths inside it."""
     alias = tmp_path / "alias"
     alias.symlink_to(worktree)
-    guard = ToolGuard(GuardPolicy(worktree=alias))
+    guard = ToolGuard(GuardPolicy(worktree=alias), confine=_as_written)
     assert guard.policy.worktree == worktree.resolve()
     assert guard.check("Read", {"file_path": str(worktree / "cogs" / "dice.py")}).allowed
     assert guard.check("Read", {"file_path": str(alias / "cogs" / "dice.py")}).allowed
@@ -360,7 +368,7 @@ def test_bash_command_allowed(guard: ToolGuard, command: str) -> None:
 def test_never_allowed_beats_bash_allow(worktree: Path) -> None:
     """Push, network and install commands stay refused even if someone allow-lists them."""
     policy = GuardPolicy(worktree=worktree, bash_allow=("git", "curl", "python", "pip install"))
-    guard = ToolGuard(policy)
+    guard = ToolGuard(policy, confine=_as_written)
     assert _bash(guard, "git push origin main").reason == "`git push` is never allowed"
     assert _bash(guard, "git -c x=y push").reason == "`git push` is never allowed"
     assert _bash(guard, "git config user.name x").reason == "`git config` is never allowed"
@@ -372,7 +380,9 @@ def test_never_allowed_beats_bash_allow(worktree: Path) -> None:
 
 def test_allow_listed_wrapper_runs_only_allowed_commands(worktree: Path) -> None:
     """A wrapper someone allow-lists (timeout, nice) cannot smuggle a refused command."""
-    guard = ToolGuard(GuardPolicy(worktree=worktree, bash_allow=("timeout", "nice", "ls")))
+    guard = ToolGuard(
+        GuardPolicy(worktree=worktree, bash_allow=("timeout", "nice", "ls")), confine=_as_written
+    )
     assert _bash(guard, "timeout 5 git push").reason == "`git push` is never allowed"
     assert _bash(guard, "nice -n 5 pip install x").reason == "`pip` is never allowed"
     denied = _bash(guard, "timeout 5 bash -c ls")
@@ -382,7 +392,7 @@ def test_allow_listed_wrapper_runs_only_allowed_commands(worktree: Path) -> None
 
 def test_read_only_run_allows_only_read_commands(worktree: Path) -> None:
     """In a read_only run the checks and formatters are refused; git reads and cat are not."""
-    guard = ToolGuard(GuardPolicy(worktree=worktree, read_only=True))
+    guard = ToolGuard(GuardPolicy(worktree=worktree, read_only=True), confine=_as_written)
     assert _bash(guard, "pytest -q").reason == "`pytest` is not allowed in a read-only run"
     assert not _bash(guard, "ruff format cogs/dice.py").allowed
     assert not _bash(guard, "ruff check .").allowed
@@ -393,7 +403,9 @@ def test_read_only_run_allows_only_read_commands(worktree: Path) -> None:
 
 def test_ruff_format_of_protected_allowed_with_security_flag(worktree: Path) -> None:
     """With the security flag a formatter may rewrite protected files."""
-    guard = ToolGuard(GuardPolicy(worktree=worktree, protected_paths=PROTECTED, security=True))
+    guard = ToolGuard(
+        GuardPolicy(worktree=worktree, protected_paths=PROTECTED, security=True), confine=_as_written
+    )
     assert _bash(guard, "ruff format bot/improve/guard.py").allowed
 
 
@@ -419,14 +431,14 @@ def test_unknown_tool_denied(guard: ToolGuard) -> None:
 
 def test_extra_tools_allow_listed(worktree: Path) -> None:
     """A tool named in extra_tools is allowed."""
-    guard = ToolGuard(GuardPolicy(worktree=worktree, extra_tools=("WebFetch",)))
+    guard = ToolGuard(GuardPolicy(worktree=worktree, extra_tools=("WebFetch",)), confine=_as_written)
     assert guard.check("WebFetch", {"url": "http://x"}).allowed
 
 
 def test_decisions_recorded_in_order(guard: ToolGuard) -> None:
     """Every check, allowed or denied, lands in decisions and on_decision, in order."""
     seen: list[Decision] = []
-    guard = ToolGuard(guard.policy, on_decision=seen.append)
+    guard = ToolGuard(guard.policy, on_decision=seen.append, confine=_as_written)
     guard.check("Read", {"file_path": "cogs/dice.py"})
     guard.check("Bash", {"command": "git push"})
     guard.check("WebFetch", {"url": "http://x"})
@@ -484,6 +496,42 @@ async def test_can_use_tool_follows_policy_without_duplicate_records(guard: Tool
     assert isinstance(denied, PermissionResultDeny)
     assert denied.message == "path /etc/x is outside the worktree"
     assert len(guard.decisions) == 2
+
+
+async def test_hook_rewrites_an_allowed_bash_command_into_the_sandbox(guard: ToolGuard) -> None:
+    """An allowed Bash call is answered allow with the confined command and only safe input fields."""
+    data: Any = {
+        "hook_event_name": "PreToolUse",
+        "tool_name": "Bash",
+        "tool_input": {
+            "command": "python -m pytest -q tests",
+            "timeout": 30_000,
+            "description": "run tests",
+            "run_in_background": False,
+        },
+        "tool_use_id": "toolu_1",
+    }
+    answer: Any = await guard.pre_tool_use_hook(data, "toolu_1", {"signal": None})
+    output = answer["hookSpecificOutput"]
+    assert output["permissionDecision"] == "allow"
+    assert output["updatedInput"] == {
+        "command": "wrapped 30 python -m pytest -q tests",
+        "timeout": 35_000,
+        "description": "run tests",
+    }
+    context = ToolPermissionContext(tool_use_id="toolu_2")
+    allowed = await guard.can_use_tool("Bash", {"command": "ls", "timeout": 10**9}, context)
+    assert isinstance(allowed, PermissionResultAllow)
+    assert allowed.updated_input == {"command": "wrapped 600 ls", "timeout": 605_000}
+
+
+def test_bash_without_a_sandbox_is_refused(worktree: Path) -> None:
+    """With no sandbox to run in, even an allow-listed command is refused, saying why."""
+    guard = ToolGuard(GuardPolicy(worktree=worktree), unconfined_reason="bwrap is missing")
+    decision = _bash(guard, "ls cogs")
+    assert not decision.allowed
+    assert decision.reason == "Bash runs only inside the OS sandbox, and bwrap is missing"
+    assert _bash(guard, "git push").reason == "`git push` is never allowed"
 
 
 def test_hooks_block_when_the_guard_fails(guard: ToolGuard) -> None:

@@ -18,7 +18,8 @@ import pytest
 from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, ResultMessage, ToolPermissionContext
 
 from bot.improve.agent_env import agent_environment, prepare_home, write_launcher
-from bot.improve.guard import Decision, GuardPolicy, ToolGuard
+from bot.improve.guard import Confine, Decision, GuardPolicy, ToolGuard
+from bot.sandbox import Sandbox
 from tests.harness.model_double import ModelDouble, Turn, text, tool_use
 
 pytestmark = pytest.mark.cli
@@ -84,6 +85,14 @@ async def model() -> AsyncIterator[ModelDouble]:
         yield double
 
 
+@pytest.fixture
+async def confine(repo: Path) -> AsyncIterator[Confine]:
+    """Bash commands wrapped into a real sandbox around the repository, as ClaudeCodeAgent does."""
+    async with Sandbox().jail(repo, git_dir=repo / ".git") as jail:
+        env = jail.environment()
+        yield lambda argv, wall_s: jail.shell_command(argv, env, wall_s=wall_s)
+
+
 def _options(
     guard: ToolGuard, repo: Path, home: Path, model: ModelDouble, run: Run, **overrides: Any
 ) -> ClaudeAgentOptions:
@@ -139,11 +148,11 @@ class Gates:
     ids=["default+can_use_tool", "dontAsk+allowed_tools"],
 )
 async def test_guard_blocks_escapes_and_allows_the_fix(
-    repo: Path, home: Path, model: ModelDouble, tmp_path: Path, gates: Gates
+    repo: Path, home: Path, model: ModelDouble, gates: Gates, confine: Confine
 ) -> None:
     """Each escape attempt is denied with the guard's reason, in either mode; the real fix goes through."""
-    outside = tmp_path / "outside.txt"
-    guard = ToolGuard(GuardPolicy(worktree=repo, protected_paths=PROTECTED))
+    outside = repo.parent / "outside.txt"
+    guard = ToolGuard(GuardPolicy(worktree=repo, protected_paths=PROTECTED), confine=confine)
     attempts = [
         tool_use("Write", {"file_path": str(outside), "content": "escaped"}),
         tool_use("Read", {"file_path": str(repo / ".env")}),
@@ -220,12 +229,12 @@ async def test_guard_blocks_escapes_and_allows_the_fix(
 
 
 async def test_bash_env_shows_no_bot_secrets(
-    repo: Path, home: Path, model: ModelDouble, monkeypatch: pytest.MonkeyPatch
+    repo: Path, home: Path, model: ModelDouble, monkeypatch: pytest.MonkeyPatch, confine: Confine
 ) -> None:
-    """`env` run by the agent sees the private HOME and neither the Discord nor the GitHub token."""
+    """`env` run by the agent sees the sandbox's private HOME and no token or model key at all."""
     monkeypatch.setenv("DISCORD_TOKEN", "sekrit-discord")
     monkeypatch.setenv("GITHUB_TOKEN", "sekrit-gh")
-    guard = ToolGuard(GuardPolicy(worktree=repo, protected_paths=PROTECTED))
+    guard = ToolGuard(GuardPolicy(worktree=repo, protected_paths=PROTECTED), confine=confine)
     env_call = tool_use("Bash", {"command": "env", "description": "Print the environment"})
     model.script(env_call, text("That is the environment."))
 
@@ -235,7 +244,8 @@ async def test_bash_env_shows_no_bot_secrets(
 
     result = model.tool_result(env_call.tool_use_id)
     assert result.is_error is False
-    assert f"HOME={home}\n" in result.content + "\n"
+    assert "HOME=/tmp\n" in result.content + "\n"
+    assert "ANTHROPIC" not in result.content and "test-key" not in result.content
     assert "sekrit-discord" not in result.content
     assert "sekrit-gh" not in result.content
     assert "DISCORD_TOKEN" not in result.content

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 import tarfile
 from collections.abc import AsyncIterator
@@ -17,14 +16,11 @@ from bot.deploy.merge import Merger, RebaseConflict, own_change
 from bot.forge.base import HeadMovedError, MainMovedError
 from bot.forge.local import LocalForge
 from bot.improve.workspace import Workspace
+from bot.sandbox import Sandbox
 from tests.harness.repo import PROJECT, git
 
 BRANCH = "mendbot/7-fix-roll"
 ROLL = "".join(f"line {n}\n" for n in range(1, 21))
-
-
-def _env() -> dict[str, str]:
-    return {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
 
 
 def commit(root: Path, files: dict[str, str | None], message: str) -> str:
@@ -91,7 +87,7 @@ async def db(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
 
 def merger_for(root: Path, tmp_path: Path, checks: list[str] | None = None, *, smoke: bool = False) -> Merger:
     workspace = Workspace(root, tmp_path / "worktrees")
-    return Merger(root, workspace, checks or [], 60, _env(), smoke=smoke)
+    return Merger(root, workspace, checks or [], 60, Sandbox(), smoke=smoke)
 
 
 def worktrees(root: Path) -> list[str]:
@@ -229,7 +225,7 @@ async def test_rebase_onto_an_unrelated_change_keeps_the_diff_and_reverifies(
     with pytest.raises(MainMovedError):
         await forge.merge(proposal.id, head)
 
-    merger = Merger(root, workspace, [], 120, _env())
+    merger = Merger(root, workspace, [], 120, Sandbox())
     outcome = await merger.rebase_and_reverify(run_tree.branch, run_tree.base_sha, head, 7)
 
     assert outcome.verification.ok, outcome.verification.failure_report()

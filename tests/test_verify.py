@@ -1,11 +1,15 @@
-"""The verify gate: checks import the worktree's code, not the live checkout's; smoke, tails, timeouts."""
+"""The verify gate: checks run sandboxed on the worktree's code, not the live checkout's; smoke, tails,
+timeouts, and no check without a sandbox."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,12 +18,12 @@ from bot.improve.verify import (
     SMOKE_CHECK,
     CheckResult,
     Verification,
-    check_environment,
     resolve_command,
     run_check,
     verify,
 )
 from bot.improve.workspace import Workspace, Worktree
+from bot.sandbox import Sandbox
 from tests.harness.repo import copy_of_bot
 
 # A script and a pytest test in the worktree that pass only if `import bot` finds the worktree's code.
@@ -43,8 +47,16 @@ PROBE_CHECKS = {
 }
 
 
-def _env() -> dict[str, str]:
-    return {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+SANDBOX = Sandbox()
+
+
+def _real(path: Path) -> str:
+    return os.path.realpath(path)
+
+
+async def _verify(worktree: Path, checks: list[str], timeout_s: float, **kwargs: Any) -> Verification:
+    kwargs.setdefault("git_dir", None)
+    return await verify(worktree, checks, timeout_s, sandbox=SANDBOX, **kwargs)
 
 
 @pytest.fixture
@@ -74,12 +86,14 @@ async def test_checks_import_the_worktree_not_the_live_checkout(
     sha = await workspace.commit(worktree, "mark the worktree", 1)
 
     # The trap: cwd is the worktree, yet an entry-point script's sys.path[0] is its own directory, so
-    # `import bot` falls through to the editable install of the live checkout.
-    for command, symptom in PROBE_CHECKS.items():
-        trapped = await run_check(command, worktree.path, _env(), timeout_s=60)
-        assert not trapped.ok and symptom in trapped.output_tail, trapped.output_tail
+    # without the worktree on PYTHONPATH `import bot` never finds the worktree's code.
+    async with SANDBOX.jail(worktree.path, git_dir=repo / ".git") as jail:
+        naive = {k: v for k, v in jail.environment().items() if k != "PYTHONPATH"}
+        for command in PROBE_CHECKS:
+            trapped = await run_check(command, jail, naive, timeout_s=60)
+            assert not trapped.ok and "ONLY_IN_WORKTREE" not in trapped.output_tail, trapped.output_tail
 
-    verification = await verify(worktree.path, list(PROBE_CHECKS), 60, _env(), smoke=False)
+    verification = await _verify(worktree.path, list(PROBE_CHECKS), 60, git_dir=repo / ".git", smoke=False)
 
     assert verification.ok, verification.failure_report()
     assert f"imported {worktree.path / 'bot' / 'dice.py'}" in verification.checks[0].output_tail
@@ -91,8 +105,8 @@ async def test_smoke_check_fails_on_a_broken_cog(repo: Path, worktree: Worktree)
     """A syntax error in a worktree cog fails the smoke load, which names the cog; the clean copy passes."""
     (worktree.path / "cogs" / "dice.py").write_text("def broken(:\n")
 
-    broken = await verify(worktree.path, [], 60, _env())
-    clean = await verify(repo, [], 60, _env())
+    broken = await _verify(worktree.path, [], 60, git_dir=repo / ".git")
+    clean = await _verify(repo, [], 60, git_dir=repo / ".git")
 
     smoke = broken.checks[-1]
     assert smoke.command == SMOKE_CHECK
@@ -109,7 +123,7 @@ async def test_all_checks_run_and_a_failure_keeps_its_output_tail(tmp_path: Path
     noisy = "python -c \"import sys; print('x' * 10000); print('the end'); sys.exit(3)\""
     passing = "python -c \"print('fine')\""
 
-    verification = await verify(tmp_path, [noisy, passing], 30, _env(), smoke=False)
+    verification = await _verify(tmp_path, [noisy, passing], 30, smoke=False)
 
     failed, passed = verification.checks
     assert not verification.ok and passed.ok
@@ -121,48 +135,37 @@ async def test_all_checks_run_and_a_failure_keeps_its_output_tail(tmp_path: Path
     assert "exit code 3" in verification.failure_report() and "fine" not in verification.failure_report()
 
 
-def _gone(pid: int, wait_s: float = 5) -> bool:
-    deadline = time.monotonic() + wait_s
-    while not _exited(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return _exited(pid)
-
-
-def _exited(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state in ("Z", "X")  # killed; a zombie only waits for a reaper
-
-
 async def test_a_check_past_its_timeout_is_killed_with_its_children(tmp_path: Path) -> None:
-    """On timeout the whole process group dies; the check fails saying so and keeps what it printed."""
-    pid_file = tmp_path / "child.pid"
-    script = (
-        "import subprocess, sys, time; "
-        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
-        f"open({str(pid_file)!r}, 'w').write(str(child.pid)); print('started', flush=True); time.sleep(60)"
+    """On timeout the sandbox and all in it die; the check fails saying so and keeps what it printed."""
+    beats = tmp_path / "beats"
+    (tmp_path / "child.py").write_text(
+        f"import time\nwhile True:\n    open({str(beats)!r}, 'a').write('x')\n    time.sleep(0.05)\n"
+    )
+    (tmp_path / "parent.py").write_text(
+        "import subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, 'child.py'])\n"
+        "print('started', flush=True)\n"
+        "time.sleep(60)\n"
     )
 
     started = time.perf_counter()
-    verification = await verify(tmp_path, [f"python -c {script!r}"], 1, _env(), smoke=False)
+    verification = await _verify(tmp_path, ["python parent.py"], 1, smoke=False)
 
     check = verification.checks[0]
     assert time.perf_counter() - started < 10
     assert not check.ok and check.exit_code is None
     assert check.output_tail.startswith("started") and check.line().endswith("— timed out after 1 s")
-    pid = int(pid_file.read_text())
-    assert _gone(pid)
+    size = beats.stat().st_size
+    await asyncio.sleep(0.5)
+    assert size > 0 and beats.stat().st_size == size  # the child inside the sandbox died with it
 
 
 async def test_total_budget_skips_checks_that_cannot_start(tmp_path: Path) -> None:
     """Checks share a total time budget; one left without time fails as skipped rather than running."""
-    verification = await verify(
+    verification = await _verify(
         tmp_path,
         ['python -c "import time; time.sleep(5)"', "python -V"],
         5,
-        _env(),
         total_timeout_s=0.5,
         smoke=False,
     )
@@ -189,21 +192,40 @@ def test_tools_resolve_to_the_running_venv(tmp_path: Path) -> None:
     assert resolve_command("./scripts/check.sh", env) == ["./scripts/check.sh"]
 
 
-def test_check_environment_puts_the_worktree_first(tmp_path: Path) -> None:
-    """PYTHONPATH leads with the worktree, safe-path mode is off and no bytecode is written."""
-    env = check_environment(tmp_path, {"PYTHONPATH": "/elsewhere", "PYTHONSAFEPATH": "1", "PATH": "/usr/bin"})
-
-    assert env["PYTHONPATH"] == f"{tmp_path.resolve()}{os.pathsep}/elsewhere"
-    assert "PYTHONSAFEPATH" not in env
-    assert env["PYTHONDONTWRITEBYTECODE"] == "1"
-    assert env["PATH"] == f"{Path(sys.executable).parent}{os.pathsep}/usr/bin"
+async def test_checks_see_only_the_sandbox_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check's environment is the sandbox's: the worktree first on PYTHONPATH, no secret, private HOME."""
+    monkeypatch.setenv("DISCORD_TOKEN", "sekrit-in-the-bot")
+    script = "import json, os; print(json.dumps(dict(os.environ)))"
+    verification = await _verify(tmp_path, [f"python -c {script!r}"], 30, smoke=False)
+    check = verification.checks[0]
+    assert check.ok, check.output_tail
+    env = json.loads(check.output_tail.strip().splitlines()[-1])
+    assert env["PYTHONPATH"] == _real(tmp_path) and env["PYTHONDONTWRITEBYTECODE"] == "1"
+    assert env["HOME"] == "/tmp" and env["PATH"].split(":")[0] == str(Path(sys.executable).parent)
+    assert "sekrit-in-the-bot" not in check.output_tail and "DISCORD_TOKEN" not in env
 
 
 async def test_a_missing_program_fails_the_check(tmp_path: Path) -> None:
     """A check whose program does not exist fails with the reason instead of raising."""
-    result = await run_check("no-such-tool-here --flag", tmp_path, {"PATH": "/nonexistent"}, 5)
+    async with SANDBOX.jail(tmp_path, git_dir=None) as jail:
+        result = await run_check("no-such-tool-here --flag", jail, {"PATH": "/nonexistent"}, 5)
 
     assert not result.ok and result.output_tail.startswith("could not run")
+
+
+async def test_no_check_runs_without_a_sandbox(tmp_path: Path) -> None:
+    """With bwrap missing, verification fails closed: nothing runs and the reason is the only result."""
+    marker = tmp_path / "ran"
+    broken = Sandbox(bwrap=tmp_path / "no-bwrap-here")
+    verification = await verify(
+        tmp_path, [f"python -c \"open({str(marker)!r}, 'w')\""], 30, sandbox=broken, git_dir=None
+    )
+    (refused,) = verification.checks
+    assert not verification.ok and refused.command == "sandbox"
+    assert "refused to run any check" in refused.output_tail
+    assert not marker.exists()
 
 
 def test_summary_has_one_line_per_check() -> None:

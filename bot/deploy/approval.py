@@ -41,6 +41,7 @@ from bot.db import proposals
 from bot.db.approvals import ApprovalForm
 from bot.db.proposals import Proposal
 from bot.git import git
+from bot.improve.guard import protected_entry
 from bot.improve.runs import InvalidTransition, Run, RunService
 from bot.log import get_logger
 from bot.settings import Settings
@@ -115,8 +116,8 @@ class _Protection:
 
 
 def is_protected(path: str, protected: Sequence[str]) -> bool:
-    """True if `path` is a protected entry, or lies under one ending in "/"."""
-    return any(path == entry or (entry.endswith("/") and path.startswith(entry)) for entry in protected)
+    """True if `path` is protected by one of the entries (`bot.improve.guard.protected_entry`)."""
+    return protected_entry(path, protected) is not None
 
 
 async def _git(repo_root: Path, *args: str) -> tuple[int | None, str, str]:

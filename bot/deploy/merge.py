@@ -27,7 +27,6 @@ merge itself rather than only its deployment.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from bot.improve.verify import Verification, verify
 from bot.improve.workspace import Workspace
 from bot.log import get_logger
 from bot.process import ProcessResult
+from bot.sandbox import Sandbox
 
 __all__ = ["LiveUpdate", "MergeError", "Merger", "RebaseConflict", "RebaseOutcome", "own_change"]
 
@@ -100,8 +100,8 @@ def own_change(diff: str) -> list[str]:
 class Merger:
     """Rebase-and-reverify and live-checkout updates for the repository at `repo_root` (module docstring).
 
-    `checks`, `timeout_s` and `env` are what `verify` runs the rebased commit with (the pipeline's
-    own: `improve.checks`, `improve.check_timeout_s` and its check environment).
+    `checks`, `timeout_s` and `sandbox` are what `verify` runs the rebased commit with (the pipeline's
+    own: `improve.checks`, `improve.check_timeout_s` and its sandbox).
     """
 
     def __init__(
@@ -110,7 +110,7 @@ class Merger:
         workspace: Workspace,
         checks: list[str],
         timeout_s: float,
-        env: Mapping[str, str],
+        sandbox: Sandbox,
         *,
         base: str = "main",
         smoke: bool = True,
@@ -119,7 +119,7 @@ class Merger:
         self.workspace = workspace
         self.checks = list(checks)
         self.timeout_s = timeout_s
-        self.env = dict(env)
+        self.sandbox = sandbox
         self.base = base
         self._smoke = smoke
         self._live_lock = asyncio.Lock()
@@ -156,7 +156,14 @@ class Merger:
             new_sha = await self._rebase(path, base_sha, onto_sha, branch)
             before = await self._change(base_sha, head_sha)
             after = await self._change(onto_sha, new_sha)
-            verification = await verify(path, self.checks, self.timeout_s, self.env, smoke=self._smoke)
+            verification = await verify(
+                path,
+                self.checks,
+                self.timeout_s,
+                sandbox=self.sandbox,
+                git_dir=self.repo_root / ".git",
+                smoke=self._smoke,
+            )
             ok = verification.ok and not verification.dirty and verification.sha == new_sha
             if ok:
                 await self._move_branch(branch, head_sha, new_sha)

@@ -3,7 +3,10 @@
 One `run()` is one agent session in a worktree, confined by a `ToolGuard` (PreToolUse hook and
 `can_use_tool`), launched with an allow-listed environment under `env -i`, with
 `setting_sources=[]` so nothing in the worktree configures it, and bounded by `max_turns` and
-`max_budget_usd`. `interrupt()` stops a running session (used by /cancel and /pause).
+`max_budget_usd`. Every Bash command the guard allows runs inside the OS sandbox (a jail on the
+worktree, read-only for a read-only session); without one, Bash is refused. The model endpoint and
+key are the caller's: the bot's model gateway and a token for this session, never the real key.
+`interrupt()` stops a running session (used by /cancel and /pause).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -26,8 +30,9 @@ from claude_agent_sdk import (
 )
 
 from bot.improve.agent_env import agent_environment, prepare_home, write_launcher
-from bot.improve.guard import Decision, GuardPolicy, ToolGuard
+from bot.improve.guard import Confine, Decision, GuardPolicy, ToolGuard
 from bot.log import get_logger
+from bot.sandbox import Sandbox, SandboxUnavailable
 
 __all__ = ["AgentResult", "ClaudeCodeAgent", "CodeAgent", "Outcome"]
 
@@ -65,6 +70,8 @@ class CodeAgent(Protocol):
         security: bool,
         max_turns: int,
         max_budget_usd: float,
+        base_url: str | None,
+        api_key: str,
         on_decision: Callable[[Decision], None] | None = None,
     ) -> AgentResult: ...
 
@@ -86,16 +93,16 @@ class ClaudeCodeAgent:
         self,
         *,
         home: Path,
-        base_url: str | None,
-        api_key: str | None,
         model: str | None,
         protected_paths: tuple[str, ...],
+        sandbox: Sandbox | None,
+        git_dir: Path | None,
         timeout_s: float = 1800,
     ) -> None:
         self._home = home
-        self._base_url = base_url
-        self._api_key = api_key
         self._model = model
+        self._sandbox = sandbox
+        self._git_dir = git_dir
         self._protected = protected_paths
         self._timeout_s = timeout_s
         self._client: ClaudeSDKClient | None = None
@@ -111,9 +118,11 @@ class ClaudeCodeAgent:
         max_budget_usd: float,
         system_prompt: str,
         stderr: list[str],
+        base_url: str | None,
+        api_key: str,
     ) -> ClaudeAgentOptions:
         prepare_home(self._home)
-        env = agent_environment(self._home, base_url=self._base_url, api_key=self._api_key)
+        env = agent_environment(self._home, base_url=base_url, api_key=api_key)
         return ClaudeAgentOptions(
             cwd=worktree,
             cli_path=write_launcher(self._home, env),
@@ -141,52 +150,80 @@ class ClaudeCodeAgent:
         security: bool,
         max_turns: int,
         max_budget_usd: float,
+        base_url: str | None,
+        api_key: str,
         on_decision: Callable[[Decision], None] | None = None,
     ) -> AgentResult:
-        guard = ToolGuard(
-            GuardPolicy(
-                worktree=worktree, protected_paths=self._protected, security=security, read_only=read_only
-            ),
-            on_decision,
-        )
-        stderr: list[str] = []
-        options = self._options(
-            worktree=worktree,
-            guard=guard,
-            read_only=read_only,
-            max_turns=max_turns,
-            max_budget_usd=max_budget_usd,
-            system_prompt=system_prompt,
-            stderr=stderr,
-        )
         started = time.perf_counter()
         texts: list[str] = []
         tools: list[str] = []
+        stderr: list[str] = []
         result: ResultMessage | None = None
         error: str | None = None
         self._interrupted = False
-        try:
-            async with asyncio.timeout(self._timeout_s), ClaudeSDKClient(options) as client:
-                self._client = client
-                await client.query(prompt)
-                async for message in client.receive_response():
-                    if isinstance(message, AssistantMessage):
-                        for block in message.content:
-                            if isinstance(block, TextBlock):
-                                texts.append(block.text)
-                            elif isinstance(block, ToolUseBlock):
-                                tools.append(block.name)
-                    elif isinstance(message, ResultMessage):
-                        result = message
-        except TimeoutError:
-            error = f"the agent did not finish within {self._timeout_s:.0f} s"
-        except ClaudeSDKError as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        finally:
-            self._client = None
+        async with AsyncExitStack() as stack:
+            confine, unconfined = await self._confinement(stack, worktree, read_only=read_only)
+            guard = ToolGuard(
+                GuardPolicy(
+                    worktree=worktree, protected_paths=self._protected, security=security, read_only=read_only
+                ),
+                on_decision,
+                confine=confine,
+                unconfined_reason=unconfined,
+            )
+            options = self._options(
+                worktree=worktree,
+                guard=guard,
+                read_only=read_only,
+                max_turns=max_turns,
+                max_budget_usd=max_budget_usd,
+                system_prompt=system_prompt,
+                stderr=stderr,
+                base_url=base_url,
+                api_key=api_key,
+            )
+            try:
+                async with asyncio.timeout(self._timeout_s), ClaudeSDKClient(options) as client:
+                    self._client = client
+                    await client.query(prompt)
+                    async for message in client.receive_response():
+                        if isinstance(message, AssistantMessage):
+                            for block in message.content:
+                                if isinstance(block, TextBlock):
+                                    texts.append(block.text)
+                                elif isinstance(block, ToolUseBlock):
+                                    tools.append(block.name)
+                        elif isinstance(message, ResultMessage):
+                            result = message
+            except TimeoutError:
+                error = f"the agent did not finish within {self._timeout_s:.0f} s"
+            except ClaudeSDKError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            finally:
+                self._client = None
         return self._result(
             result=result, texts=texts, tools=tools, guard=guard, started=started, error=error, stderr=stderr
         )
+
+    async def _confinement(
+        self, stack: AsyncExitStack, worktree: Path, *, read_only: bool
+    ) -> tuple[Confine | None, str]:
+        """How Bash commands get wrapped into the sandbox for this session, or why they cannot be."""
+        if self._sandbox is None:
+            return None, "no sandbox is configured"
+        try:
+            await self._sandbox.probe()
+            jail = await stack.enter_async_context(
+                self._sandbox.jail(worktree, git_dir=self._git_dir, writable=not read_only)
+            )
+        except SandboxUnavailable as exc:
+            return None, f"the sandbox is unavailable ({exc})"
+        env = jail.environment()
+
+        def confine(argv: list[str], wall_s: float) -> str:
+            return jail.shell_command(argv, env, wall_s=wall_s)
+
+        return confine, ""
 
     def _result(
         self,

@@ -15,12 +15,15 @@ argv tokens:
   starts with an allowed prefix; a fixed set of commands (push, installs, network tools) is
   refused even if someone allow-lists it, and every argument that could name a file must
   resolve inside the worktree;
+- an allowed Bash command never runs as written: the hook rewrites it to run inside the OS
+  sandbox (``confine``, see ``bot.sandbox``), and without a sandbox Bash is refused;
 - any other tool is refused unless the policy names it in ``extra_tools``.
 
 Per-command option deny-sets (``find -exec``, ``git diff --output``, ``mypy --install-types``,
 …) are a second layer under the prefix allow-list, not the mechanism.  Commands that run
-project code (pytest, mypy plugins) can still do anything that code does: the guard cannot
-see inside them, which is why the final diff is checked again at approval.
+project code (pytest, a script, mypy plugins) can do anything that code does — which is why
+they run in the kernel's sandbox, where the live checkout, its secrets, the network and every
+other process do not exist, and why the final diff is checked again for protected paths.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import re
 import shlex
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, cast
 
@@ -53,6 +57,7 @@ __all__ = [
     "Decision",
     "GuardPolicy",
     "ToolGuard",
+    "protected_entry",
     "secret_reason",
 ]
 
@@ -92,6 +97,7 @@ DEFAULT_BASH_ALLOW: tuple[str, ...] = (
     "find",
     "python -m pytest",
     "pytest",
+    "python",  # a script or module of the worktree: confined by the sandbox like everything in Bash
     "ruff check",
     "ruff format",
     "python -m ruff check",
@@ -140,6 +146,13 @@ NEVER_ALLOWED: tuple[str, ...] = (
 
 # Recursive searches walk at most this many entries looking for secrets before giving up.
 MAX_WALK_ENTRIES = 100_000
+# Bash's own timeout (the tool's ``timeout``, in ms) is clamped to this range of seconds.
+BASH_DEFAULT_S = 120.0
+BASH_MAX_S = 600.0
+
+# Wraps an allowed command's argv, to run within ``wall_s`` seconds, into the shell command that
+# runs it inside the sandbox.
+Confine = Callable[[list[str], float], str]
 
 
 @dataclass(frozen=True)
@@ -278,6 +291,27 @@ class Decision:
     tool: str
     target: str
     tool_use_id: str | None = None
+
+
+def protected_entry(rel: str, entries: Iterable[str]) -> str | None:
+    """The entry of ``entries`` that protects the repository-relative path ``rel``, or None.
+
+    ``dir/`` protects that directory; an entry with a ``/`` is a path from the root (a glob, or a
+    directory it names); a bare name (glob allowed) protects that file name anywhere in the tree.
+    """
+    path = PurePosixPath(rel.removeprefix("./")).as_posix()
+    parts = path.split("/")
+    for raw in entries:
+        entry = raw.strip().removeprefix("./")
+        if not entry:
+            continue
+        base = entry.rstrip("/")
+        if entry.endswith("/") or "/" in base:
+            if path == base or path.startswith(base + "/") or fnmatchcase(path, base):
+                return entry
+        elif any(fnmatchcase(part, base) for part in parts):
+            return entry
+    return None
 
 
 def secret_reason(rel: str) -> str | None:
@@ -468,8 +502,17 @@ def _path_candidates(args: Iterable[str]) -> Iterator[str]:
 class ToolGuard:
     """Decides every tool call of one agent run and keeps the audit trail (``decisions``)."""
 
-    def __init__(self, policy: GuardPolicy, on_decision: Callable[[Decision], None] | None = None) -> None:
+    def __init__(
+        self,
+        policy: GuardPolicy,
+        on_decision: Callable[[Decision], None] | None = None,
+        *,
+        confine: Confine | None = None,
+        unconfined_reason: str = "no sandbox is configured",
+    ) -> None:
         self.policy = policy
+        self._confine = confine
+        self._unconfined_reason = unconfined_reason
         self.decisions: list[Decision] = []
         self._by_tool_use: dict[str, Decision] = {}
         self._on_decision = on_decision
@@ -533,11 +576,19 @@ class ToolGuard:
             return {}
         data = cast("Mapping[str, Any]", input_data)
         tool_input = data.get("tool_input")
+        tool_input = tool_input if isinstance(tool_input, Mapping) else {}
         decision = self.check(
-            str(data.get("tool_name", "")),
-            tool_input if isinstance(tool_input, Mapping) else {},
-            tool_use_id=tool_use_id or data.get("tool_use_id"),
+            str(data.get("tool_name", "")), tool_input, tool_use_id=tool_use_id or data.get("tool_use_id")
         )
+        if decision.allowed and decision.tool == "Bash":
+            return {
+                "hookSpecificOutput": {
+                    "hookEventName": "PreToolUse",
+                    "permissionDecision": "allow",
+                    "permissionDecisionReason": decision.reason,
+                    "updatedInput": self.confined_bash(tool_input),
+                }
+            }
         if decision.allowed:
             return {}
         return {
@@ -561,9 +612,32 @@ class ToolGuard:
         decision = self.evaluate(tool_name, tool_input, tool_use_id=context.tool_use_id)
         if self._by_tool_use.get(context.tool_use_id or "") != decision:
             self._record(decision)
+        if decision.allowed and tool_name == "Bash":
+            return sdk.PermissionResultAllow(updated_input=self.confined_bash(tool_input))
         if decision.allowed:
             return sdk.PermissionResultAllow()
         return sdk.PermissionResultDeny(message=decision.reason)
+
+    def confined_bash(self, tool_input: Mapping[str, Any]) -> dict[str, Any]:
+        """The Bash input that actually runs: the allowed command inside the sandbox, nothing else.
+
+        Only ``command``, ``timeout`` and ``description`` are kept, so no other field of the model's
+        input (``run_in_background``, ``dangerouslyDisableSandbox``) reaches the CLI.
+        """
+        assert self._confine is not None, "Bash is only allowed with a sandbox"
+        timeout_ms = tool_input.get("timeout")
+        seconds = BASH_DEFAULT_S
+        if isinstance(timeout_ms, int | float) and timeout_ms > 0:
+            seconds = min(max(float(timeout_ms) / 1000, 1.0), BASH_MAX_S)
+        argv = shlex.split(str(tool_input["command"]))
+        confined: dict[str, Any] = {
+            "command": self._confine(argv, seconds),
+            # The CLI's own timeout a little later than the sandbox's, which reports it.
+            "timeout": int((seconds + 5) * 1000),
+        }
+        if isinstance(tool_input.get("description"), str):
+            confined["description"] = tool_input["description"][:200]
+        return confined
 
     def hooks(self) -> dict[HookEvent, list[HookMatcher]]:
         """``ClaudeAgentOptions.hooks``; a hook that fails (raises, times out) blocks the call."""
@@ -615,11 +689,7 @@ class ToolGuard:
         return None
 
     def _protected_entry(self, rel: str) -> str | None:
-        for entry in self._protected:
-            base = entry.rstrip("/")
-            if rel == base or rel.startswith(base + "/"):
-                return entry
-        return None
+        return protected_entry(rel, self._protected)
 
     def _covers_protected(self, rel: str) -> str | None:
         """A protected entry at, under or above the worktree-relative path ``rel``."""
@@ -630,6 +700,18 @@ class ToolGuard:
             base = entry.rstrip("/")
             if rel == "." or base.startswith(rel + "/"):
                 return entry
+        names = [entry for entry in self._protected if "/" not in entry.rstrip("/")]
+        directory = os.path.join(self._root, rel)
+        if names and os.path.isdir(directory):
+            seen = 0
+            for _, dirs, files in os.walk(directory):
+                for name in [*dirs, *files]:
+                    seen += 1
+                    if seen > MAX_WALK_ENTRIES:
+                        return names[0]  # too much to check: assume the worst
+                    found = protected_entry(name, names)
+                    if found:
+                        return found
         return None
 
     def _secret_under(self, directory: str) -> str | None:
@@ -738,6 +820,8 @@ class ToolGuard:
             problem = self._rewrite_problem(name, args)
             if problem:
                 return problem, False
+        if self._confine is None:
+            return f"Bash runs only inside the OS sandbox, and {self._unconfined_reason}", False
         return f"`{name}` is on the Bash allow-list", True
 
     def _allowed_prefix(self, argv: list[str]) -> tuple[str, ...] | None:

@@ -2,9 +2,12 @@
 
 A run goes observe → investigate → plan → edit → verify → propose (fix) or observe →
 investigate → report (investigate), each stage a persisted transition with its actor and cost.
-The coding agent works in a fresh worktree under the guard; the pipeline — not the agent —
-commits, verifies the exact commit, scans the diff for secrets and opens the proposal. A change
-that does not pass the checks is fed back to the agent up to `max_attempts` times and is never
+The coding agent works in a fresh worktree under the guard — from the first read-only session on,
+so not even an investigation runs in the live checkout — and every command it runs, like every
+check, runs in the OS sandbox (`bot.sandbox`); fix runs refuse to start without one. The pipeline
+— not the agent — commits, refuses a change to protected paths unless the run has the security
+flag, verifies the exact commit, scans the diff for secrets and opens the proposal. A change that
+does not pass the checks is fed back to the agent up to `max_attempts` times and is never
 proposed otherwise.
 """
 
@@ -25,13 +28,22 @@ import aiosqlite
 from bot.errors import UserError
 from bot.forge.base import Forge, Proposal
 from bot.improve.evidence import build_evidence
+from bot.improve.guard import protected_entry
 from bot.improve.memory import Lesson, Memory
 from bot.improve.policy import Policy
 from bot.improve.runs import Run, RunKind, RunService, RunState
+from bot.improve.sanitize import untrusted_block
 from bot.improve.verify import Verification, verify
-from bot.improve.workspace import NothingToCommitError, Workspace, Worktree, scan_for_secrets
+from bot.improve.workspace import (
+    NothingToCommitError,
+    Workspace,
+    Worktree,
+    branch_name,
+    scan_for_secrets,
+)
 from bot.log import bind_context, get_logger
 from bot.prompts import PromptRegistry
+from bot.sandbox import Sandbox, SandboxUnavailable
 from bot.settings import Settings
 
 if TYPE_CHECKING:  # the agent module loads claude-agent-sdk (~0.5 s): only when a run starts
@@ -90,6 +102,7 @@ class SelfImprovementAgent:
         forge: Forge,
         prompts: PromptRegistry,
         agent_factory: Callable[[], CodeAgent],
+        sandbox: Sandbox,
         clock: Callable[[], datetime],
     ) -> None:
         self._settings = settings
@@ -102,6 +115,7 @@ class SelfImprovementAgent:
         self.forge = forge
         self._prompts = prompts
         self._agent_factory = agent_factory
+        self.sandbox = sandbox
         self._clock = clock
         self._live: dict[int, _Live] = {}
         self._starting = asyncio.Lock()
@@ -120,7 +134,7 @@ class SelfImprovementAgent:
         security: bool = False,
     ) -> Run:
         """Start a run for an (already authorised) requester, within the policy's limits."""
-        self.ensure_ready()
+        await self.ensure_ready(kind)
         async with self._starting:  # check-then-create must be atomic, or two requests pass one limit
             await self.policy.check_start(requester_id)
             run = await self.runs.create(
@@ -177,6 +191,7 @@ class SelfImprovementAgent:
         run = await self.runs.get(run_id)
         if run.state != "interrupted":
             raise UserError(f"Run #{run_id} is {run.state}; only interrupted runs can be resumed.")
+        await self.ensure_ready(run.kind)
         await self.policy.check_start(user_id)
         run = await self.runs.transition(run_id, "queued", actor=f"user:{user_id}", detail={"resumed": True})
         self._launch(run)
@@ -187,8 +202,8 @@ class SelfImprovementAgent:
         """Self-improvement needs the bot's own git checkout to work on."""
         return (self._settings.repo_dir / ".git").exists()
 
-    def ensure_ready(self) -> None:
-        """Refuse, saying what to configure, when a run could not possibly work."""
+    async def ensure_ready(self, kind: RunKind = "fix") -> None:
+        """Refuse, saying what to configure, when a run could not possibly work (or not safely)."""
         if not self.available:
             raise UserError(
                 f"I can't work on my code: {self._settings.repo_dir.resolve()} is not a git repository. "
@@ -196,10 +211,21 @@ class SelfImprovementAgent:
             )
         if self._settings.anthropic_api_key is None:
             raise UserError("I can't work on my code without a model: set ANTHROPIC_API_KEY in .env.")
+        if kind == "fix":
+            try:
+                await self.sandbox.probe()
+            except SandboxUnavailable as exc:
+                raise UserError(
+                    f"I won't change my code here: fixes run their code in an OS sandbox, and {exc}."
+                    " `mendbot doctor` checks it."
+                ) from None
 
     async def rollback(self, *, target_run_id: int, requester_id: int, channel_id: int | None) -> Run:
-        """A run that reverts `target_run_id`'s merge on a branch, then verifies and proposes it."""
-        self.ensure_ready()
+        """A run that reverts `target_run_id`'s merge on a branch, then verifies and proposes it.
+
+        It carries the target's security flag: undoing a change to protected paths touches them too.
+        """
+        await self.ensure_ready("fix")
         target, merged = await self.runs.merged(target_run_id)
         assert target.base_sha is not None
         async with self._starting:
@@ -210,6 +236,7 @@ class SelfImprovementAgent:
                 channel_id,
                 target.incident_id,
                 f"roll back run {target.id}: {target.description[:80]}",
+                security=target.security,
             )
             await self.runs.event(
                 run.id,
@@ -355,19 +382,21 @@ class SelfImprovementAgent:
 
     async def _agent(self, run: Run, prompt: str, *, read_only: bool) -> AgentResult:
         live = self._live[run.id]
+        assert live.worktree is not None, "the agent works in the run's worktree, never the live checkout"
         agent = live.agent = self._agent_factory()
-        worktree = Path(live.worktree.path) if live.worktree else self._settings.repo_dir.resolve()
         remaining = await self.policy.remaining_run_budget(await self.runs.get(run.id))
         if remaining <= 0:
             raise _StageFailure("budget", "the run's budget is spent")
         result = await agent.run(
             prompt=prompt,
             system_prompt=self._prompts.get("agent/system").body,
-            worktree=worktree,
+            worktree=live.worktree.path,
             read_only=read_only,
             security=run.security,
             max_turns=self._config.max_turns,
             max_budget_usd=remaining,
+            base_url=self._settings.anthropic_base_url,
+            api_key=self._model_key(),
         )
         live.agent = None
         from bot.improve.agent import describe_denials
@@ -421,7 +450,24 @@ class SelfImprovementAgent:
             detail={"chars": len(evidence), "lessons": [lesson.run_id for lesson in lessons]},
         )
 
-        run = await self._stage(run, "investigating", "🧠 investigating (read-only)")
+        if run.proposal_id is None:  # a resumed run (or one stopped before recording it): start clean
+            stale = Worktree(
+                Path(run.worktree or self.workspace.path_for(run.id)),
+                run.branch or branch_name(run.id, run.slug),
+                run.base_sha or "",
+            )
+            await self.workspace.remove(stale, delete_branch=True)
+        # Every session, read-only ones included, works in the run's own worktree: the live checkout
+        # holds .env and data/, and the agent's commands run in a sandbox built around its cwd.
+        live.worktree = await self.workspace.create(run.id, run.slug)
+        run = await self._stage(
+            run,
+            "investigating",
+            "🧠 investigating (read-only)",
+            branch=live.worktree.branch,
+            worktree=str(live.worktree.path),
+            base_sha=live.worktree.base_sha,
+        )
         investigation = await self._agent(
             run,
             self._prompts.get("agent/investigate").render(request=run.description, evidence=evidence),
@@ -451,22 +497,7 @@ class SelfImprovementAgent:
         plan = parse_json_block(planning.text) or {"changes": planning.text.strip()[:2000], "risk": "medium"}
         await self.runs.event(run.id, "plan", actor="agent", detail=plan)
 
-        if run.branch and run.proposal_id is None:  # a resumed run: drop the half-done branch first
-            stale = Worktree(
-                Path(run.worktree or self.workspace.worktrees_dir / f"run-{run.id}"),
-                run.branch,
-                run.base_sha or "",
-            )
-            await self.workspace.remove(stale, delete_branch=True)
-        live.worktree = await self.workspace.create(run.id, run.slug)
-        run = await self._stage(
-            run,
-            "editing",
-            f"✏️ editing on `{live.worktree.branch}`",
-            branch=live.worktree.branch,
-            worktree=str(live.worktree.path),
-            base_sha=live.worktree.base_sha,
-        )
+        run = await self._stage(run, "editing", f"✏️ editing on `{live.worktree.branch}`")
         await self._agent(
             run,
             self._prompts.get("agent/edit").render(
@@ -542,11 +573,16 @@ class SelfImprovementAgent:
             except NothingToCommitError:
                 if attempt == 1:
                     raise _StageFailure("no_change", "the agent made no change") from None
+            await self._refuse_protected(run, worktree)
             run = await self._stage(
                 run, "verifying", f"🧪 verifying (attempt {attempt}/{attempts})", attempts=attempt
             )
             verification = await verify(
-                Path(worktree.path), self._config.checks, self._config.check_timeout_s, self.check_env()
+                worktree.path,
+                self._config.checks,
+                self._config.check_timeout_s,
+                sandbox=self.sandbox,
+                git_dir=self.workspace.repo_root / ".git",
             )
             await self.runs.event(
                 run.id,
@@ -560,7 +596,9 @@ class SelfImprovementAgent:
                 raise _StageFailure(
                     "checks", f"the checks still fail after {attempts} attempt(s):\n" + verification.summary()
                 )
-            failures = verification.failure_report()
+            failures = untrusted_block(
+                "output of the failing checks", verification.failure_report(), limit=12_000
+            )
             run = await self._stage(run, "editing", f"🔁 checks failed; attempt {attempt + 1}")
             await self._agent(
                 run,
@@ -571,11 +609,28 @@ class SelfImprovementAgent:
             )
         raise AssertionError("unreachable")
 
-    def check_env(self) -> dict[str, str]:
-        """The scrubbed environment checks run in: no secrets, a private HOME."""
-        home = self._settings.data_dir.resolve() / "agent-home"
-        home.mkdir(parents=True, exist_ok=True)
-        return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(home)}
+    async def _refuse_protected(self, run: Run, worktree: Worktree) -> None:
+        """A run without the security flag may not change the trust base, however the files changed.
+
+        The guard refuses the agent's own edits of protected paths, but code the agent wrote (a test, a
+        script) can write anywhere in the worktree; the committed change is what counts.
+        """
+        if run.security:
+            return
+        changed = await self.workspace.changed_files(worktree, worktree.base_sha)
+        protected = self._config.protected_paths
+        touched = [path for path in changed if protected_entry(path, protected)]
+        if touched:
+            shown = ", ".join(f"`{path}`" for path in touched[:5])
+            raise _StageFailure(
+                "protected",
+                f"the change touches protected paths ({shown}); ask again with security=true if it"
+                " must, and it will need the `ship it security` approval",
+            )
+
+    def _model_key(self) -> str:
+        key = self._settings.anthropic_api_key
+        return key.get_secret_value() if key is not None else ""
 
     async def _incident_fingerprint(self, incident_id: int | None) -> str | None:
         if incident_id is None:

@@ -1,22 +1,22 @@
-"""The verify gate: run the configured checks, then a smoke load of every extension, in a run's worktree.
+"""The verify gate: run the configured checks, then a smoke load of every extension, in a run's worktree,
+each inside the sandbox (`bot.sandbox`): the checks execute code the agent wrote.
 
 The checks must exercise the worktree's code. The live checkout is an editable install, so in a plain
-subprocess `import bot` resolves to the LIVE `bot/` whenever the worktree is not on `sys.path` — which
-is the case for any entry-point script (`pytest`, `mypy`) or `python some/script.py`, whose `sys.path[0]`
-is the script's directory, not the cwd. Checks would then pass or fail on code the run never changed.
-Each check therefore runs with:
+subprocess `import bot` would resolve to the LIVE `bot/` whenever the worktree is not on `sys.path` — the
+case for any entry-point script (`pytest`, `mypy`) or `python some/script.py`, whose `sys.path[0]` is the
+script's directory. Inside the sandbox the live checkout does not exist at all, and each check runs with:
 
 - `cwd` = the worktree, no shell (the command is `shlex.split`);
-- `PYTHONPATH` = the worktree first (before anything the caller had), which `sys.path` puts ahead of
-  site-packages and so ahead of the editable install's import hook; `PYTHONSAFEPATH` removed (it would
-  drop the cwd from `python -m`'s path) and `PYTHONDONTWRITEBYTECODE=1` (no `__pycache__` in the tree);
+- the sandbox's environment only (`Jail.environment`: venv tools first on PATH, HOME and TMPDIR a
+  private /tmp, `PYTHONPATH` = the worktree, `PYTHONDONTWRITEBYTECODE=1`);
 - the executable resolved against the running interpreter's venv: `python`/`python3` is
   `sys.executable`; another bare name (`ruff`, `mypy`, `pytest`) is `Path(sys.executable).parent / name`
-  when that exists, else looked up on the given `PATH`. That venv's `bin/` also leads `PATH`, so tools a
-  check starts itself come from the same place.
+  when that exists, else looked up on the sandbox's `PATH`.
 
 Every check runs (the agent is shown all failures at once) within a total time budget, each under its
-own timeout that kills its process group. The smoke check (`python -m bot.smoke`) always runs last.
+own timeout that kills the sandbox and everything in it. The smoke check (`python -m bot.smoke`) always
+runs last. Without a working sandbox nothing runs: the verification fails with the reason (fail closed).
+Output is passed through the redactor before it is kept: it goes to chat, the database and the model.
 """
 
 from __future__ import annotations
@@ -26,20 +26,20 @@ import shlex
 import shutil
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from bot.git import git
 from bot.log import get_logger
 from bot.process import run_process
+from bot.sandbox import Jail, Sandbox, SandboxUnavailable
 
 __all__ = [
     "OUTPUT_TAIL_CHARS",
     "SMOKE_CHECK",
     "CheckResult",
     "Verification",
-    "check_environment",
     "resolve_command",
     "run_check",
     "verify",
@@ -50,6 +50,7 @@ _log = get_logger(__name__)
 OUTPUT_TAIL_CHARS = 4000
 SMOKE_CHECK = "python -m bot.smoke"
 _SMOKE_TIMEOUT_S = 120.0
+_GRACE_S = 5.0  # the sandbox's own wall clock is a backstop behind the check's timeout
 _PYTHON_NAMES = {"python", "python3", f"python{sys.version_info.major}.{sys.version_info.minor}"}
 
 
@@ -94,20 +95,6 @@ class Verification:
         )
 
 
-def check_environment(worktree: Path, env: Mapping[str, str]) -> dict[str, str]:
-    """`env` made to import the worktree's code first and to find the running venv's tools."""
-    merged = dict(env)
-    root = str(_absolute(worktree))
-    existing = merged.get("PYTHONPATH")
-    merged["PYTHONPATH"] = root + (os.pathsep + existing if existing else "")
-    merged.pop("PYTHONSAFEPATH", None)
-    merged["PYTHONDONTWRITEBYTECODE"] = "1"
-    venv_bin = str(Path(sys.executable).parent)
-    path = merged.get("PATH") or os.defpath
-    merged["PATH"] = venv_bin + os.pathsep + path
-    return merged
-
-
 def resolve_command(command: str, env: Mapping[str, str]) -> list[str]:
     """`command` split as a shell would (none runs), its program resolved as the module docstring says."""
     argv = shlex.split(command)
@@ -140,13 +127,26 @@ def _tail(text: str) -> str:
     return "…" + text[-(OUTPUT_TAIL_CHARS - 1) :]
 
 
-async def run_check(command: str, worktree: Path, env: Mapping[str, str], timeout_s: float) -> CheckResult:
-    """Run one check command in the worktree with `env` as given (see `check_environment`)."""
+async def run_check(
+    command: str,
+    jail: Jail,
+    env: Mapping[str, str],
+    timeout_s: float,
+    redact: Callable[[str], str] = str,
+) -> CheckResult:
+    """Run one check command in `jail`'s worktree with exactly `env` (usually `jail.environment()`)."""
     started = time.perf_counter()
     try:
         argv = resolve_command(command, env)
-        result = await run_process(argv, cwd=worktree, env=env, timeout_s=timeout_s)
-    except (OSError, ValueError) as exc:
+    except ValueError as exc:
+        return CheckResult(command, False, None, f"could not run: {exc}", time.perf_counter() - started)
+    if "/" not in argv[0]:
+        reason = f"could not run: {argv[0]} is not installed (not on the sandbox's PATH)"
+        return CheckResult(command, False, None, reason, time.perf_counter() - started)
+    confined = jail.command(argv, env, wall_s=timeout_s + _GRACE_S)
+    try:
+        result = await run_process(confined, cwd=jail.worktree, env={}, timeout_s=timeout_s)
+    except OSError as exc:
         return CheckResult(command, False, None, f"could not run: {exc}", time.perf_counter() - started)
     output = result.output
     if result.timed_out:
@@ -155,7 +155,7 @@ async def run_check(command: str, worktree: Path, env: Mapping[str, str], timeou
         command=command,
         ok=result.code == 0,
         exit_code=result.code,
-        output_tail=_tail(output),
+        output_tail=_tail(redact(output)),
         duration_s=result.duration_s,
     )
 
@@ -171,39 +171,50 @@ async def verify(
     worktree: Path,
     checks: list[str],
     timeout_s: float,
-    env: Mapping[str, str],
     *,
+    sandbox: Sandbox,
+    git_dir: Path | None,
     total_timeout_s: float | None = None,
     smoke: bool = True,
+    redact: Callable[[str], str] = str,
 ) -> Verification:
-    """Run `checks` then the smoke check in `worktree`; ok only if every one passed.
+    """Run `checks` then the smoke check in `worktree`, sandboxed; ok only if every one passed.
 
-    `timeout_s` bounds each check; `total_timeout_s` (default twice `timeout_s`) bounds the configured
-    checks together — one that cannot start within it fails as skipped. The smoke check always runs,
-    under min(`timeout_s`, 120 s). `sha` is the worktree's HEAD when verification started.
+    `git_dir` is the repository's .git (visible read-only inside). `timeout_s` bounds each check;
+    `total_timeout_s` (default twice `timeout_s`) bounds the configured checks together — one that cannot
+    start within it fails as skipped. The smoke check always runs, under min(`timeout_s`, 120 s). `sha`
+    is the worktree's HEAD when verification started. Output passes through `redact`.
     """
     worktree = _absolute(worktree)
     sha, dirty = await _worktree_state(worktree)
-    check_env = check_environment(worktree, env)
+    try:
+        await sandbox.probe()
+    except SandboxUnavailable as exc:
+        refused = CheckResult("sandbox", False, None, f"refused to run any check: {exc}", 0.0)
+        _log.error("verify refused: no sandbox", worktree=str(worktree), reason=str(exc))
+        return Verification(ok=False, checks=[refused], sha=sha, dirty=dirty)
     budget = total_timeout_s if total_timeout_s is not None else 2 * timeout_s
     deadline = time.monotonic() + budget
     results: list[CheckResult] = []
-    for command in checks:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            results.append(
-                CheckResult(
-                    command,
-                    False,
-                    None,
-                    f"skipped: the {_seconds(budget)} s budget for checks was spent",
-                    0.0,
+    async with sandbox.jail(worktree, git_dir=git_dir) as jail:
+        check_env = jail.environment()
+        for command in checks:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                results.append(
+                    CheckResult(
+                        command,
+                        False,
+                        None,
+                        f"skipped: the {_seconds(budget)} s budget for checks was spent",
+                        0.0,
+                    )
                 )
-            )
-            continue
-        results.append(await run_check(command, worktree, check_env, min(timeout_s, remaining)))
-    if smoke:
-        results.append(await run_check(SMOKE_CHECK, worktree, check_env, min(timeout_s, _SMOKE_TIMEOUT_S)))
+                continue
+            results.append(await run_check(command, jail, check_env, min(timeout_s, remaining), redact))
+        if smoke:
+            smoke_timeout = min(timeout_s, _SMOKE_TIMEOUT_S)
+            results.append(await run_check(SMOKE_CHECK, jail, check_env, smoke_timeout, redact))
     verification = Verification(ok=all(r.ok for r in results), checks=results, sha=sha, dirty=dirty)
     _log.info(
         "verified",
