@@ -120,13 +120,30 @@ async def _cli(_: Settings) -> Check:
     return Check("code agent", False, "no Claude Code CLI — reinstall with `make setup`")
 
 
+async def _sandbox(settings: Settings) -> Check:
+    from bot.sandbox import Sandbox, SandboxUnavailable
+
+    try:
+        what = await Sandbox.from_config(settings.improve.sandbox).probe()
+    except SandboxUnavailable as exc:
+        return Check("sandbox", False, f"{exc} — fix runs refuse until a sandbox starts")
+    return Check("sandbox", True, f"{what}: no network, no host files, own PID namespace")
+
+
 async def run_doctor(config_file: Path | None) -> list[Check]:
     try:
         settings = load_settings(config_file)
     except ConfigError as exc:
         return [Check("config", False, str(exc))]
     checks: list[Check] = [Check("config", True, "valid")]
-    steps: list[Callable[[Settings], Awaitable[Check]]] = [_database, _repository, _model, _forge, _cli]
+    steps: list[Callable[[Settings], Awaitable[Check]]] = [
+        _database,
+        _repository,
+        _model,
+        _forge,
+        _cli,
+        _sandbox,
+    ]
     for step in steps:
         try:
             checks.append(await step(settings))

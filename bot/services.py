@@ -36,7 +36,7 @@ from bot.observe.incidents import IncidentService
 from bot.observe.recorder import ActionRecorder
 from bot.prompts import PromptRegistry
 from bot.reminders import ReminderService
-from bot.sandbox import Limits, Sandbox
+from bot.sandbox import Sandbox
 from bot.settings import Settings
 
 if TYPE_CHECKING:
@@ -230,20 +230,6 @@ def _forge(
     )
 
 
-def _sandbox(settings: Settings) -> Sandbox:
-    config = settings.improve.sandbox
-    return Sandbox(
-        bwrap=config.bwrap,
-        limits=Limits(
-            memory_mb=config.memory_mb,
-            cpu_s=config.cpu_s,
-            file_size_mb=config.file_size_mb,
-            open_files=config.open_files,
-            output_kb=config.output_kb,
-        ),
-    )
-
-
 async def _build_improve(
     settings: Settings, db: aiosqlite.Connection, prompts: PromptRegistry, clock: Callable[[], datetime]
 ) -> SelfImprovementAgent:
@@ -251,7 +237,7 @@ async def _build_improve(
     policy = Policy(settings.improve, db, clock)
     await policy.load()
     home = settings.data_dir.resolve() / "agent-home"
-    sandbox = _sandbox(settings)
+    sandbox = Sandbox.from_config(settings.improve.sandbox)
 
     def new_agent() -> CodeAgent:
         from bot.improve.agent import ClaudeCodeAgent  # claude-agent-sdk is loaded when a run starts

@@ -99,7 +99,18 @@ def test_doctor_reports_each_check(tmp_path: Path, command: str) -> None:
         "❌ model",
         "✅ forge",
         "✅ code agent",
+        "✅ sandbox",
         "❌ discord",
     ]
     assert "not a git repository" in lines[2]
     assert "ANTHROPIC_API_KEY" in lines[3]
+    assert "no network" in lines[6]
+
+
+def test_doctor_says_when_no_sandbox_can_start(tmp_path: Path) -> None:
+    """With bubblewrap missing, doctor's sandbox line is ❌ and says fix runs refuse."""
+    config = _config(tmp_path, "improve: {sandbox: {bwrap: /nonexistent/bwrap}}\n")
+    result = _mendbot("--config", str(config), "doctor", cwd=tmp_path)
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith(("✅ sandbox", "❌ sandbox"))]
+    assert line.startswith("❌ sandbox: no bubblewrap at /nonexistent/bwrap")
+    assert line.endswith("fix runs refuse until a sandbox starts")

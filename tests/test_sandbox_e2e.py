@@ -275,3 +275,34 @@ async def test_agent_code_cannot_escape_during_the_session_or_verify(
     assert not _exists(host_tmp_file)
     for name, canary in canaries.items():
         assert canary not in sinks, f"the {name} canary leaked"
+
+
+async def test_without_a_sandbox_fixes_refuse_and_investigations_get_no_bash(tmp_path: Path) -> None:
+    """bwrap missing: /fix is refused saying why, and an investigation's Bash is refused, nothing run."""
+    repo = copy_of_bot(tmp_path / "repo")
+    async with ModelDouble() as model:
+        settings = make_settings(
+            repo / "data",
+            repo_dir=repo,
+            anthropic_api_key="test-key",
+            anthropic_base_url=model.base_url,
+            improve={"sandbox": {"bwrap": str(tmp_path / "no-bwrap")}},
+        )
+        async with running_world(settings, settle_timeout=120) as world:
+            refused = await world.users["alice"].slash(world.dev, "fix", description="the roll is broken")
+            await world.quiesce()
+            with sqlite3.connect(settings.db_path) as db:
+                runs = db.execute("SELECT count(*) FROM runs").fetchone()[0]
+            bash = tool_use("Bash", {"command": "ls cogs"})
+            model.script(bash, _json_turn({"root_cause": "unknown", "files": [], "confidence": "low"}))
+            await world.users["alice"].slash(world.dev, "investigate", description="what broke")
+            await world.quiesce()
+    assert refused.response is not None
+    assert refused.response.content.startswith("I won't change my code here: fixes run their code in an OS")
+    assert "no bubblewrap at" in refused.response.content
+    assert runs == 0
+    result = model.tool_result(bash.tool_use_id)
+    assert result.is_error and "Bash runs only inside the OS sandbox, and the sandbox is unavailable" in (
+        result.content
+    )
+    assert "dice.py" not in result.content
