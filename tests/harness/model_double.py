@@ -13,6 +13,8 @@ Every ``POST /v1/messages`` pops the next scripted turn (a ``Turn``, an ``ErrorT
 callable that receives the request JSON and returns one).  An empty script answers a
 placeholder text and counts it in ``model.exhausted`` instead of hanging.  Requests with
 ``"stream": true`` get a standard server-sent-event stream, others a plain JSON message.
+Like the real API, a turn never reports more output than the request's ``max_tokens``: a
+scripted ``output_tokens`` above it is answered as ``max_tokens`` with stop_reason "max_tokens".
 Everything the client sends is recorded in ``model.requests``.
 
 Nothing here talks to the network beyond 127.0.0.1.
@@ -26,7 +28,7 @@ import secrets
 import socket
 import string
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, NamedTuple
 
@@ -345,10 +347,18 @@ class ModelDouble:
             resp = _json(t.status, _error_body(t.type, t.message))
             resp.headers["x-should-retry"] = "true" if t.should_retry else "false"
             return resp
+        t = _within_max_tokens(t, body.get("max_tokens"))
         message = _message(t, str(body.get("model") or "claude-double"))
         if body.get("stream"):
             return await _stream(request, message, t)
         return _json(200, message)
+
+
+def _within_max_tokens(t: Turn, max_tokens: Any) -> Turn:
+    """The turn as the real API would bill it: never more output than the request's max_tokens."""
+    if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and t.output_tokens > max_tokens:
+        return replace(t, output_tokens=max_tokens, stop_reason="max_tokens")
+    return t
 
 
 def _json(status: int, payload: Any) -> web.Response:
