@@ -25,8 +25,9 @@ from bot.deploy.service import DeployService
 from bot.forge.base import Forge
 from bot.forge.github import GitHubForge
 from bot.forge.local import LocalForge
+from bot.improve.gateway import ModelGateway
 from bot.improve.memory import Memory
-from bot.improve.policy import Policy
+from bot.improve.policy import BudgetLedger, Policy
 from bot.improve.runs import RunService
 from bot.improve.service import SelfImprovementAgent
 from bot.improve.workspace import Workspace
@@ -236,6 +237,11 @@ async def _build_improve(
     repo_root = settings.repo_dir.resolve()
     policy = Policy(settings.improve, db, clock)
     await policy.load()
+    runs = RunService(db, clock)
+    api_key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else ""
+    gateway = ModelGateway(
+        upstream=settings.anthropic_base_url, api_key=api_key, ledger=BudgetLedger(policy, runs)
+    )
     home = settings.data_dir.resolve() / "agent-home"
     sandbox = Sandbox.from_config(settings.improve.sandbox)
 
@@ -253,7 +259,7 @@ async def _build_improve(
     return SelfImprovementAgent(
         settings=settings,
         db=db,
-        runs=RunService(db, clock),
+        runs=runs,
         policy=policy,
         memory=Memory(db, clock),
         workspace=Workspace(repo_root, settings.data_dir.resolve() / "worktrees"),
@@ -261,5 +267,6 @@ async def _build_improve(
         prompts=prompts,
         agent_factory=new_agent,
         sandbox=sandbox,
+        gateway=gateway,
         clock=clock,
     )

@@ -263,12 +263,12 @@ async def test_max_tokens_is_capped_to_what_the_budget_buys(
     """With $0.10 left, max_tokens is cut to what $0.10 buys at sonnet prices after the input bound."""
     ledger.run_cap = 0.10
     token = gateway.open_session(RUN)
-    model.script(text("ok"))
+    model.script(text("ok", input_tokens=1_200))
     system = "You fix bugs."
     await _stream(gateway, token, max_tokens=32_000, system=system)
     count, [sent] = model.requests[0], model.message_requests
     assert count.json == {"model": SONNET, "messages": PROMPT, "system": system}
-    bound = max(1, len(json.dumps(count.json)) // 4)  # the double's count_tokens answer
+    bound = 1_200  # the double's count_tokens answer: the input the scripted turn reports
     assert sent.json["max_tokens"] == _affordable(0.10, bound, SONNET_PRICE)
     assert 6_000 < sent.json["max_tokens"] < 32_000
     [charge] = ledger.charges

@@ -229,6 +229,10 @@ async def test_guard_denials_are_recorded_and_env_holds_no_tokens(
     results = [r.content for r in model.tool_results()]
     env_output = next(r for r in results if "PATH=" in r)
     assert "sekrit" not in env_output and "DISCORD_TOKEN" not in env_output
+    # No model key in the agent's world: the CLI talked to the gateway with a session token, and only
+    # the gateway's requests upstream carried the real key.
+    assert "ANTHROPIC" not in env_output and "test-key" not in env_output
+    assert {r.headers.get("x-api-key") for r in model.message_requests} == {"test-key"}
     assert _rows(settings, "SELECT state FROM runs")[0][0] == "awaiting_approval"
 
 
@@ -244,7 +248,7 @@ async def test_mallory_cannot_start_a_fix(tmp_path: Path) -> None:
 
 
 async def test_budget_cap_fails_the_run(tmp_path: Path) -> None:
-    """A run that spends past its budget stops as failed(budget)."""
+    """A turn that would cost past the run's cap is refused before it is sent: failed(budget), cost within."""
     async with ModelDouble() as model, improving_world(tmp_path, model, max_budget_usd_per_run=0.01) as world:
         model.script(
             *[
@@ -257,8 +261,10 @@ async def test_budget_cap_fails_the_run(tmp_path: Path) -> None:
         assert "run #1" in reply_text(result)
         await world.quiesce()
         settings = world.bot.services.settings
-    (run,) = _rows(settings, "SELECT state, failure_reason FROM runs")
+    (run,) = _rows(settings, "SELECT state, failure_reason, cost_usd FROM runs")
     assert run["state"] == "failed" and run["failure_reason"].startswith("budget")
+    assert run["cost_usd"] <= 0.01  # the gateway refused the request that would have passed the cap
+    assert "budget is spent" in run["failure_reason"]
 
 
 async def test_injected_error_text_reaches_the_agent_only_inside_the_untrusted_block(tmp_path: Path) -> None:

@@ -15,17 +15,17 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import aiosqlite
 
 from bot.db import runs as queries
 from bot.errors import UserError
-from bot.improve.runs import BUSY_STATES, Run
+from bot.improve.runs import BUSY_STATES, Run, RunService
 from bot.log import get_logger
 from bot.settings import ImproveConfig
 
-__all__ = ["BudgetReport", "Limit", "Policy", "PolicyRefusal", "discord_time"]
+__all__ = ["BudgetLedger", "BudgetReport", "Limit", "Policy", "PolicyRefusal", "discord_time"]
 
 _log = get_logger(__name__)
 _PAUSE_KEY = "improve.paused"
@@ -177,9 +177,13 @@ class Policy:
 
     async def remaining_run_budget(self, run: Run) -> float:
         """What the agent may still spend on `run`: the least of its own cap and today's remainder."""
+        return max(0.0, min(await self.remaining(run)))
+
+    async def remaining(self, run: Run) -> tuple[float, float]:
+        """(what is left of `run`'s own cap, what is left of today's budget), in USD."""
         per_run = self._config.max_budget_usd_per_run - run.cost_usd
         today = self._config.daily_budget_usd - await self.spent_today()
-        return max(0.0, min(per_run, today))
+        return per_run, today
 
     async def budget(self) -> BudgetReport:
         """Spend and limits for /budget."""
@@ -209,6 +213,24 @@ class Policy:
 
     def _next_midnight(self) -> float:
         return (datetime.fromtimestamp(self._midnight(), UTC) + timedelta(days=1)).timestamp()
+
+
+class BudgetLedger:
+    """The model gateway's view of the budget: what a run may still spend, and where its spend goes.
+
+    Each model request's cost is a `model_request` event of the run, so it counts toward the run's
+    cost and today's spend at once (`Policy.spent_today` sums run events).
+    """
+
+    def __init__(self, policy: Policy, runs: RunService) -> None:
+        self._policy = policy
+        self._runs = runs
+
+    async def remaining(self, run_id: int) -> tuple[float, float]:
+        return await self._policy.remaining(await self._runs.get(run_id))
+
+    async def charge(self, run_id: int, cost_usd: float, detail: dict[str, Any]) -> None:
+        await self._runs.event(run_id, "model_request", actor="gateway", cost_usd=cost_usd, detail=detail)
 
 
 def _window_reset(created: list[float], limit: int) -> float:

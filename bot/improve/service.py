@@ -28,6 +28,7 @@ import aiosqlite
 from bot.errors import UserError
 from bot.forge.base import Forge, Proposal
 from bot.improve.evidence import build_evidence
+from bot.improve.gateway import ModelGateway
 from bot.improve.guard import protected_entry
 from bot.improve.memory import Lesson, Memory
 from bot.improve.policy import Policy
@@ -103,6 +104,7 @@ class SelfImprovementAgent:
         prompts: PromptRegistry,
         agent_factory: Callable[[], CodeAgent],
         sandbox: Sandbox,
+        gateway: ModelGateway,
         clock: Callable[[], datetime],
     ) -> None:
         self._settings = settings
@@ -116,6 +118,7 @@ class SelfImprovementAgent:
         self._prompts = prompts
         self._agent_factory = agent_factory
         self.sandbox = sandbox
+        self.gateway = gateway
         self._clock = clock
         self._live: dict[int, _Live] = {}
         self._starting = asyncio.Lock()
@@ -321,6 +324,7 @@ class SelfImprovementAgent:
         """Stop running runs for a shutdown: they become interrupted and resumable."""
         running = [live for live in self._live.values() if live.task is not None and not live.task.done()]
         await asyncio.gather(*(self._stop(live) for live in running))
+        await self.gateway.aclose()
 
     # -- the pipeline ---------------------------------------------------------------------------
 
@@ -387,18 +391,26 @@ class SelfImprovementAgent:
         remaining = await self.policy.remaining_run_budget(await self.runs.get(run.id))
         if remaining <= 0:
             raise _StageFailure("budget", "the run's budget is spent")
-        result = await agent.run(
-            prompt=prompt,
-            system_prompt=self._prompts.get("agent/system").body,
-            worktree=live.worktree.path,
-            read_only=read_only,
-            security=run.security,
-            max_turns=self._config.max_turns,
-            max_budget_usd=remaining,
-            base_url=self._settings.anthropic_base_url,
-            api_key=self._model_key(),
-        )
-        live.agent = None
+        # The agent reaches the model only through the gateway, with a token for this session: the
+        # real key never enters its world, and every request is capped to what the budget has left.
+        await self.gateway.start()
+        token = self.gateway.open_session(run.id)
+        try:
+            result = await agent.run(
+                prompt=prompt,
+                system_prompt=self._prompts.get("agent/system").body,
+                worktree=live.worktree.path,
+                read_only=read_only,
+                security=run.security,
+                max_turns=self._config.max_turns,
+                max_budget_usd=remaining,
+                base_url=self.gateway.base_url,
+                api_key=token,
+            )
+        finally:
+            self.gateway.close_session(token)
+            live.agent = None
+        refusal = self.gateway.refusal(token)
         from bot.improve.agent import describe_denials
 
         for denial in describe_denials(result.denials):
@@ -407,14 +419,17 @@ class SelfImprovementAgent:
             run.id,
             "agent_session",
             actor="agent",
-            cost_usd=result.cost_usd,
             detail={
                 "outcome": result.outcome,
                 "turns": result.turns,
                 "tools": result.tools_used[:50],
                 "error": result.error,
+                # The gateway charged each request as it went; this is the CLI's own estimate.
+                "cli_cost_usd": result.cost_usd,
             },
         )
+        if refusal is not None:
+            raise _StageFailure("budget", refusal)
         if result.outcome == "budget":
             raise _StageFailure("budget", f"the agent hit the budget cap (${remaining:.2f})")
         if result.outcome == "interrupted":
@@ -627,10 +642,6 @@ class SelfImprovementAgent:
                 f"the change touches protected paths ({shown}); ask again with security=true if it"
                 " must, and it will need the `ship it security` approval",
             )
-
-    def _model_key(self) -> str:
-        key = self._settings.anthropic_api_key
-        return key.get_secret_value() if key is not None else ""
 
     async def _incident_fingerprint(self, incident_id: int | None) -> str | None:
         if incident_id is None:

@@ -14,7 +14,8 @@ callable that receives the request JSON and returns one).  An empty script answe
 placeholder text and counts it in ``model.exhausted`` instead of hanging.  Requests with
 ``"stream": true`` get a standard server-sent-event stream, others a plain JSON message.
 Like the real API, a turn never reports more output than the request's ``max_tokens``: a
-scripted ``output_tokens`` above it is answered as ``max_tokens`` with stop_reason "max_tokens".
+scripted ``output_tokens`` above it is answered as ``max_tokens`` with stop_reason "max_tokens";
+and ``count_tokens`` answers the input tokens the next scripted turn will report.
 Everything the client sends is recorded in ``model.requests``.
 
 Nothing here talks to the network beyond 127.0.0.1.
@@ -321,11 +322,19 @@ class ModelDouble:
         if path == "/api/hello" and request.method in ("GET", "HEAD"):
             return web.Response(status=200)
         if path == "/v1/messages/count_tokens" and request.method == "POST":
-            return _json(200, {"input_tokens": max(1, len(raw) // 4)})
+            return _json(200, {"input_tokens": self._next_input_tokens() or max(1, len(raw) // 4)})
         if path == "/v1/messages" and request.method == "POST":
             return await self._messages(request, body if isinstance(body, dict) else {})
         self.unknown.append(rec)
         return _json(404, _error_body("not_found_error", f"model double: no route {request.method} {path}"))
+
+    def _next_input_tokens(self) -> int | None:
+        """The input the next scripted turn will report: as with the real API, counting a request's
+        tokens gives what its usage will say (None when the next turn is built on the fly)."""
+        item = self._script[0] if self._script else None
+        if isinstance(item, Hold):
+            item = item.then
+        return item.input_tokens if isinstance(item, Turn) else None
 
     def _next_turn(self, body: dict[str, Any]) -> Turn | ErrorTurn | Hold:
         if not self._script:
