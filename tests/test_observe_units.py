@@ -9,7 +9,7 @@ import pytest
 from bot.observe.detector import AnomalyDetector, Signal
 from bot.observe.fingerprint import fingerprint, normalise_message
 from bot.observe.records import ActionRecord
-from bot.observe.redact import REDACTED, redact, redact_text
+from bot.redact import REDACTED, redact, redact_text
 from bot.settings import ObserveConfig
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -25,7 +25,7 @@ from bot.db import open_database
 from bot.log import get_logger
 from bot.observe.fingerprint import fingerprint
 from bot.observe.records import ActionRecord
-from bot.observe.redact import redact, redact_text
+from bot.redact import redact, redact_text
 
 __all__ = ["ActionRecorder", "PendingAction", "Subscriber"]
 
