@@ -93,10 +93,15 @@ def main(argv: list[str] | None = None) -> int:
         return EX_CONFIG
 
     from bot.log import configure_logging
+    from bot.redact import Redactor
 
     interactive = sys.stdin.isatty()
     # In the playground the terminal belongs to the conversation: only warnings go to stderr.
-    configure_logging(settings.log_dir, console_level="INFO" if command == "run" else "WARNING")
+    configure_logging(
+        settings.log_dir,
+        console_level="INFO" if command == "run" else "WARNING",
+        redactor=Redactor.from_settings(settings),
+    )
     if command == "play":  # no voice, and intent notices about the virtual gateway are noise here
         import logging
 

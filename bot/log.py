@@ -1,19 +1,22 @@
 """Logging: structlog everywhere, stdlib (discord.py) routed through the same pipeline.
 
 JSON lines go to `data/logs/mendbot.jsonl`; readable lines go to stderr. Per-request context
-(guild, channel, user, run id) is bound with `bind_context()` and carried by contextvars.
+(guild, channel, user, run id) is bound with `bind_context()` and carried by contextvars. Every
+value passes the redactor (the bot's own secret values in any encoding, and token shapes) first.
 """
 
 from __future__ import annotations
 
 import logging
 import logging.handlers
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import structlog
+
+from bot.redact import Redactor
 
 __all__ = ["bind_context", "configure_logging", "get_logger"]
 
@@ -25,9 +28,30 @@ _SHARED: list[Any] = [
 ]
 
 
-def configure_logging(log_dir: Path, *, console_level: str = "INFO", json_level: str = "INFO") -> None:
-    """Send structlog and stdlib records to a JSON file and a readable console stream."""
+def _redacting(redactor: Redactor) -> Any:
+    """A processor that passes every value of a log event through the redactor."""
+
+    def redact_event(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        for key, value in event.items():
+            if isinstance(value, str):
+                event[key] = redactor.text(value)
+            elif isinstance(value, dict | list | tuple):
+                event[key] = redactor.value(value)
+        return event
+
+    return redact_event
+
+
+def configure_logging(
+    log_dir: Path,
+    *,
+    console_level: str = "INFO",
+    json_level: str = "INFO",
+    redactor: Redactor | None = None,
+) -> None:
+    """Send structlog and stdlib records to a JSON file and a readable console stream, redacted."""
     log_dir.mkdir(parents=True, exist_ok=True)
+    redact = _redacting(redactor or Redactor())
     structlog.configure(
         processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -44,6 +68,7 @@ def configure_logging(log_dir: Path, *, console_level: str = "INFO", json_level:
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
+                redact,
                 structlog.processors.JSONRenderer(),
             ],
         )
@@ -55,6 +80,8 @@ def configure_logging(log_dir: Path, *, console_level: str = "INFO", json_level:
             foreign_pre_chain=_SHARED,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redact,
                 structlog.dev.ConsoleRenderer(colors=False),
             ],
         )

@@ -36,6 +36,7 @@ from bot.observe.detector import AnomalyDetector
 from bot.observe.incidents import IncidentService
 from bot.observe.recorder import ActionRecorder
 from bot.prompts import PromptRegistry
+from bot.redact import Redactor
 from bot.reminders import ReminderService
 from bot.sandbox import Sandbox
 from bot.settings import Settings
@@ -64,6 +65,7 @@ class Services:
     improve: SelfImprovementAgent
     deploy: DeployService
     clock: Callable[[], datetime]
+    redactor: Redactor = field(default_factory=Redactor)
     daemons: Daemons = field(default_factory=Daemons)
     closed: bool = False
     boot_notices: list[str] = field(default_factory=list)  # posted in #dev once the bot is ready
@@ -141,6 +143,8 @@ async def _assemble(
 ) -> Services:
     prompts = PromptRegistry(prompts_dir or PROMPTS_DIR)
     prompts.load_all()
+    # One redactor, knowing the bot's secret values, on every way out: records, runs, reports, logs.
+    redactor = Redactor.from_settings(settings)
     secret = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
     observe = settings.observe
     recorder = ActionRecorder(
@@ -151,6 +155,7 @@ async def _assemble(
         queue_size=observe.queue_size,
         ndjson_max_bytes=observe.ndjson_max_bytes,
         ndjson_backups=observe.ndjson_backups,
+        redactor=redactor,
     )
     incidents = IncidentService(db, observe, clock)
     await incidents.load()
@@ -159,7 +164,7 @@ async def _assemble(
     # incident is counted once (in the signal), not twice.
     recorder.subscribe(incidents.observe)
     recorder.subscribe(detector.process)
-    improve = await _build_improve(settings, db, prompts, clock)
+    improve = await _build_improve(settings, db, prompts, clock, redactor)
     deploy = DeployService(
         settings=settings,
         runs=improve.runs,
@@ -171,6 +176,7 @@ async def _assemble(
             settings.improve.checks,
             settings.improve.check_timeout_s,
             improve.sandbox,
+            redact=redactor.text,
         ),
         incidents=incidents,
         memory=improve.memory,
@@ -194,6 +200,7 @@ async def _assemble(
             api_key=secret,
             base_url=settings.anthropic_base_url,
             clock=clock,
+            redactor=redactor,
         ),
         reminders=ReminderService(db, clock),
         recorder=recorder,
@@ -203,6 +210,7 @@ async def _assemble(
         improve=improve,
         deploy=deploy,
         clock=clock,
+        redactor=redactor,
         boot_notices=boot_notices,
     )
     pruned = await recorder.prune(observe.retention_days)
@@ -232,12 +240,16 @@ def _forge(
 
 
 async def _build_improve(
-    settings: Settings, db: aiosqlite.Connection, prompts: PromptRegistry, clock: Callable[[], datetime]
+    settings: Settings,
+    db: aiosqlite.Connection,
+    prompts: PromptRegistry,
+    clock: Callable[[], datetime],
+    redactor: Redactor,
 ) -> SelfImprovementAgent:
     repo_root = settings.repo_dir.resolve()
     policy = Policy(settings.improve, db, clock)
     await policy.load()
-    runs = RunService(db, clock)
+    runs = RunService(db, clock, redactor)
     api_key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else ""
     gateway = ModelGateway(
         upstream=settings.anthropic_base_url, api_key=api_key, ledger=BudgetLedger(policy, runs)

@@ -16,6 +16,7 @@ import aiosqlite
 from bot.db import chat as queries
 from bot.observe.recorder import ActionRecorder
 from bot.prompts import PromptRegistry
+from bot.redact import Redactor
 from bot.settings import ChatConfig
 
 if TYPE_CHECKING:
@@ -70,8 +71,10 @@ class ChatService:
         api_key: str | None,
         base_url: str | None,
         clock: Callable[[], datetime],
+        redactor: Redactor | None = None,
     ) -> None:
         self._db = db
+        self._redactor = redactor or Redactor()
         self._prompts = prompts
         self._config = config
         self._recorder = recorder
@@ -158,6 +161,7 @@ class ChatService:
         ) as stream:
             final = await stream.get_final_message()
         answer = "".join(block.text for block in final.content if block.type == "text").strip() or "…"
+        answer = self._redactor.text(answer)  # a reply is a way out too
         await queries.add(
             self._db,
             channel_id=channel_id,

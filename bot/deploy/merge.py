@@ -27,6 +27,7 @@ merge itself rather than only its deployment.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,6 +115,7 @@ class Merger:
         *,
         base: str = "main",
         smoke: bool = True,
+        redact: Callable[[str], str] = str,
     ) -> None:
         self.repo_root = repo_root.resolve()
         self.workspace = workspace
@@ -122,6 +124,7 @@ class Merger:
         self.sandbox = sandbox
         self.base = base
         self._smoke = smoke
+        self._redact = redact
         self._live_lock = asyncio.Lock()
 
     # -- rebase and re-verify --------------------------------------------------------------------
@@ -163,6 +166,7 @@ class Merger:
                 sandbox=self.sandbox,
                 git_dir=self.repo_root / ".git",
                 smoke=self._smoke,
+                redact=self._redact,
             )
             ok = verification.ok and not verification.dirty and verification.sha == new_sha
             if ok:

@@ -25,6 +25,7 @@ import aiosqlite
 from bot.db import runs as queries
 from bot.errors import UserError
 from bot.log import get_logger
+from bot.redact import Redactor
 
 __all__ = [
     "ACTIVE_STATES",
@@ -219,11 +220,18 @@ def slugify(text: str, max_length: int = _SLUG_MAX) -> str:
 
 
 class RunService:
-    """Creates runs and moves them through the state machine, persisting every step."""
+    """Creates runs and moves them through the state machine, persisting every step.
 
-    def __init__(self, db: aiosqlite.Connection, clock: Callable[[], datetime]) -> None:
+    Everything written — event details, failure reasons — passes the redactor first: agent output,
+    check output and git's messages end up here.
+    """
+
+    def __init__(
+        self, db: aiosqlite.Connection, clock: Callable[[], datetime], redactor: Redactor | None = None
+    ) -> None:
         self._db = db
         self._clock = clock
+        self.redactor = redactor or Redactor()
         # One writer at a time: a transition reads the state, checks it, then writes.
         self._lock = asyncio.Lock()
 
@@ -394,6 +402,9 @@ class RunService:
     ) -> None:
         if cost_usd < 0:
             raise ValueError(f"a negative cost ({cost_usd}) for run #{run.id}")
+        if values.get("failure_reason"):
+            values = {**values, "failure_reason": self.redactor.text(str(values["failure_reason"]), 4000)}
+        detail = self.redactor.value(detail) if detail else detail
         written = await queries.transition(
             self._db,
             run.id,

@@ -372,7 +372,7 @@ class SelfImprovementAgent:
         live = self._live.get(run.id)
         lines = list(live.lines) if live else []
         try:
-            await self.reporter.progress(run, lines)
+            await self.reporter.progress(run, [self.runs.redactor.text(line) for line in lines])
         except Exception:
             _log.exception("progress report failed")
 
@@ -380,7 +380,7 @@ class SelfImprovementAgent:
         if self.reporter is None:
             return
         try:
-            await self.reporter.report(await self.runs.get(run_id), text)
+            await self.reporter.report(await self.runs.get(run_id), self.runs.redactor.text(text))
         except Exception:
             _log.exception("final report failed")
 
@@ -457,7 +457,7 @@ class SelfImprovementAgent:
         pack = await build_evidence(
             self._db, repo_root, incident_id=run.incident_id, description=run.description, lessons=lessons
         )
-        evidence = pack.render()
+        evidence = self.runs.redactor.text(pack.render())
         await self.runs.event(
             run.id,
             "evidence",
@@ -546,7 +546,7 @@ class SelfImprovementAgent:
         head = verification.sha
         diff = await self.workspace.diff(live.worktree, live.worktree.base_sha)
         run = await self._stage(run, "proposing", "📦 proposing", verified_sha=head, head_sha=head)
-        secrets = scan_for_secrets(diff)
+        secrets = scan_for_secrets(diff, self._secret_values())
         if secrets:
             raise _StageFailure(
                 "secrets", "the diff contains what looks like a secret: " + "; ".join(secrets[:3])
@@ -558,8 +558,8 @@ class SelfImprovementAgent:
             run_id=run.id,
             branch=live.worktree.branch,
             head_sha=head,
-            title=f"mendbot: {run.description[:60]}",
-            body=_proposal_body(run, diagnosis, plan, verification, diffstat),
+            title=self.runs.redactor.text(f"mendbot: {run.description[:60]}"),
+            body=self.runs.redactor.text(_proposal_body(run, diagnosis, plan, verification, diffstat)),
         )
         run = await self.runs.transition(
             run.id, "awaiting_approval", actor="pipeline", proposal_id=proposal.id
@@ -598,6 +598,7 @@ class SelfImprovementAgent:
                 self._config.check_timeout_s,
                 sandbox=self.sandbox,
                 git_dir=self.workspace.repo_root / ".git",
+                redact=self.runs.redactor.text,
             )
             await self.runs.event(
                 run.id,
@@ -623,6 +624,11 @@ class SelfImprovementAgent:
                 read_only=False,
             )
         raise AssertionError("unreachable")
+
+    def _secret_values(self) -> list[str]:
+        """The bot's own secrets, which no proposed diff may carry in any form."""
+        values = (self._settings.discord_token, self._settings.anthropic_api_key, self._settings.github_token)
+        return [value.get_secret_value() for value in values if value is not None]
 
     async def _refuse_protected(self, run: Run, worktree: Worktree) -> None:
         """A run without the security flag may not change the trust base, however the files changed.

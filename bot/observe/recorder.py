@@ -25,7 +25,7 @@ from bot.db import open_database
 from bot.log import get_logger
 from bot.observe.fingerprint import fingerprint
 from bot.observe.records import ActionRecord
-from bot.redact import redact, redact_text
+from bot.redact import Redactor
 
 __all__ = ["ActionRecorder", "PendingAction", "Subscriber"]
 
@@ -79,8 +79,10 @@ class ActionRecorder:
         queue_size: int = 10_000,
         ndjson_max_bytes: int = 20_000_000,
         ndjson_backups: int = 3,
+        redactor: Redactor | None = None,
     ) -> None:
         self._db_path = db_path
+        self._redactor = redactor or Redactor()
         self._ndjson = _NdjsonFile(ndjson_path, ndjson_max_bytes, ndjson_backups)
         self.repo_root = repo_root
         self._clock = clock
@@ -123,7 +125,7 @@ class ActionRecorder:
         frames: list[str] = []
         if error is not None:
             error_type = type(error).__name__
-            error_message = redact_text(str(error), 1000)
+            error_message = self._redactor.text(str(error), 1000)
             fingerprint_id, frames = fingerprint(error, self.repo_root)
         record = ActionRecord.model_construct(
             ts=self.now(),
@@ -141,7 +143,7 @@ class ActionRecorder:
             fingerprint=fingerprint_id,
             frames=frames,
             run_id=run_id,
-            extra=redact(extra) if extra else {},
+            extra=self._redactor.value(extra) if extra else {},
         )
         self.recorded += 1
         for subscriber in self._subscribers:
