@@ -16,13 +16,22 @@ from bot.observe.records import ActionRecord
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _recorder(tmp_path: Path, now: list[datetime], **options: int) -> ActionRecorder:
+def _recorder(
+    tmp_path: Path,
+    now: list[datetime],
+    *,
+    queue_size: int = 10_000,
+    ndjson_max_bytes: int = 20_000_000,
+    ndjson_backups: int = 3,
+) -> ActionRecorder:
     return ActionRecorder(
         db_path=tmp_path / "m.db",
         ndjson_path=tmp_path / "logs" / "actions.ndjson",
         repo_root=ROOT,
         clock=lambda: now[0],
-        **options,
+        queue_size=queue_size,
+        ndjson_max_bytes=ndjson_max_bytes,
+        ndjson_backups=ndjson_backups,
     )
 
 
