@@ -61,6 +61,7 @@ class BudgetReport:
     busy_runs: list[int] = field(default_factory=list)
     concurrency: int = 1
     paused_by: int | None = None
+    protected_paths: list[str] = field(default_factory=list)
 
     def render(self) -> str:
         """The /budget answer."""
@@ -78,6 +79,9 @@ class BudgetReport:
         lines.append(f"**Working:** {working} (at most {self.concurrency} at a time)")
         if self.paused_by is not None:
             lines.append(f"**Paused** by <@{self.paused_by}>; /resume to continue.")
+        if self.protected_paths:
+            shown = ", ".join(f"`{path}`" for path in self.protected_paths)
+            lines.append(f"**Protected** (a run needs security=true and `ship it security`): {shown}")
         return "\n".join(lines)
 
 
@@ -202,6 +206,7 @@ class Policy:
             busy_runs=[run_id for run_id, _ in busy],
             concurrency=self._config.concurrency,
             paused_by=self._paused_by,
+            protected_paths=list(self._config.protected_paths),
         )
 
     def _now(self) -> float:
