@@ -37,6 +37,8 @@ bench: setup
 	$(BIN)/python bench/observe.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/deploy.py
+	$(BIN)/python bench/redact.py
+	$(BIN)/python bench/sandbox.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -58,8 +58,6 @@ _ETC_FILES = (
     "/etc/ld.so.conf",
     "/etc/ld.so.conf.d",
     "/etc/alternatives",
-    "/etc/passwd",
-    "/etc/group",
     "/etc/nsswitch.conf",
     "/etc/hosts",
     "/etc/localtime",
@@ -69,6 +67,12 @@ _ETC_FILES = (
 # Keys of the repository's config kept in the sandbox's copy: git cannot read the repository without them.
 _GIT_FORMAT_KEYS = r"^(core\.repositoryformatversion|extensions\..*)$"
 _PROBE_TIMEOUT_S = 20.0
+# Inside, code runs as this user, never as root (mapped to the bot's own user outside): a sandbox can
+# then start a sandbox of its own, as mendbot's tests do when the verify gate runs them.
+_UID = 1000
+_USER = "mendbot"
+# Set inside every sandbox. With the supervisor's path present it means "already in a sandbox".
+NESTED_MARKER = "MENDBOT_SANDBOX"
 
 
 class SandboxUnavailable(Exception):
@@ -180,6 +184,9 @@ class Jail:
             "HOME": "/tmp",
             "TMPDIR": "/tmp",
             "LANG": "C.UTF-8",
+            "USER": _USER,
+            "LOGNAME": _USER,
+            NESTED_MARKER: "1",
             "PYTHONPATH": str(self.worktree),
             "PYTHONDONTWRITEBYTECODE": "1",
             "GIT_OPTIONAL_LOCKS": "0",
@@ -195,6 +202,11 @@ class Sandbox:
     def __init__(self, *, bwrap: str | Path | None = None, limits: Limits | None = None) -> None:
         self.bwrap = find_bwrap(str(bwrap) if bwrap else None)
         self.limits = limits or Limits()
+        # Already inside a mendbot sandbox (the verify gate running mendbot's own tests): the outer one
+        # is the boundary. A new /proc cannot be mounted under its /proc (the kernel refuses a procfs
+        # that bubblewrap partly covered), so a nested sandbox shows the outer one's processes, which
+        # are all sandboxed themselves. Neither marker can be set on the host by sandboxed code.
+        self.nested = os.environ.get(NESTED_MARKER) == "1" and os.path.exists(_SUPERVISOR_INSIDE)
         self._probed: str | None = None
         self._probe_lock = asyncio.Lock()
 
@@ -240,8 +252,10 @@ class Sandbox:
                     "import os,socket\n"
                     "open('written','w').write('ok')\n"
                     f"assert not os.path.exists({str(hidden)!r}), 'the host is visible'\n"
-                    "pids = [p for p in os.listdir('/proc') if p.isdigit()]\n"
-                    "assert len(pids) < 8, 'the host processes are visible'\n"
+                    f"host_pid, host_start = {os.getpid()}, {_start_time(os.getpid())!r}\n"
+                    "try:\n seen = open(f'/proc/{host_pid}/stat').read().rsplit(')', 1)[1].split()[19]\n"
+                    "except OSError:\n seen = None\n"
+                    f"assert {self.nested} or seen != host_start, 'the bot process is visible'\n"
                     "try:\n socket.create_connection(('1.1.1.1', 53), timeout=1)\nexcept OSError:\n pass\n"
                     "else:\n raise SystemExit('network reachable')\n"
                     "print('confined')\n"
@@ -270,6 +284,10 @@ class Sandbox:
         scratch = Path(tempfile.mkdtemp(prefix="mendbot-sandbox-"))
         try:
             (scratch / "tmp").mkdir(mode=0o700)
+            (scratch / "passwd").write_text(
+                f"root:x:0:0:root:/root:/bin/sh\n{_USER}:x:{_UID}:{_UID}:{_USER}:/tmp:/bin/sh\n"
+            )
+            (scratch / "group").write_text(f"root:x:0:\n{_USER}:x:{_UID}:\n")
             gitconfig = scratch / "gitconfig"
             if git_dir is not None:
                 gitconfig.write_text(await _minimal_git_config(_real(git_dir)))
@@ -285,8 +303,18 @@ class Sandbox:
 
     def _prefix(self, worktree: Path, scratch: Path, git_dir: Path | None, writable: bool) -> list[str]:
         assert self.bwrap is not None
-        args = [_ENV, "-i", str(self.bwrap), "--unshare-all", "--die-with-parent", "--new-session"]
-        args += ["--cap-drop", "ALL", "--hostname", "sandbox", "--clearenv"]
+        args = [_ENV, "-i", str(self.bwrap), "--unshare-user", "--unshare-pid", "--unshare-ipc"]
+        args += [
+            "--unshare-net",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--uid",
+            str(_UID),
+            "--gid",
+            str(_UID),
+        ]
+        args += ["--die-with-parent", "--new-session", "--cap-drop", "ALL", "--hostname", "sandbox"]
+        args += ["--clearenv"]
         args += ["--ro-bind", "/usr", "/usr"]
         for directory in _SYSTEM_DIRS:
             if os.path.islink(directory):
@@ -295,7 +323,10 @@ class Sandbox:
                 args += ["--ro-bind", directory, directory]
         for path in _ETC_FILES:
             args += ["--ro-bind-try", path, path]
-        args += ["--proc", "/proc", "--dev", "/dev"]
+        args += ["--ro-bind", str(scratch / "passwd"), "/etc/passwd"]
+        args += ["--ro-bind", str(scratch / "group"), "/etc/group"]
+        args += ["--ro-bind", "/proc", "/proc"] if self.nested else ["--proc", "/proc"]
+        args += ["--dev", "/dev"]
         args += ["--bind", str(scratch / "tmp"), "/tmp"]
         for root in _python_roots():
             args += ["--ro-bind", str(root), str(root)]
@@ -310,6 +341,14 @@ class Sandbox:
             args += ["--ro-bind", str(scratch / "gitconfig"), str(real_git / "config")]
         args += ["--remount-ro", "/"]
         return args
+
+
+def _start_time(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot), to recognise it in another /proc."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 async def _minimal_git_config(git_dir: Path) -> str:

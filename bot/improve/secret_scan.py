@@ -35,7 +35,7 @@ _TOKEN_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 # `name = "value"`, `name: str = 'value'`, `"name": "value"`, `NAME=value` (.env), `name: value` (YAML).
 _ASSIGNMENT = re.compile(
     r"""(?P<name>[A-Za-z_][\w.-]*)["']?\s*(?::\s*[A-Za-z_][\w\[\]., |]*?)?\s*(?::=|=>|=|:)\s*"""
-    r"""(?:(?P<quote>["'`])(?P<quoted>[^"'`\s]{16,})(?P=quote)|(?P<bare>[^"'`\s#,;]{16,})\s*(?:\#.*)?$)"""
+    r"""(?:(?P<quote>["'`])(?P<quoted>[^"'`\s]{16,})(?P=quote)|(?P<bare>[^"'`\s#,;()]{16,})\s*(?:\#.*)?$)"""
 )
 _SECRET_NAME = re.compile(
     r"(?:^|[_.-])(?:token|secret|passw(?:or)?d|pwd|api[_-]?key|apikey|private[_-]?key|access[_-]?key|key"
