@@ -2,7 +2,8 @@
 
 The real bundled CLI, the model double and the virtual Discord, with the production layout: the run's
 worktree lives under `data/worktrees/` inside the live checkout. The scripted agent writes a probe (a
-script it runs with `python`, and a test file it runs with pytest, which the verify gate runs again)
+script it runs with `python`, a test file and a `conftest.py` that pytest runs at collection, both of
+which the verify gate runs again — the run has the security flag, so the guard lets it write a conftest)
 that tries to read the live `.env` and database (directly and through `git rev-parse
 --git-common-dir`), plant a cog in the live checkout, write the live `.git/config`, repoint the
 worktree's `.git`, read every process's environment, reach a service on the host's loopback and write
@@ -103,6 +104,17 @@ def test_nothing_escapes(capsys):
     assert namespace["escaped"] == [], namespace["results"]
 """
 
+PROBE_CONFTEST = """\
+import json
+import runpy
+
+# Runs when pytest collects this directory, before any test: in the agent's session and in verify.
+namespace = runpy.run_path("probe_escape.py")
+print("CONFTEST " + json.dumps(namespace["results"], sort_keys=True))
+if namespace["escaped"]:
+    raise SystemExit(f"escaped from a conftest: {namespace['escaped']}")
+"""
+
 ATTEMPTS = (
     "read_live_env",
     "read_live_db",
@@ -114,7 +126,7 @@ ATTEMPTS = (
     "connect_host_loopback",
     "list_agent_home",
 )
-CHECK = "python -m pytest -q -p no:cacheprovider -s tests/test_probe_escape.py"
+CHECK = "python -m pytest -q -p no:cacheprovider -s tests/probe"
 
 
 def _json_turn(value: dict[str, Any]) -> Turn:
@@ -231,20 +243,28 @@ async def test_agent_code_cannot_escape_during_the_session_or_verify(
             )
             probe_test = tool_use(
                 "Write",
-                {"file_path": str(worktree / "tests" / "test_probe_escape.py"), "content": PROBE_TEST},
+                {
+                    "file_path": str(worktree / "tests" / "probe" / "test_probe_escape.py"),
+                    "content": PROBE_TEST,
+                },
+            )
+            probe_conftest = tool_use(
+                "Write",
+                {"file_path": str(worktree / "tests" / "probe" / "conftest.py"), "content": PROBE_CONFTEST},
             )
             run_script = tool_use("Bash", {"command": "python probe_escape.py"})
-            run_tests = tool_use("Bash", {"command": "python -m pytest -q -s tests/test_probe_escape.py"})
+            run_tests = tool_use("Bash", {"command": "python -m pytest -q -s tests/probe"})
             model.script(
                 _json_turn({"root_cause": "unknown", "files": [], "confidence": "low"}),
                 _json_turn({"changes": "add a probe", "risk": "low"}),
                 probe,
                 probe_test,
+                probe_conftest,
                 run_script,
                 run_tests,
                 text("Probed."),
             )
-            await world.users["alice"].slash(world.dev, "fix", description="probe the sandbox")
+            await world.users["alice"].slash(world.dev, "fix", description="probe the sandbox", security=True)
             await world.quiesce()
             await asyncio.sleep(0)
             sinks = _everything_written(world, model, settings.data_dir)
@@ -259,6 +279,12 @@ async def test_agent_code_cannot_escape_during_the_session_or_verify(
     assert outcomes["write_tmp"].startswith("OK")  # the sandbox's own /tmp: not the host's (checked below)
     tests_in_session = model.tool_result(run_tests.tool_use_id).content
     assert "1 passed" in tests_in_session, tests_in_session
+    line = next(line for line in tests_in_session.splitlines() if line.startswith("CONFTEST "))
+    from_conftest = json.loads(line.removeprefix("CONFTEST "))
+    assert all(from_conftest[name].startswith("DENIED") for name in ATTEMPTS), json.dumps(
+        from_conftest, indent=1
+    )
+    assert not model.tool_result(probe_conftest.tool_use_id).is_error  # written: the guard allowed it
 
     with sqlite3.connect(settings.db_path) as db:
         state, reason = db.execute("SELECT state, failure_reason FROM runs WHERE id = 1").fetchone()
