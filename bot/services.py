@@ -5,6 +5,8 @@ Nothing in cogs reaches for a module-level singleton; cogs use `bot.services`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +21,7 @@ from bot.chat import ChatService
 from bot.daemons import Daemons
 from bot.db import actions as action_queries
 from bot.db import open_database
+from bot.db.retry import RetryPolicy, StorageHealth, StorageState, StorageUnavailable, probe, retrying
 from bot.deploy.approval import ApprovalService
 from bot.deploy.merge import Merger
 from bot.deploy.service import DeployService
@@ -66,6 +69,7 @@ class Services:
     deploy: DeployService
     clock: Callable[[], datetime]
     redactor: Redactor = field(default_factory=Redactor)
+    storage: StorageHealth = field(default_factory=StorageHealth)
     daemons: Daemons = field(default_factory=Daemons)
     closed: bool = False
     boot_notices: list[str] = field(default_factory=list)  # posted in #dev once the bot is ready
@@ -93,8 +97,33 @@ class Services:
             "prompts": len(self.prompts.keys()),
             "incidents_active": len(self.incidents.active()),
             "improvement_paused": self.improve.policy.paused,
+            "storage_fault": self.storage.state.fault,
+            "storage_write_retries": self.storage.retried,
+            "storage_writes_given_up": self.storage.given_up,
             **self.recorder.health(),
         }
+
+    def watch_storage(self) -> None:
+        """While storage is failing, probe it with a tiny write so a quiet bot also notices recovery."""
+        config = self.settings.storage
+        policy = RetryPolicy(attempts=1)
+
+        async def probe_until_writable() -> None:
+            while self.storage.failing:
+                await asyncio.sleep(config.probe_interval_s)
+                with contextlib.suppress(StorageUnavailable):
+                    await retrying(
+                        lambda: probe(self.db, self.clock().timestamp()),
+                        what="storage probe",
+                        policy=policy,
+                        health=self.storage,
+                    )
+
+        def on_change(state: StorageState) -> None:
+            if state.fault is not None and "storage-probe" not in self.daemons.running() and not self.closed:
+                self.daemons.start("storage-probe", probe_until_writable())
+
+        self.storage.subscribe(on_change)
 
     async def quiesce(self) -> None:
         """Wait until background services have processed everything handed to them so far."""
@@ -126,7 +155,7 @@ async def build_services(
 ) -> Services:
     """Open the database, load prompts and build every service. Prompt errors are logged."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = await open_database(settings.db_path)
+    db = await open_database(settings.db_path, busy_timeout_ms=settings.storage.busy_timeout_ms)
     try:
         services = await _assemble(settings, db, clock, prompts_dir)
     except BaseException:
@@ -147,6 +176,9 @@ async def _assemble(
     redactor = Redactor.from_settings(settings)
     secret = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
     observe = settings.observe
+    storage_config = settings.storage
+    storage = StorageHealth()
+    user_writes = RetryPolicy(storage_config.write_attempts, storage_config.retry_backoff_s)
     recorder = ActionRecorder(
         db_path=settings.db_path,
         ndjson_path=settings.log_dir / "actions.ndjson",
@@ -156,6 +188,9 @@ async def _assemble(
         ndjson_max_bytes=observe.ndjson_max_bytes,
         ndjson_backups=observe.ndjson_backups,
         redactor=redactor,
+        retry=RetryPolicy(storage_config.batch_attempts, storage_config.retry_backoff_s),
+        storage=storage,
+        busy_timeout_ms=storage_config.busy_timeout_ms,
     )
     incidents = IncidentService(db, observe, clock)
     await incidents.load()
@@ -202,7 +237,13 @@ async def _assemble(
             clock=clock,
             redactor=redactor,
         ),
-        reminders=ReminderService(db, clock),
+        reminders=ReminderService(
+            db,
+            clock,
+            retry=user_writes,
+            storage=storage,
+            claim_retry_s=storage_config.probe_interval_s,
+        ),
         recorder=recorder,
         detector=detector,
         incidents=incidents,
@@ -211,8 +252,10 @@ async def _assemble(
         deploy=deploy,
         clock=clock,
         redactor=redactor,
+        storage=storage,
         boot_notices=boot_notices,
     )
+    services.watch_storage()
     pruned = await recorder.prune(observe.retention_days)
     if pruned:
         _log.info("old action records pruned", count=pruned, retention_days=observe.retention_days)
