@@ -5,8 +5,6 @@ Nothing in cogs reaches for a module-level singleton; cogs use `bot.services`.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,7 +19,7 @@ from bot.chat import ChatService
 from bot.daemons import Daemons
 from bot.db import actions as action_queries
 from bot.db import open_database
-from bot.db.retry import RetryPolicy, StorageHealth, StorageState, StorageUnavailable, probe, retrying
+from bot.db.retry import RetryPolicy, StorageHealth, probe
 from bot.deploy.approval import ApprovalService
 from bot.deploy.merge import Merger
 from bot.deploy.service import DeployService
@@ -103,28 +101,6 @@ class Services:
             **self.recorder.health(),
         }
 
-    def watch_storage(self) -> None:
-        """While storage is failing, probe it with a tiny write so a quiet bot also notices recovery."""
-        config = self.settings.storage
-        policy = RetryPolicy(attempts=1)
-
-        async def probe_until_writable() -> None:
-            while self.storage.failing:
-                await asyncio.sleep(config.probe_interval_s)
-                with contextlib.suppress(StorageUnavailable):
-                    await retrying(
-                        lambda: probe(self.db, self.clock().timestamp()),
-                        what="storage probe",
-                        policy=policy,
-                        health=self.storage,
-                    )
-
-        def on_change(state: StorageState) -> None:
-            if state.fault is not None and "storage-probe" not in self.daemons.running() and not self.closed:
-                self.daemons.start("storage-probe", probe_until_writable())
-
-        self.storage.subscribe(on_change)
-
     async def quiesce(self) -> None:
         """Wait until background services have processed everything handed to them so far."""
         await self.improve.quiesce()
@@ -192,8 +168,9 @@ async def _assemble(
         storage=storage,
         busy_timeout_ms=storage_config.busy_timeout_ms,
     )
-    incidents = IncidentService(db, observe, clock)
+    incidents = IncidentService(db, observe, clock, db_path=settings.db_path)
     await incidents.load()
+    storage.subscribe(incidents.on_storage)
     detector = AnomalyDetector(observe, incidents.on_signal, await action_queries.known_fingerprints(db))
     # Incidents count a record before the detector sees it, so a record that opens an
     # incident is counted once (in the signal), not twice.
@@ -255,12 +232,15 @@ async def _assemble(
         storage=storage,
         boot_notices=boot_notices,
     )
-    services.watch_storage()
     pruned = await recorder.prune(observe.retention_days)
     if pruned:
         _log.info("old action records pruned", count=pruned, retention_days=observe.retention_days)
     services.daemons.start("action-writer", recorder.run_writer())
     services.daemons.start("action-retention", recorder.prune_every(observe.retention_days))
+    services.daemons.start(
+        "storage-probe",
+        storage.probe_while_failing(lambda: probe(db, clock().timestamp()), storage_config.probe_interval_s),
+    )
     return services
 
 

@@ -17,6 +17,7 @@ checks whether it is writable again even when nobody writes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import sqlite3
 import time
@@ -111,6 +112,7 @@ class StorageHealth:
         self.retried = 0  # failed attempts that were tried again
         self.given_up = 0  # writes (user writes and action batches) abandoned after their retries
         self._listeners: list[Listener] = []
+        self._failing = asyncio.Event()
 
     @property
     def failing(self) -> bool:
@@ -125,16 +127,29 @@ class StorageHealth:
         if self.state.fault is not None:
             return
         self.state = StorageState(fault, detail[:300], time.time())
+        self._failing.set()
         _log.error("storage is failing", fault=fault, detail=detail)
         self._notify()
 
-    def succeeded(self) -> None:
+    def succeeded(self, what: str = "a write") -> None:
         """A write went through: a fault, if there was one, is over."""
         if self.state.fault is None:
             return
-        _log.warning("storage is writable again", was=self.state.fault)
+        _log.warning("storage is writable again", was=self.state.fault, write=what)
         self.state = StorageState(None)
+        self._failing.clear()
         self._notify()
+
+    async def probe_while_failing(self, write: Callable[[], Awaitable[None]], interval_s: float) -> None:
+        """Runs as a daemon: while storage is failing, try `write` every `interval_s` so that a
+        quiet bot notices recovery too (the write's success clears the fault)."""
+        once = RetryPolicy(attempts=1)
+        while True:
+            await self._failing.wait()
+            await asyncio.sleep(interval_s)
+            if self.failing:
+                with contextlib.suppress(StorageUnavailable):
+                    await retrying(write, what="storage probe", policy=once, health=self)
 
     def _notify(self) -> None:
         for listener in self._listeners:
@@ -175,7 +190,7 @@ async def retrying(
             await asyncio.sleep(policy.delay(attempt))
             continue
         if health is not None:
-            health.succeeded()
+            health.succeeded(what)
         return result
 
 
