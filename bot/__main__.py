@@ -25,7 +25,7 @@ import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 
@@ -223,7 +223,8 @@ async def _play(settings: Settings, *, interactive: bool) -> int:
                 _interactive(playground) if interactive else playground.run_lines(stdin_lines())
             )
             restart = asyncio.ensure_future(bot.wait_for_restart())
-            await asyncio.wait({session, restart, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            endings: set[asyncio.Future[Any]] = {session, restart, stopped}
+            await asyncio.wait(endings, return_when=asyncio.FIRST_COMPLETED)
             if stopped.done():
                 return await _stopped_by_signal(session, restart, services)
             if not restart.done():

@@ -45,9 +45,7 @@ def render_environment(incident: Incident) -> discord.Embed:
     if incident.need:
         embed.add_field(name="Needs", value=incident.need[:1000], inline=False)
     if incident.sample.get("error_message"):
-        embed.add_field(
-            name="Error", value=f"`{str(incident.sample['error_message'])[:300]}`", inline=False
-        )
+        embed.add_field(name="Error", value=f"`{str(incident.sample['error_message'])[:300]}`", inline=False)
     embed.set_footer(text="environment problem, not a code bug: nothing for the code agent to fix")
     return embed
 

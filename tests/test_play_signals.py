@@ -28,7 +28,9 @@ async def _stop(pg: PlaygroundProcess, sig: signal.Signals) -> int:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-async def test_a_signal_ends_the_scripted_playground_cleanly_with_0(tmp_path: Path, sig: signal.Signals) -> None:
+async def test_a_signal_ends_the_scripted_playground_cleanly_with_0(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
     """SIGTERM or SIGINT while the script's stdin is still open: a one-line notice and exit code 0,
     not death by the signal (-15) or a traceback."""
     pg = await PlaygroundProcess.start(_config(tmp_path, tmp_path), code=PROJECT)
@@ -71,7 +73,9 @@ async def test_sigterm_mid_run_exits_0_and_the_run_is_resumable_on_the_next_star
         finally:
             resumed.release.set()
         with sqlite3.connect(tmp_path / "data" / "mendbot.db") as db:
-            states = [row[0] for row in db.execute("SELECT state FROM run_events WHERE run_id = 1 ORDER BY id")]
+            states = [
+                row[0] for row in db.execute("SELECT state FROM run_events WHERE run_id = 1 ORDER BY id")
+            ]
         first_stop = states.index("interrupted")
         assert "queued" in states[first_stop:]  # resumed under the same id…
         assert "investigating" in states[states.index("queued", first_stop) :]  # …went back to work…

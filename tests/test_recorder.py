@@ -125,8 +125,7 @@ async def test_a_batch_that_meets_a_lock_is_kept_and_written_once_the_lock_goes(
     async with hold_write_lock(tmp_path / "m.db") as holder:
         for _ in range(20):
             recorder.record("task:x", "test", ok=True, duration_ms=1)
-        while storage.retried == 0:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(storage.wait_for_retry(), 30)
         assert holder.stdin is not None
         holder.stdin.close()
         await recorder.flush()

@@ -116,8 +116,7 @@ async def test_a_lock_released_within_the_bound_saves_the_reminder(tmp_path: Pat
         storage = world.bot.services.storage
         async with hold_write_lock(settings.db_path) as holder:
             saving = asyncio.ensure_future(_remind(world, "stretch"))
-            while storage.retried == 0 and not saving.done():
-                await asyncio.sleep(0.01)
+            await asyncio.wait_for(storage.wait_for_retry(), 30)
             assert holder.stdin is not None
             holder.stdin.close()  # the other process lets go while the save is retrying
             answer = await saving
@@ -149,7 +148,7 @@ async def test_action_records_lost_to_a_lock_are_counted_and_shown(locked_world:
 async def test_fix_requests_on_a_storage_incident_are_answered_as_environment(
     locked_world: VirtualWorld,
 ) -> None:
-    """"fix this" replying to the storage announcement and /fix incident=N both answer that it is an
+    """A "fix this" reply to the storage announcement and /fix incident=N both answer that it is an
     environment problem; no run is started."""
     world = locked_world
     db_path = world.bot.services.settings.db_path
@@ -216,11 +215,7 @@ async def test_a_quiet_bot_notices_storage_is_writable_again(tmp_path: Path) -> 
             assert await _remind(world, "stretch") == SAVE_FAILED
             await world.quiesce()
             assert storage.failing
-        for _ in range(400):  # polls the state; the probe clears it on its own schedule
-            if not storage.failing:
-                break
-            await asyncio.sleep(0.01)
-        assert not storage.failing
+        await asyncio.wait_for(storage.wait_writable(), 30)  # nothing but the probe writes now
         await world.quiesce()
         [announcement] = _storage_announcements(world)
         assert "writable again" in (announcement.embeds[0].description or "")

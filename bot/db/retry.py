@@ -56,7 +56,12 @@ _MESSAGES: tuple[tuple[str, Fault], ...] = (
     ("readonly database", "readonly"),
     ("disk i/o error", "io"),
 )
-_ERRNOS: dict[int, Fault] = {errno.ENOSPC: "full", errno.EDQUOT: "full", errno.EROFS: "readonly", errno.EIO: "io"}
+_ERRNOS: dict[int, Fault] = {
+    errno.ENOSPC: "full",
+    errno.EDQUOT: "full",
+    errno.EROFS: "readonly",
+    errno.EIO: "io",
+}
 
 
 def storage_fault(exc: BaseException) -> Fault | None:
@@ -89,7 +94,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         """The pause after failed attempt number `attempt` (1-based)."""
-        return min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
+        return min(self.max_backoff_s, self.backoff_s * float(2 ** (attempt - 1)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +118,9 @@ class StorageHealth:
         self.given_up = 0  # writes (user writes and action batches) abandoned after their retries
         self._listeners: list[Listener] = []
         self._failing = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._retry_seen = asyncio.Event()
 
     @property
     def failing(self) -> bool:
@@ -128,6 +136,7 @@ class StorageHealth:
             return
         self.state = StorageState(fault, detail[:300], time.time())
         self._failing.set()
+        self._writable.clear()
         _log.error("storage is failing", fault=fault, detail=detail)
         self._notify()
 
@@ -138,7 +147,21 @@ class StorageHealth:
         _log.warning("storage is writable again", was=self.state.fault, write=what)
         self.state = StorageState(None)
         self._failing.clear()
+        self._writable.set()
         self._notify()
+
+    def note_retry(self) -> None:
+        """A write failed on storage and will be tried again."""
+        self.retried += 1
+        self._retry_seen.set()
+
+    async def wait_for_retry(self) -> None:
+        """Return once some write has had to be retried (at once if one already was)."""
+        await self._retry_seen.wait()
+
+    async def wait_writable(self) -> None:
+        """Return once storage is not failing (at once if it is not)."""
+        await self._writable.wait()
 
     async def probe_while_failing(self, write: Callable[[], Awaitable[None]], interval_s: float) -> None:
         """Runs as a daemon: while storage is failing, try `write` every `interval_s` so that a
@@ -186,7 +209,7 @@ async def retrying(
                 raise StorageUnavailable(fault, str(exc)) from exc
             _log.warning("write failed, retrying", what=what, fault=fault, attempt=attempt, error=str(exc))
             if health is not None:
-                health.retried += 1
+                health.note_retry()
             await asyncio.sleep(policy.delay(attempt))
             continue
         if health is not None:

@@ -281,9 +281,7 @@ class IncidentService:
                 if where is not None:
                     incident.channel_id, incident.message_id = where
                     if incident.id is not None:
-                        await self._write(
-                            incident, {"channel_id": where[0], "message_id": where[1]}
-                        )
+                        await self._write(incident, {"channel_id": where[0], "message_id": where[1]})
         finally:
             incident.created.set()
         if incident.dirty:

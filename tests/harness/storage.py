@@ -53,7 +53,7 @@ async def hold_write_lock(db_path: Path, seconds: float = 10.0) -> AsyncIterator
 
 @contextmanager
 def small_disk(path: Path, size: str = "4m") -> Iterator[Path]:
-    """A tmpfs of `size` mounted at `path` for the block; raises PermissionError where mounting is not allowed."""
+    """A tmpfs of `size` mounted at `path` for the block; PermissionError where mounting is not allowed."""
     path.mkdir(parents=True, exist_ok=True)
     mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, check=False
