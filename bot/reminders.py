@@ -21,7 +21,7 @@ import aiosqlite
 
 from bot.db import reminders as queries
 from bot.db.reminders import Reminder
-from bot.db.retry import RetryPolicy, StorageHealth, StorageUnavailable, retrying
+from bot.db.retry import StorageUnavailable, Writes
 from bot.errors import UserError
 from bot.log import get_logger
 
@@ -59,14 +59,12 @@ class ReminderService:
         db: aiosqlite.Connection,
         clock: Callable[[], datetime],
         *,
-        retry: RetryPolicy | None = None,
-        storage: StorageHealth | None = None,
+        writes: Writes | None = None,
         claim_retry_s: float = 30.0,
     ) -> None:
         self._db = db
         self._clock = clock
-        self._retry = retry or RetryPolicy()
-        self._storage = storage
+        self._writes = writes or Writes()
         self._claim_retry_s = claim_retry_s
         self._deliver: Deliver | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -95,7 +93,7 @@ class ReminderService:
             raise ReminderError("Keep the reminder under 1000 characters.")
         now = self._clock()
         due_at = now + parse_delay(when)
-        reminder = await retrying(
+        reminder = await self._writes(
             lambda: queries.insert(
                 self._db,
                 guild_id=guild_id,
@@ -106,8 +104,6 @@ class ReminderService:
                 due_at=due_at,
             ),
             what="reminder",
-            policy=self._retry,
-            health=self._storage,
         )
         if self._deliver is not None:
             self._schedule(reminder)
@@ -129,11 +125,8 @@ class ReminderService:
             await asyncio.sleep(delay)
         while True:
             try:
-                claimed = await retrying(
-                    lambda: queries.claim(self._db, reminder.id, self._clock()),
-                    what="reminder claim",
-                    policy=self._retry,
-                    health=self._storage,
+                claimed = await self._writes(
+                    lambda: queries.claim(self._db, reminder.id, self._clock()), what="reminder claim"
                 )
                 break
             except StorageUnavailable:

@@ -19,7 +19,7 @@ from bot.chat import ChatService
 from bot.daemons import Daemons
 from bot.db import actions as action_queries
 from bot.db import open_database
-from bot.db.retry import RetryPolicy, StorageHealth, probe
+from bot.db.retry import RetryPolicy, StorageHealth, Writes, probe
 from bot.deploy.approval import ApprovalService
 from bot.deploy.merge import Merger
 from bot.deploy.service import DeployService
@@ -154,7 +154,8 @@ async def _assemble(
     observe = settings.observe
     storage_config = settings.storage
     storage = StorageHealth()
-    user_writes = RetryPolicy(storage_config.write_attempts, storage_config.retry_backoff_s)
+    # User writes (reminders, approvals, run transitions) all go through this one helper.
+    writes = Writes(RetryPolicy(storage_config.write_attempts, storage_config.retry_backoff_s), storage)
     recorder = ActionRecorder(
         db_path=settings.db_path,
         ndjson_path=settings.log_dir / "actions.ndjson",
@@ -176,11 +177,11 @@ async def _assemble(
     # incident is counted once (in the signal), not twice.
     recorder.subscribe(incidents.observe)
     recorder.subscribe(detector.process)
-    improve = await _build_improve(settings, db, prompts, clock, redactor)
+    improve = await _build_improve(settings, db, prompts, clock, redactor, writes=writes)
     deploy = DeployService(
         settings=settings,
         runs=improve.runs,
-        approvals=ApprovalService(db, improve.runs, settings, clock),
+        approvals=ApprovalService(db, improve.runs, settings, clock, writes=writes),
         forge=improve.forge,
         merger=Merger(
             settings.repo_dir.resolve(),
@@ -214,13 +215,7 @@ async def _assemble(
             clock=clock,
             redactor=redactor,
         ),
-        reminders=ReminderService(
-            db,
-            clock,
-            retry=user_writes,
-            storage=storage,
-            claim_retry_s=storage_config.probe_interval_s,
-        ),
+        reminders=ReminderService(db, clock, writes=writes, claim_retry_s=storage_config.probe_interval_s),
         recorder=recorder,
         detector=detector,
         incidents=incidents,
@@ -268,11 +263,13 @@ async def _build_improve(
     prompts: PromptRegistry,
     clock: Callable[[], datetime],
     redactor: Redactor,
+    *,
+    writes: Writes,
 ) -> SelfImprovementAgent:
     repo_root = settings.repo_dir.resolve()
     policy = Policy(settings.improve, db, clock)
     await policy.load()
-    runs = RunService(db, clock, redactor)
+    runs = RunService(db, clock, redactor, writes=writes)
     api_key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else ""
     gateway = ModelGateway(
         upstream=settings.anthropic_base_url, api_key=api_key, ledger=BudgetLedger(policy, runs)

@@ -12,10 +12,20 @@ from typing import Any
 import discord
 import pytest
 
+from bot.db import approvals as approval_queries
+from bot.db import open_database
+from bot.db.retry import RetryPolicy, StorageHealth, StorageUnavailable, Writes
+from bot.deploy.approval import ApprovalService
+from bot.improve.runs import RunService
 from bot.playground import VirtualWorld
 from bot.settings import Settings
 from tests.harness.discord import bot_messages, make_settings, reply_text, running_world
+from tests.harness.repo import copy_of_bot
 from tests.harness.storage import fill_disk, hold_write_lock, small_disk
+from tests.test_approval import ALICE
+from tests.test_approval import World as ApprovalWorld
+from tests.test_approval import _settings as approval_settings
+from tests.test_approval import clock as approval_clock
 
 SAVE_FAILED = "I couldn't save that — try again in a moment."
 # Small bounds so a test waits fractions of a second, not the production defaults' seconds.
@@ -219,3 +229,33 @@ async def test_a_quiet_bot_notices_storage_is_writable_again(tmp_path: Path) -> 
         await world.quiesce()
         [announcement] = _storage_announcements(world)
         assert "writable again" in (announcement.embeds[0].description or "")
+
+
+async def test_approvals_and_run_transitions_under_a_lock_are_all_or_nothing(tmp_path: Path) -> None:
+    """An approval or a run transition that meets a lock past the bound raises "I couldn't save that"
+    and leaves nothing half-saved (no approval row, the run in its old state, no event); once the lock
+    goes the same approval goes through."""
+    repo = copy_of_bot(tmp_path / "repo")
+    data = tmp_path / "data"
+    db = await open_database(data / "mendbot.db", busy_timeout_ms=50)
+    storage = StorageHealth()
+    writes = Writes(RetryPolicy(attempts=2, backoff_s=0.01), storage)
+    runs = RunService(db, approval_clock, writes=writes)
+    service = ApprovalService(db, runs, approval_settings(data, repo), approval_clock, writes=writes)
+    world = ApprovalWorld(repo, db, runs, service, data)
+    try:
+        run, proposal = await world.propose()
+        events_before = len(await runs.events(run.id))
+        async with hold_write_lock(data / "mendbot.db"):
+            with pytest.raises(StorageUnavailable, match="couldn't save that"):
+                await world.decide(proposal, ALICE)
+            with pytest.raises(StorageUnavailable):
+                await runs.transition(run.id, "cancelled", actor="user:1")
+        assert await approval_queries.for_proposal(db, proposal.id) == []
+        assert (await runs.get(run.id)).state == "awaiting_approval"
+        assert len(await runs.events(run.id)) == events_before
+        assert storage.given_up == 2
+        assert (await world.decide(proposal, ALICE)).status == "ready"
+        assert storage.state.fault is None
+    finally:
+        await db.close()

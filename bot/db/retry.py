@@ -37,6 +37,7 @@ __all__ = [
     "StorageHealth",
     "StorageState",
     "StorageUnavailable",
+    "Writes",
     "probe",
     "retrying",
     "storage_fault",
@@ -215,6 +216,17 @@ async def retrying(
         if health is not None:
             health.succeeded(what)
         return result
+
+
+@dataclass(frozen=True, slots=True)
+class Writes:
+    """`retrying()` bound to the process's policy and StorageHealth: what services save through."""
+
+    policy: RetryPolicy = RetryPolicy()
+    health: StorageHealth | None = None
+
+    async def __call__(self, write: Callable[[], Awaitable[T]], *, what: str) -> T:
+        return await retrying(write, what=what, policy=self.policy, health=self.health)
 
 
 async def probe(db: aiosqlite.Connection, now: float) -> None:
