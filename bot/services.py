@@ -172,6 +172,8 @@ async def _assemble(
     incidents = IncidentService(db, observe, clock, db_path=settings.db_path)
     await incidents.load()
     storage.subscribe(incidents.on_storage)
+    if (fault := incidents.open_storage_fault()) is not None:
+        storage.assume_failing(fault, "still open from before the restart")
     detector = AnomalyDetector(observe, incidents.on_signal, await action_queries.known_fingerprints(db))
     # Incidents count a record before the detector sees it, so a record that opens an
     # incident is counted once (in the signal), not twice.

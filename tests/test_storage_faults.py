@@ -9,17 +9,20 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import discord
 import pytest
 
+from bot.app import discover_extensions
 from bot.db import approvals as approval_queries
 from bot.db import open_database
 from bot.db.retry import RetryPolicy, StorageHealth, StorageUnavailable, Writes
 from bot.deploy.approval import ApprovalService
+from bot.health import HealthServer
 from bot.improve.runs import RunService
 from bot.playground import VirtualWorld
 from bot.settings import Settings
-from tests.harness.discord import bot_messages, make_settings, reply_text, running_world
+from tests.harness.discord import bot_messages, make_bot, make_settings, reply_text, running_world
 from tests.harness.repo import copy_of_bot
 from tests.harness.storage import fill_disk, hold_write_lock, small_disk
 from tests.test_approval import ALICE
@@ -140,14 +143,24 @@ async def test_action_records_lost_to_a_lock_are_counted_and_shown(locked_world:
     """Records whose batch is given up under a lock are counted as dropped — in /health and in the
     /incidents drop notice — and every record is either stored or counted."""
     world = locked_world
-    async with hold_write_lock(world.bot.services.settings.db_path):
-        for _ in range(3):
-            await world.users["alice"].slash(world.general, "roll", notation="2d6")
-        await world.quiesce()
+    server = HealthServer(world.bot, "127.0.0.1", 0)
+    port = await server.start()
+    try:
+        async with hold_write_lock(world.bot.services.settings.db_path):
+            for _ in range(3):
+                await world.users["alice"].slash(world.general, "roll", notation="2d6")
+            await world.quiesce()
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"http://127.0.0.1:{port}/health") as response,
+            ):
+                health = await response.json()
+    finally:
+        await server.stop()
     recorder = world.bot.services.recorder
     assert recorder.dropped_unwritten >= 3
-    health = world.bot.services.health()
-    assert health["actions_dropped"] == recorder.dropped >= 3
+    assert health["actions_dropped"] == health["actions_dropped_unwritten"] >= 3
+    assert health["storage_fault"] == "locked" and health["storage_writes_given_up"] >= 1
     listed = await world.users["alice"].slash(world.dev, "incidents")
     assert f"{recorder.dropped} action record(s) were dropped" in reply_text(listed)
     assert "database could not be written" in reply_text(listed)
@@ -259,3 +272,44 @@ async def test_approvals_and_run_transitions_under_a_lock_are_all_or_nothing(tmp
         assert storage.state.fault is None
     finally:
         await db.close()
+
+
+async def test_a_storage_incident_open_at_shutdown_is_cleared_after_the_restart(tmp_path: Path) -> None:
+    """A storage incident still open when the bot stopped is not left open for good: after a restart
+    the first write that works clears it and edits its announcement."""
+    settings = _settings(tmp_path / "data")
+    async with running_world(settings) as world:
+        async with hold_write_lock(settings.db_path):
+            assert await _remind(world, "stretch") == SAVE_FAILED
+            await world.quiesce()
+        services = world.bot.services
+        assert services.storage.failing  # nothing has written through since the lock went…
+        services.incidents.on_storage(services.storage.state)  # …but the incident row now can be
+        await world.quiesce()
+        assert _rows(settings.db_path, "SELECT state FROM incidents") == [("open",)]
+        await world.restart(await make_bot(settings, discover_extensions()))
+        assert world.bot.services.storage.failing
+        assert "Okay" in await _remind(world, "after the restart")
+        await world.quiesce()
+        assert _rows(settings.db_path, "SELECT state FROM incidents") == [("resolved",)]
+        [announcement] = _storage_announcements(world)
+        assert "writable again" in (announcement.embeds[0].description or "")
+
+
+async def test_a_reminder_due_while_the_database_is_locked_fires_once_afterwards(tmp_path: Path) -> None:
+    """A reminder that comes due while its claim cannot be written is not lost or doubled: it waits,
+    and fires exactly once when the claim can be saved."""
+    settings = _settings(tmp_path / "data", probe_interval_s=60)
+    async with running_world(settings) as world:
+        assert "Okay" in await _remind(world, "stretch")
+
+        def fired() -> int:
+            return sum("reminder: stretch" in m.content for m in bot_messages(world, world.general))
+
+        async with hold_write_lock(settings.db_path):
+            await world.env.advance_time(601)
+            assert fired() == 0
+        await world.env.advance_time(61)
+        assert fired() == 1
+        await world.env.advance_time(3600)
+        assert fired() == 1

@@ -141,6 +141,14 @@ class StorageHealth:
         _log.error("storage is failing", fault=fault, detail=detail)
         self._notify()
 
+    def assume_failing(self, fault: Fault, detail: str) -> None:
+        """Start as failing (a storage incident is still open from before a restart), without
+        announcing it again: the next write that works — the probe's, at the latest — clears it."""
+        if self.state.fault is None:
+            self.state = StorageState(fault, detail, time.time())
+            self._failing.set()
+            self._writable.clear()
+
     def succeeded(self, what: str = "a write") -> None:
         """A write went through: a fault, if there was one, is over."""
         if self.state.fault is None:

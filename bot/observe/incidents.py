@@ -32,7 +32,7 @@ import aiosqlite
 
 from bot.db import actions as action_queries
 from bot.db import incidents as queries
-from bot.db.retry import StorageState, storage_fault
+from bot.db.retry import Fault, StorageState, storage_fault
 from bot.errors import UserError
 from bot.log import get_logger
 from bot.observe.detector import Signal
@@ -47,13 +47,13 @@ _MAX_USERS = 1000
 State = Literal["open", "acknowledged", "resolved", "muted"]
 Category = Literal["code", "environment"]
 STORAGE_KEY = "env:storage"
-_STORAGE_NEEDS = {
+_STORAGE_NEEDS: dict[Fault, str] = {
     "locked": "another process is holding the database's write lock: find it (`fuser {path}`) and stop it",
     "full": "the disk holding {path} is full: free some space there",
     "readonly": "{path} is on a read-only file system or not writable by the bot: make it writable",
     "io": "the disk holding {path} reports I/O errors: check it",
 }
-_STORAGE_SUMMARIES = {
+_STORAGE_SUMMARIES: dict[Fault, str] = {
     "locked": "The database is locked: writes are waiting past the busy timeout and failing.",
     "full": "The disk is full: the database cannot grow.",
     "readonly": "The database is read-only: nothing can be saved.",
@@ -189,6 +189,13 @@ class IncidentService:
         rows = await queries.active_or_recent(self._db, self.now() - self._config.cooldown_s)
         self._incidents = [Incident.from_row(row) for row in rows]
         return sum(1 for incident in self._incidents if incident.active)
+
+    def open_storage_fault(self) -> Fault | None:
+        """The fault of a storage incident still open from before a restart (None if there is none)."""
+        for incident in self._incidents:
+            if incident.category == "environment" and incident.fingerprint == STORAGE_KEY and incident.active:
+                return next((f for f, text in _STORAGE_SUMMARIES.items() if text == incident.summary), "io")
+        return None
 
     # -- fed by the recorder, synchronously -----------------------------------------------------
 
