@@ -178,7 +178,6 @@ class IncidentService:
         self._clock = clock
         self._incidents: list[Incident] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self._storage_failing = False
         self.announcer: Announcer | None = None
 
     def now(self) -> float:
@@ -194,7 +193,8 @@ class IncidentService:
         """The fault of a storage incident still open from before a restart (None if there is none)."""
         for incident in self._incidents:
             if incident.category == "environment" and incident.fingerprint == STORAGE_KEY and incident.active:
-                return next((f for f, text in _STORAGE_SUMMARIES.items() if text == incident.summary), "io")
+                fault = incident.sample.get("fault")
+                return fault if fault in _STORAGE_SUMMARIES else "io"
         return None
 
     # -- fed by the recorder, synchronously -----------------------------------------------------
@@ -304,15 +304,17 @@ class IncidentService:
                 raise
             _log.warning("environment incident not saved yet", kind=incident.kind, error=str(exc))
 
-    async def _write(self, incident: Incident, values: dict[str, Any]) -> None:
+    async def _write(self, incident: Incident, values: dict[str, Any]) -> bool:
+        """Update the incident's row; False when an environment incident's storage is failing."""
         assert incident.id is not None
         try:
             await queries.update(self._db, incident.id, values)
         except Exception as exc:
             if incident.category != "environment" or storage_fault(exc) is None:
                 raise
-            incident.dirty = True  # written again with the next change, once storage works
             _log.warning("environment incident not saved yet", incident_id=incident.id, error=str(exc))
+            return False
+        return True
 
     def _changed(self, incident: Incident) -> None:
         incident.dirty = True
@@ -328,12 +330,11 @@ class IncidentService:
                 incident.dirty = False
                 if incident.id is None and incident.category == "environment":
                     await self._insert(incident)
-                if incident.id is not None:
-                    await self._write(incident, incident.row(self.now()))
+                saved = incident.id is not None and await self._write(incident, incident.row(self.now()))
                 if self.announcer is not None and incident.message_id is not None:
                     await self.announcer.update(incident)
-                if incident.id is None or (incident.dirty and self._storage_failing):
-                    break  # not saved yet: the next change (storage writable again) retries
+                if not saved:
+                    break  # storage is failing: the next change (storage writable again) saves it
         finally:
             incident.flushing = False
 
@@ -405,7 +406,6 @@ class IncidentService:
 
     def on_storage(self, state: StorageState) -> None:
         """StorageHealth listener: a storage fault is one storage incident, cleared when writes work."""
-        self._storage_failing = state.fault is not None
         if state.fault is None:
             self.clear_environment(STORAGE_KEY, "Storage is writable again: writes are going through.")
             return
@@ -415,7 +415,7 @@ class IncidentService:
             kind="storage",
             summary=_STORAGE_SUMMARIES[state.fault],
             need=_STORAGE_NEEDS[state.fault].format(path=path),
-            sample={"error_type": "StorageFault", "error_message": state.detail, "ts": state.since},
+            sample={"fault": state.fault, "error_message": state.detail, "ts": state.since},
         )
 
     @staticmethod
