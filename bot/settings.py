@@ -160,7 +160,7 @@ class DeployConfig(_Section):
 class StorageConfig(_Section):
     """How writes ride out a locked or full database (bot/db/retry.py)."""
 
-    busy_timeout_ms: int = Field(default=5000, ge=0)  # SQLite waits this long for another writer's lock
+    busy_timeout_ms: int = Field(default=2000, ge=0)  # SQLite waits this long for another writer's lock
     write_attempts: int = Field(default=3, ge=1, le=20)  # a user's write, before "I couldn't save that"
     batch_attempts: int = Field(default=5, ge=1, le=50)  # a batch of action records, before it is dropped
     retry_backoff_s: float = Field(default=0.5, ge=0, le=60)  # doubles after each failed attempt
