@@ -325,9 +325,12 @@ class MendBot(commands.Bot):
                     exc_info=unwrap(exception),
                 )
             if text is not None:
-                # Where Discord refuses the bot, the answer may be refused too: the incident says why.
-                with contextlib.suppress(discord.HTTPException) if problem else contextlib.nullcontext():
+                try:
                     await context.reply(text, mention_author=False)
+                except discord.HTTPException:
+                    if problem is None:
+                        raise
+                    # Where Discord refuses the bot, the answer is refused too: the incident says why.
 
     def _record_interaction(
         self,
@@ -377,10 +380,15 @@ class MendBot(commands.Bot):
                 _log.error("app command failed", command=command, exc_info=unwrap(error))
             if text is None:
                 return
-            if interaction.response.is_done():
-                await interaction.followup.send(text, ephemeral=True)
-            else:
-                await interaction.response.send_message(text, ephemeral=True)
+            try:
+                if interaction.response.is_done():
+                    await interaction.followup.send(text, ephemeral=True)
+                else:
+                    await interaction.response.send_message(text, ephemeral=True)
+            except discord.HTTPException:
+                if problem is None:
+                    raise
+                # Where Discord refuses the bot, the answer is refused too: the incident says why.
 
     async def _run_event(
         self, coro: Callable[..., Coroutine[Any, Any, Any]], event_name: str, *args: Any, **kwargs: Any

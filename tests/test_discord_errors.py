@@ -103,3 +103,15 @@ async def test_an_unknown_channel_is_an_environment_incident(world: VirtualWorld
     assert [m.content for m in bot_messages(world, world.general)] == [
         "That message or channel is gone, so I couldn't finish. Try again."
     ]
+
+
+async def test_an_outage_under_a_slash_command_is_answered_and_is_no_bug(world: VirtualWorld) -> None:
+    """A 5xx on a slash command's response goes the same way: an environment incident, an answer to
+    the user once Discord takes one again, and no code incident."""
+    world.env.inject_error("POST", "/interactions/*/*/callback", status=502, message="Bad Gateway")
+    result = await world.users["alice"].slash(world.general, "roll", notation="2d6")
+    await world.quiesce()
+    assert "Discord is having trouble right now (502)" in reply_text(result)
+    [announcement] = _announcements(world)
+    assert "discord:outage" in (announcement.embeds[0].title or "")
+    assert _actions(world, "command:roll") == [(0, None, "discord:outage")]
