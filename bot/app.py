@@ -10,7 +10,8 @@ handlers and self-improvement runs get `deploy.drain_timeout_s` to finish (runs 
 then are stopped as interrupted, resumable), the bot closes, and `__main__` exits with
 `deploy.restart_exit_code` for the supervisor (or re-executes itself).
 
-A Discord HTTP error raised by a handler (403, 404, 5xx) is not a bug: the one error path
+A Discord HTTP error raised by a handler (403, 404, 5xx) — or a locked or full database met by a
+write outside the retry helper — is not a bug: the one error path
 records it as a failed action marked `environment` (which the anomaly rules skip), opens or
 counts an environment incident saying what the bot needs, and answers the user where it can.
 """
@@ -32,6 +33,7 @@ import structlog
 from discord import app_commands
 from discord.ext import commands, tasks
 
+from bot.db.retry import SAVE_FAILED, storage_fault
 from bot.errors import EnvironmentProblem, describe, discord_problem, error_channel_id, unwrap
 from bot.log import bind_context, get_logger
 from bot.services import Services
@@ -261,6 +263,7 @@ class MendBot(commands.Bot):
         if ctx.command is None:
             return
         text, is_bug = describe(error) if error is not None else (None, False)
+        is_bug = is_bug and problem is None
         self.recorder.record(
             f"command:{ctx.command.qualified_name}",
             ctx.command.cog_name or "bot",
@@ -278,16 +281,25 @@ class MendBot(commands.Bot):
     def environment_problem(
         self, error: BaseException | None, channel: Any = None, user_id: int | None = None
     ) -> EnvironmentProblem | None:
-        """A Discord HTTP error is the environment's problem: open (or count) its incident."""
+        """A Discord HTTP error or a storage fault is the environment's problem: open (or count)
+        its incident and say what to answer."""
         if error is None:
             return None
-        channel_id = error_channel_id(unwrap(error))
+        original = unwrap(error)
+        fault = storage_fault(original)
+        if fault is not None:
+            # A write that did not go through the retry helper met a locked or full database:
+            # the same answer and the same storage incident (StorageHealth announces it).
+            self.services.storage.failed(fault, str(original))
+            return EnvironmentProblem(
+                key="env:storage", kind="storage", summary=str(original), need="", reply=SAVE_FAILED
+            )
+        channel_id = error_channel_id(original)
         if channel_id is not None:
             channel = self.get_channel(channel_id) or channel
         problem = discord_problem(error, channel)
         if problem is None:
             return None
-        original = unwrap(error)
         _log.warning("discord refused a call", kind=problem.kind, need=problem.need, error=str(original))
         self.services.incidents.environment(
             problem.key,
@@ -312,7 +324,7 @@ class MendBot(commands.Bot):
             return
         text, is_bug = describe(exception)
         if problem is not None:
-            text = problem.reply
+            text, is_bug = problem.reply, False
         with bind_context(
             guild_id=context.guild.id if context.guild else None,
             channel_id=context.channel.id,
@@ -342,6 +354,7 @@ class MendBot(commands.Bot):
         name = command.qualified_name if command is not None else "unknown"
         started = interaction.extras.get("started")
         text, is_bug = describe(error) if error is not None else (None, False)
+        is_bug = is_bug and problem is None
         extra = _environment_extra(error, problem) or (
             {"user_error": text} if error is not None and not is_bug else None
         )
@@ -371,7 +384,7 @@ class MendBot(commands.Bot):
         self._record_interaction(interaction, error, problem)
         text, is_bug = describe(error)
         if problem is not None:
-            text = problem.reply
+            text, is_bug = problem.reply, False
         command = interaction.command.qualified_name if interaction.command else "?"
         with bind_context(
             guild_id=interaction.guild_id, channel_id=interaction.channel_id, user_id=interaction.user.id

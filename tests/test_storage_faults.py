@@ -313,3 +313,25 @@ async def test_a_reminder_due_while_the_database_is_locked_fires_once_afterwards
         assert fired() == 1
         await world.env.advance_time(3600)
         assert fired() == 1
+
+
+async def test_a_save_outside_the_retry_helper_is_answered_the_same_and_is_no_bug(
+    locked_world: VirtualWorld,
+) -> None:
+    """A command whose write meets the lock without the retry helper (/incident N acknowledge) still
+    answers "I couldn't save that" and becomes the storage incident, not a code incident with 🛠."""
+    world = locked_world
+    # An incident to acknowledge (opened through the service, as the error path would).
+    world.bot.services.incidents.environment("env:test", kind="test", summary="a test incident", need="n")
+    await world.quiesce()
+    [(incident_id,)] = _rows(world.bot.services.settings.db_path, "SELECT id FROM incidents")
+    async with hold_write_lock(world.bot.services.settings.db_path):
+        result = await world.users["alice"].slash(
+            world.dev, "incident", incident_id=incident_id, action="acknowledge"
+        )
+        assert reply_text(result) == SAVE_FAILED
+        await world.quiesce()
+        assert len(_storage_announcements(world)) == 1
+        assert world.bot.services.health()["storage_fault"] == "locked"
+    codes = [i for i in world.bot.services.incidents.active() if i.category == "code"]
+    assert codes == []
