@@ -25,7 +25,7 @@ import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 
@@ -34,6 +34,7 @@ from bot.settings import EX_CONFIG, ConfigError, Settings, load_settings
 if TYPE_CHECKING:
     from bot.app import MendBot
     from bot.playground import Playground
+    from bot.services import Services
 
 __all__ = ["exit_code", "main", "should_reexec"]
 
@@ -132,6 +133,25 @@ def _watch_hand_edits(bot: MendBot) -> None:
     services.daemons.start("hand-edit-watcher", watcher.run())
 
 
+def _close_on_signals(bot: MendBot) -> asyncio.Future[None]:
+    """SIGTERM/SIGINT stop the bot gracefully: no new work, in-flight handlers drained (bot.close),
+    then the caller's clean-up stops running runs as interrupted (resumable) and exits with 0.
+    The returned future completes once a signal has closed the bot."""
+    loop = asyncio.get_running_loop()
+    stopped: asyncio.Future[None] = loop.create_future()
+
+    async def close() -> None:
+        try:
+            await bot.close()
+        finally:
+            if not stopped.done():
+                stopped.set_result(None)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(close()))
+    return stopped
+
+
 async def _run(settings: Settings) -> int:
     from bot.app import MendBot
     from bot.health import HealthServer
@@ -143,9 +163,7 @@ async def _run(settings: Settings) -> int:
     health = (
         HealthServer(bot, settings.health.host, settings.health.port) if settings.health.enabled else None
     )
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bot.close()))
+    _close_on_signals(bot)
     try:
         if health is not None:
             await health.start()
@@ -188,6 +206,7 @@ async def _play(settings: Settings, *, interactive: bool) -> int:
     )
     try:
         async with virtual_world(bot) as world:
+            stopped = _close_on_signals(bot)
             _watch_hand_edits(bot)
             if health is not None:
                 await health.start()
@@ -204,7 +223,10 @@ async def _play(settings: Settings, *, interactive: bool) -> int:
                 _interactive(playground) if interactive else playground.run_lines(stdin_lines())
             )
             restart = asyncio.ensure_future(bot.wait_for_restart())
-            await asyncio.wait({session, restart}, return_when=asyncio.FIRST_COMPLETED)
+            endings: set[asyncio.Future[Any]] = {session, restart, stopped}
+            await asyncio.wait(endings, return_when=asyncio.FIRST_COMPLETED)
+            if stopped.done():
+                return await _stopped_by_signal(session, restart, services)
             if not restart.done():
                 restart.cancel()
                 return session.result()
@@ -221,6 +243,19 @@ async def _play(settings: Settings, *, interactive: bool) -> int:
         if health is not None:
             await health.stop()
         await services.aclose()
+
+
+async def _stopped_by_signal(
+    session: asyncio.Future[int], restart: asyncio.Future[str], services: Services
+) -> int:
+    """The bot was closed by SIGTERM/SIGINT (drained): end the session, stop runs as resumable, exit 0."""
+    restart.cancel()
+    session.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await session
+    await services.improve.shutdown()  # before the virtual world cancels the bot's tasks
+    print("mendbot stopped (signal): running runs are interrupted and resumable", flush=True)
+    return 0
 
 
 async def _interactive(playground: Playground) -> int:

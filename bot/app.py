@@ -9,6 +9,11 @@ reload changed: new commands and interactions are refused with a short notice, i
 handlers and self-improvement runs get `deploy.drain_timeout_s` to finish (runs still going
 then are stopped as interrupted, resumable), the bot closes, and `__main__` exits with
 `deploy.restart_exit_code` for the supervisor (or re-executes itself).
+
+A Discord HTTP error raised by a handler (403, 404, 5xx) — or a locked or full database met by a
+write outside the retry helper — is not a bug: the one error path
+records it as a failed action marked `environment` (which the anomaly rules skip), opens or
+counts an environment incident saying what the bot needs, and answers the user where it can.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ import structlog
 from discord import app_commands
 from discord.ext import commands, tasks
 
-from bot.errors import describe, unwrap
+from bot.db.retry import SAVE_FAILED, storage_fault
+from bot.errors import EnvironmentProblem, describe, discord_problem, error_channel_id, unwrap
 from bot.log import bind_context, get_logger
 from bot.services import Services
 
@@ -62,6 +68,14 @@ def _event_ids(args: tuple[Any, ...]) -> dict[str, Any]:
     if isinstance(first, discord.Interaction):
         return {"guild_id": first.guild_id, "channel_id": first.channel_id, "user_id": first.user.id}
     return {}
+
+
+def _environment_extra(error: BaseException | None, problem: EnvironmentProblem | None) -> dict[str, Any]:
+    """What an action record says about an environment failure (no fingerprint: it is no bug)."""
+    if problem is None or error is None:
+        return {}
+    original = unwrap(error)
+    return {"environment": problem.kind, "error": f"{type(original).__name__}: {original}"[:500]}
 
 
 def role_ids(user: discord.abc.User) -> list[int]:
@@ -240,22 +254,63 @@ class MendBot(commands.Bot):
             started = ctx.interaction.extras.get("started")
         return (time.perf_counter() - started) * 1000 if started is not None else 0.0
 
-    def _record_command(self, ctx: commands.Context[Any], error: BaseException | None) -> None:
+    def _record_command(
+        self,
+        ctx: commands.Context[Any],
+        error: BaseException | None,
+        problem: EnvironmentProblem | None = None,
+    ) -> None:
         if ctx.command is None:
             return
         text, is_bug = describe(error) if error is not None else (None, False)
+        is_bug = is_bug and problem is None
         self.recorder.record(
             f"command:{ctx.command.qualified_name}",
             ctx.command.cog_name or "bot",
-            ok=not is_bug,
+            ok=not is_bug and problem is None,
             duration_ms=self._command_elapsed_ms(ctx),
             error=unwrap(error) if is_bug and error is not None else None,
             extra={
                 "via": "slash" if ctx.interaction else "prefix",
-                **({"user_error": text} if error is not None and not is_bug else {}),
+                **_environment_extra(error, problem),
+                **({"user_error": text} if error is not None and not is_bug and problem is None else {}),
             },
             **self._command_ids(ctx),
         )
+
+    def environment_problem(
+        self, error: BaseException | None, channel: Any = None, user_id: int | None = None
+    ) -> EnvironmentProblem | None:
+        """A Discord HTTP error or a storage fault is the environment's problem: open (or count)
+        its incident and say what to answer."""
+        if error is None:
+            return None
+        original = unwrap(error)
+        fault = storage_fault(original)
+        if fault is not None:
+            # A write that did not go through the retry helper met a locked or full database:
+            # the same answer and the same storage incident (StorageHealth announces it).
+            self.services.storage.failed(fault, str(original))
+            return EnvironmentProblem(
+                key="env:storage", kind="storage", summary=str(original), need="", reply=SAVE_FAILED
+            )
+        channel_id = error_channel_id(original)
+        if channel_id is not None:
+            channel = self.get_channel(channel_id) or channel
+        problem = discord_problem(error, channel)
+        if problem is None:
+            return None
+        _log.warning("discord refused a call", kind=problem.kind, need=problem.need, error=str(original))
+        self.services.incidents.environment(
+            problem.key,
+            kind=problem.kind,
+            summary=problem.summary,
+            need=problem.need,
+            level="warning",
+            sample={"error_type": type(original).__name__, "error_message": str(original)[:500]},
+            user_id=user_id,
+        )
+        return problem
 
     async def on_command_completion(self, ctx: commands.Context[Any]) -> None:
         self._record_command(ctx, None)
@@ -263,10 +318,13 @@ class MendBot(commands.Bot):
     async def on_command_error(
         self, context: commands.Context[Any], exception: commands.CommandError, /
     ) -> None:
-        self._record_command(context, exception)
+        problem = self.environment_problem(exception, context.channel, context.author.id)
+        self._record_command(context, exception, problem)
         if context.command is not None and context.command.has_error_handler():
             return
         text, is_bug = describe(exception)
+        if problem is not None:
+            text, is_bug = problem.reply, False
         with bind_context(
             guild_id=context.guild.id if context.guild else None,
             channel_id=context.channel.id,
@@ -279,23 +337,37 @@ class MendBot(commands.Bot):
                     exc_info=unwrap(exception),
                 )
             if text is not None:
-                await context.reply(text, mention_author=False)
+                try:
+                    await context.reply(text, mention_author=False)
+                except discord.HTTPException:
+                    if problem is None:
+                        raise
+                    # Where Discord refuses the bot, the answer is refused too: the incident says why.
 
-    def _record_interaction(self, interaction: discord.Interaction[Any], error: BaseException | None) -> None:
+    def _record_interaction(
+        self,
+        interaction: discord.Interaction[Any],
+        error: BaseException | None,
+        problem: EnvironmentProblem | None = None,
+    ) -> None:
         command = interaction.command
         name = command.qualified_name if command is not None else "unknown"
         started = interaction.extras.get("started")
         text, is_bug = describe(error) if error is not None else (None, False)
+        is_bug = is_bug and problem is None
+        extra = _environment_extra(error, problem) or (
+            {"user_error": text} if error is not None and not is_bug else None
+        )
         self.recorder.record(
             f"app:{name}",
             getattr(getattr(command, "binding", None), "qualified_name", None) or "bot",
-            ok=not is_bug,
+            ok=not is_bug and problem is None,
             duration_ms=(time.perf_counter() - started) * 1000 if started is not None else 0.0,
             error=unwrap(error) if is_bug and error is not None else None,
             guild_id=interaction.guild_id,
             channel_id=interaction.channel_id,
             user_id=interaction.user.id,
-            extra={"user_error": text} if error is not None and not is_bug else None,
+            extra=extra,
         )
 
     async def on_app_command_completion(
@@ -308,8 +380,11 @@ class MendBot(commands.Bot):
         self._record_interaction(interaction, None)
 
     async def handle_interaction_error(self, interaction: discord.Interaction[Any], error: Exception) -> None:
-        self._record_interaction(interaction, error)
+        problem = self.environment_problem(error, interaction.channel, interaction.user.id)
+        self._record_interaction(interaction, error, problem)
         text, is_bug = describe(error)
+        if problem is not None:
+            text, is_bug = problem.reply, False
         command = interaction.command.qualified_name if interaction.command else "?"
         with bind_context(
             guild_id=interaction.guild_id, channel_id=interaction.channel_id, user_id=interaction.user.id
@@ -318,10 +393,15 @@ class MendBot(commands.Bot):
                 _log.error("app command failed", command=command, exc_info=unwrap(error))
             if text is None:
                 return
-            if interaction.response.is_done():
-                await interaction.followup.send(text, ephemeral=True)
-            else:
-                await interaction.response.send_message(text, ephemeral=True)
+            try:
+                if interaction.response.is_done():
+                    await interaction.followup.send(text, ephemeral=True)
+                else:
+                    await interaction.response.send_message(text, ephemeral=True)
+            except discord.HTTPException:
+                if problem is None:
+                    raise
+                # Where Discord refuses the bot, the answer is refused too: the incident says why.
 
     async def _run_event(
         self, coro: Callable[..., Coroutine[Any, Any, Any]], event_name: str, *args: Any, **kwargs: Any
@@ -342,12 +422,15 @@ class MendBot(commands.Bot):
         except asyncio.CancelledError:
             pass
         except Exception as exc:
+            channel = self.get_channel(ids["channel_id"]) if ids.get("channel_id") else None
+            problem = self.environment_problem(exc, channel, ids.get("user_id"))
             self.recorder.record(
                 f"listener:{event_name}",
                 source,
                 ok=False,
-                error=exc,
+                error=None if problem else exc,
                 duration_ms=(time.perf_counter() - started) * 1000,
+                extra=_environment_extra(exc, problem) or None,
                 **ids,
             )
             with contextlib.suppress(asyncio.CancelledError):
@@ -383,12 +466,14 @@ class MendBot(commands.Bot):
             try:
                 result = await body(*args, **kwargs)
             except Exception as exc:
+                problem = self.environment_problem(exc)
                 recorder.record(
                     kind,
                     cog.qualified_name,
                     ok=False,
-                    error=exc,
+                    error=None if problem else exc,
                     duration_ms=(time.perf_counter() - started) * 1000,
+                    extra=_environment_extra(exc, problem) or None,
                 )
                 _log.error("task iteration failed", task=kind, exc_info=exc)
                 raise

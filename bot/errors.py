@@ -1,16 +1,24 @@
 """The one error path: what the user is told, whatever raised (command, listener or task).
 
-`UserError` subclasses carry a message meant for the person who typed the command. Anything
-else is a bug: the user gets a short apology with a reference and the full error is logged
-(and, once observation is wired, recorded as a failed action).
+`UserError` subclasses carry a message meant for the person who typed the command. Discord
+refusing a call — 403 Missing Permissions/Access, 404 Unknown Message/Channel, a 5xx outage — is
+an `EnvironmentProblem` (`discord_problem()`): not a bug, nothing for the code agent, but an
+environment incident that says what the bot needs ("I need Send Messages in #general").
+Anything else is a bug: the user gets a short apology with a reference and the full error is
+logged and recorded as a failed action.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import discord
 from discord import app_commands
 from discord.ext import commands
 
-__all__ = ["UserError", "describe", "unwrap"]
+__all__ = ["EnvironmentProblem", "UserError", "describe", "discord_problem", "error_channel_id", "unwrap"]
 
 
 class UserError(Exception):
@@ -49,4 +57,108 @@ def describe(error: BaseException) -> tuple[str | None, bool]:
         return f"Slow down: try again in {error.retry_after:.0f}s.", False
     if isinstance(error, _ARGUMENT_ERRORS):
         return str(error), False
+    problem = discord_problem(error)
+    if problem is not None:
+        return problem.reply, False
     return f"Something went wrong on my side ({type(error).__name__}). It has been recorded.", True
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentProblem:
+    """Something outside the code went wrong: what, what it needs, and what to tell the user."""
+
+    key: str  # one incident per key: "discord:forbidden:<channel id>", "discord:outage", …
+    kind: str  # "discord:forbidden", "discord:not_found", "discord:outage"
+    summary: str
+    need: str
+    reply: str
+
+
+# What the bot needs where it works (README "Running on Discord"), in the order worth naming.
+_NEEDED = (
+    ("view_channel", "View Channel"),
+    ("send_messages", "Send Messages"),
+    ("send_messages_in_threads", "Send Messages in Threads"),
+    ("read_message_history", "Read Message History"),
+    ("embed_links", "Embed Links"),
+    ("add_reactions", "Add Reactions"),
+    ("create_public_threads", "Create Public Threads"),
+)
+_ALWAYS = ("read_message_history", "embed_links", "add_reactions", "create_public_threads")
+_CHANNEL_IN_URL = re.compile(r"/channels/(\d+)")
+
+
+def error_channel_id(error: BaseException) -> int | None:
+    """The channel a failed Discord call was about, from its URL (when the response has one)."""
+    url = str(getattr(getattr(error, "response", None), "url", "") or "")
+    match = _CHANNEL_IN_URL.search(url)
+    return int(match.group(1)) if match else None
+
+
+def _missing(channel: Any) -> list[str]:
+    guild = getattr(channel, "guild", None)
+    me = getattr(guild, "me", None)
+    if guild is None or me is None or not hasattr(channel, "permissions_for"):
+        return []
+    granted = channel.permissions_for(me)
+    if not granted.view_channel:
+        return ["View Channel"]  # without it Discord (and discord.py) deny everything else too
+    send = "send_messages_in_threads" if isinstance(channel, discord.Thread) else "send_messages"
+    missing = [
+        label
+        for name, label in _NEEDED
+        if name in (send, *_ALWAYS) and name != "view_channel" and not getattr(granted, name, True)
+    ]
+    if not getattr(granted, send):
+        missing = [label for label in missing if label != "Embed Links"]  # implied by the send permission
+    return missing
+
+
+def discord_problem(error: BaseException, channel: Any = None) -> EnvironmentProblem | None:
+    """The environment problem behind a Discord HTTP error (None for anything else).
+
+    `channel` is where it happened, if known; the missing permissions are read from discord.py's
+    cached view of the bot's roles and the channel's overwrites.
+    """
+    error = unwrap(error)
+    if not isinstance(error, discord.HTTPException):
+        return None
+    name = getattr(channel, "name", None)
+    where = f"#{name}" if name else "that channel"
+    said = f"{error.status} {error.text or getattr(error.response, 'reason', '')}".strip()
+    if isinstance(error, discord.Forbidden):
+        missing = _missing(channel)
+        if missing:
+            need = f"I need {', '.join(missing)} in {where}"
+        else:
+            need = (
+                f"I need a permission Discord refused in {where} ({error.text or 'Missing Permissions'}): "
+                "check my role and the channel's permission overwrites"
+            )
+        return EnvironmentProblem(
+            key=f"discord:forbidden:{getattr(channel, 'id', 'unknown')}",
+            kind="discord:forbidden",
+            summary=f"Discord refused a call in {where}: {said} (code {error.code}).",
+            need=need,
+            reply=f"I can't do that in {where}: {need[0].lower()}{need[1:]}. I've told the developers.",
+        )
+    if isinstance(error, discord.NotFound):
+        return EnvironmentProblem(
+            key=f"discord:not_found:{error.code}",
+            kind="discord:not_found",
+            summary=f"Discord no longer knows something I used: {said} (code {error.code}), in {where}.",
+            need=(
+                "nothing to grant: a message or channel was deleted while I was using it. "
+                "If it keeps happening, check who or what deletes them"
+            ),
+            reply="That message or channel is gone, so I couldn't finish. Try again.",
+        )
+    if error.status >= 500:
+        return EnvironmentProblem(
+            key="discord:outage",
+            kind="discord:outage",
+            summary=f"Discord answered {said}: its servers are failing.",
+            need="Discord to recover: see https://discordstatus.com; nothing to change on my side",
+            reply=f"Discord is having trouble right now ({error.status}) — try again in a moment.",
+        )
+    return None

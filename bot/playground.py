@@ -19,9 +19,11 @@ Anything else is sent as a message from the current user in the current channel.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shlex
 import sys
+import threading
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -464,8 +466,27 @@ async def _aiter(lines: Iterable[str] | AsyncIterable[str]) -> AsyncIterator[str
 
 
 async def stdin_lines() -> AsyncIterator[str]:
-    """Standard input line by line without blocking the event loop while waiting for the next one."""
-    while line := await asyncio.to_thread(sys.stdin.readline):
+    """Standard input line by line without blocking the event loop while waiting for the next one.
+
+    The reader is a daemon thread, not the loop's executor: a read still waiting must not keep
+    the process from ending when a signal stops the playground mid-script.
+    """
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def put(line: str | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            loop.call_soon_threadsafe(lines.put_nowait, line)
+
+    def read() -> None:
+        try:
+            while line := sys.stdin.readline():
+                put(line)
+        finally:
+            put(None)
+
+    threading.Thread(target=read, name="playground-stdin", daemon=True).start()
+    while (line := await lines.get()) is not None:
         yield line
 
 

@@ -3,6 +3,11 @@
 Each pending reminder gets one task that sleeps until it is due. A reminder is claimed in the
 database (`fired_at` set where it was NULL) before it is delivered, so a restart, a reload or
 two schedulers can never deliver it twice.
+
+Saving goes through `bot.db.retry`: a locked or full database is retried within a bound, and
+when it still fails the user is told "I couldn't save that — try again in a moment" (the row was
+never written, so nothing is half-saved). A claim that cannot be written leaves the reminder
+pending and tries again later: a storage fault delays a reminder, it never loses one.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import aiosqlite
 
 from bot.db import reminders as queries
 from bot.db.reminders import Reminder
+from bot.db.retry import StorageUnavailable, Writes
 from bot.errors import UserError
 from bot.log import get_logger
 
@@ -48,9 +54,18 @@ def parse_delay(text: str) -> timedelta:
 
 
 class ReminderService:
-    def __init__(self, db: aiosqlite.Connection, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        db: aiosqlite.Connection,
+        clock: Callable[[], datetime],
+        *,
+        writes: Writes | None = None,
+        claim_retry_s: float = 30.0,
+    ) -> None:
         self._db = db
         self._clock = clock
+        self._writes = writes or Writes()
+        self._claim_retry_s = claim_retry_s
         self._deliver: Deliver | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
 
@@ -77,14 +92,18 @@ class ReminderService:
         if len(text) > 1000:
             raise ReminderError("Keep the reminder under 1000 characters.")
         now = self._clock()
-        reminder = await queries.insert(
-            self._db,
-            guild_id=guild_id,
-            channel_id=channel_id,
-            user_id=user_id,
-            text=text,
-            created_at=now,
-            due_at=now + parse_delay(when),
+        due_at = now + parse_delay(when)
+        reminder = await self._writes(
+            lambda: queries.insert(
+                self._db,
+                guild_id=guild_id,
+                channel_id=channel_id,
+                user_id=user_id,
+                text=text,
+                created_at=now,
+                due_at=due_at,
+            ),
+            what="reminder",
         )
         if self._deliver is not None:
             self._schedule(reminder)
@@ -104,7 +123,16 @@ class ReminderService:
         late = delay < -60
         if delay > 0:
             await asyncio.sleep(delay)
-        if not await queries.claim(self._db, reminder.id, self._clock()):
+        while True:
+            try:
+                claimed = await self._writes(
+                    lambda: queries.claim(self._db, reminder.id, self._clock()), what="reminder claim"
+                )
+                break
+            except StorageUnavailable:
+                _log.warning("reminder not claimed: storage failing, trying later", reminder_id=reminder.id)
+                await asyncio.sleep(self._claim_retry_s)
+        if not claimed:
             return
         deliver = self._deliver
         if deliver is None:

@@ -19,6 +19,7 @@ from bot.chat import ChatService
 from bot.daemons import Daemons
 from bot.db import actions as action_queries
 from bot.db import open_database
+from bot.db.retry import RetryPolicy, StorageHealth, Writes, probe
 from bot.deploy.approval import ApprovalService
 from bot.deploy.merge import Merger
 from bot.deploy.service import DeployService
@@ -66,6 +67,7 @@ class Services:
     deploy: DeployService
     clock: Callable[[], datetime]
     redactor: Redactor = field(default_factory=Redactor)
+    storage: StorageHealth = field(default_factory=StorageHealth)
     daemons: Daemons = field(default_factory=Daemons)
     closed: bool = False
     boot_notices: list[str] = field(default_factory=list)  # posted in #dev once the bot is ready
@@ -93,6 +95,9 @@ class Services:
             "prompts": len(self.prompts.keys()),
             "incidents_active": len(self.incidents.active()),
             "improvement_paused": self.improve.policy.paused,
+            "storage_fault": self.storage.state.fault,
+            "storage_write_retries": self.storage.retried,
+            "storage_writes_given_up": self.storage.given_up,
             **self.recorder.health(),
         }
 
@@ -126,7 +131,7 @@ async def build_services(
 ) -> Services:
     """Open the database, load prompts and build every service. Prompt errors are logged."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = await open_database(settings.db_path)
+    db = await open_database(settings.db_path, busy_timeout_ms=settings.storage.busy_timeout_ms)
     try:
         services = await _assemble(settings, db, clock, prompts_dir)
     except BaseException:
@@ -147,6 +152,10 @@ async def _assemble(
     redactor = Redactor.from_settings(settings)
     secret = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
     observe = settings.observe
+    storage_config = settings.storage
+    storage = StorageHealth()
+    # User writes (reminders, approvals, run transitions) all go through this one helper.
+    writes = Writes(RetryPolicy(storage_config.write_attempts, storage_config.retry_backoff_s), storage)
     recorder = ActionRecorder(
         db_path=settings.db_path,
         ndjson_path=settings.log_dir / "actions.ndjson",
@@ -156,19 +165,25 @@ async def _assemble(
         ndjson_max_bytes=observe.ndjson_max_bytes,
         ndjson_backups=observe.ndjson_backups,
         redactor=redactor,
+        retry=RetryPolicy(storage_config.batch_attempts, storage_config.retry_backoff_s),
+        storage=storage,
+        busy_timeout_ms=storage_config.busy_timeout_ms,
     )
-    incidents = IncidentService(db, observe, clock)
+    incidents = IncidentService(db, observe, clock, db_path=settings.db_path)
     await incidents.load()
+    storage.subscribe(incidents.on_storage)
+    if (fault := incidents.open_storage_fault()) is not None:
+        storage.assume_failing(fault, "still open from before the restart")
     detector = AnomalyDetector(observe, incidents.on_signal, await action_queries.known_fingerprints(db))
     # Incidents count a record before the detector sees it, so a record that opens an
     # incident is counted once (in the signal), not twice.
     recorder.subscribe(incidents.observe)
     recorder.subscribe(detector.process)
-    improve = await _build_improve(settings, db, prompts, clock, redactor)
+    improve = await _build_improve(settings, db, prompts, clock, redactor, writes=writes)
     deploy = DeployService(
         settings=settings,
         runs=improve.runs,
-        approvals=ApprovalService(db, improve.runs, settings, clock),
+        approvals=ApprovalService(db, improve.runs, settings, clock, writes=writes),
         forge=improve.forge,
         merger=Merger(
             settings.repo_dir.resolve(),
@@ -202,7 +217,7 @@ async def _assemble(
             clock=clock,
             redactor=redactor,
         ),
-        reminders=ReminderService(db, clock),
+        reminders=ReminderService(db, clock, writes=writes, claim_retry_s=storage_config.probe_interval_s),
         recorder=recorder,
         detector=detector,
         incidents=incidents,
@@ -211,6 +226,7 @@ async def _assemble(
         deploy=deploy,
         clock=clock,
         redactor=redactor,
+        storage=storage,
         boot_notices=boot_notices,
     )
     pruned = await recorder.prune(observe.retention_days)
@@ -218,6 +234,10 @@ async def _assemble(
         _log.info("old action records pruned", count=pruned, retention_days=observe.retention_days)
     services.daemons.start("action-writer", recorder.run_writer())
     services.daemons.start("action-retention", recorder.prune_every(observe.retention_days))
+    services.daemons.start(
+        "storage-probe",
+        storage.probe_while_failing(lambda: probe(db, clock().timestamp()), storage_config.probe_interval_s),
+    )
     return services
 
 
@@ -245,11 +265,13 @@ async def _build_improve(
     prompts: PromptRegistry,
     clock: Callable[[], datetime],
     redactor: Redactor,
+    *,
+    writes: Writes,
 ) -> SelfImprovementAgent:
     repo_root = settings.repo_dir.resolve()
     policy = Policy(settings.improve, db, clock)
     await policy.load()
-    runs = RunService(db, clock, redactor)
+    runs = RunService(db, clock, redactor, writes=writes)
     api_key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else ""
     gateway = ModelGateway(
         upstream=settings.anthropic_base_url, api_key=api_key, ledger=BudgetLedger(policy, runs)

@@ -157,6 +157,16 @@ class DeployConfig(_Section):
     watch_hand_edits: bool = True  # files edited by hand in cogs/, prompts/ reload like a deploy
 
 
+class StorageConfig(_Section):
+    """How writes ride out a locked or full database (bot/db/retry.py)."""
+
+    busy_timeout_ms: int = Field(default=2000, ge=0)  # SQLite waits this long for another writer's lock
+    write_attempts: int = Field(default=3, ge=1, le=20)  # a user's write, before "I couldn't save that"
+    batch_attempts: int = Field(default=5, ge=1, le=50)  # a batch of action records, before it is dropped
+    retry_backoff_s: float = Field(default=0.5, ge=0, le=60)  # doubles after each failed attempt
+    probe_interval_s: float = Field(default=10, gt=0)  # while storage is failing, how often to try a write
+
+
 class HealthConfig(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -205,6 +215,7 @@ class Settings(BaseSettings):
     forge: ForgeConfig = Field(default_factory=ForgeConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
     playground: PlaygroundConfig = Field(default_factory=PlaygroundConfig)
 
     @classmethod

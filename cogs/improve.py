@@ -90,6 +90,9 @@ class Improve(commands.Cog):
             return f"Sorry {user.display_name}, only allow-listed developers can ask me to {kind}."
         if security and not self._allowed(user, "security", via=via):
             return "Only allow-listed developers can start a run with the security flag."
+        refusal = await self.bot.services.incidents.refusal_for(incident_id=incident_id)
+        if refusal is not None:
+            return refusal
         try:
             run = await self.improve.request(
                 kind=kind,
@@ -253,6 +256,12 @@ class Improve(commands.Cog):
     async def _handle_words(self, message: discord.Message, intent: Intent) -> str | None:
         user = message.author
         if intent.kind in ("investigate", "fix"):
+            ref = message.reference
+            refusal = await self.bot.services.incidents.refusal_for(
+                message_id=ref.message_id if ref is not None else None
+            )
+            if refusal is not None:  # "fix this" on an environment incident: nothing to change in code
+                return refusal
             replied_incident = self._replied_incident(message)
             kinds = {c.qualified_name for c in self.bot.walk_commands()} | {
                 c.qualified_name for c in self.bot.tree.walk_commands()

@@ -24,8 +24,36 @@ _COLOURS = {
 _ICONS = {"notice": "🆕", "warning": "🐢", "error": "🔥"}
 
 
+_ENVIRONMENT_ICONS = {"storage": "🗄️"}
+
+
+def render_environment(incident: Incident) -> discord.Embed:
+    """An environment incident: what is wrong, what it needs; no 🔍/🛠 — code can't fix it."""
+    icon = _ENVIRONMENT_ICONS.get(incident.kind, "🌐")
+    number = f" #{incident.id}" if incident.id is not None else ""
+    what = "Storage incident" if incident.kind == "storage" else "Environment incident"
+    state = "" if incident.state == "open" else f" — {incident.state}"
+    embed = discord.Embed(
+        title=f"{icon} {what}{number}: {incident.kind}{state}",
+        description=incident.summary,
+        colour=discord.Colour.dark_grey()
+        if incident.state in ("resolved", "muted")
+        else _COLOURS.get(incident.level, discord.Colour.red()),
+    )
+    embed.add_field(name="Since", value=_when(incident.first_seen, "R"))
+    embed.add_field(name="Seen", value=f"{incident.count} time{'s' * (incident.count != 1)}")
+    if incident.need:
+        embed.add_field(name="Needs", value=incident.need[:1000], inline=False)
+    if incident.sample.get("error_message"):
+        embed.add_field(name="Error", value=f"`{str(incident.sample['error_message'])[:300]}`", inline=False)
+    embed.set_footer(text="environment problem, not a code bug: nothing for the code agent to fix")
+    return embed
+
+
 def render(incident: Incident) -> discord.Embed:
     """The announcement: what broke, since when, how often, who, a sample, how to act."""
+    if incident.category == "environment":
+        return render_environment(incident)
     sample = incident.sample
     state = "" if incident.state == "open" else f" — {incident.state}"
     embed = discord.Embed(
@@ -83,6 +111,18 @@ class IncidentButton(
         await interaction.response.send_message(text, ephemeral=True)
 
 
+def drop_notice(recorder: Any) -> str | None:
+    """How many action records never reached the database, and why; None when none were lost."""
+    if not recorder.dropped:
+        return None
+    reasons = []
+    if recorder.dropped_queue_full:
+        reasons.append(f"{recorder.dropped_queue_full} because the recorder queue was full")
+    if recorder.dropped_unwritten:
+        reasons.append(f"{recorder.dropped_unwritten} because the database could not be written")
+    return f"⚠️ {recorder.dropped} action record(s) were dropped ({'; '.join(reasons)})."
+
+
 def _when(ts: float, style: Literal["R", "T"]) -> str:
     return discord.utils.format_dt(datetime.fromtimestamp(ts, tz=UTC), style)
 
@@ -103,6 +143,9 @@ async def request_action(
         return f"Sorry {user.display_name}, only allow-listed developers can ask me to {action}."
     try:
         incident = await services.incidents.fetch(incident_id)
+        refusal = services.incidents.refusal(incident)
+        if refusal is not None:
+            return refusal
         await services.improve.ensure_ready(action)
         if not await services.incidents.request(incident_id, user.id, action, via):
             return f"You already asked me to {action} incident #{incident_id}."
@@ -139,6 +182,9 @@ class Incidents(commands.Cog):
     # -- Announcer ------------------------------------------------------------------------------
 
     async def announce(self, incident: Incident) -> tuple[int, int] | None:
+        if incident.category == "environment":  # nothing to investigate or fix in code: no buttons
+            sent = await self.bot.send_dev(embed=render(incident))
+            return (sent[0].channel.id, sent[0].id) if sent else None
         assert incident.id is not None
         sent = await self.bot.send_dev(embed=render(incident), view=_view(incident.id))
         if not sent:
@@ -179,13 +225,14 @@ class Incidents(commands.Cog):
     @app_commands.command(name="incidents", description="List open incidents.")
     async def list_incidents(self, interaction: discord.Interaction[MendBot]) -> None:
         active = self.incidents.active()
-        dropped = self.bot.services.recorder.dropped
         lines = [
             f"**#{i.id}** {_ICONS[i.level]} `{i.kind}` — {i.summary} · seen {i.count}× · {i.state}"
+            + (" · environment" if i.category == "environment" else "")
             for i in active
         ] or ["No open incidents. 🎉"]
-        if dropped:
-            lines.append(f"⚠️ {dropped} action record(s) were dropped because the recorder queue was full.")
+        notice = drop_notice(self.bot.services.recorder)
+        if notice:
+            lines.append(notice)
         await interaction.response.send_message("\n".join(lines)[:2000])
 
     @app_commands.command(

@@ -23,6 +23,9 @@ class Remind(commands.Cog):
     @commands.hybrid_command(name="remind", description="Remind you of something later, e.g. 10m stretch.")  # type: ignore[arg-type]  # mypy cannot solve its generics
     async def remind(self, ctx: commands.Context[MendBot], when: str, *, text: str) -> None:
         """Remind you after a delay like 10m, 1h30m or 2d."""
+        # Saving may wait out a locked database for a few seconds: longer than Discord gives an
+        # interaction to answer, so say "thinking…" first.
+        await ctx.defer()
         reminder = await self.reminders.create(
             guild_id=ctx.guild.id if ctx.guild else None,
             channel_id=ctx.channel.id,

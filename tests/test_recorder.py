@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from bot.db import open_database
+from bot.db.retry import RetryPolicy, StorageHealth
 from bot.observe.recorder import ActionRecorder
 from bot.observe.records import ActionRecord
+from tests.harness.storage import hold_write_lock
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,6 +25,8 @@ def _recorder(
     queue_size: int = 10_000,
     ndjson_max_bytes: int = 20_000_000,
     ndjson_backups: int = 3,
+    attempts: int = 5,
+    storage: StorageHealth | None = None,
 ) -> ActionRecorder:
     return ActionRecorder(
         db_path=tmp_path / "m.db",
@@ -32,6 +36,9 @@ def _recorder(
         queue_size=queue_size,
         ndjson_max_bytes=ndjson_max_bytes,
         ndjson_backups=ndjson_backups,
+        retry=RetryPolicy(attempts=attempts, backoff_s=0.02),
+        storage=storage,
+        busy_timeout_ms=20,
     )
 
 
@@ -98,3 +105,73 @@ async def test_action_block_records_failure_and_reraises(tmp_path: Path) -> None
         (False, "KeyError", 0.25, 7),
         (True, None, 0.0, 8),
     ]
+
+
+async def _started(recorder: ActionRecorder) -> None:
+    """Wait until the writer has its database open (one record written)."""
+    recorder.record("task:start", "test", ok=True, duration_ms=1)
+    await recorder.flush()
+    assert recorder.written == 1
+
+
+async def test_a_batch_that_meets_a_lock_is_kept_and_written_once_the_lock_goes(tmp_path: Path) -> None:
+    """A batch written while another process holds the write lock is retried, not discarded: once
+    the lock is released every record is stored and nothing is counted as dropped."""
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    storage = StorageHealth()
+    recorder = _recorder(tmp_path, now, attempts=1000, storage=storage)
+    writer = asyncio.create_task(recorder.run_writer())
+    await _started(recorder)
+    async with hold_write_lock(tmp_path / "m.db") as holder:
+        for _ in range(20):
+            recorder.record("task:x", "test", ok=True, duration_ms=1)
+        await asyncio.wait_for(storage.wait_for_retry(), 30)
+        assert holder.stdin is not None
+        holder.stdin.close()
+        await recorder.flush()
+    await recorder.close()
+    await writer
+    assert (recorder.written, recorder.dropped, recorder.write_errors) == (21, 0, 0)
+    assert await _count(tmp_path / "m.db") == 21
+    assert storage.given_up == 0
+
+
+async def test_a_batch_given_up_under_a_lock_is_counted_as_dropped(tmp_path: Path) -> None:
+    """A batch still failing after its attempts is dropped and counted (dropped, write_errors,
+    StorageHealth's given_up), and later batches are written again once the lock is gone."""
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    storage = StorageHealth()
+    recorder = _recorder(tmp_path, now, attempts=2, storage=storage)
+    writer = asyncio.create_task(recorder.run_writer())
+    await _started(recorder)
+    async with hold_write_lock(tmp_path / "m.db"):
+        for _ in range(7):
+            recorder.record("task:x", "test", ok=True, duration_ms=1)
+        await recorder.flush()
+        assert storage.state.fault == "locked"
+    recorder.record("task:y", "test", ok=True, duration_ms=1)
+    await recorder.close()
+    await writer
+    assert (recorder.dropped, recorder.dropped_unwritten, recorder.written) == (7, 7, 2)
+    assert recorder.health()["actions_dropped"] == 7
+    assert storage.given_up == 1 and storage.state.fault is None
+    assert await _count(tmp_path / "m.db") == 2
+
+
+async def test_a_batch_failing_for_another_reason_is_dropped_at_once_and_counted(tmp_path: Path) -> None:
+    """A write that fails for a reason retrying cannot fix (here the table is gone) is not retried,
+    and its records are counted as dropped rather than silently lost."""
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    storage = StorageHealth()
+    recorder = _recorder(tmp_path, now, attempts=50, storage=storage)
+    writer = asyncio.create_task(recorder.run_writer())
+    await _started(recorder)
+    other = await open_database(tmp_path / "m.db")
+    await other.execute("DROP TABLE actions")
+    await other.close()
+    for _ in range(3):
+        recorder.record("task:x", "test", ok=True, duration_ms=1)
+    await recorder.close()
+    await writer
+    assert (recorder.dropped_unwritten, recorder.write_errors, recorder.written) == (3, 1, 1)
+    assert storage.retried == 0 and storage.state.fault is None

@@ -55,7 +55,10 @@ async def insert_many(db: aiosqlite.Connection, records: Sequence[ActionRecord])
             )
         await db.execute("COMMIT")
     except BaseException:
-        await db.execute("ROLLBACK")
+        # SQLite may already have rolled back (SQLITE_FULL does): a second ROLLBACK would raise
+        # "no transaction is active" and hide the real error.
+        if db.in_transaction:
+            await db.execute("ROLLBACK")
         raise
 
 

@@ -37,8 +37,12 @@ def migrations() -> list[tuple[int, str, str]]:
     return found
 
 
-async def open_database(path: Path | str) -> aiosqlite.Connection:
-    """Open (creating if needed) the database and bring its schema up to date."""
+async def open_database(path: Path | str, *, busy_timeout_ms: int = 5000) -> aiosqlite.Connection:
+    """Open (creating if needed) the database and bring its schema up to date.
+
+    `busy_timeout_ms` is how long a statement waits for another connection's write lock before
+    failing with "database is locked" (which `bot.db.retry` then retries within its bound).
+    """
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     db = await aiosqlite.connect(path, isolation_level=None)
@@ -46,7 +50,7 @@ async def open_database(path: Path | str) -> aiosqlite.Connection:
     await db.execute("PRAGMA journal_mode=WAL")
     await db.execute("PRAGMA synchronous=NORMAL")
     await db.execute("PRAGMA foreign_keys=ON")
-    await db.execute("PRAGMA busy_timeout=5000")
+    await db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     try:
         await _migrate(db)
     except BaseException:

@@ -27,6 +27,8 @@ _FIELDS = (
     "updated_at",
     "closed_at",
     "closed_by",
+    "category",
+    "need",
 )
 
 

@@ -97,7 +97,8 @@ async def insert(
         )
         await db.execute("COMMIT")
     except BaseException:
-        await db.execute("ROLLBACK")
+        if db.in_transaction:  # SQLite may have rolled back already (it does on SQLITE_FULL)
+            await db.execute("ROLLBACK")
         raise
     return run_id
 
@@ -135,7 +136,8 @@ async def transition(
         )
         await db.execute("COMMIT")
     except BaseException:
-        await db.execute("ROLLBACK")
+        if db.in_transaction:  # SQLite may have rolled back already (it does on SQLITE_FULL)
+            await db.execute("ROLLBACK")
         raise
     return True
 

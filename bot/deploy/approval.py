@@ -40,6 +40,7 @@ from bot.db import approvals as queries
 from bot.db import proposals
 from bot.db.approvals import ApprovalForm
 from bot.db.proposals import Proposal
+from bot.db.retry import Writes
 from bot.git import git
 from bot.improve.guard import protected_entry
 from bot.improve.runs import InvalidTransition, Run, RunService
@@ -177,8 +178,11 @@ class ApprovalService:
         runs: RunService,
         settings: Settings,
         clock: Callable[[], datetime],
+        *,
+        writes: Writes | None = None,
     ) -> None:
         self._db = db
+        self._writes = writes or Writes()  # a locked/full database is retried, then "couldn't save"
         self._runs = runs
         self._settings = settings
         self._clock = clock
@@ -478,15 +482,18 @@ class ApprovalService:
         return answer
 
     async def _store(self, request: _Request, proposal: Proposal) -> bool:
-        return await queries.insert(
-            self._db,
-            proposal_id=proposal.id,
-            run_id=proposal.run_id,
-            user_id=request.user_id,
-            sha=proposal.head_sha,
-            form=request.form,
-            via=request.via,
-            now=self._now(),
+        return await self._writes(
+            lambda: queries.insert(
+                self._db,
+                proposal_id=proposal.id,
+                run_id=proposal.run_id,
+                user_id=request.user_id,
+                sha=proposal.head_sha,
+                form=request.form,
+                via=request.via,
+                now=self._now(),
+            ),
+            what="approval",
         )
 
     async def _protected(self, run: Run, proposal: Proposal) -> _Protection:

@@ -23,6 +23,7 @@ from typing import Any, Literal, get_args
 import aiosqlite
 
 from bot.db import runs as queries
+from bot.db.retry import Writes
 from bot.errors import UserError
 from bot.log import get_logger
 from bot.redact import Redactor
@@ -227,9 +228,15 @@ class RunService:
     """
 
     def __init__(
-        self, db: aiosqlite.Connection, clock: Callable[[], datetime], redactor: Redactor | None = None
+        self,
+        db: aiosqlite.Connection,
+        clock: Callable[[], datetime],
+        redactor: Redactor | None = None,
+        *,
+        writes: Writes | None = None,
     ) -> None:
         self._db = db
+        self._writes = writes or Writes()  # a locked/full database is retried, then "couldn't save"
         self._clock = clock
         self.redactor = redactor or Redactor()
         # One writer at a time: a transition reads the state, checks it, then writes.
@@ -265,7 +272,10 @@ class RunService:
         }
         detail = {"kind": kind, "incident_id": incident_id, "security": security}
         async with self._lock:
-            run_id = await queries.insert(self._db, values, actor=f"user:{requester_id}", detail=detail)
+            run_id = await self._writes(
+                lambda: queries.insert(self._db, values, actor=f"user:{requester_id}", detail=detail),
+                what="run",
+            )
         _log.info("run_created", run_id=run_id, kind=kind, requester_id=requester_id, incident_id=incident_id)
         return await self.get(run_id)
 
@@ -405,16 +415,19 @@ class RunService:
         if values.get("failure_reason"):
             values = {**values, "failure_reason": self.redactor.text(str(values["failure_reason"]), 4000)}
         detail = self.redactor.value(detail) if detail else detail
-        written = await queries.transition(
-            self._db,
-            run.id,
-            expected_state=run.state,
-            values=values,
-            ts=values["updated_at"],
-            actor=actor,
-            event=event,
-            detail=detail,
-            cost_usd=cost_usd,
+        written = await self._writes(
+            lambda: queries.transition(
+                self._db,
+                run.id,
+                expected_state=run.state,
+                values=values,
+                ts=values["updated_at"],
+                actor=actor,
+                event=event,
+                detail=detail,
+                cost_usd=cost_usd,
+            ),
+            what="run transition",
         )
         if not written:
             # Another writer (another process on the same database) got there first.

@@ -9,6 +9,14 @@ coalesces instead of queueing hundreds of edits.
 
 In-memory state changes synchronously as records arrive; the database and Discord are
 updated by tasks, so recording never waits for either.
+
+An incident's `category` is "code" (a rule fired on the bot's own failures: 🔍/🛠 offered) or
+"environment": something outside the code — a locked or full database, Discord refusing a call
+for a missing permission, a deleted message, an outage. Environment incidents are opened by
+`environment()` with a `need` ("I need Send Messages in #general"), announced without fix
+buttons, refused by every fix/investigate path (`refusal()`), and cleared by
+`clear_environment()` when the condition is over. A storage incident is announced even while
+its own row cannot be written; the row is written once storage works again.
 """
 
 from __future__ import annotations
@@ -17,12 +25,14 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import aiosqlite
 
 from bot.db import actions as action_queries
 from bot.db import incidents as queries
+from bot.db.retry import Fault, StorageState, storage_fault
 from bot.errors import UserError
 from bot.log import get_logger
 from bot.observe.detector import Signal
@@ -35,6 +45,20 @@ _log = get_logger(__name__)
 _LEVELS = {"notice": 0, "warning": 1, "error": 2}
 _MAX_USERS = 1000
 State = Literal["open", "acknowledged", "resolved", "muted"]
+Category = Literal["code", "environment"]
+STORAGE_KEY = "env:storage"
+_STORAGE_NEEDS: dict[Fault, str] = {
+    "locked": "another process is holding the database's write lock: find it (`fuser {path}`) and stop it",
+    "full": "the disk holding {path} is full: free some space there",
+    "readonly": "{path} is on a read-only file system or not writable by the bot: make it writable",
+    "io": "the disk holding {path} reports I/O errors: check it",
+}
+_STORAGE_SUMMARIES: dict[Fault, str] = {
+    "locked": "The database is locked: writes are waiting past the busy timeout and failing.",
+    "full": "The disk is full: the database cannot grow.",
+    "readonly": "The database is read-only: nothing can be saved.",
+    "io": "The database's disk reports I/O errors.",
+}
 
 
 class IncidentError(UserError):
@@ -60,6 +84,8 @@ class Incident:
     message_id: int | None = None
     closed_at: float | None = None
     closed_by: int | None = None
+    category: Category = "code"
+    need: str | None = None  # environment incidents: what would fix it
     dirty: bool = False
     flushing: bool = False
     created: asyncio.Event = field(default_factory=asyncio.Event)
@@ -87,6 +113,8 @@ class Incident:
             "updated_at": now,
             "closed_at": self.closed_at,
             "closed_by": self.closed_by,
+            "category": self.category,
+            "need": self.need,
         }
 
     @classmethod
@@ -109,6 +137,8 @@ class Incident:
             message_id=row["message_id"],
             closed_at=row["closed_at"],
             closed_by=row["closed_by"],
+            category=row.get("category") or "code",
+            need=row.get("need"),
         )
         incident.created.set()
         return incident
@@ -135,9 +165,15 @@ def _sample(record: ActionRecord) -> dict[str, Any]:
 
 class IncidentService:
     def __init__(
-        self, db: aiosqlite.Connection, config: ObserveConfig, clock: Callable[[], datetime]
+        self,
+        db: aiosqlite.Connection,
+        config: ObserveConfig,
+        clock: Callable[[], datetime],
+        *,
+        db_path: Path | None = None,
     ) -> None:
         self._db = db
+        self._db_path = db_path
         self._config = config
         self._clock = clock
         self._incidents: list[Incident] = []
@@ -153,12 +189,20 @@ class IncidentService:
         self._incidents = [Incident.from_row(row) for row in rows]
         return sum(1 for incident in self._incidents if incident.active)
 
+    def open_storage_fault(self) -> Fault | None:
+        """The fault of a storage incident still open from before a restart (None if there is none)."""
+        for incident in self._incidents:
+            if incident.category == "environment" and incident.fingerprint == STORAGE_KEY and incident.active:
+                fault = incident.sample.get("fault")
+                return fault if fault in _STORAGE_SUMMARIES else "io"
+        return None
+
     # -- fed by the recorder, synchronously -----------------------------------------------------
 
     def observe(self, record: ActionRecord) -> None:
         """Count a failing action against the active incident it belongs to, if any."""
-        if record.ok:
-            return
+        if record.ok or record.extra.get("environment"):
+            return  # environment failures belong to environment incidents, opened by `environment()`
         incident = self._match(record.fingerprint, record.kind, active_only=True)
         if incident is None:
             return
@@ -192,7 +236,8 @@ class IncidentService:
         candidates = [
             incident
             for incident in reversed(self._incidents)
-            if incident.active or (not active_only and (incident.closed_at or 0) >= horizon)
+            if incident.category == "code"
+            and (incident.active or (not active_only and (incident.closed_at or 0) >= horizon))
         ]
         if fingerprint is not None:
             for incident in candidates:
@@ -230,7 +275,7 @@ class IncidentService:
 
     async def _create(self, incident: Incident) -> None:
         try:
-            incident.id = await queries.insert(self._db, incident.row(self.now()))
+            await self._insert(incident)
             _log.warning(
                 "incident opened",
                 incident_id=incident.id,
@@ -242,13 +287,34 @@ class IncidentService:
                 where = await self.announcer.announce(incident)
                 if where is not None:
                     incident.channel_id, incident.message_id = where
-                    await queries.update(
-                        self._db, incident.id, {"channel_id": where[0], "message_id": where[1]}
-                    )
+                    if incident.id is not None:
+                        await self._write(incident, {"channel_id": where[0], "message_id": where[1]})
         finally:
             incident.created.set()
         if incident.dirty:
             self._changed(incident)
+
+    async def _insert(self, incident: Incident) -> None:
+        """Give the incident its row (and id). An environment incident whose storage is failing
+        stays in memory and is announced anyway; its row is written when storage works again."""
+        try:
+            incident.id = await queries.insert(self._db, incident.row(self.now()))
+        except Exception as exc:
+            if incident.category != "environment" or storage_fault(exc) is None:
+                raise
+            _log.warning("environment incident not saved yet", kind=incident.kind, error=str(exc))
+
+    async def _write(self, incident: Incident, values: dict[str, Any]) -> bool:
+        """Update the incident's row; False when an environment incident's storage is failing."""
+        assert incident.id is not None
+        try:
+            await queries.update(self._db, incident.id, values)
+        except Exception as exc:
+            if incident.category != "environment" or storage_fault(exc) is None:
+                raise
+            _log.warning("environment incident not saved yet", incident_id=incident.id, error=str(exc))
+            return False
+        return True
 
     def _changed(self, incident: Incident) -> None:
         incident.dirty = True
@@ -260,17 +326,120 @@ class IncidentService:
         """Write and re-announce until no change is left; one flush per incident at a time."""
         incident.flushing = True
         try:
-            while incident.dirty and incident.id is not None:
+            while incident.dirty:
                 incident.dirty = False
-                await queries.update(self._db, incident.id, incident.row(self.now()))
+                if incident.id is None and incident.category == "environment":
+                    await self._insert(incident)
+                saved = incident.id is not None and await self._write(incident, incident.row(self.now()))
                 if self.announcer is not None and incident.message_id is not None:
                     await self.announcer.update(incident)
+                if not saved:
+                    break  # storage is failing: the next change (storage writable again) saves it
         finally:
             incident.flushing = False
 
     async def quiesce(self) -> None:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # -- environment incidents ------------------------------------------------------------------
+
+    def environment(
+        self,
+        key: str,
+        *,
+        kind: str,
+        summary: str,
+        need: str,
+        level: str = "error",
+        sample: dict[str, Any] | None = None,
+        user_id: int | None = None,
+    ) -> Incident:
+        """Open (or count again) the environment incident for `key`; announced once, updated in place."""
+        now = self.now()
+        incident = next(
+            (i for i in self._incidents if i.category == "environment" and i.fingerprint == key and i.active),
+            None,
+        )
+        if incident is not None:
+            incident.count += 1
+            incident.last_seen = now
+            if user_id is not None and len(incident.user_ids) < _MAX_USERS:
+                incident.user_ids.add(user_id)
+            incident.summary, incident.need = summary, need
+            self._changed(incident)
+            return incident
+        incident = Incident(
+            rule="environment",
+            rules=["environment"],
+            level=level,
+            kind=kind,
+            fingerprint=key,
+            state="open",
+            summary=summary,
+            first_seen=now,
+            last_seen=now,
+            count=1,
+            user_ids={user_id} if user_id is not None else set(),
+            sample=sample or {},
+            category="environment",
+            need=need,
+        )
+        self._incidents.append(incident)
+        self._spawn(self._create(incident))
+        return incident
+
+    def clear_environment(self, key: str, note: str) -> Incident | None:
+        """The condition behind `key` is over: resolve its incident (the announcement says so)."""
+        incident = next(
+            (i for i in self._incidents if i.category == "environment" and i.fingerprint == key and i.active),
+            None,
+        )
+        if incident is None:
+            return None
+        incident.state = "resolved"
+        incident.closed_at = self.now()
+        incident.summary = f"{incident.summary}\n✅ {note}"
+        _log.warning("environment incident cleared", incident_id=incident.id, kind=incident.kind, note=note)
+        self._changed(incident)
+        return incident
+
+    def on_storage(self, state: StorageState) -> None:
+        """StorageHealth listener: a storage fault is one storage incident, cleared when writes work."""
+        if state.fault is None:
+            self.clear_environment(STORAGE_KEY, "Storage is writable again: writes are going through.")
+            return
+        path = str(self._db_path) if self._db_path is not None else "the database"
+        self.environment(
+            STORAGE_KEY,
+            kind="storage",
+            summary=_STORAGE_SUMMARIES[state.fault],
+            need=_STORAGE_NEEDS[state.fault].format(path=path),
+            sample={"fault": state.fault, "error_message": state.detail, "ts": state.since},
+        )
+
+    @staticmethod
+    def refusal(incident: Incident) -> str | None:
+        """What to answer a fix/investigate request on an environment incident (None: go ahead)."""
+        if incident.category != "environment":
+            return None
+        name = f"Incident #{incident.id}" if incident.id is not None else "That incident"
+        return (
+            f"{name} is an environment problem ({incident.kind}), not a bug in my code: a code change "
+            f"can't fix it. What it needs: {incident.need or incident.summary}"
+        )
+
+    async def refusal_for(self, incident_id: int | None = None, message_id: int | None = None) -> str | None:
+        """`refusal()` for an incident named by id or by its announcement; None if it is not one."""
+        incident: Incident | None = None
+        if message_id is not None:
+            incident = self.by_message(message_id)
+        elif incident_id is not None:
+            try:
+                incident = await self.fetch(incident_id)
+            except IncidentError:
+                return None
+        return self.refusal(incident) if incident is not None else None
 
     # -- queries and commands -------------------------------------------------------------------
 

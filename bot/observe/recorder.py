@@ -5,6 +5,12 @@ record to in-process subscribers (incidents, the anomaly detector) and puts it o
 queue. A daemon writer drains the queue in batches into SQLite (its own connection, one
 transaction per batch) and an NDJSON file with rotation. A full queue drops the record and
 counts it; the count shows in /health and /incidents.
+
+A batch that fails to write because storage is failing (database locked, disk full) is kept
+and retried with backoff (`storage.batch_attempts`) while new records queue behind it; a batch
+finally given up — or one that fails for any other reason — is counted in `dropped` too, so
+every record that never reached the database is counted. Storage faults are reported to
+`StorageHealth`, which announces them as a storage incident and clears it when a write succeeds.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import aiosqlite
 
 from bot.db import actions as queries
 from bot.db import open_database
+from bot.db.retry import RetryPolicy, StorageHealth, StorageUnavailable, retrying
 from bot.log import get_logger
 from bot.observe.fingerprint import fingerprint
 from bot.observe.records import ActionRecord
@@ -80,8 +87,14 @@ class ActionRecorder:
         ndjson_max_bytes: int = 20_000_000,
         ndjson_backups: int = 3,
         redactor: Redactor | None = None,
+        retry: RetryPolicy | None = None,
+        storage: StorageHealth | None = None,
+        busy_timeout_ms: int = 5000,
     ) -> None:
         self._db_path = db_path
+        self._retry = retry or RetryPolicy(attempts=5)
+        self._storage = storage
+        self._busy_timeout_ms = busy_timeout_ms
         self._redactor = redactor or Redactor()
         self._ndjson = _NdjsonFile(ndjson_path, ndjson_max_bytes, ndjson_backups)
         self.repo_root = repo_root
@@ -91,10 +104,17 @@ class ActionRecorder:
         self._writer: asyncio.Task[None] | None = None
         self._subscribers: list[Subscriber] = []
         self._db: aiosqlite.Connection | None = None
-        self.dropped = 0
+        self.dropped_queue_full = 0  # not queued: the queue was full
+        self.dropped_unwritten = 0  # queued, but the database write was given up
         self.written = 0
         self.recorded = 0
-        self.write_errors = 0
+        self.write_errors = 0  # batches given up
+        self.ndjson_errors = 0  # batches in the database but missing from the NDJSON file
+
+    @property
+    def dropped(self) -> int:
+        """Every record that never reached the database, whatever the reason."""
+        return self.dropped_queue_full + self.dropped_unwritten
 
     # -- producing ------------------------------------------------------------------------------
 
@@ -154,7 +174,7 @@ class ActionRecorder:
         try:
             self._queue.put_nowait(record)
         except asyncio.QueueFull:
-            self.dropped += 1
+            self.dropped_queue_full += 1
         return record
 
     @contextlib.contextmanager
@@ -193,7 +213,7 @@ class ActionRecorder:
     async def run_writer(self) -> None:
         """Drain the queue into SQLite and NDJSON in batches until `close()` (runs as a daemon)."""
         self._writer = asyncio.current_task()
-        self._db = await open_database(self._db_path)
+        self._db = await open_database(self._db_path, busy_timeout_ms=self._busy_timeout_ms)
         try:
             stop = False
             while not stop:
@@ -204,13 +224,27 @@ class ActionRecorder:
             await self._db.close()
             self._db = None
 
-    async def close(self) -> None:
-        """Write everything recorded so far, then stop the writer."""
+    async def close(self, timeout: float = 30) -> None:
+        """Write everything recorded so far, then stop the writer.
+
+        A writer still retrying a failing database at the timeout is stopped; what it had not
+        written is counted as dropped.
+        """
         writer = self._writer
         if writer is None or writer.done():
             return
-        await self._queue.put(None)
-        await asyncio.wait([writer], timeout=30)
+        try:
+            await asyncio.wait_for(self._queue.put(None), timeout)
+            await asyncio.wait([writer], timeout=timeout)
+        except TimeoutError:
+            pass
+        if not writer.done():
+            writer.cancel()
+            await asyncio.wait([writer], timeout=5)
+            left = self._take(self._queue.qsize())
+            self.dropped_unwritten += sum(1 for record in left if record is not None)
+            for _ in left:
+                self._queue.task_done()
 
     def _take(self, limit: int) -> list[ActionRecord | None]:
         batch: list[ActionRecord | None] = []
@@ -222,20 +256,47 @@ class ActionRecorder:
         return batch
 
     async def _write_batch(self, batch: list[ActionRecord | None]) -> None:
-        assert self._db is not None
         records = [record for record in batch if record is not None]
         try:
-            if records:
-                lines = [record.model_dump_json() + "\n" for record in records]
-                await queries.insert_many(self._db, records)
-                await asyncio.to_thread(self._ndjson.append, lines)
+            if records and await self._insert(records):
                 self.written += len(records)
-        except Exception:
-            self.write_errors += 1
-            _log.exception("writing action records failed", count=len(records))
+                await self._append_ndjson(records)
+        except asyncio.CancelledError:
+            self.dropped_unwritten += len(records)  # stopped by close() while retrying
+            raise
         finally:
             for _ in batch:
                 self._queue.task_done()
+
+    async def _insert(self, records: list[ActionRecord]) -> bool:
+        """Write a batch to SQLite, retrying storage faults; False (and counted dropped) if given up."""
+        db = self._db
+        assert db is not None
+        try:
+            await retrying(
+                lambda: queries.insert_many(db, records),
+                what="action records",
+                policy=self._retry,
+                health=self._storage,
+            )
+        except StorageUnavailable:
+            pass  # logged and reported to StorageHealth by `retrying`
+        except Exception:
+            _log.exception("writing action records failed (not retried)", count=len(records))
+        else:
+            return True
+        self.write_errors += 1
+        self.dropped_unwritten += len(records)
+        return False
+
+    async def _append_ndjson(self, records: list[ActionRecord]) -> None:
+        """The NDJSON copy; the records are already in SQLite, so a failure here loses nothing there."""
+        lines = [record.model_dump_json() + "\n" for record in records]
+        try:
+            await asyncio.to_thread(self._ndjson.append, lines)
+        except OSError as exc:
+            self.ndjson_errors += 1
+            _log.error("appending action records to NDJSON failed", count=len(records), error=str(exc))
 
     async def flush(self) -> None:
         """Wait until every record so far has been written (or failed to be)."""
@@ -267,8 +328,11 @@ class ActionRecorder:
             "actions_recorded": self.recorded,
             "actions_written": self.written,
             "actions_dropped": self.dropped,
+            "actions_dropped_queue_full": self.dropped_queue_full,
+            "actions_dropped_unwritten": self.dropped_unwritten,
             "actions_queued": self._queue.qsize(),
             "action_write_errors": self.write_errors,
+            "action_ndjson_errors": self.ndjson_errors,
         }
 
 

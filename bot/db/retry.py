@@ -1,0 +1,246 @@
+"""Writes that ride out a locked or full database: bounded retries with backoff, then a clear answer.
+
+A storage fault — SQLite busy/locked past `busy_timeout`, a full disk (SQLITE_FULL, ENOSPC), a
+read-only file system or an I/O error — is the environment's problem, not a bug and not the
+user's. `retrying()` runs one atomic write (a single statement, or a function that does its own
+transaction and rolls back on failure) up to `attempts` times with doubling backoff; if storage
+still fails, it raises `StorageUnavailable`, a `UserError` whose message is the whole answer
+("I couldn't save that — try again in a moment."), so nothing is half-saved and the one error
+path replies instead of reporting a crash.
+
+`StorageHealth` is what the rest of the bot sees: a write given up marks storage as failing (the
+incident service announces that once in #dev), the next write that succeeds marks it writable
+again (the announcement is cleared). While it is failing, `probe()` is a tiny real write that
+checks whether it is writable again even when nobody writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+import aiosqlite
+
+from bot.errors import UserError
+from bot.log import get_logger
+
+__all__ = [
+    "SAVE_FAILED",
+    "Fault",
+    "RetryPolicy",
+    "StorageHealth",
+    "StorageState",
+    "StorageUnavailable",
+    "Writes",
+    "probe",
+    "retrying",
+    "storage_fault",
+]
+
+_log = get_logger(__name__)
+T = TypeVar("T")
+Fault = Literal["locked", "full", "readonly", "io"]
+SAVE_FAILED = "I couldn't save that — try again in a moment."
+
+# Primary SQLite result codes (the low byte of an extended code).
+_SQLITE_FAULTS: dict[int, Fault] = {5: "locked", 6: "locked", 8: "readonly", 10: "io", 13: "full"}
+_MESSAGES: tuple[tuple[str, Fault], ...] = (
+    ("database is locked", "locked"),
+    ("database table is locked", "locked"),
+    ("database or disk is full", "full"),
+    ("readonly database", "readonly"),
+    ("disk i/o error", "io"),
+)
+_ERRNOS: dict[int, Fault] = {
+    errno.ENOSPC: "full",
+    errno.EDQUOT: "full",
+    errno.EROFS: "readonly",
+    errno.EIO: "io",
+}
+
+
+def storage_fault(exc: BaseException) -> Fault | None:
+    """What kind of storage fault `exc` is, or None when it is something else (a bug, say)."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if isinstance(code, int) and (code & 0xFF) in _SQLITE_FAULTS:
+            return _SQLITE_FAULTS[code & 0xFF]
+        text = str(exc).lower()
+        return next((fault for phrase, fault in _MESSAGES if phrase in text), None)
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return _ERRNOS.get(exc.errno)
+    return None
+
+
+class StorageUnavailable(UserError):
+    """A write was given up after its retries: the user is told it was not saved."""
+
+    def __init__(self, fault: Fault, detail: str) -> None:
+        super().__init__(SAVE_FAILED)
+        self.fault = fault
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = 3
+    backoff_s: float = 0.5
+    max_backoff_s: float = 10.0
+
+    def delay(self, attempt: int) -> float:
+        """The pause after failed attempt number `attempt` (1-based)."""
+        return min(self.max_backoff_s, self.backoff_s * float(2 ** (attempt - 1)))
+
+
+@dataclass(frozen=True, slots=True)
+class StorageState:
+    """Storage is failing (`fault` set, since when, the last error) or writable (`fault` None)."""
+
+    fault: Fault | None
+    detail: str = ""
+    since: float = 0.0
+
+
+Listener = Callable[[StorageState], None]
+
+
+class StorageHealth:
+    """Whether writes are going through; tells listeners when a fault starts and when it ends."""
+
+    def __init__(self) -> None:
+        self.state = StorageState(None)
+        self.retried = 0  # failed attempts that were tried again
+        self.given_up = 0  # writes (user writes and action batches) abandoned after their retries
+        self._listeners: list[Listener] = []
+        self._failing = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._retry_seen = asyncio.Event()
+
+    @property
+    def failing(self) -> bool:
+        return self.state.fault is not None
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def failed(self, fault: Fault, detail: str) -> None:
+        """A write was given up. The first one starts a fault; later ones only count."""
+        self.given_up += 1
+        if self.state.fault is not None:
+            return
+        self.state = StorageState(fault, detail[:300], time.time())
+        self._failing.set()
+        self._writable.clear()
+        _log.error("storage is failing", fault=fault, detail=detail)
+        self._notify()
+
+    def assume_failing(self, fault: Fault, detail: str) -> None:
+        """Start as failing (a storage incident is still open from before a restart), without
+        announcing it again: the next write that works — the probe's, at the latest — clears it."""
+        if self.state.fault is None:
+            self.state = StorageState(fault, detail, time.time())
+            self._failing.set()
+            self._writable.clear()
+
+    def succeeded(self, what: str = "a write") -> None:
+        """A write went through: a fault, if there was one, is over."""
+        if self.state.fault is None:
+            return
+        _log.warning("storage is writable again", was=self.state.fault, write=what)
+        self.state = StorageState(None)
+        self._failing.clear()
+        self._writable.set()
+        self._notify()
+
+    def note_retry(self) -> None:
+        """A write failed on storage and will be tried again."""
+        self.retried += 1
+        self._retry_seen.set()
+
+    async def wait_for_retry(self) -> None:
+        """Return once some write has had to be retried (at once if one already was)."""
+        await self._retry_seen.wait()
+
+    async def wait_writable(self) -> None:
+        """Return once storage is not failing (at once if it is not)."""
+        await self._writable.wait()
+
+    async def probe_while_failing(self, write: Callable[[], Awaitable[None]], interval_s: float) -> None:
+        """Runs as a daemon: while storage is failing, try `write` every `interval_s` so that a
+        quiet bot notices recovery too (the write's success clears the fault)."""
+        once = RetryPolicy(attempts=1)
+        while True:
+            await self._failing.wait()
+            await asyncio.sleep(interval_s)
+            if self.failing:
+                with contextlib.suppress(StorageUnavailable):
+                    await retrying(write, what="storage probe", policy=once, health=self)
+
+    def _notify(self) -> None:
+        for listener in self._listeners:
+            try:
+                listener(self.state)
+            except Exception:
+                _log.exception("storage listener failed", listener=repr(listener))
+
+
+async def retrying(
+    write: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    policy: RetryPolicy,
+    health: StorageHealth | None = None,
+) -> T:
+    """Run one atomic write, retrying storage faults; `StorageUnavailable` when it never went through.
+
+    Anything that is not a storage fault propagates at once (a bug stays a bug).
+    """
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            result = await write()
+        except (sqlite3.Error, OSError) as exc:
+            fault = storage_fault(exc)
+            if fault is None:
+                raise
+            if attempt >= policy.attempts:
+                _log.error("write given up", what=what, fault=fault, attempts=attempt, error=str(exc))
+                if health is not None:
+                    health.failed(fault, str(exc))
+                raise StorageUnavailable(fault, str(exc)) from exc
+            _log.warning("write failed, retrying", what=what, fault=fault, attempt=attempt, error=str(exc))
+            if health is not None:
+                health.note_retry()
+            await asyncio.sleep(policy.delay(attempt))
+            continue
+        if health is not None:
+            health.succeeded(what)
+        return result
+
+
+@dataclass(frozen=True, slots=True)
+class Writes:
+    """`retrying()` bound to the process's policy and StorageHealth: what services save through."""
+
+    policy: RetryPolicy = RetryPolicy()
+    health: StorageHealth | None = None
+
+    async def __call__(self, write: Callable[[], Awaitable[T]], *, what: str) -> T:
+        return await retrying(write, what=what, policy=self.policy, health=self.health)
+
+
+async def probe(db: aiosqlite.Connection, now: float) -> None:
+    """A tiny real write (one row in settings_kv): raises while storage is not writable."""
+    await db.execute(
+        "INSERT INTO settings_kv (key, value) VALUES ('storage_probe', ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (str(now),),
+    )
