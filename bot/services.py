@@ -32,6 +32,7 @@ from bot.improve.runs import RunService
 from bot.improve.service import SelfImprovementAgent
 from bot.improve.workspace import Workspace
 from bot.log import get_logger
+from bot.observe.audit import AuditService
 from bot.observe.detector import AnomalyDetector
 from bot.observe.incidents import IncidentService
 from bot.observe.recorder import ActionRecorder
@@ -65,6 +66,7 @@ class Services:
     improve: SelfImprovementAgent
     deploy: DeployService
     clock: Callable[[], datetime]
+    audit: AuditService
     redactor: Redactor = field(default_factory=Redactor)
     daemons: Daemons = field(default_factory=Daemons)
     closed: bool = False
@@ -210,6 +212,7 @@ async def _assemble(
         improve=improve,
         deploy=deploy,
         clock=clock,
+        audit=AuditService(db, settings.audit, clock),
         redactor=redactor,
         boot_notices=boot_notices,
     )
