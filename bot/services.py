@@ -22,6 +22,7 @@ from bot.db import open_database
 from bot.deploy.approval import ApprovalService
 from bot.deploy.merge import Merger
 from bot.deploy.service import DeployService
+from bot.devmode import DevMode
 from bot.forge.base import Forge
 from bot.forge.github import GitHubForge
 from bot.forge.local import LocalForge
@@ -67,6 +68,7 @@ class Services:
     deploy: DeployService
     clock: Callable[[], datetime]
     audit: AuditService
+    devmode: DevMode
     redactor: Redactor = field(default_factory=Redactor)
     daemons: Daemons = field(default_factory=Daemons)
     closed: bool = False
@@ -213,6 +215,7 @@ async def _assemble(
         deploy=deploy,
         clock=clock,
         audit=AuditService(db, settings.audit, clock),
+        devmode=DevMode(db, settings.repo_dir.resolve(), clock),
         redactor=redactor,
         boot_notices=boot_notices,
     )
