@@ -4,8 +4,11 @@ records, the schedule fires on the virtual clock, and the aggregates stay on the
 from __future__ import annotations
 
 import io
+import os
 import sqlite3
 import struct
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ from bot.playground import VirtualWorld
 from bot.settings import AuditConfig, ConfigError, Settings
 from tests.harness.discord import bot_messages, make_settings, reply_text, running_world
 
+REPO = Path(__file__).resolve().parent.parent
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HOUR = 3600.0
 
@@ -367,3 +371,24 @@ async def test_aggregates_read_their_indexes(settings: Settings) -> None:
     first, second = plans.values()
     assert "COVERING INDEX actions_ts_audit" in first
     assert "COVERING INDEX actions_kind_duration" in second and "ORDER BY" not in second
+
+
+def test_playground_shows_the_audit_and_its_charts(tmp_path: Path) -> None:
+    """In `mendbot play`, /audit in #dev prints the report and names its three PNG attachments."""
+    config = tmp_path / "config.yaml"
+    config.write_text("health: {enabled: false}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "--config", str(config), "play"],
+        cwd=tmp_path,
+        input="#dev\n/audit\n/audit 7d\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**{k: v for k, v in os.environ.items() if k != "MENDBOT_CONFIG"}, "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "📋 **Self-audit** · last 24h" in result.stdout
+    assert "📋 **Self-audit** · last 7d" in result.stdout
+    for name in ("failures_per_day.png", "p95_per_kind.png", "spend_per_day.png"):
+        assert result.stdout.count(f"    📎 {name} (") == 2
