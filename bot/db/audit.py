@@ -94,7 +94,7 @@ async def percentile(
     if rank < 1:
         return None
     async with db.execute(
-        "SELECT duration_ms FROM actions INDEXED BY actions_kind_duration"
+        "SELECT duration_ms FROM actions INDEXED BY actions_kind_ts"
         " WHERE kind = ? AND ts >= ? AND ts < ? ORDER BY duration_ms LIMIT 1 OFFSET ?",
         (kind, start, end, rank - 1),
     ) as cursor:

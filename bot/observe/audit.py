@@ -6,9 +6,9 @@ failing kinds and fingerprints, p50/p95 per kind against the previous period of 
 (a regression is a p95 `regression_factor` times the previous one, with enough samples on both
 sides), the commands the loaded bot has that nobody invoked, incidents opened/resolved/regressed,
 runs and their outcomes, and spend per UTC day (chat replies from actions, runs from run events).
-`AuditReport.highest_impact()` names the one item most worth fixing — the hook an autonomous
-`propose` level starts a run from. Rendering lives in `audit_render` (text) and `audit_charts`
-(PNG).
+`AuditReport.highest_impact()` (or `AuditService.highest_impact(period)`) names the one item most
+worth fixing — the hook an autonomous `propose` level starts a run from. Rendering lives in
+`audit_render` (text) and `audit_charts` (PNG).
 
 `AuditSchedule` fires a callback at each time `audit.schedule` (cron syntax, read by croniter in
 `audit.timezone`) names. It is one task sleeping on the event loop until the next fire time of
@@ -257,6 +257,10 @@ class AuditService:
             runs=await queries.run_counts(self._db, a, b),
             days=_days(kind_days, await queries.run_spend_by_day(self._db, a, b), start, end),
         )
+
+    async def highest_impact(self, period: timedelta | None = None) -> AuditFinding | None:
+        """The item most worth fixing over `period` (default: the configured one), for a proposal."""
+        return (await self.report(period or self.default_period)).highest_impact()
 
     async def _latency(self, budgets: list[KindBudget], start: float, end: float) -> list[LatencyChange]:
         config = self.config

@@ -7,9 +7,11 @@
 DROP INDEX actions_ts;
 CREATE INDEX actions_ts_audit ON actions (ts, kind, ok, duration_ms, cost_usd);
 
--- Exact percentiles per kind: walking a kind's durations in order and stopping at the n-th
--- one in the period needs no sort (`ORDER BY duration_ms LIMIT 1 OFFSET n`).
-CREATE INDEX actions_kind_duration ON actions (kind, duration_ms, ts);
+-- Exact percentiles per kind sort a kind's durations in the period, read from this index alone.
+-- It widens (kind, ts) rather than adding (kind, duration_ms): an index in duration order takes
+-- each insert at a random page, which made the writer six times slower on a large table.
+DROP INDEX actions_kind_ts;
+CREATE INDEX actions_kind_ts ON actions (kind, ts, duration_ms);
 
 -- Failures of the period by fingerprint: only failing rows are in it, so it costs little.
 CREATE INDEX actions_failures_ts ON actions (ts, fingerprint, kind) WHERE fingerprint IS NOT NULL;
