@@ -214,7 +214,7 @@ async def _assemble(
         improve=improve,
         deploy=deploy,
         clock=clock,
-        audit=AuditService(db, settings.audit, clock),
+        audit=AuditService(settings.db_path, settings.audit, clock),
         devmode=DevMode(db, settings.repo_dir.resolve(), clock),
         redactor=redactor,
         boot_notices=boot_notices,

@@ -276,20 +276,22 @@ def test_period_parsing() -> None:
 # -- the service alone, over a real database ---------------------------------------------------
 
 
-async def _service(tmp_path: Path, **config: Any) -> tuple[aiosqlite.Connection, AuditService, float]:
-    db = await open_database(tmp_path / "audit.db")
-    now = datetime(2026, 1, 1, 12, tzinfo=UTC)
-    await seed(db, now.timestamp())
-    return db, AuditService(db, AuditConfig(**config), lambda: now), now.timestamp()
+NOON = datetime(2026, 1, 1, 12, tzinfo=UTC)
+
+
+async def _seeded(path: Path) -> Path:
+    db = await open_database(path)
+    try:
+        await seed(db, NOON.timestamp())
+    finally:
+        await db.close()
+    return path
 
 
 async def test_report_figures(tmp_path: Path) -> None:
     """Nearest-rank percentiles, budgets, regressions and unused commands, straight from SQL."""
-    db, service, _ = await _service(tmp_path)
-    try:
-        report = await service.report(timedelta(days=1), commands={"command:roll", "command:never", "app:x"})
-    finally:
-        await db.close()
+    service = AuditService(await _seeded(tmp_path / "audit.db"), AuditConfig(), lambda: NOON)
+    report = await service.report(timedelta(days=1), commands={"command:roll", "command:never", "app:x"})
     latency = {change.kind: change for change in report.latency}
     assert (latency["chat:reply"].p50, latency["chat:reply"].p95) == (50.0, 95.0)
     assert latency["command:slow"].regressed and latency["command:slow"].factor == 3.0
@@ -305,32 +307,25 @@ async def test_report_figures(tmp_path: Path) -> None:
 
 async def test_highest_impact_order(tmp_path: Path) -> None:
     """Over-budget failures come first; with a looser SLO the regression; with nothing wrong, None."""
-    db, service, now = await _service(tmp_path)
-    try:
-        finding = await service.highest_impact()  # the configured period: one day
-        assert finding is not None and (finding.kind, finding.fingerprint, finding.impact) == (
-            "command:roll",
-            "fp-roll",
-            10.0,
-        )
-        loose = AuditService(db, AuditConfig(slo=0.5), service._clock)
-        finding = (await loose.report(timedelta(days=1))).highest_impact()
-        assert finding is not None and (finding.kind, finding.fingerprint) == ("command:slow", None)
-        assert "100 ms to 300 ms" in finding.description
-        empty = AuditService(db, AuditConfig(), lambda: datetime.fromtimestamp(now + 30 * 86400, UTC))
-        assert (await empty.report(timedelta(days=1))).highest_impact() is None
-    finally:
-        await db.close()
+    path = await _seeded(tmp_path / "audit.db")
+    finding = await AuditService(path, AuditConfig(), lambda: NOON).highest_impact()  # one day
+    assert finding is not None and (finding.kind, finding.fingerprint, finding.impact) == (
+        "command:roll",
+        "fp-roll",
+        10.0,
+    )
+    finding = await AuditService(path, AuditConfig(slo=0.5), lambda: NOON).highest_impact()
+    assert finding is not None and (finding.kind, finding.fingerprint) == ("command:slow", None)
+    assert "100 ms to 300 ms" in finding.description
+    later = NOON + timedelta(days=30)
+    assert await AuditService(path, AuditConfig(), lambda: later).highest_impact() is None
 
 
 async def test_empty_period_still_renders(tmp_path: Path) -> None:
     """A period without records renders text that says so and three valid charts."""
-    db = await open_database(tmp_path / "empty.db")
-    try:
-        service = AuditService(db, AuditConfig(), lambda: datetime(2026, 1, 1, tzinfo=UTC))
-        report = await service.report(timedelta(days=1), commands={"command:roll"})
-    finally:
-        await db.close()
+    await (await open_database(tmp_path / "empty.db")).close()
+    service = AuditService(tmp_path / "empty.db", AuditConfig(), lambda: NOON)
+    report = await service.report(timedelta(days=1), commands={"command:roll"})
     text = "\n".join(render_text(report))
     assert "No actions in this period." in text and "**Never invoked** (1): `command:roll`" in text
     assert [_png_size(chart.png) for chart in render_charts(report)] == [(800, 400)] * 3
@@ -338,12 +333,9 @@ async def test_empty_period_still_renders(tmp_path: Path) -> None:
 
 async def test_long_reports_are_split_into_messages(tmp_path: Path) -> None:
     """Every message of a long report fits Discord's 2000 characters, and no line is lost."""
-    db, service, _ = await _service(tmp_path, top=25)
-    try:
-        commands = {f"command:unused_{i:03d}_with_a_long_name" for i in range(120)}
-        report = await service.report(timedelta(days=1), commands=commands)
-    finally:
-        await db.close()
+    service = AuditService(await _seeded(tmp_path / "audit.db"), AuditConfig(top=25), lambda: NOON)
+    commands = {f"command:unused_{i:03d}_with_a_long_name" for i in range(120)}
+    report = await service.report(timedelta(days=1), commands=commands)
     messages = render_text(report)
     assert len(messages) > 1 and all(len(m) <= 2000 for m in messages)
     assert "command:unused_119_with_a_long_name" in "".join(messages)

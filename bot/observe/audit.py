@@ -21,12 +21,14 @@ import asyncio
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import aiosqlite
 from croniter import croniter
 
 from bot.db import audit as queries
+from bot.db import open_database
 from bot.db.audit import FingerprintCount, IncidentCounts, RunCount
 from bot.errors import UserError
 from bot.log import get_logger
@@ -225,8 +227,11 @@ def _failure_finding(failure: FingerprintCount, budget: KindBudget | None) -> Au
 
 
 class AuditService:
-    def __init__(self, db: aiosqlite.Connection, config: AuditConfig, clock: Callable[[], datetime]) -> None:
-        self._db = db
+    """Audits over their own database connection: a report reads for seconds on a large table, and
+    the bot's shared connection (one thread, one statement at a time) must keep serving meanwhile."""
+
+    def __init__(self, db_path: Path, config: AuditConfig, clock: Callable[[], datetime]) -> None:
+        self._db_path = db_path
         self.config = config
         self._clock = clock
         self.schedule = AuditSchedule(config.schedule, config.timezone, clock)
@@ -241,38 +246,44 @@ class AuditService:
         start = end - period
         a, b = start.timestamp(), end.timestamp()
         config = self.config
-        kind_days = await queries.kind_days(self._db, a, b)
-        budgets = _budgets(kind_days, config.slo)
-        seen = {budget.kind for budget in budgets}
-        return AuditReport(
-            start=start,
-            end=end,
-            slo=config.slo,
-            top=config.top,
-            budgets=budgets,
-            fingerprints=await queries.top_fingerprints(self._db, a, b, config.top),
-            latency=await self._latency(budgets, a, b),
-            unused_commands=sorted(set(commands) - seen),
-            incidents=await queries.incident_counts(self._db, a, b),
-            runs=await queries.run_counts(self._db, a, b),
-            days=_days(kind_days, await queries.run_spend_by_day(self._db, a, b), start, end),
-        )
+        db = await open_database(self._db_path)  # WAL: reads alongside the bot's writes
+        try:
+            kind_days = await queries.kind_days(db, a, b)
+            budgets = _budgets(kind_days, config.slo)
+            seen = {budget.kind for budget in budgets}
+            return AuditReport(
+                start=start,
+                end=end,
+                slo=config.slo,
+                top=config.top,
+                budgets=budgets,
+                fingerprints=await queries.top_fingerprints(db, a, b, config.top),
+                latency=await self._latency(db, budgets, a, b),
+                unused_commands=sorted(set(commands) - seen),
+                incidents=await queries.incident_counts(db, a, b),
+                runs=await queries.run_counts(db, a, b),
+                days=_days(kind_days, await queries.run_spend_by_day(db, a, b), start, end),
+            )
+        finally:
+            await db.close()
 
     async def highest_impact(self, period: timedelta | None = None) -> AuditFinding | None:
         """The item most worth fixing over `period` (default: the configured one), for a proposal."""
         return (await self.report(period or self.default_period)).highest_impact()
 
-    async def _latency(self, budgets: list[KindBudget], start: float, end: float) -> list[LatencyChange]:
+    async def _latency(
+        self, db: aiosqlite.Connection, budgets: list[KindBudget], start: float, end: float
+    ) -> list[LatencyChange]:
         config = self.config
         before = start - (end - start)
-        previous = await queries.kind_counts(self._db, before, start)
+        previous = await queries.kind_counts(db, before, start)
         changes = []
         for budget in budgets:
-            p50, p95 = await self._percentiles(budget.kind, budget.actions, start, end)
+            p50, p95 = await _percentiles(db, budget.kind, budget.actions, start, end)
             if p50 is None or p95 is None:
                 continue
             count = previous.get(budget.kind, 0)
-            prev50, prev95 = await self._percentiles(budget.kind, count, before, start)
+            prev50, prev95 = await _percentiles(db, budget.kind, count, before, start)
             regressed = (
                 prev95 is not None
                 and prev95 > 0
@@ -286,16 +297,17 @@ class AuditService:
         changes.sort(key=lambda c: (not c.regressed, -(c.factor or 0.0) if c.regressed else -c.p95, c.kind))
         return changes
 
-    async def _percentiles(
-        self, kind: str, count: int, start: float, end: float
-    ) -> tuple[float | None, float | None]:
-        """Nearest-rank p50 and p95 (the ⌈p·n⌉-th smallest duration)."""
-        if count == 0:
-            return None, None
-        return (
-            await queries.percentile(self._db, kind, start, end, (count * 50 + 99) // 100),
-            await queries.percentile(self._db, kind, start, end, (count * 95 + 99) // 100),
-        )
+
+async def _percentiles(
+    db: aiosqlite.Connection, kind: str, count: int, start: float, end: float
+) -> tuple[float | None, float | None]:
+    """Nearest-rank p50 and p95 (the ⌈p·n⌉-th smallest duration)."""
+    if count == 0:
+        return None, None
+    return (
+        await queries.percentile(db, kind, start, end, (count * 50 + 99) // 100),
+        await queries.percentile(db, kind, start, end, (count * 95 + 99) // 100),
+    )
 
 
 def _budgets(kind_days: list[queries.KindDay], slo: float) -> list[KindBudget]:
