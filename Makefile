@@ -40,6 +40,7 @@ bench: setup
 	$(BIN)/python bench/redact.py
 	$(BIN)/python bench/sandbox.py
 	$(BIN)/python bench/storage.py
+	$(BIN)/python bench/audit.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

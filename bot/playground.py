@@ -429,6 +429,8 @@ class Playground:
                 if before is None:
                     self._say(f"[{where}] mendbot ({alias}): {message.content}".rstrip())
                     self._print_extras(message.embeds, message.components)
+                    for attachment in message.attachments:  # e.g. the audit's charts
+                        self._say(f"    📎 {attachment.filename} ({attachment.size:,} bytes)")
                 elif (
                     before.content != seen.content
                     or before.embeds != seen.embeds

@@ -23,6 +23,7 @@ from bot.db.retry import RetryPolicy, StorageHealth, Writes, probe
 from bot.deploy.approval import ApprovalService
 from bot.deploy.merge import Merger
 from bot.deploy.service import DeployService
+from bot.devmode import DevMode
 from bot.forge.base import Forge
 from bot.forge.github import GitHubForge
 from bot.forge.local import LocalForge
@@ -33,6 +34,7 @@ from bot.improve.runs import RunService
 from bot.improve.service import SelfImprovementAgent
 from bot.improve.workspace import Workspace
 from bot.log import get_logger
+from bot.observe.audit import AuditService
 from bot.observe.detector import AnomalyDetector
 from bot.observe.incidents import IncidentService
 from bot.observe.recorder import ActionRecorder
@@ -66,6 +68,8 @@ class Services:
     improve: SelfImprovementAgent
     deploy: DeployService
     clock: Callable[[], datetime]
+    audit: AuditService
+    devmode: DevMode
     redactor: Redactor = field(default_factory=Redactor)
     storage: StorageHealth = field(default_factory=StorageHealth)
     daemons: Daemons = field(default_factory=Daemons)
@@ -225,6 +229,8 @@ async def _assemble(
         improve=improve,
         deploy=deploy,
         clock=clock,
+        audit=AuditService(settings.db_path, settings.audit, clock),
+        devmode=DevMode(db, settings.repo_dir.resolve(), clock),
         redactor=redactor,
         storage=storage,
         boot_notices=boot_notices,

@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -187,6 +188,38 @@ class PlaygroundConfig(_Section):
     )
 
 
+class AuditConfig(_Section):
+    """The self-audit (bot/observe/audit.py): when it runs by itself and what it judges against."""
+
+    schedule: str | None = None  # cron, e.g. "0 9 * * 1" (Mondays 09:00); None: only `/audit` on demand
+    timezone: str = "UTC"  # the zone the schedule is read in
+    period_hours: int = Field(default=24, ge=1, le=24 * 90)  # what scheduled audits and plain /audit cover
+    slo: float = Field(default=0.99, gt=0, lt=1)  # success objective per kind; its error budget is 1 - slo
+    top: int = Field(default=5, ge=1, le=25)  # how many kinds, fingerprints and regressions are listed
+    regression_factor: float = Field(default=1.5, gt=1)  # p95 this many times the previous period's
+    regression_min_samples: int = Field(default=20, ge=1)  # actions a kind needs in both periods to be judged
+    regression_min_ms: float = Field(default=50, ge=0)  # below this p95 nobody notices: not a regression
+    charts: bool = True  # attach PNG charts to the report
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        from croniter import croniter  # only needed when a schedule is configured
+
+        if value is not None and not croniter.is_valid(value):
+            raise ValueError("not a cron expression (five fields: minute hour day month weekday)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("not a time zone name (e.g. UTC, Europe/Berlin)") from None
+        return value
+
+
 class Settings(BaseSettings):
     """All of mendbot's configuration. Secrets have no defaults that could leak into a repo."""
 
@@ -217,6 +250,7 @@ class Settings(BaseSettings):
     health: HealthConfig = Field(default_factory=HealthConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     playground: PlaygroundConfig = Field(default_factory=PlaygroundConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
 
     @classmethod
     def settings_customise_sources(

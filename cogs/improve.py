@@ -226,7 +226,9 @@ class Improve(commands.Cog):
     @app_commands.command(name="budget", description="Self-improvement spend and limits.")
     async def budget(self, interaction: discord.Interaction[MendBot]) -> None:
         report = await self.improve.policy.budget()
-        await interaction.response.send_message(report.render()[:2000])
+        active, reason = await self.bot.services.devmode.active()
+        dev = f"**Dev mode:** on — {reason}; autonomous runs wait." if active else "**Dev mode:** off."
+        await interaction.response.send_message(f"{report.render()[: 1999 - len(dev)]}\n{dev}")
 
     # -- plain words ----------------------------------------------------------------------------
 

@@ -1,0 +1,115 @@
+"""The self-audit's charts as PNG bytes: failures per day, p95 per kind, spend per day.
+
+matplotlib's object API with the Agg canvas: no pyplot global state, no display, safe to call
+from a worker thread (the cog does, so drawing never holds the event loop). matplotlib is
+imported on first use: it costs about half a second, which start-up should not pay.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bot.observe.audit import AuditReport
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["Chart", "render_charts"]
+
+_SIZE = (8.0, 4.0)  # inches; at 100 dpi an 800×400 image that Discord shows inline
+_DPI = 100
+
+
+@dataclass(frozen=True)
+class Chart:
+    filename: str
+    png: bytes
+
+
+def render_charts(report: AuditReport) -> list[Chart]:
+    """One PNG per chart; an empty period still gets charts that say so."""
+    return [
+        Chart("failures_per_day.png", _png(_failures_per_day(report))),
+        Chart("p95_per_kind.png", _png(_p95_per_kind(report))),
+        Chart("spend_per_day.png", _png(_spend_per_day(report))),
+    ]
+
+
+def _figure(title: str) -> Figure:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=_SIZE, dpi=_DPI, layout="constrained")
+    figure.suptitle(title)
+    return figure
+
+
+def _png(figure: Figure) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=_DPI)
+    return buffer.getvalue()
+
+
+def _failures_per_day(report: AuditReport) -> Figure:
+    figure = _figure("Failures per day")
+    axes = figure.add_subplot()
+    labels = [f"{day.day:%m-%d}" for day in report.days]
+    axes.bar(labels, [day.failures for day in report.days], color="#d9534f", label="failed")
+    axes.set_ylabel("failed actions")
+    rate = axes.twinx()
+    rate.plot(
+        labels,
+        [100 * day.failures / day.actions if day.actions else 0.0 for day in report.days],
+        color="#333333",
+        marker="o",
+        label="% failed",
+    )
+    rate.set_ylabel("% of actions")
+    rate.set_ylim(bottom=0)
+    return figure
+
+
+def _p95_per_kind(report: AuditReport) -> Figure:
+    figure = _figure("p95 latency per kind (ms): this period vs the previous")
+    axes = figure.add_subplot()
+    changes = report.latency[: report.top * 2][::-1]  # the worst at the top
+    if not changes:
+        axes.text(0.5, 0.5, "no timed actions in this period", ha="center", va="center")
+        axes.set_axis_off()
+        return figure
+    positions = list(range(len(changes)))
+    height = 0.4
+    axes.barh(
+        [p + height / 2 for p in positions],
+        [c.p95 for c in changes],
+        height,
+        color=["#d9534f" if c.regressed else "#5b8def" for c in changes],
+        label="this period",
+    )
+    axes.barh(
+        [p - height / 2 for p in positions],
+        [c.previous_p95 or 0.0 for c in changes],
+        height,
+        color="#bbbbbb",
+        label="previous period",
+    )
+    axes.set_yticks(positions, [c.kind for c in changes], fontsize=8)
+    axes.set_xlabel("ms")
+    axes.legend(loc="lower right")
+    return figure
+
+
+def _spend_per_day(report: AuditReport) -> Figure:
+    figure = _figure("Spend per day (USD)")
+    axes = figure.add_subplot()
+    labels = [f"{day.day:%m-%d}" for day in report.days]
+    chat = [day.chat_usd for day in report.days]
+    axes.bar(labels, chat, color="#5cb85c", label="chat")
+    axes.bar(labels, [day.runs_usd for day in report.days], bottom=chat, color="#f0ad4e", label="runs")
+    axes.set_ylabel("USD")
+    axes.legend(loc="upper left")
+    return figure

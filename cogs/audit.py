@@ -1,0 +1,88 @@
+"""/audit: the self-audit on demand in a dev channel, and posted there by itself on `audit.schedule`.
+
+The report is text (bot/observe/audit_render.py) with PNG charts attached
+(bot/observe/audit_charts.py); a scheduled audit is recorded as the action `task:audit`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.app import MendBot
+from bot.observe.audit import AuditReport, parse_period
+from bot.observe.audit_charts import Chart, render_charts
+from bot.observe.audit_render import render_text
+
+
+def command_kinds(bot: commands.Bot) -> set[str]:
+    """The action kinds the loaded bot's commands are recorded under (app.py's `_record_*`)."""
+    kinds = {f"command:{c.qualified_name}" for c in bot.walk_commands() if not isinstance(c, commands.Group)}
+    for command in bot.tree.walk_commands():
+        # Hybrid commands are recorded as `command:` whichever way they are invoked.
+        if isinstance(command, app_commands.Command) and not isinstance(
+            command, commands.hybrid.HybridAppCommand
+        ):
+            kinds.add(f"app:{command.qualified_name}")
+    return kinds
+
+
+def _files(charts: list[Chart]) -> list[discord.File]:
+    return [discord.File(io.BytesIO(chart.png), filename=chart.filename) for chart in charts]
+
+
+class Audit(commands.Cog):
+    def __init__(self, bot: MendBot) -> None:
+        self.bot = bot
+        self.audit = bot.services.audit
+
+    async def cog_load(self) -> None:
+        self.audit.schedule.start(self._scheduled)
+
+    async def cog_unload(self) -> None:
+        self.audit.schedule.stop()
+
+    async def _render(self, report: AuditReport) -> tuple[list[str], list[Chart]]:
+        texts = render_text(report, report.highest_impact())
+        charts = await asyncio.to_thread(render_charts, report) if self.audit.config.charts else []
+        return texts, charts
+
+    async def _scheduled(self) -> None:
+        with self.bot.services.recorder.action("task:audit", "Audit"):
+            report = await self.audit.report(self.audit.default_period, command_kinds(self.bot))
+            texts, charts = await self._render(report)
+            for index, text in enumerate(texts):
+                last = index == len(texts) - 1
+                await self.bot.send_dev(text, files=_files(charts) if last else [])
+
+    @app_commands.command(
+        name="audit", description="Self-audit: error budgets, failures, latency, unused commands, spend."
+    )
+    @app_commands.describe(period="how far back, e.g. 24h or 7d (default: one day, or audit.period_hours)")
+    async def audit_command(
+        self, interaction: discord.Interaction[MendBot], period: str | None = None
+    ) -> None:
+        if interaction.channel_id not in self.bot.services.settings.discord.dev_channel_ids:
+            await interaction.response.send_message("Ask me that in the dev channel.", ephemeral=True)
+            return
+        if not self.bot.authorize(interaction.user, "audit"):
+            await interaction.response.send_message(
+                "Only allow-listed developers can ask for an audit.", ephemeral=True
+            )
+            return
+        max_hours = self.bot.services.settings.observe.retention_days * 24
+        span = parse_period(period, max_hours) if period else self.audit.default_period
+        await interaction.response.defer(thinking=True)
+        report = await self.audit.report(span, command_kinds(self.bot))
+        texts, charts = await self._render(report)
+        for index, text in enumerate(texts):
+            last = index == len(texts) - 1
+            await interaction.followup.send(text, files=_files(charts) if last else [])
+
+
+async def setup(bot: MendBot) -> None:
+    await bot.add_cog(Audit(bot))

@@ -1,0 +1,65 @@
+"""/devmode: see dev mode, or switch it on (optionally for a while) and off (allow-listed)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.app import MendBot
+from bot.devmode import DevModeStatus
+
+_EFFECT = "autonomous runs wait; requested runs still work"
+
+
+def status_text(status: DevModeStatus) -> str:
+    if not status.active:
+        return "Dev mode is **off**."
+    return f"🛠 Dev mode is **on** — {status.reason}. Meanwhile {_EFFECT}."
+
+
+class DevModeCog(commands.Cog, name="DevMode"):
+    def __init__(self, bot: MendBot) -> None:
+        self.bot = bot
+        self.devmode = bot.services.devmode
+
+    @app_commands.command(
+        name="devmode", description="Dev mode: pause the bot's own work while you edit it by hand."
+    )
+    @app_commands.describe(
+        state="on or off; leave it out to see the current state",
+        duration="with on: how long, e.g. 2h (default: until /devmode off)",
+    )
+    async def devmode_command(
+        self,
+        interaction: discord.Interaction[MendBot],
+        state: Literal["on", "off"] | None = None,
+        duration: str | None = None,
+    ) -> None:
+        if state is None:
+            await interaction.response.send_message(status_text(await self.devmode.status()))
+            return
+        if not self.bot.authorize(interaction.user, "devmode", state=state):
+            await interaction.response.send_message(
+                "Only allow-listed developers can switch dev mode.", ephemeral=True
+            )
+            return
+        status = await self.devmode.switch(interaction.user.id, on=state == "on", duration=duration)
+        if state == "on":
+            ends = (
+                f"until {discord.utils.format_dt(status.manual_until, 'f')}"
+                if status.manual_until is not None
+                else "until `/devmode off`"
+            )
+            text = f"🛠 Dev mode on {ends}: {_EFFECT}."
+        elif status.active:
+            text = f"Dev mode switched off, but it stays on: {status.reason}."
+        else:
+            text = "Dev mode off."
+        await interaction.response.send_message(text)
+
+
+async def setup(bot: MendBot) -> None:
+    await bot.add_cog(DevModeCog(bot))
