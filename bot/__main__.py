@@ -25,9 +25,7 @@ import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import discord
+from typing import TYPE_CHECKING, Any
 
 from bot.settings import EX_CONFIG, ConfigError, Settings, load_settings
 
@@ -132,14 +130,16 @@ def _watch_hand_edits(bot: MendBot) -> None:
     services.daemons.start("hand-edit-watcher", watcher.run())
 
 
-async def _run(settings: Settings) -> int:
+async def _run(settings: Settings, **bot_options: Any) -> int:
+    """`mendbot run`: the bot on Discord until it closes; the exit code (78 for a start it cannot make)."""
     from bot.app import MendBot
     from bot.health import HealthServer
     from bot.services import build_services
+    from bot.startup import StartupFailure, start_on_discord
 
     assert settings.discord_token is not None
     services = await build_services(settings)
-    bot = MendBot(services)
+    bot = MendBot(services, **bot_options)
     health = (
         HealthServer(bot, settings.health.host, settings.health.port) if settings.health.enabled else None
     )
@@ -149,23 +149,12 @@ async def _run(settings: Settings) -> int:
     try:
         if health is not None:
             await health.start()
-        await bot.login(settings.discord_token.get_secret_value())  # loads the cogs
-        _watch_hand_edits(bot)
-        await bot.connect()
-    except discord.LoginFailure:
-        print(
-            "config error: Discord rejected DISCORD_TOKEN — copy the bot token again from the "
-            "Developer Portal (Bot → Reset Token) into .env",
-            file=sys.stderr,
+        await start_on_discord(
+            bot, settings.discord_token.get_secret_value(), logged_in=lambda: _watch_hand_edits(bot)
         )
-        return EX_CONFIG
-    except discord.PrivilegedIntentsRequired:
-        print(
-            "config error: the Message Content intent is not enabled — turn it on in the Developer "
-            "Portal (Bot → Privileged Gateway Intents)",
-            file=sys.stderr,
-        )
-        return EX_CONFIG
+    except StartupFailure as failure:
+        print(failure.line, file=sys.stderr, flush=True)
+        return failure.exit_code
     finally:
         if not bot.is_closed():
             await bot.close()
