@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(
         settings.log_dir,
         console_level="INFO" if command == "run" else "WARNING",
+        console_tracebacks=command != "run",
         redactor=Redactor.from_settings(settings),
     )
     if command == "play":  # no voice, and intent notices about the virtual gateway are noise here

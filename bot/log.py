@@ -1,8 +1,9 @@
 """Logging: structlog everywhere, stdlib (discord.py) routed through the same pipeline.
 
-JSON lines go to `data/logs/mendbot.jsonl`; readable lines go to stderr. Tracebacks go to the JSON
-file only: the console gets the exception's one-line summary and where the traceback is (an operator
-watching the terminal or journalctl reads lines, not walls). An event logged with `console=False` goes
+JSON lines go to `data/logs/mendbot.jsonl`; readable lines go to stderr. With
+`console_tracebacks=False` (`mendbot run`) tracebacks go to the JSON file only: the console gets the
+exception's one-line summary and where the traceback is (an operator watching the terminal or
+journalctl reads lines, not walls). An event logged with `console=False` goes
 to the file only — for failures that `__main__` already reports as one line of its own. Per-request
 context (guild, channel, user, run id) is bound with `bind_context()` and carried by contextvars. Every
 value passes the redactor (the bot's own secret values in any encoding, and token shapes) first.
@@ -89,6 +90,7 @@ def configure_logging(
     console_level: str = "INFO",
     json_level: str = "INFO",
     redactor: Redactor | None = None,
+    console_tracebacks: bool = True,
 ) -> None:
     """Send structlog and stdlib records to a JSON file and a readable console stream, redacted."""
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -124,7 +126,9 @@ def configure_logging(
             foreign_pre_chain=_SHARED,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                _exception_in_one_line(log_file),
+                structlog.processors.format_exc_info
+                if console_tracebacks
+                else _exception_in_one_line(log_file),
                 redact,
                 structlog.dev.ConsoleRenderer(colors=False),
             ],
