@@ -25,7 +25,7 @@ import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bot.settings import EX_CONFIG, ConfigError, Settings, load_settings
 
@@ -131,7 +131,7 @@ def _watch_hand_edits(bot: MendBot) -> None:
     services.daemons.start("hand-edit-watcher", watcher.run())
 
 
-async def _run(settings: Settings, **bot_options: Any) -> int:
+async def _run(settings: Settings) -> int:
     """`mendbot run`: the bot on Discord until it closes; the exit code (78 for a start it cannot make)."""
     from bot.app import MendBot
     from bot.health import HealthServer
@@ -140,7 +140,7 @@ async def _run(settings: Settings, **bot_options: Any) -> int:
 
     assert settings.discord_token is not None
     services = await build_services(settings)
-    bot = MendBot(services, **bot_options)
+    bot = MendBot(services)
     health = (
         HealthServer(bot, settings.health.host, settings.health.port) if settings.health.enabled else None
     )

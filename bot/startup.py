@@ -93,9 +93,14 @@ def explain(exc: BaseException) -> StartupFailure | None:
                 "invited without the applications.commands scope: fix discord.dev_guild_id in "
                 "config.yaml, or invite the bot again (README, 'Running on Discord', step 3)"
             )
+        if exc.error.status == 400:
+            return StartupFailure(
+                f"start-up error: Discord rejected the slash-command definitions ({_one_line(exc.error)}) — "
+                "a command breaks Discord's limits; `python -m bot.smoke` names it"
+            )
         return StartupFailure(
-            f"start-up error: Discord rejected the slash-command definitions ({_one_line(exc.error)}) — "
-            "a command breaks Discord's limits; `python -m bot.smoke` names it"
+            f"start-up error: Discord refused the slash-command sync to discord.dev_guild_id "
+            f"{exc.guild_id} ({_one_line(exc.error)})"
         )
     return None
 
