@@ -4,16 +4,24 @@ simcord (tests/harness/discord.py) swaps discord.py's HTTP client out; this doub
 answers it over real sockets on 127.0.0.1, so the start-up path — login, application info, the
 command sync, IDENTIFY, READY, RESUME — and doctor's REST checks run exactly as against Discord::
 
-    async with DiscordDouble() as discord_api, discord_api.pointed_at():
-        discord_api.fail_sync(403)
-        code = await run_discord(settings_with(discord_api.token, discord_api.guild.id))
+    async with DiscordDouble() as discord_api:
+        with discord_api.pointed_at():
+            discord_api.fail_sync(403)
+            settings = make_settings(data_dir, discord_token=discord_api.token,
+                                     discord={"dev_guild_id": discord_api.guild.id})
+            assert await _run(settings) == 78        # bot.__main__'s `mendbot run`
 
 `pointed_at()` sets `discord.http.Route.BASE` and `DiscordWebSocket.DEFAULT_GATEWAY` (READY's
 `resume_gateway_url` is loopback too). Scripted failures: `fail_sync(status)` (403 Missing Access /
 400 Invalid Form Body), `close_on_identify(code)` (4004, 4010–4014), `refuse()`/`accept()` (nothing
-listening: connection refused), `hold_gateway()`/`release_gateway()` (new gateway connections wait
-before HELLO) and `drop_gateway(code)`. Everything asked is recorded in `requests`; commands synced in
+listening: connection refused), `refuse_gateway()` (gateway upgrades get 503, REST keeps working),
+`hold_gateway()`/`release_gateway()` (new gateway connections wait before HELLO) and `drop_gateway(code)`;
+the guild's channels, permission overwrites and membership, and the application's flags, are plain
+attributes to change. Everything asked is recorded in `requests`; commands synced in
 `synced`, messages posted in `messages`; `identified`/`resumed` count gateway sessions.
+
+A process can be pointed at a double too: `python -m tests.harness.discord_double API_URL GATEWAY_URL --
+run …` runs the real `mendbot` entry point with both URLs swapped (see `main` below).
 
 Facts it depends on (HARNESS-NOTES): discord.py decodes JSON only with `Content-Type` exactly
 `application/json`; the sync reply must echo the commands with ids; text gateway frames need no zlib;
