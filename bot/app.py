@@ -208,7 +208,7 @@ class MendBot(commands.Bot):
         _log.info("gateway session resumed")
 
     async def on_disconnect(self) -> None:
-        if self.gateway_connected:
+        if self.gateway_connected and not self.is_closed():
             _log.warning("gateway disconnected: reconnecting")
         self.gateway_connected = False
 
