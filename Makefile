@@ -41,6 +41,7 @@ bench: setup
 	$(BIN)/python bench/sandbox.py
 	$(BIN)/python bench/storage.py
 	$(BIN)/python bench/audit.py
+	$(BIN)/python bench/discord_start.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -27,8 +27,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import discord
-
 from bot.settings import EX_CONFIG, ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -101,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(
         settings.log_dir,
         console_level="INFO" if command == "run" else "WARNING",
+        console_tracebacks=command != "run",
         redactor=Redactor.from_settings(settings),
     )
     if command == "play":  # no voice, and intent notices about the virtual gateway are noise here
@@ -153,9 +152,11 @@ def _close_on_signals(bot: MendBot) -> asyncio.Future[None]:
 
 
 async def _run(settings: Settings) -> int:
+    """`mendbot run`: the bot on Discord until it closes; the exit code (78 for a start it cannot make)."""
     from bot.app import MendBot
     from bot.health import HealthServer
     from bot.services import build_services
+    from bot.startup import StartupFailure, start_on_discord
 
     assert settings.discord_token is not None
     services = await build_services(settings)
@@ -167,23 +168,12 @@ async def _run(settings: Settings) -> int:
     try:
         if health is not None:
             await health.start()
-        await bot.login(settings.discord_token.get_secret_value())  # loads the cogs
-        _watch_hand_edits(bot)
-        await bot.connect()
-    except discord.LoginFailure:
-        print(
-            "config error: Discord rejected DISCORD_TOKEN — copy the bot token again from the "
-            "Developer Portal (Bot → Reset Token) into .env",
-            file=sys.stderr,
+        await start_on_discord(
+            bot, settings.discord_token.get_secret_value(), logged_in=lambda: _watch_hand_edits(bot)
         )
-        return EX_CONFIG
-    except discord.PrivilegedIntentsRequired:
-        print(
-            "config error: the Message Content intent is not enabled — turn it on in the Developer "
-            "Portal (Bot → Privileged Gateway Intents)",
-            file=sys.stderr,
-        )
-        return EX_CONFIG
+    except StartupFailure as failure:
+        print(failure.line, file=sys.stderr, flush=True)
+        return failure.exit_code
     finally:
         if not bot.is_closed():
             await bot.close()

@@ -38,7 +38,14 @@ from bot.errors import EnvironmentProblem, describe, discord_problem, error_chan
 from bot.log import bind_context, get_logger
 from bot.services import Services
 
-__all__ = ["RESTART_NOTICE", "SHUTDOWN_NOTICE", "MendBot", "discover_extensions"]
+__all__ = [
+    "RESTART_NOTICE",
+    "SHUTDOWN_NOTICE",
+    "CommandSyncFailed",
+    "MendBot",
+    "bot_intents",
+    "discover_extensions",
+]
 
 _log = get_logger(__name__)
 
@@ -76,6 +83,22 @@ def _environment_extra(error: BaseException | None, problem: EnvironmentProblem 
         return {}
     original = unwrap(error)
     return {"environment": problem.kind, "error": f"{type(original).__name__}: {original}"[:500]}
+
+
+def bot_intents() -> discord.Intents:
+    """The gateway intents mendbot asks for: the defaults plus Message Content (privileged)."""
+    intents = discord.Intents.default()
+    intents.message_content = True
+    return intents
+
+
+class CommandSyncFailed(Exception):
+    """Discord refused the slash-command sync at start (a wrong guild id, a payload it rejects)."""
+
+    def __init__(self, guild_id: int, error: discord.HTTPException) -> None:
+        super().__init__(f"command sync to guild {guild_id} failed: {error.status} {error.text}")
+        self.guild_id = guild_id
+        self.error = error
 
 
 def role_ids(user: discord.abc.User) -> list[int]:
@@ -123,10 +146,10 @@ class MendBot(commands.Bot):
         *,
         extensions: Sequence[str] | None = None,
         intents: discord.Intents | None = None,
+        **options: Any,
     ) -> None:
         if intents is None:
-            intents = discord.Intents.default()
-            intents.message_content = True
+            intents = bot_intents()
         prefix = services.settings.discord.command_prefix
         super().__init__(
             command_prefix=commands.when_mentioned_or(prefix),
@@ -134,6 +157,7 @@ class MendBot(commands.Bot):
             tree_cls=MendTree,
             help_command=commands.DefaultHelpCommand(),
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+            **options,
         )
         self.services = services
         self.extension_names = list(extensions) if extensions is not None else discover_extensions()
@@ -146,15 +170,27 @@ class MendBot(commands.Bot):
         self._restart_task: asyncio.Task[None] | None = None
         self._restarted = asyncio.Event()  # set once a requested restart has drained and closed
         self._drained = False  # the restart already drained within its timeout: close() need not wait
+        self._setup_done = False
+        # READY or RESUMED seen and no disconnect since: what /health/ready reports.
+        self.gateway_connected = False
+        self._closed = asyncio.Event()
 
     # -- start-up -----------------------------------------------------------------------------
 
     async def setup_hook(self) -> None:
-        self.services.prompts.set_error_callback(self._report_prompt_error)
-        await self.load_extensions()
+        # A login retried after a network failure runs this again: the cogs are loaded once.
+        if not self._setup_done:
+            self.services.prompts.set_error_callback(self._report_prompt_error)
+            await self.load_extensions()
+            self._setup_done = True
         guild_id = self.services.settings.discord.dev_guild_id
         if guild_id is not None:
-            await self.sync_app_commands(guild_id)
+            try:
+                await self.sync_app_commands(guild_id)
+            except discord.HTTPException as exc:
+                if exc.status >= 500 or exc.status == 429:
+                    raise  # Discord's outage, not our request: the start is retried
+                raise CommandSyncFailed(guild_id, exc) from exc
 
     async def load_extensions(self) -> dict[str, str]:
         """Load every extension; one that fails is recorded and skipped, never fatal."""
@@ -177,8 +213,22 @@ class MendBot(commands.Bot):
         return await self.tree.sync(guild=guild)
 
     async def on_ready(self) -> None:
+        self.gateway_connected = True
         _log.info("ready", user=str(self.user), guilds=len(self.guilds), cogs=sorted(self.cogs))
         await self.report_boot_problems()
+
+    async def on_resumed(self) -> None:
+        self.gateway_connected = True
+        _log.info("gateway session resumed")
+
+    async def on_disconnect(self) -> None:
+        if self.gateway_connected and not self.is_closed():
+            _log.warning("gateway disconnected: reconnecting")
+        self.gateway_connected = False
+
+    async def wait_closed(self) -> None:
+        """Return once `close()` has finished."""
+        await self._closed.wait()
 
     async def report_boot_problems(self) -> None:
         """Tell the dev channel which extensions failed to load (once, when it is reachable)."""
@@ -562,4 +612,8 @@ class MendBot(commands.Bot):
                 await self.unload_extension(name)
             except Exception:
                 _log.exception("extension failed to unload", extension=name)
-        await super().close()
+        try:
+            await super().close()
+        finally:
+            self.gateway_connected = False
+            self._closed.set()

@@ -1,4 +1,8 @@
-"""`/health` (alive) and `/health/ready` (connected and serving) on a local port (aiohttp)."""
+"""`/health` (alive) and `/health/ready` (connected and serving) on a local port (aiohttp).
+
+Ready means: READY (or RESUMED) received from the gateway and no disconnect since, taking new work, and
+the database answering. While discord.py reconnects after a dropped connection, `/health/ready` is 503.
+"""
 
 from __future__ import annotations
 
@@ -49,9 +53,15 @@ class HealthServer:
             database = True
         except Exception:
             database = False
-        ready = bool(status["discord_ready"]) and bool(status["accepting"]) and database
+        connected = self._bot.gateway_connected
+        ready = bool(status["discord_ready"]) and connected and bool(status["accepting"]) and database
         return web.json_response(
-            {"status": "ready" if ready else "not ready", "database": database, **status},
+            {
+                "status": "ready" if ready else "not ready",
+                "database": database,
+                "discord_connected": connected,
+                **status,
+            },
             status=200 if ready else 503,
         )
 

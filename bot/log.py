@@ -1,7 +1,11 @@
 """Logging: structlog everywhere, stdlib (discord.py) routed through the same pipeline.
 
-JSON lines go to `data/logs/mendbot.jsonl`; readable lines go to stderr. Per-request context
-(guild, channel, user, run id) is bound with `bind_context()` and carried by contextvars. Every
+JSON lines go to `data/logs/mendbot.jsonl`; readable lines go to stderr. With
+`console_tracebacks=False` (`mendbot run`) tracebacks go to the JSON file only: the console gets the
+exception's one-line summary and where the traceback is (an operator watching the terminal or
+journalctl reads lines, not walls). An event logged with `console=False` goes
+to the file only — for failures that `__main__` already reports as one line of its own. Per-request
+context (guild, channel, user, run id) is bound with `bind_context()` and carried by contextvars. Every
 value passes the redactor (the bot's own secret values in any encoding, and token shapes) first.
 """
 
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import sys
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,12 +47,50 @@ def _redacting(redactor: Redactor) -> Any:
     return redact_event
 
 
+def _exception_in_one_line(log_file: Path) -> Any:
+    """A console processor: the exception's type and message instead of its traceback."""
+
+    def summarise(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        exc_info = event.pop("exc_info", None)
+        if exc_info is True:
+            exc_info = sys.exc_info()
+        if isinstance(exc_info, BaseException):
+            exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+        if isinstance(exc_info, tuple) and exc_info[1] is not None:
+            error = exc_info[1]
+            summary = " ".join(f"{type(error).__name__}: {error}".split())
+            event["error"] = f"{summary} (traceback in {log_file})"
+        return event
+
+    return summarise
+
+
+class _KeepExcInfo(logging.Filter):
+    """On the file handler: remember a stdlib record's exc_info, which formatting it clears."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.mendbot_exc_info = record.exc_info
+        return True
+
+
+class _ConsoleFilter(logging.Filter):
+    """Keeps events logged with `console=False` off the console; gives back the remembered exc_info."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, dict) and record.msg.get("console") is False:
+            return False
+        if record.exc_info is None:
+            record.exc_info = getattr(record, "mendbot_exc_info", None)
+        return True
+
+
 def configure_logging(
     log_dir: Path,
     *,
     console_level: str = "INFO",
     json_level: str = "INFO",
     redactor: Redactor | None = None,
+    console_tracebacks: bool = True,
 ) -> None:
     """Send structlog and stdlib records to a JSON file and a readable console stream, redacted."""
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -58,10 +101,13 @@ def configure_logging(
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
+    log_file = log_dir / "mendbot.jsonl"
     json_handler = logging.handlers.RotatingFileHandler(
-        log_dir / "mendbot.jsonl", maxBytes=20_000_000, backupCount=3, encoding="utf-8"
+        log_file, maxBytes=20_000_000, backupCount=3, encoding="utf-8"
     )
     json_handler.setLevel(json_level)
+    # A formatter clears a stdlib record's exc_info (else logging appends a raw traceback after it).
+    json_handler.addFilter(_KeepExcInfo())
     json_handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=_SHARED,
@@ -80,12 +126,15 @@ def configure_logging(
             foreign_pre_chain=_SHARED,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.format_exc_info,
+                structlog.processors.format_exc_info
+                if console_tracebacks
+                else _exception_in_one_line(log_file),
                 redact,
                 structlog.dev.ConsoleRenderer(colors=False),
             ],
         )
     )
+    console.addFilter(_ConsoleFilter())
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)

@@ -112,6 +112,7 @@ DEFAULT_PROTECTED_PATHS = (
     "bot/supervise.py",
     "bot/redact.py",
     "bot/smoke.py",
+    "bot/command_limits.py",
     "conftest.py",
     ".ci/",
     "Makefile",

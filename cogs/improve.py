@@ -163,6 +163,7 @@ class Improve(commands.Cog):
         await interaction.response.send_message("\n".join(lines)[:2000])
 
     @app_commands.command(name="run", description="Show a run, or resume an interrupted one.")
+    @app_commands.describe(run_id="the run number", action="show it (default), or resume it if interrupted")
     async def show_run(
         self,
         interaction: discord.Interaction[MendBot],
@@ -190,6 +191,7 @@ class Improve(commands.Cog):
         await interaction.response.send_message("\n".join(lines)[:2000])
 
     @app_commands.command(name="cancel", description="Cancel a run.")
+    @app_commands.describe(run_id="the run number")
     async def cancel(self, interaction: discord.Interaction[MendBot], run_id: int) -> None:
         if not self._allowed(interaction.user, "cancel", run_id=run_id):
             await interaction.response.send_message(

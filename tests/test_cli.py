@@ -1,4 +1,4 @@
-"""The `mendbot` command as a new user runs it: config errors, the scripted playground, doctor."""
+"""The `mendbot` command as a new user runs it: config errors and the scripted playground."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -83,34 +81,3 @@ def test_playground_line_it_cannot_run_gives_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "! no slash command /nosuch" in result.stdout
     assert "🎲 `1d4`" in result.stdout
-
-
-@pytest.mark.parametrize("command", ["doctor"])
-def test_doctor_reports_each_check(tmp_path: Path, command: str) -> None:
-    """doctor prints one ✅/❌ line per check with the fix, and fails when something is missing."""
-    result = _mendbot("--config", str(_config(tmp_path)), command, cwd=tmp_path)
-    assert result.returncode == 1
-    lines = result.stdout.strip().splitlines()
-    names = [line.split(":")[0] for line in lines]
-    assert names == [
-        "✅ config",
-        "✅ database",
-        "❌ git",
-        "❌ model",
-        "✅ forge",
-        "✅ code agent",
-        "✅ sandbox",
-        "❌ discord",
-    ]
-    assert "not a git repository" in lines[2]
-    assert "ANTHROPIC_API_KEY" in lines[3]
-    assert "no network" in lines[6]
-
-
-def test_doctor_says_when_no_sandbox_can_start(tmp_path: Path) -> None:
-    """With bubblewrap missing, doctor's sandbox line is ❌ and says fix runs refuse."""
-    config = _config(tmp_path, "improve: {sandbox: {bwrap: /nonexistent/bwrap}}\n")
-    result = _mendbot("--config", str(config), "doctor", cwd=tmp_path)
-    (line,) = [line for line in result.stdout.splitlines() if line.startswith(("✅ sandbox", "❌ sandbox"))]
-    assert line.startswith("❌ sandbox: no bubblewrap at /nonexistent/bwrap")
-    assert line.endswith("fix runs refuse until a sandbox starts")

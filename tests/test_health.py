@@ -1,11 +1,19 @@
-"""Health endpoints: /health answers while alive, /health/ready only when serving."""
+"""Health endpoints: /health answers while alive, /health/ready only when serving and connected."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import aiohttp
 
+from bot.app import MendBot
 from bot.health import HealthServer
 from bot.playground import VirtualWorld
+from bot.services import build_services
+from bot.startup import start_on_discord
+from tests.harness.discord import make_settings
+from tests.harness.discord_double import DiscordDouble
 
 
 async def test_health_and_readiness(world: VirtualWorld) -> None:
@@ -49,3 +57,43 @@ async def test_port_in_use_is_not_fatal(world: VirtualWorld) -> None:
     finally:
         await first.stop()
         await second.stop()
+
+
+async def test_ready_follows_the_gateway_connection(tmp_path: Path) -> None:
+    """/health/ready is 503 while the gateway connection is down and 200 again once it resumed."""
+    async with DiscordDouble() as discord_api:
+        with discord_api.pointed_at():
+            settings = make_settings(
+                tmp_path / "data",
+                discord_token=discord_api.token,
+                discord={"dev_guild_id": discord_api.guild.id},
+            )
+            services = await build_services(settings, watch_prompts=False)
+            bot = MendBot(services, guild_ready_timeout=0.05)
+            server = HealthServer(bot, "127.0.0.1", 0)
+            port = await server.start()
+            start = asyncio.create_task(start_on_discord(bot, discord_api.token))
+            try:
+                await asyncio.wait_for(bot.wait_until_ready(), timeout=30)
+                async with aiohttp.ClientSession() as http:
+                    url = f"http://127.0.0.1:{port}/health/ready"
+                    async with http.get(url) as response:
+                        assert response.status == 200
+                    discord_api.hold_gateway()  # the reconnect waits for HELLO until released
+                    disconnected = asyncio.ensure_future(bot.wait_for("disconnect", timeout=30))
+                    await discord_api.drop_gateway()
+                    await disconnected
+                    async with http.get(url) as response:
+                        assert response.status == 503
+                        assert (await response.json())["discord_connected"] is False
+                    resumed = asyncio.ensure_future(bot.wait_for("resumed", timeout=30))
+                    discord_api.release_gateway()
+                    await resumed
+                    async with http.get(url) as response:
+                        assert response.status == 200
+                    assert discord_api.resumed == 1 and discord_api.identified == 1
+            finally:
+                await bot.close()
+                await asyncio.wait_for(start, timeout=30)
+                await server.stop()
+                await services.aclose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,3 +43,30 @@ def test_secret_values_never_reach_the_log_file(log_dir: Path) -> None:
     assert written.count("[redacted]") >= 5
     assert SECRET not in written and encoded not in written
     assert "push failed" in written and "RuntimeError" in written
+
+
+def test_console_gets_one_line_per_error_and_the_file_the_traceback(
+    log_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An exception is one summary line on the console (traceback in the file); console=False stays off it."""
+    configure_logging(log_dir, console_level="INFO", console_tracebacks=False)
+    (console,) = [h for h in logging.getLogger().handlers if type(h) is logging.StreamHandler]
+    console.setLevel(logging.INFO)
+    console.setStream(sys.stderr)  # the one capsys captures now
+    log = get_logger("test")
+    try:
+        raise ValueError("no such guild")
+    except ValueError:
+        log.exception("sync failed")
+        logging.getLogger("discord.client").exception("Attempting a reconnect in 1.00s")
+    log.error("start-up failed", reason="told on stderr", console=False)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "told on stderr" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 2
+    assert "sync failed" in lines[0] and "ValueError: no such guild (traceback in" in lines[0]
+    assert "Attempting a reconnect" in lines[1] and "ValueError: no such guild" in lines[1]
+    written = (log_dir / "mendbot.jsonl").read_text()
+    assert written.count("Traceback") == 2 and "told on stderr" in written

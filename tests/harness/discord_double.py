@@ -1,0 +1,570 @@
+"""A loopback Discord that the real discord.py HTTP client and gateway connect to.
+
+simcord (tests/harness/discord.py) swaps discord.py's HTTP client out; this double keeps it in and
+answers it over real sockets on 127.0.0.1, so the start-up path — login, application info, the
+command sync, IDENTIFY, READY, RESUME — and doctor's REST checks run exactly as against Discord::
+
+    async with DiscordDouble() as discord_api:
+        with discord_api.pointed_at():
+            discord_api.fail_sync(403)
+            settings = make_settings(data_dir, discord_token=discord_api.token,
+                                     discord={"dev_guild_id": discord_api.guild.id})
+            assert await _run(settings) == 78        # bot.__main__'s `mendbot run`
+
+`pointed_at()` sets `discord.http.Route.BASE` and `DiscordWebSocket.DEFAULT_GATEWAY` (READY's
+`resume_gateway_url` is loopback too). Scripted failures: `fail_sync(status)` (403 Missing Access /
+400 Invalid Form Body), `close_on_identify(code)` (4004, 4010–4014), `refuse()`/`accept()` (nothing
+listening: connection refused), `refuse_gateway()` (gateway upgrades get 503, REST keeps working),
+`hold_gateway()`/`release_gateway()` (new gateway connections wait before HELLO) and `drop_gateway(code)`;
+the guild's channels, permission overwrites and membership, and the application's flags, are plain
+attributes to change. Everything asked is recorded in `requests`; commands synced in
+`synced`, messages posted in `messages`; `identified`/`resumed` count gateway sessions.
+
+A process can be pointed at a double too: `python -m tests.harness.discord_double API_URL GATEWAY_URL --
+run …` runs the real `mendbot` entry point with both URLs swapped (see `main` below).
+
+Facts it depends on (HARNESS-NOTES): discord.py decodes JSON only with `Content-Type` exactly
+`application/json`; the sync reply must echo the commands with ids; text gateway frames need no zlib;
+snowflakes encode the current time (discord.py derives `created_at` from them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import itertools
+import json
+import secrets
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import discord
+import yarl
+from aiohttp import WSMsgType, web
+
+__all__ = ["DiscordDouble", "FakeChannel", "FakeGuild", "pointed_at"]
+
+API_PREFIX = "/api/v10"
+HEARTBEAT_INTERVAL_MS = 41_250
+# Application flags: the Message Content intent, as Discord reports it for an unverified bot.
+GATEWAY_MESSAGE_CONTENT_LIMITED = 1 << 19
+# What Discord answers when a bot lacks access, has a bad token or names an unknown thing.
+MISSING_ACCESS = {"message": "Missing Access", "code": 50001}
+UNKNOWN_GUILD = {"message": "Unknown Guild", "code": 10004}
+UNKNOWN_CHANNEL = {"message": "Unknown Channel", "code": 10003}
+UNAUTHORIZED = {"message": "401: Unauthorized", "code": 0}
+INVALID_FORM_BODY = {
+    "message": "Invalid Form Body",
+    "code": 50035,
+    "errors": {
+        "0": {
+            "description": {
+                "_errors": [
+                    {"code": "BASE_TYPE_BAD_LENGTH", "message": "Must be between 1 and 100 in length."}
+                ]
+            }
+        }
+    },
+}
+_ids = itertools.count()
+
+
+def snowflake() -> int:
+    """A fresh id that, like Discord's, encodes the current time."""
+    now = datetime.datetime.now(datetime.UTC)
+    return discord.utils.time_snowflake(now) + next(_ids) % 4096
+
+
+def _json(payload: Any, status: int = 200) -> web.Response:
+    # Exactly `application/json`: json_response's "; charset=utf-8" makes discord.py treat it as text.
+    return web.Response(body=json.dumps(payload).encode(), status=status, content_type="application/json")
+
+
+@dataclass
+class FakeChannel:
+    """A text channel; `overwrites` are Discord permission overwrite payloads."""
+
+    name: str
+    id: int = field(default_factory=snowflake)
+    overwrites: list[dict[str, Any]] = field(default_factory=list)
+
+    def payload(self, guild_id: int, position: int) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "guild_id": str(guild_id),
+            "type": 0,
+            "name": self.name,
+            "position": position,
+            "permission_overwrites": self.overwrites,
+            "nsfw": False,
+            "parent_id": None,
+            "topic": None,
+            "last_message_id": None,
+            "rate_limit_per_user": 0,
+        }
+
+
+def _default_permissions() -> int:
+    """What an invite with the README's permissions grants the bot's role."""
+    return discord.Permissions(
+        view_channel=True,
+        send_messages=True,
+        send_messages_in_threads=True,
+        create_public_threads=True,
+        embed_links=True,
+        add_reactions=True,
+        read_message_history=True,
+    ).value
+
+
+@dataclass
+class FakeGuild:
+    """A guild with `#dev` and `#general`; the bot is a member with one role unless told otherwise."""
+
+    name: str = "mendbot dev"
+    id: int = field(default_factory=snowflake)
+    channels: list[FakeChannel] = field(default_factory=lambda: [FakeChannel("dev"), FakeChannel("general")])
+    everyone_permissions: int = 0
+    bot_role_permissions: int = field(default_factory=_default_permissions)
+    bot_role_id: int = field(default_factory=snowflake)
+    bot_is_member: bool = True
+
+    def channel(self, name: str) -> FakeChannel:
+        return next(channel for channel in self.channels if channel.name == name)
+
+    def roles(self) -> list[dict[str, Any]]:
+        def role(role_id: int, name: str, permissions: int, position: int) -> dict[str, Any]:
+            return {
+                "id": str(role_id),
+                "name": name,
+                "color": 0,
+                "hoist": False,
+                "position": position,
+                "permissions": str(permissions),
+                "managed": False,
+                "mentionable": False,
+                "flags": 0,
+            }
+
+        return [
+            role(self.id, "@everyone", self.everyone_permissions, 0),
+            role(self.bot_role_id, "mendbot", self.bot_role_permissions, 1),
+        ]
+
+    def member(self, user: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "user": user,
+            "roles": [str(self.bot_role_id)],
+            "joined_at": datetime.datetime.now(datetime.UTC).isoformat(),
+            "deaf": False,
+            "mute": False,
+            "flags": 0,
+            "nick": None,
+            "pending": False,
+        }
+
+    def payload(self, owner_id: int) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "name": self.name,
+            "owner_id": str(owner_id),
+            "roles": self.roles(),
+            "features": [],
+            "emojis": [],
+            "stickers": [],
+            "premium_tier": 0,
+            "preferred_locale": "en-US",
+        }
+
+
+class DiscordDouble:
+    """Discord's REST API and gateway on 127.0.0.1, for one bot application."""
+
+    def __init__(self, *, message_content_intent: bool = True) -> None:
+        self.token = f"double.{secrets.token_urlsafe(24)}"
+        self.application_id = snowflake()
+        self.owner = self._user(snowflake(), "owner", bot=False)
+        self.user = self._user(self.application_id, "mendbot", bot=True)
+        self.guild = FakeGuild()
+        self.guilds: list[FakeGuild] = [self.guild]
+        self.application_flags = GATEWAY_MESSAGE_CONTENT_LIMITED if message_content_intent else 0
+        self.requests: list[tuple[str, str]] = []
+        self.synced: dict[str, list[dict[str, Any]]] = {}  # "global" or the guild id → commands
+        self.messages: list[dict[str, Any]] = []
+        self.identified = 0
+        self.resumed = 0
+        self._sync_error: tuple[int, dict[str, Any]] | None = None
+        self._identify_close: int | None = None
+        self._gateway_refused = False
+        self._gateway_open = asyncio.Event()
+        self._gateway_open.set()
+        self._sockets: set[web.WebSocketResponse] = set()
+        self._sessions: dict[str, int] = {}  # session id → last sequence number
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self.port = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/gateway", self._gateway)
+        app.router.add_get("/gateway/", self._gateway)
+        app.router.add_route("*", API_PREFIX + "/{path:.*}", self._rest)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        with socket.socket() as probe:  # a free port, kept across refuse()/accept()
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        await self.accept()
+
+    async def stop(self) -> None:
+        self._gateway_open.set()
+        for ws in list(self._sockets):
+            await ws.close(code=1001)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+            self._site = None
+
+    async def __aenter__(self) -> DiscordDouble:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/gateway/"
+
+    @contextlib.contextmanager
+    def pointed_at(self) -> Iterator[None]:
+        """Point discord.py (REST and gateway) at this double for the duration of the block."""
+        with pointed_at(self.url, self.gateway_url):
+            yield
+
+    # -- scripting ----------------------------------------------------------------------------
+
+    def fail_sync(self, status: int, body: dict[str, Any] | None = None) -> None:
+        """Answer every command sync with this error (403 Missing Access, 400 Invalid Form Body)."""
+        default = INVALID_FORM_BODY if status == 400 else MISSING_ACCESS
+        self._sync_error = (status, body or default)
+
+    def close_on_identify(self, code: int | None) -> None:
+        """Close the gateway with `code` in reply to IDENTIFY (4004 bad token, 4010–4014)."""
+        self._identify_close = code
+
+    async def refuse(self) -> None:
+        """Stop listening: every connection is refused, as when Discord is unreachable."""
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+
+    async def accept(self) -> None:
+        """Listen (again) on the same port."""
+        if self._site is None and self._runner is not None:
+            self._site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+            await self._site.start()
+
+    def refuse_gateway(self, refused: bool = True) -> None:
+        """Answer gateway upgrades with 503 (REST keeps working), as in a gateway outage."""
+        self._gateway_refused = refused
+
+    def hold_gateway(self) -> None:
+        """New gateway connections are accepted but get no HELLO until `release_gateway()`."""
+        self._gateway_open.clear()
+
+    def release_gateway(self) -> None:
+        self._gateway_open.set()
+
+    async def drop_gateway(self, code: int = 4000) -> None:
+        """Close every gateway connection with `code` (4000 is resumable: the client resumes)."""
+        for ws in list(self._sockets):
+            await ws.close(code=code, message=b"dropped by the test")
+
+    @property
+    def paths(self) -> list[str]:
+        return [f"{method} {path}" for method, path in self.requests]
+
+    # -- REST ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _user(user_id: int, name: str, *, bot: bool) -> dict[str, Any]:
+        return {
+            "id": str(user_id),
+            "username": name,
+            "discriminator": "0",
+            "global_name": None,
+            "avatar": None,
+            "bot": bot,
+            "flags": 0,
+            "public_flags": 0,
+        }
+
+    def _find_guild(self, guild_id: str) -> FakeGuild | None:
+        return next((guild for guild in self.guilds if str(guild.id) == guild_id), None)
+
+    def _find_channel(self, channel_id: str) -> tuple[FakeGuild, FakeChannel] | None:
+        for guild in self.guilds:
+            for channel in guild.channels:
+                if str(channel.id) == channel_id:
+                    return guild, channel
+        return None
+
+    def _can_view(self, guild: FakeGuild, channel: FakeChannel) -> bool:
+        permissions = discord.Permissions(guild.everyone_permissions | guild.bot_role_permissions)
+        if permissions.administrator:
+            return True
+        allow, deny = 0, 0
+        for overwrite in channel.overwrites:
+            if overwrite["id"] in (str(guild.id), str(guild.bot_role_id), self.user["id"]):
+                allow |= int(overwrite["allow"])
+                deny |= int(overwrite["deny"])
+        value = (permissions.value & ~deny) | allow
+        return discord.Permissions(value).view_channel
+
+    async def _rest(self, request: web.Request) -> web.StreamResponse:
+        path = "/" + request.match_info["path"]
+        self.requests.append((request.method, path))
+        if request.headers.get("Authorization") != f"Bot {self.token}":
+            return _json(UNAUTHORIZED, 401)
+        parts = path.strip("/").split("/")
+        body = await request.json() if request.can_read_body else None
+        match request.method, parts:
+            case "GET", ["users", "@me"]:
+                return _json(self.user)
+            case "GET", ["oauth2", "applications", "@me"]:
+                return _json(self._application())
+            case "PUT", ["applications", app, "commands"] if app == str(self.application_id):
+                return self._sync("global", None, body)
+            case "PUT", ["applications", app, "guilds", guild_id, "commands"] if app == str(
+                self.application_id
+            ):
+                return self._sync(guild_id, self._find_guild(guild_id), body)
+            case "GET", ["applications", app, "guilds", guild_id, "commands"] if app == str(
+                self.application_id
+            ):
+                guild = self._find_guild(guild_id)
+                if guild is None or not guild.bot_is_member:
+                    return _json(MISSING_ACCESS, 403)
+                return _json(self.synced.get(guild_id, []))
+            case "GET", ["guilds", guild_id]:
+                guild = self._find_guild(guild_id)
+                if guild is None:
+                    return _json(UNKNOWN_GUILD, 404)
+                if not guild.bot_is_member:
+                    return _json(MISSING_ACCESS, 403)
+                return _json(guild.payload(int(self.owner["id"])))
+            case "GET", ["guilds", guild_id, "members", user_id]:
+                guild = self._find_guild(guild_id)
+                if guild is None or not guild.bot_is_member:
+                    return _json(MISSING_ACCESS, 403)
+                if user_id != self.user["id"]:
+                    return _json({"message": "Unknown Member", "code": 10007}, 404)
+                return _json(guild.member(self.user))
+            case "GET", ["channels", channel_id]:
+                found = self._find_channel(channel_id)
+                if found is None:
+                    return _json(UNKNOWN_CHANNEL, 404)
+                guild, channel = found
+                if not guild.bot_is_member or not self._can_view(guild, channel):
+                    return _json(MISSING_ACCESS, 403)
+                return _json(channel.payload(guild.id, guild.channels.index(channel)))
+            case "POST", ["channels", channel_id, "messages"]:
+                return self._post_message(channel_id, body or {})
+        return _json({"message": "404: Not Found", "code": 0}, 404)
+
+    def _application(self) -> dict[str, Any]:
+        return {
+            "id": str(self.application_id),
+            "name": "mendbot",
+            "description": "",
+            "icon": None,
+            "bot_public": False,
+            "bot_require_code_grant": False,
+            "owner": self.owner,
+            "team": None,
+            "verify_key": "0" * 64,
+            "flags": self.application_flags,
+            "interactions_endpoint_url": None,
+            "bot": self.user,
+        }
+
+    def _sync(self, scope: str, guild: FakeGuild | None, commands: Any) -> web.Response:
+        if self._sync_error is not None:
+            status, error = self._sync_error
+            return _json(error, status)
+        if scope != "global" and (guild is None or not guild.bot_is_member):
+            return _json(MISSING_ACCESS, 403)
+        echoed = [
+            {
+                **command,
+                "id": str(snowflake()),
+                "application_id": str(self.application_id),
+                "version": str(snowflake()),
+                **({"guild_id": scope} if scope != "global" else {}),
+            }
+            for command in commands or []
+        ]
+        self.synced[scope] = echoed
+        return _json(echoed)
+
+    def _post_message(self, channel_id: str, body: dict[str, Any]) -> web.Response:
+        found = self._find_channel(channel_id)
+        if found is None:
+            return _json(UNKNOWN_CHANNEL, 404)
+        guild, _ = found
+        message = {
+            "id": str(snowflake()),
+            "channel_id": channel_id,
+            "guild_id": str(guild.id),
+            "author": self.user,
+            "content": body.get("content") or "",
+            "timestamp": datetime.datetime.now(datetime.UTC).isoformat(),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": [],
+            "embeds": body.get("embeds") or [],
+            "pinned": False,
+            "type": 0,
+            "flags": 0,
+            "components": body.get("components") or [],
+        }
+        self.messages.append(message)
+        return _json(message)
+
+    # -- gateway ------------------------------------------------------------------------------
+
+    async def _gateway(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(("GATEWAY", request.path))
+        if self._gateway_refused:
+            return web.Response(status=503, text="upstream connect error")
+        ws = web.WebSocketResponse(autoping=True, max_msg_size=0)
+        await ws.prepare(request)
+        self._sockets.add(ws)
+        try:
+            await self._gateway_open.wait()
+            if ws.closed:
+                return ws
+            await self._send(ws, {"op": 10, "d": {"heartbeat_interval": HEARTBEAT_INTERVAL_MS}})
+            session: str | None = None
+            async for message in ws:
+                if message.type is not WSMsgType.TEXT:
+                    continue
+                frame = json.loads(message.data)
+                op, data = frame.get("op"), frame.get("d")
+                if op == 1:  # heartbeat
+                    await self._send(ws, {"op": 11})
+                elif op == 2:
+                    session = await self._identify(ws, data)
+                    if session is None:
+                        break
+                elif op == 6:
+                    session = await self._resume(ws, data)
+        finally:
+            self._sockets.discard(ws)
+        return ws
+
+    async def _send(self, ws: web.WebSocketResponse, frame: dict[str, Any]) -> None:
+        await ws.send_str(json.dumps(frame))
+
+    async def _dispatch(self, ws: web.WebSocketResponse, session: str, event: str, data: Any) -> None:
+        self._sessions[session] += 1
+        await self._send(ws, {"op": 0, "t": event, "s": self._sessions[session], "d": data})
+
+    async def _identify(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> str | None:
+        self.identified += 1
+        if self._identify_close is not None:
+            await ws.close(code=self._identify_close, message=b"closed by the test's script")
+            return None
+        if data.get("token") != self.token:
+            await ws.close(code=4004, message=b"Authentication failed.")
+            return None
+        session = secrets.token_hex(16)
+        self._sessions[session] = 0
+        members = [guild for guild in self.guilds if guild.bot_is_member]
+        await self._dispatch(
+            ws,
+            session,
+            "READY",
+            {
+                "v": 10,
+                "user": self.user,
+                "guilds": [{"id": str(guild.id), "unavailable": True} for guild in members],
+                "session_id": session,
+                "resume_gateway_url": self.gateway_url,
+                "application": {"id": str(self.application_id), "flags": self.application_flags},
+            },
+        )
+        for guild in members:
+            payload = guild.payload(int(self.owner["id"]))
+            payload.update(
+                unavailable=False,
+                member_count=1,  # == len(members): discord.py then asks for no member chunks
+                members=[guild.member(self.user)],
+                channels=[channel.payload(guild.id, i) for i, channel in enumerate(guild.channels)],
+                threads=[],
+                voice_states=[],
+                presences=[],
+                stage_instances=[],
+                guild_scheduled_events=[],
+                soundboard_sounds=[],
+                joined_at=datetime.datetime.now(datetime.UTC).isoformat(),
+                large=False,
+            )
+            await self._dispatch(ws, session, "GUILD_CREATE", payload)
+        return session
+
+    async def _resume(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> str | None:
+        session = str(data.get("session_id"))
+        if data.get("token") != self.token or session not in self._sessions:
+            await self._send(ws, {"op": 9, "d": False})  # invalid session: identify again
+            return None
+        self.resumed += 1
+        await self._dispatch(ws, session, "RESUMED", {})
+        return session
+
+
+@contextlib.contextmanager
+def pointed_at(url: str, gateway_url: str) -> Iterator[None]:
+    """discord.py's REST base and default gateway, swapped for the block (both are class attributes)."""
+    route = discord.http.Route
+    gateway = discord.gateway.DiscordWebSocket
+    old_base, old_gateway = route.BASE, gateway.DEFAULT_GATEWAY
+    route.BASE = url + API_PREFIX
+    gateway.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+    try:
+        yield
+    finally:
+        route.BASE, gateway.DEFAULT_GATEWAY = old_base, old_gateway
+
+
+def main(argv: list[str]) -> int:
+    """`python -m tests.harness.discord_double API_URL GATEWAY_URL -- MENDBOT_ARGS…`: the real
+    `mendbot` entry point in this process, with discord.py pointed at a double another process runs."""
+    import sys
+
+    from bot.__main__ import main as mendbot
+
+    if len(argv) < 3 or argv[2] != "--":
+        print(main.__doc__, file=sys.stderr)
+        return 2
+    with pointed_at(argv[0], argv[1]):
+        return mendbot(argv[3:])
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

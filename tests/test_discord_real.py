@@ -1,0 +1,300 @@
+"""The real-Discord path against a loopback Discord: the real discord.py HTTP client and gateway.
+
+Start-up failures Discord causes (a refused command sync, a fatal gateway close code) end in one line and
+exit 78; Discord unreachable at start is retried with backoff until it answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot.__main__ import _run
+from bot.app import MendBot
+from bot.services import build_services
+from bot.settings import Settings
+from bot.startup import Backoff, start_on_discord
+from tests.harness.discord import make_settings
+from tests.harness.discord_double import DiscordDouble
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+async def discord_api() -> AsyncIterator[DiscordDouble]:
+    async with DiscordDouble() as double:
+        with double.pointed_at():
+            yield double
+
+
+def live_settings(tmp_path: Path, double: DiscordDouble, **overrides: Any) -> Settings:
+    """Settings of a bot going live on the double: its token, its guild, its #dev."""
+    return make_settings(
+        tmp_path / "data",
+        discord_token=double.token,
+        discord={"dev_guild_id": double.guild.id, "dev_channel_ids": [double.guild.channel("dev").id]},
+        **overrides,
+    )
+
+
+class RecordingBackoff(Backoff):
+    """A short real backoff that tells the test how many retries the start has waited for."""
+
+    def __init__(self, initial: float = 0.05) -> None:
+        super().__init__(initial=initial, maximum=max(initial, 0.2))
+        self.waits = 0
+        self._waited = asyncio.Event()
+
+    def delays(self) -> Iterator[float]:
+        for delay in super().delays():
+            self.waits += 1
+            self._waited.set()
+            yield delay
+
+    async def wait_for(self, count: int) -> None:
+        while self.waits < count:
+            self._waited.clear()
+            await asyncio.wait_for(self._waited.wait(), timeout=30)
+
+
+async def _live_bot(settings: Settings) -> MendBot:
+    services = await build_services(settings, watch_prompts=False)
+    return MendBot(services, guild_ready_timeout=0.05)
+
+
+async def _stop(bot: MendBot, task: asyncio.Task[None]) -> None:
+    await bot.close()
+    await asyncio.wait_for(task, timeout=30)
+    await bot.services.aclose()
+
+
+async def test_start_logs_in_syncs_commands_to_the_dev_guild_and_connects(
+    tmp_path: Path, discord_api: DiscordDouble
+) -> None:
+    """A good start: /users/@me, the application, the guild command sync echoed with ids, then READY."""
+    bot = await _live_bot(live_settings(tmp_path, discord_api))
+    task = asyncio.create_task(start_on_discord(bot, discord_api.token))
+    try:
+        await asyncio.wait_for(bot.wait_until_ready(), timeout=30)
+        app, guild = discord_api.application_id, discord_api.guild.id
+        assert discord_api.paths[:3] == [
+            "GET /users/@me",
+            "GET /oauth2/applications/@me",
+            f"PUT /applications/{app}/guilds/{guild}/commands",
+        ]
+        synced = {command["name"] for command in discord_api.synced[str(guild)]}
+        assert {"fix", "investigate", "roll", "runs"} <= synced
+        assert bot.gateway_connected and discord_api.identified == 1
+        assert bot.get_channel(discord_api.guild.channel("dev").id) is not None
+    finally:
+        await _stop(bot, task)
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (403, "Discord refused the slash-command sync to discord.dev_guild_id"),
+        (400, "Discord rejected the slash-command definitions (400 Invalid Form Body"),
+    ],
+)
+async def test_refused_command_sync_is_one_line_and_exit_78(
+    tmp_path: Path, discord_api: DiscordDouble, capsys: pytest.CaptureFixture[str], status: int, expected: str
+) -> None:
+    """A sync Discord refuses (403 wrong guild, 400 invalid payload) ends the start with one line and 78."""
+    discord_api.fail_sync(status)
+    code = await _run(live_settings(tmp_path, discord_api))
+    assert code == 78
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0]
+    assert str(discord_api.guild.id) in lines[0] if status == 403 else "python -m bot.smoke" in lines[0]
+    assert discord_api.identified == 0  # it never went on to the gateway
+
+
+@pytest.mark.parametrize(
+    ("close_code", "expected"),
+    [
+        (4004, "rejected DISCORD_TOKEN at the gateway"),
+        (4010, "invalid shard"),
+        (4011, "requires sharding"),
+        (4012, "gateway API version"),
+        (4013, "invalid intents"),
+        (4014, "Message Content intent is not enabled"),
+    ],
+)
+async def test_fatal_gateway_close_code_is_one_line_and_exit_78(
+    tmp_path: Path,
+    discord_api: DiscordDouble,
+    capsys: pytest.CaptureFixture[str],
+    close_code: int,
+    expected: str,
+) -> None:
+    """A close code no reconnect can fix (4004, 4010–4014) ends the start with one line and 78."""
+    discord_api.close_on_identify(close_code)
+    code = await _run(live_settings(tmp_path, discord_api))
+    assert code == 78
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert expected in lines[0] and lines[0].startswith("config error: ")
+    assert discord_api.identified == 1  # no retry loop against a wall
+
+
+async def test_unreachable_discord_at_start_is_retried_until_it_answers(
+    tmp_path: Path, discord_api: DiscordDouble
+) -> None:
+    """Connection refused at login is retried with backoff; once Discord listens the bot gets ready."""
+    await discord_api.refuse()
+    bot = await _live_bot(live_settings(tmp_path, discord_api))
+    backoff = RecordingBackoff()
+    task = asyncio.create_task(start_on_discord(bot, discord_api.token, backoff=backoff))
+    try:
+        await backoff.wait_for(3)
+        assert not task.done() and discord_api.requests == []
+        await discord_api.accept()
+        await asyncio.wait_for(bot.wait_until_ready(), timeout=30)
+        assert bot.gateway_connected
+        assert len(bot.extensions) == len(bot.extension_names)  # loaded once, not once per attempt
+    finally:
+        await _stop(bot, task)
+
+
+async def test_unreachable_gateway_before_the_first_session_is_retried(
+    tmp_path: Path, discord_api: DiscordDouble
+) -> None:
+    """A gateway that fails its first connection (REST fine) is retried instead of crashing discord.py."""
+    discord_api.refuse_gateway()
+    bot = await _live_bot(live_settings(tmp_path, discord_api))
+    backoff = RecordingBackoff()
+    task = asyncio.create_task(start_on_discord(bot, discord_api.token, backoff=backoff))
+    try:
+        await backoff.wait_for(1)
+        assert not task.done() and discord_api.identified == 0
+        discord_api.refuse_gateway(False)
+        await asyncio.wait_for(bot.wait_until_ready(), timeout=30)
+        assert discord_api.identified == 1
+    finally:
+        await _stop(bot, task)
+
+
+async def test_sigterm_during_retries_stops_the_start(tmp_path: Path, discord_api: DiscordDouble) -> None:
+    """Closing the bot while it waits to retry ends the start at once, without an error."""
+    await discord_api.refuse()
+    bot = await _live_bot(live_settings(tmp_path, discord_api))
+    backoff = RecordingBackoff(initial=3600)
+    task = asyncio.create_task(start_on_discord(bot, discord_api.token, backoff=backoff))
+    try:
+        await backoff.wait_for(1)  # the first attempt failed: it is waiting an hour
+        await bot.close()
+        await asyncio.wait_for(task, timeout=10)
+    finally:
+        await bot.services.aclose()
+
+
+# -- as a process: `mendbot run` with discord.py pointed at the double --------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _config(tmp_path: Path, double: DiscordDouble, health_port: int | None = None) -> Path:
+    health = f"{{enabled: true, port: {health_port}}}" if health_port else "{enabled: false}"
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        f"data_dir: {tmp_path / 'data'}\nrepo_dir: {tmp_path}\nhealth: {health}\n"
+        "deploy: {watch_hand_edits: false}\n"
+        f"discord:\n  dev_guild_id: {double.guild.id}\n"
+        f"  dev_channel_ids: [{double.guild.channel('dev').id}]\n"
+    )
+    return path
+
+
+async def _start_mendbot(double: DiscordDouble, config: Path, cwd: Path) -> asyncio.subprocess.Process:
+    env = {k: v for k, v in os.environ.items() if k != "MENDBOT_CONFIG"}
+    env.update(PYTHONPATH=str(REPO), DISCORD_TOKEN=double.token, MENDBOT_SUPERVISED="1")
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.harness.discord_double",
+        double.url,
+        double.gateway_url,
+        "--",
+        "--config",
+        str(config),
+        "run",
+        cwd=cwd,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def _ready_body(port: int) -> dict[str, Any]:
+    """Poll /health/ready until it answers 200; its body."""
+    async with aiohttp.ClientSession() as http:
+        while True:
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/health/ready") as response:
+                    if response.status == 200:
+                        body: dict[str, Any] = await response.json()
+                        return body
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)  # polling the endpoint, not timing the bot
+
+
+async def test_mendbot_run_with_wrong_dev_guild_exits_78_with_one_line(
+    tmp_path: Path, discord_api: DiscordDouble
+) -> None:
+    """`mendbot run` whose sync gets 403: exit 78, one line on stderr, the traceback in the JSON log."""
+    discord_api.fail_sync(403)
+    process = await _start_mendbot(discord_api, _config(tmp_path, discord_api), tmp_path)
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+    err = stderr.decode()
+    assert process.returncode == 78, err
+    failure = [line for line in err.splitlines() if "slash-command sync" in line]
+    assert len(failure) == 1 and failure[0].startswith("config error: ")
+    assert "Traceback" not in err
+    events = [json.loads(line) for line in (tmp_path / "data/logs/mendbot.jsonl").read_text().splitlines()]
+    (logged,) = [event for event in events if event["event"] == "start-up failed"]
+    assert "Traceback" in logged["exception"] and "Forbidden: 403 Forbidden" in logged["exception"]
+
+
+async def test_mendbot_run_waits_out_an_outage_then_serves_and_stops_on_sigterm(
+    tmp_path: Path, discord_api: DiscordDouble
+) -> None:
+    """`mendbot run` with Discord down retries (one logged line each), gets ready, and SIGTERM exits 0."""
+    await discord_api.refuse()
+    port = _free_port()
+    process = await _start_mendbot(discord_api, _config(tmp_path, discord_api, port), tmp_path)
+    assert process.stderr is not None
+    seen: list[str] = []
+    try:
+        while sum("Discord unreachable (logging in): retrying" in line for line in seen) < 2:
+            line = await asyncio.wait_for(process.stderr.readline(), timeout=120)
+            assert line, f"mendbot ended early: {seen}"
+            seen.append(line.decode())
+        await discord_api.accept()
+        ready = await asyncio.wait_for(_ready_body(port), timeout=120)
+        assert ready["discord_connected"] is True
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        _, rest = await asyncio.wait_for(process.communicate(), timeout=60)
+    err = "".join(seen) + rest.decode()
+    assert process.returncode == 0, err
+    assert "Traceback" not in err
+    assert "retrying in 1s" in err and "retrying in 2s" in err
