@@ -76,7 +76,7 @@ async def _to_proposal(pg: PlaygroundProcess) -> str:
 
 
 def _db(tmp_path: Path, sql: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(tmp_path / "data" / "mendbot.db") as db:
+    with sqlite3.connect(tmp_path / "data" / "playground" / "mendbot.db") as db:  # the playground's own state
         return db.execute(sql).fetchall()
 
 
