@@ -297,7 +297,25 @@ class Improve(commands.Cog):
                 return f"⏸ Paused; {stopped} running run(s) stopped."
             await self.improve.resume(user.id)
             return "▶️ Resumed."
-        return None  # approve / reject / rollback are answered by the approval flow
+        if intent.kind in ("approve", "reject"):
+            ref = message.reference
+            approvals = self.bot.services.deploy.approvals
+            if (
+                ref is not None
+                and ref.message_id is not None
+                and await approvals.proposal_for_message(ref.message_id)
+            ):
+                return None  # a reply to a proposal: the approval flow (cogs/ship.py) answers it
+            verb, words = ("ship", "ship it") if intent.kind == "approve" else ("reject", "don't ship")
+            return (
+                f"There's nothing to {verb} here: reply **{words}** to a proposal's message "
+                "(or press its button). `/runs` lists runs awaiting approval."
+            )
+        if intent.kind == "rollback":
+            return (
+                "To roll back a deployed run use `/rollback <run>` (`now=true` reverts and reloads at once)."
+            )
+        return None
 
     def _replied_incident(self, message: discord.Message) -> int | None:
         ref = message.reference
