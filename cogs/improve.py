@@ -160,6 +160,7 @@ class Improve(commands.Cog):
         await interaction.response.send_message("\n".join(lines)[:2000])
 
     @app_commands.command(name="run", description="Show a run, or resume an interrupted one.")
+    @app_commands.describe(run_id="the run number (see /runs)", action="show it (default) or resume it")
     async def show_run(
         self,
         interaction: discord.Interaction[MendBot],
@@ -187,6 +188,7 @@ class Improve(commands.Cog):
         await interaction.response.send_message("\n".join(lines)[:2000])
 
     @app_commands.command(name="cancel", description="Cancel a run.")
+    @app_commands.describe(run_id="the run number (see /runs)")
     async def cancel(self, interaction: discord.Interaction[MendBot], run_id: int) -> None:
         if not self._allowed(interaction.user, "cancel", run_id=run_id):
             await interaction.response.send_message(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import discord
+from discord import app_commands
 from discord.ext import commands
 
 from bot.app import MendBot
@@ -21,6 +22,9 @@ class Remind(commands.Cog):
         self.reminders.stop()
 
     @commands.hybrid_command(name="remind", description="Remind you of something later, e.g. 10m stretch.")  # type: ignore[arg-type]  # mypy cannot solve its generics
+    @app_commands.describe(
+        when="how long from now: 10m, 1h30m, 2d (at most a year)", text="what to remind you of"
+    )
     async def remind(self, ctx: commands.Context[MendBot], when: str, *, text: str) -> None:
         """Remind you after a delay like 10m, 1h30m or 2d."""
         reminder = await self.reminders.create(

@@ -17,7 +17,7 @@ async def test_health_and_readiness(world: VirtualWorld) -> None:
             async with http.get(f"http://127.0.0.1:{port}/health") as response:
                 body = await response.json()
                 assert response.status == 200
-                assert body["cogs"] == ["Chat", "Dice", "Improve", "Incidents", "Remind", "Ship"]
+                assert body["cogs"] == ["Chat", "Dice", "Help", "Improve", "Incidents", "Remind", "Ship"]
             async with http.get(f"http://127.0.0.1:{port}/health/ready") as response:
                 assert response.status == 200
                 assert (await response.json())["database"] is True
