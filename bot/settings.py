@@ -183,6 +183,8 @@ class ImproveConfig(_Section):
     protected_paths: list[str] = Field(default_factory=lambda: list(DEFAULT_PROTECTED_PATHS))
     model: str = "claude-sonnet-5-5"
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    # During an agent step the run's status message shows its latest tool call, edited at most this often.
+    progress_interval_s: float = Field(default=5.0, ge=0)
 
 
 class ForgeConfig(_Section):
