@@ -182,7 +182,10 @@ class Ship(commands.Cog):
             return
         if form == "approve" and intent.security:
             form = "approve_security"
-        text = await decide(self.bot, proposal_id, message.author, message.channel, form=form, via="words")
+        async with message.channel.typing():  # a merge re-verifies and reloads: show it is under way
+            text = await decide(
+                self.bot, proposal_id, message.author, message.channel, form=form, via="words"
+            )
         await message.reply(text[:2000], mention_author=False)
 
     @app_commands.command(

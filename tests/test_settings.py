@@ -176,3 +176,12 @@ def test_empty_config_file_means_defaults(tmp_path: Path, monkeypatch: pytest.Mo
     """A config file with only comments is the defaults."""
     _yaml(tmp_path, monkeypatch, "# nothing yet\n")
     assert load_settings(_env_file=None).discord.command_prefix == "!"
+
+
+def test_config_example_loads_as_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """config.example.yaml, copied as is, is valid and equals the built-in defaults."""
+    example = Path(__file__).resolve().parent.parent / "config.example.yaml"
+    monkeypatch.setenv("MENDBOT_CONFIG", str(example))
+    from_example = load_settings(_env_file=None)
+    monkeypatch.setenv("MENDBOT_CONFIG", "/nonexistent/config.yaml")
+    assert from_example == load_settings(_env_file=None)
