@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import io
 import time
+from pathlib import Path
+
+import pytest
 
 from bot.playground import Playground, PlaygroundError, VirtualWorld
+from tests.harness.discord import make_settings, reply_text, running_world
 
 
 async def _play(world: VirtualWorld, *lines: str) -> str:
@@ -96,3 +100,32 @@ async def test_bad_choice_is_a_playground_error_naming_the_choices(world: Virtua
     """`/incident 1 action=bogus` is a reported line listing the allowed values."""
     out = await _play(world, "/incident 1 action=bogus")
     assert "! action must be one of show, acknowledge, mute, resolve, reopen, not 'bogus'" in out
+
+
+@pytest.fixture
+def readme_cog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The README's "Your own cog" example, as a module on the path; its name."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Your own cog", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "readme_coin.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "readme_coin"
+
+
+async def test_readme_own_cog_example_loads_observes_and_answers(tmp_path: Path, readme_cog: str) -> None:
+    """The README's "Your own cog" example works as written: loaded, answered, a UserError is a reply."""
+    settings = make_settings(tmp_path / "data")
+    async with running_world(settings, extra_extensions=[readme_cog]) as world:
+        flips = await world.users["alice"].slash(world.general, "coin", times=3)
+        too_many = await world.users["alice"].slash(world.general, "coin", times=50)
+        help_text = reply_text(await world.users["alice"].slash(world.general, "help"))
+        await world.quiesce()
+        async with world.bot.services.db.execute(
+            "SELECT ok FROM actions WHERE kind = 'command:coin' ORDER BY id"
+        ) as cursor:
+            recorded = [row[0] for row in await cursor.fetchall()]
+    assert len(reply_text(flips).split()) == 3 and set(reply_text(flips).split()) <= {"H", "T"}
+    assert reply_text(too_many) == "I can flip 1 to 20 coins."
+    assert "`/coin [times]` — Flip coins." in help_text
+    assert recorded == [1, 1]
