@@ -56,7 +56,9 @@ def _config(tmp_path: Path, repo: Path, watch_s: int = 60) -> Path:
 
 
 def _edit(tmp_path: Path, old: str, new: str, file: str = "cogs/dice.py") -> Turn:
-    path = (tmp_path / "data").resolve() / "worktrees" / "run-1" / file
+    path = (
+        (tmp_path / "data" / "playground").resolve() / "worktrees" / "run-1" / file
+    )  # `play` keeps its state there
     return tool_use("Edit", {"file_path": str(path), "old_string": old, "new_string": new})
 
 
