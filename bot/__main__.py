@@ -112,15 +112,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What the bot keeps in a data directory; `--fresh` removes these and nothing else.
+_STATE_NAMES = ("mendbot.db", "mendbot.db-wal", "mendbot.db-shm", "logs", "worktrees", "agent-home")
+
+
 def _playground_dir(settings: Settings, chosen: Path | None, *, fresh: bool) -> Path:
-    """The playground's own state: never the production database (`data/mendbot.db`)."""
+    """The playground's own state: never the production database (`data/mendbot.db`).
+
+    `--fresh` refuses the bot's real data directory, and any directory holding something the bot
+    did not put there (a mistyped `--data-dir ~` must not cost anyone their files).
+    """
     directory = chosen if chosen is not None else settings.data_dir / "playground"
     if fresh and directory.exists():
-        if directory.resolve() == settings.data_dir.resolve() or (directory / ".git").exists():
+        strangers = sorted(p.name for p in directory.iterdir() if p.name not in _STATE_NAMES)
+        if directory.resolve() == settings.data_dir.resolve() or strangers:
+            held = f" (it holds {', '.join(strangers[:3])})" if strangers else " (the bot's own data)"
             raise ConfigError(
-                f"config error: --fresh will not wipe {directory}: choose a playground --data-dir"
+                f"config error: --fresh will not wipe {directory}{held}: choose a playground --data-dir"
             )
-        shutil.rmtree(directory)
+        for name in _STATE_NAMES:
+            path = directory / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
     directory.mkdir(parents=True, exist_ok=True)
     return directory
 

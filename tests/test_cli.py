@@ -209,6 +209,19 @@ def test_fresh_refuses_to_wipe_the_production_data_dir(tmp_path: Path) -> None:
     assert (tmp_path / "data" / "mendbot.db").read_text() == "precious"
 
 
+def test_fresh_refuses_a_directory_holding_other_files(tmp_path: Path) -> None:
+    """`--fresh --data-dir` on a directory with files the bot did not make removes nothing, exit 78."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "thesis.tex").write_text("years of work")
+    result = _mendbot(
+        "--config", str(_config(tmp_path)), "play", "--data-dir", "home", "--fresh", cwd=tmp_path
+    )
+    assert result.returncode == 78
+    assert "--fresh will not wipe home (it holds thesis.tex)" in result.stderr
+    assert (home / "thesis.tex").read_text() == "years of work"
+
+
 def test_playground_clock_starts_at_the_real_time(tmp_path: Path) -> None:
     """A reminder made in the playground is stamped with today's time, not a fixed date."""
     before = time.time()
