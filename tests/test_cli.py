@@ -327,3 +327,53 @@ def _dice_free(line: str) -> str:
     """A README output line as a pattern in which the dice's values and total may differ."""
     head, arrow, _ = line.partition("→ ")
     return re.escape(head + arrow) + r"[\d +]+= \*\*\d+\*\*" if arrow else re.escape(line)
+
+
+def _in_a_terminal(tmp_path: Path, keys: list[tuple[str, bytes]]) -> tuple[str, int]:
+    """Run the interactive playground on a pseudo-terminal; each (wait_for, keys) waits, then types."""
+    import pty
+    import select
+
+    config = _config(tmp_path)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the playground, as a person starts it in a terminal
+        os.chdir(tmp_path)
+        os.environ.pop("MENDBOT_CONFIG", None)
+        os.environ["PYTHONPATH"] = str(REPO)
+        os.execv(sys.executable, [sys.executable, "-m", "bot", "--config", str(config), "play"])
+    seen = b""
+
+    def read_until(marker: str, limit_s: float) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + limit_s
+        while marker.encode() not in seen and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    seen += os.read(fd, 65536)
+                except OSError:  # the child closed the terminal
+                    return
+
+    try:
+        for marker, typed in keys:
+            read_until(marker, 60)
+            assert marker.encode() in seen, seen.decode(errors="replace")[-500:]
+            os.write(fd, typed)
+        read_until("\0never", 30)  # until the terminal closes
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    return seen.decode(errors="replace"), os.waitstatus_to_exitcode(status)
+
+
+def test_ctrl_c_in_the_terminal_ends_cleanly(tmp_path: Path) -> None:
+    """Ctrl-C at the interactive prompt ends the playground with exit 0 and no traceback."""
+    out, code = _in_a_terminal(tmp_path, [("alice #general> ", b"\x03")])
+    assert code == 0, out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out
+
+
+def test_ctrl_d_in_the_terminal_ends_cleanly(tmp_path: Path) -> None:
+    """Ctrl-D (end of input) after a command ends the interactive playground with exit 0."""
+    out, code = _in_a_terminal(tmp_path, [("alice #general> ", b"/roll d4\r"), ("🎲 `1d4`", b"\x04")])
+    assert code == 0, out
+    assert "Traceback" not in out
