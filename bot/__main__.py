@@ -290,7 +290,15 @@ async def _play(settings: Settings, *, interactive: bool) -> int:
                 _interactive(playground) if interactive else playground.run_lines(stdin_lines())
             )
             restart = asyncio.ensure_future(bot.wait_for_restart())
-            await asyncio.wait({session, restart}, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                await asyncio.wait({session, restart}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                # Ctrl-C: the session may be mid-line (the virtual Discord settling); let it stop
+                # before the world shuts down, which cannot overlap one of its operations.
+                session.cancel()
+                restart.cancel()
+                await asyncio.gather(session, restart, return_exceptions=True)
+                raise
             if not restart.done():
                 restart.cancel()
                 return session.result()
