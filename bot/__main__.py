@@ -2,7 +2,8 @@
 
 mendbot            run on Discord when DISCORD_TOKEN is set, else the local playground
 mendbot run        run on Discord (needs DISCORD_TOKEN)
-mendbot play       the local playground (a virtual Discord in the terminal; scriptable)
+mendbot play       the local playground (a virtual Discord in the terminal; scriptable);
+                   its own state in <data_dir>/playground (`--data-dir`, `--fresh`)
 mendbot doctor     check configuration, database, git, model and forge access
 
 When a deploy changes code the process cannot reload (`bot/`, `pyproject.toml`), the bot
@@ -18,8 +19,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -61,31 +64,104 @@ def _reexec(argv: list[str]) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "bot", *argv])
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("mendbot")
+    except importlib.metadata.PackageNotFoundError:  # running from a copy that was never installed
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mendbot", description="A Discord bot that mends itself.")
-    parser.add_argument("--config", type=Path, default=None, help="config file (default: config.yaml)")
-    parser.add_argument("command", nargs="?", choices=["run", "play", "doctor"], default=None)
+    # --config works before or after the subcommand; SUPPRESS keeps a subcommand's absent flag
+    # from overwriting one given earlier.
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument(
+        "--config", type=Path, default=argparse.SUPPRESS, help="config file (default: config.yaml)"
+    )
+    parser = argparse.ArgumentParser(
+        prog="mendbot",
+        description="A Discord bot that mends itself. Without a command: `run` when DISCORD_TOKEN "
+        "is set, else `play`.",
+        parents=[config],
+    )
+    parser.add_argument("--version", action="version", version=f"mendbot {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="{run,play,doctor}")
+    commands.add_parser(
+        "run", parents=[config], help="run on Discord (needs DISCORD_TOKEN)", description="Run on Discord."
+    )
+    play = commands.add_parser(
+        "play",
+        parents=[config],
+        help="the local playground: a virtual Discord in the terminal (scriptable from stdin)",
+        description="The bot and all its cogs in a virtual Discord; type lines, or pipe a script.",
+    )
+    play.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where the playground keeps its database and logs (default: <data_dir>/playground)",
+    )
+    play.add_argument("--fresh", action="store_true", help="wipe the playground's data first")
+    commands.add_parser(
+        "doctor",
+        parents=[config],
+        help="check configuration, database, git, model and forge access",
+        description="Check the setup, one line per check.",
+    )
     return parser
+
+
+# What the bot keeps in a data directory; `--fresh` removes these and nothing else.
+_STATE_NAMES = ("mendbot.db", "mendbot.db-wal", "mendbot.db-shm", "logs", "worktrees", "agent-home")
+
+
+def _playground_dir(settings: Settings, chosen: Path | None, *, fresh: bool) -> Path:
+    """The playground's own state: never the production database (`data/mendbot.db`).
+
+    `--fresh` refuses the bot's real data directory, and any directory holding something the bot
+    did not put there (a mistyped `--data-dir ~` must not cost anyone their files).
+    """
+    directory = chosen if chosen is not None else settings.data_dir / "playground"
+    if fresh and directory.exists():
+        strangers = sorted(p.name for p in directory.iterdir() if p.name not in _STATE_NAMES)
+        if directory.resolve() == settings.data_dir.resolve() or strangers:
+            held = f" (it holds {', '.join(strangers[:3])})" if strangers else " (the bot's own data)"
+            raise ConfigError(
+                f"config error: --fresh will not wipe {directory}{held}: choose a playground --data-dir"
+            )
+        for name in _STATE_NAMES:
+            path = directory / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
 
 
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     args = _parser().parse_args(argv)
+    config_file: Path | None = getattr(args, "config", None)
     if args.command == "doctor":
         from bot.doctor import run_doctor
 
-        checks = asyncio.run(run_doctor(args.config))
+        checks = asyncio.run(run_doctor(config_file))
         for check in checks:
             print(check)
         return 0 if all(check.ok for check in checks) else 1
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(config_file)
         command = args.command or ("run" if settings.discord_token else "play")
         if command == "run" and settings.discord_token is None:
             raise ConfigError(
                 "config error: DISCORD_TOKEN is not set — put it in .env or the environment "
                 "(see .env.example), or run `mendbot play` for the local playground"
+            )
+        if command == "play":
+            settings.data_dir = _playground_dir(
+                settings, getattr(args, "data_dir", None), fresh=getattr(args, "fresh", False)
             )
     except ConfigError as exc:
         print(exc, file=sys.stderr)
@@ -95,24 +171,34 @@ def main(argv: list[str] | None = None) -> int:
     from bot.redact import Redactor
 
     interactive = sys.stdin.isatty()
-    # In the playground the terminal belongs to the conversation: only warnings go to stderr.
+    # In the playground the terminal belongs to the conversation: only warnings go to stderr,
+    # unless a level was asked for (LOG_LEVEL, logging.level).
     configure_logging(
         settings.log_dir,
-        console_level="INFO" if command == "run" else "WARNING",
+        console_level=settings.level or ("INFO" if command == "run" else "WARNING"),
+        json_level=settings.level or "INFO",
         console_tracebacks=command != "run",
         redactor=Redactor.from_settings(settings),
     )
-    if command == "play":  # no voice, and intent notices about the virtual gateway are noise here
-        import logging
-
+    if command == "play" and settings.level is None:
+        # no voice, and intent notices about the virtual gateway are noise here
         logging.getLogger("discord").setLevel(logging.ERROR)
     if command == "run":
         code = asyncio.run(_run(settings))
     else:
-        code = asyncio.run(_play(settings, interactive=interactive))
+        code = _play_until_done(settings, interactive=interactive)
     if should_reexec(code, settings, command=command, interactive=interactive, environ=os.environ):
         _reexec(argv)
     return code
+
+
+def _play_until_done(settings: Settings, *, interactive: bool) -> int:
+    """The playground; Ctrl-C ends it like `quit` (exit 0), without a traceback."""
+    try:
+        return asyncio.run(_play(settings, interactive=interactive))
+    except KeyboardInterrupt:
+        print("\nbye", flush=True)
+        return 0
 
 
 def _watch_hand_edits(bot: MendBot) -> None:
@@ -214,7 +300,15 @@ async def _play(settings: Settings, *, interactive: bool) -> int:
             )
             restart = asyncio.ensure_future(bot.wait_for_restart())
             endings: set[asyncio.Future[Any]] = {session, restart, stopped}
-            await asyncio.wait(endings, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                await asyncio.wait(endings, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                # Cancelled from outside: the session may be mid-line (the virtual Discord settling);
+                # let it stop before the world shuts down, which cannot overlap one of its operations.
+                session.cancel()
+                restart.cancel()
+                await asyncio.gather(session, restart, return_exceptions=True)
+                raise
             if stopped.done():
                 return await _stopped_by_signal(session, restart, services)
             if not restart.done():

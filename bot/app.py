@@ -472,6 +472,19 @@ class MendBot(commands.Bot):
         except asyncio.CancelledError:
             pass
         except Exception as exc:
+            text, is_bug = describe(exc)
+            if not is_bug:  # a user's mistake (`cancel run 3` with no run 3) is a reply, not an incident
+                self.recorder.record(
+                    f"listener:{event_name}",
+                    source,
+                    ok=True,
+                    duration_ms=(time.perf_counter() - started) * 1000,
+                    extra={"user_error": text},
+                    **ids,
+                )
+                if text is not None:
+                    await self._answer_event(args, text)
+                return
             channel = self.get_channel(ids["channel_id"]) if ids.get("channel_id") else None
             problem = self.environment_problem(exc, channel, ids.get("user_id"))
             self.recorder.record(
@@ -493,6 +506,21 @@ class MendBot(commands.Bot):
                 duration_ms=(time.perf_counter() - started) * 1000,
                 **ids,
             )
+
+    async def _answer_event(self, args: tuple[Any, ...], text: str) -> None:
+        """Tell the person behind a listener's event what was wrong with their request."""
+        first = args[0] if args else None
+        try:
+            if isinstance(first, discord.Message):
+                await first.reply(text[:2000], mention_author=False)
+            elif isinstance(first, discord.RawReactionActionEvent):
+                channel = self.get_channel(first.channel_id)
+                if isinstance(channel, discord.abc.Messageable):
+                    await channel.send(
+                        f"<@{first.user_id}> {text}"[:2000], allowed_mentions=discord.AllowedMentions.none()
+                    )
+        except discord.HTTPException:
+            _log.warning("could not answer a user's mistake", exc_info=True)
 
     async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
         _log.exception("listener failed", listener=event_method)

@@ -104,20 +104,38 @@ async def _database(settings: Settings) -> Check:
     return _ok("database", f"{settings.db_path} (schema {row[0] if row else 0}, {mode[0] if mode else '?'})")
 
 
+def _repository_state(root: Path) -> tuple[str, str] | str:
+    """(branch, head sha) of the work tree at `root`, or why there is none.
+
+    GitPython reads the repository in-process (refs and objects, no git program runs), so it is
+    the read-only view here; every git *program* the bot runs goes through bot.git, which starts
+    it from an empty environment (GitPython would hand it the bot's — see bot/git.py).
+    """
+    import git as gitpython
+
+    try:
+        repo = gitpython.Repo(root, search_parent_directories=False)
+    except (gitpython.InvalidGitRepositoryError, gitpython.NoSuchPathError):
+        return f"{root} is not a git repository"
+    if repo.bare or repo.working_tree_dir is None or Path(repo.working_tree_dir).resolve() != root.resolve():
+        return f"{root} is not the top of a git work tree"
+    if repo.head.is_detached:
+        return "HEAD is detached"
+    branch = repo.active_branch.name
+    if not repo.head.is_valid():
+        return f"branch {branch} has no commits yet"
+    return branch, repo.head.commit.hexsha
+
+
 async def _repository(settings: Settings) -> Check:
     root = settings.repo_dir.absolute()
     off = "self-improvement is off"
-    # An empty prefix: repo_dir is the top of a work tree (not a folder inside some other repository).
-    prefix = await git(root, "rev-parse", "--show-prefix", check=False) if root.is_dir() else None
-    if prefix is None or prefix.code != 0 or prefix.output.strip():
-        return _warn("git", f"{root} is not a git repository — {off}; run me from a clone")
-    branch = await git(root, "symbolic-ref", "--short", "-q", "HEAD", check=False)
-    if branch.code != 0:
-        return _warn("git", f"HEAD is detached — {off}; check out the main branch")
-    name = branch.output.strip()
-    head = await git(root, "rev-parse", "--verify", "-q", "HEAD", check=False)
-    if head.code != 0:
-        return _warn("git", f"branch {name} has no commits yet — {off}; commit the code first")
+    fixes = {"is not": "run me from a clone", "detached": "check out the main branch"}
+    state = await asyncio.to_thread(_repository_state, root)
+    if isinstance(state, str):
+        fix = next((fix for key, fix in fixes.items() if key in state), "commit the code first")
+        return _warn("git", f"{state} — {off}; {fix}")
+    name, head = state
     status = await git(root, "status", "--porcelain", "--untracked-files=no", check=False)
     if status.output.strip():
         return _warn(
@@ -125,7 +143,7 @@ async def _repository(settings: Settings) -> Check:
             f"{name} has uncommitted changes — deploys wait (they never overwrite hand edits); "
             "commit or stash them",
         )
-    return _ok("git", f"{name} at {head.output.strip()[:10]}, clean")
+    return _ok("git", f"{name} at {head[:10]}, clean")
 
 
 async def _model(settings: Settings) -> Check:

@@ -15,6 +15,17 @@ drivers, credential helpers, ssh commands, gpg), so each call:
 
 Callers add config (the GitHub forge's auth header) and environment (a scratch index) per call;
 neither can re-enable what is neutralised, because the neutralising pairs are applied last.
+
+Why a subprocess of our own rather than GitPython's `Repo.git`/`Git.execute`: GitPython builds each
+git process's environment from a copy of `os.environ` and only lets callers add or overwrite
+variables (git/cmd.py, `env = os.environ.copy()` then `env.update(...)`), so the bot's tokens and any
+`GIT_*` override in its environment would reach git, its aliases and whatever it starts — the
+first property above could then only be approximated by a deny-list of names to blank. It is also
+synchronous (a thread per call, which cancellation cannot stop) and on timeout kills git but not
+the process group it started. tests/test_git.py pins both sides: what git really receives from
+`git()`, and that GitPython would still hand it the bot's environment. GitPython stays the
+read-only view of a repository's state where no git program runs on our behalf with our
+environment (`mendbot doctor`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""`/health` (alive) and `/health/ready` (connected and serving) on a local port (aiohttp).
+"""`/health` (alive), `/health/ready` (connected and serving) and `/metrics` (Prometheus, see
+bot/metrics.py) on a local port (aiohttp).
 
 Ready means: READY (or RESUMED) received from the gateway and no disconnect since, taking new work, and
 the database answering. While discord.py reconnects after a dropped connection, `/health/ready` is 503.
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from bot.log import get_logger
+from bot.metrics import CONTENT_TYPE, Metrics
 
 if TYPE_CHECKING:
     from bot.app import MendBot
@@ -29,6 +31,7 @@ class HealthServer:
         self._started = time.monotonic()
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+        self._metrics = Metrics(bot)
 
     def _status(self) -> dict[str, object]:
         bot = self._bot
@@ -65,11 +68,15 @@ class HealthServer:
             status=200 if ready else 503,
         )
 
+    async def _metrics_page(self, _: web.Request) -> web.Response:
+        return web.Response(body=await self._metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
     async def start(self) -> int | None:
         """Start serving; returns the bound port, or None when the port is taken (logged)."""
         app = web.Application()
         app.router.add_get("/health", self._health)
         app.router.add_get("/health/ready", self._ready)
+        app.router.add_get("/metrics", self._metrics_page)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import re
 import shlex
 import sys
@@ -27,12 +28,14 @@ import threading
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 import discord
 import simcord
 from discord import app_commands
 
+from bot.errors import UserError
 from bot.reminders import parse_delay
 
 if TYPE_CHECKING:
@@ -101,6 +104,7 @@ async def virtual_world(bot: MendBot, *, settle_timeout: float = 30.0) -> AsyncI
     # Env.start/shutdown rather than `simcord.run`: its clock context cannot span the two
     # halves of an async fixture, which pytest runs in different contexts.
     env = simcord.Env(bot, check_errors=False, settle_timeout=settle_timeout)
+    _start_clock_now(env)
     await env.start()
     world: VirtualWorld | None = None
     try:
@@ -123,6 +127,20 @@ async def virtual_world(bot: MendBot, *, settle_timeout: float = 30.0) -> AsyncI
     finally:
         await (world.bot if world is not None else bot).close()
         await env.shutdown()
+
+
+def _start_clock_now(env: simcord.Env) -> None:
+    """Start the virtual clock at the real time instead of simcord's fixed date in the past.
+
+    Timestamps the bot stores (reminders, incidents, runs) then make sense next to real ones, and
+    "in 10m" means ten minutes from now. simcord 3.2.1 has no option for it; its clock keeps the
+    start instant in `_epoch` (checked by tests/test_playground.py, so an upgrade that renames it
+    fails loudly there).
+    """
+    clock = env.backend.clock
+    if not hasattr(clock, "_epoch"):
+        raise RuntimeError("simcord's clock changed: update _start_clock_now")
+    clock._epoch = datetime.now(UTC)
 
 
 @dataclass
@@ -187,6 +205,10 @@ class Playground:
             raise
         except simcord.BackendError as exc:
             raise PlaygroundError(f"Discord refused that: {exc}") from None
+        except simcord.SetupError as exc:  # e.g. an option value Discord's client would not send
+            raise PlaygroundError(f"Discord would not send that: {exc}") from None
+        except UserError as exc:  # e.g. `wait 99999d`
+            raise PlaygroundError(str(exc)) from None
         self.print_changes()
 
     async def _dispatch(self, word: str, rest: str, line: str) -> None:
@@ -215,10 +237,16 @@ class Playground:
             await self._actor().send(channel, self._mentions_in(text), reply_to=message)
         elif lower == "wait":
             if rest:
-                await self.world.env.advance_time(parse_delay(rest).total_seconds())
+                try:
+                    delay = parse_delay(rest)
+                except UserError:
+                    raise PlaygroundError(
+                        f"wait takes a duration up to a year, like `wait 10m`, not {rest!r}"
+                    ) from None
+                await self.world.env.advance_time(delay.total_seconds())
             await self.world.quiesce()
         elif lower == "sleep":
-            await asyncio.sleep(float(rest or "1"))
+            await asyncio.sleep(self._seconds(rest or "1"))
             await self.world.quiesce()
         elif lower == "help":
             self._say(__doc__.split("Grammar", 1)[1].strip() if __doc__ else "")
@@ -280,6 +308,16 @@ class Playground:
 
     def _channel(self) -> simcord.ChannelHandle:
         return self.world.channels[self.channel]
+
+    @staticmethod
+    def _seconds(text: str) -> float:
+        try:
+            seconds = float(text)
+        except ValueError:
+            raise PlaygroundError(f"sleep takes seconds, like `sleep 1.5`, not {text!r}") from None
+        if not math.isfinite(seconds) or not 0 <= seconds <= 60:
+            raise PlaygroundError("sleep takes 0 to 60 seconds")
+        return seconds
 
     @staticmethod
     def _two(rest: str, usage: str) -> tuple[str, str]:
@@ -348,10 +386,15 @@ class Playground:
                 positional.append(token)
         # Words fill the required options in order and the last of them takes the rest of the
         # line; a command with no required option gives the whole line to its first option.
-        # Optional options are named: `/fix the roll is broken incident=3`.
+        # Optional options are named: `/fix the roll is broken incident=3`. When the last
+        # required option cannot hold words (a number), the next words fill the optional ones
+        # in order, as Discord's client offers them: `/incident 3 resolve`.
         free = [p for p in params if p.name not in named and p.required] or [
             p for p in params[:1] if p.name not in named
         ]
+        if free and free[-1].type is not discord.AppCommandOptionType.string and len(positional) > len(free):
+            rest = [p for p in params if p.name not in named and p not in free]
+            free += rest[: len(positional) - len(free)]
         for index, param in enumerate(free):
             if index >= len(positional):
                 break
@@ -370,19 +413,31 @@ class Playground:
 
     def _convert(self, param: app_commands.Parameter, value: str) -> Any:
         kind = param.type
+        if param.choices and value not in {str(choice.value) for choice in param.choices}:
+            allowed = ", ".join(str(choice.value) for choice in param.choices)
+            raise PlaygroundError(f"{param.name} must be one of {allowed}, not {value!r}")
         try:
             if kind is discord.AppCommandOptionType.integer:
                 return int(value)
             if kind is discord.AppCommandOptionType.number:
-                return float(value)
+                number = float(value)
+                if not math.isfinite(number):
+                    raise ValueError(value)
+                return number
             if kind is discord.AppCommandOptionType.boolean:
                 return value.lower() in {"1", "true", "yes", "on"}
         except ValueError:
             raise PlaygroundError(f"{param.name} must be a {kind.name}, not {value!r}") from None
         if kind in (discord.AppCommandOptionType.user, discord.AppCommandOptionType.mentionable):
-            return self.world.users[value.lstrip("@")]
+            user = self.world.users.get(value.lstrip("@"))
+            if user is None:
+                raise PlaygroundError(f"no user {value}; users: {', '.join(self.world.users)}")
+            return user
         if kind is discord.AppCommandOptionType.channel:
-            return self.world.channels[value.lstrip("#")]
+            channel = self.world.channels.get(value.lstrip("#"))
+            if channel is None:
+                raise PlaygroundError(f"no channel {value}; channels: #{', #'.join(self.world.channels)}")
+            return channel
         return value
 
     # -- printing ------------------------------------------------------------------------------
@@ -470,25 +525,25 @@ async def _aiter(lines: Iterable[str] | AsyncIterable[str]) -> AsyncIterator[str
 async def stdin_lines() -> AsyncIterator[str]:
     """Standard input line by line without blocking the event loop while waiting for the next one.
 
-    The reader is a daemon thread, not the loop's executor: a read still waiting must not keep
-    the process from ending when a signal stops the playground mid-script.
+    The reading thread is a daemon, not asyncio's executor: the executor is joined when the loop
+    closes, so Ctrl-C (or a restart) would hang until the next line or EOF arrived.
     """
     loop = asyncio.get_running_loop()
-    lines: asyncio.Queue[str | None] = asyncio.Queue()
-
-    def put(line: str | None) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is already closed
-            loop.call_soon_threadsafe(lines.put_nowait, line)
+    queue: asyncio.Queue[str] = asyncio.Queue()
 
     def read() -> None:
-        try:
-            while line := sys.stdin.readline():
-                put(line)
-        finally:
-            put(None)
+        while True:
+            try:
+                line = sys.stdin.readline()
+            except (OSError, ValueError):  # stdin closed under us
+                line = ""
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(queue.put_nowait, line)
+            if not line:
+                return
 
     threading.Thread(target=read, name="playground-stdin", daemon=True).start()
-    while (line := await lines.get()) is not None:
+    while line := await queue.get():
         yield line
 
 

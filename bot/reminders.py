@@ -45,12 +45,13 @@ def parse_delay(text: str) -> timedelta:
     parts = _PART.findall(compact)
     if not parts or "".join(f"{n}{u}" for n, u in parts) != compact:
         raise ReminderError(f"`{text[:30]}` isn't a duration. Try `10m`, `1h30m`, `2d` or `90s`.")
-    delay = timedelta(seconds=sum(int(n) * _UNIT[u] for n, u in parts))
-    if delay <= timedelta(0):
+    # Bounds are checked on the integer: a timedelta of 99999999999999 days overflows.
+    seconds = sum(int(n) * _UNIT[u] for n, u in parts)
+    if seconds <= 0:
         raise ReminderError("The reminder has to be at least one second away.")
-    if delay > MAX_DELAY:
+    if seconds > MAX_DELAY.total_seconds():
         raise ReminderError("I can remind you at most a year ahead.")
-    return delay
+    return timedelta(seconds=seconds)
 
 
 class ReminderService:

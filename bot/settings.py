@@ -1,27 +1,36 @@
 """Settings: secrets from the environment or `.env`, everything else from `config.yaml`.
 
 `load_settings()` is the only way in. A missing or invalid value becomes a `ConfigError`
-whose message names the key and says how to fix it; `__main__` prints that one line and
-exits with `EX_CONFIG` (78) instead of a traceback.
+whose message names the key, the file it came from (`--config` path, `.env`, the environment)
+and how to fix it; `__main__` prints that one line and exits with `EX_CONFIG` (78) instead of a
+traceback.
+
+Two sources, two policies: config.yaml is strict (an unknown key is refused, with "did you mean"
+when one is close), while `.env` is shared with other tools and may hold anything, so only the
+variables mendbot reads are taken from it and the rest are ignored. An empty value
+(`DISCORD_TOKEN=` as copied from `.env.example`) means unset, everywhere.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    DotEnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
 
-__all__ = ["EX_CONFIG", "ConfigError", "Settings", "load_settings"]
+__all__ = ["EX_CONFIG", "LOG_LEVELS", "ConfigError", "Settings", "Snowflake", "load_settings"]
 
 EX_CONFIG = 78  # sysexits.h: configuration error
 
@@ -34,16 +43,55 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Discord ids are unsigned 64-bit snowflakes; 0 and negatives are always a copy-paste mistake.
+_SNOWFLAKE_MAX = 2**64 - 1
+
+
+def _snowflake(value: int) -> int:
+    if not 0 < value <= _SNOWFLAKE_MAX:
+        raise ValueError("must be a Discord id (a positive number: Developer Mode → right-click → Copy ID)")
+    return value
+
+
+Snowflake = Annotated[int, AfterValidator(_snowflake)]
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 class DiscordConfig(_Section):
     command_prefix: str = "!"
-    dev_guild_id: int | None = None
-    dev_channel_ids: list[int] = Field(default_factory=list)
-    chat_channel_ids: list[int] = Field(default_factory=list)
+    dev_guild_id: Snowflake | None = None
+    dev_channel_ids: list[Snowflake] = Field(default_factory=list)
+    chat_channel_ids: list[Snowflake] = Field(default_factory=list)
 
 
 class AccessConfig(_Section):
-    allowed_user_ids: list[int] = Field(default_factory=list)
-    allowed_role_ids: list[int] = Field(default_factory=list)
+    allowed_user_ids: list[Snowflake] = Field(default_factory=list)
+    allowed_role_ids: list[Snowflake] = Field(default_factory=list)
+
+
+class LoggingConfig(_Section):
+    """How much is logged: the JSON log file and, under `mendbot run`, the console.
+
+    `LOG_LEVEL` in the environment or `.env` overrides it. The playground's console shows only
+    warnings unless a level is set, since the terminal belongs to the conversation there.
+    """
+
+    level: str | None = None  # DEBUG, INFO, WARNING, ERROR; default INFO
+
+    @field_validator("level")
+    @classmethod
+    def _known_level(cls, value: str | None) -> str | None:
+        return _log_level(value)
+
+
+def _log_level(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    level = value.strip().upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+    return level
 
 
 class ChatConfig(_Section):
@@ -137,6 +185,8 @@ class ImproveConfig(_Section):
     protected_paths: list[str] = Field(default_factory=lambda: list(DEFAULT_PROTECTED_PATHS))
     model: str = "claude-sonnet-5-5"
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    # During an agent step the run's status message shows its latest tool call, edited at most this often.
+    progress_interval_s: float = Field(default=5.0, ge=0)
 
 
 class ForgeConfig(_Section):
@@ -221,6 +271,34 @@ class AuditConfig(_Section):
         return value
 
 
+class _KnownDotEnv(DotEnvSettingsSource):
+    """`.env` without its strangers: variables mendbot does not read are other tools' business."""
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        return {key: value for key, value in data.items() if key in self.settings_cls.model_fields}
+
+
+class _StrictYaml(YamlConfigSettingsSource):
+    """config.yaml, which must be a mapping of known keys (typos get "did you mean")."""
+
+    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
+        data: object = super()._read_file(file_path)  # {} for an empty file
+        if not isinstance(data, dict):
+            kind = "a list" if isinstance(data, list) else "a single value"
+            raise ConfigError(
+                f"config error: {file_path} holds {kind}, not keys and values — it should look like "
+                "config.example.yaml (`discord:`, `access:`, … at the top level)"
+            )
+        for key in data:
+            if str(key) in _ENV_ONLY_KEYS:
+                raise ConfigError(
+                    f"config error: {file_path}: `{key}` is not read from config files — "
+                    f"set {str(key).upper()} in the environment or in .env (see .env.example)"
+                )
+        return data
+
+
 class Settings(BaseSettings):
     """All of mendbot's configuration. Secrets have no defaults that could leak into a repo."""
 
@@ -230,13 +308,15 @@ class Settings(BaseSettings):
         extra="forbid",
         env_nested_delimiter=None,
         case_sensitive=False,
+        env_ignore_empty=True,  # `DISCORD_TOKEN=` copied from .env.example means "not set"
     )
 
-    # Secrets: environment or .env only (see `settings_customise_sources`).
+    # Secrets and the log level: environment or .env only (see `settings_customise_sources`).
     discord_token: SecretStr | None = None
     anthropic_api_key: SecretStr | None = None
     anthropic_base_url: str | None = None
     github_token: SecretStr | None = None
+    log_level: str | None = None  # LOG_LEVEL: overrides logging.level
 
     # Everything else: config.yaml.
     data_dir: Path = Path("data")
@@ -252,6 +332,24 @@ class Settings(BaseSettings):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     playground: PlaygroundConfig = Field(default_factory=PlaygroundConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @field_validator(
+        "discord_token", "anthropic_api_key", "github_token", "anthropic_base_url", mode="before"
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """Empty or blank means unset, whichever source it came from (env, .env, arguments)."""
+        if isinstance(value, SecretStr):
+            return None if not value.get_secret_value().strip() else value
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str | None) -> str | None:
+        return _log_level(value)
 
     @classmethod
     def settings_customise_sources(
@@ -262,13 +360,18 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        yaml_file = os.environ.get("MENDBOT_CONFIG", "config.yaml")
+        env_file = getattr(dotenv_settings, "env_file", ".env")
         return (
             init_settings,
             env_settings,
-            dotenv_settings,
-            YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file),
+            _KnownDotEnv(settings_cls, env_file=env_file),
+            _StrictYaml(settings_cls, yaml_file=_config_path()),
         )
+
+    @property
+    def level(self) -> str | None:
+        """The log level chosen by LOG_LEVEL or logging.level; None when neither is set."""
+        return self.log_level or self.logging.level
 
     @property
     def db_path(self) -> Path:
@@ -280,13 +383,48 @@ class Settings(BaseSettings):
 
 
 _SECRET_KEYS = {"discord_token", "anthropic_api_key", "anthropic_base_url", "github_token"}
+_ENV_ONLY_KEYS = _SECRET_KEYS | {"log_level"}
 
 
-def _fix_for(key: str) -> str:
+def _config_path() -> str:
+    return os.environ.get("MENDBOT_CONFIG", "config.yaml")
+
+
+def _env_origin(top: str, env_file: object) -> str:
+    """Where an environment-only value came from: the process environment wins over `.env`."""
+    if any(name.lower() == top for name in os.environ):
+        return "the environment"
+    return str(env_file) if env_file else ".env"
+
+
+def _fix_for(key: str, env_file: object) -> str:
     top = key.split(".", 1)[0]
-    if top in _SECRET_KEYS:
-        return f"set {top.upper()} in the environment or in .env (see .env.example)"
-    return "fix it in config.yaml (see config.example.yaml for every key and its default)"
+    if top in _ENV_ONLY_KEYS:
+        return f"set {top.upper()} in {_env_origin(top, env_file)} (see .env.example)"
+    return f"fix it in {_config_path()} (see config.example.yaml for every key and its default)"
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The settings model that holds the key at `loc` (for "did you mean")."""
+    model: type[BaseModel] = Settings
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _unknown_key(loc: tuple[int | str, ...], env_file: object) -> str:
+    key = ".".join(str(part) for part in loc)
+    model = _model_at(loc[:-1])
+    known = sorted(model.model_fields) if model is not None else []
+    if model is Settings:
+        known = [name for name in known if name not in _ENV_ONLY_KEYS]
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    hint = f" — did you mean `{close[0]}`?" if close else f" — known keys here: {', '.join(known)}"
+    return f"config error: {_config_path()}: unknown key `{key}`{hint} (see config.example.yaml)"
 
 
 def load_settings(config_file: Path | None = None, **overrides: object) -> Settings:
@@ -295,16 +433,22 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
         if not config_file.is_file():
             raise ConfigError(f"config file {config_file} does not exist: copy config.example.yaml to it")
         os.environ["MENDBOT_CONFIG"] = str(config_file)
+    env_file = overrides.get("_env_file", ".env")
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         first = exc.errors()[0]
+        more = f"; {exc.error_count() - 1} more problem(s) after this one" if exc.error_count() > 1 else ""
+        if first["type"] == "extra_forbidden":
+            raise ConfigError(_unknown_key(tuple(first["loc"]), env_file) + more) from None
         key = ".".join(str(part) for part in first["loc"]) or "config"
         value = first.get("input")
-        shown = "" if isinstance(value, dict) or key.split(".")[0] in _SECRET_KEYS else f" (got {value!r})"
-        more = f"; {exc.error_count() - 1} more problem(s) after this one" if exc.error_count() > 1 else ""
-        raise ConfigError(f"config error: {key}: {first['msg']}{shown} — {_fix_for(key)}{more}") from None
+        shown = "" if isinstance(value, dict) or key.split(".")[0] in _ENV_ONLY_KEYS else f" (got {value!r})"
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(
+            f"config error: {key}: {message}{shown} — {_fix_for(key, env_file)}{more}"
+        ) from None
     except (OSError, ValueError, yaml.YAMLError) as exc:  # unreadable or malformed YAML
         one_line = " ".join(str(exc).split())
-        raise ConfigError(f"config error: cannot read configuration: {one_line}") from None
+        raise ConfigError(f"config error: cannot read {_config_path()}: {one_line}") from None
     return settings

@@ -3,6 +3,8 @@ plain words addressed to the bot in a dev channel, and the status message of eac
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any, Literal
 
 import discord
@@ -12,7 +14,7 @@ from discord.ext import commands
 from bot.app import MendBot
 from bot.errors import UserError
 from bot.improve.intent import Intent, parse_intent, resolve_target
-from bot.improve.runs import Run, RunKind
+from bot.improve.runs import TERMINAL_STATES, Run, RunKind
 from cogs.ship import proposal_view
 
 _ICONS = {"reported": "🔍", "awaiting_approval": "🛠", "failed": "❌", "cancelled": "⏹", "interrupted": "⏸"}
@@ -27,10 +29,15 @@ def status_text(run: Run, lines: list[str], now: float) -> str:
     return "\n".join([head, *(f"{line}" for line in lines[-12:])])[:2000]
 
 
+# States in which the run waits for people, not for the bot: no typing indicator then.
+_WAITING = frozenset({"awaiting_approval", "watching", "interrupted"})
+
+
 class Improve(commands.Cog):
     def __init__(self, bot: MendBot) -> None:
         self.bot = bot
         self.improve = bot.services.improve
+        self._typing: dict[int, asyncio.Task[None]] = {}  # run id → "mendbot is typing…" in its channel
 
     async def cog_load(self) -> None:
         self.improve.reporter = self
@@ -38,6 +45,29 @@ class Improve(commands.Cog):
     async def cog_unload(self) -> None:
         if self.improve.reporter is self:
             self.improve.reporter = None
+        for run_id in list(self._typing):
+            self._stop_typing(run_id)
+
+    def _keep_typing(self, run: Run, channel: discord.abc.Messageable) -> None:
+        """While a run works, its channel shows the bot typing (discord.py renews it every few seconds)."""
+        if run.state in TERMINAL_STATES or run.state in _WAITING:
+            self._stop_typing(run.id)
+            return
+        task = self._typing.get(run.id)
+        if task is not None and not task.done():
+            return
+
+        async def typing() -> None:
+            with contextlib.suppress(discord.HTTPException):
+                async with channel.typing():
+                    await asyncio.Event().wait()  # until cancelled by _stop_typing
+
+        self._typing[run.id] = asyncio.get_running_loop().create_task(typing())
+
+    def _stop_typing(self, run_id: int) -> None:
+        task = self._typing.pop(run_id, None)
+        if task is not None:
+            task.cancel()
 
     # -- RunReporter ----------------------------------------------------------------------------
 
@@ -45,6 +75,7 @@ class Improve(commands.Cog):
         channel = self.bot.run_channel(run.channel_id)
         if channel is None:
             return
+        self._keep_typing(run, channel)
         text = status_text(run, lines, self.bot.services.clock().timestamp())
         if run.status_message_id is None:
             message = await channel.send(text)
@@ -53,6 +84,7 @@ class Improve(commands.Cog):
             await channel.get_partial_message(run.status_message_id).edit(content=text)  # type: ignore[attr-defined]
 
     async def report(self, run: Run, text: str) -> None:
+        self._stop_typing(run.id)
         channel = self.bot.run_channel(run.channel_id)
         if channel is None:
             return
@@ -163,7 +195,7 @@ class Improve(commands.Cog):
         await interaction.response.send_message("\n".join(lines)[:2000])
 
     @app_commands.command(name="run", description="Show a run, or resume an interrupted one.")
-    @app_commands.describe(run_id="the run number", action="show it (default), or resume it if interrupted")
+    @app_commands.describe(run_id="the run number (see /runs)", action="show it (default) or resume it")
     async def show_run(
         self,
         interaction: discord.Interaction[MendBot],
@@ -191,7 +223,7 @@ class Improve(commands.Cog):
         await interaction.response.send_message("\n".join(lines)[:2000])
 
     @app_commands.command(name="cancel", description="Cancel a run.")
-    @app_commands.describe(run_id="the run number")
+    @app_commands.describe(run_id="the run number (see /runs)")
     async def cancel(self, interaction: discord.Interaction[MendBot], run_id: int) -> None:
         if not self._allowed(interaction.user, "cancel", run_id=run_id):
             await interaction.response.send_message(
@@ -253,7 +285,8 @@ class Improve(commands.Cog):
         intent = self.request_intent(message)
         if intent is None:
             return
-        reply = await self._handle_words(message, intent)
+        async with message.channel.typing():  # finding "this" can take a moment: show it is heard
+            reply = await self._handle_words(message, intent)
         if reply:
             await message.reply(reply, mention_author=False)
 
@@ -310,7 +343,25 @@ class Improve(commands.Cog):
                 return f"⏸ Paused; {stopped} running run(s) stopped."
             await self.improve.resume(user.id)
             return "▶️ Resumed."
-        return None  # approve / reject / rollback are answered by the approval flow
+        if intent.kind in ("approve", "reject"):
+            ref = message.reference
+            approvals = self.bot.services.deploy.approvals
+            if (
+                ref is not None
+                and ref.message_id is not None
+                and await approvals.proposal_for_message(ref.message_id)
+            ):
+                return None  # a reply to a proposal: the approval flow (cogs/ship.py) answers it
+            verb, words = ("ship", "ship it") if intent.kind == "approve" else ("reject", "don't ship")
+            return (
+                f"There's nothing to {verb} here: reply **{words}** to a proposal's message "
+                "(or press its button). `/runs` lists runs awaiting approval."
+            )
+        if intent.kind == "rollback":
+            return (
+                "To roll back a deployed run use `/rollback <run>` (`now=true` reverts and reloads at once)."
+            )
+        return None
 
     def _replied_incident(self, message: discord.Message) -> int | None:
         ref = message.reference

@@ -224,7 +224,8 @@ class Incidents(commands.Cog):
 
     @app_commands.command(name="incidents", description="List open incidents.")
     async def list_incidents(self, interaction: discord.Interaction[MendBot]) -> None:
-        active = self.incidents.active()
+        # Newest first: the incident opened last leads, however recently an older one was seen again.
+        active = sorted(self.incidents.active(), key=lambda i: i.id or 0, reverse=True)
         lines = [
             f"**#{i.id}** {_ICONS[i.level]} `{i.kind}` — {i.summary} · seen {i.count}× · {i.state}"
             + (" · environment" if i.category == "environment" else "")

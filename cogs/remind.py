@@ -22,7 +22,9 @@ class Remind(commands.Cog):
         self.reminders.stop()
 
     @commands.hybrid_command(name="remind", description="Remind you of something later, e.g. 10m stretch.")  # type: ignore[arg-type]  # mypy cannot solve its generics
-    @app_commands.describe(when="how long from now: 10m, 1h30m or 2d", text="what to remind you of")
+    @app_commands.describe(
+        when="how long from now: 10m, 1h30m, 2d (at most a year)", text="what to remind you of"
+    )
     async def remind(self, ctx: commands.Context[MendBot], when: str, *, text: str) -> None:
         """Remind you after a delay like 10m, 1h30m or 2d."""
         # Saving may wait out a locked database for a few seconds: longer than Discord gives an

@@ -114,6 +114,7 @@ async def emergency_rollback(bot: MendBot, run_id: int, user: discord.abc.User) 
     if not bot.authorize(user, action="rollback_now", run_id=run_id):
         return "Only allow-listed developers can roll back."
     try:
+        await bot.services.improve.runs.get(run_id)  # a run that does not exist, said before anything else
         return await bot.services.deploy.emergency_rollback(run_id, user_id=user.id)
     except UserError as exc:
         return str(exc)
@@ -181,7 +182,10 @@ class Ship(commands.Cog):
             return
         if form == "approve" and intent.security:
             form = "approve_security"
-        text = await decide(self.bot, proposal_id, message.author, message.channel, form=form, via="words")
+        async with message.channel.typing():  # a merge re-verifies and reloads: show it is under way
+            text = await decide(
+                self.bot, proposal_id, message.author, message.channel, form=form, via="words"
+            )
         await message.reply(text[:2000], mention_author=False)
 
     @app_commands.command(
@@ -202,6 +206,7 @@ class Ship(commands.Cog):
             )
             return
         try:
+            await self.bot.services.improve.runs.get(run_id)  # "no run 1" before "no model key"
             run = await self.bot.services.improve.rollback(
                 target_run_id=run_id, requester_id=user.id, channel_id=interaction.channel_id
             )

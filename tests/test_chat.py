@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot.chat import split_message
-from bot.chat.service import NO_KEY_MESSAGE
+from bot.chat.service import NO_KEY_AGAIN, NO_KEY_MESSAGE
 from tests.harness.discord import bot_messages, make_settings, running_world
 from tests.harness.model_double import ModelDouble, text
 
@@ -53,14 +53,18 @@ async def test_long_reply_is_split_at_discord_limit(tmp_path: Path) -> None:
     assert " ".join(parts) == long_text
 
 
-async def test_without_a_key_it_explains_once_per_channel(tmp_path: Path) -> None:
-    """With no API key the bot says how to configure one, once, then stays quiet there."""
+async def test_without_a_key_it_explains_once_then_answers_briefly(tmp_path: Path) -> None:
+    """With no API key the bot says how to configure one, then answers each later mention briefly."""
     async with running_world(make_settings(tmp_path / "data")) as world:
         me = world.bot.user
         assert me is not None
         for _ in range(3):
             await world.users["alice"].send(world.general, f"{me.mention} hi")
-        assert [m.content for m in bot_messages(world, world.general)] == [NO_KEY_MESSAGE]
+        assert [m.content for m in bot_messages(world, world.general)] == [
+            NO_KEY_MESSAGE,
+            NO_KEY_AGAIN,
+            NO_KEY_AGAIN,
+        ]
 
 
 def test_split_prefers_line_breaks() -> None:

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -72,7 +80,8 @@ def test_scripted_playground_answers_roll_and_bad_roll(tmp_path: Path) -> None:
     assert "[#dev] mendbot (m3): 🎲 `1d20` →" in out
     assert "[#dev] mendbot (m4): ⏰ Okay @mallory, I'll remind you in 600s: stretch" in out
     assert "[#dev] mendbot (m5): ⏰ @mallory reminder: stretch" in out
-    assert (tmp_path / "data" / "mendbot.db").exists()
+    assert (tmp_path / "data" / "playground" / "mendbot.db").exists()
+    assert not (tmp_path / "data" / "mendbot.db").exists()  # the production database is never touched
 
 
 def test_playground_line_it_cannot_run_gives_exit_2(tmp_path: Path) -> None:
@@ -81,3 +90,260 @@ def test_playground_line_it_cannot_run_gives_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "! no slash command /nosuch" in result.stdout
     assert "🎲 `1d4`" in result.stdout
+
+
+
+def test_version_prints_the_package_version(tmp_path: Path) -> None:
+    """`mendbot --version` prints the installed version and exits 0."""
+    result = _mendbot("--version", cwd=tmp_path)
+    assert result.returncode == 0
+    assert re.fullmatch(r"mendbot \d+\.\d+\.\d+\S*\n", result.stdout)
+
+
+@pytest.mark.parametrize(
+    ("command", "options"),
+    [("run", ["--config"]), ("play", ["--config", "--data-dir", "--fresh"]), ("doctor", ["--config"])],
+)
+def test_each_subcommand_has_help_with_its_options(tmp_path: Path, command: str, options: list[str]) -> None:
+    """`mendbot <command> --help` lists that command's own options and exits 0."""
+    result = _mendbot(command, "--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert f"usage: mendbot {command}" in result.stdout
+    for option in options:
+        assert option in result.stdout
+
+
+def test_config_after_the_subcommand_works(tmp_path: Path) -> None:
+    """`mendbot play --config FILE` reads FILE, like `mendbot --config FILE play`."""
+    config = _config(tmp_path, "discord: {command_prefix: '?'}\n")
+    result = _mendbot("play", "--config", str(config), cwd=tmp_path, stdin="?roll d4\n")
+    assert result.returncode == 0, result.stderr
+    assert "🎲 `1d4`" in result.stdout
+
+
+def test_env_file_with_other_variables_and_empty_secrets_starts(tmp_path: Path) -> None:
+    """`.env.example` copied as is, plus another tool's variable, starts the playground (exit 0)."""
+    example = (REPO / ".env.example").read_text()
+    (tmp_path / ".env").write_text(example + "\nSOME_OTHER_TOOL=1\nLOG_LEVEL=debug\n")
+    result = _mendbot("--config", str(_config(tmp_path)), cwd=tmp_path, stdin="/roll d4\n")
+    assert result.returncode == 0, result.stderr
+    assert "mendbot playground ready" in result.stdout  # no token: the playground, not Discord
+
+
+def test_log_level_debug_from_env_file_reaches_the_log(tmp_path: Path) -> None:
+    """LOG_LEVEL=debug in .env makes the JSON log keep debug records (the default keeps info and up)."""
+    config = _config(tmp_path)
+    quiet = _mendbot("--config", str(config), "play", "--data-dir", "quiet", cwd=tmp_path, stdin="/roll d4\n")
+    assert quiet.returncode == 0, quiet.stderr
+    (tmp_path / ".env").write_text("LOG_LEVEL=debug\n")
+    loud = _mendbot("--config", str(config), "play", "--data-dir", "loud", cwd=tmp_path, stdin="/roll d4\n")
+    assert loud.returncode == 0, loud.stderr
+    assert '"level": "debug"' not in (tmp_path / "quiet" / "logs" / "mendbot.jsonl").read_text()
+    assert '"level": "debug"' in (tmp_path / "loud" / "logs" / "mendbot.jsonl").read_text()
+
+
+def test_negative_discord_id_in_config_exits_78_naming_the_key(tmp_path: Path) -> None:
+    """`dev_channel_ids: [-5]` stops start-up with exit 78 naming the key and the config file."""
+    config = _config(tmp_path, "discord: {dev_channel_ids: [-5]}\n")
+    result = _mendbot("--config", str(config), "play", cwd=tmp_path)
+    assert result.returncode == 78
+    assert "discord.dev_channel_ids.0: must be a Discord id" in result.stderr
+    assert str(config) in result.stderr
+
+
+def test_playground_keeps_its_own_state_and_fresh_wipes_it(tmp_path: Path) -> None:
+    """Reminders persist between playground sessions in --data-dir; --fresh starts from nothing."""
+    config = _config(tmp_path)
+    first = _mendbot(
+        "--config", str(config), "play", "--data-dir", "pg", cwd=tmp_path, stdin="/remind 1h tea\n"
+    )
+    assert first.returncode == 0, first.stderr
+    assert not (tmp_path / "data").exists()
+    with sqlite3.connect(tmp_path / "pg" / "mendbot.db") as db:
+        assert db.execute("SELECT text FROM reminders").fetchall() == [("tea",)]
+    again = _mendbot("--config", str(config), "play", "--data-dir", "pg", "--fresh", cwd=tmp_path, stdin="")
+    assert again.returncode == 0, again.stderr
+    with sqlite3.connect(tmp_path / "pg" / "mendbot.db") as db:
+        assert db.execute("SELECT text FROM reminders").fetchall() == []
+
+
+def test_fresh_refuses_to_wipe_the_production_data_dir(tmp_path: Path) -> None:
+    """`--fresh --data-dir data` (the bot's real state) is refused with exit 78 and nothing removed."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mendbot.db").write_text("precious")
+    result = _mendbot(
+        "--config", str(_config(tmp_path)), "play", "--data-dir", "data", "--fresh", cwd=tmp_path
+    )
+    assert result.returncode == 78
+    assert "--fresh will not wipe" in result.stderr
+    assert (tmp_path / "data" / "mendbot.db").read_text() == "precious"
+
+
+def test_fresh_refuses_a_directory_holding_other_files(tmp_path: Path) -> None:
+    """`--fresh --data-dir` on a directory with files the bot did not make removes nothing, exit 78."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "thesis.tex").write_text("years of work")
+    result = _mendbot(
+        "--config", str(_config(tmp_path)), "play", "--data-dir", "home", "--fresh", cwd=tmp_path
+    )
+    assert result.returncode == 78
+    assert "--fresh will not wipe home (it holds thesis.tex)" in result.stderr
+    assert (home / "thesis.tex").read_text() == "years of work"
+
+
+def test_playground_clock_starts_at_the_real_time(tmp_path: Path) -> None:
+    """A reminder made in the playground is stamped with today's time, not a fixed date."""
+    before = time.time()
+    result = _mendbot("--config", str(_config(tmp_path)), cwd=tmp_path, stdin="/remind 10m stretch\n")
+    after = time.time()
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(tmp_path / "data" / "playground" / "mendbot.db") as db:
+        ((created,),) = db.execute("SELECT created_at FROM reminders").fetchall()
+    assert before - 1 <= datetime.fromisoformat(created).timestamp() <= after + 1
+
+
+def test_bad_option_values_are_reported_lines_exit_2(tmp_path: Path) -> None:
+    """A bad choice, number, user or duration is a `!` line; the script goes on and ends with exit 2."""
+    script = "/incident 1 action=bogus\n/incident x\n/roll d4\nwait 99999999999999d\nsleep forever\n"
+    result = _mendbot("--config", str(_config(tmp_path)), cwd=tmp_path, stdin=script)
+    assert result.returncode == 2, result.stderr
+    assert "! action must be one of show, acknowledge, mute, resolve, reopen, not 'bogus'" in result.stdout
+    assert "! incident_id must be a integer, not 'x'" in result.stdout
+    assert "! wait takes a duration up to a year" in result.stdout
+    assert "! sleep takes seconds" in result.stdout
+    assert "🎲 `1d4`" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_ctrl_c_ends_the_playground_cleanly(tmp_path: Path) -> None:
+    """SIGINT (Ctrl-C) while the playground waits for input ends it with exit 0 and no traceback."""
+    base = {k: v for k, v in os.environ.items() if k != "MENDBOT_CONFIG"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "--config", str(_config(tmp_path)), "play"],
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**base, "PYTHONPATH": str(REPO)},
+    )
+    assert process.stdout is not None
+    try:
+        assert "playground ready" in process.stdout.readline()
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)  # stdin stays open: Ctrl-C alone must end it
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err
+    assert "Traceback" not in err
+    assert "KeyboardInterrupt" not in err
+
+
+def test_readme_quick_start_in_a_fresh_clone(tmp_path: Path) -> None:
+    """The README's `make run` fed its example script works in a fresh clone: same output, exit 0.
+
+    The clone is the tracked tree as it is now (no .env, config.yaml or data/); it reuses this
+    checkout's virtualenv (a fresh install needs the package index; `-o` tells make it is up to date)
+    with the clone's code first on the path.
+    """
+    if shutil.which("make") is None or shutil.which("git") is None:
+        pytest.fail("make and git are required, as the README says")
+    clone = tmp_path / "clone"
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split("\0")
+    for name in filter(None, files):
+        source = REPO / name
+        if source.is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, clone / name)
+    (clone / ".venv").symlink_to(REPO / ".venv")
+    assert not (clone / ".env").exists() and not (clone / "config.yaml").exists()
+    readme = (clone / "README.md").read_text()
+    example = re.search(r"\$ printf '(.*?)' \| \.venv/bin/mendbot play\n(.*?)```", readme, re.S)
+    assert example is not None, "the README's playground example moved"
+    script = example.group(1).encode().decode("unicode_escape")
+    env = {k: v for k, v in os.environ.items() if k not in {"MENDBOT_CONFIG", "MAKEFLAGS", "MAKELEVEL"}}
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-o", ".venv/.installed", "run"],
+        cwd=clone,
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env, "PYTHONPATH": str(clone)},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    expected = [line for line in example.group(2).splitlines() if line.strip()]
+    shown = [
+        line for line in result.stdout.splitlines() if line.strip() and not line.startswith(".venv/bin/")
+    ]
+    assert len(shown) == len(expected), result.stdout
+    for want, got in zip(expected, shown, strict=True):
+        assert re.fullmatch(_dice_free(want), got), (want, got)
+    assert (clone / "data" / "playground" / "mendbot.db").exists()
+    assert not (clone / "data" / "mendbot.db").exists()
+
+
+def _dice_free(line: str) -> str:
+    """A README output line as a pattern in which the dice's values and total may differ."""
+    head, arrow, _ = line.partition("→ ")
+    return re.escape(head + arrow) + r"[\d +]+= \*\*\d+\*\*" if arrow else re.escape(line)
+
+
+def _in_a_terminal(tmp_path: Path, keys: list[tuple[str, bytes]]) -> tuple[str, int]:
+    """Run the interactive playground on a pseudo-terminal; each (wait_for, keys) waits, then types."""
+    import pty
+    import select
+
+    config = _config(tmp_path)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the playground, as a person starts it in a terminal
+        os.chdir(tmp_path)
+        os.environ.pop("MENDBOT_CONFIG", None)
+        os.environ["PYTHONPATH"] = str(REPO)
+        os.execv(sys.executable, [sys.executable, "-m", "bot", "--config", str(config), "play"])
+    seen = b""
+
+    def read_until(marker: str, limit_s: float) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + limit_s
+        while marker.encode() not in seen and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    seen += os.read(fd, 65536)
+                except OSError:  # the child closed the terminal
+                    return
+
+    try:
+        for marker, typed in keys:
+            read_until(marker, 60)
+            assert marker.encode() in seen, seen.decode(errors="replace")[-500:]
+            os.write(fd, typed)
+        read_until("\0never", 30)  # until the terminal closes
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    return seen.decode(errors="replace"), os.waitstatus_to_exitcode(status)
+
+
+def test_ctrl_c_in_the_terminal_ends_cleanly(tmp_path: Path) -> None:
+    """Ctrl-C at the interactive prompt ends the playground with exit 0 and no traceback."""
+    out, code = _in_a_terminal(tmp_path, [("alice #general> ", b"\x03")])
+    assert code == 0, out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out
+
+
+def test_ctrl_d_in_the_terminal_ends_cleanly(tmp_path: Path) -> None:
+    """Ctrl-D (end of input) after a command ends the interactive playground with exit 0."""
+    out, code = _in_a_terminal(tmp_path, [("alice #general> ", b"/roll d4\r"), ("🎲 `1d4`", b"\x04")])
+    assert code == 0, out
+    assert "Traceback" not in out

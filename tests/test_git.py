@@ -93,3 +93,30 @@ async def test_failure_names_the_command_and_masks_secrets(tmp_path: Path) -> No
     with pytest.raises(GitError, match="git rev-parse failed") as caught:
         await git(tmp_path, "rev-parse", "--verify", "hunter2-branch", secrets=["hunter2"])
     assert "hunter2" not in str(caught.value)
+
+
+async def test_git_process_really_receives_no_secret(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """What git and anything it starts actually see holds none of the bot's tokens or GIT_* overrides."""
+    monkeypatch.setenv("DISCORD_TOKEN", "discord-secret")
+    monkeypatch.setenv("GIT_EXTERNAL_DIFF", "/evil")
+    result = await git(tmp_path, "-c", "alias.envdump=!env", "envdump")
+    seen = dict(line.split("=", 1) for line in result.output.splitlines() if "=" in line)
+    assert "discord-secret" not in result.output
+    assert "DISCORD_TOKEN" not in seen and "GIT_EXTERNAL_DIFF" not in seen
+    assert seen["GIT_CONFIG_NOSYSTEM"] == "1"
+
+
+def test_gitpython_would_hand_git_the_bots_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Why bot.git does not run git through GitPython: its processes inherit the bot's environment.
+
+    If this starts failing, GitPython can start from an empty environment and bot.git may move to it.
+    """
+    import git as gitpython
+
+    monkeypatch.setenv("DISCORD_TOKEN", "discord-secret")
+    output = gitpython.Git(str(tmp_path)).execute(
+        ["git", "-c", "alias.envdump=!env", "envdump"], env=git_environment()
+    )
+    assert "discord-secret" in str(output)

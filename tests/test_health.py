@@ -30,6 +30,7 @@ async def test_health_and_readiness(world: VirtualWorld) -> None:
                     "Chat",
                     "DevMode",
                     "Dice",
+                    "Help",
                     "Improve",
                     "Incidents",
                     "Remind",

@@ -143,7 +143,7 @@ async def test_killed_mid_run_is_interrupted_reported_and_resumable(tmp_path: Pa
     gone, nothing is duplicated; `/run 1 resume` finishes it with one proposal."""
     repo = copy_of_bot(tmp_path / "repo")
     config = _config(tmp_path, repo)
-    data = tmp_path / "data"
+    data = tmp_path / "data" / "playground"  # mendbot play keeps its own state there
     async with ModelDouble() as model:
         hold = Hold(then=text("never answered"))
         model.script(_json_turn(DIAGNOSIS), _json_turn(PLAN), hold)

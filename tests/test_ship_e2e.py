@@ -56,7 +56,9 @@ def _config(tmp_path: Path, repo: Path, watch_s: int = 60) -> Path:
 
 
 def _edit(tmp_path: Path, old: str, new: str, file: str = "cogs/dice.py") -> Turn:
-    path = (tmp_path / "data").resolve() / "worktrees" / "run-1" / file
+    path = (
+        (tmp_path / "data" / "playground").resolve() / "worktrees" / "run-1" / file
+    )  # `play` keeps its state there
     return tool_use("Edit", {"file_path": str(path), "old_string": old, "new_string": new})
 
 
@@ -76,7 +78,7 @@ async def _to_proposal(pg: PlaygroundProcess) -> str:
 
 
 def _db(tmp_path: Path, sql: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(tmp_path / "data" / "mendbot.db") as db:
+    with sqlite3.connect(tmp_path / "data" / "playground" / "mendbot.db") as db:  # the playground's own state
         return db.execute(sql).fetchall()
 
 

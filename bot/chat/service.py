@@ -1,7 +1,8 @@
 """The chat service: channel history from SQLite, the persona prompt, a streamed model reply.
 
 It takes plain values (ids, names, text) so Discord, the playground and tests call it alike.
-Without an API key it says once per channel how to configure one, then stays quiet there.
+Without an API key it says how to configure one, in full the first time in a channel and in
+one short line after that: every message addressed to the bot gets an answer.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from bot.settings import ChatConfig
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
 
-__all__ = ["DISCORD_LIMIT", "NO_KEY_MESSAGE", "ChatReply", "ChatService", "split_message"]
+__all__ = ["DISCORD_LIMIT", "NO_KEY_AGAIN", "NO_KEY_MESSAGE", "ChatReply", "ChatService", "split_message"]
 
 DISCORD_LIMIT = 2000
 NO_KEY_MESSAGE = (
     "I can't chat yet: no model API key is configured. Put `ANTHROPIC_API_KEY=...` in `.env` "
     "(see `.env.example`) or the environment and restart me. Commands like `/roll` work without it."
 )
+NO_KEY_AGAIN = "Still no model API key, so I can't chat — `/help` lists what works without one."
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +106,7 @@ class ChatService:
         """Answer a message addressed to the bot; None when there is nothing to say."""
         if self._client is None:
             if channel_id in self._told_no_key:
-                return None
+                return ChatReply(NO_KEY_AGAIN)
             self._told_no_key.add(channel_id)
             return ChatReply(NO_KEY_MESSAGE)
         with self._recorder.action(

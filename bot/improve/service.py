@@ -29,7 +29,7 @@ from bot.errors import UserError
 from bot.forge.base import Forge, Proposal
 from bot.improve.evidence import build_evidence
 from bot.improve.gateway import ModelGateway
-from bot.improve.guard import protected_entry
+from bot.improve.guard import Decision, protected_entry
 from bot.improve.memory import Lesson, Memory
 from bot.improve.policy import Policy
 from bot.improve.runs import Run, RunKind, RunService, RunState
@@ -76,6 +76,12 @@ class _Live:
     lines: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     cancelled_by: int | None = None
+    # The agent step under way, for the status message: what it is doing now and since when.
+    step: str | None = None
+    step_started: float = 0.0
+    step_calls: int = 0
+    reported_at: float = 0.0  # when the status message was last edited (monotonic)
+    pending_report: asyncio.Task[None] | None = None
 
 
 def parse_json_block(text: str) -> dict[str, Any]:
@@ -371,10 +377,60 @@ class SelfImprovementAgent:
             return
         live = self._live.get(run.id)
         lines = list(live.lines) if live else []
+        if live is not None:
+            live.reported_at = time.monotonic()
+            if live.step is not None:
+                lines.append(await self._step_line(run, live))
         try:
             await self.reporter.progress(run, [self.runs.redactor.text(line) for line in lines])
         except Exception:
             _log.exception("progress report failed")
+
+    async def _step_line(self, run: Run, live: _Live) -> str:
+        """What the agent is doing right now: model turns so far, its latest tool call, time in this step."""
+        turns = sum(1 for event in await self.runs.events(run.id) if event.event == "model_request")
+        elapsed = time.monotonic() - live.step_started
+        return (
+            f"  ↳ {live.step} · turn {turns} · {live.step_calls} tool call(s) · {elapsed:.0f}s in this step"
+        )
+
+    def _saw_tool_call(self, run_id: int, decision: Decision) -> None:
+        """The guard's verdict on each tool call (on the agent's task): note it, edit the status soon."""
+        live = self._live.get(run_id)
+        if live is None or live.step is None:
+            return
+        target = decision.target if len(decision.target) <= 60 else "…" + decision.target[-59:]
+        if decision.target.startswith("/") and live.worktree is not None:
+            # Paths inside the worktree are shown from the repository root, as a person reads them.
+            root = str(live.worktree.path.resolve()) + "/"
+            target = decision.target.removeprefix(root)
+        verdict = "" if decision.allowed else " (denied)"
+        live.step = f"{decision.tool} `{target[:60]}`{verdict}"
+        live.step_calls += 1
+        self._progress_soon(run_id, live)
+
+    def _progress_soon(self, run_id: int, live: _Live) -> None:
+        """Edit the status message now, or once the throttle interval has passed; one edit pending at most."""
+        if live.pending_report is not None and not live.pending_report.done():
+            return
+        wait = max(0.0, live.reported_at + self._config.progress_interval_s - time.monotonic())
+
+        async def report_later() -> None:
+            await asyncio.sleep(wait)
+            if live.step is not None:
+                await self._progress(await self.runs.get(run_id))
+
+        live.pending_report = asyncio.get_running_loop().create_task(report_later())
+
+    def _start_step(self, live: _Live, what: str) -> None:
+        live.step, live.step_started, live.step_calls = what, time.monotonic(), 0
+
+    def _end_step(self, live: _Live) -> None:
+        """The step is over: no late edit may overwrite what the pipeline reports next."""
+        live.step = None
+        if live.pending_report is not None:
+            live.pending_report.cancel()
+            live.pending_report = None
 
     async def _report(self, run_id: int, text: str) -> None:
         if self.reporter is None:
@@ -395,6 +451,7 @@ class SelfImprovementAgent:
         # real key never enters its world, and every request is capped to what the budget has left.
         await self.gateway.start()
         token = self.gateway.open_session(run.id)
+        self._start_step(live, "🤖 the agent is starting")
         try:
             result = await agent.run(
                 prompt=prompt,
@@ -406,8 +463,10 @@ class SelfImprovementAgent:
                 max_budget_usd=remaining,
                 base_url=self.gateway.base_url,
                 api_key=token,
+                on_decision=lambda decision: self._saw_tool_call(run.id, decision),
             )
         finally:
+            self._end_step(live)
             self.gateway.close_session(token)
             live.agent = None
         refusal = self.gateway.refusal(token)

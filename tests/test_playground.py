@@ -1,0 +1,131 @@
+"""The README's playground examples, run as written, and answers where silence used to be."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import pytest
+
+from bot.playground import Playground, PlaygroundError, VirtualWorld
+from tests.harness.discord import make_settings, reply_text, running_world
+
+
+async def _play(world: VirtualWorld, *lines: str) -> str:
+    """Run lines through the playground as a user types them; what it printed."""
+    out = io.StringIO()
+    playground = Playground(world, out=out)
+    for line in lines:
+        try:
+            await playground.execute(line)
+        except PlaygroundError as exc:
+            out.write(f"! {exc}\n")
+    await world.quiesce()
+    playground.print_changes()
+    return out.getvalue()
+
+
+async def _two_incidents(world: VirtualWorld) -> None:
+    """Two failures never seen before: each opens a (notice) incident, #1 then #2."""
+    for kind in ("command:first", "command:second"):
+        world.bot.services.recorder.record(
+            kind, "test", ok=False, duration_ms=1.0, error=RuntimeError(f"{kind} broke")
+        )
+    await world.quiesce()
+    assert [i.id for i in world.bot.services.incidents.active()] != []
+
+
+async def test_incident_state_change_in_the_positional_form(world: VirtualWorld) -> None:
+    """`/incident <id> resolve` works as the README shows it, without `action=`."""
+    await _two_incidents(world)
+    out = await _play(world, "#dev", "/incident 1 resolve")
+    assert "Incident #1 is now resolved." in out
+    assert world.bot.services.incidents.get(1).state == "resolved"
+
+
+async def test_incidents_lists_newest_first(world: VirtualWorld) -> None:
+    """`/incidents` shows the newest incident first, even when an older one was seen again since."""
+    await _two_incidents(world)
+    await world.env.advance_time(5)
+    world.bot.services.recorder.record(
+        "command:first", "test", ok=False, duration_ms=1.0, error=RuntimeError("command:first broke")
+    )
+    await world.quiesce()
+    assert world.bot.services.incidents.get(1).count == 2  # the same incident, seen again
+    out = await _play(world, "/incidents")
+    assert out.index("**#2**") < out.index("**#1**")
+
+
+async def test_cancel_of_a_missing_run_is_a_reply_not_an_incident(world: VirtualWorld) -> None:
+    """`@mendbot cancel run 3` with no run 3 is answered and recorded as a user's mistake, not a failure."""
+    out = await _play(world, "#dev", "@mendbot cancel run 3")
+    assert "mendbot (m1): There is no run #3." in out
+    assert world.bot.services.incidents.active() == []
+    async with world.bot.services.db.execute(
+        "SELECT ok, extra FROM actions WHERE kind = 'listener:on_message' AND source = 'Improve'"
+    ) as cursor:
+        rows = list(await cursor.fetchall())
+    assert all(ok == 1 for ok, _ in rows)
+    assert any("There is no run #3." in (extra or "") for _, extra in rows)
+
+
+async def test_ship_it_with_nothing_to_ship_is_answered(world: VirtualWorld) -> None:
+    """ "ship it" to the bot with no proposal in sight says there is nothing to ship and how it works."""
+    out = await _play(world, "#dev", "@mendbot ship it")
+    assert "There's nothing to ship here: reply **ship it** to a proposal's message" in out
+
+
+async def test_rollback_of_a_missing_run_says_so(world: VirtualWorld) -> None:
+    """`/rollback 1` with no run 1 says the run does not exist (not that a model key is missing)."""
+    out = await _play(world, "#dev", "/rollback 1", "/rollback 1 now=true")
+    assert out.count("There is no run #1.") == 2
+    assert "ANTHROPIC_API_KEY" not in out
+
+
+async def test_every_mention_without_a_model_key_gets_an_answer(world: VirtualWorld) -> None:
+    """A second (and third) mention without a key is answered too, not typing… then nothing."""
+    out = await _play(world, "@mendbot hi", "@mendbot are you there?", "@mendbot hello?")
+    assert "(m1): I can't chat yet" in out
+    assert "(m2): Still no model API key" in out
+    assert "(m3): Still no model API key" in out
+
+
+async def test_virtual_clock_starts_at_the_real_time(world: VirtualWorld) -> None:
+    """The playground's virtual clock starts now, not at a fixed date in the past."""
+    assert abs(world.env.now().timestamp() - time.time()) < 120
+
+
+async def test_bad_choice_is_a_playground_error_naming_the_choices(world: VirtualWorld) -> None:
+    """`/incident 1 action=bogus` is a reported line listing the allowed values."""
+    out = await _play(world, "/incident 1 action=bogus")
+    assert "! action must be one of show, acknowledge, mute, resolve, reopen, not 'bogus'" in out
+
+
+@pytest.fixture
+def readme_cog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The README's "Your own cog" example, as a module on the path; its name."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Your own cog", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "readme_coin.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "readme_coin"
+
+
+async def test_readme_own_cog_example_loads_observes_and_answers(tmp_path: Path, readme_cog: str) -> None:
+    """The README's "Your own cog" example works as written: loaded, answered, a UserError is a reply."""
+    settings = make_settings(tmp_path / "data")
+    async with running_world(settings, extra_extensions=[readme_cog]) as world:
+        flips = await world.users["alice"].slash(world.general, "coin", times=3)
+        too_many = await world.users["alice"].slash(world.general, "coin", times=50)
+        help_text = reply_text(await world.users["alice"].slash(world.general, "help"))
+        await world.quiesce()
+        async with world.bot.services.db.execute(
+            "SELECT ok FROM actions WHERE kind = 'command:coin' ORDER BY id"
+        ) as cursor:
+            recorded = [row[0] for row in await cursor.fetchall()]
+    assert len(reply_text(flips).split()) == 3 and set(reply_text(flips).split()) <= {"H", "T"}
+    assert reply_text(too_many) == "I can flip 1 to 20 coins."
+    assert "`/coin [times]` — Flip coins." in help_text
+    assert recorded == [1, 1]

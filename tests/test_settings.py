@@ -1,0 +1,187 @@
+"""Settings as a new user writes them: `.env` copied from the example, config.yaml with typos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.settings import ConfigError, load_settings
+
+
+def _yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> Path:
+    path = tmp_path / "my-config.yaml"
+    path.write_text(text)
+    monkeypatch.setenv("MENDBOT_CONFIG", str(path))  # restored after the test
+    return path
+
+
+def _env_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / ".env"
+    path.write_text(text)
+    return path
+
+
+def test_env_example_copied_as_is_means_no_secrets(tmp_path: Path) -> None:
+    """`.env.example` copied unchanged (empty values) leaves every secret unset, not set to ''."""
+    example = (Path(__file__).resolve().parent.parent / ".env.example").read_text()
+    settings = load_settings(_env_file=_env_file(tmp_path, example))
+    assert settings.discord_token is None
+    assert settings.anthropic_api_key is None
+    assert settings.anthropic_base_url is None
+    assert settings.github_token is None
+
+
+def test_empty_environment_variable_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`DISCORD_TOKEN=` in the environment counts as not set."""
+    monkeypatch.setenv("DISCORD_TOKEN", "")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "   ")
+    settings = load_settings(_env_file=None)
+    assert settings.discord_token is None
+    assert settings.anthropic_api_key is None
+
+
+def test_empty_secret_passed_directly_means_unset() -> None:
+    """An empty secret given as an argument is unset too (one rule for every source)."""
+    assert load_settings(_env_file=None, github_token="").github_token is None
+
+
+def test_unknown_env_file_variables_are_ignored(tmp_path: Path) -> None:
+    """Other tools' variables (and typos) in `.env` do not stop start-up; known ones are read."""
+    env = _env_file(tmp_path, "SOME_OTHER_TOOL=1\nDISCROD_TOKEN=x\nANTHROPIC_API_KEY=sk-test\n")
+    settings = load_settings(_env_file=env)
+    assert settings.anthropic_api_key is not None
+    assert settings.anthropic_api_key.get_secret_value() == "sk-test"
+
+
+def test_log_level_from_env_file_overrides_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LOG_LEVEL in `.env` is read (any case) and wins over logging.level in config.yaml."""
+    _yaml(tmp_path, monkeypatch, "logging: {level: warning}\n")
+    assert load_settings(_env_file=None).level == "WARNING"
+    assert load_settings(_env_file=_env_file(tmp_path, "LOG_LEVEL=debug\n")).level == "DEBUG"
+
+
+def test_bad_log_level_names_the_env_file(tmp_path: Path) -> None:
+    """An invalid LOG_LEVEL from `.env` is refused with the file it came from."""
+    env = _env_file(tmp_path, "LOG_LEVEL=loud\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_env_file=env)
+    assert "LOG_LEVEL" in str(caught.value)
+    assert str(env) in str(caught.value)
+    assert "DEBUG, INFO, WARNING" in str(caught.value)
+
+
+def test_bad_log_level_names_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An invalid LOG_LEVEL from the process environment says it came from the environment."""
+    monkeypatch.setenv("LOG_LEVEL", "chatty")
+    with pytest.raises(ConfigError, match="LOG_LEVEL in the environment"):
+        load_settings(_env_file=None)
+
+
+def test_config_error_names_the_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad value in the config file names that file (the --config path), not a generic config.yaml."""
+    path = _yaml(tmp_path, monkeypatch, "chat: {history_limit: 5000}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_env_file=None)
+    assert "chat.history_limit" in str(caught.value)
+    assert str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("discord: {dev_guild_id: 0}\n", "discord.dev_guild_id"),
+        ("discord: {dev_channel_ids: [-5]}\n", "discord.dev_channel_ids.0"),
+        ("discord: {chat_channel_ids: [1, 0]}\n", "discord.chat_channel_ids.1"),
+        ("access: {allowed_user_ids: [-1]}\n", "access.allowed_user_ids.0"),
+        ("access: {allowed_role_ids: [18446744073709551616]}\n", "access.allowed_role_ids.0"),
+    ],
+)
+def test_discord_ids_must_be_positive_snowflakes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, key: str
+) -> None:
+    """Zero, negative and over-64-bit Discord ids are refused, naming the key."""
+    _yaml(tmp_path, monkeypatch, text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_env_file=None)
+    assert f"{key}: must be a Discord id" in str(caught.value)
+
+
+def test_real_snowflakes_are_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ids as Discord's Copy ID gives them load unchanged."""
+    _yaml(tmp_path, monkeypatch, "discord: {dev_guild_id: 1187654321098765432, dev_channel_ids: [42]}\n")
+    settings = load_settings(_env_file=None)
+    assert settings.discord.dev_guild_id == 1187654321098765432
+    assert settings.discord.dev_channel_ids == [42]
+
+
+def test_unknown_top_level_key_suggests_the_close_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A misspelt top-level key is refused with "did you mean" and the file's name."""
+    path = _yaml(tmp_path, monkeypatch, "discrod: {}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_env_file=None)
+    assert str(caught.value) == (
+        f"config error: {path}: unknown key `discrod` — did you mean `discord`? (see config.example.yaml)"
+    )
+
+
+def test_unknown_nested_key_suggests_the_close_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A misspelt key inside a section gets a suggestion from that section's keys."""
+    _yaml(tmp_path, monkeypatch, "improve:\n  max_turn: 3\n")
+    with pytest.raises(ConfigError, match=r"unknown key `improve\.max_turn` — did you mean `max_turns`"):
+        load_settings(_env_file=None)
+
+
+def test_unknown_key_with_nothing_close_lists_the_known_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no close match the message lists the keys that exist there."""
+    _yaml(tmp_path, monkeypatch, "health:\n  zzz: 1\n")
+    with pytest.raises(ConfigError, match="known keys here: enabled, host, port"):
+        load_settings(_env_file=None)
+
+
+def test_secret_in_config_file_is_sent_to_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A token written into the config file is refused with where it belongs instead."""
+    _yaml(tmp_path, monkeypatch, "discord_token: abc\n")
+    with pytest.raises(ConfigError, match=r"set DISCORD_TOKEN in the environment or in \.env"):
+        load_settings(_env_file=None)
+
+
+@pytest.mark.parametrize(("text", "kind"), [("- a\n- b\n", "a list"), ("just words\n", "a single value")])
+def test_top_level_list_or_scalar_is_a_plain_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, kind: str
+) -> None:
+    """A config file that is not a mapping says so in words, naming the file."""
+    path = _yaml(tmp_path, monkeypatch, text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_env_file=None)
+    message = str(caught.value)
+    assert message.startswith(f"config error: {path} holds {kind}, not keys and values")
+    assert "dict" not in message and "model_" not in message
+
+
+def test_malformed_yaml_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """YAML that does not parse is one line naming the file."""
+    path = _yaml(tmp_path, monkeypatch, "discord: [unclosed\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_env_file=None)
+    assert str(caught.value).startswith(f"config error: cannot read {path}:")
+    assert "\n" not in str(caught.value)
+
+
+def test_empty_config_file_means_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config file with only comments is the defaults."""
+    _yaml(tmp_path, monkeypatch, "# nothing yet\n")
+    assert load_settings(_env_file=None).discord.command_prefix == "!"
+
+
+def test_config_example_loads_as_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """config.example.yaml, copied as is, is valid and equals the built-in defaults."""
+    example = Path(__file__).resolve().parent.parent / "config.example.yaml"
+    monkeypatch.setenv("MENDBOT_CONFIG", str(example))
+    from_example = load_settings(_env_file=None)
+    monkeypatch.setenv("MENDBOT_CONFIG", "/nonexistent/config.yaml")
+    assert from_example == load_settings(_env_file=None)
