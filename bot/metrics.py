@@ -31,16 +31,19 @@ _INCIDENT_LEVELS = ("notice", "warning", "error")
 
 
 class _Dropped(Collector):
-    """The recorder's own count of records dropped on a full queue, as a counter."""
+    """The recorder's own count of dropped records, as a counter by cause: `queue_full` (never
+    queued) and `unwritten` (queued, but the database write was given up)."""
 
     def __init__(self, bot: MendBot) -> None:
         self._bot = bot
 
     def collect(self) -> Iterator[CounterMetricFamily]:
+        recorder = self._bot.services.recorder
         family = CounterMetricFamily(
-            "mendbot_action_records_dropped", "Action records dropped because the recorder queue was full."
+            "mendbot_action_records_dropped", "Action records dropped, by cause.", labels=["cause"]
         )
-        family.add_metric([], float(self._bot.services.recorder.dropped))
+        family.add_metric(["queue_full"], float(recorder.dropped_queue_full))
+        family.add_metric(["unwritten"], float(recorder.dropped_unwritten))
         yield family
 
 

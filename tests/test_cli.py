@@ -92,7 +92,6 @@ def test_playground_line_it_cannot_run_gives_exit_2(tmp_path: Path) -> None:
     assert "🎲 `1d4`" in result.stdout
 
 
-
 def test_version_prints_the_package_version(tmp_path: Path) -> None:
     """`mendbot --version` prints the installed version and exits 0."""
     result = _mendbot("--version", cwd=tmp_path)

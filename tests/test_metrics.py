@@ -73,7 +73,8 @@ async def test_state_figures_are_read_at_scrape_time(world: VirtualWorld, scrape
     assert metrics[("mendbot_runs", (("state", "awaiting_approval"),))] == 0
     assert metrics[("mendbot_runs_spend_usd", ())] == 0
     assert metrics[("mendbot_improve_daily_budget_usd", ())] == 20.0
-    assert metrics[("mendbot_action_records_dropped_total", ())] == 0
+    assert metrics[("mendbot_action_records_dropped_total", (("cause", "queue_full"),))] == 0
+    assert metrics[("mendbot_action_records_dropped_total", (("cause", "unwritten"),))] == 0
     assert metrics[("mendbot_discord_ready", ())] == 1
     assert metrics[("mendbot_action_cost_usd_total", (("kind", "chat:reply"),))] == 0.25
     world.bot.accepting = False
@@ -84,7 +85,9 @@ async def test_state_figures_are_read_at_scrape_time(world: VirtualWorld, scrape
 
 
 async def test_dropped_records_are_counted(world: VirtualWorld, scrape: Scrape) -> None:
-    """Records dropped on a full recorder queue show in the drop counter."""
-    world.bot.services.recorder.dropped = 7
+    """Records dropped on a full queue and records whose write was given up show by cause."""
+    world.bot.services.recorder.dropped_queue_full = 7
+    world.bot.services.recorder.dropped_unwritten = 3
     metrics = await scrape()
-    assert metrics[("mendbot_action_records_dropped_total", ())] == 7
+    assert metrics[("mendbot_action_records_dropped_total", (("cause", "queue_full"),))] == 7
+    assert metrics[("mendbot_action_records_dropped_total", (("cause", "unwritten"),))] == 3
