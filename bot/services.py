@@ -156,6 +156,7 @@ async def _assemble(
         ndjson_max_bytes=observe.ndjson_max_bytes,
         ndjson_backups=observe.ndjson_backups,
         redactor=redactor,
+        more_roots=(settings.repo_dir,),
     )
     incidents = IncidentService(db, observe, clock)
     await incidents.load()

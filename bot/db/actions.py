@@ -9,12 +9,21 @@ import aiosqlite
 
 from bot.observe.records import ActionRecord
 
-__all__ = ["insert_many", "known_fingerprints", "prune", "recent_failures", "row_to_record"]
+__all__ = [
+    "insert_many",
+    "known_fingerprints",
+    "prune",
+    "recent_failures",
+    "recent_of_kinds",
+    "row_to_record",
+    "slowest_sampled",
+]
 
 _COLUMNS = (
     "ts, kind, source, ok, duration_ms, guild_id, channel_id, user_id, message_id, cost_usd,"
-    " error_type, error_message, fingerprint, frames, run_id, extra"
+    " error_type, error_message, fingerprint, frames, run_id, extra, invocation, reply, samples"
 )
+_COUNT = 19
 
 
 def _row(record: ActionRecord) -> tuple[object, ...]:
@@ -35,7 +44,14 @@ def _row(record: ActionRecord) -> tuple[object, ...]:
         json.dumps(record.frames) if record.frames else None,
         record.run_id,
         json.dumps(record.extra, default=str) if record.extra else None,
+        _json(record.invocation),
+        _json(record.reply),
+        _json(record.samples),
     )
+
+
+def _json(value: object) -> str | None:
+    return json.dumps(value, default=str) if value else None
 
 
 async def insert_many(db: aiosqlite.Connection, records: Sequence[ActionRecord]) -> None:
@@ -44,7 +60,7 @@ async def insert_many(db: aiosqlite.Connection, records: Sequence[ActionRecord])
     await db.execute("BEGIN")
     try:
         await db.executemany(
-            f"INSERT INTO actions ({_COLUMNS}) VALUES ({', '.join('?' * 16)})", [_row(r) for r in records]
+            f"INSERT INTO actions ({_COLUMNS}) VALUES ({', '.join('?' * _COUNT)})", [_row(r) for r in records]
         )
         if failures:
             await db.executemany(
@@ -87,6 +103,9 @@ def row_to_record(row: aiosqlite.Row) -> ActionRecord:
         frames=json.loads(row["frames"]) if row["frames"] else [],
         run_id=row["run_id"],
         extra=json.loads(row["extra"]) if row["extra"] else {},
+        invocation=json.loads(row["invocation"]) if row["invocation"] else None,
+        reply=json.loads(row["reply"]) if row["reply"] else None,
+        samples=json.loads(row["samples"]) if row["samples"] else None,
     )
 
 
@@ -100,5 +119,36 @@ async def recent_failures(
         where, arg = "kind = ? AND ok = 0", kind or ""
     async with db.execute(
         f"SELECT * FROM actions WHERE {where} AND ts >= ? ORDER BY ts DESC LIMIT ?", (arg, since, limit)
+    ) as cursor:
+        return [row_to_record(row) for row in await cursor.fetchall()]
+
+
+async def recent_of_kinds(
+    db: aiosqlite.Connection, kinds: Sequence[str], *, since: float, limit: int
+) -> list[ActionRecord]:
+    """The newest actions of these kinds since a time, failed or not (uses the kind/ts index)."""
+    if not kinds:
+        return []
+    found: list[ActionRecord] = []
+    for kind in dict.fromkeys(kinds):  # one index range per kind beats an OR the planner may scan
+        async with db.execute(
+            "SELECT * FROM actions WHERE kind = ? AND ts >= ? ORDER BY ts DESC LIMIT ?", (kind, since, limit)
+        ) as cursor:
+            found += [row_to_record(row) for row in await cursor.fetchall()]
+    found.sort(key=lambda record: record.ts, reverse=True)
+    return found[:limit]
+
+
+async def slowest_sampled(
+    db: aiosqlite.Connection, kinds: Sequence[str], *, since: float, limit: int
+) -> list[ActionRecord]:
+    """The slowest actions of these kinds since a time that carry stack samples, slowest first."""
+    if not kinds:
+        return []
+    marks = ", ".join("?" * len(kinds))
+    async with db.execute(
+        f"SELECT * FROM actions INDEXED BY actions_sampled_kind_ts WHERE kind IN ({marks}) AND ts >= ?"
+        " AND samples IS NOT NULL ORDER BY duration_ms DESC LIMIT ?",
+        (*kinds, since, limit),
     ) as cursor:
         return [row_to_record(row) for row in await cursor.fetchall()]
