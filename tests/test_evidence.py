@@ -133,16 +133,19 @@ async def test_pack_holds_failing_source_history_lessons_and_suspects(
     assert [incident["id"] for incident in pack.incidents] == [incident_id]
     assert len(pack.failures) == 5
     assert sorted(t.count for t in pack.tracebacks) == [1, 4]
-    (excerpt,) = pack.excerpts
-    assert excerpt.path == "cogs/scaled.py" and BUG_LINE_NO in excerpt.focus
-    assert BUG_LINE in excerpt.text
-    assert "Scale rolls by the number of sides" in excerpt.history
-    assert "Add scaled rolls" in excerpt.history
+    scale, roll = pack.excerpts
+    assert scale.path == "cogs/scaled.py" and scale.functions == ("_scale",) and BUG_LINE_NO in scale.focus
+    assert BUG_LINE in scale.text and "def _scale" in scale.text  # the whole function
+    assert "def scaled_roll" in roll.text and ROLL_CALL_LINE in roll.focus
+    (history,) = pack.histories
+    assert "Scale rolls by the number of sides" in history.log and "Add scaled rolls" in history.log
+    assert "+" + BUG_LINE in history.log  # the diff that brought the bug
     assert [lesson.run_id for lesson in pack.lessons] == [3]
-    assert [(s.function, s.frames, s.innermost) for s in pack.suspects] == [
-        ("_scale", 5, 5),
-        ("scaled_roll", 4, 0),
+    assert [(s.path, s.function) for s in pack.suspects] == [
+        ("cogs/scaled.py", "_scale"),
+        ("cogs/scaled.py", "scaled_roll"),
     ]
+    assert any("raised here" in reason for reason in pack.suspects[0].reasons)
 
     text = pack.render()
     assert BUG_LINE.strip() in text
