@@ -734,7 +734,7 @@ async def _rank_suspects(
         tracebacks=[(frames, share) for frames, share in traced if frames],
         stacks=[(frames, count / sampled) for frames, count in sorted(stack_counts.items()) if frames],
         handlers=[(h.path, h.qualname) for h in handlers],
-        complaint=terms_of(description),
+        complaint=terms_of(description) - {w for h in handlers for w in terms_of(h.kind.split(":", 1)[-1])},
         lesson_files=set(),
         lesson_text="",
     )
@@ -753,7 +753,13 @@ async def _rank_suspects(
     blames = await asyncio.gather(*(line_times(repo_root, path, timeout_s=git_timeout_s) for path in files))
     by_file = dict(zip(files, blames, strict=True))
     for candidate in found:
-        window = (by_file.get(candidate.path) or [])[candidate.start - 1 : candidate.end]
+        # Its own lines and the top-level definitions it reads: a constant changed 40 lines up
+        # changes what the function does.
+        times = by_file.get(candidate.path) or []
+        module = modules[candidate.path]
+        spans = [(candidate.start, candidate.end)]
+        spans += module.definition_lines(module.functions[candidate.qualname])
+        window = [t for start, end in spans for t in times[start - 1 : end]]
         candidate.last_change = max(window) if window else None
     ranked = rank(found, signals, modules, now)[:_MAX_SUSPECTS]
     suspects = [

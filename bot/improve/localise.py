@@ -9,12 +9,14 @@ ranked list of functions, each with the reasons it is there. Candidates come fro
 - the handler of the kind the request is about, from the handler map (a fault with no
   traceback still has an entry point);
 - functions that already returned, found with `ast`: the definitions of names used on the
-  failing line (a helper that returned a bad value, a constant), the methods that assign the
-  attribute the failing line reads (`self.rate` set in `__init__`), and the in-repo functions a
-  handler calls (two levels), for faults with no traceback.
+  failing line (a helper that returned a bad value), the methods that assign the attribute the
+  failing line reads (`self.rate` set in `__init__`), the functions that store the dict key it
+  reads (bad stored data), and the in-repo functions a handler calls (two levels), for faults
+  with no traceback.
 
 Each candidate is then scored from: frame depth (innermost highest), share of slow samples,
-being the handler, being derived as above, recency of its lines' last change (git blame),
+being the handler, being derived as above, recency of the last change to its lines or to the
+top-level definitions it reads (git blame), relative to the newest change among the suspects,
 words of the complaint in its name, strings and identifiers, and lessons naming its file or
 function. Ties break on path, then qualified name, so the same evidence always ranks the same.
 """
@@ -25,13 +27,13 @@ import ast
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 __all__ = [
     "RECORDING_WRAPPERS",
     "Candidate",
     "ModuleIndex",
     "Signals",
+    "candidates",
     "rank",
     "terms_of",
 ]
@@ -186,6 +188,42 @@ class ModuleIndex:
                     break
         return found
 
+    def keys_on_line(self, line: int) -> set[str]:
+        """String keys subscripted on a line (`entry["level"]`): stored data the line reads."""
+        if self.tree is None:
+            return set()
+        return {
+            node.slice.value
+            for node in ast.walk(self.tree)
+            if isinstance(node, ast.Subscript)
+            and getattr(node, "lineno", None) == line
+            and isinstance(node.slice, ast.Constant)
+            and isinstance(node.slice.value, str)
+        }
+
+    def key_writers(self, key: str) -> list[_Function]:
+        """Functions that build a dict with `key` or assign `x[key] = …`: who stored that data."""
+        found = []
+        for function in self.functions.values():
+            for node in ast.walk(function.node):
+                builds = isinstance(node, ast.Dict) and any(
+                    isinstance(k, ast.Constant) and k.value == key for k in node.keys
+                )
+                stores = (
+                    isinstance(node, ast.Subscript)
+                    and isinstance(node.ctx, ast.Store)
+                    and isinstance(node.slice, ast.Constant)
+                    and node.slice.value == key
+                )
+                if builds or stores:
+                    found.append(function)
+                    break
+        return found
+
+    def definition_lines(self, function: _Function) -> list[tuple[int, int]]:
+        """(start, end) of the top-level definitions a function reads (see `definitions_used`)."""
+        return [(node.lineno, node.end_lineno or node.lineno) for node in self.definitions_used(function)]
+
     def calls(self, function: _Function) -> tuple[set[str], set[str]]:
         """(plain names called, `self.method` names called) inside a function."""
         plain: set[str] = set()
@@ -239,7 +277,7 @@ class Signals:
     tracebacks: list[tuple[tuple[tuple[str, int, str], ...], float]]  # (frames innermost last, share)
     stacks: list[tuple[tuple[tuple[str, int, str], ...], float]]  # sampled stacks (innermost last, share)
     handlers: list[tuple[str, str]]  # (path, qualname)
-    complaint: set[str]
+    complaint: set[str]  # the request's words, minus the words of the kinds it names
     lesson_files: set[str]
     lesson_text: str
 
@@ -300,29 +338,36 @@ def _resolve(name: str, module: ModuleIndex, modules: dict[str, ModuleIndex]) ->
     return None
 
 
-def _derive_from_line(pool: _Pool, path: str, line: int, weight: float) -> None:
-    """Functions that already returned but shaped the failing line: callee definitions, initialisers."""
+def _derive_from_line(pool: _Pool, path: str, line: int, weight: float, traced: set[tuple[str, str]]) -> None:
+    """Functions that already returned but shaped the failing line: definitions of the names it
+    uses, initialisers of the attributes it reads, writers of the stored keys it reads. Functions
+    already in a traceback earn their points there, not again here."""
     module = pool.modules.get(path)
     if module is None:
         return
     function = module.function_at(line)
+    at = f"{path}:{line}"
     names, attributes = module.names_on_line(line)
     for name in sorted(names):
         where = _resolve(name, module, pool.modules)
-        if where is not None and (function is None or where != (path, function.qualname)):
+        if where is not None and where not in traced:
             candidate = pool.get(*where)
             if candidate is not None:
-                candidate.add(0.45 * weight, f"defines `{name}`, used on the failing line {path}:{line}")
+                candidate.add(0.45 * weight, f"defines `{name}`, used on the failing line {at}")
     if function is not None and function.class_name is not None:
         for attribute in sorted(attributes):
             for assigner in module.assigners(function.class_name, attribute):
-                if assigner.qualname == function.qualname:
-                    continue
-                candidate = pool.get(path, assigner.qualname)
+                candidate = None if (path, assigner.qualname) in traced else pool.get(path, assigner.qualname)
                 if candidate is not None:
-                    candidate.add(
-                        0.5 * weight, f"sets `self.{attribute}`, read on the failing line {path}:{line}"
-                    )
+                    candidate.add(0.5 * weight, f"sets `self.{attribute}`, read on the failing line {at}")
+    for key in sorted(module.keys_on_line(line)):
+        for other_path, other in sorted(pool.modules.items()):
+            for writer in other.key_writers(key):
+                candidate = (
+                    None if (other_path, writer.qualname) in traced else pool.get(other_path, writer.qualname)
+                )
+                if candidate is not None:
+                    candidate.add(0.5 * weight, f"stores the key {key!r} read on the failing line {at}")
 
 
 def _callees(pool: _Pool, path: str, qualname: str, weight: float, depth: int) -> None:
@@ -352,9 +397,21 @@ def _callees(pool: _Pool, path: str, qualname: str, weight: float, depth: int) -
         _callees(pool, callee_path, callee, weight * 0.5, depth - 1)
 
 
+def _traced(signals: Signals, modules: dict[str, ModuleIndex]) -> set[tuple[str, str]]:
+    found: set[tuple[str, str]] = set()
+    for frames, _ in signals.tracebacks:
+        for path, line, _function in frames:
+            module = modules.get(path)
+            function = module.function_at(line) if module is not None else None
+            if function is not None:
+                found.add((path, function.qualname))
+    return found
+
+
 def candidates(signals: Signals, modules: dict[str, ModuleIndex]) -> list[Candidate]:
     """Every suspect function the signals point at, before recency, complaint and lessons."""
     pool = _Pool(modules)
+    traced = _traced(signals, modules)
     for frames, share in signals.tracebacks:
         for depth, (path, line, _function) in enumerate(reversed(frames)):
             candidate = pool.at(path, line)
@@ -364,7 +421,7 @@ def candidates(signals: Signals, modules: dict[str, ModuleIndex]) -> list[Candid
             candidate.add(1.6 * share * 0.6**depth, f"in the failing traceback ({where})")
             candidate.focus.add(line)
             if depth <= 1:
-                _derive_from_line(pool, path, line, share * (1.0 if depth == 0 else 0.6))
+                _derive_from_line(pool, path, line, share * (1.0 if depth == 0 else 0.6), traced)
     for frames, share in signals.stacks:
         for depth, (path, line, _function) in enumerate(reversed(frames)):
             candidate = pool.at(path, line)
@@ -374,11 +431,10 @@ def candidates(signals: Signals, modules: dict[str, ModuleIndex]) -> list[Candid
             candidate.focus.add(line)
     for path, qualname in signals.handlers:
         candidate = pool.get(path, qualname)
-        if candidate is None:
+        if candidate is None or signals.tracebacks:  # with a traceback, the frames say where it ran
             continue
         candidate.add(0.3, "handles the kind the request is about")
-        if not signals.tracebacks:
-            _callees(pool, path, qualname, 0.35, depth=2)
+        _callees(pool, path, qualname, 0.35, depth=2)
     return list(pool.found.values())
 
 
@@ -393,30 +449,17 @@ def rank(
             # Relative to the newest change among the suspects: what changed last is most suspect.
             behind = max(0.0, newest - candidate.last_change) / 86400
             points = 0.6 / (1 + behind / 3) * (1.0 if age_days <= 30 else 0.5)
-            candidate.add(points, f"its lines last changed {age_days:.0f} day(s) ago")
+            candidate.add(points, f"it (or a definition it reads) last changed {age_days:.0f} day(s) ago")
         module = modules[candidate.path]
-        function = module.functions[candidate.qualname]
-        matched = sorted(signals.complaint & module.words(function))
+        matched = sorted(signals.complaint & module.words(module.functions[candidate.qualname]))
         if matched:
+            # A small weight: a complaint quotes what the bot said, and the code that says it is
+            # often the messenger (a handler reporting "corrupt"), not the cause.
             candidate.add(
-                0.25 * min(3, len(matched)), "matches the request's words: " + ", ".join(matched[:5])
+                0.15 * min(2, len(matched)), "matches the request's words: " + ", ".join(matched[:5])
             )
         if candidate.path in signals.lesson_files:
             candidate.add(0.2, "an earlier run's lesson touched this file")
-            name = candidate.qualname.rsplit(".", 1)[-1]
-            if name in signals.lesson_text:
+            if candidate.qualname.rsplit(".", 1)[-1] in signals.lesson_text:
                 candidate.add(0.3, "an earlier run's lesson names this function")
     return sorted(found, key=lambda c: (-round(c.score, 9), c.path, c.qualname))
-
-
-def load_modules(repo_root: Path, paths: Iterable[str], readable: set[str]) -> dict[str, ModuleIndex]:
-    """Parse the given repository files (only those in `readable`, checked by the caller)."""
-    modules: dict[str, ModuleIndex] = {}
-    for path in sorted(set(paths) & readable):
-        try:
-            modules[path] = ModuleIndex(
-                path, (repo_root / path).read_text(encoding="utf-8", errors="replace")
-            )
-        except OSError:
-            continue
-    return modules
