@@ -39,6 +39,7 @@ bench: setup
 	$(BIN)/python bench/deploy.py
 	$(BIN)/python bench/redact.py
 	$(BIN)/python bench/sandbox.py
+	$(BIN)/python bench/localise.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

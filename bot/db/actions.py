@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import aiosqlite
 
 from bot.observe.records import ActionRecord
 
 __all__ = [
+    "CallText",
+    "by_ids",
     "insert_many",
     "known_fingerprints",
     "prune",
+    "recent_calls",
     "recent_failures",
-    "recent_of_kinds",
     "row_to_record",
     "slowest_sampled",
 ]
@@ -123,20 +126,41 @@ async def recent_failures(
         return [row_to_record(row) for row in await cursor.fetchall()]
 
 
-async def recent_of_kinds(
+@dataclass(frozen=True, slots=True)
+class CallText:
+    """A recorded call reduced to what a complaint is matched against: its invocation and reply."""
+
+    id: int
+    ts: float
+    user_id: int | None
+    text: str  # the invocation and reply JSON, lower-cased
+
+
+async def recent_calls(
     db: aiosqlite.Connection, kinds: Sequence[str], *, since: float, limit: int
-) -> list[ActionRecord]:
-    """The newest actions of these kinds since a time, failed or not (uses the kind/ts index)."""
-    if not kinds:
-        return []
-    found: list[ActionRecord] = []
-    for kind in dict.fromkeys(kinds):  # one index range per kind beats an OR the planner may scan
+) -> list[CallText]:
+    """The newest calls of these kinds since a time, as text (no record is built: this is scanned)."""
+    found: list[CallText] = []
+    for kind in dict.fromkeys(kinds):
         async with db.execute(
-            "SELECT * FROM actions WHERE kind = ? AND ts >= ? ORDER BY ts DESC LIMIT ?", (kind, since, limit)
+            "SELECT id, ts, user_id, lower(coalesce(invocation, '') || ' ' || coalesce(reply, ''))"
+            " FROM actions WHERE kind = ? AND ts >= ? ORDER BY ts DESC LIMIT ?",
+            (kind, since, limit),
         ) as cursor:
-            found += [row_to_record(row) for row in await cursor.fetchall()]
-    found.sort(key=lambda record: record.ts, reverse=True)
+            found += [CallText(*row) for row in await cursor.fetchall()]
+    found.sort(key=lambda call: call.ts, reverse=True)
     return found[:limit]
+
+
+async def by_ids(db: aiosqlite.Connection, ids: Sequence[int]) -> list[ActionRecord]:
+    """Records by id, in the order asked."""
+    if not ids:
+        return []
+    async with db.execute(
+        f"SELECT * FROM actions WHERE id IN ({', '.join('?' * len(ids))})", tuple(ids)
+    ) as cursor:
+        rows = {row["id"]: row_to_record(row) for row in await cursor.fetchall()}
+    return [rows[i] for i in ids if i in rows]
 
 
 async def slowest_sampled(

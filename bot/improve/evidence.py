@@ -81,6 +81,7 @@ _MAX_SUSPECTS = 10
 _MAX_SOURCE_FUNCTIONS = 8
 _MAX_SOURCE_LINES = 120  # per function; a longer one is cut around its focus lines
 _HISTORY_FILES = 4
+_HISTORY_LOOKUPS = 8  # candidate files whose log is read before ranking; the best 4 are shown
 _CORRELATE_WINDOW_S = 7 * 86400
 _CORRELATE_SCAN = 500
 _MAX_CALLS = 6
@@ -589,9 +590,12 @@ def _load_modules(repo_root: Path, paths: set[str]) -> dict[str, ModuleIndex]:
 
 
 def correlate(
-    records: Sequence[ActionRecord], description: str, requester_id: int | None, limit: int = _MAX_CALLS
-) -> list[ActionRecord]:
-    """The recorded calls a complaint most likely means: shared words and numbers, the requester's first.
+    calls: Sequence[action_queries.CallText],
+    description: str,
+    requester_id: int | None,
+    limit: int = _MAX_CALLS,
+) -> list[int]:
+    """The ids of the recorded calls a complaint most likely means, best first.
 
     A call scores one point per complaint word or number found in its invocation or reply and
     half a point for being the requester's own; calls that share nothing are left out unless
@@ -599,15 +603,14 @@ def correlate(
     """
     wanted = set(_NUMBER_OR_WORD.findall(description.lower()))
     scored = []
-    for index, record in enumerate(records):  # newest first
-        text = json.dumps([record.invocation, record.reply], default=str).lower()
-        shared = len(wanted & set(_NUMBER_OR_WORD.findall(text)))
-        mine = record.user_id is not None and record.user_id == requester_id
-        scored.append((shared + (0.5 if mine else 0.0), shared, index, record))
+    for index, call in enumerate(calls):  # newest first
+        shared = len(wanted & set(_NUMBER_OR_WORD.findall(call.text)))
+        mine = call.user_id is not None and call.user_id == requester_id
+        scored.append((shared + (0.5 if mine else 0.0), shared, index, call.id))
     matching = [item for item in scored if item[1] > 0]
     pool = matching or [item for item in scored if item[0] > 0] or scored
     pool.sort(key=lambda item: (-item[0], item[2]))
-    return [record for *_, record in pool[:limit]]
+    return [call_id for *_, call_id in pool[:limit]]
 
 
 async def _git(repo_root: Path, *args: str, timeout_s: float) -> tuple[int, str, str]:
@@ -719,10 +722,9 @@ async def _rank_suspects(
     fingerprints: set[str],
     lessons: Sequence[LessonLike],
     recall: Recall | None,
-    now: float,
     git_timeout_s: float,
-) -> tuple[list[Suspect], list[Candidate], dict[str, ModuleIndex], list[LessonLike]]:
-    """The ranked suspects (and the candidates, parsed modules and lessons behind them)."""
+) -> tuple[list[Suspect], list[Candidate], dict[str, ModuleIndex], list[LessonLike], list[FileHistory]]:
+    """The ranked suspects, with the candidates, parsed modules, lessons and file histories behind them."""
     total = sum(t.count for t in tracebacks) or 1
     traced = [(_frames_of(t.frames), t.count / total) for t in tracebacks]
     stack_counts: Counter[tuple[tuple[str, int, str], ...]] = Counter()
@@ -750,8 +752,15 @@ async def _rank_suspects(
     matched = _matching_lessons(pool, fingerprints, files)
     signals.lesson_files = {f for lesson in matched for f in lesson.files}
     signals.lesson_text = "\n".join(lesson.root_cause or "" for lesson in matched)
-    blames = await asyncio.gather(*(line_times(repo_root, path, timeout_s=git_timeout_s) for path in files))
+    # Blame and log of every candidate file at once: each is a git process, and waiting for the
+    # ranking before asking for the logs would double the wall time.
+    logged = files[:_HISTORY_LOOKUPS]
+    blames, texts = await asyncio.gather(
+        asyncio.gather(*(line_times(repo_root, path, timeout_s=git_timeout_s) for path in files)),
+        asyncio.gather(*(file_history(repo_root, path, timeout_s=git_timeout_s) for path in logged)),
+    )
     by_file = dict(zip(files, blames, strict=True))
+    logs = dict(zip(logged, texts, strict=True))
     for candidate in found:
         # Its own lines and the top-level definitions it reads: a constant changed 40 lines up
         # changes what the function does.
@@ -761,18 +770,23 @@ async def _rank_suspects(
         spans += module.definition_lines(module.functions[candidate.qualname])
         window = [t for start, end in spans for t in times[start - 1 : end]]
         candidate.last_change = max(window) if window else None
-    ranked = rank(found, signals, modules, now)[:_MAX_SUSPECTS]
+    # Commit times are wall-clock facts: their age is measured from the wall clock, not from the
+    # bot's clock (which a test or the playground may have moved).
+    wall = time.time()
+    ranked = rank(found, signals, modules, wall)[:_MAX_SUSPECTS]
     suspects = [
         Suspect(
             c.path,
             c.qualname,
             round(c.score, 3),
             tuple(c.reasons),
-            round((now - c.last_change) / 86400, 1) if c.last_change else None,
+            round((wall - c.last_change) / 86400, 1) if c.last_change else None,
         )
         for c in ranked
     ]
-    return suspects, ranked, modules, matched
+    history_files = list(dict.fromkeys(c.path for c in ranked))[:_HISTORY_FILES]
+    histories = [FileHistory(p, logs[p]) for p in history_files if logs.get(p)]
+    return suspects, ranked, modules, matched, histories
 
 
 async def build_evidence(
@@ -820,13 +834,13 @@ async def build_evidence(
     calls: list[ActionRecord] = []
     slow: list[ActionRecord] = []
     if kinds and not tracebacks:  # no traceback: the calls the complaint means, and where time went
-        recent = await action_queries.recent_of_kinds(db, kinds, since=since, limit=_CORRELATE_SCAN)
-        calls = correlate(recent, description, requester_id)
+        recent = await action_queries.recent_calls(db, kinds, since=since, limit=_CORRELATE_SCAN)
+        calls = await action_queries.by_ids(db, correlate(recent, description, requester_id))
     if kinds and (not tracebacks or (incident is not None and "latency" in (incident.get("rules") or []))):
         slow = await action_queries.slowest_sampled(db, kinds, since=since, limit=_MAX_SLOW)
     handlers = await handler_queries.for_kinds(db, kinds)
 
-    suspects, ranked, modules, matched_lessons = await _rank_suspects(
+    suspects, ranked, modules, matched_lessons, histories = await _rank_suspects(
         repo_root,
         tracebacks=tracebacks,
         slow=slow,
@@ -835,11 +849,8 @@ async def build_evidence(
         fingerprints=_fingerprints(tracebacks, incident, fingerprint),
         lessons=lessons,
         recall=recall,
-        now=now,
         git_timeout_s=git_timeout_s,
     )
-    history_files = list(dict.fromkeys(c.path for c in ranked))[:_HISTORY_FILES]
-    logs = await asyncio.gather(*(file_history(repo_root, p, timeout_s=git_timeout_s) for p in history_files))
     excerpts = [_excerpt(modules[c.path], c) for c in ranked[:_MAX_SOURCE_FUNCTIONS]]
     return EvidencePack(
         description=description,
@@ -851,7 +862,7 @@ async def build_evidence(
         suspects=suspects,
         calls=calls,
         slow=slow,
-        histories=[FileHistory(p, log) for p, log in zip(history_files, logs, strict=True) if log],
+        histories=histories,
         kinds=kinds,
         handlers=handlers,
         max_chars=max_chars,

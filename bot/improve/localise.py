@@ -441,14 +441,19 @@ def candidates(signals: Signals, modules: dict[str, ModuleIndex]) -> list[Candid
 def rank(
     found: Sequence[Candidate], signals: Signals, modules: dict[str, ModuleIndex], now: float
 ) -> list[Candidate]:
-    """Add recency, complaint and lesson points; best first, ties by path and qualified name."""
+    """Add recency, complaint and lesson points; best first, ties by path and qualified name.
+
+    `now` is wall-clock time: it is compared with commit times.
+    """
     newest = max((c.last_change for c in found if c.last_change is not None), default=None)
     for candidate in found:
         if candidate.last_change is not None and newest is not None:
             age_days = max(0.0, now - candidate.last_change) / 86400
             # Relative to the newest change among the suspects: what changed last is most suspect.
             behind = max(0.0, newest - candidate.last_change) / 86400
-            points = 0.6 / (1 + behind / 3) * (1.0 if age_days <= 30 else 0.5)
+            # Strong enough to lift a caller changed days ago over an innermost frame untouched for
+            # months (a bad argument), not enough to lift a grand-caller over it.
+            points = 0.9 / (1 + behind / 3) * (1.0 if age_days <= 30 else 0.5)
             candidate.add(points, f"it (or a definition it reads) last changed {age_days:.0f} day(s) ago")
         module = modules[candidate.path]
         matched = sorted(signals.complaint & module.words(module.functions[candidate.qualname]))

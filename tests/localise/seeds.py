@@ -622,7 +622,7 @@ def _banner(text: str) -> str:
     return f"🎲 {text} 🎲"
 
 
-class Dice(commands.Cog):
+class QuickDice(commands.Cog):
     """Dice without notation."""
 
     @commands.command(name="flip")
@@ -641,7 +641,7 @@ class Dice(commands.Cog):
 
 
 async def setup(bot: commands.Bot) -> None:
-    await bot.add_cog(Dice())
+    await bot.add_cog(QuickDice())
 '''
 )
 ELSEWHERE_IN_FILE = Seed(
@@ -663,7 +663,7 @@ ELSEWHERE_IN_FILE = Seed(
     "quickroll errors out every time",
     "command:quickroll",
     "seed_dice/cog.py",
-    "Dice.quickroll",
+    "QuickDice.quickroll",
 )
 
 # -- 10. a misleading message ------------------------------------------------------------------------------
