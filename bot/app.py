@@ -281,6 +281,7 @@ class MendBot(commands.Bot):
         if capture is None:
             return {}
         self.sampler.unwatch(capture)
+        capture.closed = True
         return {
             "invocation": capture.invocation,
             "reply": capture.reply_digest(),

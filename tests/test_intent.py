@@ -464,3 +464,38 @@ async def test_handled_kinds_are_known_without_being_passed(db: aiosqlite.Connec
     )
     target = await resolve_target(db, "the report command is slow", replied_incident_id=None, now=NOW)
     assert (target.kind, target.via) == ("app:report", "named")
+
+
+async def test_a_vague_complaint_is_asked_about_with_buttons_not_chatted_past(tmp_path: Path) -> None:
+    """'/echo seems off today' in #dev: a one-line question with buttons; No, or a refusal, starts nothing."""
+    import sqlite3
+
+    import discord
+
+    from tests.harness.discord import bot_messages, make_settings, reply_text, running_world
+
+    settings = make_settings(tmp_path / "data")
+    async with running_world(settings, extra_extensions=["tests.fixtures.observed_cog"]) as world:
+        me = world.bot.user
+        assert me is not None
+        await world.users["alice"].send(world.dev, f"{me.mention} /echo seems off today")
+        await world.quiesce()
+        (question,) = bot_messages(world, world.dev)[-1:]
+        labels = [
+            child.label
+            for row in question.components
+            for child in getattr(row, "children", [])
+            if isinstance(child, discord.Button)
+        ]
+        refused = await world.users["mallory"].click(question, label="Investigate")
+        await world.quiesce()
+        declined = await world.users["alice"].click(question, label="No")
+        await world.quiesce()
+        chatty = [m.content for m in bot_messages(world, world.dev) if m.interaction_metadata is None]
+    assert question.content == "Investigate /echo: “/echo seems off today”?"
+    assert labels == ["Investigate", "Fix", "No"]
+    assert "only allow-listed developers" in reply_text(refused)
+    assert reply_text(declined) == "OK, leaving it."
+    assert chatty == [question.content]  # the chat cog did not answer the complaint
+    with sqlite3.connect(settings.db_path) as db:
+        assert db.execute("SELECT count(*) FROM runs").fetchone() == (0,)

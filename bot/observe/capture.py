@@ -56,9 +56,12 @@ class HandlerCapture:
     replies: list[str] = field(default_factory=list)
     stacks: Counter[tuple[str, ...]] = field(default_factory=Counter)
     sampled: int = 0
+    # Tasks a handler starts inherit its context (a run started from a message): what they send
+    # after the handler's record is written is not its reply.
+    closed: bool = False
 
     def add_reply(self, text: str) -> None:
-        if text:
+        if text and not self.closed:
             self.replies.append(text)
 
     def reply_digest(self) -> dict[str, Any] | None:
