@@ -32,6 +32,7 @@ class Seed:
     incident: bool = True  # whether the target is an incident (else the bare kind)
     observe: dict[str, Any] = field(default_factory=dict)
     lesson: dict[str, Any] | None = None  # a lesson stored before the complaint
+    known_miss: str | None = None  # why the ranking is expected to miss (the test expects the miss)
 
     @property
     def extension(self) -> str:
@@ -1114,6 +1115,41 @@ WRONG_CONSTANT = Seed(
     incident=False,
 )
 
+# -- 17. a known limit: the innermost frame's own lines changed after the caller's fault ----------
+
+_MEAN_COG = _STATS.replace("seed_stats.mathutil", "seed_mean.mathutil")
+CONFLICTING_HISTORY = Seed(
+    "mean",
+    "bad argument, then a cosmetic edit of the callee",
+    (
+        Commit(
+            300,
+            "Add statistics commands",
+            {"seed_mean/__init__.py": "", "seed_mean/mathutil.py": _MATHUTIL, "seed_mean/cog.py": _MEAN_COG},
+        ),
+        Commit(
+            3,
+            "Ignore outliers in !average",
+            {"seed_mean/cog.py": _MEAN_COG.replace("if n >= 0]", "if n > 100]  # outliers are typos")},
+        ),
+        Commit(
+            1,
+            "Type the statistics helpers",
+            {
+                "seed_mean/mathutil.py": _MATHUTIL.replace(
+                    "def mean(values: list[float]) -> float:", 'def mean(values: "list[float]") -> float:'
+                )
+            },
+        ),
+    ),
+    _say(*["!average 3 4 5"] * 5),
+    "the average command keeps failing",
+    "command:average",
+    "seed_mean/cog.py",
+    "Stats.average",
+    known_miss="the callee raised and its own lines changed last; nothing says the caller's argument is bad",
+)
+
 SEEDS = (
     HELPER_CRASH,
     BAD_ARGUMENT,
@@ -1131,4 +1167,5 @@ SEEDS = (
     DEEP_PREFIX,
     LATENCY_INCIDENT,
     WRONG_CONSTANT,
+    CONFLICTING_HISTORY,
 )

@@ -14,7 +14,13 @@ from tests.localise.seeds import SEEDS, Seed
 pytestmark = pytest.mark.cli
 
 
-@pytest.mark.parametrize("seed", SEEDS, ids=[seed.name for seed in SEEDS])
+def _marks(seed: Seed) -> pytest.ParameterSet:
+    if seed.known_miss is None:
+        return pytest.param(seed, id=seed.name)
+    return pytest.param(seed, id=seed.name, marks=pytest.mark.xfail(reason=seed.known_miss, strict=True))
+
+
+@pytest.mark.parametrize("seed", [_marks(seed) for seed in SEEDS])
 async def test_seeded_fault_is_found_from_plain_words(
     seed: Seed, tmp_path: Path, outcomes: list[Outcome]
 ) -> None:
