@@ -283,9 +283,8 @@ class EvidencePack:
     def _suspects(self, budget: int) -> str:
         items: list[Callable[[int], str]] = []
         for n, s in enumerate(self.suspects, 1):
-            age = f", lines last changed {s.age_days:.0f} d ago" if s.age_days is not None else ""
-            why = "; ".join(_safe_text(reason) for reason in s.reasons)
-            items.append(_line(f"{n}. {_safe(s.path)}:{_safe(s.function)} — score {s.score:.2f}{age}: {why}"))
+            why = "; ".join(_safe_text(reason) for reason in s.reasons)  # the change's age is a reason
+            items.append(_line(f"{n}. {_safe(s.path)}:{_safe(s.function)} — score {s.score:.2f}: {why}"))
         return _section("Suspects (file:function, most suspect first)", items, budget)
 
     def _lessons(self, budget: int) -> str:
