@@ -218,7 +218,6 @@ class ModelDouble:
             return
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        app.on_response_prepare.append(_close_connection)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -369,12 +368,6 @@ def _within_max_tokens(t: Turn, max_tokens: Any) -> Turn:
     if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and t.output_tokens > max_tokens:
         return replace(t, output_tokens=max_tokens, stop_reason="max_tokens")
     return t
-
-
-async def _close_connection(request: web.Request, response: web.StreamResponse) -> None:
-    # Every answer closes its connection: a client's idle keep-alive connection arms a cleanup
-    # timer (15 s, then 30 s) that the virtual Discord's settle waits for as bot-owned work.
-    response.force_close()
 
 
 def _json(status: int, payload: Any) -> web.Response:
