@@ -415,7 +415,9 @@ def test_vague_complaints_about_the_bot_are_uncertain_requests(text: str, kinds:
     assert (intent.kind, intent.certain) == ("investigate", False)
 
 
-@pytest.mark.parametrize("text", ["the weather is weird today", "what an odd day", "hmm"])
+@pytest.mark.parametrize(
+    "text", ["the weather is weird today", "what an odd day", "hmm", "can you turn it off", "that's funny"]
+)
 def test_vague_words_not_about_the_bot_stay_chat(text: str) -> None:
     """A vague word about anything else is conversation, not a request."""
     assert parse_intent(text, ("app:convert",)).kind == "none"

@@ -130,12 +130,14 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     )),
 ]  # fmt: skip
 # Vague complaints: only said of the bot, and only enough to ask (see the module docstring).
+_LOOKS = r"(?:seems?|looks?|feels?|is|are|was|were|a bit|slightly|way|totally|acting|behaving)"
 _SOFT_COMPLAINT = _words(
-    "off",
+    rf"{_LOOKS} off",  # not "turn it off"
+    r"off by",
     "weird",
     "odd",
     "strange",
-    "funny",
+    rf"{_LOOKS} funny",  # not "that's funny"
     "fishy",
     "suspicious",
     r"acting up",
