@@ -392,7 +392,7 @@ async def resolve_target(
 ) -> Target:
     """Which incident or failure the request is about (see the module docstring for the order).
 
-    `known_kinds` defaults to every kind that has failed or had an incident.
+    `known_kinds` defaults to every kind that has failed, had an incident or has a handler.
     """
     now = time.time() if now is None else now
     if replied_incident_id is not None:
