@@ -12,6 +12,8 @@ Prints one `name value unit` line per figure (diagnostics go to stderr):
   a command with no traceback (wrong output: the calls the complaint means are searched among
   the kind's rows, slow samples read, handler and callees ranked, git blame and log read) and
   for an incident with a traceback; the slower of the two medians of 20 runs. Target ≤ 50.
+- `evidence_cold_ms`: the same with git's blame and log (cached per HEAD commit in a running bot)
+  and the parsed modules forgotten before each run: what the first run after a deploy pays.
 - `correlate_ms`: finding the calls a wrong-output complaint means among the 1,000,000 rows —
   the kind's newest 500 rows by index, scored on their invocation and reply text, the best
   read back as records — median of 50 runs.
@@ -49,6 +51,7 @@ from bot.db import actions as action_queries  # noqa: E402
 from bot.db import handlers as handler_queries  # noqa: E402
 from bot.db import incidents as incident_queries  # noqa: E402
 from bot.db.connection import open_database  # noqa: E402
+from bot.improve import evidence as evidence_module  # noqa: E402
 from bot.improve.evidence import build_evidence, correlate  # noqa: E402
 from bot.log import configure_logging  # noqa: E402
 from tests.harness.model_double import ModelDouble  # noqa: E402
@@ -181,7 +184,7 @@ async def _corpus(path: Path, repo: Path) -> tuple[aiosqlite.Connection, int]:
     return db, incident
 
 
-async def _costs() -> tuple[float, float]:
+async def _costs() -> tuple[float, float, float]:
     with tempfile.TemporaryDirectory(prefix="localise-bench-") as tmp:
         repo = build_repo(Path(tmp) / "repo", WRONG_OUTPUT.history)
         db, incident = await _corpus(Path(tmp) / "bench.db", repo)
@@ -208,10 +211,20 @@ async def _costs() -> tuple[float, float]:
                 assert calls and "100" in json.dumps(calls[0].invocation), calls[:1]
 
             evidence = max(await _median_ms(no_traceback, 20), await _median_ms(with_traceback, 20))
+
+            async def cold(run: Callable[[], Awaitable[None]]) -> None:
+                evidence_module._GIT_CACHE.clear()
+                evidence_module._MODULE_CACHE.clear()
+                await run()
+
+            evidence_cold = max(
+                await _median_ms(lambda: cold(no_traceback), 20),
+                await _median_ms(lambda: cold(with_traceback), 20),
+            )
             correlate_ms = await _median_ms(correlating, 50)
         finally:
             await db.close()
-    return evidence, correlate_ms
+    return evidence, evidence_cold, correlate_ms
 
 
 async def main() -> None:
@@ -224,8 +237,9 @@ async def main() -> None:
         total = len(outcomes)
         print(f"file_top1_pct {100 * sum(o.file_top1 for o in outcomes) / total:.1f} pct")
         print(f"function_top3_pct {100 * sum(o.function_top3 for o in outcomes) / total:.1f} pct")
-    evidence_ms, correlate_ms = await _costs()
+    evidence_ms, evidence_cold_ms, correlate_ms = await _costs()
     print(f"evidence_ms {evidence_ms:.1f} ms")
+    print(f"evidence_cold_ms {evidence_cold_ms:.1f} ms")
     print(f"correlate_ms {correlate_ms:.1f} ms")
 
 

@@ -388,3 +388,21 @@ async def test_lessons_are_recalled_by_the_suspect_files(db: aiosqlite.Connectio
     assert asked == [("fp-lesson", ["shop.py"])]
     assert [lesson.run_id for lesson in pack.lessons] == [9]
     assert any("lesson names this function" in reason for reason in pack.suspects[0].reasons)
+
+
+async def test_git_history_is_cached_by_head_and_follows_a_new_commit(tmp_path: Path) -> None:
+    """HEAD is read from the repository's files; a new commit (and a packed ref) is seen at once."""
+    from bot.improve.evidence import file_history, head_commit
+    from tests.localise.repo import Commit, build_repo
+
+    repo = build_repo(tmp_path / "repo", (Commit(3, "First", {"a.py": "x = 1\n"}),))
+    assert head_commit(repo) == git(repo, "rev-parse", "HEAD")
+    assert "First" in await file_history(repo, "a.py")
+    (repo / "a.py").write_text("x = 2\n")
+    git(repo, "commit", "-q", "-am", "Second")
+    git(repo, "pack-refs", "--all")
+    assert head_commit(repo) == git(repo, "rev-parse", "HEAD")
+    assert "Second" in await file_history(repo, "a.py")
+    worktree = tmp_path / "wt"
+    git(repo, "worktree", "add", "-q", "-b", "side", str(worktree))
+    assert head_commit(worktree) == git(repo, "rev-parse", "HEAD")

@@ -619,7 +619,69 @@ async def _git(repo_root: Path, *args: str, timeout_s: float) -> tuple[int, str,
     return result.code if result.code is not None else -1, result.output, result.errors
 
 
+def head_commit(repo_root: Path) -> str | None:
+    """The commit HEAD points at, read from the repository's files (no process); None if unsure.
+
+    Blame and log of HEAD are pure functions of that commit and a path, so they are cached by
+    it: a live checkout's HEAD moves only when a change is deployed.
+    """
+    try:
+        git_dir = repo_root / ".git"
+        if git_dir.is_file():  # a worktree: "gitdir: <path>"
+            git_dir = (repo_root / git_dir.read_text().split(":", 1)[1].strip()).resolve()
+        head = (git_dir / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head if re.fullmatch(r"[0-9a-f]{40}", head) else None
+        ref = head[5:]
+        common = git_dir
+        if (git_dir / "commondir").is_file():
+            common = (git_dir / (git_dir / "commondir").read_text().strip()).resolve()
+        for base in (git_dir, common):
+            loose = base / ref
+            if loose.is_file():
+                return loose.read_text().strip()
+        for line in (common / "packed-refs").read_text().splitlines():
+            if line.endswith(" " + ref):
+                return line.split(" ", 1)[0]
+    except (OSError, IndexError):
+        return None
+    return None
+
+
+_GIT_CACHE: dict[tuple[str, str, str, str], Any] = {}
+_GIT_CACHE_SIZE = 512
+
+
+async def _cached(repo_root: Path, what: str, path: str, compute: Callable[[], Awaitable[Any]]) -> Any:
+    head = head_commit(repo_root)
+    key = (str(repo_root), head or "", what, path)
+    if head is not None and key in _GIT_CACHE:
+        return _GIT_CACHE[key]
+    value = await compute()
+    if head is not None and value:
+        if len(_GIT_CACHE) >= _GIT_CACHE_SIZE:
+            _GIT_CACHE.clear()
+        _GIT_CACHE[key] = value
+    return value
+
+
 async def line_times(repo_root: Path, path: str, *, timeout_s: float = _GIT_TIMEOUT_S) -> list[float]:
+    """The commit time of each line of the committed file, cached by HEAD (see `head_commit`)."""
+    result: list[float] = await _cached(
+        repo_root, "blame", path, lambda: _line_times(repo_root, path, timeout_s=timeout_s)
+    )
+    return result
+
+
+async def file_history(repo_root: Path, path: str, *, timeout_s: float = _GIT_TIMEOUT_S) -> str:
+    """The last commits touching a file with their diffs, bounded, cached by HEAD."""
+    result: str = await _cached(
+        repo_root, "log", path, lambda: _file_history(repo_root, path, timeout_s=timeout_s)
+    )
+    return result
+
+
+async def _line_times(repo_root: Path, path: str, *, timeout_s: float) -> list[float]:
     """The commit time of each line of the committed file (`git blame --porcelain`), [] if none."""
     code, out, err = await _git(repo_root, "blame", "--porcelain", "HEAD", "--", path, timeout_s=timeout_s)
     if code != 0:
@@ -640,7 +702,7 @@ async def line_times(repo_root: Path, path: str, *, timeout_s: float = _GIT_TIME
     return [times.get(lines.get(n, ""), 0.0) for n in range(1, max(lines) + 1)]
 
 
-async def file_history(repo_root: Path, path: str, *, timeout_s: float = _GIT_TIMEOUT_S) -> str:
+async def _file_history(repo_root: Path, path: str, *, timeout_s: float) -> str:
     """The last commits touching a file, each with its diff of that file, bounded."""
     code, out, err = await _git(
         repo_root,
