@@ -42,6 +42,7 @@ bench: setup
 	$(BIN)/python bench/storage.py
 	$(BIN)/python bench/audit.py
 	$(BIN)/python bench/discord_start.py
+	$(BIN)/python bench/localise.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -118,7 +118,7 @@ class _Call:
     ok: bool
     duration_ms: float
     site: int  # -1: no failure; 0/1: which call site raises
-    ids: dict[str, int]
+    ids: dict[str, Any]  # guild, channel, user and message ids
     extra: dict[str, Any] | None
     error: Exception | None = field(default=None)
 

@@ -33,9 +33,19 @@ import structlog
 from discord import app_commands
 from discord.ext import commands, tasks
 
+from bot.db import handlers as handler_queries
 from bot.db.retry import SAVE_FAILED, storage_fault
 from bot.errors import EnvironmentProblem, describe, discord_problem, error_channel_id, unwrap
 from bot.log import bind_context, get_logger
+from bot.observe.capture import (
+    HandlerCapture,
+    install_reply_hooks,
+    interaction_invocation,
+    message_invocation,
+    start_capture,
+)
+from bot.observe.handlers import cog_handlers
+from bot.observe.sampler import SlowSampler
 from bot.services import Services
 
 __all__ = [
@@ -124,6 +134,7 @@ class MendTree(app_commands.CommandTree["MendBot"]):
             await interaction.response.send_message(self.client.not_accepting_notice, ephemeral=True)
             return False
         interaction.extras["started"] = time.perf_counter()
+        self.client.begin_capture(interaction.extras, "app", interaction_invocation(interaction))
         # Each interaction runs in its own task, so this binding lasts exactly as long as it.
         structlog.contextvars.bind_contextvars(
             guild_id=interaction.guild_id, channel_id=interaction.channel_id, user_id=interaction.user.id
@@ -174,12 +185,21 @@ class MendBot(commands.Bot):
         # READY or RESUMED seen and no disconnect since: what /health/ready reports.
         self.gateway_connected = False
         self._closed = asyncio.Event()
+        self._captures: weakref.WeakKeyDictionary[commands.Context[Any], HandlerCapture] = (
+            weakref.WeakKeyDictionary()
+        )
+        install_reply_hooks()
+        recorder = services.recorder
+        self.sampler = SlowSampler(
+            (recorder.repo_root, *recorder.more_roots), threshold_ms=services.settings.observe.latency.min_ms
+        )
 
     # -- start-up -----------------------------------------------------------------------------
 
     async def setup_hook(self) -> None:
         # A login retried after a network failure runs this again: the cogs are loaded once.
         if not self._setup_done:
+            self.sampler.start()
             self.services.prompts.set_error_callback(self._report_prompt_error)
             await self.load_extensions()
             self._setup_done = True
@@ -285,6 +305,16 @@ class MendBot(commands.Bot):
             await ctx.reply(self.not_accepting_notice, mention_author=False)
             return
         self._started[ctx] = time.perf_counter()
+        if ctx.command is not None and ctx.interaction is None:
+            capture = start_capture(
+                f"command:{ctx.command.qualified_name}",
+                {
+                    "name": f"{ctx.prefix or ''}{ctx.invoked_with or ctx.command.qualified_name}",
+                    "options": {"text": ctx.message.content[:200]},
+                },
+            )
+            self._captures[ctx] = capture
+            self.sampler.watch(capture)
         structlog.contextvars.bind_contextvars(
             guild_id=ctx.guild.id if ctx.guild else None, channel_id=ctx.channel.id, user_id=ctx.author.id
         )
@@ -304,6 +334,24 @@ class MendBot(commands.Bot):
             started = ctx.interaction.extras.get("started")
         return (time.perf_counter() - started) * 1000 if started is not None else 0.0
 
+    def begin_capture(self, extras: dict[str, Any], kind: str, invocation: dict[str, Any]) -> None:
+        """Open the capture of an interaction's handler (its task) and start watching it."""
+        capture = start_capture(f"{kind}:{invocation['name'].lstrip('/')}", invocation)
+        extras["capture"] = capture
+        self.sampler.watch(capture)
+
+    def _end_capture(self, capture: HandlerCapture | None) -> dict[str, Any]:
+        """The record fields a finished handler's capture fills in."""
+        if capture is None:
+            return {}
+        self.sampler.unwatch(capture)
+        capture.closed = True
+        return {
+            "invocation": capture.invocation,
+            "reply": capture.reply_digest(),
+            "samples": capture.samples(),
+        }
+
     def _record_command(
         self,
         ctx: commands.Context[Any],
@@ -312,6 +360,9 @@ class MendBot(commands.Bot):
     ) -> None:
         if ctx.command is None:
             return
+        capture = self._captures.pop(ctx, None)
+        if capture is None and ctx.interaction is not None:
+            capture = ctx.interaction.extras.get("capture")
         text, is_bug = describe(error) if error is not None else (None, False)
         is_bug = is_bug and problem is None
         self.recorder.record(
@@ -325,6 +376,7 @@ class MendBot(commands.Bot):
                 **_environment_extra(error, problem),
                 **({"user_error": text} if error is not None and not is_bug and problem is None else {}),
             },
+            **self._end_capture(capture),
             **self._command_ids(ctx),
         )
 
@@ -418,6 +470,7 @@ class MendBot(commands.Bot):
             channel_id=interaction.channel_id,
             user_id=interaction.user.id,
             extra=extra,
+            **self._end_capture(interaction.extras.get("capture")),
         )
 
     async def on_app_command_completion(
@@ -467,10 +520,12 @@ class MendBot(commands.Bot):
         started = time.perf_counter()
         ids = _event_ids(args)
         source = getattr(owner, "qualified_name", None) or getattr(coro, "__qualname__", "listener")
+        capture = start_capture(f"listener:{event_name}", message_invocation(event_name, args))
+        self.sampler.watch(capture)
         try:
             await coro(*args, **kwargs)
         except asyncio.CancelledError:
-            pass
+            self.sampler.unwatch(capture)
         except Exception as exc:
             text, is_bug = describe(exc)
             if not is_bug:  # a user's mistake (`cancel run 3` with no run 3) is a reply, not an incident
@@ -494,6 +549,7 @@ class MendBot(commands.Bot):
                 error=None if problem else exc,
                 duration_ms=(time.perf_counter() - started) * 1000,
                 extra=_environment_extra(exc, problem) or None,
+                **self._end_capture(capture),
                 **ids,
             )
             with contextlib.suppress(asyncio.CancelledError):
@@ -504,6 +560,7 @@ class MendBot(commands.Bot):
                 source,
                 ok=True,
                 duration_ms=(time.perf_counter() - started) * 1000,
+                **self._end_capture(capture),
                 **ids,
             )
 
@@ -531,32 +588,65 @@ class MendBot(commands.Bot):
             if isinstance(loop, tasks.Loop):
                 self._instrument_loop(cog, loop)
         await super().add_cog(cog, **kwargs)
+        await self._store_handlers(cog.qualified_name, cog)
+
+    async def remove_cog(self, name: str, /, **kwargs: Any) -> commands.Cog | None:
+        removed = await super().remove_cog(name, **kwargs)
+        if removed is not None:
+            await self._store_handlers(removed.qualified_name, None)
+        return removed
+
+    async def _store_handlers(self, cog_name: str, cog: commands.Cog | None) -> None:
+        """Keep the kind → handler map (evidence for faults without a traceback) in step with the cogs."""
+        recorder = self.recorder
+        try:
+            found = cog_handlers(cog, (recorder.repo_root, *recorder.more_roots)) if cog is not None else []
+            await handler_queries.replace_cog(self.services.db, cog_name, found, time.time())
+        except Exception:
+            _log.exception("storing the handler map failed", cog=cog_name)
 
     def _instrument_loop(self, cog: commands.Cog, loop: tasks.Loop[Any]) -> None:
         """Record each iteration of a cog's tasks.loop; a failure goes through the error path."""
         body = loop.coro
         kind = f"task:{body.__name__}"
         recorder = self.recorder
+        sampler = self.sampler
 
         @functools.wraps(body)
         async def recorded(*args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
+            capture = start_capture(kind, {"name": kind, "options": {"iteration": loop.current_loop}})
+            sampler.watch(capture)
             try:
                 result = await body(*args, **kwargs)
             except Exception as exc:
                 problem = self.environment_problem(exc)
+                # discord.py retries only its reconnect exceptions; anything else ends the loop for good.
+                retried = loop.reconnect and isinstance(exc, getattr(loop, "_valid_exception", ()))
                 recorder.record(
                     kind,
                     cog.qualified_name,
                     ok=False,
                     error=None if problem else exc,
                     duration_ms=(time.perf_counter() - started) * 1000,
-                    extra=_environment_extra(exc, problem) or None,
+                    extra={
+                        **_environment_extra(exc, problem),
+                        **({"loop_stopped": True} if not retried else {}),
+                    }
+                    or None,
+                    **self._end_capture(capture),
                 )
-                _log.error("task iteration failed", task=kind, exc_info=exc)
+                _log.error("task iteration failed", task=kind, stopped=not retried, exc_info=exc)
+                raise
+            except BaseException:
+                sampler.unwatch(capture)
                 raise
             recorder.record(
-                kind, cog.qualified_name, ok=True, duration_ms=(time.perf_counter() - started) * 1000
+                kind,
+                cog.qualified_name,
+                ok=True,
+                duration_ms=(time.perf_counter() - started) * 1000,
+                **self._end_capture(capture),
             )
             return result
 
@@ -631,6 +721,7 @@ class MendBot(commands.Bot):
             self._restarted.set()
 
     async def close(self) -> None:
+        self.sampler.stop()
         self.accepting = False
         left = await self.drain(0.0 if self._drained else 10.0)
         if left:

@@ -172,6 +172,7 @@ async def _assemble(
         retry=RetryPolicy(storage_config.batch_attempts, storage_config.retry_backoff_s),
         storage=storage,
         busy_timeout_ms=storage_config.busy_timeout_ms,
+        more_roots=(settings.repo_dir,),
     )
     incidents = IncidentService(db, observe, clock, db_path=settings.db_path)
     await incidents.load()

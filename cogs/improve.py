@@ -1,10 +1,14 @@
 """Self-improvement in Discord: /investigate, /fix, /runs, /run, /cancel, /pause, /resume, /budget,
-plain words addressed to the bot in a dev channel, and the status message of each run."""
+plain words addressed to the bot in a dev channel, and the status message of each run.
+
+A vague complaint ("/convert seems off") is not chatted past: the bot asks in one line with
+[Investigate] [Fix] [No] buttons, persistent, that act on the message they answer."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from typing import Any, Literal
 
 import discord
@@ -13,7 +17,7 @@ from discord.ext import commands
 
 from bot.app import MendBot
 from bot.errors import UserError
-from bot.improve.intent import Intent, parse_intent, resolve_target
+from bot.improve.intent import Intent, command_names_in, known_kinds_in, parse_intent, resolve_target
 from bot.improve.runs import TERMINAL_STATES, Run, RunKind
 from cogs.ship import proposal_view
 
@@ -33,6 +37,63 @@ def status_text(run: Run, lines: list[str], now: float) -> str:
 _WAITING = frozenset({"awaiting_approval", "watching", "interrupted"})
 
 
+def _spoken(kind: str) -> str:
+    family, _, name = kind.partition(":")
+    return {"app": f"/{name}", "command": f"!{name}"}.get(family, name)
+
+
+def ask_question(intent: Intent, kinds: set[str]) -> str:
+    """ "Investigate /convert: “gives odd results”?" — one line, the request quoted."""
+    named = command_names_in(intent.text, kinds)
+    said = " ".join(intent.text.split())
+    said = said if len(said) <= 120 else said[:119].rstrip() + "…"
+    subject = f"{_spoken(named[0])}: " if named else ""
+    return f"Investigate {subject}“{said}”?"
+
+
+_ASK_LABELS: dict[str, tuple[str, discord.ButtonStyle]] = {
+    "investigate": ("Investigate", discord.ButtonStyle.primary),
+    "fix": ("Fix", discord.ButtonStyle.success),
+    "no": ("No", discord.ButtonStyle.secondary),
+}
+
+
+class AskButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"ask:(?P<message>\d+):(?P<action>investigate|fix|no)",
+):
+    """[Investigate] [Fix] [No] under a question about a vague complaint; persistent across restarts."""
+
+    def __init__(self, message_id: int, action: str) -> None:
+        label, style = _ASK_LABELS[action]
+        super().__init__(discord.ui.Button(label=label, style=style, custom_id=f"ask:{message_id}:{action}"))
+        self.message_id = message_id
+        self.action = action
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> AskButton:
+        return cls(int(match["message"]), match["action"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        bot: MendBot = interaction.client
+        cog = bot.get_cog("Improve")
+        if not isinstance(cog, Improve):
+            await interaction.response.send_message("Self-improvement is not loaded.", ephemeral=True)
+            return
+        await interaction.response.defer(thinking=True)
+        text = await cog.answer_question(interaction, self.message_id, self.action)
+        await interaction.followup.send(text[:2000])
+
+
+def ask_view(message_id: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for action in ("investigate", "fix", "no"):
+        view.add_item(AskButton(message_id, action))
+    return view
+
+
 class Improve(commands.Cog):
     def __init__(self, bot: MendBot) -> None:
         self.bot = bot
@@ -41,6 +102,7 @@ class Improve(commands.Cog):
 
     async def cog_load(self) -> None:
         self.improve.reporter = self
+        self.bot.add_dynamic_items(AskButton)
 
     async def cog_unload(self) -> None:
         if self.improve.reporter is self:
@@ -116,6 +178,8 @@ class Improve(commands.Cog):
         incident_id: int | None,
         security: bool = False,
         via: str = "slash",
+        fingerprint: str | None = None,
+        target_kind: str | None = None,
     ) -> str:
         """Authorise and start a run; returns what to tell the user."""
         if not self._allowed(user, kind, incident_id=incident_id, via=via):
@@ -133,10 +197,12 @@ class Improve(commands.Cog):
                 incident_id=incident_id,
                 description=description,
                 security=security,
+                fingerprint=fingerprint,
+                target_kind=target_kind,
             )
         except UserError as exc:
             return str(exc)
-        target = f" incident #{incident_id}" if incident_id else ""
+        target = f" incident #{incident_id}" if incident_id else (f" `{target_kind}`" if target_kind else "")
         return f"On it: run #{run.id} will {kind}{target}. I'll keep its status message up to date."
 
     # -- slash commands -------------------------------------------------------------------------
@@ -277,8 +343,16 @@ class Improve(commands.Cog):
         )
         if me not in message.mentions and not replied:
             return None
-        intent = parse_intent(message.content.replace(me.mention, " ").replace(f"<@!{me.id}>", " "))
+        intent = parse_intent(
+            message.content.replace(me.mention, " ").replace(f"<@!{me.id}>", " "), self.loaded_kinds()
+        )
         return intent if intent.kind != "none" else None
+
+    def loaded_kinds(self) -> set[str]:
+        """The kinds of the loaded commands, as the recorder names them (`app:x`, `command:x`)."""
+        return {f"command:{c.qualified_name}" for c in self.bot.walk_commands()} | {
+            f"app:{c.qualified_name}" for c in self.bot.tree.walk_commands()
+        }
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
@@ -290,8 +364,58 @@ class Improve(commands.Cog):
         if reply:
             await message.reply(reply, mention_author=False)
 
+    async def _known_kinds(self) -> set[str]:
+        return self.loaded_kinds() | await known_kinds_in(self.bot.services.db)
+
+    async def _request_from_words(
+        self, user: discord.abc.User, message: discord.Message, kind: RunKind, intent: Intent
+    ) -> str:
+        """Resolve what the words are about and start the run (or ask which one)."""
+        target = await resolve_target(
+            self.bot.services.db,
+            intent.text,
+            replied_incident_id=self._replied_incident(message),
+            known_kinds=await self._known_kinds(),
+            now=self.bot.services.clock().timestamp(),
+        )
+        if target.ambiguous:
+            return target.question()
+        incident_id = target.incident_ids[0] if target.incident_ids else None
+        return await self.start(
+            user=user,
+            channel_id=message.channel.id,
+            kind=kind,
+            description=intent.text,
+            incident_id=incident_id,
+            security=intent.security,
+            via="words",
+            fingerprint=target.fingerprint if incident_id is None else None,
+            target_kind=target.kind if incident_id is None else None,
+        )
+
+    async def answer_question(
+        self, interaction: discord.Interaction[Any], message_id: int, action: str
+    ) -> str:
+        """A click on [Investigate] / [Fix] / [No] under the question about `message_id`."""
+        if action == "no":
+            return "OK, leaving it."
+        channel = interaction.channel
+        try:
+            original = await channel.fetch_message(message_id)  # type: ignore[union-attr]
+        except (discord.NotFound, AttributeError):
+            return "I can't find the message that question was about any more."
+        me = self.bot.user
+        assert me is not None
+        intent = parse_intent(original.content.replace(me.mention, " ").replace(f"<@!{me.id}>", " "))
+        kind: RunKind = "fix" if action == "fix" else "investigate"
+        return await self._request_from_words(interaction.user, original, kind, intent)
+
     async def _handle_words(self, message: discord.Message, intent: Intent) -> str | None:
         user = message.author
+        if intent.kind in ("investigate", "fix") and not intent.certain:
+            question = ask_question(intent, await self._known_kinds())
+            await message.reply(question, view=ask_view(message.id), mention_author=False)
+            return None
         if intent.kind in ("investigate", "fix"):
             ref = message.reference
             refusal = await self.bot.services.incidents.refusal_for(
@@ -299,29 +423,7 @@ class Improve(commands.Cog):
             )
             if refusal is not None:  # "fix this" on an environment incident: nothing to change in code
                 return refusal
-            replied_incident = self._replied_incident(message)
-            kinds = {c.qualified_name for c in self.bot.walk_commands()} | {
-                c.qualified_name for c in self.bot.tree.walk_commands()
-            }
-            target = await resolve_target(
-                self.bot.services.db,
-                intent.text,
-                replied_incident_id=replied_incident,
-                known_kinds=kinds,
-                now=self.bot.services.clock().timestamp(),
-            )
-            if target.ambiguous:
-                return target.question()
-            incident_id = target.incident_ids[0] if target.incident_ids else None
-            return await self.start(
-                user=user,
-                channel_id=message.channel.id,
-                kind=intent.kind,
-                description=intent.text,
-                incident_id=incident_id,
-                security=intent.security,
-                via="words",
-            )
+            return await self._request_from_words(user, message, intent.kind, intent)
         if intent.kind == "status":
             runs = await self.improve.runs.active()
             if not runs:

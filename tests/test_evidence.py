@@ -133,16 +133,19 @@ async def test_pack_holds_failing_source_history_lessons_and_suspects(
     assert [incident["id"] for incident in pack.incidents] == [incident_id]
     assert len(pack.failures) == 5
     assert sorted(t.count for t in pack.tracebacks) == [1, 4]
-    (excerpt,) = pack.excerpts
-    assert excerpt.path == "cogs/scaled.py" and BUG_LINE_NO in excerpt.focus
-    assert BUG_LINE in excerpt.text
-    assert "Scale rolls by the number of sides" in excerpt.history
-    assert "Add scaled rolls" in excerpt.history
+    scale, roll = pack.excerpts
+    assert scale.path == "cogs/scaled.py" and scale.functions == ("_scale",) and BUG_LINE_NO in scale.focus
+    assert BUG_LINE in scale.text and "def _scale" in scale.text  # the whole function
+    assert "def scaled_roll" in roll.text and ROLL_CALL_LINE in roll.focus
+    (history,) = pack.histories
+    assert "Scale rolls by the number of sides" in history.log and "Add scaled rolls" in history.log
+    assert "+" + BUG_LINE in history.log  # the diff that brought the bug
     assert [lesson.run_id for lesson in pack.lessons] == [3]
-    assert [(s.function, s.frames, s.innermost) for s in pack.suspects] == [
-        ("_scale", 5, 5),
-        ("scaled_roll", 4, 0),
+    assert [(s.path, s.function) for s in pack.suspects] == [
+        ("cogs/scaled.py", "_scale"),
+        ("cogs/scaled.py", "scaled_roll"),
     ]
+    assert any("raised here" in reason for reason in pack.suspects[0].reasons)
 
     text = pack.render()
     assert BUG_LINE.strip() in text
@@ -203,3 +206,203 @@ async def test_frames_outside_the_repository_are_not_read(db: aiosqlite.Connecti
     pack = await build_evidence(db, repo, incident_id=None, description="", lessons=[], fingerprint="fp-out")
     assert pack.tracebacks and pack.excerpts == []
     assert "SECRET" not in pack.render() and "secret" not in pack.render()
+
+
+# -- reaching the cause: functions that already returned, faults without a traceback ----------------
+
+_SHOP = '''
+"""A shop."""
+
+PRICES = {"tea": 3, "cake": 5}
+
+
+class Basket:
+    def __init__(self) -> None:
+        self.items = None
+
+    def add(self, item: str) -> None:
+        self.items.append(item)
+
+
+def save(store: dict, user: str, total: int) -> None:
+    store[user] = {"total": str(total)}
+
+
+def receipt(store: dict, user: str) -> str:
+    return f"total {store[user]['total'] + 1}"
+
+
+def price(item: str) -> int:
+    return PRICES[item]
+
+
+def checkout(items: list[str]) -> int:
+    return sum(price(item) for item in items)
+'''
+
+
+def _line_of(text: str, needle: str) -> int:
+    return next(n for n, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository holding shop.py, committed once 10 days ago."""
+    from tests.localise.repo import Commit, build_repo
+
+    return build_repo(
+        tmp_path_factory.mktemp("shop") / "repo", (Commit(10, "Add the shop", {"shop.py": _SHOP}),), now=NOW
+    )
+
+
+def _source(shop: Path) -> str:
+    return (shop / "shop.py").read_text()
+
+
+async def _failing(db: aiosqlite.Connection, frames: list[str], error_type: str, fingerprint: str) -> None:
+    await action_queries.insert_many(
+        db,
+        [
+            ActionRecord(
+                ts=NOW - n,
+                kind="app:shop",
+                source="Shop",
+                ok=False,
+                duration_ms=1.0,
+                error_type=error_type,
+                error_message="boom",
+                fingerprint=fingerprint,
+                frames=frames,
+            )
+            for n in range(3)
+        ],
+    )
+
+
+async def test_the_initialiser_of_the_failing_attribute_is_a_suspect(
+    db: aiosqlite.Connection, shop: Path
+) -> None:
+    """self.items.append fails: Basket.__init__, which set self.items, is ranked with its reason."""
+    line = _line_of(_source(shop), "self.items.append")
+    frames = ["bot/app.py:400:_run_event", f"shop.py:{line}:add"]
+    await _failing(db, frames, "AttributeError", "fp-basket")
+    pack = await build_evidence(db, shop, incident_id=None, description="", fingerprint="fp-basket", now=NOW)
+    names = [s.function for s in pack.suspects]
+    assert names[:2] == ["Basket.add", "Basket.__init__"]
+    assert any("sets `self.items`" in reason for reason in pack.suspects[1].reasons)
+    assert "def __init__" in pack.render()  # a function that already returned, shown whole
+
+
+async def test_recording_wrappers_are_never_suspects_or_source(db: aiosqlite.Connection, shop: Path) -> None:
+    """mendbot's own _run_event / recorded frames take no suspect or source slot."""
+    line = _line_of(_source(shop), "self.items.append")
+    await _failing(db, ["bot/app.py:400:_run_event", f"shop.py:{line}:add"], "AttributeError", "fp-wrap")
+    pack = await build_evidence(db, shop, incident_id=None, description="", fingerprint="fp-wrap", now=NOW)
+    assert all(s.path == "shop.py" for s in pack.suspects)
+    assert all(e.path == "shop.py" for e in pack.excerpts)
+
+
+async def test_the_writer_of_a_stored_key_is_a_suspect(db: aiosqlite.Connection, shop: Path) -> None:
+    """receipt() fails on store[user]['total']: save(), which stored 'total', is ranked too."""
+    line = _line_of(_source(shop), "store[user]['total'] + 1")
+    await _failing(db, [f"shop.py:{line}:receipt"], "TypeError", "fp-total")
+    pack = await build_evidence(db, shop, incident_id=None, description="", fingerprint="fp-total", now=NOW)
+    save = next(s for s in pack.suspects if s.function == "save")
+    assert any("stores the key 'total'" in reason for reason in save.reasons)
+
+
+async def test_definitions_used_on_the_failing_line_are_suspects_with_their_constants(
+    db: aiosqlite.Connection, shop: Path
+) -> None:
+    """checkout() fails calling price(): price is a suspect and its source comes with PRICES."""
+    line = _line_of(_source(shop), "return PRICES[item]")
+    await _failing(db, [f"shop.py:{line}:price"], "KeyError", "fp-price")
+    pack = await build_evidence(db, shop, incident_id=None, description="", fingerprint="fp-price", now=NOW)
+    (price,) = [e for e in pack.excerpts if e.functions == ("price",)]
+    assert 'PRICES = {"tea": 3, "cake": 5}' in price.definitions
+
+
+async def test_ranking_is_the_same_every_time(db: aiosqlite.Connection, shop: Path) -> None:
+    """Ties break on path and name, never on set order."""
+    line = _line_of(_source(shop), "self.items.append")
+    await _failing(db, [f"shop.py:{line}:add"], "AttributeError", "fp-same")
+    packs = [
+        await build_evidence(db, shop, incident_id=None, description="", fingerprint="fp-same", now=NOW)
+        for _ in range(3)
+    ]
+    assert len({tuple((s.path, s.function, s.score) for s in pack.suspects) for pack in packs}) == 1
+
+
+async def test_a_kind_without_traceback_gets_its_handler_callees_and_matching_calls(
+    db: aiosqlite.Connection, shop: Path
+) -> None:
+    """A wrong-output complaint about app:shop: the handler map's function, what it calls, and the
+    recorded calls whose options and reply share the complaint's numbers."""
+    from bot.db import handlers as handler_queries
+
+    await handler_queries.replace_cog(
+        db, "Shop", [handler_queries.HandlerLocation("app:shop", "shop.py", "checkout", 27, "Shop")], NOW
+    )
+    calls = [
+        ActionRecord(
+            ts=NOW - n,
+            kind="app:shop",
+            source="Shop",
+            ok=True,
+            duration_ms=1.0,
+            user_id=5 if n == 3 else 6,
+            invocation={"name": "/shop", "options": {"items": "tea cake" if n == 3 else "tea"}},
+            reply={"text": "9" if n == 3 else "3", "sha": "x", "messages": 1},
+        )
+        for n in range(6)
+    ]
+    await action_queries.insert_many(db, calls)
+    pack = await build_evidence(
+        db,
+        shop,
+        incident_id=None,
+        description="/shop says 9 for tea and cake",
+        kind="app:shop",
+        requester_id=5,
+        now=NOW,
+    )
+    assert [s.function for s in pack.suspects[:2]] == ["checkout", "price"]
+    assert pack.calls[0].reply == {"text": "9", "sha": "x", "messages": 1}
+    text = pack.render()
+    assert "Calls the request seems to mean" in text and "def checkout" in text and "def price" in text
+
+
+async def test_lessons_are_recalled_by_the_suspect_files(db: aiosqlite.Connection, shop: Path) -> None:
+    """recall() is asked with the suspect files, and a lesson about shop.py (other fingerprint) is shown."""
+    asked: list[tuple[str | None, list[str]]] = []
+
+    async def recall(fingerprint: str | None, files: list[str]) -> list[Lesson]:
+        asked.append((fingerprint, files))
+        return [_lesson(9, "fp-old", ["shop.py"], "price() forgot tea")]
+
+    line = _line_of(_source(shop), "return PRICES[item]")
+    await _failing(db, [f"shop.py:{line}:price"], "KeyError", "fp-lesson")
+    pack = await build_evidence(
+        db, shop, incident_id=None, description="", fingerprint="fp-lesson", recall=recall, now=NOW
+    )
+    assert asked == [("fp-lesson", ["shop.py"])]
+    assert [lesson.run_id for lesson in pack.lessons] == [9]
+    assert any("lesson names this function" in reason for reason in pack.suspects[0].reasons)
+
+
+async def test_git_history_is_cached_by_head_and_follows_a_new_commit(tmp_path: Path) -> None:
+    """HEAD is read from the repository's files; a new commit (and a packed ref) is seen at once."""
+    from bot.improve.evidence import file_history, head_commit
+    from tests.localise.repo import Commit, build_repo
+
+    repo = build_repo(tmp_path / "repo", (Commit(3, "First", {"a.py": "x = 1\n"}),))
+    assert head_commit(repo) == git(repo, "rev-parse", "HEAD")
+    assert "First" in await file_history(repo, "a.py")
+    (repo / "a.py").write_text("x = 2\n")
+    git(repo, "commit", "-q", "-am", "Second")
+    git(repo, "pack-refs", "--all")
+    assert head_commit(repo) == git(repo, "rev-parse", "HEAD")
+    assert "Second" in await file_history(repo, "a.py")
+    worktree = tmp_path / "wt"
+    git(repo, "worktree", "add", "-q", "-b", "side", str(worktree))
+    assert head_commit(worktree) == git(repo, "rev-parse", "HEAD")

@@ -378,3 +378,126 @@ async def test_other_words_pick_among_incidents_of_the_named_command(db: aiosqli
     assert target.incident_ids == [value_error]
     target = await resolve_target(db, "the roll command is broken again", replied_incident_id=None, now=NOW)
     assert target.incident_ids == [ids["roll"]]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "/convert gives wrong results",
+        "the report got really slow",
+        "/restore says the file is corrupt",
+        "the rates stopped updating",
+        "the bot never answers in #help",
+        "/weather doesn't respond any more",
+        "search takes forever now",
+        "quickroll errors out every time",
+        "the reminder fired twice",
+        "/export hangs",
+    ],
+)
+def test_complaints_without_crash_words_are_requests(text: str) -> None:
+    """Wrong, slow, corrupt, stopped, never answers…: a certain fix request, not chat."""
+    intent = parse_intent(text)
+    assert (intent.kind, intent.certain) == ("fix", True)
+
+
+@pytest.mark.parametrize(
+    ("text", "kinds"),
+    [
+        ("/convert seems off today", ()),
+        ("your answers are a bit weird lately", ()),
+        ("convert is acting up", ("app:convert",)),
+    ],
+)
+def test_vague_complaints_about_the_bot_are_uncertain_requests(text: str, kinds: tuple[str, ...]) -> None:
+    """'seems off', 'weird', 'acting up' about the bot: ask before starting anything."""
+    intent = parse_intent(text, kinds)
+    assert (intent.kind, intent.certain) == ("investigate", False)
+
+
+@pytest.mark.parametrize(
+    "text", ["the weather is weird today", "what an odd day", "hmm", "can you turn it off", "that's funny"]
+)
+def test_vague_words_not_about_the_bot_stay_chat(text: str) -> None:
+    """A vague word about anything else is conversation, not a request."""
+    assert parse_intent(text, ("app:convert",)).kind == "none"
+
+
+async def test_naming_a_command_resolves_by_its_recorded_kind(db: aiosqlite.Connection) -> None:
+    """'weather is broken' finds the incident of app:weather (the kind the recorder wrote)."""
+    await _seed(db)
+    incident = await _failure(
+        db,
+        kind="app:weather",
+        error_type="KeyError",
+        message="'gusts'",
+        frames=["cogs/weather.py:9:normalise"],
+        fingerprint="fp-weather",
+        last_seen=NOW - 2 * HOUR,
+    )
+    target = await resolve_target(db, "weather is broken", replied_incident_id=None, now=NOW)
+    assert (target.incident_ids, target.via, target.kind) == ([incident], "named", "app:weather")
+
+
+async def test_a_named_kind_without_failures_is_the_target_itself(db: aiosqlite.Connection) -> None:
+    """'/report got slow' with no failure on record: the target is the kind, for its evidence."""
+    await _seed(db)
+    target = await resolve_target(
+        db, "/report got really slow", replied_incident_id=None, known_kinds={"app:report"}, now=NOW
+    )
+    assert (target.incident_ids, target.fingerprint, target.kind, target.via) == (
+        [],
+        None,
+        "app:report",
+        "named",
+    )
+    assert not target.ambiguous
+
+
+async def test_handled_kinds_are_known_without_being_passed(db: aiosqlite.Connection) -> None:
+    """The handler map makes a kind nameable before it ever failed."""
+    from bot.db import handlers as handler_queries
+
+    await handler_queries.replace_cog(
+        db,
+        "Report",
+        [handler_queries.HandlerLocation("app:report", "cogs/report.py", "Report.report", 5, "Report")],
+        NOW,
+    )
+    target = await resolve_target(db, "the report command is slow", replied_incident_id=None, now=NOW)
+    assert (target.kind, target.via) == ("app:report", "named")
+
+
+async def test_a_vague_complaint_is_asked_about_with_buttons_not_chatted_past(tmp_path: Path) -> None:
+    """'/echo seems off today' in #dev: a one-line question with buttons; No, or a refusal, starts nothing."""
+    import sqlite3
+
+    import discord
+
+    from tests.harness.discord import bot_messages, make_settings, reply_text, running_world
+
+    settings = make_settings(tmp_path / "data")
+    async with running_world(settings, extra_extensions=["tests.fixtures.observed_cog"]) as world:
+        me = world.bot.user
+        assert me is not None
+        await world.users["alice"].send(world.dev, f"{me.mention} /echo seems off today")
+        await world.quiesce()
+        (question,) = bot_messages(world, world.dev)[-1:]
+        labels = [
+            child.label
+            for row in question.components
+            for child in getattr(row, "children", [])
+            if isinstance(child, discord.Button)
+        ]
+        refused = await world.users["mallory"].click(question, label="Investigate")
+        await world.quiesce()
+        declined = await world.users["alice"].click(question, label="No")
+        await world.quiesce()
+        chatty = [m.content for m in bot_messages(world, world.dev) if m.interaction_metadata is None]
+    assert question.content == "Investigate /echo: “/echo seems off today”?"
+    assert labels == ["Investigate", "Fix", "No"]
+    assert "only allow-listed developers" in reply_text(refused)
+    assert reply_text(declined) == "OK, leaving it."
+    assert chatty == [question.content]  # the chat cog did not answer the complaint
+    with sqlite3.connect(settings.db_path) as db:
+        assert db.execute("SELECT count(*) FROM runs").fetchone() == (0,)

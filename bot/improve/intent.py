@@ -9,10 +9,19 @@ read as a fix request: said to the bot by a developer, a complaint asks for the 
 mended, and the issue's own example expects that sentence to start work on its incident.
 Negations are read first: "don't ship" rejects, "don't fix it, just look" investigates.
 
+A complaint needs no crash word: "gives wrong results", "got really slow", "says the file is
+corrupt", "stopped posting", "never answers" are complaints too. Vaguer words ("seems off",
+"weird", "odd", "acting up") make an *uncertain* request (`Intent.certain` False) — and only
+when the message is about the bot (a command or kind it knows, a `/name` or `!name`, or words
+like "you", "reply", "result"): the bot then asks in one line with buttons instead of chatting
+past it.
+
 `resolve_target` decides which incident (or distinct failure) the request is about, in order:
 1. the incident whose announcement or error reply was replied to;
-2. a command or kind named in the text ("the roll command" → `command:roll`): its newest
-   unresolved incident, else its most recently seen failure;
+2. a command or kind named in the text ("the roll command" → `command:roll`, "weather" →
+   `app:weather`, matched against the recorded kinds and the handler map): its newest
+   unresolved incident, else its most recently seen failure, else the kind itself (a slow or
+   wrong-answering command has no failure; the evidence is gathered for the kind);
 3. a full-text search of incidents and distinct failures by the words used (FTS5 bm25 over
    summary, kind, error type, message and frames — see bot/db/search.py), scaled by recency:
    `score = relevance / (1 + age_hours / 24)`.
@@ -30,6 +39,7 @@ from typing import Any, Literal, NamedTuple
 
 import aiosqlite
 
+from bot.db import handlers as handler_queries
 from bot.db import incidents as incident_queries
 from bot.db import search as queries
 from bot.improve.sanitize import sanitize_untrusted
@@ -41,6 +51,7 @@ __all__ = [
     "IntentKind",
     "Target",
     "command_names_in",
+    "known_kinds_in",
     "parse_intent",
     "resolve_target",
     "search_words",
@@ -64,6 +75,7 @@ class Intent:
     text: str
     run_id: int | None = None
     security: bool = False
+    certain: bool = True  # False: a vague complaint; ask before starting anything
 
 
 def _vocabulary(words: str) -> frozenset[str]:
@@ -104,8 +116,57 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
         "broken", "busted", "buggy", "failing", "crashing", "erroring", "fails", "crashes", "throws",
         r"errors out", r"is down", r"not working", r"(?:doesn'?t|does not|isn'?t|won'?t|can'?t) work(?:ing)?",
         r"keeps? (?:failing|crashing|erroring|breaking)",
+        # no crash words: wrong answers, slowness, silence, stopping, bad data
+        "wrong", "incorrect", r"not (?:right|correct)", "inaccurate", "garbage", "nonsense", "bogus",
+        r"(?:really |very |so |super |too )?slow(?:er)?", "sluggish", "laggy", r"takes? (?:forever|ages)",
+        r"hangs?", "hanging", r"freez(?:es|ing)", r"times? out", r"timing out", r"stuck",
+        r"corrupt(?:ed)?", r"mangled", r"garbled", r"truncated",
+        r"stopped(?: \w+ing)?", r"no longer \w+",
+        r"never (?:answers|replies|responds|works|runs|posts|fires)",
+        r"(?:doesn'?t|does not|didn'?t|did not|won'?t|isn'?t|is not) "
+        r"(?:answer|reply|respond|post|run|fire|update|save|load|show|send)(?:ing|s)?",
+        r"not (?:answering|replying|responding|posting|running|firing|updating|saving|loading)",
+        r"ignores?", r"(?:went|goes|is) silent", r"missing", r"lost", r"duplicated?", r"twice",
     )),
 ]  # fmt: skip
+# Vague complaints: only said of the bot, and only enough to ask (see the module docstring).
+_LOOKS = r"(?:seems?|looks?|feels?|is|are|was|were|a bit|slightly|way|totally|acting|behaving)"
+_SOFT_COMPLAINT = _words(
+    rf"{_LOOKS} off",  # not "turn it off"
+    r"off by",
+    "weird",
+    "odd",
+    "strange",
+    rf"{_LOOKS} funny",  # not "that's funny"
+    "fishy",
+    "suspicious",
+    r"acting up",
+    r"not quite",
+    r"something'?s up with",
+    "hmm+",
+)
+_ABOUT_BOT = _words(
+    "you",
+    "your",
+    "bot",
+    "mendbot",
+    "reply",
+    "replies",
+    "answer",
+    "answers",
+    "response",
+    "responses",
+    "output",
+    "result",
+    "results",
+    "command",
+    "commands",
+    "it",
+    "this",
+    "that",
+    "feature",
+)
+_NAMED_COMMAND = re.compile(r"(?<![\w<])[/!][a-z][\w-]*")
 _NEGATED_FIX = _words(
     rf"{_NOT}\s+(?:fix|change|touch|edit)(?:ing)?", r"(?:just|only) (?:look|investigate)", "read-only"
 )
@@ -122,8 +183,11 @@ def _clean(text: str) -> str:
     return " ".join(text.split())
 
 
-def parse_intent(text: str) -> Intent:
-    """The intent of a message addressed to the bot; kind "none" when it asks for nothing."""
+def parse_intent(text: str, known_kinds: Collection[str] = ()) -> Intent:
+    """The intent of a message addressed to the bot; kind "none" when it asks for nothing.
+
+    `known_kinds` (`app:convert`, …) lets a vague complaint that names one of them count.
+    """
     cleaned = _clean(text)
     lowered = cleaned.lower()
     found: dict[str, int] = {}
@@ -132,6 +196,12 @@ def parse_intent(text: str) -> Intent:
         if match is not None:
             found[name] = match.start()
     if not found:
+        if _SOFT_COMPLAINT.search(lowered) and (
+            _ABOUT_BOT.search(lowered)
+            or _NAMED_COMMAND.search(lowered)
+            or command_names_in(lowered, known_kinds)
+        ):
+            return Intent("investigate", cleaned, certain=False)
         return Intent("none", cleaned)
     first = min(found, key=lambda name: found[name])
     kind: IntentKind
@@ -322,7 +392,7 @@ async def resolve_target(
 ) -> Target:
     """Which incident or failure the request is about (see the module docstring for the order).
 
-    `known_kinds` defaults to every kind that has failed or had an incident.
+    `known_kinds` defaults to every kind that has failed, had an incident or has a handler.
     """
     now = time.time() if now is None else now
     if replied_incident_id is not None:
@@ -338,7 +408,7 @@ async def resolve_target(
                 kind=incident["kind"],
                 via="reply",
             )
-    kinds = await queries.failure_kinds(db) if known_kinds is None else set(known_kinds)
+    kinds = set(known_kinds) if known_kinds is not None else await known_kinds_in(db)
     named = command_names_in(text, kinds)
     words = search_words(text)
     if named:
@@ -371,6 +441,11 @@ async def resolve_target(
     return Target([], True, listed, via="active")
 
 
+async def known_kinds_in(db: aiosqlite.Connection) -> set[str]:
+    """Every kind a request can name: those that failed or had an incident, and every handled kind."""
+    return await queries.failure_kinds(db) | await handler_queries.kinds(db)
+
+
 async def _named_target(
     db: aiosqlite.Connection, kinds: list[str], words: list[str], now: float
 ) -> Target | None:
@@ -391,7 +466,10 @@ async def _named_target(
         return Target([chosen["id"]], False, listed, chosen["fingerprint"], chosen["kind"], "named")
     failures = await queries.latest_failures_of_kinds(db, kinds, limit=1)
     if not failures:
-        return None
+        # A command that answers wrongly or slowly has no failure: the request is about the kind.
+        return Target(
+            [], False, [Candidate(None, f"{kinds[0]} (no recorded failure)", 1.0)], None, kinds[0], "named"
+        )
     failure = failures[0]
     incident = await queries.incident_for_failure(db, failure.fingerprint, failure.kind)
     if incident is not None:

@@ -141,8 +141,15 @@ class SelfImprovementAgent:
         incident_id: int | None,
         description: str,
         security: bool = False,
+        fingerprint: str | None = None,
+        target_kind: str | None = None,
     ) -> Run:
-        """Start a run for an (already authorised) requester, within the policy's limits."""
+        """Start a run for an (already authorised) requester, within the policy's limits.
+
+        `fingerprint` and `target_kind` say what the request is about when no incident covers it
+        (a failure never announced, a command that got slow or answers wrongly): the evidence
+        is gathered for them.
+        """
         await self.ensure_ready(kind)
         async with self._starting:  # check-then-create must be atomic, or two requests pass one limit
             await self.policy.check_start(requester_id)
@@ -154,6 +161,13 @@ class SelfImprovementAgent:
                 description.strip()[:2000] or "(no description)",
                 security=security,
             )
+            if fingerprint is not None or target_kind is not None:
+                await self.runs.event(
+                    run.id,
+                    "target",
+                    actor=f"user:{requester_id}",
+                    detail={"fingerprint": fingerprint, "kind": target_kind},
+                )
             self._launch(run)
         return run
 
@@ -511,17 +525,31 @@ class SelfImprovementAgent:
     async def _run_stages(self, run: Run, live: _Live) -> None:
         repo_root = self._settings.repo_dir.resolve()
         run = await self._stage(run, "observing", "🔎 gathering evidence")
-        fingerprint = await self._incident_fingerprint(run.incident_id)
-        lessons = await self.memory.recall(fingerprint, [])
+        target = next((e.detail for e in await self.runs.events(run.id) if e.event == "target"), {})
+        fingerprint = await self._incident_fingerprint(run.incident_id) or target.get("fingerprint")
         pack = await build_evidence(
-            self._db, repo_root, incident_id=run.incident_id, description=run.description, lessons=lessons
+            self._db,
+            repo_root,
+            incident_id=run.incident_id,
+            description=run.description,
+            recall=self.memory.recall,
+            fingerprint=fingerprint,
+            kind=target.get("kind"),
+            requester_id=run.requester_id,
+            now=self._clock().timestamp(),
         )
+        lessons = [lesson for lesson in pack.lessons if isinstance(lesson, Lesson)]
         evidence = self.runs.redactor.text(pack.render())
         await self.runs.event(
             run.id,
             "evidence",
             actor="pipeline",
-            detail={"chars": len(evidence), "lessons": [lesson.run_id for lesson in lessons]},
+            detail={
+                "chars": len(evidence),
+                "lessons": [lesson.run_id for lesson in lessons],
+                "kinds": pack.kinds,
+                "suspects": [f"{s.path}:{s.function}" for s in pack.suspects],
+            },
         )
 
         if run.proposal_id is None:  # a resumed run (or one stopped before recording it): start clean

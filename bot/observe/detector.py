@@ -6,7 +6,9 @@ Rules (thresholds from config.yaml):
 - repeat: the same fingerprint N times within a window;
 - latency: a kind's p95 over its recent window exceeds `factor` × the p95 of its rolling
   baseline (the samples before that window), with minimum samples and an absolute floor;
-- new_fingerprint: a failure never seen before (notice level).
+- new_fingerprint: a failure never seen before (notice level);
+- task_stopped: a `tasks.loop` body raised an exception discord.py does not retry, so the loop
+  has stopped for good (error level, at the first occurrence: nothing else will say so).
 
 Each rule signals when its condition starts to hold and stays quiet until it clears, so a
 storm is one signal per rule. Windows are deques of timestamps and sorted sample lists, so a
@@ -27,7 +29,7 @@ from bot.settings import ObserveConfig
 __all__ = ["AnomalyDetector", "Signal"]
 
 Level = Literal["notice", "warning", "error"]
-Rule = Literal["error_rate", "repeat", "latency", "new_fingerprint"]
+Rule = Literal["error_rate", "repeat", "latency", "new_fingerprint", "task_stopped"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,8 @@ class AnomalyDetector:
 
     def process(self, record: ActionRecord) -> None:
         self.processed += 1
+        if not record.ok and record.extra.get("loop_stopped"):
+            self._task_stopped(record)
         if record.extra.get("environment"):
             return  # Discord or storage refusing is no sign of a bug: environment incidents cover it
         self._error_rate(record)
@@ -152,6 +156,21 @@ class AnomalyDetector:
             )
         elif not holds:
             self._repeat_firing.discard(key)
+
+    def _task_stopped(self, record: ActionRecord) -> None:
+        """A `tasks.loop` whose body raised out has stopped for good: one failure is enough."""
+        name = record.kind.split(":", 1)[-1]
+        self._emit(
+            Signal(
+                "task_stopped",
+                "error",
+                record.kind,
+                record.fingerprint,
+                f"the `{name}` task loop stopped after {record.error_type}; it stays stopped until a restart",
+                1,
+                record,
+            )
+        )
 
     def _new_fingerprint(self, record: ActionRecord) -> None:
         key = record.fingerprint

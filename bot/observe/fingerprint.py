@@ -15,7 +15,7 @@ import re
 import traceback
 from pathlib import Path
 
-__all__ = ["fingerprint", "in_repo_frames", "normalise_message"]
+__all__ = ["fingerprint", "in_repo_frames", "normalise_message", "relative_path", "root_prefixes"]
 
 _FRAMES_IN_FINGERPRINT = 3
 _NORMALISE = [
@@ -33,30 +33,47 @@ def normalise_message(message: str) -> str:
     return " ".join(text.split())
 
 
-def in_repo_frames(error: BaseException, root: Path) -> list[tuple[str, int, str]]:
-    """(path relative to root, line, function) of frames in the project, innermost last."""
-    prefix = _root_prefix(root)
+def in_repo_frames(error: BaseException, root: Path, *more_roots: Path) -> list[tuple[str, int, str]]:
+    """(path relative to its root, line, function) of frames in the project, innermost last.
+
+    `more_roots` are other checkouts whose code may run here (the repository the bot works on
+    when it is not the one it was started from); a frame belongs to the first root holding it.
+    """
+    prefixes = root_prefixes((root, *more_roots))
     frames = []
     # walk_tb rather than extract_tb: no linecache refresh (a stat per file) on the hot path.
     for frame, line in traceback.walk_tb(error.__traceback__):
-        filename = frame.f_code.co_filename
-        if filename.startswith(prefix) and "/site-packages/" not in filename and "/.venv/" not in filename:
-            frames.append((filename[len(prefix) :], line, frame.f_code.co_name))
+        relative = relative_path(frame.f_code.co_filename, prefixes)
+        if relative is not None:
+            frames.append((relative, line, frame.f_code.co_name))
     return frames
 
 
+def relative_path(filename: str, prefixes: tuple[str, ...]) -> str | None:
+    """`filename` relative to the first of `prefixes` (root paths ending in "/") holding it."""
+    if "/site-packages/" in filename or "/.venv/" in filename:
+        return None
+    for prefix in prefixes:
+        if filename.startswith(prefix):
+            return filename[len(prefix) :]
+    return None
+
+
 @functools.cache
-def _root_prefix(root: Path) -> str:
-    return str(root.resolve()) + "/"
+def root_prefixes(roots: tuple[Path, ...]) -> tuple[str, ...]:
+    # Deeper roots first: a repository nested in another (a test's temp repo) claims its own files.
+    return tuple(sorted({str(root.resolve()) + "/" for root in roots}, key=len, reverse=True))
 
 
-def fingerprint(error: BaseException, root: Path) -> tuple[str, list[str]]:
+def fingerprint(error: BaseException, root: Path, *more_roots: Path) -> tuple[str, list[str]]:
     """(fingerprint, frames as "file:line:function") for an exception."""
-    frames = in_repo_frames(error, root)
-    prefix = _root_prefix(root)
+    frames = in_repo_frames(error, root, *more_roots)
+    prefixes = root_prefixes((root, *more_roots))
     parts = [type(error).__qualname__, normalise_message(str(error))]
     for path, line, function in frames[-_FRAMES_IN_FINGERPRINT:]:
-        source = linecache.getline(prefix + path, line).strip()
+        source = next(
+            (text for prefix in prefixes if (text := linecache.getline(prefix + path, line).strip())), ""
+        )
         parts.append(f"{path}:{function}:{source}")
     digest = hashlib.sha1("\n".join(parts).encode(), usedforsecurity=False).hexdigest()[:16]
     return digest, [f"{path}:{line}:{function}" for path, line, function in frames]

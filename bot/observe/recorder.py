@@ -90,6 +90,7 @@ class ActionRecorder:
         retry: RetryPolicy | None = None,
         storage: StorageHealth | None = None,
         busy_timeout_ms: int = 5000,
+        more_roots: tuple[Path, ...] = (),
     ) -> None:
         self._db_path = db_path
         self._retry = retry or RetryPolicy(attempts=5)
@@ -98,6 +99,9 @@ class ActionRecorder:
         self._redactor = redactor or Redactor()
         self._ndjson = _NdjsonFile(ndjson_path, ndjson_max_bytes, ndjson_backups)
         self.repo_root = repo_root
+        # Other checkouts whose frames count as in-repo: the repository the bot works on, when
+        # it is not the one this code was started from.
+        self.more_roots = more_roots
         self._clock = clock
         # None is the stop marker `close()` puts behind the last record to write.
         self._queue: asyncio.Queue[ActionRecord | None] = asyncio.Queue(maxsize=queue_size)
@@ -139,14 +143,21 @@ class ActionRecorder:
         cost_usd: float = 0.0,
         run_id: int | None = None,
         extra: dict[str, Any] | None = None,
+        invocation: dict[str, Any] | None = None,
+        reply: dict[str, Any] | None = None,
+        samples: list[dict[str, Any]] | None = None,
     ) -> ActionRecord:
-        """Record one action. Never blocks, never raises for a full queue."""
+        """Record one action. Never blocks, never raises for a full queue.
+
+        `invocation` (what was asked) and `reply` (a digest of the answer) are redacted like
+        `extra`; `samples` holds only in-repo frames and counts.
+        """
         error_type = error_message = fingerprint_id = None
         frames: list[str] = []
         if error is not None:
             error_type = type(error).__name__
             error_message = self._redactor.text(str(error), 1000)
-            fingerprint_id, frames = fingerprint(error, self.repo_root)
+            fingerprint_id, frames = fingerprint(error, self.repo_root, *self.more_roots)
         record = ActionRecord.model_construct(
             ts=self.now(),
             kind=kind,
@@ -164,6 +175,9 @@ class ActionRecorder:
             frames=frames,
             run_id=run_id,
             extra=self._redactor.value(extra) if extra else {},
+            invocation=self._redactor.value(invocation) if invocation else None,
+            reply=self._redactor.value(reply) if reply else None,
+            samples=samples or None,
         )
         self.recorded += 1
         for subscriber in self._subscribers:

@@ -30,3 +30,9 @@ class ActionRecord(BaseModel):
     frames: list[str] = Field(default_factory=list)  # in-repo "file:line:function", innermost last
     run_id: int | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
+    # What the handler was asked: {"name": "/convert", "options": {...}} (redacted).
+    invocation: dict[str, Any] | None = None
+    # What the bot answered: {"text": first 200 chars, "sha": hash of the whole, "messages": n}.
+    reply: dict[str, Any] | None = None
+    # Where a slow handler's time went: [{"frames": [...innermost last], "count": n}], most first.
+    samples: list[dict[str, Any]] | None = None

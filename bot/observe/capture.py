@@ -1,0 +1,173 @@
+"""What a handler was asked and what it answered, captured for its action record.
+
+A fault with no traceback (a wrong result, a misleading message) can only be found by the calls
+it answered: "/convert 10 km gave 16.1 miles" must meet the action whose options were `10 km`
+and whose reply said `16.1`. Each handler the bot runs (app command, prefix command, listener,
+task iteration) opens a `HandlerCapture` in its task's context; the message-sending methods of
+discord.py (`Messageable.send`, `Message.edit`, `InteractionResponse.send_message` and
+`edit_message`, `Webhook.send`) are wrapped once, so whatever the handler sends — by whatever
+path — is appended to the capture of the context it is sent from. Outside a capture the wrappers
+do nothing but call through.
+
+The capture also tells the slow-handler sampler (bot/observe/sampler.py) which task to watch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import discord
+
+__all__ = [
+    "REPLY_PREVIEW_CHARS",
+    "HandlerCapture",
+    "current_capture",
+    "install_reply_hooks",
+    "interaction_invocation",
+    "message_invocation",
+    "start_capture",
+]
+
+REPLY_PREVIEW_CHARS = 200
+_OPTION_CHARS = 200
+_MAX_STACKS = 5
+
+_current: contextvars.ContextVar[HandlerCapture | None] = contextvars.ContextVar(
+    "mendbot_handler_capture", default=None
+)
+
+
+@dataclass
+class HandlerCapture:
+    """One handler run: its kind, what it was asked, what it sent, and sampled stacks if slow."""
+
+    kind: str
+    invocation: dict[str, Any] | None = None
+    started: float = field(default_factory=time.perf_counter)
+    task: asyncio.Task[Any] | None = None
+    replies: list[str] = field(default_factory=list)
+    stacks: Counter[tuple[str, ...]] = field(default_factory=Counter)
+    sampled: int = 0
+    # Tasks a handler starts inherit its context (a run started from a message): what they send
+    # after the handler's record is written is not its reply.
+    closed: bool = False
+
+    def add_reply(self, text: str) -> None:
+        if text and not self.closed:
+            self.replies.append(text)
+
+    def reply_digest(self) -> dict[str, Any] | None:
+        """The first characters of what the handler sent and a hash of all of it."""
+        if not self.replies:
+            return None
+        whole = "\n".join(self.replies)
+        return {
+            "text": whole[:REPLY_PREVIEW_CHARS],
+            "sha": hashlib.sha256(whole.encode()).hexdigest()[:16],
+            "messages": len(self.replies),
+        }
+
+    def samples(self) -> list[dict[str, Any]] | None:
+        """The most frequent sampled in-repo stacks (innermost last), with counts."""
+        if not self.stacks:
+            return None
+        ranked = sorted(self.stacks.items(), key=lambda item: (-item[1], item[0]))[:_MAX_STACKS]
+        return [{"frames": list(frames), "count": count} for frames, count in ranked]
+
+
+def start_capture(kind: str, invocation: dict[str, Any] | None = None) -> HandlerCapture:
+    """Open a capture for the handler running in the current task (its context owns it)."""
+    capture = HandlerCapture(kind, invocation, task=asyncio.current_task())
+    _current.set(capture)
+    return capture
+
+
+def current_capture() -> HandlerCapture | None:
+    return _current.get()
+
+
+# -- what was asked ---------------------------------------------------------------------------------
+
+
+def _option(value: Any) -> Any:
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value[:_OPTION_CHARS] if isinstance(value, str) else value
+    if isinstance(value, discord.abc.Snowflake):
+        return f"{type(value).__name__}:{value.id}"
+    return str(value)[:_OPTION_CHARS]
+
+
+def interaction_invocation(interaction: discord.Interaction[Any]) -> dict[str, Any]:
+    """`{"name": "/convert", "options": {...}}` for an app-command interaction."""
+    command = interaction.command
+    name = command.qualified_name if command is not None else "unknown"
+    options = {key: _option(value) for key, value in vars(interaction.namespace).items()}
+    return {"name": f"/{name}", "options": options}
+
+
+def message_invocation(event: str, args: tuple[Any, ...]) -> dict[str, Any]:
+    """`{"name": "on_message", "options": {...}}` for a listener, from its first argument."""
+    options: dict[str, Any] = {}
+    first = args[0] if args else None
+    if isinstance(first, discord.Message):
+        options = {"content": first.content[:_OPTION_CHARS], "author": first.author.id}
+    elif isinstance(first, discord.RawReactionActionEvent):
+        options = {"emoji": str(first.emoji), "message": first.message_id}
+    elif first is not None:
+        options = {"arg": _option(first)}
+    return {"name": event, "options": options}
+
+
+# -- what was answered ----------------------------------------------------------------------------
+
+
+def _text_of(content: Any, kwargs: dict[str, Any]) -> str:
+    parts = [str(content)] if content is not None else []
+    content_kw = kwargs.get("content")
+    if content_kw is not None and content_kw is not discord.utils.MISSING:
+        parts.append(str(content_kw))
+    embeds = list(kwargs.get("embeds") or [])
+    embed = kwargs.get("embed")
+    if isinstance(embed, discord.Embed):
+        embeds.append(embed)
+    for item in embeds:
+        if isinstance(item, discord.Embed):
+            parts += [str(part) for part in (item.title, item.description) if part]
+            parts += [f"{f.name}: {f.value}" for f in item.fields]
+    return "\n".join(parts)
+
+
+def _wrap(method: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Coroutine[Any, Any, Any]]:
+    if getattr(method, "__mendbot_capture__", False):
+        return method
+
+    @functools.wraps(method)
+    async def sending(self: Any, *args: Any, **kwargs: Any) -> Any:
+        capture = _current.get()
+        if capture is not None:
+            capture.add_reply(_text_of(args[0] if args else None, kwargs))
+        return await method(self, *args, **kwargs)
+
+    sending.__mendbot_capture__ = True  # type: ignore[attr-defined]
+    return sending
+
+
+def install_reply_hooks() -> None:
+    """Wrap discord.py's sending methods once per process (idempotent)."""
+    targets: list[tuple[Any, str]] = [
+        (discord.abc.Messageable, "send"),
+        (discord.Message, "edit"),
+        (discord.InteractionResponse, "send_message"),
+        (discord.InteractionResponse, "edit_message"),
+        (discord.Webhook, "send"),
+    ]
+    for owner, name in targets:
+        setattr(owner, name, _wrap(getattr(owner, name)))

@@ -1,0 +1,171 @@
+"""Drive one seeded fault through the virtual Discord and read back what mendbot made of it.
+
+`localise(seed, workdir, model)` builds the seed's repository, boots the real MendBot on it in
+the virtual Discord (the seed's cog loaded as an extension), makes the fault happen the way a
+user would, then has alice complain in #dev in plain words. If the bot asks back (a vague
+complaint), alice presses [Investigate]. The run the request starts gathers its evidence pack
+and hands it to the real Claude Code CLI talking to the model double, which answers with a
+diagnosis (and, for a fix, a plan and no edit, so the run stops before the checks).
+
+The outcome says whether the request was recognised, what it resolved to, the ranked suspects
+the run recorded and the evidence text the agent was actually sent.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import discord
+
+from bot.improve.intent import parse_intent
+from bot.improve.memory import Lesson
+from bot.playground import VirtualWorld
+from bot.settings import Settings
+from tests.harness.discord import bot_messages, make_settings, running_world
+from tests.harness.model_double import ModelDouble, text
+from tests.localise.repo import build_repo
+from tests.localise.seeds import Seed
+
+__all__ = ["Outcome", "localise"]
+
+_DIAGNOSIS = {"root_cause": "(scripted)", "files": [], "confidence": "low", "proposed_fix": "-"}
+_PLAN = {"changes": [], "risk": "low", "tests": [], "rollback": "-"}
+
+
+@dataclass
+class Outcome:
+    seed: Seed
+    recognised: bool  # a run was started from the words
+    asked: bool  # the bot asked back before starting it
+    replies: list[str]
+    incident_kind: str | None  # the kind of the run's incident, if it has one
+    target_kind: str | None  # the kind recorded for a run without an incident
+    suspects: list[str]  # "path:qualname", most suspect first
+    evidence: str  # the evidence section of the prompt the agent received
+
+    @property
+    def kind(self) -> str | None:
+        return self.incident_kind or self.target_kind
+
+    @property
+    def files(self) -> list[str]:
+        return list(dict.fromkeys(s.split(":", 1)[0] for s in self.suspects))
+
+    @property
+    def file_top1(self) -> bool:
+        return bool(self.files) and self.files[0] == self.seed.file
+
+    @property
+    def function_top3(self) -> bool:
+        return f"{self.seed.file}:{self.seed.function}" in self.suspects[:3]
+
+
+def _rows(settings: Settings, sql: str, *args: Any) -> list[sqlite3.Row]:
+    with sqlite3.connect(settings.db_path) as db:
+        db.row_factory = sqlite3.Row
+        return db.execute(sql, args).fetchall()
+
+
+def _json_turn(value: dict[str, Any]) -> Any:
+    return text(f"```json\n{json.dumps(value)}\n```")
+
+
+async def _complain(world: VirtualWorld, seed: Seed, model: ModelDouble) -> tuple[bool, list[str]]:
+    """Alice complains in #dev; if the bot asks back, she presses Investigate. (asked?, replies)"""
+    me = world.bot.user
+    assert me is not None
+    intent = parse_intent(seed.complaint)
+    kind = intent.kind if intent.certain else "investigate"
+    model.script(_json_turn(_DIAGNOSIS))
+    if kind == "fix":
+        model.script(_json_turn(_PLAN), text("Nothing to change."))
+    before = {m.id for m in bot_messages(world, world.dev)}
+    await world.users["alice"].send(world.dev, f"{me.mention} {seed.complaint}")
+    await world.quiesce()
+    asked = False
+    for message in bot_messages(world, world.dev):
+        if message.id not in before and any(
+            isinstance(child, discord.Button) and child.label == "Investigate"
+            for row in message.components
+            for child in getattr(row, "children", [])
+        ):
+            asked = True
+            await world.users["alice"].click(message, label="Investigate")
+            await world.quiesce()
+            break
+    replies = [m.content for m in bot_messages(world, world.dev) if m.id not in before]
+    return asked, replies
+
+
+async def localise(seed: Seed, workdir: Path, model: ModelDouble) -> Outcome:
+    """Build the seed, make the fault happen, complain about it and collect the outcome."""
+    repo = build_repo(workdir / "repo", seed.history)
+    sys.path.insert(0, str(repo))
+    try:
+        settings = make_settings(
+            workdir / "data",
+            repo_dir=repo,
+            anthropic_api_key="test-key",
+            anthropic_base_url=model.base_url,
+            improve={"checks": [], "max_attempts": 1},
+            observe=seed.observe,
+        )
+        async with running_world(settings, extra_extensions=[seed.extension], settle_timeout=120) as world:
+            if seed.lesson is not None:
+                await world.bot.services.improve.memory.write(
+                    Lesson(
+                        run_id=7,
+                        fingerprint=None,
+                        files=seed.lesson["files"],
+                        root_cause=seed.lesson["root_cause"],
+                        fix_commit="1a2b3c4",
+                        outcome="resolved",
+                    )
+                )
+            await seed.drive(world)
+            asked, replies = await _complain(world, seed, model)
+    finally:
+        sys.path.remove(str(repo))
+        for name in [
+            m for m in sys.modules if m == f"seed_{seed.name}" or m.startswith(f"seed_{seed.name}.")
+        ]:
+            del sys.modules[name]
+    runs = _rows(settings, "SELECT id, incident_id FROM runs ORDER BY id")
+    if not runs:
+        return Outcome(seed, False, asked, replies, None, None, [], "")
+    run = runs[0]
+    events = _rows(settings, "SELECT event, detail FROM run_events WHERE run_id = ? ORDER BY id", run["id"])
+    details = {row["event"]: json.loads(row["detail"] or "{}") for row in events}
+    incident_kind = None
+    if run["incident_id"] is not None:
+        (incident,) = _rows(settings, "SELECT kind FROM incidents WHERE id = ?", run["incident_id"])
+        incident_kind = incident["kind"]
+    prompts = [json.dumps(r.json) for r in model.message_requests]
+    evidence = next((p for p in prompts if "# Evidence" in p), "")
+    return Outcome(
+        seed,
+        True,
+        asked,
+        replies,
+        incident_kind,
+        (details.get("target") or {}).get("kind"),
+        list((details.get("evidence") or {}).get("suspects") or []),
+        json.loads(evidence) and _prompt_text(json.loads(evidence)) if evidence else "",
+    )
+
+
+def _prompt_text(body: dict[str, Any]) -> str:
+    """The user text of the first message of a recorded request (the rendered prompt)."""
+    for message in body.get("messages") or []:
+        content = message.get("content")
+        if isinstance(content, str) and "# Evidence" in content:
+            return content
+        for block in content if isinstance(content, list) else []:
+            if isinstance(block, dict) and "# Evidence" in str(block.get("text", "")):
+                return str(block["text"])
+    return ""

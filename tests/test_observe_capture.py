@@ -1,0 +1,131 @@
+"""What every handler leaves in its action record: the invocation, a digest of the reply, sampled
+stacks when slow; the kind → handler map; a stopped tasks.loop as an incident of its own."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from bot.settings import Settings
+from tests.harness.discord import make_settings, running_world
+
+EXTENSION = "tests.fixtures.observed_cog"
+COG = "tests/fixtures/observed_cog.py"
+NAP_LINE = next(
+    n
+    for n, line in enumerate(
+        (Path(__file__).parent / "fixtures" / "observed_cog.py").read_text().splitlines(), 1
+    )
+    if "time.sleep(0.2)" in line
+)
+DISCORD_TOKEN = "MTA5ODc2NTQzMjEwOTg3NjU0Mw.GaBcDe.abcdefghijklmnopqrstuvwxyz0123456789AB"
+
+
+def _rows(settings: Settings, sql: str, *args: Any) -> list[sqlite3.Row]:
+    with sqlite3.connect(settings.db_path) as db:
+        db.row_factory = sqlite3.Row
+        return db.execute(sql, args).fetchall()
+
+
+def _last(settings: Settings, kind: str) -> sqlite3.Row:
+    rows = _rows(settings, "SELECT * FROM actions WHERE kind = ? ORDER BY id DESC LIMIT 1", kind)
+    assert rows, f"no {kind} action recorded"
+    return rows[0]
+
+
+async def test_slash_command_records_its_options_and_a_digest_of_its_reply(tmp_path: Path) -> None:
+    """/echo text=hi times=3 → invocation {name, options} and reply {text, sha, messages} on the record."""
+    settings = make_settings(tmp_path / "data")
+    async with running_world(settings, extra_extensions=[EXTENSION]) as world:
+        await world.users["alice"].slash(world.general, "echo", text="hi", times=3)
+        await world.quiesce()
+    row = _last(settings, "app:echo")
+    assert json.loads(row["invocation"]) == {"name": "/echo", "options": {"text": "hi", "times": 3}}
+    reply = json.loads(row["reply"])
+    assert reply == {"text": "hi hi hi", "sha": hashlib.sha256(b"hi hi hi").hexdigest()[:16], "messages": 1}
+
+
+async def test_prefix_command_and_listener_record_what_they_heard_and_said(tmp_path: Path) -> None:
+    """!shout and a listener's channel.send are captured through whichever path sent them."""
+    settings = make_settings(tmp_path / "data")
+    async with running_world(settings, extra_extensions=[EXTENSION]) as world:
+        await world.users["alice"].send(world.general, "!shout make it loud")
+        await world.users["alice"].send(world.general, "hello observed cog")
+        await world.quiesce()
+    shout = _last(settings, "command:shout")
+    assert json.loads(shout["invocation"])["options"] == {"text": "!shout make it loud"}
+    assert json.loads(shout["reply"])["text"] == "MAKE IT LOUD"
+    heard = [
+        row
+        for row in _rows(
+            settings, "SELECT * FROM actions WHERE kind = 'listener:on_message' AND source = 'Observed'"
+        )
+        if row["reply"]
+    ]
+    (listener,) = heard
+    assert json.loads(listener["invocation"])["options"]["content"] == "hello observed cog"
+    assert json.loads(listener["reply"])["text"] == "heard 1"
+
+
+async def test_secrets_in_options_are_redacted_before_storage(tmp_path: Path) -> None:
+    """A token typed into a slash option never reaches the database."""
+    settings = make_settings(tmp_path / "data")
+    async with running_world(settings, extra_extensions=[EXTENSION]) as world:
+        await world.users["alice"].slash(world.general, "echo", text=DISCORD_TOKEN)
+        await world.quiesce()
+    row = _last(settings, "app:echo")
+    assert DISCORD_TOKEN not in row["invocation"] and DISCORD_TOKEN not in row["reply"]
+    database = b"".join(p.read_bytes() for p in settings.data_dir.glob("mendbot.db*"))
+    assert DISCORD_TOKEN.encode() not in database
+
+
+async def test_a_slow_handler_carries_sampled_stacks_pointing_at_the_blocking_line(tmp_path: Path) -> None:
+    """A handler blocking the loop past the threshold is sampled; the samples name nap()'s line."""
+    settings = make_settings(tmp_path / "data", observe={"latency": {"min_ms": 30}})
+    async with running_world(settings, extra_extensions=[EXTENSION]) as world:
+        await world.users["alice"].slash(world.general, "echo", text="fast")
+        await world.users["alice"].slash(world.general, "slow")
+        await world.quiesce()
+    assert _last(settings, "app:echo")["samples"] is None  # fast handlers are never sampled
+    samples = json.loads(_last(settings, "app:slow")["samples"])
+    innermost = [sample["frames"][-1] for sample in samples]
+    assert f"{COG}:{NAP_LINE}:nap" in innermost
+    assert all(frame.startswith(COG) for sample in samples for frame in sample["frames"])
+
+
+async def test_every_kind_maps_to_its_handler(tmp_path: Path) -> None:
+    """app:, command:, listener: and task: kinds of a loaded cog map to their file and function."""
+    settings = make_settings(tmp_path / "data")
+    async with running_world(settings, extra_extensions=[EXTENSION]) as world:
+        await world.quiesce()
+        rows = {
+            (row["kind"], row["qualname"]): row["path"]
+            for row in _rows(settings, "SELECT * FROM handlers WHERE cog = 'Observed'")
+        }
+        await world.bot.unload_extension(EXTENSION)
+        left = _rows(settings, "SELECT * FROM handlers WHERE cog = 'Observed'")
+    assert rows == {
+        ("app:echo", "Observed.echo"): COG,
+        ("app:slow", "Observed.slow"): COG,
+        ("command:shout", "Observed.shout"): COG,
+        ("listener:on_message", "Observed.on_message"): COG,
+        ("task:tick", "Observed.tick"): COG,
+    }
+    assert left == []  # an unloaded cog handles nothing
+
+
+async def test_a_task_loop_that_raised_out_is_an_incident_of_its_own(tmp_path: Path) -> None:
+    """The second tick raises: the record says the loop stopped and a task_stopped incident opens."""
+    settings = make_settings(tmp_path / "data", observe={"announce_new_fingerprints": False})
+    async with running_world(settings, extra_extensions=[EXTENSION]) as world:
+        await world.env.advance_time(5 * 60 + 1)
+        await world.quiesce()
+        assert not world.bot.get_cog("Observed").tick.is_running()  # type: ignore[union-attr]
+    failed = _last(settings, "task:tick")
+    assert failed["ok"] == 0 and json.loads(failed["extra"]) == {"loop_stopped": True}
+    (incident,) = _rows(settings, "SELECT * FROM incidents WHERE kind = 'task:tick'")
+    assert incident["rule"] == "task_stopped" and incident["level"] == "error"
+    assert "stays stopped" in incident["summary"]
