@@ -98,13 +98,20 @@ class VirtualWorld:
 
 
 @asynccontextmanager
-async def virtual_world(bot: MendBot, *, settle_timeout: float = 30.0) -> AsyncIterator[VirtualWorld]:
-    """Run `bot` in a fresh virtual Discord wired to its settings (dev channel, allow-list)."""
+async def virtual_world(
+    bot: MendBot, *, settle_timeout: float = 30.0, real_clock: bool = True
+) -> AsyncIterator[VirtualWorld]:
+    """Run `bot` in a fresh virtual Discord wired to its settings (dev channel, allow-list).
+
+    The clock starts at the real time; `real_clock=False` keeps simcord's fixed start (2026-01-01
+    00:00 UTC), which tests use to pin dates and times of day.
+    """
     settings = bot.services.settings
     # Env.start/shutdown rather than `simcord.run`: its clock context cannot span the two
     # halves of an async fixture, which pytest runs in different contexts.
     env = simcord.Env(bot, check_errors=False, settle_timeout=settle_timeout)
-    _start_clock_now(env)
+    if real_clock:
+        _start_clock_now(env)
     await env.start()
     world: VirtualWorld | None = None
     try:

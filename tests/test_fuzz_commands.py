@@ -57,8 +57,10 @@ def _value(param: app_commands.Parameter, world: VirtualWorld) -> st.SearchStrat
 
 # Every slash command the bot has (checked against the synced tree below), so each is fuzzed on its own.
 COMMANDS = [
+    "audit",
     "budget",
     "cancel",
+    "devmode",
     "fix",
     "help",
     "incident",

@@ -58,7 +58,7 @@ async def test_sigterm_mid_run_exits_0_and_the_run_is_resumable_on_the_next_star
             assert await _stop(pg, signal.SIGTERM) == 0
         finally:
             hold.release.set()
-        with sqlite3.connect(tmp_path / "data" / "mendbot.db") as db:
+        with sqlite3.connect(tmp_path / "data" / "playground" / "mendbot.db") as db:
             assert db.execute("SELECT state, interrupted_from FROM runs").fetchall() == [
                 ("interrupted", "investigating")
             ]
@@ -72,7 +72,7 @@ async def test_sigterm_mid_run_exits_0_and_the_run_is_resumable_on_the_next_star
             assert await _stop(again, signal.SIGTERM) == 0
         finally:
             resumed.release.set()
-        with sqlite3.connect(tmp_path / "data" / "mendbot.db") as db:
+        with sqlite3.connect(tmp_path / "data" / "playground" / "mendbot.db") as db:
             states = [
                 row[0] for row in db.execute("SELECT state FROM run_events WHERE run_id = 1 ORDER BY id")
             ]

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.playground import Playground, PlaygroundError, VirtualWorld
+from bot.settings import Settings
 from tests.harness.discord import make_settings, reply_text, running_world
 
 
@@ -91,9 +92,10 @@ async def test_every_mention_without_a_model_key_gets_an_answer(world: VirtualWo
     assert "(m3): Still no model API key" in out
 
 
-async def test_virtual_clock_starts_at_the_real_time(world: VirtualWorld) -> None:
+async def test_virtual_clock_starts_at_the_real_time(settings: Settings) -> None:
     """The playground's virtual clock starts now, not at a fixed date in the past."""
-    assert abs(world.env.now().timestamp() - time.time()) < 120
+    async with running_world(settings, real_clock=True) as world:
+        assert abs(world.env.now().timestamp() - time.time()) < 120
 
 
 async def test_bad_choice_is_a_playground_error_naming_the_choices(world: VirtualWorld) -> None:

@@ -55,8 +55,12 @@ async def running_world(
     without: Sequence[str] = (),
     prompts_dir: Path | None = None,
     settle_timeout: float = 30.0,
+    real_clock: bool = False,
 ) -> AsyncIterator[VirtualWorld]:
     """A booted bot in a fresh virtual guild; closes bot and services afterwards.
+
+    Its virtual clock starts at simcord's fixed 2026-01-01 00:00 UTC (dates in tests stay
+    deterministic) unless `real_clock`, as in the playground.
 
     `without` leaves extensions out (e.g. `cogs.dice` when `tests.fixtures.buggy_dice` replaces it).
     """
@@ -64,7 +68,7 @@ async def running_world(
     bot = await make_bot(settings, [*extensions, *extra_extensions], prompts_dir)
     current = bot
     try:
-        async with virtual_world(bot, settle_timeout=settle_timeout) as world:
+        async with virtual_world(bot, settle_timeout=settle_timeout, real_clock=real_clock) as world:
             try:
                 yield world
             finally:
