@@ -32,6 +32,7 @@ import aiosqlite
 
 from bot.db import incidents as incident_queries
 from bot.db import search as queries
+from bot.deploy.grammar import read_approval
 from bot.improve.sanitize import sanitize_untrusted
 
 __all__ = [
@@ -47,7 +48,8 @@ __all__ = [
 ]
 
 IntentKind = Literal[
-    "investigate", "fix", "status", "cancel", "pause", "resume", "approve", "reject", "rollback", "none"
+    "investigate", "fix", "status", "cancel", "pause", "resume", "approve", "reject", "rollback", "redo",
+    "none",
 ]
 AMBIGUITY_MARGIN = 0.15
 _RECENCY_HOURS = 24.0
@@ -85,6 +87,7 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
         r"ship(?:\s+it)?", "lgtm", r"merge(?:\s+it)?", r"approved?", r"looks good(?: to me)?",
         r"go ahead and (?:ship|merge)",
     )),
+    ("redo", _words("redo", r"re-?run")),
     ("cancel", _words("stop", "cancel", "abort", r"kill (?:the |that |this )?run")),
     ("pause", _words("pause", r"hold off")),
     ("resume", _words("resume", "unpause", r"carry on", "continue")),
@@ -142,6 +145,11 @@ def parse_intent(text: str) -> Intent:
             kind = "investigate"
         else:
             kind = "fix"  # a complaint: see the module docstring
+    elif first in ("approve", "reject"):
+        # Approving and rejecting follow the one approval grammar (bot.deploy.grammar): anything
+        # short of a clear decision is no decision. A run reference ("ship #7") names the run.
+        verdict = read_approval(_RUN_ID.sub(" ", cleaned)).verdict
+        kind = verdict if verdict in ("approve", "reject") else "none"  # type: ignore[assignment]
     else:
         kind = first  # type: ignore[assignment]  # the names in _PATTERNS are IntentKinds
     run = _RUN_ID.search(lowered)
