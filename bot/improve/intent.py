@@ -149,7 +149,7 @@ def parse_intent(text: str) -> Intent:
         # Approving and rejecting follow the one approval grammar (bot.deploy.grammar): anything
         # short of a clear decision is no decision. A run reference ("ship #7") names the run.
         verdict = read_approval(_RUN_ID.sub(" ", cleaned)).verdict
-        kind = verdict if verdict in ("approve", "reject") else "none"  # type: ignore[assignment]
+        kind = "approve" if verdict == "approve" else "reject" if verdict == "reject" else "none"
     else:
         kind = first  # type: ignore[assignment]  # the names in _PATTERNS are IntentKinds
     run = _RUN_ID.search(lowered)
