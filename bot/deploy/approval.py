@@ -34,6 +34,7 @@ included, is written to the run's events as `approval_<status>` by `user:<id>`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -97,6 +98,7 @@ class ApprovalDecision:
     sha: str
     run_id: int | None = None
     protected_paths: tuple[str, ...] = ()
+    reason: str = ""  # why, in one word (as in the run event): "approved", "stale", "branch_moved", ...
 
 
 @dataclass(frozen=True)
@@ -284,7 +286,7 @@ class ApprovalService:
             if proposal is None or run is None:
                 return ApprovalDecision("refused", f"There is no proposal #{proposal_id}.", 0, 0, sha or "")
             outcome = await self._judge(request, proposal, run, role_ids=role_ids, is_bot=is_bot)
-            decision = outcome.decision
+            decision = dataclasses.replace(outcome.decision, reason=outcome.reason)
             await self._runs.event(
                 run.id,
                 f"approval_{decision.status}",
@@ -530,12 +532,13 @@ class ApprovalService:
             )
         if run.state == "rejected":
             return answer("not_awaiting", "rejected", f"Run #{run.id} was already rejected.")
+        if run.state != "awaiting_approval":
+            why = f": {run.failure_reason.splitlines()[0][:200]}" if run.failure_reason else ""
+            return answer(
+                "not_awaiting", run.state, f"Run #{run.id} isn't awaiting approval (it is {run.state}{why})."
+            )
         if proposal.state == "closed":
             return answer("not_awaiting", "closed", f"Proposal #{proposal.id} is closed.")
-        if run.state != "awaiting_approval":
-            return answer(
-                "not_awaiting", run.state, f"Run #{run.id} isn't awaiting approval (it is {run.state})."
-            )
         return None
 
     async def _reject(self, request: _Request, proposal: Proposal, run: Run) -> _Outcome:

@@ -73,6 +73,7 @@ FORMS: tuple[Form, ...] = (
                     "dont ship it", "don't merge", "don't merge it", "reject", "rejected"), ("❌",)),
 )  # fmt: skip
 
+
 # A word that turns an approval phrase around, or holds it back. The approval phrases contain none
 # of these, so they matter only for the reason given; they are listed to make the rule explicit.
 def _vocabulary(words: str) -> frozenset[str]:

@@ -48,7 +48,16 @@ __all__ = [
 ]
 
 IntentKind = Literal[
-    "investigate", "fix", "status", "cancel", "pause", "resume", "approve", "reject", "rollback", "redo",
+    "investigate",
+    "fix",
+    "status",
+    "cancel",
+    "pause",
+    "resume",
+    "approve",
+    "reject",
+    "rollback",
+    "redo",
     "none",
 ]
 AMBIGUITY_MARGIN = 0.15

@@ -88,10 +88,14 @@ _FORWARD: dict[RunState, set[RunState]] = {
     "investigating": {"planning", "reported"},
     "planning": {"editing"},
     "editing": {"verifying"},
-    "verifying": {"proposing", "editing"},  # editing again: checks failed, the failure goes back
+    # editing again: checks failed, the failure goes back; awaiting approval: a proposal branch that
+    # moved by hand was re-verified and is asked for approval again
+    "verifying": {"proposing", "editing", "awaiting_approval"},
     "proposing": {"awaiting_approval"},
-    "awaiting_approval": {"merging", "rejected"},
-    "merging": {"deployed", "awaiting_approval"},  # back to approval: main moved and the diff changed
+    "awaiting_approval": {"merging", "rejected", "verifying"},
+    # back to approval: main moved and the diff changed, or approvals no longer count at merge time;
+    # verifying: the proposal branch moved after it was approved
+    "merging": {"deployed", "awaiting_approval", "verifying"},
     "deployed": {"watching"},
     "watching": {"resolved", "regressed"},
 }
