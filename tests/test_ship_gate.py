@@ -295,7 +295,7 @@ async def test_an_edit_that_is_still_a_clear_yes_keeps_the_approval(gate: Gate) 
     assert await gate.standing(proposal) == [(alice.id, "approve")]
     await bob.send(gate.world.dev, "ship it", reply_to=message)
     await gate.world.quiesce()
-    merged = gate.replies_to(approving) + [gate.last()]
+    merged = [*gate.replies_to(approving), gate.last()]
     assert await gate.state(run) == "watching", merged
     assert f"<@{alice.id}>" in gate.last() and f"<@{bob.id}>" in gate.last()  # whose approvals counted
 
@@ -303,7 +303,7 @@ async def test_an_edit_that_is_still_a_clear_yes_keeps_the_approval(gate: Gate) 
 async def test_deleting_the_approving_message_withdraws_it_after_a_restart(gate: Gate) -> None:
     """The bot restarts; alice deletes her "ship it" (a raw event, nothing cached): it stops counting."""
     bob = gate.add_approver("bob")
-    run, proposal, message = await gate.propose()
+    run, _proposal, message = await gate.propose()
     alice = gate.world.users["alice"]
     approving = await alice.send(gate.world.dev, "ship it", reply_to=message)
     await gate.world.quiesce()
@@ -336,7 +336,7 @@ async def test_removing_the_reaction_withdraws_it_after_a_restart(gate: Gate) ->
 
 async def test_removing_one_signal_keeps_the_other(gate: Gate) -> None:
     """alice approved by a reply and by ✅; removing the ✅ leaves the reply standing."""
-    run, proposal, message = await gate.propose()
+    _run, proposal, message = await gate.propose()
     alice = gate.world.users["alice"]
     await alice.send(gate.world.dev, "ship it", reply_to=message)
     await alice.react(message, "✅")
@@ -351,7 +351,7 @@ async def test_role_removed_between_approval_and_merge_does_not_count(gate: Gate
     role = gate.world.guild.create_role("maintainers")
     gate.services.settings.access.allowed_role_ids = [role.id]
     carol = gate.world.guild.add_member(gate.world.env.create_user("carol"), roles=[role])
-    run, proposal, message = await gate.propose()
+    run, _proposal, message = await gate.propose()
     await carol.react(message, "✅")
     await gate.world.quiesce()
     assert "(1/2)" in gate.last()
