@@ -340,6 +340,11 @@ class RunService:
         row = await queries.by_id(self._db, run_id)
         return Run.from_row(row) if row is not None else None
 
+    async def for_message(self, message_id: int) -> Run | None:
+        """The run whose status message or report `message_id` is, if any."""
+        run_id = await queries.by_message(self._db, message_id)
+        return await self.find(run_id) if run_id is not None else None
+
     async def get(self, run_id: int) -> Run:
         """The run, or `RunNotFound` (a UserError: ids usually come from people)."""
         run = await self.find(run_id)
