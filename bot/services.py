@@ -218,6 +218,7 @@ async def _assemble(
         _log.info("old action records pruned", count=pruned, retention_days=observe.retention_days)
     services.daemons.start("action-writer", recorder.run_writer())
     services.daemons.start("action-retention", recorder.prune_every(observe.retention_days))
+    services.daemons.start("run-watchdog", improve.watchdog())
     return services
 
 

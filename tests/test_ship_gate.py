@@ -10,6 +10,7 @@ and git — is the real thing, without running the coding agent for each case.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -405,3 +406,47 @@ async def test_rollback_outside_the_dev_channel_is_refused(gate: Gate) -> None:
     result = await gate.world.users["alice"].slash(gate.world.general, "rollback", run_id=1)
     assert result.response is not None and "dev channel" in result.response.content
     assert await gate.services.improve.runs.list_recent(5) == []
+
+
+async def test_watchdog_fails_a_run_stuck_in_merging_and_reports_it(gate: Gate) -> None:
+    """A merge with no progress past stuck_timeout_s becomes a reported failure; a fresh run is left."""
+    runs, improve = gate.services.improve.runs, gate.services.improve
+    stuck, proposal, _ = await gate.propose()
+    stuck = await runs.transition(stuck.id, "merging", actor="test: a merge that never returns")
+    fresh = await runs.create("fix", gate.world.users["alice"].id, gate.world.dev.id, None, "another thing")
+    fresh = await runs.transition(fresh.id, "observing", actor="pipeline")
+    assert "run-watchdog" in gate.services.daemons.running()
+    assert stuck.updated_at < fresh.updated_at
+    # The watchdog's clock, an hour (stuck_timeout_s) after a moment between the two runs' last steps.
+    swept = await improve.sweep_stuck(now=(stuck.updated_at + fresh.updated_at) / 2 + 3600)
+    await gate.world.quiesce()
+    assert [run.id for run in swept] == [stuck.id]
+    failed = await runs.get(stuck.id)
+    assert (failed.state, failed.failure_stage) == ("failed", "merging")
+    assert failed.failure_reason is not None and "watchdog" in failed.failure_reason
+    assert await gate.state(fresh) == "observing"
+    assert (await gate.services.deploy.forge.get(proposal.id)).state == "closed"
+    assert any(
+        m.content.startswith(f"⏱ Run #{stuck.id} failed") and "`redo`" in m.content
+        for m in bot_messages(gate.world, gate.world.dev)
+    )
+
+
+async def test_watchdog_loop_sweeps_on_its_own(gate: Gate) -> None:
+    """The watchdog loop, with a short timeout, fails a run left in editing without being asked."""
+    improve = gate.services.improve
+    run = await improve.runs.create("fix", gate.world.users["alice"].id, gate.world.dev.id, None, "hangs")
+    await improve.runs.transition(run.id, "observing", actor="pipeline")
+    gate.services.settings.improve.stuck_timeout_s = 0.2
+    loop = asyncio.get_running_loop().create_task(improve.watchdog())
+
+    async def failed() -> None:
+        # The loop's only output is the run's row; poll it (bounded by wait_for below).
+        while await gate.state(run) != "failed":  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+    try:
+        await asyncio.wait_for(failed(), 20)
+    finally:
+        loop.cancel()
+    assert "watchdog" in str((await improve.runs.get(run.id)).failure_reason)

@@ -31,6 +31,7 @@ __all__ = [
     "ACTIVE_STATES",
     "BUSY_STATES",
     "TERMINAL_STATES",
+    "TRANSITIONAL_STATES",
     "TRANSITIONS",
     "InvalidTransition",
     "Run",
@@ -77,6 +78,9 @@ ACTIVE_STATES: frozenset[RunState] = ALL_STATES - TERMINAL_STATES - {"interrupte
 BUSY_STATES: frozenset[RunState] = frozenset(
     {"queued", "observing", "investigating", "planning", "editing", "verifying", "proposing"}
 )
+# Transitional: work is under way and a state must follow soon; a run here with no progress for
+# `improve.stuck_timeout_s` is stuck, and the watchdog fails it.
+TRANSITIONAL_STATES: frozenset[RunState] = BUSY_STATES | {"merging"}
 # What a restart interrupts: everything active except a proposal awaiting approval, which stays
 # approvable across restarts.
 # Deployed and watching runs stay too: the watch resumes with the time it has left.

@@ -32,7 +32,15 @@ from bot.improve.gateway import ModelGateway
 from bot.improve.guard import protected_entry
 from bot.improve.memory import Lesson, Memory
 from bot.improve.policy import Policy
-from bot.improve.runs import Run, RunKind, RunService, RunState, slugify
+from bot.improve.runs import (
+    TRANSITIONAL_STATES,
+    InvalidTransition,
+    Run,
+    RunKind,
+    RunService,
+    RunState,
+    slugify,
+)
 from bot.improve.sanitize import untrusted_block
 from bot.improve.verify import Verification, verify
 from bot.improve.workspace import (
@@ -415,6 +423,47 @@ class SelfImprovementAgent:
         if removed:
             _log.warning("stray worktrees removed", count=len(removed))
         return interrupted
+
+    async def watchdog(self) -> None:
+        """Sweep for stuck runs for as long as the bot runs (a daemon: see `sweep_stuck`)."""
+        while True:
+            await asyncio.sleep(min(60.0, self._config.stuck_timeout_s / 4))
+            try:
+                await self.sweep_stuck()
+            except Exception:
+                _log.exception("watchdog sweep failed")
+
+    async def sweep_stuck(self, now: float | None = None) -> list[Run]:
+        """Fail every run that made no progress for `improve.stuck_timeout_s` in a transitional state.
+
+        Nothing else would ever move such a run (a hung check, a git command that never returns, a
+        lost task): it is failed with the reason, its proposal closed, its work stopped if it is
+        running here, and the failure reported in its channel — a state a person can act on (`redo`).
+        """
+        now = self._clock().timestamp() if now is None else now
+        limit = self._config.stuck_timeout_s
+        failed = []
+        for stuck in await self.runs.active():
+            if stuck.state not in TRANSITIONAL_STATES or now - stuck.updated_at < limit:
+                continue
+            minutes = (now - stuck.updated_at) / 60
+            reason = f"stuck: no progress while {stuck.state} for {minutes:.0f} min (watchdog)"
+            try:
+                run = await self.runs.fail(stuck.id, stuck.state, reason, actor="watchdog")
+            except InvalidTransition:
+                continue  # it moved on meanwhile
+            live = self._live.get(run.id)
+            if live is not None and live.task is not None and not live.task.done():
+                await self._stop(live)
+            await self.close_proposal(run, reason)
+            _log.warning("run_stuck", run_id=run.id, state=run.failure_stage, minutes=round(minutes))
+            await self._report(
+                run.id,
+                f"⏱ Run #{run.id} failed: it made no progress while {run.failure_stage} for "
+                f"{minutes:.0f} min. Reply `redo` to this message to start it again.",
+            )
+            failed.append(run)
+        return failed
 
     async def quiesce(self) -> None:
         tasks = [live.task for live in self._live.values() if live.task is not None and not live.task.done()]
