@@ -259,7 +259,7 @@ class DeployService:
         )
         report = await self._reload(live.changed_files)
         await self._start_watch(run, set(live.changed_files))
-        return f"🚀 Merged `{result.merged_sha[:7]}` (approved by {recheck.names()}) and deployed:\n{report}"
+        return f"🚀 Merged `{result.merged_sha[:7]}` and deployed (approved by {recheck.names()}):\n{report}"
 
     async def _branch_moved(self, run: Run, proposal_id: int, moved_to: str, actor: str) -> str:
         if not moved_to:
