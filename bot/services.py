@@ -187,6 +187,7 @@ async def _assemble(
         f"⏸ Run #{run.id} was interrupted by a restart while {run.interrupted_from or 'running'}; "
         f"`/run {run.id} resume` continues it."
         for run in await improve.on_startup()
+        if run.interrupted_from != "merging"
     ]
     services = Services(
         settings=settings,

@@ -177,6 +177,14 @@ class Improve(commands.Cog):
                     "Only allow-listed developers can resume runs.", ephemeral=True
                 )
                 return
+            current = await self.improve.runs.get(run_id)
+            if current.state == "interrupted" and current.interrupted_from == "merging":
+                await interaction.response.defer(thinking=True)
+                text = await self.bot.services.deploy.resume_deploy(
+                    run_id, actor=f"user:{interaction.user.id}"
+                )
+                await interaction.followup.send(text[:2000])
+                return
             run = await self.improve.resume_run(run_id, interaction.user.id)
             await interaction.response.send_message(f"Resuming run #{run.id}.")
             return

@@ -142,6 +142,11 @@ class Ship(commands.Cog):
         self.deploy.roles_of = self.roles_of
         self.deploy.reloader = Reloader(self.bot)
         await self.deploy.resume_watches()
+        self.deploy.in_background(self._continue_deploys())
+
+    async def _continue_deploys(self) -> None:
+        await self.bot.wait_until_ready()  # it reports in the run's channel and reloads cogs
+        await self.deploy.continue_interrupted_deploys()
 
     async def cog_unload(self) -> None:
         self.bot.remove_dynamic_items(ProposalButton, RollbackButton)

@@ -23,7 +23,7 @@ from bot.db import approvals as approval_queries
 from bot.db.proposals import Proposal
 from bot.improve.runs import Run
 from bot.playground import VirtualWorld
-from tests.harness.discord import bot_messages, make_bot, make_settings, running_world
+from tests.harness.discord import bot_messages, make_bot, make_settings, reply_text, running_world
 from tests.harness.repo import git
 
 
@@ -450,3 +450,90 @@ async def test_watchdog_loop_sweeps_on_its_own(gate: Gate) -> None:
     finally:
         loop.cancel()
     assert "watchdog" in str((await improve.runs.get(run.id)).failure_reason)
+
+
+# -- the deploy continues where it stopped ------------------------------------------------------------
+
+
+def _merged_refs(repo: Path) -> list[str]:
+    return git(repo, "for-each-ref", "--format=%(refname)", "refs/mendbot/merged/").split()
+
+
+@pytest.mark.deploy(required_approvals=1)
+async def test_a_stale_index_lock_holds_the_deploy_and_resume_finishes_it(gate: Gate) -> None:
+    """git refuses the fast-forward (a stale index.lock): the run is held with the reason, not merging;
+    once the lock is gone `/run 1 action:resume` fast-forwards and reloads without merging again."""
+    run, proposal, message = await gate.propose()
+    lock = gate.repo / ".git" / "index.lock"
+    lock.write_text("")
+    sent = await gate.world.users["alice"].send(gate.world.dev, "ship it", reply_to=message)
+    await gate.world.quiesce()
+    (held,) = gate.replies_to(sent)
+    assert "the live checkout was not updated" in held and "index.lock" in held
+    assert f"`/run {run.id} action:resume`" in held
+    current = await gate.services.improve.runs.get(run.id)
+    assert (current.state, current.interrupted_from) == ("interrupted", "merging")
+    assert "four" not in (gate.repo / "notes.txt").read_text()
+    lock.unlink()
+    result = await gate.world.users["alice"].slash(gate.world.dev, "run", run_id=run.id, action="resume")
+    await gate.world.quiesce()
+    assert "Merged" in reply_text(result) and "deployed" in reply_text(result)
+    assert await gate.state(run) == "watching"
+    assert git(gate.repo, "rev-parse", "HEAD") == proposal.head_sha
+    assert _merged_refs(gate.repo) == [f"refs/mendbot/merged/{proposal.id}"]
+
+
+@pytest.mark.deploy(required_approvals=1)
+async def test_a_restart_after_the_merge_was_recorded_finishes_the_deploy(gate: Gate) -> None:
+    """The process stops after the merge was recorded, before the fast-forward: at start-up the deploy
+    goes on from there — live checkout at the merge, watched, one report saying so, merged once."""
+    run, proposal, _ = await gate.propose()
+    await gate.services.improve.runs.transition(run.id, "merging", actor="user:1")
+    await gate.services.deploy.forge.merge(proposal.id, proposal.head_sha)  # then the process dies
+    await gate.restart()
+    await gate.world.quiesce()
+    assert await gate.state(run) == "watching"
+    assert git(gate.repo, "rev-parse", "HEAD") == proposal.head_sha
+    texts = [m.content for m in bot_messages(gate.world, gate.world.dev)]
+    continued = [t for t in texts if t.startswith(f"▶️ Run #{run.id} was interrupted")]
+    assert len(continued) == 1 and "Merged" in continued[0], texts[-3:]
+    assert not any("resume` continues it" in t for t in texts)  # not offered as a manual resume
+    assert _merged_refs(gate.repo) == [f"refs/mendbot/merged/{proposal.id}"]
+
+
+async def _decided_then_stopped(gate: Gate, bob: Any) -> tuple[Run, Proposal, Any]:
+    """alice's ✅ through Discord, then bob's approval decided (the run is merging) — and the process
+    stops before merging: only the approval service ran for bob's ✅."""
+    run, proposal, message = await gate.propose()
+    await gate.world.users["alice"].react(message, "✅")
+    await gate.world.quiesce()
+    decision = await gate.services.deploy.approvals.decide(
+        proposal_id=proposal.id, user_id=bob.id, role_ids=[], is_bot=False, channel_id=gate.world.dev.id,
+        form="approve", via="reaction", message_id=message.id, emoji="✅",
+    )  # fmt: skip
+    assert decision.status == "ready" and await gate.state(run) == "merging"
+    return run, proposal, message
+
+
+async def test_a_restart_before_the_merge_was_recorded_merges_once(gate: Gate) -> None:
+    """Stopped after the decision, before the merge: at start-up approvals are counted again (2/2) and
+    the proposal is merged once."""
+    run, proposal, _ = await _decided_then_stopped(gate, gate.add_approver("bob"))
+    await gate.restart()
+    await gate.world.quiesce()
+    assert await gate.state(run) == "watching"
+    assert git(gate.repo, "rev-parse", "HEAD") == proposal.head_sha
+    assert _merged_refs(gate.repo) == [f"refs/mendbot/merged/{proposal.id}"]
+
+
+async def test_a_withdrawal_while_stopped_mid_merge_is_honoured_at_start_up(gate: Gate) -> None:
+    """alice takes her ✅ back while the merge is pending: at start-up only bob's counts (1/2), nothing
+    is merged and the run waits for approval again, saying why."""
+    run, _proposal, message = await _decided_then_stopped(gate, gate.add_approver("bob"))
+    await gate.world.users["alice"].unreact(message, "✅")
+    await gate.world.quiesce()
+    await gate.restart()
+    await gate.world.quiesce()
+    assert await gate.state(run) == "awaiting_approval"
+    assert _merged_refs(gate.repo) == []
+    assert "1/2 approvals" in gate.last() and "Not merged" in gate.last()

@@ -33,7 +33,15 @@ from bot.deploy.grammar import read_approval
 from bot.deploy.merge import MergeError, Merger, RebaseConflict
 from bot.deploy.reload import Reloader, classify, render
 from bot.errors import UserError
-from bot.forge.base import Forge, ForgeError, HeadMovedError, MainMovedError, branch_head
+from bot.forge.base import (
+    Forge,
+    ForgeError,
+    HeadMovedError,
+    MainMovedError,
+    branch_head,
+    merged_ref,
+    resolve_commit,
+)
 from bot.git import git
 from bot.improve.memory import Lesson, Memory
 from bot.improve.runs import Run, RunService
@@ -177,6 +185,9 @@ class DeployService:
 
     async def _merge_and_deploy(self, run: Run, actor: str) -> str:
         assert run.proposal_id is not None and run.verified_sha is not None
+        recorded = await self._recorded_merge(run)
+        if recorded is not None:  # an earlier process merged it and stopped: go on from there
+            return await self._go_live(run, recorded)
         proposal = await self.forge.get(run.proposal_id)
         expected = run.verified_sha
         problem = await self.merger.live_checkout_problem()
@@ -247,19 +258,82 @@ class DeployService:
             await self.runs.transition(run.id, "merging", actor=actor, detail={"after_rebase": True})
             run = await self.runs.get(run.id)
             result = await self.forge.merge(proposal.id, outcome.new_sha)
-        live = await self.merger.update_live_checkout(result.merged_sha)
+        await self.runs.event(
+            run.id,
+            "merge_recorded",
+            actor="pipeline",
+            detail={"merged_sha": result.merged_sha, "approved_by": list(recheck.counted)},
+        )
+        return await self._go_live(run, result.merged_sha, f" (approved by {recheck.names()})")
+
+    async def _go_live(self, run: Run, merged_sha: str, approved: str = "") -> str:
+        """The steps after a recorded merge: fast-forward the live checkout, reload, watch.
+
+        A fast-forward that git refuses (hand edits, a stale index lock) holds the run: it becomes
+        `interrupted` with the reason — never left merging — and `/run N action:resume` finishes the
+        deploy once the cause is gone (the merge itself is not redone).
+        """
+        live = await self.merger.update_live_checkout(merged_sha)
         if not live.ok:
-            await self.runs.event(run.id, "deploy_held", actor="pipeline", detail={"reason": live.reason})
-            return f"⏸ Merged `{result.merged_sha[:7]}`, but the live checkout was not updated: {live.reason}"
+            await self.runs.transition(
+                run.id,
+                "interrupted",
+                actor="pipeline",
+                detail={"held": live.reason, "merged_sha": merged_sha},
+            )
+            return (
+                f"⏸ Merged `{merged_sha[:7]}`{approved}, but the live checkout was not updated: "
+                f"{live.reason}. Run #{run.id} is held: once that is fixed, "
+                f"`/run {run.id} action:resume` finishes the deploy."
+            )
         run = await self.runs.transition(
             run.id,
             "deployed",
             actor="pipeline",
-            detail={"merged_sha": result.merged_sha, "files": live.changed_files},
+            detail={"merged_sha": merged_sha, "files": live.changed_files},
         )
         report = await self._reload(live.changed_files)
         await self._start_watch(run, set(live.changed_files))
-        return f"🚀 Merged `{result.merged_sha[:7]}` and deployed (approved by {recheck.names()}):\n{report}"
+        return f"🚀 Merged `{merged_sha[:7]}` and deployed{approved}:\n{report}"
+
+    async def _recorded_merge(self, run: Run) -> str | None:
+        """The commit the run's merge was recorded as, if the forge recorded one (any earlier process)."""
+        if run.proposal_id is None:
+            return None
+        return await resolve_commit(self._settings.repo_dir, merged_ref(run.proposal_id))
+
+    async def resume_deploy(self, run_id: int, *, actor: str) -> str:
+        """Continue a deploy that a restart or a held fast-forward interrupted, from its last step.
+
+        A recorded merge is fast-forwarded and reloaded, not merged (or re-run through the agent)
+        again; a merge that was not recorded yet is merged now, approvals counted again first.
+        """
+        async with self._ship_lock:
+            run = await self.runs.get(run_id)
+            if run.state != "interrupted" or run.interrupted_from != "merging":
+                raise UserError(f"Run #{run_id} has no interrupted deploy to continue (it is {run.state}).")
+            run = await self.runs.transition(run.id, "merging", actor=actor, detail={"resumed": True})
+            with bind_context(run_id=run_id):
+                return await self._ship(run, actor)
+
+    async def continue_interrupted_deploys(self) -> list[int]:
+        """At start-up: deploys a stop caught between steps go on by themselves, and say so.
+
+        Held ones (git refused the fast-forward) wait for a person: the cause may still be there.
+        """
+        continued = []
+        for run in await self.runs.interrupted():
+            if run.interrupted_from != "merging":
+                continue
+            last = (await self.runs.events(run.id))[-1]
+            if "held" in last.detail:
+                continue
+            text = await self.resume_deploy(run.id, actor="system")
+            await self._notify(
+                run, f"▶️ Run #{run.id} was interrupted by a restart while merging; continued it:\n{text}"
+            )
+            continued.append(run.id)
+        return continued
 
     async def _branch_moved(self, run: Run, proposal_id: int, moved_to: str, actor: str) -> str:
         if not moved_to:
@@ -352,6 +426,10 @@ class DeployService:
     async def _notify(self, run: Run, text: str) -> None:
         if self.reporter is not None:
             await self.reporter.notify(run, text)
+
+    def in_background(self, coro: Any) -> None:
+        """Run `coro` as this service's work: `quiesce()` waits for it."""
+        self._in_background(coro)
 
     def _in_background(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
