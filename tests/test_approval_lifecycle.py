@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from bot.db.approvals import Approval, for_proposal
 from bot.improve.runs import Run
 from bot.services import Services, build_services
 from tests.harness.discord import make_settings
@@ -21,6 +22,7 @@ from tests.test_forge_local import BRANCH, make_repo
 
 TOKEN = "ghs_lifecycleT0kenForTheDouble000000000"
 ALICE = 1
+DEV = 100
 
 
 @pytest.fixture
@@ -38,6 +40,7 @@ async def services(tmp_path: Path) -> AsyncIterator[tuple[Services, GitHubDouble
             forge={"kind": "github", "repository": github.repository, "api_url": github.api_url,
                    "remote_url": bare.as_uri()},
             access={"allowed_user_ids": [ALICE]},
+            discord={"dev_channel_ids": [DEV]},
         )  # fmt: skip
         built = await build_services(settings, watch_prompts=False)
         try:
@@ -65,6 +68,10 @@ async def _awaiting_approval(services: Services) -> Run:
     return await runs.transition(run.id, "awaiting_approval", actor="pipeline", proposal_id=proposal.id)
 
 
+async def approval_rows(services: Services, proposal_id: int) -> list[Approval]:
+    return await for_proposal(services.db, proposal_id)
+
+
 def _pull(github: GitHubDouble) -> dict[str, Any]:
     (pull,) = github.pulls.values()
     return pull
@@ -90,3 +97,25 @@ async def test_a_stuck_run_failed_by_the_watchdog_closes_its_pull_request(
     await built.improve.sweep_stuck(now=run.updated_at + built.settings.improve.stuck_timeout_s + 1)
     assert (await built.improve.runs.get(run.id)).state == "failed"
     assert _pull(github)["state"] == "closed"
+
+
+async def test_a_push_to_the_pull_request_after_approval_merges_nothing_and_asks_again(
+    services: tuple[Services, GitHubDouble],
+) -> None:
+    """Someone pushes to the PR on GitHub: the merge is refused (409), nothing merges, the approvals are
+    dismissed and the run waits for approval again — never left merging."""
+    built, github = services
+    run = await _awaiting_approval(built)
+    repo = built.settings.repo_dir
+    pushed = git(repo, "commit-tree", f"{BRANCH}^{{tree}}", "-p", BRANCH, "-m", "pushed on GitHub")
+    git(repo, "push", "-q", github.bare_repo.as_uri(), f"{pushed}:refs/heads/{BRANCH}")
+    assert run.proposal_id is not None
+    reply = await built.deploy.decide(
+        proposal_id=run.proposal_id, user_id=ALICE, user_name="alice", role_ids=[], is_bot=False,
+        channel_id=DEV, parent_channel_id=None, form="approve", via="words", message_id=5,
+    )  # fmt: skip
+    assert "head moved on the forge" in reply and "nothing was merged" in reply
+    assert (await built.improve.runs.get(run.id)).state == "awaiting_approval"
+    assert _pull(github)["merged"] is False
+    standing = [a for a in await approval_rows(built, run.proposal_id) if a.counts]
+    assert standing == []

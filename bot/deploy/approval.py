@@ -323,6 +323,21 @@ class ApprovalService:
                 return 0
             return await self._mark_stale(proposal, new_sha)
 
+    async def dismiss(self, proposal_id: int, why: str) -> int:
+        """Every standing approval of the proposal stops counting (the forge's head moved under it)."""
+        async with self._lock(proposal_id):
+            proposal = await proposals.get(self._db, proposal_id)
+            if proposal is None:
+                return 0
+            count = await queries.mark_stale(self._db, proposal.id, "")
+            await self._runs.event(
+                proposal.run_id,
+                "approvals_stale",
+                actor="system",
+                detail={"proposal_id": proposal.id, "why": why},
+            )
+            return count
+
     async def _mark_stale(self, proposal: Proposal, new_sha: str) -> int:
         if new_sha != proposal.head_sha:
             await proposals.update(self._db, proposal.id, now=self._now(), head_sha=new_sha)

@@ -339,6 +339,17 @@ class DeployService:
         if not moved_to:
             await self._fail(run, "the proposal branch is gone")
             return f"❌ Run #{run.id}: the proposal branch is gone; nothing was merged."
+        if moved_to == run.verified_sha:
+            # The branch here is as verified, but the forge refused the merge (GitHub: someone pushed
+            # to the pull request): what would be merged is not what was approved.
+            await self.approvals.dismiss(proposal_id, "the head moved on the forge")
+            await self.runs.transition(
+                run.id, "awaiting_approval", actor="pipeline", detail={"why": "head moved on the forge"}
+            )
+            return (
+                "⚠️ The proposal's head moved on the forge: nothing was merged and earlier approvals "
+                "no longer count. Approve again once it is what you want shipped."
+            )
         await self.approvals.mark_stale(proposal_id, moved_to)
         self._in_background(self.reverify(run.id, actor=actor))
         return (
