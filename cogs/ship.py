@@ -146,6 +146,7 @@ class Ship(commands.Cog):
 
     async def _continue_deploys(self) -> None:
         await self.bot.wait_until_ready()  # it reports in the run's channel and reloads cogs
+        await self.deploy.announce_resumed_watches()
         await self.deploy.continue_interrupted_deploys()
 
     async def cog_unload(self) -> None:

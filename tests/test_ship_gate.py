@@ -537,3 +537,16 @@ async def test_a_withdrawal_while_stopped_mid_merge_is_honoured_at_start_up(gate
     assert await gate.state(run) == "awaiting_approval"
     assert _merged_refs(gate.repo) == []
     assert "1/2 approvals" in gate.last() and "Not merged" in gate.last()
+
+
+@pytest.mark.deploy(required_approvals=1)
+async def test_a_restart_during_the_watch_says_the_watch_goes_on(gate: Gate) -> None:
+    """A deployed run is being watched when the bot restarts: the new bot says it is still watching."""
+    run, _, message = await gate.propose()
+    await gate.world.users["alice"].react(message, "✅")
+    await gate.world.quiesce()
+    assert await gate.state(run) == "watching"
+    await gate.restart()
+    await gate.world.quiesce()
+    notes = [m.content for m in bot_messages(gate.world, gate.world.dev) if m.content.startswith("👀")]
+    assert len(notes) == 1 and f"Run #{run.id}: back after a restart, still watching" in notes[0]

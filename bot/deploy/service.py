@@ -105,6 +105,7 @@ class DeployService:
         self.reporter: DeployReporter | None = None
         self.roles_of: RolesLookup | None = None  # the chat side: an approver's current roles
         self._background: set[asyncio.Task[None]] = set()
+        self._resumed_watches: list[tuple[Run, float]] = []
 
     # -- approval → merge → deploy ---------------------------------------------------------------
 
@@ -571,8 +572,18 @@ class DeployService:
                 next((e.detail.get("files", []) for e in reversed(events) if e.state == "deployed"), [])
             )
             await self._start_watch(run, files, remaining)
+            if remaining > 0:
+                self._resumed_watches.append((run, remaining))
             resumed += 1
         return resumed
+
+    async def announce_resumed_watches(self) -> None:
+        """Say in each run's channel that its watch goes on after the restart (once connected)."""
+        resumed, self._resumed_watches = self._resumed_watches, []
+        for run, remaining in resumed:
+            await self._notify(
+                run, f"👀 Run #{run.id}: back after a restart, still watching for {remaining:.0f}s more."
+            )
 
     def stop(self) -> None:
         """Cancel watch timers (a restart resumes them from the runs' events)."""
