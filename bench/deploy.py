@@ -14,6 +14,10 @@ Prints one `name value unit` line per figure (diagnostics go to stderr):
 `merge_to_live_ms` (approval to the new code answering) needs the approval, merge and deploy
 pieces assembled in the bot; `measure_merge_to_live_ms` below is a stub, not called.
 
+- `recover_after_crash_s`: a deploy whose merge was recorded when the process died, before the live
+  checkout moved: from the new process building its services to that deploy completed (live
+  checkout at the merge, run deployed). Median of 5. Target ≤ 5.
+
 Run from the repo root: `.venv/bin/python bench/deploy.py`.
 """
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -132,6 +137,65 @@ async def measure_merge_to_live_ms() -> float:
     return statistics.median(timings)
 
 
+async def measure_recover_after_crash_s() -> float:
+    """Start-up to a crashed deploy completed: a run whose merge was recorded when the process died
+    (before the live checkout moved) — from building the services of the new process to the run
+    deployed, its live checkout at the merge. Median of 5."""
+
+    def git(repo: Path, *args: str) -> str:
+        identity = ["-c", "user.name=bench", "-c", "user.email=bench@mendbot.invalid"]
+        done = subprocess.run(["git", *identity, *args], cwd=repo, capture_output=True, text=True, check=True)
+        return done.stdout.strip()
+
+    timings = []
+    for index in range(5):
+        with tempfile.TemporaryDirectory() as tmp:
+            repo = Path(tmp) / "repo"
+            repo.mkdir()
+            git(repo, "init", "-q", "-b", "main")
+            (repo / "notes.txt").write_text("one\n")
+            git(repo, "add", "-A")
+            git(repo, "commit", "-q", "-m", "start")
+            base = git(repo, "rev-parse", "HEAD")
+            git(repo, "switch", "-q", "-c", "mendbot/1-fix")
+            (repo / "notes.txt").write_text("two\n")
+            git(repo, "commit", "-q", "-am", "fix")
+            head = git(repo, "rev-parse", "HEAD")
+            git(repo, "switch", "-q", "main")
+            settings = load_settings(
+                data_dir=Path(tmp) / "data", repo_dir=repo, health={"enabled": False},
+                deploy={"watch_hand_edits": False}, _env_file=None,
+            )  # fmt: skip
+            services = await build_services(settings, watch_prompts=False)
+            runs = services.improve.runs
+            run = await runs.create("fix", 1, None, None, "bench")
+            for state in ("observing", "investigating", "planning"):
+                await runs.transition(run.id, state, actor="bench")
+            await runs.transition(run.id, "editing", actor="bench", branch="mendbot/1-fix", base_sha=base)
+            await runs.transition(run.id, "verifying", actor="bench")
+            await runs.transition(run.id, "proposing", actor="bench", verified_sha=head, head_sha=head)
+            proposal = await services.deploy.forge.open_proposal(
+                run_id=run.id, branch="mendbot/1-fix", head_sha=head, title="t", body="b"
+            )
+            await runs.transition(run.id, "awaiting_approval", actor="bench", proposal_id=proposal.id)
+            await runs.transition(run.id, "merging", actor="bench")
+            await services.deploy.forge.merge(proposal.id, head)
+            await services.aclose()  # the process dies here, between the merge and the fast-forward
+            started = time.perf_counter()
+            services = await build_services(settings, watch_prompts=False)
+            try:
+                async with virtual_world(MendBot(services)) as world:
+                    await world.quiesce()
+                    state = (await world.bot.services.improve.runs.get(run.id)).state
+                    timings.append(time.perf_counter() - started)
+                    if state not in ("deployed", "watching") or git(repo, "rev-parse", "HEAD") != head:
+                        raise RuntimeError(f"the crashed deploy was not completed (run is {state})")
+            finally:
+                await services.aclose()
+        print(f"recover_after_crash run {index}: {timings[-1]:.2f} s", file=sys.stderr)
+    return statistics.median(timings)
+
+
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
@@ -149,6 +213,7 @@ async def main() -> None:
         finally:
             await services.aclose()
     _emit("merge_to_live_ms", round(await measure_merge_to_live_ms()), "ms")
+    _emit("recover_after_crash_s", round(await measure_recover_after_crash_s(), 2), "s")
 
 
 if __name__ == "__main__":

@@ -207,6 +207,7 @@ async def _assemble(
         f"⏸ Run #{run.id} was interrupted by a restart while {run.interrupted_from or 'running'}; "
         f"`/run {run.id} resume` continues it."
         for run in await improve.on_startup()
+        if run.interrupted_from != "merging"
     ]
     services = Services(
         settings=settings,
@@ -245,6 +246,7 @@ async def _assemble(
         "storage-probe",
         storage.probe_while_failing(lambda: probe(db, clock().timestamp()), storage_config.probe_interval_s),
     )
+    services.daemons.start("run-watchdog", improve.watchdog())
     return services
 
 

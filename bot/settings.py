@@ -182,6 +182,9 @@ class ImproveConfig(_Section):
     runs_per_hour_per_user: int = Field(default=5, ge=1)
     runs_per_hour: int = Field(default=20, ge=1)
     concurrency: int = Field(default=1, ge=1, le=8)
+    # A run with no progress this long in a transitional state (editing, verifying, merging, ...) is
+    # failed and reported by the watchdog; longer than any one stage should take.
+    stuck_timeout_s: float = Field(default=3600, gt=0)
     protected_paths: list[str] = Field(default_factory=lambda: list(DEFAULT_PROTECTED_PATHS))
     model: str = "claude-sonnet-5-5"
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)

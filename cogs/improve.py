@@ -190,7 +190,7 @@ class Improve(commands.Cog):
         if refusal is not None:
             return refusal
         try:
-            run = await self.improve.request(
+            run, joined = await self.improve.request_or_join(
                 kind=kind,
                 requester_id=user.id,
                 channel_id=channel_id,
@@ -202,6 +202,8 @@ class Improve(commands.Cog):
             )
         except UserError as exc:
             return str(exc)
+        if joined:
+            return f"Run #{run.id} is already on it (`{run.state}`)."
         target = f" incident #{incident_id}" if incident_id else (f" `{target_kind}`" if target_kind else "")
         return f"On it: run #{run.id} will {kind}{target}. I'll keep its status message up to date."
 
@@ -266,13 +268,24 @@ class Improve(commands.Cog):
         self,
         interaction: discord.Interaction[MendBot],
         run_id: int,
-        action: Literal["show", "resume"] = "show",
+        action: Literal["show", "resume", "redo"] = "show",
     ) -> None:
+        if action == "redo":
+            await interaction.response.send_message(await self.redo(interaction.user, run_id))
+            return
         if action == "resume":
             if not self._allowed(interaction.user, "resume_run", run_id=run_id):
                 await interaction.response.send_message(
                     "Only allow-listed developers can resume runs.", ephemeral=True
                 )
+                return
+            current = await self.improve.runs.get(run_id)
+            if current.state == "interrupted" and current.interrupted_from == "merging":
+                await interaction.response.defer(thinking=True)
+                text = await self.bot.services.deploy.resume_deploy(
+                    run_id, actor=f"user:{interaction.user.id}"
+                )
+                await interaction.followup.send(text[:2000])
                 return
             run = await self.improve.resume_run(run_id, interaction.user.id)
             await interaction.response.send_message(f"Resuming run #{run.id}.")
@@ -445,6 +458,11 @@ class Improve(commands.Cog):
                 return f"⏸ Paused; {stopped} running run(s) stopped."
             await self.improve.resume(user.id)
             return "▶️ Resumed."
+        if intent.kind == "redo":
+            run_id = intent.run_id or await self._replied_run(message)
+            if run_id is None:
+                return "Reply `redo` to the run's message, or use `/run <id> action:redo`."
+            return await self.redo(user, run_id)
         if intent.kind in ("approve", "reject"):
             ref = message.reference
             approvals = self.bot.services.deploy.approvals
@@ -464,6 +482,28 @@ class Improve(commands.Cog):
                 "To roll back a deployed run use `/rollback <run>` (`now=true` reverts and reloads at once)."
             )
         return None
+
+    async def redo(self, user: discord.abc.User, run_id: int) -> str:
+        """Run again on the same target from the current main (allow-listed); the reply for chat."""
+        if not self._allowed(user, "redo", run_id=run_id):
+            return "Only allow-listed developers can redo runs."
+        try:
+            run, joined = await self.improve.redo(run_id, user.id)
+        except UserError as exc:
+            return str(exc)
+        if joined:
+            return f"Run #{run.id} is already on it (`{run.state}`)."
+        return f"🔁 Run #{run.id} redoes run #{run_id} on the current main; its proposal replaces the old."
+
+    async def _replied_run(self, message: discord.Message) -> int | None:
+        ref = message.reference
+        if ref is None or ref.message_id is None:
+            return None
+        proposal_id = await self.bot.services.deploy.approvals.proposal_for_message(ref.message_id)
+        if proposal_id is not None:
+            return (await self.bot.services.deploy.forge.get(proposal_id)).run_id
+        run = await self.improve.runs.for_message(ref.message_id)
+        return run.id if run is not None else None
 
     def _replied_incident(self, message: discord.Message) -> int | None:
         ref = message.reference

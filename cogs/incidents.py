@@ -150,7 +150,7 @@ async def request_action(
         if not await services.incidents.request(incident_id, user.id, action, via):
             return f"You already asked me to {action} incident #{incident_id}."
         try:
-            run = await services.improve.request(
+            run, joined = await services.improve.request_or_join(
                 kind=action,
                 requester_id=user.id,
                 channel_id=incident.channel_id,
@@ -162,6 +162,8 @@ async def request_action(
             raise
     except UserError as exc:
         return str(exc)
+    if joined:
+        return f"Run #{run.id} is already on it (`{run.state}`)."
     return f"On it: run #{run.id} will {action} incident #{incident_id} (requested by {user.display_name})."
 
 

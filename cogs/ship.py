@@ -1,5 +1,10 @@
 """Shipping in Discord: ✅/🔐/❌ and Approve/Reject on a proposal, "ship it" replies, /rollback,
-and the deploy reports (with a one-click rollback when a change regressed)."""
+and the deploy reports (with a one-click rollback when a change regressed).
+
+Words and reactions are read by the one approval grammar (`bot.deploy.grammar`). Approvals follow
+the human through raw gateway events — a deleted or edited approving message, a removed reaction —
+so they work on messages from before a restart, when nothing is cached.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +17,10 @@ from discord.ext import commands
 
 from bot.app import MendBot, role_ids
 from bot.deploy.approval import ApprovalForm
+from bot.deploy.grammar import normalise, reaction_form, read_approval
 from bot.deploy.reload import Reloader
 from bot.errors import UserError
-from bot.improve.intent import parse_intent
 from bot.improve.runs import Run
-
-REACTIONS: dict[str, ApprovalForm] = {"✅": "approve", "🔐": "approve_security", "❌": "reject"}
-INTENT_FORMS: dict[str, ApprovalForm] = {"approve": "approve", "reject": "reject"}
 
 
 def _parent(channel: Any) -> int | None:
@@ -92,7 +94,15 @@ def proposal_view(proposal_id: int) -> discord.ui.View:
 
 
 async def decide(
-    bot: MendBot, proposal_id: int, user: discord.abc.User, channel: Any, *, form: ApprovalForm, via: str
+    bot: MendBot,
+    proposal_id: int,
+    user: discord.abc.User,
+    channel: Any,
+    *,
+    form: ApprovalForm,
+    via: str,
+    message_id: int | None = None,
+    emoji: str | None = None,
 ) -> str:
     try:
         return await bot.services.deploy.decide(
@@ -105,6 +115,8 @@ async def decide(
             parent_channel_id=_parent(channel),
             form=form,
             via=via,
+            message_id=message_id,
+            emoji=emoji,
         )
     except UserError as exc:
         return str(exc)
@@ -128,13 +140,34 @@ class Ship(commands.Cog):
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(ProposalButton, RollbackButton)
         self.deploy.reporter = self
+        self.deploy.roles_of = self.roles_of
         self.deploy.reloader = Reloader(self.bot)
         await self.deploy.resume_watches()
+        self.deploy.in_background(self._continue_deploys())
+
+    async def _continue_deploys(self) -> None:
+        await self.bot.wait_until_ready()  # it reports in the run's channel and reloads cogs
+        await self.deploy.announce_resumed_watches()
+        await self.deploy.continue_interrupted_deploys()
 
     async def cog_unload(self) -> None:
         self.bot.remove_dynamic_items(ProposalButton, RollbackButton)
         if self.deploy.reporter is self:
             self.deploy.reporter = None
+            self.deploy.roles_of = None
+
+    async def roles_of(self, user_id: int) -> list[int] | None:
+        """The user's roles as Discord has them now (fetched, not cached); None if not a member."""
+        guild_id = self.bot.services.settings.discord.dev_guild_id
+        for guild in self.bot.guilds:
+            if guild_id is not None and guild.id != guild_id:
+                continue
+            try:
+                member = await guild.fetch_member(user_id)
+            except discord.NotFound:
+                continue
+            return [role.id for role in member.roles]
+        return None
 
     # -- DeployReporter ---------------------------------------------------------------------------
 
@@ -150,11 +183,21 @@ class Ship(commands.Cog):
             view.add_item(RollbackButton(run.id))
             await channel.send(text[:2000], view=view)
 
+    async def notify(self, run: Run, text: str) -> None:
+        channel = self.bot.run_channel(run.channel_id)
+        if channel is not None:
+            await channel.send(text[:2000], allowed_mentions=discord.AllowedMentions.none())
+
+    async def _say(self, channel_id: int, text: str | None) -> None:
+        channel = self.bot.get_channel(channel_id)
+        if text and isinstance(channel, discord.abc.Messageable):
+            await channel.send(text[:2000], allowed_mentions=discord.AllowedMentions.none())
+
     # -- signals --------------------------------------------------------------------------------
 
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
-        form = REACTIONS.get(str(payload.emoji))
+        form = reaction_form(str(payload.emoji))
         if form is None or payload.user_id == getattr(self.bot.user, "id", None):
             return
         proposal_id = await self.deploy.approvals.proposal_for_message(payload.message_id)
@@ -166,8 +209,42 @@ class Ship(commands.Cog):
         channel = self.bot.get_channel(payload.channel_id)
         if not isinstance(channel, discord.abc.Messageable):
             return
-        text = await decide(self.bot, proposal_id, user, channel, form=form, via="reaction")
+        text = await decide(
+            self.bot,
+            proposal_id,
+            user,
+            channel,
+            form=form,
+            via="reaction",
+            message_id=payload.message_id,
+            emoji=normalise(str(payload.emoji)),
+        )
         await channel.send(f"{user.mention} {text}"[:2000], allowed_mentions=discord.AllowedMentions.none())
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
+        if reaction_form(str(payload.emoji)) is None:
+            return
+        text = await self.deploy.withdraw(
+            message_id=payload.message_id,
+            user_id=payload.user_id,
+            emoji=normalise(str(payload.emoji)),
+            why="reaction_removed",
+        )
+        await self._say(payload.channel_id, text)
+
+    @commands.Cog.listener()
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        await self._say(
+            payload.channel_id, await self.deploy.withdraw(message_id=payload.message_id, why="deleted")
+        )
+
+    @commands.Cog.listener()
+    async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        content = payload.data.get("content")
+        if content is None:  # an embed or flag update, not an edit of the words
+            return
+        await self._say(payload.channel_id, await self.deploy.message_edited(payload.message_id, content))
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
@@ -176,15 +253,24 @@ class Ship(commands.Cog):
         proposal_id = await self.deploy.approvals.proposal_for_message(message.reference.message_id)
         if proposal_id is None:
             return
-        intent = parse_intent(message.content)
-        form = INTENT_FORMS.get(intent.kind)
-        if form is None:
+        reading = read_approval(message.content)
+        if reading.verdict == "none":
             return
-        if form == "approve" and intent.security:
-            form = "approve_security"
+        if reading.form is None:  # ship-it-like, but not a clear decision: say what would count
+            await self.deploy.unclear(
+                proposal_id=proposal_id, user_id=message.author.id, reason=reading.reason, via="words"
+            )
+            await message.reply(reading.reply()[:2000], mention_author=False)
+            return
         async with message.channel.typing():  # a merge re-verifies and reloads: show it is under way
             text = await decide(
-                self.bot, proposal_id, message.author, message.channel, form=form, via="words"
+                self.bot,
+                proposal_id,
+                message.author,
+                message.channel,
+                form=reading.form,
+                via="words",
+                message_id=message.id,
             )
         await message.reply(text[:2000], mention_author=False)
 
@@ -196,6 +282,10 @@ class Ship(commands.Cog):
         self, interaction: discord.Interaction[MendBot], run_id: int, now: bool = False
     ) -> None:
         user = interaction.user
+        if interaction.channel_id not in self.bot.services.settings.discord.dev_channel_ids:
+            # The same rule as /fix: a rollback's proposal can only be approved in a dev channel.
+            await interaction.response.send_message("Ask me that in the dev channel.", ephemeral=True)
+            return
         if now:
             await interaction.response.defer(thinking=True)
             await interaction.followup.send((await emergency_rollback(self.bot, run_id, user))[:2000])

@@ -93,6 +93,8 @@ async def test_lessons_are_recalled_into_the_next_run_and_named(tmp_path: Path) 
         await _storm(world)
         await world.users["alice"].react(_announcement(world), "🛠")
         await world.quiesce()
+        # One run per incident: run 1 must be over before another run takes the incident up.
+        await world.users["alice"].slash(world.dev, "cancel", run_id=1)
         result = await world.users["alice"].slash(world.dev, "investigate", description="again?", incident=1)
         assert "run #2" in reply_text(result)
         await world.quiesce()

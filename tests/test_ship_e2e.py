@@ -192,3 +192,66 @@ async def test_a_hand_edit_on_disk_is_reloaded_like_a_deploy(tmp_path: Path) -> 
     await pg.send("!roll 2d6")
     await pg.expect(r"🎲 `2d6` →")
     assert await pg.finish() == 0
+
+
+async def test_kill_9_while_a_deploy_is_held_then_resume_finishes_it(tmp_path: Path) -> None:
+    """A stale index.lock holds the fast-forward after the merge was recorded; the bot is killed -9;
+    after a restart, with the lock gone, `/run 1 action=resume` fast-forwards and reloads the merged
+    commit — merged once, the live checkout at it, /roll fixed, no run left merging."""
+    repo = _seeded_copy(tmp_path)
+    async with ModelDouble() as model:
+        model.script(_json_turn(DIAGNOSIS), _json_turn(PLAN), _edit(tmp_path, BUG, FIX), text("Guarded it."))
+        env = {"ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": model.base_url}
+        config = _config(tmp_path, repo)
+        pg = await PlaygroundProcess.start(config, code=repo, env=env)
+        proposal = await _to_proposal(pg)
+        lock = repo / ".git" / "index.lock"
+        lock.write_text("")
+        await pg.send(f"reply {proposal} ship it")
+        await pg.expect(r"the live checkout was not updated", timeout=120)
+        assert _db(tmp_path, "SELECT state, interrupted_from FROM runs") == [("interrupted", "merging")]
+        pg.process.kill()
+        await pg.process.wait()
+        lock.unlink()
+        pg = await PlaygroundProcess.start(config, code=repo, env=env)
+        await pg.send("#dev")
+        await pg.send("/run 1 action=resume")
+        await pg.expect(r"Merged `[0-9a-f]{7}` and deployed", timeout=120)
+        await pg.expect(r"✅ cogs\.dice")
+        await pg.send("#general")
+        await pg.send("!roll 2d6")
+        await pg.expect(r"🎲 `2d6` →")
+        assert await pg.finish() == 0
+    merged = git(repo, "for-each-ref", "--format=%(objectname)", "refs/mendbot/merged/").split()
+    assert merged == [git(repo, "rev-parse", "HEAD")]
+    assert FIX in (repo / "cogs" / "dice.py").read_text()
+    assert _db(tmp_path, "SELECT state FROM runs") == [("watching",)]
+
+
+async def test_kill_9_during_the_watch_resumes_it_after_a_restart(tmp_path: Path) -> None:
+    """Killed -9 right after the deploy: the restarted bot serves the merged code, keeps watching for
+    the time left and reports the run resolved — merged once, one report."""
+    repo = _seeded_copy(tmp_path)
+    async with ModelDouble() as model:
+        model.script(_json_turn(DIAGNOSIS), _json_turn(PLAN), _edit(tmp_path, BUG, FIX), text("Guarded it."))
+        env = {"ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": model.base_url}
+        config = _config(tmp_path, repo)
+        pg = await PlaygroundProcess.start(config, code=repo, env=env)
+        proposal = await _to_proposal(pg)
+        await pg.send(f"reply {proposal} ship it")
+        await pg.expect(r"Merged `[0-9a-f]{7}` and deployed", timeout=120)
+        await pg.expect(r"✅ cogs\.dice")
+        pg.process.kill()
+        await pg.process.wait()
+        pg = await PlaygroundProcess.start(config, code=repo, env=env)
+        await pg.send("#general")
+        await pg.send("!roll 2d6")
+        await pg.expect(r"🎲 `2d6` →")
+        # The new process's virtual clock starts again from its epoch: wait well past the window.
+        await pg.send("wait 10m")
+        await pg.expect(r"Run #1: quiet for 60s after deploy — resolved")
+        assert await pg.finish() == 0
+    merged = git(repo, "for-each-ref", "--format=%(objectname)", "refs/mendbot/merged/").split()
+    assert merged == [git(repo, "rev-parse", "HEAD")]
+    assert _db(tmp_path, "SELECT state FROM runs") == [("resolved",)]
+    assert _db(tmp_path, "SELECT count(*) FROM run_events WHERE state = 'deployed'") == [(1,)]

@@ -11,6 +11,7 @@ import aiosqlite
 __all__ = [
     "Approval",
     "ApprovalForm",
+    "active",
     "approvers",
     "for_proposal",
     "insert",
@@ -18,6 +19,7 @@ __all__ = [
     "messages_for_proposal",
     "proposal_for_message",
     "register_message",
+    "withdraw",
 ]
 
 ApprovalForm = Literal["approve", "approve_security", "reject"]
@@ -34,6 +36,16 @@ class Approval:
     via: str
     created_at: float
     stale: bool
+    source: str = ""
+    message_id: int | None = None
+    emoji: str | None = None
+    withdrawn_at: float | None = None
+    withdrawn_why: str | None = None
+
+    @property
+    def counts(self) -> bool:
+        """Still standing: neither stale (the branch moved) nor withdrawn by its giver."""
+        return not self.stale and self.withdrawn_at is None
 
 
 def _marks(values: Collection[object]) -> str:
@@ -50,12 +62,22 @@ async def insert(
     form: ApprovalForm,
     via: str,
     now: float,
+    source: str = "",
+    message_id: int | None = None,
+    emoji: str | None = None,
 ) -> bool:
-    """Store a decision; False when this user already gave this form for this sha (nothing changes)."""
+    """Store a decision from one signal (`source`); False when that signal already stands for it.
+
+    The same signal given again after it was withdrawn (✅ removed, then added back) stands again.
+    """
     cursor = await db.execute(
-        "INSERT INTO approvals (proposal_id, run_id, user_id, sha, form, via, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (proposal_id, user_id, sha, form) DO NOTHING",
-        (proposal_id, run_id, user_id, sha, form, via, now),
+        "INSERT INTO approvals"
+        " (proposal_id, run_id, user_id, sha, form, via, created_at, source, message_id, emoji)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (proposal_id, user_id, sha, form, source) DO UPDATE SET"
+        " withdrawn_at = NULL, withdrawn_why = NULL, created_at = excluded.created_at"
+        " WHERE withdrawn_at IS NOT NULL",
+        (proposal_id, run_id, user_id, sha, form, via, now, source, message_id, emoji),
     )
     return cursor.rowcount == 1
 
@@ -68,11 +90,12 @@ async def approvers(
     *,
     excluding: Collection[int] = (),
 ) -> list[int]:
-    """Distinct users with a non-stale approval of `sha` in one of `forms`, earliest first."""
+    """Distinct users with a standing approval of `sha` in one of `forms`, earliest first."""
     wanted, skipped = list(forms), list(excluding)
     async with db.execute(
         "SELECT user_id FROM approvals"
-        f" WHERE proposal_id = ? AND sha = ? AND stale = 0 AND form IN ({_marks(wanted)})"
+        " WHERE proposal_id = ? AND sha = ? AND stale = 0 AND withdrawn_at IS NULL"
+        f" AND form IN ({_marks(wanted)})"
         f" AND user_id NOT IN ({_marks(skipped)})"
         " GROUP BY user_id ORDER BY MIN(id)",
         (proposal_id, sha, *wanted, *skipped),
@@ -95,20 +118,74 @@ async def for_proposal(db: aiosqlite.Connection, proposal_id: int) -> list[Appro
         "SELECT * FROM approvals WHERE proposal_id = ? ORDER BY id", (proposal_id,)
     ) as cursor:
         rows = await cursor.fetchall()
-    return [
-        Approval(
-            id=row["id"],
-            proposal_id=row["proposal_id"],
-            run_id=row["run_id"],
-            user_id=row["user_id"],
-            sha=row["sha"],
-            form=row["form"],
-            via=row["via"],
-            created_at=row["created_at"],
-            stale=bool(row["stale"]),
+    return [_row(row) for row in rows]
+
+
+async def active(
+    db: aiosqlite.Connection, proposal_id: int, sha: str, forms: Collection[ApprovalForm]
+) -> list[Approval]:
+    """The standing approvals of `sha` in one of `forms`, oldest first (several per user possible)."""
+    wanted = list(forms)
+    async with db.execute(
+        "SELECT * FROM approvals WHERE proposal_id = ? AND sha = ? AND stale = 0 AND withdrawn_at IS NULL"
+        f" AND form IN ({_marks(wanted)}) ORDER BY id",
+        (proposal_id, sha, *wanted),
+    ) as cursor:
+        return [_row(row) for row in await cursor.fetchall()]
+
+
+async def withdraw(
+    db: aiosqlite.Connection,
+    *,
+    message_id: int,
+    why: str,
+    now: float,
+    user_id: int | None = None,
+    emoji: str | None = None,
+    sources: Collection[str] = ("message", "reaction"),
+) -> list[Approval]:
+    """Withdraw the standing decisions that came from `message_id` (optionally only `user_id`'s, only
+    reactions with `emoji`, only these kinds of `sources`); returns them as they were."""
+    clauses = ["message_id = ?", "withdrawn_at IS NULL"]
+    values: list[object] = [message_id]
+    if user_id is not None:
+        clauses.append("user_id = ?")
+        values.append(user_id)
+    if emoji is not None:
+        clauses.append("emoji = ?")
+        values.append(emoji)
+    kinds = list(sources)
+    clauses.append(f"substr(source, 1, instr(source, ':') - 1) IN ({_marks(kinds)})")
+    values.extend(kinds)
+    where = " AND ".join(clauses)
+    async with db.execute(f"SELECT * FROM approvals WHERE {where} ORDER BY id", values) as cursor:
+        rows = [_row(row) for row in await cursor.fetchall()]
+    if rows:
+        ids = [row.id for row in rows]
+        await db.execute(
+            f"UPDATE approvals SET withdrawn_at = ?, withdrawn_why = ? WHERE id IN ({_marks(ids)})",
+            (now, why, *ids),
         )
-        for row in rows
-    ]
+    return rows
+
+
+def _row(row: aiosqlite.Row) -> Approval:
+    return Approval(
+        id=row["id"],
+        proposal_id=row["proposal_id"],
+        run_id=row["run_id"],
+        user_id=row["user_id"],
+        sha=row["sha"],
+        form=row["form"],
+        via=row["via"],
+        created_at=row["created_at"],
+        stale=bool(row["stale"]),
+        source=row["source"],
+        message_id=row["message_id"],
+        emoji=row["emoji"],
+        withdrawn_at=row["withdrawn_at"],
+        withdrawn_why=row["withdrawn_why"],
+    )
 
 
 async def register_message(

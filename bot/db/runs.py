@@ -12,6 +12,7 @@ __all__ = [
     "RUN_FIELDS",
     "busy",
     "by_id",
+    "by_message",
     "created_since",
     "delete_setting",
     "events",
@@ -222,3 +223,15 @@ async def set_setting(db: aiosqlite.Connection, key: str, value: Any) -> None:
 
 async def delete_setting(db: aiosqlite.Connection, key: str) -> None:
     await db.execute("DELETE FROM settings_kv WHERE key = ?", (key,))
+
+
+async def by_message(db: aiosqlite.Connection, message_id: int) -> int | None:
+    """The run a chat message stands for: its status message, or a report the bot posted about it."""
+    async with db.execute(
+        "SELECT id FROM runs WHERE status_message_id = ?"
+        " UNION ALL SELECT run_id FROM run_events"
+        " WHERE event = 'reported' AND json_extract(detail, '$.message_id') = ? LIMIT 1",
+        (message_id, message_id),
+    ) as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row is not None else None

@@ -13,7 +13,14 @@ in its thread — reaches `ApprovalService.decide()` as plain values, and every 
 5. `deploy.exclude_requester` keeps whoever asked for the run from approving it;
 6. a diff touching `improve.protected_paths` counts only the security form ("ship it security" or
    🔐) and needs `deploy.protected_required_approvals` of them; any other diff needs
-   `deploy.required_approvals` approvals of either form.
+   `deploy.required_approvals` approvals of either form;
+7. approvals follow the human: each stored approval remembers the signal it came from (the
+   approving message, or the reaction on the proposal's message), and `withdraw()` /
+   `message_edited()` take it back when that message is deleted, edited into anything but the same
+   clear decision (`bot.deploy.grammar`), or the reaction is removed;
+8. at merge time `recheck()` counts again, against the *current* allow-list and each approver's
+   *current* roles: a withdrawn, stale or revoked approval does not count, and the merge report
+   names the approvals that did.
 
 "ready" means enough approvals of the head are in, and decide() has already moved the run
 awaiting_approval → merging: the caller merges exactly `decision.sha`. Two approvals arriving
@@ -27,7 +34,8 @@ included, is written to the run's events as `approval_<status>` by `user:<id>`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Sequence
+import dataclasses
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -38,7 +46,7 @@ import aiosqlite
 from bot.access import AccessPolicy
 from bot.db import approvals as queries
 from bot.db import proposals
-from bot.db.approvals import ApprovalForm
+from bot.db.approvals import Approval, ApprovalForm
 from bot.db.proposals import Proposal
 from bot.db.retry import Writes
 from bot.git import git
@@ -53,6 +61,8 @@ __all__ = [
     "ApprovalService",
     "DecisionStatus",
     "DiffUnavailable",
+    "Recheck",
+    "RolesLookup",
     "is_protected",
     "touches_protected",
 ]
@@ -64,6 +74,10 @@ DecisionStatus = Literal["ready", "recorded", "refused", "rejected", "already_me
 _MERGED_STATES = frozenset({"merging", "deployed", "watching", "resolved", "regressed"})
 _GIT_TIMEOUT_S = 60.0
 _SECURITY_HINT = "approve with **ship it security** or 🔐"
+
+# The approver's roles as Discord has them now (None: not a member any more); None as a whole when
+# no Discord is attached (then only user ids are re-checked, and role-only approvers do not count).
+RolesLookup = Callable[[int], Awaitable[list[int] | None]]
 
 
 class DiffUnavailable(Exception):
@@ -85,6 +99,24 @@ class ApprovalDecision:
     sha: str
     run_id: int | None = None
     protected_paths: tuple[str, ...] = ()
+    reason: str = ""  # why, in one word (as in the run event): "approved", "stale", "branch_moved", ...
+
+
+@dataclass(frozen=True)
+class Recheck:
+    """Approvals counted again at merge time: who counted, who no longer did and why."""
+
+    counted: tuple[int, ...]
+    dropped: tuple[tuple[int, str], ...]
+    required: int
+    sha: str
+
+    @property
+    def enough(self) -> bool:
+        return len(self.counted) >= self.required
+
+    def names(self) -> str:
+        return ", ".join(f"<@{user}>" for user in self.counted) or "nobody"
 
 
 @dataclass(frozen=True)
@@ -97,6 +129,9 @@ class _Request:
     channel_id: int
     parent_channel_id: int | None
     sha: str | None
+    source: str = ""
+    message_id: int | None = None
+    emoji: str | None = None
 
 
 @dataclass
@@ -223,13 +258,23 @@ class ApprovalService:
         parent_channel_id: int | None = None,
         user_name: str | None = None,
         sha: str | None = None,
+        message_id: int | None = None,
+        emoji: str | None = None,
     ) -> ApprovalDecision:
         """Apply one approval or rejection; see the module docstring for the rules and statuses.
 
         `parent_channel_id` is the parent of a thread; `sha` is the head the person saw (e.g. from a
-        button), None for the proposal's current head.
+        button), None for the proposal's current head. `message_id` is the approving message (words)
+        or the message reacted on (with `emoji`): what withdraws the approval later.
         """
+        source = {
+            "words": f"message:{message_id}",
+            "reaction": f"reaction:{message_id}:{emoji}",
+        }.get(via, f"{via}:{message_id or ''}")
         request = _Request(
+            source=source,
+            message_id=message_id,
+            emoji=emoji,
             proposal_id=proposal_id,
             user_id=user_id,
             name=user_name or f"<@{user_id}>",
@@ -245,7 +290,7 @@ class ApprovalService:
             if proposal is None or run is None:
                 return ApprovalDecision("refused", f"There is no proposal #{proposal_id}.", 0, 0, sha or "")
             outcome = await self._judge(request, proposal, run, role_ids=role_ids, is_bot=is_bot)
-            decision = outcome.decision
+            decision = dataclasses.replace(outcome.decision, reason=outcome.reason)
             await self._runs.event(
                 run.id,
                 f"approval_{decision.status}",
@@ -282,6 +327,21 @@ class ApprovalService:
                 return 0
             return await self._mark_stale(proposal, new_sha)
 
+    async def dismiss(self, proposal_id: int, why: str) -> int:
+        """Every standing approval of the proposal stops counting (the forge's head moved under it)."""
+        async with self._lock(proposal_id):
+            proposal = await proposals.get(self._db, proposal_id)
+            if proposal is None:
+                return 0
+            count = await queries.mark_stale(self._db, proposal.id, "")
+            await self._runs.event(
+                proposal.run_id,
+                "approvals_stale",
+                actor="system",
+                detail={"proposal_id": proposal.id, "why": why},
+            )
+            return count
+
     async def _mark_stale(self, proposal: Proposal, new_sha: str) -> int:
         if new_sha != proposal.head_sha:
             await proposals.update(self._db, proposal.id, now=self._now(), head_sha=new_sha)
@@ -300,6 +360,105 @@ class ApprovalService:
             )
         _log.info("approvals_stale", proposal_id=proposal.id, new_sha=new_sha, stale=count)
         return count
+
+    # -- approvals follow the human ----------------------------------------------------------------
+
+    async def withdraw(
+        self,
+        *,
+        message_id: int,
+        why: str,
+        user_id: int | None = None,
+        emoji: str | None = None,
+        sources: Collection[str] = ("message", "reaction"),
+    ) -> list[Approval]:
+        """Take back the standing decisions that came from `message_id`; returns those withdrawn.
+
+        Each is written to its run's events (`approval_withdrawn`); a run already merging re-counts at
+        merge time (`recheck`), so a withdrawal that races the merge still cannot be counted.
+        """
+        withdrawn = await queries.withdraw(
+            self._db, message_id=message_id, why=why, now=self._now(), user_id=user_id, emoji=emoji,
+            sources=sources,
+        )  # fmt: skip
+        for approval in withdrawn:
+            await self._runs.event(
+                approval.run_id,
+                "approval_withdrawn",
+                actor=f"user:{approval.user_id}",
+                detail={
+                    "proposal_id": approval.proposal_id,
+                    "sha": approval.sha,
+                    "form": approval.form,
+                    "source": approval.source,
+                    "why": why,
+                },
+            )
+            _log.info(
+                "approval_withdrawn", proposal_id=approval.proposal_id, user_id=approval.user_id, why=why
+            )
+        return withdrawn
+
+    async def message_edited(self, message_id: int, form: ApprovalForm | None) -> list[Approval]:
+        """An approving message was edited; it now reads as `form` (None: not a clear decision).
+
+        An edit that is still the same clear decision keeps it; anything else withdraws it.
+        """
+        async with self._db.execute(
+            "SELECT DISTINCT form FROM approvals WHERE message_id = ? AND withdrawn_at IS NULL"
+            " AND source LIKE 'message:%'",
+            (message_id,),
+        ) as cursor:
+            standing = {row[0] for row in await cursor.fetchall()}
+        if not standing or standing == {form}:
+            return []
+        return await self.withdraw(message_id=message_id, why="edited", sources=("message",))
+
+    async def recheck(self, proposal_id: int, roles_of: RolesLookup | None) -> Recheck:
+        """Count the proposal's standing approvals of its head again, as of now (module docstring, 8).
+
+        Each approver must still be allow-listed — by user id, or by a role they hold *now*
+        (`roles_of`) — and not be the requester when `deploy.exclude_requester` is set.
+        """
+        proposal = await proposals.get(self._db, proposal_id)
+        if proposal is None:
+            return Recheck((), (), 1, "")
+        run = await self._runs.get(proposal.run_id)
+        protection = await self._protected(run, proposal)
+        deploy = self._settings.deploy
+        forms: tuple[ApprovalForm, ...] = (
+            ("approve_security",) if protection.protected else ("approve", "approve_security")
+        )
+        required = deploy.protected_required_approvals if protection.protected else deploy.required_approvals
+        counted: list[int] = []
+        dropped: list[tuple[int, str]] = []
+        for user_id in dict.fromkeys(
+            a.user_id for a in await queries.active(self._db, proposal.id, proposal.head_sha, forms)
+        ):
+            if deploy.exclude_requester and user_id == run.requester_id:
+                dropped.append((user_id, "requested the run"))
+                continue
+            roles = await roles_of(user_id) if roles_of is not None else []
+            if not self._access.is_allowed(user_id, roles or ()):
+                dropped.append(
+                    (user_id, "is no longer allow-listed" if roles is not None else "left the server")
+                )
+                continue
+            counted.append(user_id)
+        result = Recheck(tuple(counted), tuple(dropped), required, proposal.head_sha)
+        await self._runs.event(
+            run.id,
+            "approvals_rechecked",
+            actor="system",
+            detail={
+                "proposal_id": proposal.id,
+                "sha": proposal.head_sha,
+                "counted": counted,
+                "dropped": [{"user_id": user, "why": why} for user, why in dropped],
+                "required": required,
+            },
+        )
+        return result
 
     async def _judge(
         self, request: _Request, proposal: Proposal, run: Run, *, role_ids: Collection[int], is_bot: bool
@@ -392,12 +551,13 @@ class ApprovalService:
             )
         if run.state == "rejected":
             return answer("not_awaiting", "rejected", f"Run #{run.id} was already rejected.")
+        if run.state != "awaiting_approval":
+            why = f": {run.failure_reason.splitlines()[0][:200]}" if run.failure_reason else ""
+            return answer(
+                "not_awaiting", run.state, f"Run #{run.id} isn't awaiting approval (it is {run.state}{why})."
+            )
         if proposal.state == "closed":
             return answer("not_awaiting", "closed", f"Proposal #{proposal.id} is closed.")
-        if run.state != "awaiting_approval":
-            return answer(
-                "not_awaiting", run.state, f"Run #{run.id} isn't awaiting approval (it is {run.state})."
-            )
         return None
 
     async def _reject(self, request: _Request, proposal: Proposal, run: Run) -> _Outcome:
@@ -426,8 +586,10 @@ class ApprovalService:
         )
         required = deploy.protected_required_approvals if protection.protected else deploy.required_approvals
         excluding = (run.requester_id,) if deploy.exclude_requester else ()
-        added = await self._store(request, proposal)
+        before = await queries.approvers(self._db, proposal.id, head, forms, excluding=excluding)
+        await self._store(request, proposal)
         users = await queries.approvers(self._db, proposal.id, head, forms, excluding=excluding)
+        added = request.user_id not in before
         detail: dict[str, Any] = {"approvers": users, "protected_paths": list(protection.paths)}
         if protection.error is not None:
             detail["diff_error"] = protection.error
@@ -492,6 +654,9 @@ class ApprovalService:
                 form=request.form,
                 via=request.via,
                 now=self._now(),
+                source=request.source,
+                message_id=request.message_id,
+                emoji=request.emoji,
             ),
             what="approval",
         )

@@ -189,6 +189,29 @@ class Merger:
         )
         return outcome
 
+    async def reverify(self, head_sha: str, run_id: int) -> Verification:
+        """Verify `head_sha` as it is (a proposal branch that moved by hand), in a temporary detached
+        worktree like a rebase, sandboxed like every verify; the branch itself is not touched."""
+        path = self.workspace.worktrees_dir / f"reverify-{run_id}"
+        if path.exists():
+            await self.workspace.remove(path)  # left over from a stopped process
+        path.parent.mkdir(parents=True, exist_ok=True)
+        await self._git(self.repo_root, "worktree", "add", "--detach", str(path), head_sha)
+        try:
+            verification = await verify(
+                path,
+                self.checks,
+                self.timeout_s,
+                sandbox=self.sandbox,
+                git_dir=self.repo_root / ".git",
+                smoke=self._smoke,
+                redact=self._redact,
+            )
+        finally:
+            await self.workspace.remove(path)
+        _log.info("reverified", run_id=run_id, sha=head_sha, ok=verification.ok)
+        return verification
+
     async def _rebase(self, path: Path, base_sha: str, onto_sha: str, branch: str) -> str:
         result = await git(
             path,

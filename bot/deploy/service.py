@@ -8,6 +8,13 @@ what changed (cogs, prompts; a change to bot/ drains and restarts) → watch the
 a new failure in the touched code → regressed, with a rollback offered. Rollback reverts the merge
 on a branch and goes through verify and approval like any change; the emergency form reverts and
 reloads at once.
+
+No run ever stays in `merging`: every way out of it ends in a state a person can act on, with a
+message — merged and deployed; back to awaiting approval (approvals no longer count at merge time,
+or rebasing changed the diff); re-verifying a proposal branch that moved, then awaiting approval
+again (or failed if the checks fail on it); failed with the conflicting files when main moved and
+the change no longer applies ("say `redo`"); failed with the reason when the re-verification after
+a rebase fails, or anything else goes wrong. A failed, rejected or cancelled run's proposal is closed.
 """
 
 from __future__ import annotations
@@ -21,11 +28,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.access import AccessPolicy
-from bot.deploy.approval import ApprovalDecision, ApprovalForm, ApprovalService
-from bot.deploy.merge import Merger
+from bot.deploy.approval import ApprovalDecision, ApprovalForm, ApprovalService, Recheck, RolesLookup
+from bot.deploy.grammar import read_approval
+from bot.deploy.merge import MergeError, Merger, RebaseConflict
 from bot.deploy.reload import Reloader, classify, render
 from bot.errors import UserError
-from bot.forge.base import Forge, HeadMovedError, MainMovedError
+from bot.forge.base import (
+    Forge,
+    ForgeError,
+    HeadMovedError,
+    MainMovedError,
+    branch_head,
+    merged_ref,
+    resolve_commit,
+)
 from bot.git import git
 from bot.improve.memory import Lesson, Memory
 from bot.improve.runs import Run, RunService
@@ -47,6 +63,10 @@ class DeployReporter(Protocol):
     async def deployed(self, run: Run, text: str) -> None: ...
 
     async def regressed(self, run: Run, text: str) -> None: ...
+
+    async def notify(self, run: Run, text: str) -> None:
+        """A message about the run in its channel (re-verification, withdrawals, failures)."""
+        ...
 
 
 @dataclass
@@ -83,6 +103,9 @@ class DeployService:
         self._ship_lock = asyncio.Lock()  # one merge/deploy at a time: the live checkout is shared
         self.reloader: Reloader | None = None
         self.reporter: DeployReporter | None = None
+        self.roles_of: RolesLookup | None = None  # the chat side: an approver's current roles
+        self._background: set[asyncio.Task[None]] = set()
+        self._resumed_watches: list[tuple[Run, float]] = []
 
     # -- approval → merge → deploy ---------------------------------------------------------------
 
@@ -98,8 +121,13 @@ class DeployService:
         parent_channel_id: int | None,
         form: ApprovalForm,
         via: str,
+        message_id: int | None = None,
+        emoji: str | None = None,
     ) -> str:
-        """One approval signal (✅, button, "ship it", ❌, …): the reply for chat."""
+        """One approval signal (✅, button, "ship it", ❌, …): the reply for chat.
+
+        `message_id` is the approving message (words) or the message reacted on (with `emoji`).
+        """
         allowed = AccessPolicy(self._settings.access).is_allowed(user_id, role_ids, is_bot=is_bot)
         if form != "reject" and allowed:  # others get the approval service's refusal, recorded
             problem = await self.merger.live_checkout_problem()
@@ -119,12 +147,18 @@ class DeployService:
             parent_channel_id=parent_channel_id,
             form=form,
             via=via,
+            message_id=message_id,
+            emoji=emoji,
         )
         if decision.status == "rejected":
             proposal = await self.forge.get(proposal_id)
-            await self.forge.close(proposal_id, f"rejected by user {user_id}")
+            await self._close(proposal_id, f"rejected by user {user_id}")
             _log.info("proposal rejected", proposal_id=proposal.id)
             return decision.message
+        if decision.reason == "branch_moved" and decision.run_id is not None:
+            # Someone committed to the proposal branch: verify what is there now, then ask again.
+            self._in_background(self.reverify(decision.run_id, actor=f"user:{user_id}"))
+            return decision.message + " Re-verifying it now; approve again once it passes."
         if decision.status != "ready":
             return decision.message
         proposal = await self.forge.get(proposal_id)
@@ -138,7 +172,23 @@ class DeployService:
                 return await self._ship(run, actor)
 
     async def _ship(self, run: Run, actor: str) -> str:
+        """Every way out of `merging` ends in a state a person can act on (module docstring)."""
+        try:
+            return await self._merge_and_deploy(run, actor)
+        except Exception as exc:  # a bug or a git/forge failure must not leave the run merging
+            current = await self.runs.get(run.id)
+            if current.state != "merging":
+                raise
+            _log.exception("merge failed", run_id=run.id)
+            reason = f"{type(exc).__name__}: {exc}"
+            await self._fail(current, reason)
+            return f"❌ Run #{run.id} could not be merged: {reason[:500]}"
+
+    async def _merge_and_deploy(self, run: Run, actor: str) -> str:
         assert run.proposal_id is not None and run.verified_sha is not None
+        recorded = await self._recorded_merge(run)
+        if recorded is not None:  # an earlier process merged it and stopped: go on from there
+            return await self._go_live(run, recorded)
         proposal = await self.forge.get(run.proposal_id)
         expected = run.verified_sha
         problem = await self.merger.live_checkout_problem()
@@ -147,31 +197,45 @@ class DeployService:
                 run.id, "awaiting_approval", actor="pipeline", detail={"held": problem}
             )
             return f"⏸ Not merged: {problem}. Approve again once the live checkout is clean."
-        try:
-            result = await self.forge.merge(proposal.id, expected)
-        except HeadMovedError:
-            await self.approvals.mark_stale(proposal.id, proposal.head_sha)
+        moved_to = await branch_head(self._settings.repo_dir, proposal.branch)
+        if moved_to is not None and moved_to != expected:
+            return await self._branch_moved(run, proposal.id, moved_to, actor)
+        recheck = await self.approvals.recheck(proposal.id, self.roles_of)
+        if not recheck.enough:
             await self.runs.transition(
                 run.id,
                 "awaiting_approval",
                 actor="pipeline",
-                detail={"why": "the branch moved after verification"},
+                detail={"recheck": "not enough current approvals", "counted": list(recheck.counted)},
             )
-            return "⚠️ The branch moved after it was verified: approve again once it is re-verified."
+            return _not_enough(recheck)
+        try:
+            result = await self.forge.merge(proposal.id, expected)
+        except HeadMovedError:
+            moved_to = await branch_head(self._settings.repo_dir, proposal.branch)
+            return await self._branch_moved(run, proposal.id, moved_to or "", actor)
         except MainMovedError as moved:
-            outcome = await self.merger.rebase_and_reverify(
-                branch=proposal.branch,
-                base_sha=run.base_sha or "",
-                head_sha=expected,
-                run_id=run.id,
-                onto=moved.main_sha,
-            )
+            try:
+                outcome = await self.merger.rebase_and_reverify(
+                    branch=proposal.branch,
+                    base_sha=run.base_sha or "",
+                    head_sha=expected,
+                    run_id=run.id,
+                    onto=moved.main_sha,
+                )
+            except RebaseConflict as conflict:
+                files = ", ".join(f"`{name}`" for name in conflict.files[:10])
+                await self._fail(run, f"main moved and conflicts in {', '.join(conflict.files)}")
+                return (
+                    f"❌ Not merged: main moved and conflicts in {files}; say `redo` (replying to this"
+                    f" run's message, or `/run {run.id} action:redo`) to re-run on the new main."
+                )
+            except MergeError as exc:
+                await self._fail(run, f"rebasing onto the new main failed: {exc}")
+                return f"❌ Not merged: main moved and rebasing onto it failed: {str(exc)[:500]}"
             if not outcome.verification.ok:
-                await self.runs.fail(
-                    run.id,
-                    "merging",
-                    "after rebasing onto main the checks fail:\n" + outcome.verification.summary(),
-                    actor="pipeline",
+                await self._fail(
+                    run, "after rebasing onto main the checks fail:\n" + outcome.verification.summary()
                 )
                 return (
                     "❌ main moved; rebased onto it, the checks fail — not merged.\n"
@@ -195,19 +259,221 @@ class DeployService:
             await self.runs.transition(run.id, "merging", actor=actor, detail={"after_rebase": True})
             run = await self.runs.get(run.id)
             result = await self.forge.merge(proposal.id, outcome.new_sha)
-        live = await self.merger.update_live_checkout(result.merged_sha)
+        await self.runs.event(
+            run.id,
+            "merge_recorded",
+            actor="pipeline",
+            detail={"merged_sha": result.merged_sha, "approved_by": list(recheck.counted)},
+        )
+        return await self._go_live(run, result.merged_sha, f" (approved by {recheck.names()})")
+
+    async def _go_live(self, run: Run, merged_sha: str, approved: str = "") -> str:
+        """The steps after a recorded merge: fast-forward the live checkout, reload, watch.
+
+        A fast-forward that git refuses (hand edits, a stale index lock) holds the run: it becomes
+        `interrupted` with the reason — never left merging — and `/run N action:resume` finishes the
+        deploy once the cause is gone (the merge itself is not redone).
+        """
+        live = await self.merger.update_live_checkout(merged_sha)
         if not live.ok:
-            await self.runs.event(run.id, "deploy_held", actor="pipeline", detail={"reason": live.reason})
-            return f"⏸ Merged `{result.merged_sha[:7]}`, but the live checkout was not updated: {live.reason}"
+            await self.runs.transition(
+                run.id,
+                "interrupted",
+                actor="pipeline",
+                detail={"held": live.reason, "merged_sha": merged_sha},
+            )
+            return (
+                f"⏸ Merged `{merged_sha[:7]}`{approved}, but the live checkout was not updated: "
+                f"{live.reason}. Run #{run.id} is held: once that is fixed, "
+                f"`/run {run.id} action:resume` finishes the deploy."
+            )
         run = await self.runs.transition(
             run.id,
             "deployed",
             actor="pipeline",
-            detail={"merged_sha": result.merged_sha, "files": live.changed_files},
+            detail={"merged_sha": merged_sha, "files": live.changed_files},
         )
         report = await self._reload(live.changed_files)
         await self._start_watch(run, set(live.changed_files))
-        return f"🚀 Merged `{result.merged_sha[:7]}` and deployed:\n{report}"
+        return f"🚀 Merged `{merged_sha[:7]}` and deployed{approved}:\n{report}"
+
+    async def _recorded_merge(self, run: Run) -> str | None:
+        """The commit the run's merge was recorded as, if the forge recorded one (any earlier process)."""
+        if run.proposal_id is None:
+            return None
+        return await resolve_commit(self._settings.repo_dir, merged_ref(run.proposal_id))
+
+    async def resume_deploy(self, run_id: int, *, actor: str) -> str:
+        """Continue a deploy that a restart or a held fast-forward interrupted, from its last step.
+
+        A recorded merge is fast-forwarded and reloaded, not merged (or re-run through the agent)
+        again; a merge that was not recorded yet is merged now, approvals counted again first.
+        """
+        async with self._ship_lock:
+            run = await self.runs.get(run_id)
+            if run.state != "interrupted" or run.interrupted_from != "merging":
+                raise UserError(f"Run #{run_id} has no interrupted deploy to continue (it is {run.state}).")
+            run = await self.runs.transition(run.id, "merging", actor=actor, detail={"resumed": True})
+            with bind_context(run_id=run_id):
+                return await self._ship(run, actor)
+
+    async def continue_interrupted_deploys(self) -> list[int]:
+        """At start-up: deploys a stop caught between steps go on by themselves, and say so.
+
+        Held ones (git refused the fast-forward) wait for a person: the cause may still be there.
+        """
+        continued = []
+        for run in await self.runs.interrupted():
+            if run.interrupted_from != "merging":
+                continue
+            last = (await self.runs.events(run.id))[-1]
+            if "held" in last.detail:
+                continue
+            text = await self.resume_deploy(run.id, actor="system")
+            await self._notify(
+                run, f"▶️ Run #{run.id} was interrupted by a restart while merging; continued it:\n{text}"
+            )
+            continued.append(run.id)
+        return continued
+
+    async def _branch_moved(self, run: Run, proposal_id: int, moved_to: str, actor: str) -> str:
+        if not moved_to:
+            await self._fail(run, "the proposal branch is gone")
+            return f"❌ Run #{run.id}: the proposal branch is gone; nothing was merged."
+        if moved_to == run.verified_sha:
+            # The branch here is as verified, but the forge refused the merge (GitHub: someone pushed
+            # to the pull request): what would be merged is not what was approved.
+            await self.approvals.dismiss(proposal_id, "the head moved on the forge")
+            await self.runs.transition(
+                run.id, "awaiting_approval", actor="pipeline", detail={"why": "head moved on the forge"}
+            )
+            return (
+                "⚠️ The proposal's head moved on the forge: nothing was merged and earlier approvals "
+                "no longer count. Approve again once it is what you want shipped."
+            )
+        await self.approvals.mark_stale(proposal_id, moved_to)
+        self._in_background(self.reverify(run.id, actor=actor))
+        return (
+            f"⚠️ The branch moved to `{moved_to[:7]}` after it was verified: nothing was merged. "
+            "Re-verifying it now; approve again once it passes."
+        )
+
+    async def reverify(self, run_id: int, *, actor: str) -> Run:
+        """The proposal branch moved (a hand commit): verify its new head in the sandbox, then ask
+        for approval again — or fail with the reason (and close the proposal) if the checks fail."""
+        async with self._ship_lock:
+            run = await self.runs.get(run_id)
+            if run.state not in ("awaiting_approval", "merging") or run.proposal_id is None:
+                return run
+            proposal = await self.forge.get(run.proposal_id)
+            head = await branch_head(self._settings.repo_dir, proposal.branch)
+            if head is None:
+                await self._fail(run, "the proposal branch is gone")
+                return await self.runs.get(run_id)
+            if head == run.verified_sha:
+                return run
+            await self.approvals.mark_stale(proposal.id, head)
+            run = await self.runs.transition(
+                run.id, "verifying", actor=actor, detail={"reverify": head, "was": run.verified_sha}
+            )
+            try:
+                verification = await self.merger.reverify(head, run.id)
+            except Exception as exc:
+                _log.exception("re-verification failed", run_id=run.id)
+                await self._fail(run, f"re-verifying `{head[:7]}` failed: {type(exc).__name__}: {exc}")
+                return await self.runs.get(run_id)
+            await self.runs.event(
+                run.id,
+                "checks",
+                actor="pipeline",
+                detail={"ok": verification.ok, "sha": verification.sha, "summary": verification.summary()},
+            )
+            now = await branch_head(self._settings.repo_dir, proposal.branch)
+            if not verification.ok or verification.dirty or verification.sha != head or now != head:
+                why = (
+                    f"the branch moved again (to `{(now or '?')[:7]}`) while it was re-verified"
+                    if now != head
+                    else "the checks fail on it:\n" + verification.summary()
+                )
+                await self._fail(run, f"the proposal branch moved to `{head[:7]}` and {why}")
+                await self._notify(run, f"❌ Run #{run.id}: the branch moved to `{head[:7]}` and {why}")
+                return await self.runs.get(run_id)
+            run = await self.runs.transition(
+                run.id,
+                "awaiting_approval",
+                actor="pipeline",
+                detail={"reverified": head},
+                head_sha=head,
+                verified_sha=head,
+            )
+            await self._notify(
+                run,
+                f"🔁 Run #{run.id}: the branch moved to `{head[:7]}`; re-verified ✅ — it needs approval "
+                "again (**ship it** or ✅ on the proposal).\n" + verification.summary(),
+            )
+            return run
+
+    async def _fail(self, run: Run, reason: str) -> None:
+        """End the run as failed with `reason` and close its proposal; the caller says so in chat."""
+        current = await self.runs.get(run.id)
+        if current.terminal:
+            return
+        await self.runs.fail(run.id, current.state, reason, actor="pipeline")
+        if current.proposal_id is not None:
+            await self._close(current.proposal_id, f"run {run.id} failed: {reason[:200]}")
+
+    async def _close(self, proposal_id: int, reason: str) -> None:
+        try:
+            await self.forge.close(proposal_id, reason)
+        except ForgeError as exc:  # merged already, or the forge is unreachable: say so, don't wedge
+            _log.warning("proposal_close_failed", proposal_id=proposal_id, error=str(exc))
+
+    async def close_proposal_of(self, run: Run, reason: str) -> None:
+        """Close the run's proposal if it is still open (a cancelled, failed or rolled-back run)."""
+        if run.proposal_id is not None:
+            proposal = await self.forge.get(run.proposal_id)
+            if proposal.state == "open":
+                await self._close(proposal.id, reason)
+
+    async def _notify(self, run: Run, text: str) -> None:
+        if self.reporter is not None:
+            await self.reporter.notify(run, text)
+
+    def in_background(self, coro: Any) -> None:
+        """Run `coro` as this service's work: `quiesce()` waits for it."""
+        self._in_background(coro)
+
+    def _in_background(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- approvals follow the human -------------------------------------------------------------
+
+    async def withdraw(
+        self, *, message_id: int, why: str, user_id: int | None = None, emoji: str | None = None
+    ) -> str | None:
+        """Withdraw what `message_id` approved (deleted, or its reaction removed): the chat notice."""
+        withdrawn = await self.approvals.withdraw(
+            message_id=message_id, why=why, user_id=user_id, emoji=emoji
+        )
+        return _withdrawn_text(withdrawn, why)
+
+    async def message_edited(self, message_id: int, text: str) -> str | None:
+        """An approving message was edited: keep it if it is still the same clear decision."""
+        reading = read_approval(text)
+        withdrawn = await self.approvals.message_edited(message_id, reading.form)
+        return _withdrawn_text(withdrawn, "edited")
+
+    async def unclear(self, *, proposal_id: int, user_id: int, reason: str, via: str) -> None:
+        """Record a ship-it-like message that was not a clear decision on the proposal's run."""
+        proposal = await self.forge.get(proposal_id)
+        await self.runs.event(
+            proposal.run_id,
+            "approval_unclear",
+            actor=f"user:{user_id}",
+            detail={"proposal_id": proposal_id, "reason": reason, "via": via},
+        )
 
     async def _reload(self, changed_files: list[str]) -> str:
         if self.reloader is None:
@@ -306,8 +572,18 @@ class DeployService:
                 next((e.detail.get("files", []) for e in reversed(events) if e.state == "deployed"), [])
             )
             await self._start_watch(run, files, remaining)
+            if remaining > 0:
+                self._resumed_watches.append((run, remaining))
             resumed += 1
         return resumed
+
+    async def announce_resumed_watches(self) -> None:
+        """Say in each run's channel that its watch goes on after the restart (once connected)."""
+        resumed, self._resumed_watches = self._resumed_watches, []
+        for run, remaining in resumed:
+            await self._notify(
+                run, f"👀 Run #{run.id}: back after a restart, still watching for {remaining:.0f}s more."
+            )
 
     def stop(self) -> None:
         """Cancel watch timers (a restart resumes them from the runs' events)."""
@@ -317,7 +593,9 @@ class DeployService:
         self._watches.clear()
 
     async def quiesce(self) -> None:
-        """Wait for nothing but in-flight ships; watches are long timers and are not waited for."""
+        """Wait for in-flight ships and re-verifications; watches are long timers and are not waited for."""
+        while self._background:
+            await asyncio.wait(list(self._background))
         async with self._ship_lock:
             pass
 
@@ -398,6 +676,26 @@ class DeployService:
             return await run_git("write-tree")
         finally:
             index.unlink(missing_ok=True)
+
+
+def _not_enough(recheck: Recheck) -> str:
+    dropped = "; ".join(f"<@{user}> {why}" for user, why in recheck.dropped)
+    return (
+        f"⏸ Not merged: at merge time {len(recheck.counted)}/{recheck.required} approvals of "
+        f"`{recheck.sha[:7]}` still count"
+        + (f" ({dropped})" if dropped else "")
+        + ". It needs approval again."
+    )
+
+
+def _withdrawn_text(withdrawn: list[Any], why: str) -> str | None:
+    if not withdrawn:
+        return None
+    what = {"edited": "the message was edited", "deleted": "the message was deleted"}.get(
+        why, "the reaction was removed"
+    )
+    people = ", ".join(dict.fromkeys(f"<@{a.user_id}>" for a in withdrawn))
+    return f"↩️ Approval of `{withdrawn[0].sha[:7]}` by {people} withdrawn: {what}."
 
 
 def describe(run: Run) -> dict[str, Any]:

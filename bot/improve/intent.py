@@ -42,6 +42,7 @@ import aiosqlite
 from bot.db import handlers as handler_queries
 from bot.db import incidents as incident_queries
 from bot.db import search as queries
+from bot.deploy.grammar import read_approval
 from bot.improve.sanitize import sanitize_untrusted
 
 __all__ = [
@@ -58,7 +59,17 @@ __all__ = [
 ]
 
 IntentKind = Literal[
-    "investigate", "fix", "status", "cancel", "pause", "resume", "approve", "reject", "rollback", "none"
+    "investigate",
+    "fix",
+    "status",
+    "cancel",
+    "pause",
+    "resume",
+    "approve",
+    "reject",
+    "rollback",
+    "redo",
+    "none",
 ]
 AMBIGUITY_MARGIN = 0.15
 _RECENCY_HOURS = 24.0
@@ -97,6 +108,7 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
         r"ship(?:\s+it)?", "lgtm", r"merge(?:\s+it)?", r"approved?", r"looks good(?: to me)?",
         r"go ahead and (?:ship|merge)",
     )),
+    ("redo", _words("redo", r"re-?run")),
     ("cancel", _words("stop", "cancel", "abort", r"kill (?:the |that |this )?run")),
     ("pause", _words("pause", r"hold off")),
     ("resume", _words("resume", "unpause", r"carry on", "continue")),
@@ -212,6 +224,11 @@ def parse_intent(text: str, known_kinds: Collection[str] = ()) -> Intent:
             kind = "investigate"
         else:
             kind = "fix"  # a complaint: see the module docstring
+    elif first in ("approve", "reject"):
+        # Approving and rejecting follow the one approval grammar (bot.deploy.grammar): anything
+        # short of a clear decision is no decision. A run reference ("ship #7") names the run.
+        verdict = read_approval(_RUN_ID.sub(" ", cleaned)).verdict
+        kind = "approve" if verdict == "approve" else "reject" if verdict == "reject" else "none"
     else:
         kind = first  # type: ignore[assignment]  # the names in _PATTERNS are IntentKinds
     run = _RUN_ID.search(lowered)

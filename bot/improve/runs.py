@@ -32,6 +32,7 @@ __all__ = [
     "ACTIVE_STATES",
     "BUSY_STATES",
     "TERMINAL_STATES",
+    "TRANSITIONAL_STATES",
     "TRANSITIONS",
     "InvalidTransition",
     "Run",
@@ -78,6 +79,9 @@ ACTIVE_STATES: frozenset[RunState] = ALL_STATES - TERMINAL_STATES - {"interrupte
 BUSY_STATES: frozenset[RunState] = frozenset(
     {"queued", "observing", "investigating", "planning", "editing", "verifying", "proposing"}
 )
+# Transitional: work is under way and a state must follow soon; a run here with no progress for
+# `improve.stuck_timeout_s` is stuck, and the watchdog fails it.
+TRANSITIONAL_STATES: frozenset[RunState] = BUSY_STATES | {"merging"}
 # What a restart interrupts: everything active except a proposal awaiting approval, which stays
 # approvable across restarts.
 # Deployed and watching runs stay too: the watch resumes with the time it has left.
@@ -89,10 +93,14 @@ _FORWARD: dict[RunState, set[RunState]] = {
     "investigating": {"planning", "reported"},
     "planning": {"editing"},
     "editing": {"verifying"},
-    "verifying": {"proposing", "editing"},  # editing again: checks failed, the failure goes back
+    # editing again: checks failed, the failure goes back; awaiting approval: a proposal branch that
+    # moved by hand was re-verified and is asked for approval again
+    "verifying": {"proposing", "editing", "awaiting_approval"},
     "proposing": {"awaiting_approval"},
-    "awaiting_approval": {"merging", "rejected"},
-    "merging": {"deployed", "awaiting_approval"},  # back to approval: main moved and the diff changed
+    "awaiting_approval": {"merging", "rejected", "verifying"},
+    # back to approval: main moved and the diff changed, or approvals no longer count at merge time;
+    # verifying: the proposal branch moved after it was approved
+    "merging": {"deployed", "awaiting_approval", "verifying"},
     "deployed": {"watching"},
     "watching": {"resolved", "regressed"},
 }
@@ -345,6 +353,11 @@ class RunService:
     async def find(self, run_id: int) -> Run | None:
         row = await queries.by_id(self._db, run_id)
         return Run.from_row(row) if row is not None else None
+
+    async def for_message(self, message_id: int) -> Run | None:
+        """The run whose status message or report `message_id` is, if any."""
+        run_id = await queries.by_message(self._db, message_id)
+        return await self.find(run_id) if run_id is not None else None
 
     async def get(self, run_id: int) -> Run:
         """The run, or `RunNotFound` (a UserError: ids usually come from people)."""

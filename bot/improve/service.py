@@ -26,13 +26,21 @@ from typing import TYPE_CHECKING, Any, Protocol
 import aiosqlite
 
 from bot.errors import UserError
-from bot.forge.base import Forge, Proposal
+from bot.forge.base import Forge, ForgeError, Proposal
 from bot.improve.evidence import build_evidence
 from bot.improve.gateway import ModelGateway
 from bot.improve.guard import Decision, protected_entry
 from bot.improve.memory import Lesson, Memory
 from bot.improve.policy import Policy
-from bot.improve.runs import Run, RunKind, RunService, RunState
+from bot.improve.runs import (
+    TRANSITIONAL_STATES,
+    InvalidTransition,
+    Run,
+    RunKind,
+    RunService,
+    RunState,
+    slugify,
+)
 from bot.improve.sanitize import untrusted_block
 from bot.improve.verify import Verification, verify
 from bot.improve.workspace import (
@@ -144,22 +152,60 @@ class SelfImprovementAgent:
         fingerprint: str | None = None,
         target_kind: str | None = None,
     ) -> Run:
-        """Start a run for an (already authorised) requester, within the policy's limits.
+        """Start a run for an (already authorised) requester, within the policy's limits — or return
+        the live run already on the same target (see `request_or_join`).
 
         `fingerprint` and `target_kind` say what the request is about when no incident covers it
         (a failure never announced, a command that got slow or answers wrongly): the evidence
         is gathered for them.
         """
+        run, _ = await self.request_or_join(
+            kind=kind,
+            requester_id=requester_id,
+            channel_id=channel_id,
+            incident_id=incident_id,
+            description=description,
+            security=security,
+            fingerprint=fingerprint,
+            target_kind=target_kind,
+        )
+        return run
+
+    async def request_or_join(
+        self,
+        *,
+        kind: RunKind,
+        requester_id: int,
+        channel_id: int | None,
+        incident_id: int | None,
+        description: str,
+        security: bool = False,
+        fingerprint: str | None = None,
+        target_kind: str | None = None,
+        redo_of: int | None = None,
+    ) -> tuple[Run, bool]:
+        """(run, joined): one run per target, whatever `improve.concurrency` allows.
+
+        A request for an incident that a live run is already on — or, without an incident, for the
+        same thing in the same words — joins that run (`joined` True) instead of starting a second
+        one on another branch. The check and the creation happen under one lock, so two requests
+        arriving together produce one run.
+        """
         await self.ensure_ready(kind)
+        description = description.strip()[:2000] or "(no description)"
         async with self._starting:  # check-then-create must be atomic, or two requests pass one limit
+            existing = await self._live_run_on(incident_id, description)
+            if existing is not None:
+                _log.info(
+                    "run_joined", run_id=existing.id, requester_id=requester_id, incident_id=incident_id
+                )
+                await self.runs.event(
+                    existing.id, "joined", actor=f"user:{requester_id}", detail={"kind": kind}
+                )
+                return existing, True
             await self.policy.check_start(requester_id)
             run = await self.runs.create(
-                kind,
-                requester_id,
-                channel_id,
-                incident_id,
-                description.strip()[:2000] or "(no description)",
-                security=security,
+                kind, requester_id, channel_id, incident_id, description, security=security
             )
             if fingerprint is not None or target_kind is not None:
                 await self.runs.event(
@@ -168,8 +214,70 @@ class SelfImprovementAgent:
                     actor=f"user:{requester_id}",
                     detail={"fingerprint": fingerprint, "kind": target_kind},
                 )
+            if redo_of is not None:
+                await self.runs.event(
+                    run.id, "redo_of", actor=f"user:{requester_id}", detail={"run_id": redo_of}
+                )
+                await self.runs.event(
+                    redo_of, "superseded_by", actor=f"user:{requester_id}", detail={"run_id": run.id}
+                )
             self._launch(run)
-        return run
+        return run, False
+
+    async def _live_run_on(self, incident_id: int | None, description: str) -> Run | None:
+        """The live run (not yet deployed, not finished) on the same incident or the same request."""
+        slug = slugify(description)
+        for run in await self.runs.active():
+            if run.state in ("deployed", "watching"):
+                continue  # that change already landed; a new request is a new concern
+            if incident_id is not None and run.incident_id == incident_id:
+                return run
+            if incident_id is None and run.incident_id is None and run.slug == slug:
+                return run
+        return None
+
+    async def redo(self, run_id: int, user_id: int) -> tuple[Run, bool]:
+        """Run again on the same target from the current main; the new proposal supersedes the old one.
+
+        For a run that ended (failed — e.g. main moved and conflicts — rejected, cancelled, regressed)
+        or is interrupted or awaiting approval (its proposal is closed and the run cancelled first).
+        """
+        old = await self.runs.get(run_id)
+        if old.state not in (
+            "failed",
+            "rejected",
+            "cancelled",
+            "regressed",
+            "interrupted",
+            "awaiting_approval",
+        ):
+            raise UserError(
+                f"Run #{run_id} is {old.state}; only a run that ended or awaits approval can be redone."
+            )
+        if old.state in ("interrupted", "awaiting_approval"):
+            await self.runs.transition(run_id, "cancelled", actor=f"user:{user_id}", detail={"redo": True})
+            old = await self.runs.get(run_id)
+        await self.close_proposal(old, f"superseded: redone by user {user_id}")
+        return await self.request_or_join(
+            kind=old.kind,
+            requester_id=user_id,
+            channel_id=old.channel_id,
+            incident_id=old.incident_id,
+            description=old.description,
+            security=old.security,
+            redo_of=old.id,
+        )
+
+    async def close_proposal(self, run: Run, reason: str) -> None:
+        """Close the run's proposal if it is still open: a cancelled or failed run leaves none behind."""
+        if run.proposal_id is None:
+            return
+        try:
+            proposal = await self.forge.get(run.proposal_id)
+            if proposal.state == "open":
+                await self.forge.close(proposal.id, reason)
+        except ForgeError as exc:  # the forge is unreachable: say so in the log, never wedge the run
+            _log.warning("proposal_close_failed", run_id=run.id, proposal_id=run.proposal_id, error=str(exc))
 
     def _launch(self, run: Run) -> None:
         live = self._live[run.id] = _Live()
@@ -181,7 +289,9 @@ class SelfImprovementAgent:
         if live is None or live.task is None or live.task.done():
             if run.state == "awaiting_approval":
                 await self.runs.transition(run_id, "cancelled", actor=f"user:{user_id}")
-                return await self.runs.get(run_id)
+                run = await self.runs.get(run_id)
+                await self.close_proposal(run, f"run {run_id} cancelled by user {user_id}")
+                return run
             raise UserError(f"Run #{run_id} is not running (it is {run.state}).")
         live.cancelled_by = user_id
         await self._stop(live)
@@ -316,7 +426,10 @@ class SelfImprovementAgent:
                     )
                 await self._report(run_id, f"❌ Rollback run #{run_id} failed: {type(exc).__name__}: {exc}")
             finally:
-                if live.worktree is not None and (await self.runs.get(run_id)).state != "awaiting_approval":
+                current = await self.runs.get(run_id)
+                if current.state in ("failed", "cancelled"):
+                    await self.close_proposal(current, f"rollback run {run_id} {current.state}")
+                if live.worktree is not None and current.state != "awaiting_approval":
                     await self.workspace.remove(live.worktree, delete_branch=True)
                 self._live.pop(run_id, None)
 
@@ -334,6 +447,47 @@ class SelfImprovementAgent:
         if removed:
             _log.warning("stray worktrees removed", count=len(removed))
         return interrupted
+
+    async def watchdog(self) -> None:
+        """Sweep for stuck runs for as long as the bot runs (a daemon: see `sweep_stuck`)."""
+        while True:
+            await asyncio.sleep(min(60.0, self._config.stuck_timeout_s / 4))
+            try:
+                await self.sweep_stuck()
+            except Exception:
+                _log.exception("watchdog sweep failed")
+
+    async def sweep_stuck(self, now: float | None = None) -> list[Run]:
+        """Fail every run that made no progress for `improve.stuck_timeout_s` in a transitional state.
+
+        Nothing else would ever move such a run (a hung check, a git command that never returns, a
+        lost task): it is failed with the reason, its proposal closed, its work stopped if it is
+        running here, and the failure reported in its channel — a state a person can act on (`redo`).
+        """
+        now = self._clock().timestamp() if now is None else now
+        limit = self._config.stuck_timeout_s
+        failed = []
+        for stuck in await self.runs.active():
+            if stuck.state not in TRANSITIONAL_STATES or now - stuck.updated_at < limit:
+                continue
+            minutes = (now - stuck.updated_at) / 60
+            reason = f"stuck: no progress while {stuck.state} for {minutes:.0f} min (watchdog)"
+            try:
+                run = await self.runs.fail(stuck.id, stuck.state, reason, actor="watchdog")
+            except InvalidTransition:
+                continue  # it moved on meanwhile
+            live = self._live.get(run.id)
+            if live is not None and live.task is not None and not live.task.done():
+                await self._stop(live)
+            await self.close_proposal(run, reason)
+            _log.warning("run_stuck", run_id=run.id, state=run.failure_stage, minutes=round(minutes))
+            await self._report(
+                run.id,
+                f"⏱ Run #{run.id} failed: it made no progress while {run.failure_stage} for "
+                f"{minutes:.0f} min. Reply `redo` to this message to start it again.",
+            )
+            failed.append(run)
+        return failed
 
     async def quiesce(self) -> None:
         tasks = [live.task for live in self._live.values() if live.task is not None and not live.task.done()]
@@ -365,10 +519,11 @@ class SelfImprovementAgent:
                     )
                 await self._report(run_id, f"❌ Run #{run_id} failed: {type(exc).__name__}: {exc}")
             finally:
-                if live.worktree is not None:
-                    current = await self.runs.get(run_id)
-                    if current.state != "awaiting_approval":
-                        await self.workspace.remove(live.worktree, delete_branch=True)
+                current = await self.runs.get(run_id)
+                if current.state in ("failed", "cancelled"):
+                    await self.close_proposal(current, f"run {run_id} {current.state}")
+                if live.worktree is not None and current.state != "awaiting_approval":
+                    await self.workspace.remove(live.worktree, delete_branch=True)
                 self._live.pop(run_id, None)
 
     async def _stopped(self, run_id: int, live: _Live) -> None:
