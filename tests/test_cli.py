@@ -242,7 +242,8 @@ def test_ctrl_c_ends_the_playground_cleanly(tmp_path: Path) -> None:
 
 
 def test_readme_quick_start_in_a_fresh_clone(tmp_path: Path) -> None:
-    """The README's `make run` fed its example script works in a fresh clone: same output, exit 0.
+    """The README's `make run` fed its example script works in a fresh clone: same output, exit 0;
+    then `make doctor` there says it can run (exit 0, no ❌).
 
     The clone is the tracked tree as it is now (no .env, config.yaml or data/); it reuses this
     checkout's virtualenv (a fresh install needs the package index; `-o` tells make it is up to date)
@@ -290,6 +291,27 @@ def test_readme_quick_start_in_a_fresh_clone(tmp_path: Path) -> None:
         assert re.fullmatch(_dice_free(want), got), (want, got)
     assert (clone / "data" / "playground" / "mendbot.db").exists()
     assert not (clone / "data" / "mendbot.db").exists()
+
+    # The README's other first-hour command: `make doctor` says it can run (the playground) and why.
+    identity = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "clone"]):
+        subprocess.run(["git", *identity, *args], cwd=clone, check=True, capture_output=True)
+    doctor = subprocess.run(
+        ["make", "--no-print-directory", "-o", ".venv/.installed", "doctor"],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env, "PYTHONPATH": str(clone)},
+        check=False,
+    )
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    lines = [line for line in doctor.stdout.splitlines() if not line.startswith(".venv/bin/")]
+    assert any(line.startswith("✅ mode: playground") for line in lines), lines
+    assert any(line.startswith("✅ config") for line in lines), lines
+    assert any(line.startswith("✅ git: main at") for line in lines), lines
+    assert any(line.startswith("✅ sandbox") for line in lines), lines
+    assert not any(line.startswith("❌") for line in lines), lines
 
 
 def _dice_free(line: str) -> str:
