@@ -6,6 +6,7 @@ import discord
 from discord.ext import commands
 
 from bot.app import MendBot
+from bot.deploy.grammar import read_approval
 
 
 class Chat(commands.Cog):
@@ -24,6 +25,14 @@ class Chat(commands.Cog):
         resolved = ref.resolved if ref is not None else None
         return isinstance(resolved, discord.Message) and resolved.author.id == me.id
 
+    async def _answered_by_the_approval_flow(self, message: discord.Message) -> bool:
+        """A reply about shipping to a proposal's message: cogs/ship.py answers it (approval or not)."""
+        ref = message.reference
+        if ref is None or ref.message_id is None or not read_approval(message.content).shipping:
+            return False
+        proposal = await self.bot.services.deploy.approvals.proposal_for_message(ref.message_id)
+        return proposal is not None
+
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
         if not self._addressed(message):
@@ -34,6 +43,8 @@ class Chat(commands.Cog):
         improve = self.bot.get_cog("Improve")
         if improve is not None and improve.request_intent(message) is not None:  # type: ignore[attr-defined]
             return  # "fix this" and friends in a dev channel are requests, not chat
+        if await self._answered_by_the_approval_flow(message):
+            return
         assert self.bot.user is not None
         text = (
             message.content.replace(self.bot.user.mention, "").replace(f"<@!{self.bot.user.id}>", "").strip()
