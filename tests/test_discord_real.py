@@ -194,7 +194,9 @@ async def test_sigterm_during_retries_stops_the_start(tmp_path: Path, discord_ap
     try:
         await backoff.wait_for(1)  # the first attempt failed: it is waiting an hour
         await bot.close()
-        await asyncio.wait_for(task, timeout=10)
+        await asyncio.wait_for(task, timeout=10)  # an hour's backoff would time this out
+        assert task.done() and not task.cancelled() and task.exception() is None
+        assert bot.is_closed()
     finally:
         await bot.services.aclose()
 
