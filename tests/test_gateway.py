@@ -225,6 +225,29 @@ async def test_a_closed_session_token_stops_working_at_once(
     assert model.remaining == 1
 
 
+async def test_no_upstream_connection_is_held_once_no_session_is_open(
+    gateway: ModelGateway, model: ModelDouble
+) -> None:
+    """While a session is open its connection is kept for the next turn; closing the last one releases it."""
+    first, second = gateway.open_session(RUN), gateway.open_session(RUN + 1)
+    model.script(text("one"), text("two"))
+    await _create(gateway, first)
+    await _create(gateway, second)
+    assert model.open_connections == 1  # both sessions' turns went over one kept-alive connection
+    gateway.close_session(first)
+    await asyncio.sleep(0.1)
+    assert model.open_connections == 1
+    gateway.close_session(second)
+    for _ in range(50):
+        if model.open_connections == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert model.open_connections == 0
+    model.script(text("three"))
+    await _create(gateway, gateway.open_session(RUN))  # a new session reconnects
+    assert model.remaining == 0
+
+
 async def test_hello_answers_and_unknown_paths_are_404(gateway: ModelGateway, model: ModelDouble) -> None:
     """HEAD/GET /api/hello answer 200; an unknown path is an Anthropic-style 404 that is not forwarded."""
     token = gateway.open_session(RUN)

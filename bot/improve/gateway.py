@@ -271,6 +271,7 @@ class ModelGateway:
         self._settling: set[asyncio.Future[None]] = set()
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._in_flight = 0  # requests being served; upstream connections are kept while any are
         self._port: int | None = None
 
     # -- lifecycle
@@ -287,10 +288,6 @@ class ModelGateway:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self._port = int(sock.getsockname()[1])
-        # trust_env=False: no proxy settings from the environment may divert the real key.
-        self._http = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self._timeout_s), trust_env=False
-        )
         await web.SockSite(runner, sock).start()
         self._runner = runner
         _log.info("model gateway up", url=self.base_url, upstream=self._upstream)
@@ -324,6 +321,20 @@ class ModelGateway:
     def close_session(self, token: str) -> None:
         """The token stops working at once; a request already forwarded finishes and is charged."""
         self._sessions.pop(token, None)
+        self._release_idle_upstream()
+
+    def _release_idle_upstream(self) -> None:
+        """With no session open and nothing in flight, close the pooled upstream connections.
+
+        Keep-alive saves a handshake per turn while a run talks to the model; once no run does,
+        an idle connection only ties up the API's side (and a local double's) until it times out.
+        """
+        if self._sessions or self._in_flight or self._http is None:
+            return
+        http, self._http = self._http, None
+        closing = asyncio.ensure_future(http.close())
+        self._settling.add(closing)
+        closing.add_done_callback(self._settling.discard)
 
     def refusal(self, token: str) -> str | None:
         """Why the session's latest model request was refused for budget, or None if it was not.
@@ -336,6 +347,14 @@ class ModelGateway:
     # -- HTTP
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        self._in_flight += 1
+        try:
+            return await self._serve(request)
+        finally:
+            self._in_flight -= 1
+            self._release_idle_upstream()
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
         path = request.path.rstrip("/")
         if path == "/api/hello" and request.method in ("GET", "HEAD"):
             return web.Response(status=200)  # a liveness probe; it reveals nothing
@@ -374,8 +393,13 @@ class ModelGateway:
         return f"{self._upstream}{path}?{query}" if query else f"{self._upstream}{path}"
 
     def _client(self) -> aiohttp.ClientSession:
-        if self._http is None:
+        if self._runner is None:
             raise RuntimeError("the model gateway is not started")
+        if self._http is None:
+            # trust_env=False: no proxy settings from the environment may divert the real key.
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._timeout_s), trust_env=False
+            )
         return self._http
 
     async def _count_tokens(self, request: web.Request) -> web.StreamResponse:

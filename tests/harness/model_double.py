@@ -235,6 +235,13 @@ class ModelDouble:
             await self._runner.cleanup()
             self._runner = None
 
+    @property
+    def open_connections(self) -> int:
+        """Client connections the double holds open right now, idle keep-alive ones included."""
+        if self._runner is None or self._runner.server is None:
+            return 0
+        return len(self._runner.server.connections)
+
     async def __aenter__(self) -> ModelDouble:
         await self.start()
         return self
