@@ -358,6 +358,40 @@ async def test_hand_edit_watcher_skips_files_a_deploy_already_applied(
         assert len(reports) == 1
 
 
+async def test_two_reloads_of_one_cog_at_once_both_succeed(settings: Settings, cog_root: Path) -> None:
+    """A deploy and a hand edit reloading the same cog together never fail with "already loaded"."""
+    async with running_world(settings, extra_extensions=[HELLO]) as world:
+        (cog_root / PACKAGE / "hello.py").write_text(cog_source("hello v2"))
+        reloader = Reloader(world.bot)
+        reports = await asyncio.gather(*(reloader.apply(Plan(extensions=[HELLO])) for _ in range(3)))
+        assert [render(report) for report in reports] == [f"✅ {HELLO} reloaded"] * 3
+        assert await say(world, "hello") == "hello v2"
+
+
+async def test_a_hand_edit_event_during_a_deploy_waits_and_sees_the_deploys_files_applied(
+    settings: Settings, cog_root: Path
+) -> None:
+    """The watcher waits while a deploy writes and applies files, then finds nothing fresh to report."""
+    async with running_world(settings, extra_extensions=[HELLO]) as world:
+        reports: list[str] = []
+
+        async def report(text: str) -> None:
+            reports.append(text)
+
+        reloader = Reloader(world.bot)
+        watcher = HandEditWatcher(cog_root, reloader, report, extension_packages=[PACKAGE])
+        hello = cog_root / PACKAGE / "hello.py"
+        async with reloader.applying() as apply:
+            hello.write_text(cog_source("hello v2"))  # the deploy's fast-forward
+            seen = asyncio.create_task(watcher.apply_changes([hello]))  # the watcher's event
+            await asyncio.sleep(0.2)
+            assert not seen.done()
+            await apply(classify([f"{PACKAGE}/hello.py"], extension_packages=[PACKAGE]))
+        assert await seen is None
+        assert reports == []
+        assert await say(world, "hello") == "hello v2"
+
+
 async def test_a_hand_edit_to_the_core_is_reported_never_restarted(
     settings: Settings, tmp_path: Path
 ) -> None:

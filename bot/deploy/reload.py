@@ -19,6 +19,7 @@ reloaded module is removed first.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import importlib.machinery
@@ -26,7 +27,7 @@ import importlib.util
 import json
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -148,9 +149,27 @@ class Reloader:
         # Source file → st_mtime_ns when it was last applied (None: applied as deleted). The
         # hand-edit watcher sees the files a deploy just wrote and must not apply them twice.
         self._applied: dict[Path, int | None] = {}
+        # One swap of the running code at a time: two reloads of one extension interleaved at
+        # their awaits fail with "already loaded", and a deploy's freshly written files must not
+        # be taken for hand edits before the deploy has applied them.
+        self._lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def applying(self) -> AsyncIterator[Callable[[Plan], Awaitable[ReloadReport]]]:
+        """Exclusive use of the running code; files written and applied inside are one step.
+
+        A deploy writes the live checkout and applies it inside; the hand-edit watcher decides
+        what is fresh inside, so it sees the deploy's files only once they are applied.
+        """
+        async with self._lock:
+            yield self._apply
 
     async def apply(self, plan: Plan) -> ReloadReport:
         """Reload, load or unload the plan's extensions, reload its prompts, then ask for a restart."""
+        async with self.applying() as apply:
+            return await apply(plan)
+
+    async def _apply(self, plan: Plan) -> ReloadReport:
         report = ReloadReport()
         if plan.extensions:
             importlib.invalidate_caches()

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -274,26 +274,27 @@ class DeployService:
         `interrupted` with the reason — never left merging — and `/run N action:resume` finishes the
         deploy once the cause is gone (the merge itself is not redone).
         """
-        live = await self.merger.update_live_checkout(merged_sha)
-        if not live.ok:
-            await self.runs.transition(
+        async with self._swapping_code() as apply:
+            live = await self.merger.update_live_checkout(merged_sha)
+            if not live.ok:
+                await self.runs.transition(
+                    run.id,
+                    "interrupted",
+                    actor="pipeline",
+                    detail={"held": live.reason, "merged_sha": merged_sha},
+                )
+                return (
+                    f"⏸ Merged `{merged_sha[:7]}`{approved}, but the live checkout was not updated: "
+                    f"{live.reason}. Run #{run.id} is held: once that is fixed, "
+                    f"`/run {run.id} action:resume` finishes the deploy."
+                )
+            run = await self.runs.transition(
                 run.id,
-                "interrupted",
+                "deployed",
                 actor="pipeline",
-                detail={"held": live.reason, "merged_sha": merged_sha},
+                detail={"merged_sha": merged_sha, "files": live.changed_files},
             )
-            return (
-                f"⏸ Merged `{merged_sha[:7]}`{approved}, but the live checkout was not updated: "
-                f"{live.reason}. Run #{run.id} is held: once that is fixed, "
-                f"`/run {run.id} action:resume` finishes the deploy."
-            )
-        run = await self.runs.transition(
-            run.id,
-            "deployed",
-            actor="pipeline",
-            detail={"merged_sha": merged_sha, "files": live.changed_files},
-        )
-        report = await self._reload(live.changed_files)
+            report = await apply(live.changed_files)
         await self._start_watch(run, set(live.changed_files))
         return f"🚀 Merged `{merged_sha[:7]}` and deployed{approved}:\n{report}"
 
@@ -475,10 +476,22 @@ class DeployService:
             detail={"proposal_id": proposal_id, "reason": reason, "via": via},
         )
 
-    async def _reload(self, changed_files: list[str]) -> str:
+    @contextlib.asynccontextmanager
+    async def _swapping_code(self) -> AsyncIterator[Callable[[list[str]], Awaitable[str]]]:
+        """Write the live checkout and reload inside: the hand-edit watcher waits, then sees it applied."""
         if self.reloader is None:
-            return "(no reloader attached: restart to load the change)"
-        return render(await self.reloader.apply(classify(changed_files)))
+
+            async def unattached(changed_files: list[str]) -> str:
+                return "(no reloader attached: restart to load the change)"
+
+            yield unattached
+            return
+        async with self.reloader.applying() as apply:
+
+            async def reload(changed_files: list[str]) -> str:
+                return render(await apply(classify(changed_files)))
+
+            yield reload
 
     # -- watching -------------------------------------------------------------------------------
 
@@ -614,20 +627,21 @@ class DeployService:
         async with self._ship_lock:
             run, merged = await self.runs.merged(run_id)
             revert_sha = await self._revert_commit(run, merged)
-            live = await self.merger.update_live_checkout(revert_sha)
-            if not live.ok:
-                return (
-                    f"⏸ Revert `{revert_sha[:7]}` is ready but the live checkout was not updated: "
-                    f"{live.reason}"
+            async with self._swapping_code() as apply:
+                live = await self.merger.update_live_checkout(revert_sha)
+                if not live.ok:
+                    return (
+                        f"⏸ Revert `{revert_sha[:7]}` is ready but the live checkout was not updated: "
+                        f"{live.reason}"
+                    )
+                self._watches.pop(run.id, None)
+                await self.runs.event(
+                    run.id,
+                    "rolled_back",
+                    actor=f"user:{user_id}",
+                    detail={"revert_sha": revert_sha, "emergency": True},
                 )
-            self._watches.pop(run.id, None)
-            await self.runs.event(
-                run.id,
-                "rolled_back",
-                actor=f"user:{user_id}",
-                detail={"revert_sha": revert_sha, "emergency": True},
-            )
-            report = await self._reload(live.changed_files)
+                report = await apply(live.changed_files)
             return f"⏪ Rolled back run #{run.id} (`{revert_sha[:7]}`):\n{report}"
 
     async def _revert_commit(self, run: Run, merged_sha: str) -> str:
