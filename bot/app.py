@@ -300,6 +300,22 @@ class MendBot(commands.Bot):
     def recorder(self) -> Any:
         return self.services.recorder
 
+    async def process_commands(self, message: discord.Message, /) -> None:
+        """Prefix commands, except words said to the bot by mention that ask for improvement work.
+
+        "@mendbot roll back run 2" begins with the name of `roll`: by mention it is a request the
+        improvement flow answers (cogs/improve.py), and answering it with dice as well would be
+        a second, wrong reply. With the configured prefix ("!roll back") it stays a command.
+        """
+        if message.author.bot:
+            return
+        ctx = await self.get_context(message)
+        if ctx.valid and ctx.prefix != self.services.settings.discord.command_prefix:
+            improve = self.get_cog("Improve")
+            if improve is not None and improve.request_intent(message) is not None:  # type: ignore[attr-defined]
+                return
+        await self.invoke(ctx)
+
     async def invoke(self, ctx: commands.Context[Any], /) -> None:
         if not self.accepting and ctx.command is not None:
             await ctx.reply(self.not_accepting_notice, mention_author=False)

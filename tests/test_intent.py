@@ -501,3 +501,21 @@ async def test_a_vague_complaint_is_asked_about_with_buttons_not_chatted_past(tm
     assert chatty == [question.content]  # the chat cog did not answer the complaint
     with sqlite3.connect(settings.db_path) as db:
         assert db.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+
+
+async def test_roll_back_said_to_the_bot_gets_one_answer_about_rollback_not_dice(tmp_path: Path) -> None:
+    """'@mendbot roll back run 2' is answered once, by the rollback hint; '@mendbot roll 2d6' still rolls."""
+    from tests.harness.discord import bot_messages, make_settings, running_world
+
+    settings = make_settings(tmp_path / "data")
+    async with running_world(settings) as world:
+        me = world.bot.user
+        assert me is not None
+        await world.users["alice"].send(world.dev, f"{me.mention} roll back run 2")
+        await world.quiesce()
+        rollback = [m.content for m in bot_messages(world, world.dev)]
+        await world.users["alice"].send(world.dev, f"{me.mention} roll 2d6")
+        await world.quiesce()
+        rolled = [m.content for m in bot_messages(world, world.dev)][len(rollback) :]
+    assert len(rollback) == 1 and rollback[0].startswith("To roll back a deployed run use `/rollback <run>`")
+    assert len(rolled) == 1 and "2d6" in rolled[0]
