@@ -71,9 +71,10 @@ async def _remind(world: VirtualWorld, text: str) -> str:
     return reply_text(result)
 
 
-def _accounted(world: VirtualWorld) -> None:
+async def _accounted(world: VirtualWorld) -> None:
     """Every action record is either in the database or counted as dropped."""
     recorder = world.bot.services.recorder
+    await recorder.flush()  # a batch may still be between its retries: it ends written or dropped
     stored = _rows(world.bot.services.settings.db_path, "SELECT count(*) FROM actions")[0][0]
     assert stored == recorder.written
     assert recorder.recorded == recorder.written + recorder.dropped
@@ -165,7 +166,7 @@ async def test_action_records_lost_to_a_lock_are_counted_and_shown(locked_world:
     assert f"{recorder.dropped} action record(s) were dropped" in reply_text(listed)
     assert "database could not be written" in reply_text(listed)
     await world.quiesce()
-    _accounted(world)
+    await _accounted(world)
 
 
 async def test_fix_requests_on_a_storage_incident_are_answered_as_environment(
@@ -224,7 +225,7 @@ async def test_a_full_disk_loses_nothing_silently_and_is_one_incident(tmp_path: 
             await world.quiesce()
             assert world.bot.services.health()["storage_fault"] is None
             assert "writable again" in (_storage_announcements(world)[0].embeds[0].description or "")
-            _accounted(world)
+            await _accounted(world)
     finally:
         disk.__exit__(None, None, None)
 
