@@ -16,7 +16,7 @@ import pytest
 from bot.playground import VirtualWorld
 from bot.settings import Settings
 from tests.harness.discord import bot_messages, make_settings, reply_text, running_world
-from tests.harness.model_double import Hold, ModelDouble, error
+from tests.harness.model_double import Hold, ModelDouble, tool_use
 from tests.harness.repo import copy_of_bot, git
 from tests.test_improve_e2e import BUG, CHECK, DIAGNOSIS, FIX, _fix_script, _json_turn
 
@@ -74,6 +74,15 @@ def _note(world: VirtualWorld, incident_id: int = 1) -> str | None:
     return next((field.value for field in embed.fields if field.name == "On my own"), None)
 
 
+def _fail(world: VirtualWorld, kind: str, times: int) -> None:
+    """Record `times` failures of `kind` at the bot's (virtual) time, as its handlers would."""
+    with world.env.time_context():
+        for _ in range(times):
+            world.bot.services.recorder.record(
+                kind, "test", ok=False, duration_ms=1, error=RuntimeError(f"{kind} broke")
+            )
+
+
 async def _mid_run(world: VirtualWorld, hold: Hold) -> None:
     """Wait until the agent's first model request is held, and the announcements are up to date."""
     await asyncio.wait_for(hold.reached.wait(), 90)
@@ -87,10 +96,7 @@ async def test_an_error_incident_gets_an_investigation_and_its_root_cause(tmp_pa
         hold = Hold(then=_json_turn(DIAGNOSIS))
         model.script(hold)
         # Recorded, not sent: a message sent now would wait for the bot to settle, i.e. for the held run.
-        for _ in range(5):
-            world.bot.services.recorder.record(
-                "command:roll", "test", ok=False, duration_ms=1, error=ZeroDivisionError("division by zero")
-            )
+        _fail(world, "command:roll", 5)
         await _mid_run(world, hold)
         assert _note(world) == "🔍 Investigating — run #1"
         hold.release.set()
@@ -118,14 +124,18 @@ async def test_an_error_incident_gets_an_investigation_and_its_root_cause(tmp_pa
 
 async def test_a_failed_autonomous_run_puts_its_reason_in_the_announcement(tmp_path: Path) -> None:
     """When the bot's own investigation fails, the announcement says so, with the reason."""
-    async with ModelDouble() as model, autonomous_world(tmp_path, model) as world:
-        model.script(*[error(400, "invalid_request_error", "the model refuses") for _ in range(3)])
+    async with (
+        ModelDouble() as model,
+        autonomous_world(tmp_path, model, max_budget_usd_per_run=0.01) as world,
+    ):
+        expensive = {"input_tokens": 400_000, "output_tokens": 20_000}  # past the run's cap: refused
+        model.script(*[tool_use("Read", {"file_path": "README.md"}, **expensive) for _ in range(4)])
         await _storm(world)
         settings = world.bot.services.settings
         note = _note(world)
     (run,) = _rows(settings, "SELECT state, failure_stage FROM runs")
     assert run[:] == ("failed", "investigating")
-    assert note is not None and note.startswith("❌ Run #1 failed while investigating:")
+    assert note is not None and note.startswith("❌ Run #1 failed while investigating: budget")
 
 
 async def test_at_propose_a_verified_proposal_waits_for_ship_it(tmp_path: Path) -> None:
@@ -171,7 +181,8 @@ async def test_dev_mode_switched_on_holds_autonomous_runs(tmp_path: Path) -> Non
         await world.quiesce()
         after = _note(world)
     assert held == (
-        f"⏸ Not investigating on my own: dev mode is on — <@{alice.id}> switched dev mode on. 🔍/🛠 still work."
+        f"⏸ Not investigating on my own: dev mode is on — <@{alice.id}> switched dev mode on."
+        " 🔍/🛠 still work."
     )
     assert after == held  # a requested run does not rewrite what the bot said about its own
     (run,) = _rows(settings, "SELECT origin, state FROM runs")
@@ -179,7 +190,7 @@ async def test_dev_mode_switched_on_holds_autonomous_runs(tmp_path: Path) -> Non
 
 
 async def test_hand_edits_in_the_live_checkout_hold_autonomous_runs(tmp_path: Path) -> None:
-    """Uncommitted edits to tracked files put the bot in dev mode by itself: no run, and it says which files."""
+    """Uncommitted edits to tracked files mean dev mode by itself: no run, and it names the files."""
     async with ModelDouble() as model, autonomous_world(tmp_path, model) as world:
         settings = world.bot.services.settings
         readme = settings.repo_dir / "README.md"
@@ -192,17 +203,14 @@ async def test_hand_edits_in_the_live_checkout_hold_autonomous_runs(tmp_path: Pa
 
 
 async def test_a_storm_of_incidents_starts_one_run_and_a_reopening_none(tmp_path: Path) -> None:
-    """Three incidents at once start one run; the other two say why; the first incident reopened starts none."""
+    """Three incidents at once start one run, the other two say why; the first one reopened starts none."""
     observe = {"cooldown_s": 3600}
     async with ModelDouble() as model, autonomous_world(tmp_path, model, observe=observe) as world:
         services = world.bot.services
         hold = Hold(then=_json_turn(DIAGNOSIS))
         model.script(hold)
         for kind in ("command:alpha", "command:beta", "command:gamma"):
-            for _ in range(5):
-                services.recorder.record(
-                    kind, "test", ok=False, duration_ms=1, error=RuntimeError(f"{kind} broke")
-                )
+            _fail(world, kind, 5)
         await _mid_run(world, hold)
         held = [_note(world, incident_id) for incident_id in (2, 3)]
         hold.release.set()
@@ -211,10 +219,7 @@ async def test_a_storm_of_incidents_starts_one_run_and_a_reopening_none(tmp_path
         alice = world.users["alice"]
         await alice.slash(world.dev, "incident", incident_id=1, action="resolve")
         await world.env.advance_time(700)  # past the repeat rule's window, within the cooldown
-        for _ in range(5):
-            services.recorder.record(
-                "command:alpha", "test", ok=False, duration_ms=1, error=RuntimeError("command:alpha broke")
-            )
+        _fail(world, "command:alpha", 5)
         await world.quiesce()
         reopened = services.incidents.get(1)
         settings = services.settings
@@ -227,7 +232,7 @@ async def test_a_storm_of_incidents_starts_one_run_and_a_reopening_none(tmp_path
 
 
 async def test_spent_autonomous_budget_holds_the_run_and_says_so(tmp_path: Path) -> None:
-    """With the autonomous budget spent, the announcement says so and no run starts; 🔍 by a person still works."""
+    """Autonomous budget spent: no run, and the announcement says so; a person's 🔍 still works."""
     async with (
         ModelDouble() as model,
         autonomous_world(tmp_path, model, autonomous_daily_budget_usd=0) as world,
@@ -248,7 +253,7 @@ async def test_spent_autonomous_budget_holds_the_run_and_says_so(tmp_path: Path)
 
 
 async def test_an_audit_at_propose_starts_a_fix_for_the_highest_impact_item(tmp_path: Path) -> None:
-    """/audit at `propose` ends with a run of the bot's own on its highest-impact item, which proposes a fix."""
+    """/audit at `propose` ends with a run of the bot's own on its highest-impact item; it proposes a fix."""
     async with ModelDouble() as model, autonomous_world(tmp_path, model, autonomy="propose") as world:
         settings = world.bot.services.settings
         model.script(*_fix_script(settings))
@@ -256,9 +261,10 @@ async def test_an_audit_at_propose_starts_a_fix_for_the_highest_impact_item(tmp_
             await world.users["alice"].send(world.general, "!roll 2d6")
         await world.quiesce()
         assert _rows(settings, "SELECT count(*) FROM incidents")[0][0] == 0
+        await world.env.advance_time(60)  # the virtual clock stands still otherwise: the failures are "now"
         result = await world.users["alice"].slash(world.dev, "audit")
         await world.quiesce()
-    said = [m.content for m in result.followups if m.content]
+    said = [m.content for m in [result.response, *result.followups] if m is not None and m.content]
     assert said[-1].startswith("🎯 Proposing a fix for it on my own — run #1")
     (run,) = _rows(settings, "SELECT * FROM runs")
     assert (run["origin"], run["kind"], run["state"], run["incident_id"]) == (

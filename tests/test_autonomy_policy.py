@@ -52,7 +52,7 @@ async def _spend(runs: RunService, policy: Policy, origin: str, usd: float) -> i
 
 
 async def test_autonomous_spend_is_booked_to_its_own_pool(db: aiosqlite.Connection) -> None:
-    """A model request of an autonomous run counts toward the autonomous pool only, and caps what it may spend."""
+    """An autonomous run's model requests count toward the autonomous pool only, which caps its spend."""
     runs, policy = RunService(db, clock), make_policy(db)
     run_id = await _spend(runs, policy, "autonomous", 0.75)
     await _spend(runs, policy, "requested", 0.5)
