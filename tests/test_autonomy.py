@@ -128,8 +128,13 @@ async def test_a_failed_autonomous_run_puts_its_reason_in_the_announcement(tmp_p
         ModelDouble() as model,
         autonomous_world(tmp_path, model, max_budget_usd_per_run=0.01) as world,
     ):
-        expensive = {"input_tokens": 400_000, "output_tokens": 20_000}  # past the run's cap: refused
-        model.script(*[tool_use("Read", {"file_path": "README.md"}, **expensive) for _ in range(4)])
+        # Each turn costs past the run's cap: the gateway refuses it and the run fails on its budget.
+        model.script(
+            *[
+                tool_use("Read", {"file_path": "README.md"}, input_tokens=400_000, output_tokens=20_000)
+                for _ in range(4)
+            ]
+        )
         await _storm(world)
         settings = world.bot.services.settings
         note = _note(world)
@@ -149,7 +154,7 @@ async def test_at_propose_a_verified_proposal_waits_for_ship_it(tmp_path: Path) 
         (run,) = _rows(settings, "SELECT * FROM runs")
         assert (run["origin"], run["kind"], run["state"]) == ("autonomous", "fix", "awaiting_approval")
         assert note is not None and "Fix ready, tests pass: local://proposals/1" in note
-        assert "**Root cause:** " + DIAGNOSIS["root_cause"] in note and "ship it" in note
+        assert f"**Root cause:** {DIAGNOSIS['root_cause']}" in note and "ship it" in note
         (proposal_message,) = [
             m for m in bot_messages(world, world.dev) if "fix ready for review" in m.content
         ]
