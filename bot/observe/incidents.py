@@ -17,6 +17,10 @@ for a missing permission, a deleted message, an outage. Environment incidents ar
 buttons, refused by every fix/investigate path (`refusal()`), and cleared by
 `clear_environment()` when the condition is over. A storage incident is announced even while
 its own row cannot be written; the row is written once storage works again.
+
+A code incident that opens, or whose level rises, is handed to `on_raised` (never a reopening):
+that is where the bot's own runs start (bot/improve/autonomy.py), and `annotate()` is how it says
+in the announcement what it did ("Investigating — run #7", then the root cause).
 """
 
 from __future__ import annotations
