@@ -85,11 +85,21 @@ class Metrics:
         )
         self.spent_today = Gauge(
             "mendbot_improve_spent_today_usd",
-            "USD spent by runs today (the daily budget's count).",
+            "USD spent by requested runs today (the daily budget's count).",
             registry=registry,
         )
         self.daily_budget = Gauge(
-            "mendbot_improve_daily_budget_usd", "The daily budget for runs.", registry=registry
+            "mendbot_improve_daily_budget_usd", "The daily budget for requested runs.", registry=registry
+        )
+        self.autonomous_spent_today = Gauge(
+            "mendbot_improve_autonomous_spent_today_usd",
+            "USD spent today by runs the bot started itself (their own pool's count).",
+            registry=registry,
+        )
+        self.autonomous_daily_budget = Gauge(
+            "mendbot_improve_autonomous_daily_budget_usd",
+            "The daily budget for runs the bot starts itself.",
+            registry=registry,
         )
         self.ready = Gauge(
             "mendbot_discord_ready", "1 while connected to Discord and serving.", registry=registry
@@ -121,6 +131,8 @@ class Metrics:
         budget = await services.improve.policy.budget()
         self.spent_today.set(budget.spent_today_usd)
         self.daily_budget.set(budget.daily_budget_usd)
+        self.autonomous_spent_today.set(budget.autonomous_spent_today_usd)
+        self.autonomous_daily_budget.set(budget.autonomous_daily_budget_usd)
         self.ready.set(1 if bot.is_ready() and bot.accepting else 0)
         self.inflight.set(bot.inflight)
         return generate_latest(self.registry)

@@ -27,6 +27,7 @@ from bot.devmode import DevMode
 from bot.forge.base import Forge
 from bot.forge.github import GitHubForge
 from bot.forge.local import LocalForge
+from bot.improve.autonomy import AutonomyService
 from bot.improve.gateway import ModelGateway
 from bot.improve.memory import Memory
 from bot.improve.policy import BudgetLedger, Policy
@@ -70,6 +71,7 @@ class Services:
     clock: Callable[[], datetime]
     audit: AuditService
     devmode: DevMode
+    autonomy: AutonomyService
     redactor: Redactor = field(default_factory=Redactor)
     storage: StorageHealth = field(default_factory=StorageHealth)
     daemons: Daemons = field(default_factory=Daemons)
@@ -110,6 +112,9 @@ class Services:
         await self.improve.quiesce()
         await self.deploy.quiesce()
         await self.incidents.quiesce()
+        # Incidents may have started runs of the bot's own; their notes go back to the incidents.
+        await self.autonomy.quiesce()
+        await self.incidents.quiesce()
         await self.recorder.flush()
 
     async def aclose(self) -> None:
@@ -118,7 +123,9 @@ class Services:
             return
         self.closed = True
         self.reminders.stop()
+        self.autonomy.close()
         await self.improve.shutdown()
+        await self.autonomy.quiesce()
         self.deploy.stop()
         await self.incidents.quiesce()
         await self.recorder.close()
@@ -209,6 +216,9 @@ async def _assemble(
         for run in await improve.on_startup()
         if run.interrupted_from != "merging"
     ]
+    devmode = DevMode(db, settings.repo_dir.resolve(), clock)
+    autonomy = AutonomyService(config=settings.improve, improve=improve, incidents=incidents, devmode=devmode)
+    incidents.on_raised = autonomy.on_raised
     services = Services(
         settings=settings,
         db=db,
@@ -232,7 +242,8 @@ async def _assemble(
         deploy=deploy,
         clock=clock,
         audit=AuditService(settings.db_path, settings.audit, clock),
-        devmode=DevMode(db, settings.repo_dir.resolve(), clock),
+        devmode=devmode,
+        autonomy=autonomy,
         redactor=redactor,
         storage=storage,
         boot_notices=boot_notices,

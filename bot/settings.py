@@ -190,6 +190,13 @@ class ImproveConfig(_Section):
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     # During an agent step the run's status message shows its latest tool call, edited at most this often.
     progress_interval_s: float = Field(default=5.0, ge=0)
+    # Runs the bot starts by itself (bot/improve/autonomy.py): on a code incident at or above
+    # `autonomous_severity`, and at `propose` for the audit's highest-impact item. `investigate` stops
+    # at a report; `propose` goes on to a verified proposal, which still needs a human's "ship it".
+    autonomy: Literal["off", "investigate", "propose"] = "investigate"
+    autonomous_severity: Literal["notice", "warning", "error"] = "error"
+    # A pool of its own: autonomous spend never eats into `daily_budget_usd`, which is for requests.
+    autonomous_daily_budget_usd: float = Field(default=5.0, ge=0)
 
 
 class ForgeConfig(_Section):

@@ -1,7 +1,9 @@
 """/audit: the self-audit on demand in a dev channel, and posted there by itself on `audit.schedule`.
 
 The report is text (bot/observe/audit_render.py) with PNG charts attached
-(bot/observe/audit_charts.py); a scheduled audit is recorded as the action `task:audit`.
+(bot/observe/audit_charts.py); a scheduled audit is recorded as the action `task:audit`. At
+`improve.autonomy: propose` the report ends with a run of the bot's own on its highest-impact item
+(bot/improve/autonomy.py).
 """
 
 from __future__ import annotations
@@ -55,9 +57,14 @@ class Audit(commands.Cog):
         with self.bot.services.recorder.action("task:audit", "Audit"):
             report = await self.audit.report(self.audit.default_period, command_kinds(self.bot))
             texts, charts = await self._render(report)
+            sent: list[discord.Message] = []
             for index, text in enumerate(texts):
                 last = index == len(texts) - 1
-                await self.bot.send_dev(text, files=_files(charts) if last else [])
+                sent += await self.bot.send_dev(text, files=_files(charts) if last else [])
+            channel_id = sent[0].channel.id if sent else None
+            line = await self.bot.services.autonomy.propose_for_audit(report.highest_impact(), channel_id)
+            if line:
+                await self.bot.send_dev(line)
 
     @app_commands.command(
         name="audit", description="Self-audit: error budgets, failures, latency, unused commands, spend."
@@ -82,6 +89,10 @@ class Audit(commands.Cog):
         for index, text in enumerate(texts):
             last = index == len(texts) - 1
             await interaction.followup.send(text, files=_files(charts) if last else [])
+        autonomy = self.bot.services.autonomy
+        line = await autonomy.propose_for_audit(report.highest_impact(), interaction.channel_id)
+        if line:
+            await interaction.followup.send(line)
 
 
 async def setup(bot: MendBot) -> None:

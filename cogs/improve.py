@@ -26,8 +26,9 @@ _ICONS = {"reported": "🔍", "awaiting_approval": "🛠", "failed": "❌", "can
 
 def status_text(run: Run, lines: list[str], now: float) -> str:
     elapsed = max(0.0, now - run.created_at)
+    mine = " · on my own" if run.origin == "autonomous" else ""
     head = (
-        f"🤖 **Run #{run.id}** · {run.kind} · `{run.state}` · {elapsed:.0f}s · ${run.cost_usd:.2f}\n"
+        f"🤖 **Run #{run.id}** · {run.kind}{mine} · `{run.state}` · {elapsed:.0f}s · ${run.cost_usd:.2f}\n"
         f"> {run.description[:200]}"
     )
     return "\n".join([head, *(f"{line}" for line in lines[-12:])])[:2000]
@@ -293,6 +294,10 @@ class Improve(commands.Cog):
         run = await self.improve.runs.get(run_id)
         events = await self.improve.runs.events(run_id)
         lines = [status_text(run, [], self.bot.services.clock().timestamp())]
+        if run.origin == "autonomous":
+            lines.append("**Origin:** autonomous — I started it myself (`improve.autonomy`); nobody asked.")
+        else:
+            lines.append(f"**Origin:** requested by <@{run.requester_id}>")
         if run.failure_reason:
             lines.append(f"**Failed while {run.failure_stage}:** {run.failure_reason[:500]}")
         lines += [

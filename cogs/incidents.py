@@ -76,6 +76,8 @@ def render(incident: Incident) -> discord.Embed:
         embed.add_field(
             name="Where", value="\n".join(f"`{frame}`" for frame in sample["frames"]), inline=False
         )
+    if incident.autonomy:  # what the bot did about it by itself: "Investigating — run #7", then the cause
+        embed.add_field(name="On my own", value=incident.autonomy[:1024], inline=False)
     embed.set_footer(text=f"rules: {', '.join(incident.rules)} · 🔍 investigate · 🛠 fix")
     return embed
 

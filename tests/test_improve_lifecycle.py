@@ -109,7 +109,8 @@ def _config(tmp_path: Path, repo: Path) -> Path:
     config.write_text(
         f"data_dir: {tmp_path / 'data'}\nrepo_dir: {repo}\nhealth: {{enabled: false}}\n"
         f"observe: {{announce_new_fingerprints: false}}\n"
-        f'improve: {{checks: ["{CHECK}"], max_attempts: 1}}\n'
+        # autonomy off: the bot's own investigation would take the incident before the 🛠 under test
+        f'improve: {{checks: ["{CHECK}"], max_attempts: 1, autonomy: "off"}}\n'
     )
     return config
 

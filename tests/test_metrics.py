@@ -73,6 +73,8 @@ async def test_state_figures_are_read_at_scrape_time(world: VirtualWorld, scrape
     assert metrics[("mendbot_runs", (("state", "awaiting_approval"),))] == 0
     assert metrics[("mendbot_runs_spend_usd", ())] == 0
     assert metrics[("mendbot_improve_daily_budget_usd", ())] == 20.0
+    assert metrics[("mendbot_improve_autonomous_daily_budget_usd", ())] == 5.0
+    assert metrics[("mendbot_improve_autonomous_spent_today_usd", ())] == 0
     assert metrics[("mendbot_action_records_dropped_total", (("cause", "queue_full"),))] == 0
     assert metrics[("mendbot_action_records_dropped_total", (("cause", "unwritten"),))] == 0
     assert metrics[("mendbot_discord_ready", ())] == 1

@@ -49,7 +49,8 @@ def _config(tmp_path: Path, repo: Path, watch_s: int = 60) -> Path:
     config.write_text(
         f"data_dir: {tmp_path / 'data'}\nrepo_dir: {repo}\nhealth: {{enabled: false}}\n"
         "observe: {announce_new_fingerprints: false}\n"
-        f'improve: {{checks: ["{CHECK}"], max_attempts: 1}}\n'
+        # autonomy off: the bot's own investigation would take the incident before the 🛠 under test
+        f'improve: {{checks: ["{CHECK}"], max_attempts: 1, autonomy: "off"}}\n'
         f"deploy: {{watch_window_s: {watch_s}}}\n"
     )
     return config

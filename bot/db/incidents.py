@@ -29,6 +29,7 @@ _FIELDS = (
     "closed_by",
     "category",
     "need",
+    "autonomy",
 )
 
 

@@ -16,6 +16,7 @@ __all__ = [
     "created_since",
     "delete_setting",
     "events",
+    "for_incident",
     "get_setting",
     "in_states",
     "insert",
@@ -47,6 +48,7 @@ RUN_FIELDS = (
     "status_message_id",
     "proposal_id",
     "interrupted_from",
+    "origin",
     "created_at",
     "updated_at",
 )
@@ -181,21 +183,37 @@ async def busy(db: aiosqlite.Connection, states: Iterable[str]) -> list[tuple[in
         return [(row[0], row[1]) for row in await cursor.fetchall()]
 
 
-async def created_since(db: aiosqlite.Connection, since: float) -> list[tuple[int, float]]:
-    """(requester_id, created_at) of runs created after `since`, oldest first."""
+async def created_since(
+    db: aiosqlite.Connection, since: float, origin: str | None = None
+) -> list[tuple[int, float]]:
+    """(requester_id, created_at) of runs created after `since` (of one origin, if given), oldest first."""
     async with db.execute(
-        "SELECT requester_id, created_at FROM runs WHERE created_at > ? ORDER BY created_at", (since,)
+        "SELECT requester_id, created_at FROM runs WHERE created_at > ? AND (? IS NULL OR origin = ?)"
+        " ORDER BY created_at",
+        (since, origin, origin),
     ) as cursor:
         return [(row[0], row[1]) for row in await cursor.fetchall()]
 
 
-async def spent_since(db: aiosqlite.Connection, since: float) -> float:
-    """Total cost of run events at or after `since`."""
-    async with db.execute(
-        "SELECT COALESCE(SUM(cost_usd), 0) FROM run_events WHERE ts >= ?", (since,)
-    ) as cursor:
+async def spent_since(db: aiosqlite.Connection, since: float, origin: str | None = None) -> float:
+    """Total cost of run events at or after `since` — of runs of one origin, if given."""
+    args: tuple[object, ...] = (since,)
+    sql = "SELECT COALESCE(SUM(cost_usd), 0) FROM run_events WHERE ts >= ?"
+    if origin is not None:
+        sql = (
+            "SELECT COALESCE(SUM(e.cost_usd), 0) FROM run_events e JOIN runs r ON r.id = e.run_id"
+            " WHERE e.ts >= ? AND r.origin = ?"
+        )
+        args = (since, origin)
+    async with db.execute(sql, args) as cursor:
         row = await cursor.fetchone()
     return float(row[0]) if row is not None else 0.0
+
+
+async def for_incident(db: aiosqlite.Connection, incident_id: int) -> list[dict[str, Any]]:
+    """Every run ever started on `incident_id`, oldest first."""
+    async with db.execute("SELECT * FROM runs WHERE incident_id = ? ORDER BY id", (incident_id,)) as cursor:
+        return [dict(row) for row in await cursor.fetchall()]
 
 
 async def events(db: aiosqlite.Connection, run_id: int) -> list[dict[str, Any]]:

@@ -5,6 +5,11 @@ Limits, checked in this order: a pause (persisted, so a restart keeps it), the d
 (runs holding a working slot). Each refusal names the limit and when it lifts, as a Discord
 timestamp, so the person asking knows whether to wait a minute or until tomorrow.
 
+Runs the bot starts by itself (origin `autonomous`) spend from a pool of their own,
+`improve.autonomous_daily_budget_usd`, and requested runs from `improve.daily_budget_usd`: neither
+can starve the other. An autonomous run is refused when `improve.autonomy` is off, when paused,
+when its pool is spent, and by concurrency; the hourly limits count people's requests only.
+
 Spend is counted from run events by the time it was spent, so a run that straddles midnight
 is charged to each day for what it cost that day.
 """
@@ -21,7 +26,7 @@ import aiosqlite
 
 from bot.db import runs as queries
 from bot.errors import UserError
-from bot.improve.runs import BUSY_STATES, Run, RunService
+from bot.improve.runs import BUSY_STATES, Run, RunOrigin, RunService
 from bot.log import get_logger
 from bot.settings import ImproveConfig
 
@@ -31,7 +36,9 @@ _log = get_logger(__name__)
 _PAUSE_KEY = "improve.paused"
 _HOUR = 3600.0
 
-Limit = Literal["paused", "daily_budget", "user_hourly", "hourly", "concurrency"]
+Limit = Literal[
+    "paused", "daily_budget", "user_hourly", "hourly", "concurrency", "autonomy_off", "autonomous_budget"
+]
 
 
 def discord_time(ts: float, style: str = "R") -> str:
@@ -62,12 +69,25 @@ class BudgetReport:
     concurrency: int = 1
     paused_by: int | None = None
     protected_paths: list[str] = field(default_factory=list)
+    autonomy: str = "off"
+    autonomous_severity: str = "error"
+    autonomous_spent_today_usd: float = 0.0
+    autonomous_daily_budget_usd: float = 0.0
 
     def render(self) -> str:
         """The /budget answer."""
+        if self.autonomy == "off":
+            autonomous = "**On my own:** off (runs start only when asked)"
+        else:
+            spent, budget = self.autonomous_spent_today_usd, self.autonomous_daily_budget_usd
+            autonomous = (
+                f"**On my own:** {self.autonomy} on {self.autonomous_severity} incidents;"
+                f" spent today ${spent:.2f} of ${budget:.2f}"
+            )
         lines = [
             f"**Spent today:** ${self.spent_today_usd:.2f} of ${self.daily_budget_usd:.2f}"
             f" (resets {discord_time(self.day_resets_at)})",
+            autonomous,
             f"**Per run:** up to ${self.per_run_budget_usd:.2f}",
             f"**Runs this hour:** {self.runs_this_hour} of {self.runs_per_hour}"
             f" ({self.runs_per_hour_per_user} per person)",
@@ -128,11 +148,17 @@ class Policy:
         _log.info("runs_resumed", user_id=user_id)
         return True
 
-    async def check_start(self, user_id: int) -> None:
-        """Raise `PolicyRefusal` if `user_id` may not start a run now."""
+    async def check_start(self, user_id: int, origin: RunOrigin = "requested") -> None:
+        """Raise `PolicyRefusal` if `user_id` may not start a run now (or the bot, for `autonomous`)."""
         await self.load()
+        if origin == "autonomous" and self._config.autonomy == "off":
+            raise PolicyRefusal("autonomy_off", "I don't start runs on my own: `improve.autonomy` is off.")
         if self._paused_by is not None:
             raise PolicyRefusal("paused", f"Runs are paused by <@{self._paused_by}>; /resume to continue.")
+        if origin == "autonomous":
+            await self._check_autonomous_budget()
+            await self._check_concurrency()
+            return
 
         now = self._now()
         spent = await self.spent_today()
@@ -145,7 +171,7 @@ class Policy:
                 resets_at=resets,
             )
 
-        recent = await queries.created_since(self._db, now - _HOUR)
+        recent = await queries.created_since(self._db, now - _HOUR, "requested")
         mine = [created for requester, created in recent if requester == user_id]
         per_user = self._config.runs_per_hour_per_user
         if len(mine) >= per_user:
@@ -165,7 +191,21 @@ class Policy:
                 f" the next can start {discord_time(resets)}.",
                 resets_at=resets,
             )
+        await self._check_concurrency()
 
+    async def _check_autonomous_budget(self) -> None:
+        spent = await self.spent_today("autonomous")
+        budget = self._config.autonomous_daily_budget_usd
+        if spent >= budget:
+            resets = self._next_midnight()
+            raise PolicyRefusal(
+                "autonomous_budget",
+                f"today's budget for runs of my own is spent (${spent:.2f} of ${budget:.2f});"
+                f" it resets {discord_time(resets)}.",
+                resets_at=resets,
+            )
+
+    async def _check_concurrency(self) -> None:
         busy = await queries.busy(self._db, BUSY_STATES)
         if len(busy) >= self._config.concurrency:
             oldest, state = busy[0]
@@ -175,24 +215,34 @@ class Policy:
                 f" wait for run #{oldest} ({state}) to finish.",
             )
 
-    async def spent_today(self) -> float:
-        """What runs have cost since UTC midnight."""
-        return await queries.spent_since(self._db, self._midnight())
+    async def spent_today(self, origin: RunOrigin = "requested") -> float:
+        """What runs of `origin` have cost since UTC midnight."""
+        return await queries.spent_since(self._db, self._midnight(), origin)
+
+    def daily_budget(self, origin: RunOrigin) -> float:
+        """The day's pool that runs of `origin` spend from."""
+        if origin == "autonomous":
+            return self._config.autonomous_daily_budget_usd
+        return self._config.daily_budget_usd
 
     async def remaining_run_budget(self, run: Run) -> float:
         """What the agent may still spend on `run`: the least of its own cap and today's remainder."""
         return max(0.0, min(await self.remaining(run)))
 
     async def remaining(self, run: Run) -> tuple[float, float]:
-        """(what is left of `run`'s own cap, what is left of today's budget), in USD."""
+        """(what is left of `run`'s own cap, what is left of today's budget for its origin), in USD.
+
+        The model gateway checks this before every request, so an autonomous run stops when the
+        autonomous pool runs dry even if the requested one has plenty left.
+        """
         per_run = self._config.max_budget_usd_per_run - run.cost_usd
-        today = self._config.daily_budget_usd - await self.spent_today()
+        today = self.daily_budget(run.origin) - await self.spent_today(run.origin)
         return per_run, today
 
     async def budget(self) -> BudgetReport:
         """Spend and limits for /budget."""
         await self.load()
-        recent = await queries.created_since(self._db, self._now() - _HOUR)
+        recent = await queries.created_since(self._db, self._now() - _HOUR, "requested")
         busy = await queries.busy(self._db, BUSY_STATES)
         return BudgetReport(
             spent_today_usd=await self.spent_today(),
@@ -207,6 +257,10 @@ class Policy:
             concurrency=self._config.concurrency,
             paused_by=self._paused_by,
             protected_paths=list(self._config.protected_paths),
+            autonomy=self._config.autonomy,
+            autonomous_severity=self._config.autonomous_severity,
+            autonomous_spent_today_usd=await self.spent_today("autonomous"),
+            autonomous_daily_budget_usd=self._config.autonomous_daily_budget_usd,
         )
 
     def _now(self) -> float:
@@ -224,7 +278,7 @@ class BudgetLedger:
     """The model gateway's view of the budget: what a run may still spend, and where its spend goes.
 
     Each model request's cost is a `model_request` event of the run, so it counts toward the run's
-    cost and today's spend at once (`Policy.spent_today` sums run events).
+    cost and today's spend of the run's origin at once (`Policy.spent_today` sums run events).
     """
 
     def __init__(self, policy: Policy, runs: RunService) -> None:

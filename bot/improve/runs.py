@@ -39,6 +39,7 @@ __all__ = [
     "RunEvent",
     "RunKind",
     "RunNotFound",
+    "RunOrigin",
     "RunService",
     "RunState",
     "slugify",
@@ -47,6 +48,9 @@ __all__ = [
 _log = get_logger(__name__)
 
 RunKind = Literal["investigate", "fix"]
+# Who wanted the run: a person (`requested`) or the bot itself on an incident or an audit (`autonomous`);
+# each spends from its own daily budget.
+RunOrigin = Literal["requested", "autonomous"]
 RunState = Literal[
     "queued",
     "observing",
@@ -185,6 +189,7 @@ class Run:
     created_at: float
     updated_at: float
     interrupted_from: RunState | None = None
+    origin: RunOrigin = "requested"
 
     @property
     def terminal(self) -> bool:
@@ -262,6 +267,7 @@ class RunService:
         description: str,
         *,
         security: bool = False,
+        origin: RunOrigin = "requested",
     ) -> Run:
         now = self.now()
         values: dict[str, Any] = {
@@ -273,15 +279,17 @@ class RunService:
             "description": description,
             "slug": slugify(description),
             "security": int(security),
+            "origin": origin,
             "cost_usd": 0.0,
             "attempts": 0,
             "created_at": now,
             "updated_at": now,
         }
-        detail = {"kind": kind, "incident_id": incident_id, "security": security}
+        detail = {"kind": kind, "incident_id": incident_id, "security": security, "origin": origin}
+        actor = f"user:{requester_id}" if origin == "requested" else "autonomy"
         async with self._lock:
             run_id = await self._writes(
-                lambda: queries.insert(self._db, values, actor=f"user:{requester_id}", detail=detail),
+                lambda: queries.insert(self._db, values, actor=actor, detail=detail),
                 what="run",
             )
         _log.info("run_created", run_id=run_id, kind=kind, requester_id=requester_id, incident_id=incident_id)
@@ -373,6 +381,10 @@ class RunService:
     async def active(self) -> list[Run]:
         """Runs not finished and not interrupted, oldest first."""
         return [Run.from_row(row) for row in await queries.in_states(self._db, ACTIVE_STATES)]
+
+    async def for_incident(self, incident_id: int) -> list[Run]:
+        """Every run ever started on the incident, whatever its state, oldest first."""
+        return [Run.from_row(row) for row in await queries.for_incident(self._db, incident_id)]
 
     async def interrupted(self) -> list[Run]:
         """Runs waiting to be resumed (or cancelled), oldest first."""

@@ -37,6 +37,7 @@ from bot.improve.runs import (
     InvalidTransition,
     Run,
     RunKind,
+    RunOrigin,
     RunService,
     RunState,
     slugify,
@@ -183,13 +184,15 @@ class SelfImprovementAgent:
         fingerprint: str | None = None,
         target_kind: str | None = None,
         redo_of: int | None = None,
+        origin: RunOrigin = "requested",
     ) -> tuple[Run, bool]:
         """(run, joined): one run per target, whatever `improve.concurrency` allows.
 
         A request for an incident that a live run is already on — or, without an incident, for the
         same thing in the same words — joins that run (`joined` True) instead of starting a second
         one on another branch. The check and the creation happen under one lock, so two requests
-        arriving together produce one run.
+        arriving together produce one run. `origin` says whose it is (the bot's own: `autonomous`),
+        which decides the limits and the budget it is held to.
         """
         await self.ensure_ready(kind)
         description = description.strip()[:2000] or "(no description)"
@@ -203,9 +206,9 @@ class SelfImprovementAgent:
                     existing.id, "joined", actor=f"user:{requester_id}", detail={"kind": kind}
                 )
                 return existing, True
-            await self.policy.check_start(requester_id)
+            await self.policy.check_start(requester_id, origin)
             run = await self.runs.create(
-                kind, requester_id, channel_id, incident_id, description, security=security
+                kind, requester_id, channel_id, incident_id, description, security=security, origin=origin
             )
             if fingerprint is not None or target_kind is not None:
                 await self.runs.event(
@@ -278,6 +281,13 @@ class SelfImprovementAgent:
                 await self.forge.close(proposal.id, reason)
         except ForgeError as exc:  # the forge is unreachable: say so in the log, never wedge the run
             _log.warning("proposal_close_failed", run_id=run.id, proposal_id=run.proposal_id, error=str(exc))
+
+    async def wait(self, run_id: int) -> Run:
+        """The run once its pipeline here has ended (at once when it is not running here)."""
+        live = self._live.get(run_id)
+        if live is not None and live.task is not None:
+            await asyncio.wait([live.task])
+        return await self.runs.get(run_id)
 
     def _launch(self, run: Run) -> None:
         live = self._live[run.id] = _Live()

@@ -17,6 +17,10 @@ for a missing permission, a deleted message, an outage. Environment incidents ar
 buttons, refused by every fix/investigate path (`refusal()`), and cleared by
 `clear_environment()` when the condition is over. A storage incident is announced even while
 its own row cannot be written; the row is written once storage works again.
+
+A code incident that opens, or whose level rises, is handed to `on_raised` (never a reopening):
+that is where the bot's own runs start (bot/improve/autonomy.py), and `annotate()` is how it says
+in the announcement what it did ("Investigating — run #7", then the root cause).
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ class Incident:
     closed_by: int | None = None
     category: Category = "code"
     need: str | None = None  # environment incidents: what would fix it
+    autonomy: str | None = None  # what the bot did about it by itself (bot/improve/autonomy.py)
     dirty: bool = False
     flushing: bool = False
     created: asyncio.Event = field(default_factory=asyncio.Event)
@@ -115,6 +120,7 @@ class Incident:
             "closed_by": self.closed_by,
             "category": self.category,
             "need": self.need,
+            "autonomy": self.autonomy,
         }
 
     @classmethod
@@ -139,6 +145,7 @@ class Incident:
             closed_by=row["closed_by"],
             category=row.get("category") or "code",
             need=row.get("need"),
+            autonomy=row.get("autonomy"),
         )
         incident.created.set()
         return incident
@@ -179,6 +186,9 @@ class IncidentService:
         self._incidents: list[Incident] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.announcer: Announcer | None = None
+        # Told, synchronously, when a code incident opens or its level rises — never when it reopens:
+        # the bot's own runs start from here (bot/improve/autonomy.py).
+        self.on_raised: Callable[[Incident], None] | None = None
 
     def now(self) -> float:
         return self._clock().timestamp()
@@ -218,18 +228,26 @@ class IncidentService:
         self._incidents = [i for i in self._incidents if i.active or (i.closed_at or 0) >= horizon]
         incident = self._match(signal.fingerprint, signal.kind, active_only=False)
         if incident is None:
-            self._open(signal)
+            self._raised(self._open(signal))
             return
         if signal.rule not in incident.rules:
             incident.rules.append(signal.rule)
-        if _LEVELS[signal.level] > _LEVELS[incident.level]:
+        raised = _LEVELS[signal.level] > _LEVELS[incident.level]
+        if raised:
             incident.level = signal.level
             incident.summary = signal.summary
-        if incident.state == "resolved":  # back within the cooldown: reopen, don't re-announce
+        reopened = incident.state == "resolved"
+        if reopened:  # back within the cooldown: reopen, don't re-announce
             incident.state = "open"
             incident.closed_at = incident.closed_by = None
             incident.summary = signal.summary
         self._changed(incident)
+        if raised and not reopened:
+            self._raised(incident)
+
+    def _raised(self, incident: Incident) -> None:
+        if self.on_raised is not None:
+            self.on_raised(incident)
 
     def _match(self, fingerprint: str | None, kind: str, *, active_only: bool) -> Incident | None:
         horizon = self.now() - self._config.cooldown_s
@@ -255,7 +273,7 @@ class IncidentService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _open(self, signal: Signal) -> None:
+    def _open(self, signal: Signal) -> Incident:
         incident = Incident(
             rule=signal.rule,
             rules=[signal.rule],
@@ -272,6 +290,7 @@ class IncidentService:
         )
         self._incidents.append(incident)
         self._spawn(self._create(incident))
+        return incident
 
     async def _create(self, incident: Incident) -> None:
         try:
@@ -490,6 +509,18 @@ class IncidentService:
         await queries.update(self._db, incident.id, incident.row(self.now()))
         self._changed(incident)  # the announcement shows the new state
         return incident
+
+    async def annotate(self, incident_id: int, note: str) -> None:
+        """Say in the incident's announcement what the bot did about it by itself; persisted with it."""
+        incident = next((i for i in self._incidents if i.id == incident_id), None)
+        if incident is not None:
+            incident.autonomy = note
+            self._changed(incident)  # written and re-announced by the incident's one flush
+            return
+        await queries.update(self._db, incident_id, {"autonomy": note, "updated_at": self.now()})
+        row = await queries.by_id(self._db, incident_id)
+        if row is not None and row["message_id"] is not None and self.announcer is not None:
+            await self.announcer.update(Incident.from_row(row))
 
     async def withdraw_request(self, incident_id: int, user_id: int, action: str) -> None:
         await queries.remove_request(self._db, incident_id=incident_id, user_id=user_id, action=action)

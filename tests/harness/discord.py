@@ -27,7 +27,8 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     """Settings for a test: its own data dir, no health port, nothing read from .env or config.yaml.
 
     repo_dir defaults to the (non-git) parent of data_dir, so no test touches the live checkout;
-    tests of self-improvement pass a `copy_of_bot()` repository.
+    tests of self-improvement pass a `copy_of_bot()` repository. `improve.autonomy` is off unless
+    given.
     """
     values: dict[str, Any] = {
         "data_dir": data_dir,
@@ -37,6 +38,9 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         "_env_file": None,
     }
     values.update(overrides)
+    # The bot's own runs (improve.autonomy, default investigate) would start on every error incident
+    # a test provokes and use up its scripted model turns: off unless a test asks for a level.
+    values["improve"] = {"autonomy": "off", **dict(values.get("improve") or {})}
     return load_settings(**values)
 
 
