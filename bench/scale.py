@@ -136,8 +136,8 @@ async def persist_rate(tmp: Path) -> tuple[float, int]:
     finally:
         await services.aclose()
     rows = await _count(settings.db_path)
-    if rows != written:
-        raise AssertionError(f"{written} counted written but {rows} rows in actions")
+    if rows != recorder.written:
+        raise AssertionError(f"{recorder.written} counted written but {rows} rows in actions")
     return written / elapsed, health["actions_dropped"]
 
 

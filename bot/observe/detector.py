@@ -133,11 +133,13 @@ class AnomalyDetector:
         self.processed = 0
 
     def tracked(self) -> dict[str, int]:
-        """How many kinds and fingerprints the windows hold now (what memory follows)."""
+        """How many kinds, fingerprints and time buckets the windows hold now (what memory follows)."""
         return {
             "kinds": len(self._kinds),
             "fingerprints": len(self._repeats),
             "latency_kinds": len(self._latency),
+            "buckets": sum(len(w.counts.buckets) for w in self._kinds.values())
+            + sum(len(c.buckets) for c in self._repeats.values()),
         }
 
     def process(self, record: ActionRecord) -> None:
