@@ -30,7 +30,6 @@ async def test_kind_wide_failures_come_from_their_index(tmp_path: Path) -> None:
         statements: list[str] = []
         await db.set_trace_callback(statements.append)
         found = await action_queries.recent_failures(db, kind="command:roll", fingerprint=None, since=0.0)
-        await db.set_trace_callback(None)
         assert [record.error_message for record in found] == ["missing 3", "missing 2", "missing 1"]
         [query] = [sql for sql in statements if sql.lstrip().upper().startswith("SELECT")]
         async with db.execute(f"EXPLAIN QUERY PLAN {query}") as cursor:
