@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -153,8 +154,6 @@ async def measure_merge_to_live_ms() -> float:
 
 def _run_events(base: Path, key: str) -> list[str]:
     """Run-event details holding `key` in the playground's database (`play` keeps its state there)."""
-    import sqlite3
-
     with sqlite3.connect(base / "data" / "playground" / "mendbot.db") as db:
         rows = db.execute("SELECT detail FROM run_events WHERE detail LIKE ?", (f"%{key}%",)).fetchall()
     return [row[0] for row in rows]
