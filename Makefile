@@ -43,6 +43,7 @@ bench: setup
 	$(BIN)/python bench/audit.py
 	$(BIN)/python bench/discord_start.py
 	$(BIN)/python bench/localise.py
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

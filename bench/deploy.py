@@ -11,8 +11,13 @@ Prints one `name value unit` line per figure (diagnostics go to stderr):
   achieved (the virtual Discord runs one interaction at a time, each to completion, so the
   driver paces them; the reloads run concurrently in their own task).
 
-`merge_to_live_ms` (approval to the new code answering) needs the approval, merge and deploy
-pieces assembled in the bot; `measure_merge_to_live_ms` below is a stub, not called.
+- `merge_to_live_ms`: approval to the fixed code answering, in a `mendbot play` process: alice
+  replies "ship it" to a proposal after someone else committed to main (an unrelated file), so
+  the merge rebases the change onto the new main and re-verifies it (the configured check and
+  the smoke load) before merging, fast-forwarding the live checkout and reloading the cog; the
+  clock stops when the fixed `!roll 2d6` answers. A busy repository moves under a proposal, and
+  the re-verification is the slow part: a figure that started after the checks would flatter.
+  Median of 3.
 
 - `recover_after_crash_s`: a deploy whose merge was recorded when the process died, before the live
   checkout moved: from the new process building its services to that deploy completed (live
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -41,6 +47,7 @@ for _name in ("DISCORD_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GITHU
 
 from bot.app import MendBot  # noqa: E402
 from bot.deploy.reload import Plan, Reloader  # noqa: E402
+from bot.git import git  # noqa: E402
 from bot.log import configure_logging  # noqa: E402
 from bot.playground import VirtualWorld, virtual_world  # noqa: E402
 from bot.services import build_services  # noqa: E402
@@ -108,8 +115,9 @@ async def measure_merge_to_live_ms() -> float:
     """Approval ("ship it") to the merged change answering in the running bot, median of a few runs.
 
     A `mendbot play` process runs a temp copy of this repository with a seeded bug in cogs/dice.py;
-    the model double scripts the fix; the clock starts when alice replies "ship it" to the proposal
-    and stops when the fixed /roll answers (merge, live fast-forward, reload and the command).
+    the model double scripts the fix; main then moves (an unrelated commit in the live checkout), so
+    the clock, started when alice replies "ship it", runs through the rebase and re-verification,
+    the merge, the live fast-forward, the reload and the fixed /roll answering.
     """
     from tests.harness.model_double import ModelDouble, text
     from tests.harness.playground import PlaygroundProcess
@@ -126,15 +134,29 @@ async def measure_merge_to_live_ms() -> float:
                 env = {"ANTHROPIC_API_KEY": "bench-key", "ANTHROPIC_BASE_URL": model.base_url}
                 pg = await PlaygroundProcess.start(_config(base, repo), code=repo, env=env)
                 proposal = await _to_proposal(pg)
+                (repo / "NOTES-bench.md").write_text("someone else's change on main\n")
+                identity = {"user.name": "bench", "user.email": "bench@mendbot.invalid"}
+                await git(repo, "add", "NOTES-bench.md")
+                await git(repo, "commit", "-q", "-m", "an unrelated change on main", config=identity)
                 started = time.perf_counter()
                 await pg.send(f"reply {proposal} ship it")
                 await pg.send("#general")
                 await pg.send("!roll 2d6")
                 await pg.expect(r"🎲 `2d6` →", timeout=120)
                 timings.append((time.perf_counter() - started) * 1000)
+                rebased = _run_events(base, "rebased_to")
+                if not rebased:
+                    raise RuntimeError("the merge did not rebase and re-verify: main did not move under it")
                 await pg.finish()
         print(f"merge_to_live run {index}: {timings[-1]:.0f} ms", file=sys.stderr)
     return statistics.median(timings)
+
+
+def _run_events(base: Path, key: str) -> list[str]:
+    """Run-event details holding `key` in the playground's database (`play` keeps its state there)."""
+    with sqlite3.connect(base / "data" / "playground" / "mendbot.db") as db:
+        rows = db.execute("SELECT detail FROM run_events WHERE detail LIKE ?", (f"%{key}%",)).fetchall()
+    return [row[0] for row in rows]
 
 
 async def measure_recover_after_crash_s() -> float:

@@ -5,10 +5,12 @@ Prints one `name value unit` line per figure (diagnostics go to stderr):
 - `evidence_ms`: `build_evidence` + `EvidencePack.render()` for the /roll incident of the corpus
   below, with this repository as the source root (so the excerpts are real files and `git log
   -L` runs on real history) and a few lessons to match. Median of 20 runs.
-- `correlate_ms`: `resolve_target` for the complaint "the roll command is broken again" (a
-  named command) and for the free text "zero division when rolling dice" (FTS5 search with
-  recency), median of 20 runs each; the figure is the slower of the two medians. Both must
-  resolve to the /roll incident or the bench fails.
+- `correlate_ms`: from words to the stored failures they mean: `resolve_target` for the
+  complaint "the roll command is broken again" (a named command) and for the free text "zero
+  division when rolling dice" (FTS5 search with recency), then the newest failing actions of
+  what it resolved to read from the 1,000,000 action rows (`recent_failures`, as the evidence
+  pack does), median of 20 runs each; the figure is the slower of the two medians. Both must
+  resolve to the /roll incident and find its ZeroDivisionError rows, or the bench fails.
 
 The corpus is built once in a temp dir: 1,000,000 `actions` rows over seven days (~5%
 failures spread over 200 distinct fingerprints on 15 kinds, frames pointing at real functions
@@ -47,6 +49,7 @@ for _name in ("DISCORD_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GITHU
 
 import aiosqlite  # noqa: E402
 
+from bot.db import actions as action_queries  # noqa: E402
 from bot.db import incidents as incident_queries  # noqa: E402
 from bot.db.connection import open_database  # noqa: E402
 from bot.improve.evidence import build_evidence  # noqa: E402
@@ -391,12 +394,18 @@ async def correlate_ms(context: BenchContext) -> float:
     medians = []
     for text in (COMPLAINT, FREE_TEXT):
 
-        async def run(text: str = text) -> object:
-            return await resolve_target(corpus.db, text, replied_incident_id=None, now=corpus.now)
+        async def run(text: str = text) -> tuple[Any, list[Any]]:
+            target = await resolve_target(corpus.db, text, replied_incident_id=None, now=corpus.now)
+            rows = await action_queries.recent_failures(
+                corpus.db, kind=target.kind, fingerprint=target.fingerprint, since=corpus.now - 86400
+            )
+            return target, rows
 
-        target = await resolve_target(corpus.db, text, replied_incident_id=None, now=corpus.now)
+        target, rows = await run()
         if target.incident_ids != [corpus.roll_incident_id]:
             raise AssertionError(f"{text!r} resolved to {target}, not the /roll incident")
+        if not rows or any(r.kind != "command:roll" or r.error_type != "ZeroDivisionError" for r in rows):
+            raise AssertionError(f"{text!r} found {rows[:1]} among the actions, not the /roll failures")
         median = await _median_ms(run)
         _note(f"resolve_target({text!r}) via {target.via}: median {median:.2f} ms")
         medians.append(median)

@@ -248,10 +248,9 @@ async def _assemble(
         storage=storage,
         boot_notices=boot_notices,
     )
-    pruned = await recorder.prune(observe.retention_days)
-    if pruned:
-        _log.info("old action records pruned", count=pruned, retention_days=observe.retention_days)
     services.daemons.start("action-writer", recorder.run_writer())
+    # Retention runs in the background from the start: millions of expired rows must not delay
+    # the first answer.
     services.daemons.start("action-retention", recorder.prune_every(observe.retention_days))
     services.daemons.start(
         "storage-probe",

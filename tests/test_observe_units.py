@@ -189,3 +189,38 @@ def test_thresholds_are_validated(threshold: float) -> None:
     """An impossible error-rate threshold is refused by the config model."""
     with pytest.raises(ValueError, match="threshold"):
         ObserveConfig.model_validate({"error_rate": {"threshold": threshold}})
+
+
+def test_window_memory_does_not_grow_with_the_action_rate() -> None:
+    """Ten times more actions in the same ten minutes keep the same number of time buckets."""
+    sizes = []
+    for per_second in (20, 200):
+        detector, _ = _detector(announce_new_fingerprints=False)
+        for n in range(600 * per_second):
+            detector.process(_record(n / per_second, ok=n % 50 != 0, fp=f"fp{n % 3}"))
+        sizes.append(detector.tracked())
+    assert sizes[0] == sizes[1]
+    assert sizes[1]["buckets"] <= 4 * 61  # one kind and three fingerprints, 60 buckets a window
+
+
+def test_error_rate_storm_fires_again_after_it_cleared() -> None:
+    """A second storm after the window emptied fires again, the first one having cleared."""
+    detector, signals = _detector(repeat={"count": 100}, error_rate={"window_s": 60})
+    for start in (0, 1000):
+        for i in range(10):
+            detector.process(_record(start + i, ok=i % 2 == 0, fp="a"))
+    assert [s.rule for s in signals] == ["error_rate", "error_rate"]
+
+
+def test_quiet_kinds_and_fingerprints_are_forgotten() -> None:
+    """Kinds and fingerprints that went quiet leave the detector's memory; the active one stays."""
+    detector, _ = _detector()
+    for i in range(20):
+        detector.process(_record(i, kind=f"command:k{i % 5}", ok=i % 2 == 0, fp=f"fp{i}"))
+    assert detector.tracked()["kinds"] == 5
+    for i in range(3):
+        detector.process(_record(2000 + i * 30, kind="command:busy", ok=False, fp="busy"))
+    tracked = detector.tracked()
+    assert (tracked["kinds"], tracked["fingerprints"]) == (1, 1)
+    detector.process(_record(200_000, kind="command:busy"))
+    assert detector.tracked()["latency_kinds"] == 1  # the five kinds quiet for over a day lost theirs

@@ -1,14 +1,16 @@
-"""The recorder's sinks: NDJSON rotation, retention, the `action()` block."""
+"""The recorder's sinks: NDJSON rotation, retention (in batches, beside the writer), the `action()` block."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from bot.db import actions as action_queries
 from bot.db import open_database
 from bot.db.retry import RetryPolicy, StorageHealth
 from bot.observe.recorder import ActionRecorder
@@ -175,3 +177,111 @@ async def test_a_batch_failing_for_another_reason_is_dropped_at_once_and_counted
     await writer
     assert (recorder.dropped_unwritten, recorder.write_errors, recorder.written) == (3, 1, 1)
     assert storage.retried == 0 and storage.state.fault is None
+
+
+def _expired_rows(db_path: Path, count: int, ts: float) -> None:
+    """`count` rows at `ts`, inserted straight into the table (setup for retention tests)."""
+    db = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        db.execute("BEGIN")
+        db.executemany(
+            "INSERT INTO actions (ts, kind, source, ok, duration_ms) VALUES (?, 'task:old', 'test', 1, 1)",
+            [(ts + n / 1000,) for n in range(count)],
+        )
+        db.execute("COMMIT")
+    finally:
+        db.close()
+
+
+async def test_no_record_is_lost_while_a_prune_runs(tmp_path: Path) -> None:
+    """Records written while retention deletes thousands of rows in batches all arrive; only old rows go."""
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    recorder = _recorder(tmp_path, now)
+    writer = asyncio.create_task(recorder.run_writer())
+    recorder.record("task:first", "test", ok=True, duration_ms=1)
+    await recorder.flush()
+    _expired_rows(tmp_path / "m.db", 5000, now[0].timestamp() - 30 * 86400)
+    produced = 0
+
+    async def produce() -> None:
+        nonlocal produced
+        for _ in range(60):
+            for _ in range(10):
+                recorder.record("task:new", "test", ok=True, duration_ms=1)
+                produced += 1
+            await asyncio.sleep(0)
+
+    producer = asyncio.create_task(produce())
+    pruned = await recorder.prune(retention_days=7, batch=200)
+    await producer
+    await recorder.flush()
+    await recorder.close()
+    await writer
+    assert pruned == 5000
+    assert recorder.dropped == 0
+    assert await _count(tmp_path / "m.db") == 1 + produced
+
+
+def test_one_prune_batch_deletes_only_the_oldest_expired_rows(tmp_path: Path) -> None:
+    """A retention batch removes at most its limit, oldest first, and never a row inside the retention."""
+    asyncio.run(_migrated(tmp_path / "m.db"))
+    _expired_rows(tmp_path / "m.db", 300, 1000.0)
+    _expired_rows(tmp_path / "m.db", 5, 5000.0)
+    conn = action_queries.open_writer(tmp_path / "m.db", 1000)
+    try:
+        assert action_queries.prune_oldest(conn, 2000.0, 100) == 100
+        assert conn.execute("SELECT min(ts) FROM actions").fetchone()[0] >= 1000.1
+        assert action_queries.prune_oldest(conn, 2000.0, 1000) == 200
+        assert action_queries.prune_oldest(conn, 2000.0, 1000) == 0
+        assert conn.execute("SELECT count(*) FROM actions").fetchone()[0] == 5
+    finally:
+        conn.close()
+
+
+async def _migrated(path: Path) -> None:
+    await (await open_database(path)).close()
+
+
+async def test_retention_daemon_prunes_at_once_in_the_background(tmp_path: Path) -> None:
+    """The retention daemon prunes as soon as it starts, not only after its first interval."""
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    await _migrated(tmp_path / "m.db")
+    _expired_rows(tmp_path / "m.db", 1000, now[0].timestamp() - 30 * 86400)
+    recorder = _recorder(tmp_path, now)
+    writer = asyncio.create_task(recorder.run_writer())
+    daemon = asyncio.create_task(recorder.prune_every(retention_days=7, interval_s=3600))
+    try:
+        for _ in range(3000):  # the daemon works in the background: look until it is done, 30 s at most
+            if not await _count(tmp_path / "m.db"):
+                break
+            await asyncio.sleep(0.01)
+        assert await _count(tmp_path / "m.db") == 0
+    finally:
+        daemon.cancel()
+        await recorder.close()
+        await writer
+
+
+async def test_a_batch_over_one_statement_is_written_whole_and_counts_each_failure(tmp_path: Path) -> None:
+    """A batch larger than one INSERT is written whole; a fingerprint repeated in it counts each time."""
+    db = await open_database(tmp_path / "m.db")
+    try:
+        records = [
+            ActionRecord(
+                ts=float(n),
+                kind="command:roll",
+                source="test",
+                ok=n % 1000 != 0,
+                duration_ms=1.0,
+                fingerprint=None if n % 1000 else "fp-same",
+                extra={"n": n},
+            )
+            for n in range(2500)
+        ]
+        await action_queries.insert_many(db, records)
+        async with db.execute("SELECT count(DISTINCT extra), max(ts) FROM actions") as cursor:
+            assert tuple(await cursor.fetchone() or ()) == (2500, 2499.0)
+        async with db.execute("SELECT count, first_seen, last_seen FROM fingerprints") as cursor:
+            assert [tuple(row) for row in await cursor.fetchall()] == [(3, 0.0, 2000.0)]
+    finally:
+        await db.close()

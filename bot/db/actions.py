@@ -1,10 +1,22 @@
-"""Queries for `actions` and `fingerprints`: batched inserts, retention, samples."""
+"""Queries for `actions` and `fingerprints`: batched inserts, retention, samples.
+
+A batch is inserted as a few multi-row `INSERT … VALUES (…), (…)` statements rather than one
+`executemany`: `executemany` releases and re-takes the GIL around every row, and on a busy event
+loop each re-take waits a whole switch interval (5 ms), so the writer thread stalled to a few
+rows a second. One statement per 1,000 rows gives the GIL back once. (Handing SQLite one JSON
+array to take apart with `json_each` holds the GIL even less, but costs SQLite twice the CPU
+per row: measured, it lost.) `batch_statements` builds the statements and their parameters —
+pure CPU, which the recorder runs off the event loop.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiosqlite
 
@@ -12,14 +24,19 @@ from bot.observe.records import ActionRecord
 
 __all__ = [
     "CallText",
+    "Statement",
+    "batch_statements",
     "by_ids",
     "insert_many",
+    "insert_statements",
     "known_fingerprints",
-    "prune",
+    "open_writer",
+    "prune_oldest",
     "recent_calls",
     "recent_failures",
     "row_to_record",
     "slowest_sampled",
+    "write_statements",
 ]
 
 _COLUMNS = (
@@ -27,6 +44,10 @@ _COLUMNS = (
     " error_type, error_message, fingerprint, frames, run_id, extra, invocation, reply, samples"
 )
 _COUNT = 19
+# Rows per INSERT: 19,000 parameters, under SQLite's default limit of 32,766.
+_CHUNK = 1000
+
+Statement = tuple[str, tuple[object, ...]]
 
 
 def _row(record: ActionRecord) -> tuple[object, ...]:
@@ -57,21 +78,48 @@ def _json(value: object) -> str | None:
     return json.dumps(value, default=str) if value else None
 
 
+@functools.lru_cache(maxsize=64)
+def _insert_actions_sql(rows: int) -> str:
+    values = f"({', '.join('?' * _COUNT)})"
+    return f"INSERT INTO actions ({_COLUMNS}) VALUES {', '.join([values] * rows)}"
+
+
+@functools.lru_cache(maxsize=64)
+def _upsert_fingerprints_sql(rows: int) -> str:
+    # Rows of one statement are applied in order, so a fingerprint twice in a batch counts twice.
+    return (
+        "INSERT INTO fingerprints (fingerprint, kind, error_type, first_seen, last_seen, count)"
+        f" VALUES {', '.join(['(?, ?, ?, ?, ?, 1)'] * rows)}"
+        " ON CONFLICT (fingerprint) DO UPDATE SET last_seen = excluded.last_seen, count = count + 1"
+    )
+
+
+def batch_statements(records: Sequence[ActionRecord]) -> list[Statement]:
+    """The statements that insert a batch of records and count their fingerprints."""
+    statements: list[Statement] = []
+    for start in range(0, len(records), _CHUNK):
+        chunk = records[start : start + _CHUNK]
+        params = tuple(value for record in chunk for value in _row(record))
+        statements.append((_insert_actions_sql(len(chunk)), params))
+    failures = [r for r in records if r.fingerprint]
+    for start in range(0, len(failures), _CHUNK):
+        chunk = failures[start : start + _CHUNK]
+        params = tuple(value for r in chunk for value in (r.fingerprint, r.kind, r.error_type, r.ts, r.ts))
+        statements.append((_upsert_fingerprints_sql(len(chunk)), params))
+    return statements
+
+
 async def insert_many(db: aiosqlite.Connection, records: Sequence[ActionRecord]) -> None:
     """Insert a batch of records and update the fingerprint table, in one transaction."""
-    failures = [r for r in records if r.fingerprint]
+    await insert_statements(db, batch_statements(records))
+
+
+async def insert_statements(db: aiosqlite.Connection, statements: Sequence[Statement]) -> None:
+    """Run a batch's statements (from `batch_statements`) in one transaction."""
     await db.execute("BEGIN")
     try:
-        await db.executemany(
-            f"INSERT INTO actions ({_COLUMNS}) VALUES ({', '.join('?' * _COUNT)})", [_row(r) for r in records]
-        )
-        if failures:
-            await db.executemany(
-                "INSERT INTO fingerprints (fingerprint, kind, error_type, first_seen, last_seen, count)"
-                " VALUES (?, ?, ?, ?, ?, 1)"
-                " ON CONFLICT (fingerprint) DO UPDATE SET last_seen = excluded.last_seen, count = count + 1",
-                [(r.fingerprint, r.kind, r.error_type, r.ts, r.ts) for r in failures],
-            )
+        for sql, params in statements:
+            await db.execute(sql, params)
         await db.execute("COMMIT")
     except BaseException:
         # SQLite may already have rolled back (SQLITE_FULL does): a second ROLLBACK would raise
@@ -81,8 +129,40 @@ async def insert_many(db: aiosqlite.Connection, records: Sequence[ActionRecord])
         raise
 
 
-async def prune(db: aiosqlite.Connection, before_ts: float) -> int:
-    cursor = await db.execute("DELETE FROM actions WHERE ts < ?", (before_ts,))
+def open_writer(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
+    """A plain connection for the recorder's writer thread (which alone uses it), set up like
+    `open_database`'s; the schema is already migrated by then."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    return conn
+
+
+def write_statements(conn: sqlite3.Connection, statements: Sequence[Statement]) -> None:
+    """`insert_statements` on the writer thread's plain connection."""
+    conn.execute("BEGIN")
+    try:
+        for sql, params in statements:
+            conn.execute(sql, params)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:  # SQLITE_FULL may already have rolled back
+            conn.execute("ROLLBACK")
+        raise
+
+
+def prune_oldest(conn: sqlite3.Connection, before_ts: float, limit: int) -> int:
+    """Delete at most `limit` of the oldest records older than `before_ts`; returns how many.
+
+    The oldest rows come from the ts index, so one batch costs the same however many rows are
+    expired, and the write lock is held for one batch only.
+    """
+    cursor = conn.execute(
+        "DELETE FROM actions WHERE id IN (SELECT id FROM actions WHERE ts < ? ORDER BY ts LIMIT ?)",
+        (before_ts, limit),
+    )
     return cursor.rowcount
 
 
@@ -120,11 +200,12 @@ async def recent_failures(
 ) -> list[ActionRecord]:
     """The newest failing actions of a fingerprint (or else of a kind) since a time."""
     if fingerprint is not None:
-        where, arg = "fingerprint = ?", fingerprint
+        where, arg = "actions WHERE fingerprint = ?", fingerprint
     else:
-        where, arg = "kind = ? AND ok = 0", kind or ""
+        # The failures' own index: the kind's rows would be walked newest first until enough failed.
+        where, arg = "actions INDEXED BY actions_kind_failures_ts WHERE kind = ? AND ok = 0", kind or ""
     async with db.execute(
-        f"SELECT * FROM actions WHERE {where} AND ts >= ? ORDER BY ts DESC LIMIT ?", (arg, since, limit)
+        f"SELECT * FROM {where} AND ts >= ? ORDER BY ts DESC LIMIT ?", (arg, since, limit)
     ) as cursor:
         return [row_to_record(row) for row in await cursor.fetchall()]
 

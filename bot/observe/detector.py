@@ -11,13 +11,19 @@ Rules (thresholds from config.yaml):
   has stopped for good (error level, at the first occurrence: nothing else will say so).
 
 Each rule signals when its condition starts to hold and stays quiet until it clears, so a
-storm is one signal per rule. Windows are deques of timestamps and sorted sample lists, so a
-record costs a few dictionary and deque operations — no scan over stored actions.
+storm is one signal per rule. The time windows (error rate, repeat) are counts in fixed time
+buckets — `_BUCKETS` per window, so a window covers between `window_s` and one bucket more —
+which keeps memory independent of the action rate (one tuple per action was ~1 GB at 20,000
+actions/s). The latency windows are bounded by their sample counts. A kind or fingerprint that
+goes quiet is expired by a sweep once its window is empty (latency state after `_LATENCY_QUIET_S`),
+so memory follows what is active, not everything ever seen. A record costs a few dictionary and
+deque operations — no scan over stored actions.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -27,6 +33,14 @@ from bot.observe.records import ActionRecord
 from bot.settings import ObserveConfig
 
 __all__ = ["AnomalyDetector", "Signal"]
+
+# Buckets per time window: the window's edge is exact to 1/60 of it (10 s of the default 10 min).
+_BUCKETS = 60
+# How often (in record time) quiet kinds and fingerprints are looked for and forgotten.
+_SWEEP_S = 60.0
+# A latency baseline takes hundreds of calls to build, so a kind used a few times an hour keeps it;
+# only a kind quiet for a day loses it.
+_LATENCY_QUIET_S = 86_400.0
 
 Level = Literal["notice", "warning", "error"]
 Rule = Literal["error_rate", "repeat", "latency", "new_fingerprint", "task_stopped"]
@@ -43,10 +57,46 @@ class Signal:
     sample: ActionRecord
 
 
+class _Counts:
+    """Events and failures over a sliding time window, kept as counts per fixed time bucket."""
+
+    __slots__ = ("buckets", "failures", "total", "width", "window_s")
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self.width = window_s / _BUCKETS
+        self.buckets: deque[list[int]] = deque()  # [bucket index, events, failures], oldest first
+        self.total = 0
+        self.failures = 0
+
+    def add(self, ts: float, failed: bool) -> None:
+        index = math.floor(ts / self.width)
+        buckets = self.buckets
+        if buckets and buckets[-1][0] >= index:
+            last = buckets[-1]  # this bucket, or a record a little late: counted in the newest
+        else:
+            last = [index, 0, 0]
+            buckets.append(last)
+        last[1] += 1
+        self.total += 1
+        if failed:
+            last[2] += 1
+            self.failures += 1
+        self.expire(ts)
+
+    def expire(self, now: float) -> None:
+        """Forget the buckets that lie wholly before `now - window_s`."""
+        oldest = math.floor((now - self.window_s) / self.width)
+        buckets = self.buckets
+        while buckets and buckets[0][0] < oldest:
+            _, events, failures = buckets.popleft()
+            self.total -= events
+            self.failures -= failures
+
+
 @dataclass(slots=True)
 class _KindWindow:
-    events: deque[tuple[float, bool]] = field(default_factory=deque)
-    failures: int = 0
+    counts: _Counts
     firing: bool = False
     last_failure: ActionRecord | None = None
 
@@ -58,6 +108,7 @@ class _Latency:
     baseline: deque[float] = field(default_factory=deque)
     baseline_sorted: list[float] = field(default_factory=list)
     firing: bool = False
+    last_seen: float = 0.0
 
 
 def _p95(ordered: list[float]) -> float:
@@ -74,14 +125,27 @@ class AnomalyDetector:
         self._config = config
         self._emit = emit
         self._kinds: dict[str, _KindWindow] = {}
-        self._repeats: dict[str, deque[float]] = {}
+        self._repeats: dict[str, _Counts] = {}
         self._repeat_firing: set[str] = set()
         self._latency: dict[str, _Latency] = {}
         self._known: set[str] = set(known_fingerprints)
+        self._next_sweep: float | None = None
         self.processed = 0
+
+    def tracked(self) -> dict[str, int]:
+        """How many kinds, fingerprints and time buckets the windows hold now (what memory follows)."""
+        return {
+            "kinds": len(self._kinds),
+            "fingerprints": len(self._repeats),
+            "latency_kinds": len(self._latency),
+            "buckets": sum(len(w.counts.buckets) for w in self._kinds.values())
+            + sum(len(c.buckets) for c in self._repeats.values()),
+        }
 
     def process(self, record: ActionRecord) -> None:
         self.processed += 1
+        if self._next_sweep is None or record.ts >= self._next_sweep:
+            self._sweep(record.ts)
         if not record.ok and record.extra.get("loop_stopped"):
             self._task_stopped(record)
         if record.extra.get("environment"):
@@ -99,21 +163,15 @@ class AnomalyDetector:
         rule = self._config.error_rate
         window = self._kinds.get(record.kind)
         if window is None:
-            window = self._kinds[record.kind] = _KindWindow()
-        events = window.events
-        events.append((record.ts, record.ok))
+            window = self._kinds[record.kind] = _KindWindow(_Counts(rule.window_s))
+        counts = window.counts
+        counts.add(record.ts, not record.ok)
         if not record.ok:
-            window.failures += 1
             window.last_failure = record
-        horizon = record.ts - rule.window_s
-        while events and events[0][0] < horizon:
-            _, was_ok = events.popleft()
-            if not was_ok:
-                window.failures -= 1
-        total = len(events)
-        holds = total >= rule.min_events and window.failures / total > rule.threshold
+        total, failures = counts.total, counts.failures
+        holds = total >= rule.min_events and failures / total > rule.threshold
         if holds and not window.firing and window.last_failure is not None:
-            share = window.failures / total
+            share = failures / total
             sample = window.last_failure
             self._emit(
                 Signal(
@@ -121,9 +179,9 @@ class AnomalyDetector:
                     "error",
                     record.kind,
                     sample.fingerprint,
-                    f"{record.kind} failing {share:.0%} of the time ({window.failures} of {total} "
+                    f"{record.kind} failing {share:.0%} of the time ({failures} of {total} "
                     f"in {rule.window_s / 60:g} min)",
-                    window.failures,
+                    failures,
                     sample,
                 )
             )
@@ -135,12 +193,10 @@ class AnomalyDetector:
         assert key is not None
         times = self._repeats.get(key)
         if times is None:
-            times = self._repeats[key] = deque()
-        times.append(record.ts)
-        horizon = record.ts - rule.window_s
-        while times and times[0] < horizon:
-            times.popleft()
-        holds = len(times) >= rule.count
+            times = self._repeats[key] = _Counts(rule.window_s)
+        times.add(record.ts, True)
+        seen = times.total
+        holds = seen >= rule.count
         if holds and key not in self._repeat_firing:
             self._repeat_firing.add(key)
             self._emit(
@@ -149,8 +205,8 @@ class AnomalyDetector:
                     "error",
                     record.kind,
                     key,
-                    f"the same {record.error_type} {len(times)} times in {rule.window_s / 60:g} min",
-                    len(times),
+                    f"the same {record.error_type} {seen} times in {rule.window_s / 60:g} min",
+                    seen,
                     record,
                 )
             )
@@ -196,6 +252,7 @@ class AnomalyDetector:
         state = self._latency.get(record.kind)
         if state is None:
             state = self._latency[record.kind] = _Latency()
+        state.last_seen = record.ts
         value = record.duration_ms
         state.recent.append(value)
         bisect.insort(state.recent_sorted, value)
@@ -226,3 +283,21 @@ class AnomalyDetector:
                 )
             )
         state.firing = holds
+
+    # -- expiry -----------------------------------------------------------------------------------
+
+    def _sweep(self, now: float) -> None:
+        """Forget kinds and fingerprints whose windows have emptied (nothing firing is lost)."""
+        self._next_sweep = now + _SWEEP_S
+        for kind, window in list(self._kinds.items()):
+            window.counts.expire(now)
+            if window.counts.total == 0:
+                del self._kinds[kind]
+        for key, times in list(self._repeats.items()):
+            times.expire(now)
+            if times.total == 0:
+                del self._repeats[key]
+                self._repeat_firing.discard(key)
+        for kind, state in list(self._latency.items()):
+            if now - state.last_seen > _LATENCY_QUIET_S:
+                del self._latency[kind]

@@ -11,20 +11,29 @@ and retried with backoff (`storage.batch_attempts`) while new records queue behi
 finally given up — or one that fails for any other reason — is counted in `dropped` too, so
 every record that never reached the database is counted. Storage faults are reported to
 `StorageHealth`, which announces them as a storage incident and clears it when a write succeeds.
+
+The writer keeps up when the event loop is CPU-bound. A batch is handed to one dedicated
+thread, which owns a plain sqlite3 connection and does everything for it in one go: serialise
+(SQL parameters and NDJSON lines, not on the loop), insert as a few multi-row statements in one
+transaction (the GIL is given back a handful of times per batch instead of once per row, see
+`bot.db.actions`), append the NDJSON. One hand-over per batch matters: on a loop busy with
+other work every hand-over waits its turn, and an aiosqlite call per statement made it several.
+Retention deletes in bounded batches on the same thread, between the writer's batches, so a
+prune of millions of rows never holds the writer up for more than one small delete.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-import aiosqlite
+from typing import Any, TypeVar
 
 from bot.db import actions as queries
 from bot.db import open_database
@@ -38,8 +47,14 @@ __all__ = ["ActionRecorder", "PendingAction", "Subscriber"]
 
 _log = get_logger(__name__)
 _BATCH = 2000
+# Retention deletes this many rows per statement at first, then sizes its batches so each takes
+# about `_PRUNE_BATCH_S` (the writer waits at most one batch, whatever the disk and indexes cost).
+_PRUNE_BATCH = 1000
+_PRUNE_BATCH_S = 0.01
+_PRUNE_BATCH_RANGE = (100, 5000)
 
 Subscriber = Callable[[ActionRecord], None]
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -107,7 +122,10 @@ class ActionRecorder:
         self._queue: asyncio.Queue[ActionRecord | None] = asyncio.Queue(maxsize=queue_size)
         self._writer: asyncio.Task[None] | None = None
         self._subscribers: list[Subscriber] = []
-        self._db: aiosqlite.Connection | None = None
+        # The writer's thread and the connection only it uses (opened and closed by `run_writer`).
+        # Retention's deletes run on the same thread, so they never land inside a batch.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="action-writer")
+        self._conn: sqlite3.Connection | None = None
         self.dropped_queue_full = 0  # not queued: the queue was full
         self.dropped_unwritten = 0  # queued, but the database write was given up
         self.written = 0
@@ -227,7 +245,8 @@ class ActionRecorder:
     async def run_writer(self) -> None:
         """Drain the queue into SQLite and NDJSON in batches until `close()` (runs as a daemon)."""
         self._writer = asyncio.current_task()
-        self._db = await open_database(self._db_path, busy_timeout_ms=self._busy_timeout_ms)
+        await (await open_database(self._db_path, busy_timeout_ms=self._busy_timeout_ms)).close()  # migrated
+        self._conn = await self._on_thread(queries.open_writer, self._db_path, self._busy_timeout_ms)
         try:
             stop = False
             while not stop:
@@ -235,8 +254,11 @@ class ActionRecorder:
                 stop = None in batch
                 await self._write_batch(batch)
         finally:
-            await self._db.close()
-            self._db = None
+            conn, self._conn = self._conn, None
+            await asyncio.shield(self._on_thread(conn.close))
+
+    def _on_thread(self, call: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
+        return asyncio.get_running_loop().run_in_executor(self._thread, call, *args)
 
     async def close(self, timeout: float = 30) -> None:
         """Write everything recorded so far, then stop the writer.
@@ -274,7 +296,6 @@ class ActionRecorder:
         try:
             if records and await self._insert(records):
                 self.written += len(records)
-                await self._append_ndjson(records)
         except asyncio.CancelledError:
             self.dropped_unwritten += len(records)  # stopped by close() while retrying
             raise
@@ -284,11 +305,9 @@ class ActionRecorder:
 
     async def _insert(self, records: list[ActionRecord]) -> bool:
         """Write a batch to SQLite, retrying storage faults; False (and counted dropped) if given up."""
-        db = self._db
-        assert db is not None
         try:
             await retrying(
-                lambda: queries.insert_many(db, records),
+                lambda: self._on_thread(self._store, records),
                 what="action records",
                 policy=self._retry,
                 health=self._storage,
@@ -303,11 +322,18 @@ class ActionRecorder:
         self.dropped_unwritten += len(records)
         return False
 
-    async def _append_ndjson(self, records: list[ActionRecord]) -> None:
-        """The NDJSON copy; the records are already in SQLite, so a failure here loses nothing there."""
+    def _store(self, records: list[ActionRecord]) -> None:
+        """On the writer's thread: the batch into SQLite, then its NDJSON copy.
+
+        The records are in SQLite before the NDJSON is touched, so a failing NDJSON file loses
+        nothing there; it is counted, not raised (raising would retry the database write).
+        """
+        conn = self._conn
+        assert conn is not None
+        queries.write_statements(conn, queries.batch_statements(records))
         lines = [record.model_dump_json() + "\n" for record in records]
         try:
-            await asyncio.to_thread(self._ndjson.append, lines)
+            self._ndjson.append(lines)
         except OSError as exc:
             self.ndjson_errors += 1
             _log.error("appending action records to NDJSON failed", count=len(records), error=str(exc))
@@ -316,19 +342,35 @@ class ActionRecorder:
         """Wait until every record so far has been written (or failed to be)."""
         await self._queue.join()
 
-    async def prune(self, retention_days: int) -> int:
-        """Delete records older than the retention; returns how many."""
-        db = self._db or await open_database(self._db_path)
+    async def prune(self, retention_days: int, *, batch: int = _PRUNE_BATCH) -> int:
+        """Delete records older than the retention in small batches; returns how many.
+
+        Each delete is one hand-over to the writer's thread, so the writer's batches go in
+        between them and records keep being written while millions of expired rows go.
+        """
+        before = self.now() - retention_days * 86400
+        pruned = 0
+        while True:
+            deleted, took_s = await self._on_thread(self._prune_batch, before, batch)
+            pruned += deleted
+            if deleted < batch:
+                return pruned
+            low, high = _PRUNE_BATCH_RANGE
+            batch = max(low, min(high, int(batch * _PRUNE_BATCH_S / max(took_s, 0.001))))
+
+    def _prune_batch(self, before: float, batch: int) -> tuple[int, float]:
+        started = time.perf_counter()
+        if self._conn is not None:
+            return queries.prune_oldest(self._conn, before, batch), time.perf_counter() - started
+        conn = queries.open_writer(self._db_path, self._busy_timeout_ms)  # the writer is not running
         try:
-            return await queries.prune(db, self.now() - retention_days * 86400)
+            return queries.prune_oldest(conn, before, batch), time.perf_counter() - started
         finally:
-            if db is not self._db:
-                await db.close()
+            conn.close()
 
     async def prune_every(self, retention_days: int, interval_s: float = 6 * 3600) -> None:
-        """Apply the retention periodically (runs as a daemon)."""
+        """Apply the retention now and then periodically (runs as a daemon, so start-up never waits on it)."""
         while True:
-            await asyncio.sleep(interval_s)
             try:
                 pruned = await self.prune(retention_days)
             except Exception:
@@ -336,6 +378,7 @@ class ActionRecorder:
             else:
                 if pruned:
                     _log.info("old action records pruned", count=pruned, retention_days=retention_days)
+            await asyncio.sleep(interval_s)
 
     def health(self) -> dict[str, int]:
         return {

@@ -1,0 +1,381 @@
+"""Scale benchmark: does observation hold when actions arrive by the thousand (SQLite)?
+
+Prints one `name value unit` line per figure (diagnostics go to stderr):
+
+- `persist_rate_per_s`: 100,000 records through `ActionRecorder.record` on services assembled by
+  the real `build_services` (incidents and the detector subscribed, the writer daemon running,
+  the product's default queue of 10,000), from the first record to `flush()` returning. The
+  producer yields to the loop every 200 records, as separate handlers would, and never waits
+  for the writer: a record that finds the queue full is dropped, as in the product, and the
+  figure counts only rows that reached `actions` (checked with `count(*)`).
+  `persist_dropped` says how many were dropped. Target ≥ 20,000.
+- `prune_max_writer_stall_ms`: 1,000,000 expired rows in `actions` (plus 10,000 fresh ones),
+  then retention runs while a producer records 1,000 actions a second; the figure is the
+  longest any of those records waited between `record()` and its row being committed (the
+  writer's `written` count is polled every millisecond). `prune_s` is how long the prune took;
+  the bench checks every expired row went and every produced record arrived. Target ≤ 100.
+- `detector_mb_at_20k_per_s`: `AnomalyDetector.process` fed 20,000 records a second of record
+  time for 11 minutes (13.2 million records: a full 10-minute window and then some; 6 kinds,
+  5% failures over 50 fingerprints): how much the process's peak resident memory grew from
+  just before the detector was built to the end (prebuilt records are reused, so the growth is
+  the detector's; measured first, before the other figures raise the peak). Target ≤ 64.
+- `writer_rate_at_97pct_loop`: the event loop kept busy 97% of the time by 20 tasks doing
+  pure-Python work in 1 ms slices (so ~20 ms pass between two looks at the selector, where the
+  loop lets go of the GIL by itself), while 1,000 actions a second are recorded for 10 s; the
+  figure is the rows committed in those 10 s per second. Target ≥ 900.
+
+Run from the repo root: `.venv/bin/python bench/scale.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import random
+import resource
+import sqlite3
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+os.environ["MENDBOT_CONFIG"] = os.devnull
+for _name in ("DISCORD_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GITHUB_TOKEN"):
+    os.environ.pop(_name, None)
+
+from bot.db import open_database  # noqa: E402
+from bot.log import configure_logging  # noqa: E402
+from bot.observe.detector import AnomalyDetector, Signal  # noqa: E402
+from bot.observe.recorder import ActionRecorder  # noqa: E402
+from bot.observe.records import ActionRecord  # noqa: E402
+from bot.services import Services, build_services  # noqa: E402
+from bot.settings import ObserveConfig  # noqa: E402
+from tests.harness.discord import make_settings  # noqa: E402
+
+PERSIST_RECORDS = 100_000
+EXPIRED_ROWS = 1_000_000
+FRESH_ROWS = 10_000
+OFFERED_PER_S = 1_000
+DETECTOR_RATE = 20_000
+DETECTOR_SECONDS = 660
+LOOP_BUSY = 0.97
+LOOP_SECONDS = 10.0
+BURNERS = 20
+SEED = 20261123
+
+_KINDS = ["command:roll", "app:convert", "listener:on_message", "chat:reply", "task:audit", "app:remind"]
+
+
+def _note(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _emit(name: str, value: float, unit: str, digits: int = 1) -> None:
+    print(f"{name} {value:.{digits}f} {unit}", flush=True)
+
+
+async def _count(db_path: Path) -> int:
+    db = await open_database(db_path)
+    try:
+        async with db.execute("SELECT count(*) FROM actions") as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+    finally:
+        await db.close()
+
+
+def _failure(n: int) -> Exception:
+    try:
+        raise ValueError(f"bad input {n}") if n % 2 else ZeroDivisionError("division by zero")
+    except Exception as exc:
+        return exc
+
+
+# -- persist rate --------------------------------------------------------------------------------
+
+
+async def persist_rate(tmp: Path) -> tuple[float, int]:
+    rng = random.Random(SEED)
+    errors = [_failure(n) for n in range(2)]
+    settings = make_settings(tmp / "persist" / "data")
+    services: Services = await build_services(settings, watch_prompts=False)
+    recorder = services.recorder
+    record = recorder.record
+    try:
+        await services.quiesce()
+        before = services.recorder.written
+        started = time.perf_counter()
+        for n in range(1, PERSIST_RECORDS + 1):
+            failing = rng.random() < 0.05
+            record(
+                _KINDS[n % len(_KINDS)],
+                "bench",
+                ok=not failing,
+                duration_ms=rng.lognormvariate(1, 0.5),
+                error=errors[n % 2] if failing else None,
+                guild_id=1_100_000_000_000_000_000,
+                channel_id=1_100_000_000_000_000_010 + n % 5,
+                user_id=1_100_000_000_000_001_000 + n % 40,
+                message_id=1_100_000_000_005_000_000 + n,
+                extra={"via": "slash"},
+            )
+            if n % 200 == 0:
+                await asyncio.sleep(0)
+        await recorder.flush()
+        elapsed = time.perf_counter() - started
+        health = recorder.health()
+        written = recorder.written - before
+        _note(
+            f"persist: {written} written, {health['actions_dropped']} dropped in {elapsed:.2f} s "
+            f"({health['action_write_errors']} write errors)"
+        )
+    finally:
+        await services.aclose()
+    rows = await _count(settings.db_path)
+    if rows != recorder.written:
+        raise AssertionError(f"{recorder.written} counted written but {rows} rows in actions")
+    return written / elapsed, health["actions_dropped"]
+
+
+# -- retention while writing ---------------------------------------------------------------------
+
+
+def _fill(db_path: Path, now: float) -> None:
+    """1,000,000 rows 30 days old and 10,000 from the last hour, inserted directly (setup only)."""
+    db = sqlite3.connect(db_path, isolation_level=None)
+    rng = random.Random(SEED + 1)
+    db.execute("BEGIN")
+    sql = (
+        "INSERT INTO actions (ts, kind, source, ok, duration_ms, guild_id, channel_id, user_id, fingerprint)"
+        " VALUES (?, ?, 'bench', ?, ?, 1, 2, ?, ?)"
+    )
+
+    def rows(count: int, start: float, span: float) -> Any:
+        for n in range(count):
+            failing = rng.random() < 0.05
+            yield (
+                start + span * n / count,
+                _KINDS[n % len(_KINDS)],
+                int(not failing),
+                rng.lognormvariate(1, 0.5),
+                n % 40,
+                f"fp{n % 50}" if failing else None,
+            )
+
+    db.executemany(sql, rows(EXPIRED_ROWS, now - 30 * 86400, 86400))
+    db.executemany(sql, rows(FRESH_ROWS, now - 3600, 3500))
+    db.execute("COMMIT")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+
+
+async def prune_stall(tmp: Path) -> tuple[float, float]:
+    db_path = tmp / "prune" / "actions.db"
+    db = await open_database(db_path)
+    await db.close()
+    now = time.time()
+    started = time.perf_counter()
+    _fill(db_path, now)
+    _note(f"prune: {EXPIRED_ROWS + FRESH_ROWS:,} rows inserted in {time.perf_counter() - started:.1f} s")
+    recorder = ActionRecorder(
+        db_path=db_path,
+        ndjson_path=tmp / "prune" / "actions.ndjson",
+        repo_root=REPO,
+        clock=lambda: datetime.now(UTC),
+    )
+    writer = asyncio.create_task(recorder.run_writer())
+    await asyncio.sleep(0.1)  # the writer has opened its connection
+    recorded_at: list[float] = []
+    worst = [0.0]
+    done = asyncio.Event()
+
+    async def produce() -> None:
+        begun = time.perf_counter()
+        while not done.is_set():
+            due = int((time.perf_counter() - begun) * OFFERED_PER_S)
+            while len(recorded_at) < due:
+                n = len(recorded_at)
+                recorder.record("command:roll", "bench", ok=True, duration_ms=2.0, extra={"n": n})
+                recorded_at.append(time.perf_counter())
+            await asyncio.sleep(0.001)
+
+    async def watch() -> None:
+        seen = 0
+        while not done.is_set() or seen < len(recorded_at):
+            written = recorder.written
+            at = time.perf_counter()
+            while seen < min(written, len(recorded_at)):
+                worst[0] = max(worst[0], at - recorded_at[seen])
+                seen += 1
+            await asyncio.sleep(0.001)
+
+    producer = asyncio.create_task(produce())
+    watcher = asyncio.create_task(watch())
+    await asyncio.sleep(0.5)  # steady state before the prune
+    started = time.perf_counter()
+    pruned = await recorder.prune(retention_days=14)
+    prune_s = time.perf_counter() - started
+    await asyncio.sleep(0.5)
+    done.set()
+    await producer
+    await recorder.flush()
+    await watcher
+    await recorder.close()
+    await writer
+    rows = await _count(db_path)
+    _note(f"prune: {pruned:,} rows pruned in {prune_s:.2f} s; {len(recorded_at)} records produced meanwhile")
+    if pruned != EXPIRED_ROWS or rows != FRESH_ROWS + len(recorded_at) or recorder.dropped:
+        raise AssertionError(f"pruned {pruned}, {rows} rows left, {recorder.dropped} dropped")
+    return worst[0] * 1000, prune_s
+
+
+# -- detector memory -----------------------------------------------------------------------------
+
+
+def detector_memory() -> float:
+    rng = random.Random(SEED + 2)
+    pool = [
+        ActionRecord.model_construct(
+            ts=0.0,
+            kind=_KINDS[n % len(_KINDS)] if n % 3 else f"command:extra{n % 2}",
+            source="bench",
+            ok=rng.random() >= 0.05,
+            duration_ms=round(rng.lognormvariate(1, 0.5), 3),
+            error_type="ValueError",
+            error_message="bad input",
+            fingerprint=None,
+            frames=[],
+            extra={},
+        )
+        for n in range(4096)
+    ]
+    for n, record in enumerate(pool):
+        if not record.ok:
+            record.fingerprint = f"fp{n % 50:04d}"
+    signals = [0]
+
+    def count(_: Signal) -> None:
+        signals[0] += 1
+
+    gc.collect()
+    before = _peak_rss()
+    detector = AnomalyDetector(ObserveConfig(announce_new_fingerprints=False), count)
+    process = detector.process
+    total = DETECTOR_RATE * DETECTOR_SECONDS
+    step = 1 / DETECTOR_RATE
+    ts = 1_800_000_000.0
+    started = time.perf_counter()
+    for n in range(total):
+        record = pool[n & 4095]
+        record.ts = ts + n * step
+        process(record)
+    grown = _peak_rss() - before
+    _note(
+        f"detector: {total:,} records in {time.perf_counter() - started:.1f} s, {signals[0]} signals, "
+        f"tracking {detector.tracked()}"
+    )
+    return grown / 1_000_000
+
+
+def _peak_rss() -> int:
+    """The process's peak resident memory so far, in bytes (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+# -- writer on a saturated loop ------------------------------------------------------------------
+
+
+def _spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+async def writer_on_busy_loop(tmp: Path) -> float:
+    recorder = ActionRecorder(
+        db_path=tmp / "busy" / "actions.db",
+        ndjson_path=tmp / "busy" / "actions.ndjson",
+        repo_root=REPO,
+        clock=lambda: datetime.now(UTC),
+    )
+    writer = asyncio.create_task(recorder.run_writer())
+    await asyncio.sleep(0.1)
+    stop = asyncio.Event()
+    busy = [0.0]
+
+    async def burn() -> None:
+        # Pure-Python work in 1 ms slices, idling a millisecond only when more than 97% of the
+        # time so far was busy. With `BURNERS` of these ready at once, the loop runs ~20 ms of
+        # them between two looks at its selector (the only time it lets go of the GIL on its own),
+        # as a loop with many busy handlers does; other threads get the GIL only when they ask for
+        # it and wait out the 5 ms switch interval.
+        while not stop.is_set():
+            started = time.perf_counter()
+            _spin(0.001)
+            busy[0] += time.perf_counter() - started
+            if busy[0] > LOOP_BUSY * (time.perf_counter() - begun):
+                await asyncio.sleep(0.001)
+            else:
+                await asyncio.sleep(0)
+
+    async def produce() -> int:
+        begun = time.perf_counter()
+        sent = 0
+        while not stop.is_set():
+            due = int((time.perf_counter() - begun) * OFFERED_PER_S)
+            for _ in range(due - sent):
+                recorder.record("command:roll", "bench", ok=True, duration_ms=2.0, extra={"n": sent})
+                sent += 1
+            await asyncio.sleep(0.001)
+        return sent
+
+    begun = time.perf_counter()
+    burners = [asyncio.create_task(burn()) for _ in range(BURNERS)]
+    producer = asyncio.create_task(produce())
+    written_before = recorder.written
+    started = time.perf_counter()
+    await asyncio.sleep(LOOP_SECONDS)
+    written = recorder.written - written_before
+    elapsed = time.perf_counter() - started
+    busy_share = busy[0] / elapsed
+    stop.set()
+    sent = await producer
+    await asyncio.gather(*burners)
+    await recorder.flush()
+    await recorder.close()
+    await writer
+    _note(
+        f"busy loop: the burners ran {busy_share:.1%} of the time (the rest: recording, the writer's "
+        f"hand-overs, the GIL), "
+        f"{sent} offered, {written} written in {elapsed:.1f} s, "
+        f"{recorder.dropped} dropped, {recorder.written} written by the end"
+    )
+    return written / elapsed
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="mendbot-scale-") as name:
+        tmp = Path(name)
+        configure_logging(tmp / "logs", console_level="CRITICAL")
+        # First, while the process's peak memory is still its start-up's: the figure is its growth.
+        _emit("detector_mb_at_20k_per_s", detector_memory(), "MB", 2)
+        rate, dropped = asyncio.run(persist_rate(tmp))
+        _emit("persist_rate_per_s", rate, "records/s", 0)
+        _emit("persist_dropped", dropped, "records", 0)
+        stall_ms, prune_s = asyncio.run(prune_stall(tmp))
+        _emit("prune_max_writer_stall_ms", stall_ms, "ms")
+        _emit("prune_s", prune_s, "s", 2)
+        _emit("writer_rate_at_97pct_loop", asyncio.run(writer_on_busy_loop(tmp)), "records/s", 0)
+
+
+if __name__ == "__main__":
+    main()
