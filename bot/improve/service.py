@@ -950,6 +950,30 @@ class SelfImprovementAgent:
         )
         return proof
 
+    async def prove_live(self, run: Run, sha: str) -> str:
+        """After a deploy: replay the incident once against the deployed commit `sha` (in the sandbox).
+
+        One line for the deploy report ("" when there is nothing to replay); it never fails the deploy.
+        """
+        target = next((e.detail for e in await self.runs.events(run.id) if e.event == "target"), {})
+        fingerprint = await self._incident_fingerprint(run.incident_id) or target.get("fingerprint")
+        kind = await self._incident_kind(run.incident_id) or target.get("kind")
+        try:
+            proof = await self.prover.prove_deployed(
+                run_id=run.id, sha=sha, base_sha=run.base_sha or "", fingerprint=fingerprint, kind=kind
+            )
+        except Exception as exc:  # a replay that cannot run is reported, never a failed deploy
+            _log.exception("live replay failed", run_id=run.id)
+            return f"\n⚠️ The replay against the live code could not run: {type(exc).__name__}: {exc}"
+        if proof is None:
+            return ""
+        await self.runs.event(
+            run.id, "proof_live", actor="pipeline", detail={"verdict": proof.verdict, "reason": proof.reason}
+        )
+        if proof.proven:
+            return f"\n🧪 Replay against the live code: ✅ the recorded calls complete ({len(proof.items)})."
+        return f"\n⚠️ Replay against the live code: {proof.reason}"
+
     async def proof_of(self, run_id: int) -> Proof | None:
         """The proof stored for a run's proposal (what /run shows), or None when none was taken."""
         return await load_proof(self._db, run_id)
