@@ -33,7 +33,8 @@ REPRODUCING_TEST = (
 )
 BASE_PASSING_TEST = REPRODUCING_TEST.replace("scale_for(6)", "scale_for(20)")
 ROLL_COMMAND = (
-    '    @commands.hybrid_command(name="roll", description="Roll dice (with a bug).")  # type: ignore[arg-type]\n'
+    '    @commands.hybrid_command(name="roll", description="Roll dice (with a bug).")'
+    "  # type: ignore[arg-type]\n"
     '    async def roll(self, ctx: commands.Context[Any], notation: str = "1d6") -> None:\n'
     "        spec = dice.parse(notation)\n"
     "        scale = scale_for(spec.sides)\n"
@@ -77,7 +78,13 @@ def _prompts_with(model: ModelDouble, needle: str) -> list[str]:
 
 @asynccontextmanager
 async def proving_world(
-    tmp_path: Path, model: ModelDouble, *, checks: list[str], extension: str, without: list[str], **deploy: Any
+    tmp_path: Path,
+    model: ModelDouble,
+    *,
+    checks: list[str],
+    extension: str,
+    without: list[str],
+    **deploy: Any,
 ) -> AsyncIterator[VirtualWorld]:
     repo = copy_of_bot(tmp_path / "repo")
     settings = make_settings(
@@ -89,7 +96,9 @@ async def proving_world(
         observe={"announce_new_fingerprints": False},
         deploy={"watch_hand_edits": False, **deploy},
     )
-    async with running_world(settings, extra_extensions=[extension], without=without, settle_timeout=180) as world:
+    async with running_world(
+        settings, extra_extensions=[extension], without=without, settle_timeout=180
+    ) as world:
         yield world
 
 
@@ -105,7 +114,8 @@ def _dice_world(tmp_path: Path, model: ModelDouble, checks: list[str] | None = N
 
 
 async def test_crash_fix_with_a_reproducing_test_is_proven_by_test_and_replay(tmp_path: Path) -> None:
-    """Seeded crash → fix plus a reproducing test → the proposal shows base ❌ / branch ✅ for both."""
+    """Seeded crash → fix plus a reproducing test → the proposal shows base ❌ / branch ✅ for both; once
+    shipped, the replay runs against the deployed code before the watch."""
     async with ModelDouble() as model, _dice_world(tmp_path, model) as world:
         settings = world.bot.services.settings
         model.script(
@@ -118,10 +128,17 @@ async def test_crash_fix_with_a_reproducing_test_is_proven_by_test_and_replay(tm
         await _storm(world)
         await world.users["alice"].react(_announcement(world), "🛠")
         await world.quiesce()
-        report = next(m.content for m in bot_messages(world, world.dev) if "ready for review" in m.content)
-    (run,) = _rows(settings, "SELECT state, failure_reason FROM runs")
-    assert run["state"] == "awaiting_approval", run["failure_reason"]
-    proof = _proof(settings)
+        (run,) = _rows(settings, "SELECT state, failure_reason FROM runs")
+        assert run["state"] == "awaiting_approval", run["failure_reason"]
+        message = next(m for m in bot_messages(world, world.dev) if "ready for review" in m.content)
+        report = message.content
+        proof = _proof(settings)
+        await world.users["alice"].send(world.dev, "ship it", reply_to=message)
+        await world.quiesce()
+        deployed = next(m.content for m in bot_messages(world, world.dev) if "🚀 Merged" in m.content)
+    assert "🧪 Replay against the live code: ✅" in deployed
+    live = _proof(settings, "deploy")
+    assert live["verdict"] == "proven" and live["items"][0]["branch"]["ok"] is True
     assert proof["verdict"] == "proven", proof
     test, replay = proof["items"][0], proof["items"][1]
     assert test["kind"] == "test" and test["label"] == "tests/test_dice_scale_regression.py"
@@ -158,11 +175,15 @@ async def test_fix_that_deletes_the_command_is_not_proposed(tmp_path: Path) -> N
     assert "not proposed: the change does not fix the reported failure" in run["failure_reason"]
     assert "no longer handled" in run["failure_reason"]
     assert _rows(settings, "SELECT count(*) FROM proposals")[0][0] == 0
-    assert _prompts_with(model, "The proof of your fix does not hold"), "the failing replay went back to the agent"
+    assert _prompts_with(model, "The proof of your fix does not hold"), (
+        "the failing replay went back to the agent"
+    )
     assert any("❌ Run #1 failed" in d and "not proposed" in d for d in dev)
 
 
-async def test_fix_that_deletes_the_command_is_labelled_unproven_without_required_proof(tmp_path: Path) -> None:
+async def test_fix_that_deletes_the_command_is_labelled_unproven_without_required_proof(
+    tmp_path: Path,
+) -> None:
     """With deploy.require_proof false the same "fix" is proposed, labelled unproven with the reason."""
     async with (
         ModelDouble() as model,
