@@ -523,13 +523,6 @@ class ApprovalService:
             return refuse(
                 "requester", f"{request.name} requested run #{run.id}, so someone else has to approve it."
             )
-        unproven = await self._unproven(run)
-        if unproven is not None and request.form not in ("approve_unproven", "approve_security"):
-            return refuse(
-                "unproven",
-                f"Run #{run.id} is **unproven**: {unproven[:300]}. "
-                "If you want it shipped anyway, reply **ship it unproven**.",
-            )
         protection = await self._protected(run, proposal)
         if protection.protected and request.form != "approve_security":
             if protection.error is not None:
@@ -542,6 +535,15 @@ class ApprovalService:
                 message,
                 protected_paths=list(protection.paths),
                 diff_error=protection.error,
+            )
+        # After the protection rule: on protected paths the security form (itself explicit) is asked
+        # for first and suffices.
+        unproven = await self._unproven(run)
+        if unproven is not None and request.form not in ("approve_unproven", "approve_security"):
+            return refuse(
+                "unproven",
+                f"Run #{run.id} is **unproven**: {unproven[:300]}. "
+                "If you want it shipped anyway, reply **ship it unproven**.",
             )
         return await self._count(request, proposal, run, protection)
 
