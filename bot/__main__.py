@@ -269,9 +269,6 @@ async def _run(settings: Settings) -> int:
     return exit_code(bot, settings)
 
 
-_PLAY_SETTLE_TIMEOUT_S = 300.0
-
-
 async def _play(settings: Settings, *, interactive: bool) -> int:
     from bot.app import MendBot
     from bot.health import HealthServer
@@ -284,9 +281,7 @@ async def _play(settings: Settings, *, interactive: bool) -> int:
         HealthServer(bot, settings.health.host, settings.health.port) if settings.health.enabled else None
     )
     try:
-        # A script line waits for everything the bot started, a fix run included (agent sessions,
-        # checks, the proof of fix in the sandbox): only this long without settling counts as hung.
-        async with virtual_world(bot, settle_timeout=_PLAY_SETTLE_TIMEOUT_S) as world:
+        async with virtual_world(bot) as world:
             stopped = _close_on_signals(bot)
             _watch_hand_edits(bot)
             if health is not None:

@@ -92,7 +92,9 @@ async def proving_world(
         repo_dir=repo,
         anthropic_api_key="test-key",
         anthropic_base_url=model.base_url,
-        improve={"checks": checks, "max_attempts": 2, "check_timeout_s": 120},
+        # settle() fast-forwards the virtual clock through timers due within its timeout, the watchdog's
+        # sweep among them: a run waiting on the sandbox long enough would be swept as stuck.
+        improve={"checks": checks, "max_attempts": 2, "check_timeout_s": 120, "stuck_timeout_s": 1e12},
         observe={"announce_new_fingerprints": False},
         deploy={"watch_hand_edits": False, **deploy},
     )
