@@ -5,6 +5,9 @@ Prints one `name value unit` line per figure (diagnostics go to stderr):
 - `evidence_ms`: `build_evidence` + `EvidencePack.render()` for the /roll incident of the corpus
   below, with this repository as the source root (so the excerpts are real files and `git log
   -L` runs on real history) and a few lessons to match. Median of 20 runs.
+- `proof_overhead_s`: the extra wall time the proof of fix (`bot.improve.proof`) adds to a run whose
+  checks are trivial: a one-file regression test and the replay of one recorded crash, on the base and
+  on the branch, in the sandbox (target ≤ 10 s on a 2-core machine). Median of 3.
 - `correlate_ms`: from words to the stored failures they mean: `resolve_target` for the
   complaint "the roll command is broken again" (a named command) and for the free text "zero
   division when rolling dice" (FTS5 search with recency), then the newest failing actions of
@@ -471,8 +474,83 @@ async def pipeline_overhead_s(context: BenchContext) -> float:
     return statistics.median(seconds)
 
 
+PROOF_RUNS = 3
+_SEEDED_BUG = "def _scale(sides: int) -> int:\n    return 60 // (sides - 6)\n\n\nclass Dice(commands.Cog):"
+_REGRESSION_TEST = (
+    '"""Six-sided dice must not crash."""\n\nfrom cogs.dice import _scale\n\n\n'
+    "def test_six_sided_scale() -> None:\n    assert _scale(6) > 0\n"
+)
+
+
+def _seed_dice_bug(repo: Path) -> None:
+    from tests.harness.repo import git
+
+    dice = repo / "cogs" / "dice.py"
+    source = dice.read_text().replace("class Dice(commands.Cog):", _SEEDED_BUG)
+    source = source.replace(
+        "        result = dice.roll(dice.parse(notation))\n",
+        "        result = dice.roll(dice.parse(notation))\n        _scale(result.spec.sides)\n",
+    )
+    dice.write_text(source)
+    git(repo, "commit", "-qam", "seed a bug in /roll")
+
+
+async def proof_overhead_s(context: BenchContext) -> float:
+    """The extra wall time the proof of fix adds to a run whose checks are trivial: the regression test
+    (one small pytest file) and the replay of one recorded `!roll 2d6` crash, each on the base (a second
+    worktree with only the test applied) and on the branch, all in the sandbox — `Prover.prove` from
+    the committed fix to the stored proof. Median of 3."""
+    from bot.db.handlers import HandlerLocation, replace_cog
+    from bot.services import build_services
+    from tests.harness.discord import make_settings
+    from tests.harness.repo import copy_of_bot
+
+    seconds = []
+    for index in range(PROOF_RUNS):
+        base = context.tmp / f"proof-{index}"
+        repo = copy_of_bot(base / "repo")
+        _seed_dice_bug(repo)
+        settings = make_settings(base / "data", repo_dir=repo, improve={"checks": ["python -c pass"]})
+        services = await build_services(settings, watch_prompts=False)
+        try:
+            db, improve = services.db, services.improve
+            invocation = json.dumps({"name": "!roll", "options": {"text": "!roll 2d6"}})
+            await db.execute(
+                "INSERT INTO actions (ts, kind, source, ok, duration_ms, error_type, error_message,"
+                " fingerprint, invocation) VALUES (?, 'command:roll', 'Dice', 0, 2.0, 'ZeroDivisionError',"
+                " 'integer division or modulo by zero', 'bench', ?)",
+                (time.time(), invocation),
+            )
+            await replace_cog(
+                db, "Dice", [HandlerLocation("command:roll", "cogs/dice.py", "Dice.roll", 15, "Dice")], 0
+            )
+            worktree = await improve.workspace.create(1, "bench")
+            dice = worktree.path / "cogs" / "dice.py"
+            dice.write_text(dice.read_text().replace("60 // (sides - 6)", "60 // max(1, abs(sides - 6))"))
+            (worktree.path / "tests" / "test_dice_regression.py").write_text(_REGRESSION_TEST)
+            head = await improve.workspace.commit(worktree, "fix", 1)
+            started = time.perf_counter()
+            proof = await improve.prover.prove(
+                run_id=1,
+                worktree=worktree.path,
+                base_sha=worktree.base_sha,
+                sha=head,
+                fingerprint="bench",
+                kind=None,
+            )
+            seconds.append(time.perf_counter() - started)
+            if not proof.proven:
+                raise AssertionError(f"the bench's fix is not proven: {proof.reason}")
+            await improve.workspace.remove(worktree, delete_branch=True)
+        finally:
+            await services.aclose()
+    _note(f"proof runs: {', '.join(f'{s:.2f} s' for s in seconds)}")
+    return statistics.median(seconds)
+
+
 FIGURES = [
     Figure("pipeline_overhead_s", "s", pipeline_overhead_s, digits=2),
+    Figure("proof_overhead_s", "s", proof_overhead_s, digits=2),
     Figure("evidence_ms", "ms", evidence_ms),
     Figure("correlate_ms", "ms", correlate_ms, digits=2),
 ]

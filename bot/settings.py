@@ -217,6 +217,9 @@ class DeployConfig(_Section):
     restart_exit_code: int = Field(default=26, ge=1, le=255)
     drain_timeout_s: float = Field(default=30, ge=0)
     watch_hand_edits: bool = True  # files edited by hand in cogs/, prompts/ reload like a deploy
+    # A fix whose proof does not hold (no reproducing test, no replay) needs "ship it unproven", and
+    # one the proof shows not to fix the failure is not proposed at all.
+    require_proof: bool = True
 
 
 class StorageConfig(_Section):

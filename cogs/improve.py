@@ -300,6 +300,9 @@ class Improve(commands.Cog):
             lines.append(f"**Origin:** requested by <@{run.requester_id}>")
         if run.failure_reason:
             lines.append(f"**Failed while {run.failure_stage}:** {run.failure_reason[:500]}")
+        proof = await self.improve.proof_of(run_id)
+        if proof is not None:
+            lines.append(proof.chat()[:800])
         lines += [
             f"`{e.state or e.event}` by {e.actor}" + (f" (${e.cost_usd:.2f})" if e.cost_usd else "")
             for e in events[-15:]

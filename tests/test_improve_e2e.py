@@ -72,7 +72,16 @@ async def improving_world(tmp_path: Path, model: ModelDouble, **improve: Any) ->
         repo_dir=repo,
         anthropic_api_key="test-key",
         anthropic_base_url=model.base_url,
-        improve={"checks": [CHECK], "max_attempts": 2, "check_timeout_s": 120, **improve},
+        # settle() fast-forwards the virtual clock through timers due within its timeout, the watchdog's
+        # sweep among them: a run waiting on the sandbox (checks, the proof) long enough would be swept
+        # as stuck. The watchdog has its own tests.
+        improve={
+            "checks": [CHECK],
+            "max_attempts": 2,
+            "check_timeout_s": 120,
+            "stuck_timeout_s": 1e12,
+            **improve,
+        },
         observe={"announce_new_fingerprints": False},
     )
     async with running_world(

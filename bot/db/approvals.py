@@ -22,7 +22,7 @@ __all__ = [
     "withdraw",
 ]
 
-ApprovalForm = Literal["approve", "approve_security", "reject"]
+ApprovalForm = Literal["approve", "approve_security", "approve_unproven", "reject"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,9 @@ in its thread — reaches `ApprovalService.decide()` as plain values, and every 
 6. a diff touching `improve.protected_paths` counts only the security form ("ship it security" or
    🔐) and needs `deploy.protected_required_approvals` of them; any other diff needs
    `deploy.required_approvals` approvals of either form;
+6b. with `deploy.require_proof`, a run whose proof of fix does not hold (`bot.improve.proof`) counts
+   only the explicit "ship it unproven" (or, on protected paths, the security form, itself explicit):
+   a plain "ship it" is answered with why the change is unproven;
 7. approvals follow the human: each stored approval remembers the signal it came from (the
    approving message, or the reaction on the proposal's message), and `withdraw()` /
    `message_edited()` take it back when that message is deleted, edited into anything but the same
@@ -45,7 +48,7 @@ import aiosqlite
 
 from bot.access import AccessPolicy
 from bot.db import approvals as queries
-from bot.db import proposals
+from bot.db import proofs, proposals
 from bot.db.approvals import Approval, ApprovalForm
 from bot.db.proposals import Proposal
 from bot.db.retry import Writes
@@ -427,7 +430,9 @@ class ApprovalService:
         protection = await self._protected(run, proposal)
         deploy = self._settings.deploy
         forms: tuple[ApprovalForm, ...] = (
-            ("approve_security",) if protection.protected else ("approve", "approve_security")
+            ("approve_security",)
+            if protection.protected
+            else ("approve", "approve_security", "approve_unproven")
         )
         required = deploy.protected_required_approvals if protection.protected else deploy.required_approvals
         counted: list[int] = []
@@ -531,6 +536,15 @@ class ApprovalService:
                 protected_paths=list(protection.paths),
                 diff_error=protection.error,
             )
+        # After the protection rule: on protected paths the security form (itself explicit) is asked
+        # for first and suffices.
+        unproven = await self._unproven(run)
+        if unproven is not None and request.form not in ("approve_unproven", "approve_security"):
+            return refuse(
+                "unproven",
+                f"Run #{run.id} is **unproven**: {unproven[:300]}. "
+                "If you want it shipped anyway, reply **ship it unproven**.",
+            )
         return await self._count(request, proposal, run, protection)
 
     def _state_answer(self, proposal: Proposal, run: Run) -> _Outcome | None:
@@ -582,7 +596,9 @@ class ApprovalService:
         deploy = self._settings.deploy
         head = proposal.head_sha
         forms: tuple[ApprovalForm, ...] = (
-            ("approve_security",) if protection.protected else ("approve", "approve_security")
+            ("approve_security",)
+            if protection.protected
+            else ("approve", "approve_security", "approve_unproven")
         )
         required = deploy.protected_required_approvals if protection.protected else deploy.required_approvals
         excluding = (run.requester_id,) if deploy.exclude_requester else ()
@@ -660,6 +676,19 @@ class ApprovalService:
             ),
             what="approval",
         )
+
+    async def _unproven(self, run: Run) -> str | None:
+        """Why the run's change is unproven when `deploy.require_proof` holds it back, else None.
+
+        A run proposed before proofs existed, or a rollback (it restores code that ran before), has no
+        proof row and is not held back.
+        """
+        if not self._settings.deploy.require_proof:
+            return None
+        proof = await proofs.latest(self._db, run.id, "verify")
+        if proof is None or proof.verdict == "proven":
+            return None
+        return proof.reason
 
     async def _protected(self, run: Run, proposal: Proposal) -> _Protection:
         repo = self._settings.repo_dir

@@ -69,6 +69,7 @@ FORMS: tuple[Form, ...] = (
     Form("approve", ("ship it", "ship", "lgtm merge", "merge it", "merge", "approve", "approved"),
          ("✅", "✔", "☑", "✓")),
     Form("approve_security", ("ship it security",), ("🔐",)),
+    Form("approve_unproven", ("ship it unproven",)),
     Form("reject", ("don't ship", "don't ship it", "do not ship", "do not ship it", "dont ship",
                     "dont ship it", "don't merge", "don't merge it", "reject", "rejected"), ("❌",)),
 )  # fmt: skip
@@ -126,7 +127,8 @@ def what_counts() -> str:
     return (
         "What counts, as the whole message replying to the proposal: **ship it** (or `ship`, "
         "`lgtm, merge`, `merge it`, `approve`, ✅); **ship it security** (or 🔐) for a change to "
-        "protected paths; **don't ship** (or `reject`, ❌) rejects."
+        "protected paths; **ship it unproven** for a fix without proof; **don't ship** (or `reject`, ❌)"
+        " rejects."
     )
 
 

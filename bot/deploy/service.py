@@ -104,6 +104,8 @@ class DeployService:
         self.reloader: Reloader | None = None
         self.reporter: DeployReporter | None = None
         self.roles_of: RolesLookup | None = None  # the chat side: an approver's current roles
+        # The incident replay against the deployed code (bot.improve.proof), one line for the report.
+        self.prove_live: Callable[[Run, str], Awaitable[str]] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._resumed_watches: list[tuple[Run, float]] = []
 
@@ -295,8 +297,10 @@ class DeployService:
                 detail={"merged_sha": merged_sha, "files": live.changed_files},
             )
             report = await apply(live.changed_files)
+        # Before the watch: "resolved" then rests on the replay's evidence, not only on quiet.
+        proof = await self.prove_live(run, merged_sha) if self.prove_live is not None else ""
         await self._start_watch(run, set(live.changed_files))
-        return f"🚀 Merged `{merged_sha[:7]}` and deployed{approved}:\n{report}"
+        return f"🚀 Merged `{merged_sha[:7]}` and deployed{approved}:\n{report}{proof}"
 
     async def _recorded_merge(self, run: Run) -> str | None:
         """The commit the run's merge was recorded as, if the forge recorded one (any earlier process)."""

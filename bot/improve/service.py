@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import aiosqlite
 
+from bot.db import proofs as proof_queries
 from bot.errors import UserError
 from bot.forge.base import Forge, ForgeError, Proposal
 from bot.improve.evidence import build_evidence
@@ -32,6 +33,7 @@ from bot.improve.gateway import ModelGateway
 from bot.improve.guard import Decision, protected_entry
 from bot.improve.memory import Lesson, Memory
 from bot.improve.policy import Policy
+from bot.improve.proof import Proof, Prover, load_proof
 from bot.improve.runs import (
     TRANSITIONAL_STATES,
     InvalidTransition,
@@ -137,6 +139,15 @@ class SelfImprovementAgent:
         self._clock = clock
         self._live: dict[int, _Live] = {}
         self._starting = asyncio.Lock()
+        self.prover = Prover(
+            db=db,
+            workspace=workspace,
+            sandbox=sandbox,
+            test_timeout_s=self._config.check_timeout_s,
+            latency_min_ms=settings.observe.latency.min_ms,
+            redact=runs.redactor.text,
+            now=lambda: clock().timestamp(),
+        )
         self.reporter: RunReporter | None = None
 
     # -- requests -------------------------------------------------------------------------------
@@ -692,6 +703,7 @@ class SelfImprovementAgent:
         run = await self._stage(run, "observing", "🔎 gathering evidence")
         target = next((e.detail for e in await self.runs.events(run.id) if e.event == "target"), {})
         fingerprint = await self._incident_fingerprint(run.incident_id) or target.get("fingerprint")
+        target_kind = await self._incident_kind(run.incident_id) or target.get("kind")
         pack = await build_evidence(
             self._db,
             repo_root,
@@ -780,6 +792,8 @@ class SelfImprovementAgent:
             plan=plan,
             fingerprint=fingerprint,
             lesson_note=lesson_note,
+            prove=True,
+            target_kind=target_kind,
         )
 
     async def _verify_and_propose(
@@ -792,9 +806,13 @@ class SelfImprovementAgent:
         fingerprint: str | None,
         lesson_note: str,
         attempts: int | None = None,
+        prove: bool = False,
+        target_kind: str | None = None,
     ) -> None:
         assert live.worktree is not None
-        verification = await self._verify_with_retries(run, live, attempts=attempts)
+        verification, proof = await self._verify_with_retries(
+            run, live, attempts=attempts, prove=prove, fingerprint=fingerprint, target_kind=target_kind
+        )
         head = verification.sha
         diff = await self.workspace.diff(live.worktree, live.worktree.base_sha)
         run = await self._stage(run, "proposing", "📦 proposing", verified_sha=head, head_sha=head)
@@ -806,12 +824,15 @@ class SelfImprovementAgent:
         diffstat = await self.workspace.diffstat(live.worktree, live.worktree.base_sha)
         files = await self.workspace.changed_files(live.worktree, live.worktree.base_sha)
         run = await self.runs.get(run.id)
+        unproven = proof is not None and not proof.proven
         proposal = await self.forge.open_proposal(
             run_id=run.id,
             branch=live.worktree.branch,
             head_sha=head,
-            title=self.runs.redactor.text(f"mendbot: {run.description[:60]}"),
-            body=self.runs.redactor.text(_proposal_body(run, diagnosis, plan, verification, diffstat)),
+            title=self.runs.redactor.text(
+                f"mendbot{' (unproven)' if unproven else ''}: {run.description[:60]}"
+            ),
+            body=self.runs.redactor.text(_proposal_body(run, diagnosis, plan, verification, diffstat, proof)),
         )
         run = await self.runs.transition(
             run.id, "awaiting_approval", actor="pipeline", proposal_id=proposal.id
@@ -826,11 +847,22 @@ class SelfImprovementAgent:
             fingerprint=fingerprint,
             fix_commit=head,
         )
-        await self._report(run.id, _proposal_report(run, proposal, diffstat, verification) + lesson_note)
+        needs_unproven = unproven and self._settings.deploy.require_proof
+        await self._report(
+            run.id,
+            _proposal_report(run, proposal, diffstat, verification, proof, needs_unproven) + lesson_note,
+        )
 
     async def _verify_with_retries(
-        self, run: Run, live: _Live, *, attempts: int | None = None
-    ) -> Verification:
+        self,
+        run: Run,
+        live: _Live,
+        *,
+        attempts: int | None = None,
+        prove: bool = False,
+        fingerprint: str | None = None,
+        target_kind: str | None = None,
+    ) -> tuple[Verification, Proof | None]:
         assert live.worktree is not None
         worktree = live.worktree
         attempts = attempts or self._config.max_attempts
@@ -859,7 +891,32 @@ class SelfImprovementAgent:
                 detail={"ok": verification.ok, "sha": verification.sha, "summary": verification.summary()},
             )
             if verification.ok and not verification.dirty:
-                return verification
+                if not prove:
+                    return verification, None
+                proof = await self._prove(run, worktree, verification.sha, fingerprint, target_kind)
+                feedback = proof.feedback()
+                if feedback is not None and attempt < attempts:
+                    # "Your test passes without your fix", "the replay still fails": like failed checks,
+                    # something the agent can act on, so it gets another attempt.
+                    run = await self._stage(
+                        run, "editing", f"🔁 the proof does not hold; attempt {attempt + 1}"
+                    )
+                    await self._agent(
+                        run,
+                        self._prompts.get("agent/proof").render(
+                            attempt=str(attempt + 1),
+                            max_attempts=str(attempts),
+                            failures=untrusted_block("proof of the fix", feedback, limit=12_000),
+                        ),
+                        read_only=False,
+                    )
+                    continue
+                if proof.verdict == "disproven" and self._settings.deploy.require_proof:
+                    raise _StageFailure(
+                        "proof",
+                        "not proposed: the change does not fix the reported failure — " + proof.reason,
+                    )
+                return verification, proof
             if attempt == attempts:
                 raise _StageFailure(
                     "checks", f"the checks still fail after {attempts} attempt(s):\n" + verification.summary()
@@ -876,6 +933,60 @@ class SelfImprovementAgent:
                 read_only=False,
             )
         raise AssertionError("unreachable")
+
+    async def _prove(
+        self, run: Run, worktree: Worktree, sha: str, fingerprint: str | None, target_kind: str | None
+    ) -> Proof:
+        live = self._live[run.id]
+        live.lines.append("🧪 proving: the failure on the base, gone on the branch")
+        await self._progress(run)
+        proof = await self.prover.prove(
+            run_id=run.id,
+            worktree=worktree.path,
+            base_sha=worktree.base_sha,
+            sha=sha,
+            fingerprint=fingerprint,
+            kind=target_kind,
+        )
+        await self.runs.event(
+            run.id,
+            "proof",
+            actor="pipeline",
+            detail={
+                "verdict": proof.verdict,
+                "reason": proof.reason,
+                "overhead_s": round(proof.overhead_s, 2),
+            },
+        )
+        return proof
+
+    async def prove_live(self, run: Run, sha: str) -> str:
+        """After a deploy: replay the incident once against the deployed commit `sha` (in the sandbox).
+
+        One line for the deploy report ("" when there is nothing to replay); it never fails the deploy.
+        """
+        target = next((e.detail for e in await self.runs.events(run.id) if e.event == "target"), {})
+        fingerprint = await self._incident_fingerprint(run.incident_id) or target.get("fingerprint")
+        kind = await self._incident_kind(run.incident_id) or target.get("kind")
+        try:
+            proof = await self.prover.prove_deployed(
+                run_id=run.id, sha=sha, base_sha=run.base_sha or "", fingerprint=fingerprint, kind=kind
+            )
+        except Exception as exc:  # a replay that cannot run is reported, never a failed deploy
+            _log.exception("live replay failed", run_id=run.id)
+            return f"\n⚠️ The replay against the live code could not run: {type(exc).__name__}: {exc}"
+        if proof is None:
+            return ""
+        await self.runs.event(
+            run.id, "proof_live", actor="pipeline", detail={"verdict": proof.verdict, "reason": proof.reason}
+        )
+        if proof.proven:
+            return f"\n🧪 Replay against the live code: ✅ the recorded calls complete ({len(proof.items)})."
+        return f"\n⚠️ Replay against the live code: {proof.reason}"
+
+    async def proof_of(self, run_id: int) -> Proof | None:
+        """The proof stored for a run's proposal (what /run shows), or None when none was taken."""
+        return await load_proof(self._db, run_id)
 
     def _secret_values(self) -> list[str]:
         """The bot's own secrets, which no proposed diff may carry in any form."""
@@ -909,6 +1020,11 @@ class SelfImprovementAgent:
         ) as cursor:
             row = await cursor.fetchone()
         return row[0] if row else None
+
+    async def _incident_kind(self, incident_id: int | None) -> str | None:
+        if incident_id is None:
+            return None
+        return await proof_queries.incident_kind(self._db, incident_id)
 
     async def _write_lesson(
         self,
@@ -958,8 +1074,19 @@ def _investigation_report(run: Run, diagnosis: dict[str, Any]) -> str:
     )
 
 
-def _proposal_body(
-    run: Run, diagnosis: dict[str, Any], plan: dict[str, Any], verification: Verification, diffstat: str
+def _proof_section(proof: Proof | None) -> list[str]:
+    if proof is None:
+        return []
+    return ["## Proof", proof.headline(), "", proof.table(), ""]
+
+
+def _proposal_body(  # noqa: PLR0917 (private renderer called from one place)
+    run: Run,
+    diagnosis: dict[str, Any],
+    plan: dict[str, Any],
+    verification: Verification,
+    diffstat: str,
+    proof: Proof | None = None,
 ) -> str:
     return "\n".join(
         [
@@ -976,6 +1103,7 @@ def _proposal_body(
             f"**Tests:** {plan.get('tests', '—')}",
             f"**Rollback:** {plan.get('rollback', 'revert this merge')}",
             "",
+            *_proof_section(proof),
             "## Checks",
             verification.summary(),
             "",
@@ -989,10 +1117,24 @@ def _proposal_body(
     )
 
 
-def _proposal_report(run: Run, proposal: Proposal, diffstat: str, verification: Verification) -> str:
+def _proposal_report(  # noqa: PLR0917 (private renderer called from one place)
+    run: Run,
+    proposal: Proposal,
+    diffstat: str,
+    verification: Verification,
+    proof: Proof | None = None,
+    needs_unproven: bool = False,
+) -> str:
+    proven = proof is None or proof.proven
+    how = (
+        "To ship it anyway, an allow-listed developer replies **ship it unproven**."
+        if needs_unproven
+        else "To ship it, an allow-listed developer replies **ship it** or reacts ✅ on this message."
+    )
+    label = "fix ready for review" if proven else "**unproven** fix ready for review"
+    proof_text = f"{proof.chat()[:900]}\n" if proof is not None else ""
     return (
-        f"🛠 Run #{run.id} — fix ready for review: {proposal.url}\n"
-        f"```\n{diffstat.strip()[:800]}\n```\n{verification.summary()}\n"
-        f"Cost: ${run.cost_usd:.2f}. To ship it, an allow-listed developer replies **ship it** "
-        f"or reacts ✅ on this message."
+        f"🛠 Run #{run.id} — {label}: {proposal.url}\n"
+        f"```\n{diffstat.strip()[:800]}\n```\n{proof_text}{verification.summary()}\n"
+        f"Cost: ${run.cost_usd:.2f}. {how}"
     )

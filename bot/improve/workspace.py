@@ -144,6 +144,16 @@ class Workspace:
         _log.info("worktree created", run_id=run_id, branch=branch, path=str(path), base_sha=base_sha)
         return Worktree(path=path, branch=branch, base_sha=base_sha)
 
+    async def create_detached(self, name: str, sha: str) -> Path:
+        """A throwaway worktree `<worktrees_dir>/<name>` at `sha`, on no branch (the proof's base)."""
+        path = self.worktrees_dir / name
+        async with self._lock:
+            if path.exists():
+                await self._remove_locked(path)
+            self.worktrees_dir.mkdir(parents=True, exist_ok=True)
+            await _git(self.repo_root, "worktree", "add", "--detach", str(path), sha)
+        return path
+
     async def remove(self, worktree: Worktree | Path, *, delete_branch: bool = False) -> None:
         """Remove the worktree directory and its registration; the branch stays unless asked otherwise."""
         path = _path_of(worktree).resolve()

@@ -1,0 +1,173 @@
+"""What the proof replays and how it judges: real SQLite for the recorded calls, plain values for the
+verdicts (the sandboxed runs themselves are exercised end to end in tests/test_proof_e2e.py)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+from bot.db import proofs
+from bot.db.connection import open_database
+from bot.db.handlers import HandlerLocation, replace_cog
+from bot.improve.proof import Proof, ProofItem, Side, _judge, _replay_items, changed_tests
+from bot.improve.replay import MAX_REPLAYS, ReplayPlan, ReplayResult, plan_replay
+from tests.harness.repo import git
+
+_CLOCK = itertools.count(1)  # each record newer than the one before
+
+
+async def _record(
+    db: Any, kind: str, invocation: dict[str, Any] | None, *, ok: bool = False, ms: float = 2.0
+) -> None:
+    await db.execute(
+        "INSERT INTO actions (ts, kind, source, ok, duration_ms, error_type, fingerprint, invocation)"
+        " VALUES (?, ?, 'Cog', ?, ?, ?, ?, ?)",
+        (
+            float(next(_CLOCK)),
+            kind,
+            int(ok),
+            ms,
+            None if ok else "ValueError",
+            None if ok else "fp",
+            json.dumps(invocation) if invocation else None,
+        ),
+    )
+
+
+async def test_replay_plan_marks_what_cannot_be_replayed_with_the_reason(tmp_path: Path) -> None:
+    """Reactions, tasks, member options, redacted values and missing invocations are not replayable."""
+    db = await open_database(tmp_path / "db.sqlite")
+    try:
+        await _record(db, "app:warn", {"name": "/warn", "options": {"user": "Member:123"}})
+        await _record(
+            db, "listener:on_raw_reaction_add", {"name": "on_raw_reaction_add", "options": {"emoji": "👍"}}
+        )
+        await _record(db, "task:refresh", {"name": "task:refresh", "options": {"iteration": 3}})
+        await _record(db, "app:login", {"name": "/login", "options": {"password": "[redacted]"}})
+        await _record(db, "command:ping", None)
+        await _record(db, "command:roll", {"name": "!roll", "options": {"text": "!roll 2d6"}})
+        await _record(db, "command:roll", {"name": "!roll", "options": {"text": "!roll 2d6"}})  # a duplicate
+        await replace_cog(
+            db, "Dice", [HandlerLocation("command:roll", "cogs/dice.py", "Dice.roll", 1, "Dice")], 0
+        )
+        plan = await plan_replay(db, fingerprint="fp", kind=None, limit=10)
+        capped = await plan_replay(db, fingerprint="fp", kind=None)
+    finally:
+        await db.close()
+    reasons = {case.label: case.unreplayable for case in plan.cases}
+    assert len(plan.cases) == 6 and len(capped.cases) == MAX_REPLAYS  # distinct invocations, capped
+    assert reasons["ping"] == "no invocation was recorded for it"
+    assert reasons["!roll 2d6"] is None
+    assert [case.label for case in plan.replayable] == ["!roll 2d6"]
+    assert plan.handlers == ["cogs/dice.py"] and not plan.latency
+    unreplayable = [reason for reason in reasons.values() if reason]
+    assert any("names a Discord object (Member)" in reason for reason in unreplayable)
+    assert any("a listener depends on state" in reason for reason in unreplayable)
+    assert any("a task depends on state" in reason for reason in unreplayable)
+    assert any("redacted" in reason for reason in unreplayable)
+
+
+async def test_latency_plan_replays_the_slowest_completed_calls(tmp_path: Path) -> None:
+    """Without a fingerprint the kind's slowest completed calls are replayed, slowest first."""
+    db = await open_database(tmp_path / "db.sqlite")
+    try:
+        for ms, text in ((5, "!report a"), (400, "!report b"), (90, "!report c")):
+            await _record(
+                db, "command:report", {"name": "!report", "options": {"text": text}}, ok=True, ms=ms
+            )
+        plan = await plan_replay(db, fingerprint=None, kind="command:report")
+    finally:
+        await db.close()
+    assert plan.latency and [case.label for case in plan.cases] == ["!report b", "!report c", "!report a"]
+
+
+def _plan(latency: bool = False) -> ReplayPlan:
+    from bot.improve.replay import ReplayCase
+
+    case = ReplayCase("1", "command:roll", "!roll", {"text": "!roll 2d6"}, None if latency else "fp", 300.0)
+    return ReplayPlan([case], ["cogs/dice.py"], latency)
+
+
+def _result(
+    *, ran: bool = True, ok: bool, ms: float = 2.0, fingerprint: str | None = None
+) -> dict[str, ReplayResult]:
+    error = None if ok else "ValueError"
+    return {"1": ReplayResult("1", ran, ok, error, "boom" if error else None, fingerprint, ms)}
+
+
+def test_replay_that_fails_on_the_base_and_completes_on_the_branch_proves() -> None:
+    """Base fails with the recorded fingerprint, branch completes: the item proves the fix."""
+    (item,) = _replay_items(_plan(), _result(ok=False, fingerprint="fp"), _result(ok=True), 50)
+    assert item.verdict == "proves" and "as recorded" in item.note
+
+
+def test_replay_of_a_deleted_command_fails() -> None:
+    """Nothing handles the command on the branch: the item says the fix does not hold."""
+    gone = {"1": ReplayResult("1", False, False, "NotHandled", "nothing handled it", None, 0.0)}
+    (item,) = _replay_items(_plan(), _result(ok=False, fingerprint="fp"), gone, 50)
+    assert item.verdict == "fails" and item.note.startswith("no longer handled")
+    assert _judge([item], 1.0, _plan()).verdict == "disproven"
+
+
+def test_latency_replay_proves_only_a_real_drop() -> None:
+    """A latency item proves when the branch takes at most half the base's time, and fails otherwise."""
+    (dropped,) = _replay_items(_plan(True), _result(ok=True, ms=400), _result(ok=True, ms=3), 50)
+    (still,) = _replay_items(_plan(True), _result(ok=True, ms=400), _result(ok=True, ms=350), 50)
+    (never,) = _replay_items(_plan(True), _result(ok=True, ms=4), _result(ok=True, ms=3), 50)
+    assert dropped.verdict == "proves" and dropped.note == "duration dropped: 400 ms → 3 ms"
+    assert still.verdict == "fails" and "still slow" in still.note
+    assert never.verdict == "neutral"
+
+
+def test_verdicts_and_feedback() -> None:
+    """proves → proven; only neutral items → unproven; a no-proof test is fed back to the agent."""
+    proves = ProofItem("replay", "!roll 2d6", Side(False, "E"), Side(True, "ok"), "proves", "n")
+    useless = ProofItem(
+        "test", "tests/test_x.py", Side(True, "1 passed"), Side(True, "1 passed"), "no_proof", "passes"
+    )
+    neutral = ProofItem("replay", "/x", None, None, "neutral", "not replayable: a task")
+    assert _judge([proves, useless], 1.0, _plan()).verdict == "proven"
+    assert _judge([neutral], 1.0, _plan()).verdict == "unproven"
+    assert _judge([], 1.0, ReplayPlan([], [], False)).reason.endswith("nothing was recorded to replay")
+    feedback = Proof("proven", "r", [proves, useless]).feedback()
+    assert feedback is not None and "tests/test_x.py" in feedback and "!roll" not in feedback
+    assert Proof("proven", "r", [proves]).feedback() is None
+
+
+async def test_changed_tests_are_added_or_modified_test_files_only(tmp_path: Path) -> None:
+    """test_*.py and *_test.py files the change adds or modifies count; deletions and other files do not."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "tests").mkdir()
+    (repo / "tests" / "test_old.py").write_text("x = 1\n")
+    (repo / "tests" / "test_gone.py").write_text("x = 1\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "start")
+    base = git(repo, "rev-parse", "HEAD")
+    (repo / "tests" / "test_old.py").write_text("x = 2\n")
+    (repo / "tests" / "test_gone.py").unlink()
+    (repo / "tests" / "dice_test.py").write_text("x = 1\n")
+    (repo / "tests" / "helpers.py").write_text("x = 1\n")
+    (repo / "bot.py").write_text("x = 1\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "change")
+    assert await changed_tests(repo, base) == ["tests/dice_test.py", "tests/test_old.py"]
+
+
+async def test_proof_rows_round_trip(tmp_path: Path) -> None:
+    """A stored proof comes back as it was stored, newest per stage."""
+    db = await open_database(tmp_path / "db.sqlite")
+    try:
+        for verdict in ("disproven", "proven"):
+            await proofs.insert(
+                db, run_id=3, stage="verify", sha="b", base_sha="a", verdict=verdict, reason="r",
+                items=[{"kind": "replay"}], overhead_s=2.5, now=1.0,
+            )  # fmt: skip
+        row = await proofs.latest(db, 3, "verify")
+        assert await proofs.latest(db, 3, "deploy") is None
+    finally:
+        await db.close()
+    assert row is not None and row.verdict == "proven" and row.items == [{"kind": "replay"}]
