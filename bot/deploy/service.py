@@ -253,10 +253,9 @@ class DeployService:
                     detail={"conflict": conflict.files, "main": moved.main_sha},
                 )
                 return (
-                    f"⚠️ Not merged: main moved and run #{run.id}'s change conflicts with it in {files}"
-                    " (not only imports). The proposal stays open: resolve it with a commit on"
-                    f" `{proposal.branch}` (it is verified again), or say `redo` (`/run {run.id}"
-                    " action:redo`) to re-run on the new main."
+                    f"⚠️ Not merged: main moved and conflicts in {files} (not only in imports). The"
+                    f" proposal stays open: resolve it with a commit on `{proposal.branch}` (verified"
+                    f" again), or say `redo` (`/run {run.id} action:redo`) to re-run on the new main."
                 )
             except MergeError as exc:
                 await self._fail(run, f"rebasing onto the new main failed: {exc}")
