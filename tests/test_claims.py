@@ -128,7 +128,7 @@ def _service(db: aiosqlite.Connection, runs: RunService, *, wait_s: float = 5.0)
 async def _planning(runs: RunService, description: str) -> Run:
     run = await runs.create("fix", 1, None, None, description)
     for state in ("observing", "investigating", "planning"):
-        run = await runs.transition(run.id, state, actor="test")  # type: ignore[arg-type]
+        run = await runs.transition(run.id, state, actor="test")
     return run
 
 
@@ -238,7 +238,7 @@ async def test_a_merged_run_holds_nothing(db: aiosqlite.Connection, runs: RunSer
     merged, other = await _planning(runs, "merged"), await _planning(runs, "other")
     await claims.declare(merged, tree, ["cogs/dice.py"], on_wait=_no_wait)
     for state in ("editing", "verifying", "proposing", "awaiting_approval", "merging"):
-        await runs.transition(merged.id, state, actor="test")  # type: ignore[arg-type]
+        await runs.transition(merged.id, state, actor="test")
     assert await claims.holders(other.id, ["cogs/dice.py"]) == {merged.id: ["cogs/dice.py"]}
     await runs.transition(merged.id, "deployed", actor="test")
     claim, _ = await claims.declare(other, tree, ["cogs/dice.py"], on_wait=_no_wait)

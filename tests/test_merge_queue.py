@@ -4,6 +4,7 @@ re-verification) while every other conflict is left to the human."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -90,7 +91,7 @@ def _app_repo(root: Path, *, isort: bool = True) -> tuple[str, str]:
     same place. Returns (base, head)."""
     root.mkdir()
     git(root, "init", "-q", "-b", "main")
-    files = {"app.py": APP}
+    files: dict[str, str | None] = {"app.py": APP}
     if isort:
         files["pyproject.toml"] = RUFF_ISORT
     base = commit(root, files, "initial")
@@ -174,7 +175,7 @@ async def test_merges_run_one_at_a_time_in_the_order_they_were_approved() -> Non
     told: dict[int, list[int]] = {}
     gate = asyncio.Event()
 
-    def job(run_id: int) -> object:
+    def job(run_id: int) -> Callable[[], Awaitable[str]]:
         async def merge() -> str:
             log.append(f"start {run_id}")
             if run_id == 3:
@@ -188,10 +189,11 @@ async def test_merges_run_one_at_a_time_in_the_order_they_were_approved() -> Non
     async def queued_for(run_id: int, ahead: list[int]) -> None:
         told[run_id] = ahead
 
+    def on_queued(run_id: int) -> Callable[[list[int]], Awaitable[None]]:
+        return lambda ahead: queued_for(run_id, ahead)
+
     tasks = [
-        asyncio.create_task(
-            queue.submit(run_id, job(run_id), on_queued=lambda ahead, r=run_id: queued_for(r, ahead))  # type: ignore[arg-type]
-        )
+        asyncio.create_task(queue.submit(run_id, job(run_id), on_queued=on_queued(run_id)))
         for run_id in (3, 1, 2)
     ]
     await asyncio.sleep(0.01)
