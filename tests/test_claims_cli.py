@@ -23,8 +23,9 @@ from bot.playground import VirtualWorld
 from bot.sandbox import Sandbox
 from bot.settings import Settings
 from tests.harness.discord import bot_messages
-from tests.harness.model_double import Hold, ModelDouble, Turn, text, tool_use
+from tests.harness.model_double import ModelDouble, Turn, text, tool_use
 from tests.harness.repo import copy_of_bot, git
+from tests.harness.router import MEET, Router
 from tests.test_improve_e2e import BUG, FIX, improving_world
 
 pytestmark = pytest.mark.cli
@@ -32,43 +33,6 @@ pytestmark = pytest.mark.cli
 FIXTURE = "tests/fixtures/buggy_dice.py"
 TITLE = "# mendbot\n"
 NEW_TITLE = "# mendbot (mends itself)\n"
-
-
-class Router:
-    """Answers each model request from the script of the run it belongs to.
-
-    Two runs' CLIs talk to one model double at once, in no fixed order; each session's first user
-    message names its run (the request, or the diagnosis that carries the run's marker), so the
-    earliest marker in it picks the script. `meet` turns are held until every run has reached its own.
-    """
-
-    def __init__(self) -> None:
-        self.scripts: dict[str, list[Turn | str]] = {}
-        self._meeting: list[Hold] = []
-        self.met = asyncio.Event()
-
-    def add(self, marker: str, *turns: Turn | str) -> None:
-        self.scripts[marker] = list(turns)
-
-    def __call__(self, body: dict[str, Any]) -> Turn | Hold:
-        first: dict[str, Any] = next((m for m in body.get("messages", []) if m.get("role") == "user"), {})
-        content = json.dumps(first.get("content", ""))
-        found = sorted((content.find(marker), marker) for marker in self.scripts if marker in content)
-        if not found or not self.scripts[found[0][1]]:
-            return text("(no scripted turn for this request)")
-        item = self.scripts[found[0][1]].pop(0)
-        if isinstance(item, Turn):
-            return item
-        hold = Hold(then=self.scripts[found[0][1]].pop(0))  # type: ignore[arg-type]
-        self._meeting.append(hold)
-        if len(self._meeting) == len(self.scripts):  # every run is editing now: let them all go on
-            self.met.set()
-            for waiting in self._meeting:
-                waiting.release.set()
-        return hold
-
-
-MEET = "meet"  # in a script: hold the next turn until every run reaches its own `meet`
 
 
 def _json_turn(value: dict[str, Any]) -> Turn:
@@ -120,6 +84,35 @@ async def _until(condition: Callable[[], bool], what: str, timeout: float = 120)
         raise AssertionError(f"gave up waiting for {what}") from None
 
 
+async def _request(world: VirtualWorld, description: str) -> None:
+    """Start a fix run as /fix does (the slash command waits for the whole run; these must overlap)."""
+    await world.bot.services.improve.request(
+        kind="fix",
+        requester_id=world.users["alice"].id,
+        channel_id=world.dev.id,
+        incident_id=None,
+        description=description,
+    )
+
+
+async def _approve(world: VirtualWorld, run_id: int) -> str:
+    """alice's "ship it" on the run's proposal, as the Ship cog passes it to the deploy service."""
+    (proposal_id,) = _rows(world.bot.services.settings, "SELECT proposal_id FROM runs WHERE id = ?", run_id)[
+        0
+    ]
+    return await world.bot.services.deploy.decide(
+        proposal_id=proposal_id,
+        user_id=world.users["alice"].id,
+        user_name="alice",
+        role_ids=[],
+        is_bot=False,
+        channel_id=world.dev.id,
+        parent_channel_id=None,
+        form="approve",
+        via="button",
+    )
+
+
 async def test_two_runs_with_disjoint_claims_edit_in_parallel_and_merge_in_queue_order(
     tmp_path: Path,
 ) -> None:
@@ -136,19 +129,24 @@ async def test_two_runs_with_disjoint_claims_edit_in_parallel_and_merge_in_queue
             "BRAVO", *_script("BRAVO", ["README.md"], MEET, _edit(settings, 2, "README.md", TITLE, NEW_TITLE))
         )
         model.script(*[router] * 12)
-        alice = world.users["alice"]
-        await alice.slash(world.dev, "fix", description="ALPHA: the dice fixture divides by zero")
-        await alice.slash(world.dev, "fix", description="BRAVO: the readme title says too little")
+        await _request(world, "ALPHA: the dice fixture divides by zero")
+        await _request(world, "BRAVO: the readme title says too little")
         await world.quiesce()
         assert router.met.is_set()
         states = _rows(settings, "SELECT id, state, failure_reason FROM runs ORDER BY id")
         assert [tuple(r) for r in states] == [(1, "awaiting_approval", None), (2, "awaiting_approval", None)]
-        second, first = _proposal(world, 2), _proposal(world, 1)
-        await alice.send(world.dev, "ship it", reply_to=second)
-        await alice.send(world.dev, "ship it", reply_to=first)
+        deploy = world.bot.services.deploy
+        # Hold the deploy step so both approvals are in the queue together, run 2's first.
+        async with deploy._ship_lock:
+            second = asyncio.create_task(_approve(world, 2))
+            await _until(lambda: deploy.queue.pending == [2], "run 2 to be queued")
+            first = asyncio.create_task(_approve(world, 1))
+            await _until(lambda: deploy.queue.pending == [2, 1], "run 1 to be queued behind it")
+        answers = await asyncio.gather(second, first)
         await world.quiesce()
         dev = [m.content for m in bot_messages(world, world.dev)]
     repo = settings.repo_dir
+    assert all("Merged" in answer for answer in answers), answers
     assert [r[0] for r in _rows(settings, "SELECT state FROM runs ORDER BY id")] == ["watching", "watching"]
     assert FIX in (repo / FIXTURE).read_text() and (repo / "README.md").read_text().startswith(NEW_TITLE)
     # both were editing before either verified: the agents worked at the same time
@@ -165,14 +163,15 @@ async def test_two_runs_with_disjoint_claims_edit_in_parallel_and_merge_in_queue
     # approval order: run 2 merged first; run 1 waited its turn, was rebased onto it and verified again
     merged = {n: _event_ids(settings, n, "event = 'merge_recorded'")[0] for n in (1, 2)}
     assert merged[2] < merged[1]
-    assert _event_ids(settings, 1, "event = 'merge_queued'")
     assert any(m.startswith("🕒 Run #1 is approved and queued to merge after run(s) #2") for m in dev), dev
     rebased = _rows(settings, "SELECT detail FROM run_events WHERE run_id = 1 AND detail LIKE '%rebased_to%'")
     assert rebased and json.loads(rebased[0][0])["diff_changed"] is False
-    run2_merge = git(repo, "rev-parse", "refs/mendbot/merged/2")
+    (proposal_2,) = _rows(settings, "SELECT proposal_id FROM runs WHERE id = 2")[0]
+    run2_merge = git(repo, "rev-parse", f"refs/mendbot/merged/{proposal_2}")
     assert git(repo, "rev-parse", "HEAD~1") == run2_merge  # run 1's commit sits on run 2's merge
-    checks = _rows(settings, "SELECT detail FROM run_events WHERE run_id = 1 AND event = 'checks'")
-    assert len(checks) == 2 and all(json.loads(c[0])["ok"] for c in checks)
+    # the rebased head is what was verified again and merged (a failed re-verification fails the run)
+    verified = _rows(settings, "SELECT verified_sha FROM runs WHERE id = 1")[0][0]
+    assert verified == json.loads(rebased[0][0])["rebased_to"] == git(repo, "rev-parse", "HEAD")
 
 
 async def test_a_run_whose_claim_overlaps_a_live_run_waits_for_it_and_says_so(tmp_path: Path) -> None:
@@ -191,18 +190,22 @@ async def test_a_run_whose_claim_overlaps_a_live_run_waits_for_it_and_says_so(tm
             *_script("BRAVO", [FIXTURE], _edit(settings, 2, FIXTURE, tail, tail + "# reviewed\n")),
         )
         model.script(*[router] * 12)
-        alice = world.users["alice"]
-        await alice.slash(world.dev, "fix", description="ALPHA: the dice fixture divides by zero")
+        await _request(world, "ALPHA: the dice fixture divides by zero")
         await world.quiesce()
-        await alice.slash(world.dev, "fix", description="BRAVO: note the fixture was reviewed")
-        runs = world.bot.services.improve.runs
+        await _request(world, "BRAVO: note the fixture was reviewed")
         await _until(
             lambda: bool(_event_ids(settings, 2, "event = 'claim_waiting'")), "run 2 to wait for run 1"
         )
-        assert (await runs.get(2)).state == "planning"
-        status = [m.content for m in bot_messages(world, world.dev) if m.content.startswith("🤖 **Run #2**")]
-        assert any(f"⏳ queued: run #1 holds `{FIXTURE}`" in s for s in status), status
-        await alice.send(world.dev, "ship it", reply_to=_proposal(world, 1))
+        assert (await world.bot.services.improve.runs.get(2)).state == "planning"
+
+        def told() -> bool:
+            status = [
+                m.content for m in bot_messages(world, world.dev) if m.content.startswith("🤖 **Run #2**")
+            ]
+            return any(f"⏳ queued: run #1 holds `{FIXTURE}`" in s for s in status)
+
+        await _until(told, "run 2's status to say it is queued behind run 1")
+        assert "Merged" in await _approve(world, 1)
         await world.quiesce()
         states = [tuple(r) for r in _rows(settings, "SELECT id, state FROM runs ORDER BY id")]
     assert states == [(1, "watching"), (2, "awaiting_approval")]

@@ -14,18 +14,16 @@ def _marks(values: Iterable[object]) -> str:
 
 
 async def add(db: aiosqlite.Connection, run_id: int, paths: list[str], why: str, now: float) -> None:
-    """Record `paths` as claimed by `run_id`, all or none (paths it already holds are kept as they were)."""
-    await db.execute("BEGIN")
-    try:
-        await db.executemany(
-            "INSERT OR IGNORE INTO claims (run_id, path, why, created_at) VALUES (?, ?, ?, ?)",
-            [(run_id, path, why, now) for path in paths],
-        )
-        await db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            await db.execute("ROLLBACK")
-        raise
+    """Record `paths` as claimed by `run_id`, all or none (paths it already holds are kept as they were).
+
+    One statement, so no transaction of its own: the connection is shared, and a BEGIN here could
+    meet another writer's open one.
+    """
+    if not paths:
+        return
+    rows = [value for path in paths for value in (run_id, path, why, now)]
+    values = ", ".join(["(?, ?, ?, ?)"] * len(paths))
+    await db.execute(f"INSERT OR IGNORE INTO claims (run_id, path, why, created_at) VALUES {values}", rows)
 
 
 async def for_run(db: aiosqlite.Connection, run_id: int) -> list[str]:
