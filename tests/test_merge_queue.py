@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from bot.deploy.merge import RebaseConflict
-from bot.deploy.queue import MergeQueue, change_without_imports, isort_configured, resolve_import_hunks
+from bot.deploy.queue import (
+    MergeQueue,
+    change_without_imports,
+    isort_configured,
+    resolve_import_conflicts,
+    resolve_import_hunks,
+)
 from tests.harness.repo import git
 from tests.test_merge import commit, merger_for, on_main, worktrees
 
@@ -220,3 +226,19 @@ async def test_a_failed_merge_does_not_stop_the_queue() -> None:
     with pytest.raises(RuntimeError):
         await first
     assert await second == "merged"
+
+
+async def test_conflicts_in_a_non_python_file_or_through_a_link_are_not_touched(tmp_path: Path) -> None:
+    """Only real .py files inside the tree are rewritten; all or nothing, so one such file stops all."""
+    root, outside = tmp_path / "tree", tmp_path / "outside.py"
+    root.mkdir()
+    conflict = _conflict("import os\n", "import sys\n")
+    (root / "ok.py").write_text(conflict)
+    (root / "notes.txt").write_text(conflict)
+    outside.write_text(conflict)
+    (root / "link.py").symlink_to(outside)
+    assert not await resolve_import_conflicts(root, ["ok.py", "notes.txt"])
+    assert not await resolve_import_conflicts(root, ["ok.py", "link.py"])
+    assert (root / "ok.py").read_text() == conflict and outside.read_text() == conflict
+    assert await resolve_import_conflicts(root, ["ok.py"])
+    assert "<<<<<<<" not in (root / "ok.py").read_text()

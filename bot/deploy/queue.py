@@ -209,23 +209,23 @@ async def _ruff_sort(root: Path, files: list[str]) -> None:
     result = await run_process(
         [find_ruff_bin(), "check", "--no-cache", "--quiet", "--select", "I", "--fix", "--exit-zero", *files],
         cwd=root,
-        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(root)},
+        # No secrets, and no HOME or XDG config of anyone's: the repository's own ruff configuration.
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/nonexistent"},
         timeout_s=_RUFF_TIMEOUT_S,
     )
     if result.code != 0:
         _log.warning("ruff_sort_failed", files=files, output=(result.errors or result.output)[:300])
 
 
-async def resolve_import_conflicts(root: Path, files: list[str]) -> bool:
-    """Resolve the conflicts in `files` (paths in the worktree `root`) if all are import-only.
-
-    All or nothing: True after every file was rewritten (and sorted when ruff's isort is configured);
-    False with nothing written when any file has a conflict that is not import-only.
-    """
+def _resolve_files(root: Path, files: list[str]) -> bool:
+    """Rewrite every file of `files` with its hunks united, or none of them (see below)."""
     resolved: dict[Path, str] = {}
+    real_root = root.resolve()
     for name in files:
         path = root / name
         if path.suffix != ".py" or path.is_symlink() or not path.is_file():
+            return False
+        if not path.resolve().is_relative_to(real_root):  # never write through a link out of the tree
             return False
         try:
             text = path.read_text()
@@ -237,6 +237,17 @@ async def resolve_import_conflicts(root: Path, files: list[str]) -> bool:
         resolved[path] = merged
     for path, text in resolved.items():
         path.write_text(text)
+    return True
+
+
+async def resolve_import_conflicts(root: Path, files: list[str]) -> bool:
+    """Resolve the conflicts in `files` (paths in the worktree `root`) if all are import-only.
+
+    All or nothing: True after every file was rewritten (and sorted when ruff's isort is configured);
+    False with nothing written when any file has a conflict that is not import-only.
+    """
+    if not _resolve_files(root, files):
+        return False
     if isort_configured(root):
         await _ruff_sort(root, files)
     _log.info("import_conflicts_resolved", files=files)
