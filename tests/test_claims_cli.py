@@ -316,3 +316,30 @@ async def test_claim_files_refuses_a_glob_and_a_path_outside(tmp_path: Path) -> 
         assert await claims.paths_of(run.id) == [FIXTURE]
     finally:
         await db.close()
+
+
+async def test_a_change_outside_the_claim_made_by_code_the_agent_ran_is_not_proposed(tmp_path: Path) -> None:
+    """The guard sees tool calls, not what a script writes: an unclaimed file in the commit fails the
+    run (stage `claim`), and nothing is proposed."""
+    async with ModelDouble() as model, improving_world(tmp_path, model, checks=["python -c pass"]) as world:
+        settings = world.bot.services.settings
+        router = Router()
+        script = "open('README.md', 'a').write('appended by a script')"
+        router.add(
+            "ALPHA",
+            *_script(
+                "ALPHA",
+                [FIXTURE],
+                _edit(settings, 1, FIXTURE, BUG, FIX),
+                tool_use("Bash", {"command": f'python -c "{script}"'}),
+            ),
+        )
+        model.script(*[router] * 8)
+        await _request(world, "ALPHA: the dice fixture divides by zero")
+        await world.quiesce()
+        dev = [m.content for m in bot_messages(world, world.dev)]
+    (run,) = _rows(settings, "SELECT state, failure_stage, failure_reason FROM runs")
+    assert run["state"] == "failed", run["failure_reason"]
+    assert "outside the run's claim (`README.md`)" in run["failure_reason"]
+    assert _rows(settings, "SELECT count(*) FROM proposals")[0][0] == 0
+    assert any("❌ Run #1 failed" in d and "README.md" in d for d in dev), dev
