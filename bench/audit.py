@@ -11,8 +11,14 @@ Prints `name value unit` lines (diagnostics go to stderr):
 - `audit_charts_s`: rendering the three PNG charts of that report (matplotlib, Agg), median of 3,
   after a first render that pays for importing matplotlib.
 
+- `parallel_speedup`: two fix runs on disjoint files (each claims its own), from request to
+  proposal, against a model double that holds every turn 1 s — run one after the other with
+  `improve.concurrency` 1, then together with 2; the wall time of the first over the second. Real
+  CLI sessions, git worktrees, sandboxed verification (`python -c pass` and the smoke load); the
+  median of 2 interleaved rounds of each. Target: ≥ 1.6.
+
 Seeding writes rows with plain sqlite3 (not timed). Run from the repo root:
-`.venv/bin/python bench/audit.py`.
+`.venv/bin/python bench/audit.py` (`.venv/bin/python bench/audit.py parallel` for the last only).
 """
 
 from __future__ import annotations
@@ -122,7 +128,93 @@ async def _timed_reports(path: Path) -> tuple[list[float], AuditReport]:
     return timings, report
 
 
+PARALLEL_TURN_S = 1.0
+PARALLEL_ROUNDS = 2
+
+
+async def _two_runs(base: Path, concurrency: int) -> float:
+    """Wall time of two disjoint fix runs to their proposals at `concurrency` (1: one after the other)."""
+    from bot.services import build_services
+    from tests.harness.discord import make_settings
+    from tests.harness.model_double import ModelDouble, text, tool_use
+    from tests.harness.repo import copy_of_bot
+    from tests.harness.router import Router
+
+    repo = copy_of_bot(base / "repo")
+    async with ModelDouble() as model:
+        settings = make_settings(
+            base / "data",
+            repo_dir=repo,
+            anthropic_api_key="bench-key",
+            anthropic_base_url=model.base_url,
+            improve={"checks": ["python -c pass"], "max_attempts": 1, "concurrency": concurrency},
+        )
+        router = Router(delay_s=PARALLEL_TURN_S)
+        for run_id, (marker, path, old, new) in enumerate(
+            [
+                ("ALPHA", "cogs/dice.py", "Roll dice written like", "Roll the dice written like"),
+                ("BRAVO", "README.md", "# mendbot\n", "# mendbot (mends itself)\n"),
+            ],
+            start=1,
+        ):
+            target = settings.data_dir.resolve() / "worktrees" / f"run-{run_id}" / path
+            router.add(
+                marker,
+                text(f'```json\n{{"root_cause": "{marker}", "files": ["{path}"]}}\n```'),
+                text(f'```json\n{{"files": ["{path}"], "changes": [], "risk": "low"}}\n```'),
+                tool_use("Edit", {"file_path": str(target), "old_string": old, "new_string": new}),
+                text(f"{marker} done"),
+            )
+        model.script(*[router] * 12)
+        services = await build_services(settings, watch_prompts=False)
+        try:
+            # Start-up costs paid once per process (the sandbox probe, the agent SDK's import) are not
+            # the runs' work: pay them before the clock starts, in both settings alike.
+            await services.improve.ensure_ready("fix")
+            import bot.improve.agent  # noqa: F401
+
+            started = time.perf_counter()
+            ids = []
+            for marker in ("ALPHA", "BRAVO"):
+                run = await services.improve.request(
+                    kind="fix", requester_id=1, channel_id=None, incident_id=None, description=f"{marker} fix"
+                )
+                ids.append(run.id)
+                if concurrency == 1:
+                    await services.improve.quiesce()
+            await services.improve.quiesce()
+            seconds = time.perf_counter() - started
+            for run_id in ids:
+                run = await services.improve.runs.get(run_id)
+                if run.state != "awaiting_approval":
+                    raise AssertionError(f"run {run_id} ended {run.state}: {run.failure_reason}")
+        finally:
+            await services.aclose()
+    return seconds
+
+
+def parallel_speedup() -> None:
+    from bot.log import configure_logging
+
+    with tempfile.TemporaryDirectory(prefix="mendbot-bench-parallel-") as tmp:
+        configure_logging(Path(tmp) / "logs", console_level="CRITICAL")  # only `name value unit` on stdout
+        times: dict[int, list[float]] = {1: [], 2: []}
+        # Interleaved rounds, so a change in the machine's load meets both settings alike.
+        for round_ in range(PARALLEL_ROUNDS):
+            for concurrency in (2, 1) if round_ % 2 else (1, 2):
+                times[concurrency].append(
+                    asyncio.run(_two_runs(Path(tmp) / f"{round_}-{concurrency}", concurrency))
+                )
+    one, two = statistics.median(times[1]), statistics.median(times[2])
+    shown = {c: ", ".join(f"{t:.1f}" for t in ts) for c, ts in times.items()}
+    print(f"parallel: one at a time {shown[1]} s, two at once {shown[2]} s", file=sys.stderr)
+    print(f"parallel_speedup {one / two:.2f} x", flush=True)
+
+
 def main() -> None:
+    if sys.argv[1:] == ["parallel"]:
+        parallel_speedup()
+        return
     with tempfile.TemporaryDirectory(prefix="mendbot-bench-audit-") as tmp:
         path = Path(tmp) / "mendbot.db"
         asyncio.run(_migrate(path))
@@ -146,6 +238,7 @@ def main() -> None:
             render_charts(report)
             charts.append(time.perf_counter() - started)
         print(f"audit_charts_s {statistics.median(charts):.2f} s", flush=True)
+    parallel_speedup()
 
 
 async def _migrate(path: Path) -> None:

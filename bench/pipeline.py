@@ -442,7 +442,7 @@ async def pipeline_overhead_s(context: BenchContext) -> float:
             target = settings.data_dir.resolve() / "worktrees" / "run-1" / "cogs" / "dice.py"
             model.script(
                 text('```json\n{"root_cause": "a typo", "files": ["cogs/dice.py"]}\n```'),
-                text('```json\n{"changes": [], "risk": "low"}\n```'),
+                text('```json\n{"files": ["cogs/dice.py"], "changes": [], "risk": "low"}\n```'),
                 tool_use(
                     "Edit",
                     {

@@ -182,6 +182,8 @@ class ImproveConfig(_Section):
     runs_per_hour_per_user: int = Field(default=5, ge=1)
     runs_per_hour: int = Field(default=20, ge=1)
     concurrency: int = Field(default=1, ge=1, le=8)
+    # How long the agent's claim_files waits for another run to let go of the files it asks for.
+    claim_wait_s: float = Field(default=300, gt=0)
     # A run with no progress this long in a transitional state (editing, verifying, merging, ...) is
     # failed and reported by the watchdog; longer than any one stage should take.
     stuck_timeout_s: float = Field(default=3600, gt=0)

@@ -31,6 +31,9 @@ DIAGNOSIS = {
     "proposed_fix": "guard the divisor",
 }
 PLAN = {
+    # The files the run claims (bot.improve.claims): the fixture's bug, and the files other tests'
+    # scripted edits change with this same plan (protected ones are claimed only by security runs).
+    "files": ["tests/fixtures/buggy_dice.py", "cogs/dice.py", "bot/dice.py", "bot/smoke.py"],
     "changes": [{"file": "tests/fixtures/buggy_dice.py", "change": "never divide by zero"}],
     "risk": "low",
     "tests": ["tests/fixtures/check_buggy_dice.py"],

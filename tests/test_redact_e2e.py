@@ -75,7 +75,7 @@ async def test_a_known_secret_in_check_output_and_diff_reaches_no_sink(tmp_path:
         leak = worktree / "tests" / "test_leak.py"
         model.script(
             _json_turn({"root_cause": "unknown", "files": [], "confidence": "low"}),
-            _json_turn({"changes": "a test", "risk": "low"}),
+            _json_turn({"files": ["tests/test_leak.py"], "changes": "a test", "risk": "low"}),
             tool_use("Write", {"file_path": str(leak), "content": _leaking_test(token, fail=True)}),
             text("Wrote a test."),
             tool_use("Write", {"file_path": str(leak), "content": _leaking_test(token, fail=False)}),

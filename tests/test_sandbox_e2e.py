@@ -256,7 +256,9 @@ async def test_agent_code_cannot_escape_during_the_session_or_verify(
             run_tests = tool_use("Bash", {"command": "python -m pytest -q -s tests/probe"})
             model.script(
                 _json_turn({"root_cause": "unknown", "files": [], "confidence": "low"}),
-                _json_turn({"changes": "add a probe", "risk": "low"}),
+                _json_turn(
+                    {"files": ["probe_escape.py", "tests/probe/"], "changes": "add a probe", "risk": "low"}
+                ),
                 probe,
                 probe_test,
                 probe_conftest,

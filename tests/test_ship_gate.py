@@ -388,8 +388,9 @@ async def test_role_kept_until_merge_counts(gate: Gate) -> None:
 
 
 @pytest.mark.deploy(required_approvals=1)
-async def test_conflicting_main_fails_with_the_files_and_says_redo(gate: Gate) -> None:
-    """main moved to a conflicting commit: "ship it" is answered with the files and `redo`; never merging."""
+async def test_conflicting_main_goes_back_to_the_human_with_the_files(gate: Gate) -> None:
+    """main moved to a conflicting commit: "ship it" is answered with the files and `redo`; the run
+    awaits approval again with its proposal open, and never stays merging."""
     run, proposal, message = await gate.propose()
     (gate.repo / "notes.txt").write_text("one\ntwo\nTHREE\n")
     git(gate.repo, "commit", "-q", "-am", "a conflicting change on main")
@@ -397,12 +398,14 @@ async def test_conflicting_main_fails_with_the_files_and_says_redo(gate: Gate) -
     await gate.world.quiesce()
     (reply,) = gate.replies_to(sent)
     assert "main moved and conflicts in `notes.txt`" in reply and "say `redo`" in reply
+    assert "proposal stays open" in reply
     current = await gate.services.improve.runs.get(run.id)
-    assert (current.state, current.failure_stage) == ("failed", "merging")
-    assert (await gate.services.deploy.forge.get(proposal.id)).state == "closed"
+    assert current.state == "awaiting_approval"
+    assert (await gate.services.deploy.forge.get(proposal.id)).state == "open"
     again = await gate.world.users["alice"].send(gate.world.dev, "ship it", reply_to=message)
     await gate.world.quiesce()
-    assert "isn't awaiting approval (it is failed: main moved and conflicts" in gate.replies_to(again)[0]
+    assert "main moved and conflicts in `notes.txt`" in gate.replies_to(again)[-1]
+    assert (await gate.services.improve.runs.get(run.id)).state == "awaiting_approval"
 
 
 async def test_rollback_outside_the_dev_channel_is_refused(gate: Gate) -> None:

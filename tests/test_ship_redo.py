@@ -66,7 +66,7 @@ async def test_conflicting_main_then_redo_gives_a_fresh_proposal(tmp_path: Path)
         await world.quiesce()
         final = _rows(settings, "SELECT state FROM runs WHERE id = 2")[0][0]
     assert [(r["id"], r["state"], r["incident_id"]) for r in runs] == [
-        (1, "failed", 1),
+        (1, "cancelled", 1),  # a conflict leaves the proposal open; redo cancels it
         (2, "awaiting_approval", 1),
     ]
     assert runs[1]["base_sha"] == git(repo, "rev-parse", "HEAD~1")  # cut from the moved main

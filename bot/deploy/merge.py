@@ -5,14 +5,17 @@ live checkout to what was merged.
 cut from; if main moved since, merging it unchanged would ship a combination nobody checked. The
 branch's own commits (`base..head`) are rebased onto the current main in a temporary detached
 worktree under the workspace's `worktrees_dir` (cleaned at start-up like any stray worktree), so
-neither the live checkout nor the run's worktree is touched meanwhile. A conflict raises
-`RebaseConflict` naming the files. The checks run on the rebased commit (`verify`, smoke load
+neither the live checkout nor the run's worktree is touched meanwhile. A conflict limited to import
+blocks is resolved there (`bot.deploy.queue.resolve_import_conflicts`) and the rebase goes on; any other
+conflict raises `RebaseConflict` naming the files. The checks run on the rebased commit (`verify`, smoke load
 included); only if they pass does the branch move to it — by `git reset --keep` in the worktree
 that has the branch checked out (the run's worktree, kept while a proposal awaits approval), else
 by `update-ref` guarded by the old head. `diff_changed` compares the proposal's own change before
 and after: `git diff -U0` of `base..head` against `onto..new`, with hunk line numbers and blob ids
 left out (what `git patch-id` ignores) — a shifted change is the same change, but a hunk that
-main already made, or a different resolution, is not, and then the approval must be asked again.
+main already made, or a different resolution, is not, and then the approval must be asked again. In a
+file whose import block was resolved, the change is compared without that block: the union of imports
+is not a new change.
 
 **Update the live checkout** (`Merger.update_live_checkout`). The forge records a merge without
 touching files (see `bot.forge.local`); here the live checkout — the repository the bot runs from
@@ -31,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot.deploy.queue import change_without_imports, resolve_import_conflicts
 from bot.forge.base import HeadMovedError
 from bot.git import git
 from bot.improve.verify import Verification, verify
@@ -65,6 +69,7 @@ class RebaseOutcome:
     diff_changed: bool
     verification: Verification
     onto: str = ""
+    resolved_imports: list[str] = field(default_factory=list)  # files whose import conflicts were merged
 
 
 @dataclass(frozen=True)
@@ -156,9 +161,10 @@ class Merger:
         path.parent.mkdir(parents=True, exist_ok=True)
         await self._git(self.repo_root, "worktree", "add", "--detach", str(path), head_sha)
         try:
-            new_sha = await self._rebase(path, base_sha, onto_sha, branch)
-            before = await self._change(base_sha, head_sha)
-            after = await self._change(onto_sha, new_sha)
+            resolved: list[str] = []
+            new_sha = await self._rebase(path, base_sha, onto_sha, branch, resolved)
+            before = await self._change(base_sha, head_sha, resolved)
+            after = await self._change(onto_sha, new_sha, resolved)
             verification = await verify(
                 path,
                 self.checks,
@@ -174,7 +180,11 @@ class Merger:
         finally:
             await self.workspace.remove(path)
         outcome = RebaseOutcome(
-            new_sha=new_sha, diff_changed=before != after, verification=verification, onto=onto_sha
+            new_sha=new_sha,
+            diff_changed=before != after,
+            verification=verification,
+            onto=onto_sha,
+            resolved_imports=sorted(set(resolved)),
         )
         _log.info(
             "rebased",
@@ -212,7 +222,11 @@ class Merger:
         _log.info("reverified", run_id=run_id, sha=head_sha, ok=verification.ok)
         return verification
 
-    async def _rebase(self, path: Path, base_sha: str, onto_sha: str, branch: str) -> str:
+    async def _rebase(
+        self, path: Path, base_sha: str, onto_sha: str, branch: str, resolved: list[str]
+    ) -> str:
+        """Rebase in `path`; import-only conflicts are resolved as they come (their files appended
+        to `resolved`), any other conflict aborts with RebaseConflict."""
         result = await git(
             path,
             "rebase",
@@ -225,10 +239,17 @@ class Merger:
             check=False,
             env=self.workspace.identity_env(),
         )
+        files: list[str] = []
+        while result.code != 0:
+            unmerged = await self._git(path, "diff", "--name-only", "--diff-filter=U", "-z", check=False)
+            files = [name for name in unmerged.output.split("\0") if name]
+            if not files or not await resolve_import_conflicts(path, files):
+                break
+            resolved.extend(files)
+            await self._git(path, "add", "--", *files)
+            result = await git(path, "rebase", "--continue", check=False, env=self.workspace.identity_env())
         if result.code == 0:
             return (await self._git(path, "rev-parse", "HEAD")).output.strip()
-        unmerged = await self._git(path, "diff", "--name-only", "--diff-filter=U", "-z", check=False)
-        files = [name for name in unmerged.output.split("\0") if name]
         await self._git(path, "rebase", "--abort", check=False)
         if files:
             raise RebaseConflict(
@@ -236,11 +257,27 @@ class Merger:
             )
         raise MergeError(f"rebasing {branch} onto {onto_sha[:12]} failed: {_reason(result)}")
 
-    async def _change(self, old: str, new: str) -> list[str]:
+    async def _change(self, old: str, new: str, resolved: list[str]) -> list[str]:
+        excluded = [f":(exclude,literal){name}" for name in sorted(set(resolved))]
         result = await self._git(
-            self.repo_root, "diff", "-U0", "--no-color", "--no-ext-diff", "--no-textconv", old, new
+            self.repo_root,
+            "diff",
+            "-U0",
+            "--no-color",
+            "--no-ext-diff",
+            "--no-textconv",
+            old,
+            new,
+            "--",
+            ".",
+            *excluded,
         )
-        return own_change(result.output)
+        change = own_change(result.output)
+        for name in sorted(set(resolved)):
+            before = await self._git(self.repo_root, "show", f"{old}:{name}", check=False)
+            after = await self._git(self.repo_root, "show", f"{new}:{name}", check=False)
+            change += [f"file {name}", *change_without_imports(before.output, after.output)]
+        return change
 
     async def _move_branch(self, branch: str, old: str, new: str) -> None:
         """Point `branch` at `new`, keeping a worktree that has it checked out in step."""

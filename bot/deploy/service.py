@@ -1,6 +1,7 @@
 """DeployService: an approved proposal becomes live code, is watched, and can be rolled back.
 
-approve (ApprovalService decides; "ready" has already moved the run to merging) → merge the exact
+approve (ApprovalService decides; "ready" has already moved the run to merging) → wait for its turn in
+the merge queue (`bot.deploy.queue`: one merge at a time, in approval order) → merge the exact
 verified commit (if main moved: rebase and re-verify; if the change's own diff changed: approval
 again) → fast-forward the live checkout (held, with the reason, if it has hand edits) → reload
 what changed (cogs, prompts; a change to bot/ drains and restarts) → watch the incident for
@@ -12,8 +13,9 @@ reloads at once.
 No run ever stays in `merging`: every way out of it ends in a state a person can act on, with a
 message — merged and deployed; back to awaiting approval (approvals no longer count at merge time,
 or rebasing changed the diff); re-verifying a proposal branch that moved, then awaiting approval
-again (or failed if the checks fail on it); failed with the conflicting files when main moved and
-the change no longer applies ("say `redo`"); failed with the reason when the re-verification after
+again (or failed if the checks fail on it); back to awaiting approval with the conflicting files named
+when main moved and the change no longer applies (a conflict only in import blocks is resolved and
+re-verified instead), the proposal left open; failed with the reason when the re-verification after
 a rebase fails, or anything else goes wrong. A failed, rejected or cancelled run's proposal is closed.
 """
 
@@ -31,6 +33,7 @@ from bot.access import AccessPolicy
 from bot.deploy.approval import ApprovalDecision, ApprovalForm, ApprovalService, Recheck, RolesLookup
 from bot.deploy.grammar import read_approval
 from bot.deploy.merge import MergeError, Merger, RebaseConflict
+from bot.deploy.queue import MergeQueue
 from bot.deploy.reload import Reloader, classify, render
 from bot.errors import UserError
 from bot.forge.base import (
@@ -101,6 +104,7 @@ class DeployService:
         self._clock = clock
         self._watches: dict[int, _Watch] = {}
         self._ship_lock = asyncio.Lock()  # one merge/deploy at a time: the live checkout is shared
+        self.queue = MergeQueue()  # ...and approved merges take their turn in approval order
         self.reloader: Reloader | None = None
         self.reporter: DeployReporter | None = None
         self.roles_of: RolesLookup | None = None  # the chat side: an approver's current roles
@@ -167,11 +171,25 @@ class DeployService:
         return decision.message + "\n" + await self.ship(proposal.run_id, actor=f"user:{user_id}")
 
     async def ship(self, run_id: int, *, actor: str) -> str:
-        """Merge the verified commit, update the live checkout, reload, start watching."""
-        async with self._ship_lock:
-            run = await self.runs.get(run_id)
-            with bind_context(run_id=run_id):
-                return await self._ship(run, actor)
+        """Merge the verified commit, update the live checkout, reload, start watching — once every run
+        approved before this one has had its turn in the merge queue."""
+
+        async def merge() -> str:
+            async with self._ship_lock:
+                run = await self.runs.get(run_id)
+                with bind_context(run_id=run_id):
+                    return await self._ship(run, actor)
+
+        async def queued(ahead: list[int]) -> None:
+            waiting = ", ".join(f"#{other}" for other in ahead)
+            await self.runs.event(run_id, "merge_queued", actor="pipeline", detail={"ahead": ahead})
+            await self._notify(
+                await self.runs.get(run_id),
+                f"🕒 Run #{run_id} is approved and queued to merge after run(s) {waiting}; it is rebased"
+                " onto what they merge and verified again first.",
+            )
+
+        return await self.queue.submit(run_id, merge, on_queued=queued)
 
     async def _ship(self, run: Run, actor: str) -> str:
         """Every way out of `merging` ends in a state a person can act on (module docstring)."""
@@ -211,6 +229,7 @@ class DeployService:
                 detail={"recheck": "not enough current approvals", "counted": list(recheck.counted)},
             )
             return _not_enough(recheck)
+        resolved_note = ""
         try:
             result = await self.forge.merge(proposal.id, expected)
         except HeadMovedError:
@@ -226,11 +245,19 @@ class DeployService:
                     onto=moved.main_sha,
                 )
             except RebaseConflict as conflict:
+                # Back to the human, proposal open: resolve on the branch (re-verified) or redo.
                 files = ", ".join(f"`{name}`" for name in conflict.files[:10])
-                await self._fail(run, f"main moved and conflicts in {', '.join(conflict.files)}")
+                await self.approvals.dismiss(proposal.id, "main moved and the change conflicts with it")
+                await self.runs.transition(
+                    run.id,
+                    "awaiting_approval",
+                    actor="pipeline",
+                    detail={"conflict": conflict.files, "main": moved.main_sha},
+                )
                 return (
-                    f"❌ Not merged: main moved and conflicts in {files}; say `redo` (replying to this"
-                    f" run's message, or `/run {run.id} action:redo`) to re-run on the new main."
+                    f"⚠️ Not merged: main moved and conflicts in {files} (not only in imports). The"
+                    f" proposal stays open: resolve it with a commit on `{proposal.branch}` (verified"
+                    f" again), or say `redo` (`/run {run.id} action:redo`) to re-run on the new main."
                 )
             except MergeError as exc:
                 await self._fail(run, f"rebasing onto the new main failed: {exc}")
@@ -253,6 +280,12 @@ class DeployService:
                 base_sha=outcome.onto,
             )
             await self.approvals.mark_stale(proposal.id, outcome.new_sha)
+            if outcome.resolved_imports:
+                shown = ", ".join(f"`{name}`" for name in outcome.resolved_imports)
+                resolved_note = f"; import conflicts with main in {shown} resolved and re-verified ✅"
+                await self.runs.event(
+                    run.id, "imports_resolved", actor="pipeline", detail={"files": outcome.resolved_imports}
+                )
             if outcome.diff_changed:
                 return (
                     "⚠️ main moved and rebasing changed this proposal's own diff "
@@ -267,7 +300,7 @@ class DeployService:
             actor="pipeline",
             detail={"merged_sha": result.merged_sha, "approved_by": list(recheck.counted)},
         )
-        return await self._go_live(run, result.merged_sha, f" (approved by {recheck.names()})")
+        return await self._go_live(run, result.merged_sha, f" (approved by {recheck.names()}{resolved_note})")
 
     async def _go_live(self, run: Run, merged_sha: str, approved: str = "") -> str:
         """The steps after a recorded merge: fast-forward the live checkout, reload, watch.

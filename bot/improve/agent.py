@@ -7,6 +7,10 @@ One `run()` is one agent session in a worktree, confined by a `ToolGuard` (PreTo
 worktree, read-only for a read-only session); without one, Bash is refused. The model endpoint and
 key are the caller's: the bot's model gateway and a token for this session, never the real key.
 `interrupt()` stops a running session (used by /cancel and /pause).
+
+An editing session with a file claim (`bot.improve.claims`) writes only the claimed files (the guard
+enforces it) and gets one in-process tool, `claim_files(paths, why)` — an SDK MCP server living in the
+bot, so the CLI reaches nothing new — that extends the claim.
 """
 
 from __future__ import annotations
@@ -17,24 +21,30 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from claude_agent_sdk import (
     AssistantMessage,
     ClaudeAgentOptions,
     ClaudeSDKClient,
     ClaudeSDKError,
+    McpServerConfig,
     ResultMessage,
+    SdkMcpTool,
     TextBlock,
     ToolUseBlock,
+    create_sdk_mcp_server,
 )
 
 from bot.improve.agent_env import agent_environment, prepare_home, write_launcher
-from bot.improve.guard import Confine, Decision, GuardPolicy, ToolGuard
+from bot.improve.guard import CLAIM_TOOL, Confine, Decision, GuardPolicy, ToolGuard
 from bot.log import get_logger
 from bot.sandbox import Sandbox, SandboxUnavailable
 
-__all__ = ["AgentResult", "ClaudeCodeAgent", "CodeAgent", "Outcome"]
+if TYPE_CHECKING:
+    from bot.improve.claims import Claim
+
+__all__ = ["AgentResult", "ClaudeCodeAgent", "CodeAgent", "Outcome", "claim_server"]
 
 _log = get_logger(__name__)
 READ_ONLY_TOOLS = ["Read", "Glob", "Grep", "Bash"]
@@ -73,6 +83,7 @@ class CodeAgent(Protocol):
         base_url: str | None,
         api_key: str,
         on_decision: Callable[[Decision], None] | None = None,
+        claim: Claim | None = None,
     ) -> AgentResult: ...
 
     async def interrupt(self) -> None: ...
@@ -120,9 +131,13 @@ class ClaudeCodeAgent:
         stderr: list[str],
         base_url: str | None,
         api_key: str,
+        claim: Claim | None,
     ) -> ClaudeAgentOptions:
         prepare_home(self._home)
         env = agent_environment(self._home, base_url=base_url, api_key=api_key)
+        servers: dict[str, McpServerConfig] = {}
+        if claim is not None and not read_only:
+            servers["mendbot"] = claim_server(claim)
         return ClaudeAgentOptions(
             cwd=worktree,
             cli_path=write_launcher(self._home, env),
@@ -137,6 +152,7 @@ class ClaudeCodeAgent:
             max_budget_usd=max_budget_usd,
             system_prompt=system_prompt,
             model=self._model,
+            mcp_servers=servers,
             stderr=lambda line: stderr.append(line) if len(stderr) < 200 else None,
         )
 
@@ -153,8 +169,10 @@ class ClaudeCodeAgent:
         base_url: str | None,
         api_key: str,
         on_decision: Callable[[Decision], None] | None = None,
+        claim: Claim | None = None,
     ) -> AgentResult:
         started = time.perf_counter()
+        claim = None if read_only else claim
         texts: list[str] = []
         tools: list[str] = []
         stderr: list[str] = []
@@ -165,7 +183,12 @@ class ClaudeCodeAgent:
             confine, unconfined = await self._confinement(stack, worktree, read_only=read_only)
             guard = ToolGuard(
                 GuardPolicy(
-                    worktree=worktree, protected_paths=self._protected, security=security, read_only=read_only
+                    worktree=worktree,
+                    protected_paths=self._protected,
+                    security=security,
+                    read_only=read_only,
+                    extra_tools=(CLAIM_TOOL,) if claim is not None else (),
+                    claim=claim,
                 ),
                 on_decision,
                 confine=confine,
@@ -181,6 +204,7 @@ class ClaudeCodeAgent:
                 stderr=stderr,
                 base_url=base_url,
                 api_key=api_key,
+                claim=claim,
             )
             try:
                 async with asyncio.timeout(self._timeout_s), ClaudeSDKClient(options) as client:
@@ -266,6 +290,41 @@ class ClaudeCodeAgent:
                 await client.interrupt()
             except Exception:
                 _log.exception("interrupting the agent failed")
+
+
+def claim_server(claim: Claim) -> McpServerConfig:
+    """The in-process MCP server with the one tool that extends `claim` (`mcp__mendbot__claim_files`)."""
+
+    async def claim_files(args: dict[str, Any]) -> dict[str, Any]:
+        paths = args.get("paths")
+        if isinstance(paths, str):
+            paths = [paths]
+        if not isinstance(paths, list) or not paths:
+            return _tool_text("Give `paths`: a list of the files you need to change.", error=True)
+        ok, answer = await claim.extend([str(path) for path in paths], str(args.get("why") or ""))
+        return _tool_text(answer, error=not ok)
+
+    tool: SdkMcpTool[Any] = SdkMcpTool(
+        name="claim_files",
+        description=(
+            "Claim more files for this run before changing them: only claimed files may be edited. "
+            "Waits a bounded time if another run holds them; says what was claimed or why not."
+        ),
+        input_schema={
+            "type": "object",
+            "properties": {
+                "paths": {"type": "array", "items": {"type": "string"}},
+                "why": {"type": "string"},
+            },
+            "required": ["paths", "why"],
+        },
+        handler=claim_files,
+    )
+    return create_sdk_mcp_server("mendbot", tools=[tool])
+
+
+def _tool_text(text: str, *, error: bool) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": text}], "is_error": error}
 
 
 def describe_denials(denials: list[Decision]) -> list[dict[str, Any]]:

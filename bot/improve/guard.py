@@ -11,6 +11,8 @@ argv tokens:
 - secret files (``.env*``, ``data/``, keys, databases, ``.git/config``) are never read or
   written, and nothing under ``.git/`` is written;
 - protected paths are read-only unless the run has the security flag;
+- in a run with a file claim (``bot.improve.claims``), file tools and ruff's rewrites may only write
+  the claimed files; the denial tells the agent to extend its claim with the ``claim_files`` tool;
 - Bash runs one simple command (no chaining, substitution, redirection, globbing) whose argv
   starts with an allowed prefix; a fixed set of commands (push, installs, network tools) is
   refused even if someone allow-lists it, and every argument that could name a file must
@@ -35,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 if TYPE_CHECKING:  # the SDK is imported where it is used: evidence and start-up need only the rules
     from claude_agent_sdk import (
@@ -50,10 +52,12 @@ if TYPE_CHECKING:  # the SDK is imported where it is used: evidence and start-up
     from claude_agent_sdk.types import HookEvent
 
 __all__ = [
+    "CLAIM_TOOL",
     "DEFAULT_BASH_ALLOW",
     "NEVER_ALLOWED",
     "READ_TOOLS",
     "WRITE_TOOLS",
+    "ClaimView",
     "Decision",
     "GuardPolicy",
     "ToolGuard",
@@ -65,6 +69,8 @@ WRITE_TOOLS = frozenset({"Edit", "Write", "MultiEdit", "NotebookEdit"})
 READ_TOOLS = frozenset({"Read", "Glob", "Grep", "NotebookRead", "LS"})
 # Tools that touch nothing outside the conversation.
 HARMLESS_TOOLS = frozenset({"TodoWrite"})
+# The in-process tool that extends a run's file claim (an SDK MCP server named "mendbot").
+CLAIM_TOOL = "mcp__mendbot__claim_files"
 
 # Which input field names the file a tool touches (Claude Code CLI 2.1 schemas).
 _PATH_FIELD = {
@@ -262,12 +268,21 @@ _PIP = re.compile(r"^pip[0-9.]*$")
 _KEY_FILES = ("id_rsa", "id_dsa", "id_ecdsa", "id_ed25519")
 
 
+class ClaimView(Protocol):
+    """A run's file claim as the guard reads it (``bot.improve.claims.Claim``); it may grow mid-run."""
+
+    def covers(self, rel: str) -> bool: ...
+
+    def shown(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class GuardPolicy:
     """What one agent run may do.
 
     ``protected_paths`` are repo-relative files or directory prefixes (ending in "/"; an entry
-    without the slash also covers a directory of that name).
+    without the slash also covers a directory of that name). ``claim``, when set, is the only
+    set of files the run may write.
     """
 
     worktree: Path
@@ -276,6 +291,7 @@ class GuardPolicy:
     read_only: bool = False
     bash_allow: tuple[str, ...] = DEFAULT_BASH_ALLOW
     extra_tools: tuple[str, ...] = ()
+    claim: ClaimView | None = None
 
     def __post_init__(self) -> None:
         # Everything below compares realpaths, so the worktree must be one as well.
@@ -691,6 +707,19 @@ class ToolGuard:
     def _protected_entry(self, rel: str) -> str | None:
         return protected_entry(rel, self._protected)
 
+    def _claim_problem(self, raw: str) -> str | None:
+        """Why writing ``raw`` (already found inside the worktree) falls outside the run's claim."""
+        claim = self.policy.claim
+        if claim is None:
+            return None
+        rel = self._rel(os.path.realpath(os.path.join(self._root, raw)))
+        if claim.covers(rel):
+            return None
+        return (
+            f"{rel} is outside this run's claim ({claim.shown()}); to change it, first call the "
+            f'claim_files tool with paths ["{rel}"] and why (it waits while another run holds the file)'
+        )
+
     def _covers_protected(self, rel: str) -> str | None:
         """A protected entry at, under or above the worktree-relative path ``rel``."""
         direct = self._protected_entry(rel)
@@ -750,6 +779,10 @@ class ToolGuard:
         problem = self._path_problem(raw, write=write)
         if problem:
             return problem, False
+        if write:
+            problem = self._claim_problem(raw)
+            if problem:
+                return problem, False
         if tool == "Glob":
             pattern = str(tool_input.get("pattern", ""))
             if pattern.startswith(("/", "~")) or ".." in PurePosixPath(pattern).parts:
@@ -858,6 +891,12 @@ class ToolGuard:
             real = os.path.realpath(os.path.join(self._root, target))
             if not os.path.exists(real):
                 return f"`{name}` rewrites files: {target} is not a file or directory of the worktree"
+            claim = self.policy.claim
+            if claim is not None and not claim.covers(self._rel(real) + ("/" if os.path.isdir(real) else "")):
+                return (
+                    f"`{name} {target}` would rewrite files outside this run's claim ({claim.shown()});"
+                    " name the claimed files"
+                )
             if self.policy.security:
                 continue
             protected = self._covers_protected(self._rel(real))

@@ -254,6 +254,11 @@ class RunService:
         self.redactor = redactor or Redactor()
         # One writer at a time: a transition reads the state, checks it, then writes.
         self._lock = asyncio.Lock()
+        self._listeners: list[Callable[[Run], None]] = []
+
+    def add_listener(self, listener: Callable[[Run], None]) -> None:
+        """Call `listener(run)` after every state change (it must be quick and not raise)."""
+        self._listeners.append(listener)
 
     def now(self) -> float:
         return self._clock().timestamp()
@@ -317,7 +322,10 @@ class RunService:
                 values["interrupted_from"] = None
             await self._write(run, values, actor=actor, event="transition", detail=detail, cost_usd=cost_usd)
         _log.info("run_transition", run_id=run_id, was=run.state, state=to, actor=actor, cost_usd=cost_usd)
-        return await self.get(run_id)
+        changed = await self.get(run_id)
+        for listener in self._listeners:
+            listener(changed)
+        return changed
 
     async def fail(self, run_id: int, stage: str, reason: str, *, actor: str, cost_usd: float = 0.0) -> Run:
         """End the run as failed, recording the stage and the reason."""

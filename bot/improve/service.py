@@ -28,6 +28,7 @@ import aiosqlite
 from bot.db import proofs as proof_queries
 from bot.errors import UserError
 from bot.forge.base import Forge, ForgeError, Proposal
+from bot.improve.claims import LIVE_STATES, Claim, ClaimService, covers, plan_files
 from bot.improve.evidence import build_evidence
 from bot.improve.gateway import ModelGateway
 from bot.improve.guard import Decision, protected_entry
@@ -93,6 +94,7 @@ class _Live:
     step_calls: int = 0
     reported_at: float = 0.0  # when the status message was last edited (monotonic)
     pending_report: asyncio.Task[None] | None = None
+    claim: Claim | None = None  # the files this run may change, from its plan (bot.improve.claims)
 
 
 def parse_json_block(text: str) -> dict[str, Any]:
@@ -147,6 +149,13 @@ class SelfImprovementAgent:
             latency_min_ms=settings.observe.latency.min_ms,
             redact=runs.redactor.text,
             now=lambda: clock().timestamp(),
+        )
+        self.claims = ClaimService(
+            db,
+            runs,
+            protected=self._config.protected_paths,
+            extend_wait_s=self._config.claim_wait_s,
+            heartbeat_s=ClaimService.heartbeat_for(self._config.stuck_timeout_s),
         )
         self.reporter: RunReporter | None = None
 
@@ -457,6 +466,7 @@ class SelfImprovementAgent:
     async def on_startup(self) -> list[Run]:
         """After a restart: mark runs that were mid-flight interrupted and remove stray worktrees."""
         interrupted = await self.runs.mark_interrupted_on_start()
+        await self.claims.release_ended()
         if not self.available:
             _log.warning(
                 "self-improvement unavailable: repo_dir is not a git repository",
@@ -545,6 +555,8 @@ class SelfImprovementAgent:
                     await self.close_proposal(current, f"run {run_id} {current.state}")
                 if live.worktree is not None and current.state != "awaiting_approval":
                     await self.workspace.remove(live.worktree, delete_branch=True)
+                if current.state not in LIVE_STATES:
+                    await self.claims.release(run_id)
                 self._live.pop(run_id, None)
 
     async def _stopped(self, run_id: int, live: _Live) -> None:
@@ -654,6 +666,7 @@ class SelfImprovementAgent:
                 base_url=self.gateway.base_url,
                 api_key=token,
                 on_decision=lambda decision: self._saw_tool_call(run.id, decision),
+                claim=None if read_only else live.claim,
             )
         finally:
             self._end_step(live)
@@ -775,6 +788,7 @@ class SelfImprovementAgent:
         )
         plan = parse_json_block(planning.text) or {"changes": planning.text.strip()[:2000], "risk": "medium"}
         await self.runs.event(run.id, "plan", actor="agent", detail=plan)
+        await self._claim_files(run, live, plan)
 
         run = await self._stage(run, "editing", f"✏️ editing on `{live.worktree.branch}`")
         await self._agent(
@@ -873,6 +887,7 @@ class SelfImprovementAgent:
                 if attempt == 1:
                     raise _StageFailure("no_change", "the agent made no change") from None
             await self._refuse_protected(run, worktree)
+            await self._refuse_unclaimed(run, live)
             run = await self._stage(
                 run, "verifying", f"🧪 verifying (attempt {attempt}/{attempts})", attempts=attempt
             )
@@ -1010,6 +1025,44 @@ class SelfImprovementAgent:
                 "protected",
                 f"the change touches protected paths ({shown}); ask again with security=true if it"
                 " must, and it will need the `ship it security` approval",
+            )
+
+    async def _claim_files(self, run: Run, live: _Live, plan: dict[str, Any]) -> None:
+        """Claim the files the plan declares; while a live run holds any of them, wait and say so."""
+        assert live.worktree is not None
+
+        async def waiting(holders: dict[int, list[str]], first: bool) -> None:
+            held = {str(run_id): paths for run_id, paths in holders.items()}
+            await self.runs.event(run.id, "claim_waiting", actor="pipeline", detail={"holders": held})
+            if first:
+                shown = "; ".join(
+                    f"run #{other} holds {', '.join(f'`{p}`' for p in paths[:5])}"
+                    for other, paths in sorted(holders.items())
+                )
+                live.lines.append(f"⏳ queued: {shown} — I start editing when it ends")
+                await self._progress(await self.runs.get(run.id))
+
+        claim, refused = await self.claims.declare(run, live.worktree.path, plan_files(plan), on_wait=waiting)
+        live.claim = claim
+        await self.runs.event(
+            run.id, "claim", actor="pipeline", detail={"paths": claim.paths, "refused": refused}
+        )
+        line = f"📌 claimed {', '.join(f'`{p}`' for p in claim.paths[:8]) or 'no files'}"
+        if refused:
+            line += f" (not claimed: {'; '.join(refused[:3])})"
+        live.lines.append(line)
+
+    async def _refuse_unclaimed(self, run: Run, live: _Live) -> None:
+        """The committed change stays within the claim, however the files changed (code the agent ran)."""
+        if live.claim is None or live.worktree is None:
+            return
+        changed = await self.workspace.changed_files(live.worktree, live.worktree.base_sha)
+        outside = [path for path in changed if not covers(live.claim.paths, path)]
+        if outside:
+            shown = ", ".join(f"`{path}`" for path in outside[:5])
+            raise _StageFailure(
+                "claim",
+                f"the change touches files outside the run's claim ({shown}); claimed: {live.claim.shown()}",
             )
 
     async def _incident_fingerprint(self, incident_id: int | None) -> str | None:

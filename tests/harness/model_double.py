@@ -112,7 +112,7 @@ class Hold:
     reached: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-TurnFactory = Callable[[dict[str, Any]], "Turn | ErrorTurn"]
+TurnFactory = Callable[[dict[str, Any]], "Turn | ErrorTurn | Hold"]  # a Hold: answered once released
 ScriptItem = Turn | ErrorTurn | Hold | TurnFactory
 
 
