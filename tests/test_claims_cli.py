@@ -96,7 +96,8 @@ async def _request(world: VirtualWorld, description: str) -> None:
 
 
 async def _approve(world: VirtualWorld, run_id: int) -> str:
-    """alice's "ship it" on the run's proposal, as the Ship cog passes it to the deploy service."""
+    """alice's "ship it unproven" on the run's proposal, as the Ship cog passes it to the deploy service
+    (these runs change files no recorded failure points at: there is nothing to replay, no proof)."""
     (proposal_id,) = _rows(world.bot.services.settings, "SELECT proposal_id FROM runs WHERE id = ?", run_id)[
         0
     ]
@@ -108,8 +109,8 @@ async def _approve(world: VirtualWorld, run_id: int) -> str:
         is_bot=False,
         channel_id=world.dev.id,
         parent_channel_id=None,
-        form="approve",
-        via="button",
+        form="approve_unproven",
+        via="reply",
     )
 
 

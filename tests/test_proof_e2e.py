@@ -19,7 +19,8 @@ from bot.settings import Settings
 from tests.harness.discord import bot_messages, make_settings, running_world
 from tests.harness.model_double import ModelDouble, Turn, text, tool_use
 from tests.harness.repo import copy_of_bot
-from tests.test_improve_e2e import BUG, DIAGNOSIS, FIX, PLAN, _announcement, _json_turn, _storm
+from tests.test_improve_e2e import BUG, DIAGNOSIS, FIX, _announcement, _json_turn, _storm
+from tests.test_improve_e2e import PLAN as FIX_PLAN
 
 pytestmark = pytest.mark.cli
 
@@ -40,7 +41,12 @@ ROLL_COMMAND = (
     "        scale = scale_for(spec.sides)\n"
     '        await ctx.send(f"🎲 `{spec}` → {dice.roll(spec).total * scale // scale}")\n'
 )
+SLOW_FILE = "tests/fixtures/slow_report.py"
 SLOW = "    time.sleep(0.4)  # the seeded latency fault: a blocking wait on every report\n"
+
+
+# The run's claim (bot.improve.claims) names the regression test it writes as well as the fix.
+PLAN = {**FIX_PLAN, "files": [*FIX_PLAN["files"], "tests/test_dice_scale_regression.py"]}
 
 
 def _worktree(settings: Settings, run_id: int = 1) -> Path:
@@ -244,9 +250,15 @@ async def test_latency_fix_shows_the_duration_drop_in_the_replay(tmp_path: Path)
     ):
         settings = world.bot.services.settings
         model.script(
-            _json_turn({"root_cause": "build_report sleeps", "files": ["tests/fixtures/slow_report.py"]}),
-            _json_turn({"changes": "drop the blocking wait", "risk": "low"}),
-            _edit(settings, "tests/fixtures/slow_report.py", SLOW, ""),
+            _json_turn({"root_cause": "build_report sleeps", "files": [SLOW_FILE]}),
+            _json_turn(
+                {
+                    "files": ["tests/fixtures/slow_report.py"],
+                    "changes": "drop the blocking wait",
+                    "risk": "low",
+                }
+            ),
+            _edit(settings, SLOW_FILE, SLOW, ""),
             text("Removed the blocking wait."),
         )
         for _ in range(3):
