@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
+from bot.db.connection import transaction
 from bot.observe.records import ActionRecord
 
 __all__ = [
@@ -60,8 +61,7 @@ def _json(value: object) -> str | None:
 async def insert_many(db: aiosqlite.Connection, records: Sequence[ActionRecord]) -> None:
     """Insert a batch of records and update the fingerprint table, in one transaction."""
     failures = [r for r in records if r.fingerprint]
-    await db.execute("BEGIN")
-    try:
+    async with transaction(db):
         await db.executemany(
             f"INSERT INTO actions ({_COLUMNS}) VALUES ({', '.join('?' * _COUNT)})", [_row(r) for r in records]
         )
@@ -72,13 +72,6 @@ async def insert_many(db: aiosqlite.Connection, records: Sequence[ActionRecord])
                 " ON CONFLICT (fingerprint) DO UPDATE SET last_seen = excluded.last_seen, count = count + 1",
                 [(r.fingerprint, r.kind, r.error_type, r.ts, r.ts) for r in failures],
             )
-        await db.execute("COMMIT")
-    except BaseException:
-        # SQLite may already have rolled back (SQLITE_FULL does): a second ROLLBACK would raise
-        # "no transaction is active" and hide the real error.
-        if db.in_transaction:
-            await db.execute("ROLLBACK")
-        raise
 
 
 async def prune(db: aiosqlite.Connection, before_ts: float) -> int:
