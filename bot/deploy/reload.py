@@ -19,6 +19,7 @@ reloaded module is removed first.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import importlib.machinery
@@ -148,9 +149,17 @@ class Reloader:
         # Source file → st_mtime_ns when it was last applied (None: applied as deleted). The
         # hand-edit watcher sees the files a deploy just wrote and must not apply them twice.
         self._applied: dict[Path, int | None] = {}
+        # One apply at a time: a deploy's reload and the watcher's, seeing the same fast-forwarded
+        # file, would otherwise reload one extension twice at once ("Cog … already loaded").
+        self.lock = asyncio.Lock()
 
     async def apply(self, plan: Plan) -> ReloadReport:
         """Reload, load or unload the plan's extensions, reload its prompts, then ask for a restart."""
+        async with self.lock:
+            return await self.apply_locked(plan)
+
+    async def apply_locked(self, plan: Plan) -> ReloadReport:
+        """`apply()` for a caller that holds `lock` (and checked `already_applied` under it)."""
         report = ReloadReport()
         if plan.extensions:
             importlib.invalidate_caches()

@@ -86,18 +86,22 @@ class HandEditWatcher:
 
     async def apply_changes(self, paths: Iterable[Path]) -> str | None:
         """Classify, apply and report changed files; returns the report (None: nothing to do)."""
-        fresh = sorted(
-            {
-                path.resolve().relative_to(self.repo_root).as_posix()
-                for path in paths
-                if path.resolve().is_relative_to(self.repo_root) and not self.reloader.already_applied(path)
-            }
-        )
-        plan = classify(fresh, extension_packages=self._extension_packages)
-        if plan.empty:
-            return None
-        _log.info("hand edit seen", files=fresh)
-        report = await self.reloader.apply(replace(plan, restart=False))
+        # Under the reloader's lock: a deploy reloading the same files right now has applied them
+        # by the time this looks, and they are not applied (or reported as hand edits) twice.
+        async with self.reloader.lock:
+            fresh = sorted(
+                {
+                    path.resolve().relative_to(self.repo_root).as_posix()
+                    for path in paths
+                    if path.resolve().is_relative_to(self.repo_root)
+                    and not self.reloader.already_applied(path)
+                }
+            )
+            plan = classify(fresh, extension_packages=self._extension_packages)
+            if plan.empty:
+                return None
+            _log.info("hand edit seen", files=fresh)
+            report = await self.reloader.apply_locked(replace(plan, restart=False))
         text = render(report) if report.results else ""
         if plan.restart:
             files = ", ".join(f"`{path}`" for path in plan.restart_paths)
