@@ -131,7 +131,7 @@ async def test_regression_is_reported_and_emergency_rollback_restores_the_old_co
             _json_turn(DIAGNOSIS), _json_turn(PLAN), _edit(tmp_path, BUG, REGRESSING_FIX), text("Done.")
         )
         env = {"ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": model.base_url}
-        pg = await PlaygroundProcess.start(_config(tmp_path, repo), code=repo, env=env)
+        pg = await PlaygroundProcess.start(_config(tmp_path, repo, watch_s=3600), code=repo, env=env)
         proposal = await _to_proposal(pg)
         await pg.send(f"reply {proposal} ship it")
         await pg.expect(r"Merged `[0-9a-f]{7}` and deployed", timeout=120)
@@ -205,7 +205,7 @@ async def test_kill_9_while_a_deploy_is_held_then_resume_finishes_it(tmp_path: P
     async with ModelDouble() as model:
         model.script(_json_turn(DIAGNOSIS), _json_turn(PLAN), _edit(tmp_path, BUG, FIX), text("Guarded it."))
         env = {"ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": model.base_url}
-        config = _config(tmp_path, repo)
+        config = _config(tmp_path, repo, watch_s=3600)
         pg = await PlaygroundProcess.start(config, code=repo, env=env)
         proposal = await _to_proposal(pg)
         lock = repo / ".git" / "index.lock"
