@@ -281,7 +281,7 @@ async def _play(settings: Settings, *, interactive: bool) -> int:
         HealthServer(bot, settings.health.host, settings.health.port) if settings.health.enabled else None
     )
     try:
-        async with virtual_world(bot) as world:
+        async with virtual_world(bot, settle_timeout=settings.playground.settle_timeout_s) as world:
             stopped = _close_on_signals(bot)
             _watch_hand_edits(bot)
             if health is not None:

@@ -270,10 +270,14 @@ class MendBot(commands.Bot):
         return self.services.authorize(user.id, role_ids(user), is_bot=user.bot, action=action, **context)
 
     def run_channel(self, channel_id: int | None) -> discord.abc.Messageable | None:
-        """Where a run reports: the channel it was asked in, else the first dev channel."""
-        channel_id = channel_id or next(iter(self.services.settings.discord.dev_channel_ids), None)
-        channel = self.get_channel(channel_id) if channel_id else None
-        return channel if isinstance(channel, discord.abc.Messageable) else None
+        """Where a run reports: the channel it was asked in, else (none, or gone — deleted, or from an
+        earlier playground world) the first dev channel: a report is never dropped for want of one."""
+        dev_id = next(iter(self.services.settings.discord.dev_channel_ids), None)
+        for candidate in (channel_id, dev_id):
+            channel = self.get_channel(candidate) if candidate else None
+            if isinstance(channel, discord.abc.Messageable):
+                return channel
+        return None
 
     def _report_prompt_error(self, message: str) -> None:
         """Called by the prompt watcher (a daemon) when an edited prompt fails validation."""

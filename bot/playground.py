@@ -112,20 +112,19 @@ async def virtual_world(
     env = simcord.Env(bot, check_errors=False, settle_timeout=settle_timeout)
     if real_clock:
         _start_clock_now(env)
+    # The world exists before the bot connects, as on Discord: when it is ready, the dev channel is
+    # there and configured (a restarted bot reports a continued deploy or watch there at once).
+    guild = env.create_guild(name=GUILD_NAME)
+    channels = {name: guild.create_text_channel(name) for name in CHANNELS}
+    users = {user.name: guild.add_member(env.create_user(user.name)) for user in settings.playground.users}
+    settings.discord.dev_guild_id = guild.id
+    settings.discord.dev_channel_ids = [channels["dev"].id]
+    settings.access.allowed_user_ids = [
+        users[user.name].id for user in settings.playground.users if user.allowed
+    ]
     await env.start()
     world: VirtualWorld | None = None
     try:
-        guild = env.create_guild(name=GUILD_NAME)
-        channels = {name: guild.create_text_channel(name) for name in CHANNELS}
-        users = {
-            user.name: guild.add_member(env.create_user(user.name)) for user in settings.playground.users
-        }
-        # The world's ids exist only now: point the configuration at them before anyone speaks.
-        settings.discord.dev_guild_id = guild.id
-        settings.discord.dev_channel_ids = [channels["dev"].id]
-        settings.access.allowed_user_ids = [
-            users[user.name].id for user in settings.playground.users if user.allowed
-        ]
         await bot.sync_app_commands(guild.id)
         await bot.report_boot_problems()
         world = VirtualWorld(env, bot, guild, channels, users)

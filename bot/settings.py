@@ -252,6 +252,9 @@ class PlaygroundConfig(_Section):
             PlaygroundUser(name="mallory", allowed=False),
         ]
     )
+    # How long one line may keep the bot busy (a whole agent run after 🛠) before the playground
+    # gives up on it and exits 1; a loaded machine needs more.
+    settle_timeout_s: float = Field(default=30.0, gt=0)
 
 
 class AuditConfig(_Section):

@@ -72,3 +72,11 @@ async def test_close_drains_and_unloads_cogs(settings: Settings) -> None:
     assert bot.is_closed()
     assert not bot.accepting
     assert bot.extensions == {}
+
+
+async def test_a_run_asked_in_a_channel_that_is_gone_reports_in_the_dev_channel(world: VirtualWorld) -> None:
+    """A run's channel that no longer exists (deleted, or from an earlier playground world) sends its
+    reports to the first dev channel rather than nowhere; an existing channel is kept."""
+    assert getattr(world.bot.run_channel(world.general.id), "id", None) == world.general.id
+    assert getattr(world.bot.run_channel(424242), "id", None) == world.dev.id
+    assert getattr(world.bot.run_channel(None), "id", None) == world.dev.id

@@ -10,7 +10,7 @@ import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -46,7 +46,7 @@ SLOW = "    time.sleep(0.4)  # the seeded latency fault: a blocking wait on ever
 
 
 # The run's claim (bot.improve.claims) names the regression test it writes as well as the fix.
-PLAN = {**FIX_PLAN, "files": [*FIX_PLAN["files"], "tests/test_dice_scale_regression.py"]}
+PLAN = {**FIX_PLAN, "files": [*cast(list[str], FIX_PLAN["files"]), "tests/test_dice_scale_regression.py"]}
 
 
 def _worktree(settings: Settings, run_id: int = 1) -> Path:

@@ -557,3 +557,24 @@ async def test_a_restart_during_the_watch_says_the_watch_goes_on(gate: Gate) -> 
     await gate.world.quiesce()
     notes = [m.content for m in bot_messages(gate.world, gate.world.dev) if m.content.startswith("👀")]
     assert len(notes) == 1 and f"Run #{run.id}: back after a restart, still watching" in notes[0]
+
+
+@pytest.mark.deploy(required_approvals=1, watch_window_s=60)
+async def test_a_watch_window_that_ran_out_while_stopped_is_reported_once_after_the_restart(
+    gate: Gate,
+) -> None:
+    """The bot stops during the watch and is down past the window's end: once the new bot is up the
+    run is resolved and that is said exactly once — not lost before chat was connected."""
+    run, _, message = await gate.propose()
+    await gate.world.users["alice"].react(message, "✅")
+    await gate.world.quiesce()
+    assert await gate.state(run) == "watching"
+    gate.services.deploy.stop()  # the process dies: its watch timer with it
+    await gate.world.env.advance_time(120)  # down for longer than the window had left
+    await gate.restart()
+    await gate.world.quiesce()
+    assert await gate.state(run) == "resolved"
+    texts = [m.content for m in bot_messages(gate.world, gate.world.dev)]
+    resolved = [t for t in texts if t.startswith(f"✅ Run #{run.id}: quiet for 60s after deploy")]
+    assert len(resolved) == 1, texts[-3:]
+    assert not any(t.startswith("👀") for t in texts)  # nothing left to watch: no "still watching"

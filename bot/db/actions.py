@@ -20,6 +20,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from bot.db.connection import transaction
 from bot.observe.records import ActionRecord
 
 __all__ = [
@@ -116,17 +117,9 @@ async def insert_many(db: aiosqlite.Connection, records: Sequence[ActionRecord])
 
 async def insert_statements(db: aiosqlite.Connection, statements: Sequence[Statement]) -> None:
     """Run a batch's statements (from `batch_statements`) in one transaction."""
-    await db.execute("BEGIN")
-    try:
+    async with transaction(db):
         for sql, params in statements:
             await db.execute(sql, params)
-        await db.execute("COMMIT")
-    except BaseException:
-        # SQLite may already have rolled back (SQLITE_FULL does): a second ROLLBACK would raise
-        # "no transaction is active" and hide the real error.
-        if db.in_transaction:
-            await db.execute("ROLLBACK")
-        raise
 
 
 def open_writer(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:

@@ -3,24 +3,80 @@
 Migrations are `bot/db/migrations/NNNN_name.sql`. All pending ones run in one transaction and
 `PRAGMA user_version` records the last applied number, so a failed migration leaves the
 database exactly as it was.
+
+Services share one connection, and SQLite has one transaction per connection: a statement another
+coroutine sends between a `BEGIN` and its `COMMIT` would join that transaction (and vanish with it
+on a rollback). `transaction()` therefore makes the connection its task's alone until it ends:
+every other task's statement waits for the `COMMIT` or `ROLLBACK`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
-__all__ = ["MigrationError", "migrations", "open_database"]
+__all__ = ["Database", "MigrationError", "migrations", "open_database", "transaction"]
 
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
 class MigrationError(Exception):
     """A migration could not be applied; the database was left unchanged."""
+
+
+class Database(aiosqlite.Connection):
+    """An aiosqlite connection on which a transaction holds off every other task's statements."""
+
+    def __init__(self, connector: Callable[[], sqlite3.Connection]) -> None:
+        super().__init__(connector, iter_chunk_size=64)
+        self._transaction_lock = asyncio.Lock()
+        self._transaction_owner: asyncio.Task[Any] | None = None
+
+    async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        # Every call (statements, cursor fetches, close) funnels through here. The check and the
+        # queueing that follows happen without an await in between, and the worker thread runs
+        # calls in queue order: nothing checked before a BEGIN can run after it.
+        while self._transaction_owner is not None and self._transaction_owner is not asyncio.current_task():
+            async with self._transaction_lock:
+                pass
+        return await super()._execute(fn, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """See `transaction()`."""
+        task = asyncio.current_task()
+        if self._transaction_owner is task:
+            raise RuntimeError("a transaction is already open in this task")
+        async with self._transaction_lock:
+            self._transaction_owner = task
+            try:
+                await self.execute("BEGIN")
+                try:
+                    yield
+                    await self.execute("COMMIT")
+                except BaseException:
+                    # SQLite may already have rolled back (SQLITE_FULL does): a second ROLLBACK
+                    # would raise "no transaction is active" and hide the real error.
+                    if self.in_transaction:
+                        await self.execute("ROLLBACK")
+                    raise
+            finally:
+                self._transaction_owner = None
+
+
+def transaction(db: aiosqlite.Connection) -> AbstractAsyncContextManager[None]:
+    """`BEGIN` … `COMMIT` on `db`, rolled back on any exception, with no other task's statement in it."""
+    if not isinstance(db, Database):
+        raise TypeError("transactions need a connection from open_database()")
+    return db.transaction()
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -45,7 +101,7 @@ async def open_database(path: Path | str, *, busy_timeout_ms: int = 5000) -> aio
     """
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    db = await aiosqlite.connect(path, isolation_level=None)
+    db = await Database(lambda: sqlite3.connect(path, isolation_level=None))
     db.row_factory = sqlite3.Row
     await db.execute("PRAGMA journal_mode=WAL")
     await db.execute("PRAGMA synchronous=NORMAL")

@@ -8,6 +8,8 @@ from typing import Any
 
 import aiosqlite
 
+from bot.db.connection import transaction
+
 __all__ = [
     "RUN_FIELDS",
     "busy",
@@ -81,8 +83,7 @@ async def insert(
 ) -> int:
     """Insert a run and its "created" event in one transaction; returns the run id."""
     names = [name for name in RUN_FIELDS if name in values]
-    await db.execute("BEGIN")
-    try:
+    async with transaction(db):
         cursor = await db.execute(
             f"INSERT INTO runs ({', '.join(names)}) VALUES ({_marks(names)})", [values[n] for n in names]
         )
@@ -98,11 +99,6 @@ async def insert(
             detail=detail,
             cost_usd=0.0,
         )
-        await db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:  # SQLite may have rolled back already (it does on SQLITE_FULL)
-            await db.execute("ROLLBACK")
-        raise
     return run_id
 
 
@@ -124,24 +120,17 @@ async def transition(
     """
     names = [name for name in RUN_FIELDS if name in values]
     assignments = ", ".join([*(f"{name} = ?" for name in names), "cost_usd = cost_usd + ?"])
-    await db.execute("BEGIN")
-    try:
+    async with transaction(db):
         cursor = await db.execute(
             f"UPDATE runs SET {assignments} WHERE id = ? AND state = ?",
             [*(values[n] for n in names), cost_usd, run_id, expected_state],
         )
         if cursor.rowcount != 1:
-            await db.execute("ROLLBACK")
-            return False
+            return False  # nothing was written: the empty transaction just commits
         state = values.get("state", expected_state)
         await _add_event(
             db, run_id, ts=ts, actor=actor, event=event, state=state, detail=detail, cost_usd=cost_usd
         )
-        await db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:  # SQLite may have rolled back already (it does on SQLITE_FULL)
-            await db.execute("ROLLBACK")
-        raise
     return True
 
 

@@ -358,6 +358,11 @@ class Merger:
         _log.info("live_updated", old=old, new=new, files=len(changed))
         return LiveUpdate(ok=True, reason="", old_sha=old, new_sha=new, changed_files=changed)
 
+    async def changed_files(self, old: str, new: str) -> list[str]:
+        """The files that differ between two commits (what a merged change touched: base..merged)."""
+        names = await self._git(self.repo_root, "diff", "--name-only", "--no-renames", "-z", old, new)
+        return [name for name in names.output.split("\0") if name]
+
     async def _refusal(self, old: str, target_sha: str) -> str | None:
         problem = await self.live_checkout_problem()
         if problem is not None:

@@ -36,6 +36,7 @@ from bot.deploy.merge import MergeError, Merger, RebaseConflict
 from bot.deploy.queue import MergeQueue
 from bot.deploy.reload import Reloader, classify, render
 from bot.errors import UserError
+from bot.failpoints import Failpoints
 from bot.forge.base import (
     Forge,
     ForgeError,
@@ -92,8 +93,10 @@ class DeployService:
         incidents: IncidentService,
         memory: Memory,
         clock: Callable[[], datetime],
+        failpoints: Failpoints | None = None,
     ) -> None:
         self._settings = settings
+        self._failpoints = failpoints if failpoints is not None else Failpoints.from_environ()
         self._config = settings.deploy
         self.runs = runs
         self.approvals = approvals
@@ -111,7 +114,7 @@ class DeployService:
         # The incident replay against the deployed code (bot.improve.proof), one line for the report.
         self.prove_live: Callable[[Run, str], Awaitable[str]] | None = None
         self._background: set[asyncio.Task[None]] = set()
-        self._resumed_watches: list[tuple[Run, float]] = []
+        self._resumed_watches: list[tuple[_Watch, float]] = []
 
     # -- approval → merge → deploy ---------------------------------------------------------------
 
@@ -300,6 +303,7 @@ class DeployService:
             actor="pipeline",
             detail={"merged_sha": result.merged_sha, "approved_by": list(recheck.counted)},
         )
+        self._failpoints.hit("deploy.after_merge_recorded")
         return await self._go_live(run, result.merged_sha, f" (approved by {recheck.names()}{resolved_note})")
 
     async def _go_live(self, run: Run, merged_sha: str, approved: str = "") -> str:
@@ -323,16 +327,28 @@ class DeployService:
                     f"{live.reason}. Run #{run.id} is held: once that is fixed, "
                     f"`/run {run.id} action:resume` finishes the deploy."
                 )
+            self._failpoints.hit("deploy.after_live_update")
+            changed = live.changed_files
+            if live.old_sha == merged_sha and run.base_sha:
+                # The live checkout was at the merged commit already: an earlier process moved it and
+                # stopped. This process imported that code when it started, so there is nothing to
+                # reload (a change under bot/ must not restart it again), but the watch still needs
+                # the files the change touched.
+                changed = await self.merger.changed_files(run.base_sha, merged_sha)
             run = await self.runs.transition(
                 run.id,
                 "deployed",
                 actor="pipeline",
-                detail={"merged_sha": merged_sha, "files": live.changed_files},
+                detail={"merged_sha": merged_sha, "files": changed},
             )
-            report = await apply(live.changed_files)
+            self._failpoints.hit("deploy.during_reload")
+            if live.old_sha == merged_sha:
+                report = "(already live: loaded when this process started)"
+            else:
+                report = await apply(changed)
         # Before the watch: "resolved" then rests on the replay's evidence, not only on quiet.
         proof = await self.prove_live(run, merged_sha) if self.prove_live is not None else ""
-        await self._start_watch(run, set(live.changed_files))
+        await self._start_watch(run, set(changed))
         return f"🚀 Merged `{merged_sha[:7]}` and deployed{approved}:\n{report}{proof}"
 
     async def _recorded_merge(self, run: Run) -> str | None:
@@ -532,16 +548,24 @@ class DeployService:
 
     # -- watching -------------------------------------------------------------------------------
 
-    async def _start_watch(self, run: Run, files: set[str], remaining_s: float | None = None) -> None:
+    async def _start_watch(
+        self, run: Run, files: set[str], remaining_s: float | None = None, *, timer: bool = True
+    ) -> _Watch:
+        """Watch the run's fingerprint and touched files; `timer=False` leaves the window's timer
+        to `_start_timer` (a resumed watch, whose end must not be reported before chat is up)."""
         if run.state != "watching":
             run = await self.runs.transition(
                 run.id, "watching", actor="pipeline", detail={"window_s": self._config.watch_window_s}
             )
         fingerprint = await self._fingerprint(run.incident_id)
         watch = self._watches[run.id] = _Watch(run.id, fingerprint, files)
-        window = self._config.watch_window_s if remaining_s is None else remaining_s
+        if timer:
+            self._start_timer(watch, self._config.watch_window_s if remaining_s is None else remaining_s)
+        return watch
+
+    def _start_timer(self, watch: _Watch, window: float) -> None:
         watch.task = asyncio.get_running_loop().create_task(
-            self._watch_until(watch, window), name=f"watch-{run.id}"
+            self._watch_until(watch, window), name=f"watch-{watch.run_id}"
         )
 
     async def _watch_until(self, watch: _Watch, window: float) -> None:
@@ -608,7 +632,9 @@ class DeployService:
             )
 
     async def resume_watches(self) -> int:
-        """After a restart: keep watching deployed runs for the time their window has left."""
+        """After a restart: watch deployed runs again at once (a regression is caught from the start),
+        for the time their window has left — timed from `announce_resumed_watches()`, once chat is
+        up, so that a window which ran out while the bot was down is still reported."""
         resumed = 0
         for run in await self.runs.active():
             if run.state not in ("deployed", "watching"):
@@ -621,19 +647,23 @@ class DeployService:
             files = set(
                 next((e.detail.get("files", []) for e in reversed(events) if e.state == "deployed"), [])
             )
-            await self._start_watch(run, files, remaining)
-            if remaining > 0:
-                self._resumed_watches.append((run, remaining))
+            watch = await self._start_watch(run, files, remaining, timer=False)
+            self._resumed_watches.append((watch, remaining))
             resumed += 1
         return resumed
 
     async def announce_resumed_watches(self) -> None:
-        """Say in each run's channel that its watch goes on after the restart (once connected)."""
+        """Once connected: say in each run's channel that its watch goes on, and start its timer."""
         resumed, self._resumed_watches = self._resumed_watches, []
-        for run, remaining in resumed:
-            await self._notify(
-                run, f"👀 Run #{run.id}: back after a restart, still watching for {remaining:.0f}s more."
-            )
+        for watch, remaining in resumed:
+            if self._watches.get(watch.run_id) is not watch:
+                continue  # regressed (or stopped) before chat was up: already reported
+            if remaining > 0:
+                run = await self.runs.get(watch.run_id)
+                await self._notify(
+                    run, f"👀 Run #{run.id}: back after a restart, still watching for {remaining:.0f}s more."
+                )
+            self._start_timer(watch, remaining)
 
     def stop(self) -> None:
         """Cancel watch timers (a restart resumes them from the runs' events)."""

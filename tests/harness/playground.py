@@ -62,7 +62,9 @@ class PlaygroundProcess:
                 if match := regex.search(line):
                     return match
                 self.lines.append(line)
-            raise AssertionError(f"output ended without {pattern!r}; last lines: {self.lines[-15:]}")
+            code = await self.process.wait()
+            last = self.lines[-15:]
+            raise AssertionError(f"output ended (exit {code}) without {pattern!r}; last lines: {last}")
 
         try:
             return await asyncio.wait_for(read(), timeout)

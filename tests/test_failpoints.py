@@ -1,0 +1,49 @@
+"""Fault points: armed only by MENDBOT_FAILPOINTS, a no-op otherwise, and `kill` is a real SIGKILL."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from bot.failpoints import Failpoints
+
+
+def test_an_unset_environment_arms_nothing_and_hits_are_no_ops() -> None:
+    """Without MENDBOT_FAILPOINTS no point is armed and hitting one does nothing."""
+    points = Failpoints.from_environ({})
+    assert points.armed == {}
+    points.hit("deploy.after_merge_recorded")
+
+
+def test_the_variable_arms_named_points() -> None:
+    """`a=kill,b=kill` arms both points, spaces and empty entries ignored."""
+    points = Failpoints.from_environ({"MENDBOT_FAILPOINTS": " deploy.after_live_update=kill, ,x=kill"})
+    assert points.armed == {"deploy.after_live_update": "kill", "x": "kill"}
+
+
+@pytest.mark.parametrize("spec", ["deploy.after_live_update", "deploy.after_live_update=crash", "=kill"])
+def test_a_malformed_entry_is_refused(spec: str) -> None:
+    """A typo must not silently arm nothing: a missing or unknown action is a ValueError."""
+    with pytest.raises(ValueError, match="MENDBOT_FAILPOINTS"):
+        Failpoints.parse(spec)
+
+
+def test_hitting_an_armed_kill_point_kills_the_process_with_sigkill() -> None:
+    """An armed point ends the process there with SIGKILL: nothing after it runs."""
+    code = (
+        "from bot.failpoints import Failpoints\n"
+        "points = Failpoints.parse('p=kill')\n"
+        "points.hit('other')\n"
+        "print('before', flush=True)\n"
+        "points.hit('p')\n"
+        "print('after', flush=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == -signal.SIGKILL
+    assert "before" in done.stdout
+    assert "after" not in done.stdout
