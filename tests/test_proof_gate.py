@@ -19,13 +19,13 @@ from tests.test_ship_gate import Gate, tiny_repo
 REASON = "nothing reproduced the failure on the base (replay `/greet`: not replayable: a task)"
 
 
-async def _store_proof(gate: Gate, run: Run, verdict: str) -> None:
+async def _store_proof(gate: Gate, run: Run, verdict: str, sha: str | None = None) -> None:
     item = ProofItem("replay", "/greet", None, None, "neutral", "not replayable: a task")
     await proofs.insert(
         gate.services.db,
         run_id=run.id,
         stage="verify",
-        sha=run.head_sha or "",
+        sha=sha or run.head_sha or "",
         base_sha=run.base_sha or "",
         verdict=verdict,
         reason=REASON
@@ -82,6 +82,25 @@ async def test_a_proven_run_ships_with_plain_ship_it(gate: Gate) -> None:
     run = await gate.services.improve.runs.get(run.id)
     await _store_proof(gate, run, "proven")
     await gate.world.users["alice"].send(gate.world.dev, "ship it", reply_to=message)
+    await gate.world.quiesce()
+    assert await gate.state(run) in ("deployed", "watching")
+
+
+@pytest.mark.deploy(required_approvals=1)
+async def test_a_proof_made_on_an_earlier_commit_does_not_prove_the_head(gate: Gate) -> None:
+    """A "proven" proof of another commit than the proposal's head: plain "ship it" is refused with
+    both commits named; "ship it unproven" is the explicit way to ship it."""
+    run, _, message = await gate.propose()
+    run = await gate.services.improve.runs.get(run.id)
+    earlier = "0123456789abcdef0123456789abcdef01234567"
+    await _store_proof(gate, run, "proven", sha=earlier)
+    alice = gate.world.users["alice"]
+    sent = await alice.send(gate.world.dev, "ship it", reply_to=message)
+    await gate.world.quiesce()
+    (answer,) = gate.replies_to(sent)
+    assert "is **unproven**" in answer and "`0123456`" in answer and f"`{(run.head_sha or '')[:7]}`" in answer
+    assert await gate.state(run) == "awaiting_approval"
+    await alice.send(gate.world.dev, "ship it unproven", reply_to=message)
     await gate.world.quiesce()
     assert await gate.state(run) in ("deployed", "watching")
 

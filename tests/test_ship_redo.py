@@ -77,7 +77,8 @@ async def test_conflicting_main_then_redo_gives_a_fresh_proposal(tmp_path: Path)
 
 async def test_hand_commit_on_the_proposal_branch_is_reverified_then_asked_again(tmp_path: Path) -> None:
     """A commit pushed by hand onto the proposal branch: "ship it" merges nothing, the new head is
-    re-verified in the sandbox, approval is asked again, and the next "ship it" merges the new head."""
+    re-verified in the sandbox and approval is asked again; the proof was made on the old head, so the
+    next "ship it" is told the new head is unproven, and "ship it unproven" merges it."""
     async with ModelDouble() as model, improving_world(tmp_path, model) as world:
         settings = world.bot.services.settings
         model.script(*_fix_script(settings, 1))
@@ -101,7 +102,11 @@ async def test_hand_commit_on_the_proposal_branch_is_reverified_then_asked_again
         assert tuple(run) == ("awaiting_approval", hand)
         second = await alice.send(world.dev, "ship it", reply_to=proposal)
         await world.quiesce()
-        merged = _replies(world, second)
+        (unproven,) = _replies(world, second)
+        third = await alice.send(world.dev, "ship it unproven", reply_to=proposal)
+        await world.quiesce()
+        merged = _replies(world, third)
+    assert "is **unproven**" in unproven and f"moved to `{hand[:7]}`" in unproven
     assert any("Merged" in r and f"<@{alice.id}>" in r for r in merged), merged
     assert _rows(settings, "SELECT state FROM runs")[0][0] == "watching"
     assert "# reviewed by hand" in (settings.repo_dir / "tests" / "fixtures" / "buggy_dice.py").read_text()

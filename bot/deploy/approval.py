@@ -538,7 +538,7 @@ class ApprovalService:
             )
         # After the protection rule: on protected paths the security form (itself explicit) is asked
         # for first and suffices.
-        unproven = await self._unproven(run)
+        unproven = await self._unproven(run, proposal.head_sha)
         if unproven is not None and request.form not in ("approve_unproven", "approve_security"):
             return refuse(
                 "unproven",
@@ -677,16 +677,25 @@ class ApprovalService:
             what="approval",
         )
 
-    async def _unproven(self, run: Run) -> str | None:
+    async def _unproven(self, run: Run, head_sha: str) -> str | None:
         """Why the run's change is unproven when `deploy.require_proof` holds it back, else None.
 
-        A run proposed before proofs existed, or a rollback (it restores code that ran before), has no
+        A proof holds for the commit it was made on: once the branch has moved (a commit pushed to
+        it, verified again), "proven" speaks of code that is no longer what would merge. A run
+        proposed before proofs existed, or a rollback (it restores code that ran before), has no
         proof row and is not held back.
         """
         if not self._settings.deploy.require_proof:
             return None
         proof = await proofs.latest(self._db, run.id, "verify")
-        if proof is None or proof.verdict == "proven":
+        if proof is None:
+            return None
+        if proof.sha != head_sha:
+            return (
+                f"its proof was made on `{proof.sha[:7]}` and the branch has moved to `{head_sha[:7]}` "
+                "since, which nothing has proven"
+            )
+        if proof.verdict == "proven":
             return None
         return proof.reason
 
