@@ -221,19 +221,19 @@ def _watch_hand_edits(bot: MendBot) -> None:
 def _close_on_signals(bot: MendBot) -> asyncio.Future[None]:
     """SIGTERM/SIGINT stop the bot gracefully: no new work, in-flight handlers drained (bot.close),
     then the caller's clean-up stops running runs as interrupted (resumable) and exits with 0.
-    The returned future completes once a signal has closed the bot."""
+    The returned future completes as soon as a signal arrives, so the caller knows why the session
+    ended even if it ended while the bot was still closing; awaiting `bot.close()` waits for it."""
     loop = asyncio.get_running_loop()
     stopped: asyncio.Future[None] = loop.create_future()
+    closing: list[asyncio.Task[None]] = []  # a reference, so the close is not garbage-collected
 
-    async def close() -> None:
-        try:
-            await bot.close()
-        finally:
-            if not stopped.done():
-                stopped.set_result(None)
+    def on_signal() -> None:
+        if not stopped.done():
+            stopped.set_result(None)
+        closing.append(loop.create_task(bot.close()))
 
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(close()))
+        loop.add_signal_handler(sig, on_signal)
     return stopped
 
 
@@ -310,7 +310,7 @@ async def _play(settings: Settings, *, interactive: bool) -> int:
                 await asyncio.gather(session, restart, return_exceptions=True)
                 raise
             if stopped.done():
-                return await _stopped_by_signal(session, restart, services)
+                return await _stopped_by_signal(bot, session, restart, services)
             if not restart.done():
                 restart.cancel()
                 return session.result()
@@ -330,13 +330,14 @@ async def _play(settings: Settings, *, interactive: bool) -> int:
 
 
 async def _stopped_by_signal(
-    session: asyncio.Future[int], restart: asyncio.Future[str], services: Services
+    bot: MendBot, session: asyncio.Future[int], restart: asyncio.Future[str], services: Services
 ) -> int:
     """The bot was closed by SIGTERM/SIGINT (drained): end the session, stop runs as resumable, exit 0."""
     restart.cancel()
     session.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await session
+    await bot.close()  # the close the signal started: handlers drained, cogs unloaded
     await services.improve.shutdown()  # before the virtual world cancels the bot's tasks
     print("mendbot stopped (signal): running runs are interrupted and resumable", flush=True)
     return 0

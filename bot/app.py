@@ -185,6 +185,7 @@ class MendBot(commands.Bot):
         # READY or RESUMED seen and no disconnect since: what /health/ready reports.
         self.gateway_connected = False
         self._closed = asyncio.Event()
+        self._closing: asyncio.Future[None] | None = None
         self._captures: weakref.WeakKeyDictionary[commands.Context[Any], HandlerCapture] = (
             weakref.WeakKeyDictionary()
         )
@@ -741,6 +742,13 @@ class MendBot(commands.Bot):
             self._restarted.set()
 
     async def close(self) -> None:
+        """Drain, unload every cog and disconnect; a second caller (a signal arriving while the
+        playground ends, say) waits for the close already under way instead of racing it."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close_once())
+        await asyncio.shield(self._closing)
+
+    async def _close_once(self) -> None:
         self.sampler.stop()
         self.accepting = False
         left = await self.drain(0.0 if self._drained else 10.0)

@@ -231,7 +231,7 @@ def test_ctrl_c_ends_the_playground_cleanly(tmp_path: Path) -> None:
     try:
         assert "playground ready" in process.stdout.readline()
         process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=60)  # stdin stays open: Ctrl-C alone must end it
+        out, err = process.communicate(timeout=60)  # stdin stays open: Ctrl-C alone must end it
     finally:
         if process.poll() is None:
             process.kill()
@@ -239,6 +239,7 @@ def test_ctrl_c_ends_the_playground_cleanly(tmp_path: Path) -> None:
     assert process.returncode == 0, err
     assert "Traceback" not in err
     assert "KeyboardInterrupt" not in err
+    assert "mendbot stopped (signal)" in out  # runs are stopped as resumable, and the user is told
 
 
 def test_readme_quick_start_in_a_fresh_clone(tmp_path: Path) -> None:
