@@ -181,7 +181,7 @@ async def _assemble(
         busy_timeout_ms=storage_config.busy_timeout_ms,
         more_roots=(settings.repo_dir,),
     )
-    incidents = IncidentService(db, observe, clock, db_path=settings.db_path)
+    incidents = IncidentService(db, observe, clock, db_path=settings.db_path, writes=writes)
     await incidents.load()
     storage.subscribe(incidents.on_storage)
     if (fault := incidents.open_storage_fault()) is not None:

@@ -340,3 +340,60 @@ async def test_a_save_outside_the_retry_helper_is_answered_the_same_and_is_no_bu
         assert world.bot.services.health()["storage_fault"] == "locked"
     codes = [i for i in world.bot.services.incidents.active() if i.category == "code"]
     assert codes == []
+
+
+async def _code_incident(world: VirtualWorld) -> int:
+    """Five failures of one command, as its handler would record them: one code incident, saved."""
+    with world.env.time_context():
+        for _ in range(5):
+            world.bot.services.recorder.record(
+                "command:alpha", "test", ok=False, duration_ms=1, error=RuntimeError("alpha broke")
+            )
+    await world.quiesce()
+    [(incident_id,)] = _rows(world.bot.services.settings.db_path, "SELECT id FROM incidents")
+    return int(incident_id)
+
+
+async def test_an_incident_change_that_meets_a_lock_is_saved_once_it_goes(tmp_path: Path) -> None:
+    """A code incident's change (here the bot's own note) that meets another writer's lock is
+    retried, not lost: saved when the lock goes, the announcement updated, nothing logged as failed."""
+    settings = _settings(tmp_path / "data", write_attempts=20, retry_backoff_s=0.05)
+    async with running_world(settings) as world:
+        services = world.bot.services
+        incident_id = await _code_incident(world)
+        async with hold_write_lock(settings.db_path) as holder:
+            await services.incidents.annotate(incident_id, "🔍 Run #7 — looked into it")
+            await asyncio.wait_for(services.storage.wait_for_retry(), 30)
+            assert holder.stdin is not None
+            holder.stdin.close()
+        await world.quiesce()
+        [announcement] = [
+            m for m in bot_messages(world, world.dev) if m.embeds and "#1" in (m.embeds[0].title or "")
+        ]
+        shown = [field.value for field in announcement.embeds[0].fields if field.name == "On my own"]
+    assert _rows(settings.db_path, "SELECT autonomy FROM incidents") == [("🔍 Run #7 — looked into it",)]
+    assert shown == ["🔍 Run #7 — looked into it"]
+    assert services.storage.given_up == 0
+
+
+async def test_an_incident_change_given_up_under_a_lock_is_saved_when_storage_works_again(
+    tmp_path: Path,
+) -> None:
+    """Past the bound the change stays in memory (and on Discord) as unsaved; the first write that
+    succeeds afterwards brings it to the database."""
+    settings = _settings(tmp_path / "data")
+    async with running_world(settings) as world:
+        services = world.bot.services
+        incident_id = await _code_incident(world)
+        async with hold_write_lock(settings.db_path):
+            await services.incidents.annotate(incident_id, "🔍 Run #7 — looked into it")
+            await world.quiesce()
+            assert services.storage.failing
+            assert _rows(settings.db_path, f"SELECT autonomy FROM incidents WHERE id = {incident_id}") == [
+                (None,)
+            ]
+        assert "Okay" in await _remind(world, "after the lock")  # a write that goes through
+        await world.quiesce()
+    assert _rows(settings.db_path, f"SELECT autonomy FROM incidents WHERE id = {incident_id}") == [
+        ("🔍 Run #7 — looked into it",)
+    ]

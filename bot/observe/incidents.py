@@ -36,7 +36,7 @@ import aiosqlite
 
 from bot.db import actions as action_queries
 from bot.db import incidents as queries
-from bot.db.retry import Fault, StorageState, storage_fault
+from bot.db.retry import Fault, StorageState, StorageUnavailable, Writes, storage_fault
 from bot.errors import UserError
 from bot.log import get_logger
 from bot.observe.detector import Signal
@@ -93,6 +93,7 @@ class Incident:
     autonomy: str | None = None  # what the bot did about it by itself (bot/improve/autonomy.py)
     dirty: bool = False
     flushing: bool = False
+    unsaved: bool = False  # a change storage refused: written again once storage works
     created: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -178,8 +179,10 @@ class IncidentService:
         clock: Callable[[], datetime],
         *,
         db_path: Path | None = None,
+        writes: Writes | None = None,
     ) -> None:
         self._db = db
+        self._writes = writes or Writes()  # a locked database is waited out, not a lost change
         self._db_path = db_path
         self._config = config
         self._clock = clock
@@ -271,7 +274,12 @@ class IncidentService:
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            _log.error("incident bookkeeping failed", exc_info=exc)
 
     def _open(self, signal: Signal) -> Incident:
         incident = Incident(
@@ -324,16 +332,29 @@ class IncidentService:
             _log.warning("environment incident not saved yet", kind=incident.kind, error=str(exc))
 
     async def _write(self, incident: Incident, values: dict[str, Any]) -> bool:
-        """Update the incident's row; False when an environment incident's storage is failing."""
-        assert incident.id is not None
+        """Update the incident's row; False when storage is failing (the incident is marked
+        unsaved and written again when storage works). A code incident's write is retried first;
+        an environment incident's is not, since it is how storage trouble gets reported."""
+        incident_id = incident.id
+        assert incident_id is not None
         try:
-            await queries.update(self._db, incident.id, values)
+            if incident.category == "environment":
+                await queries.update(self._db, incident_id, values)
+            else:
+                await self._writes(lambda: queries.update(self._db, incident_id, values), what="incident")
+        except StorageUnavailable as exc:
+            _log.warning(
+                "incident not saved yet: storage is failing", incident_id=incident_id, error=str(exc)
+            )
         except Exception as exc:
             if incident.category != "environment" or storage_fault(exc) is None:
                 raise
-            _log.warning("environment incident not saved yet", incident_id=incident.id, error=str(exc))
-            return False
-        return True
+            _log.warning("environment incident not saved yet", incident_id=incident_id, error=str(exc))
+        else:
+            incident.unsaved = False
+            return True
+        incident.unsaved = True
+        return False
 
     def _changed(self, incident: Incident) -> None:
         incident.dirty = True
@@ -427,6 +448,9 @@ class IncidentService:
         """StorageHealth listener: a storage fault is one storage incident, cleared when writes work."""
         if state.fault is None:
             self.clear_environment(STORAGE_KEY, "Storage is writable again: writes are going through.")
+            for incident in self._incidents:
+                if incident.unsaved:
+                    self._changed(incident)
             return
         path = str(self._db_path) if self._db_path is not None else "the database"
         self.environment(
@@ -501,12 +525,17 @@ class IncidentService:
         incident = self.get(incident_id) if state != "open" else await self.fetch(incident_id)
         if incident.state == state:
             raise IncidentError(f"Incident #{incident_id} is already {state}.")
+        before = (incident.state, incident.closed_at, incident.closed_by)
         incident.state = state
         if state == "resolved":
             incident.closed_at, incident.closed_by = self.now(), user_id
+        row = incident.row(self.now())
+        try:
+            await self._writes(lambda: queries.update(self._db, incident_id, row), what="incident state")
+        except StorageUnavailable:
+            incident.state, incident.closed_at, incident.closed_by = before  # not changed: "try again"
+            raise
         _log.info("incident state changed", incident_id=incident_id, state=state, user_id=user_id)
-        assert incident.id is not None
-        await queries.update(self._db, incident.id, incident.row(self.now()))
         self._changed(incident)  # the announcement shows the new state
         return incident
 
@@ -517,7 +546,8 @@ class IncidentService:
             incident.autonomy = note
             self._changed(incident)  # written and re-announced by the incident's one flush
             return
-        await queries.update(self._db, incident_id, {"autonomy": note, "updated_at": self.now()})
+        values = {"autonomy": note, "updated_at": self.now()}
+        await self._writes(lambda: queries.update(self._db, incident_id, values), what="incident note")
         row = await queries.by_id(self._db, incident_id)
         if row is not None and row["message_id"] is not None and self.announcer is not None:
             await self.announcer.update(Incident.from_row(row))
