@@ -41,6 +41,9 @@ MAX_DEPTH = 4
 # A shorter value is not a credential, and looking for it would redact ordinary words (and its
 # base64 pieces, a few characters long, would match inside unrelated blobs).
 MIN_SECRET_LENGTH = 8
+# `Redactor.text` remembers the scrubbed form of up to this many strings of at most this length.
+_CACHED_LENGTH = 64
+_CACHE_ENTRIES = 4096
 
 _TOKENS = re.compile(
     r"[MNO][A-Za-z\d_-]{23,27}\.[A-Za-z\d_-]{6}\.[A-Za-z\d_-]{27,40}"  # Discord bot token
@@ -194,8 +197,19 @@ class Redactor:
             self._compile()
 
     def text(self, text: str, limit: int | None = None) -> str:
-        """`text` with known values and token shapes replaced; capped at `limit` characters if given."""
-        return _scrub(text, limit, self._pattern, self._head)
+        """`text` with known values and token shapes replaced; capped at `limit` characters if given.
+
+        Short strings (option names, "slash", a user's few words) recur on every action; their
+        scrubbed form is remembered until a secret is learnt, so recording one costs a lookup.
+        """
+        if len(text) > _CACHED_LENGTH or (limit is not None and limit < _CACHED_LENGTH):
+            return _scrub(text, limit, self._pattern, self._head)
+        cached = self._cache.get(text)
+        if cached is None:
+            if len(self._cache) >= _CACHE_ENTRIES:
+                self._cache.clear()
+            cached = self._cache[text] = _scrub(text, None, self._pattern, self._head)
+        return cached
 
     def value(self, value: Any) -> Any:
         """A copy of `value` safe to store, like `redact`, with known values replaced too."""
@@ -207,3 +221,4 @@ class Redactor:
         alternatives = [*map(re.escape, known), _TOKENS.pattern]
         self._head = max([_TOKEN_HEAD, *map(len, known)])  # before the pattern that may need it
         self._pattern = re.compile("|".join(alternatives))
+        self._cache: dict[str, str] = {}

@@ -91,9 +91,9 @@ async def test_a_slow_handler_carries_sampled_stacks_pointing_at_the_blocking_li
         await world.quiesce()
     assert _last(settings, "app:echo")["samples"] is None  # fast handlers are never sampled
     samples = json.loads(_last(settings, "app:slow")["samples"])
-    innermost = [sample["frames"][-1] for sample in samples]
-    assert f"{COG}:{NAP_LINE}:nap" in innermost
-    assert all(frame.startswith(COG) for sample in samples for frame in sample["frames"])
+    # Most samples catch nap(); one may catch the handler a moment later, sending its reply.
+    assert samples[0]["frames"][-1] == f"{COG}:{NAP_LINE}:nap"
+    assert all(sample["frames"][0].startswith(COG) for sample in samples)
 
 
 async def test_every_kind_maps_to_its_handler(tmp_path: Path) -> None:

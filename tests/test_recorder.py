@@ -285,3 +285,48 @@ async def test_a_batch_over_one_statement_is_written_whole_and_counts_each_failu
             assert [tuple(row) for row in await cursor.fetchall()] == [(3, 0.0, 2000.0)]
     finally:
         await db.close()
+
+
+async def test_a_recorded_action_is_a_whole_valid_record(tmp_path: Path) -> None:
+    """The recorder builds records without validation (`ActionRecord.trusted`): each must still
+    carry every field, with the types validation would give, and dump as a validated one does."""
+    recorder = _recorder(tmp_path, [datetime(2026, 1, 1, tzinfo=UTC)])
+    try:
+        raise ValueError("bad input")
+    except ValueError as exc:
+        error = exc
+    record = recorder.record(
+        "command:roll", "Dice", ok=False, duration_ms=1.23456, error=error, user_id=7, extra={"via": "slash"}
+    )
+
+    assert set(record.__dict__) == set(ActionRecord.model_fields)
+    validated = ActionRecord.model_validate(record.model_dump())
+    assert validated == record
+    assert validated.model_dump_json() == record.model_dump_json()
+    assert record.model_fields_set == set(ActionRecord.model_fields)
+
+
+async def test_the_wal_stays_small_while_the_writer_writes(tmp_path: Path) -> None:
+    """The writer's commits do not copy the WAL back into the database (that stalled it for tens of
+    milliseconds at a time); a checkpoint on its own thread does, so the WAL does not grow with
+    what is written."""
+    recorder = ActionRecorder(
+        db_path=tmp_path / "m.db",
+        ndjson_path=tmp_path / "logs" / "actions.ndjson",
+        repo_root=ROOT,
+        clock=lambda: datetime(2026, 1, 1, tzinfo=UTC),
+        checkpoint_every_s=0,  # after every batch, so the test need not wait
+    )
+    writer = asyncio.create_task(recorder.run_writer())
+    wal = tmp_path / "m.db-wal"
+    largest = 0
+    for n in range(30_000):
+        recorder.record("command:roll", "Dice", ok=True, duration_ms=1.0, extra={"n": n, "pad": "x" * 200})
+        if n % 1000 == 999:
+            await recorder.flush()
+            largest = max(largest, wal.stat().st_size)
+    await recorder.close()
+    await writer
+
+    assert largest < 4_000_000  # ~12 MB of rows went through it
+    assert await _count(tmp_path / "m.db") == 30_000

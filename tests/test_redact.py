@@ -174,3 +174,16 @@ def test_add_learns_a_value_at_run_time() -> None:
     redactor.add(PLAIN)
 
     assert redactor.text(f"{PLAIN} {PLAIN.encode().hex()}") == f"{REDACTED} {REDACTED}"
+
+
+def test_a_short_string_seen_before_a_value_is_learnt_is_redacted_after() -> None:
+    """Short strings are remembered once scrubbed; learning a value forgets them, so a string
+    recorded before the value was known is not served from memory unredacted afterwards."""
+    redactor = Redactor()
+    short = PLAIN[:20]
+    assert redactor.value({"note": short}) == {"note": short}
+
+    redactor.add(short)
+
+    assert redactor.value({"note": short}) == {"note": REDACTED}
+    assert redactor.text(short, 100) == REDACTED

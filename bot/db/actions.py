@@ -12,6 +12,7 @@ pure CPU, which the recorder runs off the event loop.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import sqlite3
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ __all__ = [
     "Statement",
     "batch_statements",
     "by_ids",
+    "checkpoint",
     "insert_many",
     "insert_statements",
     "known_fingerprints",
@@ -49,6 +51,8 @@ _COUNT = 19
 _CHUNK = 1000
 
 Statement = tuple[str, tuple[object, ...]]
+# `json.dumps(…, default=str)` builds a new encoder on every call; the writer encodes a few per row.
+_encode = json.JSONEncoder(default=str).encode
 
 
 def _row(record: ActionRecord) -> tuple[object, ...]:
@@ -66,9 +70,9 @@ def _row(record: ActionRecord) -> tuple[object, ...]:
         record.error_type,
         record.error_message,
         record.fingerprint,
-        json.dumps(record.frames) if record.frames else None,
+        _encode(record.frames) if record.frames else None,
         record.run_id,
-        json.dumps(record.extra, default=str) if record.extra else None,
+        _encode(record.extra) if record.extra else None,
         _json(record.invocation),
         _json(record.reply),
         _json(record.samples),
@@ -76,7 +80,7 @@ def _row(record: ActionRecord) -> tuple[object, ...]:
 
 
 def _json(value: object) -> str | None:
-    return json.dumps(value, default=str) if value else None
+    return _encode(value) if value else None
 
 
 @functools.lru_cache(maxsize=64)
@@ -100,7 +104,7 @@ def batch_statements(records: Sequence[ActionRecord]) -> list[Statement]:
     statements: list[Statement] = []
     for start in range(0, len(records), _CHUNK):
         chunk = records[start : start + _CHUNK]
-        params = tuple(value for record in chunk for value in _row(record))
+        params = tuple(itertools.chain.from_iterable(map(_row, chunk)))
         statements.append((_insert_actions_sql(len(chunk)), params))
     failures = [r for r in records if r.fingerprint]
     for start in range(0, len(failures), _CHUNK):
@@ -122,15 +126,29 @@ async def insert_statements(db: aiosqlite.Connection, statements: Sequence[State
             await db.execute(sql, params)
 
 
-def open_writer(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
+def open_writer(path: Path, busy_timeout_ms: int, *, autocheckpoint: bool = True) -> sqlite3.Connection:
     """A plain connection for the recorder's writer thread (which alone uses it), set up like
-    `open_database`'s; the schema is already migrated by then."""
+    `open_database`'s; the schema is already migrated by then.
+
+    `autocheckpoint=False`: this connection's commits never copy the WAL back into the database
+    (SQLite runs that inside whichever commit crosses 1,000 pages: tens of milliseconds the
+    writer would stand still); `checkpoint()` on another connection does it instead.
+    """
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    if not autocheckpoint:
+        conn.execute("PRAGMA wal_autocheckpoint=0")
     return conn
+
+
+def checkpoint(conn: sqlite3.Connection) -> tuple[int, int]:
+    """Copy what the WAL holds back into the database without waiting on or blocking writers
+    (a passive checkpoint); (frames in the WAL, frames checkpointed)."""
+    _, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return int(frames), int(copied)
 
 
 def write_statements(conn: sqlite3.Connection, statements: Sequence[Statement]) -> None:

@@ -19,14 +19,18 @@ transaction (the GIL is given back a handful of times per batch instead of once 
 `bot.db.actions`), append the NDJSON. One hand-over per batch matters: on a loop busy with
 other work every hand-over waits its turn, and an aiosqlite call per statement made it several.
 Retention deletes in bounded batches on the same thread, between the writer's batches, so a
-prune of millions of rows never holds the writer up for more than one small delete.
+prune of millions of rows never holds the writer up for more than one small delete. Copying the
+WAL back into the database (a checkpoint) runs on a third thread and connection, never inside one
+of the writer's commits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +56,10 @@ _BATCH = 2000
 _PRUNE_BATCH = 1000
 _PRUNE_BATCH_S = 0.01
 _PRUNE_BATCH_RANGE = (100, 5000)
+
+_SWITCH_INTERVAL_S = 0.0005
+# The WAL is copied back into the database (checkpointed) at most this often, off the writer's thread.
+_CHECKPOINT_EVERY_S = 1.0
 
 Subscriber = Callable[[ActionRecord], None]
 _T = TypeVar("_T")
@@ -106,6 +114,7 @@ class ActionRecorder:
         storage: StorageHealth | None = None,
         busy_timeout_ms: int = 5000,
         more_roots: tuple[Path, ...] = (),
+        checkpoint_every_s: float = _CHECKPOINT_EVERY_S,
     ) -> None:
         self._db_path = db_path
         self._retry = retry or RetryPolicy(attempts=5)
@@ -126,6 +135,13 @@ class ActionRecorder:
         # Retention's deletes run on the same thread, so they never land inside a batch.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="action-writer")
         self._conn: sqlite3.Connection | None = None
+        # Checkpoints run on a thread and connection of their own: the writer's connection never
+        # runs one (it would stall the writer and a prune for tens of milliseconds each time).
+        self._checkpointer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal-checkpoint")
+        self._checkpoint_conn: sqlite3.Connection | None = None
+        self._checkpoint_every_s = checkpoint_every_s
+        self._checkpoint: asyncio.Future[None] | None = None
+        self._checkpointed_at = 0.0
         self.dropped_queue_full = 0  # not queued: the queue was full
         self.dropped_unwritten = 0  # queued, but the database write was given up
         self.written = 0
@@ -176,7 +192,7 @@ class ActionRecorder:
             error_type = type(error).__name__
             error_message = self._redactor.text(str(error), 1000)
             fingerprint_id, frames = fingerprint(error, self.repo_root, *self.more_roots)
-        record = ActionRecord.model_construct(
+        record = ActionRecord.trusted(
             ts=self.now(),
             kind=kind,
             source=source,
@@ -245,17 +261,61 @@ class ActionRecorder:
     async def run_writer(self) -> None:
         """Drain the queue into SQLite and NDJSON in batches until `close()` (runs as a daemon)."""
         self._writer = asyncio.current_task()
+        # A thread waiting for the GIL asks for it only after a whole switch interval without a
+        # release; a busy loop releases it at every look at its selector (well under CPython's
+        # 5 ms), which restarts that wait, so the writer starved: at a burst of 20,000 actions a
+        # second it wrote ~3,000 and the queue dropped the rest. At 0.5 ms it gets its turn.
+        sys.setswitchinterval(min(sys.getswitchinterval(), _SWITCH_INTERVAL_S))
         await (await open_database(self._db_path, busy_timeout_ms=self._busy_timeout_ms)).close()  # migrated
-        self._conn = await self._on_thread(queries.open_writer, self._db_path, self._busy_timeout_ms)
+        self._conn = await self._on_thread(
+            functools.partial(queries.open_writer, autocheckpoint=False), self._db_path, self._busy_timeout_ms
+        )
         try:
             stop = False
             while not stop:
                 batch = [await self._queue.get(), *self._take(_BATCH - 1)]
                 stop = None in batch
                 await self._write_batch(batch)
+                self._checkpoint_soon()
         finally:
             conn, self._conn = self._conn, None
             await asyncio.shield(self._on_thread(conn.close))
+            await asyncio.shield(self._close_checkpointer())
+
+    def _checkpoint_soon(self) -> None:
+        """Start a checkpoint on its own thread unless one is running or one ran lately."""
+        if self._checkpoint is not None and not self._checkpoint.done():
+            return
+        if time.monotonic() - self._checkpointed_at < self._checkpoint_every_s:
+            return
+        self._checkpointed_at = time.monotonic()
+        loop = asyncio.get_running_loop()
+        self._checkpoint = loop.run_in_executor(self._checkpointer, self._run_checkpoint)
+
+    def _run_checkpoint(self) -> None:
+        """On the checkpoint thread. A failure (storage trouble) is logged; the next one retries."""
+        try:
+            if self._checkpoint_conn is None:
+                self._checkpoint_conn = queries.open_writer(self._db_path, self._busy_timeout_ms)
+            queries.checkpoint(self._checkpoint_conn)
+        except (sqlite3.Error, OSError) as exc:
+            _log.warning("checkpointing the action log failed", error=str(exc))
+
+    async def _close_checkpointer(self) -> None:
+        """Wait for a running checkpoint, run a last one, and close the checkpoint connection."""
+        self._checkpointed_at = 0.0
+        if self._checkpoint is not None:
+            await asyncio.wait([self._checkpoint])
+        self._checkpoint_soon()
+        assert self._checkpoint is not None
+        await asyncio.wait([self._checkpoint])
+
+        def close() -> None:
+            conn, self._checkpoint_conn = self._checkpoint_conn, None
+            if conn is not None:
+                conn.close()
+
+        await asyncio.get_running_loop().run_in_executor(self._checkpointer, close)
 
     def _on_thread(self, call: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
         return asyncio.get_running_loop().run_in_executor(self._thread, call, *args)
@@ -353,6 +413,8 @@ class ActionRecorder:
         while True:
             deleted, took_s = await self._on_thread(self._prune_batch, before, batch)
             pruned += deleted
+            if self._writer is not None and not self._writer.done():
+                self._checkpoint_soon()
             if deleted < batch:
                 return pruned
             low, high = _PRUNE_BATCH_RANGE
