@@ -211,6 +211,7 @@ async def _assemble(
     )
     recorder.subscribe(deploy.observe)
     deploy.prove_live = improve.prove_live
+    deploy.reprove = improve.reprove
     boot_notices = [
         f"⏸ Run #{run.id} was interrupted by a restart while {run.interrupted_from or 'running'}; "
         f"`/run {run.id} resume` continues it."

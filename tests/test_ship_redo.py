@@ -75,10 +75,21 @@ async def test_conflicting_main_then_redo_gives_a_fresh_proposal(tmp_path: Path)
     assert FIX in buggy.read_text()
 
 
+async def _hand_commit(world: VirtualWorld, change: tuple[str, str], message: str) -> str:
+    """A reviewer commits `change` (old, new text of the buggy cog) onto run 1's proposal branch."""
+    worktree = world.bot.services.settings.data_dir.resolve() / "worktrees" / "run-1"
+    fixture = worktree / "tests" / "fixtures" / "buggy_dice.py"
+    old, new = change
+    assert old in fixture.read_text()
+    fixture.write_text(fixture.read_text().replace(old, new))
+    git(worktree, "commit", "-q", "-am", message)
+    return git(worktree, "rev-parse", "HEAD")
+
+
 async def test_hand_commit_on_the_proposal_branch_is_reverified_then_asked_again(tmp_path: Path) -> None:
     """A commit pushed by hand onto the proposal branch: "ship it" merges nothing, the new head is
-    re-verified in the sandbox and approval is asked again; the proof was made on the old head, so the
-    next "ship it" is told the new head is unproven, and "ship it unproven" merges it."""
+    re-verified in the sandbox and proven again (the regression test and the incident's replay run
+    against it), approval is asked again, and the next "ship it" merges the new head."""
     async with ModelDouble() as model, improving_world(tmp_path, model) as world:
         settings = world.bot.services.settings
         model.script(*_fix_script(settings, 1))
@@ -87,29 +98,54 @@ async def test_hand_commit_on_the_proposal_branch_is_reverified_then_asked_again
         await alice.react(_announcement(world), "🛠")
         await world.quiesce()
         proposal = _proposal_message(world, 1)
-        worktree = settings.data_dir.resolve() / "worktrees" / "run-1"
-        fixture = worktree / "tests" / "fixtures" / "buggy_dice.py"
-        fixture.write_text(fixture.read_text() + "\n# reviewed by hand\n")
-        git(worktree, "commit", "-q", "-am", "a reviewer's touch")
-        hand = git(worktree, "rev-parse", "HEAD")
+        hand = await _hand_commit(world, (FIX, FIX + "  # reviewed by hand"), "a reviewer's touch")
         first = await alice.send(world.dev, "ship it", reply_to=proposal)
         await world.quiesce()
         (answer,) = _replies(world, first)
         assert "stale" in answer and "Re-verifying" in answer
         asked = [m.content for m in bot_messages(world, world.dev) if m.content.startswith("🔁 Run #1")]
         assert len(asked) == 1 and f"`{hand[:7]}`" in asked[0] and "needs approval again" in asked[0]
+        assert f"Proof of `{hand[:7]}`: ✅ **proven**" in asked[0]
         (run,) = _rows(settings, "SELECT state, verified_sha FROM runs")
         assert tuple(run) == ("awaiting_approval", hand)
         second = await alice.send(world.dev, "ship it", reply_to=proposal)
         await world.quiesce()
-        (unproven,) = _replies(world, second)
-        third = await alice.send(world.dev, "ship it unproven", reply_to=proposal)
-        await world.quiesce()
-        merged = _replies(world, third)
-    assert "is **unproven**" in unproven and f"moved to `{hand[:7]}`" in unproven
+        merged = _replies(world, second)
     assert any("Merged" in r and f"<@{alice.id}>" in r for r in merged), merged
     assert _rows(settings, "SELECT state FROM runs")[0][0] == "watching"
     assert "# reviewed by hand" in (settings.repo_dir / "tests" / "fixtures" / "buggy_dice.py").read_text()
+
+
+async def test_a_hand_commit_that_breaks_the_fix_past_the_checks_is_not_shipped_as_proven(
+    tmp_path: Path,
+) -> None:
+    """The checks only test `scale_for`; a hand commit that breaks `!roll` elsewhere passes them,
+    but the incident's replay against the new head still fails: the head is unproven, plain
+    "ship it" is refused with the reason, and nothing merges."""
+    async with ModelDouble() as model, improving_world(tmp_path, model) as world:
+        settings = world.bot.services.settings
+        model.script(*_fix_script(settings, 1))
+        await _storm(world)
+        alice = world.users["alice"]
+        await alice.react(_announcement(world), "🛠")
+        await world.quiesce()
+        proposal = _proposal_message(world, 1)
+        broken = ("scale = scale_for(spec.sides)", "scale = scale_for(spec.sides) - scale_for(6)")
+        hand = await _hand_commit(world, broken, "a reviewer's 'simplification'")
+        await alice.send(world.dev, "ship it", reply_to=proposal)
+        await world.quiesce()
+        asked = [m.content for m in bot_messages(world, world.dev) if m.content.startswith("🔁 Run #1")]
+        again = await alice.send(world.dev, "ship it", reply_to=proposal)
+        await world.quiesce()
+        (refused,) = _replies(world, again)
+        main = git(settings.repo_dir, "rev-parse", "HEAD")
+    assert len(asked) == 1 and f"Proof of `{hand[:7]}`: ❌ **unproven**" in asked[0], asked
+    assert "is **unproven**" in refused and "ship it unproven" in refused
+    assert _rows(settings, "SELECT state FROM runs")[0][0] == "awaiting_approval"
+    assert (
+        main != hand
+        and "scale_for(6)" not in (settings.repo_dir / "tests" / "fixtures" / "buggy_dice.py").read_text()
+    )
 
 
 async def test_two_simultaneous_requests_on_one_incident_make_one_run(tmp_path: Path) -> None:

@@ -681,7 +681,8 @@ class ApprovalService:
         """Why the run's change is unproven when `deploy.require_proof` holds it back, else None.
 
         A proof holds for the commit it was made on: once the branch has moved (a commit pushed to
-        it, verified again), "proven" speaks of code that is no longer what would merge. A run
+        it), "proven" speaks of code that is no longer what would merge until the new head is
+        proven too (`DeployService.reverify` does that; the newest proof counts). A run
         proposed before proofs existed, or a rollback (it restores code that ran before), has no
         proof row and is not held back.
         """
