@@ -75,6 +75,15 @@ async def test_conflicting_main_then_redo_gives_a_fresh_proposal(tmp_path: Path)
     assert FIX in buggy.read_text()
 
 
+async def _proposed_fix(world: VirtualWorld, model: ModelDouble) -> discord.Message:
+    """Failing rolls open an incident; alice's 🛠 on it runs a fix to its proposal (run 1)."""
+    model.script(*_fix_script(world.bot.services.settings, 1))
+    await _storm(world)
+    await world.users["alice"].react(_announcement(world), "🛠")
+    await world.quiesce()
+    return _proposal_message(world, 1)
+
+
 async def _hand_commit(world: VirtualWorld, change: tuple[str, str], message: str) -> str:
     """A reviewer commits `change` (old, new text of the buggy cog) onto run 1's proposal branch."""
     worktree = world.bot.services.settings.data_dir.resolve() / "worktrees" / "run-1"
@@ -92,12 +101,8 @@ async def test_hand_commit_on_the_proposal_branch_is_reverified_then_asked_again
     against it), approval is asked again, and the next "ship it" merges the new head."""
     async with ModelDouble() as model, improving_world(tmp_path, model) as world:
         settings = world.bot.services.settings
-        model.script(*_fix_script(settings, 1))
-        await _storm(world)
         alice = world.users["alice"]
-        await alice.react(_announcement(world), "🛠")
-        await world.quiesce()
-        proposal = _proposal_message(world, 1)
+        proposal = await _proposed_fix(world, model)
         hand = await _hand_commit(world, (FIX, FIX + "  # reviewed by hand"), "a reviewer's touch")
         first = await alice.send(world.dev, "ship it", reply_to=proposal)
         await world.quiesce()
@@ -124,12 +129,8 @@ async def test_a_hand_commit_that_breaks_the_fix_past_the_checks_is_not_shipped_
     "ship it" is refused with the reason, and nothing merges."""
     async with ModelDouble() as model, improving_world(tmp_path, model) as world:
         settings = world.bot.services.settings
-        model.script(*_fix_script(settings, 1))
-        await _storm(world)
         alice = world.users["alice"]
-        await alice.react(_announcement(world), "🛠")
-        await world.quiesce()
-        proposal = _proposal_message(world, 1)
+        proposal = await _proposed_fix(world, model)
         broken = ("scale = scale_for(spec.sides)", "scale = scale_for(spec.sides) - scale_for(6)")
         hand = await _hand_commit(world, broken, "a reviewer's 'simplification'")
         await alice.send(world.dev, "ship it", reply_to=proposal)
