@@ -54,7 +54,6 @@ from bot.observe.incidents import IncidentService
 from bot.observe.records import ActionRecord
 
 if TYPE_CHECKING:
-    from bot.improve.proof import Proof
     from bot.settings import Settings
 
 __all__ = ["DeployReporter", "DeployService"]
@@ -114,8 +113,8 @@ class DeployService:
         self.roles_of: RolesLookup | None = None  # the chat side: an approver's current roles
         # The incident replay against the deployed code (bot.improve.proof), one line for the report.
         self.prove_live: Callable[[Run, str], Awaitable[str]] | None = None
-        # Proves a proposal branch's new head after a hand commit (bot/improve/service.py).
-        self.reprove: Callable[[Run, str], Awaitable[Proof]] | None = None
+        # Proves a proposal branch's new head after a hand commit (bot.improve), one line for the chat.
+        self.reprove: Callable[[Run, str], Awaitable[str]] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._resumed_watches: list[tuple[_Watch, float]] = []
 
@@ -455,7 +454,7 @@ class DeployService:
                 await self._fail(run, f"the proposal branch moved to `{head[:7]}` and {why}")
                 await self._notify(run, f"❌ Run #{run.id}: the branch moved to `{head[:7]}` and {why}")
                 return await self.runs.get(run_id)
-            proved = await self._reprove(run, head)
+            proved = await self.reprove(run, head) if self.reprove is not None else ""
             run = await self.runs.transition(
                 run.id,
                 "awaiting_approval",
@@ -470,18 +469,6 @@ class DeployService:
                 f"again (**ship it** or ✅ on the proposal).{proved}\n" + verification.summary(),
             )
             return run
-
-    async def _reprove(self, run: Run, head: str) -> str:
-        """Prove the moved head again; one line for the chat. A proof that cannot be taken leaves
-        the head unproven (the gate then asks for "ship it unproven"), never a failed run."""
-        if self.reprove is None:
-            return ""
-        try:
-            proof = await self.reprove(run, head)
-        except Exception as exc:
-            _log.exception("proving the moved head failed", run_id=run.id)
-            return f"\n🧪 The new head could not be proven ({type(exc).__name__}: {exc}): it is **unproven**."
-        return f"\n🧪 Proof of `{head[:7]}`: {proof.headline()}"
 
     async def _fail(self, run: Run, reason: str) -> None:
         """End the run as failed with `reason` and close its proposal; the caller says so in chat."""

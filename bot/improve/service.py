@@ -999,32 +999,41 @@ class SelfImprovementAgent:
             return f"\n🧪 Replay against the live code: ✅ the recorded calls complete ({len(proof.items)})."
         return f"\n⚠️ Replay against the live code: {proof.reason}"
 
-    async def reprove(self, run: Run, head_sha: str) -> Proof:
+    async def reprove(self, run: Run, head_sha: str) -> str:
         """The proposal branch moved to `head_sha` (a hand commit) and passed its checks: prove
         that commit again — its regression tests against the run's base, the incident replayed —
-        so the gate judges what would merge. Stored like the first proof; the newest one counts."""
+        so the gate judges what would merge. Stored like the first proof; the newest one counts.
+
+        One line for the re-verification message. A proof that cannot be taken leaves the head
+        unproven (the gate then asks for "ship it unproven"); it never fails the run.
+        """
         target = next((e.detail for e in await self.runs.events(run.id) if e.event == "target"), {})
         fingerprint = await self._incident_fingerprint(run.incident_id) or target.get("fingerprint")
         kind = await self._incident_kind(run.incident_id) or target.get("kind")
-        head = await self.workspace.create_detached(f"run-{run.id}-reprove", head_sha)
         try:
-            proof = await self.prover.prove(
-                run_id=run.id,
-                worktree=head,
-                base_sha=run.base_sha or "",
-                sha=head_sha,
-                fingerprint=fingerprint,
-                kind=kind,
-            )
-        finally:
-            await self.workspace.remove(head)
+            head = await self.workspace.create_detached(f"run-{run.id}-reprove", head_sha)
+            try:
+                proof = await self.prover.prove(
+                    run_id=run.id,
+                    worktree=head,
+                    base_sha=run.base_sha or "",
+                    sha=head_sha,
+                    fingerprint=fingerprint,
+                    kind=kind,
+                )
+            finally:
+                await self.workspace.remove(head)
+        except Exception as exc:
+            _log.exception("proving the moved head failed", run_id=run.id)
+            line = f"\n🧪 The new head could not be proven ({type(exc).__name__}: {exc}): it is **unproven**."
+            return self.runs.redactor.text(line)
         await self.runs.event(
             run.id,
             "proof",
             actor="pipeline",
             detail={"verdict": proof.verdict, "reason": proof.reason, "sha": head_sha, "again": True},
         )
-        return proof
+        return self.runs.redactor.text(f"\n🧪 Proof of `{head_sha[:7]}`: {proof.headline()}")
 
     async def proof_of(self, run_id: int) -> Proof | None:
         """The proof stored for a run's proposal (what /run shows), or None when none was taken."""
