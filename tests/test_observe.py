@@ -176,7 +176,8 @@ async def test_full_queue_drops_and_counts_without_blocking(tmp_path: Path) -> N
     settings = make_settings(tmp_path / "data", observe={"queue_size": 10})
     async with running_world(settings) as world:
         services = world.bot.services
-        await services.recorder.flush()
+        services.recorder.record("task:warm", "test", ok=True, duration_ms=0)
+        await services.recorder.flush()  # the writer is up and idle: it drains during the slash below
         loop = asyncio.get_running_loop()
         started = loop.time()
         for _ in range(1000):  # no await between records: the writer cannot drain meanwhile

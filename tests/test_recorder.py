@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import sqlite3
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from bot.db import action_writes, open_database
 from bot.db import actions as action_queries
-from bot.db import open_database
 from bot.db.retry import RetryPolicy, StorageHealth
 from bot.observe.recorder import ActionRecorder
 from bot.observe.records import ActionRecord
@@ -227,12 +230,12 @@ def test_one_prune_batch_deletes_only_the_oldest_expired_rows(tmp_path: Path) ->
     asyncio.run(_migrated(tmp_path / "m.db"))
     _expired_rows(tmp_path / "m.db", 300, 1000.0)
     _expired_rows(tmp_path / "m.db", 5, 5000.0)
-    conn = action_queries.open_writer(tmp_path / "m.db", 1000)
+    conn = action_writes.open_writer(tmp_path / "m.db", 1000)
     try:
-        assert action_queries.prune_oldest(conn, 2000.0, 100) == 100
+        assert action_writes.prune_oldest(conn, 2000.0, 100) == 100
         assert conn.execute("SELECT min(ts) FROM actions").fetchone()[0] >= 1000.1
-        assert action_queries.prune_oldest(conn, 2000.0, 1000) == 200
-        assert action_queries.prune_oldest(conn, 2000.0, 1000) == 0
+        assert action_writes.prune_oldest(conn, 2000.0, 1000) == 200
+        assert action_writes.prune_oldest(conn, 2000.0, 1000) == 0
         assert conn.execute("SELECT count(*) FROM actions").fetchone()[0] == 5
     finally:
         conn.close()
@@ -330,3 +333,99 @@ async def test_the_wal_stays_small_while_the_writer_writes(tmp_path: Path) -> No
 
     assert largest < 4_000_000  # ~12 MB of rows went through it
     assert await _count(tmp_path / "m.db") == 30_000
+
+
+async def _gone(pid: int, timeout: float = 10) -> bool:
+    """Whether process `pid` has exited (and been reaped by whoever started it) within `timeout`."""
+    for _ in range(int(timeout / 0.02)):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+async def test_actions_are_written_by_a_process_of_their_own(tmp_path: Path) -> None:
+    """The writer is a process of its own, started with the writer daemon and stopped by close()."""
+    recorder = _recorder(tmp_path, [datetime(2026, 1, 1, tzinfo=UTC)])
+    writer = asyncio.create_task(recorder.run_writer())
+    await _started(recorder)
+    pid = recorder.writer_pid
+    assert pid is not None and pid != os.getpid()
+    await recorder.close()
+    await writer
+    assert recorder.writer_pid is None
+    assert await _gone(pid)
+
+
+async def test_a_writer_process_that_died_is_replaced_and_later_records_arrive(tmp_path: Path) -> None:
+    """Killing the writer process loses nothing recorded after it died: the next batch starts a new one."""
+    recorder = _recorder(tmp_path, [datetime(2026, 1, 1, tzinfo=UTC)])
+    writer = asyncio.create_task(recorder.run_writer())
+    await _started(recorder)
+    first = recorder.writer_pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    assert await _gone(first)
+    for _ in range(5):
+        recorder.record("task:after", "test", ok=True, duration_ms=1)
+    await recorder.flush()
+    await recorder.close()
+    await writer
+    assert (recorder.written, recorder.dropped) == (6, 0)
+    assert await _count(tmp_path / "m.db") == 6
+
+
+async def test_an_interrupt_sent_to_the_process_group_leaves_the_writer_writing(tmp_path: Path) -> None:
+    """Ctrl-C and a service manager's stop reach every process of the group: the writer ignores them,
+    so what the bot records while it shuts down is still written."""
+    recorder = _recorder(tmp_path, [datetime(2026, 1, 1, tzinfo=UTC)])
+    writer = asyncio.create_task(recorder.run_writer())
+    await _started(recorder)
+    pid = recorder.writer_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGINT)
+    os.kill(pid, signal.SIGTERM)
+    await asyncio.sleep(0.2)
+    recorder.record("task:during-shutdown", "test", ok=True, duration_ms=1)
+    await recorder.close()
+    await writer
+    assert (recorder.written, recorder.dropped, recorder.writer_pid) == (2, 0, None)
+    assert await _count(tmp_path / "m.db") == 2
+
+
+_ORPHAN_SCRIPT = """
+import asyncio, sys
+from datetime import UTC, datetime
+from pathlib import Path
+from bot.observe.recorder import ActionRecorder
+
+async def main() -> None:
+    tmp = Path(sys.argv[1])
+    recorder = ActionRecorder(db_path=tmp / "m.db", ndjson_path=tmp / "a.ndjson", repo_root=tmp,
+                              clock=lambda: datetime.now(UTC))
+    asyncio.create_task(recorder.run_writer())
+    recorder.record("task:x", "test", ok=True, duration_ms=1)
+    await recorder.flush()
+    print(recorder.writer_pid, flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+async def test_the_writer_process_does_not_outlive_a_killed_bot(tmp_path: Path) -> None:
+    """kill -9 of the bot leaves no writer process behind (it would hold the database and the bot's
+    output open): the writer ends when its pipe from the bot closes."""
+    bot = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _ORPHAN_SCRIPT, str(tmp_path), cwd=ROOT, stdout=asyncio.subprocess.PIPE
+    )
+    assert bot.stdout is not None
+    line = await asyncio.wait_for(bot.stdout.readline(), 60)
+    writer_pid = int(line)
+    bot.kill()
+    await bot.wait()
+    # The orphan is re-parented to init, which reaps it: gone means no such process any more.
+    assert await _gone(writer_pid)
+    assert await asyncio.wait_for(bot.stdout.read(), 10) == b""

@@ -12,23 +12,19 @@ finally given up — or one that fails for any other reason — is counted in `d
 every record that never reached the database is counted. Storage faults are reported to
 `StorageHealth`, which announces them as a storage incident and clears it when a write succeeds.
 
-The writer keeps up when the event loop is CPU-bound. A batch is handed to one dedicated
-thread, which owns a plain sqlite3 connection and does everything for it in one go: serialise
-(SQL parameters and NDJSON lines, not on the loop), insert as a few multi-row statements in one
-transaction (the GIL is given back a handful of times per batch instead of once per row, see
-`bot.db.actions`), append the NDJSON. One hand-over per batch matters: on a loop busy with
-other work every hand-over waits its turn, and an aiosqlite call per statement made it several.
-Retention deletes in bounded batches on the same thread, between the writer's batches, so a
-prune of millions of rows never holds the writer up for more than one small delete. Copying the
-WAL back into the database (a checkpoint) runs on a third thread and connection, never inside one
-of the writer's commits.
+The writer keeps up when the event loop is CPU-bound: it is a process of its own
+(`bot.observe.writer`), so building rows, encoding JSON and talking to SQLite never wait for the
+bot's GIL, nor the bot for them. A batch is one hand-over (its records' field dicts, pickled).
+Retention deletes in bounded batches through the same process, between the writer's batches, so
+a prune of millions of rows never holds the writer up for more than one small delete. Copying the
+WAL back into the database (a checkpoint) runs on a thread and connection of the bot's, never
+inside one of the writer's commits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import sqlite3
 import sys
 import time
@@ -37,14 +33,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from bot.db import actions as queries
+from bot.db import action_writes as queries
 from bot.db import open_database
 from bot.db.retry import RetryPolicy, StorageHealth, StorageUnavailable, retrying
 from bot.log import get_logger
 from bot.observe.fingerprint import fingerprint
 from bot.observe.records import ActionRecord
+from bot.observe.writer import WriterConfig, WriterProcess
 from bot.redact import Redactor
 
 __all__ = ["ActionRecorder", "PendingAction", "Subscriber"]
@@ -62,7 +59,6 @@ _SWITCH_INTERVAL_S = 0.0005
 _CHECKPOINT_EVERY_S = 1.0
 
 Subscriber = Callable[[ActionRecord], None]
-_T = TypeVar("_T")
 
 
 @dataclass
@@ -72,30 +68,6 @@ class PendingAction:
     cost_usd: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
     ok: bool | None = None  # set False to record a handled failure without raising
-
-
-class _NdjsonFile:
-    """Append-only NDJSON with size-based rotation (`actions.ndjson.1`, `.2`, …)."""
-
-    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
-        self.path = path
-        self.max_bytes = max_bytes
-        self.backups = backups
-
-    def append(self, lines: list[str]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write("".join(lines))
-            size = handle.tell()
-        if size >= self.max_bytes:
-            self._rotate()
-
-    def _rotate(self) -> None:
-        for index in range(self.backups - 1, 0, -1):
-            older = self.path.with_name(f"{self.path.name}.{index}")
-            if older.exists():
-                older.replace(self.path.with_name(f"{self.path.name}.{index + 1}"))
-        self.path.replace(self.path.with_name(f"{self.path.name}.1"))
 
 
 class ActionRecorder:
@@ -121,7 +93,9 @@ class ActionRecorder:
         self._storage = storage
         self._busy_timeout_ms = busy_timeout_ms
         self._redactor = redactor or Redactor()
-        self._ndjson = _NdjsonFile(ndjson_path, ndjson_max_bytes, ndjson_backups)
+        self._writer_process = WriterProcess(
+            WriterConfig(db_path, ndjson_path, ndjson_max_bytes, ndjson_backups, busy_timeout_ms)
+        )
         self.repo_root = repo_root
         # Other checkouts whose frames count as in-repo: the repository the bot works on, when
         # it is not the one this code was started from.
@@ -131,10 +105,6 @@ class ActionRecorder:
         self._queue: asyncio.Queue[ActionRecord | None] = asyncio.Queue(maxsize=queue_size)
         self._writer: asyncio.Task[None] | None = None
         self._subscribers: list[Subscriber] = []
-        # The writer's thread and the connection only it uses (opened and closed by `run_writer`).
-        # Retention's deletes run on the same thread, so they never land inside a batch.
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="action-writer")
-        self._conn: sqlite3.Connection | None = None
         # Checkpoints run on a thread and connection of their own: the writer's connection never
         # runs one (it would stall the writer and a prune for tens of milliseconds each time).
         self._checkpointer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal-checkpoint")
@@ -148,6 +118,11 @@ class ActionRecorder:
         self.recorded = 0
         self.write_errors = 0  # batches given up
         self.ndjson_errors = 0  # batches in the database but missing from the NDJSON file
+
+    @property
+    def writer_pid(self) -> int | None:
+        """The action writer process's id while it runs."""
+        return self._writer_process.pid
 
     @property
     def dropped(self) -> int:
@@ -263,14 +238,16 @@ class ActionRecorder:
         self._writer = asyncio.current_task()
         # A thread waiting for the GIL asks for it only after a whole switch interval without a
         # release; a busy loop releases it at every look at its selector (well under CPython's
-        # 5 ms), which restarts that wait, so the writer starved: at a burst of 20,000 actions a
-        # second it wrote ~3,000 and the queue dropped the rest. At 0.5 ms it gets its turn.
+        # 5 ms), which restarts that wait. Threads that hold SQLite's locks while they wait (the
+        # bot's aiosqlite connection, the checkpointer) starved that way; at 0.5 ms they get
+        # their turn. (The action writer is a process, and waits for no GIL of ours.)
         sys.setswitchinterval(min(sys.getswitchinterval(), _SWITCH_INTERVAL_S))
         await (await open_database(self._db_path, busy_timeout_ms=self._busy_timeout_ms)).close()  # migrated
-        self._conn = await self._on_thread(
-            functools.partial(queries.open_writer, autocheckpoint=False), self._db_path, self._busy_timeout_ms
-        )
         try:
+            try:
+                await self._writer_process.start()
+            except Exception:  # the first batch tries again, and counts what it cannot write
+                _log.exception("starting the action writer process failed")
             stop = False
             while not stop:
                 batch = [await self._queue.get(), *self._take(_BATCH - 1)]
@@ -278,8 +255,7 @@ class ActionRecorder:
                 await self._write_batch(batch)
                 self._checkpoint_soon()
         finally:
-            conn, self._conn = self._conn, None
-            await asyncio.shield(self._on_thread(conn.close))
+            await asyncio.shield(self._writer_process.close())
             await asyncio.shield(self._close_checkpointer())
 
     def _checkpoint_soon(self) -> None:
@@ -316,9 +292,6 @@ class ActionRecorder:
                 conn.close()
 
         await asyncio.get_running_loop().run_in_executor(self._checkpointer, close)
-
-    def _on_thread(self, call: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
-        return asyncio.get_running_loop().run_in_executor(self._thread, call, *args)
 
     async def close(self, timeout: float = 30) -> None:
         """Write everything recorded so far, then stop the writer.
@@ -364,10 +337,11 @@ class ActionRecorder:
                 self._queue.task_done()
 
     async def _insert(self, records: list[ActionRecord]) -> bool:
-        """Write a batch to SQLite, retrying storage faults; False (and counted dropped) if given up."""
+        """Write a batch, retrying storage faults; False (and counted dropped) if given up."""
+        rows = [record.fields() for record in records]
         try:
-            await retrying(
-                lambda: self._on_thread(self._store, records),
+            ndjson_error = await retrying(
+                lambda: self._writer_process.call("store", rows),
                 what="action records",
                 policy=self._retry,
                 health=self._storage,
@@ -377,26 +351,16 @@ class ActionRecorder:
         except Exception:
             _log.exception("writing action records failed (not retried)", count=len(records))
         else:
+            if ndjson_error is not None:
+                # In the database, missing from the NDJSON file: counted, not retried.
+                self.ndjson_errors += 1
+                _log.error(
+                    "appending action records to NDJSON failed", count=len(records), error=ndjson_error
+                )
             return True
         self.write_errors += 1
         self.dropped_unwritten += len(records)
         return False
-
-    def _store(self, records: list[ActionRecord]) -> None:
-        """On the writer's thread: the batch into SQLite, then its NDJSON copy.
-
-        The records are in SQLite before the NDJSON is touched, so a failing NDJSON file loses
-        nothing there; it is counted, not raised (raising would retry the database write).
-        """
-        conn = self._conn
-        assert conn is not None
-        queries.write_statements(conn, queries.batch_statements(records))
-        lines = [record.model_dump_json() + "\n" for record in records]
-        try:
-            self._ndjson.append(lines)
-        except OSError as exc:
-            self.ndjson_errors += 1
-            _log.error("appending action records to NDJSON failed", count=len(records), error=str(exc))
 
     async def flush(self) -> None:
         """Wait until every record so far has been written (or failed to be)."""
@@ -405,13 +369,13 @@ class ActionRecorder:
     async def prune(self, retention_days: int, *, batch: int = _PRUNE_BATCH) -> int:
         """Delete records older than the retention in small batches; returns how many.
 
-        Each delete is one hand-over to the writer's thread, so the writer's batches go in
-        between them and records keep being written while millions of expired rows go.
+        Each delete is one request to the writer process, so the writer's batches go in between
+        them and records keep being written while millions of expired rows go.
         """
         before = self.now() - retention_days * 86400
         pruned = 0
         while True:
-            deleted, took_s = await self._on_thread(self._prune_batch, before, batch)
+            deleted, took_s = await self._prune_batch(before, batch)
             pruned += deleted
             if self._writer is not None and not self._writer.done():
                 self._checkpoint_soon()
@@ -420,11 +384,15 @@ class ActionRecorder:
             low, high = _PRUNE_BATCH_RANGE
             batch = max(low, min(high, int(batch * _PRUNE_BATCH_S / max(took_s, 0.001))))
 
-    def _prune_batch(self, before: float, batch: int) -> tuple[int, float]:
+    async def _prune_batch(self, before: float, batch: int) -> tuple[int, float]:
+        if self._writer is not None and not self._writer.done():
+            deleted, took_s = await self._writer_process.call("prune", before, batch)
+            return int(deleted), float(took_s)
+        return await asyncio.to_thread(self._prune_batch_here, before, batch)  # the writer is not running
+
+    def _prune_batch_here(self, before: float, batch: int) -> tuple[int, float]:
         started = time.perf_counter()
-        if self._conn is not None:
-            return queries.prune_oldest(self._conn, before, batch), time.perf_counter() - started
-        conn = queries.open_writer(self._db_path, self._busy_timeout_ms)  # the writer is not running
+        conn = queries.open_writer(self._db_path, self._busy_timeout_ms)
         try:
             return queries.prune_oldest(conn, before, batch), time.perf_counter() - started
         finally:

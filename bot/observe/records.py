@@ -48,3 +48,8 @@ class ActionRecord(BaseModel):
         object.__setattr__(record, "__pydantic_extra__", None)
         object.__setattr__(record, "__pydantic_private__", None)
         return record
+
+    def fields(self) -> dict[str, Any]:
+        """The field values as a plain dict (the record's own, not a copy): what the action
+        writer process is sent, and what it builds rows and NDJSON lines from."""
+        return self.__dict__
