@@ -308,6 +308,20 @@ async def test_a_failing_revision_leaves_the_sqlite_file_unchanged(tmp_path: Pat
         assert _scalar(conn, "SELECT version_num FROM alembic_version") == head_revision()
 
 
+async def test_a_file_from_a_newer_history_is_refused_unchanged(tmp_path: Path) -> None:
+    """A file at a revision this code does not know (a newer bot's) is not re-stamped or touched."""
+    path = tmp_path / "m.db"
+    await (await open_database(path)).close()
+    with _sqlite(path) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    before = _sqlite_master(path)
+    with pytest.raises(MigrationError, match="9999"):
+        await open_database(path)
+    assert _sqlite_master(path) == before
+    with _sqlite(path) as conn:
+        assert _scalar(conn, "SELECT version_num FROM alembic_version") == "9999"
+
+
 async def test_a_failing_revision_on_a_fresh_file_leaves_it_empty(tmp_path: Path) -> None:
     """A history that cannot reach its head leaves a new file without any table."""
     history = _copy_history(tmp_path, _BROKEN)

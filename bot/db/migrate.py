@@ -92,11 +92,14 @@ def upgrade_sqlite(conn: sqlite3.Connection, *, history: Traversable = HISTORY) 
     Blocking: call it on the thread that owns `conn`. On failure nothing is changed and
     `MigrationError` says which step failed.
     """
-    if sqlite_revision(conn) == head_revision(history):
+    revision = sqlite_revision(conn)
+    if revision == head_revision(history):
         return
-    legacy_version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    # Only a file without a revision can be from before Alembic; one with a revision goes on from
+    # it (or fails, unchanged, on a revision this code does not know: a newer bot's file).
+    legacy_version = int(conn.execute("PRAGMA user_version").fetchone()[0]) if revision is None else 0
     try:
-        if legacy_version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+        if revision is None and legacy_version == 0 and _is_empty(conn):
             _copy_fresh_image(conn, _fresh_sqlite_image(str(history)))
         else:
             _upgrade_sqlite(conn, legacy_version, history)
@@ -154,6 +157,10 @@ def _upgrade_sqlite(conn: sqlite3.Connection, legacy_version: int, history: Trav
             if conn.in_transaction:
                 transaction.rollback()
             raise
+
+
+def _is_empty(conn: sqlite3.Connection) -> bool:
+    return int(conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]) == 0
 
 
 @functools.cache
