@@ -1,12 +1,12 @@
 """The database schema: one SQLAlchemy Core `MetaData` for SQLite and PostgreSQL.
 
-This is the schema as it stands at the head of the migration history (`bot/db/alembic/`). It
+This is the schema as it stands at the head of the migration history (`bot/db/history/`). It
 describes what both engines share; each engine's own parts are made by the baseline revision:
 on SQLite the FTS5 `search_index` with its views and triggers, on PostgreSQL `actions`
 partitioned by day of `ts` and a `search_index` of `tsvector` documents.
 
 Changing the schema means changing this file *and* adding an Alembic revision that makes the same
-change (`bot/db/alembic/versions/NNNN_name.py`, numbered on from the last); a test compares the
+change (`bot/db/history/versions/vNNNN_name.py`, numbered on from the last); a test compares the
 migrated database with this metadata on both engines, so one without the other fails. The
 numbered `.sql` files in `bot/db/migrations/` are the history from before Alembic: they only
 bring an old SQLite file up to the baseline.
