@@ -95,13 +95,16 @@ async def _database(settings: Settings) -> Check:
     except Exception as exc:
         return _fail("database", f"{settings.db_path}: {exc} — check the path and permissions of data_dir")
     try:
-        async with db.execute("PRAGMA user_version") as cursor:
+        # The migration history's revision (bot/db/history), not PRAGMA user_version, which
+        # stopped at 13 when the schema moved to Alembic.
+        async with db.execute("SELECT version_num FROM alembic_version") as cursor:
             row = await cursor.fetchone()
         async with db.execute("PRAGMA journal_mode") as cursor:
             mode = await cursor.fetchone()
     finally:
         await db.close()
-    return _ok("database", f"{settings.db_path} (schema {row[0] if row else 0}, {mode[0] if mode else '?'})")
+    revision = row[0] if row else "?"
+    return _ok("database", f"{settings.db_path} (schema {revision}, {mode[0] if mode else '?'})")
 
 
 def _repository_state(root: Path) -> tuple[str, str] | str:

@@ -1,9 +1,9 @@
-"""Shared fixtures: test settings in a temp dir and a running virtual world."""
+"""Shared fixtures: test settings in a temp dir, a running virtual world, a PostgreSQL database."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,7 @@ import pytest
 from bot.playground import VirtualWorld
 from bot.settings import Settings
 from tests.harness.discord import make_settings, running_world
+from tests.harness.postgres import PostgresServer, start_postgres
 
 # Never let a developer's own configuration or secrets leak into a test run.
 for _name in ("DISCORD_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GITHUB_TOKEN"):
@@ -27,3 +28,25 @@ def settings(tmp_path: Path) -> Settings:
 async def world(settings: Settings) -> AsyncIterator[VirtualWorld]:
     async with running_world(settings) as world:
         yield world
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the whole session, stopped at its end."""
+    server = start_postgres(tmp_path_factory.mktemp("postgres") / "data")
+    if isinstance(server, str):
+        pytest.skip(server)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """The URI of an empty database of its own on the session's PostgreSQL server."""
+    name = postgres_server.create_database()
+    try:
+        yield postgres_server.url(name)
+    finally:
+        postgres_server.drop_database(name)

@@ -1,8 +1,8 @@
-"""The SQLite connection: WAL mode, foreign keys, numbered migrations applied at start-up.
+"""The SQLite connection: WAL mode, foreign keys, the schema brought to the head at start-up.
 
-Migrations are `bot/db/migrations/NNNN_name.sql`. All pending ones run in one transaction and
-`PRAGMA user_version` records the last applied number, so a failed migration leaves the
-database exactly as it was.
+The schema and its history live in `bot/db/schema.py` and `bot/db/history/` (see
+`bot.db.migrate`): a pending upgrade runs in one transaction, so a failed one leaves the database
+exactly as it was, and a database already at the head costs one small query.
 
 Services share one connection, and SQLite has one transaction per connection: a statement another
 coroutine sends between a `BEGIN` and its `COMMIT` would join that transaction (and vanish with it
@@ -13,23 +13,19 @@ every other task's statement waits for the `COMMIT` or `ROLLBACK`.
 from __future__ import annotations
 
 import asyncio
-import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
-__all__ = ["Database", "MigrationError", "migrations", "open_database", "transaction"]
+from bot.db.migrate import MigrationError, upgrade_sqlite
 
-_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+__all__ = ["Database", "MigrationError", "open_database", "transaction"]
 
-
-class MigrationError(Exception):
-    """A migration could not be applied; the database was left unchanged."""
+_T = TypeVar("_T")
 
 
 class Database(aiosqlite.Connection):
@@ -71,26 +67,17 @@ class Database(aiosqlite.Connection):
             finally:
                 self._transaction_owner = None
 
+    async def run_sync(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """`fn(connection)` on the connection's own thread, queued like any statement."""
+        result: _T = await self._execute(fn, self._conn)
+        return result
+
 
 def transaction(db: aiosqlite.Connection) -> AbstractAsyncContextManager[None]:
     """`BEGIN` … `COMMIT` on `db`, rolled back on any exception, with no other task's statement in it."""
     if not isinstance(db, Database):
         raise TypeError("transactions need a connection from open_database()")
     return db.transaction()
-
-
-def migrations() -> list[tuple[int, str, str]]:
-    """(number, file name, SQL) for every migration shipped with the package, in order."""
-    found = []
-    for entry in resources.files("bot.db").joinpath("migrations").iterdir():
-        match = _NAME.match(entry.name)
-        if match:
-            found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
-    found.sort()
-    numbers = [number for number, _, _ in found]
-    if numbers != list(range(1, len(numbers) + 1)):
-        raise MigrationError(f"migrations are not numbered 1..N without gaps: {numbers}")
-    return found
 
 
 async def open_database(path: Path | str, *, busy_timeout_ms: int = 5000) -> aiosqlite.Connection:
@@ -101,33 +88,19 @@ async def open_database(path: Path | str, *, busy_timeout_ms: int = 5000) -> aio
     """
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    db = await Database(lambda: sqlite3.connect(path, isolation_level=None))
-    db.row_factory = sqlite3.Row
-    await db.execute("PRAGMA journal_mode=WAL")
-    await db.execute("PRAGMA synchronous=NORMAL")
-    await db.execute("PRAGMA foreign_keys=ON")
-    await db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    db = Database(lambda: sqlite3.connect(path, isolation_level=None))
+    await db
+    # One script, so no statement is left open: SQLAlchemy registers SQL functions on this
+    # connection when it migrates it, which SQLite refuses while a statement is active.
+    await db.executescript(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"
+        f" PRAGMA busy_timeout={int(busy_timeout_ms)};"
+    )
     try:
-        await _migrate(db)
+        await db.run_sync(upgrade_sqlite)
     except BaseException:
         await db.close()
         raise
+    # After the upgrade: SQLAlchemy, which runs it on this connection, expects plain tuples.
+    db.row_factory = sqlite3.Row
     return db
-
-
-async def _migrate(db: aiosqlite.Connection) -> None:
-    async with db.execute("PRAGMA user_version") as cursor:
-        row = await cursor.fetchone()
-    current = int(row[0]) if row else 0
-    pending = [(n, name, sql) for n, name, sql in migrations() if n > current]
-    if not pending:
-        return
-    script = "\n".join(f"-- {name}\n{sql}" for _, name, sql in pending)
-    last = pending[-1][0]
-    try:
-        await db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {last};\nCOMMIT;")
-    except sqlite3.Error as exc:
-        if db.in_transaction:
-            await db.execute("ROLLBACK")
-        names = ", ".join(name for _, name, _ in pending)
-        raise MigrationError(f"applying {names} failed: {exc}") from exc

@@ -1,0 +1,226 @@
+"""Bringing a database to the head of the migration history, on SQLite or PostgreSQL.
+
+The history is Alembic's (`bot/db/history/`), run without `alembic.ini` on a connection this
+module opens a transaction on, so an upgrade commits whole or not at all. Three kinds of SQLite
+file arrive here:
+
+- an empty one gets a copy of a database the history brought from empty to the head; that one is
+  built once per process (the history's DDL costs ~20 ms of Python per run, the copy ~2 ms, and
+  hundreds of tests open a fresh file);
+- one made before the history moved to Alembic (`PRAGMA user_version` 1..13, no
+  `alembic_version`) gets its remaining hand-written SQL migrations (`bot/db/migrations/`), is
+  stamped at the baseline revision, which is exactly the schema those left, and then goes on
+  through the history — all in the same transaction;
+- one at the head is left alone, told cheaply: its `alembic_version` row against the highest
+  revision number among the file names, without loading SQLAlchemy or Alembic at all.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import sqlite3
+from importlib import resources
+from importlib.abc import Traversable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+__all__ = [
+    "BASELINE",
+    "HISTORY",
+    "MigrationError",
+    "head_revision",
+    "legacy_migrations",
+    "sqlite_revision",
+    "upgrade_postgresql",
+    "upgrade_sqlite",
+]
+
+BASELINE = "0013"  # the revision that stands for the hand-written SQL migrations 0001..0013
+HISTORY: Traversable = resources.files("bot.db").joinpath("history")
+
+_LEGACY_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_REVISION_NAME = re.compile(r"^v(\d{4})_[a-z0-9_]+\.py$")
+
+
+class MigrationError(Exception):
+    """A migration could not be applied; the database was left unchanged."""
+
+
+def legacy_migrations() -> list[tuple[int, str, str]]:
+    """(number, file name, SQL) for every hand-written SQL migration, in order."""
+    found = []
+    for entry in resources.files("bot.db").joinpath("migrations").iterdir():
+        match = _LEGACY_NAME.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+    found.sort()
+    numbers = [number for number, _, _ in found]
+    if numbers != list(range(1, len(numbers) + 1)) or numbers[-1:] != [int(BASELINE)]:
+        raise MigrationError(f"the SQL migrations are not numbered 1..{BASELINE} without gaps: {numbers}")
+    return found
+
+
+def head_revision(history: Traversable = HISTORY) -> str:
+    """The newest revision, read from the file names alone (a test holds Alembic to agree)."""
+    numbers = [
+        match.group(1)
+        for entry in history.joinpath("versions").iterdir()
+        if (match := _REVISION_NAME.match(entry.name))
+    ]
+    if not numbers:
+        raise MigrationError(f"no revisions in {history}")
+    return max(numbers)
+
+
+def sqlite_revision(conn: sqlite3.Connection) -> str | None:
+    """The Alembic revision a SQLite database is at, or None before it has one."""
+    try:
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None
+        raise
+    return None if row is None else str(row[0])
+
+
+def upgrade_sqlite(conn: sqlite3.Connection, *, history: Traversable = HISTORY) -> None:
+    """Bring the database on `conn` (autocommit mode: `isolation_level=None`) to the head.
+
+    Blocking: call it on the thread that owns `conn`. On failure nothing is changed and
+    `MigrationError` says which step failed.
+    """
+    revision = sqlite_revision(conn)
+    if revision == head_revision(history):
+        return
+    # Only a file without a revision can be from before Alembic; one with a revision goes on from
+    # it (or fails, unchanged, on a revision this code does not know: a newer bot's file).
+    legacy_version = int(conn.execute("PRAGMA user_version").fetchone()[0]) if revision is None else 0
+    try:
+        if revision is None and legacy_version == 0 and _is_empty(conn):
+            _copy_fresh_image(conn, _fresh_sqlite_image(str(history)))
+        else:
+            _upgrade_sqlite(conn, legacy_version, history)
+    except MigrationError:
+        raise
+    except Exception as exc:
+        raise MigrationError(f"upgrading the database to {head_revision(history)} failed: {exc}") from exc
+
+
+def upgrade_postgresql(url: str, *, history: Traversable = HISTORY) -> None:
+    """Bring the PostgreSQL database at `url` to the head, in one transaction."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(_with_driver(url))
+    try:
+        with engine.begin() as connection:
+            _run_history(connection, history, stamp=None)
+    except Exception as exc:
+        raise MigrationError(f"upgrading {engine.url.render_as_string()} failed: {exc}") from exc
+    finally:
+        engine.dispose()
+
+
+def _with_driver(url: str) -> str:
+    """`postgresql://…` means psycopg 3 here (SQLAlchemy's default would be psycopg2)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _upgrade_sqlite(conn: sqlite3.Connection, legacy_version: int, history: Traversable) -> None:
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.pool import StaticPool
+
+    # The engine borrows `conn` (StaticPool, never disposed: the caller keeps and closes it).
+    # pysqlite leaves transactions to us in autocommit mode, so BEGIN is ours and DDL is inside it.
+    engine = create_engine("sqlite://", creator=lambda: conn, poolclass=StaticPool)
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        try:
+            stamp = None
+            if legacy_version:
+                _apply_legacy(conn, legacy_version)
+                stamp = BASELINE
+            _run_history(connection, history, stamp=stamp)
+            transaction.commit()
+        except BaseException:
+            # SQLite may have ended the transaction itself (SQLITE_FULL does).
+            if conn.in_transaction:
+                transaction.rollback()
+            raise
+
+
+def _is_empty(conn: sqlite3.Connection) -> bool:
+    return int(conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]) == 0
+
+
+@functools.cache
+def _fresh_sqlite_image(history: str) -> bytes:
+    """An empty database brought to the head by the history at `history`, serialized."""
+    from pathlib import Path
+
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        _upgrade_sqlite(conn, 0, Path(history))
+        return conn.serialize()
+    finally:
+        conn.close()
+
+
+def _copy_fresh_image(conn: sqlite3.Connection, image: bytes) -> None:
+    # One backup step copies every page in one write transaction: all of it lands or none.
+    source = sqlite3.connect(":memory:")
+    try:
+        source.deserialize(image)
+        source.backup(conn)
+    finally:
+        source.close()
+
+
+def _apply_legacy(conn: sqlite3.Connection, version: int) -> None:
+    pending = [(name, sql) for number, name, sql in legacy_migrations() if number > version]
+    for name, sql in pending:
+        try:
+            for statement in _statements(sql):
+                conn.execute(statement)
+        except sqlite3.Error as exc:
+            raise MigrationError(f"applying {name} failed: {exc}") from exc
+    conn.execute(f"PRAGMA user_version = {int(BASELINE)}")
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a SQL script (triggers hold `;` inside them; SQLite knows where they end).
+
+    One at a time because `executescript` would commit the transaction they belong to.
+    """
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if pending.strip() and not pending.strip().startswith("--"):
+        statements.append(pending.strip())
+    return [s for s in statements if s.rstrip(";").strip()]
+
+
+def _run_history(connection: Connection, history: Traversable, *, stamp: str | None) -> None:
+    """Stamp (an adopted file) at `stamp`, then upgrade to the head, inside the caller's transaction."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(history))
+    config.attributes["connection"] = connection
+    if stamp is not None:
+        command.stamp(config, stamp)
+    command.upgrade(config, "head")
