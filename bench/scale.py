@@ -57,6 +57,7 @@ from bot.observe.records import ActionRecord  # noqa: E402
 from bot.services import Services, build_services  # noqa: E402
 from bot.settings import ObserveConfig  # noqa: E402
 from tests.harness.discord import make_settings  # noqa: E402
+from tests.harness.postgres import start_postgres  # noqa: E402
 
 PERSIST_RECORDS = 100_000
 EXPIRED_ROWS = 1_000_000
@@ -100,47 +101,87 @@ def _failure(n: int) -> Exception:
 # -- persist rate --------------------------------------------------------------------------------
 
 
-async def persist_rate(tmp: Path) -> tuple[float, int]:
+async def _burst(recorder: ActionRecorder) -> tuple[float, int]:
+    """PERSIST_RECORDS records as fast as the loop allows; (rows written per second, dropped)."""
     rng = random.Random(SEED)
     errors = [_failure(n) for n in range(2)]
+    record = recorder.record
+    before = recorder.written
+    started = time.perf_counter()
+    for n in range(1, PERSIST_RECORDS + 1):
+        failing = rng.random() < 0.05
+        record(
+            _KINDS[n % len(_KINDS)],
+            "bench",
+            ok=not failing,
+            duration_ms=rng.lognormvariate(1, 0.5),
+            error=errors[n % 2] if failing else None,
+            guild_id=1_100_000_000_000_000_000,
+            channel_id=1_100_000_000_000_000_010 + n % 5,
+            user_id=1_100_000_000_000_001_000 + n % 40,
+            message_id=1_100_000_000_005_000_000 + n,
+            extra={"via": "slash"},
+        )
+        if n % 200 == 0:
+            await asyncio.sleep(0)
+    await recorder.flush()
+    elapsed = time.perf_counter() - started
+    health = recorder.health()
+    written = recorder.written - before
+    _note(
+        f"persist: {written} written, {health['actions_dropped']} dropped in {elapsed:.2f} s "
+        f"({health['action_write_errors']} write errors)"
+    )
+    return written / elapsed, health["actions_dropped"]
+
+
+async def persist_rate(tmp: Path) -> tuple[float, int]:
     settings = make_settings(tmp / "persist" / "data")
     services: Services = await build_services(settings, watch_prompts=False)
     recorder = services.recorder
-    record = recorder.record
     try:
         await services.quiesce()
-        before = services.recorder.written
-        started = time.perf_counter()
-        for n in range(1, PERSIST_RECORDS + 1):
-            failing = rng.random() < 0.05
-            record(
-                _KINDS[n % len(_KINDS)],
-                "bench",
-                ok=not failing,
-                duration_ms=rng.lognormvariate(1, 0.5),
-                error=errors[n % 2] if failing else None,
-                guild_id=1_100_000_000_000_000_000,
-                channel_id=1_100_000_000_000_000_010 + n % 5,
-                user_id=1_100_000_000_000_001_000 + n % 40,
-                message_id=1_100_000_000_005_000_000 + n,
-                extra={"via": "slash"},
-            )
-            if n % 200 == 0:
-                await asyncio.sleep(0)
-        await recorder.flush()
-        elapsed = time.perf_counter() - started
-        health = recorder.health()
-        written = recorder.written - before
-        _note(
-            f"persist: {written} written, {health['actions_dropped']} dropped in {elapsed:.2f} s "
-            f"({health['action_write_errors']} write errors)"
-        )
+        rate, dropped = await _burst(recorder)
     finally:
         await services.aclose()
     rows = await _count(settings.db_path)
     if rows != recorder.written:
         raise AssertionError(f"{recorder.written} counted written but {rows} rows in actions")
-    return written / elapsed, health["actions_dropped"]
+    return rate, dropped
+
+
+async def persist_rate_postgresql(tmp: Path) -> tuple[float, int]:
+    """The same burst into a real PostgreSQL (the bot's other services do not run on it yet, so
+    the recorder has the detector subscribed, not the incident service)."""
+    import psycopg
+
+    server = start_postgres(tmp / "postgres")
+    if isinstance(server, str):
+        raise RuntimeError(server)
+    try:
+        url = server.url(server.create_database())
+        recorder = ActionRecorder(
+            database=url,
+            ndjson_path=tmp / "persist-pg" / "actions.ndjson",
+            repo_root=REPO,
+            clock=lambda: datetime.now(UTC),
+        )
+        detector = AnomalyDetector(ObserveConfig(), lambda _: None)
+        recorder.subscribe(detector.process)
+        writer = asyncio.create_task(recorder.run_writer())
+        recorder.record("task:warm", "bench", ok=True, duration_ms=1.0)
+        await recorder.flush()
+        rate, dropped = await _burst(recorder)
+        await recorder.close()
+        await writer
+        with psycopg.connect(url) as conn:
+            row = conn.execute("SELECT count(*) FROM actions").fetchone()
+        rows = int(row[0]) if row else 0
+        if rows != recorder.written:
+            raise AssertionError(f"{recorder.written} counted written but {rows} rows in actions")
+        return rate, dropped
+    finally:
+        server.stop()
 
 
 # -- retention while writing ---------------------------------------------------------------------
@@ -184,7 +225,7 @@ async def prune_stall(tmp: Path) -> tuple[float, float]:
     _fill(db_path, now)
     _note(f"prune: {EXPIRED_ROWS + FRESH_ROWS:,} rows inserted in {time.perf_counter() - started:.1f} s")
     recorder = ActionRecorder(
-        db_path=db_path,
+        database=db_path,
         ndjson_path=tmp / "prune" / "actions.ndjson",
         repo_root=REPO,
         clock=lambda: datetime.now(UTC),
@@ -299,7 +340,7 @@ def _spin(seconds: float) -> None:
 
 async def writer_on_busy_loop(tmp: Path) -> float:
     recorder = ActionRecorder(
-        db_path=tmp / "busy" / "actions.db",
+        database=tmp / "busy" / "actions.db",
         ndjson_path=tmp / "busy" / "actions.ndjson",
         repo_root=REPO,
         clock=lambda: datetime.now(UTC),
@@ -371,6 +412,9 @@ def main() -> None:
         rate, dropped = asyncio.run(persist_rate(tmp))
         _emit("persist_rate_per_s", rate, "records/s", 0)
         _emit("persist_dropped", dropped, "records", 0)
+        rate, dropped = asyncio.run(persist_rate_postgresql(tmp))
+        _emit("persist_rate_per_s_postgresql", rate, "records/s", 0)
+        _emit("persist_dropped_postgresql", dropped, "records", 0)
         stall_ms, prune_s = asyncio.run(prune_stall(tmp))
         _emit("prune_max_writer_stall_ms", stall_ms, "ms")
         _emit("prune_s", prune_s, "s", 2)

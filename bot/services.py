@@ -168,7 +168,7 @@ async def _assemble(
     # User writes (reminders, approvals, run transitions) all go through this one helper.
     writes = Writes(RetryPolicy(storage_config.write_attempts, storage_config.retry_backoff_s), storage)
     recorder = ActionRecorder(
-        db_path=settings.db_path,
+        database=settings.db_path,
         ndjson_path=settings.log_dir / "actions.ndjson",
         repo_root=REPO_ROOT,
         clock=clock,

@@ -34,7 +34,7 @@ def _recorder(
     storage: StorageHealth | None = None,
 ) -> ActionRecorder:
     return ActionRecorder(
-        db_path=tmp_path / "m.db",
+        database=tmp_path / "m.db",
         ndjson_path=tmp_path / "logs" / "actions.ndjson",
         repo_root=ROOT,
         clock=lambda: now[0],
@@ -314,7 +314,7 @@ async def test_the_wal_stays_small_while_the_writer_writes(tmp_path: Path) -> No
     milliseconds at a time); a checkpoint on its own thread does, so the WAL does not grow with
     what is written."""
     recorder = ActionRecorder(
-        db_path=tmp_path / "m.db",
+        database=tmp_path / "m.db",
         ndjson_path=tmp_path / "logs" / "actions.ndjson",
         repo_root=ROOT,
         clock=lambda: datetime(2026, 1, 1, tzinfo=UTC),
@@ -403,7 +403,7 @@ from bot.observe.recorder import ActionRecorder
 
 async def main() -> None:
     tmp = Path(sys.argv[1])
-    recorder = ActionRecorder(db_path=tmp / "m.db", ndjson_path=tmp / "a.ndjson", repo_root=tmp,
+    recorder = ActionRecorder(database=tmp / "m.db", ndjson_path=tmp / "a.ndjson", repo_root=tmp,
                               clock=lambda: datetime.now(UTC))
     asyncio.create_task(recorder.run_writer())
     recorder.record("task:x", "test", ok=True, duration_ms=1)
@@ -429,3 +429,96 @@ async def test_the_writer_process_does_not_outlive_a_killed_bot(tmp_path: Path) 
     # The orphan is re-parented to init, which reaps it: gone means no such process any more.
     assert await _gone(writer_pid)
     assert await asyncio.wait_for(bot.stdout.read(), 10) == b""
+
+
+def _pg_rows(url: str, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return [tuple(row) for row in conn.execute(sql, params).fetchall()]
+
+
+async def test_actions_go_to_postgresql_in_their_days_partition(postgres_url: str, tmp_path: Path) -> None:
+    """Given a PostgreSQL URL, the writer migrates it, COPYs each batch into the day's partition and
+    counts every failure of a fingerprint, twice in one batch included."""
+    now = [datetime(2026, 3, 4, 12, tzinfo=UTC)]
+    recorder = ActionRecorder(
+        database=postgres_url,
+        ndjson_path=tmp_path / "logs" / "actions.ndjson",
+        repo_root=ROOT,
+        clock=lambda: now[0],
+    )
+    writer = asyncio.create_task(recorder.run_writer())
+    error = ZeroDivisionError("division by zero")
+    recorder.record("command:roll", "Dice", ok=False, duration_ms=2.5, error=error, user_id=7)
+    recorder.record("command:roll", "Dice", ok=False, duration_ms=1.5, error=error, user_id=8)
+    recorder.record("command:roll", "Dice", ok=True, duration_ms=1.0, extra={"via": "slash"})
+    await recorder.flush()
+    await recorder.close()
+    await writer
+
+    rows = _pg_rows(postgres_url, "SELECT tableoid::regclass::text, ok, user_id, extra FROM actions ORDER BY id")
+    assert rows == [
+        ("actions_20260304", 0, 7, None),
+        ("actions_20260304", 0, 8, None),
+        ("actions_20260304", 1, None, '{"via": "slash"}'),
+    ]
+    [(count, kind)] = _pg_rows(postgres_url, "SELECT count, kind FROM fingerprints")
+    assert (count, kind) == (2, "command:roll")
+    assert (recorder.written, recorder.dropped) == (3, 0)
+    assert len((tmp_path / "logs" / "actions.ndjson").read_text().splitlines()) == 3
+
+
+async def test_retention_on_postgresql_drops_whole_days_and_trims_the_rest(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Retention drops each expired day's partition whole, deletes what is older than the cutoff in
+    the day it falls in, and every record written meanwhile arrives."""
+    now = [datetime(2026, 3, 10, 12, tzinfo=UTC)]
+    recorder = ActionRecorder(
+        database=postgres_url,
+        ndjson_path=tmp_path / "logs" / "actions.ndjson",
+        repo_root=ROOT,
+        clock=lambda: now[0],
+    )
+    writer = asyncio.create_task(recorder.run_writer())
+    recorder.record("task:first", "test", ok=True, duration_ms=1)
+    await recorder.flush()
+    import psycopg
+
+    day = 86400.0
+    cutoff = now[0].timestamp() - 7 * day  # 2026-03-03 12:00
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("SELECT actions_add_daily_partitions(%s, 3)", (cutoff - 2 * day,))
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO actions (ts, kind, source, ok, duration_ms) VALUES (%s, 'task:old', 'test', 1, 1)",
+                [(cutoff - 2 * day + n * 60.0,) for n in range(3 * 24 * 60)],  # one a minute, 3 days
+            )
+    produced = 0
+
+    async def produce() -> None:
+        nonlocal produced
+        for _ in range(50):
+            recorder.record("task:new", "test", ok=True, duration_ms=1)
+            produced += 1
+            await asyncio.sleep(0)
+
+    producer = asyncio.create_task(produce())
+    pruned = await recorder.prune(retention_days=7, batch=100)
+    await producer
+    await recorder.flush()
+    await recorder.close()
+    await writer
+
+    # Rows from 1 March 12:00 to 4 March 12:00, the cutoff 3 March 12:00: 1 and 2 March are dropped
+    # whole (half a day and a day), 3 March loses its first half.
+    assert pruned == 2 * 24 * 60
+    left = _pg_rows(postgres_url, "SELECT min(ts), count(*) FROM actions WHERE kind = 'task:old'")
+    assert left == [(cutoff, 24 * 60)]
+    days = {name for (name,) in _pg_rows(postgres_url, "SELECT tableoid::regclass::text FROM actions")}
+    assert "actions_20260301" not in days and "actions_20260302" not in days
+    tables = {name for (name,) in _pg_rows(postgres_url, "SELECT relname FROM pg_class WHERE relkind = 'r'")}
+    assert {"actions_20260301", "actions_20260302"}.isdisjoint(tables)
+    assert _pg_rows(postgres_url, "SELECT count(*) FROM actions WHERE kind <> 'task:old'") == [(1 + produced,)]
+    assert recorder.dropped == 0

@@ -1,8 +1,11 @@
 """The write side of `actions` and `fingerprints`: batched inserts, retention, checkpoints.
 
 This is what the action writer process runs (`bot.observe.writer`), so it imports nothing but the
-standard library: the process starts in a few tens of milliseconds and carries no copy of the bot.
-A record arrives as the plain dict of an `ActionRecord`'s fields.
+standard library (and psycopg, for PostgreSQL): the process starts in a few tens of milliseconds
+and carries no copy of the bot. A record arrives as the plain dict of an `ActionRecord`'s fields.
+`open_action_store` gives the store for a database: a SQLite file (`SqliteActionStore`) or a
+PostgreSQL URL (`PostgresActionStore`, which COPYs batches in and drops whole days of the
+time-partitioned table for retention).
 
 A batch is inserted as a few multi-row `INSERT … VALUES (…), (…)` statements rather than one
 `executemany`, which crosses from SQLite back into Python once per row; one statement per 1,000
@@ -18,12 +21,20 @@ import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = [
+    "ActionStore",
+    "PostgresActionStore",
+    "SqliteActionStore",
     "Statement",
     "batch_statements",
     "checkpoint",
+    "is_postgresql",
+    "open_action_store",
     "open_writer",
     "prune_oldest",
     "write_statements",
@@ -152,3 +163,115 @@ def prune_oldest(conn: sqlite3.Connection, before_ts: float, limit: int) -> int:
         (before_ts, limit),
     )
     return cursor.rowcount
+
+
+# -- the stores the writer process uses ------------------------------------------------------------
+
+
+class ActionStore(Protocol):
+    """Where the writer process puts records and from where retention removes them."""
+
+    def write(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """The batch and its fingerprint counts, in one transaction."""
+
+    def prune(self, before_ts: float, limit: int) -> tuple[int, bool]:
+        """One bounded step of retention: (rows removed, whether more may be left)."""
+
+    def close(self) -> None: ...
+
+
+def is_postgresql(database: str | Path) -> bool:
+    return str(database).startswith(("postgresql://", "postgres://"))
+
+
+def open_action_store(database: str | Path, busy_timeout_ms: int) -> ActionStore:
+    """The store for a SQLite file's path or a PostgreSQL URL."""
+    if is_postgresql(database):
+        return PostgresActionStore(str(database))
+    return SqliteActionStore(Path(database), busy_timeout_ms)
+
+
+class SqliteActionStore:
+    """Multi-row INSERTs; retention deletes the oldest expired rows a batch at a time."""
+
+    def __init__(self, path: Path, busy_timeout_ms: int) -> None:
+        self._conn = open_writer(path, busy_timeout_ms, autocheckpoint=False)
+
+    def write(self, records: Sequence[Mapping[str, Any]]) -> None:
+        write_statements(self._conn, batch_statements(records))
+
+    def prune(self, before_ts: float, limit: int) -> tuple[int, bool]:
+        deleted = prune_oldest(self._conn, before_ts, limit)
+        return deleted, deleted == limit
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+# Partitions are UTC days; the writer keeps this many ahead, so a day's rows never land in the
+# default partition (from which retention can only delete, not drop).
+_DAYS_AHEAD = 3
+_COPY_ACTIONS = f"COPY actions ({_COLUMNS}) FROM STDIN"
+_UPSERT_FINGERPRINT = (
+    "INSERT INTO fingerprints (fingerprint, kind, error_type, first_seen, last_seen, count)"
+    " VALUES (%s, %s, %s, %s, %s, 1)"
+    " ON CONFLICT (fingerprint) DO UPDATE SET last_seen = excluded.last_seen,"
+    " count = fingerprints.count + 1"
+)
+_EXPIRED_DAYS = """
+SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'actions'::regclass AND c.relname ~ '^actions_[0-9]{8}$'
+  AND extract(epoch FROM to_date(substr(c.relname, 9), 'YYYYMMDD')) + 86400 <= %s
+ORDER BY c.relname LIMIT 1
+"""
+
+
+class PostgresActionStore:
+    """COPY for the rows (PostgreSQL's bulk path), one upsert per failure for the fingerprints
+    (in order, so a fingerprint twice in a batch counts twice, as on SQLite); retention drops the
+    oldest whole day first, then deletes what is left before the cutoff a batch at a time."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        self._conn: psycopg.Connection[Any] = psycopg.connect(url, autocommit=True)
+        self._partitioned_until = 0.0
+
+    def write(self, records: Sequence[Mapping[str, Any]]) -> None:
+        newest = max(record["ts"] for record in records)
+        if newest >= self._partitioned_until:
+            self._add_days(newest)
+        failures = [
+            (r["fingerprint"], r["kind"], r["error_type"], r["ts"], r["ts"])
+            for r in records
+            if r["fingerprint"]
+        ]
+        with self._conn.transaction(), self._conn.cursor() as cursor:
+            with cursor.copy(_COPY_ACTIONS) as copy:
+                for record in records:
+                    copy.write_row(_row(record))
+            if failures:
+                cursor.executemany(_UPSERT_FINGERPRINT, failures)
+
+    def _add_days(self, ts: float) -> None:
+        """Partitions for the day of `ts` and the days after it."""
+        self._conn.execute("SELECT actions_add_daily_partitions(%s, %s)", (ts, _DAYS_AHEAD))
+        self._partitioned_until = (ts // 86400 + _DAYS_AHEAD - 1) * 86400
+
+    def prune(self, before_ts: float, limit: int) -> tuple[int, bool]:
+        with self._conn.transaction(), self._conn.cursor() as cursor:
+            day = cursor.execute(_EXPIRED_DAYS, (before_ts,)).fetchone()
+            if day is not None:
+                # Counted for the log before it goes; dropping takes a moment, however many rows.
+                rows = cursor.execute(f'SELECT count(*) FROM "{day[0]}"').fetchone()
+                cursor.execute(f'DROP TABLE "{day[0]}"')
+                return int(rows[0]) if rows else 0, True
+            cursor.execute(
+                "DELETE FROM actions WHERE (id, ts) IN"
+                " (SELECT id, ts FROM actions WHERE ts < %s ORDER BY ts LIMIT %s)",
+                (before_ts, limit),
+            )
+            return cursor.rowcount, cursor.rowcount == limit
+
+    def close(self) -> None:
+        self._conn.close()

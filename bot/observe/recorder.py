@@ -35,8 +35,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bot.db import action_writes as queries
-from bot.db import open_database
+from bot.db import action_writes, open_database
+from bot.db.migrate import upgrade_postgresql
 from bot.db.retry import RetryPolicy, StorageHealth, StorageUnavailable, retrying
 from bot.log import get_logger
 from bot.observe.fingerprint import fingerprint
@@ -74,7 +74,7 @@ class ActionRecorder:
     def __init__(
         self,
         *,
-        db_path: Path,
+        database: Path | str,
         ndjson_path: Path,
         repo_root: Path,
         clock: Callable[[], datetime],
@@ -88,13 +88,15 @@ class ActionRecorder:
         more_roots: tuple[Path, ...] = (),
         checkpoint_every_s: float = _CHECKPOINT_EVERY_S,
     ) -> None:
-        self._db_path = db_path
+        # A SQLite file, or a PostgreSQL URL (whose store needs no checkpoints of ours).
+        self._database = database
+        self._sqlite_path = None if action_writes.is_postgresql(database) else Path(database)
         self._retry = retry or RetryPolicy(attempts=5)
         self._storage = storage
         self._busy_timeout_ms = busy_timeout_ms
         self._redactor = redactor or Redactor()
         self._writer_process = WriterProcess(
-            WriterConfig(db_path, ndjson_path, ndjson_max_bytes, ndjson_backups, busy_timeout_ms)
+            WriterConfig(database, ndjson_path, ndjson_max_bytes, ndjson_backups, busy_timeout_ms)
         )
         self.repo_root = repo_root
         # Other checkouts whose frames count as in-repo: the repository the bot works on, when
@@ -242,7 +244,7 @@ class ActionRecorder:
         # bot's aiosqlite connection, the checkpointer) starved that way; at 0.5 ms they get
         # their turn. (The action writer is a process, and waits for no GIL of ours.)
         sys.setswitchinterval(min(sys.getswitchinterval(), _SWITCH_INTERVAL_S))
-        await (await open_database(self._db_path, busy_timeout_ms=self._busy_timeout_ms)).close()  # migrated
+        await self._migrate()
         try:
             try:
                 await self._writer_process.start()
@@ -258,8 +260,17 @@ class ActionRecorder:
             await asyncio.shield(self._writer_process.close())
             await asyncio.shield(self._close_checkpointer())
 
+    async def _migrate(self) -> None:
+        """Bring the schema to the head before the writer process writes to it."""
+        if self._sqlite_path is None:
+            await asyncio.to_thread(upgrade_postgresql, str(self._database))
+        else:
+            await (await open_database(self._sqlite_path, busy_timeout_ms=self._busy_timeout_ms)).close()
+
     def _checkpoint_soon(self) -> None:
         """Start a checkpoint on its own thread unless one is running or one ran lately."""
+        if self._sqlite_path is None:
+            return
         if self._checkpoint is not None and not self._checkpoint.done():
             return
         if time.monotonic() - self._checkpointed_at < self._checkpoint_every_s:
@@ -272,13 +283,16 @@ class ActionRecorder:
         """On the checkpoint thread. A failure (storage trouble) is logged; the next one retries."""
         try:
             if self._checkpoint_conn is None:
-                self._checkpoint_conn = queries.open_writer(self._db_path, self._busy_timeout_ms)
-            queries.checkpoint(self._checkpoint_conn)
+                assert self._sqlite_path is not None
+                self._checkpoint_conn = action_writes.open_writer(self._sqlite_path, self._busy_timeout_ms)
+            action_writes.checkpoint(self._checkpoint_conn)
         except (sqlite3.Error, OSError) as exc:
             _log.warning("checkpointing the action log failed", error=str(exc))
 
     async def _close_checkpointer(self) -> None:
         """Wait for a running checkpoint, run a last one, and close the checkpoint connection."""
+        if self._sqlite_path is None:
+            return
         self._checkpointed_at = 0.0
         if self._checkpoint is not None:
             await asyncio.wait([self._checkpoint])
@@ -375,28 +389,29 @@ class ActionRecorder:
         before = self.now() - retention_days * 86400
         pruned = 0
         while True:
-            deleted, took_s = await self._prune_batch(before, batch)
-            pruned += deleted
+            removed, more, took_s = await self._prune_step(before, batch)
+            pruned += removed
             if self._writer is not None and not self._writer.done():
                 self._checkpoint_soon()
-            if deleted < batch:
+            if not more:
                 return pruned
             low, high = _PRUNE_BATCH_RANGE
             batch = max(low, min(high, int(batch * _PRUNE_BATCH_S / max(took_s, 0.001))))
 
-    async def _prune_batch(self, before: float, batch: int) -> tuple[int, float]:
-        if self._writer is not None and not self._writer.done():
-            deleted, took_s = await self._writer_process.call("prune", before, batch)
-            return int(deleted), float(took_s)
-        return await asyncio.to_thread(self._prune_batch_here, before, batch)  # the writer is not running
+    async def _prune_step(self, before: float, batch: int) -> tuple[int, bool, float]:
+        if self._writer is None or self._writer.done():  # the writer is not running: a store of our own
+            return await asyncio.to_thread(self._prune_step_here, before, batch)
+        removed, more, took_s = await self._writer_process.call("prune", before, batch)
+        return int(removed), bool(more), float(took_s)
 
-    def _prune_batch_here(self, before: float, batch: int) -> tuple[int, float]:
+    def _prune_step_here(self, before: float, batch: int) -> tuple[int, bool, float]:
         started = time.perf_counter()
-        conn = queries.open_writer(self._db_path, self._busy_timeout_ms)
+        store = action_writes.open_action_store(self._database, self._busy_timeout_ms)
         try:
-            return queries.prune_oldest(conn, before, batch), time.perf_counter() - started
+            removed, more = store.prune(before, batch)
         finally:
-            conn.close()
+            store.close()
+        return removed, more, time.perf_counter() - started
 
     async def prune_every(self, retention_days: int, interval_s: float = 6 * 3600) -> None:
         """Apply the retention now and then periodically (runs as a daemon, so start-up never waits on it)."""

@@ -48,7 +48,7 @@ _dump_line = json.JSONEncoder(default=str, ensure_ascii=False, separators=(",", 
 class WriterConfig:
     """Where the writer process writes (sent to it when it starts)."""
 
-    db_path: Path
+    database: Path | str  # a SQLite file, or a PostgreSQL URL
     ndjson_path: Path
     ndjson_max_bytes: int
     ndjson_backups: int
@@ -87,10 +87,10 @@ class NdjsonFile:
 
 
 class _Writer:
-    """The writer process's state: its connection and the NDJSON file."""
+    """The writer process's state: its store and the NDJSON file."""
 
     def __init__(self, config: WriterConfig) -> None:
-        self._conn = action_writes.open_writer(config.db_path, config.busy_timeout_ms, autocheckpoint=False)
+        self._store = action_writes.open_action_store(config.database, config.busy_timeout_ms)
         self._ndjson = NdjsonFile(config.ndjson_path, config.ndjson_max_bytes, config.ndjson_backups)
 
     def store(self, records: list[dict[str, Any]]) -> str | None:
@@ -100,21 +100,21 @@ class _Writer:
         nothing there; it is answered, not raised (raising would make the bot retry the database
         write).
         """
-        action_writes.write_statements(self._conn, action_writes.batch_statements(records))
+        self._store.write(records)
         try:
             self._ndjson.append([_dump_line(record) + "\n" for record in records])
         except OSError as exc:
             return str(exc)
         return None
 
-    def prune(self, before_ts: float, limit: int) -> tuple[int, float]:
-        """One retention batch: (rows deleted, seconds it took)."""
+    def prune(self, before_ts: float, limit: int) -> tuple[int, bool, float]:
+        """One retention step: (rows removed, whether more may be left, seconds it took)."""
         started = time.perf_counter()
-        deleted = action_writes.prune_oldest(self._conn, before_ts, limit)
-        return deleted, time.perf_counter() - started
+        removed, more = self._store.prune(before_ts, limit)
+        return removed, more, time.perf_counter() - started
 
     def close(self) -> None:
-        self._conn.close()
+        self._store.close()
 
 
 def _read_exactly(stream: IO[bytes], size: int) -> bytes | None:
