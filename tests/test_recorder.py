@@ -457,7 +457,9 @@ async def test_actions_go_to_postgresql_in_their_days_partition(postgres_url: st
     await recorder.close()
     await writer
 
-    rows = _pg_rows(postgres_url, "SELECT tableoid::regclass::text, ok, user_id, extra FROM actions ORDER BY id")
+    rows = _pg_rows(
+        postgres_url, "SELECT tableoid::regclass::text, ok, user_id, extra FROM actions ORDER BY id"
+    )
     assert rows == [
         ("actions_20260304", 0, 7, None),
         ("actions_20260304", 0, 8, None),
@@ -492,7 +494,8 @@ async def test_retention_on_postgresql_drops_whole_days_and_trims_the_rest(
         conn.execute("SELECT actions_add_daily_partitions(%s, 3)", (cutoff - 2 * day,))
         with conn.cursor() as cursor:
             cursor.executemany(
-                "INSERT INTO actions (ts, kind, source, ok, duration_ms) VALUES (%s, 'task:old', 'test', 1, 1)",
+                "INSERT INTO actions (ts, kind, source, ok, duration_ms)"
+                " VALUES (%s, 'task:old', 'test', 1, 1)",
                 [(cutoff - 2 * day + n * 60.0,) for n in range(3 * 24 * 60)],  # one a minute, 3 days
             )
     produced = 0
@@ -520,5 +523,7 @@ async def test_retention_on_postgresql_drops_whole_days_and_trims_the_rest(
     assert "actions_20260301" not in days and "actions_20260302" not in days
     tables = {name for (name,) in _pg_rows(postgres_url, "SELECT relname FROM pg_class WHERE relkind = 'r'")}
     assert {"actions_20260301", "actions_20260302"}.isdisjoint(tables)
-    assert _pg_rows(postgres_url, "SELECT count(*) FROM actions WHERE kind <> 'task:old'") == [(1 + produced,)]
+    assert _pg_rows(postgres_url, "SELECT count(*) FROM actions WHERE kind <> 'task:old'") == [
+        (1 + produced,)
+    ]
     assert recorder.dropped == 0
