@@ -12,9 +12,9 @@ its stdout: requests are served one at a time, in order, so retention's small de
 between two batches and never inside one.
 
 The process ends when its stdin closes: when the recorder closes it, and when the bot dies (even
-by kill -9), so it never outlives the bot. It ignores SIGINT and SIGTERM, which a terminal's
-Ctrl-C or a service manager's stop send to the whole process group: the bot decides when the
-writer stops, after it has written what was recorded.
+by kill -9), so it never outlives the bot. It runs in a session of its own and ignores SIGINT
+and SIGTERM, which a terminal's Ctrl-C or a service manager's stop send to every process: the bot
+decides when the writer stops, after it has written what was recorded.
 """
 
 from __future__ import annotations
@@ -237,6 +237,9 @@ class WriterProcess:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": path},
+            # Not in the terminal's process group: a Ctrl-C there must not reach it, not even while
+            # it is still importing, before it ignores SIGINT.
+            start_new_session=True,
         )
         self._process = process
         _widen_pipe(process)
