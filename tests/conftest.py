@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -31,17 +34,25 @@ async def world(settings: Settings) -> AsyncIterator[VirtualWorld]:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    """One real PostgreSQL server for the whole session, stopped at its end."""
-    server = start_postgres(tmp_path_factory.mktemp("postgres") / "data")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the whole session, stopped (and its data removed) at its end.
+
+    Its data is not under pytest's temporary folder: the server runs as a user of its own, and
+    any other pytest session of ours resets that folder to owner-only, which locked it out.
+    """
+    data = Path(tempfile.mkdtemp(prefix="mendbot-postgres-"))
+    remove_data = functools.partial(shutil.rmtree, data, ignore_errors=True)
+    server = start_postgres(data / "data")
     if isinstance(server, str):
         # `make test` installs the server (the dev extra): a test that needs it and cannot have it
         # fails, so a run without PostgreSQL never passes for one with it.
+        remove_data()
         pytest.fail(server)
     try:
         yield server
     finally:
         server.stop()
+        remove_data()
 
 
 @pytest.fixture
