@@ -170,19 +170,36 @@ async def test_unreachable_discord_at_start_is_retried_until_it_answers(
 async def test_unreachable_gateway_before_the_first_session_is_retried(
     tmp_path: Path, discord_api: DiscordDouble
 ) -> None:
-    """A gateway that fails its first connection (REST fine) is retried instead of crashing discord.py."""
+    """A gateway failing its first connection (REST fine) is retried until it answers; the start goes on."""
     discord_api.refuse_gateway()
     bot = await _live_bot(live_settings(tmp_path, discord_api))
-    backoff = RecordingBackoff()
-    task = asyncio.create_task(start_on_discord(bot, discord_api.token, backoff=backoff))
+    task = asyncio.create_task(start_on_discord(bot, discord_api.token))
     try:
-        await backoff.wait_for(1)
+        await asyncio.wait_for(discord_api.gateway_asked.wait(), timeout=30)
         assert not task.done() and discord_api.identified == 0
         discord_api.refuse_gateway(False)
-        await asyncio.wait_for(bot.wait_until_ready(), timeout=30)
-        assert discord_api.identified == 1
+        await asyncio.wait_for(bot.wait_until_ready(), timeout=30)  # discord.py retries a shard every 5 s
+        assert discord_api.identified == 1 and not task.done()
     finally:
         await _stop(bot, task)
+
+
+async def test_close_while_the_gateway_is_unreachable_stops_the_start(
+    tmp_path: Path, discord_api: DiscordDouble
+) -> None:
+    """Closing the bot while a shard waits to retry the gateway ends the start instead of hanging."""
+    discord_api.refuse_gateway()
+    bot = await _live_bot(live_settings(tmp_path, discord_api))
+    task = asyncio.create_task(start_on_discord(bot, discord_api.token))
+    try:
+        await asyncio.wait_for(discord_api.gateway_asked.wait(), timeout=30)
+        await bot.close()
+        await asyncio.wait_for(task, timeout=15)  # the shard's 5 s retry wait, then nothing more
+        assert task.exception() is None and discord_api.identified == 0
+    finally:
+        if not task.done():
+            task.cancel()
+        await bot.services.aclose()
 
 
 async def test_sigterm_during_retries_stops_the_start(tmp_path: Path, discord_api: DiscordDouble) -> None:
