@@ -39,7 +39,15 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-__all__ = ["EX_CONFIG", "LOG_LEVELS", "ConfigError", "Settings", "Snowflake", "load_settings"]
+__all__ = [
+    "EX_CONFIG",
+    "LOG_LEVELS",
+    "ConfigError",
+    "Settings",
+    "Snowflake",
+    "load_settings",
+    "refuse_shard_subset",
+]
 
 EX_CONFIG = 78  # sysexits.h: configuration error
 
@@ -526,3 +534,22 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
         one_line = " ".join(str(exc).split())
         raise ConfigError(f"config error: cannot read {_config_path()}: {one_line}") from None
     return settings
+
+
+def refuse_shard_subset(settings: Settings) -> None:
+    """Running only some of the shards is one process of several, which mendbot cannot be yet.
+
+    Each process would hold its own SQLite database: incidents, runs and approvals split by shard,
+    and every process would run the self-improvement loop on the one repository. That needs a shared
+    PostgreSQL store and leader election, which do not exist yet; all shards in one process are fine.
+    """
+    discord = settings.discord
+    if not discord.runs_shard_subset:
+        return
+    count = discord.shard_count or 0
+    raise ConfigError(
+        f"config error: discord.shard_ids {discord.shard_ids} runs only part of the {count} shards — "
+        "several processes each running a part need a shared PostgreSQL store and leader election, which "
+        "mendbot does not have yet; with its SQLite database run every shard in one process: remove "
+        f"discord.shard_ids (or list all of 0 to {count - 1}) in config.yaml"
+    )

@@ -12,9 +12,18 @@ command sync, IDENTIFY, READY, RESUME — and doctor's REST checks run exactly a
             assert await _run(settings) == 78        # bot.__main__'s `mendbot run`
 
 `pointed_at()` sets `discord.http.Route.BASE` and `DiscordWebSocket.DEFAULT_GATEWAY` (READY's
-`resume_gateway_url` is loopback too). Scripted failures: `fail_sync(status)` (403 Missing Access /
-400 Invalid Form Body), `close_on_identify(code)` (4004, 4010–4014), `refuse()`/`accept()` (nothing
-listening: connection refused), `refuse_gateway()` (gateway upgrades get 503, REST keeps working),
+`resume_gateway_url` is loopback too).
+
+It speaks shards as Discord does: `GET /gateway/bot` answers its loopback gateway and
+`recommended_shards`; each IDENTIFY's `shard: [id, count]` is kept on its `GatewaySession` (in
+`sessions`, `shards_identified`), READY carries it, and a guild's GUILD_CREATE and messages go only to
+the shard that owns it, `(guild_id >> 22) % count`. `add_guild(name, shard=, shard_count=)` adds a guild
+whose time-encoding id that shard owns; `send_message(channel, text)` is a member's message on the
+owning shard and `answer_to(message)` waits for the bot's answer; `drop_shard(id)` drops one shard.
+
+Scripted failures: `fail_sync(status)` (403 Missing Access / 400 Invalid Form Body),
+`close_on_identify(code)` (4004, 4010–4014), `refuse()`/`accept()` (nothing listening: connection
+refused), `refuse_gateway()` (gateway upgrades get 503, REST keeps working),
 `hold_gateway()`/`release_gateway()` (new gateway connections wait before HELLO) and `drop_gateway(code)`;
 the guild's channels, permission overwrites and membership, and the application's flags, are plain
 attributes to change. Everything asked is recorded in `requests`; commands synced in
@@ -45,7 +54,7 @@ import discord
 import yarl
 from aiohttp import WSMsgType, web
 
-__all__ = ["DiscordDouble", "FakeChannel", "FakeGuild", "pointed_at"]
+__all__ = ["DiscordDouble", "FakeChannel", "FakeGuild", "GatewaySession", "pointed_at", "shard_of"]
 
 API_PREFIX = "/api/v10"
 HEARTBEAT_INTERVAL_MS = 41_250
@@ -200,6 +209,7 @@ class GatewaySession:
     shard: tuple[int, int]  # [shard id, shard count] as IDENTIFY sent it; (0, 1) when it sent none
     ws: web.WebSocketResponse
     sequence: int = 0
+    guild_ids: list[int] = field(default_factory=list)  # the guilds GUILD_CREATE was sent for, in order
 
 
 class DiscordDouble:
@@ -220,6 +230,7 @@ class DiscordDouble:
         self.identified = 0
         self.resumed = 0
         self.gateway_asked = asyncio.Event()  # set at the first gateway connection attempt
+        self._posted = asyncio.Event()  # set (and cleared by waiters) at every message the bot posts
         self._sync_error: tuple[int, dict[str, Any]] | None = None
         self._identify_close: int | None = None
         self._gateway_refused = False
@@ -339,6 +350,21 @@ class DiscordDouble:
         if not owners:
             raise LookupError(f"no gateway session owns guild {guild.id}")
         return owners[-1]
+
+    async def answer_to(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Wait for the bot's first message in `message`'s channel after it (ids encode the time)."""
+        while True:
+            for posted in self.messages:
+                if posted["channel_id"] == message["channel_id"] and int(posted["id"]) > int(message["id"]):
+                    return posted
+            self._posted.clear()
+            await self._posted.wait()
+
+    async def drop_shard(self, shard_id: int, code: int = 4000) -> None:
+        """Close the connections of one shard's sessions with `code` (4000: the client resumes)."""
+        for session in self.sessions.values():
+            if session.shard[0] == shard_id and not session.ws.closed:
+                await session.ws.close(code=code, message=b"dropped by the test")
 
     async def send_message(
         self, channel: FakeChannel, content: str, *, author: str = "alice"
@@ -495,6 +521,7 @@ class DiscordDouble:
         guild, channel = found
         message = self._message(channel, guild, self.user, body.get("content") or "", body)
         self.messages.append(message)
+        self._posted.set()
         return _json(message)
 
     @staticmethod
@@ -612,6 +639,7 @@ class DiscordDouble:
                 joined_at=datetime.datetime.now(datetime.UTC).isoformat(),
                 large=False,
             )
+            session.guild_ids.append(guild.id)
             await self._dispatch(session, "GUILD_CREATE", payload)
         return session
 
