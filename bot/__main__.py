@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot.settings import EX_CONFIG, ConfigError, Settings, load_settings
+from bot.settings import EX_CONFIG, ConfigError, Settings, load_settings, refuse_shard_subset
 
 if TYPE_CHECKING:
     from bot.app import MendBot
@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if all(check.ok for check in checks) else 1
     try:
         settings = load_settings(config_file)
+        refuse_shard_subset(settings)
         command = args.command or ("run" if settings.discord_token else "play")
         if command == "run" and settings.discord_token is None:
             raise ConfigError(

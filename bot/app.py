@@ -22,14 +22,17 @@ import asyncio
 import contextlib
 import functools
 import importlib
+import math
 import pkgutil
 import time
 import weakref
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import discord
 import structlog
+import yarl
 from discord import app_commands
 from discord.ext import commands, tasks
 
@@ -53,6 +56,7 @@ __all__ = [
     "SHUTDOWN_NOTICE",
     "CommandSyncFailed",
     "MendBot",
+    "ShardState",
     "bot_intents",
     "discover_extensions",
 ]
@@ -150,7 +154,23 @@ class MendTree(app_commands.CommandTree["MendBot"]):
         await self.client.handle_interaction_error(interaction, error)
 
 
-class MendBot(commands.Bot):
+@dataclass(frozen=True)
+class ShardState:
+    """One gateway shard this process runs, as /health and /metrics show it."""
+
+    id: int
+    connected: bool  # READY (or RESUMED) seen and no disconnect since
+    latency_s: float | None  # heartbeat round trip; None before the first acknowledged heartbeat
+
+
+class MendBot(commands.AutoShardedBot):
+    """The bot: discord.py's AutoShardedBot, so one process can run every shard of a large bot.
+
+    Shards come from `discord.shard_count` / `discord.shard_ids`; with neither set, discord.py asks
+    Discord for its recommended count at each start (one for any bot under ~1,000 servers), so a
+    growing bot never meets the gateway's "sharding required" close code.
+    """
+
     def __init__(
         self,
         services: Services,
@@ -161,9 +181,11 @@ class MendBot(commands.Bot):
     ) -> None:
         if intents is None:
             intents = bot_intents()
-        prefix = services.settings.discord.command_prefix
+        config = services.settings.discord
+        options.setdefault("shard_count", config.shard_count)
+        options.setdefault("shard_ids", list(config.shard_ids) if config.shard_ids is not None else None)
         super().__init__(
-            command_prefix=commands.when_mentioned_or(prefix),
+            command_prefix=commands.when_mentioned_or(config.command_prefix),
             intents=intents,
             tree_cls=MendTree,
             help_command=commands.DefaultHelpCommand(),
@@ -182,8 +204,8 @@ class MendBot(commands.Bot):
         self._restarted = asyncio.Event()  # set once a requested restart has drained and closed
         self._drained = False  # the restart already drained within its timeout: close() need not wait
         self._setup_done = False
-        # READY or RESUMED seen and no disconnect since: what /health/ready reports.
-        self.gateway_connected = False
+        # Per shard: READY or RESUMED seen and no disconnect since (what /health/ready reports).
+        self._shard_sessions: dict[int, bool] = {}
         self._closed = asyncio.Event()
         self._closing: asyncio.Future[None] | None = None
         self._captures: weakref.WeakKeyDictionary[commands.Context[Any], HandlerCapture] = (
@@ -213,6 +235,14 @@ class MendBot(commands.Bot):
                     raise  # Discord's outage, not our request: the start is retried
                 raise CommandSyncFailed(guild_id, exc) from exc
 
+    async def launch_shard(self, gateway: yarl.URL, shard_id: int, *, initial: bool = False) -> None:
+        # discord.py retries a shard that cannot connect every 5 s by calling this again, and never
+        # looks whether the bot was closed meanwhile: SIGTERM during a gateway outage at start would
+        # wait forever. A closed bot launches nothing, so `connect()` returns.
+        if self.is_closed():
+            return
+        await super().launch_shard(gateway, shard_id, initial=initial)
+
     async def load_extensions(self) -> dict[str, str]:
         """Load every extension; one that fails is recorded and skipped, never fatal."""
         for name in self.extension_names:
@@ -234,18 +264,55 @@ class MendBot(commands.Bot):
         return await self.tree.sync(guild=guild)
 
     async def on_ready(self) -> None:
-        self.gateway_connected = True
-        _log.info("ready", user=str(self.user), guilds=len(self.guilds), cogs=sorted(self.cogs))
+        _log.info(
+            "ready",
+            user=str(self.user),
+            guilds=len(self.guilds),
+            shards=self.running_shard_ids,
+            cogs=sorted(self.cogs),
+        )
         await self.report_boot_problems()
 
-    async def on_resumed(self) -> None:
-        self.gateway_connected = True
-        _log.info("gateway session resumed")
+    async def on_shard_ready(self, shard_id: int) -> None:
+        self._shard_sessions[shard_id] = True
 
-    async def on_disconnect(self) -> None:
-        if self.gateway_connected and not self.is_closed():
-            _log.warning("gateway disconnected: reconnecting")
-        self.gateway_connected = False
+    async def on_shard_resumed(self, shard_id: int) -> None:
+        self._shard_sessions[shard_id] = True
+        _log.info("gateway session resumed", shard=shard_id)
+
+    async def on_shard_disconnect(self, shard_id: int) -> None:
+        if self._shard_sessions.get(shard_id) and not self.is_closed():
+            _log.warning("gateway disconnected: reconnecting", shard=shard_id)
+        self._shard_sessions[shard_id] = False
+
+    @property
+    def running_shard_ids(self) -> list[int]:
+        """The shards this process runs: the configured ones, else all of the count (once known:
+        without `shard_count`, Discord names it when the bot connects)."""
+        if self.shard_ids is not None:
+            return sorted(self.shard_ids)
+        return list(range(self.shard_count)) if self.shard_count is not None else []
+
+    @property
+    def gateway_connected(self) -> bool:
+        """Every shard this process runs has a session: READY or RESUMED seen, no disconnect since."""
+        shard_ids = self.running_shard_ids
+        return bool(shard_ids) and all(self._shard_sessions.get(shard_id, False) for shard_id in shard_ids)
+
+    def shard_states(self) -> list[ShardState]:
+        """Each shard this process runs: connected or not, and its heartbeat latency."""
+        states = []
+        for shard_id in self.running_shard_ids:
+            shard = self.get_shard(shard_id)
+            latency = shard.latency if shard is not None else math.inf
+            states.append(
+                ShardState(
+                    shard_id,
+                    self._shard_sessions.get(shard_id, False),
+                    latency if math.isfinite(latency) else None,
+                )
+            )
+        return states
 
     async def wait_closed(self) -> None:
         """Return once `close()` has finished."""
@@ -759,8 +826,12 @@ class MendBot(commands.Bot):
                 await self.unload_extension(name)
             except Exception:
                 _log.exception("extension failed to unload", extension=name)
+        if not isinstance(self.loop, asyncio.AbstractEventLoop):
+            # Never logged in (a smoke load, a start that failed first): AutoShardedClient.close()
+            # needs the event queue that logging in (or `async with`) sets up, so set it up now.
+            await self.__aenter__()
         try:
             await super().close()
         finally:
-            self.gateway_connected = False
+            self._shard_sessions.clear()
             self._closed.set()

@@ -25,7 +25,7 @@ import discord
 
 from bot.db import open_database
 from bot.git import git
-from bot.settings import ConfigError, Settings, load_settings
+from bot.settings import ConfigError, Settings, load_settings, refuse_shard_subset
 
 __all__ = ["Check", "Level", "doctor_exit_code", "run_doctor"]
 
@@ -409,6 +409,7 @@ async def run_doctor(config_file: Path | None) -> list[Check]:
     """Every check, in order; the last line says whether mendbot can run and in which mode."""
     try:
         settings = load_settings(config_file)
+        refuse_shard_subset(settings)
     except ConfigError as exc:
         return [_fail("config", str(exc))]
     checks: list[Check] = [_ok("config", "valid")]

@@ -1,8 +1,10 @@
 """`/health` (alive), `/health/ready` (connected and serving) and `/metrics` (Prometheus, see
 bot/metrics.py) on a local port (aiohttp).
 
-Ready means: READY (or RESUMED) received from the gateway and no disconnect since, taking new work, and
-the database answering. While discord.py reconnects after a dropped connection, `/health/ready` is 503.
+Ready means: READY (or RESUMED) received on every gateway shard this process runs and no disconnect
+since, taking new work, and the database answering. Both pages list the shards (`shards`: id,
+connected, heartbeat latency) and the shard count. While discord.py reconnects after a dropped
+connection, `/health/ready` is 503.
 """
 
 from __future__ import annotations
@@ -42,6 +44,15 @@ class HealthServer:
             "cogs": sorted(bot.cogs),
             "extension_failures": bot.extension_failures,
             "inflight": bot.inflight,
+            "shard_count": bot.shard_count,
+            "shards": [
+                {
+                    "id": shard.id,
+                    "connected": shard.connected,
+                    "latency_ms": None if shard.latency_s is None else round(shard.latency_s * 1000, 1),
+                }
+                for shard in bot.shard_states()
+            ],
             **bot.services.health(),
         }
 

@@ -2,12 +2,13 @@
 
 Actions are counted as the recorder streams them (every command, listener, task and chat reply:
 count, failures, latency histogram, cost). Everything that is state rather than an event — open
-incidents, runs by state, spend, dropped records, readiness — is read when the endpoint is
-scraped, so the numbers are never stale and nothing polls.
+incidents, runs by state, spend, dropped records, readiness, each gateway shard's connection and
+latency — is read when the endpoint is scraped, so the numbers are never stale and nothing polls.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -105,6 +106,18 @@ class Metrics:
             "mendbot_discord_ready", "1 while connected to Discord and serving.", registry=registry
         )
         self.inflight = Gauge("mendbot_inflight_handlers", "Handlers running right now.", registry=registry)
+        self.shard_connected = Gauge(
+            "mendbot_discord_shard_connected",
+            "1 while a gateway shard this process runs has a session, by shard id.",
+            ["shard"],
+            registry=registry,
+        )
+        self.shard_latency = Gauge(
+            "mendbot_discord_shard_latency_seconds",
+            "Heartbeat round trip of a gateway shard this process runs (NaN before the first), by shard id.",
+            ["shard"],
+            registry=registry,
+        )
         registry.register(_Dropped(bot))
         bot.services.recorder.subscribe(self.observe)
 
@@ -135,4 +148,9 @@ class Metrics:
         self.autonomous_daily_budget.set(budget.autonomous_daily_budget_usd)
         self.ready.set(1 if bot.is_ready() and bot.accepting else 0)
         self.inflight.set(bot.inflight)
+        for shard in bot.shard_states():
+            self.shard_connected.labels(str(shard.id)).set(1 if shard.connected else 0)
+            self.shard_latency.labels(str(shard.id)).set(
+                math.nan if shard.latency_s is None else shard.latency_s
+            )
         return generate_latest(self.registry)

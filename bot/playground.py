@@ -109,7 +109,11 @@ async def virtual_world(
     settings = bot.services.settings
     # Env.start/shutdown rather than `simcord.run`: its clock context cannot span the two
     # halves of an async fixture, which pytest runs in different contexts.
-    env = simcord.Env(bot, check_errors=False, settle_timeout=settle_timeout)
+    # Without a configured count, discord.py would ask Discord's /gateway/bot for one at connect; the
+    # virtual Discord has no such call (simcord logs in without connecting) and wants the count up
+    # front, so it plays what Discord recommends for a bot in a guild or two: one shard.
+    shard_count = 1 if bot.shard_count is None else None
+    env = simcord.Env(bot, check_errors=False, settle_timeout=settle_timeout, shard_count=shard_count)
     if real_clock:
         _start_clock_now(env)
     # The world exists before the bot connects, as on Discord: when it is ready, the dev channel is

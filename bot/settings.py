@@ -21,7 +21,16 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
@@ -30,7 +39,15 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-__all__ = ["EX_CONFIG", "LOG_LEVELS", "ConfigError", "Settings", "Snowflake", "load_settings"]
+__all__ = [
+    "EX_CONFIG",
+    "LOG_LEVELS",
+    "ConfigError",
+    "Settings",
+    "Snowflake",
+    "load_settings",
+    "refuse_shard_subset",
+]
 
 EX_CONFIG = 78  # sysexits.h: configuration error
 
@@ -63,6 +80,53 @@ class DiscordConfig(_Section):
     dev_guild_id: Snowflake | None = None
     dev_channel_ids: list[Snowflake] = Field(default_factory=list)
     chat_channel_ids: list[Snowflake] = Field(default_factory=list)
+    # Gateway shards in all; None: the count Discord recommends for the bot, asked at every start.
+    shard_count: int | None = None
+    # The shards this process runs; None: all of them (0 … shard_count - 1).
+    shard_ids: list[int] | None = None
+
+    @field_validator("shard_count")
+    @classmethod
+    def _positive_count(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise ValueError(
+                "must be at least 1 (the number of gateway shards; "
+                "leave it out for Discord's recommended count)"
+            )
+        return value
+
+    @field_validator("shard_ids")
+    @classmethod
+    def _ids_of_the_count(cls, value: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        if value is None:
+            return None
+        if "shard_count" not in info.data:
+            return value  # shard_count itself was refused: that error says what to fix
+        count = info.data["shard_count"]
+        if count is None:
+            raise ValueError(
+                "needs discord.shard_count as well (the number of shards in all, across every process)"
+            )
+        if not value:
+            raise ValueError(
+                "names no shard: list the ids this process runs, or leave it out to run them all"
+            )
+        repeated = sorted({shard for shard in value if value.count(shard) > 1})
+        if repeated:
+            raise ValueError(f"lists shard {repeated[0]} more than once")
+        outside = [shard for shard in value if not 0 <= shard < count]
+        if outside:
+            raise ValueError(
+                f"shard {outside[0]} does not exist: with shard_count {count} the ids are 0 to {count - 1}"
+            )
+        return value
+
+    @property
+    def runs_shard_subset(self) -> bool:
+        """Whether this process runs only some of the shards (the others are another process's)."""
+        if self.shard_ids is None or self.shard_count is None:
+            return False
+        return set(self.shard_ids) != set(range(self.shard_count))
 
 
 class AccessConfig(_Section):
@@ -470,3 +534,22 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
         one_line = " ".join(str(exc).split())
         raise ConfigError(f"config error: cannot read {_config_path()}: {one_line}") from None
     return settings
+
+
+def refuse_shard_subset(settings: Settings) -> None:
+    """Running only some of the shards is one process of several, which mendbot cannot be yet.
+
+    Each process would hold its own SQLite database: incidents, runs and approvals split by shard,
+    and every process would run the self-improvement loop on the one repository. That needs a shared
+    PostgreSQL store and leader election, which do not exist yet; all shards in one process are fine.
+    """
+    discord = settings.discord
+    if not discord.runs_shard_subset:
+        return
+    count = discord.shard_count or 0
+    raise ConfigError(
+        f"config error: discord.shard_ids {discord.shard_ids} runs only part of the {count} shards — "
+        "several processes each running a part need a shared PostgreSQL store and leader election, which "
+        "mendbot does not have yet; with its SQLite database run every shard in one process: remove "
+        f"discord.shard_ids (or list all of 0 to {count - 1}) in config.yaml"
+    )

@@ -39,12 +39,13 @@ CLOSE_CODES: dict[int, str] = {
         f"from {_PORTAL} (Bot → Reset Token) into .env"
     ),
     4010: (
-        "Discord refused the shard this bot asked for (close code 4010, invalid shard) — run a "
-        "single process without shard settings"
+        "Discord refused the shard this bot asked for (close code 4010, invalid shard) — check "
+        "discord.shard_count and discord.shard_ids in config.yaml, or remove both"
     ),
     4011: (
-        "Discord requires sharding for this bot (close code 4011: it is in too many servers for one "
-        "connection) — see README 'Beyond one process' (AutoShardedBot)"
+        "Discord requires sharding with more shards for this bot (close code 4011: it is in too many "
+        "servers for discord.shard_count) — raise discord.shard_count in config.yaml, or remove it so "
+        "Discord's recommended count is used"
     ),
     4012: (
         "Discord refused the gateway API version (close code 4012) — upgrade discord.py: "
@@ -189,10 +190,10 @@ async def start_on_discord(
             await bot.connect()
             return
         except Exception as exc:
-            # Once a gateway session exists discord.py reconnects by itself, so what reaches us then is
-            # final. Before the first one it cannot retry (it resumes from `bot.ws`, still None, and
-            # raises AttributeError from its handler): a network failure underneath is retried here.
-            if explain(exc) is None and not (bot.ws is None and is_network_failure(exc)):
+            # Once a shard has a gateway session discord.py reconnects it by itself (and retries a
+            # shard that fails to connect), so what reaches us then is final. Before that, asking
+            # Discord for the shard count (`/gateway/bot`) can fail: a network failure is retried here.
+            if explain(exc) is None and not (not bot.shards and is_network_failure(exc)):
                 raise
             if not await _retry_or_fail(bot, exc, "connecting to the gateway", delays):
                 return

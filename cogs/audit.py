@@ -21,7 +21,7 @@ from bot.observe.audit_charts import Chart, render_charts
 from bot.observe.audit_render import render_text
 
 
-def command_kinds(bot: commands.Bot) -> set[str]:
+def command_kinds(bot: commands.Bot | commands.AutoShardedBot) -> set[str]:
     """The action kinds the loaded bot's commands are recorded under (app.py's `_record_*`)."""
     kinds = {f"command:{c.qualified_name}" for c in bot.walk_commands() if not isinstance(c, commands.Group)}
     for command in bot.tree.walk_commands():

@@ -1,7 +1,8 @@
 """The real-Discord path against a loopback Discord: the real discord.py HTTP client and gateway.
 
 Start-up failures Discord causes (a refused command sync, a fatal gateway close code) end in one line and
-exit 78; Discord unreachable at start is retried with backoff until it answers.
+exit 78; Discord unreachable at start is retried with backoff until it answers. Several shards in one
+process each get their own session and their own guilds; a subset of the shards is refused.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.__main__ import _run
+from bot.__main__ import _run, main
 from bot.app import MendBot
 from bot.services import build_services
 from bot.settings import Settings
 from bot.startup import Backoff, start_on_discord
 from tests.harness.discord import make_settings
-from tests.harness.discord_double import DiscordDouble
+from tests.harness.discord_double import DiscordDouble, FakeGuild
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -170,19 +171,36 @@ async def test_unreachable_discord_at_start_is_retried_until_it_answers(
 async def test_unreachable_gateway_before_the_first_session_is_retried(
     tmp_path: Path, discord_api: DiscordDouble
 ) -> None:
-    """A gateway that fails its first connection (REST fine) is retried instead of crashing discord.py."""
+    """A gateway failing its first connection (REST fine) is retried until it answers; the start goes on."""
     discord_api.refuse_gateway()
     bot = await _live_bot(live_settings(tmp_path, discord_api))
-    backoff = RecordingBackoff()
-    task = asyncio.create_task(start_on_discord(bot, discord_api.token, backoff=backoff))
+    task = asyncio.create_task(start_on_discord(bot, discord_api.token))
     try:
-        await backoff.wait_for(1)
+        await asyncio.wait_for(discord_api.gateway_asked.wait(), timeout=30)
         assert not task.done() and discord_api.identified == 0
         discord_api.refuse_gateway(False)
-        await asyncio.wait_for(bot.wait_until_ready(), timeout=30)
-        assert discord_api.identified == 1
+        await asyncio.wait_for(bot.wait_until_ready(), timeout=30)  # discord.py retries a shard every 5 s
+        assert discord_api.identified == 1 and not task.done()
     finally:
         await _stop(bot, task)
+
+
+async def test_close_while_the_gateway_is_unreachable_stops_the_start(
+    tmp_path: Path, discord_api: DiscordDouble
+) -> None:
+    """Closing the bot while a shard waits to retry the gateway ends the start instead of hanging."""
+    discord_api.refuse_gateway()
+    bot = await _live_bot(live_settings(tmp_path, discord_api))
+    task = asyncio.create_task(start_on_discord(bot, discord_api.token))
+    try:
+        await asyncio.wait_for(discord_api.gateway_asked.wait(), timeout=30)
+        await bot.close()
+        await asyncio.wait_for(task, timeout=15)  # the shard's 5 s retry wait, then nothing more
+        assert task.exception() is None and discord_api.identified == 0
+    finally:
+        if not task.done():
+            task.cancel()
+        await bot.services.aclose()
 
 
 async def test_sigterm_during_retries_stops_the_start(tmp_path: Path, discord_api: DiscordDouble) -> None:
@@ -300,3 +318,91 @@ async def test_mendbot_run_waits_out_an_outage_then_serves_and_stops_on_sigterm(
     assert process.returncode == 0, err
     assert "Traceback" not in err
     assert "retrying in 1s" in err and "retrying in 2s" in err
+
+
+# -- shards: one process running every shard of a count -----------------------------------------
+
+
+@pytest.fixture
+async def two_shard_bot(
+    tmp_path: Path, discord_api: DiscordDouble
+) -> AsyncIterator[tuple[MendBot, FakeGuild, FakeGuild]]:
+    """A bot running shards 0 and 1 of 2, ready, in one guild owned by each shard (and the dev guild)."""
+    first = discord_api.add_guild("shard zero", shard=0, shard_count=2)
+    second = discord_api.add_guild("shard one", shard=1, shard_count=2)
+    settings = live_settings(tmp_path, discord_api)
+    settings.discord.shard_count = 2
+    bot = await _live_bot(settings)
+    task = asyncio.create_task(start_on_discord(bot, discord_api.token))
+    try:
+        await asyncio.wait_for(bot.wait_until_ready(), timeout=30)
+        yield bot, first, second
+    finally:
+        await _stop(bot, task)
+
+
+async def test_two_shards_connect_two_sessions_with_their_ids(
+    two_shard_bot: tuple[MendBot, FakeGuild, FakeGuild], discord_api: DiscordDouble
+) -> None:
+    """shard_count 2 in one process identifies twice, as shard [0, 2] and [1, 2], and is connected on both."""
+    bot, _, _ = two_shard_bot
+    assert sorted(discord_api.shards_identified) == [(0, 2), (1, 2)]
+    assert "GET /gateway/bot" not in discord_api.paths  # the count is configured: Discord is not asked
+    assert bot.running_shard_ids == [0, 1] and bot.gateway_connected
+
+
+async def test_each_guild_arrives_on_the_shard_that_owns_it(
+    two_shard_bot: tuple[MendBot, FakeGuild, FakeGuild], discord_api: DiscordDouble
+) -> None:
+    """Each guild is sent only to its own shard's session, and the bot holds the guilds of both shards."""
+    bot, first, second = two_shard_bot
+    sent = {session.shard[0]: session.guild_ids for session in discord_api.sessions.values()}
+    assert first.id in sent[0] and first.id not in sent[1]
+    assert second.id in sent[1] and second.id not in sent[0]
+    assert {guild.id for guild in bot.guilds} == {guild.id for guild in discord_api.guilds}
+    assert bot.get_guild(second.id) is not None and bot.get_guild(second.id).shard_id == 1  # type: ignore[union-attr]
+
+
+async def test_prefix_command_in_a_guild_of_shard_1_is_answered(
+    two_shard_bot: tuple[MendBot, FakeGuild, FakeGuild], discord_api: DiscordDouble
+) -> None:
+    """`!roll 2d6` said in a guild that shard 1 owns arrives on shard 1 and gets its reply there."""
+    _, _, second = two_shard_bot
+    channel = second.channel("general")
+    sent = await discord_api.send_message(channel, "!roll 2d6")
+    assert discord_api.session_of(second).shard == (1, 2)
+    reply = await asyncio.wait_for(discord_api.answer_to(sent), timeout=30)
+    assert reply["channel_id"] == str(channel.id) and reply["content"].startswith("🎲 `2d6` →")
+
+
+async def test_without_shard_settings_discord_recommends_the_count(
+    tmp_path: Path, discord_api: DiscordDouble
+) -> None:
+    """With no shard_count the bot asks /gateway/bot and runs as many shards as Discord recommends."""
+    discord_api.recommended_shards = 2
+    bot = await _live_bot(live_settings(tmp_path, discord_api))
+    task = asyncio.create_task(start_on_discord(bot, discord_api.token))
+    try:
+        await asyncio.wait_for(bot.wait_until_ready(), timeout=30)
+        assert "GET /gateway/bot" in discord_api.paths
+        assert sorted(discord_api.shards_identified) == [(0, 2), (1, 2)]
+        assert bot.shard_count == 2 and bot.gateway_connected
+    finally:
+        await _stop(bot, task)
+
+
+def test_a_shard_subset_with_sqlite_is_refused_with_exit_78(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mendbot run` with shard_ids a strict subset of shard_count ends at once: one line, exit 78."""
+    config = tmp_path / "config.yaml"
+    config.write_text(f"data_dir: {tmp_path / 'data'}\ndiscord: {{shard_count: 2, shard_ids: [1]}}\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DISCORD_TOKEN", "not.used")
+    monkeypatch.setenv("MENDBOT_CONFIG", str(config))  # restored after the test (main() sets it)
+    assert main(["--config", str(config), "run"]) == 78
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("config error: discord.shard_ids [1] runs only part of the 2 shards")
+    assert "PostgreSQL" in lines[0] and "remove discord.shard_ids" in lines[0]
+    assert not (tmp_path / "data").exists()  # refused before the database was opened

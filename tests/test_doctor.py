@@ -74,6 +74,16 @@ def test_invalid_config_cannot_run_exit_1(tmp_path: Path) -> None:
     assert line.startswith("❌ config: ") and "observe.error_rate.threshold" in line
 
 
+async def test_shard_subset_cannot_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only some shards of the count in this process is the config ❌ `mendbot run` would stop on."""
+    config = _config(tmp_path, "discord: {shard_count: 4, shard_ids: [0, 1]}\n")
+    monkeypatch.setenv("MENDBOT_CONFIG", str(config))  # restored after the test (load_settings sets it)
+    checks = await run_doctor(config)
+    (check,) = checks
+    assert not check.ok and check.name == "config"
+    assert "runs only part of the 4 shards" in check.detail and "PostgreSQL" in check.detail
+
+
 async def test_missing_sandbox_is_a_warning_not_a_stop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,8 +1,10 @@
-"""Health endpoints: /health answers while alive, /health/ready only when serving and connected."""
+"""Health endpoints: /health answers while alive, /health/ready only when serving and all shards connected."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -98,3 +100,64 @@ async def test_ready_follows_the_gateway_connection(tmp_path: Path) -> None:
                 await asyncio.wait_for(start, timeout=30)
                 await server.stop()
                 await services.aclose()
+
+
+@asynccontextmanager
+async def _two_shards_live(tmp_path: Path) -> AsyncIterator[tuple[DiscordDouble, MendBot, str]]:
+    """A bot running shards 0 and 1 of 2 on the loopback Discord, ready; the health server's base URL."""
+    async with DiscordDouble() as discord_api:
+        with discord_api.pointed_at():
+            settings = make_settings(
+                tmp_path / "data",
+                discord_token=discord_api.token,
+                discord={"dev_guild_id": discord_api.guild.id, "shard_count": 2},
+            )
+            services = await build_services(settings, watch_prompts=False)
+            bot = MendBot(services, guild_ready_timeout=0.05)
+            server = HealthServer(bot, "127.0.0.1", 0)
+            port = await server.start()
+            start = asyncio.create_task(start_on_discord(bot, discord_api.token))
+            try:
+                await asyncio.wait_for(bot.wait_until_ready(), timeout=30)
+                yield discord_api, bot, f"http://127.0.0.1:{port}"
+            finally:
+                await bot.close()
+                await asyncio.wait_for(start, timeout=30)
+                await server.stop()
+                await services.aclose()
+
+
+async def test_health_and_metrics_list_each_shard(tmp_path: Path) -> None:
+    """/health names the shard count and each shard this process runs, connected; /metrics gauges each."""
+    async with _two_shards_live(tmp_path) as (_, _, base), aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/health") as response:
+            body = await response.json()
+        assert body["shard_count"] == 2
+        assert [(shard["id"], shard["connected"]) for shard in body["shards"]] == [(0, True), (1, True)]
+        assert all("latency_ms" in shard for shard in body["shards"])
+        async with http.get(f"{base}/metrics") as response:
+            text = await response.text()
+        assert 'mendbot_discord_shard_connected{shard="0"} 1.0' in text
+        assert 'mendbot_discord_shard_connected{shard="1"} 1.0' in text
+        assert 'mendbot_discord_shard_latency_seconds{shard="1"}' in text
+
+
+async def test_one_shard_down_makes_the_process_not_ready(tmp_path: Path) -> None:
+    """With shard 1 disconnected /health/ready is 503 and says which shard; after it resumes, 200 again."""
+    async with _two_shards_live(tmp_path) as (discord_api, bot, base), aiohttp.ClientSession() as http:
+        discord_api.hold_gateway()  # the reconnect waits for HELLO until released
+        disconnected = asyncio.ensure_future(bot.wait_for("shard_disconnect", timeout=30))
+        await discord_api.drop_shard(1)
+        assert await disconnected == 1
+        async with http.get(f"{base}/health/ready") as response:
+            assert response.status == 503
+            body = await response.json()
+        assert body["discord_connected"] is False
+        assert [(shard["id"], shard["connected"]) for shard in body["shards"]] == [(0, True), (1, False)]
+        async with http.get(f"{base}/metrics") as response:
+            assert 'mendbot_discord_shard_connected{shard="1"} 0.0' in await response.text()
+        resumed = asyncio.ensure_future(bot.wait_for("shard_resumed", timeout=30))
+        discord_api.release_gateway()
+        assert await resumed == 1
+        async with http.get(f"{base}/health/ready") as response:
+            assert response.status == 200

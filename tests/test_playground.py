@@ -131,3 +131,19 @@ async def test_readme_own_cog_example_loads_observes_and_answers(tmp_path: Path,
     assert reply_text(too_many) == "I can flip 1 to 20 coins."
     assert "`/coin [times]` — Flip coins." in help_text
     assert recorded == [1, 1]
+
+
+async def test_playground_plays_one_shard_without_shard_settings(world: VirtualWorld) -> None:
+    """With no shard_count the virtual Discord runs the one shard Discord recommends for a small bot."""
+    assert world.bot.shard_count == 1 and world.bot.gateway_connected
+    out = await _play(world, "!roll 2d6")
+    assert "🎲 `2d6` →" in out
+
+
+async def test_playground_runs_every_configured_shard(tmp_path: Path) -> None:
+    """shard_count 2 in the playground runs both virtual shards, is connected on both and still answers."""
+    settings = make_settings(tmp_path / "data", discord={"shard_count": 2})
+    async with running_world(settings) as world:
+        assert [(shard.id, shard.connected) for shard in world.bot.shard_states()] == [(0, True), (1, True)]
+        out = await _play(world, "!roll 2d6")
+        assert "🎲 `2d6` →" in out

@@ -185,3 +185,35 @@ def test_config_example_loads_as_the_defaults(monkeypatch: pytest.MonkeyPatch) -
     from_example = load_settings(_env_file=None)
     monkeypatch.setenv("MENDBOT_CONFIG", "/nonexistent/config.yaml")
     assert from_example == load_settings(_env_file=None)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("discord: {shard_count: 0}\n", "discord.shard_count: must be at least 1"),
+        ("discord: {shard_ids: [0]}\n", "discord.shard_ids: needs discord.shard_count as well"),
+        ("discord: {shard_count: 2, shard_ids: [1, 1]}\n", "discord.shard_ids: lists shard 1 more than once"),
+        (
+            "discord: {shard_count: 2, shard_ids: [2]}\n",
+            "shard 2 does not exist: with shard_count 2 the ids are 0 to 1",
+        ),
+        ("discord: {shard_count: 2, shard_ids: [-1]}\n", "shard -1 does not exist"),
+        ("discord: {shard_count: 2, shard_ids: []}\n", "discord.shard_ids: names no shard"),
+    ],
+)
+def test_shard_settings_that_cannot_work_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, expected: str
+) -> None:
+    """A shard count below 1, ids without a count, repeated ids and ids outside the count are refused."""
+    _yaml(tmp_path, monkeypatch, text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_env_file=None)
+    assert expected in str(caught.value)
+
+
+def test_every_shard_of_the_count_is_not_a_subset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """shard_ids naming every id of shard_count (any order) is the whole bot; fewer is a subset."""
+    _yaml(tmp_path, monkeypatch, "discord: {shard_count: 3, shard_ids: [2, 0, 1]}\n")
+    assert not load_settings(_env_file=None).discord.runs_shard_subset
+    _yaml(tmp_path, monkeypatch, "discord: {shard_count: 3, shard_ids: [2, 0]}\n")
+    assert load_settings(_env_file=None).discord.runs_shard_subset

@@ -12,9 +12,18 @@ command sync, IDENTIFY, READY, RESUME — and doctor's REST checks run exactly a
             assert await _run(settings) == 78        # bot.__main__'s `mendbot run`
 
 `pointed_at()` sets `discord.http.Route.BASE` and `DiscordWebSocket.DEFAULT_GATEWAY` (READY's
-`resume_gateway_url` is loopback too). Scripted failures: `fail_sync(status)` (403 Missing Access /
-400 Invalid Form Body), `close_on_identify(code)` (4004, 4010–4014), `refuse()`/`accept()` (nothing
-listening: connection refused), `refuse_gateway()` (gateway upgrades get 503, REST keeps working),
+`resume_gateway_url` is loopback too).
+
+It speaks shards as Discord does: `GET /gateway/bot` answers its loopback gateway and
+`recommended_shards`; each IDENTIFY's `shard: [id, count]` is kept on its `GatewaySession` (in
+`sessions`, `shards_identified`), READY carries it, and a guild's GUILD_CREATE and messages go only to
+the shard that owns it, `(guild_id >> 22) % count`. `add_guild(name, shard=, shard_count=)` adds a guild
+whose time-encoding id that shard owns; `send_message(channel, text)` is a member's message on the
+owning shard and `answer_to(message)` waits for the bot's answer; `drop_shard(id)` drops one shard.
+
+Scripted failures: `fail_sync(status)` (403 Missing Access / 400 Invalid Form Body),
+`close_on_identify(code)` (4004, 4010–4014), `refuse()`/`accept()` (nothing listening: connection
+refused), `refuse_gateway()` (gateway upgrades get 503, REST keeps working),
 `hold_gateway()`/`release_gateway()` (new gateway connections wait before HELLO) and `drop_gateway(code)`;
 the guild's channels, permission overwrites and membership, and the application's flags, are plain
 attributes to change. Everything asked is recorded in `requests`; commands synced in
@@ -45,7 +54,7 @@ import discord
 import yarl
 from aiohttp import WSMsgType, web
 
-__all__ = ["DiscordDouble", "FakeChannel", "FakeGuild", "pointed_at"]
+__all__ = ["DiscordDouble", "FakeChannel", "FakeGuild", "GatewaySession", "pointed_at", "shard_of"]
 
 API_PREFIX = "/api/v10"
 HEARTBEAT_INTERVAL_MS = 41_250
@@ -72,10 +81,22 @@ INVALID_FORM_BODY = {
 _ids = itertools.count()
 
 
-def snowflake() -> int:
-    """A fresh id that, like Discord's, encodes the current time."""
+def snowflake(shard: int | None = None, shard_count: int = 1) -> int:
+    """A fresh id that, like Discord's, encodes the current time.
+
+    With `shard`, the id is one that shard owns (`(id >> 22) % shard_count == shard`): its timestamp is
+    moved back at most `shard_count - 1` milliseconds, still the current time for anything that reads it.
+    """
     now = datetime.datetime.now(datetime.UTC)
-    return discord.utils.time_snowflake(now) + next(_ids) % 4096
+    stamp = discord.utils.time_snowflake(now) >> 22
+    if shard is not None:
+        stamp -= (stamp - shard) % shard_count
+    return (stamp << 22) + next(_ids) % 4096
+
+
+def shard_of(guild_id: int, shard_count: int) -> int:
+    """The shard that receives a guild's events (Discord's rule)."""
+    return (guild_id >> 22) % shard_count
 
 
 def _json(payload: Any, status: int = 200) -> web.Response:
@@ -180,29 +201,43 @@ class FakeGuild:
         }
 
 
+@dataclass
+class GatewaySession:
+    """One IDENTIFY that was answered with READY: the shard it asked for and its live connection."""
+
+    id: str
+    shard: tuple[int, int]  # [shard id, shard count] as IDENTIFY sent it; (0, 1) when it sent none
+    ws: web.WebSocketResponse
+    sequence: int = 0
+    guild_ids: list[int] = field(default_factory=list)  # the guilds GUILD_CREATE was sent for, in order
+
+
 class DiscordDouble:
     """Discord's REST API and gateway on 127.0.0.1, for one bot application."""
 
-    def __init__(self, *, message_content_intent: bool = True) -> None:
+    def __init__(self, *, message_content_intent: bool = True, recommended_shards: int = 1) -> None:
         self.token = f"double.{secrets.token_urlsafe(24)}"
         self.application_id = snowflake()
         self.owner = self._user(snowflake(), "owner", bot=False)
         self.user = self._user(self.application_id, "mendbot", bot=True)
         self.guild = FakeGuild()
         self.guilds: list[FakeGuild] = [self.guild]
+        self.recommended_shards = recommended_shards  # what GET /gateway/bot answers
         self.application_flags = GATEWAY_MESSAGE_CONTENT_LIMITED if message_content_intent else 0
         self.requests: list[tuple[str, str]] = []
         self.synced: dict[str, list[dict[str, Any]]] = {}  # "global" or the guild id → commands
         self.messages: list[dict[str, Any]] = []
         self.identified = 0
         self.resumed = 0
+        self.gateway_asked = asyncio.Event()  # set at the first gateway connection attempt
+        self._posted = asyncio.Event()  # set (and cleared by waiters) at every message the bot posts
         self._sync_error: tuple[int, dict[str, Any]] | None = None
         self._identify_close: int | None = None
         self._gateway_refused = False
         self._gateway_open = asyncio.Event()
         self._gateway_open.set()
         self._sockets: set[web.WebSocketResponse] = set()
-        self._sessions: dict[str, int] = {}  # session id → last sequence number
+        self.sessions: dict[str, GatewaySession] = {}  # every session identified, by its id
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self.port = 0
@@ -294,6 +329,55 @@ class DiscordDouble:
     def paths(self) -> list[str]:
         return [f"{method} {path}" for method, path in self.requests]
 
+    def add_guild(self, name: str, *, shard: int | None = None, shard_count: int = 1) -> FakeGuild:
+        """Another guild the bot is in; with `shard`, one whose id that shard of `shard_count` owns."""
+        guild = FakeGuild(name=name, id=snowflake(shard, shard_count))
+        self.guilds.append(guild)
+        return guild
+
+    @property
+    def shards_identified(self) -> list[tuple[int, int]]:
+        """The [shard id, shard count] of every session identified, in order."""
+        return [session.shard for session in self.sessions.values()]
+
+    def session_of(self, guild: FakeGuild) -> GatewaySession:
+        """The newest open session whose shard owns the guild (its events go there and nowhere else)."""
+        owners = [
+            session
+            for session in self.sessions.values()
+            if not session.ws.closed and shard_of(guild.id, session.shard[1]) == session.shard[0]
+        ]
+        if not owners:
+            raise LookupError(f"no gateway session owns guild {guild.id}")
+        return owners[-1]
+
+    async def answer_to(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Wait for the bot's first message in `message`'s channel after it (ids encode the time)."""
+        while True:
+            for posted in self.messages:
+                if posted["channel_id"] == message["channel_id"] and int(posted["id"]) > int(message["id"]):
+                    return posted
+            self._posted.clear()
+            await self._posted.wait()
+
+    async def drop_shard(self, shard_id: int, code: int = 4000) -> None:
+        """Close the connections of one shard's sessions with `code` (4000: the client resumes)."""
+        for session in self.sessions.values():
+            if session.shard[0] == shard_id and not session.ws.closed:
+                await session.ws.close(code=code, message=b"dropped by the test")
+
+    async def send_message(
+        self, channel: FakeChannel, content: str, *, author: str = "alice"
+    ) -> dict[str, Any]:
+        """A member's message in a channel, dispatched (MESSAGE_CREATE) to the shard owning its guild."""
+        guild = next(guild for guild in self.guilds if channel in guild.channels)
+        user = self._user(snowflake(), author, bot=False)
+        member = guild.member(user)
+        del member["user"]  # a message's member is partial: the user is its author
+        message = {**self._message(channel, guild, user, content, {}), "member": {**member, "roles": []}}
+        await self._dispatch(self.session_of(guild), "MESSAGE_CREATE", message)
+        return message
+
     # -- REST ---------------------------------------------------------------------------------
 
     @staticmethod
@@ -343,6 +427,19 @@ class DiscordDouble:
                 return _json(self.user)
             case "GET", ["oauth2", "applications", "@me"]:
                 return _json(self._application())
+            case "GET", ["gateway", "bot"]:
+                return _json(
+                    {
+                        "url": self.gateway_url.rstrip("/"),
+                        "shards": self.recommended_shards,
+                        "session_start_limit": {
+                            "total": 1000,
+                            "remaining": 1000,
+                            "reset_after": 0,
+                            "max_concurrency": 1,
+                        },
+                    }
+                )
             case "PUT", ["applications", app, "commands"] if app == str(self.application_id):
                 return self._sync("global", None, body)
             case "PUT", ["applications", app, "guilds", guild_id, "commands"] if app == str(
@@ -421,13 +518,23 @@ class DiscordDouble:
         found = self._find_channel(channel_id)
         if found is None:
             return _json(UNKNOWN_CHANNEL, 404)
-        guild, _ = found
-        message = {
+        guild, channel = found
+        message = self._message(channel, guild, self.user, body.get("content") or "", body)
+        self.messages.append(message)
+        self._posted.set()
+        return _json(message)
+
+    @staticmethod
+    def _message(
+        channel: FakeChannel, guild: FakeGuild, author: dict[str, Any], content: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        reference = body.get("message_reference")
+        return {
             "id": str(snowflake()),
-            "channel_id": channel_id,
+            "channel_id": str(channel.id),
             "guild_id": str(guild.id),
-            "author": self.user,
-            "content": body.get("content") or "",
+            "author": author,
+            "content": content,
             "timestamp": datetime.datetime.now(datetime.UTC).isoformat(),
             "edited_timestamp": None,
             "tts": False,
@@ -437,17 +544,17 @@ class DiscordDouble:
             "attachments": [],
             "embeds": body.get("embeds") or [],
             "pinned": False,
-            "type": 0,
+            "type": 19 if reference else 0,
             "flags": 0,
             "components": body.get("components") or [],
+            **({"message_reference": reference} if reference else {}),
         }
-        self.messages.append(message)
-        return _json(message)
 
     # -- gateway ------------------------------------------------------------------------------
 
     async def _gateway(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(("GATEWAY", request.path))
+        self.gateway_asked.set()
         if self._gateway_refused:
             return web.Response(status=503, text="upstream connect error")
         ws = web.WebSocketResponse(autoping=True, max_msg_size=0)
@@ -458,7 +565,7 @@ class DiscordDouble:
             if ws.closed:
                 return ws
             await self._send(ws, {"op": 10, "d": {"heartbeat_interval": HEARTBEAT_INTERVAL_MS}})
-            session: str | None = None
+            session: GatewaySession | None = None
             async for message in ws:
                 if message.type is not WSMsgType.TEXT:
                     continue
@@ -479,11 +586,11 @@ class DiscordDouble:
     async def _send(self, ws: web.WebSocketResponse, frame: dict[str, Any]) -> None:
         await ws.send_str(json.dumps(frame))
 
-    async def _dispatch(self, ws: web.WebSocketResponse, session: str, event: str, data: Any) -> None:
-        self._sessions[session] += 1
-        await self._send(ws, {"op": 0, "t": event, "s": self._sessions[session], "d": data})
+    async def _dispatch(self, session: GatewaySession, event: str, data: Any) -> None:
+        session.sequence += 1
+        await self._send(session.ws, {"op": 0, "t": event, "s": session.sequence, "d": data})
 
-    async def _identify(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> str | None:
+    async def _identify(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> GatewaySession | None:
         self.identified += 1
         if self._identify_close is not None:
             await ws.close(code=self._identify_close, message=b"closed by the test's script")
@@ -491,19 +598,28 @@ class DiscordDouble:
         if data.get("token") != self.token:
             await ws.close(code=4004, message=b"Authentication failed.")
             return None
-        session = secrets.token_hex(16)
-        self._sessions[session] = 0
-        members = [guild for guild in self.guilds if guild.bot_is_member]
+        shard_id, shard_count = data.get("shard") or (0, 1)
+        if not 0 <= shard_id < shard_count:
+            await ws.close(code=4010, message=b"Invalid shard.")
+            return None
+        session = GatewaySession(secrets.token_hex(16), (shard_id, shard_count), ws)
+        self.sessions[session.id] = session
+        # A guild's events go to the one shard that owns it, READY's guild list included.
+        members = [
+            guild
+            for guild in self.guilds
+            if guild.bot_is_member and shard_of(guild.id, shard_count) == shard_id
+        ]
         await self._dispatch(
-            ws,
             session,
             "READY",
             {
                 "v": 10,
                 "user": self.user,
                 "guilds": [{"id": str(guild.id), "unavailable": True} for guild in members],
-                "session_id": session,
+                "session_id": session.id,
                 "resume_gateway_url": self.gateway_url,
+                "shard": [shard_id, shard_count],
                 "application": {"id": str(self.application_id), "flags": self.application_flags},
             },
         )
@@ -523,16 +639,18 @@ class DiscordDouble:
                 joined_at=datetime.datetime.now(datetime.UTC).isoformat(),
                 large=False,
             )
-            await self._dispatch(ws, session, "GUILD_CREATE", payload)
+            session.guild_ids.append(guild.id)
+            await self._dispatch(session, "GUILD_CREATE", payload)
         return session
 
-    async def _resume(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> str | None:
-        session = str(data.get("session_id"))
-        if data.get("token") != self.token or session not in self._sessions:
+    async def _resume(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> GatewaySession | None:
+        session = self.sessions.get(str(data.get("session_id")))
+        if data.get("token") != self.token or session is None:
             await self._send(ws, {"op": 9, "d": False})  # invalid session: identify again
             return None
         self.resumed += 1
-        await self._dispatch(ws, session, "RESUMED", {})
+        session.ws = ws  # the resumed session's events now go over the new connection
+        await self._dispatch(session, "RESUMED", {})
         return session
 
 
