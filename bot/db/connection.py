@@ -73,11 +73,16 @@ class Database(aiosqlite.Connection):
         return result
 
 
-def transaction(db: aiosqlite.Connection) -> AbstractAsyncContextManager[None]:
-    """`BEGIN` … `COMMIT` on `db`, rolled back on any exception, with no other task's statement in it."""
-    if not isinstance(db, Database):
-        raise TypeError("transactions need a connection from open_database()")
-    return db.transaction()
+def transaction(db: Any) -> AbstractAsyncContextManager[None]:
+    """`BEGIN` … `COMMIT` on `db`, rolled back on any exception, with no other task's statement in it.
+
+    `db` is a connection from `open_database()` (SQLite) or `bot.db.core.open_postgresql()`.
+    """
+    begin = getattr(db, "transaction", None)
+    if begin is None:
+        raise TypeError("transactions need a connection from open_database() or open_postgresql()")
+    result: AbstractAsyncContextManager[None] = begin()
+    return result
 
 
 async def open_database(path: Path | str, *, busy_timeout_ms: int = 5000) -> aiosqlite.Connection:

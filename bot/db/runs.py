@@ -1,14 +1,23 @@
-"""Queries for `runs`, `run_events` and the `settings_kv` switches the run policy keeps."""
+"""Queries for `runs`, `run_events` and the `settings_kv` switches the run policy keeps.
+
+Written once as SQLAlchemy Core statements (`bot.db.core`), so they run on SQLite and PostgreSQL.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 from typing import Any
 
-import aiosqlite
+import sqlalchemy as sa
+from sqlalchemy import Executable, bindparam, func, literal_column, select
+from sqlalchemy.dialects import postgresql, sqlite
 
+from bot.db import core
 from bot.db.connection import transaction
+from bot.db.core import Connection
+from bot.db.schema import run_events, runs, settings_kv
 
 __all__ = [
     "RUN_FIELDS",
@@ -55,13 +64,99 @@ RUN_FIELDS = (
     "updated_at",
 )
 
+_ADD_EVENT = sa.insert(run_events).values(
+    run_id=bindparam("run_id"),
+    ts=bindparam("ts"),
+    actor=bindparam("actor"),
+    event=bindparam("event"),
+    state=bindparam("state"),
+    detail=bindparam("detail"),
+    cost_usd=bindparam("cost_usd"),
+)
+_BY_ID = select(runs).where(runs.c.id == bindparam("run_id"))
+_RECENT = select(runs).order_by(runs.c.id.desc()).limit(bindparam("limit"))
+_IN_STATES = select(runs).where(runs.c.state.in_(bindparam("states", expanding=True))).order_by(runs.c.id)
+_BUSY = (
+    select(runs.c.id, runs.c.state)
+    .where(runs.c.state.in_(bindparam("states", expanding=True)))
+    .order_by(runs.c.id)
+)
+_CREATED_SINCE = (
+    select(runs.c.requester_id, runs.c.created_at)
+    .where(runs.c.created_at > bindparam("since"))
+    .order_by(runs.c.created_at)
+)
+_CREATED_SINCE_BY_ORIGIN = _CREATED_SINCE.where(runs.c.origin == bindparam("origin"))
+_SPENT_SINCE = select(func.coalesce(func.sum(run_events.c.cost_usd), 0)).where(
+    run_events.c.ts >= bindparam("since")
+)
+_SPENT_SINCE_BY_ORIGIN = (
+    select(func.coalesce(func.sum(run_events.c.cost_usd), 0))
+    .select_from(run_events.join(runs, runs.c.id == run_events.c.run_id))
+    .where(run_events.c.ts >= bindparam("since"), runs.c.origin == bindparam("origin"))
+)
+_FOR_INCIDENT = select(runs).where(runs.c.incident_id == bindparam("incident_id")).order_by(runs.c.id)
+_EVENTS = select(run_events).where(run_events.c.run_id == bindparam("run_id")).order_by(run_events.c.id)
+_GET_SETTING = select(settings_kv.c.value).where(settings_kv.c.key == bindparam("key"))
+_DELETE_SETTING = settings_kv.delete().where(settings_kv.c.key == bindparam("key"))
 
-def _marks(values: Iterable[object]) -> str:
-    return ", ".join("?" for _ in values)
+
+@functools.cache
+def _set_setting(dialect: str) -> Executable:
+    upsert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(settings_kv)
+    upsert = upsert.values(key=bindparam("key"), value=bindparam("value"))
+    return upsert.on_conflict_do_update(
+        index_elements=[settings_kv.c.key], set_={"value": upsert.excluded.value}
+    )
+
+
+def _reported_message_id(dialect: str) -> Any:
+    """The `message_id` of a "reported" event's JSON detail, as an integer, on each engine."""
+    if dialect == "postgresql":
+        return literal_column("(run_events.detail::jsonb ->> 'message_id')::bigint")
+    return func.json_extract(run_events.c.detail, "$.message_id")
+
+
+@functools.cache
+def _by_message(dialect: str) -> Executable:
+    status = select(runs.c.id).where(runs.c.status_message_id == bindparam("message_id"))
+    reported = select(run_events.c.run_id).where(
+        run_events.c.event == "reported", _reported_message_id(dialect) == bindparam("message_id")
+    )
+    return sa.union_all(status, reported).limit(1)
+
+
+@functools.cache
+def _insert(names: tuple[str, ...]) -> Executable:
+    return sa.insert(runs).values({name: bindparam(name) for name in names}).returning(runs.c.id)
+
+
+@functools.cache
+def _transition(names: tuple[str, ...]) -> Executable:
+    return (
+        sa.update(runs)
+        .where(runs.c.id == bindparam("run_id"), runs.c.state == bindparam("expected_state"))
+        .values(
+            {**{name: bindparam(name) for name in names}, "cost_usd": runs.c.cost_usd + bindparam("add_cost")}
+        )
+    )
+
+
+@functools.cache
+def _update(names: tuple[str, ...]) -> Executable:
+    return (
+        sa.update(runs)
+        .where(runs.c.id == bindparam("run_id"))
+        .values({name: bindparam(name) for name in names})
+    )
+
+
+def _fields(values: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(name for name in RUN_FIELDS if name in values)
 
 
 async def _add_event(
-    db: aiosqlite.Connection,
+    db: Connection,
     run_id: int,
     *,
     ts: float,
@@ -71,24 +166,24 @@ async def _add_event(
     detail: dict[str, Any] | None,
     cost_usd: float,
 ) -> None:
-    await db.execute(
-        "INSERT INTO run_events (run_id, ts, actor, event, state, detail, cost_usd)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (run_id, ts, actor, event, state, json.dumps(detail, default=str) if detail else None, cost_usd),
+    await core.execute(
+        db,
+        _ADD_EVENT,
+        run_id=run_id,
+        ts=ts,
+        actor=actor,
+        event=event,
+        state=state,
+        detail=json.dumps(detail, default=str) if detail else None,
+        cost_usd=cost_usd,
     )
 
 
-async def insert(
-    db: aiosqlite.Connection, values: dict[str, Any], *, actor: str, detail: dict[str, Any] | None
-) -> int:
+async def insert(db: Connection, values: dict[str, Any], *, actor: str, detail: dict[str, Any] | None) -> int:
     """Insert a run and its "created" event in one transaction; returns the run id."""
-    names = [name for name in RUN_FIELDS if name in values]
+    names = _fields(values)
     async with transaction(db):
-        cursor = await db.execute(
-            f"INSERT INTO runs ({', '.join(names)}) VALUES ({_marks(names)})", [values[n] for n in names]
-        )
-        assert cursor.lastrowid is not None
-        run_id = cursor.lastrowid
+        run_id = int(await core.scalar(db, _insert(names), **{n: values[n] for n in names}))
         await _add_event(
             db,
             run_id,
@@ -103,7 +198,7 @@ async def insert(
 
 
 async def transition(
-    db: aiosqlite.Connection,
+    db: Connection,
     run_id: int,
     *,
     expected_state: str,
@@ -118,14 +213,17 @@ async def transition(
 
     False (and nothing written) when the run is no longer in `expected_state`.
     """
-    names = [name for name in RUN_FIELDS if name in values]
-    assignments = ", ".join([*(f"{name} = ?" for name in names), "cost_usd = cost_usd + ?"])
+    names = _fields(values)
     async with transaction(db):
-        cursor = await db.execute(
-            f"UPDATE runs SET {assignments} WHERE id = ? AND state = ?",
-            [*(values[n] for n in names), cost_usd, run_id, expected_state],
+        changed = await core.execute(
+            db,
+            _transition(names),
+            run_id=run_id,
+            expected_state=expected_state,
+            add_cost=cost_usd,
+            **{n: values[n] for n in names},
         )
-        if cursor.rowcount != 1:
+        if changed != 1:
             return False  # nothing was written: the empty transaction just commits
         state = values.get("state", expected_state)
         await _add_event(
@@ -134,111 +232,75 @@ async def transition(
     return True
 
 
-async def update(db: aiosqlite.Connection, run_id: int, values: dict[str, Any]) -> None:
+async def update(db: Connection, run_id: int, values: dict[str, Any]) -> None:
     """Set fields without an event (bookkeeping such as the status message id)."""
-    names = [name for name in RUN_FIELDS if name in values]
-    await db.execute(
-        f"UPDATE runs SET {', '.join(f'{name} = ?' for name in names)} WHERE id = ?",
-        [*(values[n] for n in names), run_id],
-    )
+    names = _fields(values)
+    await core.execute(db, _update(names), run_id=run_id, **{n: values[n] for n in names})
 
 
-async def by_id(db: aiosqlite.Connection, run_id: int) -> dict[str, Any] | None:
-    async with db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)) as cursor:
-        row = await cursor.fetchone()
-    return dict(row) if row is not None else None
+async def by_id(db: Connection, run_id: int) -> dict[str, Any] | None:
+    return await core.first(db, _BY_ID, run_id=run_id)
 
 
-async def recent(db: aiosqlite.Connection, limit: int) -> list[dict[str, Any]]:
-    async with db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,)) as cursor:
-        return [dict(row) for row in await cursor.fetchall()]
+async def recent(db: Connection, limit: int) -> list[dict[str, Any]]:
+    return await core.rows(db, _RECENT, limit=limit)
 
 
-async def in_states(db: aiosqlite.Connection, states: Iterable[str]) -> list[dict[str, Any]]:
+async def in_states(db: Connection, states: Iterable[str]) -> list[dict[str, Any]]:
     """Runs in any of `states`, oldest first."""
-    wanted = list(states)
-    async with db.execute(
-        f"SELECT * FROM runs WHERE state IN ({_marks(wanted)}) ORDER BY id", wanted
-    ) as cursor:
-        return [dict(row) for row in await cursor.fetchall()]
+    return await core.rows(db, _IN_STATES, states=list(states))
 
 
-async def busy(db: aiosqlite.Connection, states: Iterable[str]) -> list[tuple[int, str]]:
+async def busy(db: Connection, states: Iterable[str]) -> list[tuple[int, str]]:
     """(id, state) of runs in any of `states`, oldest first."""
-    wanted = list(states)
-    async with db.execute(
-        f"SELECT id, state FROM runs WHERE state IN ({_marks(wanted)}) ORDER BY id", wanted
-    ) as cursor:
-        return [(row[0], row[1]) for row in await cursor.fetchall()]
+    return [(row["id"], row["state"]) for row in await core.rows(db, _BUSY, states=list(states))]
 
 
-async def created_since(
-    db: aiosqlite.Connection, since: float, origin: str | None = None
-) -> list[tuple[int, float]]:
+async def created_since(db: Connection, since: float, origin: str | None = None) -> list[tuple[int, float]]:
     """(requester_id, created_at) of runs created after `since` (of one origin, if given), oldest first."""
-    async with db.execute(
-        "SELECT requester_id, created_at FROM runs WHERE created_at > ? AND (? IS NULL OR origin = ?)"
-        " ORDER BY created_at",
-        (since, origin, origin),
-    ) as cursor:
-        return [(row[0], row[1]) for row in await cursor.fetchall()]
+    if origin is None:
+        found = await core.rows(db, _CREATED_SINCE, since=since)
+    else:
+        found = await core.rows(db, _CREATED_SINCE_BY_ORIGIN, since=since, origin=origin)
+    return [(row["requester_id"], row["created_at"]) for row in found]
 
 
-async def spent_since(db: aiosqlite.Connection, since: float, origin: str | None = None) -> float:
+async def spent_since(db: Connection, since: float, origin: str | None = None) -> float:
     """Total cost of run events at or after `since` — of runs of one origin, if given."""
-    args: tuple[object, ...] = (since,)
-    sql = "SELECT COALESCE(SUM(cost_usd), 0) FROM run_events WHERE ts >= ?"
-    if origin is not None:
-        sql = (
-            "SELECT COALESCE(SUM(e.cost_usd), 0) FROM run_events e JOIN runs r ON r.id = e.run_id"
-            " WHERE e.ts >= ? AND r.origin = ?"
-        )
-        args = (since, origin)
-    async with db.execute(sql, args) as cursor:
-        row = await cursor.fetchone()
-    return float(row[0]) if row is not None else 0.0
+    if origin is None:
+        total = await core.scalar(db, _SPENT_SINCE, since=since)
+    else:
+        total = await core.scalar(db, _SPENT_SINCE_BY_ORIGIN, since=since, origin=origin)
+    return float(total or 0.0)
 
 
-async def for_incident(db: aiosqlite.Connection, incident_id: int) -> list[dict[str, Any]]:
+async def for_incident(db: Connection, incident_id: int) -> list[dict[str, Any]]:
     """Every run ever started on `incident_id`, oldest first."""
-    async with db.execute("SELECT * FROM runs WHERE incident_id = ? ORDER BY id", (incident_id,)) as cursor:
-        return [dict(row) for row in await cursor.fetchall()]
+    return await core.rows(db, _FOR_INCIDENT, incident_id=incident_id)
 
 
-async def events(db: aiosqlite.Connection, run_id: int) -> list[dict[str, Any]]:
-    async with db.execute("SELECT * FROM run_events WHERE run_id = ? ORDER BY id", (run_id,)) as cursor:
-        rows = [dict(row) for row in await cursor.fetchall()]
+async def events(db: Connection, run_id: int) -> list[dict[str, Any]]:
+    rows = await core.rows(db, _EVENTS, run_id=run_id)
     for row in rows:
         row["detail"] = json.loads(row["detail"]) if row["detail"] else {}
     return rows
 
 
-async def get_setting(db: aiosqlite.Connection, key: str) -> Any:
+async def get_setting(db: Connection, key: str) -> Any:
     """The JSON value stored under `key`, or None."""
-    async with db.execute("SELECT value FROM settings_kv WHERE key = ?", (key,)) as cursor:
-        row = await cursor.fetchone()
-    return json.loads(row[0]) if row is not None else None
+    value = await core.scalar(db, _GET_SETTING, key=key)
+    return json.loads(value) if value is not None else None
 
 
-async def set_setting(db: aiosqlite.Connection, key: str, value: Any) -> None:
-    await db.execute(
-        "INSERT INTO settings_kv (key, value) VALUES (?, ?)"
-        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        (key, json.dumps(value)),
-    )
+async def set_setting(db: Connection, key: str, value: Any) -> None:
+    await core.execute(db, _set_setting(core.dialect(db)), key=key, value=json.dumps(value))
 
 
-async def delete_setting(db: aiosqlite.Connection, key: str) -> None:
-    await db.execute("DELETE FROM settings_kv WHERE key = ?", (key,))
+async def delete_setting(db: Connection, key: str) -> None:
+    await core.execute(db, _DELETE_SETTING, key=key)
 
 
-async def by_message(db: aiosqlite.Connection, message_id: int) -> int | None:
+async def by_message(db: Connection, message_id: int) -> int | None:
     """The run a chat message stands for: its status message, or a report the bot posted about it."""
-    async with db.execute(
-        "SELECT id FROM runs WHERE status_message_id = ?"
-        " UNION ALL SELECT run_id FROM run_events"
-        " WHERE event = 'reported' AND json_extract(detail, '$.message_id') = ? LIMIT 1",
-        (message_id, message_id),
-    ) as cursor:
-        row = await cursor.fetchone()
-    return int(row[0]) if row is not None else None
+    found = await core.scalar(db, _by_message(core.dialect(db)), message_id=message_id)
+    return int(found) if found is not None else None

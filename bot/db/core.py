@@ -1,0 +1,147 @@
+"""Queries written once, as SQLAlchemy Core statements, run on SQLite or PostgreSQL.
+
+The query modules are moving from hand-written SQLite to statements built on `bot.db.schema`'s
+tables (`runs.py` first). A statement is a module constant with named `bindparam`s, compiled once
+per engine (compiling costs ~1 ms; the compiled form is kept) and run on the bot's connection with
+the values of one call: `await rows(db, _RECENT, limit=5)`. `expanding=True` parameters take
+lists (`IN`). Each engine has its connection class with the same two abilities — `execute(sql,
+params)` and `transaction()` (one task's transaction at a time, see `bot.db.connection`) — so
+`transaction(db)` groups statements on either:
+
+- SQLite: `bot.db.connection.Database`, the aiosqlite connection every service already shares;
+- PostgreSQL: `PostgresDatabase`, a psycopg connection (`open_postgresql`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import aiosqlite
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import Executable
+
+from bot.db.connection import Database
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = [
+    "Connection",
+    "PostgresDatabase",
+    "dialect",
+    "execute",
+    "first",
+    "open_postgresql",
+    "rows",
+    "scalar",
+]
+
+_SQLITE = sqlite.dialect()
+_POSTGRESQL = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(statement: Executable, dialect: Dialect) -> SQLCompiler:
+    compiled = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
+    assert isinstance(compiled, SQLCompiler)
+    return compiled
+
+
+async def _run(db: Connection, statement: Executable, params: Mapping[str, Any]) -> Any:
+    """(rows as dicts, rowcount) of one statement on `db`."""
+    if isinstance(db, PostgresDatabase):
+        state = _compiled(statement, _POSTGRESQL).construct_expanded_state(dict(params))
+        return await db.run(state.statement, state.parameters)
+    if isinstance(db, Database):
+        state = _compiled(statement, _SQLITE).construct_expanded_state(dict(params))
+        async with db.execute(state.statement, state.positional_parameters) as cursor:
+            found = [dict(row) for row in await cursor.fetchall()] if cursor.description else []
+            return found, cursor.rowcount
+    raise TypeError(f"not a connection from open_database() or open_postgresql(): {db!r}")
+
+
+def dialect(db: Connection) -> str:
+    """Which engine `db` is on ("sqlite" or "postgresql"), for the few statements that differ."""
+    return "postgresql" if isinstance(db, PostgresDatabase) else "sqlite"
+
+
+async def rows(db: Connection, statement: Executable, **params: Any) -> list[dict[str, Any]]:
+    """Every row the statement returns, as a dict by column name."""
+    found, _ = await _run(db, statement, params)
+    return list(found)
+
+
+async def first(db: Connection, statement: Executable, **params: Any) -> dict[str, Any] | None:
+    found, _ = await _run(db, statement, params)
+    return found[0] if found else None
+
+
+async def scalar(db: Connection, statement: Executable, **params: Any) -> Any:
+    """The first column of the first row, or None when there is none."""
+    found, _ = await _run(db, statement, params)
+    return next(iter(found[0].values())) if found else None
+
+
+async def execute(db: Connection, statement: Executable, **params: Any) -> int:
+    """Run a statement for its effect; how many rows it changed."""
+    _, count = await _run(db, statement, params)
+    return int(count)
+
+
+class PostgresDatabase:
+    """A psycopg connection on which a transaction holds off every other task's statements, as
+    `bot.db.connection.Database` does on SQLite (so code written for one behaves the same on the
+    other)."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._conn = conn
+        self._lock = asyncio.Lock()
+        self._owner: asyncio.Task[Any] | None = None
+
+    async def run(
+        self, sql: str, params: Mapping[str, Any] | Sequence[Any]
+    ) -> tuple[list[dict[str, Any]], int]:
+        while self._owner is not None and self._owner is not asyncio.current_task():
+            async with self._lock:
+                pass
+        async with self._conn.cursor() as cursor:
+            await cursor.execute(sql, params)
+            names = [column.name for column in cursor.description] if cursor.description else []
+            found = [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()] if names else []
+            return found, cursor.rowcount
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        task = asyncio.current_task()
+        if self._owner is task:
+            raise RuntimeError("a transaction is already open in this task")
+        async with self._lock:
+            self._owner = task
+            try:
+                async with self._conn.transaction():
+                    yield
+            finally:
+                self._owner = None
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+
+# The bot's connection on either engine: from `open_database()` or from `open_postgresql()`.
+Connection: TypeAlias = aiosqlite.Connection | PostgresDatabase
+
+
+async def open_postgresql(url: str) -> PostgresDatabase:
+    """Connect to the PostgreSQL database at `url` and bring its schema to the head."""
+    import psycopg
+
+    from bot.db.migrate import upgrade_postgresql
+
+    await asyncio.to_thread(upgrade_postgresql, url)
+    return PostgresDatabase(await psycopg.AsyncConnection.connect(url, autocommit=True))
