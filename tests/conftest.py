@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.db import core, open_database
 from bot.playground import VirtualWorld
 from bot.settings import Settings
 from tests.harness.discord import make_settings, running_world
@@ -63,3 +64,17 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
         yield postgres_server.url(name)
     finally:
         postgres_server.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def engine_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[core.Connection]:
+    """The bot's connection, its schema at the head, once on each engine: for queries written as
+    SQLAlchemy Core statements (`bot.db.core`), which must behave the same on both."""
+    if request.param == "sqlite":
+        connection: core.Connection = await open_database(tmp_path / "m.db")
+    else:
+        connection = await core.open_postgresql(request.getfixturevalue("postgres_url"))
+    try:
+        yield connection
+    finally:
+        await connection.close()

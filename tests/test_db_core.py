@@ -3,27 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from bot.db import core, open_database
+from bot.db import core
 from bot.db import runs as queries
 from bot.db.connection import transaction
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[core.Connection]:
-    """The bot's connection on each engine, its schema at the head."""
-    if request.param == "sqlite":
-        connection: core.Connection = await open_database(tmp_path / "m.db")
-    else:
-        connection = await core.open_postgresql(request.getfixturevalue("postgres_url"))
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 def _run(**values: object) -> dict[str, object]:
@@ -39,10 +24,10 @@ def _run(**values: object) -> dict[str, object]:
     }
 
 
-async def test_a_run_and_its_created_event_are_inserted_together(db: core.Connection) -> None:
+async def test_a_run_and_its_created_event_are_inserted_together(engine_db: core.Connection) -> None:
     """insert() returns the new id; the run has its defaults and one "created" event with the detail."""
-    run_id = await queries.insert(db, _run(), actor="alice", detail={"why": "asked"})
-    run = await queries.by_id(db, run_id)
+    run_id = await queries.insert(engine_db, _run(), actor="alice", detail={"why": "asked"})
+    run = await queries.by_id(engine_db, run_id)
     assert run is not None
     assert (run["state"], run["requester_id"], run["cost_usd"], run["attempts"], run["origin"]) == (
         "queued",
@@ -51,16 +36,16 @@ async def test_a_run_and_its_created_event_are_inserted_together(db: core.Connec
         0,
         "requested",
     )
-    [event] = await queries.events(db, run_id)
+    [event] = await queries.events(engine_db, run_id)
     assert (event["event"], event["actor"], event["detail"]) == ("created", "alice", {"why": "asked"})
 
 
-async def test_a_transition_from_a_state_the_run_left_writes_nothing(db: core.Connection) -> None:
+async def test_a_transition_from_a_state_the_run_left_writes_nothing(engine_db: core.Connection) -> None:
     """A transition applies only from the expected state, adds its cost, and logs one event."""
-    run_id = await queries.insert(db, _run(), actor="alice", detail=None)
+    run_id = await queries.insert(engine_db, _run(), actor="alice", detail=None)
     for target, applied in (("observing", True), ("failed", False)):
         changed = await queries.transition(
-            db,
+            engine_db,
             run_id,
             expected_state="queued",
             values={"state": target},
@@ -71,34 +56,36 @@ async def test_a_transition_from_a_state_the_run_left_writes_nothing(db: core.Co
             cost_usd=0.25,
         )
         assert changed is applied
-    run = await queries.by_id(db, run_id)
+    run = await queries.by_id(engine_db, run_id)
     assert run is not None and (run["state"], run["cost_usd"]) == ("observing", 0.25)
-    assert [e["event"] for e in await queries.events(db, run_id)] == ["created", "started"]
-    assert await queries.spent_since(db, 101.0) == 0.25
-    assert await queries.spent_since(db, 101.0, origin="autonomous") == 0.0
+    assert [e["event"] for e in await queries.events(engine_db, run_id)] == ["created", "started"]
+    assert await queries.spent_since(engine_db, 101.0) == 0.25
+    assert await queries.spent_since(engine_db, 101.0, origin="autonomous") == 0.0
 
 
-async def test_runs_by_state_time_and_origin(db: core.Connection) -> None:
+async def test_runs_by_state_time_and_origin(engine_db: core.Connection) -> None:
     """in_states/busy take a list of states; created_since filters by origin when given."""
-    first = await queries.insert(db, _run(), actor="a", detail=None)
+    first = await queries.insert(engine_db, _run(), actor="a", detail=None)
     second = await queries.insert(
-        db, _run(state="editing", origin="autonomous", created_at=200.0), actor="a", detail=None
+        engine_db, _run(state="editing", origin="autonomous", created_at=200.0), actor="a", detail=None
     )
-    await queries.insert(db, _run(state="resolved", created_at=300.0), actor="a", detail=None)
-    assert [r["id"] for r in await queries.in_states(db, ["queued", "editing"])] == [first, second]
-    assert await queries.busy(db, ("editing",)) == [(second, "editing")]
-    assert [t for _, t in await queries.created_since(db, 150.0)] == [200.0, 300.0]
-    assert await queries.created_since(db, 150.0, origin="autonomous") == [(1_100_000_000_000_001_000, 200.0)]
-    newest = await queries.recent(db, 2)
+    await queries.insert(engine_db, _run(state="resolved", created_at=300.0), actor="a", detail=None)
+    assert [r["id"] for r in await queries.in_states(engine_db, ["queued", "editing"])] == [first, second]
+    assert await queries.busy(engine_db, ("editing",)) == [(second, "editing")]
+    assert [t for _, t in await queries.created_since(engine_db, 150.0)] == [200.0, 300.0]
+    assert await queries.created_since(engine_db, 150.0, origin="autonomous") == [
+        (1_100_000_000_000_001_000, 200.0)
+    ]
+    newest = await queries.recent(engine_db, 2)
     assert len(newest) == 2 and newest[0]["id"] > second == newest[1]["id"]
 
 
-async def test_a_run_is_found_by_its_status_message_or_a_report_about_it(db: core.Connection) -> None:
+async def test_a_run_is_found_by_its_status_message_or_a_report_about_it(engine_db: core.Connection) -> None:
     """by_message finds a run by the status message id, or by a "reported" event's message id."""
-    run_id = await queries.insert(db, _run(), actor="a", detail=None)
-    await queries.update(db, run_id, {"status_message_id": 1_200_000_000_000_000_001})
+    run_id = await queries.insert(engine_db, _run(), actor="a", detail=None)
+    await queries.update(engine_db, run_id, {"status_message_id": 1_200_000_000_000_000_001})
     await queries.transition(
-        db,
+        engine_db,
         run_id,
         expected_state="queued",
         values={"state": "reported"},
@@ -108,49 +95,52 @@ async def test_a_run_is_found_by_its_status_message_or_a_report_about_it(db: cor
         detail={"message_id": 1_200_000_000_000_000_002},
         cost_usd=0.0,
     )
-    assert await queries.by_message(db, 1_200_000_000_000_000_001) == run_id
-    assert await queries.by_message(db, 1_200_000_000_000_000_002) == run_id
-    assert await queries.by_message(db, 1_200_000_000_000_000_003) is None
+    assert await queries.by_message(engine_db, 1_200_000_000_000_000_001) == run_id
+    assert await queries.by_message(engine_db, 1_200_000_000_000_000_002) == run_id
+    assert await queries.by_message(engine_db, 1_200_000_000_000_000_003) is None
 
 
-async def test_settings_are_set_replaced_and_deleted(db: core.Connection) -> None:
+async def test_settings_are_set_replaced_and_deleted(engine_db: core.Connection) -> None:
     """A setting holds JSON; setting it again replaces it; deleting it leaves None."""
-    assert await queries.get_setting(db, "paused") is None
-    await queries.set_setting(db, "paused", {"by": 1})
-    await queries.set_setting(db, "paused", {"by": 2})
-    assert await queries.get_setting(db, "paused") == {"by": 2}
-    await queries.delete_setting(db, "paused")
-    assert await queries.get_setting(db, "paused") is None
+    assert await queries.get_setting(engine_db, "paused") is None
+    await queries.set_setting(engine_db, "paused", {"by": 1})
+    await queries.set_setting(engine_db, "paused", {"by": 2})
+    assert await queries.get_setting(engine_db, "paused") == {"by": 2}
+    await queries.delete_setting(engine_db, "paused")
+    assert await queries.get_setting(engine_db, "paused") is None
 
 
-async def test_a_transaction_that_raises_leaves_nothing(db: core.Connection) -> None:
+async def test_a_transaction_that_raises_leaves_nothing(engine_db: core.Connection) -> None:
     """Statements in a transaction that raises are all rolled back, on either engine."""
     with pytest.raises(RuntimeError):
-        async with transaction(db):
-            await queries.set_setting(db, "a", 1)
+        async with transaction(engine_db):
+            await queries.set_setting(engine_db, "a", 1)
             raise RuntimeError("half-way")
-    assert await queries.get_setting(db, "a") is None
+    assert await queries.get_setting(engine_db, "a") is None
 
 
-async def test_another_tasks_statement_waits_for_an_open_transaction(db: core.Connection) -> None:
+async def test_another_tasks_statement_waits_for_an_open_transaction(engine_db: core.Connection) -> None:
     """A statement from another task neither joins nor sees an open transaction: it runs after it."""
     inside = asyncio.Event()
     release = asyncio.Event()
 
     async def hold() -> None:
-        async with transaction(db):
-            await queries.set_setting(db, "held", 1)
+        async with transaction(engine_db):
+            await queries.set_setting(engine_db, "held", 1)
             inside.set()
             await release.wait()
             raise RuntimeError("rolled back")
 
     holder = asyncio.create_task(hold())
     await inside.wait()
-    other = asyncio.create_task(queries.set_setting(db, "other", 2))
+    other = asyncio.create_task(queries.set_setting(engine_db, "other", 2))
     await asyncio.sleep(0.1)
     assert not other.done()
     release.set()
     with pytest.raises(RuntimeError):
         await holder
     await other
-    assert (await queries.get_setting(db, "held"), await queries.get_setting(db, "other")) == (None, 2)
+    assert (await queries.get_setting(engine_db, "held"), await queries.get_setting(engine_db, "other")) == (
+        None,
+        2,
+    )
