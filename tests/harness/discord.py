@@ -27,8 +27,8 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     """Settings for a test: its own data dir, no health port, nothing read from .env or config.yaml.
 
     repo_dir defaults to the (non-git) parent of data_dir, so no test touches the live checkout;
-    tests of self-improvement pass a `copy_of_bot()` repository. `improve.autonomy` is off unless
-    given.
+    tests of self-improvement pass a `copy_of_bot()` repository. `improve.autonomy` is off and
+    `observe.retention_days` is ten years unless given.
     """
     values: dict[str, Any] = {
         "data_dir": data_dir,
@@ -41,6 +41,11 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     # The bot's own runs (improve.autonomy, default investigate) would start on every error incident
     # a test provokes and use up its scripted model turns: off unless a test asks for a level.
     values["improve"] = {"autonomy": "off", **dict(values.get("improve") or {})}
+    # The retention daemon is started outside simcord's clock scope, so it reads the wall clock while
+    # the world's starts at 2026-01-01: with the default 14 days it deleted records a test had seeded
+    # in virtual time whenever it ran after the seed. Retention is tested with explicit clocks
+    # (tests/test_recorder.py); here it keeps ten years unless a test asks.
+    values["observe"] = {"retention_days": 3650, **dict(values.get("observe") or {})}
     return load_settings(**values)
 
 
