@@ -1,19 +1,28 @@
 """Queries that read `actions` and `fingerprints`: evidence, samples, replays.
 
-The write side (the action writer's batched inserts, retention, checkpoints) is
-`bot.db.action_writes`, which the writer process runs without importing the rest of the bot.
+Written once as SQLAlchemy Core statements (`bot.db.core`), so they run on SQLite and PostgreSQL.
+The write side the action writer process runs (its batched inserts, retention, checkpoints) is
+`bot.db.action_writes`, which imports nothing of the bot; `insert_many` here is the bot's own
+(and the tests') way to store a batch on either engine.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-import aiosqlite
+import sqlalchemy as sa
+from sqlalchemy import ColumnElement, Executable, bindparam, func, literal_column, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import quoted_name
 
-from bot.db.action_writes import batch_statements
+from bot.db import core
 from bot.db.connection import transaction
+from bot.db.core import Connection
+from bot.db.schema import actions, fingerprints
 from bot.observe.records import ActionRecord
 
 __all__ = [
@@ -27,20 +36,163 @@ __all__ = [
     "slowest_sampled",
 ]
 
+_COLUMNS = tuple(column.name for column in actions.c if column.name != "id")
+_JSON_COLUMNS = ("frames", "extra", "invocation", "reply", "samples")
+# Rows per INSERT: at most 32, in chunks of a power of two, so that a batch of any size is a few
+# statements from at most six, each built and compiled once (compiling costs ~0.5 ms per row;
+# a statement per row would cost a round trip per row instead).
+_CHUNK = 32
+# `json.dumps(…, default=str)` builds a new encoder on every call; a row encodes a few values.
+_encode = json.JSONEncoder(default=str).encode
 
-async def insert_many(db: aiosqlite.Connection, records: Sequence[ActionRecord]) -> None:
+_KNOWN_FINGERPRINTS = select(fingerprints.c.fingerprint)
+_BY_IDS = select(actions).where(actions.c.id.in_(bindparam("ids", expanding=True)))
+_FAILURES_OF_FINGERPRINT = (
+    select(actions)
+    .where(actions.c.fingerprint == bindparam("fingerprint"), actions.c.ts >= bindparam("since"))
+    .order_by(actions.c.ts.desc())
+    .limit(bindparam("limit"))
+)
+_CALLS_OF_KIND = (
+    select(
+        actions.c.id,
+        actions.c.ts,
+        actions.c.user_id,
+        func.lower(func.coalesce(actions.c.invocation, "") + " " + func.coalesce(actions.c.reply, "")).label(
+            "text"
+        ),
+    )
+    .where(actions.c.kind == bindparam("kind"), actions.c.ts >= bindparam("since"))
+    .order_by(actions.c.ts.desc())
+    .limit(bindparam("limit"))
+)
+
+
+def _indexed(dialect: str, index: str) -> tuple[sa.FromClause, Mapping[str, ColumnElement[Any]]]:
+    """`actions` and its columns, read through `index` on SQLite (`INDEXED BY`: its planner would
+    otherwise walk a kind's rows newest first until enough match; tests/test_observe_scale.py pins
+    the plan). SQLAlchemy's SQLite compiler renders no table hints, so the hinted table is named
+    verbatim and its columns unqualified. PostgreSQL's planner picks the partial index itself."""
+    if dialect != "sqlite":
+        return actions, {column.name: column for column in actions.c}
+    table = sa.table(quoted_name(f"actions INDEXED BY {index}", quote=False))
+    return table, {column.name: sa.column(column.name) for column in actions.c}
+
+
+@functools.cache
+def _failures_of_kind(dialect: str) -> Executable:
+    table, c = _indexed(dialect, "actions_kind_failures_ts")
+    # `ok = 0` written out, not bound: the partial index (WHERE ok = 0) is usable only then.
+    return (
+        select(*c.values())
+        .select_from(table)
+        .where(c["kind"] == bindparam("kind"), c["ok"] == literal_column("0"), c["ts"] >= bindparam("since"))
+        .order_by(c["ts"].desc())
+        .limit(bindparam("limit"))
+    )
+
+
+@functools.cache
+def _slowest_sampled(dialect: str) -> Executable:
+    table, c = _indexed(dialect, "actions_sampled_kind_ts")
+    return (
+        select(*c.values())
+        .select_from(table)
+        .where(
+            c["kind"].in_(bindparam("kinds", expanding=True)),
+            c["ts"] >= bindparam("since"),
+            c["samples"].is_not(None),
+        )
+        .order_by(c["duration_ms"].desc())
+        .limit(bindparam("limit"))
+    )
+
+
+@functools.cache
+def _insert_actions(count: int) -> Executable:
+    return sa.insert(actions).values(
+        [{name: bindparam(f"{name}_{n}") for name in _COLUMNS} for n in range(count)]
+    )
+
+
+@functools.cache
+def _count_fingerprint(dialect: str) -> Executable:
+    upsert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(fingerprints)
+    upsert = upsert.values(
+        fingerprint=bindparam("fingerprint"),
+        kind=bindparam("kind"),
+        error_type=bindparam("error_type"),
+        first_seen=bindparam("first_seen"),
+        last_seen=bindparam("last_seen"),
+        count=bindparam("count"),
+    )
+    return upsert.on_conflict_do_update(
+        index_elements=[fingerprints.c.fingerprint],
+        set_={"last_seen": upsert.excluded.last_seen, "count": fingerprints.c.count + upsert.excluded.count},
+    )
+
+
+def _chunks(count: int) -> list[tuple[int, int]]:
+    """(start, size) of the statements that insert `count` rows: sizes are powers of two up to _CHUNK."""
+    chunks = []
+    start = 0
+    while start < count:
+        size = min(_CHUNK, 1 << ((count - start).bit_length() - 1))
+        chunks.append((start, size))
+        start += size
+    return chunks
+
+
+def _stored(record: ActionRecord) -> dict[str, Any]:
+    fields = record.fields()
+    values = {name: fields[name] for name in _COLUMNS}
+    values["ok"] = int(values["ok"])
+    for name in _JSON_COLUMNS:
+        values[name] = _encode(values[name]) if values[name] else None
+    return values
+
+
+def _fingerprint_counts(records: Sequence[ActionRecord]) -> list[dict[str, Any]]:
+    """One upsert's values per fingerprint of the batch: counted once per record, first and last
+    seen in batch order. (PostgreSQL refuses an upsert that touches one row twice, so a batch's
+    repeats are summed here rather than sent as rows of one statement.)"""
+    counts: dict[str, dict[str, Any]] = {}
+    for record in records:
+        if not record.fingerprint:
+            continue
+        found = counts.setdefault(
+            record.fingerprint,
+            {
+                "fingerprint": record.fingerprint,
+                "kind": record.kind,
+                "error_type": record.error_type,
+                "first_seen": record.ts,
+                "count": 0,
+            },
+        )
+        found["last_seen"] = record.ts
+        found["count"] += 1
+    return list(counts.values())
+
+
+async def insert_many(db: Connection, records: Sequence[ActionRecord]) -> None:
     """Insert a batch of records and update the fingerprint table, in one transaction."""
+    rows = [_stored(record) for record in records]
     async with transaction(db):
-        for sql, params in batch_statements([record.fields() for record in records]):
-            await db.execute(sql, params)
+        for start, size in _chunks(len(rows)):
+            chunk = rows[start : start + size]
+            params = {f"{name}_{n}": value for n, row in enumerate(chunk) for name, value in row.items()}
+            await core.execute(db, _insert_actions(len(chunk)), **params)
+        upsert = _count_fingerprint(core.dialect(db))
+        for counted in _fingerprint_counts(records):
+            await core.execute(db, upsert, **counted)
 
 
-async def known_fingerprints(db: aiosqlite.Connection) -> set[str]:
-    async with db.execute("SELECT fingerprint FROM fingerprints") as cursor:
-        return {row[0] for row in await cursor.fetchall()}
+async def known_fingerprints(db: Connection) -> set[str]:
+    return {row["fingerprint"] for row in await core.rows(db, _KNOWN_FINGERPRINTS)}
 
 
-def row_to_record(row: aiosqlite.Row) -> ActionRecord:
+def row_to_record(row: Mapping[str, Any]) -> ActionRecord:
     return ActionRecord(
         ts=row["ts"],
         kind=row["kind"],
@@ -65,18 +217,18 @@ def row_to_record(row: aiosqlite.Row) -> ActionRecord:
 
 
 async def recent_failures(
-    db: aiosqlite.Connection, *, kind: str | None, fingerprint: str | None, since: float, limit: int = 5
+    db: Connection, *, kind: str | None, fingerprint: str | None, since: float, limit: int = 5
 ) -> list[ActionRecord]:
     """The newest failing actions of a fingerprint (or else of a kind) since a time."""
     if fingerprint is not None:
-        where, arg = "actions WHERE fingerprint = ?", fingerprint
+        found = await core.rows(
+            db, _FAILURES_OF_FINGERPRINT, fingerprint=fingerprint, since=since, limit=limit
+        )
     else:
-        # The failures' own index: the kind's rows would be walked newest first until enough failed.
-        where, arg = "actions INDEXED BY actions_kind_failures_ts WHERE kind = ? AND ok = 0", kind or ""
-    async with db.execute(
-        f"SELECT * FROM {where} AND ts >= ? ORDER BY ts DESC LIMIT ?", (arg, since, limit)
-    ) as cursor:
-        return [row_to_record(row) for row in await cursor.fetchall()]
+        found = await core.rows(
+            db, _failures_of_kind(core.dialect(db)), kind=kind or "", since=since, limit=limit
+        )
+    return [row_to_record(row) for row in found]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,43 +241,31 @@ class CallText:
     text: str  # the invocation and reply JSON, lower-cased
 
 
-async def recent_calls(
-    db: aiosqlite.Connection, kinds: Sequence[str], *, since: float, limit: int
-) -> list[CallText]:
+async def recent_calls(db: Connection, kinds: Sequence[str], *, since: float, limit: int) -> list[CallText]:
     """The newest calls of these kinds since a time, as text (no record is built: this is scanned)."""
     found: list[CallText] = []
     for kind in dict.fromkeys(kinds):
-        async with db.execute(
-            "SELECT id, ts, user_id, lower(coalesce(invocation, '') || ' ' || coalesce(reply, ''))"
-            " FROM actions WHERE kind = ? AND ts >= ? ORDER BY ts DESC LIMIT ?",
-            (kind, since, limit),
-        ) as cursor:
-            found += [CallText(*row) for row in await cursor.fetchall()]
+        for row in await core.rows(db, _CALLS_OF_KIND, kind=kind, since=since, limit=limit):
+            found.append(CallText(row["id"], row["ts"], row["user_id"], row["text"]))
     found.sort(key=lambda call: call.ts, reverse=True)
     return found[:limit]
 
 
-async def by_ids(db: aiosqlite.Connection, ids: Sequence[int]) -> list[ActionRecord]:
+async def by_ids(db: Connection, ids: Sequence[int]) -> list[ActionRecord]:
     """Records by id, in the order asked."""
     if not ids:
         return []
-    async with db.execute(
-        f"SELECT * FROM actions WHERE id IN ({', '.join('?' * len(ids))})", tuple(ids)
-    ) as cursor:
-        rows = {row["id"]: row_to_record(row) for row in await cursor.fetchall()}
+    rows = {row["id"]: row_to_record(row) for row in await core.rows(db, _BY_IDS, ids=list(ids))}
     return [rows[i] for i in ids if i in rows]
 
 
 async def slowest_sampled(
-    db: aiosqlite.Connection, kinds: Sequence[str], *, since: float, limit: int
+    db: Connection, kinds: Sequence[str], *, since: float, limit: int
 ) -> list[ActionRecord]:
     """The slowest actions of these kinds since a time that carry stack samples, slowest first."""
     if not kinds:
         return []
-    marks = ", ".join("?" * len(kinds))
-    async with db.execute(
-        f"SELECT * FROM actions INDEXED BY actions_sampled_kind_ts WHERE kind IN ({marks}) AND ts >= ?"
-        " AND samples IS NOT NULL ORDER BY duration_ms DESC LIMIT ?",
-        (*kinds, since, limit),
-    ) as cursor:
-        return [row_to_record(row) for row in await cursor.fetchall()]
+    found = await core.rows(
+        db, _slowest_sampled(core.dialect(db)), kinds=list(kinds), since=since, limit=limit
+    )
+    return [row_to_record(row) for row in found]

@@ -1,19 +1,29 @@
 """Queries behind "what does 'this' mean": full-text search over incidents and distinct failures.
 
-`search_index` (migration 0004) is one FTS5 table holding every incident (row 2*id) and every
-fingerprint (row 2*search_failures.id+1), kept in sync by triggers; see the migration for why.
-Nothing here reads `actions`, so resolving a request costs the same with a million rows stored.
+`search_index` holds every incident (row 2*id) and every fingerprint (row 2*search_failures.id+1),
+kept in sync by triggers the baseline revision makes on each engine: on SQLite an FTS5 table ranked
+by bm25, on PostgreSQL a table of weighted `tsvector` documents ranked by `ts_rank`. The two scales
+differ; callers only compare relevances of one search with each other. Nothing here reads
+`actions`, so resolving a request costs the same with a million rows stored.
+
+Written once as SQLAlchemy Core statements (`bot.db.core`); only the ranked match differs per engine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+import functools
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-import aiosqlite
+import sqlalchemy as sa
+from sqlalchemy import Executable, bindparam, func, literal_column, select
+from sqlalchemy.dialects import postgresql
 
+from bot.db import core
 from bot.db import incidents as incident_queries
+from bot.db.core import Connection
+from bot.db.schema import fingerprints, incidents, search_failures
 
 __all__ = [
     "Failure",
@@ -28,8 +38,79 @@ __all__ = [
     "search",
 ]
 
-# bm25 column weights: summary, kind, error_type, message, frames.
-_WEIGHTS = "1.0, 2.0, 3.0, 2.0, 1.0"
+# bm25 column weights: summary, kind, error_type, message, frames. (On PostgreSQL the documents
+# carry the weights instead: summary and error type A, kind B, message C, frames D.)
+_WEIGHTS = (1.0, 2.0, 3.0, 2.0, 1.0)
+
+# Not in `bot.db.schema`: each engine's search_index is its own (see the baseline revision).
+_fts5_index = sa.table("search_index", sa.column("rowid"), sa.column("message"))
+_tsvector_index = sa.table(
+    "search_index", sa.column("rid"), sa.column("message"), sa.column("document", postgresql.TSVECTOR)
+)
+
+_INCIDENTS_BY_IDS = select(incidents).where(incidents.c.id.in_(bindparam("ids", expanding=True)))
+_FAILURES_BY_SEARCH_IDS = (
+    select(search_failures.c.id.label("search_id"), fingerprints)
+    .select_from(
+        search_failures.join(fingerprints, fingerprints.c.fingerprint == search_failures.c.fingerprint)
+    )
+    .where(search_failures.c.id.in_(bindparam("ids", expanding=True)))
+)
+_FAILURE_KINDS = sa.union(select(fingerprints.c.kind), select(incidents.c.kind))
+_LATEST_INCIDENTS_OF_KINDS = (
+    select(incidents)
+    .where(incidents.c.kind.in_(bindparam("kinds", expanding=True)))
+    .order_by(incidents.c.last_seen.desc())
+    .limit(bindparam("limit"))
+)
+_LATEST_ACTIVE_INCIDENTS_OF_KINDS = _LATEST_INCIDENTS_OF_KINDS.where(incidents.c.state != "resolved")
+_LATEST_FAILURES_OF_KINDS = (
+    select(fingerprints)
+    .where(fingerprints.c.kind.in_(bindparam("kinds", expanding=True)))
+    .order_by(fingerprints.c.last_seen.desc())
+    .limit(bindparam("limit"))
+)
+_FAILURE = select(fingerprints).where(fingerprints.c.fingerprint == bindparam("fingerprint"))
+_INCIDENTS_OF_FINGERPRINTS = (
+    select(incidents)
+    .where(incidents.c.fingerprint.in_(bindparam("fingerprints", expanding=True)))
+    .order_by(incidents.c.last_seen)
+)
+_ACTIVE_KIND_WIDE_INCIDENTS = (
+    select(incidents)
+    .where(
+        incidents.c.kind.in_(bindparam("kinds", expanding=True)),
+        incidents.c.fingerprint.is_(None),
+        incidents.c.state != "resolved",
+    )
+    .order_by(incidents.c.last_seen)
+)
+
+
+@functools.cache
+def _ranked(dialect: str) -> Executable:
+    """(rid, relevance, message) of the documents matching `expression`, most relevant first."""
+    if dialect == "postgresql":
+        document = _tsvector_index.c.document
+        query = func.websearch_to_tsquery(
+            sa.literal("english", postgresql.REGCONFIG), bindparam("expression")
+        )
+        relevance = func.ts_rank(document, query)
+        return (
+            select(_tsvector_index.c.rid, relevance.label("relevance"), _tsvector_index.c.message)
+            .where(document.bool_op("@@")(query))
+            .order_by(relevance.desc(), _tsvector_index.c.rid)
+            .limit(bindparam("limit"))
+        )
+    # bm25 takes the FTS5 table itself as its first argument: named as a column, as FTS5 wants.
+    fts5: sa.ColumnElement[Any] = literal_column("search_index")
+    bm25 = func.bm25(fts5, *_WEIGHTS)
+    return (
+        select(_fts5_index.c.rowid.label("rid"), (-bm25).label("relevance"), _fts5_index.c.message)
+        .where(fts5.match(bindparam("expression")))
+        .order_by(bm25)
+        .limit(bindparam("limit"))
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +148,14 @@ def match_expression(words: Iterable[str]) -> str:
     return " OR ".join(quoted)
 
 
-def _failure(row: aiosqlite.Row) -> Failure:
+def _websearch_expression(words: Iterable[str]) -> str:
+    """The same query for PostgreSQL's `websearch_to_tsquery`: each word a quoted phrase, any of
+    them. A quote cannot be escaped there, so one inside a word becomes a space."""
+    quoted = ['"' + word.replace('"', " ") + '"' for word in dict.fromkeys(words) if word.strip('" ')]
+    return " or ".join(quoted)
+
+
+def _failure(row: Mapping[str, Any]) -> Failure:
     return Failure(
         fingerprint=row["fingerprint"],
         kind=row["kind"],
@@ -78,116 +166,95 @@ def _failure(row: aiosqlite.Row) -> Failure:
     )
 
 
-async def search(db: aiosqlite.Connection, words: Iterable[str], limit: int = 50) -> list[SearchHit]:
-    """Incidents and failures matching any of the words, best bm25 first."""
-    expression = match_expression(words)
+def _incident(row: dict[str, Any]) -> dict[str, Any]:
+    # `decode` reads its row as a mapping: a dict serves as well as an aiosqlite.Row.
+    return incident_queries.decode(cast(Any, row))
+
+
+async def search(db: Connection, words: Iterable[str], limit: int = 50) -> list[SearchHit]:
+    """Incidents and failures matching any of the words, most relevant first."""
+    dialect = core.dialect(db)
+    words = list(words)
+    expression = _websearch_expression(words) if dialect == "postgresql" else match_expression(words)
     if not expression:
         return []
-    async with db.execute(
-        f"SELECT rowid, -bm25(search_index, {_WEIGHTS}) AS relevance, message FROM search_index"
-        f" WHERE search_index MATCH ? ORDER BY bm25(search_index, {_WEIGHTS}) LIMIT ?",
-        (expression, limit),
-    ) as cursor:
-        ranked = [(int(row[0]), float(row[1]), row[2]) for row in await cursor.fetchall()]
+    ranked = [
+        (int(row["rid"]), float(row["relevance"]), row["message"])
+        for row in await core.rows(db, _ranked(dialect), expression=expression, limit=limit)
+    ]
     incident_ids = [rowid // 2 for rowid, _, _ in ranked if rowid % 2 == 0]
     failure_ids = [rowid // 2 for rowid, _, _ in ranked if rowid % 2 == 1]
-    incidents: dict[int, dict[str, Any]] = {}
+    found_incidents: dict[int, dict[str, Any]] = {}
     failures: dict[int, Failure] = {}
     if incident_ids:
-        marks = ", ".join("?" * len(incident_ids))
-        async with db.execute(f"SELECT * FROM incidents WHERE id IN ({marks})", incident_ids) as cursor:
-            incidents = {row["id"]: incident_queries.decode(row) for row in await cursor.fetchall()}
+        found_incidents = {
+            row["id"]: _incident(row) for row in await core.rows(db, _INCIDENTS_BY_IDS, ids=incident_ids)
+        }
     if failure_ids:
-        marks = ", ".join("?" * len(failure_ids))
-        async with db.execute(
-            "SELECT s.id AS search_id, g.* FROM search_failures AS s"
-            f" JOIN fingerprints AS g ON g.fingerprint = s.fingerprint WHERE s.id IN ({marks})",
-            failure_ids,
-        ) as cursor:
-            failures = {row["search_id"]: _failure(row) for row in await cursor.fetchall()}
+        failures = {
+            row["search_id"]: _failure(row)
+            for row in await core.rows(db, _FAILURES_BY_SEARCH_IDS, ids=failure_ids)
+        }
     hits = []
     for rowid, relevance, message in ranked:
-        if rowid % 2 == 0 and rowid // 2 in incidents:
-            hits.append(SearchHit(relevance, incident=incidents[rowid // 2], message=message))
+        if rowid % 2 == 0 and rowid // 2 in found_incidents:
+            hits.append(SearchHit(relevance, incident=found_incidents[rowid // 2], message=message))
         elif rowid % 2 == 1 and rowid // 2 in failures:
             hits.append(SearchHit(relevance, failure=failures[rowid // 2], message=message))
     return hits
 
 
-async def failure_kinds(db: aiosqlite.Connection) -> set[str]:
+async def failure_kinds(db: Connection) -> set[str]:
     """Every kind that has failed or had an incident (both tables are small)."""
-    async with db.execute("SELECT kind FROM fingerprints UNION SELECT kind FROM incidents") as cursor:
-        return {row[0] for row in await cursor.fetchall()}
+    return {row["kind"] for row in await core.rows(db, _FAILURE_KINDS)}
 
 
 async def latest_incidents_of_kinds(
-    db: aiosqlite.Connection, kinds: Collection[str], *, active_only: bool = True, limit: int = 5
+    db: Connection, kinds: Collection[str], *, active_only: bool = True, limit: int = 5
 ) -> list[dict[str, Any]]:
     """Incidents of these kinds, newest `last_seen` first; only unresolved ones by default."""
     if not kinds:
         return []
-    marks = ", ".join("?" * len(kinds))
-    state = " AND state != 'resolved'" if active_only else ""
-    async with db.execute(
-        f"SELECT * FROM incidents WHERE kind IN ({marks}){state} ORDER BY last_seen DESC LIMIT ?",
-        (*kinds, limit),
-    ) as cursor:
-        return [incident_queries.decode(row) for row in await cursor.fetchall()]
+    statement = _LATEST_ACTIVE_INCIDENTS_OF_KINDS if active_only else _LATEST_INCIDENTS_OF_KINDS
+    return [_incident(row) for row in await core.rows(db, statement, kinds=list(kinds), limit=limit)]
 
 
-async def latest_failures_of_kinds(
-    db: aiosqlite.Connection, kinds: Collection[str], limit: int = 5
-) -> list[Failure]:
+async def latest_failures_of_kinds(db: Connection, kinds: Collection[str], limit: int = 5) -> list[Failure]:
     """Distinct failures of these kinds, most recently seen first."""
     if not kinds:
         return []
-    marks = ", ".join("?" * len(kinds))
-    async with db.execute(
-        f"SELECT * FROM fingerprints WHERE kind IN ({marks}) ORDER BY last_seen DESC LIMIT ?",
-        (*kinds, limit),
-    ) as cursor:
-        return [_failure(row) for row in await cursor.fetchall()]
+    return [
+        _failure(row)
+        for row in await core.rows(db, _LATEST_FAILURES_OF_KINDS, kinds=list(kinds), limit=limit)
+    ]
 
 
-async def failure(db: aiosqlite.Connection, fingerprint: str) -> Failure | None:
-    async with db.execute("SELECT * FROM fingerprints WHERE fingerprint = ?", (fingerprint,)) as cursor:
-        row = await cursor.fetchone()
+async def failure(db: Connection, fingerprint: str) -> Failure | None:
+    row = await core.first(db, _FAILURE, fingerprint=fingerprint)
     return _failure(row) if row is not None else None
 
 
-async def incident_for_failure(
-    db: aiosqlite.Connection, fingerprint: str, kind: str
-) -> dict[str, Any] | None:
+async def incident_for_failure(db: Connection, fingerprint: str, kind: str) -> dict[str, Any] | None:
     """The newest incident opened for this fingerprint, else an unresolved kind-wide one of its kind."""
     found = await incidents_for_failures(db, [(fingerprint, kind)])
     return found.get(fingerprint)
 
 
 async def incidents_for_failures(
-    db: aiosqlite.Connection, failures: Collection[tuple[str, str]]
+    db: Connection, failures: Collection[tuple[str, str]]
 ) -> dict[str, dict[str, Any]]:
     """`incident_for_failure` for many (fingerprint, kind) pairs in two queries."""
     if not failures:
         return {}
-    fingerprints = sorted({fingerprint for fingerprint, _ in failures})
+    fingerprints_asked = sorted({fingerprint for fingerprint, _ in failures})
     by_print: dict[str, dict[str, Any]] = {}
-    async with db.execute(
-        f"SELECT * FROM incidents WHERE fingerprint IN ({', '.join('?' * len(fingerprints))})"
-        " ORDER BY last_seen",
-        fingerprints,
-    ) as cursor:
-        for row in await cursor.fetchall():
-            by_print[row["fingerprint"]] = incident_queries.decode(row)  # the newest comes last
+    for row in await core.rows(db, _INCIDENTS_OF_FINGERPRINTS, fingerprints=fingerprints_asked):
+        by_print[row["fingerprint"]] = _incident(row)  # the newest comes last
     kinds = sorted({kind for fingerprint, kind in failures if fingerprint not in by_print})
     by_kind: dict[str, dict[str, Any]] = {}
     if kinds:
-        async with db.execute(
-            f"SELECT * FROM incidents WHERE kind IN ({', '.join('?' * len(kinds))})"
-            " AND fingerprint IS NULL AND state != 'resolved' ORDER BY last_seen",
-            kinds,
-        ) as cursor:
-            for row in await cursor.fetchall():
-                by_kind[row["kind"]] = incident_queries.decode(row)
+        for row in await core.rows(db, _ACTIVE_KIND_WIDE_INCIDENTS, kinds=kinds):
+            by_kind[row["kind"]] = _incident(row)
     found = {}
     for fingerprint, kind in failures:
         incident = by_print.get(fingerprint) or by_kind.get(kind)
