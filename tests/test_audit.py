@@ -9,7 +9,6 @@ import sqlite3
 import struct
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,18 +31,6 @@ from tests.harness.discord import bot_messages, make_settings, reply_text, runni
 REPO = Path(__file__).resolve().parent.parent
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HOUR = 3600.0
-
-
-@pytest.fixture
-async def seeded_world(tmp_path: Path) -> AsyncIterator[VirtualWorld]:
-    """A world whose retention keeps records seeded on the virtual clock (2026-01-01).
-
-    The retention daemon reads the wall clock: with the default 14 days it deletes the seeded
-    records while /audit reads them, and the report saw them only when the writer process
-    happened to be slower than the report.
-    """
-    async with running_world(make_settings(tmp_path / "data", observe={"retention_days": 36500})) as world:
-        yield world
 
 
 def _action(ts: float, kind: str, duration_ms: float, **fields: Any) -> ActionRecord:
@@ -157,11 +144,11 @@ async def _audit(
     return "\n".join(m.content for m in messages), attachments
 
 
-async def test_audit_reports_seeded_records_with_png_charts(seeded_world: VirtualWorld) -> None:
+async def test_audit_reports_seeded_records_with_png_charts(world: VirtualWorld) -> None:
     """/audit posts the day's report whose every figure matches the seeded records, with three PNG charts."""
-    now = await _noon(seeded_world)
-    await seed(seeded_world.bot.services.db, now)
-    text, attachments = await _audit(seeded_world)
+    now = await _noon(world)
+    await seed(world.bot.services.db, now)
+    text, attachments = await _audit(world)
 
     assert "📋 **Self-audit** · last 24h (2025-12-31 12:00 → 2026-01-01 12:00 UTC)" in text
     assert "226 actions, 11 failed" in text
@@ -196,11 +183,11 @@ async def test_audit_reports_seeded_records_with_png_charts(seeded_world: Virtua
         assert _png_size(data) == (800, 400)
 
 
-async def test_audit_period_seven_days_takes_in_older_records(seeded_world: VirtualWorld) -> None:
+async def test_audit_period_seven_days_takes_in_older_records(world: VirtualWorld) -> None:
     """`/audit 7d` covers the records the one-day audit leaves out (the three old roll failures)."""
-    now = await _noon(seeded_world)
-    await seed(seeded_world.bot.services.db, now)
-    text, _ = await _audit(seeded_world, period="7d")
+    now = await _noon(world)
+    await seed(world.bot.services.db, now)
+    text, _ = await _audit(world, period="7d")
     assert "· last 7d (2025-12-25 12:00 → 2026-01-01 12:00 UTC)" in text
     assert "🔴 `command:roll` 13/43 failed" in text
 
