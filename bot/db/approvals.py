@@ -1,12 +1,22 @@
-"""Queries for `approvals` (who approved which head of a proposal) and `proposal_messages`."""
+"""Queries for `approvals` (who approved which head of a proposal) and `proposal_messages`.
+
+Written once as SQLAlchemy Core statements (`bot.db.core`), so they run on SQLite and PostgreSQL.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import functools
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-import aiosqlite
+import sqlalchemy as sa
+from sqlalchemy import Executable, bindparam, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from bot.db import core
+from bot.db.core import Connection
+from bot.db.schema import approvals, proposal_messages
 
 __all__ = [
     "Approval",
@@ -48,12 +58,128 @@ class Approval:
         return not self.stale and self.withdrawn_at is None
 
 
-def _marks(values: Collection[object]) -> str:
-    return ", ".join("?" for _ in values)
+_STANDING = (approvals.c.stale == 0, approvals.c.withdrawn_at.is_(None))
+_OF_SHA = (approvals.c.proposal_id == bindparam("proposal_id"), approvals.c.sha == bindparam("sha"))
+_IN_FORMS = approvals.c.form.in_(bindparam("forms", expanding=True))
+
+_APPROVERS = (
+    select(approvals.c.user_id)
+    .where(
+        *_OF_SHA, *_STANDING, _IN_FORMS, approvals.c.user_id.not_in(bindparam("excluding", expanding=True))
+    )
+    .group_by(approvals.c.user_id)
+    .order_by(func.min(approvals.c.id))
+)
+_MARK_STALE = (
+    sa.update(approvals)
+    .where(
+        approvals.c.proposal_id == bindparam("proposal_id"),
+        approvals.c.sha != bindparam("current_sha"),
+        approvals.c.stale == 0,
+    )
+    .values(stale=1)
+)
+_FOR_PROPOSAL = (
+    select(approvals).where(approvals.c.proposal_id == bindparam("proposal_id")).order_by(approvals.c.id)
+)
+_ACTIVE = select(approvals).where(*_OF_SHA, *_STANDING, _IN_FORMS).order_by(approvals.c.id)
+_WITHDRAW = (
+    sa.update(approvals)
+    .where(approvals.c.id.in_(bindparam("ids", expanding=True)))
+    .values(withdrawn_at=bindparam("now"), withdrawn_why=bindparam("why"))
+)
+_PROPOSAL_FOR_MESSAGE = select(proposal_messages.c.proposal_id).where(
+    proposal_messages.c.message_id == bindparam("message_id")
+)
+# By message id: on SQLite that is the rowid (the insertion order the SQLite-only query used), and
+# Discord's ids grow with time on either engine.
+_MESSAGES_FOR_PROPOSAL = (
+    select(proposal_messages.c.message_id, proposal_messages.c.channel_id)
+    .where(proposal_messages.c.proposal_id == bindparam("proposal_id"))
+    .order_by(proposal_messages.c.message_id)
+)
+
+
+def _insert_for(dialect: str) -> Any:
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+@functools.cache
+def _insert(dialect: str) -> Executable:
+    upsert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(approvals)
+    upsert = upsert.values(
+        proposal_id=bindparam("proposal_id"),
+        run_id=bindparam("run_id"),
+        user_id=bindparam("user_id"),
+        sha=bindparam("sha"),
+        form=bindparam("form"),
+        via=bindparam("via"),
+        created_at=bindparam("now"),
+        source=bindparam("source"),
+        message_id=bindparam("message_id"),
+        emoji=bindparam("emoji"),
+    )
+    # A decision that still stands is left as it is (no row changed: the caller hears False).
+    return upsert.on_conflict_do_update(
+        index_elements=[
+            approvals.c.proposal_id,
+            approvals.c.user_id,
+            approvals.c.sha,
+            approvals.c.form,
+            approvals.c.source,
+        ],
+        set_={
+            "withdrawn_at": sa.null(),
+            "withdrawn_why": sa.null(),
+            "created_at": upsert.excluded.created_at,
+        },
+        where=approvals.c.withdrawn_at.is_not(None),
+    )
+
+
+def _source_kind(dialect: str) -> Any:
+    """What comes before the first ':' of `source` ("message", "reaction"); '' when there is none."""
+    colon = (
+        func.strpos(approvals.c.source, ":")
+        if dialect == "postgresql"
+        else func.instr(approvals.c.source, ":")
+    )
+    # PostgreSQL refuses a negative length where SQLite reads it as none at all.
+    length = func.greatest(colon - 1, 0) if dialect == "postgresql" else colon - 1
+    return func.substr(approvals.c.source, 1, length)
+
+
+@functools.cache
+def _withdrawn(dialect: str, by_user: bool, by_emoji: bool) -> Executable:
+    """The standing decisions of one message that `withdraw()` takes back."""
+    clauses = [
+        approvals.c.message_id == bindparam("message_id"),
+        approvals.c.withdrawn_at.is_(None),
+        _source_kind(dialect).in_(bindparam("sources", expanding=True)),
+    ]
+    if by_user:
+        clauses.append(approvals.c.user_id == bindparam("user_id"))
+    if by_emoji:
+        clauses.append(approvals.c.emoji == bindparam("emoji"))
+    return select(approvals).where(*clauses).order_by(approvals.c.id)
+
+
+@functools.cache
+def _register_message(dialect: str) -> Executable:
+    upsert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(proposal_messages)
+    upsert = upsert.values(
+        message_id=bindparam("message_id"),
+        proposal_id=bindparam("proposal_id"),
+        channel_id=bindparam("channel_id"),
+    )
+    return upsert.on_conflict_do_update(
+        index_elements=[proposal_messages.c.message_id],
+        set_={"proposal_id": upsert.excluded.proposal_id, "channel_id": upsert.excluded.channel_id},
+    )
 
 
 async def insert(
-    db: aiosqlite.Connection,
+    db: Connection,
     *,
     proposal_id: int,
     run_id: int,
@@ -70,20 +196,25 @@ async def insert(
 
     The same signal given again after it was withdrawn (✅ removed, then added back) stands again.
     """
-    cursor = await db.execute(
-        "INSERT INTO approvals"
-        " (proposal_id, run_id, user_id, sha, form, via, created_at, source, message_id, emoji)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (proposal_id, user_id, sha, form, source) DO UPDATE SET"
-        " withdrawn_at = NULL, withdrawn_why = NULL, created_at = excluded.created_at"
-        " WHERE withdrawn_at IS NOT NULL",
-        (proposal_id, run_id, user_id, sha, form, via, now, source, message_id, emoji),
+    changed = await core.execute(
+        db,
+        _insert(core.dialect(db)),
+        proposal_id=proposal_id,
+        run_id=run_id,
+        user_id=user_id,
+        sha=sha,
+        form=form,
+        via=via,
+        now=now,
+        source=source,
+        message_id=message_id,
+        emoji=emoji,
     )
-    return cursor.rowcount == 1
+    return changed == 1
 
 
 async def approvers(
-    db: aiosqlite.Connection,
+    db: Connection,
     proposal_id: int,
     sha: str,
     forms: Collection[ApprovalForm],
@@ -91,51 +222,32 @@ async def approvers(
     excluding: Collection[int] = (),
 ) -> list[int]:
     """Distinct users with a standing approval of `sha` in one of `forms`, earliest first."""
-    wanted, skipped = list(forms), list(excluding)
-    async with db.execute(
-        "SELECT user_id FROM approvals"
-        " WHERE proposal_id = ? AND sha = ? AND stale = 0 AND withdrawn_at IS NULL"
-        f" AND form IN ({_marks(wanted)})"
-        f" AND user_id NOT IN ({_marks(skipped)})"
-        " GROUP BY user_id ORDER BY MIN(id)",
-        (proposal_id, sha, *wanted, *skipped),
-    ) as cursor:
-        return [row[0] for row in await cursor.fetchall()]
-
-
-async def mark_stale(db: aiosqlite.Connection, proposal_id: int, current_sha: str) -> int:
-    """Mark every approval of another sha stale; returns how many were still counting."""
-    cursor = await db.execute(
-        "UPDATE approvals SET stale = 1 WHERE proposal_id = ? AND sha != ? AND stale = 0",
-        (proposal_id, current_sha),
+    found = await core.rows(
+        db, _APPROVERS, proposal_id=proposal_id, sha=sha, forms=list(forms), excluding=list(excluding)
     )
-    return cursor.rowcount
+    return [row["user_id"] for row in found]
 
 
-async def for_proposal(db: aiosqlite.Connection, proposal_id: int) -> list[Approval]:
+async def mark_stale(db: Connection, proposal_id: int, current_sha: str) -> int:
+    """Mark every approval of another sha stale; returns how many were still counting."""
+    return await core.execute(db, _MARK_STALE, proposal_id=proposal_id, current_sha=current_sha)
+
+
+async def for_proposal(db: Connection, proposal_id: int) -> list[Approval]:
     """Every decision stored for a proposal, oldest first (stale ones included)."""
-    async with db.execute(
-        "SELECT * FROM approvals WHERE proposal_id = ? ORDER BY id", (proposal_id,)
-    ) as cursor:
-        rows = await cursor.fetchall()
-    return [_row(row) for row in rows]
+    return [_row(row) for row in await core.rows(db, _FOR_PROPOSAL, proposal_id=proposal_id)]
 
 
 async def active(
-    db: aiosqlite.Connection, proposal_id: int, sha: str, forms: Collection[ApprovalForm]
+    db: Connection, proposal_id: int, sha: str, forms: Collection[ApprovalForm]
 ) -> list[Approval]:
     """The standing approvals of `sha` in one of `forms`, oldest first (several per user possible)."""
-    wanted = list(forms)
-    async with db.execute(
-        "SELECT * FROM approvals WHERE proposal_id = ? AND sha = ? AND stale = 0 AND withdrawn_at IS NULL"
-        f" AND form IN ({_marks(wanted)}) ORDER BY id",
-        (proposal_id, sha, *wanted),
-    ) as cursor:
-        return [_row(row) for row in await cursor.fetchall()]
+    found = await core.rows(db, _ACTIVE, proposal_id=proposal_id, sha=sha, forms=list(forms))
+    return [_row(row) for row in found]
 
 
 async def withdraw(
-    db: aiosqlite.Connection,
+    db: Connection,
     *,
     message_id: int,
     why: str,
@@ -146,30 +258,18 @@ async def withdraw(
 ) -> list[Approval]:
     """Withdraw the standing decisions that came from `message_id` (optionally only `user_id`'s, only
     reactions with `emoji`, only these kinds of `sources`); returns them as they were."""
-    clauses = ["message_id = ?", "withdrawn_at IS NULL"]
-    values: list[object] = [message_id]
-    if user_id is not None:
-        clauses.append("user_id = ?")
-        values.append(user_id)
+    statement = _withdrawn(core.dialect(db), user_id is not None, emoji is not None)
+    filters: dict[str, object] = {"user_id": user_id} if user_id is not None else {}
     if emoji is not None:
-        clauses.append("emoji = ?")
-        values.append(emoji)
-    kinds = list(sources)
-    clauses.append(f"substr(source, 1, instr(source, ':') - 1) IN ({_marks(kinds)})")
-    values.extend(kinds)
-    where = " AND ".join(clauses)
-    async with db.execute(f"SELECT * FROM approvals WHERE {where} ORDER BY id", values) as cursor:
-        rows = [_row(row) for row in await cursor.fetchall()]
+        filters["emoji"] = emoji
+    found = await core.rows(db, statement, message_id=message_id, sources=list(sources), **filters)
+    rows = [_row(row) for row in found]
     if rows:
-        ids = [row.id for row in rows]
-        await db.execute(
-            f"UPDATE approvals SET withdrawn_at = ?, withdrawn_why = ? WHERE id IN ({_marks(ids)})",
-            (now, why, *ids),
-        )
+        await core.execute(db, _WITHDRAW, ids=[row.id for row in rows], now=now, why=why)
     return rows
 
 
-def _row(row: aiosqlite.Row) -> Approval:
+def _row(row: Mapping[str, Any]) -> Approval:
     return Approval(
         id=row["id"],
         proposal_id=row["proposal_id"],
@@ -188,29 +288,22 @@ def _row(row: aiosqlite.Row) -> Approval:
     )
 
 
-async def register_message(
-    db: aiosqlite.Connection, *, message_id: int, proposal_id: int, channel_id: int
-) -> None:
-    await db.execute(
-        "INSERT INTO proposal_messages (message_id, proposal_id, channel_id) VALUES (?, ?, ?)"
-        " ON CONFLICT (message_id) DO UPDATE SET proposal_id = excluded.proposal_id,"
-        " channel_id = excluded.channel_id",
-        (message_id, proposal_id, channel_id),
+async def register_message(db: Connection, *, message_id: int, proposal_id: int, channel_id: int) -> None:
+    await core.execute(
+        db,
+        _register_message(core.dialect(db)),
+        message_id=message_id,
+        proposal_id=proposal_id,
+        channel_id=channel_id,
     )
 
 
-async def proposal_for_message(db: aiosqlite.Connection, message_id: int) -> int | None:
-    async with db.execute(
-        "SELECT proposal_id FROM proposal_messages WHERE message_id = ?", (message_id,)
-    ) as cursor:
-        row = await cursor.fetchone()
-    return int(row[0]) if row is not None else None
+async def proposal_for_message(db: Connection, message_id: int) -> int | None:
+    proposal_id = await core.scalar(db, _PROPOSAL_FOR_MESSAGE, message_id=message_id)
+    return int(proposal_id) if proposal_id is not None else None
 
 
-async def messages_for_proposal(db: aiosqlite.Connection, proposal_id: int) -> list[tuple[int, int]]:
+async def messages_for_proposal(db: Connection, proposal_id: int) -> list[tuple[int, int]]:
     """(message_id, channel_id) of every message standing for the proposal, oldest first."""
-    async with db.execute(
-        "SELECT message_id, channel_id FROM proposal_messages WHERE proposal_id = ? ORDER BY rowid",
-        (proposal_id,),
-    ) as cursor:
-        return [(row[0], row[1]) for row in await cursor.fetchall()]
+    found = await core.rows(db, _MESSAGES_FOR_PROPOSAL, proposal_id=proposal_id)
+    return [(row["message_id"], row["channel_id"]) for row in found]

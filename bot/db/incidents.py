@@ -1,11 +1,23 @@
-"""Queries for `incidents` and `incident_requests`."""
+"""Queries for `incidents` and `incident_requests`.
+
+Written once as SQLAlchemy Core statements (`bot.db.core`), so they run on SQLite and PostgreSQL.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import aiosqlite
+import sqlalchemy as sa
+from sqlalchemy import Executable, bindparam, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from bot.db import core
+from bot.db.core import Connection
+from bot.db.schema import incident_requests, incidents
 
 __all__ = ["active_or_recent", "add_request", "by_id", "insert", "list_by_state", "remove_request", "update"]
 
@@ -32,80 +44,118 @@ _FIELDS = (
     "autonomy",
 )
 
+_ACTIVE_OR_RECENT = (
+    select(incidents)
+    .where(sa.or_(incidents.c.state != "resolved", incidents.c.closed_at >= bindparam("closed_after")))
+    .order_by(incidents.c.id)
+)
+_BY_ID = select(incidents).where(incidents.c.id == bindparam("incident_id"))
+_LIST_BY_STATE = (
+    select(incidents)
+    .where(incidents.c.state.in_(bindparam("states", expanding=True)))
+    .order_by(incidents.c.last_seen.desc())
+    .limit(bindparam("limit"))
+)
+_REMOVE_REQUEST = incident_requests.delete().where(
+    incident_requests.c.incident_id == bindparam("incident_id"),
+    incident_requests.c.user_id == bindparam("user_id"),
+    incident_requests.c.action == bindparam("action"),
+)
+
+
+@functools.cache
+def _insert(names: tuple[str, ...]) -> Executable:
+    return sa.insert(incidents).values({name: bindparam(name) for name in names}).returning(incidents.c.id)
+
+
+@functools.cache
+def _update(names: tuple[str, ...]) -> Executable:
+    return (
+        sa.update(incidents)
+        .where(incidents.c.id == bindparam("incident_id"))
+        .values({name: bindparam(name) for name in names})
+    )
+
+
+@functools.cache
+def _add_request(dialect: str) -> Executable:
+    # Only the same user asking for the same thing again is ignored (SQLite's former INSERT OR
+    # IGNORE also hid a broken constraint; ON CONFLICT, the statement both engines have, does not).
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(incident_requests)
+    insert = insert.values(
+        incident_id=bindparam("incident_id"),
+        user_id=bindparam("user_id"),
+        action=bindparam("action"),
+        via=bindparam("via"),
+        created_at=bindparam("at"),
+    )
+    return insert.on_conflict_do_nothing(
+        index_elements=[
+            incident_requests.c.incident_id,
+            incident_requests.c.user_id,
+            incident_requests.c.action,
+        ]
+    )
+
 
 def _encode(values: dict[str, Any]) -> dict[str, Any]:
-    out = dict(values)
+    out = {name: values[name] for name in _FIELDS if name in values}
     for key in ("rules", "user_ids", "sample"):
         if key in out and not isinstance(out[key], str):
             out[key] = json.dumps(out[key])
     return out
 
 
-def decode(row: aiosqlite.Row) -> dict[str, Any]:
+def decode(row: Mapping[str, Any] | aiosqlite.Row) -> dict[str, Any]:
+    """An incident row with its JSON columns (`rules`, `user_ids`, `sample`) decoded."""
     values = dict(row)
     for key in ("rules", "user_ids", "sample"):
         values[key] = json.loads(values[key])
     return values
 
 
-async def insert(db: aiosqlite.Connection, values: dict[str, Any]) -> int:
+async def insert(db: Connection, values: dict[str, Any]) -> int:
     encoded = _encode(values)
-    names = [name for name in _FIELDS if name in encoded]
-    cursor = await db.execute(
-        f"INSERT INTO incidents ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-        [encoded[name] for name in names],
-    )
-    assert cursor.lastrowid is not None
-    return cursor.lastrowid
+    return int(await core.scalar(db, _insert(tuple(encoded)), **encoded))
 
 
-async def update(db: aiosqlite.Connection, incident_id: int, values: dict[str, Any]) -> None:
+async def update(db: Connection, incident_id: int, values: dict[str, Any]) -> None:
     encoded = _encode(values)
-    names = [name for name in _FIELDS if name in encoded]
-    await db.execute(
-        f"UPDATE incidents SET {', '.join(f'{name} = ?' for name in names)} WHERE id = ?",
-        [*(encoded[name] for name in names), incident_id],
-    )
+    if not encoded:
+        return  # nothing to set
+    await core.execute(db, _update(tuple(encoded)), incident_id=incident_id, **encoded)
 
 
-async def active_or_recent(db: aiosqlite.Connection, closed_after: float) -> list[dict[str, Any]]:
+async def active_or_recent(db: Connection, closed_after: float) -> list[dict[str, Any]]:
     """Open, acknowledged and muted incidents, and those resolved after `closed_after`."""
-    async with db.execute(
-        "SELECT * FROM incidents WHERE state != 'resolved' OR closed_at >= ? ORDER BY id", (closed_after,)
-    ) as cursor:
-        return [decode(row) for row in await cursor.fetchall()]
+    return [decode(row) for row in await core.rows(db, _ACTIVE_OR_RECENT, closed_after=closed_after)]
 
 
-async def by_id(db: aiosqlite.Connection, incident_id: int) -> dict[str, Any] | None:
-    async with db.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)) as cursor:
-        row = await cursor.fetchone()
+async def by_id(db: Connection, incident_id: int) -> dict[str, Any] | None:
+    row = await core.first(db, _BY_ID, incident_id=incident_id)
     return decode(row) if row is not None else None
 
 
-async def list_by_state(
-    db: aiosqlite.Connection, states: tuple[str, ...], limit: int = 25
-) -> list[dict[str, Any]]:
-    marks = ", ".join("?" * len(states))
-    async with db.execute(
-        f"SELECT * FROM incidents WHERE state IN ({marks}) ORDER BY last_seen DESC LIMIT ?", (*states, limit)
-    ) as cursor:
-        return [decode(row) for row in await cursor.fetchall()]
+async def list_by_state(db: Connection, states: tuple[str, ...], limit: int = 25) -> list[dict[str, Any]]:
+    """Incidents in any of `states`, most recently seen first, at most `limit` of them."""
+    return [decode(row) for row in await core.rows(db, _LIST_BY_STATE, states=list(states), limit=limit)]
 
 
 async def add_request(
-    db: aiosqlite.Connection, *, incident_id: int, user_id: int, action: str, via: str, at: float
+    db: Connection, *, incident_id: int, user_id: int, action: str, via: str, at: float
 ) -> bool:
     """Record a 🔍/🛠 request; False when this user already asked for this."""
-    cursor = await db.execute(
-        "INSERT OR IGNORE INTO incident_requests (incident_id, user_id, action, via, created_at)"
-        " VALUES (?, ?, ?, ?, ?)",
-        (incident_id, user_id, action, via, at),
+    added = await core.execute(
+        db,
+        _add_request(core.dialect(db)),
+        incident_id=incident_id,
+        user_id=user_id,
+        action=action,
+        via=via,
+        at=at,
     )
-    return cursor.rowcount == 1
+    return added == 1
 
 
-async def remove_request(db: aiosqlite.Connection, *, incident_id: int, user_id: int, action: str) -> None:
-    await db.execute(
-        "DELETE FROM incident_requests WHERE incident_id = ? AND user_id = ? AND action = ?",
-        (incident_id, user_id, action),
-    )
+async def remove_request(db: Connection, *, incident_id: int, user_id: int, action: str) -> None:
+    await core.execute(db, _REMOVE_REQUEST, incident_id=incident_id, user_id=user_id, action=action)

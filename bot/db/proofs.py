@@ -1,12 +1,21 @@
-"""Queries for `proofs`: the proof of fix taken for a run's head (at verify) and after its deploy."""
+"""Queries for `proofs`: the proof of fix taken for a run's head (at verify) and after its deploy.
+
+Written once as SQLAlchemy Core statements (`bot.db.core`), so they run on SQLite and PostgreSQL.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import aiosqlite
+import sqlalchemy as sa
+from sqlalchemy import bindparam, select
+
+from bot.db import core
+from bot.db.core import Connection
+from bot.db.schema import actions, incidents, proofs
 
 __all__ = [
     "ProofRow",
@@ -48,38 +57,71 @@ class RecordedCall:
     fingerprint: str | None
 
 
-_CALL_COLUMNS = "kind, invocation, ok, duration_ms, error_type, fingerprint"
+_CALL_COLUMNS = ("kind", "invocation", "ok", "duration_ms", "error_type", "fingerprint")
 _SCAN = 500  # recent rows looked at; distinct invocations are picked from these
 
+_FAILING_CALLS = (
+    select(*(actions.c[name] for name in _CALL_COLUMNS))
+    .where(actions.c.fingerprint == bindparam("fingerprint"), actions.c.ok == 0)
+    .order_by(actions.c.ts.desc())
+    .limit(_SCAN)
+)
+_RECENT_OF_KIND = (
+    select(actions).where(actions.c.kind == bindparam("kind")).order_by(actions.c.ts.desc()).limit(_SCAN)
+).subquery()
+_SLOWEST_CALLS = (
+    select(*(_RECENT_OF_KIND.c[name] for name in _CALL_COLUMNS))
+    .where(_RECENT_OF_KIND.c.ok == 1)
+    .order_by(_RECENT_OF_KIND.c.duration_ms.desc())
+)
+_INSERT = (
+    sa.insert(proofs)
+    .values(
+        run_id=bindparam("run_id"),
+        stage=bindparam("stage"),
+        sha=bindparam("sha"),
+        base_sha=bindparam("base_sha"),
+        verdict=bindparam("verdict"),
+        reason=bindparam("reason"),
+        items=bindparam("items"),
+        overhead_s=bindparam("overhead_s"),
+        created_at=bindparam("now"),
+    )
+    .returning(proofs.c.id)
+)
+_LATEST = (
+    select(proofs)
+    .where(proofs.c.run_id == bindparam("run_id"), proofs.c.stage == bindparam("stage"))
+    .order_by(proofs.c.id.desc())
+    .limit(1)
+)
+_INCIDENT_KIND = select(incidents.c.kind).where(incidents.c.id == bindparam("incident_id"))
 
-def _call(row: aiosqlite.Row) -> RecordedCall:
-    invocation = json.loads(row[1]) if row[1] else None
+
+def _call(row: Mapping[str, Any]) -> RecordedCall:
+    invocation = json.loads(row["invocation"]) if row["invocation"] else None
     return RecordedCall(
-        row[0], invocation if isinstance(invocation, dict) else None, bool(row[2]), row[3], row[4], row[5]
+        row["kind"],
+        invocation if isinstance(invocation, dict) else None,
+        bool(row["ok"]),
+        row["duration_ms"],
+        row["error_type"],
+        row["fingerprint"],
     )
 
 
-async def failing_calls(db: aiosqlite.Connection, fingerprint: str) -> list[RecordedCall]:
+async def failing_calls(db: Connection, fingerprint: str) -> list[RecordedCall]:
     """The most recent failures with this fingerprint, newest first."""
-    async with db.execute(
-        f"SELECT {_CALL_COLUMNS} FROM actions WHERE fingerprint = ? AND ok = 0 ORDER BY ts DESC LIMIT ?",
-        (fingerprint, _SCAN),
-    ) as cursor:
-        return [_call(row) for row in await cursor.fetchall()]
+    return [_call(row) for row in await core.rows(db, _FAILING_CALLS, fingerprint=fingerprint)]
 
 
-async def slowest_calls(db: aiosqlite.Connection, kind: str) -> list[RecordedCall]:
+async def slowest_calls(db: Connection, kind: str) -> list[RecordedCall]:
     """The slowest recent calls of a kind that completed, slowest first."""
-    async with db.execute(
-        f"SELECT {_CALL_COLUMNS} FROM (SELECT * FROM actions WHERE kind = ? ORDER BY ts DESC LIMIT ?)"
-        " WHERE ok = 1 ORDER BY duration_ms DESC",
-        (kind, _SCAN),
-    ) as cursor:
-        return [_call(row) for row in await cursor.fetchall()]
+    return [_call(row) for row in await core.rows(db, _SLOWEST_CALLS, kind=kind)]
 
 
 async def insert(
-    db: aiosqlite.Connection,
+    db: Connection,
     *,
     run_id: int,
     stage: ProofStage,
@@ -91,41 +133,42 @@ async def insert(
     overhead_s: float,
     now: float,
 ) -> int:
-    cursor = await db.execute(
-        "INSERT INTO proofs (run_id, stage, sha, base_sha, verdict, reason, items, overhead_s, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (run_id, stage, sha, base_sha, verdict, reason, json.dumps(items), overhead_s, now),
+    proof_id = await core.scalar(
+        db,
+        _INSERT,
+        run_id=run_id,
+        stage=stage,
+        sha=sha,
+        base_sha=base_sha,
+        verdict=verdict,
+        reason=reason,
+        items=json.dumps(items),
+        overhead_s=overhead_s,
+        now=now,
     )
-    assert cursor.lastrowid is not None
-    return cursor.lastrowid
+    return int(proof_id)
 
 
-async def latest(db: aiosqlite.Connection, run_id: int, stage: ProofStage) -> ProofRow | None:
+async def latest(db: Connection, run_id: int, stage: ProofStage) -> ProofRow | None:
     """The newest proof of `stage` taken for the run, or None."""
-    async with db.execute(
-        "SELECT id, run_id, stage, sha, base_sha, verdict, reason, items, overhead_s, created_at"
-        " FROM proofs WHERE run_id = ? AND stage = ? ORDER BY id DESC LIMIT 1",
-        (run_id, stage),
-    ) as cursor:
-        row = await cursor.fetchone()
+    row = await core.first(db, _LATEST, run_id=run_id, stage=stage)
     if row is None:
         return None
     return ProofRow(
-        id=row[0],
-        run_id=row[1],
-        stage=row[2],
-        sha=row[3],
-        base_sha=row[4],
-        verdict=row[5],
-        reason=row[6],
-        items=json.loads(row[7]),
-        overhead_s=row[8],
-        created_at=row[9],
+        id=row["id"],
+        run_id=row["run_id"],
+        stage=row["stage"],
+        sha=row["sha"],
+        base_sha=row["base_sha"],
+        verdict=row["verdict"],
+        reason=row["reason"],
+        items=json.loads(row["items"]),
+        overhead_s=row["overhead_s"],
+        created_at=row["created_at"],
     )
 
 
-async def incident_kind(db: aiosqlite.Connection, incident_id: int) -> str | None:
+async def incident_kind(db: Connection, incident_id: int) -> str | None:
     """The kind an incident is about (what a latency incident's replay sends again)."""
-    async with db.execute("SELECT kind FROM incidents WHERE id = ?", (incident_id,)) as cursor:
-        row = await cursor.fetchone()
-    return str(row[0]) if row and row[0] else None
+    kind = await core.scalar(db, _INCIDENT_KIND, incident_id=incident_id)
+    return str(kind) if kind else None

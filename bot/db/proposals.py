@@ -1,15 +1,23 @@
 """Queries for the `proposals` table: one row per proposal a forge opened (local or GitHub).
 
 `Proposal` is defined here, next to its row, and re-exported by `bot.forge.base`, so the
-database layer never imports the forges.
+database layer never imports the forges. Written once as SQLAlchemy Core statements
+(`bot.db.core`), so they run on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-import aiosqlite
+import sqlalchemy as sa
+from sqlalchemy import Executable, bindparam, select
+
+from bot.db import core
+from bot.db.core import Connection
+from bot.db.schema import proposals
 
 __all__ = ["Proposal", "ProposalState", "by_run", "get", "insert", "update"]
 
@@ -32,7 +40,32 @@ class Proposal:
     updated_at: float = 0.0
 
 
-def _row(row: aiosqlite.Row) -> Proposal:
+_COLUMNS = ("run_id", "forge", "branch", "head_sha", "title", "body", "url", "number", "state")
+_INSERT = (
+    sa.insert(proposals)
+    .values(
+        {
+            **{name: bindparam(name) for name in _COLUMNS},
+            "created_at": bindparam("now"),
+            "updated_at": bindparam("now"),
+        }
+    )
+    .returning(proposals.c.id)
+)
+_GET = select(proposals).where(proposals.c.id == bindparam("proposal_id"))
+_BY_RUN = select(proposals).where(proposals.c.run_id == bindparam("run_id")).order_by(proposals.c.id)
+
+
+@functools.cache
+def _update(names: tuple[str, ...]) -> Executable:
+    return (
+        sa.update(proposals)
+        .where(proposals.c.id == bindparam("proposal_id"))
+        .values({**{name: bindparam(name) for name in names}, "updated_at": bindparam("now")})
+    )
+
+
+def _row(row: Mapping[str, Any]) -> Proposal:
     return Proposal(
         id=row["id"],
         run_id=row["run_id"],
@@ -50,7 +83,7 @@ def _row(row: aiosqlite.Row) -> Proposal:
 
 
 async def insert(
-    db: aiosqlite.Connection,
+    db: Connection,
     *,
     run_id: int,
     forge: str,
@@ -63,32 +96,37 @@ async def insert(
     number: int | None = None,
     state: ProposalState = "open",
 ) -> Proposal:
-    cursor = await db.execute(
-        "INSERT INTO proposals"
-        " (run_id, forge, branch, head_sha, title, body, url, number, state, created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (run_id, forge, branch, head_sha, title, body, url, number, state, now, now),
+    proposal_id = await core.scalar(
+        db,
+        _INSERT,
+        run_id=run_id,
+        forge=forge,
+        branch=branch,
+        head_sha=head_sha,
+        title=title,
+        body=body,
+        url=url,
+        number=number,
+        state=state,
+        now=now,
     )
-    assert cursor.lastrowid is not None
     return Proposal(
-        cursor.lastrowid, run_id, forge, branch, head_sha, title, body, url, number, state, now, now
+        int(proposal_id), run_id, forge, branch, head_sha, title, body, url, number, state, now, now
     )
 
 
-async def get(db: aiosqlite.Connection, proposal_id: int) -> Proposal | None:
-    async with db.execute("SELECT * FROM proposals WHERE id = ?", (proposal_id,)) as cursor:
-        row = await cursor.fetchone()
+async def get(db: Connection, proposal_id: int) -> Proposal | None:
+    row = await core.first(db, _GET, proposal_id=proposal_id)
     return _row(row) if row is not None else None
 
 
-async def by_run(db: aiosqlite.Connection, run_id: int) -> list[Proposal]:
+async def by_run(db: Connection, run_id: int) -> list[Proposal]:
     """Every proposal a run opened, oldest first (a run may propose again after a rebase)."""
-    async with db.execute("SELECT * FROM proposals WHERE run_id = ? ORDER BY id", (run_id,)) as cursor:
-        return [_row(row) for row in await cursor.fetchall()]
+    return [_row(row) for row in await core.rows(db, _BY_RUN, run_id=run_id)]
 
 
 async def update(
-    db: aiosqlite.Connection,
+    db: Connection,
     proposal_id: int,
     *,
     now: float,
@@ -99,10 +137,6 @@ async def update(
 ) -> Proposal | None:
     """Change the given fields (None leaves a field as it is); the updated row, or None if absent."""
     changes: dict[str, object] = {"state": state, "url": url, "number": number, "head_sha": head_sha}
-    columns = [name for name, value in changes.items() if value is not None]
-    assignments = "".join(f"{name} = ?, " for name in columns)
-    values = [changes[name] for name in columns]
-    await db.execute(
-        f"UPDATE proposals SET {assignments}updated_at = ? WHERE id = ?", (*values, now, proposal_id)
-    )
+    given = {name: value for name, value in changes.items() if value is not None}
+    await core.execute(db, _update(tuple(given)), proposal_id=proposal_id, now=now, **given)
     return await get(db, proposal_id)
