@@ -1,19 +1,56 @@
-"""Queries for `claims`: the files each run may change (see bot/improve/claims.py)."""
+"""Queries for `claims`: the files each run may change (see bot/improve/claims.py).
+
+Written once as SQLAlchemy Core statements (`bot.db.core`), so they run on SQLite and PostgreSQL.
+"""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
-import aiosqlite
+from sqlalchemy import Executable, bindparam, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from bot.db import core
+from bot.db.core import Connection
+from bot.db.schema import claims, runs
 
 __all__ = ["add", "delete_for_run", "delete_unless_in_states", "for_run", "held_in_states"]
 
+_FOR_RUN = (
+    select(claims.c.path)
+    .where(claims.c.run_id == bindparam("run_id"))
+    .order_by(claims.c.created_at, claims.c.path)
+)
+_HELD_IN_STATES = (
+    select(claims.c.run_id, claims.c.path)
+    .join(runs, runs.c.id == claims.c.run_id)
+    .where(runs.c.state.in_(bindparam("states", expanding=True)))
+    .order_by(claims.c.run_id, claims.c.path)
+)
+_DELETE_FOR_RUN = claims.delete().where(claims.c.run_id == bindparam("run_id"))
+_DELETE_UNLESS_IN_STATES = claims.delete().where(
+    claims.c.run_id.not_in(select(runs.c.id).where(runs.c.state.in_(bindparam("states", expanding=True))))
+)
 
-def _marks(values: Iterable[object]) -> str:
-    return ", ".join("?" for _ in values)
+
+@functools.cache
+def _add(dialect: str, count: int) -> Executable:
+    """One multi-row insert of `count` paths (`path_0`, `path_1`, …) that skips paths already held."""
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(claims)
+    rows: list[dict[str, object]] = [
+        {
+            "run_id": bindparam("run_id"),
+            "path": bindparam(f"path_{i}"),
+            "why": bindparam("why"),
+            "created_at": bindparam("now"),
+        }
+        for i in range(count)
+    ]
+    return insert.values(rows).on_conflict_do_nothing(index_elements=[claims.c.run_id, claims.c.path])
 
 
-async def add(db: aiosqlite.Connection, run_id: int, paths: list[str], why: str, now: float) -> None:
+async def add(db: Connection, run_id: int, paths: list[str], why: str, now: float) -> None:
     """Record `paths` as claimed by `run_id`, all or none (paths it already holds are kept as they were).
 
     One statement, so no transaction of its own: the connection is shared, and a BEGIN here could
@@ -21,41 +58,32 @@ async def add(db: aiosqlite.Connection, run_id: int, paths: list[str], why: str,
     """
     if not paths:
         return
-    rows = [value for path in paths for value in (run_id, path, why, now)]
-    values = ", ".join(["(?, ?, ?, ?)"] * len(paths))
-    await db.execute(f"INSERT OR IGNORE INTO claims (run_id, path, why, created_at) VALUES {values}", rows)
-
-
-async def for_run(db: aiosqlite.Connection, run_id: int) -> list[str]:
-    """The paths `run_id` holds, in the order they were claimed."""
-    async with db.execute(
-        "SELECT path FROM claims WHERE run_id = ? ORDER BY created_at, path", (run_id,)
-    ) as cursor:
-        return [str(row[0]) for row in await cursor.fetchall()]
-
-
-async def held_in_states(db: aiosqlite.Connection, states: Iterable[str]) -> list[tuple[int, str]]:
-    """(run id, path) of every claim whose run is in one of `states`, oldest run first."""
-    states = sorted(states)
-    async with db.execute(
-        "SELECT c.run_id, c.path FROM claims c JOIN runs r ON r.id = c.run_id"
-        f" WHERE r.state IN ({_marks(states)}) ORDER BY c.run_id, c.path",
-        states,
-    ) as cursor:
-        return [(int(row[0]), str(row[1])) for row in await cursor.fetchall()]
-
-
-async def delete_for_run(db: aiosqlite.Connection, run_id: int) -> int:
-    """Release everything `run_id` holds; returns how many paths."""
-    cursor = await db.execute("DELETE FROM claims WHERE run_id = ?", (run_id,))
-    return cursor.rowcount
-
-
-async def delete_unless_in_states(db: aiosqlite.Connection, states: Iterable[str]) -> int:
-    """Release the claims of every run not in one of `states`; returns how many paths."""
-    states = sorted(states)
-    cursor = await db.execute(
-        f"DELETE FROM claims WHERE run_id NOT IN (SELECT id FROM runs WHERE state IN ({_marks(states)}))",
-        states,
+    await core.execute(
+        db,
+        _add(core.dialect(db), len(paths)),
+        run_id=run_id,
+        why=why,
+        now=now,
+        **{f"path_{i}": path for i, path in enumerate(paths)},
     )
-    return cursor.rowcount
+
+
+async def for_run(db: Connection, run_id: int) -> list[str]:
+    """The paths `run_id` holds, in the order they were claimed."""
+    return [str(row["path"]) for row in await core.rows(db, _FOR_RUN, run_id=run_id)]
+
+
+async def held_in_states(db: Connection, states: Iterable[str]) -> list[tuple[int, str]]:
+    """(run id, path) of every claim whose run is in one of `states`, oldest run first."""
+    found = await core.rows(db, _HELD_IN_STATES, states=sorted(states))
+    return [(int(row["run_id"]), str(row["path"])) for row in found]
+
+
+async def delete_for_run(db: Connection, run_id: int) -> int:
+    """Release everything `run_id` holds; returns how many paths."""
+    return await core.execute(db, _DELETE_FOR_RUN, run_id=run_id)
+
+
+async def delete_unless_in_states(db: Connection, states: Iterable[str]) -> int:
+    """Release the claims of every run not in one of `states`; returns how many paths."""
+    return await core.execute(db, _DELETE_UNLESS_IN_STATES, states=sorted(states))

@@ -1,10 +1,18 @@
-"""Queries for `dev_mode`: the switches of dev mode by hand, newest last."""
+"""Queries for `dev_mode`: the switches of dev mode by hand, newest last.
+
+Written once as SQLAlchemy Core statements (`bot.db.core`), so they run on SQLite and PostgreSQL.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import aiosqlite
+import sqlalchemy as sa
+from sqlalchemy import bindparam, select
+
+from bot.db import core
+from bot.db.core import Connection
+from bot.db.schema import dev_mode
 
 __all__ = ["DevModeSwitch", "insert", "latest"]
 
@@ -17,21 +25,24 @@ class DevModeSwitch:
     until: float | None
 
 
-async def insert(
-    db: aiosqlite.Connection, *, ts: float, user_id: int, active: bool, until: float | None
-) -> None:
-    await db.execute(
-        "INSERT INTO dev_mode (ts, user_id, active, until) VALUES (?, ?, ?, ?)",
-        (ts, user_id, int(active), until),
-    )
+_INSERT = sa.insert(dev_mode).values(
+    ts=bindparam("ts"), user_id=bindparam("user_id"), active=bindparam("active"), until=bindparam("until")
+)
+_LATEST = (
+    select(dev_mode.c.ts, dev_mode.c.user_id, dev_mode.c.active, dev_mode.c.until)
+    .order_by(dev_mode.c.id.desc())
+    .limit(1)
+)
 
 
-async def latest(db: aiosqlite.Connection) -> DevModeSwitch | None:
+async def insert(db: Connection, *, ts: float, user_id: int, active: bool, until: float | None) -> None:
+    # The flag is stored as 0/1 on both engines (the column is an integer).
+    await core.execute(db, _INSERT, ts=ts, user_id=user_id, active=int(active), until=until)
+
+
+async def latest(db: Connection) -> DevModeSwitch | None:
     """The newest switch, which is the current state."""
-    async with db.execute(
-        "SELECT ts, user_id, active, until FROM dev_mode ORDER BY id DESC LIMIT 1"
-    ) as cursor:
-        row = await cursor.fetchone()
+    row = await core.first(db, _LATEST)
     if row is None:
         return None
     return DevModeSwitch(row["ts"], row["user_id"], bool(row["active"]), row["until"])

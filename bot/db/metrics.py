@@ -1,19 +1,26 @@
-"""Figures for `/metrics` that live in the database: runs by state and total run spend."""
+"""Figures for `/metrics` that live in the database: runs by state and total run spend.
+
+Written once as SQLAlchemy Core statements (`bot.db.core`), so they run on SQLite and PostgreSQL.
+"""
 
 from __future__ import annotations
 
-import aiosqlite
+from sqlalchemy import func, select
+
+from bot.db import core
+from bot.db.core import Connection
+from bot.db.schema import run_events, runs
 
 __all__ = ["run_spend", "runs_by_state"]
 
-
-async def runs_by_state(db: aiosqlite.Connection) -> dict[str, int]:
-    async with db.execute("SELECT state, COUNT(*) FROM runs GROUP BY state") as cursor:
-        return {str(row[0]): int(row[1]) for row in await cursor.fetchall()}
+_RUNS_BY_STATE = select(runs.c.state, func.count().label("count")).group_by(runs.c.state)
+_RUN_SPEND = select(func.coalesce(func.sum(run_events.c.cost_usd), 0))
 
 
-async def run_spend(db: aiosqlite.Connection) -> float:
+async def runs_by_state(db: Connection) -> dict[str, int]:
+    return {str(row["state"]): int(row["count"]) for row in await core.rows(db, _RUNS_BY_STATE)}
+
+
+async def run_spend(db: Connection) -> float:
     """USD spent by all runs so far (the sum of their events' costs)."""
-    async with db.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM run_events") as cursor:
-        row = await cursor.fetchone()
-    return float(row[0]) if row is not None else 0.0
+    return float(await core.scalar(db, _RUN_SPEND) or 0.0)

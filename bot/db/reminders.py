@@ -1,11 +1,21 @@
-"""Queries for the `reminders` table."""
+"""Queries for the `reminders` table.
+
+Written once as SQLAlchemy Core statements (`bot.db.core`), so they run on SQLite and PostgreSQL.
+Times are stored as ISO 8601 text, which sorts the same on both.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-import aiosqlite
+import sqlalchemy as sa
+from sqlalchemy import bindparam, select
+
+from bot.db import core
+from bot.db.core import Connection
+from bot.db.schema import reminders
 
 __all__ = ["Reminder", "claim", "insert", "mark_failed", "pending"]
 
@@ -20,7 +30,30 @@ class Reminder:
     due_at: datetime
 
 
-def _row(row: aiosqlite.Row) -> Reminder:
+_INSERT = (
+    sa.insert(reminders)
+    .values(
+        guild_id=bindparam("guild_id"),
+        channel_id=bindparam("channel_id"),
+        user_id=bindparam("user_id"),
+        text=bindparam("text"),
+        created_at=bindparam("created_at"),
+        due_at=bindparam("due_at"),
+    )
+    .returning(reminders.c.id)
+)
+_PENDING = select(reminders).where(reminders.c.fired_at.is_(None)).order_by(reminders.c.due_at)
+_CLAIM = (
+    sa.update(reminders)
+    .where(reminders.c.id == bindparam("reminder_id"), reminders.c.fired_at.is_(None))
+    .values(fired_at=bindparam("fired_at"))
+)
+_MARK_FAILED = (
+    sa.update(reminders).where(reminders.c.id == bindparam("reminder_id")).values(failed=bindparam("reason"))
+)
+
+
+def _row(row: dict[str, Any]) -> Reminder:
     return Reminder(
         id=row["id"],
         guild_id=row["guild_id"],
@@ -32,7 +65,7 @@ def _row(row: aiosqlite.Row) -> Reminder:
 
 
 async def insert(
-    db: aiosqlite.Connection,
+    db: Connection,
     *,
     guild_id: int | None,
     channel_id: int,
@@ -41,27 +74,27 @@ async def insert(
     created_at: datetime,
     due_at: datetime,
 ) -> Reminder:
-    cursor = await db.execute(
-        "INSERT INTO reminders (guild_id, channel_id, user_id, text, created_at, due_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (guild_id, channel_id, user_id, text, created_at.isoformat(), due_at.isoformat()),
+    reminder_id = await core.scalar(
+        db,
+        _INSERT,
+        guild_id=guild_id,
+        channel_id=channel_id,
+        user_id=user_id,
+        text=text,
+        created_at=created_at.isoformat(),
+        due_at=due_at.isoformat(),
     )
-    assert cursor.lastrowid is not None
-    return Reminder(cursor.lastrowid, guild_id, channel_id, user_id, text, due_at)
+    return Reminder(int(reminder_id), guild_id, channel_id, user_id, text, due_at)
 
 
-async def pending(db: aiosqlite.Connection) -> list[Reminder]:
-    async with db.execute("SELECT * FROM reminders WHERE fired_at IS NULL ORDER BY due_at") as cursor:
-        return [_row(row) for row in await cursor.fetchall()]
+async def pending(db: Connection) -> list[Reminder]:
+    return [_row(row) for row in await core.rows(db, _PENDING)]
 
 
-async def claim(db: aiosqlite.Connection, reminder_id: int, at: datetime) -> bool:
+async def claim(db: Connection, reminder_id: int, at: datetime) -> bool:
     """Mark a reminder fired; True only for the one caller that claimed it first."""
-    cursor = await db.execute(
-        "UPDATE reminders SET fired_at = ? WHERE id = ? AND fired_at IS NULL", (at.isoformat(), reminder_id)
-    )
-    return cursor.rowcount == 1
+    return await core.execute(db, _CLAIM, reminder_id=reminder_id, fired_at=at.isoformat()) == 1
 
 
-async def mark_failed(db: aiosqlite.Connection, reminder_id: int, reason: str) -> None:
-    await db.execute("UPDATE reminders SET failed = ? WHERE id = ?", (reason[:500], reminder_id))
+async def mark_failed(db: Connection, reminder_id: int, reason: str) -> None:
+    await core.execute(db, _MARK_FAILED, reminder_id=reminder_id, reason=reason[:500])
