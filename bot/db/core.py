@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -53,6 +54,20 @@ def _compiled(statement: Executable, dialect: Dialect) -> SQLCompiler:
     return compiled
 
 
+def _sqlite_run(
+    sql: str, params: Sequence[Any], conn: sqlite3.Connection
+) -> tuple[list[dict[str, Any]], int]:
+    """On the connection's thread, in one go: the statement and all its rows. Fetched apart, an
+    `INSERT … RETURNING` would stay open between the two hand-overs, and another task's statement
+    would run inside its implicit transaction."""
+    cursor = conn.execute(sql, params)
+    try:
+        found = [dict(row) for row in cursor.fetchall()] if cursor.description else []
+        return found, cursor.rowcount
+    finally:
+        cursor.close()
+
+
 async def _run(db: Connection, statement: Executable, params: Mapping[str, Any]) -> Any:
     """(rows as dicts, rowcount) of one statement on `db`."""
     if isinstance(db, PostgresDatabase):
@@ -60,9 +75,7 @@ async def _run(db: Connection, statement: Executable, params: Mapping[str, Any])
         return await db.run(state.statement, state.parameters)
     if isinstance(db, Database):
         state = _compiled(statement, _SQLITE).construct_expanded_state(dict(params))
-        async with db.execute(state.statement, state.positional_parameters) as cursor:
-            found = [dict(row) for row in await cursor.fetchall()] if cursor.description else []
-            return found, cursor.rowcount
+        return await db.run_sync(functools.partial(_sqlite_run, state.statement, state.positional_parameters))
     raise TypeError(f"not a connection from open_database() or open_postgresql(): {db!r}")
 
 
