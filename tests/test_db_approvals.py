@@ -153,3 +153,16 @@ async def test_a_proposals_messages_come_oldest_first(engine_db: core.Connection
         MESSAGE + 1,
         MESSAGE + 2,
     ]
+
+
+async def test_a_messages_standing_forms_leave_out_withdrawn_and_other_sources(
+    engine_db: core.Connection,
+) -> None:
+    """standing_message_forms() names the forms a message's own words still stand for: not a reaction's,
+    not a withdrawn one, and each form once."""
+    await _decide(engine_db, ALICE, source=f"message:{MESSAGE}")
+    await _decide(engine_db, BOB, source=f"message:{MESSAGE}")
+    await _decide(engine_db, CAROL, form="reject", source=f"reaction:{MESSAGE}:❌")
+    assert await queries.standing_message_forms(engine_db, MESSAGE) == {"approve"}
+    await queries.withdraw(engine_db, message_id=MESSAGE, why="edited", now=300.0)
+    assert await queries.standing_message_forms(engine_db, MESSAGE) == set()

@@ -130,3 +130,12 @@ async def test_a_request_on_an_unknown_incident_is_refused(engine_db: core.Conne
     """add_request() for an incident that does not exist breaks the foreign key on either engine."""
     with pytest.raises(Exception, match=r"(?i)foreign key"):
         await _ask(engine_db, 404)
+
+
+async def test_an_incidents_fingerprint_is_read_alone(engine_db: core.Connection) -> None:
+    """fingerprint() is the incident's fingerprint; None for a kind-wide incident or an unknown id."""
+    with_fingerprint = await queries.insert(engine_db, _incident())
+    kind_wide = await queries.insert(engine_db, _incident(fingerprint=None))
+    assert await queries.fingerprint(engine_db, with_fingerprint) == "f1"
+    assert await queries.fingerprint(engine_db, kind_wide) is None
+    assert await queries.fingerprint(engine_db, 404) is None

@@ -29,6 +29,7 @@ __all__ = [
     "messages_for_proposal",
     "proposal_for_message",
     "register_message",
+    "standing_message_forms",
     "withdraw",
 ]
 
@@ -81,6 +82,15 @@ _MARK_STALE = (
 )
 _FOR_PROPOSAL = (
     select(approvals).where(approvals.c.proposal_id == bindparam("proposal_id")).order_by(approvals.c.id)
+)
+_STANDING_MESSAGE_FORMS = (
+    select(approvals.c.form)
+    .distinct()
+    .where(
+        approvals.c.message_id == bindparam("message_id"),
+        approvals.c.withdrawn_at.is_(None),
+        approvals.c.source.like("message:%"),
+    )
 )
 _ACTIVE = select(approvals).where(*_OF_SHA, *_STANDING, _IN_FORMS).order_by(approvals.c.id)
 _WITHDRAW = (
@@ -244,6 +254,11 @@ async def active(
     """The standing approvals of `sha` in one of `forms`, oldest first (several per user possible)."""
     found = await core.rows(db, _ACTIVE, proposal_id=proposal_id, sha=sha, forms=list(forms))
     return [_row(row) for row in found]
+
+
+async def standing_message_forms(db: Connection, message_id: int) -> set[str]:
+    """The forms of the decisions a chat message stands for and that are not withdrawn."""
+    return {row["form"] for row in await core.rows(db, _STANDING_MESSAGE_FORMS, message_id=message_id)}
 
 
 async def withdraw(

@@ -19,7 +19,16 @@ from bot.db import core
 from bot.db.core import Connection
 from bot.db.schema import incident_requests, incidents
 
-__all__ = ["active_or_recent", "add_request", "by_id", "insert", "list_by_state", "remove_request", "update"]
+__all__ = [
+    "active_or_recent",
+    "add_request",
+    "by_id",
+    "fingerprint",
+    "insert",
+    "list_by_state",
+    "remove_request",
+    "update",
+]
 
 _FIELDS = (
     "rule",
@@ -50,6 +59,7 @@ _ACTIVE_OR_RECENT = (
     .order_by(incidents.c.id)
 )
 _BY_ID = select(incidents).where(incidents.c.id == bindparam("incident_id"))
+_FINGERPRINT = select(incidents.c.fingerprint).where(incidents.c.id == bindparam("incident_id"))
 _LIST_BY_STATE = (
     select(incidents)
     .where(incidents.c.state.in_(bindparam("states", expanding=True)))
@@ -134,6 +144,12 @@ async def active_or_recent(db: Connection, closed_after: float) -> list[dict[str
 async def by_id(db: Connection, incident_id: int) -> dict[str, Any] | None:
     row = await core.first(db, _BY_ID, incident_id=incident_id)
     return decode(row) if row is not None else None
+
+
+async def fingerprint(db: Connection, incident_id: int) -> str | None:
+    """The fingerprint an incident is about (None: a kind-wide incident, or no such incident)."""
+    found = await core.scalar(db, _FINGERPRINT, incident_id=incident_id)
+    return str(found) if found is not None else None
 
 
 async def list_by_state(db: Connection, states: tuple[str, ...], limit: int = 25) -> list[dict[str, Any]]:

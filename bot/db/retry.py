@@ -27,6 +27,7 @@ from typing import Literal, TypeVar
 
 import aiosqlite
 
+from bot.db import runs
 from bot.errors import UserError
 from bot.log import get_logger
 
@@ -239,8 +240,4 @@ class Writes:
 
 async def probe(db: aiosqlite.Connection, now: float) -> None:
     """A tiny real write (one row in settings_kv): raises while storage is not writable."""
-    await db.execute(
-        "INSERT INTO settings_kv (key, value) VALUES ('storage_probe', ?)"
-        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        (str(now),),
-    )
+    await runs.set_setting(db, "storage_probe", now)

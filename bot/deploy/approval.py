@@ -407,12 +407,7 @@ class ApprovalService:
 
         An edit that is still the same clear decision keeps it; anything else withdraws it.
         """
-        async with self._db.execute(
-            "SELECT DISTINCT form FROM approvals WHERE message_id = ? AND withdrawn_at IS NULL"
-            " AND source LIKE 'message:%'",
-            (message_id,),
-        ) as cursor:
-            standing = {row[0] for row in await cursor.fetchall()}
+        standing = await queries.standing_message_forms(self._db, message_id)
         if not standing or standing == {form}:
             return []
         return await self.withdraw(message_id=message_id, why="edited", sources=("message",))

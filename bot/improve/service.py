@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import aiosqlite
 
+from bot.db import incidents as incident_queries
 from bot.db import proofs as proof_queries
 from bot.errors import UserError
 from bot.forge.base import Forge, ForgeError, Proposal
@@ -1104,11 +1105,7 @@ class SelfImprovementAgent:
     async def _incident_fingerprint(self, incident_id: int | None) -> str | None:
         if incident_id is None:
             return None
-        async with self._db.execute(
-            "SELECT fingerprint FROM incidents WHERE id = ?", (incident_id,)
-        ) as cursor:
-            row = await cursor.fetchone()
-        return row[0] if row else None
+        return await incident_queries.fingerprint(self._db, incident_id)
 
     async def _incident_kind(self, incident_id: int | None) -> str | None:
         if incident_id is None:
