@@ -15,9 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import ColumnElement, Executable, bindparam, func, literal_column, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql.elements import quoted_name
+from sqlalchemy import Executable, bindparam, func, literal_column, select
 
 from bot.db import core
 from bot.db.connection import transaction
@@ -68,20 +66,9 @@ _CALLS_OF_KIND = (
 )
 
 
-def _indexed(dialect: str, index: str) -> tuple[sa.FromClause, Mapping[str, ColumnElement[Any]]]:
-    """`actions` and its columns, read through `index` on SQLite (`INDEXED BY`: its planner would
-    otherwise walk a kind's rows newest first until enough match; tests/test_observe_scale.py pins
-    the plan). SQLAlchemy's SQLite compiler renders no table hints, so the hinted table is named
-    verbatim and its columns unqualified. PostgreSQL's planner picks the partial index itself."""
-    if dialect != "sqlite":
-        return actions, {column.name: column for column in actions.c}
-    table = sa.table(quoted_name(f"actions INDEXED BY {index}", quote=False))
-    return table, {column.name: sa.column(column.name) for column in actions.c}
-
-
 @functools.cache
 def _failures_of_kind(dialect: str) -> Executable:
-    table, c = _indexed(dialect, "actions_kind_failures_ts")
+    table, c = core.indexed(dialect, actions, "actions_kind_failures_ts")
     # `ok = 0` written out, not bound: the partial index (WHERE ok = 0) is usable only then.
     return (
         select(*c.values())
@@ -94,7 +81,7 @@ def _failures_of_kind(dialect: str) -> Executable:
 
 @functools.cache
 def _slowest_sampled(dialect: str) -> Executable:
-    table, c = _indexed(dialect, "actions_sampled_kind_ts")
+    table, c = core.indexed(dialect, actions, "actions_sampled_kind_ts")
     return (
         select(*c.values())
         .select_from(table)
@@ -117,7 +104,7 @@ def _insert_actions(count: int) -> Executable:
 
 @functools.cache
 def _count_fingerprint(dialect: str) -> Executable:
-    upsert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(fingerprints)
+    upsert = core.insert_for(dialect, fingerprints)
     upsert = upsert.values(
         fingerprint=bindparam("fingerprint"),
         kind=bindparam("kind"),

@@ -12,7 +12,6 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy import Executable, bindparam, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.db import core
 from bot.db.core import Connection
@@ -110,13 +109,9 @@ _MESSAGES_FOR_PROPOSAL = (
 )
 
 
-def _insert_for(dialect: str) -> Any:
-    return postgresql.insert if dialect == "postgresql" else sqlite.insert
-
-
 @functools.cache
 def _insert(dialect: str) -> Executable:
-    upsert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(approvals)
+    upsert = core.insert_for(dialect, approvals)
     upsert = upsert.values(
         proposal_id=bindparam("proposal_id"),
         run_id=bindparam("run_id"),
@@ -176,7 +171,7 @@ def _withdrawn(dialect: str, by_user: bool, by_emoji: bool) -> Executable:
 
 @functools.cache
 def _register_message(dialect: str) -> Executable:
-    upsert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(proposal_messages)
+    upsert = core.insert_for(dialect, proposal_messages)
     upsert = upsert.values(
         message_id=bindparam("message_id"),
         proposal_id=bindparam("proposal_id"),

@@ -14,13 +14,11 @@ the day of a time (SQLite truncates a REAL cast to INTEGER, PostgreSQL rounds it
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import BigInteger, ColumnElement, Executable, bindparam, case, func, literal_column, select
-from sqlalchemy.sql.elements import quoted_name
 
 from bot.db import core
 from bot.db.core import Connection
@@ -100,15 +98,6 @@ _RUN_COUNTS = (
 )
 
 
-def _indexed(dialect: str, index: str) -> tuple[sa.FromClause, Mapping[str, ColumnElement[Any]]]:
-    """`actions` and its columns, read through `index` on SQLite. SQLAlchemy's SQLite compiler
-    renders no table hints, so the hinted table is named verbatim and its columns unqualified."""
-    if dialect != "sqlite":
-        return actions, {column.name: column for column in actions.c}
-    table = sa.table(quoted_name(f"actions INDEXED BY {index}", quote=False))
-    return table, {column.name: sa.column(column.name) for column in actions.c}
-
-
 def _day(dialect: str, ts: ColumnElement[Any]) -> ColumnElement[int]:
     """The UTC day (since the epoch) of a time: a literal divisor, so GROUP BY repeats it exactly."""
     days = ts.op("/")(literal_column("86400"))
@@ -117,7 +106,7 @@ def _day(dialect: str, ts: ColumnElement[Any]) -> ColumnElement[int]:
 
 @functools.cache
 def _kind_days(dialect: str) -> Executable:
-    table, c = _indexed(dialect, "actions_ts_audit")
+    table, c = core.indexed(dialect, actions, "actions_ts_audit")
     day = _day(dialect, c["ts"])
     return (
         select(
@@ -136,7 +125,7 @@ def _kind_days(dialect: str) -> Executable:
 
 @functools.cache
 def _kind_counts(dialect: str) -> Executable:
-    table, c = _indexed(dialect, "actions_ts_audit")
+    table, c = core.indexed(dialect, actions, "actions_ts_audit")
     return (
         select(c["kind"], func.count().label("n"))
         .select_from(table)
@@ -147,7 +136,7 @@ def _kind_counts(dialect: str) -> Executable:
 
 @functools.cache
 def _percentile(dialect: str) -> Executable:
-    table, c = _indexed(dialect, "actions_kind_ts")
+    table, c = core.indexed(dialect, actions, "actions_kind_ts")
     return (
         select(c["duration_ms"])
         .select_from(table)
@@ -160,7 +149,7 @@ def _percentile(dialect: str) -> Executable:
 
 @functools.cache
 def _top_fingerprints(dialect: str) -> Executable:
-    table, c = _indexed(dialect, "actions_failures_ts")
+    table, c = core.indexed(dialect, actions, "actions_failures_ts")
     n = func.count().label("n")
     counted = (
         select(c["fingerprint"], func.max(c["kind"]).label("kind"), n)

@@ -9,7 +9,6 @@ import functools
 from collections.abc import Iterable
 
 from sqlalchemy import Executable, bindparam, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.db import core
 from bot.db.core import Connection
@@ -37,7 +36,7 @@ _DELETE_UNLESS_IN_STATES = claims.delete().where(
 @functools.cache
 def _add(dialect: str, count: int) -> Executable:
     """One multi-row insert of `count` paths (`path_0`, `path_1`, …) that skips paths already held."""
-    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(claims)
+    insert = core.insert_for(dialect, claims)
     rows: list[dict[str, object]] = [
         {
             "run_id": bindparam("run_id"),

@@ -22,9 +22,12 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import aiosqlite
+import sqlalchemy as sa
+from sqlalchemy import ColumnElement, FromClause, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import quoted_name
 from sqlalchemy.sql.expression import Executable
 
 from bot.db.connection import Database
@@ -38,6 +41,8 @@ __all__ = [
     "dialect",
     "execute",
     "first",
+    "indexed",
+    "insert_for",
     "open_postgresql",
     "rows",
     "scalar",
@@ -77,6 +82,22 @@ async def _run(db: Connection, statement: Executable, params: Mapping[str, Any])
         state = _compiled(statement, _SQLITE).construct_expanded_state(dict(params))
         return await db.run_sync(functools.partial(_sqlite_run, state.statement, state.positional_parameters))
     raise TypeError(f"not a connection from open_database() or open_postgresql(): {db!r}")
+
+
+def insert_for(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT into `table` in the engine's own form, which has `on_conflict_do_update` and
+    `on_conflict_do_nothing` (upserts are written once per engine with them)."""
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+
+
+def indexed(dialect: str, table: Table, index: str) -> tuple[FromClause, Mapping[str, ColumnElement[Any]]]:
+    """`table` and its columns, read through `index` on SQLite (`INDEXED BY`, where its planner
+    would pick a worse plan); the plain table elsewhere. SQLAlchemy's SQLite compiler renders no
+    table hints, so the hinted table is named verbatim and its columns unqualified."""
+    if dialect != "sqlite":
+        return table, {column.name: column for column in table.c}
+    hinted = sa.table(quoted_name(f"{table.name} INDEXED BY {index}", quote=False))
+    return hinted, {column.name: sa.column(column.name) for column in table.c}
 
 
 def dialect(db: Connection) -> str:

@@ -10,7 +10,6 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Executable, bindparam, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.db import core
 from bot.db.core import Connection
@@ -42,7 +41,7 @@ _KINDS = select(handlers.c.kind).distinct()
 @functools.cache
 def _store(dialect: str) -> Executable:
     """Insert one location, replacing the row already there for its (kind, path, qualname)."""
-    upsert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(handlers)
+    upsert = core.insert_for(dialect, handlers)
     upsert = upsert.values(
         kind=bindparam("kind"),
         path=bindparam("path"),

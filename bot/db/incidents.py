@@ -13,7 +13,6 @@ from typing import Any
 import aiosqlite
 import sqlalchemy as sa
 from sqlalchemy import Executable, bindparam, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.db import core
 from bot.db.core import Connection
@@ -91,7 +90,7 @@ def _update(names: tuple[str, ...]) -> Executable:
 def _add_request(dialect: str) -> Executable:
     # Only the same user asking for the same thing again is ignored (SQLite's former INSERT OR
     # IGNORE also hid a broken constraint; ON CONFLICT, the statement both engines have, does not).
-    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(incident_requests)
+    insert = core.insert_for(dialect, incident_requests)
     insert = insert.values(
         incident_id=bindparam("incident_id"),
         user_id=bindparam("user_id"),

@@ -12,7 +12,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Executable, bindparam, func, literal_column, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.db import core
 from bot.db.connection import transaction
@@ -103,7 +102,7 @@ _DELETE_SETTING = settings_kv.delete().where(settings_kv.c.key == bindparam("key
 
 @functools.cache
 def _set_setting(dialect: str) -> Executable:
-    upsert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(settings_kv)
+    upsert = core.insert_for(dialect, settings_kv)
     upsert = upsert.values(key=bindparam("key"), value=bindparam("value"))
     return upsert.on_conflict_do_update(
         index_elements=[settings_kv.c.key], set_={"value": upsert.excluded.value}
