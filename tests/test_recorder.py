@@ -527,3 +527,22 @@ async def test_retention_on_postgresql_drops_whole_days_and_trims_the_rest(
         (1 + produced,)
     ]
     assert recorder.dropped == 0
+
+
+async def test_the_writer_process_sees_none_of_the_bots_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's environment is an allow-list: no Discord token or model key reaches it."""
+    monkeypatch.setenv("DISCORD_TOKEN", "discord-secret-for-the-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "model-secret-for-the-test")
+    monkeypatch.setenv("PGCONNECT_TIMEOUT", "7")
+    recorder = _recorder(tmp_path, [datetime(2026, 1, 1, tzinfo=UTC)])
+    writer = asyncio.create_task(recorder.run_writer())
+    await _started(recorder)
+    environ = (await asyncio.to_thread(Path(f"/proc/{recorder.writer_pid}/environ").read_bytes)).split(b"\0")
+    await recorder.close()
+    await writer
+    names = {entry.split(b"=", 1)[0].decode() for entry in environ if entry}
+    assert "DISCORD_TOKEN" not in names and "ANTHROPIC_API_KEY" not in names
+    assert {"PYTHONPATH", "PGCONNECT_TIMEOUT"} <= names
+    assert not any(b"secret-for-the-test" in entry for entry in environ)

@@ -39,6 +39,7 @@ __all__ = ["WriterConfig", "WriterGone", "WriterProcess"]
 
 _HEADER = struct.Struct("!I")
 _PIPE_BYTES = 1 << 20
+_ENVIRONMENT = frozenset({"PATH", "HOME", "LANG", "TZ", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR"})
 # Where the `bot` package this code runs from lives: the writer process imports it from there too.
 _IMPORT_ROOT = str(Path(__file__).resolve().parent.parent.parent)
 _dump_line = json.JSONEncoder(default=str, ensure_ascii=False, separators=(",", ":")).encode
@@ -182,6 +183,18 @@ def main() -> None:
 # -- in the bot --------------------------------------------------------------------------------
 
 
+def _writer_environment() -> dict[str, str]:
+    """What the writer process may see of the bot's environment: locale, paths and PostgreSQL's
+    own connection settings (PG*, for a URL without a password), never the bot's secrets."""
+    kept = {
+        name: value
+        for name, value in os.environ.items()
+        if name in _ENVIRONMENT or name.startswith(("LC_", "PG"))
+    }
+    kept["PYTHONPATH"] = os.pathsep.join(filter(None, [_IMPORT_ROOT, os.environ.get("PYTHONPATH")]))
+    return kept
+
+
 def _widen_pipe(process: asyncio.subprocess.Process) -> None:
     """Give the request pipe room for a whole batch (64 KiB by default): one write hands the
     batch over, instead of a piece every time the bot's busy loop gets round to the pipe."""
@@ -229,14 +242,13 @@ class WriterProcess:
         return value
 
     async def _start(self) -> asyncio.subprocess.Process:
-        path = os.pathsep.join(filter(None, [_IMPORT_ROOT, os.environ.get("PYTHONPATH")]))
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "bot.observe.writer",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": path},
+            env=_writer_environment(),
             # Not in the terminal's process group: a Ctrl-C there must not reach it, not even while
             # it is still importing, before it ignores SIGINT.
             start_new_session=True,
