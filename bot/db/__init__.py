@@ -1,10 +1,11 @@
-"""Database access: the aiosqlite connection, the schema and its history, one query module per table.
+"""Database access: the connections, the schema and its history, one query module per table.
 
 The schema is one SQLAlchemy Core `MetaData` (`schema.py`) for SQLite and PostgreSQL, with one
 Alembic history (`history/versions/`) that builds it on both. A schema change is a new revision
 there plus the same change in `schema.py`; the numbered `.sql` files in `migrations/` are the
 history from before Alembic and only bring an old SQLite file up to the baseline (`migrate.py`).
-The query modules still speak SQLite through aiosqlite.
+The query modules write each query once, as a Core statement that `core.py` runs on either
+engine: the aiosqlite connection (`open_database`) or a psycopg one (`core.open_postgresql`).
 """
 
 from bot.db.connection import open_database
