@@ -171,11 +171,18 @@ class PostgresDatabase:
 Connection: TypeAlias = aiosqlite.Connection | PostgresDatabase
 
 
-async def open_postgresql(url: str) -> PostgresDatabase:
-    """Connect to the PostgreSQL database at `url` and bring its schema to the head."""
+async def open_postgresql(url: str, *, lock_timeout_ms: int = 5000) -> PostgresDatabase:
+    """Connect to the PostgreSQL database at `url` and bring its schema to the head.
+
+    `lock_timeout_ms` is how long a statement waits for another session's lock before failing
+    (SQLSTATE 55P03, which `bot.db.retry` retries within its bound), as `busy_timeout` on SQLite.
+    """
     import psycopg
 
     from bot.db.migrate import upgrade_postgresql
 
     await asyncio.to_thread(upgrade_postgresql, url)
-    return PostgresDatabase(await psycopg.AsyncConnection.connect(url, autocommit=True))
+    conn = await psycopg.AsyncConnection.connect(
+        url, autocommit=True, options=f"-c lock_timeout={int(lock_timeout_ms)}"
+    )
+    return PostgresDatabase(conn)

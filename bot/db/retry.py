@@ -1,12 +1,13 @@
 """Writes that ride out a locked or full database: bounded retries with backoff, then a clear answer.
 
 A storage fault — SQLite busy/locked past `busy_timeout`, a full disk (SQLITE_FULL, ENOSPC), a
-read-only file system or an I/O error — is the environment's problem, not a bug and not the
-user's. `retrying()` runs one atomic write (a single statement, or a function that does its own
-transaction and rolls back on failure) up to `attempts` times with doubling backoff; if storage
-still fails, it raises `StorageUnavailable`, a `UserError` whose message is the whole answer
-("I couldn't save that — try again in a moment."), so nothing is half-saved and the one error
-path replies instead of reporting a crash.
+read-only file system or an I/O error; on PostgreSQL a lock past `lock_timeout`, a deadlock, a
+full disk, a read-only server or a lost connection (by SQLSTATE) — is the environment's problem,
+not a bug and not the user's. `retrying()` runs one atomic write (a single statement, or a
+function that does its own transaction and rolls back on failure) up to `attempts` times with
+doubling backoff; if storage still fails, it raises `StorageUnavailable`, a `UserError` whose
+message is the whole answer ("I couldn't save that — try again in a moment."), so nothing is
+half-saved and the one error path replies instead of reporting a crash.
 
 `StorageHealth` is what the rest of the bot sees: a write given up marks storage as failing (the
 incident service announces that once in #dev), the next write that succeeds marks it writable
@@ -66,8 +67,25 @@ _ERRNOS: dict[int, Fault] = {
 }
 
 
+# PostgreSQL's SQLSTATEs (classes by their first two characters) that are the storage's trouble.
+_POSTGRESQL_FAULTS: dict[str, Fault] = {
+    "55P03": "locked",  # lock_not_available (lock_timeout)
+    "40P01": "locked",  # deadlock_detected
+    "40001": "locked",  # serialization_failure
+    "53100": "full",  # disk_full
+    "25006": "readonly",  # read_only_sql_transaction
+    "58030": "io",  # io_error
+    "57P01": "io",  # admin_shutdown
+    "57P02": "io",  # crash_shutdown
+    "57P03": "io",  # cannot_connect_now
+}
+_POSTGRESQL_CLASSES: dict[str, Fault] = {"08": "io"}  # connection exceptions
+
+
 def storage_fault(exc: BaseException) -> Fault | None:
     """What kind of storage fault `exc` is, or None when it is something else (a bug, say)."""
+    if type(exc).__module__.partition(".")[0] == "psycopg":
+        return _postgresql_fault(exc)
     if isinstance(exc, sqlite3.Error):
         code = getattr(exc, "sqlite_errorcode", None)
         if isinstance(code, int) and (code & 0xFF) in _SQLITE_FAULTS:
@@ -77,6 +95,16 @@ def storage_fault(exc: BaseException) -> Fault | None:
     if isinstance(exc, OSError) and exc.errno is not None:
         return _ERRNOS.get(exc.errno)
     return None
+
+
+def _postgresql_fault(exc: BaseException) -> Fault | None:
+    import psycopg  # loaded already: the error came from it
+
+    state = getattr(exc, "sqlstate", None)
+    if isinstance(state, str):
+        return _POSTGRESQL_FAULTS.get(state) or _POSTGRESQL_CLASSES.get(state[:2])
+    # No SQLSTATE: the client's side failed (the connection was lost, or could not be made).
+    return "io" if isinstance(exc, psycopg.OperationalError) else None
 
 
 class StorageUnavailable(UserError):
@@ -208,7 +236,7 @@ async def retrying(
         attempt += 1
         try:
             result = await write()
-        except (sqlite3.Error, OSError) as exc:
+        except Exception as exc:
             fault = storage_fault(exc)
             if fault is None:
                 raise
