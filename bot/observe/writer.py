@@ -222,8 +222,7 @@ class WriterProcess:
         """Start the process now (it would be at the first request), so the first batch does not
         wait for it."""
         async with self._lock:
-            if self._process is None or self._process.returncode is not None:
-                await self._start()
+            await self._running()
 
     async def call(self, op: str, *args: Any) -> Any:
         """Send one request and wait for its result; its exception is raised here.
@@ -233,13 +232,16 @@ class WriterProcess:
         the pipe would answer the next request); the next call starts a new one.
         """
         async with self._lock:
-            process = self._process
-            if process is None or process.returncode is not None:
-                process = await self._start()
-            status, value = await self._exchange(process, (op, *args))
+            status, value = await self._exchange(await self._running(), (op, *args))
         if status == "error":
             raise value
         return value
+
+    async def _running(self) -> asyncio.subprocess.Process:
+        """The process, started anew when there is none or it has exited (under the lock)."""
+        if self._process is None or self._process.returncode is not None:
+            return await self._start()
+        return self._process
 
     async def _start(self) -> asyncio.subprocess.Process:
         process = await asyncio.create_subprocess_exec(
