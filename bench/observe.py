@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -53,6 +55,7 @@ os.environ["MENDBOT_CONFIG"] = os.devnull
 for _name in ("DISCORD_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GITHUB_TOKEN"):
     os.environ.pop(_name, None)
 
+from bot.db import core  # noqa: E402
 from bot.log import configure_logging  # noqa: E402
 from bot.observe.detector import AnomalyDetector, Signal  # noqa: E402
 from bot.observe.fingerprint import fingerprint  # noqa: E402
@@ -60,6 +63,8 @@ from bot.observe.records import ActionRecord  # noqa: E402
 from bot.services import REPO_ROOT, Services, build_services  # noqa: E402
 from bot.settings import ObserveConfig, Settings  # noqa: E402
 from tests.harness.discord import make_settings, running_world  # noqa: E402
+
+_COUNT_ACTIONS = sa.text("SELECT count(*) FROM actions")
 
 OVERHEAD_CALLS = 50_000
 PERSIST_RECORDS = 100_000
@@ -243,9 +248,7 @@ async def persist_rate(tmp: Path) -> float:
     record = recorder.record
     try:
         await services.quiesce()
-        async with services.db.execute("SELECT count(*) FROM actions") as cursor:
-            row = await cursor.fetchone()
-        before = row[0] if row else 0
+        before = int(await core.scalar(services.db, _COUNT_ACTIONS))
         written_before, dropped_before, recorded_before = (
             recorder.written,
             recorder.dropped,
@@ -268,9 +271,7 @@ async def persist_rate(tmp: Path) -> float:
         elapsed = time.perf_counter() - started
         await services.quiesce()
         health = recorder.health()
-        async with services.db.execute("SELECT count(*) FROM actions") as cursor:
-            row = await cursor.fetchone()
-        after = row[0] if row else 0
+        after = int(await core.scalar(services.db, _COUNT_ACTIONS))
         _note(
             f"persist: {health['actions_written']} written, {health['actions_dropped']} dropped, "
             f"{health['action_write_errors']} write errors, {after - before} rows in {elapsed:.2f} s"

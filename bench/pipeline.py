@@ -504,6 +504,7 @@ async def proof_overhead_s(context: BenchContext) -> float:
     from bot.services import build_services
     from tests.harness.discord import make_settings
     from tests.harness.repo import copy_of_bot
+    from tests.harness.sql import sql
 
     seconds = []
     for index in range(PROOF_RUNS):
@@ -515,11 +516,13 @@ async def proof_overhead_s(context: BenchContext) -> float:
         try:
             db, improve = services.db, services.improve
             invocation = json.dumps({"name": "!roll", "options": {"text": "!roll 2d6"}})
-            await db.execute(
+            await sql(
+                db,
                 "INSERT INTO actions (ts, kind, source, ok, duration_ms, error_type, error_message,"
-                " fingerprint, invocation) VALUES (?, 'command:roll', 'Dice', 0, 2.0, 'ZeroDivisionError',"
-                " 'integer division or modulo by zero', 'bench', ?)",
-                (time.time(), invocation),
+                " fingerprint, invocation) VALUES (:ts, 'command:roll', 'Dice', 0, 2.0, 'ZeroDivisionError',"
+                " 'integer division or modulo by zero', 'bench', :invocation)",
+                ts=time.time(),
+                invocation=invocation,
             )
             await replace_cog(
                 db, "Dice", [HandlerLocation("command:roll", "cogs/dice.py", "Dice.roll", 15, "Dice")], 0

@@ -16,9 +16,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
-import aiosqlite
-
 from bot.db import devmode as queries
+from bot.db.core import Connection
 from bot.errors import UserError
 from bot.git import git
 from bot.log import get_logger
@@ -82,7 +81,7 @@ class DevModeStatus:
 
 
 class DevMode:
-    def __init__(self, db: aiosqlite.Connection, repo_root: Path, clock: Callable[[], datetime]) -> None:
+    def __init__(self, db: Connection, repo_root: Path, clock: Callable[[], datetime]) -> None:
         self._db = db
         self.repo_root = repo_root
         self._clock = clock

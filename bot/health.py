@@ -12,8 +12,10 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+import sqlalchemy as sa
 from aiohttp import web
 
+from bot.db import core
 from bot.log import get_logger
 from bot.metrics import CONTENT_TYPE, Metrics
 
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["HealthServer"]
 
 _log = get_logger(__name__)
+_PING = sa.text("SELECT 1")
 
 
 class HealthServer:
@@ -62,9 +65,7 @@ class HealthServer:
     async def _ready(self, _: web.Request) -> web.Response:
         status = self._status()
         try:
-            async with self._bot.services.db.execute("SELECT 1") as cursor:
-                await cursor.fetchone()
-            database = True
+            database = await core.scalar(self._bot.services.db, _PING) == 1
         except Exception:
             database = False
         connected = self._bot.gateway_connected

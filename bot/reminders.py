@@ -17,9 +17,8 @@ import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-import aiosqlite
-
 from bot.db import reminders as queries
+from bot.db.core import Connection
 from bot.db.reminders import Reminder
 from bot.db.retry import StorageUnavailable, Writes
 from bot.errors import UserError
@@ -57,7 +56,7 @@ def parse_delay(text: str) -> timedelta:
 class ReminderService:
     def __init__(
         self,
-        db: aiosqlite.Connection,
+        db: Connection,
         clock: Callable[[], datetime],
         *,
         writes: Writes | None = None,

@@ -11,7 +11,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiosqlite
 import discord
 
 from bot.access import AccessPolicy
@@ -19,6 +18,7 @@ from bot.chat import ChatService
 from bot.daemons import Daemons
 from bot.db import actions as action_queries
 from bot.db import open_database
+from bot.db.core import Connection
 from bot.db.retry import RetryPolicy, StorageHealth, Writes, probe
 from bot.deploy.approval import ApprovalService
 from bot.deploy.merge import Merger
@@ -58,7 +58,7 @@ _log = get_logger(__name__)
 @dataclass
 class Services:
     settings: Settings
-    db: aiosqlite.Connection
+    db: Connection
     prompts: PromptRegistry
     chat: ChatService
     reminders: ReminderService
@@ -155,7 +155,7 @@ async def build_services(
 
 
 async def _assemble(
-    settings: Settings, db: aiosqlite.Connection, clock: Callable[[], datetime], prompts_dir: Path | None
+    settings: Settings, db: Connection, clock: Callable[[], datetime], prompts_dir: Path | None
 ) -> Services:
     prompts = PromptRegistry(prompts_dir or PROMPTS_DIR)
     prompts.load_all()
@@ -262,9 +262,7 @@ async def _assemble(
     return services
 
 
-def _forge(
-    settings: Settings, db: aiosqlite.Connection, repo_root: Path, clock: Callable[[], datetime]
-) -> Forge:
+def _forge(settings: Settings, db: Connection, repo_root: Path, clock: Callable[[], datetime]) -> Forge:
     config = settings.forge
     if config.kind == "local":
         return LocalForge(repo_root, db, clock=clock)
@@ -282,7 +280,7 @@ def _forge(
 
 async def _build_improve(
     settings: Settings,
-    db: aiosqlite.Connection,
+    db: Connection,
     prompts: PromptRegistry,
     clock: Callable[[], datetime],
     redactor: Redactor,

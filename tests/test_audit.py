@@ -13,13 +13,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import discord
 import pytest
 from PIL import Image
 
 from bot.db import actions as action_queries
 from bot.db import open_database
+from bot.db.core import Connection
 from bot.observe.audit import AuditError, AuditSchedule, AuditService, parse_period
 from bot.observe.audit_charts import render_charts
 from bot.observe.audit_render import render_text
@@ -27,6 +27,7 @@ from bot.observe.records import ActionRecord
 from bot.playground import VirtualWorld
 from bot.settings import AuditConfig, ConfigError, Settings
 from tests.harness.discord import bot_messages, make_settings, reply_text, running_world
+from tests.harness.sql import sql, sql_value
 
 REPO = Path(__file__).resolve().parent.parent
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -50,7 +51,7 @@ def _failure(ts: float, kind: str, fingerprint: str, error_type: str, message: s
     )
 
 
-async def seed(db: aiosqlite.Connection, now: float) -> None:
+async def seed(db: Connection, now: float) -> None:
     """One day audited against the day before; the figures the tests expect are in comments.
 
     Now is 12:00 UTC, so the audited day spans yesterday 12:00 → today 12:00.
@@ -79,33 +80,51 @@ async def seed(db: aiosqlite.Connection, now: float) -> None:
     incident = (
         "INSERT INTO incidents (rule, rules, level, kind, fingerprint, state, summary, first_seen,"
         " last_seen, count, user_ids, sample, updated_at, closed_at)"
-        " VALUES (?, '[]', 'error', ?, ?, ?, ?, ?, ?, 1, '[]', '{}', ?, ?)"
+        " VALUES (:rule, '[]', 'error', :kind, :fp, :state, :summary, :first, :last, 1, '[]', '{}', :updated,"
+        " :closed)"
     )
     # Opened today: one still open, one resolved today; one opened long ago, still open → 2 open now.
-    await db.execute(incident, ("repeat", "command:roll", "fp-roll", "open", "roll", cur, cur, cur, None))
-    await db.execute(
-        incident,
-        ("repeat", "listener:on_message", "fp-listener", "resolved", "msg", cur, cur, cur, now - 1800),
-    )
-    await db.execute(
-        incident, ("error_rate", "command:old", None, "open", "old", now - 90 * HOUR, cur, cur, None)
-    )
+    for rule, kind, fp, state, summary, first, closed in [
+        ("repeat", "command:roll", "fp-roll", "open", "roll", cur, None),
+        ("repeat", "listener:on_message", "fp-listener", "resolved", "msg", cur, now - 1800),
+        ("error_rate", "command:old", None, "open", "old", now - 90 * HOUR, None),
+    ]:
+        await sql(
+            db,
+            incident,
+            rule=rule,
+            kind=kind,
+            fp=fp,
+            state=state,
+            summary=summary,
+            first=first,
+            last=cur,
+            updated=cur,
+            closed=closed,
+        )
 
     run = (
         "INSERT INTO runs (id, kind, state, requester_id, description, slug, cost_usd, created_at,"
-        " updated_at) VALUES (?, ?, ?, 1, 'seeded', 'seeded', ?, ?, ?)"
+        " updated_at) VALUES (:id, :kind, :state, 1, 'seeded', 'seeded', :cost, :created, :updated)"
     )
     event = (
-        "INSERT INTO run_events (run_id, ts, actor, event, state, cost_usd) VALUES (?, ?, 'seed', ?, ?, ?)"
+        "INSERT INTO run_events (run_id, ts, actor, event, state, cost_usd)"
+        " VALUES (:id, :ts, 'seed', :event, :state, :cost)"
     )
     # Run 1 reported ($0.50, spent yesterday 22:00); run 2 regressed ($1.25 today); run 3 is too old.
-    await db.execute(run, (1, "investigate", "reported", 0.5, now - 15 * HOUR, now - 14 * HOUR))
-    await db.execute(event, (1, now - 14 * HOUR, "model_request", "investigating", 0.5))
-    await db.execute(run, (2, "fix", "regressed", 1.25, now - 4 * HOUR, cur))
-    await db.execute(event, (2, now - 3 * HOUR, "model_request", "editing", 1.25))
-    await db.execute(event, (2, now - 2 * HOUR, "transition", "regressed", 0.0))
-    await db.execute(run, (3, "fix", "failed", 9.0, now - 50 * HOUR, now - 50 * HOUR))
-    await db.execute(event, (3, now - 50 * HOUR, "model_request", "editing", 9.0))
+    for id_, kind, state, cost, created, updated in [
+        (1, "investigate", "reported", 0.5, now - 15 * HOUR, now - 14 * HOUR),
+        (2, "fix", "regressed", 1.25, now - 4 * HOUR, cur),
+        (3, "fix", "failed", 9.0, now - 50 * HOUR, now - 50 * HOUR),
+    ]:
+        await sql(db, run, id=id_, kind=kind, state=state, cost=cost, created=created, updated=updated)
+    for id_, ts, name, state, cost in [
+        (1, now - 14 * HOUR, "model_request", "investigating", 0.5),
+        (2, now - 3 * HOUR, "model_request", "editing", 1.25),
+        (2, now - 2 * HOUR, "transition", "regressed", 0.0),
+        (3, now - 50 * HOUR, "model_request", "editing", 9.0),
+    ]:
+        await sql(db, event, id=id_, ts=ts, event=name, state=state, cost=cost)
 
 
 async def _noon(world: VirtualWorld) -> float:
@@ -116,11 +135,8 @@ async def _noon(world: VirtualWorld) -> float:
     return now.timestamp()
 
 
-async def _count(db: aiosqlite.Connection, sql: str, *args: Any) -> int:
-    async with db.execute(sql, args) as cursor:
-        row = await cursor.fetchone()
-    assert row is not None
-    return int(row[0])
+async def _count(db: Connection, text: str, **params: Any) -> int:
+    return int(await sql_value(db, text, **params))
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
@@ -204,8 +220,8 @@ async def test_audit_refusals_are_replies(world: VirtualWorld) -> None:
     too_long = await world.users["alice"].slash(world.dev, "audit", period=f"{kept + 1}d")
     assert f"at most {kept}d" in reply_text(too_long)
     await world.quiesce()
-    refusals = "SELECT COUNT(*) FROM actions WHERE kind = 'access:refused' AND user_id = ?"
-    assert await _count(world.bot.services.db, refusals, world.users["mallory"].id) == 1
+    refusals = "SELECT COUNT(*) FROM actions WHERE kind = 'access:refused' AND user_id = :user"
+    assert await _count(world.bot.services.db, refusals, user=world.users["mallory"].id) == 1
 
 
 async def test_scheduled_audit_fires_on_the_virtual_clock(tmp_path: Path) -> None:

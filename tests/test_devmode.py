@@ -16,6 +16,7 @@ from bot.settings import Settings
 from tests.harness.discord import make_bot, make_settings, reply_text, running_world
 from tests.harness.model_double import ModelDouble
 from tests.harness.repo import git
+from tests.harness.sql import sql_value
 
 HOUR = 3600.0
 
@@ -131,12 +132,12 @@ async def test_refusals_and_mistakes_are_replies(world: VirtualWorld) -> None:
     assert off_for == "A duration goes with `/devmode on`, e.g. `/devmode on 2h`."
     assert not (await _active(world)).active
     await world.quiesce()
-    async with world.bot.services.db.execute(
-        "SELECT COUNT(*) FROM actions WHERE kind = 'access:refused' AND user_id = ?",
-        (world.users["mallory"].id,),
-    ) as cursor:
-        row = await cursor.fetchone()
-    assert row is not None and row[0] == 1
+    refused = await sql_value(
+        world.bot.services.db,
+        "SELECT COUNT(*) FROM actions WHERE kind = 'access:refused' AND user_id = :user",
+        user=world.users["mallory"].id,
+    )
+    assert refused == 1
 
 
 @pytest.mark.cli

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from bot.playground import VirtualWorld
 from tests.harness.discord import reply_text
+from tests.harness.sql import sql
 
 # Discord's own bounds for integer and number options.
 _DISCORD_INT = 2**53
@@ -119,8 +120,7 @@ async def test_command_answers_any_option_values_without_a_bug(
     assert "Something went wrong on my side" not in text, (name, options, text)
     assert world.bot.services.incidents.active() == [], (name, options)
     await world.bot.services.recorder.flush()
-    async with world.bot.services.db.execute("SELECT kind, error_type FROM actions WHERE ok = 0") as cursor:
-        failures = list(await cursor.fetchall())
+    failures = await sql(world.bot.services.db, "SELECT kind, error_type FROM actions WHERE ok = 0")
     assert failures == [], (name, options, failures)
 
 

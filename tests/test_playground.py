@@ -11,6 +11,7 @@ import pytest
 from bot.playground import Playground, PlaygroundError, VirtualWorld
 from bot.settings import Settings
 from tests.harness.discord import make_settings, reply_text, running_world
+from tests.harness.sql import sql
 
 
 async def _play(world: VirtualWorld, *lines: str) -> str:
@@ -63,10 +64,10 @@ async def test_cancel_of_a_missing_run_is_a_reply_not_an_incident(world: Virtual
     out = await _play(world, "#dev", "@mendbot cancel run 3")
     assert "mendbot (m1): There is no run #3." in out
     assert world.bot.services.incidents.active() == []
-    async with world.bot.services.db.execute(
-        "SELECT ok, extra FROM actions WHERE kind = 'listener:on_message' AND source = 'Improve'"
-    ) as cursor:
-        rows = list(await cursor.fetchall())
+    rows = await sql(
+        world.bot.services.db,
+        "SELECT ok, extra FROM actions WHERE kind = 'listener:on_message' AND source = 'Improve'",
+    )
     assert all(ok == 1 for ok, _ in rows)
     assert any("There is no run #3." in (extra or "") for _, extra in rows)
 
@@ -123,10 +124,12 @@ async def test_readme_own_cog_example_loads_observes_and_answers(tmp_path: Path,
         too_many = await world.users["alice"].slash(world.general, "coin", times=50)
         help_text = reply_text(await world.users["alice"].slash(world.general, "help"))
         await world.quiesce()
-        async with world.bot.services.db.execute(
-            "SELECT ok FROM actions WHERE kind = 'command:coin' ORDER BY id"
-        ) as cursor:
-            recorded = [row[0] for row in await cursor.fetchall()]
+        recorded = [
+            ok
+            for (ok,) in await sql(
+                world.bot.services.db, "SELECT ok FROM actions WHERE kind = 'command:coin' ORDER BY id"
+            )
+        ]
     assert len(reply_text(flips).split()) == 3 and set(reply_text(flips).split()) <= {"H", "T"}
     assert reply_text(too_many) == "I can flip 1 to 20 coins."
     assert "`/coin [times]` — Flip coins." in help_text

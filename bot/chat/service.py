@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import aiosqlite
-
 from bot.db import chat as queries
+from bot.db.core import Connection
 from bot.observe.recorder import ActionRecorder
 from bot.prompts import PromptRegistry
 from bot.redact import Redactor
@@ -65,7 +64,7 @@ def split_message(text: str, limit: int = DISCORD_LIMIT) -> list[str]:
 class ChatService:
     def __init__(
         self,
-        db: aiosqlite.Connection,
+        db: Connection,
         prompts: PromptRegistry,
         config: ChatConfig,
         recorder: ActionRecorder,

@@ -26,9 +26,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
-import aiosqlite
-
 from bot.db import runs
+from bot.db.core import Connection
 from bot.errors import UserError
 from bot.log import get_logger
 
@@ -266,6 +265,6 @@ class Writes:
         return await retrying(write, what=what, policy=self.policy, health=self.health)
 
 
-async def probe(db: aiosqlite.Connection, now: float) -> None:
+async def probe(db: Connection, now: float) -> None:
     """A tiny real write (one row in settings_kv): raises while storage is not writable."""
     await runs.set_setting(db, "storage_probe", now)

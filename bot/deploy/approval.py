@@ -44,12 +44,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import aiosqlite
-
 from bot.access import AccessPolicy
 from bot.db import approvals as queries
 from bot.db import proofs, proposals
 from bot.db.approvals import Approval, ApprovalForm
+from bot.db.core import Connection
 from bot.db.proposals import Proposal
 from bot.db.retry import Writes
 from bot.git import git
@@ -212,7 +211,7 @@ class ApprovalService:
 
     def __init__(
         self,
-        db: aiosqlite.Connection,
+        db: Connection,
         runs: RunService,
         settings: Settings,
         clock: Callable[[], datetime],

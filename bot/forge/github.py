@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import aiosqlite
-
 from bot.db import proposals
+from bot.db.core import Connection
 from bot.forge.base import (
     GIT_TIMEOUT_S,
     ForgeError,
@@ -64,7 +63,7 @@ class GitHubForge:
     def __init__(
         self,
         repo_root: Path,
-        db: aiosqlite.Connection,
+        db: Connection,
         *,
         repository: str,
         token: str,

@@ -31,9 +31,8 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-import aiosqlite
-
 from bot.db import proposals
+from bot.db.core import Connection
 from bot.forge.base import (
     MERGED_REF_PREFIX,
     ForgeError,
@@ -67,7 +66,7 @@ class LocalForge:
     def __init__(
         self,
         repo_root: Path,
-        db: aiosqlite.Connection,
+        db: Connection,
         *,
         identity: tuple[str, str] = ("mendbot", "mendbot@localhost"),
         clock: Callable[[], datetime] = utcnow,

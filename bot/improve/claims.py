@@ -31,9 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import aiosqlite
-
 from bot.db import claims as queries
+from bot.db.core import Connection
 from bot.improve.guard import protected_entry, secret_reason
 from bot.improve.runs import ACTIVE_STATES, Run, RunService, RunState
 from bot.log import get_logger
@@ -177,7 +176,7 @@ class ClaimService:
 
     def __init__(
         self,
-        db: aiosqlite.Connection,
+        db: Connection,
         runs: RunService,
         *,
         protected: Sequence[str],

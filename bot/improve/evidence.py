@@ -38,12 +38,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-import aiosqlite
-
 from bot.db import actions as action_queries
 from bot.db import handlers as handler_queries
 from bot.db import incidents as incident_queries
 from bot.db import search as search_queries
+from bot.db.core import Connection
 from bot.git import git
 from bot.improve.guard import secret_reason
 from bot.improve.localise import (
@@ -851,7 +850,7 @@ async def _rank_suspects(
 
 
 async def build_evidence(
-    db: aiosqlite.Connection,
+    db: Connection,
     repo_root: Path,
     *,
     incident_id: int | None,

@@ -37,11 +37,10 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
-import aiosqlite
-
 from bot.db import handlers as handler_queries
 from bot.db import incidents as incident_queries
 from bot.db import search as queries
+from bot.db.core import Connection
 from bot.deploy.grammar import read_approval
 from bot.improve.sanitize import sanitize_untrusted
 
@@ -375,7 +374,7 @@ class _Scored:
         return Candidate(None, description, self.score, self.failure.fingerprint)
 
 
-async def _search_candidates(db: aiosqlite.Connection, words: list[str], now: float) -> list[_Scored]:
+async def _search_candidates(db: Connection, words: list[str], now: float) -> list[_Scored]:
     """Search hits, each failure folded into its incident if it has one, best score first."""
     hits = await queries.search(db, words, limit=20)
     owners = await queries.incidents_for_failures(
@@ -400,7 +399,7 @@ async def _search_candidates(db: aiosqlite.Connection, words: list[str], now: fl
 
 
 async def resolve_target(
-    db: aiosqlite.Connection,
+    db: Connection,
     text: str,
     *,
     replied_incident_id: int | None,
@@ -458,14 +457,12 @@ async def resolve_target(
     return Target([], True, listed, via="active")
 
 
-async def known_kinds_in(db: aiosqlite.Connection) -> set[str]:
+async def known_kinds_in(db: Connection) -> set[str]:
     """Every kind a request can name: those that failed or had an incident, and every handled kind."""
     return await queries.failure_kinds(db) | await handler_queries.kinds(db)
 
 
-async def _named_target(
-    db: aiosqlite.Connection, kinds: list[str], words: list[str], now: float
-) -> Target | None:
+async def _named_target(db: Connection, kinds: list[str], words: list[str], now: float) -> Target | None:
     incidents = await queries.latest_incidents_of_kinds(db, kinds, limit=_MAX_CANDIDATES)
     if incidents:
         chosen = incidents[0]

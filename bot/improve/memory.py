@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import PurePosixPath
 
-import aiosqlite
-
 from bot.db import lessons as queries
+from bot.db.core import Connection
 
 __all__ = ["Lesson", "Memory"]
 
@@ -35,7 +34,7 @@ def _normalise(files: Iterable[str]) -> list[str]:
 
 
 class Memory:
-    def __init__(self, db: aiosqlite.Connection, clock: Callable[[], datetime]) -> None:
+    def __init__(self, db: Connection, clock: Callable[[], datetime]) -> None:
         self._db = db
         self._clock = clock
 

@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-import aiosqlite
-
 from bot.db import runs as queries
+from bot.db.core import Connection
 from bot.errors import UserError
 from bot.improve.runs import BUSY_STATES, Run, RunOrigin, RunService
 from bot.log import get_logger
@@ -106,9 +105,7 @@ class BudgetReport:
 
 
 class Policy:
-    def __init__(
-        self, config: ImproveConfig, db: aiosqlite.Connection, clock: Callable[[], datetime]
-    ) -> None:
+    def __init__(self, config: ImproveConfig, db: Connection, clock: Callable[[], datetime]) -> None:
         self._config = config
         self._db = db
         self._clock = clock

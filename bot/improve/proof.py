@@ -28,9 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import aiosqlite
-
 from bot.db import proofs as queries
+from bot.db.core import Connection
 from bot.git import git
 from bot.improve.replay import ReplayCase, ReplayError, ReplayPlan, ReplayResult, plan_replay, run_replay
 from bot.improve.verify import run_check
@@ -150,9 +149,7 @@ async def changed_tests(worktree: Path, base_sha: str) -> list[str]:
     return sorted(name for name in result.output.split("\0") if name and _TEST_FILE.search(name))
 
 
-async def load_proof(
-    db: aiosqlite.Connection, run_id: int, stage: queries.ProofStage = "verify"
-) -> Proof | None:
+async def load_proof(db: Connection, run_id: int, stage: queries.ProofStage = "verify") -> Proof | None:
     """The newest stored proof of `stage` for a run (what /run, the proposal and the approval gate read)."""
     row = await queries.latest(db, run_id, stage)
     if row is None:
@@ -168,7 +165,7 @@ class Prover:
     def __init__(
         self,
         *,
-        db: aiosqlite.Connection,
+        db: Connection,
         workspace: Workspace,
         sandbox: Sandbox,
         test_timeout_s: float,

@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
 from bot.db import handlers as handler_queries
 from bot.db import proofs as queries
+from bot.db.core import Connection
 from bot.log import get_logger
 from bot.process import run_process
 from bot.redact import REDACTED
@@ -122,7 +121,7 @@ def _unreplayable(kind: str, invocation: dict[str, Any] | None) -> str | None:
 
 
 async def plan_replay(
-    db: aiosqlite.Connection, *, fingerprint: str | None, kind: str | None, limit: int = MAX_REPLAYS
+    db: Connection, *, fingerprint: str | None, kind: str | None, limit: int = MAX_REPLAYS
 ) -> ReplayPlan:
     """What to replay for a run: the incident's failures, else (latency, wrong output) the kind's
     slowest calls."""

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, get_args
 
-import aiosqlite
-
 from bot.db import runs as queries
+from bot.db.core import Connection
 from bot.db.retry import Writes
 from bot.errors import UserError
 from bot.log import get_logger
@@ -242,7 +241,7 @@ class RunService:
 
     def __init__(
         self,
-        db: aiosqlite.Connection,
+        db: Connection,
         clock: Callable[[], datetime],
         redactor: Redactor | None = None,
         *,

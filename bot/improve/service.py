@@ -23,10 +23,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import aiosqlite
-
 from bot.db import incidents as incident_queries
 from bot.db import proofs as proof_queries
+from bot.db.core import Connection
 from bot.errors import UserError
 from bot.forge.base import Forge, ForgeError, Proposal
 from bot.improve.claims import LIVE_STATES, Claim, ClaimService, covers, plan_files
@@ -115,7 +114,7 @@ class SelfImprovementAgent:
         self,
         *,
         settings: Settings,
-        db: aiosqlite.Connection,
+        db: Connection,
         runs: RunService,
         policy: Policy,
         memory: Memory,

@@ -24,12 +24,12 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import aiosqlite
 from croniter import croniter
 
 from bot.db import audit as queries
 from bot.db import open_database
 from bot.db.audit import FingerprintCount, IncidentCounts, RunCount
+from bot.db.core import Connection
 from bot.errors import UserError
 from bot.log import get_logger
 from bot.reminders import ReminderError, parse_delay
@@ -272,7 +272,7 @@ class AuditService:
         return (await self.report(period or self.default_period)).highest_impact()
 
     async def _latency(
-        self, db: aiosqlite.Connection, budgets: list[KindBudget], start: float, end: float
+        self, db: Connection, budgets: list[KindBudget], start: float, end: float
     ) -> list[LatencyChange]:
         config = self.config
         before = start - (end - start)
@@ -299,7 +299,7 @@ class AuditService:
 
 
 async def _percentiles(
-    db: aiosqlite.Connection, kind: str, count: int, start: float, end: float
+    db: Connection, kind: str, count: int, start: float, end: float
 ) -> tuple[float | None, float | None]:
     """Nearest-rank p50 and p95 (the ⌈p·n⌉-th smallest duration)."""
     if count == 0:

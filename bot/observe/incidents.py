@@ -32,10 +32,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import aiosqlite
-
 from bot.db import actions as action_queries
 from bot.db import incidents as queries
+from bot.db.core import Connection
 from bot.db.retry import Fault, StorageState, StorageUnavailable, Writes, storage_fault
 from bot.errors import UserError
 from bot.log import get_logger
@@ -174,7 +173,7 @@ def _sample(record: ActionRecord) -> dict[str, Any]:
 class IncidentService:
     def __init__(
         self,
-        db: aiosqlite.Connection,
+        db: Connection,
         config: ObserveConfig,
         clock: Callable[[], datetime],
         *,
