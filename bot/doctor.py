@@ -22,8 +22,9 @@ from typing import Any
 
 import aiohttp
 import discord
+import sqlalchemy as sa
 
-from bot.db import open_database
+from bot.db import core
 from bot.git import git
 from bot.settings import ConfigError, Settings, load_settings, refuse_shard_subset
 
@@ -31,6 +32,9 @@ __all__ = ["Check", "Level", "doctor_exit_code", "run_doctor"]
 
 _PORTAL = "the Developer Portal (https://discord.com/developers/applications)"
 _REQUEST_TIMEOUT_S = 15.0
+_REVISION = sa.text("SELECT version_num FROM alembic_version")
+_JOURNAL_MODE = sa.text("PRAGMA journal_mode")
+_POSTGRESQL_VERSION = sa.text("SELECT version()")
 # What the bot needs in a dev channel: the permissions README's invite step grants.
 DEV_CHANNEL_PERMISSIONS = discord.Permissions(
     view_channel=True,
@@ -90,21 +94,24 @@ def _token(settings: Settings) -> str | None:
 
 
 async def _database(settings: Settings) -> Check:
+    target = settings.database_target
     try:
-        db = await open_database(settings.db_path)
+        db = await core.connect(target)
     except Exception as exc:
-        return _fail("database", f"{settings.db_path}: {exc} — check the path and permissions of data_dir")
+        if isinstance(target, str):
+            return _fail("database", f"{target}: {exc} — check database.url, the server and PGPASSWORD")
+        return _fail("database", f"{target}: {exc} — check the path and permissions of data_dir")
     try:
         # The migration history's revision (bot/db/history), not PRAGMA user_version, which
         # stopped at 13 when the schema moved to Alembic.
-        async with db.execute("SELECT version_num FROM alembic_version") as cursor:
-            row = await cursor.fetchone()
-        async with db.execute("PRAGMA journal_mode") as cursor:
-            mode = await cursor.fetchone()
+        revision = await core.scalar(db, _REVISION)
+        if isinstance(target, str):
+            version = str(await core.scalar(db, _POSTGRESQL_VERSION)).split(" (")[0]
+            return _ok("database", f"{target} (schema {revision}, {version})")
+        mode = await core.scalar(db, _JOURNAL_MODE)
     finally:
         await db.close()
-    revision = row[0] if row else "?"
-    return _ok("database", f"{settings.db_path} (schema {revision}, {mode[0] if mode else '?'})")
+    return _ok("database", f"{target} (schema {revision}, {mode})")
 
 
 def _repository_state(root: Path) -> tuple[str, str] | str:

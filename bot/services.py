@@ -17,7 +17,7 @@ from bot.access import AccessPolicy
 from bot.chat import ChatService
 from bot.daemons import Daemons
 from bot.db import actions as action_queries
-from bot.db import open_database
+from bot.db import core
 from bot.db.core import Connection
 from bot.db.retry import RetryPolicy, StorageHealth, Writes, probe
 from bot.deploy.approval import ApprovalService
@@ -142,7 +142,7 @@ async def build_services(
 ) -> Services:
     """Open the database, load prompts and build every service. Prompt errors are logged."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = await open_database(settings.db_path, busy_timeout_ms=settings.storage.busy_timeout_ms)
+    db = await core.connect(settings.database_target, timeout_ms=settings.storage.busy_timeout_ms)
     try:
         services = await _assemble(settings, db, clock, prompts_dir)
     except BaseException:
@@ -168,7 +168,7 @@ async def _assemble(
     # User writes (reminders, approvals, run transitions) all go through this one helper.
     writes = Writes(RetryPolicy(storage_config.write_attempts, storage_config.retry_backoff_s), storage)
     recorder = ActionRecorder(
-        database=settings.db_path,
+        database=settings.database_target,
         ndjson_path=settings.log_dir / "actions.ndjson",
         repo_root=REPO_ROOT,
         clock=clock,
@@ -181,7 +181,7 @@ async def _assemble(
         busy_timeout_ms=storage_config.busy_timeout_ms,
         more_roots=(settings.repo_dir,),
     )
-    incidents = IncidentService(db, observe, clock, db_path=settings.db_path, writes=writes)
+    incidents = IncidentService(db, observe, clock, database=settings.database_target, writes=writes)
     await incidents.load()
     storage.subscribe(incidents.on_storage)
     if (fault := incidents.open_storage_fault()) is not None:
@@ -243,7 +243,7 @@ async def _assemble(
         improve=improve,
         deploy=deploy,
         clock=clock,
-        audit=AuditService(settings.db_path, settings.audit, clock),
+        audit=AuditService(settings.database_target, settings.audit, clock),
         devmode=devmode,
         autonomy=autonomy,
         redactor=redactor,

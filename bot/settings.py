@@ -18,6 +18,7 @@ import os
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -298,6 +299,27 @@ class StorageConfig(_Section):
     probe_interval_s: float = Field(default=10, gt=0)  # while storage is failing, how often to try a write
 
 
+class DatabaseConfig(_Section):
+    # Unset: SQLite in data_dir (one process). A PostgreSQL URL (postgresql://user@host:5432/name)
+    # is the store several processes share: shard processes, workers, a leader among them.
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _postgresql(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a PostgreSQL URL, postgresql://user@host:5432/name (unset: SQLite)")
+        if parts.password:
+            raise ValueError(
+                "must not carry a password: config.yaml is not a secret — set PGPASSWORD in the "
+                "environment (or use ~/.pgpass), which the PostgreSQL driver reads"
+            )
+        return value
+
+
 class HealthConfig(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -411,6 +433,7 @@ class Settings(BaseSettings):
     forge: ForgeConfig = Field(default_factory=ForgeConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     playground: PlaygroundConfig = Field(default_factory=PlaygroundConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
@@ -457,7 +480,13 @@ class Settings(BaseSettings):
 
     @property
     def db_path(self) -> Path:
+        """The SQLite file, when no `database.url` names a PostgreSQL server."""
         return self.data_dir / "mendbot.db"
+
+    @property
+    def database_target(self) -> Path | str:
+        """Where the bot's data lives: the PostgreSQL URL, else the SQLite file."""
+        return self.database.url or self.db_path
 
     @property
     def log_dir(self) -> Path:
@@ -525,7 +554,8 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
             raise ConfigError(_unknown_key(tuple(first["loc"]), env_file) + more) from None
         key = ".".join(str(part) for part in first["loc"]) or "config"
         value = first.get("input")
-        shown = "" if isinstance(value, dict) or key.split(".")[0] in _ENV_ONLY_KEYS else f" (got {value!r})"
+        hidden = key.split(".")[0] in _ENV_ONLY_KEYS or key == "database.url"  # may hold a password
+        shown = "" if isinstance(value, dict) or hidden else f" (got {value!r})"
         message = first["msg"].removeprefix("Value error, ")
         raise ConfigError(
             f"config error: {key}: {message}{shown} — {_fix_for(key, env_file)}{more}"
@@ -537,19 +567,20 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
 
 
 def refuse_shard_subset(settings: Settings) -> None:
-    """Running only some of the shards is one process of several, which mendbot cannot be yet.
+    """Running only some of the shards is one process of several, which needs a shared store.
 
-    Each process would hold its own SQLite database: incidents, runs and approvals split by shard,
-    and every process would run the self-improvement loop on the one repository. That needs a shared
-    PostgreSQL store and leader election, which do not exist yet; all shards in one process are fine.
+    On SQLite each process would hold its own database: incidents, runs and approvals split by
+    shard, and every process would run the self-improvement loop on the one repository. With
+    `database.url` the processes share PostgreSQL and elect a leader; all shards in one process
+    are fine either way.
     """
     discord = settings.discord
-    if not discord.runs_shard_subset:
+    if not discord.runs_shard_subset or settings.database.url is not None:
         return
     count = discord.shard_count or 0
     raise ConfigError(
         f"config error: discord.shard_ids {discord.shard_ids} runs only part of the {count} shards — "
-        "several processes each running a part need a shared PostgreSQL store and leader election, which "
-        "mendbot does not have yet; with its SQLite database run every shard in one process: remove "
-        f"discord.shard_ids (or list all of 0 to {count - 1}) in config.yaml"
+        "several processes each running a part share one PostgreSQL store: set database.url in "
+        "config.yaml; with the SQLite database run every shard in one process: remove "
+        f"discord.shard_ids (or list all of 0 to {count - 1})"
     )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.settings import ConfigError, load_settings
+from bot.settings import ConfigError, load_settings, refuse_shard_subset
 
 
 def _yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> Path:
@@ -217,3 +217,49 @@ def test_every_shard_of_the_count_is_not_a_subset(tmp_path: Path, monkeypatch: p
     assert not load_settings(_env_file=None).discord.runs_shard_subset
     _yaml(tmp_path, monkeypatch, "discord: {shard_count: 3, shard_ids: [2, 0]}\n")
     assert load_settings(_env_file=None).discord.runs_shard_subset
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("database: {url: 'mysql://db/mendbot'}\n", "database.url: must be a PostgreSQL URL"),
+        (
+            "database: {url: 'postgresql://bot:hunter2@db/mendbot'}\n",
+            "database.url: must not carry a password",
+        ),
+    ],
+)
+def test_database_urls_that_cannot_work_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, expected: str
+) -> None:
+    """Only PostgreSQL is another engine, and its password stays out of config.yaml (PGPASSWORD)."""
+    _yaml(tmp_path, monkeypatch, text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_env_file=None)
+    assert expected in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_the_database_is_sqlite_unless_a_url_names_postgresql(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No url: the SQLite file in data_dir; a url (blank is none): that server, shared by processes."""
+    _yaml(tmp_path, monkeypatch, "data_dir: here\ndatabase: {url: ''}\n")
+    assert load_settings(_env_file=None).database_target == Path("here") / "mendbot.db"
+    _yaml(tmp_path, monkeypatch, "database: {url: 'postgresql://bot@db:5432/mendbot'}\n")
+    assert load_settings(_env_file=None).database_target == "postgresql://bot@db:5432/mendbot"
+
+
+def test_a_shard_subset_needs_the_shared_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Part of the shards in this process: refused on SQLite (each process would have its own
+    database), accepted with database.url (the processes share PostgreSQL and elect a leader)."""
+    _yaml(tmp_path, monkeypatch, "discord: {shard_count: 2, shard_ids: [1]}\n")
+    with pytest.raises(ConfigError) as caught:
+        refuse_shard_subset(load_settings(_env_file=None))
+    assert "set database.url" in str(caught.value)
+    _yaml(
+        tmp_path,
+        monkeypatch,
+        "discord: {shard_count: 2, shard_ids: [1]}\ndatabase: {url: 'postgresql://bot@db/mendbot'}\n",
+    )
+    refuse_shard_subset(load_settings(_env_file=None))

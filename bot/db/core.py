@@ -19,6 +19,7 @@ import functools
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import aiosqlite
@@ -30,7 +31,8 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import quoted_name
 from sqlalchemy.sql.expression import Executable
 
-from bot.db.connection import Database
+from bot.db.action_writes import is_postgresql
+from bot.db.connection import Database, open_database
 
 if TYPE_CHECKING:
     import psycopg
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Connection",
     "PostgresDatabase",
+    "connect",
     "dialect",
     "execute",
     "first",
@@ -186,3 +189,11 @@ async def open_postgresql(url: str, *, lock_timeout_ms: int = 5000) -> PostgresD
         url, autocommit=True, options=f"-c lock_timeout={int(lock_timeout_ms)}"
     )
     return PostgresDatabase(conn)
+
+
+async def connect(target: Path | str, *, timeout_ms: int = 5000) -> Connection:
+    """The bot's connection to `target` — a PostgreSQL URL or an SQLite file — with its schema at
+    the head. `timeout_ms` bounds the wait for another writer's lock on either engine."""
+    if is_postgresql(target):
+        return await open_postgresql(str(target), lock_timeout_ms=timeout_ms)
+    return await open_database(target, busy_timeout_ms=timeout_ms)

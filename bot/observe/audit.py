@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 
 from bot.db import audit as queries
-from bot.db import open_database
+from bot.db import core
 from bot.db.audit import FingerprintCount, IncidentCounts, RunCount
 from bot.db.core import Connection
 from bot.errors import UserError
@@ -230,8 +230,8 @@ class AuditService:
     """Audits over their own database connection: a report reads for seconds on a large table, and
     the bot's shared connection (one thread, one statement at a time) must keep serving meanwhile."""
 
-    def __init__(self, db_path: Path, config: AuditConfig, clock: Callable[[], datetime]) -> None:
-        self._db_path = db_path
+    def __init__(self, database: Path | str, config: AuditConfig, clock: Callable[[], datetime]) -> None:
+        self._database = database  # the SQLite file or PostgreSQL URL
         self.config = config
         self._clock = clock
         self.schedule = AuditSchedule(config.schedule, config.timezone, clock)
@@ -246,7 +246,7 @@ class AuditService:
         start = end - period
         a, b = start.timestamp(), end.timestamp()
         config = self.config
-        db = await open_database(self._db_path)  # WAL: reads alongside the bot's writes
+        db = await core.connect(self._database)  # SQLite in WAL mode: reads alongside the bot's writes
         try:
             kind_days = await queries.kind_days(db, a, b)
             budgets = _budgets(kind_days, config.slo)

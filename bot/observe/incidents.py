@@ -34,6 +34,7 @@ from typing import Any, Literal, Protocol
 
 from bot.db import actions as action_queries
 from bot.db import incidents as queries
+from bot.db.action_writes import is_postgresql
 from bot.db.core import Connection
 from bot.db.retry import Fault, StorageState, StorageUnavailable, Writes, storage_fault
 from bot.errors import UserError
@@ -55,6 +56,13 @@ _STORAGE_NEEDS: dict[Fault, str] = {
     "full": "the disk holding {path} is full: free some space there",
     "readonly": "{path} is on a read-only file system or not writable by the bot: make it writable",
     "io": "the disk holding {path} reports I/O errors: check it",
+}
+# The same faults on a PostgreSQL server (SQLSTATEs in bot/db/retry.py), named by its URL.
+_POSTGRESQL_NEEDS: dict[Fault, str] = {
+    "locked": "another session holds a lock the bot waits for: find it in pg_stat_activity on {path}",
+    "full": "the PostgreSQL server at {path} is out of disk (or connections): free some there",
+    "readonly": "the PostgreSQL server at {path} is read-only (a standby?): point the bot at the primary",
+    "io": "the PostgreSQL server at {path} reports I/O errors: check its disk",
 }
 _STORAGE_SUMMARIES: dict[Fault, str] = {
     "locked": "The database is locked: writes are waiting past the busy timeout and failing.",
@@ -177,12 +185,12 @@ class IncidentService:
         config: ObserveConfig,
         clock: Callable[[], datetime],
         *,
-        db_path: Path | None = None,
+        database: Path | str | None = None,
         writes: Writes | None = None,
     ) -> None:
         self._db = db
         self._writes = writes or Writes()  # a locked database is waited out, not a lost change
-        self._db_path = db_path
+        self._database = database  # the SQLite file or PostgreSQL URL, named in storage incidents
         self._config = config
         self._clock = clock
         self._incidents: list[Incident] = []
@@ -451,12 +459,13 @@ class IncidentService:
                 if incident.unsaved:
                     self._changed(incident)
             return
-        path = str(self._db_path) if self._db_path is not None else "the database"
+        path = str(self._database) if self._database is not None else "the database"
+        needs = _POSTGRESQL_NEEDS if is_postgresql(path) else _STORAGE_NEEDS
         self.environment(
             STORAGE_KEY,
             kind="storage",
             summary=_STORAGE_SUMMARIES[state.fault],
-            need=_STORAGE_NEEDS[state.fault].format(path=path),
+            need=needs[state.fault].format(path=path),
             sample={"fault": state.fault, "error_message": state.detail, "ts": state.since},
         )
 
