@@ -15,7 +15,19 @@ from bot.db import core, open_database
 from bot.playground import VirtualWorld
 from bot.settings import Settings
 from tests.harness.discord import make_settings, running_world
-from tests.harness.postgres import PostgresServer, start_postgres
+from tests.harness.postgres import (
+    PostgresServer,
+    TestDatabases,
+    migrated_template,
+    start_postgres,
+    use_databases,
+)
+
+# `MENDBOT_TEST_DATABASE=postgresql pytest` runs the suite with every test bot on PostgreSQL
+# (`make test` runs it once on each engine). Tests marked `sqlite` exercise the SQLite file itself.
+ENGINE = os.environ.get("MENDBOT_TEST_DATABASE", "sqlite")
+if ENGINE not in ("sqlite", "postgresql"):
+    raise pytest.UsageError(f"MENDBOT_TEST_DATABASE must be sqlite or postgresql, not {ENGINE!r}")
 
 # Never let a developer's own configuration or secrets leak into a test run.
 for _name in ("DISCORD_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GITHUB_TOKEN"):
@@ -54,6 +66,36 @@ def postgres_server() -> Iterator[PostgresServer]:
     finally:
         server.stop()
         remove_data()
+
+
+@pytest.fixture(scope="session")
+def _bot_template(postgres_server: PostgresServer) -> str:
+    return migrated_template(postgres_server)
+
+
+@pytest.fixture(autouse=True)
+def _bot_databases(request: pytest.FixtureRequest) -> Iterator[None]:
+    """On the PostgreSQL pass: each test bot (`make_settings`) gets a database of its own."""
+    if ENGINE != "postgresql":
+        yield
+        return
+    databases = TestDatabases(
+        request.getfixturevalue("postgres_server"), request.getfixturevalue("_bot_template")
+    )
+    use_databases(databases)
+    try:
+        yield
+    finally:
+        use_databases(None)
+        databases.drop_all()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if ENGINE == "postgresql":
+        skip = pytest.mark.skip(reason="exercises the SQLite file itself; this pass runs on PostgreSQL")
+        for item in items:
+            if "sqlite" in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture

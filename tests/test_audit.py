@@ -358,6 +358,7 @@ async def test_long_reports_are_split_into_messages(tmp_path: Path) -> None:
     assert "command:unused_119_with_a_long_name" in "".join(messages)
 
 
+@pytest.mark.sqlite
 async def test_aggregates_read_their_indexes(settings: Settings) -> None:
     """The period's big queries are planned on the covering indexes of the migration, not the table."""
     await (await open_database(settings.db_path)).close()

@@ -4,7 +4,6 @@ double and a temp copy of the repository (tests/fixtures/buggy_dice.py carries t
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,15 +17,14 @@ from bot.settings import Settings
 from tests.harness.discord import bot_messages, make_settings, reply_text, running_world
 from tests.harness.model_double import Hold, ModelDouble, tool_use
 from tests.harness.repo import copy_of_bot, git
+from tests.harness.sql import Row, stored
 from tests.test_improve_e2e import BUG, CHECK, DIAGNOSIS, FIX, _fix_script, _json_turn
 
 pytestmark = pytest.mark.cli
 
 
-def _rows(settings: Settings, sql: str, *args: Any) -> list[sqlite3.Row]:
-    with sqlite3.connect(settings.db_path) as db:
-        db.row_factory = sqlite3.Row
-        return db.execute(sql, args).fetchall()
+def _rows(settings: Settings, sql: str, *args: Any) -> list[Row]:
+    return stored(settings, sql, *args)
 
 
 @asynccontextmanager

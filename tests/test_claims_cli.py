@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +25,7 @@ from tests.harness.discord import bot_messages
 from tests.harness.model_double import ModelDouble, Turn, text, tool_use
 from tests.harness.repo import copy_of_bot, git
 from tests.harness.router import MEET, Router
+from tests.harness.sql import Row, stored
 from tests.test_improve_e2e import BUG, FIX, improving_world
 
 pytestmark = pytest.mark.cli
@@ -55,10 +55,8 @@ def _script(marker: str, files: list[str], *edits: Turn | str) -> list[Turn | st
     ]
 
 
-def _rows(settings: Settings, sql: str, *args: Any) -> list[sqlite3.Row]:
-    with sqlite3.connect(settings.db_path) as db:
-        db.row_factory = sqlite3.Row
-        return db.execute(sql, args).fetchall()
+def _rows(settings: Settings, sql: str, *args: Any) -> list[Row]:
+    return stored(settings, sql, *args)
 
 
 def _proposal(world: VirtualWorld, run_id: int) -> discord.Message:

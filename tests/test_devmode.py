@@ -4,7 +4,6 @@ runs still work in it."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from bot.settings import Settings
 from tests.harness.discord import make_bot, make_settings, reply_text, running_world
 from tests.harness.model_double import ModelDouble
 from tests.harness.repo import git
-from tests.harness.sql import sql_value
+from tests.harness.sql import sql_value, stored
 
 HOUR = 3600.0
 
@@ -78,8 +77,7 @@ async def test_it_survives_a_restart(settings: Settings) -> None:
         assert "Dev mode is **on**" in await _status(world)
         await world.env.advance_time(24 * HOUR + 1)
         assert not (await _active(world)).active
-    with sqlite3.connect(settings.db_path) as db:
-        assert db.execute("SELECT active, until - ts FROM dev_mode").fetchall() == [(1, 24 * HOUR)]
+    assert stored(settings, "SELECT active, until - ts FROM dev_mode") == [(1, 24 * HOUR)]
 
 
 async def test_hand_edits_in_the_live_checkout_turn_it_on(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ the virtual Discord itself: a channel whose overwrites deny the bot, and injecte
 
 from __future__ import annotations
 
-import sqlite3
+import json
 from typing import Any
 
 import discord
@@ -12,6 +12,7 @@ import simcord
 
 from bot.playground import VirtualWorld
 from tests.harness.discord import bot_messages, reply_text
+from tests.harness.sql import stored
 
 
 def _announcements(world: VirtualWorld) -> list[discord.Message]:
@@ -27,11 +28,12 @@ def _fields(message: discord.Message) -> dict[str | None, Any]:
 
 
 def _actions(world: VirtualWorld, kind: str) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(world.bot.services.settings.db_path) as db:
-        return db.execute(
-            "SELECT ok, fingerprint, json_extract(extra, '$.environment') FROM actions WHERE kind = ?",
-            (kind,),
-        ).fetchall()
+    found = stored(
+        world.bot.services.settings, "SELECT ok, fingerprint, extra FROM actions WHERE kind = ?", kind
+    )
+    return [
+        (ok, fingerprint, json.loads(extra or "{}").get("environment")) for ok, fingerprint, extra in found
+    ]
 
 
 async def _locked_channel(world: VirtualWorld) -> simcord.ChannelHandle:

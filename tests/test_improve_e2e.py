@@ -4,7 +4,6 @@ and a temp copy of the repository (tests/fixtures/buggy_dice.py carries the seed
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,6 +17,7 @@ from bot.settings import Settings
 from tests.harness.discord import bot_messages, make_settings, reply_text, running_world
 from tests.harness.model_double import ModelDouble, Turn, text, tool_use
 from tests.harness.repo import copy_of_bot, git
+from tests.harness.sql import Row, stored
 
 pytestmark = pytest.mark.cli
 
@@ -54,10 +54,8 @@ def _edit(settings: Settings, run_id: int, old: str, new: str) -> Turn:
     return tool_use("Edit", {"file_path": str(path), "old_string": old, "new_string": new})
 
 
-def _rows(settings: Settings, sql: str, *args: Any) -> list[sqlite3.Row]:
-    with sqlite3.connect(settings.db_path) as db:
-        db.row_factory = sqlite3.Row
-        return db.execute(sql, args).fetchall()
+def _rows(settings: Settings, sql: str, *args: Any) -> list[Row]:
+    return stored(settings, sql, *args)
 
 
 def _announcement(world: VirtualWorld) -> discord.Message:

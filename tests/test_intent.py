@@ -470,7 +470,6 @@ async def test_handled_kinds_are_known_without_being_passed(db: aiosqlite.Connec
 
 async def test_a_vague_complaint_is_asked_about_with_buttons_not_chatted_past(tmp_path: Path) -> None:
     """'/echo seems off today' in #dev: a one-line question with buttons; No, or a refusal, starts nothing."""
-    import sqlite3
 
     import discord
 
@@ -499,8 +498,9 @@ async def test_a_vague_complaint_is_asked_about_with_buttons_not_chatted_past(tm
     assert "only allow-listed developers" in reply_text(refused)
     assert reply_text(declined) == "OK, leaving it."
     assert chatty == [question.content]  # the chat cog did not answer the complaint
-    with sqlite3.connect(settings.db_path) as db:
-        assert db.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+    from tests.harness.sql import stored
+
+    assert stored(settings, "SELECT count(*) FROM runs") == [(0,)]
 
 
 async def test_roll_back_said_to_the_bot_gets_one_answer_about_rollback_not_dice(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from bot.playground import VirtualWorld
 from bot.settings import Settings
 from tests.harness.discord import bot_messages, make_bot, make_settings, reply_text, running_world
 from tests.harness.model_double import ModelDouble, text
+from tests.harness.sql import Row, stored, stored_bytes
 
 DISCORD_TOKEN = "MTA5ODc2NTQzMjEwOTg3NjU0Mw.GaBcDe.abcdefghijklmnopqrstuvwxyz0123456789AB"
 
@@ -27,14 +27,11 @@ def _buggy_world(settings: Settings) -> AbstractAsyncContextManager[VirtualWorld
 
 def _sinks(settings: Settings) -> tuple[bytes, str]:
     """Everything the database files and the NDJSON file hold."""
-    database = b"".join(p.read_bytes() for p in settings.data_dir.glob("mendbot.db*"))
-    return database, (settings.log_dir / "actions.ndjson").read_text()
+    return stored_bytes(settings), (settings.log_dir / "actions.ndjson").read_text()
 
 
-def _rows(settings: Settings, sql: str, *args: Any) -> list[sqlite3.Row]:
-    with sqlite3.connect(settings.db_path) as db:
-        db.row_factory = sqlite3.Row
-        return db.execute(sql, args).fetchall()
+def _rows(settings: Settings, sql: str, *args: Any) -> list[Row]:
+    return stored(settings, sql, *args)
 
 
 def _announcements(world: VirtualWorld) -> list[discord.Message]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 from bot.settings import Settings
 from tests.harness.discord import make_settings, running_world
+from tests.harness.sql import Row, stored, stored_bytes
 
 EXTENSION = "tests.fixtures.observed_cog"
 COG = "tests/fixtures/observed_cog.py"
@@ -24,13 +24,11 @@ NAP_LINE = next(
 DISCORD_TOKEN = "MTA5ODc2NTQzMjEwOTg3NjU0Mw.GaBcDe.abcdefghijklmnopqrstuvwxyz0123456789AB"
 
 
-def _rows(settings: Settings, sql: str, *args: Any) -> list[sqlite3.Row]:
-    with sqlite3.connect(settings.db_path) as db:
-        db.row_factory = sqlite3.Row
-        return db.execute(sql, args).fetchall()
+def _rows(settings: Settings, sql: str, *args: Any) -> list[Row]:
+    return stored(settings, sql, *args)
 
 
-def _last(settings: Settings, kind: str) -> sqlite3.Row:
+def _last(settings: Settings, kind: str) -> Row:
     rows = _rows(settings, "SELECT * FROM actions WHERE kind = ? ORDER BY id DESC LIMIT 1", kind)
     assert rows, f"no {kind} action recorded"
     return rows[0]
@@ -78,8 +76,7 @@ async def test_secrets_in_options_are_redacted_before_storage(tmp_path: Path) ->
         await world.quiesce()
     row = _last(settings, "app:echo")
     assert DISCORD_TOKEN not in row["invocation"] and DISCORD_TOKEN not in row["reply"]
-    database = b"".join(p.read_bytes() for p in settings.data_dir.glob("mendbot.db*"))
-    assert DISCORD_TOKEN.encode() not in database
+    assert DISCORD_TOKEN.encode() not in stored_bytes(settings)
 
 
 async def test_a_slow_handler_carries_sampled_stacks_pointing_at_the_blocking_line(tmp_path: Path) -> None:

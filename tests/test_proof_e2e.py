@@ -6,7 +6,6 @@ latency fault."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,6 +18,7 @@ from bot.settings import Settings
 from tests.harness.discord import bot_messages, make_settings, running_world
 from tests.harness.model_double import ModelDouble, Turn, text, tool_use
 from tests.harness.repo import copy_of_bot
+from tests.harness.sql import Row, stored
 from tests.test_improve_e2e import BUG, DIAGNOSIS, FIX, _announcement, _json_turn, _storm
 from tests.test_improve_e2e import PLAN as FIX_PLAN
 
@@ -62,10 +62,8 @@ def _write(settings: Settings, file: str, content: str) -> Turn:
     return tool_use("Write", {"file_path": str(_worktree(settings) / file), "content": content})
 
 
-def _rows(settings: Settings, sql: str, *args: Any) -> list[sqlite3.Row]:
-    with sqlite3.connect(settings.db_path) as db:
-        db.row_factory = sqlite3.Row
-        return db.execute(sql, args).fetchall()
+def _rows(settings: Settings, sql: str, *args: Any) -> list[Row]:
+    return stored(settings, sql, *args)
 
 
 def _proof(settings: Settings, stage: str = "verify") -> dict[str, Any]:

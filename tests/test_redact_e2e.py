@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import sqlite3
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -22,6 +21,7 @@ import pytest
 from tests.harness.discord import make_settings, running_world
 from tests.harness.model_double import ModelDouble, Turn, text, tool_use
 from tests.harness.repo import copy_of_bot
+from tests.harness.sql import dump, stored
 
 pytestmark = pytest.mark.cli
 
@@ -91,21 +91,20 @@ async def test_a_known_secret_in_check_output_and_diff_reaches_no_sink(tmp_path:
             for message in r.json["messages"]
             if message.get("role") == "user" and "The project's checks failed" in json.dumps(message)
         ]
-    with sqlite3.connect(settings.db_path) as db:
-        state, stage, reason = db.execute(
-            "SELECT state, failure_stage, failure_reason FROM runs WHERE id = 1"
-        ).fetchone()
-        dump = "\n".join(db.iterdump())
-        first_checks = json.loads(
-            db.execute("SELECT detail FROM run_events WHERE event = 'checks'").fetchone()[0]
-        )
+    [(state, stage, reason)] = stored(
+        settings, "SELECT state, failure_stage, failure_reason FROM runs WHERE id = 1"
+    )
+    everything = dump(settings)
+    first_checks = json.loads(
+        stored(settings, "SELECT detail FROM run_events WHERE event = 'checks' ORDER BY id")[0][0]
+    )
     logs = "\n".join(path.read_text() for path in settings.log_dir.glob("*") if path.is_file())
 
     assert retry and "[redacted]" in retry[0]  # the failing output went back to the agent, redacted
     assert not first_checks["ok"]
     assert (state, stage) == ("failed", "proposing")
     assert "looks like a secret" in reason and "tests/test_leak.py" in reason
-    everywhere = {"chat": "\n".join(messages), "database": dump, "logs": logs, "retry prompt": retry[0]}
+    everywhere = {"chat": "\n".join(messages), "database": everything, "logs": logs, "retry prompt": retry[0]}
     for form in _forms(token):
         for sink, content in everywhere.items():
             assert form not in content, f"{form[:6]}… reached the {sink}"

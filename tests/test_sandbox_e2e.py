@@ -19,7 +19,6 @@ import hashlib
 import json
 import secrets
 import socket
-import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -31,6 +30,7 @@ from bot.playground import VirtualWorld
 from tests.harness.discord import bot_messages, make_settings, running_world
 from tests.harness.model_double import ModelDouble, Turn, text, tool_use
 from tests.harness.repo import copy_of_bot
+from tests.harness.sql import dump, stored
 
 pytestmark = pytest.mark.cli
 
@@ -197,8 +197,7 @@ def _everything_written(world: VirtualWorld, model: ModelDouble, data: Path) -> 
         for message in channel.history():
             parts.append(message.content)
             parts.extend(json.dumps(embed.to_dict()) for embed in message.embeds)
-    with sqlite3.connect(data / "mendbot.db") as db:
-        parts.extend(db.iterdump())
+    parts.append(dump(world.bot.services.settings))
     for path in data.rglob("*"):
         if (
             path.is_file()
@@ -288,11 +287,11 @@ async def test_agent_code_cannot_escape_during_the_session_or_verify(
     )
     assert not model.tool_result(probe_conftest.tool_use_id).is_error  # written: the guard allowed it
 
-    with sqlite3.connect(settings.db_path) as db:
-        state, reason = db.execute("SELECT state, failure_reason FROM runs WHERE id = 1").fetchone()
-        checks = [
-            json.loads(row[0]) for row in db.execute("SELECT detail FROM run_events WHERE event = 'checks'")
-        ]
+    [(state, reason)] = stored(settings, "SELECT state, failure_reason FROM runs WHERE id = 1")
+    checks = [
+        json.loads(row[0])
+        for row in stored(settings, "SELECT detail FROM run_events WHERE event = 'checks' ORDER BY id")
+    ]
     assert state == "awaiting_approval", (reason, dev)
     assert checks and checks[-1]["ok"], checks  # verify ran the probe again: nothing escaped there either
     assert "✅ python -m pytest" in checks[-1]["summary"]
@@ -319,8 +318,7 @@ async def test_without_a_sandbox_fixes_refuse_and_investigations_get_no_bash(tmp
         async with running_world(settings, settle_timeout=120) as world:
             refused = await world.users["alice"].slash(world.dev, "fix", description="the roll is broken")
             await world.quiesce()
-            with sqlite3.connect(settings.db_path) as db:
-                runs = db.execute("SELECT count(*) FROM runs").fetchone()[0]
+            [(runs,)] = stored(settings, "SELECT count(*) FROM runs")
             bash = tool_use("Bash", {"command": "ls cogs"})
             model.script(bash, _json_turn({"root_cause": "unknown", "files": [], "confidence": "low"}))
             await world.users["alice"].slash(world.dev, "investigate", description="what broke")

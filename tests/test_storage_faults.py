@@ -30,6 +30,9 @@ from tests.test_approval import World as ApprovalWorld
 from tests.test_approval import _settings as approval_settings
 from tests.test_approval import clock as approval_clock
 
+# SQLite's own write lock and a full disk under its file (PostgreSQL's faults: tests/test_db_retry.py).
+pytestmark = pytest.mark.sqlite
+
 SAVE_FAILED = "I couldn't save that — try again in a moment."
 # Small bounds so a test waits fractions of a second, not the production defaults' seconds.
 FAST_STORAGE = {

@@ -19,6 +19,7 @@ from bot.app import MendBot, discover_extensions
 from bot.playground import VirtualWorld, virtual_world
 from bot.services import build_services
 from bot.settings import Settings, load_settings
+from tests.harness.postgres import bot_database
 
 __all__ = ["bot_messages", "make_bot", "make_settings", "reply_text", "running_world"]
 
@@ -37,6 +38,8 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         "deploy": {"watch_hand_edits": False},
         "_env_file": None,
     }
+    if (url := bot_database(data_dir)) is not None:
+        values["database"] = {"url": url}  # MENDBOT_TEST_DATABASE=postgresql (tests/conftest.py)
     values.update(overrides)
     # The bot's own runs (improve.autonomy, default investigate) would start on every error incident
     # a test provokes and use up its scripted model turns: off unless a test asks for a level.

@@ -17,7 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PostgresServer", "start_postgres"]
+__all__ = ["PostgresServer", "TestDatabases", "bot_database", "start_postgres", "use_databases"]
+
+# Holds the test's databases for the length of a test when the suite runs against PostgreSQL
+# (see `use_databases`).
+_current: list[TestDatabases] = []
 
 
 @dataclass
@@ -32,13 +36,13 @@ class PostgresServer:
         base, _, query = self.admin_uri.partition("?")
         return f"{base.rsplit('/', 1)[0]}/{database}" + (f"?{query}" if query else "")
 
-    def create_database(self) -> str:
-        """A new empty database's name."""
+    def create_database(self, template: str = "template0") -> str:
+        """A new database's name: empty, or a copy of `template` (which nobody may be connected to)."""
         import psycopg
 
         name = f"test_{uuid.uuid4().hex[:16]}"
         with psycopg.connect(self.admin_uri, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
         return name
 
     def drop_database(self, name: str) -> None:
@@ -105,3 +109,45 @@ def _start_system_postgres(data_dir: Path) -> PostgresServer | str:
         subprocess.run([pg_ctl, "-D", str(pgdata), "-m", "fast", "-w", "stop"], check=False, timeout=60)
 
     return PostgresServer(admin_uri=f"postgresql://postgres@/postgres?host={data_dir}", stop=stop)
+
+
+class TestDatabases:
+    """The bots' databases of one test when the suite runs against PostgreSQL: one per data_dir
+    (a bot restarted on the same data_dir finds its data again), each a copy of a template whose
+    schema is already at the head, all dropped when the test ends."""
+
+    def __init__(self, server: PostgresServer, template: str) -> None:
+        self._server = server
+        self._template = template
+        self._names: dict[Path, str] = {}
+
+    def url_for(self, data_dir: Path) -> str:
+        key = data_dir.resolve()
+        if key not in self._names:
+            self._names[key] = self._server.create_database(self._template)
+        return self._server.url(self._names[key])
+
+    def drop_all(self) -> None:
+        for name in self._names.values():
+            self._server.drop_database(name)
+        self._names.clear()
+
+
+def migrated_template(server: PostgresServer) -> str:
+    """A database with the schema at the head, to copy for each bot (migrating costs ~1 s)."""
+    from bot.db.migrate import upgrade_postgresql
+
+    name = server.create_database()
+    upgrade_postgresql(server.url(name))
+    return name
+
+
+def use_databases(databases: TestDatabases | None) -> None:
+    _current.clear()
+    if databases is not None:
+        _current.append(databases)
+
+
+def bot_database(data_dir: Path) -> str | None:
+    """The PostgreSQL URL a test's bot with `data_dir` uses, or None when the suite runs on SQLite."""
+    return _current[0].url_for(data_dir) if _current else None

@@ -14,7 +14,6 @@ the run recorded and the evidence text the agent was actually sent.
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from bot.playground import VirtualWorld
 from bot.settings import Settings
 from tests.harness.discord import bot_messages, make_settings, running_world
 from tests.harness.model_double import ModelDouble, text
+from tests.harness.sql import Row, stored
 from tests.localise.repo import build_repo
 from tests.localise.seeds import Seed
 
@@ -65,10 +65,8 @@ class Outcome:
         return f"{self.seed.file}:{self.seed.function}" in self.suspects[:3]
 
 
-def _rows(settings: Settings, sql: str, *args: Any) -> list[sqlite3.Row]:
-    with sqlite3.connect(settings.db_path) as db:
-        db.row_factory = sqlite3.Row
-        return db.execute(sql, args).fetchall()
+def _rows(settings: Settings, sql: str, *args: Any) -> list[Row]:
+    return stored(settings, sql, *args)
 
 
 def _json_turn(value: dict[str, Any]) -> Any:
