@@ -9,7 +9,9 @@ import pytest
 
 from bot.db import core
 from bot.db import runs as queries
+from bot.db.connection import transaction
 from bot.db.retry import RetryPolicy, StorageHealth, retrying, storage_fault
+from tests.harness.sql import sql
 
 
 def _raised(url: str, *statements: str) -> BaseException:
@@ -75,3 +77,28 @@ def test_every_fault_class_maps(code: str) -> None:
     """Disk full, a broken connection and a server shutdown map to a fault, by their SQLSTATE alone."""
     error = psycopg.errors.lookup(code)("from the server")
     assert storage_fault(error) in {"full", "io"}
+
+
+async def test_a_lost_connection_is_made_again_and_the_write_goes_through(postgres_url: str) -> None:
+    """The server ends the bot's session (a restart, a failover, an idle cut): the write under way
+    fails as a storage fault, its retry connects again and saves it, and transactions work again."""
+    db = await core.open_postgresql(postgres_url)
+    health = StorageHealth()
+    try:
+        await queries.set_setting(db, "paused", False)
+        [pid] = await sql(db, "SELECT pg_backend_pid()")
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", pid)
+        await retrying(
+            lambda: queries.set_setting(db, "paused", True),
+            what="the pause",
+            policy=RetryPolicy(attempts=3, backoff_s=0.01),
+            health=health,
+        )
+        assert health.retried == 1 and health.given_up == 0
+        async with transaction(db):
+            await queries.set_setting(db, "paused", False)
+        assert await queries.get_setting(db, "paused") is False
+        assert await sql(db, "SELECT pg_backend_pid()") != [pid]
+    finally:
+        await db.close()

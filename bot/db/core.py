@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -134,12 +134,29 @@ async def execute(db: Connection, statement: Executable, **params: Any) -> int:
 class PostgresDatabase:
     """A psycopg connection on which a transaction holds off every other task's statements, as
     `bot.db.connection.Database` does on SQLite (so code written for one behaves the same on the
-    other)."""
+    other).
 
-    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    A server restart or a dropped connection fails the statements under way (a storage fault that
+    `bot.db.retry` retries); the next statement outside a transaction connects again.
+    """
+
+    def __init__(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        reconnect: Callable[[], Awaitable[psycopg.AsyncConnection[Any]]] | None = None,
+    ) -> None:
         self._conn = conn
+        self._reconnect = reconnect
         self._lock = asyncio.Lock()
         self._owner: asyncio.Task[Any] | None = None
+
+    async def _usable(self) -> psycopg.AsyncConnection[Any]:
+        """The connection, made again first if the last one was lost (never inside a transaction:
+        its statements must not go on outside it)."""
+        if (self._conn.broken or self._conn.closed) and self._reconnect is not None and self._owner is None:
+            lost, self._conn = self._conn, await self._reconnect()
+            await lost.close()
+        return self._conn
 
     async def run(
         self, sql: str, params: Mapping[str, Any] | Sequence[Any]
@@ -147,7 +164,7 @@ class PostgresDatabase:
         while self._owner is not None and self._owner is not asyncio.current_task():
             async with self._lock:
                 pass
-        async with self._conn.cursor() as cursor:
+        async with (await self._usable()).cursor() as cursor:
             await cursor.execute(sql, params)
             names = [column.name for column in cursor.description] if cursor.description else []
             found = [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()] if names else []
@@ -159,9 +176,10 @@ class PostgresDatabase:
         if self._owner is task:
             raise RuntimeError("a transaction is already open in this task")
         async with self._lock:
+            conn = await self._usable()
             self._owner = task
             try:
-                async with self._conn.transaction():
+                async with conn.transaction():
                     yield
             finally:
                 self._owner = None
@@ -185,10 +203,13 @@ async def open_postgresql(url: str, *, lock_timeout_ms: int = 5000) -> PostgresD
     from bot.db.migrate import upgrade_postgresql
 
     await asyncio.to_thread(upgrade_postgresql, url)
-    conn = await psycopg.AsyncConnection.connect(
-        url, autocommit=True, options=f"-c lock_timeout={int(lock_timeout_ms)}"
-    )
-    return PostgresDatabase(conn)
+
+    async def connect() -> psycopg.AsyncConnection[Any]:
+        return await psycopg.AsyncConnection.connect(
+            url, autocommit=True, options=f"-c lock_timeout={int(lock_timeout_ms)}"
+        )
+
+    return PostgresDatabase(await connect(), reconnect=connect)
 
 
 async def connect(target: Path | str, *, timeout_ms: int = 5000) -> Connection:
