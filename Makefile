@@ -29,8 +29,9 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint          ## ruff, mypy and the whole pytest suite
+test: lint          ## ruff, mypy and the whole pytest suite, once on SQLite and once on PostgreSQL
 	$(BIN)/pytest
+	MENDBOT_TEST_DATABASE=postgresql $(BIN)/pytest
 
 bench: setup
 	$(BIN)/python bench/startup.py

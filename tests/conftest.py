@@ -94,7 +94,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if ENGINE == "postgresql":
         skip = pytest.mark.skip(reason="exercises the SQLite file itself; this pass runs on PostgreSQL")
         for item in items:
-            if "sqlite" in item.keywords:
+            if item.get_closest_marker("sqlite") is not None:
                 item.add_marker(skip)
 
 
