@@ -15,6 +15,7 @@ import pytest
 
 from bot.doctor import Check, Level, channel_permissions, doctor_exit_code, run_doctor
 from tests.harness.discord_double import DiscordDouble
+from tests.harness.postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -104,6 +105,25 @@ async def test_unusable_data_dir_cannot_run(tmp_path: Path, monkeypatch: pytest.
     checks = await run_doctor(_config(tmp_path))
     database = _by_name(checks)["database"]
     assert database.level is Level.FAIL and "check the path and permissions of data_dir" in database.detail
+    assert doctor_exit_code(checks) == 1
+
+
+async def test_a_postgresql_database_is_named_with_its_schema_and_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postgres_url: str, postgres_server: PostgresServer
+) -> None:
+    """database.url: ✅ with the URL, the schema revision and the server's version; a server that is
+    not there: ❌ naming database.url and PGPASSWORD, exit code 1."""
+    monkeypatch.chdir(tmp_path)
+    database = _by_name(await run_doctor(_config(tmp_path, f"database: {{url: '{postgres_url}'}}\n")))[
+        "database"
+    ]
+    assert database.level is Level.OK
+    assert database.detail.startswith(f"{postgres_url} (schema 0013, PostgreSQL ")
+    missing = postgres_server.url("no_such_database")
+    checks = await run_doctor(_config(tmp_path, f"database: {{url: '{missing}'}}\n"))
+    database = _by_name(checks)["database"]
+    assert database.level is Level.FAIL and "no_such_database" in database.detail
+    assert "check database.url, the server and PGPASSWORD" in database.detail
     assert doctor_exit_code(checks) == 1
 
 
