@@ -409,12 +409,17 @@ class RunService:
             raise RunNotMerged(run_id)
         return run, merged
 
-    async def mark_interrupted_on_start(self) -> list[Run]:
+    async def mark_interrupted_on_start(self, *, owner: str | None = None) -> list[Run]:
         """Mark every run a stop caught mid-way as interrupted; returns them, to report and clean up.
 
-        Proposals awaiting approval are left alone: they stay approvable across a restart.
+        Proposals awaiting approval are left alone: they stay approvable across a restart. With
+        `owner`, only the runs that process executes (its name in their latest "executor" event, or
+        no such event) — not those waiting in the run queue or executing on a worker.
         """
         stopped = [Run.from_row(row) for row in await queries.in_states(self._db, _INTERRUPTIBLE)]
+        if owner is not None:
+            executors = await queries.executors(self._db, [run.id for run in stopped])
+            stopped = [run for run in stopped if executors.get(run.id, {}).get("executor", owner) == owner]
         marked = []
         for run in stopped:
             marked.append(
