@@ -14,18 +14,22 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import yaml
 
-from bot.improve.runs import Run
+from bot.db import core
+from bot.improve.relay import DatabaseReporter, RunEventRelay
+from bot.improve.runs import Run, RunService
 from bot.services import Services, build_services
-from bot.settings import ConfigError, load_settings, refuse_workers_without_store
+from bot.settings import ConfigError, Settings, load_settings, refuse_workers_without_store
 from tests.harness.discord import make_settings
 from tests.harness.github_double import GitHubDouble
-from tests.harness.model_double import ModelDouble, Turn, text, tool_use
+from tests.harness.model_double import Hold, ModelDouble, Turn, text, tool_use
 from tests.harness.repo import copy_of_bot, git
 from tests.test_improve_e2e import BUG, DIAGNOSIS, FIX, PLAN, _json_turn
 
@@ -60,8 +64,20 @@ class Cluster:
     github: GitHubDouble
     model: ModelDouble
     bare: Path
-    services: Services
-    reporter: RecordingReporter
+    settings: Settings
+    reporter: RecordingReporter = field(default_factory=RecordingReporter)
+    _services: Services | None = None
+
+    @property
+    def services(self) -> Services:
+        assert self._services is not None
+        return self._services
+
+    async def start_bot(self) -> list[str]:
+        """Start (or restart) the bot's side; its boot notices (runs interrupted by the restart)."""
+        self._services = await build_services(self.settings, watch_prompts=False)
+        self._services.improve.reporter = self.reporter
+        return self._services.boot_notices
 
     @property
     def worker_data(self) -> Path:
@@ -104,24 +120,26 @@ async def cluster(tmp_path: Path, url: str) -> AsyncIterator[Cluster]:
     repo = copy_of_bot(tmp_path / "repo")
     bare = _bare_remote(tmp_path, repo)
     async with GitHubDouble(bare, token=TOKEN) as github, ModelDouble() as model:
-        settings = make_settings(
-            tmp_path / "bot",
-            repo_dir=repo,
-            anthropic_api_key="test-key",
-            anthropic_base_url=model.base_url,
-            github_token=TOKEN,
-            database={"url": url},
-            improve=_improve_config(),
-            forge=_forge_config(github),
-            observe={"announce_new_fingerprints": False},
-        )
-        services = await build_services(settings, watch_prompts=False)
-        reporter = RecordingReporter()
-        services.improve.reporter = reporter
+        c = Cluster(tmp_path, url, github, model, bare, _bot_settings(tmp_path, url, repo, github, model))
+        await c.start_bot()
         try:
-            yield Cluster(tmp_path, url, github, model, bare, services, reporter)
+            yield c
         finally:
-            await services.aclose()
+            await c.services.aclose()
+
+
+def _bot_settings(tmp_path: Path, url: str, repo: Path, github: GitHubDouble, model: ModelDouble) -> Settings:
+    return make_settings(
+        tmp_path / "bot",
+        repo_dir=repo,
+        anthropic_api_key="test-key",
+        anthropic_base_url=model.base_url,
+        github_token=TOKEN,
+        database={"url": url},
+        improve=_improve_config(),
+        forge=_forge_config(github),
+        observe={"announce_new_fingerprints": False},
+    )
 
 
 @contextmanager
@@ -299,3 +317,136 @@ def test_worker_command_refuses_an_unfit_config_exit_78(tmp_path: Path, config: 
     result = _mendbot("worker", "--config", str(path), cwd=tmp_path)
     assert result.returncode == 78, result.stderr
     assert named in result.stderr and "Traceback" not in result.stderr
+
+
+async def _held_run(c: Cluster) -> tuple[Run, Hold]:
+    """A run whose worker's agent waits on its first model turn until the test releases it."""
+    hold = Hold(then=_json_turn(DIAGNOSIS))
+    c.model.script(hold, *_fix_script(c, 1)[1:])
+    run = await _request(c)
+    await asyncio.wait_for(hold.reached.wait(), 120)
+    return run, hold
+
+
+async def test_a_bot_restart_does_not_interrupt_a_run_a_worker_executes(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """The bot restarts while a worker's agent works: that run goes on (and its report reaches the new
+    bot, every progress update relayed once); only a run the bot itself held is interrupted."""
+    async with cluster(tmp_path, postgres_url) as c:
+        with worker_process(c):
+            run, hold = await _held_run(c)
+            # Queued with no executor yet: the bot stopped between creating it and queueing it.
+            orphan = await c.services.improve.runs.create("fix", 1, 5, None, "never queued")
+            await c.services.aclose()
+            notices = await c.start_bot()
+            runs = c.services.improve.runs
+            assert (await runs.get(run.id)).state == "investigating"
+            assert (await runs.get(orphan.id)).state == "interrupted"
+            assert len(notices) == 1 and f"Run #{orphan.id}" in notices[0]
+            hold.release.set()
+
+            async def reported() -> bool:
+                return any(run_id == run.id for run_id, _ in c.reporter.reports)
+
+            await _until(reported, 240, "the relayed report", c)
+        done = await runs.get(run.id)
+        assert done.state == "awaiting_approval", done.failure_reason
+        progress = [e for e in await runs.events(run.id) if e.event == "progress"]
+        relayed = [lines for run_id, lines in c.reporter.progress_calls if run_id == run.id]
+        assert relayed == [e.detail["lines"] for e in progress]
+
+
+async def test_cancelling_a_run_on_a_worker_interrupts_its_agent(tmp_path: Path, postgres_url: str) -> None:
+    """/cancel on the bot reaches the worker (the job is aborted): the run ends cancelled, reported."""
+    async with cluster(tmp_path, postgres_url) as c:
+        with worker_process(c):
+            run, hold = await _held_run(c)
+            cancelled = await c.services.improve.cancel(run.id, 7)
+            assert cancelled.state == "cancelled"
+
+            async def reported() -> bool:
+                return any(run_id == run.id and "cancelled" in t for run_id, t in c.reporter.reports)
+
+            await _until(reported, 30, "the cancel report", c)
+            hold.release.set()
+        events = await c.services.improve.runs.events(run.id)
+        assert [e.actor for e in events if e.state == "cancelled" and e.event == "transition"] == ["user:7"]
+        assert not c.github.pulls
+
+
+async def test_a_run_that_was_never_taken_is_cancelled_on_the_bot(tmp_path: Path, postgres_url: str) -> None:
+    """Without a worker, a cancel takes the waiting job out of the queue and ends the run at once."""
+    async with cluster(tmp_path, postgres_url) as c:
+        run = await _request(c)
+        cancelled = await c.services.improve.cancel(run.id, 7)
+        assert cancelled.state == "cancelled"
+        assert await c.services.improve.queue.job_of(run.id) is None  # type: ignore[union-attr]
+        assert any("cancelled before a worker" in t for _, t in c.reporter.reports)
+
+
+async def test_a_run_that_cannot_be_queued_fails_with_the_reason(tmp_path: Path, postgres_url: str) -> None:
+    """A defer that fails (the queue is unreachable) fails the run and reports why — never left queued."""
+    async with cluster(tmp_path, postgres_url) as c:
+        queue = c.services.improve.queue
+        assert queue is not None
+        await queue.close()  # the pool is gone: deferring raises
+        run = await _request(c)
+        failed = await c.services.improve.runs.get(run.id)
+        assert failed.state == "failed" and "could not queue it" in (failed.failure_reason or "")
+        assert any("could not queue it" in t for _, t in c.reporter.reports)
+
+
+# -- the relay -------------------------------------------------------------------------------------
+
+
+async def test_the_relay_survives_its_listen_connection_being_terminated(postgres_url: str) -> None:
+    """pg_terminate_backend on the relay's LISTEN connection: it reconnects, catches up from the
+    database, and every event reaches the reporter once, in order."""
+    db = await core.connect(postgres_url)
+    worker_db = await core.connect(postgres_url)
+    try:
+        runs = RunService(db, lambda: datetime.now(UTC))
+        worker_runs = RunService(worker_db, lambda: datetime.now(UTC))
+        run = await runs.create("fix", 1, 5, None, "relay me")
+        reporter = RecordingReporter()
+        relay = RunEventRelay(postgres_url, db, runs, lambda: reporter, backoff_s=0.5)
+        writer = DatabaseReporter(worker_db, worker_runs, actor="worker:test")
+        task = asyncio.create_task(relay.run())
+        try:
+            await asyncio.wait_for(relay.listening.wait(), 10)
+            for n in (1, 2):
+                await writer.progress(run, [f"line {n}"])
+            await _wait_for(lambda: len(reporter.progress_calls) == 2)
+            with psycopg.connect(postgres_url, autocommit=True) as admin:
+                (killed,) = admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND query ILIKE 'LISTEN%'"
+                ).fetchone() or (False,)
+            assert killed
+            await _wait_for(lambda: not relay.listening.is_set())
+            # Written (and notified) while nobody listens: found by the catch-up after reconnecting.
+            for n in (3, 4):
+                await writer.progress(run, [f"line {n}"])
+            await writer.report(run, "done")
+            await _wait_for(lambda: len(reporter.reports) == 1)
+            await writer.progress(run, ["line 5"])
+            await _wait_for(lambda: len(reporter.progress_calls) == 5)
+            await asyncio.sleep(0.5)  # anything relayed twice would show up now
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        assert [lines for _, lines in reporter.progress_calls] == [[f"line {n}"] for n in range(1, 6)]
+        assert reporter.reports == [(run.id, "done")]
+        assert relay.connections == 2
+    finally:
+        await db.close()
+        await worker_db.close()
+
+
+async def _wait_for(condition: Any, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
