@@ -102,6 +102,9 @@ class RunQueue:
             concurrency=concurrency,
             name=name,
             shutdown_graceful_timeout=0,
+            # NOTIFY wakes the worker at once; polling is the safety net for a wake-up procrastinate
+            # loses (one arriving while a fetch that found nothing is still returning): 1 s, not 5.
+            fetch_job_polling_interval=1.0,
             stalled_worker_timeout=STALLED_AFTER_S,
             delete_jobs="successful",
         )
