@@ -278,7 +278,7 @@ async def _run_on_workers(
     from bot.improve.queue import RunQueue  # procrastinate is loaded only when workers are used
 
     assert settings.database.url is not None  # refuse_workers_without_store
-    queue = RunQueue(settings.database.url)
+    queue = RunQueue(settings.database.url, lost_after_s=settings.improve.worker_lost_after_s)
     await queue.open()
     improve.queue = queue
     return RunEventRelay(settings.database.url, db, improve.runs, lambda: improve.reporter)

@@ -268,6 +268,8 @@ class ImproveConfig(_Section):
     # Where runs execute: in the bot process, or in `mendbot worker` processes that take them from a
     # queue in the PostgreSQL database (needs database.url and the github forge: see refuse_workers).
     run_on: Literal["bot", "workers"] = "bot"
+    # A worker whose heartbeat is this old is dead: another worker interrupts its runs (resumable).
+    worker_lost_after_s: float = Field(default=30, ge=1)
 
 
 class ForgeConfig(_Section):

@@ -23,7 +23,7 @@ from procrastinate.job_context import AbortReason, JobContext
 from bot.db import core
 from bot.db.retry import RetryPolicy, StorageHealth, Writes
 from bot.git import git
-from bot.improve.queue import STALLED_AFTER_S, RunQueue
+from bot.improve.queue import RunQueue
 from bot.improve.relay import DatabaseReporter
 from bot.improve.runs import InvalidTransition
 from bot.improve.service import SelfImprovementAgent
@@ -102,7 +102,7 @@ class Worker:
 
     async def recover_stalled_forever(self) -> None:
         while True:
-            await asyncio.sleep(STALLED_AFTER_S)
+            await asyncio.sleep(self.queue.lost_after_s / 2)
             try:
                 await self.recover_stalled()
             except Exception:
@@ -131,7 +131,9 @@ async def run_worker(settings: Settings) -> int:
     prompts = PromptRegistry(PROMPTS_DIR)
     prompts.load_all()
     name = f"worker:{socket.gethostname()}:{os.getpid()}"
-    queue = RunQueue(url, pool_size=settings.improve.concurrency + 2)
+    queue = RunQueue(
+        url, pool_size=settings.improve.concurrency + 2, lost_after_s=settings.improve.worker_lost_after_s
+    )
     improve: SelfImprovementAgent | None = None
     recovery: asyncio.Task[None] | None = None
     try:
@@ -142,6 +144,8 @@ async def run_worker(settings: Settings) -> int:
         improve.reporter = DatabaseReporter(db, improve.runs, actor=name)
         await queue.open()
         worker = Worker(improve, queue, clone, name)
+        # Worktrees left by this worker's previous life (a crash): nothing executes here yet.
+        await improve.workspace.cleanup_stray(keep=set())
         await worker.refresh_clone()
         await worker.recover_stalled()
         recovery = asyncio.get_running_loop().create_task(worker.recover_stalled_forever())

@@ -65,6 +65,7 @@ class Cluster:
     model: ModelDouble
     bare: Path
     settings: Settings
+    improve: dict[str, Any]
     reporter: RecordingReporter = field(default_factory=RecordingReporter)
     _services: Services | None = None
 
@@ -87,8 +88,9 @@ class Cluster:
         return self.worker_data.resolve() / "worktrees" / f"run-{run_id}" / path
 
 
-def _improve_config() -> dict[str, Any]:
+def _improve_config(**more: Any) -> dict[str, Any]:
     return {
+        **more,
         "run_on": "workers",
         "checks": [CHECK],
         "max_attempts": 1,
@@ -116,11 +118,12 @@ def _bare_remote(tmp_path: Path, repo: Path) -> Path:
 
 
 @asynccontextmanager
-async def cluster(tmp_path: Path, url: str) -> AsyncIterator[Cluster]:
+async def cluster(tmp_path: Path, url: str, **improve: Any) -> AsyncIterator[Cluster]:
     repo = copy_of_bot(tmp_path / "repo")
     bare = _bare_remote(tmp_path, repo)
     async with GitHubDouble(bare, token=TOKEN) as github, ModelDouble() as model:
-        c = Cluster(tmp_path, url, github, model, bare, _bot_settings(tmp_path, url, repo, github, model))
+        settings = _bot_settings(tmp_path, url, repo, github, model, improve)
+        c = Cluster(tmp_path, url, github, model, bare, settings, improve)
         await c.start_bot()
         try:
             yield c
@@ -128,7 +131,9 @@ async def cluster(tmp_path: Path, url: str) -> AsyncIterator[Cluster]:
             await c.services.aclose()
 
 
-def _bot_settings(tmp_path: Path, url: str, repo: Path, github: GitHubDouble, model: ModelDouble) -> Settings:
+def _bot_settings(  # noqa: PLR0917 (a test helper)
+    tmp_path: Path, url: str, repo: Path, github: GitHubDouble, model: ModelDouble, improve: dict[str, Any]
+) -> Settings:
     return make_settings(
         tmp_path / "bot",
         repo_dir=repo,
@@ -136,7 +141,7 @@ def _bot_settings(tmp_path: Path, url: str, repo: Path, github: GitHubDouble, mo
         anthropic_base_url=model.base_url,
         github_token=TOKEN,
         database={"url": url},
-        improve=_improve_config(),
+        improve=_improve_config(**improve),
         forge=_forge_config(github),
         observe={"announce_new_fingerprints": False},
     )
@@ -152,7 +157,7 @@ def worker_process(c: Cluster) -> Iterator[subprocess.Popen[str]]:
                 "data_dir": str(c.worker_data),
                 "health": {"enabled": False},
                 "database": {"url": c.url},
-                "improve": _improve_config(),
+                "improve": _improve_config(**c.improve),
                 "forge": _forge_config(c.github),
             }
         )
@@ -172,6 +177,7 @@ def worker_process(c: Cluster) -> Iterator[subprocess.Popen[str]]:
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: a test can kill it with its agent, as a crash
         text=True,
     )
     try:
@@ -450,3 +456,40 @@ async def _wait_for(condition: Any, timeout: float = 15) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.05)
+
+
+async def test_a_dead_workers_run_is_interrupted_and_resumes_on_another(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """A worker killed mid-run (with its agent): another worker interrupts the run once the dead one's
+    heartbeat is stale, says so, and `/run N resume` re-queues it to completion."""
+    async with cluster(tmp_path, postgres_url, worker_lost_after_s=3) as c:
+        hold = Hold(then=_json_turn(DIAGNOSIS))
+        c.model.script(hold, *_fix_script(c, 1))  # after the resume the run starts over
+        runs = c.services.improve.runs
+        with worker_process(c) as first:
+            run = await _request(c)
+            await asyncio.wait_for(hold.reached.wait(), 120)
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+            # Its answer goes nowhere now; released while the double runs, not as the double stops.
+            hold.release.set()
+        with worker_process(c):
+
+            async def interrupted() -> bool:
+                return (await runs.get(run.id)).state == "interrupted"
+
+            await _until(interrupted, 60, "the lost worker's run to be interrupted", c)
+
+            async def told() -> bool:
+                return any("worker executing it stopped" in t for _, t in c.reporter.reports)
+
+            await _until(told, 15, "the relayed interruption", c)
+            resumed = await c.services.improve.resume_run(run.id, 1)
+            assert resumed.state == "queued"
+
+            async def proposed() -> bool:
+                return (await runs.get(run.id)).state == "awaiting_approval"
+
+            await _until(proposed, 240, "the resumed run's proposal", c)
+        assert len(c.github.pulls) == 1

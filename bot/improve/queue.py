@@ -21,8 +21,6 @@ __all__ = ["RUNS_QUEUE", "TASK_NAME", "Executor", "RunQueue"]
 
 RUNS_QUEUE = "runs"
 TASK_NAME = "mendbot.run"
-# A worker that has not sent a heartbeat for this long is dead: its jobs are stalled (see `stalled`).
-STALLED_AFTER_S = 30.0
 
 # What executes one run on a worker: (run id, the job's context, for its id and abort reason).
 Executor = Callable[[int, JobContext], Awaitable[None]]
@@ -33,8 +31,10 @@ _log = get_logger(__name__)
 class RunQueue:
     """The procrastinate app on `url`: defer, abort, recover stalled jobs, and work."""
 
-    def __init__(self, url: str, *, pool_size: int = 2) -> None:
+    def __init__(self, url: str, *, pool_size: int = 2, lost_after_s: float = 30.0) -> None:
         self._url = url
+        # A worker that has not sent a heartbeat for this long is dead: its jobs are stalled.
+        self.lost_after_s = lost_after_s
         self._executor: Executor | None = None
         self._opened = False
         self.app = procrastinate.App(
@@ -82,7 +82,7 @@ class RunQueue:
     async def stalled(self) -> list[tuple[int, int]]:
         """(job id, run id) of run jobs still `doing` on a worker that stopped sending heartbeats."""
         jobs = await self.app.job_manager.get_stalled_jobs(
-            task_name=TASK_NAME, seconds_since_heartbeat=STALLED_AFTER_S
+            task_name=TASK_NAME, seconds_since_heartbeat=self.lost_after_s
         )
         return [(job.id, int(job.task_kwargs["run_id"])) for job in jobs if job.id is not None]  # type: ignore[arg-type]
 
@@ -105,6 +105,7 @@ class RunQueue:
             # NOTIFY wakes the worker at once; polling is the safety net for a wake-up procrastinate
             # loses (one arriving while a fetch that found nothing is still returning): 1 s, not 5.
             fetch_job_polling_interval=1.0,
-            stalled_worker_timeout=STALLED_AFTER_S,
+            stalled_worker_timeout=self.lost_after_s,
+            update_heartbeat_interval=self.lost_after_s / 3,
             delete_jobs="successful",
         )
