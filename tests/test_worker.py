@@ -148,7 +148,7 @@ def _bot_settings(  # noqa: PLR0917 (a test helper)
 
 
 @contextmanager
-def worker_process(c: Cluster) -> Iterator[subprocess.Popen[str]]:
+def worker_process(c: Cluster, **improve: Any) -> Iterator[subprocess.Popen[str]]:
     """`python -m bot worker --config <file>`: a real separate process, stopped with SIGTERM."""
     config = c.tmp_path / "worker.yaml"
     config.write_text(
@@ -157,7 +157,7 @@ def worker_process(c: Cluster) -> Iterator[subprocess.Popen[str]]:
                 "data_dir": str(c.worker_data),
                 "health": {"enabled": False},
                 "database": {"url": c.url},
-                "improve": _improve_config(**c.improve),
+                "improve": _improve_config(**{**c.improve, **improve}),
                 "forge": _forge_config(c.github),
             }
         )
@@ -493,3 +493,43 @@ async def test_a_dead_workers_run_is_interrupted_and_resumes_on_another(
 
             await _until(proposed, 240, "the resumed run's proposal", c)
         assert len(c.github.pulls) == 1
+
+
+async def test_the_watchdog_fails_a_stuck_run_on_a_worker_and_the_worker_stops_it(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """A worker's run with no progress for stuck_timeout_s: the bot's watchdog fails it, reports it,
+    and its job is aborted, so the worker stops the agent instead of working on for nobody."""
+    async with cluster(tmp_path, postgres_url) as c:
+        with worker_process(c):
+            run, hold = await _held_run(c)
+            improve = c.services.improve
+            (stuck,) = await improve.sweep_stuck(now=time.time() + 2e12)
+            assert stuck.id == run.id and stuck.state == "failed"
+            assert any("made no progress" in t for _, t in c.reporter.reports)
+            queue = improve.queue
+            assert queue is not None
+
+            async def stopped() -> bool:
+                return await queue.job_of(run.id) is None
+
+            await _until(stopped, 30, "the worker to stop the run", c)
+            hold.release.set()
+        assert (await improve.runs.get(run.id)).state == "failed"
+        assert not c.github.pulls
+
+
+async def test_pause_stops_the_runs_the_workers_hold(tmp_path: Path, postgres_url: str) -> None:
+    """/pause with runs on workers: the executing one is cancelled by its worker, a waiting one at once."""
+    async with cluster(tmp_path, postgres_url, concurrency=2) as c:
+        with worker_process(c, concurrency=1):  # the second run waits in the queue
+            run, hold = await _held_run(c)
+            waiting = await c.services.improve.request(
+                kind="fix", requester_id=2, channel_id=5, incident_id=None, description="another thing"
+            )
+            stopped = await c.services.improve.pause(1)
+            hold.release.set()
+        runs = c.services.improve.runs
+        assert stopped == 2
+        assert (await runs.get(run.id)).state == "cancelled"
+        assert (await runs.get(waiting.id)).state == "cancelled"

@@ -427,6 +427,12 @@ class SelfImprovementAgent:
         """Stop new runs and interrupt running ones; returns how many were interrupted."""
         await self.policy.pause(user_id)
         running = [run_id for run_id, live in self._live.items() if live.task and not live.task.done()]
+        if self.queue is not None:  # and those the workers hold, waiting or executing
+            running += [
+                run.id
+                for run in await self.runs.active()
+                if run.state in BUSY_STATES and run.id not in running
+            ]
         for run_id in running:
             await self.cancel(run_id, user_id)
         return len(running)
