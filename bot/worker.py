@@ -63,7 +63,12 @@ class Worker:
         """One job: the run, executed here until it ends — or until it is aborted: a cancel asked
         for on the bot ends it cancelled, a shutdown interrupted (resumable)."""
         with bind_context(run_id=run_id, worker=self.name):
-            await self.refresh_clone()
+            try:
+                await self.refresh_clone()
+            except Exception as exc:  # the forge is unreachable: the run must not wait in "queued"
+                _log.exception("clone_refresh_failed")
+                await self._fail_queued(run_id, f"the worker could not fetch main: {exc}")
+                return
             task = await self.improve.start_here(run_id, job_id=context.job.id)
             if task is None:
                 return
@@ -74,7 +79,24 @@ class Worker:
                     await self.improve.cancel_here(run_id)
                 else:
                     await self.improve.stop_here(run_id)
+                    await self._report(
+                        run_id,
+                        f"⏸ Run #{run_id} was interrupted: its worker is shutting down. "
+                        f"`/run {run_id} resume` continues it.",
+                    )
                 raise
+
+    async def _fail_queued(self, run_id: int, reason: str) -> None:
+        try:
+            await self.improve.runs.fail(run_id, "queued", reason, actor=self.name)
+        except InvalidTransition:
+            return  # no longer queued (cancelled meanwhile)
+        await self._report(run_id, f"❌ Run #{run_id} failed: {reason}")
+
+    async def _report(self, run_id: int, text: str) -> None:
+        if self.improve.reporter is not None:
+            run = await self.improve.runs.get(run_id)
+            await self.improve.reporter.report(run, self.improve.runs.redactor.text(text))
 
     async def recover_stalled(self) -> list[int]:
         """Interrupt the runs of jobs whose worker died, and end those jobs; the run ids."""
@@ -89,12 +111,11 @@ class Worker:
                 pass  # it ended (or was interrupted) already; the job is stale either way
             else:
                 recovered.append(run_id)
-                if self.improve.reporter is not None:
-                    await self.improve.reporter.report(
-                        run,
-                        f"⏸ Run #{run_id} was interrupted: the worker executing it stopped while "
-                        f"{run.interrupted_from or 'running'}. `/run {run_id} resume` continues it.",
-                    )
+                await self._report(
+                    run_id,
+                    f"⏸ Run #{run_id} was interrupted: the worker executing it stopped while "
+                    f"{run.interrupted_from or 'running'}. `/run {run_id} resume` continues it.",
+                )
             await self.queue.give_up(job_id)
         if recovered:
             _log.warning("runs_of_a_lost_worker_interrupted", run_ids=recovered)

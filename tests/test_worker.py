@@ -533,3 +533,23 @@ async def test_pause_stops_the_runs_the_workers_hold(tmp_path: Path, postgres_ur
         assert stopped == 2
         assert (await runs.get(run.id)).state == "cancelled"
         assert (await runs.get(waiting.id)).state == "cancelled"
+
+
+async def test_a_worker_shutting_down_interrupts_its_run_and_says_so(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """SIGTERM to a worker mid-run: the run becomes interrupted (resumable), the chat is told, and the
+    worker exits 0."""
+    async with cluster(tmp_path, postgres_url) as c:
+        with worker_process(c) as process:
+            run, hold = await _held_run(c)
+            process.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(process.wait, 60)
+            hold.release.set()
+        assert code == 0, _worker_log(c)
+        assert (await c.services.improve.runs.get(run.id)).state == "interrupted"
+
+        async def told() -> bool:
+            return any("worker is shutting down" in t for _, t in c.reporter.reports)
+
+        await _until(told, 15, "the relayed interruption", c)
