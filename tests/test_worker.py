@@ -6,6 +6,7 @@ back to the bot through the database (run events, NOTIFY, the relay)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -553,3 +554,42 @@ async def test_a_worker_shutting_down_interrupts_its_run_and_says_so(
             return any("worker is shutting down" in t for _, t in c.reporter.reports)
 
         await _until(told, 15, "the relayed interruption", c)
+
+
+async def test_the_relay_delivers_an_event_that_commits_after_a_newer_one(postgres_url: str) -> None:
+    """Two workers' events can commit out of id order: the later-committing lower id is relayed too, once."""
+    db = await core.connect(postgres_url)
+    worker_db = await core.connect(postgres_url)
+    try:
+        runs = RunService(db, lambda: datetime.now(UTC))
+        run = await runs.create("fix", 1, 5, None, "two workers")
+        reporter = RecordingReporter()
+        relay = RunEventRelay(postgres_url, db, runs, lambda: reporter)
+        writer = DatabaseReporter(worker_db, RunService(worker_db, lambda: datetime.now(UTC)), actor="w2")
+        task = asyncio.create_task(relay.run())
+        try:
+            await asyncio.wait_for(relay.listening.wait(), 10)
+            await writer.progress(run, ["first"])
+            await _wait_for(lambda: len(reporter.progress_calls) == 1)
+            with psycopg.connect(postgres_url) as slow:  # a transaction: its id is taken, not yet visible
+                slow.execute(
+                    "INSERT INTO run_events (run_id, ts, actor, event, state, detail, cost_usd) "
+                    "VALUES (%s, 0, 'w1', 'progress', 'queued', %s, 0)",
+                    (run.id, json.dumps({"lines": ["late"]})),
+                )
+                await writer.progress(run, ["newer"])
+                await _wait_for(lambda: len(reporter.progress_calls) == 2)
+                slow.commit()
+                slow.execute("SELECT pg_notify('mendbot_runs', %s)", (str(run.id),))
+                slow.commit()
+            await _wait_for(lambda: len(reporter.progress_calls) == 3)
+            await writer.progress(run, ["last"])
+            await _wait_for(lambda: len(reporter.progress_calls) == 4)
+            await asyncio.sleep(0.5)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        assert [lines for _, lines in reporter.progress_calls] == [["first"], ["newer"], ["late"], ["last"]]
+    finally:
+        await db.close()
+        await worker_db.close()

@@ -31,6 +31,10 @@ PROGRESS_EVENT = "progress"
 REPORT_EVENT = "report"
 _RELAYED = (PROGRESS_EVENT, REPORT_EVENT)
 _LAST_RELAYED_KEY = "run_relay.last_event_id"
+# Ids are taken when an event is inserted but become visible at commit: two workers' events can
+# appear out of id order. Each catch-up looks this many ids behind the last one relayed, skipping
+# those it relayed already, so a late commit is still relayed (once).
+_LOOK_BACK = 200
 
 _log = get_logger(__name__)
 
@@ -73,6 +77,7 @@ class RunEventRelay:
         self._max_backoff_s = max_backoff_s
         self._lock = asyncio.Lock()
         self.last_event_id: int | None = None
+        self._relayed: set[int] = set()  # ids relayed within the look-back window
         self.connections = 0  # how many times the LISTEN connection was (re)established
         self.listening = asyncio.Event()
 
@@ -106,15 +111,22 @@ class RunEventRelay:
                     int(stored) if stored is not None else await queries.last_event_id(self._db)
                 )
                 await queries.set_setting(self._db, _LAST_RELAYED_KEY, self.last_event_id)
-            while events := await queries.events_after(self._db, self.last_event_id, _RELAYED):
+            while True:
+                # After a restart nothing in the window is known as relayed: start at the mark.
+                start = self.last_event_id - _LOOK_BACK if self._relayed else self.last_event_id
+                found = await queries.events_after(self._db, max(start, 0), _RELAYED, limit=500)
+                events = [event for event in found if int(event["id"]) not in self._relayed]
                 reporter = self._reporter()
-                if reporter is None:  # the chat side is not up yet: the events wait for it
+                if not events or reporter is None:  # no chat side yet: the events wait for it
                     break
                 for event in events:
                     await self._deliver(reporter, event)
-                    self.last_event_id = int(event["id"])
+                    self._relayed.add(int(event["id"]))
+                    self.last_event_id = max(self.last_event_id, int(event["id"]))
                     await queries.set_setting(self._db, _LAST_RELAYED_KEY, self.last_event_id)
                     relayed += 1
+                floor = self.last_event_id - _LOOK_BACK
+                self._relayed = {event_id for event_id in self._relayed if event_id > floor}
         return relayed
 
     async def _deliver(self, reporter: RunReporter, event: dict[str, Any]) -> None:
