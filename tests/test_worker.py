@@ -593,3 +593,27 @@ async def test_the_relay_delivers_an_event_that_commits_after_a_newer_one(postgr
     finally:
         await db.close()
         await worker_db.close()
+
+
+async def test_an_event_is_recorded_when_another_process_moved_the_run(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bot records a cancel request while a worker moves the run on: the event is kept, not refused."""
+    db = await core.connect(postgres_url)
+    try:
+        worker = RunService(db, lambda: datetime.now(UTC))
+        bot = RunService(db, lambda: datetime.now(UTC))
+        run = await worker.create("fix", 1, 5, None, "moving")
+        reads = [run]  # the bot's first read is from before the worker's transition
+        real_get = bot.get
+
+        async def get(run_id: int) -> Run:
+            return reads.pop() if reads else await real_get(run_id)
+
+        monkeypatch.setattr(bot, "get", get)
+        await worker.transition(run.id, "observing", actor="worker:1")
+        await bot.event(run.id, "cancel_requested", actor="user:7", detail={"user_id": 7})
+        last = (await worker.events(run.id))[-1]
+        assert (last.event, last.state) == ("cancel_requested", "observing")
+    finally:
+        await db.close()

@@ -232,6 +232,9 @@ def slugify(text: str, max_length: int = _SLUG_MAX) -> str:
     return slug or "run"
 
 
+_EVENT_ATTEMPTS = 3
+
+
 class RunService:
     """Creates runs and moves them through the state machine, persisting every step.
 
@@ -351,10 +354,23 @@ class RunService:
         if event in {"created", "transition"}:
             raise ValueError(f"{event!r} events are written by create/transition")
         async with self._lock:
-            run = await self.get(run_id)
-            await self._write(
-                run, {"updated_at": self.now()}, actor=actor, event=event, detail=detail, cost_usd=cost_usd
-            )
+            for attempt in range(_EVENT_ATTEMPTS):
+                run = await self.get(run_id)
+                try:
+                    await self._write(
+                        run,
+                        {"updated_at": self.now()},
+                        actor=actor,
+                        event=event,
+                        detail=detail,
+                        cost_usd=cost_usd,
+                    )
+                    break
+                except InvalidTransition:
+                    # Another process (a worker, the bot) moved the run meanwhile: an event changes no
+                    # state, so it is recorded against the new one.
+                    if attempt == _EVENT_ATTEMPTS - 1:
+                        raise
         return await self.get(run_id)
 
     async def update(self, run_id: int, **fields: Any) -> Run:
