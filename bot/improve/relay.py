@@ -78,6 +78,7 @@ class RunEventRelay:
         self._lock = asyncio.Lock()
         self.last_event_id: int | None = None
         self._relayed: set[int] = set()  # ids relayed within the look-back window
+        self._floor = 0  # the mark this relay started from: what is below it was relayed before
         self.connections = 0  # how many times the LISTEN connection was (re)established
         self.listening = asyncio.Event()
 
@@ -111,10 +112,10 @@ class RunEventRelay:
                     int(stored) if stored is not None else await queries.last_event_id(self._db)
                 )
                 await queries.set_setting(self._db, _LAST_RELAYED_KEY, self.last_event_id)
+                self._floor = self.last_event_id
             while True:
-                # After a restart nothing in the window is known as relayed: start at the mark.
-                start = self.last_event_id - _LOOK_BACK if self._relayed else self.last_event_id
-                found = await queries.events_after(self._db, max(start, 0), _RELAYED, limit=500)
+                start = max(self.last_event_id - _LOOK_BACK, self._floor)
+                found = await queries.events_after(self._db, start, _RELAYED, limit=500)
                 events = [event for event in found if int(event["id"]) not in self._relayed]
                 reporter = self._reporter()
                 if not events or reporter is None:  # no chat side yet: the events wait for it
