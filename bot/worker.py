@@ -65,11 +65,14 @@ class Worker:
         with bind_context(run_id=run_id, worker=self.name):
             try:
                 await self.refresh_clone()
+                task = await self.improve.start_here(run_id, job_id=context.job.id)
+            except asyncio.CancelledError:
+                await self._aborted_before_start(run_id, context)
+                raise
             except Exception as exc:  # the forge is unreachable: the run must not wait in "queued"
                 _log.exception("clone_refresh_failed")
                 await self._fail_queued(run_id, f"the worker could not fetch main: {exc}")
                 return
-            task = await self.improve.start_here(run_id, job_id=context.job.id)
             if task is None:
                 return
             try:
@@ -85,6 +88,29 @@ class Worker:
                         f"`/run {run_id} resume` continues it.",
                     )
                 raise
+
+    async def _aborted_before_start(self, run_id: int, context: JobContext) -> None:
+        """The job was aborted while the clone was being refreshed: the run never started, and
+        nobody else will take it — end it as the abort meant (cancelled, or interrupted)."""
+        run = await self.improve.runs.get(run_id)
+        if run.state != "queued":
+            return
+        try:
+            if context.abort_reason() == AbortReason.USER_REQUEST:
+                user_id = await self.improve.cancel_requested_by(run_id)
+                await self.improve.runs.transition(run_id, "cancelled", actor=f"user:{user_id or 0}")
+                await self._report(run_id, f"⏹ Run #{run_id} cancelled before it started.")
+            else:
+                await self.improve.runs.transition(
+                    run_id, "interrupted", actor="system", detail={"was": "queued"}
+                )
+                await self._report(
+                    run_id,
+                    f"⏸ Run #{run_id} was interrupted: its worker is shutting down. "
+                    f"`/run {run_id} resume` continues it.",
+                )
+        except InvalidTransition:
+            pass  # it moved on meanwhile (the watchdog, a cancel on the bot)
 
     async def _fail_queued(self, run_id: int, reason: str) -> None:
         try:
@@ -167,7 +193,6 @@ async def run_worker(settings: Settings) -> int:
         worker = Worker(improve, queue, clone, name)
         # Worktrees left by this worker's previous life (a crash): nothing executes here yet.
         await improve.workspace.cleanup_stray(keep=set())
-        await worker.refresh_clone()
         await worker.recover_stalled()
         recovery = asyncio.get_running_loop().create_task(worker.recover_stalled_forever())
         _log.info("worker_started", worker=name, concurrency=settings.improve.concurrency)

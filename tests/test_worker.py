@@ -617,3 +617,25 @@ async def test_an_event_is_recorded_when_another_process_moved_the_run(
         assert (last.event, last.state) == ("cancel_requested", "observing")
     finally:
         await db.close()
+
+
+async def test_a_run_whose_worker_cannot_fetch_main_fails_with_the_reason(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """The forge is unreachable when a worker takes a run: the run fails saying so, never stays queued."""
+    async with cluster(tmp_path, postgres_url) as c:
+        await c.github.stop()
+        with worker_process(c):
+            run = await _request(c)
+            runs = c.services.improve.runs
+
+            async def failed() -> bool:
+                return (await runs.get(run.id)).state == "failed"
+
+            await _until(failed, 60, "the run to fail", c)
+
+            async def told() -> bool:
+                return any("could not fetch main" in t for _, t in c.reporter.reports)
+
+            await _until(told, 15, "the relayed failure", c)
+        assert "could not fetch main" in ((await runs.get(run.id)).failure_reason or "")

@@ -365,14 +365,17 @@ class SelfImprovementAgent:
         if live is not None and live.task is not None and not live.task.done():
             await self._stop(live)
 
-    async def cancel_here(self, run_id: int) -> None:
-        """On a worker: the cancel someone asked for on the bot (its "cancel_requested" event)."""
+    async def cancel_requested_by(self, run_id: int) -> int | None:
+        """Who asked (on the bot) to cancel a run a worker holds: its last "cancel_requested" event."""
         requested = [e for e in await self.runs.events(run_id) if e.event == "cancel_requested"]
+        return int(requested[-1].detail.get("user_id", 0)) if requested else None
+
+    async def cancel_here(self, run_id: int) -> None:
+        """On a worker: the cancel someone asked for on the bot, as a local cancel."""
         live = self._live.get(run_id)
         if live is None or live.task is None or live.task.done():
             return
-        if requested:
-            live.cancelled_by = int(requested[-1].detail.get("user_id", 0))
+        live.cancelled_by = await self.cancel_requested_by(run_id)
         await self._stop(live)  # without a request (the watchdog failed the run): just stop
 
     async def cancel(self, run_id: int, user_id: int) -> Run:
@@ -427,12 +430,13 @@ class SelfImprovementAgent:
         """Stop new runs and interrupt running ones; returns how many were interrupted."""
         await self.policy.pause(user_id)
         running = [run_id for run_id, live in self._live.items() if live.task and not live.task.done()]
-        if self.queue is not None:  # and those the workers hold, waiting or executing
-            running += [
-                run.id
-                for run in await self.runs.active()
-                if run.state in BUSY_STATES and run.id not in running
+        if (
+            self.queue is not None
+        ):  # and those the workers hold: waiting ones first, before a worker takes them
+            held = [
+                run for run in await self.runs.active() if run.state in BUSY_STATES and run.id not in running
             ]
+            running += [run.id for run in sorted(held, key=lambda run: run.state != "queued")]
         for run_id in running:
             await self.cancel(run_id, user_id)
         return len(running)
