@@ -28,8 +28,13 @@ Prints one `name value unit` line per figure (diagnostics go to stderr):
   pure-Python work in 1 ms slices (so ~20 ms pass between two looks at the selector, where the
   loop lets go of the GIL by itself), while 1,000 actions a second are recorded for 10 s; the
   figure is the rows committed in those 10 s per second. Target ≥ 900.
+- `run_pickup_ms`: with `improve.run_on: workers`, the median over 20 runs of the time from a run
+  being deferred to the run queue (procrastinate on the embedded PostgreSQL) to a worker starting it:
+  the bot's `RunQueue.defer` on one connection pool, a procrastinate worker (`RunQueue.work`, woken by
+  NOTIFY) on another, its executor reading the run's row as `start_here` does first. Target ≤ 500.
 
-Run from the repo root: `.venv/bin/python bench/scale.py`.
+Run from the repo root: `.venv/bin/python bench/scale.py` (`bench/scale.py run_pickup_ms` for that
+figure alone).
 """
 
 from __future__ import annotations
@@ -423,10 +428,67 @@ async def writer_on_busy_loop(tmp: Path) -> float:
 # -- main ----------------------------------------------------------------------------------------
 
 
+# -- run pickup by a worker ----------------------------------------------------------------------
+
+PICKUPS = 20
+
+
+async def run_pickup(tmp: Path) -> float:
+    """Median ms from deferring a queued run to a worker's executor starting it (module docstring)."""
+    from procrastinate.job_context import JobContext
+
+    from bot.db import core
+    from bot.improve.queue import RunQueue
+    from bot.improve.runs import RunService
+
+    server = start_postgres(tmp / "postgres-pickup")
+    if isinstance(server, str):
+        raise RuntimeError(server)
+    try:
+        url = server.url(server.create_database())
+        db = await core.connect(url)
+        runs = RunService(db, lambda: datetime.now(UTC))
+        bot_side, worker_side = RunQueue(url), RunQueue(url)
+        await bot_side.open()
+        await worker_side.open()
+        started: dict[int, float] = {}
+        arrived = asyncio.Event()
+
+        async def execute(run_id: int, context: JobContext) -> None:
+            await runs.get(run_id)
+            started[run_id] = time.perf_counter()
+            arrived.set()
+
+        worker = asyncio.create_task(worker_side.work(execute, concurrency=1, name="bench"))
+        waits = []
+        try:
+            await asyncio.sleep(1.0)  # the worker is listening
+            for n in range(PICKUPS):
+                run = await runs.create("fix", 1, None, None, f"pickup {n}")
+                arrived.clear()
+                deferred = time.perf_counter()
+                await bot_side.defer(run.id)
+                await asyncio.wait_for(arrived.wait(), 30)
+                waits.append((started[run.id] - deferred) * 1000)
+        finally:
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+            await bot_side.close()
+            await worker_side.close()
+            await db.close()
+        print("run pickup ms, in order:", " ".join(f"{w:.0f}" for w in waits), file=sys.stderr)
+        return sorted(waits)[len(waits) // 2]
+    finally:
+        server.stop()
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mendbot-scale-") as name:
         tmp = Path(name)
         configure_logging(tmp / "logs", console_level="CRITICAL")
+        if sys.argv[1:] == ["run_pickup_ms"]:
+            _emit("run_pickup_ms", asyncio.run(run_pickup(tmp)), "ms")
+            return
         # First, while the process's peak memory is still its start-up's: the figure is its growth.
         _emit("detector_mb_at_20k_per_s", detector_memory(), "MB", 2)
         for store, run in (("", persist_rate), ("_postgresql", persist_rate_postgresql)):
@@ -438,6 +500,7 @@ def main() -> None:
         _emit("prune_max_writer_stall_ms", stall_ms, "ms")
         _emit("prune_s", prune_s, "s", 2)
         _emit("writer_rate_at_97pct_loop", asyncio.run(writer_on_busy_loop(tmp)), "records/s", 0)
+        _emit("run_pickup_ms", asyncio.run(run_pickup(tmp)), "ms")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ mendbot run        run on Discord (needs DISCORD_TOKEN)
 mendbot play       the local playground (a virtual Discord in the terminal; scriptable);
                    its own state in <data_dir>/playground (`--data-dir`, `--fresh`)
 mendbot doctor     check configuration, database, git, model and forge access
+mendbot worker     execute improvement runs from the PostgreSQL run queue (improve.run_on: workers)
 
 When a deploy changes code the process cannot reload (`bot/`, `pyproject.toml`), the bot
 drains and closes, and `run`/`play` end with `deploy.restart_exit_code` (26). Under a
@@ -30,7 +31,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot.settings import EX_CONFIG, ConfigError, Settings, load_settings, refuse_shard_subset
+from bot.settings import (
+    EX_CONFIG,
+    ConfigError,
+    Settings,
+    load_settings,
+    refuse_shard_subset,
+    refuse_workers_without_store,
+)
 
 if TYPE_CHECKING:
     from bot.app import MendBot
@@ -85,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
         parents=[config],
     )
     parser.add_argument("--version", action="version", version=f"mendbot {_version()}")
-    commands = parser.add_subparsers(dest="command", metavar="{run,play,doctor}")
+    commands = parser.add_subparsers(dest="command", metavar="{run,play,doctor,worker}")
     commands.add_parser(
         "run", parents=[config], help="run on Discord (needs DISCORD_TOKEN)", description="Run on Discord."
     )
@@ -107,6 +115,13 @@ def _parser() -> argparse.ArgumentParser:
         parents=[config],
         help="check configuration, database, git, model and forge access",
         description="Check the setup, one line per check.",
+    )
+    commands.add_parser(
+        "worker",
+        parents=[config],
+        help="execute improvement runs from the run queue (improve.run_on: workers)",
+        description="Take runs from the PostgreSQL run queue and execute them, improve.concurrency at "
+        "a time, in a clone of the repository under <data_dir>/clone. No Discord.",
     )
     return parser
 
@@ -154,7 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(config_file)
         refuse_shard_subset(settings)
+        refuse_workers_without_store(settings)
         command = args.command or ("run" if settings.discord_token else "play")
+        if command == "worker" and settings.improve.run_on != "workers":
+            raise ConfigError(
+                "config error: `mendbot worker` executes runs the bot queues with improve.run_on: "
+                "workers — set it in config.yaml (with database.url and forge.kind: github)"
+            )
         if command == "run" and settings.discord_token is None:
             raise ConfigError(
                 "config error: DISCORD_TOKEN is not set — put it in .env or the environment "
@@ -176,9 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     # unless a level was asked for (LOG_LEVEL, logging.level).
     configure_logging(
         settings.log_dir,
-        console_level=settings.level or ("INFO" if command == "run" else "WARNING"),
+        console_level=settings.level or ("INFO" if command in ("run", "worker") else "WARNING"),
         json_level=settings.level or "INFO",
-        console_tracebacks=command != "run",
+        console_tracebacks=command not in ("run", "worker"),
         redactor=Redactor.from_settings(settings),
     )
     if command == "play" and settings.level is None:
@@ -186,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("discord").setLevel(logging.ERROR)
     if command == "run":
         code = asyncio.run(_run(settings))
+    elif command == "worker":
+        from bot.worker import run_worker
+
+        code = asyncio.run(run_worker(settings))
     else:
         code = _play_until_done(settings, interactive=interactive)
     if should_reexec(code, settings, command=command, interactive=interactive, environ=os.environ):

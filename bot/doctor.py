@@ -26,7 +26,13 @@ import sqlalchemy as sa
 
 from bot.db import core
 from bot.git import git
-from bot.settings import ConfigError, Settings, load_settings, refuse_shard_subset
+from bot.settings import (
+    ConfigError,
+    Settings,
+    load_settings,
+    refuse_shard_subset,
+    refuse_workers_without_store,
+)
 
 __all__ = ["Check", "Level", "doctor_exit_code", "run_doctor"]
 
@@ -417,6 +423,7 @@ async def run_doctor(config_file: Path | None) -> list[Check]:
     try:
         settings = load_settings(config_file)
         refuse_shard_subset(settings)
+        refuse_workers_without_store(settings)
     except ConfigError as exc:
         return [_fail("config", str(exc))]
     checks: list[Check] = [_ok("config", "valid")]

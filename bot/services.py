@@ -31,6 +31,7 @@ from bot.improve.autonomy import AutonomyService
 from bot.improve.gateway import ModelGateway
 from bot.improve.memory import Memory
 from bot.improve.policy import BudgetLedger, Policy
+from bot.improve.relay import RunEventRelay
 from bot.improve.runs import RunService
 from bot.improve.service import SelfImprovementAgent
 from bot.improve.workspace import Workspace
@@ -130,6 +131,8 @@ class Services:
         await self.incidents.quiesce()
         await self.recorder.close()
         await self.daemons.stop_all()
+        if self.improve.queue is not None:
+            await self.improve.queue.close()
         await self.db.close()
 
 
@@ -192,6 +195,7 @@ async def _assemble(
     recorder.subscribe(incidents.observe)
     recorder.subscribe(detector.process)
     improve = await _build_improve(settings, db, prompts, clock, redactor, writes=writes)
+    relay = await _run_on_workers(settings, db, improve)
     deploy = DeployService(
         settings=settings,
         runs=improve.runs,
@@ -259,7 +263,25 @@ async def _assemble(
         storage.probe_while_failing(lambda: probe(db, clock().timestamp()), storage_config.probe_interval_s),
     )
     services.daemons.start("run-watchdog", improve.watchdog())
+    if relay is not None:
+        services.daemons.start("run-relay", relay.run())
     return services
+
+
+async def _run_on_workers(
+    settings: Settings, db: Connection, improve: SelfImprovementAgent
+) -> RunEventRelay | None:
+    """With `improve.run_on: workers`: runs are deferred to the queue, and what the workers report
+    comes back through the relay (started as a daemon) to the bot's reporter."""
+    if settings.improve.run_on != "workers":
+        return None
+    from bot.improve.queue import RunQueue  # procrastinate is loaded only when workers are used
+
+    assert settings.database.url is not None  # refuse_workers_without_store
+    queue = RunQueue(settings.database.url, lost_after_s=settings.improve.worker_lost_after_s)
+    await queue.open()
+    improve.queue = queue
+    return RunEventRelay(settings.database.url, db, improve.runs, lambda: improve.reporter)
 
 
 def _forge(settings: Settings, db: Connection, repo_root: Path, clock: Callable[[], datetime]) -> Forge:

@@ -48,6 +48,7 @@ __all__ = [
     "Snowflake",
     "load_settings",
     "refuse_shard_subset",
+    "refuse_workers_without_store",
 ]
 
 EX_CONFIG = 78  # sysexits.h: configuration error
@@ -264,6 +265,11 @@ class ImproveConfig(_Section):
     autonomous_severity: Literal["notice", "warning", "error"] = "error"
     # A pool of its own: autonomous spend never eats into `daily_budget_usd`, which is for requests.
     autonomous_daily_budget_usd: float = Field(default=5.0, ge=0)
+    # Where runs execute: in the bot process, or in `mendbot worker` processes that take them from a
+    # queue in the PostgreSQL database (needs database.url and the github forge: see refuse_workers).
+    run_on: Literal["bot", "workers"] = "bot"
+    # A worker whose heartbeat is this old is dead: another worker interrupts its runs (resumable).
+    worker_lost_after_s: float = Field(default=30, ge=1)
 
 
 class ForgeConfig(_Section):
@@ -564,6 +570,29 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
         one_line = " ".join(str(exc).split())
         raise ConfigError(f"config error: cannot read {_config_path()}: {one_line}") from None
     return settings
+
+
+def refuse_workers_without_store(settings: Settings) -> None:
+    """Runs on workers need what every process shares: the database and the forge.
+
+    The queue and the runs' progress live in PostgreSQL, so `database.url` must name it; a worker
+    works in a clone of its own and pushes its branch to the forge, where the bot merges it from,
+    so proposals cannot be branches in one machine's repository (the local forge).
+    """
+    if settings.improve.run_on != "workers":
+        return
+    if settings.database.url is None:
+        raise ConfigError(
+            "config error: improve.run_on is workers, which take runs from a queue in PostgreSQL — "
+            "set database.url in config.yaml (postgresql://user@host:5432/name), or set "
+            "improve.run_on: bot to run them in the bot process"
+        )
+    if settings.forge.kind != "github":
+        raise ConfigError(
+            "config error: improve.run_on is workers, whose clones push their branches to the forge "
+            "the bot merges from — set forge.kind: github (with forge.repository, and "
+            "forge.remote_url/api_url for your server), or set improve.run_on: bot"
+        )
 
 
 def refuse_shard_subset(settings: Settings) -> None:

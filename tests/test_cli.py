@@ -101,7 +101,12 @@ def test_version_prints_the_package_version(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("command", "options"),
-    [("run", ["--config"]), ("play", ["--config", "--data-dir", "--fresh"]), ("doctor", ["--config"])],
+    [
+        ("run", ["--config"]),
+        ("play", ["--config", "--data-dir", "--fresh"]),
+        ("doctor", ["--config"]),
+        ("worker", ["--config"]),
+    ],
 )
 def test_each_subcommand_has_help_with_its_options(tmp_path: Path, command: str, options: list[str]) -> None:
     """`mendbot <command> --help` lists that command's own options and exits 0."""

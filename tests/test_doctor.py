@@ -85,6 +85,16 @@ async def test_shard_subset_cannot_run(tmp_path: Path, monkeypatch: pytest.Monke
     assert "runs only part of the 4 shards" in check.detail and "PostgreSQL" in check.detail
 
 
+async def test_run_on_workers_without_postgresql_cannot_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """improve.run_on: workers on SQLite is the config ❌ `mendbot run` and `mendbot worker` stop on."""
+    config = _config(tmp_path, "improve: {run_on: workers}\nforge: {kind: github, repository: o/r}\n")
+    monkeypatch.setenv("MENDBOT_CONFIG", str(config))  # restored after the test (load_settings sets it)
+    (check,) = await run_doctor(config)
+    assert not check.ok and check.name == "config" and "database.url" in check.detail
+
+
 async def test_missing_sandbox_is_a_warning_not_a_stop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

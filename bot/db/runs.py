@@ -19,6 +19,7 @@ from bot.db.core import Connection
 from bot.db.schema import run_events, runs, settings_kv
 
 __all__ = [
+    "RUNS_CHANNEL",
     "RUN_FIELDS",
     "busy",
     "by_id",
@@ -26,10 +27,14 @@ __all__ = [
     "created_since",
     "delete_setting",
     "events",
+    "events_after",
+    "executors",
     "for_incident",
     "get_setting",
     "in_states",
     "insert",
+    "last_event_id",
+    "notify_run",
     "recent",
     "set_setting",
     "spent_since",
@@ -96,6 +101,21 @@ _SPENT_SINCE_BY_ORIGIN = (
 )
 _FOR_INCIDENT = select(runs).where(runs.c.incident_id == bindparam("incident_id")).order_by(runs.c.id)
 _EVENTS = select(run_events).where(run_events.c.run_id == bindparam("run_id")).order_by(run_events.c.id)
+_EVENTS_AFTER = (
+    select(run_events)
+    .where(run_events.c.id > bindparam("after"), run_events.c.event.in_(bindparam("names", expanding=True)))
+    .order_by(run_events.c.id)
+    .limit(bindparam("limit"))
+)
+_LAST_EVENT_ID = select(func.coalesce(func.max(run_events.c.id), 0))
+_EXECUTORS = (
+    select(run_events.c.run_id, run_events.c.detail)
+    .where(run_events.c.event == "executor", run_events.c.run_id.in_(bindparam("run_ids", expanding=True)))
+    .order_by(run_events.c.id)
+)
+# The channel on which a worker says "run N has news" (PostgreSQL only; see bot.improve.relay).
+RUNS_CHANNEL = "mendbot_runs"
+_NOTIFY = select(func.pg_notify(RUNS_CHANNEL, bindparam("payload")))
 _GET_SETTING = select(settings_kv.c.value).where(settings_kv.c.key == bindparam("key"))
 _DELETE_SETTING = settings_kv.delete().where(settings_kv.c.key == bindparam("key"))
 
@@ -283,6 +303,37 @@ async def events(db: Connection, run_id: int) -> list[dict[str, Any]]:
     for row in rows:
         row["detail"] = json.loads(row["detail"]) if row["detail"] else {}
     return rows
+
+
+async def events_after(
+    db: Connection, after: int, names: Iterable[str], limit: int = 200
+) -> list[dict[str, Any]]:
+    """Events named one of `names` with an id above `after`, in the order they were written."""
+    rows = await core.rows(db, _EVENTS_AFTER, after=after, names=list(names), limit=limit)
+    for row in rows:
+        row["detail"] = json.loads(row["detail"]) if row["detail"] else {}
+    return rows
+
+
+async def last_event_id(db: Connection) -> int:
+    """The id of the newest run event (0 when there is none)."""
+    return int(await core.scalar(db, _LAST_EVENT_ID) or 0)
+
+
+async def executors(db: Connection, run_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """The latest "executor" event's detail of each run that has one: who executes it."""
+    found: dict[int, dict[str, Any]] = {}
+    ids = list(run_ids)
+    if not ids:
+        return found
+    for row in await core.rows(db, _EXECUTORS, run_ids=ids):
+        found[int(row["run_id"])] = json.loads(row["detail"]) if row["detail"] else {}
+    return found
+
+
+async def notify_run(db: Connection, run_id: int) -> None:
+    """Wake the processes listening on RUNS_CHANNEL: run `run_id` has new events (PostgreSQL)."""
+    await core.execute(db, _NOTIFY, payload=str(run_id))
 
 
 async def get_setting(db: Connection, key: str) -> Any:

@@ -232,6 +232,9 @@ def slugify(text: str, max_length: int = _SLUG_MAX) -> str:
     return slug or "run"
 
 
+_EVENT_ATTEMPTS = 3
+
+
 class RunService:
     """Creates runs and moves them through the state machine, persisting every step.
 
@@ -351,10 +354,23 @@ class RunService:
         if event in {"created", "transition"}:
             raise ValueError(f"{event!r} events are written by create/transition")
         async with self._lock:
-            run = await self.get(run_id)
-            await self._write(
-                run, {"updated_at": self.now()}, actor=actor, event=event, detail=detail, cost_usd=cost_usd
-            )
+            for attempt in range(_EVENT_ATTEMPTS):
+                run = await self.get(run_id)
+                try:
+                    await self._write(
+                        run,
+                        {"updated_at": self.now()},
+                        actor=actor,
+                        event=event,
+                        detail=detail,
+                        cost_usd=cost_usd,
+                    )
+                    break
+                except InvalidTransition:
+                    # Another process (a worker, the bot) moved the run meanwhile: an event changes no
+                    # state, so it is recorded against the new one.
+                    if attempt == _EVENT_ATTEMPTS - 1:
+                        raise
         return await self.get(run_id)
 
     async def update(self, run_id: int, **fields: Any) -> Run:
@@ -409,12 +425,17 @@ class RunService:
             raise RunNotMerged(run_id)
         return run, merged
 
-    async def mark_interrupted_on_start(self) -> list[Run]:
+    async def mark_interrupted_on_start(self, *, owner: str | None = None) -> list[Run]:
         """Mark every run a stop caught mid-way as interrupted; returns them, to report and clean up.
 
-        Proposals awaiting approval are left alone: they stay approvable across a restart.
+        Proposals awaiting approval are left alone: they stay approvable across a restart. With
+        `owner`, only the runs that process executes (its name in their latest "executor" event, or
+        no such event) — not those waiting in the run queue or executing on a worker.
         """
         stopped = [Run.from_row(row) for row in await queries.in_states(self._db, _INTERRUPTIBLE)]
+        if owner is not None:
+            executors = await queries.executors(self._db, [run.id for run in stopped])
+            stopped = [run for run in stopped if executors.get(run.id, {}).get("executor", owner) == owner]
         marked = []
         for run in stopped:
             marked.append(

@@ -36,6 +36,7 @@ from bot.improve.memory import Lesson, Memory
 from bot.improve.policy import Policy
 from bot.improve.proof import Proof, Prover, load_proof
 from bot.improve.runs import (
+    BUSY_STATES,
     TRANSITIONAL_STATES,
     InvalidTransition,
     Run,
@@ -61,6 +62,7 @@ from bot.settings import Settings
 
 if TYPE_CHECKING:  # the agent module loads claude-agent-sdk (~0.5 s): only when a run starts
     from bot.improve.agent import AgentResult, CodeAgent
+    from bot.improve.queue import RunQueue
 
 __all__ = ["RunReporter", "SelfImprovementAgent"]
 
@@ -68,6 +70,9 @@ _log = get_logger(__name__)
 _JSON_BLOCK = re.compile(r"```json\s*(\{.*?\})\s*```", re.S)
 
 STAGES = ("observing", "investigating", "planning", "editing", "verifying", "proposing")
+# How long a cancel of a run on a worker waits for the worker to stop it (the agent answers an
+# interrupt within seconds) before answering with the state the run is in.
+REMOTE_CANCEL_WAIT_S = 30.0
 
 
 class RunReporter(Protocol):
@@ -158,6 +163,12 @@ class SelfImprovementAgent:
             heartbeat_s=ClaimService.heartbeat_for(self._config.stuck_timeout_s),
         )
         self.reporter: RunReporter | None = None
+        # With `improve.run_on: workers`, the queue runs are deferred to (set by the assembly); None:
+        # runs execute in this process.
+        self.queue: RunQueue | None = None
+        # Who executes the runs started here, as recorded in their "executor" events: a restart
+        # interrupts only its own process's runs (see on_startup).
+        self.executor_name = "bot"
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -244,7 +255,7 @@ class SelfImprovementAgent:
                 await self.runs.event(
                     redo_of, "superseded_by", actor=f"user:{requester_id}", detail={"run_id": run.id}
                 )
-            self._launch(run)
+            await self._launch(run)
         return run, False
 
     async def _live_run_on(self, incident_id: int | None, description: str) -> Run | None:
@@ -309,14 +320,70 @@ class SelfImprovementAgent:
             await asyncio.wait([live.task])
         return await self.runs.get(run_id)
 
-    def _launch(self, run: Run) -> None:
-        live = self._live[run.id] = _Live()
-        live.task = asyncio.get_running_loop().create_task(self._execute(run.id), name=f"run-{run.id}")
+    async def _launch(self, run: Run) -> None:
+        """Execute the queued run here, or hand it to the workers; a run that cannot be queued fails
+        at once, with the reason reported, rather than waiting in "queued" for nobody."""
+        if self.queue is None:
+            self._start_local(run.id)
+            return
+        await self.runs.event(run.id, "executor", actor="system", detail={"executor": "workers"})
+        try:
+            job_id = await self.queue.defer(run.id)
+        except Exception as exc:
+            _log.exception("run_defer_failed", run_id=run.id)
+            reason = f"could not queue it for a worker: {type(exc).__name__}: {exc}"
+            await self.runs.fail(run.id, "queued", reason, actor="system")
+            await self._report(run.id, f"❌ Run #{run.id} failed: {reason}")
+            return
+        _log.info("run_deferred", run_id=run.id, job_id=job_id)
+
+    def _start_local(self, run_id: int) -> asyncio.Task[None]:
+        live = self._live[run_id] = _Live()
+        live.task = asyncio.get_running_loop().create_task(self._execute(run_id), name=f"run-{run_id}")
+        return live.task
+
+    async def start_here(self, run_id: int, *, job_id: int | None = None) -> asyncio.Task[None] | None:
+        """A worker takes a queued run: record that this process executes it, and start it here.
+
+        None when the run is no longer queued (cancelled or failed while it waited).
+        """
+        run = await self.runs.get(run_id)
+        if run.state != "queued":
+            _log.warning("run_not_queued", run_id=run_id, state=run.state)
+            return None
+        await self.runs.event(
+            run_id,
+            "executor",
+            actor=self.executor_name,
+            detail={"executor": self.executor_name, "job_id": job_id},
+        )
+        return self._start_local(run_id)
+
+    async def stop_here(self, run_id: int) -> None:
+        """Stop a run executing in this process as a shutdown does: it becomes interrupted (resumable)."""
+        live = self._live.get(run_id)
+        if live is not None and live.task is not None and not live.task.done():
+            await self._stop(live)
+
+    async def cancel_requested_by(self, run_id: int) -> int | None:
+        """Who asked (on the bot) to cancel a run a worker holds: its last "cancel_requested" event."""
+        requested = [e for e in await self.runs.events(run_id) if e.event == "cancel_requested"]
+        return int(requested[-1].detail.get("user_id", 0)) if requested else None
+
+    async def cancel_here(self, run_id: int) -> None:
+        """On a worker: the cancel someone asked for on the bot, as a local cancel."""
+        live = self._live.get(run_id)
+        if live is None or live.task is None or live.task.done():
+            return
+        live.cancelled_by = await self.cancel_requested_by(run_id)
+        await self._stop(live)  # without a request (the watchdog failed the run): just stop
 
     async def cancel(self, run_id: int, user_id: int) -> Run:
         run = await self.runs.get(run_id)
         live = self._live.get(run_id)
         if live is None or live.task is None or live.task.done():
+            if self.queue is not None and run.state in BUSY_STATES:
+                return await self._cancel_remote(run, user_id)
             if run.state == "awaiting_approval":
                 await self.runs.transition(run_id, "cancelled", actor=f"user:{user_id}")
                 run = await self.runs.get(run_id)
@@ -326,6 +393,27 @@ class SelfImprovementAgent:
         live.cancelled_by = user_id
         await self._stop(live)
         return await self.runs.get(run_id)
+
+    async def _cancel_remote(self, run: Run, user_id: int) -> Run:
+        """Cancel a run the workers have: a job still waiting is cancelled here; a running one is
+        aborted, and its worker interrupts the agent and ends the run as cancelled (as a local cancel)."""
+        assert self.queue is not None
+        await self.runs.event(
+            run.id, "cancel_requested", actor=f"user:{user_id}", detail={"user_id": user_id}
+        )
+        job_id = await self.queue.job_of(run.id)
+        status = await self.queue.abort(job_id) if job_id is not None else None
+        if status is None or status.value == "cancelled":  # no worker has it: it never started
+            run = await self.runs.transition(run.id, "cancelled", actor=f"user:{user_id}")
+            await self._report(run.id, f"⏹ Run #{run.id} cancelled before a worker started it.")
+            return run
+        deadline = time.monotonic() + REMOTE_CANCEL_WAIT_S
+        while time.monotonic() < deadline:
+            run = await self.runs.get(run.id)
+            if run.state not in BUSY_STATES:
+                break
+            await asyncio.sleep(0.2)
+        return run
 
     @staticmethod
     async def _stop(live: _Live) -> None:
@@ -342,6 +430,13 @@ class SelfImprovementAgent:
         """Stop new runs and interrupt running ones; returns how many were interrupted."""
         await self.policy.pause(user_id)
         running = [run_id for run_id, live in self._live.items() if live.task and not live.task.done()]
+        if (
+            self.queue is not None
+        ):  # and those the workers hold: waiting ones first, before a worker takes them
+            held = [
+                run for run in await self.runs.active() if run.state in BUSY_STATES and run.id not in running
+            ]
+            running += [run.id for run in sorted(held, key=lambda run: run.state != "queued")]
         for run_id in running:
             await self.cancel(run_id, user_id)
         return len(running)
@@ -357,7 +452,7 @@ class SelfImprovementAgent:
         await self.ensure_ready(run.kind)
         await self.policy.check_start(user_id)
         run = await self.runs.transition(run_id, "queued", actor=f"user:{user_id}", detail={"resumed": True})
-        self._launch(run)
+        await self._launch(run)
         return run
 
     @property
@@ -465,7 +560,11 @@ class SelfImprovementAgent:
 
     async def on_startup(self) -> list[Run]:
         """After a restart: mark runs that were mid-flight interrupted and remove stray worktrees."""
-        interrupted = await self.runs.mark_interrupted_on_start()
+        # With workers, runs the queue holds or a worker executes are not this process's to interrupt:
+        # a dead worker's runs are interrupted by the workers (bot.worker) or the watchdog.
+        interrupted = await self.runs.mark_interrupted_on_start(
+            owner=self.executor_name if self.queue is not None else None
+        )
         await self.claims.release_ended()
         if not self.available:
             _log.warning(
@@ -510,6 +609,8 @@ class SelfImprovementAgent:
             live = self._live.get(run.id)
             if live is not None and live.task is not None and not live.task.done():
                 await self._stop(live)
+            elif self.queue is not None and (job_id := await self.queue.job_of(run.id)) is not None:
+                await self.queue.abort(job_id)  # its worker stops it (the run already failed)
             await self.close_proposal(run, reason)
             _log.warning("run_stuck", run_id=run.id, state=run.failure_stage, minutes=round(minutes))
             await self._report(
