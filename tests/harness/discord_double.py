@@ -21,6 +21,21 @@ the shard that owns it, `(guild_id >> 22) % count`. `add_guild(name, shard=, sha
 whose time-encoding id that shard owns; `send_message(channel, text)` is a member's message on the
 owning shard and `answer_to(message)` waits for the bot's answer; `drop_shard(id)` drops one shard.
 
+What people do and see, for tests of the whole loop (a `mendbot run` process: tests/harness/live_bot.py):
+`member(name)` is a member with a stable id (for `access.allowed_user_ids`); `send_message(channel, text,
+author=, reply_to=, mention_bot=)`, `mention(channel, text, reply_to=)` (`@mendbot …`: the bot in
+`mentions`), `reply(message, text)` (`message_reference` and the resolved `referenced_message`) and
+`react(message, emoji)`/`unreact(…)` (MESSAGE_REACTION_ADD/REMOVE) are dispatched to the shard owning the
+guild. The bot's REST calls keep the channels' state: posts, edits (PATCH), deletes, its own reactions
+(PUT/DELETE …/reactions/{emoji}/@me), typing, and `GET` of a message or of a channel's history; like
+Discord, its own posts, edits, deletes and reactions come back to it over the gateway (`echo=False`
+turns that off). `channel_messages(channel)` is a channel as a human sees it now (edits applied, each with
+`reactions` emoji → user ids and an `edits` count), `bot_messages(channel)` the bot's part of it,
+`reactions_on(message)` one message's reactions, and `await wait_for_message(predicate, timeout,
+channel=, author=)` waits (on changes, not by sleeping) for the first of the bot's messages — or a
+member's — that matches as it is now. `message_text(message)` is what a human reads in it (content and
+embeds). Calls the double cannot answer are listed in `unknown_routes` (404).
+
 Scripted failures: `fail_sync(status)` (403 Missing Access / 400 Invalid Form Body),
 `close_on_identify(code)` (4004, 4010–4014), `refuse()`/`accept()` (nothing listening: connection
 refused), `refuse_gateway()` (gateway upgrades get 503, REST keeps working),
@@ -46,7 +61,7 @@ import itertools
 import json
 import secrets
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,7 +69,15 @@ import discord
 import yarl
 from aiohttp import WSMsgType, web
 
-__all__ = ["DiscordDouble", "FakeChannel", "FakeGuild", "GatewaySession", "pointed_at", "shard_of"]
+__all__ = [
+    "DiscordDouble",
+    "FakeChannel",
+    "FakeGuild",
+    "GatewaySession",
+    "message_text",
+    "pointed_at",
+    "shard_of",
+]
 
 API_PREFIX = "/api/v10"
 HEARTBEAT_INTERVAL_MS = 41_250
@@ -97,6 +120,29 @@ def snowflake(shard: int | None = None, shard_count: int = 1) -> int:
 def shard_of(guild_id: int, shard_count: int) -> int:
     """The shard that receives a guild's events (Discord's rule)."""
     return (guild_id >> 22) % shard_count
+
+
+def _unknown_message() -> web.Response:
+    return _json({"message": "Unknown Message", "code": 10008}, 404)
+
+
+def _emoji_payload(emoji: str) -> dict[str, Any]:
+    """A reaction's emoji as Discord sends it: a unicode emoji by name, a custom one `name:id`."""
+    name, _, emoji_id = emoji.partition(":")
+    return {"id": emoji_id or None, "name": name}
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """What a human reads in a message: its content and its embeds' titles, descriptions and fields."""
+    parts = [message.get("content") or ""]
+    for embed in message.get("embeds") or []:
+        parts += [embed.get("title") or "", embed.get("description") or ""]
+        parts += [f"{f.get('name', '')}: {f.get('value', '')}" for f in embed.get("fields") or []]
+    return "\n".join(part for part in parts if part)
+
+
+def _summary(message: dict[str, Any]) -> str:
+    return message_text(message).replace("\n", " ")[:160]
 
 
 def _json(payload: Any, status: int = 200) -> web.Response:
@@ -215,7 +261,10 @@ class GatewaySession:
 class DiscordDouble:
     """Discord's REST API and gateway on 127.0.0.1, for one bot application."""
 
-    def __init__(self, *, message_content_intent: bool = True, recommended_shards: int = 1) -> None:
+    def __init__(
+        self, *, message_content_intent: bool = True, recommended_shards: int = 1, echo: bool = True
+    ) -> None:
+        self.echo = echo  # the bot's own posts, edits and deletes come back over the gateway, as on Discord
         self.token = f"double.{secrets.token_urlsafe(24)}"
         self.application_id = snowflake()
         self.owner = self._user(snowflake(), "owner", bot=False)
@@ -225,8 +274,16 @@ class DiscordDouble:
         self.recommended_shards = recommended_shards  # what GET /gateway/bot answers
         self.application_flags = GATEWAY_MESSAGE_CONTENT_LIMITED if message_content_intent else 0
         self.requests: list[tuple[str, str]] = []
+        self.unknown_routes: list[str] = []  # "METHOD /path" of every REST call the double cannot answer
         self.synced: dict[str, list[dict[str, Any]]] = {}  # "global" or the guild id → commands
-        self.messages: list[dict[str, Any]] = []
+        self.messages: list[dict[str, Any]] = []  # the bot's messages, as they are now (edits applied)
+        self.members: dict[str, dict[str, Any]] = {}  # member name → its user payload (stable ids)
+        self._channel_log: dict[int, list[dict[str, Any]]] = {}  # channel id → every message, oldest first
+        self._reactions: dict[int, dict[str, list[int]]] = {}
+        self._edits: dict[
+            int, int
+        ] = {}  # message id → how many times the bot edited it  # message id → emoji → user ids, in order
+        self._changed = asyncio.Condition()  # notified at every message posted, edited, reacted to
         self.identified = 0
         self.resumed = 0
         self.gateway_asked = asyncio.Event()  # set at the first gateway connection attempt
@@ -366,17 +423,160 @@ class DiscordDouble:
             if session.shard[0] == shard_id and not session.ws.closed:
                 await session.ws.close(code=code, message=b"dropped by the test")
 
+    def member(self, name: str) -> dict[str, Any]:
+        """The user payload of the member called `name`: the same id every time it is asked for (an
+        allow-list names it by `int(double.member("alice")["id"])`)."""
+        if name not in self.members:
+            self.members[name] = self._user(snowflake(), name, bot=False)
+        return self.members[name]
+
+    def _guild_of(self, channel: FakeChannel) -> FakeGuild:
+        return next(guild for guild in self.guilds if channel in guild.channels)
+
+    def _channel_by_id(self, channel_id: str | int) -> FakeChannel:
+        found = self._find_channel(str(channel_id))
+        if found is None:
+            raise LookupError(f"no channel {channel_id}")
+        return found[1]
+
     async def send_message(
-        self, channel: FakeChannel, content: str, *, author: str = "alice"
+        self,
+        channel: FakeChannel,
+        content: str,
+        *,
+        author: str = "alice",
+        reply_to: dict[str, Any] | None = None,
+        mention_bot: bool = False,
     ) -> dict[str, Any]:
-        """A member's message in a channel, dispatched (MESSAGE_CREATE) to the shard owning its guild."""
-        guild = next(guild for guild in self.guilds if channel in guild.channels)
-        user = self._user(snowflake(), author, bot=False)
+        """A member's message in a channel, dispatched (MESSAGE_CREATE) to the shard owning its guild.
+
+        `author` names a stable member (`member(name)`). `reply_to` makes it a reply to that message
+        (`message_reference`, and `referenced_message` as Discord resolves it). `mention_bot` starts it
+        with the bot's mention and carries the bot in `mentions`, so `bot.user.mentioned_in` holds.
+        """
+        guild = self._guild_of(channel)
+        user = self.member(author)
         member = guild.member(user)
         del member["user"]  # a message's member is partial: the user is its author
-        message = {**self._message(channel, guild, user, content, {}), "member": {**member, "roles": []}}
+        if mention_bot:
+            content = f"<@{self.user['id']}> {content}"
+        body: dict[str, Any] = {}
+        if reply_to is not None:
+            body["message_reference"] = {
+                "type": 0,
+                "message_id": reply_to["id"],
+                "channel_id": reply_to["channel_id"],
+                "guild_id": reply_to.get("guild_id"),
+                "fail_if_not_exists": False,
+            }
+        message = {**self._message(channel, guild, user, content, body), "member": {**member, "roles": []}}
+        if mention_bot:
+            message["mentions"] = [self.user]
+        if reply_to is not None:
+            current = self._find_message(reply_to["channel_id"], reply_to["id"]) or reply_to
+            message["referenced_message"] = self._with_reactions(current)
+            if reply_to["author"]["id"] not in {m["id"] for m in message["mentions"]}:
+                message["mentions"] = [*message["mentions"], reply_to["author"]]  # a reply pings its author
+        self._channel_log.setdefault(channel.id, []).append(message)
         await self._dispatch(self.session_of(guild), "MESSAGE_CREATE", message)
+        await self._notify()
         return message
+
+    async def mention(
+        self,
+        channel: FakeChannel,
+        content: str,
+        *,
+        author: str = "alice",
+        reply_to: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """`@mendbot <content>` said by a member (optionally as a reply to `reply_to`)."""
+        return await self.send_message(channel, content, author=author, reply_to=reply_to, mention_bot=True)
+
+    async def reply(self, message: dict[str, Any], content: str, *, author: str = "alice") -> dict[str, Any]:
+        """A member's reply to `message` in its channel (no mention of the bot unless it is written)."""
+        return await self.send_message(
+            self._channel_by_id(message["channel_id"]), content, author=author, reply_to=message
+        )
+
+    async def react(self, message: dict[str, Any], emoji: str, *, author: str = "alice") -> None:
+        """A member's reaction: recorded on the message and MESSAGE_REACTION_ADD to the owning shard."""
+        await self._member_reaction(message, emoji, author, add=True)
+
+    async def unreact(self, message: dict[str, Any], emoji: str, *, author: str = "alice") -> None:
+        """A member takes a reaction back: MESSAGE_REACTION_REMOVE to the owning shard."""
+        await self._member_reaction(message, emoji, author, add=False)
+
+    async def _member_reaction(self, message: dict[str, Any], emoji: str, author: str, *, add: bool) -> None:
+        guild = self._guild_of(self._channel_by_id(message["channel_id"]))
+        user = self.member(author)
+        users = self._reactions.setdefault(int(message["id"]), {}).setdefault(emoji, [])
+        if add and int(user["id"]) not in users:
+            users.append(int(user["id"]))
+        elif not add and int(user["id"]) in users:
+            users.remove(int(user["id"]))
+        event, data = self._reaction_event(message, emoji, guild, user, add=add)
+        await self._dispatch(self.session_of(guild), event, data)
+        await self._notify()
+
+    def channel_messages(self, channel: FakeChannel) -> list[dict[str, Any]]:
+        """Every message in the channel as a human sees it now, oldest first: members' and the bot's,
+        edits applied, deleted ones gone, each with its `reactions` (emoji → user ids) and `edits` count."""
+        return [self._as_seen(message) for message in self._channel_log.get(channel.id, [])]
+
+    def _as_seen(self, message: dict[str, Any]) -> dict[str, Any]:
+        edits = self._edits.get(int(message["id"]), 0)
+        return {**message, "reactions": self.reactions_on(message), "edits": edits}
+
+    def reactions_on(self, message: dict[str, Any]) -> dict[str, list[int]]:
+        """The reactions on a message now: emoji → the ids of the users (the bot's included) who reacted."""
+        return {e: list(u) for e, u in self._reactions.get(int(message["id"]), {}).items() if u}
+
+    def bot_messages(self, channel: FakeChannel | None = None) -> list[dict[str, Any]]:
+        """The bot's messages (in `channel`, or everywhere), as they are now."""
+        return [
+            self._as_seen(m) for m in self.messages if channel is None or m["channel_id"] == str(channel.id)
+        ]
+
+    async def wait_for_message(
+        self,
+        predicate: Callable[[dict[str, Any]], bool],
+        timeout: float = 30,
+        *,
+        channel: FakeChannel | None = None,
+        author: str | None = None,
+    ) -> dict[str, Any]:
+        """The first of the bot's messages (or, with `author`, that member's) for which `predicate`
+        holds as the message is now (edits and reactions applied, see `channel_messages`), waiting for
+        posts and edits until `timeout`. On timeout the error lists what the channel(s) held."""
+
+        def match() -> dict[str, Any] | None:
+            channels = [channel] if channel is not None else [c for g in self.guilds for c in g.channels]
+            for candidate in channels:
+                for seen in self.channel_messages(candidate):
+                    who = seen["author"]
+                    mine = who["id"] == self.user["id"] if author is None else who["username"] == author
+                    if mine and predicate(seen):
+                        return seen
+            return None
+
+        async def wait() -> dict[str, Any]:
+            async with self._changed:
+                while (found := match()) is None:
+                    await self._changed.wait()
+                return found
+
+        try:
+            return await asyncio.wait_for(wait(), timeout)
+        except TimeoutError:
+            said = [f"{m['author']['username']}: {_summary(m)}" for m in self._all_messages(channel)]
+            raise AssertionError(f"no matching message within {timeout}s; messages: {said[-20:]}") from None
+
+    def _all_messages(self, channel: FakeChannel | None) -> list[dict[str, Any]]:
+        if channel is not None:
+            return self.channel_messages(channel)
+        everything = [self._as_seen(m) for log in self._channel_log.values() for m in log]
+        return sorted(everything, key=lambda m: int(m["id"]))
 
     # -- REST ---------------------------------------------------------------------------------
 
@@ -476,7 +676,24 @@ class DiscordDouble:
                     return _json(MISSING_ACCESS, 403)
                 return _json(channel.payload(guild.id, guild.channels.index(channel)))
             case "POST", ["channels", channel_id, "messages"]:
-                return self._post_message(channel_id, body or {})
+                return await self._post_message(channel_id, body or {})
+            case "GET", ["channels", channel_id, "messages"]:
+                return self._history(channel_id, request.query)
+            case "GET", ["channels", channel_id, "messages", message_id]:
+                found_message = self._find_message(channel_id, message_id)
+                return _json(self._with_reactions(found_message)) if found_message else _unknown_message()
+            case "PATCH", ["channels", channel_id, "messages", message_id]:
+                return await self._edit_message(channel_id, message_id, body or {})
+            case "DELETE", ["channels", channel_id, "messages", message_id]:
+                return await self._delete_message(channel_id, message_id)
+            case "PUT", ["channels", channel_id, "messages", message_id, "reactions", emoji, "@me"]:
+                return await self._react(channel_id, message_id, emoji, int(self.user["id"]), add=True)
+            case "DELETE", ["channels", channel_id, "messages", message_id, "reactions", emoji, who]:
+                reactor = int(self.user["id"]) if who == "@me" else int(who)
+                return await self._react(channel_id, message_id, emoji, reactor, add=False)
+            case "POST", ["channels", channel_id, "typing"]:
+                return web.Response(status=204)
+        self.unknown_routes.append(f"{request.method} {path}")
         return _json({"message": "404: Not Found", "code": 0}, 404)
 
     def _application(self) -> dict[str, Any]:
@@ -514,15 +731,136 @@ class DiscordDouble:
         self.synced[scope] = echoed
         return _json(echoed)
 
-    def _post_message(self, channel_id: str, body: dict[str, Any]) -> web.Response:
+    async def _post_message(self, channel_id: str, body: dict[str, Any]) -> web.Response:
         found = self._find_channel(channel_id)
         if found is None:
             return _json(UNKNOWN_CHANNEL, 404)
         guild, channel = found
         message = self._message(channel, guild, self.user, body.get("content") or "", body)
         self.messages.append(message)
+        self._channel_log.setdefault(channel.id, []).append(message)
         self._posted.set()
+        await self._echo(guild, "MESSAGE_CREATE", message)
+        await self._notify()
         return _json(message)
+
+    async def _echo(self, guild: FakeGuild, event: str, data: dict[str, Any]) -> None:
+        """Dispatch an event about the bot's own doing to the shard owning the guild, if `echo`."""
+        if not self.echo:
+            return
+        with contextlib.suppress(LookupError):  # no session owns the guild (yet): nobody to tell
+            await self._dispatch(self.session_of(guild), event, data)
+
+    def _find_message(self, channel_id: str, message_id: str) -> dict[str, Any] | None:
+        for message in self._channel_log.get(int(channel_id), []):
+            if message["id"] == message_id:
+                return message
+        return None
+
+    def _with_reactions(self, message: dict[str, Any]) -> dict[str, Any]:
+        """The message as the REST API shows it: its reactions counted, `me` for the bot's own."""
+        me = int(self.user["id"])
+        reactions = [
+            {
+                "emoji": _emoji_payload(emoji),
+                "count": len(users),
+                "count_details": {"normal": len(users), "burst": 0},
+                "me": me in users,
+                "me_burst": False,
+                "burst_colors": [],
+            }
+            for emoji, users in self._reactions.get(int(message["id"]), {}).items()
+            if users
+        ]
+        return {**message, "reactions": reactions}
+
+    def _history(self, channel_id: str, query: Any) -> web.Response:
+        if self._find_channel(channel_id) is None:
+            return _json(UNKNOWN_CHANNEL, 404)
+        log = self._channel_log.get(int(channel_id), [])
+        before, after = query.get("before"), query.get("after")
+        chosen = [
+            m
+            for m in log
+            if (before is None or int(m["id"]) < int(before)) and (after is None or int(m["id"]) > int(after))
+        ]
+        limit = int(query.get("limit", 50))
+        # Newest first, as Discord answers (with `after` alone Discord also answers newest first).
+        picked = chosen[:limit] if after is not None and before is None else chosen[-limit:]
+        return _json([self._with_reactions(m) for m in reversed(picked)])
+
+    async def _edit_message(self, channel_id: str, message_id: str, body: dict[str, Any]) -> web.Response:
+        message = self._find_message(channel_id, message_id)
+        if message is None:
+            return _unknown_message()
+        if message["author"]["id"] != self.user["id"]:
+            return _json({"message": "Cannot edit a message authored by another user", "code": 50005}, 403)
+        for key in ("content", "embeds", "components", "flags"):
+            if key in body:
+                message[key] = body[key] if body[key] is not None else ([] if key != "content" else "")
+        message["edited_timestamp"] = datetime.datetime.now(datetime.UTC).isoformat()
+        self._edits[int(message_id)] = self._edits.get(int(message_id), 0) + 1
+        await self._echo(self._guild_of(self._channel_by_id(channel_id)), "MESSAGE_UPDATE", message)
+        await self._notify()
+        return _json(self._with_reactions(message))
+
+    async def _delete_message(self, channel_id: str, message_id: str) -> web.Response:
+        message = self._find_message(channel_id, message_id)
+        if message is None:
+            return _unknown_message()
+        self._channel_log[int(channel_id)].remove(message)
+        if message in self.messages:
+            self.messages.remove(message)
+        self._reactions.pop(int(message_id), None)
+        await self._echo(
+            self._guild_of(self._channel_by_id(channel_id)),
+            "MESSAGE_DELETE",
+            {"id": message_id, "channel_id": channel_id, "guild_id": message["guild_id"]},
+        )
+        await self._notify()
+        return web.Response(status=204)
+
+    async def _react(
+        self, channel_id: str, message_id: str, emoji: str, user_id: int, *, add: bool
+    ) -> web.Response:
+        message = self._find_message(channel_id, message_id)
+        if message is None:
+            return _unknown_message()
+        users = self._reactions.setdefault(int(message_id), {}).setdefault(emoji, [])
+        changed = (user_id not in users) if add else (user_id in users)
+        if add and changed:
+            users.append(user_id)
+        elif changed:
+            users.remove(user_id)
+        if changed:
+            guild = self._guild_of(self._channel_by_id(channel_id))
+            user = self.user if user_id == int(self.user["id"]) else self._user(user_id, "someone", bot=False)
+            await self._echo(guild, *self._reaction_event(message, emoji, guild, user, add=add))
+        await self._notify()
+        return web.Response(status=204)
+
+    @staticmethod
+    def _reaction_event(
+        message: dict[str, Any], emoji: str, guild: FakeGuild, user: dict[str, Any], *, add: bool
+    ) -> tuple[str, dict[str, Any]]:
+        """MESSAGE_REACTION_ADD/REMOVE as Discord sends it (`type` and `burst_colors` are required)."""
+        event: dict[str, Any] = {
+            "user_id": user["id"],
+            "channel_id": message["channel_id"],
+            "message_id": message["id"],
+            "guild_id": str(guild.id),
+            "emoji": _emoji_payload(emoji),
+            "burst": False,
+            "type": 0,  # normal, not a super reaction
+        }
+        if add:
+            member = {**guild.member(user), "roles": []}
+            event.update(member=member, message_author_id=message["author"]["id"], burst_colors=[])
+        return ("MESSAGE_REACTION_ADD" if add else "MESSAGE_REACTION_REMOVE"), event
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
 
     @staticmethod
     def _message(
@@ -671,9 +1009,14 @@ def pointed_at(url: str, gateway_url: str) -> Iterator[None]:
 def main(argv: list[str]) -> int:
     """`python -m tests.harness.discord_double API_URL GATEWAY_URL -- MENDBOT_ARGS…`: the real
     `mendbot` entry point in this process, with discord.py pointed at a double another process runs."""
+    import faulthandler
+    import signal
     import sys
 
     from bot.__main__ import main as mendbot
+
+    # SIGUSR1 prints every thread's Python stack to stderr and goes on: how a test sees where a bot hangs.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     if len(argv) < 3 or argv[2] != "--":
         print(main.__doc__, file=sys.stderr)
