@@ -56,10 +56,24 @@ async def connected() -> AsyncIterator[tuple[DiscordDouble, discord.Client, Seen
 
             for handler in (on_message, on_raw_reaction_add, on_raw_reaction_remove, on_raw_message_edit):
                 client.event(handler)
+            tree = discord.app_commands.CommandTree(client)
+
+            @tree.command(name="hello", description="Greets.")
+            async def hello(interaction: discord.Interaction, name: str, times: int = 1) -> None:
+                await interaction.response.send_message(" ".join([f"hello {name}"] * times))
+
+            @tree.command(name="slow", description="Thinks, then answers.")
+            async def slow(interaction: discord.Interaction, secret: bool = False) -> None:
+                await interaction.response.defer(thinking=True, ephemeral=secret)
+                message = await interaction.followup.send("half done", wait=True)
+                await message.edit(content="done")
+                await interaction.followup.send("and one more thing")
+
             await client.login(double.token)
             task = asyncio.create_task(client.connect(reconnect=False))
             try:
                 await asyncio.wait_for(client.wait_until_ready(), timeout=30)
+                await tree.sync()
                 yield double, client, seen
             finally:
                 await client.close()
@@ -135,3 +149,31 @@ async def test_a_members_reaction_reaches_the_owning_shard(
     await double.unreact(shown, "✅", author="alice")
     await seen.wait("removed", 1)
     assert seen.removed[0].user_id == alice and double.reactions_on(shown) == {}
+
+
+async def test_a_slash_command_is_answered_in_the_channel(
+    connected: tuple[DiscordDouble, discord.Client, Seen],
+) -> None:
+    double, _, _ = connected
+    dev = double.guild.channel("dev")
+    interaction = await double.slash(dev, "hello", author="alice", name="Bob", times=2)
+    answer = await double.response_to(interaction)
+    assert (
+        answer["content"] == "hello Bob hello Bob"
+        and answer["interaction_metadata"]["user"]["username"] == "alice"
+    )
+    assert [m["content"] for m in double.channel_messages(dev)] == ["hello Bob hello Bob"]
+    assert double.unknown_routes == []
+
+
+async def test_a_deferred_answer_is_filled_by_its_first_followup_then_edited(
+    connected: tuple[DiscordDouble, discord.Client, Seen],
+) -> None:
+    double, _, _ = connected
+    dev = double.guild.channel("dev")
+    interaction = await double.slash(dev, "slow", secret=True)
+    answer = await double.response_to(interaction, lambda m: m["content"] == "done")
+    assert answer["flags"] & 64  # ephemeral: only alice sees it
+    more = await double.wait_for_message(lambda m: m["content"] == "and one more thing", channel=dev)
+    assert [m["content"] for m in double.channel_messages(dev)] == ["done", "and one more thing"]
+    assert int(more["id"]) > int(answer["id"]) and double.unknown_routes == []

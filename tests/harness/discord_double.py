@@ -34,7 +34,10 @@ turns that off). `channel_messages(channel)` is a channel as a human sees it now
 `reactions_on(message)` one message's reactions, and `await wait_for_message(predicate, timeout,
 channel=, author=)` waits (on changes, not by sleeping) for the first of the bot's messages — or a
 member's — that matches as it is now. `message_text(message)` is what a human reads in it (content and
-embeds). Calls the double cannot answer are listed in `unknown_routes` (404).
+embeds). `slash(channel, "fix", author=, **options)` is a member's slash command (INTERACTION_CREATE; the
+interaction callback, the followup webhook and `@original` edits are answered, a deferred "thinking…"
+message is filled by the first followup as on Discord) and `await response_to(interaction, predicate)` its
+answer as it is now. Calls the double cannot answer are listed in `unknown_routes` (404).
 
 Scripted failures: `fail_sync(status)` (403 Missing Access / 400 Invalid Form Body),
 `close_on_identify(code)` (4004, 4010–4014), `refuse()`/`accept()` (nothing listening: connection
@@ -279,10 +282,10 @@ class DiscordDouble:
         self.messages: list[dict[str, Any]] = []  # the bot's messages, as they are now (edits applied)
         self.members: dict[str, dict[str, Any]] = {}  # member name → its user payload (stable ids)
         self._channel_log: dict[int, list[dict[str, Any]]] = {}  # channel id → every message, oldest first
-        self._reactions: dict[int, dict[str, list[int]]] = {}
-        self._edits: dict[
-            int, int
-        ] = {}  # message id → how many times the bot edited it  # message id → emoji → user ids, in order
+        self._reactions: dict[int, dict[str, list[int]]] = {}  # message id → emoji → user ids, in order
+        self._edits: dict[int, int] = {}  # message id → how many times the bot edited it
+        self.interactions: dict[str, dict[str, Any]] = {}  # token → an interaction a test dispatched
+        self._originals: dict[str, dict[str, Any]] = {}  # token → the interaction's response message
         self._changed = asyncio.Condition()  # notified at every message posted, edited, reacted to
         self.identified = 0
         self.resumed = 0
@@ -519,6 +522,68 @@ class DiscordDouble:
         await self._dispatch(self.session_of(guild), event, data)
         await self._notify()
 
+    async def slash(
+        self, channel: FakeChannel, command_name: str, /, *, author: str = "alice", **options: Any
+    ) -> dict[str, Any]:
+        """A member's slash command `/name option=value…` (INTERACTION_CREATE to the owning shard); the
+        command must have been synced (its option types come from the sync). `await response_to(it)` is
+        the bot's answer as it is now."""
+        guild = self._guild_of(channel)
+        synced = [*self.synced.get(str(guild.id), []), *self.synced.get("global", [])]
+        command = next((c for c in synced if c["name"] == command_name), None)
+        if command is None:
+            raise LookupError(f"/{command_name} was not synced to the guild or globally")
+        types = {option["name"]: option["type"] for option in command.get("options") or []}
+        user = self.member(author)
+        member = {**guild.member(user), "roles": [], "permissions": str(discord.Permissions.all().value)}
+        interaction: dict[str, Any] = {
+            "id": str(snowflake()),
+            "application_id": str(self.application_id),
+            "type": 2,
+            "data": {
+                "id": command["id"],
+                "name": command_name,
+                "type": 1,
+                "guild_id": str(guild.id),
+                "options": [{"name": k, "type": types.get(k, 3), "value": v} for k, v in options.items()],
+            },
+            "guild_id": str(guild.id),
+            "channel_id": str(channel.id),
+            "channel": {**channel.payload(guild.id, guild.channels.index(channel))},
+            "member": member,
+            "token": secrets.token_urlsafe(32),
+            "version": 1,
+            "app_permissions": str(guild.bot_role_permissions),
+            "locale": "en-US",
+            "guild_locale": "en-US",
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": str(guild.id)},
+            "context": 0,
+            "attachment_size_limit": 8 * 1024 * 1024,
+        }
+        self.interactions[interaction["token"]] = interaction
+        await self._dispatch(self.session_of(guild), "INTERACTION_CREATE", interaction)
+        return interaction
+
+    async def response_to(
+        self,
+        interaction: dict[str, Any],
+        predicate: Callable[[dict[str, Any]], bool] | None = None,
+        timeout: float = 30,
+    ) -> dict[str, Any]:
+        """The bot's response to a `slash` as it is now — once it is not "thinking…" any more and, with
+        `predicate`, once that holds (a deferred answer is filled in by its first followup)."""
+        token = interaction["token"]
+
+        def answered(message: dict[str, Any]) -> bool:
+            original = self._originals.get(token) or {}
+            ready = message["id"] == original.get("id") and not message["flags"] & 128
+            return ready and (predicate is None or predicate(message))
+
+        return await self.wait_for_message(
+            answered, timeout, channel=self._channel_by_id(interaction["channel_id"])
+        )
+
     def channel_messages(self, channel: FakeChannel) -> list[dict[str, Any]]:
         """Every message in the channel as a human sees it now, oldest first: members' and the bot's,
         edits applied, deleted ones gone, each with its `reactions` (emoji → user ids) and `edits` count."""
@@ -618,11 +683,20 @@ class DiscordDouble:
     async def _rest(self, request: web.Request) -> web.StreamResponse:
         path = "/" + request.match_info["path"]
         self.requests.append((request.method, path))
-        if request.headers.get("Authorization") != f"Bot {self.token}":
-            return _json(UNAUTHORIZED, 401)
         parts = path.strip("/").split("/")
+        tokened = parts[0] in ("interactions", "webhooks")  # authorised by the interaction's token instead
+        if not tokened and request.headers.get("Authorization") != f"Bot {self.token}":
+            return _json(UNAUTHORIZED, 401)
         body = await request.json() if request.can_read_body else None
         match request.method, parts:
+            case "POST", ["interactions", _, token, "callback"]:
+                return await self._interaction_callback(token, body or {})
+            case "POST", ["webhooks", app, token] if app == str(self.application_id):
+                return await self._followup(token, body or {})
+            case ("PATCH" | "GET" | "DELETE") as method, ["webhooks", app, token, "messages", which] if (
+                app == str(self.application_id)
+            ):
+                return await self._webhook_message(method, token, which, body or {})
             case "GET", ["users", "@me"]:
                 return _json(self.user)
             case "GET", ["oauth2", "applications", "@me"]:
@@ -750,6 +824,91 @@ class DiscordDouble:
             return
         with contextlib.suppress(LookupError):  # no session owns the guild (yet): nobody to tell
             await self._dispatch(self.session_of(guild), event, data)
+
+    def _interaction_message(
+        self, interaction: dict[str, Any], body: dict[str, Any], *, loading: bool = False
+    ) -> dict[str, Any]:
+        channel = self._channel_by_id(interaction["channel_id"])
+        message = self._message(channel, self._guild_of(channel), self.user, body.get("content") or "", body)
+        user = interaction["member"]["user"]
+        message.update(
+            type=20,  # CHAT_INPUT_COMMAND
+            flags=(body.get("flags") or 0) | (128 if loading else 0),  # 64 ephemeral, 128 "thinking…"
+            interaction_metadata={
+                "id": interaction["id"],
+                "type": 2,
+                "user": user,
+                "authorizing_integration_owners": {"0": interaction["guild_id"]},
+            },
+        )
+        return message
+
+    async def _store_bot_message(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+        self._channel_log.setdefault(int(message["channel_id"]), []).append(message)
+        self._posted.set()
+        if not message["flags"] & 64:  # an ephemeral message is not sent to the channel
+            await self._echo(
+                self._guild_of(self._channel_by_id(message["channel_id"])), "MESSAGE_CREATE", message
+            )
+        await self._notify()
+
+    async def _interaction_callback(self, token: str, body: dict[str, Any]) -> web.Response:
+        interaction = self.interactions.get(token)
+        if interaction is None:
+            return _json({"message": "Unknown interaction", "code": 10062}, 404)
+        if token in self._originals:
+            return _json({"message": "Interaction has already been acknowledged.", "code": 40060}, 400)
+        kind, data = body.get("type"), body.get("data") or {}
+        if kind in (4, 5):  # a message, or "thinking…" (deferred) until the first followup fills it
+            message = self._interaction_message(interaction, data, loading=kind == 5)
+            self._originals[token] = message
+            await self._store_bot_message(message)
+            resource: dict[str, Any] = {"type": kind, "message": message}
+        else:  # 6/7 update the message a component was on; 1 pong; 9 modal
+            self._originals[token] = {}
+            resource = {"type": kind}
+            await self._notify()
+        original = self._originals[token]
+        return _json(
+            {
+                "interaction": {
+                    "id": interaction["id"],
+                    "type": interaction["type"],
+                    "response_message_id": original.get("id"),
+                    "response_message_loading": kind == 5,
+                    "response_message_ephemeral": bool(original.get("flags", 0) & 64),
+                },
+                "resource": resource,
+            }
+        )
+
+    async def _followup(self, token: str, body: dict[str, Any]) -> web.Response:
+        interaction = self.interactions.get(token)
+        if interaction is None or token not in self._originals:
+            return _json({"message": "Unknown Webhook", "code": 10015}, 404)
+        original = self._originals[token]
+        if original.get("flags", 0) & 128:  # the first followup after a defer replaces "thinking…"
+            return await self._webhook_message(
+                "PATCH", token, "@original", {**body, "flags": original["flags"] & ~128}
+            )
+        message = self._interaction_message(interaction, body)
+        await self._store_bot_message(message)
+        return _json(message)
+
+    async def _webhook_message(
+        self, method: str, token: str, which: str, body: dict[str, Any]
+    ) -> web.Response:
+        original = self._originals.get(token) or {}
+        message_id = original.get("id") if which == "@original" else which
+        message = next((m for m in self.messages if m["id"] == message_id), None)
+        if message is None:
+            return _unknown_message()
+        if method == "GET":
+            return _json(message)
+        if method == "DELETE":
+            return await self._delete_message(message["channel_id"], message["id"])
+        return await self._edit_message(message["channel_id"], message["id"], body)
 
     def _find_message(self, channel_id: str, message_id: str) -> dict[str, Any] | None:
         for message in self._channel_log.get(int(channel_id), []):
