@@ -84,6 +84,7 @@ __all__ = [
 
 API_PREFIX = "/api/v10"
 HEARTBEAT_INTERVAL_MS = 41_250
+HEARTBEAT_ACK_DELAY_S = 0.05
 # Application flags: the Message Content intent, as Discord reports it for an unverified bot.
 GATEWAY_MESSAGE_CONTENT_LIMITED = 1 << 19
 # What Discord answers when a bot lacks access, has a bad token or names an unknown thing.
@@ -297,6 +298,7 @@ class DiscordDouble:
         self._gateway_open = asyncio.Event()
         self._gateway_open.set()
         self._sockets: set[web.WebSocketResponse] = set()
+        self._acks: set[asyncio.Task[None]] = set()  # heartbeat acks on their way
         self.sessions: dict[str, GatewaySession] = {}  # every session identified, by its id
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -317,6 +319,8 @@ class DiscordDouble:
         await self.accept()
 
     async def stop(self) -> None:
+        for ack in list(self._acks):
+            ack.cancel()
         self._gateway_open.set()
         for ws in list(self._sockets):
             await ws.close(code=1001)
@@ -1069,7 +1073,10 @@ class DiscordDouble:
                 frame = json.loads(message.data)
                 op, data = frame.get("op"), frame.get("d")
                 if op == 1:  # heartbeat
-                    await self._send(ws, {"op": 11})
+                    # Acked after a round trip's worth, as over a network: discord.py's heartbeat thread
+                    # notes the send time only after the loop has sent it, so an instant ack reads as a
+                    # latency of a whole interval ("Can't keep up … 41.3s behind").
+                    self._acks.add(asyncio.create_task(self._ack_later(ws)))
                 elif op == 2:
                     session = await self._identify(ws, data)
                     if session is None:
@@ -1079,6 +1086,15 @@ class DiscordDouble:
         finally:
             self._sockets.discard(ws)
         return ws
+
+    async def _ack_later(self, ws: web.WebSocketResponse) -> None:
+        try:
+            await asyncio.sleep(HEARTBEAT_ACK_DELAY_S)
+            if not ws.closed:
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await self._send(ws, {"op": 11})
+        finally:
+            self._acks.discard(asyncio.current_task())
 
     async def _send(self, ws: web.WebSocketResponse, frame: dict[str, Any]) -> None:
         await ws.send_str(json.dumps(frame))
