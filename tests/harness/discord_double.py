@@ -1030,6 +1030,10 @@ class DiscordDouble:
         channel: FakeChannel, guild: FakeGuild, author: dict[str, Any], content: str, body: dict[str, Any]
     ) -> dict[str, Any]:
         reference = body.get("message_reference")
+        if reference:  # ids as Discord answers them: strings (discord.py sends some as numbers)
+            reference = {
+                k: str(v) if k.endswith("_id") and v is not None else v for k, v in reference.items()
+            }
         return {
             "id": str(snowflake()),
             "channel_id": str(channel.id),
