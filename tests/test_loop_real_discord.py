@@ -123,10 +123,11 @@ async def test_failure_to_fix_to_ship_over_the_real_discord_client(tmp_path: Pat
                 # The bot links its proposal message to the proposal just after Discord answers the post;
                 # a reply faster than that is not seen as an approval. People take longer: wait for it.
                 await _linked(bot, proposal)
-                await discord_api.reply(proposal, "ship it", author="alice")
-                await discord_api.wait_for_message(
+                ship_it = await discord_api.reply(proposal, "ship it", author="alice")
+                merged = await discord_api.wait_for_message(
                     _says(r"Merged `[0-9a-f]{7}` and deployed"), channel=dev, timeout=120
                 )
+                assert merged["message_reference"]["message_id"] == ship_it["id"]  # the answer to alice
                 await discord_api.wait_for_message(_says(r"✅ cogs\.dice"), channel=dev)
 
                 roll = await discord_api.send_message(general, "!roll 2d6", author="bob")
@@ -138,5 +139,7 @@ async def test_failure_to_fix_to_ship_over_the_real_discord_client(tmp_path: Pat
                 print("\n".join(discord_api.paths[-60:]))
                 raise
     assert discord_api.unknown_routes == []
+    dev_said = [message_text(m) for m in discord_api.bot_messages(dev)]
+    assert not [text_ for text_ in dev_said if "went wrong" in text_ or text_.startswith("❌")], dev_said
     assert FIX in (repo / "cogs" / "dice.py").read_text()
     assert git(repo, "status", "--porcelain") == ""
