@@ -4,6 +4,7 @@ member arrives as Discord would send it, and what the bot does through REST is w
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -177,3 +178,28 @@ async def test_a_deferred_answer_is_filled_by_its_first_followup_then_edited(
     more = await double.wait_for_message(lambda m: m["content"] == "and one more thing", channel=dev)
     assert [m["content"] for m in double.channel_messages(dev)] == ["done", "and one more thing"]
     assert int(more["id"]) > int(answer["id"]) and double.unknown_routes == []
+
+
+async def test_members_roles_users_and_uploads_are_answered(
+    connected: tuple[DiscordDouble, discord.Client, Seen],
+) -> None:
+    """`fetch_member` (approvers' roles), `fetch_user`, and a message with a file (multipart)."""
+    double, client, _ = connected
+    guild = client.get_guild(double.guild.id)
+    assert guild is not None
+    reviewers = await double.create_role(double.guild, "reviewers")
+    alice = int(double.member("alice", roles=[reviewers])["id"])
+    await double.send_message(double.guild.channel("general"), "hi")  # alice is seen: her member payload
+    member = await guild.fetch_member(alice)
+    assert member.name == "alice" and [role.id for role in member.roles if not role.is_default()] == [
+        reviewers
+    ]
+    assert (await client.fetch_user(alice)).name == "alice"
+    with pytest.raises(discord.NotFound):
+        await guild.fetch_member(12345)
+    sent = await _channel(client, double, "dev").send(
+        "chart", file=discord.File(io.BytesIO(b"png"), "chart.png")
+    )
+    assert [a.filename for a in sent.attachments] == ["chart.png"]
+    assert double.bot_messages(double.guild.channel("dev"))[0]["content"] == "chart"
+    assert double.unknown_routes == []

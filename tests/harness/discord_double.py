@@ -22,15 +22,18 @@ whose time-encoding id that shard owns; `send_message(channel, text)` is a membe
 owning shard and `answer_to(message)` waits for the bot's answer; `drop_shard(id)` drops one shard.
 
 What people do and see, for tests of the whole loop (a `mendbot run` process: tests/harness/live_bot.py):
-`member(name)` is a member with a stable id (for `access.allowed_user_ids`); `send_message(channel, text,
+`member(name, roles=)` is a member with a stable id (for `access.allowed_user_ids`) and roles
+(`FakeGuild.add_role` before the bot connects, `await create_role(guild, name)` after), answered by
+`GET /guilds/{g}/members/{id}` and `GET /users/{id}`; `send_message(channel, text,
 author=, reply_to=, mention_bot=)`, `mention(channel, text, reply_to=)` (`@mendbot …`: the bot in
 `mentions`), `reply(message, text)` (`message_reference` and the resolved `referenced_message`) and
 `react(message, emoji)`/`unreact(…)` (MESSAGE_REACTION_ADD/REMOVE) are dispatched to the shard owning the
 guild. The bot's REST calls keep the channels' state: posts, edits (PATCH), deletes, its own reactions
-(PUT/DELETE …/reactions/{emoji}/@me), typing, and `GET` of a message or of a channel's history; like
-Discord, its own posts, edits, deletes and reactions come back to it over the gateway (`echo=False`
-turns that off). `channel_messages(channel)` is a channel as a human sees it now (edits applied, each with
-`reactions` emoji → user ids and an `edits` count), `bot_messages(channel)` the bot's part of it,
+(PUT/DELETE …/reactions/{emoji}/@me), typing, uploads (multipart: the files' names are kept), and `GET`
+of a message or of a channel's history; like Discord, its own posts, edits, deletes and reactions come
+back to it over the gateway (`echo=False` turns that off). `channel_messages(channel)` is a channel as a
+human sees it now (edits applied, each with `reactions` emoji → user ids and an `edits` count),
+`bot_messages(channel)` the bot's part of it,
 `reactions_on(message)` one message's reactions, and `await wait_for_message(predicate, timeout,
 channel=, author=)` waits (on changes, not by sleeping) for the first of the bot's messages — or a
 member's — that matches as it is now. `message_text(message)` is what a human reads in it (content and
@@ -70,7 +73,7 @@ from typing import Any
 
 import discord
 import yarl
-from aiohttp import WSMsgType, web
+from aiohttp import BodyPartReader, WSMsgType, web
 
 __all__ = [
     "DiscordDouble",
@@ -124,6 +127,28 @@ def snowflake(shard: int | None = None, shard_count: int = 1) -> int:
 def shard_of(guild_id: int, shard_count: int) -> int:
     """The shard that receives a guild's events (Discord's rule)."""
     return (guild_id >> 22) % shard_count
+
+
+async def _body(request: web.Request) -> Any:
+    """A request's JSON: the body, or a multipart upload's `payload_json` (its files named in
+    `attachments`, their bytes dropped)."""
+    if not request.can_read_body:
+        return None
+    if request.content_type != "multipart/form-data":
+        return await request.json()
+    payload: dict[str, Any] = {}
+    files: list[str] = []
+    async for part in await request.multipart():
+        if not isinstance(part, BodyPartReader):
+            continue
+        if part.name == "payload_json":
+            payload = json.loads(await part.text())
+        else:
+            files.append(part.filename or part.name or "file")
+            await part.read()
+    if files:
+        payload["attachments"] = [{"id": str(i), "filename": name} for i, name in enumerate(files)]
+    return payload
 
 
 def _unknown_message() -> web.Response:
@@ -202,6 +227,13 @@ class FakeGuild:
     bot_role_permissions: int = field(default_factory=_default_permissions)
     bot_role_id: int = field(default_factory=snowflake)
     bot_is_member: bool = True
+    extra_roles: dict[int, str] = field(default_factory=dict)  # role id → name, for members' roles
+
+    def add_role(self, name: str) -> int:
+        """A role members can hold (`DiscordDouble.member(name, roles=[…])`); its id."""
+        role_id = snowflake()
+        self.extra_roles[role_id] = name
+        return role_id
 
     def channel(self, name: str) -> FakeChannel:
         return next(channel for channel in self.channels if channel.name == name)
@@ -223,6 +255,7 @@ class FakeGuild:
         return [
             role(self.id, "@everyone", self.everyone_permissions, 0),
             role(self.bot_role_id, "mendbot", self.bot_role_permissions, 1),
+            *(role(role_id, name, 0, 2 + i) for i, (role_id, name) in enumerate(self.extra_roles.items())),
         ]
 
     def member(self, user: dict[str, Any]) -> dict[str, Any]:
@@ -282,6 +315,7 @@ class DiscordDouble:
         self.synced: dict[str, list[dict[str, Any]]] = {}  # "global" or the guild id → commands
         self.messages: list[dict[str, Any]] = []  # the bot's messages, as they are now (edits applied)
         self.members: dict[str, dict[str, Any]] = {}  # member name → its user payload (stable ids)
+        self.member_roles: dict[int, list[str]] = {}  # member id → its role ids (see `member`)
         self._channel_log: dict[int, list[dict[str, Any]]] = {}  # channel id → every message, oldest first
         self._reactions: dict[int, dict[str, list[int]]] = {}  # message id → emoji → user ids, in order
         self._edits: dict[int, int] = {}  # message id → how many times the bot edited it
@@ -430,12 +464,34 @@ class DiscordDouble:
             if session.shard[0] == shard_id and not session.ws.closed:
                 await session.ws.close(code=code, message=b"dropped by the test")
 
-    def member(self, name: str) -> dict[str, Any]:
+    def member(self, name: str, *, roles: list[int] | None = None) -> dict[str, Any]:
         """The user payload of the member called `name`: the same id every time it is asked for (an
-        allow-list names it by `int(double.member("alice")["id"])`)."""
+        allow-list names it by `int(double.member("alice")["id"])`); `roles` (ids from
+        `FakeGuild.add_role`) are what its member payloads and `GET /guilds/{g}/members/{id}` carry."""
         if name not in self.members:
             self.members[name] = self._user(snowflake(), name, bot=False)
+        if roles is not None:
+            self.member_roles[int(self.members[name]["id"])] = [str(role) for role in roles]
         return self.members[name]
+
+    async def create_role(self, guild: FakeGuild, name: str) -> int:
+        """A role made while the bot is connected (`FakeGuild.add_role` before it connects): GUILD_ROLE_CREATE
+        to the owning shard. Its id."""
+        role_id = guild.add_role(name)
+        role = next(role for role in guild.roles() if role["id"] == str(role_id))
+        with contextlib.suppress(LookupError):
+            await self._dispatch(
+                self.session_of(guild), "GUILD_ROLE_CREATE", {"guild_id": str(guild.id), "role": role}
+            )
+        return role_id
+
+    def _member_payload(self, guild: FakeGuild, user: dict[str, Any]) -> dict[str, Any]:
+        return {**guild.member(user), "roles": self.member_roles.get(int(user["id"]), [])}
+
+    def _known_user(self, user_id: str) -> dict[str, Any] | None:
+        if user_id == self.user["id"]:
+            return self.user
+        return next((user for user in self.members.values() if user["id"] == user_id), None)
 
     def _guild_of(self, channel: FakeChannel) -> FakeGuild:
         return next(guild for guild in self.guilds if channel in guild.channels)
@@ -463,7 +519,7 @@ class DiscordDouble:
         """
         guild = self._guild_of(channel)
         user = self.member(author)
-        member = guild.member(user)
+        member = self._member_payload(guild, user)
         del member["user"]  # a message's member is partial: the user is its author
         if mention_bot:
             content = f"<@{self.user['id']}> {content}"
@@ -476,7 +532,7 @@ class DiscordDouble:
                 "guild_id": reply_to.get("guild_id"),
                 "fail_if_not_exists": False,
             }
-        message = {**self._message(channel, guild, user, content, body), "member": {**member, "roles": []}}
+        message = {**self._message(channel, guild, user, content, body), "member": member}
         if mention_bot:
             message["mentions"] = [self.user]
         if reply_to is not None:
@@ -539,7 +595,7 @@ class DiscordDouble:
             raise LookupError(f"/{command_name} was not synced to the guild or globally")
         types = {option["name"]: option["type"] for option in command.get("options") or []}
         user = self.member(author)
-        member = {**guild.member(user), "roles": [], "permissions": str(discord.Permissions.all().value)}
+        member = {**self._member_payload(guild, user), "permissions": str(discord.Permissions.all().value)}
         interaction: dict[str, Any] = {
             "id": str(snowflake()),
             "application_id": str(self.application_id),
@@ -691,7 +747,7 @@ class DiscordDouble:
         tokened = parts[0] in ("interactions", "webhooks")  # authorised by the interaction's token instead
         if not tokened and request.headers.get("Authorization") != f"Bot {self.token}":
             return _json(UNAUTHORIZED, 401)
-        body = await request.json() if request.can_read_body else None
+        body = await _body(request)
         match request.method, parts:
             case "POST", ["interactions", _, token, "callback"]:
                 return await self._interaction_callback(token, body or {})
@@ -742,9 +798,15 @@ class DiscordDouble:
                 guild = self._find_guild(guild_id)
                 if guild is None or not guild.bot_is_member:
                     return _json(MISSING_ACCESS, 403)
-                if user_id != self.user["id"]:
+                if user_id == self.user["id"]:
+                    return _json(guild.member(self.user))
+                known = self._known_user(user_id)
+                if known is None:
                     return _json({"message": "Unknown Member", "code": 10007}, 404)
-                return _json(guild.member(self.user))
+                return _json(self._member_payload(guild, known))
+            case "GET", ["users", user_id]:
+                known = self._known_user(user_id)
+                return _json(known) if known else _json({"message": "Unknown User", "code": 10013}, 404)
             case "GET", ["channels", channel_id]:
                 found = self._find_channel(channel_id)
                 if found is None:
@@ -1002,9 +1064,8 @@ class DiscordDouble:
         await self._notify()
         return web.Response(status=204)
 
-    @staticmethod
     def _reaction_event(
-        message: dict[str, Any], emoji: str, guild: FakeGuild, user: dict[str, Any], *, add: bool
+        self, message: dict[str, Any], emoji: str, guild: FakeGuild, user: dict[str, Any], *, add: bool
     ) -> tuple[str, dict[str, Any]]:
         """MESSAGE_REACTION_ADD/REMOVE as Discord sends it (`type` and `burst_colors` are required)."""
         event: dict[str, Any] = {
@@ -1017,7 +1078,9 @@ class DiscordDouble:
             "type": 0,  # normal, not a super reaction
         }
         if add:
-            member = {**guild.member(user), "roles": []}
+            member = (
+                guild.member(user) if user["id"] == self.user["id"] else self._member_payload(guild, user)
+            )
             event.update(member=member, message_author_id=message["author"]["id"], burst_colors=[])
         return ("MESSAGE_REACTION_ADD" if add else "MESSAGE_REACTION_REMOVE"), event
 
@@ -1046,7 +1109,16 @@ class DiscordDouble:
             "mention_everyone": False,
             "mentions": [],
             "mention_roles": [],
-            "attachments": [],
+            "attachments": [
+                {
+                    "id": str(snowflake()),
+                    "filename": attachment.get("filename") or "file",
+                    "size": 0,
+                    "url": f"https://cdn.invalid/{attachment.get('filename') or 'file'}",
+                    "proxy_url": f"https://cdn.invalid/{attachment.get('filename') or 'file'}",
+                }
+                for attachment in body.get("attachments") or []
+            ],
             "embeds": body.get("embeds") or [],
             "pinned": False,
             "type": 19 if reference else 0,
