@@ -217,7 +217,11 @@ class LiveBot:
             return ""
         before = len(self.output())
         self.process.send_signal(signal.SIGUSR1)
-        await asyncio.sleep(0.5)  # faulthandler writes from a signal handler: give it a moment
+        for _ in range(50):  # faulthandler writes from the signal handler: the dump ends with the main thread
+            dumped = self.output()[before:]
+            if "<module>" in dumped or not self.running:
+                break
+            await asyncio.sleep(0.1)  # polling the output file, not timing the bot
         return self.output()[before:]
 
     async def stop(self, timeout: float = 30) -> int:
