@@ -15,6 +15,7 @@ import discord
 
 from bot.access import AccessPolicy
 from bot.chat import ChatService
+from bot.cluster import Cluster, leadership_for
 from bot.daemons import Daemons
 from bot.db import actions as action_queries
 from bot.db import core
@@ -73,6 +74,7 @@ class Services:
     audit: AuditService
     devmode: DevMode
     autonomy: AutonomyService
+    cluster: Cluster
     redactor: Redactor = field(default_factory=Redactor)
     storage: StorageHealth = field(default_factory=StorageHealth)
     daemons: Daemons = field(default_factory=Daemons)
@@ -106,6 +108,7 @@ class Services:
             "storage_write_retries": self.storage.retried,
             "storage_writes_given_up": self.storage.given_up,
             **self.recorder.health(),
+            **self.cluster.health(),
         }
 
     async def quiesce(self) -> None:
@@ -116,6 +119,7 @@ class Services:
         # Incidents may have started runs of the bot's own; their notes go back to the incidents.
         await self.autonomy.quiesce()
         await self.incidents.quiesce()
+        await self.cluster.quiesce()
         await self.recorder.flush()
 
     async def aclose(self) -> None:
@@ -128,6 +132,7 @@ class Services:
         await self.improve.shutdown()
         await self.autonomy.quiesce()
         self.deploy.stop()
+        await self.cluster.close()
         await self.incidents.quiesce()
         await self.recorder.close()
         await self.daemons.stop_all()
@@ -190,10 +195,13 @@ async def _assemble(
     if (fault := incidents.open_storage_fault()) is not None:
         storage.assume_failing(fault, "still open from before the restart")
     detector = AnomalyDetector(observe, incidents.on_signal, await action_queries.known_fingerprints(db))
-    # Incidents count a record before the detector sees it, so a record that opens an
-    # incident is counted once (in the signal), not twice.
-    recorder.subscribe(incidents.observe)
-    recorder.subscribe(detector.process)
+    shared = settings.database.url is not None
+    if not shared:
+        # Incidents count a record before the detector sees it, so a record that opens an
+        # incident is counted once (in the signal), not twice. (On a shared database the leader
+        # feeds them every process's records instead: bot/cluster.py.)
+        recorder.subscribe(incidents.observe)
+        recorder.subscribe(detector.process)
     improve = await _build_improve(settings, db, prompts, clock, redactor, writes=writes)
     relay = await _run_on_workers(settings, db, improve)
     deploy = DeployService(
@@ -213,7 +221,8 @@ async def _assemble(
         memory=improve.memory,
         clock=clock,
     )
-    recorder.subscribe(deploy.observe)
+    if not shared:
+        recorder.subscribe(deploy.observe)
     deploy.prove_live = improve.prove_live
     deploy.reprove = improve.reprove
     boot_notices = [
@@ -250,6 +259,15 @@ async def _assemble(
         audit=AuditService(settings.database_target, settings.audit, clock),
         devmode=devmode,
         autonomy=autonomy,
+        cluster=Cluster(
+            settings=settings,
+            db=db,
+            leadership=leadership_for(settings),
+            incidents=incidents,
+            detector=detector,
+            deploy=deploy,
+            improve=improve,
+        ),
         redactor=redactor,
         storage=storage,
         boot_notices=boot_notices,
@@ -262,7 +280,8 @@ async def _assemble(
         "storage-probe",
         storage.probe_while_failing(lambda: probe(db, clock().timestamp()), storage_config.probe_interval_s),
     )
-    services.daemons.start("run-watchdog", improve.watchdog())
+    # The watchdog and, on a shared database, the leader's work run while this process leads.
+    await services.cluster.start(services.daemons)
     if relay is not None:
         services.daemons.start("run-relay", relay.run())
     return services

@@ -201,8 +201,8 @@ class Incidents(commands.Cog):
     async def update(self, incident: Incident) -> None:
         if incident.channel_id is None or incident.message_id is None:
             return
-        channel = self.bot.get_channel(incident.channel_id)
-        if not isinstance(channel, discord.abc.Messageable):
+        channel = self.bot.channel_by_id(incident.channel_id)
+        if not isinstance(channel, discord.abc.Messageable) or not hasattr(channel, "get_partial_message"):
             return
         await channel.get_partial_message(incident.message_id).edit(embed=render(incident))
 
