@@ -36,6 +36,7 @@ from bot.improve.relay import RunEventRelay
 from bot.improve.runs import RunService
 from bot.improve.service import SelfImprovementAgent
 from bot.improve.workspace import Workspace
+from bot.leader import Leadership
 from bot.log import get_logger
 from bot.observe.audit import AuditService
 from bot.observe.detector import AnomalyDetector
@@ -147,12 +148,15 @@ async def build_services(
     clock: Callable[[], datetime] = discord.utils.utcnow,
     prompts_dir: Path | None = None,
     watch_prompts: bool = True,
+    leadership: Leadership | None = None,
 ) -> Services:
-    """Open the database, load prompts and build every service. Prompt errors are logged."""
+    """Open the database, load prompts and build every service. Prompt errors are logged.
+
+    `leadership` defaults to the one the settings call for (`bot.cluster.leadership_for`)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = await core.connect(settings.database_target, timeout_ms=settings.storage.busy_timeout_ms)
     try:
-        services = await _assemble(settings, db, clock, prompts_dir)
+        services = await _assemble(settings, db, clock, prompts_dir, leadership or leadership_for(settings))
     except BaseException:
         await db.close()  # an open connection's thread would keep the process alive
         raise
@@ -163,7 +167,11 @@ async def build_services(
 
 
 async def _assemble(
-    settings: Settings, db: Connection, clock: Callable[[], datetime], prompts_dir: Path | None
+    settings: Settings,
+    db: Connection,
+    clock: Callable[[], datetime],
+    prompts_dir: Path | None,
+    leadership: Leadership,
 ) -> Services:
     prompts = PromptRegistry(prompts_dir or PROMPTS_DIR)
     prompts.load_all()
@@ -262,7 +270,7 @@ async def _assemble(
         cluster=Cluster(
             settings=settings,
             db=db,
-            leadership=leadership_for(settings),
+            leadership=leadership,
             incidents=incidents,
             detector=detector,
             deploy=deploy,

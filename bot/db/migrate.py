@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import re
 import sqlite3
+import threading
 from importlib import resources
 from importlib.abc import Traversable
 from typing import TYPE_CHECKING
@@ -213,6 +214,12 @@ def _statements(script: str) -> list[str]:
     return [s for s in statements if s.rstrip(";").strip()]
 
 
+# Alembic runs a migration through proxies it installs in its own modules' globals: two runs at
+# once in one process (threads: the bot's connection and the action writer's, as `to_thread`)
+# remove each other's. Each run holds this lock; it is process-wide because the proxies are.
+_ALEMBIC = threading.Lock()
+
+
 def _run_history(connection: Connection, history: Traversable, *, stamp: str | None) -> None:
     """Stamp (an adopted file) at `stamp`, then upgrade to the head, inside the caller's transaction."""
     from alembic import command
@@ -221,6 +228,7 @@ def _run_history(connection: Connection, history: Traversable, *, stamp: str | N
     config = Config()
     config.set_main_option("script_location", str(history))
     config.attributes["connection"] = connection
-    if stamp is not None:
-        command.stamp(config, stamp)
-    command.upgrade(config, "head")
+    with _ALEMBIC:
+        if stamp is not None:
+            command.stamp(config, stamp)
+        command.upgrade(config, "head")
