@@ -111,12 +111,17 @@ def upgrade_sqlite(conn: sqlite3.Connection, *, history: Traversable = HISTORY) 
 
 
 def upgrade_postgresql(url: str, *, history: Traversable = HISTORY) -> None:
-    """Bring the PostgreSQL database at `url` to the head, in one transaction."""
-    from sqlalchemy import create_engine
+    """Bring the PostgreSQL database at `url` to the head, in one transaction.
+
+    Processes sharing the database start together: each upgrade first takes a transaction-level
+    advisory lock, so one migrates and the others then find the head (two creating `alembic_version`
+    at once would fail one of them)."""
+    from sqlalchemy import create_engine, text
 
     engine = create_engine(_with_driver(url))
     try:
         with engine.begin() as connection:
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
             _run_history(connection, history, stamp=None)
     except Exception as exc:
         raise MigrationError(f"upgrading {engine.url.render_as_string()} failed: {exc}") from exc
@@ -213,6 +218,9 @@ def _statements(script: str) -> list[str]:
         statements.append(pending.strip())
     return [s for s in statements if s.rstrip(";").strip()]
 
+
+# The advisory lock key of PostgreSQL migrations (a fixed signed 64-bit number: "mendbot:migrate").
+_MIGRATION_LOCK = int.from_bytes(b"mendbot:migrate"[:8], "big", signed=True)
 
 # Alembic runs a migration through proxies it installs in its own modules' globals: two runs at
 # once in one process (threads: the bot's connection and the action writer's, as `to_thread`)

@@ -230,6 +230,8 @@ class IncidentService:
         it (resolved by a follower's command, announced by the leader) is replaced by the stored
         row — unless this process has a change of its own in flight, which is written next.
         """
+        if any(incident.id is None and not incident.created.is_set() for incident in self._incidents):
+            return  # an insert of ours in flight: its row must not come back as another incident
         rows = await queries.active_or_recent(self._db, self.now() - self._config.cooldown_s)
         known: dict[int | None, Incident] = {i.id: i for i in self._incidents if i.id is not None}
         for row in rows:
