@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from bot.cluster import DEPLOYED_KEY, TAIL_KEY, ActionTail, leadership_for
 from bot.db import actions as action_queries
@@ -316,6 +317,47 @@ async def test_a_merge_handed_over_is_shipped_by_the_leader_only(postgres_url: s
         assert shipped == {leader_name: [run], "ab".replace(leader_name, ""): []}
 
 
+async def test_the_leader_watches_a_deploy_with_every_process_records(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The watch after a deploy is resumed by the leader only, and a failure in the touched code
+    recorded by any process marks the run regressed."""
+    async with _process(tmp_path, postgres_url, "a") as a, _process(tmp_path, postgres_url, "b") as b:
+        leader = await _leader_of(a, b)
+        follower = b if leader is a else a
+        run_id = await _merging_run(follower)
+        await follower.improve.runs.transition(
+            run_id, "deployed", actor="test", detail={"merged_sha": "0" * 40, "files": ["cogs/x.py"]}
+        )
+        for services in (a, b):
+            services.cluster.deploy_ready.set()
+        await _until(lambda: run_id in leader.deploy._watches)
+        assert follower.deploy._watches == {}
+        failure = ActionRecord(
+            ts=leader.incidents.now(),
+            kind="command:x",
+            source="test",
+            ok=False,
+            duration_ms=1.0,
+            error_type="KeyError",
+            error_message="'x'",
+            fingerprint="fp-x",
+            frames=["cogs/x.py:3:x"],
+        )
+        await action_queries.insert_many(follower.db, [failure])  # as the follower's writer stores it
+        await _until(lambda: run_id not in leader.deploy._watches)
+        await leader.deploy.quiesce()
+        await _until_state(leader, run_id, "regressed")
+
+
+async def _until_state(services: Services, run_id: int, state: str) -> None:
+    for _ in range(100):
+        if (await services.improve.runs.get(run_id)).state == state:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"run {run_id} never became {state}")
+
+
 async def _merging_run(services: Services) -> int:
     runs = services.improve.runs
     run = await runs.create("fix", 1, None, None, "fix it")
@@ -352,20 +394,28 @@ def _repo(path: Path) -> tuple[str, str]:
 async def test_a_published_merge_is_followed_by_every_other_process(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    """`mendbot_deployed` with its durable row: a process on the shared checkout reloads what
-    changed since the code it runs; one that was not listening catches up when it starts."""
+    """A merge that went live on one process (`went_live`: the `cluster.deployed` row and NOTIFY
+    mendbot_deployed) is followed by the others: on the shared checkout they reload what changed
+    since the code they run; one that was not listening catches up when it starts."""
     repo = tmp_path / "repo"
     first, second = _repo(repo)
-    async with _process(tmp_path, postgres_url, "a", repo_dir=repo) as a:
-        assert a.cluster.loaded_sha == second
+    async with (
+        _process(tmp_path, postgres_url, "a", repo_dir=repo) as a,
+        _process(tmp_path, postgres_url, "b", repo_dir=repo) as b,
+    ):
+        assert a.deploy.went_live == a.cluster.publish and a.deploy.hand_over == a.cluster.hand_over
         a.cluster.loaded_sha = first  # it runs the code of the first commit
-        await set_setting(a.db, DEPLOYED_KEY, {"sha": second, "at": 0})
-        await cluster_queries.notify(a.db, "mendbot_deployed", second)
+        assert b.deploy.went_live is not None
+        await b.deploy.went_live(second)
         await _until(lambda: a.cluster.loaded_sha == second)
         assert a.health()["merge_follow_problem"] is None
+        assert await get_setting(a.db, DEPLOYED_KEY) == {
+            "sha": second,
+            "at": pytest.approx(b.incidents.now(), abs=60),
+        }
     _git(repo, "reset", "-q", "--hard", first)
-    async with _process(tmp_path, postgres_url, "b", repo_dir=repo) as b:  # started after the NOTIFY
-        await _until(lambda: b.cluster.loaded_sha == second)
+    async with _process(tmp_path, postgres_url, "c", repo_dir=repo) as c:  # started after the NOTIFY
+        await _until(lambda: c.cluster.loaded_sha == second)
         assert _git(repo, "rev-parse", "HEAD") == second
 
 
