@@ -216,6 +216,10 @@ class Cluster:
                 group.create_task(self._coordinate_merges())
         finally:
             self.deploy.stop()  # watch timers: the next leader resumes them from the runs' events
+            # A merge must not go on beside the next leader's: it resumes this one from the
+            # database (the run is still `merging`; a recorded merge is not merged again).
+            for task in list(self._tasks):
+                task.cancel()
             self.tail_position = None
 
     async def _start_position(self) -> int:

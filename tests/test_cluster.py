@@ -317,6 +317,41 @@ async def test_a_merge_handed_over_is_shipped_by_the_leader_only(postgres_url: s
         assert shipped == {leader_name: [run], "ab".replace(leader_name, ""): []}
 
 
+async def test_a_merge_the_leader_did_not_finish_is_taken_up_by_the_next_leader(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A leader that goes mid-merge leaves the run `merging`: the next leader ships it (from its
+    recorded merge, if any: DeployService._merge_and_deploy), and only it."""
+    a_stack = _process(tmp_path, postgres_url, "a")
+    a = await a_stack.__aenter__()
+    try:
+        async with _process(tmp_path, postgres_url, "b") as b:
+            await _until(lambda: a.cluster.leadership.is_leader)
+            started = asyncio.Event()
+            b_shipped: list[int] = []
+
+            async def hangs(run_id: int, *, actor: str) -> str:
+                started.set()
+                await asyncio.Event().wait()  # the process dies before the merge ends
+                return ""
+
+            async def ships(run_id: int, *, actor: str) -> str:
+                b_shipped.append(run_id)
+                return "merged"
+
+            a.deploy.ship = hangs  # type: ignore[method-assign]
+            b.deploy.ship = ships  # type: ignore[method-assign]
+            run_id = await _merging_run(b)
+            for services in (a, b):
+                services.cluster.deploy_ready.set()
+            await b.deploy.hand_over(run_id)  # type: ignore[misc]
+            await asyncio.wait_for(started.wait(), WITHIN_S)
+            await a_stack.__aexit__(None, None, None)
+            await _until(lambda: b_shipped == [run_id])
+    finally:
+        await a_stack.__aexit__(None, None, None)
+
+
 async def test_the_leader_watches_a_deploy_with_every_process_records(
     postgres_url: str, tmp_path: Path
 ) -> None:
