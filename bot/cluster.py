@@ -259,11 +259,11 @@ class Cluster:
             _log.exception("resuming deploys failed")
         async for _ in self._notifications(DEPLOY_CHANNEL, self.deploy_poll_s):
             try:
-                await self._merge_handed_over()
+                await self.merge_approved()
             except Exception:
                 _log.exception("looking for approved merges failed")
 
-    async def _merge_handed_over(self) -> None:
+    async def merge_approved(self) -> None:
         merging = [run for run in await self.improve.runs.active() if run.state == "merging"]
         for run in sorted(merging, key=lambda run: run.updated_at):
             if run.id in self._shipping:
@@ -284,8 +284,12 @@ class Cluster:
             self._shipping.discard(run_id)
 
     async def hand_over(self, run_id: int) -> str:
-        """DeployService: an approval counted here; the leader merges (whichever process that is)."""
-        await queries.notify(self.db, DEPLOY_CHANNEL, str(run_id))
+        """DeployService: an approval counted here; the leader merges (whichever process that is).
+
+        The run is `merging` in the database already: the notification only wakes the leader's
+        `merge_approved` pass, which also runs every `deploy_poll_s` and when a process starts leading."""
+        if self.shared:
+            await queries.notify(self.db, DEPLOY_CHANNEL, str(run_id))
         _log.info("merge handed to the leader", run_id=run_id)
         return f"🔀 Run #{run_id} is in the merge queue; the outcome is posted in its channel."
 
