@@ -210,6 +210,12 @@ class Cluster:
             tail = ActionTail(
                 self.db, await self._start_position(), batch=self.batch, gap_wait_s=self.gap_wait_s
             )
+            # Fingerprints recorded before are not new, wherever they were recorded — but those first
+            # seen in the records about to be fed are: the previous leader may not have announced
+            # them (what this process loaded when it started may hold them already).
+            first = await action_queries.after(self.db, tail.settled, 1)
+            before = first[0][1].ts if first else self.incidents.now()
+            self.detector.use_known(await action_queries.known_fingerprints(self.db, before=before))
             _log.info("leader tails actions", after_id=tail.settled)
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._tail(tail))
@@ -229,8 +235,7 @@ class Cluster:
         return max(position, recent)
 
     async def _tail(self, tail: ActionTail) -> None:
-        stored = tail.settled
-        self.tail_position = stored
+        stored: int | None = None  # the start is stored too: a next leader goes on from here at least
         while True:
             try:
                 await self.incidents.refresh()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -250,6 +251,74 @@ async def test_failover_the_new_leader_announces_the_next_incident_once(
             assert sorted(row["kind"] for row in rows) == ["command:dice", "command:roll"]
     finally:
         await a_stack.__aexit__(None, None, None)
+
+
+async def test_a_new_leader_does_not_call_a_failure_new_that_another_process_saw_before(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A fingerprint first recorded after the next leader started, seen and closed long ago under the
+    previous leader, is not announced as "a new kind of failure" when it comes back."""
+    quick = {"cooldown_s": 1}
+    a_stack = _process(tmp_path, postgres_url, "a", observe=quick)
+    a = await a_stack.__aenter__()
+    try:
+        async with _process(tmp_path, postgres_url, "b", observe=quick) as b:
+            await _until(lambda: a.cluster.leadership.is_leader)
+            failure = _failure(a.incidents.now(), "fp-seen")
+            await action_queries.insert_many(a.db, [failure])
+            await _until(lambda: len(_announced(a)) == 1)
+            await a.incidents.quiesce()
+            [(incident_id, _)] = _announced(a)
+            assert incident_id is not None
+            await a.incidents.set_state(incident_id, "resolved", 42)
+            await asyncio.sleep(1.2)  # past the cooldown: it would be announced as new, not reopened
+            await a_stack.__aexit__(None, None, None)
+            await _until(lambda: b.cluster.tail_position is not None)
+            await action_queries.insert_many(b.db, [_failure(b.incidents.now(), "fp-seen")])
+            await _until(lambda: _fed(b) >= 1)
+            await b.incidents.quiesce()
+            assert _announced(b) == []
+    finally:
+        await a_stack.__aexit__(None, None, None)
+
+
+async def test_failures_recorded_while_nobody_leads_are_announced_by_the_next_leader(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Records stored between the old leader's last tail position and the new leader's start are fed
+    then: a new kind of failure among them is announced (its fingerprint row notwithstanding)."""
+    a_stack = _process(tmp_path, postgres_url, "a")
+    a = await a_stack.__aenter__()
+    try:
+        await _until(lambda: a.cluster.tail_position is not None)
+        await a_stack.__aexit__(None, None, None)
+        db = await core.open_postgresql(postgres_url)  # as a process's writer stores it
+        try:
+            await action_queries.insert_many(db, [_failure(time.time(), "fp-while-alone")])
+        finally:
+            await db.close()
+        async with _process(tmp_path, postgres_url, "b") as b:
+            await _until(lambda: len(_announced(b)) == 1)
+            assert _announced(b)[0][1] == "command:seen"
+    finally:
+        await a_stack.__aexit__(None, None, None)
+
+
+def _failure(ts: float, fingerprint: str) -> ActionRecord:
+    return ActionRecord(
+        ts=ts,
+        kind="command:seen",
+        source="test",
+        ok=False,
+        duration_ms=1.0,
+        error_type="RuntimeError",
+        error_message="seen",
+        fingerprint=fingerprint,
+    )
+
+
+def _fed(services: Services) -> int:
+    return services.detector.processed
 
 
 def _last(services: Services) -> int | None:

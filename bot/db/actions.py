@@ -47,6 +47,9 @@ _CHUNK = 32
 _encode = json.JSONEncoder(default=str).encode
 
 _KNOWN_FINGERPRINTS = select(fingerprints.c.fingerprint)
+_KNOWN_FINGERPRINTS_BEFORE = select(fingerprints.c.fingerprint).where(
+    fingerprints.c.first_seen < bindparam("ts")
+)
 # The leader's tail of every process's actions (bot/cluster.py): new rows by id, a bounded batch.
 _AFTER = (
     select(actions).where(actions.c.id > bindparam("after")).order_by(actions.c.id).limit(bindparam("limit"))
@@ -184,8 +187,11 @@ async def insert_many(db: Connection, records: Sequence[ActionRecord]) -> None:
             await core.execute(db, upsert, **counted)
 
 
-async def known_fingerprints(db: Connection) -> set[str]:
-    return {row["fingerprint"] for row in await core.rows(db, _KNOWN_FINGERPRINTS)}
+async def known_fingerprints(db: Connection, *, before: float | None = None) -> set[str]:
+    """Every fingerprint recorded so far, or only those first seen before the time `before`."""
+    if before is None:
+        return {row["fingerprint"] for row in await core.rows(db, _KNOWN_FINGERPRINTS)}
+    return {row["fingerprint"] for row in await core.rows(db, _KNOWN_FINGERPRINTS_BEFORE, ts=before)}
 
 
 def row_to_record(row: Mapping[str, Any]) -> ActionRecord:
