@@ -233,10 +233,18 @@ async def _assemble(
         recorder.subscribe(deploy.observe)
     deploy.prove_live = improve.prove_live
     deploy.reprove = improve.reprove
+    if shared:
+        # Runs in flight are other processes' too: one starting must not take them for ones it
+        # stopped. What a dead process left is failed by the leader's stuck-run watchdog, and a
+        # merge it left is finished by the leader's merge pass (bot/cluster.py).
+        await improve.claims.release_ended()
+        interrupted = []
+    else:
+        interrupted = await improve.on_startup()
     boot_notices = [
         f"⏸ Run #{run.id} was interrupted by a restart while {run.interrupted_from or 'running'}; "
         f"`/run {run.id} resume` continues it."
-        for run in await improve.on_startup()
+        for run in interrupted
         if run.interrupted_from != "merging"
     ]
     devmode = DevMode(db, settings.repo_dir.resolve(), clock)

@@ -462,6 +462,19 @@ async def _until_state(services: Services, run_id: int, state: str) -> None:
     raise AssertionError(f"run {run_id} never became {state}")
 
 
+async def test_a_process_starting_leaves_other_processes_runs_alone(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """On a shared database a starting process does not mark runs in flight interrupted: they may
+    be another process's (on SQLite they are its own, stopped by its restart)."""
+    async with _process(tmp_path, postgres_url, "a") as a:
+        run = await a.improve.runs.create("fix", 1, None, None, "in flight on a")
+        await a.improve.runs.transition(run.id, "editing", actor="test")
+        async with _process(tmp_path, postgres_url, "b") as b:
+            assert (await b.improve.runs.get(run.id)).state == "editing"
+            assert b.boot_notices == []
+
+
 async def _merging_run(services: Services) -> int:
     runs = services.improve.runs
     run = await runs.create("fix", 1, None, None, "fix it")
