@@ -43,6 +43,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from bot.daemons import Daemons
 from bot.db import actions as action_queries
 from bot.db import cluster as queries
 from bot.db.core import Connection
@@ -170,7 +171,7 @@ class Cluster:
     def repo(self) -> Path:
         return self.settings.repo_dir.resolve()
 
-    async def start(self, daemons: Any) -> None:
+    async def start(self, daemons: Daemons) -> None:
         """Start the leadership and this process's part as daemons (bot/daemons.py)."""
         daemons.start("leadership", self.leadership.run())
         daemons.start("run-watchdog", self.leadership.while_leader(self.improve.watchdog))
@@ -203,19 +204,7 @@ class Cluster:
     async def lead(self) -> None:
         """The once-only work of a term as leader; cancelled when leadership is lost."""
         try:
-            await self.incidents.refresh()
-            announced = await self.incidents.announce_unannounced()
-            if announced:
-                _log.warning("incidents announced for a previous leader", count=announced)
-            tail = ActionTail(
-                self.db, await self._start_position(), batch=self.batch, gap_wait_s=self.gap_wait_s
-            )
-            # Fingerprints recorded before are not new, wherever they were recorded — but those first
-            # seen in the records about to be fed are: the previous leader may not have announced
-            # them (what this process loaded when it started may hold them already).
-            first = await action_queries.after(self.db, tail.settled, 1)
-            before = first[0][1].ts if first else self.incidents.now()
-            self.detector.use_known(await action_queries.known_fingerprints(self.db, before=before))
+            tail = await self._begin_term()
             _log.info("leader tails actions", after_id=tail.settled)
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._tail(tail))
@@ -227,6 +216,29 @@ class Cluster:
             for task in list(self._tasks):
                 task.cancel()
             self.tail_position = None
+
+    async def _begin_term(self) -> ActionTail:
+        """Catch up with the database before feeding anything (module docstring); tried until it
+        works — a leader whose term work ended on a storage error would hold the lock doing nothing."""
+        while True:
+            try:
+                await self.incidents.refresh()
+                announced = await self.incidents.announce_unannounced()
+                if announced:
+                    _log.warning("incidents announced for a previous leader", count=announced)
+                tail = ActionTail(
+                    self.db, await self._start_position(), batch=self.batch, gap_wait_s=self.gap_wait_s
+                )
+                # Fingerprints recorded before are not new, wherever they were recorded — but those
+                # first seen in the records about to be fed are: the previous leader may not have
+                # announced them (what this process loaded when it started may hold them already).
+                first = await action_queries.after(self.db, tail.settled, 1)
+                before = first[0][1].ts if first else self.incidents.now()
+                self.detector.use_known(await action_queries.known_fingerprints(self.db, before=before))
+                return tail
+            except Exception:
+                _log.exception("starting the leader's work failed; trying again")
+                await asyncio.sleep(self.deploy_poll_s)
 
     async def _start_position(self) -> int:
         stored = await get_setting(self.db, TAIL_KEY)
