@@ -1,10 +1,12 @@
 """Leader and followers: which process runs the once-only work, and how a merge reaches them all.
 
-On SQLite there is one process: it leads (`SoleLeader`), the recorder feeds incidents, the
-detector and the deploy watch in process, and this module only runs the stuck-run watchdog.
+One bot process (SQLite, or PostgreSQL with every shard in this process) leads alone
+(`SoleLeader`): the recorder feeds incidents, the detector and the deploy watch in process, and this
+module only runs the stuck-run watchdog.
 
-On PostgreSQL several processes (each some Discord shards) share the database; one of them leads
-(`PostgresLeader`, an advisory lock). Every process records its actions and answers commands.
+Several processes, each running some of the Discord shards (`discord.shard_ids`, which settings
+allow only with `database.url`), share one PostgreSQL database; one of them leads (`PostgresLeader`,
+an advisory lock). Every process records its actions and answers commands.
 Only the leader, while it leads:
 
 - tails the shared `actions` table (`ActionTail`: new rows by id, in bounded batches) and feeds
@@ -67,6 +69,7 @@ __all__ = [
     "ActionTail",
     "Cluster",
     "leadership_for",
+    "shares_database",
 ]
 
 _log = get_logger(__name__)
@@ -77,10 +80,17 @@ TAIL_KEY = "cluster.actions_seen"  # every action id up to this one was fed by a
 DEPLOYED_KEY = "cluster.deployed"  # {"sha": …, "at": …}: the last commit that went live
 
 
+def shares_database(settings: Settings) -> bool:
+    """Whether other bot processes share this one's database: it runs some of the shards (which
+    settings allow only on PostgreSQL). A process running every shard is the only bot process,
+    on SQLite or PostgreSQL alike, and leads alone."""
+    return settings.database.url is not None and settings.discord.runs_shard_subset
+
+
 def leadership_for(settings: Settings) -> Leadership:
-    """SQLite: the only process leads. PostgreSQL: an advisory lock, named for this process's shards."""
+    """The only process leads; processes sharing PostgreSQL take an advisory lock, named for their shards."""
     url = settings.database.url
-    if url is None:
+    if url is None or not shares_database(settings):
         return SoleLeader()
     shards = settings.discord.shard_ids
     which = "shards " + ",".join(map(str, shards)) if shards else "all shards"
@@ -164,8 +174,8 @@ class Cluster:
 
     @property
     def shared(self) -> bool:
-        """Whether other processes may share the database (PostgreSQL)."""
-        return self.settings.database.url is not None
+        """Whether other bot processes share the database (`shares_database`)."""
+        return shares_database(self.settings)
 
     @property
     def repo(self) -> Path:

@@ -15,7 +15,7 @@ import discord
 
 from bot.access import AccessPolicy
 from bot.chat import ChatService
-from bot.cluster import Cluster, leadership_for
+from bot.cluster import Cluster, leadership_for, shares_database
 from bot.daemons import Daemons
 from bot.db import actions as action_queries
 from bot.db import core
@@ -203,7 +203,7 @@ async def _assemble(
     if (fault := incidents.open_storage_fault()) is not None:
         storage.assume_failing(fault, "still open from before the restart")
     detector = AnomalyDetector(observe, incidents.on_signal, await action_queries.known_fingerprints(db))
-    shared = settings.database.url is not None
+    shared = shares_database(settings)
     if not shared:
         # Incidents count a record before the detector sees it, so a record that opens an
         # incident is counted once (in the signal), not twice. (On a shared database the leader

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from bot.cluster import DEPLOYED_KEY, TAIL_KEY, ActionTail, leadership_for
+from bot.cluster import DEPLOYED_KEY, TAIL_KEY, ActionTail, leadership_for, shares_database
 from bot.db import actions as action_queries
 from bot.db import cluster as cluster_queries
 from bot.db import core
@@ -45,8 +45,10 @@ class CountingAnnouncer:
 
 @contextlib.asynccontextmanager
 async def _process(tmp_path: Path, url: str, name: str, **overrides: Any) -> AsyncIterator[Services]:
-    """One bot process's services (no Discord) on the shared database, with a quick leadership."""
-    settings = make_settings(tmp_path / name / "data", database={"url": url}, **overrides)
+    """One bot process's services (no Discord) on the shared database, running shard a=0, b=1, …
+    of four, with a quick leadership."""
+    shards = {"shard_count": 4, "shard_ids": [ord(name) - ord("a")]}
+    settings = make_settings(tmp_path / name / "data", database={"url": url}, discord=shards, **overrides)
     leadership = PostgresLeader(url, lock_key("mendbot"), application_name=name, **FAST)
     services = await build_services(settings, watch_prompts=False, leadership=leadership)
     services.cluster.poll_s = 0.1
@@ -165,6 +167,21 @@ async def test_sqlite_is_led_by_its_only_process_and_keeps_the_recorder_feed(tmp
         assert (
             "run-watchdog" in services.daemons.running() and "leader-work" not in services.daemons.running()
         )
+    finally:
+        await services.aclose()
+
+
+async def test_one_process_running_every_shard_on_postgresql_leads_alone(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """database.url with every shard here: the only bot process, led as on SQLite (no election wait,
+    the recorder feeds incidents in process)."""
+    settings = make_settings(tmp_path / "data", database={"url": postgres_url})
+    assert isinstance(leadership_for(settings), SoleLeader) and not shares_database(settings)
+    services = await build_services(settings, watch_prompts=False)
+    try:
+        assert not services.cluster.shared and services.deploy.hand_over is None
+        assert "leader-work" not in services.daemons.running()
     finally:
         await services.aclose()
 
