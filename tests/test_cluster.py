@@ -509,6 +509,10 @@ def _git(repo: Path, *args: str) -> str:
     ).stdout.strip()
 
 
+def _has(repo: Path, sha: str) -> bool:
+    return subprocess.run(["git", "-C", str(repo), "cat-file", "-e", sha], check=False).returncode == 0
+
+
 def _repo(path: Path) -> tuple[str, str]:
     """A git repo on main with two commits (the second changes a cog); returns both shas."""
     path.mkdir(parents=True)
@@ -580,3 +584,24 @@ async def test_an_unknown_merged_commit_is_reported_not_followed(postgres_url: s
         assert await a.cluster.follow("f" * 40) is False
         assert "not in the live checkout" in str(a.cluster.follow_problem)
         assert a.cluster.loaded_sha == second
+
+
+async def test_with_the_github_forge_a_follower_fetches_the_merged_commit(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A follower whose checkout lacks the merged commit fetches main from the forge's remote, then
+    fast-forwards to it."""
+    origin = tmp_path / "origin"
+    first, _ = _repo(origin)
+    _git(origin, "reset", "-q", "--hard", first)
+    live = tmp_path / "live"
+    _git(tmp_path, "clone", "-q", str(origin), str(live))  # has the first commit only
+    (origin / "cogs" / "x.py").write_text("X = 3\n")
+    _git(origin, "commit", "-qam", "merged on the forge")
+    second = _git(origin, "rev-parse", "HEAD")
+    assert not _has(live, second)
+    forge = {"kind": "github", "repository": "owner/bot", "remote_url": str(origin)}
+    async with _process(tmp_path, postgres_url, "a", repo_dir=live, forge=forge, github_token="t") as a:
+        assert a.cluster.loaded_sha == first
+        assert await a.cluster.follow(second) is True
+        assert _git(live, "rev-parse", "HEAD") == second and a.cluster.follow_problem is None
