@@ -320,9 +320,12 @@ class Cluster:
         _log.info("merge handed to the leader", run_id=run_id)
         return f"🔀 Run #{run_id} is in the merge queue; the outcome is posted in its channel."
 
-    async def publish(self, sha: str) -> None:
-        """DeployService: `sha` went live here; every other process follows it."""
-        self.loaded_sha = sha
+    async def publish(self, sha: str, reloaded: bool) -> None:
+        """DeployService: `sha` went live here; every other process follows it. One that found the
+        checkout there already (a previous leader moved it and died) did not reload: it follows
+        its own notification like the others."""
+        if reloaded:
+            self.loaded_sha = sha
         await set_setting(self.db, DEPLOYED_KEY, {"sha": sha, "at": self.incidents.now()})
         await queries.notify(self.db, DEPLOYED_CHANNEL, sha)
         _log.info("merge published", sha=sha)

@@ -76,8 +76,13 @@ async def _until(condition: Callable[[], bool], within: float = WITHIN_S) -> Non
 
 
 async def _leader_of(*processes: Services) -> Services:
-    await _until(lambda: any(p.cluster.leadership.is_leader for p in processes))
-    return next(p for p in processes if p.cluster.leadership.is_leader)
+    """The process that leads, once it tails the actions (what is stored from then on is fed)."""
+    await _until(lambda: any(_tailing(p) for p in processes))
+    return next(p for p in processes if _tailing(p))
+
+
+def _tailing(services: Services) -> bool:
+    return services.cluster.leadership.is_leader and services.cluster.tail_position is not None
 
 
 def _fail(services: Services, kind: str, message: str, user_id: int = 7) -> None:
@@ -250,14 +255,14 @@ async def test_failover_the_new_leader_announces_the_next_incident_once(
     a = await a_stack.__aenter__()
     try:
         async with _process(tmp_path, postgres_url, "b") as b:
-            await _until(lambda: a.cluster.leadership.is_leader)
+            await _until(lambda: _tailing(a))
             _fail(b, "command:roll", "first storm")
             await b.recorder.flush()
             await _until(lambda: len(_announced(a)) == 1)
             await a.incidents.quiesce()
             await _until(lambda: a.cluster.tail_position == _last(a))
             await a_stack.__aexit__(None, None, None)
-            await _until(lambda: b.cluster.leadership.is_leader)
+            await _until(lambda: _tailing(b))
             _fail(b, "command:roll", "first storm")  # the same bug again: the same incident
             _fail(b, "command:dice", "second storm")
             await b.recorder.flush()
@@ -280,7 +285,7 @@ async def test_a_new_leader_does_not_call_a_failure_new_that_another_process_saw
     a = await a_stack.__aenter__()
     try:
         async with _process(tmp_path, postgres_url, "b", observe=quick) as b:
-            await _until(lambda: a.cluster.leadership.is_leader)
+            await _until(lambda: _tailing(a))
             failure = _failure(a.incidents.now(), "fp-seen")
             await action_queries.insert_many(a.db, [failure])
             await _until(lambda: len(_announced(a)) == 1)
@@ -412,7 +417,7 @@ async def test_a_merge_the_leader_did_not_finish_is_taken_up_by_the_next_leader(
     a = await a_stack.__aenter__()
     try:
         async with _process(tmp_path, postgres_url, "b") as b:
-            await _until(lambda: a.cluster.leadership.is_leader)
+            await _until(lambda: _tailing(a))
             started = asyncio.Event()
             b_shipped: list[int] = []
 
@@ -544,7 +549,7 @@ async def test_a_published_merge_is_followed_by_every_other_process(
         assert a.deploy.went_live == a.cluster.publish and a.deploy.hand_over == a.cluster.hand_over
         a.cluster.loaded_sha = first  # it runs the code of the first commit
         assert b.deploy.went_live is not None
-        await b.deploy.went_live(second)
+        await b.deploy.went_live(second, True)
         await _until(lambda: a.cluster.loaded_sha == second)
         assert a.health()["merge_follow_problem"] is None
         assert await get_setting(a.db, DEPLOYED_KEY) == {
@@ -605,3 +610,18 @@ async def test_with_the_github_forge_a_follower_fetches_the_merged_commit(
         assert a.cluster.loaded_sha == first
         assert await a.cluster.follow(second) is True
         assert _git(live, "rev-parse", "HEAD") == second and a.cluster.follow_problem is None
+
+
+async def test_a_leader_that_found_the_merge_live_already_reloads_it_as_a_follower_would(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A new leader finishing a merge whose checkout a dead leader had moved did not reload it: it
+    follows its own notification and reloads what differs from the code it runs."""
+    repo = tmp_path / "repo"
+    first, second = _repo(repo)
+    async with _process(tmp_path, postgres_url, "a", repo_dir=repo) as a:
+        a.cluster.loaded_sha = first
+        assert a.deploy.went_live is not None
+        await a.deploy.went_live(second, False)
+        assert a.cluster.loaded_sha == first
+        await _until(lambda: a.cluster.loaded_sha == second)

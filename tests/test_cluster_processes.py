@@ -154,7 +154,7 @@ async def test_killed_leader_the_other_process_announces_the_next_incident_once(
             async def leader() -> list[int]:
                 for index, port in enumerate(ports):
                     body = await _health(http, port)
-                    if body and body.get("leader") and body.get("discord_ready"):
+                    if body and body.get("leader") and body.get("actions_tail") is not None:
                         return [index]
                 return []
 

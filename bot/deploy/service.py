@@ -119,9 +119,10 @@ class DeployService:
         self._resumed_watches: list[tuple[_Watch, float]] = []
         # Several processes on one database (bot/cluster.py): an approved merge is handed to the
         # leader (`hand_over(run_id)` returns the chat reply), and a merge that went live is told
-        # to the other processes (`went_live(sha)`). Unset: this process merges and is the only one.
+        # to the other processes (`went_live(sha, reloaded)`: whether this process reloaded it
+        # too). Unset: this process merges and is the only one.
         self.hand_over: Callable[[int], Awaitable[str]] | None = None
-        self.went_live: Callable[[str], Awaitable[None]] | None = None
+        self.went_live: Callable[[str, bool], Awaitable[None]] | None = None
 
     # -- approval → merge → deploy ---------------------------------------------------------------
 
@@ -356,7 +357,7 @@ class DeployService:
             else:
                 report = await apply(changed)
         if self.went_live is not None:
-            await self.went_live(merged_sha)
+            await self.went_live(merged_sha, live.old_sha != merged_sha)
         # Before the watch: "resolved" then rests on the replay's evidence, not only on quiet.
         proof = await self.prove_live(run, merged_sha) if self.prove_live is not None else ""
         await self._start_watch(run, set(changed))
@@ -722,7 +723,7 @@ class DeployService:
                 )
                 report = await apply(live.changed_files)
             if self.went_live is not None:
-                await self.went_live(revert_sha)
+                await self.went_live(revert_sha, True)
             return f"⏪ Rolled back run #{run.id} (`{revert_sha[:7]}`):\n{report}"
 
     async def follow(self, merged_sha: str, loaded_sha: str) -> tuple[LiveUpdate, str]:
