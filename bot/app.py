@@ -342,9 +342,19 @@ class MendBot(commands.AutoShardedBot):
         earlier playground world) the first dev channel: a report is never dropped for want of one."""
         dev_id = next(iter(self.services.settings.discord.dev_channel_ids), None)
         for candidate in (channel_id, dev_id):
-            channel = self.get_channel(candidate) if candidate else None
-            if isinstance(channel, discord.abc.Messageable):
+            channel = self.channel_by_id(candidate) if candidate else None
+            if channel is not None:
                 return channel
+        return None
+
+    def channel_by_id(self, channel_id: int) -> discord.abc.Messageable | None:
+        """The channel to post in: the cached one, else — on a shared database, where the channel's
+        guild may be another process's shard — one reached by id over REST, which any process can."""
+        channel = self.get_channel(channel_id)
+        if isinstance(channel, discord.abc.Messageable):
+            return channel
+        if channel is None and self.services.cluster.shared:
+            return self.get_partial_messageable(channel_id)
         return None
 
     def _report_prompt_error(self, message: str) -> None:
@@ -359,8 +369,8 @@ class MendBot(commands.AutoShardedBot):
         """Post in every configured dev channel; returns the messages sent."""
         sent = []
         for channel_id in self.services.settings.discord.dev_channel_ids:
-            channel = self.get_channel(channel_id)
-            if isinstance(channel, discord.abc.Messageable):
+            channel = self.channel_by_id(channel_id)
+            if channel is not None:
                 sent.append(await channel.send(content, **kwargs))
             else:
                 _log.warning("dev channel not reachable", channel_id=channel_id)

@@ -118,6 +118,11 @@ class Metrics:
             ["shard"],
             registry=registry,
         )
+        self.leader = Gauge(
+            "mendbot_leader",
+            "1 while this process leads: it runs the once-only work (incidents, merges, the watchdog).",
+            registry=registry,
+        )
         registry.register(_Dropped(bot))
         bot.services.recorder.subscribe(self.observe)
 
@@ -148,6 +153,7 @@ class Metrics:
         self.autonomous_daily_budget.set(budget.autonomous_daily_budget_usd)
         self.ready.set(1 if bot.is_ready() and bot.accepting else 0)
         self.inflight.set(bot.inflight)
+        self.leader.set(1 if services.cluster.leadership.is_leader else 0)
         for shard in bot.shard_states():
             self.shard_connected.labels(str(shard.id)).set(1 if shard.connected else 0)
             self.shard_latency.labels(str(shard.id)).set(

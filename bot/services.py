@@ -15,6 +15,7 @@ import discord
 
 from bot.access import AccessPolicy
 from bot.chat import ChatService
+from bot.cluster import Cluster, leadership_for, shares_database
 from bot.daemons import Daemons
 from bot.db import actions as action_queries
 from bot.db import core
@@ -35,6 +36,7 @@ from bot.improve.relay import RunEventRelay
 from bot.improve.runs import RunService
 from bot.improve.service import SelfImprovementAgent
 from bot.improve.workspace import Workspace
+from bot.leader import Leadership
 from bot.log import get_logger
 from bot.observe.audit import AuditService
 from bot.observe.detector import AnomalyDetector
@@ -73,6 +75,7 @@ class Services:
     audit: AuditService
     devmode: DevMode
     autonomy: AutonomyService
+    cluster: Cluster
     redactor: Redactor = field(default_factory=Redactor)
     storage: StorageHealth = field(default_factory=StorageHealth)
     daemons: Daemons = field(default_factory=Daemons)
@@ -106,6 +109,7 @@ class Services:
             "storage_write_retries": self.storage.retried,
             "storage_writes_given_up": self.storage.given_up,
             **self.recorder.health(),
+            **self.cluster.health(),
         }
 
     async def quiesce(self) -> None:
@@ -116,6 +120,7 @@ class Services:
         # Incidents may have started runs of the bot's own; their notes go back to the incidents.
         await self.autonomy.quiesce()
         await self.incidents.quiesce()
+        await self.cluster.quiesce()
         await self.recorder.flush()
 
     async def aclose(self) -> None:
@@ -128,6 +133,7 @@ class Services:
         await self.improve.shutdown()
         await self.autonomy.quiesce()
         self.deploy.stop()
+        await self.cluster.close()
         await self.incidents.quiesce()
         await self.recorder.close()
         await self.daemons.stop_all()
@@ -142,12 +148,15 @@ async def build_services(
     clock: Callable[[], datetime] = discord.utils.utcnow,
     prompts_dir: Path | None = None,
     watch_prompts: bool = True,
+    leadership: Leadership | None = None,
 ) -> Services:
-    """Open the database, load prompts and build every service. Prompt errors are logged."""
+    """Open the database, load prompts and build every service. Prompt errors are logged.
+
+    `leadership` defaults to the one the settings call for (`bot.cluster.leadership_for`)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = await core.connect(settings.database_target, timeout_ms=settings.storage.busy_timeout_ms)
     try:
-        services = await _assemble(settings, db, clock, prompts_dir)
+        services = await _assemble(settings, db, clock, prompts_dir, leadership or leadership_for(settings))
     except BaseException:
         await db.close()  # an open connection's thread would keep the process alive
         raise
@@ -158,7 +167,11 @@ async def build_services(
 
 
 async def _assemble(
-    settings: Settings, db: Connection, clock: Callable[[], datetime], prompts_dir: Path | None
+    settings: Settings,
+    db: Connection,
+    clock: Callable[[], datetime],
+    prompts_dir: Path | None,
+    leadership: Leadership,
 ) -> Services:
     prompts = PromptRegistry(prompts_dir or PROMPTS_DIR)
     prompts.load_all()
@@ -190,10 +203,13 @@ async def _assemble(
     if (fault := incidents.open_storage_fault()) is not None:
         storage.assume_failing(fault, "still open from before the restart")
     detector = AnomalyDetector(observe, incidents.on_signal, await action_queries.known_fingerprints(db))
-    # Incidents count a record before the detector sees it, so a record that opens an
-    # incident is counted once (in the signal), not twice.
-    recorder.subscribe(incidents.observe)
-    recorder.subscribe(detector.process)
+    shared = shares_database(settings)
+    if not shared:
+        # Incidents count a record before the detector sees it, so a record that opens an
+        # incident is counted once (in the signal), not twice. (On a shared database the leader
+        # feeds them every process's records instead: bot/cluster.py.)
+        recorder.subscribe(incidents.observe)
+        recorder.subscribe(detector.process)
     improve = await _build_improve(settings, db, prompts, clock, redactor, writes=writes)
     relay = await _run_on_workers(settings, db, improve)
     deploy = DeployService(
@@ -213,13 +229,22 @@ async def _assemble(
         memory=improve.memory,
         clock=clock,
     )
-    recorder.subscribe(deploy.observe)
+    if not shared:
+        recorder.subscribe(deploy.observe)
     deploy.prove_live = improve.prove_live
     deploy.reprove = improve.reprove
+    if shared:
+        # Runs in flight are other processes' too: one starting must not take them for ones it
+        # stopped. What a dead process left is failed by the leader's stuck-run watchdog, and a
+        # merge it left is finished by the leader's merge pass (bot/cluster.py).
+        await improve.claims.release_ended()
+        interrupted = []
+    else:
+        interrupted = await improve.on_startup()
     boot_notices = [
         f"⏸ Run #{run.id} was interrupted by a restart while {run.interrupted_from or 'running'}; "
         f"`/run {run.id} resume` continues it."
-        for run in await improve.on_startup()
+        for run in interrupted
         if run.interrupted_from != "merging"
     ]
     devmode = DevMode(db, settings.repo_dir.resolve(), clock)
@@ -250,6 +275,15 @@ async def _assemble(
         audit=AuditService(settings.database_target, settings.audit, clock),
         devmode=devmode,
         autonomy=autonomy,
+        cluster=Cluster(
+            settings=settings,
+            db=db,
+            leadership=leadership,
+            incidents=incidents,
+            detector=detector,
+            deploy=deploy,
+            improve=improve,
+        ),
         redactor=redactor,
         storage=storage,
         boot_notices=boot_notices,
@@ -262,7 +296,8 @@ async def _assemble(
         "storage-probe",
         storage.probe_while_failing(lambda: probe(db, clock().timestamp()), storage_config.probe_interval_s),
     )
-    services.daemons.start("run-watchdog", improve.watchdog())
+    # The watchdog and, on a shared database, the leader's work run while this process leads.
+    await services.cluster.start(services.daemons)
     if relay is not None:
         services.daemons.start("run-relay", relay.run())
     return services

@@ -54,6 +54,8 @@ class Audit(commands.Cog):
         return texts, charts
 
     async def _scheduled(self) -> None:
+        if not self.bot.services.cluster.leadership.is_leader:
+            return  # every process has the schedule; the leader posts the report (bot/cluster.py)
         with self.bot.services.recorder.action("task:audit", "Audit"):
             report = await self.audit.report(self.audit.default_period, command_kinds(self.bot))
             texts, charts = await self._render(report)

@@ -13,6 +13,7 @@ from discord.ext import commands
 from bot.app import MendBot
 from bot.errors import UserError
 from bot.improve.runs import RunKind
+from bot.log import get_logger
 from bot.observe.incidents import Incident
 
 ACTIONS: dict[str, RunKind] = {"🔍": "investigate", "🛠": "fix", "🛠️": "fix"}
@@ -22,6 +23,8 @@ _COLOURS = {
     "error": discord.Colour.red(),
 }
 _ICONS = {"notice": "🆕", "warning": "🐢", "error": "🔥"}
+
+_log = get_logger(__name__)
 
 
 _ENVIRONMENT_ICONS = {"storage": "🗄️"}
@@ -169,6 +172,14 @@ async def request_action(
     return f"On it: run #{run.id} will {action} incident #{incident_id} (requested by {user.display_name})."
 
 
+def _nonce(incident: Incident) -> str:
+    """The announcement's nonce: Discord answers a second post with the same one (within minutes)
+    with the first message, so a leader that died between posting and storing the message id does
+    not make its successor announce the incident twice. The first-seen time tells apart incidents
+    of the same number in another database."""
+    return f"i{incident.id}-{int(incident.first_seen)}"[:25]
+
+
 class Incidents(commands.Cog):
     def __init__(self, bot: MendBot) -> None:
         self.bot = bot
@@ -186,23 +197,29 @@ class Incidents(commands.Cog):
     # -- Announcer ------------------------------------------------------------------------------
 
     async def announce(self, incident: Incident) -> tuple[int, int] | None:
+        once = {"nonce": _nonce(incident)} if incident.id is not None else {}
         if incident.category == "environment":  # nothing to investigate or fix in code: no buttons
-            sent = await self.bot.send_dev(embed=render(incident))
+            sent = await self.bot.send_dev(embed=render(incident), **once)
             return (sent[0].channel.id, sent[0].id) if sent else None
         assert incident.id is not None
-        sent = await self.bot.send_dev(embed=render(incident), view=_view(incident.id))
+        sent = await self.bot.send_dev(embed=render(incident), view=_view(incident.id), **once)
         if not sent:
             return None
         message = sent[0]
-        for emoji in ("🔍", "🛠"):
-            await message.add_reaction(emoji)
+        try:
+            for emoji in ("🔍", "🛠"):
+                await message.add_reaction(emoji)
+        except discord.HTTPException as exc:
+            # Posted is announced: its id must be stored, or the next leader would announce it again.
+            # The buttons offer the same actions.
+            _log.warning("announcement reactions not added", incident_id=incident.id, error=str(exc))
         return message.channel.id, message.id
 
     async def update(self, incident: Incident) -> None:
         if incident.channel_id is None or incident.message_id is None:
             return
-        channel = self.bot.get_channel(incident.channel_id)
-        if not isinstance(channel, discord.abc.Messageable):
+        channel = self.bot.channel_by_id(incident.channel_id)
+        if not isinstance(channel, discord.abc.Messageable) or not hasattr(channel, "get_partial_message"):
             return
         await channel.get_partial_message(incident.message_id).edit(embed=render(incident))
 

@@ -142,6 +142,10 @@ class Ship(commands.Cog):
         self.deploy.reporter = self
         self.deploy.roles_of = self.roles_of
         self.deploy.reloader = Reloader(self.bot)
+        cluster = self.bot.services.cluster
+        if cluster.shared:  # the leader resumes watches and deploys, whichever process it is
+            self.deploy.in_background(self._ready_for_deploys())
+            return
         await self.deploy.resume_watches()
         self.deploy.in_background(self._continue_deploys())
 
@@ -149,6 +153,10 @@ class Ship(commands.Cog):
         await self.bot.wait_until_ready()  # it reports in the run's channel and reloads cogs
         await self.deploy.announce_resumed_watches()
         await self.deploy.continue_interrupted_deploys()
+
+    async def _ready_for_deploys(self) -> None:
+        await self.bot.wait_until_ready()
+        self.bot.services.cluster.deploy_ready.set()
 
     async def cog_unload(self) -> None:
         self.bot.remove_dynamic_items(ProposalButton, RollbackButton)

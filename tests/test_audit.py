@@ -20,6 +20,7 @@ from PIL import Image
 from bot.db import actions as action_queries
 from bot.db import open_database
 from bot.db.core import Connection
+from bot.leader import SoleLeader
 from bot.observe.audit import AuditError, AuditSchedule, AuditService, parse_period
 from bot.observe.audit_charts import render_charts
 from bot.observe.audit_render import render_text
@@ -402,3 +403,13 @@ def test_playground_shows_the_audit_and_its_charts(tmp_path: Path) -> None:
     assert "📋 **Self-audit** · last 7d" in result.stdout
     for name in ("failures_per_day.png", "p95_per_kind.png", "spend_per_day.png"):
         assert result.stdout.count(f"    📎 {name} (") == 2
+
+
+async def test_a_process_that_does_not_lead_posts_no_scheduled_audit(tmp_path: Path) -> None:
+    """Every process has the schedule; one that does not lead (another posts it) stays quiet."""
+    settings = make_settings(tmp_path / "data", audit={"schedule": "0 9 * * *"})
+    async with running_world(settings) as world:
+        world.bot.services.cluster.leadership = SoleLeader("a follower")  # never started: never leads
+        await world.env.advance_time(9 * HOUR + 60)
+        await world.quiesce()
+        assert not [m for m in bot_messages(world, world.dev) if "Self-audit" in m.content]

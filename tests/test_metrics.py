@@ -78,6 +78,7 @@ async def test_state_figures_are_read_at_scrape_time(world: VirtualWorld, scrape
     assert metrics[("mendbot_action_records_dropped_total", (("cause", "queue_full"),))] == 0
     assert metrics[("mendbot_action_records_dropped_total", (("cause", "unwritten"),))] == 0
     assert metrics[("mendbot_discord_ready", ())] == 1
+    assert metrics[("mendbot_leader", ())] == 1  # the only process on SQLite leads
     assert metrics[("mendbot_action_cost_usd_total", (("kind", "chat:reply"),))] == 0.25
     world.bot.accepting = False
     try:

@@ -25,9 +25,12 @@ from bot.observe.records import ActionRecord
 
 __all__ = [
     "CallText",
+    "after",
     "by_ids",
     "insert_many",
     "known_fingerprints",
+    "last_id",
+    "last_id_before",
     "recent_calls",
     "recent_failures",
     "row_to_record",
@@ -44,6 +47,15 @@ _CHUNK = 32
 _encode = json.JSONEncoder(default=str).encode
 
 _KNOWN_FINGERPRINTS = select(fingerprints.c.fingerprint)
+_KNOWN_FINGERPRINTS_BEFORE = select(fingerprints.c.fingerprint).where(
+    fingerprints.c.first_seen < bindparam("ts")
+)
+# The leader's tail of every process's actions (bot/cluster.py): new rows by id, a bounded batch.
+_AFTER = (
+    select(actions).where(actions.c.id > bindparam("after")).order_by(actions.c.id).limit(bindparam("limit"))
+)
+_LAST_ID = select(func.coalesce(func.max(actions.c.id), 0))
+_LAST_ID_BEFORE = select(func.coalesce(func.max(actions.c.id), 0)).where(actions.c.ts < bindparam("ts"))
 _BY_IDS = select(actions).where(actions.c.id.in_(bindparam("ids", expanding=True)))
 _FAILURES_OF_FINGERPRINT = (
     select(actions)
@@ -175,8 +187,11 @@ async def insert_many(db: Connection, records: Sequence[ActionRecord]) -> None:
             await core.execute(db, upsert, **counted)
 
 
-async def known_fingerprints(db: Connection) -> set[str]:
-    return {row["fingerprint"] for row in await core.rows(db, _KNOWN_FINGERPRINTS)}
+async def known_fingerprints(db: Connection, *, before: float | None = None) -> set[str]:
+    """Every fingerprint recorded so far, or only those first seen before the time `before`."""
+    if before is None:
+        return {row["fingerprint"] for row in await core.rows(db, _KNOWN_FINGERPRINTS)}
+    return {row["fingerprint"] for row in await core.rows(db, _KNOWN_FINGERPRINTS_BEFORE, ts=before)}
 
 
 def row_to_record(row: Mapping[str, Any]) -> ActionRecord:
@@ -256,3 +271,19 @@ async def slowest_sampled(
         db, _slowest_sampled(core.dialect(db)), kinds=list(kinds), since=since, limit=limit
     )
     return [row_to_record(row) for row in found]
+
+
+async def after(db: Connection, after_id: int, limit: int) -> list[tuple[int, ActionRecord]]:
+    """Up to `limit` records stored with an id above `after_id`, by id, with their ids."""
+    found = await core.rows(db, _AFTER, after=after_id, limit=limit)
+    return [(int(row["id"]), row_to_record(row)) for row in found]
+
+
+async def last_id(db: Connection) -> int:
+    """The highest action id stored so far (0 when there is none)."""
+    return int(await core.scalar(db, _LAST_ID) or 0)
+
+
+async def last_id_before(db: Connection, ts: float) -> int:
+    """The highest id of an action recorded before `ts` (0 when there is none)."""
+    return int(await core.scalar(db, _LAST_ID_BEFORE, ts=ts) or 0)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import re
 import sqlite3
+import threading
 from importlib import resources
 from importlib.abc import Traversable
 from typing import TYPE_CHECKING
@@ -110,12 +111,17 @@ def upgrade_sqlite(conn: sqlite3.Connection, *, history: Traversable = HISTORY) 
 
 
 def upgrade_postgresql(url: str, *, history: Traversable = HISTORY) -> None:
-    """Bring the PostgreSQL database at `url` to the head, in one transaction."""
-    from sqlalchemy import create_engine
+    """Bring the PostgreSQL database at `url` to the head, in one transaction.
+
+    Processes sharing the database start together: each upgrade first takes a transaction-level
+    advisory lock, so one migrates and the others then find the head (two creating `alembic_version`
+    at once would fail one of them)."""
+    from sqlalchemy import create_engine, text
 
     engine = create_engine(_with_driver(url))
     try:
         with engine.begin() as connection:
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
             _run_history(connection, history, stamp=None)
     except Exception as exc:
         raise MigrationError(f"upgrading {engine.url.render_as_string()} failed: {exc}") from exc
@@ -213,6 +219,15 @@ def _statements(script: str) -> list[str]:
     return [s for s in statements if s.rstrip(";").strip()]
 
 
+# The advisory lock key of PostgreSQL migrations (a fixed signed 64-bit number: "mendbot:migrate").
+_MIGRATION_LOCK = int.from_bytes(b"mendbot:migrate"[:8], "big", signed=True)
+
+# Alembic runs a migration through proxies it installs in its own modules' globals: two runs at
+# once in one process (threads: the bot's connection and the action writer's, as `to_thread`)
+# remove each other's. Each run holds this lock; it is process-wide because the proxies are.
+_ALEMBIC = threading.Lock()
+
+
 def _run_history(connection: Connection, history: Traversable, *, stamp: str | None) -> None:
     """Stamp (an adopted file) at `stamp`, then upgrade to the head, inside the caller's transaction."""
     from alembic import command
@@ -221,6 +236,7 @@ def _run_history(connection: Connection, history: Traversable, *, stamp: str | N
     config = Config()
     config.set_main_option("script_location", str(history))
     config.attributes["connection"] = connection
-    if stamp is not None:
-        command.stamp(config, stamp)
-    command.upgrade(config, "head")
+    with _ALEMBIC:
+        if stamp is not None:
+            command.stamp(config, stamp)
+        command.upgrade(config, "head")

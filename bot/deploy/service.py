@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from bot.access import AccessPolicy
 from bot.deploy.approval import ApprovalDecision, ApprovalForm, ApprovalService, Recheck, RolesLookup
 from bot.deploy.grammar import read_approval
-from bot.deploy.merge import MergeError, Merger, RebaseConflict
+from bot.deploy.merge import LiveUpdate, MergeError, Merger, RebaseConflict
 from bot.deploy.queue import MergeQueue
 from bot.deploy.reload import Reloader, classify, render
 from bot.errors import UserError
@@ -117,6 +117,12 @@ class DeployService:
         self.reprove: Callable[[Run, str], Awaitable[str]] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._resumed_watches: list[tuple[_Watch, float]] = []
+        # Several processes on one database (bot/cluster.py): an approved merge is handed to the
+        # leader (`hand_over(run_id)` returns the chat reply), and a merge that went live is told
+        # to the other processes (`went_live(sha, reloaded)`: whether this process reloaded it
+        # too). Unset: this process merges and is the only one.
+        self.hand_over: Callable[[int], Awaitable[str]] | None = None
+        self.went_live: Callable[[str, bool], Awaitable[None]] | None = None
 
     # -- approval → merge → deploy ---------------------------------------------------------------
 
@@ -173,6 +179,8 @@ class DeployService:
         if decision.status != "ready":
             return decision.message
         proposal = await self.forge.get(proposal_id)
+        if self.hand_over is not None:
+            return decision.message + "\n" + await self.hand_over(proposal.run_id)
         return decision.message + "\n" + await self.ship(proposal.run_id, actor=f"user:{user_id}")
 
     async def ship(self, run_id: int, *, actor: str) -> str:
@@ -348,6 +356,8 @@ class DeployService:
                 report = "(already live: loaded when this process started)"
             else:
                 report = await apply(changed)
+        if self.went_live is not None:
+            await self.went_live(merged_sha, live.old_sha != merged_sha)
         # Before the watch: "resolved" then rests on the replay's evidence, not only on quiet.
         proof = await self.prove_live(run, merged_sha) if self.prove_live is not None else ""
         await self._start_watch(run, set(changed))
@@ -712,7 +722,20 @@ class DeployService:
                     detail={"revert_sha": revert_sha, "emergency": True},
                 )
                 report = await apply(live.changed_files)
+            if self.went_live is not None:
+                await self.went_live(revert_sha, True)
             return f"⏪ Rolled back run #{run.id} (`{revert_sha[:7]}`):\n{report}"
+
+    async def follow(self, merged_sha: str, loaded_sha: str) -> tuple[LiveUpdate, str]:
+        """Another process merged `merged_sha`: fast-forward the live checkout to it (the same guard
+        as a deploy: never over hand edits) and reload what differs from the code loaded here
+        (`loaded_sha`). Processes sharing one checkout find it moved already and only reload."""
+        async with self._ship_lock, self._swapping_code() as apply:
+            live = await self.merger.update_live_checkout(merged_sha)
+            if not live.ok:
+                return live, ""
+            changed = await self.merger.changed_files(loaded_sha, merged_sha) if loaded_sha else []
+            return live, (await apply(changed) if changed else "nothing to reload")
 
     async def _revert_commit(self, run: Run, merged_sha: str) -> str:
         """A commit on top of main that undoes base..merged, made without touching the live tree."""

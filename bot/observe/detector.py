@@ -132,6 +132,10 @@ class AnomalyDetector:
         self._next_sweep: float | None = None
         self.processed = 0
 
+    def use_known(self, fingerprints: Iterable[str]) -> None:
+        """From now on count exactly these fingerprints as seen before (a new leader: bot/cluster.py)."""
+        self._known = set(fingerprints)
+
     def tracked(self) -> dict[str, int]:
         """How many kinds, fingerprints and time buckets the windows hold now (what memory follows)."""
         return {

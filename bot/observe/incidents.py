@@ -101,6 +101,7 @@ class Incident:
     dirty: bool = False
     flushing: bool = False
     unsaved: bool = False  # a change storage refused: written again once storage works
+    saved_at: float = 0.0  # the `updated_at` of this process's last write: newer rows are another's
     created: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -154,9 +155,22 @@ class Incident:
             category=row.get("category") or "code",
             need=row.get("need"),
             autonomy=row.get("autonomy"),
+            saved_at=row.get("updated_at") or 0.0,
         )
         incident.created.set()
         return incident
+
+    def take(self, other: Incident) -> None:
+        """Take the stored fields of `other` (the same incident, as another process wrote it)."""
+        for name in (*_STORED, "saved_at"):
+            setattr(self, name, getattr(other, name))
+
+
+_STORED = tuple(
+    name
+    for name in Incident.__dataclass_fields__
+    if name not in ("dirty", "flushing", "unsaved", "created", "saved_at")
+)
 
 
 class Announcer(Protocol):
@@ -208,6 +222,44 @@ class IncidentService:
         rows = await queries.active_or_recent(self._db, self.now() - self._config.cooldown_s)
         self._incidents = [Incident.from_row(row) for row in rows]
         return sum(1 for incident in self._incidents if incident.active)
+
+    async def refresh(self) -> None:
+        """Take in what other processes sharing the database wrote (PostgreSQL: bot/cluster.py).
+
+        Incidents opened elsewhere are added; one changed elsewhere after this process last wrote
+        it (resolved by a follower's command, announced by the leader) is replaced by the stored
+        row — unless this process has a change of its own in flight, which is written next.
+        """
+        if any(incident.id is None and not incident.created.is_set() for incident in self._incidents):
+            return  # an insert of ours in flight: its row must not come back as another incident
+        rows = await queries.active_or_recent(self._db, self.now() - self._config.cooldown_s)
+        known: dict[int | None, Incident] = {i.id: i for i in self._incidents if i.id is not None}
+        for row in rows:
+            stored = Incident.from_row(row)
+            mine = known.get(stored.id)
+            if mine is None:
+                self._incidents.append(stored)
+            elif not (mine.dirty or mine.flushing) and stored.saved_at > mine.saved_at:
+                mine.take(stored)
+
+    async def announce_unannounced(self) -> int:
+        """Announce stored code incidents that have no announcement yet; returns how many.
+
+        A leader that died between an incident's row and its announcement left one such: the
+        next leader announces it (once: the announcement's message id is stored with the row).
+        """
+        announced = 0
+        for incident in list(self._incidents):
+            if incident.category != "code" or not incident.active or incident.id is None:
+                continue
+            if incident.message_id is not None or self.announcer is None:
+                continue
+            where = await self.announcer.announce(incident)
+            if where is not None:
+                incident.channel_id, incident.message_id = where
+                await self._write(incident, {"channel_id": where[0], "message_id": where[1]})
+                announced += 1
+        return announced
 
     def open_storage_fault(self) -> Fault | None:
         """The fault of a storage incident still open from before a restart (None if there is none)."""
@@ -331,8 +383,10 @@ class IncidentService:
     async def _insert(self, incident: Incident) -> None:
         """Give the incident its row (and id). An environment incident whose storage is failing
         stays in memory and is announced anyway; its row is written when storage works again."""
+        row = incident.row(self.now())
         try:
-            incident.id = await queries.insert(self._db, incident.row(self.now()))
+            incident.id = await queries.insert(self._db, row)
+            incident.saved_at = row["updated_at"]
         except Exception as exc:
             if incident.category != "environment" or storage_fault(exc) is None:
                 raise
@@ -344,6 +398,7 @@ class IncidentService:
         an environment incident's is not, since it is how storage trouble gets reported."""
         incident_id = incident.id
         assert incident_id is not None
+        saved_at = values.get("updated_at", incident.saved_at)
         try:
             if incident.category == "environment":
                 await queries.update(self._db, incident_id, values)
@@ -359,6 +414,7 @@ class IncidentService:
             _log.warning("environment incident not saved yet", incident_id=incident_id, error=str(exc))
         else:
             incident.unsaved = False
+            incident.saved_at = saved_at
             return True
         incident.unsaved = True
         return False
@@ -543,6 +599,7 @@ class IncidentService:
         except StorageUnavailable:
             incident.state, incident.closed_at, incident.closed_by = before  # not changed: "try again"
             raise
+        incident.saved_at = row["updated_at"]
         _log.info("incident state changed", incident_id=incident_id, state=state, user_id=user_id)
         self._changed(incident)  # the announcement shows the new state
         return incident

@@ -876,7 +876,15 @@ class DiscordDouble:
         if found is None:
             return _json(UNKNOWN_CHANNEL, 404)
         guild, channel = found
+        nonce = body.get("nonce")
+        if nonce is not None and body.get("enforce_nonce"):
+            # Discord returns the message the bot already posted with this nonce (minutes) instead.
+            for posted in self.messages:
+                if posted["channel_id"] == str(channel.id) and posted.get("nonce") == str(nonce):
+                    return _json(posted)
         message = self._message(channel, guild, self.user, body.get("content") or "", body)
+        if nonce is not None:
+            message["nonce"] = str(nonce)
         self.messages.append(message)
         self._channel_log.setdefault(channel.id, []).append(message)
         self._posted.set()
