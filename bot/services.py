@@ -299,7 +299,9 @@ async def _assemble(
     # The watchdog and, on a shared database, the leader's work run while this process leads.
     await services.cluster.start(services.daemons)
     if relay is not None:
-        services.daemons.start("run-relay", relay.run())
+        # One process relays the workers' progress to Discord (any may post by channel id): with
+        # several bot processes, each relaying would post every update once per process.
+        services.daemons.start("run-relay", services.cluster.leadership.while_leader(relay.run))
     return services
 
 

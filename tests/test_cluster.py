@@ -625,3 +625,47 @@ async def test_a_leader_that_found_the_merge_live_already_reloads_it_as_a_follow
         await a.deploy.went_live(second, False)
         assert a.cluster.loaded_sha == first
         await _until(lambda: a.cluster.loaded_sha == second)
+
+
+async def test_the_workers_progress_is_relayed_once_by_the_leader(postgres_url: str, tmp_path: Path) -> None:
+    """With runs on workers and several bot processes, a worker's progress and report reach Discord
+    once: the leader relays them (any process may post by channel id), followers do not."""
+    from bot.improve.relay import DatabaseReporter
+    from tests.harness.github_double import GitHubDouble
+    from tests.harness.repo import git
+    from tests.test_worker import TOKEN, RecordingReporter
+
+    bare = tmp_path / "remote.git"
+    bare.mkdir()
+    git(bare, "init", "-q", "--bare", "-b", "main")
+    async with GitHubDouble(bare, token=TOKEN) as github:
+        workers: dict[str, Any] = {
+            "improve": {"run_on": "workers"},
+            "forge": {
+                "kind": "github",
+                "repository": github.repository,
+                "api_url": github.api_url,
+                "remote_url": github.git_url,
+            },
+            "github_token": TOKEN,
+        }
+        async with (
+            _process(tmp_path, postgres_url, "a", **workers) as a,
+            _process(tmp_path, postgres_url, "b", **workers) as b,
+        ):
+            reporters = {"a": RecordingReporter(), "b": RecordingReporter()}
+            a.improve.reporter, b.improve.reporter = reporters["a"], reporters["b"]
+            leader = await _leader_of(a, b)
+            run = await leader.improve.runs.create("fix", 1, 5, None, "run on a worker")
+            worker = DatabaseReporter(a.db, a.improve.runs, "worker:test")
+            await worker.progress(run, ["🔍 looking"])
+            await worker.report(run, "done")
+            await _until(lambda: any(r.reports for r in reporters.values()))
+            await asyncio.sleep(1.0)  # a follower relaying too would have posted by now
+    relayed = [
+        (name, r.progress_calls, r.reports) for name, r in reporters.items() if r.progress_calls or r.reports
+    ]
+    assert len(relayed) == 1, relayed
+    [(name, progress, reports)] = relayed
+    assert name == ("a" if leader is a else "b")
+    assert [lines for _, lines in progress] == [["🔍 looking"]] and [text for _, text in reports] == ["done"]

@@ -85,6 +85,9 @@ class RunEventRelay:
     async def run(self) -> None:
         """Listen, relay, and reconnect with a growing delay whenever the connection is lost."""
         delay = self._backoff_s
+        # Where to go on from is read from the database at each start: after a spell as follower
+        # another process's relay has moved it on.
+        self.last_event_id = None
         while True:
             try:
                 async with listening(self._url) as payloads:
