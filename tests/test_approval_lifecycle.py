@@ -119,3 +119,40 @@ async def test_a_push_to_the_pull_request_after_approval_merges_nothing_and_asks
     assert _pull(github)["merged"] is False
     standing = [a for a in await approval_rows(built, run.proposal_id) if a.counts]
     assert standing == []
+
+
+async def _approve(built: Services, run: Run) -> str:
+    assert run.proposal_id is not None
+    return await built.deploy.decide(
+        proposal_id=run.proposal_id, user_id=ALICE, user_name="alice", role_ids=[], is_bot=False,
+        channel_id=DEV, parent_channel_id=None, form="approve", via="words", message_id=5,
+    )  # fmt: skip
+
+
+async def test_a_proposal_made_on_a_worker_is_fetched_judged_and_merged(
+    services: tuple[Services, GitHubDouble],
+) -> None:
+    """A run a worker executed left its branch on GitHub only: the approval fetches it, judges its diff
+    (not protected: plain "ship it" counts) and the merge goes through."""
+    built, github = services
+    run = await _awaiting_approval(built)
+    git(built.settings.repo_dir, "branch", "-q", "-D", BRANCH)  # as in a bot whose worker pushed it
+    reply = await _approve(built, run)
+    assert "Approved by alice" in reply and "protected" not in reply, reply
+    assert "Merged" in reply, reply
+    assert _pull(github)["merged"] is True
+
+
+async def test_an_approval_whose_branch_cannot_be_fetched_is_not_counted(
+    services: tuple[Services, GitHubDouble],
+) -> None:
+    """The branch is neither here nor on GitHub any more: the approver is told why nothing counted, and
+    the run still waits for approval."""
+    built, github = services
+    run = await _awaiting_approval(built)
+    git(built.settings.repo_dir, "branch", "-q", "-D", BRANCH)
+    git(github.bare_repo, "branch", "-q", "-D", BRANCH)
+    reply = await _approve(built, run)
+    assert reply.startswith("⏸ Not counted: the proposal's branch could not be fetched"), reply
+    assert (await built.improve.runs.get(run.id)).state == "awaiting_approval"
+    assert run.proposal_id is not None and await approval_rows(built, run.proposal_id) == []

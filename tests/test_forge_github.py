@@ -18,7 +18,7 @@ from bot.db.connection import open_database
 from bot.deploy.merge import Merger
 from bot.doctor import _forge as doctor_forge_check
 from bot.forge import Forge, ForgeError, GitHubForge
-from bot.forge.base import HeadMovedError, MainMovedError, merged_ref
+from bot.forge.base import HeadMovedError, MainMovedError, branch_head, merged_ref
 from bot.improve.workspace import Workspace
 from bot.sandbox import Sandbox
 from bot.settings import load_settings
@@ -413,3 +413,59 @@ def test_push_command_with_a_lease_names_the_old_head(tmp_path: Path) -> None:
     assert f"--force-with-lease=refs/heads/{BRANCH}:{'a' * 40}" in argv
     assert not any(arg in ("--force", "-f") for arg in argv)
     assert argv[-1] == f"{'b' * 40}:refs/heads/{BRANCH}"
+
+
+def _bot_clone(tmp_path: Path, bare: Path) -> Path:
+    """The bot's own checkout when runs execute on a worker: main from GitHub, no run branches."""
+    root = tmp_path / "bot"
+    git(tmp_path, "clone", "-q", str(bare), str(root))
+    return root
+
+
+async def test_a_proposal_pushed_from_another_clone_is_fetched_then_merged(
+    tmp_path: Path, repo: tuple[Path, str], bare: Path, db: aiosqlite.Connection, github: GitHubDouble
+) -> None:
+    """A worker's proposal (opened from its own clone) becomes a branch of the bot's repository at the
+    pushed head when asked for — once: asked again, nothing is fetched — and then merges as any other."""
+    worker_root, sha = repo
+    worker = forge_for(worker_root, db, github, remote_url=github.git_url)
+    proposal = await worker.open_proposal(run_id=7, branch=BRANCH, head_sha=sha, title="t", body="b")
+    bot_root = _bot_clone(tmp_path, bare)
+    bot = forge_for(bot_root, db, github, remote_url=github.git_url)
+    assert await branch_head(bot_root, BRANCH) is None
+    await bot.fetch_proposal(proposal.id)
+    assert git(bot_root, "rev-parse", BRANCH) == sha
+    requests = len(github.git_requests)
+    await bot.fetch_proposal(proposal.id)
+    assert len(github.git_requests) == requests
+    result = await bot.merge(proposal.id, sha)
+    assert git(bare, "rev-parse", "main") == result.merged_sha
+    assert git(bot_root, "rev-parse", merged_ref(proposal.id)) == result.merged_sha
+
+
+async def test_a_proposal_branch_moved_on_github_is_fetched_at_its_new_head(
+    tmp_path: Path, repo: tuple[Path, str], bare: Path, db: aiosqlite.Connection, github: GitHubDouble
+) -> None:
+    """Someone pushed to the branch on GitHub before the bot fetched it: the bot's branch is at their
+    commit, a branch that moved (what nobody verified is not taken for the verified head)."""
+    worker_root, sha = repo
+    worker = forge_for(worker_root, db, github, remote_url=bare.as_uri())
+    proposal = await worker.open_proposal(run_id=7, branch=BRANCH, head_sha=sha, title="t", body="b")
+    moved = push_from_elsewhere(tmp_path, bare, BRANCH, "roll.py", "def roll():\n    return 9\n")
+    bot_root = _bot_clone(tmp_path, bare)
+    await forge_for(bot_root, db, github, remote_url=bare.as_uri()).fetch_proposal(proposal.id)
+    assert git(bot_root, "rev-parse", BRANCH) == moved != sha
+
+
+async def test_a_proposal_branch_gone_from_github_cannot_be_fetched(
+    tmp_path: Path, repo: tuple[Path, str], bare: Path, db: aiosqlite.Connection, github: GitHubDouble
+) -> None:
+    """A branch deleted on GitHub is a ForgeError naming it, and no branch appears in the bot's repository."""
+    worker_root, sha = repo
+    worker = forge_for(worker_root, db, github, remote_url=bare.as_uri())
+    proposal = await worker.open_proposal(run_id=7, branch=BRANCH, head_sha=sha, title="t", body="b")
+    git(bare, "branch", "-q", "-D", BRANCH)
+    bot_root = _bot_clone(tmp_path, bare)
+    with pytest.raises(ForgeError, match=BRANCH):
+        await forge_for(bot_root, db, github, remote_url=bare.as_uri()).fetch_proposal(proposal.id)
+    assert await branch_head(bot_root, BRANCH) is None

@@ -154,6 +154,14 @@ class DeployService:
                     proposal.run_id, "deploy_held", actor=f"user:{user_id}", detail={"reason": problem}
                 )
                 return f"⏸ Not merged: {problem}. Approve again once the live checkout is clean."
+            try:  # what is approved must be here to be judged (its diff) and merged
+                await self.forge.fetch_proposal(proposal_id)
+            except ForgeError as exc:
+                _log.warning("proposal_fetch_failed", proposal_id=proposal_id, error=str(exc))
+                return (
+                    f"⏸ Not counted: the proposal's branch could not be fetched from the forge ({exc})."
+                    " Approve again once it answers."
+                )
         decision: ApprovalDecision = await self.approvals.decide(
             proposal_id=proposal_id,
             user_id=user_id,
@@ -223,6 +231,7 @@ class DeployService:
         if recorded is not None:  # an earlier process merged it and stopped: go on from there
             return await self._go_live(run, recorded)
         proposal = await self.forge.get(run.proposal_id)
+        await self.forge.fetch_proposal(proposal.id)  # a worker's branch may not be here yet
         expected = run.verified_sha
         problem = await self.merger.live_checkout_problem()
         if problem is not None:  # hand edits are never overwritten: hold the merge, keep the approval

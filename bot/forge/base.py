@@ -107,6 +107,11 @@ class Forge(Protocol):
         """Where the forge's main is now; the commit is in the bot's repository afterwards."""
         ...
 
+    async def fetch_proposal(self, proposal_id: int) -> None:
+        """Make the proposal's branch a branch of the bot's repository, if it is not one already
+        (a worker pushed it to the forge from a clone of its own)."""
+        ...
+
     async def merge(self, proposal_id: int, expected_head_sha: str) -> MergeResult:
         """Merge exactly `expected_head_sha` into main, without touching the live working tree.
 

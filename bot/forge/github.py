@@ -183,6 +183,21 @@ class GitHubForge:
     async def main_sha(self) -> str:
         """Fetch main from GitHub into `refs/mendbot/upstream/<base>` and return where it is."""
         upstream = f"{UPSTREAM_REF_PREFIX}{self.base}"
+        await self._fetch(f"+refs/heads/{self.base}:{upstream}")
+        return await run_git(self.repo_root, "rev-parse", "--verify", f"{upstream}^{{commit}}")
+
+    async def fetch_proposal(self, proposal_id: int) -> None:
+        """Bring the proposal's branch into the bot's repository when it is not there: a worker
+        (`improve.run_on: workers`) pushed it from a clone of its own. A branch that is here already
+        is left alone (the run was executed here, or it was fetched before); one fetched at another
+        head than the verified one is a branch that moved, as if someone committed to it here."""
+        proposal = await self._stored(proposal_id)
+        if await branch_head(self.repo_root, proposal.branch) is not None:
+            return
+        await self._fetch(f"refs/heads/{proposal.branch}:refs/heads/{proposal.branch}")
+        log.info("proposal_branch_fetched", proposal_id=proposal_id, branch=proposal.branch)
+
+    async def _fetch(self, refspec: str) -> None:
         await run_git(
             self.repo_root,
             "fetch",
@@ -190,12 +205,11 @@ class GitHubForge:
             "--no-tags",
             "--no-write-fetch-head",
             self.remote_url,
-            f"+refs/heads/{self.base}:{upstream}",
+            refspec,
             config=self._auth_config(),
             timeout_s=self._push_timeout_s,
             secrets=(self._token, self._basic_credentials()),
         )
-        return await run_git(self.repo_root, "rev-parse", "--verify", f"{upstream}^{{commit}}")
 
     async def merge(self, proposal_id: int, expected_head_sha: str) -> MergeResult:
         """Merge the pull request at exactly `expected_head_sha` (see the module docstring)."""

@@ -129,6 +129,9 @@ class LocalForge:
             raise ForgeError(f"{self.repo_root} has no branch {self.base!r} to merge into")
         return main
 
+    async def fetch_proposal(self, proposal_id: int) -> None:
+        """Nothing to fetch: a local proposal's branch is a branch of this repository."""
+
     async def merge(self, proposal_id: int, expected_head_sha: str) -> MergeResult:
         """Record the fast-forward of main to `expected_head_sha` (see the module docstring)."""
         async with self._merge_lock:
