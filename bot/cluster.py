@@ -23,11 +23,13 @@ Only the leader, while it leads:
   fast-forward its checkout with the deploy guard and reload what differs from the code it runs.
   One that cannot (hand edits) says so in its log and /health and stays where it is.
 
-Nothing is announced twice across a change of leader: the new leader reads the incidents from the
+Nothing is announced twice or lost across a change of leader: the new leader reads the incidents from the
 database before it feeds anything (a storm an old leader announced attaches to that incident), it
 starts the tail at the position the old leader stored after the incidents of every record before it
-were written (`cluster.actions_seen`; records after it are fed again, so nothing is lost), and it
-announces a stored incident that has no announcement yet (the old leader died in between).
+were written (`cluster.actions_seen`; records after it are fed again, so nothing is lost), with
+the detector's windows restored from the records before it (a storm that began under the old leader
+goes on counting), and it announces a stored incident that has no announcement yet (the old leader
+died in between).
 Followers read incidents from the database (`IncidentService.refresh`) every `poll_s`.
 """
 
@@ -56,7 +58,7 @@ from bot.forge.github import GitHubForge
 from bot.improve.service import SelfImprovementAgent
 from bot.leader import Leadership, PostgresLeader, SoleLeader, lock_key
 from bot.log import get_logger
-from bot.observe.detector import AnomalyDetector
+from bot.observe.detector import AnomalyDetector, restore_windows
 from bot.observe.incidents import IncidentService
 from bot.observe.records import ActionRecord
 from bot.settings import Settings
@@ -245,6 +247,8 @@ class Cluster:
                 first = await action_queries.after(self.db, tail.settled, 1)
                 before = first[0][1].ts if first else self.incidents.now()
                 self.detector.use_known(await action_queries.known_fingerprints(self.db, before=before))
+                # The windows go on from what the records before the tail's start put in them.
+                await restore_windows(self.db, self.detector, upto=tail.settled, now=self.incidents.now())
                 return tail
             except Exception:
                 _log.exception("starting the leader's work failed; trying again")

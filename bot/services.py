@@ -39,7 +39,7 @@ from bot.improve.workspace import Workspace
 from bot.leader import Leadership
 from bot.log import get_logger
 from bot.observe.audit import AuditService
-from bot.observe.detector import AnomalyDetector
+from bot.observe.detector import AnomalyDetector, restore_windows
 from bot.observe.incidents import IncidentService
 from bot.observe.recorder import ActionRecorder
 from bot.prompts import PromptRegistry
@@ -205,6 +205,9 @@ async def _assemble(
     detector = AnomalyDetector(observe, incidents.on_signal, await action_queries.known_fingerprints(db))
     shared = shares_database(settings)
     if not shared:
+        # A storm that began before this restart goes on counting (a leader does this per term).
+        last = await action_queries.last_id(db)
+        await restore_windows(db, detector, upto=last, now=clock().timestamp())
         # Incidents count a record before the detector sees it, so a record that opens an
         # incident is counted once (in the signal), not twice. (On a shared database the leader
         # feeds them every process's records instead: bot/cluster.py.)

@@ -163,3 +163,74 @@ async def test_slowest_sampled_are_of_the_kinds_with_samples_slowest_first(
     found = await queries.slowest_sampled(engine_db, ["command:roll", "command:other"], since=2.0, limit=5)
     assert [(r.ts, r.samples) for r in found] == [(6.0, sample), (5.0, sample)]
     assert await queries.slowest_sampled(engine_db, [], since=0.0, limit=5) == []
+
+
+def _environment(ts: float) -> ActionRecord:
+    """A failure the environment caused (Discord refused): no fingerprint, marked in `extra`."""
+    return _action(ts, ok=False, extra={"environment": "discord_forbidden", "error": "Forbidden: 403"})
+
+
+async def test_kind_buckets_count_events_and_failures_as_the_detector_does(
+    engine_db: core.Connection,
+) -> None:
+    """Per kind and bucket of `width` seconds: events and failures since a time, ids up to `upto`
+    only, environment failures left out (the detector skips them), kinds with nothing left dropped."""
+    await queries.insert_many(
+        engine_db,
+        [
+            _action(95.0),  # before `since`
+            _action(100.0),
+            _failure(104.5),
+            _failure(109.99, fingerprint=None),  # a failure with no exception: still a failure
+            _environment(106.0),
+            _action(110.0),
+            _failure(111.0, kind="command:other"),
+            _environment(112.0),  # alone in its bucket, and of a kind with nothing else
+        ],
+    )
+    upto = max(await _ids(engine_db))
+    await queries.insert_many(engine_db, [_failure(113.0)])  # after `upto`: fed by the caller
+    found = await queries.kind_buckets(engine_db, since=100.0, upto=upto, width=10.0)
+    assert sorted(found) == [
+        ("command:other", 11, 1, 1),
+        ("command:roll", 10, 3, 2),
+        ("command:roll", 11, 1, 0),
+    ]
+
+
+async def test_fingerprint_buckets_count_each_fingerprint_per_bucket(engine_db: core.Connection) -> None:
+    """Per fingerprint and bucket: its records since a time with ids up to `upto`."""
+    await queries.insert_many(
+        engine_db,
+        [_failure(50.0), _failure(61.0), _failure(62.0), _failure(75.0), _failure(76.0, fingerprint="f2")],
+    )
+    upto = max(await _ids(engine_db))
+    await queries.insert_many(engine_db, [_failure(77.0)])
+    found = await queries.fingerprint_buckets(engine_db, since=60.0, upto=upto, width=10.0)
+    assert sorted(found) == [("f1", 6, 2), ("f1", 7, 1), ("f2", 7, 1)]
+
+
+async def test_recent_durations_are_a_kinds_latest_successes_oldest_first(engine_db: core.Connection) -> None:
+    """The latest `limit` successful durations of the kind since a time, ids up to `upto`, oldest first."""
+    await queries.insert_many(
+        engine_db,
+        [
+            _action(1.0, duration_ms=11.0),  # before `since`
+            _action(2.0, duration_ms=12.0),
+            _action(3.0, duration_ms=13.0),
+            _failure(4.0, duration_ms=14.0),
+            _action(5.0, duration_ms=15.0, kind="command:other"),
+            _action(6.0, duration_ms=16.0),
+        ],
+    )
+    upto = max(await _ids(engine_db))
+    await queries.insert_many(engine_db, [_action(7.0, duration_ms=17.0)])
+    assert await queries.recent_durations(engine_db, "command:roll", since=2.0, upto=upto, limit=5) == [
+        12.0,
+        13.0,
+        16.0,
+    ]
+    assert await queries.recent_durations(engine_db, "command:roll", since=0.0, upto=upto, limit=2) == [
+        13.0,
+        16.0,
+    ]

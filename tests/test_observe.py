@@ -118,6 +118,28 @@ async def test_incidents_survive_a_restart_and_buttons_still_work(settings: Sett
     assert _rows(settings, "SELECT count(*) FROM incident_requests")[0][0] == 0  # withdrawn, can ask again
 
 
+async def test_a_storm_straddling_a_restart_is_announced_once(tmp_path: Path) -> None:
+    """Two failing rolls, a restart (a deploy of bot/ restarts the bot), three more: the five in the
+    window are one storm, announced once — the windows go on from the stored actions."""
+    settings = make_settings(tmp_path / "data", observe={"announce_new_fingerprints": False})
+    # The real clock: the new bot's services are built outside the virtual clock's scope.
+    async with running_world(
+        settings, extra_extensions=["tests.fixtures.buggy_dice"], without=["cogs.dice"], real_clock=True
+    ) as world:
+        for _ in range(2):
+            await world.users["alice"].send(world.general, "!roll 2d6")
+        await world.quiesce()
+        assert _announcements(world) == []
+        await world.bot.services.recorder.flush()  # what a stopping bot does before it exits
+        extensions = [n for n in discover_extensions() if n != "cogs.dice"] + ["tests.fixtures.buggy_dice"]
+        await world.restart(await make_bot(settings, extensions))
+        for _ in range(3):
+            await world.users["alice"].send(world.general, "!roll 2d6")
+        await world.quiesce()
+        (announcement,) = _announcements(world)
+        assert announcement.embeds[0].title == "🔥 Incident #1: command:roll"
+
+
 async def test_only_allow_listed_users_can_request_mute_or_resolve(settings: Settings) -> None:
     """mallory's 🛠 and /incident resolve are refused politely and recorded; alice's work."""
     async with _buggy_world(settings) as world:

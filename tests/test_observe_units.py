@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.observe.detector import AnomalyDetector, Signal
+from bot.db import actions as action_queries
+from bot.db import core
+from bot.observe.detector import AnomalyDetector, Signal, restore_windows
 from bot.observe.fingerprint import fingerprint, normalise_message
 from bot.observe.records import ActionRecord
 from bot.redact import REDACTED, redact, redact_text
@@ -224,3 +226,90 @@ def test_quiet_kinds_and_fingerprints_are_forgotten() -> None:
     assert (tracked["kinds"], tracked["fingerprints"]) == (1, 1)
     detector.process(_record(200_000, kind="command:busy"))
     assert detector.tracked()["latency_kinds"] == 1  # the five kinds quiet for over a day lost theirs
+
+
+# -- windows restored from stored actions (a restart, a new leader) ------------------------------
+
+NOW = 1_800_000_000.0  # record time of the tests below: unix seconds, as stored
+
+
+async def _restored(
+    db: core.Connection, stored: list[ActionRecord], **overrides: object
+) -> tuple[AnomalyDetector, list[Signal]]:
+    """A new detector whose windows were restored from `stored` (all of them processed before)."""
+    await action_queries.insert_many(db, stored)
+    detector, signals = _detector(**overrides)
+    await restore_windows(db, detector, upto=await action_queries.last_id(db), now=NOW)
+    return detector, signals
+
+
+async def test_a_storm_that_began_before_a_restart_is_signalled_once(engine_db: core.Connection) -> None:
+    """2 failures before, 3 after: the 5 in the window fire error_rate and repeat once, as without
+    a restart."""
+    detector, signals = await _restored(
+        engine_db, [_record(NOW - 30 + i, ok=False, fp="a") for i in range(2)]
+    )
+    for i in range(3):
+        detector.process(_record(NOW + i, ok=False, fp="a"))
+    assert sorted(s.rule for s in signals) == ["error_rate", "repeat"]
+
+
+async def test_a_storm_already_firing_is_not_signalled_again(engine_db: core.Connection) -> None:
+    """Restored windows where the rules hold are firing: the storm going on says nothing new."""
+    stored = [_record(NOW - 60 + i, ok=False, fp="a") for i in range(6)]
+    detector, signals = await _restored(engine_db, stored)
+    detector.process(_record(NOW, ok=False, fp="a"))
+    assert signals == []
+
+
+async def test_environment_failures_do_not_count_after_a_restore(engine_db: core.Connection) -> None:
+    """Failures the environment caused are left out of the restored windows, as the detector skips them."""
+    environment = ActionRecord(
+        ts=NOW - 20,
+        kind="command:roll",
+        source="test",
+        ok=False,
+        duration_ms=1.0,
+        extra={"environment": "discord_forbidden"},
+    )
+    stored = [environment] * 5 + [_record(NOW - 10 + i) for i in range(4)]
+    detector, signals = await _restored(engine_db, stored, repeat={"count": 100})
+    detector.process(_record(NOW, ok=False, fp="a"))  # 1 failure in 5 events: 20%
+    assert signals == []
+
+
+async def test_only_records_up_to_the_given_id_are_restored(engine_db: core.Connection) -> None:
+    """Records after `upto` are the caller's to feed: fed after the restore, each counts once."""
+    failures = [_record(NOW - 10 + i, ok=False, fp="a") for i in range(5)]
+    await action_queries.insert_many(engine_db, failures[:2])
+    upto = await action_queries.last_id(engine_db)
+    await action_queries.insert_many(engine_db, failures[2:])
+    detector, signals = _detector()
+    await restore_windows(engine_db, detector, upto=upto, now=NOW)
+    for record in failures[2:]:
+        detector.process(record)
+    assert sorted(s.rule for s in signals) == ["error_rate", "repeat"]
+
+
+async def test_a_restored_storm_keeps_its_sample_failure(engine_db: core.Connection) -> None:
+    """4 failures before, then one success makes the 5 events: the signal's sample is a stored failure."""
+    stored = [_record(NOW - 10 + i, ok=False, fp="a") for i in range(4)]
+    detector, signals = await _restored(engine_db, stored, repeat={"count": 100})
+    detector.process(_record(NOW))
+    (signal,) = signals
+    assert (signal.rule, signal.sample.fingerprint, signal.sample.ts) == ("error_rate", "a", NOW - 7)
+
+
+async def test_a_restored_latency_baseline_compares_at_once(engine_db: core.Connection) -> None:
+    """The latest durations are restored: a slow spell right after is measured against the old
+    baseline instead of waiting for hundreds of new calls."""
+    latency = {"window": 20, "baseline": 100, "min_samples": 20, "min_ms": 50}
+    stored = [_record(NOW - 200 + i, duration_ms=100 + (i % 7)) for i in range(120)]
+    detector, signals = await _restored(engine_db, stored, latency=latency)
+    for i in range(20):
+        detector.process(_record(NOW + i, duration_ms=400))
+    assert [s.rule for s in signals] == ["latency"]
+    empty, empty_signals = _detector(latency=latency)
+    for i in range(20):
+        empty.process(_record(NOW + i, duration_ms=400))
+    assert empty_signals == []  # without the restore there is nothing to compare with

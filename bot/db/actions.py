@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import Executable, bindparam, func, literal_column, select
+from sqlalchemy import ColumnElement, Executable, bindparam, func, literal_column, select
 
 from bot.db import core
 from bot.db.connection import transaction
@@ -27,11 +27,14 @@ __all__ = [
     "CallText",
     "after",
     "by_ids",
+    "fingerprint_buckets",
     "insert_many",
+    "kind_buckets",
     "known_fingerprints",
     "last_id",
     "last_id_before",
     "recent_calls",
+    "recent_durations",
     "recent_failures",
     "row_to_record",
     "slowest_sampled",
@@ -105,6 +108,123 @@ def _slowest_sampled(dialect: str) -> Executable:
         .order_by(c["duration_ms"].desc())
         .limit(bindparam("limit"))
     )
+
+
+# -- the anomaly detector's windows, rebuilt from stored actions (bot/observe/detector.py) --------
+
+# Grouped by its alias: the bound width written again in GROUP BY would be another parameter.
+_BUCKET: ColumnElement[Any] = literal_column("bucket")
+
+
+def _bucket(dialect: str, ts: ColumnElement[Any]) -> ColumnElement[Any]:
+    """The detector's bucket index of a row, `floor(ts / width)`: SQLite truncates toward zero,
+    which is the floor for the positive times stored."""
+    scaled = ts / bindparam("width")
+    expression = func.floor(scaled) if dialect == "postgresql" else sa.cast(scaled, sa.Integer)
+    return expression.label("bucket")
+
+
+@functools.cache
+def _kind_buckets(dialect: str) -> Executable:
+    # The window's part of the index on (ts, kind, ok, …), which holds every column read here
+    # (SQLite's planner would rather scan the whole table by kind to group without sorting).
+    table, c = core.indexed(dialect, actions, "actions_ts_audit")
+    return (
+        select(
+            c["kind"],
+            _bucket(dialect, c["ts"]),
+            func.count().label("events"),
+            func.sum(1 - c["ok"]).label("failures"),
+        )
+        .select_from(table)
+        .where(c["ts"] >= bindparam("since"), c["id"] <= bindparam("upto"))
+        .group_by(c["kind"], _BUCKET)
+    )
+
+
+@functools.cache
+def _environment_buckets(dialect: str) -> Executable:
+    # Through the partial index of failures: only failures are read to find these.
+    table, c = core.indexed(dialect, actions, "actions_kind_failures_ts")
+    return (
+        select(c["kind"], _bucket(dialect, c["ts"]), func.count().label("events"))
+        .select_from(table)
+        .where(
+            c["kind"].in_(bindparam("kinds", expanding=True)),
+            c["ok"] == literal_column("0"),
+            c["ts"] >= bindparam("since"),
+            c["id"] <= bindparam("upto"),
+            c["fingerprint"].is_(None),
+            func.coalesce(c["extra"], "").like('%"environment": %'),
+        )
+        .group_by(c["kind"], _BUCKET)
+    )
+
+
+@functools.cache
+def _fingerprint_buckets(dialect: str) -> Executable:
+    # The window's part of the partial index of failures by time, not every failure by fingerprint.
+    table, c = core.indexed(dialect, actions, "actions_failures_ts")
+    return (
+        select(c["fingerprint"], _bucket(dialect, c["ts"]), func.count().label("seen"))
+        .select_from(table)
+        .where(c["fingerprint"].is_not(None), c["ts"] >= bindparam("since"), c["id"] <= bindparam("upto"))
+        .group_by(c["fingerprint"], _BUCKET)
+    )
+
+
+_RECENT_DURATIONS = (
+    select(actions.c.duration_ms)
+    .where(
+        actions.c.kind == bindparam("kind"),
+        actions.c.ts >= bindparam("since"),
+        actions.c.ok == literal_column("1"),
+        actions.c.id <= bindparam("upto"),
+    )
+    .order_by(actions.c.ts.desc(), actions.c.id.desc())
+    .limit(bindparam("limit"))
+)
+
+
+async def kind_buckets(
+    db: Connection, *, since: float, upto: int, width: float
+) -> list[tuple[str, int, int, int]]:
+    """(kind, bucket index, events, failures) of the actions with ids up to `upto` recorded since a
+    time, in buckets of `width` seconds, environment failures left out (as the detector does)."""
+    dialect = core.dialect(db)
+    found = await core.rows(db, _kind_buckets(dialect), since=since, upto=upto, width=width)
+    counts = {(row["kind"], int(row["bucket"])): [int(row["events"]), int(row["failures"])] for row in found}
+    # An environment failure (Discord or storage refusing: bot/app.py) has no fingerprint and says
+    # so in `extra`, as the writer encodes it; the detector skips those, and so do its windows here.
+    failing = sorted({kind for (kind, _), (_, failures) in counts.items() if failures})
+    if failing:
+        environment = await core.rows(
+            db, _environment_buckets(dialect), kinds=failing, since=since, upto=upto, width=width
+        )
+        for row in environment:
+            count = counts.get((row["kind"], int(row["bucket"])))
+            if count is not None:  # (a row committed between the two reads is not in the first)
+                count[0] -= int(row["events"])
+                count[1] -= int(row["events"])
+    return [
+        (kind, bucket, events, failures)
+        for (kind, bucket), (events, failures) in counts.items()
+        if events > 0  # a bucket of environment failures alone is no bucket to the detector
+    ]
+
+
+async def fingerprint_buckets(
+    db: Connection, *, since: float, upto: int, width: float
+) -> list[tuple[str, int, int]]:
+    """(fingerprint, bucket index, records) of the failures with ids up to `upto` since a time."""
+    found = await core.rows(db, _fingerprint_buckets(core.dialect(db)), since=since, upto=upto, width=width)
+    return [(row["fingerprint"], int(row["bucket"]), int(row["seen"])) for row in found]
+
+
+async def recent_durations(db: Connection, kind: str, *, since: float, upto: int, limit: int) -> list[float]:
+    """The durations of a kind's latest successful actions with ids up to `upto`, oldest first."""
+    found = await core.rows(db, _RECENT_DURATIONS, kind=kind, since=since, upto=upto, limit=limit)
+    return [float(row["duration_ms"]) for row in reversed(found)]
 
 
 @functools.cache

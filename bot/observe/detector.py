@@ -18,6 +18,12 @@ actions/s). The latency windows are bounded by their sample counts. A kind or fi
 goes quiet is expired by a sweep once its window is empty (latency state after `_LATENCY_QUIET_S`),
 so memory follows what is active, not everything ever seen. A record costs a few dictionary and
 deque operations — no scan over stored actions.
+
+A detector that starts — the bot restarted (a deploy of `bot/` restarts it), or another process
+became the leader (bot/cluster.py) — takes its windows up from the stored actions
+(`restore_windows`: counts per bucket and the latest durations, aggregated by the database), so a
+storm that began before goes on counting instead of starting from nothing, and one that was firing
+is not signalled again.
 """
 
 from __future__ import annotations
@@ -29,10 +35,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from bot.db import actions as action_queries
+from bot.db.core import Connection
 from bot.observe.records import ActionRecord
-from bot.settings import ObserveConfig
+from bot.settings import ErrorRateRule, LatencyRule, ObserveConfig
 
-__all__ = ["AnomalyDetector", "Signal"]
+__all__ = ["AnomalyDetector", "Signal", "WindowHistory", "restore_windows"]
 
 # Buckets per time window: the window's edge is exact to 1/60 of it (10 s of the default 10 min).
 _BUCKETS = 60
@@ -84,6 +92,12 @@ class _Counts:
             self.failures += 1
         self.expire(ts)
 
+    def put(self, index: int, events: int, failures: int) -> None:
+        """Counts of one whole bucket (restored from storage), buckets given oldest first."""
+        self.buckets.append([index, events, failures])
+        self.total += events
+        self.failures += failures
+
     def expire(self, now: float) -> None:
         """Forget the buckets that lie wholly before `now - window_s`."""
         oldest = math.floor((now - self.window_s) / self.width)
@@ -115,6 +129,32 @@ def _p95(ordered: list[float]) -> float:
     return ordered[int(0.95 * (len(ordered) - 1))]
 
 
+def _rate_holds(rule: ErrorRateRule, counts: _Counts) -> bool:
+    return counts.total >= rule.min_events and counts.failures / counts.total > rule.threshold
+
+
+def _latency_p95s(rule: LatencyRule, state: _Latency) -> tuple[float, float] | None:
+    """(recent p95, baseline p95) once there are enough samples to compare, else None."""
+    if len(state.baseline) < rule.min_samples or len(state.recent) < min(rule.window, rule.min_samples):
+        return None
+    return _p95(state.recent_sorted), _p95(state.baseline_sorted)
+
+
+def _latency_holds(rule: LatencyRule, recent: float, base: float) -> bool:
+    return recent >= rule.min_ms and recent > rule.factor * base
+
+
+@dataclass(frozen=True)
+class WindowHistory:
+    """What the stored actions say the windows held at `now` (`restore_windows` reads it)."""
+
+    now: float
+    kinds: list[tuple[str, int, int, int]]  # kind, error-rate bucket index, events, failures
+    fingerprints: list[tuple[str, int, int]]  # fingerprint, repeat bucket index, records
+    durations: dict[str, list[float]]  # kind → its latest successful durations, oldest first
+    last_failures: dict[str, ActionRecord]  # kind → its newest failure (a signal's sample)
+
+
 class AnomalyDetector:
     def __init__(
         self,
@@ -131,6 +171,42 @@ class AnomalyDetector:
         self._known: set[str] = set(known_fingerprints)
         self._next_sweep: float | None = None
         self.processed = 0
+
+    @property
+    def config(self) -> ObserveConfig:
+        return self._config
+
+    def restore(self, history: WindowHistory) -> None:
+        """Replace the windows with what `history` says they held (module docstring). Rules whose
+        condition holds are firing already: what the records signalled was signalled then."""
+        config = self._config
+        self._kinds, self._repeats, self._repeat_firing, self._latency = {}, {}, set(), {}
+        for kind, index, events, failures in sorted(history.kinds, key=lambda bucket: bucket[1]):
+            window = self._kinds.get(kind)
+            if window is None:
+                window = self._kinds[kind] = _KindWindow(_Counts(config.error_rate.window_s))
+            window.counts.put(index, events, failures)
+        for kind, window in self._kinds.items():
+            window.last_failure = history.last_failures.get(kind)
+            window.firing = _rate_holds(config.error_rate, window.counts)
+        for key, index, seen in sorted(history.fingerprints, key=lambda bucket: bucket[1]):
+            times = self._repeats.get(key)
+            if times is None:
+                times = self._repeats[key] = _Counts(config.repeat.window_s)
+            times.put(index, seen, seen)
+            if times.total >= config.repeat.count:
+                self._repeat_firing.add(key)
+        rule = config.latency
+        for kind, durations in history.durations.items():
+            state = self._latency[kind] = _Latency(last_seen=history.now)
+            split = max(0, len(durations) - rule.window)
+            state.baseline.extend(durations[max(0, split - rule.baseline) : split])
+            state.recent.extend(durations[split:])
+            state.baseline_sorted = sorted(state.baseline)
+            state.recent_sorted = sorted(state.recent)
+            p95s = _latency_p95s(rule, state)
+            state.firing = p95s is not None and _latency_holds(rule, *p95s)
+        self._sweep(history.now)
 
     def use_known(self, fingerprints: Iterable[str]) -> None:
         """From now on count exactly these fingerprints as seen before (a new leader: bot/cluster.py)."""
@@ -173,7 +249,7 @@ class AnomalyDetector:
         if not record.ok:
             window.last_failure = record
         total, failures = counts.total, counts.failures
-        holds = total >= rule.min_events and failures / total > rule.threshold
+        holds = _rate_holds(rule, counts)
         if holds and not window.firing and window.last_failure is not None:
             share = failures / total
             sample = window.last_failure
@@ -268,10 +344,11 @@ class AnomalyDetector:
             if len(state.baseline) > rule.baseline:
                 old = state.baseline.popleft()
                 del state.baseline_sorted[bisect.bisect_left(state.baseline_sorted, old)]
-        if len(state.baseline) < rule.min_samples or len(state.recent) < min(rule.window, rule.min_samples):
+        p95s = _latency_p95s(rule, state)
+        if p95s is None:
             return
-        recent, base = _p95(state.recent_sorted), _p95(state.baseline_sorted)
-        holds = recent >= rule.min_ms and recent > rule.factor * base
+        recent, base = p95s
+        holds = _latency_holds(rule, recent, base)
         if holds and not state.firing:
             slow = len(state.recent_sorted) - bisect.bisect_right(state.recent_sorted, rule.factor * base)
             self._emit(
@@ -305,3 +382,36 @@ class AnomalyDetector:
         for kind, state in list(self._latency.items()):
             if now - state.last_seen > _LATENCY_QUIET_S:
                 del self._latency[kind]
+
+
+async def restore_windows(db: Connection, detector: AnomalyDetector, *, upto: int, now: float) -> None:
+    """Restore `detector`'s windows from the actions stored with ids up to `upto` — the ones a
+    previous life of the detector processed; later ones are fed to it as usual."""
+    config = detector.config
+    rate, repeat = config.error_rate, config.repeat
+    # One bucket more than the window: the oldest bucket may still be partly inside it.
+    rate_width, repeat_width = rate.window_s / _BUCKETS, repeat.window_s / _BUCKETS
+    kinds = await action_queries.kind_buckets(
+        db, since=now - rate.window_s - rate_width, upto=upto, width=rate_width
+    )
+    fingerprints = await action_queries.fingerprint_buckets(
+        db, since=now - repeat.window_s - repeat_width, upto=upto, width=repeat_width
+    )
+    active = sorted({kind for kind, *_ in kinds})
+    samples = config.latency.window + config.latency.baseline
+    durations = {}
+    for kind in active:
+        found = await action_queries.recent_durations(
+            db, kind, since=now - _LATENCY_QUIET_S, upto=upto, limit=samples
+        )
+        if found:
+            durations[kind] = found
+    last_failures = {}
+    for kind in {kind for kind, _, _, failures in kinds if failures}:
+        recent = await action_queries.recent_failures(
+            db, kind=kind, fingerprint=None, since=now - rate.window_s, limit=20
+        )
+        sample = next((r for r in recent if not r.extra.get("environment")), None)
+        if sample is not None:
+            last_failures[kind] = sample
+    detector.restore(WindowHistory(now, kinds, fingerprints, durations, last_failures))
