@@ -284,7 +284,7 @@ class Cluster:
         await self.deploy_ready.wait()
         try:
             await self.deploy.resume_watches()
-            await self.deploy.announce_resumed_watches()
+            await self.deploy.announce_resumed_watches("a new leader took up its watch")
             await self.deploy.continue_interrupted_deploys()
         except Exception:
             _log.exception("resuming deploys failed")

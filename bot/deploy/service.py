@@ -674,8 +674,9 @@ class DeployService:
             resumed += 1
         return resumed
 
-    async def announce_resumed_watches(self) -> None:
-        """Once connected: say in each run's channel that its watch goes on, and start its timer."""
+    async def announce_resumed_watches(self, why: str = "back after a restart") -> None:
+        """Once connected: say in each run's channel that its watch goes on (and `why`), and start
+        its timer."""
         resumed, self._resumed_watches = self._resumed_watches, []
         for watch, remaining in resumed:
             if self._watches.get(watch.run_id) is not watch:
@@ -683,7 +684,7 @@ class DeployService:
             if remaining > 0:
                 run = await self.runs.get(watch.run_id)
                 await self._notify(
-                    run, f"👀 Run #{run.id}: back after a restart, still watching for {remaining:.0f}s more."
+                    run, f"👀 Run #{run.id}: {why}, still watching for {remaining:.0f}s more."
                 )
             self._start_timer(watch, remaining)
 
