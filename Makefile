@@ -45,7 +45,6 @@ bench: setup
 	$(BIN)/python bench/discord_start.py
 	$(BIN)/python bench/localise.py
 	$(BIN)/python bench/scale.py
-	$(BIN)/python bench/leader.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

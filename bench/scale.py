@@ -12,8 +12,7 @@ Prints one `name value unit` line per figure (diagnostics go to stderr):
   `persist_dropped_at_20k_per_s`: the same 100,000 records offered at 20,000 a second (5 s): how
   many were dropped (0 means the writer keeps up with that rate).
   The `_postgresql` figures: the same into a real PostgreSQL (the embedded server the tests use),
-  through an `ActionRecorder` with the detector subscribed (the bot's other services do not run
-  on PostgreSQL yet).
+  on services built by `build_services` with `database.url`.
 - `prune_max_writer_stall_ms`: 1,000,000 expired rows in `actions` (plus 10,000 fresh ones),
   then retention runs while a producer records 1,000 actions a second; the figure is the
   longest any of those records waited between `record()` and its row being committed (the
@@ -32,9 +31,19 @@ Prints one `name value unit` line per figure (diagnostics go to stderr):
   being deferred to the run queue (procrastinate on the embedded PostgreSQL) to a worker starting it:
   the bot's `RunQueue.defer` on one connection pool, a procrastinate worker (`RunQueue.work`, woken by
   NOTIFY) on another, its executor reading the run's row as `start_here` does first. Target ≤ 500.
+- `detector_restore_ms`: what a starting detector (a restart, a new leader) spends taking its
+  windows up from the stored actions (`restore_windows`) when the 10-minute window holds 6,000,000
+  rows (10,000 actions a second; 6 kinds, 5% failures over 50 fingerprints): the median of 3.
+  `detector_restore_ms_postgresql`: the same rows in PostgreSQL.
+- `leader_failover_s`: two real `mendbot run` processes (one shard each, the Discord double, the
+  embedded PostgreSQL); the leading one is killed with SIGKILL, and the figure is the time until the
+  other one's /health says it leads and tails the actions (polled every 20 ms), the median of 5
+  rounds (a new process takes the dead one's shard before each next round; the bench checks that
+  exactly one process leads at the start of each). `leader_failover_max_s`: the slowest round.
+  Target ≤ 10.
 
-Run from the repo root: `.venv/bin/python bench/scale.py` (`bench/scale.py run_pickup_ms` for that
-figure alone).
+Run from the repo root: `.venv/bin/python bench/scale.py` (`bench/scale.py run_pickup_ms`,
+`… leader_failover_s` or `… detector_restore_ms` for those figures alone).
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ import os
 import random
 import resource
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -61,7 +71,7 @@ for _name in ("DISCORD_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GITHU
 
 from bot.db import open_database  # noqa: E402
 from bot.log import configure_logging  # noqa: E402
-from bot.observe.detector import AnomalyDetector, Signal  # noqa: E402
+from bot.observe.detector import AnomalyDetector, Signal, restore_windows  # noqa: E402
 from bot.observe.recorder import ActionRecorder  # noqa: E402
 from bot.observe.records import ActionRecord  # noqa: E402
 from bot.services import Services, build_services  # noqa: E402
@@ -176,8 +186,8 @@ async def persist_rate(tmp: Path) -> Persisted:
 
 
 async def persist_rate_postgresql(tmp: Path) -> Persisted:
-    """The same burst into a real PostgreSQL (the bot's other services do not run on it yet, so
-    the recorder has the detector subscribed, not the incident service)."""
+    """The same burst into a real PostgreSQL, on services assembled by `build_services` with
+    `database.url` (one process running every shard, as on SQLite)."""
     import psycopg
 
     server = start_postgres(tmp / "postgres")
@@ -185,20 +195,14 @@ async def persist_rate_postgresql(tmp: Path) -> Persisted:
         raise RuntimeError(server)
     try:
         url = server.url(server.create_database())
-        recorder = ActionRecorder(
-            database=url,
-            ndjson_path=tmp / "persist-pg" / "actions.ndjson",
-            repo_root=REPO,
-            clock=lambda: datetime.now(UTC),
-        )
-        detector = AnomalyDetector(ObserveConfig(), lambda _: None)
-        recorder.subscribe(detector.process)
-        writer = asyncio.create_task(recorder.run_writer())
-        recorder.record("task:warm", "bench", ok=True, duration_ms=1.0)
-        await recorder.flush()
-        figures = await _persist(recorder)
-        await recorder.close()
-        await writer
+        settings = make_settings(tmp / "persist-pg" / "data", database={"url": url})
+        services: Services = await build_services(settings, watch_prompts=False)
+        recorder = services.recorder
+        try:
+            await services.quiesce()
+            figures = await _persist(recorder)
+        finally:
+            await services.aclose()
         with psycopg.connect(url) as conn:
             row = conn.execute("SELECT count(*) FROM actions").fetchone()
         rows = int(row[0]) if row else 0
@@ -482,12 +486,176 @@ async def run_pickup(tmp: Path) -> float:
         server.stop()
 
 
+# -- the detector's windows restored (a restart, a new leader) ------------------------------------
+
+RESTORE_RATE = 10_000  # actions a second over the 10-minute window: 6,000,000 rows
+RESTORE_SECONDS = 600
+
+
+def _window_rows(now: float) -> Any:
+    """RESTORE_RATE × RESTORE_SECONDS rows spread over the window before `now` (5% failing)."""
+    rng = random.Random(SEED + 3)
+    count = RESTORE_RATE * RESTORE_SECONDS
+    for n in range(count):
+        failing = rng.random() < 0.05
+        yield (
+            now - RESTORE_SECONDS + RESTORE_SECONDS * n / count,
+            _KINDS[n % len(_KINDS)],
+            int(not failing),
+            rng.lognormvariate(1, 0.5),
+            n % 40,
+            f"fp{n % 50}" if failing else None,
+        )
+
+
+async def _restore_ms(db: Any, now: float) -> float:
+    """The median of 3 `restore_windows` into a new detector; checks what it restored."""
+    times = []
+    for _ in range(3):
+        detector = AnomalyDetector(ObserveConfig(), lambda _: None)
+        started = time.perf_counter()
+        await restore_windows(db, detector, upto=2**62, now=now)
+        times.append((time.perf_counter() - started) * 1000)
+        tracked = detector.tracked()
+        if (tracked["kinds"], tracked["fingerprints"], tracked["latency_kinds"]) != (6, 50, 6):
+            raise AssertionError(f"restored {tracked}")
+    return sorted(times)[1]
+
+
+async def detector_restore(tmp: Path) -> tuple[float, float]:
+    """(ms on SQLite, ms on PostgreSQL) to restore the windows from a full window of stored actions."""
+    import psycopg
+
+    from bot.db import core
+
+    now = time.time()
+    columns = "ts, kind, source, ok, duration_ms, guild_id, channel_id, user_id, fingerprint"
+    path = tmp / "restore" / "actions.db"
+    await (await open_database(path)).close()
+    started = time.perf_counter()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("BEGIN")
+    db.executemany(
+        f"INSERT INTO actions ({columns}) VALUES (?, ?, 'bench', ?, ?, 1, 2, ?, ?)", _window_rows(now)
+    )
+    db.execute("COMMIT")
+    db.close()
+    _note(
+        f"restore: {RESTORE_RATE * RESTORE_SECONDS:,} rows in SQLite in {time.perf_counter() - started:.0f} s"
+    )
+    connection = await open_database(path)
+    try:
+        on_sqlite = await _restore_ms(connection, now)
+    finally:
+        await connection.close()
+    server = start_postgres(tmp / "postgres-restore")
+    if isinstance(server, str):
+        raise RuntimeError(server)
+    try:
+        url = server.url(server.create_database())
+        await (await core.open_postgresql(url)).close()  # the schema
+        started = time.perf_counter()
+        with psycopg.connect(url) as conn:
+            with conn.cursor().copy(f"COPY actions ({columns}) FROM STDIN") as copy:
+                for ts, kind, ok, duration, user, fingerprint in _window_rows(now):
+                    copy.write_row((ts, kind, "bench", ok, duration, 1, 2, user, fingerprint))
+            conn.execute("ANALYZE actions")
+        _note(f"restore: the same rows in PostgreSQL in {time.perf_counter() - started:.0f} s")
+        postgresql = await core.open_postgresql(url)
+        try:
+            on_postgresql = await _restore_ms(postgresql, now)
+        finally:
+            await postgresql.close()
+    finally:
+        server.stop()
+    return on_sqlite, on_postgresql
+
+
+# -- leadership moving between bot processes -----------------------------------------------------
+
+FAILOVER_ROUNDS = 5
+
+
+async def leader_failover(tmp: Path) -> list[float]:
+    """Seconds from kill -9 of the leading `mendbot run` process to the other one leading (its
+    /health: leader, tailing the actions), over FAILOVER_ROUNDS; a new process takes the dead
+    one's shard before the next round."""
+    import aiohttp
+
+    from tests.harness.discord_double import DiscordDouble
+    from tests.harness.live_bot import LiveBot, live_config
+
+    server = start_postgres(tmp / "postgres-failover")
+    if isinstance(server, str):
+        raise RuntimeError(server)
+    try:
+        url = server.url(server.create_database())
+        async with DiscordDouble() as discord_api, aiohttp.ClientSession() as http:
+
+            async def leads(bot: LiveBot) -> bool:
+                try:
+                    async with http.get(f"http://127.0.0.1:{bot.health_port}/health") as response:
+                        body = await response.json()
+                except (aiohttp.ClientError, ValueError):
+                    return False
+                return bool(body.get("leader")) and body.get("actions_tail") is not None
+
+            async def start(shard: int, n: int) -> LiveBot:
+                home = tmp / "failover" / f"shard-{shard}-{n}"
+                config = live_config(
+                    discord_api,
+                    home,
+                    database={"url": url},
+                    discord={"shard_count": 2, "shard_ids": [shard]},
+                )
+                return await LiveBot.start(discord_api, config, home)
+
+            async def until_leads(bot: LiveBot) -> None:
+                while not await leads(bot):
+                    if not bot.running:
+                        raise bot.failure("ended while waiting to lead")
+                    await asyncio.sleep(0.02)  # polling /health: the figure is exact to 20 ms
+
+            bots = {0: await start(0, 0)}
+            await asyncio.wait_for(until_leads(bots[0]), 60)
+            bots[1] = await start(1, 0)
+            times = []
+            try:
+                for round_ in range(1, FAILOVER_ROUNDS + 1):
+                    leading = [shard for shard, bot in bots.items() if await leads(bot)]
+                    if len(leading) != 1:
+                        raise AssertionError(f"the processes of shards {leading} lead")
+                    leader, other = leading[0], 1 - leading[0]
+                    killed = time.perf_counter()
+                    await bots[leader].kill()
+                    await asyncio.wait_for(until_leads(bots[other]), 60)
+                    times.append(time.perf_counter() - killed)
+                    _note(
+                        f"failover round {round_}: shard {other}'s process leads {times[-1]:.2f} s after"
+                        " the kill"
+                    )
+                    bots[leader] = await start(leader, round_)
+            finally:
+                for bot in bots.values():
+                    await bot.stop()
+        return times
+    finally:
+        server.stop()
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mendbot-scale-") as name:
         tmp = Path(name)
         configure_logging(tmp / "logs", console_level="CRITICAL")
-        if sys.argv[1:] == ["run_pickup_ms"]:
+        only = sys.argv[1:]
+        if only == ["run_pickup_ms"]:
             _emit("run_pickup_ms", asyncio.run(run_pickup(tmp)), "ms")
+            return
+        if only == ["leader_failover_s"]:
+            _failover_figures(tmp)
+            return
+        if only == ["detector_restore_ms"]:
+            _restore_figures(tmp)
             return
         # First, while the process's peak memory is still its start-up's: the figure is its growth.
         _emit("detector_mb_at_20k_per_s", detector_memory(), "MB", 2)
@@ -501,6 +669,20 @@ def main() -> None:
         _emit("prune_s", prune_s, "s", 2)
         _emit("writer_rate_at_97pct_loop", asyncio.run(writer_on_busy_loop(tmp)), "records/s", 0)
         _emit("run_pickup_ms", asyncio.run(run_pickup(tmp)), "ms")
+        _restore_figures(tmp)
+        _failover_figures(tmp)
+
+
+def _restore_figures(tmp: Path) -> None:
+    on_sqlite, on_postgresql = asyncio.run(detector_restore(tmp))
+    _emit("detector_restore_ms", on_sqlite, "ms", 0)
+    _emit("detector_restore_ms_postgresql", on_postgresql, "ms", 0)
+
+
+def _failover_figures(tmp: Path) -> None:
+    times = asyncio.run(leader_failover(tmp))
+    _emit("leader_failover_s", statistics.median(times), "s", 2)
+    _emit("leader_failover_max_s", max(times), "s", 2)
 
 
 if __name__ == "__main__":
