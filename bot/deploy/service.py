@@ -683,9 +683,7 @@ class DeployService:
                 continue  # regressed (or stopped) before chat was up: already reported
             if remaining > 0:
                 run = await self.runs.get(watch.run_id)
-                await self._notify(
-                    run, f"👀 Run #{run.id}: {why}, still watching for {remaining:.0f}s more."
-                )
+                await self._notify(run, f"👀 Run #{run.id}: {why}, still watching for {remaining:.0f}s more.")
             self._start_timer(watch, remaining)
 
     def stop(self) -> None:
