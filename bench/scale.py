@@ -69,13 +69,16 @@ os.environ["MENDBOT_CONFIG"] = os.devnull
 for _name in ("DISCORD_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GITHUB_TOKEN"):
     os.environ.pop(_name, None)
 
-from bot.db import open_database  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+
+from bot.db import core, open_database  # noqa: E402
+from bot.db.schema import actions  # noqa: E402
 from bot.log import configure_logging  # noqa: E402
 from bot.observe.detector import AnomalyDetector, Signal, restore_windows  # noqa: E402
 from bot.observe.recorder import ActionRecorder  # noqa: E402
 from bot.observe.records import ActionRecord  # noqa: E402
 from bot.services import Services, build_services  # noqa: E402
-from bot.settings import ObserveConfig  # noqa: E402
+from bot.settings import ObserveConfig, Settings  # noqa: E402
 from tests.harness.discord import make_settings  # noqa: E402
 from tests.harness.postgres import start_postgres  # noqa: E402
 
@@ -102,12 +105,11 @@ def _emit(name: str, value: float, unit: str, digits: int = 1) -> None:
     print(f"{name} {value:.{digits}f} {unit}", flush=True)
 
 
-async def _count(db_path: Path) -> int:
-    db = await open_database(db_path)
+async def _count(target: Path | str) -> int:
+    """The rows in `actions` of an SQLite file or a PostgreSQL database."""
+    db = await core.connect(target)
     try:
-        async with db.execute("SELECT count(*) FROM actions") as cursor:
-            row = await cursor.fetchone()
-        return int(row[0]) if row else 0
+        return int(await core.scalar(db, sa.select(sa.func.count()).select_from(actions)) or 0)
     finally:
         await db.close()
 
@@ -170,8 +172,8 @@ async def _persist(recorder: ActionRecorder) -> Persisted:
     return rate, dropped, dropped_paced
 
 
-async def persist_rate(tmp: Path) -> Persisted:
-    settings = make_settings(tmp / "persist" / "data")
+async def _persist_through_services(settings: Settings) -> Persisted:
+    """The bursts on services built by `build_services`; checks every row counted written is stored."""
     services: Services = await build_services(settings, watch_prompts=False)
     recorder = services.recorder
     try:
@@ -179,36 +181,27 @@ async def persist_rate(tmp: Path) -> Persisted:
         figures = await _persist(recorder)
     finally:
         await services.aclose()
-    rows = await _count(settings.db_path)
+    rows = await _count(settings.database_target)
     if rows != recorder.written:
         raise AssertionError(f"{recorder.written} counted written but {rows} rows in actions")
     return figures
 
 
-async def persist_rate_postgresql(tmp: Path) -> Persisted:
-    """The same burst into a real PostgreSQL, on services assembled by `build_services` with
-    `database.url` (one process running every shard, as on SQLite)."""
-    import psycopg
+async def persist_rate(tmp: Path) -> Persisted:
+    return await _persist_through_services(make_settings(tmp / "persist" / "data"))
 
+
+async def persist_rate_postgresql(tmp: Path) -> Persisted:
+    """The same bursts into a real PostgreSQL, on services built with `database.url` (one process
+    running every shard, as on SQLite)."""
     server = start_postgres(tmp / "postgres")
     if isinstance(server, str):
         raise RuntimeError(server)
     try:
         url = server.url(server.create_database())
-        settings = make_settings(tmp / "persist-pg" / "data", database={"url": url})
-        services: Services = await build_services(settings, watch_prompts=False)
-        recorder = services.recorder
-        try:
-            await services.quiesce()
-            figures = await _persist(recorder)
-        finally:
-            await services.aclose()
-        with psycopg.connect(url) as conn:
-            row = conn.execute("SELECT count(*) FROM actions").fetchone()
-        rows = int(row[0]) if row else 0
-        if rows != recorder.written:
-            raise AssertionError(f"{recorder.written} counted written but {rows} rows in actions")
-        return figures
+        return await _persist_through_services(
+            make_settings(tmp / "persist-pg" / "data", database={"url": url})
+        )
     finally:
         server.stop()
 
@@ -441,7 +434,6 @@ async def run_pickup(tmp: Path) -> float:
     """Median ms from deferring a queued run to a worker's executor starting it (module docstring)."""
     from procrastinate.job_context import JobContext
 
-    from bot.db import core
     from bot.improve.queue import RunQueue
     from bot.improve.runs import RunService
 
@@ -525,8 +517,6 @@ async def _restore_ms(db: Any, now: float) -> float:
 async def detector_restore(tmp: Path) -> tuple[float, float]:
     """(ms on SQLite, ms on PostgreSQL) to restore the windows from a full window of stored actions."""
     import psycopg
-
-    from bot.db import core
 
     now = time.time()
     columns = "ts, kind, source, ok, duration_ms, guild_id, channel_id, user_id, fingerprint"

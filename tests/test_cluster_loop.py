@@ -35,6 +35,7 @@ from tests.harness.model_double import ModelDouble, Turn, text, tool_use
 from tests.harness.repo import git
 from tests.test_improve_e2e import DIAGNOSIS, PLAN, _json_turn
 from tests.test_ship_e2e import BUG, CHECK, FIX, _seeded_copy
+from tests.test_worker import _bare_remote, _forge_config
 
 pytestmark = pytest.mark.cli
 
@@ -75,26 +76,13 @@ def _remote(tmp_path: Path) -> Path:
     (repo / "cogs" / "coin.py").write_text(COIN)
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "a coin to flip")
-    bare = tmp_path / "remote" / "mendbot.git"
-    bare.mkdir(parents=True)
-    git(bare, "init", "-q", "--bare", "-b", "main")
-    git(repo, "push", "-q", str(bare), "main")
-    return bare
+    return _bare_remote(tmp_path, repo)
 
 
 def _checkout(bare: Path, path: Path) -> Path:
     """A bot process's own live checkout: a clone of the remote's main."""
     subprocess.run(["git", "clone", "-q", str(bare), str(path)], check=True, capture_output=True)
     return path
-
-
-def _forge(github: GitHubDouble) -> dict[str, Any]:
-    return {
-        "kind": "github",
-        "repository": github.repository,
-        "api_url": github.api_url,
-        "remote_url": github.git_url,
-    }
 
 
 def _improve() -> dict[str, Any]:
@@ -120,7 +108,7 @@ async def _worker(
                 "health": {"enabled": False},
                 "database": {"url": url},
                 "improve": _improve(),
-                "forge": _forge(github),
+                "forge": _forge_config(github),
             }
         )
     )
@@ -228,7 +216,7 @@ class Scene:
             access={"allowed_user_ids": [int(self.discord_api.member("alice")["id"])]},
             observe={"announce_new_fingerprints": False},
             improve=_improve(),
-            forge=_forge(self.github),
+            forge=_forge_config(self.github),
             deploy={"watch_window_s": 3600},
         )
         env = {
