@@ -184,7 +184,9 @@ class Leadership(ABC):
             return
         self._leading.clear()
         self._following.set()
-        _log.warning("leadership lost", leadership=self.name, reason=reason)
+        # Stopping is how every process ends, not a problem: only a lost lock is worth a warning.
+        log = _log.info if reason == "shutdown" else _log.warning
+        log("leadership lost", leadership=self.name, reason=reason)
         self._announce(Transition(False, reason, time.monotonic()))
 
     def _announce(self, transition: Transition) -> None:
