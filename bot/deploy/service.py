@@ -158,8 +158,9 @@ class DeployService:
                 await self.forge.fetch_proposal(proposal_id)
             except ForgeError as exc:
                 _log.warning("proposal_fetch_failed", proposal_id=proposal_id, error=str(exc))
+                why = self.runs.redactor.text(str(exc), 500)
                 return (
-                    f"⏸ Not counted: the proposal's branch could not be fetched from the forge ({exc})."
+                    f"⏸ Not counted: the proposal's branch could not be fetched from the forge ({why})."
                     " Approve again once it answers."
                 )
         decision: ApprovalDecision = await self.approvals.decide(
