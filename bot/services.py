@@ -20,7 +20,7 @@ from bot.daemons import Daemons
 from bot.db import actions as action_queries
 from bot.db import core
 from bot.db.core import Connection
-from bot.db.retry import RetryPolicy, StorageHealth, Writes, probe
+from bot.db.retry import RetryPolicy, StorageHealth, Writes, has_room, probe
 from bot.deploy.approval import ApprovalService
 from bot.deploy.merge import Merger
 from bot.deploy.service import DeployService
@@ -180,7 +180,8 @@ async def _assemble(
     secret = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
     observe = settings.observe
     storage_config = settings.storage
-    storage = StorageHealth()
+    # SQLite's file system is this machine's, so a full disk's recovery can be seen; PostgreSQL's is not.
+    storage = StorageHealth(room=has_room(settings.db_path.parent) if settings.database.url is None else None)
     # User writes (reminders, approvals, run transitions) all go through this one helper.
     writes = Writes(RetryPolicy(storage_config.write_attempts, storage_config.retry_backoff_s), storage)
     recorder = ActionRecorder(

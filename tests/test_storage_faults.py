@@ -16,7 +16,8 @@ import pytest
 from bot.app import discover_extensions
 from bot.db import approvals as approval_queries
 from bot.db import open_database
-from bot.db.retry import RetryPolicy, StorageHealth, StorageUnavailable, Writes
+from bot.db import runs as queries
+from bot.db.retry import RetryPolicy, StorageHealth, StorageUnavailable, Writes, has_room, probe, retrying
 from bot.deploy.approval import ApprovalService
 from bot.health import HealthServer
 from bot.improve.runs import RunService
@@ -24,6 +25,7 @@ from bot.playground import VirtualWorld
 from bot.settings import Settings
 from tests.harness.discord import bot_messages, make_bot, make_settings, reply_text, running_world
 from tests.harness.repo import copy_of_bot
+from tests.harness.sql import sql
 from tests.harness.storage import fill_disk, hold_write_lock, small_disk
 from tests.test_approval import ALICE
 from tests.test_approval import World as ApprovalWorld
@@ -236,6 +238,51 @@ async def test_a_full_disk_loses_nothing_silently_and_is_one_incident(tmp_path: 
             await _accounted(world)
     finally:
         disk.__exit__(None, None, None)
+
+
+async def test_a_write_that_fits_on_a_still_full_disk_does_not_end_the_fault(tmp_path: Path) -> None:
+    """On a full disk SQLite still fits small writes into WAL space its files already hold. Such a
+    write does not clear the "disk is full" fault (it would announce a recovery that is not one and
+    flap the incident); the first write once there is room again does."""
+    data = tmp_path / "data"
+    try:
+        disk = small_disk(data)
+        disk.__enter__()
+    except PermissionError as exc:
+        pytest.skip(f"cannot mount a tmpfs here: {exc}")
+    try:
+        db = await open_database(data / "mendbot.db", busy_timeout_ms=50)
+        health = StorageHealth(room=has_room(data))
+        once = RetryPolicy(attempts=1)
+        try:
+            for n in range(50):  # grow the WAL, then copy it back: its space is there to reuse
+                await queries.set_setting(db, f"padding {n}", "x" * 4000)
+            await sql(db, "PRAGMA wal_checkpoint(PASSIVE)")
+            filler = fill_disk(data)
+            with pytest.raises(StorageUnavailable):
+                await retrying(
+                    lambda: queries.set_setting(db, "big", "y" * 2_000_000),
+                    what="big",
+                    policy=once,
+                    health=health,
+                )
+            assert health.state.fault == "full"
+            await retrying(lambda: probe(db, 1.0), what="storage probe", policy=once, health=health)
+            assert await queries.get_setting(db, "storage_probe") == 1.0  # it really went through…
+            assert health.state.fault == "full"  # …and the disk is still full
+            filler.unlink()
+            await retrying(lambda: probe(db, 2.0), what="storage probe", policy=once, health=health)
+            assert health.state.fault is None
+        finally:
+            await db.close()
+    finally:
+        disk.__exit__(None, None, None)
+
+
+def test_room_is_the_file_systems_free_space(tmp_path: Path) -> None:
+    assert has_room(tmp_path, need=1)()
+    assert not has_room(tmp_path, need=1 << 62)()
+    assert has_room(tmp_path / "not there")()  # cannot tell: a write that went through decides
 
 
 async def test_a_quiet_bot_notices_storage_is_writable_again(tmp_path: Path) -> None:

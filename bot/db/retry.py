@@ -11,8 +11,11 @@ half-saved and the one error path replies instead of reporting a crash.
 
 `StorageHealth` is what the rest of the bot sees: a write given up marks storage as failing (the
 incident service announces that once in #dev), the next write that succeeds marks it writable
-again (the announcement is cleared). While it is failing, `probe()` is a tiny real write that
-checks whether it is writable again even when nobody writes.
+again (the announcement is cleared). A full disk is the exception: SQLite goes on writing into WAL
+space its files already hold, so some writes succeed on a disk that is still full; that fault ends
+only with a write that succeeds once the file system has room again (`has_room`). While storage is
+failing, `probe()` is a tiny real write that checks whether it is writable again even when nobody
+writes.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import shutil
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, TypeVar
 
 from bot.db import runs
@@ -39,6 +44,7 @@ __all__ = [
     "StorageState",
     "StorageUnavailable",
     "Writes",
+    "has_room",
     "probe",
     "retrying",
     "storage_fault",
@@ -46,6 +52,8 @@ __all__ = [
 
 _log = get_logger(__name__)
 T = TypeVar("T")
+# Free space below which a disk that filled up counts as still full, whatever write got through.
+ROOM_BYTES = 1 << 20
 Fault = Literal["locked", "full", "readonly", "io"]
 SAVE_FAILED = "I couldn't save that — try again in a moment."
 
@@ -138,11 +146,28 @@ class StorageState:
 Listener = Callable[[StorageState], None]
 
 
-class StorageHealth:
-    """Whether writes are going through; tells listeners when a fault starts and when it ends."""
+def has_room(directory: Path, need: int = ROOM_BYTES) -> Callable[[], bool]:
+    """Whether the file system holding `directory` has `need` bytes free (as the bot's user)."""
 
-    def __init__(self) -> None:
+    def check() -> bool:
+        try:
+            return shutil.disk_usage(directory).free >= need
+        except OSError:
+            return True  # cannot tell: a write that went through is the evidence there is
+
+    return check
+
+
+class StorageHealth:
+    """Whether writes are going through; tells listeners when a fault starts and when it ends.
+
+    `room` says whether the database's file system has space free (None: it cannot be seen from
+    here, as with PostgreSQL's server); while it says no, a full-disk fault outlasts a lucky write.
+    """
+
+    def __init__(self, room: Callable[[], bool] | None = None) -> None:
         self.state = StorageState(None)
+        self._room = room
         self.retried = 0  # failed attempts that were tried again
         self.given_up = 0  # writes (user writes and action batches) abandoned after their retries
         self._listeners: list[Listener] = []
@@ -178,8 +203,11 @@ class StorageHealth:
             self._writable.clear()
 
     def succeeded(self, what: str = "a write") -> None:
-        """A write went through: a fault, if there was one, is over."""
+        """A write went through: a fault, if there was one, is over — a full disk only once it has
+        room again (on a full disk SQLite still fits some writes into space its files hold)."""
         if self.state.fault is None:
+            return
+        if self.state.fault == "full" and self._room is not None and not self._room():
             return
         _log.warning("storage is writable again", was=self.state.fault, write=what)
         self.state = StorageState(None)
