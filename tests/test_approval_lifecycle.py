@@ -156,3 +156,28 @@ async def test_an_approval_whose_branch_cannot_be_fetched_is_not_counted(
     assert reply.startswith("⏸ Not counted: the proposal's branch could not be fetched"), reply
     assert (await built.improve.runs.get(run.id)).state == "awaiting_approval"
     assert run.proposal_id is not None and await approval_rows(built, run.proposal_id) == []
+
+
+async def test_a_branch_that_cannot_be_fetched_at_merge_time_holds_the_merge(
+    services: tuple[Services, GitHubDouble],
+) -> None:
+    """The approval was counted where the branch was at hand (another process, say), and by the time of
+    the merge it cannot be fetched: nothing merges, the run waits for approval again with its pull
+    request open — a forge that does not answer is no reason to throw the fix away."""
+    built, github = services
+    run = await _awaiting_approval(built)
+    assert run.proposal_id is not None
+    decision = await built.deploy.approvals.decide(
+        proposal_id=run.proposal_id, user_id=ALICE, user_name="alice", role_ids=[], is_bot=False,
+        channel_id=DEV, parent_channel_id=None, form="approve", via="words", message_id=5,
+    )  # fmt: skip
+    assert decision.status == "ready"
+    git(built.settings.repo_dir, "branch", "-q", "-D", BRANCH)
+    git(github.bare_repo, "branch", "-q", "-D", BRANCH)
+    reply = await built.deploy.ship(run.id, actor=f"user:{ALICE}")
+    assert reply.startswith("⏸ Not merged: the proposal's branch could not be fetched"), reply
+    assert (await built.improve.runs.get(run.id)).state == "awaiting_approval"
+    assert _pull(github)["state"] == "open" and _pull(github)["merged"] is False
+    git(github.bare_repo, "branch", "-q", BRANCH, run.verified_sha or "")  # the forge answers again
+    assert "Merged" in await _approve(built, run)
+    assert _pull(github)["merged"] is True

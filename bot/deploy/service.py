@@ -232,7 +232,18 @@ class DeployService:
         if recorded is not None:  # an earlier process merged it and stopped: go on from there
             return await self._go_live(run, recorded)
         proposal = await self.forge.get(run.proposal_id)
-        await self.forge.fetch_proposal(proposal.id)  # a worker's branch may not be here yet
+        try:  # a worker's branch may not be here yet (another process may have counted the approval)
+            await self.forge.fetch_proposal(proposal.id)
+        except ForgeError as exc:  # the forge not answering now is no reason to throw the fix away
+            _log.warning("proposal_fetch_failed", proposal_id=proposal.id, error=str(exc))
+            why = self.runs.redactor.text(str(exc), 500)
+            await self.runs.transition(
+                run.id, "awaiting_approval", actor="pipeline", detail={"held": f"fetch failed: {why}"}
+            )
+            return (
+                f"⏸ Not merged: the proposal's branch could not be fetched from the forge ({why})."
+                " Approve again once it answers."
+            )
         expected = run.verified_sha
         problem = await self.merger.live_checkout_problem()
         if problem is not None:  # hand edits are never overwritten: hold the merge, keep the approval
