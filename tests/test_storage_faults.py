@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,22 @@ def _settings(data: Path, **storage: Any) -> Settings:
 async def locked_world(tmp_path: Path) -> AsyncIterator[VirtualWorld]:
     async with running_world(_settings(tmp_path / "data")) as world:
         yield world
+
+
+@pytest.fixture
+def tmpfs_data(tmp_path: Path) -> Iterator[Path]:
+    """A data directory on a small tmpfs of its own (a real disk to fill); skipped where mounting is
+    not allowed."""
+    data = tmp_path / "data"
+    disk = small_disk(data)
+    try:
+        disk.__enter__()
+    except PermissionError as exc:
+        pytest.skip(f"cannot mount a tmpfs here: {exc}")
+    try:
+        yield data
+    finally:
+        disk.__exit__(None, None, None)
 
 
 def _rows(db_path: Path, sql: str) -> list[tuple[Any, ...]]:
@@ -198,85 +214,67 @@ async def test_fix_requests_on_a_storage_incident_are_answered_as_environment(
     assert _rows(db_path, "SELECT count(*) FROM runs") == [(0,)]
 
 
-async def test_a_full_disk_loses_nothing_silently_and_is_one_incident(tmp_path: Path) -> None:
+async def test_a_full_disk_loses_nothing_silently_and_is_one_incident(tmpfs_data: Path) -> None:
     """With data/ on a full disk (a real tmpfs): /remind says it was not saved, lost action records are
     counted, one storage incident says the disk is full; after space is freed saving works and the
     incident clears."""
-    data = tmp_path / "data"
-    try:
-        disk = small_disk(data)
-        disk.__enter__()
-    except PermissionError as exc:
-        pytest.skip(f"cannot mount a tmpfs here: {exc}")
-    try:
-        settings = _settings(data)
-        async with running_world(settings) as world:
-            await world.quiesce()
-            filler = fill_disk(data)
-            # SQLite writes into WAL space the file already has, and reuses it once a checkpoint has
-            # copied it back, so how many saves still fit on a full disk depends on where the WAL
-            # stood: save until one is refused (4 MB of them would overflow the whole disk).
-            answers: list[str] = []
-            while SAVE_FAILED not in answers and len(answers) < 4000:
-                answers.append(await _remind(world, f"note {len(answers)}" + "x" * 900))
-            await world.quiesce()
-            assert SAVE_FAILED in answers
-            [announcement] = _storage_announcements(world)
-            assert "disk is full" in (announcement.embeds[0].description or "")
-            assert world.bot.services.health()["storage_fault"] == "full"
-            saved_before = {text for (text,) in _rows(settings.db_path, "SELECT text FROM reminders")}
-            # Every "Okay" was really saved; every "couldn't save" was not.
-            for n, answer in enumerate(answers):
-                assert (f"note {n}" + "x" * 900 in saved_before) == answer.startswith("⏰ Okay")
-            filler.unlink()
-            assert "Okay" in await _remind(world, "after the disk was freed")
-            for _ in range(2):
-                await world.users["alice"].slash(world.general, "roll", notation="2d6")
-            await world.quiesce()
-            assert world.bot.services.health()["storage_fault"] is None
-            assert "writable again" in (_storage_announcements(world)[0].embeds[0].description or "")
-            await _accounted(world)
-    finally:
-        disk.__exit__(None, None, None)
+    settings = _settings(tmpfs_data)
+    async with running_world(settings) as world:
+        await world.quiesce()
+        filler = fill_disk(tmpfs_data)
+        # SQLite writes into WAL space the file already has, and reuses it once a checkpoint has
+        # copied it back, so how many saves still fit on a full disk depends on where the WAL
+        # stood: save until one is refused (4 MB of them would overflow the whole disk).
+        answers: list[str] = []
+        while SAVE_FAILED not in answers and len(answers) < 4000:
+            answers.append(await _remind(world, f"note {len(answers)}" + "x" * 900))
+        await world.quiesce()
+        assert SAVE_FAILED in answers
+        [announcement] = _storage_announcements(world)
+        assert "disk is full" in (announcement.embeds[0].description or "")
+        assert world.bot.services.health()["storage_fault"] == "full"
+        saved_before = {text for (text,) in _rows(settings.db_path, "SELECT text FROM reminders")}
+        # Every "Okay" was really saved; every "couldn't save" was not.
+        for n, answer in enumerate(answers):
+            assert (f"note {n}" + "x" * 900 in saved_before) == answer.startswith("⏰ Okay")
+        filler.unlink()
+        assert "Okay" in await _remind(world, "after the disk was freed")
+        for _ in range(2):
+            await world.users["alice"].slash(world.general, "roll", notation="2d6")
+        await world.quiesce()
+        assert world.bot.services.health()["storage_fault"] is None
+        assert "writable again" in (_storage_announcements(world)[0].embeds[0].description or "")
+        await _accounted(world)
 
 
-async def test_a_write_that_fits_on_a_still_full_disk_does_not_end_the_fault(tmp_path: Path) -> None:
+async def test_a_write_that_fits_on_a_still_full_disk_does_not_end_the_fault(tmpfs_data: Path) -> None:
     """On a full disk SQLite still fits small writes into WAL space its files already hold. Such a
     write does not clear the "disk is full" fault (it would announce a recovery that is not one and
     flap the incident); the first write once there is room again does."""
-    data = tmp_path / "data"
+    db = await open_database(tmpfs_data / "mendbot.db", busy_timeout_ms=50)
+    health = StorageHealth(room=has_room(tmpfs_data))
+    once = RetryPolicy(attempts=1)
     try:
-        disk = small_disk(data)
-        disk.__enter__()
-    except PermissionError as exc:
-        pytest.skip(f"cannot mount a tmpfs here: {exc}")
-    try:
-        db = await open_database(data / "mendbot.db", busy_timeout_ms=50)
-        health = StorageHealth(room=has_room(data))
-        once = RetryPolicy(attempts=1)
-        try:
-            for n in range(50):  # grow the WAL, then copy it back: its space is there to reuse
-                await queries.set_setting(db, f"padding {n}", "x" * 4000)
-            await sql(db, "PRAGMA wal_checkpoint(PASSIVE)")
-            filler = fill_disk(data)
-            with pytest.raises(StorageUnavailable):
-                await retrying(
-                    lambda: queries.set_setting(db, "big", "y" * 2_000_000),
-                    what="big",
-                    policy=once,
-                    health=health,
-                )
-            assert health.state.fault == "full"
-            await retrying(lambda: probe(db, 1.0), what="storage probe", policy=once, health=health)
-            assert await queries.get_setting(db, "storage_probe") == 1.0  # it really went through…
-            assert health.state.fault == "full"  # …and the disk is still full
-            filler.unlink()
-            await retrying(lambda: probe(db, 2.0), what="storage probe", policy=once, health=health)
-            assert health.state.fault is None
-        finally:
-            await db.close()
+        for n in range(50):  # grow the WAL, then copy it back: its space is there to reuse
+            await queries.set_setting(db, f"padding {n}", "x" * 4000)
+        await sql(db, "PRAGMA wal_checkpoint(PASSIVE)")
+        filler = fill_disk(tmpfs_data)
+        with pytest.raises(StorageUnavailable):
+            await retrying(
+                lambda: queries.set_setting(db, "big", "y" * 2_000_000),
+                what="big",
+                policy=once,
+                health=health,
+            )
+        assert health.state.fault == "full"
+        await retrying(lambda: probe(db, 1.0), what="storage probe", policy=once, health=health)
+        assert await queries.get_setting(db, "storage_probe") == 1.0  # it really went through…
+        assert health.state.fault == "full"  # …and the disk is still full
+        filler.unlink()
+        await retrying(lambda: probe(db, 2.0), what="storage probe", policy=once, health=health)
+        assert health.state.fault is None
     finally:
-        disk.__exit__(None, None, None)
+        await db.close()
 
 
 def test_room_is_the_file_systems_free_space(tmp_path: Path) -> None:
