@@ -25,7 +25,7 @@ import discord
 import sqlalchemy as sa
 
 from bot.db import core
-from bot.git import git
+from bot.git import driver_problem, git
 from bot.settings import (
     ConfigError,
     Settings,
@@ -152,6 +152,8 @@ async def _repository(settings: Settings) -> Check:
         fix = next((fix for key, fix in fixes.items() if key in state), "commit the code first")
         return _warn("git", f"{state} — {off}; {fix}")
     name, head = state
+    if (problem := await driver_problem(root)) is not None:
+        return _warn("git", f"{problem} — {off} until then")
     status = await git(root, "status", "--porcelain", "--untracked-files=no", check=False)
     if status.output.strip():
         return _warn(

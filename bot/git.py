@@ -1,17 +1,31 @@
-"""The bot's own git: one way to run it, executing nothing a repository's config could name.
+"""The bot's own git: one way to run it, executing nothing a repository's config or a tree could name.
 
 Every git command mendbot runs itself — worktrees, commits, diffs, rebases, merges, pushes, the
 evidence's history — goes through `git()`. Branches and worktrees hold agent-written files, and git
-runs programs named in configuration (hooks, fsmonitor, pagers, editors, external diff and textconv
-drivers, credential helpers, ssh commands, gpg), so each call:
+runs programs named in configuration (hooks, fsmonitor, pagers, editors, credential helpers, ssh
+commands, gpg) and in drivers that a tree's `.gitattributes` selects by name (filter, diff and merge
+drivers) — and, recursing into a submodule or an embedded repository, in *that* repository's config,
+which whoever wrote the tree controls. Nothing of this can run, by construction:
 
-- starts from an empty environment: `PATH`, `HOME`, `LANG`/`LC_ALL=C`, the bot's identity, and the
-  `GIT_*` settings below — never the bot's own environment, which holds its tokens;
-- reads no system or global config (`GIT_CONFIG_NOSYSTEM`, `GIT_CONFIG_GLOBAL=/dev/null`);
-- overrides, at command-line precedence (`GIT_CONFIG_COUNT`), every config key that names a program
-  (`NEUTRALISED`), and adds `--no-ext-diff --no-textconv` to `diff`, `log` and `show`, whose drivers
-  have arbitrary names that cannot be overridden one by one;
-- never prompts (`GIT_TERMINAL_PROMPT=0`, no askpass) and takes no optional locks.
+- every call starts from an empty environment: `PATH`, `HOME`, `LANG`/`LC_ALL=C`, the bot's identity,
+  and the `GIT_*` settings below — never the bot's own environment, which holds its tokens;
+- no system or global config is read (`GIT_CONFIG_NOSYSTEM`, `GIT_CONFIG_GLOBAL=/dev/null`), so the only
+  config file is the repository's own, which sandboxed code cannot write (it is read-only inside every
+  sandbox) and which must define no driver (`driver_problem`: a run does not start in a repository
+  whose config defines one). A tree's attributes can then select a driver name, but no program stands
+  behind any name;
+- git never enters another repository: submodule recursion is off everywhere (`submodule.recurse`,
+  `diff.ignoreSubmodules=all`, `status --ignore-submodules=all`, fetches and pushes), so the config of
+  an embedded repository in a worktree is never read — and `bot.improve.trees` refuses a change that
+  carries one anyway;
+- the fixed-name keys that name a program (`NEUTRALISED`: hooks, fsmonitor, pager, editors, askpass,
+  ssh, proxies, credential helpers, gpg…) are overridden at command-line precedence (`GIT_CONFIG_COUNT`),
+  and `diff`, `log` and `show` get `--no-ext-diff --no-textconv`;
+- it never prompts (`GIT_TERMINAL_PROMPT=0`, no askpass) and takes no optional locks.
+
+Commits of agent-made trees are built with plumbing from bytes read by Python (`bot.improve.trees`:
+`hash-object --no-filters`, `write-tree`, `commit-tree`), and checks run on trees materialised from
+blobs (`cat-file`), so no git command reads an agent's working tree through attributes at all.
 
 Callers add config (the GitHub forge's auth header) and environment (a scratch index) per call;
 neither can re-enable what is neutralised, because the neutralising pairs are applied last.
@@ -36,7 +50,15 @@ from pathlib import Path
 
 from bot.process import ProcessResult, run_process
 
-__all__ = ["GIT_TIMEOUT_S", "IDENTITY", "NEUTRALISED", "GitError", "git", "git_environment"]
+__all__ = [
+    "GIT_TIMEOUT_S",
+    "IDENTITY",
+    "NEUTRALISED",
+    "GitError",
+    "driver_problem",
+    "git",
+    "git_environment",
+]
 
 GIT_TIMEOUT_S = 120.0
 IDENTITY = ("mendbot", "mendbot@localhost")
@@ -62,10 +84,22 @@ NEUTRALISED: tuple[tuple[str, str], ...] = (
     ("rerere.enabled", "false"),
     ("gc.auto", "0"),
     ("maintenance.auto", "false"),
+    # Never enter another repository (a submodule, an embedded repository an agent made): its config
+    # is written by whoever wrote the tree.
+    ("submodule.recurse", "false"),
+    ("diff.ignoreSubmodules", "all"),
+    ("status.submoduleSummary", "false"),
+    ("fetch.recurseSubmodules", "false"),
+    ("push.recurseSubmodules", "no"),
 )
 # Subcommands that may run an external diff or textconv driver named by .gitattributes.
 _DIFF_COMMANDS = frozenset({"diff", "log", "show"})
 _DIFF_GUARDS = ("--no-ext-diff", "--no-textconv")
+# `status` honours diff.ignoreSubmodules, but says so on its own command line too.
+_STATUS_GUARDS = ("--ignore-submodules=all",)
+# The config sections whose entries a tree's .gitattributes selects by name (gitattributes(5): the
+# `filter`, `diff` and `merge` attributes), each naming a program: `<section>.<name>.<key>`.
+_DRIVER_KEY = r"^(filter|diff|merge)\..+\..+$"
 
 
 class GitError(Exception):
@@ -105,9 +139,11 @@ def git_environment(
     return env
 
 
-def _with_diff_guards(args: tuple[str, ...]) -> list[str]:
+def _with_guards(args: tuple[str, ...]) -> list[str]:
     if args and args[0] in _DIFF_COMMANDS:
         return [args[0], *_DIFF_GUARDS, *args[1:]]
+    if args and args[0] == "status":
+        return [args[0], *_STATUS_GUARDS, *args[1:]]
     return list(args)
 
 
@@ -130,20 +166,48 @@ async def git(
     env: Mapping[str, str] | None = None,
     secrets: Iterable[str] = (),
     error: type[Exception] = GitError,
+    input: bytes | None = None,
+    binary: bool = False,
 ) -> ProcessResult:
     """Run `git <args>` in `cwd` the one safe way; stdout and stderr are kept apart.
 
     With `check`, a non-zero exit (or a timeout) raises `error` naming the subcommand, `cwd` and git's
-    explanation, with `secrets` masked. `config` adds `-c`-level settings, `env` environment variables.
+    explanation, with `secrets` masked. `config` adds `-c`-level settings, `env` environment variables;
+    `input` is fed to git's stdin and `binary` keeps its stdout as bytes (`ProcessResult.data`).
     """
     result = await run_process(
-        ["git", *_with_diff_guards(args)],
+        ["git", *_with_guards(args)],
         cwd=cwd,
         env=git_environment(config=config, extra=env),
         timeout_s=timeout_s,
         merge_stderr=False,
+        input=input,
+        binary=binary,
     )
     if check and (result.timed_out or result.code != 0):
         command = args[0] if args else "git"
         raise error(f"git {command} failed in {cwd}: {_reason(result, secrets)}")
     return result
+
+
+async def driver_problem(repo: Path) -> str | None:
+    """Why git must not work on agent-made trees in `repo`, or None: its config (with what it
+    includes) defines a filter, diff or merge driver, which a tree's .gitattributes could select.
+
+    Only the repository's own config is read (`git_environment`), so with none defined there, no
+    attribute in any tree can name a program. A repository that needs one (git-lfs installed with
+    `--local`) is refused rather than half-trusted: install the driver globally instead, which the
+    bot's git never reads.
+    """
+    result = await git(repo, "config", "--null", "--name-only", "--get-regexp", _DRIVER_KEY, check=False)
+    if result.code not in (0, 1):  # 1: no such key
+        return f"its git config could not be read: {_reason(result, ())}"
+    keys = sorted({key for key in result.output.split("\0") if key})
+    if not keys:
+        return None
+    shown = ", ".join(keys[:4]) + (f" (+{len(keys) - 4})" if len(keys) > 4 else "")
+    return (
+        f"the repository's git config defines drivers that a file's attributes could make git run ({shown});"
+        " mendbot's git runs no program a repository names: remove them from .git/config"
+        " (a global install of the tool is not read by mendbot and keeps working for you)"
+    )

@@ -24,6 +24,7 @@ class ProcessResult:
     output: str
     errors: str
     duration_s: float
+    data: bytes = b""  # stdout as bytes, when asked for (`binary=True`): blobs, not text
 
     @property
     def timed_out(self) -> bool:
@@ -44,19 +45,23 @@ async def run_process(
     env: Mapping[str, str] | None = None,
     timeout_s: float | None = None,
     merge_stderr: bool = True,
+    input: bytes | None = None,
+    binary: bool = False,
 ) -> ProcessResult:
     """Run `argv` (no shell) and wait for it and its output, at most `timeout_s` seconds.
 
     With `merge_stderr` both streams arrive interleaved in `output` (as a terminal would show them);
     otherwise stderr goes to `errors`. On timeout or cancellation the whole process group is killed;
     what was written before the timeout is kept. A missing executable raises FileNotFoundError.
+    `input` is written to the process's stdin (else it reads nothing); with `binary`, stdout is kept
+    as bytes in `data` and `output` is left empty.
     """
     started = time.perf_counter()
     process = await asyncio.create_subprocess_exec(
         *argv,
         cwd=cwd,
         env=dict(env) if env is not None else None,
-        stdin=asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.DEVNULL if input is None else asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT if merge_stderr else asyncio.subprocess.PIPE,
         start_new_session=True,
@@ -70,10 +75,20 @@ async def run_process(
         while chunk := await stream.read(65536):
             into.extend(chunk)
 
+    async def feed(stream: asyncio.StreamWriter | None) -> None:
+        if stream is None or input is None:
+            return
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            stream.write(input)
+            await stream.drain()
+            stream.close()
+
     code: int | None
     try:
         await asyncio.wait_for(
-            asyncio.gather(process.wait(), pump(process.stdout, out), pump(process.stderr, err)),
+            asyncio.gather(
+                process.wait(), feed(process.stdin), pump(process.stdout, out), pump(process.stderr, err)
+            ),
             timeout_s,
         )
         code = process.returncode
@@ -88,7 +103,8 @@ async def run_process(
         raise
     return ProcessResult(
         code=code,
-        output=out.decode("utf-8", errors="replace"),
+        output="" if binary else out.decode("utf-8", errors="replace"),
         errors=err.decode("utf-8", errors="replace"),
         duration_s=time.perf_counter() - started,
+        data=bytes(out) if binary else b"",
     )

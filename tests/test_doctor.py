@@ -16,6 +16,7 @@ import pytest
 from bot.doctor import Check, Level, channel_permissions, doctor_exit_code, run_doctor
 from tests.harness.discord_double import DiscordDouble
 from tests.harness.postgres import PostgresServer
+from tests.harness.repo import git as repo_git
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -106,6 +107,21 @@ async def test_missing_sandbox_is_a_warning_not_a_stop(
     assert str(sandbox).startswith("⚠️ sandbox: no bubblewrap at /nonexistent/bwrap")
     assert str(sandbox).endswith("fix runs refuse until a sandbox starts")
     assert doctor_exit_code(checks) == 0
+
+
+async def test_a_repository_defining_git_drivers_is_a_warning_naming_them(tmp_path: Path) -> None:
+    """A filter, diff or merge driver in the repository's config could be selected by a tree the agent
+    wrote: doctor says which, and that self-improvement is off until it is removed."""
+    repo_git(tmp_path, "init", "-q", "-b", "main")
+    (tmp_path / "README").write_text("x\n")
+    repo_git(tmp_path, "add", "README")
+    repo_git(tmp_path, "commit", "-qm", "x")
+    repo_git(tmp_path, "config", "merge.ours.driver", "true")
+
+    git_check = _by_name(await run_doctor(_config(tmp_path)))["git"]
+
+    assert git_check.level is Level.WARN
+    assert "merge.ours.driver" in git_check.detail and "self-improvement is off" in git_check.detail
 
 
 async def test_unusable_data_dir_cannot_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
