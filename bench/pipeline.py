@@ -497,9 +497,9 @@ def _seed_dice_bug(repo: Path) -> None:
 
 async def proof_overhead_s(context: BenchContext) -> float:
     """The extra wall time the proof of fix adds to a run whose checks are trivial: the regression test
-    (one small pytest file) and the replay of one recorded `!roll 2d6` crash, each on the base (a second
-    worktree with only the test applied) and on the branch, all in the sandbox — `Prover.prove` from
-    the committed fix to the stored proof. Median of 3."""
+    (one small pytest file) and the replay of one recorded `!roll 2d6` crash, each on the base (a fresh
+    copy of its tree with only the test added) and on the branch (a fresh copy of the commit), all in
+    the sandbox — `Prover.prove` from the committed fix to the stored proof. Median of 3."""
     from bot.db.handlers import HandlerLocation, replace_cog
     from bot.services import build_services
     from tests.harness.discord import make_settings
@@ -534,12 +534,7 @@ async def proof_overhead_s(context: BenchContext) -> float:
             head = await improve.workspace.commit(worktree, "fix", 1)
             started = time.perf_counter()
             proof = await improve.prover.prove(
-                run_id=1,
-                worktree=worktree.path,
-                base_sha=worktree.base_sha,
-                sha=head,
-                fingerprint="bench",
-                kind=None,
+                run_id=1, base_sha=worktree.base_sha, sha=head, fingerprint="bench", kind=None
             )
             seconds.append(time.perf_counter() - started)
             if not proof.proven:

@@ -154,7 +154,8 @@ async def test_changed_tests_are_added_or_modified_test_files_only(tmp_path: Pat
     (repo / "bot.py").write_text("x = 1\n")
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "change")
-    assert await changed_tests(repo, base) == ["tests/dice_test.py", "tests/test_old.py"]
+    head = git(repo, "rev-parse", "HEAD")
+    assert await changed_tests(repo, base, head) == ["tests/dice_test.py", "tests/test_old.py"]
 
 
 async def test_proof_rows_round_trip(tmp_path: Path) -> None:

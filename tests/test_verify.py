@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import py_compile
 import sys
 import time
 from pathlib import Path
@@ -21,8 +22,9 @@ from bot.improve.verify import (
     resolve_command,
     run_check,
     verify,
+    verify_commit,
 )
-from bot.improve.workspace import Workspace, Worktree
+from bot.improve.workspace import NothingToCommitError, Workspace, Worktree
 from bot.sandbox import Sandbox
 from tests.harness.repo import copy_of_bot
 
@@ -93,27 +95,57 @@ async def test_checks_import_the_worktree_not_the_live_checkout(
             trapped = await run_check(command, jail, naive, timeout_s=60)
             assert not trapped.ok and "ONLY_IN_WORKTREE" not in trapped.output_tail, trapped.output_tail
 
-    verification = await _verify(worktree.path, list(PROBE_CHECKS), 60, git_dir=repo / ".git", smoke=False)
+    verification = await verify_commit(
+        workspace, sha, list(PROBE_CHECKS), 60, sandbox=SANDBOX, name="probe", smoke=False
+    )
 
     assert verification.ok, verification.failure_report()
-    assert f"imported {worktree.path / 'bot' / 'dice.py'}" in verification.checks[0].output_tail
-    assert verification.sha == sha and not verification.dirty
+    assert f"imported {workspace.worktrees_dir}/probe-" in verification.checks[0].output_tail
+    assert verification.sha == sha
     assert "ONLY_IN_WORKTREE" not in (repo / "bot" / "dice.py").read_text()
 
 
-async def test_smoke_check_fails_on_a_broken_cog(repo: Path, worktree: Worktree) -> None:
-    """A syntax error in a worktree cog fails the smoke load, which names the cog; the clean copy passes."""
-    (worktree.path / "cogs" / "dice.py").write_text("def broken(:\n")
+async def test_checks_see_exactly_the_committed_tree(
+    workspace: Workspace, worktree: Worktree, tmp_path: Path
+) -> None:
+    """An ignored `sitecustomize.pyc` the agent's code planted in the worktree (it would end every Python
+    process with exit 0 before a test ran) takes no part in verify: the checks run on exactly the
+    committed tree. What a check writes never reaches the worktree or the next commit."""
+    failing = "tests/test_truth.py"
+    (worktree.path / failing).write_text("def test_truth():\n    assert False, 'the real verdict'\n")
+    sha = await workspace.commit(worktree, "a failing test", 1)
+    source = tmp_path / "sitecustomize.py"
+    source.write_text("import os\nos._exit(0)\n")
+    py_compile.compile(str(source), cfile=str(worktree.path / "sitecustomize.pyc"))  # *.pyc: ignored
+    check = f"python -m pytest -q -p no:cacheprovider {failing}"
+    writes = "python -c \"open('written_by_check.txt', 'w').write('x')\""
 
-    broken = await _verify(worktree.path, [], 60, git_dir=repo / ".git")
-    clean = await _verify(repo, [], 60, git_dir=repo / ".git")
+    verification = await verify_commit(
+        workspace, sha, [check, writes], 60, sandbox=SANDBOX, name="exact", smoke=False
+    )
+
+    assert not verification.checks[0].ok and "the real verdict" in verification.checks[0].output_tail
+    assert verification.checks[1].ok, verification.failure_report()
+    assert not (worktree.path / "written_by_check.txt").exists()
+    with pytest.raises(NothingToCommitError):
+        await workspace.commit(worktree, "after verify", 1)
+
+
+async def test_smoke_check_fails_on_a_broken_cog(
+    repo: Path, workspace: Workspace, worktree: Worktree
+) -> None:
+    """A syntax error in a committed cog fails the smoke load, which names the cog; the base passes."""
+    (worktree.path / "cogs" / "dice.py").write_text("def broken(:\n")
+    sha = await workspace.commit(worktree, "break the dice cog", 1)
+
+    broken = await verify_commit(workspace, sha, [], 60, sandbox=SANDBOX, name="broken")
+    clean = await verify_commit(workspace, worktree.base_sha, [], 60, sandbox=SANDBOX, name="clean")
 
     smoke = broken.checks[-1]
     assert smoke.command == SMOKE_CHECK
     assert not broken.ok and not smoke.ok and smoke.exit_code == 1
     assert "❌ cogs.dice" in smoke.output_tail and "SyntaxError" in smoke.output_tail
     assert "✅ cogs.remind" in smoke.output_tail
-    assert broken.dirty
     assert clean.ok, clean.failure_report()
     assert "✅ cogs.dice" in clean.checks[-1].output_tail
 

@@ -7,8 +7,10 @@ branch's own commits (`base..head`) are rebased onto the current main in a tempo
 worktree under the workspace's `worktrees_dir` (cleaned at start-up like any stray worktree), so
 neither the live checkout nor the run's worktree is touched meanwhile. A conflict limited to import
 blocks is resolved there (`bot.deploy.queue.resolve_import_conflicts`) and the rebase goes on; any other
-conflict raises `RebaseConflict` naming the files. The checks run on the rebased commit (`verify`, smoke load
-included); only if they pass does the branch move to it — by `git reset --keep` in the worktree
+conflict raises `RebaseConflict` naming the files. The change is checked for what cannot be made inert
+(`bot.improve.trees`) before it is checked out and again once rebased, and the checks run on a fresh
+copy of the rebased commit's tree (`verify_commit`, smoke load included); only if they pass does the
+branch move to it — by `git reset --keep` in the worktree
 that has the branch checked out (the run's worktree, kept while a proposal awaits approval), else
 by `update-ref` guarded by the old head. `diff_changed` compares the proposal's own change before
 and after: `git diff -U0` of `base..head` against `onto..new`, with hunk line numbers and blob ids
@@ -36,8 +38,9 @@ from pathlib import Path
 
 from bot.deploy.queue import change_without_imports, resolve_import_conflicts
 from bot.forge.base import HeadMovedError
-from bot.git import git
-from bot.improve.verify import Verification, verify
+from bot.git import driver_problem, git
+from bot.improve.trees import HostileTree
+from bot.improve.verify import Verification, verify_commit
 from bot.improve.workspace import Workspace
 from bot.log import get_logger
 from bot.process import ProcessResult
@@ -155,6 +158,7 @@ class Merger:
             raise MergeError(f"there is no {onto or self.base!r} to rebase {branch} onto")
         if not base_sha:
             base_sha = (await self._git(self.repo_root, "merge-base", onto_sha, head_sha)).output.strip()
+        await self._refuse_hostile(base_sha, head_sha)
         path = self.workspace.worktrees_dir / f"rebase-{run_id}"
         if path.exists():
             await self.workspace.remove(path)  # left over from a stopped process
@@ -163,22 +167,24 @@ class Merger:
         try:
             resolved: list[str] = []
             new_sha = await self._rebase(path, base_sha, onto_sha, branch, resolved)
-            before = await self._change(base_sha, head_sha, resolved)
-            after = await self._change(onto_sha, new_sha, resolved)
-            verification = await verify(
-                path,
-                self.checks,
-                self.timeout_s,
-                sandbox=self.sandbox,
-                git_dir=self.repo_root / ".git",
-                smoke=self._smoke,
-                redact=self._redact,
-            )
-            ok = verification.ok and not verification.dirty and verification.sha == new_sha
-            if ok:
-                await self._move_branch(branch, head_sha, new_sha)
         finally:
             await self.workspace.remove(path)
+        await self._refuse_hostile(onto_sha, new_sha)
+        before = await self._change(base_sha, head_sha, resolved)
+        after = await self._change(onto_sha, new_sha, resolved)
+        verification = await verify_commit(
+            self.workspace,
+            new_sha,
+            self.checks,
+            self.timeout_s,
+            sandbox=self.sandbox,
+            name=f"rebase-{run_id}-verify",
+            smoke=self._smoke,
+            redact=self._redact,
+        )
+        ok = verification.ok and verification.sha == new_sha
+        if ok:
+            await self._move_branch(branch, head_sha, new_sha)
         outcome = RebaseOutcome(
             new_sha=new_sha,
             diff_changed=before != after,
@@ -200,27 +206,34 @@ class Merger:
         return outcome
 
     async def reverify(self, head_sha: str, run_id: int) -> Verification:
-        """Verify `head_sha` as it is (a proposal branch that moved by hand), in a temporary detached
-        worktree like a rebase, sandboxed like every verify; the branch itself is not touched."""
-        path = self.workspace.worktrees_dir / f"reverify-{run_id}"
-        if path.exists():
-            await self.workspace.remove(path)  # left over from a stopped process
-        path.parent.mkdir(parents=True, exist_ok=True)
-        await self._git(self.repo_root, "worktree", "add", "--detach", str(path), head_sha)
-        try:
-            verification = await verify(
-                path,
-                self.checks,
-                self.timeout_s,
-                sandbox=self.sandbox,
-                git_dir=self.repo_root / ".git",
-                smoke=self._smoke,
-                redact=self._redact,
-            )
-        finally:
-            await self.workspace.remove(path)
+        """Verify `head_sha` as it is (a proposal branch that moved by hand) on a fresh copy of its tree,
+        sandboxed like every verify; the branch itself is not touched. MergeError when the change carries
+        what cannot be made inert (`bot.improve.trees`)."""
+        base = (await self._git(self.repo_root, "merge-base", f"refs/heads/{self.base}", head_sha)).output
+        await self._refuse_hostile(base.strip(), head_sha)
+        verification = await verify_commit(
+            self.workspace,
+            head_sha,
+            self.checks,
+            self.timeout_s,
+            sandbox=self.sandbox,
+            name=f"reverify-{run_id}",
+            smoke=self._smoke,
+            redact=self._redact,
+        )
         _log.info("reverified", run_id=run_id, sha=head_sha, ok=verification.ok)
         return verification
+
+    async def _refuse_hostile(self, base: str, head: str) -> None:
+        """MergeError when `base..head` carries what cannot be made inert, or when the repository's
+        config defines a driver a tree could select (`bot.git.driver_problem`): checked before any
+        git command checks out, rebases or verifies it."""
+        if (problem := await driver_problem(self.repo_root)) is not None:
+            raise MergeError(f"not rebased or verified: {problem}")
+        try:
+            await self.workspace.check_change(base, head)
+        except HostileTree as exc:
+            raise MergeError(str(exc)) from None
 
     async def _rebase(
         self, path: Path, base_sha: str, onto_sha: str, branch: str, resolved: list[str]
@@ -293,6 +306,9 @@ class Merger:
                 old,
             )
             return
+        # The pipeline commits from bytes and leaves the index without stat data (`bot.improve.trees`):
+        # refresh it, so unchanged files read as unchanged. No driver can run (`_refuse_hostile`).
+        await self._git(checked_out, "update-index", "-q", "--refresh", check=False)
         status = await self._git(checked_out, "status", "--porcelain", "--untracked-files=no")
         if status.output.strip():
             raise MergeError(f"{checked_out} has uncommitted changes on {branch}; the branch was not moved")

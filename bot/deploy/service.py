@@ -476,7 +476,7 @@ class DeployService:
                 detail={"ok": verification.ok, "sha": verification.sha, "summary": verification.summary()},
             )
             now = await branch_head(self._settings.repo_dir, proposal.branch)
-            if not verification.ok or verification.dirty or verification.sha != head or now != head:
+            if not verification.ok or verification.sha != head or now != head:
                 why = (
                     f"the branch moved again (to `{(now or '?')[:7]}`) while it was re-verified"
                     if now != head

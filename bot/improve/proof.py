@@ -32,6 +32,7 @@ from bot.db import proofs as queries
 from bot.db.core import Connection
 from bot.git import git
 from bot.improve.replay import ReplayCase, ReplayError, ReplayPlan, ReplayResult, plan_replay, run_replay
+from bot.improve.trees import overlay_tree
 from bot.improve.verify import run_check
 from bot.improve.workspace import Workspace
 from bot.log import get_logger
@@ -141,11 +142,9 @@ def _seconds(value: float) -> str:
     return f"({value * 1000:.0f} ms)" if value < 1 else f"({value:.1f} s)"
 
 
-async def changed_tests(worktree: Path, base_sha: str) -> list[str]:
-    """Test files the committed change since `base_sha` adds or modifies (not deletes), sorted."""
-    result = await git(
-        worktree, "diff", "--name-only", "--diff-filter=AM", "-z", base_sha, "HEAD", timeout_s=60
-    )
+async def changed_tests(repo: Path, base_sha: str, sha: str) -> list[str]:
+    """Test files the committed change `base_sha..sha` adds or modifies (not deletes), sorted."""
+    result = await git(repo, "diff", "--name-only", "--diff-filter=AM", "-z", base_sha, sha, timeout_s=60)
     return sorted(name for name in result.output.split("\0") if name and _TEST_FILE.search(name))
 
 
@@ -182,32 +181,26 @@ class Prover:
         self._now = now
 
     async def prove(
-        self,
-        *,
-        run_id: int,
-        worktree: Path,
-        base_sha: str,
-        sha: str,
-        fingerprint: str | None,
-        kind: str | None,
+        self, *, run_id: int, base_sha: str, sha: str, fingerprint: str | None, kind: str | None
     ) -> Proof:
-        """The branch at `worktree` (HEAD `sha`) against `base_sha`: regression tests and replay."""
+        """Commit `sha` against `base_sha`: regression tests and replay, each side on a fresh copy of
+        exactly its tree (`Workspace.checkout`) — the base's with only the change's test files."""
         started = time.perf_counter()
-        tests = await changed_tests(worktree, base_sha)
+        repo = self._workspace.repo_root
+        tests = await changed_tests(repo, base_sha, sha)
         plan = await plan_replay(self._db, fingerprint=fingerprint, kind=kind)
         items: list[ProofItem] = []
         if tests or plan.replayable:
-            base = await self._workspace.create_detached(f"run-{run_id}-base", base_sha)
-            try:
-                applied = await _apply_tests(worktree, base, base_sha, tests) if tests else None
+            base_tree = await overlay_tree(repo, base_sha, sha, tests) if tests else base_sha
+            async with (
+                self._workspace.checkout(base_tree, name=f"run-{run_id}-base", at=base_sha) as base,
+                self._workspace.checkout(sha, name=f"run-{run_id}-branch") as branch,
+            ):
                 (base_test, base_replay), (branch_test, branch_replay) = await asyncio.gather(
-                    self._side(base, tests if applied is None else [], plan),
-                    self._side(worktree, tests, plan),
+                    self._side(base, tests, plan), self._side(branch, tests, plan)
                 )
-            finally:
-                await self._workspace.remove(base)
             if tests:
-                items.append(_test_item(tests, base_test, branch_test, applied))
+                items.append(_test_item(tests, base_test, branch_test))
             items += _replay_items(plan, base_replay, branch_replay, self._latency_min_ms)
         items += _unreplayable_items(plan)
         proof = _judge(items, time.perf_counter() - started, plan)
@@ -222,11 +215,8 @@ class Prover:
         plan = await plan_replay(self._db, fingerprint=fingerprint, kind=kind)
         if not plan.replayable:
             return None
-        live = await self._workspace.create_detached(f"run-{run_id}-deployed", sha)
-        try:
+        async with self._workspace.checkout(sha, name=f"run-{run_id}-deployed") as live:
             results: dict[str, ReplayResult] | str = await _replay(live, plan, self._sandbox)
-        finally:
-            await self._workspace.remove(live)
         items: list[ProofItem] = []
         for case in plan.replayable:
             recorded = Side(False if case.fingerprint else None, "as recorded", case.recorded_ms / 1000)
@@ -290,20 +280,6 @@ class Prover:
         )
 
 
-async def _apply_tests(branch: Path, base: Path, base_sha: str, tests: list[str]) -> str | None:
-    """Apply the branch's changes to `tests` onto the base checkout; None, or why it failed."""
-    diff = await git(branch, "diff", "--binary", base_sha, "HEAD", "--", *tests, timeout_s=60)
-    patch = base.parent / f".{base.name}.tests.patch"
-    patch.write_text(diff.output)
-    try:
-        applied = await git(base, "apply", str(patch), check=False, timeout_s=60)
-    finally:
-        patch.unlink(missing_ok=True)
-    return (
-        None if applied.code == 0 else (applied.errors or applied.output).strip()[:300] or "git apply failed"
-    )
-
-
 async def _replay(checkout: Path, plan: ReplayPlan, sandbox: Sandbox) -> dict[str, ReplayResult] | str:
     if not plan.replayable:
         return {}
@@ -313,12 +289,10 @@ async def _replay(checkout: Path, plan: ReplayPlan, sandbox: Sandbox) -> dict[st
         return str(exc)
 
 
-def _test_item(tests: list[str], base: Side | None, branch: Side | None, applied: str | None) -> ProofItem:
+def _test_item(tests: list[str], base: Side | None, branch: Side | None) -> ProofItem:
     label = ", ".join(tests[:3]) + (f" (+{len(tests) - 3})" if len(tests) > 3 else "")
-    if applied is not None or base is None or branch is None:
-        return ProofItem(
-            "test", label, base, branch, "neutral", f"could not apply the tests to the base: {applied}"
-        )
+    if base is None or branch is None:
+        return ProofItem("test", label, base, branch, "neutral", "the tests did not run")
     if branch.ok is not True:
         return ProofItem(
             "test", label, base, branch, "fails", "your test fails on your branch: the fix is incomplete"

@@ -47,8 +47,9 @@ from bot.improve.runs import (
     slugify,
 )
 from bot.improve.sanitize import untrusted_block
-from bot.improve.verify import Verification, verify
+from bot.improve.verify import Verification, verify_commit
 from bot.improve.workspace import (
+    HostileTree,
     NothingToCommitError,
     Workspace,
     Worktree,
@@ -983,21 +984,28 @@ class SelfImprovementAgent:
         attempts = attempts or self._config.max_attempts
         for attempt in range(1, attempts + 1):
             try:
-                await self.workspace.commit(worktree, f"mendbot run {run.id}: {run.description[:60]}", run.id)
+                sha = await self.workspace.commit(
+                    worktree, f"mendbot run {run.id}: {run.description[:60]}", run.id
+                )
             except NothingToCommitError:
                 if attempt == 1:
                     raise _StageFailure("no_change", "the agent made no change") from None
+                sha = await self.workspace.head(worktree)
+            except HostileTree as exc:
+                raise _StageFailure("hostile_tree", str(exc)) from None
+            await self._refuse_hostile(run, worktree, sha)
             await self._refuse_protected(run, worktree)
             await self._refuse_unclaimed(run, live)
             run = await self._stage(
                 run, "verifying", f"🧪 verifying (attempt {attempt}/{attempts})", attempts=attempt
             )
-            verification = await verify(
-                worktree.path,
+            verification = await verify_commit(
+                self.workspace,
+                sha,
                 self._config.checks,
                 self._config.check_timeout_s,
                 sandbox=self.sandbox,
-                git_dir=self.workspace.repo_root / ".git",
+                name=f"run-{run.id}-verify",
                 redact=self.runs.redactor.text,
             )
             await self.runs.event(
@@ -1006,7 +1014,7 @@ class SelfImprovementAgent:
                 actor="pipeline",
                 detail={"ok": verification.ok, "sha": verification.sha, "summary": verification.summary()},
             )
-            if verification.ok and not verification.dirty:
+            if verification.ok:
                 if not prove:
                     return verification, None
                 proof = await self._prove(run, worktree, verification.sha, fingerprint, target_kind)
@@ -1058,7 +1066,6 @@ class SelfImprovementAgent:
         await self._progress(run)
         proof = await self.prover.prove(
             run_id=run.id,
-            worktree=worktree.path,
             base_sha=worktree.base_sha,
             sha=sha,
             fingerprint=fingerprint,
@@ -1112,18 +1119,9 @@ class SelfImprovementAgent:
         fingerprint = await self._incident_fingerprint(run.incident_id) or target.get("fingerprint")
         kind = await self._incident_kind(run.incident_id) or target.get("kind")
         try:
-            head = await self.workspace.create_detached(f"run-{run.id}-reprove", head_sha)
-            try:
-                proof = await self.prover.prove(
-                    run_id=run.id,
-                    worktree=head,
-                    base_sha=run.base_sha or "",
-                    sha=head_sha,
-                    fingerprint=fingerprint,
-                    kind=kind,
-                )
-            finally:
-                await self.workspace.remove(head)
+            proof = await self.prover.prove(
+                run_id=run.id, base_sha=run.base_sha or "", sha=head_sha, fingerprint=fingerprint, kind=kind
+            )
         except Exception as exc:
             _log.exception("proving the moved head failed", run_id=run.id)
             line = f"\n🧪 The new head could not be proven ({type(exc).__name__}: {exc}): it is **unproven**."
@@ -1144,6 +1142,14 @@ class SelfImprovementAgent:
         """The bot's own secrets, which no proposed diff may carry in any form."""
         values = (self._settings.discord_token, self._settings.anthropic_api_key, self._settings.github_token)
         return [value.get_secret_value() for value in values if value is not None]
+
+    async def _refuse_hostile(self, run: Run, worktree: Worktree, sha: str) -> None:
+        """The committed change carries nothing that cannot be made inert (`bot.improve.trees`): checked
+        on the commit itself, whatever made it."""
+        try:
+            await self.workspace.check_change(worktree.base_sha, sha)
+        except HostileTree as exc:
+            raise _StageFailure("hostile_tree", str(exc)) from None
 
     async def _refuse_protected(self, run: Run, worktree: Worktree) -> None:
         """A run without the security flag may not change the trust base, however the files changed.

@@ -1,5 +1,10 @@
-"""The verify gate: run the configured checks, then a smoke load of every extension, in a run's worktree,
-each inside the sandbox (`bot.sandbox`): the checks execute code the agent wrote.
+"""The verify gate: run the configured checks, then a smoke load of every extension, on exactly a commit's
+tree, each inside the sandbox (`bot.sandbox`): the checks execute code the agent wrote.
+
+`verify_commit` is what the pipeline and the merge queue call: the checks run on a fresh copy of the
+commit's tree (`Workspace.checkout`), never in a worktree anyone wrote in, so an ignored or untracked
+file the agent's code left there (a `sitecustomize.pyc`, a `conftest.py` nobody committed) takes no part,
+and nothing a check writes can reach the next commit. The verdict is about the sha it names.
 
 The checks must exercise the worktree's code. The live checkout is an editable install, so in a plain
 subprocess `import bot` would resolve to the LIVE `bot/` whenever the worktree is not on `sys.path` — the
@@ -31,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.git import git
+from bot.improve.workspace import Workspace
 from bot.log import get_logger
 from bot.process import run_process
 from bot.sandbox import Jail, Sandbox, SandboxUnavailable
@@ -43,6 +49,7 @@ __all__ = [
     "resolve_command",
     "run_check",
     "verify",
+    "verify_commit",
 ]
 
 _log = get_logger(__name__)
@@ -76,12 +83,11 @@ class CheckResult:
 
 @dataclass(frozen=True)
 class Verification:
-    """The outcome for the worktree at `sha`; `dirty` means uncommitted changes were verified too."""
+    """The outcome for the tree of commit `sha`."""
 
     ok: bool
     checks: list[CheckResult]
     sha: str
-    dirty: bool = False
 
     def summary(self) -> str:
         return "\n".join(check.line() for check in self.checks)
@@ -160,11 +166,36 @@ async def run_check(
     )
 
 
-async def _worktree_state(worktree: Path) -> tuple[str, bool]:
+async def _head(worktree: Path) -> str:
     head = await git(worktree, "rev-parse", "HEAD", check=False, timeout_s=30)
-    status = await git(worktree, "status", "--porcelain", check=False, timeout_s=30)
-    sha = head.output.strip() if head.code == 0 else ""
-    return sha, bool(status.output.strip())
+    return head.output.strip() if head.code == 0 else ""
+
+
+async def verify_commit(
+    workspace: Workspace,
+    sha: str,
+    checks: list[str],
+    timeout_s: float,
+    *,
+    sandbox: Sandbox,
+    name: str,
+    total_timeout_s: float | None = None,
+    smoke: bool = True,
+    redact: Callable[[str], str] = str,
+) -> Verification:
+    """`verify` on a fresh copy of exactly commit `sha`'s tree (`name` names the copy's directory)."""
+    async with workspace.checkout(sha, name=name) as tree:
+        return await verify(
+            tree,
+            checks,
+            timeout_s,
+            sandbox=sandbox,
+            git_dir=workspace.repo_root / ".git",
+            sha=sha,
+            total_timeout_s=total_timeout_s,
+            smoke=smoke,
+            redact=redact,
+        )
 
 
 async def verify(
@@ -174,25 +205,27 @@ async def verify(
     *,
     sandbox: Sandbox,
     git_dir: Path | None,
+    sha: str | None = None,
     total_timeout_s: float | None = None,
     smoke: bool = True,
     redact: Callable[[str], str] = str,
 ) -> Verification:
-    """Run `checks` then the smoke check in `worktree`, sandboxed; ok only if every one passed.
+    """Run `checks` then the smoke check in the tree `worktree`, sandboxed; ok only if every one passed.
 
     `git_dir` is the repository's .git (visible read-only inside). `timeout_s` bounds each check;
     `total_timeout_s` (default twice `timeout_s`) bounds the configured checks together — one that cannot
     start within it fails as skipped. The smoke check always runs, under min(`timeout_s`, 120 s). `sha`
-    is the worktree's HEAD when verification started. Output passes through `redact`.
+    names what the tree is (default: its HEAD) — `verify_commit` makes sure it is exactly that.
+    Output passes through `redact`.
     """
     worktree = _absolute(worktree)
-    sha, dirty = await _worktree_state(worktree)
+    sha = sha if sha is not None else await _head(worktree)
     try:
         await sandbox.probe()
     except SandboxUnavailable as exc:
         refused = CheckResult("sandbox", False, None, f"refused to run any check: {exc}", 0.0)
         _log.error("verify refused: no sandbox", worktree=str(worktree), reason=str(exc))
-        return Verification(ok=False, checks=[refused], sha=sha, dirty=dirty)
+        return Verification(ok=False, checks=[refused], sha=sha)
     budget = total_timeout_s if total_timeout_s is not None else 2 * timeout_s
     deadline = time.monotonic() + budget
     results: list[CheckResult] = []
@@ -215,13 +248,12 @@ async def verify(
         if smoke:
             smoke_timeout = min(timeout_s, _SMOKE_TIMEOUT_S)
             results.append(await run_check(SMOKE_CHECK, jail, check_env, smoke_timeout, redact))
-    verification = Verification(ok=all(r.ok for r in results), checks=results, sha=sha, dirty=dirty)
+    verification = Verification(ok=all(r.ok for r in results), checks=results, sha=sha)
     _log.info(
         "verified",
         worktree=str(worktree),
         sha=sha,
         ok=verification.ok,
-        dirty=dirty,
         checks={r.command: r.ok for r in results},
     )
     return verification

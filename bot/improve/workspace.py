@@ -4,25 +4,35 @@ A run edits `mendbot/<run-id>-<slug>` in its own worktree under `worktrees_dir`,
 the bot runs from is never touched. The branch starts at main's sha as resolved at creation (recorded as
 `base_sha`) and has no upstream: a worktree created from `origin/main` — or from a local main that tracks
 it, with `branch.autoSetupMerge=always` — would track main, and a bare `git push` from it would land on
-main. The pipeline, not the agent, commits (the bot's identity, a `Run-Id:` trailer, no hooks) and scans
-the diff for secrets before it is proposed. Git runs the one way `bot.git` gives, which executes nothing
-a repository's config or a worktree's attributes name.
+main. The pipeline, not the agent, commits (the bot's identity, a `Run-Id:` trailer, no hooks), reading
+the worktree as data (`bot.improve.trees`: what cannot be made inert fails the run), and scans the diff
+for secrets before it is proposed. Git runs the one way `bot.git` gives, which executes nothing a
+repository's config or a worktree's attributes name; a repository whose config defines drivers that
+attributes could select gets no worktree at all.
+
+Checks, proofs and replays never run in a run's worktree: `checkout()` gives each a fresh copy of exactly
+a commit's tree (a detached worktree whose files are written from the commit's blobs), removed after.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.git import git
+from bot.git import GitError, driver_problem, git
 from bot.improve.secret_scan import scan_for_secrets
+from bot.improve.trees import HostileTree, Symlink, check_change, commit_worktree, materialise
 from bot.log import get_logger
 from bot.process import ProcessResult
 
 __all__ = [
+    "HostileTree",
     "NothingToCommitError",
     "ProcessResult",
     "Workspace",
@@ -105,6 +115,7 @@ class Workspace:
         # `git worktree add/remove/prune` and `git branch` write the shared .git (config, refs,
         # worktree admin files); concurrent runs would trip over each other's lock files.
         self._lock = asyncio.Lock()
+        self._checkouts = itertools.count(1)
 
     def identity_env(self) -> dict[str, str]:
         """Git's environment for commits made as the bot."""
@@ -123,6 +134,8 @@ class Workspace:
         """A new worktree on `mendbot/<run-id>-<slug>` at the current local main; no upstream is set."""
         branch = branch_name(run_id, slug)
         path = self.path_for(run_id)
+        if (problem := await driver_problem(self.repo_root)) is not None:
+            raise WorkspaceError(f"no worktree for run {run_id}: {problem}")
         async with self._lock:
             if path.exists():
                 raise WorkspaceError(f"{path} already exists: remove it (or clean stray worktrees) first")
@@ -144,15 +157,29 @@ class Workspace:
         _log.info("worktree created", run_id=run_id, branch=branch, path=str(path), base_sha=base_sha)
         return Worktree(path=path, branch=branch, base_sha=base_sha)
 
-    async def create_detached(self, name: str, sha: str) -> Path:
-        """A throwaway worktree `<worktrees_dir>/<name>` at `sha`, on no branch (the proof's base)."""
-        path = self.worktrees_dir / name
+    @asynccontextmanager
+    async def checkout(self, treeish: str, *, name: str, at: str | None = None) -> AsyncIterator[Path]:
+        """A fresh copy of exactly `treeish`'s tree for the block, then gone (module docstring).
+
+        A detached worktree `<worktrees_dir>/<name>-<n>` at the commit `at` (default `treeish`) with
+        `treeish` in its index, its files written from the blobs: nothing ignored or untracked of any
+        other worktree, no filter. `at` lets a tree that is not a commit (the base with a change's
+        tests) sit on the commit it was made from, so git inside the sandbox shows the difference.
+        """
+        path = self.worktrees_dir / f"{name}-{next(self._checkouts)}"
         async with self._lock:
             if path.exists():
                 await self._remove_locked(path)
             self.worktrees_dir.mkdir(parents=True, exist_ok=True)
-            await _git(self.repo_root, "worktree", "add", "--detach", str(path), sha)
-        return path
+            await _git(
+                self.repo_root, "worktree", "add", "--no-checkout", "--detach", str(path), at or treeish
+            )
+        try:
+            await _git(path, "read-tree", treeish)
+            await materialise(self.repo_root, treeish, path)
+            yield path
+        finally:
+            await self.remove(path)
 
     async def remove(self, worktree: Worktree | Path, *, delete_branch: bool = False) -> None:
         """Remove the worktree directory and its registration; the branch stays unless asked otherwise."""
@@ -191,27 +218,18 @@ class Workspace:
         return removed
 
     async def commit(self, worktree: Worktree | Path, message: str, run_id: int) -> str:
-        """Stage everything and commit it as the bot with a `Run-Id:` trailer; returns the new sha."""
+        """Commit the worktree's files as the bot with a `Run-Id:` trailer, read as data
+        (`bot.improve.trees`); returns the new sha. HostileTree when they carry what cannot be inert."""
         path = _path_of(worktree)
-        await _git(path, "add", "-A")
-        staged = await _git(path, "diff", "--cached", "--quiet", check=False)
-        if staged.code == 0:
+        try:
+            sha = await commit_worktree(
+                path, f"{message.strip()}\n\nRun-Id: {run_id}", identity=self.identity_env()
+            )
+        except GitError as exc:
+            raise WorkspaceError(str(exc)) from exc
+        if sha is None:
             raise NothingToCommitError(f"nothing to commit in {path}")
-        await git(
-            path,
-            "commit",
-            "--quiet",
-            "--no-verify",
-            "--cleanup=strip",
-            "-m",
-            message,
-            "--trailer",
-            f"Run-Id: {run_id}",
-            env=self.identity_env(),
-            error=WorkspaceError,
-        )
-        head = await _git(path, "rev-parse", "HEAD")
-        return head.output.strip()
+        return sha
 
     async def diff(self, worktree: Worktree | Path, base_sha: str) -> str:
         """The committed change since `base_sha` as a unified diff (commit first)."""
@@ -232,9 +250,23 @@ class Workspace:
             patch.unlink(missing_ok=True)
 
     async def diffstat(self, worktree: Worktree | Path, base_sha: str) -> str:
-        """`git diff --stat` of the committed change since `base_sha`."""
-        result = await _git(_path_of(worktree), "diff", "--no-color", "--stat", base_sha, "HEAD")
-        return result.output.rstrip()
+        """`git diff --stat` of the committed change since `base_sha`, then one line per symlink it adds
+        or changes, shown as a symlink with its target (the stat alone shows it as a one-line file)."""
+        path = _path_of(worktree)
+        result = await _git(path, "diff", "--no-color", "--stat", base_sha, "HEAD")
+        links = await self.check_change(base_sha, await self.head(path))
+        return "\n".join([result.output.rstrip(), *(f" symlink {link.shown()}" for link in links)])
+
+    async def head(self, worktree: Worktree | Path) -> str:
+        """The commit a worktree is at."""
+        return (await _git(_path_of(worktree), "rev-parse", "--verify", "HEAD^{commit}")).output.strip()
+
+    async def check_change(self, base_sha: str, head_sha: str) -> list[Symlink]:
+        """`bot.improve.trees.check_change` in this repository: HostileTree, or the change's symlinks."""
+        try:
+            return await check_change(self.repo_root, base_sha, head_sha)
+        except GitError as exc:
+            raise WorkspaceError(str(exc)) from exc
 
     async def changed_files(self, worktree: Worktree | Path, base_sha: str) -> list[str]:
         """Repository-relative paths the committed change since `base_sha` adds, modifies or deletes."""
