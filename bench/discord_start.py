@@ -1,4 +1,4 @@
-"""Real-Discord path benchmark, against the loopback Discord double (tests/harness/discord_double.py).
+"""Real-Discord path benchmark, against the loopback Discord double (bot/loopback_discord.py).
 
 Prints `discord_login_to_ready_s` (login, cog load, command sync, IDENTIFY to READY; median of several
 starts; discord.py's wait for late guilds set to 0.05 s as in the tests), `discord_resume_s` (a dropped
@@ -22,10 +22,10 @@ if str(REPO) not in sys.path:
 from bot.app import MendBot  # noqa: E402
 from bot.command_limits import payload_problems  # noqa: E402
 from bot.log import configure_logging  # noqa: E402
+from bot.loopback_discord import DiscordDouble  # noqa: E402
 from bot.services import build_services  # noqa: E402
 from bot.startup import start_on_discord  # noqa: E402
 from tests.harness.discord import make_settings  # noqa: E402
-from tests.harness.discord_double import DiscordDouble  # noqa: E402
 
 RUNS = 5
 

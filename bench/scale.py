@@ -572,7 +572,7 @@ async def leader_failover(tmp: Path) -> list[float]:
     one's shard before the next round."""
     import aiohttp
 
-    from tests.harness.discord_double import DiscordDouble
+    from bot.loopback_discord import DiscordDouble
     from tests.harness.live_bot import LiveBot, live_config
 
     server = start_postgres(tmp / "postgres-failover")

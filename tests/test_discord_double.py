@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import discord
 import pytest
 
-from tests.harness.discord_double import DiscordDouble, message_text
+from bot.loopback_discord import DiscordDouble, message_text
 
 
 @dataclass

@@ -22,11 +22,11 @@ import pytest
 
 from bot.__main__ import _run, main
 from bot.app import MendBot
+from bot.loopback_discord import DiscordDouble, FakeGuild
 from bot.services import build_services
 from bot.settings import Settings
 from bot.startup import Backoff, start_on_discord
 from tests.harness.discord import make_settings
-from tests.harness.discord_double import DiscordDouble, FakeGuild
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -247,7 +247,7 @@ async def _start_mendbot(double: DiscordDouble, config: Path, cwd: Path) -> asyn
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tests.harness.discord_double",
+        "bot.loopback_discord",
         double.url,
         double.gateway_url,
         "--",

@@ -14,7 +14,7 @@ import discord
 import pytest
 
 from bot.doctor import Check, Level, channel_permissions, doctor_exit_code, run_doctor
-from tests.harness.discord_double import DiscordDouble
+from bot.loopback_discord import DiscordDouble
 from tests.harness.postgres import PostgresServer
 from tests.harness.repo import git as repo_git
 

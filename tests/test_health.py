@@ -11,11 +11,11 @@ import aiohttp
 
 from bot.app import MendBot
 from bot.health import HealthServer
+from bot.loopback_discord import DiscordDouble
 from bot.playground import VirtualWorld
 from bot.services import build_services
 from bot.startup import start_on_discord
 from tests.harness.discord import make_settings
-from tests.harness.discord_double import DiscordDouble
 
 
 async def test_health_and_readiness(world: VirtualWorld) -> None:

@@ -1,8 +1,13 @@
 """A loopback Discord that the real discord.py HTTP client and gateway connect to.
 
+It is the proof's observer (`bot.improve.replay`): a bot started from a checkout in the sandbox connects
+to it over a unix socket bound into the sandbox (`unix_socket=`; `discord.invalid` is then the host in
+its URLs), and what it answers each replayed call is judged here, outside the process under test. The
+tests use it too, on 127.0.0.1.
+
 simcord (tests/harness/discord.py) swaps discord.py's HTTP client out; this double keeps it in and
-answers it over real sockets on 127.0.0.1, so the start-up path — login, application info, the
-command sync, IDENTIFY, READY, RESUME — and doctor's REST checks run exactly as against Discord::
+answers it over real sockets, so the start-up path — login, application info, the command sync,
+IDENTIFY, READY, RESUME — and doctor's REST checks run exactly as against Discord::
 
     async with DiscordDouble() as discord_api:
         with discord_api.pointed_at():
@@ -50,7 +55,7 @@ the guild's channels, permission overwrites and membership, and the application'
 attributes to change. Everything asked is recorded in `requests`; commands synced in
 `synced`, messages posted in `messages`; `identified`/`resumed` count gateway sessions.
 
-A process can be pointed at a double too: `python -m tests.harness.discord_double API_URL GATEWAY_URL --
+A process can be pointed at a double too: `python -m bot.loopback_discord API_URL GATEWAY_URL --
 run …` runs the real `mendbot` entry point with both URLs swapped (see `main` below).
 
 Facts it depends on (HARNESS-NOTES): discord.py decodes JSON only with `Content-Type` exactly
@@ -69,6 +74,7 @@ import secrets
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import discord
@@ -299,8 +305,14 @@ class DiscordDouble:
     """Discord's REST API and gateway on 127.0.0.1, for one bot application."""
 
     def __init__(
-        self, *, message_content_intent: bool = True, recommended_shards: int = 1, echo: bool = True
+        self,
+        *,
+        message_content_intent: bool = True,
+        recommended_shards: int = 1,
+        echo: bool = True,
+        unix_socket: Path | None = None,
     ) -> None:
+        self.unix_socket = unix_socket  # listen there instead of a port on 127.0.0.1
         self.echo = echo  # the bot's own posts, edits and deletes come back over the gateway, as on Discord
         self.token = f"double.{secrets.token_urlsafe(24)}"
         self.application_id = snowflake()
@@ -335,7 +347,7 @@ class DiscordDouble:
         self._acks: set[asyncio.Task[None]] = set()  # heartbeat acks on their way
         self.sessions: dict[str, GatewaySession] = {}  # every session identified, by its id
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._site: web.BaseSite | None = None
         self.port = 0
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -347,9 +359,10 @@ class DiscordDouble:
         app.router.add_route("*", API_PREFIX + "/{path:.*}", self._rest)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        with socket.socket() as probe:  # a free port, kept across refuse()/accept()
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        if self.unix_socket is None:
+            with socket.socket() as probe:  # a free port, kept across refuse()/accept()
+                probe.bind(("127.0.0.1", 0))
+                self.port = probe.getsockname()[1]
         await self.accept()
 
     async def stop(self) -> None:
@@ -371,12 +384,16 @@ class DiscordDouble:
         await self.stop()
 
     @property
+    def host(self) -> str:
+        return "discord.invalid" if self.unix_socket is not None else f"127.0.0.1:{self.port}"
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}"
 
     @property
     def gateway_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/gateway/"
+        return f"ws://{self.host}/gateway/"
 
     @contextlib.contextmanager
     def pointed_at(self) -> Iterator[None]:
@@ -402,9 +419,12 @@ class DiscordDouble:
             self._site = None
 
     async def accept(self) -> None:
-        """Listen (again) on the same port."""
+        """Listen (again) on the same port or unix socket."""
         if self._site is None and self._runner is not None:
-            self._site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+            if self.unix_socket is not None:
+                self._site = web.UnixSite(self._runner, str(self.unix_socket))
+            else:
+                self._site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
             await self._site.start()
 
     def refuse_gateway(self, refused: bool = True) -> None:
@@ -1266,7 +1286,7 @@ def pointed_at(url: str, gateway_url: str) -> Iterator[None]:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m tests.harness.discord_double API_URL GATEWAY_URL -- MENDBOT_ARGS…`: the real
+    """`python -m bot.loopback_discord API_URL GATEWAY_URL -- MENDBOT_ARGS…`: the real
     `mendbot` entry point in this process, with discord.py pointed at a double another process runs."""
     import faulthandler
     import signal
