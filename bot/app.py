@@ -193,7 +193,9 @@ class MendBot(commands.AutoShardedBot):
             **options,
         )
         self.services = services
-        self.extension_names = list(extensions) if extensions is not None else discover_extensions()
+        if extensions is None:
+            extensions = config.extensions if config.extensions is not None else discover_extensions()
+        self.extension_names = list(extensions)
         self.extension_failures: dict[str, str] = {}
         self._inflight: set[asyncio.Task[Any]] = set()
         self._started: weakref.WeakKeyDictionary[commands.Context[Any], float] = weakref.WeakKeyDictionary()

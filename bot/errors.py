@@ -18,7 +18,16 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-__all__ = ["EnvironmentProblem", "UserError", "describe", "discord_problem", "error_channel_id", "unwrap"]
+__all__ = [
+    "EnvironmentProblem",
+    "UserError",
+    "bug_reply",
+    "describe",
+    "discord_problem",
+    "error_channel_id",
+    "named_bug",
+    "unwrap",
+]
 
 
 class UserError(Exception):
@@ -60,7 +69,22 @@ def describe(error: BaseException) -> tuple[str | None, bool]:
     problem = discord_problem(error)
     if problem is not None:
         return problem.reply, False
-    return f"Something went wrong on my side ({type(error).__name__}). It has been recorded.", True
+    return bug_reply(type(error).__name__), True
+
+
+def bug_reply(error_type: str) -> str:
+    """What a user is told when the code failed: a short apology naming the exception's type."""
+    return f"Something went wrong on my side ({error_type}). It has been recorded."
+
+
+_BUG_REPLY = re.compile(r"Something went wrong on my side \((\w+)\)")
+
+
+def named_bug(text: str) -> str | None:
+    """The exception type an answer's apology names (`bug_reply`), or None when it is not one: how the
+    replay's observer tells, from outside, that a call failed."""
+    found = _BUG_REPLY.search(text)
+    return found.group(1) if found else None
 
 
 @dataclass(frozen=True, slots=True)

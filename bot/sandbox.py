@@ -272,9 +272,16 @@ class Sandbox:
 
     @asynccontextmanager
     async def jail(
-        self, worktree: Path, *, git_dir: Path | None, writable: bool = True
+        self,
+        worktree: Path,
+        *,
+        git_dir: Path | None,
+        writable: bool = True,
+        binds: Mapping[Path, str] | None = None,
     ) -> AsyncIterator[Jail]:
-        """A jail for `worktree` (absolute), with `git_dir` (the repository's .git) visible read-only.
+        """A jail for `worktree` (absolute), with `git_dir` (the repository's .git) visible read-only,
+        and each host directory of `binds` read-only at its path under /run/mendbot (the replay's
+        observer socket and launcher).
 
         The private /tmp lives in a scratch directory removed when the block ends.
         """
@@ -294,14 +301,16 @@ class Sandbox:
             yield Jail(
                 worktree=worktree,
                 scratch=scratch,
-                prefix=tuple(self._prefix(worktree, scratch, git_dir, writable)),
+                prefix=tuple(self._prefix(worktree, scratch, git_dir, writable, binds or {})),
                 limits=self.limits,
                 python=_PYTHON,
             )
         finally:
             await asyncio.to_thread(shutil.rmtree, scratch, True)
 
-    def _prefix(self, worktree: Path, scratch: Path, git_dir: Path | None, writable: bool) -> list[str]:
+    def _prefix(
+        self, worktree: Path, scratch: Path, git_dir: Path | None, writable: bool, binds: Mapping[Path, str]
+    ) -> list[str]:
         assert self.bwrap is not None
         args = [_ENV, "-i", str(self.bwrap), "--unshare-user", "--unshare-pid", "--unshare-ipc"]
         args += [
@@ -331,6 +340,10 @@ class Sandbox:
         for root in _python_roots():
             args += ["--ro-bind", str(root), str(root)]
         args += ["--ro-bind", str(SUPERVISOR), _SUPERVISOR_INSIDE]
+        for host, inside in binds.items():
+            if not inside.startswith("/run/mendbot/"):
+                raise ValueError(f"a bind goes under /run/mendbot, not {inside}")
+            args += ["--ro-bind", str(host), inside]
         args += ["--bind" if writable else "--ro-bind", str(worktree), str(worktree)]
         pointer = worktree / ".git"
         if pointer.is_file() and not pointer.is_symlink():

@@ -86,6 +86,8 @@ class DiscordConfig(_Section):
     shard_count: int | None = None
     # The shards this process runs; None: all of them (0 … shard_count - 1).
     shard_ids: list[int] | None = None
+    # The extensions (modules with a `setup`) the bot loads; None: every module of cogs/.
+    extensions: list[str] | None = None
 
     @field_validator("shard_count")
     @classmethod
@@ -290,9 +292,18 @@ class DeployConfig(_Section):
     restart_exit_code: int = Field(default=26, ge=1, le=255)
     drain_timeout_s: float = Field(default=30, ge=0)
     watch_hand_edits: bool = True  # files edited by hand in cogs/, prompts/ reload like a deploy
-    # A fix whose proof does not hold (no reproducing test, no replay) needs "ship it unproven", and
-    # one the proof shows not to fix the failure is not proposed at all.
-    require_proof: bool = True
+    # What proof a fix needs to merge with a plain "ship it" (bot/improve/proof.py): "test" — proven by a
+    # regression test or by the replay; "replay" — only a replay judged from outside counts; "off" —
+    # none. Short of it, a fix needs "ship it unproven"; one the proof shows not to fix the failure is
+    # not proposed at all (unless "off"). `true`/`false` mean "test"/"off".
+    require_proof: Literal["off", "test", "replay"] = "test"
+
+    @field_validator("require_proof", mode="before")
+    @classmethod
+    def _proof_from_bool(cls, value: object) -> object:
+        if isinstance(value, bool):
+            return "test" if value else "off"
+        return value
 
 
 class StorageConfig(_Section):

@@ -151,12 +151,12 @@ async def test_crash_fix_with_a_reproducing_test_is_proven_by_test_and_replay(tm
     assert (test["base"]["ok"], test["branch"]["ok"], test["verdict"]) == (False, True, "proves")
     assert replay["kind"] == "replay" and replay["label"] == "!roll 2d6"
     assert (replay["base"]["ok"], replay["branch"]["ok"], replay["verdict"]) == (False, True, "proves")
-    assert replay["base"]["text"] == "ZeroDivisionError" and "as recorded" in replay["note"]
+    assert replay["base"]["text"] == "error shown: ZeroDivisionError" and "as recorded" in replay["note"]
     (body,) = [row["body"] for row in _rows(settings, "SELECT body FROM proposals")]
-    assert "## Proof" in body and "✅ **proven**" in body
+    assert "## Proof" in body and "✅ **proven by replay**" in body
     assert "| test `tests/test_dice_scale_regression.py` | ❌" in body
-    assert "| replay `!roll 2d6` | ❌ ZeroDivisionError" in body
-    assert "🧪 Proof: ✅ **proven**" in report and "base ❌" in report and "branch ✅" in report
+    assert "| replay `!roll 2d6` | ❌ error shown: ZeroDivisionError" in body
+    assert "🧪 Proof: ✅ **proven by replay**" in report and "base ❌" in report and "branch ✅" in report
     assert "**ship it**" in report and "unproven" not in report
     print("\n" + body[body.index("## Proof") : body.index("## Checks")])  # the README's example
 
@@ -179,7 +179,7 @@ async def test_fix_that_deletes_the_command_is_not_proposed(tmp_path: Path) -> N
     (run,) = _rows(settings, "SELECT state, failure_stage, failure_reason FROM runs")
     assert run["state"] == "failed" and run["failure_stage"] == "verifying"
     assert "not proposed: the change does not fix the reported failure" in run["failure_reason"]
-    assert "no longer handled" in run["failure_reason"]
+    assert "no answer on the branch" in run["failure_reason"]
     assert _rows(settings, "SELECT count(*) FROM proposals")[0][0] == 0
     assert _prompts_with(model, "The proof of your fix does not hold"), (
         "the failing replay went back to the agent"
@@ -209,7 +209,7 @@ async def test_fix_that_deletes_the_command_is_labelled_unproven_without_require
         report = next(m.content for m in bot_messages(world, world.dev) if "ready for review" in m.content)
     (proposal,) = _rows(settings, "SELECT title, body FROM proposals")
     assert proposal["title"].startswith("mendbot (unproven):")
-    assert "**unproven** (disproved)" in proposal["body"] and "no longer handled" in proposal["body"]
+    assert "**unproven** (disproved)" in proposal["body"] and "no answer on the branch" in proposal["body"]
     assert "**unproven** fix ready for review" in report
     assert _proof(settings)["verdict"] == "disproven"
 
@@ -272,5 +272,5 @@ async def test_latency_fix_shows_the_duration_drop_in_the_replay(tmp_path: Path)
     (replay,) = proof["items"]
     assert replay["label"] == "!report" and replay["verdict"] == "proves", proof
     assert replay["base"]["duration_s"] >= 0.4 and replay["branch"]["duration_s"] < 0.2
-    assert replay["note"].startswith("duration dropped:")
+    assert replay["note"].startswith("first answer sooner:")
     assert proof["verdict"] == "proven"

@@ -11,7 +11,17 @@ from typing import Any
 from bot.db import proofs
 from bot.db.connection import open_database
 from bot.db.handlers import HandlerLocation, replace_cog
-from bot.improve.proof import Proof, ProofItem, Side, _judge, _replay_items, changed_tests
+from bot.improve.proof import (
+    Proof,
+    ProofItem,
+    Side,
+    _judge,
+    _replay_items,
+    _test_item,
+    _TestRun,
+    changed_lines,
+    changed_tests,
+)
 from bot.improve.replay import MAX_REPLAYS, ReplayPlan, ReplayResult, plan_replay
 from tests.harness.repo import git
 
@@ -86,37 +96,45 @@ async def test_latency_plan_replays_the_slowest_completed_calls(tmp_path: Path) 
 def _plan(latency: bool = False) -> ReplayPlan:
     from bot.improve.replay import ReplayCase
 
-    case = ReplayCase("1", "command:roll", "!roll", {"text": "!roll 2d6"}, None if latency else "fp", 300.0)
+    case = ReplayCase(
+        "1", "command:roll", "!roll", {"text": "!roll 2d6"}, None if latency else "fp", 300.0,
+        error_type=None if latency else "ValueError",
+    )  # fmt: skip
     return ReplayPlan([case], ["cogs/dice.py"], latency)
 
 
-def _result(
-    *, ran: bool = True, ok: bool, ms: float = 2.0, fingerprint: str | None = None
-) -> dict[str, ReplayResult]:
-    error = None if ok else "ValueError"
-    return {"1": ReplayResult("1", ran, ok, error, "boom" if error else None, fingerprint, ms)}
+def _result(*, answered: bool = True, error: str | None = None, ms: float = 2.0) -> dict[str, ReplayResult]:
+    reply = f"Something went wrong on my side ({error})." if error else ("🎲 7" if answered else "")
+    return {"1": ReplayResult("1", answered, reply, error, ms)}
 
 
-def test_replay_that_fails_on_the_base_and_completes_on_the_branch_proves() -> None:
-    """Base fails with the recorded fingerprint, branch completes: the item proves the fix."""
-    (item,) = _replay_items(_plan(), _result(ok=False, fingerprint="fp"), _result(ok=True), 50)
+def test_replay_that_fails_on_the_base_and_is_answered_on_the_branch_proves() -> None:
+    """The base shows the recorded error, the branch answers: the item proves the fix."""
+    (item,) = _replay_items(_plan(), _result(error="ValueError"), _result(), 50)
     assert item.verdict == "proves" and "as recorded" in item.note
+    assert item.base is not None and item.base.text == "error shown: ValueError"
+    assert item.branch is not None and item.branch.text == "answered “🎲 7”"
 
 
 def test_replay_of_a_deleted_command_fails() -> None:
-    """Nothing handles the command on the branch: the item says the fix does not hold."""
-    gone = {"1": ReplayResult("1", False, False, "NotHandled", "nothing handled it", None, 0.0)}
-    (item,) = _replay_items(_plan(), _result(ok=False, fingerprint="fp"), gone, 50)
-    assert item.verdict == "fails" and item.note.startswith("no longer handled")
+    """Nothing answers on the branch: the item says the fix does not hold."""
+    (item,) = _replay_items(_plan(), _result(error="ValueError"), _result(answered=False), 50)
+    assert item.verdict == "fails" and item.note == "no answer on the branch"
     assert _judge([item], 1.0, _plan()).verdict == "disproven"
 
 
+def test_an_answer_that_is_another_error_still_fails() -> None:
+    """The branch answers, but with the apology for another bug: not a fix."""
+    (item,) = _replay_items(_plan(), _result(error="ValueError"), _result(error="KeyError"), 50)
+    assert item.verdict == "fails" and item.note == "fails with another error: KeyError"
+
+
 def test_latency_replay_proves_only_a_real_drop() -> None:
-    """A latency item proves when the branch takes at most half the base's time, and fails otherwise."""
-    (dropped,) = _replay_items(_plan(True), _result(ok=True, ms=400), _result(ok=True, ms=3), 50)
-    (still,) = _replay_items(_plan(True), _result(ok=True, ms=400), _result(ok=True, ms=350), 50)
-    (never,) = _replay_items(_plan(True), _result(ok=True, ms=4), _result(ok=True, ms=3), 50)
-    assert dropped.verdict == "proves" and dropped.note == "duration dropped: 400 ms → 3 ms"
+    """A latency item proves when the branch answers in at most half the base's time, and fails otherwise."""
+    (dropped,) = _replay_items(_plan(True), _result(ms=400), _result(ms=3), 50)
+    (still,) = _replay_items(_plan(True), _result(ms=400), _result(ms=350), 50)
+    (never,) = _replay_items(_plan(True), _result(ms=4), _result(ms=3), 50)
+    assert dropped.verdict == "proves" and dropped.note == "first answer sooner: 400 ms → 3 ms"
     assert still.verdict == "fails" and "still slow" in still.note
     assert never.verdict == "neutral"
 
@@ -172,3 +190,54 @@ async def test_proof_rows_round_trip(tmp_path: Path) -> None:
     finally:
         await db.close()
     assert row is not None and row.verdict == "proven" and row.items == [{"kind": "replay"}]
+
+
+def _run(ok: bool | None, ran: list[int] | None = None, *, read_source: bool = False) -> _TestRun:
+    coverage = None if ran is None else {"cogs/dice.py": {"changed": [4, 5], "ran": ran}}
+    return _TestRun(Side(ok, "1 passed" if ok else "1 failed"), coverage, read_source)
+
+
+def test_a_test_proves_only_when_it_runs_the_change() -> None:
+    """Failing on the base and passing on the branch is not enough: the test must run a changed line,
+    and one that reads a changed file's source fails."""
+    base = _run(False)
+    proves = _test_item(["tests/test_x.py"], base, _run(True, [5]))
+    idle = _test_item(["tests/test_x.py"], base, _run(True, []))
+    unmeasured = _test_item(["tests/test_x.py"], base, _run(True, None))
+    reader = _test_item(["tests/test_x.py"], base, _run(False, [], read_source=True))
+    assert proves.verdict == "proves" and "runs 1 of 2 changed lines" in proves.note
+    assert idle.verdict == "no_proof" and "does not exercise the change" in idle.note
+    assert unmeasured.verdict == "no_proof"
+    assert reader.verdict == "fails" and "reads the source" in reader.note
+
+
+def test_what_the_gate_asks_for() -> None:
+    """`deploy.require_proof`: "test" takes either kind, "replay" only the replay, "off" anything."""
+    replay = ProofItem("replay", "!roll", Side(False, "e"), Side(True, "a"), "proves", "")
+    test = ProofItem("test", "t.py", Side(False, "f"), Side(True, "p"), "proves", "")
+    by_replay, by_test = Proof("proven", "r", [replay, test]), Proof("proven", "r", [test])
+    unproven = Proof("unproven", "r", [])
+    assert (by_replay.basis, by_test.basis, unproven.basis) == ("replay", "test", None)
+    assert by_replay.meets("replay") and by_replay.meets("test")
+    assert by_test.meets("test") and not by_test.meets("replay")
+    assert unproven.meets("off") and not unproven.meets("test")
+    assert "**proven by test**" in by_test.headline()
+
+
+async def test_changed_lines_are_the_new_versions_lines(tmp_path: Path) -> None:
+    """The lines a change wrote in each source (not test) file; a deletion counts the lines around it."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "a.py").write_text("one\ntwo\nthree\nfour\n")
+    (repo / "b.py").write_text("x\ny\nz\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "start")
+    base = git(repo, "rev-parse", "HEAD")
+    (repo / "a.py").write_text("one\nTWO\nthree\nfour\nfive\n")
+    (repo / "b.py").write_text("x\nz\n")
+    (repo / "test_a.py").write_text("assert True\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "change")
+    head = git(repo, "rev-parse", "HEAD")
+    assert await changed_lines(repo, base, head) == {"a.py": [2, 5], "b.py": [1, 2]}

@@ -14,9 +14,9 @@ in its thread — reaches `ApprovalService.decide()` as plain values, and every 
 6. a diff touching `improve.protected_paths` counts only the security form ("ship it security" or
    🔐) and needs `deploy.protected_required_approvals` of them; any other diff needs
    `deploy.required_approvals` approvals of either form;
-6b. with `deploy.require_proof`, a run whose proof of fix does not hold (`bot.improve.proof`) counts
-   only the explicit "ship it unproven" (or, on protected paths, the security form, itself explicit):
-   a plain "ship it" is answered with why the change is unproven;
+6b. with `deploy.require_proof` (`test`, or `replay`: only a replay judged from outside), a run whose
+   proof of fix does not hold (`bot.improve.proof`) counts only the explicit "ship it unproven" (or, on
+   protected paths, the security form, itself explicit): a plain "ship it" is answered with why;
 7. approvals follow the human: each stored approval remembers the signal it came from (the
    approving message, or the reaction on the proposal's message), and `withdraw()` /
    `message_edited()` take it back when that message is deleted, edited into anything but the same
@@ -53,6 +53,7 @@ from bot.db.proposals import Proposal
 from bot.db.retry import Writes
 from bot.git import git
 from bot.improve.guard import protected_entry
+from bot.improve.proof import proved_by_replay
 from bot.improve.runs import InvalidTransition, Run, RunService
 from bot.log import get_logger
 from bot.settings import Settings
@@ -680,7 +681,8 @@ class ApprovalService:
         proposed before proofs existed, or a rollback (it restores code that ran before), has no
         proof row and is not held back.
         """
-        if not self._settings.deploy.require_proof:
+        requirement = self._settings.deploy.require_proof
+        if requirement == "off":
             return None
         proof = await proofs.latest(self._db, run.id, "verify")
         if proof is None:
@@ -690,9 +692,14 @@ class ApprovalService:
                 f"its proof was made on `{proof.sha[:7]}` and the branch has moved to `{head_sha[:7]}` "
                 "since, which nothing has proven"
             )
-        if proof.verdict == "proven":
-            return None
-        return proof.reason
+        if proof.verdict != "proven":
+            return proof.reason
+        if requirement == "replay" and not proved_by_replay(proof.items):
+            return (
+                "it is proven by its test only, and `deploy.require_proof: replay` asks for the recorded"
+                " failure replayed and gone, as a user would see it"
+            )
+        return None
 
     async def _protected(self, run: Run, proposal: Proposal) -> _Protection:
         repo = self._settings.repo_dir

@@ -1,30 +1,52 @@
-"""Incident replay: the recorded failing calls, sent again to a checkout's code in the sandbox.
+"""Incident replay, judged from outside: the recorded calls, sent again over the wire to a bot started
+from a checkout in the sandbox, and judged by what a user would have seen.
 
-The recorder kept what each handler was asked (`invocation`, since migration 0008). For a run's
-incident the replay picks at most `MAX_REPLAYS` distinct recorded invocations — the failures with the
-incident's fingerprint, or, for a latency complaint with no fingerprint, the kind's slowest calls —
-and runs them through `python -m bot.improve.replay_entry` in the OS sandbox (`bot.sandbox`), where a
-throwaway bot on a virtual Discord loads the checkout's cogs that handle those kinds. What comes back
-is, per invocation, what the bot recorded: ok or the error with its fingerprint, and the duration.
+The recorder kept what each handler was asked (`invocation`). For a run's incident the replay picks at
+most `MAX_REPLAYS` distinct recorded invocations — the failures with the incident's fingerprint, or, for a
+latency or wrong-output complaint with no fingerprint, the kind's slowest calls. Invocations whose outcome
+depends on state the recorder could not capture (a reaction on some message, a task iteration, an option
+naming a member or a channel, a redacted value) are not sent: they are "not replayable", with the reason.
 
-Invocations whose outcome depends on state the recorder could not capture (a reaction on some
-message, a task iteration, an option naming a member or a channel, a redacted value) are not sent:
-they are returned as "not replayable" with the reason.
+**Who judges.** No verdict comes from the process under test — not a record it wrote, not a line it
+printed. The bot process itself is the observer: it serves a loopback Discord (`bot.loopback_discord`) on
+a unix socket bound into the sandbox, starts the checkout's own `mendbot run` there through a launcher
+from the installed bot (`bot/improve/replay_launch.py`, bound read-only: never the checkout's copy), and
+then, as a member in `#general`, sends each recorded call (a message, or a slash command with its options)
+and watches what comes back: the answer's text, no answer at all, or the bot's apology naming a bug
+("Something went wrong on my side (ZeroDivisionError)…", `bot.errors.named_bug`), and the time from the
+call to the first answer as the observer measured it. The checkout runs on a fresh copy of exactly its
+commit's tree (`Workspace.checkout`) in an environment that says nothing about being a replay: the same
+for the base and the branch, with a config and a token like any other start.
+
+What this does not catch: a change can detect the sandbox (no network, another user id) and behave
+differently there; the deploy's own replay and watch against the live code are what see that.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 import json
+import os
 import re
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from bot.db import handlers as handler_queries
 from bot.db import proofs as queries
 from bot.db.core import Connection
+from bot.errors import named_bug
 from bot.log import get_logger
-from bot.process import run_process
+from bot.loopback_discord import DiscordDouble, FakeChannel, message_text
 from bot.redact import REDACTED
 from bot.sandbox import Sandbox, SandboxUnavailable
 
@@ -41,8 +63,14 @@ __all__ = [
 _log = get_logger(__name__)
 
 MAX_REPLAYS = 5
-REPLAY_TIMEOUT_S = 90.0
-_ENTRY = "bot.improve.replay_entry"
+READY_TIMEOUT_S = 60.0  # the checkout's bot connects to the observer within this
+CALL_TIMEOUT_S = 15.0  # a recorded call answered within this, or "no answer"
+_SETTLE_S = 0.3  # after the first answer, edits made at once (a "rolling…" then the result) still count
+_STOP_TIMEOUT_S = 5.0
+_REPLY_CHARS = 300
+_LAUNCHER = Path(__file__).resolve().with_name("replay_launch.py")
+_INSIDE = "/run/mendbot/replay"  # where the observer's socket, the config and the launcher are bound
+_MEMBER = "alice"
 _SNOWFLAKE_OPTION = re.compile(r"^[A-Za-z]+:\d+$")  # how the recorder keeps a member, role or channel
 
 
@@ -61,6 +89,7 @@ class ReplayCase:
     fingerprint: str | None  # the failure it should reproduce; None for a latency case
     recorded_ms: float
     unreplayable: str | None = None
+    error_type: str | None = None  # what was recorded as raised, for a failure
 
     @property
     def label(self) -> str:
@@ -70,8 +99,14 @@ class ReplayCase:
         shown = " ".join(f"{key}={value}" for key, value in self.options.items())
         return f"{self.name} {shown}".strip()[:80]
 
-    def request(self) -> dict[str, Any]:
-        return {"key": self.key, "kind": self.kind, "name": self.name, "options": self.options}
+    @property
+    def slash(self) -> bool:
+        return self.kind.startswith("app:")
+
+    @property
+    def text(self) -> str:
+        """The message a member sends for a prefix command or a listener."""
+        return str(self.options.get("text") or self.options.get("content") or "")
 
 
 @dataclass(frozen=True)
@@ -87,13 +122,30 @@ class ReplayPlan:
 
 @dataclass(frozen=True)
 class ReplayResult:
+    """What the observer saw for one replayed call: what a user would have seen, and when."""
+
     key: str
-    ran: bool
-    ok: bool
-    error_type: str | None
-    error: str | None
-    fingerprint: str | None
-    duration_ms: float
+    answered: bool
+    reply: str  # what a user reads in the answer (content and embeds), cut short; "" without one
+    error_type: str | None  # the bug the bot's apology names, if the answer is one
+    duration_ms: float  # from the call to the first answer, measured by the observer
+
+    @property
+    def ok(self) -> bool:
+        return self.answered and self.error_type is None
+
+    def shown(self) -> str:
+        """The answer in a few words, for the proof's table."""
+        if not self.answered:
+            return "no answer"
+        if self.error_type is not None:
+            return f"error shown: {self.error_type}"
+        return f"answered “{_snippet(self.reply)}”"
+
+
+def _snippet(text: str, limit: int = 60) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _unreplayable(kind: str, invocation: dict[str, Any] | None) -> str | None:
@@ -149,6 +201,7 @@ async def plan_replay(
                 fingerprint=fingerprint,
                 recorded_ms=call.duration_ms,
                 unreplayable=_unreplayable(call.kind, call.invocation),
+                error_type=call.error_type,
             )
         )
         if len(cases) >= limit:
@@ -163,59 +216,167 @@ async def run_replay(
     plan: ReplayPlan,
     *,
     sandbox: Sandbox,
-    timeout_s: float = REPLAY_TIMEOUT_S,
+    ready_timeout_s: float = READY_TIMEOUT_S,
+    call_timeout_s: float = CALL_TIMEOUT_S,
 ) -> dict[str, ReplayResult]:
-    """Send the plan's replayable cases to `checkout`'s code in the sandbox; results by case key."""
-    cases = plan.replayable
-    if not cases:
+    """Start `checkout`'s bot in the sandbox, send it the plan's replayable cases as a member would, and
+    return what the observer saw for each (module docstring), by case key. ReplayError when the bot
+    could not be started or did not connect: its output's last lines say why."""
+    if not plan.replayable:
         return {}
     try:
         await sandbox.probe()
     except SandboxUnavailable as exc:
         raise ReplayError(f"no sandbox to replay in: {exc}") from exc
-    request = json.dumps({"handlers": plan.handlers, "invocations": [case.request() for case in cases]})
-    async with sandbox.jail(checkout, git_dir=None, writable=False) as jail:
-        env = jail.environment()
-        argv = jail.command([jail.python, "-m", _ENTRY, request], env, wall_s=timeout_s + 5)
-        try:
-            result = await run_process(
-                argv, cwd=jail.worktree, env={}, timeout_s=timeout_s, merge_stderr=False
-            )
-        except OSError as exc:
-            raise ReplayError(f"could not start the replay: {exc}") from exc
-    if result.timed_out:
-        raise ReplayError(f"the replay did not finish within {timeout_s:.0f} s")
-    outcome = _last_json(result.output)
-    if outcome is None or "results" not in outcome:
-        detail = (outcome or {}).get("error") or _tail(result.errors or result.output)
-        raise ReplayError(f"the replay bot did not run: {detail}")
-    _log.info("replayed", checkout=str(checkout), cases=len(cases), extensions=outcome.get("extensions"))
-    return {
-        str(item["key"]): ReplayResult(
-            key=str(item["key"]),
-            ran=bool(item["ran"]),
-            ok=bool(item["ok"]),
-            error_type=item.get("error_type"),
-            error=item.get("error"),
-            fingerprint=item.get("fingerprint"),
-            duration_ms=float(item.get("duration_ms") or 0.0),
-        )
-        for item in outcome["results"]
+    # The observer runs on an event loop of its own, in a thread, with a context of its own: the times
+    # it measures are the bot's, not this loop's load, and nothing of a virtual clock (the playground's
+    # simcord keeps one in context variables) can reach its waits.
+    observe = _observe(checkout, plan, sandbox, ready_timeout_s, call_timeout_s)
+    return await asyncio.get_running_loop().run_in_executor(None, contextvars.Context().run, _run, observe)
+
+
+def _run(observe: Coroutine[Any, Any, dict[str, ReplayResult]]) -> dict[str, ReplayResult]:
+    loop = asyncio.SelectorEventLoop()
+    try:
+        return loop.run_until_complete(observe)
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+async def _observe(
+    checkout: Path, plan: ReplayPlan, sandbox: Sandbox, ready_timeout_s: float, call_timeout_s: float
+) -> dict[str, ReplayResult]:
+    with tempfile.TemporaryDirectory(prefix="mendbot-replay-") as scratch:
+        shared = Path(scratch)
+        async with DiscordDouble(unix_socket=shared / "discord.sock", echo=False) as observer:
+            _prepare(shared, observer, plan)
+            async with _started(sandbox, checkout, observer, shared, ready_timeout_s) as output:
+                general = observer.guild.channel("general")
+                results = {}
+                for case in plan.replayable:
+                    results[case.key] = await _call(observer, general, case, call_timeout_s)
+                _log.info("replayed", checkout=str(checkout), cases=len(results), output=output.name)
+    return results
+
+
+def extension_of(path: str) -> str:
+    """The extension that holds a handler file: `cogs/dice.py` → `cogs.dice`, a cog package's submodule
+    → the package, any other module → itself."""
+    parts = path.removesuffix(".py").split("/")
+    if parts[-1] == "__init__":
+        parts.pop()
+    if parts[:1] == ["cogs"] and len(parts) > 2:
+        parts = parts[:2]
+    return ".".join(parts)
+
+
+def _prepare(shared: Path, observer: DiscordDouble, plan: ReplayPlan) -> None:
+    """The launcher and a config like any start's: its data in the sandbox's /tmp, the observer's guild
+    as the dev guild (the slash commands sync there), the extensions that handle the replayed kinds,
+    nothing started by itself."""
+    observer.member(_MEMBER)
+    shutil.copyfile(_LAUNCHER, shared / "launch.py")
+    config = {
+        "data_dir": "/tmp/mendbot",
+        "repo_dir": "/tmp/mendbot",  # no repository: the bot under test never runs git or a fix
+        "health": {"enabled": False},
+        "discord": {
+            "dev_guild_id": observer.guild.id,
+            "dev_channel_ids": [observer.guild.channel("dev").id],
+            "extensions": sorted({extension_of(path) for path in plan.handlers}) or None,
+        },
+        "deploy": {"watch_hand_edits": False},
+        "improve": {"autonomy": "off"},
     }
+    (shared / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    os.chmod(shared, 0o755)
 
 
-def _last_json(output: str) -> dict[str, Any] | None:
-    for raw in reversed(output.strip().splitlines()):
-        line = raw.strip()
-        if line.startswith("{"):
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError:
-                return None
-            return value if isinstance(value, dict) else None
-    return None
+@contextlib.asynccontextmanager
+async def _started(
+    sandbox: Sandbox, checkout: Path, observer: DiscordDouble, shared: Path, ready_timeout_s: float
+) -> AsyncIterator[Path]:
+    """The checkout's `mendbot run` in the sandbox, connected to `observer`; stopped after the block.
+    Yields the file its output goes to."""
+    async with sandbox.jail(checkout, git_dir=None, writable=False, binds={shared: _INSIDE}) as jail:
+        env = jail.environment({"DISCORD_TOKEN": observer.token, "PYTHONUNBUFFERED": "1"})
+        argv = [jail.python, f"{_INSIDE}/launch.py", f"{_INSIDE}/discord.sock", f"{_INSIDE}/config.yaml"]
+        command = jail.command(argv, env, wall_s=ready_timeout_s + 10 * 60)
+        output = jail.scratch / "replay-output.log"
+        with output.open("wb") as sink:
+            process = await asyncio.create_subprocess_exec(
+                *command,
+                cwd=jail.worktree,
+                env={},
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=sink,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            await _connected(observer, process, output, ready_timeout_s)
+            yield output
+        finally:
+            await _stop(process)
 
 
-def _tail(text: str) -> str:
+async def _connected(
+    observer: DiscordDouble, process: asyncio.subprocess.Process, output: Path, timeout_s: float
+) -> None:
+    """Until the bot has identified on the gateway (its cogs are loaded and its commands synced by then)."""
+    deadline = time.monotonic() + timeout_s
+    while observer.identified == 0:
+        if process.returncode is not None:
+            raise ReplayError(f"the bot did not start (exit code {process.returncode}): {_tail(output)}")
+        if time.monotonic() > deadline:
+            raise ReplayError(f"the bot did not connect within {timeout_s:.0f} s: {_tail(output)}")
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(_SETTLE_S)  # READY and the guild reach it before the first call
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), _STOP_TIMEOUT_S)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+
+
+async def _call(
+    observer: DiscordDouble, channel: FakeChannel, case: ReplayCase, timeout_s: float
+) -> ReplayResult:
+    """Send one recorded call as a member and wait for the answer a user would see."""
+    started = time.monotonic()
+    try:
+        if case.slash:
+            options = {key: value for key, value in case.options.items()}
+            interaction = await observer.slash(channel, case.name.lstrip("/"), author=_MEMBER, **options)
+            answer = await observer.response_to(interaction, timeout=timeout_s)
+        else:
+            said = await observer.send_message(channel, case.text, author=_MEMBER)
+            answer = await observer.wait_for_message(
+                lambda message: int(message["id"]) > int(said["id"]), timeout_s, channel=channel
+            )
+    except LookupError as exc:  # a slash command the checkout's bot did not sync
+        return ReplayResult(case.key, False, f"not answered: {exc}", None, 0.0)
+    except AssertionError:  # nothing within the time
+        return ReplayResult(case.key, False, "", None, (time.monotonic() - started) * 1000)
+    duration_ms = (time.monotonic() - started) * 1000
+    await asyncio.sleep(_SETTLE_S)
+    current = next((m for m in observer.bot_messages(channel) if m["id"] == answer["id"]), answer)
+    text = message_text(current)[:_REPLY_CHARS]
+    return ReplayResult(case.key, True, text, named_bug(text), duration_ms)
+
+
+def _tail(output: Path) -> str:
+    try:
+        text = output.read_text(errors="replace")
+    except OSError:
+        return "no output"
     shown = [line for line in text.strip().splitlines() if line.strip()]
     return " / ".join(shown[-3:])[-400:] or "no output"

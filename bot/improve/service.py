@@ -963,7 +963,7 @@ class SelfImprovementAgent:
             fingerprint=fingerprint,
             fix_commit=head,
         )
-        needs_unproven = unproven and self._settings.deploy.require_proof
+        needs_unproven = proof is not None and not proof.meets(self._settings.deploy.require_proof)
         await self._report(
             run.id,
             _proposal_report(run, proposal, diffstat, verification, proof, needs_unproven) + lesson_note,
@@ -1035,7 +1035,7 @@ class SelfImprovementAgent:
                         read_only=False,
                     )
                     continue
-                if proof.verdict == "disproven" and self._settings.deploy.require_proof:
+                if proof.verdict == "disproven" and self._settings.deploy.require_proof != "off":
                     raise _StageFailure(
                         "proof",
                         "not proposed: the change does not fix the reported failure — " + proof.reason,
