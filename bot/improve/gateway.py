@@ -5,6 +5,12 @@ sessions, so one model turn could cost far more than a run's cap.  ``ModelGatewa
 127.0.0.1 inside the bot process and holds the real key; each agent session gets its own random
 token (``open_session``) to use as its API key, and the CLI is pointed at ``base_url``.
 
+A ``POST /v1/messages`` is forwarded only if every part of it is one the gateway can price
+(``bot.improve.priceable``: allow-listed fields, client tools only, no server tools or MCP
+connectors, no one-hour cache writes, allow-listed betas); anything else is refused with a 400
+before anything leaves, and the reason is kept for the session (``rejection``).  Such a request
+costs its input and its output tokens and nothing else.
+
 Before a ``POST /v1/messages`` is forwarded the gateway bounds its worst-case cost: the input
 tokens (counted upstream with ``count_tokens``, which is free, or the body's byte length when
 that fails) at the cache-write price, plus ``max_tokens`` at the output price.  ``max_tokens``
@@ -33,6 +39,7 @@ from typing import Any, Protocol
 import aiohttp
 from aiohttp import web
 
+from bot.improve.priceable import Unpriceable, check_betas, check_query, check_request
 from bot.log import get_logger
 
 __all__ = ["DEFAULT_PRICES", "Ledger", "ModelGateway", "Price"]
@@ -53,7 +60,7 @@ _FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta", "content-type", "ac
 # Response headers the client needs to behave well (its retry logic reads the last two).
 _RELAYED_HEADERS = ("content-type", "request-id", "retry-after", "x-should-retry")
 # Fields of a Messages request that count_tokens accepts and that change the input count.
-_COUNTED_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers")
+_COUNTED_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinking")
 _USAGE_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
 
 
@@ -215,6 +222,17 @@ def _positive_int(value: object) -> int | None:
     return None
 
 
+def _unpriceable(request: web.Request, body: dict[str, Any]) -> str | None:
+    """Why the gateway cannot price this Messages request (``bot.improve.priceable``), or None."""
+    try:
+        check_query(request.query)
+        check_betas(request.headers.get("anthropic-beta"))
+        check_request(body)
+    except Unpriceable as exc:
+        return str(exc)
+    return None
+
+
 def _fit_thinking(body: dict[str, Any], max_tokens: int) -> None:
     """Keep thinking.budget_tokens below max_tokens; drop thinking when that leaves under the minimum."""
     thinking = body.get("thinking")
@@ -262,7 +280,8 @@ class ModelGateway:
         self._min_output_tokens = min_output_tokens
         self._timeout_s = timeout_s
         self._sessions: dict[str, int] = {}  # token -> run id
-        self._refusals: dict[str, str] = {}  # token -> why its latest request was refused
+        self._refusals: dict[str, str] = {}  # token -> why its latest request was refused for budget
+        self._rejections: dict[str, str] = {}  # token -> why its latest unpriceable request was refused
         self._reservations: dict[int, tuple[int, float]] = {}  # id -> (run id, USD)
         self._reservation_ids = itertools.count(1)
         # Held while reading the ledger and reserving, and while charging and releasing, so a
@@ -343,6 +362,15 @@ class ModelGateway:
         budget was spent" from other API errors once the session is over.
         """
         return self._refusals.get(token)
+
+    def rejection(self, token: str) -> str | None:
+        """Why a request of the session was refused as one the gateway cannot price (the latest), or None.
+
+        Kept for the whole session, also after ``close_session``: a later request that went
+        through does not clear it, since asking for a server tool or an unknown field is worth
+        knowing about whatever the agent did next.
+        """
+        return self._rejections.get(token)
 
     # -- HTTP
 
@@ -446,7 +474,12 @@ class ModelGateway:
             body = json.loads(raw)
         except ValueError:
             return _error(400, "invalid_request_error", "the request body is not JSON")
-        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+        if not isinstance(body, dict):
+            return _error(400, "invalid_request_error", "the request body is not a JSON object")
+        unpriceable = _unpriceable(request, body)
+        if unpriceable is not None:
+            return self._reject(token, run_id, unpriceable)
+        if not isinstance(body.get("model"), str):
             return _error(400, "invalid_request_error", "model: a model name is required")
         requested = _positive_int(body.get("max_tokens"))
         if requested is None:
@@ -508,6 +541,15 @@ class ModelGateway:
         self._refusals[token] = reason
         _log.info("model request refused for budget", run_id=run_id, model=model, scope=scope, left_usd=left)
         response = _error(400, "invalid_request_error", f"mendbot model gateway: {reason}")
+        response.headers["x-should-retry"] = "false"
+        return response
+
+    def _reject(self, token: str, run_id: int, reason: str) -> web.StreamResponse:
+        """Refuse a request the gateway cannot price; nothing of it was sent upstream."""
+        self._rejections[token] = reason
+        _log.warning("model request refused: the gateway cannot price it", run_id=run_id, reason=reason)
+        message = f"mendbot model gateway refused this request: {reason}"
+        response = _error(400, "invalid_request_error", message)
         response.headers["x-should-retry"] = "false"
         return response
 
