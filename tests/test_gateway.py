@@ -16,11 +16,12 @@ from typing import Any
 import aiohttp
 import anthropic
 import pytest
+import structlog
 from aiohttp import web
 from claude_agent_sdk import ClaudeSDKClient, ResultMessage
 
 from bot.improve.agent import ClaudeCodeAgent
-from bot.improve.gateway import DEFAULT_PRICES, ModelGateway, Price
+from bot.improve.gateway import COUNT_MARGIN, COUNT_SLACK_TOKENS, DEFAULT_PRICES, ModelGateway, Price
 from bot.improve.priceable import BETAS, FIELDS
 from bot.sandbox import Sandbox
 from tests.harness.claude_cli import agent_options
@@ -104,6 +105,11 @@ async def _stream(gateway: ModelGateway, token: str, **fields: Any) -> anthropic
     request: dict[str, Any] = {"model": SONNET, "max_tokens": 1000, "messages": PROMPT, **fields}
     async with _client(gateway, token) as client, client.messages.stream(**request) as stream:
         return await stream.get_final_message()
+
+
+def _bound(counted: int) -> int:
+    """The input the gateway reserves for: upstream's count (or the body's bytes) and its margin."""
+    return math.ceil(counted * (1 + COUNT_MARGIN)) + COUNT_SLACK_TOKENS
 
 
 def _affordable(left: float, input_bound: int, price: Price) -> int:
@@ -589,11 +595,12 @@ async def test_max_tokens_is_capped_to_what_the_budget_buys(
     await _stream(gateway, token, max_tokens=32_000, system=system)
     count, [sent] = model.requests[0], model.message_requests
     assert count.json == {"model": SONNET, "messages": PROMPT, "system": system}
-    bound = 1_200  # the double's count_tokens answer: the input the scripted turn reports
-    assert sent.json["max_tokens"] == _affordable(0.10, bound, SONNET_PRICE)
+    counted = 1_200  # the double's count_tokens answer: the input the scripted turn reports
+    assert sent.json["max_tokens"] == _affordable(0.10, _bound(counted), SONNET_PRICE)
     assert 6_000 < sent.json["max_tokens"] < 32_000
     [charge] = ledger.charges
-    assert charge.detail["input_bound"] == bound
+    assert charge.detail["input_count"] == counted
+    assert charge.detail["input_bound"] == _bound(counted)
     assert charge.detail["max_tokens_sent"] == sent.json["max_tokens"]
     assert charge.detail["max_tokens_requested"] == 32_000
     assert gateway.refusal(token) is None
@@ -787,14 +794,23 @@ CACHE_USAGE = {
 
 
 @asynccontextmanager
-async def canned_upstream(*, break_after: int | None = None, count_fails: bool = False) -> AsyncIterator[str]:
+async def canned_upstream(
+    *,
+    break_after: int | None = None,
+    count_fails: bool = False,
+    usage: dict[str, Any] = CACHE_USAGE,
+    seen: list[str] | None = None,
+) -> AsyncIterator[str]:
     """A fixed Messages API answering with cache usage (the model double reports none).
 
     With ``break_after`` a streamed answer drops the connection after that many events; with
-    ``count_fails`` count_tokens answers 500.
+    ``count_fails`` count_tokens answers 500; ``usage`` is what every answer reports; the path
+    of every request is appended to ``seen``.
     """
 
-    async def count_tokens(_: web.Request) -> web.Response:
+    async def count_tokens(request: web.Request) -> web.Response:
+        if seen is not None:
+            seen.append(request.path)
         if count_fails:
             return web.json_response(
                 {"type": "error", "error": {"type": "api_error", "message": "x"}}, status=500
@@ -802,6 +818,8 @@ async def canned_upstream(*, break_after: int | None = None, count_fails: bool =
         return web.json_response({"input_tokens": 100})
 
     async def messages(request: web.Request) -> web.StreamResponse:
+        if seen is not None:
+            seen.append(request.path)
         body = await request.json()
         message = {
             "id": "msg_01canned",
@@ -811,13 +829,13 @@ async def canned_upstream(*, break_after: int | None = None, count_fails: bool =
             "content": [{"type": "text", "text": "cached"}],
             "stop_reason": "end_turn",
             "stop_sequence": None,
-            "usage": CACHE_USAGE,
+            "usage": usage,
         }
         if not body.get("stream"):
             return web.json_response(message)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
-        start = dict(message, content=[], stop_reason=None, usage=dict(CACHE_USAGE, output_tokens=1))
+        start = dict(message, content=[], stop_reason=None, usage=dict(usage, output_tokens=1))
         events: list[dict[str, Any]] = [
             {"type": "message_start", "message": start},
             {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
@@ -826,7 +844,7 @@ async def canned_upstream(*, break_after: int | None = None, count_fails: bool =
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                "usage": {"output_tokens": CACHE_USAGE["output_tokens"]},
+                "usage": {"output_tokens": usage["output_tokens"]},
             },
             {"type": "message_stop"},
         ]
@@ -867,8 +885,9 @@ async def test_input_is_bounded_by_the_body_size_when_count_tokens_fails(ledger:
             assert r.status == 200
     [charge] = ledger.charges
     size = len(json.dumps(body).encode())
-    assert charge.detail["input_bound"] == size
-    assert charge.detail["max_tokens_sent"] == _affordable(0.10, size, SONNET_PRICE)
+    assert charge.detail["input_count"] is None
+    assert charge.detail["input_bound"] == _bound(size)
+    assert charge.detail["max_tokens_sent"] == _affordable(0.10, _bound(size), SONNET_PRICE)
 
 
 @pytest.mark.parametrize("send", [_stream, _create], ids=["stream", "json"])
@@ -898,7 +917,7 @@ async def test_a_stream_broken_before_its_usage_is_charged_the_worst_case(ledger
             with pytest.raises(aiohttp.ClientPayloadError):
                 await resp.read()
     [charge] = ledger.charges
-    worst = (100 * SONNET_PRICE.input_per_mtok * 1.25 + 4_000 * SONNET_PRICE.output_per_mtok) / 1e6
+    worst = (_bound(100) * SONNET_PRICE.input_per_mtok * 1.25 + 4_000 * SONNET_PRICE.output_per_mtok) / 1e6
     assert charge.cost_usd == pytest.approx(worst)
     assert charge.cost_usd == pytest.approx(charge.detail["reserved_usd"])
     assert charge.detail["charged"] == "worst case"
@@ -919,6 +938,73 @@ async def test_a_stream_broken_after_its_input_usage_charges_that_input_and_all_
     expected = _usage_cost(SONNET_PRICE, inp=40, out=4_000, cache_write=10_000, cache_read=50_000)
     assert charge.cost_usd == pytest.approx(expected)
     assert charge.cost_usd > charge.detail["reserved_usd"]
+
+
+async def test_usage_above_the_reservation_is_logged_as_an_error_and_still_charged(
+    ledger: MemoryLedger,
+) -> None:
+    """Upstream billing more input than it counted: the whole cost is recorded, the overshoot an error."""
+    async with canned_upstream() as upstream, running_gateway(upstream, ledger) as gateway:
+        with structlog.testing.capture_logs() as logs:
+            await _create(gateway, gateway.open_session(RUN))
+    [charge] = ledger.charges
+    expected = _usage_cost(SONNET_PRICE, inp=40, out=250, cache_write=10_000, cache_read=50_000)
+    assert charge.cost_usd == pytest.approx(expected)
+    assert charge.cost_usd > charge.detail["reserved_usd"]
+    assert charge.detail["over_reservation_usd"] == pytest.approx(
+        expected - charge.detail["reserved_usd"], abs=1e-6
+    )
+    [event] = [e for e in logs if e["log_level"] == "error"]
+    assert event["event"] == "model request billed beyond what the gateway priced for it"
+    assert event["cost_usd"] == pytest.approx(expected, abs=1e-6)
+    assert event["input_count"] == 100
+
+
+async def test_billing_the_gateway_never_allows_is_charged_at_its_price_and_logged(
+    ledger: MemoryLedger,
+) -> None:
+    """Should upstream bill them, one-hour cache writes are charged at 2x input and server tools logged."""
+    usage = {
+        "input_tokens": 40,
+        "cache_creation_input_tokens": 1_000,
+        "cache_creation": {"ephemeral_5m_input_tokens": 400, "ephemeral_1h_input_tokens": 600},
+        "cache_read_input_tokens": 0,
+        "output_tokens": 250,
+        "server_tool_use": {"web_search_requests": 3, "web_fetch_requests": 0},
+    }
+    async with canned_upstream(usage=usage) as upstream, running_gateway(upstream, ledger) as gateway:
+        with structlog.testing.capture_logs() as logs:
+            await _stream(gateway, gateway.open_session(RUN))
+    [charge] = ledger.charges
+    mtok = SONNET_PRICE.input_per_mtok
+    expected = (40 * mtok + 400 * mtok * 1.25 + 600 * mtok * 2.0 + 250 * SONNET_PRICE.output_per_mtok) / 1e6
+    assert charge.cost_usd == pytest.approx(expected)
+    assert charge.detail["cache_1h_input_tokens"] == 600
+    assert charge.detail["server_tool_use"] == {"web_search_requests": 3}
+    [event] = [e for e in logs if e["log_level"] == "error"]
+    assert event["unpriced"] == {"web_search_requests": 3}
+
+
+async def test_images_are_not_forwarded_when_their_tokens_cannot_be_counted(ledger: MemoryLedger) -> None:
+    """With count_tokens down, a request with an image gets a retryable 503: bytes do not bound its tokens."""
+    seen: list[str] = []
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+    result = {"type": "tool_result", "tool_use_id": "toolu_1", "content": [image]}
+    body = {"model": SONNET, "max_tokens": 1000, "messages": [{"role": "user", "content": [result]}]}
+    async with (
+        canned_upstream(count_fails=True, seen=seen) as upstream,
+        running_gateway(upstream, ledger) as gateway,
+    ):
+        token = gateway.open_session(RUN)
+        status, headers, answer = await _post(gateway, token, body)
+        assert status == 503
+        assert headers["x-should-retry"] == "true"
+        assert answer["error"]["message"] == (
+            "mendbot model gateway: cannot bound the cost of images or documents right now"
+        )
+        assert gateway.rejection(token) is None  # a transient hold, not a refusal
+    assert seen == ["/v1/messages/count_tokens"]
+    assert ledger.charges == []
 
 
 async def test_an_upstream_error_passes_through_uncharged(

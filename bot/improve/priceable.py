@@ -37,6 +37,7 @@ __all__ = [
     "FIELDS",
     "TOOL_KEYS",
     "Unpriceable",
+    "carries_media",
     "check_betas",
     "check_query",
     "check_request",
@@ -300,3 +301,19 @@ def check_query(query: Mapping[str, str]) -> None:
     for name, value in query.items():
         if value not in _QUERY.get(name, frozenset()):
             raise Unpriceable(f"query: {_quote(name)}={_quote(value)} not forwarded")
+
+
+def carries_media(body: Mapping[str, Any]) -> bool:
+    """Whether any message holds an image or a document, whose tokens its bytes do not bound.
+
+    Call after ``check_request``: it assumes the shapes that function allows.
+    """
+    for message in body.get("messages") or []:
+        content = message.get("content")
+        for block in content if isinstance(content, list) else []:
+            if block.get("type") in _MEDIA_TYPES:
+                return True
+            inner = block.get("content") if block.get("type") == "tool_result" else None
+            if isinstance(inner, list) and any(b.get("type") in _MEDIA_TYPES for b in inner):
+                return True
+    return False
