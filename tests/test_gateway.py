@@ -520,6 +520,30 @@ async def test_a_rejection_is_kept_for_the_session_after_later_requests(
     assert gateway.rejection(gateway.open_session(RUN)) is None
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"mcp_servers": [{"type": "url", "url": "https://mcp.example.invalid/sse", "name": "exfil"}]},
+        {"tools": [SERVER_TOOLS[1]]},
+    ],
+    ids=["mcp-server", "web-fetch"],
+)
+async def test_count_tokens_is_held_to_the_same_grammar(
+    gateway: ModelGateway, model: ModelDouble, ledger: MemoryLedger, fields: dict[str, Any]
+) -> None:
+    """Counting is free, but counting an MCP server or a fetch tool has upstream reach out: refused unsent."""
+    body = {"model": SONNET, "messages": PROMPT, **fields}
+    message = await _assert_refused_unsent(
+        gateway,
+        model,
+        ledger,
+        body,
+        "not forwarded" if "mcp_servers" in fields else "is a server tool",
+        path="/v1/messages/count_tokens?beta=true",
+    )
+    assert "mcp_servers" in message or "web_fetch" in message
+
+
 async def test_what_the_cli_sends_is_forwarded_unchanged_but_max_tokens(
     gateway: ModelGateway, model: ModelDouble, ledger: MemoryLedger
 ) -> None:

@@ -437,7 +437,7 @@ class ModelGateway:
             _log.warning("model gateway refused an unauthenticated request", path=path)
             return _error(401, "authentication_error", "invalid x-api-key")
         if request.method == "POST" and path == "/v1/messages/count_tokens":
-            return await self._count_tokens(request)
+            return await self._count_tokens(request, token, self._sessions[token])
         if request.method == "POST" and path == "/v1/messages":
             return await self._messages(request, token, self._sessions[token])
         return _error(404, "not_found_error", f"no route {request.method} {path}")
@@ -476,9 +476,21 @@ class ModelGateway:
             )
         return self._http
 
-    async def _count_tokens(self, request: web.Request) -> web.StreamResponse:
-        """Forwarded as is with the real key: counting is free, so it is not charged."""
+    async def _count_tokens(self, request: web.Request, token: str, run_id: int) -> web.StreamResponse:
+        """Forwarded with the real key and not charged (counting is free), held to the message grammar.
+
+        Counting a request that names an MCP server or a URL would make upstream reach out to it.
+        """
         raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return _error(400, "invalid_request_error", "the request body is not JSON")
+        if not isinstance(body, dict):
+            return _error(400, "invalid_request_error", "the request body is not a JSON object")
+        unpriceable = _unpriceable(request, body)
+        if unpriceable is not None:
+            return self._reject(token, run_id, unpriceable)
         url = self._upstream_url("/v1/messages/count_tokens", request)
         try:
             async with self._client().post(url, data=raw, headers=self._upstream_headers(request)) as resp:
