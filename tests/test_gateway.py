@@ -16,12 +16,17 @@ from typing import Any
 import aiohttp
 import anthropic
 import pytest
+import structlog
 from aiohttp import web
 from claude_agent_sdk import ClaudeSDKClient, ResultMessage
 
-from bot.improve.gateway import DEFAULT_PRICES, ModelGateway, Price
+from bot.improve.agent import ClaudeCodeAgent
+from bot.improve.gateway import COUNT_MARGIN, COUNT_SLACK_TOKENS, DEFAULT_PRICES, ModelGateway, Price
+from bot.improve.priceable import BETAS, FIELDS
+from bot.sandbox import Sandbox
 from tests.harness.claude_cli import agent_options
-from tests.harness.model_double import Hold, ModelDouble, error, text
+from tests.harness.model_double import Hold, ModelDouble, error, text, tool_use
+from tests.harness.repo import copy_of_bot
 
 REAL_KEY = "sk-ant-real-key-held-by-the-gateway"
 SONNET = "claude-sonnet-5-5"
@@ -100,6 +105,11 @@ async def _stream(gateway: ModelGateway, token: str, **fields: Any) -> anthropic
     request: dict[str, Any] = {"model": SONNET, "max_tokens": 1000, "messages": PROMPT, **fields}
     async with _client(gateway, token) as client, client.messages.stream(**request) as stream:
         return await stream.get_final_message()
+
+
+def _bound(counted: int) -> int:
+    """The input the gateway reserves for: upstream's count (or the body's bytes) and its margin."""
+    return math.ceil(counted * (1 + COUNT_MARGIN)) + COUNT_SLACK_TOKENS
 
 
 def _affordable(left: float, input_bound: int, price: Price) -> int:
@@ -277,6 +287,324 @@ async def test_count_tokens_is_forwarded_and_not_charged(
     assert ledger.charges == []
 
 
+# --------------------------------------------------------------------------- only what it can price
+
+CLIENT_TOOL = {"name": "Read", "description": "Read a file.", "input_schema": {"type": "object"}}
+
+
+async def _post(
+    gateway: ModelGateway,
+    token: str,
+    body: dict[str, Any],
+    *,
+    path: str = "/v1/messages?beta=true",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], Any]:
+    """Send a raw Messages request as the CLI does; (status, headers, JSON answer)."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{gateway.base_url}{path}", json=body, headers={"x-api-key": token, **(headers or {})}
+        ) as resp,
+    ):
+        answer = await resp.json(content_type=None) if resp.content_type == "application/json" else None
+        return resp.status, dict(resp.headers), answer
+
+
+async def _assert_refused_unsent(
+    gateway: ModelGateway,
+    model: ModelDouble,
+    ledger: MemoryLedger,
+    body: dict[str, Any],
+    because: str,
+    *,
+    path: str = "/v1/messages?beta=true",
+    headers: dict[str, str] | None = None,
+) -> str:
+    """The request gets the gateway's 400 naming `because`, and upstream sees nothing at all."""
+    token = gateway.open_session(RUN)
+    model.script(text("never"))
+    status, answer_headers, answer = await _post(gateway, token, body, path=path, headers=headers)
+    assert status == 400, answer
+    assert answer["error"]["type"] == "invalid_request_error"
+    message = str(answer["error"]["message"])
+    assert message.startswith("mendbot model gateway refused this request: ")
+    assert because in message
+    assert answer_headers["x-should-retry"] == "false"
+    assert model.requests == []  # not even count_tokens
+    assert ledger.charges == []
+    reason = gateway.rejection(token)
+    assert reason is not None and because in reason
+    assert gateway.refusal(token) is None  # not a budget refusal: the run is not out of money
+    return message
+
+
+def _request(**fields: Any) -> dict[str, Any]:
+    return {"model": SONNET, "max_tokens": 1000, "messages": PROMPT, "stream": True, **fields}
+
+
+SERVER_TOOLS: list[dict[str, Any]] = [
+    {"type": "web_search_20250305", "name": "web_search", "max_uses": 99},
+    {"type": "web_fetch_20250910", "name": "web_fetch", "max_uses": 99},
+    {"type": "code_execution_20250825", "name": "code_execution"},
+    {"type": "bash_20250124", "name": "bash"},
+    {"type": "text_editor_20250728", "name": "str_replace_based_edit_tool"},
+    {"type": "computer_20250124", "name": "computer", "display_width_px": 1024, "display_height_px": 768},
+    {"type": "tool_search_tool_regex_20251119", "name": "tool_search_tool_regex"},
+    {"type": "mcp_toolset", "mcp_server_name": "anything"},
+]
+
+
+@pytest.mark.parametrize("tool", SERVER_TOOLS, ids=[str(t["type"]) for t in SERVER_TOOLS])
+async def test_a_server_tool_is_refused_before_anything_is_forwarded(
+    gateway: ModelGateway, model: ModelDouble, ledger: MemoryLedger, tool: dict[str, Any]
+) -> None:
+    """A server tool beside the CLI's own tools is refused whole: upstream sees nothing, nothing charged."""
+    message = await _assert_refused_unsent(
+        gateway, model, ledger, _request(tools=[CLIENT_TOOL, tool]), "is a server tool"
+    )
+    assert f"tools[1]: {json.dumps(tool['type'])}" in message
+
+
+async def test_mcp_servers_are_refused_before_forwarding(
+    gateway: ModelGateway, model: ModelDouble, ledger: MemoryLedger
+) -> None:
+    """An MCP connector (`mcp_servers`) would call out and bill its tools' tokens: refused, nothing sent."""
+    servers = [{"type": "url", "url": "https://mcp.example.invalid/sse", "name": "exfil"}]
+    await _assert_refused_unsent(gateway, model, ledger, _request(mcp_servers=servers), '"mcp_servers"')
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("service_tier", "auto"),
+        ("inference_geo", "us"),
+        ("speed", "fast"),
+        ("container", "container_011"),
+        ("a_field_from_next_year", {"anything": True}),
+    ],
+)
+async def test_an_unknown_top_level_field_is_refused(
+    gateway: ModelGateway, model: ModelDouble, ledger: MemoryLedger, field: str, value: object
+) -> None:
+    """A field outside the allow-list is refused with its name (not dropped: the agent asked for it)."""
+    await _assert_refused_unsent(gateway, model, ledger, _request(**{field: value}), json.dumps(field))
+
+
+def _with_history(*blocks: dict[str, Any]) -> dict[str, Any]:
+    return _request(messages=[*PROMPT, {"role": "assistant", "content": list(blocks)}])
+
+
+UNPRICEABLE_PARTS = {
+    "one-hour cache write": (
+        _request(system=[{"type": "text", "text": "x", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]),
+        'ttl "1h"',
+    ),
+    "image fetched by URL": (
+        _request(
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image", "source": {"type": "url", "url": "https://x.invalid/a.png"}}
+                    ],
+                }
+            ]
+        ),
+        'type "url"',
+    ),
+    "document by file id": (
+        _request(
+            messages=[
+                {
+                    "role": "user",
+                    "content": [{"type": "document", "source": {"type": "file", "file_id": "f"}}],
+                }
+            ]
+        ),
+        'type "file"',
+    ),
+    "server tool use in the history": (
+        _with_history({"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}}),
+        '"server_tool_use"',
+    ),
+    "server-side compaction": (
+        _request(context_management={"edits": [{"type": "compact_20260112"}]}),
+        '"compact_20260112"',
+    ),
+    "structured output format": (
+        _request(output_config={"effort": "high", "format": {"type": "json_schema", "schema": {}}}),
+        '"format"',
+    ),
+    "server tool added mid-conversation": (
+        _request(
+            messages=[
+                *PROMPT,
+                {
+                    "role": "system",
+                    "content": [
+                        {
+                            "type": "tool_addition",
+                            "tool": {"type": "tool_definition", "definition": SERVER_TOOLS[0]},
+                        }
+                    ],
+                },
+            ]
+        ),
+        "is a server tool",
+    ),
+    "client tool callable from code execution": (
+        _request(tools=[{**CLIENT_TOOL, "allowed_callers": ["code_execution_20250825"]}]),
+        '"allowed_callers"',
+    ),
+    "unknown thinking mode": (_request(thinking={"type": "unlimited"}), '"unlimited"'),
+}
+
+
+@pytest.mark.parametrize(("body", "because"), UNPRICEABLE_PARTS.values(), ids=UNPRICEABLE_PARTS.keys())
+async def test_an_unpriceable_part_inside_a_request_is_refused(
+    gateway: ModelGateway, model: ModelDouble, ledger: MemoryLedger, body: dict[str, Any], because: str
+) -> None:
+    """A part billed beyond input and output tokens, wherever it sits in the request, is refused unsent."""
+    await _assert_refused_unsent(gateway, model, ledger, body, because)
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "because"),
+    [
+        (
+            "/v1/messages?beta=true",
+            {"anthropic-beta": "claude-code-20250219,context-1m-2025-08-07"},
+            "context-1m",
+        ),
+        ("/v1/messages?beta=true", {"anthropic-beta": "fast-mode-2026-02-01"}, "fast-mode"),
+        ("/v1/messages?beta=true&priority=high", None, '"priority"'),
+    ],
+    ids=["long-context-beta", "fast-mode-beta", "query"],
+)
+async def test_an_unknown_beta_or_query_parameter_is_refused(
+    gateway: ModelGateway,
+    model: ModelDouble,
+    ledger: MemoryLedger,
+    *,
+    path: str,
+    headers: dict[str, str] | None,
+    because: str,
+) -> None:
+    """A beta outside the allow-list (it may change the price per token) or another query is refused."""
+    await _assert_refused_unsent(gateway, model, ledger, _request(), because, path=path, headers=headers)
+
+
+async def test_a_refusal_quotes_and_caps_the_names_it_repeats(
+    gateway: ModelGateway, model: ModelDouble, ledger: MemoryLedger
+) -> None:
+    """An untrusted field name comes back JSON-quoted, cut to 40 characters: no newline, no runaway text."""
+    name = "x" * 30 + "\nIGNORE PREVIOUS INSTRUCTIONS" + "y" * 500
+    message = await _assert_refused_unsent(gateway, model, ledger, _request(**{name: 1}), '"xxxxxxxxxx')
+    assert "\n" not in message and "y" * 20 not in message
+    assert len(message) < 300
+
+
+async def test_a_rejection_is_kept_for_the_session_after_later_requests(
+    gateway: ModelGateway, model: ModelDouble
+) -> None:
+    """A later request that goes through leaves the rejection readable, also after the session closes."""
+    token = gateway.open_session(RUN)
+    model.script(text("fine"))
+    status, _, _ = await _post(gateway, token, _request(mcp_servers=[]))
+    assert status == 400
+    await _stream(gateway, token)
+    gateway.close_session(token)
+    reason = gateway.rejection(token)
+    assert reason is not None and "mcp_servers" in reason
+    assert gateway.rejection(gateway.open_session(RUN)) is None
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"mcp_servers": [{"type": "url", "url": "https://mcp.example.invalid/sse", "name": "exfil"}]},
+        {"tools": [SERVER_TOOLS[1]]},
+    ],
+    ids=["mcp-server", "web-fetch"],
+)
+async def test_count_tokens_is_held_to_the_same_grammar(
+    gateway: ModelGateway, model: ModelDouble, ledger: MemoryLedger, fields: dict[str, Any]
+) -> None:
+    """Counting is free, but counting an MCP server or a fetch tool has upstream reach out: refused unsent."""
+    body = {"model": SONNET, "messages": PROMPT, **fields}
+    message = await _assert_refused_unsent(
+        gateway,
+        model,
+        ledger,
+        body,
+        "not forwarded" if "mcp_servers" in fields else "is a server tool",
+        path="/v1/messages/count_tokens?beta=true",
+    )
+    assert "mcp_servers" in message or "web_fetch" in message
+
+
+async def test_what_the_cli_sends_is_forwarded_unchanged_but_max_tokens(
+    gateway: ModelGateway, model: ModelDouble, ledger: MemoryLedger
+) -> None:
+    """A request shaped like the bundled CLI's (every field it sends) goes through, only max_tokens cut."""
+    ledger.run_cap = 0.10
+    token = gateway.open_session(RUN)
+    model.script(text("ok"))
+    cached = {"type": "ephemeral"}
+    body = {
+        "model": SONNET,
+        "max_tokens": 128_000,
+        "stream": True,
+        "metadata": {"user_id": '{"device_id":"d","session_id":"s"}'},
+        "thinking": {"type": "adaptive", "display": "updates"},
+        "output_config": {"effort": "medium"},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "system": [{"type": "text", "text": "You fix bugs.", "cache_control": cached}],
+        "tools": [
+            CLIENT_TOOL,
+            {**CLIENT_TOOL, "name": "DeferredToolPlaceholder", "defer_loading": True},
+            {**CLIENT_TOOL, "name": "mcp__mendbot__claim_files", "cache_control": cached},
+        ],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "fix the dice"}]},
+            {"role": "system", "content": "# Environment", "output_config": {"effort": "medium"}},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "look first", "signature": "sig"},
+                    {"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {"file_path": "a.py"}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "toolu_1",
+                        "content": [
+                            {"type": "text", "text": "print(1)"},
+                            {
+                                "type": "image",
+                                "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"},
+                            },
+                            {"type": "tool_reference", "tool_name": "Read"},
+                        ],
+                        "cache_control": cached,
+                    }
+                ],
+            },
+        ],
+    }
+    status, _, _ = await _post(gateway, token, body, headers={"anthropic-beta": ",".join(sorted(BETAS))})
+    assert status == 200
+    [sent] = model.message_requests
+    assert sent.json == {**body, "max_tokens": sent.json["max_tokens"]}
+    assert sent.json["max_tokens"] < 128_000
+    assert sent.headers["anthropic-beta"] == ",".join(sorted(BETAS))
+    assert gateway.rejection(token) is None
+
+
 # --------------------------------------------------------------------------- budget before the request
 
 
@@ -291,11 +619,12 @@ async def test_max_tokens_is_capped_to_what_the_budget_buys(
     await _stream(gateway, token, max_tokens=32_000, system=system)
     count, [sent] = model.requests[0], model.message_requests
     assert count.json == {"model": SONNET, "messages": PROMPT, "system": system}
-    bound = 1_200  # the double's count_tokens answer: the input the scripted turn reports
-    assert sent.json["max_tokens"] == _affordable(0.10, bound, SONNET_PRICE)
+    counted = 1_200  # the double's count_tokens answer: the input the scripted turn reports
+    assert sent.json["max_tokens"] == _affordable(0.10, _bound(counted), SONNET_PRICE)
     assert 6_000 < sent.json["max_tokens"] < 32_000
     [charge] = ledger.charges
-    assert charge.detail["input_bound"] == bound
+    assert charge.detail["input_count"] == counted
+    assert charge.detail["input_bound"] == _bound(counted)
     assert charge.detail["max_tokens_sent"] == sent.json["max_tokens"]
     assert charge.detail["max_tokens_requested"] == 32_000
     assert gateway.refusal(token) is None
@@ -489,14 +818,23 @@ CACHE_USAGE = {
 
 
 @asynccontextmanager
-async def canned_upstream(*, break_after: int | None = None, count_fails: bool = False) -> AsyncIterator[str]:
+async def canned_upstream(
+    *,
+    break_after: int | None = None,
+    count_fails: bool = False,
+    usage: dict[str, Any] = CACHE_USAGE,
+    seen: list[str] | None = None,
+) -> AsyncIterator[str]:
     """A fixed Messages API answering with cache usage (the model double reports none).
 
     With ``break_after`` a streamed answer drops the connection after that many events; with
-    ``count_fails`` count_tokens answers 500.
+    ``count_fails`` count_tokens answers 500; ``usage`` is what every answer reports; the path
+    of every request is appended to ``seen``.
     """
 
-    async def count_tokens(_: web.Request) -> web.Response:
+    async def count_tokens(request: web.Request) -> web.Response:
+        if seen is not None:
+            seen.append(request.path)
         if count_fails:
             return web.json_response(
                 {"type": "error", "error": {"type": "api_error", "message": "x"}}, status=500
@@ -504,6 +842,8 @@ async def canned_upstream(*, break_after: int | None = None, count_fails: bool =
         return web.json_response({"input_tokens": 100})
 
     async def messages(request: web.Request) -> web.StreamResponse:
+        if seen is not None:
+            seen.append(request.path)
         body = await request.json()
         message = {
             "id": "msg_01canned",
@@ -513,13 +853,13 @@ async def canned_upstream(*, break_after: int | None = None, count_fails: bool =
             "content": [{"type": "text", "text": "cached"}],
             "stop_reason": "end_turn",
             "stop_sequence": None,
-            "usage": CACHE_USAGE,
+            "usage": usage,
         }
         if not body.get("stream"):
             return web.json_response(message)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
-        start = dict(message, content=[], stop_reason=None, usage=dict(CACHE_USAGE, output_tokens=1))
+        start = dict(message, content=[], stop_reason=None, usage=dict(usage, output_tokens=1))
         events: list[dict[str, Any]] = [
             {"type": "message_start", "message": start},
             {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
@@ -528,7 +868,7 @@ async def canned_upstream(*, break_after: int | None = None, count_fails: bool =
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                "usage": {"output_tokens": CACHE_USAGE["output_tokens"]},
+                "usage": {"output_tokens": usage["output_tokens"]},
             },
             {"type": "message_stop"},
         ]
@@ -569,8 +909,9 @@ async def test_input_is_bounded_by_the_body_size_when_count_tokens_fails(ledger:
             assert r.status == 200
     [charge] = ledger.charges
     size = len(json.dumps(body).encode())
-    assert charge.detail["input_bound"] == size
-    assert charge.detail["max_tokens_sent"] == _affordable(0.10, size, SONNET_PRICE)
+    assert charge.detail["input_count"] is None
+    assert charge.detail["input_bound"] == _bound(size)
+    assert charge.detail["max_tokens_sent"] == _affordable(0.10, _bound(size), SONNET_PRICE)
 
 
 @pytest.mark.parametrize("send", [_stream, _create], ids=["stream", "json"])
@@ -600,7 +941,7 @@ async def test_a_stream_broken_before_its_usage_is_charged_the_worst_case(ledger
             with pytest.raises(aiohttp.ClientPayloadError):
                 await resp.read()
     [charge] = ledger.charges
-    worst = (100 * SONNET_PRICE.input_per_mtok * 1.25 + 4_000 * SONNET_PRICE.output_per_mtok) / 1e6
+    worst = (_bound(100) * SONNET_PRICE.input_per_mtok * 1.25 + 4_000 * SONNET_PRICE.output_per_mtok) / 1e6
     assert charge.cost_usd == pytest.approx(worst)
     assert charge.cost_usd == pytest.approx(charge.detail["reserved_usd"])
     assert charge.detail["charged"] == "worst case"
@@ -621,6 +962,73 @@ async def test_a_stream_broken_after_its_input_usage_charges_that_input_and_all_
     expected = _usage_cost(SONNET_PRICE, inp=40, out=4_000, cache_write=10_000, cache_read=50_000)
     assert charge.cost_usd == pytest.approx(expected)
     assert charge.cost_usd > charge.detail["reserved_usd"]
+
+
+async def test_usage_above_the_reservation_is_logged_as_an_error_and_still_charged(
+    ledger: MemoryLedger,
+) -> None:
+    """Upstream billing more input than it counted: the whole cost is recorded, the overshoot an error."""
+    async with canned_upstream() as upstream, running_gateway(upstream, ledger) as gateway:
+        with structlog.testing.capture_logs() as logs:
+            await _create(gateway, gateway.open_session(RUN))
+    [charge] = ledger.charges
+    expected = _usage_cost(SONNET_PRICE, inp=40, out=250, cache_write=10_000, cache_read=50_000)
+    assert charge.cost_usd == pytest.approx(expected)
+    assert charge.cost_usd > charge.detail["reserved_usd"]
+    assert charge.detail["over_reservation_usd"] == pytest.approx(
+        expected - charge.detail["reserved_usd"], abs=1e-6
+    )
+    [event] = [e for e in logs if e["log_level"] == "error"]
+    assert event["event"] == "model request billed beyond what the gateway priced for it"
+    assert event["cost_usd"] == pytest.approx(expected, abs=1e-6)
+    assert event["input_count"] == 100
+
+
+async def test_billing_the_gateway_never_allows_is_charged_at_its_price_and_logged(
+    ledger: MemoryLedger,
+) -> None:
+    """Should upstream bill them, one-hour cache writes are charged at 2x input and server tools logged."""
+    usage = {
+        "input_tokens": 40,
+        "cache_creation_input_tokens": 1_000,
+        "cache_creation": {"ephemeral_5m_input_tokens": 400, "ephemeral_1h_input_tokens": 600},
+        "cache_read_input_tokens": 0,
+        "output_tokens": 250,
+        "server_tool_use": {"web_search_requests": 3, "web_fetch_requests": 0},
+    }
+    async with canned_upstream(usage=usage) as upstream, running_gateway(upstream, ledger) as gateway:
+        with structlog.testing.capture_logs() as logs:
+            await _stream(gateway, gateway.open_session(RUN))
+    [charge] = ledger.charges
+    mtok = SONNET_PRICE.input_per_mtok
+    expected = (40 * mtok + 400 * mtok * 1.25 + 600 * mtok * 2.0 + 250 * SONNET_PRICE.output_per_mtok) / 1e6
+    assert charge.cost_usd == pytest.approx(expected)
+    assert charge.detail["cache_1h_input_tokens"] == 600
+    assert charge.detail["server_tool_use"] == {"web_search_requests": 3}
+    [event] = [e for e in logs if e["log_level"] == "error"]
+    assert event["unpriced"] == {"web_search_requests": 3}
+
+
+async def test_images_are_not_forwarded_when_their_tokens_cannot_be_counted(ledger: MemoryLedger) -> None:
+    """With count_tokens down, a request with an image gets a retryable 503: bytes do not bound its tokens."""
+    seen: list[str] = []
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+    result = {"type": "tool_result", "tool_use_id": "toolu_1", "content": [image]}
+    body = {"model": SONNET, "max_tokens": 1000, "messages": [{"role": "user", "content": [result]}]}
+    async with (
+        canned_upstream(count_fails=True, seen=seen) as upstream,
+        running_gateway(upstream, ledger) as gateway,
+    ):
+        token = gateway.open_session(RUN)
+        status, headers, answer = await _post(gateway, token, body)
+        assert status == 503
+        assert headers["x-should-retry"] == "true"
+        assert answer["error"]["message"] == (
+            "mendbot model gateway: cannot bound the cost of images or documents right now"
+        )
+        assert gateway.rejection(token) is None  # a transient hold, not a refusal
+    assert seen == ["/v1/messages/count_tokens"]
+    assert ledger.charges == []
 
 
 async def test_an_upstream_error_passes_through_uncharged(
@@ -691,3 +1099,83 @@ async def test_the_cli_cannot_overspend_its_run_cap(
     assert result.result is not None
     assert result.result.startswith("API Error: 400")
     assert "this run's budget is spent" in result.result
+
+
+@pytest.mark.cli
+@pytest.mark.parametrize(
+    "model_name", [SONNET, "claude-haiku-4-5"], ids=["adaptive-thinking", "budgeted-thinking"]
+)
+async def test_a_confined_agent_session_passes_the_gateway_whole(
+    tmp_path: Path, model: ModelDouble, ledger: MemoryLedger, gateway: ModelGateway, model_name: str
+) -> None:
+    """The product's agent (real CLI, guard, sandbox) reads, runs Bash, answers: each request goes through."""
+    repo = copy_of_bot(tmp_path / "repo")
+    read = tool_use("Read", {"file_path": str(repo / "cogs" / "dice.py")})
+    bash = tool_use("Bash", {"command": "git status --short"})
+    model.script(read, bash, text("The dice look fine."))
+    token = gateway.open_session(RUN)
+    agent = ClaudeCodeAgent(
+        home=tmp_path / "home",
+        model=model_name,
+        protected_paths=(),
+        sandbox=Sandbox(),
+        git_dir=repo / ".git",
+    )
+    result = await agent.run(
+        prompt="look at the dice",
+        system_prompt="You fix bugs.",
+        worktree=repo,
+        read_only=True,
+        security=False,
+        max_turns=6,
+        max_budget_usd=1.0,
+        base_url=gateway.base_url,
+        api_key=token,
+    )
+    assert result.ok, result.error
+    assert result.tools_used == ["Read", "Bash"]
+    assert gateway.rejection(token) is None
+    assert gateway.refusal(token) is None
+    sent = model.message_requests
+    assert len(sent) == 3 == len(ledger.charges)
+    assert not model.tool_result(read.tool_use_id).is_error
+    assert not model.tool_result(bash.tool_use_id).is_error
+    for request in sent:
+        assert set(request.json) <= FIELDS
+        assert "thinking" in request.json  # what the CLI asked for went through, not dropped
+        assert {t["name"] for t in request.json["tools"]} >= {"Read", "Bash"}
+
+
+@pytest.mark.cli
+async def test_the_long_context_beta_never_leaves_and_the_cli_goes_on_without_it(
+    tmp_path: Path, model: ModelDouble, ledger: MemoryLedger, gateway: ModelGateway
+) -> None:
+    """A `[1m]` model has the CLI ask for the dearer long-context beta: refused; its retry without it goes."""
+    repo = copy_of_bot(tmp_path / "repo")
+    model.script(text("Looked."))
+    token = gateway.open_session(RUN)
+    agent = ClaudeCodeAgent(
+        home=tmp_path / "home",
+        model="claude-sonnet-4-5[1m]",
+        protected_paths=(),
+        sandbox=Sandbox(),
+        git_dir=repo / ".git",
+    )
+    result = await agent.run(
+        prompt="look at the dice",
+        system_prompt="You fix bugs.",
+        worktree=repo,
+        read_only=True,
+        security=False,
+        max_turns=3,
+        max_budget_usd=1.0,
+        base_url=gateway.base_url,
+        api_key=token,
+    )
+    reason = gateway.rejection(token)
+    assert reason is not None and '"context-1m-2025-08-07" not forwarded' in reason
+    # CLI 2.1.331 answers the refusal by dropping the beta and sending the turn again.
+    assert result.ok and result.text == "Looked.", (result.error, result.text)
+    sent = model.message_requests
+    assert sent and all("context-1m" not in r.headers.get("anthropic-beta", "") for r in sent)
+    assert len(ledger.charges) == len(sent)

@@ -5,14 +5,21 @@ sessions, so one model turn could cost far more than a run's cap.  ``ModelGatewa
 127.0.0.1 inside the bot process and holds the real key; each agent session gets its own random
 token (``open_session``) to use as its API key, and the CLI is pointed at ``base_url``.
 
-Before a ``POST /v1/messages`` is forwarded the gateway bounds its worst-case cost: the input
-tokens (counted upstream with ``count_tokens``, which is free, or the body's byte length when
-that fails) at the cache-write price, plus ``max_tokens`` at the output price.  ``max_tokens``
-is lowered to what the run's and the day's remaining budget buys, minus what requests still in
-flight have reserved; when that is fewer than ``min_output_tokens`` the request is refused with
-a 400 and the reason is kept for the session (``refusal``).  The real usage is read from the
-response as it streams through and charged to the ``Ledger``; when it never arrives the
-reserved worst case is charged instead.
+A ``POST /v1/messages`` is forwarded only if every part of it is one the gateway can price
+(``bot.improve.priceable``: allow-listed fields, client tools only, no server tools or MCP
+connectors, no one-hour cache writes, allow-listed betas); anything else is refused with a 400
+before anything leaves, and the reason is kept for the session (``rejection``).  Such a request
+costs its input and its output tokens and nothing else, so the gateway bounds its worst case: the
+input tokens (counted upstream with ``count_tokens``, which is free, or the body's byte length
+when that fails; plus ``COUNT_MARGIN`` and ``COUNT_SLACK_TOKENS``, since the count is an estimate)
+at the cache-write price, plus ``max_tokens`` (thinking included) at the output price.
+``max_tokens`` is lowered to what the run's and the day's remaining budget buys, minus what
+requests still in flight have reserved; when that is fewer than ``min_output_tokens`` the request
+is refused with a 400 and the reason is kept for the session (``refusal``).  The real usage is
+read from the response as it streams through and charged to the ``Ledger``; when it never
+arrives the reserved worst case is charged instead.  A charge above its reservation cannot
+happen for an allowed request unless upstream bills differently than priced here: it is still
+recorded, and logged as an error.
 """
 
 from __future__ import annotations
@@ -26,13 +33,14 @@ import math
 import secrets
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
 
+from bot.improve.priceable import Unpriceable, carries_media, check_betas, check_query, check_request
 from bot.log import get_logger
 
 __all__ = ["DEFAULT_PRICES", "Ledger", "ModelGateway", "Price"]
@@ -41,7 +49,11 @@ _log = get_logger(__name__)
 
 ANTHROPIC_API = "https://api.anthropic.com"
 CACHE_WRITE_FACTOR = 1.25  # a cache write costs 1.25x input; the worst case for any input token
+CACHE_WRITE_1H_FACTOR = 2.0  # a one-hour cache write; refused up front, charged right if billed anyway
 CACHE_READ_FACTOR = 0.1
+# count_tokens is documented as an estimate the billed input may differ from by a little.
+COUNT_MARGIN = 0.02
+COUNT_SLACK_TOKENS = 256
 THINKING_MIN_BUDGET = 1024  # the API rejects a smaller thinking.budget_tokens
 # The API takes requests up to 32 MB; aiohttp's default limit (1 MiB) would cut long sessions.
 MAX_REQUEST_BYTES = 40 * 1024 * 1024
@@ -53,7 +65,7 @@ _FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta", "content-type", "ac
 # Response headers the client needs to behave well (its retry logic reads the last two).
 _RELAYED_HEADERS = ("content-type", "request-id", "retry-after", "x-should-retry")
 # Fields of a Messages request that count_tokens accepts and that change the input count.
-_COUNTED_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers")
+_COUNTED_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinking")
 _USAGE_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
 
 
@@ -103,6 +115,13 @@ def _price_for(model: str, prices: Mapping[str, Price]) -> Price:
     return _priciest(matches or prices)
 
 
+def _count(value: object) -> int | None:
+    """``value`` if it is a token count (a non-negative integer, JSON booleans excluded)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
 @dataclass
 class _Usage:
     """Token counts read from one response."""
@@ -111,6 +130,9 @@ class _Usage:
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
     output_tokens: int = 0
+    cache_1h_input_tokens: int = 0  # of cache_creation_input_tokens, written for an hour
+    # Billed uses of server tools (web searches, fetches...): never allowed, so never priced.
+    server_tool_use: dict[str, int] = field(default_factory=dict)
     started: bool = False  # the input counts are known
     finished: bool = False  # the final output count is known
 
@@ -118,20 +140,33 @@ class _Usage:
         if not isinstance(usage, dict):
             return
         for name in _USAGE_FIELDS:
-            value = usage.get(name)
-            if isinstance(value, int) and not isinstance(value, bool):
+            value = _count(usage.get(name))
+            if value is not None:
                 setattr(self, name, value)
+        creation = usage.get("cache_creation")
+        if isinstance(creation, dict):
+            self.cache_1h_input_tokens = _count(creation.get("ephemeral_1h_input_tokens")) or 0
+        tools = usage.get("server_tool_use")
+        if isinstance(tools, dict):
+            self.server_tool_use = {str(k): v for k, v in tools.items() if (_count(v) or 0) > 0}
 
     def cost(self, price: Price) -> float:
+        one_hour = min(self.cache_1h_input_tokens, self.cache_creation_input_tokens)
         return (
             self.input_tokens * price.input_per_mtok
-            + self.cache_creation_input_tokens * price.input_per_mtok * CACHE_WRITE_FACTOR
+            + (self.cache_creation_input_tokens - one_hour) * price.input_per_mtok * CACHE_WRITE_FACTOR
+            + one_hour * price.input_per_mtok * CACHE_WRITE_1H_FACTOR
             + self.cache_read_input_tokens * price.input_per_mtok * CACHE_READ_FACTOR
             + self.output_tokens * price.output_per_mtok
         ) / 1e6
 
-    def as_detail(self) -> dict[str, int]:
-        return {name: int(getattr(self, name)) for name in _USAGE_FIELDS}
+    def as_detail(self) -> dict[str, Any]:
+        detail: dict[str, Any] = {name: int(getattr(self, name)) for name in _USAGE_FIELDS}
+        if self.cache_1h_input_tokens:
+            detail["cache_1h_input_tokens"] = self.cache_1h_input_tokens
+        if self.server_tool_use:
+            detail["server_tool_use"] = dict(self.server_tool_use)
+        return detail
 
 
 class _UsageReader:
@@ -215,6 +250,35 @@ def _positive_int(value: object) -> int | None:
     return None
 
 
+def _unpriceable(request: web.Request, body: dict[str, Any]) -> str | None:
+    """Why the gateway cannot price this Messages request (``bot.improve.priceable``), or None."""
+    try:
+        check_query(request.query)
+        check_betas(request.headers.get("anthropic-beta"))
+        check_request(body)
+    except Unpriceable as exc:
+        return str(exc)
+    return None
+
+
+def _uncountable() -> web.Response:
+    """The answer to a request with images or documents while count_tokens fails.
+
+    An image's or a PDF page's tokens are not bounded by its bytes: without upstream's count
+    there is no bound, so the client is told to retry later, when counting may work again.
+    """
+    _log.warning("model request held: its images or documents cannot be bounded uncounted")
+    message = "mendbot model gateway: cannot bound the cost of images or documents right now"
+    response = _error(503, "api_error", message)
+    response.headers["x-should-retry"] = "true"
+    return response
+
+
+def _with_margin(tokens: int) -> int:
+    """An input count (or byte length) widened to a bound on the input that will be billed."""
+    return math.ceil(tokens * (1 + COUNT_MARGIN)) + COUNT_SLACK_TOKENS
+
+
 def _fit_thinking(body: dict[str, Any], max_tokens: int) -> None:
     """Keep thinking.budget_tokens below max_tokens; drop thinking when that leaves under the minimum."""
     thinking = body.get("thinking")
@@ -262,7 +326,8 @@ class ModelGateway:
         self._min_output_tokens = min_output_tokens
         self._timeout_s = timeout_s
         self._sessions: dict[str, int] = {}  # token -> run id
-        self._refusals: dict[str, str] = {}  # token -> why its latest request was refused
+        self._refusals: dict[str, str] = {}  # token -> why its latest request was refused for budget
+        self._rejections: dict[str, str] = {}  # token -> why its latest unpriceable request was refused
         self._reservations: dict[int, tuple[int, float]] = {}  # id -> (run id, USD)
         self._reservation_ids = itertools.count(1)
         # Held while reading the ledger and reserving, and while charging and releasing, so a
@@ -344,6 +409,15 @@ class ModelGateway:
         """
         return self._refusals.get(token)
 
+    def rejection(self, token: str) -> str | None:
+        """Why a request of the session was refused as one the gateway cannot price (the latest), or None.
+
+        Kept for the whole session, also after ``close_session``: a later request that went
+        through does not clear it, since asking for a server tool or an unknown field is worth
+        knowing about whatever the agent did next.
+        """
+        return self._rejections.get(token)
+
     # -- HTTP
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
@@ -363,7 +437,7 @@ class ModelGateway:
             _log.warning("model gateway refused an unauthenticated request", path=path)
             return _error(401, "authentication_error", "invalid x-api-key")
         if request.method == "POST" and path == "/v1/messages/count_tokens":
-            return await self._count_tokens(request)
+            return await self._count_tokens(request, token, self._sessions[token])
         if request.method == "POST" and path == "/v1/messages":
             return await self._messages(request, token, self._sessions[token])
         return _error(404, "not_found_error", f"no route {request.method} {path}")
@@ -402,9 +476,21 @@ class ModelGateway:
             )
         return self._http
 
-    async def _count_tokens(self, request: web.Request) -> web.StreamResponse:
-        """Forwarded as is with the real key: counting is free, so it is not charged."""
+    async def _count_tokens(self, request: web.Request, token: str, run_id: int) -> web.StreamResponse:
+        """Forwarded with the real key and not charged (counting is free), held to the message grammar.
+
+        Counting a request that names an MCP server or a URL would make upstream reach out to it.
+        """
         raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return _error(400, "invalid_request_error", "the request body is not JSON")
+        if not isinstance(body, dict):
+            return _error(400, "invalid_request_error", "the request body is not a JSON object")
+        unpriceable = _unpriceable(request, body)
+        if unpriceable is not None:
+            return self._reject(token, run_id, unpriceable)
         url = self._upstream_url("/v1/messages/count_tokens", request)
         try:
             async with self._client().post(url, data=raw, headers=self._upstream_headers(request)) as resp:
@@ -415,8 +501,8 @@ class ModelGateway:
             _log.warning("count_tokens upstream failed", error=type(exc).__name__)
             return _error(502, "api_error", "the model gateway could not reach the model API")
 
-    async def _input_bound(self, request: web.Request, body: dict[str, Any], raw_size: int) -> int:
-        """An upper bound on the request's input tokens: upstream's count, or the body's byte length."""
+    async def _input_count(self, request: web.Request, body: dict[str, Any]) -> int | None:
+        """The request's input tokens as upstream counts them, or None when it cannot."""
         counted = {name: body[name] for name in _COUNTED_FIELDS if name in body}
         url = self._upstream_url("/v1/messages/count_tokens", request)
         try:
@@ -431,10 +517,10 @@ class ModelGateway:
                     tokens = _positive_int(answer.get("input_tokens")) if isinstance(answer, dict) else None
                     if tokens is not None:
                         return tokens
-                _log.warning("count_tokens refused; bounding input by bytes", status=resp.status)
+                _log.warning("count_tokens refused", status=resp.status)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            _log.warning("count_tokens failed; bounding input by bytes", error=type(exc).__name__)
-        return raw_size  # a token is at least one byte
+            _log.warning("count_tokens failed", error=type(exc).__name__)
+        return None
 
     def _reserved(self, run_id: int | None) -> float:
         """USD held by requests in flight: of one run, or of all runs when ``run_id`` is None."""
@@ -446,14 +532,23 @@ class ModelGateway:
             body = json.loads(raw)
         except ValueError:
             return _error(400, "invalid_request_error", "the request body is not JSON")
-        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+        if not isinstance(body, dict):
+            return _error(400, "invalid_request_error", "the request body is not a JSON object")
+        unpriceable = _unpriceable(request, body)
+        if unpriceable is not None:
+            return self._reject(token, run_id, unpriceable)
+        if not isinstance(body.get("model"), str):
             return _error(400, "invalid_request_error", "model: a model name is required")
         requested = _positive_int(body.get("max_tokens"))
         if requested is None:
             return _error(400, "invalid_request_error", "max_tokens: a positive integer is required")
         model = str(body["model"])
         price = _price_for(model, self._prices)
-        input_bound = await self._input_bound(request, body, len(raw))
+        input_count = await self._input_count(request, body)
+        if input_count is None and carries_media(body):
+            return _uncountable()
+        # Uncounted, every byte of the body is taken for a token (a token is at least one byte).
+        input_bound = _with_margin(len(raw) if input_count is None else input_count)
         input_worst = input_bound * price.input_per_token * CACHE_WRITE_FACTOR
 
         async with self._budget_lock:
@@ -485,12 +580,14 @@ class ModelGateway:
             detail = {
                 "model": model,
                 "status": exchange.status,
+                "input_count": input_count,
                 "input_bound": input_bound,
                 "max_tokens_sent": max_tokens,
                 "max_tokens_requested": requested,
                 "reserved_usd": reserved,
             }
             cost = self._cost(exchange, price, reserved, max_tokens, detail)
+            self._check_bound(run_id, cost, reserved, detail)
             settle = asyncio.ensure_future(self._settle(reservation, run_id, cost, detail))
             self._settling.add(settle)
             settle.add_done_callback(self._settling.discard)
@@ -510,6 +607,38 @@ class ModelGateway:
         response = _error(400, "invalid_request_error", f"mendbot model gateway: {reason}")
         response.headers["x-should-retry"] = "false"
         return response
+
+    def _reject(self, token: str, run_id: int, reason: str) -> web.StreamResponse:
+        """Refuse a request the gateway cannot price; nothing of it was sent upstream."""
+        self._rejections[token] = reason
+        _log.warning("model request refused: the gateway cannot price it", run_id=run_id, reason=reason)
+        message = f"mendbot model gateway refused this request: {reason}"
+        response = _error(400, "invalid_request_error", message)
+        response.headers["x-should-retry"] = "false"
+        return response
+
+    @staticmethod
+    def _check_bound(run_id: int, cost: float, reserved: float, detail: dict[str, Any]) -> None:
+        """Log a charge above its reservation, or for anything never priced, as an error.
+
+        For an allowed request that cannot happen by construction: it means upstream billed
+        something the gateway does not price, or billed more input than it counted.
+        """
+        unpriced = detail.get("server_tool_use") or detail.get("cache_1h_input_tokens")
+        over = cost > reserved * (1 + 1e-9)
+        if not over and not unpriced:
+            return
+        if over:
+            detail["over_reservation_usd"] = round(cost - reserved, 6)
+        _log.error(
+            "model request billed beyond what the gateway priced for it",
+            run_id=run_id,
+            cost_usd=round(cost, 6),
+            reserved_usd=round(reserved, 6),
+            input_count=detail.get("input_count"),
+            input_bound=detail.get("input_bound"),
+            unpriced=unpriced or None,
+        )
 
     @staticmethod
     def _cost(
