@@ -488,7 +488,7 @@ class ApprovalService:
         wait or stop"); `via` is how the message reached the proposal ("words": a reply, "thread",
         "named": it names the run).
         """
-        name = user_name or f"<@{user_id}>"
+        name = self._runs.redactor.text(user_name or f"<@{user_id}>", 100)  # a display name: untrusted
         async with self._lock(proposal_id):
             proposal = await proposals.get(self._db, proposal_id)
             run = await self._runs.find(proposal.run_id) if proposal is not None else None
