@@ -16,6 +16,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import MendBot
+from bot.deploy.grammar import read_approval
 from bot.errors import UserError
 from bot.improve.intent import Intent, command_names_in, known_kinds_in, parse_intent, resolve_target
 from bot.improve.runs import TERMINAL_STATES, Run, RunKind
@@ -433,6 +434,8 @@ class Improve(commands.Cog):
 
     async def _handle_words(self, message: discord.Message, intent: Intent) -> str | None:
         user = message.author
+        if intent.kind in ("cancel", "pause") and await self._objects_to_a_proposal(message):
+            return None  # "stop", "hold off" replying to a proposal hold it: cogs/ship.py answers
         if intent.kind in ("investigate", "fix") and not intent.certain:
             question = ask_question(intent, await self._known_kinds())
             await message.reply(question, view=ask_view(message.id), mention_author=False)
@@ -502,6 +505,13 @@ class Improve(commands.Cog):
         if joined:
             return f"Run #{run.id} is already on it (`{run.state}`)."
         return f"🔁 Run #{run.id} redoes run #{run_id} on the current main; its proposal replaces the old."
+
+    async def _objects_to_a_proposal(self, message: discord.Message) -> bool:
+        """A reply to a proposal's message that the approval grammar reads as holding it."""
+        ref = message.reference
+        if ref is None or ref.message_id is None or not read_approval(message.content).holds:
+            return False
+        return await self.bot.services.deploy.approvals.proposal_for_message(ref.message_id) is not None
 
     async def _replied_run(self, message: discord.Message) -> int | None:
         ref = message.reference

@@ -1,24 +1,31 @@
-"""Shipping in Discord: ✅/🔐/❌ and Approve/Reject on a proposal, "ship it" replies, /rollback,
-and the deploy reports (with a one-click rollback when a change regressed).
+"""Shipping in Discord: ✅/🔐/❌ and Approve/Reject on a proposal, "ship it" replies, objections,
+/rollback, and the deploy reports (with a one-click rollback when a change regressed).
 
-Words and reactions are read by the one approval grammar (`bot.deploy.grammar`). Approvals follow
-the human through raw gateway events — a deleted or edited approving message, a removed reaction —
-so they work on messages from before a restart, when nothing is cached.
+Words and reactions are read by the one approval grammar (`bot.deploy.grammar`). A message is about
+a proposal when it replies to the proposal's message or is in the thread started from it; a message
+in a dev channel that names the run ("run 7", "#7") can hold it too, never approve or reject it.
+Approvals and objections follow the human through raw gateway events — a deleted or edited message, a
+removed reaction — so they work on messages from before a restart, when nothing is cached; and what
+the bot missed while it was down is found by reading the messages again (`DiscordSources`, which the
+deploy side calls at start-up and at merge time).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
+import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot.app import MendBot, role_ids
 from bot.deploy.approval import ApprovalForm
-from bot.deploy.grammar import normalise, reaction_form, read_approval
+from bot.deploy.grammar import normalise, reaction_form, read_approval, run_references
 from bot.deploy.reload import Reloader
+from bot.deploy.sources import SourceRead
 from bot.errors import UserError
 from bot.improve.runs import Run
 
@@ -86,6 +93,32 @@ class RollbackButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"
         await interaction.followup.send((await emergency_rollback(bot, self.run_id, interaction.user))[:2000])
 
 
+class DiscordSources:
+    """`bot.deploy.sources.ApprovalSources` over discord.py: the message fetched from Discord (never
+    the cache) and the users of each decision reaction on it, fetched too."""
+
+    def __init__(self, bot: MendBot, timeout_s: float = 15.0) -> None:
+        self.bot = bot
+        self.timeout_s = timeout_s
+
+    async def read(self, channel_id: int, message_id: int) -> SourceRead:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                message = await self.bot.get_partial_messageable(channel_id).fetch_message(message_id)
+                reactions: dict[str, frozenset[int]] = {}
+                for reaction in message.reactions:
+                    emoji = normalise(str(reaction.emoji))
+                    if reaction_form(emoji) is None:
+                        continue
+                    users = frozenset([user.id async for user in reaction.users(limit=None)])
+                    reactions[emoji] = reactions.get(emoji, frozenset()) | users
+        except discord.NotFound:  # the message, or its channel, is gone
+            return SourceRead.gone()
+        except (discord.HTTPException, TimeoutError, aiohttp.ClientError, OSError) as exc:
+            return SourceRead.unreadable(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        return SourceRead.found(message.content, reactions)
+
+
 def proposal_view(proposal_id: int) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     view.add_item(ProposalButton(proposal_id, "approve"))
@@ -141,6 +174,7 @@ class Ship(commands.Cog):
         self.bot.add_dynamic_items(ProposalButton, RollbackButton)
         self.deploy.reporter = self
         self.deploy.roles_of = self.roles_of
+        self.deploy.sources = DiscordSources(self.bot)
         self.deploy.reloader = Reloader(self.bot)
         cluster = self.bot.services.cluster
         if cluster.shared:  # the leader resumes watches and deploys, whichever process it is
@@ -163,6 +197,7 @@ class Ship(commands.Cog):
         if self.deploy.reporter is self:
             self.deploy.reporter = None
             self.deploy.roles_of = None
+            self.deploy.sources = None
 
     async def roles_of(self, user_id: int) -> list[int] | None:
         """The user's roles as Discord has them now (fetched, not cached); None if not a member."""
@@ -254,22 +289,55 @@ class Ship(commands.Cog):
             return
         await self._say(payload.channel_id, await self.deploy.message_edited(payload.message_id, content))
 
+    async def _proposal_of(self, message: discord.Message) -> tuple[int | None, str]:
+        """The proposal a message is about, and how: "words" (a reply to its message, or in the thread
+        started from it) or "named" (it names a run that is still to merge); (None, "") otherwise."""
+        approvals = self.deploy.approvals
+        ref = message.reference
+        if ref is not None and ref.message_id is not None:
+            proposal_id = await approvals.proposal_for_message(ref.message_id)
+            if proposal_id is not None:
+                return proposal_id, "words"
+        if isinstance(message.channel, discord.Thread):  # a thread started from a message has its id
+            proposal_id = await approvals.proposal_for_message(message.channel.id)
+            if proposal_id is not None:
+                return proposal_id, "words"
+        for run_id in run_references(message.content):
+            run = await self.bot.services.improve.runs.find(run_id)
+            if run is not None and run.proposal_id is not None:
+                return run.proposal_id, "named"
+        return None, ""
+
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
-        if message.author.bot or message.reference is None or message.reference.message_id is None:
+        if message.author.bot:
             return
-        proposal_id = await self.deploy.approvals.proposal_for_message(message.reference.message_id)
+        proposal_id, how = await self._proposal_of(message)
         if proposal_id is None:
             return
         reading = read_approval(message.content)
-        if reading.verdict == "none":
-            return
-        if reading.form is None:  # ship-it-like, but not a clear decision: say what would count
-            await self.deploy.unclear(
-                proposal_id=proposal_id, user_id=message.author.id, reason=reading.reason, via="words"
+        if reading.verdict == "none" or (how == "named" and reading.verdict != "object"):
+            return  # naming a run only ever holds it: approving and rejecting take a reply
+        if reading.holds:  # an objection, or not a clear decision: it holds the merge for its author
+            decision = await self.deploy.hold(
+                proposal_id=proposal_id,
+                user_id=message.author.id,
+                user_name=message.author.display_name,
+                role_ids=role_ids(message.author),
+                is_bot=message.author.bot,
+                channel_id=message.channel.id,
+                parent_channel_id=_parent(message.channel),
+                message_id=message.id,
+                text=message.content,
+                via=how,
             )
-            await message.reply(reading.reply()[:2000], mention_author=False)
+            if how == "named" and decision.status != "held":
+                return  # a run named in passing, by someone it does not concern: no answer
+            await message.reply(
+                decision.message[:2000], mention_author=False, allowed_mentions=discord.AllowedMentions.none()
+            )
             return
+        assert reading.form is not None
         async with message.channel.typing():  # a merge re-verifies and reloads: show it is under way
             text = await decide(
                 self.bot,

@@ -133,7 +133,10 @@ async def test_allow_listed_approval_is_ready_and_moves_run_to_merging(world: Wo
     decision = await world.decide(proposal, ALICE)
     assert decision.status == "ready"
     assert (decision.approvals, decision.required, decision.sha) == (1, 1, proposal.head_sha)
-    assert decision.message == f"✅ Approved by alice (1/1) — merging `{proposal.head_sha[:7]}`."
+    # "merging" is said only once the merge-time recheck has passed (DeployService), never here.
+    assert decision.message == (
+        f"✅ Approved by alice (1/1) — checking approvals before merging `{proposal.head_sha[:7]}`…"
+    )
     assert await world.state(run) == "merging"
     ((event, actor, detail),) = await world.events(run)
     assert (event, actor, detail["sha"], detail["via"]) == (

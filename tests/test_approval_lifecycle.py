@@ -15,6 +15,7 @@ import pytest
 from bot.db.approvals import Approval, for_proposal
 from bot.improve.runs import Run
 from bot.services import Services, build_services
+from tests.harness.approval_sources import DiscordRecord
 from tests.harness.discord import make_settings
 from tests.harness.github_double import GitHubDouble
 from tests.harness.repo import git
@@ -43,6 +44,9 @@ async def services(tmp_path: Path) -> AsyncIterator[tuple[Services, GitHubDouble
             discord={"dev_channel_ids": [DEV]},
         )  # fmt: skip
         built = await build_services(settings, watch_prompts=False)
+        discord = DiscordRecord()
+        discord.say(5, "ship it")  # alice's approving message, as the approvals below name it
+        built.deploy.sources = discord
         try:
             yield built, github
         finally:

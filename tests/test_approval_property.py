@@ -1,9 +1,11 @@
 """A property of the ship-it gate under random interleavings (seeded, a fixed number of cases).
 
 Approvals (words and ✅, from approvers and from someone who is not one), withdrawals (deleted
-messages, removed reactions, edits), hand commits on the proposal branch, commits on main, restarts
+messages, removed reactions, edits — seen as they happen, or done while the bot was not listening and
+found only by reading Discord again), hand commits on the proposal branch, commits on main, restarts
 and cancels are applied in random order to the real services — SQLite, git, the sandboxed verify, the
-LocalForge — with `deploy.required_approvals: 2`. After every step, with the services idle:
+LocalForge — with `deploy.required_approvals: 2`. Discord is the network edge: a `DiscordRecord`
+holds what the users left there. After every step, with the services idle:
 
 1. a run that got merged had, by the test's own book-keeping, at least two distinct approvers whose
    signal for the approved commit was given after the branch last moved and not taken back since;
@@ -20,6 +22,7 @@ from bot.deploy.merge import Merger
 from bot.improve.runs import Run
 from bot.services import Services, build_services
 from bot.settings import Settings
+from tests.harness.approval_sources import DiscordRecord
 from tests.harness.discord import make_settings
 from tests.harness.repo import git
 
@@ -43,8 +46,9 @@ def _repo(root: Path) -> Path:
     return root
 
 
-async def _services(settings: Settings) -> Services:
+async def _services(settings: Settings, discord: DiscordRecord) -> Services:
     services = await build_services(settings, watch_prompts=False)
+    services.deploy.sources = discord
     # The same Merger the bot builds, without the smoke load of bot extensions: this repository
     # has none, its one check is check.py.
     old = services.deploy.merger
@@ -69,6 +73,7 @@ class Case:
     repo: Path
     settings: Settings
     services: Services
+    discord: DiscordRecord
     book: Book = field(default_factory=Book)
     run: Run | None = None
     proposal_message: int = 0
@@ -146,12 +151,14 @@ class Case:
         user = self.rng.choice((*APPROVERS, OUTSIDER))
         message = self.new_id()
         self.book.messages[message] = user
+        self.discord.say(message, "ship it")
         await self.decide(user, via="words", message_id=message)
         self.log.append(f"words {user} m{message}")
 
     async def approve_by_reaction(self) -> None:
         user = self.rng.choice((*APPROVERS, OUTSIDER))
         await self.ensure_proposal()
+        self.discord.react(self.proposal_message, "✅", user)
         await self.decide(user, via="reaction", message_id=self.proposal_message, emoji="✅")
         self.log.append(f"react {user}")
 
@@ -159,29 +166,40 @@ class Case:
         if not self.book.messages:
             return
         message = self.rng.choice(sorted(self.book.messages))
-        await self.services.deploy.withdraw(message_id=message, why="deleted")
+        self.discord.delete(message)
+        seen = self.rng.random() < 0.5
+        if seen:  # else the bot was not listening: only reading Discord again finds it
+            await self.services.deploy.withdraw(message_id=message, why="deleted")
         self.book.standing = {k: v for k, v in self.book.standing.items() if k[:2] != ("message", message)}
-        self.log.append(f"delete m{message}")
+        self.log.append(f"delete m{message}" + ("" if seen else " unseen"))
 
     async def edit_message(self) -> None:
         if not self.book.messages:
             return
         message = self.rng.choice(sorted(self.book.messages))
+        if message not in self.discord.messages:
+            return  # deleted already
         text = self.rng.choice(("Ship it!", "don't ship it", "ship it?", "ship it later"))
-        await self.services.deploy.message_edited(message, text)
+        self.discord.say(message, text)
+        seen = self.rng.random() < 0.5
+        if seen:
+            await self.services.deploy.message_edited(message, text)
         if text != "Ship it!":
             self.book.standing = {
                 k: v for k, v in self.book.standing.items() if k[:2] != ("message", message)
             }
-        self.log.append(f"edit m{message} {text!r}")
+        self.log.append(f"edit m{message} {text!r}" + ("" if seen else " unseen"))
 
     async def remove_reaction(self) -> None:
         user = self.rng.choice(APPROVERS)
-        await self.services.deploy.withdraw(
-            message_id=self.proposal_message, user_id=user, emoji="✅", why="reaction_removed"
-        )
+        self.discord.unreact(self.proposal_message, "✅", user)
+        seen = self.rng.random() < 0.5
+        if seen:
+            await self.services.deploy.withdraw(
+                message_id=self.proposal_message, user_id=user, emoji="✅", why="reaction_removed"
+            )
         self.book.standing.pop(("reaction", self.proposal_message, user), None)
-        self.log.append(f"unreact {user}")
+        self.log.append(f"unreact {user}" + ("" if seen else " unseen"))
 
     async def hand_commit(self) -> None:
         run = await self.ensure_proposal()
@@ -204,7 +222,8 @@ class Case:
     async def restart(self) -> None:
         await self.services.quiesce()
         await self.services.aclose()
-        self.services = await _services(self.settings)
+        self.services = await _services(self.settings, self.discord)
+        await self.services.deploy.reread_standing()  # what the Ship cog has it do at start-up
         self.log.append("restart")
 
     async def cancel(self) -> None:
@@ -263,7 +282,8 @@ async def test_random_interleavings_never_merge_without_current_approvals(tmp_pa
             deploy={"watch_hand_edits": False, "required_approvals": 2},
             improve={"checks": [CHECK]},
         )
-        case = Case(random.Random(seed), repo, settings, await _services(settings))
+        discord = DiscordRecord()
+        case = Case(random.Random(seed), repo, settings, await _services(settings, discord), discord)
         try:
             for _ in range(STEPS):
                 await case.step()

@@ -212,8 +212,10 @@ async def test_history_brings_an_empty_sqlite_file_to_the_head(tmp_path: Path) -
 
 async def test_a_fresh_sqlite_file_has_the_legacy_schema(tmp_path: Path) -> None:
     """A file made by the history has the tables, columns, keys, checks, indexes (partial ones
-    too), views, FTS5 table and triggers that the SQL migrations 0001–0013 made."""
+    too), views, FTS5 table and triggers that the SQL migrations 0001–0013 made, and then the
+    revisions after the baseline made on it."""
     _legacy_sqlite(tmp_path / "legacy.db", 13)
+    await (await open_database(tmp_path / "legacy.db")).close()  # the revisions after the baseline
     await (await open_database(tmp_path / "new.db")).close()
     with _sqlite(tmp_path / "legacy.db") as legacy, _sqlite(tmp_path / "new.db") as new:
         assert _sqlite_schema(new) == _sqlite_schema(legacy)
@@ -236,8 +238,10 @@ async def test_a_fresh_sqlite_file_numbers_rows_like_the_legacy_one(tmp_path: Pa
 @pytest.mark.parametrize("version", [13, 5])
 async def test_a_legacy_sqlite_file_with_rows_is_adopted(tmp_path: Path, version: int) -> None:
     """A file the SQL migrations left at `version`, with rows, keeps every row, gets the rest of
-    the SQL migrations, is stamped at the head and has exactly the legacy schema objects."""
+    the SQL migrations, is stamped at the head and has exactly the schema objects of a legacy file
+    at 13 brought to the head."""
     _legacy_sqlite(tmp_path / "reference.db", 13)
+    await (await open_database(tmp_path / "reference.db")).close()  # and the revisions since
     path = tmp_path / "old.db"
     _legacy_sqlite(path, version)
     with _sqlite(path) as conn:

@@ -52,7 +52,7 @@ def test_ship_it_unproven_is_its_own_form() -> None:
     assert read_approval("ship it unproven").form == "approve_unproven"
     assert read_approval("Ship it UNPROVEN!").form == "approve_unproven"
     assert read_approval("ship it unproven?").verdict == "unclear"
-    assert read_approval("don't ship it unproven").verdict == "unclear"
+    assert read_approval("don't ship it unproven").verdict == "object"
 
 
 @pytest.mark.deploy(required_approvals=1)

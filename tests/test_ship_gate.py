@@ -20,10 +20,11 @@ import discord
 import pytest
 
 from bot.db import approvals as approval_queries
+from bot.db import objections as objection_queries
 from bot.db.proposals import Proposal
 from bot.improve.runs import Run
 from bot.playground import VirtualWorld
-from tests.harness.discord import bot_messages, make_bot, make_settings, reply_text, running_world
+from tests.harness.discord import bot_down, bot_messages, make_bot, make_settings, reply_text, running_world
 from tests.harness.repo import git
 
 
@@ -158,16 +159,38 @@ GRAMMAR: list[tuple[str, str]] = [
     ("do not ship", "reject"),
     ("reject", "reject"),
     ("❌", "reject"),
-    # negations that are not a clear rejection either: nothing counts
-    ("I wouldn't ship it", "unclear"),
-    (f"I w{CYR_O}uldn't ship it", "unclear"),  # look-alike letter in the negation
-    ("never ship it", "unclear"),
-    ("not yet, ship it later", "unclear"),
-    ("hold on, ship it", "unclear"),
-    ("wait, ship it", "unclear"),
-    ("no ship it", "unclear"),
-    ("ship it, not", "unclear"),
-    (f"n{CYR_O}t yet ship it", "unclear"),
+    # objections: a negation of shipping, a word asking to wait or stop, a message opening with no —
+    # each holds the merge until its author approves or takes it back
+    ("I wouldn't ship it", "object"),
+    (f"I w{CYR_O}uldn't ship it", "object"),  # look-alike letter in the negation
+    ("never ship it", "object"),
+    ("not yet, ship it later", "object"),
+    ("hold on, ship it", "object"),
+    ("wait, ship it", "object"),
+    ("no ship it", "object"),
+    ("ship it, not", "object"),
+    (f"n{CYR_O}t yet ship it", "object"),
+    ("wait, don't ship it", "object"),
+    ("don't merge it yet", "object"),
+    ("do not merge", "object"),
+    ("we shouldn't deploy this on a Friday", "object"),
+    ("ship it later", "object"),
+    ("wait", "object"),
+    (f"w{CYR_A}it", "object"),  # a look-alike letter in the word asking to wait
+    (f"wa{ZWSP}it", "object"),  # a zero-width space inside it
+    ("hold on", "object"),
+    ("please hold off", "object"),
+    ("let's pause this", "object"),
+    ("stop", "object"),
+    ("this blocks the release", "object"),
+    ("waiting for CI", "object"),
+    ("no", "object"),
+    ("Nope.", "object"),
+    ("not yet", "object"),
+    ("✅ but wait for CI", "object"),
+    ("should we wait?", "object"),  # asking whether to wait is asking to wait
+    # a negation the grammar cannot place: it holds too, and asks
+    ("I don't get this diff", "unclear"),
     # questions, quotes, code
     ("ship it?", "unclear"),
     ("should we ship it?", "unclear"),
@@ -196,7 +219,8 @@ GRAMMAR: list[tuple[str, str]] = [
 def test_grammar_table_is_big_enough() -> None:
     """The table covers at least 40 messages and every verdict."""
     assert len(GRAMMAR) >= 40
-    assert {verdict for _, verdict in GRAMMAR} == {"approve", "approve_security", "reject", "unclear", "none"}
+    verdicts = {verdict for _, verdict in GRAMMAR}
+    assert verdicts == {"approve", "approve_security", "reject", "object", "unclear", "none"}
 
 
 async def _verdict(gate: Gate, run: Run, proposal: Proposal, reply: list[str]) -> str:
@@ -205,8 +229,11 @@ async def _verdict(gate: Gate, run: Run, proposal: Proposal, reply: list[str]) -
     standing = await gate.standing(proposal)
     if standing:
         return standing[0][1]
+    held = await objection_queries.standing(gate.services.db, proposal.id)
+    if held:
+        return held[0].kind
     if await gate.events(run, "approval_unclear"):
-        return "unclear"
+        return "unclear without holding"
     # Not about shipping: the approval flow stays out of it (the chat cog may still answer, as it
     # answers every message addressed to the bot).
     from_gate = [text for text in reply if "count as an approval" in text or "Approval of" in text]
@@ -229,6 +256,11 @@ async def test_every_message_of_the_grammar_table_gets_its_verdict(gate: Gate) -
         elif expected == "unclear":
             if not (len(replies) == 1 and "doesn't count" in replies[0] and "**ship it**" in replies[0]):
                 wrong.append(f"{text!r}: unclear without a reply saying what counts: {replies}")
+            elif f"holds run #{run.id}" not in replies[0]:
+                wrong.append(f"{text!r}: unclear without saying it holds the run: {replies}")
+        elif expected == "object":
+            if not (len(replies) == 1 and replies[0].startswith(f"⏸ Holding run #{run.id}")):
+                wrong.append(f"{text!r}: an objection not answered as holding the run: {replies}")
         elif expected == "none" and any("approval" in r.lower() or "ship" in r.lower() for r in replies):
             # The chat cog may answer (every message addressed to the bot gets an answer); the gate must not.
             wrong.append(f"{text!r}: not about shipping, yet the gate answered: {replies}")
@@ -510,10 +542,12 @@ async def test_a_restart_after_the_merge_was_recorded_finishes_the_deploy(gate: 
 
 async def _decided_then_stopped(gate: Gate, bob: Any) -> tuple[Run, Proposal, Any]:
     """alice's ✅ through Discord, then bob's approval decided (the run is merging) — and the process
-    stops before merging: only the approval service ran for bob's ✅."""
+    stops before merging: only the approval service ran for bob's ✅ (on Discord, it is there)."""
     run, proposal, message = await gate.propose()
     await gate.world.users["alice"].react(message, "✅")
     await gate.world.quiesce()
+    async with bot_down(gate.world):
+        await bob.react(message, "✅")
     decision = await gate.services.deploy.approvals.decide(
         proposal_id=proposal.id, user_id=bob.id, role_ids=[], is_bot=False, channel_id=gate.world.dev.id,
         form="approve", via="reaction", message_id=message.id, emoji="✅",

@@ -30,6 +30,7 @@ __all__ = [
     "register_message",
     "standing_message_forms",
     "withdraw",
+    "withdraw_ids",
 ]
 
 ApprovalForm = Literal["approve", "approve_security", "approve_unproven", "reject"]
@@ -51,6 +52,7 @@ class Approval:
     emoji: str | None = None
     withdrawn_at: float | None = None
     withdrawn_why: str | None = None
+    channel_id: int | None = None  # where the signal was given (None on rows from before it was kept)
 
     @property
     def counts(self) -> bool:
@@ -123,6 +125,7 @@ def _insert(dialect: str) -> Executable:
         source=bindparam("source"),
         message_id=bindparam("message_id"),
         emoji=bindparam("emoji"),
+        channel_id=bindparam("channel_id"),
     )
     # A decision that still stands is left as it is (no row changed: the caller hears False).
     return upsert.on_conflict_do_update(
@@ -196,6 +199,7 @@ async def insert(
     source: str = "",
     message_id: int | None = None,
     emoji: str | None = None,
+    channel_id: int | None = None,
 ) -> bool:
     """Store a decision from one signal (`source`); False when that signal already stands for it.
 
@@ -214,6 +218,7 @@ async def insert(
         source=source,
         message_id=message_id,
         emoji=emoji,
+        channel_id=channel_id,
     )
     return changed == 1
 
@@ -279,6 +284,12 @@ async def withdraw(
     return rows
 
 
+async def withdraw_ids(db: Connection, ids: Collection[int], *, why: str, now: float) -> None:
+    """Withdraw these decisions (found gone or changed when read again from Discord)."""
+    if ids:
+        await core.execute(db, _WITHDRAW, ids=list(ids), now=now, why=why)
+
+
 def _row(row: Mapping[str, Any]) -> Approval:
     return Approval(
         id=row["id"],
@@ -295,6 +306,7 @@ def _row(row: Mapping[str, Any]) -> Approval:
         emoji=row["emoji"],
         withdrawn_at=row["withdrawn_at"],
         withdrawn_why=row["withdrawn_why"],
+        channel_id=row["channel_id"],
     )
 
 

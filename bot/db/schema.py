@@ -324,11 +324,34 @@ approvals = Table(
     Column("emoji", Text),
     Column("withdrawn_at", Seconds),
     Column("withdrawn_why", Text),
+    Column("channel_id", BigInteger),  # where the signal was given: an approving message is re-read there
     CheckConstraint(_in("form", "approve", "approve_security", "approve_unproven", "reject"), name="form"),
     UniqueConstraint("proposal_id", "user_id", "sha", "form", "source"),
 )
 Index("approvals_run", approvals.c.run_id)
 Index("approvals_message", approvals.c.message_id, **_partial("message_id IS NOT NULL"))
+
+# What an approver said against shipping a proposal (or could not be read as a yes or a no): it holds
+# the merge until that person withdraws it or approves after it. Not bound to a head: a new commit
+# does not answer an objection.
+objections = Table(
+    "objections",
+    metadata,
+    _id(),
+    Column("proposal_id", BigInteger, nullable=False),
+    Column("run_id", BigInteger, nullable=False),
+    Column("user_id", BigInteger, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("reason", Text, nullable=False, server_default=text("''")),
+    Column("message_id", BigInteger, nullable=False),
+    Column("channel_id", BigInteger, nullable=False),
+    Column("created_at", Seconds, nullable=False),
+    Column("withdrawn_at", Seconds),
+    Column("withdrawn_why", Text),
+    CheckConstraint(_in("kind", "object", "unclear"), name="kind"),
+    UniqueConstraint("proposal_id", "message_id"),
+)
+Index("objections_message", objections.c.message_id)
 
 proposal_messages = Table(
     "proposal_messages",

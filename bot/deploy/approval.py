@@ -1,7 +1,8 @@
 """The one place that decides whether a proposal may be merged (DESIGN §7).
 
 Every approval signal — ✅/🔐 on the proposal message, the Approve button, "ship it" in reply or
-in its thread — reaches `ApprovalService.decide()` as plain values, and every rule lives here:
+in its thread — reaches `ApprovalService.decide()` as plain values, every objection reaches
+`ApprovalService.hold()`, and every rule lives here:
 
 1. the person is allow-listed and not a bot (the bot itself included);
 2. the signal came from a dev channel, or from a thread whose parent is one;
@@ -18,27 +19,53 @@ in its thread — reaches `ApprovalService.decide()` as plain values, and every 
    proof of fix does not hold (`bot.improve.proof`) counts only the explicit "ship it unproven" (or, on
    protected paths, the security form, itself explicit): a plain "ship it" is answered with why;
 7. approvals follow the human: each stored approval remembers the signal it came from (the
-   approving message, or the reaction on the proposal's message), and `withdraw()` /
+   approving message and its channel, or the reaction on the proposal's message), and `withdraw()` /
    `message_edited()` take it back when that message is deleted, edited into anything but the same
-   clear decision (`bot.deploy.grammar`), or the reaction is removed;
+   clear decision (`bot.deploy.grammar`), or the reaction is removed. An edit never adds an approval
+   and never rejects; an approving message edited into words that say no, or that the grammar
+   cannot read as a yes, becomes an objection of its author (rule 9);
+7b. and they are read again, because Discord does not replay to a new session what the bot missed
+   while it was down: at start-up (`DeployService.reread_standing`) and at merge time (`recheck`),
+   `reread()` fetches each standing approval's source through `ApprovalSources` — the approving
+   message's current words through the grammar, the reaction's current users. A message gone (404),
+   edited into anything but the same clear decision, or a reaction no longer there withdraws the
+   approval, as the live event would have. A source Discord cannot be asked about (an error, a
+   timeout, no Discord attached) is not withdrawn but does not count at that merge: the merge is held
+   with the reason. A button click is an act, not a state: there is nothing to read again, and it
+   counts until the head moves;
 8. at merge time `recheck()` counts again, against the *current* allow-list and each approver's
-   *current* roles: a withdrawn, stale or revoked approval does not count, and the merge report
-   names the approvals that did.
+   *current* roles: a withdrawn, stale, revoked or unreadable approval does not count, a standing
+   objection holds, and the merge report names the approvals that did count;
+9. an objection holds. The rule chosen, with DESIGN §7: its rejection forms — ❌ on the proposal,
+   the Reject button, a whole message "don't ship" / "reject" replying to it — still reject the run
+   at once (a rejection is final, whatever the count). Every other message from an allow-listed user,
+   replying to the proposal, in its thread or naming its run ("run 7", "#7") in a dev channel, that
+   the grammar reads as an objection (asks to wait or stop, says no, negates shipping) or cannot
+   read as a yes or a no ("unclear"), is an objection: stored (`bot.db.objections`), it holds the
+   merge — decide() answers "recorded" instead of "ready", and recheck() will not pass — until that
+   same person withdraws it (deletes the message, or edits it into something that no longer holds)
+   or gives a valid approval after it. A message naming a run only ever holds it: approving and
+   rejecting need a reply to the proposal. Objections are not bound to a head (a new commit does not
+   answer one), they hold whatever the objector's roles are by now (a moderator deleting the message
+   lets go), and they are read again like approvals: a message gone or edited out of holding
+   withdraws them; one that cannot be read still holds.
 
-"ready" means enough approvals of the head are in, and decide() has already moved the run
-awaiting_approval → merging: the caller merges exactly `decision.sha`. Two approvals arriving
+"ready" means enough approvals of the head are in, no objection holds, and decide() has already
+moved the run awaiting_approval → merging: the caller merges exactly `decision.sha`, after
+`recheck()`. Two approvals arriving
 together cannot both be "ready": decide() runs one at a time per proposal (an asyncio lock), and the
 transition is a compare-and-set on the run's state in SQLite (RunService.transition), which also
 holds against another process; the loser answers "already merged". "rejected" means decide() moved
-the run to rejected; the caller closes the proposal on the forge. Every decision, refusals
-included, is written to the run's events as `approval_<status>` by `user:<id>`.
+the run to rejected; the caller closes the proposal on the forge. "held" means hold() stored an
+objection. Every decision, refusals included, is written to the run's events as `approval_<status>`
+(`approval_objected` / `approval_unclear` for objections) by `user:<id>`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -46,11 +73,15 @@ from typing import Any, Literal
 
 from bot.access import AccessPolicy
 from bot.db import approvals as queries
+from bot.db import objections as objection_queries
 from bot.db import proofs, proposals
 from bot.db.approvals import Approval, ApprovalForm
 from bot.db.core import Connection
+from bot.db.objections import Objection, ObjectionKind
 from bot.db.proposals import Proposal
 from bot.db.retry import Writes
+from bot.deploy.grammar import Reading, read_approval, what_counts
+from bot.deploy.sources import ApprovalSources, SourceRead
 from bot.git import git
 from bot.improve.guard import protected_entry
 from bot.improve.proof import proved_by_replay
@@ -64,7 +95,9 @@ __all__ = [
     "ApprovalService",
     "DecisionStatus",
     "DiffUnavailable",
+    "EditOutcome",
     "Recheck",
+    "Reread",
     "RolesLookup",
     "is_protected",
     "touches_protected",
@@ -72,9 +105,14 @@ __all__ = [
 
 _log = get_logger(__name__)
 
-DecisionStatus = Literal["ready", "recorded", "refused", "rejected", "already_merged", "not_awaiting"]
+DecisionStatus = Literal["ready", "recorded", "refused", "rejected", "already_merged", "not_awaiting", "held"]
 
 _MERGED_STATES = frozenset({"merging", "deployed", "watching", "resolved", "regressed"})
+# Where a merge is still ahead, an objection can hold it: waiting for approval, queued or about to
+# merge (recheck has not run yet), re-verifying a moved branch, or stopped in one of those.
+_OBJECTABLE_STATES = frozenset({"awaiting_approval", "merging", "verifying", "interrupted"})
+_APPROVE_FORMS: tuple[ApprovalForm, ...] = ("approve", "approve_security", "approve_unproven")
+_NO_DISCORD = "Discord is not connected"
 _GIT_TIMEOUT_S = 60.0
 _SECURITY_HINT = "approve with **ship it security** or 🔐"
 
@@ -106,20 +144,53 @@ class ApprovalDecision:
 
 
 @dataclass(frozen=True)
+class Reread:
+    """What reading the proposal's standing signals again from Discord found.
+
+    `withdrawn` / `objections_withdrawn`: taken back now, each with why ("deleted", "edited",
+    "reaction_removed"); `unreadable`: approval id → why Discord could not tell (those do not count
+    at this merge, and stay stored); `held`: objections recorded now from approving messages that
+    were edited into one.
+    """
+
+    withdrawn: tuple[tuple[Approval, str], ...] = ()
+    objections_withdrawn: tuple[tuple[Objection, str], ...] = ()
+    unreadable: dict[int, str] = field(default_factory=dict)
+    held: tuple[Objection, ...] = ()
+
+
+@dataclass(frozen=True)
 class Recheck:
-    """Approvals counted again at merge time: who counted, who no longer did and why."""
+    """Approvals counted again at merge time: who counted, who no longer did and why, what holds."""
 
     counted: tuple[int, ...]
     dropped: tuple[tuple[int, str], ...]
     required: int
     sha: str
+    objections: tuple[Objection, ...] = ()  # standing: each holds the merge
+    reread: Reread = field(default_factory=Reread)
+    unreadable: tuple[tuple[int, str], ...] = ()  # approvers dropped only because Discord did not answer
 
     @property
     def enough(self) -> bool:
         return len(self.counted) >= self.required
 
+    @property
+    def clear(self) -> bool:
+        """Enough current approvals, and nothing holds the merge."""
+        return self.enough and not self.objections
+
     def names(self) -> str:
         return ", ".join(f"<@{user}>" for user in self.counted) or "nobody"
+
+
+@dataclass(frozen=True)
+class EditOutcome:
+    """What an edit of a message took back (`withdrawn`, `objections_withdrawn`) or made hold (`held`)."""
+
+    withdrawn: tuple[Approval, ...] = ()
+    objections_withdrawn: tuple[Objection, ...] = ()
+    held: tuple[Objection, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -205,6 +276,36 @@ async def _branch_head(repo_root: Path, branch: str) -> str | None:
 
 def _short(sha: str) -> str:
     return sha[:7]
+
+
+def _still_holds(reading: Reading) -> bool:
+    """An edited message holds when it objects, is unclear, or rejects: an edit never rejects the run
+    (that takes a new message), so a "don't ship it" written by editing holds it instead."""
+    return reading.holds or reading.verdict == "reject"
+
+
+def _people(user_ids: Iterable[int]) -> str:
+    return ", ".join(dict.fromkeys(f"<@{user}>" for user in user_ids))
+
+
+@dataclass
+class _Reader:
+    """Reads messages through `sources` for one re-read, each message once."""
+
+    sources: ApprovalSources | None
+    posted: dict[int, int]  # the proposal's own messages: message id → channel id
+    fallback: int | None  # the channel of an approving message stored without one
+    _reads: dict[tuple[int, int], SourceRead] = field(default_factory=dict)
+
+    async def read(self, channel_id: int | None, message_id: int) -> SourceRead:
+        if self.sources is None:
+            return SourceRead.unreadable(_NO_DISCORD)
+        if channel_id is None:
+            return SourceRead.unreadable("I don't know which channel it is in")
+        key = (channel_id, message_id)
+        if key not in self._reads:
+            self._reads[key] = await self.sources.read(channel_id, message_id)
+        return self._reads[key]
 
 
 class ApprovalService:
@@ -364,6 +465,120 @@ class ApprovalService:
         _log.info("approvals_stale", proposal_id=proposal.id, new_sha=new_sha, stale=count)
         return count
 
+    # -- objections hold ----------------------------------------------------------------------------
+
+    async def hold(
+        self,
+        *,
+        proposal_id: int,
+        user_id: int,
+        role_ids: Collection[int],
+        is_bot: bool,
+        channel_id: int,
+        message_id: int,
+        kind: ObjectionKind,
+        reason: str,
+        why: str,
+        parent_channel_id: int | None = None,
+        user_name: str | None = None,
+        via: str = "words",
+    ) -> ApprovalDecision:
+        """An objection (or an unclear message) about the proposal: held, or refused (rule 9).
+
+        `reason` is the grammar's ("hold", "question", …) and `why` its words for it ("it asks to
+        wait or stop"); `via` is how the message reached the proposal ("words": a reply, "thread",
+        "named": it names the run).
+        """
+        name = self._runs.redactor.text(user_name or f"<@{user_id}>", 100)  # a display name: untrusted
+        async with self._lock(proposal_id):
+            proposal = await proposals.get(self._db, proposal_id)
+            run = await self._runs.find(proposal.run_id) if proposal is not None else None
+            if proposal is None or run is None:
+                return ApprovalDecision("refused", f"There is no proposal #{proposal_id}.", 0, 0, "")
+            head = proposal.head_sha
+
+            def answer(status: DecisionStatus, why_not: str, message: str) -> tuple[ApprovalDecision, str]:
+                return ApprovalDecision(status, message, 0, 0, head, run.id, reason=why_not), why_not
+
+            unclear = f"That doesn't count as an approval ({why}). {what_counts()}"
+            dev = set(self._settings.discord.dev_channel_ids)
+            if is_bot:
+                decision, refusal = answer("refused", "bot", "Bots can't hold a merge.")
+            elif not self._access.is_allowed(user_id, role_ids):
+                decision, refusal = answer(
+                    "refused",
+                    "not_allowed",
+                    unclear
+                    if kind == "unclear"
+                    else f"{name} isn't allow-listed, so that doesn't hold the merge.",
+                )
+            elif channel_id not in dev and parent_channel_id not in dev:
+                decision, refusal = answer(
+                    "refused", "wrong_channel", "Objections only count in the dev channel."
+                )
+            elif proposal.state == "merged" or run.state in _MERGED_STATES - {"merging"}:
+                decision, refusal = answer(
+                    "already_merged",
+                    "merged",
+                    f"Run #{run.id} is already merged: `/rollback {run.id}` undoes it.",
+                )
+            elif (
+                run.state not in _OBJECTABLE_STATES
+                or run.proposal_id != proposal.id
+                or proposal.state == "closed"
+            ):
+                decision, refusal = answer(
+                    "not_awaiting", run.state, f"Run #{run.id} isn't waiting to merge (it is {run.state})."
+                )
+            else:
+                await self._writes(
+                    lambda: objection_queries.record(
+                        self._db,
+                        proposal_id=proposal.id,
+                        run_id=run.id,
+                        user_id=user_id,
+                        kind=kind,
+                        reason=reason,
+                        message_id=message_id,
+                        channel_id=channel_id,
+                        now=self._now(),
+                    ),
+                    what="objection",
+                )
+                let_go = "approve it (**ship it**), or delete or edit that message"
+                if kind == "unclear":
+                    message = (
+                        f"That doesn't count as an approval ({why}), and until you say which it holds run"
+                        f" #{run.id}: {let_go}. {what_counts()}"
+                    )
+                else:
+                    message = f"⏸ Holding run #{run.id}: {name} objected ({why}). It won't merge until {name}"
+                    message += f" says so: {let_go}."
+                decision, refusal = answer("held", kind, message)
+            await self._runs.event(
+                run.id,
+                "approval_unclear" if kind == "unclear" else "approval_objected",
+                actor=f"user:{user_id}",
+                detail={
+                    "proposal_id": proposal.id,
+                    "reason": reason,
+                    "via": via,
+                    "channel_id": channel_id,
+                    "message_id": message_id,
+                    "holding": decision.status == "held",
+                    **({} if decision.status == "held" else {"refused": refusal}),
+                },
+            )
+        _log.info(
+            "objection",
+            run_id=run.id,
+            proposal_id=proposal_id,
+            user_id=user_id,
+            kind=kind,
+            status=decision.status,
+        )
+        return decision
+
     # -- approvals follow the human ----------------------------------------------------------------
 
     async def withdraw(
@@ -385,58 +600,246 @@ class ApprovalService:
             sources=sources,
         )  # fmt: skip
         for approval in withdrawn:
+            await self._approval_withdrawn(approval, why)
+        return withdrawn
+
+    async def _approval_withdrawn(self, approval: Approval, why: str, *, seen: str = "event") -> None:
+        await self._runs.event(
+            approval.run_id,
+            "approval_withdrawn",
+            actor=f"user:{approval.user_id}",
+            detail={
+                "proposal_id": approval.proposal_id,
+                "sha": approval.sha,
+                "form": approval.form,
+                "source": approval.source,
+                "why": why,
+                "seen": seen,  # "event": Discord told us; "reread": found when reading it again
+            },
+        )
+        _log.info(
+            "approval_withdrawn",
+            proposal_id=approval.proposal_id,
+            user_id=approval.user_id,
+            why=why,
+            seen=seen,
+        )
+
+    async def withdraw_objections(self, *, message_id: int, why: str) -> list[Objection]:
+        """Take back the objections that came from `message_id` (deleted); returns those withdrawn."""
+        withdrawn = await objection_queries.withdraw_message(self._db, message_id, why=why, now=self._now())
+        for objection in withdrawn:
+            await self._objection_withdrawn(objection, why)
+        return withdrawn
+
+    async def _withdraw_objections_of(self, proposal: Proposal, user_id: int) -> list[Objection]:
+        withdrawn = await objection_queries.withdraw_user(
+            self._db, proposal.id, user_id, why="approved", now=self._now()
+        )
+        for objection in withdrawn:
+            await self._objection_withdrawn(objection, "approved")
+        return withdrawn
+
+    async def _objection_withdrawn(self, objection: Objection, why: str, *, seen: str = "event") -> None:
+        await self._runs.event(
+            objection.run_id,
+            "objection_withdrawn",
+            actor=f"user:{objection.user_id}",
+            detail={
+                "proposal_id": objection.proposal_id,
+                "message_id": objection.message_id,
+                "kind": objection.kind,
+                "why": why,
+                "seen": seen,
+            },
+        )
+        _log.info(
+            "objection_withdrawn",
+            proposal_id=objection.proposal_id,
+            user_id=objection.user_id,
+            why=why,
+            seen=seen,
+        )
+
+    async def message_edited(self, message_id: int, text: str) -> EditOutcome:
+        """A message was edited into `text`: what it stood for is kept only if it still reads the same.
+
+        An approving message still the same clear decision keeps its approval; anything else withdraws
+        it — and if it now says no or cannot be read as a yes, it holds as its author's objection
+        (rule 7). An objecting message that no longer holds lets go.
+        """
+        reading = read_approval(text)
+        held: list[Objection] = []
+        standing = await queries.standing_message_forms(self._db, message_id)
+        withdrawn: list[Approval] = []
+        if standing and standing != {reading.form}:
+            withdrawn = await self.withdraw(message_id=message_id, why="edited", sources=("message",))
+            if _still_holds(reading):
+                held = await self._hold_from_edits(withdrawn, reading.verdict, reading.reason)
+        let_go: list[Objection] = []
+        if not _still_holds(reading):
+            let_go = await objection_queries.withdraw_message(
+                self._db, message_id, why="edited", now=self._now()
+            )
+            for objection in let_go:
+                await self._objection_withdrawn(objection, "edited")
+        return EditOutcome(tuple(withdrawn), tuple(let_go), tuple(held))
+
+    async def _hold_from_edits(
+        self, withdrawn: Iterable[Approval], verdict: str, reason: str
+    ) -> list[Objection]:
+        """Approving messages edited into a no, or into something unclear: objections of their authors."""
+        kind: ObjectionKind = "unclear" if verdict == "unclear" else "object"
+        held: list[Objection] = []
+        for approval in withdrawn:
+            if approval.message_id is None or not approval.source.startswith("message:"):
+                continue
+            run = await self._runs.find(approval.run_id)
+            if run is None or run.state not in _OBJECTABLE_STATES:
+                continue
+            channel_id = approval.channel_id or run.channel_id
+            if channel_id is None:
+                continue
+            await objection_queries.record(
+                self._db,
+                proposal_id=approval.proposal_id,
+                run_id=approval.run_id,
+                user_id=approval.user_id,
+                kind=kind,
+                reason=f"edited:{reason}",
+                message_id=approval.message_id,
+                channel_id=channel_id,
+                now=self._now(),
+            )
             await self._runs.event(
                 approval.run_id,
-                "approval_withdrawn",
+                f"approval_{'unclear' if kind == 'unclear' else 'objected'}",
                 actor=f"user:{approval.user_id}",
                 detail={
                     "proposal_id": approval.proposal_id,
-                    "sha": approval.sha,
-                    "form": approval.form,
-                    "source": approval.source,
-                    "why": why,
+                    "reason": reason,
+                    "via": "edit",
+                    "holding": True,
                 },
             )
-            _log.info(
-                "approval_withdrawn", proposal_id=approval.proposal_id, user_id=approval.user_id, why=why
+            held.extend(
+                o
+                for o in await objection_queries.standing(self._db, approval.proposal_id)
+                if o.message_id == approval.message_id
             )
-        return withdrawn
+        return held
 
-    async def message_edited(self, message_id: int, form: ApprovalForm | None) -> list[Approval]:
-        """An approving message was edited; it now reads as `form` (None: not a clear decision).
+    async def reread(self, proposal_id: int, sources: ApprovalSources | None) -> Reread:
+        """Read the proposal's standing approvals (of its head) and objections again from Discord, and
+        take back what no longer says so (module docstring, 7b and 9). `sources` None: nothing can be
+        read — approvals from messages and reactions are unreadable, objections still hold."""
+        async with self._lock(proposal_id):
+            proposal = await proposals.get(self._db, proposal_id)
+            if proposal is None:
+                return Reread()
+            run = await self._runs.get(proposal.run_id)
+            posted = dict(await queries.messages_for_proposal(self._db, proposal.id))
+            # An approval stored before its channel was kept: the proposal's own channel (a reply is in
+            # the channel of the message it replies to, unless it came from a thread).
+            reader = _Reader(sources, posted, run.channel_id or next(iter(posted.values()), None))
+            withdrawn, unreadable, edited_into = await self._reread_approvals(proposal, reader)
+            held: list[Objection] = []
+            for approval, why in withdrawn:
+                await queries.withdraw_ids(self._db, [approval.id], why=why, now=self._now())
+                await self._approval_withdrawn(approval, why, seen="reread")
+                reading = edited_into.get(approval.id)
+                if reading is not None and _still_holds(reading):
+                    held += await self._hold_from_edits([approval], reading.verdict, reading.reason)
+            let_go: list[tuple[Objection, str]] = []
+            for objection in await objection_queries.standing(self._db, proposal.id):
+                if objection in held:
+                    continue
+                got = await reader.read(objection.channel_id, objection.message_id)
+                if got.status == "gone":
+                    let_go.append((objection, "deleted"))
+                elif got.status == "found" and not _still_holds(read_approval(got.content)):
+                    let_go.append((objection, "edited"))
+            for objection, why in let_go:
+                await objection_queries.withdraw_ids(self._db, [objection.id], why=why, now=self._now())
+                await self._objection_withdrawn(objection, why, seen="reread")
+        if withdrawn or let_go or unreadable:
+            _log.info(
+                "approvals_reread",
+                proposal_id=proposal_id,
+                withdrawn=len(withdrawn),
+                objections_withdrawn=len(let_go),
+                unreadable=len(unreadable),
+            )
+        return Reread(tuple(withdrawn), tuple(let_go), unreadable, tuple(held))
 
-        An edit that is still the same clear decision keeps it; anything else withdraws it.
-        """
-        standing = await queries.standing_message_forms(self._db, message_id)
-        if not standing or standing == {form}:
-            return []
-        return await self.withdraw(message_id=message_id, why="edited", sources=("message",))
+    async def _reread_approvals(
+        self, proposal: Proposal, reader: _Reader
+    ) -> tuple[list[tuple[Approval, str]], dict[int, str], dict[int, Reading]]:
+        """Each standing approval of the head against its source now: (to withdraw, with why;
+        unreadable, approval id → why; what an edited approving message reads as now)."""
+        withdrawn: list[tuple[Approval, str]] = []
+        unreadable: dict[int, str] = {}
+        edited_into: dict[int, Reading] = {}
+        for approval in await queries.active(self._db, proposal.id, proposal.head_sha, _APPROVE_FORMS):
+            kind = approval.source.partition(":")[0]
+            if approval.message_id is None or kind not in ("message", "reaction"):
+                continue  # a button click: an act, nothing to read again
+            if kind == "message":
+                got = await reader.read(approval.channel_id or reader.fallback, approval.message_id)
+                reading = read_approval(got.content)
+                changed = got.status == "found" and reading.form != approval.form
+                if changed:
+                    edited_into[approval.id] = reading
+                why = "edited"
+            else:
+                got = await reader.read(
+                    reader.posted.get(approval.message_id, approval.channel_id), approval.message_id
+                )
+                reacted = got.reactions.get(approval.emoji or "", frozenset())
+                changed = got.status == "found" and approval.user_id not in reacted
+                why = "reaction_removed"
+            if got.status == "gone":
+                withdrawn.append((approval, "deleted"))
+            elif changed:
+                withdrawn.append((approval, why))
+            elif got.status == "unreadable":
+                unreadable[approval.id] = got.error or "no answer"
+        return withdrawn, unreadable, edited_into
 
-    async def recheck(self, proposal_id: int, roles_of: RolesLookup | None) -> Recheck:
+    async def recheck(
+        self, proposal_id: int, roles_of: RolesLookup | None, sources: ApprovalSources | None
+    ) -> Recheck:
         """Count the proposal's standing approvals of its head again, as of now (module docstring, 8).
 
-        Each approver must still be allow-listed — by user id, or by a role they hold *now*
-        (`roles_of`) — and not be the requester when `deploy.exclude_requester` is set.
+        First each is read again from Discord (`reread`). Then each approver must still be
+        allow-listed — by user id, or by a role they hold *now* (`roles_of`) — not be the requester
+        when `deploy.exclude_requester` is set, and have a signal Discord could confirm (or a button
+        click). Standing objections are returned: any one of them holds the merge.
         """
         proposal = await proposals.get(self._db, proposal_id)
         if proposal is None:
             return Recheck((), (), 1, "")
+        reread = await self.reread(proposal_id, sources)
         run = await self._runs.get(proposal.run_id)
         protection = await self._protected(run, proposal)
         deploy = self._settings.deploy
-        forms: tuple[ApprovalForm, ...] = (
-            ("approve_security",)
-            if protection.protected
-            else ("approve", "approve_security", "approve_unproven")
-        )
+        forms: tuple[ApprovalForm, ...] = ("approve_security",) if protection.protected else _APPROVE_FORMS
         required = deploy.protected_required_approvals if protection.protected else deploy.required_approvals
         counted: list[int] = []
         dropped: list[tuple[int, str]] = []
-        for user_id in dict.fromkeys(
-            a.user_id for a in await queries.active(self._db, proposal.id, proposal.head_sha, forms)
-        ):
+        unreadable: list[tuple[int, str]] = []
+        signals: dict[int, list[Approval]] = {}
+        for approval in await queries.active(self._db, proposal.id, proposal.head_sha, forms):
+            signals.setdefault(approval.user_id, []).append(approval)
+        for user_id, given in signals.items():
             if deploy.exclude_requester and user_id == run.requester_id:
                 dropped.append((user_id, "requested the run"))
+                continue
+            confirmed = [approval for approval in given if approval.id not in reread.unreadable]
+            if not confirmed:
+                error = reread.unreadable[given[0].id]
+                unreadable.append((user_id, error))
+                dropped.append((user_id, f"couldn't be read from Discord ({error})"))
                 continue
             roles = await roles_of(user_id) if roles_of is not None else []
             if not self._access.is_allowed(user_id, roles or ()):
@@ -445,7 +848,10 @@ class ApprovalService:
                 )
                 continue
             counted.append(user_id)
-        result = Recheck(tuple(counted), tuple(dropped), required, proposal.head_sha)
+        holding = tuple(await objection_queries.standing(self._db, proposal.id))
+        result = Recheck(
+            tuple(counted), tuple(dropped), required, proposal.head_sha, holding, reread, tuple(unreadable)
+        )
         await self._runs.event(
             run.id,
             "approvals_rechecked",
@@ -456,6 +862,8 @@ class ApprovalService:
                 "counted": counted,
                 "dropped": [{"user_id": user, "why": why} for user, why in dropped],
                 "required": required,
+                "objections": [objection.user_id for objection in holding],
+                "withdrawn": [approval.user_id for approval, _ in reread.withdrawn],
             },
         )
         return result
@@ -601,15 +1009,30 @@ class ApprovalService:
         await self._store(request, proposal)
         users = await queries.approvers(self._db, proposal.id, head, forms, excluding=excluding)
         added = request.user_id not in before
+        # An approval given after one's own objection answers it (rule 9).
+        answered = await self._withdraw_objections_of(proposal, request.user_id)
+        holding = await objection_queries.standing(self._db, proposal.id)
         detail: dict[str, Any] = {"approvers": users, "protected_paths": list(protection.paths)}
         if protection.error is not None:
             detail["diff_error"] = protection.error
+        if holding:
+            detail["objections"] = [objection.user_id for objection in holding]
 
         def outcome(status: DecisionStatus, reason: str, message: str) -> _Outcome:
+            if answered:
+                message = f"↩️ {request.name}'s objection is withdrawn. {message}"
             decision = ApprovalDecision(status, message, len(users), required, head, run.id, protection.paths)
             return _Outcome(decision, reason, detail)
 
         count = f"({len(users)}/{required})"
+        if holding and len(users) >= required:
+            objectors = _people(objection.user_id for objection in holding)
+            return outcome(
+                "recorded",
+                "objected",
+                f"👍 {request.name} approved `{_short(head)}` {count}, but {objectors} objected: that holds"
+                " the merge until they approve, or delete or edit what they said.",
+            )
         if len(users) < required:
             missing = required - len(users)
             kind = "security approval" if protection.protected else "approval"
@@ -634,7 +1057,9 @@ class ApprovalService:
             # Another decision (another process on the same database) moved the run first.
             return await self._lost_race(proposal, run)
         return outcome(
-            "ready", "approved", f"✅ Approved by {request.name} {count} — merging `{_short(head)}`."
+            "ready",
+            "approved",
+            f"✅ Approved by {request.name} {count} — checking approvals before merging `{_short(head)}`…",
         )
 
     async def _lost_race(self, proposal: Proposal, run: Run) -> _Outcome:
@@ -668,6 +1093,7 @@ class ApprovalService:
                 source=request.source,
                 message_id=request.message_id,
                 emoji=request.emoji,
+                channel_id=request.channel_id,
             ),
             what="approval",
         )

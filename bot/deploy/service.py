@@ -27,14 +27,25 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from bot.access import AccessPolicy
-from bot.deploy.approval import ApprovalDecision, ApprovalForm, ApprovalService, Recheck, RolesLookup
+from bot.db.approvals import Approval
+from bot.db.objections import Objection
+from bot.deploy.approval import (
+    ApprovalDecision,
+    ApprovalForm,
+    ApprovalService,
+    EditOutcome,
+    Recheck,
+    Reread,
+    RolesLookup,
+)
 from bot.deploy.grammar import read_approval
 from bot.deploy.merge import LiveUpdate, MergeError, Merger, RebaseConflict
 from bot.deploy.queue import MergeQueue
 from bot.deploy.reload import Reloader, classify, render
+from bot.deploy.sources import ApprovalSources
 from bot.errors import UserError
 from bot.failpoints import Failpoints
 from bot.forge.base import (
@@ -111,6 +122,10 @@ class DeployService:
         self.reloader: Reloader | None = None
         self.reporter: DeployReporter | None = None
         self.roles_of: RolesLookup | None = None  # the chat side: an approver's current roles
+        # The chat side: messages read again from Discord (approvals and objections follow the human
+        # across a restart). None: no Discord attached — approvals from messages and reactions do not
+        # count at merge time, since nothing can confirm them.
+        self.sources: ApprovalSources | None = None
         # The incident replay against the deployed code (bot.improve.proof), one line for the report.
         self.prove_live: Callable[[Run, str], Awaitable[str]] | None = None
         # Proves a proposal branch's new head after a hand commit (bot.improve), one line for the chat.
@@ -254,15 +269,25 @@ class DeployService:
         moved_to = await branch_head(self._settings.repo_dir, proposal.branch)
         if moved_to is not None and moved_to != expected:
             return await self._branch_moved(run, proposal.id, moved_to, actor)
-        recheck = await self.approvals.recheck(proposal.id, self.roles_of)
-        if not recheck.enough:
+        recheck = await self.approvals.recheck(proposal.id, self.roles_of, self.sources)
+        if not recheck.clear:
             await self.runs.transition(
                 run.id,
                 "awaiting_approval",
                 actor="pipeline",
-                detail={"recheck": "not enough current approvals", "counted": list(recheck.counted)},
+                detail={
+                    "recheck": "objected" if recheck.objections else "not enough current approvals",
+                    "counted": list(recheck.counted),
+                    "objections": [objection.user_id for objection in recheck.objections],
+                },
             )
-            return _not_enough(recheck)
+            return self._held(recheck)
+        # Only now, with the approvals read again and counted: "merging" (never before the recheck).
+        passed = (
+            _reread_lines(recheck.reread)
+            + f"✅ Approvals still stand at merge time ({len(recheck.counted)}/{recheck.required}: "
+            f"{recheck.names()}) — merging `{expected[:7]}`.\n"
+        )
         resolved_note = ""
         try:
             result = await self.forge.merge(proposal.id, expected)
@@ -335,7 +360,37 @@ class DeployService:
             detail={"merged_sha": result.merged_sha, "approved_by": list(recheck.counted)},
         )
         self._failpoints.hit("deploy.after_merge_recorded")
-        return await self._go_live(run, result.merged_sha, f" (approved by {recheck.names()}{resolved_note})")
+        return passed + await self._go_live(
+            run, result.merged_sha, f" (approved by {recheck.names()}{resolved_note})"
+        )
+
+    def _held(self, recheck: Recheck) -> str:
+        """Why a merge did not go ahead at merge time: what was withdrawn, what holds, what counts."""
+        parts = [_reread_lines(recheck.reread).rstrip("\n")]
+        counts = f"{len(recheck.counted)}/{recheck.required} approvals of `{recheck.sha[:7]}` still count"
+        if recheck.objections:
+            objectors = ", ".join(dict.fromkeys(f"<@{o.user_id}>" for o in recheck.objections))
+            parts.append(
+                f"⏸ Not merged: {objectors} objected, and that holds the merge until they approve, or "
+                f"delete or edit what they said ({counts})."
+            )
+        elif recheck.unreadable:
+            who = "; ".join(
+                f"<@{user}>'s approval ({self.runs.redactor.text(error, 300)})"
+                for user, error in recheck.unreadable
+            )
+            parts.append(
+                f"⏸ Not merged: Discord could not be read to confirm {who}, so it doesn't count now:"
+                f" {counts}. Approve again once Discord answers; everything is read again then."
+            )
+        else:
+            dropped = "; ".join(f"<@{user}> {why}" for user, why in recheck.dropped)
+            parts.append(
+                f"⏸ Not merged: at merge time {counts}"
+                + (f" ({dropped})" if dropped else "")
+                + ". It needs approval again."
+            )
+        return _lines(*parts)
 
     async def _go_live(self, run: Run, merged_sha: str, approved: str = "") -> str:
         """The steps after a recorded merge: fast-forward the live checkout, reload, watch.
@@ -408,12 +463,18 @@ class DeployService:
         """At start-up: deploys a stop caught between steps go on by themselves, and say so.
 
         Held ones (git refused the fast-forward) wait for a person: the cause may still be there.
+        First every standing approval and objection is read again (`reread_standing`): what was
+        withdrawn while the bot was down is said, and does not count.
         """
+        await self.reread_standing()
         continued = []
         for run in await self.runs.interrupted():
             if run.interrupted_from != "merging":
                 continue
-            last = (await self.runs.events(run.id))[-1]
+            # The transition that interrupted it says whether it was held (events written since, such
+            # as approvals read again at start-up, say nothing about that).
+            events = await self.runs.events(run.id)
+            last = next((e for e in reversed(events) if e.event == "transition"), events[-1])
             if "held" in last.detail:
                 continue
             text = await self.resume_deploy(run.id, actor="system")
@@ -541,27 +602,74 @@ class DeployService:
     async def withdraw(
         self, *, message_id: int, why: str, user_id: int | None = None, emoji: str | None = None
     ) -> str | None:
-        """Withdraw what `message_id` approved (deleted, or its reaction removed): the chat notice."""
+        """Withdraw what `message_id` approved or objected (deleted, or its reaction removed): the chat
+        notice, or None."""
         withdrawn = await self.approvals.withdraw(
             message_id=message_id, why=why, user_id=user_id, emoji=emoji
         )
-        return _withdrawn_text(withdrawn, why)
+        let_go = (
+            await self.approvals.withdraw_objections(message_id=message_id, why=why) if emoji is None else []
+        )
+        return _lines(_withdrawn_text(withdrawn, why), _objections_text(let_go, why)) or None
 
     async def message_edited(self, message_id: int, text: str) -> str | None:
-        """An approving message was edited: keep it if it is still the same clear decision."""
-        reading = read_approval(text)
-        withdrawn = await self.approvals.message_edited(message_id, reading.form)
-        return _withdrawn_text(withdrawn, "edited")
+        """A message was edited: keep what it stood for only if it still reads the same (the notice)."""
+        outcome: EditOutcome = await self.approvals.message_edited(message_id, text)
+        return _edit_text(outcome) or None
 
-    async def unclear(self, *, proposal_id: int, user_id: int, reason: str, via: str) -> None:
-        """Record a ship-it-like message that was not a clear decision on the proposal's run."""
-        proposal = await self.forge.get(proposal_id)
-        await self.runs.event(
-            proposal.run_id,
-            "approval_unclear",
-            actor=f"user:{user_id}",
-            detail={"proposal_id": proposal_id, "reason": reason, "via": via},
+    async def hold(
+        self,
+        *,
+        proposal_id: int,
+        user_id: int,
+        user_name: str,
+        role_ids: list[int],
+        is_bot: bool,
+        channel_id: int,
+        parent_channel_id: int | None,
+        message_id: int,
+        text: str,
+        via: str,
+    ) -> ApprovalDecision:
+        """A message about the proposal that objects, or is not a clear decision (`ApprovalService.hold`)."""
+        reading = read_approval(text)
+        kind: Literal["object", "unclear"] = "unclear" if reading.verdict == "unclear" else "object"
+        return await self.approvals.hold(
+            proposal_id=proposal_id,
+            user_id=user_id,
+            user_name=user_name,
+            role_ids=role_ids,
+            is_bot=is_bot,
+            channel_id=channel_id,
+            parent_channel_id=parent_channel_id,
+            message_id=message_id,
+            kind=kind,
+            reason=reading.reason,
+            why=reading.why(),
+            via=via,
         )
+
+    async def reread_standing(self) -> int:
+        """At start-up: read every standing approval and objection of the proposals still ahead of a
+        merge again from Discord (edits, deletions and removed reactions the bot missed while it was
+        down), withdraw what no longer says so and say it in the run's channel. Returns how many runs
+        had something withdrawn."""
+        runs = [run for run in await self.runs.active() if run.state in ("awaiting_approval", "merging")]
+        runs += [run for run in await self.runs.interrupted() if run.interrupted_from == "merging"]
+        changed = 0
+        for run in runs:
+            if run.proposal_id is None or await self._recorded_merge(run) is not None:
+                continue  # merged already (a deploy stopped after it): nothing left to approve
+            try:
+                reread = await self.approvals.reread(run.proposal_id, self.sources)
+            except Exception:  # one run's trouble must not keep the others from being read
+                _log.exception("reread_failed", run_id=run.id)
+                continue
+            text = _reread_lines(reread, after_restart=True)
+            if text:
+                changed += 1
+                await self._notify(run, text.rstrip("\n"))
+        return changed
 
     @contextlib.asynccontextmanager
     async def _swapping_code(self) -> AsyncIterator[Callable[[list[str]], Awaitable[str]]]:
@@ -805,24 +913,63 @@ class DeployService:
             index.unlink(missing_ok=True)
 
 
-def _not_enough(recheck: Recheck) -> str:
-    dropped = "; ".join(f"<@{user}> {why}" for user, why in recheck.dropped)
-    return (
-        f"⏸ Not merged: at merge time {len(recheck.counted)}/{recheck.required} approvals of "
-        f"`{recheck.sha[:7]}` still count"
-        + (f" ({dropped})" if dropped else "")
-        + ". It needs approval again."
-    )
+def _lines(*parts: str | None) -> str:
+    return "\n".join(part for part in parts if part)
 
 
-def _withdrawn_text(withdrawn: list[Any], why: str) -> str | None:
+def _withdrawn_text(withdrawn: list[Approval], why: str, *, after_restart: bool = False) -> str | None:
     if not withdrawn:
         return None
     what = {"edited": "the message was edited", "deleted": "the message was deleted"}.get(
         why, "the reaction was removed"
     )
+    when = " while I was offline" if after_restart else ""
     people = ", ".join(dict.fromkeys(f"<@{a.user_id}>" for a in withdrawn))
-    return f"↩️ Approval of `{withdrawn[0].sha[:7]}` by {people} withdrawn: {what}."
+    return f"↩️ Approval of `{withdrawn[0].sha[:7]}` by {people} withdrawn: {what}{when}."
+
+
+def _objections_text(let_go: list[Objection], why: str, *, after_restart: bool = False) -> str | None:
+    if not let_go:
+        return None
+    what = {"edited": "the message was edited", "deleted": "the message was deleted"}.get(why, why)
+    when = " while I was offline" if after_restart else ""
+    people = ", ".join(dict.fromkeys(f"<@{o.user_id}>" for o in let_go))
+    return f"↩️ Objection by {people} withdrawn: {what}{when}; it no longer holds the merge."
+
+
+def _held_text(held: tuple[Objection, ...]) -> str | None:
+    if not held:
+        return None
+    people = ", ".join(dict.fromkeys(f"<@{o.user_id}>" for o in held))
+    return (
+        f"⏸ What {people} approved now says otherwise: that holds the merge until they approve again,"
+        " or delete or edit that message."
+    )
+
+
+def _edit_text(outcome: EditOutcome) -> str:
+    return _lines(
+        _withdrawn_text(list(outcome.withdrawn), "edited"),
+        _objections_text(list(outcome.objections_withdrawn), "edited"),
+        _held_text(outcome.held),
+    )
+
+
+def _reread_lines(reread: Reread, *, after_restart: bool = False) -> str:
+    """What reading the signals again took back, one line per kind and reason (with a final newline)."""
+    lines: list[str | None] = []
+    for why in ("deleted", "edited", "reaction_removed"):
+        lines.append(
+            _withdrawn_text([a for a, w in reread.withdrawn if w == why], why, after_restart=after_restart)
+        )
+        lines.append(
+            _objections_text(
+                [o for o, w in reread.objections_withdrawn if w == why], why, after_restart=after_restart
+            )
+        )
+    lines.append(_held_text(reread.held))
+    text = _lines(*lines)
+    return text + "\n" if text else ""
 
 
 def describe(run: Run) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from bot.services import build_services
 from bot.settings import Settings, load_settings
 from tests.harness.postgres import bot_database
 
-__all__ = ["bot_messages", "make_bot", "make_settings", "reply_text", "running_world"]
+__all__ = ["bot_down", "bot_messages", "make_bot", "make_settings", "reply_text", "running_world"]
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
@@ -88,6 +88,33 @@ async def running_world(
     finally:
         await bot.services.aclose()
         await current.services.aclose()
+
+
+@asynccontextmanager
+async def bot_down(world: VirtualWorld) -> AsyncIterator[None]:
+    """Discord goes on while the bot is not connected: what users do inside the block (edit, delete,
+    react, unreact) changes the virtual Discord, and no gateway event of it reaches the bot — as for a
+    bot that is down, since Discord does not replay to a new session what the old one missed.
+
+    Follow it with `world.restart(...)` for "changed while the bot was down", or go on with the same
+    bot for "changed during a gateway outage". simcord 3.2.1 delivers gateway events to the bot through
+    one subscriber it keeps in `Env._gateway_feed` (checked here, so an upgrade that changes it fails
+    loudly); it is taken off the backend's subscribers for the block and put back after, unless the
+    bot was replaced meanwhile.
+    """
+    env = world.env
+    feed: Any = getattr(env, "_gateway_feed", None)
+    subscribers = env.backend.subscribers
+    if feed is None or feed not in subscribers:
+        raise RuntimeError("simcord's gateway feed changed: update tests/harness/discord.py bot_down")
+    await world.quiesce()
+    subscribers.remove(feed)
+    try:
+        yield
+    finally:
+        same_bot = getattr(env, "_gateway_feed", None) is feed
+        if same_bot and feed not in subscribers:
+            subscribers.append(feed)
 
 
 def reply_text(result: simcord.InteractionResult) -> str:
