@@ -236,6 +236,7 @@ async def _assemble(
     if not shared:
         recorder.subscribe(deploy.observe)
     deploy.prove_live = improve.prove_live
+    deploy.prove_rollback = improve.prove_rollback
     deploy.reprove = improve.reprove
     if shared:
         # Runs in flight are other processes' too: one starting must not take them for ones it

@@ -14,7 +14,8 @@ from claude_agent_sdk import PermissionResultAllow, PermissionResultDeny, ToolPe
 
 from bot.improve import agent_env
 from bot.improve.agent_env import agent_environment, write_launcher
-from bot.improve.guard import Decision, GuardPolicy, ToolGuard
+from bot.improve.guard import Decision, GuardPolicy, ToolGuard, protected_entry
+from bot.settings import DEFAULT_PROTECTED_PATHS
 
 PROTECTED = ("bot/improve/guard.py", ".ci/", "prompts/agent/", "config.yaml")
 
@@ -581,3 +582,22 @@ def test_launcher_keeps_only_allowed_names(tmp_path: Path, monkeypatch: pytest.M
     assert launcher == tmp_path / "bin" / "claude"
     with pytest.raises(ValueError, match="not valid"):
         write_launcher(tmp_path, ["BAD NAME"])
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "bot/observe/recorder.py",
+        "bot/observe/capture.py",
+        "bot/observe/detector.py",
+        "bot/observe/incidents.py",
+        "bot/errors.py",
+        "bot/loopback_discord.py",
+        "bot/improve/replay_launch.py",
+        "bot/improve/proof_runner.py",
+    ],
+)
+def test_what_the_watch_and_the_proof_see_is_protected(path: str) -> None:
+    """A change to observation, the bot's apology or the replay's observer could blind the watch or
+    forge a proof: by default it needs a security run and the security form."""
+    assert protected_entry(path, DEFAULT_PROTECTED_PATHS) is not None

@@ -214,6 +214,44 @@ async def test_fix_that_deletes_the_command_is_labelled_unproven_without_require
     assert _proof(settings)["verdict"] == "disproven"
 
 
+async def test_a_shipped_fix_whose_live_replay_fails_regresses_at_once(tmp_path: Path) -> None:
+    """Shipped without proof (deploy.require_proof off), a "fix" that deletes the command: the replay
+    against the deployed code gets no answer, so the run regresses at once — the incident open again
+    and the rollback offered — and no watch is left to end it "resolved"."""
+    async with (
+        ModelDouble() as model,
+        _dice_world(tmp_path, model, checks=["python -c pass"], require_proof=False) as world,
+    ):
+        settings = world.bot.services.settings
+        model.script(
+            _json_turn(DIAGNOSIS),
+            _json_turn(PLAN),
+            _edit(settings, "tests/fixtures/buggy_dice.py", ROLL_COMMAND, "    pass\n"),
+            text("Removed the crashing command."),
+            text("Nothing else to do."),
+        )
+        await _storm(world)
+        await world.users["alice"].react(_announcement(world), "🛠")
+        await world.quiesce()
+        message = next(m for m in bot_messages(world, world.dev) if "ready for review" in m.content)
+        await world.users["alice"].send(world.dev, "ship it", reply_to=message)
+        await world.quiesce()
+        dev = bot_messages(world, world.dev)
+        watching = world.bot.services.deploy.watching
+    deployed = next(m.content for m in dev if "🚀 Merged" in m.content)
+    assert "❌ Replay against the live code:" in deployed and "no answer" in deployed
+    regressed = next(m for m in dev if "regressed: the replay against the live code" in m.content)
+    assert "/rollback 1" in regressed.content
+    labels = [child.label for row in regressed.components for child in row.children]  # type: ignore[union-attr]
+    assert "Roll back now" in labels
+    (run,) = _rows(settings, "SELECT state FROM runs")
+    assert run["state"] == "regressed"
+    (incident,) = _rows(settings, "SELECT state FROM incidents")
+    assert incident["state"] == "open"
+    assert watching == []
+    assert _proof(settings, "deploy")["verdict"] == "disproven"
+
+
 async def test_a_test_that_passes_on_the_base_is_no_proof(tmp_path: Path) -> None:
     """A "regression test" that passes without the fix goes back to the agent and counts as no proof."""
     async with ModelDouble() as model, _dice_world(tmp_path, model) as world:

@@ -145,6 +145,10 @@ async def test_regression_is_reported_and_emergency_rollback_restores_the_old_co
         await pg.send("#dev")
         await pg.send("/rollback 1 now=true")
         await pg.expect(r"Rolled back run #1", timeout=120)
+        # Proved like a fix, the other way round: the recorded calls fail again as they did before.
+        await pg.expect(
+            r"Replay after the rollback: ✅ the recorded calls behave as before the fix", timeout=60
+        )
         await pg.send("#general")
         await pg.send("!roll 1d20")
         await pg.expect(r"🎲 `1d20` →")  # the old code is serving again
@@ -172,13 +176,20 @@ async def test_a_change_under_bot_drains_and_exits_for_the_supervisor(tmp_path: 
             "ANTHROPIC_BASE_URL": model.base_url,
             "MENDBOT_SUPERVISED": "1",
         }
-        pg = await PlaygroundProcess.start(_config(tmp_path, repo), code=repo, env=env)
+        config = _config(tmp_path, repo, watch_s=3600)  # still watching after the restart
+        pg = await PlaygroundProcess.start(config, code=repo, env=env)
         proposal = await _to_proposal(pg)
         await pg.send(f"reply {proposal} ship it")
         await pg.expect(r"restarts to apply an update \(bot/dice\.py changed\)", timeout=120)
         assert await pg.finish() == 26
+        pg = await PlaygroundProcess.start(config, code=repo, env=env)
+        await pg.send("wait")
+        await pg.expect(r"Run #1: back after a restart, still watching", timeout=120)
+        assert await pg.finish() == 0
     assert "(checked)" in (repo / "bot" / "dice.py").read_text()
     assert _db(tmp_path, "SELECT state FROM runs") == [("watching",)]  # the watch resumes after the restart
+    # The replay against the deployed code ran once, before the restart or after it.
+    assert _db(tmp_path, "SELECT count(*) FROM run_events WHERE event = 'proof_live'") == [(1,)]
 
 
 async def test_a_hand_edit_on_disk_is_reloaded_like_a_deploy(tmp_path: Path) -> None:
@@ -291,6 +302,8 @@ async def test_kill_9_at_a_deploy_step_then_a_restart_finishes_the_deploy_once(
         assert await pg.finish() == 0
     assert not any("after deploy — resolved" in line for line in pg.lines)  # one report, not two
     _assert_deployed_once(tmp_path, repo)
+    # Killed before the replay against the deployed code: the next start ran it, once.
+    assert _db(tmp_path, "SELECT count(*) FROM run_events WHERE event = 'proof_live'") == [(1,)]
 
 
 async def test_kill_9_during_the_watch_resumes_it_after_a_restart(tmp_path: Path) -> None:

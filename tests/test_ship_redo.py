@@ -110,7 +110,7 @@ async def test_hand_commit_on_the_proposal_branch_is_reverified_then_asked_again
         assert "stale" in answer and "Re-verifying" in answer
         asked = [m.content for m in bot_messages(world, world.dev) if m.content.startswith("🔁 Run #1")]
         assert len(asked) == 1 and f"`{hand[:7]}`" in asked[0] and "needs approval again" in asked[0]
-        assert f"Proof of `{hand[:7]}`: ✅ **proven**" in asked[0]
+        assert f"Proof of `{hand[:7]}`: ✅ **proven by replay**" in asked[0]
         (run,) = _rows(settings, "SELECT state, verified_sha FROM runs")
         assert tuple(run) == ("awaiting_approval", hand)
         second = await alice.send(world.dev, "ship it", reply_to=proposal)

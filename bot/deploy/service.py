@@ -59,6 +59,7 @@ from bot.forge.base import (
 )
 from bot.git import git
 from bot.improve.memory import Lesson, Memory
+from bot.improve.proof import LiveReplay
 from bot.improve.runs import Run, RunService
 from bot.log import bind_context, get_logger
 from bot.observe.incidents import IncidentService
@@ -126,8 +127,11 @@ class DeployService:
         # across a restart). None: no Discord attached — approvals from messages and reactions do not
         # count at merge time, since nothing can confirm them.
         self.sources: ApprovalSources | None = None
-        # The incident replay against the deployed code (bot.improve.proof), one line for the report.
-        self.prove_live: Callable[[Run, str], Awaitable[str]] | None = None
+        # The incident replay against the deployed code (bot.improve.proof): a line for the report, and
+        # whether it shows the fix not holding live (the run then regresses at once).
+        self.prove_live: Callable[[Run, str], Awaitable[LiveReplay]] | None = None
+        # The replay after an emergency rollback: whether the calls behave as before the fix (a line).
+        self.prove_rollback: Callable[[Run, str], Awaitable[str]] | None = None
         # Proves a proposal branch's new head after a hand commit (bot.improve), one line for the chat.
         self.reprove: Callable[[Run, str], Awaitable[str]] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -434,10 +438,13 @@ class DeployService:
                 report = await apply(changed)
         if self.went_live is not None:
             await self.went_live(merged_sha, live.old_sha != merged_sha)
-        # Before the watch: "resolved" then rests on the replay's evidence, not only on quiet.
-        proof = await self.prove_live(run, merged_sha) if self.prove_live is not None else ""
-        await self._start_watch(run, set(changed))
-        return f"🚀 Merged `{merged_sha[:7]}` and deployed{approved}:\n{report}{proof}"
+        # Before the watch: "resolved" then rests on the replay's evidence, not only on quiet; a replay
+        # that shows the fix not holding live regresses the run at once, with the rollback offered.
+        replay = await self.prove_live(run, merged_sha) if self.prove_live is not None else LiveReplay()
+        watch = await self._start_watch(run, set(changed), timer=not replay.failed)
+        if replay.failed:
+            await self._regressed_live(watch, replay.line)
+        return f"🚀 Merged `{merged_sha[:7]}` and deployed{approved}:\n{report}{replay.line}"
 
     async def _recorded_merge(self, run: Run) -> str | None:
         """The commit the run's merge was recorded as, if the forge recorded one (any earlier process)."""
@@ -705,6 +712,11 @@ class DeployService:
             self._start_timer(watch, self._config.watch_window_s if remaining_s is None else remaining_s)
         return watch
 
+    @property
+    def watching(self) -> list[int]:
+        """The runs whose deploy is being watched now."""
+        return sorted(self._watches)
+
     def _start_timer(self, watch: _Watch, window: float) -> None:
         watch.task = asyncio.get_running_loop().create_task(
             self._watch_until(watch, window), name=f"watch-{watch.run_id}"
@@ -773,6 +785,37 @@ class DeployService:
                 f"`/rollback {run.id}` to undo it.",
             )
 
+    async def _regressed_live(self, watch: _Watch, line: str) -> None:
+        """The replay against the live code still fails: regressed at once — the incident open again
+        and the rollback offered — instead of a watch that could end "resolved"."""
+        self._watches.pop(watch.run_id, None)
+        if watch.task is not None:
+            watch.task.cancel()
+        run = await self.runs.transition(
+            watch.run_id, "regressed", actor="watch", detail={"live_replay": line.strip()[:500]}
+        )
+        if run.incident_id is not None:
+            with contextlib.suppress(UserError):  # open already
+                await self._incidents.set_state(run.incident_id, "open", 0)
+        await self._memory.write(
+            Lesson(
+                run_id=run.id,
+                fingerprint=watch.fingerprint,
+                files=sorted(watch.files),
+                root_cause=run.description,
+                fix_commit=run.verified_sha,
+                outcome="regressed",
+                created_at=self._clock().timestamp(),
+            )
+        )
+        if self.reporter is not None:
+            await self.reporter.regressed(
+                run,
+                f"⚠️ Run #{run.id} regressed: the replay against the live code still fails "
+                f"({line.strip().removeprefix('❌ Replay against the live code: ')[:300]}). "
+                f"`/rollback {run.id}` to undo it.",
+            )
+
     async def resume_watches(self) -> int:
         """After a restart: watch deployed runs again at once (a regression is caught from the start),
         for the time their window has left — timed from `announce_resumed_watches()`, once chat is
@@ -801,10 +844,32 @@ class DeployService:
         for watch, remaining in resumed:
             if self._watches.get(watch.run_id) is not watch:
                 continue  # regressed (or stopped) before chat was up: already reported
+            run = await self.runs.get(watch.run_id)
+            if self.prove_live is not None and (merged := await self._unreplayed(run)) is not None:
+                # The process stopped between the deploy and its replay (a restart it asked for, a
+                # crash in the reload): the replay runs now, and may regress the run like any other.
+                replay = await self.prove_live(run, merged)
+                if replay.failed:
+                    await self._regressed_live(watch, replay.line)
+                    continue
+                if replay.line:
+                    await self._notify(run, f"Run #{run.id}: {replay.line.strip()}")
             if remaining > 0:
-                run = await self.runs.get(watch.run_id)
                 await self._notify(run, f"👀 Run #{run.id}: {why}, still watching for {remaining:.0f}s more.")
             self._start_timer(watch, remaining)
+
+    async def _unreplayed(self, run: Run) -> str | None:
+        """The merged commit of a deployed run whose replay against it never ran, else None."""
+        events = await self.runs.events(run.id)
+        deployed = next(
+            (e for e in reversed(events) if e.event == "transition" and e.state == "deployed"), None
+        )
+        if deployed is None:
+            return None
+        if any(e.event == "proof_live" and e.id > deployed.id for e in events):
+            return None
+        merged = deployed.detail.get("merged_sha")
+        return str(merged) if merged else None
 
     def stop(self) -> None:
         """Cancel watch timers (a restart resumes them from the runs' events)."""
@@ -852,7 +917,8 @@ class DeployService:
                 report = await apply(live.changed_files)
             if self.went_live is not None:
                 await self.went_live(revert_sha, True)
-            return f"⏪ Rolled back run #{run.id} (`{revert_sha[:7]}`):\n{report}"
+            proved = await self.prove_rollback(run, revert_sha) if self.prove_rollback is not None else ""
+            return f"⏪ Rolled back run #{run.id} (`{revert_sha[:7]}`):\n{report}{proved}"
 
     async def follow(self, merged_sha: str, loaded_sha: str) -> tuple[LiveUpdate, str]:
         """Another process merged `merged_sha`: fast-forward the live checkout to it (the same guard

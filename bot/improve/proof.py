@@ -56,6 +56,7 @@ from bot.sandbox import Sandbox, SandboxUnavailable
 __all__ = [
     "Basis",
     "ItemVerdict",
+    "LiveReplay",
     "Proof",
     "ProofItem",
     "Prover",
@@ -242,6 +243,15 @@ async def load_proof(db: Connection, run_id: int, stage: queries.ProofStage = "v
 
 
 @dataclass(frozen=True)
+class LiveReplay:
+    """What the replay against deployed code says, for the deploy: one line for its report, and
+    whether it shows the fix not holding live (then the deploy regresses at once, never "resolved")."""
+
+    line: str = ""
+    failed: bool = False
+
+
+@dataclass(frozen=True)
 class _TestRun:
     """The tests on one side: the outcome, and which changed lines they ran (None: not measured)."""
 
@@ -334,6 +344,36 @@ class Prover:
         proof = _judge(items, time.perf_counter() - started, plan, stage="deploy")
         await self._store(run_id, "deploy", sha, base_sha, proof)
         return proof
+
+    async def prove_rollback(
+        self, *, run_id: int, sha: str, fingerprint: str | None, kind: str | None
+    ) -> Proof | None:
+        """The replay against a rolled-back commit `sha`: proven when each recorded call behaves again
+        as it did before the fix (the recorded error shown again; for a latency complaint, answered).
+        Not stored as a proof of the run (the caller records it); None when nothing is replayable."""
+        started = time.perf_counter()
+        plan = await plan_replay(self._db, fingerprint=fingerprint, kind=kind)
+        if not plan.replayable:
+            return None
+        async with self._workspace.checkout(sha, name=f"run-{run_id}-rollback") as tree:
+            results = await _replay(tree, plan, self._sandbox)
+        items: list[ProofItem] = []
+        for case in plan.replayable:
+            recorded = Side(False if case.fingerprint else None, _recorded(case), case.recorded_ms / 1000)
+            if isinstance(results, str):
+                items.append(
+                    ProofItem("replay", case.label, recorded, None, "neutral", f"could not run: {results}")
+                )
+                continue
+            after = results.get(case.key)
+            if case.error_type is not None:
+                same = after is not None and after.error_type == case.error_type
+            else:
+                same = after is not None and after.answered
+            note = "as before the fix" if same else f"not as before the fix: {_result_side(after).text}"
+            verdict: ItemVerdict = "proves" if same else "fails"
+            items.append(ProofItem("replay", case.label, recorded, _result_side(after), verdict, note))
+        return _judge(items, time.perf_counter() - started, plan, stage="deploy")
 
     async def _side(
         self, checkout: Path, tests: list[str], sources: dict[str, list[int]], plan: ReplayPlan
