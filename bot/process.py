@@ -44,12 +44,14 @@ async def run_process(
     env: Mapping[str, str] | None = None,
     timeout_s: float | None = None,
     merge_stderr: bool = True,
+    pass_fds: Sequence[int] = (),
 ) -> ProcessResult:
     """Run `argv` (no shell) and wait for it and its output, at most `timeout_s` seconds.
 
     With `merge_stderr` both streams arrive interleaved in `output` (as a terminal would show them);
     otherwise stderr goes to `errors`. On timeout or cancellation the whole process group is killed;
     what was written before the timeout is kept. A missing executable raises FileNotFoundError.
+    `pass_fds` are descriptors the process inherits under the same numbers (nothing else is inherited).
     """
     started = time.perf_counter()
     process = await asyncio.create_subprocess_exec(
@@ -60,6 +62,7 @@ async def run_process(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT if merge_stderr else asyncio.subprocess.PIPE,
         start_new_session=True,
+        pass_fds=tuple(pass_fds),
     )
     out, err = bytearray(), bytearray()
 
