@@ -23,7 +23,7 @@ from bot.improve.verify import (
     verify,
 )
 from bot.improve.workspace import Workspace, Worktree
-from bot.sandbox import Sandbox
+from bot.sandbox import Limits, Sandbox
 from tests.harness.repo import copy_of_bot
 
 # A script and a pytest test in the worktree that pass only if `import bot` finds the worktree's code.
@@ -154,7 +154,8 @@ async def test_a_check_past_its_timeout_is_killed_with_its_children(tmp_path: Pa
     check = verification.checks[0]
     assert time.perf_counter() - started < 10
     assert not check.ok and check.exit_code is None
-    assert check.output_tail.startswith("started") and check.line().endswith("— timed out after 1 s")
+    assert check.output_tail.startswith("started") and check.limit == "killed after 1 s (wall clock)"
+    assert check.line().endswith("— killed after 1 s (wall clock)")
     size = beats.stat().st_size
     await asyncio.sleep(0.5)
     assert size > 0 and beats.stat().st_size == size  # the child inside the sandbox died with it
@@ -171,8 +172,45 @@ async def test_total_budget_skips_checks_that_cannot_start(tmp_path: Path) -> No
     )
 
     slow, skipped = verification.checks
-    assert slow.exit_code is None and "timed out after 0.5 s" in slow.output_tail
+    assert slow.exit_code is None and slow.limit == "killed after 0.5 s (wall clock)"
     assert not skipped.ok and skipped.output_tail.startswith("skipped")
+
+
+BOMB = """\
+import os, time
+count = 0
+while count < 150:  # without a limit: fails, and stays below a sandbox this suite runs in
+    try:
+        if os.fork() == 0:
+            time.sleep(60)
+            os._exit(0)
+        count += 1
+    except OSError:
+        time.sleep(0.01)
+time.sleep(60)
+"""
+
+
+async def test_a_check_that_reaches_a_limit_fails_with_it_and_the_verification_names_it(
+    tmp_path: Path,
+) -> None:
+    """A fork bomb in a check stops at the process limit long before its timeout, and its line says so;
+    a check that only prints the sandbox's words reached no limit."""
+    (tmp_path / "bomb.py").write_text(BOMB)
+    (tmp_path / "claim.py").write_text("print('[sandbox] process limit 32 reached')\n")
+    sandbox = Sandbox(limits=Limits(processes=32))
+
+    started = time.perf_counter()
+    verification = await verify(
+        tmp_path, ["python claim.py", "python bomb.py"], 60, sandbox=sandbox, git_dir=None, smoke=False
+    )
+
+    claim, bomb = verification.checks
+    assert time.perf_counter() - started < 20
+    assert claim.ok and claim.limit is None
+    assert not bomb.ok and bomb.exit_code is None and bomb.limit == "process limit 32 reached"
+    assert bomb.line().endswith("— process limit 32 reached")
+    assert verification.limit_hit == "check `python bomb.py`: process limit 32 reached"
 
 
 def test_tools_resolve_to_the_running_venv(tmp_path: Path) -> None:
