@@ -25,7 +25,8 @@ so the kernel enforces:
 
 Two stages, because what enforces the limits must be out of the command's reach. Stage 1 (`_prefix`)
 runs the supervisor, `bot/supervise.py` bound read-only from the live checkout, as PID 1 of the
-sandbox's PID namespace, with what only it may touch: the tmpfs the worktree's overlay writes to, the
+sandbox's PID namespace (nested in another sandbox, in that one's: see `bot/supervise.py`), with what
+only it may touch: the tmpfs the worktree's overlay writes to, the
 host's worktree read-only below it and, for a writable jail, bound writable (where the changes are
 copied back to). The supervisor starts stage 2 (`_inner`), the command's own user namespace below the
 supervisor's, which sees stage 1 read-only except `/tmp`, `/dev/shm`, `/proc` (its `/proc/sys` stays
@@ -435,7 +436,11 @@ class Sandbox:
     def _prefix(self, worktree: Path, scratch: Path, git_dir: Path | None, writable: bool) -> list[str]:
         """Stage 1: the supervisor's sandbox (everything but the command's own user and PID namespace)."""
         assert self.bwrap is not None
-        args = [_ENV, "-i", str(self.bwrap), "--unshare-user", "--unshare-pid", "--as-pid-1"]
+        args = [_ENV, "-i", str(self.bwrap), "--unshare-user"]
+        # The supervisor is PID 1 of a PID namespace of its own. Nested, it stays in the outer sandbox's:
+        # its /proc is that one's (a new one cannot be mounted there), and bubblewrap looks its child
+        # up in /proc by PID.
+        args += [] if self.nested else ["--unshare-pid", "--as-pid-1"]
         args += [
             "--unshare-ipc",
             "--unshare-net",

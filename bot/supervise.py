@@ -43,6 +43,12 @@ not repeated in the output): the supervisor marks it close-on-exec before anythi
 command can neither signal the supervisor (PID 1 has no handler for what it could send), nor ptrace it
 or open its `/proc/1/fd` (a user namespace above the command's). Nothing the command prints or writes
 is taken for the verdict.
+
+Nested in another mendbot sandbox (mendbot's own tests under the verify gate) the supervisor is not
+PID 1: it shares the outer sandbox's PID namespace and /proc (bubblewrap finds its child there by PID,
+and no new /proc can be mounted), becomes a subreaper instead, and kills what is below it rather than
+the whole namespace. Its `pid_max` is the outer one's and the nested command could signal it: there,
+the outer sandbox is the boundary.
 """
 
 from __future__ import annotations
@@ -132,18 +138,18 @@ def _start(command: list[str], write_fd: int, limits: dict[str, Any]) -> int:
     return pid
 
 
-def _tasks_below() -> int:
-    """Tasks (threads included) below this process, from the /proc it sees.
+def _below() -> dict[int, int]:
+    """The processes below this one and their task counts (threads included), from the /proc it sees.
 
-    A nested sandbox sees its outer sandbox's /proc, whose PIDs are not the ones `fork` returned here:
-    the walk starts from what `/proc/self` is in that /proc."""
+    Nested in another sandbox the supervisor shares that one's PID namespace (see `main`), so the PIDs
+    of its /proc are its own; the walk starts from what `/proc/self` is there."""
     children: dict[int, list[int]] = {}
     threads: dict[int, int] = {}
     try:
         root = int(os.readlink("/proc/self"))
         names = os.listdir("/proc")
     except (OSError, ValueError):
-        return 0
+        return {}
     for name in names:
         if not name.isdigit():
             continue
@@ -155,12 +161,12 @@ def _tasks_below() -> int:
         pid = int(name)
         children.setdefault(int(fields[1]), []).append(pid)
         threads[pid] = int(fields[17])
-    total, stack = -threads.get(root, 0), [root]
+    below, stack = {}, list(children.get(root, ()))
     while stack:
         pid = stack.pop()
-        total += threads.get(pid, 0)
+        below[pid] = threads.get(pid, 0)
         stack.extend(children.get(pid, ()))
-    return total
+    return below
 
 
 def _full(path: str) -> bool:
@@ -192,19 +198,37 @@ def _reap(child: int, run: _Run) -> None:
 
 
 def _kill_all(child: int, run: _Run) -> None:
-    """SIGKILL every process of this PID namespace but the supervisor, until none is left (a zombie still
-    answers a signal, so each round reaps)."""
+    """SIGKILL every process the command started, until none is left (a zombie still answers a signal, so
+    each round reaps). As PID 1 that is every other process of the namespace; nested, everything below."""
     end = time.monotonic() + _QUIESCE_S
     while True:
-        try:
-            os.kill(-1, signal.SIGKILL)
-        except ProcessLookupError:
-            break
+        if os.getpid() == 1:
+            try:
+                os.kill(-1, signal.SIGKILL)
+            except ProcessLookupError:
+                break
+        else:
+            left = _below()
+            if not left:
+                break
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    continue
         _reap(child, run)
         if time.monotonic() > end:
             break
         time.sleep(0.002)
     _reap(child, run)
+
+
+def _become_reaper() -> None:
+    """Nested (not PID 1): orphans of the command come back here, to be counted, killed and reaped."""
+    import ctypes  # only nested sandboxes pay for it
+
+    set_child_subreaper = 36
+    ctypes.CDLL(None, use_errno=True).prctl(set_child_subreaper, 1, 0, 0, 0)
 
 
 class _Run:
@@ -244,7 +268,7 @@ def _supervise(child: int, read_fd: int, limits: dict[str, Any], out: BinaryIO) 
             if now >= next_poll:
                 _reap(child, run)
                 # stage 2's bwrap is below the supervisor too
-                if processes and run.status is None and _tasks_below() - 1 >= processes:
+                if processes and run.status is None and sum(_below().values()) - 1 >= processes:
                     run.killed = "processes"
                     break
                 run.full.update(name for name, path in watched.items() if path and _full(path))
@@ -419,6 +443,8 @@ def main(argv: list[str]) -> int:
     if isinstance(verdict_fd, int):
         os.set_inheritable(verdict_fd, False)  # never reaches stage 2
     out = sys.stdout.buffer
+    if os.getpid() != 1:
+        _become_reaper()
     processes = int(limits.get("processes") or 0)
     if processes:
         _cap_pids(processes)

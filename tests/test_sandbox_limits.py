@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import stat
 import time
 from pathlib import Path
@@ -351,8 +352,12 @@ asyncio.run(main())
 
 async def test_a_sandbox_inside_a_sandbox_keeps_its_limits_and_copy_back(tmp_path: Path) -> None:
     """What mendbot's own tests do under the verify gate: a sandbox started inside a read-only jail on
-    this checkout still stops a fork bomb and copies a writable jail's changes back."""
-    async with Sandbox().jail(REPO, git_dir=None, writable=False) as jail:
+    a copy of this code still stops a fork bomb and copies a writable jail's changes back."""
+    # A copy: overlayfs takes no lower directory with something mounted below it, as this checkout is
+    # when the suite itself runs in a sandbox (its `.git`).
+    code = tmp_path / "code"
+    shutil.copytree(REPO / "bot", code / "bot", ignore=shutil.ignore_patterns("__pycache__"))
+    async with Sandbox().jail(code, git_dir=None, writable=False) as jail:
         result = await jail.run(
             # Below the outer sandbox's own limit: for a bot running as root the kernel's bound on the
             # inner one is the outer's (RLIMIT_NPROC does not apply to root, and the inner /proc/sys is
