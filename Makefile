@@ -28,6 +28,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: lint          ## ruff, mypy and the whole pytest suite, once on SQLite and once on PostgreSQL
 	$(BIN)/pytest

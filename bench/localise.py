@@ -53,7 +53,8 @@ from bot.db import incidents as incident_queries  # noqa: E402
 from bot.db.connection import open_database  # noqa: E402
 from bot.improve import evidence as evidence_module  # noqa: E402
 from bot.improve.evidence import build_evidence, correlate  # noqa: E402
-from bot.log import configure_logging  # noqa: E402
+from bot.kernel.log import configure_logging  # noqa: E402
+from bot.trust.redact import Redactor  # noqa: E402
 from tests.harness.model_double import ModelDouble  # noqa: E402
 from tests.localise.driver import Outcome, localise  # noqa: E402
 from tests.localise.repo import build_repo  # noqa: E402
@@ -231,7 +232,11 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-suite", action="store_true", help="skip the seeded-fault suite")
     args = parser.parse_args()
-    configure_logging(Path(tempfile.mkdtemp(prefix="localise-logs-")) / "logs", console_level="CRITICAL")
+    configure_logging(
+        Path(tempfile.mkdtemp(prefix="localise-logs-")) / "logs",
+        console_level="CRITICAL",
+        redactor=Redactor(),
+    )
     if not args.no_suite:
         outcomes = await _suite()
         total = len(outcomes)

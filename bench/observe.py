@@ -56,12 +56,13 @@ for _name in ("DISCORD_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GITHU
     os.environ.pop(_name, None)
 
 from bot.db import core  # noqa: E402
-from bot.log import configure_logging  # noqa: E402
+from bot.db.records import ActionRecord  # noqa: E402
+from bot.kernel.log import configure_logging  # noqa: E402
+from bot.kernel.settings import ObserveConfig, Settings  # noqa: E402
 from bot.observe.detector import AnomalyDetector, Signal  # noqa: E402
 from bot.observe.fingerprint import fingerprint  # noqa: E402
-from bot.observe.records import ActionRecord  # noqa: E402
-from bot.services import REPO_ROOT, Services, build_services  # noqa: E402
-from bot.settings import ObserveConfig, Settings  # noqa: E402
+from bot.runtime.services import REPO_ROOT, Services, build_services  # noqa: E402
+from bot.trust.redact import Redactor  # noqa: E402
 from tests.harness.discord import make_settings, running_world  # noqa: E402
 
 _COUNT_ACTIONS = sa.text("SELECT count(*) FROM actions")
@@ -381,7 +382,7 @@ async def detect_latency(tmp: Path) -> float:
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mendbot-bench-") as name:
         tmp = Path(name)
-        configure_logging(tmp / "logs", console_level="CRITICAL")
+        configure_logging(tmp / "logs", console_level="CRITICAL", redactor=Redactor())
         median_us, p99_us = asyncio.run(record_overhead(tmp))
         _emit("record_overhead_median_us", median_us, "us")
         _emit("record_overhead_p99_us", p99_us, "us")

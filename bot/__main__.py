@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot.settings import (
+from bot.kernel.settings import (
     EX_CONFIG,
     ConfigError,
     Settings,
@@ -41,9 +41,9 @@ from bot.settings import (
 )
 
 if TYPE_CHECKING:
-    from bot.app import MendBot
-    from bot.playground import Playground
-    from bot.services import Services
+    from bot.runtime.app import MendBot
+    from bot.runtime.services import Services
+    from bot.tools.playground import Playground
 
 __all__ = ["exit_code", "main", "should_reexec"]
 
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     config_file: Path | None = getattr(args, "config", None)
     if args.command == "doctor":
-        from bot.doctor import run_doctor
+        from bot.tools.doctor import run_doctor
 
         checks = asyncio.run(run_doctor(config_file))
         for check in checks:
@@ -189,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return EX_CONFIG
 
-    from bot.log import configure_logging
-    from bot.redact import Redactor
+    from bot.kernel.log import configure_logging
+    from bot.trust.redact import Redactor
 
     interactive = sys.stdin.isatty()
     # In the playground the terminal belongs to the conversation: only warnings go to stderr,
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     if command == "run":
         code = asyncio.run(_run(settings))
     elif command == "worker":
-        from bot.worker import run_worker
+        from bot.runtime.worker import run_worker
 
         code = asyncio.run(run_worker(settings))
     else:
@@ -265,10 +265,10 @@ def _close_on_signals(bot: MendBot) -> asyncio.Future[None]:
 
 async def _run(settings: Settings) -> int:
     """`mendbot run`: the bot on Discord until it closes; the exit code (78 for a start it cannot make)."""
-    from bot.app import MendBot
-    from bot.health import HealthServer
-    from bot.services import build_services
-    from bot.startup import StartupFailure, start_on_discord
+    from bot.runtime.app import MendBot
+    from bot.runtime.health import HealthServer
+    from bot.runtime.services import build_services
+    from bot.runtime.startup import StartupFailure, start_on_discord
 
     assert settings.discord_token is not None
     services = await build_services(settings)
@@ -296,10 +296,10 @@ async def _run(settings: Settings) -> int:
 
 
 async def _play(settings: Settings, *, interactive: bool) -> int:
-    from bot.app import MendBot
-    from bot.health import HealthServer
-    from bot.playground import Playground, stdin_lines, virtual_world
-    from bot.services import build_services
+    from bot.runtime.app import MendBot
+    from bot.runtime.health import HealthServer
+    from bot.runtime.services import build_services
+    from bot.tools.playground import Playground, stdin_lines, virtual_world
 
     services = await build_services(settings)
     bot = MendBot(services)
@@ -370,7 +370,7 @@ async def _stopped_by_signal(
 
 
 async def _interactive(playground: Playground) -> int:
-    from bot.playground import PlaygroundError
+    from bot.tools.playground import PlaygroundError
 
     async def show_background_output() -> None:
         while True:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import discord
 from discord.ext import commands
 
-from bot.app import MendBot
-from bot.deploy.grammar import read_approval
+from bot.runtime.app import MendBot
+from bot.trust.grammar import read_approval
 
 
 class Chat(commands.Cog):

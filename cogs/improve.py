@@ -15,11 +15,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import MendBot
-from bot.deploy.grammar import read_approval
-from bot.errors import UserError
 from bot.improve.intent import Intent, command_names_in, known_kinds_in, parse_intent, resolve_target
 from bot.improve.runs import TERMINAL_STATES, Run, RunKind
+from bot.kernel.errors import UserError
+from bot.runtime.app import MendBot
+from bot.trust.grammar import read_approval
 from cogs.ship import proposal_view
 
 _ICONS = {"reported": "🔍", "awaiting_approval": "🛠", "failed": "❌", "cancelled": "⏹", "interrupted": "⏸"}

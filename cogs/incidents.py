@@ -10,11 +10,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import MendBot
-from bot.errors import UserError
 from bot.improve.runs import RunKind
-from bot.log import get_logger
+from bot.kernel.errors import UserError
+from bot.kernel.log import get_logger
 from bot.observe.incidents import Incident
+from bot.runtime.app import MendBot
 
 ACTIONS: dict[str, RunKind] = {"🔍": "investigate", "🛠": "fix", "🛠️": "fix"}
 _COLOURS = {

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from bot.db import core, open_database
-from bot.playground import VirtualWorld
-from bot.settings import Settings
+from bot.kernel.settings import Settings
+from bot.tools.playground import VirtualWorld
 from tests.harness.discord import make_settings, running_world
 from tests.harness.postgres import (
     PostgresServer,

@@ -21,8 +21,8 @@ from bot.improve.claims import (
     overlapping,
     plan_files,
 )
-from bot.improve.guard import GuardPolicy, ToolGuard
 from bot.improve.runs import Run, RunService
+from bot.trust.guard import GuardPolicy, ToolGuard
 
 PROTECTED = ("bot/improve/", "prompts/agent/", "Makefile")
 
@@ -64,7 +64,7 @@ def _norm(root: Path, raw: str, *, security: bool = False) -> str:
         ("data/mendbot.db", "data/"),
         (".git/HEAD", ".git/"),
         ("escape.py", "outside the worktree"),
-        ("bot/improve/guard.py", "protected"),
+        ("bot/trust/guard.py", "protected"),
         ("Makefile", "protected"),
     ],
 )
@@ -85,7 +85,7 @@ def test_claims_resolve_like_the_guard(tree: Path) -> None:
 
 def test_protected_paths_can_be_claimed_by_a_security_run(tree: Path) -> None:
     """With the security flag a protected file may be claimed; secrets never."""
-    assert _norm(tree, "bot/improve/guard.py", security=True) == "bot/improve/guard.py"
+    assert _norm(tree, "bot/trust/guard.py", security=True) == "bot/trust/guard.py"
     with pytest.raises(ClaimRefused):
         _norm(tree, ".env", security=True)
 

@@ -11,8 +11,8 @@ from bot.db import actions as action_queries
 from bot.db import audit as queries
 from bot.db import core
 from bot.db import runs as run_queries
+from bot.db.records import ActionRecord
 from bot.db.schema import incidents, run_events
-from bot.observe.records import ActionRecord
 
 DAY = 86400.0
 START = 20_000 * DAY  # a UTC midnight

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import discord
 import pytest
 
-from bot.loopback_discord import DiscordDouble, message_text
+from bot.trust.loopback_discord import DiscordDouble, message_text
 
 
 @dataclass

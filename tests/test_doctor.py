@@ -13,8 +13,8 @@ from typing import Any
 import discord
 import pytest
 
-from bot.doctor import Check, Level, channel_permissions, doctor_exit_code, run_doctor
-from bot.loopback_discord import DiscordDouble
+from bot.tools.doctor import Check, Level, channel_permissions, doctor_exit_code, run_doctor
+from bot.trust.loopback_discord import DiscordDouble
 from tests.harness.postgres import PostgresServer
 from tests.harness.repo import git as repo_git
 

@@ -12,10 +12,10 @@ import pytest
 from bot.db import actions as action_queries
 from bot.db import incidents as incident_queries
 from bot.db.connection import open_database
+from bot.db.records import ActionRecord
 from bot.improve.evidence import build_evidence
 from bot.improve.memory import Lesson
-from bot.improve.sanitize import BLOCK_END, BLOCK_START
-from bot.observe.records import ActionRecord
+from bot.trust.sanitize import BLOCK_END, BLOCK_START
 from tests.harness.repo import copy_of_bot, git
 
 NOW = 1_800_000_000.0
@@ -284,7 +284,7 @@ async def test_the_initialiser_of_the_failing_attribute_is_a_suspect(
 ) -> None:
     """self.items.append fails: Basket.__init__, which set self.items, is ranked with its reason."""
     line = _line_of(_source(shop), "self.items.append")
-    frames = ["bot/app.py:400:_run_event", f"shop.py:{line}:add"]
+    frames = ["bot/runtime/app.py:400:_run_event", f"shop.py:{line}:add"]
     await _failing(db, frames, "AttributeError", "fp-basket")
     pack = await build_evidence(db, shop, incident_id=None, description="", fingerprint="fp-basket", now=NOW)
     names = [s.function for s in pack.suspects]
@@ -296,7 +296,9 @@ async def test_the_initialiser_of_the_failing_attribute_is_a_suspect(
 async def test_recording_wrappers_are_never_suspects_or_source(db: aiosqlite.Connection, shop: Path) -> None:
     """mendbot's own _run_event / recorded frames take no suspect or source slot."""
     line = _line_of(_source(shop), "self.items.append")
-    await _failing(db, ["bot/app.py:400:_run_event", f"shop.py:{line}:add"], "AttributeError", "fp-wrap")
+    await _failing(
+        db, ["bot/runtime/app.py:400:_run_event", f"shop.py:{line}:add"], "AttributeError", "fp-wrap"
+    )
     pack = await build_evidence(db, shop, incident_id=None, description="", fingerprint="fp-wrap", now=NOW)
     assert all(s.path == "shop.py" for s in pack.suspects)
     assert all(e.path == "shop.py" for e in pack.excerpts)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from bot.failpoints import Failpoints
+from bot.kernel.failpoints import Failpoints
 
 
 def test_an_unset_environment_arms_nothing_and_hits_are_no_ops() -> None:
@@ -34,7 +34,7 @@ def test_a_malformed_entry_is_refused(spec: str) -> None:
 def test_hitting_an_armed_kill_point_kills_the_process_with_sigkill() -> None:
     """An armed point ends the process there with SIGKILL: nothing after it runs."""
     code = (
-        "from bot.failpoints import Failpoints\n"
+        "from bot.kernel.failpoints import Failpoints\n"
         "points = Failpoints.parse('p=kill')\n"
         "points.hit('other')\n"
         "print('before', flush=True)\n"

@@ -17,7 +17,7 @@ from discord import app_commands
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
-from bot.playground import VirtualWorld
+from bot.tools.playground import VirtualWorld
 from tests.harness.discord import reply_text
 from tests.harness.sql import sql
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from bot.loopback_discord import DiscordDouble, message_text
+from bot.trust.loopback_discord import DiscordDouble, message_text
 from tests.harness.live_bot import LiveBot, live_config
 from tests.harness.model_double import ModelDouble, Turn, text, tool_use
 from tests.harness.repo import git

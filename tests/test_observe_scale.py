@@ -6,7 +6,7 @@ from pathlib import Path
 
 from bot.db import actions as action_queries
 from bot.db import open_database
-from bot.observe.records import ActionRecord
+from bot.db.records import ActionRecord
 
 
 def _action(ts: float, *, ok: bool) -> ActionRecord:

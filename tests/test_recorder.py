@@ -15,9 +15,9 @@ import pytest
 
 from bot.db import action_writes, open_database
 from bot.db import actions as action_queries
+from bot.db.records import ActionRecord
 from bot.db.retry import RetryPolicy, StorageHealth
 from bot.observe.recorder import ActionRecorder
-from bot.observe.records import ActionRecord
 from tests.harness.storage import hold_write_lock
 
 ROOT = Path(__file__).resolve().parent.parent

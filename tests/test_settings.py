@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.settings import ConfigError, load_settings, refuse_shard_subset
+from bot.kernel.settings import ConfigError, load_settings, refuse_shard_subset
 
 
 def _yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> Path:

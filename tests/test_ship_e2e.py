@@ -168,7 +168,7 @@ async def test_a_change_under_bot_drains_and_exits_for_the_supervisor(tmp_path: 
             _json_turn(DIAGNOSIS),
             _json_turn(PLAN),
             _edit(tmp_path, BUG, FIX),
-            _edit(tmp_path, '"""Dice notation', '"""Dice notation (checked)', file="bot/dice.py"),
+            _edit(tmp_path, '"""Dice notation', '"""Dice notation (checked)', file="bot/features/dice.py"),
             text("Done."),
         )
         env = {
@@ -180,13 +180,13 @@ async def test_a_change_under_bot_drains_and_exits_for_the_supervisor(tmp_path: 
         pg = await PlaygroundProcess.start(config, code=repo, env=env)
         proposal = await _to_proposal(pg)
         await pg.send(f"reply {proposal} ship it")
-        await pg.expect(r"restarts to apply an update \(bot/dice\.py changed\)", timeout=120)
+        await pg.expect(r"restarts to apply an update \(bot/features/dice\.py changed\)", timeout=120)
         assert await pg.finish() == 26
         pg = await PlaygroundProcess.start(config, code=repo, env=env)
         await pg.send("wait")
         await pg.expect(r"Run #1: back after a restart, still watching", timeout=120)
         assert await pg.finish() == 0
-    assert "(checked)" in (repo / "bot" / "dice.py").read_text()
+    assert "(checked)" in (repo / "bot" / "features" / "dice.py").read_text()
     assert _db(tmp_path, "SELECT state FROM runs") == [("watching",)]  # the watch resumes after the restart
     # The replay against the deployed code ran once, before the restart or after it.
     assert _db(tmp_path, "SELECT count(*) FROM run_events WHERE event = 'proof_live'") == [(1,)]

@@ -23,7 +23,7 @@ from bot.db import approvals as approval_queries
 from bot.db import objections as objection_queries
 from bot.db.proposals import Proposal
 from bot.improve.runs import Run
-from bot.playground import VirtualWorld
+from bot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_down, bot_messages, make_bot, make_settings, reply_text, running_world
 from tests.harness.repo import git
 

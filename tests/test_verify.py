@@ -25,23 +25,23 @@ from bot.improve.verify import (
     verify_commit,
 )
 from bot.improve.workspace import NothingToCommitError, Workspace, Worktree
-from bot.sandbox import Sandbox
+from bot.trust.sandbox import Sandbox
 from tests.harness.repo import copy_of_bot
 
 # A script and a pytest test in the worktree that pass only if `import bot` finds the worktree's code.
 PROBE_SCRIPT = """\
 import sys
-import bot.dice
-if not hasattr(bot.dice, "ONLY_IN_WORKTREE"):
-    sys.exit(f"imported the wrong code: {bot.dice.__file__}")
-print(f"imported {bot.dice.__file__}")
+import bot.features.dice
+if not hasattr(bot.features.dice, "ONLY_IN_WORKTREE"):
+    sys.exit(f"imported the wrong code: {bot.features.dice.__file__}")
+print(f"imported {bot.features.dice.__file__}")
 """
 PROBE_TEST = """\
-import bot.dice
+import bot.features.dice
 
 
 def test_marker():
-    assert bot.dice.ONLY_IN_WORKTREE, bot.dice.__file__
+    assert bot.features.dice.ONLY_IN_WORKTREE, bot.features.dice.__file__
 """
 PROBE_CHECKS = {
     "python probe/check_marker.py": "imported the wrong code",
@@ -80,7 +80,7 @@ async def test_checks_import_the_worktree_not_the_live_checkout(
     repo: Path, workspace: Workspace, worktree: Worktree
 ) -> None:
     """Only the worktree holds the change: naive checks see the live code; verify sees the worktree's."""
-    dice = worktree.path / "bot" / "dice.py"
+    dice = worktree.path / "bot" / "features" / "dice.py"
     dice.write_text(dice.read_text() + "\nONLY_IN_WORKTREE = True\n")
     (worktree.path / "probe").mkdir()
     (worktree.path / "probe" / "check_marker.py").write_text(PROBE_SCRIPT)
@@ -102,7 +102,7 @@ async def test_checks_import_the_worktree_not_the_live_checkout(
     assert verification.ok, verification.failure_report()
     assert f"imported {workspace.worktrees_dir}/probe-" in verification.checks[0].output_tail
     assert verification.sha == sha
-    assert "ONLY_IN_WORKTREE" not in (repo / "bot" / "dice.py").read_text()
+    assert "ONLY_IN_WORKTREE" not in (repo / "bot" / "features" / "dice.py").read_text()
 
 
 async def test_checks_see_exactly_the_committed_tree(
@@ -212,7 +212,7 @@ def test_tools_resolve_to_the_running_venv(tmp_path: Path) -> None:
     venv_bin = Path(sys.executable).parent
     env = {"PATH": "/usr/bin:/bin"}
 
-    assert resolve_command("python -m bot.smoke", env) == [sys.executable, "-m", "bot.smoke"]
+    assert resolve_command("python -m bot.tools.smoke", env) == [sys.executable, "-m", "bot.tools.smoke"]
     assert resolve_command("pytest -q -x -m 'not cli'", env) == [
         str(venv_bin / "pytest"),
         "-q",

@@ -26,8 +26,8 @@ import yaml
 from bot.db import core
 from bot.improve.relay import DatabaseReporter, RunEventRelay
 from bot.improve.runs import Run, RunService
-from bot.services import Services, build_services
-from bot.settings import ConfigError, Settings, load_settings, refuse_workers_without_store
+from bot.kernel.settings import ConfigError, Settings, load_settings, refuse_workers_without_store
+from bot.runtime.services import Services, build_services
 from tests.harness.discord import make_settings
 from tests.harness.github_double import GitHubDouble
 from tests.harness.model_double import Hold, ModelDouble, Turn, text, tool_use

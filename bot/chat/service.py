@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from bot.db import chat as queries
 from bot.db.core import Connection
+from bot.kernel.prompts import PromptRegistry
+from bot.kernel.settings import ChatConfig
 from bot.observe.recorder import ActionRecorder
-from bot.prompts import PromptRegistry
-from bot.redact import Redactor
-from bot.settings import ChatConfig
+from bot.trust.redact import Redactor
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic

@@ -1,4 +1,4 @@
-"""Queries of the processes sharing one PostgreSQL database (bot/cluster.py): notifications.
+"""Queries of the processes sharing one PostgreSQL database (bot/scale/cluster.py): notifications.
 
 What they remember lives in `settings_kv` (`bot.db.runs.get_setting`/`set_setting`); a
 notification only wakes whoever listens now, so every one of them has a durable row as well.

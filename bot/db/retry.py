@@ -33,8 +33,8 @@ from typing import Literal, TypeVar
 
 from bot.db import runs
 from bot.db.core import Connection
-from bot.errors import UserError
-from bot.log import get_logger
+from bot.kernel.errors import UserError
+from bot.kernel.log import get_logger
 
 __all__ = [
     "SAVE_FAILED",

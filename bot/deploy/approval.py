@@ -21,7 +21,7 @@ in its thread — reaches `ApprovalService.decide()` as plain values, every obje
 7. approvals follow the human: each stored approval remembers the signal it came from (the
    approving message and its channel, or the reaction on the proposal's message), and `withdraw()` /
    `message_edited()` take it back when that message is deleted, edited into anything but the same
-   clear decision (`bot.deploy.grammar`), or the reaction is removed. An edit never adds an approval
+   clear decision (`bot.trust.grammar`), or the reaction is removed. An edit never adds an approval
    and never rejects; an approving message edited into words that say no, or that the grammar
    cannot read as a yes, becomes an objection of its author (rule 9);
 7b. and they are read again, because Discord does not replay to a new session what the bot missed
@@ -71,7 +71,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from bot.access import AccessPolicy
 from bot.db import approvals as queries
 from bot.db import objections as objection_queries
 from bot.db import proofs, proposals
@@ -80,14 +79,15 @@ from bot.db.core import Connection
 from bot.db.objections import Objection, ObjectionKind
 from bot.db.proposals import Proposal
 from bot.db.retry import Writes
-from bot.deploy.grammar import Reading, read_approval, what_counts
 from bot.deploy.sources import ApprovalSources, SourceRead
-from bot.git import git
-from bot.improve.guard import protected_entry
 from bot.improve.proof import proved_by_replay
 from bot.improve.runs import InvalidTransition, Run, RunService
-from bot.log import get_logger
-from bot.settings import Settings
+from bot.kernel.git import git
+from bot.kernel.log import get_logger
+from bot.kernel.settings import Settings
+from bot.trust.access import AccessPolicy
+from bot.trust.grammar import Reading, read_approval, what_counts
+from bot.trust.guard import protected_entry
 
 __all__ = [
     "ApprovalDecision",
@@ -226,7 +226,7 @@ class _Protection:
 
 
 def is_protected(path: str, protected: Sequence[str]) -> bool:
-    """True if `path` is protected by one of the entries (`bot.improve.guard.protected_entry`)."""
+    """True if `path` is protected by one of the entries (`bot.trust.guard.protected_entry`)."""
     return protected_entry(path, protected) is not None
 
 

@@ -29,9 +29,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from bot.access import AccessPolicy
 from bot.db.approvals import Approval
 from bot.db.objections import Objection
+from bot.db.records import ActionRecord
 from bot.deploy.approval import (
     ApprovalDecision,
     ApprovalForm,
@@ -41,13 +41,10 @@ from bot.deploy.approval import (
     Reread,
     RolesLookup,
 )
-from bot.deploy.grammar import read_approval
 from bot.deploy.merge import LiveUpdate, MergeError, Merger, RebaseConflict
 from bot.deploy.queue import MergeQueue
 from bot.deploy.reload import Reloader, classify, render
 from bot.deploy.sources import ApprovalSources
-from bot.errors import UserError
-from bot.failpoints import Failpoints
 from bot.forge.base import (
     Forge,
     ForgeError,
@@ -57,16 +54,19 @@ from bot.forge.base import (
     merged_ref,
     resolve_commit,
 )
-from bot.git import git
 from bot.improve.memory import Lesson, Memory
 from bot.improve.proof import LiveReplay
 from bot.improve.runs import Run, RunService
-from bot.log import bind_context, get_logger
+from bot.kernel.errors import UserError
+from bot.kernel.failpoints import Failpoints
+from bot.kernel.git import git
+from bot.kernel.log import bind_context, get_logger
 from bot.observe.incidents import IncidentService
-from bot.observe.records import ActionRecord
+from bot.trust.access import AccessPolicy
+from bot.trust.grammar import read_approval
 
 if TYPE_CHECKING:
-    from bot.settings import Settings
+    from bot.kernel.settings import Settings
 
 __all__ = ["DeployReporter", "DeployService"]
 
@@ -136,7 +136,7 @@ class DeployService:
         self.reprove: Callable[[Run, str], Awaitable[str]] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._resumed_watches: list[tuple[_Watch, float]] = []
-        # Several processes on one database (bot/cluster.py): an approved merge is handed to the
+        # Several processes on one database (bot/scale/cluster.py): an approved merge is handed to the
         # leader (`hand_over(run_id)` returns the chat reply), and a merge that went live is told
         # to the other processes (`went_live(sha, reloaded)`: whether this process reloaded it
         # too). Unset: this process merges and is the only one.

@@ -36,10 +36,10 @@ from claude_agent_sdk import (
     create_sdk_mcp_server,
 )
 
-from bot.improve.agent_env import agent_environment, prepare_home, write_launcher
-from bot.improve.guard import CLAIM_TOOL, Confine, Decision, GuardPolicy, ToolGuard
-from bot.log import get_logger
-from bot.sandbox import Sandbox, SandboxUnavailable
+from bot.kernel.log import get_logger
+from bot.trust.agent_env import agent_environment, prepare_home, write_launcher
+from bot.trust.guard import CLAIM_TOOL, Confine, Decision, GuardPolicy, ToolGuard
+from bot.trust.sandbox import Sandbox, SandboxUnavailable
 
 if TYPE_CHECKING:
     from bot.improve.claims import Claim

@@ -23,15 +23,15 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-from bot.devmode import DevMode
-from bot.errors import UserError
+from bot.features.devmode import DevMode
 from bot.forge.base import ForgeError
 from bot.improve.runs import BUSY_STATES, Run, RunKind
 from bot.improve.service import SelfImprovementAgent
-from bot.log import get_logger
+from bot.kernel.errors import UserError
+from bot.kernel.log import get_logger
+from bot.kernel.settings import ImproveConfig
 from bot.observe.audit import AuditFinding
 from bot.observe.incidents import Incident, IncidentService
-from bot.settings import ImproveConfig
 
 __all__ = ["AUTONOMOUS_REQUESTER", "AutonomyService", "Decision"]
 

@@ -43,8 +43,7 @@ from bot.db import handlers as handler_queries
 from bot.db import incidents as incident_queries
 from bot.db import search as search_queries
 from bot.db.core import Connection
-from bot.git import git
-from bot.improve.guard import secret_reason
+from bot.db.records import ActionRecord
 from bot.improve.localise import (
     RECORDING_WRAPPERS,
     Candidate,
@@ -54,9 +53,10 @@ from bot.improve.localise import (
     rank,
     terms_of,
 )
-from bot.improve.sanitize import sanitize_untrusted, untrusted_block
-from bot.log import get_logger
-from bot.observe.records import ActionRecord
+from bot.kernel.git import git
+from bot.kernel.log import get_logger
+from bot.trust.guard import secret_reason
+from bot.trust.sanitize import sanitize_untrusted, untrusted_block
 
 __all__ = [
     "EvidencePack",

@@ -41,8 +41,8 @@ from bot.db import handlers as handler_queries
 from bot.db import incidents as incident_queries
 from bot.db import search as queries
 from bot.db.core import Connection
-from bot.deploy.grammar import read_approval
-from bot.improve.sanitize import sanitize_untrusted
+from bot.trust.grammar import read_approval
+from bot.trust.sanitize import sanitize_untrusted
 
 __all__ = [
     "AMBIGUITY_MARGIN",
@@ -224,7 +224,7 @@ def parse_intent(text: str, known_kinds: Collection[str] = ()) -> Intent:
         else:
             kind = "fix"  # a complaint: see the module docstring
     elif first in ("approve", "reject"):
-        # Approving and rejecting follow the one approval grammar (bot.deploy.grammar): anything
+        # Approving and rejecting follow the one approval grammar (bot.trust.grammar): anything
         # short of a clear decision is no decision. A run reference ("ship #7") names the run.
         verdict = read_approval(_RUN_ID.sub(" ", cleaned)).verdict
         kind = "approve" if verdict == "approve" else "reject" if verdict == "reject" else "none"

@@ -41,9 +41,9 @@ __all__ = [
 # mendbot's own frames that wrap every handler: never the cause, never worth a source slot.
 RECORDING_WRAPPERS = frozenset(
     {
-        ("bot/app.py", "_run_event"),
-        ("bot/app.py", "recorded"),
-        ("bot/app.py", "invoke"),
+        ("bot/runtime/app.py", "_run_event"),
+        ("bot/runtime/app.py", "recorded"),
+        ("bot/runtime/app.py", "invoke"),
         ("bot/observe/recorder.py", "action"),
         ("bot/observe/capture.py", "sending"),
     }

@@ -24,10 +24,10 @@ from typing import Any, Literal
 
 from bot.db import runs as queries
 from bot.db.core import Connection
-from bot.errors import UserError
 from bot.improve.runs import BUSY_STATES, Run, RunOrigin, RunService
-from bot.log import get_logger
-from bot.settings import ImproveConfig
+from bot.kernel.errors import UserError
+from bot.kernel.log import get_logger
+from bot.kernel.settings import ImproveConfig
 
 __all__ = ["BudgetLedger", "BudgetReport", "Limit", "Policy", "PolicyRefusal", "discord_time"]
 

@@ -13,7 +13,7 @@ being judged:
   bug, or no answer) and the branch answers; for a latency complaint, when the branch's first answer
   comes in at most half the base's time. Nothing the process under test writes or prints is read.
 - **regression test**: the test files the change adds or modifies, on the branch and on the base's tree
-  with only those files added, run by the proof's runner (`bot/improve/proof_runner.py`, the installed
+  with only those files added, run by the proof's runner (`bot/trust/proof_runner.py`, the installed
   bot's copy) under coverage, with the changed source files unreadable except by import. It proves the
   fix when it fails on the base, passes on the branch **and runs some of the lines the change made**; a
   test that passes on the base, or runs none of the changed lines (one that only looks for text the
@@ -44,14 +44,14 @@ from typing import Any, Literal
 
 from bot.db import proofs as queries
 from bot.db.core import Connection
-from bot.git import git
-from bot.improve.proof_runner import MARKER
 from bot.improve.replay import ReplayCase, ReplayError, ReplayPlan, ReplayResult, plan_replay, run_replay
-from bot.improve.trees import overlay_tree
 from bot.improve.verify import CheckResult, run_check
 from bot.improve.workspace import Workspace
-from bot.log import get_logger
-from bot.sandbox import Sandbox, SandboxUnavailable
+from bot.kernel.git import git
+from bot.kernel.log import get_logger
+from bot.trust.proof_runner import MARKER
+from bot.trust.sandbox import Sandbox, SandboxUnavailable
+from bot.trust.trees import overlay_tree
 
 __all__ = [
     "Basis",

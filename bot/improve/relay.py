@@ -20,7 +20,7 @@ from bot.db import runs as queries
 from bot.db.core import Connection
 from bot.db.queue import listening
 from bot.improve.runs import Run, RunService
-from bot.log import get_logger
+from bot.kernel.log import get_logger
 
 if TYPE_CHECKING:
     from bot.improve.service import RunReporter

@@ -4,7 +4,7 @@ A run goes observe → investigate → plan → edit → verify → propose (fix
 investigate → report (investigate), each stage a persisted transition with its actor and cost.
 The coding agent works in a fresh worktree under the guard — from the first read-only session on,
 so not even an investigation runs in the live checkout — and every command it runs, like every
-check, runs in the OS sandbox (`bot.sandbox`); fix runs refuse to start without one. The pipeline
+check, runs in the OS sandbox (`bot.trust.sandbox`); fix runs refuse to start without one. The pipeline
 — not the agent — commits, refuses a change to protected paths unless the run has the security
 flag, verifies the exact commit, scans the diff for secrets and opens the proposal. A change that
 does not pass the checks is fed back to the agent up to `max_attempts` times and is never
@@ -26,12 +26,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from bot.db import incidents as incident_queries
 from bot.db import proofs as proof_queries
 from bot.db.core import Connection
-from bot.errors import UserError
 from bot.forge.base import Forge, ForgeError, Proposal
 from bot.improve.claims import LIVE_STATES, Claim, ClaimService, covers, plan_files
 from bot.improve.evidence import build_evidence
-from bot.improve.gateway import ModelGateway
-from bot.improve.guard import Decision, protected_entry
 from bot.improve.memory import Lesson, Memory
 from bot.improve.policy import Policy
 from bot.improve.proof import LiveReplay, Proof, Prover, load_proof
@@ -47,7 +44,6 @@ from bot.improve.runs import (
     RunState,
     slugify,
 )
-from bot.improve.sanitize import untrusted_block
 from bot.improve.verify import Verification, verify_commit
 from bot.improve.workspace import (
     HostileTree,
@@ -57,10 +53,14 @@ from bot.improve.workspace import (
     branch_name,
     scan_for_secrets,
 )
-from bot.log import bind_context, get_logger
-from bot.prompts import PromptRegistry
-from bot.sandbox import Sandbox, SandboxUnavailable
-from bot.settings import Settings
+from bot.kernel.errors import UserError
+from bot.kernel.log import bind_context, get_logger
+from bot.kernel.prompts import PromptRegistry
+from bot.kernel.settings import Settings
+from bot.trust.gateway import ModelGateway
+from bot.trust.guard import Decision, protected_entry
+from bot.trust.sandbox import Sandbox, SandboxUnavailable
+from bot.trust.sanitize import untrusted_block
 
 if TYPE_CHECKING:  # the agent module loads claude-agent-sdk (~0.5 s): only when a run starts
     from bot.improve.agent import AgentResult, CodeAgent
@@ -563,7 +563,7 @@ class SelfImprovementAgent:
     async def on_startup(self) -> list[Run]:
         """After a restart: mark runs that were mid-flight interrupted and remove stray worktrees."""
         # With workers, runs the queue holds or a worker executes are not this process's to interrupt:
-        # a dead worker's runs are interrupted by the workers (bot.worker) or the watchdog.
+        # a dead worker's runs are interrupted by the workers (bot.runtime.worker) or the watchdog.
         interrupted = await self.runs.mark_interrupted_on_start(
             owner=self.executor_name if self.queue is not None else None
         )
@@ -1193,7 +1193,7 @@ class SelfImprovementAgent:
         return [value.get_secret_value() for value in values if value is not None]
 
     async def _refuse_hostile(self, run: Run, worktree: Worktree, sha: str) -> None:
-        """The committed change carries nothing that cannot be made inert (`bot.improve.trees`): checked
+        """The committed change carries nothing that cannot be made inert (`bot.trust.trees`): checked
         on the commit itself, whatever made it."""
         try:
             await self.workspace.check_change(worktree.base_sha, sha)

@@ -1,5 +1,5 @@
 """The verify gate: run the configured checks, then a smoke load of every extension, on exactly a commit's
-tree, each inside the sandbox (`bot.sandbox`): the checks execute code the agent wrote.
+tree, each inside the sandbox (`bot.trust.sandbox`): the checks execute code the agent wrote.
 
 `verify_commit` is what the pipeline and the merge queue call: the checks run on a fresh copy of the
 commit's tree (`Workspace.checkout`), never in a worktree anyone wrote in, so an ignored or untracked
@@ -19,7 +19,7 @@ script's directory. Inside the sandbox the live checkout does not exist at all, 
   when that exists, else looked up on the sandbox's `PATH`.
 
 Every check runs (the agent is shown all failures at once) within a total time budget, each under its
-own timeout that kills the sandbox and everything in it. The smoke check (`python -m bot.smoke`) always
+own timeout that kills the sandbox and everything in it. The smoke check (`python -m bot.tools.smoke`) always
 runs last. Without a working sandbox nothing runs: the verification fails with the reason (fail closed).
 Output is passed through the redactor before it is kept: it goes to chat, the database and the model.
 """
@@ -35,11 +35,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.git import git
 from bot.improve.workspace import Workspace
-from bot.log import get_logger
-from bot.process import run_process
-from bot.sandbox import Jail, Sandbox, SandboxUnavailable
+from bot.kernel.git import git
+from bot.kernel.log import get_logger
+from bot.kernel.process import run_process
+from bot.trust.sandbox import Jail, Sandbox, SandboxUnavailable
 
 __all__ = [
     "OUTPUT_TAIL_CHARS",
@@ -55,7 +55,7 @@ __all__ = [
 _log = get_logger(__name__)
 
 OUTPUT_TAIL_CHARS = 4000
-SMOKE_CHECK = "python -m bot.smoke"
+SMOKE_CHECK = "python -m bot.tools.smoke"
 _SMOKE_TIMEOUT_S = 120.0
 _GRACE_S = 5.0  # the sandbox's own wall clock is a backstop behind the check's timeout
 _PYTHON_NAMES = {"python", "python3", f"python{sys.version_info.major}.{sys.version_info.minor}"}

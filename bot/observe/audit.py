@@ -30,10 +30,10 @@ from bot.db import audit as queries
 from bot.db import core
 from bot.db.audit import FingerprintCount, IncidentCounts, RunCount
 from bot.db.core import Connection
-from bot.errors import UserError
-from bot.log import get_logger
-from bot.reminders import ReminderError, parse_delay
-from bot.settings import AuditConfig
+from bot.features.reminders import ReminderError, parse_delay
+from bot.kernel.errors import UserError
+from bot.kernel.log import get_logger
+from bot.kernel.settings import AuditConfig
 
 __all__ = [
     "AuditError",

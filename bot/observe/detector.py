@@ -20,7 +20,7 @@ so memory follows what is active, not everything ever seen. A record costs a few
 deque operations — no scan over stored actions.
 
 A detector that starts — the bot restarted (a deploy of `bot/` restarts it), or another process
-became the leader (bot/cluster.py) — takes its windows up from the stored actions
+became the leader (bot/scale/cluster.py) — takes its windows up from the stored actions
 (`restore_windows`: counts per bucket and the latest durations, aggregated by the database), so a
 storm that began before goes on counting instead of starting from nothing, and one that was firing
 is not signalled again.
@@ -37,8 +37,8 @@ from typing import Literal
 
 from bot.db import actions as action_queries
 from bot.db.core import Connection
-from bot.observe.records import ActionRecord
-from bot.settings import ErrorRateRule, LatencyRule, ObserveConfig
+from bot.db.records import ActionRecord
+from bot.kernel.settings import ErrorRateRule, LatencyRule, ObserveConfig
 
 __all__ = ["AnomalyDetector", "Signal", "WindowHistory", "restore_windows"]
 
@@ -209,7 +209,8 @@ class AnomalyDetector:
         self._sweep(history.now)
 
     def use_known(self, fingerprints: Iterable[str]) -> None:
-        """From now on count exactly these fingerprints as seen before (a new leader: bot/cluster.py)."""
+        """From now on count exactly these fingerprints as seen before (a new leader:
+        bot/scale/cluster.py)."""
         self._known = set(fingerprints)
 
     def tracked(self) -> dict[str, int]:

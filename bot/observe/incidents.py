@@ -36,12 +36,12 @@ from bot.db import actions as action_queries
 from bot.db import incidents as queries
 from bot.db.action_writes import is_postgresql
 from bot.db.core import Connection
+from bot.db.records import ActionRecord
 from bot.db.retry import Fault, StorageState, StorageUnavailable, Writes, storage_fault
-from bot.errors import UserError
-from bot.log import get_logger
+from bot.kernel.errors import UserError
+from bot.kernel.log import get_logger
+from bot.kernel.settings import ObserveConfig
 from bot.observe.detector import Signal
-from bot.observe.records import ActionRecord
-from bot.settings import ObserveConfig
 
 __all__ = ["Announcer", "Incident", "IncidentError", "IncidentService"]
 
@@ -224,7 +224,7 @@ class IncidentService:
         return sum(1 for incident in self._incidents if incident.active)
 
     async def refresh(self) -> None:
-        """Take in what other processes sharing the database wrote (PostgreSQL: bot/cluster.py).
+        """Take in what other processes sharing the database wrote (PostgreSQL: bot/scale/cluster.py).
 
         Incidents opened elsewhere are added; one changed elsewhere after this process last wrote
         it (resolved by a follower's command, announced by the leader) is replaced by the stored

@@ -37,12 +37,12 @@ from typing import Any
 
 from bot.db import action_writes, open_database
 from bot.db.migrate import upgrade_postgresql
+from bot.db.records import ActionRecord
 from bot.db.retry import RetryPolicy, StorageHealth, StorageUnavailable, retrying
-from bot.log import get_logger
+from bot.kernel.log import get_logger
 from bot.observe.fingerprint import fingerprint
-from bot.observe.records import ActionRecord
 from bot.observe.writer import WriterConfig, WriterProcess
-from bot.redact import Redactor
+from bot.trust.redact import Redactor
 
 __all__ = ["ActionRecorder", "PendingAction", "Subscriber"]
 

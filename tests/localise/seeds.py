@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.playground import VirtualWorld
+from bot.tools.playground import VirtualWorld
 from tests.localise.repo import Commit
 
 __all__ = ["SEEDS", "Seed"]
@@ -558,7 +558,7 @@ class Profile(commands.Cog):
 
 
 async def setup(bot: commands.Bot) -> None:
-    await bot.add_cog(Profile(ProfileStore(bot.services.settings.data_dir / "profiles.json")))
+    await bot.add_cog(Profile(ProfileStore(bot.runtime.services.settings.data_dir / "profiles.json")))
 """
 )
 BAD_STORED_DATA = Seed(
