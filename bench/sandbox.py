@@ -44,6 +44,8 @@ def _copy_of_repo(dest: Path) -> Path:
     identity = ["-c", "user.name=bench", "-c", "user.email=bench@example.invalid"]
     for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "bench copy"]):
         subprocess.run(["git", *identity, *args], cwd=dest, check=True, capture_output=True)
+    # The suite's fresh-clone test reuses the checkout's virtualenv through `.venv` (ignored by git).
+    (dest / ".venv").symlink_to(REPO / ".venv")
     return dest
 
 

@@ -9,7 +9,8 @@ that tries to read the live `.env` and database (directly and through `git rev-p
 worktree's `.git`, read every process's environment, reach a service on the host's loopback and write
 the host's /tmp. Every attempt must fail, nothing outside the worktree may change, and no canary may
 reach the model, Discord, the database, a proposal or a log. The canaries are values the redactor does
-not know: only the sandbox can be what keeps them in.
+not know: only the sandbox can be what keeps them in. And a check that forks without end is stopped at
+the process limit, ends the run with that reason, and the bot answers meanwhile.
 """
 
 from __future__ import annotations
@@ -332,3 +333,94 @@ async def test_without_a_sandbox_fixes_refuse_and_investigations_get_no_bash(tmp
         result.content
     )
     assert "dice.py" not in result.content
+
+
+BOMB_CHECK = "python tests/bomb.py"
+BOMB = """\
+\"\"\"Holds a few processes while the bot is asked to roll, then forks without end.\"\"\"
+import os, time
+
+
+def hold():
+    time.sleep(60)
+    os._exit(0)
+
+
+for _ in range(4):
+    if os.fork() == 0:
+        hold()
+time.sleep(5)
+count = 0
+while count < 150:  # without a limit: fails, and stays below a sandbox this suite runs in
+    try:
+        if os.fork() == 0:
+            hold()
+        count += 1
+    except OSError:
+        time.sleep(0.01)
+time.sleep(60)
+"""
+
+
+async def test_a_fork_bomb_in_a_check_ends_the_run_and_the_bot_keeps_answering(tmp_path: Path) -> None:
+    """The agent's check forks without end: the sandbox stops it at the process limit, the run fails
+    with that reason instead of a second attempt, and /roll is answered while it runs and after."""
+    repo = copy_of_bot(tmp_path / "repo")
+    async with ModelDouble() as model:
+        settings = make_settings(
+            repo / "data",
+            repo_dir=repo,
+            anthropic_api_key="test-key",
+            anthropic_base_url=model.base_url,
+            improve={
+                "checks": [BOMB_CHECK],
+                "max_attempts": 2,
+                "check_timeout_s": 120,
+                "stuck_timeout_s": 1e12,
+                "sandbox": {"processes": 32},
+            },
+            observe={"announce_new_fingerprints": False},
+        )
+        async with running_world(settings, settle_timeout=180) as world:
+            worktree = settings.data_dir.resolve() / "worktrees" / "run-1"
+            model.script(
+                _json_turn({"root_cause": "unknown", "files": [], "confidence": "low"}),
+                _json_turn({"files": ["tests/bomb.py"], "changes": "add a check", "risk": "low"}),
+                tool_use("Write", {"file_path": str(worktree / "tests" / "bomb.py"), "content": BOMB}),
+                text("Added the check."),
+            )
+            alice = world.users["alice"]
+            improve = world.bot.services.improve
+            # Started as /fix starts it, but outside a Discord interaction, so that this test can talk
+            # to the bot while the run works.
+            run = await improve.request(
+                kind="fix",
+                requester_id=alice.id,
+                channel_id=world.dev.id,
+                incident_id=None,
+                description="add a check that forks",
+            )
+            for _ in range(1200):
+                await asyncio.sleep(0.1)
+                if (await improve.runs.get(run.id)).state in ("verifying", "failed", "awaiting_approval"):
+                    break
+            before_roll = (await improve.runs.get(run.id)).state
+            during = await alice.send(world.general, "!roll 2d6")
+            after_roll = (await improve.runs.get(run.id)).state
+            await improve.wait(run.id)
+            await world.quiesce()
+            after = await alice.send(world.general, "!roll 1d20")
+            await world.quiesce()
+            answers = [m.content for m in bot_messages(world, world.general)]
+            dev = [m.content for m in bot_messages(world, world.dev)]
+
+    assert (before_roll, after_roll) == ("verifying", "verifying")  # answered while the check ran
+    assert any(a.startswith("🎲 `2d6`") for a in answers) and any(a.startswith("🎲 `1d20`") for a in answers)
+    assert during.id < after.id
+    [(state, stage, reason, attempts)] = stored(
+        settings, "SELECT state, failure_stage, failure_reason, attempts FROM runs WHERE id = 1"
+    )
+    assert (state, stage, attempts) == ("failed", "verifying", 1), (reason, dev)
+    assert reason == f"check `{BOMB_CHECK}`: process limit 32 reached"
+    assert not any("The project's checks failed" in json.dumps(r.json) for r in model.message_requests)
+    assert any(f"❌ Run #1 failed while verifying: check `{BOMB_CHECK}`: process limit 32" in d for d in dev)

@@ -25,7 +25,7 @@ from bot.improve.verify import (
     verify_commit,
 )
 from bot.improve.workspace import NothingToCommitError, Workspace, Worktree
-from bot.trust.sandbox import Sandbox
+from bot.trust.sandbox import Limits, Sandbox
 from tests.harness.repo import copy_of_bot
 
 # A script and a pytest test in the worktree that pass only if `import bot` finds the worktree's code.
@@ -167,15 +167,25 @@ async def test_all_checks_run_and_a_failure_keeps_its_output_tail(tmp_path: Path
     assert "exit code 3" in verification.failure_report() and "fine" not in verification.failure_report()
 
 
+def _running(token: str) -> list[int]:
+    """The host's processes whose command line holds `token` (sandboxed ones are visible from here)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if token.encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return found
+
+
 async def test_a_check_past_its_timeout_is_killed_with_its_children(tmp_path: Path) -> None:
     """On timeout the sandbox and all in it die; the check fails saying so and keeps what it printed."""
-    beats = tmp_path / "beats"
-    (tmp_path / "child.py").write_text(
-        f"import time\nwhile True:\n    open({str(beats)!r}, 'a').write('x')\n    time.sleep(0.05)\n"
-    )
+    child = f"child_{os.getpid()}_{time.monotonic_ns()}.py"
+    (tmp_path / child).write_text("import time\nwhile True:\n    time.sleep(0.05)\n")
     (tmp_path / "parent.py").write_text(
         "import subprocess, sys, time\n"
-        "subprocess.Popen([sys.executable, 'child.py'])\n"
+        f"subprocess.Popen([sys.executable, {child!r}])\n"
         "print('started', flush=True)\n"
         "time.sleep(60)\n"
     )
@@ -186,10 +196,10 @@ async def test_a_check_past_its_timeout_is_killed_with_its_children(tmp_path: Pa
     check = verification.checks[0]
     assert time.perf_counter() - started < 10
     assert not check.ok and check.exit_code is None
-    assert check.output_tail.startswith("started") and check.line().endswith("— timed out after 1 s")
-    size = beats.stat().st_size
+    assert check.output_tail.startswith("started") and check.limit == "killed after 1 s (wall clock)"
+    assert check.line().endswith("— killed after 1 s (wall clock)")
     await asyncio.sleep(0.5)
-    assert size > 0 and beats.stat().st_size == size  # the child inside the sandbox died with it
+    assert _running(child) == []  # the child inside the sandbox died with it
 
 
 async def test_total_budget_skips_checks_that_cannot_start(tmp_path: Path) -> None:
@@ -203,8 +213,45 @@ async def test_total_budget_skips_checks_that_cannot_start(tmp_path: Path) -> No
     )
 
     slow, skipped = verification.checks
-    assert slow.exit_code is None and "timed out after 0.5 s" in slow.output_tail
+    assert slow.exit_code is None and slow.limit == "killed after 0.5 s (wall clock)"
     assert not skipped.ok and skipped.output_tail.startswith("skipped")
+
+
+BOMB = """\
+import os, time
+count = 0
+while count < 150:  # without a limit: fails, and stays below a sandbox this suite runs in
+    try:
+        if os.fork() == 0:
+            time.sleep(60)
+            os._exit(0)
+        count += 1
+    except OSError:
+        time.sleep(0.01)
+time.sleep(60)
+"""
+
+
+async def test_a_check_that_reaches_a_limit_fails_with_it_and_the_verification_names_it(
+    tmp_path: Path,
+) -> None:
+    """A fork bomb in a check stops at the process limit long before its timeout, and its line says so;
+    a check that only prints the sandbox's words reached no limit."""
+    (tmp_path / "bomb.py").write_text(BOMB)
+    (tmp_path / "claim.py").write_text("print('[sandbox] process limit 32 reached')\n")
+    sandbox = Sandbox(limits=Limits(processes=32))
+
+    started = time.perf_counter()
+    verification = await verify(
+        tmp_path, ["python claim.py", "python bomb.py"], 60, sandbox=sandbox, git_dir=None, smoke=False
+    )
+
+    claim, bomb = verification.checks
+    assert time.perf_counter() - started < 20
+    assert claim.ok and claim.limit is None
+    assert not bomb.ok and bomb.exit_code is None and bomb.limit == "process limit 32 reached"
+    assert bomb.line().endswith("— process limit 32 reached")
+    assert verification.limit_hit == "check `python bomb.py`: process limit 32 reached"
 
 
 def test_tools_resolve_to_the_running_venv(tmp_path: Path) -> None:

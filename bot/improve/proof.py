@@ -81,7 +81,6 @@ _LATENCY_FACTOR = 0.5  # a latency fix must at least halve the replayed call's t
 _MARK = {True: "✅", False: "❌", None: "—"}
 _RUNNER = Path(__file__).resolve().with_name("proof_runner.py")
 _RUNNER_INSIDE = "/run/mendbot/proof"
-_SOURCE_READ = "may not read the source of a changed file"
 _BY = {"replay": "observed over the wire by the replay", "test": "run by the proof's test runner"}
 
 
@@ -253,11 +252,12 @@ class LiveReplay:
 
 @dataclass(frozen=True)
 class _TestRun:
-    """The tests on one side: the outcome, and which changed lines they ran (None: not measured)."""
+    """The tests on one side: the outcome, which changed lines they ran (None: not measured), and the
+    changed sources they read other than to run them."""
 
     side: Side
     coverage: dict[str, dict[str, list[int]]] | None
-    read_source: bool
+    read: list[str] = field(default_factory=list)
 
 
 class Prover:
@@ -394,7 +394,7 @@ class Prover:
                         command, jail, jail.environment(), self._test_timeout_s, self._redact
                     )
             except SandboxUnavailable as exc:
-                return _TestRun(Side(None, f"not run: {exc}"), None, False)
+                return _TestRun(Side(None, f"not run: {exc}"), None)
         return _read_test_run(result)
 
     async def _store(
@@ -423,8 +423,8 @@ class Prover:
 
 
 def _read_test_run(result: CheckResult) -> _TestRun:
-    """The runner's outcome: its last line before the coverage line, and the coverage it reported."""
-    coverage: dict[str, dict[str, list[int]]] | None = None
+    """The runner's outcome: its last line before the coverage line, and what that line reported."""
+    report: dict[str, Any] = {}
     shown: list[str] = []
     for line in result.output_tail.splitlines():
         if line.startswith(MARKER + " "):
@@ -432,12 +432,17 @@ def _read_test_run(result: CheckResult) -> _TestRun:
                 parsed = json.loads(line.removeprefix(MARKER + " "))
             except json.JSONDecodeError:
                 parsed = None
-            coverage = parsed if isinstance(parsed, dict) else None
+            report = parsed if isinstance(parsed, dict) else {}
         elif line.strip():
             shown.append(line.strip())
     text = shown[-1][:80] if shown else f"exit code {result.exit_code}"
-    side = Side(result.ok, text, result.duration_s)
-    return _TestRun(side, coverage, _SOURCE_READ in result.output_tail)
+    coverage = report.get("coverage")
+    read = report.get("read")
+    return _TestRun(
+        Side(result.ok, text, result.duration_s),
+        coverage if isinstance(coverage, dict) else None,
+        [str(path) for path in read] if isinstance(read, list) else [],
+    )
 
 
 async def _replay(checkout: Path, plan: ReplayPlan, sandbox: Sandbox) -> dict[str, ReplayResult] | str:
@@ -456,12 +461,6 @@ def _test_item(tests: list[str], base: _TestRun, branch: _TestRun) -> ProofItem:
         return ProofItem("test", label, base.side, branch.side, verdict, note)
 
     if branch.side.ok is not True:
-        if branch.read_source:
-            return item(
-                "fails",
-                "your test reads the source of a file your change made: a proof's test must run the code,"
-                " not read it",
-            )
         return item("fails", "your test fails on your branch: the fix is incomplete")
     if base.side.ok is True:
         return item(
@@ -471,6 +470,13 @@ def _test_item(tests: list[str], base: _TestRun, branch: _TestRun) -> ProofItem:
         )
     if base.side.ok is None:
         return item("neutral", "could not run on the base")
+    if branch.read:
+        shown = ", ".join(f"`{path}`" for path in branch.read[:3])
+        return item(
+            "no_proof",
+            f"unproven: the test reads the source of a file your change made ({shown}): a proof's test"
+            " must run the code, not read it",
+        )
     if branch.coverage is None:
         return item("no_proof", "unproven: which lines of the change your test runs could not be measured")
     changed = sum(len(found["changed"]) for found in branch.coverage.values())

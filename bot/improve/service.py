@@ -8,7 +8,8 @@ check, runs in the OS sandbox (`bot.trust.sandbox`); fix runs refuse to start wi
 — not the agent — commits, refuses a change to protected paths unless the run has the security
 flag, verifies the exact commit, scans the diff for secrets and opens the proposal. A change that
 does not pass the checks is fed back to the agent up to `max_attempts` times and is never
-proposed otherwise.
+proposed otherwise; a check that reached a sandbox limit (its timeout, the process count, /tmp, the
+worktree's growth, CPU time) ends the run with that reason instead.
 """
 
 from __future__ import annotations
@@ -1015,6 +1016,10 @@ class SelfImprovementAgent:
                 actor="pipeline",
                 detail={"ok": verification.ok, "sha": verification.sha, "summary": verification.summary()},
             )
+            if verification.limit_hit:
+                # A fork bomb, a full /tmp, a check that never ends: not a failure to hand back for
+                # another attempt, but code that has to be stopped.
+                raise _StageFailure("limit", verification.limit_hit)
             if verification.ok:
                 if not prove:
                     return verification, None

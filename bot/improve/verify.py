@@ -22,6 +22,12 @@ Every check runs (the agent is shown all failures at once) within a total time b
 own timeout that kills the sandbox and everything in it. The smoke check (`python -m bot.tools.smoke`) always
 runs last. Without a working sandbox nothing runs: the verification fails with the reason (fail closed).
 Output is passed through the redactor before it is kept: it goes to chat, the database and the model.
+
+A check that reaches one of the sandbox's limits — its timeout, the process count, the size of `/tmp`
+or of what it writes into the tree, CPU time — fails with that reason (`CheckResult.limit`, e.g. "process
+limit 256 reached"), taken from the supervisor's own channel, never from the check's output; the
+`Verification` then names it (`limit_hit`), and the pipeline ends the run there instead of handing the
+failure back to the agent.
 """
 
 from __future__ import annotations
@@ -38,7 +44,6 @@ from pathlib import Path
 from bot.improve.workspace import Workspace
 from bot.kernel.git import git
 from bot.kernel.log import get_logger
-from bot.kernel.process import run_process
 from bot.trust.sandbox import Jail, Sandbox, SandboxUnavailable
 
 __all__ = [
@@ -57,25 +62,32 @@ _log = get_logger(__name__)
 OUTPUT_TAIL_CHARS = 4000
 SMOKE_CHECK = "python -m bot.tools.smoke"
 _SMOKE_TIMEOUT_S = 120.0
-_GRACE_S = 5.0  # the sandbox's own wall clock is a backstop behind the check's timeout
+_KILLED = 124  # the supervisor's exit code when the sandbox ended the command
 _PYTHON_NAMES = {"python", "python3", f"python{sys.version_info.major}.{sys.version_info.minor}"}
 
 
 @dataclass(frozen=True)
 class CheckResult:
+    """One check: `exit_code` is None when it did not exit by itself (killed, or never started);
+    `limit` the sandbox limit it reached, by the supervisor's word."""
+
     command: str
     ok: bool
     exit_code: int | None
     output_tail: str
     duration_s: float
+    limit: str | None = None
 
     @property
     def last_line(self) -> str:
+        if self.limit:
+            return self.limit
         lines = [line.strip() for line in self.output_tail.splitlines() if line.strip()]
         return lines[-1][:200] if lines else f"exit code {self.exit_code}"
 
     def line(self) -> str:
-        """`✅ ruff check . (1.2 s)` or `❌ pytest -q (3.4 s) — <its last line of output>`."""
+        """`✅ ruff check . (1.2 s)`, `❌ pytest -q (3.4 s) — <its last line of output>`, or with the limit
+        it reached: `❌ pytest -q (3.4 s) — process limit 256 reached`."""
         if self.ok:
             return f"✅ {self.command} ({self.duration_s:.1f} s)"
         return f"❌ {self.command} ({self.duration_s:.1f} s) — {self.last_line}"
@@ -91,6 +103,13 @@ class Verification:
 
     def summary(self) -> str:
         return "\n".join(check.line() for check in self.checks)
+
+    @property
+    def limit_hit(self) -> str | None:
+        """ "check `pytest -q`: process limit 256 reached" for the first check that reached a sandbox
+        limit, else None."""
+        hit = next((check for check in self.checks if check.limit), None)
+        return f"check `{hit.command}`: {hit.limit}" if hit is not None else None
 
     def failure_report(self) -> str:
         """Each failing check with its output tail: what is fed back to the agent for the next attempt."""
@@ -149,20 +168,22 @@ async def run_check(
     if "/" not in argv[0]:
         reason = f"could not run: {argv[0]} is not installed (not on the sandbox's PATH)"
         return CheckResult(command, False, None, reason, time.perf_counter() - started)
-    confined = jail.command(argv, env, wall_s=timeout_s + _GRACE_S)
     try:
-        result = await run_process(confined, cwd=jail.worktree, env={}, timeout_s=timeout_s)
+        ran = await jail.run(argv, env, wall_s=timeout_s)
     except OSError as exc:
         return CheckResult(command, False, None, f"could not run: {exc}", time.perf_counter() - started)
+    result, limit = ran.process, ran.limit
     output = result.output
-    if result.timed_out:
-        output = f"{output.rstrip()}\ntimed out after {_seconds(timeout_s)} s".lstrip()
+    if limit:
+        output = f"{output.rstrip()}\n{limit}".lstrip()
+    killed = limit is not None and (result.timed_out or result.code == _KILLED)
     return CheckResult(
         command=command,
-        ok=result.code == 0,
-        exit_code=result.code,
+        ok=result.code == 0 and limit is None,
+        exit_code=None if killed else result.code,
         output_tail=_tail(redact(output)),
         duration_s=result.duration_s,
+        limit=limit,
     )
 
 
@@ -229,7 +250,7 @@ async def verify(
     budget = total_timeout_s if total_timeout_s is not None else 2 * timeout_s
     deadline = time.monotonic() + budget
     results: list[CheckResult] = []
-    async with sandbox.jail(worktree, git_dir=git_dir) as jail:
+    async with sandbox.jail(worktree, git_dir=git_dir, writable=False) as jail:
         check_env = jail.environment()
         for command in checks:
             remaining = deadline - time.monotonic()

@@ -47,6 +47,7 @@ async def run_process(
     merge_stderr: bool = True,
     input: bytes | None = None,
     binary: bool = False,
+    pass_fds: Sequence[int] = (),
 ) -> ProcessResult:
     """Run `argv` (no shell) and wait for it and its output, at most `timeout_s` seconds.
 
@@ -55,6 +56,7 @@ async def run_process(
     what was written before the timeout is kept. A missing executable raises FileNotFoundError.
     `input` is written to the process's stdin (else it reads nothing); with `binary`, stdout is kept
     as bytes in `data` and `output` is left empty.
+    `pass_fds` are descriptors the process inherits under the same numbers (nothing else is inherited).
     """
     started = time.perf_counter()
     process = await asyncio.create_subprocess_exec(
@@ -65,6 +67,7 @@ async def run_process(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT if merge_stderr else asyncio.subprocess.PIPE,
         start_new_session=True,
+        pass_fds=tuple(pass_fds),
     )
     out, err = bytearray(), bytearray()
 

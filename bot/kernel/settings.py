@@ -210,6 +210,9 @@ class SandboxConfig(_Section):
     file_size_mb: int = Field(default=1024, ge=1)  # largest file a process may write
     open_files: int = Field(default=1024, ge=64)
     output_kb: int = Field(default=1024, ge=16)  # output kept per command; the rest is dropped
+    processes: int = Field(default=256, ge=16)  # tasks (processes and threads) of one command at once
+    tmp_mb: int = Field(default=1024, ge=16)  # size of its private /tmp (also HOME), and of /dev/shm
+    worktree_grow_mb: int = Field(default=256, ge=16)  # what one command may write into the worktree
 
 
 # Everything that decides who may approve, what merges, what runs and how it is confined. A change to
