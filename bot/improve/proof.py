@@ -49,6 +49,7 @@ from bot.improve.verify import CheckResult, run_check
 from bot.improve.workspace import Workspace
 from bot.kernel.git import git
 from bot.kernel.log import get_logger
+from bot.trust import proof_runner
 from bot.trust.proof_runner import MARKER
 from bot.trust.sandbox import Sandbox, SandboxUnavailable
 from bot.trust.trees import overlay_tree
@@ -79,7 +80,7 @@ _TEST_FILE = re.compile(r"(^|/)(test_[^/]*|[^/]*_test)\.py$")
 _HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,(\d+))? @@")
 _LATENCY_FACTOR = 0.5  # a latency fix must at least halve the replayed call's time
 _MARK = {True: "✅", False: "❌", None: "—"}
-_RUNNER = Path(__file__).resolve().with_name("proof_runner.py")
+_RUNNER = Path(proof_runner.__file__).resolve()
 _RUNNER_INSIDE = "/run/mendbot/proof"
 _BY = {"replay": "observed over the wire by the replay", "test": "run by the proof's test runner"}
 

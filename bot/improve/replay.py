@@ -47,6 +47,7 @@ from bot.db import proofs as queries
 from bot.db.core import Connection
 from bot.kernel.errors import named_bug
 from bot.kernel.log import get_logger
+from bot.trust import replay_launch
 from bot.trust.loopback_discord import DiscordDouble, FakeChannel, message_text
 from bot.trust.redact import REDACTED
 from bot.trust.sandbox import Sandbox, SandboxUnavailable
@@ -69,7 +70,7 @@ CALL_TIMEOUT_S = 15.0  # a recorded call answered within this, or "no answer"
 _SETTLE_S = 0.3  # after the first answer, edits made at once (a "rolling…" then the result) still count
 _STOP_TIMEOUT_S = 5.0
 _REPLY_CHARS = 300
-_LAUNCHER = Path(__file__).resolve().with_name("replay_launch.py")
+_LAUNCHER = Path(replay_launch.__file__).resolve()
 _INSIDE = "/run/mendbot/replay"  # where the observer's socket, the config and the launcher are bound
 _MEMBER = "alice"
 _SNOWFLAKE_OPTION = re.compile(r"^[A-Za-z]+:\d+$")  # how the recorder keeps a member, role or channel

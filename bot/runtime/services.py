@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Services", "build_services"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMPTS_DIR = REPO_ROOT / "prompts"
 _log = get_logger(__name__)
 
