@@ -397,8 +397,8 @@ async def test_a_hand_edit_to_the_core_is_reported_never_restarted(
 ) -> None:
     """Editing bot/ by hand says a restart is needed and keeps the bot running."""
     root = tmp_path / "live"
-    (root / "bot").mkdir(parents=True)
-    (root / "bot" / "app.py").write_text("# edited\n")
+    (root / "bot" / "runtime").mkdir(parents=True)
+    (root / "bot" / "runtime" / "app.py").write_text("# edited\n")
     async with running_world(settings) as world:
         reports: list[str] = []
 
@@ -406,7 +406,7 @@ async def test_a_hand_edit_to_the_core_is_reported_never_restarted(
             reports.append(text)
 
         watcher = HandEditWatcher(root, Reloader(world.bot), report)
-        text = await watcher.apply_changes([root / "bot" / "app.py"])
+        text = await watcher.apply_changes([root / "bot" / "runtime" / "app.py"])
         assert text is not None
         assert "`bot/runtime/app.py` changed on disk: restart mendbot to apply it" in text
         assert world.bot.accepting
