@@ -32,19 +32,14 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from bot.db.approvals import Approval
 from bot.db.objections import Objection
 from bot.db.records import ActionRecord
-from bot.deploy.approval import (
-    ApprovalDecision,
-    ApprovalForm,
-    ApprovalService,
-    EditOutcome,
-    Recheck,
-    Reread,
-    RolesLookup,
-)
+from bot.deploy.approval import ApprovalForm, ApprovalService
+from bot.deploy.approval_core import ApprovalDecision
 from bot.deploy.merge import LiveUpdate, MergeError, Merger, RebaseConflict
 from bot.deploy.queue import MergeQueue
+from bot.deploy.recheck import Recheck, Reread, RolesLookup
 from bot.deploy.reload import Reloader, classify, render
 from bot.deploy.sources import ApprovalSources
+from bot.deploy.withdrawals import EditOutcome
 from bot.forge.base import (
     Forge,
     ForgeError,
