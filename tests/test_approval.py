@@ -15,7 +15,9 @@ import pytest
 from bot.db import approvals as approval_queries
 from bot.db import open_database, proposals
 from bot.db.proposals import Proposal
-from bot.deploy.approval import ApprovalDecision, ApprovalService, is_protected, touches_protected
+from bot.deploy.approval import ApprovalService
+from bot.deploy.approval_core import ApprovalDecision
+from bot.deploy.protection import is_protected, touches_protected
 from bot.improve.runs import Run, RunService
 from tests.harness.discord import make_settings
 from tests.harness.repo import copy_of_bot, git
