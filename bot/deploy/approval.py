@@ -87,7 +87,7 @@ from bot.kernel.log import get_logger
 from bot.kernel.settings import Settings
 from bot.trust.access import AccessPolicy
 from bot.trust.grammar import Reading, read_approval, what_counts
-from bot.trust.guard import protected_entry
+from bot.trust.path_rules import protected_entry
 
 __all__ = [
     "ApprovalDecision",
@@ -226,7 +226,7 @@ class _Protection:
 
 
 def is_protected(path: str, protected: Sequence[str]) -> bool:
-    """True if `path` is protected by one of the entries (`bot.trust.guard.protected_entry`)."""
+    """True if `path` is protected by one of the entries (`bot.trust.path_rules.protected_entry`)."""
     return protected_entry(path, protected) is not None
 
 
