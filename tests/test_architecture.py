@@ -14,7 +14,7 @@ import pytest
 
 from bot.kernel.settings import DEFAULT_PROTECTED_PATHS
 from bot.tools.architecture import diagram
-from bot.trust.guard import protected_entry
+from bot.trust.path_rules import protected_entry
 
 REPO = Path(__file__).resolve().parent.parent
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"

@@ -25,7 +25,8 @@ from bot.kernel.settings import Settings
 from bot.runtime.app import MendBot
 from bot.runtime.services import build_services
 from bot.runtime.startup import Backoff, start_on_discord
-from bot.trust.loopback_discord import DiscordDouble, FakeGuild
+from bot.trust.loopback_discord import DiscordDouble
+from bot.trust.loopback_discord_model import FakeGuild
 from tests.harness.discord import make_settings
 
 REPO = Path(__file__).resolve().parent.parent

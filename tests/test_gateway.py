@@ -21,7 +21,8 @@ from aiohttp import web
 from claude_agent_sdk import ClaudeSDKClient, ResultMessage
 
 from bot.improve.agent import ClaudeCodeAgent
-from bot.trust.gateway import COUNT_MARGIN, COUNT_SLACK_TOKENS, DEFAULT_PRICES, ModelGateway, Price
+from bot.trust.gateway import COUNT_MARGIN, COUNT_SLACK_TOKENS, ModelGateway
+from bot.trust.model_usage import DEFAULT_PRICES, Price
 from bot.trust.priceable import BETAS, FIELDS
 from bot.trust.sandbox import Sandbox
 from tests.harness.claude_cli import agent_options

@@ -15,7 +15,8 @@ from claude_agent_sdk import PermissionResultAllow, PermissionResultDeny, ToolPe
 from bot.kernel.settings import DEFAULT_PROTECTED_PATHS
 from bot.trust import agent_env
 from bot.trust.agent_env import agent_environment, write_launcher
-from bot.trust.guard import Decision, GuardPolicy, ToolGuard, protected_entry
+from bot.trust.guard import Decision, GuardPolicy, ToolGuard
+from bot.trust.path_rules import protected_entry
 
 PROTECTED = ("bot/trust/guard.py", ".ci/", "prompts/agent/", "config.yaml")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.kernel.git import git
-from bot.trust.guard import protected_entry
+from bot.trust.path_rules import protected_entry
 
 __all__ = ["DiffUnavailable", "is_protected", "touches_protected"]
 
@@ -35,7 +35,7 @@ class _Protection:
 
 
 def is_protected(path: str, protected: Sequence[str]) -> bool:
-    """True if `path` is protected by one of the entries (`bot.trust.guard.protected_entry`)."""
+    """True if `path` is protected by one of the entries (`bot.trust.path_rules.protected_entry`)."""
     return protected_entry(path, protected) is not None
 
 

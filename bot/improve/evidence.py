@@ -55,7 +55,7 @@ from bot.improve.localise import (
 )
 from bot.kernel.git import git
 from bot.kernel.log import get_logger
-from bot.trust.guard import secret_reason
+from bot.trust.path_rules import secret_reason
 from bot.trust.sanitize import sanitize_untrusted, untrusted_block
 
 __all__ = [

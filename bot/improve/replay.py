@@ -48,7 +48,8 @@ from bot.db.core import Connection
 from bot.kernel.errors import named_bug
 from bot.kernel.log import get_logger
 from bot.trust import replay_launch
-from bot.trust.loopback_discord import DiscordDouble, FakeChannel, message_text
+from bot.trust.loopback_discord import DiscordDouble
+from bot.trust.loopback_discord_model import FakeChannel, message_text
 from bot.trust.redact import REDACTED
 from bot.trust.sandbox import Sandbox, SandboxUnavailable
 

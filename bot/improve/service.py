@@ -59,7 +59,8 @@ from bot.kernel.log import bind_context, get_logger
 from bot.kernel.prompts import PromptRegistry
 from bot.kernel.settings import Settings
 from bot.trust.gateway import ModelGateway
-from bot.trust.guard import Decision, protected_entry
+from bot.trust.guard import Decision
+from bot.trust.path_rules import protected_entry
 from bot.trust.sandbox import Sandbox, SandboxUnavailable
 from bot.trust.sanitize import untrusted_block
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from bot.kernel.git import GitError, git
-from bot.trust.guard import secret_reason
+from bot.trust.path_rules import secret_reason
 
 __all__ = [
     "HostileTree",
