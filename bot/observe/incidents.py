@@ -40,7 +40,7 @@ from bot.db.records import ActionRecord
 from bot.db.retry import Fault, StorageState, StorageUnavailable, Writes, storage_fault
 from bot.kernel.errors import UserError
 from bot.kernel.log import get_logger
-from bot.kernel.settings import ObserveConfig
+from bot.kernel.sections import ObserveConfig
 from bot.observe.detector import Signal
 
 __all__ = ["Announcer", "Incident", "IncidentError", "IncidentService"]
