@@ -31,7 +31,8 @@ from bot.kernel.errors import UserError
 from bot.kernel.log import get_logger
 from bot.kernel.sections import ImproveConfig
 from bot.observe.audit import AuditFinding
-from bot.observe.incidents import Incident, IncidentService
+from bot.observe.incident import Incident
+from bot.observe.incidents import IncidentService
 
 __all__ = ["AUTONOMOUS_REQUESTER", "AutonomyService", "Decision"]
 
