@@ -40,7 +40,7 @@ if str(REPO) not in sys.path:
 os.environ["MENDBOT_CONFIG"] = os.devnull
 
 from bot.db import open_database  # noqa: E402
-from bot.kernel.settings import AuditConfig  # noqa: E402
+from bot.kernel.sections import AuditConfig  # noqa: E402
 from bot.observe.audit import AuditReport, AuditService  # noqa: E402
 from bot.observe.audit_charts import render_charts  # noqa: E402
 

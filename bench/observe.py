@@ -58,7 +58,8 @@ for _name in ("DISCORD_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GITHU
 from bot.db import core  # noqa: E402
 from bot.db.records import ActionRecord  # noqa: E402
 from bot.kernel.log import configure_logging  # noqa: E402
-from bot.kernel.settings import ObserveConfig, Settings  # noqa: E402
+from bot.kernel.sections import ObserveConfig  # noqa: E402
+from bot.kernel.settings import Settings  # noqa: E402
 from bot.observe.detector import AnomalyDetector, Signal  # noqa: E402
 from bot.observe.fingerprint import fingerprint  # noqa: E402
 from bot.runtime.services import REPO_ROOT, Services, build_services  # noqa: E402

@@ -75,7 +75,8 @@ from bot.db import core, open_database  # noqa: E402
 from bot.db.records import ActionRecord  # noqa: E402
 from bot.db.schema import actions  # noqa: E402
 from bot.kernel.log import configure_logging  # noqa: E402
-from bot.kernel.settings import ObserveConfig, Settings  # noqa: E402
+from bot.kernel.sections import ObserveConfig  # noqa: E402
+from bot.kernel.settings import Settings  # noqa: E402
 from bot.observe.detector import AnomalyDetector, Signal, restore_windows  # noqa: E402
 from bot.observe.recorder import ActionRecorder  # noqa: E402
 from bot.runtime.services import Services, build_services  # noqa: E402

@@ -13,7 +13,7 @@ from discord.ext import commands
 from bot.improve.runs import RunKind
 from bot.kernel.errors import UserError
 from bot.kernel.log import get_logger
-from bot.observe.incidents import Incident
+from bot.observe.incident import Incident
 from bot.runtime.app import MendBot
 
 ACTIONS: dict[str, RunKind] = {"🔍": "investigate", "🛠": "fix", "🛠️": "fix"}

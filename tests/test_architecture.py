@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.kernel.settings import DEFAULT_PROTECTED_PATHS
+from bot.kernel.sections import DEFAULT_PROTECTED_PATHS
 from bot.tools.architecture import diagram
 from bot.trust.path_rules import protected_entry
 

@@ -21,7 +21,8 @@ from bot.db import actions as action_queries
 from bot.db import open_database
 from bot.db.core import Connection
 from bot.db.records import ActionRecord
-from bot.kernel.settings import AuditConfig, ConfigError, Settings
+from bot.kernel.sections import AuditConfig
+from bot.kernel.settings import ConfigError, Settings
 from bot.observe.audit import AuditError, AuditSchedule, AuditService, parse_period
 from bot.observe.audit_charts import render_charts
 from bot.observe.audit_render import render_text

@@ -19,7 +19,7 @@ from bot.db import core
 from bot.db import incidents as incident_queries
 from bot.db.records import ActionRecord
 from bot.db.runs import get_setting, set_setting
-from bot.observe.incidents import Incident
+from bot.observe.incident import Incident
 from bot.runtime.services import Services, build_services
 from bot.scale.cluster import DEPLOYED_KEY, TAIL_KEY, ActionTail, leadership_for, shares_database
 from bot.scale.leader import PostgresLeader, SoleLeader, lock_key

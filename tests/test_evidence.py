@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from bot.db import incidents as incident_queries
 from bot.db.connection import open_database
 from bot.db.records import ActionRecord
 from bot.improve.evidence import build_evidence
+from bot.improve.localise import RECORDING_WRAPPERS
 from bot.improve.memory import Lesson
 from bot.trust.sanitize import BLOCK_END, BLOCK_START
 from tests.harness.repo import copy_of_bot, git
@@ -284,7 +286,7 @@ async def test_the_initialiser_of_the_failing_attribute_is_a_suspect(
 ) -> None:
     """self.items.append fails: Basket.__init__, which set self.items, is ranked with its reason."""
     line = _line_of(_source(shop), "self.items.append")
-    frames = ["bot/runtime/app.py:400:_run_event", f"shop.py:{line}:add"]
+    frames = ["bot/runtime/recording.py:400:_run_event", f"shop.py:{line}:add"]
     await _failing(db, frames, "AttributeError", "fp-basket")
     pack = await build_evidence(db, shop, incident_id=None, description="", fingerprint="fp-basket", now=NOW)
     names = [s.function for s in pack.suspects]
@@ -297,11 +299,23 @@ async def test_recording_wrappers_are_never_suspects_or_source(db: aiosqlite.Con
     """mendbot's own _run_event / recorded frames take no suspect or source slot."""
     line = _line_of(_source(shop), "self.items.append")
     await _failing(
-        db, ["bot/runtime/app.py:400:_run_event", f"shop.py:{line}:add"], "AttributeError", "fp-wrap"
+        db, ["bot/runtime/recording.py:400:_run_event", f"shop.py:{line}:add"], "AttributeError", "fp-wrap"
     )
     pack = await build_evidence(db, shop, incident_id=None, description="", fingerprint="fp-wrap", now=NOW)
     assert all(s.path == "shop.py" for s in pack.suspects)
     assert all(e.path == "shop.py" for e in pack.excerpts)
+
+
+def test_every_recording_wrapper_names_a_function_of_the_bot() -> None:
+    """Each wrapper the evidence skips is a function its file defines: a wrapper moved to another
+    module, left named by the old one, would take suspect and source slots again."""
+    root = Path(__file__).resolve().parent.parent
+    for path, function in RECORDING_WRAPPERS:
+        tree = ast.parse((root / path).read_text())
+        defined = {
+            node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        }
+        assert function in defined, f"{path} defines no {function}"
 
 
 async def test_the_writer_of_a_stored_key_is_a_suspect(db: aiosqlite.Connection, shop: Path) -> None:

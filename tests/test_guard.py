@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from claude_agent_sdk import PermissionResultAllow, PermissionResultDeny, ToolPermissionContext
 
-from bot.kernel.settings import DEFAULT_PROTECTED_PATHS
+from bot.kernel.sections import DEFAULT_PROTECTED_PATHS
 from bot.trust import agent_env
 from bot.trust.agent_env import agent_environment, write_launcher
 from bot.trust.guard import Decision, GuardPolicy, ToolGuard
@@ -601,4 +601,11 @@ def test_launcher_keeps_only_allowed_names(tmp_path: Path, monkeypatch: pytest.M
 def test_what_the_watch_and_the_proof_see_is_protected(path: str) -> None:
     """A change to observation, the bot's apology or the replay's observer could blind the watch or
     forge a proof: by default it needs a security run and the security form."""
+    assert protected_entry(path, DEFAULT_PROTECTED_PATHS) is not None
+
+
+@pytest.mark.parametrize("path", ["bot/kernel/settings.py", "bot/kernel/sections.py"])
+def test_the_settings_and_their_defaults_are_protected(path: str) -> None:
+    """How settings load and what every section allows by default (this list, the sandbox's limits, the
+    approvals a merge needs) decide what is confined and what merges: both modules are protected."""
     assert protected_entry(path, DEFAULT_PROTECTED_PATHS) is not None

@@ -9,7 +9,7 @@ import pytest
 from bot.db import actions as action_queries
 from bot.db import core
 from bot.db.records import ActionRecord
-from bot.kernel.settings import ObserveConfig
+from bot.kernel.sections import ObserveConfig
 from bot.observe.detector import AnomalyDetector, Signal, restore_windows
 from bot.observe.fingerprint import fingerprint, normalise_message
 from bot.trust.redact import REDACTED, redact, redact_text

@@ -12,7 +12,7 @@ import pytest
 from bot.db import open_database
 from bot.improve.policy import Policy, PolicyRefusal
 from bot.improve.runs import Run, RunService
-from bot.kernel.settings import ImproveConfig
+from bot.kernel.sections import ImproveConfig
 
 ALICE = 1001
 BOB = 1002

@@ -21,7 +21,7 @@ from bot.__main__ import exit_code, should_reexec
 from bot.deploy.reload import ModuleResult, Plan, Reloader, ReloadReport, classify, render
 from bot.deploy.watcher import HandEditWatcher
 from bot.kernel.settings import Settings
-from bot.runtime.app import RESTART_NOTICE
+from bot.runtime.recording import RESTART_NOTICE
 from bot.runtime.services import PROMPTS_DIR
 from bot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, reply_text, running_world

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from bot.db import chat as queries
 from bot.db.core import Connection
 from bot.kernel.prompts import PromptRegistry
-from bot.kernel.settings import ChatConfig
+from bot.kernel.sections import ChatConfig
 from bot.observe.recorder import ActionRecorder
 from bot.trust.redact import Redactor
 

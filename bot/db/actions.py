@@ -194,8 +194,8 @@ async def kind_buckets(
     dialect = core.dialect(db)
     found = await core.rows(db, _kind_buckets(dialect), since=since, upto=upto, width=width)
     counts = {(row["kind"], int(row["bucket"])): [int(row["events"]), int(row["failures"])] for row in found}
-    # An environment failure (Discord or storage refusing: bot/runtime/app.py) has no fingerprint and says
-    # so in `extra`, as the writer encodes it; the detector skips those, and so do its windows here.
+    # An environment failure (Discord or storage refusing: bot/runtime/recording.py) has no fingerprint and
+    # says so in `extra`, as the writer encodes it; the detector skips those, and so do its windows here.
     failing = sorted({kind for (kind, _), (_, failures) in counts.items() if failures})
     if failing:
         environment = await core.rows(

@@ -29,9 +29,10 @@ from bot.improve.runs import BUSY_STATES, Run, RunKind
 from bot.improve.service import SelfImprovementAgent
 from bot.kernel.errors import UserError
 from bot.kernel.log import get_logger
-from bot.kernel.settings import ImproveConfig
+from bot.kernel.sections import ImproveConfig
 from bot.observe.audit import AuditFinding
-from bot.observe.incidents import Incident, IncidentService
+from bot.observe.incident import Incident
+from bot.observe.incidents import IncidentService
 
 __all__ = ["AUTONOMOUS_REQUESTER", "AutonomyService", "Decision"]
 

@@ -41,9 +41,9 @@ __all__ = [
 # mendbot's own frames that wrap every handler: never the cause, never worth a source slot.
 RECORDING_WRAPPERS = frozenset(
     {
-        ("bot/runtime/app.py", "_run_event"),
-        ("bot/runtime/app.py", "recorded"),
-        ("bot/runtime/app.py", "invoke"),
+        ("bot/runtime/recording.py", "_run_event"),
+        ("bot/runtime/recording.py", "recorded"),
+        ("bot/runtime/recording.py", "invoke"),
         ("bot/observe/recorder.py", "action"),
         ("bot/observe/capture.py", "sending"),
     }

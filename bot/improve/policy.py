@@ -27,7 +27,7 @@ from bot.db.core import Connection
 from bot.improve.runs import BUSY_STATES, Run, RunOrigin, RunService
 from bot.kernel.errors import UserError
 from bot.kernel.log import get_logger
-from bot.kernel.settings import ImproveConfig
+from bot.kernel.sections import ImproveConfig
 
 __all__ = ["BudgetLedger", "BudgetReport", "Limit", "Policy", "PolicyRefusal", "discord_time"]
 

@@ -33,7 +33,7 @@ from bot.db.core import Connection
 from bot.features.reminders import ReminderError, parse_delay
 from bot.kernel.errors import UserError
 from bot.kernel.log import get_logger
-from bot.kernel.settings import AuditConfig
+from bot.kernel.sections import AuditConfig
 
 __all__ = [
     "AuditError",

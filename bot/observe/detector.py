@@ -38,7 +38,7 @@ from typing import Literal
 from bot.db import actions as action_queries
 from bot.db.core import Connection
 from bot.db.records import ActionRecord
-from bot.kernel.settings import ErrorRateRule, LatencyRule, ObserveConfig
+from bot.kernel.sections import ErrorRateRule, LatencyRule, ObserveConfig
 
 __all__ = ["AnomalyDetector", "Signal", "WindowHistory", "restore_windows"]
 

@@ -21,16 +21,17 @@ its own row cannot be written; the row is written once storage works again.
 A code incident that opens, or whose level rises, is handed to `on_raised` (never a reopening):
 that is where the bot's own runs start (bot/improve/autonomy.py), and `annotate()` is how it says
 in the announcement what it did ("Investigating — run #7", then the root cause).
+
+The incident itself, and the Announcer that posts it, are in bot/observe/incident.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 from bot.db import actions as action_queries
 from bot.db import incidents as queries
@@ -40,16 +41,14 @@ from bot.db.records import ActionRecord
 from bot.db.retry import Fault, StorageState, StorageUnavailable, Writes, storage_fault
 from bot.kernel.errors import UserError
 from bot.kernel.log import get_logger
-from bot.kernel.settings import ObserveConfig
+from bot.kernel.sections import ObserveConfig
 from bot.observe.detector import Signal
+from bot.observe.incident import _MAX_USERS, Announcer, Incident, State
 
-__all__ = ["Announcer", "Incident", "IncidentError", "IncidentService"]
+__all__ = ["IncidentError", "IncidentService"]
 
 _log = get_logger(__name__)
 _LEVELS = {"notice": 0, "warning": 1, "error": 2}
-_MAX_USERS = 1000
-State = Literal["open", "acknowledged", "resolved", "muted"]
-Category = Literal["code", "environment"]
 STORAGE_KEY = "env:storage"
 _STORAGE_NEEDS: dict[Fault, str] = {
     "locked": "another process is holding the database's write lock: find it (`fuser {path}`) and stop it",
@@ -74,111 +73,6 @@ _STORAGE_SUMMARIES: dict[Fault, str] = {
 
 class IncidentError(UserError):
     """An incident operation that cannot be done; the message says why."""
-
-
-@dataclass
-class Incident:
-    rule: str
-    rules: list[str]
-    level: str
-    kind: str
-    fingerprint: str | None
-    state: State
-    summary: str
-    first_seen: float
-    last_seen: float
-    count: int
-    user_ids: set[int]
-    sample: dict[str, Any]
-    id: int | None = None
-    channel_id: int | None = None
-    message_id: int | None = None
-    closed_at: float | None = None
-    closed_by: int | None = None
-    category: Category = "code"
-    need: str | None = None  # environment incidents: what would fix it
-    autonomy: str | None = None  # what the bot did about it by itself (bot/improve/autonomy.py)
-    dirty: bool = False
-    flushing: bool = False
-    unsaved: bool = False  # a change storage refused: written again once storage works
-    saved_at: float = 0.0  # the `updated_at` of this process's last write: newer rows are another's
-    created: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def active(self) -> bool:
-        return self.state != "resolved"
-
-    def row(self, now: float) -> dict[str, Any]:
-        return {
-            "rule": self.rule,
-            "rules": self.rules,
-            "level": self.level,
-            "kind": self.kind,
-            "fingerprint": self.fingerprint,
-            "state": self.state,
-            "summary": self.summary,
-            "first_seen": self.first_seen,
-            "last_seen": self.last_seen,
-            "count": self.count,
-            "user_ids": sorted(self.user_ids)[:_MAX_USERS],
-            "sample": self.sample,
-            "channel_id": self.channel_id,
-            "message_id": self.message_id,
-            "updated_at": now,
-            "closed_at": self.closed_at,
-            "closed_by": self.closed_by,
-            "category": self.category,
-            "need": self.need,
-            "autonomy": self.autonomy,
-        }
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Incident:
-        incident = cls(
-            rule=row["rule"],
-            rules=row["rules"],
-            level=row["level"],
-            kind=row["kind"],
-            fingerprint=row["fingerprint"],
-            state=row["state"],
-            summary=row["summary"],
-            first_seen=row["first_seen"],
-            last_seen=row["last_seen"],
-            count=row["count"],
-            user_ids=set(row["user_ids"]),
-            sample=row["sample"],
-            id=row["id"],
-            channel_id=row["channel_id"],
-            message_id=row["message_id"],
-            closed_at=row["closed_at"],
-            closed_by=row["closed_by"],
-            category=row.get("category") or "code",
-            need=row.get("need"),
-            autonomy=row.get("autonomy"),
-            saved_at=row.get("updated_at") or 0.0,
-        )
-        incident.created.set()
-        return incident
-
-    def take(self, other: Incident) -> None:
-        """Take the stored fields of `other` (the same incident, as another process wrote it)."""
-        for name in (*_STORED, "saved_at"):
-            setattr(self, name, getattr(other, name))
-
-
-_STORED = tuple(
-    name
-    for name in Incident.__dataclass_fields__
-    if name not in ("dirty", "flushing", "unsaved", "created", "saved_at")
-)
-
-
-class Announcer(Protocol):
-    """Posts and edits incident announcements (the Discord side lives in a cog)."""
-
-    async def announce(self, incident: Incident) -> tuple[int, int] | None: ...
-
-    async def update(self, incident: Incident) -> None: ...
 
 
 def _sample(record: ActionRecord) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from bot.kernel.settings import AccessConfig
+from bot.kernel.sections import AccessConfig
 
 __all__ = ["AccessPolicy"]
 

@@ -63,7 +63,7 @@ from pathlib import Path
 from bot.kernel.git import git
 from bot.kernel.log import get_logger
 from bot.kernel.process import ProcessResult, run_process
-from bot.kernel.settings import SandboxConfig
+from bot.kernel.sections import SandboxConfig
 
 __all__ = ["Jail", "JailResult", "Limits", "Sandbox", "SandboxUnavailable", "find_bwrap"]
 
