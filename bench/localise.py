@@ -52,6 +52,7 @@ from bot.db import handlers as handler_queries  # noqa: E402
 from bot.db import incidents as incident_queries  # noqa: E402
 from bot.db.connection import open_database  # noqa: E402
 from bot.improve import evidence as evidence_module  # noqa: E402
+from bot.improve import history as history_module  # noqa: E402
 from bot.improve.evidence import build_evidence, correlate  # noqa: E402
 from bot.kernel.log import configure_logging  # noqa: E402
 from bot.trust.redact import Redactor  # noqa: E402
@@ -214,7 +215,7 @@ async def _costs() -> tuple[float, float, float]:
             evidence = max(await _median_ms(no_traceback, 20), await _median_ms(with_traceback, 20))
 
             async def cold(run: Callable[[], Awaitable[None]]) -> None:
-                evidence_module._GIT_CACHE.clear()
+                history_module._GIT_CACHE.clear()
                 evidence_module._MODULE_CACHE.clear()
                 await run()
 

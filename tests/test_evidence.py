@@ -408,7 +408,7 @@ async def test_lessons_are_recalled_by_the_suspect_files(db: aiosqlite.Connectio
 
 async def test_git_history_is_cached_by_head_and_follows_a_new_commit(tmp_path: Path) -> None:
     """HEAD is read from the repository's files; a new commit (and a packed ref) is seen at once."""
-    from bot.improve.evidence import file_history, head_commit
+    from bot.improve.history import file_history, head_commit
     from tests.localise.repo import Commit, build_repo
 
     repo = build_repo(tmp_path / "repo", (Commit(3, "First", {"a.py": "x = 1\n"}),))

@@ -23,7 +23,7 @@ from bot.improve.runs import Run, RunService
 from bot.kernel.log import get_logger
 
 if TYPE_CHECKING:
-    from bot.improve.service import RunReporter
+    from bot.improve.progress import RunReporter
 
 __all__ = ["PROGRESS_EVENT", "REPORT_EVENT", "DatabaseReporter", "RunEventRelay"]
 
