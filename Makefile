@@ -4,7 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run play doctor test lint bench clean
+.PHONY: setup run play doctor test check lint bench clean
+
+# pytest's workers (pytest-xdist): most of the suite waits on subprocesses (the Claude Code CLI, the
+# sandbox, bot processes), so more workers than cores pays off.
+WORKERS ?= 4
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mendbot needs Python 3.11 or newer")'
@@ -30,9 +34,12 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint          ## ruff, mypy and the whole pytest suite, once on SQLite and once on PostgreSQL
-	$(BIN)/pytest
-	MENDBOT_TEST_DATABASE=postgresql $(BIN)/pytest
+test: lint          ## ruff, mypy and the whole suite on SQLite, then on PostgreSQL what differs between engines
+	$(BIN)/pytest -n $(WORKERS)
+	MENDBOT_TEST_DATABASE=postgresql $(BIN)/pytest -n $(WORKERS)
+
+check: lint         ## the inner loop: lint and every test that does not start the Claude Code CLI
+	$(BIN)/pytest -n $(WORKERS) -m 'not cli' -x
 
 bench: setup
 	$(BIN)/python bench/startup.py

@@ -24,6 +24,8 @@ from bot.improve.claims import (
 from bot.improve.runs import Run, RunService
 from bot.trust.guard import GuardPolicy, ToolGuard
 
+pytestmark = pytest.mark.engines
+
 PROTECTED = ("bot/improve/", "prompts/agent/", "Makefile")
 
 

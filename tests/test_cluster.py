@@ -25,6 +25,8 @@ from bot.scale.cluster import DEPLOYED_KEY, TAIL_KEY, ActionTail, leadership_for
 from bot.scale.leader import PostgresLeader, SoleLeader, lock_key
 from tests.harness.discord import make_settings
 
+pytestmark = pytest.mark.engines
+
 FAST = {"retry_s": 0.1, "check_s": 0.3, "lease_s": 1.0}
 WITHIN_S = 15.0
 

@@ -38,7 +38,7 @@ from tests.test_improve_e2e import DIAGNOSIS, PLAN, _json_turn
 from tests.test_ship_e2e import BUG, CHECK, FIX, _seeded_copy
 from tests.test_worker import _bare_remote, _forge_config
 
-pytestmark = pytest.mark.cli
+pytestmark = [pytest.mark.cli, pytest.mark.engines]
 
 TOKEN = "ghs_clusterLoopToken0000000000000000"
 SHARDS = 2

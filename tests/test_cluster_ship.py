@@ -14,6 +14,8 @@ from tests.harness.discord import bot_messages
 from tests.harness.repo import git
 from tests.test_ship_gate import Gate, gate  # noqa: F401  (the fixture)
 
+pytestmark = pytest.mark.engines
+
 
 @pytest.mark.deploy(required_approvals=1)
 async def test_an_approval_handed_over_is_merged_by_the_leader_and_answered_once(gate: Gate) -> None:  # noqa: F811

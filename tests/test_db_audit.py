@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from bot.db import actions as action_queries
@@ -13,6 +14,8 @@ from bot.db import core
 from bot.db import runs as run_queries
 from bot.db.records import ActionRecord
 from bot.db.schema import incidents, run_events
+
+pytestmark = pytest.mark.engines
 
 DAY = 86400.0
 START = 20_000 * DAY  # a UTC midnight

@@ -33,6 +33,8 @@ from bot.db.migrate import (
 )
 from bot.db.schema import metadata
 
+pytestmark = pytest.mark.engines
+
 DAY = 1_767_225_600.0  # 2026-01-01 00:00 UTC
 
 

@@ -18,6 +18,8 @@ import pytest
 
 from bot.scale.leader import Leadership, PostgresLeader, SoleLeader, Transition, lock_key
 
+pytestmark = pytest.mark.engines
+
 REPO = Path(__file__).resolve().parent.parent
 KEY = lock_key("test:leader")
 # Short periods keep the tests quick; every process sharing a key uses the same lease.

@@ -20,6 +20,8 @@ from bot.db.retry import RetryPolicy, StorageHealth
 from bot.observe.recorder import ActionRecorder
 from tests.harness.storage import hold_write_lock
 
+pytestmark = pytest.mark.engines
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

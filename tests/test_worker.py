@@ -34,7 +34,7 @@ from tests.harness.model_double import Hold, ModelDouble, Turn, text, tool_use
 from tests.harness.repo import copy_of_bot, git
 from tests.test_improve_e2e import BUG, DIAGNOSIS, FIX, PLAN, _json_turn
 
-pytestmark = pytest.mark.cli
+pytestmark = [pytest.mark.cli, pytest.mark.engines]
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "ghs_workerTestToken000000000000000000"
