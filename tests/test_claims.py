@@ -66,7 +66,7 @@ def _norm(root: Path, raw: str, *, security: bool = False) -> str:
         ("data/mendbot.db", "data/"),
         (".git/HEAD", ".git/"),
         ("escape.py", "outside the worktree"),
-        ("bot/trust/guard.py", "protected"),
+        ("bot/improve/guard.py", "protected"),
         ("Makefile", "protected"),
     ],
 )
