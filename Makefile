@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run play doctor test lint bench clean
+.PHONY: setup browser run play doctor test lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mendbot needs Python 3.11 or newer")'
@@ -13,7 +13,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
-setup: $(STAMP)
+setup: $(STAMP) browser
+
+# Debian's chromium, for the dashboard's browser tests (tests/test_dashboard_browser.py, Playwright
+# drives it by its path). Installed only where it is missing and apt-get can (as root); elsewhere
+# those tests are skipped and say why.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing chromium (apt-get) for the dashboard's browser tests"; \
+		( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null ) \
+			|| echo "chromium could not be installed: the dashboard's browser tests will be skipped"; \
+	fi
 
 run: setup          ## run on Discord if DISCORD_TOKEN is set, else the local playground
 	$(BIN)/mendbot
@@ -46,6 +56,7 @@ bench: setup
 	$(BIN)/python bench/discord_start.py
 	$(BIN)/python bench/localise.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/dashboard.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -191,6 +191,7 @@ async def test_hostile_text_is_escaped_under_a_strict_csp(dash_world: VirtualWor
         assert "&lt;script&gt;window.__pwned = 1" in html
         assert '<span class="add">+# &lt;a href=&#34;javascript:' in html  # the diff, highlighted, as text
         assert "0.0123" in html  # the model request's cost
+        assert "edited: &lt;script&gt;" in html  # who withdrew an approval, and why
         assert html.count("<script") == 2  # only the two vendored libraries
         assert all(payload not in html for payload in PAYLOADS)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from bot.db import browse, proposals, runs
@@ -89,7 +89,9 @@ class PageReader:
         return self._page(
             {
                 "status": sorted(self.status().items()),
-                "in_flight": await runs.in_states(self.db, ACTIVE_STATES),
+                "in_flight": await browse.in_states(
+                    self.db, ACTIVE_STATES, self.settings.dashboard.page_size
+                ),
                 "incidents": open_incidents,
                 "spend": {
                     "runs": runs_spent,
@@ -128,7 +130,7 @@ class PageReader:
                 "checks": _detail_text(latest.get("checks")),
                 "diff": diff_lines(await self._diff(run)),
                 "proofs": await browse.proofs_of_run(self.db, run_id),
-                "proposals": [vars(p) for p in await proposals.by_run(self.db, run_id)],
+                "proposals": [asdict(p) for p in await proposals.by_run(self.db, run_id)],
                 "approvals": await browse.approvals_of_run(self.db, run_id),
                 "objections": await browse.objections_of_run(self.db, run_id),
                 "requests": [self._event_row(e) for e in requests],

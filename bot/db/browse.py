@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ __all__ = [
     "actions_of_fingerprint",
     "approvals_of_run",
     "events_after",
+    "in_states",
     "incident_page",
     "objections_of_run",
     "proofs_of_run",
@@ -77,6 +79,19 @@ async def run_page(
     if state is not None:
         params["state"] = state
     return await core.rows(db, _run_page(state is not None), **params)
+
+
+_IN_STATES = (
+    select(runs)
+    .where(runs.c.state.in_(bindparam("states", expanding=True)))
+    .order_by(runs.c.id.desc())
+    .limit(bindparam("limit"))
+)
+
+
+async def in_states(db: Connection, states: Iterable[str], limit: int) -> list[dict[str, Any]]:
+    """The newest `limit` runs in any of `states` (the overview's runs in flight)."""
+    return await core.rows(db, _IN_STATES, states=sorted(states), limit=limit)
 
 
 @functools.cache

@@ -17,7 +17,9 @@ from pathlib import Path
 
 from bot.dashboard.server import DashboardServer
 from bot.dashboard.signin import DashboardSignIn
+from bot.db import approvals as approval_queries
 from bot.db import incidents as incident_queries
+from bot.db import proposals as proposal_queries
 from bot.db import runs as run_queries
 from bot.runtime.dashboard import dashboard_server
 from bot.tools.playground import VirtualWorld
@@ -117,4 +119,14 @@ async def seed_hostile_run(world: VirtualWorld, base: str, head: str) -> int:
     await runs.event(run_id, "plan", actor="agent", detail={"risk": "low", "steps": [hostile]})
     await runs.event(run_id, "checks", actor="pipeline", detail={"output": hostile})
     await runs.event(run_id, "model_request", actor="gateway", cost_usd=0.0123, detail={"model": hostile})
+    proposal = await proposal_queries.insert(
+        db, run_id=run_id, forge="local", branch="mendbot/1-fix-roll", head_sha=head, title=hostile,
+        body=hostile, now=now, url="javascript:alert(5)",
+    )  # fmt: skip
+    for user_id, message_id in ((42, 900), (43, 901)):
+        await approval_queries.insert(
+            db, proposal_id=proposal.id, run_id=run_id, user_id=user_id, sha=head, form="approve",
+            via="message", now=now, source=f"message:{message_id}", message_id=message_id, channel_id=1,
+        )  # fmt: skip
+    await approval_queries.withdraw(db, message_id=901, why=f"edited: {hostile}", now=now + 5)
     return run_id
