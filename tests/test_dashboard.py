@@ -15,9 +15,14 @@ from bot.db.records import ActionRecord
 from bot.tools.playground import VirtualWorld
 from tests.harness.dashboard import PAYLOADS, Served, git_change, seed_hostile_run, serving
 from tests.harness.discord import make_settings, reply_text, running_world
+from tests.harness.playground import PlaygroundProcess
 from tests.harness.sql import sql_value
 
-PAGES = ("/", "/runs", "/runs/1", "/runs/1/stream", "/incidents", "/incidents/1", "/actions")
+REPO = Path(__file__).resolve().parent.parent
+PAGES = (
+    "/", "/runs", "/runs/1", "/runs/1/stream", "/incidents", "/incidents/1", "/actions", "/audit",
+    "/audit/spend_per_day.png",
+)  # fmt: skip
 
 
 @pytest.fixture
@@ -248,3 +253,46 @@ async def test_nothing_on_the_dashboard_writes(served: Served) -> None:
             for method in ("POST", "PUT", "DELETE"):
                 async with client.request(method, served.url + path) as response:
                     assert response.status == 405, (method, path)
+
+
+async def test_the_playground_prints_a_link_that_signs_alice_in(tmp_path: Path) -> None:
+    """`mendbot play` serves the dashboard and prints Alice's sign-in link; opening it signs her in."""
+    config = tmp_path / "config.yaml"
+    config.write_text("health: {enabled: false}\ndashboard: {port: 0}\n")
+    playground = await PlaygroundProcess.start(config, code=REPO)
+    try:
+        match = await playground.expect(r"^dashboard: (http://127\.0\.0\.1:\d+)/signin\?u=(\d+)&t=([\w-]+)  ")
+        url, user, token = match.groups()
+        async with _session() as client:
+            async with client.get(url + "/") as before:
+                assert before.status == 401
+            async with client.post(f"{url}/signin", data={"u": user, "t": token}) as signed:
+                assert signed.status == 200 and f"user {user}" in await signed.text()
+                assert "<h1>Overview</h1>" in await signed.text()
+    finally:
+        assert await playground.finish() == 0
+
+
+async def test_the_audit_page_and_its_charts(dash_world: VirtualWorld, served: Served) -> None:
+    """/audit shows the self-audit and the spending per day, with its three PNG charts; a period it
+    cannot audit is explained, and an unknown chart is a 404."""
+    from tests.test_audit import seed
+
+    await seed(dash_world.bot.services.db, dash_world.bot.services.clock().timestamp())
+    async with _session() as client:
+        async with await _sign_in(client, served, 42):
+            pass
+        async with client.get(f"{served.url}/audit?period=7d") as response:
+            html = await response.text()
+        assert response.status == 200 and "📋 **Self-audit** · last 7d" in html
+        assert "<h2>Spending per day (UTC)</h2>" in html and "$1.00" in html
+        charts = re.findall(r'<img src="(/audit/[a-z0-9_]+\.png\?period=7d)"', html)
+        assert len(charts) == 3
+        for chart in charts:
+            async with client.get(served.url + chart) as png:
+                assert png.status == 200 and png.content_type == "image/png"
+                assert (await png.read()).startswith(b"\x89PNG")
+        async with client.get(f"{served.url}/audit?period=soon") as bad:
+            assert bad.status == 200 and "isn&#39;t a period I can audit" in await bad.text()
+        async with client.get(f"{served.url}/audit/nothing.png") as missing:
+            assert missing.status == 404

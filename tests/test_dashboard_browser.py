@@ -93,6 +93,7 @@ async def test_sign_in_from_chat_and_every_page(
             ("/incidents", "Incidents", "incidents"),
             ("/incidents/1", "Incident 1", "incident"),
             ("/actions", "Action explorer", "actions"),
+            ("/audit", "Self-audit", "audit"),
         ):
             await page.goto(served.url + path)
             await page.wait_for_selector(f"h1:has-text('{heading}')")
@@ -176,6 +177,8 @@ async def test_a_run_event_shows_up_live(hostile: tuple[VirtualWorld, int], brow
         assert await page.locator("#timeline tr").count() == rows + 1
         assert await page.evaluate("window.__same_page") is True  # updated in place, not reloaded
         assert await page.locator("#timeline b").count() == 0  # the live row is escaped too
+        detail = await page.locator("#timeline tr").last.locator("pre").text_content()
+        assert detail is not None and '\n "lines": [' in detail  # a multi-line detail keeps its lines
 
 
 @pytest.mark.cli

@@ -7,10 +7,11 @@ redactor here, and is escaped by the templates (Jinja's autoescape); nothing is 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bot.db import browse, proposals, runs
@@ -20,6 +21,9 @@ from bot.db.core import Connection
 from bot.improve.runs import ACTIVE_STATES
 from bot.kernel.git import git
 from bot.kernel.settings import Settings
+from bot.observe.audit import AuditError, AuditReport, AuditService, parse_period
+from bot.observe.audit_charts import Chart, render_charts
+from bot.observe.audit_render import render_text
 from bot.trust.redact import Redactor
 
 __all__ = ["PageReader", "diff_lines"]
@@ -55,6 +59,15 @@ def _detail_text(detail: Any) -> str:
     return json.dumps(detail, indent=1, ensure_ascii=False, sort_keys=True, default=str)
 
 
+def _summary(detail: Any) -> str:
+    """One line of a detail, for a timeline row (the whole detail folds out below it)."""
+    if not detail:
+        return ""
+    line = detail if isinstance(detail, str) else json.dumps(detail, ensure_ascii=False, default=str)
+    line = " ".join(line.split())
+    return line if len(line) <= 110 else line[:109] + "…"
+
+
 @dataclass
 class PageReader:
     """Reads the pages' data from the bot's database; `status` gives the live process figures."""
@@ -64,6 +77,9 @@ class PageReader:
     redactor: Redactor
     status: Callable[[], dict[str, object]]
     clock: Callable[[], float] = time.time
+    audit_service: AuditService | None = None
+    # The last audit per period and when it was made: its page and its three charts read one report.
+    _audits: dict[str, tuple[float, AuditReport]] = field(default_factory=dict)
 
     def _page(self, value: dict[str, Any]) -> dict[str, Any]:
         cleaned: dict[str, Any] = self._clean(value)
@@ -147,6 +163,7 @@ class PageReader:
             "state": event["state"],
             "cost_usd": event["cost_usd"],
             "detail": _detail_text(event["detail"]),
+            "summary": _summary(event["detail"]),
         }
 
     async def events_after(self, run_id: int, after: int) -> list[dict[str, Any]]:
@@ -198,3 +215,39 @@ class PageReader:
         return self._page(
             {"actions": found, "next": f"{last['ts']!r}:{last['id']}" if last is not None else None}
         )
+
+    async def _report(self, period: str) -> AuditReport:
+        """The self-audit of `period` (e.g. 24h, 7d), made at most once a minute; AuditError if the
+        period is not one, or no audit is available here."""
+        if self.audit_service is None:
+            raise AuditError("The self-audit is not available in this process.")
+        span = parse_period(period, self.settings.observe.retention_days * 24)
+        made = self._audits.get(period)
+        if made is None or self.clock() - made[0] > 60:
+            made = (self.clock(), await self.audit_service.report(span))
+            self._audits = {period: made}  # one period kept: a page and its charts
+        return made[1]
+
+    async def audit(self, period: str) -> dict[str, Any]:
+        """The self-audit report as text, and the names of its charts; or why it cannot be made."""
+        try:
+            report = await self._report(period)
+        except AuditError as exc:
+            return {"period": period, "error": str(exc), "texts": [], "charts": []}
+        texts = render_text(report, report.highest_impact())
+        names = ["failures_per_day", "p95_per_kind", "spend_per_day"]
+        spend = [
+            {"day": day.day.isoformat(), "actions": day.actions, "failures": day.failures,
+             "chat": day.chat_usd, "runs": day.runs_usd}
+            for day in report.days
+        ]  # fmt: skip
+        return self._page({"period": period, "error": None, "texts": texts, "charts": names, "spend": spend})
+
+    async def chart(self, period: str, name: str) -> bytes | None:
+        """One PNG chart of the audit of `period` (drawn in a thread: matplotlib is slow)."""
+        try:
+            report = await self._report(period)
+        except AuditError:
+            return None
+        charts: list[Chart] = await asyncio.to_thread(render_charts, report)
+        return next((chart.png for chart in charts if chart.filename == f"{name}.png"), None)

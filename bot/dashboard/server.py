@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +44,9 @@ _HEADERS = {
 _OPEN = ("/signin", "/static/")
 _STREAM_POLL_S = 0.5  # a run event written by any process (a worker too) shows within a second
 _USER = web.RequestKey("user", int)
+# Server-sent events end a line at any of these; each line of a row goes in a `data:` line of its own
+# (the browser joins them with newlines again), so a multi-line detail keeps its lines.
+_LINE_BREAKS = re.compile(r"\r\n|\r|\n")
 
 
 def _when(ts: float | None) -> str:
@@ -125,10 +129,13 @@ class DashboardServer:
         app.router.add_get("/incidents", self._incidents)
         app.router.add_get("/incidents/{incident_id:\\d+}", self._incident)
         app.router.add_get("/actions", self._actions)
+        app.router.add_get("/audit", self._audit)
+        app.router.add_get("/audit/{name:[a-z0-9_]+}.png", self._audit_chart)
         return app
 
     async def start(self) -> int | None:
         """Start serving; the bound port, or None when the port is taken (logged)."""
+        self._closing = asyncio.Event()
         self._runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
@@ -237,16 +244,19 @@ class DashboardServer:
         await response.prepare(request)
         row = self._env.get_template("run_event_row.html")
         idle = 0.0
-        while not self._closing.is_set():
+        while not self._closing.is_set() and not _gone(request):
             news = await self._reader.events_after(run_id, after)
-            for event in news:
-                html = row.render(event=event).replace("\n", "")
-                await response.write(f"event: run-event\nid: {event['id']}\ndata: {html}\n\n".encode())
-                after = event["id"]
-            idle = 0.0 if news else idle + _STREAM_POLL_S
-            if idle >= 15:  # a comment now and then shows a dead connection (and keeps proxies open)
-                await response.write(b": keep-alive\n\n")
-                idle = 0.0
+            try:
+                for event in news:
+                    data = "".join(f"data: {line}\n" for line in _LINE_BREAKS.split(row.render(event=event)))
+                    await response.write(f"event: run-event\nid: {event['id']}\n{data}\n".encode())
+                    after = event["id"]
+                idle = 0.0 if news else idle + _STREAM_POLL_S
+                if idle >= 15:  # a comment now and then keeps proxies from closing a quiet stream
+                    await response.write(b": keep-alive\n\n")
+                    idle = 0.0
+            except ConnectionError:  # the page went away mid-write
+                break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), _STREAM_POLL_S)
         return response
@@ -260,6 +270,16 @@ class DashboardServer:
         if data is None:
             return self._refusal(404, "No such incident", "There is no incident with that number.")
         return self._page("incident.html", user_id=request[_USER], **data)
+
+    async def _audit(self, request: web.Request) -> web.Response:
+        data = await self._reader.audit(_period(request))
+        return self._page("audit.html", user_id=request[_USER], **data)
+
+    async def _audit_chart(self, request: web.Request) -> web.Response:
+        png = await self._reader.chart(_period(request), request.match_info["name"])
+        if png is None:
+            return self._refusal(404, "No such chart", "There is no chart by that name for that period.")
+        return web.Response(body=png, content_type="image/png")
 
     async def _actions(self, request: web.Request) -> web.Response:
         query = request.query
@@ -275,6 +295,16 @@ class DashboardServer:
         data = await self._reader.actions(where, cursor)
         filters = {k: query.get(k, "") for k in ("kind", "fingerprint", "user", "since", "until")}
         return self._page("actions.html", user_id=request[_USER], filters=filters, **data)
+
+
+def _gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _period(request: web.Request) -> str:
+    period = request.query.get("period", "7d").strip()
+    return period if period and len(period) <= 12 and period.isalnum() else "7d"
 
 
 def _time(text: str) -> float | None:

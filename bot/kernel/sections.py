@@ -209,6 +209,7 @@ DEFAULT_PROTECTED_PATHS = (
     # Observation: what the watch, the detector and the replay see (a change here could blind them to
     # the failure it claims to fix).
     "bot/observe/",
+    "bot/dashboard/",  # who may read the dashboard, and what keeps hostile text inert on it
     "bot/kernel/settings.py",
     "bot/kernel/sections.py",  # every section's defaults and limits, this list among them
     "bot/kernel/process.py",

@@ -30,6 +30,7 @@ def dashboard_server(bot: MendBot) -> DashboardServer | None:
         redactor=services.redactor,
         status=lambda: process_status(bot, started),
         clock=lambda: services.clock().timestamp(),
+        audit_service=services.audit,
     )
     config = services.dashboard.config
     return DashboardServer(reader, services.dashboard, config.host, config.port)
