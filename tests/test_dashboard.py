@@ -296,3 +296,22 @@ async def test_the_audit_page_and_its_charts(dash_world: VirtualWorld, served: S
             assert bad.status == 200 and "isn&#39;t a period I can audit" in await bad.text()
         async with client.get(f"{served.url}/audit/nothing.png") as missing:
             assert missing.status == 404
+
+
+async def test_the_overview(dash_world: VirtualWorld, served: Served) -> None:
+    """The overview shows who executes each run in flight, the open incidents, today's spend against
+    the daily budget, and this process's leadership and shards."""
+    base, head = dash_world.bot.services.settings.__dict__["_seeded"]
+    run_id = await seed_hostile_run(dash_world, base, head)
+    await dash_world.bot.services.improve.runs.event(
+        run_id, "executor", actor="system", detail={"executor": "worker-a", "job_id": 3}
+    )
+    async with _session() as client:
+        async with await _sign_in(client, served, 42):
+            pass
+        async with client.get(served.url + "/") as response:
+            html = await response.text()
+    assert "Executed by: <strong>worker-a</strong> (run 1)" in html
+    assert '<p class="big">$0.0123</p>' in html and "of $20.00 a day" in html
+    assert '<a href="/incidents/1">1</a>' in html and f'<a href="/runs/{run_id}">' in html
+    assert "<th>leader</th><td>True</td>" in html and "<th>shard_count</th><td>1</td>" in html

@@ -102,12 +102,17 @@ class PageReader:
         runs_spent, other_spent = await browse.spend_since(self.db, midnight)
         open_incidents = await incident_queries.list_by_state(self.db, ("open", "acknowledged"), limit=25)
         improve = self.settings.improve
+        in_flight = await browse.in_states(self.db, ACTIVE_STATES, self.settings.dashboard.page_size)
+        executors = await runs.executors(self.db, [run["id"] for run in in_flight])
+        workers: dict[str, list[int]] = {}
+        for run in in_flight:  # who executes each: this process, or a worker (improve.run_on: workers)
+            name = str(executors.get(run["id"], {}).get("executor") or "this process")
+            workers.setdefault(name, []).append(run["id"])
         return self._page(
             {
                 "status": sorted(self.status().items()),
-                "in_flight": await browse.in_states(
-                    self.db, ACTIVE_STATES, self.settings.dashboard.page_size
-                ),
+                "in_flight": in_flight,
+                "workers": sorted(workers.items()),
                 "incidents": open_incidents,
                 "spend": {
                     "runs": runs_spent,
