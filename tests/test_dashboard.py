@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from bot.db import actions as action_queries
+from bot.db import runs as run_queries
 from bot.db.records import ActionRecord
 from bot.tools.playground import VirtualWorld
 from tests.harness.dashboard import PAYLOADS, Served, git_change, seed_hostile_run, serving
@@ -315,3 +316,32 @@ async def test_the_overview(dash_world: VirtualWorld, served: Served) -> None:
     assert '<p class="big">$0.0123</p>' in html and "of $20.00 a day" in html
     assert '<a href="/incidents/1">1</a>' in html and f'<a href="/runs/{run_id}">' in html
     assert "<th>leader</th><td>True</td>" in html and "<th>shard_count</th><td>1</td>" in html
+
+
+async def test_secrets_are_redacted_on_every_page(dash_world: VirtualWorld, served: Served) -> None:
+    """A secret the bot knows, stored raw in a run, its event and an action record (as a row written
+    before the bot knew it would be), shows only as [redacted] on the pages that show them."""
+    secret = "hunter2-the-discord-token-value"
+    services = dash_world.bot.services
+    services.redactor.add(secret)
+    now = services.clock().timestamp()
+    leaked = await run_queries.insert(
+        services.db,
+        {"kind": "fix", "state": "failed", "requester_id": 42, "description": f"leak {secret}",
+         "slug": "leak", "failure_reason": f"token {secret}", "created_at": now, "updated_at": now},
+        actor="user:42",
+        detail={"text": secret},
+    )  # fmt: skip
+    await action_queries.insert_many(
+        services.db,
+        [ActionRecord(ts=now, kind="command:roll", source="seed", ok=False, duration_ms=1.0,
+                      error_type="ValueError", error_message=f"bad {secret}", fingerprint="fp-leak")],
+    )  # fmt: skip
+    async with _session() as client:
+        async with await _sign_in(client, served, 42):
+            pass
+        for path in (f"/runs/{leaked}", "/runs", "/actions", "/actions?fingerprint=fp-leak"):
+            async with client.get(served.url + path) as response:
+                html = await response.text()
+            assert secret not in html, path
+            assert "[redacted]" in html, path
