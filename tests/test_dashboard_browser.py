@@ -38,7 +38,9 @@ async def browser() -> AsyncIterator[Browser]:
 
     async with async_playwright() as playwright:
         # As root (CI) Chromium refuses its own sandbox; the pages it opens are the bot's, on 127.0.0.1.
-        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        launched = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
         try:
             yield launched
         finally:
