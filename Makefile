@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run play doctor test check lint bench clean
+.PHONY: setup browser run play doctor test check lint bench clean
 
 # pytest's workers (pytest-xdist): most of the suite waits on subprocesses (the Claude Code CLI, the
 # sandbox, bot processes), so more workers than cores pays off.
@@ -18,6 +18,16 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 setup: $(STAMP)
+
+# Debian's chromium, for the dashboard's browser tests (tests/test_dashboard_browser.py, Playwright
+# drives it by its path): `make test` installs it where it is missing and apt-get can (as root);
+# elsewhere those tests are skipped and say why. `make run` never needs it.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing chromium (apt-get) for the dashboard's browser tests"; \
+		( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null ) \
+			|| echo "chromium could not be installed: the dashboard's browser tests will be skipped"; \
+	fi
 
 run: setup          ## run on Discord if DISCORD_TOKEN is set, else the local playground
 	$(BIN)/mendbot
@@ -34,11 +44,11 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint          ## ruff, mypy and the whole suite on SQLite, then on PostgreSQL what differs between engines
+test: lint browser  ## ruff, mypy and the whole suite on SQLite, then on PostgreSQL what differs between engines
 	$(BIN)/pytest -n $(WORKERS)
 	MENDBOT_TEST_DATABASE=postgresql $(BIN)/pytest -n $(WORKERS)
 
-check: lint         ## the inner loop: lint and every test that does not start the Claude Code CLI
+check: lint browser ## the inner loop: lint and every test that does not start the Claude Code CLI
 	$(BIN)/pytest -n $(WORKERS) -m 'not cli' -x
 
 bench: setup
@@ -53,6 +63,7 @@ bench: setup
 	$(BIN)/python bench/discord_start.py
 	$(BIN)/python bench/localise.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/dashboard.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

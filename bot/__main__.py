@@ -266,6 +266,7 @@ def _close_on_signals(bot: MendBot) -> asyncio.Future[None]:
 async def _run(settings: Settings) -> int:
     """`mendbot run`: the bot on Discord until it closes; the exit code (78 for a start it cannot make)."""
     from bot.runtime.app import MendBot
+    from bot.runtime.dashboard import dashboard_server
     from bot.runtime.health import HealthServer
     from bot.runtime.services import build_services
     from bot.runtime.startup import StartupFailure, start_on_discord
@@ -276,10 +277,13 @@ async def _run(settings: Settings) -> int:
     health = (
         HealthServer(bot, settings.health.host, settings.health.port) if settings.health.enabled else None
     )
+    dashboard = dashboard_server(bot) if settings.dashboard.enabled else None
     _close_on_signals(bot)
     try:
         if health is not None:
             await health.start()
+        if dashboard is not None:
+            await dashboard.start()
         await start_on_discord(
             bot, settings.discord_token.get_secret_value(), logged_in=lambda: _watch_hand_edits(bot)
         )
@@ -289,6 +293,8 @@ async def _run(settings: Settings) -> int:
     finally:
         if not bot.is_closed():
             await bot.close()
+        if dashboard is not None:
+            await dashboard.stop()
         if health is not None:
             await health.stop()
         await services.aclose()
@@ -297,6 +303,7 @@ async def _run(settings: Settings) -> int:
 
 async def _play(settings: Settings, *, interactive: bool) -> int:
     from bot.runtime.app import MendBot
+    from bot.runtime.dashboard import dashboard_server
     from bot.runtime.health import HealthServer
     from bot.runtime.services import build_services
     from bot.tools.playground import Playground, stdin_lines, virtual_world
@@ -306,6 +313,7 @@ async def _play(settings: Settings, *, interactive: bool) -> int:
     health = (
         HealthServer(bot, settings.health.host, settings.health.port) if settings.health.enabled else None
     )
+    dashboard = dashboard_server(bot)  # the playground always serves it: a newcomer sees it at once
     try:
         async with virtual_world(bot, settle_timeout=settings.playground.settle_timeout_s) as world:
             stopped = _close_on_signals(bot)
@@ -320,6 +328,8 @@ async def _play(settings: Settings, *, interactive: bool) -> int:
                 f"mendbot playground ready — #dev, #general; users: {users}. Type `help` for the grammar.",
                 flush=True,
             )
+            if dashboard is not None and await dashboard.start() is not None:
+                await _print_dashboard_link(services, world.users)
             playground = Playground(world, echo=not interactive)
             session = asyncio.ensure_future(
                 _interactive(playground) if interactive else playground.run_lines(stdin_lines())
@@ -350,9 +360,26 @@ async def _play(settings: Settings, *, interactive: bool) -> int:
         print(f"! the bot did not finish reacting: {exc}", file=sys.stderr)
         return EX_CRASHED
     finally:
+        if dashboard is not None:
+            await dashboard.stop()
         if health is not None:
             await health.stop()
         await services.aclose()
+
+
+async def _print_dashboard_link(services: Services, users: Mapping[str, Any]) -> None:
+    """The playground's first allow-listed user's sign-in link, so a newcomer can open the dashboard."""
+    allowed = next((user.name for user in services.settings.playground.users if user.allowed), None)
+    if services.dashboard is None or allowed is None or allowed not in users:
+        return
+    link = await services.dashboard.link(users[allowed].id)
+    if link is not None:
+        minutes = services.settings.dashboard.link_ttl_s // 60
+        print(
+            f"dashboard: {link}  (signs {allowed} in, once, within {minutes} min; `/dashboard` in #dev "
+            "gives a new link)",
+            flush=True,
+        )
 
 
 async def _stopped_by_signal(

@@ -174,12 +174,17 @@ def _fill_legacy(conn: sqlite3.Connection) -> None:
                                 "form": "approve", "via": "reaction", "created_at": DAY})  # fmt: skip
 
 
+_NUMBER = r"^v?(\d{4}).*$"  # revision ids: "0014", then "v0015_topic"
+
+
 def _copy_history(tmp_path: Path, broken_upgrade: str) -> Path:
     """The shipped history plus a revision after the head whose upgrade is `broken_upgrade`."""
     history = tmp_path / "history"
     shutil.copytree(Path(str(HISTORY)), history, ignore=shutil.ignore_patterns("__pycache__"))
     head = head_revision()
-    number = f"{int(head) + 1:04d}"
+    match = re.match(_NUMBER, head)
+    assert match is not None, head
+    number = f"{int(match.group(1)) + 1:04d}"
     (history / "versions" / f"v{number}_broken.py").write_text(
         f'"""Broken."""\nimport sqlalchemy as sa\nfrom alembic import op\n\n'
         f'revision = "{number}"\ndown_revision = "{head}"\nbranch_labels = None\ndepends_on = None\n\n\n'
@@ -354,15 +359,19 @@ def test_an_up_to_date_file_is_opened_without_loading_alembic(tmp_path: Path) ->
 
 
 def test_the_head_read_from_file_names_is_alembics_head() -> None:
-    """The cheap head (highest file number) is Alembic's one head, and every revision's id is its
-    file's number, revising the one before it."""
+    """The cheap head (the highest-numbered file's declared id) is Alembic's one head; every revision's
+    id is its file's number (up to 0014) or its file's name (`v0015_topic` on), and each revises the
+    one numbered before it."""
     script = ScriptDirectory(str(HISTORY))
     assert script.get_heads() == [head_revision()]
-    revisions = list(script.walk_revisions())
+    revisions = sorted(script.walk_revisions(), key=lambda revision: Path(revision.path).name)
+    previous = None
     for revision in revisions:
-        assert Path(revision.path).name.startswith(f"v{revision.revision}_")
-        expected = None if revision.revision == BASELINE else f"{int(revision.revision) - 1:04d}"
-        assert revision.down_revision == expected
+        stem = Path(revision.path).stem
+        assert revision.revision in (stem, stem[1:5]), stem
+        assert revision.down_revision == previous
+        previous = revision.revision
+    assert previous == head_revision()
 
 
 def test_the_sqlite_head_matches_the_metadata(tmp_path: Path) -> None:

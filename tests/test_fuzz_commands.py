@@ -61,6 +61,7 @@ COMMANDS = [
     "audit",
     "budget",
     "cancel",
+    "dashboard",
     "devmode",
     "fix",
     "help",

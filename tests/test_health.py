@@ -30,6 +30,7 @@ async def test_health_and_readiness(world: VirtualWorld) -> None:
                 assert body["cogs"] == [
                     "Audit",
                     "Chat",
+                    "Dashboard",
                     "DevMode",
                     "Dice",
                     "Help",

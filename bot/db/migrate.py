@@ -44,6 +44,7 @@ HISTORY: Traversable = resources.files("bot.db").joinpath("history")
 
 _LEGACY_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _REVISION_NAME = re.compile(r"^v(\d{4})_[a-z0-9_]+\.py$")
+_REVISION_ID = re.compile(r"^revision\s*=\s*[\"']([^\"']+)[\"']", re.MULTILINE)
 
 
 class MigrationError(Exception):
@@ -65,15 +66,21 @@ def legacy_migrations() -> list[tuple[int, str, str]]:
 
 
 def head_revision(history: Traversable = HISTORY) -> str:
-    """The newest revision, read from the file names alone (a test holds Alembic to agree)."""
-    numbers = [
-        match.group(1)
+    """The newest revision's id: the one its highest-numbered file declares (`revision = "…"`), read
+    without importing it (a test holds Alembic to agree). Ids are the bare number up to 0014 and
+    `vNNNN_topic` after, so the file's number orders them, not the id."""
+    found = [
+        (match.group(1), entry)
         for entry in history.joinpath("versions").iterdir()
         if (match := _REVISION_NAME.match(entry.name))
     ]
-    if not numbers:
+    if not found:
         raise MigrationError(f"no revisions in {history}")
-    return max(numbers)
+    _, newest = max(found, key=lambda pair: pair[0])
+    declared = _REVISION_ID.search(newest.read_text(encoding="utf-8"))
+    if declared is None:
+        raise MigrationError(f'{newest.name} declares no `revision = "…"`')
+    return declared.group(1)
 
 
 def sqlite_revision(conn: sqlite3.Connection) -> str | None:

@@ -20,6 +20,7 @@ __all__ = [
     "AccessConfig",
     "AuditConfig",
     "ChatConfig",
+    "DashboardConfig",
     "DatabaseConfig",
     "DeployConfig",
     "DiscordConfig",
@@ -208,6 +209,7 @@ DEFAULT_PROTECTED_PATHS = (
     # Observation: what the watch, the detector and the replay see (a change here could blind them to
     # the failure it claims to fix).
     "bot/observe/",
+    "bot/dashboard/",  # who may read the dashboard, and what keeps hostile text inert on it
     "bot/kernel/settings.py",
     "bot/kernel/sections.py",  # every section's defaults and limits, this list among them
     "bot/kernel/process.py",
@@ -326,6 +328,35 @@ class HealthConfig(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=0, le=65535)
+
+
+class DashboardConfig(_Section):
+    """The read-only web dashboard (bot/dashboard): its own port, signed in with `/dashboard`."""
+
+    enabled: bool = False  # opt-in on Discord; the playground serves it whatever this says
+    host: str = "127.0.0.1"
+    port: int = Field(default=8766, ge=0, le=65535)
+    # The address people open, when a reverse proxy serves the dashboard (e.g.
+    # https://mendbot.example.org); None: http://host:port. https here marks the cookie Secure.
+    public_url: str | None = None
+    link_ttl_s: int = Field(default=300, ge=30, le=3600)  # a sign-in link works once, this long
+    session_ttl_s: int = Field(default=12 * 3600, ge=60, le=30 * 24 * 3600)
+    page_size: int = Field(default=50, ge=5, le=500)
+
+    @field_validator("public_url")
+    @classmethod
+    def _web_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError("must be an http(s) address without query, e.g. https://mendbot.example.org")
+        return value.rstrip("/")
+
+    @property
+    def secure_cookie(self) -> bool:
+        """The session cookie is sent over TLS only when people reach the dashboard by https."""
+        return (self.public_url or "").startswith("https://")
 
 
 class PlaygroundUser(_Section):

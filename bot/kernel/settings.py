@@ -35,6 +35,7 @@ from bot.kernel.sections import (
     AccessConfig,
     AuditConfig,
     ChatConfig,
+    DashboardConfig,
     DatabaseConfig,
     DeployConfig,
     DiscordConfig,
@@ -122,6 +123,7 @@ class Settings(BaseSettings):
     forge: ForgeConfig = Field(default_factory=ForgeConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     playground: PlaygroundConfig = Field(default_factory=PlaygroundConfig)

@@ -22,10 +22,32 @@ from bot.runtime.metrics import CONTENT_TYPE, Metrics
 if TYPE_CHECKING:
     from bot.runtime.app import MendBot
 
-__all__ = ["HealthServer"]
+__all__ = ["HealthServer", "process_status"]
 
 _log = get_logger(__name__)
 _PING = sa.text("SELECT 1")
+
+
+def process_status(bot: MendBot, started: float) -> dict[str, object]:
+    """This process's figures: uptime, Discord, shards, cogs, in-flight work, leadership, storage."""
+    return {
+        "uptime_s": round(time.monotonic() - started, 1),
+        "discord_ready": bot.is_ready(),
+        "accepting": bot.accepting,
+        "cogs": sorted(bot.cogs),
+        "extension_failures": bot.extension_failures,
+        "inflight": bot.inflight,
+        "shard_count": bot.shard_count,
+        "shards": [
+            {
+                "id": shard.id,
+                "connected": shard.connected,
+                "latency_ms": None if shard.latency_s is None else round(shard.latency_s * 1000, 1),
+            }
+            for shard in bot.shard_states()
+        ],
+        **bot.services.health(),
+    }
 
 
 class HealthServer:
@@ -39,25 +61,7 @@ class HealthServer:
         self._metrics = Metrics(bot)
 
     def _status(self) -> dict[str, object]:
-        bot = self._bot
-        return {
-            "uptime_s": round(time.monotonic() - self._started, 1),
-            "discord_ready": bot.is_ready(),
-            "accepting": bot.accepting,
-            "cogs": sorted(bot.cogs),
-            "extension_failures": bot.extension_failures,
-            "inflight": bot.inflight,
-            "shard_count": bot.shard_count,
-            "shards": [
-                {
-                    "id": shard.id,
-                    "connected": shard.connected,
-                    "latency_ms": None if shard.latency_s is None else round(shard.latency_s * 1000, 1),
-                }
-                for shard in bot.shard_states()
-            ],
-            **bot.services.health(),
-        }
+        return process_status(self._bot, self._started)
 
     async def _health(self, _: web.Request) -> web.Response:
         return web.json_response({"status": "ok", **self._status()})

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.chat import ChatService
+from bot.dashboard.signin import DashboardSignIn
 from bot.db import actions as action_queries
 from bot.db import core
 from bot.db.core import Connection
@@ -81,6 +82,7 @@ class Services:
     daemons: Daemons = field(default_factory=Daemons)
     closed: bool = False
     boot_notices: list[str] = field(default_factory=list)  # posted in #dev once the bot is ready
+    dashboard: DashboardSignIn | None = None  # sign-in links; serving only while a dashboard runs
 
     def authorize(
         self, user_id: int, role_ids: list[int], *, is_bot: bool, action: str, **context: Any
@@ -292,6 +294,7 @@ async def _assemble(
         redactor=redactor,
         storage=storage,
         boot_notices=boot_notices,
+        dashboard=DashboardSignIn(db, settings.dashboard, lambda: clock().timestamp()),
     )
     services.daemons.start("action-writer", recorder.run_writer())
     # Retention runs in the background from the start: millions of expired rows must not delay
