@@ -164,7 +164,7 @@ def discord_problem(error: BaseException, channel: Any = None) -> EnvironmentPro
             kind="discord:forbidden",
             summary=f"Discord refused a call in {where}: {said} (code {error.code}).",
             need=need,
-            reply=f"I can't do that in {where}: {need[0].lower()}{need[1:]}. I've told the developers.",
+            reply=f"I can't do that in {where}. {need}. I've told the developers.",
         )
     if isinstance(error, discord.NotFound):
         return EnvironmentProblem(

@@ -31,6 +31,7 @@ from discord.ext import commands, tasks
 
 from bot.db import handlers as handler_queries
 from bot.db.retry import SAVE_FAILED, storage_fault
+from bot.kernel.discord_limits import install_reply_limits
 from bot.kernel.errors import EnvironmentProblem, describe, discord_problem, error_channel_id, unwrap
 from bot.kernel.log import bind_context, get_logger
 from bot.observe.capture import HandlerCapture, install_reply_hooks, message_invocation, start_capture
@@ -93,6 +94,7 @@ class RecordingBot(commands.AutoShardedBot):
             weakref.WeakKeyDictionary()
         )
         install_reply_hooks()
+        install_reply_limits()  # every reply within Discord's limits, whoever built it
         recorder = services.recorder
         self.sampler = SlowSampler(
             (recorder.repo_root, *recorder.more_roots), threshold_ms=services.settings.observe.latency.min_ms
