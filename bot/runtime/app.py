@@ -34,6 +34,7 @@ from discord.ext import commands
 from bot.kernel.log import get_logger
 from bot.kernel.prompts import PromptRegistry
 from bot.observe.capture import interaction_invocation
+from bot.runtime.gateway_resume import install_shard_resume
 from bot.runtime.recording import RecordingBot
 from bot.runtime.services import Services
 
@@ -130,6 +131,7 @@ class MendBot(RecordingBot):
     ) -> None:
         if intents is None:
             intents = bot_intents()
+        install_shard_resume()  # a dropped shard resumes after an outage instead of identifying anew
         config = services.settings.discord
         options.setdefault("shard_count", config.shard_count)
         options.setdefault("shard_ids", list(config.shard_ids) if config.shard_ids is not None else None)
@@ -240,6 +242,12 @@ class MendBot(RecordingBot):
         if self.shard_ids is not None:
             return sorted(self.shard_ids)
         return list(range(self.shard_count)) if self.shard_count is not None else []
+
+    @property
+    def serving(self) -> bool:
+        """Connected on every shard and taking work: what /health/ready and `mendbot_discord_ready` say
+        (the former also asks the database)."""
+        return self.is_ready() and self.gateway_connected and self.accepting
 
     @property
     def gateway_connected(self) -> bool:
