@@ -78,7 +78,7 @@ def test_scripted_playground_answers_roll_and_bad_roll(tmp_path: Path) -> None:
     assert "[#general] mendbot (m2): `2x` isn't dice notation" in out
     assert "mallory in #dev> !roll d20" in out
     assert "[#dev] mendbot (m3): 🎲 `1d20` →" in out
-    assert "[#dev] mendbot (m4): ⏰ Okay @mallory, I'll remind you in 600s: stretch" in out
+    assert "[#dev] mendbot (m4): ⏰ Okay @mallory, I'll remind you in 10 min: stretch" in out
     assert "[#dev] mendbot (m5): ⏰ @mallory reminder: stretch" in out
     assert (tmp_path / "data" / "playground" / "mendbot.db").exists()
     assert not (tmp_path / "data" / "mendbot.db").exists()  # the production database is never touched

@@ -4,8 +4,10 @@ the text users read is written as it was meant (capitals kept), on the virtual D
 from __future__ import annotations
 
 import discord
+import pytest
 
 from bot.kernel.discord_limits import CONTENT_LIMIT, clamp_embed
+from bot.kernel.durations import human_duration, relative
 from bot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, reply_text
 
@@ -64,3 +66,13 @@ async def test_a_refused_permission_reply_keeps_its_capital_i(world: VirtualWorl
     [answer] = [m.content for m in bot_messages(world, world.general)]
     assert "I need a permission Discord refused in #general" in answer
     assert " i need" not in answer
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(0, "0 s"), (42, "42 s"), (60, "1 min"), (303, "5 min 3 s"), (3600, "1 h"), (55996, "15 h 33 min")],
+)
+def test_durations_read_as_people_write_them(seconds: float, shown: str) -> None:
+    """55996 seconds reads "15 h 33 min": two units at most, a zero second unit left out."""
+    assert human_duration(seconds) == shown
+    assert relative(seconds) == f"in {shown}" and relative(-seconds - 1).endswith(" ago")

@@ -20,6 +20,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.kernel.durations import human_duration
+
 __all__ = [
     "EnvironmentProblem",
     "UserError",
@@ -66,7 +68,7 @@ def describe(error: BaseException) -> tuple[str | None, bool]:
     if isinstance(error, _REFUSED):
         return str(error) or "You can't use that here.", False
     if isinstance(error, commands.CommandOnCooldown):
-        return f"Slow down: try again in {error.retry_after:.0f}s.", False
+        return f"Slow down: try again in {human_duration(max(1.0, error.retry_after))}.", False
     if isinstance(error, _ARGUMENT_ERRORS):
         return str(error), False
     problem = discord_problem(error) or model_problem(error)

@@ -36,6 +36,7 @@ import simcord
 from discord import app_commands
 
 from bot.features.reminders import parse_delay
+from bot.kernel.durations import relative
 from bot.kernel.errors import UserError
 
 if TYPE_CHECKING:
@@ -308,8 +309,7 @@ class Playground:
         now = self.world.env.now()  # the bot's (virtual) clock, not the terminal's
 
         def stamp(match: re.Match[str]) -> str:
-            delta = int(match.group(1)) - int(now.timestamp())
-            return f"in {delta}s" if delta >= 0 else f"{-delta}s ago"
+            return relative(int(match.group(1)) - int(now.timestamp()))
 
         return re.sub(r"<t:(\d+)(?::[a-zA-Z])?>", stamp, text)
 
