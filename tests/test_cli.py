@@ -213,7 +213,7 @@ def test_bad_option_values_are_reported_lines_exit_2(tmp_path: Path) -> None:
     result = _mendbot("--config", str(_config(tmp_path)), cwd=tmp_path, stdin=script)
     assert result.returncode == 2, result.stderr
     assert "! action must be one of show, acknowledge, mute, resolve, reopen, not 'bogus'" in result.stdout
-    assert "! incident_id must be a integer, not 'x'" in result.stdout
+    assert "! incident_id must be an integer, not 'x'" in result.stdout
     assert "! wait takes a duration up to a year" in result.stdout
     assert "! sleep takes seconds" in result.stdout
     assert "🎲 `1d4`" in result.stdout

@@ -48,6 +48,11 @@ GUILD_NAME = "mendbot-playground"
 CHANNELS = ("dev", "general")
 
 
+_BOOLEANS = dict.fromkeys(("true", "yes", "on", "1"), True) | dict.fromkeys(
+    ("false", "no", "off", "0"), False
+)
+
+
 class PlaygroundError(Exception):
     """A line the playground cannot run; the message says why."""
 
@@ -402,7 +407,10 @@ class Playground:
         free = [p for p in params if p.name not in named and p.required] or [
             p for p in params[:1] if p.name not in named
         ]
-        if free and free[-1].type is not discord.AppCommandOptionType.string and len(positional) > len(free):
+        holds_words = (
+            bool(free) and free[-1].type is discord.AppCommandOptionType.string and not free[-1].choices
+        )
+        if free and not holds_words and len(positional) > len(free):
             rest = [p for p in params if p.name not in named and p not in free]
             free += rest[: len(positional) - len(free)]
         for index, param in enumerate(free):
@@ -435,9 +443,14 @@ class Playground:
                     raise ValueError(value)
                 return number
             if kind is discord.AppCommandOptionType.boolean:
-                return value.lower() in {"1", "true", "yes", "on"}
+                # Discord's client offers only True and False: anything else is refused, not read as False.
+                truth = _BOOLEANS.get(value.lower())
+                if truth is None:
+                    raise ValueError(value)
+                return truth
         except ValueError:
-            raise PlaygroundError(f"{param.name} must be a {kind.name}, not {value!r}") from None
+            article = "an" if kind.name[0] in "aeiou" else "a"
+            raise PlaygroundError(f"{param.name} must be {article} {kind.name}, not {value!r}") from None
         if kind in (discord.AppCommandOptionType.user, discord.AppCommandOptionType.mentionable):
             user = self.world.users.get(value.lstrip("@"))
             if user is None:
