@@ -105,8 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     play.add_argument(
         "--data-dir",
-        type=Path,
-        default=None,
+        default=None,  # a string: Path("") would be "." and put the database wherever mendbot runs
         help="where the playground keeps its database and logs (default: <data_dir>/playground)",
     )
     play.add_argument("--fresh", action="store_true", help="wipe the playground's data first")
@@ -130,13 +129,30 @@ def _parser() -> argparse.ArgumentParser:
 _STATE_NAMES = ("mendbot.db", "mendbot.db-wal", "mendbot.db-shm", "logs", "worktrees", "agent-home")
 
 
-def _playground_dir(settings: Settings, chosen: Path | None, *, fresh: bool) -> Path:
+def _usable_dir(directory: Path, what: str) -> Path:
+    """`directory`, created if need be and writable — else one line saying why (`/proc/x`, a file)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".mendbot-write-check"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"config error: {what} {directory} cannot be used: {reason} — choose another"
+        ) from None
+    return directory
+
+
+def _playground_dir(settings: Settings, chosen: str | None, *, fresh: bool) -> Path:
     """The playground's own state: never the production database (`data/mendbot.db`).
 
     `--fresh` refuses the bot's real data directory, and any directory holding something the bot
     did not put there (a mistyped `--data-dir ~` must not cost anyone their files).
     """
-    directory = chosen if chosen is not None else settings.data_dir / "playground"
+    if chosen is not None and not chosen.strip():
+        raise ConfigError("config error: --data-dir is empty — name a directory, e.g. --data-dir play-data")
+    directory = Path(chosen) if chosen is not None else settings.data_dir / "playground"
     if fresh and directory.exists():
         strangers = sorted(p.name for p in directory.iterdir() if p.name not in _STATE_NAMES)
         if directory.resolve() == settings.data_dir.resolve() or strangers:
@@ -150,8 +166,7 @@ def _playground_dir(settings: Settings, chosen: Path | None, *, fresh: bool) -> 
                 shutil.rmtree(path)
             elif path.exists() or path.is_symlink():
                 path.unlink()
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
+    return _usable_dir(directory, "--data-dir" if chosen is not None else "the playground's data dir")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             settings.data_dir = _playground_dir(
                 settings, getattr(args, "data_dir", None), fresh=getattr(args, "fresh", False)
             )
+        else:
+            _usable_dir(settings.data_dir, "data_dir")
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EX_CONFIG

@@ -17,6 +17,7 @@ from discord.ext import commands
 
 from bot.improve.intent import Intent, command_names_in, known_kinds_in, parse_intent, resolve_target
 from bot.improve.runs import TERMINAL_STATES, Run, RunKind
+from bot.kernel.durations import human_duration
 from bot.kernel.errors import UserError
 from bot.runtime.app import MendBot
 from bot.trust.grammar import read_approval
@@ -29,7 +30,8 @@ def status_text(run: Run, lines: list[str], now: float) -> str:
     elapsed = max(0.0, now - run.created_at)
     mine = " · on my own" if run.origin == "autonomous" else ""
     head = (
-        f"🤖 **Run #{run.id}** · {run.kind}{mine} · `{run.state}` · {elapsed:.0f}s · ${run.cost_usd:.2f}\n"
+        f"🤖 **Run #{run.id}** · {run.kind}{mine} · `{run.state}` · {human_duration(elapsed)}"
+        f" · ${run.cost_usd:.2f}\n"
         f"> {run.description[:200]}"
     )
     return "\n".join([head, *(f"{line}" for line in lines[-12:])])[:2000]

@@ -609,6 +609,6 @@ async def test_a_watch_window_that_ran_out_while_stopped_is_reported_once_after_
     await gate.world.quiesce()
     assert await gate.state(run) == "resolved"
     texts = [m.content for m in bot_messages(gate.world, gate.world.dev)]
-    resolved = [t for t in texts if t.startswith(f"✅ Run #{run.id}: quiet for 60s after deploy")]
+    resolved = [t for t in texts if t.startswith(f"✅ Run #{run.id}: quiet for 1 min after deploy")]
     assert len(resolved) == 1, texts[-3:]
     assert not any(t.startswith("👀") for t in texts)  # nothing left to watch: no "still watching"

@@ -17,6 +17,7 @@ from bot.db.records import ActionRecord
 from bot.deploy.deploy_core import DeployCore, _Watch
 from bot.improve.memory import Lesson
 from bot.improve.runs import Run
+from bot.kernel.durations import human_duration
 from bot.kernel.errors import UserError
 
 __all__ = ["DeployWatches"]
@@ -71,7 +72,9 @@ class DeployWatches(DeployCore):
         )
         if self.reporter is not None:
             await self.reporter.deployed(
-                run, f"✅ Run #{run.id}: quiet for {self._config.watch_window_s:g}s after deploy — resolved."
+                run,
+                f"✅ Run #{run.id}: quiet for {human_duration(self._config.watch_window_s)} after deploy"
+                " — resolved.",
             )
 
     def observe(self, record: ActionRecord) -> None:
@@ -183,7 +186,9 @@ class DeployWatches(DeployCore):
                 if replay.line:
                     await self._notify(run, f"Run #{run.id}: {replay.line.strip()}")
             if remaining > 0:
-                await self._notify(run, f"👀 Run #{run.id}: {why}, still watching for {remaining:.0f}s more.")
+                await self._notify(
+                    run, f"👀 Run #{run.id}: {why}, still watching for {human_duration(remaining)} more."
+                )
             self._start_timer(watch, remaining)
 
     async def _unreplayed(self, run: Run) -> str | None:

@@ -6,6 +6,7 @@ import random
 import re
 from dataclasses import dataclass
 
+from bot.kernel.discord_limits import cut
 from bot.kernel.errors import UserError
 
 __all__ = ["MAX_DICE", "MAX_SIDES", "DiceError", "DiceRoll", "DiceSpec", "parse", "roll"]
@@ -47,13 +48,17 @@ def parse(text: str) -> DiceSpec:
             f"`{text.strip()[:40]}` isn't dice notation. Try `2d6`, `d20` or `3d8+2` "
             f"(up to {MAX_DICE} dice with up to {MAX_SIDES} sides)."
         )
-    count = int(match.group(1) or 1)
-    sides = int(match.group(2))
-    modifier = int(match.group(4) or 0) * (-1 if match.group(3) == "-" else 1)
-    if not 1 <= count <= MAX_DICE:
-        raise DiceError(f"I can roll between 1 and {MAX_DICE} dice at once, not {count}.")
-    if not 2 <= sides <= MAX_SIDES:
-        raise DiceError(f"A die needs between 2 and {MAX_SIDES} sides, not {sides}.")
+    count_text, sides_text = match.group(1) or "1", match.group(2)
+    # The numbers are echoed cut, and compared as text past nine digits: Python refuses to read an
+    # integer of more than 4300 digits, and nobody needs to read one back.
+    if len(count_text.lstrip("0")) > 9 or not 1 <= (count := int(count_text)) <= MAX_DICE:
+        raise DiceError(f"I can roll between 1 and {MAX_DICE} dice at once, not {cut(count_text, 12)}.")
+    if len(sides_text.lstrip("0")) > 9 or not 2 <= (sides := int(sides_text)) <= MAX_SIDES:
+        raise DiceError(f"A die needs between 2 and {MAX_SIDES} sides, not {cut(sides_text, 12)}.")
+    modifier_text = match.group(4) or "0"
+    if len(modifier_text.lstrip("0")) > 9:
+        raise DiceError(f"A modifier can be up to 9 digits, not {cut(modifier_text, 12)}.")
+    modifier = int(modifier_text) * (-1 if match.group(3) == "-" else 1)
     return DiceSpec(count, sides, modifier)
 
 

@@ -24,6 +24,7 @@ from bot.improve.policy import Policy
 from bot.improve.prover import Prover
 from bot.improve.runs import Run, RunService, RunState
 from bot.improve.workspace import Workspace, Worktree
+from bot.kernel.durations import human_duration
 from bot.kernel.log import get_logger
 from bot.kernel.prompts import PromptRegistry
 from bot.kernel.settings import Settings
@@ -152,7 +153,8 @@ class RunProgress:
         turns = sum(1 for event in await self.runs.events(run.id) if event.event == "model_request")
         elapsed = time.monotonic() - live.step_started
         return (
-            f"  ↳ {live.step} · turn {turns} · {live.step_calls} tool call(s) · {elapsed:.0f}s in this step"
+            f"  ↳ {live.step} · turn {turns} · {live.step_calls} tool call(s) · "
+            f"{human_duration(elapsed)} in this step"
         )
 
     def _saw_tool_call(self, run_id: int, decision: Decision) -> None:

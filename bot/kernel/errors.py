@@ -4,8 +4,10 @@
 refusing a call — 403 Missing Permissions/Access, 404 Unknown Message/Channel, a 5xx outage — is
 an `EnvironmentProblem` (`discord_problem()`): not a bug, nothing for the code agent, but an
 environment incident that says what the bot needs ("I need Send Messages in #general").
-Anything else is a bug: the user gets a short apology with a reference and the full error is
-logged and recorded as a failed action.
+The model's API failing the same way — unreachable, refusing the key (401/403), rate-limiting (429),
+overloaded or down (5xx, 529) — is an environment problem too (`model_problem()`): no code change
+mends it, so it is never offered for fixing. Anything else is a bug: the user gets a short apology
+with a reference and the full error is logged and recorded as a failed action.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.kernel.durations import human_duration
+
 __all__ = [
     "EnvironmentProblem",
     "UserError",
@@ -25,6 +29,7 @@ __all__ = [
     "describe",
     "discord_problem",
     "error_channel_id",
+    "model_problem",
     "named_bug",
     "unwrap",
 ]
@@ -63,10 +68,10 @@ def describe(error: BaseException) -> tuple[str | None, bool]:
     if isinstance(error, _REFUSED):
         return str(error) or "You can't use that here.", False
     if isinstance(error, commands.CommandOnCooldown):
-        return f"Slow down: try again in {error.retry_after:.0f}s.", False
+        return f"Slow down: try again in {human_duration(max(1.0, error.retry_after))}.", False
     if isinstance(error, _ARGUMENT_ERRORS):
         return str(error), False
-    problem = discord_problem(error)
+    problem = discord_problem(error) or model_problem(error)
     if problem is not None:
         return problem.reply, False
     return bug_reply(type(error).__name__), True
@@ -164,7 +169,7 @@ def discord_problem(error: BaseException, channel: Any = None) -> EnvironmentPro
             kind="discord:forbidden",
             summary=f"Discord refused a call in {where}: {said} (code {error.code}).",
             need=need,
-            reply=f"I can't do that in {where}: {need[0].lower()}{need[1:]}. I've told the developers.",
+            reply=f"I can't do that in {where}. {need}. I've told the developers.",
         )
     if isinstance(error, discord.NotFound):
         return EnvironmentProblem(
@@ -184,5 +189,62 @@ def discord_problem(error: BaseException, channel: Any = None) -> EnvironmentPro
             summary=f"Discord answered {said}: its servers are failing.",
             need="Discord to recover: see https://discordstatus.com; nothing to change on my side",
             reply=f"Discord is having trouble right now ({error.status}) — try again in a moment.",
+        )
+    return None
+
+
+def _from_anthropic(error: BaseException) -> bool:
+    return any(cls.__module__.split(".")[0] == "anthropic" for cls in type(error).__mro__)
+
+
+def model_problem(error: BaseException) -> EnvironmentProblem | None:
+    """The environment problem behind a failed call to the model's API (None for anything else).
+
+    Read from the Anthropic SDK's exception types by name and status, so the kernel need not import
+    the SDK: a connection error or timeout, 401/403, 429, 5xx and 529 (overloaded).
+    """
+    error = unwrap(error)
+    if not _from_anthropic(error):
+        return None
+    names = {cls.__name__ for cls in type(error).__mro__}
+    status = getattr(error, "status_code", None)
+    if "APIConnectionError" in names:
+        return EnvironmentProblem(
+            key="model:unreachable",
+            kind="model:unreachable",
+            summary=f"The model's API could not be reached: {type(error).__name__}: {error}",
+            need="the model's API to be reachable: check the network and ANTHROPIC_BASE_URL; "
+            "nothing to change in the code",
+            reply="I can't reach the model right now, so I can't answer that — try again in a moment. "
+            "I've told the developers.",
+        )
+    if status in (401, 403):
+        return EnvironmentProblem(
+            key="model:auth",
+            kind="model:auth",
+            summary=f"The model's API refused the key ({status}): {error}",
+            need="a valid ANTHROPIC_API_KEY with access to the model: set it in .env or the environment "
+            "and restart",
+            reply=f"The model refused my credentials ({status}), so I can't answer that until a developer "
+            "fixes the API key. I've told them.",
+        )
+    if status == 429:
+        return EnvironmentProblem(
+            key="model:rate_limited",
+            kind="model:rate_limited",
+            summary=f"The model's API is rate-limiting this key (429): {error}",
+            need="fewer requests, or a higher rate limit for this API key; nothing to change in the code",
+            reply="The model is rate-limiting me (429) — try again in a minute.",
+        )
+    if isinstance(status, int) and status >= 500:
+        overloaded = status == 529 or "OverloadedError" in names
+        return EnvironmentProblem(
+            key="model:overloaded" if overloaded else "model:outage",
+            kind="model:overloaded" if overloaded else "model:outage",
+            summary=f"The model's API answered {status}: {error}",
+            need="the model's API to recover: see https://status.anthropic.com; "
+            "nothing to change in the code",
+            reply=f"The model is {'overloaded' if overloaded else 'having trouble'} right now ({status}) — "
+            "try again in a moment.",
         )
     return None

@@ -375,6 +375,19 @@ class PlaygroundConfig(_Section):
     # gives up on it and exits 1; a loaded machine needs more.
     settle_timeout_s: float = Field(default=30.0, gt=0)
 
+    @field_validator("users")
+    @classmethod
+    def _someone_and_no_twins(cls, users: list[PlaygroundUser]) -> list[PlaygroundUser]:
+        """The playground speaks as its first user, and `@name` picks one: none or two alike cannot work."""
+        if not users:
+            raise ValueError("needs at least one user, e.g. [{name: alice, allowed: true}]")
+        seen: set[str] = set()
+        for user in users:
+            if user.name in seen:
+                raise ValueError(f"`{user.name}` is listed twice: each user needs a name of their own")
+            seen.add(user.name)
+        return users
+
 
 class AuditConfig(_Section):
     """The self-audit (bot/observe/audit.py): when it runs by itself and what it judges against."""

@@ -142,6 +142,14 @@ class Settings(BaseSettings):
             return None
         return value
 
+    @field_validator("data_dir", "repo_dir", mode="before")
+    @classmethod
+    def _a_path(cls, value: object) -> object:
+        """An empty path would be the working directory: the database would land wherever mendbot ran."""
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is empty — name a directory (data_dir's default is data)")
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _known_log_level(cls, value: str | None) -> str | None:
@@ -189,7 +197,7 @@ _ENV_ONLY_KEYS = _SECRET_KEYS | {"log_level"}
 
 
 def _config_path() -> str:
-    return os.environ.get("MENDBOT_CONFIG", "config.yaml")
+    return os.environ.get("MENDBOT_CONFIG") or "config.yaml"  # empty means unset, as everywhere
 
 
 def _env_origin(top: str, env_file: object) -> str:
@@ -235,6 +243,12 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
         if not config_file.is_file():
             raise ConfigError(f"config file {config_file} does not exist: copy config.example.yaml to it")
         os.environ["MENDBOT_CONFIG"] = str(config_file)
+    elif os.environ.get("MENDBOT_CONFIG") and not Path(_config_path()).exists():
+        # Named on purpose, so not there by mistake: running on the defaults instead would hide it.
+        raise ConfigError(
+            f"config error: MENDBOT_CONFIG names {_config_path()}, which does not exist — "
+            "fix the path, copy config.example.yaml there, or unset MENDBOT_CONFIG to read config.yaml"
+        )
     env_file = overrides.get("_env_file", ".env")
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]

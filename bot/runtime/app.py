@@ -34,6 +34,7 @@ from discord.ext import commands
 from bot.kernel.log import get_logger
 from bot.kernel.prompts import PromptRegistry
 from bot.observe.capture import interaction_invocation
+from bot.runtime.gateway_resume import install_shard_resume
 from bot.runtime.recording import RecordingBot
 from bot.runtime.services import Services
 
@@ -130,6 +131,7 @@ class MendBot(RecordingBot):
     ) -> None:
         if intents is None:
             intents = bot_intents()
+        install_shard_resume()  # a dropped shard resumes after an outage instead of identifying anew
         config = services.settings.discord
         options.setdefault("shard_count", config.shard_count)
         options.setdefault("shard_ids", list(config.shard_ids) if config.shard_ids is not None else None)
@@ -151,6 +153,7 @@ class MendBot(RecordingBot):
         self._restarted = asyncio.Event()  # set once a requested restart has drained and closed
         self._drained = False  # the restart already drained within its timeout: close() need not wait
         self._setup_done = False
+        self._logging_in = asyncio.Event()  # set once discord.py's login has set the client up
         # Per shard: READY or RESUMED seen and no disconnect since (what /health/ready reports).
         self._shard_sessions: dict[int, bool] = {}
         self._closed = asyncio.Event()
@@ -159,6 +162,7 @@ class MendBot(RecordingBot):
     # -- start-up -----------------------------------------------------------------------------
 
     async def setup_hook(self) -> None:
+        self._logging_in.set()  # discord.py has set the client up: wait_until_ready may wait now
         # A login retried after a network failure runs this again: the cogs are loaded once.
         if not self._setup_done:
             self.sampler.start()
@@ -173,6 +177,14 @@ class MendBot(RecordingBot):
                 if exc.status >= 500 or exc.status == 429:
                     raise  # Discord's outage, not our request: the start is retried
                 raise CommandSyncFailed(guild_id, exc) from exc
+
+    async def wait_until_ready(self) -> None:
+        """Wait until the bot is ready, also when asked before login: discord.py raises "Client has not
+        been properly initialised" then, and a cog loaded without a login (a smoke load, a check) starts
+        background work that waits for ready — it waits for the login instead, and is cancelled if none
+        comes."""
+        await self._logging_in.wait()
+        await super().wait_until_ready()
 
     async def launch_shard(self, gateway: yarl.URL, shard_id: int, *, initial: bool = False) -> None:
         # discord.py retries a shard that cannot connect every 5 s by calling this again, and never
@@ -240,6 +252,12 @@ class MendBot(RecordingBot):
         if self.shard_ids is not None:
             return sorted(self.shard_ids)
         return list(range(self.shard_count)) if self.shard_count is not None else []
+
+    @property
+    def serving(self) -> bool:
+        """Connected on every shard and taking work: what /health/ready and `mendbot_discord_ready` say
+        (the former also asks the database)."""
+        return self.is_ready() and self.gateway_connected and self.accepting
 
     @property
     def gateway_connected(self) -> bool:

@@ -73,7 +73,7 @@ class HealthServer:
         except Exception:
             database = False
         connected = self._bot.gateway_connected
-        ready = bool(status["discord_ready"]) and connected and bool(status["accepting"]) and database
+        ready = self._bot.serving and database
         return web.json_response(
             {
                 "status": "ready" if ready else "not ready",

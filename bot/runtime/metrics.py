@@ -151,7 +151,7 @@ class Metrics:
         self.daily_budget.set(budget.daily_budget_usd)
         self.autonomous_spent_today.set(budget.autonomous_spent_today_usd)
         self.autonomous_daily_budget.set(budget.autonomous_daily_budget_usd)
-        self.ready.set(1 if bot.is_ready() and bot.accepting else 0)
+        self.ready.set(1 if bot.serving else 0)  # 0 while a shard reconnects, as /health/ready is 503
         self.inflight.set(bot.inflight)
         self.leader.set(1 if services.cluster.leadership.is_leader else 0)
         for shard in bot.shard_states():

@@ -8,10 +8,11 @@ one error path: a bug is recorded, logged and answered briefly, a user's mistake
 apart from app.py, which wires the services, starts, runs the shards and shuts down, since recording
 is the one concern every handler shares.
 
-A Discord HTTP error raised by a handler (403, 404, 5xx) — or a locked or full database met by a
-write outside the retry helper — is not a bug: the one error path
-records it as a failed action marked `environment` (which the anomaly rules skip), opens or
-counts an environment incident saying what the bot needs, and answers the user where it can.
+A Discord HTTP error raised by a handler (403, 404, 5xx), the model's API failing (unreachable,
+401/403, 429, 5xx/529) — or a locked or full database met by a write outside the retry helper — is
+not a bug: the one error path records it as a failed action marked `environment` (which the anomaly
+rules skip), opens or counts an environment incident saying what the bot needs, and answers the user
+where it can.
 """
 
 from __future__ import annotations
@@ -31,7 +32,15 @@ from discord.ext import commands, tasks
 
 from bot.db import handlers as handler_queries
 from bot.db.retry import SAVE_FAILED, storage_fault
-from bot.kernel.errors import EnvironmentProblem, describe, discord_problem, error_channel_id, unwrap
+from bot.kernel.discord_limits import install_reply_limits
+from bot.kernel.errors import (
+    EnvironmentProblem,
+    describe,
+    discord_problem,
+    error_channel_id,
+    model_problem,
+    unwrap,
+)
 from bot.kernel.log import bind_context, get_logger
 from bot.observe.capture import HandlerCapture, install_reply_hooks, message_invocation, start_capture
 from bot.observe.handlers import cog_handlers
@@ -93,6 +102,7 @@ class RecordingBot(commands.AutoShardedBot):
             weakref.WeakKeyDictionary()
         )
         install_reply_hooks()
+        install_reply_limits()  # every reply within Discord's limits, whoever built it
         recorder = services.recorder
         self.sampler = SlowSampler(
             (recorder.repo_root, *recorder.more_roots), threshold_ms=services.settings.observe.latency.min_ms
@@ -219,10 +229,12 @@ class RecordingBot(commands.AutoShardedBot):
         channel_id = error_channel_id(original)
         if channel_id is not None:
             channel = self.get_channel(channel_id) or channel
-        problem = discord_problem(error, channel)
+        problem = discord_problem(error, channel) or model_problem(error)
         if problem is None:
             return None
-        _log.warning("discord refused a call", kind=problem.kind, need=problem.need, error=str(original))
+        _log.warning(
+            "the environment refused a call", kind=problem.kind, need=problem.need, error=str(original)
+        )
         self.services.incidents.environment(
             problem.key,
             kind=problem.kind,
@@ -347,8 +359,11 @@ class RecordingBot(commands.AutoShardedBot):
         except asyncio.CancelledError:
             self.sampler.unwatch(capture)
         except Exception as exc:
+            channel = self.get_channel(ids["channel_id"]) if ids.get("channel_id") else None
+            problem = self.environment_problem(exc, channel, ids.get("user_id"))
             text, is_bug = describe(exc)
-            if not is_bug:  # a user's mistake (`cancel run 3` with no run 3) is a reply, not an incident
+            if problem is None and not is_bug:
+                # a user's mistake (`cancel run 3` with no run 3) is a reply, not an incident
                 self.recorder.record(
                     f"listener:{event_name}",
                     source,
@@ -360,8 +375,6 @@ class RecordingBot(commands.AutoShardedBot):
                 if text is not None:
                     await self._answer_event(args, text)
                 return
-            channel = self.get_channel(ids["channel_id"]) if ids.get("channel_id") else None
-            problem = self.environment_problem(exc, channel, ids.get("user_id"))
             self.recorder.record(
                 f"listener:{event_name}",
                 source,
@@ -372,6 +385,9 @@ class RecordingBot(commands.AutoShardedBot):
                 **self._end_capture(capture),
                 **ids,
             )
+            if problem is not None:  # no bug, so no traceback: the incident says what is needed
+                await self._answer_event(args, problem.reply)
+                return
             with contextlib.suppress(asyncio.CancelledError):
                 await self.on_error(event_name, *args, **kwargs)
         else:

@@ -36,6 +36,7 @@ import simcord
 from discord import app_commands
 
 from bot.features.reminders import parse_delay
+from bot.kernel.durations import relative
 from bot.kernel.errors import UserError
 
 if TYPE_CHECKING:
@@ -45,6 +46,11 @@ __all__ = ["Playground", "PlaygroundError", "VirtualWorld", "virtual_world"]
 
 GUILD_NAME = "mendbot-playground"
 CHANNELS = ("dev", "general")
+
+
+_BOOLEANS = dict.fromkeys(("true", "yes", "on", "1"), True) | dict.fromkeys(
+    ("false", "no", "off", "0"), False
+)
 
 
 class PlaygroundError(Exception):
@@ -308,8 +314,7 @@ class Playground:
         now = self.world.env.now()  # the bot's (virtual) clock, not the terminal's
 
         def stamp(match: re.Match[str]) -> str:
-            delta = int(match.group(1)) - int(now.timestamp())
-            return f"in {delta}s" if delta >= 0 else f"{-delta}s ago"
+            return relative(int(match.group(1)) - int(now.timestamp()))
 
         return re.sub(r"<t:(\d+)(?::[a-zA-Z])?>", stamp, text)
 
@@ -402,7 +407,10 @@ class Playground:
         free = [p for p in params if p.name not in named and p.required] or [
             p for p in params[:1] if p.name not in named
         ]
-        if free and free[-1].type is not discord.AppCommandOptionType.string and len(positional) > len(free):
+        holds_words = (
+            bool(free) and free[-1].type is discord.AppCommandOptionType.string and not free[-1].choices
+        )
+        if free and not holds_words and len(positional) > len(free):
             rest = [p for p in params if p.name not in named and p not in free]
             free += rest[: len(positional) - len(free)]
         for index, param in enumerate(free):
@@ -435,9 +443,14 @@ class Playground:
                     raise ValueError(value)
                 return number
             if kind is discord.AppCommandOptionType.boolean:
-                return value.lower() in {"1", "true", "yes", "on"}
+                # Discord's client offers only True and False: anything else is refused, not read as False.
+                truth = _BOOLEANS.get(value.lower())
+                if truth is None:
+                    raise ValueError(value)
+                return truth
         except ValueError:
-            raise PlaygroundError(f"{param.name} must be a {kind.name}, not {value!r}") from None
+            article = "an" if kind.name[0] in "aeiou" else "a"
+            raise PlaygroundError(f"{param.name} must be {article} {kind.name}, not {value!r}") from None
         if kind in (discord.AppCommandOptionType.user, discord.AppCommandOptionType.mentionable):
             user = self.world.users.get(value.lstrip("@"))
             if user is None:

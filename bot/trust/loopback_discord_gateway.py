@@ -2,7 +2,9 @@
 
 `GatewayDouble` holds what READY carries — the bot application's token, ids and user, the owner and the
 guilds — and answers the gateway as Discord does: HELLO, heartbeat acks (after a round trip's worth),
-IDENTIFY with READY and one GUILD_CREATE per guild, RESUME on the same session. It speaks shards as
+IDENTIFY with READY and one GUILD_CREATE per guild, RESUME on the same session — replaying the events
+dispatched since the sequence the client last saw, those sent while its connection was down included,
+as Discord does (a new IDENTIFY gets none of them). It speaks shards as
 Discord does: each IDENTIFY's `shard: [id, count]` is kept on its `GatewaySession` (in `sessions`,
 `shards_identified`), READY carries it, and a guild's GUILD_CREATE and events go only to the shard that
 owns it (`session_of(guild)`). `add_guild(name, shard=, shard_count=)` adds a guild whose time-encoding
@@ -22,6 +24,7 @@ import contextlib
 import datetime
 import json
 import secrets
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,7 @@ HEARTBEAT_INTERVAL_MS = 41_250
 HEARTBEAT_ACK_DELAY_S = 0.05
 # Application flags: the Message Content intent, as Discord reports it for an unverified bot.
 GATEWAY_MESSAGE_CONTENT_LIMITED = 1 << 19
+_REPLAYABLE = 1000  # frames a session keeps for a RESUME to replay
 
 
 @dataclass
@@ -47,6 +51,8 @@ class GatewaySession:
     ws: web.WebSocketResponse
     sequence: int = 0
     guild_ids: list[int] = field(default_factory=list)  # the guilds GUILD_CREATE was sent for, in order
+    # Every dispatched frame, newest last: what a RESUME after a dropped connection gets replayed.
+    sent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=_REPLAYABLE))
 
 
 class GatewayDouble:
@@ -124,15 +130,18 @@ class GatewayDouble:
         return [session.shard for session in self.sessions.values()]
 
     def session_of(self, guild: FakeGuild) -> GatewaySession:
-        """The newest open session whose shard owns the guild (its events go there and nowhere else)."""
+        """The session whose shard owns the guild (its events go there and nowhere else): the newest open
+        one, else — the connection dropped, as in an outage — the newest one, whose events wait for a
+        RESUME to replay them, as Discord keeps them."""
         owners = [
             session
             for session in self.sessions.values()
-            if not session.ws.closed and shard_of(guild.id, session.shard[1]) == session.shard[0]
+            if shard_of(guild.id, session.shard[1]) == session.shard[0]
         ]
         if not owners:
             raise LookupError(f"no gateway session owns guild {guild.id}")
-        return owners[-1]
+        open_ = [session for session in owners if not session.ws.closed]
+        return (open_ or owners)[-1]
 
     async def drop_shard(self, shard_id: int, code: int = 4000) -> None:
         """Close the connections of one shard's sessions with `code` (4000: the client resumes)."""
@@ -203,7 +212,11 @@ class GatewayDouble:
 
     async def _dispatch(self, session: GatewaySession, event: str, data: Any) -> None:
         session.sequence += 1
-        await self._send(session.ws, {"op": 0, "t": event, "s": session.sequence, "d": data})
+        frame = {"op": 0, "t": event, "s": session.sequence, "d": data}
+        session.sent.append(frame)
+        if not session.ws.closed:
+            with contextlib.suppress(ConnectionError, RuntimeError):  # closing meanwhile: kept for RESUME
+                await self._send(session.ws, frame)
 
     async def _identify(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> GatewaySession | None:
         self.identified += 1
@@ -265,5 +278,9 @@ class GatewayDouble:
             return None
         self.resumed += 1
         session.ws = ws  # the resumed session's events now go over the new connection
+        # What the client missed since the last sequence it saw is replayed first, as Discord does.
+        seen = int(data.get("seq") or 0)
+        for frame in [frame for frame in session.sent if frame["s"] > seen]:
+            await self._send(ws, frame)
         await self._dispatch(session, "RESUMED", {})
         return session
