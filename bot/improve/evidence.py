@@ -25,6 +25,7 @@ The pack, and how it is written as a prompt section of at most `max_chars` chara
 from __future__ import annotations
 
 import asyncio
+import posixpath
 import re
 import time
 from collections import Counter
@@ -38,6 +39,7 @@ from bot.db import incidents as incident_queries
 from bot.db import search as search_queries
 from bot.db.core import Connection
 from bot.db.records import ActionRecord
+from bot.improve.dataflow import CONFIG_SUFFIXES, config_files
 from bot.improve.evidence_pack import EvidencePack, FileHistory, LessonLike, SourceExcerpt, Suspect, Traceback
 from bot.improve.history import _GIT_TIMEOUT_S, file_history, line_times
 from bot.improve.localise import (
@@ -45,6 +47,7 @@ from bot.improve.localise import (
     Candidate,
     ModuleIndex,
     Signals,
+    Writer,
     candidates,
     rank,
     terms_of,
@@ -65,7 +68,7 @@ _CORRELATE_WINDOW_S = 7 * 86400
 _CORRELATE_SCAN = 500
 _MAX_CALLS = 6
 _MAX_SLOW = 20
-_IMPORT_DEPTH = 2
+_IMPORT_DEPTH = 4  # modules imported by imported modules: the budget for following calls down
 _FRAME = re.compile(r"^(?P<path>.+):(?P<line>\d+):(?P<function>[^:]*)$")
 _NUMBER_OR_WORD = re.compile(r"[a-z]{2,}|\d+(?:\.\d+)?")
 
@@ -107,10 +110,13 @@ def _distinct_tracebacks(failures: list[ActionRecord], incident: dict[str, Any] 
 
 
 def _readable(repo_root: Path, path: str) -> bool:
-    """Whether a path some record names is a Python file inside the repository we may read."""
+    """Whether a path some record or source names is a Python or configuration file inside the
+    repository we may read."""
     root = repo_root.resolve()
     candidate = (root / path).resolve()
-    if candidate.suffix != ".py" or not candidate.is_relative_to(root) or not candidate.is_file():
+    if candidate.suffix not in (".py", *CONFIG_SUFFIXES) or not candidate.is_relative_to(root):
+        return False
+    if not candidate.is_file():
         return False
     if candidate.relative_to(root).as_posix() != path:
         return False
@@ -149,6 +155,11 @@ def _load_modules(repo_root: Path, paths: set[str]) -> dict[str, ModuleIndex]:
             if module is None:
                 continue
             modules[path] = module
+            if module.tree is not None:  # configuration files it names, beside it or from the root
+                for name in config_files(module.tree):
+                    following.update(
+                        {posixpath.normpath(posixpath.join(posixpath.dirname(path), name)), name}
+                    )
             for source, member in module.imports.values():
                 base = source.replace(".", "/")
                 following.update({f"{base}.py", f"{base}/__init__.py"})
@@ -232,9 +243,33 @@ def _fingerprints(
     return found
 
 
+def _writers(failures: Sequence[ActionRecord]) -> list[Writer]:
+    """The code that wrote the stored rows the failing actions read (`extra["read_rows"]`), each
+    weighted by the share of failures that read a row it wrote."""
+    counts: Counter[tuple[tuple[tuple[str, int, str], ...], str]] = Counter()
+    for record in failures:
+        seen = set()
+        for read in (record.extra or {}).get("read_rows") or []:
+            if not isinstance(read, dict):
+                continue
+            frames = _frames_of([str(f) for f in read.get("writer") or []])
+            if not frames or frames in seen:
+                continue
+            seen.add(frames)
+            what = (
+                f"the stored row {read.get('table')}/{read.get('key')} the failing action read"
+                f" (written by {read.get('written_by') or 'an unknown action'})"
+            )
+            counts[(frames, what)] += 1
+    total = len(failures) or 1
+    return [Writer(frames, count / total, what) for (frames, what), count in sorted(counts.items())]
+
+
 async def _rank_suspects(
     repo_root: Path,
     *,
+    failures: Sequence[ActionRecord],
+    calls: Sequence[ActionRecord],
     tracebacks: list[Traceback],
     slow: list[ActionRecord],
     handlers: list[handler_queries.HandlerLocation],
@@ -256,11 +291,17 @@ async def _rank_suspects(
         tracebacks=[(frames, share) for frames, share in traced if frames],
         stacks=[(frames, count / sampled) for frames, count in sorted(stack_counts.items()) if frames],
         handlers=[(h.path, h.qualname) for h in handlers],
-        complaint=terms_of(description) - {w for h in handlers for w in terms_of(h.kind.split(":", 1)[-1])},
+        # The words of the kinds it names, and the words it quotes from the bot's replies, say what
+        # was shown, not where it was made.
+        complaint=terms_of(description)
+        - {w for h in handlers for w in terms_of(h.kind.split(":", 1)[-1])}
+        - {w for record in calls for w in terms_of(str((record.reply or {}).get("text") or ""))},
         lesson_files=set(),
         lesson_text="",
     )
+    signals.writers = _writers(failures)
     paths = {p for frames, _ in [*signals.tracebacks, *signals.stacks] for p, _, _ in frames}
+    paths |= {p for writer in signals.writers for p, _, _ in writer.frames}
     paths |= {path for path, _ in signals.handlers}
     modules = _load_modules(repo_root, paths)
     found = candidates(signals, modules)
@@ -290,6 +331,8 @@ async def _rank_suspects(
         spans += module.definition_lines(module.functions[candidate.qualname])
         window = [t for start, end in spans for t in times[start - 1 : end]]
         candidate.last_change = max(window) if window else None
+        data = [times[line - 1] for line in candidate.data if 0 < line <= len(times)]
+        candidate.data_change = max(data) if data else None
     # Commit times are wall-clock facts: their age is measured from the wall clock, not from the
     # bot's clock (which a test or the playground may have moved).
     wall = time.time()
@@ -362,6 +405,8 @@ async def build_evidence(
 
     suspects, ranked, modules, matched_lessons, histories = await _rank_suspects(
         repo_root,
+        failures=failures,
+        calls=calls,
         tracebacks=tracebacks,
         slow=slow,
         handlers=handlers,
