@@ -52,7 +52,7 @@ async def test_a_row_remembers_who_wrote_it_and_a_read_notes_that(db: aiosqlite.
         return scope.reads
 
     (read,) = await _in_new_action(leaders())
-    assert read["table"] == "scores" and read["key"] == "7" and read["written_by"] == "app:score"
+    assert read["table"] == "scores" and read["row"] == "7" and read["written_by"] == "app:score"
     assert any(frame.endswith(":_store_score") and "test_db_cog_rows.py" in frame for frame in read["writer"])
 
 
@@ -103,6 +103,6 @@ async def test_a_failing_action_records_the_rows_it_read_with_their_writers(
 
     extra, ok_extra = await _in_new_action(leaders())
     (read,) = extra["read_rows"]
-    assert read["written_by"] == "app:score"
+    assert read["written_by"] == "app:score" and read["row"] == "7"  # not hidden as a secret-named key
     assert any(frame.startswith("tests/test_db_cog_rows.py:") for frame in read["writer"]), read
     assert "read_rows" not in ok_extra  # only failures carry them

@@ -367,7 +367,7 @@ async def test_the_code_that_wrote_a_row_the_failing_action_read_is_a_suspect(
     frames = [f"pkg/board.py:{line}:leaderboard", f"pkg/board.py:{line}:<lambda>"]
     read = {
         "table": "scores",
-        "key": "7",
+        "row": "7",
         "written_by": "app:score",
         "writer": [f"pkg/book.py:{_line(bad, 'return dict')}:record"],
         "written_at": NOW - 600,

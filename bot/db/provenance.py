@@ -63,7 +63,8 @@ def note_read(
     scope = _scope.get()
     if scope is None:
         return
-    entry = {"table": table, "key": key, "written_by": written_by, "writer": writer, "written_at": written_at}
+    # "row", not "key": the redactor hides the values of keys named like secrets ("key", "token").
+    entry = {"table": table, "row": key, "written_by": written_by, "writer": writer, "written_at": written_at}
     if entry in scope.reads:
         return
     scope.reads.append(entry)

@@ -257,7 +257,7 @@ def _writers(failures: Sequence[ActionRecord]) -> list[Writer]:
                 continue
             seen.add(frames)
             what = (
-                f"the stored row {read.get('table')}/{read.get('key')} the failing action read"
+                f"the stored row {read.get('table')}/{read.get('row')} the failing action read"
                 f" (written by {read.get('written_by') or 'an unknown action'})"
             )
             counts[(frames, what)] += 1
