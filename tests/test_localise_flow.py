@@ -377,3 +377,56 @@ async def test_the_code_that_wrote_a_row_the_failing_action_read_is_a_suspect(
     assert "written by app:score" in " ".join(pack.suspects[0].reasons)
     board = next(s for s in pack.suspects if s.function == "leaderboard")
     assert not any("above the raise" in reason for reason in board.reasons)
+
+
+AUDIT = """
+SEEN: list[int] = []
+
+
+def note(value: int) -> None:
+    SEEN.append(value)
+"""
+CALC = """
+def ratio(a: int, b: int) -> float:
+    return a / b
+"""
+HANDLER = """
+from pkg.audit import note
+from pkg.calc import ratio
+
+
+def handle(a: int, b: int) -> float:
+    note(a)
+    return ratio(a, b)
+"""
+
+
+async def test_a_function_called_on_the_failing_path_is_a_suspect_with_its_commits(
+    db: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """`note` ran on the failing path (called by a frame) but is not in the traceback: it is a
+    suspect, and the recent commit touching its file is shown with the suspects' history."""
+    repo = build_repo(
+        tmp_path / "repo",
+        (
+            Commit(
+                90,
+                "Add",
+                {"pkg/__init__.py": "", "pkg/audit.py": AUDIT, "pkg/calc.py": CALC, "pkg/cog.py": HANDLER},
+            ),
+            Commit(
+                1,
+                "Note the second value",
+                {"pkg/audit.py": AUDIT.replace("SEEN.append(value)", "SEEN.append(-value)")},
+            ),
+        ),
+    )
+    frames = [
+        f"pkg/cog.py:{_line(HANDLER, 'return ratio')}:handle",
+        f"pkg/calc.py:{_line(CALC, 'return')}:ratio",
+    ]
+    pack = await _pack(db, repo, await _failing(db, frames, error="ZeroDivisionError"))
+    note = next(s for s in pack.suspects if s.function == "note")
+    assert any("called on the failing path by handle" in reason for reason in note.reasons)
+    assert "pkg/audit.py" in [history.path for history in pack.histories]
+    assert "Note the second value" in pack.render()
