@@ -25,6 +25,7 @@ The pack, and how it is written as a prompt section of at most `max_chars` chara
 from __future__ import annotations
 
 import asyncio
+import os
 import posixpath
 import re
 import time
@@ -39,7 +40,7 @@ from bot.db import incidents as incident_queries
 from bot.db import search as search_queries
 from bot.db.core import Connection
 from bot.db.records import ActionRecord
-from bot.improve.dataflow import CONFIG_SUFFIXES, config_files
+from bot.improve.dataflow import CONFIG_SUFFIXES
 from bot.improve.evidence_pack import EvidencePack, FileHistory, LessonLike, SourceExcerpt, Suspect, Traceback
 from bot.improve.history import _GIT_TIMEOUT_S, file_history, line_times
 from bot.improve.localise import (
@@ -69,6 +70,9 @@ _CORRELATE_SCAN = 500
 _MAX_CALLS = 6
 _MAX_SLOW = 20
 _IMPORT_DEPTH = 4  # modules imported by imported modules: the budget for following calls down
+# Files read for one pack, at most: the named ones first, then by import depth. Each costs a path
+# check and a stat even when its parse is cached; 40 keeps a large repository's pack in budget.
+_MAX_MODULES = 40
 _FRAME = re.compile(r"^(?P<path>.+):(?P<line>\d+):(?P<function>[^:]*)$")
 _NUMBER_OR_WORD = re.compile(r"[a-z]{2,}|\d+(?:\.\d+)?")
 
@@ -143,24 +147,29 @@ def _module(repo_root: Path, path: str) -> ModuleIndex | None:
 
 
 def _load_modules(repo_root: Path, paths: set[str]) -> dict[str, ModuleIndex]:
-    """The named files and the in-repo modules they import, `_IMPORT_DEPTH` levels deep."""
+    """The named files and the in-repo modules they import, `_IMPORT_DEPTH` levels deep, at most
+    `_MAX_MODULES` of them."""
     modules: dict[str, ModuleIndex] = {}
     frontier = sorted(paths)
+    # Imports of packages that are not in the repository (discord, the standard library) are not followed.
+    try:
+        local = {name.removesuffix(".py") for name in os.listdir(repo_root)}
+    except OSError:
+        return modules
     for _ in range(_IMPORT_DEPTH + 1):
         following: set[str] = set()
         for path in frontier:
-            if path in modules:
+            if path in modules or len(modules) >= _MAX_MODULES:
                 continue
             module = _module(repo_root, path)
             if module is None:
                 continue
             modules[path] = module
-            if module.tree is not None:  # configuration files it names, beside it or from the root
-                for name in config_files(module.tree):
-                    following.update(
-                        {posixpath.normpath(posixpath.join(posixpath.dirname(path), name)), name}
-                    )
+            for name in module.config_names:  # configuration files it names, beside it or from the root
+                following.update({posixpath.normpath(posixpath.join(posixpath.dirname(path), name)), name})
             for source, member in module.imports.values():
+                if source.split(".", 1)[0] not in local:
+                    continue
                 base = source.replace(".", "/")
                 following.update({f"{base}.py", f"{base}/__init__.py"})
                 if member is not None:

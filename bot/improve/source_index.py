@@ -12,6 +12,7 @@ the store's class).
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -78,6 +79,11 @@ class ModuleIndex:
             self.tree = None
         if self.tree is not None:
             self._index(self.tree.body, prefix="", class_name=None, top=True)
+
+    @functools.cached_property
+    def config_names(self) -> list[str]:
+        """Configuration file names the module mentions (walked once: the module is cached)."""
+        return dataflow.config_files(self.tree) if self.tree is not None else []
 
     @property
     def is_config(self) -> bool:
