@@ -182,9 +182,8 @@ def _copy_history(tmp_path: Path, broken_upgrade: str) -> Path:
     history = tmp_path / "history"
     shutil.copytree(Path(str(HISTORY)), history, ignore=shutil.ignore_patterns("__pycache__"))
     head = head_revision()
-    match = re.match(_NUMBER, head)
-    assert match is not None, head
-    number = f"{int(match.group(1)) + 1:04d}"
+    newest = max(int(entry.name[1:5]) for entry in (history / "versions").glob("v[0-9][0-9][0-9][0-9]_*.py"))
+    number = f"{newest + 1:04d}"
     (history / "versions" / f"v{number}_broken.py").write_text(
         f'"""Broken."""\nimport sqlalchemy as sa\nfrom alembic import op\n\n'
         f'revision = "{number}"\ndown_revision = "{head}"\nbranch_labels = None\ndepends_on = None\n\n\n'
@@ -359,19 +358,21 @@ def test_an_up_to_date_file_is_opened_without_loading_alembic(tmp_path: Path) ->
 
 
 def test_the_head_read_from_file_names_is_alembics_head() -> None:
-    """The cheap head (the highest-numbered file's declared id) is Alembic's one head; every revision's
-    id is its file's number (up to 0014) or its file's name (`v0015_topic` on), and each revises the
-    one numbered before it."""
+    """The cheap head (read from the files' text) is Alembic's one head, and every revision's file
+    is numbered one after the file of the revision it revises; its id is that number or the file's
+    name (`v0015_topic`)."""
     script = ScriptDirectory(str(HISTORY))
     assert script.get_heads() == [head_revision()]
-    revisions = sorted(script.walk_revisions(), key=lambda revision: Path(revision.path).name)
-    previous = None
+    revisions = list(script.walk_revisions())
+    numbers = {revision.revision: int(Path(revision.path).name[1:5]) for revision in revisions}
     for revision in revisions:
-        stem = Path(revision.path).stem
-        assert revision.revision in (stem, stem[1:5]), stem
-        assert revision.down_revision == previous
-        previous = revision.revision
-    assert previous == head_revision()
+        name = Path(revision.path).name
+        assert name.startswith(f"v{revision.revision}_") or name == f"{revision.revision}.py"
+        if revision.revision == BASELINE:
+            assert revision.down_revision is None
+        else:
+            assert isinstance(revision.down_revision, str)
+            assert numbers[revision.revision] == numbers[revision.down_revision] + 1
 
 
 def test_the_sqlite_head_matches_the_metadata(tmp_path: Path) -> None:

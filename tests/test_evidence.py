@@ -353,7 +353,8 @@ async def test_a_kind_without_traceback_gets_its_handler_callees_and_matching_ca
     db: aiosqlite.Connection, shop: Path
 ) -> None:
     """A wrong-output complaint about app:shop: the handler map's function, what it calls, and the
-    recorded calls whose options and reply share the complaint's numbers."""
+    recorded calls whose options and reply share the complaint's numbers; the callee whose result makes
+    the answer first."""
     from bot.db import handlers as handler_queries
 
     await handler_queries.replace_cog(
@@ -382,7 +383,9 @@ async def test_a_kind_without_traceback_gets_its_handler_callees_and_matching_ca
         requester_id=5,
         now=NOW,
     )
-    assert [s.function for s in pack.suspects[:2]] == ["checkout", "price"]
+    # price makes what checkout answers: following the data ranks it with (here above) the handler.
+    assert [s.function for s in pack.suspects[:2]] == ["price", "checkout"]
+    assert any("makes what checkout answers" in reason for reason in pack.suspects[0].reasons)
     assert pack.calls[0].reply == {"text": "9", "sha": "x", "messages": 1}
     text = pack.render()
     assert "Calls the request seems to mean" in text and "def checkout" in text and "def price" in text

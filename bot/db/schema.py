@@ -299,6 +299,19 @@ settings_kv = Table(
     Column("value", Text, nullable=False),
 )
 
+# Small keyed JSON rows that cogs keep (bot.db.cog_rows), each with the action that last wrote it:
+# a crash on a bad row names the command that stored it (bot.db.provenance).
+cog_rows = Table(
+    "cog_rows",
+    metadata,
+    Column("table_name", Text, primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("written_by", Text),
+    Column("writer", Text),
+    Column("written_at", Seconds),
+)
+
 # Fingerprints are keyed by text; each gets a stable integer here for its row in `search_index`.
 search_failures = Table(
     "search_failures",

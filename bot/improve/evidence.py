@@ -25,6 +25,8 @@ The pack, and how it is written as a prompt section of at most `max_chars` chara
 from __future__ import annotations
 
 import asyncio
+import os
+import posixpath
 import re
 import time
 from collections import Counter
@@ -38,6 +40,7 @@ from bot.db import incidents as incident_queries
 from bot.db import search as search_queries
 from bot.db.core import Connection
 from bot.db.records import ActionRecord
+from bot.improve.dataflow import CONFIG_SUFFIXES
 from bot.improve.evidence_pack import EvidencePack, FileHistory, LessonLike, SourceExcerpt, Suspect, Traceback
 from bot.improve.history import _GIT_TIMEOUT_S, file_history, line_times
 from bot.improve.localise import (
@@ -45,6 +48,7 @@ from bot.improve.localise import (
     Candidate,
     ModuleIndex,
     Signals,
+    Writer,
     candidates,
     rank,
     terms_of,
@@ -65,7 +69,10 @@ _CORRELATE_WINDOW_S = 7 * 86400
 _CORRELATE_SCAN = 500
 _MAX_CALLS = 6
 _MAX_SLOW = 20
-_IMPORT_DEPTH = 2
+_IMPORT_DEPTH = 4  # modules imported by imported modules: the budget for following calls down
+# Files read for one pack, at most: the named ones first, then by import depth. Each costs a path
+# check and a stat even when its parse is cached; 40 keeps a large repository's pack in budget.
+_MAX_MODULES = 40
 _FRAME = re.compile(r"^(?P<path>.+):(?P<line>\d+):(?P<function>[^:]*)$")
 _NUMBER_OR_WORD = re.compile(r"[a-z]{2,}|\d+(?:\.\d+)?")
 
@@ -107,10 +114,13 @@ def _distinct_tracebacks(failures: list[ActionRecord], incident: dict[str, Any] 
 
 
 def _readable(repo_root: Path, path: str) -> bool:
-    """Whether a path some record names is a Python file inside the repository we may read."""
+    """Whether a path some record or source names is a Python or configuration file inside the
+    repository we may read."""
     root = repo_root.resolve()
     candidate = (root / path).resolve()
-    if candidate.suffix != ".py" or not candidate.is_relative_to(root) or not candidate.is_file():
+    if candidate.suffix not in (".py", *CONFIG_SUFFIXES) or not candidate.is_relative_to(root):
+        return False
+    if not candidate.is_file():
         return False
     if candidate.relative_to(root).as_posix() != path:
         return False
@@ -137,19 +147,29 @@ def _module(repo_root: Path, path: str) -> ModuleIndex | None:
 
 
 def _load_modules(repo_root: Path, paths: set[str]) -> dict[str, ModuleIndex]:
-    """The named files and the in-repo modules they import, `_IMPORT_DEPTH` levels deep."""
+    """The named files and the in-repo modules they import, `_IMPORT_DEPTH` levels deep, at most
+    `_MAX_MODULES` of them."""
     modules: dict[str, ModuleIndex] = {}
     frontier = sorted(paths)
+    # Imports of packages that are not in the repository (discord, the standard library) are not followed.
+    try:
+        local = {name.removesuffix(".py") for name in os.listdir(repo_root)}
+    except OSError:
+        return modules
     for _ in range(_IMPORT_DEPTH + 1):
         following: set[str] = set()
         for path in frontier:
-            if path in modules:
+            if path in modules or len(modules) >= _MAX_MODULES:
                 continue
             module = _module(repo_root, path)
             if module is None:
                 continue
             modules[path] = module
+            for name in module.config_names:  # configuration files it names, beside it or from the root
+                following.update({posixpath.normpath(posixpath.join(posixpath.dirname(path), name)), name})
             for source, member in module.imports.values():
+                if source.split(".", 1)[0] not in local:
+                    continue
                 base = source.replace(".", "/")
                 following.update({f"{base}.py", f"{base}/__init__.py"})
                 if member is not None:
@@ -232,9 +252,33 @@ def _fingerprints(
     return found
 
 
+def _writers(failures: Sequence[ActionRecord]) -> list[Writer]:
+    """The code that wrote the stored rows the failing actions read (`extra["read_rows"]`), each
+    weighted by the share of failures that read a row it wrote."""
+    counts: Counter[tuple[tuple[tuple[str, int, str], ...], str]] = Counter()
+    for record in failures:
+        seen = set()
+        for read in (record.extra or {}).get("read_rows") or []:
+            if not isinstance(read, dict):
+                continue
+            frames = _frames_of([str(f) for f in read.get("writer") or []])
+            if not frames or frames in seen:
+                continue
+            seen.add(frames)
+            what = (
+                f"the stored row {read.get('table')}/{read.get('row')} the failing action read"
+                f" (written by {read.get('written_by') or 'an unknown action'})"
+            )
+            counts[(frames, what)] += 1
+    total = len(failures) or 1
+    return [Writer(frames, count / total, what) for (frames, what), count in sorted(counts.items())]
+
+
 async def _rank_suspects(
     repo_root: Path,
     *,
+    failures: Sequence[ActionRecord],
+    calls: Sequence[ActionRecord],
     tracebacks: list[Traceback],
     slow: list[ActionRecord],
     handlers: list[handler_queries.HandlerLocation],
@@ -256,11 +300,17 @@ async def _rank_suspects(
         tracebacks=[(frames, share) for frames, share in traced if frames],
         stacks=[(frames, count / sampled) for frames, count in sorted(stack_counts.items()) if frames],
         handlers=[(h.path, h.qualname) for h in handlers],
-        complaint=terms_of(description) - {w for h in handlers for w in terms_of(h.kind.split(":", 1)[-1])},
+        # The words of the kinds it names, and the words it quotes from the bot's replies, say what
+        # was shown, not where it was made.
+        complaint=terms_of(description)
+        - {w for h in handlers for w in terms_of(h.kind.split(":", 1)[-1])}
+        - {w for record in calls for w in terms_of(str((record.reply or {}).get("text") or ""))},
         lesson_files=set(),
         lesson_text="",
     )
+    signals.writers = _writers(failures)
     paths = {p for frames, _ in [*signals.tracebacks, *signals.stacks] for p, _, _ in frames}
+    paths |= {p for writer in signals.writers for p, _, _ in writer.frames}
     paths |= {path for path, _ in signals.handlers}
     modules = _load_modules(repo_root, paths)
     found = candidates(signals, modules)
@@ -290,6 +340,8 @@ async def _rank_suspects(
         spans += module.definition_lines(module.functions[candidate.qualname])
         window = [t for start, end in spans for t in times[start - 1 : end]]
         candidate.last_change = max(window) if window else None
+        data = [times[line - 1] for line in candidate.data if 0 < line <= len(times)]
+        candidate.data_change = max(data) if data else None
     # Commit times are wall-clock facts: their age is measured from the wall clock, not from the
     # bot's clock (which a test or the playground may have moved).
     wall = time.time()
@@ -362,6 +414,8 @@ async def build_evidence(
 
     suspects, ranked, modules, matched_lessons, histories = await _rank_suspects(
         repo_root,
+        failures=failures,
+        calls=calls,
         tracebacks=tracebacks,
         slow=slow,
         handlers=handlers,

@@ -35,12 +35,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bot.db import action_writes, open_database
+from bot.db import action_writes, open_database, provenance
 from bot.db.migrate import upgrade_postgresql
 from bot.db.records import ActionRecord
 from bot.db.retry import RetryPolicy, StorageHealth, StorageUnavailable, retrying
 from bot.kernel.log import get_logger
-from bot.observe.fingerprint import fingerprint
+from bot.observe.fingerprint import fingerprint, relative_path, root_prefixes
 from bot.observe.writer import WriterConfig, WriterProcess
 from bot.trust.redact import Redactor
 
@@ -169,6 +169,9 @@ class ActionRecorder:
             error_type = type(error).__name__
             error_message = self._redactor.text(str(error), 1000)
             fingerprint_id, frames = fingerprint(error, self.repo_root, *self.more_roots)
+            read_rows = self._read_rows()
+            if read_rows:
+                extra = {**(extra or {}), "read_rows": read_rows}
         record = ActionRecord.trusted(
             ts=self.now(),
             kind=kind,
@@ -201,6 +204,23 @@ class ActionRecorder:
         except asyncio.QueueFull:
             self.dropped_queue_full += 1
         return record
+
+    def _read_rows(self) -> list[dict[str, Any]]:
+        """The stored rows the failing action read, with the in-repo frames of their writers."""
+        scope = provenance.current()
+        if scope is None or not scope.reads:
+            return []
+        prefixes = root_prefixes((self.repo_root, *self.more_roots))
+        found = []
+        for read in scope.reads:
+            writer = []
+            for frame in read["writer"]:
+                path, _, rest = frame.partition(":")
+                relative = relative_path(path, prefixes)
+                if relative is not None:
+                    writer.append(f"{relative}:{rest}")
+            found.append({**read, "writer": writer})
+        return found
 
     @contextlib.contextmanager
     def action(self, kind: str, source: str, **ids: Any) -> Iterator[PendingAction]:
