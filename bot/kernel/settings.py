@@ -38,6 +38,7 @@ from bot.kernel.sections import (
     DatabaseConfig,
     DeployConfig,
     DiscordConfig,
+    DrillConfig,
     ForgeConfig,
     HealthConfig,
     ImproveConfig,
@@ -126,6 +127,7 @@ class Settings(BaseSettings):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     playground: PlaygroundConfig = Field(default_factory=PlaygroundConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    drill: DrillConfig = Field(default_factory=DrillConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @field_validator(

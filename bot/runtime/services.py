@@ -27,6 +27,7 @@ from bot.forge.base import Forge
 from bot.forge.github import GitHubForge
 from bot.forge.local import LocalForge
 from bot.improve.autonomy import AutonomyService
+from bot.improve.drill import DrillService
 from bot.improve.memory import Memory
 from bot.improve.policy import BudgetLedger, Policy
 from bot.improve.relay import RunEventRelay
@@ -76,6 +77,7 @@ class Services:
     devmode: DevMode
     autonomy: AutonomyService
     cluster: Cluster
+    drill: DrillService
     redactor: Redactor = field(default_factory=Redactor)
     storage: StorageHealth = field(default_factory=StorageHealth)
     daemons: Daemons = field(default_factory=Daemons)
@@ -129,6 +131,7 @@ class Services:
             return
         self.closed = True
         self.reminders.stop()
+        await self.drill.close()
         self.autonomy.close()
         await self.improve.shutdown()
         await self.autonomy.quiesce()
@@ -289,6 +292,15 @@ async def _assemble(
             deploy=deploy,
             improve=improve,
         ),
+        drill=DrillService(
+            settings=settings,
+            db=db,
+            recorder=recorder,
+            incidents=incidents,
+            improve=improve,
+            clock=clock,
+            failpoints=deploy.failpoints,
+        ),
         redactor=redactor,
         storage=storage,
         boot_notices=boot_notices,
@@ -303,6 +315,7 @@ async def _assemble(
     )
     # The watchdog and, on a shared database, the leader's work run while this process leads.
     await services.cluster.start(services.daemons)
+    services.daemons.start("drill-schedule", services.cluster.leadership.while_leader(services.drill.every))
     if relay is not None:
         # One process relays the workers' progress to Discord (any may post by channel id): with
         # several bot processes, each relaying would post every update once per process.
