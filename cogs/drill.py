@@ -1,7 +1,7 @@
 """/drill: start a fire drill — a synthetic fault sent down the real repair loop (allow-listed, dev channel).
 
 The drill itself lives in bot/improve/drill.py; this cog checks who asks and where, starts it, and
-posts its report in the dev channel when it ends.
+posts its report in the dev channel when it ends; it also keeps the schedule (`drill.every_h`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,13 @@ class DrillCog(commands.Cog, name="Drill"):
         self.bot = bot
         self.drill = bot.services.drill
         self.drill.post = self._post
+
+    async def cog_load(self) -> None:
+        leadership = self.bot.services.cluster.leadership
+        self.drill.start_schedule(lambda: leadership.is_leader)
+
+    async def cog_unload(self) -> None:
+        self.drill.stop_schedule()
 
     async def _post(self, text: str) -> None:
         await self.bot.send_dev(text)

@@ -163,3 +163,19 @@ async def test_one_drill_at_a_time_and_outsiders_cannot_start_one(tmp_path: Path
     assert "dev channel" in elsewhere
     assert "Fire drill #1 is still running" in during or "began less than 600s ago" in during
     assert "Fire drill #1 began less than 600s ago" in after and "Try again in" in after
+
+
+async def test_the_schedule_starts_a_drill_by_itself_and_posts_its_report(tmp_path: Path) -> None:
+    """`drill.every_h`: nothing before the hour is up; after it a drill runs and its report is posted
+    in #dev without anyone asking."""
+    settings = make_settings(tmp_path / "data", repo_dir=tiny_repo(tmp_path / "repo"), drill={"every_h": 1})
+    async with running_world(settings) as world:
+        drill = world.bot.services.drill
+        await world.env.advance_time(3500)
+        assert await drill.wait() is None
+        await world.env.advance_time(200)
+        await world.quiesce()
+        report = await drill.wait()
+        texts = _posted(world)
+    assert report is not None and report.number == 1 and report.stopped  # no model key here
+    assert any("Fire drill #1**" in text for text in texts)

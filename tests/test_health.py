@@ -32,6 +32,7 @@ async def test_health_and_readiness(world: VirtualWorld) -> None:
                     "Chat",
                     "DevMode",
                     "Dice",
+                    "Drill",
                     "Help",
                     "Improve",
                     "Incidents",

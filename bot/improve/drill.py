@@ -142,7 +142,7 @@ class DrillService:
         improve: SelfImprovementAgent,
         clock: Callable[[], datetime],
         failpoints: Failpoints | None = None,
-        poll_s: float = 0.2,
+        poll_s: float = 0.05,
     ) -> None:
         self._settings = settings
         self._db = db
@@ -155,6 +155,7 @@ class DrillService:
         # The chat side: post a drill's report in the dev channel (set by the Drill cog).
         self.post: Callable[[str], Awaitable[object]] | None = None
         self._task: asyncio.Task[DrillReport] | None = None
+        self._schedule: asyncio.Task[None] | None = None
         self._number: int | None = None
         self._run_times: dict[str, float] = {}
         self._run_id: int | None = None
@@ -192,20 +193,34 @@ class DrillService:
             return None
         return await asyncio.shield(self._task)
 
-    async def every(self) -> None:
-        """The schedule (`drill.every_h`): a drill that often while this process leads."""
+    async def every(self, leading: Callable[[], bool]) -> None:
+        """The schedule (`drill.every_h`): a drill that often — by the process `leading()` says leads
+        then (every process keeps the schedule, like the audit's: bot/scale/cluster.py)."""
         every_h = self._settings.drill.every_h
         if every_h is None:
             return
         while True:
             await asyncio.sleep(every_h * 3600)
+            if not leading():
+                continue
             try:
                 number = await self.start()
                 _log.info("scheduled fire drill started", drill=number)
             except UserError as exc:
                 _log.info("scheduled fire drill skipped", reason=str(exc))
 
+    def start_schedule(self, leading: Callable[[], bool]) -> None:
+        """Keep the schedule (`every`) in a task of this service's; `stop_schedule`/`close` end it."""
+        self.stop_schedule()
+        self._schedule = asyncio.get_running_loop().create_task(self.every(leading), name="drill-schedule")
+
+    def stop_schedule(self) -> None:
+        if self._schedule is not None:
+            self._schedule.cancel()
+            self._schedule = None
+
     async def close(self) -> None:
+        self.stop_schedule()
         if self._task is not None and not self._task.done():
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

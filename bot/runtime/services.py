@@ -315,7 +315,6 @@ async def _assemble(
     )
     # The watchdog and, on a shared database, the leader's work run while this process leads.
     await services.cluster.start(services.daemons)
-    services.daemons.start("drill-schedule", services.cluster.leadership.while_leader(services.drill.every))
     if relay is not None:
         # One process relays the workers' progress to Discord (any may post by channel id): with
         # several bot processes, each relaying would post every update once per process.
