@@ -127,8 +127,11 @@ async def test_a_drill_with_the_detector_disabled_opens_an_incident_naming_detec
 
 async def test_without_a_model_key_the_drill_stops_after_the_announcement(tmp_path: Path) -> None:
     """No ANTHROPIC_API_KEY: detection and the announcement are timed, then the drill stops, says why,
-    opens no incident of its own; its failing calls and incident are absent from /audit."""
-    settings = make_settings(tmp_path / "data", repo_dir=tiny_repo(tmp_path / "repo"))
+    opens no incident of its own, autonomy leaves its incident alone; its failing calls and incident
+    are absent from /audit."""
+    settings = make_settings(
+        tmp_path / "data", repo_dir=tiny_repo(tmp_path / "repo"), improve={"autonomy": "investigate"}
+    )
     assert settings.anthropic_api_key is None
     async with running_world(settings) as world:
         report = await _drill(world)
@@ -138,8 +141,9 @@ async def test_without_a_model_key_the_drill_stops_after_the_announcement(tmp_pa
     assert [s.stage for s in report.stages if s.took_s is not None] == ["detect", "announce"]
     (posted,) = [text for text in texts if "Fire drill #1**" in text]
     assert "Stopped after the announcement: no model key" in posted
-    (incident,) = stored(settings, "SELECT kind, state FROM incidents")
-    assert tuple(incident) == (DRILL_KIND, "resolved")  # the drill's own, closed by it; no alarm
+    (incident,) = stored(settings, "SELECT kind, state, autonomy FROM incidents")
+    # The drill's own, closed by it; no alarm; autonomy left it to the drill (no note, no run).
+    assert tuple(incident) == (DRILL_KIND, "resolved", None)
     assert stored(settings, "SELECT count(*) FROM actions WHERE kind = ?", DRILL_KIND)[0][0] >= 5
     assert " 0 failed" in audit and "0 opened" in audit
     assert DRILL_KIND not in audit, audit
