@@ -3,7 +3,8 @@
 Prints `name value unit` lines (diagnostics go to stderr):
 
 - `drill_detect_s`: from the drill's start (the failpoint armed, its failing calls recorded) to an
-  incident open on them — the detector's and the incident service's share of the loop.
+  incident open on them — the detector's and the incident service's share of the loop. The drill
+  looks every `poll_s` (50 ms), so this figure cannot be below that.
 - `drill_propose_s`: from the drill's start to the proposal open: the announcement, the fix run the
   drill requests (evidence, the real bundled CLI against the model double answering at once, three
   sessions), the checks in the sandbox (a trivial `python -c pass`, so the figure is the pipeline's
