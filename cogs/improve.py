@@ -297,12 +297,17 @@ class Improve(commands.Cog):
         run = await self.improve.runs.get(run_id)
         events = await self.improve.runs.events(run_id)
         lines = [status_text(run, [], self.bot.services.clock().timestamp())]
-        if run.origin == "autonomous":
+        if await self.bot.services.deploy.is_drill_run(run):
+            lines.append("**Origin:** 🧯 a fire drill (`/drill`) — its proposal never merges.")
+        elif run.origin == "autonomous":
             lines.append("**Origin:** autonomous — I started it myself (`improve.autonomy`); nobody asked.")
         else:
             lines.append(f"**Origin:** requested by <@{run.requester_id}>")
         if run.failure_reason:
             lines.append(f"**Failed while {run.failure_stage}:** {run.failure_reason[:500]}")
+        merged = next((str(e.detail["merged_sha"]) for e in events if e.detail.get("merged_sha")), None)
+        if merged is not None and (live_on := await self.bot.services.cluster.live_on(merged)):
+            lines.append(live_on)
         proof = await self.improve.proof_of(run_id)
         if proof is not None:
             lines.append(proof.chat()[:800])

@@ -47,3 +47,18 @@ def test_hitting_an_armed_kill_point_kills_the_process_with_sigkill() -> None:
     assert done.returncode == -signal.SIGKILL
     assert "before" in done.stdout
     assert "after" not in done.stdout
+
+
+def test_a_raise_point_fails_the_step_with_an_injected_fault_while_armed() -> None:
+    """`raise` (from the variable, or armed in process by a fire drill) makes the step fail with
+    InjectedFault; disarmed, the same hit does nothing."""
+    from bot.kernel.failpoints import InjectedFault
+
+    points = Failpoints.from_environ({"MENDBOT_FAILPOINTS": "drill.probe=raise"})
+    with pytest.raises(InjectedFault, match=r"drill\.probe"):
+        points.hit("drill.probe")
+    points.disarm("drill.probe")
+    points.hit("drill.probe")
+    points.arm("drill.probe", "raise")
+    with pytest.raises(InjectedFault):
+        points.hit("drill.probe")

@@ -33,6 +33,7 @@ async def test_health_and_readiness(world: VirtualWorld) -> None:
                     "Dashboard",
                     "DevMode",
                     "Dice",
+                    "Drill",
                     "Help",
                     "Improve",
                     "Incidents",

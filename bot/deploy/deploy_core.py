@@ -26,6 +26,8 @@ from bot.forge.base import Forge, ForgeError, merged_ref, resolve_commit
 from bot.improve.memory import Memory
 from bot.improve.proof import LiveReplay
 from bot.improve.runs import Run, RunService
+from bot.kernel.drills import DRILL_USER_ID, is_drill_kind
+from bot.kernel.errors import UserError
 from bot.kernel.failpoints import Failpoints
 from bot.kernel.log import get_logger
 from bot.observe.incidents import IncidentService
@@ -76,6 +78,7 @@ class DeployCore:
     ) -> None:
         self._settings = settings
         self._failpoints = failpoints if failpoints is not None else Failpoints.from_environ()
+        self.failpoints = self._failpoints  # the process's one set: fire drills arm theirs in it
         self._config = settings.deploy
         self.runs = runs
         self.approvals = approvals
@@ -109,6 +112,32 @@ class DeployCore:
         # too). Unset: this process merges and is the only one.
         self.hand_over: Callable[[int], Awaitable[str]] | None = None
         self.went_live: Callable[[str, bool], Awaitable[None]] | None = None
+
+    async def is_drill_run(self, run: Run) -> bool:
+        """Whether `run` is a fire drill's (bot/improve/drill.py): requested by the drill user, or on
+        an incident of the drill path. Such a run never merges, whoever approves it."""
+        if run.requester_id == DRILL_USER_ID:
+            return True
+        if run.incident_id is None:
+            return False
+        try:
+            return is_drill_kind((await self._incidents.fetch(run.incident_id)).kind)
+        except UserError:
+            return False
+
+    async def _refuse_drill(self, run: Run, actor: str) -> str:
+        """A drill's proposal is closed and its run ended, never merged (whatever anyone said)."""
+        current = await self.runs.get(run.id)
+        await self.runs.event(run.id, "drill_never_merges", actor=actor)
+        if current.state == "awaiting_approval":
+            await self.runs.transition(run.id, "rejected", actor="pipeline", detail={"drill": True})
+        elif not current.terminal:  # merging (handed over, resumed): it fails instead
+            await self._fail(current, "a fire drill's proposal never merges")
+        await self.close_proposal_of(current, "a fire drill's proposal never merges")
+        _log.warning("drill run refused at merge", run_id=run.id, actor=actor)
+        return (
+            f"🧯 Run #{run.id} is a fire drill: its proposal never merges. It is closed; nothing was merged."
+        )
 
     async def _recorded_merge(self, run: Run) -> str | None:
         """The commit the run's merge was recorded as, if the forge recorded one (any earlier process)."""

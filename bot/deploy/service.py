@@ -71,6 +71,11 @@ class DeployService(DeployWatches, DeployRollbacks, DeployReverification, Deploy
 
         `message_id` is the approving message (words) or the message reacted on (with `emoji`).
         """
+        if form != "reject":
+            # Enforced here in code, before anything is counted: a drill's proposal never merges.
+            run = await self.runs.get((await self.forge.get(proposal_id)).run_id)
+            if await self.is_drill_run(run):
+                return await self._refuse_drill(run, f"user:{user_id}")
         allowed = AccessPolicy(self._settings.access).is_allowed(user_id, role_ids, is_bot=is_bot)
         if form != "reject" and allowed:  # others get the approval service's refusal, recorded
             problem = await self.merger.live_checkout_problem()
@@ -142,6 +147,8 @@ class DeployService(DeployWatches, DeployRollbacks, DeployReverification, Deploy
     async def _ship(self, run: Run, actor: str) -> str:
         """Every way out of `merging` ends in a state a person can act on (module docstring)."""
         try:
+            if await self.is_drill_run(run):  # however it got here (a hand-over, a resume): never merged
+                return await self._refuse_drill(run, actor)
             return await self._merge_and_deploy(run, actor)
         except Exception as exc:  # a bug or a git/forge failure must not leave the run merging
             current = await self.runs.get(run.id)

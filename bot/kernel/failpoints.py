@@ -7,15 +7,19 @@ unless the process was started with the point armed:
 
     MENDBOT_FAILPOINTS="deploy.after_merge_recorded=kill" mendbot play
 
-The variable is read once, when the services are built. The one action, `kill`, sends SIGKILL to
-the process itself — what an OOM kill or a power cut does: no handler, no drain, no last write.
-An unknown action is refused at start (a typo must not silently test nothing). Code the agent
-writes never sees the variable: its processes get an allow-listed environment.
+The variable is read once, when the services are built. `kill` sends SIGKILL to the process
+itself — what an OOM kill or a power cut does: no handler, no drain, no last write. `raise` makes
+the step fail with `InjectedFault`, as a bug there would: a fire drill (bot/improve/drill.py) arms
+its point in process (`arm`) for the length of the drill, so the failure it sends down the repair
+loop goes through the same facility as every other injected fault. An unknown action is refused at
+start (a typo must not silently test nothing). Code the agent writes never sees the variable: its
+processes get an allow-listed environment.
 
 Points (each named where it is hit):
 - `deploy.after_merge_recorded` — the merge is recorded, the live checkout has not moved;
 - `deploy.after_live_update` — the live checkout is at the merged commit, the run not yet deployed;
-- `deploy.during_reload` — the run is deployed, the reload of what changed has not finished.
+- `deploy.during_reload` — the run is deployed, the reload of what changed has not finished;
+- `drill.probe` — the fire drill's own command (bot/improve/drill.py), reached by no user.
 """
 
 from __future__ import annotations
@@ -28,20 +32,25 @@ from typing import Literal
 
 from bot.kernel.log import get_logger
 
-__all__ = ["ENV_VAR", "Failpoints"]
+__all__ = ["ENV_VAR", "Failpoints", "InjectedFault"]
 
 ENV_VAR = "MENDBOT_FAILPOINTS"
-Action = Literal["kill"]
-_ACTIONS: frozenset[str] = frozenset({"kill"})
+Action = Literal["kill", "raise"]
+_ACTIONS: frozenset[str] = frozenset({"kill", "raise"})
+
+
+class InjectedFault(RuntimeError):
+    """The failure an armed `raise` point makes: a synthetic fault, never a real bug."""
+
 
 _log = get_logger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Failpoints:
     """The armed points and what each does; empty (every `hit` a no-op) unless configured."""
 
-    armed: Mapping[str, Action] = field(default_factory=dict)
+    armed: dict[str, Action] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, spec: str) -> Failpoints:
@@ -50,8 +59,8 @@ class Failpoints:
         for entry in filter(None, (part.strip() for part in spec.split(","))):
             name, sep, action = entry.partition("=")
             if not sep or not name.strip() or action.strip() not in _ACTIONS:
-                raise ValueError(f"{ENV_VAR}: {entry!r} is not name=kill")
-            armed[name.strip()] = "kill"
+                raise ValueError(f"{ENV_VAR}: {entry!r} is not name=kill or name=raise")
+            armed[name.strip()] = "kill" if action.strip() == "kill" else "raise"
         return cls(armed)
 
     @classmethod
@@ -62,8 +71,18 @@ class Failpoints:
             _log.warning("failpoints armed (a test facility)", points=sorted(points.armed))
         return points
 
+    def arm(self, name: str, action: Action) -> None:
+        """Arm `name` in this process from now on (a fire drill, for its length)."""
+        self.armed[name] = action
+
+    def disarm(self, name: str) -> None:
+        self.armed.pop(name, None)
+
     def hit(self, name: str) -> None:
         """Do what `name` is armed to do; nothing when it is not armed."""
-        if self.armed.get(name) == "kill":
+        action = self.armed.get(name)
+        if action == "kill":
             _log.warning("failpoint hit: killing the process", point=name)
             os.kill(os.getpid(), signal.SIGKILL)
+        elif action == "raise":
+            raise InjectedFault(f"synthetic fault injected at {name}")

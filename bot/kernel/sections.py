@@ -24,6 +24,8 @@ __all__ = [
     "DatabaseConfig",
     "DeployConfig",
     "DiscordConfig",
+    "DrillConfig",
+    "DrillTargets",
     "ErrorRateRule",
     "ForgeConfig",
     "HealthConfig",
@@ -419,3 +421,22 @@ class AuditConfig(_Section):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError("not a time zone name (e.g. UTC, Europe/Berlin)") from None
         return value
+
+
+class DrillTargets(_Section):
+    """How long after a fire drill starts each stage of the repair loop must have happened, in s."""
+
+    detect_s: float = Field(default=60, gt=0)  # an incident is open on the drill's fault
+    announce_s: float = Field(default=90, gt=0)  # ...and announced in the dev channel
+    investigate_s: float = Field(default=300, gt=0)  # a run is investigating it
+    fix_s: float = Field(default=900, gt=0)  # the run is editing code
+    prove_s: float = Field(default=1500, gt=0)  # the run's checks and proofs passed
+    propose_s: float = Field(default=1800, gt=0)  # a proposal is open (and closed by the drill at once)
+
+
+class DrillConfig(_Section):
+    """Fire drills (bot/improve/drill.py): a synthetic fault sent down the real repair loop."""
+
+    # A drill this often (the leader runs it); None: only `/drill`.
+    every_h: float | None = Field(default=None, gt=0)
+    targets: DrillTargets = Field(default_factory=DrillTargets)

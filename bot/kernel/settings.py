@@ -39,6 +39,7 @@ from bot.kernel.sections import (
     DatabaseConfig,
     DeployConfig,
     DiscordConfig,
+    DrillConfig,
     ForgeConfig,
     HealthConfig,
     ImproveConfig,
@@ -128,6 +129,7 @@ class Settings(BaseSettings):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     playground: PlaygroundConfig = Field(default_factory=PlaygroundConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    drill: DrillConfig = Field(default_factory=DrillConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @field_validator(

@@ -38,6 +38,7 @@ from typing import Literal
 from bot.db import actions as action_queries
 from bot.db.core import Connection
 from bot.db.records import ActionRecord
+from bot.kernel.drills import is_drill_kind
 from bot.kernel.sections import ErrorRateRule, LatencyRule, ObserveConfig
 
 __all__ = ["AnomalyDetector", "Signal", "WindowHistory", "restore_windows"]
@@ -235,7 +236,8 @@ class AnomalyDetector:
         if record.fingerprint is not None:
             self._new_fingerprint(record)
             self._repeat(record)
-        if record.ok:
+        if record.ok and not is_drill_kind(record.kind):
+            # A fire drill's calls never enter a latency baseline (bot/kernel/drills.py).
             self._latency_rule(record)
 
     # -- rules ----------------------------------------------------------------------------------
@@ -402,6 +404,8 @@ async def restore_windows(db: Connection, detector: AnomalyDetector, *, upto: in
     samples = config.latency.window + config.latency.baseline
     durations = {}
     for kind in active:
+        if is_drill_kind(kind):
+            continue  # never in a latency baseline (AnomalyDetector.process)
         found = await action_queries.recent_durations(
             db, kind, since=now - _LATENCY_QUIET_S, upto=upto, limit=samples
         )

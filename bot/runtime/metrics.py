@@ -123,6 +123,12 @@ class Metrics:
             "1 while this process leads: it runs the once-only work (incidents, merges, the watchdog).",
             registry=registry,
         )
+        self.process_commit = Gauge(
+            "mendbot_process_commit",
+            "1 for the commit each bot process sharing the database runs (none with a single process).",
+            ["process", "commit"],
+            registry=registry,
+        )
         registry.register(_Dropped(bot))
         bot.services.recorder.subscribe(self.observe)
 
@@ -154,6 +160,10 @@ class Metrics:
         self.ready.set(1 if bot.serving else 0)  # 0 while a shard reconnects, as /health/ready is 503
         self.inflight.set(bot.inflight)
         self.leader.set(1 if services.cluster.leadership.is_leader else 0)
+        # Several processes: which commit each runs (a process left behind shows as a second commit).
+        self.process_commit.clear()
+        for process, sha in (await services.cluster.positions()).items():
+            self.process_commit.labels(process, sha).set(1)
         for shard in bot.shard_states():
             self.shard_connected.labels(str(shard.id)).set(1 if shard.connected else 0)
             self.shard_latency.labels(str(shard.id)).set(

@@ -28,6 +28,7 @@ from bot.forge.base import Forge
 from bot.forge.github import GitHubForge
 from bot.forge.local import LocalForge
 from bot.improve.autonomy import AutonomyService
+from bot.improve.drill import DrillService
 from bot.improve.memory import Memory
 from bot.improve.policy import BudgetLedger, Policy
 from bot.improve.relay import RunEventRelay
@@ -77,6 +78,7 @@ class Services:
     devmode: DevMode
     autonomy: AutonomyService
     cluster: Cluster
+    drill: DrillService
     redactor: Redactor = field(default_factory=Redactor)
     storage: StorageHealth = field(default_factory=StorageHealth)
     daemons: Daemons = field(default_factory=Daemons)
@@ -131,6 +133,7 @@ class Services:
             return
         self.closed = True
         self.reminders.stop()
+        await self.drill.close()
         self.autonomy.close()
         await self.improve.shutdown()
         await self.autonomy.quiesce()
@@ -290,6 +293,15 @@ async def _assemble(
             detector=detector,
             deploy=deploy,
             improve=improve,
+        ),
+        drill=DrillService(
+            settings=settings,
+            db=db,
+            recorder=recorder,
+            incidents=incidents,
+            improve=improve,
+            clock=clock,
+            failpoints=deploy.failpoints,
         ),
         redactor=redactor,
         storage=storage,

@@ -67,6 +67,7 @@ __all__ = [
     "DEPLOYED_CHANNEL",
     "DEPLOYED_KEY",
     "DEPLOY_CHANNEL",
+    "PROCESS_PREFIX",
     "TAIL_KEY",
     "ActionTail",
     "Cluster",
@@ -80,6 +81,7 @@ DEPLOY_CHANNEL = "mendbot_deploy"  # payload: a run id whose approval was counte
 DEPLOYED_CHANNEL = "mendbot_deployed"  # payload: the commit that went live on the leader
 TAIL_KEY = "cluster.actions_seen"  # every action id up to this one was fed by a leader
 DEPLOYED_KEY = "cluster.deployed"  # {"sha": …, "at": …}: the last commit that went live
+PROCESS_PREFIX = "cluster.process."  # + the process's shards: {"sha": …, "at": …}, the code it runs
 
 
 def shares_database(settings: Settings) -> bool:
@@ -190,14 +192,54 @@ class Cluster:
         if not self.shared:
             return
         self.loaded_sha = await _head(self.repo)
+        await self.record_position()
         self.deploy.hand_over = self.hand_over
         self.deploy.went_live = self.publish
         daemons.start("leader-work", self.leadership.while_leader(self.lead))
         daemons.start("incident-refresh", self._refresh_while_following())
         daemons.start("merge-follower", self._follow_merges())
 
+    @property
+    def process_name(self) -> str:
+        """This process among the others: the shards it runs (stable across its restarts)."""
+        shards = self.settings.discord.shard_ids
+        return "shards " + ",".join(map(str, shards)) if shards else "all shards"
+
+    async def record_position(self) -> None:
+        """Store which commit this process runs, for every process's /metrics and /run to show."""
+        if self.loaded_sha is None:
+            return
+        try:
+            await set_setting(
+                self.db,
+                PROCESS_PREFIX + self.process_name,
+                {"sha": self.loaded_sha, "at": self.incidents.now()},
+            )
+        except Exception:
+            _log.exception("storing this process's commit failed")
+
+    async def positions(self) -> dict[str, str]:
+        """Which commit each bot process runs, by process name (empty with a single process)."""
+        if not self.shared:
+            return {}
+        stored = await queries.settings_under(self.db, PROCESS_PREFIX)
+        return {name: str(value.get("sha", "")) for name, value in stored.items()}
+
+    async def live_on(self, merged_sha: str) -> str | None:
+        """For /run: which process runs the run's merged commit and which does not (None with a single
+        process, where the deploy report says it all)."""
+        positions = await self.positions()
+        if not positions:
+            return None
+        parts = [
+            f"{name} ✅ `{sha[:7]}`" if sha == merged_sha else f"{name} at `{sha[:7]}`"
+            for name, sha in positions.items()
+        ]
+        return "**Live on:** " + ", ".join(parts)
+
     def health(self) -> dict[str, object]:
         return {
+            "commit": self.loaded_sha,
             "leader": self.leadership.is_leader,
             "leadership": self.leadership.name,
             "merge_follow_problem": self.follow_problem,
@@ -330,6 +372,7 @@ class Cluster:
         its own notification like the others."""
         if reloaded:
             self.loaded_sha = sha
+            await self.record_position()
         await set_setting(self.db, DEPLOYED_KEY, {"sha": sha, "at": self.incidents.now()})
         await queries.notify(self.db, DEPLOYED_CHANNEL, sha)
         _log.info("merge published", sha=sha)
@@ -368,6 +411,7 @@ class Cluster:
             self.follow_problem = f"not at the merged {sha[:12]}: {live.reason}"
             return False
         self.loaded_sha, self.follow_problem = sha, None
+        await self.record_position()
         _log.info("merge followed", sha=sha, reload=report)
         return True
 
