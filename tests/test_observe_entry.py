@@ -117,3 +117,31 @@ async def test_saying_the_button_failed_is_a_request_not_chat(world: VirtualWorl
     await world.quiesce()
     answers = [m.content for m in bot_messages(world, world.dev)]
     assert len(answers) == 1 and "only allow-listed developers" in answers[0]
+
+
+async def test_a_failing_autocomplete_is_recorded_and_offers_no_choices(world: VirtualWorld) -> None:
+    """Typing into an option whose autocomplete raises: a failed `autocomplete:` record (what was typed
+    included) and an empty list of choices, not "loading options failed"."""
+    choices = await world.users["alice"].autocomplete(world.general, "paint", "colour", "teal")
+    await world.quiesce()
+    await world.bot.services.recorder.flush()
+    assert choices == []
+    [record] = _actions(world, "autocomplete:")
+    assert (record["kind"], record["ok"], record["error_type"]) == (
+        "autocomplete:paint.colour",
+        0,
+        "KeyError",
+    )
+    assert json.loads(str(record["invocation"]))["options"] == {"colour": "teal"}
+    assert _actions(world, "app:paint") == []  # the command itself was not run
+
+
+async def test_a_failing_context_menu_is_recorded_and_answered(world: VirtualWorld) -> None:
+    """A message context menu that raises is recorded under its name and answered like a command."""
+    said = await world.users["mallory"].send(world.general, "too short")
+    result = await world.users["alice"].context_menu(world.general, "Quote", said)
+    await world.quiesce()
+    await world.bot.services.recorder.flush()
+    [record] = _actions(world, "app:Quote")
+    assert (record["ok"], record["error_type"]) == (0, "IndexError")
+    assert BUG_REPLY in reply_text(result)

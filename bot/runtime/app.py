@@ -86,6 +86,8 @@ class MendTree(app_commands.CommandTree["MendBot"]):
         if not self.client.accepting:
             await interaction.response.send_message(self.client.not_accepting_notice, ephemeral=True)
             return False
+        if interaction.type is discord.InteractionType.autocomplete:
+            return True  # recorded by `_call` as the autocomplete callback it is, not as the command
         interaction.extras["started"] = time.perf_counter()
         self.client.begin_capture(interaction.extras, "app", interaction_invocation(interaction))
         # Each interaction runs in its own task, so this binding lasts exactly as long as it.
@@ -101,6 +103,34 @@ class MendTree(app_commands.CommandTree["MendBot"]):
         self, interaction: discord.Interaction[MendBot], error: app_commands.AppCommandError
     ) -> None:
         await self.client.handle_interaction_error(interaction, error)
+
+    async def _call(self, interaction: discord.Interaction[MendBot]) -> None:
+        """Autocomplete runs here as an entry point of its own (`autocomplete:<command>.<option>`):
+        discord.py swallows what its callback raises, so the lookup it does is done here (with its
+        own helpers) and the callback is run by the one recording path instead."""
+        if interaction.type is not discord.InteractionType.autocomplete:
+            await super()._call(interaction)
+            return
+        if not await self.interaction_check(interaction):
+            return
+        data: Any = interaction.data
+        command, options = self._get_app_command_options(data)
+        namespace = app_commands.Namespace(interaction, data.get("resolved", {}), options)
+        interaction._cs_command = command  # type: ignore[attr-defined]  # as discord.py pre-fills it
+        interaction._cs_namespace = namespace  # type: ignore[attr-defined]
+        focused = next((option["name"] for option in options if option.get("focused")), None)
+        if focused is None:
+            return  # Discord always marks the option being typed in; nothing to complete without one
+        kind = f"autocomplete:{command.qualified_name}.{focused}"
+        source = getattr(command.binding, "qualified_name", None) or "bot"
+        typed = {"name": kind, "options": {focused: str(getattr(namespace, focused, ""))[:200]}}
+        await self.client.run_entry(
+            kind,
+            source,
+            interaction,
+            typed,
+            lambda: command._invoke_autocomplete(interaction, focused, namespace),
+        )
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,9 @@ instance (nothing is patched on discord.py's classes):
 A wrapped callback runs through `RecordingBot.run_entry`: admitted, tracked in flight, captured,
 timed and recorded as `view:<callback>` or `modal:<callback>` (the callback's qualified name, so the
 kind stays the same for every message and custom id), and a failure takes the one error path —
-fingerprinted, counted against incidents, answered briefly.
+fingerprinted, counted against incidents, answered briefly. Autocomplete callbacks, which discord.py
+swallows the same way, are run through it by the command tree (`MendTree._call`, bot/runtime/app.py);
+context menus are app commands and recorded as such (`app:<name>`).
 """
 
 from __future__ import annotations

@@ -359,6 +359,11 @@ class RecordingBot(commands.AutoShardedBot):
             if is_bug:
                 event = "app command failed" if entry is None else "interaction failed"
                 _log.error(event, command=command, exc_info=unwrap(error))
+            if interaction.type is discord.InteractionType.autocomplete:
+                # An autocomplete can only be answered with choices: none, rather than "failed".
+                if not interaction.response.is_done():
+                    await interaction.response.autocomplete([])
+                return
             if text is None:
                 return
             try:
