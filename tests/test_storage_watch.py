@@ -149,7 +149,6 @@ def test_file_identity_tells_deleted_replaced_and_moved(tmp_path: Path) -> None:
             problem = watched.check()
             assert problem is not None and problem[0] == expected and str(path) in problem[1]
         finally:
-            watched.close()
             path.unlink(missing_ok=True)
 
 

@@ -1,11 +1,15 @@
 """Whether the SQLite file the bot writes is still the file at its path: deleted, replaced or moved.
 
 SQLite keeps writing into a database file that was deleted (or renamed, or had another file put in
-its place) without an error: the open descriptor still points at the old inode. Every write
+its place) without an error: its open descriptors still point at the old inode. Every write
 "succeeds", and at the next stop everything saved since is gone with the unnamed file. Only the
-file system can tell: `FileIdentity` keeps a descriptor of its own on the file it found at start
-and compares, at each `check()`, that inode (st_dev, st_ino) and its link count with what the path
-names now.
+file system can tell: `FileIdentity` remembers the file's (st_dev, st_ino) when the database is
+opened and compares, at each `check()`, what the path names now; a file gone from its path is
+looked for in its directory, to tell a rename from a deletion.
+
+It holds no descriptor of its own on the file, on purpose: closing any descriptor of a file drops
+every POSIX lock the process holds on it, SQLite's included (SQLite's own documentation warns of
+exactly this), and a database whose locks vanish under it gets corrupted.
 """
 
 from __future__ import annotations
@@ -21,32 +25,21 @@ Vanished = Literal["deleted", "replaced", "moved"]
 
 
 class FileIdentity:
-    """The identity of one file, taken when it is opened, and what became of it since."""
+    """The identity of one file, taken when it is watched, and what became of it since."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, identity: tuple[int, int]) -> None:
         self.path = path
-        self._fd: int | None = None
-        self._identity: tuple[int, int] | None = None
-        self.checked_at = 0.0  # when the file was last seen in place (time.time())
+        self._identity = identity
+        self.checked_at = time.time()  # when the file was last seen in place
 
     @classmethod
     def of(cls, path: Path) -> FileIdentity:
         """Watch the file at `path` as it is now (it must exist: the database was just opened)."""
-        watched = cls(path)
-        watched._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        found = os.fstat(watched._fd)
-        watched._identity = (found.st_dev, found.st_ino)
-        watched.checked_at = time.time()
-        return watched
+        found = os.stat(path)
+        return cls(path, (found.st_dev, found.st_ino))
 
     def check(self) -> tuple[Vanished, str] | None:
         """None while the path still names the file; else what happened to it, in words."""
-        if self._fd is None or self._identity is None:
-            return None
-        try:
-            links = os.fstat(self._fd).st_nlink
-        except OSError:
-            return None  # closed under us (at shutdown): nothing to tell
         try:
             now = os.stat(self.path)
         except FileNotFoundError:
@@ -57,13 +50,22 @@ class FileIdentity:
             self.checked_at = time.time()
             return None
         seen = time.strftime("%H:%M:%S", time.localtime(self.checked_at))
+        moved_to = self._renamed_to()
         if now is not None:
-            return "replaced", f"{self.path} is another file now (the bot's was last seen in place at {seen})"
-        if links == 0:
-            return "deleted", f"{self.path} was deleted (last seen in place at {seen})"
-        return "moved", f"{self.path} was moved or renamed away (last seen in place at {seen})"
+            where = f" (the bot's was renamed to {moved_to.name})" if moved_to is not None else ""
+            return "replaced", f"{self.path} is another file now{where}; last seen in place at {seen}"
+        if moved_to is not None:
+            return "moved", f"{self.path} was renamed to {moved_to.name}; last seen in place at {seen}"
+        return "deleted", f"{self.path} was deleted or moved away; last seen in place at {seen}"
 
-    def close(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)
+    def _renamed_to(self) -> Path | None:
+        """The file under another name in the same directory, if it is there."""
+        try:
+            with os.scandir(self.path.parent) as entries:
+                for entry in entries:
+                    found = entry.stat(follow_symlinks=False)
+                    if (found.st_dev, found.st_ino) == self._identity:
+                        return Path(entry.path)
+        except OSError:
+            return None
+        return None

@@ -142,8 +142,6 @@ class Services:
         if self.improve.queue is not None:
             await self.improve.queue.close()
         await self.db.close()
-        if self.database_file is not None:
-            self.database_file.close()
 
 
 def _watched_file(path: Path) -> FileIdentity | None:
