@@ -156,7 +156,7 @@ class DeployService(DeployWatches, DeployRollbacks, DeployReverification, Deploy
         assert run.proposal_id is not None and run.verified_sha is not None
         recorded = await self._recorded_merge(run)
         if recorded is not None:  # an earlier process merged it and stopped: go on from there
-            return await self._go_live(run, recorded)
+            return await self._go_live_from_record(run, recorded)
         proposal = await self.forge.get(run.proposal_id)
         try:  # a worker's branch may not be here yet (another process may have counted the approval)
             await self.forge.fetch_proposal(proposal.id)
@@ -275,6 +275,15 @@ class DeployService(DeployWatches, DeployRollbacks, DeployReverification, Deploy
             run, result.merged_sha, f" (approved by {recheck.names()}{resolved_note})"
         )
 
+    async def _go_live_from_record(self, run: Run, recorded: str) -> str:
+        """Go on from a merge the forge recorded, its proposal marked merged first: a process that
+        stopped between the forge's merge ref and its row left the row open."""
+        assert run.proposal_id is not None and run.verified_sha is not None
+        proposal = await self.forge.get(run.proposal_id)
+        if proposal.state != "merged":
+            await self.approvals.record_merged(proposal.id, run.verified_sha)
+        return await self._go_live(run, recorded)
+
     def _held(self, recheck: Recheck) -> str:
         """Why a merge did not go ahead at merge time: what was withdrawn, what holds, what counts."""
         parts = [_reread_lines(recheck.reread).rstrip("\n")]
@@ -347,10 +356,13 @@ class DeployService(DeployWatches, DeployRollbacks, DeployReverification, Deploy
             await self.went_live(merged_sha, live.old_sha != merged_sha)
         # Before the watch: "resolved" then rests on the replay's evidence, not only on quiet; a replay
         # that shows the fix not holding live regresses the run at once, with the rollback offered.
+        # A test facility (bot.kernel.failpoints): the reload is done, the replay has not run.
+        self._failpoints.hit("deploy.before_replay")
         replay = await self.prove_live(run, merged_sha) if self.prove_live is not None else LiveReplay()
         watch = await self._start_watch(run, set(changed), timer=not replay.failed)
         if replay.failed:
             await self._regressed_live(watch, replay.line)
+        await self.deploy_reported(run.id, merged_sha)  # the caller says it now: never again after a restart
         return f"🚀 Merged `{merged_sha[:7]}` and deployed{approved}:\n{report}{replay.line}"
 
     async def resume_deploy(self, run_id: int, *, actor: str) -> str:
