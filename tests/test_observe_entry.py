@@ -145,3 +145,32 @@ async def test_a_failing_context_menu_is_recorded_and_answered(world: VirtualWor
     [record] = _actions(world, "app:Quote")
     assert (record["ok"], record["error_type"]) == (0, "IndexError")
     assert BUG_REPLY in reply_text(result)
+
+
+async def test_a_failing_error_handler_of_a_prefix_command_is_recorded_and_answered(
+    world: VirtualWorld,
+) -> None:
+    """A command whose own error handler raises: recorded as the command's failure, the handler's
+    error and frame in it, and the user answered — not a silent listener error."""
+    await world.users["alice"].send(world.general, "!refund 5")
+    await world.quiesce()
+    await world.bot.services.recorder.flush()
+    [record] = _actions(world, "command:refund")
+    assert (record["ok"], record["error_type"]) == (0, "AttributeError")
+    assert json.loads(str(record["frames"]))[-1].endswith(":refund_failed")
+    extra = stored(world.bot.services.settings, "SELECT extra FROM actions WHERE kind = 'command:refund'")
+    assert json.loads(extra[0][0])["error_handler_failed"] is True
+    assert any(BUG_REPLY in m.content for m in bot_messages(world, world.general))
+
+
+async def test_a_failing_error_handler_of_an_app_command_is_recorded_and_answered(
+    world: VirtualWorld,
+) -> None:
+    """An app command whose `.error` handler raises: one failed record of the command, answered."""
+    result = await world.users["alice"].slash(world.general, "tip", amount=2)
+    await world.quiesce()
+    await world.bot.services.recorder.flush()
+    [record] = _actions(world, "app:tip")
+    assert (record["ok"], record["error_type"]) == (0, "KeyError")
+    assert json.loads(str(record["frames"]))[-1].endswith(":tip_failed")
+    assert BUG_REPLY in reply_text(result)

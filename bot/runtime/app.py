@@ -105,11 +105,23 @@ class MendTree(app_commands.CommandTree["MendBot"]):
         await self.client.handle_interaction_error(interaction, error)
 
     async def _call(self, interaction: discord.Interaction[MendBot]) -> None:
-        """Autocomplete runs here as an entry point of its own (`autocomplete:<command>.<option>`):
-        discord.py swallows what its callback raises, so the lookup it does is done here (with its
-        own helpers) and the callback is run by the one recording path instead."""
+        """An error handler that fails is recorded against its command here (discord.py would leave
+        it to an unretrieved task exception). Autocomplete runs here as an entry point of its own
+        (`autocomplete:<command>.<option>`): discord.py swallows what its callback raises, so the
+        lookup it does is done here (with its own helpers) and the callback is run by the one
+        recording path instead."""
         if interaction.type is not discord.InteractionType.autocomplete:
-            await super()._call(interaction)
+            try:
+                await super()._call(interaction)
+            except app_commands.AppCommandError:
+                raise  # discord.py's invoker sends these to `on_error`, the one error path
+            except Exception as exc:
+                # A command's own failure went to its error handlers: this is one of them (the
+                # command's `.error`, the cog's `cog_app_command_error`) failing in turn.
+                command = interaction.command
+                name = command.qualified_name if command is not None else "unknown"
+                source = getattr(getattr(command, "binding", None), "qualified_name", None) or "bot"
+                await self.client.handle_interaction_error(interaction, exc, entry=(f"app:{name}", source))
             return
         if not await self.interaction_check(interaction):
             return

@@ -141,7 +141,21 @@ class RecordingBot(commands.AutoShardedBot):
         structlog.contextvars.bind_contextvars(
             guild_id=ctx.guild.id if ctx.guild else None, channel_id=ctx.channel.id, user_id=ctx.author.id
         )
-        await super().invoke(ctx)
+        try:
+            await super().invoke(ctx)
+        except Exception as exc:
+            if ctx.command is None:
+                raise
+            # discord.py hands a command's failure to its error handlers: what comes out here is an
+            # error handler (the command's `.error`, the cog's `cog_command_error`) failing in turn.
+            self._record_command(ctx, exc, handler=True)
+            _log.error(
+                "command error handler failed", command=ctx.command.qualified_name, exc_info=unwrap(exc)
+            )
+            text, _ = describe(exc)
+            if text is not None:
+                with contextlib.suppress(discord.HTTPException):
+                    await ctx.reply(text, mention_author=False)
 
     def _command_ids(self, ctx: commands.Context[Any]) -> dict[str, Any]:
         return {
@@ -180,7 +194,10 @@ class RecordingBot(commands.AutoShardedBot):
         ctx: commands.Context[Any],
         error: BaseException | None,
         problem: EnvironmentProblem | None = None,
+        *,
+        handler: bool = False,
     ) -> None:
+        """Record a command; `handler`: what failed is its error handler (the error is the handler's)."""
         if ctx.command is None:
             return
         capture = self._captures.pop(ctx, None)
@@ -196,6 +213,7 @@ class RecordingBot(commands.AutoShardedBot):
             error=unwrap(error) if is_bug and error is not None else None,
             extra={
                 "via": "slash" if ctx.interaction else "prefix",
+                **({"error_handler_failed": True} if handler else {}),
                 **_environment_extra(error, problem),
                 **({"user_error": text} if error is not None and not is_bug and problem is None else {}),
             },
