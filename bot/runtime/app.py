@@ -197,6 +197,7 @@ class MendBot(RecordingBot):
         self._shard_sessions: dict[int, bool] = {}
         self._closed = asyncio.Event()
         self._closing: asyncio.Future[None] | None = None
+        self.sampler.skip(MendTree._call)  # around every app command: no evidence of where time went
 
     # -- start-up -----------------------------------------------------------------------------
 
