@@ -356,8 +356,6 @@ class DeployService(DeployWatches, DeployRollbacks, DeployReverification, Deploy
             await self.went_live(merged_sha, live.old_sha != merged_sha)
         # Before the watch: "resolved" then rests on the replay's evidence, not only on quiet; a replay
         # that shows the fix not holding live regresses the run at once, with the rollback offered.
-        # A test facility (bot.kernel.failpoints): the reload is done, the replay has not run.
-        self._failpoints.hit("deploy.before_replay")
         replay = await self.prove_live(run, merged_sha) if self.prove_live is not None else LiveReplay()
         watch = await self._start_watch(run, set(changed), timer=not replay.failed)
         if replay.failed:
