@@ -246,9 +246,13 @@ class Incidents(commands.Cog):
     @app_commands.command(name="incidents", description="List open incidents.")
     async def list_incidents(self, interaction: discord.Interaction[MendBot]) -> None:
         # Newest first: the incident opened last leads, however recently an older one was seen again.
-        active = sorted(self.incidents.active(), key=lambda i: i.id or 0, reverse=True)
+        # A storage incident whose row cannot be written yet has no number: it is the newest.
+        active = sorted(
+            self.incidents.active(), key=lambda i: i.id if i.id is not None else float("inf"), reverse=True
+        )
         lines = [
-            f"**#{i.id}** {_ICONS[i.level]} `{i.kind}` — {i.summary} · seen {i.count}× · {i.state}"
+            (f"**#{i.id}**" if i.id is not None else "**(not saved yet)**")
+            + f" {_ICONS[i.level]} `{i.kind}` — {i.summary} · seen {i.count}× · {i.state}"
             + (" · environment" if i.category == "environment" else "")
             for i in active
         ] or ["No open incidents. 🎉"]

@@ -402,6 +402,32 @@ def test_complaints_without_crash_words_are_requests(text: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "text",
+    [
+        "the button says the interaction failed",
+        "nothing happens when I click",
+        "the menu doesn't work",
+        "I pressed Submit and it did nothing",
+        "the vote dropdown is unresponsive",
+        "the form crashed when I sent it",
+        "clicking Close errored",
+        "nothing shows up after I pick a colour",
+    ],
+)
+def test_ui_failures_in_ordinary_words_are_requests(text: str) -> None:
+    """How people describe a failing button, menu or form — any tense of a failure verb, a part that
+    does nothing — is a certain fix request, not chat."""
+    intent = parse_intent(text)
+    assert (intent.kind, intent.certain) == ("fix", True)
+
+
+def test_a_vague_word_about_a_button_is_an_uncertain_request() -> None:
+    """A button or menu is a part of the bot: "the vote button seems off" is asked about."""
+    intent = parse_intent("the vote button seems off")
+    assert (intent.kind, intent.certain) == ("investigate", False)
+
+
+@pytest.mark.parametrize(
     ("text", "kinds"),
     [
         ("/convert seems off today", ()),

@@ -205,6 +205,10 @@ class ApprovalService(ApprovalRechecks):
                 return 0
             return await self._mark_stale(proposal, new_sha)
 
+    async def record_merged(self, proposal_id: int, head_sha: str) -> None:
+        """The proposal's row says merged at `head_sha` (its merge was recorded on the forge)."""
+        await proposals.update(self._db, proposal_id, now=self._now(), state="merged", head_sha=head_sha)
+
     async def dismiss(self, proposal_id: int, why: str) -> int:
         """Every standing approval of the proposal stops counting (the forge's head moved under it)."""
         async with self._lock(proposal_id):

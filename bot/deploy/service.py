@@ -163,7 +163,7 @@ class DeployService(DeployWatches, DeployRollbacks, DeployReverification, Deploy
         assert run.proposal_id is not None and run.verified_sha is not None
         recorded = await self._recorded_merge(run)
         if recorded is not None:  # an earlier process merged it and stopped: go on from there
-            return await self._go_live(run, recorded)
+            return await self._go_live_from_record(run, recorded)
         proposal = await self.forge.get(run.proposal_id)
         try:  # a worker's branch may not be here yet (another process may have counted the approval)
             await self.forge.fetch_proposal(proposal.id)
@@ -282,6 +282,15 @@ class DeployService(DeployWatches, DeployRollbacks, DeployReverification, Deploy
             run, result.merged_sha, f" (approved by {recheck.names()}{resolved_note})"
         )
 
+    async def _go_live_from_record(self, run: Run, recorded: str) -> str:
+        """Go on from a merge the forge recorded, its proposal marked merged first: a process that
+        stopped between the forge's merge ref and its row left the row open."""
+        assert run.proposal_id is not None and run.verified_sha is not None
+        proposal = await self.forge.get(run.proposal_id)
+        if proposal.state != "merged":
+            await self.approvals.record_merged(proposal.id, run.verified_sha)
+        return await self._go_live(run, recorded)
+
     def _held(self, recheck: Recheck) -> str:
         """Why a merge did not go ahead at merge time: what was withdrawn, what holds, what counts."""
         parts = [_reread_lines(recheck.reread).rstrip("\n")]
@@ -358,6 +367,7 @@ class DeployService(DeployWatches, DeployRollbacks, DeployReverification, Deploy
         watch = await self._start_watch(run, set(changed), timer=not replay.failed)
         if replay.failed:
             await self._regressed_live(watch, replay.line)
+        await self.deploy_reported(run.id, merged_sha)  # the caller says it now: never again after a restart
         return f"🚀 Merged `{merged_sha[:7]}` and deployed{approved}:\n{report}{replay.line}"
 
     async def resume_deploy(self, run_id: int, *, actor: str) -> str:

@@ -4,8 +4,8 @@ still fails → regressed, with a rollback offered.
 
 Watches outlive a restart: `resume_watches()` picks them up from the runs' events and
 `announce_resumed_watches()` starts their timers once chat is up, running a live replay that a stop
-kept from running. (Not to be confused with `bot.deploy.watcher`, which watches the live checkout for
-hand edits.)
+kept from running and posting, once, the "🚀 Merged … deployed" report a stop kept from being said.
+(Not to be confused with `bot.deploy.watcher`, which watches the live checkout for hand edits.)
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import contextlib
 from bot.db.records import ActionRecord
 from bot.deploy.deploy_core import DeployCore, _Watch
 from bot.improve.memory import Lesson
+from bot.improve.proof import LiveReplay
 from bot.improve.runs import Run
 from bot.kernel.durations import human_duration
 from bot.kernel.errors import UserError
@@ -27,14 +28,21 @@ class DeployWatches(DeployCore):
     """Watching deployed runs until they resolve or regress."""
 
     async def _start_watch(
-        self, run: Run, files: set[str], remaining_s: float | None = None, *, timer: bool = True
+        self,
+        run: Run,
+        files: set[str],
+        remaining_s: float | None = None,
+        *,
+        timer: bool = True,
+        resumed: bool = False,
     ) -> _Watch:
         """Watch the run's fingerprint and touched files; `timer=False` leaves the window's timer
         to `_start_timer` (a resumed watch, whose end must not be reported before chat is up)."""
         if run.state != "watching":
-            run = await self.runs.transition(
-                run.id, "watching", actor="pipeline", detail={"window_s": self._config.watch_window_s}
-            )
+            detail: dict[str, object] = {"window_s": self._config.watch_window_s}
+            if resumed:
+                detail["resumed"] = True  # not the deploy's own start of the watch (see `_unreported`)
+            run = await self.runs.transition(run.id, "watching", actor="pipeline", detail=detail)
         fingerprint = await self._fingerprint(run.incident_id)
         watch = self._watches[run.id] = _Watch(run.id, fingerprint, files)
         if timer:
@@ -163,7 +171,7 @@ class DeployWatches(DeployCore):
             files = set(
                 next((e.detail.get("files", []) for e in reversed(events) if e.state == "deployed"), [])
             )
-            watch = await self._start_watch(run, files, remaining, timer=False)
+            watch = await self._start_watch(run, files, remaining, timer=False, resumed=True)
             self._resumed_watches.append((watch, remaining))
             resumed += 1
         return resumed
@@ -176,15 +184,25 @@ class DeployWatches(DeployCore):
             if self._watches.get(watch.run_id) is not watch:
                 continue  # regressed (or stopped) before chat was up: already reported
             run = await self.runs.get(watch.run_id)
+            replay = LiveReplay()
             if self.prove_live is not None and (merged := await self._unreplayed(run)) is not None:
                 # The process stopped between the deploy and its replay (a restart it asked for, a
                 # crash in the reload): the replay runs now, and may regress the run like any other.
                 replay = await self.prove_live(run, merged)
-                if replay.failed:
-                    await self._regressed_live(watch, replay.line)
-                    continue
-                if replay.line:
-                    await self._notify(run, f"Run #{run.id}: {replay.line.strip()}")
+            if (unreported := await self._unreported(run)) is not None:
+                # The deploy's own report was never posted (the stop came during the reload or the
+                # replay): it is posted now, once, with the replay's line.
+                await self._notify(
+                    run,
+                    f"🚀 Merged `{unreported[:7]}` and deployed (finished after a restart):\n"
+                    f"(already live: loaded when this process started){replay.line}",
+                )
+                await self.deploy_reported(run.id, unreported)
+            elif replay.line and not replay.failed:
+                await self._notify(run, f"Run #{run.id}: {replay.line.strip()}")
+            if replay.failed:
+                await self._regressed_live(watch, replay.line)
+                continue
             if remaining > 0:
                 await self._notify(
                     run, f"👀 Run #{run.id}: {why}, still watching for {human_duration(remaining)} more."
@@ -201,6 +219,30 @@ class DeployWatches(DeployCore):
             return None
         if any(e.event == "proof_live" and e.id > deployed.id for e in events):
             return None
+        merged = deployed.detail.get("merged_sha")
+        return str(merged) if merged else None
+
+    async def deploy_reported(self, run_id: int, merged_sha: str) -> None:
+        """Note that the "🚀 Merged … deployed" report of this deploy is said (it is said once)."""
+        await self.runs.event(run_id, "deploy_reported", actor="pipeline", detail={"merged_sha": merged_sha})
+
+    async def _unreported(self, run: Run) -> str | None:
+        """The merged commit of a deployed run whose "🚀 Merged … deployed" report was never said,
+        else None. Said: a `deploy_reported` event since the deploy, or (runs deployed before that
+        event existed) the watch the deploy itself started."""
+        events = await self.runs.events(run.id)
+        deployed = next(
+            (e for e in reversed(events) if e.event == "transition" and e.state == "deployed"), None
+        )
+        if deployed is None:
+            return None
+        for event in events:
+            if event.id <= deployed.id:
+                continue
+            if event.event == "deploy_reported":
+                return None
+            if event.event == "transition" and event.state == "watching" and not event.detail.get("resumed"):
+                return None
         merged = deployed.detail.get("merged_sha")
         return str(merged) if merged else None
 

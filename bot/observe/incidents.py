@@ -55,19 +55,35 @@ _STORAGE_NEEDS: dict[Fault, str] = {
     "full": "the disk holding {path} is full: free some space there",
     "readonly": "{path} is on a read-only file system or not writable by the bot: make it writable",
     "io": "the disk holding {path} reports I/O errors: check it",
+    "deleted": "put the database back at {path} from a backup, or restart me to begin a new one there "
+    "(what was saved only in the deleted file is then gone for good)",
+    "replaced": "put the bot's database back at {path}, or restart me to use the file now there",
+    "moved": "move the database back to {path}, or restart me to begin a new one there",
 }
+# What a database file gone from its path costs, and what is kept (the action log is a file of its own).
+_LOST = (
+    " Saving still seems to work, but it goes into a file that is lost when I stop: reminders, "
+    "incidents, runs and action records saved since then. Kept: the action log ({log}) has every "
+    "action record the database missed."
+)
 # The same faults on a PostgreSQL server (SQLSTATEs in bot/db/retry.py), named by its URL.
 _POSTGRESQL_NEEDS: dict[Fault, str] = {
     "locked": "another session holds a lock the bot waits for: find it in pg_stat_activity on {path}",
     "full": "the PostgreSQL server at {path} is out of disk (or connections): free some there",
     "readonly": "the PostgreSQL server at {path} is read-only (a standby?): point the bot at the primary",
     "io": "the PostgreSQL server at {path} reports I/O errors: check its disk",
+    "deleted": "the database at {path} is gone: restore it",
+    "replaced": "the database at {path} was replaced: restore it",
+    "moved": "the database at {path} was moved: restore it",
 }
 _STORAGE_SUMMARIES: dict[Fault, str] = {
     "locked": "The database is locked: writes are waiting past the busy timeout and failing.",
-    "full": "The disk is full: the database cannot grow.",
+    "full": "The disk is full: the database or its action log cannot grow.",
     "readonly": "The database is read-only: nothing can be saved.",
     "io": "The database's disk reports I/O errors.",
+    "deleted": "The database file was deleted while I was running." + _LOST,
+    "replaced": "The database file was deleted or replaced: another file is at its path now." + _LOST,
+    "moved": "The database file was moved away while I was running." + _LOST,
 }
 
 
@@ -95,7 +111,9 @@ class IncidentService:
         *,
         database: Path | str | None = None,
         writes: Writes | None = None,
+        action_log: Path | None = None,
     ) -> None:
+        self._action_log = action_log  # the NDJSON copy of every action record, named in storage incidents
         self._db = db
         self._writes = writes or Writes()  # a locked database is waited out, not a lost change
         self._database = database  # the SQLite file or PostgreSQL URL, named in storage incidents
@@ -411,10 +429,11 @@ class IncidentService:
             return
         path = str(self._database) if self._database is not None else "the database"
         needs = _POSTGRESQL_NEEDS if is_postgresql(path) else _STORAGE_NEEDS
+        log = str(self._action_log) if self._action_log is not None else "data/logs/actions.ndjson"
         self.environment(
             STORAGE_KEY,
             kind="storage",
-            summary=_STORAGE_SUMMARIES[state.fault],
+            summary=_STORAGE_SUMMARIES[state.fault].format(log=log),
             need=needs[state.fault].format(path=path),
             sample={"fault": state.fault, "error_message": state.detail, "ts": state.since},
         )
@@ -445,8 +464,10 @@ class IncidentService:
     # -- queries and commands -------------------------------------------------------------------
 
     def active(self) -> list[Incident]:
+        """Open incidents, newest seen first — an environment incident too while storage keeps its row
+        from being written (a storage incident is announced then: what is listed must agree)."""
         return sorted(
-            (i for i in self._incidents if i.active and i.id is not None),
+            (i for i in self._incidents if i.active and (i.id is not None or i.category == "environment")),
             key=lambda incident: incident.last_seen,
             reverse=True,
         )

@@ -11,6 +11,9 @@ and retried with backoff (`storage.batch_attempts`) while new records queue behi
 finally given up — or one that fails for any other reason — is counted in `dropped` too, so
 every record that never reached the database is counted. Storage faults are reported to
 `StorageHealth`, which announces them as a storage incident and clears it when a write succeeds.
+Every write of the recorder counts: a batch given up, a checkpoint that fails, an NDJSON append that
+fails. After each flush the database file's identity is checked too (deleted, replaced, moved away:
+SQLite goes on writing into the lost file without an error).
 
 The writer keeps up when the event loop is CPU-bound: it is a process of its own
 (`bot.observe.writer`), so building rows, encoding JSON and talking to SQLite never wait for the
@@ -38,7 +41,7 @@ from typing import Any
 from bot.db import action_writes, open_database, provenance
 from bot.db.migrate import upgrade_postgresql
 from bot.db.records import ActionRecord
-from bot.db.retry import RetryPolicy, StorageHealth, StorageUnavailable, retrying
+from bot.db.retry import RetryPolicy, StorageHealth, StorageUnavailable, retrying, storage_fault
 from bot.kernel.log import get_logger
 from bot.observe.fingerprint import fingerprint, relative_path, root_prefixes
 from bot.observe.writer import WriterConfig, WriterProcess
@@ -112,7 +115,7 @@ class ActionRecorder:
         self._checkpointer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal-checkpoint")
         self._checkpoint_conn: sqlite3.Connection | None = None
         self._checkpoint_every_s = checkpoint_every_s
-        self._checkpoint: asyncio.Future[None] | None = None
+        self._checkpoint: asyncio.Future[BaseException | None] | None = None
         self._checkpointed_at = 0.0
         self.dropped_queue_full = 0  # not queued: the queue was full
         self.dropped_unwritten = 0  # queued, but the database write was given up
@@ -275,6 +278,7 @@ class ActionRecorder:
                 batch = [await self._queue.get(), *self._take(_BATCH - 1)]
                 stop = None in batch
                 await self._write_batch(batch)
+                self._check_identity()
                 self._checkpoint_soon()
         finally:
             await asyncio.shield(self._writer_process.close())
@@ -297,10 +301,13 @@ class ActionRecorder:
             return
         self._checkpointed_at = time.monotonic()
         loop = asyncio.get_running_loop()
-        self._checkpoint = loop.run_in_executor(self._checkpointer, self._run_checkpoint)
+        checkpoint = loop.run_in_executor(self._checkpointer, self._run_checkpoint)
+        checkpoint.add_done_callback(self._checkpoint_done)
+        self._checkpoint = checkpoint
 
-    def _run_checkpoint(self) -> None:
-        """On the checkpoint thread. A failure (storage trouble) is logged; the next one retries."""
+    def _run_checkpoint(self) -> BaseException | None:
+        """On the checkpoint thread. A failure (storage trouble) is logged and returned (the loop
+        reports it to StorageHealth); the next checkpoint retries."""
         try:
             if self._checkpoint_conn is None:
                 assert self._sqlite_path is not None
@@ -308,6 +315,27 @@ class ActionRecorder:
             action_writes.checkpoint(self._checkpoint_conn)
         except (sqlite3.Error, OSError) as exc:
             _log.warning("checkpointing the action log failed", error=str(exc))
+            return exc
+        return None
+
+    def _checkpoint_done(self, done: asyncio.Future[BaseException | None]) -> None:
+        """On the loop: a checkpoint that failed on storage counts toward the storage fault."""
+        if done.cancelled() or done.exception() is not None or (error := done.result()) is None:
+            return
+        if storage_fault(error) != "locked":  # a passive checkpoint that met a reader only waits
+            self._storage_failed(error)
+
+    def _storage_failed(self, error: BaseException) -> None:
+        """A write of the recorder's own (a checkpoint, the NDJSON copy) failed: a storage fault, if
+        it is one, is reported like a write given up."""
+        fault = storage_fault(error)
+        if fault is not None and self._storage is not None:
+            self._storage.failed(fault, str(error))
+
+    def _check_identity(self) -> None:
+        """After each flush: is the database file still the one at its path (bot/db/identity.py)?"""
+        if self._storage is not None and self._sqlite_path is not None:
+            self._storage.check_identity()
 
     async def _close_checkpointer(self) -> None:
         """Wait for a running checkpoint, run a last one, and close the checkpoint connection."""
@@ -386,15 +414,33 @@ class ActionRecorder:
             _log.exception("writing action records failed (not retried)", count=len(records))
         else:
             if ndjson_error is not None:
-                # In the database, missing from the NDJSON file: counted, not retried.
-                self.ndjson_errors += 1
-                _log.error(
-                    "appending action records to NDJSON failed", count=len(records), error=ndjson_error
-                )
+                # In the database, missing from the NDJSON file: counted, not retried — and a storage
+                # fault like any other write's (a full disk under the log is announced, not only logged).
+                self._ndjson_failed(ndjson_error, len(records))
             return True
         self.write_errors += 1
         self.dropped_unwritten += len(records)
+        await self._log_only(rows)
         return False
+
+    async def _log_only(self, rows: list[dict[str, Any]]) -> None:
+        """A batch the database did not take goes to the NDJSON log all the same: the log holds what
+        the database missed (a storage incident says so)."""
+        try:
+            ndjson_error = await self._writer_process.call("log", rows)
+        except Exception as exc:
+            _log.error("keeping unwritten action records in NDJSON failed", count=len(rows), error=str(exc))
+            return
+        if ndjson_error is not None:
+            self._ndjson_failed(ndjson_error, len(rows))
+
+    def _ndjson_failed(self, ndjson_error: tuple[int | None, str], count: int) -> None:
+        errno_, text = ndjson_error
+        self.ndjson_errors += 1
+        _log.error("appending action records to NDJSON failed", count=count, error=text)
+        error = OSError(text)
+        error.errno = errno_
+        self._storage_failed(error)
 
     async def flush(self) -> None:
         """Wait until every record so far has been written (or failed to be)."""

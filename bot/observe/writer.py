@@ -94,18 +94,23 @@ class _Writer:
         self._store = action_writes.open_action_store(config.database, config.busy_timeout_ms)
         self._ndjson = NdjsonFile(config.ndjson_path, config.ndjson_max_bytes, config.ndjson_backups)
 
-    def store(self, records: list[dict[str, Any]]) -> str | None:
-        """The batch into SQLite, then its NDJSON copy; the NDJSON error, if appending failed.
+    def store(self, records: list[dict[str, Any]]) -> tuple[int | None, str] | None:
+        """The batch into SQLite, then its NDJSON copy; the NDJSON error (errno, text), if appending
+        failed.
 
         The records are in SQLite before the NDJSON is touched, so a failing NDJSON file loses
         nothing there; it is answered, not raised (raising would make the bot retry the database
         write).
         """
         self._store.write(records)
+        return self.log(records)
+
+    def log(self, records: list[dict[str, Any]]) -> tuple[int | None, str] | None:
+        """Only the NDJSON copy: a batch the database did not take is kept in the log all the same."""
         try:
             self._ndjson.append([_dump_line(record) + "\n" for record in records])
         except OSError as exc:
-            return str(exc)
+            return exc.errno, str(exc)
         return None
 
     def prune(self, before_ts: float, limit: int) -> tuple[int, bool, float]:
@@ -138,7 +143,7 @@ def _reply_frame(status: str, value: object) -> bytes:
 
 def serve(requests: IO[bytes], replies: IO[bytes]) -> None:
     """Answer requests until the bot closes the pipe: ("open", config), ("store", records),
-    ("prune", before_ts, limit), each with ("ok", result) or ("error", exception)."""
+    ("log", records), ("prune", before_ts, limit), each with ("ok", result) or ("error", exception)."""
     writer: _Writer | None = None
     try:
         while (header := _read_exactly(requests, _HEADER.size)) is not None:
@@ -154,6 +159,8 @@ def serve(requests: IO[bytes], replies: IO[bytes]) -> None:
                     raise RuntimeError(f"{op!r} before the writer was opened")
                 elif op == "store":
                     result = writer.store(*args)
+                elif op == "log":
+                    result = writer.log(*args)
                 elif op == "prune":
                     result = writer.prune(*args)
                 else:

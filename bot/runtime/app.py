@@ -87,6 +87,8 @@ class MendTree(app_commands.CommandTree["MendBot"]):
         if not self.client.accepting:
             await interaction.response.send_message(self.client.not_accepting_notice, ephemeral=True)
             return False
+        if interaction.type is discord.InteractionType.autocomplete:
+            return True  # recorded by `_call` as the autocomplete callback it is, not as the command
         interaction.extras["started"] = time.perf_counter()
         self.client.begin_capture(interaction.extras, "app", interaction_invocation(interaction))
         # Each interaction runs in its own task, so this binding lasts exactly as long as it.
@@ -102,6 +104,46 @@ class MendTree(app_commands.CommandTree["MendBot"]):
         self, interaction: discord.Interaction[MendBot], error: app_commands.AppCommandError
     ) -> None:
         await self.client.handle_interaction_error(interaction, error)
+
+    async def _call(self, interaction: discord.Interaction[MendBot]) -> None:
+        """An error handler that fails is recorded against its command here (discord.py would leave
+        it to an unretrieved task exception). Autocomplete runs here as an entry point of its own
+        (`autocomplete:<command>.<option>`): discord.py swallows what its callback raises, so the
+        lookup it does is done here (with its own helpers) and the callback is run by the one
+        recording path instead."""
+        if interaction.type is not discord.InteractionType.autocomplete:
+            try:
+                await super()._call(interaction)
+            except app_commands.AppCommandError:
+                raise  # discord.py's invoker sends these to `on_error`, the one error path
+            except Exception as exc:
+                # A command's own failure went to its error handlers: this is one of them (the
+                # command's `.error`, the cog's `cog_app_command_error`) failing in turn.
+                command = interaction.command
+                name = command.qualified_name if command is not None else "unknown"
+                source = getattr(getattr(command, "binding", None), "qualified_name", None) or "bot"
+                await self.client.handle_interaction_error(interaction, exc, entry=(f"app:{name}", source))
+            return
+        if not await self.interaction_check(interaction):
+            return
+        data: Any = interaction.data
+        command, options = self._get_app_command_options(data)
+        namespace = app_commands.Namespace(interaction, data.get("resolved", {}), options)
+        interaction._cs_command = command  # type: ignore[attr-defined]  # as discord.py pre-fills it
+        interaction._cs_namespace = namespace  # type: ignore[attr-defined]
+        focused = next((option["name"] for option in options if option.get("focused")), None)
+        if focused is None:
+            return  # Discord always marks the option being typed in; nothing to complete without one
+        kind = f"autocomplete:{command.qualified_name}.{focused}"
+        source = getattr(command.binding, "qualified_name", None) or "bot"
+        typed = {"name": kind, "options": {focused: str(getattr(namespace, focused, ""))[:200]}}
+        await self.client.run_entry(
+            kind,
+            source,
+            interaction,
+            typed,
+            lambda: command._invoke_autocomplete(interaction, focused, namespace),
+        )
 
 
 @dataclass(frozen=True)
@@ -158,6 +200,7 @@ class MendBot(RecordingBot):
         self._shard_sessions: dict[int, bool] = {}
         self._closed = asyncio.Event()
         self._closing: asyncio.Future[None] | None = None
+        self.sampler.skip(MendTree._call)  # around every app command: no evidence of where time went
 
     # -- start-up -----------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ import contextlib
 import functools
 import time
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import discord
@@ -45,6 +45,7 @@ from bot.kernel.log import bind_context, get_logger
 from bot.observe.capture import HandlerCapture, install_reply_hooks, message_invocation, start_capture
 from bot.observe.handlers import cog_handlers
 from bot.observe.sampler import SlowSampler
+from bot.runtime.entry_points import observe_view_store
 from bot.runtime.services import Services
 
 __all__ = ["RESTART_NOTICE", "SHUTDOWN_NOTICE", "RecordingBot"]
@@ -103,6 +104,8 @@ class RecordingBot(commands.AutoShardedBot):
         )
         install_reply_hooks()
         install_reply_limits()  # every reply within Discord's limits, whoever built it
+        # Every view, modal and dynamic item is registered and dispatched through this one store.
+        observe_view_store(self, self._connection._view_store)
         recorder = services.recorder
         self.sampler = SlowSampler(
             (recorder.repo_root, *recorder.more_roots), threshold_ms=services.settings.observe.latency.min_ms
@@ -148,7 +151,21 @@ class RecordingBot(commands.AutoShardedBot):
         structlog.contextvars.bind_contextvars(
             guild_id=ctx.guild.id if ctx.guild else None, channel_id=ctx.channel.id, user_id=ctx.author.id
         )
-        await super().invoke(ctx)
+        try:
+            await super().invoke(ctx)
+        except Exception as exc:
+            if ctx.command is None:
+                raise
+            # discord.py hands a command's failure to its error handlers: what comes out here is an
+            # error handler (the command's `.error`, the cog's `cog_command_error`) failing in turn.
+            self._record_command(ctx, exc, handler=True)
+            _log.error(
+                "command error handler failed", command=ctx.command.qualified_name, exc_info=unwrap(exc)
+            )
+            text, _ = describe(exc)
+            if text is not None:
+                with contextlib.suppress(discord.HTTPException):
+                    await ctx.reply(text, mention_author=False)
 
     def _command_ids(self, ctx: commands.Context[Any]) -> dict[str, Any]:
         return {
@@ -187,7 +204,10 @@ class RecordingBot(commands.AutoShardedBot):
         ctx: commands.Context[Any],
         error: BaseException | None,
         problem: EnvironmentProblem | None = None,
+        *,
+        handler: bool = False,
     ) -> None:
+        """Record a command; `handler`: what failed is its error handler (the error is the handler's)."""
         if ctx.command is None:
             return
         capture = self._captures.pop(ctx, None)
@@ -203,6 +223,7 @@ class RecordingBot(commands.AutoShardedBot):
             error=unwrap(error) if is_bug and error is not None else None,
             extra={
                 "via": "slash" if ctx.interaction else "prefix",
+                **({"error_handler_failed": True} if handler else {}),
                 **_environment_extra(error, problem),
                 **({"user_error": text} if error is not None and not is_bug and problem is None else {}),
             },
@@ -283,9 +304,15 @@ class RecordingBot(commands.AutoShardedBot):
         interaction: discord.Interaction[Any],
         error: BaseException | None,
         problem: EnvironmentProblem | None = None,
+        entry: tuple[str, str] | None = None,
     ) -> None:
+        """Record an app command's interaction, or (`entry`: kind and source) a view item's or modal's."""
         command = interaction.command
         name = command.qualified_name if command is not None else "unknown"
+        kind, source = entry or (
+            f"app:{name}",
+            getattr(getattr(command, "binding", None), "qualified_name", None) or "bot",
+        )
         started = interaction.extras.get("started")
         text, is_bug = describe(error) if error is not None else (None, False)
         is_bug = is_bug and problem is None
@@ -293,8 +320,8 @@ class RecordingBot(commands.AutoShardedBot):
             {"user_error": text} if error is not None and not is_bug else None
         )
         self.recorder.record(
-            f"app:{name}",
-            getattr(getattr(command, "binding", None), "qualified_name", None) or "bot",
+            kind,
+            source,
             ok=not is_bug and problem is None,
             duration_ms=(time.perf_counter() - started) * 1000 if started is not None else 0.0,
             error=unwrap(error) if is_bug and error is not None else None,
@@ -314,18 +341,59 @@ class RecordingBot(commands.AutoShardedBot):
             return  # recorded through the command_completion / command_error path
         self._record_interaction(interaction, None)
 
-    async def handle_interaction_error(self, interaction: discord.Interaction[Any], error: Exception) -> None:
+    async def run_entry(
+        self,
+        kind: str,
+        source: str,
+        interaction: discord.Interaction[Any],
+        invocation: dict[str, Any],
+        call: Callable[[], Awaitable[Any]],
+    ) -> None:
+        """Run a view item's callback or a modal's submit (bot/runtime/entry_points.py) like a
+        command: admitted, tracked, captured, timed, recorded, a failure through the one error path."""
+        if not self.accepting:
+            if not interaction.response.is_done():
+                await interaction.response.send_message(self.not_accepting_notice, ephemeral=True)
+            return
+        task = asyncio.current_task()
+        if task is not None:
+            self.track_inflight(task)
+        interaction.extras["started"] = time.perf_counter()
+        capture = interaction.extras["capture"] = start_capture(kind, invocation)
+        self.sampler.watch(capture)
+        structlog.contextvars.bind_contextvars(
+            guild_id=interaction.guild_id, channel_id=interaction.channel_id, user_id=interaction.user.id
+        )
+        try:
+            await call()
+        except Exception as exc:
+            await self.handle_interaction_error(interaction, exc, entry=(kind, source))
+        except BaseException:
+            self.sampler.unwatch(capture)
+            raise
+        else:
+            self._record_interaction(interaction, None, entry=(kind, source))
+
+    async def handle_interaction_error(
+        self, interaction: discord.Interaction[Any], error: Exception, entry: tuple[str, str] | None = None
+    ) -> None:
         problem = self.environment_problem(error, interaction.channel, interaction.user.id)
-        self._record_interaction(interaction, error, problem)
+        self._record_interaction(interaction, error, problem, entry)
         text, is_bug = describe(error)
         if problem is not None:
             text, is_bug = problem.reply, False
-        command = interaction.command.qualified_name if interaction.command else "?"
+        command = entry[0] if entry else interaction.command.qualified_name if interaction.command else "?"
         with bind_context(
             guild_id=interaction.guild_id, channel_id=interaction.channel_id, user_id=interaction.user.id
         ):
             if is_bug:
-                _log.error("app command failed", command=command, exc_info=unwrap(error))
+                event = "app command failed" if entry is None else "interaction failed"
+                _log.error(event, command=command, exc_info=unwrap(error))
+            if interaction.type is discord.InteractionType.autocomplete:
+                # An autocomplete can only be answered with choices: none, rather than "failed".
+                if not interaction.response.is_done():
+                    await interaction.response.autocomplete([])
+                return
             if text is None:
                 return
             try:

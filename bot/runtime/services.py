@@ -18,6 +18,7 @@ from bot.dashboard.signin import DashboardSignIn
 from bot.db import actions as action_queries
 from bot.db import core
 from bot.db.core import Connection
+from bot.db.identity import FileIdentity
 from bot.db.retry import RetryPolicy, StorageHealth, Writes, has_room, probe
 from bot.deploy.approval import ApprovalService
 from bot.deploy.merge import Merger
@@ -85,6 +86,7 @@ class Services:
     closed: bool = False
     boot_notices: list[str] = field(default_factory=list)  # posted in #dev once the bot is ready
     dashboard: DashboardSignIn | None = None  # sign-in links; serving only while a dashboard runs
+    database_file: FileIdentity | None = None  # the SQLite file's identity, watched (None: PostgreSQL)
 
     def authorize(
         self, user_id: int, role_ids: list[int], *, is_bot: bool, action: str, **context: Any
@@ -147,6 +149,21 @@ class Services:
         await self.db.close()
 
 
+def _watched_file(path: Path) -> FileIdentity | None:
+    """The database file's identity as it is now (None if it cannot be opened: nothing to watch)."""
+    try:
+        return FileIdentity.of(path)
+    except OSError as exc:
+        _log.warning("the database file cannot be watched", path=str(path), error=str(exc))
+        return None
+
+
+def _room(*directories: Path) -> Callable[[], bool]:
+    """Whether every one of `directories` has room (the database's, the action log's)."""
+    checks = [has_room(directory) for directory in dict.fromkeys(directories)]
+    return lambda: all(check() for check in checks)
+
+
 async def build_services(
     settings: Settings,
     *,
@@ -186,7 +203,12 @@ async def _assemble(
     observe = settings.observe
     storage_config = settings.storage
     # SQLite's file system is this machine's, so a full disk's recovery can be seen; PostgreSQL's is not.
-    storage = StorageHealth(room=has_room(settings.db_path.parent) if settings.database.url is None else None)
+    # The action log counts: a disk full under it is a fault even while the database has room.
+    database_file = _watched_file(settings.db_path) if settings.database.url is None else None
+    storage = StorageHealth(
+        room=_room(settings.db_path.parent, settings.log_dir) if settings.database.url is None else None,
+        identity=database_file.check if database_file is not None else None,
+    )
     # User writes (reminders, approvals, run transitions) all go through this one helper.
     writes = Writes(RetryPolicy(storage_config.write_attempts, storage_config.retry_backoff_s), storage)
     recorder = ActionRecorder(
@@ -203,7 +225,14 @@ async def _assemble(
         busy_timeout_ms=storage_config.busy_timeout_ms,
         more_roots=(settings.repo_dir,),
     )
-    incidents = IncidentService(db, observe, clock, database=settings.database_target, writes=writes)
+    incidents = IncidentService(
+        db,
+        observe,
+        clock,
+        database=settings.database_target,
+        writes=writes,
+        action_log=settings.log_dir / "actions.ndjson",
+    )
     await incidents.load()
     storage.subscribe(incidents.on_storage)
     if (fault := incidents.open_storage_fault()) is not None:
@@ -307,6 +336,7 @@ async def _assemble(
         storage=storage,
         boot_notices=boot_notices,
         dashboard=DashboardSignIn(db, settings.dashboard, lambda: clock().timestamp()),
+        database_file=database_file,
     )
     services.daemons.start("action-writer", recorder.run_writer())
     # Retention runs in the background from the start: millions of expired rows must not delay
@@ -316,6 +346,8 @@ async def _assemble(
         "storage-probe",
         storage.probe_while_failing(lambda: probe(db, clock().timestamp()), storage_config.probe_interval_s),
     )
+    # On the probe's schedule, and after each flush of the recorder: is the database file still there?
+    services.daemons.start("database-file", storage.watch_identity(storage_config.probe_interval_s))
     # The watchdog and, on a shared database, the leader's work run while this process leads.
     await services.cluster.start(services.daemons)
     if relay is not None:
