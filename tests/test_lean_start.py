@@ -10,8 +10,18 @@ from bot.trust.loopback_discord_model import message_text
 from tests.harness.live_bot import LiveBot, live_config
 
 # Loaded at the first use, never by a start on SQLite: the PostgreSQL driver and the run queue (a bot
-# with database.url), Unicode's confusables table (the first non-ASCII reply to a proposal).
-_NOT_AT_START = ("psycopg", "psycopg_binary", "procrastinate", "confusable_homoglyphs.confusables")
+# with database.url), Unicode's confusables table (the first non-ASCII reply to a proposal), the agent
+# SDK and the model client (a run, a chat reply), the GitHub client (forge.kind: github), the charts.
+_NOT_AT_START = (
+    "psycopg",
+    "psycopg_binary",
+    "procrastinate",
+    "confusable_homoglyphs.confusables",
+    "claude_agent_sdk",
+    "anthropic",
+    "githubkit",
+    "matplotlib",
+)
 
 
 def _children(pid: int) -> list[int]:
