@@ -11,7 +11,8 @@ same guild. Each keeps its home across its starts, as an installed bot does.
 "Ready" is from the spawn to `on_ready` (mendbot's `ready` log line, the minimal bot's `ready`): what a
 user waits for, including discord.py's fixed `guild_ready_timeout` wait (2 s) for late guilds, the same
 for both. "Connect" is from the spawn to the double answering IDENTIFY with READY: imports, set-up,
-login, the command sync and the handshake, without that fixed wait — the sharper comparison. Idle
+login, the command sync and the handshake, without that fixed wait — the sharper comparison; and
+"connect CPU" the CPU seconds the process had used by then, which a loaded machine does not stretch. Idle
 memory is read 3 s after READY, when both have gone quiet: the process's own RSS, and with every
 descendant process's added.
 
@@ -82,6 +83,7 @@ class Start:
 
     ready_s: float
     connected_s: float
+    connect_cpu_s: float  # CPU seconds the process had used at READY: what load on the machine cannot stretch
     rss_mb: float
     rss_with_children_mb: float
     children: int
@@ -92,6 +94,12 @@ def _rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0  # a kernel thread or a zombie
+
+
+def _cpu_s(pid: int) -> float:
+    """User plus system CPU seconds of process `pid` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _descendants(pid: int) -> list[int]:
@@ -195,6 +203,7 @@ async def one_bot(
                 text = (home / "output.log").read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"{command[1:3]} did not connect:\n{text}")
         connected = double.ready_at[before] - started
+        connect_cpu = _cpu_s(process.pid)
         await asyncio.sleep(IDLE_S)
         own = _rss_mb(process.pid)
         children = _descendants(process.pid)
@@ -210,7 +219,7 @@ async def one_bot(
     ready_at = await output
     if not ready_at:
         raise RuntimeError(f"{command[1:3]} never said it was ready")
-    return Start(ready_at - started, connected, own, with_children, len(children))
+    return Start(ready_at - started, connected, connect_cpu, own, with_children, len(children))
 
 
 def play_start(workdir: Path) -> tuple[float, float]:
@@ -270,6 +279,7 @@ async def side_by_side() -> None:
     for field, name, unit in (
         ("ready_s", "ready", "s"),
         ("connected_s", "connect", "s"),
+        ("connect_cpu_s", "connect_cpu", "s"),
         ("rss_mb", "idle_rss", "MB"),
         ("rss_with_children_mb", "idle_rss_with_children", "MB"),
     ):
