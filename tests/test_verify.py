@@ -321,3 +321,38 @@ def test_summary_has_one_line_per_check() -> None:
     assert verification.summary() == (
         "✅ ruff check . (1.2 s)\n❌ pytest -q (3.4 s) — 1 failed, 4 passed in 0.5s"
     )
+
+
+def _smoke_in(tree: Path) -> bool:
+    """Whether a smoke load runs in `tree` (not one of another test's, elsewhere on the machine)."""
+    for pid in _running("bot.tools.smoke"):
+        try:
+            if Path(f"/proc/{pid}/cwd").resolve() == tree.resolve():
+                return True
+        except OSError:
+            continue
+    return False
+
+
+async def test_the_smoke_load_runs_alongside_the_checks(worktree: Worktree) -> None:
+    """The smoke load does not wait for the checks: a check still running sees it start (it waits for
+    the smoke process, seen from the host), and both verdicts are kept, the smoke's last."""
+    release = worktree.path / "release-the-check"
+    token = f"smoke-alongside-{os.getpid()}"
+    wait = f"while not os.path.exists('{release.name}'): time.sleep(0.05)"
+    waits = f"python -c \"import os, time; t='{token}'\n{wait}\""
+
+    verifying = asyncio.ensure_future(_verify(worktree.path, [waits], 120))
+    together = False
+    try:
+        for _ in range(1200):  # up to a minute on a loaded machine
+            if _running(token) and _smoke_in(worktree.path):
+                together = True
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        release.write_text("")  # the check ends either way
+        verification = await verifying
+    assert together
+    assert [check.command for check in verification.checks] == [waits, SMOKE_CHECK]
+    assert verification.ok, verification.failure_report()

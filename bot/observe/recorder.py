@@ -19,9 +19,11 @@ The writer keeps up when the event loop is CPU-bound: it is a process of its own
 (`bot.observe.writer`), so building rows, encoding JSON and talking to SQLite never wait for the
 bot's GIL, nor the bot for them. A batch is one hand-over (its records' field dicts, pickled).
 Retention deletes in bounded batches through the same process, between the writer's batches, so
-a prune of millions of rows never holds the writer up for more than one small delete. Copying the
-WAL back into the database (a checkpoint) runs on a thread and connection of the bot's, never
-inside one of the writer's commits.
+a prune of millions of rows never holds the writer up for more than one small delete. The process
+starts with the first batch: an idle bot, with nothing recorded, runs none (retention then deletes
+on a thread of the bot's; a batch arriving meanwhile waits SQLite's busy timeout for one small
+delete). Copying the WAL back into the database (a checkpoint) runs on a thread and connection of
+the bot's, never inside one of the writer's commits.
 """
 
 from __future__ import annotations
@@ -269,10 +271,8 @@ class ActionRecorder:
         sys.setswitchinterval(min(sys.getswitchinterval(), _SWITCH_INTERVAL_S))
         await self._migrate()
         try:
-            try:
-                await self._writer_process.start()
-            except Exception:  # the first batch tries again, and counts what it cannot write
-                _log.exception("starting the action writer process failed")
+            # The writer process starts with the first batch, not here: a bot with nothing to record
+            # (idle) runs no child process, and a batch waits its ~0.1 s start once.
             stop = False
             while not stop:
                 batch = [await self._queue.get(), *self._take(_BATCH - 1)]
@@ -465,7 +465,9 @@ class ActionRecorder:
             batch = max(low, min(high, int(batch * _PRUNE_BATCH_S / max(took_s, 0.001))))
 
     async def _prune_step(self, before: float, batch: int) -> tuple[int, bool, float]:
-        if self._writer is None or self._writer.done():  # the writer is not running: a store of our own
+        # With no writer process running (no daemon, or nothing recorded yet: the retention at start
+        # of an idle bot) a store of our own deletes, rather than starting the process for it.
+        if self._writer is None or self._writer.done() or self._writer_process.pid is None:
             return await asyncio.to_thread(self._prune_step_here, before, batch)
         removed, more, took_s = await self._writer_process.call("prune", before, batch)
         return int(removed), bool(more), float(took_s)

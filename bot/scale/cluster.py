@@ -44,9 +44,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg
-from psycopg import sql
-
 from bot.db import actions as action_queries
 from bot.db import cluster as queries
 from bot.db.core import Connection
@@ -418,6 +415,9 @@ class Cluster:
     async def _notifications(self, channel: str, every: float) -> AsyncIterator[str | None]:
         """The payloads of `NOTIFY channel`, and None after each (re)connect and `every` s of quiet:
         a notification sent while nobody listened is found by looking at the database then."""
+        import psycopg  # a cluster is on PostgreSQL; a sole process never loads the driver
+        from psycopg import sql
+
         url = self.settings.database.url
         assert url is not None
         while True:

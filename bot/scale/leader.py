@@ -36,12 +36,13 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, LiteralString
-
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
+from typing import TYPE_CHECKING, Any, LiteralString
 
 from bot.kernel.log import get_logger
+
+if TYPE_CHECKING:
+    # The driver loads when a leader first connects (PostgreSQL only): a SQLite start never loads it.
+    import psycopg
 
 __all__ = ["LEADER_KEY", "Holder", "Leadership", "PostgresLeader", "SoleLeader", "Transition", "lock_key"]
 
@@ -258,6 +259,8 @@ class PostgresLeader(Leadership):
         return self._backend_pid
 
     async def run(self) -> None:
+        import psycopg
+
         while True:
             conn: psycopg.AsyncConnection[Any] | None = None
             try:
@@ -297,6 +300,9 @@ class PostgresLeader(Leadership):
         return Holder(int(row[0]), str(row[1])) if row else None
 
     async def _connect(self, application_name: str | None = None) -> psycopg.AsyncConnection[Any]:
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict
+
         options = conninfo_to_dict(self._conninfo).get("options")
         conn = await asyncio.wait_for(
             psycopg.AsyncConnection.connect(
@@ -341,6 +347,8 @@ class PostgresLeader(Leadership):
 
     async def _hold(self, conn: psycopg.AsyncConnection[Any]) -> str:
         """Confirm the connection every `check_s` until that fails; return why it did."""
+        import psycopg
+
         while True:
             await asyncio.sleep(self.check_s)
             sent = time.monotonic()
@@ -384,6 +392,8 @@ class PostgresLeader(Leadership):
 
     async def _release(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Unlock (so a follower need not wait for the server to notice the close), then close."""
+        import psycopg
+
         if self._holding and not conn.closed:
             try:
                 await self._query(conn, "SELECT pg_advisory_unlock(%s)", (self.key,), 2.0)
@@ -395,6 +405,8 @@ class PostgresLeader(Leadership):
         await self._close(conn)
 
     async def _close(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        import psycopg
+
         if conn is self._conn:
             self._conn = None
             self._holding = False

@@ -44,9 +44,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
-
-from confusable_homoglyphs.confusables import confusables_data
+from typing import Any, Literal
 
 from bot.db.approvals import ApprovalForm
 
@@ -168,10 +166,20 @@ def what_counts() -> str:
     )
 
 
+@lru_cache(maxsize=1)
+def _confusables() -> dict[str, Any]:
+    # Unicode's confusables table costs ~0.25 s and ~7 MB to load: a bot pays for it with the first
+    # non-ASCII reply it reads, not at every start.
+    from confusable_homoglyphs.confusables import confusables_data
+
+    data: dict[str, Any] = confusables_data
+    return data
+
+
 def _fold_char(char: str) -> str:
     if char.isascii():
         return char
-    for glyph in confusables_data.get(char, ()):
+    for glyph in _confusables().get(char, ()):
         candidate: str = glyph["c"]
         if candidate.isascii() and candidate.isprintable():
             return candidate
@@ -202,15 +210,15 @@ def _phrase(text: str) -> str:
     return text.rstrip(".! ").strip()
 
 
+@lru_cache(maxsize=1)
 def _table() -> dict[str, ApprovalForm]:
+    """The phrases and emoji normalised, built at the first message read (normalising an emoji
+    loads the confusables table)."""
     table: dict[str, ApprovalForm] = {}
     for row in FORMS:
         for phrase in (*row.phrases, *row.emoji):
             table[normalise(phrase)] = row.form
     return table
-
-
-_TABLE = _table()
 
 
 def _quoted(text: str, folded: str) -> bool:
@@ -249,7 +257,7 @@ def read_approval(text: str) -> Reading:
     def reading(verdict: Verdict, reason: str, form: ApprovalForm | None = None) -> Reading:
         return Reading(verdict, form, reason, folded)
 
-    form = _TABLE.get(phrase)
+    form = _table().get(phrase)
     if form == "reject":
         return reading("reject", "phrase", form)
     objection = _objection(words, shipping)
@@ -276,8 +284,10 @@ def run_references(text: str) -> list[int]:
 
 def reaction_form(emoji: str) -> ApprovalForm | None:
     """The decision a reaction stands for (✅ ✔️ ☑️ approve, 🔐 security form, ❌ reject), or None."""
-    form = _TABLE.get(normalise(emoji).strip())
-    return form if form is not None and normalise(emoji).strip() in _EMOJI else None
+    form = _table().get(normalise(emoji).strip())
+    return form if form is not None and normalise(emoji).strip() in _emoji() else None
 
 
-_EMOJI = frozenset(normalise(emoji) for row in FORMS for emoji in row.emoji)
+@lru_cache(maxsize=1)
+def _emoji() -> frozenset[str]:
+    return frozenset(normalise(emoji) for row in FORMS for emoji in row.emoji)

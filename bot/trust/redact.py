@@ -14,6 +14,7 @@ and URL-safe, padded or not, alone or inside a larger base64 blob), hex and perc
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -127,26 +128,40 @@ def _scrub(text: str, limit: int | None, pattern: re.Pattern[str], head: int) ->
     return cleaned
 
 
-def _redact_value(value: Any, depth: int, text: Callable[[str, int], str]) -> Any:
+def _key_name(key: Any, text: Callable[[str, int], str]) -> tuple[str, bool]:
+    """A dict key as stored (scrubbed, bounded) and whether it names a secret."""
+    name = text(str(key), 100)
+    return name, _SECRET_KEY.search(name) is not None
+
+
+def _redact_value(
+    value: Any, depth: int, text: Callable[[str, int], str], key: Callable[[Any], tuple[str, bool]]
+) -> Any:
+    # Exact types first: a record's values are almost all plain str, int, dict; subclasses (an enum
+    # deriving from str, a bool) take the general branches below as before.
+    kind = type(value)
+    if kind is str:
+        return text(value, MAX_STRING)
+    if value is None or kind is int or kind is float:
+        return value
     if isinstance(value, str):
         return text(value, MAX_STRING)
-    if value is None or isinstance(value, (bool, int, float)):
+    if isinstance(value, (bool, int, float)):
         return value
     if depth >= MAX_DEPTH:
         return "[too deep]"
     if isinstance(value, dict):
         out: dict[str, Any] = {}
-        for index, (key, item) in enumerate(value.items()):
+        for index, (name, item) in enumerate(value.items()):
             if index >= MAX_ITEMS:
                 out["…"] = f"{len(value) - MAX_ITEMS} more keys"
                 break
-            name = text(str(key), 100)
-            hidden = bool(item) and _SECRET_KEY.search(name) is not None
-            out[name] = REDACTED if hidden else _redact_value(item, depth + 1, text)
+            stored, secretish = key(name)
+            out[stored] = REDACTED if secretish and item else _redact_value(item, depth + 1, text, key)
         return out
     if isinstance(value, (list, tuple, set, frozenset)):
         items = list(value)
-        capped = [_redact_value(item, depth + 1, text) for item in items[:MAX_ITEMS]]
+        capped = [_redact_value(item, depth + 1, text, key) for item in items[:MAX_ITEMS]]
         if len(items) > MAX_ITEMS:
             capped.append(f"… {len(items) - MAX_ITEMS} more items")
         return capped
@@ -160,7 +175,7 @@ def redact_text(text: str, limit: int = MAX_STRING) -> str:
 
 def redact(value: Any, depth: int = 0) -> Any:
     """A copy of `value` safe to store: token shapes and secret-named keys replaced, size bounded."""
-    return _redact_value(value, depth, redact_text)
+    return _redact_value(value, depth, redact_text, functools.partial(_key_name, text=redact_text))
 
 
 class Redactor:
@@ -213,7 +228,18 @@ class Redactor:
 
     def value(self, value: Any) -> Any:
         """A copy of `value` safe to store, like `redact`, with known values replaced too."""
-        return _redact_value(value, 0, self.text)
+        return _redact_value(value, 0, self.text, self._key)
+
+    def _key(self, key: Any) -> tuple[str, bool]:
+        """`_key_name` remembered: a record's keys are the same few names on every action."""
+        if type(key) is not str or len(key) > _CACHED_LENGTH:
+            return _key_name(key, self.text)
+        known = self._keys.get(key)
+        if known is None:
+            if len(self._keys) >= _CACHE_ENTRIES:
+                self._keys.clear()
+            known = self._keys[key] = _key_name(key, self.text)
+        return known
 
     def _compile(self) -> None:
         # Longest first: where one form starts with another, the whole of the longer one goes.
@@ -222,3 +248,4 @@ class Redactor:
         self._head = max([_TOKEN_HEAD, *map(len, known)])  # before the pattern that may need it
         self._pattern = re.compile("|".join(alternatives))
         self._cache: dict[str, str] = {}
+        self._keys: dict[str, tuple[str, bool]] = {}
