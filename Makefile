@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run play doctor test lint bench clean
+.PHONY: setup run play demo demo-interactive doctor test lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mendbot needs Python 3.11 or newer")'
@@ -20,6 +20,12 @@ run: setup          ## run on Discord if DISCORD_TOKEN is set, else the local pl
 
 play: setup
 	$(BIN)/mendbot play
+
+demo: setup         ## the whole fix loop, narrated: no key, no network
+	$(BIN)/mendbot play --demo </dev/null
+
+demo-interactive: setup
+	$(BIN)/mendbot play --demo --interactive
 
 doctor: setup
 	$(BIN)/mendbot doctor
