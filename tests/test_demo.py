@@ -57,8 +57,8 @@ async def test_the_demo_goes_from_failure_to_rollback_through_the_real_pipeline(
     story = [
         "── 1. A guild with a /fortune command",
         "Incident #1: command:fortune",
-        "Something went wrong on my side (ZeroDivisionError)",
         "Since: just now",
+        "Something went wrong on my side (ZeroDivisionError)",
         "alice in #dev> reply m1 fix this",
         "🔎 gathering evidence",
         "🛠 Run #1 — fix ready for review: local://proposals/1",

@@ -208,8 +208,8 @@ def _fire_long_timers_only_on_wait(env: simcord.Env) -> None:
     wall clock, which, when it fires first, also moves the virtual clock to the timer's instant — so
     `/remind 1m` fired after a minute of real time and a deploy's watch ended by itself. Without the
     wall-clock half, only `wait` reaches them; the bot's own short pauses still run in real time.
-    simcord 3.2.1 has no option for it: `Env._schedule_timer` (checked by tests/test_playground.py) is
-    wrapped before the loop is hooked.
+    simcord 3.2.1 has no option for it: `Env._schedule_timer` is wrapped before the loop is hooked (the
+    rule is pinned by tests/test_playground_session.py, so an upgrade that changes it fails there).
     """
     original = getattr(env, "_schedule_timer", None)
     if original is None:
