@@ -42,6 +42,7 @@ from bot.kernel.settings import (
 if TYPE_CHECKING:
     from bot.runtime.app import MendBot
     from bot.runtime.services import Services
+    from bot.tools.demo_agent import DemoModel
     from bot.tools.playground import Playground
 
 __all__ = ["exit_code", "main", "should_reexec"]
@@ -166,21 +167,15 @@ def main(argv: list[str] | None = None) -> int:
             )
         demo = command == "play" and getattr(args, "demo", False)
         held: IO[str] | None = None  # the playground's lock on its data directory, kept until exit
+        demo_model: DemoModel | None = None  # the demo's model server, stopped when the demo ends
         if command == "play":
-            from bot.tools.datadir import DataDirInUse, claim_data_dir
+            from bot.tools.datadir import DataDirInUse
 
             try:
-                settings.data_dir, held = claim_data_dir(
-                    settings,
-                    getattr(args, "data_dir", None),
-                    default="demo" if demo else "playground",
-                    fresh=demo or getattr(args, "fresh", False),
-                )
+                settings, held, demo_model = _prepare_play(args, config_file, settings, demo=demo)
             except DataDirInUse as exc:
                 print(exc, file=sys.stderr)
                 return EX_IN_USE
-        if demo:
-            settings = _demo_settings(config_file, settings.data_dir.resolve())
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EX_CONFIG
@@ -215,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         code = _play_until_done(settings, interactive=interactive)
+    if demo_model is not None:
+        demo_model.stop()
     if held is not None:
         held.close()  # the directory is free for the next playground (a re-exec takes it again)
     if should_reexec(code, settings, command=command, interactive=interactive, environ=os.environ):
@@ -229,15 +226,28 @@ def _play_until_done(settings: Settings, *, interactive: bool, demo: bool = Fals
     except KeyboardInterrupt:
         print("\nbye", flush=True)
         return 0
-    finally:
-        if _DEMO_MODEL:
-            _DEMO_MODEL.pop().stop()
 
 
-_DEMO_MODEL: list[Any] = []  # the demo's model server, stopped when the demo ends
+def _prepare_play(
+    args: argparse.Namespace, config_file: Path | None, settings: Settings, *, demo: bool
+) -> tuple[Settings, IO[str], DemoModel | None]:
+    """The playground's data directory, claimed (and wiped for `--fresh` or the demo); for the demo, its
+    world built and the settings for it."""
+    from bot.tools.datadir import claim_data_dir
+
+    settings.data_dir, held = claim_data_dir(
+        settings,
+        getattr(args, "data_dir", None),
+        default="demo" if demo else "playground",
+        fresh=demo or getattr(args, "fresh", False),
+    )
+    if not demo:
+        return settings, held, None
+    demo_settings, model = _demo_settings(config_file, settings.data_dir.resolve())
+    return demo_settings, held, model
 
 
-def _demo_settings(config_file: Path | None, directory: Path) -> Settings:
+def _demo_settings(config_file: Path | None, directory: Path) -> tuple[Settings, DemoModel]:
     """The demo's world, rebuilt in its (wiped) directory: its repository made, its model started, the
     bot's settings pointed at them; the demo's repository first on the import path, so the cog the
     deploy reloads is the one the fix changed."""
@@ -249,9 +259,8 @@ def _demo_settings(config_file: Path | None, directory: Path) -> Settings:
         raise RuntimeError("cogs imported before the demo's repository was put on the path")
     sys.path.insert(0, str(repo))
     model = DemoModel()
-    _DEMO_MODEL.append(model)
     overrides = demo_overrides(directory, model.start())
-    return load_settings(config_file, data_dir=directory, **overrides)
+    return load_settings(config_file, data_dir=directory, **overrides), model
 
 
 def _watch_hand_edits(bot: MendBot) -> None:
