@@ -251,3 +251,23 @@ async def test_a_second_playground_on_a_data_dir_in_use_is_refused_with_one_line
     await first.send("/roll 2d6")
     await first.expect(r"🎲 `2d6` →")
     assert await first.finish() == 0
+
+
+async def test_a_resumed_runs_vanished_status_message_is_posted_anew(
+    world: VirtualWorld,
+) -> None:
+    """A run resumed in a new session has a status message that no longer exists: its progress is posted
+    as a new message, which later progress edits (it failed with 404 Unknown Message on every step)."""
+    alice = world.users["alice"]
+    runs = world.bot.services.improve.runs
+    run = await runs.create("investigate", alice.id, world.dev.id, None, "the roll command is broken")
+    run = await runs.update(run.id, status_message_id=1234567890123456789)  # a message of a world gone
+    cog = world.bot.get_cog("Improve")
+    assert cog is not None
+    await cog.progress(run, ["🔎 gathering evidence"])  # type: ignore[attr-defined]
+    run = await runs.get(run.id)
+    await cog.progress(run, ["🔎 gathering evidence", "🧠 investigating (read-only)"])  # type: ignore[attr-defined]
+    await world.quiesce()
+    status = [m for m in world.dev.history() if "**Run #1**" in m.content]
+    assert len(status) == 1 and "investigating (read-only)" in status[0].content
+    assert (await runs.get(run.id)).status_message_id == status[0].id
