@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup browser run play doctor test check lint bench clean
+.PHONY: setup browser run play demo demo-interactive doctor test check lint bench clean
 
 # pytest's workers (pytest-xdist): most of the suite waits on subprocesses (the Claude Code CLI, the
 # sandbox, bot processes), so more workers than cores pays off.
@@ -34,6 +34,12 @@ run: setup          ## run on Discord if DISCORD_TOKEN is set, else the local pl
 
 play: setup
 	$(BIN)/mendbot play
+
+demo: setup         ## the whole fix loop, narrated: no key, no network
+	$(BIN)/mendbot play --demo </dev/null
+
+demo-interactive: setup
+	$(BIN)/mendbot play --demo --interactive
 
 doctor: setup
 	$(BIN)/mendbot doctor

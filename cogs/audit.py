@@ -86,6 +86,8 @@ class Audit(commands.Cog):
         max_hours = self.bot.services.settings.observe.retention_days * 24
         span = parse_period(period, max_hours) if period else self.audit.default_period
         await interaction.response.defer(thinking=True)
+        # What just happened counts: the recorder writes in batches, and the audit reads the database.
+        await self.bot.services.recorder.flush()
         report = await self.audit.report(span, command_kinds(self.bot))
         texts, charts = await self._render(report)
         for index, text in enumerate(texts):

@@ -143,11 +143,14 @@ class Improve(commands.Cog):
             return
         self._keep_typing(run, channel)
         text = status_text(run, lines, self.bot.services.clock().timestamp())
-        if run.status_message_id is None:
-            message = await channel.send(text)
-            await self.improve.runs.update(run.id, status_message_id=message.id)
-        else:
-            await channel.get_partial_message(run.status_message_id).edit(content=text)  # type: ignore[attr-defined]
+        if run.status_message_id is not None:
+            try:
+                await channel.get_partial_message(run.status_message_id).edit(content=text)  # type: ignore[attr-defined]
+                return
+            except discord.NotFound:
+                pass  # deleted, or a resumed run's message from a world gone since: post a new one
+        message = await channel.send(text)
+        await self.improve.runs.update(run.id, status_message_id=message.id)
 
     async def report(self, run: Run, text: str) -> None:
         self._stop_typing(run.id)

@@ -21,8 +21,11 @@ life in this process: start-up, the stuck-run watchdog, shutdown. The agent's ot
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from bot.improve.progress import _Live
 from bot.improve.proving import RunProofs
@@ -52,6 +55,8 @@ REMOTE_CANCEL_WAIT_S = 30.0
 class SelfImprovementAgent(RunStages, RunProofs):
     """The bot working on its own code: requests and the runs' life here; the stages and the proofs in
     the layers it builds on, its services set up by `RunProgress.__init__` (`bot.improve.progress`)."""
+
+    background_runs = False  # set by the playground: see `_spawn`
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -211,8 +216,17 @@ class SelfImprovementAgent(RunStages, RunProofs):
 
     def _start_local(self, run_id: int) -> asyncio.Task[None]:
         live = self._live[run_id] = _Live()
-        live.task = asyncio.get_running_loop().create_task(self._execute(run_id), name=f"run-{run_id}")
+        live.task = self._spawn(self._execute(run_id), name=f"run-{run_id}")
         return live.task
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
+        """A run's task. With `background_runs` (the playground) it starts in an empty context: work the
+        virtual Discord does not count as the event's, so every command is answered while a run works
+        (`quiesce` still waits for it)."""
+        loop = asyncio.get_running_loop()
+        if self.background_runs:
+            return contextvars.Context().run(loop.create_task, coro, name=name)
+        return loop.create_task(coro, name=name)
 
     async def start_here(self, run_id: int, *, job_id: int | None = None) -> asyncio.Task[None] | None:
         """A worker takes a queued run: record that this process executes it, and start it here.
@@ -375,9 +389,8 @@ class SelfImprovementAgent(RunStages, RunProofs):
                 detail={"run_id": target.id, "merged_sha": merged, "base_sha": target.base_sha},
             )
             live = self._live[run.id] = _Live()
-            live.task = asyncio.get_running_loop().create_task(
-                self._execute_rollback(run.id, target.base_sha, merged), name=f"run-{run.id}"
-            )
+            rollback = self._execute_rollback(run.id, target.base_sha, merged)
+            live.task = self._spawn(rollback, name=f"run-{run.id}")
         return run
 
     async def on_startup(self) -> list[Run]:

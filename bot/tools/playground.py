@@ -26,10 +26,8 @@ import shlex
 import sys
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 import discord
 import simcord
@@ -38,14 +36,9 @@ from discord import app_commands
 from bot.features.reminders import parse_delay
 from bot.kernel.durations import relative
 from bot.kernel.errors import UserError
+from bot.tools.world import VirtualWorld, WorldClock, virtual_world
 
-if TYPE_CHECKING:
-    from bot.runtime.app import MendBot
-
-__all__ = ["Playground", "PlaygroundError", "VirtualWorld", "virtual_world"]
-
-GUILD_NAME = "mendbot-playground"
-CHANNELS = ("dev", "general")
+__all__ = ["Playground", "PlaygroundError", "VirtualWorld", "WorldClock", "virtual_world"]
 
 
 _BOOLEANS = dict.fromkeys(("true", "yes", "on", "1"), True) | dict.fromkeys(
@@ -55,108 +48,6 @@ _BOOLEANS = dict.fromkeys(("true", "yes", "on", "1"), True) | dict.fromkeys(
 
 class PlaygroundError(Exception):
     """A line the playground cannot run; the message says why."""
-
-
-@dataclass
-class VirtualWorld:
-    env: simcord.Env
-    bot: MendBot
-    guild: simcord.GuildHandle
-    channels: dict[str, simcord.ChannelHandle]
-    users: dict[str, simcord.MemberActor]
-
-    @property
-    def dev(self) -> simcord.ChannelHandle:
-        return self.channels["dev"]
-
-    @property
-    def general(self) -> simcord.ChannelHandle:
-        return self.channels["general"]
-
-    async def quiesce(self) -> None:
-        """Wait until the bot and its services have finished everything they started."""
-        await self.env.settle()
-        await self.bot.services.quiesce()
-        await self.env.settle()
-
-    async def restart(self, bot: MendBot) -> None:
-        """Replace the running bot with a new one; the virtual world (and database) stays."""
-        old = self.bot
-        await self.env.restart_bot(bot)
-        self.bot = bot
-        await old.services.aclose()
-        await bot.sync_app_commands(self.guild.id)
-        await bot.report_boot_problems()
-        await self.env.settle()
-
-    def channel_of(self, message_id: int) -> simcord.ChannelHandle | None:
-        for channel in self.all_channels():
-            if any(message.id == message_id for message in channel.history()):
-                return channel
-        return None
-
-    def all_channels(self) -> list[simcord.ChannelHandle]:
-        found: list[simcord.ChannelHandle] = []
-        for channel in self.channels.values():
-            found.append(channel)
-            found.extend(channel.threads)
-        return found
-
-
-@asynccontextmanager
-async def virtual_world(
-    bot: MendBot, *, settle_timeout: float = 30.0, real_clock: bool = True
-) -> AsyncIterator[VirtualWorld]:
-    """Run `bot` in a fresh virtual Discord wired to its settings (dev channel, allow-list).
-
-    The clock starts at the real time; `real_clock=False` keeps simcord's fixed start (2026-01-01
-    00:00 UTC), which tests use to pin dates and times of day.
-    """
-    settings = bot.services.settings
-    # Env.start/shutdown rather than `simcord.run`: its clock context cannot span the two
-    # halves of an async fixture, which pytest runs in different contexts.
-    # Without a configured count, discord.py would ask Discord's /gateway/bot for one at connect; the
-    # virtual Discord has no such call (simcord logs in without connecting) and wants the count up
-    # front, so it plays what Discord recommends for a bot in a guild or two: one shard.
-    shard_count = 1 if bot.shard_count is None else None
-    env = simcord.Env(bot, check_errors=False, settle_timeout=settle_timeout, shard_count=shard_count)
-    if real_clock:
-        _start_clock_now(env)
-    # The world exists before the bot connects, as on Discord: when it is ready, the dev channel is
-    # there and configured (a restarted bot reports a continued deploy or watch there at once).
-    guild = env.create_guild(name=GUILD_NAME)
-    channels = {name: guild.create_text_channel(name) for name in CHANNELS}
-    users = {user.name: guild.add_member(env.create_user(user.name)) for user in settings.playground.users}
-    settings.discord.dev_guild_id = guild.id
-    settings.discord.dev_channel_ids = [channels["dev"].id]
-    settings.access.allowed_user_ids = [
-        users[user.name].id for user in settings.playground.users if user.allowed
-    ]
-    await env.start()
-    world: VirtualWorld | None = None
-    try:
-        await bot.sync_app_commands(guild.id)
-        await bot.report_boot_problems()
-        world = VirtualWorld(env, bot, guild, channels, users)
-        await env.settle()
-        yield world
-    finally:
-        await (world.bot if world is not None else bot).close()
-        await env.shutdown()
-
-
-def _start_clock_now(env: simcord.Env) -> None:
-    """Start the virtual clock at the real time instead of simcord's fixed date in the past.
-
-    Timestamps the bot stores (reminders, incidents, runs) then make sense next to real ones, and
-    "in 10m" means ten minutes from now. simcord 3.2.1 has no option for it; its clock keeps the
-    start instant in `_epoch` (checked by tests/test_playground.py, so an upgrade that renames it
-    fails loudly there).
-    """
-    clock = env.backend.clock
-    if not hasattr(clock, "_epoch"):
-        raise RuntimeError("simcord's clock changed: update _start_clock_now")
-    clock._epoch = datetime.now(UTC)
 
 
 @dataclass
@@ -187,7 +78,8 @@ class Playground:
     # -- running lines -------------------------------------------------------------------------
 
     async def run_lines(self, lines: Iterable[str] | AsyncIterable[str]) -> int:
-        """Run a script; 0 when every line ran, 2 when a line could not be run.
+        """Run a script, each line once the bot has finished what the one before started; 0 when every
+        line ran, 2 when a line could not be run.
 
         Anything else escaping (the bot hung or the virtual Discord failed) propagates: the
         caller reports it as a crash.
@@ -204,6 +96,10 @@ class Playground:
             except PlaygroundError as exc:
                 self._say(f"! {exc}")
                 status = 2
+            # A script's line waits for all it started, runs in the background included, so what a
+            # script prints does not depend on how fast the machine is.
+            await self.world.quiesce()
+            self.print_changes()
         await self.world.quiesce()
         self.print_changes()
         return status
@@ -314,7 +210,10 @@ class Playground:
         now = self.world.env.now()  # the bot's (virtual) clock, not the terminal's
 
         def stamp(match: re.Match[str]) -> str:
-            return relative(int(match.group(1)) - int(now.timestamp()))
+            delta = int(match.group(1)) - int(now.timestamp())
+            if delta == 0:  # as Discord's client says it; "in 0s" read as a time still to come
+                return "just now"
+            return relative(delta)
 
         return re.sub(r"<t:(\d+)(?::[a-zA-Z])?>", stamp, text)
 
@@ -469,6 +368,10 @@ class Playground:
         self.out.write(self._readable(text) + "\n")
         self.out.flush()
 
+    def alias(self, message_id: int) -> str:
+        """The short id (`m3`) a message is printed with, given it if it has none yet."""
+        return self._alias(message_id)
+
     def _alias(self, message_id: int) -> str:
         if message_id not in self._aliases:
             alias = f"m{len(self._aliases) + 1}"
@@ -528,7 +431,10 @@ class Playground:
                 for text_line in embed.description.splitlines():
                     self._say(f"    ┃ {text_line}")
             for embed_field in embed.fields:
-                self._say(f"    ┃ {embed_field.name}: {embed_field.value}")
+                name_line, *more = f"{embed_field.name}: {embed_field.value}".splitlines() or [""]
+                self._say(f"    ┃ {name_line}")
+                for more_line in more:  # a field's value of several lines stays inside the embed
+                    self._say(f"    ┃   {more_line}")
             if embed.footer and embed.footer.text:
                 self._say(f"    ┃ — {embed.footer.text}")
         buttons = [summary for row in components for summary in _component_summary(row)]

@@ -11,7 +11,7 @@ from typing import Any
 
 import discord
 
-from bot.tools.playground import GUILD_NAME, VirtualWorld
+from bot.tools.world import GUILD_NAME, VirtualWorld
 from tests.harness.discord import bot_messages
 from tests.localise.repo import Commit
 from tests.localise.seeds import _HEAD, SEEDS, Drive, Seed, _slash, _then
