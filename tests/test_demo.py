@@ -68,7 +68,7 @@ async def test_the_demo_goes_from_failure_to_rollback_through_the_real_pipeline(
         "✅ cogs.fortune reloaded",
         "[#general] mendbot (m10): 🥠",
         "alice in #dev> wait 61s",
-        "✅ Run #1: quiet for 60s after deploy — resolved.",
+        "✅ Run #1: quiet for 1 min after deploy — resolved.",
         "⏪ Rolled back run #1",
         "🧪 Replay after the rollback: ✅ the recorded calls behave as before the fix",
         "That was the loop.",
