@@ -15,8 +15,10 @@ __all__ = ["DRILL_KIND", "DRILL_KIND_PREFIX", "DRILL_POINT", "DRILL_USER_ID", "i
 DRILL_KIND_PREFIX = "drill:"
 DRILL_KIND = "drill:probe"  # the drill command: the only action a drill records
 DRILL_POINT = "drill.probe"  # the failpoint the drill arms to make its command fail
-# Discord ids are snowflakes far above this; 0 is the bot's own autonomous requester.
-DRILL_USER_ID = 1
+# A snowflake no Discord user can have before 2084 (ids encode their creation time), and the largest a
+# PostgreSQL bigint holds: a small id like 1 is a test's or an import's user, and 0 is the bot's own
+# autonomous requester.
+DRILL_USER_ID = 2**63 - 1
 
 
 def is_drill_kind(kind: str | None) -> bool:
