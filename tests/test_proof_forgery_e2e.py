@@ -53,7 +53,7 @@ FORGED_RESULT = (
 )
 BLINDING_SETUP = (
     "async def setup(bot: commands.Bot) -> None:\n"
-    "    recorder = bot.runtime.services.recorder  # type: ignore[attr-defined]\n"
+    "    recorder = bot.services.recorder  # type: ignore[attr-defined]\n"
     "    record = recorder.record\n\n"
     "    def quiet(kind: str, source: str, **fields: Any) -> Any:\n"
     "        if kind == 'command:roll':\n"
