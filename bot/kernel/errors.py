@@ -103,7 +103,7 @@ class EnvironmentProblem:
     reply: str
 
 
-# What the bot needs where it works (README "Running on Discord"), in the order worth naming.
+# What the bot needs where it works (README "Going live"), in the order worth naming.
 _NEEDED = (
     ("view_channel", "View Channel"),
     ("send_messages", "Send Messages"),

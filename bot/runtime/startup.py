@@ -92,7 +92,7 @@ def explain(exc: BaseException) -> StartupFailure | None:
                 f"config error: Discord refused the slash-command sync to discord.dev_guild_id "
                 f"{exc.guild_id} ({_one_line(exc.error)}) — the bot is not in that server or was "
                 "invited without the applications.commands scope: fix discord.dev_guild_id in "
-                "config.yaml, or invite the bot again (README, 'Running on Discord', step 3)"
+                "config.yaml, or invite the bot again (README, 'Going live', step 3)"
             )
         if exc.error.status == 400:
             return StartupFailure(

@@ -2,8 +2,8 @@
 
 It reads the import graph (grimp, the library import-linter checks the contracts with), folds every module
 into its package under `bot/` (and `cogs`), and prints a Mermaid flowchart of which package imports which,
-with the edges that another path already implies left out, so the layers read top to bottom. README's
-Architecture section holds its output; tests/test_architecture.py fails when the two differ.
+with the edges that another path already implies left out, so the layers read top to bottom.
+docs/architecture.md holds its output; tests/test_architecture.py fails when the two differ.
 """
 
 from __future__ import annotations

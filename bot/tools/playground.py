@@ -4,7 +4,7 @@
 harness uses the same builder. `Playground` turns typed lines into messages, slash commands,
 reactions and clicks, and prints what the bot did, readably, with short message ids (`m3`).
 
-Grammar (one action per line; see README):
+Grammar (one action per line; see docs/user-guide.md):
     @alice              switch user          #dev            switch channel
     /roll 2d6           slash command        !roll 2d6       prefix command (a plain message)
     react m3 ✅          add a reaction       unreact m3 ✅    remove it

@@ -156,7 +156,7 @@ class Reading:
 
 
 def what_counts() -> str:
-    """The rule in one line, for replies (the README lists the same)."""
+    """The rule in one line, for replies (docs/security.md lists the same)."""
     return (
         "What counts, as the whole message replying to the proposal: **ship it** (or `ship`, "
         "`lgtm, merge`, `merge it`, `approve`, ✅); **ship it security** (or 🔐) for a change to "
