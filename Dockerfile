@@ -1,4 +1,4 @@
-# mendbot in a container. See README → "Running in production".
+# mendbot in a container. See docs/operations.md → "Running in production".
 #
 #   docker build -t mendbot .
 #   docker run -d --name mendbot --stop-timeout 60 --restart on-failure:5 \

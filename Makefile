@@ -4,7 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run play doctor test lint bench clean
+.PHONY: setup browser run play demo demo-interactive doctor test check lint bench clean
+
+# pytest's workers (pytest-xdist): most of the suite waits on subprocesses (the Claude Code CLI, the
+# sandbox, bot processes), so more workers than cores pays off.
+WORKERS ?= 4
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mendbot needs Python 3.11 or newer")'
@@ -15,11 +19,27 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# Debian's chromium, for the dashboard's browser tests (tests/test_dashboard_browser.py, Playwright
+# drives it by its path): `make test` installs it where it is missing and apt-get can (as root);
+# elsewhere those tests are skipped and say why. `make run` never needs it.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing chromium (apt-get) for the dashboard's browser tests"; \
+		( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null ) \
+			|| echo "chromium could not be installed: the dashboard's browser tests will be skipped"; \
+	fi
+
 run: setup          ## run on Discord if DISCORD_TOKEN is set, else the local playground
 	$(BIN)/mendbot
 
 play: setup
 	$(BIN)/mendbot play
+
+demo: setup         ## the whole fix loop, narrated: no key, no network
+	$(BIN)/mendbot play --demo </dev/null
+
+demo-interactive: setup
+	$(BIN)/mendbot play --demo --interactive
 
 doctor: setup
 	$(BIN)/mendbot doctor
@@ -28,10 +48,14 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
-test: lint          ## ruff, mypy and the whole pytest suite, once on SQLite and once on PostgreSQL
-	$(BIN)/pytest
-	MENDBOT_TEST_DATABASE=postgresql $(BIN)/pytest
+test: lint browser  ## ruff, mypy and the whole suite on SQLite, then on PostgreSQL what differs between engines
+	$(BIN)/pytest -n $(WORKERS)
+	MENDBOT_TEST_DATABASE=postgresql $(BIN)/pytest -n $(WORKERS)
+
+check: lint browser ## the inner loop: lint and every test that does not start the Claude Code CLI
+	$(BIN)/pytest -n $(WORKERS) -m 'not cli' -x
 
 bench: setup
 	$(BIN)/python bench/startup.py
@@ -45,6 +69,7 @@ bench: setup
 	$(BIN)/python bench/discord_start.py
 	$(BIN)/python bench/localise.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/dashboard.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

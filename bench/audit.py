@@ -40,9 +40,9 @@ if str(REPO) not in sys.path:
 os.environ["MENDBOT_CONFIG"] = os.devnull
 
 from bot.db import open_database  # noqa: E402
+from bot.kernel.sections import AuditConfig  # noqa: E402
 from bot.observe.audit import AuditReport, AuditService  # noqa: E402
 from bot.observe.audit_charts import render_charts  # noqa: E402
-from bot.settings import AuditConfig  # noqa: E402
 
 ACTIONS = 1_000_000
 DAYS = 14
@@ -134,7 +134,7 @@ PARALLEL_ROUNDS = 2
 
 async def _two_runs(base: Path, concurrency: int) -> float:
     """Wall time of two disjoint fix runs to their proposals at `concurrency` (1: one after the other)."""
-    from bot.services import build_services
+    from bot.runtime.services import build_services
     from tests.harness.discord import make_settings
     from tests.harness.model_double import ModelDouble, text, tool_use
     from tests.harness.repo import copy_of_bot
@@ -194,10 +194,13 @@ async def _two_runs(base: Path, concurrency: int) -> float:
 
 
 def parallel_speedup() -> None:
-    from bot.log import configure_logging
+    from bot.kernel.log import configure_logging
+    from bot.trust.redact import Redactor
 
     with tempfile.TemporaryDirectory(prefix="mendbot-bench-parallel-") as tmp:
-        configure_logging(Path(tmp) / "logs", console_level="CRITICAL")  # only `name value unit` on stdout
+        configure_logging(
+            Path(tmp) / "logs", console_level="CRITICAL", redactor=Redactor()
+        )  # only `name value unit` on stdout
         times: dict[int, list[float]] = {1: [], 2: []}
         # Interleaved rounds, so a change in the machine's load meets both settings alike.
         for round_ in range(PARALLEL_ROUNDS):

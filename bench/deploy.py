@@ -11,13 +11,16 @@ Prints one `name value unit` line per figure (diagnostics go to stderr):
   achieved (the virtual Discord runs one interaction at a time, each to completion, so the
   driver paces them; the reloads run concurrently in their own task).
 
-- `merge_to_live_ms`: approval to the fixed code answering, in a `mendbot play` process: alice
-  replies "ship it" to a proposal after someone else committed to main (an unrelated file), so
-  the merge rebases the change onto the new main and re-verifies it (the configured check and
-  the smoke load) before merging, fast-forwarding the live checkout and reloading the cog; the
-  clock stops when the fixed `!roll 2d6` answers. A busy repository moves under a proposal, and
-  the re-verification is the slow part: a figure that started after the checks would flatter.
-  Median of 3.
+- `merge_to_live_ms`: "ship it" to the fixed command's first answer, in a `mendbot run` process on the
+  loopback Discord: alice replies "ship it" to a proposal after someone else committed to main (an
+  unrelated file), so the merge rebases the change onto the new main and re-verifies it (the
+  configured check and the smoke load, sandboxed) before merging, fast-forwarding the live checkout
+  and reloading the cog; bob asks `!roll 2d6` as soon as the bot's log says the cog was reloaded and the
+  clock stops at the answer (the live replay, the bot's report and the deploy's watch go on after it).
+  Median of 3. Target ≤ 10000. Each phase (`merge_phase_<name>_ms`, and its `…_share` of the whole),
+  from the bot's own log: `approval`, `rebase_and_copy`, `reverify`, `merge`, `reload`, `answer`; and
+  inside `reverify` the checks' and the smoke load's own times (`merge_phase_reverify_checks_ms`,
+  `merge_phase_reverify_smoke_ms`), which overlap.
 
 - `recover_after_crash_s`: a deploy whose merge was recorded when the process died, before the live
   checkout moved: from the new process building its services to that deploy completed (live
@@ -30,13 +33,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -45,13 +49,15 @@ os.environ["MENDBOT_CONFIG"] = os.devnull
 for _name in ("DISCORD_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GITHUB_TOKEN"):
     os.environ.pop(_name, None)
 
-from bot.app import MendBot  # noqa: E402
 from bot.deploy.reload import Plan, Reloader  # noqa: E402
-from bot.git import git  # noqa: E402
-from bot.log import configure_logging  # noqa: E402
-from bot.playground import VirtualWorld, virtual_world  # noqa: E402
-from bot.services import build_services  # noqa: E402
-from bot.settings import load_settings  # noqa: E402
+from bot.improve.verify import SMOKE_CHECK  # noqa: E402
+from bot.kernel.git import git  # noqa: E402
+from bot.kernel.log import configure_logging  # noqa: E402
+from bot.kernel.settings import load_settings  # noqa: E402
+from bot.runtime.app import MendBot  # noqa: E402
+from bot.runtime.services import build_services  # noqa: E402
+from bot.tools.playground import VirtualWorld, virtual_world  # noqa: E402
+from bot.trust.redact import Redactor  # noqa: E402
 
 RUNS = 20
 EXTENSION = "cogs.dice"
@@ -109,54 +115,138 @@ async def measure_dropped_during_reload(world: VirtualWorld, reloader: Reloader)
 
 
 MERGE_RUNS = 3
+# Parts of the `reverify` phase, which overlap: no share of their own.
+_INSIDE_REVERIFY = ("reverify_checks", "reverify_smoke")
 
 
-async def measure_merge_to_live_ms() -> float:
-    """Approval ("ship it") to the merged change answering in the running bot, median of a few runs.
+async def merge_to_live_once(base: Path) -> tuple[float, dict[str, float]]:
+    """One "ship it" on a `mendbot run` process: (ms to the fixed command's first answer, ms per phase).
 
-    A `mendbot play` process runs a temp copy of this repository with a seeded bug in cogs/dice.py;
-    the model double scripts the fix; main then moves (an unrelated commit in the live checkout), so
-    the clock, started when alice replies "ship it", runs through the rebase and re-verification,
-    the merge, the live fast-forward, the reload and the fixed /roll answering.
+    The process runs a copy of this repository with a seeded bug in cogs/dice.py, on the loopback
+    Discord, the model double scripting the fix; once the proposal is up, main moves (an unrelated
+    commit in the live checkout). The clock starts when alice replies "ship it": the approval is
+    counted, the merge finds main moved, rebases the change onto it and verifies the rebased commit
+    (the configured check and the smoke load, sandboxed, on a fresh copy of its tree), merges,
+    fast-forwards the live checkout and reloads the cog; bob sends `!roll 2d6` the moment the bot's log
+    says the cog was reloaded, and the clock stops at its answer. What the bot does after the reload —
+    the live replay, its report in #dev, the 60-second watch — is not in it: people already get the
+    fixed answer meanwhile.
     """
+    from bot.trust.loopback_discord import DiscordDouble
+    from bot.trust.loopback_discord_model import message_text
+    from tests.harness.live_bot import LiveBot, live_config
     from tests.harness.model_double import ModelDouble, text
-    from tests.harness.playground import PlaygroundProcess
     from tests.test_improve_e2e import DIAGNOSIS, PLAN, _json_turn
-    from tests.test_ship_e2e import BUG, FIX, _config, _edit, _seeded_copy, _to_proposal
+    from tests.test_loop_real_discord import _after, _edit, _linked, _offers_reactions, _says
+    from tests.test_ship_e2e import BUG, CHECK, FIX, _seeded_copy
 
-    timings = []
+    repo = _seeded_copy(base)
+    async with DiscordDouble() as discord_api, ModelDouble() as model:
+        dev, general = discord_api.guild.channel("dev"), discord_api.guild.channel("general")
+        alice = int(discord_api.member("alice")["id"])
+        home = base / "bot"
+        config = live_config(
+            discord_api,
+            home,
+            repo_dir=repo,
+            access={"allowed_user_ids": [alice]},
+            observe={"announce_new_fingerprints": False},
+            improve={"checks": [CHECK], "max_attempts": 1},
+            deploy={"watch_window_s": 60},
+        )
+        model.script(_json_turn(DIAGNOSIS), _json_turn(PLAN), _edit(home / "data", BUG, FIX), text("Fixed."))
+        env = {"ANTHROPIC_API_KEY": "bench-key", "ANTHROPIC_BASE_URL": model.base_url}
+        async with await LiveBot.start(discord_api, config, home, code=repo, env=env) as bot:
+            for _ in range(5):
+                roll = await discord_api.send_message(general, "!roll 2d6", author="bob")
+                await discord_api.wait_for_message(_after(roll), channel=general)
+            announcement = await discord_api.wait_for_message(_says(r"Incident #1"), channel=dev)
+            bot_id = int(discord_api.user["id"])
+            await discord_api.wait_for_message(_offers_reactions(announcement, bot_id), channel=dev)
+            await discord_api.mention(dev, "fix this", author="alice", reply_to=announcement)
+            proposal = await discord_api.wait_for_message(
+                _says(r"Run #1 — fix ready for review"), channel=dev, timeout=180
+            )
+            await _linked(bot, proposal)
+            (repo / "NOTES-bench.md").write_text("someone else's change on main\n")
+            identity = {"user.name": "bench", "user.email": "bench@mendbot.invalid"}
+            await git(repo, "add", "NOTES-bench.md")
+            await git(repo, "commit", "-q", "-m", "an unrelated change on main", config=identity)
+            shipped_at = time.time()
+            started = time.perf_counter()
+            await discord_api.reply(proposal, "ship it", author="alice")
+            await _reloaded(bot, "cogs.dice", shipped_at)
+            roll = await discord_api.send_message(general, "!roll 2d6", author="bob")
+            answer = await discord_api.wait_for_message(_after(roll), channel=general)
+            answered_at = time.time()
+            elapsed = (time.perf_counter() - started) * 1000
+            if not message_text(answer).startswith("🎲 `2d6` →"):
+                raise RuntimeError(f"the fixed command did not answer: {message_text(answer)!r}")
+            events = bot.log_events()
+    if not any(event["event"] == "rebased" for event in events):
+        raise RuntimeError("the merge did not rebase and re-verify: main did not move under it")
+    return elapsed, _phases(events, shipped_at, answered_at)
+
+
+async def _reloaded(bot: Any, extension: str, since: float, timeout: float = 180) -> None:
+    """Wait until the bot's log says `extension` was reloaded after `since` (the fixed code is live):
+    the moment someone asking the command gets the fix, whatever the bot then goes on to do (the
+    live replay, its report, the watch)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for event in await asyncio.to_thread(bot.log_events):
+            stamp = datetime.fromisoformat(event["timestamp"]).timestamp()
+            applied = event["event"] == "extension applied" and event.get("extension") == extension
+            if applied and stamp >= since:
+                return
+        await asyncio.sleep(0.05)  # reading the bot's log, not timing the bot
+    raise RuntimeError(f"{extension} was not reloaded within {timeout} s:\n{bot.output(40)}")
+
+
+def _phases(events: list[dict[str, Any]], shipped_at: float, answered_at: float) -> dict[str, float]:
+    """Milliseconds per phase of the merge, from the bot's own log (its timestamps, its clock)."""
+
+    def at(name: str, **match: Any) -> tuple[float, dict[str, Any]]:
+        for event in events:
+            when = datetime.fromisoformat(event["timestamp"]).timestamp()
+            if event["event"] == name and when >= shipped_at and match.items() <= event.items():
+                return when, event
+        raise RuntimeError(f"no {name!r} event after the approval in the bot's log")
+
+    approved, _ = at("approval_decision")
+    verified, verification = at("verified")
+    live, _ = at("live_updated")
+    reloaded, _ = at("extension applied", extension="cogs.dice")
+    seconds: dict[str, float] = verification.get("seconds", {})
+    smoke = sum(taken for command, taken in seconds.items() if command == SMOKE_CHECK)
+    ms = {
+        "approval": approved - shipped_at,
+        # the recheck of approvals, the refused merge, the rebase in a worktree, the tree checks and
+        # the fresh copy of the rebased tree
+        "rebase_and_copy": verified - approved - verification["wall_s"],
+        # the sandboxed checks and, alongside them, the smoke load (their own figures below)
+        "reverify": verification["wall_s"],
+        "merge": live - verified,  # the branch moved, the forge's merge, the live fast-forward
+        "reload": reloaded - live,
+        "answer": answered_at - reloaded,  # the fixed command asked and answered
+        "reverify_checks": sum(seconds.values()) - smoke,
+        "reverify_smoke": smoke,
+    }
+    return {name: value * 1000 for name, value in ms.items()}
+
+
+async def measure_merge_to_live_ms() -> tuple[float, dict[str, float]]:
+    """The median of a few runs, and each phase's median."""
+    timings: list[float] = []
+    phases: list[dict[str, float]] = []
     for index in range(MERGE_RUNS):
         with tempfile.TemporaryDirectory() as tmp:
-            base = Path(tmp)
-            repo = _seeded_copy(base)
-            async with ModelDouble() as model:
-                model.script(_json_turn(DIAGNOSIS), _json_turn(PLAN), _edit(base, BUG, FIX), text("Fixed."))
-                env = {"ANTHROPIC_API_KEY": "bench-key", "ANTHROPIC_BASE_URL": model.base_url}
-                pg = await PlaygroundProcess.start(_config(base, repo), code=repo, env=env)
-                proposal = await _to_proposal(pg)
-                (repo / "NOTES-bench.md").write_text("someone else's change on main\n")
-                identity = {"user.name": "bench", "user.email": "bench@mendbot.invalid"}
-                await git(repo, "add", "NOTES-bench.md")
-                await git(repo, "commit", "-q", "-m", "an unrelated change on main", config=identity)
-                started = time.perf_counter()
-                await pg.send(f"reply {proposal} ship it")
-                await pg.send("#general")
-                await pg.send("!roll 2d6")
-                await pg.expect(r"🎲 `2d6` →", timeout=120)
-                timings.append((time.perf_counter() - started) * 1000)
-                rebased = _run_events(base, "rebased_to")
-                if not rebased:
-                    raise RuntimeError("the merge did not rebase and re-verify: main did not move under it")
-                await pg.finish()
-        print(f"merge_to_live run {index}: {timings[-1]:.0f} ms", file=sys.stderr)
-    return statistics.median(timings)
-
-
-def _run_events(base: Path, key: str) -> list[str]:
-    """Run-event details holding `key` in the playground's database (`play` keeps its state there)."""
-    with sqlite3.connect(base / "data" / "playground" / "mendbot.db") as db:
-        rows = db.execute("SELECT detail FROM run_events WHERE detail LIKE ?", (f"%{key}%",)).fetchall()
-    return [row[0] for row in rows]
+            elapsed, shares = await merge_to_live_once(Path(tmp))
+        timings.append(elapsed)
+        phases.append(shares)
+        print(f"merge_to_live run {index}: {elapsed:.0f} ms {shares}", file=sys.stderr)
+    names = list(phases[0])
+    return statistics.median(timings), {name: statistics.median(p[name] for p in phases) for name in names}
 
 
 async def measure_recover_after_crash_s() -> float:
@@ -221,7 +311,7 @@ async def measure_recover_after_crash_s() -> float:
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        configure_logging(data / "logs", console_level="CRITICAL")
+        configure_logging(data / "logs", console_level="CRITICAL", redactor=Redactor())
         settings = load_settings(data_dir=data, repo_dir=Path(tmp), health={"enabled": False}, _env_file=None)
         services = await build_services(settings, watch_prompts=False)
         bot = MendBot(services)
@@ -234,7 +324,12 @@ async def main() -> None:
                 _emit("reload_load_rate", round(rate, 1), "interactions/s")
         finally:
             await services.aclose()
-    _emit("merge_to_live_ms", round(await measure_merge_to_live_ms()), "ms")
+    merge_ms, phases = await measure_merge_to_live_ms()
+    _emit("merge_to_live_ms", round(merge_ms), "ms")
+    for name, ms in phases.items():
+        _emit(f"merge_phase_{name}_ms", round(ms), "ms")
+        if name not in _INSIDE_REVERIFY:
+            _emit(f"merge_phase_{name}_share", round(ms / merge_ms, 3), "of merge_to_live")
     _emit("recover_after_crash_s", round(await measure_recover_after_crash_s(), 2), "s")
 
 

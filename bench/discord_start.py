@@ -1,4 +1,4 @@
-"""Real-Discord path benchmark, against the loopback Discord double (bot/loopback_discord.py).
+"""Real-Discord path benchmark, against the loopback Discord double (bot/trust/loopback_discord.py).
 
 Prints `discord_login_to_ready_s` (login, cog load, command sync, IDENTIFY to READY; median of several
 starts; discord.py's wait for late guilds set to 0.05 s as in the tests), `discord_resume_s` (a dropped
@@ -19,12 +19,13 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bot.app import MendBot  # noqa: E402
-from bot.command_limits import payload_problems  # noqa: E402
-from bot.log import configure_logging  # noqa: E402
-from bot.loopback_discord import DiscordDouble  # noqa: E402
-from bot.services import build_services  # noqa: E402
-from bot.startup import start_on_discord  # noqa: E402
+from bot.kernel.log import configure_logging  # noqa: E402
+from bot.runtime.app import MendBot  # noqa: E402
+from bot.runtime.services import build_services  # noqa: E402
+from bot.runtime.startup import start_on_discord  # noqa: E402
+from bot.trust.command_limits import payload_problems  # noqa: E402
+from bot.trust.loopback_discord import DiscordDouble  # noqa: E402
+from bot.trust.redact import Redactor  # noqa: E402
 from tests.harness.discord import make_settings  # noqa: E402
 
 RUNS = 5
@@ -62,7 +63,9 @@ async def one_start(workdir: Path) -> tuple[float, float, float]:
 
 
 async def main() -> None:
-    configure_logging(Path(tempfile.mkdtemp(prefix="mendbot-bench-logs-")), console_level="ERROR")
+    configure_logging(
+        Path(tempfile.mkdtemp(prefix="mendbot-bench-logs-")), console_level="ERROR", redactor=Redactor()
+    )
     results = []
     for _ in range(RUNS):
         with tempfile.TemporaryDirectory(prefix="mendbot-bench-") as temp:

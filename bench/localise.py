@@ -2,11 +2,11 @@
 
 Prints one `name value unit` line per figure (diagnostics go to stderr):
 
-- `file_top1_pct`, `function_top3_pct`: the seeded-fault suite (tests/localise/seeds.py), each
-  seed driven exactly as the tests drive it — its repository built, the real MendBot in the
-  virtual Discord, the fault made to happen, a complaint in plain words, the run's evidence
-  recorded while the real Claude Code CLI talks to the model double — and scored: is the
-  faulty file the first suspect file, is the faulty function among the first three suspects.
+- `file_top1_pct`, `function_top3_pct`: the seeded-fault suite (tests/localise/seeds.py and
+  seeds_shapes.py), each seed driven exactly as the tests drive it — its repository built, the
+  real MendBot in the virtual Discord, the fault made to happen, a complaint in plain words, the
+  run's evidence recorded while the real Claude Code CLI talks to the model double — and scored:
+  is the faulty file the first suspect file, is the faulty function among the first three suspects.
   Targets: ≥ 90 each.
 - `evidence_ms`: `build_evidence` + `render()` at 1,000,000 action rows, for a complaint about
   a command with no traceback (wrong output: the calls the complaint means are searched among
@@ -52,12 +52,15 @@ from bot.db import handlers as handler_queries  # noqa: E402
 from bot.db import incidents as incident_queries  # noqa: E402
 from bot.db.connection import open_database  # noqa: E402
 from bot.improve import evidence as evidence_module  # noqa: E402
+from bot.improve import history as history_module  # noqa: E402
 from bot.improve.evidence import build_evidence, correlate  # noqa: E402
-from bot.log import configure_logging  # noqa: E402
+from bot.kernel.log import configure_logging  # noqa: E402
+from bot.trust.redact import Redactor  # noqa: E402
 from tests.harness.model_double import ModelDouble  # noqa: E402
 from tests.localise.driver import Outcome, localise  # noqa: E402
 from tests.localise.repo import build_repo  # noqa: E402
-from tests.localise.seeds import SEEDS, WRONG_OUTPUT  # noqa: E402
+from tests.localise.seeds import WRONG_OUTPUT  # noqa: E402
+from tests.localise.seeds_shapes import ALL_SEEDS  # noqa: E402
 
 ACTIONS = 1_000_000
 DAYS = 7
@@ -82,9 +85,11 @@ async def _median_ms(run: Callable[[], Awaitable[Any]], times: int) -> float:
     return statistics.median(samples)
 
 
-async def _suite() -> list[Outcome]:
+async def _suite(names: set[str]) -> list[Outcome]:
     outcomes = []
-    for seed in SEEDS:
+    for seed in ALL_SEEDS:
+        if names and seed.name not in names:
+            continue
         with tempfile.TemporaryDirectory(prefix=f"localise-{seed.name}-") as tmp:
             async with ModelDouble() as model:
                 outcome = await localise(seed, Path(tmp), model)
@@ -213,7 +218,7 @@ async def _costs() -> tuple[float, float, float]:
             evidence = max(await _median_ms(no_traceback, 20), await _median_ms(with_traceback, 20))
 
             async def cold(run: Callable[[], Awaitable[None]]) -> None:
-                evidence_module._GIT_CACHE.clear()
+                history_module._GIT_CACHE.clear()
                 evidence_module._MODULE_CACHE.clear()
                 await run()
 
@@ -230,13 +235,21 @@ async def _costs() -> tuple[float, float, float]:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-suite", action="store_true", help="skip the seeded-fault suite")
+    parser.add_argument("--seeds", default="", help="only these seeds (comma-separated names)")
+    parser.add_argument("--no-costs", action="store_true", help="skip the timing of evidence")
     args = parser.parse_args()
-    configure_logging(Path(tempfile.mkdtemp(prefix="localise-logs-")) / "logs", console_level="CRITICAL")
+    configure_logging(
+        Path(tempfile.mkdtemp(prefix="localise-logs-")) / "logs",
+        console_level="CRITICAL",
+        redactor=Redactor(),
+    )
     if not args.no_suite:
-        outcomes = await _suite()
+        outcomes = await _suite({n for n in args.seeds.split(",") if n})
         total = len(outcomes)
         print(f"file_top1_pct {100 * sum(o.file_top1 for o in outcomes) / total:.1f} pct")
         print(f"function_top3_pct {100 * sum(o.function_top3 for o in outcomes) / total:.1f} pct")
+    if args.no_costs:
+        return
     evidence_ms, evidence_cold_ms, correlate_ms = await _costs()
     print(f"evidence_ms {evidence_ms:.1f} ms")
     print(f"evidence_cold_ms {evidence_cold_ms:.1f} ms")

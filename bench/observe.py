@@ -20,6 +20,17 @@ Prints one `name value unit` line per figure (logs go to stderr, diagnostics too
   for the writer (the product has no back-pressure): a record that finds the queue full is
   dropped and only rows that reached `actions` count (checked with `count(*)`). Drops are
   reported on stderr. `bench/scale.py` reports the same figure next to the other scale figures.
+- `allin_cpu_us`, `structlog_json_cpu_us`, `allin_cpu_ratio_vs_structlog`: side by side in this
+  process, alternating rounds of `ALLIN_RECORDS`: the CPU time of one action recorded all in — a
+  handler's capture opened, its reply captured and digested, `ActionRecorder.record` (redaction,
+  queue), the hand-over to the writer process and that process's serialising and persisting
+  (SQLite and NDJSON), i.e. this process's CPU time plus the writer's (from /proc) until `flush()`
+  returns — against one structlog JSON line carrying the same fields, as mendbot writes its log lines
+  (`configure_logging`: the stdlib handler, redaction, the JSON file; `structlog_json_cpu_us`), and as
+  structlog's bare production set-up writes one (level, ISO timestamp, `JSONRenderer`, `WriteLogger`;
+  `plain_structlog_json_cpu_us`). The ratios (`allin_cpu_ratio_vs_structlog`,
+  `allin_cpu_ratio_vs_plain_structlog`) are medians of the rounds' ratios; `allin_bot_cpu_us` and
+  `allin_writer_cpu_us` split the first figure between the bot's process and the writer's.
 - `detector_rate_per_s`: `AnomalyDetector.process` alone over 200,000 prebuilt records (several
   kinds, varied durations, ~5% failures over a few fingerprints), emit callback only counts.
 - `detect_latency_ms`: end to end in the virtual Discord with `tests.fixtures.buggy_dice` (its
@@ -35,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import random
 import statistics
@@ -43,6 +55,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +69,16 @@ for _name in ("DISCORD_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GITHU
     os.environ.pop(_name, None)
 
 from bot.db import core  # noqa: E402
-from bot.log import configure_logging  # noqa: E402
+from bot.db.records import ActionRecord  # noqa: E402
+from bot.kernel.log import configure_logging, get_logger  # noqa: E402
+from bot.kernel.sections import ObserveConfig  # noqa: E402
+from bot.kernel.settings import Settings  # noqa: E402
+from bot.observe.capture import start_capture  # noqa: E402
 from bot.observe.detector import AnomalyDetector, Signal  # noqa: E402
 from bot.observe.fingerprint import fingerprint  # noqa: E402
-from bot.observe.records import ActionRecord  # noqa: E402
-from bot.services import REPO_ROOT, Services, build_services  # noqa: E402
-from bot.settings import ObserveConfig, Settings  # noqa: E402
+from bot.observe.recorder import ActionRecorder  # noqa: E402
+from bot.runtime.services import REPO_ROOT, Services, build_services  # noqa: E402
+from bot.trust.redact import Redactor  # noqa: E402
 from tests.harness.discord import make_settings, running_world  # noqa: E402
 
 _COUNT_ACTIONS = sa.text("SELECT count(*) FROM actions")
@@ -70,6 +87,8 @@ OVERHEAD_CALLS = 50_000
 PERSIST_RECORDS = 100_000
 DETECTOR_RECORDS = 200_000
 LATENCY_RUNS = 5
+ALLIN_RECORDS = 20_000
+ALLIN_ROUNDS = 5
 FAILURE_SHARE = 0.05
 SEED = 20240601
 
@@ -284,6 +303,138 @@ async def persist_rate(tmp: Path) -> float:
     return (after - before) / elapsed
 
 
+# -- all in, against a structlog JSON line ----------------------------------------------------------
+
+_GUILD, _CHANNEL, _USER = 1_100_000_000_000_000_001, 1_100_000_000_000_000_002, 1_100_000_000_000_000_003
+_INVOCATION = {"name": "/roll", "options": {"dice": "2d6"}}
+_REPLY = "🎲 `2d6` → 7 (3, 4)"
+
+
+def _cpu_s(pid: int | None) -> float:
+    """User plus system CPU time of process `pid` so far (0 without one)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _allin_round(recorder: ActionRecorder, count: int) -> tuple[float, float]:
+    """(this process's, the writer's) CPU seconds for `count` actions captured, recorded and persisted."""
+    await recorder.flush()
+    writer = recorder.writer_pid
+    ours, theirs = time.process_time(), _cpu_s(writer)
+    for n in range(count):
+        capture = start_capture("app:roll", _INVOCATION)
+        capture.add_reply(_REPLY)
+        capture.closed = True
+        recorder.record(
+            "app:roll",
+            "Dice",
+            ok=True,
+            duration_ms=1.234,
+            guild_id=_GUILD,
+            channel_id=_CHANNEL,
+            user_id=_USER,
+            extra={"via": "slash"},
+            invocation=capture.invocation,
+            reply=capture.reply_digest(),
+            samples=capture.samples(),
+        )
+        if n % 200 == 199:
+            await asyncio.sleep(0)  # separate handlers: the writer daemon gets its turns
+    await recorder.flush()
+    # (the warm-up round starts the writer process: it had none)
+    assert writer is None or recorder.writer_pid == writer, "the writer process restarted during the round"
+    return time.process_time() - ours, _cpu_s(writer) - theirs
+
+
+def _structlog_round(logger: Any, count: int) -> float:
+    """CPU seconds for `count` JSON lines with the same fields."""
+    started = time.process_time()
+    for _ in range(count):
+        logger.info(
+            "app:roll",
+            source="Dice",
+            ok=True,
+            duration_ms=1.234,
+            guild_id=_GUILD,
+            channel_id=_CHANNEL,
+            user_id=_USER,
+            extra={"via": "slash"},
+            invocation=_INVOCATION,
+            reply={"text": _REPLY, "messages": 1},
+        )
+    return time.process_time() - started
+
+
+@dataclass(frozen=True)
+class AllIn:
+    """Per record, in µs of CPU: all in (and its two processes' parts), and the two log lines."""
+
+    allin: float
+    bot: float
+    writer: float
+    mendbot_line: float
+    plain_line: float
+    ratio: float  # all in / mendbot's own JSON log line, median of the rounds' ratios
+    plain_ratio: float  # all in / structlog's bare JSON line
+
+
+async def allin_vs_structlog(tmp: Path) -> AllIn:
+    """Alternating rounds: an action recorded all in, mendbot's JSON log line, structlog's bare one."""
+    import structlog
+
+    directory = tmp / "allin"
+    directory.mkdir()
+    recorder = ActionRecorder(
+        database=directory / "mendbot.db",
+        ndjson_path=directory / "actions.ndjson",
+        repo_root=REPO_ROOT,
+        clock=lambda: datetime.now(UTC),
+        queue_size=ALLIN_RECORDS + 1000,
+        # as Redactor.from_settings with the Discord, model and GitHub credentials set
+        redactor=Redactor(["discord." + "x" * 40, "sk-ant-" + "y" * 40, "ghp_" + "z" * 36]),
+    )
+    writer = asyncio.create_task(recorder.run_writer())
+    with (directory / "structlog.jsonl").open("w") as sink:
+        logger = structlog.wrap_logger(
+            structlog.WriteLogger(sink),
+            processors=[
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.JSONRenderer(),
+            ],
+            wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        )
+        # The line mendbot writes for an event: configure_logging's pipeline (stdlib handler, redaction,
+        # JSON file), as main() set it up.
+        mendbot_logger = get_logger("bench.allin")
+        try:
+            await _allin_round(recorder, 1000)  # warm-up: the writer process starts, caches fill
+            _structlog_round(logger, 1000)
+            _structlog_round(mendbot_logger, 1000)
+            rounds = []
+            for _ in range(ALLIN_ROUNDS):
+                ours, theirs = await _allin_round(recorder, ALLIN_RECORDS)
+                own = _structlog_round(mendbot_logger, ALLIN_RECORDS)
+                plain = _structlog_round(logger, ALLIN_RECORDS)
+                rounds.append((ours, theirs, own, plain))
+        finally:
+            await recorder.close()
+            await writer
+    assert recorder.dropped == 0, recorder.health()
+    per = 1e6 / ALLIN_RECORDS
+    return AllIn(
+        allin=statistics.median((r[0] + r[1]) for r in rounds) * per,
+        bot=statistics.median(r[0] for r in rounds) * per,
+        writer=statistics.median(r[1] for r in rounds) * per,
+        mendbot_line=statistics.median(r[2] for r in rounds) * per,
+        plain_line=statistics.median(r[3] for r in rounds) * per,
+        ratio=statistics.median((r[0] + r[1]) / r[2] for r in rounds),
+        plain_ratio=statistics.median((r[0] + r[1]) / r[3] for r in rounds),
+    )
+
+
 # -- detector rate -------------------------------------------------------------------------------
 
 
@@ -381,10 +532,18 @@ async def detect_latency(tmp: Path) -> float:
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mendbot-bench-") as name:
         tmp = Path(name)
-        configure_logging(tmp / "logs", console_level="CRITICAL")
+        configure_logging(tmp / "logs", console_level="CRITICAL", redactor=Redactor())
         median_us, p99_us = asyncio.run(record_overhead(tmp))
         _emit("record_overhead_median_us", median_us, "us")
         _emit("record_overhead_p99_us", p99_us, "us")
+        allin = asyncio.run(allin_vs_structlog(tmp))
+        _emit("allin_cpu_us", allin.allin, "us", 2)
+        _emit("allin_bot_cpu_us", allin.bot, "us", 2)
+        _emit("allin_writer_cpu_us", allin.writer, "us", 2)
+        _emit("structlog_json_cpu_us", allin.mendbot_line, "us", 2)
+        _emit("plain_structlog_json_cpu_us", allin.plain_line, "us", 2)
+        _emit("allin_cpu_ratio_vs_structlog", allin.ratio, "x", 2)
+        _emit("allin_cpu_ratio_vs_plain_structlog", allin.plain_ratio, "x", 2)
         _emit("persist_rate_per_s", asyncio.run(persist_rate(tmp)), "records/s", 0)
         _emit("detector_rate_per_s", detector_rate(), "records/s", 0)
         _emit("detect_latency_ms", asyncio.run(detect_latency(tmp)), "ms")

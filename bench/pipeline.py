@@ -58,7 +58,8 @@ from bot.db.connection import open_database  # noqa: E402
 from bot.improve.evidence import build_evidence  # noqa: E402
 from bot.improve.intent import resolve_target  # noqa: E402
 from bot.improve.memory import Lesson  # noqa: E402
-from bot.log import configure_logging  # noqa: E402
+from bot.kernel.log import configure_logging  # noqa: E402
+from bot.trust.redact import Redactor  # noqa: E402
 
 ACTIONS = 1_000_000
 FINGERPRINTS = 200
@@ -186,7 +187,7 @@ def _failures(rng: random.Random, now: float) -> list[Failure]:
         "integer division or modulo by zero",
         [
             _frame_at("cogs/dice.py", "result = dice.roll(", "roll"),
-            _frame_at("bot/dice.py", "def roll(", "roll"),
+            _frame_at("bot/features/dice.py", "def roll(", "roll"),
         ],
         now - 3600,
         now - 5,
@@ -421,7 +422,7 @@ PIPELINE_RUNS = 3
 async def pipeline_overhead_s(context: BenchContext) -> float:
     """Request to proposal, the model double answering at once and a trivial check (`python -c pass`):
     what the pipeline itself costs — evidence, three CLI sessions, git, the smoke load, the forge."""
-    from bot.services import build_services
+    from bot.runtime.services import build_services
     from tests.harness.discord import make_settings
     from tests.harness.model_double import ModelDouble, text, tool_use
     from tests.harness.repo import copy_of_bot
@@ -501,7 +502,7 @@ async def proof_overhead_s(context: BenchContext) -> float:
     copy of its tree with only the test added) and on the branch (a fresh copy of the commit), all in
     the sandbox — `Prover.prove` from the committed fix to the stored proof. Median of 3."""
     from bot.db.handlers import HandlerLocation, replace_cog
-    from bot.services import build_services
+    from bot.runtime.services import build_services
     from tests.harness.discord import make_settings
     from tests.harness.repo import copy_of_bot
     from tests.harness.sql import sql
@@ -570,7 +571,7 @@ async def run_figures(tmp: Path) -> None:
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mendbot-bench-") as name:
         tmp = Path(name)
-        configure_logging(tmp / "logs", console_level="CRITICAL")
+        configure_logging(tmp / "logs", console_level="CRITICAL", redactor=Redactor())
         asyncio.run(run_figures(tmp))
 
 

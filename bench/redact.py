@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bot.redact import Redactor  # noqa: E402
+from bot.trust.redact import Redactor  # noqa: E402
 
 ROUNDS = 7
 CALLS = 20_000

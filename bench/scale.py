@@ -72,13 +72,15 @@ for _name in ("DISCORD_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GITHU
 import sqlalchemy as sa  # noqa: E402
 
 from bot.db import core, open_database  # noqa: E402
+from bot.db.records import ActionRecord  # noqa: E402
 from bot.db.schema import actions  # noqa: E402
-from bot.log import configure_logging  # noqa: E402
+from bot.kernel.log import configure_logging  # noqa: E402
+from bot.kernel.sections import ObserveConfig  # noqa: E402
+from bot.kernel.settings import Settings  # noqa: E402
 from bot.observe.detector import AnomalyDetector, Signal, restore_windows  # noqa: E402
 from bot.observe.recorder import ActionRecorder  # noqa: E402
-from bot.observe.records import ActionRecord  # noqa: E402
-from bot.services import Services, build_services  # noqa: E402
-from bot.settings import ObserveConfig, Settings  # noqa: E402
+from bot.runtime.services import Services, build_services  # noqa: E402
+from bot.trust.redact import Redactor  # noqa: E402
 from tests.harness.discord import make_settings  # noqa: E402
 from tests.harness.postgres import start_postgres  # noqa: E402
 
@@ -572,7 +574,7 @@ async def leader_failover(tmp: Path) -> list[float]:
     one's shard before the next round."""
     import aiohttp
 
-    from bot.loopback_discord import DiscordDouble
+    from bot.trust.loopback_discord import DiscordDouble
     from tests.harness.live_bot import LiveBot, live_config
 
     server = start_postgres(tmp / "postgres-failover")
@@ -636,7 +638,7 @@ async def leader_failover(tmp: Path) -> list[float]:
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mendbot-scale-") as name:
         tmp = Path(name)
-        configure_logging(tmp / "logs", console_level="CRITICAL")
+        configure_logging(tmp / "logs", console_level="CRITICAL", redactor=Redactor())
         only = sys.argv[1:]
         if only == ["run_pickup_ms"]:
             _emit("run_pickup_ms", asyncio.run(run_pickup(tmp)), "ms")

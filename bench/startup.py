@@ -1,30 +1,229 @@
-"""Start-up benchmark: process start to bot ready in the playground, and idle memory.
+"""Start-up benchmark: mendbot side by side with a minimal discord.py bot, and the playground.
 
-Prints `play_ready_s` (median of several starts) and `idle_rss_mb` (resident memory of the
-ready, idle playground process).
+On one loopback Discord (bot/trust/loopback_discord.py) served by this process, it starts as
+subprocesses, alternating which goes first, `RUNS` times each (after one warm-up start each, not
+counted, which writes their bytecode and mendbot's database): (a) `mendbot run` with the double's token
+(the real entry point, pointed at the double by `tests.harness.pointed`; the default configuration but
+for the data directory, a free health port and the double's guild as the dev guild) and (b)
+`bench/minimal_bot.py`, a `commands.Bot` with one cog, one slash command and the tree synced to the
+same guild. Each keeps its home across its starts, as an installed bot does.
+
+"Ready" is from the spawn to `on_ready` (mendbot's `ready` log line, the minimal bot's `ready`): what a
+user waits for, including discord.py's fixed `guild_ready_timeout` wait (2 s) for late guilds, the same
+for both. "Connect" is from the spawn to the double answering IDENTIFY with READY: imports, set-up,
+login, the command sync and the handshake, without that fixed wait — the sharper comparison; and
+"connect CPU" the CPU seconds the process had used by then, which a loaded machine does not stretch. Idle
+memory is read 3 s after READY, when both have gone quiet: the process's own RSS, and with every
+descendant process's added.
+
+Prints medians over the runs — `ready_s`, `connect_s`, `idle_rss_mb`, `idle_rss_with_children_mb`, each
+with its `minimal_…` counterpart and `…_ratio_vs_minimal_bot` (`ready_ratio_vs_minimal_bot`,
+`idle_rss_ratio_vs_minimal_bot`, …), `children_at_idle` — then the playground's `play_ready_s` and
+`play_idle_rss_mb`. `BENCH_STARTUP_RUNS` sets the number of starts.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import re
+import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-RUNS = 5
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bot.trust.loopback_discord import DiscordDouble  # noqa: E402
+
+RUNS = int(os.environ.get("BENCH_STARTUP_RUNS", "5"))
+IDLE_S = 3.0
+# What a bench process must not pass on to the bots it starts.
+# PYTHONDONTWRITEBYTECODE too: an installed bot starts from bytecode it wrote on its first start.
+_DROPPED = (
+    "MENDBOT_CONFIG",
+    "DISCORD_TOKEN",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_BASE_URL",
+    "GITHUB_TOKEN",
+    "PYTHONDONTWRITEBYTECODE",
+)
+
+
+class TimedDouble(DiscordDouble):
+    """The double, noting when each IDENTIFY was answered with READY."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ready_at: list[float] = []
+        self.readied = asyncio.Event()
+
+    async def _identify(self, ws: Any, data: dict[str, Any]) -> Any:
+        session = await super()._identify(ws, data)
+        if session is not None:
+            self.ready_at.append(time.perf_counter())
+            self.readied.set()
+        return session
+
+
+@dataclass(frozen=True)
+class Start:
+    """One start of a bot: seconds to on_ready and to READY, idle RSS (MB) alone and with descendants."""
+
+    ready_s: float
+    connected_s: float
+    connect_cpu_s: float  # CPU seconds the process had used at READY: what load on the machine cannot stretch
+    rss_mb: float
+    rss_with_children_mb: float
+    children: int
 
 
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+    return 0.0  # a kernel thread or a zombie
 
 
-def one_start(workdir: Path) -> tuple[float, float]:
+def _cpu_s(pid: int) -> float:
+    """User plus system CPU seconds of process `pid` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _environment(double: TimedDouble, home: Path) -> dict[str, str]:
+    (home / "home").mkdir(parents=True, exist_ok=True)
+    return {
+        **{k: v for k, v in os.environ.items() if k not in _DROPPED},
+        "PYTHONPATH": str(REPO),
+        "DISCORD_TOKEN": double.token,
+        "HOME": str(home / "home"),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def _mendbot_command(double: TimedDouble, home: Path) -> list[str]:
+    config = {
+        "data_dir": str(home / "data"),
+        "repo_dir": str(REPO),
+        "health": {"host": "127.0.0.1", "port": _free_port()},
+        "discord": {"dev_guild_id": double.guild.id},
+    }
+    (home / "config.yaml").write_text(yaml.safe_dump(config))
+    pointed = ["-m", "tests.harness.pointed", double.url, double.gateway_url, "--"]
+    return [sys.executable, *pointed, "--config", str(home / "config.yaml"), "run"]
+
+
+def _minimal_command(double: TimedDouble, _: Path) -> list[str]:
+    minimal = str(REPO / "bench" / "minimal_bot.py")
+    return [sys.executable, minimal, double.url, double.gateway_url, str(double.guild.id)]
+
+
+async def _watch_output(
+    process: asyncio.subprocess.Process, sink: Path, ready: Callable[[str], bool]
+) -> float:
+    """Copy the bot's output to `sink`; the time of its first line saying it is ready (0 if none)."""
+    assert process.stdout is not None
+    seen = 0.0
+    with sink.open("wb") as out:
+        async for line in process.stdout:
+            if not seen and ready(line.decode(errors="replace")):
+                seen = time.perf_counter()
+            out.write(line)
+    return seen
+
+
+def _mendbot_ready(line: str) -> bool:
+    return re.search(r"\[info\s*\] ready\b", line) is not None  # bot.runtime.app's on_ready
+
+
+def _minimal_ready(line: str) -> bool:
+    return line.strip() == "ready"
+
+
+async def one_bot(
+    double: TimedDouble, command: list[str], home: Path, is_ready: Callable[[str], bool]
+) -> Start:
+    """One start of the bot `command` runs, until idle, then SIGTERM."""
+    double.readied.clear()
+    before = len(double.ready_at)
+    started = time.perf_counter()
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        cwd=home,
+        env=_environment(double, home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    output = asyncio.ensure_future(_watch_output(process, home / "output.log", is_ready))
+    try:
+        while len(double.ready_at) == before:
+            waiter = asyncio.ensure_future(double.readied.wait())
+            await asyncio.wait({waiter, output}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if output.done() or time.perf_counter() - started > 60:
+                text = (home / "output.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{command[1:3]} did not connect:\n{text}")
+        connected = double.ready_at[before] - started
+        connect_cpu = _cpu_s(process.pid)
+        await asyncio.sleep(IDLE_S)
+        own = _rss_mb(process.pid)
+        children = _descendants(process.pid)
+        with_children = own + sum(_rss_mb(child) for child in children)
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), timeout=30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+    ready_at = await output
+    if not ready_at:
+        raise RuntimeError(f"{command[1:3]} never said it was ready")
+    return Start(ready_at - started, connected, connect_cpu, own, with_children, len(children))
+
+
+def play_start(workdir: Path) -> tuple[float, float]:
+    """The playground's start: spawn to its ready line, and its RSS a second later."""
     (workdir / "config.yaml").write_text("health: {enabled: false}\n")
     started = time.perf_counter()
     process = subprocess.Popen(
@@ -48,15 +247,64 @@ def one_start(workdir: Path) -> tuple[float, float]:
     return ready, rss
 
 
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+async def side_by_side() -> None:
+    mendbot: list[Start] = []
+    minimal: list[Start] = []
+    # Each bot keeps its home (config, data) across its starts, as an installed bot does: the warm-up
+    # start (run -1, not counted) writes its bytecode and makes its database.
+    with tempfile.TemporaryDirectory(prefix="mendbot-bench-start-") as temp:
+        homes = {"mendbot": Path(temp) / "mendbot", "minimal": Path(temp) / "minimal"}
+        for home in homes.values():
+            home.mkdir()
+        double = TimedDouble()
+        async with double:
+            bots = [
+                (mendbot, _mendbot_command(double, homes["mendbot"]), homes["mendbot"], _mendbot_ready),
+                (minimal, _minimal_command(double, homes["minimal"]), homes["minimal"], _minimal_ready),
+            ]
+            for run in range(-1, RUNS):
+                # alternate which starts first, so neither always meets a warmer page cache
+                for results, command, home, is_ready in bots if run % 2 == 0 else reversed(bots):
+                    start = await one_bot(double, command, home, is_ready)
+                    if run >= 0:
+                        results.append(start)
+
+    def both(field: str) -> tuple[float, float]:
+        return _median([getattr(s, field) for s in mendbot]), _median([getattr(s, field) for s in minimal])
+
+    for field, name, unit in (
+        ("ready_s", "ready", "s"),
+        ("connected_s", "connect", "s"),
+        ("connect_cpu_s", "connect_cpu", "s"),
+        ("rss_mb", "idle_rss", "MB"),
+        ("rss_with_children_mb", "idle_rss_with_children", "MB"),
+    ):
+        ours, theirs = both(field)
+        figure = f"{name}_{unit.lower()}"
+        print(f"{figure} {ours:.3f} {unit}" if unit == "s" else f"{figure} {ours:.1f} {unit}")
+        print(
+            f"minimal_{figure} {theirs:.3f} {unit}"
+            if unit == "s"
+            else f"minimal_{figure} {theirs:.1f} {unit}"
+        )
+        print(f"{name}_ratio_vs_minimal_bot {ours / theirs:.2f} x")
+    print(f"children_at_idle {max(s.children for s in mendbot)}")
+
+
 def main() -> None:
+    asyncio.run(side_by_side())
     readies, rsses = [], []
     for _ in range(RUNS):
         with tempfile.TemporaryDirectory() as tmp:
-            ready, rss = one_start(Path(tmp))
+            ready, rss = play_start(Path(tmp))
         readies.append(ready)
         rsses.append(rss)
-    print(f"play_ready_s {statistics.median(readies):.2f} s")
-    print(f"idle_rss_mb {statistics.median(rsses):.1f} MB")
+    print(f"play_ready_s {_median(readies):.2f} s")
+    print(f"play_idle_rss_mb {_median(rsses):.1f} MB")
 
 
 if __name__ == "__main__":

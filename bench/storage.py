@@ -30,11 +30,12 @@ os.environ["MENDBOT_CONFIG"] = os.devnull
 for _name in ("DISCORD_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GITHUB_TOKEN"):
     os.environ.pop(_name, None)
 
-from bot.app import MendBot  # noqa: E402
-from bot.log import configure_logging  # noqa: E402
-from bot.playground import VirtualWorld, virtual_world  # noqa: E402
-from bot.services import build_services  # noqa: E402
-from bot.settings import load_settings  # noqa: E402
+from bot.kernel.log import configure_logging  # noqa: E402
+from bot.kernel.settings import load_settings  # noqa: E402
+from bot.runtime.app import MendBot  # noqa: E402
+from bot.runtime.services import build_services  # noqa: E402
+from bot.tools.playground import VirtualWorld, virtual_world  # noqa: E402
+from bot.trust.redact import Redactor  # noqa: E402
 
 _HOLDER = """
 import select, sqlite3, sys
@@ -98,7 +99,7 @@ async def measure(world: VirtualWorld, db_path: Path) -> None:
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        configure_logging(data / "logs", console_level="CRITICAL")
+        configure_logging(data / "logs", console_level="CRITICAL", redactor=Redactor())
         settings = load_settings(data_dir=data, repo_dir=Path(tmp), health={"enabled": False}, _env_file=None)
         services = await build_services(settings, watch_prompts=False)
         bot = MendBot(services)

@@ -23,15 +23,14 @@ import contextlib
 import importlib.metadata
 import logging
 import os
-import shutil
 import signal
 import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from bot.settings import (
+from bot.kernel.settings import (
     EX_CONFIG,
     ConfigError,
     Settings,
@@ -41,13 +40,15 @@ from bot.settings import (
 )
 
 if TYPE_CHECKING:
-    from bot.app import MendBot
-    from bot.playground import Playground
-    from bot.services import Services
+    from bot.runtime.app import MendBot
+    from bot.runtime.services import Services
+    from bot.tools.demo_agent import DemoModel
+    from bot.tools.playground import Playground
 
 __all__ = ["exit_code", "main", "should_reexec"]
 
 EX_CRASHED = 1
+EX_IN_USE = 75  # EX_TEMPFAIL: another playground holds the data directory (bot.tools.datadir)
 
 
 def exit_code(bot: MendBot, settings: Settings) -> int:
@@ -105,11 +106,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     play.add_argument(
         "--data-dir",
-        type=Path,
-        default=None,
+        default=None,  # a string: Path("") would be "." and put the database wherever mendbot runs
         help="where the playground keeps its database and logs (default: <data_dir>/playground)",
     )
     play.add_argument("--fresh", action="store_true", help="wipe the playground's data first")
+    play.add_argument(
+        "--demo",
+        action="store_true",
+        help="the whole fix loop with a scripted model, no key and no network, narrated "
+        "(its own world in <data_dir>/demo, rebuilt each time)",
+    )
+    play.add_argument(
+        "--interactive",
+        action="store_true",
+        help="with --demo: set the demo's scene, then let you drive it",
+    )
     commands.add_parser(
         "doctor",
         parents=[config],
@@ -126,41 +137,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-# What the bot keeps in a data directory; `--fresh` removes these and nothing else.
-_STATE_NAMES = ("mendbot.db", "mendbot.db-wal", "mendbot.db-shm", "logs", "worktrees", "agent-home")
-
-
-def _playground_dir(settings: Settings, chosen: Path | None, *, fresh: bool) -> Path:
-    """The playground's own state: never the production database (`data/mendbot.db`).
-
-    `--fresh` refuses the bot's real data directory, and any directory holding something the bot
-    did not put there (a mistyped `--data-dir ~` must not cost anyone their files).
-    """
-    directory = chosen if chosen is not None else settings.data_dir / "playground"
-    if fresh and directory.exists():
-        strangers = sorted(p.name for p in directory.iterdir() if p.name not in _STATE_NAMES)
-        if directory.resolve() == settings.data_dir.resolve() or strangers:
-            held = f" (it holds {', '.join(strangers[:3])})" if strangers else " (the bot's own data)"
-            raise ConfigError(
-                f"config error: --fresh will not wipe {directory}{held}: choose a playground --data-dir"
-            )
-        for name in _STATE_NAMES:
-            path = directory / name
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            elif path.exists() or path.is_symlink():
-                path.unlink()
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
-
-
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     args = _parser().parse_args(argv)
     config_file: Path | None = getattr(args, "config", None)
     if args.command == "doctor":
-        from bot.doctor import run_doctor
+        from bot.tools.doctor import run_doctor
 
         checks = asyncio.run(run_doctor(config_file))
         for check in checks:
@@ -181,23 +164,34 @@ def main(argv: list[str] | None = None) -> int:
                 "config error: DISCORD_TOKEN is not set — put it in .env or the environment "
                 "(see .env.example), or run `mendbot play` for the local playground"
             )
+        demo = command == "play" and getattr(args, "demo", False)
+        held: IO[str] | None = None  # the playground's lock on its data directory, kept until exit
+        demo_model: DemoModel | None = None  # the demo's model server, stopped when the demo ends
         if command == "play":
-            settings.data_dir = _playground_dir(
-                settings, getattr(args, "data_dir", None), fresh=getattr(args, "fresh", False)
-            )
+            from bot.tools.datadir import DataDirInUse
+
+            try:
+                settings, held, demo_model = _prepare_play(args, config_file, settings, demo=demo)
+            except DataDirInUse as exc:
+                print(exc, file=sys.stderr)
+                return EX_IN_USE
+        else:
+            _usable_data_dir(settings)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EX_CONFIG
 
-    from bot.log import configure_logging
-    from bot.redact import Redactor
+    from bot.kernel.log import configure_logging
+    from bot.trust.redact import Redactor
 
     interactive = sys.stdin.isatty()
     # In the playground the terminal belongs to the conversation: only warnings go to stderr,
     # unless a level was asked for (LOG_LEVEL, logging.level).
+    # The demo's failures are seeded on purpose: their tracebacks go to the log file, not the story.
+    quiet = "CRITICAL" if demo else "WARNING"
     configure_logging(
         settings.log_dir,
-        console_level=settings.level or ("INFO" if command in ("run", "worker") else "WARNING"),
+        console_level=settings.level or ("INFO" if command in ("run", "worker") else quiet),
         json_level=settings.level or "INFO",
         console_tracebacks=command not in ("run", "worker"),
         redactor=Redactor.from_settings(settings),
@@ -205,26 +199,85 @@ def main(argv: list[str] | None = None) -> int:
     if command == "play" and settings.level is None:
         # no voice, and intent notices about the virtual gateway are noise here
         logging.getLogger("discord").setLevel(logging.ERROR)
-    if command == "run":
-        code = asyncio.run(_run(settings))
-    elif command == "worker":
-        from bot.worker import run_worker
-
-        code = asyncio.run(run_worker(settings))
-    else:
-        code = _play_until_done(settings, interactive=interactive)
+    code = _run_command(command, settings, interactive=interactive, args=args, demo=demo)
+    if demo_model is not None:
+        demo_model.stop()
+    if held is not None:
+        held.close()  # the directory is free for the next playground (a re-exec takes it again)
     if should_reexec(code, settings, command=command, interactive=interactive, environ=os.environ):
         _reexec(argv)
     return code
 
 
-def _play_until_done(settings: Settings, *, interactive: bool) -> int:
+def _run_command(
+    command: str, settings: Settings, *, interactive: bool, args: argparse.Namespace, demo: bool
+) -> int:
+    """Run, work or play until done; the exit code."""
+    if command == "run":
+        return asyncio.run(_run(settings))
+    if command == "worker":
+        from bot.runtime.worker import run_worker
+
+        return asyncio.run(run_worker(settings))
+    if demo:
+        return _play_until_done(
+            settings, interactive=interactive and getattr(args, "interactive", False), demo=True
+        )
+    return _play_until_done(settings, interactive=interactive)
+
+
+def _play_until_done(settings: Settings, *, interactive: bool, demo: bool = False) -> int:
     """The playground; Ctrl-C ends it like `quit` (exit 0), without a traceback."""
     try:
-        return asyncio.run(_play(settings, interactive=interactive))
+        return asyncio.run(_play(settings, interactive=interactive, demo=demo))
     except KeyboardInterrupt:
         print("\nbye", flush=True)
         return 0
+
+
+def _usable_data_dir(settings: Settings) -> None:
+    """The bot's own data directory can be made and written, or one config error line saying why."""
+    from bot.tools.datadir import usable_dir
+
+    usable_dir(settings.data_dir, "data_dir")
+
+
+def _prepare_play(
+    args: argparse.Namespace, config_file: Path | None, settings: Settings, *, demo: bool
+) -> tuple[Settings, IO[str], DemoModel | None]:
+    """The playground's data directory, claimed (and wiped for `--fresh` or the demo); for the demo, its
+    world built and the settings for it."""
+    from bot.tools.datadir import claim_data_dir
+
+    chosen: str | None = getattr(args, "data_dir", None)
+    if chosen is not None and not chosen.strip():
+        raise ConfigError("config error: --data-dir is empty — name a directory, e.g. --data-dir play-data")
+    settings.data_dir, held = claim_data_dir(
+        settings,
+        Path(chosen) if chosen is not None else None,
+        default="demo" if demo else "playground",
+        fresh=demo or getattr(args, "fresh", False),
+    )
+    if not demo:
+        return settings, held, None
+    demo_settings, model = _demo_settings(config_file, settings.data_dir.resolve())
+    return demo_settings, held, model
+
+
+def _demo_settings(config_file: Path | None, directory: Path) -> tuple[Settings, DemoModel]:
+    """The demo's world, rebuilt in its (wiped) directory: its repository made, its model started, the
+    bot's settings pointed at them; the demo's repository first on the import path, so the cog the
+    deploy reloads is the one the fix changed."""
+    from bot.tools.demo import demo_overrides, prepare_repository
+    from bot.tools.demo_agent import DemoModel
+
+    repo = asyncio.run(prepare_repository(directory))
+    if "cogs" in sys.modules:  # nothing may have imported the installed cogs before this point
+        raise RuntimeError("cogs imported before the demo's repository was put on the path")
+    sys.path.insert(0, str(repo))
+    model = DemoModel()
+    overrides = demo_overrides(directory, model.start())
+    return load_settings(config_file, data_dir=directory, **overrides), model
 
 
 def _watch_hand_edits(bot: MendBot) -> None:
@@ -265,10 +318,11 @@ def _close_on_signals(bot: MendBot) -> asyncio.Future[None]:
 
 async def _run(settings: Settings) -> int:
     """`mendbot run`: the bot on Discord until it closes; the exit code (78 for a start it cannot make)."""
-    from bot.app import MendBot
-    from bot.health import HealthServer
-    from bot.services import build_services
-    from bot.startup import StartupFailure, start_on_discord
+    from bot.runtime.app import MendBot
+    from bot.runtime.dashboard import dashboard_server
+    from bot.runtime.health import HealthServer
+    from bot.runtime.services import build_services
+    from bot.runtime.startup import StartupFailure, start_on_discord
 
     assert settings.discord_token is not None
     services = await build_services(settings)
@@ -276,10 +330,13 @@ async def _run(settings: Settings) -> int:
     health = (
         HealthServer(bot, settings.health.host, settings.health.port) if settings.health.enabled else None
     )
+    dashboard = dashboard_server(bot) if settings.dashboard.enabled else None
     _close_on_signals(bot)
     try:
         if health is not None:
             await health.start()
+        if dashboard is not None:
+            await dashboard.start()
         await start_on_discord(
             bot, settings.discord_token.get_secret_value(), logged_in=lambda: _watch_hand_edits(bot)
         )
@@ -289,25 +346,36 @@ async def _run(settings: Settings) -> int:
     finally:
         if not bot.is_closed():
             await bot.close()
+        if dashboard is not None:
+            await dashboard.stop()
         if health is not None:
             await health.stop()
         await services.aclose()
     return exit_code(bot, settings)
 
 
-async def _play(settings: Settings, *, interactive: bool) -> int:
-    from bot.app import MendBot
-    from bot.health import HealthServer
-    from bot.playground import Playground, stdin_lines, virtual_world
-    from bot.services import build_services
+async def _play(settings: Settings, *, interactive: bool, demo: bool = False) -> int:
+    from bot.runtime.app import MendBot
+    from bot.runtime.dashboard import dashboard_server
+    from bot.runtime.health import HealthServer
+    from bot.runtime.services import build_services
+    from bot.tools.playground import Playground, WorldClock, stdin_lines, virtual_world
 
-    services = await build_services(settings)
+    clock = WorldClock()
+    services = await build_services(settings, clock=clock)
     bot = MendBot(services)
     health = (
         HealthServer(bot, settings.health.host, settings.health.port) if settings.health.enabled else None
     )
+    dashboard = dashboard_server(bot)  # the playground always serves it: a newcomer sees it at once
     try:
-        async with virtual_world(bot, settle_timeout=settings.playground.settle_timeout_s) as world:
+        async with virtual_world(
+            bot,
+            settle_timeout=settings.playground.settle_timeout_s,
+            clock=clock,
+            playground=True,
+            state_dir=settings.data_dir,
+        ) as world:
             stopped = _close_on_signals(bot)
             _watch_hand_edits(bot)
             if health is not None:
@@ -320,9 +388,15 @@ async def _play(settings: Settings, *, interactive: bool) -> int:
                 f"mendbot playground ready — #dev, #general; users: {users}. Type `help` for the grammar.",
                 flush=True,
             )
+            if dashboard is not None and await dashboard.start() is not None:
+                await _print_dashboard_link(services, world.users)
             playground = Playground(world, echo=not interactive)
             session = asyncio.ensure_future(
-                _interactive(playground) if interactive else playground.run_lines(stdin_lines())
+                _demo(playground, interactive=interactive)
+                if demo
+                else _interactive(playground)
+                if interactive
+                else playground.run_lines(stdin_lines())
             )
             restart = asyncio.ensure_future(bot.wait_for_restart())
             endings: set[asyncio.Future[Any]] = {session, restart, stopped}
@@ -350,9 +424,26 @@ async def _play(settings: Settings, *, interactive: bool) -> int:
         print(f"! the bot did not finish reacting: {exc}", file=sys.stderr)
         return EX_CRASHED
     finally:
+        if dashboard is not None:
+            await dashboard.stop()
         if health is not None:
             await health.stop()
         await services.aclose()
+
+
+async def _print_dashboard_link(services: Services, users: Mapping[str, Any]) -> None:
+    """The playground's first allow-listed user's sign-in link, so a newcomer can open the dashboard."""
+    allowed = next((user.name for user in services.settings.playground.users if user.allowed), None)
+    if services.dashboard is None or allowed is None or allowed not in users:
+        return
+    link = await services.dashboard.link(users[allowed].id)
+    if link is not None:
+        minutes = services.settings.dashboard.link_ttl_s // 60
+        print(
+            f"dashboard: {link}  (signs {allowed} in, once, within {minutes} min; `/dashboard` in #dev "
+            "gives a new link)",
+            flush=True,
+        )
 
 
 async def _stopped_by_signal(
@@ -369,8 +460,22 @@ async def _stopped_by_signal(
     return 0
 
 
+async def _demo(playground: Playground, *, interactive: bool) -> int:
+    """The demo's story; with `interactive`, its first steps, then the terminal is the newcomer's."""
+    from bot.tools.demo import DemoScript, interactive_hint
+
+    script = DemoScript(playground)
+    if not interactive:
+        return await script.run()
+    playground.echo = True  # the scene is played for the newcomer: show who typed what
+    await script.run(steps=2)
+    playground.echo = False
+    print(interactive_hint(script), flush=True)
+    return await _interactive(playground)
+
+
 async def _interactive(playground: Playground) -> int:
-    from bot.playground import PlaygroundError
+    from bot.tools.playground import PlaygroundError
 
     async def show_background_output() -> None:
         while True:
@@ -395,10 +500,13 @@ async def _interactive(playground: Playground) -> int:
 
 
 async def _read_line(prompt: str) -> str:
-    """input() on a daemon thread: a prompt still waiting must not keep the process from ending.
+    """A line from the terminal, read on a daemon thread: a prompt still waiting must not keep the
+    process from ending.
 
     (asyncio.to_thread's executor is joined when the loop closes, which would hang a restart
-    until someone pressed Enter.)
+    until someone pressed Enter.) The thread reads the file descriptor itself, not `sys.stdin`: a
+    daemon thread blocked inside stdin's buffered reader holds its lock, and the interpreter, finding
+    it taken at exit, aborted the process (Ctrl-C ended the playground with SIGABRT instead of 0).
     """
     loop = asyncio.get_running_loop()
     future: asyncio.Future[str] = loop.create_future()
@@ -414,10 +522,21 @@ async def _read_line(prompt: str) -> str:
     def read() -> None:
         line: str | None = None
         error: BaseException | None = None
+        sys.stdout.write(prompt)
+        sys.stdout.flush()
+        data = b""
         try:
-            line = input(prompt)
-        except (EOFError, KeyboardInterrupt) as exc:
-            error = exc
+            while not data.endswith(b"\n"):
+                chunk = os.read(0, 1)  # a byte at a time: what follows the line stays for the next read
+                if not chunk:
+                    break
+                data += chunk
+        except OSError:
+            data = b""
+        if data:
+            line = data.decode(errors="replace").rstrip("\r\n")
+        else:
+            error = EOFError()
         with contextlib.suppress(RuntimeError):  # the loop is already closed
             loop.call_soon_threadsafe(deliver, line, error)
 

@@ -15,10 +15,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import MendBot
 from bot.observe.audit import AuditReport, parse_period
 from bot.observe.audit_charts import Chart, render_charts
 from bot.observe.audit_render import render_text
+from bot.runtime.app import MendBot
 
 
 def command_kinds(bot: commands.Bot | commands.AutoShardedBot) -> set[str]:
@@ -55,7 +55,7 @@ class Audit(commands.Cog):
 
     async def _scheduled(self) -> None:
         if not self.bot.services.cluster.leadership.is_leader:
-            return  # every process has the schedule; the leader posts the report (bot/cluster.py)
+            return  # every process has the schedule; the leader posts the report (bot/scale/cluster.py)
         with self.bot.services.recorder.action("task:audit", "Audit"):
             report = await self.audit.report(self.audit.default_period, command_kinds(self.bot))
             texts, charts = await self._render(report)
@@ -86,6 +86,8 @@ class Audit(commands.Cog):
         max_hours = self.bot.services.settings.observe.retention_days * 24
         span = parse_period(period, max_hours) if period else self.audit.default_period
         await interaction.response.defer(thinking=True)
+        # What just happened counts: the recorder writes in batches, and the audit reads the database.
+        await self.bot.services.recorder.flush()
         report = await self.audit.report(span, command_kinds(self.bot))
         texts, charts = await self._render(report)
         for index, text in enumerate(texts):

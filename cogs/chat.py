@@ -5,8 +5,11 @@ from __future__ import annotations
 import discord
 from discord.ext import commands
 
-from bot.app import MendBot
-from bot.deploy.grammar import read_approval
+from bot.kernel.log import get_logger
+from bot.runtime.app import MendBot
+from bot.trust.grammar import read_approval
+
+_log = get_logger(__name__)
 
 
 class Chat(commands.Cog):
@@ -61,10 +64,18 @@ class Chat(commands.Cog):
                     bot_id=self.bot.user.id,
                 )
         except Exception as exc:
-            await message.reply(
-                f"I couldn't answer that ({type(exc).__name__}); it has been recorded.", mention_author=False
+            # chat:reply is already recorded (a bug with its traceback, or the environment's failure):
+            # raising again would record the same failure as this listener's and open a second incident.
+            problem = self.bot.environment_problem(exc, message.channel, message.author.id)
+            if problem is None:
+                _log.error("chat reply failed", error=f"{type(exc).__name__}: {exc}")
+            answer = (
+                problem.reply
+                if problem
+                else f"I couldn't answer that ({type(exc).__name__}); it has been recorded."
             )
-            raise
+            await message.reply(answer, mention_author=False)
+            return
         if reply is None:
             return
         for index, chunk in enumerate(reply.chunks):

@@ -8,8 +8,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import MendBot
-from bot.devmode import DevModeStatus
+from bot.features.devmode import DevModeStatus
+from bot.runtime.app import MendBot
 
 _EFFECT = "autonomous runs wait; requested runs still work"
 

@@ -15,11 +15,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import MendBot
-from bot.deploy.grammar import read_approval
-from bot.errors import UserError
 from bot.improve.intent import Intent, command_names_in, known_kinds_in, parse_intent, resolve_target
 from bot.improve.runs import TERMINAL_STATES, Run, RunKind
+from bot.kernel.durations import human_duration
+from bot.kernel.errors import UserError
+from bot.runtime.app import MendBot
+from bot.trust.grammar import read_approval
 from cogs.ship import proposal_view
 
 _ICONS = {"reported": "🔍", "awaiting_approval": "🛠", "failed": "❌", "cancelled": "⏹", "interrupted": "⏸"}
@@ -29,7 +30,8 @@ def status_text(run: Run, lines: list[str], now: float) -> str:
     elapsed = max(0.0, now - run.created_at)
     mine = " · on my own" if run.origin == "autonomous" else ""
     head = (
-        f"🤖 **Run #{run.id}** · {run.kind}{mine} · `{run.state}` · {elapsed:.0f}s · ${run.cost_usd:.2f}\n"
+        f"🤖 **Run #{run.id}** · {run.kind}{mine} · `{run.state}` · {human_duration(elapsed)}"
+        f" · ${run.cost_usd:.2f}\n"
         f"> {run.description[:200]}"
     )
     return "\n".join([head, *(f"{line}" for line in lines[-12:])])[:2000]
@@ -141,11 +143,14 @@ class Improve(commands.Cog):
             return
         self._keep_typing(run, channel)
         text = status_text(run, lines, self.bot.services.clock().timestamp())
-        if run.status_message_id is None:
-            message = await channel.send(text)
-            await self.improve.runs.update(run.id, status_message_id=message.id)
-        else:
-            await channel.get_partial_message(run.status_message_id).edit(content=text)  # type: ignore[attr-defined]
+        if run.status_message_id is not None:
+            try:
+                await channel.get_partial_message(run.status_message_id).edit(content=text)  # type: ignore[attr-defined]
+                return
+            except discord.NotFound:
+                pass  # deleted, or a resumed run's message from a world gone since: post a new one
+        message = await channel.send(text)
+        await self.improve.runs.update(run.id, status_message_id=message.id)
 
     async def report(self, run: Run, text: str) -> None:
         self._stop_typing(run.id)
@@ -295,12 +300,17 @@ class Improve(commands.Cog):
         run = await self.improve.runs.get(run_id)
         events = await self.improve.runs.events(run_id)
         lines = [status_text(run, [], self.bot.services.clock().timestamp())]
-        if run.origin == "autonomous":
+        if await self.bot.services.deploy.is_drill_run(run):
+            lines.append("**Origin:** 🧯 a fire drill (`/drill`) — its proposal never merges.")
+        elif run.origin == "autonomous":
             lines.append("**Origin:** autonomous — I started it myself (`improve.autonomy`); nobody asked.")
         else:
             lines.append(f"**Origin:** requested by <@{run.requester_id}>")
         if run.failure_reason:
             lines.append(f"**Failed while {run.failure_stage}:** {run.failure_reason[:500]}")
+        merged = next((str(e.detail["merged_sha"]) for e in events if e.detail.get("merged_sha")), None)
+        if merged is not None and (live_on := await self.bot.services.cluster.live_on(merged)):
+            lines.append(live_on)
         proof = await self.improve.proof_of(run_id)
         if proof is not None:
             lines.append(proof.chat()[:800])

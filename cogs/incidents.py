@@ -10,11 +10,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import MendBot
-from bot.errors import UserError
 from bot.improve.runs import RunKind
-from bot.log import get_logger
-from bot.observe.incidents import Incident
+from bot.kernel.errors import UserError
+from bot.kernel.log import get_logger
+from bot.observe.incident import Incident
+from bot.runtime.app import MendBot
 
 ACTIONS: dict[str, RunKind] = {"🔍": "investigate", "🛠": "fix", "🛠️": "fix"}
 _COLOURS = {
@@ -246,9 +246,13 @@ class Incidents(commands.Cog):
     @app_commands.command(name="incidents", description="List open incidents.")
     async def list_incidents(self, interaction: discord.Interaction[MendBot]) -> None:
         # Newest first: the incident opened last leads, however recently an older one was seen again.
-        active = sorted(self.incidents.active(), key=lambda i: i.id or 0, reverse=True)
+        # A storage incident whose row cannot be written yet has no number: it is the newest.
+        active = sorted(
+            self.incidents.active(), key=lambda i: i.id if i.id is not None else float("inf"), reverse=True
+        )
         lines = [
-            f"**#{i.id}** {_ICONS[i.level]} `{i.kind}` — {i.summary} · seen {i.count}× · {i.state}"
+            (f"**#{i.id}**" if i.id is not None else "**(not saved yet)**")
+            + f" {_ICONS[i.level]} `{i.kind}` — {i.summary} · seen {i.count}× · {i.state}"
             + (" · environment" if i.category == "environment" else "")
             for i in active
         ] or ["No open incidents. 🎉"]

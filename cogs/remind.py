@@ -6,8 +6,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import MendBot
-from bot.reminders import Reminder
+from bot.features.reminders import Reminder
+from bot.runtime.app import MendBot
 
 
 class Remind(commands.Cog):

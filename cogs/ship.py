@@ -1,7 +1,7 @@
 """Shipping in Discord: ✅/🔐/❌ and Approve/Reject on a proposal, "ship it" replies, objections,
 /rollback, and the deploy reports (with a one-click rollback when a change regressed).
 
-Words and reactions are read by the one approval grammar (`bot.deploy.grammar`). A message is about
+Words and reactions are read by the one approval grammar (`bot.trust.grammar`). A message is about
 a proposal when it replies to the proposal's message or is in the thread started from it; a message
 in a dev channel that names the run ("run 7", "#7") can hold it too, never approve or reject it.
 Approvals and objections follow the human through raw gateway events — a deleted or edited message, a
@@ -21,13 +21,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import MendBot, role_ids
 from bot.deploy.approval import ApprovalForm
-from bot.deploy.grammar import normalise, reaction_form, read_approval, run_references
 from bot.deploy.reload import Reloader
 from bot.deploy.sources import SourceRead
-from bot.errors import UserError
 from bot.improve.runs import Run
+from bot.kernel.errors import UserError
+from bot.runtime.app import MendBot, role_ids
+from bot.trust.grammar import normalise, reaction_form, read_approval, run_references
 
 
 def _parent(channel: Any) -> int | None:

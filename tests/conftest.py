@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from bot.db import core, open_database
-from bot.playground import VirtualWorld
-from bot.settings import Settings
+from bot.kernel.settings import Settings
+from bot.tools.playground import VirtualWorld
 from tests.harness.discord import make_settings, running_world
 from tests.harness.postgres import (
     PostgresServer,
@@ -90,15 +90,31 @@ def _bot_databases(request: pytest.FixtureRequest) -> Iterator[None]:
         databases.drop_all()
 
 
+# What the PostgreSQL pass runs: the code that differs between engines — storage (every query module,
+# the schema's history, retries), the run queue and its claims, leadership and the cluster, the
+# recorder's writes — marked `engines` in those test files, plus every test that asks for a
+# PostgreSQL database itself. Everything else talks to storage through those same queries and runs
+# once, on SQLite.
+_ENGINE_FIXTURES = frozenset({"postgres_url", "postgres_server", "engine_db"})
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Each pass skips what the other runs: on PostgreSQL, the tests of the SQLite file itself; on
-    SQLite, the tests that ask for `postgres_url` themselves (they run on PostgreSQL whatever the
-    pass, so the SQLite pass would only run them a second time)."""
+    """Each pass runs its share. On PostgreSQL: the tests marked `engines` and those asking for a
+    PostgreSQL database, except the tests of the SQLite file itself. On SQLite: everything but the
+    tests that ask for `postgres_url` themselves (they run on PostgreSQL whatever the pass, so the
+    PostgreSQL pass runs them)."""
     if ENGINE == "postgresql":
-        skip = pytest.mark.skip(reason="exercises the SQLite file itself; this pass runs on PostgreSQL")
+        kept, deselected = [], []
         for item in items:
-            if item.get_closest_marker("sqlite") is not None:
-                item.add_marker(skip)
+            engines = item.get_closest_marker("engines") is not None
+            asks = bool(_ENGINE_FIXTURES & set(getattr(item, "fixturenames", ())))
+            if (engines or asks) and item.get_closest_marker("sqlite") is None:
+                kept.append(item)
+            else:
+                deselected.append(item)
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = kept
     else:
         skip = pytest.mark.skip(reason="runs on PostgreSQL whatever the pass: the PostgreSQL pass runs it")
         for item in items:

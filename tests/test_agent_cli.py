@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from bot.improve.agent import ClaudeCodeAgent
-from bot.sandbox import Sandbox
+from bot.trust.sandbox import Sandbox
 from tests.harness.model_double import ModelDouble, text, tool_use
 from tests.harness.repo import copy_of_bot
 
 pytestmark = pytest.mark.cli
 
-PROTECTED = ("bot/improve/guard.py", ".ci/")
+PROTECTED = ("bot/trust/guard.py", ".ci/")
 
 
 def _agent(tmp_path: Path, model: ModelDouble) -> ClaudeCodeAgent:

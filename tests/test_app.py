@@ -6,9 +6,9 @@ from collections import Counter
 
 from discord.ext import commands
 
-from bot.app import discover_extensions
-from bot.playground import VirtualWorld
-from bot.settings import Settings
+from bot.kernel.settings import Settings
+from bot.runtime.app import discover_extensions
+from bot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, make_bot, reply_text, running_world
 
 

@@ -15,7 +15,9 @@ import pytest
 from bot.db import approvals as approval_queries
 from bot.db import open_database, proposals
 from bot.db.proposals import Proposal
-from bot.deploy.approval import ApprovalDecision, ApprovalService, is_protected, touches_protected
+from bot.deploy.approval import ApprovalService
+from bot.deploy.approval_core import ApprovalDecision
+from bot.deploy.protection import is_protected, touches_protected
 from bot.improve.runs import Run, RunService
 from tests.harness.discord import make_settings
 from tests.harness.repo import copy_of_bot, git
@@ -294,17 +296,19 @@ async def test_mark_stale_after_a_rebase_discounts_earlier_approvals(world: Worl
 
 
 async def test_protected_paths_need_the_security_form(world: World) -> None:
-    """A diff touching bot/settings.py needs "ship it security" / 🔐, protected_required_approvals of them."""
+    """A diff touching bot/kernel/settings.py needs "ship it security" / 🔐, protected_required_approvals
+    of them."""
     world.restart(protected_required_approvals=2)
-    run, proposal = await world.propose({"bot/settings.py": "# tweak\n"})
+    run, proposal = await world.propose({"bot/kernel/settings.py": "# tweak\n"})
     plain = await world.decide(proposal, ALICE, via="reply")
     assert plain.status == "refused"
     assert plain.message == (
-        "This change touches protected paths (bot/settings.py): approve with **ship it security** or 🔐."
+        "This change touches protected paths (bot/kernel/settings.py): "
+        "approve with **ship it security** or 🔐."
     )
     first = await world.decide(proposal, ALICE, "approve_security")
     assert (first.status, first.approvals, first.required) == ("recorded", 1, 2)
-    assert first.protected_paths == ("bot/settings.py",)
+    assert first.protected_paths == ("bot/kernel/settings.py",)
     assert "security approval" in first.message
     assert (await world.decide(proposal, BOB, "approve")).status == "refused"
     second = await world.decide(proposal, BOB, "approve_security")
@@ -389,14 +393,17 @@ async def test_touches_protected_lists_renamed_and_nested_files(world: World) ->
     repo = world.repo
     base = git(repo, "rev-parse", "main")
     git(repo, "switch", "-q", "-c", "move")
-    git(repo, "mv", "bot/smoke.py", "bot/smoke_moved.py")
+    git(repo, "mv", "bot/tools/smoke.py", "bot/smoke_moved.py")
     (repo / "prompts" / "agent").mkdir(parents=True, exist_ok=True)
     (repo / "prompts" / "agent" / "new.md").write_text("x\n")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "move")
     head = git(repo, "rev-parse", "HEAD")
     git(repo, "switch", "-q", "main")
-    protected = ["bot/smoke.py", "prompts/agent/", "bot/deploy/approval.py"]
-    assert await touches_protected(repo, base, head, protected) == ["bot/smoke.py", "prompts/agent/new.md"]
+    protected = ["bot/tools/smoke.py", "prompts/agent/", "bot/deploy/approval.py"]
+    assert await touches_protected(repo, base, head, protected) == [
+        "bot/tools/smoke.py",
+        "prompts/agent/new.md",
+    ]
     assert not is_protected("prompts/agentx.md", protected)
-    assert not is_protected("bot/smoke.pyc", protected)
+    assert not is_protected("bot/tools/smoke.pyc", protected)

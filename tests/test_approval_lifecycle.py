@@ -14,7 +14,7 @@ import pytest
 
 from bot.db.approvals import Approval, for_proposal
 from bot.improve.runs import Run
-from bot.services import Services, build_services
+from bot.runtime.services import Services, build_services
 from tests.harness.approval_sources import DiscordRecord
 from tests.harness.discord import make_settings
 from tests.harness.github_double import GitHubDouble

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from bot.deploy.merge import Merger
 from bot.improve.runs import Run
-from bot.services import Services, build_services
-from bot.settings import Settings
+from bot.kernel.settings import Settings
+from bot.runtime.services import Services, build_services
 from tests.harness.approval_sources import DiscordRecord
 from tests.harness.discord import make_settings
 from tests.harness.repo import git

@@ -15,7 +15,7 @@ from bot.db import open_database
 from bot.improve.autonomy import AUTONOMOUS_REQUESTER
 from bot.improve.policy import BudgetLedger, Policy, PolicyRefusal
 from bot.improve.runs import RunService
-from bot.settings import ImproveConfig
+from bot.kernel.sections import ImproveConfig
 
 ALICE = 1001
 NOW = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)

@@ -21,8 +21,10 @@ from bot.improve.claims import (
     overlapping,
     plan_files,
 )
-from bot.improve.guard import GuardPolicy, ToolGuard
 from bot.improve.runs import Run, RunService
+from bot.trust.guard import GuardPolicy, ToolGuard
+
+pytestmark = pytest.mark.engines
 
 PROTECTED = ("bot/improve/", "prompts/agent/", "Makefile")
 
@@ -85,7 +87,7 @@ def test_claims_resolve_like_the_guard(tree: Path) -> None:
 
 def test_protected_paths_can_be_claimed_by_a_security_run(tree: Path) -> None:
     """With the security flag a protected file may be claimed; secrets never."""
-    assert _norm(tree, "bot/improve/guard.py", security=True) == "bot/improve/guard.py"
+    assert _norm(tree, "bot/trust/guard.py", security=True) == "bot/trust/guard.py"
     with pytest.raises(ClaimRefused):
         _norm(tree, ".env", security=True)
 

@@ -18,9 +18,9 @@ from bot.db.connection import open_database
 from bot.improve.agent import ClaudeCodeAgent
 from bot.improve.claims import ClaimService
 from bot.improve.runs import RunService
-from bot.playground import VirtualWorld
-from bot.sandbox import Sandbox
-from bot.settings import Settings
+from bot.kernel.settings import Settings
+from bot.tools.playground import VirtualWorld
+from bot.trust.sandbox import Sandbox
 from tests.harness.discord import bot_messages
 from tests.harness.model_double import ModelDouble, Turn, text, tool_use
 from tests.harness.repo import copy_of_bot, git

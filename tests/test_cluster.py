@@ -13,17 +13,19 @@ from typing import Any
 import psycopg
 import pytest
 
-from bot.cluster import DEPLOYED_KEY, TAIL_KEY, ActionTail, leadership_for, shares_database
 from bot.db import actions as action_queries
 from bot.db import cluster as cluster_queries
 from bot.db import core
 from bot.db import incidents as incident_queries
+from bot.db.records import ActionRecord
 from bot.db.runs import get_setting, set_setting
-from bot.leader import PostgresLeader, SoleLeader, lock_key
-from bot.observe.incidents import Incident
-from bot.observe.records import ActionRecord
-from bot.services import Services, build_services
+from bot.observe.incident import Incident
+from bot.runtime.services import Services, build_services
+from bot.scale.cluster import DEPLOYED_KEY, TAIL_KEY, ActionTail, leadership_for, shares_database
+from bot.scale.leader import PostgresLeader, SoleLeader, lock_key
 from tests.harness.discord import make_settings
+
+pytestmark = pytest.mark.engines
 
 FAST = {"retry_s": 0.1, "check_s": 0.3, "lease_s": 1.0}
 WITHIN_S = 15.0

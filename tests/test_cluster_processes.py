@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from bot.db import actions as action_queries
 from bot.db import core
-from bot.loopback_discord import DiscordDouble
-from bot.observe.records import ActionRecord
+from bot.db.records import ActionRecord
+from bot.trust.loopback_discord import DiscordDouble
+
+pytestmark = pytest.mark.engines
 
 REPO = Path(__file__).resolve().parent.parent
 WITHIN_S = 60.0
@@ -55,7 +58,7 @@ async def _start(double: DiscordDouble, config: Path) -> asyncio.subprocess.Proc
         return await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "bot.loopback_discord",
+            "tests.harness.pointed",
             double.url,
             double.gateway_url,
             "--",

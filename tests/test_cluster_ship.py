@@ -1,4 +1,4 @@
-"""Approval on a follower, merge on the leader (bot/cluster.py), through the real Ship cog and deploy.
+"""Approval on a follower, merge on the leader (bot/scale/cluster.py), through the real Ship cog and deploy.
 
 One process plays both parts here (the virtual Discord, SQLite): the approval is handed over instead
 of merged where it was counted, and the leader's pass over `merging` runs merges it with the usual
@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import pytest
 
-from bot.cluster import Cluster
+from bot.scale.cluster import Cluster
 from tests.harness.discord import bot_messages
 from tests.harness.repo import git
 from tests.test_ship_gate import Gate, gate  # noqa: F401  (the fixture)
+
+pytestmark = pytest.mark.engines
 
 
 @pytest.mark.deploy(required_approvals=1)

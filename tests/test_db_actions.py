@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from bot.db import actions as queries
 from bot.db import core
+from bot.db.records import ActionRecord
 from bot.db.schema import fingerprints
-from bot.observe.records import ActionRecord
+
+pytestmark = pytest.mark.engines
 
 _FINGERPRINTS = select(fingerprints).order_by(fingerprints.c.fingerprint)
 USER = 1_100_000_000_000_001_000  # a Discord id: 64 bits

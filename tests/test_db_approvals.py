@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bot.db import approvals as queries
 from bot.db import core
+
+pytestmark = pytest.mark.engines
 
 ALICE, BOB, CAROL = 1_100_000_000_000_000_001, 1_100_000_000_000_000_002, 1_100_000_000_000_000_003
 MESSAGE = 1_300_000_000_000_000_001

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from bot.db import actions as action_queries
 from bot.db import audit as queries
 from bot.db import core
 from bot.db import runs as run_queries
+from bot.db.records import ActionRecord
 from bot.db.schema import incidents, run_events
-from bot.observe.records import ActionRecord
+
+pytestmark = pytest.mark.engines
 
 DAY = 86400.0
 START = 20_000 * DAY  # a UTC midnight

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from bot.db import chat, core
 from bot.db.chat import ChatLine
+
+pytestmark = pytest.mark.engines
 
 CHANNEL = 1_100_000_000_000_002_000  # Discord ids: 64 bits
 OTHER_CHANNEL = 1_100_000_000_000_002_001

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bot.db import claims, core
 from bot.db import runs as run_queries
+
+pytestmark = pytest.mark.engines
 
 
 async def _run(db: core.Connection, state: str) -> int:

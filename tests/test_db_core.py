@@ -10,6 +10,8 @@ from bot.db import core
 from bot.db import runs as queries
 from bot.db.connection import transaction
 
+pytestmark = pytest.mark.engines
+
 
 def _run(**values: object) -> dict[str, object]:
     return {

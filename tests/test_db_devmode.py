@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bot.db import core, devmode
 from bot.db.devmode import DevModeSwitch
+
+pytestmark = pytest.mark.engines
 
 USER = 1_100_000_000_000_001_000  # a Discord id: 64 bits
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bot.db import core, handlers
 from bot.db.handlers import HandlerLocation
+
+pytestmark = pytest.mark.engines
 
 
 def _at(kind: str, path: str, qualname: str, line: int, cog: str) -> HandlerLocation:

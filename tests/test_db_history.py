@@ -33,6 +33,8 @@ from bot.db.migrate import (
 )
 from bot.db.schema import metadata
 
+pytestmark = pytest.mark.engines
+
 DAY = 1_767_225_600.0  # 2026-01-01 00:00 UTC
 
 
@@ -172,12 +174,16 @@ def _fill_legacy(conn: sqlite3.Connection) -> None:
                                 "form": "approve", "via": "reaction", "created_at": DAY})  # fmt: skip
 
 
+_NUMBER = r"^v?(\d{4}).*$"  # revision ids: "0014", then "v0015_topic"
+
+
 def _copy_history(tmp_path: Path, broken_upgrade: str) -> Path:
     """The shipped history plus a revision after the head whose upgrade is `broken_upgrade`."""
     history = tmp_path / "history"
     shutil.copytree(Path(str(HISTORY)), history, ignore=shutil.ignore_patterns("__pycache__"))
     head = head_revision()
-    number = f"{int(head) + 1:04d}"
+    newest = max(int(entry.name[1:5]) for entry in (history / "versions").glob("v[0-9][0-9][0-9][0-9]_*.py"))
+    number = f"{newest + 1:04d}"
     (history / "versions" / f"v{number}_broken.py").write_text(
         f'"""Broken."""\nimport sqlalchemy as sa\nfrom alembic import op\n\n'
         f'revision = "{number}"\ndown_revision = "{head}"\nbranch_labels = None\ndepends_on = None\n\n\n'
@@ -352,15 +358,21 @@ def test_an_up_to_date_file_is_opened_without_loading_alembic(tmp_path: Path) ->
 
 
 def test_the_head_read_from_file_names_is_alembics_head() -> None:
-    """The cheap head (highest file number) is Alembic's one head, and every revision's id is its
-    file's number, revising the one before it."""
+    """The cheap head (read from the files' text) is Alembic's one head, and every revision's file
+    is numbered one after the file of the revision it revises; its id is that number or the file's
+    name (`v0015_topic`)."""
     script = ScriptDirectory(str(HISTORY))
     assert script.get_heads() == [head_revision()]
     revisions = list(script.walk_revisions())
+    numbers = {revision.revision: int(Path(revision.path).name[1:5]) for revision in revisions}
     for revision in revisions:
-        assert Path(revision.path).name.startswith(f"v{revision.revision}_")
-        expected = None if revision.revision == BASELINE else f"{int(revision.revision) - 1:04d}"
-        assert revision.down_revision == expected
+        name = Path(revision.path).name
+        assert name.startswith(f"v{revision.revision}_") or name == f"{revision.revision}.py"
+        if revision.revision == BASELINE:
+            assert revision.down_revision is None
+        else:
+            assert isinstance(revision.down_revision, str)
+            assert numbers[revision.revision] == numbers[revision.down_revision] + 1
 
 
 def test_the_sqlite_head_matches_the_metadata(tmp_path: Path) -> None:

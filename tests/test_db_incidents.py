@@ -9,6 +9,8 @@ import pytest
 from bot.db import core
 from bot.db import incidents as queries
 
+pytestmark = pytest.mark.engines
+
 ALICE, BOB = 1_100_000_000_000_000_001, 1_100_000_000_000_000_002
 
 

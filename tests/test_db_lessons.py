@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bot.db import core, lessons
+
+pytestmark = pytest.mark.engines
 
 
 def _lesson(**values: object) -> dict[str, object]:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bot.db import core, metrics
 from bot.db import runs as run_queries
+
+pytestmark = pytest.mark.engines
 
 
 def _run(state: str) -> dict[str, object]:

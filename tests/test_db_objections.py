@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bot.db import approvals as approval_queries
 from bot.db import core
 from bot.db import objections as queries
+
+pytestmark = pytest.mark.engines
 
 ALICE, BOB = 1_100_000_000_000_000_001, 1_100_000_000_000_000_002
 WAIT, NOT_YET, OTHER = 1_300_000_000_000_000_001, 1_300_000_000_000_000_002, 1_300_000_000_000_000_003

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import sqlalchemy as sa
 
 from bot.db import core
 from bot.db import proofs as queries
 from bot.db.schema import actions, incidents
+
+pytestmark = pytest.mark.engines
 
 
 async def _action(db: core.Connection, ts: float, **values: object) -> None:

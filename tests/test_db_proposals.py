@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bot.db import core
 from bot.db import proposals as queries
+
+pytestmark = pytest.mark.engines
 
 
 async def _open(db: core.Connection, **values: object) -> queries.Proposal:

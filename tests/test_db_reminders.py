@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import bindparam, select
 
 from bot.db import core, reminders
 from bot.db.schema import reminders as reminders_table
+
+pytestmark = pytest.mark.engines
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 CHANNEL = 1_100_000_000_000_002_000  # Discord ids: 64 bits

@@ -13,6 +13,8 @@ from bot.db.connection import transaction
 from bot.db.retry import RetryPolicy, StorageHealth, retrying, storage_fault
 from tests.harness.sql import sql
 
+pytestmark = pytest.mark.engines
+
 
 def _raised(url: str, *statements: str) -> BaseException:
     """The error the last of `statements` raises on a fresh connection to `url`."""

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from bot.db import actions as action_queries
 from bot.db import core
 from bot.db import search as queries
+from bot.db.records import ActionRecord
 from bot.db.schema import incidents
-from bot.observe.records import ActionRecord
+
+pytestmark = pytest.mark.engines
 
 _INSERT_INCIDENT = sa.insert(incidents).returning(incidents.c.id)
 _UPDATE_SAMPLE = sa.update(incidents).where(incidents.c.id == sa.bindparam("incident_id"))

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from bot import dice
+from bot.features import dice
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 import discord
 import pytest
 
-from bot.loopback_discord import DiscordDouble, message_text
+from bot.trust.loopback_discord import DiscordDouble
+from bot.trust.loopback_discord_model import message_text
 
 
 @dataclass

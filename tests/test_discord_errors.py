@@ -10,7 +10,7 @@ from typing import Any
 import discord
 import simcord
 
-from bot.playground import VirtualWorld
+from bot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, reply_text
 from tests.harness.sql import stored
 
@@ -117,3 +117,19 @@ async def test_an_outage_under_a_slash_command_is_answered_and_is_no_bug(world: 
     [announcement] = _announcements(world)
     assert "discord:outage" in (announcement.embeds[0].title or "")
     assert _actions(world, "command:roll") == [(0, None, "discord:outage")]
+
+
+async def test_a_listener_refused_by_discord_opens_the_environment_incident(world: VirtualWorld) -> None:
+    """A listener whose answer Discord refuses (the chat reply to a mention, 403) opens the environment
+    incident as a command would — it used to pass for the user's own mistake, with no incident at all."""
+    world.env.inject_error(
+        "POST", "/channels/*/messages", status=403, code=50013, message="Missing Permissions"
+    )
+    me = world.bot.user
+    assert me is not None
+    await world.users["alice"].send(world.general, f"{me.mention} hello")
+    await world.quiesce()
+    assert [(i.category, i.kind) for i in world.bot.services.incidents.active()] == [
+        ("environment", "discord:forbidden")
+    ]
+    assert _actions(world, "listener:on_message")[-1] == (0, None, "discord:forbidden")

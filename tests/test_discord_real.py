@@ -21,11 +21,12 @@ import aiohttp
 import pytest
 
 from bot.__main__ import _run, main
-from bot.app import MendBot
-from bot.loopback_discord import DiscordDouble, FakeGuild
-from bot.services import build_services
-from bot.settings import Settings
-from bot.startup import Backoff, start_on_discord
+from bot.kernel.settings import Settings
+from bot.runtime.app import MendBot
+from bot.runtime.services import build_services
+from bot.runtime.startup import Backoff, start_on_discord
+from bot.trust.loopback_discord import DiscordDouble
+from bot.trust.loopback_discord_model import FakeGuild
 from tests.harness.discord import make_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -117,7 +118,7 @@ async def test_refused_command_sync_is_one_line_and_exit_78(
     assert code == 78
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0]
-    assert str(discord_api.guild.id) in lines[0] if status == 403 else "python -m bot.smoke" in lines[0]
+    assert str(discord_api.guild.id) in lines[0] if status == 403 else "python -m bot.tools.smoke" in lines[0]
     assert discord_api.identified == 0  # it never went on to the gateway
 
 
@@ -247,7 +248,7 @@ async def _start_mendbot(double: DiscordDouble, config: Path, cwd: Path) -> asyn
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bot.loopback_discord",
+        "tests.harness.pointed",
         double.url,
         double.gateway_url,
         "--",

@@ -13,8 +13,9 @@ from typing import Any
 import discord
 import pytest
 
-from bot.doctor import Check, Level, channel_permissions, doctor_exit_code, run_doctor
-from bot.loopback_discord import DiscordDouble
+from bot.db.migrate import head_revision
+from bot.tools.doctor import Check, Level, channel_permissions, doctor_exit_code, run_doctor
+from bot.trust.loopback_discord import DiscordDouble
 from tests.harness.postgres import PostgresServer
 from tests.harness.repo import git as repo_git
 
@@ -144,7 +145,7 @@ async def test_a_postgresql_database_is_named_with_its_schema_and_server(
         "database"
     ]
     assert database.level is Level.OK
-    assert database.detail.startswith(f"{postgres_url} (schema 0013, PostgreSQL ")
+    assert database.detail.startswith(f"{postgres_url} (schema {head_revision()}, PostgreSQL ")
     missing = postgres_server.url("no_such_database")
     checks = await run_doctor(_config(tmp_path, f"database: {{url: '{missing}'}}\n"))
     database = _by_name(checks)["database"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,10 +13,11 @@ import pytest
 from bot.db import actions as action_queries
 from bot.db import incidents as incident_queries
 from bot.db.connection import open_database
+from bot.db.records import ActionRecord
 from bot.improve.evidence import build_evidence
+from bot.improve.localise import RECORDING_WRAPPERS
 from bot.improve.memory import Lesson
-from bot.improve.sanitize import BLOCK_END, BLOCK_START
-from bot.observe.records import ActionRecord
+from bot.trust.sanitize import BLOCK_END, BLOCK_START
 from tests.harness.repo import copy_of_bot, git
 
 NOW = 1_800_000_000.0
@@ -284,7 +286,7 @@ async def test_the_initialiser_of_the_failing_attribute_is_a_suspect(
 ) -> None:
     """self.items.append fails: Basket.__init__, which set self.items, is ranked with its reason."""
     line = _line_of(_source(shop), "self.items.append")
-    frames = ["bot/app.py:400:_run_event", f"shop.py:{line}:add"]
+    frames = ["bot/runtime/recording.py:400:_run_event", f"shop.py:{line}:add"]
     await _failing(db, frames, "AttributeError", "fp-basket")
     pack = await build_evidence(db, shop, incident_id=None, description="", fingerprint="fp-basket", now=NOW)
     names = [s.function for s in pack.suspects]
@@ -296,10 +298,24 @@ async def test_the_initialiser_of_the_failing_attribute_is_a_suspect(
 async def test_recording_wrappers_are_never_suspects_or_source(db: aiosqlite.Connection, shop: Path) -> None:
     """mendbot's own _run_event / recorded frames take no suspect or source slot."""
     line = _line_of(_source(shop), "self.items.append")
-    await _failing(db, ["bot/app.py:400:_run_event", f"shop.py:{line}:add"], "AttributeError", "fp-wrap")
+    await _failing(
+        db, ["bot/runtime/recording.py:400:_run_event", f"shop.py:{line}:add"], "AttributeError", "fp-wrap"
+    )
     pack = await build_evidence(db, shop, incident_id=None, description="", fingerprint="fp-wrap", now=NOW)
     assert all(s.path == "shop.py" for s in pack.suspects)
     assert all(e.path == "shop.py" for e in pack.excerpts)
+
+
+def test_every_recording_wrapper_names_a_function_of_the_bot() -> None:
+    """Each wrapper the evidence skips is a function its file defines: a wrapper moved to another
+    module, left named by the old one, would take suspect and source slots again."""
+    root = Path(__file__).resolve().parent.parent
+    for path, function in RECORDING_WRAPPERS:
+        tree = ast.parse((root / path).read_text())
+        defined = {
+            node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        }
+        assert function in defined, f"{path} defines no {function}"
 
 
 async def test_the_writer_of_a_stored_key_is_a_suspect(db: aiosqlite.Connection, shop: Path) -> None:
@@ -337,7 +353,8 @@ async def test_a_kind_without_traceback_gets_its_handler_callees_and_matching_ca
     db: aiosqlite.Connection, shop: Path
 ) -> None:
     """A wrong-output complaint about app:shop: the handler map's function, what it calls, and the
-    recorded calls whose options and reply share the complaint's numbers."""
+    recorded calls whose options and reply share the complaint's numbers; the callee whose result makes
+    the answer first."""
     from bot.db import handlers as handler_queries
 
     await handler_queries.replace_cog(
@@ -366,7 +383,9 @@ async def test_a_kind_without_traceback_gets_its_handler_callees_and_matching_ca
         requester_id=5,
         now=NOW,
     )
-    assert [s.function for s in pack.suspects[:2]] == ["checkout", "price"]
+    # price makes what checkout answers: following the data ranks it with (here above) the handler.
+    assert [s.function for s in pack.suspects[:2]] == ["price", "checkout"]
+    assert any("makes what checkout answers" in reason for reason in pack.suspects[0].reasons)
     assert pack.calls[0].reply == {"text": "9", "sha": "x", "messages": 1}
     text = pack.render()
     assert "Calls the request seems to mean" in text and "def checkout" in text and "def price" in text
@@ -392,7 +411,7 @@ async def test_lessons_are_recalled_by_the_suspect_files(db: aiosqlite.Connectio
 
 async def test_git_history_is_cached_by_head_and_follows_a_new_commit(tmp_path: Path) -> None:
     """HEAD is read from the repository's files; a new commit (and a packed ref) is seen at once."""
-    from bot.improve.evidence import file_history, head_commit
+    from bot.improve.history import file_history, head_commit
     from tests.localise.repo import Commit, build_repo
 
     repo = build_repo(tmp_path / "repo", (Commit(3, "First", {"a.py": "x = 1\n"}),))

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from bot.failpoints import Failpoints
+from bot.kernel.failpoints import Failpoints
 
 
 def test_an_unset_environment_arms_nothing_and_hits_are_no_ops() -> None:
@@ -34,7 +34,7 @@ def test_a_malformed_entry_is_refused(spec: str) -> None:
 def test_hitting_an_armed_kill_point_kills_the_process_with_sigkill() -> None:
     """An armed point ends the process there with SIGKILL: nothing after it runs."""
     code = (
-        "from bot.failpoints import Failpoints\n"
+        "from bot.kernel.failpoints import Failpoints\n"
         "points = Failpoints.parse('p=kill')\n"
         "points.hit('other')\n"
         "print('before', flush=True)\n"
@@ -47,3 +47,18 @@ def test_hitting_an_armed_kill_point_kills_the_process_with_sigkill() -> None:
     assert done.returncode == -signal.SIGKILL
     assert "before" in done.stdout
     assert "after" not in done.stdout
+
+
+def test_a_raise_point_fails_the_step_with_an_injected_fault_while_armed() -> None:
+    """`raise` (from the variable, or armed in process by a fire drill) makes the step fail with
+    InjectedFault; disarmed, the same hit does nothing."""
+    from bot.kernel.failpoints import InjectedFault
+
+    points = Failpoints.from_environ({"MENDBOT_FAILPOINTS": "drill.probe=raise"})
+    with pytest.raises(InjectedFault, match=r"drill\.probe"):
+        points.hit("drill.probe")
+    points.disarm("drill.probe")
+    points.hit("drill.probe")
+    points.arm("drill.probe", "raise")
+    with pytest.raises(InjectedFault):
+        points.hit("drill.probe")

@@ -16,12 +16,12 @@ from pydantic import TypeAdapter
 from bot.db import proposals
 from bot.db.connection import open_database
 from bot.deploy.merge import Merger
-from bot.doctor import _forge as doctor_forge_check
 from bot.forge import Forge, ForgeError, GitHubForge
 from bot.forge.base import HeadMovedError, MainMovedError, branch_head, merged_ref
 from bot.improve.workspace import Workspace
-from bot.sandbox import Sandbox
-from bot.settings import load_settings
+from bot.kernel.settings import load_settings
+from bot.tools.doctor import _forge as doctor_forge_check
+from bot.trust.sandbox import Sandbox
 from tests.harness.github_double import GitHubDouble, full_repository, issue_comment, pull_request
 from tests.harness.repo import git
 from tests.test_forge_local import BRANCH, make_repo

@@ -17,7 +17,7 @@ from discord import app_commands
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
-from bot.playground import VirtualWorld
+from bot.tools.playground import VirtualWorld
 from tests.harness.discord import reply_text
 from tests.harness.sql import sql
 
@@ -61,7 +61,9 @@ COMMANDS = [
     "audit",
     "budget",
     "cancel",
+    "dashboard",
     "devmode",
+    "drill",
     "fix",
     "help",
     "incident",
@@ -120,7 +122,10 @@ async def test_command_answers_any_option_values_without_a_bug(
     assert "Something went wrong on my side" not in text, (name, options, text)
     assert world.bot.services.incidents.active() == [], (name, options)
     await world.bot.services.recorder.flush()
-    failures = await sql(world.bot.services.db, "SELECT kind, error_type FROM actions WHERE ok = 0")
+    # A fire drill's failing calls are its synthetic fault (bot/improve/drill.py), never a bug.
+    failures = await sql(
+        world.bot.services.db, "SELECT kind, error_type FROM actions WHERE ok = 0 AND kind NOT LIKE 'drill:%'"
+    )
     assert failures == [], (name, options, failures)
 
 

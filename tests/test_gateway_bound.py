@@ -20,8 +20,8 @@ from aiohttp import web
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from bot.improve.gateway import ModelGateway
-from bot.improve.priceable import BETAS, carries_media
+from bot.trust.gateway import ModelGateway
+from bot.trust.priceable import BETAS, carries_media
 from tests.test_gateway import REAL_KEY, MemoryLedger
 
 RUN, OTHER_RUN = 7, 8

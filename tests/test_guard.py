@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 from claude_agent_sdk import PermissionResultAllow, PermissionResultDeny, ToolPermissionContext
 
-from bot.improve import agent_env
-from bot.improve.agent_env import agent_environment, write_launcher
-from bot.improve.guard import Decision, GuardPolicy, ToolGuard, protected_entry
-from bot.settings import DEFAULT_PROTECTED_PATHS
+from bot.kernel.sections import DEFAULT_PROTECTED_PATHS
+from bot.trust import agent_env
+from bot.trust.agent_env import agent_environment, write_launcher
+from bot.trust.guard import Decision, GuardPolicy, ToolGuard
+from bot.trust.path_rules import protected_entry
 
-PROTECTED = ("bot/improve/guard.py", ".ci/", "prompts/agent/", "config.yaml")
+PROTECTED = ("bot/trust/guard.py", ".ci/", "prompts/agent/", "config.yaml")
 
 
 def _as_written(argv: list[str], wall_s: float) -> str:
@@ -43,7 +44,7 @@ def worktree(tmp_path: Path, outside: Path) -> Path:
         ".env.example": "DISCORD_TOKEN=\n",
         "data/mendbot.db": "",
         ".git/config": "[core]\n",
-        "bot/improve/guard.py": "# the guard\n",
+        "bot/trust/guard.py": "# the guard\n",
         ".ci/check.sh": "ruff check .\n",
         "tests/test_x.py": "def test_x() -> None:\n    pass\n",
     }
@@ -190,10 +191,10 @@ def test_edit_inside_worktree_allowed(guard: ToolGuard, worktree: Path) -> None:
 def test_edit_protected_file_denied(guard: ToolGuard, worktree: Path) -> None:
     """Editing a protected file needs the security flag, and the reason says so."""
     decision = guard.check(
-        "Edit", {"file_path": str(worktree / "bot/improve/guard.py"), "old_string": "a", "new_string": "b"}
+        "Edit", {"file_path": str(worktree / "bot/trust/guard.py"), "old_string": "a", "new_string": "b"}
     )
     assert not decision.allowed
-    assert decision.reason == "bot/improve/guard.py is protected (needs the security flag)"
+    assert decision.reason == "bot/trust/guard.py is protected (needs the security flag)"
 
 
 def test_write_under_protected_directory_denied(guard: ToolGuard) -> None:
@@ -210,7 +211,7 @@ def test_edit_protected_file_allowed_with_security_flag(worktree: Path) -> None:
         GuardPolicy(worktree=worktree, protected_paths=PROTECTED, security=True), confine=_as_written
     )
     assert guard.check(
-        "Edit", {"file_path": "bot/improve/guard.py", "old_string": "a", "new_string": "b"}
+        "Edit", {"file_path": "bot/trust/guard.py", "old_string": "a", "new_string": "b"}
     ).allowed
     assert guard.check("Write", {"file_path": ".ci/new.yml", "content": "x"}).allowed
     assert not guard.check("Write", {"file_path": ".env", "content": "x"}).allowed
@@ -218,8 +219,8 @@ def test_edit_protected_file_allowed_with_security_flag(worktree: Path) -> None:
 
 def test_read_protected_file_allowed(guard: ToolGuard) -> None:
     """Protected files are read-only, not hidden."""
-    assert guard.check("Read", {"file_path": "bot/improve/guard.py"}).allowed
-    assert _bash(guard, "cat bot/improve/guard.py").allowed
+    assert guard.check("Read", {"file_path": "bot/trust/guard.py"}).allowed
+    assert _bash(guard, "cat bot/trust/guard.py").allowed
 
 
 def test_read_only_run_denies_every_write_tool(worktree: Path) -> None:
@@ -320,7 +321,7 @@ def test_worktree_given_through_symlink_is_resolved(tmp_path: Path, worktree: Pa
         ("cat -- -escape", "path -escape resolves to"),
         ("mypy --install-types", "`mypy --install-types` is not allowed"),
         ("pytest --basetemp=bot", "`pytest --basetemp` is not allowed"),
-        ("ruff format .", "would rewrite protected bot/improve/guard.py (needs the security flag)"),
+        ("ruff format .", "would rewrite protected bot/trust/guard.py (needs the security flag)"),
         ("ruff check --fix .ci", "would rewrite protected .ci/"),
     ],
 )
@@ -407,7 +408,7 @@ def test_ruff_format_of_protected_allowed_with_security_flag(worktree: Path) -> 
     guard = ToolGuard(
         GuardPolicy(worktree=worktree, protected_paths=PROTECTED, security=True), confine=_as_written
     )
-    assert _bash(guard, "ruff format bot/improve/guard.py").allowed
+    assert _bash(guard, "ruff format bot/trust/guard.py").allowed
 
 
 def test_bash_background_and_sandbox_escape_denied(guard: ToolGuard) -> None:
@@ -591,13 +592,20 @@ def test_launcher_keeps_only_allowed_names(tmp_path: Path, monkeypatch: pytest.M
         "bot/observe/capture.py",
         "bot/observe/detector.py",
         "bot/observe/incidents.py",
-        "bot/errors.py",
-        "bot/loopback_discord.py",
-        "bot/improve/replay_launch.py",
-        "bot/improve/proof_runner.py",
+        "bot/kernel/errors.py",
+        "bot/trust/loopback_discord.py",
+        "bot/trust/replay_launch.py",
+        "bot/trust/proof_runner.py",
     ],
 )
 def test_what_the_watch_and_the_proof_see_is_protected(path: str) -> None:
     """A change to observation, the bot's apology or the replay's observer could blind the watch or
     forge a proof: by default it needs a security run and the security form."""
+    assert protected_entry(path, DEFAULT_PROTECTED_PATHS) is not None
+
+
+@pytest.mark.parametrize("path", ["bot/kernel/settings.py", "bot/kernel/sections.py"])
+def test_the_settings_and_their_defaults_are_protected(path: str) -> None:
+    """How settings load and what every section allows by default (this list, the sandbox's limits, the
+    approvals a merge needs) decide what is confined and what merges: both modules are protected."""
     assert protected_entry(path, DEFAULT_PROTECTED_PATHS) is not None

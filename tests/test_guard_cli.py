@@ -17,16 +17,16 @@ from typing import Any
 import pytest
 from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, ResultMessage, ToolPermissionContext
 
-from bot.improve.agent_env import agent_environment, prepare_home, write_launcher
-from bot.improve.guard import Confine, Decision, GuardPolicy, ToolGuard
-from bot.sandbox import Sandbox
+from bot.trust.agent_env import agent_environment, prepare_home, write_launcher
+from bot.trust.guard import Confine, Decision, GuardPolicy, ToolGuard
+from bot.trust.sandbox import Sandbox
 from tests.harness.model_double import ModelDouble, Turn, text, tool_use
 
 pytestmark = pytest.mark.cli
 
 RUN_TIMEOUT = 120.0
 TOOLS = ["Read", "Edit", "Write", "Glob", "Grep", "Bash"]
-PROTECTED = (".ci/", "bot/improve/guard.py")
+PROTECTED = (".ci/", "bot/trust/guard.py")
 FAKE_SECRET = "fake-secret-in-dotenv"
 BUG_LINE = "return total - 1  # bug"
 CI_SCRIPT = "ruff check .\n"

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import aiohttp
 
-from bot.app import MendBot
-from bot.health import HealthServer
-from bot.loopback_discord import DiscordDouble
-from bot.playground import VirtualWorld
-from bot.services import build_services
-from bot.startup import start_on_discord
+from bot.runtime.app import MendBot
+from bot.runtime.health import HealthServer
+from bot.runtime.services import build_services
+from bot.runtime.startup import start_on_discord
+from bot.tools.playground import VirtualWorld
+from bot.trust.loopback_discord import DiscordDouble
 from tests.harness.discord import make_settings
 
 
@@ -30,8 +30,10 @@ async def test_health_and_readiness(world: VirtualWorld) -> None:
                 assert body["cogs"] == [
                     "Audit",
                     "Chat",
+                    "Dashboard",
                     "DevMode",
                     "Dice",
+                    "Drill",
                     "Help",
                     "Improve",
                     "Incidents",

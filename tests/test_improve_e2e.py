@@ -12,8 +12,8 @@ from typing import Any
 import discord
 import pytest
 
-from bot.playground import VirtualWorld
-from bot.settings import Settings
+from bot.kernel.settings import Settings
+from bot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, make_settings, reply_text, running_world
 from tests.harness.model_double import ModelDouble, Turn, text, tool_use
 from tests.harness.repo import copy_of_bot, git
@@ -33,13 +33,13 @@ DIAGNOSIS = {
 PLAN = {
     # The files the run claims (bot.improve.claims): the fixture's bug, and the files other tests'
     # scripted edits change with this same plan (protected ones are claimed only by security runs).
-    "files": ["tests/fixtures/buggy_dice.py", "cogs/dice.py", "bot/dice.py", "bot/smoke.py"],
+    "files": ["tests/fixtures/buggy_dice.py", "cogs/dice.py", "bot/features/dice.py", "bot/tools/smoke.py"],
     "changes": [{"file": "tests/fixtures/buggy_dice.py", "change": "never divide by zero"}],
     "risk": "low",
     "tests": ["tests/fixtures/check_buggy_dice.py"],
     "rollback": "revert the merge",
 }
-GUARD_FIRST_LINE = (Path(__file__).parent.parent / "bot" / "improve" / "guard.py").read_text().splitlines()[0]
+GUARD_FIRST_LINE = (Path(__file__).parent.parent / "bot" / "trust" / "guard.py").read_text().splitlines()[0]
 CHECK = "python -m pytest -q -p no:cacheprovider tests/fixtures/check_buggy_dice.py"
 
 
@@ -218,7 +218,7 @@ async def test_guard_denials_are_recorded_and_env_holds_no_tokens(
             tool_use(
                 "Edit",
                 {
-                    "file_path": str(worktree / "bot" / "improve" / "guard.py"),
+                    "file_path": str(worktree / "bot" / "trust" / "guard.py"),
                     "old_string": GUARD_FIRST_LINE,
                     "new_string": "# disabled",
                 },

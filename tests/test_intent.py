@@ -12,8 +12,8 @@ from bot.db import actions as action_queries
 from bot.db import incidents as incident_queries
 from bot.db import search as search_queries
 from bot.db.connection import open_database
+from bot.db.records import ActionRecord
 from bot.improve.intent import Intent, command_names_in, parse_intent, resolve_target, search_words
-from bot.observe.records import ActionRecord
 
 NOW = 1_800_000_000.0
 HOUR = 3600.0
@@ -170,7 +170,7 @@ async def _seed(db: aiosqlite.Connection) -> dict[str, int]:
         kind="command:roll",
         error_type="ZeroDivisionError",
         message="integer division or modulo by zero",
-        frames=["cogs/dice.py:14:roll", "bot/dice.py:80:roll"],
+        frames=["cogs/dice.py:14:roll", "bot/features/dice.py:80:roll"],
         fingerprint="fp-roll",
         last_seen=NOW - 2 * HOUR,
     )
@@ -179,7 +179,7 @@ async def _seed(db: aiosqlite.Connection) -> dict[str, int]:
         kind="command:remind",
         error_type="ValueError",
         message="invalid duration '5x'",
-        frames=["cogs/remind.py:40:remind", "bot/reminders.py:55:parse_duration"],
+        frames=["cogs/remind.py:40:remind", "bot/features/reminders.py:55:parse_duration"],
         fingerprint="fp-remind",
         last_seen=NOW - 10 * 60,
     )
@@ -197,7 +197,7 @@ async def _seed(db: aiosqlite.Connection) -> dict[str, int]:
         kind="task:reminders",
         error_type="KeyError",
         message="'channel_id'",
-        frames=["bot/reminders.py:130:due"],
+        frames=["bot/features/reminders.py:130:due"],
         fingerprint="fp-task",
         last_seen=NOW - 5 * 60,
     )
@@ -370,7 +370,7 @@ async def test_other_words_pick_among_incidents_of_the_named_command(db: aiosqli
         kind="command:roll",
         error_type="ValueError",
         message="bad dice notation 'd'",
-        frames=["bot/dice.py:50:parse"],
+        frames=["bot/features/dice.py:50:parse"],
         fingerprint="fp-roll-parse",
         last_seen=NOW - 3 * HOUR,
     )
@@ -399,6 +399,32 @@ def test_complaints_without_crash_words_are_requests(text: str) -> None:
     """Wrong, slow, corrupt, stopped, never answers…: a certain fix request, not chat."""
     intent = parse_intent(text)
     assert (intent.kind, intent.certain) == ("fix", True)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the button says the interaction failed",
+        "nothing happens when I click",
+        "the menu doesn't work",
+        "I pressed Submit and it did nothing",
+        "the vote dropdown is unresponsive",
+        "the form crashed when I sent it",
+        "clicking Close errored",
+        "nothing shows up after I pick a colour",
+    ],
+)
+def test_ui_failures_in_ordinary_words_are_requests(text: str) -> None:
+    """How people describe a failing button, menu or form — any tense of a failure verb, a part that
+    does nothing — is a certain fix request, not chat."""
+    intent = parse_intent(text)
+    assert (intent.kind, intent.certain) == ("fix", True)
+
+
+def test_a_vague_word_about_a_button_is_an_uncertain_request() -> None:
+    """A button or menu is a part of the bot: "the vote button seems off" is asked about."""
+    intent = parse_intent("the vote button seems off")
+    assert (intent.kind, intent.certain) == ("investigate", False)
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,9 @@ from typing import LiteralString
 import psycopg
 import pytest
 
-from bot.leader import Leadership, PostgresLeader, SoleLeader, Transition, lock_key
+from bot.scale.leader import Leadership, PostgresLeader, SoleLeader, Transition, lock_key
+
+pytestmark = pytest.mark.engines
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = lock_key("test:leader")
@@ -28,7 +30,7 @@ CHILD = """
 import asyncio, sys
 import structlog
 structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
-from bot.leader import PostgresLeader
+from bot.scale.leader import PostgresLeader
 
 async def main():
     leader = PostgresLeader(sys.argv[1], int(sys.argv[2]), application_name="child",

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.loopback_discord import DiscordDouble, message_text
+from bot.trust.loopback_discord import DiscordDouble
+from bot.trust.loopback_discord_model import message_text
 from tests.harness.live_bot import LiveBot, live_config
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import structlog
 
-from bot.log import configure_logging, get_logger
-from bot.redact import Redactor
+from bot.kernel.log import configure_logging, get_logger
+from bot.trust.redact import Redactor
 
 SECRET = "ghp_" + "S3cr3tValueOfTheBot" * 2
 
@@ -49,7 +49,7 @@ def test_console_gets_one_line_per_error_and_the_file_the_traceback(
     log_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An exception is one summary line on the console (traceback in the file); console=False stays off it."""
-    configure_logging(log_dir, console_level="INFO", console_tracebacks=False)
+    configure_logging(log_dir, console_level="INFO", console_tracebacks=False, redactor=Redactor())
     (console,) = [h for h in logging.getLogger().handlers if type(h) is logging.StreamHandler]
     console.setLevel(logging.INFO)
     console.setStream(sys.stderr)  # the one capsys captures now

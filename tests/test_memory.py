@@ -46,9 +46,9 @@ async def test_recall_by_fingerprint_newest_first(memory: Memory) -> None:
 
 async def test_recall_by_file_overlap_after_fingerprint_matches(memory: Memory) -> None:
     """Fingerprint matches come first, then lessons sharing any file, without duplicates, up to the limit."""
-    await memory.write(lesson(1, "fp-a", ["bot/reminders.py", "cogs/remind.py"], 100))
+    await memory.write(lesson(1, "fp-a", ["bot/features/reminders.py", "cogs/remind.py"], 100))
     await memory.write(lesson(2, None, ["./cogs/dice.py"], 200))
-    await memory.write(lesson(3, "fp-b", ["cogs/dice.py", "bot/dice.py"], 300))
+    await memory.write(lesson(3, "fp-b", ["cogs/dice.py", "bot/features/dice.py"], 300))
     await memory.write(lesson(4, "fp-c", ["README.md"], 400))
     recalled = await memory.recall("fp-a", ["cogs/dice.py", "cogs/remind.py"])
     assert [item.run_id for item in recalled] == [1, 3, 2]

@@ -16,7 +16,7 @@ from bot.deploy.merge import Merger, RebaseConflict, own_change
 from bot.forge.base import HeadMovedError, MainMovedError
 from bot.forge.local import LocalForge
 from bot.improve.workspace import Workspace
-from bot.sandbox import Sandbox
+from bot.trust.sandbox import Sandbox
 from tests.harness.repo import PROJECT, git
 
 BRANCH = "mendbot/7-fix-roll"

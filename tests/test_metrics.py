@@ -8,8 +8,8 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.health import HealthServer
-from bot.playground import VirtualWorld
+from bot.runtime.health import HealthServer
+from bot.tools.playground import VirtualWorld
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 Scrape = Callable[[], Awaitable[Samples]]
@@ -94,3 +94,10 @@ async def test_dropped_records_are_counted(world: VirtualWorld, scrape: Scrape) 
     metrics = await scrape()
     assert metrics[("mendbot_action_records_dropped_total", (("cause", "queue_full"),))] == 7
     assert metrics[("mendbot_action_records_dropped_total", (("cause", "unwritten"),))] == 3
+
+
+async def test_a_single_process_shows_no_process_commits(world: VirtualWorld, scrape: Scrape) -> None:
+    """With one process nothing changes: no `mendbot_process_commit` sample (and /run no "Live on")."""
+    metrics = await scrape()
+    assert not [name for name, _ in metrics if name == "mendbot_process_commit"]
+    assert await world.bot.services.cluster.live_on("0" * 40) is None

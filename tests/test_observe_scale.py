@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bot.db import actions as action_queries
 from bot.db import open_database
-from bot.observe.records import ActionRecord
+from bot.db.records import ActionRecord
+
+pytestmark = pytest.mark.engines
 
 
 def _action(ts: float, *, ok: bool) -> ActionRecord:

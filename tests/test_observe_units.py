@@ -8,11 +8,11 @@ import pytest
 
 from bot.db import actions as action_queries
 from bot.db import core
+from bot.db.records import ActionRecord
+from bot.kernel.sections import ObserveConfig
 from bot.observe.detector import AnomalyDetector, Signal, restore_windows
 from bot.observe.fingerprint import fingerprint, normalise_message
-from bot.observe.records import ActionRecord
-from bot.redact import REDACTED, redact, redact_text
-from bot.settings import ObserveConfig
+from bot.trust.redact import REDACTED, redact, redact_text
 
 ROOT = Path(__file__).resolve().parent.parent
 DISCORD_TOKEN = "MTA5ODc2NTQzMjEwOTg3NjU0Mw.GaBcDe.abcdefghijklmnopqrstuvwxyz0123456789AB"

@@ -74,7 +74,13 @@ async def test_sigterm_mid_run_exits_0_and_the_run_is_resumable_on_the_next_star
             resumed.release.set()
         with sqlite3.connect(tmp_path / "data" / "playground" / "mendbot.db") as db:
             states = [
-                row[0] for row in db.execute("SELECT state FROM run_events WHERE run_id = 1 ORDER BY id")
+                row[0]
+                for row in db.execute(
+                    # the states the run went through; bookkeeping (e.g. the gateway's note on the request
+                    # the stop cut short) may be written after the stop, under the state it found
+                    "SELECT state FROM run_events WHERE run_id = 1 AND event IN ('created', 'transition') "
+                    "ORDER BY id"
+                )
             ]
         first_stop = states.index("interrupted")
         assert "queued" in states[first_stop:]  # resumed under the same id…

@@ -12,7 +12,7 @@ import pytest
 from bot.db import open_database
 from bot.improve.policy import Policy, PolicyRefusal
 from bot.improve.runs import Run, RunService
-from bot.settings import ImproveConfig
+from bot.kernel.sections import ImproveConfig
 
 ALICE = 1001
 BOB = 1002
@@ -206,5 +206,5 @@ async def test_budget_report_shows_spend_and_counts(
     assert (report.runs_this_hour, report.per_user) == (3, {ALICE: 1, BOB: 2})
     text = report.render()
     assert "$1.75 of $10.00" in text and f"Paused** by <@{ALICE}>" in text
-    assert "**Protected** (a run needs security=true and `ship it security`): `bot/access.py`" in text
+    assert "**Protected** (a run needs security=true and `ship it security`): `bot/trust/`" in text
     assert "`conftest.py`" in text and "`bot/improve/`" in text

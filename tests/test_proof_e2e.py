@@ -13,8 +13,8 @@ from typing import Any, cast
 
 import pytest
 
-from bot.playground import VirtualWorld
-from bot.settings import Settings
+from bot.kernel.settings import Settings
+from bot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, make_settings, running_world
 from tests.harness.model_double import ModelDouble, Turn, text, tool_use
 from tests.harness.repo import copy_of_bot
@@ -158,7 +158,7 @@ async def test_crash_fix_with_a_reproducing_test_is_proven_by_test_and_replay(tm
     assert "| replay `!roll 2d6` | ❌ error shown: ZeroDivisionError" in body
     assert "🧪 Proof: ✅ **proven by replay**" in report and "base ❌" in report and "branch ✅" in report
     assert "**ship it**" in report and "unproven" not in report
-    print("\n" + body[body.index("## Proof") : body.index("## Checks")])  # the README's example
+    print("\n" + body[body.index("## Proof") : body.index("## Checks")])  # the example in docs/security.md
 
 
 async def test_fix_that_deletes_the_command_is_not_proposed(tmp_path: Path) -> None:

@@ -11,10 +11,8 @@ from typing import Any
 from bot.db import proofs
 from bot.db.connection import open_database
 from bot.db.handlers import HandlerLocation, replace_cog
-from bot.improve.proof import (
-    Proof,
-    ProofItem,
-    Side,
+from bot.improve.proof import Proof, ProofItem, Side
+from bot.improve.prover import (
     _judge,
     _replay_items,
     _test_item,

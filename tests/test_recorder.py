@@ -15,10 +15,12 @@ import pytest
 
 from bot.db import action_writes, open_database
 from bot.db import actions as action_queries
+from bot.db.records import ActionRecord
 from bot.db.retry import RetryPolicy, StorageHealth
 from bot.observe.recorder import ActionRecorder
-from bot.observe.records import ActionRecord
 from tests.harness.storage import hold_write_lock
+
+pytestmark = pytest.mark.engines
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -347,7 +349,7 @@ async def _gone(pid: int, timeout: float = 10) -> bool:
 
 
 async def test_actions_are_written_by_a_process_of_their_own(tmp_path: Path) -> None:
-    """The writer is a process of its own, started with the writer daemon and stopped by close()."""
+    """The writer is a process of its own, started with the first batch and stopped by close()."""
     recorder = _recorder(tmp_path, [datetime(2026, 1, 1, tzinfo=UTC)])
     writer = asyncio.create_task(recorder.run_writer())
     await _started(recorder)

@@ -18,12 +18,12 @@ import discord
 import pytest
 
 from bot.__main__ import exit_code, should_reexec
-from bot.app import RESTART_NOTICE
 from bot.deploy.reload import ModuleResult, Plan, Reloader, ReloadReport, classify, render
 from bot.deploy.watcher import HandEditWatcher
-from bot.playground import VirtualWorld
-from bot.services import PROMPTS_DIR
-from bot.settings import Settings
+from bot.kernel.settings import Settings
+from bot.runtime.recording import RESTART_NOTICE
+from bot.runtime.services import PROMPTS_DIR
+from bot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, reply_text, running_world
 
 PACKAGE = "reloadable_cogs"
@@ -92,7 +92,7 @@ def test_classify_sorts_changed_paths_by_what_applying_them_takes() -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["bot/app.py", "bot/improve/service.py", "pyproject.toml", "cogs/_shared.py"]
+    "path", ["bot/runtime/app.py", "bot/improve/service.py", "pyproject.toml", "cogs/_shared.py"]
 )
 def test_classify_asks_for_a_restart_for_code_the_process_cannot_reload(path: str) -> None:
     """The core, the dependencies and a helper every cog imports are applied by a restart."""
@@ -110,13 +110,13 @@ def test_render_lists_each_module_with_its_outcome() -> None:
                 ModuleResult("cogs.chat", ok=False, error="SyntaxError: invalid syntax (chat.py, line 3)"),
             ],
             restart_requested=True,
-            restart_reason="bot/app.py changed",
+            restart_reason="bot/runtime/app.py changed",
         )
     )
     assert text.splitlines() == [
         "✅ cogs.dice reloaded",
         "❌ cogs.chat — SyntaxError: invalid syntax (chat.py, line 3)",
-        "🔁 restarting (bot/app.py changed): finishing what is running first, back in a few seconds",
+        "🔁 restarting (bot/runtime/app.py changed): finishing what is running first, back in a few seconds",
     ]
 
 
@@ -263,10 +263,10 @@ async def test_a_restart_drains_refuses_new_work_politely_and_exits_26(settings:
             finished.append("done")
 
         bot.track_inflight(asyncio.create_task(handler_in_flight()))
-        report = await Reloader(bot).apply(classify(["bot/app.py"]))
+        report = await Reloader(bot).apply(classify(["bot/runtime/app.py"]))
         assert report.restart_requested
-        assert bot.restart_requested == "bot/app.py changed"
-        assert "🔁 restarting (bot/app.py changed)" in render(report)
+        assert bot.restart_requested == "bot/runtime/app.py changed"
+        assert "🔁 restarting (bot/runtime/app.py changed)" in render(report)
         assert not bot.accepting
 
         refused = await alice.slash(world.general, "roll", notation="2d6")
@@ -278,7 +278,7 @@ async def test_a_restart_drains_refuses_new_work_politely_and_exits_26(settings:
 
         release.set()
         reason = await asyncio.wait_for(bot.wait_for_restart(), timeout=5)
-        assert reason == "bot/app.py changed"
+        assert reason == "bot/runtime/app.py changed"
         assert finished == ["done"]
         assert bot.is_closed()
         assert bot.extensions == {}
@@ -397,8 +397,8 @@ async def test_a_hand_edit_to_the_core_is_reported_never_restarted(
 ) -> None:
     """Editing bot/ by hand says a restart is needed and keeps the bot running."""
     root = tmp_path / "live"
-    (root / "bot").mkdir(parents=True)
-    (root / "bot" / "app.py").write_text("# edited\n")
+    (root / "bot" / "runtime").mkdir(parents=True)
+    (root / "bot" / "runtime" / "app.py").write_text("# edited\n")
     async with running_world(settings) as world:
         reports: list[str] = []
 
@@ -406,9 +406,9 @@ async def test_a_hand_edit_to_the_core_is_reported_never_restarted(
             reports.append(text)
 
         watcher = HandEditWatcher(root, Reloader(world.bot), report)
-        text = await watcher.apply_changes([root / "bot" / "app.py"])
+        text = await watcher.apply_changes([root / "bot" / "runtime" / "app.py"])
         assert text is not None
-        assert "`bot/app.py` changed on disk: restart mendbot to apply it" in text
+        assert "`bot/runtime/app.py` changed on disk: restart mendbot to apply it" in text
         assert world.bot.accepting
         assert world.bot.restart_requested is None
         assert await watcher.apply_changes([root / "README.md"]) is None

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from bot.app import discover_extensions
 from bot.db import reminders as queries
-from bot.playground import VirtualWorld
-from bot.settings import Settings
+from bot.kernel.settings import Settings
+from bot.runtime.app import discover_extensions
+from bot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, make_bot, reply_text, running_world
 
 

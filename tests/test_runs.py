@@ -10,7 +10,6 @@ import aiosqlite
 import pytest
 
 from bot.db import open_database
-from bot.errors import UserError
 from bot.improve.runs import (
     TERMINAL_STATES,
     TRANSITIONS,
@@ -20,6 +19,7 @@ from bot.improve.runs import (
     RunState,
     slugify,
 )
+from bot.kernel.errors import UserError
 
 ALICE = 1001
 

@@ -11,8 +11,8 @@ from urllib.parse import quote, quote_plus
 import pytest
 
 from bot.improve import workspace
-from bot.improve.secret_scan import scan_for_secrets
-from bot.redact import secret_forms
+from bot.trust.redact import secret_forms
+from bot.trust.secret_scan import scan_for_secrets
 from tests.harness.repo import PROJECT, git
 
 # Built at run time so this file holds no token-shaped literal of its own.

@@ -106,7 +106,7 @@ async def test_whole_loop_from_failure_to_resolved(tmp_path: Path) -> None:
         await pg.send("!roll 2d6")
         await pg.expect(r"\[#general\] mendbot \(m\d+\): 🎲 `2d6` →")
         await pg.send("wait 61s")
-        await pg.expect(r"Run #1: quiet for 60s after deploy — resolved")
+        await pg.expect(r"Run #1: quiet for 1 min after deploy — resolved")
         assert await pg.finish() == 0
     assert FIX in (repo / "cogs" / "dice.py").read_text()
     assert git(repo, "status", "--porcelain") == ""
@@ -168,7 +168,7 @@ async def test_a_change_under_bot_drains_and_exits_for_the_supervisor(tmp_path: 
             _json_turn(DIAGNOSIS),
             _json_turn(PLAN),
             _edit(tmp_path, BUG, FIX),
-            _edit(tmp_path, '"""Dice notation', '"""Dice notation (checked)', file="bot/dice.py"),
+            _edit(tmp_path, '"""Dice notation', '"""Dice notation (checked)', file="bot/features/dice.py"),
             text("Done."),
         )
         env = {
@@ -180,13 +180,13 @@ async def test_a_change_under_bot_drains_and_exits_for_the_supervisor(tmp_path: 
         pg = await PlaygroundProcess.start(config, code=repo, env=env)
         proposal = await _to_proposal(pg)
         await pg.send(f"reply {proposal} ship it")
-        await pg.expect(r"restarts to apply an update \(bot/dice\.py changed\)", timeout=120)
+        await pg.expect(r"restarts to apply an update \(bot/features/dice\.py changed\)", timeout=120)
         assert await pg.finish() == 26
         pg = await PlaygroundProcess.start(config, code=repo, env=env)
         await pg.send("wait")
         await pg.expect(r"Run #1: back after a restart, still watching", timeout=120)
         assert await pg.finish() == 0
-    assert "(checked)" in (repo / "bot" / "dice.py").read_text()
+    assert "(checked)" in (repo / "bot" / "features" / "dice.py").read_text()
     assert _db(tmp_path, "SELECT state FROM runs") == [("watching",)]  # the watch resumes after the restart
     # The replay against the deployed code ran once, before the restart or after it.
     assert _db(tmp_path, "SELECT count(*) FROM run_events WHERE event = 'proof_live'") == [(1,)]
@@ -276,7 +276,7 @@ def _assert_deployed_once(tmp_path: Path, repo: Path) -> None:
     [
         ("deploy.after_merge_recorded", r"Run #1 was interrupted by a restart while merging; continued it"),
         ("deploy.after_live_update", r"Run #1 was interrupted by a restart while merging; continued it"),
-        ("deploy.during_reload", r"Run #1: back after a restart, still watching for \d+s more"),
+        ("deploy.during_reload", r"Run #1: back after a restart, still watching for [\w ]+ more"),
     ],
 )
 async def test_kill_9_at_a_deploy_step_then_a_restart_finishes_the_deploy_once(
@@ -298,7 +298,7 @@ async def test_kill_9_at_a_deploy_step_then_a_restart_finishes_the_deploy_once(
         await pg.send("!roll 2d6")
         await pg.expect(r"🎲 `2d6` →")
         await pg.send("wait 2h")
-        await pg.expect(r"Run #1: quiet for 3600s after deploy — resolved")
+        await pg.expect(r"Run #1: quiet for 1 h after deploy — resolved")
         assert await pg.finish() == 0
     assert not any("after deploy — resolved" in line for line in pg.lines)  # one report, not two
     _assert_deployed_once(tmp_path, repo)
@@ -325,12 +325,12 @@ async def test_kill_9_during_the_watch_resumes_it_after_a_restart(tmp_path: Path
         await pg.process.wait()
         pg = await PlaygroundProcess.start(config, code=repo, env=env)
         await pg.send("wait")
-        await pg.expect(r"Run #1: back after a restart, still watching for \d+s more", timeout=60)
+        await pg.expect(r"Run #1: back after a restart, still watching for [\w ]+ more", timeout=60)
         await pg.send("#general")
         await pg.send("!roll 2d6")
         await pg.expect(r"🎲 `2d6` →")
         await pg.send("wait 2h")
-        await pg.expect(r"Run #1: quiet for 3600s after deploy — resolved")
+        await pg.expect(r"Run #1: quiet for 1 h after deploy — resolved")
         assert await pg.finish() == 0
     assert not any("after deploy — resolved" in line for line in pg.lines)
     _assert_deployed_once(tmp_path, repo)

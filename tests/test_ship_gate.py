@@ -23,7 +23,7 @@ from bot.db import approvals as approval_queries
 from bot.db import objections as objection_queries
 from bot.db.proposals import Proposal
 from bot.improve.runs import Run
-from bot.playground import VirtualWorld
+from bot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_down, bot_messages, make_bot, make_settings, reply_text, running_world
 from tests.harness.repo import git
 
@@ -609,6 +609,6 @@ async def test_a_watch_window_that_ran_out_while_stopped_is_reported_once_after_
     await gate.world.quiesce()
     assert await gate.state(run) == "resolved"
     texts = [m.content for m in bot_messages(gate.world, gate.world.dev)]
-    resolved = [t for t in texts if t.startswith(f"✅ Run #{run.id}: quiet for 60s after deploy")]
+    resolved = [t for t in texts if t.startswith(f"✅ Run #{run.id}: quiet for 1 min after deploy")]
     assert len(resolved) == 1, texts[-3:]
     assert not any(t.startswith("👀") for t in texts)  # nothing left to watch: no "still watching"

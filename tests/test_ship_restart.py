@@ -7,8 +7,8 @@ from pathlib import Path
 import discord
 import pytest
 
-from bot.app import discover_extensions
-from bot.playground import VirtualWorld
+from bot.runtime.app import discover_extensions
+from bot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, make_bot
 from tests.harness.model_double import ModelDouble, text, tool_use
 from tests.harness.repo import git
@@ -56,8 +56,8 @@ async def test_protected_change_needs_the_security_form(tmp_path: Path) -> None:
     """A diff touching a protected path is not merged by "ship it"; "ship it security" merges it."""
     async with ModelDouble() as model, improving_world(tmp_path, model, checks=["python -c pass"]) as world:
         settings = world.bot.services.settings
-        smoke = settings.data_dir.resolve() / "worktrees" / "run-1" / "bot" / "smoke.py"
-        first_line = (settings.repo_dir / "bot" / "smoke.py").read_text().splitlines()[0]
+        smoke = settings.data_dir.resolve() / "worktrees" / "run-1" / "bot" / "tools" / "smoke.py"
+        first_line = (settings.repo_dir / "bot" / "tools" / "smoke.py").read_text().splitlines()[0]
         model.script(
             _json_turn(DIAGNOSIS),
             _json_turn(PLAN),

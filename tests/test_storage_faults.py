@@ -13,16 +13,16 @@ import aiohttp
 import discord
 import pytest
 
-from bot.app import discover_extensions
 from bot.db import approvals as approval_queries
 from bot.db import open_database
 from bot.db import runs as queries
 from bot.db.retry import RetryPolicy, StorageHealth, StorageUnavailable, Writes, has_room, probe, retrying
 from bot.deploy.approval import ApprovalService
-from bot.health import HealthServer
 from bot.improve.runs import RunService
-from bot.playground import VirtualWorld
-from bot.settings import Settings
+from bot.kernel.settings import Settings
+from bot.runtime.app import discover_extensions
+from bot.runtime.health import HealthServer
+from bot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, make_bot, make_settings, reply_text, running_world
 from tests.harness.repo import copy_of_bot
 from tests.harness.sql import sql

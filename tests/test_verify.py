@@ -25,23 +25,23 @@ from bot.improve.verify import (
     verify_commit,
 )
 from bot.improve.workspace import NothingToCommitError, Workspace, Worktree
-from bot.sandbox import Limits, Sandbox
+from bot.trust.sandbox import Limits, Sandbox
 from tests.harness.repo import copy_of_bot
 
 # A script and a pytest test in the worktree that pass only if `import bot` finds the worktree's code.
 PROBE_SCRIPT = """\
 import sys
-import bot.dice
-if not hasattr(bot.dice, "ONLY_IN_WORKTREE"):
-    sys.exit(f"imported the wrong code: {bot.dice.__file__}")
-print(f"imported {bot.dice.__file__}")
+import bot.features.dice
+if not hasattr(bot.features.dice, "ONLY_IN_WORKTREE"):
+    sys.exit(f"imported the wrong code: {bot.features.dice.__file__}")
+print(f"imported {bot.features.dice.__file__}")
 """
 PROBE_TEST = """\
-import bot.dice
+import bot.features.dice
 
 
 def test_marker():
-    assert bot.dice.ONLY_IN_WORKTREE, bot.dice.__file__
+    assert bot.features.dice.ONLY_IN_WORKTREE, bot.features.dice.__file__
 """
 PROBE_CHECKS = {
     "python probe/check_marker.py": "imported the wrong code",
@@ -80,7 +80,7 @@ async def test_checks_import_the_worktree_not_the_live_checkout(
     repo: Path, workspace: Workspace, worktree: Worktree
 ) -> None:
     """Only the worktree holds the change: naive checks see the live code; verify sees the worktree's."""
-    dice = worktree.path / "bot" / "dice.py"
+    dice = worktree.path / "bot" / "features" / "dice.py"
     dice.write_text(dice.read_text() + "\nONLY_IN_WORKTREE = True\n")
     (worktree.path / "probe").mkdir()
     (worktree.path / "probe" / "check_marker.py").write_text(PROBE_SCRIPT)
@@ -102,7 +102,7 @@ async def test_checks_import_the_worktree_not_the_live_checkout(
     assert verification.ok, verification.failure_report()
     assert f"imported {workspace.worktrees_dir}/probe-" in verification.checks[0].output_tail
     assert verification.sha == sha
-    assert "ONLY_IN_WORKTREE" not in (repo / "bot" / "dice.py").read_text()
+    assert "ONLY_IN_WORKTREE" not in (repo / "bot" / "features" / "dice.py").read_text()
 
 
 async def test_checks_see_exactly_the_committed_tree(
@@ -259,7 +259,7 @@ def test_tools_resolve_to_the_running_venv(tmp_path: Path) -> None:
     venv_bin = Path(sys.executable).parent
     env = {"PATH": "/usr/bin:/bin"}
 
-    assert resolve_command("python -m bot.smoke", env) == [sys.executable, "-m", "bot.smoke"]
+    assert resolve_command("python -m bot.tools.smoke", env) == [sys.executable, "-m", "bot.tools.smoke"]
     assert resolve_command("pytest -q -x -m 'not cli'", env) == [
         str(venv_bin / "pytest"),
         "-q",
@@ -321,3 +321,38 @@ def test_summary_has_one_line_per_check() -> None:
     assert verification.summary() == (
         "✅ ruff check . (1.2 s)\n❌ pytest -q (3.4 s) — 1 failed, 4 passed in 0.5s"
     )
+
+
+def _smoke_in(tree: Path) -> bool:
+    """Whether a smoke load runs in `tree` (not one of another test's, elsewhere on the machine)."""
+    for pid in _running("bot.tools.smoke"):
+        try:
+            if Path(f"/proc/{pid}/cwd").resolve() == tree.resolve():
+                return True
+        except OSError:
+            continue
+    return False
+
+
+async def test_the_smoke_load_runs_alongside_the_checks(worktree: Worktree) -> None:
+    """The smoke load does not wait for the checks: a check still running sees it start (it waits for
+    the smoke process, seen from the host), and both verdicts are kept, the smoke's last."""
+    release = worktree.path / "release-the-check"
+    token = f"smoke-alongside-{os.getpid()}"
+    wait = f"while not os.path.exists('{release.name}'): time.sleep(0.05)"
+    waits = f"python -c \"import os, time; t='{token}'\n{wait}\""
+
+    verifying = asyncio.ensure_future(_verify(worktree.path, [waits], 120))
+    together = False
+    try:
+        for _ in range(1200):  # up to a minute on a loaded machine
+            if _running(token) and _smoke_in(worktree.path):
+                together = True
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        release.write_text("")  # the check ends either way
+        verification = await verifying
+    assert together
+    assert [check.command for check in verification.checks] == [waits, SMOKE_CHECK]
+    assert verification.ok, verification.failure_report()

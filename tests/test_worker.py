@@ -26,15 +26,15 @@ import yaml
 from bot.db import core
 from bot.improve.relay import DatabaseReporter, RunEventRelay
 from bot.improve.runs import Run, RunService
-from bot.services import Services, build_services
-from bot.settings import ConfigError, Settings, load_settings, refuse_workers_without_store
+from bot.kernel.settings import ConfigError, Settings, load_settings, refuse_workers_without_store
+from bot.runtime.services import Services, build_services
 from tests.harness.discord import make_settings
 from tests.harness.github_double import GitHubDouble
 from tests.harness.model_double import Hold, ModelDouble, Turn, text, tool_use
 from tests.harness.repo import copy_of_bot, git
 from tests.test_improve_e2e import BUG, DIAGNOSIS, FIX, PLAN, _json_turn
 
-pytestmark = pytest.mark.cli
+pytestmark = [pytest.mark.cli, pytest.mark.engines]
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "ghs_workerTestToken000000000000000000"

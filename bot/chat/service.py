@@ -2,11 +2,14 @@
 
 It takes plain values (ids, names, text) so Discord, the playground and tests call it alike.
 Without an API key it says how to configure one, in full the first time in a channel and in
-one short line after that: every message addressed to the bot gets an answer.
+one short line after that: every message addressed to the bot gets an answer. A reply the model's API
+fails to give (unreachable, refusing the key, rate-limiting, overloaded) is recorded as the environment's
+failure, not the code's (`model_problem`).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from bot.db import chat as queries
 from bot.db.core import Connection
+from bot.kernel.errors import model_problem
+from bot.kernel.prompts import PromptRegistry
+from bot.kernel.sections import ChatConfig
 from bot.observe.recorder import ActionRecorder
-from bot.prompts import PromptRegistry
-from bot.redact import Redactor
-from bot.settings import ChatConfig
+from bot.trust.redact import Redactor
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
@@ -108,9 +112,9 @@ class ChatService:
                 return ChatReply(NO_KEY_AGAIN)
             self._told_no_key.add(channel_id)
             return ChatReply(NO_KEY_MESSAGE)
-        with self._recorder.action(
-            "chat:reply", "chat", channel_id=channel_id, user_id=author_id, message_id=message_id
-        ) as action:
+        ids: dict[str, Any] = {"channel_id": channel_id, "user_id": author_id, "message_id": message_id}
+        started = time.perf_counter()
+        try:
             reply = await self._ask_model(
                 channel_id=channel_id,
                 guild_name=guild_name,
@@ -120,10 +124,35 @@ class ChatService:
                 text=text,
                 bot_id=bot_id,
             )
-            action.cost_usd = reply.cost_usd
-            action.extra.update(
-                model=reply.model, input_tokens=reply.input_tokens, output_tokens=reply.output_tokens
+        except Exception as exc:
+            # The model's API failing is the environment's problem: recorded without a fingerprint, so
+            # no code incident opens; the caller opens the environment incident and answers.
+            problem = model_problem(exc)
+            self._recorder.record(
+                "chat:reply",
+                "chat",
+                ok=False,
+                duration_ms=(time.perf_counter() - started) * 1000,
+                error=None if problem else exc,
+                extra={"environment": problem.kind, "error": f"{type(exc).__name__}: {exc}"[:500]}
+                if problem
+                else None,
+                **ids,
             )
+            raise
+        self._recorder.record(
+            "chat:reply",
+            "chat",
+            ok=True,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            cost_usd=reply.cost_usd,
+            extra={
+                "model": reply.model,
+                "input_tokens": reply.input_tokens,
+                "output_tokens": reply.output_tokens,
+            },
+            **ids,
+        )
         return reply
 
     async def _ask_model(

@@ -20,8 +20,8 @@ from sqlalchemy import ColumnElement, Executable, bindparam, func, literal_colum
 from bot.db import core
 from bot.db.connection import transaction
 from bot.db.core import Connection
+from bot.db.records import ActionRecord
 from bot.db.schema import actions, fingerprints
-from bot.observe.records import ActionRecord
 
 __all__ = [
     "CallText",
@@ -53,7 +53,7 @@ _KNOWN_FINGERPRINTS = select(fingerprints.c.fingerprint)
 _KNOWN_FINGERPRINTS_BEFORE = select(fingerprints.c.fingerprint).where(
     fingerprints.c.first_seen < bindparam("ts")
 )
-# The leader's tail of every process's actions (bot/cluster.py): new rows by id, a bounded batch.
+# The leader's tail of every process's actions (bot/scale/cluster.py): new rows by id, a bounded batch.
 _AFTER = (
     select(actions).where(actions.c.id > bindparam("after")).order_by(actions.c.id).limit(bindparam("limit"))
 )
@@ -194,8 +194,8 @@ async def kind_buckets(
     dialect = core.dialect(db)
     found = await core.rows(db, _kind_buckets(dialect), since=since, upto=upto, width=width)
     counts = {(row["kind"], int(row["bucket"])): [int(row["events"]), int(row["failures"])] for row in found}
-    # An environment failure (Discord or storage refusing: bot/app.py) has no fingerprint and says
-    # so in `extra`, as the writer encodes it; the detector skips those, and so do its windows here.
+    # An environment failure (Discord or storage refusing: bot/runtime/recording.py) has no fingerprint and
+    # says so in `extra`, as the writer encodes it; the detector skips those, and so do its windows here.
     failing = sorted({kind for (kind, _), (_, failures) in counts.items() if failures})
     if failing:
         environment = await core.rows(

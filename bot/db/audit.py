@@ -22,6 +22,7 @@ from sqlalchemy import BigInteger, ColumnElement, Executable, bindparam, case, f
 
 from bot.db import core
 from bot.db.core import Connection
+from bot.db.drills import not_drill_kind, not_drill_run
 from bot.db.schema import actions, incidents, run_events, runs
 from bot.db.schema import fingerprints as fingerprints_table
 
@@ -75,24 +76,31 @@ class RunCount:
     cost_usd: float
 
 
+# Fire drills' records (bot/db/drills.py) are never the bot's own failures, runs or spend.
 _OPENED = select(func.count()).where(
-    incidents.c.first_seen >= bindparam("start"), incidents.c.first_seen < bindparam("end")
+    incidents.c.first_seen >= bindparam("start"),
+    incidents.c.first_seen < bindparam("end"),
+    not_drill_kind(incidents.c.kind),
 )
 _RESOLVED = select(func.count()).where(
+    not_drill_kind(incidents.c.kind),
     incidents.c.state == "resolved",
     incidents.c.closed_at >= bindparam("start"),
     incidents.c.closed_at < bindparam("end"),
 )
 _REGRESSED = select(func.count(run_events.c.run_id.distinct())).where(
+    run_events.c.run_id.in_(select(runs.c.id).where(not_drill_run())),
     run_events.c.event == "transition",
     run_events.c.state == "regressed",
     run_events.c.ts >= bindparam("start"),
     run_events.c.ts < bindparam("end"),
 )
-_OPEN_NOW = select(func.count()).where(incidents.c.state.in_(["open", "acknowledged"]))
+_OPEN_NOW = select(func.count()).where(
+    incidents.c.state.in_(["open", "acknowledged"]), not_drill_kind(incidents.c.kind)
+)
 _RUN_COUNTS = (
     select(runs.c.kind, runs.c.state, func.count().label("n"), func.sum(runs.c.cost_usd).label("cost"))
-    .where(runs.c.created_at >= bindparam("start"), runs.c.created_at < bindparam("end"))
+    .where(runs.c.created_at >= bindparam("start"), runs.c.created_at < bindparam("end"), not_drill_run())
     .group_by(runs.c.kind, runs.c.state)
     .order_by(runs.c.kind, runs.c.state)
 )
@@ -118,7 +126,7 @@ def _kind_days(dialect: str) -> Executable:
             func.sum(c["cost_usd"]).label("cost"),
         )
         .select_from(table)
-        .where(c["ts"] >= bindparam("start"), c["ts"] < bindparam("end"))
+        .where(c["ts"] >= bindparam("start"), c["ts"] < bindparam("end"), not_drill_kind(c["kind"]))
         .group_by(c["kind"], day)
     )
 
@@ -129,7 +137,7 @@ def _kind_counts(dialect: str) -> Executable:
     return (
         select(c["kind"], func.count().label("n"))
         .select_from(table)
-        .where(c["ts"] >= bindparam("start"), c["ts"] < bindparam("end"))
+        .where(c["ts"] >= bindparam("start"), c["ts"] < bindparam("end"), not_drill_kind(c["kind"]))
         .group_by(c["kind"])
     )
 
@@ -154,7 +162,12 @@ def _top_fingerprints(dialect: str) -> Executable:
     counted = (
         select(c["fingerprint"], func.max(c["kind"]).label("kind"), n)
         .select_from(table)
-        .where(c["ts"] >= bindparam("start"), c["ts"] < bindparam("end"), c["fingerprint"].is_not(None))
+        .where(
+            c["ts"] >= bindparam("start"),
+            c["ts"] < bindparam("end"),
+            c["fingerprint"].is_not(None),
+            not_drill_kind(c["kind"]),
+        )
         .group_by(c["fingerprint"])
         .order_by(n.desc(), c["fingerprint"])
         .limit(bindparam("limit"))
@@ -196,6 +209,7 @@ def _run_spend_by_day(dialect: str) -> Executable:
             run_events.c.ts >= bindparam("start"),
             run_events.c.ts < bindparam("end"),
             run_events.c.cost_usd != 0,
+            run_events.c.run_id.in_(select(runs.c.id).where(not_drill_run())),
         )
         .group_by(day)
     )

@@ -1,4 +1,4 @@
-"""Queries of the processes sharing one PostgreSQL database (bot/cluster.py): notifications.
+"""Queries of the processes sharing one PostgreSQL database (bot/scale/cluster.py): notifications.
 
 What they remember lives in `settings_kv` (`bot.db.runs.get_setting`/`set_setting`); a
 notification only wakes whoever listens now, so every one of them has a durable row as well.
@@ -6,12 +6,22 @@ notification only wakes whoever listens now, so every one of them has a durable 
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from sqlalchemy import bindparam, func, select
 
 from bot.db import core
 from bot.db.core import Connection
+from bot.db.schema import settings_kv
 
-__all__ = ["notify"]
+__all__ = ["notify", "settings_under"]
+
+_UNDER = (
+    select(settings_kv.c.key, settings_kv.c.value)
+    .where(settings_kv.c.key.like(bindparam("pattern"), escape="\\"))
+    .order_by(settings_kv.c.key)
+)
 
 _NOTIFY = select(func.pg_notify(bindparam("channel"), bindparam("payload")))
 
@@ -19,3 +29,10 @@ _NOTIFY = select(func.pg_notify(bindparam("channel"), bindparam("payload")))
 async def notify(db: Connection, channel: str, payload: str = "") -> None:
     """`NOTIFY channel, payload` (PostgreSQL; the bot's connection is in autocommit, so it goes now)."""
     await core.rows(db, _NOTIFY, channel=channel, payload=payload)
+
+
+async def settings_under(db: Connection, prefix: str) -> dict[str, Any]:
+    """Every `settings_kv` value whose key starts with `prefix`, by the rest of the key."""
+    pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    found = await core.rows(db, _UNDER, pattern=pattern)
+    return {row["key"][len(prefix) :]: json.loads(row["value"]) for row in found}

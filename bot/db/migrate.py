@@ -11,8 +11,9 @@ file arrive here:
   `alembic_version`) gets its remaining hand-written SQL migrations (`bot/db/migrations/`), is
   stamped at the baseline revision, which is exactly the schema those left, and then goes on
   through the history — all in the same transaction;
-- one at the head is left alone, told cheaply: its `alembic_version` row against the highest
-  revision number among the file names, without loading SQLAlchemy or Alembic at all.
+- one at the head is left alone, told cheaply: its `alembic_version` row against the revision
+  no other revision file revises (read from the files' text), without loading SQLAlchemy or
+  Alembic at all.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ HISTORY: Traversable = resources.files("bot.db").joinpath("history")
 
 _LEGACY_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _REVISION_NAME = re.compile(r"^v(\d{4})_[a-z0-9_]+\.py$")
+_REVISION_LINE = re.compile(r"^revision(?:: str)? = \"([^\"]+)\"$", re.MULTILINE)
+_DOWN_REVISION_LINE = re.compile(r"^down_revision(?:: str \| None)? = \"([^\"]+)\"$", re.MULTILINE)
 
 
 class MigrationError(Exception):
@@ -65,15 +68,22 @@ def legacy_migrations() -> list[tuple[int, str, str]]:
 
 
 def head_revision(history: Traversable = HISTORY) -> str:
-    """The newest revision, read from the file names alone (a test holds Alembic to agree)."""
-    numbers = [
-        match.group(1)
-        for entry in history.joinpath("versions").iterdir()
-        if (match := _REVISION_NAME.match(entry.name))
-    ]
-    if not numbers:
+    """The newest revision, read from the revision files' own `revision`/`down_revision` lines
+    (a test holds Alembic to agree): the one no other file revises. A revision id need not be the
+    number in its file's name (`v0015_topic.py` may be revision "v0015_topic")."""
+    revisions: dict[str, str | None] = {}
+    for entry in history.joinpath("versions").iterdir():
+        if not _REVISION_NAME.match(entry.name):
+            continue
+        text = entry.read_text(encoding="utf-8")
+        revision = _REVISION_LINE.search(text)
+        down = _DOWN_REVISION_LINE.search(text)
+        if revision is not None:
+            revisions[revision.group(1)] = down.group(1) if down is not None else None
+    heads = sorted(set(revisions) - set(revisions.values()))
+    if not heads:
         raise MigrationError(f"no revisions in {history}")
-    return max(numbers)
+    return heads[-1]
 
 
 def sqlite_revision(conn: sqlite3.Connection) -> str | None:

@@ -10,10 +10,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import psycopg
-from procrastinate.schema import SchemaManager
-from psycopg import sql
-
 from bot.db.runs import RUNS_CHANNEL
 
 __all__ = ["ensure_queue_schema", "listening"]
@@ -27,6 +23,10 @@ async def ensure_queue_schema(url: str) -> bool:
 
     Under an advisory lock: a bot and its workers starting together must not both create them.
     """
+    # The driver and procrastinate load here, on PostgreSQL only: a SQLite start never pays for them.
+    import psycopg
+    from procrastinate.schema import SchemaManager
+
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         await conn.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK,))
         try:
@@ -44,6 +44,9 @@ async def ensure_queue_schema(url: str) -> bool:
 async def listening(url: str) -> AsyncIterator[AsyncIterator[str]]:
     """A connection of its own LISTENing on the runs channel: yields the stream of payloads (run
     ids as text). The stream ends with an exception when the connection is lost."""
+    import psycopg
+    from psycopg import sql
+
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(RUNS_CHANNEL)))
 

@@ -16,6 +16,10 @@ space its files already hold, so some writes succeed on a disk that is still ful
 only with a write that succeeds once the file system has room again (`has_room`). While storage is
 failing, `probe()` is a tiny real write that checks whether it is writable again even when nobody
 writes.
+
+A database file deleted, replaced or moved away under the bot (`lost()`, seen by `check_identity()`)
+is a fault too, though every write still succeeds; it ends only when the file at the path is the
+bot's again (after a restart).
 """
 
 from __future__ import annotations
@@ -33,10 +37,11 @@ from typing import Literal, TypeVar
 
 from bot.db import runs
 from bot.db.core import Connection
-from bot.errors import UserError
-from bot.log import get_logger
+from bot.kernel.errors import UserError
+from bot.kernel.log import get_logger
 
 __all__ = [
+    "IDENTITY_FAULTS",
     "SAVE_FAILED",
     "Fault",
     "RetryPolicy",
@@ -54,7 +59,10 @@ _log = get_logger(__name__)
 T = TypeVar("T")
 # Free space below which a disk that filled up counts as still full, whatever write got through.
 ROOM_BYTES = 1 << 20
-Fault = Literal["locked", "full", "readonly", "io"]
+Fault = Literal["locked", "full", "readonly", "io", "deleted", "replaced", "moved"]
+# The database file itself is gone from its path (bot/db/identity.py): writes still "succeed", into a
+# file that is lost at the next stop, so only the file's identity being right again ends such a fault.
+IDENTITY_FAULTS: frozenset[Fault] = frozenset({"deleted", "replaced", "moved"})
 SAVE_FAILED = "I couldn't save that — try again in a moment."
 
 # Primary SQLite result codes (the low byte of an extended code).
@@ -165,9 +173,15 @@ class StorageHealth:
     here, as with PostgreSQL's server); while it says no, a full-disk fault outlasts a lucky write.
     """
 
-    def __init__(self, room: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        room: Callable[[], bool] | None = None,
+        identity: Callable[[], tuple[Fault, str] | None] | None = None,
+    ) -> None:
         self.state = StorageState(None)
         self._room = room
+        # What became of the database file (None: it is in place), where that can be seen.
+        self._identity = identity
         self.retried = 0  # failed attempts that were tried again
         self.given_up = 0  # writes (user writes and action batches) abandoned after their retries
         self._listeners: list[Listener] = []
@@ -194,6 +208,38 @@ class StorageHealth:
         _log.error("storage is failing", fault=fault, detail=detail)
         self._notify()
 
+    def lost(self, fault: Fault, detail: str) -> None:
+        """The database file is gone from its path (deleted, replaced, moved): a fault of its own,
+        announced even over a lock or a full disk, since what is saved from now on is lost."""
+        if self.state.fault == fault:
+            return
+        self.state = StorageState(fault, detail[:300], time.time())
+        self._failing.set()
+        self._writable.clear()
+        _log.error("the database file is gone", fault=fault, detail=detail)
+        self._notify()
+
+    def check_identity(self) -> bool:
+        """Whether the database file is still the one at its path; a fault starts when it is not."""
+        problem = self._identity() if self._identity is not None else None
+        if problem is None:
+            return True
+        self.lost(*problem)
+        return False
+
+    async def watch_identity(self, interval_s: float) -> None:
+        """Runs as a daemon: look at the database file's identity every `interval_s` (the storage
+        probe's schedule), so a deletion is noticed when nothing is written too."""
+        if self._identity is None:
+            return
+        while True:
+            await asyncio.sleep(interval_s)
+            self.check_identity()
+
+    async def wait_failing(self) -> None:
+        """Return once storage is failing (at once if it is)."""
+        await self._failing.wait()
+
     def assume_failing(self, fault: Fault, detail: str) -> None:
         """Start as failing (a storage incident is still open from before a restart), without
         announcing it again: the next write that works — the probe's, at the latest — clears it."""
@@ -209,6 +255,12 @@ class StorageHealth:
             return
         if self.state.fault == "full" and self._room is not None and not self._room():
             return
+        if (
+            self.state.fault in IDENTITY_FAULTS
+            and self._identity is not None
+            and self._identity() is not None
+        ):
+            return  # a write into the deleted file went through: that is the fault, not its end
         _log.warning("storage is writable again", was=self.state.fault, write=what)
         self.state = StorageState(None)
         self._failing.clear()

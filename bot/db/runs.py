@@ -16,6 +16,7 @@ from sqlalchemy import Executable, bindparam, func, literal_column, select
 from bot.db import core
 from bot.db.connection import transaction
 from bot.db.core import Connection
+from bot.db.drills import not_drill_run
 from bot.db.schema import run_events, runs, settings_kv
 
 __all__ = [
@@ -91,14 +92,13 @@ _CREATED_SINCE = (
     .order_by(runs.c.created_at)
 )
 _CREATED_SINCE_BY_ORIGIN = _CREATED_SINCE.where(runs.c.origin == bindparam("origin"))
-_SPENT_SINCE = select(func.coalesce(func.sum(run_events.c.cost_usd), 0)).where(
-    run_events.c.ts >= bindparam("since")
-)
-_SPENT_SINCE_BY_ORIGIN = (
+# Fire drills' spend is reported apart (bot/db/drills.py), never as the bot's own.
+_SPENT_SINCE = (
     select(func.coalesce(func.sum(run_events.c.cost_usd), 0))
     .select_from(run_events.join(runs, runs.c.id == run_events.c.run_id))
-    .where(run_events.c.ts >= bindparam("since"), runs.c.origin == bindparam("origin"))
+    .where(run_events.c.ts >= bindparam("since"), not_drill_run())
 )
+_SPENT_SINCE_BY_ORIGIN = _SPENT_SINCE.where(runs.c.origin == bindparam("origin"))
 _FOR_INCIDENT = select(runs).where(runs.c.incident_id == bindparam("incident_id")).order_by(runs.c.id)
 _EVENTS = select(run_events).where(run_events.c.run_id == bindparam("run_id")).order_by(run_events.c.id)
 _EVENTS_AFTER = (
@@ -285,7 +285,8 @@ async def created_since(db: Connection, since: float, origin: str | None = None)
 
 
 async def spent_since(db: Connection, since: float, origin: str | None = None) -> float:
-    """Total cost of run events at or after `since` — of runs of one origin, if given."""
+    """Total cost of run events at or after `since` — of runs of one origin, if given; fire drills'
+    runs are not counted (bot/db/drills.py)."""
     if origin is None:
         total = await core.scalar(db, _SPENT_SINCE, since=since)
     else:

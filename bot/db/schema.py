@@ -299,6 +299,19 @@ settings_kv = Table(
     Column("value", Text, nullable=False),
 )
 
+# Small keyed JSON rows that cogs keep (bot.db.cog_rows), each with the action that last wrote it:
+# a crash on a bad row names the command that stored it (bot.db.provenance).
+cog_rows = Table(
+    "cog_rows",
+    metadata,
+    Column("table_name", Text, primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("written_by", Text),
+    Column("writer", Text),
+    Column("written_at", Seconds),
+)
+
 # Fingerprints are keyed by text; each gets a stable integer here for its row in `search_index`.
 search_failures = Table(
     "search_failures",
@@ -414,3 +427,29 @@ claims = Table(
     PrimaryKeyConstraint("run_id", "path"),
 )
 Index("claims_path", claims.c.path)
+
+# The dashboard's sign-in (bot/dashboard/signin.py): one-time links and the sessions they open. Only
+# a SHA-256 of each secret is kept, so a copy of the database signs nobody in.
+dashboard_links = Table(
+    "dashboard_links",
+    metadata,
+    Column("token_hash", Text, primary_key=True),
+    Column("user_id", BigInteger, nullable=False),
+    Column("created_at", Seconds, nullable=False),
+    Column("expires_at", Seconds, nullable=False),
+    Column("used_at", Seconds),
+)
+Index("dashboard_links_expires", dashboard_links.c.expires_at)
+
+dashboard_sessions = Table(
+    "dashboard_sessions",
+    metadata,
+    Column("session_hash", Text, primary_key=True),
+    Column("user_id", BigInteger, nullable=False),
+    Column("created_at", Seconds, nullable=False),
+    Column("expires_at", Seconds, nullable=False),
+)
+Index("dashboard_sessions_expires", dashboard_sessions.c.expires_at)
+
+# The action explorer's "by user" (bot/db/browse.py): newest first within one user's actions.
+Index("actions_user_ts", actions.c.user_id, actions.c.ts, **_partial("user_id IS NOT NULL"))

@@ -21,7 +21,7 @@ in its thread — reaches `ApprovalService.decide()` as plain values, every obje
 7. approvals follow the human: each stored approval remembers the signal it came from (the
    approving message and its channel, or the reaction on the proposal's message), and `withdraw()` /
    `message_edited()` take it back when that message is deleted, edited into anything but the same
-   clear decision (`bot.deploy.grammar`), or the reaction is removed. An edit never adds an approval
+   clear decision (`bot.trust.grammar`), or the reaction is removed. An edit never adds an approval
    and never rejects; an approving message edited into words that say no, or that the grammar
    cannot read as a yes, becomes an objection of its author (rule 9);
 7b. and they are read again, because Discord does not replay to a new session what the bot missed
@@ -59,138 +59,35 @@ holds against another process; the loser answers "already merged". "rejected" me
 the run to rejected; the caller closes the proposal on the forge. "held" means hold() stored an
 objection. Every decision, refusals included, is written to the run's events as `approval_<status>`
 (`approval_objected` / `approval_unclear` for objections) by `user:<id>`.
+
+The rules are enforced by `ApprovalService`, built in layers (`bot.deploy.approval_core`, then
+objections, withdrawals and rechecks, each its own module); this module holds the deciding on top.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from bot.access import AccessPolicy
 from bot.db import approvals as queries
 from bot.db import objections as objection_queries
 from bot.db import proofs, proposals
-from bot.db.approvals import Approval, ApprovalForm
-from bot.db.core import Connection
-from bot.db.objections import Objection, ObjectionKind
+from bot.db.approvals import ApprovalForm
 from bot.db.proposals import Proposal
-from bot.db.retry import Writes
-from bot.deploy.grammar import Reading, read_approval, what_counts
-from bot.deploy.sources import ApprovalSources, SourceRead
-from bot.git import git
-from bot.improve.guard import protected_entry
+from bot.deploy.approval_core import _MERGED_STATES, ApprovalDecision, DecisionStatus
+from bot.deploy.protection import _branch_head, _Protection
+from bot.deploy.recheck import ApprovalRechecks
 from bot.improve.proof import proved_by_replay
-from bot.improve.runs import InvalidTransition, Run, RunService
-from bot.log import get_logger
-from bot.settings import Settings
+from bot.improve.runs import InvalidTransition, Run
+from bot.kernel.log import get_logger
 
-__all__ = [
-    "ApprovalDecision",
-    "ApprovalForm",
-    "ApprovalService",
-    "DecisionStatus",
-    "DiffUnavailable",
-    "EditOutcome",
-    "Recheck",
-    "Reread",
-    "RolesLookup",
-    "is_protected",
-    "touches_protected",
-]
+__all__ = ["ApprovalForm", "ApprovalService"]
 
 _log = get_logger(__name__)
 
-DecisionStatus = Literal["ready", "recorded", "refused", "rejected", "already_merged", "not_awaiting", "held"]
-
-_MERGED_STATES = frozenset({"merging", "deployed", "watching", "resolved", "regressed"})
-# Where a merge is still ahead, an objection can hold it: waiting for approval, queued or about to
-# merge (recheck has not run yet), re-verifying a moved branch, or stopped in one of those.
-_OBJECTABLE_STATES = frozenset({"awaiting_approval", "merging", "verifying", "interrupted"})
-_APPROVE_FORMS: tuple[ApprovalForm, ...] = ("approve", "approve_security", "approve_unproven")
-_NO_DISCORD = "Discord is not connected"
-_GIT_TIMEOUT_S = 60.0
 _SECURITY_HINT = "approve with **ship it security** or 🔐"
-
-# The approver's roles as Discord has them now (None: not a member any more); None as a whole when
-# no Discord is attached (then only user ids are re-checked, and role-only approvers do not count).
-RolesLookup = Callable[[int], Awaitable[list[int] | None]]
-
-
-class DiffUnavailable(Exception):
-    """git could not list the files a proposal changes (missing commit, not a repository...)."""
-
-
-@dataclass(frozen=True)
-class ApprovalDecision:
-    """What decide() concluded; `message` is ready to post in chat.
-
-    `approvals`/`required` count valid approvals of `sha` when the decision got as far as counting
-    (recorded, ready), and are 0 otherwise.
-    """
-
-    status: DecisionStatus
-    message: str
-    approvals: int
-    required: int
-    sha: str
-    run_id: int | None = None
-    protected_paths: tuple[str, ...] = ()
-    reason: str = ""  # why, in one word (as in the run event): "approved", "stale", "branch_moved", ...
-
-
-@dataclass(frozen=True)
-class Reread:
-    """What reading the proposal's standing signals again from Discord found.
-
-    `withdrawn` / `objections_withdrawn`: taken back now, each with why ("deleted", "edited",
-    "reaction_removed"); `unreadable`: approval id → why Discord could not tell (those do not count
-    at this merge, and stay stored); `held`: objections recorded now from approving messages that
-    were edited into one.
-    """
-
-    withdrawn: tuple[tuple[Approval, str], ...] = ()
-    objections_withdrawn: tuple[tuple[Objection, str], ...] = ()
-    unreadable: dict[int, str] = field(default_factory=dict)
-    held: tuple[Objection, ...] = ()
-
-
-@dataclass(frozen=True)
-class Recheck:
-    """Approvals counted again at merge time: who counted, who no longer did and why, what holds."""
-
-    counted: tuple[int, ...]
-    dropped: tuple[tuple[int, str], ...]
-    required: int
-    sha: str
-    objections: tuple[Objection, ...] = ()  # standing: each holds the merge
-    reread: Reread = field(default_factory=Reread)
-    unreadable: tuple[tuple[int, str], ...] = ()  # approvers dropped only because Discord did not answer
-
-    @property
-    def enough(self) -> bool:
-        return len(self.counted) >= self.required
-
-    @property
-    def clear(self) -> bool:
-        """Enough current approvals, and nothing holds the merge."""
-        return self.enough and not self.objections
-
-    def names(self) -> str:
-        return ", ".join(f"<@{user}>" for user in self.counted) or "nobody"
-
-
-@dataclass(frozen=True)
-class EditOutcome:
-    """What an edit of a message took back (`withdrawn`, `objections_withdrawn`) or made hold (`held`)."""
-
-    withdrawn: tuple[Approval, ...] = ()
-    objections_withdrawn: tuple[Objection, ...] = ()
-    held: tuple[Objection, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -215,139 +112,16 @@ class _Outcome:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class _Protection:
-    paths: tuple[str, ...]
-    error: str | None = None  # the diff could not be read: treated as protected (fail closed)
-
-    @property
-    def protected(self) -> bool:
-        return bool(self.paths) or self.error is not None
-
-
-def is_protected(path: str, protected: Sequence[str]) -> bool:
-    """True if `path` is protected by one of the entries (`bot.improve.guard.protected_entry`)."""
-    return protected_entry(path, protected) is not None
-
-
-async def _git(repo_root: Path, *args: str) -> tuple[int | None, str, str]:
-    result = await git(repo_root, *args, check=False, timeout_s=_GIT_TIMEOUT_S)
-    return result.code, result.output, result.errors.strip()
-
-
-def _revision(value: str) -> str:
-    # Revisions come from the database, but a value starting with "-" would be read as an option.
-    if not value or value.startswith("-"):
-        raise DiffUnavailable(f"not a revision: {value!r}")
-    return value
-
-
-async def touches_protected(repo_root: Path, base: str, head: str, protected: Sequence[str]) -> list[str]:
-    """The protected files among those changed in `base..head`, sorted; DiffUnavailable if git fails.
-
-    Renames are listed as a deletion plus an addition, so moving a protected file away counts too.
-    """
-    code, output, errors = await _git(
-        repo_root, "diff", "--name-only", "--no-renames", "-z", f"{_revision(base)}..{_revision(head)}", "--"
-    )
-    if code != 0:
-        raise DiffUnavailable(f"git diff {base[:7]}..{head[:7]} failed: {errors or f'exit {code}'}")
-    changed = {name for name in output.split("\0") if name}
-    return sorted(name for name in changed if is_protected(name, protected))
-
-
-async def _merge_base(repo_root: Path, head: str) -> str:
-    code, output, errors = await _git(repo_root, "merge-base", "refs/heads/main", _revision(head))
-    if code != 0 or not output.strip():
-        raise DiffUnavailable(f"no merge base of main and {head[:7]}: {errors or f'exit {code}'}")
-    return output.strip()
-
-
-async def _branch_head(repo_root: Path, branch: str) -> str | None:
-    """The commit `branch` points at in `repo_root`, or None if there is no such local branch."""
-    try:
-        code, output, _ = await _git(
-            repo_root, "rev-parse", "--verify", "--quiet", f"refs/heads/{_revision(branch)}^{{commit}}"
-        )
-    except (DiffUnavailable, OSError):
-        return None
-    return output.strip() if code == 0 and output.strip() else None
-
-
 def _short(sha: str) -> str:
     return sha[:7]
-
-
-def _still_holds(reading: Reading) -> bool:
-    """An edited message holds when it objects, is unclear, or rejects: an edit never rejects the run
-    (that takes a new message), so a "don't ship it" written by editing holds it instead."""
-    return reading.holds or reading.verdict == "reject"
 
 
 def _people(user_ids: Iterable[int]) -> str:
     return ", ".join(dict.fromkeys(f"<@{user}>" for user in user_ids))
 
 
-@dataclass
-class _Reader:
-    """Reads messages through `sources` for one re-read, each message once."""
-
-    sources: ApprovalSources | None
-    posted: dict[int, int]  # the proposal's own messages: message id → channel id
-    fallback: int | None  # the channel of an approving message stored without one
-    _reads: dict[tuple[int, int], SourceRead] = field(default_factory=dict)
-
-    async def read(self, channel_id: int | None, message_id: int) -> SourceRead:
-        if self.sources is None:
-            return SourceRead.unreadable(_NO_DISCORD)
-        if channel_id is None:
-            return SourceRead.unreadable("I don't know which channel it is in")
-        key = (channel_id, message_id)
-        if key not in self._reads:
-            self._reads[key] = await self.sources.read(channel_id, message_id)
-        return self._reads[key]
-
-
-class ApprovalService:
+class ApprovalService(ApprovalRechecks):
     """Enforces the approval rules of DESIGN §7 and records every decision on the run."""
-
-    def __init__(
-        self,
-        db: Connection,
-        runs: RunService,
-        settings: Settings,
-        clock: Callable[[], datetime],
-        *,
-        writes: Writes | None = None,
-    ) -> None:
-        self._db = db
-        self._writes = writes or Writes()  # a locked/full database is retried, then "couldn't save"
-        self._runs = runs
-        self._settings = settings
-        self._clock = clock
-        self._access = AccessPolicy(settings.access)
-        self._locks: dict[int, asyncio.Lock] = {}
-        # (base, head) → protected files: a commit's diff never changes, and git is not free.
-        self._protection: dict[tuple[str, str], tuple[str, ...]] = {}
-
-    def _now(self) -> float:
-        return self._clock().timestamp()
-
-    def _lock(self, proposal_id: int) -> asyncio.Lock:
-        return self._locks.setdefault(proposal_id, asyncio.Lock())
-
-    async def register_message(self, proposal_id: int, channel_id: int, message_id: int) -> None:
-        """Remember that `message_id` stands for the proposal (reactions and replies on it count)."""
-        await queries.register_message(
-            self._db, message_id=message_id, proposal_id=proposal_id, channel_id=channel_id
-        )
-
-    async def proposal_for_message(self, message_id: int) -> int | None:
-        return await queries.proposal_for_message(self._db, message_id)
-
-    async def messages_for_proposal(self, proposal_id: int) -> list[tuple[int, int]]:
-        """(message_id, channel_id) of the messages standing for the proposal, oldest first."""
-        return await queries.messages_for_proposal(self._db, proposal_id)
 
     async def decide(
         self,
@@ -431,6 +205,10 @@ class ApprovalService:
                 return 0
             return await self._mark_stale(proposal, new_sha)
 
+    async def record_merged(self, proposal_id: int, head_sha: str) -> None:
+        """The proposal's row says merged at `head_sha` (its merge was recorded on the forge)."""
+        await proposals.update(self._db, proposal_id, now=self._now(), state="merged", head_sha=head_sha)
+
     async def dismiss(self, proposal_id: int, why: str) -> int:
         """Every standing approval of the proposal stops counting (the forge's head moved under it)."""
         async with self._lock(proposal_id):
@@ -464,409 +242,6 @@ class ApprovalService:
             )
         _log.info("approvals_stale", proposal_id=proposal.id, new_sha=new_sha, stale=count)
         return count
-
-    # -- objections hold ----------------------------------------------------------------------------
-
-    async def hold(
-        self,
-        *,
-        proposal_id: int,
-        user_id: int,
-        role_ids: Collection[int],
-        is_bot: bool,
-        channel_id: int,
-        message_id: int,
-        kind: ObjectionKind,
-        reason: str,
-        why: str,
-        parent_channel_id: int | None = None,
-        user_name: str | None = None,
-        via: str = "words",
-    ) -> ApprovalDecision:
-        """An objection (or an unclear message) about the proposal: held, or refused (rule 9).
-
-        `reason` is the grammar's ("hold", "question", …) and `why` its words for it ("it asks to
-        wait or stop"); `via` is how the message reached the proposal ("words": a reply, "thread",
-        "named": it names the run).
-        """
-        name = self._runs.redactor.text(user_name or f"<@{user_id}>", 100)  # a display name: untrusted
-        async with self._lock(proposal_id):
-            proposal = await proposals.get(self._db, proposal_id)
-            run = await self._runs.find(proposal.run_id) if proposal is not None else None
-            if proposal is None or run is None:
-                return ApprovalDecision("refused", f"There is no proposal #{proposal_id}.", 0, 0, "")
-            head = proposal.head_sha
-
-            def answer(status: DecisionStatus, why_not: str, message: str) -> tuple[ApprovalDecision, str]:
-                return ApprovalDecision(status, message, 0, 0, head, run.id, reason=why_not), why_not
-
-            unclear = f"That doesn't count as an approval ({why}). {what_counts()}"
-            dev = set(self._settings.discord.dev_channel_ids)
-            if is_bot:
-                decision, refusal = answer("refused", "bot", "Bots can't hold a merge.")
-            elif not self._access.is_allowed(user_id, role_ids):
-                decision, refusal = answer(
-                    "refused",
-                    "not_allowed",
-                    unclear
-                    if kind == "unclear"
-                    else f"{name} isn't allow-listed, so that doesn't hold the merge.",
-                )
-            elif channel_id not in dev and parent_channel_id not in dev:
-                decision, refusal = answer(
-                    "refused", "wrong_channel", "Objections only count in the dev channel."
-                )
-            elif proposal.state == "merged" or run.state in _MERGED_STATES - {"merging"}:
-                decision, refusal = answer(
-                    "already_merged",
-                    "merged",
-                    f"Run #{run.id} is already merged: `/rollback {run.id}` undoes it.",
-                )
-            elif (
-                run.state not in _OBJECTABLE_STATES
-                or run.proposal_id != proposal.id
-                or proposal.state == "closed"
-            ):
-                decision, refusal = answer(
-                    "not_awaiting", run.state, f"Run #{run.id} isn't waiting to merge (it is {run.state})."
-                )
-            else:
-                await self._writes(
-                    lambda: objection_queries.record(
-                        self._db,
-                        proposal_id=proposal.id,
-                        run_id=run.id,
-                        user_id=user_id,
-                        kind=kind,
-                        reason=reason,
-                        message_id=message_id,
-                        channel_id=channel_id,
-                        now=self._now(),
-                    ),
-                    what="objection",
-                )
-                let_go = "approve it (**ship it**), or delete or edit that message"
-                if kind == "unclear":
-                    message = (
-                        f"That doesn't count as an approval ({why}), and until you say which it holds run"
-                        f" #{run.id}: {let_go}. {what_counts()}"
-                    )
-                else:
-                    message = f"⏸ Holding run #{run.id}: {name} objected ({why}). It won't merge until {name}"
-                    message += f" says so: {let_go}."
-                decision, refusal = answer("held", kind, message)
-            await self._runs.event(
-                run.id,
-                "approval_unclear" if kind == "unclear" else "approval_objected",
-                actor=f"user:{user_id}",
-                detail={
-                    "proposal_id": proposal.id,
-                    "reason": reason,
-                    "via": via,
-                    "channel_id": channel_id,
-                    "message_id": message_id,
-                    "holding": decision.status == "held",
-                    **({} if decision.status == "held" else {"refused": refusal}),
-                },
-            )
-        _log.info(
-            "objection",
-            run_id=run.id,
-            proposal_id=proposal_id,
-            user_id=user_id,
-            kind=kind,
-            status=decision.status,
-        )
-        return decision
-
-    # -- approvals follow the human ----------------------------------------------------------------
-
-    async def withdraw(
-        self,
-        *,
-        message_id: int,
-        why: str,
-        user_id: int | None = None,
-        emoji: str | None = None,
-        sources: Collection[str] = ("message", "reaction"),
-    ) -> list[Approval]:
-        """Take back the standing decisions that came from `message_id`; returns those withdrawn.
-
-        Each is written to its run's events (`approval_withdrawn`); a run already merging re-counts at
-        merge time (`recheck`), so a withdrawal that races the merge still cannot be counted.
-        """
-        withdrawn = await queries.withdraw(
-            self._db, message_id=message_id, why=why, now=self._now(), user_id=user_id, emoji=emoji,
-            sources=sources,
-        )  # fmt: skip
-        for approval in withdrawn:
-            await self._approval_withdrawn(approval, why)
-        return withdrawn
-
-    async def _approval_withdrawn(self, approval: Approval, why: str, *, seen: str = "event") -> None:
-        await self._runs.event(
-            approval.run_id,
-            "approval_withdrawn",
-            actor=f"user:{approval.user_id}",
-            detail={
-                "proposal_id": approval.proposal_id,
-                "sha": approval.sha,
-                "form": approval.form,
-                "source": approval.source,
-                "why": why,
-                "seen": seen,  # "event": Discord told us; "reread": found when reading it again
-            },
-        )
-        _log.info(
-            "approval_withdrawn",
-            proposal_id=approval.proposal_id,
-            user_id=approval.user_id,
-            why=why,
-            seen=seen,
-        )
-
-    async def withdraw_objections(self, *, message_id: int, why: str) -> list[Objection]:
-        """Take back the objections that came from `message_id` (deleted); returns those withdrawn."""
-        withdrawn = await objection_queries.withdraw_message(self._db, message_id, why=why, now=self._now())
-        for objection in withdrawn:
-            await self._objection_withdrawn(objection, why)
-        return withdrawn
-
-    async def _withdraw_objections_of(self, proposal: Proposal, user_id: int) -> list[Objection]:
-        withdrawn = await objection_queries.withdraw_user(
-            self._db, proposal.id, user_id, why="approved", now=self._now()
-        )
-        for objection in withdrawn:
-            await self._objection_withdrawn(objection, "approved")
-        return withdrawn
-
-    async def _objection_withdrawn(self, objection: Objection, why: str, *, seen: str = "event") -> None:
-        await self._runs.event(
-            objection.run_id,
-            "objection_withdrawn",
-            actor=f"user:{objection.user_id}",
-            detail={
-                "proposal_id": objection.proposal_id,
-                "message_id": objection.message_id,
-                "kind": objection.kind,
-                "why": why,
-                "seen": seen,
-            },
-        )
-        _log.info(
-            "objection_withdrawn",
-            proposal_id=objection.proposal_id,
-            user_id=objection.user_id,
-            why=why,
-            seen=seen,
-        )
-
-    async def message_edited(self, message_id: int, text: str) -> EditOutcome:
-        """A message was edited into `text`: what it stood for is kept only if it still reads the same.
-
-        An approving message still the same clear decision keeps its approval; anything else withdraws
-        it — and if it now says no or cannot be read as a yes, it holds as its author's objection
-        (rule 7). An objecting message that no longer holds lets go.
-        """
-        reading = read_approval(text)
-        held: list[Objection] = []
-        standing = await queries.standing_message_forms(self._db, message_id)
-        withdrawn: list[Approval] = []
-        if standing and standing != {reading.form}:
-            withdrawn = await self.withdraw(message_id=message_id, why="edited", sources=("message",))
-            if _still_holds(reading):
-                held = await self._hold_from_edits(withdrawn, reading.verdict, reading.reason)
-        let_go: list[Objection] = []
-        if not _still_holds(reading):
-            let_go = await objection_queries.withdraw_message(
-                self._db, message_id, why="edited", now=self._now()
-            )
-            for objection in let_go:
-                await self._objection_withdrawn(objection, "edited")
-        return EditOutcome(tuple(withdrawn), tuple(let_go), tuple(held))
-
-    async def _hold_from_edits(
-        self, withdrawn: Iterable[Approval], verdict: str, reason: str
-    ) -> list[Objection]:
-        """Approving messages edited into a no, or into something unclear: objections of their authors."""
-        kind: ObjectionKind = "unclear" if verdict == "unclear" else "object"
-        held: list[Objection] = []
-        for approval in withdrawn:
-            if approval.message_id is None or not approval.source.startswith("message:"):
-                continue
-            run = await self._runs.find(approval.run_id)
-            if run is None or run.state not in _OBJECTABLE_STATES:
-                continue
-            channel_id = approval.channel_id or run.channel_id
-            if channel_id is None:
-                continue
-            await objection_queries.record(
-                self._db,
-                proposal_id=approval.proposal_id,
-                run_id=approval.run_id,
-                user_id=approval.user_id,
-                kind=kind,
-                reason=f"edited:{reason}",
-                message_id=approval.message_id,
-                channel_id=channel_id,
-                now=self._now(),
-            )
-            await self._runs.event(
-                approval.run_id,
-                f"approval_{'unclear' if kind == 'unclear' else 'objected'}",
-                actor=f"user:{approval.user_id}",
-                detail={
-                    "proposal_id": approval.proposal_id,
-                    "reason": reason,
-                    "via": "edit",
-                    "holding": True,
-                },
-            )
-            held.extend(
-                o
-                for o in await objection_queries.standing(self._db, approval.proposal_id)
-                if o.message_id == approval.message_id
-            )
-        return held
-
-    async def reread(self, proposal_id: int, sources: ApprovalSources | None) -> Reread:
-        """Read the proposal's standing approvals (of its head) and objections again from Discord, and
-        take back what no longer says so (module docstring, 7b and 9). `sources` None: nothing can be
-        read — approvals from messages and reactions are unreadable, objections still hold."""
-        async with self._lock(proposal_id):
-            proposal = await proposals.get(self._db, proposal_id)
-            if proposal is None:
-                return Reread()
-            run = await self._runs.get(proposal.run_id)
-            posted = dict(await queries.messages_for_proposal(self._db, proposal.id))
-            # An approval stored before its channel was kept: the proposal's own channel (a reply is in
-            # the channel of the message it replies to, unless it came from a thread).
-            reader = _Reader(sources, posted, run.channel_id or next(iter(posted.values()), None))
-            withdrawn, unreadable, edited_into = await self._reread_approvals(proposal, reader)
-            held: list[Objection] = []
-            for approval, why in withdrawn:
-                await queries.withdraw_ids(self._db, [approval.id], why=why, now=self._now())
-                await self._approval_withdrawn(approval, why, seen="reread")
-                reading = edited_into.get(approval.id)
-                if reading is not None and _still_holds(reading):
-                    held += await self._hold_from_edits([approval], reading.verdict, reading.reason)
-            let_go: list[tuple[Objection, str]] = []
-            for objection in await objection_queries.standing(self._db, proposal.id):
-                if objection in held:
-                    continue
-                got = await reader.read(objection.channel_id, objection.message_id)
-                if got.status == "gone":
-                    let_go.append((objection, "deleted"))
-                elif got.status == "found" and not _still_holds(read_approval(got.content)):
-                    let_go.append((objection, "edited"))
-            for objection, why in let_go:
-                await objection_queries.withdraw_ids(self._db, [objection.id], why=why, now=self._now())
-                await self._objection_withdrawn(objection, why, seen="reread")
-        if withdrawn or let_go or unreadable:
-            _log.info(
-                "approvals_reread",
-                proposal_id=proposal_id,
-                withdrawn=len(withdrawn),
-                objections_withdrawn=len(let_go),
-                unreadable=len(unreadable),
-            )
-        return Reread(tuple(withdrawn), tuple(let_go), unreadable, tuple(held))
-
-    async def _reread_approvals(
-        self, proposal: Proposal, reader: _Reader
-    ) -> tuple[list[tuple[Approval, str]], dict[int, str], dict[int, Reading]]:
-        """Each standing approval of the head against its source now: (to withdraw, with why;
-        unreadable, approval id → why; what an edited approving message reads as now)."""
-        withdrawn: list[tuple[Approval, str]] = []
-        unreadable: dict[int, str] = {}
-        edited_into: dict[int, Reading] = {}
-        for approval in await queries.active(self._db, proposal.id, proposal.head_sha, _APPROVE_FORMS):
-            kind = approval.source.partition(":")[0]
-            if approval.message_id is None or kind not in ("message", "reaction"):
-                continue  # a button click: an act, nothing to read again
-            if kind == "message":
-                got = await reader.read(approval.channel_id or reader.fallback, approval.message_id)
-                reading = read_approval(got.content)
-                changed = got.status == "found" and reading.form != approval.form
-                if changed:
-                    edited_into[approval.id] = reading
-                why = "edited"
-            else:
-                got = await reader.read(
-                    reader.posted.get(approval.message_id, approval.channel_id), approval.message_id
-                )
-                reacted = got.reactions.get(approval.emoji or "", frozenset())
-                changed = got.status == "found" and approval.user_id not in reacted
-                why = "reaction_removed"
-            if got.status == "gone":
-                withdrawn.append((approval, "deleted"))
-            elif changed:
-                withdrawn.append((approval, why))
-            elif got.status == "unreadable":
-                unreadable[approval.id] = got.error or "no answer"
-        return withdrawn, unreadable, edited_into
-
-    async def recheck(
-        self, proposal_id: int, roles_of: RolesLookup | None, sources: ApprovalSources | None
-    ) -> Recheck:
-        """Count the proposal's standing approvals of its head again, as of now (module docstring, 8).
-
-        First each is read again from Discord (`reread`). Then each approver must still be
-        allow-listed — by user id, or by a role they hold *now* (`roles_of`) — not be the requester
-        when `deploy.exclude_requester` is set, and have a signal Discord could confirm (or a button
-        click). Standing objections are returned: any one of them holds the merge.
-        """
-        proposal = await proposals.get(self._db, proposal_id)
-        if proposal is None:
-            return Recheck((), (), 1, "")
-        reread = await self.reread(proposal_id, sources)
-        run = await self._runs.get(proposal.run_id)
-        protection = await self._protected(run, proposal)
-        deploy = self._settings.deploy
-        forms: tuple[ApprovalForm, ...] = ("approve_security",) if protection.protected else _APPROVE_FORMS
-        required = deploy.protected_required_approvals if protection.protected else deploy.required_approvals
-        counted: list[int] = []
-        dropped: list[tuple[int, str]] = []
-        unreadable: list[tuple[int, str]] = []
-        signals: dict[int, list[Approval]] = {}
-        for approval in await queries.active(self._db, proposal.id, proposal.head_sha, forms):
-            signals.setdefault(approval.user_id, []).append(approval)
-        for user_id, given in signals.items():
-            if deploy.exclude_requester and user_id == run.requester_id:
-                dropped.append((user_id, "requested the run"))
-                continue
-            confirmed = [approval for approval in given if approval.id not in reread.unreadable]
-            if not confirmed:
-                error = reread.unreadable[given[0].id]
-                unreadable.append((user_id, error))
-                dropped.append((user_id, f"couldn't be read from Discord ({error})"))
-                continue
-            roles = await roles_of(user_id) if roles_of is not None else []
-            if not self._access.is_allowed(user_id, roles or ()):
-                dropped.append(
-                    (user_id, "is no longer allow-listed" if roles is not None else "left the server")
-                )
-                continue
-            counted.append(user_id)
-        holding = tuple(await objection_queries.standing(self._db, proposal.id))
-        result = Recheck(
-            tuple(counted), tuple(dropped), required, proposal.head_sha, holding, reread, tuple(unreadable)
-        )
-        await self._runs.event(
-            run.id,
-            "approvals_rechecked",
-            actor="system",
-            detail={
-                "proposal_id": proposal.id,
-                "sha": proposal.head_sha,
-                "counted": counted,
-                "dropped": [{"user_id": user, "why": why} for user, why in dropped],
-                "required": required,
-                "objections": [objection.user_id for objection in holding],
-                "withdrawn": [approval.user_id for approval, _ in reread.withdrawn],
-            },
-        )
-        return result
 
     async def _judge(
         self, request: _Request, proposal: Proposal, run: Run, *, role_ids: Collection[int], is_bot: bool
@@ -1126,17 +501,3 @@ class ApprovalService:
                 " failure replayed and gone, as a user would see it"
             )
         return None
-
-    async def _protected(self, run: Run, proposal: Proposal) -> _Protection:
-        repo = self._settings.repo_dir
-        head = proposal.head_sha
-        try:
-            base = run.base_sha or await _merge_base(repo, head)
-            key = (base, head)
-            if key not in self._protection:
-                touched = await touches_protected(repo, base, head, self._settings.improve.protected_paths)
-                self._protection[key] = tuple(touched)
-            return _Protection(self._protection[key])
-        except (DiffUnavailable, OSError) as exc:
-            _log.warning("approval_diff_unavailable", run_id=run.id, proposal_id=proposal.id, error=str(exc))
-            return _Protection((), str(exc))

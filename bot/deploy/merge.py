@@ -8,7 +8,7 @@ worktree under the workspace's `worktrees_dir` (cleaned at start-up like any str
 neither the live checkout nor the run's worktree is touched meanwhile. A conflict limited to import
 blocks is resolved there (`bot.deploy.queue.resolve_import_conflicts`) and the rebase goes on; any other
 conflict raises `RebaseConflict` naming the files. The change is checked for what cannot be made inert
-(`bot.improve.trees`) before it is checked out and again once rebased, and the checks run on a fresh
+(`bot.trust.trees`) before it is checked out and again once rebased, and the checks run on a fresh
 copy of the rebased commit's tree (`verify_commit`, smoke load included); only if they pass does the
 branch move to it — by `git reset --keep` in the worktree
 that has the branch checked out (the run's worktree, kept while a proposal awaits approval), else
@@ -38,13 +38,13 @@ from pathlib import Path
 
 from bot.deploy.queue import change_without_imports, resolve_import_conflicts
 from bot.forge.base import HeadMovedError
-from bot.git import driver_problem, git
-from bot.improve.trees import HostileTree
 from bot.improve.verify import Verification, verify_commit
 from bot.improve.workspace import Workspace
-from bot.log import get_logger
-from bot.process import ProcessResult
-from bot.sandbox import Sandbox
+from bot.kernel.git import driver_problem, git
+from bot.kernel.log import get_logger
+from bot.kernel.process import ProcessResult
+from bot.trust.sandbox import Sandbox
+from bot.trust.trees import HostileTree
 
 __all__ = ["LiveUpdate", "MergeError", "Merger", "RebaseConflict", "RebaseOutcome", "own_change"]
 
@@ -208,7 +208,7 @@ class Merger:
     async def reverify(self, head_sha: str, run_id: int) -> Verification:
         """Verify `head_sha` as it is (a proposal branch that moved by hand) on a fresh copy of its tree,
         sandboxed like every verify; the branch itself is not touched. MergeError when the change carries
-        what cannot be made inert (`bot.improve.trees`)."""
+        what cannot be made inert (`bot.trust.trees`)."""
         base = (await self._git(self.repo_root, "merge-base", f"refs/heads/{self.base}", head_sha)).output
         await self._refuse_hostile(base.strip(), head_sha)
         verification = await verify_commit(
@@ -226,7 +226,7 @@ class Merger:
 
     async def _refuse_hostile(self, base: str, head: str) -> None:
         """MergeError when `base..head` carries what cannot be made inert, or when the repository's
-        config defines a driver a tree could select (`bot.git.driver_problem`): checked before any
+        config defines a driver a tree could select (`bot.kernel.git.driver_problem`): checked before any
         git command checks out, rebases or verifies it."""
         if (problem := await driver_problem(self.repo_root)) is not None:
             raise MergeError(f"not rebased or verified: {problem}")
@@ -306,7 +306,7 @@ class Merger:
                 old,
             )
             return
-        # The pipeline commits from bytes and leaves the index without stat data (`bot.improve.trees`):
+        # The pipeline commits from bytes and leaves the index without stat data (`bot.trust.trees`):
         # refresh it, so unchanged files read as unchanged. No driver can run (`_refuse_hostile`).
         await self._git(checked_out, "update-index", "-q", "--refresh", check=False)
         status = await self._git(checked_out, "status", "--porcelain", "--untracked-files=no")

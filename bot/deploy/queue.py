@@ -28,8 +28,8 @@ import tomllib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bot.log import get_logger
-from bot.process import run_process
+from bot.kernel.log import get_logger
+from bot.kernel.process import run_process
 
 __all__ = [
     "MergeQueue",

@@ -27,22 +27,20 @@ import importlib.util
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from types import ModuleType
+from typing import Any, Protocol
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.log import get_logger
-from bot.prompts import PromptError
+from bot.kernel.log import get_logger
+from bot.kernel.prompts import PromptError, PromptRegistry
 
-if TYPE_CHECKING:
-    from bot.app import MendBot
-
-__all__ = ["ModuleResult", "Plan", "ReloadReport", "Reloader", "classify", "render"]
+__all__ = ["ModuleResult", "Plan", "ReloadReport", "ReloadTarget", "Reloader", "classify", "render"]
 
 _log = get_logger(__name__)
 
@@ -140,10 +138,40 @@ def _summary(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {cause}"
 
 
+class ReloadTarget(Protocol):
+    """What a reload needs of the running bot: its extensions, its command tree and prompts, and a way
+    to ask for a restart. The runtime's bot (`bot.runtime.app.MendBot`) is one; deploys know no more."""
+
+    extension_failures: dict[str, str]
+    extension_names: list[str]
+
+    @property
+    def extensions(self) -> Mapping[str, ModuleType]: ...
+
+    @property
+    def tree(self) -> app_commands.CommandTree[Any]: ...
+
+    @property
+    def dev_guild_id(self) -> int | None: ...
+
+    @property
+    def prompts(self) -> PromptRegistry: ...
+
+    async def load_extension(self, name: str, *, package: str | None = None) -> None: ...
+
+    async def reload_extension(self, name: str, *, package: str | None = None) -> None: ...
+
+    async def unload_extension(self, name: str, *, package: str | None = None) -> None: ...
+
+    def request_restart(self, reason: str) -> object: ...
+
+    async def sync_app_commands(self, guild_id: int) -> list[app_commands.AppCommand]: ...
+
+
 class Reloader:
     """Applies plans to one running bot; share one instance between the deploy path and the watcher."""
 
-    def __init__(self, bot: MendBot, *, prompts_dir: str = PROMPTS_DIR) -> None:
+    def __init__(self, bot: ReloadTarget, *, prompts_dir: str = PROMPTS_DIR) -> None:
         self.bot = bot
         self._prompts_dir = prompts_dir
         # Source file → st_mtime_ns when it was last applied (None: applied as deleted). The
@@ -247,7 +275,7 @@ class Reloader:
         return ModuleResult(name, ok=True, action=action)
 
     def _dev_guild(self) -> discord.Object | None:
-        guild_id = self.bot.services.settings.discord.dev_guild_id
+        guild_id = self.bot.dev_guild_id
         return discord.Object(guild_id) if guild_id is not None else None
 
     def _command_payload(self, guild: discord.Object) -> str:
@@ -273,7 +301,7 @@ class Reloader:
     # -- prompts --------------------------------------------------------------------------------
 
     def _prompt(self, repo_path: str) -> ModuleResult:
-        registry = self.bot.services.prompts
+        registry = self.bot.prompts
         relative = PurePosixPath(repo_path)
         if relative.parts and relative.parts[0] == self._prompts_dir:
             relative = PurePosixPath(*relative.parts[1:])

@@ -21,7 +21,7 @@ class SourceRead:
     """One message as Discord has it now.
 
     `status` "found": `content` is its text and `reactions` maps each decision emoji on it
-    (normalised, as `bot.deploy.grammar.normalise` gives it) to the ids of the users who reacted with
+    (normalised, as `bot.trust.grammar.normalise` gives it) to the ids of the users who reacted with
     it. "gone": Discord answered that the message (or its channel) does not exist. "unreadable":
     Discord could not be asked or did not answer (`error` says how).
     """

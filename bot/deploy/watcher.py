@@ -28,7 +28,7 @@ from bot.deploy.reload import (
     classify,
     render,
 )
-from bot.log import get_logger
+from bot.kernel.log import get_logger
 
 __all__ = ["HandEditWatcher"]
 

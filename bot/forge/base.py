@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bot.db.proposals import Proposal, ProposalState
-from bot.git import git
+from bot.kernel.git import git
 
 __all__ = [
     "MERGED_REF_PREFIX",
@@ -132,7 +132,7 @@ async def run_git(
     timeout_s: float = GIT_TIMEOUT_S,
     secrets: Iterable[str] = (),
 ) -> str:
-    """Run git in `repo` (the one way, `bot.git`) and return its stdout; ForgeError if it fails.
+    """Run git in `repo` (the one way, `bot.kernel.git`) and return its stdout; ForgeError if it fails.
 
     `config` (the GitHub forge's auth header) reaches the one git process through its environment,
     never its argv or a repository's config; `secrets` are masked in the error.

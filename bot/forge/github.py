@@ -2,7 +2,7 @@
 merge.
 
 The token reaches git only through the environment of the one `git push` or `git fetch` process,
-as an `http.<origin>/.extraHeader` passed in `GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n` (see `bot.git`):
+as an `http.<origin>/.extraHeader` passed in `GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n` (see `bot.kernel.git`):
 it is never in argv (process listings), never written to a repository's config, and only sent
 to the remote's own origin. The coding agent never holds it (DESIGN §6); only this class does.
 
@@ -43,7 +43,7 @@ from bot.forge.base import (
     run_git,
     utcnow,
 )
-from bot.log import get_logger
+from bot.kernel.log import get_logger
 
 if TYPE_CHECKING:
     from githubkit import GitHub

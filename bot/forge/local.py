@@ -48,7 +48,7 @@ from bot.forge.base import (
     run_git,
     utcnow,
 )
-from bot.log import get_logger
+from bot.kernel.log import get_logger
 
 __all__ = ["MERGED_FROM_REF_PREFIX", "NOTES_REF", "LocalForge"]
 

@@ -36,10 +36,11 @@ from claude_agent_sdk import (
     create_sdk_mcp_server,
 )
 
-from bot.improve.agent_env import agent_environment, prepare_home, write_launcher
-from bot.improve.guard import CLAIM_TOOL, Confine, Decision, GuardPolicy, ToolGuard
-from bot.log import get_logger
-from bot.sandbox import Sandbox, SandboxUnavailable
+from bot.kernel.durations import human_duration
+from bot.kernel.log import get_logger
+from bot.trust.agent_env import agent_environment, prepare_home, write_launcher
+from bot.trust.guard import CLAIM_TOOL, Confine, Decision, GuardPolicy, ToolGuard
+from bot.trust.sandbox import Sandbox, SandboxUnavailable
 
 if TYPE_CHECKING:
     from bot.improve.claims import Claim
@@ -220,7 +221,7 @@ class ClaudeCodeAgent:
                         elif isinstance(message, ResultMessage):
                             result = message
             except TimeoutError:
-                error = f"the agent did not finish within {self._timeout_s:.0f} s"
+                error = f"the agent did not finish within {human_duration(self._timeout_s)}"
             except ClaudeSDKError as exc:
                 error = f"{type(exc).__name__}: {exc}"
             finally:

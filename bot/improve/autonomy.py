@@ -23,15 +23,17 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-from bot.devmode import DevMode
-from bot.errors import UserError
+from bot.features.devmode import DevMode
 from bot.forge.base import ForgeError
 from bot.improve.runs import BUSY_STATES, Run, RunKind
 from bot.improve.service import SelfImprovementAgent
-from bot.log import get_logger
+from bot.kernel.drills import is_drill_kind
+from bot.kernel.errors import UserError
+from bot.kernel.log import get_logger
+from bot.kernel.sections import ImproveConfig
 from bot.observe.audit import AuditFinding
-from bot.observe.incidents import Incident, IncidentService
-from bot.settings import ImproveConfig
+from bot.observe.incident import Incident
+from bot.observe.incidents import IncidentService
 
 __all__ = ["AUTONOMOUS_REQUESTER", "AutonomyService", "Decision"]
 
@@ -84,6 +86,8 @@ class AutonomyService:
             self.level != "off"
             and not self._closed
             and incident.category == "code"
+            # A fire drill requests its own run (bot/improve/drill.py): it times the loop from there.
+            and not is_drill_kind(incident.kind)
             and _LEVELS.get(incident.level, 0) >= _LEVELS[self._config.autonomous_severity]
             and incident.autonomy is None
             and incident.id not in self._decided

@@ -33,9 +33,9 @@ from typing import Any
 
 from bot.db import claims as queries
 from bot.db.core import Connection
-from bot.improve.guard import protected_entry, secret_reason
 from bot.improve.runs import ACTIVE_STATES, Run, RunService, RunState
-from bot.log import get_logger
+from bot.kernel.log import get_logger
+from bot.trust.path_rules import protected_entry, secret_reason
 
 __all__ = [
     "LIVE_STATES",

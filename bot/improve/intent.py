@@ -10,7 +10,10 @@ mended, and the issue's own example expects that sentence to start work on its i
 Negations are read first: "don't ship" rejects, "don't fix it, just look" investigates.
 
 A complaint needs no crash word: "gives wrong results", "got really slow", "says the file is
-corrupt", "stopped posting", "never answers" are complaints too. Vaguer words ("seems off",
+corrupt", "stopped posting", "never answers" are complaints too; a failure verb counts in any tense
+("failed", "crashed", "errored"), and so does a part of the bot that does nothing when used
+("nothing happens", "does nothing", "unresponsive") — how people describe a button or a form that
+fails. Vaguer words ("seems off",
 "weird", "odd", "acting up") make an *uncertain* request (`Intent.certain` False) — and only
 when the message is about the bot (a command or kind it knows, a `/name` or `!name`, or words
 like "you", "reply", "result"): the bot then asks in one line with buttons instead of chatting
@@ -41,8 +44,8 @@ from bot.db import handlers as handler_queries
 from bot.db import incidents as incident_queries
 from bot.db import search as queries
 from bot.db.core import Connection
-from bot.deploy.grammar import read_approval
-from bot.improve.sanitize import sanitize_untrusted
+from bot.trust.grammar import read_approval
+from bot.trust.sanitize import sanitize_untrusted
 
 __all__ = [
     "AMBIGUITY_MARGIN",
@@ -124,7 +127,9 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
         r"figure out", r"what'?s wrong", r"what went wrong", r"why (?:is|does|did|do|are|was|were|has)",
     )),
     ("complaint", _words(
-        "broken", "busted", "buggy", "failing", "crashing", "erroring", "fails", "crashes", "throws",
+        "broken", "busted", "buggy", "throws",
+        # every tense of the failure verbs: "fails", "failed", "crashing", "errored"
+        r"(?:fail|crash|error)(?:s|es|ed|ing)?(?: out)?", r"(?:broke|breaks)(?: down)?",
         r"errors out", r"is down", r"not working", r"(?:doesn'?t|does not|isn'?t|won'?t|can'?t) work(?:ing)?",
         r"keeps? (?:failing|crashing|erroring|breaking)",
         # no crash words: wrong answers, slowness, silence, stopping, bad data
@@ -138,6 +143,11 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
         r"(?:answer|reply|respond|post|run|fire|update|save|load|show|send)(?:ing|s)?",
         r"not (?:answering|replying|responding|posting|running|firing|updating|saving|loading)",
         r"ignores?", r"(?:went|goes|is) silent", r"missing", r"lost", r"duplicated?", r"twice",
+        # nothing happens: a click, a press or a submit that has no effect
+        r"nothing (?:happens|happened|changes|changed|shows|showed|appears|appeared|comes up|loads)",
+        r"(?:does|do|did) nothing", r"(?:doesn'?t|does not|didn'?t|did not|won'?t) (?:do|change) anything",
+        r"(?:doesn'?t|does not|didn'?t|did not|won'?t) (?:do|happen) (?:a )?thing",
+        r"unresponsive", r"(?:is|are|was|went) dead", r"(?:loads?|loading|spins?|spinning) forever",
     )),
 ]  # fmt: skip
 # Vague complaints: only said of the bot, and only enough to ask (see the module docstring).
@@ -172,6 +182,13 @@ _ABOUT_BOT = _words(
     "results",
     "command",
     "commands",
+    # the parts of a message people act on
+    r"buttons?",
+    r"menus?",
+    "dropdown",
+    r"forms?",
+    r"popups?",
+    r"click(?:s|ed|ing)?",
     "it",
     "this",
     "that",
@@ -224,7 +241,7 @@ def parse_intent(text: str, known_kinds: Collection[str] = ()) -> Intent:
         else:
             kind = "fix"  # a complaint: see the module docstring
     elif first in ("approve", "reject"):
-        # Approving and rejecting follow the one approval grammar (bot.deploy.grammar): anything
+        # Approving and rejecting follow the one approval grammar (bot.trust.grammar): anything
         # short of a clear decision is no decision. A run reference ("ship #7") names the run.
         verdict = read_approval(_RUN_ID.sub(" ", cleaned)).verdict
         kind = "approve" if verdict == "approve" else "reject" if verdict == "reject" else "none"

@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from bot.db import drills as drill_queries
 from bot.db import runs as queries
 from bot.db.core import Connection
-from bot.errors import UserError
 from bot.improve.runs import BUSY_STATES, Run, RunOrigin, RunService
-from bot.log import get_logger
-from bot.settings import ImproveConfig
+from bot.kernel.errors import UserError
+from bot.kernel.log import get_logger
+from bot.kernel.sections import ImproveConfig
 
 __all__ = ["BudgetLedger", "BudgetReport", "Limit", "Policy", "PolicyRefusal", "discord_time"]
 
@@ -72,6 +73,7 @@ class BudgetReport:
     autonomous_severity: str = "error"
     autonomous_spent_today_usd: float = 0.0
     autonomous_daily_budget_usd: float = 0.0
+    drill_spent_today_usd: float = 0.0  # fire drills' runs: shown apart, never counted above
 
     def render(self) -> str:
         """The /budget answer."""
@@ -88,6 +90,11 @@ class BudgetReport:
             f" (resets {discord_time(self.day_resets_at)})",
             autonomous,
             f"**Per run:** up to ${self.per_run_budget_usd:.2f}",
+            *(
+                [f"**Fire drills:** ${self.drill_spent_today_usd:.2f} today (apart: not counted above)"]
+                if self.drill_spent_today_usd
+                else []
+            ),
             f"**Runs this hour:** {self.runs_this_hour} of {self.runs_per_hour}"
             f" ({self.runs_per_hour_per_user} per person)",
         ]
@@ -258,6 +265,7 @@ class Policy:
             autonomous_severity=self._config.autonomous_severity,
             autonomous_spent_today_usd=await self.spent_today("autonomous"),
             autonomous_daily_budget_usd=self._config.autonomous_daily_budget_usd,
+            drill_spent_today_usd=await drill_queries.drill_spent_since(self._db, self._midnight()),
         )
 
     def _now(self) -> float:

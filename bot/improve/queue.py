@@ -15,7 +15,7 @@ from procrastinate.job_context import JobContext
 from procrastinate.jobs import Status
 
 from bot.db.queue import ensure_queue_schema
-from bot.log import get_logger
+from bot.kernel.log import get_logger
 
 __all__ = ["RUNS_QUEUE", "TASK_NAME", "Executor", "RunQueue"]
 

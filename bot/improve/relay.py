@@ -14,16 +14,14 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import psycopg
-
 from bot.db import runs as queries
 from bot.db.core import Connection
 from bot.db.queue import listening
 from bot.improve.runs import Run, RunService
-from bot.log import get_logger
+from bot.kernel.log import get_logger
 
 if TYPE_CHECKING:
-    from bot.improve.service import RunReporter
+    from bot.improve.progress import RunReporter
 
 __all__ = ["PROGRESS_EVENT", "REPORT_EVENT", "DatabaseReporter", "RunEventRelay"]
 
@@ -84,6 +82,8 @@ class RunEventRelay:
 
     async def run(self) -> None:
         """Listen, relay, and reconnect with a growing delay whenever the connection is lost."""
+        import psycopg  # only a bot on PostgreSQL relays: SQLite never loads the driver
+
         delay = self._backoff_s
         # Where to go on from is read from the database at each start: after a spell as follower
         # another process's relay has moved it on.

@@ -8,15 +8,16 @@ depends on state the recorder could not capture (a reaction on some message, a t
 naming a member or a channel, a redacted value) are not sent: they are "not replayable", with the reason.
 
 **Who judges.** No verdict comes from the process under test — not a record it wrote, not a line it
-printed. The bot process itself is the observer: it serves a loopback Discord (`bot.loopback_discord`) on
-a unix socket bound into the sandbox, starts the checkout's own `mendbot run` there through a launcher
-from the installed bot (`bot/improve/replay_launch.py`, bound read-only: never the checkout's copy), and
-then, as a member in `#general`, sends each recorded call (a message, or a slash command with its options)
-and watches what comes back: the answer's text, no answer at all, or the bot's apology naming a bug
-("Something went wrong on my side (ZeroDivisionError)…", `bot.errors.named_bug`), and the time from the
-call to the first answer as the observer measured it. The checkout runs on a fresh copy of exactly its
-commit's tree (`Workspace.checkout`) in an environment that says nothing about being a replay: the same
-for the base and the branch, with a config and a token like any other start.
+printed. The bot process itself is the observer: it serves a loopback Discord
+(`bot.trust.loopback_discord`) on a unix socket bound into the sandbox, starts the checkout's own `mendbot
+run` there through a launcher from the installed bot (`bot/trust/replay_launch.py`, bound read-only: never
+the checkout's copy), and then, as a member in `#general`, sends each recorded call (a message, or a slash
+command with its options) and watches what comes back: the answer's text, no answer at all, or the bot's
+apology naming a bug ("Something went wrong on my side (ZeroDivisionError)…",
+`bot.kernel.errors.named_bug`), and the time from the call to the first answer as the observer measured
+it. The checkout runs on a fresh copy of exactly its commit's tree (`Workspace.checkout`) in an
+environment that says nothing about being a replay: the same for the base and the branch, with a config
+and a token like any other start.
 
 What this does not catch: a change can detect the sandbox (no network, another user id) and behave
 differently there; the deploy's own replay and watch against the live code are what see that.
@@ -44,11 +45,13 @@ import yaml
 from bot.db import handlers as handler_queries
 from bot.db import proofs as queries
 from bot.db.core import Connection
-from bot.errors import named_bug
-from bot.log import get_logger
-from bot.loopback_discord import DiscordDouble, FakeChannel, message_text
-from bot.redact import REDACTED
-from bot.sandbox import Sandbox, SandboxUnavailable
+from bot.kernel.errors import named_bug
+from bot.kernel.log import get_logger
+from bot.trust import replay_launch
+from bot.trust.loopback_discord import DiscordDouble
+from bot.trust.loopback_discord_model import FakeChannel, message_text
+from bot.trust.redact import REDACTED
+from bot.trust.sandbox import Sandbox, SandboxUnavailable
 
 __all__ = [
     "MAX_REPLAYS",
@@ -68,7 +71,7 @@ CALL_TIMEOUT_S = 15.0  # a recorded call answered within this, or "no answer"
 _SETTLE_S = 0.3  # after the first answer, edits made at once (a "rolling…" then the result) still count
 _STOP_TIMEOUT_S = 5.0
 _REPLY_CHARS = 300
-_LAUNCHER = Path(__file__).resolve().with_name("replay_launch.py")
+_LAUNCHER = Path(replay_launch.__file__).resolve()
 _INSIDE = "/run/mendbot/replay"  # where the observer's socket, the config and the launcher are bound
 _MEMBER = "alice"
 _SNOWFLAKE_OPTION = re.compile(r"^[A-Za-z]+:\d+$")  # how the recorder keeps a member, role or channel

@@ -23,9 +23,9 @@ from typing import Any, Literal, get_args
 from bot.db import runs as queries
 from bot.db.core import Connection
 from bot.db.retry import Writes
-from bot.errors import UserError
-from bot.log import get_logger
-from bot.redact import Redactor
+from bot.kernel.errors import UserError
+from bot.kernel.log import get_logger
+from bot.trust.redact import Redactor
 
 __all__ = [
     "ACTIVE_STATES",

@@ -1,5 +1,5 @@
-"""The verify gate: run the configured checks, then a smoke load of every extension, on exactly a commit's
-tree, each inside the sandbox (`bot.sandbox`): the checks execute code the agent wrote.
+"""The verify gate: run the configured checks and a smoke load of every extension on exactly a commit's
+tree, each inside the sandbox (`bot.trust.sandbox`): the checks execute code the agent wrote.
 
 `verify_commit` is what the pipeline and the merge queue call: the checks run on a fresh copy of the
 commit's tree (`Workspace.checkout`), never in a worktree anyone wrote in, so an ignored or untracked
@@ -19,8 +19,9 @@ script's directory. Inside the sandbox the live checkout does not exist at all, 
   when that exists, else looked up on the sandbox's `PATH`.
 
 Every check runs (the agent is shown all failures at once) within a total time budget, each under its
-own timeout that kills the sandbox and everything in it. The smoke check (`python -m bot.smoke`) always
-runs last. Without a working sandbox nothing runs: the verification fails with the reason (fail closed).
+own timeout that kills the sandbox and everything in it. The smoke check (`python -m bot.tools.smoke`) always
+runs, alongside the checks (it reads the same read-only tree and judges nothing of theirs), and is listed
+last. Without a working sandbox nothing runs: the verification fails with the reason (fail closed).
 Output is passed through the redactor before it is kept: it goes to chat, the database and the model.
 
 A check that reaches one of the sandbox's limits — its timeout, the process count, the size of `/tmp`
@@ -32,6 +33,7 @@ failure back to the agent.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shlex
 import shutil
@@ -41,10 +43,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.git import git
 from bot.improve.workspace import Workspace
-from bot.log import get_logger
-from bot.sandbox import Jail, Sandbox, SandboxUnavailable
+from bot.kernel.git import git
+from bot.kernel.log import get_logger
+from bot.trust.sandbox import Jail, Sandbox, SandboxUnavailable
 
 __all__ = [
     "OUTPUT_TAIL_CHARS",
@@ -60,7 +62,7 @@ __all__ = [
 _log = get_logger(__name__)
 
 OUTPUT_TAIL_CHARS = 4000
-SMOKE_CHECK = "python -m bot.smoke"
+SMOKE_CHECK = "python -m bot.tools.smoke"
 _SMOKE_TIMEOUT_S = 120.0
 _KILLED = 124  # the supervisor's exit code when the sandbox ended the command
 _PYTHON_NAMES = {"python", "python3", f"python{sys.version_info.major}.{sys.version_info.minor}"}
@@ -219,6 +221,34 @@ async def verify_commit(
         )
 
 
+async def _run_checks(
+    checks: list[str],
+    jail: Jail,
+    check_env: Mapping[str, str],
+    *,
+    timeout_s: float,
+    budget: float,
+    redact: Callable[[str], str],
+    results: list[CheckResult],
+) -> None:
+    """The configured checks one after another, each within `timeout_s` and all within `budget`."""
+    deadline = time.monotonic() + budget
+    for command in checks:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            results.append(
+                CheckResult(
+                    command,
+                    False,
+                    None,
+                    f"skipped: the {_seconds(budget)} s budget for checks was spent",
+                    0.0,
+                )
+            )
+            continue
+        results.append(await run_check(command, jail, check_env, min(timeout_s, remaining), redact))
+
+
 async def verify(
     worktree: Path,
     checks: list[str],
@@ -231,7 +261,8 @@ async def verify(
     smoke: bool = True,
     redact: Callable[[str], str] = str,
 ) -> Verification:
-    """Run `checks` then the smoke check in the tree `worktree`, sandboxed; ok only if every one passed.
+    """Run `checks`, and alongside them the smoke check, in the tree `worktree`, sandboxed; ok only if every
+    one passed.
 
     `git_dir` is the repository's .git (visible read-only inside). `timeout_s` bounds each check;
     `total_timeout_s` (default twice `timeout_s`) bounds the configured checks together — one that cannot
@@ -239,6 +270,7 @@ async def verify(
     names what the tree is (default: its HEAD) — `verify_commit` makes sure it is exactly that.
     Output passes through `redact`.
     """
+    started = time.monotonic()
     worktree = _absolute(worktree)
     sha = sha if sha is not None else await _head(worktree)
     try:
@@ -248,27 +280,29 @@ async def verify(
         _log.error("verify refused: no sandbox", worktree=str(worktree), reason=str(exc))
         return Verification(ok=False, checks=[refused], sha=sha)
     budget = total_timeout_s if total_timeout_s is not None else 2 * timeout_s
-    deadline = time.monotonic() + budget
     results: list[CheckResult] = []
     async with sandbox.jail(worktree, git_dir=git_dir, writable=False) as jail:
         check_env = jail.environment()
-        for command in checks:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                results.append(
-                    CheckResult(
-                        command,
-                        False,
-                        None,
-                        f"skipped: the {_seconds(budget)} s budget for checks was spent",
-                        0.0,
-                    )
-                )
-                continue
-            results.append(await run_check(command, jail, check_env, min(timeout_s, remaining), redact))
-        if smoke:
-            smoke_timeout = min(timeout_s, _SMOKE_TIMEOUT_S)
-            results.append(await run_check(SMOKE_CHECK, jail, check_env, smoke_timeout, redact))
+        # The smoke load reads the same read-only tree as the checks and judges nothing of theirs: it
+        # runs alongside them, so a verification takes the longer of the two rather than their sum.
+        smoke_run = (
+            asyncio.ensure_future(
+                run_check(SMOKE_CHECK, jail, check_env, min(timeout_s, _SMOKE_TIMEOUT_S), redact)
+            )
+            if smoke
+            else None
+        )
+        try:
+            await _run_checks(
+                checks, jail, check_env, timeout_s=timeout_s, budget=budget, redact=redact, results=results
+            )
+        except BaseException:  # the checks were interrupted (cancelled): so is the smoke load
+            if smoke_run is not None:
+                smoke_run.cancel()
+                await asyncio.wait([smoke_run])
+            raise
+        if smoke_run is not None:
+            results.append(await smoke_run)
     verification = Verification(ok=all(r.ok for r in results), checks=results, sha=sha)
     _log.info(
         "verified",
@@ -276,5 +310,9 @@ async def verify(
         sha=sha,
         ok=verification.ok,
         checks={r.command: r.ok for r in results},
+        # where a verification's time goes (bench/deploy.py reads it): each check's seconds (the smoke
+        # load's overlap the others'), and the whole verification's
+        seconds={r.command: round(r.duration_s, 3) for r in results},
+        wall_s=round(time.monotonic() - started, 3),
     )
     return verification

@@ -30,10 +30,10 @@ from bot.db import audit as queries
 from bot.db import core
 from bot.db.audit import FingerprintCount, IncidentCounts, RunCount
 from bot.db.core import Connection
-from bot.errors import UserError
-from bot.log import get_logger
-from bot.reminders import ReminderError, parse_delay
-from bot.settings import AuditConfig
+from bot.features.reminders import ReminderError, parse_delay
+from bot.kernel.errors import UserError
+from bot.kernel.log import get_logger
+from bot.kernel.sections import AuditConfig
 
 __all__ = [
     "AuditError",
@@ -241,8 +241,10 @@ class AuditService:
         return timedelta(hours=self.config.period_hours)
 
     async def report(self, period: timedelta, commands: Collection[str] = ()) -> AuditReport:
-        """Audit the `period` up to now; `commands` are the loaded bot's command kinds."""
-        end = self._clock()
+        """Audit the `period` up to now, now included; `commands` are the loaded bot's command kinds."""
+        # Periods are half-open; an action stamped this very instant (a clock that stands still between
+        # events, as the playground's does) belongs to the audit asked for now.
+        end = self._clock() + timedelta(microseconds=1)
         start = end - period
         a, b = start.timestamp(), end.timestamp()
         config = self.config

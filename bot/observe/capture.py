@@ -26,6 +26,8 @@ from typing import Any
 
 import discord
 
+from bot.db import provenance
+
 __all__ = [
     "REPLY_PREVIEW_CHARS",
     "HandlerCapture",
@@ -87,6 +89,7 @@ def start_capture(kind: str, invocation: dict[str, Any] | None = None) -> Handle
     """Open a capture for the handler running in the current task (its context owns it)."""
     capture = HandlerCapture(kind, invocation, task=asyncio.current_task())
     _current.set(capture)
+    provenance.begin(kind)  # what it writes is stamped with its kind; what it reads, noted
     return capture
 
 

@@ -20,7 +20,7 @@ so memory follows what is active, not everything ever seen. A record costs a few
 deque operations — no scan over stored actions.
 
 A detector that starts — the bot restarted (a deploy of `bot/` restarts it), or another process
-became the leader (bot/cluster.py) — takes its windows up from the stored actions
+became the leader (bot/scale/cluster.py) — takes its windows up from the stored actions
 (`restore_windows`: counts per bucket and the latest durations, aggregated by the database), so a
 storm that began before goes on counting instead of starting from nothing, and one that was firing
 is not signalled again.
@@ -37,8 +37,9 @@ from typing import Literal
 
 from bot.db import actions as action_queries
 from bot.db.core import Connection
-from bot.observe.records import ActionRecord
-from bot.settings import ErrorRateRule, LatencyRule, ObserveConfig
+from bot.db.records import ActionRecord
+from bot.kernel.drills import is_drill_kind
+from bot.kernel.sections import ErrorRateRule, LatencyRule, ObserveConfig
 
 __all__ = ["AnomalyDetector", "Signal", "WindowHistory", "restore_windows"]
 
@@ -209,7 +210,8 @@ class AnomalyDetector:
         self._sweep(history.now)
 
     def use_known(self, fingerprints: Iterable[str]) -> None:
-        """From now on count exactly these fingerprints as seen before (a new leader: bot/cluster.py)."""
+        """From now on count exactly these fingerprints as seen before (a new leader:
+        bot/scale/cluster.py)."""
         self._known = set(fingerprints)
 
     def tracked(self) -> dict[str, int]:
@@ -234,7 +236,8 @@ class AnomalyDetector:
         if record.fingerprint is not None:
             self._new_fingerprint(record)
             self._repeat(record)
-        if record.ok:
+        if record.ok and not is_drill_kind(record.kind):
+            # A fire drill's calls never enter a latency baseline (bot/kernel/drills.py).
             self._latency_rule(record)
 
     # -- rules ----------------------------------------------------------------------------------
@@ -401,6 +404,8 @@ async def restore_windows(db: Connection, detector: AnomalyDetector, *, upto: in
     samples = config.latency.window + config.latency.baseline
     durations = {}
     for kind in active:
+        if is_drill_kind(kind):
+            continue  # never in a latency baseline (AnomalyDetector.process)
         found = await action_queries.recent_durations(
             db, kind, since=now - _LATENCY_QUIET_S, upto=upto, limit=samples
         )

@@ -2,7 +2,7 @@
 
 A fault with no traceback names only a kind (`app:convert` got slow, `task:refresh` stopped
 posting); the evidence needs the file and function behind it. The kinds are spelled exactly as
-the recorder spells them (bot/app.py): `app:<qualified name>` for app commands,
+the recorder spells them (bot/runtime/recording.py): `app:<qualified name>` for app commands,
 `command:<qualified name>` for prefix and hybrid commands, `listener:<event>` for listeners and
 `task:<body name>` for `tasks.loop`s. Only functions inside one of the repository roots are
 mapped (a cog from site-packages is not ours to mend).

@@ -21,164 +21,74 @@ its own row cannot be written; the row is written once storage works again.
 A code incident that opens, or whose level rises, is handed to `on_raised` (never a reopening):
 that is where the bot's own runs start (bot/improve/autonomy.py), and `annotate()` is how it says
 in the announcement what it did ("Investigating — run #7", then the root cause).
+
+The incident itself, and the Announcer that posts it, are in bot/observe/incident.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 from bot.db import actions as action_queries
 from bot.db import incidents as queries
 from bot.db.action_writes import is_postgresql
 from bot.db.core import Connection
+from bot.db.records import ActionRecord
 from bot.db.retry import Fault, StorageState, StorageUnavailable, Writes, storage_fault
-from bot.errors import UserError
-from bot.log import get_logger
+from bot.kernel.errors import UserError
+from bot.kernel.log import get_logger
+from bot.kernel.sections import ObserveConfig
 from bot.observe.detector import Signal
-from bot.observe.records import ActionRecord
-from bot.settings import ObserveConfig
+from bot.observe.incident import _MAX_USERS, Announcer, Incident, State
 
-__all__ = ["Announcer", "Incident", "IncidentError", "IncidentService"]
+__all__ = ["IncidentError", "IncidentService"]
 
 _log = get_logger(__name__)
 _LEVELS = {"notice": 0, "warning": 1, "error": 2}
-_MAX_USERS = 1000
-State = Literal["open", "acknowledged", "resolved", "muted"]
-Category = Literal["code", "environment"]
 STORAGE_KEY = "env:storage"
 _STORAGE_NEEDS: dict[Fault, str] = {
     "locked": "another process is holding the database's write lock: find it (`fuser {path}`) and stop it",
     "full": "the disk holding {path} is full: free some space there",
     "readonly": "{path} is on a read-only file system or not writable by the bot: make it writable",
     "io": "the disk holding {path} reports I/O errors: check it",
+    "deleted": "put the database back at {path} from a backup, or restart me to begin a new one there "
+    "(what was saved only in the deleted file is then gone for good)",
+    "replaced": "put the bot's database back at {path}, or restart me to use the file now there",
+    "moved": "move the database back to {path}, or restart me to begin a new one there",
 }
+# What a database file gone from its path costs, and what is kept (the action log is a file of its own).
+_LOST = (
+    " Saving still seems to work, but it goes into a file that is lost when I stop: reminders, "
+    "incidents, runs and action records saved since then. Kept: the action log ({log}) has every "
+    "action record the database missed."
+)
 # The same faults on a PostgreSQL server (SQLSTATEs in bot/db/retry.py), named by its URL.
 _POSTGRESQL_NEEDS: dict[Fault, str] = {
     "locked": "another session holds a lock the bot waits for: find it in pg_stat_activity on {path}",
     "full": "the PostgreSQL server at {path} is out of disk (or connections): free some there",
     "readonly": "the PostgreSQL server at {path} is read-only (a standby?): point the bot at the primary",
     "io": "the PostgreSQL server at {path} reports I/O errors: check its disk",
+    "deleted": "the database at {path} is gone: restore it",
+    "replaced": "the database at {path} was replaced: restore it",
+    "moved": "the database at {path} was moved: restore it",
 }
 _STORAGE_SUMMARIES: dict[Fault, str] = {
     "locked": "The database is locked: writes are waiting past the busy timeout and failing.",
-    "full": "The disk is full: the database cannot grow.",
+    "full": "The disk is full: the database or its action log cannot grow.",
     "readonly": "The database is read-only: nothing can be saved.",
     "io": "The database's disk reports I/O errors.",
+    "deleted": "The database file was deleted while I was running." + _LOST,
+    "replaced": "The database file was deleted or replaced: another file is at its path now." + _LOST,
+    "moved": "The database file was moved away while I was running." + _LOST,
 }
 
 
 class IncidentError(UserError):
     """An incident operation that cannot be done; the message says why."""
-
-
-@dataclass
-class Incident:
-    rule: str
-    rules: list[str]
-    level: str
-    kind: str
-    fingerprint: str | None
-    state: State
-    summary: str
-    first_seen: float
-    last_seen: float
-    count: int
-    user_ids: set[int]
-    sample: dict[str, Any]
-    id: int | None = None
-    channel_id: int | None = None
-    message_id: int | None = None
-    closed_at: float | None = None
-    closed_by: int | None = None
-    category: Category = "code"
-    need: str | None = None  # environment incidents: what would fix it
-    autonomy: str | None = None  # what the bot did about it by itself (bot/improve/autonomy.py)
-    dirty: bool = False
-    flushing: bool = False
-    unsaved: bool = False  # a change storage refused: written again once storage works
-    saved_at: float = 0.0  # the `updated_at` of this process's last write: newer rows are another's
-    created: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def active(self) -> bool:
-        return self.state != "resolved"
-
-    def row(self, now: float) -> dict[str, Any]:
-        return {
-            "rule": self.rule,
-            "rules": self.rules,
-            "level": self.level,
-            "kind": self.kind,
-            "fingerprint": self.fingerprint,
-            "state": self.state,
-            "summary": self.summary,
-            "first_seen": self.first_seen,
-            "last_seen": self.last_seen,
-            "count": self.count,
-            "user_ids": sorted(self.user_ids)[:_MAX_USERS],
-            "sample": self.sample,
-            "channel_id": self.channel_id,
-            "message_id": self.message_id,
-            "updated_at": now,
-            "closed_at": self.closed_at,
-            "closed_by": self.closed_by,
-            "category": self.category,
-            "need": self.need,
-            "autonomy": self.autonomy,
-        }
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Incident:
-        incident = cls(
-            rule=row["rule"],
-            rules=row["rules"],
-            level=row["level"],
-            kind=row["kind"],
-            fingerprint=row["fingerprint"],
-            state=row["state"],
-            summary=row["summary"],
-            first_seen=row["first_seen"],
-            last_seen=row["last_seen"],
-            count=row["count"],
-            user_ids=set(row["user_ids"]),
-            sample=row["sample"],
-            id=row["id"],
-            channel_id=row["channel_id"],
-            message_id=row["message_id"],
-            closed_at=row["closed_at"],
-            closed_by=row["closed_by"],
-            category=row.get("category") or "code",
-            need=row.get("need"),
-            autonomy=row.get("autonomy"),
-            saved_at=row.get("updated_at") or 0.0,
-        )
-        incident.created.set()
-        return incident
-
-    def take(self, other: Incident) -> None:
-        """Take the stored fields of `other` (the same incident, as another process wrote it)."""
-        for name in (*_STORED, "saved_at"):
-            setattr(self, name, getattr(other, name))
-
-
-_STORED = tuple(
-    name
-    for name in Incident.__dataclass_fields__
-    if name not in ("dirty", "flushing", "unsaved", "created", "saved_at")
-)
-
-
-class Announcer(Protocol):
-    """Posts and edits incident announcements (the Discord side lives in a cog)."""
-
-    async def announce(self, incident: Incident) -> tuple[int, int] | None: ...
-
-    async def update(self, incident: Incident) -> None: ...
 
 
 def _sample(record: ActionRecord) -> dict[str, Any]:
@@ -201,7 +111,9 @@ class IncidentService:
         *,
         database: Path | str | None = None,
         writes: Writes | None = None,
+        action_log: Path | None = None,
     ) -> None:
+        self._action_log = action_log  # the NDJSON copy of every action record, named in storage incidents
         self._db = db
         self._writes = writes or Writes()  # a locked database is waited out, not a lost change
         self._database = database  # the SQLite file or PostgreSQL URL, named in storage incidents
@@ -224,7 +136,7 @@ class IncidentService:
         return sum(1 for incident in self._incidents if incident.active)
 
     async def refresh(self) -> None:
-        """Take in what other processes sharing the database wrote (PostgreSQL: bot/cluster.py).
+        """Take in what other processes sharing the database wrote (PostgreSQL: bot/scale/cluster.py).
 
         Incidents opened elsewhere are added; one changed elsewhere after this process last wrote
         it (resolved by a follower's command, announced by the leader) is replaced by the stored
@@ -517,10 +429,11 @@ class IncidentService:
             return
         path = str(self._database) if self._database is not None else "the database"
         needs = _POSTGRESQL_NEEDS if is_postgresql(path) else _STORAGE_NEEDS
+        log = str(self._action_log) if self._action_log is not None else "data/logs/actions.ndjson"
         self.environment(
             STORAGE_KEY,
             kind="storage",
-            summary=_STORAGE_SUMMARIES[state.fault],
+            summary=_STORAGE_SUMMARIES[state.fault].format(log=log),
             need=needs[state.fault].format(path=path),
             sample={"fault": state.fault, "error_message": state.detail, "ts": state.since},
         )
@@ -551,8 +464,10 @@ class IncidentService:
     # -- queries and commands -------------------------------------------------------------------
 
     def active(self) -> list[Incident]:
+        """Open incidents, newest seen first — an environment incident too while storage keeps its row
+        from being written (a storage incident is announced then: what is listed must agree)."""
         return sorted(
-            (i for i in self._incidents if i.active and i.id is not None),
+            (i for i in self._incidents if i.active and (i.id is not None or i.category == "environment")),
             key=lambda incident: incident.last_seen,
             reverse=True,
         )

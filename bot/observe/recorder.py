@@ -11,14 +11,19 @@ and retried with backoff (`storage.batch_attempts`) while new records queue behi
 finally given up — or one that fails for any other reason — is counted in `dropped` too, so
 every record that never reached the database is counted. Storage faults are reported to
 `StorageHealth`, which announces them as a storage incident and clears it when a write succeeds.
+Every write of the recorder counts: a batch given up, a checkpoint that fails, an NDJSON append that
+fails. After each flush the database file's identity is checked too (deleted, replaced, moved away:
+SQLite goes on writing into the lost file without an error).
 
 The writer keeps up when the event loop is CPU-bound: it is a process of its own
 (`bot.observe.writer`), so building rows, encoding JSON and talking to SQLite never wait for the
 bot's GIL, nor the bot for them. A batch is one hand-over (its records' field dicts, pickled).
 Retention deletes in bounded batches through the same process, between the writer's batches, so
-a prune of millions of rows never holds the writer up for more than one small delete. Copying the
-WAL back into the database (a checkpoint) runs on a thread and connection of the bot's, never
-inside one of the writer's commits.
+a prune of millions of rows never holds the writer up for more than one small delete. The process
+starts with the first batch: an idle bot, with nothing recorded, runs none (retention then deletes
+on a thread of the bot's; a batch arriving meanwhile waits SQLite's busy timeout for one small
+delete). Copying the WAL back into the database (a checkpoint) runs on a thread and connection of
+the bot's, never inside one of the writer's commits.
 """
 
 from __future__ import annotations
@@ -35,14 +40,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bot.db import action_writes, open_database
+from bot.db import action_writes, open_database, provenance
 from bot.db.migrate import upgrade_postgresql
-from bot.db.retry import RetryPolicy, StorageHealth, StorageUnavailable, retrying
-from bot.log import get_logger
-from bot.observe.fingerprint import fingerprint
-from bot.observe.records import ActionRecord
+from bot.db.records import ActionRecord
+from bot.db.retry import RetryPolicy, StorageHealth, StorageUnavailable, retrying, storage_fault
+from bot.kernel.log import get_logger
+from bot.observe.fingerprint import fingerprint, relative_path, root_prefixes
 from bot.observe.writer import WriterConfig, WriterProcess
-from bot.redact import Redactor
+from bot.trust.redact import Redactor
 
 __all__ = ["ActionRecorder", "PendingAction", "Subscriber"]
 
@@ -112,7 +117,7 @@ class ActionRecorder:
         self._checkpointer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal-checkpoint")
         self._checkpoint_conn: sqlite3.Connection | None = None
         self._checkpoint_every_s = checkpoint_every_s
-        self._checkpoint: asyncio.Future[None] | None = None
+        self._checkpoint: asyncio.Future[BaseException | None] | None = None
         self._checkpointed_at = 0.0
         self.dropped_queue_full = 0  # not queued: the queue was full
         self.dropped_unwritten = 0  # queued, but the database write was given up
@@ -169,6 +174,9 @@ class ActionRecorder:
             error_type = type(error).__name__
             error_message = self._redactor.text(str(error), 1000)
             fingerprint_id, frames = fingerprint(error, self.repo_root, *self.more_roots)
+            read_rows = self._read_rows()
+            if read_rows:
+                extra = {**(extra or {}), "read_rows": read_rows}
         record = ActionRecord.trusted(
             ts=self.now(),
             kind=kind,
@@ -201,6 +209,23 @@ class ActionRecorder:
         except asyncio.QueueFull:
             self.dropped_queue_full += 1
         return record
+
+    def _read_rows(self) -> list[dict[str, Any]]:
+        """The stored rows the failing action read, with the in-repo frames of their writers."""
+        scope = provenance.current()
+        if scope is None or not scope.reads:
+            return []
+        prefixes = root_prefixes((self.repo_root, *self.more_roots))
+        found = []
+        for read in scope.reads:
+            writer = []
+            for frame in read["writer"]:
+                path, _, rest = frame.partition(":")
+                relative = relative_path(path, prefixes)
+                if relative is not None:
+                    writer.append(f"{relative}:{rest}")
+            found.append({**read, "writer": writer})
+        return found
 
     @contextlib.contextmanager
     def action(self, kind: str, source: str, **ids: Any) -> Iterator[PendingAction]:
@@ -246,15 +271,14 @@ class ActionRecorder:
         sys.setswitchinterval(min(sys.getswitchinterval(), _SWITCH_INTERVAL_S))
         await self._migrate()
         try:
-            try:
-                await self._writer_process.start()
-            except Exception:  # the first batch tries again, and counts what it cannot write
-                _log.exception("starting the action writer process failed")
+            # The writer process starts with the first batch, not here: a bot with nothing to record
+            # (idle) runs no child process, and a batch waits its ~0.1 s start once.
             stop = False
             while not stop:
                 batch = [await self._queue.get(), *self._take(_BATCH - 1)]
                 stop = None in batch
                 await self._write_batch(batch)
+                self._check_identity()
                 self._checkpoint_soon()
         finally:
             await asyncio.shield(self._writer_process.close())
@@ -277,10 +301,13 @@ class ActionRecorder:
             return
         self._checkpointed_at = time.monotonic()
         loop = asyncio.get_running_loop()
-        self._checkpoint = loop.run_in_executor(self._checkpointer, self._run_checkpoint)
+        checkpoint = loop.run_in_executor(self._checkpointer, self._run_checkpoint)
+        checkpoint.add_done_callback(self._checkpoint_done)
+        self._checkpoint = checkpoint
 
-    def _run_checkpoint(self) -> None:
-        """On the checkpoint thread. A failure (storage trouble) is logged; the next one retries."""
+    def _run_checkpoint(self) -> BaseException | None:
+        """On the checkpoint thread. A failure (storage trouble) is logged and returned (the loop
+        reports it to StorageHealth); the next checkpoint retries."""
         try:
             if self._checkpoint_conn is None:
                 assert self._sqlite_path is not None
@@ -288,6 +315,27 @@ class ActionRecorder:
             action_writes.checkpoint(self._checkpoint_conn)
         except (sqlite3.Error, OSError) as exc:
             _log.warning("checkpointing the action log failed", error=str(exc))
+            return exc
+        return None
+
+    def _checkpoint_done(self, done: asyncio.Future[BaseException | None]) -> None:
+        """On the loop: a checkpoint that failed on storage counts toward the storage fault."""
+        if done.cancelled() or done.exception() is not None or (error := done.result()) is None:
+            return
+        if storage_fault(error) != "locked":  # a passive checkpoint that met a reader only waits
+            self._storage_failed(error)
+
+    def _storage_failed(self, error: BaseException) -> None:
+        """A write of the recorder's own (a checkpoint, the NDJSON copy) failed: a storage fault, if
+        it is one, is reported like a write given up."""
+        fault = storage_fault(error)
+        if fault is not None and self._storage is not None:
+            self._storage.failed(fault, str(error))
+
+    def _check_identity(self) -> None:
+        """After each flush: is the database file still the one at its path (bot/db/identity.py)?"""
+        if self._storage is not None and self._sqlite_path is not None:
+            self._storage.check_identity()
 
     async def _close_checkpointer(self) -> None:
         """Wait for a running checkpoint, run a last one, and close the checkpoint connection."""
@@ -366,15 +414,33 @@ class ActionRecorder:
             _log.exception("writing action records failed (not retried)", count=len(records))
         else:
             if ndjson_error is not None:
-                # In the database, missing from the NDJSON file: counted, not retried.
-                self.ndjson_errors += 1
-                _log.error(
-                    "appending action records to NDJSON failed", count=len(records), error=ndjson_error
-                )
+                # In the database, missing from the NDJSON file: counted, not retried — and a storage
+                # fault like any other write's (a full disk under the log is announced, not only logged).
+                self._ndjson_failed(ndjson_error, len(records))
             return True
         self.write_errors += 1
         self.dropped_unwritten += len(records)
+        await self._log_only(rows)
         return False
+
+    async def _log_only(self, rows: list[dict[str, Any]]) -> None:
+        """A batch the database did not take goes to the NDJSON log all the same: the log holds what
+        the database missed (a storage incident says so)."""
+        try:
+            ndjson_error = await self._writer_process.call("log", rows)
+        except Exception as exc:
+            _log.error("keeping unwritten action records in NDJSON failed", count=len(rows), error=str(exc))
+            return
+        if ndjson_error is not None:
+            self._ndjson_failed(ndjson_error, len(rows))
+
+    def _ndjson_failed(self, ndjson_error: tuple[int | None, str], count: int) -> None:
+        errno_, text = ndjson_error
+        self.ndjson_errors += 1
+        _log.error("appending action records to NDJSON failed", count=count, error=text)
+        error = OSError(text)
+        error.errno = errno_
+        self._storage_failed(error)
 
     async def flush(self) -> None:
         """Wait until every record so far has been written (or failed to be)."""
@@ -399,7 +465,9 @@ class ActionRecorder:
             batch = max(low, min(high, int(batch * _PRUNE_BATCH_S / max(took_s, 0.001))))
 
     async def _prune_step(self, before: float, batch: int) -> tuple[int, bool, float]:
-        if self._writer is None or self._writer.done():  # the writer is not running: a store of our own
+        # With no writer process running (no daemon, or nothing recorded yet: the retention at start
+        # of an idle bot) a store of our own deletes, rather than starting the process for it.
+        if self._writer is None or self._writer.done() or self._writer_process.pid is None:
             return await asyncio.to_thread(self._prune_step_here, before, batch)
         removed, more, took_s = await self._writer_process.call("prune", before, batch)
         return int(removed), bool(more), float(took_s)

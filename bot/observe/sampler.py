@@ -50,6 +50,15 @@ class SlowSampler:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self.samples_taken = 0
+        # The bot's own dispatch functions (file, name): on every handler's stack, evidence of none.
+        self._machinery: set[tuple[str, str]] = set()
+
+    def skip(self, *functions: Any) -> None:
+        """Leave these functions' frames out of the samples (the runtime's dispatch around handlers)."""
+        for function in functions:
+            code = getattr(function, "__code__", None)
+            if code is not None:
+                self._machinery.add((code.co_filename, code.co_name))
 
     # -- on the event loop ------------------------------------------------------------------------
 
@@ -131,6 +140,8 @@ class SlowSampler:
 
     def _in_repo(self, frame: tuple[str, int, str]) -> tuple[str | None, int, str]:
         filename, line, function = frame
+        if (filename, function) in self._machinery:
+            return None, line, function
         return relative_path(filename, self._prefixes), line, function
 
     @staticmethod

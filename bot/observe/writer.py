@@ -5,8 +5,8 @@ nested fields, the NDJSON line, the SQLite calls). In the bot's process all of i
 the event loop for one GIL: at a burst the writer fell behind and the queue dropped records, and
 while it waited for the GIL inside a transaction it held SQLite's write lock. So the writing
 runs in a process of its own, started by the recorder (`WriterProcess`) as
-`python -m bot.observe.writer`, which imports only the standard library and
-`bot.db.action_writes`. The bot sends it batches of record field dicts, pickled (about a
+`python -m bot.observe.writer`, which imports only the standard library, orjson (the NDJSON lines)
+and `bot.db.action_writes`. The bot sends it batches of record field dicts, pickled (about a
 microsecond a record on the loop), over the child's stdin, and reads one reply per request from
 its stdout: requests are served one at a time, in order, so retention's small deletes fall
 between two batches and never inside one.
@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 from bot.db import action_writes
 
 __all__ = ["WriterConfig", "WriterGone", "WriterProcess"]
@@ -43,6 +45,20 @@ _ENVIRONMENT = frozenset({"PATH", "HOME", "LANG", "TZ", "TMPDIR", "SSL_CERT_FILE
 # Where the `bot` package this code runs from lives: the writer process imports it from there too.
 _IMPORT_ROOT = str(Path(__file__).resolve().parent.parent.parent)
 _dump_line = json.JSONEncoder(default=str, ensure_ascii=False, separators=(",", ":")).encode
+_ORJSON_OPTIONS = orjson.OPT_APPEND_NEWLINE
+
+
+def ndjson_line(record: dict[str, Any]) -> bytes:
+    """One record as an NDJSON line, UTF-8: what `_dump_line` writes, by orjson at a fifth of the CPU.
+
+    A record orjson refuses (a key that is not a string, an integer beyond 64 bits, a lone surrogate)
+    goes through `json` as before,
+    and fails there as before if it cannot be written at all.
+    """
+    try:
+        return orjson.dumps(record, default=str, option=_ORJSON_OPTIONS)
+    except TypeError:  # orjson.JSONEncodeError
+        return (_dump_line(record) + "\n").encode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -68,10 +84,10 @@ class NdjsonFile:
         self.max_bytes = max_bytes
         self.backups = backups
 
-    def append(self, lines: list[str]) -> None:
+    def append(self, lines: list[bytes]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write("".join(lines))
+        with self.path.open("ab") as handle:
+            handle.write(b"".join(lines))
             size = handle.tell()
         if size >= self.max_bytes:
             self._rotate()
@@ -94,18 +110,23 @@ class _Writer:
         self._store = action_writes.open_action_store(config.database, config.busy_timeout_ms)
         self._ndjson = NdjsonFile(config.ndjson_path, config.ndjson_max_bytes, config.ndjson_backups)
 
-    def store(self, records: list[dict[str, Any]]) -> str | None:
-        """The batch into SQLite, then its NDJSON copy; the NDJSON error, if appending failed.
+    def store(self, records: list[dict[str, Any]]) -> tuple[int | None, str] | None:
+        """The batch into SQLite, then its NDJSON copy; the NDJSON error (errno, text), if appending
+        failed.
 
         The records are in SQLite before the NDJSON is touched, so a failing NDJSON file loses
         nothing there; it is answered, not raised (raising would make the bot retry the database
         write).
         """
         self._store.write(records)
+        return self.log(records)
+
+    def log(self, records: list[dict[str, Any]]) -> tuple[int | None, str] | None:
+        """Only the NDJSON copy: a batch the database did not take is kept in the log all the same."""
         try:
-            self._ndjson.append([_dump_line(record) + "\n" for record in records])
+            self._ndjson.append([ndjson_line(record) for record in records])
         except OSError as exc:
-            return str(exc)
+            return exc.errno, str(exc)
         return None
 
     def prune(self, before_ts: float, limit: int) -> tuple[int, bool, float]:
@@ -138,7 +159,7 @@ def _reply_frame(status: str, value: object) -> bytes:
 
 def serve(requests: IO[bytes], replies: IO[bytes]) -> None:
     """Answer requests until the bot closes the pipe: ("open", config), ("store", records),
-    ("prune", before_ts, limit), each with ("ok", result) or ("error", exception)."""
+    ("log", records), ("prune", before_ts, limit), each with ("ok", result) or ("error", exception)."""
     writer: _Writer | None = None
     try:
         while (header := _read_exactly(requests, _HEADER.size)) is not None:
@@ -154,6 +175,8 @@ def serve(requests: IO[bytes], replies: IO[bytes]) -> None:
                     raise RuntimeError(f"{op!r} before the writer was opened")
                 elif op == "store":
                     result = writer.store(*args)
+                elif op == "log":
+                    result = writer.log(*args)
                 elif op == "prune":
                     result = writer.prune(*args)
                 else:

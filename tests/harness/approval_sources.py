@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bot.deploy.grammar import normalise
 from bot.deploy.sources import SourceRead
+from bot.trust.grammar import normalise
 
 __all__ = ["DiscordRecord"]
 

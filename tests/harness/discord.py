@@ -15,10 +15,10 @@ from typing import Any
 import discord
 import simcord
 
-from bot.app import MendBot, discover_extensions
-from bot.playground import VirtualWorld, virtual_world
-from bot.services import build_services
-from bot.settings import Settings, load_settings
+from bot.kernel.settings import Settings, load_settings
+from bot.runtime.app import MendBot, discover_extensions
+from bot.runtime.services import build_services
+from bot.tools.playground import VirtualWorld, WorldClock, virtual_world
 from tests.harness.postgres import bot_database
 
 __all__ = ["bot_down", "bot_messages", "make_bot", "make_settings", "reply_text", "running_world"]
@@ -53,9 +53,15 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
 
 
 async def make_bot(
-    settings: Settings, extensions: Sequence[str] | None = None, prompts_dir: Path | None = None
+    settings: Settings,
+    extensions: Sequence[str] | None = None,
+    prompts_dir: Path | None = None,
+    clock: WorldClock | None = None,
 ) -> MendBot:
-    services = await build_services(settings, watch_prompts=False, prompts_dir=prompts_dir)
+    if clock is None:
+        services = await build_services(settings, watch_prompts=False, prompts_dir=prompts_dir)
+    else:
+        services = await build_services(settings, clock=clock, watch_prompts=False, prompts_dir=prompts_dir)
     return MendBot(services, extensions=extensions)
 
 
@@ -68,6 +74,7 @@ async def running_world(
     prompts_dir: Path | None = None,
     settle_timeout: float = 30.0,
     real_clock: bool = False,
+    playground: bool = False,
 ) -> AsyncIterator[VirtualWorld]:
     """A booted bot in a fresh virtual guild; closes bot and services afterwards.
 
@@ -75,12 +82,17 @@ async def running_world(
     deterministic) unless `real_clock`, as in the playground.
 
     `without` leaves extensions out (e.g. `cogs.dice` when `tests.fixtures.buggy_dice` replaces it).
+    `playground` applies the playground's rules, as `mendbot play` does: one clock (the virtual one, for
+    every service), long timers only on `wait`, runs in the background.
     """
     extensions = [name for name in discover_extensions() if name not in without]
-    bot = await make_bot(settings, [*extensions, *extra_extensions], prompts_dir)
+    clock = WorldClock() if playground else None
+    bot = await make_bot(settings, [*extensions, *extra_extensions], prompts_dir, clock=clock)
     current = bot
     try:
-        async with virtual_world(bot, settle_timeout=settle_timeout, real_clock=real_clock) as world:
+        async with virtual_world(
+            bot, settle_timeout=settle_timeout, real_clock=real_clock, clock=clock, playground=playground
+        ) as world:
             try:
                 yield world
             finally:

@@ -1,7 +1,7 @@
-"""`mendbot run` as a real process against the loopback Discord (bot/loopback_discord.py).
+"""`mendbot run` as a real process against the loopback Discord (bot/trust/loopback_discord.py).
 
 The process is the real entry point with discord.py's REST base and gateway pointed at the double
-(`python -m bot.loopback_discord API GATEWAY -- --config X run`), so everything between a
+(`python -m tests.harness.pointed API GATEWAY -- --config X run`), so everything between a
 gateway event and a REST call runs as in production. Each instance has its own directory (config,
 data, private HOME, captured output) and health port, so a test can run several — shards of one
 bot sharing a database, or a restart over the same data::
@@ -31,7 +31,7 @@ from typing import Any, Self
 import aiohttp
 import yaml
 
-from bot.loopback_discord import DiscordDouble
+from bot.trust.loopback_discord import DiscordDouble
 
 __all__ = ["PROJECT", "LiveBot", "free_port", "live_config", "merged"]
 
@@ -135,7 +135,7 @@ class LiveBot:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "bot.loopback_discord",
+                "tests.harness.pointed",
                 double.url,
                 double.gateway_url,
                 "--",

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from bot.db import core
 from bot.db.action_writes import is_postgresql
 from bot.db.schema import metadata
-from bot.settings import Settings
+from bot.kernel.settings import Settings
 
 __all__ = ["Row", "dump", "sql", "sql_value", "stored", "stored_bytes"]
 

@@ -23,8 +23,8 @@ import discord
 
 from bot.improve.intent import parse_intent
 from bot.improve.memory import Lesson
-from bot.playground import VirtualWorld
-from bot.settings import Settings
+from bot.kernel.settings import Settings
+from bot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, make_settings, running_world
 from tests.harness.model_double import ModelDouble, text
 from tests.harness.sql import Row, stored

@@ -9,7 +9,8 @@ import pytest
 
 from tests.harness.model_double import ModelDouble
 from tests.localise.driver import Outcome, localise
-from tests.localise.seeds import SEEDS, Seed
+from tests.localise.seeds import Seed
+from tests.localise.seeds_shapes import ALL_SEEDS
 
 pytestmark = pytest.mark.cli
 
@@ -20,7 +21,7 @@ def _marks(seed: Seed) -> pytest.ParameterSet:
     return pytest.param(seed, id=seed.name, marks=pytest.mark.xfail(reason=seed.known_miss, strict=True))
 
 
-@pytest.mark.parametrize("seed", [_marks(seed) for seed in SEEDS])
+@pytest.mark.parametrize("seed", [_marks(seed) for seed in ALL_SEEDS])
 async def test_seeded_fault_is_found_from_plain_words(
     seed: Seed, tmp_path: Path, outcomes: list[Outcome]
 ) -> None:
@@ -33,4 +34,8 @@ async def test_seeded_fault_is_found_from_plain_words(
     assert outcome.kind == seed.kind, (outcome.incident_kind, outcome.target_kind)
     assert (outcome.incident_kind is not None) == seed.incident
     assert outcome.files and outcome.files[0] == seed.file, outcome.suspects
-    assert f"def {seed.function.rsplit('.', 1)[-1]}" in outcome.evidence  # the agent saw its source
+    # The agent saw its source: a function's or a settings class's definition, a configuration file's text.
+    assert f"### {seed.file}:{seed.function} lines" in outcome.evidence
+    if seed.file.endswith(".py"):
+        name = seed.function.rsplit(".", 1)[-1]
+        assert f"def {name}" in outcome.evidence or f"class {name}" in outcome.evidence

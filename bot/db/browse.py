@@ -1,0 +1,221 @@
+"""The dashboard's reads: pages of runs, incidents and action records, newest first, by keyset.
+
+Every list is a keyset page (`… < :cursor ORDER BY … DESC LIMIT :n`), never an OFFSET, so page 500 of
+a million action records costs what page 1 does; each filter has its own statement so that the
+planner can take the index that starts with the filtered column (a catch-all `:x IS NULL OR col = :x`
+would hide it). Statements are built once per filter set and engine and kept.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Executable, bindparam, func, select
+
+from bot.db import core
+from bot.db.core import Connection
+from bot.db.incidents import decode
+from bot.db.schema import actions, approvals, incidents, objections, proofs, run_events, runs
+
+__all__ = [
+    "ActionFilter",
+    "action_page",
+    "actions_of_fingerprint",
+    "approvals_of_run",
+    "events_after",
+    "in_states",
+    "incident_page",
+    "objections_of_run",
+    "proofs_of_run",
+    "run_page",
+    "spend_since",
+]
+
+_ACTION_COLUMNS = (
+    actions.c.id,
+    actions.c.ts,
+    actions.c.kind,
+    actions.c.source,
+    actions.c.ok,
+    actions.c.duration_ms,
+    actions.c.user_id,
+    actions.c.cost_usd,
+    actions.c.error_type,
+    actions.c.error_message,
+    actions.c.fingerprint,
+    actions.c.run_id,
+)
+
+
+@dataclass(frozen=True)
+class ActionFilter:
+    """What the action explorer narrows to; None leaves a field open."""
+
+    kind: str | None = None
+    fingerprint: str | None = None
+    user_id: int | None = None
+    since: float | None = None
+    until: float | None = None
+
+
+@functools.cache
+def _run_page(by_state: bool) -> Executable:
+    statement = select(runs).where(runs.c.id < bindparam("before"))
+    if by_state:
+        statement = statement.where(runs.c.state == bindparam("state"))
+    return statement.order_by(runs.c.id.desc()).limit(bindparam("limit"))
+
+
+async def run_page(
+    db: Connection, *, before: int | None, limit: int, state: str | None = None
+) -> list[dict[str, Any]]:
+    """Up to `limit` runs with an id below `before` (all, when None), newest first."""
+    params: dict[str, Any] = {"before": before or 2**62, "limit": limit}
+    if state is not None:
+        params["state"] = state
+    return await core.rows(db, _run_page(state is not None), **params)
+
+
+_IN_STATES = (
+    select(runs)
+    .where(runs.c.state.in_(bindparam("states", expanding=True)))
+    .order_by(runs.c.id.desc())
+    .limit(bindparam("limit"))
+)
+
+
+async def in_states(db: Connection, states: Iterable[str], limit: int) -> list[dict[str, Any]]:
+    """The newest `limit` runs in any of `states` (the overview's runs in flight)."""
+    return await core.rows(db, _IN_STATES, states=sorted(states), limit=limit)
+
+
+@functools.cache
+def _incident_page(by_state: bool) -> Executable:
+    statement = select(incidents).where(incidents.c.id < bindparam("before"))
+    if by_state:
+        statement = statement.where(incidents.c.state == bindparam("state"))
+    return statement.order_by(incidents.c.id.desc()).limit(bindparam("limit"))
+
+
+async def incident_page(
+    db: Connection, *, before: int | None, limit: int, state: str | None = None
+) -> list[dict[str, Any]]:
+    """Up to `limit` incidents with an id below `before`, newest first, decoded."""
+    params: dict[str, Any] = {"before": before or 2**62, "limit": limit}
+    if state is not None:
+        params["state"] = state
+    return [decode(row) for row in await core.rows(db, _incident_page(state is not None), **params)]
+
+
+@functools.cache
+def _action_page(kind: bool, fingerprint: bool, user: bool) -> Executable:
+    # (ts, id) below the cursor, written so that the index's ts range does the work: ts <= cursor ts,
+    # and of the rows at exactly that ts only those with a smaller id.
+    statement = select(*_ACTION_COLUMNS).where(
+        actions.c.ts <= bindparam("upper"),
+        actions.c.ts >= bindparam("lower"),
+        sa.not_(sa.and_(actions.c.ts == bindparam("cursor_ts"), actions.c.id >= bindparam("cursor_id"))),
+    )
+    if kind:
+        statement = statement.where(actions.c.kind == bindparam("kind"))
+    if fingerprint:
+        statement = statement.where(actions.c.fingerprint == bindparam("fingerprint"))
+    if user:
+        statement = statement.where(actions.c.user_id == bindparam("user_id"))
+    return statement.order_by(actions.c.ts.desc(), actions.c.id.desc()).limit(bindparam("limit"))
+
+
+async def action_page(
+    db: Connection, where: ActionFilter, *, cursor: tuple[float, int] | None, limit: int
+) -> list[dict[str, Any]]:
+    """Up to `limit` action records matching `where`, newest first, after `cursor` (ts, id) if given."""
+    upper = where.until if where.until is not None else float("inf")
+    cursor_ts, cursor_id = cursor if cursor is not None else (-1.0, 0)
+    if cursor is not None:
+        upper = min(upper, cursor_ts)
+    params: dict[str, Any] = {
+        "upper": upper if upper != float("inf") else 1e18,
+        "lower": where.since if where.since is not None else -1.0,
+        "cursor_ts": cursor_ts,
+        "cursor_id": cursor_id,
+        "limit": limit,
+    }
+    if where.kind is not None:
+        params["kind"] = where.kind
+    if where.fingerprint is not None:
+        params["fingerprint"] = where.fingerprint
+    if where.user_id is not None:
+        params["user_id"] = where.user_id
+    statement = _action_page(where.kind is not None, where.fingerprint is not None, where.user_id is not None)
+    return await core.rows(db, statement, **params)
+
+
+_OF_FINGERPRINT = (
+    select(*_ACTION_COLUMNS, actions.c.frames, actions.c.invocation)
+    .where(actions.c.fingerprint == bindparam("fingerprint"))
+    .order_by(actions.c.ts.desc())
+    .limit(bindparam("limit"))
+)
+
+
+async def actions_of_fingerprint(db: Connection, fingerprint: str, limit: int) -> list[dict[str, Any]]:
+    """The latest failing records of one fingerprint (an incident's samples)."""
+    return await core.rows(db, _OF_FINGERPRINT, fingerprint=fingerprint, limit=limit)
+
+
+_EVENTS_AFTER = (
+    select(run_events)
+    .where(run_events.c.run_id == bindparam("run_id"), run_events.c.id > bindparam("after"))
+    .order_by(run_events.c.id)
+    .limit(200)
+)
+
+
+async def events_after(db: Connection, run_id: int, after: int) -> list[dict[str, Any]]:
+    """One run's events with an id above `after`, oldest first (the live timeline's news)."""
+    found = await core.rows(db, _EVENTS_AFTER, run_id=run_id, after=after)
+    for row in found:
+        row["detail"] = json.loads(row["detail"]) if row["detail"] else {}
+    return found
+
+
+_APPROVALS = select(approvals).where(approvals.c.run_id == bindparam("run_id")).order_by(approvals.c.id)
+_OBJECTIONS = select(objections).where(objections.c.run_id == bindparam("run_id")).order_by(objections.c.id)
+_PROOFS = select(proofs).where(proofs.c.run_id == bindparam("run_id")).order_by(proofs.c.id)
+
+
+async def approvals_of_run(db: Connection, run_id: int) -> list[dict[str, Any]]:
+    """Every approval and rejection given on the run's proposals, withdrawn ones too."""
+    return await core.rows(db, _APPROVALS, run_id=run_id)
+
+
+async def objections_of_run(db: Connection, run_id: int) -> list[dict[str, Any]]:
+    return await core.rows(db, _OBJECTIONS, run_id=run_id)
+
+
+async def proofs_of_run(db: Connection, run_id: int) -> list[dict[str, Any]]:
+    """The run's proofs (verify and deploy), their items decoded."""
+    found = await core.rows(db, _PROOFS, run_id=run_id)
+    for row in found:
+        row["items"] = json.loads(row["items"]) if row["items"] else []
+    return found
+
+
+_RUN_SPEND = select(func.coalesce(func.sum(run_events.c.cost_usd), 0)).where(
+    run_events.c.ts >= bindparam("since")
+)
+_ACTION_SPEND = select(func.coalesce(func.sum(actions.c.cost_usd), 0)).where(
+    actions.c.ts >= bindparam("since")
+)
+
+
+async def spend_since(db: Connection, since: float) -> tuple[float, float]:
+    """(runs, everything else recorded as actions) spent since `since`, in USD."""
+    ran = await core.scalar(db, _RUN_SPEND, since=since)
+    acted = await core.scalar(db, _ACTION_SPEND, since=since)
+    return float(ran or 0.0), float(acted or 0.0)

@@ -1,0 +1,91 @@
+"""The emergency rollback: the run's merge reverted on main at once — a commit made without touching
+the live tree — then fast-forwarded and reloaded, and proved by the recorded calls behaving as before
+the fix. (The ordinary rollback goes through verify and approval like any change.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bot.deploy.deploy_core import DeployCore
+from bot.improve.runs import Run
+from bot.kernel.errors import UserError
+from bot.kernel.git import git
+
+__all__ = ["DeployRollbacks"]
+
+
+class DeployRollbacks(DeployCore):
+    """Reverting a deployed run's merge at once."""
+
+    async def emergency_rollback(self, run_id: int, *, user_id: int) -> str:
+        """Revert the run's merge on main at once and reload (approvers only; checked by the caller)."""
+        async with self._ship_lock:
+            run, merged = await self.runs.merged(run_id)
+            revert_sha = await self._revert_commit(run, merged)
+            async with self._swapping_code() as apply:
+                live = await self.merger.update_live_checkout(revert_sha)
+                if not live.ok:
+                    return (
+                        f"⏸ Revert `{revert_sha[:7]}` is ready but the live checkout was not updated: "
+                        f"{live.reason}"
+                    )
+                self._watches.pop(run.id, None)
+                await self.runs.event(
+                    run.id,
+                    "rolled_back",
+                    actor=f"user:{user_id}",
+                    detail={"revert_sha": revert_sha, "emergency": True},
+                )
+                report = await apply(live.changed_files)
+            if self.went_live is not None:
+                await self.went_live(revert_sha, True)
+            proved = await self.prove_rollback(run, revert_sha) if self.prove_rollback is not None else ""
+            return f"⏪ Rolled back run #{run.id} (`{revert_sha[:7]}`):\n{report}{proved}"
+
+    async def _revert_commit(self, run: Run, merged_sha: str) -> str:
+        """A commit on top of main that undoes base..merged, made without touching the live tree."""
+        repo = self._settings.repo_dir.resolve()
+
+        async def run_git(*args: str) -> str:
+            result = await git(repo, *args, error=UserError)
+            return result.output.strip()
+
+        main = await run_git("rev-parse", "refs/heads/main")
+        base_tree = await run_git("rev-parse", f"{run.base_sha}^{{tree}}")
+        if main == merged_sha:  # nothing landed after it: main's tree goes back to the base's
+            tree = base_tree
+        else:  # later commits exist: apply the reverse of base..merged onto main's tree
+            tree = await self._reverse_apply(repo, run.base_sha or "", merged_sha, main)
+        return await run_git(
+            "commit-tree",
+            tree,
+            "-p",
+            main,
+            "-m",
+            f"Revert run {run.id}: {run.description[:60]}\n\nRun-Id: {run.id}",
+        )
+
+    @staticmethod
+    async def _reverse_apply(repo: Path, base: str, merged: str, main: str) -> str:
+        index = repo / ".git" / f"mendbot-revert-{merged[:12]}.index"
+        scratch = {"GIT_INDEX_FILE": str(index)}
+
+        async def run_git(*args: str) -> str:
+            result = await git(repo, *args, check=False, env=scratch)
+            if result.code != 0:
+                raise UserError(f"the revert does not apply cleanly on main: {result.errors.strip()[:300]}")
+            return result.output.strip()
+
+        try:
+            await run_git("read-tree", main)
+            patch = repo / ".git" / f"mendbot-revert-{merged[:12]}.patch"
+            diff = await git(repo, "diff", "--binary", merged, base, check=False)
+            patch.write_text(diff.output)
+            try:
+                await run_git("apply", "--cached", str(patch))
+            finally:
+                patch.unlink(missing_ok=True)
+            return await run_git("write-tree")
+        finally:
+            index.unlink(missing_ok=True)

@@ -1,0 +1,1 @@
+"""Small features of the chat bot: dice, reminders, dev mode."""

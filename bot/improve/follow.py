@@ -1,0 +1,316 @@
+"""Suspects found by following the data: where a bad value was made, not only where it was used.
+
+The ranking (bot/improve/localise.py) starts from frames, slow samples and the handler; from there
+these rules add the code that made what the failing line used:
+
+- the definitions of names and the methods called on the failing line, attribute calls included
+  (`self.store.get(…)` is the `get` of the class `self.store` holds);
+- the initialisers of the attributes it reads and the functions storing the dict keys it reads;
+- arguments traced up the stack: when the raising frame used a parameter, the frame that computed
+  what was passed for it ranks with the raising frame (and the calls that computed it are
+  suspects); a parameter passed straight through is followed further up;
+- settings objects and configuration: a field of a settings class read on the failing path makes
+  that class a suspect, with the field's line as the line that matters; a configuration file
+  named by code on the failing path is a suspect as a whole;
+- for a fault with no traceback: the handler's callees, through attributes, several levels deep
+  within a budget; the functions whose results make the reply; calls whose exceptions a `try`
+  swallows into a fallback answer;
+- the code that wrote a stored row the failing action read (`bot.db.provenance`).
+
+Each candidate keeps the lines the value went through (`data`): the recency of those lines says
+more than the recency of the whole function (a cosmetic edit of a signature is not the cause).
+"""
+
+from __future__ import annotations
+
+import ast
+import posixpath
+from dataclasses import dataclass, field
+
+from bot.improve import dataflow
+from bot.improve.source_index import ModuleIndex, SourceUnit, class_of, method_of, resolve
+
+__all__ = ["Candidate", "Pool", "arguments_up_the_stack", "callees", "derive_from_line", "from_writer"]
+
+_MAX_CALLEES = 40  # functions visited below a handler: the budget for going deep
+_STACK_LEVELS = 6
+
+
+@dataclass
+class Candidate:
+    """A suspect function (or class, or configuration file), with the score it earned and why."""
+
+    path: str
+    qualname: str
+    start: int
+    end: int
+    score: float = 0.0
+    reasons: list[str] = field(default_factory=list)
+    focus: set[int] = field(default_factory=set)  # lines a frame or sample pointed at
+    data: set[int] = field(default_factory=set)  # lines the bad value went through
+    last_change: float | None = None  # newest commit time of its lines (unix seconds)
+    data_change: float | None = None  # newest commit time of its `data` lines
+
+    def add(self, points: float, reason: str) -> None:
+        self.score += points
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.path, self.qualname
+
+
+class Pool:
+    """The candidates found so far, one per unit, over the parsed modules."""
+
+    def __init__(self, modules: dict[str, ModuleIndex]) -> None:
+        self.modules = modules
+        self.found: dict[tuple[str, str], Candidate] = {}
+        self.traced: set[tuple[str, str]] = set()  # units in a failing traceback
+
+    def get(self, path: str, qualname: str) -> Candidate | None:
+        module = self.modules.get(path)
+        if module is None or qualname not in module.functions:
+            return None
+        key = (path, qualname)
+        if key not in self.found:
+            function = module.functions[qualname]
+            self.found[key] = Candidate(path, qualname, function.start, function.end)
+        return self.found[key]
+
+    def at(self, path: str, line: int) -> Candidate | None:
+        module = self.modules.get(path)
+        function = module.function_at(line) if module is not None else None
+        return self.get(path, function.qualname) if function is not None else None
+
+    def untraced(self, where: tuple[str, str] | None) -> Candidate | None:
+        """The candidate for a unit that already returned (frames earn their points as frames)."""
+        return None if where is None or where in self.traced else self.get(*where)
+
+
+def callee_of(
+    call: ast.Call, where: SourceUnit, module: ModuleIndex, modules: dict[str, ModuleIndex]
+) -> tuple[str, str] | None:
+    """The in-repo unit a call runs: a name, `module.f`, `self.m`, `self.attr.m`, `param.m`."""
+    func = call.func
+    if isinstance(func, ast.Name):
+        return resolve(func.id, module, modules)
+    if not isinstance(func, ast.Attribute):
+        return None
+    if isinstance(func.value, ast.Name) and func.value.id in module.imports:
+        return resolve(f"{func.value.id}.{func.attr}", module, modules)
+    return method_of(func.value, func.attr, where, module, modules)
+
+
+def _definition_lines(module: ModuleIndex, lines: set[int]) -> set[int]:
+    """The module-level definitions read on `lines` (a constant changed far above the function)."""
+    found: set[int] = set()
+    if module.tree is None:
+        return found
+    for node in ast.walk(module.tree):
+        if isinstance(node, ast.Name) and getattr(node, "lineno", 0) in lines:
+            definition = module.top_level.get(node.id)
+            if definition is not None and not isinstance(
+                definition, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+            ):
+                found |= set(range(definition.lineno, (definition.end_lineno or definition.lineno) + 1))
+    return found
+
+
+def _mark_data(candidate: Candidate, module: ModuleIndex, lines: set[int]) -> None:
+    candidate.data |= lines | _definition_lines(module, lines)
+
+
+def _settings_and_config(
+    pool: Pool, path: str, unit: SourceUnit, lines: set[int], *, points: float, at: str
+) -> None:
+    """Fields of settings objects read on `lines`, and configuration files named by the code they call."""
+    module = pool.modules[path]
+    for receiver, attribute in dataflow.field_reads(unit.node, lines):
+        found = class_of(receiver, unit, module, pool.modules)
+        if found is None:
+            continue
+        class_path, class_name = found
+        field_line = dataflow.class_fields(pool.modules[class_path].classes[class_name]).get(attribute)
+        candidate = pool.get(class_path, class_name) if field_line is not None else None
+        if candidate is not None and field_line is not None:
+            candidate.add(points, f"its setting `{attribute}` is read on the failing path ({at})")
+            candidate.data.add(field_line)
+    for call in dataflow.calls_on(unit.node, lines):
+        where = callee_of(call, unit, module, pool.modules)
+        target = pool.modules[where[0]].functions.get(where[1]) if where is not None else None
+        if where is None or target is None:
+            continue
+        for name in dataflow.config_files(target.node):
+            for config_path in (posixpath.normpath(posixpath.join(posixpath.dirname(where[0]), name)), name):
+                config = pool.modules.get(config_path)
+                if config is not None and config.is_config:
+                    candidate = pool.get(config_path, next(iter(config.functions)))
+                    if candidate is not None:
+                        candidate.add(points, f"configuration read by {where[1]} on the failing path ({at})")
+                    break
+
+
+def derive_from_line(pool: Pool, path: str, line: int, weight: float) -> None:
+    """Units that already returned but shaped the failing line: definitions of the names it uses
+    and the methods it calls, initialisers of the attributes it reads, writers of the stored keys
+    it reads, settings and configuration read on the lines feeding it."""
+    module = pool.modules.get(path)
+    if module is None:
+        return
+    function = module.function_at(line)
+    at = f"{path}:{line}"
+    names, attributes = module.names_on_line(line)
+    for name in sorted(names):
+        candidate = pool.untraced(resolve(name, module, pool.modules))
+        if candidate is not None:
+            candidate.add(0.45 * weight, f"defines `{name}`, used on the failing line {at}")
+    if function is None:
+        return
+    lines = dataflow.data_lines(function.node, line)
+    for call in dataflow.calls_on(function.node, lines):
+        candidate = pool.untraced(callee_of(call, function, module, pool.modules))
+        if candidate is not None:
+            candidate.add(0.45 * weight, f"computes a value used on the failing line {at}")
+    if function.class_name is not None:
+        for attribute in sorted(attributes):
+            for assigner in module.assigners(function.class_name, attribute):
+                candidate = pool.untraced((path, assigner.qualname))
+                if candidate is not None:
+                    candidate.add(0.5 * weight, f"sets `self.{attribute}`, read on the failing line {at}")
+    for key in sorted(module.keys_on_line(line)):
+        for other_path, other in sorted(pool.modules.items()):
+            for writer in other.key_writers(key):
+                candidate = pool.untraced((other_path, writer.qualname))
+                if candidate is not None:
+                    candidate.add(0.5 * weight, f"stores the key {key!r} read on the failing line {at}")
+    _settings_and_config(pool, path, function, lines, points=0.9 * 1.6 * weight, at=at)
+
+
+def arguments_up_the_stack(pool: Pool, frames: tuple[tuple[str, int, str], ...], share: float) -> None:
+    """From the raising frame up: the frame that computed an argument the failing line used ranks
+    with the raising frame; an argument passed straight through is followed to the next caller."""
+    points = 1.6 * share
+    inner = frames[-1]
+    module = pool.modules.get(inner[0])
+    unit = module.function_at(inner[1]) if module is not None else None
+    if module is None or unit is None:
+        return
+    first = pool.get(inner[0], unit.qualname)
+    if first is not None:
+        _mark_data(first, module, dataflow.data_lines(unit.node, inner[1]))
+    wanted = dataflow.parameters_used(unit.node, inner[1])
+    callee = unit
+    for depth, (path, line, _name) in enumerate(list(reversed(frames[:-1]))[:_STACK_LEVELS], 1):
+        if not wanted:
+            return
+        caller_module = pool.modules.get(path)
+        caller = caller_module.function_at(line) if caller_module is not None else None
+        if caller_module is None or caller is None:
+            return
+        short = callee.qualname.rsplit(".", 1)[-1]
+        passed = dataflow.arguments_at(caller.node, line, callee.node, short, wanted)
+        through = set(dataflow.parameters(caller.node))
+        carried = [p for p, expr in passed.items() if isinstance(expr, ast.Name) and expr.id in through]
+        made = {p: expr for p, expr in passed.items() if p not in carried}
+        candidate = pool.get(path, caller.qualname)
+        if made and candidate is not None:
+            lines = dataflow.data_lines(caller.node, line)
+            names = ", ".join(f"`{p}`" for p in sorted(made))
+            # With the raising frame, not above it: what it earned as a frame counts toward that.
+            candidate.add(
+                max(0.0, 0.95 - 0.6**depth) * points,
+                f"made the argument {names} that {short} used where it raised",
+            )
+            _mark_data(candidate, caller_module, lines)
+            at = f"{path}:{line}"
+            for call in dataflow.calls_on(caller.node, lines):
+                maker = pool.untraced(callee_of(call, caller, caller_module, pool.modules))
+                if maker is not None:
+                    maker.add(0.6 * points, f"computed the argument {names} passed to {short} at {at}")
+            for expr in made.values():
+                if (
+                    isinstance(expr, ast.Attribute)
+                    and isinstance(expr.value, ast.Name)
+                    and expr.value.id == "self"
+                ):
+                    for assigner in caller_module.assigners(caller.class_name or "", expr.attr):
+                        setter = pool.untraced((path, assigner.qualname))
+                        if setter is not None:
+                            setter.add(0.5 * points, f"sets `self.{expr.attr}`, passed to {short} at {at}")
+            _settings_and_config(pool, path, caller, lines, points=0.9 * points, at=at)
+        wanted = [expr.id for p in carried if isinstance(expr := passed[p], ast.Name)]
+        callee = caller
+
+
+def callees(pool: Pool, path: str, qualname: str, *, weight: float, depth: int, reason: str) -> None:
+    """In-repo units a function calls (through attributes too), breadth first, `depth` levels and
+    at most `_MAX_CALLEES` of them; `weight` halves per level."""
+    frontier = [(path, qualname)]
+    seen = {(path, qualname)}
+    for _ in range(depth):
+        following: list[tuple[str, str]] = []
+        for caller_path, caller_name in frontier:
+            module = pool.modules.get(caller_path)
+            unit = module.functions.get(caller_name) if module is not None else None
+            if module is None or unit is None or unit.kind != "function":
+                continue
+            for call in dataflow.calls_on(unit.node, set(range(unit.start, unit.end + 1))):
+                where = callee_of(call, unit, module, pool.modules)
+                if where is None or where in seen or len(seen) > _MAX_CALLEES:
+                    continue
+                seen.add(where)
+                following.append(where)
+                candidate = pool.untraced(where)
+                if candidate is not None:
+                    candidate.add(weight, f"{reason} {caller_name}")
+        frontier = following
+        weight *= 0.5
+
+
+def value_makers(pool: Pool, path: str, qualname: str, points: float, depth: int = 4) -> None:
+    """For an answer with no traceback: the units whose results make what the handler answers,
+    followed down through what those return; and calls whose exceptions a `try` turns into a
+    fallback answer on the way."""
+    frontier = [(path, qualname)]
+    seen = {(path, qualname)}
+    for _ in range(depth):
+        following: list[tuple[str, str]] = []
+        for unit_path, unit_name in frontier:
+            module = pool.modules.get(unit_path)
+            unit = module.functions.get(unit_name) if module is not None else None
+            if module is None or unit is None or unit.kind != "function":
+                continue
+            lines = dataflow.value_lines(unit.node)
+            for call in dataflow.calls_on(unit.node, lines):
+                where = callee_of(call, unit, module, pool.modules)
+                candidate = pool.get(*where) if where is not None and where not in seen else None
+                if where is None or candidate is None:
+                    continue
+                seen.add(where)
+                candidate.add(points, f"its result makes what {unit_name} answers")
+                following.append(where)
+            for call in dataflow.swallowing_calls(unit.node):
+                where = callee_of(call, unit, module, pool.modules)
+                candidate = pool.get(*where) if where is not None else None
+                if candidate is not None:
+                    candidate.add(
+                        1.5 * points,
+                        f"an exception it raises is swallowed by {unit_name} into a fallback answer",
+                    )
+        frontier = following
+
+
+def from_writer(pool: Pool, frames: tuple[tuple[str, int, str], ...], share: float, what: str) -> None:
+    """The code that wrote a stored row the failing action read: the innermost writer frame ranks
+    close to a raising frame, the lines feeding its write being the lines that matter."""
+    for depth, (path, line, _name) in enumerate(reversed(frames)):
+        candidate = pool.at(path, line)
+        module = pool.modules.get(path)
+        if candidate is None or module is None:
+            continue
+        candidate.add(1.6 * 0.9 * share * 0.6**depth, f"wrote {what}")
+        unit = module.function_at(line)
+        if depth == 0 and unit is not None:
+            _mark_data(candidate, module, dataflow.data_lines(unit.node, line))

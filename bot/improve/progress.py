@@ -1,0 +1,303 @@
+"""The base of SelfImprovementAgent (`bot.improve.service`): the services a run works with, the runs
+executing in this process and what a run shows as it goes — its status message, with the step the agent
+is on, and its final report — plus the agent session every stage runs through and the lesson a run
+leaves. The layers above add the verify-and-propose stage (`bot.improve.propose`), the stages of a run
+(`bot.improve.stages`), the proofs taken after the pipeline (`bot.improve.proving`) and the requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from bot.db import incidents as incident_queries
+from bot.db import proofs as proof_queries
+from bot.db.core import Connection
+from bot.forge.base import Forge
+from bot.improve.claims import Claim, ClaimService
+from bot.improve.memory import Lesson, Memory
+from bot.improve.policy import Policy
+from bot.improve.prover import Prover
+from bot.improve.runs import Run, RunService, RunState
+from bot.improve.workspace import Workspace, Worktree
+from bot.kernel.durations import human_duration
+from bot.kernel.log import get_logger
+from bot.kernel.prompts import PromptRegistry
+from bot.kernel.settings import Settings
+from bot.trust.gateway import ModelGateway
+from bot.trust.guard import Decision
+from bot.trust.sandbox import Sandbox
+
+if TYPE_CHECKING:  # the agent module loads claude-agent-sdk (~0.5 s): only when a run starts
+    from bot.improve.agent import AgentResult, CodeAgent
+    from bot.improve.queue import RunQueue
+
+__all__ = ["RunProgress", "RunReporter"]
+
+_log = get_logger(__name__)
+
+
+class RunReporter(Protocol):
+    """The chat side of a run: one status message edited in place, and the final report."""
+
+    async def progress(self, run: Run, lines: list[str]) -> None: ...
+
+    async def report(self, run: Run, text: str) -> None: ...
+
+
+@dataclass
+class _Live:
+    """What a running run holds in memory: its task, its agent and its progress lines."""
+
+    task: asyncio.Task[None] | None = None
+    agent: CodeAgent | None = None
+    worktree: Worktree | None = None
+    lines: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+    cancelled_by: int | None = None
+    # The agent step under way, for the status message: what it is doing now and since when.
+    step: str | None = None
+    step_started: float = 0.0
+    step_calls: int = 0
+    reported_at: float = 0.0  # when the status message was last edited (monotonic)
+    pending_report: asyncio.Task[None] | None = None
+    claim: Claim | None = None  # the files this run may change, from its plan (bot.improve.claims)
+
+
+class RunProgress:
+    """What every layer of SelfImprovementAgent works with: its services, its runs in memory, what their
+    chat shows, and the agent sessions of their stages."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        db: Connection,
+        runs: RunService,
+        policy: Policy,
+        memory: Memory,
+        workspace: Workspace,
+        forge: Forge,
+        prompts: PromptRegistry,
+        agent_factory: Callable[[], CodeAgent],
+        sandbox: Sandbox,
+        gateway: ModelGateway,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._settings = settings
+        self._config = settings.improve
+        self._db = db
+        self.runs = runs
+        self.policy = policy
+        self.memory = memory
+        self.workspace = workspace
+        self.forge = forge
+        self._prompts = prompts
+        self._agent_factory = agent_factory
+        self.sandbox = sandbox
+        self.gateway = gateway
+        self._clock = clock
+        self._live: dict[int, _Live] = {}
+        self._starting = asyncio.Lock()
+        self.prover = Prover(
+            db=db,
+            workspace=workspace,
+            sandbox=sandbox,
+            test_timeout_s=self._config.check_timeout_s,
+            latency_min_ms=settings.observe.latency.min_ms,
+            redact=runs.redactor.text,
+            now=lambda: clock().timestamp(),
+        )
+        self.claims = ClaimService(
+            db,
+            runs,
+            protected=self._config.protected_paths,
+            extend_wait_s=self._config.claim_wait_s,
+            heartbeat_s=ClaimService.heartbeat_for(self._config.stuck_timeout_s),
+        )
+        self.reporter: RunReporter | None = None
+        # With `improve.run_on: workers`, the queue runs are deferred to (set by the assembly); None:
+        # runs execute in this process.
+        self.queue: RunQueue | None = None
+        # Who executes the runs started here, as recorded in their "executor" events: a restart
+        # interrupts only its own process's runs (see on_startup).
+        self.executor_name = "bot"
+
+    async def _stage(self, run: Run, state: RunState, line: str, **fields: Any) -> Run:
+        live = self._live[run.id]
+        run = await self.runs.transition(run.id, state, actor="pipeline", **fields)
+        live.lines.append(line)
+        await self._progress(run)
+        return run
+
+    async def _progress(self, run: Run) -> None:
+        if self.reporter is None:
+            return
+        live = self._live.get(run.id)
+        lines = list(live.lines) if live else []
+        if live is not None:
+            live.reported_at = time.monotonic()
+            if live.step is not None:
+                lines.append(await self._step_line(run, live))
+        try:
+            await self.reporter.progress(run, [self.runs.redactor.text(line) for line in lines])
+        except Exception:
+            _log.exception("progress report failed")
+
+    async def _step_line(self, run: Run, live: _Live) -> str:
+        """What the agent is doing right now: model turns so far, its latest tool call, time in this step."""
+        turns = sum(1 for event in await self.runs.events(run.id) if event.event == "model_request")
+        elapsed = time.monotonic() - live.step_started
+        return (
+            f"  ↳ {live.step} · turn {turns} · {live.step_calls} tool call(s) · "
+            f"{human_duration(elapsed)} in this step"
+        )
+
+    def _saw_tool_call(self, run_id: int, decision: Decision) -> None:
+        """The guard's verdict on each tool call (on the agent's task): note it, edit the status soon."""
+        live = self._live.get(run_id)
+        if live is None or live.step is None:
+            return
+        target = decision.target if len(decision.target) <= 60 else "…" + decision.target[-59:]
+        if decision.target.startswith("/") and live.worktree is not None:
+            # Paths inside the worktree are shown from the repository root, as a person reads them.
+            root = str(live.worktree.path.resolve()) + "/"
+            target = decision.target.removeprefix(root)
+        verdict = "" if decision.allowed else " (denied)"
+        live.step = f"{decision.tool} `{target[:60]}`{verdict}"
+        live.step_calls += 1
+        self._progress_soon(run_id, live)
+
+    def _progress_soon(self, run_id: int, live: _Live) -> None:
+        """Edit the status message now, or once the throttle interval has passed; one edit pending at most."""
+        if live.pending_report is not None and not live.pending_report.done():
+            return
+        wait = max(0.0, live.reported_at + self._config.progress_interval_s - time.monotonic())
+
+        async def report_later() -> None:
+            await asyncio.sleep(wait)
+            if live.step is not None:
+                await self._progress(await self.runs.get(run_id))
+
+        live.pending_report = asyncio.get_running_loop().create_task(report_later())
+
+    def _start_step(self, live: _Live, what: str) -> None:
+        live.step, live.step_started, live.step_calls = what, time.monotonic(), 0
+
+    def _end_step(self, live: _Live) -> None:
+        """The step is over: no late edit may overwrite what the pipeline reports next."""
+        live.step = None
+        if live.pending_report is not None:
+            live.pending_report.cancel()
+            live.pending_report = None
+
+    async def _report(self, run_id: int, text: str) -> None:
+        if self.reporter is None:
+            return
+        try:
+            await self.reporter.report(await self.runs.get(run_id), self.runs.redactor.text(text))
+        except Exception:
+            _log.exception("final report failed")
+
+    async def _agent(self, run: Run, prompt: str, *, read_only: bool) -> AgentResult:
+        live = self._live[run.id]
+        assert live.worktree is not None, "the agent works in the run's worktree, never the live checkout"
+        agent = live.agent = self._agent_factory()
+        remaining = await self.policy.remaining_run_budget(await self.runs.get(run.id))
+        if remaining <= 0:
+            raise _StageFailure("budget", "the run's budget is spent")
+        # The agent reaches the model only through the gateway, with a token for this session: the
+        # real key never enters its world, and every request is capped to what the budget has left.
+        await self.gateway.start()
+        token = self.gateway.open_session(run.id)
+        self._start_step(live, "🤖 the agent is starting")
+        try:
+            result = await agent.run(
+                prompt=prompt,
+                system_prompt=self._prompts.get("agent/system").body,
+                worktree=live.worktree.path,
+                read_only=read_only,
+                security=run.security,
+                max_turns=self._config.max_turns,
+                max_budget_usd=remaining,
+                base_url=self.gateway.base_url,
+                api_key=token,
+                on_decision=lambda decision: self._saw_tool_call(run.id, decision),
+                claim=None if read_only else live.claim,
+            )
+        finally:
+            self._end_step(live)
+            self.gateway.close_session(token)
+            live.agent = None
+        refusal = self.gateway.refusal(token)
+        from bot.improve.agent import describe_denials
+
+        for denial in describe_denials(result.denials):
+            await self.runs.event(run.id, "guard_denied", actor="guard", detail=denial)
+        await self.runs.event(
+            run.id,
+            "agent_session",
+            actor="agent",
+            detail={
+                "outcome": result.outcome,
+                "turns": result.turns,
+                "tools": result.tools_used[:50],
+                "error": result.error,
+                # The gateway charged each request as it went; this is the CLI's own estimate.
+                "cli_cost_usd": result.cost_usd,
+            },
+        )
+        if refusal is not None:
+            raise _StageFailure("budget", refusal)
+        if result.outcome == "budget":
+            raise _StageFailure("budget", f"the agent hit the budget cap (${remaining:.2f})")
+        if result.outcome == "interrupted":
+            raise asyncio.CancelledError
+        if not result.ok:
+            raise _StageFailure("agent", result.error or result.outcome)
+        return result
+
+    async def _incident_fingerprint(self, incident_id: int | None) -> str | None:
+        if incident_id is None:
+            return None
+        return await incident_queries.fingerprint(self._db, incident_id)
+
+    async def _incident_kind(self, incident_id: int | None) -> str | None:
+        if incident_id is None:
+            return None
+        return await proof_queries.incident_kind(self._db, incident_id)
+
+    async def _write_lesson(
+        self,
+        run: Run,
+        *,
+        outcome: str,
+        root_cause: str,
+        files: list[str] | None = None,
+        fingerprint: str | None = None,
+        fix_commit: str | None = None,
+    ) -> None:
+        await self.memory.write(
+            Lesson(
+                run_id=run.id,
+                fingerprint=fingerprint,
+                files=files or [],
+                root_cause=root_cause[:2000],
+                fix_commit=fix_commit,
+                outcome=outcome,
+                created_at=self._clock().timestamp(),
+            )
+        )
+
+
+class _StageFailure(Exception):
+    """A stage cannot go on: the run fails with `reason`; `kind` says why (the lesson's outcome)."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason

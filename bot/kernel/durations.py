@@ -1,0 +1,34 @@
+"""Durations as people read them: "42 s", "5 min 3 s", "15 h 33 min", "2 d 4 h" — never "55996s".
+
+Every duration the bot shows a person (a limit that resets, a run's elapsed time, a watch window, a
+cooldown, the playground's rendering of Discord's relative timestamps) goes through `human_duration`,
+so they all read alike: at most two units, the larger first, a zero second unit left out.
+"""
+
+from __future__ import annotations
+
+__all__ = ["human_duration", "relative"]
+
+_UNITS = (("d", 86_400), ("h", 3_600), ("min", 60), ("s", 1))
+
+
+def human_duration(seconds: float) -> str:
+    """`seconds` (rounded to whole seconds, sign ignored) in at most two units: "15 h 33 min"."""
+    left = round(abs(seconds))
+    if left < 60:
+        return f"{left} s"
+    parts: list[str] = []
+    for name, size in _UNITS:
+        amount, left = divmod(left, size)
+        if amount or parts:
+            parts.append(f"{amount} {name}")
+        if len(parts) == 2:
+            break
+    if len(parts) == 2 and parts[1].startswith("0 "):
+        parts.pop()
+    return " ".join(parts)
+
+
+def relative(seconds: float) -> str:
+    """A moment `seconds` from now as Discord's relative timestamps read: "in 15 h 33 min", "5 min ago"."""
+    return f"in {human_duration(seconds)}" if seconds >= 0 else f"{human_duration(seconds)} ago"

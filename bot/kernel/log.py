@@ -1,0 +1,169 @@
+"""Logging: structlog everywhere, stdlib (discord.py) routed through the same pipeline.
+
+JSON lines go to `data/logs/mendbot.jsonl`; readable lines go to stderr. With
+`console_tracebacks=False` (`mendbot run`) tracebacks go to the JSON file only: the console gets the
+exception's one-line summary and where the traceback is (an operator watching the terminal or
+journalctl reads lines, not walls). An event logged with `console=False` goes
+to the file only — for failures that `__main__` already reports as one line of its own. Per-request
+context (guild, channel, user, run id) is bound with `bind_context()` and carried by contextvars. Every
+value passes the redactor (the bot's own secret values in any encoding, and token shapes) first: the
+caller hands one in (`bot.trust.redact.Redactor`), so logging knows no secret and needs no trust base.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import sys
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+__all__ = ["Redacting", "bind_context", "configure_logging", "get_logger"]
+
+
+class Redacting(Protocol):
+    """What logging needs of a redactor (`bot.trust.redact.Redactor`)."""
+
+    def text(self, value: str) -> str: ...
+
+    def value(self, value: Any) -> Any: ...
+
+
+_SHARED: list[Any] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+]
+
+
+def _redacting(redactor: Redacting) -> Any:
+    """A processor that passes every value of a log event through the redactor."""
+
+    def redact_event(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        for key, value in event.items():
+            if isinstance(value, str):
+                event[key] = redactor.text(value)
+            elif isinstance(value, dict | list | tuple):
+                event[key] = redactor.value(value)
+        return event
+
+    return redact_event
+
+
+def _exception_in_one_line(log_file: Path) -> Any:
+    """A console processor: the exception's type and message instead of its traceback."""
+
+    def summarise(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        exc_info = event.pop("exc_info", None)
+        if exc_info is True:
+            exc_info = sys.exc_info()
+        if isinstance(exc_info, BaseException):
+            exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+        if isinstance(exc_info, tuple) and exc_info[1] is not None:
+            error = exc_info[1]
+            summary = " ".join(f"{type(error).__name__}: {error}".split())
+            event["error"] = f"{summary} (traceback in {log_file})"
+        return event
+
+    return summarise
+
+
+class _KeepExcInfo(logging.Filter):
+    """On the file handler: remember a stdlib record's exc_info, which formatting it clears."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.mendbot_exc_info = record.exc_info
+        return True
+
+
+class _ConsoleFilter(logging.Filter):
+    """Keeps events logged with `console=False` off the console; gives back the remembered exc_info."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, dict) and record.msg.get("console") is False:
+            return False
+        if record.exc_info is None:
+            record.exc_info = getattr(record, "mendbot_exc_info", None)
+        return True
+
+
+def configure_logging(
+    log_dir: Path,
+    *,
+    console_level: str = "INFO",
+    json_level: str = "INFO",
+    redactor: Redacting,
+    console_tracebacks: bool = True,
+) -> None:
+    """Send structlog and stdlib records to a JSON file and a readable console stream, redacted."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    redact = _redacting(redactor)
+    structlog.configure(
+        processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    log_file = log_dir / "mendbot.jsonl"
+    json_handler = logging.handlers.RotatingFileHandler(
+        log_file, maxBytes=20_000_000, backupCount=3, encoding="utf-8"
+    )
+    json_handler.setLevel(json_level)
+    # A formatter clears a stdlib record's exc_info (else logging appends a raw traceback after it).
+    json_handler.addFilter(_KeepExcInfo())
+    json_handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=_SHARED,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redact,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    console = logging.StreamHandler()
+    console.setLevel(console_level)
+    console.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=_SHARED,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info
+                if console_tracebacks
+                else _exception_in_one_line(log_file),
+                redact,
+                structlog.dev.ConsoleRenderer(colors=False),
+            ],
+        )
+    )
+    console.addFilter(_ConsoleFilter())
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    root.addHandler(json_handler)
+    root.addHandler(console)
+    root.setLevel(min(logging.getLevelName(console_level), logging.getLevelName(json_level)))
+    # discord.py's gateway chatter is DEBUG/INFO; keep its warnings and errors.
+    logging.getLogger("discord").setLevel(logging.WARNING)
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    return logger
+
+
+@contextmanager
+def bind_context(**values: object) -> Iterator[None]:
+    """Bind guild/channel/user/run ids for everything logged inside the block."""
+    tokens = structlog.contextvars.bind_contextvars(**{k: v for k, v in values.items() if v is not None})
+    try:
+        yield
+    finally:
+        structlog.contextvars.reset_contextvars(**tokens)

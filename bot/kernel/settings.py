@@ -1,0 +1,316 @@
+"""Settings: secrets from the environment or `.env`, everything else from `config.yaml`.
+
+`load_settings()` is the only way in. A missing or invalid value becomes a `ConfigError`
+whose message names the key, the file it came from (`--config` path, `.env`, the environment)
+and how to fix it; `__main__` prints that one line and exits with `EX_CONFIG` (78) instead of a
+traceback.
+
+Two sources, two policies: config.yaml is strict (an unknown key is refused, with "did you mean"
+when one is close), while `.env` is shared with other tools and may hold anything, so only the
+variables mendbot reads are taken from it and the rest are ignored. An empty value
+(`DISCORD_TOKEN=` as copied from `.env.example`) means unset, everywhere.
+
+What each key may hold — the sections, their defaults and checks — is in bot/kernel/sections.py.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from bot.kernel.sections import (
+    AccessConfig,
+    AuditConfig,
+    ChatConfig,
+    DashboardConfig,
+    DatabaseConfig,
+    DeployConfig,
+    DiscordConfig,
+    DrillConfig,
+    ForgeConfig,
+    HealthConfig,
+    ImproveConfig,
+    LoggingConfig,
+    ObserveConfig,
+    PlaygroundConfig,
+    StorageConfig,
+    _log_level,
+)
+
+__all__ = [
+    "EX_CONFIG",
+    "ConfigError",
+    "Settings",
+    "load_settings",
+    "refuse_shard_subset",
+    "refuse_workers_without_store",
+]
+
+EX_CONFIG = 78  # sysexits.h: configuration error
+
+
+class ConfigError(Exception):
+    """A configuration problem a user can fix; the message is the whole explanation."""
+
+
+class _KnownDotEnv(DotEnvSettingsSource):
+    """`.env` without its strangers: variables mendbot does not read are other tools' business."""
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        return {key: value for key, value in data.items() if key in self.settings_cls.model_fields}
+
+
+class _StrictYaml(YamlConfigSettingsSource):
+    """config.yaml, which must be a mapping of known keys (typos get "did you mean")."""
+
+    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
+        data: object = super()._read_file(file_path)  # {} for an empty file
+        if not isinstance(data, dict):
+            kind = "a list" if isinstance(data, list) else "a single value"
+            raise ConfigError(
+                f"config error: {file_path} holds {kind}, not keys and values — it should look like "
+                "config.example.yaml (`discord:`, `access:`, … at the top level)"
+            )
+        for key in data:
+            if str(key) in _ENV_ONLY_KEYS:
+                raise ConfigError(
+                    f"config error: {file_path}: `{key}` is not read from config files — "
+                    f"set {str(key).upper()} in the environment or in .env (see .env.example)"
+                )
+        return data
+
+
+class Settings(BaseSettings):
+    """All of mendbot's configuration. Secrets have no defaults that could leak into a repo."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+        env_nested_delimiter=None,
+        case_sensitive=False,
+        env_ignore_empty=True,  # `DISCORD_TOKEN=` copied from .env.example means "not set"
+    )
+
+    # Secrets and the log level: environment or .env only (see `settings_customise_sources`).
+    discord_token: SecretStr | None = None
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str | None = None
+    github_token: SecretStr | None = None
+    log_level: str | None = None  # LOG_LEVEL: overrides logging.level
+
+    # Everything else: config.yaml.
+    data_dir: Path = Path("data")
+    repo_dir: Path = Path(".")
+    discord: DiscordConfig = Field(default_factory=DiscordConfig)
+    access: AccessConfig = Field(default_factory=AccessConfig)
+    chat: ChatConfig = Field(default_factory=ChatConfig)
+    observe: ObserveConfig = Field(default_factory=ObserveConfig)
+    improve: ImproveConfig = Field(default_factory=ImproveConfig)
+    forge: ForgeConfig = Field(default_factory=ForgeConfig)
+    deploy: DeployConfig = Field(default_factory=DeployConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    playground: PlaygroundConfig = Field(default_factory=PlaygroundConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+    drill: DrillConfig = Field(default_factory=DrillConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @field_validator(
+        "discord_token", "anthropic_api_key", "github_token", "anthropic_base_url", mode="before"
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """Empty or blank means unset, whichever source it came from (env, .env, arguments)."""
+        if isinstance(value, SecretStr):
+            return None if not value.get_secret_value().strip() else value
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("data_dir", "repo_dir", mode="before")
+    @classmethod
+    def _a_path(cls, value: object) -> object:
+        """An empty path would be the working directory: the database would land wherever mendbot ran."""
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is empty — name a directory (data_dir's default is data)")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str | None) -> str | None:
+        return _log_level(value)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        env_file = getattr(dotenv_settings, "env_file", ".env")
+        return (
+            init_settings,
+            env_settings,
+            _KnownDotEnv(settings_cls, env_file=env_file),
+            _StrictYaml(settings_cls, yaml_file=_config_path()),
+        )
+
+    @property
+    def level(self) -> str | None:
+        """The log level chosen by LOG_LEVEL or logging.level; None when neither is set."""
+        return self.log_level or self.logging.level
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite file, when no `database.url` names a PostgreSQL server."""
+        return self.data_dir / "mendbot.db"
+
+    @property
+    def database_target(self) -> Path | str:
+        """Where the bot's data lives: the PostgreSQL URL, else the SQLite file."""
+        return self.database.url or self.db_path
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+
+_SECRET_KEYS = {"discord_token", "anthropic_api_key", "anthropic_base_url", "github_token"}
+_ENV_ONLY_KEYS = _SECRET_KEYS | {"log_level"}
+
+
+def _config_path() -> str:
+    return os.environ.get("MENDBOT_CONFIG") or "config.yaml"  # empty means unset, as everywhere
+
+
+def _env_origin(top: str, env_file: object) -> str:
+    """Where an environment-only value came from: the process environment wins over `.env`."""
+    if any(name.lower() == top for name in os.environ):
+        return "the environment"
+    return str(env_file) if env_file else ".env"
+
+
+def _fix_for(key: str, env_file: object) -> str:
+    top = key.split(".", 1)[0]
+    if top in _ENV_ONLY_KEYS:
+        return f"set {top.upper()} in {_env_origin(top, env_file)} (see .env.example)"
+    return f"fix it in {_config_path()} (see config.example.yaml for every key and its default)"
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The settings model that holds the key at `loc` (for "did you mean")."""
+    model: type[BaseModel] = Settings
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _unknown_key(loc: tuple[int | str, ...], env_file: object) -> str:
+    key = ".".join(str(part) for part in loc)
+    model = _model_at(loc[:-1])
+    known = sorted(model.model_fields) if model is not None else []
+    if model is Settings:
+        known = [name for name in known if name not in _ENV_ONLY_KEYS]
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    hint = f" — did you mean `{close[0]}`?" if close else f" — known keys here: {', '.join(known)}"
+    return f"config error: {_config_path()}: unknown key `{key}`{hint} (see config.example.yaml)"
+
+
+def load_settings(config_file: Path | None = None, **overrides: object) -> Settings:
+    """Build Settings, turning any validation failure into one readable `ConfigError`."""
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError(f"config file {config_file} does not exist: copy config.example.yaml to it")
+        os.environ["MENDBOT_CONFIG"] = str(config_file)
+    elif os.environ.get("MENDBOT_CONFIG") and not Path(_config_path()).exists():
+        # Named on purpose, so not there by mistake: running on the defaults instead would hide it.
+        raise ConfigError(
+            f"config error: MENDBOT_CONFIG names {_config_path()}, which does not exist — "
+            "fix the path, copy config.example.yaml there, or unset MENDBOT_CONFIG to read config.yaml"
+        )
+    env_file = overrides.get("_env_file", ".env")
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        more = f"; {exc.error_count() - 1} more problem(s) after this one" if exc.error_count() > 1 else ""
+        if first["type"] == "extra_forbidden":
+            raise ConfigError(_unknown_key(tuple(first["loc"]), env_file) + more) from None
+        key = ".".join(str(part) for part in first["loc"]) or "config"
+        value = first.get("input")
+        hidden = key.split(".")[0] in _ENV_ONLY_KEYS or key == "database.url"  # may hold a password
+        shown = "" if isinstance(value, dict) or hidden else f" (got {value!r})"
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(
+            f"config error: {key}: {message}{shown} — {_fix_for(key, env_file)}{more}"
+        ) from None
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # unreadable or malformed YAML
+        one_line = " ".join(str(exc).split())
+        raise ConfigError(f"config error: cannot read {_config_path()}: {one_line}") from None
+    return settings
+
+
+def refuse_workers_without_store(settings: Settings) -> None:
+    """Runs on workers need what every process shares: the database and the forge.
+
+    The queue and the runs' progress live in PostgreSQL, so `database.url` must name it; a worker
+    works in a clone of its own and pushes its branch to the forge, where the bot merges it from,
+    so proposals cannot be branches in one machine's repository (the local forge).
+    """
+    if settings.improve.run_on != "workers":
+        return
+    if settings.database.url is None:
+        raise ConfigError(
+            "config error: improve.run_on is workers, which take runs from a queue in PostgreSQL — "
+            "set database.url in config.yaml (postgresql://user@host:5432/name), or set "
+            "improve.run_on: bot to run them in the bot process"
+        )
+    if settings.forge.kind != "github":
+        raise ConfigError(
+            "config error: improve.run_on is workers, whose clones push their branches to the forge "
+            "the bot merges from — set forge.kind: github (with forge.repository, and "
+            "forge.remote_url/api_url for your server), or set improve.run_on: bot"
+        )
+
+
+def refuse_shard_subset(settings: Settings) -> None:
+    """Running only some of the shards is one process of several, which needs a shared store.
+
+    On SQLite each process would hold its own database: incidents, runs and approvals split by
+    shard, and every process would run the self-improvement loop on the one repository. With
+    `database.url` the processes share PostgreSQL and elect a leader; all shards in one process
+    are fine either way.
+    """
+    discord = settings.discord
+    if not discord.runs_shard_subset or settings.database.url is not None:
+        return
+    count = discord.shard_count or 0
+    raise ConfigError(
+        f"config error: discord.shard_ids {discord.shard_ids} runs only part of the {count} shards — "
+        "several processes each running a part share one PostgreSQL store: set database.url in "
+        "config.yaml; with the SQLite database run every shard in one process: remove "
+        f"discord.shard_ids (or list all of 0 to {count - 1})"
+    )

@@ -1,0 +1,461 @@
+"""MendBot: the discord.py Bot that wires services, loads every cog, runs the shards and shuts down.
+
+Cogs are discovered in the `cogs` package and loaded one by one; a cog that fails to load is
+logged, remembered and reported in the dev channel once the bot is ready, and the rest of the
+bot boots. `close()` stops taking work, unloads cogs and waits for in-flight handlers.
+
+`request_restart()` is the graceful restart a deploy asks for when code the process cannot
+reload changed: new commands and interactions are refused with a short notice, in-flight
+handlers and self-improvement runs get `deploy.drain_timeout_s` to finish (runs still going
+then are stopped as interrupted, resumable), the bot closes, and `__main__` exits with
+`deploy.restart_exit_code` for the supervisor (or re-executes itself).
+
+How each handler is admitted, tracked, recorded and taken through the one error path is
+`RecordingBot`'s part (bot/runtime/recording.py), the class MendBot builds on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import math
+import pkgutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import discord
+import structlog
+import yarl
+from discord import app_commands
+from discord.ext import commands
+
+from bot.kernel.log import get_logger
+from bot.kernel.prompts import PromptRegistry
+from bot.observe.capture import interaction_invocation
+from bot.runtime.gateway_resume import install_shard_resume
+from bot.runtime.recording import RecordingBot
+from bot.runtime.services import Services
+
+__all__ = [
+    "CommandSyncFailed",
+    "MendBot",
+    "ShardState",
+    "bot_intents",
+    "discover_extensions",
+]
+
+_log = get_logger(__name__)
+
+
+def bot_intents() -> discord.Intents:
+    """The gateway intents mendbot asks for: the defaults plus Message Content (privileged)."""
+    intents = discord.Intents.default()
+    intents.message_content = True
+    return intents
+
+
+class CommandSyncFailed(Exception):
+    """Discord refused the slash-command sync at start (a wrong guild id, a payload it rejects)."""
+
+    def __init__(self, guild_id: int, error: discord.HTTPException) -> None:
+        super().__init__(f"command sync to guild {guild_id} failed: {error.status} {error.text}")
+        self.guild_id = guild_id
+        self.error = error
+
+
+def role_ids(user: discord.abc.User) -> list[int]:
+    """The user's role ids in the guild (none for a plain User, e.g. in DMs)."""
+    return [role.id for role in getattr(user, "roles", [])]
+
+
+def discover_extensions(package: str = "cogs") -> list[str]:
+    """Every module of the cogs package whose name does not start with `_`."""
+    module = importlib.import_module(package)
+    return sorted(
+        f"{package}.{info.name}"
+        for info in pkgutil.iter_modules(module.__path__)
+        if not info.name.startswith("_")
+    )
+
+
+class MendTree(app_commands.CommandTree["MendBot"]):
+    """Command tree that stamps each interaction so handlers can be timed and drained."""
+
+    async def interaction_check(self, interaction: discord.Interaction[MendBot]) -> bool:
+        if not self.client.accepting:
+            await interaction.response.send_message(self.client.not_accepting_notice, ephemeral=True)
+            return False
+        if interaction.type is discord.InteractionType.autocomplete:
+            return True  # recorded by `_call` as the autocomplete callback it is, not as the command
+        interaction.extras["started"] = time.perf_counter()
+        self.client.begin_capture(interaction.extras, "app", interaction_invocation(interaction))
+        # Each interaction runs in its own task, so this binding lasts exactly as long as it.
+        structlog.contextvars.bind_contextvars(
+            guild_id=interaction.guild_id, channel_id=interaction.channel_id, user_id=interaction.user.id
+        )
+        task = asyncio.current_task()
+        if task is not None:
+            self.client.track_inflight(task)
+        return True
+
+    async def on_error(
+        self, interaction: discord.Interaction[MendBot], error: app_commands.AppCommandError
+    ) -> None:
+        await self.client.handle_interaction_error(interaction, error)
+
+    async def _call(self, interaction: discord.Interaction[MendBot]) -> None:
+        """An error handler that fails is recorded against its command here (discord.py would leave
+        it to an unretrieved task exception). Autocomplete runs here as an entry point of its own
+        (`autocomplete:<command>.<option>`): discord.py swallows what its callback raises, so the
+        lookup it does is done here (with its own helpers) and the callback is run by the one
+        recording path instead."""
+        if interaction.type is not discord.InteractionType.autocomplete:
+            try:
+                await super()._call(interaction)
+            except app_commands.AppCommandError:
+                raise  # discord.py's invoker sends these to `on_error`, the one error path
+            except Exception as exc:
+                # A command's own failure went to its error handlers: this is one of them (the
+                # command's `.error`, the cog's `cog_app_command_error`) failing in turn.
+                command = interaction.command
+                name = command.qualified_name if command is not None else "unknown"
+                source = getattr(getattr(command, "binding", None), "qualified_name", None) or "bot"
+                await self.client.handle_interaction_error(interaction, exc, entry=(f"app:{name}", source))
+            return
+        if not await self.interaction_check(interaction):
+            return
+        data: Any = interaction.data
+        command, options = self._get_app_command_options(data)
+        namespace = app_commands.Namespace(interaction, data.get("resolved", {}), options)
+        interaction._cs_command = command  # type: ignore[attr-defined]  # as discord.py pre-fills it
+        interaction._cs_namespace = namespace  # type: ignore[attr-defined]
+        focused = next((option["name"] for option in options if option.get("focused")), None)
+        if focused is None:
+            return  # Discord always marks the option being typed in; nothing to complete without one
+        kind = f"autocomplete:{command.qualified_name}.{focused}"
+        source = getattr(command.binding, "qualified_name", None) or "bot"
+        typed = {"name": kind, "options": {focused: str(getattr(namespace, focused, ""))[:200]}}
+        await self.client.run_entry(
+            kind,
+            source,
+            interaction,
+            typed,
+            lambda: command._invoke_autocomplete(interaction, focused, namespace),
+        )
+
+
+@dataclass(frozen=True)
+class ShardState:
+    """One gateway shard this process runs, as /health and /metrics show it."""
+
+    id: int
+    connected: bool  # READY (or RESUMED) seen and no disconnect since
+    latency_s: float | None  # heartbeat round trip; None before the first acknowledged heartbeat
+
+
+class MendBot(RecordingBot):
+    """The bot: discord.py's AutoShardedBot, so one process can run every shard of a large bot.
+
+    Shards come from `discord.shard_count` / `discord.shard_ids`; with neither set, discord.py asks
+    Discord for its recommended count at each start (one for any bot under ~1,000 servers), so a
+    growing bot never meets the gateway's "sharding required" close code.
+    """
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        extensions: Sequence[str] | None = None,
+        intents: discord.Intents | None = None,
+        **options: Any,
+    ) -> None:
+        if intents is None:
+            intents = bot_intents()
+        install_shard_resume()  # a dropped shard resumes after an outage instead of identifying anew
+        config = services.settings.discord
+        options.setdefault("shard_count", config.shard_count)
+        options.setdefault("shard_ids", list(config.shard_ids) if config.shard_ids is not None else None)
+        super().__init__(
+            services,
+            command_prefix=commands.when_mentioned_or(config.command_prefix),
+            intents=intents,
+            tree_cls=MendTree,
+            help_command=commands.DefaultHelpCommand(),
+            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+            **options,
+        )
+        if extensions is None:
+            extensions = config.extensions if config.extensions is not None else discover_extensions()
+        self.extension_names = list(extensions)
+        self.extension_failures: dict[str, str] = {}
+        self._boot_reported = False
+        self._restart_task: asyncio.Task[None] | None = None
+        self._restarted = asyncio.Event()  # set once a requested restart has drained and closed
+        self._drained = False  # the restart already drained within its timeout: close() need not wait
+        self._setup_done = False
+        self._logging_in = asyncio.Event()  # set once discord.py's login has set the client up
+        # Per shard: READY or RESUMED seen and no disconnect since (what /health/ready reports).
+        self._shard_sessions: dict[int, bool] = {}
+        self._closed = asyncio.Event()
+        self._closing: asyncio.Future[None] | None = None
+        self.sampler.skip(MendTree._call)  # around every app command: no evidence of where time went
+
+    # -- start-up -----------------------------------------------------------------------------
+
+    async def setup_hook(self) -> None:
+        self._logging_in.set()  # discord.py has set the client up: wait_until_ready may wait now
+        # A login retried after a network failure runs this again: the cogs are loaded once.
+        if not self._setup_done:
+            self.sampler.start()
+            self.services.prompts.set_error_callback(self._report_prompt_error)
+            await self.load_extensions()
+            self._setup_done = True
+        guild_id = self.services.settings.discord.dev_guild_id
+        if guild_id is not None:
+            try:
+                await self.sync_app_commands(guild_id)
+            except discord.HTTPException as exc:
+                if exc.status >= 500 or exc.status == 429:
+                    raise  # Discord's outage, not our request: the start is retried
+                raise CommandSyncFailed(guild_id, exc) from exc
+
+    async def wait_until_ready(self) -> None:
+        """Wait until the bot is ready, also when asked before login: discord.py raises "Client has not
+        been properly initialised" then, and a cog loaded without a login (a smoke load, a check) starts
+        background work that waits for ready — it waits for the login instead, and is cancelled if none
+        comes."""
+        await self._logging_in.wait()
+        await super().wait_until_ready()
+
+    async def launch_shard(self, gateway: yarl.URL, shard_id: int, *, initial: bool = False) -> None:
+        # discord.py retries a shard that cannot connect every 5 s by calling this again, and never
+        # looks whether the bot was closed meanwhile: SIGTERM during a gateway outage at start would
+        # wait forever. A closed bot launches nothing, so `connect()` returns.
+        if self.is_closed():
+            return
+        await super().launch_shard(gateway, shard_id, initial=initial)
+
+    async def load_extensions(self) -> dict[str, str]:
+        """Load every extension; one that fails is recorded and skipped, never fatal."""
+        for name in self.extension_names:
+            try:
+                await self.load_extension(name)
+            except Exception as exc:
+                cause = exc.__cause__ or exc
+                summary = f"{type(cause).__name__}: {cause}"
+                self.extension_failures[name] = summary
+                _log.error("extension failed to load", extension=name, error=summary, exc_info=cause)
+            else:
+                self.extension_failures.pop(name, None)
+        return dict(self.extension_failures)
+
+    async def sync_app_commands(self, guild_id: int) -> list[app_commands.AppCommand]:
+        """Copy global commands to the dev guild and sync there, so they show up at once."""
+        guild = discord.Object(guild_id)
+        self.tree.copy_global_to(guild=guild)
+        return await self.tree.sync(guild=guild)
+
+    async def on_ready(self) -> None:
+        _log.info(
+            "ready",
+            user=str(self.user),
+            guilds=len(self.guilds),
+            shards=self.running_shard_ids,
+            cogs=sorted(self.cogs),
+        )
+        await self.report_boot_problems()
+
+    async def on_shard_ready(self, shard_id: int) -> None:
+        self._shard_sessions[shard_id] = True
+
+    async def on_shard_resumed(self, shard_id: int) -> None:
+        self._shard_sessions[shard_id] = True
+        _log.info("gateway session resumed", shard=shard_id)
+
+    async def on_shard_disconnect(self, shard_id: int) -> None:
+        if self._shard_sessions.get(shard_id) and not self.is_closed():
+            _log.warning("gateway disconnected: reconnecting", shard=shard_id)
+        self._shard_sessions[shard_id] = False
+
+    @property
+    def dev_guild_id(self) -> int | None:
+        """The guild slash commands are synced to at start (and after a reload)."""
+        return self.services.settings.discord.dev_guild_id
+
+    @property
+    def prompts(self) -> PromptRegistry:
+        return self.services.prompts
+
+    @property
+    def running_shard_ids(self) -> list[int]:
+        """The shards this process runs: the configured ones, else all of the count (once known:
+        without `shard_count`, Discord names it when the bot connects)."""
+        if self.shard_ids is not None:
+            return sorted(self.shard_ids)
+        return list(range(self.shard_count)) if self.shard_count is not None else []
+
+    @property
+    def serving(self) -> bool:
+        """Connected on every shard and taking work: what /health/ready and `mendbot_discord_ready` say
+        (the former also asks the database)."""
+        return self.is_ready() and self.gateway_connected and self.accepting
+
+    @property
+    def gateway_connected(self) -> bool:
+        """Every shard this process runs has a session: READY or RESUMED seen, no disconnect since."""
+        shard_ids = self.running_shard_ids
+        return bool(shard_ids) and all(self._shard_sessions.get(shard_id, False) for shard_id in shard_ids)
+
+    def shard_states(self) -> list[ShardState]:
+        """Each shard this process runs: connected or not, and its heartbeat latency."""
+        states = []
+        for shard_id in self.running_shard_ids:
+            shard = self.get_shard(shard_id)
+            latency = shard.latency if shard is not None else math.inf
+            states.append(
+                ShardState(
+                    shard_id,
+                    self._shard_sessions.get(shard_id, False),
+                    latency if math.isfinite(latency) else None,
+                )
+            )
+        return states
+
+    async def wait_closed(self) -> None:
+        """Return once `close()` has finished."""
+        await self._closed.wait()
+
+    async def report_boot_problems(self) -> None:
+        """Tell the dev channel which extensions failed to load (once, when it is reachable)."""
+        notices = list(self.services.boot_notices)
+        if self.extension_failures:
+            lines = "\n".join(f"• `{name}` — {error}" for name, error in self.extension_failures.items())
+            notices.insert(
+                0,
+                f"⚠️ I started, but {len(self.extension_failures)} extension(s) failed to load "
+                f"and are not serving:\n{lines}",
+            )
+        if self._boot_reported or not notices:
+            return
+        sent = await self.send_dev("\n".join(notices)[:2000])
+        self._boot_reported = bool(sent)
+
+    def authorize(self, user: discord.abc.User, action: str, **context: Any) -> bool:
+        """The allow-list check for a Discord user; a refusal is recorded (Services.authorize)."""
+        return self.services.authorize(user.id, role_ids(user), is_bot=user.bot, action=action, **context)
+
+    def run_channel(self, channel_id: int | None) -> discord.abc.Messageable | None:
+        """Where a run reports: the channel it was asked in, else (none, or gone — deleted, or from an
+        earlier playground world) the first dev channel: a report is never dropped for want of one."""
+        dev_id = next(iter(self.services.settings.discord.dev_channel_ids), None)
+        for candidate in (channel_id, dev_id):
+            channel = self.channel_by_id(candidate) if candidate else None
+            if channel is not None:
+                return channel
+        return None
+
+    def channel_by_id(self, channel_id: int) -> discord.abc.Messageable | None:
+        """The channel to post in: the cached one, else — on a shared database, where the channel's
+        guild may be another process's shard — one reached by id over REST, which any process can."""
+        channel = self.get_channel(channel_id)
+        if isinstance(channel, discord.abc.Messageable):
+            return channel
+        if channel is None and self.services.cluster.shared:
+            return self.get_partial_messageable(channel_id)
+        return None
+
+    def _report_prompt_error(self, message: str) -> None:
+        """Called by the prompt watcher (a daemon) when an edited prompt fails validation."""
+        if self.is_closed():
+            return
+        task = self.loop.create_task(self.send_dev(f"⚠️ Prompt not reloaded: {message}"))
+        task.add_done_callback(self._inflight.discard)
+        self._inflight.add(task)
+
+    async def send_dev(self, content: str | None = None, **kwargs: Any) -> list[discord.Message]:
+        """Post in every configured dev channel; returns the messages sent."""
+        sent = []
+        for channel_id in self.services.settings.discord.dev_channel_ids:
+            channel = self.channel_by_id(channel_id)
+            if channel is not None:
+                sent.append(await channel.send(content, **kwargs))
+            else:
+                _log.warning("dev channel not reachable", channel_id=channel_id)
+        return sent
+
+    # -- restart and shutdown -----------------------------------------------------------------
+
+    def request_restart(self, reason: str) -> asyncio.Task[None]:
+        """Stop taking new work now; drain and close in the background. Idempotent.
+
+        Returns at once: the caller is usually an in-flight handler (a deploy reporting in
+        chat) that the drain waits for. Await the returned task to wait for the close.
+        """
+        if self._restart_task is not None:
+            return self._restart_task
+        self.restart_requested = reason
+        self.accepting = False
+        _log.warning("restart requested", reason=reason)
+        self._restart_task = asyncio.get_running_loop().create_task(
+            self._drain_for_restart(), name="mendbot-restart"
+        )
+        return self._restart_task
+
+    async def wait_for_restart(self) -> str:
+        """Return once a requested restart has drained and closed the bot; the reason."""
+        await self._restarted.wait()
+        return self.restart_requested or ""
+
+    async def _drain_for_restart(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.services.settings.deploy.drain_timeout_s
+        try:
+            # Listeners still run while draining (a reply to "ship it" must not be lost), so
+            # handlers that started after the first wait are waited for as well.
+            while self.inflight and (remaining := deadline - loop.time()) > 0:
+                await self.drain(remaining)
+            improve = self.services.improve
+            try:
+                await asyncio.wait_for(improve.quiesce(), timeout=max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                _log.warning("runs still going at the drain timeout: stopping them (resumable)")
+            await improve.shutdown()
+            if self.inflight:
+                _log.warning("restarting with handlers still running", count=self.inflight)
+        except Exception:
+            _log.exception("draining for the restart failed: closing anyway")
+        self._drained = True
+        try:
+            await self.close()
+        finally:
+            self._restarted.set()
+
+    async def close(self) -> None:
+        """Drain, unload every cog and disconnect; a second caller (a signal arriving while the
+        playground ends, say) waits for the close already under way instead of racing it."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close_once())
+        await asyncio.shield(self._closing)
+
+    async def _close_once(self) -> None:
+        self.sampler.stop()
+        self.accepting = False
+        left = await self.drain(0.0 if self._drained else 10.0)
+        if left:
+            _log.warning("closing with handlers still running", count=left)
+        for name in list(self.extensions):
+            try:
+                await self.unload_extension(name)
+            except Exception:
+                _log.exception("extension failed to unload", extension=name)
+        if not isinstance(self.loop, asyncio.AbstractEventLoop):
+            # Never logged in (a smoke load, a start that failed first): AutoShardedClient.close()
+            # needs the event queue that logging in (or `async with`) sets up, so set it up now.
+            await self.__aenter__()
+        try:
+            await super().close()
+        finally:
+            self._shard_sessions.clear()
+            self._closed.set()

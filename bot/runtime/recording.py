@@ -1,0 +1,580 @@
+"""The handler side of the bot: how every command, interaction, listener and task is run and recorded.
+
+`RecordingBot` is the discord.py bot MendBot (bot/runtime/app.py) builds on. While the bot takes no
+work (restarting or shutting down) a command or interaction is refused with a short notice; otherwise
+each handler — command, interaction, listener, an iteration of a cog's tasks.loop — is tracked in
+flight so a restart can drain it, captured, timed and recorded as an action, and a failure takes the
+one error path: a bug is recorded, logged and answered briefly, a user's mistake is answered. It is
+apart from app.py, which wires the services, starts, runs the shards and shuts down, since recording
+is the one concern every handler shares.
+
+A Discord HTTP error raised by a handler (403, 404, 5xx), the model's API failing (unreachable,
+401/403, 429, 5xx/529) — or a locked or full database met by a write outside the retry helper — is
+not a bug: the one error path records it as a failed action marked `environment` (which the anomaly
+rules skip), opens or counts an environment incident saying what the bot needs, and answers the user
+where it can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import discord
+import structlog
+from discord import app_commands
+from discord.ext import commands, tasks
+
+from bot.db import handlers as handler_queries
+from bot.db.retry import SAVE_FAILED, storage_fault
+from bot.kernel.discord_limits import install_reply_limits
+from bot.kernel.errors import (
+    EnvironmentProblem,
+    describe,
+    discord_problem,
+    error_channel_id,
+    model_problem,
+    unwrap,
+)
+from bot.kernel.log import bind_context, get_logger
+from bot.observe.capture import HandlerCapture, install_reply_hooks, message_invocation, start_capture
+from bot.observe.handlers import cog_handlers
+from bot.observe.sampler import SlowSampler
+from bot.runtime.entry_points import observe_view_store
+from bot.runtime.services import Services
+
+__all__ = ["RESTART_NOTICE", "SHUTDOWN_NOTICE", "RecordingBot"]
+
+_log = get_logger(__name__)
+
+RESTART_NOTICE = "I'm restarting to apply an update — try again in a few seconds."
+SHUTDOWN_NOTICE = "I'm shutting down — try again in a little while."
+
+
+def _event_ids(args: tuple[Any, ...]) -> dict[str, Any]:
+    """Guild, channel, user and message ids from a listener's first argument, where it has them."""
+    if not args:
+        return {}
+    first = args[0]
+    if isinstance(first, discord.Message):
+        return {
+            "guild_id": first.guild.id if first.guild else None,
+            "channel_id": first.channel.id,
+            "user_id": first.author.id,
+            "message_id": first.id,
+        }
+    if isinstance(first, discord.RawReactionActionEvent):
+        return {
+            "guild_id": first.guild_id,
+            "channel_id": first.channel_id,
+            "user_id": first.user_id,
+            "message_id": first.message_id,
+        }
+    if isinstance(first, discord.Interaction):
+        return {"guild_id": first.guild_id, "channel_id": first.channel_id, "user_id": first.user.id}
+    return {}
+
+
+def _environment_extra(error: BaseException | None, problem: EnvironmentProblem | None) -> dict[str, Any]:
+    """What an action record says about an environment failure (no fingerprint: it is no bug)."""
+    if problem is None or error is None:
+        return {}
+    original = unwrap(error)
+    return {"environment": problem.kind, "error": f"{type(original).__name__}: {original}"[:500]}
+
+
+class RecordingBot(commands.AutoShardedBot):
+    """discord.py's AutoShardedBot whose every handler is admitted, tracked, recorded and, when it
+    fails, taken through the one error path."""
+
+    def __init__(self, services: Services, **options: Any) -> None:
+        super().__init__(**options)
+        self.services = services
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._started: weakref.WeakKeyDictionary[commands.Context[Any], float] = weakref.WeakKeyDictionary()
+        self.accepting = True
+        self.restart_requested: str | None = None  # the reason, once a restart was asked for
+        self._captures: weakref.WeakKeyDictionary[commands.Context[Any], HandlerCapture] = (
+            weakref.WeakKeyDictionary()
+        )
+        install_reply_hooks()
+        install_reply_limits()  # every reply within Discord's limits, whoever built it
+        # Every view, modal and dynamic item is registered and dispatched through this one store.
+        observe_view_store(self, self._connection._view_store)
+        recorder = services.recorder
+        self.sampler = SlowSampler(
+            (recorder.repo_root, *recorder.more_roots), threshold_ms=services.settings.observe.latency.min_ms
+        )
+
+    # -- the one error path, which is also where every handled event is recorded ----------------
+
+    @property
+    def recorder(self) -> Any:
+        return self.services.recorder
+
+    async def process_commands(self, message: discord.Message, /) -> None:
+        """Prefix commands, except words said to the bot by mention that ask for improvement work.
+
+        "@mendbot roll back run 2" begins with the name of `roll`: by mention it is a request the
+        improvement flow answers (cogs/improve.py), and answering it with dice as well would be
+        a second, wrong reply. With the configured prefix ("!roll back") it stays a command.
+        """
+        if message.author.bot:
+            return
+        ctx = await self.get_context(message)
+        if ctx.valid and ctx.prefix != self.services.settings.discord.command_prefix:
+            improve = self.get_cog("Improve")
+            if improve is not None and improve.request_intent(message) is not None:  # type: ignore[attr-defined]
+                return
+        await self.invoke(ctx)
+
+    async def invoke(self, ctx: commands.Context[Any], /) -> None:
+        if not self.accepting and ctx.command is not None:
+            await ctx.reply(self.not_accepting_notice, mention_author=False)
+            return
+        self._started[ctx] = time.perf_counter()
+        if ctx.command is not None and ctx.interaction is None:
+            capture = start_capture(
+                f"command:{ctx.command.qualified_name}",
+                {
+                    "name": f"{ctx.prefix or ''}{ctx.invoked_with or ctx.command.qualified_name}",
+                    "options": {"text": ctx.message.content[:200]},
+                },
+            )
+            self._captures[ctx] = capture
+            self.sampler.watch(capture)
+        structlog.contextvars.bind_contextvars(
+            guild_id=ctx.guild.id if ctx.guild else None, channel_id=ctx.channel.id, user_id=ctx.author.id
+        )
+        try:
+            await super().invoke(ctx)
+        except Exception as exc:
+            if ctx.command is None:
+                raise
+            # discord.py hands a command's failure to its error handlers: what comes out here is an
+            # error handler (the command's `.error`, the cog's `cog_command_error`) failing in turn.
+            self._record_command(ctx, exc, handler=True)
+            _log.error(
+                "command error handler failed", command=ctx.command.qualified_name, exc_info=unwrap(exc)
+            )
+            text, _ = describe(exc)
+            if text is not None:
+                with contextlib.suppress(discord.HTTPException):
+                    await ctx.reply(text, mention_author=False)
+
+    def _command_ids(self, ctx: commands.Context[Any]) -> dict[str, Any]:
+        return {
+            "guild_id": ctx.guild.id if ctx.guild else None,
+            "channel_id": ctx.channel.id,
+            "user_id": ctx.author.id,
+            "message_id": ctx.message.id if ctx.interaction is None else None,
+        }
+
+    def _command_elapsed_ms(self, ctx: commands.Context[Any]) -> float:
+        started = self._started.pop(ctx, None)
+        if started is None and ctx.interaction is not None:
+            started = ctx.interaction.extras.get("started")
+        return (time.perf_counter() - started) * 1000 if started is not None else 0.0
+
+    def begin_capture(self, extras: dict[str, Any], kind: str, invocation: dict[str, Any]) -> None:
+        """Open the capture of an interaction's handler (its task) and start watching it."""
+        capture = start_capture(f"{kind}:{invocation['name'].lstrip('/')}", invocation)
+        extras["capture"] = capture
+        self.sampler.watch(capture)
+
+    def _end_capture(self, capture: HandlerCapture | None) -> dict[str, Any]:
+        """The record fields a finished handler's capture fills in."""
+        if capture is None:
+            return {}
+        self.sampler.unwatch(capture)
+        capture.closed = True
+        return {
+            "invocation": capture.invocation,
+            "reply": capture.reply_digest(),
+            "samples": capture.samples(),
+        }
+
+    def _record_command(
+        self,
+        ctx: commands.Context[Any],
+        error: BaseException | None,
+        problem: EnvironmentProblem | None = None,
+        *,
+        handler: bool = False,
+    ) -> None:
+        """Record a command; `handler`: what failed is its error handler (the error is the handler's)."""
+        if ctx.command is None:
+            return
+        capture = self._captures.pop(ctx, None)
+        if capture is None and ctx.interaction is not None:
+            capture = ctx.interaction.extras.get("capture")
+        text, is_bug = describe(error) if error is not None else (None, False)
+        is_bug = is_bug and problem is None
+        self.recorder.record(
+            f"command:{ctx.command.qualified_name}",
+            ctx.command.cog_name or "bot",
+            ok=not is_bug and problem is None,
+            duration_ms=self._command_elapsed_ms(ctx),
+            error=unwrap(error) if is_bug and error is not None else None,
+            extra={
+                "via": "slash" if ctx.interaction else "prefix",
+                **({"error_handler_failed": True} if handler else {}),
+                **_environment_extra(error, problem),
+                **({"user_error": text} if error is not None and not is_bug and problem is None else {}),
+            },
+            **self._end_capture(capture),
+            **self._command_ids(ctx),
+        )
+
+    def environment_problem(
+        self, error: BaseException | None, channel: Any = None, user_id: int | None = None
+    ) -> EnvironmentProblem | None:
+        """A Discord HTTP error or a storage fault is the environment's problem: open (or count)
+        its incident and say what to answer."""
+        if error is None:
+            return None
+        original = unwrap(error)
+        fault = storage_fault(original)
+        if fault is not None:
+            # A write that did not go through the retry helper met a locked or full database:
+            # the same answer and the same storage incident (StorageHealth announces it).
+            self.services.storage.failed(fault, str(original))
+            return EnvironmentProblem(
+                key="env:storage", kind="storage", summary=str(original), need="", reply=SAVE_FAILED
+            )
+        channel_id = error_channel_id(original)
+        if channel_id is not None:
+            channel = self.get_channel(channel_id) or channel
+        problem = discord_problem(error, channel) or model_problem(error)
+        if problem is None:
+            return None
+        _log.warning(
+            "the environment refused a call", kind=problem.kind, need=problem.need, error=str(original)
+        )
+        self.services.incidents.environment(
+            problem.key,
+            kind=problem.kind,
+            summary=problem.summary,
+            need=problem.need,
+            level="warning",
+            sample={"error_type": type(original).__name__, "error_message": str(original)[:500]},
+            user_id=user_id,
+        )
+        return problem
+
+    async def on_command_completion(self, ctx: commands.Context[Any]) -> None:
+        self._record_command(ctx, None)
+
+    async def on_command_error(
+        self, context: commands.Context[Any], exception: commands.CommandError, /
+    ) -> None:
+        problem = self.environment_problem(exception, context.channel, context.author.id)
+        self._record_command(context, exception, problem)
+        if context.command is not None and context.command.has_error_handler():
+            return
+        text, is_bug = describe(exception)
+        if problem is not None:
+            text, is_bug = problem.reply, False
+        with bind_context(
+            guild_id=context.guild.id if context.guild else None,
+            channel_id=context.channel.id,
+            user_id=context.author.id,
+        ):
+            if is_bug:
+                _log.error(
+                    "command failed",
+                    command=context.command and context.command.qualified_name,
+                    exc_info=unwrap(exception),
+                )
+            if text is not None:
+                try:
+                    await context.reply(text, mention_author=False)
+                except discord.HTTPException:
+                    if problem is None:
+                        raise
+                    # Where Discord refuses the bot, the answer is refused too: the incident says why.
+
+    def _record_interaction(
+        self,
+        interaction: discord.Interaction[Any],
+        error: BaseException | None,
+        problem: EnvironmentProblem | None = None,
+        entry: tuple[str, str] | None = None,
+    ) -> None:
+        """Record an app command's interaction, or (`entry`: kind and source) a view item's or modal's."""
+        command = interaction.command
+        name = command.qualified_name if command is not None else "unknown"
+        kind, source = entry or (
+            f"app:{name}",
+            getattr(getattr(command, "binding", None), "qualified_name", None) or "bot",
+        )
+        started = interaction.extras.get("started")
+        text, is_bug = describe(error) if error is not None else (None, False)
+        is_bug = is_bug and problem is None
+        extra = _environment_extra(error, problem) or (
+            {"user_error": text} if error is not None and not is_bug else None
+        )
+        self.recorder.record(
+            kind,
+            source,
+            ok=not is_bug and problem is None,
+            duration_ms=(time.perf_counter() - started) * 1000 if started is not None else 0.0,
+            error=unwrap(error) if is_bug and error is not None else None,
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id,
+            user_id=interaction.user.id,
+            extra=extra,
+            **self._end_capture(interaction.extras.get("capture")),
+        )
+
+    async def on_app_command_completion(
+        self,
+        interaction: discord.Interaction[Any],
+        command: app_commands.Command[Any, ..., Any] | app_commands.ContextMenu,
+    ) -> None:
+        if isinstance(command, commands.hybrid.HybridAppCommand):
+            return  # recorded through the command_completion / command_error path
+        self._record_interaction(interaction, None)
+
+    async def run_entry(
+        self,
+        kind: str,
+        source: str,
+        interaction: discord.Interaction[Any],
+        invocation: dict[str, Any],
+        call: Callable[[], Awaitable[Any]],
+    ) -> None:
+        """Run a view item's callback or a modal's submit (bot/runtime/entry_points.py) like a
+        command: admitted, tracked, captured, timed, recorded, a failure through the one error path."""
+        if not self.accepting:
+            if not interaction.response.is_done():
+                await interaction.response.send_message(self.not_accepting_notice, ephemeral=True)
+            return
+        task = asyncio.current_task()
+        if task is not None:
+            self.track_inflight(task)
+        interaction.extras["started"] = time.perf_counter()
+        capture = interaction.extras["capture"] = start_capture(kind, invocation)
+        self.sampler.watch(capture)
+        structlog.contextvars.bind_contextvars(
+            guild_id=interaction.guild_id, channel_id=interaction.channel_id, user_id=interaction.user.id
+        )
+        try:
+            await call()
+        except Exception as exc:
+            await self.handle_interaction_error(interaction, exc, entry=(kind, source))
+        except BaseException:
+            self.sampler.unwatch(capture)
+            raise
+        else:
+            self._record_interaction(interaction, None, entry=(kind, source))
+
+    async def handle_interaction_error(
+        self, interaction: discord.Interaction[Any], error: Exception, entry: tuple[str, str] | None = None
+    ) -> None:
+        problem = self.environment_problem(error, interaction.channel, interaction.user.id)
+        self._record_interaction(interaction, error, problem, entry)
+        text, is_bug = describe(error)
+        if problem is not None:
+            text, is_bug = problem.reply, False
+        command = entry[0] if entry else interaction.command.qualified_name if interaction.command else "?"
+        with bind_context(
+            guild_id=interaction.guild_id, channel_id=interaction.channel_id, user_id=interaction.user.id
+        ):
+            if is_bug:
+                event = "app command failed" if entry is None else "interaction failed"
+                _log.error(event, command=command, exc_info=unwrap(error))
+            if interaction.type is discord.InteractionType.autocomplete:
+                # An autocomplete can only be answered with choices: none, rather than "failed".
+                if not interaction.response.is_done():
+                    await interaction.response.autocomplete([])
+                return
+            if text is None:
+                return
+            try:
+                if interaction.response.is_done():
+                    await interaction.followup.send(text, ephemeral=True)
+                else:
+                    await interaction.response.send_message(text, ephemeral=True)
+            except discord.HTTPException:
+                if problem is None:
+                    raise
+                # Where Discord refuses the bot, the answer is refused too: the incident says why.
+
+    async def _run_event(
+        self, coro: Callable[..., Coroutine[Any, Any, Any]], event_name: str, *args: Any, **kwargs: Any
+    ) -> None:
+        """discord.py's listener runner, timed and recorded (the bot's own handlers are not)."""
+        task = asyncio.current_task()
+        if task is not None:
+            self.track_inflight(task)
+        owner = getattr(coro, "__self__", None)
+        if owner is self:  # on_message/on_ready etc. of the bot itself: commands record themselves
+            await super()._run_event(coro, event_name, *args, **kwargs)
+            return
+        started = time.perf_counter()
+        ids = _event_ids(args)
+        source = getattr(owner, "qualified_name", None) or getattr(coro, "__qualname__", "listener")
+        capture = start_capture(f"listener:{event_name}", message_invocation(event_name, args))
+        self.sampler.watch(capture)
+        try:
+            await coro(*args, **kwargs)
+        except asyncio.CancelledError:
+            self.sampler.unwatch(capture)
+        except Exception as exc:
+            channel = self.get_channel(ids["channel_id"]) if ids.get("channel_id") else None
+            problem = self.environment_problem(exc, channel, ids.get("user_id"))
+            text, is_bug = describe(exc)
+            if problem is None and not is_bug:
+                # a user's mistake (`cancel run 3` with no run 3) is a reply, not an incident
+                self.recorder.record(
+                    f"listener:{event_name}",
+                    source,
+                    ok=True,
+                    duration_ms=(time.perf_counter() - started) * 1000,
+                    extra={"user_error": text},
+                    **ids,
+                )
+                if text is not None:
+                    await self._answer_event(args, text)
+                return
+            self.recorder.record(
+                f"listener:{event_name}",
+                source,
+                ok=False,
+                error=None if problem else exc,
+                duration_ms=(time.perf_counter() - started) * 1000,
+                extra=_environment_extra(exc, problem) or None,
+                **self._end_capture(capture),
+                **ids,
+            )
+            if problem is not None:  # no bug, so no traceback: the incident says what is needed
+                await self._answer_event(args, problem.reply)
+                return
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.on_error(event_name, *args, **kwargs)
+        else:
+            self.recorder.record(
+                f"listener:{event_name}",
+                source,
+                ok=True,
+                duration_ms=(time.perf_counter() - started) * 1000,
+                **self._end_capture(capture),
+                **ids,
+            )
+
+    async def _answer_event(self, args: tuple[Any, ...], text: str) -> None:
+        """Tell the person behind a listener's event what was wrong with their request."""
+        first = args[0] if args else None
+        try:
+            if isinstance(first, discord.Message):
+                await first.reply(text[:2000], mention_author=False)
+            elif isinstance(first, discord.RawReactionActionEvent):
+                channel = self.get_channel(first.channel_id)
+                if isinstance(channel, discord.abc.Messageable):
+                    await channel.send(
+                        f"<@{first.user_id}> {text}"[:2000], allowed_mentions=discord.AllowedMentions.none()
+                    )
+        except discord.HTTPException:
+            _log.warning("could not answer a user's mistake", exc_info=True)
+
+    async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
+        _log.exception("listener failed", listener=event_method)
+
+    async def add_cog(self, cog: commands.Cog, /, **kwargs: Any) -> None:
+        for name in dir(cog):
+            loop = getattr(cog, name, None)
+            if isinstance(loop, tasks.Loop):
+                self._instrument_loop(cog, loop)
+        await super().add_cog(cog, **kwargs)
+        await self._store_handlers(cog.qualified_name, cog)
+
+    async def remove_cog(self, name: str, /, **kwargs: Any) -> commands.Cog | None:
+        removed = await super().remove_cog(name, **kwargs)
+        if removed is not None:
+            await self._store_handlers(removed.qualified_name, None)
+        return removed
+
+    async def _store_handlers(self, cog_name: str, cog: commands.Cog | None) -> None:
+        """Keep the kind → handler map (evidence for faults without a traceback) in step with the cogs."""
+        recorder = self.recorder
+        try:
+            found = cog_handlers(cog, (recorder.repo_root, *recorder.more_roots)) if cog is not None else []
+            await handler_queries.replace_cog(self.services.db, cog_name, found, time.time())
+        except Exception:
+            _log.exception("storing the handler map failed", cog=cog_name)
+
+    def _instrument_loop(self, cog: commands.Cog, loop: tasks.Loop[Any]) -> None:
+        """Record each iteration of a cog's tasks.loop; a failure goes through the error path."""
+        body = loop.coro
+        kind = f"task:{body.__name__}"
+        recorder = self.recorder
+        sampler = self.sampler
+
+        @functools.wraps(body)
+        async def recorded(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            capture = start_capture(kind, {"name": kind, "options": {"iteration": loop.current_loop}})
+            sampler.watch(capture)
+            try:
+                result = await body(*args, **kwargs)
+            except Exception as exc:
+                problem = self.environment_problem(exc)
+                # discord.py retries only its reconnect exceptions; anything else ends the loop for good.
+                retried = loop.reconnect and isinstance(exc, getattr(loop, "_valid_exception", ()))
+                recorder.record(
+                    kind,
+                    cog.qualified_name,
+                    ok=False,
+                    error=None if problem else exc,
+                    duration_ms=(time.perf_counter() - started) * 1000,
+                    extra={
+                        **_environment_extra(exc, problem),
+                        **({"loop_stopped": True} if not retried else {}),
+                    }
+                    or None,
+                    **self._end_capture(capture),
+                )
+                _log.error("task iteration failed", task=kind, stopped=not retried, exc_info=exc)
+                raise
+            except BaseException:
+                sampler.unwatch(capture)
+                raise
+            recorder.record(
+                kind,
+                cog.qualified_name,
+                ok=True,
+                duration_ms=(time.perf_counter() - started) * 1000,
+                **self._end_capture(capture),
+            )
+            return result
+
+        loop.coro = recorded
+
+    # -- in flight ------------------------------------------------------------------------------
+
+    def track_inflight(self, task: asyncio.Task[Any]) -> None:
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    @property
+    def inflight(self) -> int:
+        current = asyncio.current_task()
+        return sum(1 for task in self._inflight if task is not current and not task.done())
+
+    async def drain(self, timeout: float = 10.0) -> int:
+        """Wait for in-flight handlers; returns how many were still running at the timeout."""
+        current = asyncio.current_task()
+        pending = [task for task in self._inflight if task is not current and not task.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+        return sum(1 for task in pending if not task.done())
+
+    @property
+    def not_accepting_notice(self) -> str:
+        return RESTART_NOTICE if self.restart_requested is not None else SHUTDOWN_NOTICE

@@ -1,0 +1,1 @@
+"""Operator tools: doctor, the local playground, the smoke load."""

@@ -1,0 +1,131 @@
+"""The demo's model: a scripted Anthropic Messages API that fixes the demo's seeded fault, and nothing else.
+
+`mendbot play --demo` runs the whole loop with no key and no network: the bot's gateway, the bundled
+Claude Code CLI in its sandbox and the chat all talk to this loopback server (`bot.tools.demo_model`)
+as they would to Anthropic. It answers by what it is asked, not by turn number, so the newcomer can
+drive the demo in any order (`--interactive`): an investigation gets the diagnosis, a plan the plan,
+an edit session the one-line fix in `cogs/fortune.py` of the worktree it runs in (the CLI names its
+working directory in the system prompt), a chat message a short word on what this model can do.
+
+It serves on its own thread and event loop, so the virtual Discord's bookkeeping of the bot's work
+never sees its connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+from typing import Any
+
+from bot.tools.demo_model import ModelDouble, Turn, text, tool_use
+
+__all__ = ["BUG", "DIAGNOSIS", "FIX", "PLAN", "DemoModel", "answer"]
+
+COG_FILE = "cogs/fortune.py"
+BUG = "return FORTUNES[sum(map(ord, name)) % (len(FORTUNES) - 3)]  # the seeded fault"
+FIX = "return FORTUNES[sum(map(ord, name)) % len(FORTUNES)]"
+DIAGNOSIS = {
+    "root_cause": "fortune_for takes the name's sum modulo len(FORTUNES) - 3, which is 0: "
+    "every /fortune raises ZeroDivisionError",
+    "files": [COG_FILE],
+    "confidence": "high",
+    "proposed_fix": "take the sum modulo len(FORTUNES)",
+}
+PLAN = {
+    "files": [COG_FILE],
+    "changes": [{"file": COG_FILE, "change": "index the fortunes modulo len(FORTUNES)"}],
+    "risk": "low",
+    "tests": ["checks/test_fortune.py"],
+    "rollback": "revert the merge",
+}
+CHAT = (
+    "I'm the demo's scripted model, so I can't chat about much — but I can fix `/fortune`. "
+    "Reply **fix this** to the incident in #dev and watch."
+)
+_WORKDIR = re.compile(r"(?:Primary working directory|Working directory):\s*(/\S+)")
+
+
+def _texts(value: Any) -> list[str]:
+    """Every text in a system prompt or a message's content."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [str(block.get("text", "")) for block in value if isinstance(block, dict)]
+    return []
+
+
+def _tool_results(messages: list[Any]) -> int:
+    return sum(
+        1
+        for message in messages
+        if isinstance(message, dict) and isinstance(message.get("content"), list)
+        for block in message["content"]
+        if isinstance(block, dict) and block.get("type") == "tool_result"
+    )
+
+
+def _json_turn(value: dict[str, Any]) -> Turn:
+    return text(f"Here it is.\n```json\n{json.dumps(value)}\n```")
+
+
+def answer(body: dict[str, Any]) -> Turn:
+    """What the demo's model says to one request."""
+    messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+    if not body.get("tools"):  # the chat asks without tools; every agent session offers some
+        return text(CHAT)
+    prompt = "\n".join(text for m in messages if m.get("role") == "user" for text in _texts(m.get("content")))
+    if "Finish with your diagnosis" in prompt:
+        return _json_turn(DIAGNOSIS)
+    if "Plan the smallest change" in prompt:
+        return _json_turn(PLAN)
+    if _tool_results(messages):
+        return text(f"Fixed it: `{COG_FILE}` now takes the sum modulo `len(FORTUNES)`.")
+    # The CLI names its working directory in its system prompt, or in a message with role "system".
+    context = [*_texts(body.get("system")), *(text for m in messages for text in _texts(m.get("content")))]
+    workdir = _WORKDIR.search("\n".join(context))
+    if workdir is None or ("Make this change" not in prompt and "checks failed" not in prompt):
+        return text("(the demo's model only knows how to fix /fortune)")
+    path = f"{workdir.group(1).rstrip('/')}/{COG_FILE}"
+    return tool_use(
+        "Edit",
+        {"file_path": path, "old_string": BUG, "new_string": FIX},
+        "The modulo is len(FORTUNES) - 3, which is zero; I'll use len(FORTUNES).",
+    )
+
+
+class DemoModel:
+    """The demo's model served on 127.0.0.1 from a thread of its own; `base_url` once started."""
+
+    def __init__(self) -> None:
+        self.base_url = ""
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._serve, name="demo-model", daemon=True)
+
+    def start(self) -> str:
+        self._thread.start()
+        if not self._ready.wait(30) or not self.base_url:
+            raise RuntimeError("the demo's model did not start")
+        return self.base_url
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def _serve(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        try:
+            async with ModelDouble(responder=answer) as model:
+                self.base_url = model.base_url
+                self._ready.set()
+                await self._stop.wait()
+        finally:
+            self._ready.set()

@@ -1,0 +1,225 @@
+"""The playground's virtual Discord: one guild with `#dev` and `#general` and the users from config, the
+real bot connected to it, and the playground's rules for time and runs (`virtual_world`).
+
+`bot.tools.playground` drives it line by line; the test harness builds the same world.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import simcord
+
+if TYPE_CHECKING:
+    from bot.runtime.app import MendBot
+
+__all__ = ["VIRTUAL_ONLY_S", "WORLD_FILE", "VirtualWorld", "WorldClock", "virtual_world"]
+
+WORLD_FILE = "playground-world.json"  # in the data directory: when the world was first created
+
+GUILD_NAME = "mendbot-playground"
+CHANNELS = ("dev", "general")
+
+
+@dataclass
+class VirtualWorld:
+    env: simcord.Env
+    bot: MendBot
+    guild: simcord.GuildHandle
+    channels: dict[str, simcord.ChannelHandle]
+    users: dict[str, simcord.MemberActor]
+
+    @property
+    def dev(self) -> simcord.ChannelHandle:
+        return self.channels["dev"]
+
+    @property
+    def general(self) -> simcord.ChannelHandle:
+        return self.channels["general"]
+
+    async def quiesce(self) -> None:
+        """Wait until the bot and its services have finished everything they started."""
+        await self.env.settle()
+        await self.bot.services.quiesce()
+        await self.env.settle()
+
+    async def restart(self, bot: MendBot) -> None:
+        """Replace the running bot with a new one; the virtual world (and database) stays."""
+        old = self.bot
+        await self.env.restart_bot(bot)
+        self.bot = bot
+        await old.services.aclose()
+        await bot.sync_app_commands(self.guild.id)
+        await bot.report_boot_problems()
+        await self.env.settle()
+
+    def channel_of(self, message_id: int) -> simcord.ChannelHandle | None:
+        for channel in self.all_channels():
+            if any(message.id == message_id for message in channel.history()):
+                return channel
+        return None
+
+    def all_channels(self) -> list[simcord.ChannelHandle]:
+        found: list[simcord.ChannelHandle] = []
+        for channel in self.channels.values():
+            found.append(channel)
+            found.extend(channel.threads)
+        return found
+
+
+class WorldClock:
+    """The playground's one clock: the virtual Discord's, whichever task asks.
+
+    discord.py's `utcnow` (the services' default clock) reads the virtual clock only inside work the
+    virtual Discord counts as the bot's; a background writer or a run in the background would read the
+    wall clock, and an incident stamped ahead of "now" showed "Since: in 0s". Built before the world
+    (the services take it), bound to it when it exists.
+    """
+
+    def __init__(self) -> None:
+        self._env: simcord.Env | None = None
+
+    def bind(self, env: simcord.Env) -> None:
+        self._env = env
+
+    def __call__(self) -> datetime:
+        return self._env.now() if self._env is not None else datetime.now(UTC)
+
+
+# Timers of the bot due this far ahead or more fire only when `wait` moves the clock past them.
+VIRTUAL_ONLY_S = 2.0
+
+
+@asynccontextmanager
+async def virtual_world(
+    bot: MendBot,
+    *,
+    settle_timeout: float = 30.0,
+    real_clock: bool = True,
+    clock: WorldClock | None = None,
+    playground: bool = False,
+    state_dir: Path | None = None,
+) -> AsyncIterator[VirtualWorld]:
+    """Run `bot` in a fresh virtual Discord wired to its settings (dev channel, allow-list).
+
+    The clock starts at the real time; `real_clock=False` keeps simcord's fixed start (2026-01-01
+    00:00 UTC), which tests use to pin dates and times of day. `clock`, the services' clock, is bound
+    to the virtual one.
+
+    `playground` applies the playground's rules (README, "The local playground"): the clock moves only
+    with `wait` — a reminder, a watch window, dev mode's end happen when `wait` passes them, never by
+    themselves after that much real time — and runs work in the background while every line is answered.
+
+    With `state_dir` the world's ids are the same in every session on that directory (see
+    `_same_ids_as_before`), so what the bot stored about it (reminders, runs, proposals) still applies.
+    """
+    settings = bot.services.settings
+    # Env.start/shutdown rather than `simcord.run`: its clock context cannot span the two
+    # halves of an async fixture, which pytest runs in different contexts.
+    # Without a configured count, discord.py would ask Discord's /gateway/bot for one at connect; the
+    # virtual Discord has no such call (simcord logs in without connecting) and wants the count up
+    # front, so it plays what Discord recommends for a bot in a guild or two: one shard.
+    shard_count = 1 if bot.shard_count is None else None
+    env = simcord.Env(bot, check_errors=False, settle_timeout=settle_timeout, shard_count=shard_count)
+    if clock is not None:
+        clock.bind(env)
+    if playground:
+        _fire_long_timers_only_on_wait(env)
+        bot.services.improve.background_runs = True
+    # The world exists before the bot connects, as on Discord: when it is ready, the dev channel is
+    # there and configured (a restarted bot reports a continued deploy or watch there at once).
+    with _same_ids_as_before(env, state_dir):
+        guild = env.create_guild(name=GUILD_NAME)
+        channels = {name: guild.create_text_channel(name) for name in CHANNELS}
+        users = {
+            user.name: guild.add_member(env.create_user(user.name)) for user in settings.playground.users
+        }
+    if real_clock:
+        _start_clock_now(env)
+    settings.discord.dev_guild_id = guild.id
+    settings.discord.dev_channel_ids = [channels["dev"].id]
+    settings.access.allowed_user_ids = [
+        users[user.name].id for user in settings.playground.users if user.allowed
+    ]
+    await env.start()
+    world: VirtualWorld | None = None
+    try:
+        await bot.sync_app_commands(guild.id)
+        await bot.report_boot_problems()
+        world = VirtualWorld(env, bot, guild, channels, users)
+        await env.settle()
+        yield world
+    finally:
+        await (world.bot if world is not None else bot).close()
+        await env.shutdown()
+
+
+@contextmanager
+def _same_ids_as_before(env: simcord.Env, state_dir: Path | None) -> Iterator[None]:
+    """Create the world's guild, channels and users with the ids they had in the first session here.
+
+    simcord gives an object the snowflake of the clock's instant and its order at that instant, and
+    creates nothing else while the world is set up: with the clock at the instant the first session
+    created the world (kept in `playground-world.json`) and the same order of creation, the ids come
+    out the same. A reminder set yesterday is then delivered to the same #general, for the same alice.
+    """
+    clock = env.backend.clock
+    if state_dir is None or not hasattr(clock, "_epoch"):
+        yield
+        return
+    path = state_dir / WORLD_FILE
+    try:
+        origin = datetime.fromisoformat(json.loads(path.read_text())["created"])
+    except (OSError, ValueError, KeyError, TypeError):
+        origin = datetime.now(UTC).replace(microsecond=0)
+        path.write_text(json.dumps({"created": origin.isoformat()}) + "\n")
+    before = clock._epoch
+    clock._epoch = origin
+    try:
+        yield
+    finally:
+        clock._epoch = before
+
+
+def _start_clock_now(env: simcord.Env) -> None:
+    """Start the virtual clock at the real time instead of simcord's fixed date in the past.
+
+    Timestamps the bot stores (reminders, incidents, runs) then make sense next to real ones, and
+    "in 10m" means ten minutes from now. simcord 3.2.1 has no option for it; its clock keeps the
+    start instant in `_epoch` (checked by tests/test_playground.py, so an upgrade that renames it
+    fails loudly there).
+    """
+    clock = env.backend.clock
+    if not hasattr(clock, "_epoch"):
+        raise RuntimeError("simcord's clock changed: update _start_clock_now")
+    clock._epoch = datetime.now(UTC)
+
+
+def _fire_long_timers_only_on_wait(env: simcord.Env) -> None:
+    """Timers the bot sets `VIRTUAL_ONLY_S` or more ahead lose their real-time fallback.
+
+    simcord arms each timer of the bot twice: on the virtual clock (fired by `advance_time`) and on the
+    wall clock, which, when it fires first, also moves the virtual clock to the timer's instant — so
+    `/remind 1m` fired after a minute of real time and a deploy's watch ended by itself. Without the
+    wall-clock half, only `wait` reaches them; the bot's own short pauses still run in real time.
+    simcord 3.2.1 has no option for it: `Env._schedule_timer` is wrapped before the loop is hooked (the
+    rule is pinned by tests/test_playground_session.py, so an upgrade that changes it fails there).
+    """
+    original = getattr(env, "_schedule_timer", None)
+    if original is None:
+        raise RuntimeError("simcord's timers changed: update _fire_long_timers_only_on_wait")
+
+    def schedule(record: Any, callback: Any, args: Any, context: Any) -> None:
+        original(record, callback, args, context)
+        real = record.real_handle
+        if real is not None and record.when - env._virtual_time >= VIRTUAL_ONLY_S:
+            real.cancel()
+            record.real_handle = None
+
+    env._schedule_timer = schedule  # type: ignore[method-assign,assignment]

@@ -1,0 +1,139 @@
+"""The allow-listed process environment for the coding agent (the bundled Claude Code CLI).
+
+``claude_agent_sdk``'s ``SubprocessCLITransport`` (0.2.186) does not replace the CLI's
+environment with ``options.env``: it starts from the parent's whole ``os.environ`` and lays
+``options.env`` over it, so the Discord token, the GitHub token and anything else the bot
+holds would reach the CLI and every Bash command it runs.  ``write_launcher`` therefore
+writes a small script, used as ``options.cli_path``, that execs the bundled CLI under
+``env -i`` keeping only allow-listed names; ``agent_environment`` builds the values.
+
+The model key itself is in the CLI's environment, so the agent's Bash commands can see it.
+``extra={"CLAUDE_CODE_SUBPROCESS_ENV_SCRUB": "1"}`` makes the CLI strip it from the commands
+it runs, but the CLI then refuses to start without bubblewrap (``bwrap``) installed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+
+import claude_agent_sdk
+
+__all__ = [
+    "BUNDLED_CLI",
+    "FORBIDDEN_NAMES",
+    "SDK_SET_VARIABLES",
+    "SYSTEM_PATH",
+    "agent_environment",
+    "prepare_home",
+    "write_launcher",
+]
+
+BUNDLED_CLI = Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude"
+
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# Variables the SDK transport itself sets for the CLI; the launcher lets these through.
+SDK_SET_VARIABLES = (
+    "CLAUDE_CODE_ENTRYPOINT",
+    "CLAUDE_AGENT_SDK_VERSION",
+    "CLAUDE_AGENT_SDK_CLIENT_APP",
+    "CLAUDE_AGENT_SDK_DERIVED_CLIENT_APP",
+    "CLAUDE_CODE_SDK_READS_SESSION_STATE",
+    "CLAUDE_CODE_ENABLE_SDK_FILE_CHECKPOINTING",
+    "PWD",
+)
+
+# Secrets of the bot that must never be handed to the agent, even through ``extra``.
+FORBIDDEN_NAMES = frozenset({"DISCORD_TOKEN", "GITHUB_TOKEN", "GH_TOKEN", "GITHUB_APP_PRIVATE_KEY"})
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+def _interpreter_bin() -> Path:
+    """The bin directory of the running interpreter's venv (or of the interpreter itself)."""
+    if sys.prefix != sys.base_prefix:
+        return Path(sys.prefix) / "bin"
+    return Path(sys.executable).parent
+
+
+def agent_environment(
+    home: Path,
+    *,
+    base_url: str | None,
+    api_key: str | None,
+    extra: Mapping[str, str] = _EMPTY,
+) -> dict[str, str]:
+    """The whole environment the agent process may see; nothing is taken from ``os.environ``.
+
+    ``home`` is a private directory for the run (HOME, the CLI's config dir, TMPDIR).  The
+    venv's bin directory comes first on PATH so the checks (ruff, pytest, mypy) resolve to the
+    project's tools.  ``extra`` is laid over the result; it may not name a bot secret.
+    """
+    forbidden = sorted(FORBIDDEN_NAMES & set(extra))
+    if forbidden:
+        raise ValueError(f"refusing to pass bot secrets to the agent: {', '.join(forbidden)}")
+    bad = sorted(name for name in extra if not _NAME.match(name))
+    if bad:
+        raise ValueError(f"not valid environment variable names: {bad}")
+    path_dirs = dict.fromkeys([str(_interpreter_bin()), *SYSTEM_PATH.split(":")])
+    env = {
+        "PATH": ":".join(path_dirs),
+        "LANG": "C.UTF-8",
+        "HOME": str(home),
+        "CLAUDE_CONFIG_DIR": str(home / ".claude"),
+        "TMPDIR": str(home / "tmp"),
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_ERROR_REPORTING": "1",
+        "DISABLE_BUG_COMMAND": "1",
+    }
+    if base_url is not None:
+        env["ANTHROPIC_BASE_URL"] = base_url
+    if api_key is not None:
+        env["ANTHROPIC_API_KEY"] = api_key
+    env.update(extra)
+    return env
+
+
+def prepare_home(home: Path) -> None:
+    """Create the private HOME with the CLI's config dir and TMPDIR, readable only by us."""
+    for directory in (home, home / ".claude", home / "tmp", home / "bin"):
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def write_launcher(home: Path, allowed_names: Iterable[str]) -> Path:
+    """Write ``home/bin/claude``, which execs the bundled CLI with only ``allowed_names`` set.
+
+    The SDK's own variables (``SDK_SET_VARIABLES``) are always kept.  Pass the result as
+    ``ClaudeAgentOptions.cli_path`` and the values as ``ClaudeAgentOptions.env``.
+    """
+    names = list(dict.fromkeys([*allowed_names, *SDK_SET_VARIABLES]))
+    bad = [name for name in names if not _NAME.match(name)]
+    if bad:
+        raise ValueError(f"not valid environment variable names: {bad}")
+    forbidden = sorted(FORBIDDEN_NAMES & set(names))
+    if forbidden:
+        raise ValueError(f"refusing to let bot secrets through the launcher: {', '.join(forbidden)}")
+    keep = " ".join(f'${{{name}+"{name}=${name}"}}' for name in names)
+    script = (
+        "#!/bin/sh\n"
+        "# Generated by bot/trust/agent_env.py: the SDK merges os.environ into the CLI's\n"
+        "# environment, so start from an empty one and keep only allow-listed names.\n"
+        f'exec /usr/bin/env -i {keep} {shlex.quote(str(BUNDLED_CLI))} "$@"\n'
+    )
+    bin_dir = home / "bin"
+    bin_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    launcher = bin_dir / "claude"
+    tmp = bin_dir / f".claude.{os.getpid()}.tmp"
+    tmp.write_text(script)
+    tmp.chmod(0o700)
+    tmp.replace(launcher)
+    return launcher

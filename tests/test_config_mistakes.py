@@ -1,0 +1,96 @@
+"""A mistake in how mendbot is started — a path it cannot use, a config file that is not there, a
+playground without users or with two alike — is one line and exit 78, never a traceback or a silent
+default; an option value Discord's client would not offer is a reported line in the playground."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.kernel.settings import ConfigError, load_settings
+from bot.tools.playground import VirtualWorld
+from tests.test_playground import _play
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _mendbot(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k != "MENDBOT_CONFIG"}
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        cwd=cwd,
+        check=False,
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**base, "PYTHONPATH": str(REPO), **(env or {})},
+    )
+
+
+def _one_line_78(result: subprocess.CompletedProcess[str], *expected: str) -> None:
+    assert result.returncode == 78, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert all(part in lines[0] for part in expected), lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_a_data_dir_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    """`--data-dir /proc/x` names the directory and why, in one line, exit 78."""
+    (tmp_path / "config.yaml").write_text("health: {enabled: false}\n")
+    _one_line_78(_mendbot("play", "--data-dir", "/proc/x", cwd=tmp_path), "--data-dir /proc/x cannot be used")
+
+
+def test_an_empty_data_dir_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    """`--data-dir ""` is refused, instead of putting the database in the directory mendbot ran in."""
+    (tmp_path / "config.yaml").write_text("health: {enabled: false}\n")
+    _one_line_78(_mendbot("play", "--data-dir", "", cwd=tmp_path), "--data-dir is empty")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+
+
+def test_a_missing_config_named_by_mendbot_config_is_refused(tmp_path: Path) -> None:
+    """`MENDBOT_CONFIG=/missing.yaml` stops start-up naming the file, instead of running on the defaults."""
+    result = _mendbot("play", cwd=tmp_path, env={"MENDBOT_CONFIG": str(tmp_path / "missing.yaml")})
+    _one_line_78(result, "MENDBOT_CONFIG names", "missing.yaml", "does not exist")
+
+
+@pytest.mark.parametrize(
+    ("users", "expected"),
+    [
+        ("[]", "playground.users: needs at least one user"),
+        ("[{name: alice}, {name: alice, allowed: true}]", "playground.users: `alice` is listed twice"),
+    ],
+    ids=["no users", "the same name twice"],
+)
+def test_playground_users_that_cannot_work_are_refused(tmp_path: Path, users: str, expected: str) -> None:
+    """No playground user, or two with one name, is a config error naming playground.users, exit 78."""
+    (tmp_path / "config.yaml").write_text(f"health: {{enabled: false}}\nplayground: {{users: {users}}}\n")
+    _one_line_78(_mendbot("play", cwd=tmp_path), expected)
+
+
+def test_an_empty_data_dir_in_config_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`data_dir: ""` in config.yaml is refused like `--data-dir ""`."""
+    config = tmp_path / "config.yaml"
+    config.write_text('data_dir: ""\n')
+    monkeypatch.setenv("MENDBOT_CONFIG", str(config))  # restored after the test
+    with pytest.raises(ConfigError, match="data_dir: is empty"):
+        load_settings(_env_file=None)
+
+
+async def test_a_boolean_option_that_is_not_one_is_refused(world: VirtualWorld) -> None:
+    """`/fix … security=maybe` is a reported line, not a run started as if security were off."""
+    out = await _play(world, "/fix the roll is broken security=maybe")
+    assert "! security must be a boolean, not 'maybe'" in out
+    assert await world.bot.services.improve.runs.list_recent() == []
+
+
+async def test_devmode_on_with_a_duration_as_the_readme_writes_it(world: VirtualWorld) -> None:
+    """`/devmode on 45m` switches dev mode on for 45 minutes, as README writes it."""
+    out = await _play(world, "/devmode on 45m")
+    assert "Dev mode on until" in out and "45 min" in out, out
+    assert "state must be one of" not in out

@@ -1,0 +1,78 @@
+"""A `mendbot run` on SQLite starts lean: what it does not need at idle it neither imports nor runs."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from bot.trust.loopback_discord import DiscordDouble
+from bot.trust.loopback_discord_model import message_text
+from tests.harness.live_bot import LiveBot, live_config
+
+# Loaded at the first use, never by a start on SQLite: the PostgreSQL driver and the run queue (a bot
+# with database.url), Unicode's confusables table (the first non-ASCII reply to a proposal), the agent
+# SDK and the model client (a run, a chat reply), the GitHub client (forge.kind: github), the charts.
+_NOT_AT_START = (
+    "psycopg",
+    "psycopg_binary",
+    "procrastinate",
+    "confusable_homoglyphs.confusables",
+    "claude_agent_sdk",
+    "anthropic",
+    "githubkit",
+    "matplotlib",
+)
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _imported(output: str) -> set[str]:
+    """The modules `python -X importtime` (PYTHONPROFILEIMPORTTIME) reported in a process's output."""
+    return {
+        line.rsplit("|", 1)[1].strip()
+        for line in output.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+
+
+async def test_an_idle_bot_on_sqlite_runs_no_child_process_and_loads_no_postgresql_driver(
+    tmp_path: Path,
+) -> None:
+    """Ready and idle on SQLite: no action writer process yet, and neither psycopg, procrastinate nor the
+    confusables table imported; the first action recorded then starts the writer, as before."""
+    async with DiscordDouble() as discord_api:
+        home = tmp_path / "bot"
+        config = live_config(discord_api, home)
+        async with await LiveBot.start(
+            discord_api, config, home, env={"PYTHONPROFILEIMPORTTIME": "1"}
+        ) as bot:
+            idle_children = await asyncio.to_thread(_children, bot.process.pid)
+            imported = _imported(bot.output())
+            general = discord_api.guild.channel("general")
+            said = await discord_api.send_message(general, "!roll 1d6", author="bob")
+            answer = await discord_api.wait_for_message(
+                lambda m: int(m["id"]) > int(said["id"]), channel=general
+            )
+            assert message_text(answer).startswith("🎲 `1d6` →")
+            busy_children: list[int] = []
+            for _ in range(200):  # the recorder hands the roll's record over at once
+                busy_children = await asyncio.to_thread(_children, bot.process.pid)
+                if busy_children:
+                    break
+                await asyncio.sleep(0.05)
+    assert "bot.runtime.app" in imported  # the report is there to read
+    assert set(_NOT_AT_START) & imported == set()
+    assert idle_children == []
+    assert len(busy_children) == 1

@@ -1,0 +1,78 @@
+"""Every mistake is a reply: whatever a handler builds, what reaches Discord fits Discord's limits, and
+the text users read is written as it was meant (capitals kept), on the virtual Discord."""
+
+from __future__ import annotations
+
+import discord
+import pytest
+
+from bot.kernel.discord_limits import CONTENT_LIMIT, clamp_embed
+from bot.kernel.durations import human_duration, relative
+from bot.tools.playground import VirtualWorld
+from tests.harness.discord import bot_messages, reply_text
+
+DIGITS = "9" * 3000
+
+
+async def test_slash_roll_of_3000_digits_is_answered_in_one_line(world: VirtualWorld) -> None:
+    """`/roll <3000 digits>d6` gets one short line saying the limit, with the digits cut — not a 400."""
+    result = await world.users["alice"].slash(world.general, "roll", notation=f"{DIGITS}d6")
+    answer = reply_text(result)
+    assert answer.startswith("I can roll between 1 and 100 dice at once, not 99999999999…")
+    assert len(answer) < 200 and "\n" not in answer
+    await world.quiesce()
+    assert world.bot.services.incidents.active() == []
+
+
+async def test_prefix_roll_of_huge_numbers_is_answered(world: VirtualWorld) -> None:
+    """`!roll` with more digits than Python reads as an integer is still a one-line answer."""
+    await world.users["alice"].send(world.general, f"!roll 1d{'7' * 1900}")
+    await world.quiesce()
+    [answer] = [m.content for m in bot_messages(world, world.general)]
+    assert answer.startswith("A die needs between 2 and 1000 sides, not 77777777777…")
+    assert world.bot.services.incidents.active() == []
+
+
+async def test_a_message_over_the_limits_is_cut_at_the_boundary(world: VirtualWorld) -> None:
+    """Content of 2500 characters and an embed past every limit arrive cut, whoever sent them."""
+    channel = world.bot.get_channel(world.general.id)
+    assert isinstance(channel, discord.TextChannel)
+    embed = discord.Embed(title="t" * 300, description="d" * 5000)
+    for index in range(30):
+        embed.add_field(name=f"n{index}" * 100, value="v" * 1500)
+    sent = await channel.send("x" * 2500, embed=embed)
+    await world.quiesce()
+    [message] = [m for m in bot_messages(world, world.general) if m.id == sent.id]
+    assert len(message.content) == CONTENT_LIMIT and message.content.endswith("…")
+    [shown] = message.embeds
+    assert len(shown) <= 6000 and len(shown.title or "") == 256 and len(shown.fields) <= 25
+    assert all(len(field.value or "") <= 1024 for field in shown.fields)
+    assert len(embed.description or "") == 5000  # the caller's embed is left as it was
+
+
+def test_an_embed_that_fits_is_sent_as_it_is() -> None:
+    """An embed within the limits is not copied or changed."""
+    embed = discord.Embed(title="Incident #1", description="roll failed")
+    assert clamp_embed(embed) is embed
+
+
+async def test_a_refused_permission_reply_keeps_its_capital_i(world: VirtualWorld) -> None:
+    """When Discord refuses a reply with 403, the answer reads "… I need a permission …", not "i need"."""
+    world.env.inject_error(
+        "POST", "/channels/*/messages", status=403, code=50013, message="Missing Permissions"
+    )
+    await world.users["alice"].send(world.general, "!roll 2d6")
+    await world.quiesce()
+    [answer] = [m.content for m in bot_messages(world, world.general)]
+    assert "I need a permission Discord refused in #general" in answer
+    assert " i need" not in answer
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(0, "0 s"), (42, "42 s"), (60, "1 min"), (303, "5 min 3 s"), (3600, "1 h"), (55996, "15 h 33 min")],
+)
+def test_durations_read_as_people_write_them(seconds: float, shown: str) -> None:
+    """55996 seconds reads "15 h 33 min": two units at most, a zero second unit left out."""
+    assert human_duration(seconds) == shown
+    assert relative(seconds) == f"in {shown}" and relative(-seconds - 1).endswith(" ago")
