@@ -388,7 +388,7 @@ async def _play(settings: Settings, *, interactive: bool, demo: bool = False) ->
                 f"mendbot playground ready — #dev, #general; users: {users}. Type `help` for the grammar.",
                 flush=True,
             )
-            if dashboard is not None and await dashboard.start() is not None:
+            if dashboard is not None and await dashboard.start(any_port=True) is not None:
                 await _print_dashboard_link(services, world.users)
             playground = Playground(world, echo=not interactive)
             session = asyncio.ensure_future(

@@ -4,6 +4,7 @@ chat, hostile text escaped under a strict CSP, keyset pages of action records, n
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -256,10 +257,17 @@ async def test_nothing_on_the_dashboard_writes(served: Served) -> None:
                     assert response.status == 405, (method, path)
 
 
-async def test_the_playground_prints_a_link_that_signs_alice_in(tmp_path: Path) -> None:
-    """`mendbot play` serves the dashboard and prints Alice's sign-in link; opening it signs her in."""
+@pytest.mark.parametrize("port_taken", [False, True], ids=["free port", "configured port taken"])
+async def test_the_playground_prints_a_link_that_signs_alice_in(tmp_path: Path, port_taken: bool) -> None:
+    """`mendbot play` serves the dashboard and prints Alice's sign-in link; opening it signs her in —
+    also when something else holds the configured port (a second playground, a test): the playground
+    then serves on a port the system picks."""
     config = tmp_path / "config.yaml"
-    config.write_text("health: {enabled: false}\ndashboard: {port: 0}\n")
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1] if port_taken else 0
+    config.write_text(f"health: {{enabled: false}}\ndashboard: {{port: {port}}}\n")
     playground = await PlaygroundProcess.start(config, code=REPO)
     try:
         match = await playground.expect(r"^dashboard: (http://127\.0\.0\.1:\d+)/signin\?u=(\d+)&t=([\w-]+)  ")
@@ -271,6 +279,7 @@ async def test_the_playground_prints_a_link_that_signs_alice_in(tmp_path: Path) 
                 assert signed.status == 200 and f"user {user}" in await signed.text()
                 assert "<h1>Overview</h1>" in await signed.text()
     finally:
+        holder.close()
         assert await playground.finish() == 0
 
 

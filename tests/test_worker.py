@@ -276,7 +276,10 @@ async def test_a_run_requested_on_the_bot_is_executed_by_a_worker_process(
 def test_run_on_workers_without_a_database_url_is_refused() -> None:
     """run_on: workers with SQLite (no database.url) is refused, saying what to set."""
     settings = load_settings(
-        _env_file=None, improve={"run_on": "workers"}, forge={"kind": "github", "repository": "o/r"}
+        _env_file=None,
+        improve={"run_on": "workers"},
+        forge={"kind": "github", "repository": "o/r"},
+        database={"url": None},  # whatever the pass's environment says
     )
     with pytest.raises(ConfigError, match=r"improve.run_on is workers.*database.url"):
         refuse_workers_without_store(settings)

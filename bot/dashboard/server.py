@@ -133,8 +133,10 @@ class DashboardServer:
         app.router.add_get("/audit/{name:[a-z0-9_]+}.png", self._audit_chart)
         return app
 
-    async def start(self) -> int | None:
-        """Start serving; the bound port, or None when the port is taken (logged)."""
+    async def start(self, *, any_port: bool = False) -> int | None:
+        """Start serving; the bound port, or None when the port is taken (logged). With `any_port` (the
+        playground, where a second one or a test may hold the configured port) a taken port falls back
+        to one the system picks, so the newcomer still gets a link."""
         self._closing = asyncio.Event()
         self._runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -143,9 +145,12 @@ class DashboardServer:
             await site.start()
         except OSError as exc:
             _log.warning("dashboard not started", host=self._host, port=self._port, error=str(exc))
-            await self._runner.cleanup()
-            self._runner = None
-            return None
+            if not any_port:
+                await self._runner.cleanup()
+                self._runner = None
+                return None
+            site = web.TCPSite(self._runner, self._host, 0)
+            await site.start()
         sockets = getattr(site._server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self._port
         self._signin.serving(self._host, self.port)
