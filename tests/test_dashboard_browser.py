@@ -2,7 +2,7 @@
 
 Signing in from chat end to end, refused links, hostile text that stays inert, and a run event that
 shows up live. Each page's screenshot is kept under pytest's base temp (`dashboard-screenshots/`).
-`make setup` installs the `chromium` package where apt-get can; without it these tests are skipped
+`make test` installs the `chromium` package where apt-get can; without it these tests are skipped
 and say why.
 """
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(),
-    reason="no Chromium: `make setup` installs Debian's `chromium` package where apt-get is available",
+    reason="no Chromium: `make test` installs Debian's `chromium` package where apt-get is available",
 )
 
 
