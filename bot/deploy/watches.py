@@ -67,6 +67,16 @@ class DeployWatches(DeployCore):
         if run.incident_id is not None:
             with contextlib.suppress(UserError):  # already resolved by hand
                 await self._incidents.set_state(run.incident_id, "resolved", 0)
+        await self._remember(watch, run, "resolved")
+        if self.reporter is not None:
+            await self.reporter.deployed(
+                run,
+                f"✅ Run #{run.id}: quiet for {human_duration(self._config.watch_window_s)} after deploy"
+                " — resolved.",
+            )
+
+    async def _remember(self, watch: _Watch, run: Run, outcome: str) -> None:
+        """The lesson a watch leaves for later runs on the same fingerprint."""
         await self._memory.write(
             Lesson(
                 run_id=run.id,
@@ -74,16 +84,10 @@ class DeployWatches(DeployCore):
                 files=sorted(watch.files),
                 root_cause=run.description,
                 fix_commit=run.verified_sha,
-                outcome="resolved",
+                outcome=outcome,
                 created_at=self._clock().timestamp(),
             )
         )
-        if self.reporter is not None:
-            await self.reporter.deployed(
-                run,
-                f"✅ Run #{run.id}: quiet for {human_duration(self._config.watch_window_s)} after deploy"
-                " — resolved.",
-            )
 
     def observe(self, record: ActionRecord) -> None:
         """Recorder subscriber: a watched failure coming back, or a new one in the touched code."""
@@ -104,17 +108,7 @@ class DeployWatches(DeployCore):
             actor="watch",
             detail={"error": f"{record.error_type}: {record.error_message}", "frames": record.frames[-3:]},
         )
-        await self._memory.write(
-            Lesson(
-                run_id=run.id,
-                fingerprint=watch.fingerprint,
-                files=sorted(watch.files),
-                root_cause=run.description,
-                fix_commit=run.verified_sha,
-                outcome="regressed",
-                created_at=self._clock().timestamp(),
-            )
-        )
+        await self._remember(watch, run, "regressed")
         if self.reporter is not None:
             where = record.frames[-1] if record.frames else record.kind
             await self.reporter.regressed(
@@ -136,17 +130,7 @@ class DeployWatches(DeployCore):
         if run.incident_id is not None:
             with contextlib.suppress(UserError):  # open already
                 await self._incidents.set_state(run.incident_id, "open", 0)
-        await self._memory.write(
-            Lesson(
-                run_id=run.id,
-                fingerprint=watch.fingerprint,
-                files=sorted(watch.files),
-                root_cause=run.description,
-                fix_commit=run.verified_sha,
-                outcome="regressed",
-                created_at=self._clock().timestamp(),
-            )
-        )
+        await self._remember(watch, run, "regressed")
         if self.reporter is not None:
             await self.reporter.regressed(
                 run,
