@@ -7,8 +7,10 @@ STAMP  := $(VENV)/.installed
 .PHONY: setup browser run play demo demo-interactive doctor test check lint bench clean
 
 # pytest's workers (pytest-xdist): most of the suite waits on subprocesses (the Claude Code CLI, the
-# sandbox, bot processes), so more workers than cores pays off.
+# sandbox, bot processes), so more workers than cores pays off. Tests are handed out two at a time,
+# the slow ones first (tests/conftest.py), so the workers finish together.
 WORKERS ?= 4
+PYTEST  := $(BIN)/pytest -n $(WORKERS) --maxschedchunk 2
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mendbot needs Python 3.11 or newer")'
@@ -50,12 +52,11 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint browser  ## ruff, mypy and the whole suite on SQLite, then on PostgreSQL what differs between engines
-	$(BIN)/pytest -n $(WORKERS)
-	MENDBOT_TEST_DATABASE=postgresql $(BIN)/pytest -n $(WORKERS)
+test: lint browser  ## ruff, mypy and the whole suite: on SQLite, and on PostgreSQL what differs between engines
+	$(PYTEST)
 
-check: lint browser ## the inner loop: lint and every test that does not start the Claude Code CLI
-	$(BIN)/pytest -n $(WORKERS) -m 'not cli' -x
+check: lint browser ## the inner loop: lint and every test that does not start the Claude Code CLI, on SQLite
+	MENDBOT_TEST_DATABASE=sqlite $(PYTEST) -m 'not cli' -x
 
 bench: setup
 	$(BIN)/python bench/startup.py

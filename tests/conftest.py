@@ -6,10 +6,11 @@ import functools
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from bot.db import core, open_database
 from bot.kernel.settings import Settings
@@ -23,16 +24,29 @@ from tests.harness.postgres import (
     use_databases,
 )
 
-# `MENDBOT_TEST_DATABASE=postgresql pytest` runs the suite with every test bot on PostgreSQL
-# (`make test` runs it once on each engine). Tests marked `sqlite` exercise the SQLite file itself.
-ENGINE = os.environ.get("MENDBOT_TEST_DATABASE", "sqlite")
-if ENGINE not in ("sqlite", "postgresql"):
-    raise pytest.UsageError(f"MENDBOT_TEST_DATABASE must be sqlite or postgresql, not {ENGINE!r}")
+# One session runs each test on the engines it needs (`pytest_generate_tests`): every test on SQLite,
+# and on PostgreSQL the ones where the engines differ. `MENDBOT_TEST_DATABASE=sqlite` or `=postgresql`
+# keeps one engine's share only. Tests marked `sqlite` exercise the SQLite file itself.
+ENGINES = ("sqlite", "postgresql")
+ONLY = os.environ.get("MENDBOT_TEST_DATABASE", "")
+if ONLY not in ("", *ENGINES):
+    raise pytest.UsageError(f"MENDBOT_TEST_DATABASE must be sqlite or postgresql, not {ONLY!r}")
 
 # Never let a developer's own configuration or secrets leak into a test run.
 for _name in ("DISCORD_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GITHUB_TOKEN"):
     os.environ.pop(_name, None)
 os.environ["MENDBOT_CONFIG"] = os.devnull
+
+# Test processes log through structlog's default pipeline (a bot process configures its own, which
+# formats tracebacks as plain text). Its console renderer draws each traceback with rich when rich is
+# installed (import-linter brings it): ~70 ms of CPU per logged failure, half a minute for a storm
+# test. Plain tracebacks say the same.
+structlog.configure(
+    processors=[
+        *structlog.get_config()["processors"][:-1],
+        structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback),
+    ]
+)
 
 
 @pytest.fixture
@@ -74,52 +88,67 @@ def _bot_template(postgres_server: PostgresServer) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _bot_databases(request: pytest.FixtureRequest) -> Iterator[None]:
-    """On the PostgreSQL pass: each test bot (`make_settings`) gets a database of its own."""
-    if ENGINE != "postgresql":
-        yield
+def _engine(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The engine a test's bots (`make_settings`) run on: SQLite, or on PostgreSQL a database of
+    their own each (`pytest_generate_tests` says which engines a test runs on)."""
+    engine: str = getattr(request, "param", "sqlite")
+    if engine != "postgresql":
+        yield engine
         return
     databases = TestDatabases(
         request.getfixturevalue("postgres_server"), request.getfixturevalue("_bot_template")
     )
     use_databases(databases)
     try:
-        yield
+        yield engine
     finally:
         use_databases(None)
         databases.drop_all()
 
 
-# What the PostgreSQL pass runs: the code that differs between engines — storage (every query module,
-# the schema's history, retries), the run queue and its claims, leadership and the cluster, the
-# recorder's writes — marked `engines` in those test files, plus every test that asks for a
-# PostgreSQL database itself. Everything else talks to storage through those same queries and runs
-# once, on SQLite.
+# Where the engines differ — storage (every query module, the schema's history, retries), the run
+# queue and its claims, leadership and the cluster, the recorder's writes — tests are marked
+# `engines` and run on both; so does every test asking for a PostgreSQL database itself (one asking
+# for `postgres_url` or `postgres_server` only there: it is on PostgreSQL whatever its bots run on).
+# Everything else reaches storage through those same queries and runs once, on SQLite.
 _ENGINE_FIXTURES = frozenset({"postgres_url", "postgres_server", "engine_db"})
+_POSTGRES_ONLY = frozenset({"postgres_url", "postgres_server"})
+
+
+def engines_for(definition: pytest.Item, fixturenames: Iterable[str]) -> list[str]:
+    """The engines a test runs on, in this session."""
+    names = set(fixturenames)
+    on_postgres = definition.get_closest_marker("sqlite") is None and (
+        definition.get_closest_marker("engines") is not None or bool(_ENGINE_FIXTURES & names)
+    )
+    if _POSTGRES_ONLY & names:
+        wanted = ["postgresql"]
+    else:
+        wanted = ["sqlite", "postgresql"] if on_postgres else ["sqlite"]
+    return [engine for engine in wanted if ONLY in ("", engine)]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    engines = engines_for(metafunc.definition, metafunc.fixturenames)
+    if engines and engines != ["sqlite"]:  # none: deselected below
+        metafunc.parametrize("_engine", engines, indirect=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Each pass runs its share. On PostgreSQL: the tests marked `engines` and those asking for a
-    PostgreSQL database, except the tests of the SQLite file itself. On SQLite: everything but the
-    tests that ask for `postgres_url` themselves (they run on PostgreSQL whatever the pass, so the
-    PostgreSQL pass runs them)."""
-    if ENGINE == "postgresql":
-        kept, deselected = [], []
-        for item in items:
-            engines = item.get_closest_marker("engines") is not None
-            asks = bool(_ENGINE_FIXTURES & set(getattr(item, "fixturenames", ())))
-            if (engines or asks) and item.get_closest_marker("sqlite") is None:
-                kept.append(item)
-            else:
-                deselected.append(item)
-        if deselected:
-            config.hook.pytest_deselected(items=deselected)
-            items[:] = kept
-    else:
-        skip = pytest.mark.skip(reason="runs on PostgreSQL whatever the pass: the PostgreSQL pass runs it")
-        for item in items:
-            if "postgres_url" in getattr(item, "fixturenames", ()):
-                item.add_marker(skip)
+    """Drop the tests with no engine left (`MENDBOT_TEST_DATABASE`), and hand out the slow ones
+    first: parallel workers then finish together instead of waiting on a long test started last."""
+    kept = [item for item in items if _engine_of(item) is not None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if _engine_of(item) is None])
+    kept.sort(key=lambda item: item.get_closest_marker("cli") is None)  # stable: the rest keeps its order
+    items[:] = kept
+
+
+def _engine_of(item: pytest.Item) -> str | None:
+    """The engine this item runs on, or None if this session runs it on none."""
+    callspec = getattr(item, "callspec", None)
+    engine = str(callspec.params.get("_engine", "sqlite")) if callspec is not None else "sqlite"
+    return engine if engine in engines_for(item, getattr(item, "fixturenames", ())) else None
 
 
 @pytest.fixture

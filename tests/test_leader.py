@@ -114,9 +114,7 @@ async def test_follower_leads_when_the_leader_stops(postgres_url: str) -> None:
             await asyncio.sleep(FAST["lease_s"])
             assert not b.is_leader
             await a.stop()
-            started = time.monotonic()
             await _first_leader(b)
-            assert time.monotonic() - started < 5.0
             _assert_never_two(_terms(a.transitions), _terms(b.transitions))
     assert await a.holder() is None
     assert [t.reason for t in a.transitions if not t.leader] == ["shutdown"]

@@ -16,28 +16,33 @@ __all__ = ["PlaygroundProcess"]
 
 
 class PlaygroundProcess:
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, stderr: Path) -> None:
         self.process = process
+        self.stderr = stderr  # what the process said there: shown when it ends unexpectedly
         self.lines: list[str] = []
 
     @classmethod
     async def start(cls, config: Path, *, code: Path, env: dict[str, str] | None = None) -> PlaygroundProcess:
         """Start the playground with `code` (a repository copy) first on PYTHONPATH."""
         base = {k: v for k, v in os.environ.items() if k != "MENDBOT_CONFIG"}
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot",
-            "--config",
-            str(config),
-            "play",
-            cwd=config.parent,
-            env={**base, "PYTHONPATH": str(code), **(env or {})},
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        playground = cls(process)
+        # One file per start, next to the config: a restarted process does not write over the first's.
+        started = len(list(config.parent.glob("playground-stderr-*")))
+        stderr = config.parent / f"playground-stderr-{started}.txt"
+        with stderr.open("wb") as sink:  # the child keeps its own copy of the descriptor
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bot",
+                "--config",
+                str(config),
+                "play",
+                cwd=config.parent,
+                env={**base, "PYTHONPATH": str(code), **(env or {})},
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=sink,
+            )
+        playground = cls(process, stderr)
         await playground.expect(r"playground ready", timeout=60)
         return playground
 
@@ -63,8 +68,10 @@ class PlaygroundProcess:
                     return match
                 self.lines.append(line)
             code = await self.process.wait()
-            last = self.lines[-15:]
-            raise AssertionError(f"output ended (exit {code}) without {pattern!r}; last lines: {last}")
+            last, said = self.lines[-15:], self.stderr.read_text(errors="replace")[-3000:]
+            raise AssertionError(
+                f"output ended (exit {code}) without {pattern!r}; last lines: {last}; stderr: {said}"
+            )
 
         try:
             return await asyncio.wait_for(read(), timeout)
