@@ -319,7 +319,6 @@ def _close_on_signals(bot: MendBot) -> asyncio.Future[None]:
 async def _run(settings: Settings) -> int:
     """`mendbot run`: the bot on Discord until it closes; the exit code (78 for a start it cannot make)."""
     from bot.runtime.app import MendBot
-    from bot.runtime.dashboard import dashboard_server
     from bot.runtime.health import HealthServer
     from bot.runtime.services import build_services
     from bot.runtime.startup import StartupFailure, start_on_discord
@@ -330,7 +329,11 @@ async def _run(settings: Settings) -> int:
     health = (
         HealthServer(bot, settings.health.host, settings.health.port) if settings.health.enabled else None
     )
-    dashboard = dashboard_server(bot) if settings.dashboard.enabled else None
+    dashboard = None
+    if settings.dashboard.enabled:  # opt-in on Discord: jinja2 and the pages load only then
+        from bot.runtime.dashboard import dashboard_server
+
+        dashboard = dashboard_server(bot)
     _close_on_signals(bot)
     try:
         if health is not None:

@@ -8,6 +8,7 @@ import os
 import signal
 import sqlite3
 import sys
+import weakref
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -548,3 +549,25 @@ async def test_the_writer_process_sees_none_of_the_bots_secrets(
     assert "DISCORD_TOKEN" not in names and "ANTHROPIC_API_KEY" not in names
     assert {"PYTHONPATH", "PGCONNECT_TIMEOUT"} <= names
     assert not any(b"secret-for-the-test" in entry for entry in environ)
+
+
+async def test_a_queued_record_is_not_kept_alive_by_the_queue(tmp_path: Path) -> None:
+    """Waiting for the writer, the queue holds a record's fields, not the record: no subscriber, no
+    caller holding it, and the record object is gone (fewer survivors, fewer full collections);
+    what is written is the same."""
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    recorder = _recorder(tmp_path, now)
+    record = recorder.record("task:x", "test", ok=True, duration_ms=1, extra={"n": 1})
+    gone = weakref.ref(record)
+    del record
+    assert gone() is None
+    writer = asyncio.create_task(recorder.run_writer())
+    await recorder.flush()
+    await recorder.close()
+    await writer
+    db = await open_database(tmp_path / "m.db")
+    try:
+        async with db.execute("SELECT kind, extra FROM actions") as cursor:
+            assert [tuple(row) for row in await cursor.fetchall()] == [("task:x", '{"n": 1}')]
+    finally:
+        await db.close()

@@ -24,8 +24,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
-
 from bot.db import audit as queries
 from bot.db import core
 from bot.db.audit import FingerprintCount, IncidentCounts, RunCount
@@ -363,6 +361,8 @@ class AuditSchedule:
         """The first fire time strictly after `after` (UTC), or None without a schedule."""
         if not self.expression:
             return None
+        from croniter import croniter  # loaded only when a schedule is configured (~1 MiB with dateutil)
+
         nxt = croniter(self.expression, after.astimezone(self._zone)).get_next(datetime)
         assert isinstance(nxt, datetime)
         return nxt.astimezone(UTC)

@@ -108,8 +108,11 @@ class ActionRecorder:
         # it is not the one this code was started from.
         self.more_roots = more_roots
         self._clock = clock
-        # None is the stop marker `close()` puts behind the last record to write.
-        self._queue: asyncio.Queue[ActionRecord | None] = asyncio.Queue(maxsize=queue_size)
+        # Each record's field dict (what the writer process is sent), not the record: a queued
+        # record outlives the young generations, and every object that does brings the next full
+        # garbage collection nearer (each walks the whole heap); the record itself is left to its
+        # subscribers. None is the stop marker `close()` puts behind the last record to write.
+        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=queue_size)
         self._writer: asyncio.Task[None] | None = None
         self._subscribers: list[Subscriber] = []
         # Checkpoints run on a thread and connection of their own: the writer's connection never
@@ -205,7 +208,7 @@ class ActionRecorder:
             except Exception:
                 _log.exception("action subscriber failed", subscriber=repr(subscriber))
         try:
-            self._queue.put_nowait(record)
+            self._queue.put_nowait(record.fields())
         except asyncio.QueueFull:
             self.dropped_queue_full += 1
         return record
@@ -377,8 +380,8 @@ class ActionRecorder:
             for _ in left:
                 self._queue.task_done()
 
-    def _take(self, limit: int) -> list[ActionRecord | None]:
-        batch: list[ActionRecord | None] = []
+    def _take(self, limit: int) -> list[dict[str, Any] | None]:
+        batch: list[dict[str, Any] | None] = []
         while len(batch) < limit:
             try:
                 batch.append(self._queue.get_nowait())
@@ -386,7 +389,7 @@ class ActionRecorder:
                 break
         return batch
 
-    async def _write_batch(self, batch: list[ActionRecord | None]) -> None:
+    async def _write_batch(self, batch: list[dict[str, Any] | None]) -> None:
         records = [record for record in batch if record is not None]
         try:
             if records and await self._insert(records):
@@ -398,9 +401,8 @@ class ActionRecorder:
             for _ in batch:
                 self._queue.task_done()
 
-    async def _insert(self, records: list[ActionRecord]) -> bool:
+    async def _insert(self, rows: list[dict[str, Any]]) -> bool:
         """Write a batch, retrying storage faults; False (and counted dropped) if given up."""
-        rows = [record.fields() for record in records]
         try:
             ndjson_error = await retrying(
                 lambda: self._writer_process.call("store", rows),
@@ -411,15 +413,15 @@ class ActionRecorder:
         except StorageUnavailable:
             pass  # logged and reported to StorageHealth by `retrying`
         except Exception:
-            _log.exception("writing action records failed (not retried)", count=len(records))
+            _log.exception("writing action records failed (not retried)", count=len(rows))
         else:
             if ndjson_error is not None:
                 # In the database, missing from the NDJSON file: counted, not retried — and a storage
                 # fault like any other write's (a full disk under the log is announced, not only logged).
-                self._ndjson_failed(ndjson_error, len(records))
+                self._ndjson_failed(ndjson_error, len(rows))
             return True
         self.write_errors += 1
-        self.dropped_unwritten += len(records)
+        self.dropped_unwritten += len(rows)
         await self._log_only(rows)
         return False
 
