@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -247,6 +248,26 @@ def test_ctrl_c_ends_the_playground_cleanly(tmp_path: Path) -> None:
     assert "Traceback" not in err
     assert "KeyboardInterrupt" not in err
     assert "mendbot stopped (signal)" in out  # runs are stopped as resumable, and the user is told
+
+
+def test_a_taken_dashboard_port_is_no_warning_in_the_playground(tmp_path: Path) -> None:
+    """With the dashboard's port held by something else the playground serves on another and prints
+    its link; the console shows no "dashboard not started" warning, which was untrue."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    taken = holder.getsockname()[1]
+    try:
+        config = _config(tmp_path, f"dashboard: {{port: {taken}}}\n")
+        result = _mendbot(
+            "--config", str(config), "play", "--data-dir", str(tmp_path / "pg"), cwd=tmp_path, stdin="quit\n"
+        )
+    finally:
+        holder.close()
+    assert result.returncode == 0, result.stderr
+    link = re.search(r"^dashboard: http://127\.0\.0\.1:(\d+)/signin\?u=\d+&t=", result.stdout, re.M)
+    assert link is not None and int(link.group(1)) != taken, result.stdout
+    assert "dashboard not started" not in result.stderr and "address already in use" not in result.stderr
 
 
 def _fresh_clone(tmp_path: Path) -> Path:
