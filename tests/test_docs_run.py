@@ -148,6 +148,27 @@ def test_console_block_runs_or_names_what_exists(block: Block) -> None:
     assert console_problems(block.body) == [], block.where
 
 
+def test_make_commands_named_in_prose_exist() -> None:
+    """`make X` written inline in README.md or docs/*.md (outside blocks) names a Makefile target."""
+    named = {
+        (doc.name, word)
+        for doc in DOCS
+        for span in re.findall(r"`make ([^`]*)`", _prose_of(doc))
+        for word in span.split()
+        if "=" not in word and not word.startswith("-")
+    }
+    assert named, "the pattern no longer finds any"
+    assert sorted((doc, word) for doc, word in named if word not in make_targets()) == []
+
+
+def _prose_of(doc: Path) -> str:
+    """A document without its fenced blocks (those are checked by kind)."""
+    text = doc.read_text()
+    for block in blocks(doc):
+        text = text.replace(block.body, "", 1)
+    return text
+
+
 def test_console_check_catches_drift() -> None:
     """A missing make target, a refused mendbot option, a missing file and an unknown program fail."""
     body = (
