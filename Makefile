@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+DEV    := $(VENV)/.installed-dev
 
-.PHONY: setup browser run play demo demo-interactive doctor test check lint bench clean
+.PHONY: setup runtime browser run play demo demo-interactive doctor test check lint bench clean
 
 # pytest's workers (pytest-xdist): most of the suite waits on subprocesses (the Claude Code CLI, the
 # sandbox, bot processes), so more workers than cores pays off. Tests are handed out two at a time,
@@ -12,14 +13,27 @@ STAMP  := $(VENV)/.installed
 WORKERS ?= 4
 PYTEST  := $(BIN)/pytest -n $(WORKERS) --maxschedchunk 2
 
+# Two installs: the runtime (`mendbot`, the playground, the demo) and the dev extra on top (tests,
+# linters). A newcomer's first `make run` waits only for the first; `make test` adds the second.
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mendbot needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e .
 	@touch $(STAMP)
 
-setup: $(STAMP)
+$(DEV): $(STAMP)
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $(DEV)
+
+runtime: $(STAMP)
+setup: $(DEV)
+
+# A bot that can fix itself runs improve.checks (this project's tests and linters) on every fix, so
+# with a Discord token or a model key (in the environment or .env) `make run` installs everything;
+# the keyless playground and the demo (whose own check needs only pytest) need the runtime alone.
+KEYED := $(strip $(DISCORD_TOKEN)$(ANTHROPIC_API_KEY)$(shell grep -Eqs '^(DISCORD_TOKEN|ANTHROPIC_API_KEY)=[^[:space:]]' .env && echo 1))
+RUN_SETUP := $(if $(KEYED),setup,runtime)
 
 # Debian's chromium, for the dashboard's browser tests (tests/test_dashboard_browser.py, Playwright
 # drives it by its path): `make test` installs it where it is missing and apt-get can (as root);
@@ -31,19 +45,19 @@ browser:
 			|| echo "chromium could not be installed: the dashboard's browser tests will be skipped"; \
 	fi
 
-run: setup          ## run on Discord if DISCORD_TOKEN is set, else the local playground
+run: $(RUN_SETUP)          ## run on Discord if DISCORD_TOKEN is set, else the local playground
 	$(BIN)/mendbot
 
-play: setup
+play: $(RUN_SETUP)
 	$(BIN)/mendbot play
 
-demo: setup         ## the whole fix loop, narrated: no key, no network
+demo: runtime         ## the whole fix loop, narrated: no key, no network
 	$(BIN)/mendbot play --demo </dev/null
 
-demo-interactive: setup
+demo-interactive: runtime
 	$(BIN)/mendbot play --demo --interactive
 
-doctor: setup
+doctor: $(RUN_SETUP)
 	$(BIN)/mendbot doctor
 
 lint: setup

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+
+from tests.docblocks import blocks, console_commands, make_targets, mismatches, piped_script, transcript
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -247,16 +250,29 @@ def test_ctrl_c_ends_the_playground_cleanly(tmp_path: Path) -> None:
     assert "mendbot stopped (signal)" in out  # runs are stopped as resumable, and the user is told
 
 
-def test_readme_quick_start_in_a_fresh_clone(tmp_path: Path) -> None:
-    """The README's `make run` fed its example script works in a fresh clone: same output, exit 0;
-    then `make doctor` there says it can run (exit 0, no ❌).
+def test_a_taken_dashboard_port_is_no_warning_in_the_playground(tmp_path: Path) -> None:
+    """With the dashboard's port held by something else the playground serves on another and prints
+    its link; the console shows no "dashboard not started" warning, which was untrue."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    taken = holder.getsockname()[1]
+    try:
+        config = _config(tmp_path, f"dashboard: {{port: {taken}}}\n")
+        result = _mendbot(
+            "--config", str(config), "play", "--data-dir", str(tmp_path / "pg"), cwd=tmp_path, stdin="quit\n"
+        )
+    finally:
+        holder.close()
+    assert result.returncode == 0, result.stderr
+    link = re.search(r"^dashboard: http://127\.0\.0\.1:(\d+)/signin\?u=\d+&t=", result.stdout, re.M)
+    assert link is not None and int(link.group(1)) != taken, result.stdout
+    assert "dashboard not started" not in result.stderr and "address already in use" not in result.stderr
 
-    The clone is the tracked tree as it is now (no .env, config.yaml or data/); it reuses this
-    checkout's virtualenv (a fresh install needs the package index; `-o` tells make it is up to date)
-    with the clone's code first on the path.
-    """
-    if shutil.which("make") is None or shutil.which("git") is None:
-        pytest.fail("make and git are required, as the README says")
+
+def _fresh_clone(tmp_path: Path) -> Path:
+    """The tracked tree as it is now (no .env, config.yaml or data/), with this checkout's
+    virtualenv (a fresh install needs the package index; `-o` tells make it is up to date)."""
     clone = tmp_path / "clone"
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
@@ -272,45 +288,78 @@ def test_readme_quick_start_in_a_fresh_clone(tmp_path: Path) -> None:
             shutil.copy2(source, clone / name)
     (clone / ".venv").symlink_to(REPO / ".venv")
     assert not (clone / ".env").exists() and not (clone / "config.yaml").exists()
-    readme = (clone / "README.md").read_text()
-    example = re.search(r"\$ printf '(.*?)' \| \.venv/bin/mendbot play\n(.*?)```", readme, re.S)
-    assert example is not None, "the README's playground example moved"
-    script = example.group(1).encode().decode("unicode_escape")
-    env = {k: v for k, v in os.environ.items() if k not in {"MENDBOT_CONFIG", "MAKEFLAGS", "MAKELEVEL"}}
-    result = subprocess.run(
-        ["make", "--no-print-directory", "-o", ".venv/.installed", "run"],
+    return clone
+
+
+def _make(
+    target: str, clone: Path, stdin: str = "", timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """`make <target>` in the clone as a newcomer runs it: no keys, no config, the clone's code."""
+    unset = {"MENDBOT_CONFIG", "MAKEFLAGS", "MAKELEVEL", "DISCORD_TOKEN", "ANTHROPIC_API_KEY"}
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    up_to_date = ["-o", ".venv/.installed", "-o", ".venv/.installed-dev"]
+    return subprocess.run(
+        ["make", "--no-print-directory", *up_to_date, target],
         cwd=clone,
-        input=script,
+        input=stdin,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         env={**env, "PYTHONPATH": str(clone)},
         check=False,
     )
-    assert result.returncode == 0, result.stderr
-    expected = [line for line in example.group(2).splitlines() if line.strip()]
-    shown = [
-        line for line in result.stdout.splitlines() if line.strip() and not line.startswith(".venv/bin/")
+
+
+def test_readme_quick_start_in_a_fresh_clone(tmp_path: Path) -> None:
+    """The README's quickstart, verbatim, in a fresh clone: every `make` command of its console blocks
+    runs — `make run` typed the README's playground script prints the README's transcript, `make
+    demo` goes through the loop — each exiting 0; then `make doctor` there says it can run.
+
+    `make test` is the suite this test is part of: it is checked to exist, not run again.
+    """
+    if shutil.which("make") is None or shutil.which("git") is None:
+        pytest.fail("make and git are required, as the README says")
+    clone = _fresh_clone(tmp_path)
+    readme = clone / "README.md"
+    (shown,) = [block for block in blocks(readme) if block.kind == "playground"]
+    session = transcript(shown)
+    assert session.command is not None, "the README's playground example lost its command"
+    script, _ = piped_script(session.command)
+    targets = [
+        words[1:]
+        for block in blocks(readme)
+        if block.kind == "console"
+        for words in console_commands(block.body)
+        if words[0] == "make"
     ]
-    assert len(shown) == len(expected), result.stdout
-    for want, got in zip(expected, shown, strict=True):
-        assert re.fullmatch(_dice_free(want), got), (want, got)
-    assert (clone / "data" / "playground" / "mendbot.db").exists()
-    assert not (clone / "data" / "mendbot.db").exists()
+    assert ["run"] in targets and ["demo"] in targets, targets
+    for target in targets:
+        assert len(target) == 1 and target[0] in {"run", "demo", "test"}, (
+            f"teach this test to run make {target}"
+        )
+        if target == ["test"]:
+            assert "test" in make_targets()
+            continue
+        result = _make(target[0], clone, stdin=script if target == ["run"] else "")
+        assert result.returncode == 0, f"make {target[0]}: {result.stdout}{result.stderr}"
+        assert "Traceback" not in result.stdout + result.stderr
+        printed = [
+            line for line in result.stdout.splitlines() if line.strip() and not line.startswith(".venv/bin/")
+        ]
+        if target == ["run"]:
+            assert mismatches(session.lines, printed) == [], result.stdout
+            assert (clone / "data" / "playground" / "mendbot.db").exists()
+            assert not (clone / "data" / "mendbot.db").exists()
+        else:
+            assert "⏪ Rolled back run #1" in result.stdout and printed[-1].startswith(
+                "That was the loop."
+            ), printed
 
     # The README's other first-hour command: `make doctor` says it can run (the playground) and why.
     identity = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]
     for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "clone"]):
         subprocess.run(["git", *identity, *args], cwd=clone, check=True, capture_output=True)
-    doctor = subprocess.run(
-        ["make", "--no-print-directory", "-o", ".venv/.installed", "doctor"],
-        cwd=clone,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**env, "PYTHONPATH": str(clone)},
-        check=False,
-    )
+    doctor = _make("doctor", clone, timeout=120)
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     lines = [line for line in doctor.stdout.splitlines() if not line.startswith(".venv/bin/")]
     assert any(line.startswith("✅ mode: playground") for line in lines), lines
@@ -318,16 +367,6 @@ def test_readme_quick_start_in_a_fresh_clone(tmp_path: Path) -> None:
     assert any(line.startswith("✅ git: main at") for line in lines), lines
     assert any(line.startswith("✅ sandbox") for line in lines), lines
     assert not any(line.startswith("❌") for line in lines), lines
-
-
-def _dice_free(line: str) -> str:
-    """A README output line as a pattern in which the dice's values and total may differ (and the
-    dashboard's sign-in link its user id, port and token)."""
-    if line.startswith("dashboard: "):
-        _, _, rest = line.partition("…")
-        return r"dashboard: http://127\.0\.0\.1:\d+/signin\?u=\d+&t=[\w-]+" + re.escape(rest)
-    head, arrow, _ = line.partition("→ ")
-    return re.escape(head + arrow) + r"[\d +]+= \*\*\d+\*\*" if arrow else re.escape(line)
 
 
 def _in_a_terminal(tmp_path: Path, keys: list[tuple[str, bytes]]) -> tuple[str, int]:

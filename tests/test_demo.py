@@ -129,4 +129,4 @@ def test_readme_and_make_run_the_demo_this_file_tests() -> None:
     section = readme.split("## Try the fix loop without a key", 1)[1].split("\n## ", 1)[0]
     assert "make demo        # or: .venv/bin/mendbot play --demo\n" in section
     makefile = (PROJECT / "Makefile").read_text()
-    assert "demo: setup" in makefile and "$(BIN)/mendbot play --demo </dev/null" in makefile
+    assert "demo: runtime" in makefile and "$(BIN)/mendbot play --demo </dev/null" in makefile

@@ -80,3 +80,26 @@ def test_anchors_are_the_ones_github_makes(tmp_path: Path) -> None:
     doc = tmp_path / "x.md"
     doc.write_text("# Top\n## The playground's grammar (one action per line)\n```\n# not a heading\n```\n")
     assert _anchors(doc) == {"top", "the-playgrounds-grammar-one-action-per-line"}
+
+
+# `/run <id> resume` however it is written: bare, `action=resume`, `action:resume`.
+RESUME = re.compile(r"/run (?:\{[^}]*\}|<[^>]*>|\S+) (?:action[=:])?(?:resume|redo)\b")
+
+
+def _resume_mentions() -> list[str]:
+    """Every mention of `/run N resume|redo` shown to users: docs, replies in bot/ and cogs/, prompts."""
+    sources = [*DOCS, *sorted((REPO / "bot").rglob("*.py")), *sorted((REPO / "cogs").rglob("*.py"))]
+    sources += sorted((REPO / "prompts").rglob("*.md"))
+    return [
+        f"{path.relative_to(REPO)}: {match.group(0)}"
+        for path in sources
+        for match in RESUME.finditer(path.read_text())
+    ]
+
+
+def test_resume_is_written_the_one_way_the_bot_accepts() -> None:
+    """`/run N action:resume` (and `action:redo`), as Discord's client writes the option, everywhere
+    a user reads it — the playground takes the same spelling."""
+    mentions = _resume_mentions()
+    assert mentions, "the pattern no longer finds the mentions"
+    assert [m for m in mentions if " action:" not in m] == []

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.improve.drill import DrillReport
+from bot.improve.drill import DrillReport, StageTime
 from bot.kernel.drills import DRILL_KIND, DRILL_USER_ID
 from bot.observe.audit import AuditService
 from bot.observe.audit_render import render_text
@@ -121,7 +121,7 @@ async def test_a_drill_with_the_detector_disabled_opens_an_incident_naming_detec
     (posted,) = [text for text in texts if "Fire drill #1**" in text]
     assert "failed the drill at **detect**" in posted and f"Incident #{report.alarm_incident_id}" in posted
     rows = stored(settings, "SELECT kind, summary FROM incidents")
-    assert [(row[0], "detect did not happen within 1s" in row[1]) for row in rows] == [("task:drill", True)]
+    assert [(row[0], "detect did not happen within 1 s" in row[1]) for row in rows] == [("task:drill", True)]
     assert any("detect did not happen" in text for text in embeds), embeds
 
 
@@ -183,3 +183,21 @@ async def test_the_schedule_starts_a_drill_by_itself_and_posts_its_report(tmp_pa
         texts = _posted(world)
     assert report is not None and report.number == 1 and report.stopped  # no model key here
     assert any("Fire drill #1**" in text for text in texts)
+
+
+def test_a_drill_report_reads_in_human_durations() -> None:
+    """Stage times and targets read as people read durations ("25 min"), never as raw seconds."""
+    report = DrillReport(
+        number=2,
+        stages=[
+            StageTime("detect", 60, 12.34),
+            StageTime("announce", 90, 75.0),
+            StageTime("investigate", 300),
+        ],
+        missed="investigate",
+        why="no run started",
+    )
+    text = report.render()
+    assert "✅ detect: 12.3 s (target 1 min)" in text
+    assert "✅ announce: 1 min 15 s (target 1 min 30 s)" in text
+    assert "❌ investigate: not within 5 min — " in text

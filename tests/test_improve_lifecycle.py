@@ -143,7 +143,7 @@ async def _play(
 
 async def test_killed_mid_run_is_interrupted_reported_and_resumable(tmp_path: Path) -> None:
     """kill -9 while the agent edits; after restart the run is interrupted and reported, the worktree is
-    gone, nothing is duplicated; `/run 1 resume` finishes it with one proposal."""
+    gone, nothing is duplicated; `/run 1 action:resume` finishes it with one proposal."""
     repo = copy_of_bot(tmp_path / "repo")
     config = _config(tmp_path, repo)
     data = tmp_path / "data" / "playground"  # mendbot play keeps its own state there

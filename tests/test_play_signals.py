@@ -43,7 +43,7 @@ async def test_a_signal_ends_the_scripted_playground_cleanly_with_0(
 @pytest.mark.cli
 async def test_sigterm_mid_run_exits_0_and_the_run_is_resumable_on_the_next_start(tmp_path: Path) -> None:
     """SIGTERM while a run waits on the model: exit 0, the run is saved as interrupted (not left
-    investigating), and the next start says `/run 1 resume` continues it."""
+    investigating), and the next start says `/run 1 action:resume` continues it."""
     repo = copy_of_bot(tmp_path / "repo")
     config = _config(tmp_path, repo)
     async with ModelDouble() as model:

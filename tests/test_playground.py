@@ -105,6 +105,13 @@ async def test_bad_choice_is_a_playground_error_naming_the_choices(world: Virtua
     assert "! action must be one of show, acknowledge, mute, resolve, reopen, not 'bogus'" in out
 
 
+async def test_an_option_written_as_discord_shows_it_is_understood(world: VirtualWorld) -> None:
+    """`/run 1 action:resume`, as the bot's replies and Discord's client write it, fills the option."""
+    out = await _play(world, "#dev", "/run 1 action:resume", "/incident 1 action:bogus")
+    assert "There is no run #1." in out
+    assert "! action must be one of show, acknowledge, mute, resolve, reopen, not 'bogus'" in out
+
+
 @pytest.fixture
 def readme_cog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """The README's "Your own cog" example, as a module on the path; its name."""

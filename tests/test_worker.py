@@ -466,7 +466,7 @@ async def test_a_dead_workers_run_is_interrupted_and_resumes_on_another(
     tmp_path: Path, postgres_url: str
 ) -> None:
     """A worker killed mid-run (with its agent): another worker interrupts the run once the dead one's
-    heartbeat is stale, says so, and `/run N resume` re-queues it to completion."""
+    heartbeat is stale, says so, and `/run N action:resume` re-queues it to completion."""
     async with cluster(tmp_path, postgres_url, worker_lost_after_s=3) as c:
         hold = Hold(then=_json_turn(DIAGNOSIS))
         c.model.script(hold, *_fix_script(c, 1))  # after the resume the run starts over

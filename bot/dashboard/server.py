@@ -144,11 +144,13 @@ class DashboardServer:
         try:
             await site.start()
         except OSError as exc:
-            _log.warning("dashboard not started", host=self._host, port=self._port, error=str(exc))
             if not any_port:
+                _log.warning("dashboard not started", host=self._host, port=self._port, error=str(exc))
                 await self._runner.cleanup()
                 self._runner = None
                 return None
+            # Not a warning: the dashboard does start, and the link printed names the port it got.
+            _log.info("dashboard port taken, serving on another", port=self._port, error=str(exc))
             site = web.TCPSite(self._runner, self._host, 0)
             await site.start()
         sockets = getattr(site._server, "sockets", None) or []

@@ -202,7 +202,7 @@ class AutonomyService:
         if run.state == "failed":
             return _clip(f"❌ Run #{run.id} failed while {run.failure_stage}: {run.failure_reason}")
         if run.state == "interrupted":
-            return f"⏸ Run #{run.id} was interrupted; `/run {run.id} resume` continues it."
+            return f"⏸ Run #{run.id} was interrupted; `/run {run.id} action:resume` continues it."
         return f"⏹ Run #{run.id} ended `{run.state}`."
 
     # -- the self-audit -------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from bot.db.runs import get_setting, set_setting
 from bot.improve.runs import Run
 from bot.improve.service import SelfImprovementAgent
 from bot.kernel.drills import DRILL_KIND, DRILL_POINT, DRILL_USER_ID
+from bot.kernel.durations import human_duration
 from bot.kernel.errors import UserError
 from bot.kernel.failpoints import Failpoints, InjectedFault
 from bot.kernel.log import get_logger
@@ -60,6 +61,11 @@ STAGES: tuple[tuple[str, str, str | None], ...] = (
     ("propose", "the proposal", "awaiting_approval"),
 )
 _COUNTER_KEY = "drill.last_number"
+
+
+def _seconds(took_s: float) -> str:
+    """A stage's measured time: tenths of a second while under a minute ("12.3 s"), else "4 min 10 s"."""
+    return f"{took_s:.1f} s" if took_s < 59.95 else human_duration(took_s)
 
 
 @dataclass
@@ -95,9 +101,12 @@ class DrillReport:
         for stage in self.stages:
             if stage.took_s is not None:
                 mark = "✅" if stage.took_s <= stage.target_s else "⚠️"
-                lines.append(f"{mark} {stage.stage}: {stage.took_s:.1f}s (target {stage.target_s:g}s)")
+                took, target = _seconds(stage.took_s), human_duration(stage.target_s)
+                lines.append(f"{mark} {stage.stage}: {took} (target {target})")
             elif stage.stage == self.missed:
-                lines.append(f"❌ {stage.stage}: not within {stage.target_s:g}s — {labels[stage.stage]}")
+                lines.append(
+                    f"❌ {stage.stage}: not within {human_duration(stage.target_s)} — {labels[stage.stage]}"
+                )
             else:
                 lines.append(f"— {stage.stage}: not reached")
         if self.missed is not None:
@@ -408,7 +417,8 @@ class DrillService:
             f"drill-stage:{stage.stage}",
             kind="task:drill",
             summary=(
-                f"Fire drill #{report.number}: {stage.stage} did not happen within {stage.target_s:g}s"
+                f"Fire drill #{report.number}: {stage.stage} did not happen within"
+                f" {human_duration(stage.target_s)}"
                 f" — {report.why}"
             ),
             need=f"the repair loop's {label} working again (a fire drill checks it: /drill)",

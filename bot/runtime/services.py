@@ -282,7 +282,7 @@ async def _assemble(
         interrupted = await improve.on_startup()
     boot_notices = [
         f"⏸ Run #{run.id} was interrupted by a restart while {run.interrupted_from or 'running'}; "
-        f"`/run {run.id} resume` continues it."
+        f"`/run {run.id} action:resume` continues it."
         for run in interrupted
         if run.interrupted_from != "merging"
     ]

@@ -7,7 +7,7 @@ reset to the forge's main before each run), pushing the branch to the forge. No 
 and the report go to the database (`bot.improve.relay.DatabaseReporter`), which the bot relays.
 
 A worker that dies leaves its jobs "doing" with no heartbeat; any worker finds them (at start and
-then periodically), interrupts their runs (resumable with `/run N resume`) and ends the jobs.
+then periodically), interrupts their runs (resumable with `/run N action:resume`) and ends the jobs.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class Worker:
                     await self._report(
                         run_id,
                         f"⏸ Run #{run_id} was interrupted: its worker is shutting down. "
-                        f"`/run {run_id} resume` continues it.",
+                        f"`/run {run_id} action:resume` continues it.",
                     )
                 raise
 
@@ -107,7 +107,7 @@ class Worker:
                 await self._report(
                     run_id,
                     f"⏸ Run #{run_id} was interrupted: its worker is shutting down. "
-                    f"`/run {run_id} resume` continues it.",
+                    f"`/run {run_id} action:resume` continues it.",
                 )
         except InvalidTransition:
             pass  # it moved on meanwhile (the watchdog, a cancel on the bot)
@@ -140,7 +140,7 @@ class Worker:
                 await self._report(
                     run_id,
                     f"⏸ Run #{run_id} was interrupted: the worker executing it stopped while "
-                    f"{run.interrupted_from or 'running'}. `/run {run_id} resume` continues it.",
+                    f"{run.interrupted_from or 'running'}. `/run {run_id} action:resume` continues it.",
                 )
             await self.queue.give_up(job_id)
         if recovered:

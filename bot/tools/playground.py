@@ -293,8 +293,12 @@ class Playground:
         positional: list[str] = []
         names = {p.name for p in params}
         for token in tokens:
-            key, eq, value = token.partition("=")
-            if eq and key in names:
+            # `name=value`, or `name:value` as Discord's client shows a filled option (and the
+            # bot's replies write it: `/run 3 action:resume`).
+            key, sep, value = token.partition("=")
+            if not (sep and key in names):
+                key, sep, value = token.partition(":")
+            if sep and key in names:
                 named[key] = value
             else:
                 positional.append(token)
