@@ -20,8 +20,11 @@ from bot.improve.proof import LiveReplay
 from bot.improve.runs import Run
 from bot.kernel.durations import human_duration
 from bot.kernel.errors import UserError
+from bot.kernel.log import get_logger
 
 __all__ = ["DeployWatches"]
+
+_log = get_logger(__name__)
 
 
 class DeployWatches(DeployCore):
@@ -173,7 +176,14 @@ class DeployWatches(DeployCore):
         other offers the rollback."""
         if watch.process is None or self.rollout is None:
             return f"`/rollback {run.id}` to undo it."
-        return await self.rollout.regressed(run, why)
+        try:
+            return await self.rollout.regressed(run, why)
+        except Exception as exc:  # stored as rolled_back already: a next leader finishes it
+            _log.exception("taking the canary back failed", run_id=run.id)
+            return (
+                f"Taking the canary back failed ({type(exc).__name__}); `/run {run.id}` shows which"
+                " process runs which commit."
+            )
 
     @staticmethod
     def _on(watch: _Watch) -> str:

@@ -302,7 +302,7 @@ def refuse_shard_subset(settings: Settings) -> None:
     On SQLite each process would hold its own database: incidents, runs and approvals split by
     shard, and every process would run the self-improvement loop on the one repository. With
     `database.url` the processes share PostgreSQL and elect a leader; all shards in one process
-    are fine either way.
+    are fine either way. A canary (`deploy.canary_shards`) is one of several such processes.
     """
     discord = settings.discord
     canary = settings.deploy.canary_shards
