@@ -316,3 +316,36 @@ def test_a_canary_needs_shard_processes_on_postgresql(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "data", deploy={"canary_shards": [0]})
     with pytest.raises(ConfigError, match=r"database\.url and discord\.shard_ids"):
         refuse_shard_subset(settings)
+
+
+@pytest.mark.parametrize("stage", ["all", "rolled_back"])
+async def test_a_new_leader_finishes_the_stage_a_dead_leader_stored(
+    postgres_url: str, tmp_path: Path, stage: str
+) -> None:
+    """A leader died right after storing `all` (the fix not published yet) or `rolled_back` (no revert
+    made yet): the next leader finishes that step, and every process ends on one commit."""
+    from bot.db.runs import set_setting
+
+    first, second, repos = _checkouts(tmp_path, "a", "b")
+    _git(repos["a"], "reset", "-q", "--hard", second)  # the canary runs the fix
+    async with _leader_first(tmp_path, postgres_url, "b", "a", repos, **_canary()) as (leader, canary):
+        run = await leader.improve.runs.create("fix", 1, None, None, "fix x")
+        await set_setting(
+            leader.db,
+            ROLLOUT_KEY,
+            {
+                "run_id": run.id,
+                "sha": second,
+                "previous": first,
+                "canary": "shards 0",
+                "stage": stage,
+                "started_at": time.time() - 10,
+                "rolled_back_at": time.time(),
+            },
+        )
+        for services in (leader, canary):
+            services.cluster.deploy_ready.set()
+        await _until_stage(leader, "done")
+        final = leader.cluster.loaded_sha
+        assert canary.cluster.loaded_sha == final
+        assert final == second if stage == "all" else final not in (first, second)
