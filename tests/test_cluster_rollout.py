@@ -16,6 +16,7 @@ import pytest
 from bot.db import actions as action_queries
 from bot.db.records import ActionRecord
 from bot.improve.runs import Run
+from bot.kernel.errors import UserError
 from bot.kernel.settings import ConfigError
 from bot.runtime.services import Services
 from bot.scale.rollout import ROLLOUT_KEY, canary_regression
@@ -161,6 +162,9 @@ async def test_the_canary_takes_the_fix_first_and_the_other_only_after_its_watch
         shown = await leader.cluster.live_on(second, run.id)
         assert shown is not None and "**Rollout:** on the canary (shards 0) only" in shown
         assert f"shards 0 ✅ `{second[:7]}`, shards 1 at `{first[:7]}`" in shown
+        with pytest.raises(UserError, match="live on the canary"):  # the watch takes it back, not a revert
+            await leader.deploy.emergency_rollback(run.id, user_id=1)
+        assert _git(repos["b"], "rev-parse", "HEAD") == first
         await asyncio.sleep(WINDOW_S / 2)
         assert leader.cluster.loaded_sha == first  # still mid-watch
         await _until_state(leader, run.id, "resolved")

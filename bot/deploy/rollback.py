@@ -25,6 +25,13 @@ class DeployRollbacks(DeployCore):
 
     async def emergency_rollback(self, run_id: int, *, user_id: int) -> str:
         """Revert the run's merge on main at once and reload (approvers only; checked by the caller)."""
+        if self.rollout is not None and (canary := await self.rollout.canary_of(run_id)) is not None:
+            # Only the canary runs it, and its watch takes it back: a revert here would race the rollout.
+            raise UserError(
+                f"Run #{run_id} is live on the canary ({canary}) only, and nobody else runs it: its watch "
+                f"takes the canary back by itself if it regresses. Roll it back once every process runs it"
+                f" (`/run {run_id}` shows the rollout's stage)."
+            )
         async with self._ship_lock:
             run, merged = await self.runs.merged(run_id)
             revert_sha = await self._revert_commit(run, merged)

@@ -256,7 +256,7 @@ class Rollout:
 
     async def passed(self, run: Run) -> str:
         state = await self.stored()
-        if not state or int(state["run_id"]) != run.id:
+        if not state or int(state["run_id"]) != run.id or state["stage"] != "canary":
             return ""
         state.update(stage="all", all_at=self.now())
         await self._store(state)  # before anyone moves: a next leader publishes it again
