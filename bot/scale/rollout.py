@@ -173,8 +173,8 @@ class Rollout:
             "canary": f"on the canary ({canary}) only — the others follow once its watch passes",
             "all": f"the canary ({canary}) passed; every process is taking `{sha}`",
             "rolled_back": (
-                f"regressed on the canary ({canary}) and went back to `{str(state.get('revert', ''))[:7]}`"
-                " (the code from before); only the canary ever ran the fix"
+                f"regressed on the canary ({canary}), which is being taken back to the code from before;"
+                " only the canary ever ran the fix"
             ),
             "done": f"the canary ({canary}) passed; every process runs `{sha}`",
         }.get(str(state["stage"]), str(state["stage"]))
