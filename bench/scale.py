@@ -41,9 +41,15 @@ Prints one `name value unit` line per figure (diagnostics go to stderr):
   rounds (a new process takes the dead one's shard before each next round; the bench checks that
   exactly one process leads at the start of each). `leader_failover_max_s`: the slowest round.
   Target ≤ 10.
+- `rollout_canary_to_all_s`: a staged rollout (bot/scale/rollout.py) on two real `Cluster`s
+  (`build_services`, one shard each, each on its own checkout, the embedded PostgreSQL), the canary
+  (shards 0) not the leader: the time from the merge recorded (`_go_live` called on the leader) to
+  both processes' stored positions naming the merged commit, less the canary's watch window (2 s):
+  telling the canary, its fast-forward and reload, the judgement of its records, the publish and the
+  other's fast-forward. Target ≤ 5.
 
 Run from the repo root: `.venv/bin/python bench/scale.py` (`bench/scale.py run_pickup_ms`,
-`… leader_failover_s` or `… detector_restore_ms` for those figures alone).
+`… leader_failover_s`, `… detector_restore_ms` or `… rollout_canary_to_all_s` for those figures alone).
 """
 
 from __future__ import annotations
@@ -635,6 +641,108 @@ async def leader_failover(tmp: Path) -> list[float]:
         server.stop()
 
 
+ROLLOUT_WATCH_S = 2.0
+
+
+def _rollout_repo(root: Path) -> tuple[Path, str, str]:
+    """An origin with two commits (the second changes a cog): (its path, the first, the second)."""
+    origin = root / "origin"
+    origin.mkdir(parents=True)
+    (origin / "cogs").mkdir()
+    (origin / "cogs" / "x.py").write_text("X = 1\n")
+    who = ["-c", "user.name=bench", "-c", "user.email=bench@example.com"]
+    shas = []
+    for step in (
+        ["init", "-q", "-b", "main"],
+        ["add", "-A"],
+        [*who, "commit", "-qm", "one"],
+        ["rev-parse", "HEAD"],
+    ):
+        shas.append(_git(origin, *step))
+    (origin / "cogs" / "x.py").write_text("X = 2\n")
+    _git(origin, *who, "commit", "-qam", "two")
+    return origin, shas[-1], _git(origin, "rev-parse", "HEAD")
+
+
+def _git(repo: Path, *args: str) -> str:
+    import subprocess
+
+    done = subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+async def _polled(check: Any, every: float = 0.02) -> None:
+    while True:
+        if await check():
+            return
+        await asyncio.sleep(every)
+
+
+async def rollout_canary_to_all(tmp: Path) -> float:
+    """Seconds from a merge recorded to every process at the merged commit, the watch excluded
+    (module docstring)."""
+    import contextlib
+
+    from bot.scale.leader import PostgresLeader, lock_key
+
+    root = tmp / "rollout"
+    origin, first, second = _rollout_repo(root)
+    server = start_postgres(tmp / "postgres-rollout")
+    if isinstance(server, str):
+        raise RuntimeError(server)
+    try:
+        url = server.url(server.create_database())
+        async with contextlib.AsyncExitStack() as stack:
+            processes: list[Services] = []
+            for shard in (1, 0):  # shards 1 starts first and leads; shards 0 is the canary
+                checkout = root / f"shard-{shard}"
+                _git(root, "clone", "-q", str(origin), str(checkout))
+                _git(checkout, "reset", "-q", "--hard", first)
+                settings = make_settings(
+                    root / f"data-{shard}",
+                    repo_dir=checkout,
+                    database={"url": url},
+                    discord={"shard_count": 2, "shard_ids": [shard]},
+                    deploy={
+                        "watch_hand_edits": False,
+                        "watch_window_s": ROLLOUT_WATCH_S,
+                        "canary_shards": [0],
+                    },
+                )
+                leadership = PostgresLeader(url, lock_key("mendbot"), application_name=f"bench {shard}")
+                services = await build_services(settings, watch_prompts=False, leadership=leadership)
+                stack.push_async_callback(services.aclose)
+                services.cluster.poll_s = 0.1
+                processes.append(services)
+            leader, canary = processes
+
+            async def leads() -> bool:
+                return leader.cluster.leadership.is_leader
+
+            await _polled(leads, 0.05)
+            leader.deploy.prove_live = None  # nothing to replay: the watch and the records decide
+            runs = leader.improve.runs
+            run = await runs.create("fix", 1, None, None, "bench rollout")
+            for state in ("editing", "verifying", "awaiting_approval"):
+                await runs.transition(run.id, state, actor="bench")
+            run = await runs.transition(run.id, "merging", actor="bench", base_sha=first, verified_sha=second)
+
+            async def everyone_there() -> bool:
+                return set((await leader.cluster.positions()).values()) == {second}
+
+            started = time.perf_counter()
+            await leader.deploy._go_live(run, second)
+            assert canary.cluster.loaded_sha == second and leader.cluster.loaded_sha == first
+            await _polled(everyone_there)
+            took = time.perf_counter() - started - ROLLOUT_WATCH_S
+            print(
+                f"rollout: canary first, all at {second[:7]} after {took:.2f} s + the watch", file=sys.stderr
+            )
+            return took
+    finally:
+        server.stop()
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mendbot-scale-") as name:
         tmp = Path(name)
@@ -648,6 +756,9 @@ def main() -> None:
             return
         if only == ["detector_restore_ms"]:
             _restore_figures(tmp)
+            return
+        if only == ["rollout_canary_to_all_s"]:
+            _emit("rollout_canary_to_all_s", asyncio.run(rollout_canary_to_all(tmp)), "s", 2)
             return
         # First, while the process's peak memory is still its start-up's: the figure is its growth.
         _emit("detector_mb_at_20k_per_s", detector_memory(), "MB", 2)
@@ -663,6 +774,7 @@ def main() -> None:
         _emit("run_pickup_ms", asyncio.run(run_pickup(tmp)), "ms")
         _restore_figures(tmp)
         _failover_figures(tmp)
+        _emit("rollout_canary_to_all_s", asyncio.run(rollout_canary_to_all(tmp)), "s", 2)
 
 
 def _restore_figures(tmp: Path) -> None:

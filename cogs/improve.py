@@ -309,7 +309,7 @@ class Improve(commands.Cog):
         if run.failure_reason:
             lines.append(f"**Failed while {run.failure_stage}:** {run.failure_reason[:500]}")
         merged = next((str(e.detail["merged_sha"]) for e in events if e.detail.get("merged_sha")), None)
-        if merged is not None and (live_on := await self.bot.services.cluster.live_on(merged)):
+        if merged is not None and (live_on := await self.bot.services.cluster.live_on(merged, run.id)):
             lines.append(live_on)
         proof = await self.improve.proof_of(run_id)
         if proof is not None:

@@ -42,10 +42,10 @@ __all__ = [
 
 _COLUMNS = (
     "ts, kind, source, ok, duration_ms, guild_id, channel_id, user_id, message_id, cost_usd,"
-    " error_type, error_message, fingerprint, frames, run_id, extra, invocation, reply, samples"
+    " error_type, error_message, fingerprint, frames, run_id, extra, invocation, reply, samples, process"
 )
-_COUNT = 19
-# Rows per INSERT: 19,000 parameters, under SQLite's default limit of 32,766.
+_COUNT = 20
+# Rows per INSERT: 20,000 parameters, under SQLite's default limit of 32,766.
 _CHUNK = 1000
 
 Statement = tuple[str, tuple[object, ...]]
@@ -74,6 +74,7 @@ def _row(record: Mapping[str, Any]) -> tuple[object, ...]:
         _json(record["invocation"]),
         _json(record["reply"]),
         _json(record["samples"]),
+        record.get("process"),
     )
 
 

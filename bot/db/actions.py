@@ -33,6 +33,7 @@ __all__ = [
     "known_fingerprints",
     "last_id",
     "last_id_before",
+    "outcomes_of_process",
     "recent_calls",
     "recent_durations",
     "recent_failures",
@@ -59,6 +60,17 @@ _AFTER = (
 )
 _LAST_ID = select(func.coalesce(func.max(actions.c.id), 0))
 _LAST_ID_BEFORE = select(func.coalesce(func.max(actions.c.id), 0)).where(actions.c.ts < bindparam("ts"))
+# A staged rollout's watch (bot/scale/rollout.py): one process's outcomes and durations in a window.
+_OUTCOMES_OF_PROCESS = (
+    select(actions.c.ok, actions.c.duration_ms)
+    .where(
+        actions.c.process == bindparam("process"),
+        actions.c.ts >= bindparam("since"),
+        actions.c.ts < bindparam("until"),
+    )
+    .order_by(actions.c.ts.desc())
+    .limit(bindparam("limit"))
+)
 _BY_IDS = select(actions).where(actions.c.id.in_(bindparam("ids", expanding=True)))
 _FAILURES_OF_FINGERPRINT = (
     select(actions)
@@ -335,6 +347,7 @@ def row_to_record(row: Mapping[str, Any]) -> ActionRecord:
         invocation=json.loads(row["invocation"]) if row["invocation"] else None,
         reply=json.loads(row["reply"]) if row["reply"] else None,
         samples=json.loads(row["samples"]) if row["samples"] else None,
+        process=row.get("process"),
     )
 
 
@@ -407,3 +420,11 @@ async def last_id(db: Connection) -> int:
 async def last_id_before(db: Connection, ts: float) -> int:
     """The highest id of an action recorded before `ts` (0 when there is none)."""
     return int(await core.scalar(db, _LAST_ID_BEFORE, ts=ts) or 0)
+
+
+async def outcomes_of_process(
+    db: Connection, process: str, *, since: float, until: float, limit: int = 20000
+) -> list[tuple[bool, float]]:
+    """(ok, duration_ms) of the newest actions `process` recorded in [since, until)."""
+    found = await core.rows(db, _OUTCOMES_OF_PROCESS, process=process, since=since, until=until, limit=limit)
+    return [(bool(row["ok"]), float(row["duration_ms"])) for row in found]

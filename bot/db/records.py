@@ -36,6 +36,8 @@ class ActionRecord(BaseModel):
     reply: dict[str, Any] | None = None
     # Where a slow handler's time went: [{"frames": [...innermost last], "count": n}], most first.
     samples: list[dict[str, Any]] | None = None
+    # The bot process that recorded it, by its shards ("shards 0"), when several share the database.
+    process: str | None = None
 
     @classmethod
     def trusted(cls, **values: Any) -> Self:

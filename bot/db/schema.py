@@ -121,6 +121,7 @@ actions = Table(
     Column("invocation", Text),
     Column("reply", Text),
     Column("samples", Text),
+    Column("process", Text),  # the recording process's shards label (several processes); v0017_rollout
 )
 Index("actions_fingerprint_ts", actions.c.fingerprint, actions.c.ts, **_partial("fingerprint IS NOT NULL"))
 Index(

@@ -35,7 +35,7 @@ from bot.observe.incidents import IncidentService
 if TYPE_CHECKING:
     from bot.kernel.settings import Settings
 
-__all__ = ["DeployCore", "DeployReporter"]
+__all__ = ["DeployCore", "DeployReporter", "StagedRollout"]
 
 _log = get_logger(__name__)
 
@@ -52,12 +52,50 @@ class DeployReporter(Protocol):
         ...
 
 
+class StagedRollout(Protocol):
+    """Several processes with a canary (bot/scale/rollout.py): a merged fix goes live on the canary
+    first, its watch follows the canary's records only, and the others take it once that passes."""
+
+    async def begin(self, run: Run, merged_sha: str) -> str | None:
+        """Store a rollout of `merged_sha` at stage `canary` (before anything moves; the stored one
+        when it is this run's already) and return the canary's name; None: no staged rollout."""
+        ...
+
+    def canary_is_here(self, canary: str) -> bool:
+        """Whether this process is the canary (it then moves its own checkout as a deploy does)."""
+        ...
+
+    async def reach_canary(self, run: Run, merged_sha: str) -> str | None:
+        """Once the canary runs `merged_sha` (this process: it did; another: told and waited for):
+        None, and its watch starts now; else why it does not."""
+        ...
+
+    async def canary_of(self, run_id: int) -> str | None:
+        """The canary whose records the watch of `run_id` follows (stage `canary`), else None."""
+        ...
+
+    async def judge(self, run_id: int) -> str | None:
+        """At the end of the canary's watch: its error rate or latency worse than its own baseline
+        (why), else None."""
+        ...
+
+    async def passed(self, run: Run) -> str:
+        """The canary's watch passed: every process takes the fix (stage `all`); a line for chat."""
+        ...
+
+    async def regressed(self, run: Run, why: str) -> str:
+        """The fix regressed on the canary: the canary goes back, every process ends on one commit
+        (stage `rolled_back`); a line for chat."""
+        ...
+
+
 @dataclass
 class _Watch:
     run_id: int
     fingerprint: str | None
     files: set[str]
     task: asyncio.Task[None] | None = None
+    process: str | None = None  # a canary's watch: only that process's records count
 
 
 class DeployCore:
@@ -112,6 +150,8 @@ class DeployCore:
         # too). Unset: this process merges and is the only one.
         self.hand_over: Callable[[int], Awaitable[str]] | None = None
         self.went_live: Callable[[str, bool], Awaitable[None]] | None = None
+        # With a canary configured (deploy.canary_shards) the fix goes live on it first.
+        self.rollout: StagedRollout | None = None
 
     async def is_drill_run(self, run: Run) -> bool:
         """Whether `run` is a fire drill's (bot/improve/drill.py): requested by the drill user, or on

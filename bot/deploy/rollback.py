@@ -1,6 +1,11 @@
 """The emergency rollback: the run's merge reverted on main at once — a commit made without touching
 the live tree — then fast-forwarded and reloaded, and proved by the recorded calls behaving as before
 the fix. (The ordinary rollback goes through verify and approval like any change.)
+
+A canary's rollback (bot/scale/rollout.py) is the same kind of commit: on top of the merge, with the
+tree every other process still runs, so every process fast-forwards to it and ends on one commit. It
+is built from stored values only (fixed identity and date), so every checkout that has the merge
+builds the very same commit — with the local forge each process's checkout makes it itself.
 """
 
 from __future__ import annotations
@@ -20,6 +25,13 @@ class DeployRollbacks(DeployCore):
 
     async def emergency_rollback(self, run_id: int, *, user_id: int) -> str:
         """Revert the run's merge on main at once and reload (approvers only; checked by the caller)."""
+        if self.rollout is not None and (canary := await self.rollout.canary_of(run_id)) is not None:
+            # Only the canary runs it, and its watch takes it back: a revert here would race the rollout.
+            raise UserError(
+                f"Run #{run_id} is live on the canary ({canary}) only, and nobody else runs it: its watch "
+                f"takes the canary back by itself if it regresses. Roll it back once every process runs it"
+                f" (`/run {run_id}` shows the rollout's stage)."
+            )
         async with self._ship_lock:
             run, merged = await self.runs.merged(run_id)
             revert_sha = await self._revert_commit(run, merged)
@@ -42,6 +54,25 @@ class DeployRollbacks(DeployCore):
                 await self.went_live(revert_sha, True)
             proved = await self.prove_rollback(run, revert_sha) if self.prove_rollback is not None else ""
             return f"⏪ Rolled back run #{run.id} (`{revert_sha[:7]}`):\n{report}{proved}"
+
+    async def canary_revert(self, run_id: int, merged_sha: str, previous_sha: str, at: float) -> str:
+        """The commit that takes a canary back: parent `merged_sha`, tree `previous_sha`'s, dated `at`
+        (the same commit in every checkout that has both); recorded on the run once."""
+        repo = self._settings.repo_dir.resolve()
+        date = f"@{int(at)} +0000"
+        tree = (await git(repo, "rev-parse", f"{previous_sha}^{{tree}}", error=UserError)).output.strip()
+        made = await git(
+            repo,
+            "commit-tree",
+            tree,
+            "-p",
+            merged_sha,
+            "-m",
+            f"Revert run {run_id} on the canary\n\nRun-Id: {run_id}",
+            env={"GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date},
+            error=UserError,
+        )
+        return made.output.strip()
 
     async def _revert_commit(self, run: Run, merged_sha: str) -> str:
         """A commit on top of main that undoes base..merged, made without touching the live tree."""

@@ -325,7 +325,13 @@ class DeployService(DeployWatches, DeployRollbacks, DeployReverification, Deploy
         A fast-forward that git refuses (hand edits, a stale index lock) holds the run: it becomes
         `interrupted` with the reason — never left merging — and `/run N action:resume` finishes the
         deploy once the cause is gone (the merge itself is not redone).
+
+        With a canary (`self.rollout`), only the canary takes it now: this process's checkout moves
+        only if it is the canary, nothing is published, and the watch follows the canary's records.
         """
+        canary = await self.rollout.begin(run, merged_sha) if self.rollout is not None else None
+        if canary is not None and self.rollout is not None and not self.rollout.canary_is_here(canary):
+            return await self._go_live_elsewhere(run, merged_sha, canary, approved)
         async with self._swapping_code() as apply:
             live = await self.merger.update_live_checkout(merged_sha)
             if not live.ok:
@@ -359,16 +365,45 @@ class DeployService(DeployWatches, DeployRollbacks, DeployReverification, Deploy
                 report = "(already live: loaded when this process started)"
             else:
                 report = await apply(changed)
-        if self.went_live is not None:
+        if canary is not None and self.rollout is not None:
+            await self.rollout.reach_canary(run, merged_sha)  # this process is the canary: it runs it now
+        elif self.went_live is not None:
             await self.went_live(merged_sha, live.old_sha != merged_sha)
         # Before the watch: "resolved" then rests on the replay's evidence, not only on quiet; a replay
         # that shows the fix not holding live regresses the run at once, with the rollback offered.
         replay = await self.prove_live(run, merged_sha) if self.prove_live is not None else LiveReplay()
-        watch = await self._start_watch(run, set(changed), timer=not replay.failed)
+        watch = await self._start_watch(run, set(changed), timer=not replay.failed, process=canary)
         if replay.failed:
             await self._regressed_live(watch, replay.line)
         await self.deploy_reported(run.id, merged_sha)  # the caller says it now: never again after a restart
-        return f"🚀 Merged `{merged_sha[:7]}` and deployed{approved}:\n{report}{replay.line}"
+        return (
+            f"🚀 Merged `{merged_sha[:7]}` and deployed{approved}{_on_canary(canary)}:\n{report}{replay.line}"
+        )
+
+    async def _go_live_elsewhere(self, run: Run, merged_sha: str, canary: str, approved: str) -> str:
+        """The canary is another process: it is told and waited for; this checkout stays where it is.
+        The replay and the watch then judge the code the canary runs, by the canary's records."""
+        problem = await self.rollout.reach_canary(run, merged_sha) if self.rollout is not None else None
+        changed = await self.merger.changed_files(run.base_sha, merged_sha) if run.base_sha else []
+        run = await self.runs.transition(
+            run.id,
+            "deployed",
+            actor="pipeline",
+            detail={"merged_sha": merged_sha, "files": changed, "canary": canary},
+        )
+        if problem is not None:  # the canary could not take it: nobody runs it, and nobody will
+            watch = await self._start_watch(run, set(changed), timer=False, process=canary)
+            await self._regressed_canary(watch, problem)
+            await self.deploy_reported(run.id, merged_sha)
+            return (
+                f"⚠️ Merged `{merged_sha[:7]}`{approved}, but the canary ({canary}) did not take it: {problem}"
+            )
+        replay = await self.prove_live(run, merged_sha) if self.prove_live is not None else LiveReplay()
+        watch = await self._start_watch(run, set(changed), timer=not replay.failed, process=canary)
+        if replay.failed:
+            await self._regressed_live(watch, replay.line)
+        await self.deploy_reported(run.id, merged_sha)
+        return f"🚀 Merged `{merged_sha[:7]}`{approved}{_on_canary(canary)}.{replay.line}"
 
     async def resume_deploy(self, run_id: int, *, actor: str) -> str:
         """Continue a deploy that a restart or a held fast-forward interrupted, from its last step.
@@ -419,6 +454,12 @@ class DeployService(DeployWatches, DeployRollbacks, DeployReverification, Deploy
                 return live, ""
             changed = await self.merger.changed_files(loaded_sha, merged_sha) if loaded_sha else []
             return live, (await apply(changed) if changed else "nothing to reload")
+
+
+def _on_canary(canary: str | None) -> str:
+    if canary is None:
+        return ""
+    return f" — live on the canary ({canary}) — the others follow once its watch passes"
 
 
 def describe(run: Run) -> dict[str, Any]:

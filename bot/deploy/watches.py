@@ -20,8 +20,11 @@ from bot.improve.proof import LiveReplay
 from bot.improve.runs import Run
 from bot.kernel.durations import human_duration
 from bot.kernel.errors import UserError
+from bot.kernel.log import get_logger
 
 __all__ = ["DeployWatches"]
+
+_log = get_logger(__name__)
 
 
 class DeployWatches(DeployCore):
@@ -35,16 +38,18 @@ class DeployWatches(DeployCore):
         *,
         timer: bool = True,
         resumed: bool = False,
+        process: str | None = None,
     ) -> _Watch:
         """Watch the run's fingerprint and touched files; `timer=False` leaves the window's timer
-        to `_start_timer` (a resumed watch, whose end must not be reported before chat is up)."""
+        to `_start_timer` (a resumed watch, whose end must not be reported before chat is up).
+        `process`: a canary's watch, which only that process's records can end."""
         if run.state != "watching":
             detail: dict[str, object] = {"window_s": self._config.watch_window_s}
             if resumed:
                 detail["resumed"] = True  # not the deploy's own start of the watch (see `_unreported`)
             run = await self.runs.transition(run.id, "watching", actor="pipeline", detail=detail)
         fingerprint = await self._fingerprint(run.incident_id)
-        watch = self._watches[run.id] = _Watch(run.id, fingerprint, files)
+        watch = self._watches[run.id] = _Watch(run.id, fingerprint, files, process=process)
         if timer:
             self._start_timer(watch, self._config.watch_window_s if remaining_s is None else remaining_s)
         return watch
@@ -61,18 +66,32 @@ class DeployWatches(DeployCore):
 
     async def _watch_until(self, watch: _Watch, window: float) -> None:
         await asyncio.sleep(window)
-        if self._watches.pop(watch.run_id, None) is None:
+        if self._watches.get(watch.run_id) is not watch:
             return  # regressed meanwhile
+        rolled_out = ""
+        if watch.process is not None and self.rollout is not None:
+            # Quiet is not enough on a canary: its error rate and latency against its own baseline.
+            why = await self.rollout.judge(watch.run_id)
+            if self._watches.get(watch.run_id) is not watch:
+                return  # a failure came back while the records were read
+            if why is not None:
+                self._watches.pop(watch.run_id, None)
+                await self._regressed_canary(watch, why)
+                return
+            self._watches.pop(watch.run_id, None)
+            rolled_out = "\n" + await self.rollout.passed(await self.runs.get(watch.run_id))
+        self._watches.pop(watch.run_id, None)
         run = await self.runs.transition(watch.run_id, "resolved", actor="watch")
         if run.incident_id is not None:
             with contextlib.suppress(UserError):  # already resolved by hand
                 await self._incidents.set_state(run.incident_id, "resolved", 0)
         await self._remember(watch, run, "resolved")
         if self.reporter is not None:
+            where = f" on the canary ({watch.process})" if watch.process is not None else ""
             await self.reporter.deployed(
                 run,
                 f"✅ Run #{run.id}: quiet for {human_duration(self._config.watch_window_s)} after deploy"
-                " — resolved.",
+                f"{where} — resolved.{rolled_out}",
             )
 
     async def _remember(self, watch: _Watch, run: Run, outcome: str) -> None:
@@ -94,6 +113,8 @@ class DeployWatches(DeployCore):
         if record.ok or not self._watches:
             return
         for watch in list(self._watches.values()):
+            if watch.process is not None and record.process != watch.process:
+                continue  # a canary's watch: the others do not run the fix
             touched = any(frame.split(":", 1)[0] in watch.files for frame in record.frames)
             if record.fingerprint == watch.fingerprint or touched:
                 self._watches.pop(watch.run_id, None)
@@ -109,13 +130,12 @@ class DeployWatches(DeployCore):
             detail={"error": f"{record.error_type}: {record.error_message}", "frames": record.frames[-3:]},
         )
         await self._remember(watch, run, "regressed")
+        error = f"`{record.error_type}: {(record.error_message or '')[:200]}`"
+        undone = await self._undo_canary(watch, run, f"{record.error_type}: {record.error_message or ''}")
         if self.reporter is not None:
             where = record.frames[-1] if record.frames else record.kind
             await self.reporter.regressed(
-                run,
-                f"⚠️ Run #{run.id} regressed: `{record.error_type}: "
-                f"{(record.error_message or '')[:200]}` at `{where}`. "
-                f"`/rollback {run.id}` to undo it.",
+                run, f"⚠️ Run #{run.id} regressed{self._on(watch)}: {error} at `{where}`. {undone}"
             )
 
     async def _regressed_live(self, watch: _Watch, line: str) -> None:
@@ -131,13 +151,43 @@ class DeployWatches(DeployCore):
             with contextlib.suppress(UserError):  # open already
                 await self._incidents.set_state(run.incident_id, "open", 0)
         await self._remember(watch, run, "regressed")
+        why = line.strip().removeprefix("❌ Replay against the live code: ")[:300]
+        undone = await self._undo_canary(watch, run, f"the replay against the live code still fails ({why})")
         if self.reporter is not None:
             await self.reporter.regressed(
                 run,
-                f"⚠️ Run #{run.id} regressed: the replay against the live code still fails "
-                f"({line.strip().removeprefix('❌ Replay against the live code: ')[:300]}). "
-                f"`/rollback {run.id}` to undo it.",
+                f"⚠️ Run #{run.id} regressed{self._on(watch)}: the replay against the live code still fails "
+                f"({why}). {undone}",
             )
+
+    async def _regressed_canary(self, watch: _Watch, why: str) -> None:
+        """The canary's own records after the fix are worse than before it: regressed, rolled back."""
+        run = await self.runs.transition(watch.run_id, "regressed", actor="watch", detail={"canary": why})
+        if run.incident_id is not None:
+            with contextlib.suppress(UserError):  # open already
+                await self._incidents.set_state(run.incident_id, "open", 0)
+        await self._remember(watch, run, "regressed")
+        undone = await self._undo_canary(watch, run, why)
+        if self.reporter is not None:
+            await self.reporter.regressed(run, f"⚠️ Run #{run.id} regressed{self._on(watch)}: {why}. {undone}")
+
+    async def _undo_canary(self, watch: _Watch, run: Run, why: str) -> str:
+        """A canary's regression takes the canary back at once (the rollout's line for chat); any
+        other offers the rollback."""
+        if watch.process is None or self.rollout is None:
+            return f"`/rollback {run.id}` to undo it."
+        try:
+            return await self.rollout.regressed(run, why)
+        except Exception as exc:  # stored as rolled_back already: a next leader finishes it
+            _log.exception("taking the canary back failed", run_id=run.id)
+            return (
+                f"Taking the canary back failed ({type(exc).__name__}); `/run {run.id}` shows which"
+                " process runs which commit."
+            )
+
+    @staticmethod
+    def _on(watch: _Watch) -> str:
+        return f" on the canary ({watch.process})" if watch.process is not None else ""
 
     async def resume_watches(self) -> int:
         """After a restart: watch deployed runs again at once (a regression is caught from the start),
@@ -155,7 +205,8 @@ class DeployWatches(DeployCore):
             files = set(
                 next((e.detail.get("files", []) for e in reversed(events) if e.state == "deployed"), [])
             )
-            watch = await self._start_watch(run, files, remaining, timer=False, resumed=True)
+            process = await self.rollout.canary_of(run.id) if self.rollout is not None else None
+            watch = await self._start_watch(run, files, remaining, timer=False, resumed=True, process=process)
             self._resumed_watches.append((watch, remaining))
             resumed += 1
         return resumed

@@ -281,6 +281,9 @@ class DeployConfig(_Section):
     restart_exit_code: int = Field(default=26, ge=1, le=255)
     drain_timeout_s: float = Field(default=30, ge=0)
     watch_hand_edits: bool = True  # files edited by hand in cogs/, prompts/ reload like a deploy
+    # Several shard processes (database.url + discord.shard_ids): the process running exactly these
+    # shards takes a merged fix first; the others follow once its watch passes (docs/scaling.md).
+    canary_shards: list[int] | None = None
     # What proof a fix needs to merge with a plain "ship it" (bot/improve/proof.py): "test" — proven by a
     # regression test or by the replay; "replay" — only a replay judged from outside counts; "off" —
     # none. Short of it, a fix needs "ship it unproven"; one the proof shows not to fix the failure is

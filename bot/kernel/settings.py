@@ -302,9 +302,21 @@ def refuse_shard_subset(settings: Settings) -> None:
     On SQLite each process would hold its own database: incidents, runs and approvals split by
     shard, and every process would run the self-improvement loop on the one repository. With
     `database.url` the processes share PostgreSQL and elect a leader; all shards in one process
-    are fine either way.
+    are fine either way. A canary (`deploy.canary_shards`) is one of several such processes.
     """
     discord = settings.discord
+    canary = settings.deploy.canary_shards
+    if canary is not None and (settings.database.url is None or not discord.runs_shard_subset):
+        raise ConfigError(
+            f"config error: deploy.canary_shards {canary} names the process that takes a fix first, "
+            "which needs several shard processes on one PostgreSQL store: set database.url and "
+            "discord.shard_ids (each process its part), or remove deploy.canary_shards"
+        )
+    if canary is not None and (not canary or any(not 0 <= s < (discord.shard_count or 0) for s in canary)):
+        raise ConfigError(
+            f"config error: deploy.canary_shards {canary} must list shards of the "
+            f"{discord.shard_count} (0 to {(discord.shard_count or 1) - 1}), exactly those one process runs"
+        )
     if not discord.runs_shard_subset or settings.database.url is not None:
         return
     count = discord.shard_count or 0

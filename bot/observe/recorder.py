@@ -95,6 +95,8 @@ class ActionRecorder:
     ) -> None:
         # A SQLite file, or a PostgreSQL URL (whose store needs no checkpoints of ours).
         self._database = database
+        # Set when several bot processes share the database: this one's shards label, on every record.
+        self.process: str | None = None
         self._sqlite_path = None if action_writes.is_postgresql(database) else Path(database)
         self._retry = retry or RetryPolicy(attempts=5)
         self._storage = storage
@@ -200,6 +202,7 @@ class ActionRecorder:
             invocation=self._redactor.value(invocation) if invocation else None,
             reply=self._redactor.value(reply) if reply else None,
             samples=samples or None,
+            process=self.process,
         )
         self.recorded += 1
         for subscriber in self._subscribers:

@@ -44,7 +44,7 @@ from bot.observe.audit import AuditService
 from bot.observe.detector import AnomalyDetector, restore_windows
 from bot.observe.incidents import IncidentService
 from bot.observe.recorder import ActionRecorder
-from bot.scale.cluster import Cluster, leadership_for, shares_database
+from bot.scale.cluster import Cluster, leadership_for, process_label, shares_database
 from bot.scale.leader import Leadership
 from bot.trust.access import AccessPolicy
 from bot.trust.gateway import ModelGateway
@@ -239,6 +239,8 @@ async def _assemble(
         storage.assume_failing(fault, "still open from before the restart")
     detector = AnomalyDetector(observe, incidents.on_signal, await action_queries.known_fingerprints(db))
     shared = shares_database(settings)
+    if shared:  # every record names its process: a staged rollout watches the canary's own
+        recorder.process = process_label(settings)
     if not shared:
         # A storm that began before this restart goes on counting (a leader does this per term).
         last = await action_queries.last_id(db)

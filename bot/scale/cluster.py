@@ -22,6 +22,8 @@ Only the leader, while it leads:
   mendbot_deployed, '<sha>'`. Every process follows it (`follow`): fetch it (GitHub forge),
   fast-forward its checkout with the deploy guard and reload what differs from the code it runs.
   One that cannot (hand edits) says so in its log and /health and stays where it is.
+- with `deploy.canary_shards`, stages each merge (bot/scale/rollout.py): the canary takes it first,
+  the others only once the canary's watch passed; a regression there takes the canary back.
 
 Nothing is announced twice or lost across a change of leader: the new leader reads the incidents from the
 database before it feeds anything (a storm an old leader announced attaches to that incident), it
@@ -59,6 +61,7 @@ from bot.kernel.settings import Settings
 from bot.observe.detector import AnomalyDetector, restore_windows
 from bot.observe.incidents import IncidentService
 from bot.scale.leader import Leadership, PostgresLeader, SoleLeader, lock_key
+from bot.scale.rollout import Rollout, canary_name
 
 __all__ = [
     "DEPLOYED_CHANNEL",
@@ -69,6 +72,7 @@ __all__ = [
     "ActionTail",
     "Cluster",
     "leadership_for",
+    "process_label",
     "shares_database",
 ]
 
@@ -86,6 +90,12 @@ def shares_database(settings: Settings) -> bool:
     settings allow only on PostgreSQL). A process running every shard is the only bot process,
     on SQLite or PostgreSQL alike, and leads alone."""
     return settings.database.url is not None and settings.discord.runs_shard_subset
+
+
+def process_label(settings: Settings) -> str:
+    """A bot process among the others: the shards it runs (stable across its restarts)."""
+    shards = settings.discord.shard_ids
+    return "shards " + ",".join(map(str, shards)) if shards else "all shards"
 
 
 def leadership_for(settings: Settings) -> Leadership:
@@ -170,6 +180,7 @@ class Cluster:
     loaded_sha: str | None = None  # the commit whose code this process runs
     follow_problem: str | None = None  # why the live checkout is not at the last merge
     tail_position: int | None = None
+    rollout: Rollout | None = None  # with a canary configured (bot/scale/rollout.py)
     _shipping: set[int] = field(default_factory=set)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -192,6 +203,9 @@ class Cluster:
         await self.record_position()
         self.deploy.hand_over = self.hand_over
         self.deploy.went_live = self.publish
+        if canary_name(self.settings) is not None:
+            self.rollout = Rollout(self.settings, self.db, self.deploy, self, self.incidents.now)
+            self.deploy.rollout = self.rollout
         daemons.start("leader-work", self.leadership.while_leader(self.lead))
         daemons.start("incident-refresh", self._refresh_while_following())
         daemons.start("merge-follower", self._follow_merges())
@@ -199,8 +213,7 @@ class Cluster:
     @property
     def process_name(self) -> str:
         """This process among the others: the shards it runs (stable across its restarts)."""
-        shards = self.settings.discord.shard_ids
-        return "shards " + ",".join(map(str, shards)) if shards else "all shards"
+        return process_label(self.settings)
 
     async def record_position(self) -> None:
         """Store which commit this process runs, for every process's /metrics and /run to show."""
@@ -222,9 +235,9 @@ class Cluster:
         stored = await queries.settings_under(self.db, PROCESS_PREFIX)
         return {name: str(value.get("sha", "")) for name, value in stored.items()}
 
-    async def live_on(self, merged_sha: str) -> str | None:
+    async def live_on(self, merged_sha: str, run_id: int | None = None) -> str | None:
         """For /run: which process runs the run's merged commit and which does not (None with a single
-        process, where the deploy report says it all)."""
+        process, where the deploy report says it all), after the stage of the run's staged rollout."""
         positions = await self.positions()
         if not positions:
             return None
@@ -232,7 +245,9 @@ class Cluster:
             f"{name} ✅ `{sha[:7]}`" if sha == merged_sha else f"{name} at `{sha[:7]}`"
             for name, sha in positions.items()
         ]
-        return "**Live on:** " + ", ".join(parts)
+        shown = "**Live on:** " + ", ".join(parts)
+        stage = await self.rollout.describe(run_id) if self.rollout and run_id is not None else None
+        return f"{stage}\n{shown}" if stage else shown
 
     def health(self) -> dict[str, object]:
         return {
@@ -262,6 +277,8 @@ class Cluster:
                 group.create_task(self._coordinate_merges())
         finally:
             self.deploy.stop()  # watch timers: the next leader resumes them from the runs' events
+            if self.rollout is not None:
+                self.rollout.stop()  # ...and the rollout from its stored stage
             # A merge must not go on beside the next leader's: it resumes this one from the
             # database (the run is still `merging`; a recorded merge is not merged again).
             for task in list(self._tasks):
@@ -325,6 +342,8 @@ class Cluster:
             await self.deploy.resume_watches()
             await self.deploy.announce_resumed_watches("a new leader took up its watch")
             await self.deploy.continue_interrupted_deploys()
+            if self.rollout is not None:
+                await self.rollout.resume()
         except Exception:
             _log.exception("resuming deploys failed")
         async for _ in self._notifications(DEPLOY_CHANNEL, self.deploy_poll_s):
@@ -335,8 +354,10 @@ class Cluster:
 
     async def merge_approved(self) -> None:
         merging = [run for run in await self.improve.runs.active() if run.state == "merging"]
+        # A fix on the canary only: other merges wait until it passes or goes back.
+        holding = await self.rollout.holding() if self.rollout is not None else None
         for run in sorted(merging, key=lambda run: run.updated_at):
-            if run.id in self._shipping:
+            if run.id in self._shipping or (holding is not None and run.id != holding):
                 continue
             self._shipping.add(run.id)
             task = asyncio.get_running_loop().create_task(self._ship(run.id), name=f"ship-{run.id}")
@@ -374,6 +395,10 @@ class Cluster:
         await queries.notify(self.db, DEPLOYED_CHANNEL, sha)
         _log.info("merge published", sha=sha)
 
+    async def nudge(self) -> None:
+        """Wake every process's merge follower (a rollout's stage changed) without publishing."""
+        await queries.notify(self.db, DEPLOYED_CHANNEL, "rollout")
+
     # -- every process ------------------------------------------------------------------------
 
     async def _refresh_while_following(self) -> None:
@@ -390,9 +415,13 @@ class Cluster:
     async def _follow_merges(self) -> None:
         async for _ in self._notifications(DEPLOYED_CHANNEL, 30.0):
             try:
-                stored = await get_setting(self.db, DEPLOYED_KEY)
-                if stored and stored.get("sha") and stored["sha"] != self.loaded_sha:
-                    await self.follow(str(stored["sha"]))
+                # The canary of a staged rollout runs its fix; every process else the last publish.
+                target = await self.rollout.target() if self.rollout is not None else None
+                if target is None:
+                    stored = await get_setting(self.db, DEPLOYED_KEY)
+                    target = str(stored["sha"]) if stored and stored.get("sha") else None
+                if target is not None and target != self.loaded_sha:
+                    await self.follow(target)
             except Exception:
                 _log.exception("following a merge failed")
 
@@ -401,6 +430,8 @@ class Cluster:
         forge = self.deploy.forge
         if await resolve_commit(self.repo, sha) is None and isinstance(forge, GitHubForge):
             await forge.main_sha()  # fetches main from GitHub, where the merge is
+        if await resolve_commit(self.repo, sha) is None and self.rollout is not None:
+            await self.rollout.materialise(sha)  # a canary's revert: built here from the stored rollout
         live, report = await self.deploy.follow(sha, self.loaded_sha or "")
         if not live.ok:
             if self.follow_problem is None:
@@ -441,6 +472,8 @@ class Cluster:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def close(self) -> None:
+        if self.rollout is not None:
+            self.rollout.stop()
         for task in list(self._tasks):
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
