@@ -185,6 +185,8 @@ class Ship(commands.Cog):
 
     async def _continue_deploys(self) -> None:
         await self.bot.wait_until_ready()  # it reports in the run's channel and reloads cogs
+        if self.deploy.resume_gate is not None:
+            await self.deploy.resume_gate()
         await self.deploy.announce_resumed_watches()
         await self.deploy.continue_interrupted_deploys()
 

@@ -142,6 +142,10 @@ class DeployCore:
         self.prove_rollback: Callable[[Run, str], Awaitable[str]] | None = None
         # Proves a proposal branch's new head after a hand commit (bot.improve), one line for the chat.
         self.reprove: Callable[[Run, str], Awaitable[str]] | None = None
+        # Set by a host that must finish starting before interrupted deploys go on at start-up (the
+        # virtual Discord gives a connecting bot a fixed few seconds to settle; a resumed deploy's git,
+        # sandbox and replay can take longer on a loaded machine, and must not fail the start).
+        self.resume_gate: Callable[[], Awaitable[None]] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._resumed_watches: list[tuple[_Watch, float]] = []
         # Several processes on one database (bot/scale/cluster.py): an approved merge is handed to the

@@ -6,6 +6,7 @@ real bot connected to it, and the playground's rules for time and runs (`virtual
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -52,7 +53,9 @@ class VirtualWorld:
     async def restart(self, bot: MendBot) -> None:
         """Replace the running bot with a new one; the virtual world (and database) stays."""
         old = self.bot
+        up = _gate_resumed_deploys(self.env, bot)
         await self.env.restart_bot(bot)
+        up.set()
         self.bot = bot
         await old.services.aclose()
         await bot.sync_app_commands(self.guild.id)
@@ -142,12 +145,14 @@ async def virtual_world(
         }
     if real_clock:
         _start_clock_now(env)
+    up = _gate_resumed_deploys(env, bot)
     settings.discord.dev_guild_id = guild.id
     settings.discord.dev_channel_ids = [channels["dev"].id]
     settings.access.allowed_user_ids = [
         users[user.name].id for user in settings.playground.users if user.allowed
     ]
     await env.start()
+    up.set()
     world: VirtualWorld | None = None
     try:
         await bot.sync_app_commands(guild.id)
@@ -158,6 +163,18 @@ async def virtual_world(
     finally:
         await (world.bot if world is not None else bot).close()
         await env.shutdown()
+
+
+def _gate_resumed_deploys(env: simcord.Env, bot: MendBot) -> asyncio.Event:
+    """Interrupted deploys go on once the bot is connected (set the event then), as bot work the next
+    settle waits for — not inside the connect, whose settle simcord bounds at a fixed 5 s."""
+    up = asyncio.Event()
+
+    async def connected() -> None:
+        await env.external_wait(up.wait(), reason="the bot is connecting")
+
+    bot.services.deploy.resume_gate = connected
+    return up
 
 
 @contextmanager
