@@ -67,7 +67,7 @@ lint: setup
 	$(BIN)/lint-imports
 
 test: lint browser  ## ruff, mypy and the whole suite: on SQLite, and on PostgreSQL what differs between engines
-	$(PYTEST)
+	$(PYTEST) --durations=20
 
 check: lint browser ## the inner loop: lint and every test that does not start the Claude Code CLI, on SQLite
 	MENDBOT_TEST_DATABASE=sqlite $(PYTEST) -m 'not cli' -x

@@ -295,7 +295,14 @@ async def _ship_it(scene: Scene, proposal: dict[str, Any]) -> None:
 async def _failover(scene: Scene) -> list[str]:
     """A storm begins, the leader is killed, the storm goes on; what #dev was told after the kill."""
     leader, follower = scene.bots
+    flips = "SELECT count(*) FROM actions WHERE kind = %s"
+    before = int(await _scalar(scene.url, flips, "command:flip"))
     await scene.fails(scene.away, "!flip", "KeyError", 2)
+
+    async def stored() -> bool:  # the reply goes out before the writer process stores the record
+        return int(await _scalar(scene.url, flips, "command:flip")) >= before + 2
+
+    await _until(stored, 30, "the first failures stored")
     last_flip = int(await _scalar(scene.url, "SELECT max(id) FROM actions WHERE kind = %s", "command:flip"))
 
     async def fed() -> bool:
