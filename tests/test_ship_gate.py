@@ -26,6 +26,7 @@ from bot.improve.runs import Run
 from bot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_down, bot_messages, make_bot, make_settings, reply_text, running_world
 from tests.harness.repo import git
+from tests.harness.sql import stored
 
 
 def tiny_repo(path: Path) -> Path:
@@ -591,6 +592,26 @@ async def test_a_restart_during_the_watch_says_the_watch_goes_on(gate: Gate) -> 
     await gate.world.quiesce()
     notes = [m.content for m in bot_messages(gate.world, gate.world.dev) if m.content.startswith("👀")]
     assert len(notes) == 1 and f"Run #{run.id}: back after a restart, still watching" in notes[0]
+
+
+@pytest.mark.deploy(required_approvals=1)
+async def test_an_environment_failure_during_the_watch_of_a_run_without_incident_is_no_regression(
+    gate: Gate,
+) -> None:
+    """A fix asked for by hand has no incident, so its watch has no fingerprint; a failure Discord
+    causes (recorded with no fingerprint either) in code the change did not touch is not the fix
+    coming back: the run keeps watching instead of regressing (and, on a canary, rolling back)."""
+    run, _, message = await gate.propose()
+    assert run.incident_id is None
+    await gate.world.users["alice"].react(message, "✅")
+    await gate.world.quiesce()
+    assert await gate.state(run) == "watching"
+    gate.world.env.inject_error("POST", "/channels/*/messages", status=403, code=50013, message="Missing")
+    await gate.world.users["mallory"].send(gate.world.general, "!roll 2d6")
+    await gate.world.quiesce()
+    refused = stored(gate.services.settings, "SELECT fingerprint FROM actions WHERE NOT ok")
+    assert refused and all(fingerprint is None for (fingerprint,) in refused)  # the case: None on both sides
+    assert await gate.state(run) == "watching"
 
 
 @pytest.mark.deploy(required_approvals=1, watch_window_s=60)

@@ -116,7 +116,10 @@ class DeployWatches(DeployCore):
             if watch.process is not None and record.process != watch.process:
                 continue  # a canary's watch: the others do not run the fix
             touched = any(frame.split(":", 1)[0] in watch.files for frame in record.frames)
-            if record.fingerprint == watch.fingerprint or touched:
+            # A run without an incident watches no fingerprint: a failure without one (what Discord
+            # or the model API refused) is not the watched failure coming back.
+            returned = watch.fingerprint is not None and record.fingerprint == watch.fingerprint
+            if returned or touched:
                 self._watches.pop(watch.run_id, None)
                 if watch.task is not None:
                     watch.task.cancel()
