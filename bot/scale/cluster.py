@@ -61,7 +61,7 @@ from bot.kernel.settings import Settings
 from bot.observe.detector import AnomalyDetector, restore_windows
 from bot.observe.incidents import IncidentService
 from bot.scale.leader import Leadership, PostgresLeader, SoleLeader, lock_key
-from bot.scale.rollout import Rollout, canary_name
+from bot.scale.rollout import Rollout, canary_name, shards_name
 
 __all__ = [
     "DEPLOYED_CHANNEL",
@@ -94,8 +94,7 @@ def shares_database(settings: Settings) -> bool:
 
 def process_label(settings: Settings) -> str:
     """A bot process among the others: the shards it runs (stable across its restarts)."""
-    shards = settings.discord.shard_ids
-    return "shards " + ",".join(map(str, shards)) if shards else "all shards"
+    return shards_name(settings.discord.shard_ids)
 
 
 def leadership_for(settings: Settings) -> Leadership:
@@ -103,8 +102,7 @@ def leadership_for(settings: Settings) -> Leadership:
     url = settings.database.url
     if url is None or not shares_database(settings):
         return SoleLeader()
-    shards = settings.discord.shard_ids
-    which = "shards " + ",".join(map(str, shards)) if shards else "all shards"
+    which = process_label(settings)
     return PostgresLeader(url, lock_key("mendbot"), application_name=f"mendbot {which} pid {os.getpid()}")
 
 

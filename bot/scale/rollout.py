@@ -27,7 +27,7 @@ leader publishes each merge to every process at once, as before.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from bot.db import actions as action_queries
@@ -39,7 +39,7 @@ from bot.kernel.log import get_logger
 from bot.kernel.sections import ObserveConfig
 from bot.kernel.settings import Settings
 
-__all__ = ["ROLLOUT_KEY", "ClusterView", "Rollout", "canary_name", "canary_regression"]
+__all__ = ["ROLLOUT_KEY", "ClusterView", "Rollout", "canary_name", "canary_regression", "shards_name"]
 
 _log = get_logger(__name__)
 
@@ -47,10 +47,16 @@ ROLLOUT_KEY = "cluster.rollout"
 _ENDED = ("regressed", "failed", "cancelled", "rejected")
 
 
+def shards_name(shards: Sequence[int] | None) -> str:
+    """A bot process's name among the others: the shards it runs (stable across its restarts); one
+    name for the canary setting and the process itself, so the two always compare equal."""
+    return "shards " + ",".join(map(str, shards)) if shards else "all shards"
+
+
 def canary_name(settings: Settings) -> str | None:
     """The canary's process name (as in `cluster.process.<name>`), or None without a canary."""
     shards = settings.deploy.canary_shards
-    return "shards " + ",".join(map(str, shards)) if shards else None
+    return shards_name(shards) if shards else None
 
 
 def canary_regression(
