@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from bot.kernel import startgc
 from bot.kernel.settings import (
     EX_CONFIG,
     ConfigError,
@@ -138,8 +139,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None:
-        argv = sys.argv[1:]
+    with startgc.paused():  # until the bot is built (MendBot.setup_hook, the worker's start)
+        return _main(sys.argv[1:] if argv is None else argv)
+
+
+def _main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     config_file: Path | None = getattr(args, "config", None)
     if args.command == "doctor":

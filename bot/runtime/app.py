@@ -31,6 +31,7 @@ import yarl
 from discord import app_commands
 from discord.ext import commands
 
+from bot.kernel import startgc
 from bot.kernel.log import get_logger
 from bot.kernel.prompts import PromptRegistry
 from bot.observe.capture import interaction_invocation
@@ -212,6 +213,7 @@ class MendBot(RecordingBot):
             self.services.prompts.set_error_callback(self._report_prompt_error)
             await self.load_extensions()
             self._setup_done = True
+            startgc.resume()  # built: the garbage collector's pause for start-up ends
         guild_id = self.services.settings.discord.dev_guild_id
         if guild_id is not None:
             try:

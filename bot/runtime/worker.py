@@ -26,6 +26,7 @@ from bot.improve.queue import RunQueue
 from bot.improve.relay import DatabaseReporter
 from bot.improve.runs import InvalidTransition
 from bot.improve.service import SelfImprovementAgent
+from bot.kernel import startgc
 from bot.kernel.git import git
 from bot.kernel.log import bind_context, get_logger
 from bot.kernel.prompts import PromptRegistry
@@ -177,6 +178,7 @@ async def run_worker(settings: Settings) -> int:
     writes = Writes(RetryPolicy(storage.write_attempts, storage.retry_backoff_s), StorageHealth())
     prompts = PromptRegistry(PROMPTS_DIR)
     prompts.load_all()
+    startgc.resume()  # built: the garbage collector's pause for start-up (bot.__main__) ends
     name = f"worker:{socket.gethostname()}:{os.getpid()}"
     queue = RunQueue(
         url, pool_size=settings.improve.concurrency + 2, lost_after_s=settings.improve.worker_lost_after_s

@@ -97,6 +97,13 @@ async def smoke_load(data_dir: Path, extensions: Sequence[str] | None = None) ->
 
 
 def main() -> int:
+    from bot.kernel import startgc
+
+    with startgc.paused():  # a short-lived process: importing and building the bot is most of it
+        return _main()
+
+
+def _main() -> int:
     if isinstance(sys.stdout, io.TextIOWrapper):  # a check's pipe may default to ASCII without a locale
         sys.stdout.reconfigure(encoding="utf-8", errors="replace")
     with tempfile.TemporaryDirectory(prefix="mendbot-smoke-") as temp:
