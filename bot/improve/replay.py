@@ -68,6 +68,9 @@ _log = get_logger(__name__)
 MAX_REPLAYS = 5
 READY_TIMEOUT_S = 60.0  # the checkout's bot connects to the observer within this
 CALL_TIMEOUT_S = 15.0  # a recorded call answered within this, or "no answer"
+# Discord's own deadline: a slash command not acknowledged (answered, or "thinking…") within 3 s fails
+# for the user ("The application did not respond"), whatever the bot sends later.
+ACK_TIMEOUT_S = 3.0
 _SETTLE_S = 0.3  # after the first answer, edits made at once (a "rolling…" then the result) still count
 _STOP_TIMEOUT_S = 5.0
 _REPLY_CHARS = 300
@@ -359,6 +362,7 @@ async def _call(
         if case.slash:
             options = {key: value for key, value in case.options.items()}
             interaction = await observer.slash(channel, case.name.lstrip("/"), author=_MEMBER, **options)
+            await observer.acknowledged(interaction, timeout=min(ACK_TIMEOUT_S, timeout_s))
             answer = await observer.response_to(interaction, timeout=timeout_s)
         else:
             said = await observer.send_message(channel, case.text, author=_MEMBER)
@@ -367,7 +371,7 @@ async def _call(
             )
     except LookupError as exc:  # a slash command the checkout's bot did not sync
         return ReplayResult(case.key, False, f"not answered: {exc}", None, 0.0)
-    except AssertionError:  # nothing within the time
+    except AssertionError:  # not acknowledged within Discord's 3 s, or no answer within the time
         return ReplayResult(case.key, False, "", None, (time.monotonic() - started) * 1000)
     duration_ms = (time.monotonic() - started) * 1000
     await asyncio.sleep(_SETTLE_S)

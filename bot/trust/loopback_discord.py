@@ -300,6 +300,21 @@ class DiscordDouble(RestDouble):
         await self._dispatch(self.session_of(guild), "INTERACTION_CREATE", interaction)
         return interaction
 
+    async def acknowledged(self, interaction: dict[str, Any], timeout: float) -> None:
+        """Wait until the bot has answered `interaction`'s callback (a message, "thinking…", an update);
+        AssertionError if it has not within `timeout`."""
+        token = interaction["token"]
+
+        async def wait() -> None:
+            async with self._changed:
+                while token not in self._originals:
+                    await self._changed.wait()
+
+        try:
+            await asyncio.wait_for(wait(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"interaction not acknowledged within {timeout}s") from None
+
     async def response_to(
         self,
         interaction: dict[str, Any],
