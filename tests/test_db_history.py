@@ -25,7 +25,10 @@ from bot.db.connection import open_database
 from bot.db.migrate import (
     BASELINE,
     HISTORY,
+    SNAPSHOT,
     MigrationError,
+    _upgrade_sqlite,
+    current_snapshot,
     head_revision,
     legacy_migrations,
     upgrade_postgresql,
@@ -353,8 +356,46 @@ def test_an_up_to_date_file_is_opened_without_loading_alembic(tmp_path: Path) ->
     env = {"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}
     first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert first.stdout.strip() == "['alembic', 'sqlalchemy']"  # the new file needed the history
+    assert first.stdout.strip() == "[]"  # the new file was made from the history's snapshot
     assert again.stdout.strip() == "[]"
+
+
+def _schema(conn: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int]:
+    objects = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name").fetchall()
+    revision = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+    return objects, revision, int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def test_the_snapshot_was_written_from_the_history_as_it_is() -> None:
+    """After a change to the history, `python -m bot.db.history` writes its snapshot again; until then
+    every new SQLite file is made by running the whole history (~0.25 s a process)."""
+    assert current_snapshot() is not None, f"{SNAPSHOT} is stale: run `python -m bot.db.history`"
+
+
+def test_a_file_made_from_the_snapshot_is_the_one_the_history_makes(tmp_path: Path) -> None:
+    """Tables, columns, constraints, indexes, triggers, full-text search, revision and user_version."""
+    by_history = sqlite3.connect(tmp_path / "history.db", isolation_level=None)
+    _upgrade_sqlite(by_history, 0, HISTORY)
+    by_snapshot = sqlite3.connect(tmp_path / "snapshot.db", isolation_level=None)
+    upgrade_sqlite(by_snapshot)
+    assert _schema(by_snapshot) == _schema(by_history)
+    by_snapshot.execute(
+        "INSERT INTO search_index (rowid, summary, kind, error_type, message, frames)"
+        " VALUES (1, ?, '', '', '', '')",
+        ("the disk is on fire",),
+    )
+    found = by_snapshot.execute("SELECT rowid FROM search_index WHERE search_index MATCH 'fire'").fetchall()
+    assert found == [(1,)]
+
+
+def test_a_history_changed_after_its_snapshot_runs_in_full(tmp_path: Path) -> None:
+    """A snapshot whose digest is not the history's is not used: the history runs, to its own head."""
+    history = _copy_history(tmp_path, '    op.create_table("added_later", sa.Column("x", sa.Integer))')
+    assert (history / SNAPSHOT).exists() and current_snapshot(history) is None
+    with _sqlite(tmp_path / "new.db") as conn:
+        upgrade_sqlite(conn, history=history)
+        assert _scalar(conn, "SELECT name FROM sqlite_master WHERE name = 'added_later'") == "added_later"
+        assert _scalar(conn, "SELECT version_num FROM alembic_version") != head_revision()
 
 
 def test_the_head_read_from_file_names_is_alembics_head() -> None:

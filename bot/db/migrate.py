@@ -4,9 +4,11 @@ The history is Alembic's (`bot/db/history/`), run without `alembic.ini` on a con
 module opens a transaction on, so an upgrade commits whole or not at all. Three kinds of SQLite
 file arrive here:
 
-- an empty one gets a copy of a database the history brought from empty to the head; that one is
-  built once per process (the history's DDL costs ~20 ms of Python per run, the copy ~2 ms, and
-  hundreds of tests open a fresh file);
+- an empty one gets a copy of a database at the head, made once per process from the history's
+  snapshot (`history/fresh.sql`: the head's schema as SQL, dumped from the history by `python -m
+  bot.db.history`; ~3 ms) while the snapshot carries the digest of the history's files as
+  they are, else by running the history (~0.25 s with Alembic's import: paid by every smoke load and
+  replay, which start on an empty file); a stale snapshot is slower, never wrong;
 - one made before the history moved to Alembic (`PRAGMA user_version` 1..13, no
   `alembic_version`) gets its remaining hand-written SQL migrations (`bot/db/migrations/`), is
   stamped at the baseline revision, which is exactly the schema those left, and then goes on
@@ -19,6 +21,7 @@ file arrive here:
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 import sqlite3
 import threading
@@ -32,8 +35,12 @@ if TYPE_CHECKING:
 __all__ = [
     "BASELINE",
     "HISTORY",
+    "SNAPSHOT",
     "MigrationError",
+    "current_snapshot",
+    "dump_snapshot",
     "head_revision",
+    "history_digest",
     "legacy_migrations",
     "sqlite_revision",
     "upgrade_postgresql",
@@ -43,6 +50,8 @@ __all__ = [
 BASELINE = "0013"  # the revision that stands for the hand-written SQL migrations 0001..0013
 HISTORY: Traversable = resources.files("bot.db").joinpath("history")
 
+SNAPSHOT = "fresh.sql"  # in the history directory
+_SNAPSHOT_HEADER = "-- mendbot schema at the head of the history with sha256 "
 _LEGACY_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _REVISION_NAME = re.compile(r"^v(\d{4})_[a-z0-9_]+\.py$")
 _REVISION_LINE = re.compile(r"^revision(?:: str)? = \"([^\"]+)\"$", re.MULTILINE)
@@ -186,10 +195,74 @@ def _fresh_sqlite_image(history: str) -> bytes:
 
     conn = sqlite3.connect(":memory:", isolation_level=None)
     try:
-        _upgrade_sqlite(conn, 0, Path(history))
+        snapshot = current_snapshot(Path(history))
+        if snapshot is not None:
+            conn.executescript(snapshot)  # one transaction: the dump's BEGIN … COMMIT
+        else:
+            _upgrade_sqlite(conn, 0, Path(history))
         return conn.serialize()
     finally:
         conn.close()
+
+
+def history_digest(history: Traversable = HISTORY) -> str:
+    """sha256 of what the history runs: env.py and every file Alembic loads from versions/, by name."""
+    versions = sorted(
+        (entry for entry in history.joinpath("versions").iterdir() if entry.name.endswith(".py")),
+        key=lambda entry: entry.name,
+    )
+    digest = hashlib.sha256()
+    for entry in (history.joinpath("env.py"), *versions):
+        digest.update(entry.name.encode() + b"\0" + entry.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def current_snapshot(history: Traversable = HISTORY) -> str | None:
+    """The snapshot's SQL if it was dumped from the history exactly as its files are now, else None."""
+    entry = history.joinpath(SNAPSHOT)
+    try:
+        text = entry.read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    first = text.split("\n", 1)[0]
+    return text if first == _SNAPSHOT_HEADER + history_digest(history) else None
+
+
+def dump_snapshot(history: Traversable = HISTORY) -> str:
+    """The snapshot of `history`: the SQL of an empty database the history brought to the head."""
+    from pathlib import Path
+
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        _upgrade_sqlite(conn, 0, Path(str(history)))
+        # Each object's own CREATE, in the order they were made; not the tables SQLite makes itself
+        # (sqlite_sequence, a full-text index's shadow tables), which their CREATE makes again.
+        made_by_sqlite = {
+            name for (name,) in conn.execute("SELECT name FROM pragma_table_list WHERE type = 'shadow'")
+        }
+        statements = [
+            f"{sql};"
+            for name, sql in conn.execute(
+                "SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid"
+            )
+            if name not in made_by_sqlite and not name.startswith("sqlite_")
+        ]
+        (revision,) = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        (user_version,) = conn.execute("PRAGMA user_version").fetchone()
+    finally:
+        conn.close()
+    body = "\n".join(
+        [
+            *statements,
+            f"INSERT INTO alembic_version (version_num) VALUES ('{revision}');",
+            f"PRAGMA user_version = {int(user_version)};",
+        ]
+    )
+    return (
+        f"{_SNAPSHOT_HEADER}{history_digest(history)}\n"
+        "-- Written by `python -m bot.db.history`; used only while that digest matches.\n"
+        f"BEGIN;\n{body}\nCOMMIT;\n"
+    )
 
 
 def _copy_fresh_image(conn: sqlite3.Connection, image: bytes) -> None:
