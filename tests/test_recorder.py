@@ -8,6 +8,7 @@ import os
 import signal
 import sqlite3
 import sys
+import time
 import weakref
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ from bot.db import actions as action_queries
 from bot.db.records import ActionRecord
 from bot.db.retry import RetryPolicy, StorageHealth
 from bot.observe.recorder import ActionRecorder
+from bot.observe.writer import WriterConfig, WriterProcess
 from tests.harness.storage import hold_write_lock
 
 pytestmark = pytest.mark.engines
@@ -347,6 +349,34 @@ async def _gone(pid: int, timeout: float = 10) -> bool:
             return True
         await asyncio.sleep(0.02)
     return False
+
+
+def _reaped(pid: int, timeout: float = 10) -> None:
+    """Block (without letting the event loop run) until process `pid` has exited and been collected."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"process {pid} still there after {timeout} s")
+
+
+async def test_a_request_right_after_the_writer_died_goes_to_a_new_one(tmp_path: Path) -> None:
+    """The writer killed and collected, but asyncio not yet told (its loop has not run since): the next
+    request must not be sent into the dead process's pipe and lost, it starts a new writer."""
+    await (await open_database(tmp_path / "m.db")).close()
+    process = WriterProcess(WriterConfig(tmp_path / "m.db", tmp_path / "actions.ndjson", 1_000_000, 1, 20))
+    await process.start()
+    first = process.pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    _reaped(first)
+    assert await process.call("log", [{"kind": "task:after"}]) is None
+    assert process.pid not in (None, first)
+    await process.close()
+    assert json.loads((tmp_path / "actions.ndjson").read_text()) == {"kind": "task:after"}
 
 
 async def test_actions_are_written_by_a_process_of_their_own(tmp_path: Path) -> None:

@@ -228,6 +228,18 @@ def _widen_pipe(process: asyncio.subprocess.Process) -> None:
             fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
 
 
+def _exited(process: asyncio.subprocess.Process) -> bool:
+    """Whether `process` has ended, also in the moment before asyncio notices: its exit status is
+    collected by a watcher thread and reported on a later turn of the loop, and a request sent to the
+    process in between would be lost with it."""
+    if process.returncode is not None:
+        return True
+    try:  # WNOWAIT: look without collecting the status, which stays asyncio's to collect
+        return os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:  # collected already
+        return True
+
+
 class WriterProcess:
     """The writer process seen from the bot: started on first use (and again after it died),
     one request at a time, in order."""
@@ -262,7 +274,9 @@ class WriterProcess:
 
     async def _running(self) -> asyncio.subprocess.Process:
         """The process, started anew when there is none or it has exited (under the lock)."""
-        if self._process is None or self._process.returncode is not None:
+        if self._process is not None and _exited(self._process):
+            await self._stop(self._process)
+        if self._process is None:
             return await self._start()
         return self._process
 
