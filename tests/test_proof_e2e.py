@@ -98,7 +98,14 @@ async def proving_world(
         anthropic_base_url=model.base_url,
         # settle() fast-forwards the virtual clock through timers due within its timeout, the watchdog's
         # sweep among them: a run waiting on the sandbox long enough would be swept as stuck.
-        improve={"checks": checks, "max_attempts": 2, "check_timeout_s": 120, "stuck_timeout_s": 1e12},
+        # A silent command (the fix that deletes it) is "no answer" after 5 s, not the default 15.
+        improve={
+            "checks": checks,
+            "max_attempts": 2,
+            "check_timeout_s": 120,
+            "stuck_timeout_s": 1e12,
+            "replay_answer_s": 5,
+        },
         observe={"announce_new_fingerprints": False},
         deploy={"watch_hand_edits": False, **deploy},
     )

@@ -109,6 +109,7 @@ class RunProgress:
             sandbox=sandbox,
             test_timeout_s=self._config.check_timeout_s,
             latency_min_ms=settings.observe.latency.min_ms,
+            replay_answer_s=self._config.replay_answer_s,
             redact=runs.redactor.text,
             now=lambda: clock().timestamp(),
         )

@@ -40,7 +40,15 @@ from typing import Any, Literal
 from bot.db import proofs as queries
 from bot.db.core import Connection
 from bot.improve.proof import ItemVerdict, Proof, ProofItem, Side, proved_by_replay
-from bot.improve.replay import ReplayCase, ReplayError, ReplayPlan, ReplayResult, plan_replay, run_replay
+from bot.improve.replay import (
+    CALL_TIMEOUT_S,
+    ReplayCase,
+    ReplayError,
+    ReplayPlan,
+    ReplayResult,
+    plan_replay,
+    run_replay,
+)
 from bot.improve.verify import CheckResult, run_check
 from bot.improve.workspace import Workspace
 from bot.kernel.git import git
@@ -110,6 +118,7 @@ class Prover:
         sandbox: Sandbox,
         test_timeout_s: float,
         latency_min_ms: float,
+        replay_answer_s: float = CALL_TIMEOUT_S,
         redact: Callable[[str], str] = str,
         now: Callable[[], float] = time.time,
     ) -> None:
@@ -118,8 +127,19 @@ class Prover:
         self._sandbox = sandbox
         self._test_timeout_s = test_timeout_s
         self._latency_min_ms = latency_min_ms
+        self._replay_answer_s = replay_answer_s
         self._redact = redact
         self._now = now
+
+    async def _replay(self, checkout: Path, plan: ReplayPlan) -> dict[str, ReplayResult] | str:
+        if not plan.replayable:
+            return {}
+        try:
+            return await run_replay(
+                checkout, plan, sandbox=self._sandbox, call_timeout_s=self._replay_answer_s
+            )
+        except ReplayError as exc:
+            return str(exc)
 
     async def prove(
         self, *, run_id: int, base_sha: str, sha: str, fingerprint: str | None, kind: str | None
@@ -159,7 +179,7 @@ class Prover:
         if not plan.replayable:
             return None
         async with self._workspace.checkout(sha, name=f"run-{run_id}-live") as live:
-            results = await _replay(live, plan, self._sandbox)
+            results = await self._replay(live, plan)
         items: list[ProofItem] = []
         for case in plan.replayable:
             recorded = Side(False if case.fingerprint else None, _recorded(case), case.recorded_ms / 1000)
@@ -195,7 +215,7 @@ class Prover:
         if not plan.replayable:
             return None
         async with self._workspace.checkout(sha, name=f"run-{run_id}-rollback") as tree:
-            results = await _replay(tree, plan, self._sandbox)
+            results = await self._replay(tree, plan)
         items: list[ProofItem] = []
         for case in plan.replayable:
             recorded = Side(False if case.fingerprint else None, _recorded(case), case.recorded_ms / 1000)
@@ -218,7 +238,7 @@ class Prover:
         self, checkout: Path, tests: list[str], sources: dict[str, list[int]], plan: ReplayPlan
     ) -> tuple[_TestRun | None, dict[str, ReplayResult] | str]:
         test_run = await self._run_tests(checkout, tests, sources) if tests else None
-        return test_run, await _replay(checkout, plan, self._sandbox)
+        return test_run, await self._replay(checkout, plan)
 
     async def _run_tests(self, checkout: Path, tests: list[str], sources: dict[str, list[int]]) -> _TestRun:
         request = json.dumps({"tests": tests, "sources": sources})
@@ -282,15 +302,6 @@ def _read_test_run(result: CheckResult) -> _TestRun:
         coverage if isinstance(coverage, dict) else None,
         [str(path) for path in read] if isinstance(read, list) else [],
     )
-
-
-async def _replay(checkout: Path, plan: ReplayPlan, sandbox: Sandbox) -> dict[str, ReplayResult] | str:
-    if not plan.replayable:
-        return {}
-    try:
-        return await run_replay(checkout, plan, sandbox=sandbox)
-    except ReplayError as exc:
-        return str(exc)
 
 
 def _test_item(tests: list[str], base: _TestRun, branch: _TestRun) -> ProofItem:

@@ -232,6 +232,9 @@ DEFAULT_PROTECTED_PATHS = (
 class ImproveConfig(_Section):
     checks: list[str] = Field(default_factory=lambda: ["ruff check .", "mypy", "pytest -q -x -m 'not cli'"])
     check_timeout_s: float = Field(default=600, gt=0)
+    # How long the replay waits for the bot's answer to a recorded call; a slash command must also be
+    # acknowledged within Discord's 3 s, as on Discord.
+    replay_answer_s: float = Field(default=15, gt=0, le=300)
     max_attempts: int = Field(default=3, ge=1, le=10)
     max_turns: int = Field(default=40, ge=1)
     max_budget_usd_per_run: float = Field(default=2.0, gt=0)
