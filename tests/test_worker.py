@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from bot.db import core
+from bot.db import runs as run_queries
 from bot.improve.relay import DatabaseReporter, RunEventRelay
 from bot.improve.runs import Run, RunService
 from bot.kernel.settings import ConfigError, Settings, load_settings, refuse_workers_without_store
@@ -557,6 +558,39 @@ async def test_a_worker_shutting_down_interrupts_its_run_and_says_so(
             return any("worker is shutting down" in t for _, t in c.reporter.reports)
 
         await _until(told, 15, "the relayed interruption", c)
+
+
+async def test_an_event_written_once_the_relay_listens_is_news_not_history(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first start takes what is already stored as history; `listening` is set only once that line is
+    drawn, so an event written after it is relayed however slowly the line was read."""
+    slow_read = run_queries.last_event_id
+
+    async def last_event_id(db: core.Connection) -> int:
+        await asyncio.sleep(0.5)  # a loaded database: the first catch-up's read takes a while
+        return int(await slow_read(db))
+
+    monkeypatch.setattr(run_queries, "last_event_id", last_event_id)
+    db = await core.connect(postgres_url)
+    worker_db = await core.connect(postgres_url)
+    try:
+        runs = RunService(db, lambda: datetime.now(UTC))
+        run = await runs.create("fix", 1, 5, None, "first start")
+        reporter = RecordingReporter()
+        relay = RunEventRelay(postgres_url, db, runs, lambda: reporter)
+        writer = DatabaseReporter(worker_db, RunService(worker_db, lambda: datetime.now(UTC)), actor="w1")
+        task = asyncio.create_task(relay.run())
+        try:
+            await asyncio.wait_for(relay.listening.wait(), 10)
+            await writer.progress(run, ["written after listening"])
+            await _wait_for(lambda: len(reporter.progress_calls) == 1)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await db.close()
+        await worker_db.close()
 
 
 async def test_the_relay_delivers_an_event_that_commits_after_a_newer_one(postgres_url: str) -> None:

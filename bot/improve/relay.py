@@ -78,7 +78,7 @@ class RunEventRelay:
         self._relayed: set[int] = set()  # ids relayed within the look-back window
         self._floor = 0  # the mark this relay started from: what is below it was relayed before
         self.connections = 0  # how many times the LISTEN connection was (re)established
-        self.listening = asyncio.Event()
+        self.listening = asyncio.Event()  # set once listening and caught up
 
     async def run(self) -> None:
         """Listen, relay, and reconnect with a growing delay whenever the connection is lost."""
@@ -92,9 +92,11 @@ class RunEventRelay:
             try:
                 async with listening(self._url) as payloads:
                     self.connections += 1
-                    self.listening.set()
                     delay = self._backoff_s
                     await self.catch_up()  # what was written while no one listened
+                    # Only now: on a first start the catch-up fixes where "news" begins, and an event
+                    # written before that would count as history.
+                    self.listening.set()
                     async for _ in payloads:
                         await self.catch_up()
                 raise psycopg.OperationalError("the LISTEN connection ended")
