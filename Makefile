@@ -17,18 +17,23 @@ PYTEST  := $(BIN)/pytest -n $(WORKERS) --maxschedchunk 2
 # linters). A newcomer's first `make run` waits only for the first; `make test` adds the second.
 # After each, bot.tools.warm writes the bytecode the sandbox's read-only venv cannot (pytest's
 # rewritten plugins: ~1.4 s of CPU on every sandboxed check, proof and replay without it).
-$(STAMP): pyproject.toml
+# A venv made for `make test` gets both in one pip run (one resolution instead of two).
+define VENV_READY
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mendbot needs Python 3.11 or newer")'
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	@if [ ! -x $(BIN)/pip ]; then $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet --upgrade pip; fi
+endef
+
+$(STAMP): pyproject.toml
+	$(VENV_READY)
 	$(BIN)/pip install --quiet -e .
 	$(BIN)/python -m bot.tools.warm
 	@touch $(STAMP)
 
-$(DEV): $(STAMP)
+$(DEV): pyproject.toml
+	$(VENV_READY)
 	$(BIN)/pip install --quiet -e ".[dev]"
 	$(BIN)/python -m bot.tools.warm
-	@touch $(DEV)
+	@touch $(STAMP) $(DEV)
 
 runtime: $(STAMP)
 setup: $(DEV)
