@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEV    := $(VENV)/.installed-dev
 
-.PHONY: setup runtime browser run play demo demo-interactive doctor test check lint quick-lint bench clean
+.PHONY: setup runtime browser run play demo demo-interactive doctor test check lint quick-lint durations bench clean
 
 # pytest's workers (pytest-xdist): most of the suite waits on subprocesses (the Claude Code CLI, the
 # sandbox, bot processes), so more workers than cores pays off. Tests are handed out two at a time,
@@ -85,6 +85,13 @@ test: quick-lint browser  ## ruff, mypy and the whole suite: on SQLite, and on P
 	wait $$typing; typed=$$?; \
 	echo "$(BIN)/mypy"; cat $(VENV)/mypy.out; \
 	exit $$(( tests ? tests : typed ))
+
+# The order tests are handed out in (the longest first) comes from a whole run's durations.
+durations: setup browser  ## run the suite and write tests/durations.txt from how long each test took
+	@$(PYTEST) --durations=0 --durations-min=1 > $(VENV)/durations.out; tests=$$?; \
+	tail -n 3 $(VENV)/durations.out; \
+	$(BIN)/python -m tests.harness.durations $(VENV)/durations.out > tests/durations.txt; \
+	exit $$tests
 
 check: lint browser ## the inner loop: lint and every test that does not start the Claude Code CLI, on SQLite
 	MENDBOT_TEST_DATABASE=sqlite $(PYTEST) -m 'not cli' -x

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import shutil
 import tempfile
@@ -140,8 +141,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     kept = [item for item in items if _engine_of(item) is not None]
     if len(kept) != len(items):
         config.hook.pytest_deselected(items=[item for item in items if _engine_of(item) is None])
-    kept.sort(key=lambda item: item.get_closest_marker("cli") is None)  # stable: the rest keeps its order
+    seconds = _recorded_durations()
+    kept.sort(key=lambda item: -_expected_s(item, seconds))  # stable: the rest keeps its order
     items[:] = kept
+
+
+# How long the slow tests took in a whole run (`make durations` writes it): the longest are handed out
+# first. A test missing from it counts as quick, or as 10 s if it drives the Claude Code CLI.
+_DURATIONS = Path(__file__).with_name("durations.txt")
+
+
+def _recorded_durations() -> dict[str, float]:
+    try:
+        lines = _DURATIONS.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return {}
+    found = {}
+    for line in lines:
+        value, _, nodeid = line.partition(" ")
+        if nodeid and not line.startswith("#"):
+            found[nodeid] = float(value)
+    return found
+
+
+def _expected_s(item: pytest.Item, seconds: dict[str, float]) -> float:
+    return seconds.get(item.nodeid, 10.0 if item.get_closest_marker("cli") is not None else 0.0)
 
 
 def _engine_of(item: pytest.Item) -> str | None:
@@ -173,3 +197,10 @@ async def engine_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
         yield connection
     finally:
         await connection.close()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The test modules and everything they imported live as long as the worker: frozen, the garbage
+    collector's full passes stop walking them again and again."""
+    gc.collect()
+    gc.freeze()
