@@ -234,6 +234,8 @@ def _exited(process: asyncio.subprocess.Process) -> bool:
     process in between would be lost with it."""
     if process.returncode is not None:
         return True
+    if not hasattr(os, "waitid"):  # macOS: asyncio's own view is all there is
+        return False
     try:  # WNOWAIT: look without collecting the status, which stays asyncio's to collect
         return os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
     except ChildProcessError:  # collected already

@@ -47,8 +47,11 @@ def main() -> int:
             check=False,
         )
     if done.returncode not in (0, _NO_TESTS_COLLECTED):
-        sys.stderr.write(f"mendbot warm: pytest could not load its plugins:\n{done.stderr[-2000:]}")
-        return 1
+        # Only slower, not broken: the install goes on, and says so.
+        sys.stderr.write(
+            "mendbot warm: pytest could not load its plugins, so sandboxed checks will rewrite them on every"
+            f" run:\n{done.stderr[-2000:]}"
+        )
     return 0
 
 
