@@ -411,48 +411,66 @@ async def test_a_run_that_cannot_be_queued_fails_with_the_reason(tmp_path: Path,
 # -- the relay -------------------------------------------------------------------------------------
 
 
-async def test_the_relay_survives_its_listen_connection_being_terminated(postgres_url: str) -> None:
-    """pg_terminate_backend on the relay's LISTEN connection: it reconnects, catches up from the
-    database, and every event reaches the reporter once, in order."""
+@dataclass
+class Relaying:
+    """A run, the bot's relay listening for its events (handed to `reporter`), and a worker's reporter."""
+
+    run: Run
+    reporter: RecordingReporter
+    relay: RunEventRelay
+    writer: DatabaseReporter
+
+
+@asynccontextmanager
+async def _relaying(postgres_url: str, goal: str) -> AsyncIterator[Relaying]:
+    """The relay running on its own connection until the block ends, the worker writing on another."""
     db = await core.connect(postgres_url)
     worker_db = await core.connect(postgres_url)
     try:
         runs = RunService(db, lambda: datetime.now(UTC))
-        worker_runs = RunService(worker_db, lambda: datetime.now(UTC))
-        run = await runs.create("fix", 1, 5, None, "relay me")
+        run = await runs.create("fix", 1, 5, None, goal)
         reporter = RecordingReporter()
         relay = RunEventRelay(postgres_url, db, runs, lambda: reporter, backoff_s=0.5)
-        writer = DatabaseReporter(worker_db, worker_runs, actor="worker:test")
+        writer = DatabaseReporter(
+            worker_db, RunService(worker_db, lambda: datetime.now(UTC)), actor="worker:test"
+        )
         task = asyncio.create_task(relay.run())
         try:
             await asyncio.wait_for(relay.listening.wait(), 10)
-            for n in (1, 2):
-                await writer.progress(run, [f"line {n}"])
-            await _wait_for(lambda: len(reporter.progress_calls) == 2)
-            with psycopg.connect(postgres_url, autocommit=True) as admin:
-                (killed,) = admin.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND query ILIKE 'LISTEN%'"
-                ).fetchone() or (False,)
-            assert killed
-            await _wait_for(lambda: not relay.listening.is_set())
-            # Written (and notified) while nobody listens: found by the catch-up after reconnecting.
-            for n in (3, 4):
-                await writer.progress(run, [f"line {n}"])
-            await writer.report(run, "done")
-            await _wait_for(lambda: len(reporter.reports) == 1)
-            await writer.progress(run, ["line 5"])
-            await _wait_for(lambda: len(reporter.progress_calls) == 5)
-            await asyncio.sleep(0.5)  # anything relayed twice would show up now
+            yield Relaying(run, reporter, relay, writer)
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        assert [lines for _, lines in reporter.progress_calls] == [[f"line {n}"] for n in range(1, 6)]
-        assert reporter.reports == [(run.id, "done")]
-        assert relay.connections == 2
     finally:
         await db.close()
         await worker_db.close()
+
+
+async def test_the_relay_survives_its_listen_connection_being_terminated(postgres_url: str) -> None:
+    """pg_terminate_backend on the relay's LISTEN connection: it reconnects, catches up from the
+    database, and every event reaches the reporter once, in order."""
+    async with _relaying(postgres_url, "relay me") as it:
+        for n in (1, 2):
+            await it.writer.progress(it.run, [f"line {n}"])
+        await _wait_for(lambda: len(it.reporter.progress_calls) == 2)
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            (killed,) = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND query ILIKE 'LISTEN%'"
+            ).fetchone() or (False,)
+        assert killed
+        await _wait_for(lambda: not it.relay.listening.is_set())
+        # Written (and notified) while nobody listens: found by the catch-up after reconnecting.
+        for n in (3, 4):
+            await it.writer.progress(it.run, [f"line {n}"])
+        await it.writer.report(it.run, "done")
+        await _wait_for(lambda: len(it.reporter.reports) == 1)
+        await it.writer.progress(it.run, ["line 5"])
+        await _wait_for(lambda: len(it.reporter.progress_calls) == 5)
+        await asyncio.sleep(0.5)  # anything relayed twice would show up now
+    assert [lines for _, lines in it.reporter.progress_calls] == [[f"line {n}"] for n in range(1, 6)]
+    assert it.reporter.reports == [(it.run.id, "done")]
+    assert it.relay.connections == 2
 
 
 async def _wait_for(condition: Any, timeout: float = 15) -> None:
@@ -572,64 +590,32 @@ async def test_an_event_written_once_the_relay_listens_is_news_not_history(
         return int(await slow_read(db))
 
     monkeypatch.setattr(run_queries, "last_event_id", last_event_id)
-    db = await core.connect(postgres_url)
-    worker_db = await core.connect(postgres_url)
-    try:
-        runs = RunService(db, lambda: datetime.now(UTC))
-        run = await runs.create("fix", 1, 5, None, "first start")
-        reporter = RecordingReporter()
-        relay = RunEventRelay(postgres_url, db, runs, lambda: reporter)
-        writer = DatabaseReporter(worker_db, RunService(worker_db, lambda: datetime.now(UTC)), actor="w1")
-        task = asyncio.create_task(relay.run())
-        try:
-            await asyncio.wait_for(relay.listening.wait(), 10)
-            await writer.progress(run, ["written after listening"])
-            await _wait_for(lambda: len(reporter.progress_calls) == 1)
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-    finally:
-        await db.close()
-        await worker_db.close()
+    async with _relaying(postgres_url, "first start") as it:
+        await it.writer.progress(it.run, ["written after listening"])
+        await _wait_for(lambda: len(it.reporter.progress_calls) == 1)
 
 
 async def test_the_relay_delivers_an_event_that_commits_after_a_newer_one(postgres_url: str) -> None:
     """Two workers' events can commit out of id order: the later-committing lower id is relayed too, once."""
-    db = await core.connect(postgres_url)
-    worker_db = await core.connect(postgres_url)
-    try:
-        runs = RunService(db, lambda: datetime.now(UTC))
-        run = await runs.create("fix", 1, 5, None, "two workers")
-        reporter = RecordingReporter()
-        relay = RunEventRelay(postgres_url, db, runs, lambda: reporter)
-        writer = DatabaseReporter(worker_db, RunService(worker_db, lambda: datetime.now(UTC)), actor="w2")
-        task = asyncio.create_task(relay.run())
-        try:
-            await asyncio.wait_for(relay.listening.wait(), 10)
-            await writer.progress(run, ["first"])
-            await _wait_for(lambda: len(reporter.progress_calls) == 1)
-            with psycopg.connect(postgres_url) as slow:  # a transaction: its id is taken, not yet visible
-                slow.execute(
-                    "INSERT INTO run_events (run_id, ts, actor, event, state, detail, cost_usd) "
-                    "VALUES (%s, 0, 'w1', 'progress', 'queued', %s, 0)",
-                    (run.id, json.dumps({"lines": ["late"]})),
-                )
-                await writer.progress(run, ["newer"])
-                await _wait_for(lambda: len(reporter.progress_calls) == 2)
-                slow.commit()
-                slow.execute("SELECT pg_notify('mendbot_runs', %s)", (str(run.id),))
-                slow.commit()
-            await _wait_for(lambda: len(reporter.progress_calls) == 3)
-            await writer.progress(run, ["last"])
-            await _wait_for(lambda: len(reporter.progress_calls) == 4)
-            await asyncio.sleep(0.5)
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        assert [lines for _, lines in reporter.progress_calls] == [["first"], ["newer"], ["late"], ["last"]]
-    finally:
-        await db.close()
-        await worker_db.close()
+    async with _relaying(postgres_url, "two workers") as it:
+        await it.writer.progress(it.run, ["first"])
+        await _wait_for(lambda: len(it.reporter.progress_calls) == 1)
+        with psycopg.connect(postgres_url) as slow:  # a transaction: its id is taken, not yet visible
+            slow.execute(
+                "INSERT INTO run_events (run_id, ts, actor, event, state, detail, cost_usd) "
+                "VALUES (%s, 0, 'w1', 'progress', 'queued', %s, 0)",
+                (it.run.id, json.dumps({"lines": ["late"]})),
+            )
+            await it.writer.progress(it.run, ["newer"])
+            await _wait_for(lambda: len(it.reporter.progress_calls) == 2)
+            slow.commit()
+            slow.execute("SELECT pg_notify('mendbot_runs', %s)", (str(it.run.id),))
+            slow.commit()
+        await _wait_for(lambda: len(it.reporter.progress_calls) == 3)
+        await it.writer.progress(it.run, ["last"])
+        await _wait_for(lambda: len(it.reporter.progress_calls) == 4)
+        await asyncio.sleep(0.5)
+    assert [lines for _, lines in it.reporter.progress_calls] == [["first"], ["newer"], ["late"], ["last"]]
 
 
 async def test_an_event_is_recorded_when_another_process_moved_the_run(
