@@ -36,7 +36,9 @@ def main() -> int:
     env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
     env["PYTEST_ADDOPTS"] = ""
     with tempfile.TemporaryDirectory(prefix="mendbot-warm-") as empty:
-        # Collecting an empty directory loads (and so rewrites and caches) every installed plugin.
+        # Collecting an empty directory loads (and so rewrites and caches) every installed plugin. Its
+        # own empty pytest.ini ends pytest's search upward: no configuration in /tmp or above applies.
+        (Path(empty) / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
         done = subprocess.run(
             [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
             cwd=empty,
