@@ -74,8 +74,12 @@ async def test_bad_input_is_not_recorded_as_a_failure(world: VirtualWorld) -> No
     assert "isn't dice notation" in json.loads(row["extra"])["user_error"]
 
 
-async def test_storm_of_500_errors_is_one_announcement_updated_in_place(settings: Settings) -> None:
+async def test_storm_of_500_errors_is_one_announcement_updated_in_place(tmp_path: Path) -> None:
     """500 identical failures open one incident and one announcement that says how often and who."""
+    # The storm's 3,500 other actions (listeners) are timed by the wall clock: on a machine busy with
+    # other work, a few stalls in a row are a real latency incident of their own ("🐢 … on_message"),
+    # which is not what this test is about. Latency incidents are tested in test_observe_units.py.
+    settings = make_settings(tmp_path / "data", observe={"latency": {"min_ms": 60_000}})
     async with _buggy_world(settings) as world:
         alice, mallory = world.users["alice"], world.users["mallory"]
         for index in range(500):
@@ -83,9 +87,8 @@ async def test_storm_of_500_errors_is_one_announcement_updated_in_place(settings
             await user.send(world.general, "!roll 2d6")
         await world.quiesce()
         announcements = _announcements(world)
-        assert len(announcements) == 1
+        assert [a.embeds[0].title for a in announcements] == ["🔥 Incident #1: command:roll"]
         (announcement,) = announcements
-        assert announcement.embeds[0].title == "🔥 Incident #1: command:roll"
         assert _field(announcement, "Seen") == "500 times, 2 users"
         assert "ZeroDivisionError" in _field(announcement, "Sample error")
         assert "tests/fixtures/buggy_dice.py" in _field(announcement, "Where")
