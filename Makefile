@@ -77,14 +77,18 @@ quick-lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
-# mypy (half a minute on a fresh clone) type-checks beside the suite, which leaves a core idle about a
-# third of the time; its report follows the tests', and either failing fails the target.
-test: quick-lint browser  ## ruff, mypy and the whole suite: on SQLite, and on PostgreSQL what differs between engines
+# mypy (half a minute on a fresh clone) type-checks beside the tests, which leave a core idle part of
+# the time; its report follows the tests', and either failing fails the target.
+define BESIDE_MYPY
 	@$(BIN)/mypy > $(VENV)/mypy.out 2>&1 & typing=$$!; \
-	$(PYTEST) --durations=20; tests=$$?; \
+	$(1); tests=$$?; \
 	wait $$typing; typed=$$?; \
 	echo "$(BIN)/mypy"; cat $(VENV)/mypy.out; \
 	exit $$(( tests ? tests : typed ))
+endef
+
+test: quick-lint browser  ## ruff, mypy and the whole suite: on SQLite, and on PostgreSQL what differs between engines
+	$(call BESIDE_MYPY,$(PYTEST) --durations=20)
 
 # The order tests are handed out in (the longest first) comes from a whole run's durations.
 durations: setup browser  ## run the suite and write tests/durations.txt from how long each test took
@@ -93,8 +97,8 @@ durations: setup browser  ## run the suite and write tests/durations.txt from ho
 	$(BIN)/python -m tests.harness.durations $(VENV)/durations.out > tests/durations.txt; \
 	exit $$tests
 
-check: lint browser ## the inner loop: lint and every test that does not start the Claude Code CLI, on SQLite
-	MENDBOT_TEST_DATABASE=sqlite $(PYTEST) -m 'not cli' -x
+check: quick-lint browser ## the inner loop: lint and every test that does not start the Claude Code CLI, on SQLite
+	$(call BESIDE_MYPY,MENDBOT_TEST_DATABASE=sqlite $(PYTEST) -m 'not cli' -x)
 
 bench: setup
 	$(BIN)/python bench/startup.py
