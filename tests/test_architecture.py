@@ -70,10 +70,22 @@ def _modules(package: str) -> list[str]:
     )
 
 
-@pytest.mark.parametrize("module", _modules("bot/trust"))
-def test_every_module_of_the_trust_base_is_protected(module: str) -> None:
-    """A change to anything in the trust base needs a security run and the security form by default."""
-    assert protected_entry(module, DEFAULT_PROTECTED_PATHS) is not None
+# What the bot does for its users, changed by a plain "ship it" like cogs/.
+FEATURES = ("bot/features/", "bot/chat/")
+
+
+@pytest.mark.parametrize("module", _modules("bot"))
+def test_every_module_of_the_bot_but_its_features_is_protected(module: str) -> None:
+    """A change to the bot's own machinery (the trust base, storage, wiring, the kernel) needs a security
+    run and the security form by default: a package added to bot/ is protected unless it is a feature."""
+    feature = module.startswith(FEATURES)
+    assert (protected_entry(module, DEFAULT_PROTECTED_PATHS) is None) == feature, module
+
+
+def test_the_storage_history_and_its_snapshot_are_protected() -> None:
+    """A migration runs on the live database at the next start; the snapshot makes every new file."""
+    for path in ("bot/db/history/versions/v0014_next.py", "bot/db/history/fresh.sql"):
+        assert protected_entry(path, DEFAULT_PROTECTED_PATHS) == "bot/db/", path
 
 
 def test_the_root_of_bot_shows_the_layers() -> None:

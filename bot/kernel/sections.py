@@ -203,7 +203,11 @@ class SandboxConfig(_Section):
 # any of these needs a run started with security=true and the "ship it security" approval. Entries
 # ending in "/" are directories; entries with a "/" are paths from the repository root (globs
 # allowed); a bare name (glob allowed) matches that file name anywhere in the tree.
+# All of bot/ is the bot's own machinery and protected, but for its features (bot/features/, bot/chat/:
+# what it does for its users, like cogs/); tests/test_architecture.py holds every module to that.
 DEFAULT_PROTECTED_PATHS = (
+    "bot/__init__.py",
+    "bot/__main__.py",  # the entry point: what starts, with which settings
     "bot/trust/",  # the whole trust base: what confines, judges and lets through
     "bot/deploy/",
     "bot/improve/",
@@ -212,12 +216,15 @@ DEFAULT_PROTECTED_PATHS = (
     # the failure it claims to fix).
     "bot/observe/",
     "bot/dashboard/",  # who may read the dashboard, and what keeps hostile text inert on it
-    "bot/kernel/settings.py",
-    "bot/kernel/sections.py",  # every section's defaults and limits, this list among them
-    "bot/kernel/process.py",
-    "bot/kernel/git.py",
-    "bot/kernel/errors.py",  # the apology the replay's observer recognises
-    "bot/tools/smoke.py",
+    # What is stored and how it is read: approvals, runs, proofs, the audit trail; and the schema's
+    # history, which runs on the live database at the next start.
+    "bot/db/",
+    "bot/runtime/",  # which sandbox, guard, merger and approval service the running bot is built with
+    "bot/scale/",  # which process leads, and which runs the runs
+    # Settings and every section's defaults and limits (this list among them), processes, git, logs and
+    # their redaction, the apology the replay's observer recognises, failpoints, prompts' loading.
+    "bot/kernel/",
+    "bot/tools/",  # the smoke load a merge runs, the install's warm step, the playground
     "conftest.py",
     ".ci/",
     "Makefile",
