@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import sys
 import time
 from pathlib import Path
+from types import FrameType
+
+import pytest
 
 from bot.observe.capture import start_capture
 from bot.observe.sampler import SlowSampler
@@ -73,3 +78,45 @@ async def test_a_fast_handler_is_never_sampled() -> None:
     finally:
         sampler.stop()
     assert innermost == {} and sampler.samples_taken == 0
+
+
+async def _blocking_handler_sampled(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Sample a loop-blocking handler; whether the collector was on at each read of the thread frames."""
+    seen: list[bool] = []
+    read = sys._current_frames
+
+    def reading() -> dict[int, FrameType]:
+        seen.append(gc.isenabled())
+        return read()
+
+    monkeypatch.setattr(sys, "_current_frames", reading)
+    sampler = SlowSampler((ROOT,), threshold_ms=20, interval_ms=5)
+    sampler.start()
+    try:
+        innermost = await asyncio.create_task(_handler(sampler, None))
+    finally:
+        sampler.stop()
+    assert f"{HERE}:{_line('time.sleep(0.15)')}:_blocking_work" in innermost
+    return seen
+
+
+async def test_the_loop_threads_stack_is_read_with_the_collector_paused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A collection inside sys._current_frames() can hang the whole process on Python before 3.11.9
+    (CPython gh-106883; seen as a test run that never ended): the sampler pauses the collector around
+    each read, and turns it back on."""
+    assert gc.isenabled()
+    seen = await _blocking_handler_sampled(monkeypatch)
+    assert seen and not any(seen)
+    assert gc.isenabled()
+
+
+async def test_a_collector_paused_by_someone_else_stays_paused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bot pauses the collector while it starts (bot/kernel/startgc.py): sampling must not resume it."""
+    gc.disable()
+    try:
+        seen = await _blocking_handler_sampled(monkeypatch)
+        assert seen and not gc.isenabled()
+    finally:
+        gc.enable()

@@ -19,6 +19,7 @@ loop's objects otherwise. Nothing is sampled while every handler is fast.
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 import threading
 import time
@@ -124,8 +125,7 @@ class SlowSampler:
         running = asyncio.current_task(self._loop) if self._loop is not None else None
         frames: list[tuple[str, int, str]]
         if running is task and self._loop_thread is not None:
-            frame = sys._current_frames().get(self._loop_thread)
-            frames = list(reversed(list(self._frame_chain(frame))))
+            frames = list(reversed(list(self._frame_chain(self._loop_frame(self._loop_thread)))))
         else:
             frames = list(self._coroutine_chain(task))
         stack = tuple(
@@ -137,6 +137,25 @@ class SlowSampler:
         self.samples_taken += 1
         if stack:
             capture.stacks[stack] += 1
+
+    @staticmethod
+    def _loop_frame(thread: int) -> FrameType | None:
+        """The loop thread's current frame, read with the collector paused.
+
+        `sys._current_frames()` holds the interpreter's thread-list lock while it builds its dict. A
+        collection started there runs Python code (weakref callbacks, finalizers), which gives up the
+        GIL; a thread that ends meanwhile takes the GIL and waits for that lock, and the whole process
+        hangs for good (CPython gh-106883: fixed the same way inside CPython from 3.11.9 and 3.12.3).
+        A collector someone else paused stays paused.
+        """
+        collecting = gc.isenabled()
+        if collecting:
+            gc.disable()
+        try:
+            return sys._current_frames().get(thread)
+        finally:
+            if collecting:
+                gc.enable()
 
     def _in_repo(self, frame: tuple[str, int, str]) -> tuple[str | None, int, str]:
         filename, line, function = frame
