@@ -89,6 +89,14 @@ def _bot_template(postgres_server: PostgresServer) -> str:
 
 
 @pytest.fixture(autouse=True)
+def _no_config_outlives_its_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`load_settings(config_file)` names its file in MENDBOT_CONFIG for the processes the bot starts.
+    A test's file must not outlive the test: every later test of its worker ran on it (one naming a
+    PostgreSQL database that does not exist failed 39 tests that ran after it)."""
+    monkeypatch.setenv("MENDBOT_CONFIG", os.devnull)
+
+
+@pytest.fixture(autouse=True)
 def _engine(request: pytest.FixtureRequest) -> Iterator[str]:
     """The engine a test's bots (`make_settings`) run on: SQLite, or on PostgreSQL a database of
     their own each (`pytest_generate_tests` says which engines a test runs on)."""
