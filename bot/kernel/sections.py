@@ -206,8 +206,6 @@ class SandboxConfig(_Section):
 # All of bot/ is the bot's own machinery and protected, but for its features (bot/features/, bot/chat/:
 # what it does for its users, like cogs/); tests/test_architecture.py holds every module to that.
 DEFAULT_PROTECTED_PATHS = (
-    "bot/__init__.py",
-    "bot/__main__.py",  # the entry point: what starts, with which settings
     "bot/trust/",  # the whole trust base: what confines, judges and lets through
     "bot/deploy/",
     "bot/improve/",
@@ -221,6 +219,8 @@ DEFAULT_PROTECTED_PATHS = (
     "bot/db/",
     "bot/runtime/",  # which sandbox, guard, merger and approval service the running bot is built with
     "bot/scale/",  # which process leads, and which runs the runs
+    "bot/__main__.py",  # the entry point: what starts, with which settings
+    "bot/__init__.py",
     # Settings and every section's defaults and limits (this list among them), processes, git, logs and
     # their redaction, the apology the replay's observer recognises, failpoints, prompts' loading.
     "bot/kernel/",
