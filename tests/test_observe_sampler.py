@@ -43,14 +43,18 @@ async def _handler(sampler: SlowSampler, work: object) -> dict[str, int]:
     return {frames[-1]: count for frames, count in capture.stacks.items()}
 
 
-async def test_a_handler_blocking_the_loop_is_sampled_at_the_blocking_line() -> None:
-    """time.sleep in a handler: the loop thread's stack, innermost at the sleeping line."""
+async def _blocking_handler_sampled() -> dict[str, int]:
     sampler = SlowSampler((ROOT,), threshold_ms=20, interval_ms=5)
     sampler.start()
     try:
-        innermost = await asyncio.create_task(_handler(sampler, None))
+        return await asyncio.create_task(_handler(sampler, None))
     finally:
         sampler.stop()
+
+
+async def test_a_handler_blocking_the_loop_is_sampled_at_the_blocking_line() -> None:
+    """time.sleep in a handler: the loop thread's stack, innermost at the sleeping line."""
+    innermost = await _blocking_handler_sampled()
     assert f"{HERE}:{_line('time.sleep(0.15)')}:_blocking_work" in innermost
 
 
@@ -80,7 +84,7 @@ async def test_a_fast_handler_is_never_sampled() -> None:
     assert innermost == {} and sampler.samples_taken == 0
 
 
-async def _blocking_handler_sampled(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+async def _collector_at_each_read(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Sample a loop-blocking handler; whether the collector was on at each read of the thread frames."""
     seen: list[bool] = []
     read = sys._current_frames
@@ -90,12 +94,7 @@ async def _blocking_handler_sampled(monkeypatch: pytest.MonkeyPatch) -> list[boo
         return read()
 
     monkeypatch.setattr(sys, "_current_frames", reading)
-    sampler = SlowSampler((ROOT,), threshold_ms=20, interval_ms=5)
-    sampler.start()
-    try:
-        innermost = await asyncio.create_task(_handler(sampler, None))
-    finally:
-        sampler.stop()
+    innermost = await _blocking_handler_sampled()
     assert f"{HERE}:{_line('time.sleep(0.15)')}:_blocking_work" in innermost
     return seen
 
@@ -107,7 +106,7 @@ async def test_the_loop_threads_stack_is_read_with_the_collector_paused(
     (CPython gh-106883; seen as a test run that never ended): the sampler pauses the collector around
     each read, and turns it back on."""
     assert gc.isenabled()
-    seen = await _blocking_handler_sampled(monkeypatch)
+    seen = await _collector_at_each_read(monkeypatch)
     assert seen and not any(seen)
     assert gc.isenabled()
 
@@ -116,7 +115,7 @@ async def test_a_collector_paused_by_someone_else_stays_paused(monkeypatch: pyte
     """The bot pauses the collector while it starts (bot/kernel/startgc.py): sampling must not resume it."""
     gc.disable()
     try:
-        seen = await _blocking_handler_sampled(monkeypatch)
+        seen = await _collector_at_each_read(monkeypatch)
         assert seen and not gc.isenabled()
     finally:
         gc.enable()
