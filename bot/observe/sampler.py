@@ -145,8 +145,8 @@ class SlowSampler:
         `sys._current_frames()` holds the interpreter's thread-list lock while it builds its dict. A
         collection started there runs Python code (weakref callbacks, finalizers), which gives up the
         GIL; a thread that ends meanwhile takes the GIL and waits for that lock, and the whole process
-        hangs for good (CPython gh-106883: fixed the same way inside CPython from 3.11.9 and 3.12.3).
-        A collector someone else paused stays paused.
+        hangs for good (CPython gh-106883, on 3.11 before 3.11.9, fixed there the same way; 3.12 and
+        later collect only between bytecodes). A collector someone else paused stays paused.
         """
         collecting = gc.isenabled()
         if collecting:
