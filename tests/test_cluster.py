@@ -441,6 +441,7 @@ async def test_a_merge_the_leader_did_not_finish_is_taken_up_by_the_next_leader(
             await asyncio.wait_for(started.wait(), WITHIN_S)
             await a_stack.__aexit__(None, None, None)
             await _until(lambda: b_shipped == [run_id])
+            assert b_shipped == [run_id]  # b shipped it, once; a's merge never ended
     finally:
         await a_stack.__aexit__(None, None, None)
 

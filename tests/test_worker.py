@@ -297,7 +297,9 @@ def test_run_on_workers_with_the_local_forge_is_refused() -> None:
 
 def test_run_on_bot_needs_neither() -> None:
     """The default (runs in the bot) asks for no database URL and no forge."""
-    refuse_workers_without_store(load_settings(_env_file=None))
+    settings = load_settings(_env_file=None)
+    assert settings.improve.run_on == "bot" and settings.database.url is None
+    refuse_workers_without_store(settings)  # raises ConfigError if it asked for either
 
 
 def _mendbot(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -593,6 +595,7 @@ async def test_an_event_written_once_the_relay_listens_is_news_not_history(
     async with _relaying(postgres_url, "first start") as it:
         await it.writer.progress(it.run, ["written after listening"])
         await _wait_for(lambda: len(it.reporter.progress_calls) == 1)
+        assert it.reporter.progress_calls == [(it.run.id, ["written after listening"])]
 
 
 async def test_the_relay_delivers_an_event_that_commits_after_a_newer_one(postgres_url: str) -> None:
