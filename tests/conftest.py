@@ -178,8 +178,8 @@ def _expected_s(item: pytest.Item, seconds: dict[str, float]) -> float:
 
 def _engine_of(item: pytest.Item) -> str | None:
     """The engine this item runs on, or None if this session runs it on none."""
-    callspec = getattr(item, "callspec", None)
-    engine = str(callspec.params.get("_engine", "sqlite")) if callspec is not None else "sqlite"
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    engine = str(params.get("_engine", params.get("engine_db", "sqlite")))
     return engine if engine in engines_for(item, getattr(item, "fixturenames", ())) else None
 
 
