@@ -333,6 +333,7 @@ async def two_shard_bot(
     second = discord_api.add_guild("shard one", shard=1, shard_count=2)
     settings = live_settings(tmp_path, discord_api)
     settings.discord.shard_count = 2
+    discord_api.max_concurrency = 2  # both shards may identify at once
     bot = await _live_bot(settings)
     task = asyncio.create_task(start_on_discord(bot, discord_api.token))
     try:
@@ -347,8 +348,8 @@ async def test_two_shards_connect_two_sessions_with_their_ids(
 ) -> None:
     """shard_count 2 in one process identifies twice, as shard [0, 2] and [1, 2], and is connected on both."""
     bot, _, _ = two_shard_bot
+    assert discord_api.recommended_shards == 1  # the configured count wins over Discord's
     assert sorted(discord_api.shards_identified) == [(0, 2), (1, 2)]
-    assert "GET /gateway/bot" not in discord_api.paths  # the count is configured: Discord is not asked
     assert bot.running_shard_ids == [0, 1] and bot.gateway_connected
 
 
@@ -380,7 +381,7 @@ async def test_without_shard_settings_discord_recommends_the_count(
     tmp_path: Path, discord_api: DiscordDouble
 ) -> None:
     """With no shard_count the bot asks /gateway/bot and runs as many shards as Discord recommends."""
-    discord_api.recommended_shards = 2
+    discord_api.recommended_shards = discord_api.max_concurrency = 2
     bot = await _live_bot(live_settings(tmp_path, discord_api))
     task = asyncio.create_task(start_on_discord(bot, discord_api.token))
     try:
@@ -388,6 +389,27 @@ async def test_without_shard_settings_discord_recommends_the_count(
         assert "GET /gateway/bot" in discord_api.paths
         assert sorted(discord_api.shards_identified) == [(0, 2), (1, 2)]
         assert bot.shard_count == 2 and bot.gateway_connected
+    finally:
+        await _stop(bot, task)
+
+
+async def test_shards_identify_as_fast_as_discords_rate_limit_allows(
+    tmp_path: Path, discord_api: DiscordDouble
+) -> None:
+    """Discord takes one IDENTIFY per 5 s in each bucket of shards (shard id % max_concurrency). With
+    three shards and max_concurrency 2, shard 1 identifies beside shard 0, and shard 2 waits out shard
+    0's 5 s (discord.py alone waits 5 s before each: 10 s for three)."""
+    discord_api.max_concurrency = 2
+    settings = live_settings(tmp_path, discord_api)
+    settings.discord.shard_count = 3
+    bot = await _live_bot(settings)
+    task = asyncio.create_task(start_on_discord(bot, discord_api.token))
+    try:
+        await asyncio.wait_for(bot.wait_until_ready(), timeout=30)
+        at = {session.shard[0]: session.identified_at for session in discord_api.sessions.values()}
+        assert sorted(at) == [0, 1, 2]
+        assert at[2] - at[0] >= 5.0  # the same bucket: never sooner, as Discord counts
+        assert at[1] - at[0] < 5.0  # another bucket: no wait
     finally:
         await _stop(bot, task)
 

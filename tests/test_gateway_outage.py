@@ -89,6 +89,7 @@ async def test_the_bot_resumes_after_an_outage_and_answers_what_was_said(
 ) -> None:
     """After the outage every shard resumes (no new IDENTIFY), the `!roll` sent meanwhile is answered,
     and while it was down /health/ready was 503 and `mendbot_discord_ready` 0."""
+    discord_api.max_concurrency = 2  # two shards may identify at once
     settings = make_settings(
         tmp_path / "data",
         discord_token=discord_api.token,

@@ -108,6 +108,7 @@ async def test_ready_follows_the_gateway_connection(tmp_path: Path) -> None:
 async def _two_shards_live(tmp_path: Path) -> AsyncIterator[tuple[DiscordDouble, MendBot, str]]:
     """A bot running shards 0 and 1 of 2 on the loopback Discord, ready; the health server's base URL."""
     async with DiscordDouble() as discord_api:
+        discord_api.max_concurrency = 2  # both shards may identify at once
         with discord_api.pointed_at():
             settings = make_settings(
                 tmp_path / "data",

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import discord
 import structlog
 import yarl
@@ -48,6 +49,10 @@ __all__ = [
 ]
 
 _log = get_logger(__name__)
+
+# Discord lets each rate-limit bucket of a bot's shards IDENTIFY once per 5 seconds, timed at its end:
+# a quarter second more allows for the previous IDENTIFY's way there.
+IDENTIFY_SPACING_S = 5.25
 
 
 def bot_intents() -> discord.Intents:
@@ -201,6 +206,8 @@ class MendBot(RecordingBot):
         self._shard_sessions: dict[int, bool] = {}
         self._closed = asyncio.Event()
         self._closing: asyncio.Future[None] | None = None
+        self._identify_buckets: int | None = None  # Discord's max_concurrency, asked once it matters
+        self._identified_at: dict[int, float] = {}  # per shard: when it last sent IDENTIFY
         self.sampler.skip(MendTree._call)  # around every app command: no evidence of where time went
 
     # -- start-up -----------------------------------------------------------------------------
@@ -238,6 +245,25 @@ class MendBot(RecordingBot):
         if self.is_closed():
             return
         await super().launch_shard(gateway, shard_id, initial=initial)
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        """Identify as soon as Discord allows: once per 5 s in each rate-limit bucket of shards
+        (`shard_id % max_concurrency`). discord.py's default waits 5 s before every IDENTIFY but the
+        first, so a large bot (max_concurrency 16) would start its shards sixteen times slower than
+        it may. The first IDENTIFY never waits nor asks; max_concurrency is asked at the second, and
+        taken as 1 if Discord cannot say."""
+        shard = shard_id or 0
+        if self._identified_at and self._identify_buckets is None:
+            try:
+                self._identify_buckets = max(1, (await self.fetch_session_start_limits()).max_concurrency)
+            except (discord.DiscordException, aiohttp.ClientError, OSError):
+                self._identify_buckets = 1
+        buckets = self._identify_buckets or 1
+        same_bucket = [at for other, at in self._identified_at.items() if other % buckets == shard % buckets]
+        last = max(same_bucket, default=None)
+        if last is not None:
+            await asyncio.sleep(max(0.0, last + IDENTIFY_SPACING_S - time.monotonic()))
+        self._identified_at[shard] = time.monotonic()
 
     async def load_extensions(self) -> dict[str, str]:
         """Load every extension; one that fails is recorded and skipped, never fatal."""

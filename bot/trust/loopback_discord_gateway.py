@@ -24,6 +24,7 @@ import contextlib
 import datetime
 import json
 import secrets
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ class GatewaySession:
     shard: tuple[int, int]  # [shard id, shard count] as IDENTIFY sent it; (0, 1) when it sent none
     ws: web.WebSocketResponse
     sequence: int = 0
+    identified_at: float = field(default_factory=time.monotonic)  # when its IDENTIFY came
     guild_ids: list[int] = field(default_factory=list)  # the guilds GUILD_CREATE was sent for, in order
     # Every dispatched frame, newest last: what a RESUME after a dropped connection gets replayed.
     sent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=_REPLAYABLE))

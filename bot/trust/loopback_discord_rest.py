@@ -93,6 +93,9 @@ class RestDouble(GatewayDouble):
         super().__init__(message_content_intent=message_content_intent, unix_socket=unix_socket)
         self.echo = echo  # the bot's own posts, edits and deletes come back over the gateway, as on Discord
         self.recommended_shards = recommended_shards  # what GET /gateway/bot answers
+        # Its session_start_limit.max_concurrency: how many shards may IDENTIFY in the same 5 s
+        # (1 for most bots, 16 and up for large ones).
+        self.max_concurrency = 1
         self.unknown_routes: list[str] = []  # "METHOD /path" of every REST call the double cannot answer
         self.synced: dict[str, list[dict[str, Any]]] = {}  # "global" or the guild id → commands
         self.messages: list[dict[str, Any]] = []  # the bot's messages, as they are now (edits applied)
@@ -185,7 +188,7 @@ class RestDouble(GatewayDouble):
                             "total": 1000,
                             "remaining": 1000,
                             "reset_after": 0,
-                            "max_concurrency": 1,
+                            "max_concurrency": self.max_concurrency,
                         },
                     }
                 )
