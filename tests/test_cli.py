@@ -310,6 +310,7 @@ def _make(
     )
 
 
+@pytest.mark.cli  # `make demo` runs the bundled Claude Code CLI
 def test_readme_quick_start_in_a_fresh_clone(tmp_path: Path) -> None:
     """The README's quickstart, verbatim, in a fresh clone: every `make` command of its console blocks
     runs — `make run` typed the README's playground script prints the README's transcript, `make
