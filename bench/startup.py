@@ -20,6 +20,11 @@ Prints medians over the runs — `ready_s`, `connect_s`, `idle_rss_mb`, `idle_rs
 with its `minimal_…` counterpart and `…_ratio_vs_minimal_bot` (`ready_ratio_vs_minimal_bot`,
 `idle_rss_ratio_vs_minimal_bot`, …), `children_at_idle` — then the playground's `play_ready_s` and
 `play_idle_rss_mb`. `BENCH_STARTUP_RUNS` sets the number of starts.
+
+What idle memory is made of: `discord_imports_rss_mb`, `card_imports_rss_mb` and
+`card_settings_storage_imports_rss_mb` are fresh interpreters that only import discord.py; that and the
+product card's other runtime packages (pydantic, structlog, PyYAML, aiosqlite, GitPython); that and
+pydantic-settings and SQLAlchemy — each with its ratio to the minimal bot's idle RSS.
 """
 
 from __future__ import annotations
@@ -247,6 +252,41 @@ def play_start(workdir: Path) -> tuple[float, float]:
     return ready, rss
 
 
+# What the idle figures are made of: a process that only imports these, and nothing more.
+_IMPORTS = {
+    # the minimal bot's library
+    "discord_imports": ("discord.ext.commands",),
+    # and the product card's other packages a running bot needs (claude-agent-sdk only in a run)
+    "card_imports": ("discord.ext.commands", "pydantic.main", "structlog", "yaml", "aiosqlite", "git"),
+    # and what mendbot adds for its settings and its queries on either engine
+    "card_settings_storage_imports": (
+        "discord.ext.commands",
+        "pydantic.main",
+        "structlog",
+        "yaml",
+        "aiosqlite",
+        "git",
+        "pydantic_settings",
+        "sqlalchemy",
+    ),
+}
+_IMPORTS_ONLY = (
+    "import gc, importlib, sys\n"
+    "for name in sys.argv[1:]:\n"
+    "    importlib.import_module(name)\n"
+    "gc.collect()\n"
+    "print(next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmRSS:')))\n"
+)
+
+
+def imports_rss_mb(modules: tuple[str, ...]) -> float:
+    """The RSS of a fresh interpreter that has imported `modules` and nothing else."""
+    found = subprocess.run(
+        [sys.executable, "-c", _IMPORTS_ONLY, *modules], capture_output=True, text=True, check=True
+    )
+    return int(found.stdout) / 1024
+
+
 def _median(values: list[float]) -> float:
     return statistics.median(values)
 
@@ -293,6 +333,11 @@ async def side_by_side() -> None:
         )
         print(f"{name}_ratio_vs_minimal_bot {ours / theirs:.2f} x")
     print(f"children_at_idle {max(s.children for s in mendbot)}")
+    _, minimal_rss = both("rss_mb")
+    for name, modules in _IMPORTS.items():
+        rss = _median([imports_rss_mb(modules) for _ in range(3)])
+        print(f"{name}_rss_mb {rss:.1f} MB")
+        print(f"{name}_ratio_vs_minimal_bot {rss / minimal_rss:.2f} x")
 
 
 def main() -> None:
