@@ -256,8 +256,8 @@ async def test_failover_the_new_leader_announces_the_next_incident_once(
     a_stack = _process(tmp_path, postgres_url, "a")
     a = await a_stack.__aenter__()
     try:
+        await _until(lambda: _tailing(a))  # a leads before b starts: b only ever follows it
         async with _process(tmp_path, postgres_url, "b") as b:
-            await _until(lambda: _tailing(a))
             _fail(b, "command:roll", "first storm")
             await b.recorder.flush()
             await _until(lambda: len(_announced(a)) == 1)
@@ -286,8 +286,8 @@ async def test_a_new_leader_does_not_call_a_failure_new_that_another_process_saw
     a_stack = _process(tmp_path, postgres_url, "a", observe=quick)
     a = await a_stack.__aenter__()
     try:
+        await _until(lambda: _tailing(a))  # a leads before b starts: b only ever follows it
         async with _process(tmp_path, postgres_url, "b", observe=quick) as b:
-            await _until(lambda: _tailing(a))
             failure = _failure(a.incidents.now(), "fp-seen")
             await action_queries.insert_many(a.db, [failure])
             await _until(lambda: len(_announced(a)) == 1)
@@ -418,8 +418,8 @@ async def test_a_merge_the_leader_did_not_finish_is_taken_up_by_the_next_leader(
     a_stack = _process(tmp_path, postgres_url, "a")
     a = await a_stack.__aenter__()
     try:
+        await _until(lambda: _tailing(a))  # a leads before b starts: b only ever follows it
         async with _process(tmp_path, postgres_url, "b") as b:
-            await _until(lambda: _tailing(a))
             started = asyncio.Event()
             b_shipped: list[int] = []
 
