@@ -256,7 +256,8 @@ class MendBot(RecordingBot):
         if self._identified_at and self._identify_buckets is None:
             try:
                 self._identify_buckets = max(1, (await self.fetch_session_start_limits()).max_concurrency)
-            except (discord.DiscordException, aiohttp.ClientError, OSError):
+            except (discord.DiscordException, aiohttp.ClientError, OSError) as exc:
+                _log.warning("session start limits unknown: one shard identifies per 5 s", error=repr(exc))
                 self._identify_buckets = 1
         buckets = self._identify_buckets or 1
         same_bucket = [at for other, at in self._identified_at.items() if other % buckets == shard % buckets]
