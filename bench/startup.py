@@ -252,23 +252,14 @@ def play_start(workdir: Path) -> tuple[float, float]:
     return ready, rss
 
 
-# What the idle figures are made of: a process that only imports these, and nothing more.
+# What the idle figures are made of: a process that only imports these, and nothing more. The card's
+# runtime packages are discord.py and those a running bot needs beside it (claude-agent-sdk only in a run).
+_CARD = ("discord.ext.commands", "pydantic.main", "structlog", "yaml", "aiosqlite", "git")
 _IMPORTS = {
-    # the minimal bot's library
-    "discord_imports": ("discord.ext.commands",),
-    # and the product card's other packages a running bot needs (claude-agent-sdk only in a run)
-    "card_imports": ("discord.ext.commands", "pydantic.main", "structlog", "yaml", "aiosqlite", "git"),
+    "discord_imports": _CARD[:1],  # the minimal bot's library
+    "card_imports": _CARD,
     # and what mendbot adds for its settings and its queries on either engine
-    "card_settings_storage_imports": (
-        "discord.ext.commands",
-        "pydantic.main",
-        "structlog",
-        "yaml",
-        "aiosqlite",
-        "git",
-        "pydantic_settings",
-        "sqlalchemy",
-    ),
+    "card_settings_storage_imports": (*_CARD, "pydantic_settings", "sqlalchemy"),
 }
 _IMPORTS_ONLY = (
     "import gc, importlib, sys\n"
