@@ -451,6 +451,23 @@ def test_history_brings_an_empty_postgresql_database_to_the_head(postgres_url: s
     assert partitioned == ("p",)
 
 
+def test_a_postgresql_database_at_the_head_is_upgraded_without_loading_alembic(postgres_url: str) -> None:
+    """A process that finds the database at the head imports no Alembic (the first one, which found
+    it empty, ran the history); the database is left at the head."""
+    code = (
+        "import sys\nfrom bot.db.migrate import upgrade_postgresql\n"
+        f"upgrade_postgresql({postgres_url!r})\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'alembic', 'sqlalchemy'}))"
+    )
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": "/usr/bin:/bin"}
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert first.stdout.strip() == "['alembic', 'sqlalchemy']"
+    assert again.stdout.strip() == "[]"
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == (head_revision(),)
+
+
 def test_both_heads_have_the_same_tables_and_columns(postgres_url: str, tmp_path: Path) -> None:
     """SQLite and PostgreSQL at the head: same tables, same columns in the same order, same
     nullability and the same broad types (int, float, str)."""

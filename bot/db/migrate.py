@@ -16,6 +16,10 @@ file arrive here:
 - one at the head is left alone, told cheaply: its `alembic_version` row against the revision
   no other revision file revises (read from the files' text), without loading SQLAlchemy or
   Alembic at all.
+
+A PostgreSQL database at the head is told the same way, over one psycopg connection (~3 ms,
+where loading Alembic and its environment to find nothing to do costs ~0.12 s of CPU in every
+process that opens the database: each bot, worker and writer on that engine).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ __all__ = [
     "head_revision",
     "history_digest",
     "legacy_migrations",
+    "postgresql_revision",
     "sqlite_revision",
     "upgrade_postgresql",
     "upgrade_sqlite",
@@ -129,12 +134,30 @@ def upgrade_sqlite(conn: sqlite3.Connection, *, history: Traversable = HISTORY) 
         raise MigrationError(f"upgrading the database to {head_revision(history)} failed: {exc}") from exc
 
 
+def postgresql_revision(url: str) -> str | None:
+    """The Alembic revision the PostgreSQL database at `url` is at, or None before it has one."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        try:
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        except psycopg.errors.UndefinedTable:
+            return None
+    return None if row is None else str(row[0])
+
+
 def upgrade_postgresql(url: str, *, history: Traversable = HISTORY) -> None:
     """Bring the PostgreSQL database at `url` to the head, in one transaction.
 
     Processes sharing the database start together: each upgrade first takes a transaction-level
     advisory lock, so one migrates and the others then find the head (two creating `alembic_version`
-    at once would fail one of them)."""
+    at once would fail one of them). A database already at the head is only read: an upgrade
+    commits whole, so a row at the head means the schema is there."""
+    try:
+        if postgresql_revision(url) == head_revision(history):
+            return
+    except Exception as exc:
+        raise MigrationError(f"reading the revision of the PostgreSQL database failed: {exc}") from exc
     from sqlalchemy import create_engine, text
 
     engine = create_engine(_with_driver(url))
