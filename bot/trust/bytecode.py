@@ -33,6 +33,7 @@ __all__ = ["cache_path", "pyc_for"]
 _MAX_SOURCE_BYTES = 1 << 20
 _MAX_CACHED_BYTES = 64 << 20
 _CHECKED_HASH = (0b11).to_bytes(4, "little")  # hash-based, checked
+_COMPILING = threading.Lock()
 
 
 def cache_path(source: str) -> str | None:
@@ -61,10 +62,10 @@ class _Compiled:
         with self._lock:
             if oid not in self._found:
                 self._found[oid] = pyc
-                self._size += len(pyc or b"")
+                self._size += len(oid) + len(pyc or b"")
                 while self._size > _MAX_CACHED_BYTES:
-                    _, dropped = self._found.popitem(last=False)
-                    self._size -= len(dropped or b"")
+                    dropped_oid, dropped = self._found.popitem(last=False)
+                    self._size -= len(dropped_oid) + len(dropped or b"")
         return pyc
 
 
@@ -72,8 +73,9 @@ def _compile(source: bytes) -> bytes | None:
     if len(source) > _MAX_SOURCE_BYTES:
         return None
     # Recorded, not raised: the filters are the process's, and another thread's warning in this
-    # window must not become an error there (it is only counted here, against this blob).
-    with warnings.catch_warnings(record=True) as warned:
+    # window must not become an error there (it is only counted here, against this blob). One
+    # compile at a time: two overlapping `catch_warnings` would restore each other's filters.
+    with _COMPILING, warnings.catch_warnings(record=True) as warned:
         warnings.simplefilter("always")
         try:
             # The name is Python's to replace: importing fixes each code object's file name to the
