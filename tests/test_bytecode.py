@@ -16,7 +16,9 @@ from tests.harness.repo import git as plain_git
 _TAG = sys.implementation.cache_tag
 
 
-def _repo_with(tmp_path: Path, files: dict[str, str], links: dict[str, str] | None = None) -> tuple[Path, str]:
+def _repo_with(
+    tmp_path: Path, files: dict[str, str], links: dict[str, str] | None = None
+) -> tuple[Path, str]:
     repo = tmp_path / "repo"
     repo.mkdir()
     plain_git(repo, "init", "-q", "-b", "main")
@@ -33,7 +35,9 @@ def _repo_with(tmp_path: Path, files: dict[str, str], links: dict[str, str] | No
 
 def _python(dest: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(dest), "PYTHONDONTWRITEBYTECODE": "1"}
-    return subprocess.run([sys.executable, *args], cwd=dest, env=env, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, *args], cwd=dest, env=env, capture_output=True, text=True, check=False
+    )
 
 
 async def test_python_imports_the_bytecode_and_compiles_a_source_changed_after_the_copy(
