@@ -5,18 +5,12 @@ Prints
   verify gate runs a check) inside the sandbox over the same check outside it, from interleaved runs;
 - `check_throughput_ratio`: sandboxed / unsandboxed wall time of the project's own
   `pytest -q -m "not cli"` subset, run in a copy of the repository (as a run's worktree would be),
-  in interleaved rounds;
-- `sandboxed_bot_import_cpu_s`: the CPU seconds (the sandbox's processes included) of importing the
-  bot's start-up modules in the sandbox from a materialised copy of the tree, as every smoke load and
-  replay does, with the bytecode `materialise` writes beside its files; `…_without_bytecode_s` the
-  same with it removed (compiled in the sandbox, as before), and their ratio.
+  in interleaved rounds.
 """
 
 from __future__ import annotations
 
 import asyncio
-import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -24,15 +18,12 @@ import tempfile
 from pathlib import Path
 
 from bot.kernel.process import run_process
-from bot.trust.sandbox import Jail, Sandbox
-from bot.trust.trees import materialise
+from bot.trust.sandbox import Sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 RUNS = 30
 SUITE_ROUNDS = 2
 SUITE = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not cli"]
-IMPORT_RUNS = 7
-BOT_IMPORTS = [sys.executable, "-c", "import bot.__main__, bot.runtime.app, bot.runtime.health"]
 
 
 def _copy_of_repo(dest: Path) -> Path:
@@ -73,43 +64,11 @@ async def _timed(argv: list[str], cwd: Path, env: dict[str, str], timeout_s: flo
     return result.duration_s
 
 
-def _children_cpu_s() -> float:
-    used = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return used.ru_utime + used.ru_stime
-
-
-async def _import_cpu_s(jail: Jail, tree: Path) -> float:
-    """The median CPU of the bot's start-up imports in `jail`, processes of the sandbox included."""
-    spent = []
-    for _ in range(IMPORT_RUNS):
-        before = _children_cpu_s()
-        await _timed(jail.command(BOT_IMPORTS, jail.environment(), wall_s=60), tree, {}, 60)
-        spent.append(_children_cpu_s() - before)
-    return statistics.median(spent)
-
-
-async def bytecode(sandbox: Sandbox, repo: Path, temp: Path) -> None:
-    """The bot's start-up imports in the sandbox, from a materialised tree with and without its bytecode."""
-    tree = temp / "materialised"
-    tree.mkdir()
-    await materialise(repo, "HEAD", tree)
-    async with sandbox.jail(tree, git_dir=None, writable=False) as jail:
-        with_bytecode = await _import_cpu_s(jail, tree)
-    for cache in list(tree.rglob("__pycache__")):
-        shutil.rmtree(cache)
-    async with sandbox.jail(tree, git_dir=None, writable=False) as jail:
-        without = await _import_cpu_s(jail, tree)
-    print(f"sandboxed_bot_import_cpu_s {with_bytecode:.3f} s")
-    print(f"sandboxed_bot_import_cpu_without_bytecode_s {without:.3f} s")
-    print(f"sandboxed_bot_import_cpu_ratio {with_bytecode / without:.2f} x")
-
-
 async def main() -> None:
     sandbox = Sandbox()
     await sandbox.probe()
     with tempfile.TemporaryDirectory(prefix="bench-sandbox-") as temp:
         worktree = _copy_of_repo(Path(temp) / "repo")
-        await bytecode(sandbox, worktree, Path(temp))
         async with sandbox.jail(worktree, git_dir=worktree / ".git") as jail:
             inside_env = jail.environment()
             outside_env = _plain_env(worktree, inside_env)

@@ -11,7 +11,6 @@ import pytest
 
 from bot.improve.workspace import Workspace, WorkspaceError, Worktree
 from bot.kernel.git import git
-from bot.trust.bytecode import cache_path
 from bot.trust.trees import HostileTree, check_change, materialise, symlink_problem
 from tests.harness.repo import copy_of_bot
 from tests.harness.repo import git as plain_git
@@ -135,8 +134,7 @@ async def test_the_commit_takes_what_add_all_would(
     repo: Path, workspace: Workspace, worktree: Worktree, tmp_path: Path
 ) -> None:
     """New, changed, deleted and executable files are committed; ignored ones are not; the message ends
-    with the Run-Id trailer; a fresh materialised copy of the commit holds exactly its tree, and beside
-    each Python file its bytecode."""
+    with the Run-Id trailer; a fresh materialised copy of the commit holds exactly its tree."""
     (worktree.path / "new_tool.sh").write_text("#!/bin/sh\necho hi\n")
     (worktree.path / "new_tool.sh").chmod(0o755)
     (worktree.path / "cogs" / "dice.py").write_text("# changed\n")
@@ -157,9 +155,7 @@ async def test_the_commit_takes_what_add_all_would(
     await materialise(repo, sha, dest)
     listed = set(plain_git(repo, "ls-tree", "-r", "--name-only", sha).splitlines())
     on_disk = {path.relative_to(dest).as_posix() for path in dest.rglob("*") if not path.is_dir()}
-    bytecode = {path for path in on_disk if "/__pycache__/" in f"/{path}"}
-    assert on_disk - bytecode == listed
-    assert bytecode == {cache_path(path) for path in listed if path.endswith(".py")}
+    assert on_disk == listed
     assert (
         os.access(dest / "new_tool.sh", os.X_OK) and (dest / "cogs" / "dice.py").read_text() == "# changed\n"
     )

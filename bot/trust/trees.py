@@ -17,8 +17,7 @@ the bot's own tools behave, or reach past the tree, so git never reads it the wa
   proposal can show them as symlinks with their targets.
 - **Materialise** (`materialise`): a fresh copy of exactly a commit's tree, written from its blobs
   (`ls-tree` and `cat-file --batch`): no ignored or untracked file of any worktree, no filter, no
-  `export-ignore`. Checks, proofs and replays run on such copies (`Workspace.checkout`), each Python
-  file with the bytecode compiled here from its blob beside it (`bot.trust.bytecode`).
+  `export-ignore`. Checks, proofs and replays run on such copies (`Workspace.checkout`).
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from bot.kernel.git import GitError, git
-from bot.trust.bytecode import cache_path, pyc_for
 from bot.trust.path_rules import secret_reason
 
 __all__ = [
@@ -349,30 +347,10 @@ def _write_files(dest: Path, entries: dict[str, tuple[str, str]], blobs: dict[st
         elif mode == _SYMLINK:
             links.append((target, blobs[oid]))
         else:
-            _write_new(target, blobs[oid])
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(blobs[oid])
             if mode == _EXECUTABLE:
                 os.chmod(target, 0o755)
-    _write_bytecode(dest, entries, blobs)
     for target, content in links:
         os.symlink(os.fsdecode(content), target)
-
-
-def _write_new(target: Path, content: bytes) -> None:
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(content)
-
-
-def _write_bytecode(dest: Path, entries: dict[str, tuple[str, str]], blobs: dict[str, bytes]) -> None:
-    """Each Python file's bytecode beside it (`bot.trust.bytecode`), before any symlink exists: never
-    where the tree has a path of its own (a file or directory there, or a `__pycache__` that is not a
-    directory)."""
-    taken = set(entries) | {str(parent) for rel in entries for parent in PurePosixPath(rel).parents}
-    for rel, (mode, oid) in entries.items():
-        pyc_rel = cache_path(rel) if mode in (_REGULAR, _EXECUTABLE) else None
-        if pyc_rel is None or pyc_rel in taken or (os.path.dirname(pyc_rel) in entries):
-            continue
-        pyc = pyc_for(oid, blobs[oid])
-        if pyc is not None:
-            (dest / pyc_rel).parent.mkdir(exist_ok=True)
-            _write_new(dest / pyc_rel, pyc)
