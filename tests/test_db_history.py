@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -466,6 +467,18 @@ def test_a_postgresql_database_at_the_head_is_upgraded_without_loading_alembic(p
     assert again.stdout.strip() == "[]"
     with psycopg.connect(postgres_url) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == (head_revision(),)
+
+
+def test_a_database_url_libpq_cannot_read_fails_without_showing_its_password() -> None:
+    """libpq quotes the part of a URL it cannot parse; a password with a stray `%` is such a part. The
+    error says what is wrong and hides the password in both its written and decoded forms, in its
+    traceback too."""
+    for password in ("s3cr%zzet-0001", "s3cr%41%zz-0002"):
+        with pytest.raises(MigrationError, match="reading the revision") as failed:
+            upgrade_postgresql(f"postgresql://bob:{password}@127.0.0.1:1/mendbot")
+        shown = "".join(traceback.format_exception(failed.value))  # as a log would show it
+        assert "percent-encoded" in shown and "***" in shown
+        assert "s3cr" not in shown
 
 
 def test_both_heads_have_the_same_tables_and_columns(postgres_url: str, tmp_path: Path) -> None:

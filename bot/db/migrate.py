@@ -32,6 +32,7 @@ import threading
 from importlib import resources
 from importlib.abc import Traversable
 from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -157,7 +158,9 @@ def upgrade_postgresql(url: str, *, history: Traversable = HISTORY) -> None:
         if postgresql_revision(url) == head_revision(history):
             return
     except Exception as exc:
-        raise MigrationError(f"reading the revision of the PostgreSQL database failed: {exc}") from exc
+        # libpq quotes what it cannot parse, a password with a stray `%` included.
+        reason = _without_password(str(exc), url)
+        raise MigrationError(f"reading the revision of the PostgreSQL database failed: {reason}") from None
     from sqlalchemy import create_engine, text
 
     engine = create_engine(_with_driver(url))
@@ -169,6 +172,17 @@ def upgrade_postgresql(url: str, *, history: Traversable = HISTORY) -> None:
         raise MigrationError(f"upgrading {engine.url.render_as_string()} failed: {exc}") from exc
     finally:
         engine.dispose()
+
+
+def _without_password(text: str, url: str) -> str:
+    """`text` with the password of `url` (as written, and decoded) replaced by `***`."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    for form in {password, unquote(password)} if password else ():
+        text = text.replace(form, "***")
+    return text
 
 
 def _with_driver(url: str) -> str:
