@@ -471,11 +471,15 @@ def test_a_postgresql_database_at_the_head_is_upgraded_without_loading_alembic(p
 
 def test_a_database_url_libpq_cannot_read_fails_without_showing_its_password() -> None:
     """libpq quotes the part of a URL it cannot parse; a password with a stray `%` is such a part. The
-    error says what is wrong and hides the password in both its written and decoded forms, in its
-    traceback too."""
-    for password in ("s3cr%zzet-0001", "s3cr%41%zz-0002"):
+    error says what is wrong and hides the password (after the user or as a query parameter) in both
+    its written and decoded forms, in its traceback too."""
+    for url in (
+        "postgresql://bob:s3cr%zzet-0001@127.0.0.1:1/mendbot",
+        "postgresql://bob:s3cr%41%zz-0002@127.0.0.1:1/mendbot",
+        "postgresql://bob@127.0.0.1:1/mendbot?password=s3cr%zz-0003",
+    ):
         with pytest.raises(MigrationError, match="reading the revision") as failed:
-            upgrade_postgresql(f"postgresql://bob:{password}@127.0.0.1:1/mendbot")
+            upgrade_postgresql(url)
         shown = "".join(traceback.format_exception(failed.value))  # as a log would show it
         assert "percent-encoded" in shown and "***" in shown
         assert "s3cr" not in shown

@@ -228,6 +228,10 @@ def test_every_shard_of_the_count_is_not_a_subset(tmp_path: Path, monkeypatch: p
             "database: {url: 'postgresql://bot:hunter2@db/mendbot'}\n",
             "database.url: must not carry a password",
         ),
+        (
+            "database: {url: 'postgresql://bot@db/mendbot?sslmode=require&password=hunter2'}\n",
+            "database.url: must not carry a password",
+        ),
     ],
 )
 def test_database_urls_that_cannot_work_are_refused(

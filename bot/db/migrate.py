@@ -32,7 +32,7 @@ import threading
 from importlib import resources
 from importlib.abc import Traversable
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -175,13 +175,13 @@ def upgrade_postgresql(url: str, *, history: Traversable = HISTORY) -> None:
 
 
 def _without_password(text: str, url: str) -> str:
-    """`text` with the password of `url` (as written, and decoded) replaced by `***`."""
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        password = None
-    for form in {password, unquote(password)} if password else ():
-        text = text.replace(form, "***")
+    """`text` with each password of `url` (as written, and decoded) replaced by `***`."""
+    # Here, not at the top: the action writer imports this module and never needs the settings' models.
+    from bot.kernel.sections import url_passwords
+
+    for password in url_passwords(url):
+        for form in (password, unquote(password)):
+            text = text.replace(form, "***")
     return text
 
 

@@ -9,7 +9,7 @@ section (the sandbox, the detector, the audit) import only what they read.
 from __future__ import annotations
 
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -39,6 +39,7 @@ __all__ = [
     "SandboxConfig",
     "Snowflake",
     "StorageConfig",
+    "url_passwords",
 ]
 
 
@@ -318,6 +319,21 @@ class StorageConfig(_Section):
     probe_interval_s: float = Field(default=10, gt=0)  # while storage is failing, how often to try a write
 
 
+def url_passwords(url: str) -> list[str]:
+    """The passwords a PostgreSQL URL carries, as written: after the user (`user:secret@`) and as a
+    `password` query parameter (libpq takes both)."""
+    try:
+        parts = urlsplit(url)
+        found = [parts.password] if parts.password else []
+    except ValueError:
+        return []
+    for pair in parts.query.split("&"):
+        key, _, value = pair.partition("=")
+        if unquote(key).strip().lower() == "password" and value:
+            found.append(value)
+    return found
+
+
 class DatabaseConfig(_Section):
     # Unset: SQLite in data_dir (one process). A PostgreSQL URL (postgresql://user@host:5432/name)
     # is the store several processes share: shard processes, workers, a leader among them.
@@ -331,7 +347,7 @@ class DatabaseConfig(_Section):
         parts = urlsplit(value)
         if parts.scheme not in ("postgresql", "postgres"):
             raise ValueError("must be a PostgreSQL URL, postgresql://user@host:5432/name (unset: SQLite)")
-        if parts.password:
+        if url_passwords(value):
             raise ValueError(
                 "must not carry a password: config.yaml is not a secret — set PGPASSWORD in the "
                 "environment (or use ~/.pgpass), which the PostgreSQL driver reads"
