@@ -382,6 +382,38 @@ async def test_a_new_leader_announces_an_incident_its_predecessor_stored_but_did
         assert _announced(b) == []
 
 
+async def test_a_copy_taken_before_the_announcement_is_not_announced_again(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A process that read an incident before its leader stored the announcement holds a copy without
+    it; taking over, it asks the row and announces nothing (the dev channel got it once)."""
+    async with _process(tmp_path, postgres_url, "a") as a:
+        await _until(lambda: _tailing(a))
+        async with _process(tmp_path, postgres_url, "b") as b:
+            incident = Incident(
+                rule="repeat",
+                rules=["repeat"],
+                level="error",
+                kind="command:roll",
+                fingerprint="fp-copied",
+                state="open",
+                summary="boom",
+                first_seen=1.0,
+                last_seen=1.0,
+                count=3,
+                user_ids=set(),
+                sample={},
+            )
+            incident_id = await incident_queries.insert(b.db, incident.row(b.incidents.now()))
+            await b.incidents.refresh()  # b's copy: no announcement yet
+            await incident_queries.update(b.db, incident_id, {"channel_id": 10, "message_id": 20})
+            await b.incidents.refresh()
+            assert await b.incidents.announce_unannounced() == 0
+            assert _announced(b) == []
+            copy = next(i for i in b.incidents.active() if i.id == incident_id)
+            assert (copy.channel_id, copy.message_id) == (10, 20)
+
+
 async def test_a_merge_handed_over_is_shipped_by_the_leader_only(postgres_url: str, tmp_path: Path) -> None:
     """An approval counted on a follower is merged by the leader (NOTIFY mendbot_deploy), once."""
     async with _process(tmp_path, postgres_url, "a") as a, _process(tmp_path, postgres_url, "b") as b:

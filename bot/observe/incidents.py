@@ -166,12 +166,26 @@ class IncidentService:
                 continue
             if incident.message_id is not None or self.announcer is None:
                 continue
+            # The row decides, not this process's copy: a copy taken before the previous leader's
+            # announcement was stored does not have it.
+            stored = await queries.by_id(self._db, incident.id)
+            if stored is not None and stored.get("message_id") is not None:
+                incident.channel_id, incident.message_id = stored["channel_id"], stored["message_id"]
+                continue
             where = await self.announcer.announce(incident)
             if where is not None:
-                incident.channel_id, incident.message_id = where
-                await self._write(incident, {"channel_id": where[0], "message_id": where[1]})
+                await self._announced(incident, where)
                 announced += 1
         return announced
+
+    async def _announced(self, incident: Incident, where: tuple[int, int]) -> None:
+        """Store where the incident was announced, as a change of its row (newer `updated_at`), so
+        every process's next refresh takes it in."""
+        incident.channel_id, incident.message_id = where
+        if incident.id is not None:
+            await self._write(
+                incident, {"channel_id": where[0], "message_id": where[1], "updated_at": self.now()}
+            )
 
     def open_storage_fault(self) -> Fault | None:
         """The fault of a storage incident still open from before a restart (None if there is none)."""
@@ -284,9 +298,7 @@ class IncidentService:
             if self.announcer is not None:
                 where = await self.announcer.announce(incident)
                 if where is not None:
-                    incident.channel_id, incident.message_id = where
-                    if incident.id is not None:
-                        await self._write(incident, {"channel_id": where[0], "message_id": where[1]})
+                    await self._announced(incident, where)
         finally:
             incident.created.set()
         if incident.dirty:
