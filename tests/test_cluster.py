@@ -17,6 +17,7 @@ from bot.db import actions as action_queries
 from bot.db import cluster as cluster_queries
 from bot.db import core
 from bot.db import incidents as incident_queries
+from bot.db import runs as run_queries
 from bot.db.records import ActionRecord
 from bot.db.runs import get_setting, set_setting
 from bot.observe.incident import Incident
@@ -691,6 +692,14 @@ async def test_the_workers_progress_is_relayed_once_by_the_leader(postgres_url: 
             reporters = {"a": RecordingReporter(), "b": RecordingReporter()}
             a.improve.reporter, b.improve.reporter = reporters["a"], reporters["b"]
             leader = await _leader_of(a, b)
+            # The relay's first catch-up sets where news begins (what came before is history): the
+            # worker writes after it, as a worker's run always comes after the bot's start.
+            for _ in range(int(WITHIN_S / 0.05)):
+                if await run_queries.get_setting(leader.db, "run_relay.last_event_id") is not None:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the leader's relay never caught up")
             run = await leader.improve.runs.create("fix", 1, 5, None, "run on a worker")
             worker = DatabaseReporter(a.db, a.improve.runs, "worker:test")
             await worker.progress(run, ["🔍 looking"])
