@@ -391,6 +391,61 @@ async def test_a_kind_without_traceback_gets_its_handler_callees_and_matching_ca
     assert "Calls the request seems to mean" in text and "def checkout" in text and "def price" in text
 
 
+_CHECKOUT = "shop.py:{line}:checkout"
+_SENDING = "bot/observe/capture.py:160:sending"  # mendbot's wrapper around discord.py's sends
+
+
+@pytest.mark.parametrize(
+    ("stack", "count", "first"),
+    [
+        # Waiting for Discord to take each reply, as every call on a real connection does past 50 ms.
+        ([_CHECKOUT, _SENDING], 30, "price"),
+        # Two samples: a call a busy host held up for 10 ms past the threshold.
+        ([_CHECKOUT], 2, "price"),
+        # 150 ms a call inside checkout, twice: slow there, whatever the request says.
+        ([_CHECKOUT], 30, "checkout"),
+    ],
+    ids=["waiting-for-discord", "a-hiccup", "slow-in-the-code"],
+)
+async def test_slow_samples_move_the_ranking_only_where_the_code_spent_the_time(
+    db: aiosqlite.Connection, shop: Path, stack: list[str], count: int, first: str
+) -> None:
+    """A wrong answer from calls that were also slow: the answer's makers stay suspects, and the
+    sampled stacks count only for time the code spent, in proportion to how much was sampled."""
+    from bot.db import handlers as handler_queries
+
+    await handler_queries.replace_cog(
+        db, "Shop", [handler_queries.HandlerLocation("app:shop", "shop.py", "checkout", 27, "Shop")], NOW
+    )
+    frames = [f.format(line=_line_of(_source(shop), "return sum(")) for f in stack]
+    calls = [
+        ActionRecord(
+            ts=NOW - n,
+            kind="app:shop",
+            source="Shop",
+            ok=True,
+            duration_ms=200.0,
+            user_id=5,
+            invocation={"name": "/shop", "options": {"items": "tea cake"}},
+            reply={"text": "9", "sha": "x", "messages": 1},
+            samples=[{"frames": frames, "count": count // 2}],
+        )
+        for n in range(2)
+    ]
+    await action_queries.insert_many(db, calls)
+    pack = await build_evidence(
+        db,
+        shop,
+        incident_id=None,
+        description="/shop says 9 for tea and cake",
+        kind="app:shop",
+        requester_id=5,
+        now=NOW,
+    )
+    assert pack.suspects[0].function == first, [(s.function, s.reasons) for s in pack.suspects]
+    assert "sampled stacks, innermost last" in pack.render()  # the agent sees them either way
+
+
 async def test_lessons_are_recalled_by_the_suspect_files(db: aiosqlite.Connection, shop: Path) -> None:
     """recall() is asked with the suspect files, and a lesson about shop.py (other fingerprint) is shown."""
     asked: list[tuple[str | None, list[str]]] = []

@@ -69,14 +69,24 @@ _CORRELATE_WINDOW_S = 7 * 86400
 _CORRELATE_SCAN = 500
 _MAX_CALLS = 6
 _MAX_SLOW = 20
+# Samples of slow calls without a latency incident that count in full: 100 ms of sampled time at the
+# sampler's 5 ms interval (bot/observe/sampler.py), far more than a host's hiccup leaves.
+_CONFIDENT_SAMPLES = 20
 _IMPORT_DEPTH = 4  # modules imported by imported modules: the budget for following calls down
 # Files read for one pack, at most: the named ones first, then by import depth. Each costs a path
 # check and a stat even when its parse is cached; 40 keeps a large repository's pack in budget.
 _MAX_MODULES = 40
+_SENDING = ("bot/observe/capture.py", "sending")
 _FRAME = re.compile(r"^(?P<path>.+):(?P<line>\d+):(?P<function>[^:]*)$")
 _NUMBER_OR_WORD = re.compile(r"[a-z]{2,}|\d+(?:\.\d+)?")
 
 Recall = Callable[[str | None, list[str]], Awaitable[Sequence[LessonLike]]]
+
+
+def _is_sending(frame: str) -> bool:
+    """The frame of mendbot's wrapper around discord.py's sends: a stack ending there waits on Discord."""
+    match = _FRAME.match(frame)
+    return match is not None and (match["path"], match["function"]) == _SENDING
 
 
 def _parse_frame(frame: str) -> tuple[str, int, str] | None:
@@ -287,6 +297,7 @@ async def _rank_suspects(
     lessons: Sequence[LessonLike],
     recall: Recall | None,
     git_timeout_s: float,
+    latency_incident: bool,
 ) -> tuple[list[Suspect], list[Candidate], dict[str, ModuleIndex], list[LessonLike], list[FileHistory]]:
     """The ranked suspects, with the candidates, parsed modules, lessons and file histories behind them."""
     total = sum(t.count for t in tracebacks) or 1
@@ -294,11 +305,17 @@ async def _rank_suspects(
     stack_counts: Counter[tuple[tuple[str, int, str], ...]] = Counter()
     for record in slow:
         for sample in record.samples or []:
-            stack_counts[_frames_of(sample.get("frames") or [])] += int(sample.get("count") or 0)
-    sampled = sum(stack_counts.values()) or 1
+            frames = [str(f) for f in sample.get("frames") or []]
+            if frames and _is_sending(frames[-1]):
+                continue  # waiting for Discord to take a reply: its time, not the code's
+            stack_counts[_frames_of(frames)] += int(sample.get("count") or 0)
+    sampled = sum(stack_counts.values())
     signals = Signals(
         tracebacks=[(frames, share) for frames, share in traced if frames],
-        stacks=[(frames, count / sampled) for frames, count in sorted(stack_counts.items()) if frames],
+        stacks=[(frames, count / (sampled or 1)) for frames, count in sorted(stack_counts.items()) if frames],
+        # A latency incident is the detector's word that these calls are slow; without one, a few
+        # samples are a call a busy host or a pause happened to hold up, worth as little as they are.
+        stacks_weight=1.0 if latency_incident else min(1.0, sampled / _CONFIDENT_SAMPLES),
         handlers=[(h.path, h.qualname) for h in handlers],
         # The words of the kinds it names, and the words it quotes from the bot's replies, say what
         # was shown, not where it was made.
@@ -408,7 +425,8 @@ async def build_evidence(
     if kinds and not tracebacks:  # no traceback: the calls the complaint means, and where time went
         recent = await action_queries.recent_calls(db, kinds, since=since, limit=_CORRELATE_SCAN)
         calls = await action_queries.by_ids(db, correlate(recent, description, requester_id))
-    if kinds and (not tracebacks or (incident is not None and "latency" in (incident.get("rules") or []))):
+    latency_incident = incident is not None and "latency" in (incident.get("rules") or [])
+    if kinds and (not tracebacks or latency_incident):
         slow = await action_queries.slowest_sampled(db, kinds, since=since, limit=_MAX_SLOW)
     handlers = await handler_queries.for_kinds(db, kinds)
 
@@ -424,6 +442,7 @@ async def build_evidence(
         lessons=lessons,
         recall=recall,
         git_timeout_s=git_timeout_s,
+        latency_incident=latency_incident,
     )
     excerpts = [_excerpt(modules[c.path], c) for c in ranked[:_MAX_SOURCE_FUNCTIONS]]
     return EvidencePack(

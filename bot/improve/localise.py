@@ -6,7 +6,9 @@ it is there. Candidates come from:
 
 - the in-repo frames of the failing tracebacks (innermost first, mendbot's own recording
   wrappers left out), weighted by how many failures took that path;
-- the sampled stacks of slow calls (where their time went);
+- the sampled stacks of slow calls (where their time went), in full with a latency incident,
+  else by how many samples there are (a host's hiccup leaves a few); time spent waiting for
+  Discord to take a reply is not the code's and is left out;
 - the handler of the kind the request is about, from the handler map (a fault with no
   traceback still has an entry point);
 - following the data (bot/improve/follow.py): the frame that computed an argument the raising
@@ -83,6 +85,7 @@ class Signals:
     lesson_files: set[str]
     lesson_text: str
     writers: list[Writer] = field(default_factory=list)
+    stacks_weight: float = 1.0  # how far the stacks are evidence of slowness (0-1)
 
 
 def _units(frames: Frames, modules: dict[str, ModuleIndex]) -> Frames:
@@ -145,7 +148,10 @@ def candidates(signals: Signals, modules: dict[str, ModuleIndex]) -> list[Candid
             candidate = pool.at(path, line)
             if candidate is None:
                 continue
-            candidate.add(1.4 * share * 0.5**depth, f"in {share:.0%} of the slow calls' sampled stacks")
+            candidate.add(
+                1.4 * share * signals.stacks_weight * 0.5**depth,
+                f"in {share:.0%} of the slow calls' sampled stacks",
+            )
             candidate.focus.add(line)
     for path, qualname in signals.handlers:
         candidate = pool.get(path, qualname)
@@ -153,8 +159,9 @@ def candidates(signals: Signals, modules: dict[str, ModuleIndex]) -> list[Candid
             continue
         candidate.add(0.3, "handles the kind the request is about")
         callees(pool, path, qualname, weight=0.35, depth=4, reason="called by")
-        if not signals.stacks:  # a wrong answer: follow what makes the reply
-            value_makers(pool, path, qualname, 0.4)
+        # What makes the answer is a suspect whether or not the call was slow too: a busy host makes
+        # any call slow, and a wrong answer is no less wrong for it.
+        value_makers(pool, path, qualname, 0.4)
     return list(pool.found.values())
 
 
