@@ -3,8 +3,9 @@
 On one loopback Discord (bot/trust/loopback_discord.py) served by this process, it starts as
 subprocesses, alternating which goes first, `RUNS` times each (after one warm-up start each, not
 counted, which writes their bytecode and mendbot's database): (a) `mendbot run` with the double's token
-(the real entry point, pointed at the double by `tests.harness.pointed`; the default configuration but
-for the data directory, a free health port and the double's guild as the dev guild) and (b)
+and a model key, as a bot that chats and fixes itself runs (the real entry point, pointed at the double
+by `tests.harness.pointed`; the default configuration but for the data directory, a free health port
+and the double's guild as the dev guild) and (b)
 `bench/minimal_bot.py`, a `commands.Bot` with one cog, one slash command and the tree synced to the
 same guild. Each keeps its home across its starts, as an installed bot does.
 
@@ -139,6 +140,10 @@ def _environment(double: TimedDouble, home: Path) -> dict[str, str]:
         **{k: v for k, v in os.environ.items() if k not in _DROPPED},
         "PYTHONPATH": str(REPO),
         "DISCORD_TOKEN": double.token,
+        # A model key, as a bot that chats and fixes itself has one; nothing asks the model here, and
+        # its URL is a closed loopback port should anything try.
+        "ANTHROPIC_API_KEY": "bench-key",
+        "ANTHROPIC_BASE_URL": "http://127.0.0.1:9",
         "HOME": str(home / "home"),
         "PYTHONUNBUFFERED": "1",
     }

@@ -61,9 +61,9 @@ async def test_an_idle_bot_on_sqlite_runs_no_child_process_and_loads_no_postgres
     async with DiscordDouble() as discord_api:
         home = tmp_path / "bot"
         config = live_config(discord_api, home)
-        async with await LiveBot.start(
-            discord_api, config, home, env={"PYTHONPROFILEIMPORTTIME": "1"}
-        ) as bot:
+        # With a model key, as a bot that can chat and fix itself runs: the key makes nothing load.
+        env = {"PYTHONPROFILEIMPORTTIME": "1", "ANTHROPIC_API_KEY": "test-key"}
+        async with await LiveBot.start(discord_api, config, home, env=env) as bot:
             idle_children = await asyncio.to_thread(_children, bot.process.pid)
             imported = _imported(bot.output())
             general = discord_api.guild.channel("general")

@@ -9,6 +9,8 @@ failure, not the code's (`model_problem`).
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,16 +86,27 @@ class ChatService:
         self._config = config
         self._recorder = recorder
         self._clock = clock
-        self._client: AsyncAnthropic | None = None
-        if api_key:
-            from anthropic import AsyncAnthropic  # imported lazily: it is heavy and optional
-
-            self._client = AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=1)
+        self._api_key = api_key or None
+        self._base_url = base_url
+        self._client: AsyncAnthropic | None = None  # made for the first reply (`_model`)
         self._told_no_key: set[int] = set()
 
     @property
     def configured(self) -> bool:
-        return self._client is not None
+        return self._api_key is not None
+
+    async def _model(self) -> AsyncAnthropic:
+        """The model's client, made for the first reply. Importing anthropic costs ~45 MB and ~0.6 s
+        of CPU, which a bot nobody chats with should not pay at every start; the import runs in a
+        thread so the event loop goes on answering meanwhile."""
+        if self._client is None:
+            assert self._api_key is not None
+            anthropic = await asyncio.to_thread(importlib.import_module, "anthropic")
+            if self._client is None:  # another reply may have made it while this one waited
+                self._client = anthropic.AsyncAnthropic(
+                    api_key=self._api_key, base_url=self._base_url, max_retries=1
+                )
+        return self._client
 
     async def reply(
         self,
@@ -107,7 +120,7 @@ class ChatService:
         bot_id: int,
     ) -> ChatReply | None:
         """Answer a message addressed to the bot; None when there is nothing to say."""
-        if self._client is None:
+        if not self.configured:
             if channel_id in self._told_no_key:
                 return ChatReply(NO_KEY_AGAIN)
             self._told_no_key.add(channel_id)
@@ -166,7 +179,7 @@ class ChatService:
         text: str,
         bot_id: int,
     ) -> ChatReply:
-        assert self._client is not None
+        client = await self._model()
         now = self._clock()
         await queries.add(
             self._db,
@@ -182,7 +195,7 @@ class ChatService:
         persona = self._prompts.get(self._config.persona)
         model = persona.meta.model or "claude-sonnet-5-5"
         temperature = persona.meta.temperature
-        async with self._client.messages.stream(
+        async with client.messages.stream(
             model=model,
             max_tokens=persona.meta.max_tokens,
             system=persona.render(guild=guild_name),
