@@ -15,6 +15,7 @@ from bot.db import incidents as incident_queries
 from bot.db.connection import open_database
 from bot.db.records import ActionRecord
 from bot.improve.evidence import build_evidence
+from bot.improve.evidence_pack import EvidencePack
 from bot.improve.localise import RECORDING_WRAPPERS
 from bot.improve.memory import Lesson
 from bot.trust.sanitize import BLOCK_END, BLOCK_START
@@ -349,17 +350,31 @@ async def test_ranking_is_the_same_every_time(db: aiosqlite.Connection, shop: Pa
     assert len({tuple((s.path, s.function, s.score) for s in pack.suspects) for pack in packs}) == 1
 
 
+async def _shop_complaint(db: aiosqlite.Connection, shop: Path, calls: list[ActionRecord]) -> EvidencePack:
+    """The evidence for "/shop says 9 for tea and cake" after `calls`, app:shop handled by checkout."""
+    from bot.db import handlers as handler_queries
+
+    await handler_queries.replace_cog(
+        db, "Shop", [handler_queries.HandlerLocation("app:shop", "shop.py", "checkout", 27, "Shop")], NOW
+    )
+    await action_queries.insert_many(db, calls)
+    return await build_evidence(
+        db,
+        shop,
+        incident_id=None,
+        description="/shop says 9 for tea and cake",
+        kind="app:shop",
+        requester_id=5,
+        now=NOW,
+    )
+
+
 async def test_a_kind_without_traceback_gets_its_handler_callees_and_matching_calls(
     db: aiosqlite.Connection, shop: Path
 ) -> None:
     """A wrong-output complaint about app:shop: the handler map's function, what it calls, and the
     recorded calls whose options and reply share the complaint's numbers; the callee whose result makes
     the answer first."""
-    from bot.db import handlers as handler_queries
-
-    await handler_queries.replace_cog(
-        db, "Shop", [handler_queries.HandlerLocation("app:shop", "shop.py", "checkout", 27, "Shop")], NOW
-    )
     calls = [
         ActionRecord(
             ts=NOW - n,
@@ -373,16 +388,7 @@ async def test_a_kind_without_traceback_gets_its_handler_callees_and_matching_ca
         )
         for n in range(6)
     ]
-    await action_queries.insert_many(db, calls)
-    pack = await build_evidence(
-        db,
-        shop,
-        incident_id=None,
-        description="/shop says 9 for tea and cake",
-        kind="app:shop",
-        requester_id=5,
-        now=NOW,
-    )
+    pack = await _shop_complaint(db, shop, calls)
     # price makes what checkout answers: following the data ranks it with (here above) the handler.
     assert [s.function for s in pack.suspects[:2]] == ["price", "checkout"]
     assert any("makes what checkout answers" in reason for reason in pack.suspects[0].reasons)
@@ -412,11 +418,6 @@ async def test_slow_samples_move_the_ranking_only_where_the_code_spent_the_time(
 ) -> None:
     """A wrong answer from calls that were also slow: the answer's makers stay suspects, and the
     sampled stacks count only for time the code spent, in proportion to how much was sampled."""
-    from bot.db import handlers as handler_queries
-
-    await handler_queries.replace_cog(
-        db, "Shop", [handler_queries.HandlerLocation("app:shop", "shop.py", "checkout", 27, "Shop")], NOW
-    )
     frames = [f.format(line=_line_of(_source(shop), "return sum(")) for f in stack]
     calls = [
         ActionRecord(
@@ -432,16 +433,7 @@ async def test_slow_samples_move_the_ranking_only_where_the_code_spent_the_time(
         )
         for n in range(2)
     ]
-    await action_queries.insert_many(db, calls)
-    pack = await build_evidence(
-        db,
-        shop,
-        incident_id=None,
-        description="/shop says 9 for tea and cake",
-        kind="app:shop",
-        requester_id=5,
-        now=NOW,
-    )
+    pack = await _shop_complaint(db, shop, calls)
     assert pack.suspects[0].function == first, [(s.function, s.reasons) for s in pack.suspects]
     assert "sampled stacks, innermost last" in pack.render()  # the agent sees them either way
 
