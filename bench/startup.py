@@ -25,7 +25,7 @@ with its `minimal_…` counterpart and `…_ratio_vs_minimal_bot` (`ready_ratio_
 What idle memory is made of: `discord_imports_rss_mb`, `card_imports_rss_mb` and
 `card_settings_storage_imports_rss_mb` are fresh interpreters that only import discord.py; that and the
 product card's other runtime packages (pydantic, structlog, PyYAML, aiosqlite, GitPython); that and
-pydantic-settings and SQLAlchemy — each with its ratio to the minimal bot's idle RSS.
+python-dotenv and SQLAlchemy — each with its ratio to the minimal bot's idle RSS.
 """
 
 from __future__ import annotations
@@ -264,7 +264,7 @@ _IMPORTS = {
     "discord_imports": _CARD[:1],  # the minimal bot's library
     "card_imports": _CARD,
     # and what mendbot adds for its settings and its queries on either engine
-    "card_settings_storage_imports": (*_CARD, "pydantic_settings", "sqlalchemy"),
+    "card_settings_storage_imports": (*_CARD, "dotenv", "sqlalchemy"),
 }
 _IMPORTS_ONLY = (
     "import gc, importlib, sys\n"

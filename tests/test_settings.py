@@ -55,6 +55,23 @@ def test_unknown_env_file_variables_are_ignored(tmp_path: Path) -> None:
     assert settings.anthropic_api_key.get_secret_value() == "sk-test"
 
 
+def test_other_programs_variables_named_like_settings_change_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the secrets and LOG_LEVEL come from the environment or `.env`: a `DATABASE`, `LOGGING` or
+    `DATA_DIR` set for another program neither stops the start nor moves mendbot's data."""
+    _yaml(tmp_path, monkeypatch, f"data_dir: {tmp_path / 'mine'}\n")
+    others = {"DATABASE": "postgres", "LOGGING": "verbose", "STORAGE": "/mnt/x", "DATA_DIR": "/elsewhere"}
+    for name, value in {**others, "repo_dir": "/other"}.items():
+        monkeypatch.setenv(name, value)
+    env = _env_file(tmp_path, "HEALTH=off\nDATA_DIR=/elsewhere\nGITHUB_TOKEN=ghp_test\n")
+    settings = load_settings(_env_file=env)
+    assert settings.data_dir == tmp_path / "mine"
+    assert settings.repo_dir == Path(".")
+    assert settings.database.url is None and settings.health.enabled
+    assert settings.github_token is not None and settings.github_token.get_secret_value() == "ghp_test"
+
+
 def test_log_level_from_env_file_overrides_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """LOG_LEVEL in `.env` is read (any case) and wins over logging.level in config.yaml."""
     _yaml(tmp_path, monkeypatch, "logging: {level: warning}\n")

@@ -17,19 +17,12 @@ from __future__ import annotations
 
 import difflib
 import os
-from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import (
-    BaseSettings,
-    DotEnvSettingsSource,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    YamlConfigSettingsSource,
-)
+from dotenv import dotenv_values
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from bot.kernel.sections import (
     AccessConfig,
@@ -66,45 +59,62 @@ class ConfigError(Exception):
     """A configuration problem a user can fix; the message is the whole explanation."""
 
 
-class _KnownDotEnv(DotEnvSettingsSource):
-    """`.env` without its strangers: variables mendbot does not read are other tools' business."""
-
-    def __call__(self) -> dict[str, Any]:
-        data = super().__call__()
-        return {key: value for key, value in data.items() if key in self.settings_cls.model_fields}
-
-
-class _StrictYaml(YamlConfigSettingsSource):
-    """config.yaml, which must be a mapping of known keys (typos get "did you mean")."""
-
-    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
-        data: object = super()._read_file(file_path)  # {} for an empty file
-        if not isinstance(data, dict):
-            kind = "a list" if isinstance(data, list) else "a single value"
+def _read_config(path: Path) -> dict[str, Any]:
+    """config.yaml, which must be a mapping of known keys (typos get "did you mean"); none is no keys."""
+    if not path.is_file():
+        return {}
+    data: object = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if data is None:  # an empty file
+        return {}
+    if not isinstance(data, dict):
+        kind = "a list" if isinstance(data, list) else "a single value"
+        raise ConfigError(
+            f"config error: {path} holds {kind}, not keys and values — it should look like "
+            "config.example.yaml (`discord:`, `access:`, … at the top level)"
+        )
+    for key in data:
+        if str(key) in _ENV_ONLY_KEYS:
             raise ConfigError(
-                f"config error: {file_path} holds {kind}, not keys and values — it should look like "
-                "config.example.yaml (`discord:`, `access:`, … at the top level)"
+                f"config error: {path}: `{key}` is not read from config files — "
+                f"set {str(key).upper()} in the environment or in .env (see .env.example)"
             )
-        for key in data:
-            if str(key) in _ENV_ONLY_KEYS:
-                raise ConfigError(
-                    f"config error: {file_path}: `{key}` is not read from config files — "
-                    f"set {str(key).upper()} in the environment or in .env (see .env.example)"
-                )
-        return data
+    return data
 
 
-class Settings(BaseSettings):
-    """All of mendbot's configuration. Secrets have no defaults that could leak into a repo."""
+def _read_environment(env_file: str | Path | None) -> dict[str, str]:
+    """The variables mendbot reads (secrets and LOG_LEVEL), from `.env` and then the environment,
+    which wins; names in any case, empty meaning unset. Every other variable is another program's:
+    a `DATABASE` or `DATA_DIR` set for something else changes nothing here."""
+    found: dict[str, str] = {}
+    dotenv = dotenv_values(env_file, encoding="utf-8") if env_file and Path(env_file).is_file() else {}
+    for source in (dotenv, os.environ):
+        for name, value in source.items():
+            if name.lower() in _ENV_ONLY_KEYS and value:
+                found[name.lower()] = value
+    return found
 
-    model_config = SettingsConfigDict(
-        env_file=".env",
-        env_file_encoding="utf-8",
-        extra="forbid",
-        env_nested_delimiter=None,
-        case_sensitive=False,
-        env_ignore_empty=True,  # `DISCORD_TOKEN=` copied from .env.example means "not set"
-    )
+
+def _layered(*layers: dict[str, Any]) -> dict[str, Any]:
+    """The layers merged, later over earlier; a section given in two is merged key by key."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            below = merged.get(key)
+            if isinstance(below, dict) and isinstance(value, dict):
+                merged[key] = _layered(below, value)
+            else:
+                merged[key] = value
+    return merged
+
+
+class Settings(BaseModel):
+    """All of mendbot's configuration. Secrets have no defaults that could leak into a repo.
+
+    Built by `load_settings` from its sources: config.yaml, then `.env`, then the environment, then
+    the caller's overrides.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
 
     # Secrets and the log level: environment or .env only (see `settings_customise_sources`).
     discord_token: SecretStr | None = None
@@ -156,23 +166,6 @@ class Settings(BaseSettings):
     @classmethod
     def _known_log_level(cls, value: str | None) -> str | None:
         return _log_level(value)
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        env_file = getattr(dotenv_settings, "env_file", ".env")
-        return (
-            init_settings,
-            env_settings,
-            _KnownDotEnv(settings_cls, env_file=env_file),
-            _StrictYaml(settings_cls, yaml_file=_config_path()),
-        )
 
     @property
     def level(self) -> str | None:
@@ -251,9 +244,11 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
             f"config error: MENDBOT_CONFIG names {_config_path()}, which does not exist — "
             "fix the path, copy config.example.yaml there, or unset MENDBOT_CONFIG to read config.yaml"
         )
-    env_file = overrides.get("_env_file", ".env")
+    env_file = overrides.pop("_env_file", ".env")
     try:
-        settings = Settings(**overrides)  # type: ignore[arg-type]
+        dotenv = env_file if isinstance(env_file, str | Path) else None
+        sources = (_read_config(Path(_config_path())), _read_environment(dotenv), overrides)
+        settings = Settings.model_validate(_layered(*sources))
     except ValidationError as exc:
         first = exc.errors()[0]
         more = f"; {exc.error_count() - 1} more problem(s) after this one" if exc.error_count() > 1 else ""
