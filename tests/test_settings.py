@@ -190,6 +190,13 @@ def test_malformed_yaml_names_the_file(tmp_path: Path, monkeypatch: pytest.Monke
     assert "\n" not in str(caught.value)
 
 
+def test_a_directory_named_as_the_config_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MENDBOT_CONFIG naming a directory (its parent, say) is a reply naming it, not the defaults."""
+    monkeypatch.setenv("MENDBOT_CONFIG", str(tmp_path))
+    with pytest.raises(ConfigError, match=rf"cannot read {tmp_path}: .*Is a directory"):
+        load_settings(_env_file=None)
+
+
 def test_empty_config_file_means_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A config file with only comments is the defaults."""
     _yaml(tmp_path, monkeypatch, "# nothing yet\n")

@@ -60,8 +60,9 @@ class ConfigError(Exception):
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    """config.yaml, which must be a mapping of known keys (typos get "did you mean"); none is no keys."""
-    if not path.is_file():
+    """config.yaml, which must be a mapping of known keys (typos get "did you mean"); none is no keys.
+    A directory there is read, and fails: running on the defaults would hide the mistake."""
+    if not path.exists():
         return {}
     data: object = yaml.safe_load(path.read_text(encoding="utf-8"))
     if data is None:  # an empty file
