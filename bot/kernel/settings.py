@@ -117,7 +117,7 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
-    # Secrets and the log level: environment or .env only (see `settings_customise_sources`).
+    # Secrets and the log level: environment or .env only (see `_read_environment`).
     discord_token: SecretStr | None = None
     anthropic_api_key: SecretStr | None = None
     anthropic_base_url: str | None = None
