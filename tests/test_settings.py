@@ -72,6 +72,14 @@ def test_other_programs_variables_named_like_settings_change_nothing(
     assert settings.github_token is not None and settings.github_token.get_secret_value() == "ghp_test"
 
 
+def test_an_env_file_that_is_not_text_is_named_in_the_error(tmp_path: Path) -> None:
+    """A `.env` that cannot be read as UTF-8 is reported as `.env`, not as config.yaml."""
+    env = tmp_path / ".env"
+    env.write_bytes(b"DISCORD_TOKEN=\xff\xfe\n")
+    with pytest.raises(ConfigError, match=rf"cannot read {env}: 'utf-8' codec can't decode"):
+        load_settings(_env_file=env)
+
+
 def test_log_level_from_env_file_overrides_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """LOG_LEVEL in `.env` is read (any case) and wins over logging.level in config.yaml."""
     _yaml(tmp_path, monkeypatch, "logging: {level: warning}\n")

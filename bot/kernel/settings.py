@@ -87,7 +87,10 @@ def _read_environment(env_file: str | Path | None) -> dict[str, str]:
     which wins; names in any case, empty meaning unset. Every other variable is another program's:
     a `DATABASE` or `DATA_DIR` set for something else changes nothing here."""
     found: dict[str, str] = {}
-    dotenv = dotenv_values(env_file, encoding="utf-8") if env_file and Path(env_file).is_file() else {}
+    try:
+        dotenv = dotenv_values(env_file, encoding="utf-8") if env_file and Path(env_file).is_file() else {}
+    except (OSError, ValueError) as exc:  # unreadable, or not UTF-8
+        raise ConfigError(f"config error: cannot read {env_file}: {' '.join(str(exc).split())}") from None
     for source in (dotenv, os.environ):
         for name, value in source.items():
             if name.lower() in _ENV_ONLY_KEYS and value:
