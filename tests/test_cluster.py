@@ -350,6 +350,24 @@ def _last(services: Services) -> int | None:
     return services.cluster.tail_position
 
 
+def _open_roll_incident(fingerprint: str) -> Incident:
+    """An open `command:roll` incident, not yet announced."""
+    return Incident(
+        rule="repeat",
+        rules=["repeat"],
+        level="error",
+        kind="command:roll",
+        fingerprint=fingerprint,
+        state="open",
+        summary="boom",
+        first_seen=1.0,
+        last_seen=1.0,
+        count=3,
+        user_ids=set(),
+        sample={},
+    )
+
+
 async def test_a_new_leader_announces_an_incident_its_predecessor_stored_but_did_not_announce(
     postgres_url: str, tmp_path: Path
 ) -> None:
@@ -357,20 +375,7 @@ async def test_a_new_leader_announces_an_incident_its_predecessor_stored_but_did
     next leader, once."""
     db = await core.open_postgresql(postgres_url)
     try:
-        incident = Incident(
-            rule="repeat",
-            rules=["repeat"],
-            level="error",
-            kind="command:roll",
-            fingerprint="fp",
-            state="open",
-            summary="boom",
-            first_seen=1.0,
-            last_seen=1.0,
-            count=3,
-            user_ids=set(),
-            sample={},
-        )
+        incident = _open_roll_incident("fp")
         incident_id = await incident_queries.insert(db, incident.row(1.0))
     finally:
         await db.close()
@@ -391,20 +396,7 @@ async def test_a_copy_taken_before_the_announcement_is_not_announced_again(
     async with _process(tmp_path, postgres_url, "a") as a:
         await _until(lambda: _tailing(a))
         async with _process(tmp_path, postgres_url, "b") as b:
-            incident = Incident(
-                rule="repeat",
-                rules=["repeat"],
-                level="error",
-                kind="command:roll",
-                fingerprint="fp-copied",
-                state="open",
-                summary="boom",
-                first_seen=1.0,
-                last_seen=1.0,
-                count=3,
-                user_ids=set(),
-                sample={},
-            )
+            incident = _open_roll_incident("fp-copied")
             incident_id = await incident_queries.insert(b.db, incident.row(b.incidents.now()))
             await b.incidents.refresh()  # b's copy: no announcement yet
             await incident_queries.update(b.db, incident_id, {"channel_id": 10, "message_id": 20})
