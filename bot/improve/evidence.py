@@ -45,6 +45,7 @@ from bot.improve.evidence_pack import EvidencePack, FileHistory, LessonLike, Sou
 from bot.improve.history import _GIT_TIMEOUT_S, file_history, line_times
 from bot.improve.localise import (
     RECORDING_WRAPPERS,
+    SEND_WRAPPER,
     Candidate,
     ModuleIndex,
     Signals,
@@ -76,7 +77,6 @@ _IMPORT_DEPTH = 4  # modules imported by imported modules: the budget for follow
 # Files read for one pack, at most: the named ones first, then by import depth. Each costs a path
 # check and a stat even when its parse is cached; 40 keeps a large repository's pack in budget.
 _MAX_MODULES = 40
-_SENDING = ("bot/observe/capture.py", "sending")
 _FRAME = re.compile(r"^(?P<path>.+):(?P<line>\d+):(?P<function>[^:]*)$")
 _NUMBER_OR_WORD = re.compile(r"[a-z]{2,}|\d+(?:\.\d+)?")
 
@@ -86,7 +86,7 @@ Recall = Callable[[str | None, list[str]], Awaitable[Sequence[LessonLike]]]
 def _is_sending(frame: str) -> bool:
     """The frame of mendbot's wrapper around discord.py's sends: a stack ending there waits on Discord."""
     match = _FRAME.match(frame)
-    return match is not None and (match["path"], match["function"]) == _SENDING
+    return match is not None and (match["path"], match["function"]) == SEND_WRAPPER
 
 
 def _parse_frame(frame: str) -> tuple[str, int, str] | None:

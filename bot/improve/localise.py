@@ -42,6 +42,7 @@ from bot.improve.source_index import ModuleIndex, terms_of
 
 __all__ = [
     "RECORDING_WRAPPERS",
+    "SEND_WRAPPER",
     "Candidate",
     "ModuleIndex",
     "Signals",
@@ -51,6 +52,8 @@ __all__ = [
     "terms_of",
 ]
 
+# mendbot's wrapper around discord.py's sends: a sampled stack ending there waits on Discord.
+SEND_WRAPPER = ("bot/observe/capture.py", "sending")
 # mendbot's own frames that wrap every handler: never the cause, never worth a source slot.
 RECORDING_WRAPPERS = frozenset(
     {
@@ -58,7 +61,7 @@ RECORDING_WRAPPERS = frozenset(
         ("bot/runtime/recording.py", "recorded"),
         ("bot/runtime/recording.py", "invoke"),
         ("bot/observe/recorder.py", "action"),
-        ("bot/observe/capture.py", "sending"),
+        SEND_WRAPPER,
     }
 )
 
