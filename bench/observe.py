@@ -59,8 +59,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -81,7 +79,7 @@ from bot.runtime.services import REPO_ROOT, Services, build_services  # noqa: E4
 from bot.trust.redact import Redactor  # noqa: E402
 from tests.harness.discord import make_settings, running_world  # noqa: E402
 
-_COUNT_ACTIONS = sa.text("SELECT count(*) FROM actions")
+_COUNT_ACTIONS = "SELECT count(*) FROM actions"
 
 OVERHEAD_CALLS = 50_000
 PERSIST_RECORDS = 100_000

@@ -75,11 +75,9 @@ os.environ["MENDBOT_CONFIG"] = os.devnull
 for _name in ("DISCORD_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GITHUB_TOKEN"):
     os.environ.pop(_name, None)
 
-import sqlalchemy as sa  # noqa: E402
 
 from bot.db import core, open_database  # noqa: E402
 from bot.db.records import ActionRecord  # noqa: E402
-from bot.db.schema import actions  # noqa: E402
 from bot.kernel.log import configure_logging  # noqa: E402
 from bot.kernel.sections import ObserveConfig  # noqa: E402
 from bot.kernel.settings import Settings  # noqa: E402
@@ -117,7 +115,7 @@ async def _count(target: Path | str) -> int:
     """The rows in `actions` of an SQLite file or a PostgreSQL database."""
     db = await core.connect(target)
     try:
-        return int(await core.scalar(db, sa.select(sa.func.count()).select_from(actions)) or 0)
+        return int(await core.scalar(db, "SELECT count(*) FROM actions") or 0)
     finally:
         await db.close()
 

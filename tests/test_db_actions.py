@@ -5,16 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
 from bot.db import actions as queries
 from bot.db import core
 from bot.db.records import ActionRecord
-from bot.db.schema import fingerprints
 
 pytestmark = pytest.mark.engines
 
-_FINGERPRINTS = select(fingerprints).order_by(fingerprints.c.fingerprint)
+_FINGERPRINTS = "SELECT * FROM fingerprints ORDER BY fingerprint"
 USER = 1_100_000_000_000_001_000  # a Discord id: 64 bits
 
 

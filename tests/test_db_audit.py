@@ -6,21 +6,18 @@ import json
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from bot.db import actions as action_queries
 from bot.db import audit as queries
 from bot.db import core
 from bot.db import runs as run_queries
 from bot.db.records import ActionRecord
-from bot.db.schema import incidents, run_events
+from tests.harness.sql import insert
 
 pytestmark = pytest.mark.engines
 
 DAY = 86400.0
 START = 20_000 * DAY  # a UTC midnight
-_INSERT_INCIDENT = sa.insert(incidents)
-_INSERT_EVENT = sa.insert(run_events)
 
 
 def _action(ts: float, *, kind: str = "command:roll", ok: bool = True, **values: Any) -> ActionRecord:
@@ -53,7 +50,7 @@ async def _incident(
         "updated_at": first_seen,
         "closed_at": closed_at,
     }
-    await core.execute(db, _INSERT_INCIDENT.values(values))
+    await insert(db, "incidents", **values)
 
 
 async def _run(
@@ -82,7 +79,7 @@ async def _event(
     cost: float = 0.0,
 ) -> None:
     values = {"run_id": run_id, "ts": ts, "actor": "bot", "event": event, "state": state, "cost_usd": cost}
-    await core.execute(db, _INSERT_EVENT.values(values))
+    await insert(db, "run_events", **values)
 
 
 async def test_kind_days_count_actions_failures_and_cost_per_utc_day(engine_db: core.Connection) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-import sqlalchemy as sa
 
 from bot.db import core
 from bot.db import proofs as queries
-from bot.db.schema import actions, incidents
+from tests.harness.sql import insert
 
 pytestmark = pytest.mark.engines
 
@@ -23,7 +22,7 @@ async def _action(db: core.Connection, ts: float, **values: object) -> None:
         "duration_ms": 10.0,
         **values,
     }
-    await core.execute(db, sa.insert(actions).values(row))
+    await insert(db, "actions", **row)
 
 
 async def _proof(db: core.Connection, **values: object) -> int:
@@ -116,7 +115,7 @@ async def test_an_incidents_kind_is_read_or_none(engine_db: core.Connection) -> 
             "sample": "{}",
             "updated_at": 1.0,
         }
-        ids.append(await core.scalar(engine_db, sa.insert(incidents).values(row).returning(incidents.c.id)))
+        ids.append(await insert(engine_db, "incidents", **row))
     assert await queries.incident_kind(engine_db, ids[0]) == "command:roll"
     assert await queries.incident_kind(engine_db, ids[1]) is None
     assert await queries.incident_kind(engine_db, 404) is None

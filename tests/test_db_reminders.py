@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import bindparam, select
 
 from bot.db import core, reminders
-from bot.db.schema import reminders as reminders_table
+from tests.harness.sql import sql_value
 
 pytestmark = pytest.mark.engines
 
@@ -65,9 +64,5 @@ async def test_a_failure_reason_is_stored_cut_to_500_characters(engine_db: core.
     """mark_failed() stores the reason, at most 500 characters of it."""
     reminder = await _insert(engine_db, "stretch", 60)
     await reminders.mark_failed(engine_db, reminder.id, "x" * 600)
-    failed = await core.scalar(
-        engine_db,
-        select(reminders_table.c.failed).where(reminders_table.c.id == bindparam("id")),
-        id=reminder.id,
-    )
+    failed = await sql_value(engine_db, "SELECT failed FROM reminders WHERE id = :id", id=reminder.id)
     assert failed == "x" * 500

@@ -6,18 +6,14 @@ import json
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from bot.db import actions as action_queries
 from bot.db import core
 from bot.db import search as queries
 from bot.db.records import ActionRecord
-from bot.db.schema import incidents
+from tests.harness.sql import insert, sql
 
 pytestmark = pytest.mark.engines
-
-_INSERT_INCIDENT = sa.insert(incidents).returning(incidents.c.id)
-_UPDATE_SAMPLE = sa.update(incidents).where(incidents.c.id == sa.bindparam("incident_id"))
 
 
 async def _incident(
@@ -47,7 +43,7 @@ async def _incident(
         "sample": json.dumps(sample),
         "updated_at": last_seen,
     }
-    return int(await core.scalar(db, _INSERT_INCIDENT.values(values)))
+    return await insert(db, "incidents", **values)
 
 
 async def _failures(db: core.Connection, *specs: tuple[str, str, str, str, float]) -> None:
@@ -109,7 +105,9 @@ async def test_search_follows_incident_updates(engine_db: core.Connection) -> No
     """An incident whose sample changes is found by its new words and no longer by the old ones."""
     incident_id = await _incident(engine_db, message="division by zero")
     sample = json.dumps({"error_type": "OverflowError", "error_message": "math range error", "frames": []})
-    await core.execute(engine_db, _UPDATE_SAMPLE.values(sample=sample), incident_id=incident_id)
+    await sql(
+        engine_db, "UPDATE incidents SET sample = :sample WHERE id = :id", sample=sample, id=incident_id
+    )
     assert [hit.incident["id"] for hit in await queries.search(engine_db, ["overflow"]) if hit.incident] == [
         incident_id
     ]

@@ -1,6 +1,6 @@
 """Queries that read `actions` and `fingerprints`: evidence, samples, replays.
 
-Written once as SQLAlchemy Core statements (`bot.db.core`), so they run on SQLite and PostgreSQL.
+Written once in the SQL both engines share (`bot.db.core`), so they run on SQLite and PostgreSQL.
 The write side the action writer process runs (its batched inserts, retention, checkpoints) is
 `bot.db.action_writes`, which imports nothing of the bot; `insert_many` here is the bot's own
 (and the tests') way to store a batch on either engine.
@@ -14,14 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy import ColumnElement, Executable, bindparam, func, literal_column, select
-
 from bot.db import core
 from bot.db.connection import transaction
 from bot.db.core import Connection
 from bot.db.records import ActionRecord
-from bot.db.schema import actions, fingerprints
 
 __all__ = [
     "CallText",
@@ -41,161 +37,117 @@ __all__ = [
     "slowest_sampled",
 ]
 
-_COLUMNS = tuple(column.name for column in actions.c if column.name != "id")
+_COLUMNS = (
+    "ts",
+    "kind",
+    "source",
+    "ok",
+    "duration_ms",
+    "guild_id",
+    "channel_id",
+    "user_id",
+    "message_id",
+    "cost_usd",
+    "error_type",
+    "error_message",
+    "fingerprint",
+    "frames",
+    "run_id",
+    "extra",
+    "invocation",
+    "reply",
+    "samples",
+    "process",
+)
 _JSON_COLUMNS = ("frames", "extra", "invocation", "reply", "samples")
 # Rows per INSERT: at most 32, in chunks of a power of two, so that a batch of any size is a few
-# statements from at most six, each built and compiled once (compiling costs ~0.5 ms per row;
-# a statement per row would cost a round trip per row instead).
+# statements from at most six, each written once (a statement per row would cost a round trip per
+# row instead).
 _CHUNK = 32
 # `json.dumps(…, default=str)` builds a new encoder on every call; a row encodes a few values.
 _encode = json.JSONEncoder(default=str).encode
 
-_KNOWN_FINGERPRINTS = select(fingerprints.c.fingerprint)
-_KNOWN_FINGERPRINTS_BEFORE = select(fingerprints.c.fingerprint).where(
-    fingerprints.c.first_seen < bindparam("ts")
-)
+_KNOWN_FINGERPRINTS = "SELECT fingerprint FROM fingerprints"
+_KNOWN_FINGERPRINTS_BEFORE = "SELECT fingerprint FROM fingerprints WHERE first_seen < :ts"
 # The leader's tail of every process's actions (bot/scale/cluster.py): new rows by id, a bounded batch.
-_AFTER = (
-    select(actions).where(actions.c.id > bindparam("after")).order_by(actions.c.id).limit(bindparam("limit"))
-)
-_LAST_ID = select(func.coalesce(func.max(actions.c.id), 0))
-_LAST_ID_BEFORE = select(func.coalesce(func.max(actions.c.id), 0)).where(actions.c.ts < bindparam("ts"))
+_AFTER = "SELECT * FROM actions WHERE id > :after ORDER BY id LIMIT :limit"
+_LAST_ID = "SELECT coalesce(max(id), 0) FROM actions"
+_LAST_ID_BEFORE = "SELECT coalesce(max(id), 0) FROM actions WHERE ts < :ts"
 # A staged rollout's watch (bot/scale/rollout.py): one process's outcomes and durations in a window.
-_OUTCOMES_OF_PROCESS = (
-    select(actions.c.ok, actions.c.duration_ms)
-    .where(
-        actions.c.process == bindparam("process"),
-        actions.c.ts >= bindparam("since"),
-        actions.c.ts < bindparam("until"),
-    )
-    .order_by(actions.c.ts.desc())
-    .limit(bindparam("limit"))
-)
-_BY_IDS = select(actions).where(actions.c.id.in_(bindparam("ids", expanding=True)))
-_FAILURES_OF_FINGERPRINT = (
-    select(actions)
-    .where(actions.c.fingerprint == bindparam("fingerprint"), actions.c.ts >= bindparam("since"))
-    .order_by(actions.c.ts.desc())
-    .limit(bindparam("limit"))
-)
-_CALLS_OF_KIND = (
-    select(
-        actions.c.id,
-        actions.c.ts,
-        actions.c.user_id,
-        func.lower(func.coalesce(actions.c.invocation, "") + " " + func.coalesce(actions.c.reply, "")).label(
-            "text"
-        ),
-    )
-    .where(actions.c.kind == bindparam("kind"), actions.c.ts >= bindparam("since"))
-    .order_by(actions.c.ts.desc())
-    .limit(bindparam("limit"))
-)
+_OUTCOMES_OF_PROCESS = """
+    SELECT ok, duration_ms FROM actions WHERE process = :process AND ts >= :since AND ts < :until
+    ORDER BY ts DESC LIMIT :limit"""
+_BY_IDS = "SELECT * FROM actions WHERE id IN (:ids)"
+_FAILURES_OF_FINGERPRINT = """
+    SELECT * FROM actions WHERE fingerprint = :fingerprint AND ts >= :since ORDER BY ts DESC LIMIT :limit"""
+_CALLS_OF_KIND = """
+    SELECT id, ts, user_id, lower(coalesce(invocation, '') || ' ' || coalesce(reply, '')) AS text
+    FROM actions WHERE kind = :kind AND ts >= :since ORDER BY ts DESC LIMIT :limit"""
 
 
 @functools.cache
-def _failures_of_kind(dialect: str) -> Executable:
-    table, c = core.indexed(dialect, actions, "actions_kind_failures_ts")
+def _failures_of_kind(dialect: str) -> str:
     # `ok = 0` written out, not bound: the partial index (WHERE ok = 0) is usable only then.
-    return (
-        select(*c.values())
-        .select_from(table)
-        .where(c["kind"] == bindparam("kind"), c["ok"] == literal_column("0"), c["ts"] >= bindparam("since"))
-        .order_by(c["ts"].desc())
-        .limit(bindparam("limit"))
-    )
+    return f"""
+    SELECT * FROM actions {core.indexed_by(dialect, "actions_kind_failures_ts")}
+    WHERE kind = :kind AND ok = 0 AND ts >= :since ORDER BY ts DESC LIMIT :limit"""
 
 
 @functools.cache
-def _slowest_sampled(dialect: str) -> Executable:
-    table, c = core.indexed(dialect, actions, "actions_sampled_kind_ts")
-    return (
-        select(*c.values())
-        .select_from(table)
-        .where(
-            c["kind"].in_(bindparam("kinds", expanding=True)),
-            c["ts"] >= bindparam("since"),
-            c["samples"].is_not(None),
-        )
-        .order_by(c["duration_ms"].desc())
-        .limit(bindparam("limit"))
-    )
+def _slowest_sampled(dialect: str) -> str:
+    return f"""
+    SELECT * FROM actions {core.indexed_by(dialect, "actions_sampled_kind_ts")}
+    WHERE kind IN (:kinds) AND ts >= :since AND samples IS NOT NULL
+    ORDER BY duration_ms DESC LIMIT :limit"""
 
 
 # -- the anomaly detector's windows, rebuilt from stored actions (bot/observe/detector.py) --------
 
-# Grouped by its alias: the bound width written again in GROUP BY would be another parameter.
-_BUCKET: ColumnElement[Any] = literal_column("bucket")
 
-
-def _bucket(dialect: str, ts: ColumnElement[Any]) -> ColumnElement[Any]:
-    """The detector's bucket index of a row, `floor(ts / width)`: SQLite truncates toward zero,
-    which is the floor for the positive times stored."""
-    scaled = ts / bindparam("width")
-    expression = func.floor(scaled) if dialect == "postgresql" else sa.cast(scaled, sa.Integer)
-    return expression.label("bucket")
+def _bucket(dialect: str) -> str:
+    """The detector's bucket index of a row, `floor(ts / width)`, named `bucket` (and grouped by that
+    name: the bound width written again in GROUP BY would be another parameter). SQLite truncates
+    toward zero, which is the floor for the positive times stored."""
+    if dialect == "postgresql":
+        return "floor(ts / :width) AS bucket"
+    return "CAST(ts / (:width + 0.0) AS INTEGER) AS bucket"
 
 
 @functools.cache
-def _kind_buckets(dialect: str) -> Executable:
+def _kind_buckets(dialect: str) -> str:
     # The window's part of the index on (ts, kind, ok, …), which holds every column read here
     # (SQLite's planner would rather scan the whole table by kind to group without sorting).
-    table, c = core.indexed(dialect, actions, "actions_ts_audit")
-    return (
-        select(
-            c["kind"],
-            _bucket(dialect, c["ts"]),
-            func.count().label("events"),
-            func.sum(1 - c["ok"]).label("failures"),
-        )
-        .select_from(table)
-        .where(c["ts"] >= bindparam("since"), c["id"] <= bindparam("upto"))
-        .group_by(c["kind"], _BUCKET)
-    )
+    return f"""
+    SELECT kind, {_bucket(dialect)}, count(*) AS events, sum(1 - ok) AS failures
+    FROM actions {core.indexed_by(dialect, "actions_ts_audit")}
+    WHERE ts >= :since AND id <= :upto
+    GROUP BY kind, bucket"""
 
 
 @functools.cache
-def _environment_buckets(dialect: str) -> Executable:
+def _environment_buckets(dialect: str) -> str:
     # Through the partial index of failures: only failures are read to find these.
-    table, c = core.indexed(dialect, actions, "actions_kind_failures_ts")
-    return (
-        select(c["kind"], _bucket(dialect, c["ts"]), func.count().label("events"))
-        .select_from(table)
-        .where(
-            c["kind"].in_(bindparam("kinds", expanding=True)),
-            c["ok"] == literal_column("0"),
-            c["ts"] >= bindparam("since"),
-            c["id"] <= bindparam("upto"),
-            c["fingerprint"].is_(None),
-            func.coalesce(c["extra"], "").like('%"environment": %'),
-        )
-        .group_by(c["kind"], _BUCKET)
-    )
+    return f"""
+    SELECT kind, {_bucket(dialect)}, count(*) AS events
+    FROM actions {core.indexed_by(dialect, "actions_kind_failures_ts")}
+    WHERE kind IN (:kinds) AND ok = 0 AND ts >= :since AND id <= :upto AND fingerprint IS NULL
+        AND coalesce(extra, '') LIKE '%"environment": %'
+    GROUP BY kind, bucket"""
 
 
 @functools.cache
-def _fingerprint_buckets(dialect: str) -> Executable:
+def _fingerprint_buckets(dialect: str) -> str:
     # The window's part of the partial index of failures by time, not every failure by fingerprint.
-    table, c = core.indexed(dialect, actions, "actions_failures_ts")
-    return (
-        select(c["fingerprint"], _bucket(dialect, c["ts"]), func.count().label("seen"))
-        .select_from(table)
-        .where(c["fingerprint"].is_not(None), c["ts"] >= bindparam("since"), c["id"] <= bindparam("upto"))
-        .group_by(c["fingerprint"], _BUCKET)
-    )
+    return f"""
+    SELECT fingerprint, {_bucket(dialect)}, count(*) AS seen
+    FROM actions {core.indexed_by(dialect, "actions_failures_ts")}
+    WHERE fingerprint IS NOT NULL AND ts >= :since AND id <= :upto
+    GROUP BY fingerprint, bucket"""
 
 
-_RECENT_DURATIONS = (
-    select(actions.c.duration_ms)
-    .where(
-        actions.c.kind == bindparam("kind"),
-        actions.c.ts >= bindparam("since"),
-        actions.c.ok == literal_column("1"),
-        actions.c.id <= bindparam("upto"),
-    )
-    .order_by(actions.c.ts.desc(), actions.c.id.desc())
-    .limit(bindparam("limit"))
-)
+_RECENT_DURATIONS = """
+    SELECT duration_ms FROM actions WHERE kind = :kind AND ts >= :since AND ok = 1 AND id <= :upto
+    ORDER BY ts DESC, id DESC LIMIT :limit"""
 
 
 async def kind_buckets(
@@ -240,27 +192,16 @@ async def recent_durations(db: Connection, kind: str, *, since: float, upto: int
 
 
 @functools.cache
-def _insert_actions(count: int) -> Executable:
-    return sa.insert(actions).values(
-        [{name: bindparam(f"{name}_{n}") for name in _COLUMNS} for n in range(count)]
-    )
+def _insert_actions(count: int) -> str:
+    rows = ", ".join("(" + ", ".join(f":{name}_{n}" for name in _COLUMNS) + ")" for n in range(count))
+    return f"INSERT INTO actions ({', '.join(_COLUMNS)}) VALUES {rows}"
 
 
-@functools.cache
-def _count_fingerprint(dialect: str) -> Executable:
-    upsert = core.insert_for(dialect, fingerprints)
-    upsert = upsert.values(
-        fingerprint=bindparam("fingerprint"),
-        kind=bindparam("kind"),
-        error_type=bindparam("error_type"),
-        first_seen=bindparam("first_seen"),
-        last_seen=bindparam("last_seen"),
-        count=bindparam("count"),
-    )
-    return upsert.on_conflict_do_update(
-        index_elements=[fingerprints.c.fingerprint],
-        set_={"last_seen": upsert.excluded.last_seen, "count": fingerprints.c.count + upsert.excluded.count},
-    )
+_COUNT_FINGERPRINT = """
+    INSERT INTO fingerprints (fingerprint, kind, error_type, first_seen, last_seen, count)
+    VALUES (:fingerprint, :kind, :error_type, :first_seen, :last_seen, :count)
+    ON CONFLICT (fingerprint) DO UPDATE
+    SET last_seen = excluded.last_seen, count = fingerprints.count + excluded.count"""
 
 
 def _chunks(count: int) -> list[tuple[int, int]]:
@@ -314,9 +255,8 @@ async def insert_many(db: Connection, records: Sequence[ActionRecord]) -> None:
             chunk = rows[start : start + size]
             params = {f"{name}_{n}": value for n, row in enumerate(chunk) for name, value in row.items()}
             await core.execute(db, _insert_actions(len(chunk)), **params)
-        upsert = _count_fingerprint(core.dialect(db))
         for counted in _fingerprint_counts(records):
-            await core.execute(db, upsert, **counted)
+            await core.execute(db, _COUNT_FINGERPRINT, **counted)
 
 
 async def known_fingerprints(db: Connection, *, before: float | None = None) -> set[str]:

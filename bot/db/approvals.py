@@ -1,6 +1,6 @@
 """Queries for `approvals` (who approved which head of a proposal) and `proposal_messages`.
 
-Written once as SQLAlchemy Core statements (`bot.db.core`), so they run on SQLite and PostgreSQL.
+Written once in the SQL both engines share (`bot.db.core`), so they run on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -10,12 +10,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import sqlalchemy as sa
-from sqlalchemy import Executable, bindparam, func, select
-
 from bot.db import core
 from bot.db.core import Connection
-from bot.db.schema import approvals, proposal_messages
 
 __all__ = [
     "Approval",
@@ -60,130 +56,58 @@ class Approval:
         return not self.stale and self.withdrawn_at is None
 
 
-_STANDING = (approvals.c.stale == 0, approvals.c.withdrawn_at.is_(None))
-_OF_SHA = (approvals.c.proposal_id == bindparam("proposal_id"), approvals.c.sha == bindparam("sha"))
-_IN_FORMS = approvals.c.form.in_(bindparam("forms", expanding=True))
+_STANDING = "stale = 0 AND withdrawn_at IS NULL"
+_OF_SHA = "proposal_id = :proposal_id AND sha = :sha"
 
-_APPROVERS = (
-    select(approvals.c.user_id)
-    .where(
-        *_OF_SHA, *_STANDING, _IN_FORMS, approvals.c.user_id.not_in(bindparam("excluding", expanding=True))
-    )
-    .group_by(approvals.c.user_id)
-    .order_by(func.min(approvals.c.id))
-)
-_MARK_STALE = (
-    sa.update(approvals)
-    .where(
-        approvals.c.proposal_id == bindparam("proposal_id"),
-        approvals.c.sha != bindparam("current_sha"),
-        approvals.c.stale == 0,
-    )
-    .values(stale=1)
-)
-_FOR_PROPOSAL = (
-    select(approvals).where(approvals.c.proposal_id == bindparam("proposal_id")).order_by(approvals.c.id)
-)
-_STANDING_MESSAGE_FORMS = (
-    select(approvals.c.form)
-    .distinct()
-    .where(
-        approvals.c.message_id == bindparam("message_id"),
-        approvals.c.withdrawn_at.is_(None),
-        approvals.c.source.like("message:%"),
-    )
-)
-_ACTIVE = select(approvals).where(*_OF_SHA, *_STANDING, _IN_FORMS).order_by(approvals.c.id)
-_WITHDRAW = (
-    sa.update(approvals)
-    .where(approvals.c.id.in_(bindparam("ids", expanding=True)))
-    .values(withdrawn_at=bindparam("now"), withdrawn_why=bindparam("why"))
-)
-_PROPOSAL_FOR_MESSAGE = select(proposal_messages.c.proposal_id).where(
-    proposal_messages.c.message_id == bindparam("message_id")
-)
+_APPROVERS = f"""
+    SELECT user_id FROM approvals
+    WHERE {_OF_SHA} AND {_STANDING} AND form IN (:forms) AND user_id NOT IN (:excluding)
+    GROUP BY user_id ORDER BY min(id)"""
+_MARK_STALE = """
+    UPDATE approvals SET stale = 1 WHERE proposal_id = :proposal_id AND sha != :current_sha AND stale = 0"""
+_FOR_PROPOSAL = "SELECT * FROM approvals WHERE proposal_id = :proposal_id ORDER BY id"
+_STANDING_MESSAGE_FORMS = """
+    SELECT DISTINCT form FROM approvals
+    WHERE message_id = :message_id AND withdrawn_at IS NULL AND source LIKE 'message:%'"""
+_ACTIVE = f"SELECT * FROM approvals WHERE {_OF_SHA} AND {_STANDING} AND form IN (:forms) ORDER BY id"
+_WITHDRAW = "UPDATE approvals SET withdrawn_at = :now, withdrawn_why = :why WHERE id IN (:ids)"
+_PROPOSAL_FOR_MESSAGE = "SELECT proposal_id FROM proposal_messages WHERE message_id = :message_id"
 # By message id: on SQLite that is the rowid (the insertion order the SQLite-only query used), and
 # Discord's ids grow with time on either engine.
-_MESSAGES_FOR_PROPOSAL = (
-    select(proposal_messages.c.message_id, proposal_messages.c.channel_id)
-    .where(proposal_messages.c.proposal_id == bindparam("proposal_id"))
-    .order_by(proposal_messages.c.message_id)
-)
+_MESSAGES_FOR_PROPOSAL = """
+    SELECT message_id, channel_id FROM proposal_messages WHERE proposal_id = :proposal_id
+    ORDER BY message_id"""
+# A decision that still stands is left as it is (no row changed: the caller hears False).
+_INSERT = """
+    INSERT INTO approvals
+        (proposal_id, run_id, user_id, sha, form, via, created_at, source, message_id, emoji, channel_id)
+    VALUES
+        (:proposal_id, :run_id, :user_id, :sha, :form, :via, :now, :source, :message_id, :emoji, :channel_id)
+    ON CONFLICT (proposal_id, user_id, sha, form, source) DO UPDATE
+    SET withdrawn_at = NULL, withdrawn_why = NULL, created_at = excluded.created_at
+    WHERE approvals.withdrawn_at IS NOT NULL"""
+_REGISTER_MESSAGE = """
+    INSERT INTO proposal_messages (message_id, proposal_id, channel_id)
+    VALUES (:message_id, :proposal_id, :channel_id)
+    ON CONFLICT (message_id) DO UPDATE
+    SET proposal_id = excluded.proposal_id, channel_id = excluded.channel_id"""
+# What comes before the first ':' of `source` ("message", "reaction"); '' when there is none.
+# (PostgreSQL refuses a negative length where SQLite reads it as none at all.)
+_SOURCE_KIND = {
+    "sqlite": "substr(source, 1, instr(source, ':') - 1)",
+    "postgresql": "substr(source, 1, greatest(strpos(source, ':') - 1, 0))",
+}
 
 
 @functools.cache
-def _insert(dialect: str) -> Executable:
-    upsert = core.insert_for(dialect, approvals)
-    upsert = upsert.values(
-        proposal_id=bindparam("proposal_id"),
-        run_id=bindparam("run_id"),
-        user_id=bindparam("user_id"),
-        sha=bindparam("sha"),
-        form=bindparam("form"),
-        via=bindparam("via"),
-        created_at=bindparam("now"),
-        source=bindparam("source"),
-        message_id=bindparam("message_id"),
-        emoji=bindparam("emoji"),
-        channel_id=bindparam("channel_id"),
-    )
-    # A decision that still stands is left as it is (no row changed: the caller hears False).
-    return upsert.on_conflict_do_update(
-        index_elements=[
-            approvals.c.proposal_id,
-            approvals.c.user_id,
-            approvals.c.sha,
-            approvals.c.form,
-            approvals.c.source,
-        ],
-        set_={
-            "withdrawn_at": sa.null(),
-            "withdrawn_why": sa.null(),
-            "created_at": upsert.excluded.created_at,
-        },
-        where=approvals.c.withdrawn_at.is_not(None),
-    )
-
-
-def _source_kind(dialect: str) -> Any:
-    """What comes before the first ':' of `source` ("message", "reaction"); '' when there is none."""
-    colon = (
-        func.strpos(approvals.c.source, ":")
-        if dialect == "postgresql"
-        else func.instr(approvals.c.source, ":")
-    )
-    # PostgreSQL refuses a negative length where SQLite reads it as none at all.
-    length = func.greatest(colon - 1, 0) if dialect == "postgresql" else colon - 1
-    return func.substr(approvals.c.source, 1, length)
-
-
-@functools.cache
-def _withdrawn(dialect: str, by_user: bool, by_emoji: bool) -> Executable:
+def _withdrawn(dialect: str, by_user: bool, by_emoji: bool) -> str:
     """The standing decisions of one message that `withdraw()` takes back."""
-    clauses = [
-        approvals.c.message_id == bindparam("message_id"),
-        approvals.c.withdrawn_at.is_(None),
-        _source_kind(dialect).in_(bindparam("sources", expanding=True)),
-    ]
+    clauses = ["message_id = :message_id", "withdrawn_at IS NULL", f"{_SOURCE_KIND[dialect]} IN (:sources)"]
     if by_user:
-        clauses.append(approvals.c.user_id == bindparam("user_id"))
+        clauses.append("user_id = :user_id")
     if by_emoji:
-        clauses.append(approvals.c.emoji == bindparam("emoji"))
-    return select(approvals).where(*clauses).order_by(approvals.c.id)
-
-
-@functools.cache
-def _register_message(dialect: str) -> Executable:
-    upsert = core.insert_for(dialect, proposal_messages)
-    upsert = upsert.values(
-        message_id=bindparam("message_id"),
-        proposal_id=bindparam("proposal_id"),
-        channel_id=bindparam("channel_id"),
-    )
-    return upsert.on_conflict_do_update(
-        index_elements=[proposal_messages.c.message_id],
-        set_={"proposal_id": upsert.excluded.proposal_id, "channel_id": upsert.excluded.channel_id},
-    )
+        clauses.append("emoji = :emoji")
+    return f"SELECT * FROM approvals WHERE {' AND '.join(clauses)} ORDER BY id"
 
 
 async def insert(
@@ -207,7 +131,7 @@ async def insert(
     """
     changed = await core.execute(
         db,
-        _insert(core.dialect(db)),
+        _INSERT,
         proposal_id=proposal_id,
         run_id=run_id,
         user_id=user_id,
@@ -313,7 +237,7 @@ def _row(row: Mapping[str, Any]) -> Approval:
 async def register_message(db: Connection, *, message_id: int, proposal_id: int, channel_id: int) -> None:
     await core.execute(
         db,
-        _register_message(core.dialect(db)),
+        _REGISTER_MESSAGE,
         message_id=message_id,
         proposal_id=proposal_id,
         channel_id=channel_id,

@@ -7,7 +7,7 @@ are UTC days since the epoch. On SQLite the big queries name their index (`INDEX
 ten times slower on a million actions — and an index that vanished should fail loudly here.
 PostgreSQL's planner has statistics and picks them itself.
 
-Written once as SQLAlchemy Core statements (`bot.db.core`); per engine differ only the hint and
+Written once in the SQL both engines share (`bot.db.core`); per engine differ only the hint and
 the day of a time (SQLite truncates a REAL cast to INTEGER, PostgreSQL rounds it: `floor` there).
 """
 
@@ -17,14 +17,9 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy import BigInteger, ColumnElement, Executable, bindparam, case, func, literal_column, select
-
 from bot.db import core
 from bot.db.core import Connection
 from bot.db.drills import not_drill_kind, not_drill_run
-from bot.db.schema import actions, incidents, run_events, runs
-from bot.db.schema import fingerprints as fingerprints_table
 
 __all__ = [
     "FingerprintCount",
@@ -77,142 +72,81 @@ class RunCount:
 
 
 # Fire drills' records (bot/db/drills.py) are never the bot's own failures, runs or spend.
-_OPENED = select(func.count()).where(
-    incidents.c.first_seen >= bindparam("start"),
-    incidents.c.first_seen < bindparam("end"),
-    not_drill_kind(incidents.c.kind),
-)
-_RESOLVED = select(func.count()).where(
-    not_drill_kind(incidents.c.kind),
-    incidents.c.state == "resolved",
-    incidents.c.closed_at >= bindparam("start"),
-    incidents.c.closed_at < bindparam("end"),
-)
-_REGRESSED = select(func.count(run_events.c.run_id.distinct())).where(
-    run_events.c.run_id.in_(select(runs.c.id).where(not_drill_run())),
-    run_events.c.event == "transition",
-    run_events.c.state == "regressed",
-    run_events.c.ts >= bindparam("start"),
-    run_events.c.ts < bindparam("end"),
-)
-_OPEN_NOW = select(func.count()).where(
-    incidents.c.state.in_(["open", "acknowledged"]), not_drill_kind(incidents.c.kind)
-)
-_RUN_COUNTS = (
-    select(runs.c.kind, runs.c.state, func.count().label("n"), func.sum(runs.c.cost_usd).label("cost"))
-    .where(runs.c.created_at >= bindparam("start"), runs.c.created_at < bindparam("end"), not_drill_run())
-    .group_by(runs.c.kind, runs.c.state)
-    .order_by(runs.c.kind, runs.c.state)
-)
+_OPENED = f"""
+    SELECT count(*) FROM incidents
+    WHERE first_seen >= :start AND first_seen < :end AND {not_drill_kind("kind")}"""
+_RESOLVED = f"""
+    SELECT count(*) FROM incidents
+    WHERE {not_drill_kind("kind")} AND state = 'resolved' AND closed_at >= :start AND closed_at < :end"""
+_OWN_RUNS = f"SELECT id FROM runs WHERE {not_drill_run()}"
+_REGRESSED = f"""
+    SELECT count(DISTINCT run_id) FROM run_events
+    WHERE run_id IN ({_OWN_RUNS}) AND event = 'transition' AND state = 'regressed'
+        AND ts >= :start AND ts < :end"""
+_OPEN_NOW = f"""
+    SELECT count(*) FROM incidents WHERE state IN ('open', 'acknowledged') AND {not_drill_kind("kind")}"""
+_RUN_COUNTS = f"""
+    SELECT kind, state, count(*) AS n, sum(cost_usd) AS cost FROM runs
+    WHERE created_at >= :start AND created_at < :end AND {not_drill_run()}
+    GROUP BY kind, state ORDER BY kind, state"""
 
 
-def _day(dialect: str, ts: ColumnElement[Any]) -> ColumnElement[int]:
-    """The UTC day (since the epoch) of a time: a literal divisor, so GROUP BY repeats it exactly."""
-    days = ts.op("/")(literal_column("86400"))
-    return sa.cast(func.floor(days) if dialect == "postgresql" else days, BigInteger)
+def _day(dialect: str, ts: str) -> str:
+    """The UTC day (since the epoch) of a time."""
+    days = f"floor({ts} / 86400)" if dialect == "postgresql" else f"{ts} / 86400"
+    return f"CAST({days} AS BIGINT)"
 
 
 @functools.cache
-def _kind_days(dialect: str) -> Executable:
-    table, c = core.indexed(dialect, actions, "actions_ts_audit")
-    day = _day(dialect, c["ts"])
-    return (
-        select(
-            c["kind"],
-            day.label("day"),
-            func.count().label("actions"),
-            # SUM of a comparison is SQLite's; PostgreSQL sums no boolean.
-            func.sum(case((c["ok"] == 0, 1), else_=0)).label("failures"),
-            func.sum(c["cost_usd"]).label("cost"),
-        )
-        .select_from(table)
-        .where(c["ts"] >= bindparam("start"), c["ts"] < bindparam("end"), not_drill_kind(c["kind"]))
-        .group_by(c["kind"], day)
-    )
+def _kind_days(dialect: str) -> str:
+    # SUM of a comparison is SQLite's; PostgreSQL sums no boolean.
+    return f"""
+    SELECT kind, {_day(dialect, "ts")} AS day, count(*) AS actions,
+        sum(CASE WHEN ok = 0 THEN 1 ELSE 0 END) AS failures, sum(cost_usd) AS cost
+    FROM actions {core.indexed_by(dialect, "actions_ts_audit")}
+    WHERE ts >= :start AND ts < :end AND {not_drill_kind("kind")}
+    GROUP BY kind, {_day(dialect, "ts")}"""
 
 
 @functools.cache
-def _kind_counts(dialect: str) -> Executable:
-    table, c = core.indexed(dialect, actions, "actions_ts_audit")
-    return (
-        select(c["kind"], func.count().label("n"))
-        .select_from(table)
-        .where(c["ts"] >= bindparam("start"), c["ts"] < bindparam("end"), not_drill_kind(c["kind"]))
-        .group_by(c["kind"])
-    )
+def _kind_counts(dialect: str) -> str:
+    return f"""
+    SELECT kind, count(*) AS n FROM actions {core.indexed_by(dialect, "actions_ts_audit")}
+    WHERE ts >= :start AND ts < :end AND {not_drill_kind("kind")}
+    GROUP BY kind"""
 
 
 @functools.cache
-def _percentile(dialect: str) -> Executable:
-    table, c = core.indexed(dialect, actions, "actions_kind_ts")
-    return (
-        select(c["duration_ms"])
-        .select_from(table)
-        .where(c["kind"] == bindparam("kind"), c["ts"] >= bindparam("start"), c["ts"] < bindparam("end"))
-        .order_by(c["duration_ms"])
-        .limit(1)
-        .offset(bindparam("offset"))
-    )
+def _percentile(dialect: str) -> str:
+    return f"""
+    SELECT duration_ms FROM actions {core.indexed_by(dialect, "actions_kind_ts")}
+    WHERE kind = :kind AND ts >= :start AND ts < :end
+    ORDER BY duration_ms LIMIT 1 OFFSET :offset"""
 
 
 @functools.cache
-def _top_fingerprints(dialect: str) -> Executable:
-    table, c = core.indexed(dialect, actions, "actions_failures_ts")
-    n = func.count().label("n")
-    counted = (
-        select(c["fingerprint"], func.max(c["kind"]).label("kind"), n)
-        .select_from(table)
-        .where(
-            c["ts"] >= bindparam("start"),
-            c["ts"] < bindparam("end"),
-            c["fingerprint"].is_not(None),
-            not_drill_kind(c["kind"]),
-        )
-        .group_by(c["fingerprint"])
-        .order_by(n.desc(), c["fingerprint"])
-        .limit(bindparam("limit"))
-        .subquery("f")
-    )
-    newest = actions.alias("m")
-    message = (
-        select(newest.c.error_message)
-        .where(
-            newest.c.fingerprint == counted.c.fingerprint,
-            newest.c.ts >= bindparam("start"),
-            newest.c.ts < bindparam("end"),
-        )
-        .order_by(newest.c.ts.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
-    known = fingerprints_table.alias("g")
-    return (
-        select(
-            counted.c.fingerprint,
-            func.coalesce(known.c.kind, counted.c.kind).label("kind"),
-            known.c.error_type,
-            known.c.first_seen,
-            counted.c.n,
-            message.label("message"),
-        )
-        .select_from(counted.outerjoin(known, known.c.fingerprint == counted.c.fingerprint))
-        .order_by(counted.c.n.desc(), counted.c.fingerprint)
-    )
+def _top_fingerprints(dialect: str) -> str:
+    return f"""
+    SELECT f.fingerprint, coalesce(g.kind, f.kind) AS kind, g.error_type, g.first_seen, f.n,
+        (SELECT m.error_message FROM actions AS m
+         WHERE m.fingerprint = f.fingerprint AND m.ts >= :start AND m.ts < :end
+         ORDER BY m.ts DESC LIMIT 1) AS message
+    FROM (
+        SELECT fingerprint, max(kind) AS kind, count(*) AS n
+        FROM actions {core.indexed_by(dialect, "actions_failures_ts")}
+        WHERE ts >= :start AND ts < :end AND fingerprint IS NOT NULL AND {not_drill_kind("kind")}
+        GROUP BY fingerprint ORDER BY n DESC, fingerprint LIMIT :limit
+    ) AS f
+    LEFT OUTER JOIN fingerprints AS g ON g.fingerprint = f.fingerprint
+    ORDER BY f.n DESC, f.fingerprint"""
 
 
 @functools.cache
-def _run_spend_by_day(dialect: str) -> Executable:
-    day = _day(dialect, run_events.c.ts)
-    return (
-        select(day.label("day"), func.sum(run_events.c.cost_usd).label("cost"))
-        .where(
-            run_events.c.ts >= bindparam("start"),
-            run_events.c.ts < bindparam("end"),
-            run_events.c.cost_usd != 0,
-            run_events.c.run_id.in_(select(runs.c.id).where(not_drill_run())),
-        )
-        .group_by(day)
-    )
+def _run_spend_by_day(dialect: str) -> str:
+    return f"""
+    SELECT {_day(dialect, "ts")} AS day, sum(cost_usd) AS cost FROM run_events
+    WHERE ts >= :start AND ts < :end AND cost_usd != 0 AND run_id IN ({_OWN_RUNS})
+    GROUP BY {_day(dialect, "ts")}"""
 
 
 async def kind_days(db: Connection, start: float, end: float) -> list[KindDay]:
@@ -256,8 +190,8 @@ async def top_fingerprints(db: Connection, start: float, end: float, limit: int)
     ]
 
 
-async def _count(db: Connection, statement: Executable, **params: Any) -> int:
-    return int(await core.scalar(db, statement, **params) or 0)
+async def _count(db: Connection, sql: str, **params: Any) -> int:
+    return int(await core.scalar(db, sql, **params) or 0)
 
 
 async def incident_counts(db: Connection, start: float, end: float) -> IncidentCounts:

@@ -3,7 +3,7 @@
 Every list is a keyset page (`… < :cursor ORDER BY … DESC LIMIT :n`), never an OFFSET, so page 500 of
 a million action records costs what page 1 does; each filter has its own statement so that the
 planner can take the index that starts with the filtered column (a catch-all `:x IS NULL OR col = :x`
-would hide it). Statements are built once per filter set and engine and kept.
+would hide it). Statements are written once per filter set and kept.
 """
 
 from __future__ import annotations
@@ -14,13 +14,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy import Executable, bindparam, func, select
-
 from bot.db import core
 from bot.db.core import Connection
 from bot.db.incidents import decode
-from bot.db.schema import actions, approvals, incidents, objections, proofs, run_events, runs
 
 __all__ = [
     "ActionFilter",
@@ -37,18 +33,7 @@ __all__ = [
 ]
 
 _ACTION_COLUMNS = (
-    actions.c.id,
-    actions.c.ts,
-    actions.c.kind,
-    actions.c.source,
-    actions.c.ok,
-    actions.c.duration_ms,
-    actions.c.user_id,
-    actions.c.cost_usd,
-    actions.c.error_type,
-    actions.c.error_message,
-    actions.c.fingerprint,
-    actions.c.run_id,
+    "id, ts, kind, source, ok, duration_ms, user_id, cost_usd, error_type, error_message, fingerprint, run_id"
 )
 
 
@@ -64,11 +49,9 @@ class ActionFilter:
 
 
 @functools.cache
-def _run_page(by_state: bool) -> Executable:
-    statement = select(runs).where(runs.c.id < bindparam("before"))
-    if by_state:
-        statement = statement.where(runs.c.state == bindparam("state"))
-    return statement.order_by(runs.c.id.desc()).limit(bindparam("limit"))
+def _run_page(by_state: bool) -> str:
+    state = " AND state = :state" if by_state else ""
+    return f"SELECT * FROM runs WHERE id < :before{state} ORDER BY id DESC LIMIT :limit"
 
 
 async def run_page(
@@ -81,12 +64,7 @@ async def run_page(
     return await core.rows(db, _run_page(state is not None), **params)
 
 
-_IN_STATES = (
-    select(runs)
-    .where(runs.c.state.in_(bindparam("states", expanding=True)))
-    .order_by(runs.c.id.desc())
-    .limit(bindparam("limit"))
-)
+_IN_STATES = "SELECT * FROM runs WHERE state IN (:states) ORDER BY id DESC LIMIT :limit"
 
 
 async def in_states(db: Connection, states: Iterable[str], limit: int) -> list[dict[str, Any]]:
@@ -95,11 +73,9 @@ async def in_states(db: Connection, states: Iterable[str], limit: int) -> list[d
 
 
 @functools.cache
-def _incident_page(by_state: bool) -> Executable:
-    statement = select(incidents).where(incidents.c.id < bindparam("before"))
-    if by_state:
-        statement = statement.where(incidents.c.state == bindparam("state"))
-    return statement.order_by(incidents.c.id.desc()).limit(bindparam("limit"))
+def _incident_page(by_state: bool) -> str:
+    state = " AND state = :state" if by_state else ""
+    return f"SELECT * FROM incidents WHERE id < :before{state} ORDER BY id DESC LIMIT :limit"
 
 
 async def incident_page(
@@ -113,21 +89,19 @@ async def incident_page(
 
 
 @functools.cache
-def _action_page(kind: bool, fingerprint: bool, user: bool) -> Executable:
+def _action_page(kind: bool, fingerprint: bool, user: bool) -> str:
     # (ts, id) below the cursor, written so that the index's ts range does the work: ts <= cursor ts,
     # and of the rows at exactly that ts only those with a smaller id.
-    statement = select(*_ACTION_COLUMNS).where(
-        actions.c.ts <= bindparam("upper"),
-        actions.c.ts >= bindparam("lower"),
-        sa.not_(sa.and_(actions.c.ts == bindparam("cursor_ts"), actions.c.id >= bindparam("cursor_id"))),
-    )
+    clauses = ["ts <= :upper", "ts >= :lower", "NOT (ts = :cursor_ts AND id >= :cursor_id)"]
     if kind:
-        statement = statement.where(actions.c.kind == bindparam("kind"))
+        clauses.append("kind = :kind")
     if fingerprint:
-        statement = statement.where(actions.c.fingerprint == bindparam("fingerprint"))
+        clauses.append("fingerprint = :fingerprint")
     if user:
-        statement = statement.where(actions.c.user_id == bindparam("user_id"))
-    return statement.order_by(actions.c.ts.desc(), actions.c.id.desc()).limit(bindparam("limit"))
+        clauses.append("user_id = :user_id")
+    return f"""
+    SELECT {_ACTION_COLUMNS} FROM actions WHERE {" AND ".join(clauses)}
+    ORDER BY ts DESC, id DESC LIMIT :limit"""
 
 
 async def action_page(
@@ -155,12 +129,9 @@ async def action_page(
     return await core.rows(db, statement, **params)
 
 
-_OF_FINGERPRINT = (
-    select(*_ACTION_COLUMNS, actions.c.frames, actions.c.invocation)
-    .where(actions.c.fingerprint == bindparam("fingerprint"))
-    .order_by(actions.c.ts.desc())
-    .limit(bindparam("limit"))
-)
+_OF_FINGERPRINT = f"""
+    SELECT {_ACTION_COLUMNS}, frames, invocation FROM actions WHERE fingerprint = :fingerprint
+    ORDER BY ts DESC LIMIT :limit"""
 
 
 async def actions_of_fingerprint(db: Connection, fingerprint: str, limit: int) -> list[dict[str, Any]]:
@@ -168,12 +139,7 @@ async def actions_of_fingerprint(db: Connection, fingerprint: str, limit: int) -
     return await core.rows(db, _OF_FINGERPRINT, fingerprint=fingerprint, limit=limit)
 
 
-_EVENTS_AFTER = (
-    select(run_events)
-    .where(run_events.c.run_id == bindparam("run_id"), run_events.c.id > bindparam("after"))
-    .order_by(run_events.c.id)
-    .limit(200)
-)
+_EVENTS_AFTER = "SELECT * FROM run_events WHERE run_id = :run_id AND id > :after ORDER BY id LIMIT 200"
 
 
 async def events_after(db: Connection, run_id: int, after: int) -> list[dict[str, Any]]:
@@ -184,9 +150,9 @@ async def events_after(db: Connection, run_id: int, after: int) -> list[dict[str
     return found
 
 
-_APPROVALS = select(approvals).where(approvals.c.run_id == bindparam("run_id")).order_by(approvals.c.id)
-_OBJECTIONS = select(objections).where(objections.c.run_id == bindparam("run_id")).order_by(objections.c.id)
-_PROOFS = select(proofs).where(proofs.c.run_id == bindparam("run_id")).order_by(proofs.c.id)
+_APPROVALS = "SELECT * FROM approvals WHERE run_id = :run_id ORDER BY id"
+_OBJECTIONS = "SELECT * FROM objections WHERE run_id = :run_id ORDER BY id"
+_PROOFS = "SELECT * FROM proofs WHERE run_id = :run_id ORDER BY id"
 
 
 async def approvals_of_run(db: Connection, run_id: int) -> list[dict[str, Any]]:
@@ -206,12 +172,8 @@ async def proofs_of_run(db: Connection, run_id: int) -> list[dict[str, Any]]:
     return found
 
 
-_RUN_SPEND = select(func.coalesce(func.sum(run_events.c.cost_usd), 0)).where(
-    run_events.c.ts >= bindparam("since")
-)
-_ACTION_SPEND = select(func.coalesce(func.sum(actions.c.cost_usd), 0)).where(
-    actions.c.ts >= bindparam("since")
-)
+_RUN_SPEND = "SELECT coalesce(sum(cost_usd), 0) FROM run_events WHERE ts >= :since"
+_ACTION_SPEND = "SELECT coalesce(sum(cost_usd), 0) FROM actions WHERE ts >= :since"
 
 
 async def spend_since(db: Connection, since: float) -> tuple[float, float]:

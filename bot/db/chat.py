@@ -1,6 +1,6 @@
 """Queries for the `chat_messages` table: the per-channel history the chat model sees.
 
-Written once as SQLAlchemy Core statements (`bot.db.core`), so they run on SQLite and PostgreSQL.
+Written once in the SQL both engines share (`bot.db.core`), so they run on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -9,12 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-import sqlalchemy as sa
-from sqlalchemy import bindparam, select
-
 from bot.db import core
 from bot.db.core import Connection
-from bot.db.schema import chat_messages
 
 __all__ = ["ChatLine", "add", "recent"]
 
@@ -26,21 +22,12 @@ class ChatLine:
     content: str
 
 
-_ADD = sa.insert(chat_messages).values(
-    channel_id=bindparam("channel_id"),
-    message_id=bindparam("message_id"),
-    author_id=bindparam("author_id"),
-    author_name=bindparam("author_name"),
-    role=bindparam("role"),
-    content=bindparam("content"),
-    created_at=bindparam("created_at"),
-)
-_RECENT = (
-    select(chat_messages.c.author_name, chat_messages.c.role, chat_messages.c.content)
-    .where(chat_messages.c.channel_id == bindparam("channel_id"))
-    .order_by(chat_messages.c.id.desc())
-    .limit(bindparam("limit"))
-)
+_ADD = """
+    INSERT INTO chat_messages (channel_id, message_id, author_id, author_name, role, content, created_at)
+    VALUES (:channel_id, :message_id, :author_id, :author_name, :role, :content, :created_at)"""
+_RECENT = """
+    SELECT author_name, role, content FROM chat_messages WHERE channel_id = :channel_id
+    ORDER BY id DESC LIMIT :limit"""
 
 
 async def add(

@@ -1,6 +1,6 @@
 """Queries for `claims`: the files each run may change (see bot/improve/claims.py).
 
-Written once as SQLAlchemy Core statements (`bot.db.core`), so they run on SQLite and PostgreSQL.
+Written once in the SQL both engines share (`bot.db.core`), so they run on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -8,45 +8,27 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 
-from sqlalchemy import Executable, bindparam, select
-
 from bot.db import core
 from bot.db.core import Connection
-from bot.db.schema import claims, runs
 
 __all__ = ["add", "delete_for_run", "delete_unless_in_states", "for_run", "held_in_states"]
 
-_FOR_RUN = (
-    select(claims.c.path)
-    .where(claims.c.run_id == bindparam("run_id"))
-    .order_by(claims.c.created_at, claims.c.path)
-)
-_HELD_IN_STATES = (
-    select(claims.c.run_id, claims.c.path)
-    .join(runs, runs.c.id == claims.c.run_id)
-    .where(runs.c.state.in_(bindparam("states", expanding=True)))
-    .order_by(claims.c.run_id, claims.c.path)
-)
-_DELETE_FOR_RUN = claims.delete().where(claims.c.run_id == bindparam("run_id"))
-_DELETE_UNLESS_IN_STATES = claims.delete().where(
-    claims.c.run_id.not_in(select(runs.c.id).where(runs.c.state.in_(bindparam("states", expanding=True))))
-)
+_FOR_RUN = "SELECT path FROM claims WHERE run_id = :run_id ORDER BY created_at, path"
+_HELD_IN_STATES = """
+    SELECT claims.run_id, claims.path FROM claims JOIN runs ON runs.id = claims.run_id
+    WHERE runs.state IN (:states) ORDER BY claims.run_id, claims.path"""
+_DELETE_FOR_RUN = "DELETE FROM claims WHERE run_id = :run_id"
+_DELETE_UNLESS_IN_STATES = """
+    DELETE FROM claims WHERE run_id NOT IN (SELECT id FROM runs WHERE state IN (:states))"""
 
 
 @functools.cache
-def _add(dialect: str, count: int) -> Executable:
+def _add(count: int) -> str:
     """One multi-row insert of `count` paths (`path_0`, `path_1`, …) that skips paths already held."""
-    insert = core.insert_for(dialect, claims)
-    rows: list[dict[str, object]] = [
-        {
-            "run_id": bindparam("run_id"),
-            "path": bindparam(f"path_{i}"),
-            "why": bindparam("why"),
-            "created_at": bindparam("now"),
-        }
-        for i in range(count)
-    ]
-    return insert.values(rows).on_conflict_do_nothing(index_elements=[claims.c.run_id, claims.c.path])
+    rows = ", ".join(f"(:run_id, :path_{i}, :why, :now)" for i in range(count))
+    return f"""
+    INSERT INTO claims (run_id, path, why, created_at) VALUES {rows}
+    ON CONFLICT (run_id, path) DO NOTHING"""
 
 
 async def add(db: Connection, run_id: int, paths: list[str], why: str, now: float) -> None:
@@ -59,7 +41,7 @@ async def add(db: Connection, run_id: int, paths: list[str], why: str, now: floa
         return
     await core.execute(
         db,
-        _add(core.dialect(db), len(paths)),
+        _add(len(paths)),
         run_id=run_id,
         why=why,
         now=now,

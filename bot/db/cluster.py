@@ -9,21 +9,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
-
 from bot.db import core
 from bot.db.core import Connection
-from bot.db.schema import settings_kv
 
 __all__ = ["notify", "settings_under"]
 
-_UNDER = (
-    select(settings_kv.c.key, settings_kv.c.value)
-    .where(settings_kv.c.key.like(bindparam("pattern"), escape="\\"))
-    .order_by(settings_kv.c.key)
-)
-
-_NOTIFY = select(func.pg_notify(bindparam("channel"), bindparam("payload")))
+_UNDER = r"""
+    SELECT "key", value FROM settings_kv WHERE "key" LIKE :pattern ESCAPE '\' ORDER BY "key"
+"""
+_NOTIFY = "SELECT pg_notify(:channel, :payload)"
 
 
 async def notify(db: Connection, channel: str, payload: str = "") -> None:

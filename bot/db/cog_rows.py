@@ -12,55 +12,24 @@ with that provenance, so a crash on a bad row names the command that stored it.
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from typing import Any
 
-from sqlalchemy import bindparam, select
-from sqlalchemy.sql.expression import Executable
-
 from bot.db import core
 from bot.db import provenance as provenance_module
 from bot.db.core import Connection
-from bot.db.schema import cog_rows
 
 __all__ = ["all_rows", "delete", "get", "put"]
 
-_GET = select(cog_rows).where(
-    cog_rows.c.table_name == bindparam("table_name"), cog_rows.c.key == bindparam("key")
-)
-_ALL = (
-    select(cog_rows)
-    .where(cog_rows.c.table_name == bindparam("table_name"))
-    .order_by(cog_rows.c.key)
-    .limit(bindparam("limit"))
-)
-_DELETE = cog_rows.delete().where(
-    cog_rows.c.table_name == bindparam("table_name"), cog_rows.c.key == bindparam("key")
-)
-
-
-@functools.cache
-def _put(dialect: str) -> Executable:
-    upsert = core.insert_for(dialect, cog_rows)
-    upsert = upsert.values(
-        table_name=bindparam("table_name"),
-        key=bindparam("key"),
-        value=bindparam("value"),
-        written_by=bindparam("written_by"),
-        writer=bindparam("writer"),
-        written_at=bindparam("written_at"),
-    )
-    return upsert.on_conflict_do_update(
-        index_elements=[cog_rows.c.table_name, cog_rows.c.key],
-        set_={
-            "value": upsert.excluded.value,
-            "written_by": upsert.excluded.written_by,
-            "writer": upsert.excluded.writer,
-            "written_at": upsert.excluded.written_at,
-        },
-    )
+_GET = 'SELECT * FROM cog_rows WHERE table_name = :table_name AND "key" = :key'
+_ALL = 'SELECT * FROM cog_rows WHERE table_name = :table_name ORDER BY "key" LIMIT :limit'
+_DELETE = 'DELETE FROM cog_rows WHERE table_name = :table_name AND "key" = :key'
+_PUT = """
+    INSERT INTO cog_rows (table_name, "key", value, written_by, writer, written_at)
+    VALUES (:table_name, :key, :value, :written_by, :writer, :written_at)
+    ON CONFLICT (table_name, "key") DO UPDATE SET value = excluded.value, written_by = excluded.written_by,
+        writer = excluded.writer, written_at = excluded.written_at"""
 
 
 async def put(db: Connection, table: str, key: str, value: Any) -> None:
@@ -68,7 +37,7 @@ async def put(db: Connection, table: str, key: str, value: Any) -> None:
     scope = provenance_module.current()
     await core.execute(
         db,
-        _put(core.dialect(db)),
+        _PUT,
         table_name=table,
         key=key,
         value=json.dumps(value, default=str),

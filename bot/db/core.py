@@ -1,12 +1,24 @@
-"""Queries written once, as SQLAlchemy Core statements, run on SQLite or PostgreSQL.
+"""Queries written once, as the SQL that SQLite and PostgreSQL share, run on either engine.
 
-The query modules are moving from hand-written SQLite to statements built on `bot.db.schema`'s
-tables (`runs.py` first). A statement is a module constant with named `bindparam`s, compiled once
-per engine (compiling costs ~1 ms; the compiled form is kept) and run on the bot's connection with
-the values of one call: `await rows(db, _RECENT, limit=5)`. `expanding=True` parameters take
-lists (`IN`). Each engine has its connection class with the same two abilities — `execute(sql,
-params)` and `transaction()` (one task's transaction at a time, see `bot.db.connection`) — so
-`transaction(db)` groups statements on either:
+A statement is plain SQL with named parameters — `SELECT * FROM runs WHERE id = :run_id` — run on
+the bot's connection with the values of one call: `await rows(db, _BY_ID, run_id=5)`. Both engines
+speak the same SQL for nearly everything the bot asks (`INSERT … ON CONFLICT … DO UPDATE`,
+`RETURNING`, `coalesce`, `||`); where they differ (JSON, full-text search, index hints, integer
+division) a query module builds each engine's text from `dialect(db)`. A list (or tuple) value
+goes where `IN (:ids)` or `NOT IN (:ids)` names it, and an empty one works as SQL means it to
+(nothing is in an empty list).
+
+The text is the same for both, translated once per statement: SQLite reads `:name` itself and gets
+a list as one parameter per item; for psycopg each `:name` becomes `%(name)s`, a `%` becomes `%%`,
+`::` casts stay, and a list is one array (`= ANY(…)`, `<> ALL(…)`).
+
+No library stands between: statements built with SQLAlchemy cost every process ~14 MB and ~0.1 s of
+CPU at start for strings that never change. `schema.py` and the Alembic history still describe the
+tables, and only a migration loads them.
+
+Each engine has its connection class with the same two abilities — `execute(sql, params)` and
+`transaction()` (one task's transaction at a time, see `bot.db.connection`) — so `transaction(db)`
+groups statements on either:
 
 - SQLite: `bot.db.connection.Database`, the aiosqlite connection every service already shares;
 - PostgreSQL: `PostgresDatabase`, a psycopg connection (`open_postgresql`).
@@ -16,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -23,13 +36,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import aiosqlite
-import sqlalchemy as sa
-from sqlalchemy import ColumnElement, FromClause, Table
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Dialect
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.elements import quoted_name
-from sqlalchemy.sql.expression import Executable
 
 from bot.db.action_writes import is_postgresql
 from bot.db.connection import Database, open_database
@@ -44,26 +50,68 @@ __all__ = [
     "dialect",
     "execute",
     "first",
-    "indexed",
-    "insert_for",
+    "indexed_by",
     "open_postgresql",
     "rows",
     "scalar",
 ]
 
-_SQLITE = sqlite.dialect()
-_POSTGRESQL = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
+# What the translation looks at: quoted text (kept as it is), `IN (:name)` (a list's place), a `::`
+# cast, a `:name` parameter, a `%`.
+_TOKENS = re.compile(
+    r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|(?P<op>(?:\bNOT\s+)?\bIN)\s*\(\s*:(?P<list>\w+)\s*\)|::|:(?P<name>\w+)|%""",
+    re.IGNORECASE,
+)
+# A list's items are passed to SQLite as `name__0`, `name__1`, … (no query names a parameter so).
+_ITEM = "{}__{}"
 
 
 @functools.lru_cache(maxsize=1024)
-def _compiled(statement: Executable, dialect: Dialect) -> SQLCompiler:
-    compiled = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
-    assert isinstance(compiled, SQLCompiler)
-    return compiled
+def _render(sql: str, postgresql: bool, lists: tuple[tuple[str, int], ...]) -> str:
+    """`sql` for one engine, given the list parameters and their sizes (their names alone on
+    PostgreSQL, where a list is one array: `= ANY(…)`, `<> ALL(…)`)."""
+    sizes = dict(lists)
+
+    def one(name: str) -> str:
+        if name in sizes:
+            raise ValueError(f"list parameter :{name} outside `IN (:{name})`: {sql}")
+        return f"%({name})s" if postgresql else f":{name}"
+
+    def replace(token: re.Match[str]) -> str:
+        text, name, listed = token.group(0), token.group("name"), token.group("list")
+        if name is not None:
+            return one(name)
+        if listed is not None:
+            if listed not in sizes:
+                return f"{token.group('op')} ({one(listed)})"
+            if postgresql:
+                negated = token.group("op").upper().startswith("NOT")
+                return f"{'<> ALL' if negated else '= ANY'}(%({listed})s)"
+            items = ", ".join(f":{_ITEM.format(listed, n)}" for n in range(sizes[listed]))
+            return f"{token.group('op')} ({items})"  # SQLite takes an empty list: `IN ()`
+        return text.replace("%", "%%") if postgresql and text[0] in "%'" else text
+
+    return _TOKENS.sub(replace, sql)
+
+
+def _bound(sql: str, params: Mapping[str, Any], postgresql: bool) -> tuple[str, dict[str, Any]]:
+    """The engine's text and the values to bind. A list (or tuple) is one array on PostgreSQL and one
+    value per item on SQLite."""
+    lists = tuple((name, len(value)) for name, value in params.items() if isinstance(value, list | tuple))
+    if not lists:
+        return _render(sql, postgresql, ()), dict(params)
+    if postgresql:
+        shape = tuple((name, 0) for name, _ in lists)
+        arrays = {name: list(value) if isinstance(value, tuple) else value for name, value in params.items()}
+        return _render(sql, True, shape), arrays
+    values = {name: value for name, value in params.items() if not isinstance(value, list | tuple)}
+    for name, _ in lists:
+        values.update({_ITEM.format(name, n): item for n, item in enumerate(params[name])})
+    return _render(sql, False, lists), values
 
 
 def _sqlite_run(
-    sql: str, params: Sequence[Any], conn: sqlite3.Connection
+    sql: str, params: Mapping[str, Any], conn: sqlite3.Connection
 ) -> tuple[list[dict[str, Any]], int]:
     """On the connection's thread, in one go: the statement and all its rows. Fetched apart, an
     `INSERT … RETURNING` would stay open between the two hand-overs, and another task's statement
@@ -76,31 +124,20 @@ def _sqlite_run(
         cursor.close()
 
 
-async def _run(db: Connection, statement: Executable, params: Mapping[str, Any]) -> Any:
+async def _run(db: Connection, sql: str, params: Mapping[str, Any]) -> tuple[list[dict[str, Any]], int]:
     """(rows as dicts, rowcount) of one statement on `db`."""
     if isinstance(db, PostgresDatabase):
-        state = _compiled(statement, _POSTGRESQL).construct_expanded_state(dict(params))
-        return await db.run(state.statement, state.parameters)
+        return await db.run(*_bound(sql, params, postgresql=True))
     if isinstance(db, Database):
-        state = _compiled(statement, _SQLITE).construct_expanded_state(dict(params))
-        return await db.run_sync(functools.partial(_sqlite_run, state.statement, state.positional_parameters))
+        text, values = _bound(sql, params, postgresql=False)
+        return await db.run_sync(functools.partial(_sqlite_run, text, values))
     raise TypeError(f"not a connection from open_database() or open_postgresql(): {db!r}")
 
 
-def insert_for(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
-    """An INSERT into `table` in the engine's own form, which has `on_conflict_do_update` and
-    `on_conflict_do_nothing` (upserts are written once per engine with them)."""
-    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-
-
-def indexed(dialect: str, table: Table, index: str) -> tuple[FromClause, Mapping[str, ColumnElement[Any]]]:
-    """`table` and its columns, read through `index` on SQLite (`INDEXED BY`, where its planner
-    would pick a worse plan); the plain table elsewhere. SQLAlchemy's SQLite compiler renders no
-    table hints, so the hinted table is named verbatim and its columns unqualified."""
-    if dialect != "sqlite":
-        return table, {column.name: column for column in table.c}
-    hinted = sa.table(quoted_name(f"{table.name} INDEXED BY {index}", quote=False))
-    return hinted, {column.name: sa.column(column.name) for column in table.c}
+def indexed_by(dialect: str, index: str) -> str:
+    """`INDEXED BY index` on SQLite (where its planner would pick a worse plan), nothing elsewhere:
+    goes right after the table's name."""
+    return f"INDEXED BY {index}" if dialect == "sqlite" else ""
 
 
 def dialect(db: Connection) -> str:
@@ -108,26 +145,26 @@ def dialect(db: Connection) -> str:
     return "postgresql" if isinstance(db, PostgresDatabase) else "sqlite"
 
 
-async def rows(db: Connection, statement: Executable, **params: Any) -> list[dict[str, Any]]:
+async def rows(db: Connection, sql: str, **params: Any) -> list[dict[str, Any]]:
     """Every row the statement returns, as a dict by column name."""
-    found, _ = await _run(db, statement, params)
-    return list(found)
+    found, _ = await _run(db, sql, params)
+    return found
 
 
-async def first(db: Connection, statement: Executable, **params: Any) -> dict[str, Any] | None:
-    found, _ = await _run(db, statement, params)
+async def first(db: Connection, sql: str, **params: Any) -> dict[str, Any] | None:
+    found, _ = await _run(db, sql, params)
     return found[0] if found else None
 
 
-async def scalar(db: Connection, statement: Executable, **params: Any) -> Any:
+async def scalar(db: Connection, sql: str, **params: Any) -> Any:
     """The first column of the first row, or None when there is none."""
-    found, _ = await _run(db, statement, params)
+    found, _ = await _run(db, sql, params)
     return next(iter(found[0].values())) if found else None
 
 
-async def execute(db: Connection, statement: Executable, **params: Any) -> int:
+async def execute(db: Connection, sql: str, **params: Any) -> int:
     """Run a statement for its effect; how many rows it changed."""
-    _, count = await _run(db, statement, params)
+    _, count = await _run(db, sql, params)
     return int(count)
 
 

@@ -1,18 +1,14 @@
 """Queries for `dev_mode`: the switches of dev mode by hand, newest last.
 
-Written once as SQLAlchemy Core statements (`bot.db.core`), so they run on SQLite and PostgreSQL.
+Written once in the SQL both engines share (`bot.db.core`), so they run on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import sqlalchemy as sa
-from sqlalchemy import bindparam, select
-
 from bot.db import core
 from bot.db.core import Connection
-from bot.db.schema import dev_mode
 
 __all__ = ["DevModeSwitch", "insert", "latest"]
 
@@ -25,14 +21,8 @@ class DevModeSwitch:
     until: float | None
 
 
-_INSERT = sa.insert(dev_mode).values(
-    ts=bindparam("ts"), user_id=bindparam("user_id"), active=bindparam("active"), until=bindparam("until")
-)
-_LATEST = (
-    select(dev_mode.c.ts, dev_mode.c.user_id, dev_mode.c.active, dev_mode.c.until)
-    .order_by(dev_mode.c.id.desc())
-    .limit(1)
-)
+_INSERT = "INSERT INTO dev_mode (ts, user_id, active, until) VALUES (:ts, :user_id, :active, :until)"
+_LATEST = "SELECT ts, user_id, active, until FROM dev_mode ORDER BY id DESC LIMIT 1"
 
 
 async def insert(db: Connection, *, ts: float, user_id: int, active: bool, until: float | None) -> None:

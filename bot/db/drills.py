@@ -8,40 +8,30 @@ is reported apart (`drill_spent_since`).
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import ColumnElement, Select, bindparam, func, or_, select
-
 from bot.db import core
 from bot.db.core import Connection
-from bot.db.schema import incidents, run_events, runs
 from bot.kernel.drills import DRILL_KIND_PREFIX
 
 __all__ = ["drill_spent_since", "not_drill_kind", "not_drill_run"]
 
-_LIKE = DRILL_KIND_PREFIX + "%"
+_LIKE = f"'{DRILL_KIND_PREFIX}%'"
+_DRILL_INCIDENTS = f"SELECT id FROM incidents WHERE kind LIKE {_LIKE}"
 
 
-def _drill_incidents() -> Select[Any]:
-    return select(incidents.c.id).where(incidents.c.kind.like(_LIKE))
+def not_drill_kind(kind: str) -> str:
+    """The condition that an action's or incident's `kind` (a column) is not a drill's."""
+    return f"{kind} NOT LIKE {_LIKE}"
 
 
-def not_drill_kind(kind: ColumnElement[Any]) -> ColumnElement[bool]:
-    """An action's or incident's kind that is not a drill's."""
-    return ~kind.like(_LIKE)
-
-
-def not_drill_run(incident_id: ColumnElement[Any] = runs.c.incident_id) -> ColumnElement[bool]:
-    """A run (by its incident id column) that is not on a drill's incident."""
+def not_drill_run(incident_id: str = "runs.incident_id") -> str:
+    """The condition that a run (by its incident id column) is not on a drill's incident."""
     # NOT IN with a NULL left side is NULL, not true: a run without an incident is named apart.
-    return or_(incident_id.is_(None), incident_id.not_in(_drill_incidents()))
+    return f"({incident_id} IS NULL OR {incident_id} NOT IN ({_DRILL_INCIDENTS}))"
 
 
-_DRILL_SPENT_SINCE = (
-    select(func.coalesce(func.sum(run_events.c.cost_usd), 0))
-    .select_from(run_events.join(runs, runs.c.id == run_events.c.run_id))
-    .where(run_events.c.ts >= bindparam("since"), runs.c.incident_id.in_(_drill_incidents()))
-)
+_DRILL_SPENT_SINCE = f"""
+    SELECT coalesce(sum(run_events.cost_usd), 0) FROM run_events JOIN runs ON runs.id = run_events.run_id
+    WHERE run_events.ts >= :since AND runs.incident_id IN ({_DRILL_INCIDENTS})"""
 
 
 async def drill_spent_since(db: Connection, since: float) -> float:

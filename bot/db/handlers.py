@@ -1,19 +1,15 @@
 """Queries for `handlers`: which function handles each kind (`app:convert` → cogs/convert.py).
 
-Written once as SQLAlchemy Core statements (`bot.db.core`), so they run on SQLite and PostgreSQL.
+Written once in the SQL both engines share (`bot.db.core`), so they run on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Executable, bindparam, select
-
 from bot.db import core
 from bot.db.core import Connection
-from bot.db.schema import handlers
 
 __all__ = ["HandlerLocation", "for_kinds", "kinds", "replace_cog"]
 
@@ -29,35 +25,17 @@ class HandlerLocation:
     cog: str
 
 
-_DELETE_COG = handlers.delete().where(handlers.c.cog == bindparam("cog"))
-_FOR_KINDS = (
-    select(handlers.c.kind, handlers.c.path, handlers.c.qualname, handlers.c.line, handlers.c.cog)
-    .where(handlers.c.kind.in_(bindparam("kinds", expanding=True)))
-    .order_by(handlers.c.kind, handlers.c.path, handlers.c.qualname)
-)
-_KINDS = select(handlers.c.kind).distinct()
-
-
-@functools.cache
-def _store(dialect: str) -> Executable:
-    """Insert one location, replacing the row already there for its (kind, path, qualname)."""
-    upsert = core.insert_for(dialect, handlers)
-    upsert = upsert.values(
-        kind=bindparam("kind"),
-        path=bindparam("path"),
-        qualname=bindparam("qualname"),
-        line=bindparam("line"),
-        cog=bindparam("cog"),
-        updated_at=bindparam("updated_at"),
-    )
-    return upsert.on_conflict_do_update(
-        index_elements=[handlers.c.kind, handlers.c.path, handlers.c.qualname],
-        set_={
-            "line": upsert.excluded.line,
-            "cog": upsert.excluded.cog,
-            "updated_at": upsert.excluded.updated_at,
-        },
-    )
+_DELETE_COG = "DELETE FROM handlers WHERE cog = :cog"
+_FOR_KINDS = """
+    SELECT kind, path, qualname, line, cog FROM handlers WHERE kind IN (:kinds)
+    ORDER BY kind, path, qualname"""
+_KINDS = "SELECT DISTINCT kind FROM handlers"
+# One location, replacing the row already there for its (kind, path, qualname).
+_STORE = """
+    INSERT INTO handlers (kind, path, qualname, line, cog, updated_at)
+    VALUES (:kind, :path, :qualname, :line, :cog, :updated_at)
+    ON CONFLICT (kind, path, qualname) DO UPDATE
+    SET line = excluded.line, cog = excluded.cog, updated_at = excluded.updated_at"""
 
 
 async def replace_cog(db: Connection, cog: str, locations: Sequence[HandlerLocation], now: float) -> None:
@@ -68,10 +46,9 @@ async def replace_cog(db: Connection, cog: str, locations: Sequence[HandlerLocat
     only means "no map yet".
     """
     await core.execute(db, _DELETE_COG, cog=cog)
-    store = _store(core.dialect(db))
     for h in locations:
         await core.execute(
-            db, store, kind=h.kind, path=h.path, qualname=h.qualname, line=h.line, cog=cog, updated_at=now
+            db, _STORE, kind=h.kind, path=h.path, qualname=h.qualname, line=h.line, cog=cog, updated_at=now
         )
 
 

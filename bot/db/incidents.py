@@ -1,6 +1,6 @@
 """Queries for `incidents` and `incident_requests`.
 
-Written once as SQLAlchemy Core statements (`bot.db.core`), so they run on SQLite and PostgreSQL.
+Written once in the SQL both engines share (`bot.db.core`), so they run on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -11,12 +11,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiosqlite
-import sqlalchemy as sa
-from sqlalchemy import Executable, bindparam, select
 
 from bot.db import core
 from bot.db.core import Connection
-from bot.db.schema import incident_requests, incidents
 
 __all__ = [
     "active_or_recent",
@@ -52,59 +49,33 @@ _FIELDS = (
     "autonomy",
 )
 
-_ACTIVE_OR_RECENT = (
-    select(incidents)
-    .where(sa.or_(incidents.c.state != "resolved", incidents.c.closed_at >= bindparam("closed_after")))
-    .order_by(incidents.c.id)
-)
-_BY_ID = select(incidents).where(incidents.c.id == bindparam("incident_id"))
-_FINGERPRINT = select(incidents.c.fingerprint).where(incidents.c.id == bindparam("incident_id"))
-_LIST_BY_STATE = (
-    select(incidents)
-    .where(incidents.c.state.in_(bindparam("states", expanding=True)))
-    .order_by(incidents.c.last_seen.desc())
-    .limit(bindparam("limit"))
-)
-_REMOVE_REQUEST = incident_requests.delete().where(
-    incident_requests.c.incident_id == bindparam("incident_id"),
-    incident_requests.c.user_id == bindparam("user_id"),
-    incident_requests.c.action == bindparam("action"),
-)
+_ACTIVE_OR_RECENT = """
+    SELECT * FROM incidents WHERE state != 'resolved' OR closed_at >= :closed_after ORDER BY id"""
+_BY_ID = "SELECT * FROM incidents WHERE id = :incident_id"
+_FINGERPRINT = "SELECT fingerprint FROM incidents WHERE id = :incident_id"
+_LIST_BY_STATE = "SELECT * FROM incidents WHERE state IN (:states) ORDER BY last_seen DESC LIMIT :limit"
+_REMOVE_REQUEST = """
+    DELETE FROM incident_requests
+    WHERE incident_id = :incident_id AND user_id = :user_id AND action = :action"""
+# Only the same user asking for the same thing again is ignored (SQLite's former INSERT OR IGNORE
+# also hid a broken constraint; ON CONFLICT, the statement both engines have, does not).
+_ADD_REQUEST = """
+    INSERT INTO incident_requests (incident_id, user_id, action, via, created_at)
+    VALUES (:incident_id, :user_id, :action, :via, :at)
+    ON CONFLICT (incident_id, user_id, action) DO NOTHING"""
 
 
 @functools.cache
-def _insert(names: tuple[str, ...]) -> Executable:
-    return sa.insert(incidents).values({name: bindparam(name) for name in names}).returning(incidents.c.id)
+def _insert(names: tuple[str, ...]) -> str:
+    values = ", ".join(f":{name}" for name in names)
+    return f"INSERT INTO incidents ({', '.join(names)}) VALUES ({values}) RETURNING id"
 
 
 @functools.cache
-def _update(names: tuple[str, ...]) -> Executable:
-    return (
-        sa.update(incidents)
-        .where(incidents.c.id == bindparam("incident_id"))
-        .values({name: bindparam(name) for name in names})
-    )
-
-
-@functools.cache
-def _add_request(dialect: str) -> Executable:
-    # Only the same user asking for the same thing again is ignored (SQLite's former INSERT OR
-    # IGNORE also hid a broken constraint; ON CONFLICT, the statement both engines have, does not).
-    insert = core.insert_for(dialect, incident_requests)
-    insert = insert.values(
-        incident_id=bindparam("incident_id"),
-        user_id=bindparam("user_id"),
-        action=bindparam("action"),
-        via=bindparam("via"),
-        created_at=bindparam("at"),
-    )
-    return insert.on_conflict_do_nothing(
-        index_elements=[
-            incident_requests.c.incident_id,
-            incident_requests.c.user_id,
-            incident_requests.c.action,
-        ]
-    )
+def _update(names: tuple[str, ...]) -> str:
+    """(The names are _FIELDS', never a caller's.)"""
+    assignments = ", ".join(f"{name} = :{name}" for name in names)
+    return f"UPDATE incidents SET {assignments} WHERE id = :incident_id"
 
 
 def _encode(values: dict[str, Any]) -> dict[str, Any]:
@@ -162,7 +133,7 @@ async def add_request(
     """Record a 🔍/🛠 request; False when this user already asked for this."""
     added = await core.execute(
         db,
-        _add_request(core.dialect(db)),
+        _ADD_REQUEST,
         incident_id=incident_id,
         user_id=user_id,
         action=action,

@@ -1,62 +1,38 @@
 """Queries for `lessons`: what finished runs learned, found again by fingerprint or file.
 
-Written once as SQLAlchemy Core statements (`bot.db.core`), so they run on SQLite and PostgreSQL.
+Written once in the SQL both engines share (`bot.db.core`), so they run on SQLite and PostgreSQL.
 `files` is a JSON array in a text column on both engines; only the function that opens it up as
 rows differs (see `_by_files`).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Sequence
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy import Executable, bindparam, func, select
-from sqlalchemy.dialects.postgresql import JSONB
-
 from bot.db import core
 from bot.db.core import Connection
-from bot.db.schema import lessons
 
 __all__ = ["by_files", "by_fingerprint", "insert"]
 
-_INSERT = (
-    sa.insert(lessons)
-    .values(
-        run_id=bindparam("run_id"),
-        fingerprint=bindparam("fingerprint"),
-        files=bindparam("files"),
-        root_cause=bindparam("root_cause"),
-        fix_commit=bindparam("fix_commit"),
-        outcome=bindparam("outcome"),
-        created_at=bindparam("created_at"),
+_INSERT = """
+    INSERT INTO lessons (run_id, fingerprint, files, root_cause, fix_commit, outcome, created_at)
+    VALUES (:run_id, :fingerprint, :files, :root_cause, :fix_commit, :outcome, :created_at)
+    RETURNING id"""
+_BY_FINGERPRINT = """
+    SELECT * FROM lessons WHERE fingerprint = :fingerprint ORDER BY created_at DESC, id DESC LIMIT :limit"""
+# `files` is a JSON array, taken apart by each engine's own function.
+_BY_FILES = {
+    dialect: f"""
+    SELECT * FROM lessons
+    WHERE EXISTS (SELECT 1 FROM {elements} AS e WHERE e.value IN (:files)) AND id NOT IN (:exclude_ids)
+    ORDER BY created_at DESC, id DESC LIMIT :limit"""
+    for dialect, elements in (
+        ("sqlite", "json_each(lessons.files)"),
+        ("postgresql", "jsonb_array_elements_text(CAST(lessons.files AS JSONB))"),
     )
-    .returning(lessons.c.id)
-)
-_NEWEST_FIRST = (lessons.c.created_at.desc(), lessons.c.id.desc())
-_BY_FINGERPRINT = (
-    select(lessons)
-    .where(lessons.c.fingerprint == bindparam("fingerprint"))
-    .order_by(*_NEWEST_FIRST)
-    .limit(bindparam("limit"))
-)
-
-
-@functools.cache
-def _by_files(dialect: str) -> Executable:
-    if dialect == "postgresql":
-        named = func.jsonb_array_elements_text(sa.cast(lessons.c.files, JSONB)).table_valued("value")
-    else:
-        named = func.json_each(lessons.c.files).table_valued("value")
-    names_a_file = select(1).select_from(named).where(named.c.value.in_(bindparam("files", expanding=True)))
-    return (
-        select(lessons)
-        .where(names_a_file.exists(), lessons.c.id.not_in(bindparam("exclude_ids", expanding=True)))
-        .order_by(*_NEWEST_FIRST)
-        .limit(bindparam("limit"))
-    )
+}
 
 
 def _decode(row: dict[str, Any]) -> dict[str, Any]:
@@ -92,6 +68,6 @@ async def by_files(
     if not files:
         return []
     found = await core.rows(
-        db, _by_files(core.dialect(db)), files=list(files), exclude_ids=list(exclude_ids), limit=limit
+        db, _BY_FILES[core.dialect(db)], files=list(files), exclude_ids=list(exclude_ids), limit=limit
     )
     return [_decode(row) for row in found]

@@ -1,20 +1,17 @@
 """Figures for `/metrics` that live in the database: runs by state and total run spend.
 
-Written once as SQLAlchemy Core statements (`bot.db.core`), so they run on SQLite and PostgreSQL.
+Written once in the SQL both engines share (`bot.db.core`), so they run on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
-
 from bot.db import core
 from bot.db.core import Connection
-from bot.db.schema import run_events, runs
 
 __all__ = ["run_spend", "runs_by_state"]
 
-_RUNS_BY_STATE = select(runs.c.state, func.count().label("count")).group_by(runs.c.state)
-_RUN_SPEND = select(func.coalesce(func.sum(run_events.c.cost_usd), 0))
+_RUNS_BY_STATE = "SELECT state, count(*) AS count FROM runs GROUP BY state"
+_RUN_SPEND = "SELECT coalesce(sum(cost_usd), 0) FROM run_events"
 
 
 async def runs_by_state(db: Connection) -> dict[str, int]:

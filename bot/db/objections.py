@@ -7,17 +7,12 @@ is done to it later (edited, deleted, read again). Written as SQLAlchemy Core st
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import sqlalchemy as sa
-from sqlalchemy import Executable, bindparam, select
-
 from bot.db import core
 from bot.db.core import Connection
-from bot.db.schema import objections
 
 __all__ = [
     "Objection",
@@ -52,50 +47,21 @@ class Objection:
         return self.withdrawn_at is None
 
 
-_STANDING = objections.c.withdrawn_at.is_(None)
-_OF_PROPOSAL = objections.c.proposal_id == bindparam("proposal_id")
-_FOR_PROPOSAL = select(objections).where(_OF_PROPOSAL).order_by(objections.c.id)
-_STANDING_OF_PROPOSAL = select(objections).where(_OF_PROPOSAL, _STANDING).order_by(objections.c.id)
-_STANDING_OF_MESSAGE = (
-    select(objections)
-    .where(objections.c.message_id == bindparam("message_id"), _STANDING)
-    .order_by(objections.c.id)
-)
-_STANDING_OF_USER = (
-    select(objections)
-    .where(_OF_PROPOSAL, objections.c.user_id == bindparam("user_id"), _STANDING)
-    .order_by(objections.c.id)
-)
-_WITHDRAW = (
-    sa.update(objections)
-    .where(objections.c.id.in_(bindparam("ids", expanding=True)))
-    .values(withdrawn_at=bindparam("now"), withdrawn_why=bindparam("why"))
-)
-
-
-@functools.cache
-def _record(dialect: str) -> Executable:
-    upsert = core.insert_for(dialect, objections)
-    upsert = upsert.values(
-        proposal_id=bindparam("proposal_id"),
-        run_id=bindparam("run_id"),
-        user_id=bindparam("user_id"),
-        kind=bindparam("kind"),
-        reason=bindparam("reason"),
-        message_id=bindparam("message_id"),
-        channel_id=bindparam("channel_id"),
-        created_at=bindparam("now"),
-    )
-    # The same message again (an edit read as another kind of hold): it holds as it reads now.
-    return upsert.on_conflict_do_update(
-        index_elements=[objections.c.proposal_id, objections.c.message_id],
-        set_={
-            "kind": upsert.excluded.kind,
-            "reason": upsert.excluded.reason,
-            "withdrawn_at": sa.null(),
-            "withdrawn_why": sa.null(),
-        },
-    )
+_FOR_PROPOSAL = "SELECT * FROM objections WHERE proposal_id = :proposal_id ORDER BY id"
+_STANDING_OF_PROPOSAL = """
+    SELECT * FROM objections WHERE proposal_id = :proposal_id AND withdrawn_at IS NULL ORDER BY id"""
+_STANDING_OF_MESSAGE = """
+    SELECT * FROM objections WHERE message_id = :message_id AND withdrawn_at IS NULL ORDER BY id"""
+_STANDING_OF_USER = """
+    SELECT * FROM objections WHERE proposal_id = :proposal_id AND user_id = :user_id AND withdrawn_at IS NULL
+    ORDER BY id"""
+_WITHDRAW = "UPDATE objections SET withdrawn_at = :now, withdrawn_why = :why WHERE id IN (:ids)"
+# The same message again (an edit read as another kind of hold): it holds as it reads now.
+_RECORD = """
+    INSERT INTO objections (proposal_id, run_id, user_id, kind, reason, message_id, channel_id, created_at)
+    VALUES (:proposal_id, :run_id, :user_id, :kind, :reason, :message_id, :channel_id, :now)
+    ON CONFLICT (proposal_id, message_id) DO UPDATE
+    SET kind = excluded.kind, reason = excluded.reason, withdrawn_at = NULL, withdrawn_why = NULL"""
 
 
 async def record(
@@ -113,7 +79,7 @@ async def record(
     """Store an objection (or make the one from this message hold again, as it reads now)."""
     await core.execute(
         db,
-        _record(core.dialect(db)),
+        _RECORD,
         proposal_id=proposal_id,
         run_id=run_id,
         user_id=user_id,

@@ -1,6 +1,6 @@
 """Queries for `proofs`: the proof of fix taken for a run's head (at verify) and after its deploy.
 
-Written once as SQLAlchemy Core statements (`bot.db.core`), so they run on SQLite and PostgreSQL.
+Written once in the SQL both engines share (`bot.db.core`), so they run on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -10,12 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import sqlalchemy as sa
-from sqlalchemy import bindparam, select
-
 from bot.db import core
 from bot.db.core import Connection
-from bot.db.schema import actions, incidents, proofs
 
 __all__ = [
     "ProofRow",
@@ -60,42 +56,19 @@ class RecordedCall:
 _CALL_COLUMNS = ("kind", "invocation", "ok", "duration_ms", "error_type", "fingerprint")
 _SCAN = 500  # recent rows looked at; distinct invocations are picked from these
 
-_FAILING_CALLS = (
-    select(*(actions.c[name] for name in _CALL_COLUMNS))
-    .where(actions.c.fingerprint == bindparam("fingerprint"), actions.c.ok == 0)
-    .order_by(actions.c.ts.desc())
-    .limit(_SCAN)
-)
-_RECENT_OF_KIND = (
-    select(actions).where(actions.c.kind == bindparam("kind")).order_by(actions.c.ts.desc()).limit(_SCAN)
-).subquery()
-_SLOWEST_CALLS = (
-    select(*(_RECENT_OF_KIND.c[name] for name in _CALL_COLUMNS))
-    .where(_RECENT_OF_KIND.c.ok == 1)
-    .order_by(_RECENT_OF_KIND.c.duration_ms.desc())
-)
-_INSERT = (
-    sa.insert(proofs)
-    .values(
-        run_id=bindparam("run_id"),
-        stage=bindparam("stage"),
-        sha=bindparam("sha"),
-        base_sha=bindparam("base_sha"),
-        verdict=bindparam("verdict"),
-        reason=bindparam("reason"),
-        items=bindparam("items"),
-        overhead_s=bindparam("overhead_s"),
-        created_at=bindparam("now"),
-    )
-    .returning(proofs.c.id)
-)
-_LATEST = (
-    select(proofs)
-    .where(proofs.c.run_id == bindparam("run_id"), proofs.c.stage == bindparam("stage"))
-    .order_by(proofs.c.id.desc())
-    .limit(1)
-)
-_INCIDENT_KIND = select(incidents.c.kind).where(incidents.c.id == bindparam("incident_id"))
+_FAILING_CALLS = f"""
+    SELECT {", ".join(_CALL_COLUMNS)} FROM actions WHERE fingerprint = :fingerprint AND ok = 0
+    ORDER BY ts DESC LIMIT {_SCAN}"""
+_SLOWEST_CALLS = f"""
+    SELECT {", ".join(_CALL_COLUMNS)}
+    FROM (SELECT * FROM actions WHERE kind = :kind ORDER BY ts DESC LIMIT {_SCAN}) AS recent
+    WHERE ok = 1 ORDER BY duration_ms DESC"""
+_INSERT = """
+    INSERT INTO proofs (run_id, stage, sha, base_sha, verdict, reason, items, overhead_s, created_at)
+    VALUES (:run_id, :stage, :sha, :base_sha, :verdict, :reason, :items, :overhead_s, :now)
+    RETURNING id"""
+_LATEST = "SELECT * FROM proofs WHERE run_id = :run_id AND stage = :stage ORDER BY id DESC LIMIT 1"
+_INCIDENT_KIND = "SELECT kind FROM incidents WHERE id = :incident_id"
 
 
 def _call(row: Mapping[str, Any]) -> RecordedCall:

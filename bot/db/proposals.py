@@ -12,12 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import sqlalchemy as sa
-from sqlalchemy import Executable, bindparam, select
-
 from bot.db import core
 from bot.db.core import Connection
-from bot.db.schema import proposals
 
 __all__ = ["Proposal", "ProposalState", "by_run", "get", "insert", "update"]
 
@@ -41,28 +37,19 @@ class Proposal:
 
 
 _COLUMNS = ("run_id", "forge", "branch", "head_sha", "title", "body", "url", "number", "state")
-_INSERT = (
-    sa.insert(proposals)
-    .values(
-        {
-            **{name: bindparam(name) for name in _COLUMNS},
-            "created_at": bindparam("now"),
-            "updated_at": bindparam("now"),
-        }
-    )
-    .returning(proposals.c.id)
-)
-_GET = select(proposals).where(proposals.c.id == bindparam("proposal_id"))
-_BY_RUN = select(proposals).where(proposals.c.run_id == bindparam("run_id")).order_by(proposals.c.id)
+_INSERT = f"""
+    INSERT INTO proposals ({", ".join(_COLUMNS)}, created_at, updated_at)
+    VALUES ({", ".join(f":{name}" for name in _COLUMNS)}, :now, :now)
+    RETURNING id"""
+_GET = "SELECT * FROM proposals WHERE id = :proposal_id"
+_BY_RUN = "SELECT * FROM proposals WHERE run_id = :run_id ORDER BY id"
 
 
 @functools.cache
-def _update(names: tuple[str, ...]) -> Executable:
-    return (
-        sa.update(proposals)
-        .where(proposals.c.id == bindparam("proposal_id"))
-        .values({**{name: bindparam(name) for name in names}, "updated_at": bindparam("now")})
-    )
+def _update(names: tuple[str, ...]) -> str:
+    """(The names are `update()`'s own, never a caller's.)"""
+    assignments = "".join(f"{name} = :{name}, " for name in names)
+    return f"UPDATE proposals SET {assignments}updated_at = :now WHERE id = :proposal_id"
 
 
 def _row(row: Mapping[str, Any]) -> Proposal:

@@ -1,6 +1,6 @@
 """Queries for the `reminders` table.
 
-Written once as SQLAlchemy Core statements (`bot.db.core`), so they run on SQLite and PostgreSQL.
+Written once in the SQL both engines share (`bot.db.core`), so they run on SQLite and PostgreSQL.
 Times are stored as ISO 8601 text, which sorts the same on both.
 """
 
@@ -10,12 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy import bindparam, select
-
 from bot.db import core
 from bot.db.core import Connection
-from bot.db.schema import reminders
 
 __all__ = ["Reminder", "claim", "insert", "mark_failed", "pending"]
 
@@ -30,27 +26,13 @@ class Reminder:
     due_at: datetime
 
 
-_INSERT = (
-    sa.insert(reminders)
-    .values(
-        guild_id=bindparam("guild_id"),
-        channel_id=bindparam("channel_id"),
-        user_id=bindparam("user_id"),
-        text=bindparam("text"),
-        created_at=bindparam("created_at"),
-        due_at=bindparam("due_at"),
-    )
-    .returning(reminders.c.id)
-)
-_PENDING = select(reminders).where(reminders.c.fired_at.is_(None)).order_by(reminders.c.due_at)
-_CLAIM = (
-    sa.update(reminders)
-    .where(reminders.c.id == bindparam("reminder_id"), reminders.c.fired_at.is_(None))
-    .values(fired_at=bindparam("fired_at"))
-)
-_MARK_FAILED = (
-    sa.update(reminders).where(reminders.c.id == bindparam("reminder_id")).values(failed=bindparam("reason"))
-)
+_INSERT = """
+    INSERT INTO reminders (guild_id, channel_id, user_id, text, created_at, due_at)
+    VALUES (:guild_id, :channel_id, :user_id, :text, :created_at, :due_at)
+    RETURNING id"""
+_PENDING = "SELECT * FROM reminders WHERE fired_at IS NULL ORDER BY due_at"
+_CLAIM = "UPDATE reminders SET fired_at = :fired_at WHERE id = :reminder_id AND fired_at IS NULL"
+_MARK_FAILED = "UPDATE reminders SET failed = :reason WHERE id = :reminder_id"
 
 
 def _row(row: dict[str, Any]) -> Reminder:

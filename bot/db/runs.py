@@ -1,6 +1,6 @@
 """Queries for `runs`, `run_events` and the `settings_kv` switches the run policy keeps.
 
-Written once as SQLAlchemy Core statements (`bot.db.core`), so they run on SQLite and PostgreSQL.
+Written once in the SQL both engines share (`bot.db.core`), so they run on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -10,14 +10,10 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy import Executable, bindparam, func, literal_column, select
-
 from bot.db import core
 from bot.db.connection import transaction
 from bot.db.core import Connection
 from bot.db.drills import not_drill_run
-from bot.db.schema import run_events, runs, settings_kv
 
 __all__ = [
     "RUNS_CHANNEL",
@@ -69,105 +65,71 @@ RUN_FIELDS = (
     "updated_at",
 )
 
-_ADD_EVENT = sa.insert(run_events).values(
-    run_id=bindparam("run_id"),
-    ts=bindparam("ts"),
-    actor=bindparam("actor"),
-    event=bindparam("event"),
-    state=bindparam("state"),
-    detail=bindparam("detail"),
-    cost_usd=bindparam("cost_usd"),
-)
-_BY_ID = select(runs).where(runs.c.id == bindparam("run_id"))
-_RECENT = select(runs).order_by(runs.c.id.desc()).limit(bindparam("limit"))
-_IN_STATES = select(runs).where(runs.c.state.in_(bindparam("states", expanding=True))).order_by(runs.c.id)
-_BUSY = (
-    select(runs.c.id, runs.c.state)
-    .where(runs.c.state.in_(bindparam("states", expanding=True)))
-    .order_by(runs.c.id)
-)
-_CREATED_SINCE = (
-    select(runs.c.requester_id, runs.c.created_at)
-    .where(runs.c.created_at > bindparam("since"))
-    .order_by(runs.c.created_at)
-)
-_CREATED_SINCE_BY_ORIGIN = _CREATED_SINCE.where(runs.c.origin == bindparam("origin"))
+_ADD_EVENT = """
+    INSERT INTO run_events (run_id, ts, actor, event, state, detail, cost_usd)
+    VALUES (:run_id, :ts, :actor, :event, :state, :detail, :cost_usd)"""
+_BY_ID = "SELECT * FROM runs WHERE id = :run_id"
+_RECENT = "SELECT * FROM runs ORDER BY id DESC LIMIT :limit"
+_IN_STATES = "SELECT * FROM runs WHERE state IN (:states) ORDER BY id"
+_BUSY = "SELECT id, state FROM runs WHERE state IN (:states) ORDER BY id"
+_CREATED_SINCE = "SELECT requester_id, created_at FROM runs WHERE created_at > :since ORDER BY created_at"
+_CREATED_SINCE_BY_ORIGIN = """
+    SELECT requester_id, created_at FROM runs WHERE created_at > :since AND origin = :origin
+    ORDER BY created_at"""
 # Fire drills' spend is reported apart (bot/db/drills.py), never as the bot's own.
-_SPENT_SINCE = (
-    select(func.coalesce(func.sum(run_events.c.cost_usd), 0))
-    .select_from(run_events.join(runs, runs.c.id == run_events.c.run_id))
-    .where(run_events.c.ts >= bindparam("since"), not_drill_run())
-)
-_SPENT_SINCE_BY_ORIGIN = _SPENT_SINCE.where(runs.c.origin == bindparam("origin"))
-_FOR_INCIDENT = select(runs).where(runs.c.incident_id == bindparam("incident_id")).order_by(runs.c.id)
-_EVENTS = select(run_events).where(run_events.c.run_id == bindparam("run_id")).order_by(run_events.c.id)
-_EVENTS_AFTER = (
-    select(run_events)
-    .where(run_events.c.id > bindparam("after"), run_events.c.event.in_(bindparam("names", expanding=True)))
-    .order_by(run_events.c.id)
-    .limit(bindparam("limit"))
-)
-_LAST_EVENT_ID = select(func.coalesce(func.max(run_events.c.id), 0))
-_EXECUTORS = (
-    select(run_events.c.run_id, run_events.c.detail)
-    .where(run_events.c.event == "executor", run_events.c.run_id.in_(bindparam("run_ids", expanding=True)))
-    .order_by(run_events.c.id)
-)
+_SPENT_SINCE = f"""
+    SELECT coalesce(sum(run_events.cost_usd), 0) FROM run_events JOIN runs ON runs.id = run_events.run_id
+    WHERE run_events.ts >= :since AND {not_drill_run()}"""
+_SPENT_SINCE_BY_ORIGIN = f"{_SPENT_SINCE} AND runs.origin = :origin"
+_FOR_INCIDENT = "SELECT * FROM runs WHERE incident_id = :incident_id ORDER BY id"
+_EVENTS = "SELECT * FROM run_events WHERE run_id = :run_id ORDER BY id"
+_EVENTS_AFTER = "SELECT * FROM run_events WHERE id > :after AND event IN (:names) ORDER BY id LIMIT :limit"
+_LAST_EVENT_ID = "SELECT coalesce(max(id), 0) FROM run_events"
+_EXECUTORS = """
+    SELECT run_id, detail FROM run_events WHERE event = 'executor' AND run_id IN (:run_ids) ORDER BY id"""
 # The channel on which a worker says "run N has news" (PostgreSQL only; see bot.improve.relay).
 RUNS_CHANNEL = "mendbot_runs"
-_NOTIFY = select(func.pg_notify(RUNS_CHANNEL, bindparam("payload")))
-_GET_SETTING = select(settings_kv.c.value).where(settings_kv.c.key == bindparam("key"))
-_DELETE_SETTING = settings_kv.delete().where(settings_kv.c.key == bindparam("key"))
-
-
-@functools.cache
-def _set_setting(dialect: str) -> Executable:
-    upsert = core.insert_for(dialect, settings_kv)
-    upsert = upsert.values(key=bindparam("key"), value=bindparam("value"))
-    return upsert.on_conflict_do_update(
-        index_elements=[settings_kv.c.key], set_={"value": upsert.excluded.value}
+_NOTIFY = f"SELECT pg_notify('{RUNS_CHANNEL}', :payload)"
+_GET_SETTING = 'SELECT value FROM settings_kv WHERE "key" = :key'
+_DELETE_SETTING = 'DELETE FROM settings_kv WHERE "key" = :key'
+_SET_SETTING = """
+    INSERT INTO settings_kv ("key", value) VALUES (:key, :value)
+    ON CONFLICT ("key") DO UPDATE SET value = excluded.value"""
+# A run's status message, or the message of a "reported" event about it (its JSON detail's
+# `message_id`, read on each engine).
+_BY_MESSAGE = {
+    dialect: f"""
+    SELECT id FROM runs WHERE status_message_id = :message_id
+    UNION ALL
+    SELECT run_id FROM run_events WHERE event = 'reported' AND {message_id} = :message_id
+    LIMIT 1"""
+    for dialect, message_id in (
+        ("sqlite", "json_extract(detail, '$.message_id')"),
+        ("postgresql", "(detail::jsonb ->> 'message_id')::bigint"),
     )
-
-
-def _reported_message_id(dialect: str) -> Any:
-    """The `message_id` of a "reported" event's JSON detail, as an integer, on each engine."""
-    if dialect == "postgresql":
-        return literal_column("(run_events.detail::jsonb ->> 'message_id')::bigint")
-    return func.json_extract(run_events.c.detail, "$.message_id")
+}
 
 
 @functools.cache
-def _by_message(dialect: str) -> Executable:
-    status = select(runs.c.id).where(runs.c.status_message_id == bindparam("message_id"))
-    reported = select(run_events.c.run_id).where(
-        run_events.c.event == "reported", _reported_message_id(dialect) == bindparam("message_id")
-    )
-    return sa.union_all(status, reported).limit(1)
+def _insert(names: tuple[str, ...]) -> str:
+    values = ", ".join(f":{name}" for name in names)
+    return f"INSERT INTO runs ({', '.join(names)}) VALUES ({values}) RETURNING id"
 
 
 @functools.cache
-def _insert(names: tuple[str, ...]) -> Executable:
-    return sa.insert(runs).values({name: bindparam(name) for name in names}).returning(runs.c.id)
+def _transition(names: tuple[str, ...]) -> str:
+    assignments = ", ".join([*_assignments(names), "cost_usd = cost_usd + :add_cost"])
+    return f"UPDATE runs SET {assignments} WHERE id = :run_id AND state = :expected_state"
 
 
 @functools.cache
-def _transition(names: tuple[str, ...]) -> Executable:
-    return (
-        sa.update(runs)
-        .where(runs.c.id == bindparam("run_id"), runs.c.state == bindparam("expected_state"))
-        .values(
-            {**{name: bindparam(name) for name in names}, "cost_usd": runs.c.cost_usd + bindparam("add_cost")}
-        )
-    )
+def _update(names: tuple[str, ...]) -> str:
+    return f"UPDATE runs SET {', '.join(_assignments(names))} WHERE id = :run_id"
 
 
-@functools.cache
-def _update(names: tuple[str, ...]) -> Executable:
-    return (
-        sa.update(runs)
-        .where(runs.c.id == bindparam("run_id"))
-        .values({name: bindparam(name) for name in names})
-    )
+def _assignments(names: tuple[str, ...]) -> list[str]:
+    """`name = :name` for each name (RUN_FIELDS', never a caller's)."""
+    return [f"{name} = :{name}" for name in names]
 
 
 def _fields(values: dict[str, Any]) -> tuple[str, ...]:
@@ -344,7 +306,7 @@ async def get_setting(db: Connection, key: str) -> Any:
 
 
 async def set_setting(db: Connection, key: str, value: Any) -> None:
-    await core.execute(db, _set_setting(core.dialect(db)), key=key, value=json.dumps(value))
+    await core.execute(db, _SET_SETTING, key=key, value=json.dumps(value))
 
 
 async def delete_setting(db: Connection, key: str) -> None:
@@ -353,5 +315,5 @@ async def delete_setting(db: Connection, key: str) -> None:
 
 async def by_message(db: Connection, message_id: int) -> int | None:
     """The run a chat message stands for: its status message, or a report the bot posted about it."""
-    found = await core.scalar(db, _by_message(core.dialect(db)), message_id=message_id)
+    found = await core.scalar(db, _BY_MESSAGE[core.dialect(db)], message_id=message_id)
     return int(found) if found is not None else None

@@ -11,19 +11,13 @@ Written once as SQLAlchemy Core statements (`bot.db.core`); only the ranked matc
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-import sqlalchemy as sa
-from sqlalchemy import Executable, bindparam, func, literal_column, select
-from sqlalchemy.dialects import postgresql
-
 from bot.db import core
 from bot.db import incidents as incident_queries
 from bot.db.core import Connection
-from bot.db.schema import fingerprints, incidents, search_failures
 
 __all__ = [
     "Failure",
@@ -42,75 +36,37 @@ __all__ = [
 # carry the weights instead: summary and error type A, kind B, message C, frames D.)
 _WEIGHTS = (1.0, 2.0, 3.0, 2.0, 1.0)
 
-# Not in `bot.db.schema`: each engine's search_index is its own (see the baseline revision).
-_fts5_index = sa.table("search_index", sa.column("rowid"), sa.column("message"))
-_tsvector_index = sa.table(
-    "search_index", sa.column("rid"), sa.column("message"), sa.column("document", postgresql.TSVECTOR)
-)
-
-_INCIDENTS_BY_IDS = select(incidents).where(incidents.c.id.in_(bindparam("ids", expanding=True)))
-_FAILURES_BY_SEARCH_IDS = (
-    select(search_failures.c.id.label("search_id"), fingerprints)
-    .select_from(
-        search_failures.join(fingerprints, fingerprints.c.fingerprint == search_failures.c.fingerprint)
-    )
-    .where(search_failures.c.id.in_(bindparam("ids", expanding=True)))
-)
-_FAILURE_KINDS = sa.union(select(fingerprints.c.kind), select(incidents.c.kind))
-_LATEST_INCIDENTS_OF_KINDS = (
-    select(incidents)
-    .where(incidents.c.kind.in_(bindparam("kinds", expanding=True)))
-    .order_by(incidents.c.last_seen.desc())
-    .limit(bindparam("limit"))
-)
-_LATEST_ACTIVE_INCIDENTS_OF_KINDS = _LATEST_INCIDENTS_OF_KINDS.where(incidents.c.state != "resolved")
-_LATEST_FAILURES_OF_KINDS = (
-    select(fingerprints)
-    .where(fingerprints.c.kind.in_(bindparam("kinds", expanding=True)))
-    .order_by(fingerprints.c.last_seen.desc())
-    .limit(bindparam("limit"))
-)
-_FAILURE = select(fingerprints).where(fingerprints.c.fingerprint == bindparam("fingerprint"))
-_INCIDENTS_OF_FINGERPRINTS = (
-    select(incidents)
-    .where(incidents.c.fingerprint.in_(bindparam("fingerprints", expanding=True)))
-    .order_by(incidents.c.last_seen)
-)
-_ACTIVE_KIND_WIDE_INCIDENTS = (
-    select(incidents)
-    .where(
-        incidents.c.kind.in_(bindparam("kinds", expanding=True)),
-        incidents.c.fingerprint.is_(None),
-        incidents.c.state != "resolved",
-    )
-    .order_by(incidents.c.last_seen)
-)
-
-
-@functools.cache
-def _ranked(dialect: str) -> Executable:
-    """(rid, relevance, message) of the documents matching `expression`, most relevant first."""
-    if dialect == "postgresql":
-        document = _tsvector_index.c.document
-        query = func.websearch_to_tsquery(
-            sa.literal("english", postgresql.REGCONFIG), bindparam("expression")
-        )
-        relevance = func.ts_rank(document, query)
-        return (
-            select(_tsvector_index.c.rid, relevance.label("relevance"), _tsvector_index.c.message)
-            .where(document.bool_op("@@")(query))
-            .order_by(relevance.desc(), _tsvector_index.c.rid)
-            .limit(bindparam("limit"))
-        )
-    # bm25 takes the FTS5 table itself as its first argument: named as a column, as FTS5 wants.
-    fts5: sa.ColumnElement[Any] = literal_column("search_index")
-    bm25 = func.bm25(fts5, *_WEIGHTS)
-    return (
-        select(_fts5_index.c.rowid.label("rid"), (-bm25).label("relevance"), _fts5_index.c.message)
-        .where(fts5.match(bindparam("expression")))
-        .order_by(bm25)
-        .limit(bindparam("limit"))
-    )
+_INCIDENTS_BY_IDS = "SELECT * FROM incidents WHERE id IN (:ids)"
+_FAILURES_BY_SEARCH_IDS = """
+    SELECT search_failures.id AS search_id, fingerprints.*
+    FROM search_failures JOIN fingerprints ON fingerprints.fingerprint = search_failures.fingerprint
+    WHERE search_failures.id IN (:ids)"""
+_FAILURE_KINDS = "SELECT kind FROM fingerprints UNION SELECT kind FROM incidents"
+_LATEST_INCIDENTS_OF_KINDS = """
+    SELECT * FROM incidents WHERE kind IN (:kinds) ORDER BY last_seen DESC LIMIT :limit"""
+_LATEST_ACTIVE_INCIDENTS_OF_KINDS = """
+    SELECT * FROM incidents WHERE kind IN (:kinds) AND state != 'resolved'
+    ORDER BY last_seen DESC LIMIT :limit"""
+_LATEST_FAILURES_OF_KINDS = """
+    SELECT * FROM fingerprints WHERE kind IN (:kinds) ORDER BY last_seen DESC LIMIT :limit"""
+_FAILURE = "SELECT * FROM fingerprints WHERE fingerprint = :fingerprint"
+_INCIDENTS_OF_FINGERPRINTS = "SELECT * FROM incidents WHERE fingerprint IN (:fingerprints) ORDER BY last_seen"
+_ACTIVE_KIND_WIDE_INCIDENTS = """
+    SELECT * FROM incidents WHERE kind IN (:kinds) AND fingerprint IS NULL AND state != 'resolved'
+    ORDER BY last_seen"""
+# (rid, relevance, message) of the documents matching `expression`, most relevant first; each
+# engine's search_index is its own (see the baseline revision). bm25 takes the FTS5 table itself as
+# its first argument, and ranks better matches lower.
+_BM25 = f"bm25(search_index, {', '.join(str(weight) for weight in _WEIGHTS)})"
+_RANKED = {
+    "sqlite": f"""
+    SELECT rowid AS rid, -{_BM25} AS relevance, message FROM search_index
+    WHERE search_index MATCH :expression ORDER BY {_BM25} LIMIT :limit""",
+    "postgresql": """
+    SELECT rid, ts_rank(document, query) AS relevance, message
+    FROM search_index, websearch_to_tsquery('english', :expression) AS query
+    WHERE document @@ query ORDER BY relevance DESC, rid LIMIT :limit""",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +136,7 @@ async def search(db: Connection, words: Iterable[str], limit: int = 50) -> list[
         return []
     ranked = [
         (int(row["rid"]), float(row["relevance"]), row["message"])
-        for row in await core.rows(db, _ranked(dialect), expression=expression, limit=limit)
+        for row in await core.rows(db, _RANKED[dialect], expression=expression, limit=limit)
     ]
     incident_ids = [rowid // 2 for rowid, _, _ in ranked if rowid % 2 == 0]
     failure_ids = [rowid // 2 for rowid, _, _ in ranked if rowid % 2 == 1]

@@ -6,49 +6,28 @@ opening the same link at once cannot both sign in, on SQLite or PostgreSQL.
 
 from __future__ import annotations
 
-import sqlalchemy as sa
-from sqlalchemy import bindparam
-
 from bot.db import core
 from bot.db.connection import transaction
 from bot.db.core import Connection
-from bot.db.schema import dashboard_links, dashboard_sessions
 
 __all__ = ["add_link", "add_session", "link_user", "session_user", "use_link"]
 
-_ADD_LINK = sa.insert(dashboard_links).values(
-    token_hash=bindparam("token_hash"),
-    user_id=bindparam("user_id"),
-    created_at=bindparam("now"),
-    expires_at=bindparam("expires_at"),
-)
-_LINK_USER = sa.select(dashboard_links.c.user_id).where(
-    dashboard_links.c.token_hash == bindparam("token_hash"),
-    dashboard_links.c.used_at.is_(None),
-    dashboard_links.c.expires_at > bindparam("now"),
-)
-_USE_LINK = (
-    sa.update(dashboard_links)
-    .where(
-        dashboard_links.c.token_hash == bindparam("token_hash"),
-        dashboard_links.c.user_id == bindparam("user_id"),
-        dashboard_links.c.used_at.is_(None),
-        dashboard_links.c.expires_at > bindparam("now"),
-    )
-    .values(used_at=bindparam("now"))
-)
-_FORGET_LINKS = sa.delete(dashboard_links).where(dashboard_links.c.expires_at < bindparam("before"))
-_ADD_SESSION = sa.insert(dashboard_sessions).values(
-    session_hash=bindparam("session_hash"),
-    user_id=bindparam("user_id"),
-    created_at=bindparam("now"),
-    expires_at=bindparam("expires_at"),
-)
-_SESSION_USER = sa.select(dashboard_sessions.c.user_id).where(
-    dashboard_sessions.c.session_hash == bindparam("session_hash"),
-    dashboard_sessions.c.expires_at > bindparam("now"),
-)
-_FORGET_SESSIONS = sa.delete(dashboard_sessions).where(dashboard_sessions.c.expires_at < bindparam("before"))
+_ADD_LINK = """
+    INSERT INTO dashboard_links (token_hash, user_id, created_at, expires_at)
+    VALUES (:token_hash, :user_id, :now, :expires_at)"""
+_LINK_USER = """
+    SELECT user_id FROM dashboard_links
+    WHERE token_hash = :token_hash AND used_at IS NULL AND expires_at > :now"""
+_USE_LINK = """
+    UPDATE dashboard_links SET used_at = :now
+    WHERE token_hash = :token_hash AND user_id = :user_id AND used_at IS NULL AND expires_at > :now"""
+_FORGET_LINKS = "DELETE FROM dashboard_links WHERE expires_at < :before"
+_ADD_SESSION = """
+    INSERT INTO dashboard_sessions (session_hash, user_id, created_at, expires_at)
+    VALUES (:session_hash, :user_id, :now, :expires_at)"""
+_SESSION_USER = """
+    SELECT user_id FROM dashboard_sessions WHERE session_hash = :session_hash AND expires_at > :now"""
+_FORGET_SESSIONS = "DELETE FROM dashboard_sessions WHERE expires_at < :before"
 
 
 async def add_link(db: Connection, *, token_hash: str, user_id: int, now: float, expires_at: float) -> None:

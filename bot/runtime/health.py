@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
 from aiohttp import web
 
 from bot.db import core
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["HealthServer", "process_status"]
 
 _log = get_logger(__name__)
-_PING = sa.text("SELECT 1")
+_PING = "SELECT 1"
 
 
 def process_status(bot: MendBot, started: float) -> dict[str, object]:

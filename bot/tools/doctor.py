@@ -22,7 +22,6 @@ from typing import Any
 
 import aiohttp
 import discord
-import sqlalchemy as sa
 
 from bot.db import core
 from bot.kernel.git import driver_problem, git
@@ -38,9 +37,9 @@ __all__ = ["Check", "Level", "doctor_exit_code", "run_doctor"]
 
 _PORTAL = "the Developer Portal (https://discord.com/developers/applications)"
 _REQUEST_TIMEOUT_S = 15.0
-_REVISION = sa.text("SELECT version_num FROM alembic_version")
-_JOURNAL_MODE = sa.text("PRAGMA journal_mode")
-_POSTGRESQL_VERSION = sa.text("SELECT version()")
+_REVISION = "SELECT version_num FROM alembic_version"
+_JOURNAL_MODE = "PRAGMA journal_mode"
+_POSTGRESQL_VERSION = "SELECT version()"
 # What the bot needs in a dev channel: the permissions README's invite step grants.
 DEV_CHANNEL_PERMISSIONS = discord.Permissions(
     view_channel=True,

@@ -2,7 +2,8 @@
 
 Tests check what the bot stored with a hand-written query:
 
-- `await sql(db, "... WHERE a = :a", a=1)` on the bot's own connection (through `bot.db.core`);
+- `await sql(db, "... WHERE a = :a", a=1)` on the bot's own connection (through `bot.db.core`), and
+  `await insert(db, "table", a=1, b=2)` to store a row the way a test sets the scene;
 - `stored(settings, "... WHERE a = ?", 1)` from outside, on a connection of its own to the bot's
   SQLite file or PostgreSQL database, as the tests always read the SQLite file directly.
 
@@ -15,14 +16,12 @@ import re
 import sqlite3
 from typing import Any, SupportsIndex, overload
 
-import sqlalchemy as sa
-
 from bot.db import core
 from bot.db.action_writes import is_postgresql
 from bot.db.schema import metadata
 from bot.kernel.settings import Settings
 
-__all__ = ["Row", "dump", "sql", "sql_value", "stored", "stored_bytes"]
+__all__ = ["Row", "dump", "insert", "sql", "sql_value", "stored", "stored_bytes"]
 
 
 class Row(tuple[Any, ...]):
@@ -52,12 +51,20 @@ class Row(tuple[Any, ...]):
 
 async def sql(db: core.Connection, text: str, **params: Any) -> list[tuple[Any, ...]]:
     """The rows of one statement, each as a tuple in column order."""
-    return [tuple(row.values()) for row in await core.rows(db, sa.text(text), **params)]
+    return [tuple(row.values()) for row in await core.rows(db, text, **params)]
 
 
 async def sql_value(db: core.Connection, text: str, **params: Any) -> Any:
     """The first column of the first row (None when there is none)."""
-    return await core.scalar(db, sa.text(text), **params)
+    return await core.scalar(db, text, **params)
+
+
+async def insert(db: core.Connection, table: str, **values: Any) -> int:
+    """Store one row of `values` in `table`; its `id`."""
+    columns = ", ".join(values)
+    places = ", ".join(f":{name}" for name in values)
+    statement = f"INSERT INTO {table} ({columns}) VALUES ({places}) RETURNING id"
+    return int(await core.scalar(db, statement, **values))
 
 
 def stored(settings: Settings, text: str, *args: Any) -> list[Row]:
