@@ -1,4 +1,4 @@
-"""Queries written once as SQLAlchemy Core statements behave the same on SQLite and PostgreSQL."""
+"""Queries written once, in the SQL both engines share, behave the same on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -146,3 +146,47 @@ async def test_another_tasks_statement_waits_for_an_open_transaction(engine_db: 
         None,
         2,
     )
+
+
+async def test_a_list_goes_where_in_names_it_and_an_empty_one_means_what_sql_says(
+    engine_db: core.Connection,
+) -> None:
+    """`IN (:ids)` / `NOT IN (:ids)` take a list or tuple; nothing is in an empty one (an empty IN
+    matches no row, an empty NOT IN every row), on both engines alike."""
+    for key in ("a", "b", "c"):
+        await queries.set_setting(engine_db, key, 1)
+
+    async def keys(sql: str, **params: object) -> list[str]:
+        return [row["key"] for row in await core.rows(engine_db, sql, **params)]
+
+    chosen = 'SELECT "key" FROM settings_kv WHERE "key" IN (:keys) ORDER BY "key"'
+    others = 'SELECT "key" FROM settings_kv WHERE "key" NOT IN (:keys) ORDER BY "key"'
+    assert await keys(chosen, keys=["c", "a"]) == ["a", "c"]
+    assert await keys(chosen, keys=("b",)) == ["b"]
+    assert await keys(others, keys=["a"]) == ["b", "c"]
+    assert await keys(chosen, keys=[]) == []
+    assert await keys(others, keys=[]) == ["a", "b", "c"]
+    # Inside a subquery, as `claims.delete_unless_in_states` has one.
+    nested = """
+        SELECT "key" FROM settings_kv
+        WHERE "key" NOT IN (SELECT "key" FROM settings_kv WHERE "key" IN (:keys))
+        ORDER BY "key"
+    """
+    assert await keys(nested, keys=[]) == ["a", "b", "c"]
+    assert await keys(nested, keys=["b"]) == ["a", "c"]
+
+
+async def test_quotes_percents_and_colons_in_the_text_reach_the_engine_as_written(
+    engine_db: core.Connection,
+) -> None:
+    """A `%`, a `:word` or a doubled quote inside a string literal is text, not a parameter, on either
+    engine (psycopg reads `%` as its own placeholder sign)."""
+    value = await core.scalar(engine_db, "SELECT 'a%:b''c' || :tail AS v", tail="%:z")
+    assert value == "a%:b'c%:z"
+    assert await core.scalar(engine_db, "SELECT count(*) FROM settings_kv WHERE 'x%' LIKE 'x%'") == 0
+
+
+async def test_a_list_anywhere_but_in_is_refused(engine_db: core.Connection) -> None:
+    """A list given for a parameter that no `IN (…)` takes is a programming error, said at once."""
+    with pytest.raises(ValueError, match="outside `IN"):
+        await core.rows(engine_db, 'SELECT "key" FROM settings_kv WHERE "key" = :keys', keys=["a"])

@@ -9,12 +9,14 @@ from bot.trust.loopback_discord import DiscordDouble
 from bot.trust.loopback_discord_model import message_text
 from tests.harness.live_bot import LiveBot, live_config
 
-# Loaded at the first use, never by a start on SQLite: the PostgreSQL driver and the run queue (a bot
-# with database.url), Unicode's confusables table (the first non-ASCII reply to a proposal), the agent
+# Loaded at the first use, never by a start on SQLite: SQLAlchemy and Alembic (a migration), the
+# PostgreSQL driver and the run queue (a bot with database.url), Unicode's confusables table (the first non-ASCII reply to a proposal), the agent
 # SDK and the model client (a run, a chat reply), the GitHub client (forge.kind: github), the charts,
 # the dashboard's pages and jinja2 (dashboard.enabled, off on Discord by default), croniter with
 # dateutil (audit.schedule set).
 _NOT_AT_START = (
+    "sqlalchemy",
+    "alembic",
     "psycopg",
     "psycopg_binary",
     "procrastinate",
