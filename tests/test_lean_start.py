@@ -13,7 +13,7 @@ from tests.harness.live_bot import LiveBot, live_config
 # PostgreSQL driver and the run queue (a bot with database.url), Unicode's confusables table (the first non-ASCII reply to a proposal), the agent
 # SDK and the model client (a run, a chat reply), the GitHub client (forge.kind: github), the charts,
 # the dashboard's pages and jinja2 (dashboard.enabled, off on Discord by default), croniter with
-# dateutil (audit.schedule set); never rich's console (structlog would load rich only to draw
+# dateutil (audit.schedule set), prometheus-client (the first scrape of /metrics); never rich's console (structlog would load rich only to draw
 # tracebacks, which mendbot formats as text itself).
 _NOT_AT_START = (
     "sqlalchemy",
@@ -30,6 +30,7 @@ _NOT_AT_START = (
     "jinja2",
     "croniter",
     "dateutil",
+    "prometheus_client",
     "rich.console",
 )
 

@@ -1,26 +1,31 @@
-"""Prometheus metrics for `/metrics` on the health port (prometheus-client, its own registry).
+"""Prometheus metrics for `/metrics` on the health port (prometheus-client renders them).
 
 Actions are counted as the recorder streams them (every command, listener, task and chat reply:
-count, failures, latency histogram, cost). Everything that is state rather than an event — open
-incidents, runs by state, spend, dropped records, readiness, each gateway shard's connection and
-latency — is read when the endpoint is scraped, so the numbers are never stale and nothing polls.
+count, failures, latency histogram, cost), in plain counters of this module's own. Everything that
+is state rather than an event — open incidents, runs by state, spend, dropped records, readiness,
+each gateway shard's connection and latency — is read when the endpoint is scraped, so the numbers
+are never stale and nothing polls. prometheus-client is loaded at the first scrape (a bot nobody
+scrapes never carries it, ~1 MB) and turns both into its exposition text.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
+from collections import Counter, defaultdict
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
-from prometheus_client.registry import Collector
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 from bot.db import metrics as queries
 from bot.db.records import ActionRecord
 from bot.improve.runs import ALL_STATES
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.registry import Collector
+
     from bot.runtime.app import MendBot
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
@@ -31,142 +36,222 @@ _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300
 _INCIDENT_LEVELS = ("notice", "warning", "error")
 
 
-class _Dropped(Collector):
-    """The recorder's own count of dropped records, as a counter by cause: `queue_full` (never
-    queued) and `unwritten` (queued, but the database write was given up)."""
+@dataclass
+class _Latency:
+    """One kind's latency histogram: how many fell in each bucket (not cumulative), and their sum."""
 
-    def __init__(self, bot: MendBot) -> None:
-        self._bot = bot
+    counts: list[int] = field(default_factory=lambda: [0] * (len(_BUCKETS) + 1))
+    total_s: float = 0.0
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        recorder = self._bot.services.recorder
-        family = CounterMetricFamily(
-            "mendbot_action_records_dropped", "Action records dropped, by cause.", labels=["cause"]
-        )
-        family.add_metric(["queue_full"], float(recorder.dropped_queue_full))
-        family.add_metric(["unwritten"], float(recorder.dropped_unwritten))
-        yield family
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(_BUCKETS, seconds)] += 1
+        self.total_s += seconds
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """(le, observations at or below it) of each bucket, `+Inf` last, as Prometheus has them."""
+        bounds = [*(_float_text(bound) for bound in _BUCKETS), "+Inf"]
+        running = 0
+        found = []
+        for bound, count in zip(bounds, self.counts, strict=True):
+            running += count
+            found.append((bound, float(running)))
+        return found
+
+
+def _float_text(value: float) -> str:
+    """A bucket bound as Prometheus writes it (`1.0`, `0.005`)."""
+    return repr(float(value))
+
+
+@dataclass
+class _State:
+    """What a scrape reads of the bot's state, gathered before rendering (which does not wait)."""
+
+    incidents: dict[str, int]
+    runs: dict[str, int]
+    run_spend: float
+    spent_today: float
+    daily_budget: float
+    autonomous_spent_today: float
+    autonomous_daily_budget: float
+    ready: bool
+    inflight: int
+    leader: bool
+    commits: dict[str, str]
+    shards: list[tuple[int, bool, float | None]]
+    dropped_queue_full: int
+    dropped_unwritten: int
 
 
 class Metrics:
-    """One registry per bot process; `observe` is the recorder subscriber, `render` the scrape."""
+    """One per bot process; `observe` is the recorder subscriber, `render` the scrape."""
 
     def __init__(self, bot: MendBot) -> None:
         self._bot = bot
-        self.registry = CollectorRegistry(auto_describe=True)
-        registry = self.registry
-        self.actions = Counter(
-            "mendbot_actions", "Actions handled, by kind and outcome.", ["kind", "outcome"], registry=registry
-        )
-        self.failures = Counter(
-            "mendbot_action_failures",
-            "Failed actions, by kind and error type.",
-            ["kind", "error_type"],
-            registry=registry,
-        )
-        self.latency = Histogram(
-            "mendbot_action_duration_seconds",
-            "How long actions took, by kind.",
-            ["kind"],
-            buckets=_BUCKETS,
-            registry=registry,
-        )
-        self.cost = Counter(
-            "mendbot_action_cost_usd",
-            "Model spend recorded on actions (chat replies), by kind.",
-            ["kind"],
-            registry=registry,
-        )
-        self.incidents = Gauge(
-            "mendbot_incidents_open", "Incidents not resolved, by level.", ["level"], registry=registry
-        )
-        self.runs = Gauge("mendbot_runs", "Self-improvement runs, by state.", ["state"], registry=registry)
-        self.run_spend = Gauge(
-            "mendbot_runs_spend_usd", "USD spent by self-improvement runs so far.", registry=registry
-        )
-        self.spent_today = Gauge(
-            "mendbot_improve_spent_today_usd",
-            "USD spent by requested runs today (the daily budget's count).",
-            registry=registry,
-        )
-        self.daily_budget = Gauge(
-            "mendbot_improve_daily_budget_usd", "The daily budget for requested runs.", registry=registry
-        )
-        self.autonomous_spent_today = Gauge(
-            "mendbot_improve_autonomous_spent_today_usd",
-            "USD spent today by runs the bot started itself (their own pool's count).",
-            registry=registry,
-        )
-        self.autonomous_daily_budget = Gauge(
-            "mendbot_improve_autonomous_daily_budget_usd",
-            "The daily budget for runs the bot starts itself.",
-            registry=registry,
-        )
-        self.ready = Gauge(
-            "mendbot_discord_ready", "1 while connected to Discord and serving.", registry=registry
-        )
-        self.inflight = Gauge("mendbot_inflight_handlers", "Handlers running right now.", registry=registry)
-        self.shard_connected = Gauge(
-            "mendbot_discord_shard_connected",
-            "1 while a gateway shard this process runs has a session, by shard id.",
-            ["shard"],
-            registry=registry,
-        )
-        self.shard_latency = Gauge(
-            "mendbot_discord_shard_latency_seconds",
-            "Heartbeat round trip of a gateway shard this process runs (NaN before the first), by shard id.",
-            ["shard"],
-            registry=registry,
-        )
-        self.leader = Gauge(
-            "mendbot_leader",
-            "1 while this process leads: it runs the once-only work (incidents, merges, the watchdog).",
-            registry=registry,
-        )
-        self.process_commit = Gauge(
-            "mendbot_process_commit",
-            "1 for the commit each bot process sharing the database runs (none with a single process).",
-            ["process", "commit"],
-            registry=registry,
-        )
-        registry.register(_Dropped(bot))
+        self._actions: Counter[tuple[str, str]] = Counter()
+        self._failures: Counter[tuple[str, str]] = Counter()
+        self._latency: defaultdict[str, _Latency] = defaultdict(_Latency)
+        self._cost: defaultdict[str, float] = defaultdict(float)
+        self._registry: CollectorRegistry | None = None
+        self._state: _State | None = None
         bot.services.recorder.subscribe(self.observe)
 
     def observe(self, record: ActionRecord) -> None:
         """Count one action as the recorder streams it (on the event loop; never raises)."""
-        self.actions.labels(record.kind, "ok" if record.ok else "failed").inc()
+        self._actions[record.kind, "ok" if record.ok else "failed"] += 1
         if not record.ok:
-            self.failures.labels(record.kind, record.error_type or "unknown").inc()
-        self.latency.labels(record.kind).observe(max(0.0, record.duration_ms) / 1000)
+            self._failures[record.kind, record.error_type or "unknown"] += 1
+        self._latency[record.kind].observe(max(0.0, record.duration_ms) / 1000)
         if record.cost_usd > 0:
-            self.cost.labels(record.kind).inc(record.cost_usd)
+            self._cost[record.kind] += record.cost_usd
 
     async def render(self) -> bytes:
         """The exposition text, with state read now."""
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        self._state = await self._read_state()
+        if self._registry is None:
+            self._registry = CollectorRegistry(auto_describe=False)
+            self._registry.register(cast("Collector", self))  # what it asks of one: collect()
+        return generate_latest(self._registry)
+
+    async def _read_state(self) -> _State:
         bot = self._bot
         services = bot.services
         active = services.incidents.active()
-        for level in _INCIDENT_LEVELS:
-            self.incidents.labels(level).set(sum(1 for incident in active if incident.level == level))
-        by_state = await queries.runs_by_state(services.db)
-        for state in sorted(ALL_STATES | set(by_state)):  # every state, so an emptied one shows 0
-            self.runs.labels(state).set(by_state.get(state, 0))
-        self.run_spend.set(await queries.run_spend(services.db))
         budget = await services.improve.policy.budget()
-        self.spent_today.set(budget.spent_today_usd)
-        self.daily_budget.set(budget.daily_budget_usd)
-        self.autonomous_spent_today.set(budget.autonomous_spent_today_usd)
-        self.autonomous_daily_budget.set(budget.autonomous_daily_budget_usd)
-        self.ready.set(1 if bot.serving else 0)  # 0 while a shard reconnects, as /health/ready is 503
-        self.inflight.set(bot.inflight)
-        self.leader.set(1 if services.cluster.leadership.is_leader else 0)
-        # Several processes: which commit each runs (a process left behind shows as a second commit).
-        self.process_commit.clear()
-        for process, sha in (await services.cluster.positions()).items():
-            self.process_commit.labels(process, sha).set(1)
-        for shard in bot.shard_states():
-            self.shard_connected.labels(str(shard.id)).set(1 if shard.connected else 0)
-            self.shard_latency.labels(str(shard.id)).set(
-                math.nan if shard.latency_s is None else shard.latency_s
-            )
-        return generate_latest(self.registry)
+        recorder = services.recorder
+        return _State(
+            incidents={level: sum(1 for i in active if i.level == level) for level in _INCIDENT_LEVELS},
+            runs=await queries.runs_by_state(services.db),
+            run_spend=await queries.run_spend(services.db),
+            spent_today=budget.spent_today_usd,
+            daily_budget=budget.daily_budget_usd,
+            autonomous_spent_today=budget.autonomous_spent_today_usd,
+            autonomous_daily_budget=budget.autonomous_daily_budget_usd,
+            ready=bot.serving,  # 0 while a shard reconnects, as /health/ready is 503
+            inflight=bot.inflight,
+            leader=services.cluster.leadership.is_leader,
+            # Several processes: which commit each runs (a process left behind shows as a second commit).
+            commits=await services.cluster.positions(),
+            shards=[(shard.id, shard.connected, shard.latency_s) for shard in bot.shard_states()],
+            dropped_queue_full=recorder.dropped_queue_full,
+            dropped_unwritten=recorder.dropped_unwritten,
+        )
+
+    def collect(self) -> Iterator[Metric]:
+        """prometheus-client's collector protocol: every family, from the counts and the state read."""
+        from prometheus_client.metrics_core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        state = self._state
+        assert state is not None  # render() reads it first
+
+        def counter(name: str, doc: str, labels: list[str], values: dict[tuple[str, ...], float]) -> Metric:
+            family = CounterMetricFamily(name, doc, labels=labels)
+            for key, value in sorted(values.items()):
+                family.add_metric(list(key), value)
+            return family
+
+        def gauge(name: str, doc: str, value: float) -> Metric:
+            return GaugeMetricFamily(name, doc, value=value)
+
+        def gauges(name: str, doc: str, labels: list[str], values: dict[tuple[str, ...], float]) -> Metric:
+            family = GaugeMetricFamily(name, doc, labels=labels)
+            for key, value in sorted(values.items()):
+                family.add_metric(list(key), value)
+            return family
+
+        yield counter(
+            "mendbot_actions",
+            "Actions handled, by kind and outcome.",
+            ["kind", "outcome"],
+            {key: float(count) for key, count in self._actions.items()},
+        )
+        yield counter(
+            "mendbot_action_failures",
+            "Failed actions, by kind and error type.",
+            ["kind", "error_type"],
+            {key: float(count) for key, count in self._failures.items()},
+        )
+        latency = HistogramMetricFamily(
+            "mendbot_action_duration_seconds", "How long actions took, by kind.", labels=["kind"]
+        )
+        for kind, histogram in sorted(self._latency.items()):
+            latency.add_metric([kind], histogram.cumulative(), histogram.total_s)
+        yield latency
+        yield counter(
+            "mendbot_action_cost_usd",
+            "Model spend recorded on actions (chat replies), by kind.",
+            ["kind"],
+            {(kind,): cost for kind, cost in self._cost.items()},
+        )
+        yield counter(
+            "mendbot_action_records_dropped",
+            "Action records dropped, by cause.",
+            ["cause"],
+            {
+                ("queue_full",): float(state.dropped_queue_full),
+                ("unwritten",): float(state.dropped_unwritten),
+            },
+        )
+        yield gauges(
+            "mendbot_incidents_open",
+            "Incidents not resolved, by level.",
+            ["level"],
+            {(level,): float(count) for level, count in state.incidents.items()},
+        )
+        yield gauges(
+            "mendbot_runs",
+            "Self-improvement runs, by state.",
+            ["state"],
+            # every state, so an emptied one shows 0
+            {(run_state,): float(state.runs.get(run_state, 0)) for run_state in ALL_STATES | set(state.runs)},
+        )
+        yield gauge("mendbot_runs_spend_usd", "USD spent by self-improvement runs so far.", state.run_spend)
+        yield gauge(
+            "mendbot_improve_spent_today_usd",
+            "USD spent by requested runs today (the daily budget's count).",
+            state.spent_today,
+        )
+        yield gauge(
+            "mendbot_improve_daily_budget_usd", "The daily budget for requested runs.", state.daily_budget
+        )
+        yield gauge(
+            "mendbot_improve_autonomous_spent_today_usd",
+            "USD spent today by runs the bot started itself (their own pool's count).",
+            state.autonomous_spent_today,
+        )
+        yield gauge(
+            "mendbot_improve_autonomous_daily_budget_usd",
+            "The daily budget for runs the bot starts itself.",
+            state.autonomous_daily_budget,
+        )
+        yield gauge("mendbot_discord_ready", "1 while connected to Discord and serving.", float(state.ready))
+        yield gauge("mendbot_inflight_handlers", "Handlers running right now.", float(state.inflight))
+        yield gauges(
+            "mendbot_discord_shard_connected",
+            "1 while a gateway shard this process runs has a session, by shard id.",
+            ["shard"],
+            {(str(shard),): float(connected) for shard, connected, _ in state.shards},
+        )
+        yield gauges(
+            "mendbot_discord_shard_latency_seconds",
+            "Heartbeat round trip of a gateway shard this process runs (NaN before the first), by shard id.",
+            ["shard"],
+            {(str(shard),): math.nan if latency is None else latency for shard, _, latency in state.shards},
+        )
+        yield gauge(
+            "mendbot_leader",
+            "1 while this process leads: it runs the once-only work (incidents, merges, the watchdog).",
+            float(state.leader),
+        )
+        yield gauges(
+            "mendbot_process_commit",
+            "1 for the commit each bot process sharing the database runs (none with a single process).",
+            ["process", "commit"],
+            {(process, sha): 1.0 for process, sha in state.commits.items()},
+        )
