@@ -9,13 +9,17 @@ from bot.trust.loopback_discord import DiscordDouble
 from bot.trust.loopback_discord_model import message_text
 from tests.harness.live_bot import LiveBot, live_config
 
-# Loaded at the first use, never by a start on SQLite: SQLAlchemy and Alembic (a migration), the
+# Loaded at the first use, never by a start on SQLite: a run's evidence and its guard, the loopback
+# Discord a replay serves (with aiohttp's server side of it), SQLAlchemy and Alembic (a migration), the
 # PostgreSQL driver and the run queue (a bot with database.url), Unicode's confusables table (the first non-ASCII reply to a proposal), the agent
 # SDK and the model client (a run, a chat reply), the GitHub client (forge.kind: github), the charts,
 # the dashboard's pages and jinja2 (dashboard.enabled, off on Discord by default), croniter with
 # dateutil (audit.schedule set), prometheus-client (the first scrape of /metrics); never rich's console (structlog would load rich only to draw
 # tracebacks, which mendbot formats as text itself).
 _NOT_AT_START = (
+    "bot.improve.evidence",
+    "bot.trust.guard",
+    "bot.trust.loopback_discord",
     "sqlalchemy",
     "alembic",
     "psycopg",

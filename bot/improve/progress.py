@@ -29,12 +29,12 @@ from bot.kernel.log import get_logger
 from bot.kernel.prompts import PromptRegistry
 from bot.kernel.settings import Settings
 from bot.trust.gateway import ModelGateway
-from bot.trust.guard import Decision
 from bot.trust.sandbox import Sandbox
 
 if TYPE_CHECKING:  # the agent module loads claude-agent-sdk (~0.5 s): only when a run starts
     from bot.improve.agent import AgentResult, CodeAgent
     from bot.improve.queue import RunQueue
+    from bot.trust.guard import Decision
 
 __all__ = ["RunProgress", "RunReporter"]
 

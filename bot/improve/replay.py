@@ -38,7 +38,7 @@ import time
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -48,10 +48,13 @@ from bot.db.core import Connection
 from bot.kernel.errors import named_bug
 from bot.kernel.log import get_logger
 from bot.trust import replay_launch
-from bot.trust.loopback_discord import DiscordDouble
-from bot.trust.loopback_discord_model import FakeChannel, message_text
+from bot.trust.loopback_discord_model import message_text
 from bot.trust.redact import REDACTED
 from bot.trust.sandbox import Sandbox, SandboxUnavailable
+
+if TYPE_CHECKING:  # the double (and aiohttp's server side) is loaded by the first replay, not at start
+    from bot.trust.loopback_discord import DiscordDouble
+    from bot.trust.loopback_discord_model import FakeChannel
 
 __all__ = [
     "MAX_REPLAYS",
@@ -253,6 +256,8 @@ def _run(observe: Coroutine[Any, Any, dict[str, ReplayResult]]) -> dict[str, Rep
 async def _observe(
     checkout: Path, plan: ReplayPlan, sandbox: Sandbox, ready_timeout_s: float, call_timeout_s: float
 ) -> dict[str, ReplayResult]:
+    from bot.trust.loopback_discord import DiscordDouble
+
     with tempfile.TemporaryDirectory(prefix="mendbot-replay-") as scratch:
         shared = Path(scratch)
         async with DiscordDouble(unix_socket=shared / "discord.sock", echo=False) as observer:

@@ -14,7 +14,6 @@ from typing import Any
 
 from bot.forge.base import ForgeError
 from bot.improve.claims import LIVE_STATES, plan_files
-from bot.improve.evidence import build_evidence
 from bot.improve.memory import Lesson
 from bot.improve.progress import _Live, _StageFailure
 from bot.improve.propose import RunProposals
@@ -96,6 +95,8 @@ class RunStages(RunProposals):
         target = next((e.detail for e in await self.runs.events(run.id) if e.event == "target"), {})
         fingerprint = await self._incident_fingerprint(run.incident_id) or target.get("fingerprint")
         target_kind = await self._incident_kind(run.incident_id) or target.get("kind")
+        from bot.improve.evidence import build_evidence  # the evidence's modules load with the first run
+
         pack = await build_evidence(
             self._db,
             repo_root,
