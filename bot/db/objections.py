@@ -1,7 +1,7 @@
 """Queries for `objections`: what approvers said against shipping a proposal, and what still holds.
 
 An objection is keyed by its message: the same message is one objection of one proposal, whatever
-is done to it later (edited, deleted, read again). Written as SQLAlchemy Core statements
+is done to it later (edited, deleted, read again). Written once in the SQL both engines share
 (`bot.db.core`), so they run on SQLite and PostgreSQL.
 """
 

@@ -1,7 +1,7 @@
 """Queries for the `proposals` table: one row per proposal a forge opened (local or GitHub).
 
 `Proposal` is defined here, next to its row, and re-exported by `bot.forge.base`, so the
-database layer never imports the forges. Written once as SQLAlchemy Core statements
+database layer never imports the forges. Written once in the SQL both engines share
 (`bot.db.core`), so they run on SQLite and PostgreSQL.
 """
 

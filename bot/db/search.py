@@ -6,7 +6,7 @@ by bm25, on PostgreSQL a table of weighted `tsvector` documents ranked by `ts_ra
 differ; callers only compare relevances of one search with each other. Nothing here reads
 `actions`, so resolving a request costs the same with a million rows stored.
 
-Written once as SQLAlchemy Core statements (`bot.db.core`); only the ranked match differs per engine.
+Written once in the SQL both engines share (`bot.db.core`); only the ranked match differs per engine.
 """
 
 from __future__ import annotations
