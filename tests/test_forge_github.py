@@ -16,8 +16,8 @@ from pydantic import TypeAdapter
 from bot.db import proposals
 from bot.db.connection import open_database
 from bot.deploy.merge import Merger
-from bot.forge import Forge, ForgeError, GitHubForge
-from bot.forge.base import HeadMovedError, MainMovedError, branch_head, merged_ref
+from bot.forge.base import Forge, ForgeError, HeadMovedError, MainMovedError, branch_head, merged_ref
+from bot.forge.github import GitHubForge
 from bot.improve.workspace import Workspace
 from bot.kernel.settings import load_settings
 from bot.tools.doctor import _forge as doctor_forge_check

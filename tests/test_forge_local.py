@@ -11,9 +11,8 @@ import pytest
 
 from bot.db import proposals
 from bot.db.connection import open_database
-from bot.forge import Forge, ForgeError, LocalForge
-from bot.forge.base import HeadMovedError, MainMovedError, merged_ref
-from bot.forge.local import MERGED_FROM_REF_PREFIX, NOTES_REF
+from bot.forge.base import Forge, ForgeError, HeadMovedError, MainMovedError, merged_ref
+from bot.forge.local import MERGED_FROM_REF_PREFIX, NOTES_REF, LocalForge
 from tests.harness.repo import git
 
 BRANCH = "mendbot/7-fix-roll"

@@ -9,16 +9,18 @@ from bot.trust.loopback_discord import DiscordDouble
 from bot.trust.loopback_discord_model import message_text
 from tests.harness.live_bot import LiveBot, live_config
 
-# Loaded at the first use, never by a start on SQLite: a run's evidence and its guard, the loopback
-# Discord a replay serves (with aiohttp's server side of it), SQLAlchemy and Alembic (a migration), the
-# PostgreSQL driver and the run queue (a bot with database.url), Unicode's confusables table (the first non-ASCII reply to a proposal), the agent
-# SDK and the model client (a run, a chat reply), the GitHub client (forge.kind: github), the charts,
-# the dashboard's pages and jinja2 (dashboard.enabled, off on Discord by default), croniter with
-# dateutil (audit.schedule set), prometheus-client (the first scrape of /metrics); never rich's console (structlog would load rich only to draw
-# tracebacks, which mendbot formats as text itself).
+# Loaded at the first use, never by a start on SQLite: a run's evidence, its guard and its proof's
+# runner with the loopback Discord a replay serves; SQLAlchemy and Alembic (a migration); the
+# PostgreSQL driver and the run queue (a bot with database.url); Unicode's confusables table (the
+# first non-ASCII reply to a proposal); the agent SDK and the model client (a run, a chat reply); the
+# GitHub forge and its client (forge.kind: github); the charts; the dashboard's pages and jinja2
+# (dashboard.enabled, off on Discord by default); croniter with dateutil (audit.schedule set);
+# prometheus-client (the first scrape of /metrics). Never rich's console: structlog would load rich
+# only to draw tracebacks, which mendbot formats as text itself.
 _NOT_AT_START = (
     "bot.improve.evidence",
     "bot.trust.guard",
+    "bot.improve.prover",
     "bot.trust.loopback_discord",
     "sqlalchemy",
     "alembic",
@@ -28,6 +30,7 @@ _NOT_AT_START = (
     "confusable_homoglyphs.confusables",
     "claude_agent_sdk",
     "anthropic",
+    "bot.forge.github",
     "githubkit",
     "matplotlib",
     "bot.dashboard.server",

@@ -1,7 +1,2 @@
-"""Forges: where proposals live. `LocalForge` (the default) or `GitHubForge`, behind `Forge`."""
-
-from bot.forge.base import Forge, ForgeError, Proposal, ProposalState
-from bot.forge.github import GitHubForge
-from bot.forge.local import LocalForge
-
-__all__ = ["Forge", "ForgeError", "GitHubForge", "LocalForge", "Proposal", "ProposalState"]
+"""Forges: where proposals live. `LocalForge` (`bot.forge.local`, the default) or `GitHubForge`
+(`bot.forge.github`, loaded only for `forge.kind: github`), behind `Forge` (`bot.forge.base`)."""

@@ -21,7 +21,6 @@ from bot.forge.base import Forge
 from bot.improve.claims import Claim, ClaimService
 from bot.improve.memory import Lesson, Memory
 from bot.improve.policy import Policy
-from bot.improve.prover import Prover
 from bot.improve.runs import Run, RunService, RunState
 from bot.improve.workspace import Workspace, Worktree
 from bot.kernel.durations import human_duration
@@ -33,6 +32,7 @@ from bot.trust.sandbox import Sandbox
 
 if TYPE_CHECKING:  # the agent module loads claude-agent-sdk (~0.5 s): only when a run starts
     from bot.improve.agent import AgentResult, CodeAgent
+    from bot.improve.prover import Prover
     from bot.improve.queue import RunQueue
     from bot.trust.guard import Decision
 
@@ -103,16 +103,7 @@ class RunProgress:
         self._clock = clock
         self._live: dict[int, _Live] = {}
         self._starting = asyncio.Lock()
-        self.prover = Prover(
-            db=db,
-            workspace=workspace,
-            sandbox=sandbox,
-            test_timeout_s=self._config.check_timeout_s,
-            latency_min_ms=settings.observe.latency.min_ms,
-            replay_answer_s=self._config.replay_answer_s,
-            redact=runs.redactor.text,
-            now=lambda: clock().timestamp(),
-        )
+        self._prover: Prover | None = None
         self.claims = ClaimService(
             db,
             runs,
@@ -157,6 +148,24 @@ class RunProgress:
             f"  ↳ {live.step} · turn {turns} · {live.step_calls} tool call(s) · "
             f"{human_duration(elapsed)} in this step"
         )
+
+    @property
+    def prover(self) -> Prover:
+        """The proof's runner, made by the first proof (its replay and test-runner modules load then)."""
+        if self._prover is None:
+            from bot.improve.prover import Prover
+
+            self._prover = Prover(
+                db=self._db,
+                workspace=self.workspace,
+                sandbox=self.sandbox,
+                test_timeout_s=self._config.check_timeout_s,
+                latency_min_ms=self._settings.observe.latency.min_ms,
+                replay_answer_s=self._config.replay_answer_s,
+                redact=self.runs.redactor.text,
+                now=lambda: self._clock().timestamp(),
+            )
+        return self._prover
 
     def _saw_tool_call(self, run_id: int, decision: Decision) -> None:
         """The guard's verdict on each tool call (on the agent's task): note it, edit the status soon."""

@@ -26,7 +26,6 @@ from bot.deploy.service import DeployService
 from bot.features.devmode import DevMode
 from bot.features.reminders import ReminderService
 from bot.forge.base import Forge
-from bot.forge.github import GitHubForge
 from bot.forge.local import LocalForge
 from bot.improve.autonomy import AutonomyService
 from bot.improve.drill import DrillService
@@ -379,6 +378,8 @@ def _forge(settings: Settings, db: Connection, repo_root: Path, clock: Callable[
     config = settings.forge
     if config.kind == "local":
         return LocalForge(repo_root, db, clock=clock)
+    from bot.forge.github import GitHubForge  # its module and githubkit load for a GitHub forge only
+
     assert config.repository is not None and settings.github_token is not None  # checked by doctor/settings
     return GitHubForge(
         repo_root,

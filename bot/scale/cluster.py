@@ -53,7 +53,6 @@ from bot.db.records import ActionRecord
 from bot.db.runs import get_setting, set_setting
 from bot.deploy.service import DeployService
 from bot.forge.base import resolve_commit
-from bot.forge.github import GitHubForge
 from bot.improve.service import SelfImprovementAgent
 from bot.kernel.daemons import Daemons
 from bot.kernel.log import get_logger
@@ -426,7 +425,7 @@ class Cluster:
     async def follow(self, sha: str) -> bool:
         """Bring this process to the merged `sha`; False (and why, in health) if it cannot."""
         forge = self.deploy.forge
-        if await resolve_commit(self.repo, sha) is None and isinstance(forge, GitHubForge):
+        if await resolve_commit(self.repo, sha) is None and forge.name == "github":
             await forge.main_sha()  # fetches main from GitHub, where the merge is
         if await resolve_commit(self.repo, sha) is None and self.rollout is not None:
             await self.rollout.materialise(sha)  # a canary's revert: built here from the stored rollout
