@@ -27,13 +27,13 @@ from bot.kernel.durations import human_duration
 from bot.kernel.log import get_logger
 from bot.kernel.prompts import PromptRegistry
 from bot.kernel.settings import Settings
-from bot.trust.gateway import ModelGateway
 from bot.trust.sandbox import Sandbox
 
 if TYPE_CHECKING:  # the agent module loads claude-agent-sdk (~0.5 s): only when a run starts
     from bot.improve.agent import AgentResult, CodeAgent
     from bot.improve.prover import Prover
     from bot.improve.queue import RunQueue
+    from bot.trust.gateway import ModelGateway
     from bot.trust.guard import Decision
 
 __all__ = ["RunProgress", "RunReporter"]
@@ -85,7 +85,7 @@ class RunProgress:
         prompts: PromptRegistry,
         agent_factory: Callable[[], CodeAgent],
         sandbox: Sandbox,
-        gateway: ModelGateway,
+        gateway: Callable[[], ModelGateway],
         clock: Callable[[], datetime],
     ) -> None:
         self._settings = settings
@@ -99,7 +99,8 @@ class RunProgress:
         self._prompts = prompts
         self._agent_factory = agent_factory
         self.sandbox = sandbox
-        self.gateway = gateway
+        self._new_gateway = gateway
+        self._gateway: ModelGateway | None = None
         self._clock = clock
         self._live: dict[int, _Live] = {}
         self._starting = asyncio.Lock()
@@ -148,6 +149,13 @@ class RunProgress:
             f"  ↳ {live.step} · turn {turns} · {live.step_calls} tool call(s) · "
             f"{human_duration(elapsed)} in this step"
         )
+
+    @property
+    def gateway(self) -> ModelGateway:
+        """The model gateway the agent talks to, made (and its modules loaded) by the first run."""
+        if self._gateway is None:
+            self._gateway = self._new_gateway()
+        return self._gateway
 
     @property
     def prover(self) -> Prover:

@@ -465,4 +465,5 @@ class SelfImprovementAgent(RunStages, RunProofs):
         """Stop running runs for a shutdown: they become interrupted and resumable."""
         running = [live for live in self._live.values() if live.task is not None and not live.task.done()]
         await asyncio.gather(*(self._stop(live) for live in running))
-        await self.gateway.aclose()
+        if self._gateway is not None:
+            await self._gateway.aclose()

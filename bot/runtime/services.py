@@ -46,12 +46,12 @@ from bot.observe.recorder import ActionRecorder
 from bot.scale.cluster import Cluster, leadership_for, process_label, shares_database
 from bot.scale.leader import Leadership
 from bot.trust.access import AccessPolicy
-from bot.trust.gateway import ModelGateway
 from bot.trust.redact import Redactor
 from bot.trust.sandbox import Sandbox
 
 if TYPE_CHECKING:
     from bot.improve.agent import CodeAgent
+    from bot.trust.gateway import ModelGateway
 
 __all__ = ["Services", "build_services"]
 
@@ -406,9 +406,14 @@ async def _build_improve(
     await policy.load()
     runs = RunService(db, clock, redactor, writes=writes)
     api_key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else ""
-    gateway = ModelGateway(
-        upstream=settings.anthropic_base_url, api_key=api_key, ledger=BudgetLedger(policy, runs)
-    )
+
+    def new_gateway() -> ModelGateway:
+        from bot.trust.gateway import ModelGateway  # the gateway and its pricing load with the first run
+
+        return ModelGateway(
+            upstream=settings.anthropic_base_url, api_key=api_key, ledger=BudgetLedger(policy, runs)
+        )
+
     home = settings.data_dir.resolve() / "agent-home"
     sandbox = Sandbox.from_config(settings.improve.sandbox)
 
@@ -434,6 +439,6 @@ async def _build_improve(
         prompts=prompts,
         agent_factory=new_agent,
         sandbox=sandbox,
-        gateway=gateway,
+        gateway=new_gateway,
         clock=clock,
     )
