@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import gc
+import faulthandler
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
-from types import FrameType
 
 import pytest
 
 from bot.observe.capture import start_capture
-from bot.observe.sampler import SlowSampler
+from bot.observe.sampler import SlowSampler, thread_frames
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = "tests/test_observe_sampler.py"
@@ -84,38 +85,76 @@ async def test_a_fast_handler_is_never_sampled() -> None:
     assert innermost == {} and sampler.samples_taken == 0
 
 
-async def _collector_at_each_read(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Sample a loop-blocking handler; whether the collector was on at each read of the thread frames."""
-    seen: list[bool] = []
-    read = sys._current_frames
+def _parked(ready: threading.Event, release: threading.Event) -> None:
+    ready.set()
+    release.wait()  # where the parked thread's dump must say it is
 
-    def reading() -> dict[int, FrameType]:
-        seen.append(gc.isenabled())
-        return read()
 
-    monkeypatch.setattr(sys, "_current_frames", reading)
+def test_a_faulthandler_dump_reads_as_one_threads_frames_innermost_first() -> None:
+    """`thread_frames` picks the asked thread out of faulthandler's dump of all of them, innermost
+    first, with the line each frame is at."""
+    ready, release = threading.Event(), threading.Event()
+    parked = threading.Thread(target=_parked, args=(ready, release))
+    parked.start()
+    try:
+        ready.wait()
+        with tempfile.TemporaryFile() as dump:
+            faulthandler.dump_traceback(dump, all_threads=True)
+            dump.seek(0)
+            text = dump.read().decode("ascii")
+    finally:
+        release.set()
+        parked.join()
+    assert parked.ident is not None
+    frames = thread_frames(text, parked.ident)
+    names = [function for _, _, function in frames]
+    assert names[0] == "wait" and names.index("_parked") < names.index("run") < names.index("_bootstrap")
+    assert frames[names.index("_parked")] == (__file__, _line("release.wait()  # where"), "_parked")
+    assert thread_frames(text, 1) == []  # no such thread
+
+
+def test_a_dump_of_a_path_outside_ascii_reads_back_as_that_path() -> None:
+    """faulthandler writes what is not ASCII as escapes; the frame reads with the real characters."""
+    dump = (
+        "Thread 0x00000000000000aa (most recent call first):\n"
+        '  File "/srv/d\\xe9s/cogs/\\u0142\\U0001f3b2.py", line 12 in roll\n'
+        '  File "/srv/x.py", line ??? in <module>\n'
+    )
+    assert thread_frames(dump, 0xAA) == [("/srv/dés/cogs/ł🎲.py", 12, "roll"), ("/srv/x.py", 0, "<module>")]
+
+
+async def test_the_loop_threads_stack_is_not_walked_frame_by_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The blocked loop's stack comes from one dump, not from `sys._current_frames()` and `f_back`
+    (on CPython 3.11 a step of that walk could hand back an object that was never a frame)."""
+
+    def walked() -> dict[int, object]:
+        raise AssertionError("the sampler walked the loop thread's frames")
+
+    monkeypatch.setattr(sys, "_current_frames", walked)
     innermost = await _blocking_handler_sampled()
     assert f"{HERE}:{_line('time.sleep(0.15)')}:_blocking_work" in innermost
-    return seen
 
 
-async def test_the_loop_threads_stack_is_read_with_the_collector_paused(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A collection inside sys._current_frames() can hang the whole process on Python before 3.11.9
-    (CPython gh-106883; seen as a test run that never ended): the sampler pauses the collector around
-    each read, and turns it back on."""
-    assert gc.isenabled()
-    seen = await _collector_at_each_read(monkeypatch)
-    assert seen and not any(seen)
-    assert gc.isenabled()
+class _BrokenTask:
+    """A task whose state cannot be read: what a sample that fails looks like from the sampler."""
+
+    def done(self) -> bool:
+        raise RuntimeError("unreadable")
 
 
-async def test_a_collector_paused_by_someone_else_stays_paused(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The bot pauses the collector while it starts (bot/kernel/startgc.py): sampling must not resume it."""
-    gc.disable()
+async def test_a_sample_that_fails_is_dropped_and_sampling_goes_on() -> None:
+    """A failing sample is counted and dropped: the thread lives on and the next slow handler is
+    still sampled where it blocks."""
+    sampler = SlowSampler((ROOT,), threshold_ms=20, interval_ms=5)
+    sampler.start()
     try:
-        seen = await _collector_at_each_read(monkeypatch)
-        assert seen and not gc.isenabled()
+        broken = start_capture("app:broken")
+        broken.task = _BrokenTask()  # type: ignore[assignment]
+        sampler.watch(broken)
+        await asyncio.sleep(0.1)
+        sampler.unwatch(broken)
+        innermost = await asyncio.create_task(_handler(sampler, None))
     finally:
-        gc.enable()
+        sampler.stop()
+    assert sampler.samples_failed >= 1
+    assert f"{HERE}:{_line('time.sleep(0.15)')}:_blocking_work" in innermost

@@ -7,34 +7,67 @@ the stack the handler was in while it was slow. Handlers register their capture
 
 - if the handler's task is the one the event loop is running right now, the handler is
   blocking the loop (a sync call, a CPU-bound loop): the sample is the loop thread's current
-  Python stack (`sys._current_frames`);
+  Python stack, as `faulthandler` writes it;
 - otherwise the task is suspended in an `await`: the sample is its coroutine chain
   (`cr_await`), which says what it is waiting on.
 
 Only in-repo frames are kept ("file:line:function", innermost last) and counted per distinct
-stack. The thread only reads frames (the GIL makes that safe in CPython); it never touches the
-loop's objects otherwise. Nothing is sampled while every handler is fast.
+stack. The thread only reads frames; it never touches the loop's objects otherwise. The loop
+thread's stack is read by C code in one go under the GIL (`faulthandler.dump_traceback`, the way its
+own watchdog dumps other threads), never by walking `f_back` from `sys._current_frames()` in Python:
+the loop thread runs between those steps, and on CPython 3.11 a step could hand back an object that
+was never a frame (seen once in a full test run: a function), which ended the sampling thread. A
+sample that fails anyway is dropped and counted (`samples_failed`); the thread goes on. Nothing is
+sampled while every handler is fast.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
-import sys
+import faulthandler
+import re
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
-from typing import Any
+from typing import IO, Any
 
+from bot.kernel.log import get_logger
 from bot.observe.capture import HandlerCapture
 from bot.observe.fingerprint import relative_path, root_prefixes
 
-__all__ = ["SlowSampler"]
+__all__ = ["SlowSampler", "thread_frames"]
 
+_log = get_logger(__name__)
 _MAX_DEPTH = 64
 _MAX_SAMPLES_PER_HANDLER = 500
+# faulthandler's dump: a header per thread, then one line per frame, most recent first.
+_THREAD = re.compile(r"^(?:Current thread|Thread) 0x([0-9a-f]+) \(most recent call first\):$")
+_FRAME = re.compile(r'^  File "(.*)", line (\d+|\?\?\?) in (.*)$')
+# What faulthandler writes for a character outside ASCII (`\xe9`, `\u0142`, `\U0001f3b2`).
+_ESCAPED = re.compile(r"\\(?:x([0-9a-f]{2})|u([0-9a-f]{4})|U([0-9a-f]{8}))")
+
+
+def thread_frames(dump: str, thread: int) -> list[tuple[str, int, str]]:
+    """(file, line, function) of thread `thread`'s frames in a `faulthandler` dump, innermost first
+    (line 0 where faulthandler did not know it)."""
+    frames: list[tuple[str, int, str]] = []
+    inside = False
+    for line in dump.splitlines():
+        header = _THREAD.match(line)
+        if header is not None:
+            if inside:
+                break
+            inside = int(header.group(1), 16) == thread
+        elif inside and (frame := _FRAME.match(line)) is not None and len(frames) < _MAX_DEPTH:
+            path, number, function = (_unescaped(frame.group(n)) for n in (1, 2, 3))
+            frames.append((path, int(number) if number.isdigit() else 0, function))
+    return frames
+
+
+def _unescaped(text: str) -> str:
+    return _ESCAPED.sub(lambda m: chr(int(next(g for g in m.groups() if g is not None), 16)), text)
 
 
 class SlowSampler:
@@ -51,6 +84,8 @@ class SlowSampler:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self.samples_taken = 0
+        self.samples_failed = 0
+        self._dump: IO[bytes] | None = None  # where the loop thread's stack is written (the thread's own)
         # The bot's own dispatch functions (file, name): on every handler's stack, evidence of none.
         self._machinery: set[tuple[str, str]] = set()
 
@@ -70,6 +105,7 @@ class SlowSampler:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._stopping = False
+        self._dump = tempfile.TemporaryFile(prefix="mendbot-stack-")  # noqa: SIM115 (the thread's, until stop)
         self._thread = threading.Thread(target=self._run, name="mendbot-slow-sampler", daemon=True)
         self._thread.start()
 
@@ -82,6 +118,9 @@ class SlowSampler:
             self._wake.notify()
         thread.join(timeout=2)
         self._thread = None
+        if self._dump is not None and not thread.is_alive():
+            self._dump.close()
+            self._dump = None
 
     def watch(self, capture: HandlerCapture) -> None:
         if self._thread is None:
@@ -115,7 +154,12 @@ class SlowSampler:
                 slow = [c for c in self._active.values() if now - c.started >= self.threshold_s]
             for capture in slow:
                 if capture.sampled < _MAX_SAMPLES_PER_HANDLER:
-                    self._sample(capture)
+                    try:
+                        self._sample(capture)
+                    except Exception:  # one bad sample must not end sampling for the process's life
+                        self.samples_failed += 1
+                        if self.samples_failed == 1:
+                            _log.exception("a stack sample failed; sampling goes on")
             time.sleep(self.interval_s)
 
     def _sample(self, capture: HandlerCapture) -> None:
@@ -125,7 +169,7 @@ class SlowSampler:
         running = asyncio.current_task(self._loop) if self._loop is not None else None
         frames: list[tuple[str, int, str]]
         if running is task and self._loop_thread is not None:
-            frames = list(reversed(list(self._frame_chain(self._loop_frame(self._loop_thread)))))
+            frames = list(reversed(self._loop_stack(self._loop_thread)))
         else:
             frames = list(self._coroutine_chain(task))
         stack = tuple(
@@ -138,39 +182,24 @@ class SlowSampler:
         if stack:
             capture.stacks[stack] += 1
 
-    @staticmethod
-    def _loop_frame(thread: int) -> FrameType | None:
-        """The loop thread's current frame, read with the collector paused.
-
-        `sys._current_frames()` holds the interpreter's thread-list lock while it builds its dict. A
-        collection started there runs Python code (weakref callbacks, finalizers), which gives up the
-        GIL; a thread that ends meanwhile takes the GIL and waits for that lock, and the whole process
-        hangs for good (CPython gh-106883, on 3.11 before 3.11.9, fixed there the same way; 3.12 and
-        later collect only between bytecodes). A collector someone else paused stays paused.
-        """
-        collecting = gc.isenabled()
-        if collecting:
-            gc.disable()
-        try:
-            return sys._current_frames().get(thread)
-        finally:
-            if collecting:
-                gc.enable()
+    def _loop_stack(self, thread: int) -> list[tuple[str, int, str]]:
+        """The loop thread's Python stack, innermost first, as faulthandler writes it (module
+        docstring): C code walks every thread's frames while the loop thread waits for the GIL, and
+        allocates nothing, so no collection can start in it either."""
+        dump = self._dump
+        if dump is None:
+            return []
+        dump.seek(0)
+        dump.truncate()
+        faulthandler.dump_traceback(dump, all_threads=True)
+        dump.seek(0)
+        return thread_frames(dump.read().decode("ascii", "replace"), thread)
 
     def _in_repo(self, frame: tuple[str, int, str]) -> tuple[str | None, int, str]:
         filename, line, function = frame
         if (filename, function) in self._machinery:
             return None, line, function
         return relative_path(filename, self._prefixes), line, function
-
-    @staticmethod
-    def _frame_chain(frame: FrameType | None) -> Iterator[tuple[str, int, str]]:
-        """Innermost first, as `f_back` walks."""
-        depth = 0
-        while frame is not None and depth < _MAX_DEPTH:
-            yield frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name
-            frame = frame.f_back
-            depth += 1
 
     @staticmethod
     def _coroutine_chain(task: asyncio.Task[Any]) -> Iterator[tuple[str, int, str]]:
