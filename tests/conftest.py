@@ -9,14 +9,11 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import structlog
 
-from bot.db import core, open_database
-from bot.kernel.settings import Settings
-from bot.tools.playground import VirtualWorld
-from tests.harness.discord import make_settings, running_world
 from tests.harness.postgres import (
     PostgresServer,
     TestDatabases,
@@ -24,6 +21,15 @@ from tests.harness.postgres import (
     start_postgres,
     use_databases,
 )
+
+if TYPE_CHECKING:
+    from bot.db import core
+    from bot.kernel.settings import Settings
+    from bot.tools.playground import VirtualWorld
+
+# The bot is imported by the fixtures that build one, not here: a project check the pipeline runs
+# with pytest (`tests/fixtures/check_*.py`, in the sandbox) loads this file and needs none of it —
+# importing the whole bot cost each such run ~0.6 s of CPU.
 
 # One session runs each test on the engines it needs (`pytest_generate_tests`): every test on SQLite,
 # and on PostgreSQL the ones where the engines differ. `MENDBOT_TEST_DATABASE=sqlite` or `=postgresql`
@@ -52,11 +58,15 @@ structlog.configure(
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
+    from tests.harness.discord import make_settings
+
     return make_settings(tmp_path / "data")
 
 
 @pytest.fixture
 async def world(settings: Settings) -> AsyncIterator[VirtualWorld]:
+    from tests.harness.discord import running_world
+
     async with running_world(settings) as world:
         yield world
 
@@ -195,8 +205,10 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def engine_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[core.Connection]:
-    """The bot's connection, its schema at the head, once on each engine: for queries written as
-    SQLAlchemy Core statements (`bot.db.core`), which must behave the same on both."""
+    """The bot's connection, its schema at the head, once on each engine: for queries written once for
+    both (`bot.db.core`), which must behave the same on both."""
+    from bot.db import core, open_database
+
     if request.param == "sqlite":
         connection: core.Connection = await open_database(tmp_path / "m.db")
     else:
