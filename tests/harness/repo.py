@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 __all__ = ["PROJECT", "copy_of_bot", "git"]
@@ -19,7 +20,11 @@ def git(repo: Path, *args: str) -> str:
 
 
 def copy_of_bot(dest: Path) -> Path:
-    """Copy the project's files (tracked and new, minus ignored) into `dest` as a fresh repo on main."""
+    """Copy the project's files (tracked and new, minus ignored) into `dest` as a fresh repo on main.
+
+    Each Python file's bytecode comes along where the project has it (`make` compiles `bot/` and
+    `cogs/`): copied with their times, as the files are, it stays valid, so the bot processes a test
+    starts from the copy load it instead of compiling every module again (git ignores it)."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=PROJECT,
@@ -35,6 +40,11 @@ def copy_of_bot(dest: Path) -> Path:
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target)
+        if source.suffix == ".py" and sys.implementation.cache_tag is not None:
+            compiled = source.parent / "__pycache__" / f"{source.stem}.{sys.implementation.cache_tag}.pyc"
+            if compiled.is_file():
+                (target.parent / "__pycache__").mkdir(exist_ok=True)
+                shutil.copy2(compiled, target.parent / "__pycache__" / compiled.name)
     git(dest, "init", "-q", "-b", "main")
     git(dest, "add", "-A")
     git(dest, "commit", "-q", "-m", "copy of mendbot for a test")
