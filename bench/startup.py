@@ -23,9 +23,10 @@ with its `minimal_…` counterpart and `…_ratio_vs_minimal_bot` (`ready_ratio_
 `play_idle_rss_mb`. `BENCH_STARTUP_RUNS` sets the number of starts.
 
 What idle memory is made of: `discord_imports_rss_mb`, `card_imports_rss_mb` and
-`card_settings_storage_imports_rss_mb` are fresh interpreters that only import discord.py; that and the
-product card's other runtime packages (pydantic, structlog, PyYAML, aiosqlite, GitPython); that and
-python-dotenv and SQLAlchemy — each with its ratio to the minimal bot's idle RSS.
+`card_settings_imports_rss_mb` are fresh interpreters that only import discord.py; that and the
+product card's other runtime packages (pydantic, structlog as mendbot imports it, PyYAML, aiosqlite,
+GitPython); that and mendbot's settings (python-dotenv and the settings' pydantic models) — each with
+its ratio to the minimal bot's idle RSS.
 """
 
 from __future__ import annotations
@@ -259,12 +260,13 @@ def play_start(workdir: Path) -> tuple[float, float]:
 
 # What the idle figures are made of: a process that only imports these, and nothing more. The card's
 # runtime packages are discord.py and those a running bot needs beside it (claude-agent-sdk only in a run).
-_CARD = ("discord.ext.commands", "pydantic.main", "structlog", "yaml", "aiosqlite", "git")
+# structlog as `bot.kernel.log` imports it: without rich, which a dev install has and mendbot never uses.
+_CARD = ("discord.ext.commands", "pydantic.main", "bot.kernel.log", "yaml", "aiosqlite", "git")
 _IMPORTS = {
     "discord_imports": _CARD[:1],  # the minimal bot's library
     "card_imports": _CARD,
-    # and what mendbot adds for its settings and its queries on either engine
-    "card_settings_storage_imports": (*_CARD, "dotenv", "sqlalchemy"),
+    # and what mendbot adds for its settings: python-dotenv and the settings' pydantic models
+    "card_settings_imports": (*_CARD, "bot.kernel.settings"),
 }
 _IMPORTS_ONLY = (
     "import gc, importlib, sys\n"
