@@ -5,20 +5,25 @@ Ready means: READY (or RESUMED) received on every gateway shard this process run
 since, taking new work, and the database answering. Both pages list the shards (`shards`: id,
 connected, heartbeat latency) and the shard count. While discord.py reconnects after a dropped
 connection, `/health/ready` is 503.
+
+The port is bound at start, so a taken one is reported then; aiohttp's server side (about 2 MB) is
+loaded when the first connection arrives, and serves that connection and every later one.
 """
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import time
 from typing import TYPE_CHECKING
-
-from aiohttp import web
 
 from bot.db import core
 from bot.kernel.log import get_logger
 from bot.runtime.metrics import CONTENT_TYPE, Metrics
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from bot.runtime.app import MendBot
 
 __all__ = ["HealthServer", "process_status"]
@@ -55,6 +60,8 @@ class HealthServer:
         self._host = host
         self._port = port
         self._started = time.monotonic()
+        self._socket: socket.socket | None = None
+        self._serving: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         self._metrics = Metrics(bot)
@@ -63,9 +70,13 @@ class HealthServer:
         return process_status(self._bot, self._started)
 
     async def _health(self, _: web.Request) -> web.Response:
+        from aiohttp import web
+
         return web.json_response({"status": "ok", **self._status()})
 
     async def _ready(self, _: web.Request) -> web.Response:
+        from aiohttp import web
+
         status = self._status()
         try:
             database = await core.scalar(self._bot.services.db, _PING) == 1
@@ -84,31 +95,65 @@ class HealthServer:
         )
 
     async def _metrics_page(self, _: web.Request) -> web.Response:
+        from aiohttp import web
+
         return web.Response(body=await self._metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def start(self) -> int | None:
-        """Start serving; returns the bound port, or None when the port is taken (logged)."""
+        """Bind the port; returns it, or None when it cannot be bound (logged). Serving starts with
+        the first connection."""
+        loop = asyncio.get_running_loop()
+        try:
+            found = await loop.getaddrinfo(
+                self._host, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
+            family, _, _, _, address = found[0]
+            listener = socket.create_server(address, family=family, backlog=128)
+        except OSError as exc:
+            _log.warning("health endpoint not started", host=self._host, port=self._port, error=str(exc))
+            return None
+        listener.setblocking(False)
+        self._socket = listener
+        self.port = listener.getsockname()[1]
+        loop.add_reader(listener.fileno(), self._first_connection)
+        _log.info("health endpoint up", url=f"http://{self._host}:{self.port}/health")
+        return self.port
+
+    def _first_connection(self) -> None:
+        assert self._socket is not None
+        asyncio.get_running_loop().remove_reader(self._socket.fileno())
+        self._serving = asyncio.ensure_future(self._serve(self._socket))
+        self._serving.add_done_callback(self._served)
+
+    async def _serve(self, listener: socket.socket) -> None:
+        from aiohttp import web
+
         app = web.Application()
         app.router.add_get("/health", self._health)
         app.router.add_get("/health/ready", self._ready)
         app.router.add_get("/metrics", self._metrics_page)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
-        try:
-            await site.start()
-        except OSError as exc:
-            _log.warning("health endpoint not started", host=self._host, port=self._port, error=str(exc))
-            await self._runner.cleanup()
-            self._runner = None
-            return None
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self._port
-        _log.info("health endpoint up", url=f"http://{self._host}:{self.port}/health")
-        return self.port
+        await web.SockSite(self._runner, listener).start()
+
+    def _served(self, serving: asyncio.Task[None]) -> None:
+        if serving.cancelled() or serving.exception() is None:
+            return
+        # Refuse from now on rather than leave probes waiting in the backlog of a port nobody serves.
+        _log.error("health endpoint failed", port=self.port, exc_info=serving.exception())
+        if self._socket is not None:
+            self._socket.close()
 
     async def stop(self) -> None:
+        listener, self._socket = self._socket, None
+        if listener is None:
+            return
+        if self._serving is None:
+            asyncio.get_running_loop().remove_reader(listener.fileno())
+        elif not self._serving.done():
+            self._serving.cancel()
+            await asyncio.gather(self._serving, return_exceptions=True)
         if self._runner is not None:
-            await self._runner.cleanup()
+            await self._runner.cleanup()  # closes the listening socket with the server
             self._runner = None
+        listener.close()
