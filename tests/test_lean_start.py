@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 from bot.trust.loopback_discord import DiscordDouble
@@ -15,8 +16,10 @@ from tests.harness.live_bot import LiveBot, live_config
 # first non-ASCII reply to a proposal); the agent SDK and the model client (a run, a chat reply); the
 # GitHub forge and its client (forge.kind: github); the charts; the dashboard's pages and jinja2
 # (dashboard.enabled, off on Discord by default); croniter with dateutil (audit.schedule set);
-# prometheus-client (the first scrape of /metrics). Never rich's console: structlog would load rich
-# only to draw tracebacks, which mendbot formats as text itself.
+# prometheus-client (the first scrape of /metrics); aiohttp's server side (the first connection to the
+# health port, which is bound at start); HTML's entity table (the first untrusted text a prompt takes).
+# Never rich's console nor greenlet: structlog would load rich only to draw tracebacks, which mendbot
+# formats as text itself, and greenlet for a thread-local context mendbot does not use.
 _NOT_AT_START = (
     "bot.improve.evidence",
     "bot.trust.guard",
@@ -39,6 +42,9 @@ _NOT_AT_START = (
     "dateutil",
     "prometheus_client",
     "rich.console",
+    "aiohttp.web",
+    "html.entities",
+    "greenlet._greenlet",
 )
 
 
@@ -75,9 +81,15 @@ async def test_an_idle_bot_on_sqlite_runs_no_child_process_and_loads_no_postgres
         config = live_config(discord_api, home)
         # With a model key, as a bot that can chat and fix itself runs: the key makes nothing load.
         env = {"PYTHONPROFILEIMPORTTIME": "1", "ANTHROPIC_API_KEY": "test-key"}
-        async with await LiveBot.start(discord_api, config, home, env=env) as bot:
+        async with await LiveBot.start(discord_api, config, home, env=env, wait_ready=False) as bot:
+            for _ in range(600):  # its `ready` line, without a request to the health port yet
+                if re.search(r"\[info\s*\] ready\b", bot.output()) or not bot.running:
+                    break
+                await asyncio.sleep(0.1)
             idle_children = await asyncio.to_thread(_children, bot.process.pid)
             imported = _imported(bot.output())
+            await bot.wait_ready()  # the port bound at start serves its first connection
+            assert "aiohttp.web" in _imported(bot.output())
             general = discord_api.guild.channel("general")
             said = await discord_api.send_message(general, "!roll 1d6", author="bob")
             answer = await discord_api.wait_for_message(

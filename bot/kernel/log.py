@@ -20,19 +20,25 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-if "structlog" not in sys.modules and "rich" not in sys.modules:
-    # structlog imports rich wherever it is installed (a dev install has it: import-linter needs it)
-    # to draw tracebacks, which the pipeline below never asks of it: `format_exc_info` turns them
-    # into text first. Hidden from that one import, rich costs no process its 3.3 MB and stays
-    # importable for anything that wants it.
-    sys.modules["rich"] = None  # type: ignore[assignment]
+# structlog imports rich and greenlet wherever they are installed (a dev install has both: import-linter
+# needs rich, Playwright greenlet): rich to draw tracebacks, which the pipeline below never asks of it
+# (`format_exc_info` turns them into text first), and greenlet for its deprecated thread-local context,
+# which mendbot does not use. Hidden from that one import, they cost no process their ~3.5 MB and stay
+# importable for anything that wants them. Every module of the bot reaches structlog through this one
+# (`get_logger`, `bind_context`, `bind_for_task`), so this import is the first wherever a process starts.
+_UNUSED_BY_STRUCTLOG = ("rich", "greenlet")
+if "structlog" in sys.modules:
+    import structlog
+else:
+    _hidden = [name for name in _UNUSED_BY_STRUCTLOG if name not in sys.modules]
+    sys.modules.update(dict.fromkeys(_hidden))  # type: ignore[arg-type]  # None: "not importable"
     try:
         import structlog
     finally:
-        del sys.modules["rich"]
-import structlog
+        for _name in _hidden:
+            del sys.modules[_name]
 
-__all__ = ["Redacting", "bind_context", "configure_logging", "get_logger"]
+__all__ = ["Redacting", "bind_context", "bind_for_task", "configure_logging", "get_logger"]
 
 
 class Redacting(Protocol):
@@ -177,3 +183,8 @@ def bind_context(**values: object) -> Iterator[None]:
         yield
     finally:
         structlog.contextvars.reset_contextvars(**tokens)
+
+
+def bind_for_task(**values: object) -> None:
+    """Bind ids for everything the current task logs from now on (each handler runs in a task of its own)."""
+    structlog.contextvars.bind_contextvars(**values)

@@ -27,13 +27,12 @@ from typing import Any
 
 import aiohttp
 import discord
-import structlog
 import yarl
 from discord import app_commands
 from discord.ext import commands
 
 from bot.kernel import startgc
-from bot.kernel.log import get_logger
+from bot.kernel.log import bind_for_task, get_logger
 from bot.kernel.prompts import PromptRegistry
 from bot.observe.capture import interaction_invocation
 from bot.runtime.gateway_resume import install_shard_resume
@@ -98,7 +97,7 @@ class MendTree(app_commands.CommandTree["MendBot"]):
         interaction.extras["started"] = time.perf_counter()
         self.client.begin_capture(interaction.extras, "app", interaction_invocation(interaction))
         # Each interaction runs in its own task, so this binding lasts exactly as long as it.
-        structlog.contextvars.bind_contextvars(
+        bind_for_task(
             guild_id=interaction.guild_id, channel_id=interaction.channel_id, user_id=interaction.user.id
         )
         task = asyncio.current_task()

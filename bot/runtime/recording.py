@@ -26,7 +26,6 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import discord
-import structlog
 from discord import app_commands
 from discord.ext import commands, tasks
 
@@ -41,7 +40,7 @@ from bot.kernel.errors import (
     model_problem,
     unwrap,
 )
-from bot.kernel.log import bind_context, get_logger
+from bot.kernel.log import bind_context, bind_for_task, get_logger
 from bot.observe.capture import HandlerCapture, install_reply_hooks, message_invocation, start_capture
 from bot.observe.handlers import cog_handlers
 from bot.observe.sampler import SlowSampler
@@ -148,7 +147,7 @@ class RecordingBot(commands.AutoShardedBot):
             )
             self._captures[ctx] = capture
             self.sampler.watch(capture)
-        structlog.contextvars.bind_contextvars(
+        bind_for_task(
             guild_id=ctx.guild.id if ctx.guild else None, channel_id=ctx.channel.id, user_id=ctx.author.id
         )
         try:
@@ -361,7 +360,7 @@ class RecordingBot(commands.AutoShardedBot):
         interaction.extras["started"] = time.perf_counter()
         capture = interaction.extras["capture"] = start_capture(kind, invocation)
         self.sampler.watch(capture)
-        structlog.contextvars.bind_contextvars(
+        bind_for_task(
             guild_id=interaction.guild_id, channel_id=interaction.channel_id, user_id=interaction.user.id
         )
         try:
