@@ -318,7 +318,7 @@ def test_restart_reexecs_only_without_a_supervisor(settings: Settings) -> None:
 async def test_hand_edit_watcher_applies_a_saved_cog_and_reports_it(
     settings: Settings, cog_root: Path
 ) -> None:
-    """Saving a cog file on disk reloads it in the running bot (real watchfiles) and reports ✅."""
+    """Saving a cog file on disk reloads it in the running bot (real inotify) and reports ✅."""
     async with running_world(settings, extra_extensions=[HELLO]) as world:
         reports: asyncio.Queue[str] = asyncio.Queue()
         watcher = HandEditWatcher(
@@ -327,7 +327,7 @@ async def test_hand_edit_watcher_applies_a_saved_cog_and_reports_it(
         stop = asyncio.Event()
         task = asyncio.create_task(watcher.run(stop))
         try:
-            await asyncio.sleep(0.5)  # watchfiles has no "ready" signal
+            await asyncio.sleep(0.5)  # the watcher task adds its watches at its first step
             (cog_root / PACKAGE / "hello.py").write_text(cog_source("hello v3"))
             text = await asyncio.wait_for(reports.get(), timeout=10)
         finally:

@@ -1,8 +1,8 @@
 """Hand edits on disk go through the same reload path as a deploy.
 
-`HandEditWatcher` follows the live checkout's cog packages, `prompts/` and `bot/` with
-watchfiles (debounced, so an editor's save-rename-chmod burst is one event), classifies the
-changed files like a merged change, applies cogs and prompts with the shared `Reloader` and
+`HandEditWatcher` follows the live checkout's cog packages, `prompts/`, `bot/` and `pyproject.toml`
+with `bot.kernel.filewatch` (inotify, debounced, so an editor's write-rename burst is one event),
+classifies the changed files like a merged change, applies cogs and prompts with the shared `Reloader` and
 posts the ✅/❌ report. A hand edit under `bot/` (or `pyproject.toml`) is only reported as
 "restart needed": a half-typed edit to the core must never restart the bot by itself.
 
@@ -17,8 +17,6 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-import watchfiles
-
 from bot.deploy.reload import (
     EXTENSION_PACKAGES,
     PROMPTS_DIR,
@@ -28,6 +26,7 @@ from bot.deploy.reload import (
     classify,
     render,
 )
+from bot.kernel.filewatch import changed_files
 from bot.kernel.log import get_logger
 
 __all__ = ["HandEditWatcher"]
@@ -37,11 +36,9 @@ _log = get_logger(__name__)
 _WATCHED_SUFFIXES = (".py", ".md", ".toml")
 
 
-class _SourceFilter(watchfiles.DefaultFilter):
-    """Source files only: no bytecode, editor swap files or VCS internals."""
-
-    def __call__(self, change: watchfiles.Change, path: str) -> bool:
-        return path.endswith(_WATCHED_SUFFIXES) and super().__call__(change, path)
+def _is_source(path: Path) -> bool:
+    """Source files only: no bytecode or editor swap files (hidden entries are never reported)."""
+    return path.name.endswith(_WATCHED_SUFFIXES)
 
 
 class HandEditWatcher:
@@ -70,16 +67,9 @@ class HandEditWatcher:
         if not paths:
             _log.warning("hand-edit watcher has nothing to watch", repo_root=str(self.repo_root))
             return
-        async for changes in watchfiles.awatch(
-            *paths,
-            watch_filter=_SourceFilter(),
-            debounce=self._debounce_ms,
-            step=50,
-            stop_event=stop,
-            recursive=True,
-        ):
+        async for changed in changed_files(paths, keep=_is_source, debounce_ms=self._debounce_ms, stop=stop):
             try:
-                await self.apply_changes(Path(path) for _, path in changes)
+                await self.apply_changes(changed)
             except Exception:
                 # One bad batch must not end the watcher: the next save gets its own chance.
                 _log.exception("hand edit not applied")

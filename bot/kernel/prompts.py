@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import watchfiles
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bot.kernel.filewatch import changed_files
 from bot.kernel.log import get_logger
 
 __all__ = ["Prompt", "PromptError", "PromptMeta", "PromptRegistry", "parse_prompt"]
@@ -129,7 +129,7 @@ class PromptRegistry:
 
     async def watch(self, stop: asyncio.Event | None = None, debounce_ms: int = 200) -> None:
         """Reload changed prompts until `stop` is set (debounced; runs as a daemon task)."""
-        async for changes in watchfiles.awatch(
-            self.root, debounce=debounce_ms, step=50, stop_event=stop, recursive=True
+        async for changed in changed_files(
+            [self.root], keep=lambda path: path.suffix == ".md", debounce_ms=debounce_ms, stop=stop
         ):
-            self.reload_paths(Path(path) for _, path in changes)
+            self.reload_paths(changed)
