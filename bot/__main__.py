@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from bot.kernel import startgc
+from bot.kernel import arenas, startgc
 from bot.kernel.settings import (
     EX_CONFIG,
     ConfigError,
@@ -149,6 +149,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    arenas.cap()  # before any thread allocates
     with startgc.paused():  # until the bot is built (MendBot.setup_hook, the worker's start)
         return _main(sys.argv[1:] if argv is None else argv)
 
