@@ -53,11 +53,12 @@ def _arenas(env: dict[str, str]) -> tuple[bool, int]:
 
 
 def test_capped_threads_share_the_arenas() -> None:
+    """After `cap()`, six threads allocating at once leave two arenas in the process."""
     assert _arenas({}) == (True, ARENAS)
 
 
 def test_without_the_cap_each_thread_takes_an_arena_and_the_environment_wins() -> None:
-    # What the cap prevents: glibc's default gives each of the six threads one (2 cores: up to 16).
+    """With MALLOC_ARENA_MAX set, `cap()` leaves it to glibc, and the threads take arenas of their own."""
     capped, heaps = _arenas({"MALLOC_ARENA_MAX": "8"})
     assert not capped
     assert heaps > ARENAS

@@ -1,4 +1,4 @@
-"""bot.kernel.filewatch on a real directory tree: what a change reports, in what batches, what it never reports."""
+"""bot.kernel.filewatch on a real directory tree: what a change reports, in which batches, what never."""
 
 from __future__ import annotations
 
@@ -66,6 +66,7 @@ def _tree(root: Path) -> Path:
 
 
 async def test_a_burst_of_writes_to_a_nested_file_is_one_batch(tmp_path: Path) -> None:
+    """Three quick saves of a file two levels down are one batch naming it, and nothing follows."""
     root = _tree(tmp_path)
     dice = root / "cogs" / "games" / "dice.py"
     async with watching(root / "cogs") as batches:
@@ -76,6 +77,7 @@ async def test_a_burst_of_writes_to_a_nested_file_is_one_batch(tmp_path: Path) -
 
 
 async def test_created_removed_and_renamed_files_are_reported(tmp_path: Path) -> None:
+    """A new file, a removed one and both names of a rename are each reported."""
     root = _tree(tmp_path)
     games = root / "cogs" / "games"
     async with watching(root / "cogs") as batches:
@@ -88,6 +90,7 @@ async def test_created_removed_and_renamed_files_are_reported(tmp_path: Path) ->
 
 
 async def test_a_new_directory_is_watched_and_what_landed_in_it_first_is_reported(tmp_path: Path) -> None:
+    """A directory tree made at once is reported with its file, and watched for later edits."""
     root = _tree(tmp_path)
     async with watching(root / "cogs") as batches:
         package = root / "cogs" / "cards"
@@ -102,6 +105,7 @@ async def test_a_new_directory_is_watched_and_what_landed_in_it_first_is_reporte
 
 
 async def test_hidden_entries_bytecode_dirs_and_unkept_files_are_never_reported(tmp_path: Path) -> None:
+    """Bytecode, swap and lock files, hidden directories and files `keep` refuses are never reported."""
     root = _tree(tmp_path)
     cogs = root / "cogs"
     async with watching(cogs, keep=lambda path: path.suffix == ".py") as batches:
@@ -117,6 +121,7 @@ async def test_hidden_entries_bytecode_dirs_and_unkept_files_are_never_reported(
 
 
 async def test_a_file_root_is_seen_through_an_editors_rename_and_its_siblings_are_not(tmp_path: Path) -> None:
+    """A file root replaced by rename (an editor's save) is reported; its directory's other files are not."""
     root = _tree(tmp_path)
     pyproject = root / "pyproject.toml"
     async with watching(pyproject) as batches:
@@ -129,6 +134,7 @@ async def test_a_file_root_is_seen_through_an_editors_rename_and_its_siblings_ar
 
 
 async def test_a_directory_moved_away_is_no_longer_watched(tmp_path: Path) -> None:
+    """Edits in a directory moved out of the roots are not reported."""
     root = _tree(tmp_path)
     elsewhere = tmp_path / "elsewhere"
     async with watching(root / "cogs") as batches:
@@ -139,6 +145,7 @@ async def test_a_directory_moved_away_is_no_longer_watched(tmp_path: Path) -> No
 
 
 async def test_roots_that_do_not_exist_are_skipped_and_stop_ends_it(tmp_path: Path) -> None:
+    """A missing root is skipped, the others are watched, and setting `stop` ends the iteration."""
     root = _tree(tmp_path)
     async with watching(root / "missing", root / "prompts") as batches:
         (root / "prompts" / "persona.md").write_text("hi\n")
