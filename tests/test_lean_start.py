@@ -17,7 +17,8 @@ from tests.harness.live_bot import LiveBot, live_config
 # GitHub forge and its client (forge.kind: github); the charts; the dashboard's pages and jinja2
 # (dashboard.enabled, off on Discord by default); croniter with dateutil (audit.schedule set);
 # prometheus-client (the first scrape of /metrics); aiohttp's server side (the first connection to the
-# health port, which is bound at start); HTML's entity table (the first untrusted text a prompt takes).
+# health port, which is bound at start); HTML's entity table (the first untrusted text a prompt takes);
+# the import-conflict resolver with difflib and tomllib (a rebase's first conflict; a config mistake).
 # Never rich's console nor greenlet: structlog would load rich only to draw tracebacks, which mendbot
 # formats as text itself, and greenlet for a thread-local context mendbot does not use.
 _NOT_AT_START = (
@@ -44,6 +45,9 @@ _NOT_AT_START = (
     "rich.console",
     "aiohttp.web",
     "html.entities",
+    "bot.deploy.import_conflicts",
+    "difflib",
+    "tomllib",
     "greenlet._greenlet",
 )
 

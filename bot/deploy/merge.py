@@ -6,7 +6,7 @@ cut from; if main moved since, merging it unchanged would ship a combination nob
 branch's own commits (`base..head`) are rebased onto the current main in a temporary detached
 worktree under the workspace's `worktrees_dir` (cleaned at start-up like any stray worktree), so
 neither the live checkout nor the run's worktree is touched meanwhile. A conflict limited to import
-blocks is resolved there (`bot.deploy.queue.resolve_import_conflicts`) and the rebase goes on; any other
+blocks is resolved there (`bot.deploy.import_conflicts`) and the rebase goes on; any other
 conflict raises `RebaseConflict` naming the files. The change is checked for what cannot be made inert
 (`bot.trust.trees`) before it is checked out and again once rebased, and the checks run on a fresh
 copy of the rebased commit's tree (`verify_commit`, smoke load included); only if they pass does the
@@ -36,7 +36,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.deploy.queue import change_without_imports, resolve_import_conflicts
 from bot.forge.base import HeadMovedError
 from bot.improve.verify import Verification, verify_commit
 from bot.improve.workspace import Workspace
@@ -254,6 +253,8 @@ class Merger:
         )
         files: list[str] = []
         while result.code != 0:
+            from bot.deploy.import_conflicts import resolve_import_conflicts  # loaded by the first conflict
+
             unmerged = await self._git(path, "diff", "--name-only", "--diff-filter=U", "-z", check=False)
             files = [name for name in unmerged.output.split("\0") if name]
             if not files or not await resolve_import_conflicts(path, files):
@@ -286,6 +287,8 @@ class Merger:
             *excluded,
         )
         change = own_change(result.output)
+        if resolved:
+            from bot.deploy.import_conflicts import change_without_imports
         for name in sorted(set(resolved)):
             before = await self._git(self.repo_root, "show", f"{old}:{name}", check=False)
             after = await self._git(self.repo_root, "show", f"{new}:{name}", check=False)

@@ -15,7 +15,6 @@ What each key may hold — the sections, their defaults and checks — is in bot
 
 from __future__ import annotations
 
-import difflib
 import os
 from pathlib import Path
 from typing import Any
@@ -231,6 +230,8 @@ def _unknown_key(loc: tuple[int | str, ...], env_file: object) -> str:
     known = sorted(model.model_fields) if model is not None else []
     if model is Settings:
         known = [name for name in known if name not in _ENV_ONLY_KEYS]
+    import difflib  # only for a config with a mistake in it
+
     close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
     hint = f" — did you mean `{close[0]}`?" if close else f" — known keys here: {', '.join(known)}"
     return f"config error: {_config_path()}: unknown key `{key}`{hint} (see config.example.yaml)"
