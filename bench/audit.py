@@ -41,8 +41,9 @@ os.environ["MENDBOT_CONFIG"] = os.devnull
 
 from bot.db import open_database  # noqa: E402
 from bot.kernel.sections import AuditConfig  # noqa: E402
-from bot.observe.audit import AuditReport, AuditService  # noqa: E402
+from bot.observe.audit import AuditService  # noqa: E402
 from bot.observe.audit_charts import render_charts  # noqa: E402
+from bot.observe.audit_report import AuditReport  # noqa: E402
 
 ACTIONS = 1_000_000
 DAYS = 14

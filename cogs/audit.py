@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import io
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.observe.audit import AuditReport, parse_period
-from bot.observe.audit_charts import Chart, render_charts
-from bot.observe.audit_render import render_text
+from bot.observe.audit import parse_period
 from bot.runtime.app import MendBot
+
+if TYPE_CHECKING:
+    from bot.observe.audit_charts import Chart
+    from bot.observe.audit_report import AuditReport
 
 
 def command_kinds(bot: commands.Bot | commands.AutoShardedBot) -> set[str]:
@@ -49,6 +52,9 @@ class Audit(commands.Cog):
         self.audit.schedule.stop()
 
     async def _render(self, report: AuditReport) -> tuple[list[str], list[Chart]]:
+        from bot.observe.audit_charts import render_charts  # with the report, at the first audit
+        from bot.observe.audit_render import render_text
+
         texts = render_text(report, report.highest_impact())
         charts = await asyncio.to_thread(render_charts, report) if self.audit.config.charts else []
         return texts, charts

@@ -18,7 +18,8 @@ from tests.harness.live_bot import LiveBot, live_config
 # (dashboard.enabled, off on Discord by default); croniter with dateutil (audit.schedule set);
 # prometheus-client (the first scrape of /metrics); aiohttp's server side (the first connection to the
 # health port, which is bound at start); HTML's entity table (the first untrusted text a prompt takes);
-# the import-conflict resolver with difflib and tomllib (a rebase's first conflict; a config mistake).
+# the import-conflict resolver with difflib and tomllib (a rebase's first conflict; a config mistake);
+# the self-audit's report, its queries and its rendering (the first audit).
 # Never rich's console nor greenlet: structlog would load rich only to draw tracebacks, which mendbot
 # formats as text itself, and greenlet for a thread-local context mendbot does not use.
 _NOT_AT_START = (
@@ -48,6 +49,10 @@ _NOT_AT_START = (
     "bot.deploy.import_conflicts",
     "difflib",
     "tomllib",
+    "bot.observe.audit_report",
+    "bot.db.audit",
+    "bot.observe.audit_render",
+    "bot.observe.audit_charts",
     "greenlet._greenlet",
 )
 

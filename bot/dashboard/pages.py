@@ -21,9 +21,10 @@ from bot.db.core import Connection
 from bot.improve.runs import ACTIVE_STATES
 from bot.kernel.git import git
 from bot.kernel.settings import Settings
-from bot.observe.audit import AuditError, AuditReport, AuditService, parse_period
+from bot.observe.audit import AuditError, AuditService, parse_period
 from bot.observe.audit_charts import Chart, render_charts
 from bot.observe.audit_render import render_text
+from bot.observe.audit_report import AuditReport
 from bot.trust.redact import Redactor
 
 __all__ = ["PageReader", "diff_lines"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.features.devmode import DevMode
 from bot.forge.base import ForgeError
@@ -31,9 +31,11 @@ from bot.kernel.drills import is_drill_kind
 from bot.kernel.errors import UserError
 from bot.kernel.log import get_logger
 from bot.kernel.sections import ImproveConfig
-from bot.observe.audit import AuditFinding
 from bot.observe.incident import Incident
 from bot.observe.incidents import IncidentService
+
+if TYPE_CHECKING:
+    from bot.observe.audit_report import AuditFinding
 
 __all__ = ["AUTONOMOUS_REQUESTER", "AutonomyService", "Decision"]
 

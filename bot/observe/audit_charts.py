@@ -11,7 +11,7 @@ import io
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bot.observe.audit import AuditReport
+from bot.observe.audit_report import AuditReport
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
