@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+
+import pytest
+import structlog
 
 from bot.kernel.filewatch import changed_files
 
@@ -150,3 +154,15 @@ async def test_roots_that_do_not_exist_are_skipped_and_stop_ends_it(tmp_path: Pa
     async with watching(root / "missing", root / "prompts") as batches:
         (root / "prompts" / "persona.md").write_text("hi\n")
         assert await batches.next() == {root / "prompts" / "persona.md"}
+
+
+async def test_without_inotify_it_says_so_and_yields_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where inotify cannot be had (another OS's libc), watching logs why and ends: the caller runs on."""
+    monkeypatch.setitem(sys.modules, "asyncinotify", None)  # as its import fails off Linux
+    root = _tree(tmp_path)
+    with structlog.testing.capture_logs() as logs:
+        batches = [batch async for batch in changed_files([root / "cogs"])]
+    assert batches == []
+    assert [log["event"] for log in logs] == ["file watching unavailable (it needs Linux's inotify)"]

@@ -64,6 +64,18 @@ async def test_port_in_use_is_not_fatal(world: VirtualWorld) -> None:
         await second.stop()
 
 
+async def test_an_empty_host_serves_every_interface(world: VirtualWorld) -> None:
+    """`health.host: ""` binds every interface (as asyncio reads an empty host); loopback reaches it."""
+    server = HealthServer(world.bot, "", 0)
+    port = await server.start()
+    assert port is not None
+    try:
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/health") as response:
+            assert response.status == 200
+    finally:
+        await server.stop()
+
+
 async def test_ready_follows_the_gateway_connection(tmp_path: Path) -> None:
     """/health/ready is 503 while the gateway connection is down and 200 again once it resumed."""
     async with DiscordDouble() as discord_api:

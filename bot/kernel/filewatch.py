@@ -129,11 +129,13 @@ async def changed_files(
     """
     try:
         from asyncinotify import Inotify
-    except (ImportError, AttributeError, OSError) as exc:  # no inotify in this libc: not Linux
+
+        inotify = Inotify()
+    except (ImportError, AttributeError, OSError) as exc:  # not Linux, or fs.inotify.max_user_instances
         _log.warning("file watching unavailable (it needs Linux's inotify)", error=str(exc))
         return
     loop = asyncio.get_running_loop()
-    with Inotify() as inotify:
+    with inotify:
         tree = _Tree(inotify, keep)
         for root in roots:
             tree.add_root(root)

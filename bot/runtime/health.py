@@ -104,8 +104,8 @@ class HealthServer:
         the first connection."""
         loop = asyncio.get_running_loop()
         try:
-            found = await loop.getaddrinfo(
-                self._host, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            found = await loop.getaddrinfo(  # an empty host is every interface, as asyncio reads it
+                self._host or None, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
             )
             family, _, _, _, address = found[0]
             listener = socket.create_server(address, family=family, backlog=128)
