@@ -166,3 +166,27 @@ async def test_without_inotify_it_says_so_and_yields_nothing(
         batches = [batch async for batch in changed_files([root / "cogs"])]
     assert batches == []
     assert [log["event"] for log in logs] == ["file watching unavailable (it needs Linux's inotify)"]
+
+
+def _queued_events_limit() -> int:
+    return int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+
+
+async def test_a_burst_beyond_the_kernels_queue_is_said_and_watching_goes_on(tmp_path: Path) -> None:
+    """More changes at once than inotify queues log a warning, and later edits are still seen."""
+    root = _tree(tmp_path)
+    games = root / "cogs" / "games"
+    overflowed = "too many file changes at once: some were not seen"
+    async with watching(root / "cogs") as batches:
+        with structlog.testing.capture_logs() as logs:
+            for index in range(_queued_events_limit() // 2 + 100):  # a create and a close-write each
+                (games / f"f{index}.py").write_text("")
+            while overflowed not in [log["event"] for log in logs]:
+                await batches.next()
+        while True:  # what the burst left in the queue
+            try:
+                await batches.next(timeout=0.5)
+            except TimeoutError:
+                break
+        (games / "dice.py").write_text("after the burst\n")
+        assert await batches.next() == {games / "dice.py"}

@@ -15,8 +15,9 @@ their files with `changed_files`. The inotify descriptor is read by the event lo
 - A batch is yielded once changes stop arriving for 50 ms, or `debounce_ms` after its first change:
   an editor's write-rename burst is one batch.
 
-Linux only (inotify). Elsewhere, or when the kernel's limit on watches is reached, it logs why and
-watches what it can (nothing, elsewhere): the bot runs on without following those edits.
+Linux only (inotify). Elsewhere, when the kernel's limits are reached, or a directory cannot be
+watched, it logs why and watches what it can (nothing, elsewhere): the bot runs on without following
+those edits.
 """
 
 from __future__ import annotations
@@ -84,19 +85,24 @@ class _Tree:
         try:
             self._watches[directory] = self._inotify.add_watch(directory, self._mask)
         except OSError as exc:
-            if exc.errno == errno.ENOSPC and not self.full:  # fs.inotify.max_user_watches
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                return  # gone already: nothing in it to miss
+            if exc.errno == errno.ENOSPC:  # fs.inotify.max_user_watches: said once
+                if self.full:
+                    return
                 self.full = True
-                _log.warning("file watch limit reached: edits here are not seen", directory=str(directory))
-            elif exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ENOSPC):  # gone already: no loss
-                raise
+            _log.warning("file watch not set: edits here go unseen", directory=str(directory), error=str(exc))
 
     def changes(self, event: Event) -> set[Path]:
         """What `event` changed that the caller keeps."""
         from asyncinotify import Mask
 
+        if Mask.Q_OVERFLOW in event.mask:
+            _log.warning("too many file changes at once: some were not seen")
+            return set()
         path = event.path
         if path is None or event.name is None or _skipped(path.name):
-            return set()  # an event of the watched directory itself (its watch ended, the queue overflowed)
+            return set()  # an event of the watched directory itself (its watch ended)
         only = self._only.get(path.parent)
         if only is not None:
             return {path} if path.name in only and self._keep(path) else set()
