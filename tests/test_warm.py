@@ -10,11 +10,11 @@ from pathlib import Path
 import simcord
 
 
-def _collect_nothing(cwd: Path) -> subprocess.CompletedProcess[str]:
+def _collect_nothing(cwd: Path, *paths: Path) -> subprocess.CompletedProcess[str]:
     """A pytest started as the sandbox starts it: writing no bytecode. PYTEST_DEBUG traces its cache."""
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTEST_DEBUG": "1", "PYTEST_ADDOPTS": ""}
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *map(str, paths)],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -25,6 +25,7 @@ def _collect_nothing(cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_after_warm_a_pytest_that_writes_no_bytecode_reads_the_rewritten_plugins(tmp_path: Path) -> None:
+    """After `warm`, a pytest that writes no bytecode finds an installed plugin already rewritten."""
     plugin = Path(simcord.__file__)  # an installed pytest plugin's package: pytest rewrites all of it
     found = f"found cached rewritten pyc for {plugin}"
     for cached in plugin.parent.glob("__pycache__/__init__.*-pytest-*.pyc"):
@@ -43,3 +44,25 @@ def test_after_warm_a_pytest_that_writes_no_bytecode_reads_the_rewritten_plugins
     assert warmed.returncode == 0, warmed.stderr
 
     assert found in _collect_nothing(tmp_path).stderr
+
+
+def test_warm_with_tests_caches_the_suites_rewritten_modules() -> None:
+    """After `warm --tests`, a pytest that writes no bytecode reads this suite's modules already rewritten."""
+    root = Path(__file__).resolve().parent.parent
+    this = Path(__file__).resolve()
+    found = f"found cached rewritten pyc for {this}"
+    for cached in this.parent.glob(f"__pycache__/{this.stem}.*-pytest-*.pyc"):
+        cached.unlink()
+    assert found not in _collect_nothing(root, this).stderr
+
+    warmed = subprocess.run(
+        [sys.executable, "-m", "bot.tools.warm", "--tests"],
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert warmed.returncode == 0, warmed.stderr
+
+    assert found in _collect_nothing(root, this).stderr
