@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import pytest
 
 from bot.runtime.app import MendBot
 from bot.runtime.health import HealthServer
@@ -72,6 +75,36 @@ async def test_an_empty_host_serves_every_interface(world: VirtualWorld) -> None
     try:
         async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/health") as response:
             assert response.status == 200
+    finally:
+        await server.stop()
+
+
+async def test_a_host_with_two_addresses_is_served_on_both_on_one_port(
+    world: VirtualWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host resolving to ::1 and 127.0.0.1 (`localhost` on many machines) answers on each, one port."""
+    with socket.socket(socket.AF_INET6) as probe:
+        try:
+            probe.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback here")
+    loop = asyncio.get_running_loop()
+
+    async def dual_stack(host: object, port: int, **_: object) -> list[Any]:
+        return [
+            (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+        ]
+
+    monkeypatch.setattr(loop, "getaddrinfo", dual_stack)  # this machine's resolver gives one of them
+    server = HealthServer(world.bot, "localhost", 0)
+    port = await server.start()
+    monkeypatch.undo()
+    try:
+        async with aiohttp.ClientSession() as http:
+            for address in ("[::1]", "127.0.0.1"):
+                async with http.get(f"http://{address}:{port}/health") as response:
+                    assert response.status == 200
     finally:
         await server.stop()
 

@@ -60,7 +60,7 @@ class HealthServer:
         self._host = host
         self._port = port
         self._started = time.monotonic()
-        self._socket: socket.socket | None = None
+        self._sockets: list[socket.socket] = []
         self._serving: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -100,32 +100,41 @@ class HealthServer:
         return web.Response(body=await self._metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def start(self) -> int | None:
-        """Bind the port; returns it, or None when it cannot be bound (logged). Serving starts with
-        the first connection."""
+        """Bind the port on every address the host resolves to (as asyncio binds them); returns it, or
+        None when it cannot be bound (logged). Serving starts with the first connection."""
         loop = asyncio.get_running_loop()
         try:
             found = await loop.getaddrinfo(  # an empty host is every interface, as asyncio reads it
                 self._host or None, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
             )
-            family, _, _, _, address = found[0]
-            listener = socket.create_server(address, family=family, backlog=128)
+            port = self._port
+            bound: set[tuple[int, str]] = set()
+            for family, _, _, _, address in found:
+                if (family, str(address[0])) in bound:
+                    continue
+                bound.add((family, str(address[0])))
+                listener = socket.create_server((address[0], port, *address[2:]), family=family, backlog=128)
+                self._sockets.append(listener)
+                port = listener.getsockname()[1]  # port 0: the others take the one the first was given
         except OSError as exc:
             _log.warning("health endpoint not started", host=self._host, port=self._port, error=str(exc))
+            self._close_sockets()
             return None
-        listener.setblocking(False)
-        self._socket = listener
-        self.port = listener.getsockname()[1]
-        loop.add_reader(listener.fileno(), self._first_connection)
+        self.port = port
+        for listener in self._sockets:
+            listener.setblocking(False)
+            loop.add_reader(listener.fileno(), self._first_connection)
         _log.info("health endpoint up", url=f"http://{self._host}:{self.port}/health")
         return self.port
 
     def _first_connection(self) -> None:
-        assert self._socket is not None
-        asyncio.get_running_loop().remove_reader(self._socket.fileno())
-        self._serving = asyncio.ensure_future(self._serve(self._socket))
+        loop = asyncio.get_running_loop()
+        for listener in self._sockets:
+            loop.remove_reader(listener.fileno())
+        self._serving = asyncio.ensure_future(self._serve(self._sockets))
         self._serving.add_done_callback(self._served)
 
-    async def _serve(self, listener: socket.socket) -> None:
+    async def _serve(self, listeners: list[socket.socket]) -> None:
         from aiohttp import web
 
         app = web.Application()
@@ -134,26 +143,33 @@ class HealthServer:
         app.router.add_get("/metrics", self._metrics_page)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.SockSite(self._runner, listener).start()
+        for listener in listeners:
+            await web.SockSite(self._runner, listener).start()
 
     def _served(self, serving: asyncio.Task[None]) -> None:
         if serving.cancelled() or serving.exception() is None:
             return
         # Refuse from now on rather than leave probes waiting in the backlog of a port nobody serves.
         _log.error("health endpoint failed", port=self.port, exc_info=serving.exception())
-        if self._socket is not None:
-            self._socket.close()
+        for listener in self._sockets:
+            listener.close()
+
+    def _close_sockets(self) -> None:
+        for listener in self._sockets:
+            listener.close()
+        self._sockets = []
 
     async def stop(self) -> None:
-        listener, self._socket = self._socket, None
-        if listener is None:
+        if not self._sockets:
             return
         if self._serving is None:
-            asyncio.get_running_loop().remove_reader(listener.fileno())
+            loop = asyncio.get_running_loop()
+            for listener in self._sockets:
+                loop.remove_reader(listener.fileno())
         elif not self._serving.done():
             self._serving.cancel()
             await asyncio.gather(self._serving, return_exceptions=True)
         if self._runner is not None:
-            await self._runner.cleanup()  # closes the listening socket with the server
+            await self._runner.cleanup()  # closes the listening sockets with the server
             self._runner = None
-        listener.close()
+        self._close_sockets()
