@@ -69,8 +69,8 @@ async def test_failing_calls_are_the_newest_failures_of_the_fingerprint(engine_d
     await _action(engine_db, 4.0, ok=0, fingerprint="f2")
     calls = await queries.failing_calls(engine_db, "f1")
     assert calls == [
-        queries.RecordedCall("command:roll", None, False, 10.0, None, "f1"),
-        queries.RecordedCall("command:roll", {"args": [1]}, False, 10.0, "KeyError", "f1"),
+        queries.RecordedCall("command:roll", None, False, 10.0, None, "f1", ts=2.0),
+        queries.RecordedCall("command:roll", {"args": [1]}, False, 10.0, "KeyError", "f1", ts=1.0),
     ]
     assert await queries.failing_calls(engine_db, "f3") == []
 

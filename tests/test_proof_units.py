@@ -12,15 +12,18 @@ from bot.db import proofs
 from bot.db.connection import open_database
 from bot.db.handlers import HandlerLocation, replace_cog
 from bot.improve.proof import Proof, ProofItem, Side
+from bot.improve.proof_judge import Timing
 from bot.improve.prover import (
     _judge,
     _replay_items,
+    _Request,
     _test_item,
     _TestRun,
     changed_lines,
     changed_tests,
 )
-from bot.improve.replay import MAX_REPLAYS, ReplayPlan, ReplayResult, plan_replay
+from bot.improve.replay import ReplayResult
+from bot.improve.replay_plan import MAX_REPLAYS, ReplayCase, ReplayPlan, plan_replay
 from tests.harness.repo import git
 
 _CLOCK = itertools.count(1)  # each record newer than the one before
@@ -92,8 +95,6 @@ async def test_latency_plan_replays_the_slowest_completed_calls(tmp_path: Path) 
 
 
 def _plan(latency: bool = False) -> ReplayPlan:
-    from bot.improve.replay import ReplayCase
-
     case = ReplayCase(
         "1", "command:roll", "!roll", {"text": "!roll 2d6"}, None if latency else "fp", 300.0,
         error_type=None if latency else "ValueError",
@@ -106,9 +107,15 @@ def _result(*, answered: bool = True, error: str | None = None, ms: float = 2.0)
     return {"1": ReplayResult("1", answered, reply, error, ms)}
 
 
+def _items(
+    plan: ReplayPlan, base: dict[str, ReplayResult], branch: dict[str, ReplayResult]
+) -> list[ProofItem]:
+    return _replay_items(plan, base, branch, Timing(latency_min_ms=50), lambda path: None)
+
+
 def test_replay_that_fails_on_the_base_and_is_answered_on_the_branch_proves() -> None:
     """The base shows the recorded error, the branch answers: the item proves the fix."""
-    (item,) = _replay_items(_plan(), _result(error="ValueError"), _result(), 50)
+    (item,) = _items(_plan(), _result(error="ValueError"), _result())
     assert item.verdict == "proves" and "as recorded" in item.note
     assert item.base is not None and item.base.text == "error shown: ValueError"
     assert item.branch is not None and item.branch.text == "answered “🎲 7”"
@@ -116,22 +123,22 @@ def test_replay_that_fails_on_the_base_and_is_answered_on_the_branch_proves() ->
 
 def test_replay_of_a_deleted_command_fails() -> None:
     """Nothing answers on the branch: the item says the fix does not hold."""
-    (item,) = _replay_items(_plan(), _result(error="ValueError"), _result(answered=False), 50)
+    (item,) = _items(_plan(), _result(error="ValueError"), _result(answered=False))
     assert item.verdict == "fails" and item.note == "no answer on the branch"
     assert _judge([item], 1.0, _plan()).verdict == "disproven"
 
 
 def test_an_answer_that_is_another_error_still_fails() -> None:
     """The branch answers, but with the apology for another bug: not a fix."""
-    (item,) = _replay_items(_plan(), _result(error="ValueError"), _result(error="KeyError"), 50)
+    (item,) = _items(_plan(), _result(error="ValueError"), _result(error="KeyError"))
     assert item.verdict == "fails" and item.note == "fails with another error: KeyError"
 
 
 def test_latency_replay_proves_only_a_real_drop() -> None:
     """A latency item proves when the branch answers in at most half the base's time, and fails otherwise."""
-    (dropped,) = _replay_items(_plan(True), _result(ms=400), _result(ms=3), 50)
-    (still,) = _replay_items(_plan(True), _result(ms=400), _result(ms=350), 50)
-    (never,) = _replay_items(_plan(True), _result(ms=4), _result(ms=3), 50)
+    (dropped,) = _items(_plan(True), _result(ms=400), _result(ms=3))
+    (still,) = _items(_plan(True), _result(ms=400), _result(ms=350))
+    (never,) = _items(_plan(True), _result(ms=4), _result(ms=3))
     assert dropped.verdict == "proves" and dropped.note == "first answer sooner: 400 ms → 3 ms"
     assert still.verdict == "fails" and "still slow" in still.note
     assert never.verdict == "neutral"
@@ -199,10 +206,11 @@ def test_a_test_proves_only_when_it_runs_the_change() -> None:
     """Failing on the base and passing on the branch is not enough: the test must run a changed line,
     and not read a changed file's source."""
     base = _run(False)
-    proves = _test_item(["tests/test_x.py"], base, _run(True, [5]))
-    idle = _test_item(["tests/test_x.py"], base, _run(True, []))
-    unmeasured = _test_item(["tests/test_x.py"], base, _run(True, None))
-    reader = _test_item(["tests/test_x.py"], base, _run(True, [5], read=True))
+    request = _Request(["tests/test_x.py"], {"cogs/dice.py": [4, 5]}, ["cogs/dice.py"], None, set())
+    proves = _test_item(request, base, _run(True, [5]))
+    idle = _test_item(request, base, _run(True, []))
+    unmeasured = _test_item(request, base, _run(True, None))
+    reader = _test_item(request, base, _run(True, [5], read=True))
     assert proves.verdict == "proves" and "runs 1 of 2 changed lines" in proves.note
     assert idle.verdict == "no_proof" and "does not exercise the change" in idle.note
     assert unmeasured.verdict == "no_proof"

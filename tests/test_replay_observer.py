@@ -10,7 +10,8 @@ import discord
 import pytest
 
 from bot.improve import replay
-from bot.improve.replay import ReplayCase
+from bot.improve.replay import ReplayResult
+from bot.improve.replay_plan import ReplayCase
 from bot.trust.loopback_discord import DiscordDouble
 
 LATE_S = replay.ACK_TIMEOUT_S + 0.5
@@ -46,6 +47,13 @@ async def observer() -> AsyncIterator[DiscordDouble]:
                 await asyncio.wait_for(task, timeout=10)
 
 
+async def _replayed(observer: DiscordDouble, name: str) -> ReplayResult:
+    general = observer.guild.channel("general")
+    case = _case(name)
+    seen = await replay._call(observer, general, case, replay.CALL_TIMEOUT_S, replay._Reports())
+    return seen.result(case.key, observer, general, (), replay.Watch())
+
+
 def _case(name: str) -> ReplayCase:
     return ReplayCase(
         key=name, kind=f"app:{name}", name=f"/{name}", options={}, fingerprint=None, recorded_ms=1
@@ -53,14 +61,12 @@ def _case(name: str) -> ReplayCase:
 
 
 async def test_a_slash_answered_after_discords_three_seconds_is_no_answer(observer: DiscordDouble) -> None:
-    general = observer.guild.channel("general")
-    result = await replay._call(observer, general, _case("late"), replay.CALL_TIMEOUT_S)
+    result = await _replayed(observer, "late")
     assert not result.answered and result.shown() == "no answer"
     assert result.duration_ms < LATE_S * 1000  # judged at Discord's deadline, not after the whole wait
 
 
 async def test_a_slash_that_thinks_in_time_may_answer_later(observer: DiscordDouble) -> None:
-    general = observer.guild.channel("general")
-    result = await replay._call(observer, general, _case("thinking"), replay.CALL_TIMEOUT_S)
+    result = await _replayed(observer, "thinking")
     assert result.answered and result.reply == "worth the wait"
     assert result.duration_ms >= LATE_S * 1000

@@ -21,6 +21,7 @@ __all__ = [
     "incident_kind",
     "insert",
     "latest",
+    "recent_successes",
     "slowest_calls",
 ]
 
@@ -51,9 +52,22 @@ class RecordedCall:
     duration_ms: float
     error_type: str | None
     fingerprint: str | None
+    frames: tuple[str, ...] = ()  # in-repo "file:line:function" of a failure, innermost last
+    reply: str | None = None  # the first characters of what it answered, as recorded
+    ts: float = 0.0
 
 
-_CALL_COLUMNS = ("kind", "invocation", "ok", "duration_ms", "error_type", "fingerprint")
+_CALL_COLUMNS = (
+    "kind",
+    "invocation",
+    "ok",
+    "duration_ms",
+    "error_type",
+    "fingerprint",
+    "frames",
+    "reply",
+    "ts",
+)
 _SCAN = 500  # recent rows looked at; distinct invocations are picked from these
 
 _FAILING_CALLS = f"""
@@ -63,6 +77,11 @@ _SLOWEST_CALLS = f"""
     SELECT {", ".join(_CALL_COLUMNS)}
     FROM (SELECT * FROM actions WHERE kind = :kind ORDER BY ts DESC LIMIT {_SCAN}) AS recent
     WHERE ok = 1 ORDER BY duration_ms DESC"""
+# A kind's recent calls that completed with an invocation: what the proof replays to see that what worked
+# still works. Each kind's newest first (the scan is per kind, so a busy kind cannot hide a quiet one).
+_RECENT_SUCCESSES = f"""
+    SELECT {", ".join(_CALL_COLUMNS)} FROM actions
+    WHERE kind = :kind AND ok = 1 AND invocation IS NOT NULL ORDER BY ts DESC LIMIT {_SCAN}"""
 _INSERT = """
     INSERT INTO proofs (run_id, stage, sha, base_sha, verdict, reason, items, overhead_s, created_at)
     VALUES (:run_id, :stage, :sha, :base_sha, :verdict, :reason, :items, :overhead_s, :now)
@@ -73,6 +92,8 @@ _INCIDENT_KIND = "SELECT kind FROM incidents WHERE id = :incident_id"
 
 def _call(row: Mapping[str, Any]) -> RecordedCall:
     invocation = json.loads(row["invocation"]) if row["invocation"] else None
+    frames = json.loads(row["frames"]) if row["frames"] else []
+    reply = json.loads(row["reply"]) if row["reply"] else None
     return RecordedCall(
         row["kind"],
         invocation if isinstance(invocation, dict) else None,
@@ -80,6 +101,9 @@ def _call(row: Mapping[str, Any]) -> RecordedCall:
         row["duration_ms"],
         row["error_type"],
         row["fingerprint"],
+        tuple(str(frame) for frame in frames) if isinstance(frames, list) else (),
+        str(reply.get("text") or "") if isinstance(reply, dict) else None,
+        float(row["ts"]),
     )
 
 
@@ -91,6 +115,14 @@ async def failing_calls(db: Connection, fingerprint: str) -> list[RecordedCall]:
 async def slowest_calls(db: Connection, kind: str) -> list[RecordedCall]:
     """The slowest recent calls of a kind that completed, slowest first."""
     return [_call(row) for row in await core.rows(db, _SLOWEST_CALLS, kind=kind)]
+
+
+async def recent_successes(db: Connection, kinds: list[str]) -> dict[str, list[RecordedCall]]:
+    """For each kind, its most recent completed calls that recorded what they were asked, newest first."""
+    found: dict[str, list[RecordedCall]] = {}
+    for kind in kinds:
+        found[kind] = [_call(row) for row in await core.rows(db, _RECENT_SUCCESSES, kind=kind)]
+    return found
 
 
 async def insert(

@@ -42,6 +42,7 @@ from bot.db.core import Connection
 from bot.db.records import ActionRecord
 from bot.improve.dataflow import CONFIG_SUFFIXES
 from bot.improve.evidence_pack import EvidencePack, FileHistory, LessonLike, SourceExcerpt, Suspect, Traceback
+from bot.improve.heldout import call_identity, shown_identities
 from bot.improve.history import _GIT_TIMEOUT_S, file_history, line_times
 from bot.improve.localise import (
     RECORDING_WRAPPERS,
@@ -416,6 +417,9 @@ async def build_evidence(
         failures = await action_queries.recent_failures(
             db, kind=None, fingerprint=fingerprint, since=0.0, limit=_MAX_FAILURES
         )
+    # The agent sees the older half of the distinct failing calls; the rest are held out for the proof.
+    shown_calls = shown_identities((r.ts, r.kind, r.invocation) for r in failures)
+    failures = [r for r in failures if call_identity(r.kind, r.invocation) in shown_calls or not r.invocation]
     kinds = list(dict.fromkeys(k for k in (incident["kind"] if incident else None, kind) if k))
     kinds += [r.kind for r in failures if r.kind not in kinds]
     tracebacks = _distinct_tracebacks(failures, incident)
@@ -459,4 +463,5 @@ async def build_evidence(
         kinds=kinds,
         handlers=handlers,
         max_chars=max_chars,
+        shown_calls=shown_calls,
     )

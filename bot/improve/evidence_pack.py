@@ -131,6 +131,8 @@ class EvidencePack:
     kinds: list[str] = field(default_factory=list)
     handlers: list[handler_queries.HandlerLocation] = field(default_factory=list)
     max_chars: int = 24000
+    # The failing calls shown (`bot.improve.heldout`): the rest are held out for the proof.
+    shown_calls: set[str] = field(default_factory=set)
 
     @property
     def fingerprints(self) -> set[str]:
@@ -333,8 +335,11 @@ def _failures_text(failures: list[ActionRecord], room: int) -> str:
             f"- {_when(record.ts)} {_safe(record.kind)} {_safe(record.error_type)} user {record.user_id}"
             f" channel {record.channel_id} {record.duration_ms:.0f} ms"
         )
-        if record.extra:
-            details.append(json.dumps({"ts": record.ts, **record.extra}, default=str, sort_keys=True)[:400])
+        asked = {"asked": record.invocation} if record.invocation else {}
+        if record.extra or asked:
+            details.append(
+                json.dumps({"ts": record.ts, **asked, **record.extra}, default=str, sort_keys=True)[:400]
+            )
     text = ""
     for line in lines:
         if len(text) + len(line) + 1 > room:

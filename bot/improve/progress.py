@@ -170,6 +170,7 @@ class RunProgress:
                 test_timeout_s=self._config.check_timeout_s,
                 latency_min_ms=self._settings.observe.latency.min_ms,
                 replay_answer_s=self._config.replay_answer_s,
+                slowdown=(self._config.proof_slowdown_factor, self._config.proof_slowdown_min_ms),
                 redact=self.runs.redactor.text,
                 now=lambda: self._clock().timestamp(),
             )
@@ -288,6 +289,14 @@ class RunProgress:
         if incident_id is None:
             return None
         return await proof_queries.incident_kind(self._db, incident_id)
+
+    async def _shown_calls(self, run_id: int) -> set[str]:
+        """The failing calls the run's evidence showed the agent (the rest are held out for the proof)."""
+        shown: set[str] = set()
+        for event in await self.runs.events(run_id):
+            if event.event == "evidence":
+                shown |= {str(identity) for identity in event.detail.get("shown_calls") or []}
+        return shown
 
     async def _write_lesson(
         self,

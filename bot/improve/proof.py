@@ -1,15 +1,23 @@
 """A proof of fix as the pipeline, the approval gate and the reports see it: its items — each an outcome on
 the base and one on the branch (recorded and live, after a deploy) with what was observed — its verdict,
 how it reads in a proposal and in chat, and how it is loaded from the `proofs` table. How a proof is taken
-and judged is `bot.improve.prover`.
+is `bot.improve.prover`, how its replayed calls are judged `bot.improve.proof_judge`.
+
+Each item has a role: a recorded failing call the agent was shown (`recorded`) or not (`held-out`), a
+`neighbour` (the same command with a nearby value), a call that worked before (`pass`), or a regression
+test. Its verdict: `proves` (fails on the base, fixed on the branch), `holds` (worked on the base, works
+alike on the branch), `fails` (still fails, or broke), `slow` (answers, far slower than before),
+`no_proof` (a test that proves nothing) or `neutral` (could not tell). An item may carry `flags`: what a
+reviewer should look at (the same answer for every failing input, a refusal where nearby inputs get
+results) — shown with the proof, never a verdict: fixing a failure often means one answer for all of it.
 
 The verdict is `proven` — **by replay** when a replay item proves it, else **by test** — when an item
-proves it and none says otherwise; `disproven` when an item shows the change does not fix it (the replay
-still fails, the test fails on the branch); `unproven` when nothing could tell. `deploy.require_proof`
-says which a plain "ship it" needs (`Proof.meets`). What an agent can act on — a test passing without the
-fix, a test that does not run the change, a replay still failing — is `Proof.feedback()`, fed back like
-failed checks. The proof is stored with the run (`proofs`) and rendered into the proposal and its report,
-each item saying what was observed and by whom.
+proves it and none says otherwise; `disproven` when an item shows the change does not fix it or breaks
+what worked; `unproven` when nothing could tell, or when it answers but far slower than before.
+`deploy.require_proof` says which a plain "ship it" needs (`Proof.meets`). What an agent can act on is
+`Proof.feedback()`, fed back like failed checks — without the inputs of calls it was not shown. The proof
+is stored with the run (`proofs`) and rendered into the proposal and its report, each item saying what
+was observed and by whom.
 """
 
 from __future__ import annotations
@@ -33,11 +41,13 @@ __all__ = [
 ]
 
 Verdict = Literal["proven", "unproven", "disproven"]
-ItemVerdict = Literal["proves", "fails", "no_proof", "neutral"]
+ItemVerdict = Literal["proves", "holds", "fails", "slow", "no_proof", "neutral"]
 Basis = Literal["replay", "test"]
 Requirement = Literal["off", "test", "replay"]
 
 _MARK = {True: "✅", False: "❌", None: "—"}
+_ROLES = {"recorded": "", "held-out": "held out", "neighbour": "neighbour", "pass": "worked before"}
+_HIDDEN = ("held-out", "neighbour")  # calls the agent was not shown: fed back without their inputs
 _BY = {"replay": "observed over the wire by the replay", "test": "run by the proof's test runner"}
 
 
@@ -62,16 +72,44 @@ class ProofItem:
     branch: Side | None
     verdict: ItemVerdict
     note: str = ""
+    role: str = ""  # "recorded", "held-out", "neighbour", "pass" for a replay; "" for a test
+    flags: tuple[str, ...] = ()  # what a reviewer should look at (shown, not a verdict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "flags": list(self.flags)}
 
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> ProofItem:
         sides = {name: Side(**value[name]) if value.get(name) else None for name in ("base", "branch")}
         return cls(
-            value["kind"], value["label"], sides["base"], sides["branch"], value["verdict"], value["note"]
+            value["kind"],
+            value["label"],
+            sides["base"],
+            sides["branch"],
+            value["verdict"],
+            value["note"],
+            value.get("role", ""),
+            tuple(value.get("flags") or ()),
         )
+
+    @property
+    def title(self) -> str:
+        """`replay `!roll 5d6` (held out)`: what it is, and its role where that says more."""
+        role = _ROLES.get(self.role, self.role)
+        return f"{self.kind} `{self.label}`" + (f" ({role})" if role else "")
+
+    @property
+    def cautious(self) -> bool:
+        """Answers, but far slower than before: the proof can be no more than unproven."""
+        return self.verdict == "slow"
+
+    def told(self) -> str:
+        """What this item says in feedback to the agent: a call it was not shown, without its input."""
+        notes = "; ".join([self.note, *self.flags] if self.note else self.flags)
+        if self.role in _HIDDEN:
+            what = "a call you were not shown" if self.role == "held-out" else "a nearby call"
+            return f"- {self.kind} ({what}, `{self.label.split(' ', 1)[0]}`): {notes}"
+        return f"- {self.kind} `{self.label}`: {notes}"
 
 
 def proved_by_replay(items: list[dict[str, Any]] | list[ProofItem]) -> bool:
@@ -112,23 +150,28 @@ class Proof:
 
     def feedback(self) -> str | None:
         """What the agent must change for the proof to hold, or None when there is nothing to act on."""
-        lines = [
-            f"- {item.kind} `{item.label}`: {item.note}"
-            for item in self.items
-            if item.verdict in ("fails", "no_proof")
-        ]
+        lines = list(
+            dict.fromkeys(
+                item.told() for item in self.items if item.verdict in ("fails", "no_proof") or item.cautious
+            )
+        )
         if not lines:
             return None
         return (
             "The proof of your fix does not hold. A fix must come with a test that FAILS on the base commit "
-            "(with only your test files added), PASSES with your change and RUNS the lines you changed "
-            "(it may not read their source), and the recorded failing calls must be answered on your "
-            "branch:\n" + "\n".join(lines)
+            "with the reported error (with only your test files added; it may not replace the code it "
+            "tests), PASSES with your change and RUNS the lines you changed (it may not read their "
+            "source). The recorded failing calls — also calls you were not shown, and the same commands "
+            "with nearby values — must be answered on your branch without the error happening (catching "
+            "it is not fixing it), calls that worked must answer as before, and no slower:\n"
+            + "\n".join(lines[:20])
         )
 
     def headline(self) -> str:
+        flags = sum(len(item.flags) for item in self.items)
+        read = f" (⚠️ {flags} flag{'s' if flags > 1 else ''} to read)" if flags else ""
         if self.verdict == "proven":
-            return f"✅ **proven by {self.basis}** — {self.reason}"
+            return f"✅ **proven by {self.basis}** — {self.reason}{read}"
         if self.verdict == "disproven":
             return f"❌ **unproven** (disproved) — {self.reason}"
         return f"⚠️ **unproven** — {self.reason}"
@@ -140,20 +183,46 @@ class Proof:
         for item in self.items:
             base = item.base.cell() if item.base else "—"
             branch = item.branch.cell() if item.branch else "—"
-            rows.append(f"| {item.kind} `{item.label}` | {base} | {branch} | {item.note} |")
+            notes = "; ".join([item.note, *(f"⚠️ {flag}" for flag in item.flags)] if item.note else item.flags)
+            rows.append(f"| {item.title} | {base} | {branch} | {notes} |")
         rows.append("")
         rows.append("Replays are " + _BY["replay"] + "; tests are " + _BY["test"] + ".")
         return "\n".join(rows)
 
     def chat(self) -> str:
-        """The proof for a chat message: a headline and one line per item (Discord renders no tables)."""
+        """The proof for a chat message (Discord renders no tables): a headline, what was checked by role,
+        then the items that did not pass first, one line each."""
         lines = [f"🧪 Proof: {self.headline()}"]
-        for item in self.items[:8]:
+        counts = self.checked()
+        if counts:
+            lines.append("Checked: " + " · ".join(counts))
+        trouble = [i for i in self.items if i.verdict in ("fails", "no_proof") or i.cautious or i.flags]
+        rest = [i for i in self.items if i not in trouble and i.verdict != "holds" and i.role != "neighbour"]
+        for item in (trouble + rest)[:8]:
             base = item.base.cell() if item.base else "—"
             branch = item.branch.cell() if item.branch else "—"
-            note = f" — {item.note}" if item.note and item.verdict != "proves" else ""
-            lines.append(f"• {item.kind} `{item.label}`: base {base} · branch {branch}{note}")
+            notes = [item.note] if item.note and item.verdict != "proves" else []
+            notes += [f"⚠️ {flag}" for flag in item.flags]
+            note = f" — {'; '.join(notes)}" if notes else ""
+            lines.append(f"• {item.title}: base {base} · branch {branch}{note}")
         return "\n".join(lines)
+
+    def checked(self) -> list[str]:
+        """What the replay checked, by role: "held out 2/2 fixed", "worked before 5/5 unchanged"…"""
+        shown = []
+        for role, good, name, word in (
+            ("recorded", "proves", "recorded", "fixed"),
+            ("held-out", "proves", "held out", "fixed"),
+            ("neighbour", "proves", "neighbours", "fixed"),
+            ("pass", "holds", "worked before", "unchanged"),
+        ):
+            items = [
+                i for i in self.items if i.kind == "replay" and i.role == role and i.verdict != "neutral"
+            ]
+            if items:
+                ok = sum(1 for i in items if i.verdict == good and not i.cautious)
+                shown.append(f"{name} {ok}/{len(items)} {word}")
+        return shown
 
 
 def _seconds(value: float) -> str:

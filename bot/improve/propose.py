@@ -189,6 +189,7 @@ class RunProposals(RunProgress):
             sha=sha,
             fingerprint=fingerprint,
             kind=target_kind,
+            shown=await self._shown_calls(run.id),
         )
         await self.runs.event(
             run.id,

@@ -1,23 +1,28 @@
-"""Proof of fix: the reported failure on the base, gone on the branch — judged from outside the code under
-test, on exactly the committed trees, before "ship it".
+"""Proof of fix: the reported failure on the base, gone on the branch, nothing that worked broken —
+judged from outside the code under test, on exactly the committed trees, before "ship it".
 
 Checks passing on a branch say nothing about *the reported failure*: a change that deletes the failing
-command passes them too. A proof has up to two kinds of items. Each runs on a fresh copy of exactly the
-base's tree and of the branch's (`Workspace.checkout`: no ignored or untracked file of any worktree), in
-the OS sandbox, in identical environments — nothing tells the code which side it is, or that it is
-being judged:
+command passes them too, and one that answers exactly the recorded inputs, or catches the error and
+answers anything, passes a replay of those inputs. A proof has two kinds of items. Each runs on a fresh
+copy of exactly the base's tree and of the branch's (`Workspace.checkout`: no ignored or untracked file of
+any worktree), in the OS sandbox, in identical environments — nothing tells the code which side it is,
+or that it is being judged:
 
-- **incident replay** (`bot.improve.replay`): the recorded failing calls, sent again over the wire to a
-  bot started from each tree. The observer is the bot process itself, outside the sandbox, and it judges
-  what a user would see: the fix is proven when the base shows the failure (the bot's apology naming a
-  bug, or no answer) and the branch answers; for a latency complaint, when the branch's first answer
-  comes in at most half the base's time. Nothing the process under test writes or prints is read.
+- **replay** (`bot.improve.replay`, planned by `bot.improve.replay_plan`, judged by
+  `bot.improve.proof_judge`): the recorded failing calls — those the agent's evidence showed and those
+  it held out — their neighbours (the same command with a nearby value), and recent calls that worked of
+  every command the change can reach, sent over the wire to a bot started from each tree. The observer is
+  the bot process itself, outside the sandbox; it judges what a user would see, what the code raised
+  (the launcher's watch, armed before the checkout's code runs) and how long each answer took. The fix
+  is proven when the failing calls fail on the base and are answered on the branch without the error
+  happening, and every call that worked answers alike; for a latency complaint, when the branch's first
+  answer comes in at most half the base's time.
 - **regression test**: the test files the change adds or modifies, on the branch and on the base's tree
   with only those files added, run by the proof's runner (`bot/trust/proof_runner.py`, the installed
   bot's copy) under coverage, with the changed source files unreadable except by import. It proves the
-  fix when it fails on the base, passes on the branch **and runs some of the lines the change made**; a
-  test that passes on the base, or runs none of the changed lines (one that only looks for text the
-  change adds), proves nothing.
+  fix when it fails on the base **with the reported error** (its type, reaching the recorded function —
+  not for a name the change adds), passes on the branch, **runs some of the lines the change made**, and
+  replaces none of the code under test (a monkeypatch or mock of it proves nothing).
 
 The verdict they add up to, and how a proof reads, are `bot.improve.proof`; the Prover stores each proof
 it takes with the run.
@@ -25,6 +30,7 @@ it takes with the run.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import re
@@ -37,18 +43,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from bot.db import handlers as handler_queries
 from bot.db import proofs as queries
 from bot.db.core import Connection
 from bot.improve.proof import ItemVerdict, Proof, ProofItem, Side, proved_by_replay
-from bot.improve.replay import (
-    CALL_TIMEOUT_S,
-    ReplayCase,
-    ReplayError,
-    ReplayPlan,
-    ReplayResult,
-    plan_replay,
-    run_replay,
-)
+from bot.improve.proof_judge import Timing, judge_replay
+from bot.improve.replay import CALL_TIMEOUT_S, ReplayError, ReplayResult, run_replay
+from bot.improve.replay_plan import Failure, ReplayCase, ReplayPlan, affected_kinds, plan_proof, plan_replay
 from bot.improve.verify import CheckResult, run_check
 from bot.improve.workspace import Workspace
 from bot.kernel.git import git
@@ -58,13 +59,15 @@ from bot.trust.proof_runner import MARKER
 from bot.trust.sandbox import Sandbox, SandboxUnavailable
 from bot.trust.trees import overlay_tree
 
-__all__ = ["Prover", "changed_lines", "changed_tests"]
+__all__ = ["Prover", "changed_files", "changed_lines", "changed_tests"]
 
 _log = get_logger(__name__)
 
 _TEST_FILE = re.compile(r"(^|/)(test_[^/]*|[^/]*_test)\.py$")
 _HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,(\d+))? @@")
 _LATENCY_FACTOR = 0.5  # a latency fix must at least halve the replayed call's time
+# Errors a test meets on the base when it only uses a name the change adds.
+_MISSING_NAME_ERRORS = ("ImportError", "ModuleNotFoundError", "AttributeError", "NameError", "TypeError")
 _RUNNER = Path(proof_runner.__file__).resolve()
 _RUNNER_INSIDE = "/run/mendbot/proof"
 
@@ -97,14 +100,47 @@ async def changed_lines(repo: Path, base_sha: str, sha: str) -> dict[str, list[i
     return {path: sorted(found) for path, found in lines.items() if found}
 
 
+async def changed_files(repo: Path, base_sha: str, sha: str) -> list[str]:
+    """Every file the committed change `base_sha..sha` adds, modifies or deletes, sorted."""
+    result = await git(repo, "diff", "--name-only", "-z", base_sha, sha, timeout_s=60)
+    return sorted(name for name in result.output.split("\0") if name)
+
+
 @dataclass(frozen=True)
 class _TestRun:
-    """The tests on one side: the outcome, which changed lines they ran (None: not measured), and the
-    changed sources they read other than to run them."""
+    """The tests on one side: the outcome, which changed lines they ran (None: not measured), the changed
+    sources they read other than to run them, each test's outcome, the test files that could not be
+    collected, and what each test replaced of the code under test."""
 
     side: Side
     coverage: dict[str, dict[str, list[int]]] | None
     read: list[str] = field(default_factory=list)
+    tests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    collect_errors: list[str] = field(default_factory=list)
+    patched: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What the test runner is asked on both sides, and what the test item is judged against."""
+
+    tests: list[str]
+    sources: dict[str, list[int]]
+    watched: list[str]
+    expect: Failure | None
+    added: set[str]
+
+    def json(self) -> str:
+        expect = None
+        if self.expect is not None:
+            expect = {
+                "type": self.expect.error_type,
+                "file": self.expect.file,
+                "function": self.expect.function,
+            }
+        return json.dumps(
+            {"tests": self.tests, "sources": self.sources, "watched": self.watched, "expect": expect}
+        )
 
 
 class Prover:
@@ -119,6 +155,7 @@ class Prover:
         test_timeout_s: float,
         latency_min_ms: float,
         replay_answer_s: float = CALL_TIMEOUT_S,
+        slowdown: tuple[float, float] = (5.0, 250.0),
         redact: Callable[[str], str] = str,
         now: Callable[[], float] = time.time,
     ) -> None:
@@ -128,6 +165,7 @@ class Prover:
         self._test_timeout_s = test_timeout_s
         self._latency_min_ms = latency_min_ms
         self._replay_answer_s = replay_answer_s
+        self._timing = Timing(factor=slowdown[0], min_ms=slowdown[1], latency_min_ms=latency_min_ms)
         self._redact = redact
         self._now = now
 
@@ -142,16 +180,25 @@ class Prover:
             return str(exc)
 
     async def prove(
-        self, *, run_id: int, base_sha: str, sha: str, fingerprint: str | None, kind: str | None
+        self,
+        *,
+        run_id: int,
+        base_sha: str,
+        sha: str,
+        fingerprint: str | None,
+        kind: str | None,
+        shown: set[str] | None = None,
     ) -> Proof:
-        """Commit `sha` against `base_sha`: regression tests and replay (module docstring)."""
+        """Commit `sha` against `base_sha`: regression tests and replay (module docstring). `shown`: the
+        failing calls the agent's evidence showed (`bot.improve.heldout`); the rest are held out."""
         started = time.perf_counter()
         repo = self._workspace.repo_root
         tests = await changed_tests(repo, base_sha, sha)
+        changed = await changed_files(repo, base_sha, sha)
         sources = await changed_lines(repo, base_sha, sha) if tests else {}
-        plan = await plan_replay(self._db, fingerprint=fingerprint, kind=kind)
         items: list[ProofItem] = []
-        if tests or plan.replayable:
+        plan = ReplayPlan([], [], fingerprint is None)
+        if tests or fingerprint is not None or kind is not None:
             base_tree = await overlay_tree(repo, base_sha, sha, tests) if tests else base_sha
             # Both copies get the same kind of name: nothing in a path says which side it is.
             name = f"run-{run_id}-proof"
@@ -159,12 +206,25 @@ class Prover:
                 self._workspace.checkout(base_tree, name=name, at=base_sha) as base,
                 self._workspace.checkout(sha, name=name) as branch,
             ):
-                (base_tests, base_replay), (branch_tests, branch_replay) = await asyncio.gather(
-                    self._side(base, tests, sources, plan), self._side(branch, tests, sources, plan)
+                reach = affected_kinds(await handler_queries.every_handler(self._db), changed, base)
+                plan = await plan_proof(
+                    self._db, fingerprint=fingerprint, kind=kind, shown=shown or set(), reach=reach
                 )
-            if base_tests is not None and branch_tests is not None:
-                items.append(_test_item(tests, base_tests, branch_tests))
-            items += _replay_items(plan, base_replay, branch_replay, self._latency_min_ms)
+                request = _Request(
+                    tests,
+                    sources,
+                    sorted({*sources, *([plan.failure.file] if plan.failure and plan.failure.file else [])}),
+                    plan.failure,
+                    _added_names(base, branch, changed),
+                )
+                (base_tests, base_replay), (branch_tests, branch_replay) = await asyncio.gather(
+                    self._side(base, request, plan), self._side(branch, request, plan)
+                )
+                if base_tests is not None and branch_tests is not None:
+                    items.append(_test_item(request, base_tests, branch_tests))
+                items += _replay_items(
+                    plan, base_replay, branch_replay, self._timing, lambda path: _read(branch, path)
+                )
         items += _unreplayable_items(plan)
         proof = _judge(items, time.perf_counter() - started, plan)
         await self._store(run_id, "verify", sha, base_sha, proof)
@@ -235,14 +295,13 @@ class Prover:
         return _judge(items, time.perf_counter() - started, plan, stage="deploy")
 
     async def _side(
-        self, checkout: Path, tests: list[str], sources: dict[str, list[int]], plan: ReplayPlan
+        self, checkout: Path, request: _Request, plan: ReplayPlan
     ) -> tuple[_TestRun | None, dict[str, ReplayResult] | str]:
-        test_run = await self._run_tests(checkout, tests, sources) if tests else None
+        test_run = await self._run_tests(checkout, request) if request.tests else None
         return test_run, await self._replay(checkout, plan)
 
-    async def _run_tests(self, checkout: Path, tests: list[str], sources: dict[str, list[int]]) -> _TestRun:
-        request = json.dumps({"tests": tests, "sources": sources})
-        command = shlex.join(["python", f"{_RUNNER_INSIDE}/runner.py", request])
+    async def _run_tests(self, checkout: Path, request: _Request) -> _TestRun:
+        command = shlex.join(["python", f"{_RUNNER_INSIDE}/runner.py", request.json()])
         with tempfile.TemporaryDirectory(prefix="mendbot-proof-") as runner_dir:
             shutil.copyfile(_RUNNER, Path(runner_dir) / "runner.py")
             try:
@@ -277,12 +336,54 @@ class Prover:
             stage=stage,
             verdict=proof.verdict,
             basis=proof.basis,
+            items=len(proof.items),
             overhead_s=round(proof.overhead_s, 2),
         )
 
 
+def _read(root: Path, path: str) -> str | None:
+    """A file of a checkout's committed tree by its repository path (None: not a file inside it)."""
+    target = (root / path).resolve()
+    if not target.is_relative_to(root.resolve()) or not target.is_file():
+        return None
+    try:
+        return target.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
+def _defined_names(source: str | None) -> set[str]:
+    """The names a module defines: functions, classes, their methods and parameters, assigned names."""
+    if source is None:
+        return set()
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return set()
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            names |= {arg.arg for arg in [*node.args.args, *node.args.kwonlyargs, *node.args.posonlyargs]}
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+    return names
+
+
+def _added_names(base: Path, branch: Path, changed: list[str]) -> set[str]:
+    """The names the change defines that the base's version of the same files does not."""
+    added: set[str] = set()
+    for path in changed:
+        if path.endswith(".py") and not _TEST_FILE.search(path):
+            added |= _defined_names(_read(branch, path)) - _defined_names(_read(base, path))
+    return added
+
+
 def _read_test_run(result: CheckResult) -> _TestRun:
-    """The runner's outcome: its last line before the coverage line, and what that line reported."""
+    """The runner's outcome: its last line before the report line, and what that line reported."""
     report: dict[str, Any] = {}
     shown: list[str] = []
     for line in result.output_tail.splitlines():
@@ -297,14 +398,25 @@ def _read_test_run(result: CheckResult) -> _TestRun:
     text = shown[-1][:80] if shown else f"exit code {result.exit_code}"
     coverage = report.get("coverage")
     read = report.get("read")
+    tests = report.get("tests")
+    errors = report.get("collect_errors")
+    patched = report.get("patched")
     return _TestRun(
         Side(result.ok, text, result.duration_s),
         coverage if isinstance(coverage, dict) else None,
         [str(path) for path in read] if isinstance(read, list) else [],
+        tests if isinstance(tests, dict) else {},
+        [str(error) for error in errors] if isinstance(errors, list) else [],
+        patched if isinstance(patched, dict) else {},
     )
 
 
-def _test_item(tests: list[str], base: _TestRun, branch: _TestRun) -> ProofItem:
+def _failed(entry: dict[str, Any] | None) -> bool:
+    return entry is not None and entry.get("outcome") in ("failed", "error")
+
+
+def _test_item(request: _Request, base: _TestRun, branch: _TestRun) -> ProofItem:
+    tests = request.tests
     label = ", ".join(tests[:3]) + (f" (+{len(tests) - 3})" if len(tests) > 3 else "")
 
     def item(verdict: ItemVerdict, note: str) -> ProofItem:
@@ -327,6 +439,30 @@ def _test_item(tests: list[str], base: _TestRun, branch: _TestRun) -> ProofItem:
             f"unproven: the test reads the source of a file your change made ({shown}): a proof's test"
             " must run the code, not read it",
         )
+    if base.collect_errors and not any(_failed(entry) for entry in base.tests.values()):
+        return item(
+            "no_proof",
+            "unproven: on the base your test cannot even be collected — it fails for a name your change"
+            f" adds, not for the reported failure ({_first_line(base.collect_errors[0])})",
+        )
+    proving = [
+        test
+        for test, entry in branch.tests.items()
+        if entry.get("outcome") == "passed" and _failed(base.tests.get(test))
+    ]
+    if branch.tests and not proving:
+        return item("no_proof", "unproven: no test both fails on the base and passes on your branch")
+    clean = [test for test in proving if not branch.patched.get(test) and not base.patched.get(test)]
+    if proving and not clean:
+        replaced = (branch.patched.get(proving[0]) or base.patched.get(proving[0]) or ["?"])[0]
+        return item(
+            "no_proof",
+            f"unproven: the test replaces the code it tests ({replaced}): it proves nothing about the real"
+            " code",
+        )
+    reasons = [_why_not_the_failure(base.tests[test], request) for test in clean]
+    if clean and all(reasons):
+        return item("no_proof", f"unproven: {reasons[0]}")
     if branch.coverage is None:
         return item("no_proof", "unproven: which lines of the change your test runs could not be measured")
     changed = sum(len(found["changed"]) for found in branch.coverage.values())
@@ -339,6 +475,32 @@ def _test_item(tests: list[str], base: _TestRun, branch: _TestRun) -> ProofItem:
         )
         return item("no_proof", f"unproven: the test does not exercise the change ({what})")
     return item("proves", f"fails on the base, passes on the branch, runs {ran} of {changed} changed lines")
+
+
+def _why_not_the_failure(entry: dict[str, Any], request: _Request) -> str:
+    """Why a test's failure on the base is not the reported failure, or "" when it is."""
+    error = str(entry.get("error_type") or "")
+    message = str(entry.get("message") or "")
+    expect = request.expect
+    if expect is not None:
+        if error == expect.error_type and (entry.get("reaches") or not expect.function):
+            return ""
+        where = f" in `{expect.function}`" if expect.function else ""
+        got = f"{error} ({message[:80]})" if message else error
+        return f"on the base your test fails with {got}, not with the reported {expect.error_type}{where}"
+    if error in _MISSING_NAME_ERRORS:
+        missing = sorted(name for name in request.added if re.search(rf"\b{re.escape(name)}\b", message))
+        if missing:
+            return (
+                f"on the base your test fails only because `{missing[0]}` is missing — a name your change"
+                " adds, not the reported failure"
+            )
+    return ""
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[-1] if lines else text)[:120]
 
 
 def _recorded(case: ReplayCase) -> str:
@@ -368,71 +530,26 @@ def _replay_items(
     plan: ReplayPlan,
     base: dict[str, ReplayResult] | str,
     branch: dict[str, ReplayResult] | str,
-    latency_min_ms: float,
+    timing: Timing,
+    source_of: Callable[[str], str | None],
 ) -> list[ProofItem]:
-    items: list[ProofItem] = []
-    for case in plan.replayable:
-        if isinstance(base, str) or isinstance(branch, str):
-            why = base if isinstance(base, str) else branch
-            items.append(ProofItem("replay", case.label, None, None, "neutral", f"could not run: {why}"))
-            continue
-        before, after = base.get(case.key), branch.get(case.key)
-        if plan.latency:
-            items.append(_latency_item(case, before, after, latency_min_ms))
-            continue
-        base_side, branch_side = _result_side(before), _result_side(after)
-        reproduced = before is not None and not before.ok
-        fixed = after is not None and after.ok
-        if not fixed:
-            note = _still_failing(case, after, False)
-            items.append(ProofItem("replay", case.label, base_side, branch_side, "fails", note))
-        elif not reproduced:
-            note = "does not fail on the base either"
-            items.append(ProofItem("replay", case.label, base_side, branch_side, "neutral", note))
-        else:
-            assert before is not None
-            same = case.error_type is not None and before.error_type == case.error_type
-            note = "fails on the base as recorded" if same else "fails on the base"
-            note += ", answered on the branch"
-            items.append(ProofItem("replay", case.label, base_side, branch_side, "proves", note))
-    return items
-
-
-def _latency_item(
-    case: ReplayCase,
-    before: ReplayResult | None,
-    after: ReplayResult | None,
-    latency_min_ms: float,
-) -> ProofItem:
-    base_side, branch_side = _result_side(before), _result_side(after)
-    if after is None or not after.ok:
-        return ProofItem(
-            "replay", case.label, base_side, branch_side, "fails", _still_failing(case, after, True)
-        )
-    if before is None or not before.answered or before.duration_ms < latency_min_ms:
-        return ProofItem(
-            "replay", case.label, base_side, branch_side, "neutral", "not slow on the base either"
-        )
-    if after.duration_ms <= before.duration_ms * _LATENCY_FACTOR:
-        drop = f"{before.duration_ms:.0f} ms → {after.duration_ms:.0f} ms"
-        return ProofItem(
-            "replay", case.label, base_side, branch_side, "proves", f"first answer sooner: {drop}"
-        )
-    return ProofItem(
-        "replay",
-        case.label,
-        base_side,
-        branch_side,
-        "fails",
-        f"still slow: {after.duration_ms:.0f} ms on the branch, {before.duration_ms:.0f} ms on the base",
-    )
+    if isinstance(base, str) or isinstance(branch, str):
+        why = base if isinstance(base, str) else branch
+        return [
+            ProofItem("replay", case.label, None, None, "neutral", f"could not run: {why}", case.role)
+            for case in plan.replayable
+            if case.role in ("recorded", "held-out")
+        ]
+    return judge_replay(plan, base, branch, timing=timing, source_of=source_of)
 
 
 def _unreplayable_items(plan: ReplayPlan) -> list[ProofItem]:
     return [
-        ProofItem("replay", case.label, None, None, "neutral", f"not replayable: {case.unreplayable}")
+        ProofItem(
+            "replay", case.label, None, None, "neutral", f"not replayable: {case.unreplayable}", case.role
+        )
         for case in plan.cases
-        if case.unreplayable is not None
+        if case.unreplayable is not None and case.role in ("recorded", "held-out")
     ]
 
 
@@ -441,18 +558,30 @@ def _judge(
 ) -> Proof:
     failing = [item for item in items if item.verdict == "fails"]
     if failing:
-        reason = "; ".join(f"{item.kind} `{item.label}`: {item.note}" for item in failing[:3])
+        reason = "; ".join(f"{item.title}: {item.note}" for item in failing[:3])
         return Proof("disproven", reason, items, overhead_s, stage)
     if any(item.verdict == "proves" for item in items):
+        cautious = [item for item in items if item.cautious]
+        if cautious:
+            notes = [
+                f"{item.title}: {'; '.join([item.note, *item.flags] if item.note else item.flags)}"
+                for item in cautious[:3]
+            ]
+            return Proof("unproven", "the failure is gone, but " + "; ".join(notes), items, overhead_s, stage)
         if stage == "deploy":
             what = "the replayed calls are answered by the live code"
         elif proved_by_replay(items):
             what = "the failure a user saw reproduces on the base and is gone on the branch"
+            checked = [
+                i for i in items if i.role in ("held-out", "neighbour", "pass") and i.verdict != "neutral"
+            ]
+            if checked:
+                what += ", on calls the agent was not shown too, and what worked still works"
         else:
             what = "a test that runs the change fails on the base and passes on the branch"
         return Proof("proven", what, items, overhead_s, stage)
     if not items:
         why = "nothing was recorded to replay" if not plan.cases else "no recorded call could be replayed"
         return Proof("unproven", f"no test reproduces the failure and {why}", items, overhead_s, stage)
-    notes = "; ".join(f"{item.kind} `{item.label}`: {item.note}" for item in items[:3])
-    return Proof("unproven", f"nothing proved the fix ({notes})", items, overhead_s, stage)
+    said = "; ".join(f"{item.title}: {item.note}" for item in items[:3])
+    return Proof("unproven", f"nothing proved the fix ({said})", items, overhead_s, stage)

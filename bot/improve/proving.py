@@ -105,7 +105,12 @@ class RunProofs(RunProgress):
         kind = await self._incident_kind(run.incident_id) or target.get("kind")
         try:
             proof = await self.prover.prove(
-                run_id=run.id, base_sha=run.base_sha or "", sha=head_sha, fingerprint=fingerprint, kind=kind
+                run_id=run.id,
+                base_sha=run.base_sha or "",
+                sha=head_sha,
+                fingerprint=fingerprint,
+                kind=kind,
+                shown=await self._shown_calls(run.id),
             )
         except Exception as exc:
             _log.exception("proving the moved head failed", run_id=run.id)

@@ -1,23 +1,22 @@
-"""Incident replay, judged from outside: the recorded calls, sent again over the wire to a bot started
-from a checkout in the sandbox, and judged by what a user would have seen.
+"""Incident replay, judged from outside: calls sent over the wire to a bot started from a checkout in the
+sandbox, and judged by what a user would have seen — and by what the code raised on the way.
 
-The recorder kept what each handler was asked (`invocation`). For a run's incident the replay picks at
-most `MAX_REPLAYS` distinct recorded invocations — the failures with the incident's fingerprint, or, for a
-latency or wrong-output complaint with no fingerprint, the kind's slowest calls. Invocations whose outcome
-depends on state the recorder could not capture (a reaction on some message, a task iteration, an option
-naming a member or a channel, a redacted value) are not sent: they are "not replayable", with the reason.
+What is sent is the plan (`bot.improve.replay_plan`): recorded failing calls, their neighbours, and calls
+that worked.
 
 **Who judges.** No verdict comes from the process under test — not a record it wrote, not a line it
 printed. The bot process itself is the observer: it serves a loopback Discord
 (`bot.trust.loopback_discord`) on a unix socket bound into the sandbox, starts the checkout's own `mendbot
 run` there through a launcher from the installed bot (`bot/trust/replay_launch.py`, bound read-only: never
-the checkout's copy), and then, as a member in `#general`, sends each recorded call (a message, or a slash
-command with its options) and watches what comes back: the answer's text, no answer at all, or the bot's
-apology naming a bug ("Something went wrong on my side (ZeroDivisionError)…",
-`bot.kernel.errors.named_bug`), and the time from the call to the first answer as the observer measured
-it. The checkout runs on a fresh copy of exactly its commit's tree (`Workspace.checkout`) in an
-environment that says nothing about being a replay: the same for the base and the branch, with a config
-and a token like any other start.
+the checkout's copy), and then, as a member in `#general`, sends each call (a message, or a slash command
+with its options) and watches what comes back: the answer's text (as it is once the replay is over, edits
+applied), no answer at all, or the bot's apology naming a bug ("Something went wrong on my side
+(ZeroDivisionError)…", `bot.kernel.errors.named_bug`), and the time from the call to the first answer as
+the observer measured it. The launcher also reports, on a second socket, every exception the checkout's
+own frames raised and the frame that caught it, watched from before the checkout's first line ran; the
+observer gives each to the call in whose window it was raised (`Raised`). The checkout runs on a fresh
+copy of exactly its commit's tree (`Workspace.checkout`) in an environment that says nothing about being a
+replay: the same for the base and the branch, with a config and a token like any other start.
 
 What this does not catch: a change can detect the sandbox (no network, another user id) and behave
 differently there; the deploy's own replay and watch against the live code are what see that.
@@ -30,26 +29,22 @@ import contextlib
 import contextvars
 import json
 import os
-import re
 import shutil
 import signal
 import tempfile
 import time
 from collections.abc import AsyncIterator, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from bot.db import handlers as handler_queries
-from bot.db import proofs as queries
-from bot.db.core import Connection
+from bot.improve.replay_plan import ReplayCase, ReplayPlan, extension_of
 from bot.kernel.errors import named_bug
 from bot.kernel.log import get_logger
 from bot.trust import replay_launch
 from bot.trust.loopback_discord_model import message_text
-from bot.trust.redact import REDACTED
 from bot.trust.sandbox import Sandbox, SandboxUnavailable
 
 if TYPE_CHECKING:  # the double (and aiohttp's server side) is loaded by the first replay, not at start
@@ -57,30 +52,30 @@ if TYPE_CHECKING:  # the double (and aiohttp's server side) is loaded by the fir
     from bot.trust.loopback_discord_model import FakeChannel
 
 __all__ = [
-    "MAX_REPLAYS",
-    "ReplayCase",
+    "CALL_TIMEOUT_S",
+    "Raised",
     "ReplayError",
-    "ReplayPlan",
     "ReplayResult",
-    "plan_replay",
+    "Watch",
     "run_replay",
 ]
 
 _log = get_logger(__name__)
 
-MAX_REPLAYS = 5
 READY_TIMEOUT_S = 60.0  # the checkout's bot connects to the observer within this
 CALL_TIMEOUT_S = 15.0  # a recorded call answered within this, or "no answer"
 # Discord's own deadline: a slash command not acknowledged (answered, or "thinking…") within 3 s fails
 # for the user ("The application did not respond"), whatever the bot sends later.
 ACK_TIMEOUT_S = 3.0
-_SETTLE_S = 0.3  # after the first answer, edits made at once (a "rolling…" then the result) still count
+# After a call's first answer, the next call waits until nothing has moved (no message, no edit, no
+# exception) for `_QUIET_S`, at most `_SETTLE_S`: what one call does is not taken for the next one's.
+_QUIET_S = 0.08
+_SETTLE_S = 0.6
 _STOP_TIMEOUT_S = 5.0
 _REPLY_CHARS = 300
 _LAUNCHER = Path(replay_launch.__file__).resolve()
-_INSIDE = "/run/mendbot/replay"  # where the observer's socket, the config and the launcher are bound
+_INSIDE = "/run/mendbot/replay"  # where the observer's sockets, the config and the launcher are bound
 _MEMBER = "alice"
-_SNOWFLAKE_OPTION = re.compile(r"^[A-Za-z]+:\d+$")  # how the recorder keeps a member, role or channel
 
 
 class ReplayError(Exception):
@@ -88,45 +83,45 @@ class ReplayError(Exception):
 
 
 @dataclass(frozen=True)
-class ReplayCase:
-    """One recorded invocation to send again; `unreplayable` is the reason it cannot be, if any."""
+class Raised:
+    """An exception the checkout's code raised during a call, as the launcher's watch saw it: its type,
+    the innermost frame of the repository it was raised in, and the frame that caught it (the last frame
+    it reached; `caught_in_repo` False means it left the repository's code: the framework took it)."""
 
-    key: str
-    kind: str
-    name: str
-    options: dict[str, Any]
-    fingerprint: str | None  # the failure it should reproduce; None for a latency case
-    recorded_ms: float
-    unreplayable: str | None = None
-    error_type: str | None = None  # what was recorded as raised, for a failure
-
-    @property
-    def label(self) -> str:
-        """What a person would have typed, e.g. `!roll 2d6` or `/temp value=100 scale=C`."""
-        if self.kind.startswith("command:") or self.kind == "listener:on_message":
-            return str(self.options.get("text") or self.options.get("content") or self.name)[:80]
-        shown = " ".join(f"{key}={value}" for key, value in self.options.items())
-        return f"{self.name} {shown}".strip()[:80]
+    error_type: str
+    file: str
+    function: str
+    line: int
+    caught_file: str
+    caught_function: str
+    caught_in_repo: bool
+    frames: tuple[str, ...] = ()  # the repository files it passed through
 
     @property
-    def slash(self) -> bool:
-        return self.kind.startswith("app:")
-
-    @property
-    def text(self) -> str:
-        """The message a member sends for a prefix command or a listener."""
-        return str(self.options.get("text") or self.options.get("content") or "")
+    def caught_where_raised(self) -> bool:
+        return self.caught_in_repo and (self.caught_file, self.caught_function) == (self.file, self.function)
 
 
 @dataclass(frozen=True)
-class ReplayPlan:
-    cases: list[ReplayCase]
-    handlers: list[str]  # repository paths of the files that handle the kinds replayed
-    latency: bool
+class Watch:
+    """The state of the launcher's exception watch over a whole replay."""
+
+    on: bool = False  # the launcher connected and armed it
+    tampered: str | None = None  # the code under test tried to turn it off ("sys.settrace")
+    lost: bool = False  # its reports stopped before the replay ended (the connection closed, overflow)
 
     @property
-    def replayable(self) -> list[ReplayCase]:
-        return [case for case in self.cases if case.unreplayable is None]
+    def trusted(self) -> bool:
+        return self.on and self.tampered is None and not self.lost
+
+    def problem(self) -> str | None:
+        if self.tampered is not None:
+            return f"the code under test tried to turn off the replay's watch ({self.tampered})"
+        if self.lost:
+            return "the replay's watch of raised exceptions stopped reporting before the replay ended"
+        if not self.on:
+            return "the replay's watch of raised exceptions did not start"
+        return None
 
 
 @dataclass(frozen=True)
@@ -138,6 +133,8 @@ class ReplayResult:
     reply: str  # what a user reads in the answer (content and embeds), cut short; "" without one
     error_type: str | None  # the bug the bot's apology names, if the answer is one
     duration_ms: float  # from the call to the first answer, measured by the observer
+    raised: tuple[Raised, ...] = ()  # what the checkout's code raised during the call
+    watch: Watch = field(default_factory=Watch)
 
     @property
     def ok(self) -> bool:
@@ -151,73 +148,18 @@ class ReplayResult:
             return f"error shown: {self.error_type}"
         return f"answered “{_snippet(self.reply)}”"
 
+    def escaped(self, files: list[str]) -> Raised | None:
+        """An exception that left the handler's code (one of `files` on its way) for the framework: the
+        answer is then the framework's handling of an error (a refusal), not the handler's result."""
+        for raised in self.raised:
+            if not raised.caught_in_repo and (not files or set(raised.frames) & set(files)):
+                return raised
+        return None
+
 
 def _snippet(text: str, limit: int = 60) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def _unreplayable(kind: str, invocation: dict[str, Any] | None) -> str | None:
-    if not invocation:
-        return "no invocation was recorded for it"
-    options = invocation.get("options") or {}
-    if not isinstance(options, dict):
-        return "its options were not recorded"
-    if any(REDACTED in str(value) for value in options.values()):
-        return "an option was redacted when it was recorded"
-    if kind.startswith("command:"):
-        return None if options.get("text") else "the command's text was not recorded"
-    if kind == "listener:on_message":
-        return None if options.get("content") else "the message's content was not recorded"
-    if kind.startswith("app:"):
-        if " " in str(invocation.get("name", "")).strip():
-            return "a subcommand: the replay sends top-level commands only"
-        for name, value in options.items():
-            if isinstance(value, str) and _SNOWFLAKE_OPTION.match(value):
-                what = value.split(":")[0]
-                return f"option `{name}` names a Discord object ({what}) the recorder kept only by id"
-        return None
-    what = kind.split(":", 1)[0]
-    return f"a {what} depends on state the recorder could not capture (messages, time, stored data)"
-
-
-async def plan_replay(
-    db: Connection, *, fingerprint: str | None, kind: str | None, limit: int = MAX_REPLAYS
-) -> ReplayPlan:
-    """What to replay for a run: the incident's failures, else (latency, wrong output) the kind's
-    slowest calls."""
-    latency = fingerprint is None
-    if fingerprint is not None:
-        calls = await queries.failing_calls(db, fingerprint)
-    elif kind is not None:
-        calls = await queries.slowest_calls(db, kind)
-    else:
-        calls = []
-    cases: list[ReplayCase] = []
-    seen: set[str] = set()
-    for call in calls:
-        identity = json.dumps([call.kind, call.invocation], sort_keys=True, default=str)
-        if identity in seen:
-            continue
-        seen.add(identity)
-        invocation = call.invocation or {}
-        cases.append(
-            ReplayCase(
-                key=str(len(cases) + 1),
-                kind=call.kind,
-                name=str(invocation.get("name") or call.kind.split(":", 1)[-1]),
-                options=dict(invocation.get("options") or {}),
-                fingerprint=fingerprint,
-                recorded_ms=call.duration_ms,
-                unreplayable=_unreplayable(call.kind, call.invocation),
-                error_type=call.error_type,
-            )
-        )
-        if len(cases) >= limit:
-            break
-    kinds = {case.kind for case in cases if case.unreplayable is None}
-    handlers = sorted({location.path for location in await handler_queries.for_kinds(db, kinds)})
-    return ReplayPlan(cases, handlers, latency)
 
 
 async def run_replay(
@@ -253,6 +195,78 @@ def _run(observe: Coroutine[Any, Any, dict[str, ReplayResult]]) -> dict[str, Rep
         loop.close()
 
 
+class _Reports:
+    """The launcher's watch as it reports: one JSON line per step of a raised exception."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.hello = False
+        self.tampered: str | None = None
+        self.lost = False
+        self.open = False
+        self.last = 0.0  # when the last report came in (the observer's clock)
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.open = True
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
+        try:
+            while line := await reader.readline():
+                self.last = time.monotonic()
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                kind = event.get("e") if isinstance(event, dict) else None
+                if kind == "hello":
+                    self.hello = True
+                elif kind == "tamper":
+                    self.tampered = str(event.get("what"))[:80]
+                elif kind == "overflow":
+                    self.lost = True
+                elif kind == "raise":
+                    self.events.append(event)
+        finally:
+            self.open = False
+            writer.close()
+
+    async def close(self) -> None:
+        """Stop reading: the launcher's connection ends with the replay."""
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def watch(self, *, stopped: bool) -> Watch:
+        """The watch's state; `stopped`: the replay is over (a connection closed before is a loss)."""
+        return Watch(self.hello, self.tampered, self.lost or (self.hello and not self.open and not stopped))
+
+    def raised_between(self, start: float, end: float) -> tuple[Raised, ...]:
+        """The exceptions first raised in the window [start, end), each with where it went."""
+        chains: dict[int, list[dict[str, Any]]] = {}
+        for event in self.events:
+            chains.setdefault(int(event.get("id", 0)), []).append(event)
+        found = []
+        for steps in chains.values():
+            first, last = steps[0], steps[-1]
+            if not start <= float(first.get("t", 0.0)) < end:
+                continue
+            found.append(
+                Raised(
+                    error_type=str(first.get("type")),
+                    file=str(first.get("file")),
+                    function=str(first.get("func")),
+                    line=int(first.get("line") or 0),
+                    caught_file=str(last.get("file")),
+                    caught_function=str(last.get("func")),
+                    caught_in_repo=bool(last.get("repo")),
+                    frames=tuple(dict.fromkeys(str(s.get("file")) for s in steps if s.get("repo"))),
+                )
+            )
+        return tuple(found)
+
+
 async def _observe(
     checkout: Path, plan: ReplayPlan, sandbox: Sandbox, ready_timeout_s: float, call_timeout_s: float
 ) -> dict[str, ReplayResult]:
@@ -260,26 +274,30 @@ async def _observe(
 
     with tempfile.TemporaryDirectory(prefix="mendbot-replay-") as scratch:
         shared = Path(scratch)
-        async with DiscordDouble(unix_socket=shared / "discord.sock", echo=False) as observer:
-            _prepare(shared, observer, plan)
-            async with _started(sandbox, checkout, observer, shared, ready_timeout_s) as output:
-                general = observer.guild.channel("general")
-                results = {}
-                for case in plan.replayable:
-                    results[case.key] = await _call(observer, general, case, call_timeout_s)
-                _log.info("replayed", checkout=str(checkout), cases=len(results), output=output.name)
+        reports = _Reports()
+        server = await asyncio.start_unix_server(reports.serve, path=str(shared / "monitor.sock"))
+        try:
+            async with DiscordDouble(unix_socket=shared / "discord.sock", echo=False) as observer:
+                _prepare(shared, observer, plan)
+                async with _started(sandbox, checkout, observer, shared, ready_timeout_s) as output:
+                    general = observer.guild.channel("general")
+                    seen: list[tuple[ReplayCase, _Seen]] = []
+                    for case in plan.replayable:
+                        seen.append((case, await _call(observer, general, case, call_timeout_s, reports)))
+                    ended = time.monotonic()
+                    _log.info("replayed", checkout=str(checkout), cases=len(seen), output=output.name)
+                    watch = reports.watch(stopped=False)
+                    results = {}
+                    for index, (case, call) in enumerate(seen):
+                        until = seen[index + 1][1].started if index + 1 < len(seen) else ended
+                        results[case.key] = call.result(
+                            case.key, observer, general, reports.raised_between(call.started, until), watch
+                        )
+        finally:
+            server.close()
+            await reports.close()
+            await server.wait_closed()
     return results
-
-
-def extension_of(path: str) -> str:
-    """The extension that holds a handler file: `cogs/dice.py` → `cogs.dice`, a cog package's submodule
-    → the package, any other module → itself."""
-    parts = path.removesuffix(".py").split("/")
-    if parts[-1] == "__init__":
-        parts.pop()
-    if parts[:1] == ["cogs"] and len(parts) > 2:
-        parts = parts[:2]
-    return ".".join(parts)
 
 
 def _prepare(shared: Path, observer: DiscordDouble, plan: ReplayPlan) -> None:
@@ -302,6 +320,7 @@ def _prepare(shared: Path, observer: DiscordDouble, plan: ReplayPlan) -> None:
     }
     (shared / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     os.chmod(shared, 0o755)
+    os.chmod(shared / "monitor.sock", 0o777)
 
 
 @contextlib.asynccontextmanager
@@ -312,7 +331,13 @@ async def _started(
     Yields the file its output goes to."""
     async with sandbox.jail(checkout, git_dir=None, writable=False, binds={shared: _INSIDE}) as jail:
         env = jail.environment({"DISCORD_TOKEN": observer.token, "PYTHONUNBUFFERED": "1"})
-        argv = [jail.python, f"{_INSIDE}/launch.py", f"{_INSIDE}/discord.sock", f"{_INSIDE}/config.yaml"]
+        argv = [
+            jail.python,
+            f"{_INSIDE}/launch.py",
+            f"{_INSIDE}/discord.sock",
+            f"{_INSIDE}/config.yaml",
+            f"{_INSIDE}/monitor.sock",
+        ]
         command = jail.command(argv, env, wall_s=ready_timeout_s + 10 * 60)
         output = jail.scratch / "replay-output.log"
         with output.open("wb") as sink:
@@ -343,7 +368,7 @@ async def _connected(
         if time.monotonic() > deadline:
             raise ReplayError(f"the bot did not connect within {timeout_s:.0f} s: {_tail(output)}")
         await asyncio.sleep(0.05)
-    await asyncio.sleep(_SETTLE_S)  # READY and the guild reach it before the first call
+    await asyncio.sleep(0.3)  # READY and the guild reach it before the first call
 
 
 async def _stop(process: asyncio.subprocess.Process) -> None:
@@ -358,10 +383,36 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
             await process.wait()
 
 
+@dataclass
+class _Seen:
+    """One call as it went: when it was sent, its first answer (None: none) and how long that took."""
+
+    started: float
+    answer: dict[str, Any] | None
+    duration_ms: float
+    note: str = ""
+
+    def result(
+        self,
+        key: str,
+        observer: DiscordDouble,
+        channel: FakeChannel,
+        raised: tuple[Raised, ...],
+        watch: Watch,
+    ) -> ReplayResult:
+        if self.answer is None:
+            return ReplayResult(key, False, self.note, None, self.duration_ms, raised, watch)
+        current = next(
+            (m for m in observer.bot_messages(channel) if m["id"] == self.answer["id"]), self.answer
+        )
+        text = message_text(current)[:_REPLY_CHARS]
+        return ReplayResult(key, True, text, named_bug(text), self.duration_ms, raised, watch)
+
+
 async def _call(
-    observer: DiscordDouble, channel: FakeChannel, case: ReplayCase, timeout_s: float
-) -> ReplayResult:
-    """Send one recorded call as a member and wait for the answer a user would see."""
+    observer: DiscordDouble, channel: FakeChannel, case: ReplayCase, timeout_s: float, reports: _Reports
+) -> _Seen:
+    """Send one call as a member and wait for the first answer a user would see, then for quiet."""
     started = time.monotonic()
     try:
         if case.slash:
@@ -375,14 +426,22 @@ async def _call(
                 lambda message: int(message["id"]) > int(said["id"]), timeout_s, channel=channel
             )
     except LookupError as exc:  # a slash command the checkout's bot did not sync
-        return ReplayResult(case.key, False, f"not answered: {exc}", None, 0.0)
+        return _Seen(started, None, 0.0, f"not answered: {exc}")
     except AssertionError:  # not acknowledged within Discord's 3 s, or no answer within the time
-        return ReplayResult(case.key, False, "", None, (time.monotonic() - started) * 1000)
-    duration_ms = (time.monotonic() - started) * 1000
-    await asyncio.sleep(_SETTLE_S)
-    current = next((m for m in observer.bot_messages(channel) if m["id"] == answer["id"]), answer)
-    text = message_text(current)[:_REPLY_CHARS]
-    return ReplayResult(case.key, True, text, named_bug(text), duration_ms)
+        return _Seen(started, None, (time.monotonic() - started) * 1000)
+    seen = _Seen(started, answer, (time.monotonic() - started) * 1000)
+    await _quiet(observer, reports)
+    return seen
+
+
+async def _quiet(observer: DiscordDouble, reports: _Reports) -> None:
+    """Until nothing moved for `_QUIET_S` (messages, edits, the watch's reports), at most `_SETTLE_S`."""
+    deadline = time.monotonic() + _SETTLE_S
+    while time.monotonic() < deadline:
+        changes, events = observer.changes, len(reports.events)
+        await asyncio.sleep(_QUIET_S)
+        if observer.changes == changes and len(reports.events) == events:
+            return
 
 
 def _tail(output: Path) -> str:

@@ -119,6 +119,7 @@ class RunStages(RunProposals):
                 "lessons": [lesson.run_id for lesson in lessons],
                 "kinds": pack.kinds,
                 "suspects": [f"{s.path}:{s.function}" for s in pack.suspects],
+                "shown_calls": sorted(pack.shown_calls),
             },
         )
 

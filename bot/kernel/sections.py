@@ -243,6 +243,11 @@ class ImproveConfig(_Section):
     # How long the replay waits for the bot's answer to a recorded call; a slash command must also be
     # acknowledged within Discord's 3 s, as on Discord.
     replay_answer_s: float = Field(default=15, gt=0, le=300)
+    # A replayed call answered this many times slower than its usual time (the base's answer, the
+    # command's recorded median), and at least `proof_slowdown_min_ms` slower, is slow: the proof is
+    # then at most unproven.
+    proof_slowdown_factor: float = Field(default=5.0, gt=1)
+    proof_slowdown_min_ms: float = Field(default=250.0, ge=0)
     max_attempts: int = Field(default=3, ge=1, le=10)
     max_turns: int = Field(default=40, ge=1)
     max_budget_usd_per_run: float = Field(default=2.0, gt=0)

@@ -107,6 +107,7 @@ class RestDouble(GatewayDouble):
         self.interactions: dict[str, dict[str, Any]] = {}  # token → an interaction a test dispatched
         self._originals: dict[str, dict[str, Any]] = {}  # token → the interaction's response message
         self._changed = asyncio.Condition()  # notified at every message posted, edited, reacted to
+        self.changes = 0  # how many times it was: a waiter tells a quiet channel by it not moving
         self._posted = asyncio.Event()  # set (and cleared by waiters) at every message the bot posts
         self._sync_error: tuple[int, dict[str, Any]] | None = None
 
@@ -511,6 +512,7 @@ class RestDouble(GatewayDouble):
         return ("MESSAGE_REACTION_ADD" if add else "MESSAGE_REACTION_REMOVE"), event
 
     async def _notify(self) -> None:
+        self.changes += 1
         async with self._changed:
             self._changed.notify_all()
 

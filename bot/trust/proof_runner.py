@@ -1,26 +1,44 @@
-"""The proof's test runner: a change's regression tests under coverage, and who read the changed sources.
+"""The proof's test runner: a change's regression tests under coverage — what each test did, who read the
+changed sources, and whether a test replaced the code it claims to test.
 
-`bot.improve.proof` binds this file read-only into the sandbox (the installed bot's copy, never the
+`bot.improve.prover` binds this file read-only into the sandbox (the installed bot's copy, never the
 checkout's) and runs it in a fresh copy of the branch's (or the base's) tree:
 
-    python /run/mendbot/proof/runner.py '<json: {"tests": [...], "sources": {path: [changed lines]}}>'
+    python /run/mendbot/proof/runner.py '<json request>'
 
-It runs pytest on the tests in this process under `coverage`, measuring which of the changed lines of
-each changed source file (`sources`, repository paths) the tests executed, and which of those files
-something read other than to run it (an import, runpy, pytest's assertion rewriting) or to report on it
-(pytest's tracebacks) — a "test" that only looks for the text the change adds. It prints one line
-`mendbot-proof-coverage {"coverage": {source: {"changed": [...], "ran": [...]}}, "read": [...]}` and exits
-with pytest's code.
+The request names the tests, the changed lines of each changed source file (`sources`, repository
+paths), the files whose code is under test (`watched`: the changed sources and the files of the recorded
+failure's frames) and the recorded failure (`expect`: its exception type, file and function, or null).
+It runs pytest on the tests in this process under `coverage` and prints one line
+`mendbot-proof-coverage {json}` with:
 
-This runs in the process under test, so the tests' code could still fake the coverage it reports; the
-label it supports ("proven by test") ranks below the replay's, which is judged from outside.
+- `coverage`: for each changed source, its changed lines and those the tests executed;
+- `read`: changed sources something read other than to run them (an import, runpy, pytest's assertion
+  rewriting) or to report on them (pytest's tracebacks) — a "test" that only looks for the text the
+  change adds;
+- `tests`: each test's outcome, and for a failure its exception's type, message and whether its
+  traceback reaches the recorded failure's function (`reaches`); `collect_errors`: test files that
+  could not even be collected (a name the change adds, imported by the test, is missing on the base);
+- `patched`: per test, what it replaced of the code under test — an attribute of a watched module, or a
+  function or class defined in a watched file, replaced by `monkeypatch.setattr`, `unittest.mock.patch`
+  (any form) or a plain assignment (a module's attribute writes are seen as they happen: each watched
+  module's class is swapped for one that reports them; a class's attributes are compared before and
+  after each test). A test that replaces what it tests proves nothing about it.
+
+It exits with pytest's code. This runs in the process under test, so the tests' code could still fake
+what it reports; the label it supports ("proven by test") ranks below the replay's, judged from outside.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.abc
+import importlib.machinery
+import inspect
 import json
 import os
 import sys
+import types
 from typing import Any
 
 __all__ = ["MARKER", "main"]
@@ -40,6 +58,7 @@ _HELPERS = (
 # Who may read a changed source without it counting: whatever runs it (an import, runpy, pytest's
 # assertion rewriting of a conftest) or shows it in a traceback (pytest's report).
 _RUNNERS = ("<frozen importlib._bootstrap_external>", "/runpy.py", "<frozen runpy>", "/_pytest/")
+_MESSAGE_CHARS = 300
 
 
 def _watch_reading(sources: dict[str, str], read: set[str], active: list[bool]) -> None:
@@ -65,21 +84,251 @@ def _watch_reading(sources: dict[str, str], read: set[str], active: list[bool]) 
     sys.addaudithook(hook)
 
 
+class _Patches:
+    """What the tests replace of the code under test, per test (module docstring)."""
+
+    def __init__(self, watched: dict[str, str]) -> None:
+        self.watched = watched  # real path → repository path
+        self.current = "collection"  # the test running, or "collection"
+        self.phase = "collection"
+        self.found: dict[str, list[str]] = {}
+        self.modules: dict[str, types.ModuleType] = {}
+        self.classes: dict[str, dict[str, Any]] = {}  # "module.Class" → its attributes after import
+
+    # -- what counts -------------------------------------------------------------------------
+
+    def file_of(self, value: Any) -> str | None:
+        """The watched file `value` (a function, method or class) is defined in, if any."""
+        value = getattr(value, "__func__", value)
+        try:
+            value = inspect.unwrap(value)
+        except ValueError:
+            return None
+        code = getattr(value, "__code__", None)
+        if code is not None:
+            return self.watched.get(os.path.realpath(code.co_filename))
+        if isinstance(value, type):
+            module = sys.modules.get(value.__module__)
+            path = getattr(module, "__file__", None)
+            return self.watched.get(os.path.realpath(path)) if path else None
+        return None
+
+    def target_watched(self, target: Any) -> bool:
+        if isinstance(target, types.ModuleType):
+            return target.__name__ in self.modules
+        return isinstance(target, type) and self.file_of(target) is not None
+
+    def note(self, target: Any, name: str, old: Any, how: str) -> None:
+        if self.phase == "teardown":
+            return  # putting back what a test replaced
+        under_test = self.file_of(old) is not None or (
+            self.target_watched(target) and (callable(old) or old is _MISSING)
+        )
+        if not under_test or isinstance(old, types.ModuleType):
+            return
+        owner = getattr(target, "__qualname__", None) or getattr(target, "__name__", type(target).__name__)
+        found = self.found.setdefault(self.current, [])
+        entry = f"{owner}.{name} ({how})"
+        same = [n for n, seen in enumerate(found) if seen.startswith(f"{owner}.{name} (")]
+        if not same:
+            found.append(entry)
+        elif how != "assignment":  # the tool that did it says more than the write it made
+            found[same[0]] = entry
+
+    # -- how it is seen ----------------------------------------------------------------------
+
+    def adopt(self, module: types.ModuleType) -> None:
+        """Watch a watched module's attribute writes from now on, and remember its classes."""
+        if module.__name__ in self.modules:
+            return
+        self.modules[module.__name__] = module
+        patches = self
+
+        class Watched(types.ModuleType):
+            def __setattr__(self, name: str, value: Any) -> None:
+                old = self.__dict__.get(name, _MISSING)
+                if value is not old:
+                    patches.note(self, name, old, "assignment")
+                super().__setattr__(name, value)
+
+            def __delattr__(self, name: str) -> None:
+                patches.note(self, name, self.__dict__.get(name, _MISSING), "deletion")
+                super().__delattr__(name)
+
+        with contextlib.suppress(TypeError):
+            module.__class__ = Watched
+        for value in list(vars(module).values()):
+            if isinstance(value, type) and value.__module__ == module.__name__:
+                self.classes[f"{module.__name__}.{value.__qualname__}"] = dict(vars(value))
+
+    def adopt_loaded(self) -> None:
+        for module in list(sys.modules.values()):
+            path = getattr(module, "__file__", None)
+            if isinstance(module, types.ModuleType) and path and os.path.realpath(path) in self.watched:
+                self.adopt(module)
+
+    def compare_classes(self) -> None:
+        """A class attribute of the code under test replaced since its module was imported."""
+        for qualname, before in self.classes.items():
+            module_name, _, class_name = qualname.rpartition(".")
+            cls = getattr(self.modules.get(module_name), class_name, None)
+            if not isinstance(cls, type):
+                continue
+            for name, old in before.items():
+                if vars(cls).get(name, _MISSING) is not old and callable(getattr(old, "__func__", old)):
+                    self.note(cls, name, old, "assignment")
+                    before[name] = vars(cls).get(name, _MISSING)
+
+    def wrap_tools(self) -> None:
+        """monkeypatch.setattr/delattr and unittest.mock's patchers report what they replace."""
+        from unittest import mock
+
+        from _pytest.compat import NOTSET
+        from _pytest.monkeypatch import MonkeyPatch
+
+        patches = self
+        setattr_, delattr_ = MonkeyPatch.setattr, MonkeyPatch.delattr
+
+        def monkey_setattr(self: MonkeyPatch, *args: Any, **kwargs: Any) -> None:
+            before = len(self._setattr)
+            setattr_(self, *args, **kwargs)
+            for target, name, old in self._setattr[before:]:
+                patches.note(target, name, old if old is not NOTSET else _MISSING, "monkeypatch.setattr")
+
+        def monkey_delattr(self: MonkeyPatch, *args: Any, **kwargs: Any) -> None:
+            before = len(self._setattr)
+            delattr_(self, *args, **kwargs)
+            for target, name, old in self._setattr[before:]:
+                patches.note(target, name, old, "monkeypatch.delattr")
+
+        MonkeyPatch.setattr = monkey_setattr  # type: ignore[method-assign]
+        MonkeyPatch.delattr = monkey_delattr  # type: ignore[method-assign]
+        enter = mock._patch.__enter__
+
+        def patch_enter(self: Any) -> Any:
+            target = self.getter()
+            old = getattr(target, self.attribute, _MISSING)
+            result = enter(self)
+            patches.note(target, self.attribute, old, "mock.patch")
+            return result
+
+        mock._patch.__enter__ = patch_enter  # type: ignore[method-assign]
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING: Any = _Missing()
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    """Adopts a watched module as soon as it is imported, before anything can replace its attributes."""
+
+    def __init__(self, patches: _Patches) -> None:
+        self.patches = patches
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or not spec.origin or os.path.realpath(spec.origin) not in self.patches.watched:
+            return None
+        loader = spec.loader
+        if loader is None or not hasattr(loader, "exec_module"):
+            return None
+        patches = self.patches
+
+        class Adopting(importlib.abc.Loader):
+            def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+                return loader.create_module(spec)  # type: ignore[union-attr]
+
+            def exec_module(self, module: types.ModuleType) -> None:
+                loader.exec_module(module)  # type: ignore[union-attr]
+                patches.adopt(module)
+
+        spec.loader = Adopting()
+        return spec
+
+
+class _Observer:
+    """A pytest plugin: each test's outcome and error, and the phase patches are noted in."""
+
+    def __init__(self, patches: _Patches, expect: dict[str, str] | None, root: str) -> None:
+        self.patches = patches
+        self.expect = expect
+        self.root = root
+        self.tests: dict[str, dict[str, Any]] = {}
+        self.collect_errors: list[str] = []
+
+    def pytest_collectreport(self, report: Any) -> None:
+        if report.failed:
+            self.collect_errors.append(str(report.longrepr)[-_MESSAGE_CHARS:])
+
+    def pytest_collection_finish(self, session: Any) -> None:
+        self.patches.adopt_loaded()
+        self.patches.compare_classes()
+
+    def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
+        self.patches.current = nodeid
+
+    def pytest_runtest_setup(self, item: Any) -> None:
+        self.patches.phase = "setup"
+
+    def pytest_runtest_call(self, item: Any) -> None:
+        self.patches.phase = "call"
+
+    def pytest_runtest_teardown(self, item: Any) -> None:
+        self.patches.compare_classes()
+        self.patches.phase = "teardown"
+
+    def pytest_runtest_makereport(self, item: Any, call: Any) -> None:
+        entry = self.tests.setdefault(item.nodeid, {"outcome": "passed", "error_type": None})
+        if call.excinfo is None or call.when == "teardown":
+            return
+        if call.excinfo.errisinstance(BaseException) and call.excinfo.typename in ("Skipped", "XFailed"):
+            entry["outcome"] = "skipped"
+            return
+        error = call.excinfo.value
+        entry.update(
+            outcome="failed" if call.when == "call" else "error",
+            error_type=type(error).__name__,
+            message=str(error)[:_MESSAGE_CHARS],
+            reaches=self._reaches(call.excinfo.traceback),
+        )
+
+    def _reaches(self, traceback: Any) -> bool:
+        """Whether the failure passed through the recorded failure's function (file and name)."""
+        if not self.expect or not self.expect.get("file"):
+            return False
+        for entry in traceback:
+            path = os.path.relpath(os.path.realpath(str(entry.path)), self.root)
+            if path == self.expect["file"] and entry.name == self.expect.get("function"):
+                return True
+        return False
+
+
 def main(argv: list[str]) -> int:
     request = json.loads(argv[1])
     tests: list[str] = request["tests"]
     sources: dict[str, list[int]] = request["sources"]
+    watched_paths: list[str] = list(dict.fromkeys([*sources, *request.get("watched", [])]))
+    expect: dict[str, str] | None = request.get("expect")
+    root = os.path.realpath(os.getcwd())
     absolute = {os.path.realpath(path): path for path in sources}
     import coverage
     import pytest
 
+    patches = _Patches({os.path.realpath(path): path for path in watched_paths})
+    patches.wrap_tools()
+    sys.meta_path.insert(0, _Finder(patches))
+    observer = _Observer(patches, expect, root)
     cov = coverage.Coverage(data_file=None, include=list(absolute), config_file=False, branch=False)
     watching = [True]  # emptied once the tests are done: coverage itself then reads the sources
     read: set[str] = set()
     _watch_reading(absolute, read, watching)
     cov.start()
     try:
-        code = pytest.main(["-q", "-p", "no:cacheprovider", *tests])
+        code = pytest.main(["-q", "-p", "no:cacheprovider", *tests], plugins=[observer])
     finally:
         cov.stop()
         watching.clear()
@@ -90,7 +339,14 @@ def main(argv: list[str]) -> int:
         changed = sorted(set(sources[rel]) & statements)
         ran = set(data.lines(real) or ())
         report[rel] = {"changed": changed, "ran": sorted(line for line in changed if line in ran)}
-    sys.stdout.write(f"\n{MARKER} {json.dumps({'coverage': report, 'read': sorted(read)})}\n")
+    result = {
+        "coverage": report,
+        "read": sorted(read),
+        "tests": observer.tests,
+        "collect_errors": observer.collect_errors,
+        "patched": patches.found,
+    }
+    sys.stdout.write(f"\n{MARKER} {json.dumps(result, default=str)}\n")
     sys.stdout.flush()
     return int(code)
 

@@ -3,30 +3,151 @@
 `bot.improve.replay` binds this file read-only into the sandbox (like `bot/trust/supervise.py`, the copy that
 runs is the installed bot's, never the checkout's) and runs it with the checkout first on `sys.path`:
 
-    python /run/mendbot/replay/launch.py SOCKET CONFIG
+    python /run/mendbot/replay/launch.py SOCKET CONFIG [MONITOR]
 
 It points discord.py at the observer — the loopback Discord (`bot.trust.loopback_discord`) that the bot
 process outside the sandbox serves on the unix socket `SOCKET`, bound in — and then hands over to the
-checkout's own `mendbot run` (`bot.__main__.main`) with the config file `CONFIG`. It decides nothing and
-reports nothing: whether a replayed call passed is judged by the observer, from what the bot answered
-over the wire. It imports only the standard library, aiohttp, yarl and discord.py before that.
+checkout's own `mendbot run` (`bot.__main__.main`) with the config file `CONFIG`. It imports only the
+standard library, aiohttp, yarl and discord.py before that.
+
+**What the code raises, seen from outside it.** With `MONITOR` (a second unix socket the observer serves),
+the launcher first watches every exception raised in the checkout's own frames — before a line of the
+checkout is imported, so nothing in it runs unwatched: a trace function (`sys.settrace`, line events off)
+that follows only the checkout's frames, and, once an exception is seen there, the frames it propagates
+through up to the one that catches it. Each step goes to the observer as one JSON line: the exception's
+type, the frame (the checkout's file relative to its root, or the module outside it), the function, the
+line, and when (`time.monotonic()`, the clock the observer reads too). An audit hook (which cannot be
+removed) refuses any later `sys.settrace`/`sys.setprofile` — the only way to turn the watch off short of
+forging — and reports the attempt. The launcher decides nothing: the observer attributes each exception
+to the replayed call in whose window it happened and judges from that and from what the bot answered
+over the wire (`bot.improve.replay`). Code under test shares this interpreter, so a change written to
+forge could still hide its exceptions; the watch can only take a verdict away (a failure that "still
+happens"), never give one, which is why that is enough.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import json
+import os
+import socket
 import sys
+import threading
+import time
+from types import CodeType, FrameType
 from typing import Any
 
 __all__ = ["main"]
 
 API = "http://discord.invalid/api/v10"
 GATEWAY = "ws://discord.invalid/gateway/"
+_MAX_EVENTS = 20_000  # per replay: past this the watch says it overflowed and stops reporting
+_TAG = "__mendbot_raised__"  # the sequence number the watch gives an exception it follows
+
+
+class _Watch:
+    """The exception watch: which exceptions the checkout's frames raise, and where each is caught."""
+
+    def __init__(self, root: str, sink: socket.socket) -> None:
+        self.root = root.rstrip("/") + "/"
+        self.sink = sink
+        self.lock = threading.Lock()
+        self.inside: dict[CodeType, bool] = {}
+        self.sent = 0
+        self.next_id = 0
+        self.armed = False
+        self.broken = False
+
+    def send(self, event: dict[str, Any]) -> None:
+        if self.broken:
+            return
+        with self.lock:
+            self.sent += 1
+            if self.sent > _MAX_EVENTS:
+                event = {"e": "overflow"} if self.sent == _MAX_EVENTS + 1 else {}
+                if not event:
+                    return
+            try:
+                self.sink.sendall((json.dumps(event, separators=(",", ":")) + "\n").encode())
+            except OSError:
+                self.broken = True
+
+    def where(self, frame: FrameType) -> tuple[str, bool]:
+        filename = frame.f_code.co_filename
+        if filename.startswith(self.root):
+            return filename[len(self.root) :], True
+        return str(frame.f_globals.get("__name__") or filename), False
+
+    def local(self, frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "exception":
+            exc = arg[1]
+            seq = getattr(exc, _TAG, None)
+            path, repo = self.where(frame)
+            if seq is None:
+                if not repo:
+                    return self.local  # raised and seen outside the checkout: not ours to follow
+                with self.lock:
+                    self.next_id += 1
+                    seq = self.next_id
+                # An exception type with __slots__ cannot carry it: followed in this frame only.
+                with contextlib.suppress(AttributeError, TypeError):
+                    setattr(exc, _TAG, seq)
+            self.send(
+                {
+                    "e": "raise",
+                    "t": time.monotonic(),
+                    "id": seq,
+                    "type": type(exc).__name__,
+                    "file": path,
+                    "func": frame.f_code.co_name,
+                    "line": frame.f_lineno,
+                    "repo": repo,
+                }
+            )
+            caller = frame.f_back
+            if caller is not None and caller.f_trace is None:
+                # Where it goes next is followed too, so the frame that catches it is seen.
+                caller.f_trace_lines = False
+                caller.f_trace = self.local
+        return self.local
+
+    def enter(self, frame: FrameType, event: str, arg: Any) -> Any:
+        code = frame.f_code
+        inside = self.inside.get(code)
+        if inside is None:
+            inside = self.inside[code] = code.co_filename.startswith(self.root)
+        if not inside:
+            return None
+        frame.f_trace_lines = False
+        return self.local
+
+    def audit(self, event: str, args: tuple[Any, ...]) -> None:
+        if not self.armed or event not in ("sys.settrace", "sys.setprofile"):
+            return
+        caller = sys._getframe(1)
+        if event == "sys.settrace" and caller.f_code.co_filename == threading.__file__:
+            return  # a new thread taking the watch's own trace function (threading.settrace)
+        self.send({"e": "tamper", "what": event, "t": time.monotonic()})
+        raise RuntimeError(f"{event} is not allowed while the replay watches this process")
+
+    def arm(self) -> None:
+        sys.addaudithook(self.audit)
+        threading.settrace(self.enter)
+        sys.settrace(self.enter)
+        self.armed = True
+        self.send({"e": "hello", "t": time.monotonic(), "pid": os.getpid()})
+
+
+def _watch(monitor: str, root: str) -> None:
+    sink = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sink.connect(monitor)
+    _Watch(root, sink).arm()
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3:
-        sys.stderr.write("usage: launch.py SOCKET CONFIG\n")
+    if len(argv) not in (3, 4):
+        sys.stderr.write("usage: launch.py SOCKET CONFIG [MONITOR]\n")
         return 2
     socket_path, config = argv[1], argv[2]
     import aiohttp
@@ -45,6 +166,8 @@ def main(argv: list[str]) -> int:
     discord.http.Route.BASE = API
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(GATEWAY)
 
+    if len(argv) == 4:
+        _watch(argv[3], os.getcwd())
     # The checkout's own entry point, whatever it imports: named, so that nothing in the installed bot
     # depends on it.
     mendbot = importlib.import_module("bot.__main__").main

@@ -1,0 +1,439 @@
+"""How the proof judges each replayed call: from what the base and the branch answered over the wire, what
+their code raised (the launcher's watch), and how long each took — never from what the code under test
+says about itself.
+
+A call the plan sent (`bot.improve.replay_plan`) becomes one proof item by its role and by the base's
+outcome:
+
+- **a recorded failing call** (shown to the agent or held out) proves the fix when it failed on the base
+  and is answered on the branch *without the recorded error happening*: if the watch saw the recorded
+  exception type raised again in the recorded function and caught — by a caller, or there by a broad
+  `except` — the call is not fixed ("the ZeroDivisionError in `scale_for` still happens; the change
+  catches it in `roll`"). Caught where it is raised by a handler naming it (`except KeyError:` around a
+  lookup) is a fix of that function, and counts;
+- **a neighbour** that failed the same way on the base (same exception type, raised in the same function)
+  is a failing call like the recorded ones; one that answered on the base is a call that worked;
+- **a call that worked** (recorded, or a neighbour) must work alike on the branch: an error, no answer,
+  or another answer breaks it. How alike is read off the base: a command whose two answers to the same
+  call (the probe) were equal is compared exactly, one whose answers differed only in numbers by shape,
+  any other only by answering (its answers are random words). Ids, mentions and times never count. For a
+  complaint with no exception (a wrong or slow answer) the complained command's answers are compared
+  only by answering: fixing a wrong answer changes it.
+
+Every item that answered on both sides is also timed: an answer more than `slowdown_factor` times slower
+than its usual time (the base's answer to it, or for a failing call the base's answers to the command's
+calls that worked, and the command's recorded median), and at least `slowdown_min_ms` slower, is
+**slow**, which caps the proof at unproven. Two **flags** are shown with an item for the reviewer, both
+measured against the failing calls' neighbours that worked on the base: the same answer for every
+failing input where those got their own, and a refusal — an exception the framework answered, such as a
+`UserError` — where those got results. They decide nothing: a fix often does answer a whole class of
+failing input one way ("no games yet"), and whether a refusal is right is the reviewer's call.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from bot.improve.proof import ItemVerdict, ProofItem, Side
+from bot.improve.replay import Raised, ReplayResult
+from bot.improve.replay_plan import Failure, ReplayCase, ReplayPlan
+
+__all__ = ["Comparison", "Timing", "handler_breadth", "judge_replay", "masked", "shape"]
+
+_LATENCY_FACTOR = 0.5  # a latency fix must at least halve the replayed call's time
+# How much slower than its crash a fixed call may answer when nothing else says how fast the command is.
+_CRASH_MARGIN_MS = 1000.0
+_MASKS = (
+    re.compile(r"<(?:@[!&]?|#|t:)\d+(?::[A-Za-z])?>"),  # mentions, channels, Discord timestamps
+    re.compile(r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?"),  # dates and times
+    re.compile(r"\b\d{1,2}:\d{2}(?::\d{2})?\b"),  # clock times
+    re.compile(r"\b\d{15,21}\b"),  # snowflake ids
+    re.compile(r"\b1\d{9}(?:\.\d+)?\b"),  # unix times
+)
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
+Comparison = Literal["exact", "shape", "answered"]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """When an answer counts as slow: `factor` times the reference and `min_ms` more than it."""
+
+    factor: float = 5.0
+    min_ms: float = 250.0
+    latency_min_ms: float = 100.0  # a latency complaint's call is slow on the base from this
+
+
+def masked(text: str) -> str:
+    """`text` with what differs between two runs of the same answer (ids, mentions, times) blanked."""
+    for pattern in _MASKS:
+        text = pattern.sub("…", text)
+    return " ".join(text.split())
+
+
+def shape(text: str) -> str:
+    """`masked(text)` with every number blanked too: `🎲 2d6 → 7` and `🎲 2d6 → 9` have one shape."""
+    return _NUMBER.sub("#", masked(text))
+
+
+def _alike(base: str, branch: str, how: Comparison) -> bool:
+    if how == "exact":
+        return masked(base) == masked(branch)
+    if how == "shape":
+        return shape(base) == shape(branch)
+    return True
+
+
+def handler_breadth(source: str, line: int, error_type: str) -> Literal["broad", "specific", "none"]:
+    """How the code at `line` of `source` catches `error_type` raised there: by a handler that names it
+    (or a base class of it but `Exception`), by a broad one (bare, `Exception`, `BaseException`, or
+    `contextlib.suppress` of one of those), or by none it can be seen to have (innermost first)."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return "none"
+    bases = _bases(error_type)
+    enclosing: list[tuple[int, list[ast.expr | None]]] = []
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if not isinstance(body, list) or not body or not isinstance(body[0], ast.stmt):
+            continue
+        if not body[0].lineno <= line <= (body[-1].end_lineno or body[-1].lineno):
+            continue
+        if isinstance(node, ast.Try | ast.TryStar):
+            enclosing.append((body[0].lineno, [handler.type for handler in node.handlers]))
+        elif isinstance(node, ast.With | ast.AsyncWith):
+            caught = [
+                arg
+                for item in node.items
+                if isinstance(call := item.context_expr, ast.Call) and _name(call.func) == "suppress"
+                for arg in call.args
+            ]
+            if caught:
+                enclosing.append((body[0].lineno, list(caught)))
+    for _, handlers in sorted(enclosing, key=lambda found: -found[0]):
+        for expression in handlers:
+            names = _names(expression)
+            if names is None or names & {"Exception", "BaseException"}:
+                return "broad"
+            if names & bases:
+                return "specific"
+    return "none"
+
+
+def _bases(error_type: str) -> set[str]:
+    known = getattr(builtins, error_type, None)
+    if isinstance(known, type) and issubclass(known, BaseException):
+        return {cls.__name__ for cls in known.__mro__} - {"Exception", "BaseException", "object"}
+    return {error_type}
+
+
+def _name(expression: ast.expr) -> str:
+    if isinstance(expression, ast.Name):
+        return expression.id
+    if isinstance(expression, ast.Attribute):
+        return expression.attr
+    return ""
+
+
+def _names(expression: ast.expr | None) -> set[str] | None:
+    """The exception names a handler's type names; None for a bare `except:`."""
+    if expression is None:
+        return None
+    if isinstance(expression, ast.Tuple):
+        return {_name(element) for element in expression.elts}
+    return {_name(expression)}
+
+
+def _side(result: ReplayResult | None) -> Side:
+    if result is None:
+        return Side(None, "not run")
+    return Side(result.ok, result.shown(), result.duration_ms / 1000 if result.answered else None)
+
+
+def _recorded_side(case: ReplayCase) -> str:
+    return f"recorded: {case.error_type}" if case.error_type else "recorded"
+
+
+class _Judge:
+    def __init__(
+        self,
+        plan: ReplayPlan,
+        base: dict[str, ReplayResult],
+        branch: dict[str, ReplayResult],
+        timing: Timing,
+        source_of: Callable[[str], str | None],
+    ) -> None:
+        self.plan = plan
+        self.base = base
+        self.branch = branch
+        self.timing = timing
+        self.source_of = source_of
+        self.cases = {case.key: case for case in plan.cases}
+        self.levels = self._levels()
+
+    # -- reading the base ------------------------------------------------------------------
+
+    def _levels(self) -> dict[str, Comparison]:
+        """How alike each kind's answers must be: what its probe showed on the base."""
+        levels: dict[str, Comparison] = {}
+        for case in self.plan.replayable:
+            if case.role != "probe" or case.parent is None:
+                continue
+            first, again = self.base.get(case.parent), self.base.get(case.key)
+            if first is None or again is None or not (first.ok and again.ok):
+                continue
+            if masked(first.reply) == masked(again.reply):
+                levels[case.kind] = "exact"
+            elif shape(first.reply) == shape(again.reply):
+                levels[case.kind] = "shape"
+            else:
+                levels[case.kind] = "answered"
+        return levels
+
+    def level(self, case: ReplayCase) -> Comparison:
+        if self.plan.latency and case.kind == self._target_kind():
+            return "answered"  # a wrong or slow answer's fix changes the complained command's answers
+        return self.levels.get(case.kind, "shape")
+
+    def _target_kind(self) -> str | None:
+        failing = [c for c in self.plan.cases if c.role in ("recorded", "held-out")]
+        return failing[0].kind if failing else None
+
+    def failed_as_recorded(self, result: ReplayResult, case: ReplayCase) -> bool:
+        """The base shows the fault for this call. A recorded failing call: any failure (an error shown,
+        or no answer). A neighbour: the recorded error, raised in the recorded function when the watch
+        saw it — failing the same way, not some other way."""
+        if case.role in ("recorded", "held-out"):
+            return not result.ok
+        failure = self.plan.failure
+        if failure is None or result.error_type != failure.error_type:
+            return False
+        if result.watch.trusted and failure.function:
+            return self._raised_at(result, failure) is not None
+        return True
+
+    @staticmethod
+    def _raised_at(result: ReplayResult, failure: Failure) -> Raised | None:
+        for raised in result.raised:
+            if raised.error_type == failure.error_type and (raised.file, raised.function) == (
+                failure.file,
+                failure.function,
+            ):
+                return raised
+        return None
+
+    # -- the items --------------------------------------------------------------------------
+
+    def items(self) -> list[ProofItem]:
+        judged: list[tuple[ReplayCase, ProofItem]] = []
+        for case in self.plan.replayable:
+            if case.role == "probe":
+                continue
+            before, after = self.base.get(case.key), self.branch.get(case.key)
+            if before is None or after is None:
+                note = "the replay did not run it"
+                judged.append(
+                    (case, ProofItem("replay", case.label, _side(before), _side(after), "neutral", note))
+                )
+                continue
+            item = self._item(case, before, after)
+            if item is not None:
+                judged.append((case, item))
+        judged = [(case, self._timed(case, item)) for case, item in judged]
+        return self._flagged(judged)
+
+    def _item(self, case: ReplayCase, before: ReplayResult, after: ReplayResult) -> ProofItem | None:
+        if case.role in ("recorded", "held-out"):
+            if self.plan.latency:
+                return self._latency(case, before, after)
+            if not self.failed_as_recorded(before, case):
+                note = "does not fail on the base either"
+                return ProofItem(
+                    "replay", case.label, _side(before), _side(after), "neutral", note, case.role
+                )
+            return self._fixed(case, before, after, case.role)
+        if case.role == "neighbour" and self.failed_as_recorded(before, case):
+            return self._fixed(case, before, after, "neighbour")
+        if before.ok:
+            return self._holds(case, before, after)
+        return None  # a neighbour that failed otherwise on the base: another fault, not this one's
+
+    def _fixed(self, case: ReplayCase, before: ReplayResult, after: ReplayResult, role: str) -> ProofItem:
+        base_side, branch_side = _side(before), _side(after)
+
+        def item(verdict: ItemVerdict, note: str) -> ProofItem:
+            return ProofItem("replay", case.label, base_side, branch_side, verdict, note, role)
+
+        if not after.answered:
+            return item("fails", "no answer on the branch")
+        if after.error_type is not None:
+            same = after.error_type == (
+                self.plan.failure.error_type if self.plan.failure else case.error_type
+            )
+            return item(
+                "fails", f"{'still fails' if same else 'fails with another error'}: {after.error_type}"
+            )
+        if problem := after.watch.problem():
+            if before.watch.trusted:
+                return item("fails", problem)
+        elif (caught := self._still_happens(after)) is not None:
+            return item("fails", caught)
+        recorded = self.plan.failure.error_type if self.plan.failure else case.error_type
+        same = recorded is not None and before.error_type == recorded
+        where = "as recorded" if same and role != "neighbour" else "the same way" if same else ""
+        return item("proves", f"fails on the base {where}".strip() + ", answered on the branch")
+
+    def _still_happens(self, after: ReplayResult) -> str | None:
+        """The recorded error raised again on the branch and caught: by whom, or None."""
+        failure = self.plan.failure
+        if failure is None or not failure.function:
+            return None
+        raised = self._raised_at(after, failure)
+        if raised is None:
+            return None
+        happens = f"the {failure.error_type} in `{failure.function}` still happens"
+        if not raised.caught_where_raised:
+            if not raised.caught_in_repo:
+                return f"{happens}; the framework catches it"
+            return f"{happens}; the change catches it in `{raised.caught_function}`"
+        source = self.source_of(raised.file)
+        breadth = handler_breadth(source, raised.line, raised.error_type) if source is not None else "none"
+        if breadth == "specific":
+            return None  # handled where it is raised, by a handler naming it: that function's fix
+        return f"{happens}; the change catches it with a broad `except` there"
+
+    def _holds(self, case: ReplayCase, before: ReplayResult, after: ReplayResult) -> ProofItem:
+        base_side, branch_side = _side(before), _side(after)
+
+        def item(verdict: ItemVerdict, note: str) -> ProofItem:
+            return ProofItem("replay", case.label, base_side, branch_side, verdict, note, "pass")
+
+        if not after.answered:
+            return item("fails", "worked on the base; no answer on the branch")
+        if after.error_type is not None:
+            return item("fails", f"worked on the base; error on the branch: {after.error_type}")
+        how = self.level(case)
+        if not _alike(before.reply, after.reply, how):
+            shown = "answers differently" if how == "exact" else "answers in another shape"
+            return item("fails", f"{shown} than on the base")
+        return item("holds", "answers as on the base")
+
+    def _latency(self, case: ReplayCase, before: ReplayResult, after: ReplayResult) -> ProofItem:
+        base_side, branch_side = _side(before), _side(after)
+
+        def item(verdict: ItemVerdict, note: str) -> ProofItem:
+            return ProofItem("replay", case.label, base_side, branch_side, verdict, note, case.role)
+
+        if not after.ok:
+            what = (
+                "no answer on the branch"
+                if not after.answered
+                else f"error on the branch: {after.error_type}"
+            )
+            return item("fails", what)
+        if not before.answered or before.duration_ms < self.timing.latency_min_ms:
+            return item("neutral", "not slow on the base either")
+        if after.duration_ms <= before.duration_ms * _LATENCY_FACTOR:
+            return item(
+                "proves", f"first answer sooner: {before.duration_ms:.0f} ms → {after.duration_ms:.0f} ms"
+            )
+        still = (
+            f"still slow: {after.duration_ms:.0f} ms on the branch, {before.duration_ms:.0f} ms on the base"
+        )
+        return item("fails", still)
+
+    def _timed(self, case: ReplayCase, item: ProofItem) -> ProofItem:
+        """An answer far slower than the command's usual time is slow. The usual time is the base's
+        answer to the same call for a call that worked, and for a failing one (whose base answer was the
+        crash) the base's answers to the command's calls that worked, or its recorded usual time."""
+        before, after = self.base.get(case.key), self.branch.get(case.key)
+        if item.verdict in ("fails", "neutral") or before is None or after is None or not after.answered:
+            return item
+        floor = self.timing.min_ms
+        if item.verdict == "holds":
+            reference = max(before.duration_ms, case.normal_ms or 0.0)
+        else:
+            worked = [
+                self.base[c.key].duration_ms
+                for c in self.plan.replayable
+                if c.kind == case.kind and c.key in self.base and self.base[c.key].ok and not c.failing
+            ]
+            known = [*worked, *([case.normal_ms] if case.normal_ms else [])]
+            if known:
+                reference = max(sorted(known)[len(known) // 2], case.normal_ms or 0.0)
+            else:  # only the crash's own time: a fix may do more work than crashing did, so a wider margin
+                reference, floor = before.duration_ms, max(floor, _CRASH_MARGIN_MS)
+        if after.duration_ms > self.timing.factor * reference and after.duration_ms - reference > floor:
+            note = (
+                f"slow: {after.duration_ms:.0f} ms on the branch, where it usually answers in"
+                f" {reference:.0f} ms"
+            )
+            return replace(item, verdict="slow", note=note)
+        return item
+
+    # -- flags --------------------------------------------------------------------------------
+
+    def _flagged(self, judged: list[tuple[ReplayCase, ProofItem]]) -> list[ProofItem]:
+        """Flags on the fixed failing calls of each command: one answer for all, or a refusal."""
+        flags: dict[str, list[str]] = {}
+        fixed = [
+            (case, item)
+            for case, item in judged
+            if item.verdict == "proves" and item.role in ("recorded", "held-out", "neighbour")
+        ]
+        for kind in {case.kind for case, _ in fixed}:
+            mine = [case for case, _ in fixed if case.kind == kind]
+            worked = self._worked_answers(kind)
+            answers = {masked(self.branch[case.key].reply) for case in mine}
+            if len(mine) >= 2 and len(answers) == 1 and len(set(worked)) >= 2:
+                (answer,) = answers
+                for case in mine:
+                    flags.setdefault(case.key, []).append(
+                        f"the same answer “{answer[:60]}” for every failing input, where other inputs get"
+                        " their own"
+                    )
+            if not worked:
+                continue
+            files = self.plan.handler_files.get(kind, [])
+            for case in mine:
+                escaped = self.branch[case.key].escaped(files)
+                if escaped is not None:
+                    flags.setdefault(case.key, []).append(
+                        f"answers with a refusal ({escaped.error_type} from `{escaped.function}`) where"
+                        " nearby inputs get results"
+                    )
+        return [
+            replace(item, flags=(*item.flags, *flags[case.key])) if case.key in flags else item
+            for case, item in judged
+        ]
+
+    def _worked_answers(self, kind: str) -> list[str]:
+        """The base's answers to the neighbours of this kind's failing calls that worked there, without
+        the framework answering an error: what nearby inputs get when the code works."""
+        failing = {case.key for case in self.plan.replayable if case.failing and case.kind == kind}
+        found = []
+        for case in self.plan.replayable:
+            result = self.base.get(case.key)
+            if case.role != "neighbour" or case.parent not in failing or result is None or not result.ok:
+                continue
+            if result.escaped(self.plan.handler_files.get(kind, [])) is None:
+                found.append(masked(result.reply))
+        return found
+
+
+def judge_replay(
+    plan: ReplayPlan,
+    base: dict[str, ReplayResult],
+    branch: dict[str, ReplayResult],
+    *,
+    timing: Timing,
+    source_of: Callable[[str], str | None],
+) -> list[ProofItem]:
+    """The proof items of a replay of `plan` on the base and on the branch (module docstring);
+    `source_of(path)` reads a file of the branch's committed tree (None: not there)."""
+    return _Judge(plan, base, branch, timing, source_of).items()
