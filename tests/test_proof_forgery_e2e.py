@@ -95,6 +95,11 @@ async def _attempt(
         return settings, [m.content for m in bot_messages(vworld, vworld.dev)], model
 
 
+def _recorded(proof: dict[str, Any]) -> list[dict[str, Any]]:
+    """The replay items of the recorded failing calls (the proof has neighbours and calls that worked too)."""
+    return [item for item in proof["items"] if item["kind"] == "replay" and item["role"] == "recorded"]
+
+
 def _not_proven(settings: Settings) -> dict[str, Any]:
     proof = _proof(settings)
     assert proof["verdict"] != "proven", json.dumps(proof, indent=1)
@@ -110,7 +115,7 @@ async def test_a_fix_that_works_only_where_the_sandbox_says_so_is_disproven(tmp_
         checks=["python -c pass"],
     )
     proof = _not_proven(settings)
-    (replay,) = [item for item in proof["items"] if item["kind"] == "replay"]
+    (replay,) = _recorded(proof)
     assert replay["verdict"] == "fails" and "error shown: ZeroDivisionError" in replay["branch"]["text"]
     (run,) = _rows(settings, "SELECT state, failure_reason FROM runs")
     assert run["state"] == "failed" and "still fails as recorded: ZeroDivisionError" in run["failure_reason"]
@@ -153,7 +158,7 @@ async def test_a_cog_that_prints_the_replays_result_line_cannot_pass_the_replay(
         checks=["python -c pass"],
     )
     proof = _not_proven(settings)
-    (replay,) = [item for item in proof["items"] if item["kind"] == "replay"]
+    (replay,) = _recorded(proof)
     assert replay["verdict"] == "fails" and replay["branch"]["ok"] is False
 
 
@@ -166,7 +171,7 @@ async def test_a_cog_that_blinds_the_recorder_cannot_pass_the_replay(tmp_path: P
         checks=["python -c pass"],
     )
     proof = _not_proven(settings)
-    (replay,) = [item for item in proof["items"] if item["kind"] == "replay"]
+    (replay,) = _recorded(proof)
     assert replay["verdict"] == "fails" and "ZeroDivisionError" in replay["branch"]["text"]
 
 
@@ -213,7 +218,8 @@ async def test_an_honest_fix_is_proven_by_the_replay_and_leaves_nothing_behind(t
     )
     proof = _proof(settings)
     assert proof["verdict"] == "proven", proof
-    test, replay = proof["items"]
+    (test,) = [item for item in proof["items"] if item["kind"] == "test"]
+    (replay,) = _recorded(proof)
     assert replay["verdict"] == "proves" and replay["base"]["text"] == "error shown: ZeroDivisionError"
     assert replay["branch"]["text"].startswith("answered “🎲")
     assert test["verdict"] == "proves" and "runs 1 of 1 changed lines" in test["note"]

@@ -23,7 +23,7 @@ from bot.improve.prover import (
     changed_tests,
 )
 from bot.improve.replay import ReplayResult
-from bot.improve.replay_plan import MAX_REPLAYS, ReplayCase, ReplayPlan, plan_replay
+from bot.improve.replay_plan import MAX_REPLAYS, Failure, ReplayCase, ReplayPlan, plan_replay
 from tests.harness.repo import git
 
 _CLOCK = itertools.count(1)  # each record newer than the one before
@@ -247,3 +247,53 @@ async def test_changed_lines_are_the_new_versions_lines(tmp_path: Path) -> None:
     git(repo, "commit", "-qm", "change")
     head = git(repo, "rev-parse", "HEAD")
     assert await changed_lines(repo, base, head) == {"a.py": [2, 5], "b.py": [1, 2]}
+
+
+def _tests_run(ok: bool, entry: dict[str, Any], **more: Any) -> _TestRun:
+    coverage = {"cogs/dice.py": {"changed": [4, 5], "ran": [5]}}
+    side = Side(ok, "1 passed" if ok else "1 failed")
+    outcome = {"outcome": "passed", "error_type": None} if ok else entry
+    return _TestRun(side, coverage, tests={"tests/test_x.py::test_it": outcome}, **more)
+
+
+def test_a_test_proves_only_the_reported_failure() -> None:
+    """On the base the test must fail with the reported error through the reported function — not for a
+    name the change adds, not at collection — and it may not replace the code it tests."""
+    failure = Failure("ZeroDivisionError", "cogs/dice.py", "scale_for")
+    request = _Request(
+        ["tests/test_x.py"], {"cogs/dice.py": [4, 5]}, ["cogs/dice.py"], failure, {"safe_scale"}
+    )
+    reported = {
+        "outcome": "failed",
+        "error_type": "ZeroDivisionError",
+        "message": "division by zero",
+        "reaches": True,
+    }
+    missing = {"outcome": "failed", "error_type": "AttributeError", "message": "no attribute 'safe_scale'"}
+    branch = _tests_run(True, {})
+    assert _test_item(request, _tests_run(False, reported), branch).verdict == "proves"
+    wrong = _test_item(request, _tests_run(False, missing), branch)
+    assert wrong.verdict == "no_proof"
+    assert (
+        "fails with AttributeError (no attribute 'safe_scale'), not with the reported ZeroDivisionError"
+        in wrong.note
+    )
+    elsewhere = _test_item(request, _tests_run(False, {**reported, "reaches": False}), branch)
+    assert elsewhere.verdict == "no_proof" and "in `scale_for`" in elsewhere.note
+    mocked = _test_item(
+        request,
+        _tests_run(False, reported),
+        _tests_run(True, {}, patched={"tests/test_x.py::test_it": ["dice.scale_for (monkeypatch.setattr)"]}),
+    )
+    assert mocked.verdict == "no_proof" and "replaces the code it tests (dice.scale_for" in mocked.note
+    uncollected = _TestRun(
+        Side(False, "1 error"), None, collect_errors=["ImportError: cannot import name 'safe_scale'"]
+    )
+    assert "cannot even be collected" in _test_item(request, uncollected, branch).note
+    no_failure = _Request(request.tests, request.sources, request.watched, None, {"safe_scale"})
+    named = _test_item(no_failure, _tests_run(False, missing), branch)
+    assert named.verdict == "no_proof" and "only because `safe_scale` is missing" in named.note
+    assert (
+        _test_item(no_failure, _tests_run(False, {**missing, "error_type": "AssertionError"}), branch).verdict
+        == "proves"
+    )

@@ -272,12 +272,12 @@ class _Judge:
         if not after.answered:
             return item("fails", "no answer on the branch")
         if after.error_type is not None:
-            same = after.error_type == (
-                self.plan.failure.error_type if self.plan.failure else case.error_type
+            recorded = self.plan.failure.error_type if self.plan.failure else case.error_type
+            still = (
+                "still fails as recorded" if role != "neighbour" else "still fails like the recorded calls"
             )
-            return item(
-                "fails", f"{'still fails' if same else 'fails with another error'}: {after.error_type}"
-            )
+            what = still if after.error_type == recorded else "fails with another error"
+            return item("fails", f"{what}: {after.error_type}")
         if problem := after.watch.problem():
             if before.watch.trusted:
                 return item("fails", problem)

@@ -560,8 +560,8 @@ def _judge(
     if failing:
         reason = "; ".join(f"{item.title}: {item.note}" for item in failing[:3])
         return Proof("disproven", reason, items, overhead_s, stage)
-    if any(item.verdict == "proves" for item in items):
-        cautious = [item for item in items if item.cautious]
+    cautious = [item for item in items if item.cautious]
+    if any(item.verdict == "proves" for item in items) or cautious:
         if cautious:
             notes = [
                 f"{item.title}: {'; '.join([item.note, *item.flags] if item.note else item.flags)}"

@@ -205,13 +205,12 @@ class _Reports:
         self.lost = False
         self.open = False
         self.last = 0.0  # when the last report came in (the observer's clock)
-        self.tasks: set[asyncio.Task[Any]] = set()
+        self.writers: list[asyncio.StreamWriter] = []
+        self.done = asyncio.Event()
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.open = True
-        task = asyncio.current_task()
-        if task is not None:
-            self.tasks.add(task)
+        self.writers.append(writer)
         try:
             while line := await reader.readline():
                 self.last = time.monotonic()
@@ -231,12 +230,15 @@ class _Reports:
         finally:
             self.open = False
             writer.close()
+            self.done.set()
 
     async def close(self) -> None:
-        """Stop reading: the launcher's connection ends with the replay."""
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        """Stop reading: the launcher's connection ends with the replay (its process is gone by now)."""
+        for writer in self.writers:
+            writer.close()
+        if self.writers:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.done.wait(), _STOP_TIMEOUT_S)
 
     def watch(self, *, stopped: bool) -> Watch:
         """The watch's state; `stopped`: the replay is over (a connection closed before is a loss)."""

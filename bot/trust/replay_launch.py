@@ -46,6 +46,11 @@ _MAX_EVENTS = 20_000  # per replay: past this the watch says it overflowed and s
 _TAG = "__mendbot_raised__"  # the sequence number the watch gives an exception it follows
 
 
+def _absolute(filename: str) -> str:
+    """A code object's file as an absolute path ("<frozen …>" and other pseudo-files as they are)."""
+    return filename if filename.startswith("<") else os.path.abspath(filename)
+
+
 class _Watch:
     """The exception watch: which exceptions the checkout's frames raise, and where each is caught."""
 
@@ -74,7 +79,7 @@ class _Watch:
                 self.broken = True
 
     def where(self, frame: FrameType) -> tuple[str, bool]:
-        filename = frame.f_code.co_filename
+        filename = _absolute(frame.f_code.co_filename)
         if filename.startswith(self.root):
             return filename[len(self.root) :], True
         return str(frame.f_globals.get("__name__") or filename), False
@@ -116,7 +121,7 @@ class _Watch:
         code = frame.f_code
         inside = self.inside.get(code)
         if inside is None:
-            inside = self.inside[code] = code.co_filename.startswith(self.root)
+            inside = self.inside[code] = _absolute(code.co_filename).startswith(self.root)
         if not inside:
             return None
         frame.f_trace_lines = False

@@ -1,0 +1,246 @@
+"""How the proof judges replayed calls, on plain values: a fix must stop the failing calls and their
+neighbours failing without the error still happening, keep what worked working, and not get far slower;
+flags are shown, not verdicts. (The replays themselves run end to end in tests/test_proof_overfit_e2e.py.)"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.improve.proof import Proof
+from bot.improve.proof_judge import Timing, handler_breadth, judge_replay, masked, shape
+from bot.improve.prover import _judge
+from bot.improve.replay import Raised, ReplayResult, Watch
+from bot.improve.replay_plan import Failure, ReplayCase, ReplayPlan
+
+WATCHED = Watch(on=True)
+FAILURE = Failure("ZeroDivisionError", "cogs/dice.py", "scale_for")
+SOURCE = {
+    "cogs/dice.py": (
+        "def scale_for(sides):\n"  # 1
+        "    try:\n"  # 2
+        "        return 60 // (sides - 6)\n"  # 3
+        "    except ZeroDivisionError:\n"  # 4
+        "        return 1\n"  # 5
+        "\n"
+        "def broad(sides):\n"  # 7
+        "    try:\n"  # 8
+        "        return 60 // (sides - 6)\n"  # 9
+        "    except Exception:\n"  # 10
+        "        return 1\n"  # 11
+    )
+}
+
+
+def _case(key: str, role: str, text: str, **fields: Any) -> ReplayCase:
+    failing = role in ("recorded", "held-out")
+    return ReplayCase(
+        key,
+        "command:roll",
+        "!roll",
+        {"text": text},
+        "fp" if failing else None,
+        5.0,
+        error_type="ZeroDivisionError" if failing else None,
+        role=role,  # type: ignore[arg-type]
+        **fields,
+    )
+
+
+def _raised(where: tuple[str, str], caught: tuple[str, str], *, repo: bool = True, line: int = 3) -> Raised:
+    return Raised("ZeroDivisionError", where[0], where[1], line, caught[0], caught[1], repo, (where[0],))
+
+
+def _apology(key: str, ms: float = 5.0) -> ReplayResult:
+    crash = _raised(("cogs/dice.py", "scale_for"), ("discord.ext.commands.core", "wrapped"), repo=False)
+    return ReplayResult(
+        key, True, "Something went wrong on my side (ZeroDivisionError).", "ZeroDivisionError", ms, (crash,),
+        WATCHED,
+    )  # fmt: skip
+
+
+def _answer(key: str, text: str, ms: float = 5.0, raised: tuple[Raised, ...] = ()) -> ReplayResult:
+    return ReplayResult(key, True, text, None, ms, raised, WATCHED)
+
+
+def _judged(cases: list[ReplayCase], base: list[ReplayResult], branch: list[ReplayResult]) -> Proof:
+    plan = ReplayPlan(cases, ["cogs/dice.py"], False, FAILURE, {"command:roll": ["cogs/dice.py"]})
+    items = judge_replay(
+        plan,
+        {r.key: r for r in base},
+        {r.key: r for r in branch},
+        timing=Timing(),
+        source_of=SOURCE.get,
+    )
+    return _judge(items, 1.0, plan)
+
+
+def test_handler_breadth_names_the_handler_that_catches_the_line() -> None:
+    """A handler naming the error (or one of its bases) is specific; bare, Exception and suppress(Exception)
+    are broad; a line outside any try is caught by none there."""
+    source = SOURCE["cogs/dice.py"]
+    assert handler_breadth(source, 3, "ZeroDivisionError") == "specific"
+    assert handler_breadth(source, 9, "ZeroDivisionError") == "broad"
+    assert handler_breadth(source, 1, "ZeroDivisionError") == "none"
+    arithmetic = "try:\n    x = 1 // 0\nexcept ArithmeticError:\n    pass\n"
+    assert handler_breadth(arithmetic, 2, "ZeroDivisionError") == "specific"
+    other = "try:\n    x = 1 // 0\nexcept KeyError:\n    pass\n"
+    assert handler_breadth(other, 2, "ZeroDivisionError") == "none"
+    suppressed = "import contextlib\nwith contextlib.suppress(Exception):\n    x = 1 // 0\n"
+    assert handler_breadth(suppressed, 3, "ZeroDivisionError") == "broad"
+    bare = "try:\n    x = 1 // 0\nexcept:\n    pass\n"
+    assert handler_breadth(bare, 2, "ZeroDivisionError") == "broad"
+
+
+def test_masks_leave_what_a_person_reads() -> None:
+    """Ids, mentions and times are blanked for every comparison; numbers only for a shape."""
+    assert masked("<@123456789012345678> rolled at 12:30:01") == masked(
+        "<@987654321098765432> rolled at 09:00:00"
+    )
+    assert masked("🎲 2d6 → 7") != masked("🎲 2d6 → 9")
+    assert shape("🎲 2d6 → 7") == shape("🎲 2d6 → 9")
+
+
+def test_an_error_still_raised_and_caught_by_a_caller_is_not_fixed() -> None:
+    """The recorded ZeroDivisionError is raised again in `scale_for` and caught in `roll`: answered, but
+    not fixed."""
+    caught = _raised(("cogs/dice.py", "scale_for"), ("cogs/dice.py", "roll"))
+    proof = _judged(
+        [_case("1", "recorded", "!roll 2d6")], [_apology("1")], [_answer("1", "oops", raised=(caught,))]
+    )
+    (item,) = proof.items
+    assert proof.verdict == "disproven" and item.verdict == "fails"
+    assert item.note == "the ZeroDivisionError in `scale_for` still happens; the change catches it in `roll`"
+
+
+def test_an_error_caught_where_raised_by_a_broad_handler_is_not_fixed() -> None:
+    """Raised and caught in the same function by `except Exception`: not fixed either."""
+    caught = _raised(("cogs/dice.py", "scale_for"), ("cogs/dice.py", "scale_for"), line=9)
+    proof = _judged(
+        [_case("1", "recorded", "!roll 2d6")], [_apology("1")], [_answer("1", "🎲 7", raised=(caught,))]
+    )
+    assert proof.verdict == "disproven" and "with a broad `except` there" in proof.items[0].note
+
+
+def test_an_error_handled_where_raised_by_a_handler_naming_it_is_a_fix() -> None:
+    """`except ZeroDivisionError:` around the division in `scale_for` itself fixes that function."""
+    caught = _raised(("cogs/dice.py", "scale_for"), ("cogs/dice.py", "scale_for"), line=3)
+    proof = _judged(
+        [_case("1", "recorded", "!roll 2d6")], [_apology("1")], [_answer("1", "🎲 7", raised=(caught,))]
+    )
+    assert proof.verdict == "proven" and proof.items[0].verdict == "proves"
+
+
+def test_a_neighbour_that_failed_the_same_way_must_be_fixed_too() -> None:
+    """A neighbour failing with the recorded error in the recorded function is a failing call: still
+    failing on the branch disproves; one that failed some other way on the base is left out."""
+    cases = [
+        _case("1", "recorded", "!roll 2d6"),
+        _case("2", "neighbour", "!roll 3d6", parent="1"),
+        _case("3", "neighbour", "!roll 2d0", parent="1"),
+    ]
+    other = ReplayResult(
+        "3", True, "Something went wrong on my side (KeyError).", "KeyError", 5.0, (), WATCHED
+    )
+    proof = _judged(
+        cases, [_apology("1"), _apology("2"), other], [_answer("1", "🎲 7"), _apology("2"), _answer("3", "x")]
+    )
+    assert [(item.label, item.role, item.verdict) for item in proof.items] == [
+        ("!roll 2d6", "recorded", "proves"),
+        ("!roll 3d6", "neighbour", "fails"),
+    ]
+    assert proof.verdict == "disproven" and "(neighbour)" in proof.reason
+
+
+def test_calls_that_worked_are_compared_as_the_probe_allows() -> None:
+    """A deterministic command (two equal answers to the probe) must answer exactly alike; a random one
+    only in shape; an error or silence on the branch breaks it."""
+    cases = [
+        _case("1", "pass", "!roll 2d8"),
+        _case("2", "probe", "!roll 2d8", parent="1"),
+        _case("3", "neighbour", "!roll 2d9", parent="1"),
+    ]
+    same = [_answer("1", "🎲 2d8 → 9"), _answer("2", "🎲 2d8 → 9"), _answer("3", "🎲 2d9 → 4")]
+    exact = _judged(cases, same, [_answer("1", "🎲 2d8 → 10"), _answer("2", "x"), _answer("3", "🎲 2d9 → 4")])
+    assert exact.items[0].verdict == "fails" and exact.items[0].note == "answers differently than on the base"
+    random = [_answer("1", "🎲 2d8 → 9"), _answer("2", "🎲 2d8 → 3"), _answer("3", "🎲 2d9 → 4")]
+    holds = _judged(
+        cases, random, [_answer("1", "🎲 2d8 → 12"), _answer("2", "y"), _answer("3", "🎲 2d9 → 8")]
+    )
+    assert [item.verdict for item in holds.items] == ["holds", "holds"]
+    broken = _judged(cases, random, [_apology("1"), _answer("2", "y"), _answer("3", "ok")])
+    assert broken.items[0].note == "worked on the base; error on the branch: ZeroDivisionError"
+    assert broken.verdict == "disproven"
+
+
+def test_a_far_slower_answer_caps_the_proof_at_unproven() -> None:
+    """Answered, but 40× slower than the command answers when it works: slow, and the proof unproven."""
+    cases = [_case("1", "recorded", "!roll 2d6"), _case("2", "neighbour", "!roll 2d7", parent="1")]
+    proof = _judged(
+        cases,
+        [_apology("1"), _answer("2", "🎲 6", ms=20)],
+        [_answer("1", "🎲 7", ms=900), _answer("2", "🎲 5", ms=800)],
+    )
+    assert [item.verdict for item in proof.items] == ["slow", "slow"]
+    assert proof.verdict == "unproven" and proof.reason.startswith("the failure is gone, but")
+    feedback = proof.feedback()
+    assert feedback is not None and "slow: 900 ms" in feedback and "no slower" in feedback
+
+
+def test_a_little_slower_is_not_slow() -> None:
+    """Noise is not a slowdown: 20 ms → 60 ms is within the configured margin."""
+    cases = [_case("1", "recorded", "!roll 2d6"), _case("2", "neighbour", "!roll 2d7", parent="1")]
+    proof = _judged(
+        cases,
+        [_apology("1"), _answer("2", "🎲 6", ms=20)],
+        [_answer("1", "🎲 7", ms=60), _answer("2", "🎲 5", ms=60)],
+    )
+    assert proof.verdict == "proven"
+
+
+def test_one_answer_for_every_failing_input_and_refusals_are_flagged_not_judged() -> None:
+    """The same refusal for every failing input where nearby inputs got results is flagged on each item;
+    the proof still says what the replay proved, and shows the flags."""
+    refusal = Raised("UserError", "cogs/dice.py", "roll", 9, "discord.ext.commands.core", "wrapped", False,
+                     ("cogs/dice.py",))  # fmt: skip
+    cases = [
+        _case("1", "recorded", "!roll 2d6"),
+        _case("2", "neighbour", "!roll 3d6", parent="1"),
+        _case("3", "neighbour", "!roll 2d7", parent="1"),
+        _case("4", "neighbour", "!roll 2d9", parent="1"),
+    ]
+    no = "Six-sided dice are not supported."
+    proof = _judged(
+        cases,
+        [_apology("1"), _apology("2"), _answer("3", "🎲 2d7 → 5"), _answer("4", "🎲 2d9 → 11")],
+        [_answer("1", no, raised=(refusal,)), _answer("2", no, raised=(refusal,)), _answer("3", "🎲 2d7 → 9"),
+         _answer("4", "🎲 2d9 → 3")],
+    )  # fmt: skip
+    flagged = [item for item in proof.items if item.flags]
+    assert [item.label for item in flagged] == ["!roll 2d6", "!roll 3d6"]
+    assert any("the same answer" in flag for flag in flagged[0].flags)
+    assert any("answers with a refusal (UserError from `roll`)" in flag for flag in flagged[0].flags)
+    assert proof.verdict == "proven" and "⚠️ 4 flags to read" in proof.headline()
+    assert "⚠️" in proof.table() and "⚠️" in proof.chat()
+
+
+def test_a_watch_turned_off_by_the_branch_is_not_a_fix() -> None:
+    """The branch tried to remove the launcher's trace: its answers cannot be taken as fixed."""
+    tampered = Watch(on=True, tampered="sys.settrace")
+    branch = ReplayResult("1", True, "🎲 7", None, 5.0, (), tampered)
+    proof = _judged([_case("1", "recorded", "!roll 2d6")], [_apology("1")], [branch])
+    assert proof.verdict == "disproven" and "tried to turn off the replay's watch" in proof.items[0].note
+
+
+def test_feedback_never_shows_the_inputs_the_agent_was_not_shown() -> None:
+    """Held-out and neighbour calls are fed back by their command only; the agent cannot special-case them."""
+    cases = [
+        _case("1", "recorded", "!roll 2d6"),
+        _case("2", "held-out", "!roll 5d6"),
+        _case("3", "neighbour", "!roll 3d6", parent="1"),
+    ]
+    proof = _judged(cases, [_apology("1"), _apology("2"), _apology("3")], [_answer("1", "ok"), _apology("2"),
+                                                                          _apology("3")])  # fmt: skip
+    feedback = proof.feedback()
+    assert feedback is not None and "5d6" not in feedback and "3d6" not in feedback
+    assert "a call you were not shown, `!roll`" in feedback and "a nearby call, `!roll`" in feedback
+    assert "held out 0/1 fixed" in proof.chat() and "neighbours 0/1 fixed" in proof.chat()

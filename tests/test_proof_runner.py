@@ -1,0 +1,202 @@
+"""The proof's test runner and the replay's exception watch, run as the pipeline runs them — real
+processes on a real tree — without the sandbox around them (tests/test_proof_overfit_e2e.py has it):
+what a test replaced of the code under test, whether its failure is the reported one, and which frame
+caught an exception the code raised."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from bot.trust import proof_runner, replay_launch
+
+DICE = textwrap.dedent(
+    """\
+    def scale_for(sides):
+        return 60 // (sides - 6)
+
+
+    class Roller:
+        def scale(self, sides):
+            return scale_for(sides)
+    """
+)
+TESTS = textwrap.dedent(
+    """\
+    from unittest import mock
+
+    from pkg import dice
+    from pkg.dice import scale_for
+
+
+    def test_real():
+        assert scale_for(6) > 0
+
+
+    def test_monkeypatched(monkeypatch):
+        monkeypatch.setattr(dice, "scale_for", lambda sides: 1)
+        assert dice.scale_for(6) == 1
+
+
+    def test_mocked():
+        with mock.patch("pkg.dice.scale_for", return_value=3):
+            assert dice.scale_for(6) == 3
+
+
+    def test_mocked_method():
+        with mock.patch.object(dice.Roller, "scale", return_value=3):
+            assert dice.Roller().scale(6) == 3
+
+
+    def test_assigned():
+        dice.Roller.scale = lambda self, sides: 5
+        assert dice.Roller().scale(6) == 5
+
+
+    def test_randomness_is_not_the_code_under_test(monkeypatch):
+        import random
+
+        monkeypatch.setattr(random, "randint", lambda a, b: 3)
+        assert random.randint(1, 6) == 3
+
+
+    def test_a_missing_name():
+        assert dice.safe_scale(6) == 1
+    """
+)
+
+
+def _tree(tmp_path: Path, tests: str) -> Path:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "dice.py").write_text(DICE)
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_dice.py").write_text(tests)
+    return tmp_path
+
+
+def _report(tree: Path, expect: dict[str, str] | None) -> dict[str, Any]:
+    request = {
+        "tests": ["tests/test_dice.py"],
+        "sources": {"pkg/dice.py": [2]},
+        "watched": [],
+        "expect": expect,
+    }
+    done = subprocess.run(
+        [sys.executable, proof_runner.__file__, json.dumps(request)],
+        cwd=tree,
+        env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    line = next(line for line in done.stdout.splitlines() if line.startswith(proof_runner.MARKER))
+    report: dict[str, Any] = json.loads(line.removeprefix(proof_runner.MARKER + " "))
+    return report
+
+
+def test_the_runner_names_each_test_that_replaces_the_code_it_tests(tmp_path: Path) -> None:
+    """monkeypatch.setattr, mock.patch, mock.patch.object and a plain assignment of the code under test are
+    each reported for the test that did it; patching `random` is not the code under test."""
+    report = _report(_tree(tmp_path, TESTS), None)
+    patched = {test.split("::")[1]: what for test, what in report["patched"].items()}
+    assert patched == {
+        "test_monkeypatched": ["pkg.dice.scale_for (monkeypatch.setattr)"],
+        "test_mocked": ["pkg.dice.scale_for (mock.patch)"],
+        "test_mocked_method": ["Roller.scale (mock.patch)"],
+        "test_assigned": ["Roller.scale (assignment)"],
+    }
+
+
+def test_the_runner_says_how_each_test_failed_and_whether_it_reached_the_reported_frame(
+    tmp_path: Path,
+) -> None:
+    """A failure with the reported error through the reported function `reaches` it; one for a name the
+    change would add is an AttributeError that does not."""
+    report = _report(
+        _tree(tmp_path, TESTS), {"type": "ZeroDivisionError", "file": "pkg/dice.py", "function": "scale_for"}
+    )
+    tests = {test.split("::")[1]: entry for test, entry in report["tests"].items()}
+    assert tests["test_real"]["error_type"] == "ZeroDivisionError" and tests["test_real"]["reaches"] is True
+    missing = tests["test_a_missing_name"]
+    assert missing["error_type"] == "AttributeError" and missing["reaches"] is False
+    assert "safe_scale" in missing["message"]
+    assert tests["test_randomness_is_not_the_code_under_test"]["outcome"] == "passed"
+
+
+def test_a_test_file_that_cannot_be_collected_is_reported(tmp_path: Path) -> None:
+    """Importing a name the tree does not have is a collection error, reported with its message."""
+    report = _report(
+        _tree(tmp_path, "from pkg.dice import safe_scale\n\n\ndef test_x():\n    assert safe_scale(6)\n"),
+        None,
+    )
+    assert report["tests"] == {} and "safe_scale" in report["collect_errors"][0]
+
+
+_WATCHED = textwrap.dedent(
+    """\
+    import sys
+
+    def scale_for(sides):
+        return 60 // (sides - 6)
+
+    def roll(sides):
+        try:
+            return scale_for(sides)
+        except Exception:
+            return "oops"
+
+    def local(sides):
+        try:
+            return 60 // (sides - 6)
+        except ZeroDivisionError:
+            return 1
+
+    roll(6)
+    local(6)
+    try:
+        sys.settrace(None)
+    except RuntimeError:
+        print("refused")
+    """
+)
+
+
+def test_the_watch_reports_where_the_code_raised_and_who_caught_it(tmp_path: Path) -> None:
+    """Armed before the code runs, the launcher's watch reports each exception raised in the checkout's
+    frames and every frame it reached; turning it off is refused and reported."""
+    (tmp_path / "app.py").write_text(_WATCHED)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(tmp_path / "watch.sock"))
+    server.listen(1)
+    launcher = (
+        f"import sys; sys.path.insert(0, {str(Path(replay_launch.__file__).parent)!r}); "
+        f"import replay_launch; replay_launch._watch({str(tmp_path / 'watch.sock')!r}, {str(tmp_path)!r}); "
+        "import runpy; runpy.run_path('app.py')"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", launcher], cwd=tmp_path, stdout=subprocess.PIPE, text=True
+    )
+    connection, _ = server.accept()
+    received = b""
+    while chunk := connection.recv(65536):
+        received += chunk
+    output, _ = process.communicate(timeout=60)
+    events = [json.loads(line) for line in received.decode().splitlines()]
+    chains: dict[int, list[str]] = {}
+    for event in events:
+        if event["e"] == "raise":
+            chains.setdefault(event["id"], []).append(f"{event['type']} {event['file']}:{event['func']}")
+    assert list(chains.values()) == [
+        ["ZeroDivisionError app.py:scale_for", "ZeroDivisionError app.py:roll"],
+        ["ZeroDivisionError app.py:local"],
+        ["RuntimeError app.py:<module>"],  # the refusal of sys.settrace(None), caught by the script
+    ]
+    assert any(event["e"] == "tamper" and event["what"] == "sys.settrace" for event in events)
+    assert "refused" in output
