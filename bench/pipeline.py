@@ -6,8 +6,10 @@ Prints one `name value unit` line per figure (diagnostics go to stderr):
   below, with this repository as the source root (so the excerpts are real files and `git log
   -L` runs on real history) and a few lessons to match. Median of 20 runs.
 - `proof_overhead_s`: the extra wall time the proof of fix (`bot.improve.proof`) adds to a run whose
-  checks are trivial: a one-file regression test and the replay of one recorded crash, on the base and
-  on the branch, in the sandbox (target ≤ 10 s on a 2-core machine). Median of 3.
+  checks are trivial: a one-file regression test and the replay — four recorded crashes (two shown to
+  the agent, two held out), their neighbours and three recorded calls that worked (probed and with
+  neighbours of their own) — on the base and on the branch, in the sandbox (target ≤ 10 s on a 2-core
+  machine). Median of 3; stderr says how many items of each role the proof had.
 - `correlate_ms`: from words to the stored failures they mean: `resolve_target` for the
   complaint "the roll command is broken again" (a named command) and for the free text "zero
   division when rolling dice" (FTS5 search with recency), then the newest failing actions of
@@ -498,16 +500,20 @@ def _seed_dice_bug(repo: Path) -> None:
 
 async def proof_overhead_s(context: BenchContext) -> float:
     """The extra wall time the proof of fix adds to a run whose checks are trivial: the regression test
-    (one small pytest file) and the replay of one recorded `!roll 2d6` crash, each on the base (a fresh
-    copy of its tree with only the test added) and on the branch (a fresh copy of the commit), all in
-    the sandbox — `Prover.prove` from the committed fix to the stored proof. Median of 3."""
+    (one small pytest file) and the replay of what a real incident leaves — four recorded `!roll` crashes
+    (the older two shown to the agent, two held out), neighbours of them and three recorded rolls that
+    worked — each on the base (a fresh copy of its tree with only the test added) and on the branch (a
+    fresh copy of the commit), all in the sandbox: `Prover.prove` from the committed fix to the stored
+    proof. Median of 3."""
     from bot.db.handlers import HandlerLocation, replace_cog
+    from bot.improve.heldout import shown_identities
     from bot.runtime.services import build_services
     from tests.harness.discord import make_settings
     from tests.harness.repo import copy_of_bot
     from tests.harness.sql import sql
 
     seconds = []
+    roles: dict[str, int] = {}
     for index in range(PROOF_RUNS):
         base = context.tmp / f"proof-{index}"
         repo = copy_of_bot(base / "repo")
@@ -516,15 +522,30 @@ async def proof_overhead_s(context: BenchContext) -> float:
         services = await build_services(settings, watch_prompts=False)
         try:
             db, improve = services.db, services.improve
-            invocation = json.dumps({"name": "!roll", "options": {"text": "!roll 2d6"}})
-            await sql(
-                db,
-                "INSERT INTO actions (ts, kind, source, ok, duration_ms, error_type, error_message,"
-                " fingerprint, invocation) VALUES (:ts, 'command:roll', 'Dice', 0, 2.0, 'ZeroDivisionError',"
-                " 'integer division or modulo by zero', 'bench', :invocation)",
-                ts=time.time(),
-                invocation=invocation,
-            )
+            lines = (repo / "cogs" / "dice.py").read_text().splitlines()
+            line = next(n for n, text in enumerate(lines, 1) if "return 60 // (sides - 6)" in text)
+            failed: list[tuple[float, str, dict[str, object]]] = []
+            now = time.time()
+            calls = [("!roll 2d8", True), ("!roll 1d20", True), ("!roll 3d4", True)]
+            calls += [(f"!roll {n}d6", False) for n in (2, 3, 1, 5)]
+            for number, (text, ok) in enumerate(calls):
+                invocation = {"name": "!roll", "options": {"text": text}}
+                await sql(
+                    db,
+                    "INSERT INTO actions (ts, kind, source, ok, duration_ms, error_type, error_message,"
+                    " fingerprint, frames, invocation, reply) VALUES (:ts, 'command:roll', 'Dice', :ok, 2.0,"
+                    " :error, :message, :fingerprint, :frames, :invocation, :reply)",
+                    ts=now - 100 + number,
+                    ok=int(ok),
+                    error=None if ok else "ZeroDivisionError",
+                    message=None if ok else "integer division or modulo by zero",
+                    fingerprint=None if ok else "bench",
+                    frames=None if ok else json.dumps([f"cogs/dice.py:{line}:_scale"]),
+                    invocation=json.dumps(invocation),
+                    reply=json.dumps({"text": f"🎲 `{text.split()[1]}` → 7"}) if ok else None,
+                )
+                if not ok:
+                    failed.append((now - 100 + number, "command:roll", invocation))
             await replace_cog(
                 db, "Dice", [HandlerLocation("command:roll", "cogs/dice.py", "Dice.roll", 15, "Dice")], 0
             )
@@ -535,15 +556,29 @@ async def proof_overhead_s(context: BenchContext) -> float:
             head = await improve.workspace.commit(worktree, "fix", 1)
             started = time.perf_counter()
             proof = await improve.prover.prove(
-                run_id=1, base_sha=worktree.base_sha, sha=head, fingerprint="bench", kind=None
+                run_id=1,
+                base_sha=worktree.base_sha,
+                sha=head,
+                fingerprint="bench",
+                kind=None,
+                shown=shown_identities(failed),
             )
             seconds.append(time.perf_counter() - started)
             if not proof.proven:
                 raise AssertionError(f"the bench's fix is not proven: {proof.reason}")
+            for item in proof.items:
+                roles[item.role or item.kind] = roles.get(item.role or item.kind, 0) + 1
+            missing = {"held-out", "neighbour", "pass"} - set(roles)
+            if missing:
+                raise AssertionError(f"the bench's proof has no {', '.join(sorted(missing))} items")
             await improve.workspace.remove(worktree, delete_branch=True)
         finally:
             await services.aclose()
     _note(f"proof runs: {', '.join(f'{s:.2f} s' for s in seconds)}")
+    _note(
+        "proof items per run: "
+        + ", ".join(f"{role} {count // PROOF_RUNS}" for role, count in sorted(roles.items()))
+    )
     return statistics.median(seconds)
 
 

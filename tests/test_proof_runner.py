@@ -177,7 +177,7 @@ def test_the_watch_reports_where_the_code_raised_and_who_caught_it(tmp_path: Pat
     server.listen(1)
     launcher = (
         f"import sys; sys.path.insert(0, {str(Path(replay_launch.__file__).parent)!r}); "
-        f"import replay_launch; replay_launch._watch({str(tmp_path / 'watch.sock')!r}, {str(tmp_path)!r}); "
+        f"import replay_launch; replay_launch._watch({str(tmp_path / 'watch.sock')!r}, {str(tmp_path)!r}).arm(); "
         "import runpy; runpy.run_path('app.py')"
     )
     process = subprocess.Popen(

@@ -297,8 +297,12 @@ class Prover:
     async def _side(
         self, checkout: Path, request: _Request, plan: ReplayPlan
     ) -> tuple[_TestRun | None, dict[str, ReplayResult] | str]:
-        test_run = await self._run_tests(checkout, request) if request.tests else None
-        return test_run, await self._replay(checkout, plan)
+        """One side's tests and replay, at once (each its own sandbox: neither sees the other)."""
+        started = time.perf_counter()
+        tests = self._run_tests(checkout, request) if request.tests else _nothing()
+        test_run, replayed = await asyncio.gather(tests, self._replay(checkout, plan))
+        _log.info("proof side", checkout=checkout.name, seconds=round(time.perf_counter() - started, 2))
+        return test_run, replayed
 
     async def _run_tests(self, checkout: Path, request: _Request) -> _TestRun:
         command = shlex.join(["python", f"{_RUNNER_INSIDE}/runner.py", request.json()])
@@ -339,6 +343,10 @@ class Prover:
             items=len(proof.items),
             overhead_s=round(proof.overhead_s, 2),
         )
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _read(root: Path, path: str) -> str | None:

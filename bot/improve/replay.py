@@ -69,9 +69,11 @@ CALL_TIMEOUT_S = 15.0  # a recorded call answered within this, or "no answer"
 ACK_TIMEOUT_S = 3.0
 # After a call's first answer, the next call waits until nothing has moved (no message, no edit, no
 # exception) for `_QUIET_S`, at most `_SETTLE_S`: what one call does is not taken for the next one's.
-_QUIET_S = 0.08
+_QUIET_S = 0.05
 _SETTLE_S = 0.6
 _STOP_TIMEOUT_S = 5.0
+_ARM_S = 5.0
+_GUILD_S = 0.2  # after READY, the guild reaches the bot before the first call
 _REPLY_CHARS = 300
 _LAUNCHER = Path(replay_launch.__file__).resolve()
 _INSIDE = "/run/mendbot/replay"  # where the observer's sockets, the config and the launcher are bound
@@ -207,6 +209,7 @@ class _Reports:
         self.last = 0.0  # when the last report came in (the observer's clock)
         self.writers: list[asyncio.StreamWriter] = []
         self.done = asyncio.Event()
+        self.hello_seen = asyncio.Event()
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.open = True
@@ -221,6 +224,7 @@ class _Reports:
                 kind = event.get("e") if isinstance(event, dict) else None
                 if kind == "hello":
                     self.hello = True
+                    self.hello_seen.set()
                 elif kind == "tamper":
                     self.tampered = str(event.get("what"))[:80]
                 elif kind == "overflow":
@@ -281,13 +285,24 @@ async def _observe(
         try:
             async with DiscordDouble(unix_socket=shared / "discord.sock", echo=False) as observer:
                 _prepare(shared, observer, plan)
+                begun = time.monotonic()
                 async with _started(sandbox, checkout, observer, shared, ready_timeout_s) as output:
                     general = observer.guild.channel("general")
+                    await _armed(reports)
+                    ready = time.monotonic()
                     seen: list[tuple[ReplayCase, _Seen]] = []
                     for case in plan.replayable:
                         seen.append((case, await _call(observer, general, case, call_timeout_s, reports)))
                     ended = time.monotonic()
-                    _log.info("replayed", checkout=str(checkout), cases=len(seen), output=output.name)
+                    _log.info(
+                        "replayed",
+                        checkout=str(checkout),
+                        cases=len(seen),
+                        start_s=round(ready - begun, 2),
+                        calls_s=round(ended - ready, 2),
+                        raised=len(reports.events),
+                        output=output.name,
+                    )
                     watch = reports.watch(stopped=False)
                     results = {}
                     for index, (case, call) in enumerate(seen):
@@ -321,8 +336,8 @@ def _prepare(shared: Path, observer: DiscordDouble, plan: ReplayPlan) -> None:
         "improve": {"autonomy": "off"},
     }
     (shared / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (shared / "watched.json").write_text(json.dumps(plan.watched))
     os.chmod(shared, 0o755)
-    os.chmod(shared / "monitor.sock", 0o777)
 
 
 @contextlib.asynccontextmanager
@@ -339,6 +354,7 @@ async def _started(
             f"{_INSIDE}/discord.sock",
             f"{_INSIDE}/config.yaml",
             f"{_INSIDE}/monitor.sock",
+            f"{_INSIDE}/watched.json",
         ]
         command = jail.command(argv, env, wall_s=ready_timeout_s + 10 * 60)
         output = jail.scratch / "replay-output.log"
@@ -370,7 +386,13 @@ async def _connected(
         if time.monotonic() > deadline:
             raise ReplayError(f"the bot did not connect within {timeout_s:.0f} s: {_tail(output)}")
         await asyncio.sleep(0.05)
-    await asyncio.sleep(0.3)  # READY and the guild reach it before the first call
+
+
+async def _armed(reports: _Reports) -> None:
+    """Until the launcher's watch says it is on (it arms when the bot reads READY), at most `_ARM_S`."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(reports.hello_seen.wait(), _ARM_S)
+    await asyncio.sleep(_GUILD_S)
 
 
 async def _stop(process: asyncio.subprocess.Process) -> None:

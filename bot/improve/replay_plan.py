@@ -73,6 +73,7 @@ class Failure:
     error_type: str
     file: str | None = None
     function: str | None = None
+    path: tuple[str, ...] = ()  # the repository files of its recorded frames, innermost last
 
     def where(self) -> str:
         return f"`{self.function}`" if self.function else (f"`{self.file}`" if self.file else "its frame")
@@ -129,6 +130,12 @@ class ReplayPlan:
     @property
     def replayable(self) -> list[ReplayCase]:
         return [case for case in self.cases if case.unreplayable is None]
+
+    @property
+    def watched(self) -> list[str]:
+        """The files the replay's watch follows exceptions in: the recorded failure's frames and the
+        handlers of the kinds sent (what the proof's judgement reads). Empty: the whole repository."""
+        return sorted({*(self.failure.path if self.failure else ()), *self.handlers})
 
 
 def extension_of(path: str) -> str:
@@ -215,9 +222,10 @@ def _failure_of(calls: list[queries.RecordedCall]) -> Failure | None:
     for call in calls:
         if call.error_type:
             frame = call.frames[-1].rsplit(":", 2) if call.frames else None
+            files = tuple(dict.fromkeys(f.rsplit(":", 2)[0] for f in call.frames if f.count(":") >= 2))
             if frame is not None and len(frame) == 3:
-                return Failure(call.error_type, frame[0], frame[2])
-            return Failure(call.error_type)
+                return Failure(call.error_type, frame[0], frame[2], files)
+            return Failure(call.error_type, path=files)
     return None
 
 

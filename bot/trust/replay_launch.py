@@ -3,7 +3,7 @@
 `bot.improve.replay` binds this file read-only into the sandbox (like `bot/trust/supervise.py`, the copy that
 runs is the installed bot's, never the checkout's) and runs it with the checkout first on `sys.path`:
 
-    python /run/mendbot/replay/launch.py SOCKET CONFIG [MONITOR]
+    python /run/mendbot/replay/launch.py SOCKET CONFIG [MONITOR WATCHED]
 
 It points discord.py at the observer — the loopback Discord (`bot.trust.loopback_discord`) that the bot
 process outside the sandbox serves on the unix socket `SOCKET`, bound in — and then hands over to the
@@ -11,18 +11,22 @@ checkout's own `mendbot run` (`bot.__main__.main`) with the config file `CONFIG`
 standard library, aiohttp, yarl and discord.py before that.
 
 **What the code raises, seen from outside it.** With `MONITOR` (a second unix socket the observer serves),
-the launcher first watches every exception raised in the checkout's own frames — before a line of the
-checkout is imported, so nothing in it runs unwatched: a trace function (`sys.settrace`, line events off)
-that follows only the checkout's frames, and, once an exception is seen there, the frames it propagates
-through up to the one that catches it. Each step goes to the observer as one JSON line: the exception's
-type, the frame (the checkout's file relative to its root, or the module outside it), the function, the
-line, and when (`time.monotonic()`, the clock the observer reads too). An audit hook (which cannot be
-removed) refuses any later `sys.settrace`/`sys.setprofile` — the only way to turn the watch off short of
-forging — and reports the attempt. The launcher decides nothing: the observer attributes each exception
-to the replayed call in whose window it happened and judges from that and from what the bot answered
-over the wire (`bot.improve.replay`). Code under test shares this interpreter, so a change written to
-forge could still hide its exceptions; the watch can only take a verdict away (a failure that "still
-happens"), never give one, which is why that is enough.
+the launcher watches every exception raised in the checkout's own frames while the replayed calls run —
+in the files `WATCHED` lists (a JSON list of paths relative to the checkout: the recorded failure's and
+the replayed commands' handlers), or in all of them when it lists none. It
+is set up before a line of the checkout is imported: an audit hook (which nothing can remove) refuses
+every `sys.settrace`/`sys.setprofile` but the watch's own — the only way to turn a trace off short of
+forging — and reports the attempt; and discord.py's gateway reader is wrapped so that the trace is armed
+when READY arrives, before the first call (the bot's start, which no call depends on, runs untraced and
+at full speed). The trace (line events off) follows only the checkout's frames and, once an exception is
+seen there, the frames it propagates through up to the one that catches it. Each step goes to the
+observer as one JSON line: the exception's type, the frame (the checkout's file relative to its root, or
+the module outside it), the function, the line, and when (`time.monotonic()`, the clock the observer
+reads too). Control flow is not reported (StopIteration, GeneratorExit, cancellation). The launcher
+decides nothing: the observer attributes each exception to the replayed call in whose window it happened
+and judges from that and from what the bot answered over the wire (`bot.improve.replay`). Code under test
+shares this interpreter, so a change written to forge could still hide its exceptions; the watch can only
+take a verdict away (a failure that "still happens"), never give one, which is why that is enough.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ API = "http://discord.invalid/api/v10"
 GATEWAY = "ws://discord.invalid/gateway/"
 _MAX_EVENTS = 20_000  # per replay: past this the watch says it overflowed and stops reporting
 _TAG = "__mendbot_raised__"  # the sequence number the watch gives an exception it follows
+# Exceptions that are how Python and asyncio move on, not failures: never followed.
+_CONTROL_FLOW = (StopIteration, StopAsyncIteration, GeneratorExit)
 
 
 def _absolute(filename: str) -> str:
@@ -54,14 +60,16 @@ def _absolute(filename: str) -> str:
 class _Watch:
     """The exception watch: which exceptions the checkout's frames raise, and where each is caught."""
 
-    def __init__(self, root: str, sink: socket.socket) -> None:
+    def __init__(self, root: str, sink: socket.socket, files: list[str] | None = None) -> None:
         self.root = root.rstrip("/") + "/"
+        self.files = {self.root + path for path in files or ()}  # empty: every file under the root
         self.sink = sink
         self.lock = threading.Lock()
         self.inside: dict[CodeType, bool] = {}
         self.sent = 0
         self.next_id = 0
         self.armed = False
+        self.arming = False  # the watch's own settrace calls are under way
         self.broken = False
 
     def send(self, event: dict[str, Any]) -> None:
@@ -85,7 +93,7 @@ class _Watch:
         return str(frame.f_globals.get("__name__") or filename), False
 
     def local(self, frame: FrameType, event: str, arg: Any) -> Any:
-        if event == "exception":
+        if event == "exception" and not _control_flow(arg[1]):
             exc = arg[1]
             seq = getattr(exc, _TAG, None)
             path, repo = self.where(frame)
@@ -121,38 +129,74 @@ class _Watch:
         code = frame.f_code
         inside = self.inside.get(code)
         if inside is None:
-            inside = self.inside[code] = _absolute(code.co_filename).startswith(self.root)
+            path = _absolute(code.co_filename)
+            inside = path in self.files if self.files else path.startswith(self.root)
+            self.inside[code] = inside
         if not inside:
             return None
         frame.f_trace_lines = False
         return self.local
 
     def audit(self, event: str, args: tuple[Any, ...]) -> None:
-        if not self.armed or event not in ("sys.settrace", "sys.setprofile"):
+        if self.arming or event not in ("sys.settrace", "sys.setprofile"):
             return
         caller = sys._getframe(1)
-        if event == "sys.settrace" and caller.f_code.co_filename == threading.__file__:
+        if self.armed and event == "sys.settrace" and caller.f_code.co_filename == threading.__file__:
             return  # a new thread taking the watch's own trace function (threading.settrace)
         self.send({"e": "tamper", "what": event, "t": time.monotonic()})
         raise RuntimeError(f"{event} is not allowed while the replay watches this process")
 
     def arm(self) -> None:
-        sys.addaudithook(self.audit)
-        threading.settrace(self.enter)
-        sys.settrace(self.enter)
+        """Trace from now on, in this thread and every thread started after."""
+        if self.armed:
+            return
+        self.arming = True
+        try:
+            threading.settrace(self.enter)
+            sys.settrace(self.enter)
+        finally:
+            self.arming = False
         self.armed = True
         self.send({"e": "hello", "t": time.monotonic(), "pid": os.getpid()})
 
 
-def _watch(monitor: str, root: str) -> None:
+def _control_flow(exc: BaseException) -> bool:
+    if isinstance(exc, _CONTROL_FLOW):
+        return True
+    return type(exc).__name__ == "CancelledError"
+
+
+def _watch(monitor: str, root: str, files: list[str] | None = None) -> _Watch:
+    """The watch on the checkout at `root` (on `files` of it, or all), reporting to the socket `monitor`:
+    refusing anyone else's trace from now on; `arm()` starts the trace."""
     sink = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sink.connect(monitor)
-    _Watch(root, sink).arm()
+    watch = _Watch(root, sink, files)
+    sys.addaudithook(watch.audit)
+    return watch
+
+
+def _armed_at_ready(watch: _Watch) -> None:
+    """Arm the watch when discord.py reads READY: the bot has started, and no call has been sent yet."""
+    import discord.gateway
+
+    received = discord.gateway.DiscordWebSocket.received_message
+
+    async def reading(self: discord.gateway.DiscordWebSocket, msg: Any, /) -> None:
+        if not watch.armed and isinstance(msg, str | bytes) and b'"READY"' in _bytes(msg):
+            watch.arm()
+        await received(self, msg)
+
+    discord.gateway.DiscordWebSocket.received_message = reading  # type: ignore[method-assign]
+
+
+def _bytes(msg: str | bytes) -> bytes:
+    return msg if isinstance(msg, bytes) else msg.encode(errors="replace")
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) not in (3, 4):
-        sys.stderr.write("usage: launch.py SOCKET CONFIG [MONITOR]\n")
+    if len(argv) not in (3, 5):
+        sys.stderr.write("usage: launch.py SOCKET CONFIG [MONITOR WATCHED]\n")
         return 2
     socket_path, config = argv[1], argv[2]
     import aiohttp
@@ -171,8 +215,10 @@ def main(argv: list[str]) -> int:
     discord.http.Route.BASE = API
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(GATEWAY)
 
-    if len(argv) == 4:
-        _watch(argv[3], os.getcwd())
+    if len(argv) == 5:
+        with open(argv[4], encoding="utf-8") as listed:
+            files = [str(path) for path in json.load(listed)]
+        _armed_at_ready(_watch(argv[3], os.getcwd(), files))
     # The checkout's own entry point, whatever it imports: named, so that nothing in the installed bot
     # depends on it.
     mendbot = importlib.import_module("bot.__main__").main
