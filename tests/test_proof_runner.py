@@ -175,10 +175,10 @@ def test_the_watch_reports_where_the_code_raised_and_who_caught_it(tmp_path: Pat
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(tmp_path / "watch.sock"))
     server.listen(1)
+    watch = f"replay_launch._watch({str(tmp_path / 'watch.sock')!r}, {str(tmp_path)!r})"
     launcher = (
         f"import sys; sys.path.insert(0, {str(Path(replay_launch.__file__).parent)!r}); "
-        f"import replay_launch; replay_launch._watch({str(tmp_path / 'watch.sock')!r}, {str(tmp_path)!r}).arm(); "
-        "import runpy; runpy.run_path('app.py')"
+        f"import replay_launch; {watch}.arm(); import runpy; runpy.run_path('app.py')"
     )
     process = subprocess.Popen(
         [sys.executable, "-c", launcher], cwd=tmp_path, stdout=subprocess.PIPE, text=True
