@@ -47,6 +47,13 @@ def unwrap(error: BaseException) -> BaseException:
         error = error.original
     if isinstance(error, commands.ConversionError) and error.original is not None:
         return error.original
+    cause = error.__cause__
+    if (
+        isinstance(error, app_commands.TransformerError)
+        and cause is not None
+        and not isinstance(cause, commands.CommandError | app_commands.AppCommandError)
+    ):
+        return cause  # a transformer's own bug, not the value the user typed
     return error
 
 

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import functools
 import time
+import traceback
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -44,12 +45,15 @@ from bot.kernel.log import bind_context, bind_for_task, get_logger
 from bot.observe.capture import HandlerCapture, install_reply_hooks, message_invocation, start_capture
 from bot.observe.handlers import cog_handlers
 from bot.observe.sampler import SlowSampler
-from bot.runtime.entry_points import observe_view_store
+from bot.runtime.entry_points import OwnHandler, failed_part, observe_view_store
 from bot.runtime.services import Services
 
 __all__ = ["RESTART_NOTICE", "SHUTDOWN_NOTICE", "RecordingBot"]
 
 _log = get_logger(__name__)
+
+# Set on a function mendbot wrapped (not to wrap it twice) and on an exception already recorded.
+_RECORDED = "__mendbot_recorded__"
 
 RESTART_NOTICE = "I'm restarting to apply an update — try again in a few seconds."
 SHUTDOWN_NOTICE = "I'm shutting down — try again in a little while."
@@ -155,11 +159,15 @@ class RecordingBot(commands.AutoShardedBot):
         except Exception as exc:
             if ctx.command is None:
                 raise
-            # discord.py hands a command's failure to its error handlers: what comes out here is an
-            # error handler (the command's `.error`, the cog's `cog_command_error`) failing in turn.
-            self._record_command(ctx, exc, handler=True)
+            # discord.py hands a command's failure to its error handlers: what comes out here is a
+            # check that raised instead of refusing, or an error handler (the command's `.error`, the
+            # cog's `cog_command_error`) failing in turn.
+            check = failed_part(exc)
+            self._record_command(ctx, exc, handler=check is None)
             _log.error(
-                "command error handler failed", command=ctx.command.qualified_name, exc_info=unwrap(exc)
+                "command check failed" if check else "command error handler failed",
+                command=ctx.command.qualified_name,
+                exc_info=unwrap(exc),
             )
             text, _ = describe(exc)
             if text is not None:
@@ -214,14 +222,17 @@ class RecordingBot(commands.AutoShardedBot):
             capture = ctx.interaction.extras.get("capture")
         text, is_bug = describe(error) if error is not None else (None, False)
         is_bug = is_bug and problem is None
+        command = f"command:{ctx.command.qualified_name}"
+        part = failed_part(error) if is_bug and error is not None else None
         self.recorder.record(
-            f"command:{ctx.command.qualified_name}",
+            part or command,
             ctx.command.cog_name or "bot",
             ok=not is_bug and problem is None,
             duration_ms=self._command_elapsed_ms(ctx),
             error=unwrap(error) if is_bug and error is not None else None,
             extra={
                 "via": "slash" if ctx.interaction else "prefix",
+                **({"command": command} if part else {}),
                 **({"error_handler_failed": True} if handler else {}),
                 **_environment_extra(error, problem),
                 **({"user_error": text} if error is not None and not is_bug and problem is None else {}),
@@ -304,8 +315,11 @@ class RecordingBot(commands.AutoShardedBot):
         error: BaseException | None,
         problem: EnvironmentProblem | None = None,
         entry: tuple[str, str] | None = None,
+        *,
+        handler: bool = False,
     ) -> None:
-        """Record an app command's interaction, or (`entry`: kind and source) a view item's or modal's."""
+        """Record an app command's interaction, or (`entry`: kind and source) a view item's or modal's;
+        `handler`: what failed is an error handler (the error is the handler's)."""
         command = interaction.command
         name = command.qualified_name if command is not None else "unknown"
         kind, source = entry or (
@@ -315,9 +329,15 @@ class RecordingBot(commands.AutoShardedBot):
         started = interaction.extras.get("started")
         text, is_bug = describe(error) if error is not None else (None, False)
         is_bug = is_bug and problem is None
+        part = failed_part(error) if is_bug and error is not None and kind.startswith("app:") else None
         extra = _environment_extra(error, problem) or (
             {"user_error": text} if error is not None and not is_bug else None
         )
+        if part is not None:
+            extra, kind = {**(extra or {}), "command": kind}, part
+        if handler:
+            extra = {**(extra or {}), "error_handler_failed": True}
+        capture = interaction.extras.get("capture")
         self.recorder.record(
             kind,
             source,
@@ -328,7 +348,9 @@ class RecordingBot(commands.AutoShardedBot):
             channel_id=interaction.channel_id,
             user_id=interaction.user.id,
             extra=extra,
-            **self._end_capture(interaction.extras.get("capture")),
+            # An entry point that failed before a handler ran (a check, a dynamic item's making) has
+            # no capture: what the user did is still said.
+            **(self._end_capture(capture) if capture else {"invocation": interaction.extras.get("invocation")}),
         )
 
     async def on_app_command_completion(
@@ -347,9 +369,11 @@ class RecordingBot(commands.AutoShardedBot):
         interaction: discord.Interaction[Any],
         invocation: dict[str, Any],
         call: Callable[[], Awaitable[Any]],
+        own_handler: OwnHandler | None = None,
     ) -> None:
         """Run a view item's callback or a modal's submit (bot/runtime/entry_points.py) like a
-        command: admitted, tracked, captured, timed, recorded, a failure through the one error path."""
+        command: admitted, tracked, captured, timed, recorded, a failure through the one error path
+        (answered by the view's or modal's own `on_error` when it has one)."""
         if not self.accepting:
             if not interaction.response.is_done():
                 await interaction.response.send_message(self.not_accepting_notice, ephemeral=True)
@@ -366,18 +390,48 @@ class RecordingBot(commands.AutoShardedBot):
         try:
             await call()
         except Exception as exc:
-            await self.handle_interaction_error(interaction, exc, entry=(kind, source))
+            await self.entry_failed(interaction, exc, (kind, source), own_handler)
         except BaseException:
             self.sampler.unwatch(capture)
             raise
         else:
             self._record_interaction(interaction, None, entry=(kind, source))
 
-    async def handle_interaction_error(
-        self, interaction: discord.Interaction[Any], error: Exception, entry: tuple[str, str] | None = None
+    async def entry_failed(
+        self,
+        interaction: discord.Interaction[Any],
+        error: Exception,
+        entry: tuple[str, str],
+        own_handler: OwnHandler | None = None,
     ) -> None:
+        """An entry point failed (a callback, a submit, an `interaction_check`, a dynamic item's
+        `from_custom_id`): recorded, and answered by the view's own error handler when it has one —
+        as discord.py would call it — else by the one error path. That handler failing in turn is
+        recorded under its own name and answered by the one error path."""
+        if own_handler is None:
+            await self.handle_interaction_error(interaction, error, entry=entry)
+            return
         problem = self.environment_problem(error, interaction.channel, interaction.user.id)
         self._record_interaction(interaction, error, problem, entry)
+        name, call = own_handler
+        try:
+            await call(error)
+        except Exception as exc:
+            family = entry[0].split(":", 1)[0]
+            await self.handle_interaction_error(
+                interaction, exc, entry=(f"{family}:{name}", entry[1]), handler=True
+            )
+
+    async def handle_interaction_error(
+        self,
+        interaction: discord.Interaction[Any],
+        error: Exception,
+        entry: tuple[str, str] | None = None,
+        *,
+        handler: bool = False,
+    ) -> None:
+        problem = self.environment_problem(error, interaction.channel, interaction.user.id)
+        self._record_interaction(interaction, error, problem, entry, handler=handler)
         text, is_bug = describe(error)
         if problem is not None:
             text, is_bug = problem.reply, False
@@ -490,6 +544,8 @@ class RecordingBot(commands.AutoShardedBot):
             loop = getattr(cog, name, None)
             if isinstance(loop, tasks.Loop):
                 self._instrument_loop(cog, loop)
+        for hook in ("cog_load", "cog_unload"):
+            self._instrument_cog_hook(cog, hook)
         await super().add_cog(cog, **kwargs)
         await self._store_handlers(cog.qualified_name, cog)
 
@@ -498,6 +554,72 @@ class RecordingBot(commands.AutoShardedBot):
         if removed is not None:
             await self._store_handlers(removed.qualified_name, None)
         return removed
+
+    # -- extensions: what a failed load leaves is an action, an incident and evidence -------------
+
+    async def load_extension(self, name: str, *, package: str | None = None) -> None:
+        try:
+            await super().load_extension(name, package=package)
+        except commands.ExtensionError as exc:
+            self._record_extension(name, exc)
+            raise
+
+    async def reload_extension(self, name: str, *, package: str | None = None) -> None:
+        try:
+            await super().reload_extension(name, package=package)
+        except commands.ExtensionError as exc:
+            self._record_extension(name, exc)
+            raise
+
+    def _record_extension(self, name: str, error: commands.ExtensionError) -> None:
+        """An extension that failed to load: `extension:<name>` (its import or its `setup` raised),
+        unless its cog's `cog_load` did and is recorded as that already. The record says the
+        extension is not serving, which opens an incident at once (bot/observe/detector.py)."""
+        if isinstance(error, commands.ExtensionNotFound | commands.ExtensionAlreadyLoaded):
+            return  # a name that is no module, or loaded twice: nothing in the code failed
+        cause = error.__cause__ or error
+        if getattr(cause, _RECORDED, False):
+            return
+        in_setup = isinstance(error, commands.ExtensionFailed) and any(
+            frame.f_code.co_name == "setup" for frame, _ in traceback.walk_tb(cause.__traceback__)
+        )
+        self.recorder.record(
+            f"extension:{name}",
+            name,
+            ok=False,
+            duration_ms=0.0,
+            error=cause,
+            extra={"extension": name, "phase": "setup" if in_setup else "import", "not_serving": True},
+        )
+
+    def _instrument_cog_hook(self, cog: commands.Cog, hook: str) -> None:
+        """Record a cog's `cog_load` or `cog_unload` that raises as `cog:<Cog>.<hook>` — the load fails
+        (or the unload is logged) exactly as before."""
+        original = getattr(cog, hook)
+        if getattr(original, _RECORDED, False):
+            return
+        kind = f"cog:{cog.qualified_name}.{hook}"
+        recorder = self.recorder
+
+        @functools.wraps(original)
+        async def recorded() -> None:
+            started = time.perf_counter()
+            try:
+                await discord.utils.maybe_coroutine(original)
+            except Exception as exc:
+                recorder.record(
+                    kind,
+                    cog.qualified_name,
+                    ok=False,
+                    duration_ms=(time.perf_counter() - started) * 1000,
+                    error=exc,
+                    extra={"not_serving": True} if hook == "cog_load" else None,
+                )
+                setattr(exc, _RECORDED, True)
+                raise
+
+        setattr(recorded, _RECORDED, True)
+        setattr(cog, hook, recorded)
 
     async def _store_handlers(self, cog_name: str, cog: commands.Cog | None) -> None:
         """Keep the kind → handler map (evidence for faults without a traceback) in step with the cogs."""
@@ -509,7 +631,8 @@ class RecordingBot(commands.AutoShardedBot):
             _log.exception("storing the handler map failed", cog=cog_name)
 
     def _instrument_loop(self, cog: commands.Cog, loop: tasks.Loop[Any]) -> None:
-        """Record each iteration of a cog's tasks.loop; a failure goes through the error path."""
+        """Record each iteration of a cog's tasks.loop, and its `before_loop` / `after_loop` hooks when
+        they fail; a failure goes through the error path."""
         body = loop.coro
         kind = f"task:{body.__name__}"
         recorder = self.recorder
@@ -554,6 +677,38 @@ class RecordingBot(commands.AutoShardedBot):
             return result
 
         loop.coro = recorded
+        # discord.py keeps the hooks set with `@loop.before_loop` / `@loop.after_loop` here; one that
+        # raises ends the loop's task with an exception nobody retrieves.
+        for hook in ("before_loop", "after_loop"):
+            coro = getattr(loop, f"_{hook}", None)
+            if coro is not None and not getattr(coro, _RECORDED, False):
+                setattr(loop, f"_{hook}", self._recorded_hook(cog, f"{kind}.{hook}", coro))
+
+    def _recorded_hook(
+        self, cog: commands.Cog, kind: str, coro: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Awaitable[Any]]:
+        """A task's `before_loop` or `after_loop` whose failure is recorded (the loop stops, as before)."""
+
+        @functools.wraps(coro)
+        async def recorded(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await coro(*args, **kwargs)
+            except Exception as exc:
+                problem = self.environment_problem(exc)
+                self.recorder.record(
+                    kind,
+                    cog.qualified_name,
+                    ok=False,
+                    error=None if problem else exc,
+                    duration_ms=(time.perf_counter() - started) * 1000,
+                    extra={**_environment_extra(exc, problem), "loop_stopped": True},
+                )
+                _log.error("task hook failed", task=kind, exc_info=exc)
+                raise
+
+        setattr(recorded, _RECORDED, True)
+        return recorded
 
     # -- in flight ------------------------------------------------------------------------------
 
