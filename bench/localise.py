@@ -51,8 +51,8 @@ from bot.db import actions as action_queries  # noqa: E402
 from bot.db import handlers as handler_queries  # noqa: E402
 from bot.db import incidents as incident_queries  # noqa: E402
 from bot.db.connection import open_database  # noqa: E402
-from bot.improve import evidence as evidence_module  # noqa: E402
 from bot.improve import history as history_module  # noqa: E402
+from bot.improve import source_index as source_index_module  # noqa: E402
 from bot.improve.evidence import build_evidence, correlate  # noqa: E402
 from bot.kernel.log import configure_logging  # noqa: E402
 from bot.trust.redact import Redactor  # noqa: E402
@@ -219,7 +219,7 @@ async def _costs() -> tuple[float, float, float]:
 
             async def cold(run: Callable[[], Awaitable[None]]) -> None:
                 history_module._GIT_CACHE.clear()
-                evidence_module._MODULE_CACHE.clear()
+                source_index_module._MODULE_CACHE.clear()
                 await run()
 
             evidence_cold = max(

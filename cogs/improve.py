@@ -1,8 +1,13 @@
 """Self-improvement in Discord: /investigate, /fix, /runs, /run, /cancel, /pause, /resume, /budget,
 plain words addressed to the bot in a dev channel, and the status message of each run.
 
-A vague complaint ("/convert seems off") is not chatted past: the bot asks in one line with
-[Investigate] [Fix] [No] buttons, persistent, that act on the message they answer."""
+Words are understood in two steps. The word grammar (bot/improve/intent.py) is the fast path. A
+message it cannot place, said to the bot in a dev channel by an allow-listed developer, is decided by
+the chat model with a structured tool call (bot/chat/route.py: fix, investigate or chat, and which
+command or incident); with no model — no key, or its API failing — the bot asks one short question
+("Is this about `/quiz`? Reply fix or investigate."). A vague complaint ("/convert seems off") is
+asked about the same way. The question carries [Investigate] [Fix] [No] buttons, persistent, that act
+on the message it answers; a reply to it in words ("fix") does the same."""
 
 from __future__ import annotations
 
@@ -15,13 +20,24 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.improve.intent import Intent, command_names_in, known_kinds_in, parse_intent, resolve_target
+from bot.chat.route import Decision, OpenIncident
+from bot.improve.intent import (
+    Intent,
+    Target,
+    command_names_in,
+    known_kinds_in,
+    parse_intent,
+    resolve_target,
+)
 from bot.improve.runs import TERMINAL_STATES, Run, RunKind
 from bot.kernel.durations import human_duration
 from bot.kernel.errors import UserError
-from bot.runtime.app import MendBot
+from bot.kernel.log import get_logger
+from bot.runtime.app import MendBot, role_ids
 from bot.trust.grammar import read_approval
 from cogs.ship import proposal_view
+
+_log = get_logger(__name__)
 
 _ICONS = {"reported": "🔍", "awaiting_approval": "🛠", "failed": "❌", "cancelled": "⏹", "interrupted": "⏸"}
 
@@ -44,6 +60,32 @@ _WAITING = frozenset({"awaiting_approval", "watching", "interrupted"})
 def _spoken(kind: str) -> str:
     family, _, name = kind.partition(":")
     return {"app": f"/{name}", "command": f"!{name}"}.get(family, name)
+
+
+def bug_question(target: Target) -> str:
+    """ "Is this about `/quiz`? Reply fix or investigate." — what the bot asks, with no model, about a
+    message it could not place: its best guess at what the message is about, if it has one."""
+    if target.incident_ids and target.kind:
+        about = f"incident #{target.incident_ids[0]} (`{_spoken(target.kind)}`)"
+    elif target.kind:
+        about = f"`{_spoken(target.kind)}`"
+    else:
+        return "Is this a bug report? Reply fix or investigate."
+    return f"Is this about {about}? Reply fix or investigate."
+
+
+_ASK_ID = re.compile(r"^ask:(\d+):")
+
+
+def asked_about(message: discord.Message | None) -> int | None:
+    """The id of the message a question of ours (its [Investigate] [Fix] [No] buttons) asks about."""
+    for row in getattr(message, "components", None) or []:
+        for child in getattr(row, "children", []):
+            custom_id: str = getattr(child, "custom_id", None) or ""
+            match = _ASK_ID.match(custom_id)
+            if match is not None:
+                return int(match[1])
+    return None
 
 
 def ask_question(intent: Intent, kinds: set[str]) -> str:
@@ -364,21 +406,51 @@ class Improve(commands.Cog):
 
     # -- plain words ----------------------------------------------------------------------------
 
-    def request_intent(self, message: discord.Message) -> Intent | None:
-        """The improvement request in a message addressed to the bot in a dev channel, if any."""
+    def _addressed_in_dev(self, message: discord.Message) -> bool:
+        """Said to the bot (mentioned, or replying to it) in a dev channel, by a person."""
         me = self.bot.user
         if me is None or message.author.bot or not self._in_dev(message.channel.id):
-            return None
+            return False
         ref = message.reference
         replied = (
             isinstance(ref.resolved, discord.Message) and ref.resolved.author.id == me.id if ref else False
         )
-        if me not in message.mentions and not replied:
+        return me in message.mentions or replied
+
+    def _words(self, message: discord.Message) -> str:
+        me = self.bot.user
+        assert me is not None
+        return message.content.replace(me.mention, " ").replace(f"<@!{me.id}>", " ")
+
+    def request_intent(self, message: discord.Message) -> Intent | None:
+        """The improvement request in a message addressed to the bot in a dev channel, if any."""
+        if not self._addressed_in_dev(message):
             return None
-        intent = parse_intent(
-            message.content.replace(me.mention, " ").replace(f"<@!{me.id}>", " "), self.loaded_kinds()
-        )
+        intent = parse_intent(self._words(message), self.loaded_kinds())
         return intent if intent.kind != "none" else None
+
+    def undecided(self, message: discord.Message) -> bool:
+        """A message the grammar could not place, said to the bot in a dev channel by an allow-listed
+        developer: the model decides what it asks for, or the bot asks (never chatted past)."""
+        if not self._addressed_in_dev(message) or self.request_intent(message) is not None:
+            return False
+        if not parse_intent(self._words(message)).text:
+            return False  # a bare mention: nothing to place
+        author = message.author
+        return self.bot.services.access.is_allowed(author.id, role_ids(author), is_bot=author.bot)
+
+    def claims(self, message: discord.Message) -> bool:
+        """Whether this cog answers the message (the chat cog then stays out): a request in words, a
+        reply to one of its questions, or a developer's message the grammar could not place."""
+        if not self._addressed_in_dev(message):
+            return False
+        ref = message.reference
+        replied = ref.resolved if ref is not None and isinstance(ref.resolved, discord.Message) else None
+        return (
+            self.request_intent(message) is not None
+            or asked_about(replied) is not None
+            or self.undecided(message)
+        )
 
     def loaded_kinds(self) -> set[str]:
         """The kinds of the loaded commands, as the recorder names them (`app:x`, `command:x`)."""
@@ -388,28 +460,115 @@ class Improve(commands.Cog):
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
+        if not self._addressed_in_dev(message):
+            return
         intent = self.request_intent(message)
+        question = await self._question_replied(message)
+        if question is not None and (intent is None or intent.kind in ("fix", "investigate")):
+            async with message.channel.typing():
+                answer = await self._answer(message.author, message.channel, question, intent)
+            await message.reply(answer[:2000], mention_author=False)
+            return
         if intent is None:
+            if self.undecided(message) and not (await self.bot.get_context(message)).valid:
+                await self._decide(message)
             return
         async with message.channel.typing():  # finding "this" can take a moment: show it is heard
             reply = await self._handle_words(message, intent)
         if reply:
             await message.reply(reply, mention_author=False)
 
+    async def _question_replied(self, message: discord.Message) -> int | None:
+        """The message a question of ours asks about, when this message replies to that question."""
+        ref = message.reference
+        if ref is None or ref.message_id is None:
+            return None
+        replied = ref.resolved if isinstance(ref.resolved, discord.Message) else None
+        if replied is None:
+            with contextlib.suppress(discord.HTTPException, AttributeError):
+                replied = await message.channel.fetch_message(ref.message_id)
+        me = self.bot.user
+        if replied is None or me is None or replied.author.id != me.id:
+            return None
+        return asked_about(replied)
+
+    async def _decide(self, message: discord.Message) -> None:
+        """A developer's message the grammar could not place: the chat model decides with its tool call
+        what it asks for; with no model (no key, or its API failing), one short question."""
+        text = parse_intent(self._words(message)).text
+        kinds = await self._known_kinds()
+        spoken = {_spoken(kind): kind for kind in sorted(kinds)}
+        incidents = [
+            OpenIncident(i.id, i.kind, i.summary)
+            for i in self.bot.services.incidents.active()
+            if i.id is not None and i.category == "code"
+        ]
+        decision: Decision | None = None
+        async with message.channel.typing():
+            try:
+                decision = await self.bot.services.chat.decide(
+                    text=text,
+                    commands=list(spoken),
+                    incidents=incidents,
+                    channel_id=message.channel.id,
+                    user_id=message.author.id,
+                    message_id=message.id,
+                )
+            except Exception as exc:  # the model's API failing: recorded by the chat service; ask instead
+                self.bot.environment_problem(exc, message.channel, message.author.id)
+                _log.warning(
+                    "the model could not decide a message: asking", error=f"{type(exc).__name__}: {exc}"
+                )
+            if decision is not None and decision.action == "chat":
+                chat = self.bot.get_cog("Chat")
+                if chat is not None:
+                    await chat.answer(message)  # type: ignore[attr-defined]
+                    return
+            if decision is None or decision.action == "chat":
+                target = await self._target(message, text)
+                await message.reply(bug_question(target), view=ask_view(message.id), mention_author=False)
+                return
+            named = [spoken[decision.command]] if decision.command in spoken else None
+            target = await self._target(message, text, named=named, incident_id=decision.incident)
+            reply = await self._start_on(
+                message.author, message, decision.action, text, target, security=False
+            )
+        await message.reply(reply[:2000], mention_author=False)
+
     async def _known_kinds(self) -> set[str]:
         return self.loaded_kinds() | await known_kinds_in(self.bot.services.db)
 
-    async def _request_from_words(
-        self, user: discord.abc.User, message: discord.Message, kind: RunKind, intent: Intent
-    ) -> str:
-        """Resolve what the words are about and start the run (or ask which one)."""
-        target = await resolve_target(
+    async def _target(
+        self,
+        message: discord.Message,
+        text: str,
+        *,
+        named: list[str] | None = None,
+        incident_id: int | None = None,
+    ) -> Target:
+        """What the words are about (bot/improve/intent.py): the incident replied to or chosen, a kind
+        named, or the best match among what was recorded and what the code handles."""
+        return await resolve_target(
             self.bot.services.db,
-            intent.text,
-            replied_incident_id=self._replied_incident(message),
+            text,
+            replied_incident_id=incident_id or self._replied_incident(message),
             known_kinds=await self._known_kinds(),
             now=self.bot.services.clock().timestamp(),
+            named=named,
+            repo_root=self.bot.services.settings.repo_dir,
         )
+
+    async def _start_on(
+        self,
+        user: discord.abc.User,
+        message: discord.Message,
+        kind: RunKind,
+        description: str,
+        target: Target,
+        *,
+        security: bool,
+    ) -> str:
+        """Start the run on a resolved target (or ask which one, when it is ambiguous)."""
         if target.ambiguous:
             return target.question()
         incident_id = target.incident_ids[0] if target.incident_ids else None
@@ -417,13 +576,20 @@ class Improve(commands.Cog):
             user=user,
             channel_id=message.channel.id,
             kind=kind,
-            description=intent.text,
+            description=description,
             incident_id=incident_id,
-            security=intent.security,
+            security=security,
             via="words",
             fingerprint=target.fingerprint if incident_id is None else None,
             target_kind=target.kind if incident_id is None else None,
         )
+
+    async def _request_from_words(
+        self, user: discord.abc.User, message: discord.Message, kind: RunKind, intent: Intent
+    ) -> str:
+        """Resolve what the words are about and start the run (or ask which one)."""
+        target = await self._target(message, intent.text)
+        return await self._start_on(user, message, kind, intent.text, target, security=intent.security)
 
     async def answer_question(
         self, interaction: discord.Interaction[Any], message_id: int, action: str
@@ -431,16 +597,23 @@ class Improve(commands.Cog):
         """A click on [Investigate] / [Fix] / [No] under the question about `message_id`."""
         if action == "no":
             return "OK, leaving it."
-        channel = interaction.channel
+        kind: RunKind = "fix" if action == "fix" else "investigate"
+        return await self._answer(interaction.user, interaction.channel, message_id, Intent(kind, action))
+
+    async def _answer(
+        self, user: discord.abc.User, channel: Any, message_id: int, answer: Intent | None
+    ) -> str:
+        """The answer to a question of ours about `message_id` — a button, or a reply in words: fix or
+        investigate what that message was about; anything else leaves it."""
+        if answer is None or answer.kind not in ("fix", "investigate"):
+            return "OK, leaving it."
         try:
-            original = await channel.fetch_message(message_id)  # type: ignore[union-attr]
+            original = await channel.fetch_message(message_id)
         except (discord.NotFound, AttributeError):
             return "I can't find the message that question was about any more."
-        me = self.bot.user
-        assert me is not None
-        intent = parse_intent(original.content.replace(me.mention, " ").replace(f"<@!{me.id}>", " "))
-        kind: RunKind = "fix" if action == "fix" else "investigate"
-        return await self._request_from_words(interaction.user, original, kind, intent)
+        intent = parse_intent(self._words(original))
+        kind: RunKind = "fix" if answer.kind == "fix" else "investigate"
+        return await self._request_from_words(user, original, kind, intent)
 
     async def _handle_words(self, message: discord.Message, intent: Intent) -> str | None:
         user = message.author

@@ -66,7 +66,9 @@ async def test_a_view_interaction_check_that_raises_is_recorded_under_its_name(w
     assert ("view:Gate.interaction_check",) in [tuple(row) for row in incidents]
 
 
-async def test_a_views_own_error_handler_still_answers_and_the_failure_is_recorded(world: VirtualWorld) -> None:
+async def test_a_views_own_error_handler_still_answers_and_the_failure_is_recorded(
+    world: VirtualWorld,
+) -> None:
     """A view with an `on_error` of its own: its callback's failure is recorded, and the answer is the
     view's own, not mendbot's."""
     tally = await _shown(world, "tally")
@@ -101,7 +103,9 @@ async def test_a_modals_error_handler_that_fails_is_recorded(world: VirtualWorld
     assert BUG_REPLY in reply_text(submitted)
 
 
-async def test_a_dynamic_item_whose_from_custom_id_fails_is_recorded_and_answered(world: VirtualWorld) -> None:
+async def test_a_dynamic_item_whose_from_custom_id_fails_is_recorded_and_answered(
+    world: VirtualWorld,
+) -> None:
     """A persistent button whose dynamic item cannot be made from its custom id: discord.py only logs
     it and drops the click; mendbot records `view:Seat.from_custom_id` and answers."""
     seats = await _shown(world, "seats")

@@ -32,14 +32,17 @@ async def test_a_failed_cog_load_is_an_action_an_incident_and_evidence(tmp_path:
         [incident] = stored(settings, "SELECT id, kind, rule FROM incidents")
         assert (incident["kind"], incident["rule"]) == ("cog:Rates.cog_load", "not_loaded")
         assert any(
-            m.embeds and "cog:Rates.cog_load" in (m.embeds[0].title or "") for m in bot_messages(world, world.dev)
+            m.embeds and "cog:Rates.cog_load" in (m.embeds[0].title or "")
+            for m in bot_messages(world, world.dev)
         )
         db = world.bot.services.db
         target = await resolve_target(db, "fix this", replied_incident_id=None)
         assert target.incident_ids == [incident["id"]]
         pack = await build_evidence(db, REPO, incident_id=incident["id"], description="fix this")
         assert pack.tracebacks and pack.tracebacks[0].error_type == "KeyError"
-        assert ("tests/fixtures/failing_load.py", "load_rates") in [(s.path, s.function) for s in pack.suspects]
+        assert ("tests/fixtures/failing_load.py", "load_rates") in [
+            (s.path, s.function) for s in pack.suspects
+        ]
         assert "def load_rates" in pack.render()
 
 
@@ -52,7 +55,8 @@ async def test_a_failed_setup_is_recorded_as_the_extension(tmp_path: Path) -> No
         await world.bot.services.recorder.flush()
         [record] = stored(
             settings,
-            "SELECT ok, error_type, frames, extra FROM actions WHERE kind = 'extension:tests.fixtures.failing_setup'",
+            "SELECT ok, error_type, frames, extra FROM actions WHERE kind = ?",
+            "extension:tests.fixtures.failing_setup",
         )
         assert (record["ok"], record["error_type"]) == (0, "KeyError")
         assert json.loads(record["frames"])[-1].endswith(":setup")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from bot.db import core
 from bot.db.core import Connection
 
-__all__ = ["HandlerLocation", "for_kinds", "kinds", "replace_cog"]
+__all__ = ["HandlerLocation", "every", "for_kinds", "kinds", "replace_cog"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +30,7 @@ _FOR_KINDS = """
     SELECT kind, path, qualname, line, cog FROM handlers WHERE kind IN (:kinds)
     ORDER BY kind, path, qualname"""
 _KINDS = "SELECT DISTINCT kind FROM handlers"
+_EVERY = "SELECT kind, path, qualname, line, cog FROM handlers ORDER BY kind, path, qualname"
 # One location, replacing the row already there for its (kind, path, qualname).
 _STORE = """
     INSERT INTO handlers (kind, path, qualname, line, cog, updated_at)
@@ -65,3 +66,11 @@ async def for_kinds(db: Connection, kinds: Collection[str]) -> list[HandlerLocat
 async def kinds(db: Connection) -> set[str]:
     """Every kind some loaded handler answers."""
     return {str(row["kind"]) for row in await core.rows(db, _KINDS)}
+
+
+async def every(db: Connection) -> list[HandlerLocation]:
+    """Every handler of every loaded cog, in a stable order."""
+    return [
+        HandlerLocation(row["kind"], row["path"], row["qualname"], row["line"], row["cog"])
+        for row in await core.rows(db, _EVERY)
+    ]

@@ -40,7 +40,6 @@ from bot.db import incidents as incident_queries
 from bot.db import search as search_queries
 from bot.db.core import Connection
 from bot.db.records import ActionRecord
-from bot.improve.dataflow import CONFIG_SUFFIXES
 from bot.improve.evidence_pack import EvidencePack, FileHistory, LessonLike, SourceExcerpt, Suspect, Traceback
 from bot.improve.history import _GIT_TIMEOUT_S, file_history, line_times
 from bot.improve.localise import (
@@ -54,12 +53,11 @@ from bot.improve.localise import (
     rank,
     terms_of,
 )
-from bot.trust.path_rules import secret_reason
+from bot.improve.source_index import read_module
 
 __all__ = ["Recall", "build_evidence", "correlate"]
 
 _MAX_FAILURES = 20
-_MAX_FILE_BYTES = 2_000_000
 _MAX_LESSONS = 5
 _MAX_SUSPECTS = 10
 _MAX_SOURCE_FUNCTIONS = 8
@@ -123,39 +121,6 @@ def _distinct_tracebacks(failures: list[ActionRecord], incident: dict[str, Any] 
     return sorted(tracebacks, key=lambda t: (-t.count, t.frames))
 
 
-def _readable(repo_root: Path, path: str) -> bool:
-    """Whether a path some record or source names is a Python or configuration file inside the
-    repository we may read."""
-    root = repo_root.resolve()
-    candidate = (root / path).resolve()
-    if candidate.suffix not in (".py", *CONFIG_SUFFIXES) or not candidate.is_relative_to(root):
-        return False
-    if not candidate.is_file():
-        return False
-    if candidate.relative_to(root).as_posix() != path:
-        return False
-    if secret_reason(path) is not None:
-        return False
-    return candidate.stat().st_size <= _MAX_FILE_BYTES
-
-
-_MODULE_CACHE: dict[tuple[str, float, int], ModuleIndex] = {}
-
-
-def _module(repo_root: Path, path: str) -> ModuleIndex | None:
-    if not _readable(repo_root, path):
-        return None
-    file = repo_root.resolve() / path
-    stat = file.stat()
-    key = (str(file), stat.st_mtime, stat.st_size)
-    cached = _MODULE_CACHE.get(key)
-    if cached is None:
-        if len(_MODULE_CACHE) > 512:
-            _MODULE_CACHE.clear()
-        cached = _MODULE_CACHE[key] = ModuleIndex(path, file.read_text(encoding="utf-8", errors="replace"))
-    return cached
-
-
 def _load_modules(repo_root: Path, paths: set[str]) -> dict[str, ModuleIndex]:
     """The named files and the in-repo modules they import, `_IMPORT_DEPTH` levels deep, at most
     `_MAX_MODULES` of them."""
@@ -171,7 +136,7 @@ def _load_modules(repo_root: Path, paths: set[str]) -> dict[str, ModuleIndex]:
         for path in frontier:
             if path in modules or len(modules) >= _MAX_MODULES:
                 continue
-            module = _module(repo_root, path)
+            module = read_module(repo_root, path)
             if module is None:
                 continue
             modules[path] = module

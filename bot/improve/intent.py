@@ -38,12 +38,15 @@ import re
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+from bot.db import actions as action_queries
 from bot.db import handlers as handler_queries
 from bot.db import incidents as incident_queries
 from bot.db import search as queries
 from bot.db.core import Connection
+from bot.improve import handler_words
 from bot.trust.grammar import read_approval
 from bot.trust.sanitize import sanitize_untrusted
 
@@ -55,6 +58,7 @@ __all__ = [
     "Target",
     "command_names_in",
     "known_kinds_in",
+    "named_kinds",
     "parse_intent",
     "resolve_target",
     "search_words",
@@ -265,26 +269,39 @@ _WORD_EDGE = r"(?<![\w:/!-])"
 _WORD_END = r"(?![\w-])"
 
 
-def command_names_in(text: str, known_commands: Collection[str]) -> list[str]:
-    """The known kinds ("command:roll") named in the text ("roll", "/roll", "the roll command")."""
+def named_kinds(text: str, known_commands: Collection[str]) -> list[tuple[str, bool]]:
+    """The known kinds ("command:roll") named in the text, each with whether it is named explicitly —
+    as a command (`/roll`, `!roll`, `app:roll`, "the roll command") rather than by a bare word
+    ("roll") — explicit ones first, then in the order they appear."""
     lowered = " ".join(sanitize_untrusted(text).lower().split())
-    found: list[tuple[int, str]] = []
+    found: list[tuple[bool, int, str]] = []
     for kind in known_commands:
         name = kind.split(":", 1)[-1].lower()
         if not name:
             continue
         spoken = re.escape(name).replace("_", "[_ ]")
-        patterns = [
-            rf"(?<![\w]){re.escape(kind.lower())}{_WORD_END}",
-            rf"(?<![\w])[/!]{spoken}{_WORD_END}",
-            rf"{_WORD_EDGE}{spoken}\s+(?:command|cmd|task|loop|listener|handler){_WORD_END}",
-        ]
-        if name not in _RESERVED and len(name) >= 3:
-            patterns.append(rf"{_WORD_EDGE}{spoken}{_WORD_END}")
-        match = re.search("|".join(patterns), lowered)
+        explicit = "|".join(
+            [
+                rf"(?<![\w]){re.escape(kind.lower())}{_WORD_END}",
+                rf"(?<![\w])[/!]{spoken}{_WORD_END}",
+                rf"{_WORD_EDGE}{spoken}\s+(?:command|cmd|task|loop|listener|handler|button){_WORD_END}",
+            ]
+        )
+        match = re.search(explicit, lowered)
         if match is not None:
-            found.append((match.start(), kind))
-    return [kind for _, kind in sorted(found)]
+            found.append((True, match.start(), kind))
+            continue
+        if name not in _RESERVED and len(name) >= 3:
+            match = re.search(rf"{_WORD_EDGE}{spoken}{_WORD_END}", lowered)
+            if match is not None:
+                found.append((False, match.start(), kind))
+    return [(kind, explicit) for explicit, _, kind in sorted(found, key=lambda f: (not f[0], f[1], f[2]))]
+
+
+def command_names_in(text: str, known_commands: Collection[str]) -> list[str]:
+    """The known kinds ("command:roll") named in the text ("roll", "/roll", "the roll command"),
+    explicit names first (see `named_kinds`)."""
+    return [kind for kind, _ in named_kinds(text, known_commands)]
 
 
 # -- resolving "this" -------------------------------------------------------------------------------
@@ -308,7 +325,7 @@ class Target:
     candidates: list[Candidate] = field(default_factory=list)
     fingerprint: str | None = None
     kind: str | None = None
-    via: Literal["reply", "named", "search", "active", "none"] = "none"
+    via: Literal["reply", "named", "search", "words", "active", "none"] = "none"
 
     def question(self) -> str:
         """The "which one do you mean?" question listing the candidates, for an ambiguous target."""
@@ -422,10 +439,15 @@ async def resolve_target(
     replied_incident_id: int | None,
     known_kinds: Collection[str] | None = None,
     now: float | None = None,
+    named: Collection[str] | None = None,
+    repo_root: Path | None = None,
 ) -> Target:
     """Which incident or failure the request is about (see the module docstring for the order).
 
-    `known_kinds` defaults to every kind that has failed, had an incident or has a handler.
+    `known_kinds` defaults to every kind that has failed, had an incident or has a handler. `named`
+    gives the kinds the request is about instead of reading them from its words (the model chose
+    one). With `repo_root`, words that match no recorded failure lead to the handlers whose code
+    says what the request describes (bot/improve/handler_words.py).
     """
     now = time.time() if now is None else now
     if replied_incident_id is not None:
@@ -442,16 +464,16 @@ async def resolve_target(
                 via="reply",
             )
     kinds = set(known_kinds) if known_kinds is not None else await known_kinds_in(db)
-    named = command_names_in(text, kinds)
+    mentioned = [(kind, True) for kind in named] if named else named_kinds(text, kinds)
     words = search_words(text)
-    if named:
-        target = await _named_target(db, named, words, now)
+    if mentioned:
+        target = await _named_target(db, mentioned, words, now)
         if target is not None:
             return target
     if words:
         scored = await _search_candidates(db, words, now)
         if not scored:
-            return Target([], False)
+            return await _handler_target(db, words, repo_root)
         top = scored[0]
         close = [c for c in scored if c.score >= top.score * (1 - AMBIGUITY_MARGIN)]
         if len(close) > 1:
@@ -474,19 +496,63 @@ async def resolve_target(
     return Target([], True, listed, via="active")
 
 
+async def _handler_target(db: Connection, words: list[str], repo_root: Path | None) -> Target:
+    """No recorded failure matches the words: the handler whose code says what they describe — its
+    names, the text of its replies, the event it listens to — is the target, as a kind."""
+    if repo_root is None:
+        return Target([], False)
+    ranked = await handler_words.rank_handlers(db, repo_root, words)
+    if not ranked:
+        return Target([], False)
+    best = ranked[0]
+    listed = [
+        Candidate(None, f"{match.kind} (its code matches: {', '.join(match.words[:4])})", match.score)
+        for match in ranked[:_MAX_CANDIDATES]
+    ]
+    return Target([], False, listed, None, best.kind, "words")
+
+
 async def known_kinds_in(db: Connection) -> set[str]:
     """Every kind a request can name: those that failed or had an incident, and every handled kind."""
     return await queries.failure_kinds(db) | await handler_queries.kinds(db)
 
 
-async def _named_target(db: Connection, kinds: list[str], words: list[str], now: float) -> Target | None:
-    incidents = await queries.latest_incidents_of_kinds(db, kinds, limit=_MAX_CANDIDATES)
-    if incidents:
+# How far back failing actions count as what is going wrong now on the surface a request names.
+_SURFACE_WINDOW_S = 6 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Evidence:
+    """What was recorded failing on one named kind's surface: the kind itself, the view callbacks of
+    the screens it showed, the checks and converters it ran."""
+
+    kind: str
+    incidents: list[dict[str, Any]]
+    bugs: list[action_queries.Bug]
+
+
+async def _surface_evidence(db: Connection, kinds: list[str], now: float) -> list[_Evidence]:
+    """For each kind, its unresolved incidents and recent failures, and those of what it showed or ran."""
+    bugs = await action_queries.recent_bugs(db, since=now - _SURFACE_WINDOW_S)
+    found = []
+    for kind in kinds:
+        related = {kind} | {bug.kind for bug in bugs if bug.surface == kind}
+        incidents = await queries.latest_incidents_of_kinds(db, related, limit=_MAX_CANDIDATES)
+        recent = [bug for bug in bugs if bug.kind in related]
+        if incidents or recent:
+            found.append(_Evidence(kind, incidents, recent))
+    return found
+
+
+async def _evidence_target(db: Connection, evidence: _Evidence, words: list[str], now: float) -> Target:
+    """The target one named kind's recorded failures make: its (best) incident, else its newest failure."""
+    if evidence.incidents:
+        incidents = evidence.incidents
         chosen = incidents[0]
-        named_words = {word for kind in kinds for word in re.split(r"[:_]", kind.lower())}
+        named_words = set(re.split(r"[:_.]", evidence.kind.lower()))
         other_words = [word for word in words if word not in named_words]
         if len(incidents) > 1 and other_words:
-            # Several unresolved incidents of the command: let the other words pick, else the newest.
+            # Several unresolved incidents on what was named: let the other words pick, else the newest.
             scored = await _search_candidates(db, other_words, now)
             relevance = {c.incident["id"]: c.score for c in scored if c.incident is not None}
             chosen = max(incidents, key=lambda i: (relevance.get(i["id"], 0.0), i["last_seen"]))
@@ -495,7 +561,37 @@ async def _named_target(db: Connection, kinds: list[str], words: list[str], now:
             for i in [chosen, *(i for i in incidents if i is not chosen)]
         ]
         return Target([chosen["id"]], False, listed, chosen["fingerprint"], chosen["kind"], "named")
-    failures = await queries.latest_failures_of_kinds(db, kinds, limit=1)
+    bug = evidence.bugs[0]
+    failure = await queries.failure(db, bug.fingerprint)
+    incident = await queries.incident_for_failure(db, bug.fingerprint, bug.kind)
+    if incident is not None:
+        candidate = Candidate(incident["id"], _describe_incident(incident, now), 1.0, bug.fingerprint)
+        return Target([incident["id"]], False, [candidate], bug.fingerprint, bug.kind, "named")
+    description = (
+        _describe_failure(failure, None, now) if failure is not None else f"{bug.kind} · {bug.fingerprint}"
+    )
+    return Target(
+        [], False, [Candidate(None, description, 1.0, bug.fingerprint)], bug.fingerprint, bug.kind, "named"
+    )
+
+
+async def _named_target(
+    db: Connection, named: list[tuple[str, bool]], words: list[str], now: float
+) -> Target | None:
+    """The target of a request that names kinds, by evidence: an explicit name beats a bare word; a
+    named kind with something recorded failing on its surface — an unresolved incident, failures in
+    the last hours of it or of the views it showed, the checks and converters it ran — beats one with
+    none; two named kinds that both have one are ambiguous, and asked about."""
+    explicit = [kind for kind, is_explicit in named if is_explicit]
+    kinds = explicit or [kind for kind, _ in named]
+    evidenced = await _surface_evidence(db, kinds, now)
+    if evidenced:
+        targets = [await _evidence_target(db, evidence, words, now) for evidence in evidenced]
+        distinct = {(tuple(t.incident_ids), t.fingerprint) for t in targets}
+        if len(distinct) > 1:
+            return Target([], True, [t.candidates[0] for t in targets][:_MAX_CANDIDATES], via="named")
+        return targets[0]
+    failures = await queries.latest_failures_of_kinds(db, kinds[:1], limit=1)
     if not failures:
         # A command that answers wrongly or slowly has no failure: the request is about the kind.
         return Target(

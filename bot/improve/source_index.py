@@ -16,8 +16,10 @@ import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from bot.improve import dataflow
+from bot.trust.path_rules import secret_reason
 
 __all__ = [
     "ModuleIndex",
@@ -25,6 +27,7 @@ __all__ = [
     "class_of",
     "method_of",
     "module_path",
+    "read_module",
     "resolve",
     "resolve_class",
     "terms_of",
@@ -255,6 +258,42 @@ class ModuleIndex:
         """Identifier parts and string words of a function, for matching a complaint."""
         text = "\n".join(self.lines[function.start - 1 : function.end])
         return terms_of(text) | {w for w in _WORD.findall(text.lower()) if len(w) >= 3}
+
+
+_MAX_FILE_BYTES = 2_000_000
+_MODULE_CACHE: dict[tuple[str, float, int], ModuleIndex] = {}
+
+
+def _readable(repo_root: Path, path: str) -> bool:
+    """Whether a path some record or source names is a Python or configuration file inside the
+    repository we may read."""
+    root = repo_root.resolve()
+    candidate = (root / path).resolve()
+    if candidate.suffix not in (".py", *dataflow.CONFIG_SUFFIXES) or not candidate.is_relative_to(root):
+        return False
+    if not candidate.is_file():
+        return False
+    if candidate.relative_to(root).as_posix() != path:
+        return False
+    if secret_reason(path) is not None:
+        return False
+    return candidate.stat().st_size <= _MAX_FILE_BYTES
+
+
+def read_module(repo_root: Path, path: str) -> ModuleIndex | None:
+    """A repository file, parsed (cached by path, modification time and size); None for a path that
+    is not a readable source or configuration file inside the repository."""
+    if not _readable(repo_root, path):
+        return None
+    file = repo_root.resolve() / path
+    stat = file.stat()
+    key = (str(file), stat.st_mtime, stat.st_size)
+    cached = _MODULE_CACHE.get(key)
+    if cached is None:
+        if len(_MODULE_CACHE) > 512:
+            _MODULE_CACHE.clear()
+        cached = _MODULE_CACHE[key] = ModuleIndex(path, file.read_text(encoding="utf-8", errors="replace"))
+    return cached
 
 
 def module_path(module: str, modules: dict[str, ModuleIndex]) -> str | None:

@@ -74,6 +74,7 @@ class EntryRunner(Protocol):
         interaction: discord.Interaction[Any],
         invocation: dict[str, Any],
         call: Callable[[], Awaitable[Any]],
+        *,
         own_handler: OwnHandler | None = None,
     ) -> None: ...
 
@@ -82,6 +83,7 @@ class EntryRunner(Protocol):
         interaction: discord.Interaction[Any],
         error: Exception,
         entry: tuple[str, str],
+        *,
         own_handler: OwnHandler | None = None,
     ) -> None: ...
 
@@ -155,7 +157,9 @@ def callback_name(callback: Callable[..., Any]) -> tuple[str, str]:
     return str(name), str(module)
 
 
-def _invocation(kind: str, interaction: discord.Interaction[Any], surface: str | None = None) -> dict[str, Any]:
+def _invocation(
+    kind: str, interaction: discord.Interaction[Any], surface: str | None = None
+) -> dict[str, Any]:
     """What the user did: the component's custom id and chosen values, or a modal's fields; and the
     kind of the handler whose reply showed the view (`surface`), when one did."""
     data: Any = interaction.data or {}
@@ -179,8 +183,10 @@ def _own_error_handler(owner: Any, base: type) -> Callable[..., Awaitable[Any]] 
     """The view's or modal's `on_error` when its class defines one (discord.py's only logs)."""
     if owner is None or getattr(type(owner), "on_error", None) is getattr(base, "on_error", None):
         return None
-    handler = getattr(owner, "on_error", None)
-    return handler.__wrapped__ if getattr(handler, _MARK, False) else handler  # under our own wrapper
+    handler: Callable[..., Awaitable[Any]] | None = getattr(owner, "on_error", None)
+    if getattr(handler, _MARK, False):
+        handler = getattr(handler, "__wrapped__", None)  # the one beneath our own wrapper
+    return handler
 
 
 def _wrap(
@@ -214,7 +220,7 @@ def _wrap(
             interaction,
             _invocation(kind, interaction, getattr(view, _SURFACE, None)),
             lambda: callback(interaction, *args, **kwargs),
-            handler,
+            own_handler=handler,
         )
 
     setattr(observed, _MARK, True)
@@ -253,7 +259,7 @@ def _observe_on_error(runner: EntryRunner, view: Any, prefix: str) -> None:
 
             handler = (f"{type(view).__qualname__}.on_error", call)
 
-        await runner.entry_failed(interaction, error, (f"{prefix}:{name}", module), handler)
+        await runner.entry_failed(interaction, error, (f"{prefix}:{name}", module), own_handler=handler)
 
     setattr(on_error, _MARK, True)
     on_error.__wrapped__ = view.on_error  # type: ignore[attr-defined]

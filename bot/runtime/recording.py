@@ -337,7 +337,8 @@ class RecordingBot(commands.AutoShardedBot):
             extra, kind = {**(extra or {}), "command": kind}, part
         if handler:
             extra = {**(extra or {}), "error_handler_failed": True}
-        capture = interaction.extras.get("capture")
+        extras = interaction.extras
+        capture = extras.get("capture")
         self.recorder.record(
             kind,
             source,
@@ -350,7 +351,7 @@ class RecordingBot(commands.AutoShardedBot):
             extra=extra,
             # An entry point that failed before a handler ran (a check, a dynamic item's making) has
             # no capture: what the user did is still said.
-            **(self._end_capture(capture) if capture else {"invocation": interaction.extras.get("invocation")}),
+            **(self._end_capture(capture) if capture else {"invocation": extras.get("invocation")}),
         )
 
     async def on_app_command_completion(
@@ -369,6 +370,7 @@ class RecordingBot(commands.AutoShardedBot):
         interaction: discord.Interaction[Any],
         invocation: dict[str, Any],
         call: Callable[[], Awaitable[Any]],
+        *,
         own_handler: OwnHandler | None = None,
     ) -> None:
         """Run a view item's callback or a modal's submit (bot/runtime/entry_points.py) like a
@@ -390,7 +392,7 @@ class RecordingBot(commands.AutoShardedBot):
         try:
             await call()
         except Exception as exc:
-            await self.entry_failed(interaction, exc, (kind, source), own_handler)
+            await self.entry_failed(interaction, exc, (kind, source), own_handler=own_handler)
         except BaseException:
             self.sampler.unwatch(capture)
             raise
@@ -402,6 +404,7 @@ class RecordingBot(commands.AutoShardedBot):
         interaction: discord.Interaction[Any],
         error: Exception,
         entry: tuple[str, str],
+        *,
         own_handler: OwnHandler | None = None,
     ) -> None:
         """An entry point failed (a callback, a submit, an `interaction_check`, a dynamic item's
