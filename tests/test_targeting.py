@@ -44,7 +44,7 @@ async def _clicks(
             error_message="list index out of range",
             fingerprint=fingerprint,
             frames=["cogs/quiz.py:40:answer"],
-            invocation={"name": kind, "options": {"custom_id": "q1"}, **({"surface": surface} if surface else {})},
+            invocation={"name": kind, "options": {}, **({"surface": surface} if surface else {})},
         )
         for n in range(4)
     ]
@@ -73,7 +73,8 @@ async def _clicks(
 
 def test_an_explicit_command_is_named_before_a_bare_word() -> None:
     """'/pay' written as a command comes before 'refund' said as a word, wherever each stands."""
-    assert named_kinds("the refund flow in /pay is broken", KINDS) == [("app:pay", True), ("command:refund", False)]
+    named = named_kinds("the refund flow in /pay is broken", KINDS)
+    assert named == [("app:pay", True), ("command:refund", False)]
 
 
 async def test_an_explicit_command_beats_a_bare_word_said_earlier(db: aiosqlite.Connection) -> None:
@@ -86,7 +87,9 @@ async def test_an_explicit_command_beats_a_bare_word_said_earlier(db: aiosqlite.
     assert (target.kind, target.incident_ids, target.ambiguous) == ("app:pay", [], False)
 
 
-async def test_failed_clicks_on_the_named_screen_beat_the_name_with_no_failure(db: aiosqlite.Connection) -> None:
+async def test_failed_clicks_on_the_named_screen_beat_the_name_with_no_failure(
+    db: aiosqlite.Connection,
+) -> None:
     """Four failed clicks on the buttons `/quiz` showed opened an incident: 'the /quiz answers are wrong'
     is about that incident, not about `/quiz` itself, which never failed."""
     incident = await _clicks(db, "view:QuizView.answer", "app:quiz", "fp-quiz", incident=True)
@@ -132,7 +135,9 @@ async def test_words_with_no_failure_lead_to_the_handler_whose_code_says_them(
         '        await interaction.response.send_message(f"It is sunny in {city}")\n'
     )
     (repo / "cogs" / "improve.py").write_text(
-        "class Improve:\n    async def on_message(self, message) -> None:\n        things = list(message.content)\n"
+        "class Improve:\n"
+        "    async def on_message(self, message) -> None:\n"
+        "        things = list(message.content)\n"
     )
     await handler_queries.replace_cog(
         db,
@@ -146,7 +151,11 @@ async def test_words_with_no_failure_lead_to_the_handler_whose_code_says_them(
     await handler_queries.replace_cog(
         db,
         "Improve",
-        [handler_queries.HandlerLocation("listener:on_message", "cogs/improve.py", "Improve.on_message", 2, "Improve")],
+        [
+            handler_queries.HandlerLocation(
+                "listener:on_message", "cogs/improve.py", "Improve.on_message", 2, "Improve"
+            )
+        ],
         NOW,
     )
     target = await resolve_target(
