@@ -555,7 +555,7 @@ class Improve(commands.Cog):
             known_kinds=await self._known_kinds(),
             now=self.bot.services.clock().timestamp(),
             named=named,
-            repo_root=self.bot.services.settings.repo_dir,
+            roots=(self.bot.services.settings.repo_dir, self.bot.recorder.repo_root),
         )
 
     async def _start_on(

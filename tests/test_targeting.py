@@ -159,6 +159,6 @@ async def test_words_with_no_failure_lead_to_the_handler_whose_code_says_them(
         NOW,
     )
     target = await resolve_target(
-        db, "it puts things on my list I never typed", replied_incident_id=None, now=NOW, repo_root=repo
+        db, "it puts things on my list I never typed", replied_incident_id=None, now=NOW, roots=[repo]
     )
     assert (target.kind, target.via) == ("app:todo add", "words")

@@ -152,12 +152,13 @@ def match_handlers(
     return ranked[:_MAX_MATCHES]
 
 
-async def rank_handlers(db: Connection, repo_root: Path, words: Iterable[str]) -> list[HandlerMatch]:
-    """The handlers of the handler map the complaint's words lead to, best first."""
+async def rank_handlers(db: Connection, roots: Sequence[Path], words: Iterable[str]) -> list[HandlerMatch]:
+    """The handlers of the handler map the complaint's words lead to, best first; their files read
+    from the first of `roots` (the checkouts whose code runs here) that holds them."""
     handlers = await handler_queries.every(db)
     modules = {}
     for path in sorted({handler.path for handler in handlers}):
-        module = read_module(repo_root, path)
+        module = next((m for m in (read_module(root, path) for root in roots) if m is not None), None)
         if module is not None:
             modules[path] = module
     return match_handlers(handlers, modules, words)

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -440,14 +440,14 @@ async def resolve_target(
     known_kinds: Collection[str] | None = None,
     now: float | None = None,
     named: Collection[str] | None = None,
-    repo_root: Path | None = None,
+    roots: Sequence[Path] = (),
 ) -> Target:
     """Which incident or failure the request is about (see the module docstring for the order).
 
     `known_kinds` defaults to every kind that has failed, had an incident or has a handler. `named`
     gives the kinds the request is about instead of reading them from its words (the model chose
-    one). With `repo_root`, words that match no recorded failure lead to the handlers whose code
-    says what the request describes (bot/improve/handler_words.py).
+    one). With `roots` (the checkouts whose code runs here), words that match no recorded failure lead to
+    the handlers whose code says what the request describes (bot/improve/handler_words.py).
     """
     now = time.time() if now is None else now
     if replied_incident_id is not None:
@@ -473,7 +473,7 @@ async def resolve_target(
     if words:
         scored = await _search_candidates(db, words, now)
         if not scored:
-            return await _handler_target(db, words, repo_root)
+            return await _handler_target(db, words, roots)
         top = scored[0]
         close = [c for c in scored if c.score >= top.score * (1 - AMBIGUITY_MARGIN)]
         if len(close) > 1:
@@ -496,12 +496,12 @@ async def resolve_target(
     return Target([], True, listed, via="active")
 
 
-async def _handler_target(db: Connection, words: list[str], repo_root: Path | None) -> Target:
+async def _handler_target(db: Connection, words: list[str], roots: Sequence[Path]) -> Target:
     """No recorded failure matches the words: the handler whose code says what they describe — its
     names, the text of its replies, the event it listens to — is the target, as a kind."""
-    if repo_root is None:
+    if not roots:
         return Target([], False)
-    ranked = await handler_words.rank_handlers(db, repo_root, words)
+    ranked = await handler_words.rank_handlers(db, roots, words)
     if not ranked:
         return Target([], False)
     best = ranked[0]
