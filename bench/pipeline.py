@@ -56,8 +56,8 @@ from bot.db import actions as action_queries  # noqa: E402
 from bot.db import incidents as incident_queries  # noqa: E402
 from bot.db.connection import open_database  # noqa: E402
 from bot.improve.evidence import build_evidence  # noqa: E402
-from bot.improve.intent import resolve_target  # noqa: E402
 from bot.improve.memory import Lesson  # noqa: E402
+from bot.improve.target import resolve_target  # noqa: E402
 from bot.kernel.log import configure_logging  # noqa: E402
 from bot.trust.redact import Redactor  # noqa: E402
 

@@ -13,28 +13,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from typing import Any, Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.chat.route import Decision, OpenIncident
-from bot.improve.intent import (
-    Intent,
-    Target,
-    command_names_in,
-    known_kinds_in,
-    parse_intent,
-    resolve_target,
-)
+from bot.improve.intent import Intent, parse_intent
 from bot.improve.runs import TERMINAL_STATES, Run, RunKind
+from bot.improve.target import Target, known_kinds_in, resolve_target
 from bot.kernel.durations import human_duration
 from bot.kernel.errors import UserError
 from bot.kernel.log import get_logger
 from bot.runtime.app import MendBot, role_ids
 from bot.trust.grammar import read_approval
+from cogs._asking import (
+    AskButton,
+    ask_question,
+    ask_view,
+    asked_about,
+    bug_question,
+    model_decision,
+    question_replied,
+    spoken,
+)
 from cogs.ship import proposal_view
 
 _log = get_logger(__name__)
@@ -55,89 +57,6 @@ def status_text(run: Run, lines: list[str], now: float) -> str:
 
 # States in which the run waits for people, not for the bot: no typing indicator then.
 _WAITING = frozenset({"awaiting_approval", "watching", "interrupted"})
-
-
-def _spoken(kind: str) -> str:
-    family, _, name = kind.partition(":")
-    return {"app": f"/{name}", "command": f"!{name}"}.get(family, name)
-
-
-def bug_question(target: Target) -> str:
-    """ "Is this about `/quiz`? Reply fix or investigate." — what the bot asks, with no model, about a
-    message it could not place: its best guess at what the message is about, if it has one."""
-    if target.incident_ids and target.kind:
-        about = f"incident #{target.incident_ids[0]} (`{_spoken(target.kind)}`)"
-    elif target.kind:
-        about = f"`{_spoken(target.kind)}`"
-    else:
-        return "Is this a bug report? Reply fix or investigate."
-    return f"Is this about {about}? Reply fix or investigate."
-
-
-_ASK_ID = re.compile(r"^ask:(\d+):")
-
-
-def asked_about(message: discord.Message | None) -> int | None:
-    """The id of the message a question of ours (its [Investigate] [Fix] [No] buttons) asks about."""
-    for row in getattr(message, "components", None) or []:
-        for child in getattr(row, "children", []):
-            custom_id: str = getattr(child, "custom_id", None) or ""
-            match = _ASK_ID.match(custom_id)
-            if match is not None:
-                return int(match[1])
-    return None
-
-
-def ask_question(intent: Intent, kinds: set[str]) -> str:
-    """ "Investigate /convert: “gives odd results”?" — one line, the request quoted."""
-    named = command_names_in(intent.text, kinds)
-    said = " ".join(intent.text.split())
-    said = said if len(said) <= 120 else said[:119].rstrip() + "…"
-    subject = f"{_spoken(named[0])}: " if named else ""
-    return f"Investigate {subject}“{said}”?"
-
-
-_ASK_LABELS: dict[str, tuple[str, discord.ButtonStyle]] = {
-    "investigate": ("Investigate", discord.ButtonStyle.primary),
-    "fix": ("Fix", discord.ButtonStyle.success),
-    "no": ("No", discord.ButtonStyle.secondary),
-}
-
-
-class AskButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"ask:(?P<message>\d+):(?P<action>investigate|fix|no)",
-):
-    """[Investigate] [Fix] [No] under a question about a vague complaint; persistent across restarts."""
-
-    def __init__(self, message_id: int, action: str) -> None:
-        label, style = _ASK_LABELS[action]
-        super().__init__(discord.ui.Button(label=label, style=style, custom_id=f"ask:{message_id}:{action}"))
-        self.message_id = message_id
-        self.action = action
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> AskButton:
-        return cls(int(match["message"]), match["action"])
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        bot: MendBot = interaction.client
-        cog = bot.get_cog("Improve")
-        if not isinstance(cog, Improve):
-            await interaction.response.send_message("Self-improvement is not loaded.", ephemeral=True)
-            return
-        await interaction.response.defer(thinking=True)
-        text = await cog.answer_question(interaction, self.message_id, self.action)
-        await interaction.followup.send(text[:2000])
-
-
-def ask_view(message_id: int) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    for action in ("investigate", "fix", "no"):
-        view.add_item(AskButton(message_id, action))
-    return view
 
 
 class Improve(commands.Cog):
@@ -434,9 +353,9 @@ class Improve(commands.Cog):
         developer: the model decides what it asks for, or the bot asks (never chatted past)."""
         if not self._addressed_in_dev(message) or self.request_intent(message) is not None:
             return False
+        author = message.author  # (a bare mention has nothing to place)
         if not parse_intent(self._words(message)).text:
-            return False  # a bare mention: nothing to place
-        author = message.author
+            return False
         return self.bot.services.access.is_allowed(author.id, role_ids(author), is_bot=author.bot)
 
     def claims(self, message: discord.Message) -> bool:
@@ -446,11 +365,8 @@ class Improve(commands.Cog):
             return False
         ref = message.reference
         replied = ref.resolved if ref is not None and isinstance(ref.resolved, discord.Message) else None
-        return (
-            self.request_intent(message) is not None
-            or asked_about(replied) is not None
-            or self.undecided(message)
-        )
+        asked = asked_about(replied) is not None
+        return asked or self.request_intent(message) is not None or self.undecided(message)
 
     def loaded_kinds(self) -> set[str]:
         """The kinds of the loaded commands, as the recorder names them (`app:x`, `command:x`)."""
@@ -463,7 +379,7 @@ class Improve(commands.Cog):
         if not self._addressed_in_dev(message):
             return
         intent = self.request_intent(message)
-        question = await self._question_replied(message)
+        question = await question_replied(message, self.bot.user)
         if question is not None and (intent is None or intent.kind in ("fix", "investigate")):
             async with message.channel.typing():
                 answer = await self._answer(message.author, message.channel, question, intent)
@@ -478,57 +394,22 @@ class Improve(commands.Cog):
         if reply:
             await message.reply(reply, mention_author=False)
 
-    async def _question_replied(self, message: discord.Message) -> int | None:
-        """The message a question of ours asks about, when this message replies to that question."""
-        ref = message.reference
-        if ref is None or ref.message_id is None:
-            return None
-        replied = ref.resolved if isinstance(ref.resolved, discord.Message) else None
-        if replied is None:
-            with contextlib.suppress(discord.HTTPException, AttributeError):
-                replied = await message.channel.fetch_message(ref.message_id)
-        me = self.bot.user
-        if replied is None or me is None or replied.author.id != me.id:
-            return None
-        return asked_about(replied)
-
     async def _decide(self, message: discord.Message) -> None:
         """A developer's message the grammar could not place: the chat model decides with its tool call
         what it asks for; with no model (no key, or its API failing), one short question."""
         text = parse_intent(self._words(message)).text
-        kinds = await self._known_kinds()
-        spoken = {_spoken(kind): kind for kind in sorted(kinds)}
-        incidents = [
-            OpenIncident(i.id, i.kind, i.summary)
-            for i in self.bot.services.incidents.active()
-            if i.id is not None and i.category == "code"
-        ]
-        decision: Decision | None = None
+        kinds = {spoken(kind): kind for kind in sorted(await self._known_kinds())}
         async with message.channel.typing():
-            try:
-                decision = await self.bot.services.chat.decide(
-                    text=text,
-                    commands=list(spoken),
-                    incidents=incidents,
-                    channel_id=message.channel.id,
-                    user_id=message.author.id,
-                    message_id=message.id,
-                )
-            except Exception as exc:  # the model's API failing: recorded by the chat service; ask instead
-                self.bot.environment_problem(exc, message.channel, message.author.id)
-                _log.warning(
-                    "the model could not decide a message: asking", error=f"{type(exc).__name__}: {exc}"
-                )
-            if decision is not None and decision.action == "chat":
-                chat = self.bot.get_cog("Chat")
-                if chat is not None:
-                    await chat.answer(message)  # type: ignore[attr-defined]
-                    return
+            decision = await model_decision(self.bot, message, text, list(kinds))
+            chat = self.bot.get_cog("Chat")
+            if decision is not None and decision.action == "chat" and chat is not None:
+                await chat.answer(message)  # type: ignore[attr-defined]
+                return
             if decision is None or decision.action == "chat":
                 target = await self._target(message, text)
                 await message.reply(bug_question(target), view=ask_view(message.id), mention_author=False)
                 return
-            named = [spoken[decision.command]] if decision.command in spoken else None
+            named = [kinds[decision.command]] if decision.command in kinds else None
             target = await self._target(message, text, named=named, incident_id=decision.incident)
             reply = await self._start_on(
                 message.author, message, decision.action, text, target, security=False
@@ -546,7 +427,7 @@ class Improve(commands.Cog):
         named: list[str] | None = None,
         incident_id: int | None = None,
     ) -> Target:
-        """What the words are about (bot/improve/intent.py): the incident replied to or chosen, a kind
+        """What the words are about (bot/improve/target.py): the incident replied to or chosen, a kind
         named, or the best match among what was recorded and what the code handles."""
         return await resolve_target(
             self.bot.services.db,

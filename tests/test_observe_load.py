@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from bot.improve.evidence import build_evidence
-from bot.improve.intent import resolve_target
+from bot.improve.target import resolve_target
 from tests.harness.discord import bot_messages, make_settings, running_world
 from tests.harness.sql import stored
 

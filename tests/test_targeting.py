@@ -15,7 +15,8 @@ from bot.db import handlers as handler_queries
 from bot.db import incidents as incident_queries
 from bot.db.connection import open_database
 from bot.db.records import ActionRecord
-from bot.improve.intent import named_kinds, resolve_target
+from bot.improve.intent import named_kinds
+from bot.improve.target import resolve_target
 
 NOW = 1_800_000_000.0
 KINDS = {"app:pay", "command:refund", "app:quiz", "view:QuizView.answer", "app:score"}

@@ -58,8 +58,11 @@ SEND_WRAPPER = ("bot/observe/capture.py", "sending")
 RECORDING_WRAPPERS = frozenset(
     {
         ("bot/runtime/recording.py", "_run_event"),
-        ("bot/runtime/recording.py", "recorded"),
         ("bot/runtime/recording.py", "invoke"),
+        ("bot/runtime/recording.py", "run_entry"),
+        ("bot/runtime/recording.py", "entry_failed"),
+        ("bot/runtime/hooks.py", "recorded"),
+        ("bot/runtime/entry_points.py", "observed"),
         ("bot/observe/recorder.py", "action"),
         SEND_WRAPPER,
     }

@@ -28,6 +28,7 @@ __all__ = [
     "bug_reply",
     "describe",
     "discord_problem",
+    "environment_extra",
     "error_channel_id",
     "model_problem",
     "named_bug",
@@ -63,6 +64,14 @@ _ARGUMENT_ERRORS = (
 )
 _QUIET = (commands.CommandNotFound, commands.DisabledCommand)
 _REFUSED = (commands.CheckFailure, app_commands.CheckFailure)
+
+
+def environment_extra(error: BaseException | None, problem: EnvironmentProblem | None) -> dict[str, Any]:
+    """What an action record says about an environment failure (no fingerprint: it is no bug)."""
+    if problem is None or error is None:
+        return {}
+    original = unwrap(error)
+    return {"environment": problem.kind, "error": f"{type(original).__name__}: {original}"[:500]}
 
 
 def describe(error: BaseException) -> tuple[str | None, bool]:

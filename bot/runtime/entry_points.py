@@ -179,9 +179,15 @@ def _invocation(
     return invocation
 
 
-def _own_error_handler(owner: Any, base: type) -> Callable[..., Awaitable[Any]] | None:
+def _overrides(owner: Any, method: str) -> bool:
+    """Whether the object's class defines `method` itself, rather than inheriting discord.py's."""
+    defined = getattr(type(owner), method, None)
+    return defined is not None and not str(getattr(defined, "__module__", "")).startswith("discord.")
+
+
+def _own_error_handler(owner: Any) -> Callable[..., Awaitable[Any]] | None:
     """The view's or modal's `on_error` when its class defines one (discord.py's only logs)."""
-    if owner is None or getattr(type(owner), "on_error", None) is getattr(base, "on_error", None):
+    if owner is None or not _overrides(owner, "on_error"):
         return None
     handler: Callable[..., Awaitable[Any]] | None = getattr(owner, "on_error", None)
     if getattr(handler, _MARK, False):
@@ -203,7 +209,7 @@ def _wrap(
 
     async def observed(interaction: discord.Interaction[Any], /, *args: Any, **kwargs: Any) -> None:
         view = owner()
-        own = _own_error_handler(view, discord.ui.Modal if prefix == "modal" else discord.ui.View)
+        own = _own_error_handler(view)
         handler: OwnHandler | None = None
         if own is not None:
             item = getattr(observed, "item", None)
@@ -243,7 +249,7 @@ def _observe_on_error(runner: EntryRunner, view: Any, prefix: str) -> None:
     an `interaction_check` that raised — recorded under the name of the function that raised."""
     if getattr(view.on_error, _MARK, False):
         return
-    own = _own_error_handler(view, discord.ui.Modal if prefix == "modal" else discord.ui.View)
+    own = _own_error_handler(view)
     module = type(view).__module__
 
     async def on_error(interaction: discord.Interaction[Any], error: Exception, *item: Any) -> None:
@@ -288,9 +294,7 @@ def _observe_dynamic(runner: EntryRunner, made: Any) -> None:
     which discord.py runs apart and whose failure it turns into a silent refusal — recorded."""
     _observe_item(runner, made)
     check = made.interaction_check
-    if getattr(check, _MARK, False) or getattr(type(made), "interaction_check", None) is getattr(
-        discord.ui.DynamicItem, "interaction_check", None
-    ):
+    if getattr(check, _MARK, False) or not _overrides(made, "interaction_check"):
         return
     module = type(made).__module__
 

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import time
-import traceback
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -37,6 +35,7 @@ from bot.kernel.errors import (
     EnvironmentProblem,
     describe,
     discord_problem,
+    environment_extra,
     error_channel_id,
     model_problem,
     unwrap,
@@ -46,14 +45,12 @@ from bot.observe.capture import HandlerCapture, install_reply_hooks, message_inv
 from bot.observe.handlers import cog_handlers
 from bot.observe.sampler import SlowSampler
 from bot.runtime.entry_points import OwnHandler, failed_part, observe_view_store
+from bot.runtime.hooks import instrument_cog_hook, instrument_loop, record_extension
 from bot.runtime.services import Services
 
 __all__ = ["RESTART_NOTICE", "SHUTDOWN_NOTICE", "RecordingBot"]
 
 _log = get_logger(__name__)
-
-# Set on a function mendbot wrapped (not to wrap it twice) and on an exception already recorded.
-_RECORDED = "__mendbot_recorded__"
 
 RESTART_NOTICE = "I'm restarting to apply an update — try again in a few seconds."
 SHUTDOWN_NOTICE = "I'm shutting down — try again in a little while."
@@ -81,14 +78,6 @@ def _event_ids(args: tuple[Any, ...]) -> dict[str, Any]:
     if isinstance(first, discord.Interaction):
         return {"guild_id": first.guild_id, "channel_id": first.channel_id, "user_id": first.user.id}
     return {}
-
-
-def _environment_extra(error: BaseException | None, problem: EnvironmentProblem | None) -> dict[str, Any]:
-    """What an action record says about an environment failure (no fingerprint: it is no bug)."""
-    if problem is None or error is None:
-        return {}
-    original = unwrap(error)
-    return {"environment": problem.kind, "error": f"{type(original).__name__}: {original}"[:500]}
 
 
 class RecordingBot(commands.AutoShardedBot):
@@ -194,7 +183,7 @@ class RecordingBot(commands.AutoShardedBot):
         extras["capture"] = capture
         self.sampler.watch(capture)
 
-    def _end_capture(self, capture: HandlerCapture | None) -> dict[str, Any]:
+    def end_capture(self, capture: HandlerCapture | None) -> dict[str, Any]:
         """The record fields a finished handler's capture fills in."""
         if capture is None:
             return {}
@@ -234,10 +223,10 @@ class RecordingBot(commands.AutoShardedBot):
                 "via": "slash" if ctx.interaction else "prefix",
                 **({"command": command} if part else {}),
                 **({"error_handler_failed": True} if handler else {}),
-                **_environment_extra(error, problem),
+                **environment_extra(error, problem),
                 **({"user_error": text} if error is not None and not is_bug and problem is None else {}),
             },
-            **self._end_capture(capture),
+            **self.end_capture(capture),
             **self._command_ids(ctx),
         )
 
@@ -330,7 +319,7 @@ class RecordingBot(commands.AutoShardedBot):
         text, is_bug = describe(error) if error is not None else (None, False)
         is_bug = is_bug and problem is None
         part = failed_part(error) if is_bug and error is not None and kind.startswith("app:") else None
-        extra = _environment_extra(error, problem) or (
+        extra = environment_extra(error, problem) or (
             {"user_error": text} if error is not None and not is_bug else None
         )
         if part is not None:
@@ -351,7 +340,7 @@ class RecordingBot(commands.AutoShardedBot):
             extra=extra,
             # An entry point that failed before a handler ran (a check, a dynamic item's making) has
             # no capture: what the user did is still said.
-            **(self._end_capture(capture) if capture else {"invocation": extras.get("invocation")}),
+            **(self.end_capture(capture) if capture else {"invocation": extras.get("invocation")}),
         )
 
     async def on_app_command_completion(
@@ -505,8 +494,8 @@ class RecordingBot(commands.AutoShardedBot):
                 ok=False,
                 error=None if problem else exc,
                 duration_ms=(time.perf_counter() - started) * 1000,
-                extra=_environment_extra(exc, problem) or None,
-                **self._end_capture(capture),
+                extra=environment_extra(exc, problem) or None,
+                **self.end_capture(capture),
                 **ids,
             )
             if problem is not None:  # no bug, so no traceback: the incident says what is needed
@@ -520,7 +509,7 @@ class RecordingBot(commands.AutoShardedBot):
                 source,
                 ok=True,
                 duration_ms=(time.perf_counter() - started) * 1000,
-                **self._end_capture(capture),
+                **self.end_capture(capture),
                 **ids,
             )
 
@@ -546,9 +535,9 @@ class RecordingBot(commands.AutoShardedBot):
         for name in dir(cog):
             loop = getattr(cog, name, None)
             if isinstance(loop, tasks.Loop):
-                self._instrument_loop(cog, loop)
+                instrument_loop(self, cog, loop)
         for hook in ("cog_load", "cog_unload"):
-            self._instrument_cog_hook(cog, hook)
+            instrument_cog_hook(self, cog, hook)
         await super().add_cog(cog, **kwargs)
         await self._store_handlers(cog.qualified_name, cog)
 
@@ -564,65 +553,15 @@ class RecordingBot(commands.AutoShardedBot):
         try:
             await super().load_extension(name, package=package)
         except commands.ExtensionError as exc:
-            self._record_extension(name, exc)
+            record_extension(self, name, exc)
             raise
 
     async def reload_extension(self, name: str, *, package: str | None = None) -> None:
         try:
             await super().reload_extension(name, package=package)
         except commands.ExtensionError as exc:
-            self._record_extension(name, exc)
+            record_extension(self, name, exc)
             raise
-
-    def _record_extension(self, name: str, error: commands.ExtensionError) -> None:
-        """An extension that failed to load: `extension:<name>` (its import or its `setup` raised),
-        unless its cog's `cog_load` did and is recorded as that already. The record says the
-        extension is not serving, which opens an incident at once (bot/observe/detector.py)."""
-        if isinstance(error, commands.ExtensionNotFound | commands.ExtensionAlreadyLoaded):
-            return  # a name that is no module, or loaded twice: nothing in the code failed
-        cause = error.__cause__ or error
-        if getattr(cause, _RECORDED, False):
-            return
-        in_setup = isinstance(error, commands.ExtensionFailed) and any(
-            frame.f_code.co_name == "setup" for frame, _ in traceback.walk_tb(cause.__traceback__)
-        )
-        self.recorder.record(
-            f"extension:{name}",
-            name,
-            ok=False,
-            duration_ms=0.0,
-            error=cause,
-            extra={"extension": name, "phase": "setup" if in_setup else "import", "not_serving": True},
-        )
-
-    def _instrument_cog_hook(self, cog: commands.Cog, hook: str) -> None:
-        """Record a cog's `cog_load` or `cog_unload` that raises as `cog:<Cog>.<hook>` — the load fails
-        (or the unload is logged) exactly as before."""
-        original = getattr(cog, hook)
-        if getattr(original, _RECORDED, False):
-            return
-        kind = f"cog:{cog.qualified_name}.{hook}"
-        recorder = self.recorder
-
-        @functools.wraps(original)
-        async def recorded() -> None:
-            started = time.perf_counter()
-            try:
-                await discord.utils.maybe_coroutine(original)
-            except Exception as exc:
-                recorder.record(
-                    kind,
-                    cog.qualified_name,
-                    ok=False,
-                    duration_ms=(time.perf_counter() - started) * 1000,
-                    error=exc,
-                    extra={"not_serving": True} if hook == "cog_load" else None,
-                )
-                setattr(exc, _RECORDED, True)
-                raise
-
-        setattr(recorded, _RECORDED, True)
-        setattr(cog, hook, recorded)
 
     async def _store_handlers(self, cog_name: str, cog: commands.Cog | None) -> None:
         """Keep the kind → handler map (evidence for faults without a traceback) in step with the cogs."""
@@ -632,86 +571,6 @@ class RecordingBot(commands.AutoShardedBot):
             await handler_queries.replace_cog(self.services.db, cog_name, found, time.time())
         except Exception:
             _log.exception("storing the handler map failed", cog=cog_name)
-
-    def _instrument_loop(self, cog: commands.Cog, loop: tasks.Loop[Any]) -> None:
-        """Record each iteration of a cog's tasks.loop, and its `before_loop` / `after_loop` hooks when
-        they fail; a failure goes through the error path."""
-        body = loop.coro
-        kind = f"task:{body.__name__}"
-        recorder = self.recorder
-        sampler = self.sampler
-
-        @functools.wraps(body)
-        async def recorded(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            capture = start_capture(kind, {"name": kind, "options": {"iteration": loop.current_loop}})
-            sampler.watch(capture)
-            try:
-                result = await body(*args, **kwargs)
-            except Exception as exc:
-                problem = self.environment_problem(exc)
-                # discord.py retries only its reconnect exceptions; anything else ends the loop for good.
-                retried = loop.reconnect and isinstance(exc, getattr(loop, "_valid_exception", ()))
-                recorder.record(
-                    kind,
-                    cog.qualified_name,
-                    ok=False,
-                    error=None if problem else exc,
-                    duration_ms=(time.perf_counter() - started) * 1000,
-                    extra={
-                        **_environment_extra(exc, problem),
-                        **({"loop_stopped": True} if not retried else {}),
-                    }
-                    or None,
-                    **self._end_capture(capture),
-                )
-                _log.error("task iteration failed", task=kind, stopped=not retried, exc_info=exc)
-                raise
-            except BaseException:
-                sampler.unwatch(capture)
-                raise
-            recorder.record(
-                kind,
-                cog.qualified_name,
-                ok=True,
-                duration_ms=(time.perf_counter() - started) * 1000,
-                **self._end_capture(capture),
-            )
-            return result
-
-        loop.coro = recorded
-        # discord.py keeps the hooks set with `@loop.before_loop` / `@loop.after_loop` here; one that
-        # raises ends the loop's task with an exception nobody retrieves.
-        for hook in ("before_loop", "after_loop"):
-            coro = getattr(loop, f"_{hook}", None)
-            if coro is not None and not getattr(coro, _RECORDED, False):
-                setattr(loop, f"_{hook}", self._recorded_hook(cog, f"{kind}.{hook}", coro))
-
-    def _recorded_hook(
-        self, cog: commands.Cog, kind: str, coro: Callable[..., Awaitable[Any]]
-    ) -> Callable[..., Awaitable[Any]]:
-        """A task's `before_loop` or `after_loop` whose failure is recorded (the loop stops, as before)."""
-
-        @functools.wraps(coro)
-        async def recorded(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return await coro(*args, **kwargs)
-            except Exception as exc:
-                problem = self.environment_problem(exc)
-                self.recorder.record(
-                    kind,
-                    cog.qualified_name,
-                    ok=False,
-                    error=None if problem else exc,
-                    duration_ms=(time.perf_counter() - started) * 1000,
-                    extra={**_environment_extra(exc, problem), "loop_stopped": True},
-                )
-                _log.error("task hook failed", task=kind, exc_info=exc)
-                raise
-
-        setattr(recorded, _RECORDED, True)
-        return recorded
 
     # -- in flight ------------------------------------------------------------------------------
 
