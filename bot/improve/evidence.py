@@ -40,8 +40,10 @@ from bot.db import incidents as incident_queries
 from bot.db import search as search_queries
 from bot.db.core import Connection
 from bot.db.records import ActionRecord
+from bot.improve import handler_words
 from bot.improve.evidence_pack import EvidencePack, FileHistory, LessonLike, SourceExcerpt, Suspect, Traceback
 from bot.improve.history import _GIT_TIMEOUT_S, file_history, line_times
+from bot.improve.intent import search_words
 from bot.improve.localise import (
     RECORDING_WRAPPERS,
     SEND_WRAPPER,
@@ -54,10 +56,12 @@ from bot.improve.localise import (
     terms_of,
 )
 from bot.improve.source_index import read_module
+from bot.observe.handlers import is_mendbots_own
 
 __all__ = ["Recall", "build_evidence", "correlate"]
 
 _MAX_FAILURES = 20
+_WORD_KINDS = 2  # kinds taken from the words alone, when nothing recorded names one
 _MAX_LESSONS = 5
 _MAX_SUSPECTS = 10
 _MAX_SOURCE_FUNCTIONS = 8
@@ -327,7 +331,9 @@ async def _rank_suspects(
     # Commit times are wall-clock facts: their age is measured from the wall clock, not from the
     # bot's clock (which a test or the playground may have moved).
     wall = time.time()
-    ranked = rank(found, signals, modules, wall)[:_MAX_SUSPECTS]
+    ranked = rank(found, signals, modules, wall)
+    theirs = [c for c in ranked if not is_mendbots_own(c.path)]
+    ranked = (theirs or ranked)[:_MAX_SUSPECTS]
     suspects = [
         Suspect(
             c.path,
@@ -384,6 +390,10 @@ async def build_evidence(
     kinds = list(dict.fromkeys(k for k in (incident["kind"] if incident else None, kind) if k))
     kinds += [r.kind for r in failures if r.kind not in kinds]
     tracebacks = _distinct_tracebacks(failures, incident)
+    if not kinds and not tracebacks and description.strip():
+        # Nothing recorded to start from: the handlers whose code says what the request describes.
+        matches = await handler_words.rank_handlers(db, [repo_root], search_words(description))
+        kinds = list(dict.fromkeys(match.kind for match in matches[:_WORD_KINDS]))
     since = min(incident["first_seen"] if incident else now, now - _CORRELATE_WINDOW_S)
     calls: list[ActionRecord] = []
     slow: list[ActionRecord] = []
@@ -394,6 +404,9 @@ async def build_evidence(
     if kinds and (not tracebacks or latency_incident):
         slow = await action_queries.slowest_sampled(db, kinds, since=since, limit=_MAX_SLOW)
     handlers = await handler_queries.for_kinds(db, kinds)
+    # mendbot's own cogs listen to the same events as the cogs they look after: never their suspects.
+    theirs = [handler for handler in handlers if not is_mendbots_own(handler.path)]
+    handlers = theirs or handlers
 
     suspects, ranked, modules, matched_lessons, histories = await _rank_suspects(
         repo_root,

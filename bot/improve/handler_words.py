@@ -94,16 +94,23 @@ class HandlerMatch:
 
 
 def _unit_text(module: ModuleIndex, qualname: str) -> str:
+    """A function's source from its `def` on (the decorators above it name other things)."""
     unit = module.functions.get(qualname)
     if unit is None:
         return ""
-    return "\n".join(module.lines[unit.start - 1 : unit.end])
+    start = getattr(unit.node, "lineno", unit.start)
+    return "\n".join(module.lines[start - 1 : unit.end])
 
 
 def _handler_stems(module: ModuleIndex, handler: HandlerLocation) -> set[str]:
     """What a handler's code says: its kind and name, its identifiers and strings, and those of the
     functions of its module it calls."""
-    texts = [handler.kind.split(":", 1)[-1], handler.qualname, _unit_text(module, handler.qualname)]
+    # Its own name, not its class's: every method of a cog shares the class name.
+    texts = [
+        handler.kind.split(":", 1)[-1],
+        handler.qualname.rsplit(".", 1)[-1],
+        _unit_text(module, handler.qualname),
+    ]
     unit = module.functions.get(handler.qualname)
     if unit is not None:
         for node in ast.walk(unit.node):
