@@ -20,6 +20,7 @@ from bot.improve.evidence_pack import EvidencePack
 from tests.localise.repo import Commit, build_repo
 
 NOW = 1_800_000_000.0
+_LISTENER = "class {name}:\n    async def on_message(self, message):\n        return None\n"
 
 
 @pytest.fixture
@@ -205,9 +206,10 @@ async def test_mendbots_own_listeners_are_never_suspects_for_a_users_cog(
         tmp_path,
         {
             "cogs/links.py": "class Links:\n    async def on_message(self, message):\n"
-            "        if message.guild.id % 2:\n            return\n        await message.add_reaction('🔗')\n",
-            "cogs/improve.py": "class Improve:\n    async def on_message(self, message):\n        return None\n",
-            "cogs/ship.py": "class Ship:\n    async def on_message(self, message):\n        return None\n",
+            "        if message.guild.id % 2:\n            return\n"
+            "        await message.add_reaction('🔗')\n",
+            "cogs/improve.py": _LISTENER.format(name="Improve"),
+            "cogs/ship.py": _LISTENER.format(name="Ship"),
         },
     )
     await handler_queries.replace_cog(
@@ -248,7 +250,8 @@ async def test_a_complaint_with_nothing_recorded_finds_its_handler_by_its_words(
             "cogs/welcome.py": "class Welcome:\n    async def greet(self, member):\n"
             "        if member.guild.id in self.quiet:\n            return\n"
             "        await member.send(f'Welcome to {member.guild.name}!')\n\n"
-            "    async def stats(self, interaction):\n        await interaction.response.send_message('42 members')\n",
+            "    async def stats(self, interaction):\n"
+            "        await interaction.response.send_message('42 members')\n",
         },
     )
     await handler_queries.replace_cog(
