@@ -64,7 +64,7 @@ def _names(pack: EvidencePack, top: int = 3) -> list[str]:
     return [f"{s.path}:{s.function}" for s in pack.suspects[:top]]
 
 
-def _repo(tmp_path: Path, old: dict[str, str], new: dict[str, str] | None = None) -> Path:
+def _repo(tmp_path: Path, old: dict[str, str | None], new: dict[str, str | None] | None = None) -> Path:
     history = [Commit(90, "Start", old)]
     if new:
         history.append(Commit(1, "Change", new))
