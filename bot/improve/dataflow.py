@@ -31,6 +31,7 @@ __all__ = [
     "annotation_of",
     "arguments_at",
     "attribute_classes",
+    "attribute_writes",
     "calls_on",
     "class_fields",
     "config_files",
@@ -43,6 +44,7 @@ __all__ = [
     "parameters_used",
     "swallowing_calls",
     "value_lines",
+    "writes_attribute",
 ]
 
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml", ".toml", ".ini", ".cfg")
@@ -227,6 +229,39 @@ _COMPARE = {
 }  # fmt: skip
 _BUILTINS = {"len": "__len__", "iter": "__iter__", "str": "__str__", "repr": "__repr__", "bool": "__bool__",
              "hash": "__hash__", "int": "__int__", "float": "__float__", "abs": "__abs__"}  # fmt: skip
+
+
+_FILLING = frozenset({"append", "extend", "insert", "update", "setdefault", "add", "__setitem__"})
+
+
+def attribute_writes(function: ast.AST, attribute: str) -> list[int]:
+    """The lines of a function that write `self.<attribute>`: `self.x = …`, `self.x += …`,
+    `self.x[key] = …`, `self.x.append(…)` and the other methods that fill a container."""
+    lines = []
+    for node in ast.walk(function):
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+            targets = [node.target]
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in _FILLING
+            and dotted(node.func.value) == f"self.{attribute}"
+        ):
+            lines.append(node.lineno)
+            continue
+        for target in targets:
+            base = target.value if isinstance(target, ast.Subscript) else target
+            if dotted(base) == f"self.{attribute}":
+                lines.append(getattr(node, "lineno", 0))
+    return lines
+
+
+def writes_attribute(function: ast.AST, attribute: str) -> bool:
+    """Whether the function writes `self.<attribute>` (see `attribute_writes`)."""
+    return bool(attribute_writes(function, attribute))
 
 
 def implicit_calls(function: ast.AST, lines: set[int]) -> list[tuple[ast.expr, str]]:

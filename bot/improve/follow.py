@@ -208,17 +208,30 @@ def _self_attributes(unit: SourceUnit, lines: set[int]) -> set[str]:
 
 
 def _assigning_lines(unit: SourceUnit, attribute: str) -> set[int]:
-    """The lines of a method that assign `self.<attribute>`, and the lines feeding them."""
+    """The lines of a method that write `self.<attribute>`, and the lines feeding them."""
     found: set[int] = set()
-    for node in ast.walk(unit.node):
-        targets: list[ast.expr] = []
-        if isinstance(node, ast.Assign):
-            targets = node.targets
-        elif isinstance(node, ast.AugAssign | ast.AnnAssign):
-            targets = [node.target]
-        if any(dataflow.dotted(t) == f"self.{attribute}" for t in targets):
-            found |= dataflow.data_lines(unit.node, getattr(node, "lineno", 0))
+    for line in dataflow.attribute_writes(unit.node, attribute):
+        found |= dataflow.data_lines(unit.node, line)
     return found
+
+
+def writers_of(pool: Pool, path: str, unit: SourceUnit, lines: set[int], *, points: float, at: str) -> None:
+    """The methods that wrote the `self.x` attributes `lines` read — the lines of the write being the
+    data — and what those writes called to make the value."""
+    module = pool.modules[path]
+    if unit.class_name is None:
+        return
+    for attribute in sorted(_self_attributes(unit, lines)):
+        for writer in module.assigners(unit.class_name, attribute):
+            written = _assigning_lines(writer, attribute)
+            candidate = pool.untraced((path, writer.qualname))
+            if candidate is not None:
+                candidate.add(points, f"sets `self.{attribute}`, read at {at}")
+                candidate.data |= written
+            for where, how in reached_on(writer, module, pool.modules, written):
+                maker = _reached(pool, where, how)
+                if maker is not None and how != "read":
+                    maker.add(0.6 * points, f"makes the `self.{attribute}` {writer.qualname} writes")
 
 
 def _reached(pool: Pool, where: tuple[str, str], how: str) -> Candidate | None:
@@ -258,16 +271,8 @@ def derive_from_line(pool: Pool, path: str, line: int, weight: float) -> None:
             candidate.add(0.45 * weight, f"computes a value used on the failing line {at}")
         else:
             candidate.add(0.45 * weight, f"its `{how}` runs for the lines feeding {at}")
-    if function.class_name is not None:
-        for attribute in sorted(_self_attributes(function, lines)):
-            for assigner in module.assigners(function.class_name, attribute):
-                candidate = pool.untraced((path, assigner.qualname))
-                if candidate is not None:
-                    # The value read came from there as surely as an argument from its caller.
-                    candidate.add(
-                        0.6 * 1.6 * weight, f"sets `self.{attribute}`, read by the lines feeding {at}"
-                    )
-                    candidate.data |= _assigning_lines(assigner, attribute)
+    # The value read came from where it was written as surely as an argument from its caller.
+    writers_of(pool, path, function, lines, points=0.6 * 1.6 * weight, at=at)
     for key in sorted(module.keys_on_line(line)):
         for other_path, other in sorted(pool.modules.items()):
             for writer in other.key_writers(key):
@@ -372,6 +377,8 @@ def value_makers(pool: Pool, path: str, qualname: str, points: float, depth: int
             if module is None or unit is None or unit.kind != "function":
                 continue
             lines = dataflow.value_lines(unit.node)
+            # What the answer reads from `self` was written somewhere: by another command, say.
+            writers_of(pool, unit_path, unit, lines, points=points, at=f"what {unit_name} answers")
             for where, how in reached_on(unit, module, pool.modules, lines):
                 candidate = pool.get(*where) if where not in seen else None
                 if candidate is None:

@@ -221,27 +221,15 @@ class ModuleIndex:
         return names, attributes
 
     def assigners(self, class_name: str, attribute: str) -> list[SourceUnit]:
-        """Methods of `class_name` that assign `self.<attribute>`."""
-        found = []
-        for function in self.functions.values():
-            if function.class_name != class_name or function.kind != "function":
-                continue
-            for node in ast.walk(function.node):
-                targets: list[ast.expr] = []
-                if isinstance(node, ast.Assign):
-                    targets = node.targets
-                elif isinstance(node, ast.AugAssign | ast.AnnAssign):
-                    targets = [node.target]
-                if any(
-                    isinstance(t, ast.Attribute)
-                    and t.attr == attribute
-                    and isinstance(t.value, ast.Name)
-                    and t.value.id == "self"
-                    for t in targets
-                ):
-                    found.append(function)
-                    break
-        return found
+        """Methods of `class_name` that write `self.<attribute>`: assign it, store into it
+        (`self.x[key] = …`) or fill it (`self.x.append(…)`, `.update(…)`, …)."""
+        return [
+            function
+            for function in self.functions.values()
+            if function.class_name == class_name
+            and function.kind == "function"
+            and dataflow.writes_attribute(function.node, attribute)
+        ]
 
     def keys_on_line(self, line: int) -> set[str]:
         """String keys subscripted on a line (`entry["level"]`): stored data the line reads."""

@@ -191,7 +191,7 @@ async def resolve_target(
     if words:
         scored = await _search_candidates(db, words, now)
         if not scored:
-            return await _handler_target(db, words, roots)
+            return await _handler_target(db, words, roots, now)
         top = scored[0]
         close = [c for c in scored if c.score >= top.score * (1 - AMBIGUITY_MARGIN)]
         if len(close) > 1:
@@ -214,15 +214,19 @@ async def resolve_target(
     return Target([], True, listed, via="active")
 
 
-async def _handler_target(db: Connection, words: list[str], roots: Sequence[Path]) -> Target:
+async def _handler_target(db: Connection, words: list[str], roots: Sequence[Path], now: float) -> Target:
     """No recorded failure matches the words: the handler whose code says what they describe — its
-    names, the text of its replies, the event it listens to — is the target, as a kind."""
+    names, the text of its replies, the event it listens to — is the target: what was recorded failing
+    on its surface when there is something, else its kind."""
     if not roots:
         return Target([], False)
     ranked = await handler_words.rank_handlers(db, roots, words)
     if not ranked:
         return Target([], False)
     best = ranked[0]
+    evidenced = await _surface_evidence(db, [best.kind], now)
+    if evidenced:
+        return await _evidence_target(db, evidenced[0], words, now)
     listed = [
         Candidate(None, f"{match.kind} (its code matches: {', '.join(match.words[:4])})", match.score)
         for match in ranked[:_MAX_CANDIDATES]
