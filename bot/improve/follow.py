@@ -261,11 +261,16 @@ def derive_from_line(pool: Pool, path: str, line: int, weight: float) -> None:
     if function is None or function.kind != "function":
         return
     lines = dataflow.data_lines(function.node, line)
+    # A constant or instance the raising line itself reads is the data it failed on, as an argument
+    # passed to it would be; one read on the lines feeding it, a step further.
+    direct = {where for where, how in reached_on(function, module, pool.modules, {line}) if how == "read"}
     for where, how in reached_on(function, module, pool.modules, lines):
         candidate = _reached(pool, where, how)
         if candidate is None:
             continue
-        if how == "read":
+        if how == "read" and where in direct:
+            candidate.add(0.75 * 1.6 * weight, f"defines `{where[1]}`, read where it failed ({at})")
+        elif how == "read":
             candidate.add(0.6 * weight, f"defines `{where[1]}`, read by the lines feeding {at}")
         elif how == "call":
             candidate.add(0.45 * weight, f"computes a value used on the failing line {at}")

@@ -105,12 +105,8 @@ def _unit_text(module: ModuleIndex, qualname: str) -> str:
 def _handler_stems(module: ModuleIndex, handler: HandlerLocation) -> set[str]:
     """What a handler's code says: its kind and name, its identifiers and strings, and those of the
     functions of its module it calls."""
-    # Its own name, not its class's: every method of a cog shares the class name.
-    texts = [
-        handler.kind.split(":", 1)[-1],
-        handler.qualname.rsplit(".", 1)[-1],
-        _unit_text(module, handler.qualname),
-    ]
+    # Its name and its cog's (a word every handler of one cog shares still tells the cogs apart).
+    texts = [handler.kind.split(":", 1)[-1], handler.qualname, _unit_text(module, handler.qualname)]
     unit = module.functions.get(handler.qualname)
     if unit is not None:
         for node in ast.walk(unit.node):

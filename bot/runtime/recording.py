@@ -80,6 +80,15 @@ def _event_ids(args: tuple[Any, ...]) -> dict[str, Any]:
     return {}
 
 
+def _takes_no_words(ctx: commands.Context[Any]) -> bool:
+    """A command that takes no arguments, followed by words it would ignore: said by mention, those
+    words are about the command, not an invocation of it."""
+    command = ctx.command
+    if command is None or command.clean_params or isinstance(command, commands.Group):
+        return False
+    return bool(ctx.view.buffer[ctx.view.index :].strip())
+
+
 class RecordingBot(commands.AutoShardedBot):
     """discord.py's AutoShardedBot whose every handler is admitted, tracked, recorded and, when it
     fails, taken through the one error path."""
@@ -123,6 +132,8 @@ class RecordingBot(commands.AutoShardedBot):
             improve = self.get_cog("Improve")
             if improve is not None and improve.request_intent(message) is not None:  # type: ignore[attr-defined]
                 return
+            if improve is not None and _takes_no_words(ctx) and improve.claims(message):  # type: ignore[attr-defined]
+                return  # "@mendbot cmdstats falls over here": words about a command that takes none
         await self.invoke(ctx)
 
     async def invoke(self, ctx: commands.Context[Any], /) -> None:

@@ -501,7 +501,7 @@ GUARD_REFUSES_VALID = Seed(
         },
     ),
     _say(*["!droll 2 6 -1"] * 5),
-    "droll won't take a negative modifier",
+    "droll breaks with a negative modifier",
     "command:droll",
     "seed_droll/dice.py",
     "roll_total",
