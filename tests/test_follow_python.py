@@ -252,6 +252,8 @@ async def test_a_complaint_with_nothing_recorded_finds_its_handler_by_its_words(
             "        await member.send(f'Welcome to {member.guild.name}!')\n\n"
             "    async def stats(self, interaction):\n"
             "        await interaction.response.send_message('42 members')\n",
+            "cogs/dice.py": "class Dice:\n    async def roll(self, interaction, sides: int):\n"
+            "        await interaction.response.send_message(f'rolled a d{sides}')\n",
         },
     )
     await handler_queries.replace_cog(
@@ -264,6 +266,9 @@ async def test_a_complaint_with_nothing_recorded_finds_its_handler_by_its_words(
             handler_queries.HandlerLocation("app:stats", "cogs/welcome.py", "Welcome.stats", 7, "Welcome"),
         ],
         NOW,
+    )
+    await handler_queries.replace_cog(
+        db, "Dice", [handler_queries.HandlerLocation("app:roll", "cogs/dice.py", "Dice.roll", 2, "Dice")], NOW
     )
     pack = await build_evidence(
         db,

@@ -41,7 +41,13 @@ from bot.kernel.errors import (
     unwrap,
 )
 from bot.kernel.log import bind_context, bind_for_task, get_logger
-from bot.observe.capture import HandlerCapture, install_reply_hooks, message_invocation, start_capture
+from bot.observe.capture import (
+    HandlerCapture,
+    event_ids,
+    install_reply_hooks,
+    message_invocation,
+    start_capture,
+)
 from bot.observe.handlers import cog_handlers
 from bot.observe.sampler import SlowSampler
 from bot.runtime.entry_points import OwnHandler, failed_part, observe_view_store
@@ -54,30 +60,6 @@ _log = get_logger(__name__)
 
 RESTART_NOTICE = "I'm restarting to apply an update — try again in a few seconds."
 SHUTDOWN_NOTICE = "I'm shutting down — try again in a little while."
-
-
-def _event_ids(args: tuple[Any, ...]) -> dict[str, Any]:
-    """Guild, channel, user and message ids from a listener's first argument, where it has them."""
-    if not args:
-        return {}
-    first = args[0]
-    if isinstance(first, discord.Message):
-        return {
-            "guild_id": first.guild.id if first.guild else None,
-            "channel_id": first.channel.id,
-            "user_id": first.author.id,
-            "message_id": first.id,
-        }
-    if isinstance(first, discord.RawReactionActionEvent):
-        return {
-            "guild_id": first.guild_id,
-            "channel_id": first.channel_id,
-            "user_id": first.user_id,
-            "message_id": first.message_id,
-        }
-    if isinstance(first, discord.Interaction):
-        return {"guild_id": first.guild_id, "channel_id": first.channel_id, "user_id": first.user.id}
-    return {}
 
 
 def _takes_no_words(ctx: commands.Context[Any]) -> bool:
@@ -474,7 +456,7 @@ class RecordingBot(commands.AutoShardedBot):
             await super()._run_event(coro, event_name, *args, **kwargs)
             return
         started = time.perf_counter()
-        ids = _event_ids(args)
+        ids = event_ids(args)
         source = getattr(owner, "qualified_name", None) or getattr(coro, "__qualname__", "listener")
         capture = start_capture(f"listener:{event_name}", message_invocation(event_name, args))
         self.sampler.watch(capture)
