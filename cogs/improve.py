@@ -25,7 +25,7 @@ from bot.improve.target import Target, known_kinds_in, resolve_target
 from bot.kernel.durations import human_duration
 from bot.kernel.errors import UserError
 from bot.kernel.log import get_logger
-from bot.runtime.app import MendBot, role_ids
+from bot.runtime.app import MendBot, role_ids, takes_no_words
 from bot.trust.grammar import read_approval
 from cogs._asking import (
     AskButton,
@@ -386,7 +386,8 @@ class Improve(commands.Cog):
             await message.reply(answer[:2000], mention_author=False)
             return
         if intent is None:
-            if self.undecided(message) and not (await self.bot.get_context(message)).valid:
+            ctx = await self.bot.get_context(message)
+            if self.undecided(message) and (not ctx.valid or takes_no_words(ctx)):
                 await self._decide(message)
             return
         async with message.channel.typing():  # finding "this" can take a moment: show it is heard

@@ -170,6 +170,8 @@ def _settings_and_config(
     """Fields of settings objects read on `lines`, and configuration files named by the code they call."""
     module = pool.modules[path]
     for receiver, attribute in dataflow.field_reads(unit.node, lines):
+        if isinstance(receiver, ast.Name) and receiver.id == "self":
+            continue  # its own class's attributes: their writers are followed instead (`writers_of`)
         found = class_of(receiver, unit, module, pool.modules)
         if found is None:
             continue
@@ -242,6 +244,19 @@ def _reached(pool: Pool, where: tuple[str, str], how: str) -> Candidate | None:
     return candidate
 
 
+def _returned_data(pool: Pool, where: tuple[str, str], points: float, at: str) -> None:
+    """The constants and instances a function's return value is made from: the data that reached the
+    failing line through it (`return copy.deepcopy(DEFAULTS)`)."""
+    module = pool.modules.get(where[0])
+    unit = module.functions.get(where[1]) if module is not None else None
+    if module is None or unit is None or unit.kind != "function":
+        return
+    for reached, how in reached_on(unit, module, pool.modules, dataflow.value_lines(unit.node)):
+        candidate = _reached(pool, reached, how) if how == "read" else None
+        if candidate is not None:
+            candidate.add(points, f"defines `{reached[1]}`, which {where[1]} returns to {at}")
+
+
 def derive_from_line(pool: Pool, path: str, line: int, weight: float) -> None:
     """Units that already returned but shaped the failing line: definitions of the names it uses,
     the units the lines feeding it call (explicitly or through an operator) or read (a module-level
@@ -274,6 +289,7 @@ def derive_from_line(pool: Pool, path: str, line: int, weight: float) -> None:
             candidate.add(0.6 * weight, f"defines `{where[1]}`, read by the lines feeding {at}")
         elif how == "call":
             candidate.add(0.45 * weight, f"computes a value used on the failing line {at}")
+            _returned_data(pool, where, 0.6 * weight, at)
         else:
             candidate.add(0.45 * weight, f"its `{how}` runs for the lines feeding {at}")
     # The value read came from where it was written as surely as an argument from its caller.

@@ -105,8 +105,7 @@ def _unit_text(module: ModuleIndex, qualname: str) -> str:
 def _handler_stems(module: ModuleIndex, handler: HandlerLocation) -> set[str]:
     """What a handler's code says: its kind and name, its identifiers and strings, and those of the
     functions of its module it calls."""
-    # Its name and its cog's (a word every handler of one cog shares still tells the cogs apart).
-    texts = [handler.kind.split(":", 1)[-1], handler.qualname, _unit_text(module, handler.qualname)]
+    texts = [_unit_text(module, handler.qualname)]
     unit = module.functions.get(handler.qualname)
     if unit is not None:
         for node in ast.walk(unit.node):
@@ -127,6 +126,12 @@ def _handler_stems(module: ModuleIndex, handler: HandlerLocation) -> set[str]:
     return stems(word for text in texts for word in terms_of(text))
 
 
+def _name_stems(handler: HandlerLocation) -> set[str]:
+    """What a handler is called: its kind, its name and its cog's (a word every handler of one cog
+    shares still tells the cogs apart). People name a feature by these."""
+    return stems(terms_of(f"{handler.kind.split(':', 1)[-1]} {handler.qualname}"))
+
+
 def match_handlers(
     handlers: Sequence[HandlerLocation], modules: dict[str, ModuleIndex], words: Iterable[str]
 ) -> list[HandlerMatch]:
@@ -135,10 +140,12 @@ def match_handlers(
     if not wanted:
         return []
     said: dict[HandlerLocation, set[str]] = {}
+    named: dict[HandlerLocation, set[str]] = {}
     for handler in handlers:
         module = modules.get(handler.path)
         if module is not None:
-            said[handler] = _handler_stems(module, handler)
+            named[handler] = _name_stems(handler)
+            said[handler] = _handler_stems(module, handler) | named[handler]
     if not said:
         return []
     total = len(said)
@@ -148,7 +155,11 @@ def match_handlers(
         shared = sorted(word for word in wanted & found if frequency[word] < total or total == 1)
         if not shared:
             continue
-        score = sum(math.log(1 + total / frequency[word]) for word in shared)
+        # A word of its name counts twice: "command logging" names the CommandLog cog.
+        score = sum(
+            math.log(1 + total / frequency[word]) * (2.0 if word in named[handler] else 1.0)
+            for word in shared
+        )
         matches.append(HandlerMatch(handler.kind, handler.path, handler.qualname, round(score, 6), shared))
     theirs = [m for m in matches if not is_mendbots_own(m.path)]
     ranked = sorted(theirs or matches, key=lambda m: (-m.score, m.kind, m.path, m.qualname))

@@ -44,6 +44,7 @@ AMBIGUITY_MARGIN = 0.15
 _RECENCY_HOURS = 24.0
 _MAX_CANDIDATES = 5
 _LISTED_FRACTION = 0.1  # candidates scoring below this share of the best one are not worth listing
+_WORDS_MARGIN = 0.35  # handlers matching the words within this share of the best are all in the running
 
 
 class Candidate(NamedTuple):
@@ -224,7 +225,9 @@ async def _handler_target(db: Connection, words: list[str], roots: Sequence[Path
     if not ranked:
         return Target([], False)
     best = ranked[0]
-    evidenced = await _surface_evidence(db, [best.kind], now)
+    # Among the handlers the words lead to about as well, one with something recorded failing wins.
+    close = [match.kind for match in ranked if match.score >= best.score * (1 - _WORDS_MARGIN)]
+    evidenced = await _surface_evidence(db, list(dict.fromkeys(close)), now)
     if evidenced:
         return await _evidence_target(db, evidenced[0], words, now)
     listed = [

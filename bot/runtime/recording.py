@@ -54,7 +54,7 @@ from bot.runtime.entry_points import OwnHandler, failed_part, observe_view_store
 from bot.runtime.hooks import instrument_cog_hook, instrument_loop, record_extension
 from bot.runtime.services import Services
 
-__all__ = ["RESTART_NOTICE", "SHUTDOWN_NOTICE", "RecordingBot"]
+__all__ = ["RESTART_NOTICE", "SHUTDOWN_NOTICE", "RecordingBot", "takes_no_words"]
 
 _log = get_logger(__name__)
 
@@ -62,7 +62,7 @@ RESTART_NOTICE = "I'm restarting to apply an update — try again in a few secon
 SHUTDOWN_NOTICE = "I'm shutting down — try again in a little while."
 
 
-def _takes_no_words(ctx: commands.Context[Any]) -> bool:
+def takes_no_words(ctx: commands.Context[Any]) -> bool:
     """A command that takes no arguments, followed by words it would ignore: said by mention, those
     words are about the command, not an invocation of it."""
     command = ctx.command
@@ -114,7 +114,7 @@ class RecordingBot(commands.AutoShardedBot):
             improve = self.get_cog("Improve")
             if improve is not None and improve.request_intent(message) is not None:  # type: ignore[attr-defined]
                 return
-            if improve is not None and _takes_no_words(ctx) and improve.claims(message):  # type: ignore[attr-defined]
+            if improve is not None and takes_no_words(ctx) and improve.claims(message):  # type: ignore[attr-defined]
                 return  # "@mendbot cmdstats falls over here": words about a command that takes none
         await self.invoke(ctx)
 
