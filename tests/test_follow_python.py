@@ -176,18 +176,29 @@ async def test_the_method_that_fed_an_attribute_into_the_raising_line_ranks(
 
 
 async def test_depth_does_not_outrank_evidence(db: aiosqlite.Connection, tmp_path: Path) -> None:
-    """A wrong answer whose maker is one call deeper than its siblings, and the one that changed: it
-    ranks first, not below its shallower siblings."""
+    """A wrong answer made three calls down, by the function that changed last: it ranks first, above a
+    shallow sibling on the answer's path that changed a day earlier — depth is no evidence."""
     old = (
         "def rounding(value):\n    return round(value, 2)\n\n\n"
-        "def tax(amount):\n    return rounding(amount * 0.2)\n\n\n"
+        "def rate(amount):\n    return rounding(amount * 0.2)\n\n\n"
+        "def tax(amount):\n    return rate(amount)\n\n\n"
         "def fee(amount):\n    return 1.5\n\n\n"
-        "def label(amount):\n    return 'EUR'\n\n\n"
-        "def quote(amount):\n    return f'{amount + tax(amount) + fee(amount)} {label(amount)}'\n"
+        "def quote(amount):\n    return f'{amount + tax(amount) + fee(amount)} EUR'\n"
     )
-    repo = _repo(
-        tmp_path, {"quote.py": old}, {"quote.py": old.replace("round(value, 2)", "round(value, -1)")}
+    history = (
+        Commit(90, "Start", {"quote.py": old}),
+        Commit(2, "Name the fee", {"quote.py": old.replace("return 1.5", "return 1.50  # the handling fee")}),
+        Commit(
+            1,
+            "Round to tens",
+            {
+                "quote.py": old.replace("return 1.5", "return 1.50  # the handling fee").replace(
+                    "round(value, 2)", "round(value, -1)"
+                )
+            },
+        ),
     )
+    repo = build_repo(tmp_path / "repo", history, now=NOW)
     await handler_queries.replace_cog(
         db, "Quote", [handler_queries.HandlerLocation("app:quote", "quote.py", "quote", 17, "Quote")], NOW
     )
