@@ -278,7 +278,9 @@ def derive_from_line(pool: Pool, path: str, line: int, weight: float) -> None:
     lines = dataflow.data_lines(function.node, line)
     # A constant or instance the raising line itself reads is the data it failed on, as an argument
     # passed to it would be; one read on the lines feeding it, a step further.
-    direct = {where for where, how in reached_on(function, module, pool.modules, {line}) if how == "read"}
+    on_line = reached_on(function, module, pool.modules, {line})
+    direct = {where for where, how in on_line if how == "read"}
+    called = {where for where, how in on_line if how == "call"}
     for where, how in reached_on(function, module, pool.modules, lines):
         candidate = _reached(pool, where, how)
         if candidate is None:
@@ -289,7 +291,8 @@ def derive_from_line(pool: Pool, path: str, line: int, weight: float) -> None:
             candidate.add(0.6 * weight, f"defines `{where[1]}`, read by the lines feeding {at}")
         elif how == "call":
             candidate.add(0.45 * weight, f"computes a value used on the failing line {at}")
-            _returned_data(pool, where, 0.6 * weight, at)
+            # What a call on the raising line returns is the data it failed on, as a constant read there.
+            _returned_data(pool, where, (0.75 * 1.6 if where in called else 0.6) * weight, at)
         else:
             candidate.add(0.45 * weight, f"its `{how}` runs for the lines feeding {at}")
     # The value read came from where it was written as surely as an argument from its caller.
