@@ -163,3 +163,41 @@ async def test_words_with_no_failure_lead_to_the_handler_whose_code_says_them(
         db, "it puts things on my list I never typed", replied_incident_id=None, now=NOW, roots=[repo]
     )
     assert (target.kind, target.via) == ("app:todo add", "words")
+
+
+async def test_a_game_whose_state_never_updates_is_found_by_its_words(
+    db: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    """'the trivia game never updates the score' — no failure, no kind named: the handler of the game
+    whose code keeps the score is the target, not the other cogs' handlers."""
+    repo = tmp_path / "repo"
+    (repo / "cogs").mkdir(parents=True)
+    (repo / "cogs" / "trivia.py").write_text(
+        "class Trivia:\n"
+        "    async def answer(self, interaction, guess: str) -> None:\n"
+        "        state = self.games[interaction.channel_id]\n"
+        "        if guess == state.solution:\n"
+        "            state.round += 1\n"
+        '        await interaction.response.send_message(f"score: {state.score}")\n'
+    )
+    (repo / "cogs" / "polls.py").write_text(
+        "class Polls:\n"
+        "    async def vote(self, interaction, option: str) -> None:\n"
+        '        await interaction.response.send_message(f"you voted {option}")\n'
+    )
+    await handler_queries.replace_cog(
+        db,
+        "Trivia",
+        [handler_queries.HandlerLocation("app:answer", "cogs/trivia.py", "Trivia.answer", 2, "Trivia")],
+        NOW,
+    )
+    await handler_queries.replace_cog(
+        db,
+        "Polls",
+        [handler_queries.HandlerLocation("app:vote", "cogs/polls.py", "Polls.vote", 2, "Polls")],
+        NOW,
+    )
+    target = await resolve_target(
+        db, "the trivia game never updates the score", replied_incident_id=None, now=NOW, roots=[repo]
+    )
+    assert (target.kind, target.via) == ("app:answer", "words")
