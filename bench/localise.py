@@ -2,12 +2,16 @@
 
 Prints one `name value unit` line per figure (diagnostics go to stderr):
 
-- `file_top1_pct`, `function_top3_pct`: the seeded-fault suite (tests/localise/seeds.py and
-  seeds_shapes.py), each seed driven exactly as the tests drive it — its repository built, the
-  real MendBot in the virtual Discord, the fault made to happen, a complaint in plain words, the
-  run's evidence recorded while the real Claude Code CLI talks to the model double — and scored:
-  is the faulty file the first suspect file, is the faulty function among the first three suspects.
-  Targets: ≥ 90 each.
+- `recognised_pct`, `right_target_pct`, `file_top1_pct`, `function_top3_pct`: the seeded-fault suite
+  (tests/localise/seeds.py, seeds_shapes.py and seeds_real.py), each seed driven exactly as the tests
+  drive it — its repository built, the real MendBot in the virtual Discord, the fault made to happen,
+  a complaint in plain words (words the grammar cannot place go to the model double, which calls the
+  routing tool with `fix` and nothing else), the run's evidence recorded while the real Claude Code
+  CLI talks to the model double — and scored: did the complaint start a run, is its target the kind
+  the fault is in, is the faulty file the first suspect file, is the faulty function among the first
+  three suspects. Printed for the whole corpus and for each origin (`written_with_the_code`, the
+  shapes chosen while the ranking was built; `from_real_fixes`, re-created from public bots' bug-fix
+  commits). Targets: recognised 100, right target ≥ 95, file top-1 ≥ 90, function top-3 ≥ 85.
 - `evidence_ms`: `build_evidence` + `render()` at 1,000,000 action rows, for a complaint about
   a command with no traceback (wrong output: the calls the complaint means are searched among
   the kind's rows, slow samples read, handler and callees ranked, git blame and log read) and
@@ -51,8 +55,8 @@ from bot.db import actions as action_queries  # noqa: E402
 from bot.db import handlers as handler_queries  # noqa: E402
 from bot.db import incidents as incident_queries  # noqa: E402
 from bot.db.connection import open_database  # noqa: E402
-from bot.improve import evidence as evidence_module  # noqa: E402
 from bot.improve import history as history_module  # noqa: E402
+from bot.improve import source_index as source_index_module  # noqa: E402
 from bot.improve.evidence import build_evidence, correlate  # noqa: E402
 from bot.kernel.log import configure_logging  # noqa: E402
 from bot.trust.redact import Redactor  # noqa: E402
@@ -95,8 +99,10 @@ async def _suite(names: set[str]) -> list[Outcome]:
                 outcome = await localise(seed, Path(tmp), model)
         outcomes.append(outcome)
         _note(
-            f"{seed.name:>8}: file {'top-1' if outcome.file_top1 else 'miss'}, function"
-            f" {'top-3' if outcome.function_top3 else 'miss'} — {outcome.suspects[:3]}"
+            f"{seed.name:>9}: {'run' if outcome.recognised else 'NO RUN'}, target {outcome.kind}"
+            f" ({'right' if outcome.kind == seed.kind else 'WRONG'}), file"
+            f" {'top-1' if outcome.file_top1 else 'miss'}, function"
+            f" {'top-3' if outcome.function_top3 else 'miss'} — {outcome.suspects[:3]} {outcome.replies[:2]}"
         )
     return outcomes
 
@@ -219,7 +225,7 @@ async def _costs() -> tuple[float, float, float]:
 
             async def cold(run: Callable[[], Awaitable[None]]) -> None:
                 history_module._GIT_CACHE.clear()
-                evidence_module._MODULE_CACHE.clear()
+                source_index_module._MODULE_CACHE.clear()
                 await run()
 
             evidence_cold = max(
@@ -245,9 +251,19 @@ async def main() -> None:
     )
     if not args.no_suite:
         outcomes = await _suite({n for n in args.seeds.split(",") if n})
-        total = len(outcomes)
-        print(f"file_top1_pct {100 * sum(o.file_top1 for o in outcomes) / total:.1f} pct")
-        print(f"function_top3_pct {100 * sum(o.function_top3 for o in outcomes) / total:.1f} pct")
+        groups = {"": outcomes}
+        for origin in ("written with the code", "from real fixes"):
+            groups[origin.replace(" ", "_") + "_"] = [o for o in outcomes if o.seed.origin == origin]
+        for prefix, group in groups.items():
+            if not group:
+                continue
+            total = len(group)
+            print(f"{prefix}seeds {total} count")
+            print(f"{prefix}recognised_pct {100 * sum(o.recognised for o in group) / total:.1f} pct")
+            right = sum(o.recognised and o.kind == o.seed.kind for o in group)
+            print(f"{prefix}right_target_pct {100 * right / total:.1f} pct")
+            print(f"{prefix}file_top1_pct {100 * sum(o.file_top1 for o in group) / total:.1f} pct")
+            print(f"{prefix}function_top3_pct {100 * sum(o.function_top3 for o in group) / total:.1f} pct")
     if args.no_costs:
         return
     evidence_ms, evidence_cold_ms, correlate_ms = await _costs()

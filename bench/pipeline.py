@@ -58,8 +58,8 @@ from bot.db import actions as action_queries  # noqa: E402
 from bot.db import incidents as incident_queries  # noqa: E402
 from bot.db.connection import open_database  # noqa: E402
 from bot.improve.evidence import build_evidence  # noqa: E402
-from bot.improve.intent import resolve_target  # noqa: E402
 from bot.improve.memory import Lesson  # noqa: E402
+from bot.improve.target import resolve_target  # noqa: E402
 from bot.kernel.log import configure_logging  # noqa: E402
 from bot.trust.redact import Redactor  # noqa: E402
 
@@ -524,7 +524,7 @@ async def proof_overhead_s(context: BenchContext) -> float:
             db, improve = services.db, services.improve
             lines = (repo / "cogs" / "dice.py").read_text().splitlines()
             line = next(n for n, text in enumerate(lines, 1) if "return 60 // (sides - 6)" in text)
-            failed: list[tuple[float, str, dict[str, object]]] = []
+            failed: list[tuple[float, str, dict[str, Any] | None]] = []
             now = time.time()
             calls = [("!roll 2d8", True), ("!roll 1d20", True), ("!roll 3d4", True)]
             calls += [(f"!roll {n}d6", False) for n in (2, 3, 1, 5)]

@@ -44,10 +44,16 @@ class Chat(commands.Cog):
         if ctx.valid:  # a command addressed by mention: the command framework answers it
             return
         improve = self.bot.get_cog("Improve")
-        if improve is not None and improve.request_intent(message) is not None:  # type: ignore[attr-defined]
-            return  # "fix this" and friends in a dev channel are requests, not chat
+        if improve is not None and improve.claims(message):  # type: ignore[attr-defined]
+            # "fix this" and friends in a dev channel are requests, not chat; a developer's message
+            # the word grammar cannot place is decided there (by the model's tool call, or a question)
+            return
         if await self._answered_by_the_approval_flow(message):
             return
+        await self.answer(message)
+
+    async def answer(self, message: discord.Message) -> None:
+        """Answer a message addressed to the bot as chat."""
         assert self.bot.user is not None
         text = (
             message.content.replace(self.bot.user.mention, "").replace(f"<@!{self.bot.user.id}>", "").strip()

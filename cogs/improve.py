@@ -1,27 +1,45 @@
 """Self-improvement in Discord: /investigate, /fix, /runs, /run, /cancel, /pause, /resume, /budget,
 plain words addressed to the bot in a dev channel, and the status message of each run.
 
-A vague complaint ("/convert seems off") is not chatted past: the bot asks in one line with
-[Investigate] [Fix] [No] buttons, persistent, that act on the message they answer."""
+Words are understood in two steps. The word grammar (bot/improve/intent.py) is the fast path. A
+message it cannot place, said to the bot in a dev channel by an allow-listed developer, is decided by
+the chat model with a structured tool call (bot/chat/route.py: fix, investigate or chat, and which
+command or incident); with no model — no key, or its API failing — the bot asks one short question
+("Is this about `/quiz`? Reply fix or investigate."). A vague complaint ("/convert seems off") is
+asked about the same way. The question carries [Investigate] [Fix] [No] buttons, persistent, that act
+on the message it answers; a reply to it in words ("fix") does the same."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from typing import Any, Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.improve.intent import Intent, command_names_in, known_kinds_in, parse_intent, resolve_target
+from bot.improve.intent import Intent, parse_intent
 from bot.improve.runs import TERMINAL_STATES, Run, RunKind
+from bot.improve.target import Target, known_kinds_in, resolve_target
 from bot.kernel.durations import human_duration
 from bot.kernel.errors import UserError
-from bot.runtime.app import MendBot
+from bot.kernel.log import get_logger
+from bot.runtime.app import MendBot, role_ids, takes_no_words
 from bot.trust.grammar import read_approval
+from cogs._asking import (
+    AskButton,
+    ask_question,
+    ask_view,
+    asked_about,
+    bug_question,
+    model_decision,
+    question_replied,
+    spoken,
+)
 from cogs.ship import proposal_view
+
+_log = get_logger(__name__)
 
 _ICONS = {"reported": "🔍", "awaiting_approval": "🛠", "failed": "❌", "cancelled": "⏹", "interrupted": "⏸"}
 
@@ -39,63 +57,6 @@ def status_text(run: Run, lines: list[str], now: float) -> str:
 
 # States in which the run waits for people, not for the bot: no typing indicator then.
 _WAITING = frozenset({"awaiting_approval", "watching", "interrupted"})
-
-
-def _spoken(kind: str) -> str:
-    family, _, name = kind.partition(":")
-    return {"app": f"/{name}", "command": f"!{name}"}.get(family, name)
-
-
-def ask_question(intent: Intent, kinds: set[str]) -> str:
-    """ "Investigate /convert: “gives odd results”?" — one line, the request quoted."""
-    named = command_names_in(intent.text, kinds)
-    said = " ".join(intent.text.split())
-    said = said if len(said) <= 120 else said[:119].rstrip() + "…"
-    subject = f"{_spoken(named[0])}: " if named else ""
-    return f"Investigate {subject}“{said}”?"
-
-
-_ASK_LABELS: dict[str, tuple[str, discord.ButtonStyle]] = {
-    "investigate": ("Investigate", discord.ButtonStyle.primary),
-    "fix": ("Fix", discord.ButtonStyle.success),
-    "no": ("No", discord.ButtonStyle.secondary),
-}
-
-
-class AskButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"ask:(?P<message>\d+):(?P<action>investigate|fix|no)",
-):
-    """[Investigate] [Fix] [No] under a question about a vague complaint; persistent across restarts."""
-
-    def __init__(self, message_id: int, action: str) -> None:
-        label, style = _ASK_LABELS[action]
-        super().__init__(discord.ui.Button(label=label, style=style, custom_id=f"ask:{message_id}:{action}"))
-        self.message_id = message_id
-        self.action = action
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> AskButton:
-        return cls(int(match["message"]), match["action"])
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        bot: MendBot = interaction.client
-        cog = bot.get_cog("Improve")
-        if not isinstance(cog, Improve):
-            await interaction.response.send_message("Self-improvement is not loaded.", ephemeral=True)
-            return
-        await interaction.response.defer(thinking=True)
-        text = await cog.answer_question(interaction, self.message_id, self.action)
-        await interaction.followup.send(text[:2000])
-
-
-def ask_view(message_id: int) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    for action in ("investigate", "fix", "no"):
-        view.add_item(AskButton(message_id, action))
-    return view
 
 
 class Improve(commands.Cog):
@@ -364,21 +325,48 @@ class Improve(commands.Cog):
 
     # -- plain words ----------------------------------------------------------------------------
 
-    def request_intent(self, message: discord.Message) -> Intent | None:
-        """The improvement request in a message addressed to the bot in a dev channel, if any."""
+    def _addressed_in_dev(self, message: discord.Message) -> bool:
+        """Said to the bot (mentioned, or replying to it) in a dev channel, by a person."""
         me = self.bot.user
         if me is None or message.author.bot or not self._in_dev(message.channel.id):
-            return None
+            return False
         ref = message.reference
         replied = (
             isinstance(ref.resolved, discord.Message) and ref.resolved.author.id == me.id if ref else False
         )
-        if me not in message.mentions and not replied:
+        return me in message.mentions or replied
+
+    def _words(self, message: discord.Message) -> str:
+        me = self.bot.user
+        assert me is not None
+        return message.content.replace(me.mention, " ").replace(f"<@!{me.id}>", " ")
+
+    def request_intent(self, message: discord.Message) -> Intent | None:
+        """The improvement request in a message addressed to the bot in a dev channel, if any."""
+        if not self._addressed_in_dev(message):
             return None
-        intent = parse_intent(
-            message.content.replace(me.mention, " ").replace(f"<@!{me.id}>", " "), self.loaded_kinds()
-        )
+        intent = parse_intent(self._words(message), self.loaded_kinds())
         return intent if intent.kind != "none" else None
+
+    def undecided(self, message: discord.Message) -> bool:
+        """A message the grammar could not place, said to the bot in a dev channel by an allow-listed
+        developer: the model decides what it asks for, or the bot asks (never chatted past)."""
+        if not self._addressed_in_dev(message) or self.request_intent(message) is not None:
+            return False
+        author = message.author  # (a bare mention has nothing to place)
+        if not parse_intent(self._words(message)).text:
+            return False
+        return self.bot.services.access.is_allowed(author.id, role_ids(author), is_bot=author.bot)
+
+    def claims(self, message: discord.Message) -> bool:
+        """Whether this cog answers the message (the chat cog then stays out): a request in words, a
+        reply to one of its questions, or a developer's message the grammar could not place."""
+        if not self._addressed_in_dev(message):
+            return False
+        ref = message.reference
+        replied = ref.resolved if ref is not None and isinstance(ref.resolved, discord.Message) else None
+        asked = asked_about(replied) is not None
+        return asked or self.request_intent(message) is not None or self.undecided(message)
 
     def loaded_kinds(self) -> set[str]:
         """The kinds of the loaded commands, as the recorder names them (`app:x`, `command:x`)."""
@@ -388,28 +376,81 @@ class Improve(commands.Cog):
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
+        if not self._addressed_in_dev(message):
+            return
         intent = self.request_intent(message)
+        question = await question_replied(message, self.bot.user)
+        if question is not None and (intent is None or intent.kind in ("fix", "investigate")):
+            async with message.channel.typing():
+                answer = await self._answer(message.author, message.channel, question, intent)
+            await message.reply(answer[:2000], mention_author=False)
+            return
         if intent is None:
+            ctx = await self.bot.get_context(message)
+            if self.undecided(message) and (not ctx.valid or takes_no_words(ctx)):
+                await self._decide(message)
             return
         async with message.channel.typing():  # finding "this" can take a moment: show it is heard
             reply = await self._handle_words(message, intent)
         if reply:
             await message.reply(reply, mention_author=False)
 
+    async def _decide(self, message: discord.Message) -> None:
+        """A developer's message the grammar could not place: the chat model decides with its tool call
+        what it asks for; with no model (no key, or its API failing), one short question."""
+        text = parse_intent(self._words(message)).text
+        kinds = {spoken(kind): kind for kind in sorted(await self._known_kinds())}
+        async with message.channel.typing():
+            decision = await model_decision(self.bot, message, text, list(kinds))
+            chat = self.bot.get_cog("Chat")
+            if decision is not None and decision.action == "chat" and chat is not None:
+                await chat.answer(message)  # type: ignore[attr-defined]
+                return
+            if decision is None or decision.action == "chat":
+                target = await self._target(message, text)
+                await message.reply(bug_question(target), view=ask_view(message.id), mention_author=False)
+                return
+            named = [kinds[decision.command]] if decision.command in kinds else None
+            target = await self._target(message, text, named=named, incident_id=decision.incident)
+            reply = await self._start_on(
+                message.author, message, decision.action, text, target, security=False
+            )
+        await message.reply(reply[:2000], mention_author=False)
+
     async def _known_kinds(self) -> set[str]:
         return self.loaded_kinds() | await known_kinds_in(self.bot.services.db)
 
-    async def _request_from_words(
-        self, user: discord.abc.User, message: discord.Message, kind: RunKind, intent: Intent
-    ) -> str:
-        """Resolve what the words are about and start the run (or ask which one)."""
-        target = await resolve_target(
+    async def _target(
+        self,
+        message: discord.Message,
+        text: str,
+        *,
+        named: list[str] | None = None,
+        incident_id: int | None = None,
+    ) -> Target:
+        """What the words are about (bot/improve/target.py): the incident replied to or chosen, a kind
+        named, or the best match among what was recorded and what the code handles."""
+        return await resolve_target(
             self.bot.services.db,
-            intent.text,
-            replied_incident_id=self._replied_incident(message),
+            text,
+            replied_incident_id=incident_id or self._replied_incident(message),
             known_kinds=await self._known_kinds(),
             now=self.bot.services.clock().timestamp(),
+            named=named,
+            roots=(self.bot.services.settings.repo_dir, self.bot.recorder.repo_root),
         )
+
+    async def _start_on(
+        self,
+        user: discord.abc.User,
+        message: discord.Message,
+        kind: RunKind,
+        description: str,
+        target: Target,
+        *,
+        security: bool,
+    ) -> str:
+        """Start the run on a resolved target (or ask which one, when it is ambiguous)."""
         if target.ambiguous:
             return target.question()
         incident_id = target.incident_ids[0] if target.incident_ids else None
@@ -417,13 +458,20 @@ class Improve(commands.Cog):
             user=user,
             channel_id=message.channel.id,
             kind=kind,
-            description=intent.text,
+            description=description,
             incident_id=incident_id,
-            security=intent.security,
+            security=security,
             via="words",
             fingerprint=target.fingerprint if incident_id is None else None,
             target_kind=target.kind if incident_id is None else None,
         )
+
+    async def _request_from_words(
+        self, user: discord.abc.User, message: discord.Message, kind: RunKind, intent: Intent
+    ) -> str:
+        """Resolve what the words are about and start the run (or ask which one)."""
+        target = await self._target(message, intent.text)
+        return await self._start_on(user, message, kind, intent.text, target, security=intent.security)
 
     async def answer_question(
         self, interaction: discord.Interaction[Any], message_id: int, action: str
@@ -431,16 +479,23 @@ class Improve(commands.Cog):
         """A click on [Investigate] / [Fix] / [No] under the question about `message_id`."""
         if action == "no":
             return "OK, leaving it."
-        channel = interaction.channel
+        kind: RunKind = "fix" if action == "fix" else "investigate"
+        return await self._answer(interaction.user, interaction.channel, message_id, Intent(kind, action))
+
+    async def _answer(
+        self, user: discord.abc.User, channel: Any, message_id: int, answer: Intent | None
+    ) -> str:
+        """The answer to a question of ours about `message_id` — a button, or a reply in words: fix or
+        investigate what that message was about; anything else leaves it."""
+        if answer is None or answer.kind not in ("fix", "investigate"):
+            return "OK, leaving it."
         try:
-            original = await channel.fetch_message(message_id)  # type: ignore[union-attr]
+            original = await channel.fetch_message(message_id)
         except (discord.NotFound, AttributeError):
             return "I can't find the message that question was about any more."
-        me = self.bot.user
-        assert me is not None
-        intent = parse_intent(original.content.replace(me.mention, " ").replace(f"<@!{me.id}>", " "))
-        kind: RunKind = "fix" if action == "fix" else "investigate"
-        return await self._request_from_words(interaction.user, original, kind, intent)
+        intent = parse_intent(self._words(original))
+        kind: RunKind = "fix" if answer.kind == "fix" else "investigate"
+        return await self._request_from_words(user, original, kind, intent)
 
     async def _handle_words(self, message: discord.Message, intent: Intent) -> str | None:
         user = message.author

@@ -13,7 +13,8 @@ from bot.db import incidents as incident_queries
 from bot.db import search as search_queries
 from bot.db.connection import open_database
 from bot.db.records import ActionRecord
-from bot.improve.intent import Intent, command_names_in, parse_intent, resolve_target, search_words
+from bot.improve.intent import Intent, command_names_in, parse_intent, search_words
+from bot.improve.target import resolve_target
 
 NOW = 1_800_000_000.0
 HOUR = 3600.0

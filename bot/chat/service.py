@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import importlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from bot.chat.route import ROUTE_TOOL, Decision, OpenIncident, read_decision, route_request
 from bot.db import chat as queries
 from bot.db.core import Connection
 from bot.kernel.errors import model_problem
@@ -36,6 +37,7 @@ NO_KEY_MESSAGE = (
     "(see `.env.example`) or the environment and restart me. Commands like `/roll` work without it."
 )
 NO_KEY_AGAIN = "Still no model API key, so I can't chat — `/help` lists what works without one."
+ROUTE_PROMPT = "chat/route"
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +169,72 @@ class ChatService:
             **ids,
         )
         return reply
+
+    async def decide(
+        self,
+        *,
+        text: str,
+        commands: Sequence[str],
+        incidents: Sequence[OpenIncident],
+        channel_id: int | None = None,
+        user_id: int | None = None,
+        message_id: int | None = None,
+    ) -> Decision | None:
+        """What a message the word grammar could not place asks for: fix, investigate or chat, and the
+        listed command or incident it is about — from the model's `route_request` tool call
+        (bot/chat/route.py). None without a key, or when the model made no such call. The model's API
+        failing raises, recorded as the environment's failure like a chat reply's."""
+        if not self.configured:
+            return None
+        ids: dict[str, Any] = {"channel_id": channel_id, "user_id": user_id, "message_id": message_id}
+        started = time.perf_counter()
+        prompt = self._prompts.get(ROUTE_PROMPT)
+        tool, messages = route_request(text, commands, incidents)
+        try:
+            client = await self._model()
+            request: dict[str, Any] = {
+                "model": prompt.meta.model or "claude-sonnet-5-5",
+                "max_tokens": prompt.meta.max_tokens,
+                "system": prompt.render(),
+                "tools": [tool],
+                "tool_choice": {"type": "tool", "name": ROUTE_TOOL},  # a call, never prose
+                "messages": messages,
+            }
+            answer = await client.messages.create(**request)
+        except Exception as exc:
+            problem = model_problem(exc)
+            self._recorder.record(
+                "chat:route",
+                "chat",
+                ok=False,
+                duration_ms=(time.perf_counter() - started) * 1000,
+                error=None if problem else exc,
+                extra={"environment": problem.kind, "error": f"{type(exc).__name__}: {exc}"[:500]}
+                if problem
+                else None,
+                **ids,
+            )
+            raise
+        decision = read_decision(answer.content, commands, incidents)
+        usage = answer.usage
+        self._recorder.record(
+            "chat:route",
+            "chat",
+            ok=True,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            cost_usd=(
+                usage.input_tokens * self._config.input_price_per_mtok
+                + usage.output_tokens * self._config.output_price_per_mtok
+            )
+            / 1_000_000,
+            extra={
+                "decision": None
+                if decision is None
+                else {"action": decision.action, "command": decision.command, "incident": decision.incident}
+            },
+            **ids,
+        )
+        return decision
 
     async def _ask_model(
         self,

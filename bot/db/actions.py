@@ -20,6 +20,7 @@ from bot.db.core import Connection
 from bot.db.records import ActionRecord
 
 __all__ = [
+    "Bug",
     "CallText",
     "after",
     "by_ids",
@@ -30,6 +31,7 @@ __all__ = [
     "last_id",
     "last_id_before",
     "outcomes_of_process",
+    "recent_bugs",
     "recent_calls",
     "recent_durations",
     "recent_failures",
@@ -80,6 +82,11 @@ _OUTCOMES_OF_PROCESS = """
 _BY_IDS = "SELECT * FROM actions WHERE id IN (:ids)"
 _FAILURES_OF_FINGERPRINT = """
     SELECT * FROM actions WHERE fingerprint = :fingerprint AND ts >= :since ORDER BY ts DESC LIMIT :limit"""
+# Failures with a fingerprint (bugs, not the environment) since a time, newest first: the partial index
+# on (ts, fingerprint, kind) serves it.
+_RECENT_BUGS = """
+    SELECT id, ts, kind, fingerprint, extra, invocation FROM actions
+    WHERE fingerprint IS NOT NULL AND ts >= :since ORDER BY ts DESC LIMIT :limit"""
 _CALLS_OF_KIND = """
     SELECT id, ts, user_id, lower(coalesce(invocation, '') || ' ' || coalesce(reply, '')) AS text
     FROM actions WHERE kind = :kind AND ts >= :since ORDER BY ts DESC LIMIT :limit"""
@@ -304,6 +311,31 @@ async def recent_failures(
             db, _failures_of_kind(core.dialect(db)), kind=kind or "", since=since, limit=limit
         )
     return [row_to_record(row) for row in found]
+
+
+@dataclass(frozen=True, slots=True)
+class Bug:
+    """A recent failing action, reduced to what says where it happened: its kind, fingerprint, and
+    the surface it was reached from (`invocation.surface`: the command that showed a view;
+    `extra.command`: the command whose check or converter failed)."""
+
+    ts: float
+    kind: str
+    fingerprint: str
+    surface: str | None
+
+
+async def recent_bugs(db: Connection, *, since: float, limit: int = 500) -> list[Bug]:
+    """The newest failures with a fingerprint since a time, newest first."""
+    found = []
+    for row in await core.rows(db, _RECENT_BUGS, since=since, limit=limit):
+        invocation = json.loads(row["invocation"]) if row["invocation"] else {}
+        extra = json.loads(row["extra"]) if row["extra"] else {}
+        surface = invocation.get("surface") or extra.get("command")
+        found.append(
+            Bug(row["ts"], row["kind"], row["fingerprint"], surface if isinstance(surface, str) else None)
+        )
+    return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from bot.db import core
 from bot.db.core import Connection
 
-__all__ = ["HandlerLocation", "every_handler", "for_kinds", "kinds", "replace_cog"]
+__all__ = ["HandlerLocation", "every", "for_kinds", "kinds", "replace_cog"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +63,14 @@ async def for_kinds(db: Connection, kinds: Collection[str]) -> list[HandlerLocat
     ]
 
 
-async def every_handler(db: Connection) -> list[HandlerLocation]:
-    """Every handler the loaded cogs have, in a stable order (what a change to some file can reach)."""
+async def kinds(db: Connection) -> set[str]:
+    """Every kind some loaded handler answers."""
+    return {str(row["kind"]) for row in await core.rows(db, _KINDS)}
+
+
+async def every(db: Connection) -> list[HandlerLocation]:
+    """Every handler of every loaded cog, in a stable order (what words or a change can lead to)."""
     return [
         HandlerLocation(row["kind"], row["path"], row["qualname"], row["line"], row["cog"])
         for row in await core.rows(db, _EVERY)
     ]
-
-
-async def kinds(db: Connection) -> set[str]:
-    """Every kind some loaded handler answers."""
-    return {str(row["kind"]) for row in await core.rows(db, _KINDS)}

@@ -12,7 +12,10 @@ for one function of one parsed module, the questions that lead from the use back
 - which attribute reads on a line are fields of a settings object (`field_reads`);
 - which file names a function mentions that are configuration files (`config_files`);
 - which calls in a function feed what it answers or returns (`value_lines`);
-- which calls a `try` guards whose handler does not raise again (`swallowing_calls`).
+- which calls a `try` guards whose handler does not raise again (`swallowing_calls`);
+- which methods a line calls without a call in sight (`implicit_calls`): `self.cache[key]` runs the
+  cache's `__getitem__`, `a + b` the `__add__` of `a`'s class, `x in box` `__contains__`, `len(x)`
+  `__len__`, `for y in x` `__iter__`, an f-string `__format__`/`__str__`, `with x` `__enter__`.
 
 Everything is syntactic and bounded by the function's own body: cheap, deterministic, and wrong
 only in the conservative direction (a name it cannot follow is not followed).
@@ -28,15 +31,20 @@ __all__ = [
     "annotation_of",
     "arguments_at",
     "attribute_classes",
+    "attribute_writes",
     "calls_on",
     "class_fields",
     "config_files",
     "data_lines",
+    "dotted",
     "field_reads",
+    "implicit_calls",
+    "local_value",
     "parameters",
     "parameters_used",
     "swallowing_calls",
     "value_lines",
+    "writes_attribute",
 ]
 
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml", ".toml", ".ini", ".cfg")
@@ -185,11 +193,116 @@ def annotation_of(function: ast.AST, name: str) -> str | None:
     return None
 
 
-def _class_name(node: ast.AST) -> str | None:
+def dotted(node: ast.AST) -> str | None:
+    """`a.b.C` for a name or an attribute chain of names; None for anything else."""
     if isinstance(node, ast.Name):
         return node.id
     if isinstance(node, ast.Attribute):
-        return node.attr
+        head = dotted(node.value)
+        return f"{head}.{node.attr}" if head else None
+    return None
+
+
+def local_value(function: ast.AST, name: str) -> ast.AST | None:
+    """The value a local name was last bound to by a plain assignment in the function (`cart = Cart()`)."""
+    found: ast.AST | None = None
+    for node in ast.walk(function):
+        named = isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == name for t in node.targets
+        )
+        if named and isinstance(node, ast.Assign):
+            found = node.value
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == name:
+            found = node.value if node.value is not None else found
+    return found
+
+
+_BINARY = {
+    ast.Add: "__add__", ast.Sub: "__sub__", ast.Mult: "__mul__", ast.Div: "__truediv__",
+    ast.FloorDiv: "__floordiv__", ast.Mod: "__mod__", ast.Pow: "__pow__", ast.MatMult: "__matmul__",
+    ast.BitAnd: "__and__", ast.BitOr: "__or__", ast.BitXor: "__xor__", ast.LShift: "__lshift__",
+    ast.RShift: "__rshift__",
+}  # fmt: skip
+_COMPARE = {
+    ast.Eq: "__eq__", ast.NotEq: "__ne__", ast.Lt: "__lt__", ast.LtE: "__le__", ast.Gt: "__gt__",
+    ast.GtE: "__ge__",
+}  # fmt: skip
+_BUILTINS = {"len": "__len__", "iter": "__iter__", "str": "__str__", "repr": "__repr__", "bool": "__bool__",
+             "hash": "__hash__", "int": "__int__", "float": "__float__", "abs": "__abs__"}  # fmt: skip
+
+
+_FILLING = frozenset({"append", "extend", "insert", "update", "setdefault", "add", "__setitem__"})
+
+
+def attribute_writes(function: ast.AST, attribute: str) -> list[int]:
+    """The lines of a function that write `self.<attribute>`: `self.x = …`, `self.x += …`,
+    `self.x[key] = …`, `self.x.append(…)` and the other methods that fill a container."""
+    lines = []
+    for node in ast.walk(function):
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+            targets = [node.target]
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in _FILLING
+            and dotted(node.func.value) == f"self.{attribute}"
+        ):
+            lines.append(node.lineno)
+            continue
+        for target in targets:
+            base = target.value if isinstance(target, ast.Subscript) else target
+            if dotted(base) == f"self.{attribute}":
+                lines.append(getattr(node, "lineno", 0))
+    return lines
+
+
+def writes_attribute(function: ast.AST, attribute: str) -> bool:
+    """Whether the function writes `self.<attribute>` (see `attribute_writes`)."""
+    return bool(attribute_writes(function, attribute))
+
+
+def implicit_calls(function: ast.AST, lines: set[int]) -> list[tuple[ast.expr, str]]:
+    """(the object, the method Python calls on it) for the operations on `lines` that call a class's
+    own methods without a call written: subscripts, operators, comparisons, `in`, `len()` and friends,
+    loops, f-strings, `with`."""
+    found: list[tuple[ast.expr, str]] = []
+    for node in ast.walk(function):
+        if getattr(node, "lineno", 0) not in lines:
+            continue
+        if isinstance(node, ast.Subscript):
+            method = {ast.Store: "__setitem__", ast.Del: "__delitem__"}.get(type(node.ctx), "__getitem__")
+            found.append((node.value, method))
+        elif isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+            found.append((node.left, _BINARY[type(node.op)]))
+        elif isinstance(node, ast.AugAssign) and type(node.op) in _BINARY:
+            found.append((node.target, _BINARY[type(node.op)].replace("__", "__i", 1)))
+            found.append((node.target, _BINARY[type(node.op)]))
+        elif isinstance(node, ast.Compare):
+            left = node.left
+            for op, right in zip(node.ops, node.comparators, strict=False):
+                if isinstance(op, ast.In | ast.NotIn):
+                    found.append((right, "__contains__"))
+                elif type(op) in _COMPARE:
+                    found.append((left, _COMPARE[type(op)]))
+                left = right
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _BUILTINS:
+            found += [(argument, _BUILTINS[node.func.id]) for argument in node.args[:1]]
+        elif isinstance(node, ast.For | ast.AsyncFor | ast.comprehension):
+            found.append((node.iter, "__aiter__" if isinstance(node, ast.AsyncFor) else "__iter__"))
+        elif isinstance(node, ast.FormattedValue):
+            found += [(node.value, "__format__"), (node.value, "__str__")]
+        elif isinstance(node, ast.With | ast.AsyncWith):
+            enter = "__aenter__" if isinstance(node, ast.AsyncWith) else "__enter__"
+            found += [(item.context_expr, enter) for item in node.items]
+    return [(receiver, method) for receiver, method in found if isinstance(receiver, ast.expr)]
+
+
+def _class_name(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Name | ast.Attribute):
+        return dotted(node) or (node.attr if isinstance(node, ast.Attribute) else None)
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value.split("[")[0].split(".")[-1] or None
     if isinstance(node, ast.Subscript):  # Optional[Store], list[...]: the outer name says little

@@ -40,10 +40,11 @@ from bot.db import incidents as incident_queries
 from bot.db import search as search_queries
 from bot.db.core import Connection
 from bot.db.records import ActionRecord
-from bot.improve.dataflow import CONFIG_SUFFIXES
+from bot.improve import handler_words
 from bot.improve.evidence_pack import EvidencePack, FileHistory, LessonLike, SourceExcerpt, Suspect, Traceback
 from bot.improve.heldout import call_identity, shown_identities
 from bot.improve.history import _GIT_TIMEOUT_S, file_history, line_times
+from bot.improve.intent import search_words
 from bot.improve.localise import (
     RECORDING_WRAPPERS,
     SEND_WRAPPER,
@@ -55,12 +56,13 @@ from bot.improve.localise import (
     rank,
     terms_of,
 )
-from bot.trust.path_rules import secret_reason
+from bot.improve.source_index import read_module
+from bot.observe.handlers import is_mendbots_own
 
 __all__ = ["Recall", "build_evidence", "correlate"]
 
 _MAX_FAILURES = 20
-_MAX_FILE_BYTES = 2_000_000
+_WORD_KINDS = 2  # kinds taken from the words alone, when nothing recorded names one
 _MAX_LESSONS = 5
 _MAX_SUSPECTS = 10
 _MAX_SOURCE_FUNCTIONS = 8
@@ -124,39 +126,6 @@ def _distinct_tracebacks(failures: list[ActionRecord], incident: dict[str, Any] 
     return sorted(tracebacks, key=lambda t: (-t.count, t.frames))
 
 
-def _readable(repo_root: Path, path: str) -> bool:
-    """Whether a path some record or source names is a Python or configuration file inside the
-    repository we may read."""
-    root = repo_root.resolve()
-    candidate = (root / path).resolve()
-    if candidate.suffix not in (".py", *CONFIG_SUFFIXES) or not candidate.is_relative_to(root):
-        return False
-    if not candidate.is_file():
-        return False
-    if candidate.relative_to(root).as_posix() != path:
-        return False
-    if secret_reason(path) is not None:
-        return False
-    return candidate.stat().st_size <= _MAX_FILE_BYTES
-
-
-_MODULE_CACHE: dict[tuple[str, float, int], ModuleIndex] = {}
-
-
-def _module(repo_root: Path, path: str) -> ModuleIndex | None:
-    if not _readable(repo_root, path):
-        return None
-    file = repo_root.resolve() / path
-    stat = file.stat()
-    key = (str(file), stat.st_mtime, stat.st_size)
-    cached = _MODULE_CACHE.get(key)
-    if cached is None:
-        if len(_MODULE_CACHE) > 512:
-            _MODULE_CACHE.clear()
-        cached = _MODULE_CACHE[key] = ModuleIndex(path, file.read_text(encoding="utf-8", errors="replace"))
-    return cached
-
-
 def _load_modules(repo_root: Path, paths: set[str]) -> dict[str, ModuleIndex]:
     """The named files and the in-repo modules they import, `_IMPORT_DEPTH` levels deep, at most
     `_MAX_MODULES` of them."""
@@ -172,7 +141,7 @@ def _load_modules(repo_root: Path, paths: set[str]) -> dict[str, ModuleIndex]:
         for path in frontier:
             if path in modules or len(modules) >= _MAX_MODULES:
                 continue
-            module = _module(repo_root, path)
+            module = read_module(repo_root, path)
             if module is None:
                 continue
             modules[path] = module
@@ -363,7 +332,9 @@ async def _rank_suspects(
     # Commit times are wall-clock facts: their age is measured from the wall clock, not from the
     # bot's clock (which a test or the playground may have moved).
     wall = time.time()
-    ranked = rank(found, signals, modules, wall)[:_MAX_SUSPECTS]
+    ranked = rank(found, signals, modules, wall)
+    theirs = [c for c in ranked if not is_mendbots_own(c.path)]
+    ranked = (theirs or ranked)[:_MAX_SUSPECTS]
     suspects = [
         Suspect(
             c.path,
@@ -423,6 +394,10 @@ async def build_evidence(
     kinds = list(dict.fromkeys(k for k in (incident["kind"] if incident else None, kind) if k))
     kinds += [r.kind for r in failures if r.kind not in kinds]
     tracebacks = _distinct_tracebacks(failures, incident)
+    if not kinds and not tracebacks and description.strip():
+        # Nothing recorded to start from: the handlers whose code says what the request describes.
+        matches = await handler_words.rank_handlers(db, [repo_root], search_words(description))
+        kinds = list(dict.fromkeys(match.kind for match in matches[:_WORD_KINDS]))
     since = min(incident["first_seen"] if incident else now, now - _CORRELATE_WINDOW_S)
     calls: list[ActionRecord] = []
     slow: list[ActionRecord] = []
@@ -433,6 +408,9 @@ async def build_evidence(
     if kinds and (not tracebacks or latency_incident):
         slow = await action_queries.slowest_sampled(db, kinds, since=since, limit=_MAX_SLOW)
     handlers = await handler_queries.for_kinds(db, kinds)
+    # mendbot's own cogs listen to the same events as the cogs they look after: never their suspects.
+    theirs = [handler for handler in handlers if not is_mendbots_own(handler.path)]
+    handlers = theirs or handlers
 
     suspects, ranked, modules, matched_lessons, histories = await _rank_suspects(
         repo_root,

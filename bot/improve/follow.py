@@ -3,9 +3,13 @@
 The ranking (bot/improve/localise.py) starts from frames, slow samples and the handler; from there
 these rules add the code that made what the failing line used:
 
-- the definitions of names and the methods called on the failing line, attribute calls included
-  (`self.store.get(…)` is the `get` of the class `self.store` holds);
-- the initialisers of the attributes it reads and the functions storing the dict keys it reads;
+- the definitions of names and the methods called on the lines feeding the failing line, attribute
+  calls included (`self.store.get(…)` is the `get` of the class `self.store` holds), the methods
+  Python calls without a call written (`self.cache[key]` is the cache's `__getitem__`, `a + b` the
+  `__add__` of `a`'s class), and module-level constants and instances read through their module
+  (`settings.MAX_ITEMS`, `config.DEFAULTS.page_size`);
+- the methods that assign the attributes those lines read (`self.rate` set in `__init__`), the lines
+  of the assignment being the ones that matter, and the functions storing the dict keys it reads;
 - arguments traced up the stack: when the raising frame used a parameter, the frame that computed
   what was passed for it ranks with the raising frame (and the calls that computed it are
   suspects); a parameter passed straight through is followed further up;
@@ -13,7 +17,9 @@ these rules add the code that made what the failing line used:
   that class a suspect, with the field's line as the line that matters; a configuration file
   named by code on the failing path is a suspect as a whole;
 - for a fault with no traceback: the handler's callees, through attributes, several levels deep
-  within a budget; the functions whose results make the reply; calls whose exceptions a `try`
+  within a budget, each at the same small weight whatever its depth (being called is no evidence;
+  depth is none either); the functions whose results make the reply, followed down through what
+  they return at equal weight, with the constants they read; calls whose exceptions a `try`
   swallows into a fallback answer;
 - the code that wrote a stored row the failing action read (`bot.db.provenance`).
 
@@ -33,6 +39,7 @@ from bot.improve.source_index import ModuleIndex, SourceUnit, class_of, method_o
 __all__ = ["Candidate", "Pool", "arguments_up_the_stack", "callees", "derive_from_line", "from_writer"]
 
 _MAX_CALLEES = 40  # functions visited below a handler: the budget for going deep
+_DATA_SHARE = 0.6  # of a unit's points a module-level constant it reads earns beside it
 _STACK_LEVELS = 6
 
 
@@ -92,15 +99,50 @@ class Pool:
 def callee_of(
     call: ast.Call, where: SourceUnit, module: ModuleIndex, modules: dict[str, ModuleIndex]
 ) -> tuple[str, str] | None:
-    """The in-repo unit a call runs: a name, `module.f`, `self.m`, `self.attr.m`, `param.m`."""
+    """The in-repo unit a call runs: a name, `module.f`, `pkg.module.Cls`, `self.m`, `self.attr.m`,
+    `param.m`, `local.m`, `INSTANCE.m`."""
     func = call.func
     if isinstance(func, ast.Name):
         return resolve(func.id, module, modules)
     if not isinstance(func, ast.Attribute):
         return None
-    if isinstance(func.value, ast.Name) and func.value.id in module.imports:
-        return resolve(f"{func.value.id}.{func.attr}", module, modules)
+    name = dataflow.dotted(func)
+    if name is not None and name.split(".", 1)[0] in module.imports:
+        found = resolve(name, module, modules)
+        if found is not None:
+            return found
     return method_of(func.value, func.attr, where, module, modules)
+
+
+def reached_on(
+    unit: SourceUnit, module: ModuleIndex, modules: dict[str, ModuleIndex], lines: set[int]
+) -> list[tuple[tuple[str, str], str]]:
+    """The in-repo units `lines` of a function reach, with how: its calls, the methods Python calls
+    for its operators and subscripts, and the module-level constants and instances it reads through
+    their module (`settings.MAX_ITEMS`) or by name."""
+    found: list[tuple[tuple[str, str], str]] = []
+    for call in dataflow.calls_on(unit.node, lines):
+        where = callee_of(call, unit, module, modules)
+        if where is not None:
+            found.append((where, "call"))
+    for receiver, method in dataflow.implicit_calls(unit.node, lines):
+        where = method_of(receiver, method, unit, module, modules)
+        if where is not None:
+            found.append((where, method))
+    for node in ast.walk(unit.node):
+        if getattr(node, "lineno", 0) not in lines or not isinstance(getattr(node, "ctx", None), ast.Load):
+            continue
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            if node.value.id not in module.imports:
+                continue
+            where = resolve(f"{node.value.id}.{node.attr}", module, modules)
+        elif isinstance(node, ast.Name) and (node.id in module.imports or node.id in module.top_level):
+            where = resolve(node.id, module, modules)
+        else:
+            continue
+        if where is not None and modules[where[0]].functions[where[1]].kind == "constant":
+            found.append((where, "read"))
+    return list(dict.fromkeys(found))
 
 
 def _definition_lines(module: ModuleIndex, lines: set[int]) -> set[int]:
@@ -128,6 +170,8 @@ def _settings_and_config(
     """Fields of settings objects read on `lines`, and configuration files named by the code they call."""
     module = pool.modules[path]
     for receiver, attribute in dataflow.field_reads(unit.node, lines):
+        if isinstance(receiver, ast.Name) and receiver.id == "self":
+            continue  # its own class's attributes: their writers are followed instead (`writers_of`)
         found = class_of(receiver, unit, module, pool.modules)
         if found is None:
             continue
@@ -152,33 +196,107 @@ def _settings_and_config(
                     break
 
 
+def _self_attributes(unit: SourceUnit, lines: set[int]) -> set[str]:
+    """The `self.x` attributes read on `lines` of a method."""
+    return {
+        node.attr
+        for node in ast.walk(unit.node)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "self"
+        and isinstance(node.ctx, ast.Load)
+        and getattr(node, "lineno", 0) in lines
+    }
+
+
+def _assigning_lines(unit: SourceUnit, attribute: str) -> set[int]:
+    """The lines of a method that write `self.<attribute>`, and the lines feeding them."""
+    found: set[int] = set()
+    for line in dataflow.attribute_writes(unit.node, attribute):
+        found |= dataflow.data_lines(unit.node, line)
+    return found
+
+
+def writers_of(pool: Pool, path: str, unit: SourceUnit, lines: set[int], *, points: float, at: str) -> None:
+    """The methods that wrote the `self.x` attributes `lines` read — the lines of the write being the
+    data — and what those writes called to make the value."""
+    module = pool.modules[path]
+    if unit.class_name is None:
+        return
+    for attribute in sorted(_self_attributes(unit, lines)):
+        for writer in module.assigners(unit.class_name, attribute):
+            written = _assigning_lines(writer, attribute)
+            candidate = pool.untraced((path, writer.qualname))
+            if candidate is not None:
+                candidate.add(points, f"sets `self.{attribute}`, read at {at}")
+                candidate.data |= written
+            for where, how in reached_on(writer, module, pool.modules, written):
+                maker = _reached(pool, where, how)
+                if maker is not None and how != "read":
+                    maker.add(0.6 * points, f"makes the `self.{attribute}` {writer.qualname} writes")
+
+
+def _reached(pool: Pool, where: tuple[str, str], how: str) -> Candidate | None:
+    """The candidate for a unit reached from a line; a constant's own lines are the ones that matter."""
+    candidate = pool.untraced(where)
+    if candidate is not None and how == "read":
+        candidate.data |= set(range(candidate.start, candidate.end + 1))
+    return candidate
+
+
+def _returned_data(pool: Pool, where: tuple[str, str], points: float, at: str) -> None:
+    """The constants and instances a function's return value is made from: the data that reached the
+    failing line through it (`return copy.deepcopy(DEFAULTS)`)."""
+    module = pool.modules.get(where[0])
+    unit = module.functions.get(where[1]) if module is not None else None
+    if module is None or unit is None or unit.kind != "function":
+        return
+    for reached, how in reached_on(unit, module, pool.modules, dataflow.value_lines(unit.node)):
+        candidate = _reached(pool, reached, how) if how == "read" else None
+        if candidate is not None:
+            candidate.add(points, f"defines `{reached[1]}`, which {where[1]} returns to {at}")
+
+
 def derive_from_line(pool: Pool, path: str, line: int, weight: float) -> None:
-    """Units that already returned but shaped the failing line: definitions of the names it uses
-    and the methods it calls, initialisers of the attributes it reads, writers of the stored keys
-    it reads, settings and configuration read on the lines feeding it."""
+    """Units that already returned but shaped the failing line: definitions of the names it uses,
+    the units the lines feeding it call (explicitly or through an operator) or read (a module-level
+    constant or instance), the methods assigning the attributes those lines read, writers of the
+    stored keys it reads, settings and configuration read on the lines feeding it."""
     module = pool.modules.get(path)
     if module is None:
         return
     function = module.function_at(line)
     at = f"{path}:{line}"
-    names, attributes = module.names_on_line(line)
+    names, _ = module.names_on_line(line)
     for name in sorted(names):
-        candidate = pool.untraced(resolve(name, module, pool.modules))
+        where = resolve(name, module, pool.modules)
+        candidate = _reached(pool, where, "read") if where is not None else None
         if candidate is not None:
             candidate.add(0.45 * weight, f"defines `{name}`, used on the failing line {at}")
-    if function is None:
+    if function is None or function.kind != "function":
         return
     lines = dataflow.data_lines(function.node, line)
-    for call in dataflow.calls_on(function.node, lines):
-        candidate = pool.untraced(callee_of(call, function, module, pool.modules))
-        if candidate is not None:
+    # A constant or instance the raising line itself reads is the data it failed on, as an argument
+    # passed to it would be; one read on the lines feeding it, a step further.
+    on_line = reached_on(function, module, pool.modules, {line})
+    direct = {where for where, how in on_line if how == "read"}
+    called = {where for where, how in on_line if how == "call"}
+    for where, how in reached_on(function, module, pool.modules, lines):
+        candidate = _reached(pool, where, how)
+        if candidate is None:
+            continue
+        if how == "read" and where in direct:
+            candidate.add(0.75 * 1.6 * weight, f"defines `{where[1]}`, read where it failed ({at})")
+        elif how == "read":
+            candidate.add(0.6 * weight, f"defines `{where[1]}`, read by the lines feeding {at}")
+        elif how == "call":
             candidate.add(0.45 * weight, f"computes a value used on the failing line {at}")
-    if function.class_name is not None:
-        for attribute in sorted(attributes):
-            for assigner in module.assigners(function.class_name, attribute):
-                candidate = pool.untraced((path, assigner.qualname))
-                if candidate is not None:
-                    candidate.add(0.5 * weight, f"sets `self.{attribute}`, read on the failing line {at}")
+            # What a call on the raising line returns is the data it failed on, as a constant read there.
+            _returned_data(pool, where, (0.75 * 1.6 if where in called else 0.6) * weight, at)
+        else:
+            candidate.add(0.45 * weight, f"its `{how}` runs for the lines feeding {at}")
+    # The value read came from where it was written as surely as an argument from its caller.
+    writers_of(pool, path, function, lines, points=0.6 * 1.6 * weight, at=at)
     for key in sorted(module.keys_on_line(line)):
         for other_path, other in sorted(pool.modules.items()):
             for writer in other.key_writers(key):
@@ -245,8 +363,9 @@ def arguments_up_the_stack(pool: Pool, frames: tuple[tuple[str, int, str], ...],
 
 
 def callees(pool: Pool, path: str, qualname: str, *, weight: float, depth: int, reason: str) -> None:
-    """In-repo units a function calls (through attributes too), breadth first, `depth` levels and
-    at most `_MAX_CALLEES` of them; `weight` halves per level."""
+    """In-repo units a function reaches (calls through attributes, operators' methods, constants it
+    reads), breadth first, `depth` levels and at most `_MAX_CALLEES` of them, each at `weight`: being
+    one call deeper is no evidence against a unit, nor for it."""
     frontier = [(path, qualname)]
     seen = {(path, qualname)}
     for _ in range(depth):
@@ -256,23 +375,22 @@ def callees(pool: Pool, path: str, qualname: str, *, weight: float, depth: int, 
             unit = module.functions.get(caller_name) if module is not None else None
             if module is None or unit is None or unit.kind != "function":
                 continue
-            for call in dataflow.calls_on(unit.node, set(range(unit.start, unit.end + 1))):
-                where = callee_of(call, unit, module, pool.modules)
-                if where is None or where in seen or len(seen) > _MAX_CALLEES:
+            for where, how in reached_on(unit, module, pool.modules, set(range(unit.start, unit.end + 1))):
+                if where in seen or len(seen) > _MAX_CALLEES:
                     continue
                 seen.add(where)
                 following.append(where)
-                candidate = pool.untraced(where)
+                candidate = _reached(pool, where, how)
                 if candidate is not None:
-                    candidate.add(weight, f"{reason} {caller_name}")
+                    candidate.add(weight * (_DATA_SHARE if how == "read" else 1.0), f"{reason} {caller_name}")
         frontier = following
-        weight *= 0.5
 
 
 def value_makers(pool: Pool, path: str, qualname: str, points: float, depth: int = 4) -> None:
-    """For an answer with no traceback: the units whose results make what the handler answers,
-    followed down through what those return; and calls whose exceptions a `try` turns into a
-    fallback answer on the way."""
+    """For an answer with no traceback: the units whose results make what the handler answers —
+    calls, operators' methods, constants read — followed down through what those return, each at the
+    same points whatever its depth; and calls whose exceptions a `try` turns into a fallback answer
+    on the way."""
     frontier = [(path, qualname)]
     seen = {(path, qualname)}
     for _ in range(depth):
@@ -283,17 +401,25 @@ def value_makers(pool: Pool, path: str, qualname: str, points: float, depth: int
             if module is None or unit is None or unit.kind != "function":
                 continue
             lines = dataflow.value_lines(unit.node)
-            for call in dataflow.calls_on(unit.node, lines):
-                where = callee_of(call, unit, module, pool.modules)
-                candidate = pool.get(*where) if where is not None and where not in seen else None
-                if where is None or candidate is None:
+            # What the answer reads from `self` was written somewhere: by another command, say.
+            writers_of(pool, unit_path, unit, lines, points=points, at=f"what {unit_name} answers")
+            for where, how in reached_on(unit, module, pool.modules, lines):
+                candidate = pool.get(*where) if where not in seen else None
+                if candidate is None:
                     continue
                 seen.add(where)
-                candidate.add(points, f"its result makes what {unit_name} answers")
+                if how == "read":
+                    candidate.data |= set(range(candidate.start, candidate.end + 1))
+                # A constant read is data the code uses: a suspect, behind the code using it unless it
+                # changed more recently.
+                share = _DATA_SHARE if how == "read" else 1.0
+                what = "value" if how == "read" else "result"
+                candidate.add(points * share, f"its {what} makes what {unit_name} answers")
+                candidate.data |= dataflow.value_lines(pool.modules[where[0]].functions[where[1]].node)
                 following.append(where)
             for call in dataflow.swallowing_calls(unit.node):
-                where = callee_of(call, unit, module, pool.modules)
-                candidate = pool.get(*where) if where is not None else None
+                swallowed = callee_of(call, unit, module, pool.modules)
+                candidate = pool.get(*swallowed) if swallowed is not None else None
                 if candidate is not None:
                     candidate.add(
                         1.5 * points,

@@ -1,4 +1,4 @@
-"""From plain words addressed to the bot to a request and what it is about — no model call.
+"""From plain words addressed to the bot to a request — no model call.
 
 `parse_intent` maps a message ("fix this", "can you look into it", "ship it", "cancel run 3")
 to one of a fixed set of intents by word patterns. When several patterns match, the one that
@@ -17,46 +17,31 @@ fails. Vaguer words ("seems off",
 "weird", "odd", "acting up") make an *uncertain* request (`Intent.certain` False) — and only
 when the message is about the bot (a command or kind it knows, a `/name` or `!name`, or words
 like "you", "reply", "result"): the bot then asks in one line with buttons instead of chatting
-past it.
+past it. The grammar is the fast path: a developer's message it cannot place is decided by the
+chat model's tool call (bot/chat/route.py, cogs/improve.py), never chatted past.
 
-`resolve_target` decides which incident (or distinct failure) the request is about, in order:
-1. the incident whose announcement or error reply was replied to;
-2. a command or kind named in the text ("the roll command" → `command:roll`, "weather" →
-   `app:weather`, matched against the recorded kinds and the handler map): its newest
-   unresolved incident, else its most recently seen failure, else the kind itself (a slow or
-   wrong-answering command has no failure; the evidence is gathered for the kind);
-3. a full-text search of incidents and distinct failures by the words used (FTS5 bm25 over
-   summary, kind, error type, message and frames — see bot/db/search.py), scaled by recency:
-   `score = relevance / (1 + age_hours / 24)`.
-When the best two candidates score within 15% of each other and are different incidents, the
-target is ambiguous and lists them so the bot can ask which one.
+`named_kinds` reads the commands and kinds a message names, explicit ones (`/pay`, "the pay
+command") apart from bare words ("pay"); `search_words` the words worth searching for. What "this"
+means is resolved from them by bot/improve/target.py.
 """
 
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Collection
-from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from dataclasses import dataclass
+from typing import Literal
 
-from bot.db import handlers as handler_queries
-from bot.db import incidents as incident_queries
-from bot.db import search as queries
-from bot.db.core import Connection
 from bot.trust.grammar import read_approval
 from bot.trust.sanitize import sanitize_untrusted
 
 __all__ = [
-    "AMBIGUITY_MARGIN",
-    "Candidate",
     "Intent",
     "IntentKind",
-    "Target",
+    "clean",
     "command_names_in",
-    "known_kinds_in",
+    "named_kinds",
     "parse_intent",
-    "resolve_target",
     "search_words",
 ]
 
@@ -73,10 +58,6 @@ IntentKind = Literal[
     "redo",
     "none",
 ]
-AMBIGUITY_MARGIN = 0.15
-_RECENCY_HOURS = 24.0
-_MAX_CANDIDATES = 5
-_LISTED_FRACTION = 0.1  # candidates scoring below this share of the best one are not worth listing
 _MAX_WORDS = 12
 
 
@@ -205,7 +186,8 @@ _MENTION = re.compile(r"<(?:@[!&]?|#)\d+>")
 _ADDRESS = re.compile(r"^\s*(?:(?:hey|hi|ok|okay)\s+)?@?mendbot\b[\s,:;!.-]*", re.IGNORECASE)
 
 
-def _clean(text: str) -> str:
+def clean(text: str) -> str:
+    """The message without mentions, hidden characters or the bot's name in front, on one line."""
     text = _MENTION.sub(" ", sanitize_untrusted(text)).replace("’", "'").replace("‘", "'")
     text = _ADDRESS.sub("", text)
     return " ".join(text.split())
@@ -216,7 +198,7 @@ def parse_intent(text: str, known_kinds: Collection[str] = ()) -> Intent:
 
     `known_kinds` (`app:convert`, …) lets a vague complaint that names one of them count.
     """
-    cleaned = _clean(text)
+    cleaned = clean(text)
     lowered = cleaned.lower()
     found: dict[str, int] = {}
     for name, pattern in _PATTERNS:
@@ -265,56 +247,42 @@ _WORD_EDGE = r"(?<![\w:/!-])"
 _WORD_END = r"(?![\w-])"
 
 
-def command_names_in(text: str, known_commands: Collection[str]) -> list[str]:
-    """The known kinds ("command:roll") named in the text ("roll", "/roll", "the roll command")."""
+def named_kinds(text: str, known_commands: Collection[str]) -> list[tuple[str, bool]]:
+    """The known kinds ("command:roll") named in the text, each with whether it is named explicitly —
+    as a command (`/roll`, `!roll`, `app:roll`, "the roll command") rather than by a bare word
+    ("roll") — explicit ones first, then in the order they appear."""
     lowered = " ".join(sanitize_untrusted(text).lower().split())
-    found: list[tuple[int, str]] = []
+    found: list[tuple[bool, int, str]] = []
     for kind in known_commands:
         name = kind.split(":", 1)[-1].lower()
         if not name:
             continue
         spoken = re.escape(name).replace("_", "[_ ]")
-        patterns = [
-            rf"(?<![\w]){re.escape(kind.lower())}{_WORD_END}",
-            rf"(?<![\w])[/!]{spoken}{_WORD_END}",
-            rf"{_WORD_EDGE}{spoken}\s+(?:command|cmd|task|loop|listener|handler){_WORD_END}",
-        ]
-        if name not in _RESERVED and len(name) >= 3:
-            patterns.append(rf"{_WORD_EDGE}{spoken}{_WORD_END}")
-        match = re.search("|".join(patterns), lowered)
+        explicit = "|".join(
+            [
+                rf"(?<![\w]){re.escape(kind.lower())}{_WORD_END}",
+                rf"(?<![\w])[/!]{spoken}{_WORD_END}",
+                rf"{_WORD_EDGE}{spoken}\s+(?:command|cmd|task|loop|listener|handler|button){_WORD_END}",
+            ]
+        )
+        match = re.search(explicit, lowered)
         if match is not None:
-            found.append((match.start(), kind))
-    return [kind for _, kind in sorted(found)]
+            found.append((True, match.start(), kind))
+            continue
+        if name not in _RESERVED and len(name) >= 3:
+            match = re.search(rf"{_WORD_EDGE}{spoken}{_WORD_END}", lowered)
+            if match is not None:
+                found.append((False, match.start(), kind))
+    return [(kind, explicit) for explicit, _, kind in sorted(found, key=lambda f: (not f[0], f[1], f[2]))]
 
 
-# -- resolving "this" -------------------------------------------------------------------------------
+def command_names_in(text: str, known_commands: Collection[str]) -> list[str]:
+    """The known kinds ("command:roll") named in the text ("roll", "/roll", "the roll command"),
+    explicit names first (see `named_kinds`)."""
+    return [kind for kind, _ in named_kinds(text, known_commands)]
 
 
-class Candidate(NamedTuple):
-    """One thing the request may be about: an incident, or a failure no incident covers."""
-
-    incident_id: int | None
-    description: str
-    score: float
-    fingerprint: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """What a request is about. Empty `incident_ids` and no `fingerprint`: nothing matched."""
-
-    incident_ids: list[int]
-    ambiguous: bool
-    candidates: list[Candidate] = field(default_factory=list)
-    fingerprint: str | None = None
-    kind: str | None = None
-    via: Literal["reply", "named", "search", "active", "none"] = "none"
-
-    def question(self) -> str:
-        """The "which one do you mean?" question listing the candidates, for an ambiguous target."""
-        lines = [f"{n}. {candidate.description}" for n, candidate in enumerate(self.candidates, 1)]
-        return "Which one do you mean?\n" + "\n".join(lines)
-
+# -- the words worth searching for ------------------------------------------------------------------
 
 _STOPWORDS = _vocabulary(
     """a an the is are was were be been being am it its this that these those there here to of in on
@@ -333,178 +301,5 @@ _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 
 def search_words(text: str) -> list[str]:
     """The words of a request worth searching for: no stop words, no request vocabulary."""
-    words = [word for word in _TOKEN.findall(_clean(text).lower().replace("'", "")) if word not in _STOPWORDS]
+    words = [word for word in _TOKEN.findall(clean(text).lower().replace("'", "")) if word not in _STOPWORDS]
     return [word for word in dict.fromkeys(words) if len(word) >= 2 and not word.isdigit()][:_MAX_WORDS]
-
-
-def _one_line(text: str, limit: int = 100) -> str:
-    line = " ".join(sanitize_untrusted(text).split())
-    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
-
-
-def _age(seconds: float) -> str:
-    seconds = max(seconds, 0.0)
-    if seconds < 3600:
-        return f"{seconds / 60:.0f} min ago"
-    if seconds < 86400:
-        return f"{seconds / 3600:.0f} h ago"
-    return f"{seconds / 86400:.0f} d ago"
-
-
-def _describe_incident(incident: dict[str, Any], now: float) -> str:
-    return (
-        f"incident #{incident['id']} · {incident['kind']} · {_one_line(incident['summary'])}"
-        f" ({incident['state']}, {incident['count']}×, last {_age(now - incident['last_seen'])})"
-    )
-
-
-def _describe_failure(failure: queries.Failure, message: str | None, now: float) -> str:
-    what = failure.error_type or "failure"
-    if message:
-        what = f"{what}: {message}"
-    return (
-        f"{failure.kind} · {_one_line(what)} ({failure.count}×, last {_age(now - failure.last_seen)},"
-        f" fingerprint {failure.fingerprint})"
-    )
-
-
-def _recency(last_seen: float, now: float) -> float:
-    return 1.0 / (1.0 + max(now - last_seen, 0.0) / 3600.0 / _RECENCY_HOURS)
-
-
-@dataclass(frozen=True, slots=True)
-class _Scored:
-    score: float
-    kind: str
-    incident: dict[str, Any] | None
-    failure: queries.Failure | None
-    message: str | None
-
-    def candidate(self, now: float) -> Candidate:
-        if self.incident is not None:
-            incident = self.incident
-            return Candidate(
-                incident["id"], _describe_incident(incident, now), self.score, incident["fingerprint"]
-            )
-        assert self.failure is not None
-        description = _describe_failure(self.failure, self.message, now)
-        return Candidate(None, description, self.score, self.failure.fingerprint)
-
-
-async def _search_candidates(db: Connection, words: list[str], now: float) -> list[_Scored]:
-    """Search hits, each failure folded into its incident if it has one, best score first."""
-    hits = await queries.search(db, words, limit=20)
-    owners = await queries.incidents_for_failures(
-        db, [(hit.failure.fingerprint, hit.failure.kind) for hit in hits if hit.failure is not None]
-    )
-    best: dict[tuple[str, object], _Scored] = {}
-    for hit in hits:
-        score = hit.relevance * _recency(hit.last_seen, now)
-        incident = hit.incident
-        if incident is None and hit.failure is not None:
-            incident = owners.get(hit.failure.fingerprint)
-        if incident is not None:
-            key: tuple[str, object] = ("incident", incident["id"])
-            scored = _Scored(score, incident["kind"], incident, None, hit.message)
-        else:
-            assert hit.failure is not None
-            key = ("failure", hit.failure.fingerprint)
-            scored = _Scored(score, hit.failure.kind, None, hit.failure, hit.message)
-        if key not in best or best[key].score < score:
-            best[key] = scored
-    return sorted(best.values(), key=lambda scored: scored.score, reverse=True)
-
-
-async def resolve_target(
-    db: Connection,
-    text: str,
-    *,
-    replied_incident_id: int | None,
-    known_kinds: Collection[str] | None = None,
-    now: float | None = None,
-) -> Target:
-    """Which incident or failure the request is about (see the module docstring for the order).
-
-    `known_kinds` defaults to every kind that has failed, had an incident or has a handler.
-    """
-    now = time.time() if now is None else now
-    if replied_incident_id is not None:
-        incident = await incident_queries.by_id(db, replied_incident_id)
-        if incident is not None:
-            return Target(
-                incident_ids=[incident["id"]],
-                ambiguous=False,
-                candidates=[
-                    Candidate(incident["id"], _describe_incident(incident, now), 1.0, incident["fingerprint"])
-                ],
-                fingerprint=incident["fingerprint"],
-                kind=incident["kind"],
-                via="reply",
-            )
-    kinds = set(known_kinds) if known_kinds is not None else await known_kinds_in(db)
-    named = command_names_in(text, kinds)
-    words = search_words(text)
-    if named:
-        target = await _named_target(db, named, words, now)
-        if target is not None:
-            return target
-    if words:
-        scored = await _search_candidates(db, words, now)
-        if not scored:
-            return Target([], False)
-        top = scored[0]
-        close = [c for c in scored if c.score >= top.score * (1 - AMBIGUITY_MARGIN)]
-        if len(close) > 1:
-            return Target([], True, [c.candidate(now) for c in close[:_MAX_CANDIDATES]], via="search")
-        listed = [
-            c.candidate(now) for c in scored[:_MAX_CANDIDATES] if c.score >= top.score * _LISTED_FRACTION
-        ]
-        ids = [] if top.incident is None else [top.incident["id"]]
-        return Target(ids, False, listed, listed[0].fingerprint, top.kind, "search")
-    # Nothing but "fix this": the one unresolved incident, or ask which of several.
-    active = await incident_queries.list_by_state(db, ("open", "acknowledged"), limit=_MAX_CANDIDATES)
-    if not active:
-        return Target([], False)
-    listed = [
-        Candidate(i["id"], _describe_incident(i, now), _recency(i["last_seen"], now), i["fingerprint"])
-        for i in active
-    ]
-    if len(active) == 1:
-        return Target([active[0]["id"]], False, listed, active[0]["fingerprint"], active[0]["kind"], "active")
-    return Target([], True, listed, via="active")
-
-
-async def known_kinds_in(db: Connection) -> set[str]:
-    """Every kind a request can name: those that failed or had an incident, and every handled kind."""
-    return await queries.failure_kinds(db) | await handler_queries.kinds(db)
-
-
-async def _named_target(db: Connection, kinds: list[str], words: list[str], now: float) -> Target | None:
-    incidents = await queries.latest_incidents_of_kinds(db, kinds, limit=_MAX_CANDIDATES)
-    if incidents:
-        chosen = incidents[0]
-        named_words = {word for kind in kinds for word in re.split(r"[:_]", kind.lower())}
-        other_words = [word for word in words if word not in named_words]
-        if len(incidents) > 1 and other_words:
-            # Several unresolved incidents of the command: let the other words pick, else the newest.
-            scored = await _search_candidates(db, other_words, now)
-            relevance = {c.incident["id"]: c.score for c in scored if c.incident is not None}
-            chosen = max(incidents, key=lambda i: (relevance.get(i["id"], 0.0), i["last_seen"]))
-        listed = [
-            Candidate(i["id"], _describe_incident(i, now), _recency(i["last_seen"], now), i["fingerprint"])
-            for i in [chosen, *(i for i in incidents if i is not chosen)]
-        ]
-        return Target([chosen["id"]], False, listed, chosen["fingerprint"], chosen["kind"], "named")
-    failures = await queries.latest_failures_of_kinds(db, kinds, limit=1)
-    if not failures:
-        # A command that answers wrongly or slowly has no failure: the request is about the kind.
-        return Target(
-            [], False, [Candidate(None, f"{kinds[0]} (no recorded failure)", 1.0)], None, kinds[0], "named"
-        )
-    failure = failures[0]
-    incident = await queries.incident_for_failure(db, failure.fingerprint, failure.kind)
-    if incident is not None:
-        candidate = Candidate(incident["id"], _describe_incident(incident, now), 1.0, failure.fingerprint)
-        return Target([incident["id"]], False, [candidate], failure.fingerprint, failure.kind, "named")
-    candidate = Candidate(None, _describe_failure(failure, None, now), 1.0, failure.fingerprint)
-    return Target([], False, [candidate], failure.fingerprint, failure.kind, "named")

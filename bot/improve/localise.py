@@ -58,8 +58,11 @@ SEND_WRAPPER = ("bot/observe/capture.py", "sending")
 RECORDING_WRAPPERS = frozenset(
     {
         ("bot/runtime/recording.py", "_run_event"),
-        ("bot/runtime/recording.py", "recorded"),
         ("bot/runtime/recording.py", "invoke"),
+        ("bot/runtime/recording.py", "run_entry"),
+        ("bot/runtime/recording.py", "entry_failed"),
+        ("bot/runtime/hooks.py", "recorded"),
+        ("bot/runtime/entry_points.py", "observed"),
         ("bot/observe/recorder.py", "action"),
         SEND_WRAPPER,
     }
@@ -203,7 +206,9 @@ def rank(
             age_days = max(0.0, now - latest) / 86400
             candidate.add(earned, f"it (or a definition it reads) last changed {age_days:.0f} day(s) ago")
         module = modules[candidate.path]
-        matched = sorted(signals.complaint & module.words(module.functions[candidate.qualname]))
+        unit = module.functions[candidate.qualname]
+        # A constant's text is data — the items and names a complaint echoes — not what the code says.
+        matched = sorted(signals.complaint & module.words(unit)) if unit.kind != "constant" else []
         if matched:
             # A small weight: a complaint quotes what the bot said, and the code that says it is
             # often the messenger (a handler reporting "corrupt"), not the cause.

@@ -206,7 +206,7 @@ class Prover:
                 self._workspace.checkout(base_tree, name=name, at=base_sha) as base,
                 self._workspace.checkout(sha, name=name) as branch,
             ):
-                reach = affected_kinds(await handler_queries.every_handler(self._db), changed, base)
+                reach = affected_kinds(await handler_queries.every(self._db), changed, base)
                 plan = await plan_proof(
                     self._db, fingerprint=fingerprint, kind=kind, shown=shown or set(), reach=reach
                 )

@@ -1,12 +1,17 @@
 """Parsed source files for the ranking of suspects: functions, classes, definitions and imports.
 
 `ModuleIndex` is one file of the repository, parsed once (and cached by the evidence): its
-functions and methods, its classes (a settings object is a suspect too), its top-level definitions
-and imports, and the `ast` questions the ranking asks of them. A configuration file (JSON, YAML,
-TOML, INI) is indexed as one unit named after the file, so it can be ranked like a function.
-`resolve` finds where a called or read name is defined in the repository, through imports;
-`method_of` and `class_of` follow attributes to their classes (`self.store.get` → the `get` of
-the store's class).
+functions and methods, its classes (a settings object is a suspect too), its module-level constants
+and instances (`MAX_ITEMS = 5`, `DEFAULTS = Settings()`: a value read as `settings.MAX_ITEMS` is a
+suspect too), its top-level definitions and imports — relative ones resolved against the file's
+package, as Python resolves them (`from . import helpers`, `from ..store import Store`) — and the
+`ast` questions the ranking asks of them. A configuration file (JSON, YAML, TOML, INI) is indexed as
+one unit named after the file, so it can be ranked like a function. `resolve` finds where a called or
+read name is defined in the repository, through imports (`helpers.f`, `store.Store(...)`);
+`method_of` and `class_of` follow expressions to their classes as Python would: `self.store.get` →
+the `get` of the class `self.store` was made from (in `__init__` or anywhere, through a module or
+not), `DEFAULTS.page_size` → the class of a module-level instance, `cart = shop.Cart()` then
+`cart.total()` → `Cart.total`.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from bot.improve import dataflow
+from bot.trust.path_rules import secret_reason
 
 __all__ = [
     "ModuleIndex",
@@ -25,6 +32,7 @@ __all__ = [
     "class_of",
     "method_of",
     "module_path",
+    "read_module",
     "resolve",
     "resolve_class",
     "terms_of",
@@ -117,12 +125,51 @@ class ModuleIndex:
                     for name in ast.walk(target):
                         if isinstance(name, ast.Name):
                             self.top_level[name.id] = node
-            elif top and isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                for alias in node.names:
-                    self.imports[alias.asname or alias.name] = (node.module, alias.name)
-            elif top and isinstance(node, ast.Import):
-                for alias in node.names:
-                    self.imports[alias.asname or alias.name.split(".")[0]] = (alias.name, None)
+                            # A module-level constant or instance is a unit of its own: what a
+                            # function reads as `NAME` or `module.NAME` can be the fault.
+                            end = node.end_lineno or node.lineno
+                            unit = SourceUnit(name.id, node.lineno, end, node, None, "constant")
+                            self.functions.setdefault(name.id, unit)
+            elif isinstance(node, ast.ImportFrom | ast.Import):
+                self._import(node)
+        for inner in ast.walk(ast.Module(body=body, type_ignores=[])) if top else ():
+            # Imports inside functions (a lazy import) and under `if TYPE_CHECKING:` name modules too.
+            if isinstance(inner, ast.ImportFrom | ast.Import) and inner not in body:
+                self._import(inner, override=False)
+
+    def _package(self, level: int) -> str | None:
+        """The package a relative import of `level` dots starts from, for this file."""
+        parts = self.path.removesuffix(".py").split("/")[:-1]  # a module's, or an __init__'s, package
+        if level - 1 > len(parts):
+            return None
+        kept = parts[: len(parts) - (level - 1)]
+        return ".".join(kept) if kept else None
+
+    def _import(self, node: ast.Import | ast.ImportFrom, *, override: bool = True) -> None:
+        """Record what an import binds: local name → (module, attribute or None)."""
+        found: dict[str, tuple[str, str | None]] = {}
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    found[alias.asname] = (alias.name, None)
+                else:
+                    found[alias.name.split(".")[0]] = (alias.name.split(".")[0], None)
+                    found.setdefault(alias.name, (alias.name, None))  # `a.b.f` read through `import a.b`
+        else:
+            source = node.module
+            if node.level:
+                package = self._package(node.level)
+                if package is None:
+                    return
+                source = f"{package}.{node.module}" if node.module else package
+            if not source:
+                return
+            for alias in node.names:
+                if alias.name != "*":
+                    found[alias.asname or alias.name] = (source, alias.name)
+        for name, where in found.items():
+            if override or name not in self.imports:
+                self.imports[name] = where
 
     def function_at(self, line: int) -> SourceUnit | None:
         """The innermost function whose body holds `line`."""
@@ -174,27 +221,15 @@ class ModuleIndex:
         return names, attributes
 
     def assigners(self, class_name: str, attribute: str) -> list[SourceUnit]:
-        """Methods of `class_name` that assign `self.<attribute>`."""
-        found = []
-        for function in self.functions.values():
-            if function.class_name != class_name or function.kind != "function":
-                continue
-            for node in ast.walk(function.node):
-                targets: list[ast.expr] = []
-                if isinstance(node, ast.Assign):
-                    targets = node.targets
-                elif isinstance(node, ast.AugAssign | ast.AnnAssign):
-                    targets = [node.target]
-                if any(
-                    isinstance(t, ast.Attribute)
-                    and t.attr == attribute
-                    and isinstance(t.value, ast.Name)
-                    and t.value.id == "self"
-                    for t in targets
-                ):
-                    found.append(function)
-                    break
-        return found
+        """Methods of `class_name` that write `self.<attribute>`: assign it, store into it
+        (`self.x[key] = …`) or fill it (`self.x.append(…)`, `.update(…)`, …)."""
+        return [
+            function
+            for function in self.functions.values()
+            if function.class_name == class_name
+            and function.kind == "function"
+            and dataflow.writes_attribute(function.node, attribute)
+        ]
 
     def keys_on_line(self, line: int) -> set[str]:
         """String keys subscripted on a line (`entry["level"]`): stored data the line reads."""
@@ -257,6 +292,42 @@ class ModuleIndex:
         return terms_of(text) | {w for w in _WORD.findall(text.lower()) if len(w) >= 3}
 
 
+_MAX_FILE_BYTES = 2_000_000
+_MODULE_CACHE: dict[tuple[str, float, int], ModuleIndex] = {}
+
+
+def _readable(repo_root: Path, path: str) -> bool:
+    """Whether a path some record or source names is a Python or configuration file inside the
+    repository we may read."""
+    root = repo_root.resolve()
+    candidate = (root / path).resolve()
+    if candidate.suffix not in (".py", *dataflow.CONFIG_SUFFIXES) or not candidate.is_relative_to(root):
+        return False
+    if not candidate.is_file():
+        return False
+    if candidate.relative_to(root).as_posix() != path:
+        return False
+    if secret_reason(path) is not None:
+        return False
+    return candidate.stat().st_size <= _MAX_FILE_BYTES
+
+
+def read_module(repo_root: Path, path: str) -> ModuleIndex | None:
+    """A repository file, parsed (cached by path, modification time and size); None for a path that
+    is not a readable source or configuration file inside the repository."""
+    if not _readable(repo_root, path):
+        return None
+    file = repo_root.resolve() / path
+    stat = file.stat()
+    key = (str(file), stat.st_mtime, stat.st_size)
+    cached = _MODULE_CACHE.get(key)
+    if cached is None:
+        if len(_MODULE_CACHE) > 512:
+            _MODULE_CACHE.clear()
+        cached = _MODULE_CACHE[key] = ModuleIndex(path, file.read_text(encoding="utf-8", errors="replace"))
+    return cached
+
+
 def module_path(module: str, modules: dict[str, ModuleIndex]) -> str | None:
     """The path of a dotted module name among the parsed modules."""
     base = module.replace(".", "/")
@@ -277,42 +348,102 @@ def _unit(path: str, qualname: str, modules: dict[str, ModuleIndex]) -> tuple[st
 
 
 def resolve(name: str, module: ModuleIndex, modules: dict[str, ModuleIndex]) -> tuple[str, str] | None:
-    """Where a called or read name is defined in the repository: (path, qualname)."""
-    head, _, attribute = name.partition(".")
-    if not attribute and head in module.functions:
-        return _unit(module.path, head, modules)
-    if attribute and head in module.classes and f"{head}.{attribute}" in module.functions:
-        return module.path, f"{head}.{attribute}"
-    imported = module.imports.get(head)
-    if imported is None:
+    """Where a called or read name is defined in the repository: (path, qualname). The name may be
+    dotted through imports as Python resolves it: `f`, `helpers.f`, `pkg.helpers.f`, `Cart.total`,
+    `shop.Cart` (a class called is its `__init__`), `settings.MAX_ITEMS` (a module-level constant)."""
+    parts = name.split(".")
+    if parts[0] in module.functions and ".".join(parts) in module.functions:
+        return _unit(module.path, ".".join(parts), modules)
+    for cut in range(len(parts), 0, -1):  # the longest prefix an import binds
+        imported = module.imports.get(".".join(parts[:cut]))
+        if imported is None:
+            continue
+        source, member = imported
+        rest = parts[cut:]
+        if member is None:  # import x (or import a.b) → x.f
+            path = module_path(source, modules)
+            return _within(path, rest, modules)
+        path = module_path(source, modules)  # from x import f → f, f.attr
+        found = _within(path, [member, *rest], modules)
+        if found is not None:
+            return found
+        return _within(module_path(f"{source}.{member}", modules), rest, modules)  # from pkg import mod
+    return None
+
+
+def _within(path: str | None, parts: list[str], modules: dict[str, ModuleIndex]) -> tuple[str, str] | None:
+    """`parts` as a qualified name in one module, following a submodule when the module is a package."""
+    if path is None or not parts:
         return None
-    source, member = imported
-    if member is not None:  # from x import f  → f or f.attr
-        path = module_path(source, modules)
-        target = member if not attribute else f"{member}.{attribute}"
-        if path is not None and target in modules[path].functions:
-            return _unit(path, target, modules)
-        path = module_path(f"{source}.{member}", modules)  # from pkg import module
-        if path is not None and attribute and attribute in modules[path].functions:
-            return _unit(path, attribute, modules)
-        return None
-    path = module_path(source, modules)  # import x → x.f
-    if path is not None and attribute in modules[path].functions:
-        return _unit(path, attribute, modules)
+    qualname = ".".join(parts)
+    if qualname in modules[path].functions:
+        return _unit(path, qualname, modules)
+    if path.endswith("/__init__.py") and len(parts) > 1:
+        package = path.removesuffix("/__init__.py").replace("/", ".")
+        return _within(module_path(f"{package}.{parts[0]}", modules), parts[1:], modules)
     return None
 
 
 def resolve_class(name: str, module: ModuleIndex, modules: dict[str, ModuleIndex]) -> tuple[str, str] | None:
-    """Where the class a simple name means is defined: (path, class qualname)."""
+    """Where the class a name means is defined: (path, class qualname). The name may be dotted
+    through a module (`shop.Cart`, `models.shop.Cart`)."""
     if name in module.classes:
         return module.path, name
+    head, _, rest = name.partition(".")
+    imported = module.imports.get(head)
+    if imported is None:
+        return None
+    source, member = imported
+    if member is None:  # import shop → shop.Cart
+        path = module_path(source, modules) if rest else None
+        return (path, rest) if path is not None and rest in modules[path].classes else None
+    path = module_path(source, modules)
+    wanted = member if not rest else f"{member}.{rest}"
+    if path is not None and wanted in modules[path].classes:
+        return path, wanted
+    path = module_path(f"{source}.{member}", modules)  # from pkg import shop → shop.Cart
+    if path is not None and rest and rest in modules[path].classes:
+        return path, rest
+    return None
+
+
+def _made_class(
+    value: ast.AST | None, module: ModuleIndex, modules: dict[str, ModuleIndex]
+) -> tuple[str, str] | None:
+    """The class an expression makes, when it is a call of a class (`Cart()`, `shop.Cart(...)`)."""
+    if not isinstance(value, ast.Call):
+        return None
+    name = dataflow.dotted(value.func)
+    return resolve_class(name, module, modules) if name else None
+
+
+def _instance_class(
+    name: str, module: ModuleIndex, modules: dict[str, ModuleIndex], depth: int = 0
+) -> tuple[str, str] | None:
+    """The class of a module-level instance a name means: `DEFAULTS = Settings()` here, or imported."""
+    node = module.top_level.get(name)
+    if isinstance(node, ast.Assign | ast.AnnAssign):
+        if isinstance(node, ast.AnnAssign) and node.annotation is not None:
+            annotated = dataflow.dotted(node.annotation)
+            found = resolve_class(annotated, module, modules) if annotated else None
+            if found is not None:
+                return found
+        return _made_class(node.value, module, modules)
     imported = module.imports.get(name)
-    if imported is None or imported[1] is None:
+    if imported is None or imported[1] is None or depth > 2:
         return None
     path = module_path(imported[0], modules)
-    if path is not None and imported[1] in modules[path].classes:
-        return path, imported[1]
-    return None
+    return _instance_class(imported[1], modules[path], modules, depth + 1) if path is not None else None
+
+
+def _module_of(name: str, module: ModuleIndex, modules: dict[str, ModuleIndex]) -> ModuleIndex | None:
+    """The parsed module a local name stands for (`import shop`, `from pkg import shop`)."""
+    imported = module.imports.get(name)
+    if imported is None:
+        return None
+    source, member = imported
+    path = module_path(source if member is None else f"{source}.{member}", modules)
+    return modules[path] if path is not None else None
 
 
 def method_of(
@@ -324,8 +455,27 @@ def method_of(
     if found is None:
         return None
     path, class_name = found
-    target = f"{class_name}.{method}"
-    return (path, target) if target in modules[path].functions else None
+    for owner in _lineage(path, class_name, modules):  # a method inherited from a base in the repository
+        target = f"{owner[1]}.{method}"
+        if target in modules[owner[0]].functions:
+            return owner[0], target
+    return None
+
+
+def _lineage(path: str, class_name: str, modules: dict[str, ModuleIndex]) -> list[tuple[str, str]]:
+    """The class and its bases defined in the repository, nearest first."""
+    found = [(path, class_name)]
+    for index in range(8):
+        if index >= len(found):
+            break
+        here, name = found[index]
+        node = modules[here].classes.get(name)
+        for base in node.bases if node is not None else []:
+            dotted = dataflow.dotted(base)
+            parent = resolve_class(dotted, modules[here], modules) if dotted else None
+            if parent is not None and parent not in found:
+                found.append(parent)
+    return found
 
 
 def class_of(
@@ -336,14 +486,16 @@ def class_of(
         if receiver.id == "self" and where.class_name is not None:
             return resolve_class(where.class_name, module, modules)
         annotated = dataflow.annotation_of(where.node, receiver.id)
-        return resolve_class(annotated, module, modules) if annotated else None
-    if (
-        isinstance(receiver, ast.Attribute)
-        and isinstance(receiver.value, ast.Name)
-        and receiver.value.id == "self"
-        and where.class_name is not None
-        and where.class_name in module.classes
-    ):
+        if annotated:
+            return resolve_class(annotated, module, modules)
+        local = dataflow.local_value(where.node, receiver.id)  # cart = shop.Cart(...)
+        if local is not None:
+            return _made_class(local, module, modules)
+        return _instance_class(receiver.id, module, modules)  # DEFAULTS = Settings() at module level
+    if not isinstance(receiver, ast.Attribute) or not isinstance(receiver.value, ast.Name):
+        return None
+    if receiver.value.id == "self" and where.class_name is not None and where.class_name in module.classes:
         held = dataflow.attribute_classes(module.classes[where.class_name]).get(receiver.attr)
         return resolve_class(held, module, modules) if held else None
-    return None
+    other = _module_of(receiver.value.id, module, modules)  # config.DEFAULTS.page_size
+    return _instance_class(receiver.attr, other, modules) if other is not None else None

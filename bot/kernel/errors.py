@@ -28,6 +28,7 @@ __all__ = [
     "bug_reply",
     "describe",
     "discord_problem",
+    "environment_extra",
     "error_channel_id",
     "model_problem",
     "named_bug",
@@ -47,6 +48,13 @@ def unwrap(error: BaseException) -> BaseException:
         error = error.original
     if isinstance(error, commands.ConversionError) and error.original is not None:
         return error.original
+    cause = error.__cause__
+    if (
+        isinstance(error, app_commands.TransformerError)
+        and cause is not None
+        and not isinstance(cause, commands.CommandError | app_commands.AppCommandError)
+    ):
+        return cause  # a transformer's own bug, not the value the user typed
     return error
 
 
@@ -56,6 +64,14 @@ _ARGUMENT_ERRORS = (
 )
 _QUIET = (commands.CommandNotFound, commands.DisabledCommand)
 _REFUSED = (commands.CheckFailure, app_commands.CheckFailure)
+
+
+def environment_extra(error: BaseException | None, problem: EnvironmentProblem | None) -> dict[str, Any]:
+    """What an action record says about an environment failure (no fingerprint: it is no bug)."""
+    if problem is None or error is None:
+        return {}
+    original = unwrap(error)
+    return {"environment": problem.kind, "error": f"{type(original).__name__}: {original}"[:500]}
 
 
 def describe(error: BaseException) -> tuple[str | None, bool]:

@@ -32,6 +32,7 @@ __all__ = [
     "REPLY_PREVIEW_CHARS",
     "HandlerCapture",
     "current_capture",
+    "event_ids",
     "install_reply_hooks",
     "interaction_invocation",
     "message_invocation",
@@ -114,6 +115,30 @@ def interaction_invocation(interaction: discord.Interaction[Any]) -> dict[str, A
     name = command.qualified_name if command is not None else "unknown"
     options = {key: _option(value) for key, value in vars(interaction.namespace).items()}
     return {"name": f"/{name}", "options": options}
+
+
+def event_ids(args: tuple[Any, ...]) -> dict[str, Any]:
+    """Guild, channel, user and message ids from a listener's first argument, where it has them."""
+    if not args:
+        return {}
+    first = args[0]
+    if isinstance(first, discord.Message):
+        return {
+            "guild_id": first.guild.id if first.guild else None,
+            "channel_id": first.channel.id,
+            "user_id": first.author.id,
+            "message_id": first.id,
+        }
+    if isinstance(first, discord.RawReactionActionEvent):
+        return {
+            "guild_id": first.guild_id,
+            "channel_id": first.channel_id,
+            "user_id": first.user_id,
+            "message_id": first.message_id,
+        }
+    if isinstance(first, discord.Interaction):
+        return {"guild_id": first.guild_id, "channel_id": first.channel_id, "user_id": first.user.id}
+    return {}
 
 
 def message_invocation(event: str, args: tuple[Any, ...]) -> dict[str, Any]:

@@ -7,8 +7,11 @@ Rules (thresholds from config.yaml):
 - latency: a kind's p95 over its recent window exceeds `factor` × the p95 of its rolling
   baseline (the samples before that window), with minimum samples and an absolute floor;
 - new_fingerprint: a failure never seen before (notice level);
-- task_stopped: a `tasks.loop` body raised an exception discord.py does not retry, so the loop
-  has stopped for good (error level, at the first occurrence: nothing else will say so).
+- task_stopped: a `tasks.loop` body (or its `before_loop` / `after_loop`) raised an exception
+  discord.py does not retry, so the loop has stopped for good (error level, at the first
+  occurrence: nothing else will say so);
+- not_loaded: an extension failed to load — its import, its `setup` or its cog's `cog_load`
+  raised — so its commands are not serving (error level, at the first occurrence).
 
 Each rule signals when its condition starts to hold and stays quiet until it clears, so a
 storm is one signal per rule. The time windows (error rate, repeat) are counts in fixed time
@@ -52,7 +55,7 @@ _SWEEP_S = 60.0
 _LATENCY_QUIET_S = 86_400.0
 
 Level = Literal["notice", "warning", "error"]
-Rule = Literal["error_rate", "repeat", "latency", "new_fingerprint", "task_stopped"]
+Rule = Literal["error_rate", "repeat", "latency", "new_fingerprint", "task_stopped", "not_loaded"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +233,8 @@ class AnomalyDetector:
             self._sweep(record.ts)
         if not record.ok and record.extra.get("loop_stopped"):
             self._task_stopped(record)
+        if not record.ok and record.extra.get("not_serving"):
+            self._not_loaded(record)
         if record.extra.get("environment"):
             return  # Discord or storage refusing is no sign of a bug: environment incidents cover it
         self._error_rate(record)
@@ -306,6 +311,22 @@ class AnomalyDetector:
                 record.kind,
                 record.fingerprint,
                 f"the `{name}` task loop stopped after {record.error_type}; it stays stopped until a restart",
+                1,
+                record,
+            )
+        )
+
+    def _not_loaded(self, record: ActionRecord) -> None:
+        """An extension that failed to load serves nothing until it is mended: one failure is enough."""
+        name = record.kind.split(":", 1)[-1]
+        self._emit(
+            Signal(
+                "not_loaded",
+                "error",
+                record.kind,
+                record.fingerprint,
+                f"`{name}` failed with {record.error_type}: its extension is not loaded and its commands"
+                " are not serving",
                 1,
                 record,
             )

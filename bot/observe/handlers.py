@@ -21,7 +21,21 @@ from discord.ext import commands, tasks
 from bot.db.handlers import HandlerLocation
 from bot.observe.fingerprint import relative_path, root_prefixes
 
-__all__ = ["cog_handlers"]
+__all__ = ["MENDBOT_COG_FILES", "cog_handlers", "is_mendbots_own"]
+
+# mendbot's own cogs — the improvement loop, approvals, chat, incidents, help, audit, dashboard, dev
+# mode and drills — as the handler map names their files. They listen to the same events as the cogs
+# they look after (`listener:on_message`, `listener:on_raw_reaction_add`), and are never the suspect
+# of a fault in someone else's cog.
+MENDBOT_COG_FILES = frozenset(
+    f"cogs/{name}.py"
+    for name in ("audit", "chat", "dashboard", "devmode", "drill", "help", "improve", "incidents", "ship")
+)
+
+
+def is_mendbots_own(path: str) -> bool:
+    """Whether a file (as the handler map names it) is one of mendbot's own cogs."""
+    return path in MENDBOT_COG_FILES
 
 
 def _location(

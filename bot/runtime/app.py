@@ -36,7 +36,7 @@ from bot.kernel.log import bind_for_task, get_logger
 from bot.kernel.prompts import PromptRegistry
 from bot.observe.capture import interaction_invocation
 from bot.runtime.gateway_resume import install_shard_resume
-from bot.runtime.recording import RecordingBot
+from bot.runtime.recording import RecordingBot, takes_no_words
 from bot.runtime.services import Services
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "ShardState",
     "bot_intents",
     "discover_extensions",
+    "takes_no_words",
 ]
 
 _log = get_logger(__name__)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
@@ -36,18 +35,26 @@ from bot.kernel.errors import (
     EnvironmentProblem,
     describe,
     discord_problem,
+    environment_extra,
     error_channel_id,
     model_problem,
     unwrap,
 )
 from bot.kernel.log import bind_context, bind_for_task, get_logger
-from bot.observe.capture import HandlerCapture, install_reply_hooks, message_invocation, start_capture
+from bot.observe.capture import (
+    HandlerCapture,
+    event_ids,
+    install_reply_hooks,
+    message_invocation,
+    start_capture,
+)
 from bot.observe.handlers import cog_handlers
 from bot.observe.sampler import SlowSampler
-from bot.runtime.entry_points import observe_view_store
+from bot.runtime.entry_points import OwnHandler, failed_part, observe_view_store
+from bot.runtime.hooks import instrument_cog_hook, instrument_loop, record_extension
 from bot.runtime.services import Services
 
-__all__ = ["RESTART_NOTICE", "SHUTDOWN_NOTICE", "RecordingBot"]
+__all__ = ["RESTART_NOTICE", "SHUTDOWN_NOTICE", "RecordingBot", "takes_no_words"]
 
 _log = get_logger(__name__)
 
@@ -55,36 +62,13 @@ RESTART_NOTICE = "I'm restarting to apply an update — try again in a few secon
 SHUTDOWN_NOTICE = "I'm shutting down — try again in a little while."
 
 
-def _event_ids(args: tuple[Any, ...]) -> dict[str, Any]:
-    """Guild, channel, user and message ids from a listener's first argument, where it has them."""
-    if not args:
-        return {}
-    first = args[0]
-    if isinstance(first, discord.Message):
-        return {
-            "guild_id": first.guild.id if first.guild else None,
-            "channel_id": first.channel.id,
-            "user_id": first.author.id,
-            "message_id": first.id,
-        }
-    if isinstance(first, discord.RawReactionActionEvent):
-        return {
-            "guild_id": first.guild_id,
-            "channel_id": first.channel_id,
-            "user_id": first.user_id,
-            "message_id": first.message_id,
-        }
-    if isinstance(first, discord.Interaction):
-        return {"guild_id": first.guild_id, "channel_id": first.channel_id, "user_id": first.user.id}
-    return {}
-
-
-def _environment_extra(error: BaseException | None, problem: EnvironmentProblem | None) -> dict[str, Any]:
-    """What an action record says about an environment failure (no fingerprint: it is no bug)."""
-    if problem is None or error is None:
-        return {}
-    original = unwrap(error)
-    return {"environment": problem.kind, "error": f"{type(original).__name__}: {original}"[:500]}
+def takes_no_words(ctx: commands.Context[Any]) -> bool:
+    """A command that takes no arguments, followed by words it would ignore: said by mention, those
+    words are about the command, not an invocation of it."""
+    command = ctx.command
+    if command is None or command.clean_params or isinstance(command, commands.Group):
+        return False
+    return bool(ctx.view.buffer[ctx.view.index :].strip())
 
 
 class RecordingBot(commands.AutoShardedBot):
@@ -130,6 +114,8 @@ class RecordingBot(commands.AutoShardedBot):
             improve = self.get_cog("Improve")
             if improve is not None and improve.request_intent(message) is not None:  # type: ignore[attr-defined]
                 return
+            if improve is not None and takes_no_words(ctx) and improve.claims(message):  # type: ignore[attr-defined]
+                return  # "@mendbot cmdstats falls over here": words about a command that takes none
         await self.invoke(ctx)
 
     async def invoke(self, ctx: commands.Context[Any], /) -> None:
@@ -155,11 +141,15 @@ class RecordingBot(commands.AutoShardedBot):
         except Exception as exc:
             if ctx.command is None:
                 raise
-            # discord.py hands a command's failure to its error handlers: what comes out here is an
-            # error handler (the command's `.error`, the cog's `cog_command_error`) failing in turn.
-            self._record_command(ctx, exc, handler=True)
+            # discord.py hands a command's failure to its error handlers: what comes out here is a
+            # check that raised instead of refusing, or an error handler (the command's `.error`, the
+            # cog's `cog_command_error`) failing in turn.
+            check = failed_part(exc)
+            self._record_command(ctx, exc, handler=check is None)
             _log.error(
-                "command error handler failed", command=ctx.command.qualified_name, exc_info=unwrap(exc)
+                "command check failed" if check else "command error handler failed",
+                command=ctx.command.qualified_name,
+                exc_info=unwrap(exc),
             )
             text, _ = describe(exc)
             if text is not None:
@@ -186,7 +176,7 @@ class RecordingBot(commands.AutoShardedBot):
         extras["capture"] = capture
         self.sampler.watch(capture)
 
-    def _end_capture(self, capture: HandlerCapture | None) -> dict[str, Any]:
+    def end_capture(self, capture: HandlerCapture | None) -> dict[str, Any]:
         """The record fields a finished handler's capture fills in."""
         if capture is None:
             return {}
@@ -214,19 +204,22 @@ class RecordingBot(commands.AutoShardedBot):
             capture = ctx.interaction.extras.get("capture")
         text, is_bug = describe(error) if error is not None else (None, False)
         is_bug = is_bug and problem is None
+        command = f"command:{ctx.command.qualified_name}"
+        part = failed_part(error) if is_bug and error is not None else None
         self.recorder.record(
-            f"command:{ctx.command.qualified_name}",
+            part or command,
             ctx.command.cog_name or "bot",
             ok=not is_bug and problem is None,
             duration_ms=self._command_elapsed_ms(ctx),
             error=unwrap(error) if is_bug and error is not None else None,
             extra={
                 "via": "slash" if ctx.interaction else "prefix",
+                **({"command": command} if part else {}),
                 **({"error_handler_failed": True} if handler else {}),
-                **_environment_extra(error, problem),
+                **environment_extra(error, problem),
                 **({"user_error": text} if error is not None and not is_bug and problem is None else {}),
             },
-            **self._end_capture(capture),
+            **self.end_capture(capture),
             **self._command_ids(ctx),
         )
 
@@ -304,8 +297,11 @@ class RecordingBot(commands.AutoShardedBot):
         error: BaseException | None,
         problem: EnvironmentProblem | None = None,
         entry: tuple[str, str] | None = None,
+        *,
+        handler: bool = False,
     ) -> None:
-        """Record an app command's interaction, or (`entry`: kind and source) a view item's or modal's."""
+        """Record an app command's interaction, or (`entry`: kind and source) a view item's or modal's;
+        `handler`: what failed is an error handler (the error is the handler's)."""
         command = interaction.command
         name = command.qualified_name if command is not None else "unknown"
         kind, source = entry or (
@@ -315,9 +311,16 @@ class RecordingBot(commands.AutoShardedBot):
         started = interaction.extras.get("started")
         text, is_bug = describe(error) if error is not None else (None, False)
         is_bug = is_bug and problem is None
-        extra = _environment_extra(error, problem) or (
+        part = failed_part(error) if is_bug and error is not None and kind.startswith("app:") else None
+        extra = environment_extra(error, problem) or (
             {"user_error": text} if error is not None and not is_bug else None
         )
+        if part is not None:
+            extra, kind = {**(extra or {}), "command": kind}, part
+        if handler:
+            extra = {**(extra or {}), "error_handler_failed": True}
+        extras = interaction.extras
+        capture = extras.get("capture")
         self.recorder.record(
             kind,
             source,
@@ -328,7 +331,9 @@ class RecordingBot(commands.AutoShardedBot):
             channel_id=interaction.channel_id,
             user_id=interaction.user.id,
             extra=extra,
-            **self._end_capture(interaction.extras.get("capture")),
+            # An entry point that failed before a handler ran (a check, a dynamic item's making) has
+            # no capture: what the user did is still said.
+            **(self.end_capture(capture) if capture else {"invocation": extras.get("invocation")}),
         )
 
     async def on_app_command_completion(
@@ -347,9 +352,12 @@ class RecordingBot(commands.AutoShardedBot):
         interaction: discord.Interaction[Any],
         invocation: dict[str, Any],
         call: Callable[[], Awaitable[Any]],
+        *,
+        own_handler: OwnHandler | None = None,
     ) -> None:
         """Run a view item's callback or a modal's submit (bot/runtime/entry_points.py) like a
-        command: admitted, tracked, captured, timed, recorded, a failure through the one error path."""
+        command: admitted, tracked, captured, timed, recorded, a failure through the one error path
+        (answered by the view's or modal's own `on_error` when it has one)."""
         if not self.accepting:
             if not interaction.response.is_done():
                 await interaction.response.send_message(self.not_accepting_notice, ephemeral=True)
@@ -366,18 +374,49 @@ class RecordingBot(commands.AutoShardedBot):
         try:
             await call()
         except Exception as exc:
-            await self.handle_interaction_error(interaction, exc, entry=(kind, source))
+            await self.entry_failed(interaction, exc, (kind, source), own_handler=own_handler)
         except BaseException:
             self.sampler.unwatch(capture)
             raise
         else:
             self._record_interaction(interaction, None, entry=(kind, source))
 
-    async def handle_interaction_error(
-        self, interaction: discord.Interaction[Any], error: Exception, entry: tuple[str, str] | None = None
+    async def entry_failed(
+        self,
+        interaction: discord.Interaction[Any],
+        error: Exception,
+        entry: tuple[str, str],
+        *,
+        own_handler: OwnHandler | None = None,
     ) -> None:
+        """An entry point failed (a callback, a submit, an `interaction_check`, a dynamic item's
+        `from_custom_id`): recorded, and answered by the view's own error handler when it has one —
+        as discord.py would call it — else by the one error path. That handler failing in turn is
+        recorded under its own name and answered by the one error path."""
+        if own_handler is None:
+            await self.handle_interaction_error(interaction, error, entry=entry)
+            return
         problem = self.environment_problem(error, interaction.channel, interaction.user.id)
         self._record_interaction(interaction, error, problem, entry)
+        name, call = own_handler
+        try:
+            await call(error)
+        except Exception as exc:
+            family = entry[0].split(":", 1)[0]
+            await self.handle_interaction_error(
+                interaction, exc, entry=(f"{family}:{name}", entry[1]), handler=True
+            )
+
+    async def handle_interaction_error(
+        self,
+        interaction: discord.Interaction[Any],
+        error: Exception,
+        entry: tuple[str, str] | None = None,
+        *,
+        handler: bool = False,
+    ) -> None:
+        problem = self.environment_problem(error, interaction.channel, interaction.user.id)
+        self._record_interaction(interaction, error, problem, entry, handler=handler)
         text, is_bug = describe(error)
         if problem is not None:
             text, is_bug = problem.reply, False
@@ -417,7 +456,7 @@ class RecordingBot(commands.AutoShardedBot):
             await super()._run_event(coro, event_name, *args, **kwargs)
             return
         started = time.perf_counter()
-        ids = _event_ids(args)
+        ids = event_ids(args)
         source = getattr(owner, "qualified_name", None) or getattr(coro, "__qualname__", "listener")
         capture = start_capture(f"listener:{event_name}", message_invocation(event_name, args))
         self.sampler.watch(capture)
@@ -448,8 +487,8 @@ class RecordingBot(commands.AutoShardedBot):
                 ok=False,
                 error=None if problem else exc,
                 duration_ms=(time.perf_counter() - started) * 1000,
-                extra=_environment_extra(exc, problem) or None,
-                **self._end_capture(capture),
+                extra=environment_extra(exc, problem) or None,
+                **self.end_capture(capture),
                 **ids,
             )
             if problem is not None:  # no bug, so no traceback: the incident says what is needed
@@ -463,7 +502,7 @@ class RecordingBot(commands.AutoShardedBot):
                 source,
                 ok=True,
                 duration_ms=(time.perf_counter() - started) * 1000,
-                **self._end_capture(capture),
+                **self.end_capture(capture),
                 **ids,
             )
 
@@ -489,7 +528,9 @@ class RecordingBot(commands.AutoShardedBot):
         for name in dir(cog):
             loop = getattr(cog, name, None)
             if isinstance(loop, tasks.Loop):
-                self._instrument_loop(cog, loop)
+                instrument_loop(self, cog, loop)
+        for hook in ("cog_load", "cog_unload"):
+            instrument_cog_hook(self, cog, hook)
         await super().add_cog(cog, **kwargs)
         await self._store_handlers(cog.qualified_name, cog)
 
@@ -499,6 +540,22 @@ class RecordingBot(commands.AutoShardedBot):
             await self._store_handlers(removed.qualified_name, None)
         return removed
 
+    # -- extensions: what a failed load leaves is an action, an incident and evidence -------------
+
+    async def load_extension(self, name: str, *, package: str | None = None) -> None:
+        try:
+            await super().load_extension(name, package=package)
+        except commands.ExtensionError as exc:
+            record_extension(self, name, exc)
+            raise
+
+    async def reload_extension(self, name: str, *, package: str | None = None) -> None:
+        try:
+            await super().reload_extension(name, package=package)
+        except commands.ExtensionError as exc:
+            record_extension(self, name, exc)
+            raise
+
     async def _store_handlers(self, cog_name: str, cog: commands.Cog | None) -> None:
         """Keep the kind → handler map (evidence for faults without a traceback) in step with the cogs."""
         recorder = self.recorder
@@ -507,53 +564,6 @@ class RecordingBot(commands.AutoShardedBot):
             await handler_queries.replace_cog(self.services.db, cog_name, found, time.time())
         except Exception:
             _log.exception("storing the handler map failed", cog=cog_name)
-
-    def _instrument_loop(self, cog: commands.Cog, loop: tasks.Loop[Any]) -> None:
-        """Record each iteration of a cog's tasks.loop; a failure goes through the error path."""
-        body = loop.coro
-        kind = f"task:{body.__name__}"
-        recorder = self.recorder
-        sampler = self.sampler
-
-        @functools.wraps(body)
-        async def recorded(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            capture = start_capture(kind, {"name": kind, "options": {"iteration": loop.current_loop}})
-            sampler.watch(capture)
-            try:
-                result = await body(*args, **kwargs)
-            except Exception as exc:
-                problem = self.environment_problem(exc)
-                # discord.py retries only its reconnect exceptions; anything else ends the loop for good.
-                retried = loop.reconnect and isinstance(exc, getattr(loop, "_valid_exception", ()))
-                recorder.record(
-                    kind,
-                    cog.qualified_name,
-                    ok=False,
-                    error=None if problem else exc,
-                    duration_ms=(time.perf_counter() - started) * 1000,
-                    extra={
-                        **_environment_extra(exc, problem),
-                        **({"loop_stopped": True} if not retried else {}),
-                    }
-                    or None,
-                    **self._end_capture(capture),
-                )
-                _log.error("task iteration failed", task=kind, stopped=not retried, exc_info=exc)
-                raise
-            except BaseException:
-                sampler.unwatch(capture)
-                raise
-            recorder.record(
-                kind,
-                cog.qualified_name,
-                ok=True,
-                duration_ms=(time.perf_counter() - started) * 1000,
-                **self._end_capture(capture),
-            )
-            return result
-
-        loop.coro = recorded
 
     # -- in flight ------------------------------------------------------------------------------
 

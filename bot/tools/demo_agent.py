@@ -19,6 +19,7 @@ import re
 import threading
 from typing import Any
 
+from bot.chat.route import ROUTE_TOOL
 from bot.tools.demo_model import ModelDouble, Turn, text, tool_use
 
 __all__ = ["BUG", "DIAGNOSIS", "FIX", "PLAN", "DemoModel", "answer"]
@@ -73,6 +74,9 @@ def _json_turn(value: dict[str, Any]) -> Turn:
 def answer(body: dict[str, Any]) -> Turn:
     """What the demo's model says to one request."""
     messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+    if any(isinstance(t, dict) and t.get("name") == ROUTE_TOOL for t in body.get("tools") or []):
+        # what a developer's message the word grammar could not place asks for: this model only chats
+        return tool_use(ROUTE_TOOL, {"action": "chat"})
     if not body.get("tools"):  # the chat asks without tools; every agent session offers some
         return text(CHAT)
     prompt = "\n".join(text for m in messages if m.get("role") == "user" for text in _texts(m.get("content")))

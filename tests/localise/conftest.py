@@ -33,3 +33,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         f"file top-1 {files}/{total} ({100 * files / total:.0f}%), "
         f"function top-3 {functions}/{total} ({100 * functions / total:.0f}%)"
     )
+    for origin in sorted({o.seed.origin for o in _OUTCOMES}):
+        group = [o for o in _OUTCOMES if o.seed.origin == origin]
+        terminalreporter.write_line(
+            f"  {origin}: file top-1 {sum(o.file_top1 for o in group)}/{len(group)}, "
+            f"function top-3 {sum(o.function_top3 for o in group)}/{len(group)}"
+        )

@@ -8,7 +8,9 @@ and hands it to the real Claude Code CLI talking to the model double, which answ
 diagnosis (and, for a fix, a plan and no edit, so the run stops before the checks).
 
 The outcome says whether the request was recognised, what it resolved to, the ranked suspects
-the run recorded and the evidence text the agent was actually sent.
+the run recorded and the evidence text the agent was actually sent. Words the grammar cannot place go
+to the model double, scripted to call the routing tool with `fix` and nothing else: which command or
+incident the complaint is about is always the bot's own finding.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from typing import Any
 
 import discord
 
+from bot.chat.route import ROUTE_TOOL
 from bot.improve.intent import parse_intent
 from bot.improve.memory import Lesson
 from bot.kernel.settings import Settings
 from bot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, make_settings, running_world
-from tests.harness.model_double import ModelDouble, text
+from tests.harness.model_double import ModelDouble, text, tool_use
 from tests.harness.sql import Row, stored
 from tests.localise.repo import build_repo
 from tests.localise.seeds import Seed
@@ -79,6 +82,11 @@ async def _complain(world: VirtualWorld, seed: Seed, model: ModelDouble) -> tupl
     assert me is not None
     intent = parse_intent(seed.complaint)
     kind = intent.kind if intent.certain else "investigate"
+    if kind == "none":
+        # The words match no pattern: the model decides with its tool call. It says only "fix" —
+        # what the complaint is about is left to the bot's own targeting, which is what is measured.
+        model.script(tool_use(ROUTE_TOOL, {"action": "fix"}))
+        kind = "fix"
     model.script(_json_turn(_DIAGNOSIS))
     if kind == "fix":
         model.script(_json_turn(_PLAN), text("Nothing to change."))

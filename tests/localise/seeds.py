@@ -33,6 +33,10 @@ class Seed:
     observe: dict[str, Any] = field(default_factory=dict)
     lesson: dict[str, Any] | None = None  # a lesson stored before the complaint
     known_miss: str | None = None  # why the ranking is expected to miss (the test expects the miss)
+    # "written with the code" (shapes chosen while building the ranking) or "from real fixes" (the
+    # shape and complaint of a public bot's bug-fix commit, written anew); `inspired_by` names it.
+    origin: str = "written with the code"
+    inspired_by: str | None = None
 
     @property
     def extension(self) -> str:

@@ -1,0 +1,178 @@
+"""From a complaint's words to the handlers whose code says what it describes — for a fault that left
+no failure to find it by.
+
+"It puts things on my list I never typed", "the welcome message skips some servers", "the game's
+score is never updated": nothing raised, no kind is named, and the full-text search of incidents and
+failures finds nothing. What the words do meet is code: the handler's name and its kind (`app:todo
+add`, `listener:on_guild_join`), the identifiers and strings it and the functions it calls in its
+module use (the text of its replies is among them), the event it listens to. Each handler of the
+handler map is scored by the complaint's words it shares, each word weighted by how few handlers
+have it (a word every handler has says nothing), with English stems on both sides ("servers" meets
+`server`, "updated" meets `update`) and the words people use for Discord's things read as the API
+names them ("server" is a guild, "people" are members, "react" is a reaction). mendbot's own cogs
+(bot/observe/handlers.py) are left out unless nothing else matches.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import snowballstemmer
+
+from bot.db import handlers as handler_queries
+from bot.db.core import Connection
+from bot.db.handlers import HandlerLocation
+from bot.improve.source_index import ModuleIndex, read_module, terms_of
+from bot.observe.handlers import is_mendbots_own
+
+__all__ = ["HandlerMatch", "match_handlers", "rank_handlers", "stems"]
+
+# How people name Discord's things, by stem → how its API, and so a bot's code, names them.
+_DISCORD_NAMES = {
+    "server": "guild",
+    "user": "member",
+    "peopl": "member",
+    "person": "member",
+    "someon": "member",
+    "everyon": "member",
+    "newcom": "member",
+    "emoji": "reaction",
+    "react": "reaction",
+    "nicknam": "nick",
+    "direct": "dm",
+    "privat": "dm",
+    "click": "button",
+    "press": "button",
+    "dropdown": "select",
+    "menu": "select",
+    "form": "modal",
+    "popup": "modal",
+    "leav": "remove",
+    "left": "remove",
+    "voic": "voice",
+    "post": "send",
+    "repli": "reply",
+    "answer": "reply",
+}
+_MAX_MATCHES = 5
+_MIN_LENGTH = 3
+
+
+@functools.cache
+def _stemmer() -> snowballstemmer.stemmer:
+    return snowballstemmer.stemmer("english")
+
+
+def stems(words: Iterable[str]) -> set[str]:
+    """English stems of words, with the API's names of Discord's things beside the spoken ones."""
+    found = set()
+    for said in words:
+        word = said.lower()
+        if len(word) < _MIN_LENGTH or not word.isalpha():
+            continue
+        stem = _stemmer().stemWord(word)
+        found.add(stem)
+        if stem in _DISCORD_NAMES:
+            found.add(_DISCORD_NAMES[stem])
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerMatch:
+    """A handler the complaint's words lead to, with the score and the words it shares."""
+
+    kind: str
+    path: str
+    qualname: str
+    score: float
+    words: list[str]
+
+
+def _unit_text(module: ModuleIndex, qualname: str) -> str:
+    """A function's source from its `def` on (the decorators above it name other things)."""
+    unit = module.functions.get(qualname)
+    if unit is None:
+        return ""
+    start = getattr(unit.node, "lineno", unit.start)
+    return "\n".join(module.lines[start - 1 : unit.end])
+
+
+def _handler_stems(module: ModuleIndex, handler: HandlerLocation) -> set[str]:
+    """What a handler's code says: its kind and name, its identifiers and strings, and those of the
+    functions of its module it calls."""
+    texts = [_unit_text(module, handler.qualname)]
+    unit = module.functions.get(handler.qualname)
+    if unit is not None:
+        for node in ast.walk(unit.node):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = None
+            if isinstance(func, ast.Name):
+                name = func.id
+            elif (
+                isinstance(func, ast.Attribute)
+                and isinstance(func.value, ast.Name)
+                and func.value.id == "self"
+            ):
+                name = f"{unit.class_name}.{func.attr}" if unit.class_name else None
+            if name is not None and name != handler.qualname and name in module.functions:
+                texts.append(_unit_text(module, name))
+    return stems(word for text in texts for word in terms_of(text))
+
+
+def _name_stems(handler: HandlerLocation) -> set[str]:
+    """What a handler is called: its kind, its name and its cog's (a word every handler of one cog
+    shares still tells the cogs apart). People name a feature by these."""
+    return stems(terms_of(f"{handler.kind.split(':', 1)[-1]} {handler.qualname}"))
+
+
+def match_handlers(
+    handlers: Sequence[HandlerLocation], modules: dict[str, ModuleIndex], words: Iterable[str]
+) -> list[HandlerMatch]:
+    """The handlers whose code shares the complaint's words, best first (see the module docstring)."""
+    wanted = stems(words)
+    if not wanted:
+        return []
+    said: dict[HandlerLocation, set[str]] = {}
+    named: dict[HandlerLocation, set[str]] = {}
+    for handler in handlers:
+        module = modules.get(handler.path)
+        if module is not None:
+            named[handler] = _name_stems(handler)
+            said[handler] = _handler_stems(module, handler) | named[handler]
+    if not said:
+        return []
+    total = len(said)
+    frequency = {word: sum(word in found for found in said.values()) for word in wanted}
+    matches = []
+    for handler, found in said.items():
+        shared = sorted(word for word in wanted & found if frequency[word] < total or total == 1)
+        if not shared:
+            continue
+        # A word of its name counts twice: "command logging" names the CommandLog cog.
+        score = sum(
+            math.log(1 + total / frequency[word]) * (2.0 if word in named[handler] else 1.0)
+            for word in shared
+        )
+        matches.append(HandlerMatch(handler.kind, handler.path, handler.qualname, round(score, 6), shared))
+    theirs = [m for m in matches if not is_mendbots_own(m.path)]
+    ranked = sorted(theirs or matches, key=lambda m: (-m.score, m.kind, m.path, m.qualname))
+    return ranked[:_MAX_MATCHES]
+
+
+async def rank_handlers(db: Connection, roots: Sequence[Path], words: Iterable[str]) -> list[HandlerMatch]:
+    """The handlers of the handler map the complaint's words lead to, best first; their files read
+    from the first of `roots` (the checkouts whose code runs here) that holds them."""
+    handlers = await handler_queries.every(db)
+    modules = {}
+    for path in sorted({handler.path for handler in handlers}):
+        module = next((m for m in (read_module(root, path) for root in roots) if m is not None), None)
+        if module is not None:
+            modules[path] = module
+    return match_handlers(handlers, modules, words)
