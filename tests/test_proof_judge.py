@@ -244,3 +244,18 @@ def test_feedback_never_shows_the_inputs_the_agent_was_not_shown() -> None:
     assert feedback is not None and "5d6" not in feedback and "3d6" not in feedback
     assert "a call you were not shown, `!roll`" in feedback and "a nearby call, `!roll`" in feedback
     assert "held out 0/1 fixed" in proof.chat() and "neighbours 0/1 fixed" in proof.chat()
+
+
+def test_a_bot_with_its_own_error_reply_fails_by_what_its_code_raised() -> None:
+    """A bot whose own error handler answers "Oops! ZeroDivisionError" shows no mendbot apology: the
+    recorded error leaving `scale_for` for the framework is the failure, on the base and on the branch."""
+    crash = _raised(("cogs/dice.py", "scale_for"), ("discord.ext.commands.core", "wrapped"), repo=False)
+    own = ReplayResult("1", True, "Oops! ZeroDivisionError", None, 5.0, (crash,), WATCHED)
+    fixed = _judged([_case("1", "recorded", "!roll 2d6")], [own], [_answer("1", "🎲 7")])
+    assert fixed.verdict == "proven" and fixed.items[0].verdict == "proves"
+    still = _judged([_case("1", "recorded", "!roll 2d6")], [own], [own])
+    assert still.verdict == "disproven"
+    assert (
+        still.items[0].note
+        == "the ZeroDivisionError in `scale_for` still happens and reaches the bot's error handling"
+    )

@@ -207,15 +207,23 @@ class _Judge:
     def failed_as_recorded(self, result: ReplayResult, case: ReplayCase) -> bool:
         """The base shows the fault for this call. A recorded failing call: any failure (an error shown,
         or no answer). A neighbour: the recorded error, raised in the recorded function when the watch
-        saw it — failing the same way, not some other way."""
+        saw it — failing the same way, not some other way. Either way, the recorded error raised in the
+        recorded function and left to the framework is the fault, whatever the bot's own error handler
+        answered (a bot with a handler of its own says something else than mendbot's apology)."""
+        failure = self.plan.failure
+        if failure is not None and result.watch.trusted and self._escaped_at(result, failure):
+            return True
         if case.role in ("recorded", "held-out"):
             return not result.ok
-        failure = self.plan.failure
         if failure is None or result.error_type != failure.error_type:
             return False
         if result.watch.trusted and failure.function:
             return self._raised_at(result, failure) is not None
         return True
+
+    def _escaped_at(self, result: ReplayResult, failure: Failure) -> bool:
+        raised = self._raised_at(result, failure)
+        return raised is not None and not raised.caught_in_repo
 
     @staticmethod
     def _raised_at(result: ReplayResult, failure: Failure) -> Raised | None:
@@ -299,7 +307,7 @@ class _Judge:
         happens = f"the {failure.error_type} in `{failure.function}` still happens"
         if not raised.caught_where_raised:
             if not raised.caught_in_repo:
-                return f"{happens}; the framework catches it"
+                return f"{happens} and reaches the bot's error handling"
             return f"{happens}; the change catches it in `{raised.caught_function}`"
         source = self.source_of(raised.file)
         breadth = handler_breadth(source, raised.line, raised.error_type) if source is not None else "none"
