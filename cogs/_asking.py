@@ -18,7 +18,7 @@ from bot.chat.route import Decision, OpenIncident
 from bot.improve.intent import Intent, command_names_in
 from bot.improve.target import Target
 from bot.kernel.log import get_logger
-from bot.runtime.app import MendBot
+from bot.runtime.attachment import Attachment, attached
 
 __all__ = [
     "AskButton",
@@ -101,13 +101,13 @@ class AskButton(
         return cls(int(match["message"]), match["action"])
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        bot: MendBot = interaction.client
+        bot = attached(interaction.client)
         cog = bot.get_cog("Improve")
         if cog is None:
             await interaction.response.send_message("Self-improvement is not loaded.", ephemeral=True)
             return
         await interaction.response.defer(thinking=True)
-        text = await cog.answer_question(interaction, self.message_id, self.action)  # type: ignore[attr-defined]
+        text = await cog.answer_question(interaction, self.message_id, self.action)
         await interaction.followup.send(text[:2000])
 
 
@@ -133,7 +133,7 @@ async def question_replied(message: discord.Message, me: discord.abc.User | None
 
 
 async def model_decision(
-    bot: MendBot, message: discord.Message, text: str, commands: list[str]
+    bot: Attachment, message: discord.Message, text: str, commands: list[str]
 ) -> Decision | None:
     """What the chat model's tool call says the message asks for, given the commands and the open code
     incidents; None with no key, no call, or the model's API failing (its environment incident opened)."""

@@ -10,24 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import io
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot.observe.audit import parse_period
-from bot.runtime.app import MendBot
+from bot.runtime.attachment import Attachment, add_surface_cog, attached
 
 if TYPE_CHECKING:
     from bot.observe.audit_charts import Chart
     from bot.observe.audit_report import AuditReport
 
 
-def command_kinds(bot: commands.Bot | commands.AutoShardedBot) -> set[str]:
-    """The action kinds the loaded bot's commands are recorded under (app.py's `_record_*`)."""
+def command_kinds(bot: commands.Bot | commands.AutoShardedBot, guild_id: int | None = None) -> set[str]:
+    """The action kinds the loaded bot's commands are recorded under (bot/runtime/recording.py): its
+    global ones, and those of the dev guild `guild_id` (where mendbot's own are)."""
     kinds = {f"command:{c.qualified_name}" for c in bot.walk_commands() if not isinstance(c, commands.Group)}
-    for command in bot.tree.walk_commands():
+    guild = discord.Object(guild_id) if guild_id is not None else None
+    for command in [*bot.tree.walk_commands(), *(bot.tree.walk_commands(guild=guild) if guild else [])]:
         # Hybrid commands are recorded as `command:` whichever way they are invoked.
         if isinstance(command, app_commands.Command) and not isinstance(
             command, commands.hybrid.HybridAppCommand
@@ -41,7 +43,7 @@ def _files(charts: list[Chart]) -> list[discord.File]:
 
 
 class Audit(commands.Cog):
-    def __init__(self, bot: MendBot) -> None:
+    def __init__(self, bot: Attachment) -> None:
         self.bot = bot
         self.audit = bot.services.audit
 
@@ -63,7 +65,9 @@ class Audit(commands.Cog):
         if not self.bot.services.cluster.leadership.is_leader:
             return  # every process has the schedule; the leader posts the report (bot/scale/cluster.py)
         with self.bot.services.recorder.action("task:audit", "Audit"):
-            report = await self.audit.report(self.audit.default_period, command_kinds(self.bot))
+            report = await self.audit.report(
+                self.audit.default_period, command_kinds(self.bot.bot, self.bot.dev_guild_id)
+            )
             texts, charts = await self._render(report)
             sent: list[discord.Message] = []
             for index, text in enumerate(texts):
@@ -78,9 +82,7 @@ class Audit(commands.Cog):
         name="audit", description="Self-audit: error budgets, failures, latency, unused commands, spend."
     )
     @app_commands.describe(period="how far back, e.g. 24h or 7d (default: one day, or audit.period_hours)")
-    async def audit_command(
-        self, interaction: discord.Interaction[MendBot], period: str | None = None
-    ) -> None:
+    async def audit_command(self, interaction: discord.Interaction[Any], period: str | None = None) -> None:
         if interaction.channel_id not in self.bot.services.settings.discord.dev_channel_ids:
             await interaction.response.send_message("Ask me that in the dev channel.", ephemeral=True)
             return
@@ -94,7 +96,7 @@ class Audit(commands.Cog):
         await interaction.response.defer(thinking=True)
         # What just happened counts: the recorder writes in batches, and the audit reads the database.
         await self.bot.services.recorder.flush()
-        report = await self.audit.report(span, command_kinds(self.bot))
+        report = await self.audit.report(span, command_kinds(self.bot.bot, self.bot.dev_guild_id))
         texts, charts = await self._render(report)
         for index, text in enumerate(texts):
             last = index == len(texts) - 1
@@ -105,5 +107,5 @@ class Audit(commands.Cog):
             await interaction.followup.send(line)
 
 
-async def setup(bot: MendBot) -> None:
-    await bot.add_cog(Audit(bot))
+async def setup(bot: commands.Bot) -> None:
+    await add_surface_cog(bot, Audit(attached(bot)))

@@ -6,19 +6,21 @@ holder in as that user (bot/dashboard/signin.py), so nobody else may see it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.runtime.app import MendBot
+from bot.runtime.attachment import Attachment, add_surface_cog, attached
 
 
 class Dashboard(commands.Cog):
-    def __init__(self, bot: MendBot) -> None:
+    def __init__(self, bot: Attachment) -> None:
         self.bot = bot
 
     @app_commands.command(name="dashboard", description="A one-time sign-in link to the web dashboard.")
-    async def dashboard_command(self, interaction: discord.Interaction[MendBot]) -> None:
+    async def dashboard_command(self, interaction: discord.Interaction[Any]) -> None:
         services = self.bot.services
         if interaction.channel_id not in services.settings.discord.dev_channel_ids:
             await interaction.response.send_message("Ask me that in the dev channel.", ephemeral=True)
@@ -44,5 +46,5 @@ class Dashboard(commands.Cog):
         )
 
 
-async def setup(bot: MendBot) -> None:
-    await bot.add_cog(Dashboard(bot))
+async def setup(bot: commands.Bot) -> None:
+    await add_surface_cog(bot, Dashboard(attached(bot)))

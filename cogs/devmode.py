@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot.features.devmode import DevModeStatus
-from bot.runtime.app import MendBot
+from bot.runtime.attachment import Attachment, add_surface_cog, attached
 
 _EFFECT = "autonomous runs wait; requested runs still work"
 
@@ -21,7 +21,7 @@ def status_text(status: DevModeStatus) -> str:
 
 
 class DevModeCog(commands.Cog, name="DevMode"):
-    def __init__(self, bot: MendBot) -> None:
+    def __init__(self, bot: Attachment) -> None:
         self.bot = bot
         self.devmode = bot.services.devmode
 
@@ -34,7 +34,7 @@ class DevModeCog(commands.Cog, name="DevMode"):
     )
     async def devmode_command(
         self,
-        interaction: discord.Interaction[MendBot],
+        interaction: discord.Interaction[Any],
         state: Literal["on", "off"] | None = None,
         duration: str | None = None,
     ) -> None:
@@ -61,5 +61,5 @@ class DevModeCog(commands.Cog, name="DevMode"):
         await interaction.response.send_message(text)
 
 
-async def setup(bot: MendBot) -> None:
-    await bot.add_cog(DevModeCog(bot))
+async def setup(bot: commands.Bot) -> None:
+    await add_surface_cog(bot, DevModeCog(attached(bot)))

@@ -6,16 +6,18 @@ posts its report in the dev channel when it ends; it also keeps the schedule (`d
 
 from __future__ import annotations
 
+from typing import Any
+
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot.kernel.errors import UserError
-from bot.runtime.app import MendBot
+from bot.runtime.attachment import Attachment, add_surface_cog, attached
 
 
 class DrillCog(commands.Cog, name="Drill"):
-    def __init__(self, bot: MendBot) -> None:
+    def __init__(self, bot: Attachment) -> None:
         self.bot = bot
         self.drill = bot.services.drill
         self.drill.post = self._post
@@ -33,7 +35,7 @@ class DrillCog(commands.Cog, name="Drill"):
     @app_commands.command(
         name="drill", description="Fire drill: inject a synthetic fault and time the repair loop's stages."
     )
-    async def drill_command(self, interaction: discord.Interaction[MendBot]) -> None:
+    async def drill_command(self, interaction: discord.Interaction[Any]) -> None:
         if interaction.channel_id not in self.bot.services.settings.discord.dev_channel_ids:
             await interaction.response.send_message("Ask me that in the dev channel.", ephemeral=True)
             return
@@ -55,5 +57,5 @@ class DrillCog(commands.Cog, name="Drill"):
         )
 
 
-async def setup(bot: MendBot) -> None:
-    await bot.add_cog(DrillCog(bot))
+async def setup(bot: commands.Bot) -> None:
+    await add_surface_cog(bot, DrillCog(attached(bot)))

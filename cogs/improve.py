@@ -5,9 +5,8 @@ Words are understood in two steps. The word grammar (bot/improve/intent.py) is t
 message it cannot place, said to the bot in a dev channel by an allow-listed developer, is decided by
 the chat model with a structured tool call (bot/chat/route.py: fix, investigate or chat, and which
 command or incident); with no model — no key, or its API failing — the bot asks one short question
-("Is this about `/quiz`? Reply fix or investigate."). A vague complaint ("/convert seems off") is
-asked about the same way. The question carries [Investigate] [Fix] [No] buttons, persistent, that act
-on the message it answers; a reply to it in words ("fix") does the same."""
+("Is this about `/quiz`? Reply fix or investigate."), as is a vague complaint ("/convert seems off"),
+with [Investigate] [Fix] [No] buttons (persistent) acting on the message it answers, or a reply ("fix")."""
 
 from __future__ import annotations
 
@@ -25,9 +24,10 @@ from bot.improve.target import Target, known_kinds_in, resolve_target
 from bot.kernel.durations import human_duration
 from bot.kernel.errors import UserError
 from bot.kernel.log import get_logger
-from bot.runtime.app import MendBot, role_ids, takes_no_words
+from bot.runtime.attachment import Attachment, add_surface_cog, attached, role_ids, takes_no_words
 from bot.trust.grammar import read_approval
-from cogs._asking import (
+
+from ._asking import (
     AskButton,
     ask_question,
     ask_view,
@@ -37,7 +37,7 @@ from cogs._asking import (
     question_replied,
     spoken,
 )
-from cogs.ship import proposal_view
+from .ship import proposal_view
 
 _log = get_logger(__name__)
 
@@ -60,7 +60,7 @@ _WAITING = frozenset({"awaiting_approval", "watching", "interrupted"})
 
 
 class Improve(commands.Cog):
-    def __init__(self, bot: MendBot) -> None:
+    def __init__(self, bot: Attachment) -> None:
         self.bot = bot
         self.improve = bot.services.improve
         self._typing: dict[int, asyncio.Task[None]] = {}  # run id → "mendbot is typing…" in its channel
@@ -180,7 +180,7 @@ class Improve(commands.Cog):
     @app_commands.command(name="investigate", description="Investigate a problem (read-only) and report.")
     @app_commands.describe(description="what is wrong", incident="the incident number, if any")
     async def investigate(
-        self, interaction: discord.Interaction[MendBot], description: str, incident: int | None = None
+        self, interaction: discord.Interaction[Any], description: str, incident: int | None = None
     ) -> None:
         await self._slash_start(interaction, "investigate", description, incident, False)
 
@@ -192,7 +192,7 @@ class Improve(commands.Cog):
     )
     async def fix(
         self,
-        interaction: discord.Interaction[MendBot],
+        interaction: discord.Interaction[Any],
         description: str,
         incident: int | None = None,
         security: bool = False,
@@ -201,7 +201,7 @@ class Improve(commands.Cog):
 
     async def _slash_start(
         self,
-        interaction: discord.Interaction[MendBot],
+        interaction: discord.Interaction[Any],
         kind: RunKind,
         description: str,
         incident: int | None,
@@ -221,7 +221,7 @@ class Improve(commands.Cog):
         await interaction.response.send_message(text)
 
     @app_commands.command(name="runs", description="Recent self-improvement runs.")
-    async def list_runs(self, interaction: discord.Interaction[MendBot]) -> None:
+    async def list_runs(self, interaction: discord.Interaction[Any]) -> None:
         runs = await self.improve.runs.list_recent(10)
         lines = [
             f"{_ICONS.get(r.state, '⏳')} **#{r.id}** {r.kind} `{r.state}` ${r.cost_usd:.2f} — "
@@ -234,7 +234,7 @@ class Improve(commands.Cog):
     @app_commands.describe(run_id="the run number (see /runs)", action="show it (default) or resume it")
     async def show_run(
         self,
-        interaction: discord.Interaction[MendBot],
+        interaction: discord.Interaction[Any],
         run_id: int,
         action: Literal["show", "resume", "redo"] = "show",
     ) -> None:
@@ -283,7 +283,7 @@ class Improve(commands.Cog):
 
     @app_commands.command(name="cancel", description="Cancel a run.")
     @app_commands.describe(run_id="the run number (see /runs)")
-    async def cancel(self, interaction: discord.Interaction[MendBot], run_id: int) -> None:
+    async def cancel(self, interaction: discord.Interaction[Any], run_id: int) -> None:
         if not self._allowed(interaction.user, "cancel", run_id=run_id):
             await interaction.response.send_message(
                 "Only allow-listed developers can cancel runs.", ephemeral=True
@@ -294,7 +294,7 @@ class Improve(commands.Cog):
         await interaction.followup.send(f"Run #{run.id} is now {run.state}.")
 
     @app_commands.command(name="pause", description="Stop starting runs and interrupt running ones.")
-    async def pause(self, interaction: discord.Interaction[MendBot]) -> None:
+    async def pause(self, interaction: discord.Interaction[Any]) -> None:
         if not self._allowed(interaction.user, "pause"):
             await interaction.response.send_message(
                 "Only allow-listed developers can pause me.", ephemeral=True
@@ -307,7 +307,7 @@ class Improve(commands.Cog):
         )
 
     @app_commands.command(name="resume", description="Allow runs again after /pause.")
-    async def resume(self, interaction: discord.Interaction[MendBot]) -> None:
+    async def resume(self, interaction: discord.Interaction[Any]) -> None:
         if not self._allowed(interaction.user, "resume"):
             await interaction.response.send_message(
                 "Only allow-listed developers can resume me.", ephemeral=True
@@ -317,7 +317,7 @@ class Improve(commands.Cog):
         await interaction.response.send_message("▶️ Self-improvement resumed.")
 
     @app_commands.command(name="budget", description="Self-improvement spend and limits.")
-    async def budget(self, interaction: discord.Interaction[MendBot]) -> None:
+    async def budget(self, interaction: discord.Interaction[Any]) -> None:
         report = await self.improve.policy.budget()
         active, reason = await self.bot.services.devmode.active()
         dev = f"**Dev mode:** on — {reason}; autonomous runs wait." if active else "**Dev mode:** off."
@@ -404,7 +404,7 @@ class Improve(commands.Cog):
             decision = await model_decision(self.bot, message, text, list(kinds))
             chat = self.bot.get_cog("Chat")
             if decision is not None and decision.action == "chat" and chat is not None:
-                await chat.answer(message)  # type: ignore[attr-defined]
+                await chat.answer(message)
                 return
             if decision is None or decision.action == "chat":
                 target = await self._target(message, text)
@@ -596,5 +596,5 @@ class Improve(commands.Cog):
         return incident.id if incident is not None else None
 
 
-async def setup(bot: MendBot) -> None:
-    await bot.add_cog(Improve(bot))
+async def setup(bot: commands.Bot) -> None:
+    await add_surface_cog(bot, Improve(attached(bot)))

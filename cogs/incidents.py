@@ -14,7 +14,7 @@ from bot.improve.runs import RunKind
 from bot.kernel.errors import UserError
 from bot.kernel.log import get_logger
 from bot.observe.incident import Incident
-from bot.runtime.app import MendBot
+from bot.runtime.attachment import Attachment, add_surface_cog, attached
 
 ACTIONS: dict[str, RunKind] = {"🔍": "investigate", "🛠": "fix", "🛠️": "fix"}
 _COLOURS = {
@@ -111,7 +111,7 @@ class IncidentButton(
         return cls(int(match["id"]), "fix" if match["action"] == "fix" else "investigate")
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        bot: MendBot = interaction.client
+        bot = attached(interaction.client)
         text = await request_action(bot, self.incident_id, interaction.user, self.action, "button")
         await interaction.response.send_message(text, ephemeral=True)
 
@@ -140,7 +140,7 @@ def _view(incident_id: int) -> discord.ui.View:
 
 
 async def request_action(
-    bot: MendBot, incident_id: int, user: discord.abc.User, action: RunKind, via: str
+    bot: Attachment, incident_id: int, user: discord.abc.User, action: RunKind, via: str
 ) -> str:
     """An allow-listed user's 🔍/🛠 on an announcement starts a run; anyone else is refused (and recorded)."""
     services = bot.services
@@ -181,7 +181,7 @@ def _nonce(incident: Incident) -> str:
 
 
 class Incidents(commands.Cog):
-    def __init__(self, bot: MendBot) -> None:
+    def __init__(self, bot: Attachment) -> None:
         self.bot = bot
         self.incidents = bot.services.incidents
 
@@ -244,7 +244,7 @@ class Incidents(commands.Cog):
     # -- commands -------------------------------------------------------------------------------
 
     @app_commands.command(name="incidents", description="List open incidents.")
-    async def list_incidents(self, interaction: discord.Interaction[MendBot]) -> None:
+    async def list_incidents(self, interaction: discord.Interaction[Any]) -> None:
         # Newest first: the incident opened last leads, however recently an older one was seen again.
         # A storage incident whose row cannot be written yet has no number: it is the newest.
         active = sorted(
@@ -267,7 +267,7 @@ class Incidents(commands.Cog):
     @app_commands.describe(incident_id="the incident number", action="what to do (default: show)")
     async def incident(
         self,
-        interaction: discord.Interaction[MendBot],
+        interaction: discord.Interaction[Any],
         incident_id: int,
         action: Literal["show", "acknowledge", "mute", "resolve", "reopen"] = "show",
     ) -> None:
@@ -298,5 +298,5 @@ class Incidents(commands.Cog):
         await interaction.response.send_message(f"Incident #{incident.id} is now {incident.state}.")
 
 
-async def setup(bot: MendBot) -> None:
-    await bot.add_cog(Incidents(bot))
+async def setup(bot: commands.Bot) -> None:
+    await add_surface_cog(bot, Incidents(attached(bot)))

@@ -26,7 +26,7 @@ from bot.deploy.reload import Reloader
 from bot.deploy.sources import SourceRead
 from bot.improve.runs import Run
 from bot.kernel.errors import UserError
-from bot.runtime.app import MendBot, role_ids
+from bot.runtime.attachment import Attachment, add_surface_cog, attached, role_ids
 from bot.trust.grammar import normalise, reaction_form, read_approval, run_references
 
 
@@ -59,7 +59,7 @@ class ProposalButton(
         return cls(int(match["id"]), "approve" if match["form"] == "approve" else "reject")
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        bot: MendBot = interaction.client
+        bot = attached(interaction.client)
         await interaction.response.defer(thinking=True)
         text = await decide(
             bot, self.proposal_id, interaction.user, interaction.channel, form=self.form, via="button"
@@ -88,7 +88,7 @@ class RollbackButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"
         return cls(int(match["run"]))
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        bot: MendBot = interaction.client
+        bot = attached(interaction.client)
         await interaction.response.defer(thinking=True)
         await interaction.followup.send((await emergency_rollback(bot, self.run_id, interaction.user))[:2000])
 
@@ -97,7 +97,9 @@ class DiscordSources:
     """`bot.deploy.sources.ApprovalSources` over discord.py: the message fetched from Discord (never
     the cache) and the users of each decision reaction on it, fetched too."""
 
-    def __init__(self, bot: MendBot, timeout_s: float = 15.0) -> None:
+    def __init__(
+        self, bot: Attachment | commands.Bot | commands.AutoShardedBot, timeout_s: float = 15.0
+    ) -> None:
         self.bot = bot
         self.timeout_s = timeout_s
 
@@ -127,7 +129,7 @@ def proposal_view(proposal_id: int) -> discord.ui.View:
 
 
 async def decide(
-    bot: MendBot,
+    bot: Attachment,
     proposal_id: int,
     user: discord.abc.User,
     channel: Any,
@@ -155,7 +157,7 @@ async def decide(
         return str(exc)
 
 
-async def emergency_rollback(bot: MendBot, run_id: int, user: discord.abc.User) -> str:
+async def emergency_rollback(bot: Attachment, run_id: int, user: discord.abc.User) -> str:
     if not bot.authorize(user, action="rollback_now", run_id=run_id):
         return "Only allow-listed developers can roll back."
     try:
@@ -166,7 +168,7 @@ async def emergency_rollback(bot: MendBot, run_id: int, user: discord.abc.User) 
 
 
 class Ship(commands.Cog):
-    def __init__(self, bot: MendBot) -> None:
+    def __init__(self, bot: Attachment) -> None:
         self.bot = bot
         self.deploy = bot.services.deploy
 
@@ -356,9 +358,7 @@ class Ship(commands.Cog):
         name="rollback", description="Roll back a deployed run (now: revert and reload at once)."
     )
     @app_commands.describe(run_id="the run to roll back", now="emergency: revert and reload without approval")
-    async def rollback(
-        self, interaction: discord.Interaction[MendBot], run_id: int, now: bool = False
-    ) -> None:
+    async def rollback(self, interaction: discord.Interaction[Any], run_id: int, now: bool = False) -> None:
         user = interaction.user
         if interaction.channel_id not in self.bot.services.settings.discord.dev_channel_ids:
             # The same rule as /fix: a rollback's proposal can only be approved in a dev channel.
@@ -386,5 +386,5 @@ class Ship(commands.Cog):
         )
 
 
-async def setup(bot: MendBot) -> None:
-    await bot.add_cog(Ship(bot))
+async def setup(bot: commands.Bot) -> None:
+    await add_surface_cog(bot, Ship(attached(bot)))

@@ -20,7 +20,7 @@ from bot.deploy.approval import ApprovalService
 from bot.deploy.merge import Merger
 from bot.deploy.queue import MergeQueue
 from bot.deploy.recheck import RolesLookup
-from bot.deploy.reload import Reloader, classify, render
+from bot.deploy.reload import Reloader, render
 from bot.deploy.sources import ApprovalSources
 from bot.forge.base import Forge, ForgeError, merged_ref, resolve_commit
 from bot.improve.memory import Memory
@@ -234,10 +234,11 @@ class DeployCore:
 
             yield unattached
             return
-        async with self.reloader.applying() as apply:
+        reloader = self.reloader
+        async with reloader.applying() as apply:
 
             async def reload(changed_files: list[str]) -> str:
-                return render(await apply(classify(changed_files)))
+                return render(await apply(reloader.classify(changed_files)))
 
             yield reload
 

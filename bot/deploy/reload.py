@@ -40,7 +40,16 @@ from discord.ext import commands
 from bot.kernel.log import get_logger
 from bot.kernel.prompts import PromptError, PromptRegistry
 
-__all__ = ["ModuleResult", "Plan", "ReloadReport", "ReloadTarget", "Reloader", "classify", "render"]
+__all__ = [
+    "ModuleResult",
+    "Plan",
+    "ReloadReport",
+    "ReloadTarget",
+    "Reloader",
+    "classify",
+    "classify_by_extensions",
+    "render",
+]
 
 _log = get_logger(__name__)
 
@@ -111,6 +120,39 @@ def classify(changed_files: Iterable[str], *, extension_packages: Sequence[str] 
         elif top == PROMPTS_DIR and path.suffix == ".md":
             plan.prompts.append(raw)
         elif (top in RESTART_DIRS and path.suffix == ".py") or raw in RESTART_FILES:
+            plan.restart = True
+            plan.restart_paths.append(raw)
+        else:
+            plan.other.append(raw)
+    return plan
+
+
+def classify_by_extensions(changed_files: Iterable[str], extension_files: Mapping[str, str]) -> Plan:
+    """Sort the changed paths of a bot mendbot is attached to, whatever its layout, into a Plan.
+
+    `extension_files` maps each loaded extension's file (`cogs/fun.py`), or its package directory with a
+    trailing slash (`src/shop/extensions/orders/`), to the extension's name. A changed file that is one
+    of them, or inside one, reloads that extension; any other Python file — the bot's main module, its
+    Bot class, a helper its extensions imported — is held by the running process for good: restart.
+    Anything else (docs, data, tests' fixtures) needs nothing.
+    """
+    plan = Plan()
+    for raw in changed_files:
+        path = raw.replace("\\", "/")
+        if "__pycache__" in path.split("/"):
+            continue
+        name = extension_files.get(path) or next(
+            (
+                ext
+                for prefix, ext in extension_files.items()
+                if prefix.endswith("/") and path.startswith(prefix)
+            ),
+            None,
+        )
+        if name is not None:
+            if name not in plan.extensions:
+                plan.extensions.append(name)
+        elif path.endswith(".py"):
             plan.restart = True
             plan.restart_paths.append(raw)
         else:
@@ -191,6 +233,12 @@ class Reloader:
         """
         async with self._lock:
             yield self._apply
+
+    def classify(self, changed_files: Iterable[str]) -> Plan:
+        """What the changed files take to apply to this bot: by its own extensions when it says which
+        files they are (`plan_for`, a bot mendbot is attached to), else by mendbot's layout."""
+        plan_for: Callable[[Iterable[str]], Plan] | None = getattr(self.bot, "plan_for", None)
+        return plan_for(changed_files) if plan_for is not None else classify(changed_files)
 
     async def apply(self, plan: Plan) -> ReloadReport:
         """Reload, load or unload the plan's extensions, reload its prompts, then ask for a restart."""

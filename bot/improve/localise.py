@@ -57,8 +57,12 @@ SEND_WRAPPER = ("bot/observe/capture.py", "sending")
 # mendbot's own frames that wrap every handler: never the cause, never worth a source slot.
 RECORDING_WRAPPERS = frozenset(
     {
-        ("bot/runtime/recording.py", "_run_event"),
-        ("bot/runtime/recording.py", "invoke"),
+        ("bot/runtime/recording.py", "run_event"),
+        ("bot/runtime/recording.py", "_run_own_event"),
+        ("bot/runtime/recording.py", "run_command"),
+        ("bot/runtime/tree_recording.py", "tree_call"),
+        ("bot/runtime/instrument.py", "wrapper"),
+        ("bot/runtime/instrument.py", "calling"),
         ("bot/runtime/recording.py", "run_entry"),
         ("bot/runtime/recording.py", "entry_failed"),
         ("bot/runtime/hooks.py", "recorded"),

@@ -10,8 +10,10 @@ handlers and self-improvement runs get `deploy.drain_timeout_s` to finish (runs 
 then are stopped as interrupted, resumable), the bot closes, and `__main__` exits with
 `deploy.restart_exit_code` for the supervisor (or re-executes itself).
 
-How each handler is admitted, tracked, recorded and taken through the one error path is
-`RecordingBot`'s part (bot/runtime/recording.py), the class MendBot builds on.
+MendBot is mendbot's sample bot with mendbot attached to it the way it attaches to any bot
+(`attach`, bot/runtime/attachment.py): how each handler is admitted, tracked, recorded and taken
+through the one error path is the attachment's part, put on this instance by the instrumentor
+(bot/runtime/instrument.py), not something MendBot inherits.
 """
 
 from __future__ import annotations
@@ -32,19 +34,23 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.kernel import startgc
-from bot.kernel.log import bind_for_task, get_logger
+from bot.kernel.discord_limits import install_reply_limits
+from bot.kernel.log import get_logger
 from bot.kernel.prompts import PromptRegistry
-from bot.observe.capture import interaction_invocation
+from bot.observe.sampler import SlowSampler
+from bot.runtime.attachment import SURFACE, Attachment, attach, role_ids
 from bot.runtime.gateway_resume import install_shard_resume
-from bot.runtime.recording import RecordingBot, takes_no_words
+from bot.runtime.recording import takes_no_words
 from bot.runtime.services import Services
 
 __all__ = [
+    "SURFACE",
     "CommandSyncFailed",
     "MendBot",
     "ShardState",
     "bot_intents",
     "discover_extensions",
+    "role_ids",
     "takes_no_words",
 ]
 
@@ -71,11 +77,6 @@ class CommandSyncFailed(Exception):
         self.error = error
 
 
-def role_ids(user: discord.abc.User) -> list[int]:
-    """The user's role ids in the guild (none for a plain User, e.g. in DMs)."""
-    return [role.id for role in getattr(user, "roles", [])]
-
-
 def discover_extensions(package: str = "cogs") -> list[str]:
     """Every module of the cogs package whose name does not start with `_`."""
     module = importlib.import_module(package)
@@ -84,72 +85,6 @@ def discover_extensions(package: str = "cogs") -> list[str]:
         for info in pkgutil.iter_modules(module.__path__)
         if not info.name.startswith("_")
     )
-
-
-class MendTree(app_commands.CommandTree["MendBot"]):
-    """Command tree that stamps each interaction so handlers can be timed and drained."""
-
-    async def interaction_check(self, interaction: discord.Interaction[MendBot]) -> bool:
-        if not self.client.accepting:
-            await interaction.response.send_message(self.client.not_accepting_notice, ephemeral=True)
-            return False
-        if interaction.type is discord.InteractionType.autocomplete:
-            return True  # recorded by `_call` as the autocomplete callback it is, not as the command
-        interaction.extras["started"] = time.perf_counter()
-        self.client.begin_capture(interaction.extras, "app", interaction_invocation(interaction))
-        # Each interaction runs in its own task, so this binding lasts exactly as long as it.
-        bind_for_task(
-            guild_id=interaction.guild_id, channel_id=interaction.channel_id, user_id=interaction.user.id
-        )
-        task = asyncio.current_task()
-        if task is not None:
-            self.client.track_inflight(task)
-        return True
-
-    async def on_error(
-        self, interaction: discord.Interaction[MendBot], error: app_commands.AppCommandError
-    ) -> None:
-        await self.client.handle_interaction_error(interaction, error)
-
-    async def _call(self, interaction: discord.Interaction[MendBot]) -> None:
-        """An error handler that fails is recorded against its command here (discord.py would leave
-        it to an unretrieved task exception). Autocomplete runs here as an entry point of its own
-        (`autocomplete:<command>.<option>`): discord.py swallows what its callback raises, so the
-        lookup it does is done here (with its own helpers) and the callback is run by the one
-        recording path instead."""
-        if interaction.type is not discord.InteractionType.autocomplete:
-            try:
-                await super()._call(interaction)
-            except app_commands.AppCommandError:
-                raise  # discord.py's invoker sends these to `on_error`, the one error path
-            except Exception as exc:
-                # A command's own failure went to its error handlers: this is one of them (the
-                # command's `.error`, the cog's `cog_app_command_error`) failing in turn.
-                command = interaction.command
-                name = command.qualified_name if command is not None else "unknown"
-                source = getattr(getattr(command, "binding", None), "qualified_name", None) or "bot"
-                await self.client.handle_interaction_error(interaction, exc, entry=(f"app:{name}", source))
-            return
-        if not await self.interaction_check(interaction):
-            return
-        data: Any = interaction.data
-        command, options = self._get_app_command_options(data)
-        namespace = app_commands.Namespace(interaction, data.get("resolved", {}), options)
-        interaction._cs_command = command  # type: ignore[attr-defined]  # as discord.py pre-fills it
-        interaction._cs_namespace = namespace  # type: ignore[attr-defined]
-        focused = next((option["name"] for option in options if option.get("focused")), None)
-        if focused is None:
-            return  # Discord always marks the option being typed in; nothing to complete without one
-        kind = f"autocomplete:{command.qualified_name}.{focused}"
-        source = getattr(command.binding, "qualified_name", None) or "bot"
-        typed = {"name": kind, "options": {focused: str(getattr(namespace, focused, ""))[:200]}}
-        await self.client.run_entry(
-            kind,
-            source,
-            interaction,
-            typed,
-            lambda: command._invoke_autocomplete(interaction, focused, namespace),
-        )
 
 
 @dataclass(frozen=True)
@@ -161,7 +96,7 @@ class ShardState:
     latency_s: float | None  # heartbeat round trip; None before the first acknowledged heartbeat
 
 
-class MendBot(RecordingBot):
+class MendBot(commands.AutoShardedBot):
     """The bot: discord.py's AutoShardedBot, so one process can run every shard of a large bot.
 
     Shards come from `discord.shard_count` / `discord.shard_ids`; with neither set, discord.py asks
@@ -184,19 +119,21 @@ class MendBot(RecordingBot):
         options.setdefault("shard_count", config.shard_count)
         options.setdefault("shard_ids", list(config.shard_ids) if config.shard_ids is not None else None)
         super().__init__(
-            services,
             command_prefix=commands.when_mentioned_or(config.command_prefix),
             intents=intents,
-            tree_cls=MendTree,
             help_command=commands.DefaultHelpCommand(),
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
             **options,
         )
+        self.services = services
+        install_reply_limits()  # every reply within Discord's limits, whoever built it
         if extensions is None:
             extensions = config.extensions if config.extensions is not None else discover_extensions()
         self.extension_names = list(extensions)
-        self.extension_failures: dict[str, str] = {}
-        self._boot_reported = False
+        # mendbot on its own sample bot, as on any bot: the recording is put on this instance.
+        self.mend: Attachment = attach(
+            self, services, restart=self.request_restart, extension_names=self.extension_names
+        )
         self._restart_task: asyncio.Task[None] | None = None
         self._restarted = asyncio.Event()  # set once a requested restart has drained and closed
         self._drained = False  # the restart already drained within its timeout: close() need not wait
@@ -208,7 +145,63 @@ class MendBot(RecordingBot):
         self._closing: asyncio.Future[None] | None = None
         self._identify_buckets: int | None = None  # Discord's max_concurrency, asked once it matters
         self._identified_at: dict[int, float] = {}  # per shard: when it last sent IDENTIFY
-        self.sampler.skip(MendTree._call)  # around every app command: no evidence of where time went
+
+    # -- what the attachment keeps, as this bot's -------------------------------------------------
+
+    @property
+    def accepting(self) -> bool:
+        return self.mend.accepting
+
+    @accepting.setter
+    def accepting(self, value: bool) -> None:
+        self.mend.accepting = value
+
+    @property
+    def restart_requested(self) -> str | None:
+        return self.mend.restart_requested
+
+    @restart_requested.setter
+    def restart_requested(self, value: str | None) -> None:
+        self.mend.restart_requested = value
+
+    @property
+    def extension_failures(self) -> dict[str, str]:
+        return self.mend.extension_failures
+
+    @extension_failures.setter
+    def extension_failures(self, failures: dict[str, str]) -> None:
+        self.mend.extension_failures = failures
+
+    @property
+    def recorder(self) -> Any:
+        return self.services.recorder
+
+    @property
+    def sampler(self) -> SlowSampler:
+        return self.mend.sampler
+
+    @property
+    def inflight(self) -> int:
+        return self.mend.inflight
+
+    @property
+    def not_accepting_notice(self) -> str:
+        return self.mend.not_accepting_notice
+
+    def track_inflight(self, task: asyncio.Task[Any]) -> None:
+        self.mend.track_inflight(task)
+
+    async def drain(self, timeout: float = 10.0) -> int:
+        """Wait for in-flight handlers; returns how many were still running at the timeout."""
+        return await self.mend.drain(timeout)
+
+    def environment_problem(
+        self, error: BaseException | None, channel: Any = None, user_id: int | None = None
+    ) -> Any:
+        return self.mend.environment_problem(error, channel, user_id)
+
+    async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
+        _log.exception("listener failed", listener=event_method)
 
     # -- start-up -----------------------------------------------------------------------------
 
@@ -282,9 +275,7 @@ class MendBot(RecordingBot):
 
     async def sync_app_commands(self, guild_id: int) -> list[app_commands.AppCommand]:
         """Copy global commands to the dev guild and sync there, so they show up at once."""
-        guild = discord.Object(guild_id)
-        self.tree.copy_global_to(guild=guild)
-        return await self.tree.sync(guild=guild)
+        return await self.mend.sync_app_commands(guild_id)
 
     async def on_ready(self) -> None:
         _log.info(
@@ -358,61 +349,27 @@ class MendBot(RecordingBot):
 
     async def report_boot_problems(self) -> None:
         """Tell the dev channel which extensions failed to load (once, when it is reachable)."""
-        notices = list(self.services.boot_notices)
-        if self.extension_failures:
-            lines = "\n".join(f"• `{name}` — {error}" for name, error in self.extension_failures.items())
-            notices.insert(
-                0,
-                f"⚠️ I started, but {len(self.extension_failures)} extension(s) failed to load "
-                f"and are not serving:\n{lines}",
-            )
-        if self._boot_reported or not notices:
-            return
-        sent = await self.send_dev("\n".join(notices)[:2000])
-        self._boot_reported = bool(sent)
+        await self.mend.report_boot_problems()
 
     def authorize(self, user: discord.abc.User, action: str, **context: Any) -> bool:
         """The allow-list check for a Discord user; a refusal is recorded (Services.authorize)."""
-        return self.services.authorize(user.id, role_ids(user), is_bot=user.bot, action=action, **context)
+        return self.mend.authorize(user, action, **context)
 
     def run_channel(self, channel_id: int | None) -> discord.abc.Messageable | None:
-        """Where a run reports: the channel it was asked in, else (none, or gone — deleted, or from an
-        earlier playground world) the first dev channel: a report is never dropped for want of one."""
-        dev_id = next(iter(self.services.settings.discord.dev_channel_ids), None)
-        for candidate in (channel_id, dev_id):
-            channel = self.channel_by_id(candidate) if candidate else None
-            if channel is not None:
-                return channel
-        return None
+        return self.mend.run_channel(channel_id)
 
     def channel_by_id(self, channel_id: int) -> discord.abc.Messageable | None:
-        """The channel to post in: the cached one, else — on a shared database, where the channel's
-        guild may be another process's shard — one reached by id over REST, which any process can."""
-        channel = self.get_channel(channel_id)
-        if isinstance(channel, discord.abc.Messageable):
-            return channel
-        if channel is None and self.services.cluster.shared:
-            return self.get_partial_messageable(channel_id)
-        return None
+        return self.mend.channel_by_id(channel_id)
 
     def _report_prompt_error(self, message: str) -> None:
         """Called by the prompt watcher (a daemon) when an edited prompt fails validation."""
         if self.is_closed():
             return
-        task = self.loop.create_task(self.send_dev(f"⚠️ Prompt not reloaded: {message}"))
-        task.add_done_callback(self._inflight.discard)
-        self._inflight.add(task)
+        self.track_inflight(self.loop.create_task(self.send_dev(f"⚠️ Prompt not reloaded: {message}")))
 
     async def send_dev(self, content: str | None = None, **kwargs: Any) -> list[discord.Message]:
         """Post in every configured dev channel; returns the messages sent."""
-        sent = []
-        for channel_id in self.services.settings.discord.dev_channel_ids:
-            channel = self.channel_by_id(channel_id)
-            if channel is not None:
-                sent.append(await channel.send(content, **kwargs))
-            else:
-                _log.warning("dev channel not reachable", channel_id=channel_id)
-        return sent
+        return await self.mend.send_dev(content, **kwargs)
 
     # -- restart and shutdown -----------------------------------------------------------------
 

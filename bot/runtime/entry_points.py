@@ -50,7 +50,15 @@ from discord.ext import commands
 
 from bot.observe.capture import current_capture
 
-__all__ = ["EntryRunner", "OwnHandler", "callback_name", "failed_part", "observe_view_store", "raised_in"]
+__all__ = [
+    "EntryRunner",
+    "OwnHandler",
+    "callback_name",
+    "failed_part",
+    "observe_view_store",
+    "raised_in",
+    "unobserve_view_store",
+]
 
 _MARK = "__mendbot_entry__"
 _OPTION_CHARS = 200
@@ -354,3 +362,11 @@ def observe_view_store(runner: EntryRunner, store: Any) -> None:
     store.add_view = observed_add_view
     store.schedule_dynamic_item_call = observed_schedule
     setattr(store, _MARK, True)
+
+
+def unobserve_view_store(store: Any) -> None:
+    """Take the hooks off the view store (views already registered stay observed until they end)."""
+    if not getattr(store, _MARK, False):
+        return
+    for name in ("add_view", "schedule_dynamic_item_call", _MARK):
+        store.__dict__.pop(name, None)

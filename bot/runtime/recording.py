@@ -1,12 +1,18 @@
-"""The handler side of the bot: how every command, interaction, listener and task is run and recorded.
+"""The handler side of a bot mendbot is attached to: how every command, interaction, listener and task
+is run and recorded.
 
-`RecordingBot` is the discord.py bot MendBot (bot/runtime/app.py) builds on. While the bot takes no
-work (restarting or shutting down) a command or interaction is refused with a short notice; otherwise
-each handler — command, interaction, listener, an iteration of a cog's tasks.loop — is tracked in
-flight so a restart can drain it, captured, timed and recorded as an action, and a failure takes the
-one error path: a bug is recorded, logged and answered briefly, a user's mistake is answered. It is
-apart from app.py, which wires the services, starts, runs the shards and shuts down, since recording
-is the one concern every handler shares.
+`Recording` holds what recording one bot instance needs — whatever its class: mendbot's own sample bot
+(bot/runtime/app.py) or a bot someone else wrote. It subclasses nothing of discord.py: the instrumentor
+(bot/runtime/instrument.py) wraps the bot instance's own methods (`invoke`, `_run_event`, its command
+tree's `_call` and `on_error`, `add_cog`, `load_extension`, …) and adds listeners of its own, and each
+wrapper calls the method here with the bot's original. While the bot takes no work (restarting or
+shutting down) a command or interaction is refused with a short notice; otherwise each handler —
+command, interaction, listener, an iteration of a cog's tasks.loop — is tracked in flight so a restart
+can drain it, captured, timed and recorded as an action, and a failure takes the one error path: a bug
+is recorded, logged and, unless the bot has an error handler of its own (which answers as it always
+did), answered briefly; a user's mistake is answered. It stays whole: commands, listeners and entry
+points share one admission, one in-flight set and one error path, and read best side by side (the
+command tree's part is bot/runtime/tree_recording.py).
 
 A Discord HTTP error raised by a handler (403, 404, 5xx), the model's API failing (unreachable,
 401/403, 429, 5xx/529) — or a locked or full database met by a write outside the retry helper — is
@@ -30,7 +36,6 @@ from discord.ext import commands, tasks
 
 from bot.db import handlers as handler_queries
 from bot.db.retry import SAVE_FAILED, storage_fault
-from bot.kernel.discord_limits import install_reply_limits
 from bot.kernel.errors import (
     EnvironmentProblem,
     describe,
@@ -50,13 +55,18 @@ from bot.observe.capture import (
 )
 from bot.observe.handlers import cog_handlers
 from bot.observe.sampler import SlowSampler
-from bot.runtime.entry_points import OwnHandler, failed_part, observe_view_store
+from bot.runtime.entry_points import OwnHandler, failed_part
 from bot.runtime.hooks import instrument_cog_hook, instrument_loop, record_extension
 from bot.runtime.services import Services
 
-__all__ = ["RESTART_NOTICE", "SHUTDOWN_NOTICE", "RecordingBot", "takes_no_words"]
+__all__ = ["OURS", "OWN_ON_ERROR", "RESTART_NOTICE", "SHUTDOWN_NOTICE", "Host", "Recording", "takes_no_words"]
 
 _log = get_logger(__name__)
+
+# Set on mendbot's own listeners and wrappers on a bot: never recorded as the bot's, never its handlers.
+OURS = "__mendbot__"
+# Where the instrumentor keeps a command tree's own `on_error` set on the instance (`@tree.error`).
+OWN_ON_ERROR = "__mendbot_own_on_error__"
 
 RESTART_NOTICE = "I'm restarting to apply an update — try again in a few seconds."
 SHUTDOWN_NOTICE = "I'm shutting down — try again in a little while."
@@ -71,28 +81,33 @@ def takes_no_words(ctx: commands.Context[Any]) -> bool:
     return bool(ctx.view.buffer[ctx.view.index :].strip())
 
 
-class RecordingBot(commands.AutoShardedBot):
-    """discord.py's AutoShardedBot whose every handler is admitted, tracked, recorded and, when it
-    fails, taken through the one error path."""
+Invoke = Callable[[commands.Context[Any]], Awaitable[None]]
+# A bot mendbot records: any discord.py bot (AutoShardedBot is a Bot's sibling, not its subclass).
+Host = commands.Bot | commands.AutoShardedBot
 
-    def __init__(self, services: Services, **options: Any) -> None:
-        super().__init__(**options)
+
+class Recording:
+    """One bot instance's handlers admitted, tracked, recorded and, when they fail, taken through the
+    one error path; the instrumentor routes the bot's own methods here."""
+
+    def __init__(self, bot: Host, services: Services) -> None:
+        self.bot = bot
         self.services = services
         self._inflight: set[asyncio.Task[Any]] = set()
         self._started: weakref.WeakKeyDictionary[commands.Context[Any], float] = weakref.WeakKeyDictionary()
         self.accepting = True
         self.restart_requested: str | None = None  # the reason, once a restart was asked for
+        self.extension_failures: dict[str, str] = {}  # extension → why it did not load (what serves not)
         self._captures: weakref.WeakKeyDictionary[commands.Context[Any], HandlerCapture] = (
             weakref.WeakKeyDictionary()
         )
         install_reply_hooks()
-        install_reply_limits()  # every reply within Discord's limits, whoever built it
-        # Every view, modal and dynamic item is registered and dispatched through this one store.
-        observe_view_store(self, self._connection._view_store)
         recorder = services.recorder
         self.sampler = SlowSampler(
             (recorder.repo_root, *recorder.more_roots), threshold_ms=services.settings.observe.latency.min_ms
         )
+        # Around every handler: no evidence of where its time went.
+        self.sampler.skip(self.run_command, self.run_event, self.run_entry)
 
     # -- the one error path, which is also where every handled event is recorded ----------------
 
@@ -100,25 +115,31 @@ class RecordingBot(commands.AutoShardedBot):
     def recorder(self) -> Any:
         return self.services.recorder
 
-    async def process_commands(self, message: discord.Message, /) -> None:
-        """Prefix commands, except words said to the bot by mention that ask for improvement work.
+    def _claimed_by_mention(self, ctx: commands.Context[Any]) -> bool:
+        """Words said to the bot by mention that ask for improvement work, though they begin like a
+        prefix command.
 
         "@mendbot roll back run 2" begins with the name of `roll`: by mention it is a request the
-        improvement flow answers (cogs/improve.py), and answering it with dice as well would be
-        a second, wrong reply. With the configured prefix ("!roll back") it stays a command.
+        improvement flow answers (cogs/improve.py), and answering it with dice as well would be a
+        second, wrong reply. With the bot's own prefix ("!roll back") it stays a command.
         """
-        if message.author.bot:
-            return
-        ctx = await self.get_context(message)
-        if ctx.valid and ctx.prefix != self.services.settings.discord.command_prefix:
-            improve = self.get_cog("Improve")
-            if improve is not None and improve.request_intent(message) is not None:  # type: ignore[attr-defined]
-                return
-            if improve is not None and takes_no_words(ctx) and improve.claims(message):  # type: ignore[attr-defined]
-                return  # "@mendbot cmdstats falls over here": words about a command that takes none
-        await self.invoke(ctx)
+        user = self.bot.user
+        if not ctx.valid or ctx.interaction is not None or user is None:
+            return False
+        if (ctx.prefix or "").strip() not in (f"<@{user.id}>", f"<@!{user.id}>"):
+            return False
+        improve: Any = self.bot.get_cog("Improve")
+        if improve is None:
+            return False
+        if improve.request_intent(ctx.message) is not None:
+            return True
+        return takes_no_words(ctx) and bool(improve.claims(ctx.message))  # "cmdstats falls over here"
 
-    async def invoke(self, ctx: commands.Context[Any], /) -> None:
+    async def run_command(self, original: Invoke, ctx: commands.Context[Any], /) -> None:
+        """The bot's `invoke` (its own, whatever it does), admitted, captured and timed; a check or an
+        error handler failing is recorded."""
+        if self._claimed_by_mention(ctx):
+            return
         if not self.accepting and ctx.command is not None:
             await ctx.reply(self.not_accepting_notice, mention_author=False)
             return
@@ -137,7 +158,7 @@ class RecordingBot(commands.AutoShardedBot):
             guild_id=ctx.guild.id if ctx.guild else None, channel_id=ctx.channel.id, user_id=ctx.author.id
         )
         try:
-            await super().invoke(ctx)
+            await original(ctx)
         except Exception as exc:
             if ctx.command is None:
                 raise
@@ -241,7 +262,7 @@ class RecordingBot(commands.AutoShardedBot):
             )
         channel_id = error_channel_id(original)
         if channel_id is not None:
-            channel = self.get_channel(channel_id) or channel
+            channel = self.bot.get_channel(channel_id) or channel
         problem = discord_problem(error, channel) or model_problem(error)
         if problem is None:
             return None
@@ -262,12 +283,27 @@ class RecordingBot(commands.AutoShardedBot):
     async def on_command_completion(self, ctx: commands.Context[Any]) -> None:
         self._record_command(ctx, None)
 
+    def answers_command_errors(self, ctx: commands.Context[Any]) -> bool:
+        """Whether the bot answers a failed command itself: the command's `.error`, its cog's
+        `cog_command_error`, the bot's own `on_command_error` or another listener of it. Then mendbot
+        only records; otherwise it answers, as discord.py's default would not."""
+        command, cog = ctx.command, ctx.cog
+        if (command is not None and command.has_error_handler()) or (
+            cog is not None and cog.has_error_handler()
+        ):
+            return True
+        own = getattr(type(self.bot), "on_command_error", None)
+        if own is not None and own is not getattr(commands.bot.BotBase, "on_command_error", None):
+            return True
+        listeners = self.bot.extra_events.get("on_command_error", [])
+        return any(getattr(listener, "__self__", None) is not self for listener in listeners)
+
     async def on_command_error(
         self, context: commands.Context[Any], exception: commands.CommandError, /
     ) -> None:
         problem = self.environment_problem(exception, context.channel, context.author.id)
         self._record_command(context, exception, problem)
-        if context.command is not None and context.command.has_error_handler():
+        if self.answers_command_errors(context):
             return
         text, is_bug = describe(exception)
         if problem is not None:
@@ -291,7 +327,7 @@ class RecordingBot(commands.AutoShardedBot):
                         raise
                     # Where Discord refuses the bot, the answer is refused too: the incident says why.
 
-    def _record_interaction(
+    def record_interaction(
         self,
         interaction: discord.Interaction[Any],
         error: BaseException | None,
@@ -343,7 +379,7 @@ class RecordingBot(commands.AutoShardedBot):
     ) -> None:
         if isinstance(command, commands.hybrid.HybridAppCommand):
             return  # recorded through the command_completion / command_error path
-        self._record_interaction(interaction, None)
+        self.record_interaction(interaction, None)
 
     async def run_entry(
         self,
@@ -379,7 +415,7 @@ class RecordingBot(commands.AutoShardedBot):
             self.sampler.unwatch(capture)
             raise
         else:
-            self._record_interaction(interaction, None, entry=(kind, source))
+            self.record_interaction(interaction, None, entry=(kind, source))
 
     async def entry_failed(
         self,
@@ -397,7 +433,7 @@ class RecordingBot(commands.AutoShardedBot):
             await self.handle_interaction_error(interaction, error, entry=entry)
             return
         problem = self.environment_problem(error, interaction.channel, interaction.user.id)
-        self._record_interaction(interaction, error, problem, entry)
+        self.record_interaction(interaction, error, problem, entry)
         name, call = own_handler
         try:
             await call(error)
@@ -416,7 +452,17 @@ class RecordingBot(commands.AutoShardedBot):
         handler: bool = False,
     ) -> None:
         problem = self.environment_problem(error, interaction.channel, interaction.user.id)
-        self._record_interaction(interaction, error, problem, entry, handler=handler)
+        self.record_interaction(interaction, error, problem, entry, handler=handler)
+        await self.answer_interaction(interaction, error, problem, entry)
+
+    async def answer_interaction(
+        self,
+        interaction: discord.Interaction[Any],
+        error: Exception,
+        problem: EnvironmentProblem | None,
+        entry: tuple[str, str] | None = None,
+    ) -> None:
+        """Log a failed interaction's bug and answer it briefly (an autocomplete with no choices)."""
         text, is_bug = describe(error)
         if problem is not None:
             text, is_bug = problem.reply, False
@@ -444,16 +490,26 @@ class RecordingBot(commands.AutoShardedBot):
                     raise
                 # Where Discord refuses the bot, the answer is refused too: the incident says why.
 
-    async def _run_event(
-        self, coro: Callable[..., Coroutine[Any, Any, Any]], event_name: str, *args: Any, **kwargs: Any
+    async def run_event(
+        self,
+        original: Callable[..., Coroutine[Any, Any, None]],
+        coro: Callable[..., Coroutine[Any, Any, Any]],
+        event_name: str,
+        *args: Any,
+        **kwargs: Any,
     ) -> None:
-        """discord.py's listener runner, timed and recorded (the bot's own handlers are not)."""
+        """discord.py's listener runner (`original`), timed and recorded: a cog's or a registered
+        listener each time it runs, the bot's own event methods when they fail (a success of
+        `on_message` says nothing its commands do not), mendbot's own listeners never."""
         task = asyncio.current_task()
         if task is not None:
             self.track_inflight(task)
         owner = getattr(coro, "__self__", None)
-        if owner is self:  # on_message/on_ready etc. of the bot itself: commands record themselves
-            await super()._run_event(coro, event_name, *args, **kwargs)
+        if owner is self:
+            await original(coro, event_name, *args, **kwargs)
+            return
+        if owner is self.bot:
+            await self._run_own_event(coro, event_name, *args, **kwargs)
             return
         started = time.perf_counter()
         ids = event_ids(args)
@@ -465,7 +521,7 @@ class RecordingBot(commands.AutoShardedBot):
         except asyncio.CancelledError:
             self.sampler.unwatch(capture)
         except Exception as exc:
-            channel = self.get_channel(ids["channel_id"]) if ids.get("channel_id") else None
+            channel = self.bot.get_channel(ids["channel_id"]) if ids.get("channel_id") else None
             problem = self.environment_problem(exc, channel, ids.get("user_id"))
             text, is_bug = describe(exc)
             if problem is None and not is_bug:
@@ -495,7 +551,7 @@ class RecordingBot(commands.AutoShardedBot):
                 await self._answer_event(args, problem.reply)
                 return
             with contextlib.suppress(asyncio.CancelledError):
-                await self.on_error(event_name, *args, **kwargs)
+                await self.bot.on_error(event_name, *args, **kwargs)
         else:
             self.recorder.record(
                 f"listener:{event_name}",
@@ -513,7 +569,7 @@ class RecordingBot(commands.AutoShardedBot):
             if isinstance(first, discord.Message):
                 await first.reply(text[:2000], mention_author=False)
             elif isinstance(first, discord.RawReactionActionEvent):
-                channel = self.get_channel(first.channel_id)
+                channel = self.bot.get_channel(first.channel_id)
                 if isinstance(channel, discord.abc.Messageable):
                     await channel.send(
                         f"<@{first.user_id}> {text}"[:2000], allowed_mentions=discord.AllowedMentions.none()
@@ -521,37 +577,77 @@ class RecordingBot(commands.AutoShardedBot):
         except discord.HTTPException:
             _log.warning("could not answer a user's mistake", exc_info=True)
 
-    async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
-        _log.exception("listener failed", listener=event_method)
+    async def _run_own_event(
+        self, coro: Callable[..., Coroutine[Any, Any, Any]], event_name: str, *args: Any, **kwargs: Any
+    ) -> None:
+        """One of the bot's own event methods (`on_message`, `on_ready`, …), run as discord.py runs it —
+        a failure goes to the bot's `on_error` — and recorded only when it fails."""
+        started = time.perf_counter()
+        try:
+            await coro(*args, **kwargs)
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:
+            ids = event_ids(args)
+            channel = self.bot.get_channel(ids["channel_id"]) if ids.get("channel_id") else None
+            problem = self.environment_problem(exc, channel, ids.get("user_id"))
+            self.recorder.record(
+                f"listener:{event_name}",
+                type(self.bot).__qualname__,
+                ok=False,
+                error=None if problem else exc,
+                duration_ms=(time.perf_counter() - started) * 1000,
+                extra=environment_extra(exc, problem) or None,
+                invocation=message_invocation(event_name, args),
+                **ids,
+            )
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.bot.on_error(event_name, *args, **kwargs)
 
-    async def add_cog(self, cog: commands.Cog, /, **kwargs: Any) -> None:
+    def observe_cog(self, cog: commands.Cog) -> None:
+        """Record a cog's task loops and its load/unload hooks (before discord.py runs `cog_load`)."""
         for name in dir(cog):
             loop = getattr(cog, name, None)
             if isinstance(loop, tasks.Loop):
                 instrument_loop(self, cog, loop)
         for hook in ("cog_load", "cog_unload"):
             instrument_cog_hook(self, cog, hook)
-        await super().add_cog(cog, **kwargs)
+
+    async def adding_cog(
+        self, original: Callable[..., Awaitable[None]], cog: commands.Cog, /, *args: Any, **kwargs: Any
+    ) -> None:
+        self.observe_cog(cog)
+        await original(cog, *args, **kwargs)
         await self._store_handlers(cog.qualified_name, cog)
 
-    async def remove_cog(self, name: str, /, **kwargs: Any) -> commands.Cog | None:
-        removed = await super().remove_cog(name, **kwargs)
+    async def removing_cog(
+        self, original: Callable[..., Awaitable[commands.Cog | None]], name: str, /, *args: Any, **kwargs: Any
+    ) -> commands.Cog | None:
+        removed = await original(name, *args, **kwargs)
         if removed is not None:
             await self._store_handlers(removed.qualified_name, None)
         return removed
 
     # -- extensions: what a failed load leaves is an action, an incident and evidence -------------
 
-    async def load_extension(self, name: str, *, package: str | None = None) -> None:
+    async def loading_extension(
+        self, original: Callable[..., Awaitable[None]], name: str, /, *args: Any, **kwargs: Any
+    ) -> None:
         try:
-            await super().load_extension(name, package=package)
+            await original(name, *args, **kwargs)
         except commands.ExtensionError as exc:
             record_extension(self, name, exc)
+            if not isinstance(exc, commands.ExtensionAlreadyLoaded):
+                cause = exc.__cause__ or exc
+                self.extension_failures[name] = f"{type(cause).__name__}: {cause}"
             raise
+        self.extension_failures.pop(name, None)
 
-    async def reload_extension(self, name: str, *, package: str | None = None) -> None:
+    async def reloading_extension(
+        self, original: Callable[..., Awaitable[None]], name: str, /, *args: Any, **kwargs: Any
+    ) -> None:
         try:
-            await super().reload_extension(name, package=package)
+            await original(name, *args, **kwargs)
         except commands.ExtensionError as exc:
             record_extension(self, name, exc)
             raise

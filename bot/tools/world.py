@@ -13,9 +13,12 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import simcord
+from discord.ext import commands
+
+from bot.runtime.attachment import Attachment, attached
 
 if TYPE_CHECKING:
     from bot.runtime.app import MendBot
@@ -31,6 +34,8 @@ CHANNELS = ("dev", "general")
 @dataclass
 class VirtualWorld:
     env: simcord.Env
+    # MendBot, or mendbot's attachment on a bot someone else wrote, which answers for it alike (its
+    # services, and the bot's user, channels and cogs).
     bot: MendBot
     guild: simcord.GuildHandle
     channels: dict[str, simcord.ChannelHandle]
@@ -55,12 +60,18 @@ class VirtualWorld:
         old = self.bot
         up = _gate_resumed_deploys(self.env, bot)
         await self.env.restart_bot(bot)
+        _without_simcord_listeners(bot)
         up.set()
         self.bot = bot
         await old.services.aclose()
         await bot.sync_app_commands(self.guild.id)
         await bot.report_boot_problems()
         await self.env.settle()
+
+    @property
+    def client(self) -> commands.Bot | commands.AutoShardedBot:
+        """The discord.py bot in the world (the bot itself, when mendbot is attached to another)."""
+        return attached(self.bot).bot
 
     def channel_of(self, message_id: int) -> simcord.ChannelHandle | None:
         for channel in self.all_channels():
@@ -101,7 +112,7 @@ VIRTUAL_ONLY_S = 2.0
 
 @asynccontextmanager
 async def virtual_world(
-    bot: MendBot,
+    bot: MendBot | Attachment,
     *,
     settle_timeout: float = 30.0,
     real_clock: bool = True,
@@ -122,19 +133,22 @@ async def virtual_world(
     With `state_dir` the world's ids are the same in every session on that directory (see
     `_same_ids_as_before`), so what the bot stored about it (reminders, runs, proposals) still applies.
     """
-    settings = bot.services.settings
+    mend = attached(bot)
+    client = mend.bot  # the discord.py bot: MendBot, or the one mendbot is attached to
+    settings = mend.services.settings
     # Env.start/shutdown rather than `simcord.run`: its clock context cannot span the two
     # halves of an async fixture, which pytest runs in different contexts.
     # Without a configured count, discord.py would ask Discord's /gateway/bot for one at connect; the
     # virtual Discord has no such call (simcord logs in without connecting) and wants the count up
     # front, so it plays what Discord recommends for a bot in a guild or two: one shard.
-    shard_count = 1 if bot.shard_count is None else None
-    env = simcord.Env(bot, check_errors=False, settle_timeout=settle_timeout, shard_count=shard_count)
+    sharded = isinstance(client, commands.AutoShardedBot)
+    shard_count = 1 if sharded and client.shard_count is None else None
+    env = simcord.Env(client, check_errors=False, settle_timeout=settle_timeout, shard_count=shard_count)
     if clock is not None:
         clock.bind(env)
     if playground:
         _fire_long_timers_only_on_wait(env)
-        bot.services.improve.background_runs = True
+        mend.services.improve.background_runs = True
     # The world exists before the bot connects, as on Discord: when it is ready, the dev channel is
     # there and configured (a restarted bot reports a continued deploy or watch there at once).
     with _same_ids_as_before(env, state_dir):
@@ -145,27 +159,37 @@ async def virtual_world(
         }
     if real_clock:
         _start_clock_now(env)
-    up = _gate_resumed_deploys(env, bot)
+    up = _gate_resumed_deploys(env, mend)
     settings.discord.dev_guild_id = guild.id
     settings.discord.dev_channel_ids = [channels["dev"].id]
     settings.access.allowed_user_ids = [
         users[user.name].id for user in settings.playground.users if user.allowed
     ]
     await env.start()
+    _without_simcord_listeners(client)
     up.set()
     world: VirtualWorld | None = None
     try:
-        await bot.sync_app_commands(guild.id)
-        await bot.report_boot_problems()
-        world = VirtualWorld(env, bot, guild, channels, users)
+        await mend.sync_app_commands(guild.id)
+        await mend.report_boot_problems()
+        world = VirtualWorld(env, cast("MendBot", bot), guild, channels, users)
         await env.settle()
         yield world
     finally:
-        await (world.bot if world is not None else bot).close()
+        await (attached(world.bot).bot if world is not None else client).close()
         await env.shutdown()
 
 
-def _gate_resumed_deploys(env: simcord.Env, bot: MendBot) -> asyncio.Event:
+def _without_simcord_listeners(bot: Any) -> None:
+    """Take off the `on_command_error` listener simcord adds to collect errors for its own checks (off
+    here: `check_errors=False`). A listener of that event is the bot answering its failed commands
+    itself, which the bot in the world does not: mendbot answers them (bot/runtime/recording.py)."""
+    for listener in list(bot.extra_events.get("on_command_error", [])):
+        if str(getattr(listener, "__module__", "")).startswith("simcord"):
+            bot.remove_listener(listener, "on_command_error")
+
+
+def _gate_resumed_deploys(env: simcord.Env, bot: MendBot | Attachment) -> asyncio.Event:
     """Interrupted deploys go on once the bot is connected (set the event then), as bot work the next
     settle waits for — not inside the connect, whose settle simcord bounds at a fixed 5 s."""
     up = asyncio.Event()

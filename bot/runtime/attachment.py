@@ -1,0 +1,309 @@
+"""mendbot attached to a bot: its recording, its services, and what mendbot's own cogs ask of it.
+
+`attach(bot, services)` is the one way mendbot comes to a bot — mendbot's own sample bot
+(bot/runtime/app.py) as much as one someone else wrote, reached by `mendbot attach -- python bot.py`
+or by `await bot.load_extension("mendbot")` (bot/attach). It builds an `Attachment` and instruments
+the bot instance with it (bot/runtime/instrument.py); `detach(bot)` takes it off again.
+
+The Attachment is mendbot's side of the bot. mendbot's chat surface (the cogs announcing incidents,
+taking "fix this", "ship it", `/runs`, `/dashboard`, …) is given it instead of the bot: it has the
+services, the allow-list check, the dev channel, the reload target a deploy needs (the bot's
+extensions, its command tree, a restart), and for everything else it is the bot (an attribute it does
+not have is the bot's), so those cogs read `self.bot.user` or `self.bot.services` alike.
+
+A restart a deploy asks for, on a bot mendbot did not build, stops taking work, drains what is in
+flight and the runs, and closes the bot: its program then ends, and the runner that started it
+(`mendbot attach`) starts it again or exits with the restart code for a supervisor. mendbot's own bot
+brings its own restart (`MendBot.request_restart`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.deploy.reload import Plan, classify, classify_by_extensions
+from bot.kernel.log import get_logger
+from bot.kernel.prompts import PromptRegistry
+from bot.runtime.instrument import instrument, recording_of, uninstrument
+from bot.runtime.recording import Host, Recording, takes_no_words
+from bot.runtime.services import Services
+
+__all__ = [
+    "SURFACE",
+    "Attachment",
+    "NotAttached",
+    "add_surface_cog",
+    "attach",
+    "attached",
+    "detach",
+    "role_ids",
+    "takes_no_words",
+]
+
+_log = get_logger(__name__)
+
+# mendbot's own cogs, which every bot it is attached to gets (modules of the `cogs` package).
+SURFACE = ("improve", "incidents", "ship", "audit", "dashboard", "drill", "devmode")
+
+
+class NotAttached(LookupError):
+    """A bot mendbot is not attached to, asked for its attachment."""
+
+
+def role_ids(user: discord.abc.User) -> list[int]:
+    """The user's role ids in the guild (none for a plain User, e.g. in DMs)."""
+    return [role.id for role in getattr(user, "roles", [])]
+
+
+class Attachment(Recording):
+    """mendbot's side of one bot: the recording of its handlers, the services, the dev channel, and
+    the reload target deploys use. Attributes it does not have are the bot's."""
+
+    def __init__(
+        self,
+        bot: Host,
+        services: Services,
+        *,
+        restart: Callable[[str], object] | None = None,
+        extension_names: list[str] | None = None,
+        owns_services: bool = False,
+    ) -> None:
+        super().__init__(bot, services)
+        self._restart = restart
+        self._extension_names = extension_names
+        self.owns_services = owns_services  # closed with the bot (a bot mendbot did not build)
+        self._restart_task: asyncio.Task[None] | None = None
+        self._boot_reported = False
+        self._ready_seen = False
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for what the attachment does not have: the bot's user, channels, tree, cogs, ...
+        if name.startswith("__") or name == "bot":
+            raise AttributeError(name)
+        return getattr(self.bot, name)
+
+    # -- what mendbot's cogs ask -------------------------------------------------------------------
+
+    @property
+    def dev_guild_id(self) -> int | None:
+        """The guild mendbot's slash commands are synced to at start (and after a reload)."""
+        return self.services.settings.discord.dev_guild_id
+
+    @property
+    def prompts(self) -> PromptRegistry:
+        return self.services.prompts
+
+    def authorize(self, user: discord.abc.User, action: str, **context: Any) -> bool:
+        """The allow-list check for a Discord user; a refusal is recorded (Services.authorize)."""
+        return self.services.authorize(user.id, role_ids(user), is_bot=user.bot, action=action, **context)
+
+    def run_channel(self, channel_id: int | None) -> discord.abc.Messageable | None:
+        """Where a run reports: the channel it was asked in, else (none, or gone — deleted, or from an
+        earlier playground world) the first dev channel: a report is never dropped for want of one."""
+        dev_id = next(iter(self.services.settings.discord.dev_channel_ids), None)
+        for candidate in (channel_id, dev_id):
+            channel = self.channel_by_id(candidate) if candidate else None
+            if channel is not None:
+                return channel
+        return None
+
+    def channel_by_id(self, channel_id: int) -> discord.abc.Messageable | None:
+        """The channel to post in: the cached one, else — on a shared database, where the channel's
+        guild may be another process's shard — one reached by id over REST, which any process can."""
+        channel = self.bot.get_channel(channel_id)
+        if isinstance(channel, discord.abc.Messageable):
+            return channel
+        if channel is None and self.services.cluster.shared:
+            return self.bot.get_partial_messageable(channel_id)
+        return None
+
+    async def send_dev(self, content: str | None = None, **kwargs: Any) -> list[discord.Message]:
+        """Post in every configured dev channel; returns the messages sent."""
+        sent = []
+        for channel_id in self.services.settings.discord.dev_channel_ids:
+            channel = self.channel_by_id(channel_id)
+            if channel is not None:
+                sent.append(await channel.send(content, **kwargs))
+            else:
+                _log.warning("dev channel not reachable", channel_id=channel_id)
+        return sent
+
+    async def report_boot_problems(self) -> None:
+        """Tell the dev channel which extensions failed to load (once, when it is reachable)."""
+        notices = list(self.services.boot_notices)
+        if self.extension_failures:
+            lines = "\n".join(f"• `{name}` — {error}" for name, error in self.extension_failures.items())
+            notices.insert(
+                0,
+                f"⚠️ I started, but {len(self.extension_failures)} extension(s) failed to load "
+                f"and are not serving:\n{lines}",
+            )
+        if self._boot_reported or not notices:
+            return
+        sent = await self.send_dev("\n".join(notices)[:2000])
+        self._boot_reported = bool(sent)
+
+    async def on_ready(self) -> None:
+        """A bot mendbot did not build, ready the first time: mendbot's commands (and the bot's, copied)
+        synced to the dev guild, and extensions that failed to load told there."""
+        if self._ready_seen:
+            return
+        self._ready_seen = True
+        guild_id = self.dev_guild_id
+        if guild_id is not None:
+            try:
+                await self.sync_app_commands(guild_id)
+            except discord.HTTPException as exc:
+                _log.error(
+                    "command sync to the dev guild failed", guild=guild_id, error=f"{exc.status} {exc.text}"
+                )
+        await self.report_boot_problems()
+
+    # -- the reload target (bot/deploy/reload.py) --------------------------------------------------
+
+    @property
+    def extension_names(self) -> list[str]:
+        """The bot's extensions (what it loads; mendbot's own extension is not among them)."""
+        if self._extension_names is None:
+            self._extension_names = [name for name in self.bot.extensions if name != "mendbot"]
+        return self._extension_names
+
+    @extension_names.setter
+    def extension_names(self, names: list[str]) -> None:
+        self._extension_names = names
+
+    async def load_extension(self, name: str, *, package: str | None = None) -> None:
+        await self.bot.load_extension(name, package=package)
+
+    async def reload_extension(self, name: str, *, package: str | None = None) -> None:
+        await self.bot.reload_extension(name, package=package)
+
+    async def unload_extension(self, name: str, *, package: str | None = None) -> None:
+        await self.bot.unload_extension(name, package=package)
+
+    @property
+    def extensions(self) -> Mapping[str, ModuleType]:
+        return self.bot.extensions
+
+    @property
+    def tree(self) -> app_commands.CommandTree[Any]:
+        return self.bot.tree
+
+    def extension_files(self) -> dict[str, str]:
+        """Each loaded extension of the bot by its file in the repository (a package: its directory,
+        with a trailing slash): what a change to that file reloads."""
+        root = self.services.settings.repo_dir.resolve()
+        found: dict[str, str] = {}
+        for name, module in self.bot.extensions.items():
+            file = getattr(module, "__file__", None)
+            if not file:
+                continue
+            path = Path(file).resolve()
+            if not path.is_relative_to(root):
+                continue  # mendbot's own, or installed: not the repository's
+            relative = path.relative_to(root).as_posix()
+            found[relative.removesuffix("__init__.py") if path.name == "__init__.py" else relative] = name
+        return found
+
+    def plan_for(self, changed_files: Iterable[str]) -> Plan:
+        """What a merged change takes to apply: on mendbot's own bot by its layout (`cogs/`, `bot/`), on
+        another bot by its own extensions (anything else of Python restarts it)."""
+        if self.services.settings.bot is None:
+            return classify(changed_files)
+        return classify_by_extensions(changed_files, self.extension_files())
+
+    async def sync_app_commands(self, guild_id: int) -> list[app_commands.AppCommand]:
+        """Copy global commands to the dev guild and sync there, so they show up at once."""
+        guild = discord.Object(guild_id)
+        self.bot.tree.copy_global_to(guild=guild)
+        return await self.bot.tree.sync(guild=guild)
+
+    def request_restart(self, reason: str) -> object:
+        """Stop taking new work now; drain and close in the background (the bot's own restart when it
+        brings one). Idempotent; returns the task that closes."""
+        if self._restart is not None:
+            return self._restart(reason)
+        if self._restart_task is None:
+            self.restart_requested = reason
+            self.accepting = False
+            _log.warning("restart requested", reason=reason)
+            self._restart_task = asyncio.get_running_loop().create_task(self._drain_and_close())
+        return self._restart_task
+
+    async def _drain_and_close(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.services.settings.deploy.drain_timeout_s
+        try:
+            while self.inflight and (remaining := deadline - loop.time()) > 0:
+                await self.drain(remaining)
+            improve = self.services.improve
+            try:
+                await asyncio.wait_for(improve.quiesce(), timeout=max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                _log.warning("runs still going at the drain timeout: stopping them (resumable)")
+            await improve.shutdown()
+        except Exception:
+            _log.exception("draining for the restart failed: closing anyway")
+        await self.bot.close()
+
+    # -- closing ---------------------------------------------------------------------------------
+
+    async def closed(self) -> None:
+        """The bot has closed: the sampler stops, and services mendbot built for it close."""
+        self.sampler.stop()
+        self.accepting = False
+        if self.owns_services:
+            await self.services.aclose()
+
+
+async def add_surface_cog(bot: Host, cog: commands.Cog) -> None:
+    """Add one of mendbot's own cogs: its slash commands in the dev guild only, when one is configured
+    (the bot's users elsewhere never see `/fix` or `/runs`)."""
+    guild_id = attached(bot).dev_guild_id
+    if guild_id is None:
+        await bot.add_cog(cog)
+    else:
+        await bot.add_cog(cog, guild=discord.Object(guild_id))
+
+
+def attached(bot: Any) -> Attachment:
+    """mendbot's attachment on `bot` (the bot itself when given an attachment)."""
+    if isinstance(bot, Attachment):
+        return bot
+    recording = recording_of(bot)
+    if not isinstance(recording, Attachment):
+        raise NotAttached(f"mendbot is not attached to {type(bot).__name__}")
+    return recording
+
+
+def attach(
+    bot: Host,
+    services: Services,
+    *,
+    restart: Callable[[str], object] | None = None,
+    extension_names: list[str] | None = None,
+    owns_services: bool = False,
+) -> Attachment:
+    """Attach mendbot to `bot` (instrument it); attaching twice returns the first attachment."""
+    recording = recording_of(bot)
+    if isinstance(recording, Attachment):
+        return recording
+    attachment = Attachment(
+        bot, services, restart=restart, extension_names=extension_names, owns_services=owns_services
+    )
+    instrument(bot, attachment)
+    return attachment
+
+
+async def detach(bot: Host) -> Attachment | None:
+    """Take mendbot off `bot`; the attachment taken off (None: it was not attached)."""
+    recording = uninstrument(bot)
+    return recording if isinstance(recording, Attachment) else None

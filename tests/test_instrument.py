@@ -1,0 +1,167 @@
+"""The instrumentor on a bot mendbot did not build: an AutoShardedBot with its own Context, `on_message`,
+`process_commands`, `on_command_error` and `tree.error`, run in the virtual Discord. Its handlers answer
+as they always did; mendbot records what failed; taking mendbot off puts every method back."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import discord
+import pytest
+from discord.app_commands import AppCommandError as AppError
+from discord.ext import commands
+
+from bot.runtime.attachment import attach, detach
+from bot.runtime.instrument import instrument, recording_of, uninstrument
+from bot.runtime.services import build_services
+from bot.tools.world import VirtualWorld, virtual_world
+from tests.harness.discord import make_settings, reply_text
+from tests.harness.sql import stored
+
+
+class ShopContext(commands.Context["Shop"]):
+    """The bot's own Context: its commands read `ctx.shop`."""
+
+    @property
+    def shop(self) -> str:
+        return "corner shop"
+
+
+class Shop(commands.AutoShardedBot):
+    """A bot someone else wrote: its own Context, message handling and error replies."""
+
+    def __init__(self) -> None:
+        intents = discord.Intents.default()
+        intents.message_content = True
+        super().__init__(command_prefix="?", intents=intents)
+        self.seen: list[str] = []
+        self.tree_error: Any = None
+
+    async def get_context(self, origin: Any, /, *, cls: Any = ShopContext) -> Any:
+        return await super().get_context(origin, cls=cls)
+
+    async def on_message(self, message: discord.Message, /) -> None:
+        if message.author.bot:
+            return
+        self.seen.append(f"on_message {message.content}")
+        await self.process_commands(message)
+
+    async def process_commands(self, message: discord.Message, /) -> None:
+        ctx = await self.get_context(message)
+        self.seen.append(f"context {type(ctx).__name__}")
+        await self.invoke(ctx)
+
+    async def on_command_error(self, context: commands.Context[Any], exception: Exception, /) -> None:
+        await context.send(f"The shop is closed: {type(getattr(exception, 'original', exception)).__name__}")
+
+    async def setup_hook(self) -> None:
+        @self.command(name="price")
+        async def price(ctx: ShopContext, item: str) -> None:
+            await ctx.send(f"{item} costs {100 // len(item.strip('x'))} at the {ctx.shop}")
+
+        @self.tree.command(name="refund", description="Refund an order")
+        async def refund(interaction: discord.Interaction[Any], order: int) -> None:
+            await interaction.response.send_message(f"refunded {1000 // order}")
+
+        @self.tree.error
+        async def tree_error(interaction: discord.Interaction[Any], error: AppError) -> None:
+            await interaction.response.send_message("Refunds are down, sorry.")
+
+        self.tree_error = tree_error
+
+
+@pytest.fixture
+async def shop_world(tmp_path: Path) -> AsyncIterator[tuple[VirtualWorld, Shop]]:
+    settings = make_settings(tmp_path / "data")
+    services = await build_services(settings, watch_prompts=False)
+    shop = Shop()
+    mend = attach(shop, services)
+    try:
+        async with virtual_world(mend) as world:
+            yield world, shop
+    finally:
+        await services.aclose()
+
+
+async def _failures(world: VirtualWorld) -> list[tuple[str, str]]:
+    await world.quiesce()
+    await world.bot.services.recorder.flush()
+    query = "SELECT kind, error_type FROM actions WHERE ok = 0 ORDER BY id"
+    rows = stored(world.bot.services.settings, query)
+    return [(row["kind"], row["error_type"]) for row in rows]
+
+
+def _said(world: VirtualWorld) -> list[str]:
+    me = world.client.user
+    return [m.content for m in world.general.history() if me is not None and m.author.id == me.id]
+
+
+async def test_the_bots_own_error_reply_is_sent_and_the_failure_recorded(
+    shop_world: tuple[VirtualWorld, Shop],
+) -> None:
+    """A prefix command failing in a bot with its own `on_command_error`: its reply, and only it, is sent
+    (through its own on_message, process_commands and Context); mendbot records the failure."""
+    world, shop = shop_world
+    await world.users["alice"].send(world.general, "?price apple")
+    await world.users["alice"].send(world.general, "?price xxx")
+    assert _said(world) == ["apple costs 20 at the corner shop", "The shop is closed: ZeroDivisionError"]
+    assert shop.seen[:2] == ["on_message ?price apple", "context ShopContext"]
+    assert await _failures(world) == [("command:price", "ZeroDivisionError")]
+
+
+async def test_the_trees_own_error_handler_answers_and_the_failure_is_recorded(
+    shop_world: tuple[VirtualWorld, Shop],
+) -> None:
+    """An app command failing in a bot whose `@tree.error` was set after mendbot attached: the bot's
+    handler answers as before, and the failure is recorded as `app:refund`."""
+    world, _ = shop_world
+    result = await world.users["alice"].slash(world.general, "refund", order=0)
+    assert reply_text(result) == "Refunds are down, sorry."
+    assert await _failures(world) == [("app:refund", "ZeroDivisionError")]
+
+
+async def test_detaching_puts_every_method_back(shop_world: tuple[VirtualWorld, Shop]) -> None:
+    """After `detach` nothing of mendbot is on the bot: its methods are its class's again, its tree's
+    `on_error` is its own, mendbot's listeners are gone, and its commands still answer as before."""
+    world, shop = shop_world
+    await world.users["alice"].slash(world.general, "refund", order=2)  # mendbot's on_error back on top
+    assert await detach(shop) is not None
+    for name in ("invoke", "_run_event", "add_cog", "remove_cog", "load_extension", "reload_extension"):
+        assert name not in shop.__dict__, name
+    assert "_call" not in shop.tree.__dict__
+    assert shop.tree.on_error is shop.tree_error
+    assert all(getattr(f, "__self__", None) is not world.bot for fs in shop.extra_events.values() for f in fs)
+    await world.users["alice"].send(world.general, "?price xxx")
+    assert _said(world)[-1] == "The shop is closed: ZeroDivisionError"
+    assert await _failures(world) == []  # nothing recorded once detached
+
+
+def test_instrumenting_keeps_signatures_and_is_idempotent(tmp_path: Path) -> None:
+    """The wrapped methods keep their signatures and `__wrapped__`; instrumenting twice changes nothing,
+    and uninstrumenting returns the recording and leaves the class's methods."""
+
+    class Recording:  # instrument() needs only what its wrappers call: none is called here
+        sampler = type("Sampler", (), {"skip": staticmethod(lambda *functions: None)})()
+
+        def observe_cog(self, cog: Any) -> None: ...
+
+        run_command = run_event = adding_cog = removing_cog = loading_extension = reloading_extension = None
+        on_command_completion = on_command_error = on_app_command_completion = staticmethod(_noop)
+
+    shop = Shop()
+    recording: Any = Recording()
+    instrument(shop, recording)
+    wrapped = shop.invoke
+    assert inspect.signature(shop.invoke) == inspect.signature(Shop.invoke.__get__(shop))
+    assert shop.invoke.__wrapped__ == Shop.invoke.__get__(shop)  # type: ignore[attr-defined]
+    instrument(shop, recording)
+    assert shop.invoke is wrapped and recording_of(shop) is recording
+    assert uninstrument(shop) is recording and uninstrument(shop) is None
+    assert "invoke" not in shop.__dict__ and recording_of(shop) is None
+
+
+async def _noop(*_: Any) -> None:
+    return None
