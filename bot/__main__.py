@@ -6,6 +6,9 @@ mendbot play       the local playground (a virtual Discord in the terminal; scri
                    its own state in <data_dir>/playground (`--data-dir`, `--fresh`)
 mendbot doctor     check configuration, database, git, model and forge access
 mendbot worker     execute improvement runs from the PostgreSQL run queue (improve.run_on: workers)
+mendbot adopt      inspect a bot repository you already have and write its mendbot.yaml
+mendbot attach -- python bot.py
+                   run your bot's own program with mendbot attached (`--play`: in the virtual Discord)
 
 When a deploy changes code the process cannot reload (`bot/`, `pyproject.toml`), the bot
 drains and closes, and `run`/`play` end with `deploy.restart_exit_code` (26). Under a
@@ -105,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
         parents=[config],
     )
     parser.add_argument("--version", action=_Version)
-    commands = parser.add_subparsers(dest="command", metavar="{run,play,doctor,worker}")
+    commands = parser.add_subparsers(dest="command", metavar="{run,play,doctor,worker,adopt,attach}")
     commands.add_parser(
         "run", parents=[config], help="run on Discord (needs DISCORD_TOKEN)", description="Run on Discord."
     )
@@ -138,6 +141,26 @@ def _parser() -> argparse.ArgumentParser:
         help="check configuration, database, git, model and forge access",
         description="Check the setup, one line per check.",
     )
+    adopt = commands.add_parser(
+        "adopt",
+        help="inspect a bot repository you already have and write its mendbot.yaml",
+        description="Read a discord.py bot's repository (never running it) and write mendbot.yaml: its "
+        "entry point, bot class, extensions, token variable and data files.",
+    )
+    adopt.add_argument("path", nargs="?", default=".", help="the bot's repository (default: here)")
+    attach = commands.add_parser(
+        "attach",
+        help="run your bot's own program with mendbot attached: mendbot attach -- python bot.py",
+        description="Run a discord.py bot's own program with mendbot attached to the bot it starts "
+        "(settings: mendbot.yaml, from `mendbot adopt`).",
+    )
+    attach.add_argument(
+        "--config", type=Path, default=None, help="mendbot's settings for the bot (default: mendbot.yaml)"
+    )
+    attach.add_argument(
+        "--play", action="store_true", help="run the bot in the local virtual Discord instead of Discord"
+    )
+    attach.add_argument("program", nargs=argparse.REMAINDER, help="-- python bot.py [its arguments]")
     commands.add_parser(
         "worker",
         parents=[config],
@@ -157,6 +180,14 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     config_file: Path | None = getattr(args, "config", None)
+    if args.command == "adopt":
+        from bot.tools.adopt import adopt_main
+
+        return adopt_main(Path(args.path))
+    if args.command == "attach":
+        from bot.tools.attach_run import run_attached
+
+        return run_attached(args.program, config=config_file, play=args.play)
     if args.command == "doctor":
         from bot.tools.doctor import run_doctor
 

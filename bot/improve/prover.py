@@ -48,7 +48,7 @@ from bot.db import proofs as queries
 from bot.db.core import Connection
 from bot.improve.proof import ItemVerdict, Proof, ProofItem, Side, proved_by_replay
 from bot.improve.proof_judge import Timing, judge_replay
-from bot.improve.replay import CALL_TIMEOUT_S, ReplayError, ReplayResult, run_replay
+from bot.improve.replay import CALL_TIMEOUT_S, HostBot, ReplayError, ReplayResult, run_replay
 from bot.improve.replay_plan import Failure, ReplayCase, ReplayPlan, affected_kinds, plan_proof, plan_replay
 from bot.improve.verify import CheckResult, run_check
 from bot.improve.workspace import Workspace
@@ -173,8 +173,10 @@ class Prover:
         if not plan.replayable:
             return {}
         try:
+            config = self._workspace.host
+            host = HostBot(config, self._workspace.repo_root) if config is not None else None
             return await run_replay(
-                checkout, plan, sandbox=self._sandbox, call_timeout_s=self._replay_answer_s
+                checkout, plan, sandbox=self._sandbox, call_timeout_s=self._replay_answer_s, host=host
             )
         except ReplayError as exc:
             return str(exc)

@@ -43,6 +43,7 @@ import yaml
 from bot.improve.replay_plan import ReplayCase, ReplayPlan, extension_of
 from bot.kernel.errors import named_bug
 from bot.kernel.log import get_logger
+from bot.kernel.sections import HostConfig
 from bot.trust import replay_launch
 from bot.trust.loopback_discord_model import message_text
 from bot.trust.sandbox import Sandbox, SandboxUnavailable
@@ -53,6 +54,7 @@ if TYPE_CHECKING:  # the double (and aiohttp's server side) is loaded by the fir
 
 __all__ = [
     "CALL_TIMEOUT_S",
+    "HostBot",
     "Raised",
     "ReplayError",
     "ReplayResult",
@@ -77,6 +79,7 @@ _GUILD_S = 0.2  # after READY, the guild reaches the bot before the first call
 _REPLY_CHARS = 300
 _LAUNCHER = Path(replay_launch.__file__).resolve()
 _INSIDE = "/run/mendbot/replay"  # where the observer's sockets, the config and the launcher are bound
+_MENDBOT_INSIDE = "/run/mendbot/installed"  # the installed mendbot, for a host bot's replay
 _MEMBER = "alice"
 
 
@@ -164,6 +167,14 @@ def _snippet(text: str, limit: int = 60) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+@dataclass(frozen=True)
+class HostBot:
+    """A bot mendbot is attached to (mendbot.yaml's `bot:`), and its live checkout (where its state is)."""
+
+    config: HostConfig
+    live: Path
+
+
 async def run_replay(
     checkout: Path,
     plan: ReplayPlan,
@@ -171,10 +182,16 @@ async def run_replay(
     sandbox: Sandbox,
     ready_timeout_s: float = READY_TIMEOUT_S,
     call_timeout_s: float = CALL_TIMEOUT_S,
+    host: HostBot | None = None,
 ) -> dict[str, ReplayResult]:
     """Start `checkout`'s bot in the sandbox, send it the plan's replayable cases as a member would, and
     return what the observer saw for each (module docstring), by case key. ReplayError when the bot
-    could not be started or did not connect: its output's last lines say why."""
+    could not be started or did not connect: its output's last lines say why.
+
+    For a `host` bot its own program is started (`mendbot attach`, the installed mendbot's, bound
+    read-only into the sandbox), on a writable throwaway checkout holding a copy of its state (its data
+    files, from the live checkout), with its token's variable the observer's token and nothing of the
+    live environment but what mendbot.yaml says it reads."""
     if not plan.replayable:
         return {}
     try:
@@ -184,7 +201,7 @@ async def run_replay(
     # The observer runs on an event loop of its own, in a thread, with a context of its own: the times
     # it measures are the bot's, not this loop's load, and nothing of a virtual clock (the playground's
     # simcord keeps one in context variables) can reach its waits.
-    observe = _observe(checkout, plan, sandbox, ready_timeout_s, call_timeout_s)
+    observe = _observe(checkout, plan, sandbox, ready_timeout_s, call_timeout_s, host=host)
     return await asyncio.get_running_loop().run_in_executor(None, contextvars.Context().run, _run, observe)
 
 
@@ -274,7 +291,13 @@ class _Reports:
 
 
 async def _observe(
-    checkout: Path, plan: ReplayPlan, sandbox: Sandbox, ready_timeout_s: float, call_timeout_s: float
+    checkout: Path,
+    plan: ReplayPlan,
+    sandbox: Sandbox,
+    ready_timeout_s: float,
+    call_timeout_s: float,
+    *,
+    host: HostBot | None = None,
 ) -> dict[str, ReplayResult]:
     from bot.trust.loopback_discord import DiscordDouble
 
@@ -284,9 +307,11 @@ async def _observe(
         server = await asyncio.start_unix_server(reports.serve, path=str(shared / "monitor.sock"))
         try:
             async with DiscordDouble(unix_socket=shared / "discord.sock", echo=False) as observer:
-                _prepare(shared, observer, plan)
+                _prepare(shared, observer, plan, host)
                 begun = time.monotonic()
-                async with _started(sandbox, checkout, observer, shared, ready_timeout_s) as output:
+                async with _started(
+                    sandbox, checkout, observer, shared, ready_timeout_s, host=host
+                ) as output:
                     general = observer.guild.channel("general")
                     await _armed(reports)
                     ready = time.monotonic()
@@ -317,37 +342,68 @@ async def _observe(
     return results
 
 
-def _prepare(shared: Path, observer: DiscordDouble, plan: ReplayPlan) -> None:
+def _prepare(shared: Path, observer: DiscordDouble, plan: ReplayPlan, host: HostBot | None = None) -> None:
     """The launcher and a config like any start's: its data in the sandbox's /tmp, the observer's guild
     as the dev guild (the slash commands sync there), the extensions that handle the replayed kinds,
     nothing started by itself."""
     observer.member(_MEMBER)
     shutil.copyfile(_LAUNCHER, shared / "launch.py")
-    config = {
+    discord: dict[str, Any] = {
+        "dev_guild_id": observer.guild.id,
+        "dev_channel_ids": [observer.guild.channel("dev").id],
+        "extensions": sorted({extension_of(path) for path in plan.handlers}) or None,
+    }
+    config: dict[str, Any] = {
         "data_dir": "/tmp/mendbot",
         "repo_dir": "/tmp/mendbot",  # no repository: the bot under test never runs git or a fix
         "health": {"enabled": False},
-        "discord": {
-            "dev_guild_id": observer.guild.id,
-            "dev_channel_ids": [observer.guild.channel("dev").id],
-            "extensions": sorted({extension_of(path) for path in plan.handlers}) or None,
-        },
+        "discord": discord,
         "deploy": {"watch_hand_edits": False},
         "improve": {"autonomy": "off"},
     }
+    if host is not None:  # its own program, as mendbot.yaml runs it; its extensions are its own business
+        config["discord"] = {key: value for key, value in discord.items() if key != "extensions"}
+        config["bot"] = host.config.model_dump(exclude={"checks"})
     (shared / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (shared / "watched.json").write_text(json.dumps(plan.watched))
     os.chmod(shared, 0o755)
 
 
+def _mendbot_binds() -> dict[Path, str]:
+    """The installed mendbot's code and prompts, read-only in the sandbox: what attaches to a host bot."""
+    root = Path(replay_launch.__file__).resolve().parents[2]
+    return {root / part: f"{_MENDBOT_INSIDE}/{part}" for part in ("bot", "cogs", "prompts")}
+
+
+def _copy_state(host: HostBot, checkout: Path) -> None:
+    """The bot's state (its data files as they are in the live checkout) copied into the replay's."""
+    for name in host.config.data_files:
+        source, target = host.live / name, checkout / name
+        if source.is_file() and target.resolve().is_relative_to(checkout.resolve()):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+
+
 @contextlib.asynccontextmanager
 async def _started(
-    sandbox: Sandbox, checkout: Path, observer: DiscordDouble, shared: Path, ready_timeout_s: float
+    sandbox: Sandbox,
+    checkout: Path,
+    observer: DiscordDouble,
+    shared: Path,
+    ready_timeout_s: float,
+    *,
+    host: HostBot | None = None,
 ) -> AsyncIterator[Path]:
-    """The checkout's `mendbot run` in the sandbox, connected to `observer`; stopped after the block.
-    Yields the file its output goes to."""
-    async with sandbox.jail(checkout, git_dir=None, writable=False, binds={shared: _INSIDE}) as jail:
-        env = jail.environment({"DISCORD_TOKEN": observer.token, "PYTHONUNBUFFERED": "1"})
+    """The checkout's `mendbot run` (a host bot's own program, with mendbot attached) in the sandbox,
+    connected to `observer`; stopped after the block. Yields the file its output goes to."""
+    binds = {shared: _INSIDE, **(_mendbot_binds() if host is not None else {})}
+    if host is not None:
+        _copy_state(host, checkout)
+    async with sandbox.jail(checkout, git_dir=None, writable=host is not None, binds=binds) as jail:
+        variables = {"DISCORD_TOKEN": observer.token, "PYTHONUNBUFFERED": "1"}
+        if host is not None:
+            variables = {**host.config.env, host.config.token_env: observer.token, "PYTHONUNBUFFERED": "1"}
+        env = jail.environment(variables)
         argv = [
             jail.python,
             f"{_INSIDE}/launch.py",
@@ -355,6 +411,7 @@ async def _started(
             f"{_INSIDE}/config.yaml",
             f"{_INSIDE}/monitor.sock",
             f"{_INSIDE}/watched.json",
+            *([_MENDBOT_INSIDE] if host is not None else []),
         ]
         command = jail.command(argv, env, wall_s=ready_timeout_s + 10 * 60)
         output = jail.scratch / "replay-output.log"

@@ -34,18 +34,23 @@ failure back to the agent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import shlex
 import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from bot.improve.workspace import Workspace
 from bot.kernel.git import git
 from bot.kernel.log import get_logger
+from bot.kernel.sections import HostConfig
+from bot.trust import host_smoke
 from bot.trust.sandbox import Jail, Sandbox, SandboxUnavailable
 
 __all__ = [
@@ -63,6 +68,9 @@ _log = get_logger(__name__)
 
 OUTPUT_TAIL_CHARS = 4000
 SMOKE_CHECK = "python -m bot.tools.smoke"
+# A bot mendbot is attached to: the installed mendbot's smoke load of it, bound read-only into the sandbox.
+_HOST_SMOKE_INSIDE = "/run/mendbot/smoke"
+HOST_SMOKE_CHECK = f"python {_HOST_SMOKE_INSIDE}/host_smoke.py {_HOST_SMOKE_INSIDE}/spec.json"
 _SMOKE_TIMEOUT_S = 120.0
 _KILLED = 124  # the supervisor's exit code when the sandbox ended the command
 _PYTHON_NAMES = {"python", "python3", f"python{sys.version_info.major}.{sys.version_info.minor}"}
@@ -218,7 +226,27 @@ async def verify_commit(
             total_timeout_s=total_timeout_s,
             smoke=smoke,
             redact=redact,
+            host=workspace.host,
         )
+
+
+@contextlib.contextmanager
+def _host_smoke(host: HostConfig) -> Iterator[dict[Path, str]]:
+    """The binds that give the sandbox the installed smoke load of a host bot and what it loads."""
+    shared = Path(tempfile.mkdtemp(prefix="mendbot-smoke-"))
+    try:
+        shutil.copyfile(host_smoke.__file__, shared / "host_smoke.py")
+        spec = {
+            "bot_class": host.bot_class,
+            "extensions": host.extensions,
+            "path": host.path,
+            "env": host.env,
+        }
+        (shared / "spec.json").write_text(json.dumps(spec))
+        os.chmod(shared, 0o755)
+        yield {shared: _HOST_SMOKE_INSIDE}
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 async def _run_checks(
@@ -260,6 +288,7 @@ async def verify(
     total_timeout_s: float | None = None,
     smoke: bool = True,
     redact: Callable[[str], str] = str,
+    host: HostConfig | None = None,
 ) -> Verification:
     """Run `checks`, and alongside them the smoke check, in the tree `worktree`, sandboxed; ok only if every
     one passed.
@@ -268,7 +297,9 @@ async def verify(
     `total_timeout_s` (default twice `timeout_s`) bounds the configured checks together — one that cannot
     start within it fails as skipped. The smoke check always runs, under min(`timeout_s`, 120 s). `sha`
     names what the tree is (default: its HEAD) — `verify_commit` makes sure it is exactly that.
-    Output passes through `redact`.
+    Output passes through `redact`. For a `host` bot (not mendbot's own) the smoke load is the installed
+    mendbot's of that bot (bot/trust/host_smoke.py), in a tree it may write to (its program may, as
+    when it runs: a log file, its database), which is a throwaway copy.
     """
     started = time.monotonic()
     worktree = _absolute(worktree)
@@ -281,28 +312,17 @@ async def verify(
         return Verification(ok=False, checks=[refused], sha=sha)
     budget = total_timeout_s if total_timeout_s is not None else 2 * timeout_s
     results: list[CheckResult] = []
-    async with sandbox.jail(worktree, git_dir=git_dir, writable=False) as jail:
-        check_env = jail.environment()
-        # The smoke load reads the same read-only tree as the checks and judges nothing of theirs: it
-        # runs alongside them, so a verification takes the longer of the two rather than their sum.
-        smoke_run = (
-            asyncio.ensure_future(
-                run_check(SMOKE_CHECK, jail, check_env, min(timeout_s, _SMOKE_TIMEOUT_S), redact)
+    with contextlib.ExitStack() as stack:
+        binds = stack.enter_context(_host_smoke(host)) if host is not None else {}
+        async with sandbox.jail(worktree, git_dir=git_dir, writable=host is not None, binds=binds) as jail:
+            results = await _checks_and_smoke(
+                jail,
+                checks,
+                HOST_SMOKE_CHECK if host is not None else SMOKE_CHECK if smoke else None,
+                timeout_s=timeout_s,
+                budget=budget,
+                redact=redact,
             )
-            if smoke
-            else None
-        )
-        try:
-            await _run_checks(
-                checks, jail, check_env, timeout_s=timeout_s, budget=budget, redact=redact, results=results
-            )
-        except BaseException:  # the checks were interrupted (cancelled): so is the smoke load
-            if smoke_run is not None:
-                smoke_run.cancel()
-                await asyncio.wait([smoke_run])
-            raise
-        if smoke_run is not None:
-            results.append(await smoke_run)
     verification = Verification(ok=all(r.ok for r in results), checks=results, sha=sha)
     _log.info(
         "verified",
@@ -316,3 +336,36 @@ async def verify(
         wall_s=round(time.monotonic() - started, 3),
     )
     return verification
+
+
+async def _checks_and_smoke(
+    jail: Jail,
+    checks: list[str],
+    smoke: str | None,
+    *,
+    timeout_s: float,
+    budget: float,
+    redact: Callable[[str], str],
+) -> list[CheckResult]:
+    """The checks in turn and, alongside them, the smoke load (listed last)."""
+    results: list[CheckResult] = []
+    check_env = jail.environment()
+    # The smoke load reads the same tree as the checks and judges nothing of theirs: it runs alongside
+    # them, so a verification takes the longer of the two rather than their sum.
+    smoke_run = (
+        asyncio.ensure_future(run_check(smoke, jail, check_env, min(timeout_s, _SMOKE_TIMEOUT_S), redact))
+        if smoke is not None
+        else None
+    )
+    try:
+        await _run_checks(
+            checks, jail, check_env, timeout_s=timeout_s, budget=budget, redact=redact, results=results
+        )
+    except BaseException:  # the checks were interrupted (cancelled): so is the smoke load
+        if smoke_run is not None:
+            smoke_run.cancel()
+            await asyncio.wait([smoke_run])
+        raise
+    if smoke_run is not None:
+        results.append(await smoke_run)
+    return results

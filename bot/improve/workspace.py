@@ -28,6 +28,7 @@ from pathlib import Path
 from bot.kernel.git import GitError, driver_problem, git
 from bot.kernel.log import get_logger
 from bot.kernel.process import ProcessResult
+from bot.kernel.sections import HostConfig
 from bot.trust.secret_scan import scan_for_secrets
 from bot.trust.trees import HostileTree, Symlink, check_change, commit_worktree, materialise
 
@@ -104,8 +105,12 @@ class Workspace:
         identity: tuple[str, str] = ("mendbot", "mendbot@localhost"),
         *,
         base_branch: str = "main",
+        host: HostConfig | None = None,
     ) -> None:
         self.repo_root = repo_root.resolve()
+        # The bot the repository is, when it is not mendbot's own (mendbot.yaml): how its checks' smoke
+        # load builds it and how the replay runs its program.
+        self.host = host
         self.worktrees_dir = worktrees_dir.resolve()
         if self.worktrees_dir == self.repo_root or self.worktrees_dir in self.repo_root.parents:
             # cleanup_stray deletes whatever it finds there that it was not asked to keep

@@ -115,8 +115,11 @@ def configure_logging(
     json_level: str = "INFO",
     redactor: Redacting,
     console_tracebacks: bool = True,
+    logger: str | None = None,
 ) -> None:
-    """Send structlog and stdlib records to a JSON file and a readable console stream, redacted."""
+    """Send structlog and stdlib records to a JSON file and a readable console stream, redacted: all of
+    them, or with `logger` those of that logger only (mendbot's own, `bot`, in a program that is not
+    mendbot's and keeps its logging as it set it up)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     redact = _redacting(redactor)
     structlog.configure(
@@ -159,13 +162,16 @@ def configure_logging(
         )
     )
     console.addFilter(_ConsoleFilter())
-    root = logging.getLogger()
+    root = logging.getLogger(logger)
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()
     root.addHandler(json_handler)
     root.addHandler(console)
     root.setLevel(min(logging.getLevelName(console_level), logging.getLevelName(json_level)))
+    if logger is not None:
+        root.propagate = False
+        return
     # discord.py's gateway chatter is DEBUG/INFO; keep its warnings and errors.
     logging.getLogger("discord").setLevel(logging.WARNING)
 

@@ -16,6 +16,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 
 __all__ = [
     "DEFAULT_PROTECTED_PATHS",
+    "HOST_CHECKS",
+    "HOST_PROTECTED_PATHS",
     "LOG_LEVELS",
     "AccessConfig",
     "AuditConfig",
@@ -29,6 +31,7 @@ __all__ = [
     "ErrorRateRule",
     "ForgeConfig",
     "HealthConfig",
+    "HostConfig",
     "ImproveConfig",
     "LatencyRule",
     "LoggingConfig",
@@ -219,6 +222,7 @@ DEFAULT_PROTECTED_PATHS = (
     # history, which runs on the live database at the next start.
     "bot/db/",
     "bot/runtime/",  # which sandbox, guard, merger and approval service the running bot is built with
+    "bot/attach/",  # the extension a bot loads to have mendbot attached
     "bot/scale/",  # which process leads, and which runs the runs
     "bot/__main__.py",  # the entry point: what starts, with which settings
     "bot/__init__.py",
@@ -235,6 +239,62 @@ DEFAULT_PROTECTED_PATHS = (
     "config*.yaml",
     "prompts/agent/",
 )
+
+
+# A bot mendbot is attached to (mendbot.yaml): what only a security-flagged run may change — its secrets,
+# its configuration, its CI and packaging, and mendbot's own settings. mendbot itself is not in its tree.
+HOST_PROTECTED_PATHS = (
+    ".env*",
+    "*.env",
+    "*.pem",
+    "*.key",
+    "mendbot.yaml",
+    "config*.json",
+    "config*.yaml",
+    "config*.yml",
+    "config*.toml",
+    "settings*.json",
+    ".github/",
+    ".gitlab-ci.yml",
+    ".ci/",
+    "Dockerfile",
+    "docker-compose*.yml",
+    "requirements*.txt",
+    "pyproject.toml",
+    "setup.py",
+    "setup.cfg",
+)
+# A bot's checks when it names none (`bot.checks`): none of its own. Whatever they are, the smoke load
+# (every module compiled, every extension loaded into a throwaway instance of its bot class:
+# bot/trust/host_smoke.py) and the replay of its program run beside them.
+HOST_CHECKS: tuple[str, ...] = ()
+
+
+class HostConfig(_Section):
+    """The bot mendbot is attached to, when it is not mendbot's own (mendbot.yaml, written by `mendbot
+    adopt`): how to run it, what it is made of, what it needs."""
+
+    # The program, as `mendbot attach -- …` runs it and as the replay launches it: ["python", "bot.py"].
+    entry: list[str] = Field(min_length=1)
+    # Its bot class, `module:Class` ("bot:DiscordBot"), built never logged in by the smoke load; None: the
+    # bot is a discord.py class itself (`commands.Bot(...)` in a script).
+    bot_class: str | None = None
+    extensions: list[str] = Field(default_factory=list)  # its extensions, as it loads them ("cogs.fun")
+    path: list[str] = Field(default_factory=list)  # directories first on its import path (a src/ layout)
+    token_env: str = "DISCORD_TOKEN"  # the environment variable its token is read from
+    # What else its program reads from the environment and is no secret ({"PREFIX": "!"}): given to it in
+    # the replay, where nothing of the live environment is.
+    env: dict[str, str] = Field(default_factory=dict)
+    # Its state (repository paths: its SQLite file, say), copied from the live checkout into the replay's.
+    data_files: list[str] = Field(default_factory=list)
+    checks: list[str] | None = None  # its own checks; None: HOST_CHECKS
+
+    @field_validator("entry")
+    @classmethod
+    def _a_program(cls, value: list[str]) -> list[str]:
+        if not value[0].strip():
+            raise ValueError('must name the program, e.g. ["python", "bot.py"]')
+        return value
 
 
 class ImproveConfig(_Section):

@@ -21,9 +21,19 @@ from typing import Any
 
 import yaml
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bot.kernel.sections import (
+    HOST_CHECKS,
+    HOST_PROTECTED_PATHS,
     AccessConfig,
     AuditConfig,
     ChatConfig,
@@ -34,6 +44,7 @@ from bot.kernel.sections import (
     DrillConfig,
     ForgeConfig,
     HealthConfig,
+    HostConfig,
     ImproveConfig,
     LoggingConfig,
     ObserveConfig,
@@ -144,6 +155,18 @@ class Settings(BaseModel):
     audit: AuditConfig = Field(default_factory=AuditConfig)
     drill: DrillConfig = Field(default_factory=DrillConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    # The bot mendbot is attached to (mendbot.yaml); None: mendbot's own sample bot and repository.
+    bot: HostConfig | None = None
+
+    @model_validator(mode="after")
+    def _a_host_bots_defaults(self) -> Settings:
+        """An attached bot's checks and protected paths are its own, unless mendbot.yaml sets them."""
+        if self.bot is not None:
+            if "checks" not in self.improve.model_fields_set:
+                self.improve.checks = list(self.bot.checks if self.bot.checks is not None else HOST_CHECKS)
+            if "protected_paths" not in self.improve.model_fields_set:
+                self.improve.protected_paths = list(HOST_PROTECTED_PATHS)
+        return self
 
     @field_validator(
         "discord_token", "anthropic_api_key", "github_token", "anthropic_base_url", mode="before"

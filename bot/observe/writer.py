@@ -44,6 +44,12 @@ _PIPE_BYTES = 1 << 20
 _ENVIRONMENT = frozenset({"PATH", "HOME", "LANG", "TZ", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR"})
 # Where the `bot` package this code runs from lives: the writer process imports it from there too.
 _IMPORT_ROOT = str(Path(__file__).resolve().parent.parent.parent)
+# `python -m` would put the working directory first on the path: a bot mendbot is attached to runs from its
+# own, where a `bot.py` would be taken for mendbot's `bot`. mendbot's own directory goes first instead.
+_START = (
+    f"import runpy, sys; sys.path.insert(0, {_IMPORT_ROOT!r}); "
+    "runpy.run_module('bot.observe.writer', run_name='__main__', alter_sys=True)"
+)
 _dump_line = json.JSONEncoder(default=str, ensure_ascii=False, separators=(",", ":")).encode
 _ORJSON_OPTIONS = orjson.OPT_APPEND_NEWLINE
 
@@ -285,8 +291,8 @@ class WriterProcess:
     async def _start(self) -> asyncio.subprocess.Process:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
-            "-m",
-            "bot.observe.writer",
+            "-c",
+            _START,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env=_writer_environment(),

@@ -213,7 +213,7 @@ async def _assemble(
     recorder = ActionRecorder(
         database=settings.database_target,
         ndjson_path=settings.log_dir / "actions.ndjson",
-        repo_root=REPO_ROOT,
+        repo_root=REPO_ROOT if settings.bot is None else settings.repo_dir.resolve(),
         clock=clock,
         queue_size=observe.queue_size,
         ndjson_max_bytes=observe.ndjson_max_bytes,
@@ -224,6 +224,7 @@ async def _assemble(
         busy_timeout_ms=storage_config.busy_timeout_ms,
         more_roots=(settings.repo_dir,),
     )
+
     incidents = IncidentService(
         db,
         observe,
@@ -434,7 +435,7 @@ async def _build_improve(
         runs=runs,
         policy=policy,
         memory=Memory(db, clock),
-        workspace=Workspace(repo_root, settings.data_dir.resolve() / "worktrees"),
+        workspace=Workspace(repo_root, settings.data_dir.resolve() / "worktrees", host=settings.bot),
         forge=_forge(settings, db, repo_root, clock),
         prompts=prompts,
         agent_factory=new_agent,

@@ -3,12 +3,18 @@
 `bot.improve.replay` binds this file read-only into the sandbox (like `bot/trust/supervise.py`, the copy that
 runs is the installed bot's, never the checkout's) and runs it with the checkout first on `sys.path`:
 
-    python /run/mendbot/replay/launch.py SOCKET CONFIG [MONITOR WATCHED]
+    python /run/mendbot/replay/launch.py SOCKET CONFIG [MONITOR WATCHED [MENDBOT]]
 
 It points discord.py at the observer — the loopback Discord (`bot.trust.loopback_discord`) that the bot
 process outside the sandbox serves on the unix socket `SOCKET`, bound in — and then hands over to the
 checkout's own `mendbot run` (`bot.__main__.main`) with the config file `CONFIG`. It imports only the
 standard library, aiohttp, yarl and discord.py before that.
+
+A bot mendbot is attached to (not mendbot's own) is started by its own program instead: with `MENDBOT`,
+the directory where the installed mendbot's `bot/`, `cogs/` and `prompts/` are bound read-only, the
+launcher imports mendbot's `bot` package and its `mendbot` extension from there — never from the
+checkout, whose `bot.py` may have that name — and hands over to `mendbot attach --config CONFIG`, which
+runs the program mendbot.yaml names, in the checkout, with mendbot attached.
 
 **What the code raises, seen from outside it.** With `MONITOR` (a second unix socket the observer serves),
 the launcher watches every exception raised in the checkout's own frames while the replayed calls run —
@@ -194,9 +200,25 @@ def _bytes(msg: str | bytes) -> bytes:
     return msg if isinstance(msg, bytes) else msg.encode(errors="replace")
 
 
+def _installed_mendbot(root: str) -> Any:
+    """mendbot's `bot` package and `mendbot` extension, from the installed copy bound at `root`; its entry
+    point (`bot.__main__.main`)."""
+    import importlib.util
+
+    for name, package in (("bot", f"{root}/bot"), ("mendbot", f"{root}/bot/attach")):
+        spec = importlib.util.spec_from_file_location(
+            name, f"{package}/__init__.py", submodule_search_locations=[package]
+        )
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return importlib.import_module("bot.__main__").main
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) not in (3, 5):
-        sys.stderr.write("usage: launch.py SOCKET CONFIG [MONITOR WATCHED]\n")
+    if len(argv) not in (3, 5, 6):
+        sys.stderr.write("usage: launch.py SOCKET CONFIG [MONITOR WATCHED [MENDBOT]]\n")
         return 2
     socket_path, config = argv[1], argv[2]
     import aiohttp
@@ -215,10 +237,13 @@ def main(argv: list[str]) -> int:
     discord.http.Route.BASE = API
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(GATEWAY)
 
-    if len(argv) == 5:
+    if len(argv) >= 5:
         with open(argv[4], encoding="utf-8") as listed:
             files = [str(path) for path in json.load(listed)]
         _armed_at_ready(_watch(argv[3], os.getcwd(), files))
+    if len(argv) == 6:  # a bot mendbot is attached to: its own program, with the installed mendbot
+        attached = _installed_mendbot(argv[5])
+        return int(attached(["attach", "--config", config]))
     # The checkout's own entry point, whatever it imports: named, so that nothing in the installed bot
     # depends on it.
     mendbot = importlib.import_module("bot.__main__").main

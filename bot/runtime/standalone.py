@@ -1,0 +1,110 @@
+"""mendbot attached to a bot it did not build: settings from `mendbot.yaml`, services of its own, and a
+life tied to the bot's.
+
+`attach_to(bot)` is what both ways in call — the `mendbot` extension's `setup` (bot/attach) and the
+runner of `mendbot attach -- python bot.py` (bot/tools/attach_run.py) — and doing it twice changes
+nothing. It reads `mendbot.yaml` (or `MENDBOT_CONFIG`; its `repo_dir` and `data_dir` are read from
+the file's directory), sends mendbot's own log records to its JSON log and warnings to the console
+(the program's logging stays as the program set it up), builds the services on the bot's repository
+and attaches (bot/runtime/attachment.py). When the bot is ready, mendbot's slash commands are synced to
+the dev guild and failed extensions are reported there; when the bot closes, the services close.
+
+A restart a deploy asked for closes the bot, which ends its program; the process then ends with the
+restart exit code under a supervisor (`MENDBOT_SUPERVISED=1`), or starts the same program again.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import wrapt
+
+from bot.kernel.log import configure_logging, get_logger
+from bot.kernel.settings import ConfigError, Settings, load_settings
+from bot.runtime.attachment import Attachment, attach
+from bot.runtime.instrument import recording_of
+from bot.runtime.recording import Host
+from bot.runtime.services import build_services
+from bot.trust.redact import Redactor
+
+__all__ = ["CONFIG_FILE", "attach_to", "host_settings"]
+
+_log = get_logger(__name__)
+
+CONFIG_FILE = "mendbot.yaml"
+
+
+def host_settings(config_file: Path | None = None) -> Settings:
+    """The settings of an attached bot: `config_file`, else `MENDBOT_CONFIG`, else ./mendbot.yaml; a
+    relative `repo_dir` or `data_dir` is read from the file's directory. ConfigError when there is none."""
+    path = config_file or Path(os.environ.get("MENDBOT_CONFIG") or CONFIG_FILE)
+    if not path.is_file():
+        raise ConfigError(
+            f"config error: {path} does not exist — run `mendbot adopt` in your bot's repository first"
+        )
+    settings = load_settings(path)
+    if settings.bot is None:
+        raise ConfigError(
+            f"config error: {path} has no `bot:` section saying how your bot runs — "
+            "`mendbot adopt` writes one"
+        )
+    base = path.resolve().parent
+    settings.repo_dir = settings.repo_dir if settings.repo_dir.is_absolute() else base / settings.repo_dir
+    settings.data_dir = settings.data_dir if settings.data_dir.is_absolute() else base / settings.data_dir
+    return settings
+
+
+async def attach_to(bot: Host, settings: Settings | None = None) -> Attachment:
+    """Attach mendbot to a bot it did not build (once: a second call returns the first attachment)."""
+    found = recording_of(bot)
+    if isinstance(found, Attachment):
+        return found
+    settings = settings or host_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    configure_logging(
+        settings.log_dir,
+        console_level="WARNING",
+        json_level=settings.level or "INFO",
+        redactor=Redactor.from_settings(settings),
+        console_tracebacks=False,  # the program's console is its own: one line each, tracebacks in the log
+        logger="bot",
+    )
+    services = await build_services(settings)
+    mend = attach(bot, services, owns_services=True)
+    mend.sampler.start()
+    _closing_with(bot, mend)
+
+    bot.add_listener(mend.on_ready, "on_ready")
+    atexit.register(_restart_if_asked, mend)
+    _log.info("attached", bot=type(bot).__qualname__, repo=str(settings.repo_dir))
+    return mend
+
+
+def _closing_with(bot: Host, mend: Attachment) -> None:
+    """The bot's `close`, then mendbot's: its services end with the bot."""
+
+    async def close(wrapped: Any, _instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        try:
+            return await wrapped(*args, **kwargs)
+        finally:
+            await mend.closed()
+
+    bot.close = wrapt.FunctionWrapper(bot.close, close)  # type: ignore[method-assign]
+
+
+def _restart_if_asked(mend: Attachment) -> None:
+    """At the program's end, after a restart a deploy asked for: the restart code for a supervisor, or the
+    same program again in this process."""
+    if mend.restart_requested is None:
+        return
+    code = mend.services.settings.deploy.restart_exit_code
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.environ.get("MENDBOT_SUPERVISED") == "1":
+        os._exit(code)
+    print("mendbot: restarting your bot to apply an update", file=sys.stderr, flush=True)
+    os.execv(sys.executable, list(sys.orig_argv))

@@ -1,0 +1,403 @@
+"""`mendbot adopt [PATH]`: read a discord.py bot's repository, never running it, and write its mendbot.yaml.
+
+What it looks for, with `ast` over every Python file of the tree git tracks:
+
+- the **entry point**: the module that runs a bot (`bot.run(…)`, `asyncio.run(main())` over `bot.start`)
+  at module level or under `if __name__ == "__main__"` — a root script (`bot.py`, `index.py`) or a
+  package's `__main__.py` (run as `python -m pkg`, a `src/` layout's directory put on the path);
+- the **bot class**: a subclass of `commands.Bot` or `AutoShardedBot` (followed through the repository's
+  own classes), or none when the program builds `commands.Bot(…)` itself;
+- the **extensions**: every module with a top-level `setup` function, named as the program imports it;
+- the **token's environment variable**: what the bot's `run`/`start`/`login` is given, followed to
+  `os.getenv("…")` / `os.environ[…]`; a token read from a file is refused, since the replay gives the
+  bot a token of its own through the environment;
+- the **data files**: SQLite files the code names (`…/database.db`), copied into the replay;
+- **other environment variables** it reads that are no secret, with their values from `.env` when it
+  is there (the replay has nothing of the live environment).
+
+It refuses, in one line, what it cannot handle: a directory that is not a git repository, uncommitted
+changes, no bot, no entry point, a token from a file, a package named `bot` (mendbot's own package's
+name). Otherwise it writes `mendbot.yaml`, prints what it found and the one thing left to do.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import yaml
+from dotenv import dotenv_values
+
+from bot.kernel.settings import EX_CONFIG
+
+__all__ = ["AdoptError", "Found", "adopt_main", "inspect_repository", "write_config"]
+
+CONFIG_FILE = "mendbot.yaml"
+_BOT_BASES = {"Bot", "AutoShardedBot"}
+_CLIENT_BASES = {"Client", "AutoShardedClient"}
+_SECRET_WORDS = ("token", "secret", "key", "password", "passwd", "auth", "cookie", "session", "webhook")
+_DATA_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+_ENTRY_NAMES = ("bot.py", "main.py", "index.py", "run.py", "app.py", "launcher.py", "start.py")
+
+
+class AdoptError(Exception):
+    """The repository cannot be adopted as it is; the message is the whole explanation."""
+
+
+@dataclass
+class Found:
+    """What adopt found in a bot's repository."""
+
+    entry: list[str]
+    bot_class: str | None
+    extensions: list[str]
+    token_env: str
+    data_files: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    path: list[str] = field(default_factory=list)  # directories put first on sys.path (a src/ layout)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Module:
+    path: PurePosixPath  # repository path
+    name: str  # module name as the program imports it
+    tree: ast.Module
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", "-C", str(root), *args], capture_output=True, text=True, check=False, timeout=60
+    )
+
+
+def _tracked_python(root: Path) -> list[PurePosixPath]:
+    listing = _git(root, "ls-files", "-z", "--", "*.py")
+    return sorted(PurePosixPath(name) for name in listing.stdout.split("\0") if name)
+
+
+def _module_name(path: PurePosixPath, roots: list[str]) -> str:
+    parts = list(path.with_suffix("").parts)
+    for root in roots:
+        prefix = PurePosixPath(root).parts
+        if tuple(parts[: len(prefix)]) == prefix:
+            parts = parts[len(prefix) :]
+            break
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _attr_name(node: ast.expr) -> str:
+    """`commands.Bot` → "Bot", `Bot` → "Bot"."""
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Subscript):  # commands.Bot[...] is not a thing, but Generic[...] bases are
+        return _attr_name(node.value)
+    return ""
+
+
+def _calls(tree: ast.AST) -> list[ast.Call]:
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Call)]
+
+
+def _top_level(tree: ast.Module) -> list[ast.stmt]:
+    """Statements that run when the module runs as a program: module level and `if __name__ == …`."""
+    found: list[ast.stmt] = []
+    for stmt in tree.body:
+        if isinstance(stmt, ast.If) and "__name__" in ast.unparse(stmt.test):
+            found.extend(stmt.body)
+        elif not isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            found.append(stmt)
+    return found
+
+
+def _runs_a_bot(tree: ast.Module) -> bool:
+    """Whether running the module starts a bot: `x.run(…)` or `asyncio.run(…)` when it runs."""
+    for stmt in _top_level(tree):
+        for call in _calls(stmt):
+            if isinstance(call.func, ast.Attribute) and call.func.attr == "run":
+                return True
+    return False
+
+
+def _env_name(node: ast.expr | None, assignments: dict[str, ast.expr]) -> str | None:
+    """The environment variable an expression reads, following a name to its assignment."""
+    if node is None:
+        return None
+    if isinstance(node, ast.Name) and node.id in assignments:
+        return _env_name(assignments[node.id], {k: v for k, v in assignments.items() if k != node.id})
+    if isinstance(node, ast.Call) and _attr_name(node.func) in ("getenv", "get"):
+        first = node.args[0] if node.args else None
+        if isinstance(first, ast.Constant) and isinstance(first.value, str):
+            return first.value
+    if isinstance(node, ast.Subscript) and "environ" in ast.unparse(node.value):
+        key = node.slice
+        if isinstance(key, ast.Constant) and isinstance(key.value, str):
+            return key.value
+    return None
+
+
+def _reads_a_file(node: ast.expr | None, assignments: dict[str, ast.expr]) -> bool:
+    if node is None:
+        return False
+    if isinstance(node, ast.Name) and node.id in assignments:
+        return _reads_a_file(assignments[node.id], {k: v for k, v in assignments.items() if k != node.id})
+    text = ast.unparse(node)
+    return any(word in text for word in ("open(", "read_text(", "json.load", "config[", "read()"))
+
+
+def _assignments(tree: ast.Module) -> dict[str, ast.expr]:
+    found: dict[str, ast.expr] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            found[node.targets[0].id] = node.value
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            found[node.target.id] = node.value
+    return found
+
+
+def _token(modules: list[_Module]) -> tuple[str | None, str | None]:
+    """(the token's environment variable, or what reads it from a file) — from the bot's run/start/login."""
+    for module in modules:
+        assignments = _assignments(module.tree)
+        for call in _calls(module.tree):
+            if _attr_name(call.func) not in ("run", "start", "login") or not call.args:
+                continue
+            argument = call.args[0]
+            name = _env_name(argument, assignments)
+            if name is not None:
+                return name, None
+            if _reads_a_file(argument, assignments):
+                return None, f"{module.path}: {ast.unparse(argument)[:60]}"
+    return None, None
+
+
+def _bot_classes(modules: list[_Module]) -> dict[str, tuple[_Module, ast.ClassDef]]:
+    """Every class of the repository that is a discord.py bot, by name (through its own subclasses)."""
+    classes = {
+        node.name: (module, node)
+        for module in modules
+        for node in ast.walk(module.tree)
+        if isinstance(node, ast.ClassDef)
+    }
+    bots: dict[str, tuple[_Module, ast.ClassDef]] = {}
+    changed = True
+    while changed:
+        changed = False
+        for name, (module, node) in classes.items():
+            if name in bots:
+                continue
+            bases = {_attr_name(base) for base in node.bases}
+            if bases & _BOT_BASES or bases & set(bots):
+                bots[name] = (module, node)
+                changed = True
+    return bots
+
+
+def _env_reads(modules: list[_Module]) -> list[str]:
+    names = []
+    for module in modules:
+        for call in _calls(module.tree):
+            name = _env_name(call, {})
+            if name is not None and name not in names:
+                names.append(name)
+        for node in ast.walk(module.tree):
+            if isinstance(node, ast.Subscript):
+                name = _env_name(node, {})
+                if name is not None and name not in names:
+                    names.append(name)
+    return names
+
+
+def _data_files(modules: list[_Module]) -> list[str]:
+    """SQLite files the code names (`"data/shop.db"`, `f"{here}/database/database.db"`), as repository
+    paths: a program runs from its root."""
+    found: list[str] = []
+    for module in modules:
+        for node in ast.walk(module.tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                value = node.value.strip().lstrip("/").removeprefix("./")
+                if value.endswith(_DATA_SUFFIXES) and " " not in value and value not in found:
+                    found.append(value)
+    return found
+
+
+def _secret(name: str) -> bool:
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
+
+
+def inspect_repository(root: Path) -> Found:
+    """What the repository at `root` is, or AdoptError saying why it cannot be adopted."""
+    root = root.resolve()
+    if not root.is_dir():
+        raise AdoptError(f"mendbot adopt: {root} is not a directory")
+    if _git(root, "rev-parse", "--show-toplevel").returncode != 0:
+        raise AdoptError(
+            f"mendbot adopt: {root} is not a git repository — mendbot proposes its fixes as commits: "
+            "`git init`, commit your bot, then adopt it"
+        )
+    status = _git(root, "status", "--porcelain", "--untracked-files=no").stdout.splitlines()
+    if status:
+        shown = ", ".join(line[3:] for line in status[:3])
+        raise AdoptError(f"mendbot adopt: {root} has uncommitted changes ({shown}) — commit them first")
+    files = _tracked_python(root)
+    if any(path.parts[:1] == ("bot",) and len(path.parts) > 1 for path in files):
+        raise AdoptError(
+            "mendbot adopt: your bot's package is named `bot`, which is mendbot's own package's name — "
+            "mendbot cannot run beside it; rename the package (e.g. `mybot/`) and adopt again"
+        )
+    roots = ["src"] if any(path.parts[:1] == ("src",) for path in files) else []
+    modules: list[_Module] = []
+    for path in files:
+        try:
+            tree = ast.parse((root / path).read_text(encoding="utf-8"), str(path))
+        except (SyntaxError, UnicodeDecodeError, OSError):
+            continue
+        modules.append(_Module(path, _module_name(path, roots), tree))
+    bots = _bot_classes(modules)
+    builds = [
+        module for module in modules for call in _calls(module.tree) if _attr_name(call.func) in _BOT_BASES
+    ]
+    clients = [
+        module for module in modules for call in _calls(module.tree) if _attr_name(call.func) in _CLIENT_BASES
+    ]
+    if not bots and not builds:
+        what = " (a discord.Client without commands: mendbot attaches to a commands.Bot)" if clients else ""
+        raise AdoptError(
+            f"mendbot adopt: no discord.py bot found in {root}{what} — mendbot attaches to a "
+            "commands.Bot or AutoShardedBot subclass, or a `commands.Bot(…)` your program builds"
+        )
+    entry = _entry(modules, roots)
+    if entry is None:
+        raise AdoptError(
+            f"mendbot adopt: found a bot but no program that runs it in {root} — mendbot runs your "
+            "bot's own entry point (a script calling `bot.run(…)`, or a package's `__main__.py`)"
+        )
+    token, from_file = _token(modules)
+    if from_file is not None:
+        raise AdoptError(
+            f"mendbot adopt: your bot reads its token from a file ({from_file}) — mendbot gives your bot a "
+            "token through an environment variable when it replays it: read it from one "
+            '(`os.environ["DISCORD_TOKEN"]`, or `.env` with python-dotenv), then adopt again'
+        )
+    notes = []
+    if token is None:
+        token = "DISCORD_TOKEN"
+        notes.append("the token's variable was not found: DISCORD_TOKEN assumed (bot.token_env)")
+    bot_class = None
+    if bots:
+        # The class the entry point builds, else the most derived one.
+        used = {_attr_name(call.func) for call in _calls(entry[1].tree)}
+        name = next((name for name in bots if name in used), None) or list(bots)[-1]
+        module, _ = bots[name]
+        bot_class = f"{module.name}:{name}"
+    extensions = sorted(
+        module.name
+        for module in modules
+        if module is not entry[1]
+        and any(
+            isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == "setup"
+            for node in module.tree.body
+        )
+    )
+    dotenv = {key: value for key, value in dotenv_values(root / ".env").items() if value is not None}
+    env = {
+        name: dotenv.get(name, "")
+        for name in _env_reads(modules)
+        if name != token and not _secret(name) and name in dotenv
+    }
+    return Found(
+        entry=entry[0],
+        bot_class=bot_class,
+        extensions=extensions,
+        token_env=token,
+        data_files=_data_files(modules),
+        env=env,
+        path=roots,
+        notes=notes,
+    )
+
+
+def _entry(modules: list[_Module], roots: list[str]) -> tuple[list[str], _Module] | None:
+    """The program that runs the bot: a root script by its usual names first, then any root script, then
+    a package's `__main__.py`."""
+    running = [module for module in modules if _runs_a_bot(module.tree)]
+    scripts = [module for module in running if len(module.path.parts) == 1]
+    scripts.sort(
+        key=lambda m: (_ENTRY_NAMES.index(m.path.name) if m.path.name in _ENTRY_NAMES else 99, m.path.name)
+    )
+    if scripts:
+        return ["python", str(scripts[0].path)], scripts[0]
+    mains = [module for module in modules if module.path.name == "__main__.py"]
+    for main in mains:
+        if _runs_a_bot(main.tree) or any(_attr_name(c.func) == "run" for c in _calls(main.tree)):
+            return ["python", "-m", main.name], main
+    return None
+
+
+def write_config(root: Path, found: Found) -> Path:
+    """Write `root/mendbot.yaml` for what was found; the file written."""
+    bot: dict[str, object] = {"entry": found.entry}
+    if found.bot_class:
+        bot["bot_class"] = found.bot_class
+    if found.path:
+        bot["path"] = found.path
+    bot["extensions"] = found.extensions
+    bot["token_env"] = found.token_env
+    if found.env:
+        bot["env"] = found.env
+    if found.data_files:
+        bot["data_files"] = found.data_files
+    text = (
+        "# mendbot's settings for this bot (written by `mendbot adopt`; every key: config.example.yaml).\n"
+        "data_dir: .mendbot            # mendbot's database, logs and worktrees (untracked)\n"
+        "repo_dir: .\n"
+        "discord:\n"
+        "  dev_guild_id: null          # your dev server's id: mendbot's commands and reports go there\n"
+        "  dev_channel_ids: []         # its channel for mendbot, e.g. [123456789012345678]\n"
+        "access:\n"
+        '  allowed_user_ids: []        # who may say "fix this" and "ship it": your Discord user id\n'
+        + yaml.safe_dump({"bot": bot}, sort_keys=False, allow_unicode=True)
+    )
+    path = root / CONFIG_FILE
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def adopt_main(root: Path) -> int:
+    """`mendbot adopt [PATH]`: the exit code (78 for a repository it cannot adopt)."""
+    try:
+        found = inspect_repository(root)
+    except AdoptError as exc:
+        print(exc, file=sys.stderr)
+        return EX_CONFIG
+    target = root.resolve() / CONFIG_FILE
+    if target.exists():
+        print(
+            f"mendbot adopt: {target} already exists — left as it is (delete it to adopt again)",
+            file=sys.stderr,
+        )
+        return EX_CONFIG
+    written = write_config(root.resolve(), found)
+    program = " ".join(found.entry)
+    print(f"entry point: {program}")
+    print(f"bot class: {found.bot_class or 'commands.Bot, built by the program'}")
+    print(f"extensions: {', '.join(found.extensions) or 'none'}")
+    print(f"token: ${found.token_env}")
+    if found.data_files:
+        print(f"data files: {', '.join(found.data_files)}")
+    for note in found.notes:
+        print(f"note: {note}")
+    print(f"wrote {written.name}")
+    print(
+        f"one thing left: put your dev server's and channel's ids and your Discord user id in "
+        f"{written.name}, then run `mendbot attach -- {program}`"
+    )
+    return 0

@@ -1,0 +1,35 @@
+"""`mendbot attach --play`: a bot someone else wrote, with mendbot attached, in the playground's virtual
+Discord — `#dev`, `#general`, the configured users and the playground's grammar, read from standard
+input — so its developer sees mendbot observe, announce and fix their bot before creating an application.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from bot.kernel.settings import Settings
+from bot.runtime.attachment import Attachment
+from bot.tools.playground import Playground, stdin_lines
+from bot.tools.world import virtual_world
+
+__all__ = ["play_in_world"]
+
+
+async def play_in_world(mend: Attachment, settings: Settings) -> int:
+    """Run the attached bot in a fresh virtual world until standard input ends (or `quit`)."""
+    async with virtual_world(
+        mend,
+        settle_timeout=settings.playground.settle_timeout_s,
+        playground=True,
+        state_dir=settings.data_dir,
+    ) as world:
+        users = ", ".join(
+            f"{user.name}{' (allow-listed)' if user.allowed else ''}" for user in settings.playground.users
+        )
+        print(
+            f"mendbot playground ready — your bot ({type(mend.bot).__name__}) with mendbot attached; #dev, "
+            f"#general; users: {users}. Type `help` for the grammar.",
+            flush=True,
+        )
+        playground = Playground(world, echo=not sys.stdin.isatty())
+        return await playground.run_lines(stdin_lines())

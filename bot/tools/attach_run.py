@@ -1,0 +1,186 @@
+"""`mendbot attach -- python bot.py`: a bot's own program, run with mendbot attached to the bot it makes.
+
+Like OpenTelemetry's `opentelemetry-instrument python app.py`, the runner changes nothing of the
+program: it arranges, before the program's first line, that whatever discord.py bot the program builds
+gets mendbot attached when it logs in (`Client.login`, wrapped in this process only: the bot's
+`setup_hook` runs inside it, so every cog and extension the bot loads is seen), and then runs the
+program as Python would (`runpy`: its `sys.argv`, its directory first on `sys.path`, `__main__`). The
+attachment is the one the `mendbot` extension makes (`bot.runtime.standalone.attach_to`), and the
+runner loads that extension too, so a bot that also has the one line loads it once.
+
+With `--play` the bot does not connect to Discord: when the program starts it (`Client.start`, which
+`bot.run()` calls), it is run in the playground's virtual Discord instead — `#dev`, `#general`, the
+configured users and the playground's grammar, read from standard input — and the program goes on
+when the playground ends, as after a bot that closed.
+
+What the runner cannot run is said in one line: a program that is not Python, one that ends without
+ever starting a discord.py bot, an extension failing to load so that the program stops.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import discord
+import wrapt
+from discord.ext import commands
+
+from bot.kernel import startgc
+from bot.kernel.settings import EX_CONFIG, ConfigError, Settings
+from bot.runtime.standalone import attach_to, host_settings
+
+__all__ = ["AttachError", "Program", "parse_program", "run_attached"]
+
+EX_FAILED = 1
+_PYTHONS = ("python", "python3", f"python{sys.version_info.major}.{sys.version_info.minor}")
+
+
+class AttachError(Exception):
+    """What `mendbot attach` was given cannot be run; the message is the whole explanation."""
+
+
+@dataclass(frozen=True)
+class Program:
+    """A Python program: a script (`bot.py`) or a module (`-m mybot`), and its arguments."""
+
+    target: str
+    module: bool
+    args: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return " ".join(["python", *(["-m"] if self.module else []), self.target, *self.args])
+
+
+def parse_program(argv: list[str]) -> Program:
+    """`python bot.py …`, `python -m pkg …` or `bot.py …` (what follows `--`)."""
+    words = list(argv[1:] if argv and argv[0] == "--" else argv)
+    if not words:
+        raise AttachError(
+            "mendbot attach: name your bot's program after `--`, e.g. `mendbot attach -- python bot.py`"
+        )
+    if Path(words[0]).name in _PYTHONS:
+        words = words[1:]
+    if words[:1] == ["-m"] and len(words) >= 2:
+        return Program(words[1], True, words[2:])
+    if not words or words[0].startswith("-"):
+        raise AttachError(
+            f"mendbot attach: `{' '.join(argv)}` is not a Python script or `-m module` — "
+            "run your bot as `mendbot attach -- python bot.py` (or `python -m yourbot`)"
+        )
+    script = Path(words[0])
+    if script.suffix != ".py" or not script.is_file():
+        raise AttachError(
+            f"mendbot attach: {script} is not a Python file here — run it from your bot's directory, "
+            "e.g. `mendbot attach -- python bot.py`"
+        )
+    return Program(str(script), False, words[1:])
+
+
+class _Hooks:
+    """What the runner puts on discord.py for the program's run: attaching at login; with `play`, the
+    virtual world instead of the gateway."""
+
+    def __init__(self, settings: Settings, *, play: bool) -> None:
+        self.settings = settings
+        self.play = play
+        self.bots: list[Any] = []  # the bots the program started
+        self.played = False
+
+    async def login(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        await self.attach(instance)
+        return await wrapped(*args, **kwargs)
+
+    async def attach(self, bot: Any) -> None:
+        if not isinstance(bot, commands.Bot | commands.AutoShardedBot):
+            print(
+                f"mendbot: {type(bot).__name__} is a discord.Client without commands — mendbot attaches to a "
+                "commands.Bot or AutoShardedBot; it runs without mendbot",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
+        if bot in self.bots:
+            return
+        self.bots.append(bot)
+        await attach_to(bot, self.settings)
+        if "mendbot" not in bot.extensions:
+            await bot.load_extension("mendbot")
+
+    async def start(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not self.play:
+            return await wrapped(*args, **kwargs)
+        await self.attach(instance)
+        from bot.runtime.attachment import attached
+        from bot.tools.attach_play import play_in_world
+
+        self.played = True
+        await play_in_world(attached(instance), self.settings)
+        return None
+
+
+def _run(program: Program, path: list[Path]) -> None:
+    """Run the program as `python` would, in this process (its exceptions propagate); `path`: the
+    bot's own import directories (a `src/` layout), after the program's."""
+    sys.path[0:0] = [str(directory) for directory in path]
+    if program.module:
+        sys.argv = [program.target, *program.args]
+        sys.path.insert(0, os.getcwd())
+        runpy.run_module(program.target, run_name="__main__", alter_sys=True)
+        return
+    script = Path(program.target).resolve()
+    sys.argv = [program.target, *program.args]
+    sys.path.insert(0, str(script.parent))
+    runpy.run_path(str(script), run_name="__main__")
+
+
+def run_attached(argv: list[str], *, config: Path | None = None, play: bool = False) -> int:
+    """`mendbot attach [--play] [-- PROGRAM…]`: the exit code. Without a program, the one mendbot.yaml
+    names (`bot.entry`)."""
+    startgc.resume()  # the program runs for as long as it likes: no collection held back for a start
+    try:
+        settings = host_settings(config)
+        assert settings.bot is not None  # host_settings refuses a file without it
+        program = parse_program(argv or settings.bot.entry)
+    except (AttachError, ConfigError) as exc:
+        print(exc, file=sys.stderr)
+        return EX_CONFIG
+    if play:
+        settings.data_dir = settings.data_dir / "playground"
+    hooks = _Hooks(settings, play=play)
+    wrapt.wrap_function_wrapper(discord.Client, "login", hooks.login)
+    wrapt.wrap_function_wrapper(discord.Client, "start", hooks.start)
+    code = 0
+    try:
+        _run(
+            program,
+            [settings.repo_dir / directory for directory in settings.bot.path] if settings.bot else [],
+        )
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EX_FAILED)
+    except KeyboardInterrupt:
+        code = 0
+    except commands.ExtensionError as exc:
+        cause = exc.__cause__ or exc
+        print(
+            f"mendbot: your bot stopped: extension `{exc.name}` failed to load ({type(cause).__name__}: "
+            f"{cause}) — mendbot recorded it; fix it, or ask mendbot to in your dev channel",
+            file=sys.stderr,
+        )
+        return EX_FAILED
+    except Exception:
+        traceback.print_exc()  # the program's own failure, as Python would show it
+        return EX_FAILED
+    if not hooks.bots:
+        print(
+            f"mendbot: `{program}` ended without starting a discord.py bot — mendbot attaches to the bot "
+            "your program runs (`bot.run(…)` or `await bot.start(…)`): is this your bot's entry point?",
+            file=sys.stderr,
+        )
+        return EX_FAILED if code == 0 else code
+    return code
