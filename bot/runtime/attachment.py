@@ -151,20 +151,21 @@ class Attachment(Recording):
         sent = await self.send_dev("\n".join(notices)[:2000])
         self._boot_reported = bool(sent)
 
-    async def on_ready(self) -> None:
-        """A bot mendbot did not build, ready the first time: mendbot's commands (and the bot's, copied)
-        synced to the dev guild, and extensions that failed to load told there."""
-        if self._ready_seen:
+    async def sync_dev_guild(self) -> None:
+        """mendbot's commands (and the bot's, copied) synced to the dev guild, once: a bot mendbot did
+        not build, about to connect (its extensions loaded)."""
+        guild_id = self.dev_guild_id
+        if self._ready_seen or guild_id is None:
             return
         self._ready_seen = True
-        guild_id = self.dev_guild_id
-        if guild_id is not None:
-            try:
-                await self.sync_app_commands(guild_id)
-            except discord.HTTPException as exc:
-                _log.error(
-                    "command sync to the dev guild failed", guild=guild_id, error=f"{exc.status} {exc.text}"
-                )
+        try:
+            await self.sync_app_commands(guild_id)
+        except discord.HTTPException as exc:
+            error = f"{exc.status} {exc.text}"
+            _log.error("command sync to the dev guild failed", guild=guild_id, error=error)
+
+    async def on_ready(self) -> None:
+        """A bot mendbot did not build, ready: extensions that failed to load told in the dev channel."""
         await self.report_boot_problems()
 
     # -- the reload target (bot/deploy/reload.py) --------------------------------------------------

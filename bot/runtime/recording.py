@@ -633,6 +633,8 @@ class Recording:
     async def loading_extension(
         self, original: Callable[..., Awaitable[None]], name: str, /, *args: Any, **kwargs: Any
     ) -> None:
+        if name == "mendbot" and name in self.bot.extensions:
+            return  # mendbot is loaded once, whichever way in came first (the runner, the bot's own line)
         try:
             await original(name, *args, **kwargs)
         except commands.ExtensionError as exc:

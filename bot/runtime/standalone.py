@@ -77,6 +77,7 @@ async def attach_to(bot: Host, settings: Settings | None = None) -> Attachment:
     mend = attach(bot, services, owns_services=True)
     mend.sampler.start()
     _closing_with(bot, mend)
+    _syncing_before_connecting(bot, mend)
 
     bot.add_listener(mend.on_ready, "on_ready")
     atexit.register(_restart_if_asked, mend)
@@ -94,6 +95,17 @@ def _closing_with(bot: Host, mend: Attachment) -> None:
             await mend.closed()
 
     bot.close = wrapt.FunctionWrapper(bot.close, close)  # type: ignore[method-assign]
+
+
+def _syncing_before_connecting(bot: Host, mend: Attachment) -> None:
+    """The bot's `connect` (after its login and setup_hook, every extension loaded), after mendbot's
+    slash commands — and the bot's, copied — are synced to the dev guild: usable from the first event."""
+
+    async def connect(wrapped: Any, _instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        await mend.sync_dev_guild()
+        return await wrapped(*args, **kwargs)
+
+    bot.connect = wrapt.FunctionWrapper(bot.connect, connect)  # type: ignore[method-assign]
 
 
 def _restart_if_asked(mend: Attachment) -> None:

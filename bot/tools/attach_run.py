@@ -157,10 +157,8 @@ def run_attached(argv: list[str], *, config: Path | None = None, play: bool = Fa
     wrapt.wrap_function_wrapper(discord.Client, "start", hooks.start)
     code = 0
     try:
-        _run(
-            program,
-            [settings.repo_dir / directory for directory in settings.bot.path] if settings.bot else [],
-        )
+        # The bot's import directories are its program's, from where it runs (its checkout).
+        _run(program, [Path.cwd() / directory for directory in (settings.bot.path if settings.bot else [])])
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EX_FAILED)
     except KeyboardInterrupt:

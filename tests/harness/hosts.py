@@ -74,12 +74,15 @@ class LiveHost:
         token_env: str,
         *,
         args: list[str] | None = None,
+        program: list[str] | None = None,
         env: dict[str, str] | None = None,
         home: Path | None = None,
         ready_timeout: float = 60,
     ) -> LiveHost:
         """Start `mendbot attach [ARGS]` in `repo` (its mendbot.yaml) with the double's token in
-        `token_env`; wait until mendbot's commands are synced to the dev guild."""
+        `token_env` — or, with `program` (`["bot.py"]`), that script itself, as `python bot.py` would,
+        for a bot that loads mendbot in its own code — and wait until mendbot's commands are synced to
+        the dev guild."""
         home = home or repo.parent / f"{repo.name}-home"
         (home / "home").mkdir(parents=True, exist_ok=True)
         output = home / "output.log"
@@ -98,8 +101,20 @@ class LiveHost:
         # mendbot's directory first, as the `mendbot` command has its own first: run from the bot's
         # directory, `-m` would put it first, and its `bot.py` would be imported as mendbot's `bot`.
         start = f"import sys; sys.path.insert(0, {str(PROJECT)!r}); import tests.harness.pointed as p; "
-        start += "sys.exit(p.main(sys.argv[1:]))"
-        argv = ["-c", start, double.url, double.gateway_url, "--", "attach", *(args or [])]
+        if program is None:
+            start += "sys.exit(p.main(sys.argv[1:]))"
+            argv = ["-c", start, double.url, double.gateway_url, "--", "attach", *(args or [])]
+        else:  # the program alone, discord.py pointed at the double, nothing of mendbot but its own line
+            start = (
+                "import runpy, sys, discord, yarl; "
+                "discord.http.Route.BASE = sys.argv[1] + '/api/v10'; "
+                "discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(sys.argv[2]); "
+                "sys.argv = sys.argv[3:]; sys.path[0] = '.'; "
+                "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True) if sys.argv[0] == '-m' "
+                "else runpy.run_path(sys.argv[0], run_name='__main__')"
+            )
+            argv = ["-c", start, double.url, double.gateway_url, *program]
+            environment["PYTHONPATH"] = (env or {}).get("PYTHONPATH", "")  # not mendbot's: the bot's own
         with output.open("ab") as sink:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,

@@ -14,7 +14,13 @@ import yarl
 
 from bot.__main__ import main as mendbot
 
-__all__ = ["main"]
+__all__ = ["main", "point"]
+
+
+def point(api: str, gateway: str) -> None:
+    """discord.py's REST base and gateway: the loopback Discord at `api` and `gateway`."""
+    discord.http.Route.BASE = api + "/api/v10"
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway)
 
 
 def main(argv: list[str]) -> int:
@@ -24,8 +30,7 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     # The two class attributes discord.py reads (as `bot.trust.loopback_discord.pointed_at` sets them).
-    discord.http.Route.BASE = argv[0] + "/api/v10"
-    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(argv[1])
+    point(argv[0], argv[1])
     return mendbot(argv[3:])
 
 
