@@ -26,6 +26,8 @@ from tests.test_improve_e2e import _json_turn
 
 pytestmark = pytest.mark.cli
 
+ONE_LINE = '        await self.load_extension("mendbot")\n'  # what a developer adds to the bot's setup_hook
+
 
 async def _linked(database: Path, message: dict[str, Any], timeout: float = 30) -> None:
     """Until the bot has stored `message` as its proposal's message."""
@@ -204,10 +206,11 @@ async def test_counter_with_the_one_line_goes_from_failure_to_rollback(tmp_path:
     nothing is answered by its own error handler (the proof reads the failure from what was raised),
     fixed in features/tally.py, reloaded as `features.tally`, and rolled back."""
     repo = host_repo(tmp_path, "counter")
+    token = "COUNTER_TOKEN"
     _with_the_line(
         repo / "index.py",
         "    async def setup_hook(self) -> None:\n",
-        '        await self.load_extension("mendbot")\n',
+        ONE_LINE,
     )
     bug = "    return round(sum(values) / len(values), 2)\n"
     fix = "    return round(sum(values) / len(values), 2) if values else 0.0\n"
@@ -224,7 +227,7 @@ async def test_counter_with_the_one_line_goes_from_failure_to_rollback(tmp_path:
             bot={
                 "bot_class": "index:CounterBot",
                 "extensions": ["features.tally"],
-                "token_env": "COUNTER_TOKEN",
+                "token_env": token,
             },
         )
         model.script(*_script(repo, "features/tally.py", bug, fix))
@@ -294,7 +297,7 @@ async def test_packaged_bot_with_the_one_line_goes_from_failure_to_rollback(tmp_
     _with_the_line(
         repo / "src" / "quiz" / "client.py",
         "    async def setup_hook(self) -> None:\n",
-        '        await self.load_extension("mendbot")\n',
+        ONE_LINE,
     )
     bug = "{sum(self.points) // rounds} points per round"
     fix = "{sum(self.points) // max(rounds, 1)} points per round"

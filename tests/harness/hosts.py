@@ -110,8 +110,8 @@ class LiveHost:
                 "discord.http.Route.BASE = sys.argv[1] + '/api/v10'; "
                 "discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(sys.argv[2]); "
                 "sys.argv = sys.argv[3:]; sys.path[0] = '.'; "
-                "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True) if sys.argv[0] == '-m' "
-                "else runpy.run_path(sys.argv[0], run_name='__main__')"
+                "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True) "
+                "if sys.argv[0] == '-m' else runpy.run_path(sys.argv[0], run_name='__main__')"
             )
             argv = ["-c", start, double.url, double.gateway_url, *program]
             environment["PYTHONPATH"] = (env or {}).get("PYTHONPATH", "")  # not mendbot's: the bot's own
@@ -153,12 +153,14 @@ class LiveHost:
         return AssertionError(f"{what} (the bot {state}); its last output:\n{self.output(40)}")
 
     async def wait_synced(self, double: DiscordDouble, timeout: float) -> None:
-        """Until mendbot's `/runs` is synced to the dev guild (the bot is ready, mendbot attached)."""
+        """Until mendbot's `/runs` is synced to the dev guild (synced before the bot connects) and the bot
+        has a gateway session."""
 
         async def poll() -> None:
             while self.running:
                 synced = double.synced.get(str(double.guild.id), [])
-                if any(command["name"] == "runs" for command in synced):
+                if any(command["name"] == "runs" for command in synced) and double.identified:
+                    await asyncio.sleep(0.3)  # READY and the guild on their way to the bot
                     return
                 await asyncio.sleep(0.05)  # polling the double, not timing the bot
             raise self.failure("ended before mendbot was attached and synced")

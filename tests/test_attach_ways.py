@@ -1,0 +1,111 @@
+"""Each bot shape of tests/fixtures/hosts/ the other way in than its whole loop (tests/test_attach_loop.py):
+with the one line in its code where the loop ran `mendbot attach`, and the other way round. A real
+process against the loopback Discord: its failure is recorded and announced in #dev, and its own
+handlers — its commands, its Context, its error replies — answer as before."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from bot.trust.loopback_discord import DiscordDouble
+from bot.trust.loopback_discord_model import message_text
+from tests.harness.hosts import LiveHost, host_repo, write_config
+from tests.harness.repo import git
+from tests.test_attach_loop import ONE_LINE, _ask, _says
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    entry: list[str]
+    token: str
+    failing: str
+    failure_reply: str  # the bot's own error reply, or mendbot's apology when it has none
+    works: tuple[str, str]  # a call its own code answers, and the answer
+    one_line: tuple[str, str, str] | None = None  # (file, after, the line) — None: run by `mendbot attach`
+    env: dict[str, str] = field(default_factory=dict)
+
+
+APOLOGY = "Something went wrong on my side (ZeroDivisionError)"
+SHAPES = [
+    Shape(
+        "shelf",
+        ["python", "bot.py"],
+        "SHELF_TOKEN",
+        "!stock dune",
+        APOLOGY,
+        ("!add solaris 0", "shelved 0 × solaris"),
+        one_line=("bot.py", "    async def setup_hook(self) -> None:\n", ONE_LINE),
+    ),
+    Shape(
+        "counter",
+        ["python", "index.py"],
+        "COUNTER_TOKEN",
+        "+mean pears",
+        "🧮 that did not add up (ZeroDivisionError)",
+        ("+count apples 3", "apples: 3 in 1"),
+    ),
+    Shape(
+        "single",
+        ["python", "main.py"],
+        "DISCORD_TOKEN",
+        "$tip 30 0",
+        APOLOGY,
+        ("/split bill=20 people=2", "each pays 11"),
+        one_line=(
+            "main.py",
+            'bot = commands.Bot(command_prefix="$", intents=intents)\n',
+            'bot.setup_hook = lambda: bot.load_extension("mendbot")\n',
+        ),
+    ),
+    Shape(
+        "quiz",
+        ["python", "-m", "quiz"],
+        "QUIZ_TOKEN",
+        "/score rounds=0",
+        APOLOGY,
+        ("?ask 1", "Q1: What is 6 × 7?"),
+        env={"PYTHONPATH": "src"},
+    ),
+]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=[shape.name for shape in SHAPES])
+async def test_the_other_way_in_records_announces_and_leaves_its_handlers(
+    tmp_path: Path, shape: Shape
+) -> None:
+    """The bot, attached the other way in, answers its own calls as before, and a failure is recorded
+    (answered by its own error handler when it has one) and announced in #dev."""
+    repo = host_repo(tmp_path, shape.name)
+    if shape.one_line is not None:
+        file, after, line = shape.one_line
+        source = (repo / file).read_text()
+        (repo / file).write_text(source.replace(after, after + line, 1))
+        git(repo, "commit", "-qam", "load mendbot")
+    async with DiscordDouble() as discord_api:
+        write_config(
+            repo,
+            discord_api,
+            shape.entry,
+            observe={"announce_new_fingerprints": False},
+            bot={"path": ["src"] if shape.name == "quiz" else [], "token_env": shape.token},
+        )
+        program = shape.entry[1:] if shape.one_line is not None else None
+        async with await LiveHost.start(
+            discord_api, repo, shape.token, program=program, env=shape.env
+        ) as bot:
+            try:
+                general, dev = discord_api.guild.channel("general"), discord_api.guild.channel("dev")
+                call, answer = shape.works
+                assert await _ask(discord_api, general, call) == answer
+                for _ in range(5):
+                    assert shape.failure_reply in await _ask(discord_api, general, shape.failing)
+                announced = await discord_api.wait_for_message(_says(r"Incident #1"), channel=dev)
+                assert re.search(r"ZeroDivisionError", message_text(announced))
+            except BaseException:
+                print(bot.output(60))
+                raise
