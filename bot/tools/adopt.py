@@ -220,12 +220,37 @@ def _data_files(modules: list[_Module]) -> list[str]:
     paths: a program runs from its root."""
     found: list[str] = []
     for module in modules:
+        joins = [node for node in ast.walk(module.tree) if isinstance(node, ast.BinOp) and _a_path_join(node)]
+        joined = {id(node.right): _joined(node) for node in joins}
         for node in ast.walk(module.tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                value = node.value.strip().lstrip("/").removeprefix("./")
+                value = (joined.get(id(node)) or node.value).strip().lstrip("/").removeprefix("./")
                 if value.endswith(_DATA_SUFFIXES) and " " not in value and value not in found:
                     found.append(value)
     return found
+
+
+def _a_path_join(node: ast.AST) -> bool:
+    """`x / "data" / "shelf.db"`: a path built with `/` whose last part is a string."""
+    return (
+        isinstance(node, ast.BinOp)
+        and isinstance(node.op, ast.Div)
+        and isinstance(node.right, ast.Constant)
+        and isinstance(node.right.value, str)
+    )
+
+
+def _joined(node: ast.BinOp) -> str:
+    """The string parts of a `/`-built path, joined (`data/shelf.db`); what is not a string is left out."""
+    parts: list[str] = []
+    current: ast.expr = node
+    while isinstance(current, ast.BinOp) and isinstance(current.op, ast.Div):
+        if isinstance(current.right, ast.Constant) and isinstance(current.right.value, str):
+            parts.insert(0, current.right.value)
+        current = current.left
+    if isinstance(current, ast.Constant) and isinstance(current.value, str):
+        parts.insert(0, current.value)
+    return "/".join(parts)
 
 
 def _secret(name: str) -> bool:
@@ -338,7 +363,7 @@ def _entry(modules: list[_Module], roots: list[str]) -> tuple[list[str], _Module
     mains = [module for module in modules if module.path.name == "__main__.py"]
     for main in mains:
         if _runs_a_bot(main.tree) or any(_attr_name(c.func) == "run" for c in _calls(main.tree)):
-            return ["python", "-m", main.name], main
+            return ["python", "-m", main.name.removesuffix(".__main__")], main
     return None
 
 

@@ -1,0 +1,174 @@
+"""`mendbot adopt` reads a bot's repository without running it, and `mendbot attach` runs it: what each
+finds in the bot shapes of tests/fixtures/hosts/, and bad input answered in one line, never a traceback —
+not a git repository, a dirty tree, no bot, a token read from a file, a package named like mendbot's, no
+mendbot.yaml, an entry point that ends at once, an extension that fails to load."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.runtime.standalone import host_settings
+from bot.tools.adopt import AdoptError, inspect_repository
+from tests.harness.hosts import host_repo
+from tests.harness.repo import git
+
+MENDBOT = str(Path(sys.executable).parent / "mendbot")  # the installed command, as a user runs it
+
+
+def _mendbot(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    environment = {"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin", "HOME": str(cwd)}
+    return subprocess.run(
+        [MENDBOT, *args], cwd=cwd, capture_output=True, text=True, timeout=120, env=environment, check=False
+    )
+
+
+def _one_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The run's complaint: one line on stderr, no traceback."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+EXPECTED: dict[str, dict[str, object]] = {
+    "shelf": {
+        "entry": ["python", "bot.py"],
+        "bot_class": "bot:ShelfBot",
+        "extensions": ["cogs.books"],
+        "token_env": "SHELF_TOKEN",
+        "data_files": ["data/shelf.db"],
+    },
+    "counter": {
+        "entry": ["python", "index.py"],
+        "bot_class": "index:CounterBot",
+        "extensions": ["features.tally"],
+        "token_env": "COUNTER_TOKEN",
+    },
+    "single": {
+        "entry": ["python", "main.py"],
+        "bot_class": None,
+        "extensions": [],
+        "token_env": "DISCORD_TOKEN",
+    },
+    "quiz": {
+        "entry": ["python", "-m", "quiz"],
+        "bot_class": "quiz.client:QuizBot",
+        "extensions": ["quiz.extensions.trivia"],
+        "token_env": "QUIZ_TOKEN",
+        "path": ["src"],
+    },
+}
+
+
+@pytest.mark.parametrize("shape", sorted(EXPECTED))
+def test_adopt_finds_what_each_bot_is_made_of(tmp_path: Path, shape: str) -> None:
+    """Its entry point, bot class, extensions, token variable, data files and import directories."""
+    found = inspect_repository(host_repo(tmp_path, shape))
+    assert {key: getattr(found, key) for key in EXPECTED[shape]} == EXPECTED[shape]
+
+
+def test_adopt_writes_mendbot_yaml_and_says_the_one_thing_left(tmp_path: Path) -> None:
+    """`mendbot adopt PATH` prints what it found and the one thing left, and the mendbot.yaml it writes
+    loads as the bot's settings; a second adopt leaves it alone."""
+    repo = host_repo(tmp_path, "shelf")
+    result = _mendbot(tmp_path, "adopt", str(repo))
+    assert result.returncode == 0, result.stderr
+    assert "entry point: python bot.py" in result.stdout and "token: $SHELF_TOKEN" in result.stdout
+    assert result.stdout.strip().splitlines()[-1].startswith("one thing left: put your dev server's")
+    settings = host_settings(repo / "mendbot.yaml")
+    assert settings.bot is not None and settings.bot.bot_class == "bot:ShelfBot"
+    assert settings.repo_dir == repo and settings.data_dir == repo / ".mendbot"
+    assert "mendbot.yaml" in settings.improve.protected_paths
+    again = _mendbot(tmp_path, "adopt", str(repo))
+    assert again.returncode == 78 and "already exists" in _one_line(again)
+
+
+def _repo(tmp_path: Path, files: dict[str, str]) -> Path:
+    repo = tmp_path / "bot-repo"
+    repo.mkdir()
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "a bot")
+    return repo
+
+
+RUNS = "import os\nfrom discord.ext import commands\nbot = commands.Bot(command_prefix='!', intents=None)\n"
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"hello.py": "print('hello')\n"}, "no discord.py bot found"),
+        ({"bot.py": RUNS + "bot.run(open('token.txt').read())\n"}, "reads its token from a file (bot.py"),
+        (
+            {"bot.py": RUNS + "import json\nbot.run(json.load(open('config.json'))['token'])\n"},
+            "reads its token from a file",
+        ),
+        ({"bot/__init__.py": "", "bot/__main__.py": RUNS + "bot.run(os.environ['T'])\n"}, "named `bot`"),
+        ({"bot.py": RUNS}, "no program that runs it"),
+        (
+            {"client.py": "import discord\nclient = discord.Client(intents=None)\nclient.run('x')\n"},
+            "without commands",
+        ),
+    ],
+    ids=["no-bot", "token-file", "token-json", "bot-package", "no-entry", "plain-client"],
+)
+def test_adopt_refuses_what_it_cannot_handle_in_one_line(
+    tmp_path: Path, files: dict[str, str], expected: str
+) -> None:
+    """A repository adopt cannot handle gets one line saying why, exit 78, and no mendbot.yaml."""
+    repo = _repo(tmp_path, files)
+    result = _mendbot(tmp_path, "adopt", str(repo))
+    assert result.returncode == 78 and expected in _one_line(result)
+    assert not (repo / "mendbot.yaml").exists()
+
+
+def test_adopt_refuses_a_directory_that_is_not_a_repository_or_has_changes(tmp_path: Path) -> None:
+    """Not a git repository, and a tree with uncommitted changes: one line each."""
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "bot.py").write_text(RUNS + "bot.run(os.environ['T'])\n")
+    assert "is not a git repository" in _one_line(_mendbot(tmp_path, "adopt", str(plain)))
+    repo = host_repo(tmp_path, "counter")
+    (repo / "index.py").write_text((repo / "index.py").read_text() + "\n# edited\n")
+    with pytest.raises(AdoptError, match=r"uncommitted changes \(index\.py\)"):
+        inspect_repository(repo)
+    assert "commit them first" in _one_line(_mendbot(tmp_path, "adopt", str(repo)))
+
+
+def test_attach_answers_bad_input_in_one_line(tmp_path: Path) -> None:
+    """`mendbot attach` without mendbot.yaml, with a program that is not Python, one that ends without
+    starting a bot, and a bot whose extension fails to load so that its program stops: one line each."""
+    repo = _repo(
+        tmp_path,
+        {
+            "quick.py": "print('done')\n",
+            "broken.py": (  # extensions loaded before it starts: `async with bot`, then `bot.start`
+                "import asyncio, os\nimport discord\nfrom discord.ext import commands\n"
+                "bot = commands.Bot(command_prefix='!', intents=discord.Intents.default())\n"
+                "async def main():\n    async with bot:\n        await bot.load_extension('ext')\n"
+                "        await bot.start(os.environ['T'])\n"
+                "asyncio.run(main())\n"
+            ),
+            "ext.py": "async def setup(bot):\n    raise RuntimeError('no config for the shop')\n",
+        },
+    )
+    assert "run `mendbot adopt`" in _one_line(_mendbot(repo, "attach", "--", "python", "quick.py"))
+    (repo / "mendbot.yaml").write_text("data_dir: .mendbot\nbot: {entry: [python, quick.py], token_env: T}\n")
+    assert "node is not a Python file" in _one_line(_mendbot(repo, "attach", "--", "node", "index.js"))
+    ended = _mendbot(repo, "attach", "--", "python", "quick.py")
+    assert ended.returncode == 1 and "ended without starting a discord.py bot" in _one_line(ended)
+    stopped = _mendbot(repo, "attach", "--", "python", "broken.py")
+    line = [text for text in stopped.stderr.splitlines() if text.startswith("mendbot:")]
+    assert stopped.returncode == 1 and "Traceback" not in stopped.stderr, stopped.stderr
+    assert line == [
+        "mendbot: your bot stopped: extension `ext` failed to load (RuntimeError: no config for the shop) — "
+        "mendbot recorded it; fix it, or ask mendbot to in your dev channel"
+    ]
