@@ -102,7 +102,7 @@ class AskButton(
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         bot = attached(interaction.client)
-        cog = bot.get_cog("Improve")
+        cog = bot.surface_cog("Improve")
         if cog is None:
             await interaction.response.send_message("Self-improvement is not loaded.", ephemeral=True)
             return

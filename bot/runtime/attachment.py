@@ -125,6 +125,10 @@ class Attachment(Recording):
             return self.bot.get_partial_messageable(channel_id)
         return None
 
+    def surface_cog(self, name: str) -> Any:
+        """One of mendbot's own cogs by its name (`Improve`), in lower case on a bot mendbot did not build."""
+        return self.bot.get_cog(name) or self.bot.get_cog(name.lower())
+
     async def send_dev(self, content: str | None = None, **kwargs: Any) -> list[discord.Message]:
         """Post in every configured dev channel; returns the messages sent."""
         sent = []
@@ -160,8 +164,8 @@ class Attachment(Recording):
         self._ready_seen = True
         try:
             await self.sync_app_commands(guild_id)
-        except discord.HTTPException as exc:
-            error = f"{exc.status} {exc.text}"
+        except Exception as exc:  # the bot starts all the same; its own commands are its business
+            error = f"{exc.status} {exc.text}" if isinstance(exc, discord.HTTPException) else repr(exc)
             _log.error("command sync to the dev guild failed", guild=guild_id, error=error)
 
     async def on_ready(self) -> None:
@@ -267,8 +271,13 @@ class Attachment(Recording):
 
 async def add_surface_cog(bot: Host, cog: commands.Cog) -> None:
     """Add one of mendbot's own cogs: its slash commands in the dev guild only, when one is configured
-    (the bot's users elsewhere never see `/fix` or `/runs`)."""
-    guild_id = attached(bot).dev_guild_id
+    (the bot's users elsewhere never see `/fix` or `/runs`). On a bot mendbot did not build its name is
+    in lower case: bots commonly name their cogs so and look each one in `bot.cogs` up again by
+    `get_cog(name.lower())` (a help command listing them), which would find nothing for `Improve`."""
+    mend = attached(bot)
+    if mend.services.settings.bot is not None:
+        cog.__cog_name__ = cog.__cog_name__.lower()
+    guild_id = mend.dev_guild_id
     if guild_id is None:
         await bot.add_cog(cog)
     else:

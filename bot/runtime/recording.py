@@ -128,7 +128,7 @@ class Recording:
             return False
         if (ctx.prefix or "").strip() not in (f"<@{user.id}>", f"<@!{user.id}>"):
             return False
-        improve: Any = self.bot.get_cog("Improve")
+        improve: Any = self.bot.get_cog("Improve") or self.bot.get_cog("improve")  # (on another's bot)
         if improve is None:
             return False
         if improve.request_intent(ctx.message) is not None:
@@ -305,6 +305,15 @@ class Recording:
         self._record_command(context, exception, problem)
         if self.answers_command_errors(context):
             return
+        await self._answer_command_error(context, exception, problem)
+
+    async def _answer_command_error(
+        self,
+        context: commands.Context[Any],
+        exception: BaseException,
+        problem: EnvironmentProblem | None = None,
+    ) -> None:
+        """Log a failed command's bug and answer it briefly (what the environment refused: its reply)."""
         text, is_bug = describe(exception)
         if problem is not None:
             text, is_bug = problem.reply, False
@@ -588,6 +597,13 @@ class Recording:
         except asyncio.CancelledError:
             pass
         except Exception as exc:
+            if event_name == "on_command_error" and len(args) >= 2 and unwrap(exc) is unwrap(args[1]):
+                # Its error handler gave the error up (`raise error`): recorded with the command already,
+                # and unanswered — the one error path answers it, as for a bot with no handler.
+                await self._answer_command_error(args[0], args[1])
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.bot.on_error(event_name, *args, **kwargs)
+                return
             ids = event_ids(args)
             channel = self.bot.get_channel(ids["channel_id"]) if ids.get("channel_id") else None
             problem = self.environment_problem(exc, channel, ids.get("user_id"))

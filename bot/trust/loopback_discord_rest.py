@@ -279,6 +279,7 @@ class RestDouble(GatewayDouble):
             return _json(MISSING_ACCESS, 403)
         echoed = [
             {
+                "description": "",  # as Discord answers a context menu, which is sent without one
                 **command,
                 "id": str(snowflake()),
                 "application_id": str(self.application_id),

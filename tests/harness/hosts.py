@@ -89,7 +89,6 @@ class LiveHost:
         base = {k: v for k, v in os.environ.items() if k not in _DROPPED}
         environment = {
             **base,
-            "PYTHONPATH": str(PROJECT),
             token_env: double.token,
             "HOME": str(home / "home"),
             "CLAUDE_CONFIG_DIR": str(home / "home" / ".claude"),
@@ -100,9 +99,12 @@ class LiveHost:
         }
         # mendbot's directory first, as the `mendbot` command has its own first: run from the bot's
         # directory, `-m` would put it first, and its `bot.py` would be imported as mendbot's `bot`.
+        # mendbot's directory only while the harness is imported: left on the path, its `cogs` package
+        # would shadow a bot's own `cogs` directory without an __init__.py (a namespace package), as the
+        # installed (editable) mendbot never does.
         start = f"import sys; sys.path.insert(0, {str(PROJECT)!r}); import tests.harness.pointed as p; "
         if program is None:
-            start += "sys.exit(p.main(sys.argv[1:]))"
+            start += f"sys.path.remove({str(PROJECT)!r}); sys.exit(p.main(sys.argv[1:]))"
             argv = ["-c", start, double.url, double.gateway_url, "--", "attach", *(args or [])]
         else:  # the program alone, discord.py pointed at the double, nothing of mendbot but its own line
             start = (
@@ -114,7 +116,7 @@ class LiveHost:
                 "if sys.argv[0] == '-m' else runpy.run_path(sys.argv[0], run_name='__main__')"
             )
             argv = ["-c", start, double.url, double.gateway_url, *program]
-            environment["PYTHONPATH"] = (env or {}).get("PYTHONPATH", "")  # not mendbot's: the bot's own
+
         with output.open("ab") as sink:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
