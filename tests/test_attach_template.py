@@ -10,6 +10,7 @@ absent."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +50,8 @@ async def test_the_public_template_goes_from_failure_to_rollback(tmp_path: Path)
     git(repo, "commit", "-qam", "the latency in whole seconds")
     # What its README asks for: a .env (untracked) with its token and prefix.
     (repo / ".env").write_text("TOKEN=placeholder\nPREFIX=!\nINVITE_LINK=https://discord.invalid/invite\n")
-    adopted = subprocess.run(
+    adopted = await asyncio.to_thread(
+        subprocess.run,
         [str(Path(sys.executable).parent / "mendbot"), "adopt"],
         cwd=repo,
         capture_output=True,
