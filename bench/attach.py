@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,10 @@ if __name__ == "__main__":
 '''
 
 
+def _after(said: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
+    return lambda message: int(message["id"]) > int(said["id"])
+
+
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -81,8 +86,9 @@ async def _one(double: DiscordDouble, repo: Path, *, attached: bool) -> dict[str
         "discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(sys.argv[2]); "
     )
     if attached:  # mendbot's command line, as `mendbot attach -- python bot.py` runs it
+        root = str(REPO)
         start = point + (
-            f"sys.path.insert(0, {str(REPO)!r}); from bot.__main__ import main; sys.path.remove({str(REPO)!r}); "
+            f"sys.path.insert(0, {root!r}); from bot.__main__ import main; sys.path.remove({root!r}); "
             "sys.exit(main(['attach', '--', 'python', 'bot.py']))"
         )
     else:
@@ -118,9 +124,7 @@ async def _one(double: DiscordDouble, repo: Path, *, attached: bool) -> dict[str
         for index in range(CALLS):
             said = await double.send_message(general, f"!echo hello {index}", author="bob")
             sent = time.perf_counter()
-            answer = await double.wait_for_message(
-                lambda message, said=said: int(message["id"]) > int(said["id"]), 10, channel=general
-            )
+            answer = await double.wait_for_message(_after(said), 10, channel=general)
             echo.append((time.perf_counter() - sent) * 1000)
             assert message_text(answer) == f"hello {index}"
             sent = time.perf_counter()
@@ -143,12 +147,15 @@ async def main() -> None:
         repo.mkdir()
         (repo / "bot.py").write_text(HOST)
         for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "echo"]):
-            subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+            await asyncio.to_thread(
+                subprocess.run, ["git", "-C", str(repo), *args], check=True, capture_output=True
+            )
         runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
         async with DiscordDouble() as double:
             (repo / "mendbot.yaml").write_text(
                 "data_dir: .mendbot\nhealth: {enabled: false}\nimprove: {autonomy: 'off'}\n"
-                f"discord: {{dev_guild_id: {double.guild.id}, dev_channel_ids: [{double.guild.channel('dev').id}]}}\n"
+                f"discord: {{dev_guild_id: {double.guild.id}, "
+                f"dev_channel_ids: [{double.guild.channel('dev').id}]}}\n"
                 "bot: {entry: [python, bot.py], token_env: ECHO_TOKEN}\n"
             )
             for _ in range(ROUNDS):
@@ -156,7 +163,7 @@ async def main() -> None:
                     runs[attached].append(await _one(double, repo, attached=attached))
 
     def median(attached: bool, key: str) -> float:
-        return statistics.median(run[key] for run in runs[attached])
+        return float(statistics.median(run[key] for run in runs[attached]))
 
     for command in ("echo", "add"):
         bare, with_mendbot = median(False, command), median(True, command)
