@@ -165,3 +165,15 @@ def test_instrumenting_keeps_signatures_and_is_idempotent(tmp_path: Path) -> Non
 
 async def _noop(*_: Any) -> None:
     return None
+
+
+def test_a_cog_of_the_bots_own_is_never_taken_for_mendbots() -> None:
+    """A `cogs/help.py` the bot wrote is its own (a suspect like any other); mendbot's, written on its
+    runtime, is mendbot's."""
+    from bot.observe.handlers import is_mendbots_own
+
+    theirs = "from discord.ext import commands\n\nclass Help(commands.Cog): ...\n"
+    mine = (Path(__file__).resolve().parent.parent / "cogs" / "help.py").read_text()
+    assert not is_mendbots_own("cogs/help.py", theirs)
+    assert is_mendbots_own("cogs/help.py", mine) and is_mendbots_own("cogs/help.py")
+    assert not is_mendbots_own("cogs/fun.py", mine)

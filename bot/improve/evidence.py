@@ -126,6 +126,17 @@ def _distinct_tracebacks(failures: list[ActionRecord], incident: dict[str, Any] 
     return sorted(tracebacks, key=lambda t: (-t.count, t.frames))
 
 
+def _source(module: ModuleIndex | None) -> str | None:
+    return "\n".join(module.lines) if module is not None else None
+
+
+def _read(repo_root: Path, path: str) -> str | None:
+    try:
+        return (repo_root / path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
 def _load_modules(repo_root: Path, paths: set[str]) -> dict[str, ModuleIndex]:
     """The named files and the in-repo modules they import, `_IMPORT_DEPTH` levels deep, at most
     `_MAX_MODULES` of them."""
@@ -333,7 +344,7 @@ async def _rank_suspects(
     # bot's clock (which a test or the playground may have moved).
     wall = time.time()
     ranked = rank(found, signals, modules, wall)
-    theirs = [c for c in ranked if not is_mendbots_own(c.path)]
+    theirs = [c for c in ranked if not is_mendbots_own(c.path, _source(modules.get(c.path)))]
     ranked = (theirs or ranked)[:_MAX_SUSPECTS]
     suspects = [
         Suspect(
@@ -409,7 +420,9 @@ async def build_evidence(
         slow = await action_queries.slowest_sampled(db, kinds, since=since, limit=_MAX_SLOW)
     handlers = await handler_queries.for_kinds(db, kinds)
     # mendbot's own cogs listen to the same events as the cogs they look after: never their suspects.
-    theirs = [handler for handler in handlers if not is_mendbots_own(handler.path)]
+    theirs = [
+        handler for handler in handlers if not is_mendbots_own(handler.path, _read(repo_root, handler.path))
+    ]
     handlers = theirs or handlers
 
     suspects, ranked, modules, matched_lessons, histories = await _rank_suspects(

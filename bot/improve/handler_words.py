@@ -132,6 +132,10 @@ def _name_stems(handler: HandlerLocation) -> set[str]:
     return stems(terms_of(f"{handler.kind.split(':', 1)[-1]} {handler.qualname}"))
 
 
+def _source(module: ModuleIndex | None) -> str | None:
+    return "\n".join(module.lines) if module is not None else None
+
+
 def match_handlers(
     handlers: Sequence[HandlerLocation], modules: dict[str, ModuleIndex], words: Iterable[str]
 ) -> list[HandlerMatch]:
@@ -161,7 +165,7 @@ def match_handlers(
             for word in shared
         )
         matches.append(HandlerMatch(handler.kind, handler.path, handler.qualname, round(score, 6), shared))
-    theirs = [m for m in matches if not is_mendbots_own(m.path)]
+    theirs = [m for m in matches if not is_mendbots_own(m.path, _source(modules.get(m.path)))]
     ranked = sorted(theirs or matches, key=lambda m: (-m.score, m.kind, m.path, m.qualname))
     return ranked[:_MAX_MATCHES]
 

@@ -33,9 +33,13 @@ MENDBOT_COG_FILES = frozenset(
 )
 
 
-def is_mendbots_own(path: str) -> bool:
-    """Whether a file (as the handler map names it) is one of mendbot's own cogs."""
-    return path in MENDBOT_COG_FILES
+def is_mendbots_own(path: str, source: str | None = None) -> bool:
+    """Whether a file (as the handler map names it) is one of mendbot's own cogs. With its `source`:
+    only if it is written on mendbot's runtime — a bot mendbot is attached to may have a `cogs/help.py`
+    of its own, and mendbot's cogs are not in that bot's repository."""
+    if path not in MENDBOT_COG_FILES:
+        return False
+    return source is None or "from bot.runtime" in source
 
 
 def _location(
