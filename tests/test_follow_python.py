@@ -20,7 +20,11 @@ from bot.improve.evidence_pack import EvidencePack
 from tests.localise.repo import Commit, build_repo
 
 NOW = 1_800_000_000.0
-_LISTENER = "class {name}:\n    async def on_message(self, message):\n        return None\n"
+# One of mendbot's own cogs, as they are written: on mendbot's runtime.
+_LISTENER = (
+    "from bot.runtime.attachment import Attachment\n\n"
+    "class {name}:\n    async def on_message(self, message):\n        return None\n"
+)
 
 
 @pytest.fixture
