@@ -109,3 +109,19 @@ def test_only_cogs_use_discords_ui_types() -> None:
     """Views, buttons and modals are the cogs' business: nothing under bot/ names discord.ui."""
     users = [module for module in _modules("bot") if "discord.ui" in (REPO / module).read_text()]
     assert users == []
+
+
+def test_pyproject_lists_every_package() -> None:
+    """pyproject.toml lists its packages (setuptools' find cannot install bot/attach as `mendbot` too):
+    every package of bot/ and cogs/ is listed, and `mendbot` maps to bot/attach."""
+    import tomllib
+
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = {
+        ".".join(path.parent.relative_to(REPO).parts)
+        for root in ("bot", "cogs")
+        for path in (REPO / root).rglob("__init__.py")
+        if "__pycache__" not in path.parts
+    }
+    assert set(setuptools["packages"]) == found | {"mendbot"}
+    assert setuptools["package-dir"] == {"mendbot": "bot/attach"}
