@@ -388,6 +388,9 @@ class Improve(commands.Cog):
         if intent is None:
             ctx = await self.bot.get_context(message)
             if self.undecided(message) and (not ctx.valid or takes_no_words(ctx)):
+                ship = self.bot.get_cog("Ship")
+                if ship is not None and await ship.answers(message):  # type: ignore[attr-defined]
+                    return  # a decision on a proposal ("wait", "ship it later"): the approval flow's
                 await self._decide(message)
             return
         async with message.channel.typing():  # finding "this" can take a moment: show it is heard

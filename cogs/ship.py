@@ -165,6 +165,11 @@ async def emergency_rollback(bot: MendBot, run_id: int, user: discord.abc.User) 
         return str(exc)
 
 
+def _decides(verdict: str, how: str) -> bool:
+    """Whether a message read as `verdict`, about a proposal by `how`, is a decision on it."""
+    return verdict != "none" and (how != "named" or verdict == "object")
+
+
 class Ship(commands.Cog):
     def __init__(self, bot: MendBot) -> None:
         self.bot = bot
@@ -310,6 +315,14 @@ class Ship(commands.Cog):
                 return run.proposal_id, "named"
         return None, ""
 
+    async def answers(self, message: discord.Message) -> bool:
+        """Whether this message is a decision on a proposal this cog answers (an approval, a rejection,
+        an objection): other cogs then leave it alone — one message, one answer."""
+        if message.author.bot:
+            return False
+        proposal_id, how = await self._proposal_of(message)
+        return proposal_id is not None and _decides(read_approval(message.content).verdict, how)
+
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
         if message.author.bot:
@@ -318,7 +331,7 @@ class Ship(commands.Cog):
         if proposal_id is None:
             return
         reading = read_approval(message.content)
-        if reading.verdict == "none" or (how == "named" and reading.verdict != "object"):
+        if not _decides(reading.verdict, how):
             return  # naming a run only ever holds it: approving and rejecting take a reply
         if reading.holds:  # an objection, or not a clear decision: it holds the merge for its author
             decision = await self.deploy.hold(
