@@ -255,5 +255,5 @@ class PageReader:
             report = await self._report(period)
         except AuditError:
             return None
-        charts: list[Chart] = await asyncio.to_thread(render_charts, report)
+        charts: list[Chart] = await asyncio.to_thread(render_charts, report, self.redactor.text)
         return next((chart.png for chart in charts if chart.filename == f"{name}.png"), None)

@@ -308,7 +308,7 @@ async def _assemble(
         recorder=recorder,
         detector=detector,
         incidents=incidents,
-        access=AccessPolicy(settings.access),
+        access=AccessPolicy(lambda: settings.access),
         improve=improve,
         deploy=deploy,
         clock=clock,
@@ -336,7 +336,9 @@ async def _assemble(
         redactor=redactor,
         storage=storage,
         boot_notices=boot_notices,
-        dashboard=DashboardSignIn(db, settings.dashboard, lambda: clock().timestamp()),
+        dashboard=DashboardSignIn(
+            db, settings.dashboard, lambda: clock().timestamp(), access=AccessPolicy(lambda: settings.access)
+        ),
         database_file=database_file,
     )
     services.daemons.start("action-writer", recorder.run_writer())
