@@ -19,7 +19,8 @@ Points (each named where it is hit):
 - `deploy.after_merge_recorded` — the merge is recorded, the live checkout has not moved;
 - `deploy.after_live_update` — the live checkout is at the merged commit, the run not yet deployed;
 - `deploy.during_reload` — the run is deployed, the reload of what changed has not finished;
-- `drill.probe` — the fire drill's own command (bot/improve/drill.py), reached by no user.
+- `drill.probe` — the fire drill's own command (bot/improve/drill.py), reached by no user;
+- `drill.run_<state>` — a fire drill's run has just entered `<state>` (`drill.run_editing`, …).
 """
 
 from __future__ import annotations
