@@ -49,6 +49,10 @@ __all__ = [
 
 _log = get_logger(__name__)
 
+# A stop (SIGTERM, Ctrl-C) gives in-flight handlers this long, then cancels them and waits this much more
+# for them to unwind: with the runs' own stop after it, the process is gone within the documented 10 s.
+CLOSE_DRAIN_S = 5.0
+CLOSE_CANCEL_S = 1.5
 # Discord lets each rate-limit bucket of a bot's shards IDENTIFY once per 5 seconds, timed at its end:
 # a quarter second more allows for the previous IDENTIFY's way there.
 IDENTIFY_SPACING_S = 5.25
@@ -439,6 +443,7 @@ class MendBot(RecordingBot):
     async def _drain_for_restart(self) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.services.settings.deploy.drain_timeout_s
+        self.services.deploy.stopping()  # a live replay under way is run again by the next start
         try:
             # Listeners still run while draining (a reply to "ship it" must not be lost), so
             # handlers that started after the first wait are waited for as well.
@@ -470,9 +475,14 @@ class MendBot(RecordingBot):
     async def _close_once(self) -> None:
         self.sampler.stop()
         self.accepting = False
-        left = await self.drain(0.0 if self._drained else 10.0)
+        self.services.deploy.stopping()  # a live replay under way is run again by the next start
+        left = await self.drain(0.0 if self._drained else CLOSE_DRAIN_S)
         if left:
-            _log.warning("closing with handlers still running", count=left)
+            # Past the drain, what is still running stops where it is, as a kill would stop it — every
+            # step is written to be taken up again by the next start — but with its `finally` blocks
+            # run: subprocesses and sandboxes end with it, instead of outliving the process's exit.
+            _log.warning("closing with handlers still running: stopping them", count=left)
+            await self.cancel_inflight(CLOSE_CANCEL_S)
         for name in list(self.extensions):
             try:
                 await self.unload_extension(name)
