@@ -188,6 +188,15 @@ class DeployCore:
         for task in list(self._replays):
             task.cancel()
 
+    async def cancel_background(self, timeout: float) -> None:
+        """Stop this service's background work (a re-verification, a deploy resumed at start) where it
+        is, and wait up to `timeout` for it to unwind: the next start takes it up again."""
+        pending = [task for task in self._background if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+
     async def is_drill_run(self, run: Run) -> bool:
         """Whether `run` is a fire drill's (bot/improve/drill.py): requested by the drill user, or on
         an incident of the drill path. Such a run never merges, whoever approves it."""

@@ -483,6 +483,7 @@ class MendBot(RecordingBot):
             # run: subprocesses and sandboxes end with it, instead of outliving the process's exit.
             _log.warning("closing with handlers still running: stopping them", count=left)
             await self.cancel_inflight(CLOSE_CANCEL_S)
+        await self.services.deploy.cancel_background(CLOSE_CANCEL_S)
         for name in list(self.extensions):
             try:
                 await self.unload_extension(name)
