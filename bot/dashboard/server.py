@@ -437,7 +437,9 @@ class DashboardServer:
         )
         cursor = _cursor(query.get("after", ""))
         data = await self._reader.actions(where, cursor)
-        filters = {k: query.get(k, "") for k in ("kind", "fingerprint", "user", "since", "until")}
+        filters = self._reader.echo(
+            {k: query.get(k, "") for k in ("kind", "fingerprint", "user", "since", "until")}
+        )
         return self._page("actions.html", user_id=request[_USER], filters=filters, **data)
 
 
