@@ -11,7 +11,8 @@ line to the process's exit (its exit code must be 0), against the operations gui
   while the change is rebased onto it and verified again (checks and smoke load, sandboxed);
 - `after_merge_recorded`, `after_live_update`, `during_reload`: between the merge and the reload;
 - `during_live_replay`: the incident replayed against the deployed code (a bot in the sandbox);
-- `watching`: the deploy done, its watch's timer running (SIGTERM sent from outside).
+- `watching`: the deploy done, its watch's timer running (SIGTERM sent from outside);
+- and, before any deploy, `mid_run`: a run's agent (the real CLI) waiting on the model.
 
 Each step is one stop (the exit time barely varies; the ship before it is what takes long).
 Run from the repo root: `.venv/bin/python bench/stop.py`.
@@ -35,9 +36,9 @@ if str(REPO) not in sys.path:
 for _name in ("DISCORD_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GITHUB_TOKEN", "MENDBOT_CONFIG"):
     os.environ.pop(_name, None)
 
-from tests.harness.model_double import ModelDouble, text  # noqa: E402
+from tests.harness.model_double import Hold, ModelDouble, text  # noqa: E402
 from tests.harness.playground import PlaygroundProcess  # noqa: E402
-from tests.harness.repo import git  # noqa: E402
+from tests.harness.repo import copy_of_bot, git  # noqa: E402
 from tests.test_improve_e2e import DIAGNOSIS, PLAN, _json_turn  # noqa: E402
 from tests.test_ship_e2e import BUG, FIX, _config, _edit, _seeded_copy, _to_proposal  # noqa: E402
 
@@ -49,6 +50,7 @@ STEPS = (
     "during_reload",
     "during_live_replay",
     "watching",
+    "mid_run",
 )
 
 
@@ -96,10 +98,37 @@ async def stop_during(step: str, base: Path) -> float:
     return exited - (stopped if step == "watching" else _stopped_at(base))
 
 
+async def stop_mid_run(base: Path) -> float:
+    """Seconds from SIGTERM, sent while a run's agent waits on the model, to the process's exit."""
+    repo = copy_of_bot(base / "repo")
+    async with ModelDouble() as model:
+        hold = Hold(then=text("never read"))
+        model.script(hold)
+        env = {"ANTHROPIC_API_KEY": "bench-key", "ANTHROPIC_BASE_URL": model.base_url}
+        pg = await PlaygroundProcess.start(_config(base, repo), code=repo, env=env)
+        try:
+            await pg.send("#dev")
+            await pg.send("/investigate the roll command is broken")
+            await asyncio.wait_for(hold.reached.wait(), 180)
+            stopped = time.time()
+            pg.process.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(pg.process.wait(), 300)
+            exited = time.time()
+        finally:
+            hold.release.set()
+            if pg.process.returncode is None:
+                pg.process.kill()
+                await pg.process.wait()
+    if code != 0:
+        raise RuntimeError(f"exit code {code} after SIGTERM mid-run: {pg.stderr.read_text()[-2000:]}")
+    return exited - stopped
+
+
 async def main() -> None:
     for step in STEPS:
         with tempfile.TemporaryDirectory(prefix="mendbot-bench-stop-") as temp:
-            took = await stop_during(step, Path(temp))
+            base = Path(temp)
+            took = await (stop_mid_run(base) if step == "mid_run" else stop_during(step, base))
         print(f"sigterm_exit_{step}_s {took:.2f} s  (target ≤ {DRAIN_S:g})", flush=True)
 
 
