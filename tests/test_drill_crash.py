@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from bot.db import core, drills
 from bot.kernel.errors import UserError
-from tests.harness.discord import make_settings, running_world
+from tests.harness.discord import bot_messages, make_settings, running_world
 from tests.harness.model_double import ModelDouble, text, tool_use
 from tests.harness.playground import PlaygroundProcess
 from tests.harness.repo import copy_of_bot
+from tests.harness.sql import stored
 from tests.test_cluster import _process
 from tests.test_improve_e2e import BUG, CHECK, DIAGNOSIS, FIX, PLAN, _json_turn
 from tests.test_ship_gate import tiny_repo
@@ -129,3 +131,29 @@ async def test_drills_started_at_once_in_processes_sharing_postgresql_are_one_dr
         winner = a if isinstance(results[0], int) else b
         report = await winner.drill.wait()
     assert report is not None and report.number == 1
+
+
+async def test_a_drill_another_process_left_is_ended_once_past_its_whole_target(tmp_path: Path) -> None:
+    """A drill unfinished by another process (shards 9) is that process's while it may still be
+    running — a restart here leaves it, /drill is refused naming it — and, once older than its whole
+    target, the next /drill ends it as interrupted, says so in #dev, and starts #2."""
+    settings = make_settings(
+        tmp_path / "data", repo_dir=tiny_repo(tmp_path / "repo"), drill={"targets": {"propose_s": 60}}
+    )
+    async with running_world(settings) as world:
+        services = world.bot.services
+        now = services.clock().timestamp()
+        other = await drills.begin(services.db, process="shards 9", now=now - 30)
+        assert other is not None and other.number == 1
+        services.drill._process = "shards 0"  # this process, on a database shared with shards 9
+        assert await services.drill.recover() is None  # not ours, and it may still be going
+        with pytest.raises(UserError, match="Fire drill #1 is still running"):
+            await services.drill.start()
+        await core.execute(services.db, "UPDATE drills SET started_at = :at", at=now - 60 - 601)
+        assert await services.drill.start() == 2
+        await world.quiesce()
+        await services.drill.wait()
+        posted = [m.content for m in bot_messages(world, world.dev)]
+    assert any("Fire drill #1 was interrupted by its process stopping" in text for text in posted), posted
+    ended = stored(settings, "SELECT number, outcome FROM drills ORDER BY number")
+    assert [tuple(row) for row in ended] == [(1, "interrupted"), (2, "stopped")]  # #2: no model key

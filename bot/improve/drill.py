@@ -223,7 +223,10 @@ class DrillService:
         now = self._clock().timestamp()
         current = await drills.unfinished(self._db)
         if current is not None and self._abandoned(current, now):
-            await self._end_interrupted(current, "its process stopped")
+            notice = await self._end_interrupted(current, "its process stopping")
+            if notice and self.post is not None:
+                with contextlib.suppress(Exception):  # the new drill does not depend on the old one's notice
+                    await self.post(notice)
             current = None
         if current is not None:
             raise UserError(f"Fire drill #{current.number} is still running; one drill at a time.")
