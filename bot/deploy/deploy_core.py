@@ -163,9 +163,10 @@ class DeployCore:
 
     async def replay_live(self, run: Run, merged_sha: str) -> LiveReplay:
         """The replay of the run's incident against the deployed commit (`prove_live`), as a step a stop
-        interrupts instead of waiting for: the process stopping (SIGTERM, a restart) cancels it, and
-        whoever awaited it with it — the run stays `deployed` without a `proof_live` event, and the
-        next start replays it and finishes the deploy's report (`announce_resumed_watches`)."""
+        interrupts instead of waiting for: the process stopping (SIGTERM; a restart past its drain)
+        cancels it, and whoever awaited it with it — the run stays `deployed` without a `proof_live`
+        event, and the next start replays it and finishes the deploy's report
+        (`announce_resumed_watches`)."""
         if self.prove_live is None:
             return LiveReplay()
         if self._stopping:

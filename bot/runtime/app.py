@@ -443,7 +443,6 @@ class MendBot(RecordingBot):
     async def _drain_for_restart(self) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.services.settings.deploy.drain_timeout_s
-        self.services.deploy.stopping()  # a live replay under way is run again by the next start
         try:
             # Listeners still run while draining (a reply to "ship it" must not be lost), so
             # handlers that started after the first wait are waited for as well.
@@ -475,7 +474,9 @@ class MendBot(RecordingBot):
     async def _close_once(self) -> None:
         self.sampler.stop()
         self.accepting = False
-        self.services.deploy.stopping()  # a live replay under way is run again by the next start
+        # A live replay under way is not waited for: the next start runs it. (A restart a deploy asked
+        # for has let it finish within `deploy.drain_timeout_s` already, if it could.)
+        self.services.deploy.stopping()
         left = await self.drain(0.0 if self._drained else CLOSE_DRAIN_S)
         if left:
             # Past the drain, what is still running stops where it is, as a kill would stop it — every
