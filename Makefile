@@ -114,6 +114,7 @@ bench: setup
 	$(BIN)/python bench/localise.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/dashboard.py
+	$(BIN)/python bench/stop.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -15,7 +15,7 @@ from bot.db import actions as action_queries
 from bot.db import runs as run_queries
 from bot.db.records import ActionRecord
 from bot.tools.playground import VirtualWorld
-from tests.harness.dashboard import PAYLOADS, Served, git_change, seed_hostile_run, serving
+from tests.harness.dashboard import DEVELOPERS, PAYLOADS, Served, allow, git_change, seed_hostile_run, serving
 from tests.harness.discord import make_settings, reply_text, running_world
 from tests.harness.playground import PlaygroundProcess
 from tests.harness.sql import sql_value
@@ -34,6 +34,7 @@ async def dash_world(tmp_path: Path) -> AsyncIterator[VirtualWorld]:
     settings = make_settings(tmp_path / "data", repo_dir=repo)
     async with running_world(settings, real_clock=True) as world:
         world.bot.services.settings.__dict__["_seeded"] = (base, head)
+        allow(world, *DEVELOPERS)
         yield world
 
 

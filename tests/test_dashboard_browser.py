@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from bot.tools.playground import VirtualWorld
-from tests.harness.dashboard import git_change, seed_hostile_run, serving
+from tests.harness.dashboard import allow, git_change, seed_hostile_run, serving
 from tests.harness.discord import make_settings, reply_text, running_world
 
 if TYPE_CHECKING:
@@ -59,6 +59,7 @@ async def hostile(tmp_path: Path) -> AsyncIterator[tuple[VirtualWorld, int]]:
     repo = tmp_path / "repo"
     base, head = git_change(repo)
     async with running_world(make_settings(tmp_path / "data", repo_dir=repo), real_clock=True) as world:
+        allow(world, 42, 43)  # the seeded run's requester and another developer
         yield world, await seed_hostile_run(world, base, head)
 
 
@@ -123,7 +124,7 @@ async def test_refused_links_and_users(hostile: tuple[VirtualWorld, int], browse
         assert "This link does not work" in await late.inner_text("h1")
         served.clock.skipped = 0
 
-        bobs = await served.signin.link(world.users["mallory"].id)  # as if Mallory had one somehow
+        bobs = await served.signin.link(43)  # another developer's link
         assert bobs is not None
         await first.goto(bobs)  # Alice's browser, someone else's link
         assert "someone else" in await first.inner_text("h1")
@@ -208,3 +209,66 @@ async def test_the_page_of_a_real_run(tmp_path: Path, browser: Browser, shots: P
             await page.goto(f"{served.url}/incidents/1")
             assert "Incident 1" in await page.inner_text("h1")
             await page.screenshot(path=str(shots / "incident-real.png"), full_page=True)
+
+
+async def test_a_developer_taken_off_the_list_is_signed_out(
+    hostile: tuple[VirtualWorld, int], browser: Browser
+) -> None:
+    """Alice reads the runs; taken off `access.allowed_user_ids`, her next page is "Sign in first" and
+    the link she had not used yet does not sign her in again."""
+    world, _ = hostile
+    alice = world.users["alice"].id
+    async with serving(world) as served:
+        page = await browser.new_page()
+        await _sign_in(page, await _link_from_chat(world, "alice"))
+        spare = await _link_from_chat(world, "alice")
+        await page.goto(served.url + "/runs")
+        await page.wait_for_selector("h1:has-text('Runs')")
+        world.bot.services.settings.access.allowed_user_ids.remove(alice)
+        response = await page.goto(served.url + "/runs")
+        assert response is not None and response.status == 401
+        assert "Sign in first" in await page.inner_text("h1")
+        await page.goto(spare)
+        assert "This link does not work" in await page.inner_text("h1")
+
+
+async def test_a_sign_in_from_another_site_is_refused(
+    hostile: tuple[VirtualWorld, int], browser: Browser
+) -> None:
+    """A page on another origin posts a leaked link's form to the dashboard (login CSRF): the browser
+    shows "Sign-in refused" and holds no session; the link still signs in from its own page."""
+    from aiohttp import web
+
+    world, _ = hostile
+    async with serving(world) as served:
+        link = await _link_from_chat(world, "alice")
+        match = re.search(r"u=(\d+)&t=([\w-]+)", link)
+        assert match is not None
+        evil_html = (
+            f'<form method="post" action="{served.url}/signin">'
+            f'<input type="hidden" name="u" value="{match.group(1)}">'
+            f'<input type="hidden" name="t" value="{match.group(2)}">'
+            '<button id="go">Win a prize</button></form>'
+        )
+
+        async def evil(_: web.Request) -> web.Response:
+            return web.Response(text=evil_html, content_type="text/html")
+
+        app = web.Application()
+        app.router.add_get("/", evil)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            page = await browser.new_page()
+            await page.goto(f"http://127.0.0.1:{port}/")
+            await page.click("#go")
+            await page.wait_for_selector("h1:has-text('Sign-in refused')")
+            assert "did not come from the dashboard" in await page.inner_text("main")
+            assert not [c for c in await page.context.cookies() if c["name"] == "mendbot_session"]
+            assert (await page.goto(served.url + "/")).status == 401  # type: ignore[union-attr]
+            await _sign_in(page, link)  # unspent: it works from the dashboard's own page
+        finally:
+            await runner.cleanup()

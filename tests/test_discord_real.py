@@ -8,8 +8,10 @@ process each get their own session and their own guilds; a subset of the shards 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -204,6 +206,14 @@ async def test_close_while_the_gateway_is_unreachable_stops_the_start(
         await bot.services.aclose()
 
 
+def test_start_retries_wait_a_few_seconds_at_most_however_long_discord_is_away() -> None:
+    """The start's retries double from about a second to at most 5 s, jittered: after an outage of any
+    length the bot tries again within a few seconds of Discord answering (it waited up to 60 s)."""
+    waits = list(itertools.islice(Backoff().delays(), 40))
+    assert 0.5 <= waits[0] <= 1.0 and 1.0 <= waits[1] <= 2.0
+    assert max(waits) <= 5.0 and len(set(waits)) == len(waits)
+
+
 async def test_sigterm_during_retries_stops_the_start(tmp_path: Path, discord_api: DiscordDouble) -> None:
     """Closing the bot while it waits to retry ends the start at once, without an error."""
     await discord_api.refuse()
@@ -318,7 +328,8 @@ async def test_mendbot_run_waits_out_an_outage_then_serves_and_stops_on_sigterm(
     err = "".join(seen) + rest.decode()
     assert process.returncode == 0, err
     assert "Traceback" not in err
-    assert "retrying in 1s" in err and "retrying in 2s" in err
+    waits = [float(wait) for wait in re.findall(r"retrying in (\d+\.\d)s", err)]
+    assert len(waits) >= 2 and 0.5 <= waits[0] <= 1.0 and 1.0 <= waits[1] <= 2.0, waits  # doubling, jittered
 
 
 # -- shards: one process running every shard of a count -----------------------------------------

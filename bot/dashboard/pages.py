@@ -86,6 +86,10 @@ class PageReader:
         cleaned: dict[str, Any] = self._clean(value)
         return cleaned
 
+    def echo(self, values: dict[str, str]) -> dict[str, str]:
+        """What the visitor typed (a filter), shown back through the redactor like everything else."""
+        return {key: self.redactor.text(value) for key, value in values.items()}
+
     def _clean(self, value: Any) -> Any:
         """Every string in `value` through the redactor, uncapped: a page shows a whole timeline or
         diff, which `Redactor.value` (made for records) would cut to a few items."""
@@ -239,7 +243,7 @@ class PageReader:
         try:
             report = await self._report(period)
         except AuditError as exc:
-            return {"period": period, "error": str(exc), "texts": [], "charts": []}
+            return self._page({"period": period, "error": str(exc), "texts": [], "charts": []})
         texts = render_text(report, report.highest_impact())
         names = ["failures_per_day", "p95_per_kind", "spend_per_day"]
         spend = [
@@ -255,5 +259,5 @@ class PageReader:
             report = await self._report(period)
         except AuditError:
             return None
-        charts: list[Chart] = await asyncio.to_thread(render_charts, report)
+        charts: list[Chart] = await asyncio.to_thread(render_charts, report, self.redactor.text)
         return next((chart.png for chart in charts if chart.filename == f"{name}.png"), None)

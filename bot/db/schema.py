@@ -454,3 +454,22 @@ Index("dashboard_sessions_expires", dashboard_sessions.c.expires_at)
 
 # The action explorer's "by user" (bot/db/browse.py): newest first within one user's actions.
 Index("actions_user_ts", actions.c.user_id, actions.c.ts, **_partial("user_id IS NOT NULL"))
+
+# Fire drills (bot/improve/drill.py), each from its start to its end: the stage it reached and the
+# records it made. `unfinished` is 1 until the drill ends and NULL after; being UNIQUE, it lets one
+# drill at a time be unfinished, whichever process starts it (v0018_drills).
+drills = Table(
+    "drills",
+    metadata,
+    _id(),
+    Column("number", BigInteger, nullable=False),
+    Column("unfinished", Integer, unique=True),
+    Column("process", Text),  # the shards label of the process running it; NULL for a single process
+    Column("started_at", Seconds, nullable=False),
+    Column("stage", Text, nullable=False),  # the last stage it saw happen; "" before detection
+    Column("incident_id", BigInteger),
+    Column("run_id", BigInteger),
+    Column("proposal_id", BigInteger),
+    Column("ended_at", Seconds),
+    Column("outcome", Text),  # ok | missed | stopped | failed | interrupted
+)

@@ -72,7 +72,7 @@ class ApprovalCore:
         self._runs = runs
         self._settings = settings
         self._clock = clock
-        self._access = AccessPolicy(settings.access)
+        self._access = AccessPolicy(lambda: settings.access)
         self._locks: dict[int, asyncio.Lock] = {}
         # (base, head) → protected files: a commit's diff never changes, and git is not free.
         self._protection: dict[tuple[str, str], tuple[str, ...]] = {}

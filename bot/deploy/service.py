@@ -36,7 +36,6 @@ from bot.deploy.rollback import DeployRollbacks
 from bot.deploy.signals import DeploySignals, _lines, _reread_lines
 from bot.deploy.watches import DeployWatches
 from bot.forge.base import ForgeError, HeadMovedError, MainMovedError, branch_head
-from bot.improve.proof import LiveReplay
 from bot.improve.runs import Run
 from bot.kernel.errors import UserError
 from bot.kernel.log import bind_context, get_logger
@@ -149,6 +148,7 @@ class DeployService(DeployWatches, DeployRollbacks, DeployReverification, Deploy
         try:
             if await self.is_drill_run(run):  # however it got here (a hand-over, a resume): never merged
                 return await self._refuse_drill(run, actor)
+            self._failpoints.hit("deploy.before_merge")
             return await self._merge_and_deploy(run, actor)
         except Exception as exc:  # a bug or a git/forge failure must not leave the run merging
             current = await self.runs.get(run.id)
@@ -371,7 +371,7 @@ class DeployService(DeployWatches, DeployRollbacks, DeployReverification, Deploy
             await self.went_live(merged_sha, live.old_sha != merged_sha)
         # Before the watch: "resolved" then rests on the replay's evidence, not only on quiet; a replay
         # that shows the fix not holding live regresses the run at once, with the rollback offered.
-        replay = await self.prove_live(run, merged_sha) if self.prove_live is not None else LiveReplay()
+        replay = await self.replay_live(run, merged_sha)
         watch = await self._start_watch(run, set(changed), timer=not replay.failed, process=canary)
         if replay.failed:
             await self._regressed_live(watch, replay.line)
@@ -398,7 +398,7 @@ class DeployService(DeployWatches, DeployRollbacks, DeployReverification, Deploy
             return (
                 f"⚠️ Merged `{merged_sha[:7]}`{approved}, but the canary ({canary}) did not take it: {problem}"
             )
-        replay = await self.prove_live(run, merged_sha) if self.prove_live is not None else LiveReplay()
+        replay = await self.replay_live(run, merged_sha)
         watch = await self._start_watch(run, set(changed), timer=not replay.failed, process=canary)
         if replay.failed:
             await self._regressed_live(watch, replay.line)

@@ -378,6 +378,13 @@ class DashboardConfig(_Section):
     link_ttl_s: int = Field(default=300, ge=30, le=3600)  # a sign-in link works once, this long
     session_ttl_s: int = Field(default=12 * 3600, ge=60, le=30 * 24 * 3600)
     page_size: int = Field(default=50, ge=5, le=500)
+    # How long a client may take to send a request's head, or the sign-in form's body: a slower one
+    # (a slowloris) is cut off instead of holding a connection open for ever.
+    read_timeout_s: float = Field(default=10, gt=0, le=300)
+    # Live timelines (server-sent event streams) open at once: per session, and in all; one more is
+    # refused with 503 and Retry-After.
+    streams_per_session: int = Field(default=6, ge=1, le=100)
+    streams: int = Field(default=64, ge=1, le=10000)
 
     @field_validator("public_url")
     @classmethod

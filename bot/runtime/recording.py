@@ -584,6 +584,17 @@ class RecordingBot(commands.AutoShardedBot):
             await asyncio.wait(pending, timeout=timeout)
         return sum(1 for task in pending if not task.done())
 
+    async def cancel_inflight(self, timeout: float) -> int:
+        """Cancel the handlers still running and wait up to `timeout` for them to unwind; how many had
+        not ended by then."""
+        current = asyncio.current_task()
+        pending = [task for task in self._inflight if task is not current and not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+        return sum(1 for task in pending if not task.done())
+
     @property
     def not_accepting_notice(self) -> str:
         return RESTART_NOTICE if self.restart_requested is not None else SHUTDOWN_NOTICE

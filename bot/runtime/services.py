@@ -32,10 +32,11 @@ from bot.improve.drill import DrillService
 from bot.improve.memory import Memory
 from bot.improve.policy import BudgetLedger, Policy
 from bot.improve.relay import RunEventRelay
-from bot.improve.runs import RunService
+from bot.improve.runs import Run, RunService
 from bot.improve.service import SelfImprovementAgent
 from bot.improve.workspace import Workspace
 from bot.kernel.daemons import Daemons
+from bot.kernel.drills import DRILL_USER_ID
 from bot.kernel.log import get_logger
 from bot.kernel.prompts import PromptRegistry
 from bot.kernel.settings import Settings
@@ -281,12 +282,17 @@ async def _assemble(
         interrupted = []
     else:
         interrupted = await improve.on_startup()
-    boot_notices = [
-        f"⏸ Run #{run.id} was interrupted by a restart while {run.interrupted_from or 'running'}; "
-        f"`/run {run.id} action:resume` continues it."
-        for run in interrupted
-        if run.interrupted_from != "merging"
-    ]
+    drill = DrillService(
+        settings=settings,
+        db=db,
+        recorder=recorder,
+        incidents=incidents,
+        improve=improve,
+        clock=clock,
+        failpoints=deploy.failpoints,
+        process=process_label(settings) if shared else None,
+    )
+    boot_notices = await _after_a_stop(interrupted, drill)
     devmode = DevMode(db, settings.repo_dir.resolve(), clock)
     autonomy = AutonomyService(config=settings.improve, improve=improve, incidents=incidents, devmode=devmode)
     incidents.on_raised = autonomy.on_raised
@@ -308,7 +314,7 @@ async def _assemble(
         recorder=recorder,
         detector=detector,
         incidents=incidents,
-        access=AccessPolicy(settings.access),
+        access=AccessPolicy(lambda: settings.access),
         improve=improve,
         deploy=deploy,
         clock=clock,
@@ -324,19 +330,13 @@ async def _assemble(
             deploy=deploy,
             improve=improve,
         ),
-        drill=DrillService(
-            settings=settings,
-            db=db,
-            recorder=recorder,
-            incidents=incidents,
-            improve=improve,
-            clock=clock,
-            failpoints=deploy.failpoints,
-        ),
+        drill=drill,
         redactor=redactor,
         storage=storage,
         boot_notices=boot_notices,
-        dashboard=DashboardSignIn(db, settings.dashboard, lambda: clock().timestamp()),
+        dashboard=DashboardSignIn(
+            db, settings.dashboard, lambda: clock().timestamp(), access=AccessPolicy(lambda: settings.access)
+        ),
         database_file=database_file,
     )
     services.daemons.start("action-writer", recorder.run_writer())
@@ -356,6 +356,20 @@ async def _assemble(
         # several bot processes, each relaying would post every update once per process.
         services.daemons.start("run-relay", services.cluster.leadership.while_leader(relay.run))
     return services
+
+
+async def _after_a_stop(interrupted: list[Run], drill: DrillService) -> list[str]:
+    """What to say in #dev once ready about work a stop interrupted: each run that `/run N
+    action:resume` continues, and a drill left unfinished — ended here, its run with it, before
+    anything could offer that run for a resume."""
+    drill_notice = await drill.recover()
+    notices = [
+        f"⏸ Run #{run.id} was interrupted by a restart while {run.interrupted_from or 'running'}; "
+        f"`/run {run.id} action:resume` continues it."
+        for run in interrupted
+        if run.interrupted_from != "merging" and run.requester_id != DRILL_USER_ID
+    ]
+    return [*notices, drill_notice] if drill_notice else notices
 
 
 async def _run_on_workers(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -122,15 +123,17 @@ def is_network_failure(exc: BaseException) -> bool:
 
 @dataclass(frozen=True)
 class Backoff:
-    """Delays between attempts: `initial`, doubling, at most `maximum` seconds."""
+    """Delays between attempts: from `initial`, doubling, at most `maximum` seconds — each drawn
+    between half and all of that (jitter), so a bot is back within a few seconds of Discord answering
+    however long it was away, and bots do not come back in step."""
 
     initial: float = 1.0
-    maximum: float = 60.0
+    maximum: float = 5.0
 
     def delays(self) -> Iterator[float]:
         delay = self.initial
         while True:
-            yield delay
+            yield random.uniform(delay / 2, delay)
             delay = min(delay * 2, self.maximum)
 
 
@@ -152,7 +155,7 @@ async def _retry_or_fail(bot: MendBot, exc: Exception, step: str, delays: Iterat
     delay = next(delays)
     summary = " ".join(f"{type(exc).__name__}: {exc}".split()) or type(exc).__name__
     # The console gets one line per attempt; the traceback goes to the JSON log only.
-    _log.warning(f"Discord unreachable ({step}): retrying in {delay:g}s", error=summary)
+    _log.warning(f"Discord unreachable ({step}): retrying in {delay:.1f}s", error=summary)
     _log.info("unreachable at start", step=step, exc_info=exc, console=False)
     return not await _wait_or_closed(bot, delay)
 

@@ -1,4 +1,4 @@
--- mendbot schema at the head of the history with sha256 3839f2450e4064e0fdb4cee62855969836c0c12a1ed8e1f898fa192e2247c3d1
+-- mendbot schema at the head of the history with sha256 78c1ad9818f886be77fc95b22e21f23a07469cf7d9def14627e006989c8da4db
 -- Written by `python -m bot.db.history`; used only while that digest matches.
 BEGIN;
 CREATE TABLE alembic_version (
@@ -404,6 +404,21 @@ CREATE TABLE cog_rows (
 	written_at DOUBLE, 
 	CONSTRAINT pk_cog_rows PRIMARY KEY (table_name, "key")
 );
-INSERT INTO alembic_version (version_num) VALUES ('v0017_rollout');
+CREATE TABLE drills (
+	id INTEGER NOT NULL, 
+	number BIGINT NOT NULL, 
+	unfinished INTEGER, 
+	process TEXT, 
+	started_at DOUBLE NOT NULL, 
+	stage TEXT NOT NULL, 
+	incident_id BIGINT, 
+	run_id BIGINT, 
+	proposal_id BIGINT, 
+	ended_at DOUBLE, 
+	outcome TEXT, 
+	CONSTRAINT pk_drills PRIMARY KEY (id), 
+	CONSTRAINT uq_drills_unfinished UNIQUE (unfinished)
+);
+INSERT INTO alembic_version (version_num) VALUES ('v0018_drills');
 PRAGMA user_version = 13;
 COMMIT;
