@@ -11,8 +11,10 @@ import signal
 import sqlite3
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
+import discord
 import pytest
 
 from bot.tools.playground import Playground, PlaygroundError, VirtualWorld
@@ -205,6 +207,25 @@ async def test_an_incident_just_opened_reads_just_now(tmp_path: Path) -> None:
         out = await _lines(world, "wait")
     assert "Since: just now" in out
     assert "in 0s" not in out
+
+
+async def test_discord_timestamps_read_as_the_client_writes_them(tmp_path: Path) -> None:
+    """Only the relative style (`<t:…:R>`) reads "in 30 min"; the others are a moment, in UTC as the
+    playground says ("until in 30 min" was a `:f` stamp read as relative)."""
+    settings = make_settings(tmp_path / "data")
+    async with running_world(settings, playground=True, real_clock=True) as world:
+        at = int(world.env.now().timestamp()) + 1800
+        moment = datetime.fromtimestamp(at, UTC)
+        stamps = " | ".join(f"<t:{at}:{style}>" for style in "RftTdDF") + f" | <t:{at}>"
+        channel = world.bot.get_channel(world.dev.id)
+        assert isinstance(channel, discord.TextChannel)
+        await channel.send(f"until {stamps}")  # as the bot: the playground shows what it sends
+        out = await _lines(world, "wait")
+    assert (
+        f"until in 30 min | {moment:%d %B %Y %H:%M} UTC | {moment:%H:%M} UTC | {moment:%H:%M:%S} UTC | "
+        f"{moment:%Y-%m-%d} UTC | {moment:%d %B %Y} UTC | {moment:%A, %d %B %Y %H:%M} UTC | "
+        f"{moment:%d %B %Y %H:%M} UTC"
+    ) in out, out
 
 
 async def test_a_reminder_set_in_one_session_is_delivered_in_the_next(tmp_path: Path) -> None:
