@@ -15,6 +15,7 @@ from bot.kernel.errors import UserError
 from bot.kernel.log import get_logger
 from bot.observe.incident import Incident
 from bot.runtime.app import MendBot
+from bot.runtime.people import addressed
 
 ACTIONS: dict[str, RunKind] = {"🔍": "investigate", "🛠": "fix", "🛠️": "fix"}
 _COLOURS = {
@@ -239,7 +240,7 @@ class Incidents(commands.Cog):
         text = await request_action(self.bot, incident.id, user, action, "reaction")
         channel = self.bot.get_channel(payload.channel_id)
         if isinstance(channel, discord.abc.Messageable):
-            await channel.send(f"{user.mention} {text}", allowed_mentions=discord.AllowedMentions.none())
+            await channel.send(addressed(user, text)[:2000], allowed_mentions=discord.AllowedMentions.none())
 
     # -- commands -------------------------------------------------------------------------------
 

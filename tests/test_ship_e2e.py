@@ -97,7 +97,7 @@ async def test_whole_loop_from_failure_to_resolved(tmp_path: Path) -> None:
         proposal = await _to_proposal(pg)
         await pg.send("@mallory")
         await pg.send(f"react {proposal} ✅")
-        await pg.expect(r"@mallory .*(isn't allow-listed|not allow-listed)")
+        await pg.expect(r"mendbot \(m\d+\): mallory isn't allow-listed to approve\.")
         await pg.send("@alice")
         await pg.send(f"reply {proposal} ship it")
         await pg.expect(r"Merged `[0-9a-f]{7}` and deployed", timeout=120)
