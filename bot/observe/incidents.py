@@ -294,6 +294,7 @@ class IncidentService:
                 kind=incident.kind,
                 rule=incident.rule,
                 summary=incident.summary,
+                announced=self.announcer is not None,  # the dev channel says so: not again in the playground
             )
             if self.announcer is not None:
                 where = await self.announcer.announce(incident)
