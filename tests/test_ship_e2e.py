@@ -156,7 +156,7 @@ async def test_regression_is_reported_and_emergency_rollback_restores_the_old_co
         await pg.expect(r"Something went wrong on my side \(ZeroDivisionError\)")  # with its old bug
         assert await pg.finish() == 0
     assert (repo / "cogs" / "dice.py").read_text() == before
-    assert _db(tmp_path, "SELECT state FROM runs") == [("regressed",)]
+    assert _db(tmp_path, "SELECT state FROM runs") == [("rolled_back",)]  # regressed, then rolled back
     assert ("regressed",) in _db(tmp_path, "SELECT outcome FROM lessons")
 
 

@@ -1,4 +1,4 @@
--- mendbot schema at the head of the history with sha256 3839f2450e4064e0fdb4cee62855969836c0c12a1ed8e1f898fa192e2247c3d1
+-- mendbot schema at the head of the history with sha256 15fcfe09ae08c9d240d76763116dfb5899d91b90ffc4fc80904b73be80dfa2dd
 -- Written by `python -m bot.db.history`; used only while that digest matches.
 BEGIN;
 CREATE TABLE alembic_version (
@@ -224,7 +224,7 @@ CREATE TABLE runs (
 	CONSTRAINT pk_runs PRIMARY KEY (id), 
 	CONSTRAINT ck_runs_kind CHECK (kind IN ('investigate', 'fix')), 
 	CONSTRAINT ck_runs_origin CHECK (origin IN ('requested', 'autonomous')), 
-	CONSTRAINT ck_runs_state CHECK (state IN ('queued', 'observing', 'investigating', 'planning', 'editing', 'verifying', 'proposing', 'awaiting_approval', 'merging', 'deployed', 'watching', 'resolved', 'reported', 'failed', 'rejected', 'cancelled', 'regressed', 'interrupted'))
+	CONSTRAINT ck_runs_state CHECK (state IN ('queued', 'observing', 'investigating', 'planning', 'editing', 'verifying', 'proposing', 'awaiting_approval', 'merging', 'deployed', 'watching', 'resolved', 'reported', 'failed', 'rejected', 'cancelled', 'regressed', 'interrupted', 'rolled_back'))
 );
 CREATE INDEX runs_created ON runs (created_at);
 CREATE INDEX runs_incident ON runs (incident_id) WHERE incident_id IS NOT NULL;
@@ -404,6 +404,12 @@ CREATE TABLE cog_rows (
 	written_at DOUBLE, 
 	CONSTRAINT pk_cog_rows PRIMARY KEY (table_name, "key")
 );
-INSERT INTO alembic_version (version_num) VALUES ('v0017_rollout');
+CREATE TABLE people (
+	user_id INTEGER NOT NULL, 
+	name TEXT NOT NULL, 
+	seen_at DOUBLE NOT NULL, 
+	CONSTRAINT pk_people PRIMARY KEY (user_id)
+);
+INSERT INTO alembic_version (version_num) VALUES ('v0021_people_and_rollbacks');
 PRAGMA user_version = 13;
 COMMIT;
