@@ -216,13 +216,28 @@ class Incidents(commands.Cog):
             _log.warning("announcement reactions not added", incident_id=incident.id, error=str(exc))
         return message.channel.id, message.id
 
-    async def update(self, incident: Incident) -> None:
+    async def update(self, incident: Incident) -> tuple[int, int] | None:
+        """Edit the announcement in place; one that is gone (deleted on Discord, or from a playground
+        session before this one) is posted again, and where it went is returned to be stored."""
         if incident.channel_id is None or incident.message_id is None:
-            return
+            return None
         channel = self.bot.channel_by_id(incident.channel_id)
         if not isinstance(channel, discord.abc.Messageable) or not hasattr(channel, "get_partial_message"):
-            return
-        await channel.get_partial_message(incident.message_id).edit(embed=render(incident))
+            return await self._announce_again(incident, "its channel is gone")
+        try:
+            await channel.get_partial_message(incident.message_id).edit(embed=render(incident))
+        except discord.NotFound:
+            return await self._announce_again(incident, "its message is gone")
+        except discord.HTTPException as exc:  # not allowed to edit it, Discord failing: next change
+            _log.warning(
+                "announcement not updated", incident_id=incident.id, error=f"{exc.status} {exc.text}"
+            )
+        return None
+
+    async def _announce_again(self, incident: Incident, why: str) -> tuple[int, int] | None:
+        _log.info("announcement posted again", incident_id=incident.id, why=why)
+        incident.message_id = None  # a new post, not the old one's nonce echoed back
+        return await self.announce(incident)
 
     # -- reactions on announcements ---------------------------------------------------------------
 

@@ -106,6 +106,20 @@ def test_a_failing_command_is_one_line_between_the_chat_lines(tmp_path: Path) ->
     assert "Something went wrong on my side (ZeroDivisionError)" in result.stdout
 
 
+def test_an_incident_from_an_earlier_session_is_announced_again(tmp_path: Path) -> None:
+    """In the next playground session an incident's announcement (a message of the session before) is
+    posted again when the incident changes: the reply is right and nothing is logged about it."""
+    config = _config(tmp_path, "discord: {extensions: [cogs.incidents, tests.fixtures.buggy_dice]}\n")
+    play = ["--config", str(config), "play", "--data-dir", str(tmp_path / "pg")]
+    first = _mendbot(*play, cwd=tmp_path, stdin="!roll 1d6\n")
+    assert first.returncode == 0 and "Incident #1: command:roll" in first.stdout, first.stdout + first.stderr
+    second = _mendbot(*play, cwd=tmp_path, stdin="#dev\n/incident 1 acknowledge\n")
+    assert second.returncode == 0, second.stderr
+    assert "[#dev] mendbot (m1): Incident #1 is now acknowledged." in second.stdout, second.stdout
+    assert "Incident #1: command:roll — acknowledged" in second.stdout, second.stdout
+    assert "Traceback" not in second.stderr and "bookkeeping failed" not in second.stderr, second.stderr
+
+
 def test_playground_line_it_cannot_run_gives_exit_2(tmp_path: Path) -> None:
     """A line the playground cannot run is reported, the script goes on, and the exit code is 2."""
     result = _mendbot("--config", str(_config(tmp_path)), cwd=tmp_path, stdin="/nosuch\n/roll d4\n")
