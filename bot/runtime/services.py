@@ -43,6 +43,7 @@ from bot.observe.audit import AuditService
 from bot.observe.detector import AnomalyDetector, restore_windows
 from bot.observe.incidents import IncidentService
 from bot.observe.recorder import ActionRecorder
+from bot.runtime.people import People
 from bot.scale.cluster import Cluster, leadership_for, process_label, shares_database
 from bot.scale.leader import Leadership
 from bot.trust.access import AccessPolicy
@@ -79,6 +80,7 @@ class Services:
     autonomy: AutonomyService
     cluster: Cluster
     drill: DrillService
+    people: People  # the names people go by, as the bot last saw them
     redactor: Redactor = field(default_factory=Redactor)
     storage: StorageHealth = field(default_factory=StorageHealth)
     daemons: Daemons = field(default_factory=Daemons)
@@ -126,6 +128,7 @@ class Services:
         await self.autonomy.quiesce()
         await self.incidents.quiesce()
         await self.cluster.quiesce()
+        await self.people.quiesce()
         await self.recorder.flush()
 
     async def aclose(self) -> None:
@@ -141,6 +144,7 @@ class Services:
         self.deploy.stop()
         await self.cluster.close()
         await self.incidents.quiesce()
+        await self.people.quiesce()
         await self.recorder.close()
         await self.daemons.stop_all()
         if self.improve.queue is not None:
@@ -288,6 +292,7 @@ async def _assemble(
         if run.interrupted_from != "merging"
     ]
     devmode = DevMode(db, settings.repo_dir.resolve(), clock)
+    people = await People.loaded(db, clock, dev_guild_id=settings.discord.dev_guild_id)
     autonomy = AutonomyService(config=settings.improve, improve=improve, incidents=incidents, devmode=devmode)
     incidents.on_raised = autonomy.on_raised
     services = Services(
@@ -333,6 +338,7 @@ async def _assemble(
             clock=clock,
             failpoints=deploy.failpoints,
         ),
+        people=people,
         redactor=redactor,
         storage=storage,
         boot_notices=boot_notices,
