@@ -294,8 +294,9 @@ class Incidents(commands.Cog):
             for record in samples:
                 when = _when(record.ts, "T")
                 where = record.frames[-1] if record.frames else record.kind
+                who = self.bot.services.people.name(record.user_id) or f"user {record.user_id}"
                 embed.add_field(
-                    name=f"{when} · user {record.user_id}",
+                    name=f"{when} · {who}",
                     value=f"`{record.error_type}: {(record.error_message or '')[:150]}`\n`{where}`",
                     inline=False,
                 )

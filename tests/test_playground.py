@@ -177,3 +177,15 @@ async def test_runs_shows_each_state_with_its_own_icon(world: VirtualWorld) -> N
         assert f"{icon} **#{number}** fix `{state}`" in out, out
     assert f"**Origin:** requested by @alice (id {world.users['alice'].id})" in out
     assert "⏪ `rolled_back` by alice" in out and "user:" not in out
+
+
+async def test_an_incident_names_whose_calls_failed(world: VirtualWorld) -> None:
+    """/incident N lists its latest failures with the name of who hit each (it said "user 1456…")."""
+    alice = world.users["alice"]
+    await alice.send(world.general, "hello")  # the bot has seen her, by the name she goes by
+    world.bot.services.recorder.record(
+        "command:flaky", "test", ok=False, duration_ms=1.0, error=RuntimeError("broke"), user_id=alice.id
+    )
+    await world.quiesce()
+    out = await _play(world, "#dev", "/incident 1")
+    assert " · alice" in out and f"user {alice.id}" not in out, out
