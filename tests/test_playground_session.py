@@ -18,6 +18,7 @@ import discord
 import pytest
 
 from bot.tools.playground import Playground, PlaygroundError, VirtualWorld
+from tests.docblocks import blocks
 from tests.harness.discord import make_settings, running_world
 from tests.harness.model_double import Hold, ModelDouble, text
 from tests.harness.playground import PlaygroundProcess
@@ -226,6 +227,24 @@ async def test_discord_timestamps_read_as_the_client_writes_them(tmp_path: Path)
         f"{moment:%Y-%m-%d} UTC | {moment:%d %B %Y} UTC | {moment:%A, %d %B %Y %H:%M} UTC | "
         f"{moment:%d %B %Y %H:%M} UTC"
     ) in out, out
+
+
+async def test_a_cog_never_committed_is_named_at_start(tmp_path: Path) -> None:
+    """README's `/coin` pasted into cogs/coin.py of a checkout and never committed serves, and the bot
+    says at start, in #dev, that runs (which start from main) will not see it."""
+    repo = copy_of_bot(tmp_path / "repo")
+    readme = [block for block in blocks(repo / "README.md") if block.kind == "python"]
+    (repo / "cogs" / "coin.py").write_text(readme[0].body)
+    playground = await PlaygroundProcess.start(_config(tmp_path, repo), code=repo)
+    try:
+        await playground.expect(
+            r"^\[#dev\] mendbot \(m1\): ⚠️ `cogs/coin.py` is not committed: runs start from main and "
+            r"will not see it\. Commit it to `main` for a fix to work on it\.$"
+        )
+        await playground.send("/coin 3")
+        await playground.expect(r"mendbot \(m2\): [HT] [HT] [HT]$")
+    finally:
+        assert await playground.finish() == 0
 
 
 async def test_a_reminder_set_in_one_session_is_delivered_in_the_next(tmp_path: Path) -> None:

@@ -32,13 +32,14 @@ from bot.improve.drill import DrillService
 from bot.improve.memory import Memory
 from bot.improve.policy import BudgetLedger, Policy
 from bot.improve.relay import RunEventRelay
-from bot.improve.runs import RunService
+from bot.improve.runs import Run, RunService
 from bot.improve.service import SelfImprovementAgent
 from bot.improve.workspace import Workspace
 from bot.kernel.daemons import Daemons
 from bot.kernel.log import get_logger
 from bot.kernel.prompts import PromptRegistry
 from bot.kernel.settings import Settings
+from bot.kernel.uncommitted import not_on_main, unseen_line
 from bot.observe.audit import AuditService
 from bot.observe.detector import AnomalyDetector, restore_windows
 from bot.observe.incidents import IncidentService
@@ -191,6 +192,20 @@ async def build_services(
     return services
 
 
+async def _boot_notices(settings: Settings, interrupted: list[Run]) -> list[str]:
+    """What to say in #dev once the bot is up: runs a restart interrupted, and changes no run will see
+    (a cog written but never committed serves, and every run starts from main without it)."""
+    notices = [
+        f"⏸ Run #{run.id} was interrupted by a restart while {run.interrupted_from or 'running'}; "
+        f"`/run {run.id} action:resume` continues it."
+        for run in interrupted
+        if run.interrupted_from != "merging"
+    ]
+    if (unseen := unseen_line(await not_on_main(settings.repo_dir.resolve()))) is not None:
+        notices.append(unseen)
+    return notices
+
+
 async def _assemble(
     settings: Settings,
     db: Connection,
@@ -285,12 +300,7 @@ async def _assemble(
         interrupted = []
     else:
         interrupted = await improve.on_startup()
-    boot_notices = [
-        f"⏸ Run #{run.id} was interrupted by a restart while {run.interrupted_from or 'running'}; "
-        f"`/run {run.id} action:resume` continues it."
-        for run in interrupted
-        if run.interrupted_from != "merging"
-    ]
+    boot_notices = await _boot_notices(settings, interrupted)
     devmode = DevMode(db, settings.repo_dir.resolve(), clock)
     people = await People.loaded(db, clock, dev_guild_id=settings.discord.dev_guild_id)
     autonomy = AutonomyService(config=settings.improve, improve=improve, incidents=incidents, devmode=devmode)
