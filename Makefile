@@ -47,12 +47,14 @@ KEYED := $(strip $(DISCORD_TOKEN)$(ANTHROPIC_API_KEY)$(shell grep -Eqs '^(DISCOR
 RUN_SETUP := $(if $(KEYED),setup,runtime)
 
 # Debian's chromium, for the dashboard's browser tests (tests/test_dashboard_browser.py, Playwright
-# drives it by its path): `make test` installs it where it is missing and apt-get can (as root);
-# elsewhere those tests are skipped and say why. `make run` never needs it.
+# drives it by its path), with the emoji font the pages' icons need: `make test` installs them where
+# they are missing and apt-get can (as root); elsewhere those tests are skipped and say why. `make run`
+# never needs them.
 browser:
-	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-		echo "installing chromium (apt-get) for the dashboard's browser tests"; \
-		( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null ) \
+	@if { ! command -v chromium >/dev/null 2>&1 || ! fc-list 2>/dev/null | grep -qi 'color emoji'; } \
+		&& command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing chromium and an emoji font (apt-get) for the dashboard's browser tests"; \
+		( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-color-emoji >/dev/null ) \
 			|| echo "chromium could not be installed: the dashboard's browser tests will be skipped"; \
 	fi
 

@@ -31,6 +31,7 @@ def dashboard_server(bot: MendBot) -> DashboardServer | None:
         status=lambda: process_status(bot, started),
         clock=lambda: services.clock().timestamp(),
         audit_service=services.audit,
+        names=services.people.name,
     )
     config = services.dashboard.config
     return DashboardServer(reader, services.dashboard, config.host, config.port)
