@@ -11,6 +11,7 @@ without it these tests are skipped and say why.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import re
 import shutil
@@ -241,9 +242,16 @@ async def _demo_world(tmp_path: Path) -> Path:
 async def _shoot(page: Page, shots: Path, name: str) -> None:
     await page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
     kept = os.environ.get("MENDBOT_SCREENSHOTS")
-    if kept:  # the user guide's pictures, written again on purpose
-        await asyncio.to_thread(Path(kept).mkdir, parents=True, exist_ok=True)
-        await page.screenshot(path=str(Path(kept) / f"{name}.png"), full_page=True)
+    if kept:  # the user guide's pictures, written again on purpose (in 256 colours: a third of the bytes)
+        png = await page.screenshot(full_page=True)
+        await asyncio.to_thread(_keep, png, Path(kept) / f"{name}.png")
+
+
+def _keep(png: bytes, path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.open(io.BytesIO(png)).convert("RGB").quantize(256).save(path, optimize=True)
 
 
 @pytest.mark.cli
