@@ -205,7 +205,7 @@ async def test_the_page_of_a_real_run(tmp_path: Path, browser: Browser, shots: P
             await _sign_in(page, await _link_from_chat(world, "alice"))
             await page.goto(f"{served.url}/runs/1")
             await page.wait_for_load_state("networkidle")
-            assert "awaiting_approval" in await page.inner_text("h1")
+            assert "👀 awaiting approval" in await page.inner_text("h1")
             body = await page.inner_text("main")
             for part in (
                 "Root cause",
