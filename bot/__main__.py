@@ -40,6 +40,7 @@ from bot.kernel.settings import (
 )
 
 if TYPE_CHECKING:
+    from bot.kernel.log import Console
     from bot.runtime.app import MendBot
     from bot.runtime.services import Services
     from bot.tools.demo_agent import DemoModel
@@ -203,18 +204,20 @@ def _main(argv: list[str]) -> int:
     # In the playground the terminal belongs to the conversation: only warnings go to stderr,
     # unless a level was asked for (LOG_LEVEL, logging.level).
     # The demo's failures are seeded on purpose: their tracebacks go to the log file, not the story.
+    # A failing command is one `!` line between the chat lines there, its traceback in the log file.
     quiet = "CRITICAL" if demo else "WARNING"
-    configure_logging(
+    console = configure_logging(
         settings.log_dir,
         console_level=settings.level or ("INFO" if command in ("run", "worker") else quiet),
         json_level=settings.level or "INFO",
         console_tracebacks=command not in ("run", "worker"),
+        brief=command == "play" and settings.level is None,
         redactor=Redactor.from_settings(settings),
     )
     if command == "play" and settings.level is None:
         # no voice, and intent notices about the virtual gateway are noise here
         logging.getLogger("discord").setLevel(logging.ERROR)
-    code = _run_command(command, settings, interactive=interactive, args=args, demo=demo)
+    code = _run_command(command, settings, interactive=interactive, args=args, demo=demo, console=console)
     if demo_model is not None:
         demo_model.stop()
     if held is not None:
@@ -225,11 +228,17 @@ def _main(argv: list[str]) -> int:
 
 
 def _run_command(
-    command: str, settings: Settings, *, interactive: bool, args: argparse.Namespace, demo: bool
+    command: str,
+    settings: Settings,
+    *,
+    interactive: bool,
+    args: argparse.Namespace,
+    demo: bool,
+    console: Console | None = None,
 ) -> int:
     """Run, work or play until done; the exit code."""
     if command == "run":
-        return asyncio.run(_run(settings))
+        return asyncio.run(_run(settings, console))
     if command == "worker":
         from bot.runtime.worker import run_worker
 
@@ -331,16 +340,23 @@ def _close_on_signals(bot: MendBot) -> asyncio.Future[None]:
     return stopped
 
 
-async def _run(settings: Settings) -> int:
-    """`mendbot run`: the bot on Discord until it closes; the exit code (78 for a start it cannot make)."""
+async def _run(settings: Settings, console: Console | None = None) -> int:
+    """`mendbot run`: the bot on Discord until it closes; the exit code (78 for a start it cannot make).
+
+    The console is held until the bot is ready (or Discord is unreachable and the start retries): a
+    configuration error found on the way (a rejected token, a refused intent) is then the first and only
+    line printed, not the last of a dozen about loading prompts."""
     from bot.runtime.app import MendBot
     from bot.runtime.health import HealthServer
     from bot.runtime.services import build_services
     from bot.runtime.startup import StartupFailure, start_on_discord
 
     assert settings.discord_token is not None
+    if console is not None:
+        console.hold()
     services = await build_services(settings)
     bot = MendBot(services)
+    shown = asyncio.create_task(_show_held_when_ready(bot, console))
     health = (
         HealthServer(bot, settings.health.host, settings.health.port) if settings.health.enabled else None
     )
@@ -356,12 +372,21 @@ async def _run(settings: Settings) -> int:
         if dashboard is not None:
             await dashboard.start()
         await start_on_discord(
-            bot, settings.discord_token.get_secret_value(), logged_in=lambda: _watch_hand_edits(bot)
+            bot,
+            settings.discord_token.get_secret_value(),
+            logged_in=lambda: _watch_hand_edits(bot),
+            retrying=console.show_held if console is not None else None,
         )
     except StartupFailure as failure:
+        if console is not None:
+            console.drop_held()  # what led up to it is in the log file; the line says what to fix
+            console = None
         print(failure.line, file=sys.stderr, flush=True)
         return failure.exit_code
     finally:
+        shown.cancel()
+        if console is not None:
+            console.show_held()
         if not bot.is_closed():
             await bot.close()
         if dashboard is not None:
@@ -370,6 +395,14 @@ async def _run(settings: Settings) -> int:
             await health.stop()
         await services.aclose()
     return exit_code(bot, settings)
+
+
+async def _show_held_when_ready(bot: MendBot, console: Console | None) -> None:
+    """Print the held start-up lines once the bot is on Discord."""
+    if console is None:
+        return
+    await bot.wait_until_ready()
+    console.show_held()
 
 
 async def _play(settings: Settings, *, interactive: bool, demo: bool = False) -> int:

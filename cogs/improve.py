@@ -20,7 +20,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.improve.intent import Intent, parse_intent
-from bot.improve.runs import TERMINAL_STATES, Run, RunKind
+from bot.improve.runs import STATE_ICONS, TERMINAL_STATES, Run, RunKind
 from bot.improve.target import Target, known_kinds_in, resolve_target
 from bot.kernel.durations import human_duration
 from bot.kernel.errors import UserError
@@ -41,14 +41,17 @@ from cogs.ship import proposal_view
 
 _log = get_logger(__name__)
 
-_ICONS = {"reported": "🔍", "awaiting_approval": "🛠", "failed": "❌", "cancelled": "⏹", "interrupted": "⏸"}
+
+def state_shown(state: str) -> str:
+    r"""A run's state in chat: its icon (bot.improve.runs.STATE_ICONS) and its name, `✅ \`resolved\``."""
+    return f"{STATE_ICONS.get(state, '•')} `{state}`"  # type: ignore[call-overload]
 
 
 def status_text(run: Run, lines: list[str], now: float) -> str:
     elapsed = max(0.0, now - run.created_at)
     mine = " · on my own" if run.origin == "autonomous" else ""
     head = (
-        f"🤖 **Run #{run.id}** · {run.kind}{mine} · `{run.state}` · {human_duration(elapsed)}"
+        f"🤖 **Run #{run.id}** · {run.kind}{mine} · {state_shown(run.state)} · {human_duration(elapsed)}"
         f" · ${run.cost_usd:.2f}\n"
         f"> {run.description[:200]}"
     )
@@ -224,7 +227,7 @@ class Improve(commands.Cog):
     async def list_runs(self, interaction: discord.Interaction[MendBot]) -> None:
         runs = await self.improve.runs.list_recent(10)
         lines = [
-            f"{_ICONS.get(r.state, '⏳')} **#{r.id}** {r.kind} `{r.state}` ${r.cost_usd:.2f} — "
+            f"{STATE_ICONS[r.state]} **#{r.id}** {r.kind} `{r.state}` ${r.cost_usd:.2f} — "
             f"{r.description[:80]}"
             for r in runs
         ] or ["No runs yet."]
@@ -266,7 +269,7 @@ class Improve(commands.Cog):
         elif run.origin == "autonomous":
             lines.append("**Origin:** autonomous — I started it myself (`improve.autonomy`); nobody asked.")
         else:
-            lines.append(f"**Origin:** requested by <@{run.requester_id}>")
+            lines.append(f"**Origin:** requested by <@{run.requester_id}> (id {run.requester_id})")
         if run.failure_reason:
             lines.append(f"**Failed while {run.failure_stage}:** {run.failure_reason[:500]}")
         merged = next((str(e.detail["merged_sha"]) for e in events if e.detail.get("merged_sha")), None)
@@ -276,7 +279,9 @@ class Improve(commands.Cog):
         if proof is not None:
             lines.append(proof.chat()[:800])
         lines += [
-            f"`{e.state or e.event}` by {e.actor}" + (f" (${e.cost_usd:.2f})" if e.cost_usd else "")
+            (f"{state_shown(e.state)}" if e.event == "transition" and e.state else f"`{e.event}`")
+            + f" by {self.bot.services.people.actor(e.actor)}"
+            + (f" (${e.cost_usd:.2f})" if e.cost_usd else "")
             for e in events[-15:]
         ]
         await interaction.response.send_message("\n".join(lines)[:2000])
@@ -291,7 +296,7 @@ class Improve(commands.Cog):
             return
         await interaction.response.defer(thinking=True)
         run = await self.improve.cancel(run_id, interaction.user.id)
-        await interaction.followup.send(f"Run #{run.id} is now {run.state}.")
+        await interaction.followup.send(f"Run #{run.id} is now {state_shown(run.state)}.")
 
     @app_commands.command(name="pause", description="Stop starting runs and interrupt running ones.")
     async def pause(self, interaction: discord.Interaction[MendBot]) -> None:
@@ -520,7 +525,9 @@ class Improve(commands.Cog):
             runs = await self.improve.runs.active()
             if not runs:
                 return "Nothing running. `/runs` lists recent runs."
-            return "\n".join(f"⏳ #{r.id} {r.kind} `{r.state}` ${r.cost_usd:.2f}" for r in runs)
+            return "\n".join(
+                f"{STATE_ICONS[r.state]} #{r.id} {r.kind} `{r.state}` ${r.cost_usd:.2f}" for r in runs
+            )
         if intent.kind == "cancel":
             if not self._allowed(user, "cancel", via="words"):
                 return "Only allow-listed developers can cancel runs."
@@ -528,7 +535,7 @@ class Improve(commands.Cog):
             if run_id is None:
                 return "Nothing is running."
             run = await self.improve.cancel(run_id, user.id)
-            return f"Run #{run.id} is now {run.state}."
+            return f"Run #{run.id} is now {state_shown(run.state)}."
         if intent.kind in ("pause", "resume"):
             if not self._allowed(user, intent.kind, via="words"):
                 return f"Only allow-listed developers can {intent.kind} me."

@@ -15,6 +15,7 @@ from bot.kernel.errors import UserError
 from bot.kernel.log import get_logger
 from bot.observe.incident import Incident
 from bot.runtime.app import MendBot
+from bot.runtime.people import addressed
 
 ACTIONS: dict[str, RunKind] = {"🔍": "investigate", "🛠": "fix", "🛠️": "fix"}
 _COLOURS = {
@@ -215,13 +216,28 @@ class Incidents(commands.Cog):
             _log.warning("announcement reactions not added", incident_id=incident.id, error=str(exc))
         return message.channel.id, message.id
 
-    async def update(self, incident: Incident) -> None:
+    async def update(self, incident: Incident) -> tuple[int, int] | None:
+        """Edit the announcement in place; one that is gone (deleted on Discord, or from a playground
+        session before this one) is posted again, and where it went is returned to be stored."""
         if incident.channel_id is None or incident.message_id is None:
-            return
+            return None
         channel = self.bot.channel_by_id(incident.channel_id)
         if not isinstance(channel, discord.abc.Messageable) or not hasattr(channel, "get_partial_message"):
-            return
-        await channel.get_partial_message(incident.message_id).edit(embed=render(incident))
+            return await self._announce_again(incident, "its channel is gone")
+        try:
+            await channel.get_partial_message(incident.message_id).edit(embed=render(incident))
+        except discord.NotFound:
+            return await self._announce_again(incident, "its message is gone")
+        except discord.HTTPException as exc:  # not allowed to edit it, Discord failing: next change
+            _log.warning(
+                "announcement not updated", incident_id=incident.id, error=f"{exc.status} {exc.text}"
+            )
+        return None
+
+    async def _announce_again(self, incident: Incident, why: str) -> tuple[int, int] | None:
+        _log.info("announcement posted again", incident_id=incident.id, why=why)
+        incident.message_id = None  # a new post, not the old one's nonce echoed back
+        return await self.announce(incident)
 
     # -- reactions on announcements ---------------------------------------------------------------
 
@@ -239,7 +255,7 @@ class Incidents(commands.Cog):
         text = await request_action(self.bot, incident.id, user, action, "reaction")
         channel = self.bot.get_channel(payload.channel_id)
         if isinstance(channel, discord.abc.Messageable):
-            await channel.send(f"{user.mention} {text}", allowed_mentions=discord.AllowedMentions.none())
+            await channel.send(addressed(user, text)[:2000], allowed_mentions=discord.AllowedMentions.none())
 
     # -- commands -------------------------------------------------------------------------------
 
@@ -278,8 +294,9 @@ class Incidents(commands.Cog):
             for record in samples:
                 when = _when(record.ts, "T")
                 where = record.frames[-1] if record.frames else record.kind
+                who = self.bot.services.people.name(record.user_id) or f"user {record.user_id}"
                 embed.add_field(
-                    name=f"{when} · user {record.user_id}",
+                    name=f"{when} · {who}",
                     value=f"`{record.error_type}: {(record.error_message or '')[:150]}`\n`{where}`",
                     inline=False,
                 )

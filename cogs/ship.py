@@ -27,6 +27,7 @@ from bot.deploy.sources import SourceRead
 from bot.improve.runs import Run
 from bot.kernel.errors import UserError
 from bot.runtime.app import MendBot, role_ids
+from bot.runtime.people import addressed
 from bot.trust.grammar import normalise, reaction_form, read_approval, run_references
 
 
@@ -269,7 +270,7 @@ class Ship(commands.Cog):
             message_id=payload.message_id,
             emoji=normalise(str(payload.emoji)),
         )
-        await channel.send(f"{user.mention} {text}"[:2000], allowed_mentions=discord.AllowedMentions.none())
+        await channel.send(addressed(user, text)[:2000], allowed_mentions=discord.AllowedMentions.none())
 
     @commands.Cog.listener()
     async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:

@@ -30,6 +30,7 @@ from bot.runtime.startup import Backoff, start_on_discord
 from bot.trust.loopback_discord import DiscordDouble
 from bot.trust.loopback_discord_model import FakeGuild
 from tests.harness.discord import make_settings
+from tests.harness.live_bot import LiveBot, live_config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -440,3 +441,29 @@ def test_a_shard_subset_with_sqlite_is_refused_with_exit_78(
     assert lines[0].startswith("config error: discord.shard_ids [1] runs only part of the 2 shards")
     assert "PostgreSQL" in lines[0] and "remove discord.shard_ids" in lines[0]
     assert not (tmp_path / "data").exists()  # refused before the database was opened
+
+
+async def test_a_garbage_token_is_the_first_and_only_line(tmp_path: Path) -> None:
+    """`mendbot run` with a token Discord refuses prints the one config error line and nothing before
+    it (it came after a dozen start-up log lines), exits 78, and the log file still has those lines."""
+    async with DiscordDouble() as double:
+        config = live_config(double, tmp_path / "bot")
+        bot = await LiveBot.start(double, config, tmp_path / "bot", env={"DISCORD_TOKEN": "garbage"},
+                                  wait_ready=False)  # fmt: skip
+        assert await asyncio.wait_for(bot.process.wait(), timeout=60) == 78
+    printed = [line for line in bot.output().splitlines() if line.strip()]
+    assert len(printed) == 1, printed
+    assert printed[0].startswith("config error: Discord rejected DISCORD_TOKEN")
+    assert any(event.get("event") == "prompt loaded" for event in bot.log_events())
+
+
+async def test_a_good_start_prints_its_lines_once_ready(tmp_path: Path) -> None:
+    """The start-up lines held back while a configuration error could still come are printed once the
+    bot is on Discord, in order."""
+    async with DiscordDouble() as double:
+        config = live_config(double, tmp_path / "bot")
+        async with await LiveBot.start(double, config, tmp_path / "bot") as bot:
+            await bot.wait_ready()
+            printed = bot.output()
+    assert "prompt loaded" in printed and "ready" in printed
+    assert printed.index("prompt loaded") < printed.index("health endpoint up")

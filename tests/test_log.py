@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from bot.kernel.log import configure_logging, get_logger
+from bot.kernel.log import Console, configure_logging, get_logger
 from bot.trust.redact import Redactor
 
 SECRET = "ghp_" + "S3cr3tValueOfTheBot" * 2
@@ -50,7 +50,7 @@ def test_console_gets_one_line_per_error_and_the_file_the_traceback(
 ) -> None:
     """An exception is one summary line on the console (traceback in the file); console=False stays off it."""
     configure_logging(log_dir, console_level="INFO", console_tracebacks=False, redactor=Redactor())
-    (console,) = [h for h in logging.getLogger().handlers if type(h) is logging.StreamHandler]
+    (console,) = [h for h in logging.getLogger().handlers if isinstance(h, Console)]
     console.setLevel(logging.INFO)
     console.setStream(sys.stderr)  # the one capsys captures now
     log = get_logger("test")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import discord
+import structlog
 
 from bot.kernel.settings import Settings
 from bot.runtime.app import discover_extensions
@@ -98,6 +99,52 @@ async def test_storm_of_500_errors_is_one_announcement_updated_in_place(tmp_path
     (incident,) = _rows(settings, "SELECT * FROM incidents")
     assert incident["count"] == 500
     assert set(json.loads(incident["rules"])) == {"new_fingerprint", "repeat", "error_rate"}
+
+
+async def test_a_reopened_incident_counts_the_failures_that_reopened_it(settings: Settings) -> None:
+    """Failures after an incident was resolved that reopen it are counted in it: its announcement's
+    "Seen", its stored count and its last seen say so (it kept "3 times" and the old last seen while
+    /incident listed 5 failures)."""
+    async with _buggy_world(settings) as world:
+        alice = world.users["alice"]
+        for _ in range(3):
+            await alice.send(world.general, "!roll 2d6")
+        await world.quiesce()
+        await alice.slash(world.dev, "incident", incident_id=1, action="resolve")
+        await world.env.advance_time(61)
+        for _ in range(2):
+            await alice.send(world.general, "!roll 2d6")
+        await world.quiesce()
+        incident = world.bot.services.incidents.get(1)
+        (announcement,) = _announcements(world)
+        seen = _field(announcement, "Seen")
+    failures = _rows(settings, "SELECT ts FROM actions WHERE ok = 0 AND kind = 'command:roll' ORDER BY ts")
+    (row,) = _rows(settings, "SELECT state, count, last_seen FROM incidents")
+    assert len(failures) == 5 and incident.state == "open"
+    assert (incident.count, seen) == (5, "5 times, 1 user")
+    assert (row["state"], row["count"]) == ("open", 5)
+    assert row["last_seen"] == incident.last_seen == failures[-1]["ts"]
+
+
+async def test_an_announcement_deleted_on_discord_is_posted_again(settings: Settings) -> None:
+    """An incident whose announcement was deleted is announced again when it changes, and the new
+    message is stored with it: no "incident bookkeeping failed" traceback in the log, the reply right."""
+    async with _buggy_world(settings) as world:
+        alice = world.users["alice"]
+        await alice.send(world.general, "!roll 2d6")
+        await world.quiesce()
+        (first,) = _announcements(world)
+        await first.delete()
+        with structlog.testing.capture_logs() as logs:
+            reply = reply_text(await alice.slash(world.dev, "incident", incident_id=1, action="acknowledge"))
+            await world.quiesce()
+        (again,) = _announcements(world)
+        incident = world.bot.services.incidents.get(1)
+    assert reply == "Incident #1 is now acknowledged."
+    assert again.id != first.id and (again.embeds[0].title or "").endswith("— acknowledged")
+    assert incident.message_id == again.id
+    assert _rows(settings, "SELECT message_id FROM incidents")[0]["message_id"] == again.id
+    assert [log for log in logs if log["log_level"] in ("error", "critical")] == []
 
 
 async def test_incidents_survive_a_restart_and_buttons_still_work(settings: Settings) -> None:

@@ -34,6 +34,7 @@ from aiohttp import web
 
 from bot.dashboard.pages import PageReader
 from bot.dashboard.params import url_int
+from bot.dashboard.render import install
 from bot.dashboard.signin import COOKIE, DashboardSignIn
 from bot.db.browse import ActionFilter
 from bot.kernel.log import get_logger
@@ -136,6 +137,7 @@ class DashboardServer:
         self._host = host
         self._port = port
         self._env = templates()
+        install(self._env, reader.name_of)  # times, people, states and chat text as the pages write them
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
         self._streams: dict[str, int] = {}  # open event streams per session (by its cookie's hash)

@@ -201,7 +201,7 @@ incident_requests = Table(
 _RUN_STATES = (
     "queued", "observing", "investigating", "planning", "editing", "verifying", "proposing",
     "awaiting_approval", "merging", "deployed", "watching", "resolved", "reported", "failed",
-    "rejected", "cancelled", "regressed", "interrupted",
+    "rejected", "cancelled", "regressed", "interrupted", "rolled_back",
 )  # fmt: skip
 
 runs = Table(
@@ -472,4 +472,14 @@ drills = Table(
     Column("proposal_id", BigInteger),
     Column("ended_at", Seconds),
     Column("outcome", Text),  # ok | missed | stopped | failed | interrupted
+)
+
+# The names people go by, as the bot last saw them (bot/runtime/people.py): who asked, approved or failed
+# reads as a name in chat and on the dashboard after a restart too, not as a Discord id.
+people = Table(
+    "people",
+    metadata,
+    Column("user_id", RowId, primary_key=True, autoincrement=False),
+    Column("name", Text, nullable=False),
+    Column("seen_at", Seconds, nullable=False),
 )

@@ -360,6 +360,7 @@ class DeployService(DeployWatches, DeployRollbacks, DeployReverification, Deploy
                 actor="pipeline",
                 detail={"merged_sha": merged_sha, "files": changed},
             )
+            await self._reverts(run, merged_sha)
             self._failpoints.hit("deploy.during_reload")
             if live.old_sha == merged_sha:
                 report = "(already live: loaded when this process started)"
@@ -379,6 +380,16 @@ class DeployService(DeployWatches, DeployRollbacks, DeployReverification, Deploy
         return (
             f"🚀 Merged `{merged_sha[:7]}` and deployed{approved}{_on_canary(canary)}:\n{report}{replay.line}"
         )
+
+    async def _reverts(self, run: Run, merged_sha: str) -> None:
+        """A rollback run's merge is live: the run it reverts ends `rolled_back`."""
+        target = next(
+            (e.detail.get("run_id") for e in await self.runs.events(run.id) if e.event == "rollback_of"), None
+        )
+        if isinstance(target, int):
+            await self.runs.rolled_back(
+                target, actor="pipeline", detail={"revert_sha": merged_sha, "by_run": run.id}
+            )
 
     async def _go_live_elsewhere(self, run: Run, merged_sha: str, canary: str, approved: str) -> str:
         """The canary is another process: it is told and waited for; this checkout stays where it is.

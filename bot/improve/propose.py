@@ -127,7 +127,22 @@ class RunProposals(RunProgress):
                 run.id,
                 "checks",
                 actor="pipeline",
-                detail={"ok": verification.ok, "sha": verification.sha, "summary": verification.summary()},
+                detail={
+                    "ok": verification.ok,
+                    "sha": verification.sha,
+                    "summary": verification.summary(),
+                    # each check with the end of its output: the dashboard shows it folded
+                    "checks": [
+                        {
+                            "command": check.command,
+                            "ok": check.ok,
+                            "exit_code": check.exit_code,
+                            "duration_s": round(check.duration_s, 2),
+                            "output": check.output_tail,
+                        }
+                        for check in verification.checks
+                    ],
+                },
             )
             if verification.limit_hit:
                 # A fork bomb, a full /tmp, a check that never ends: not a failure to hand back for

@@ -28,6 +28,7 @@ The incident itself, and the Announcer that posts it, are in bot/observe/inciden
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -49,6 +50,9 @@ __all__ = ["IncidentError", "IncidentService"]
 
 _log = get_logger(__name__)
 _LEVELS = {"notice": 0, "warning": 1, "error": 2}
+_MAX_RECURRED = 10_000  # failures kept for a resolved incident (a storm reopens it long before)
+# What a state change may change (a reopening counts the failures since): put back if it is not saved.
+_STATE_CHANGES = ("state", "closed_at", "closed_by", "count", "last_seen", "user_ids", "sample", "recurred")
 STORAGE_KEY = "env:storage"
 _STORAGE_NEEDS: dict[Fault, str] = {
     "locked": "another process is holding the database's write lock: find it (`fuser {path}`) and stop it",
@@ -198,18 +202,36 @@ class IncidentService:
     # -- fed by the recorder, synchronously -----------------------------------------------------
 
     def observe(self, record: ActionRecord) -> None:
-        """Count a failing action against the active incident it belongs to, if any."""
+        """Count a failing action against the active incident it belongs to, if any; one that belongs
+        to an incident resolved within the cooldown is kept for it, and counted if it reopens."""
         if record.ok or record.extra.get("environment"):
             return  # environment failures belong to environment incidents, opened by `environment()`
         incident = self._match(record.fingerprint, record.kind, active_only=True)
         if incident is None:
+            resolved = self._match(record.fingerprint, record.kind, active_only=False)
+            if resolved is not None and len(resolved.recurred) < _MAX_RECURRED:
+                resolved.recurred.append(record)
             return
+        self._count(incident, record)
+        self._changed(incident)
+
+    @staticmethod
+    def _count(incident: Incident, record: ActionRecord) -> None:
         incident.count += 1
-        incident.last_seen = record.ts
+        incident.last_seen = max(incident.last_seen, record.ts)
         if record.user_id is not None and len(incident.user_ids) < _MAX_USERS:
             incident.user_ids.add(record.user_id)
         incident.sample = _sample(record)
-        self._changed(incident)
+
+    def _reopen(self, incident: Incident) -> None:
+        """Open a resolved incident again, counting the failures seen since it was resolved: the one
+        place a reopening changes state, so its count and last seen follow whatever reopened it (a
+        rule firing again, the watch, a person)."""
+        incident.state = "open"
+        incident.closed_at = incident.closed_by = None
+        for record in incident.recurred:
+            self._count(incident, record)
+        incident.recurred = []
 
     def on_signal(self, signal: Signal) -> None:
         horizon = self.now() - self._config.cooldown_s  # forget incidents resolved long ago
@@ -226,8 +248,7 @@ class IncidentService:
             incident.summary = signal.summary
         reopened = incident.state == "resolved"
         if reopened:  # back within the cooldown: reopen, don't re-announce
-            incident.state = "open"
-            incident.closed_at = incident.closed_by = None
+            self._reopen(incident)
             incident.summary = signal.summary
         self._changed(incident)
         if raised and not reopened:
@@ -294,6 +315,7 @@ class IncidentService:
                 kind=incident.kind,
                 rule=incident.rule,
                 summary=incident.summary,
+                announced=self.announcer is not None,  # the dev channel says so: not again in the playground
             )
             if self.announcer is not None:
                 where = await self.announcer.announce(incident)
@@ -359,7 +381,9 @@ class IncidentService:
                     await self._insert(incident)
                 saved = incident.id is not None and await self._write(incident, incident.row(self.now()))
                 if self.announcer is not None and incident.message_id is not None:
-                    await self.announcer.update(incident)
+                    where = await self.announcer.update(incident)
+                    if where is not None:  # posted again: its old message was gone
+                        await self._announced(incident, where)
                 if not saved:
                     break  # storage is failing: the next change (storage writable again) saves it
         finally:
@@ -516,7 +540,9 @@ class IncidentService:
         incident = self.get(incident_id) if state != "open" else await self.fetch(incident_id)
         if incident.state == state:
             raise IncidentError(f"Incident #{incident_id} is already {state}.")
-        before = (incident.state, incident.closed_at, incident.closed_by)
+        before = {name: copy.copy(getattr(incident, name)) for name in _STATE_CHANGES}
+        if state == "open" and incident.state == "resolved":
+            self._reopen(incident)
         incident.state = state
         if state == "resolved":
             incident.closed_at, incident.closed_by = self.now(), user_id
@@ -524,7 +550,8 @@ class IncidentService:
         try:
             await self._writes(lambda: queries.update(self._db, incident_id, row), what="incident state")
         except StorageUnavailable:
-            incident.state, incident.closed_at, incident.closed_by = before  # not changed: "try again"
+            for name, value in before.items():  # not changed: "try again"
+                setattr(incident, name, value)
             raise
         incident.saved_at = row["updated_at"]
         _log.info("incident state changed", incident_id=incident_id, state=state, user_id=user_id)
@@ -542,7 +569,10 @@ class IncidentService:
         await self._writes(lambda: queries.update(self._db, incident_id, values), what="incident note")
         row = await queries.by_id(self._db, incident_id)
         if row is not None and row["message_id"] is not None and self.announcer is not None:
-            await self.announcer.update(Incident.from_row(row))
+            where = await self.announcer.update(Incident.from_row(row))
+            if where is not None:
+                moved = {"channel_id": where[0], "message_id": where[1], "updated_at": self.now()}
+                await self._writes(lambda: queries.update(self._db, incident_id, moved), what="incident")
 
     async def withdraw_request(self, incident_id: int, user_id: int, action: str) -> None:
         await queries.remove_request(self._db, incident_id=incident_id, user_id=user_id, action=action)

@@ -300,6 +300,14 @@ class MendBot(RecordingBot):
         )
         await self.report_boot_problems()
 
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        """Every slash command, button and menu: who used it is someone the bot now knows by name."""
+        self.services.people.seen(interaction.user)
+
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        if payload.member is not None:  # in a guild: the member's name comes with the event
+            self.services.people.seen(payload.member)
+
     async def on_shard_ready(self, shard_id: int) -> None:
         self._shard_sessions[shard_id] = True
 

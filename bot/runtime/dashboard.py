@@ -72,5 +72,6 @@ def dashboard_server(bot: MendBot) -> DashboardServer | None:
         status=lambda: process_status(bot, started),
         clock=lambda: services.clock().timestamp(),
         audit_service=services.audit,
+        names=services.people.name,
     )
     return DashboardServer(reader, signin, signin.config.host, signin.config.port)

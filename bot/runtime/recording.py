@@ -78,6 +78,7 @@ class RecordingBot(commands.AutoShardedBot):
     def __init__(self, services: Services, **options: Any) -> None:
         super().__init__(**options)
         self.services = services
+        services.people.client = self  # names people go by, asked of the client first
         self._inflight: set[asyncio.Task[Any]] = set()
         self._started: weakref.WeakKeyDictionary[commands.Context[Any], float] = weakref.WeakKeyDictionary()
         self.accepting = True
@@ -109,6 +110,7 @@ class RecordingBot(commands.AutoShardedBot):
         """
         if message.author.bot:
             return
+        self.services.people.seen(message.author)
         ctx = await self.get_context(message)
         if ctx.valid and ctx.prefix != self.services.settings.discord.command_prefix:
             improve = self.get_cog("Improve")

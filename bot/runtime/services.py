@@ -40,10 +40,12 @@ from bot.kernel.drills import DRILL_USER_ID
 from bot.kernel.log import get_logger
 from bot.kernel.prompts import PromptRegistry
 from bot.kernel.settings import Settings
+from bot.kernel.uncommitted import not_on_main, unseen_line
 from bot.observe.audit import AuditService
 from bot.observe.detector import AnomalyDetector, restore_windows
 from bot.observe.incidents import IncidentService
 from bot.observe.recorder import ActionRecorder
+from bot.runtime.people import People
 from bot.scale.cluster import Cluster, leadership_for, process_label, shares_database
 from bot.scale.leader import Leadership
 from bot.trust.access import AccessPolicy
@@ -80,6 +82,7 @@ class Services:
     autonomy: AutonomyService
     cluster: Cluster
     drill: DrillService
+    people: People  # the names people go by, as the bot last saw them
     redactor: Redactor = field(default_factory=Redactor)
     storage: StorageHealth = field(default_factory=StorageHealth)
     daemons: Daemons = field(default_factory=Daemons)
@@ -127,6 +130,7 @@ class Services:
         await self.autonomy.quiesce()
         await self.incidents.quiesce()
         await self.cluster.quiesce()
+        await self.people.quiesce()
         await self.recorder.flush()
 
     async def aclose(self) -> None:
@@ -142,6 +146,7 @@ class Services:
         self.deploy.stop()
         await self.cluster.close()
         await self.incidents.quiesce()
+        await self.people.quiesce()
         await self.recorder.close()
         await self.daemons.stop_all()
         if self.improve.queue is not None:
@@ -186,6 +191,36 @@ async def build_services(
     if watch_prompts and not settings.deploy.watch_hand_edits:
         services.daemons.start("prompt-watcher", services.prompts.watch())
     return services
+
+
+async def _interrupted(improve: SelfImprovementAgent, *, shared: bool) -> list[Run]:
+    """The runs this process's last stop interrupted (on a shared database: none — runs in flight are
+    other processes' too, and one starting must not take them for ones it stopped; what a dead process
+    left is failed by the leader's stuck-run watchdog, and a merge it left is finished by the leader's
+    merge pass, bot/scale/cluster.py)."""
+    if shared:
+        await improve.claims.release_ended()
+        return []
+    return await improve.on_startup()
+
+
+async def _boot_notices(settings: Settings, interrupted: list[Run], drill: DrillService) -> list[str]:
+    """What to say in #dev once the bot is up: each run a stop interrupted that `/run N action:resume`
+    continues; a drill left unfinished — ended here, its run with it, before anything could offer that
+    run for a resume; and changes no run will see (a cog written but never committed serves, and every
+    run starts from main without it)."""
+    drill_notice = await drill.recover()
+    notices = [
+        f"⏸ Run #{run.id} was interrupted by a restart while {run.interrupted_from or 'running'}; "
+        f"`/run {run.id} action:resume` continues it."
+        for run in interrupted
+        if run.interrupted_from != "merging" and run.requester_id != DRILL_USER_ID
+    ]
+    if drill_notice:
+        notices.append(drill_notice)
+    if (unseen := unseen_line(await not_on_main(settings.repo_dir.resolve()))) is not None:
+        notices.append(unseen)
+    return notices
 
 
 async def _assemble(
@@ -274,14 +309,7 @@ async def _assemble(
     deploy.prove_live = improve.prove_live
     deploy.prove_rollback = improve.prove_rollback
     deploy.reprove = improve.reprove
-    if shared:
-        # Runs in flight are other processes' too: one starting must not take them for ones it
-        # stopped. What a dead process left is failed by the leader's stuck-run watchdog, and a
-        # merge it left is finished by the leader's merge pass (bot/scale/cluster.py).
-        await improve.claims.release_ended()
-        interrupted = []
-    else:
-        interrupted = await improve.on_startup()
+    interrupted = await _interrupted(improve, shared=shared)
     drill = DrillService(
         settings=settings,
         db=db,
@@ -292,8 +320,9 @@ async def _assemble(
         failpoints=deploy.failpoints,
         process=process_label(settings) if shared else None,
     )
-    boot_notices = await _after_a_stop(interrupted, drill)
+    boot_notices = await _boot_notices(settings, interrupted, drill)
     devmode = DevMode(db, settings.repo_dir.resolve(), clock)
+    people = await People.loaded(db, clock, dev_guild_id=settings.discord.dev_guild_id)
     autonomy = AutonomyService(config=settings.improve, improve=improve, incidents=incidents, devmode=devmode)
     incidents.on_raised = autonomy.on_raised
     services = Services(
@@ -331,6 +360,7 @@ async def _assemble(
             improve=improve,
         ),
         drill=drill,
+        people=people,
         redactor=redactor,
         storage=storage,
         boot_notices=boot_notices,
@@ -356,20 +386,6 @@ async def _assemble(
         # several bot processes, each relaying would post every update once per process.
         services.daemons.start("run-relay", services.cluster.leadership.while_leader(relay.run))
     return services
-
-
-async def _after_a_stop(interrupted: list[Run], drill: DrillService) -> list[str]:
-    """What to say in #dev once ready about work a stop interrupted: each run that `/run N
-    action:resume` continues, and a drill left unfinished — ended here, its run with it, before
-    anything could offer that run for a resume."""
-    drill_notice = await drill.recover()
-    notices = [
-        f"⏸ Run #{run.id} was interrupted by a restart while {run.interrupted_from or 'running'}; "
-        f"`/run {run.id} action:resume` continues it."
-        for run in interrupted
-        if run.interrupted_from != "merging" and run.requester_id != DRILL_USER_ID
-    ]
-    return [*notices, drill_notice] if drill_notice else notices
 
 
 async def _run_on_workers(

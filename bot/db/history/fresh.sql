@@ -1,4 +1,4 @@
--- mendbot schema at the head of the history with sha256 78c1ad9818f886be77fc95b22e21f23a07469cf7d9def14627e006989c8da4db
+-- mendbot schema at the head of the history with sha256 373fcb1fa566e87e8ae20649105f5bbe6f22bc31baeb4409e6702a505fc5f779
 -- Written by `python -m bot.db.history`; used only while that digest matches.
 BEGIN;
 CREATE TABLE alembic_version (
@@ -224,7 +224,7 @@ CREATE TABLE runs (
 	CONSTRAINT pk_runs PRIMARY KEY (id), 
 	CONSTRAINT ck_runs_kind CHECK (kind IN ('investigate', 'fix')), 
 	CONSTRAINT ck_runs_origin CHECK (origin IN ('requested', 'autonomous')), 
-	CONSTRAINT ck_runs_state CHECK (state IN ('queued', 'observing', 'investigating', 'planning', 'editing', 'verifying', 'proposing', 'awaiting_approval', 'merging', 'deployed', 'watching', 'resolved', 'reported', 'failed', 'rejected', 'cancelled', 'regressed', 'interrupted'))
+	CONSTRAINT ck_runs_state CHECK (state IN ('queued', 'observing', 'investigating', 'planning', 'editing', 'verifying', 'proposing', 'awaiting_approval', 'merging', 'deployed', 'watching', 'resolved', 'reported', 'failed', 'rejected', 'cancelled', 'regressed', 'interrupted', 'rolled_back'))
 );
 CREATE INDEX runs_created ON runs (created_at);
 CREATE INDEX runs_incident ON runs (incident_id) WHERE incident_id IS NOT NULL;
@@ -419,6 +419,12 @@ CREATE TABLE drills (
 	CONSTRAINT pk_drills PRIMARY KEY (id), 
 	CONSTRAINT uq_drills_unfinished UNIQUE (unfinished)
 );
-INSERT INTO alembic_version (version_num) VALUES ('v0018_drills');
+CREATE TABLE people (
+	user_id INTEGER NOT NULL, 
+	name TEXT NOT NULL, 
+	seen_at DOUBLE NOT NULL, 
+	CONSTRAINT pk_people PRIMARY KEY (user_id)
+);
+INSERT INTO alembic_version (version_num) VALUES ('v0019_people_and_rollbacks');
 PRAGMA user_version = 13;
 COMMIT;
