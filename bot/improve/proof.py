@@ -22,7 +22,8 @@ was observed and by whom.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from bot.db import proofs as queries
@@ -90,6 +91,21 @@ class ProofItem:
             value["note"],
             value.get("role", ""),
             tuple(value.get("flags") or ()),
+        )
+
+    def redacted(self, redact: Callable[[str], str]) -> ProofItem:
+        """The item with every text it carries through the redactor (what is stored and shown)."""
+        sides = [
+            None if side is None else replace(side, text=redact(side.text))
+            for side in (self.base, self.branch)
+        ]
+        return replace(
+            self,
+            label=redact(self.label),
+            base=sides[0],
+            branch=sides[1],
+            note=redact(self.note),
+            flags=tuple(redact(flag) for flag in self.flags),
         )
 
     @property

@@ -164,7 +164,9 @@ class RunProposals(RunProgress):
                         self._prompts.get("agent/proof").render(
                             attempt=str(attempt + 1),
                             max_attempts=str(attempts),
-                            failures=untrusted_block("proof of the fix", feedback, limit=12_000),
+                            failures=untrusted_block(
+                                "proof of the fix", self.runs.redactor.text(feedback), limit=12_000
+                            ),
                         ),
                         read_only=False,
                     )
