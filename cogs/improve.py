@@ -22,10 +22,10 @@ from discord.ext import commands
 from bot.improve.intent import Intent, parse_intent
 from bot.improve.runs import STATE_ICONS, TERMINAL_STATES, Run, RunKind
 from bot.improve.target import Target, known_kinds_in, resolve_target
-from bot.kernel.durations import human_duration
 from bot.kernel.errors import UserError
 from bot.kernel.log import get_logger
 from bot.runtime.app import MendBot, role_ids, takes_no_words
+from bot.runtime.run_text import run_detail, state_shown, status_text
 from bot.trust.grammar import read_approval
 from cogs._asking import (
     AskButton,
@@ -40,22 +40,6 @@ from cogs._asking import (
 from cogs.ship import proposal_view
 
 _log = get_logger(__name__)
-
-
-def state_shown(state: str) -> str:
-    r"""A run's state in chat: its icon (bot.improve.runs.STATE_ICONS) and its name, `✅ \`resolved\``."""
-    return f"{STATE_ICONS.get(state, '•')} `{state}`"  # type: ignore[call-overload]
-
-
-def status_text(run: Run, lines: list[str], now: float) -> str:
-    elapsed = max(0.0, now - run.created_at)
-    mine = " · on my own" if run.origin == "autonomous" else ""
-    head = (
-        f"🤖 **Run #{run.id}** · {run.kind}{mine} · {state_shown(run.state)} · {human_duration(elapsed)}"
-        f" · ${run.cost_usd:.2f}\n"
-        f"> {run.description[:200]}"
-    )
-    return "\n".join([head, *(f"{line}" for line in lines[-12:])])[:2000]
 
 
 # States in which the run waits for people, not for the bot: no typing indicator then.
@@ -261,30 +245,7 @@ class Improve(commands.Cog):
             run = await self.improve.resume_run(run_id, interaction.user.id)
             await interaction.response.send_message(f"Resuming run #{run.id}.")
             return
-        run = await self.improve.runs.get(run_id)
-        events = await self.improve.runs.events(run_id)
-        lines = [status_text(run, [], self.bot.services.clock().timestamp())]
-        if await self.bot.services.deploy.is_drill_run(run):
-            lines.append("**Origin:** 🧯 a fire drill (`/drill`) — its proposal never merges.")
-        elif run.origin == "autonomous":
-            lines.append("**Origin:** autonomous — I started it myself (`improve.autonomy`); nobody asked.")
-        else:
-            lines.append(f"**Origin:** requested by <@{run.requester_id}> (id {run.requester_id})")
-        if run.failure_reason:
-            lines.append(f"**Failed while {run.failure_stage}:** {run.failure_reason[:500]}")
-        merged = next((str(e.detail["merged_sha"]) for e in events if e.detail.get("merged_sha")), None)
-        if merged is not None and (live_on := await self.bot.services.cluster.live_on(merged, run.id)):
-            lines.append(live_on)
-        proof = await self.improve.proof_of(run_id)
-        if proof is not None:
-            lines.append(proof.chat()[:800])
-        lines += [
-            (f"{state_shown(e.state)}" if e.event == "transition" and e.state else f"`{e.event}`")
-            + f" by {self.bot.services.people.actor(e.actor)}"
-            + (f" (${e.cost_usd:.2f})" if e.cost_usd else "")
-            for e in events[-15:]
-        ]
-        await interaction.response.send_message("\n".join(lines)[:2000])
+        await interaction.response.send_message(await run_detail(self.bot.services, run_id))
 
     @app_commands.command(name="cancel", description="Cancel a run.")
     @app_commands.describe(run_id="the run number (see /runs)")

@@ -492,7 +492,7 @@ class MendBot(RecordingBot):
             # step is written to be taken up again by the next start — but with its `finally` blocks
             # run: subprocesses and sandboxes end with it, instead of outliving the process's exit.
             _log.warning("closing with handlers still running: stopping them", count=left)
-            await self.cancel_inflight(CLOSE_CANCEL_S)
+            await self.drain(CLOSE_CANCEL_S, cancel=True)
         await self.services.deploy.cancel_background(CLOSE_CANCEL_S)
         for name in list(self.extensions):
             try:

@@ -573,25 +573,20 @@ class RecordingBot(commands.AutoShardedBot):
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
+    def _running(self) -> list[asyncio.Task[Any]]:
+        """The handlers in flight, but the task asking."""
+        current = asyncio.current_task()
+        return [task for task in self._inflight if task is not current and not task.done()]
+
     @property
     def inflight(self) -> int:
-        current = asyncio.current_task()
-        return sum(1 for task in self._inflight if task is not current and not task.done())
+        return len(self._running())
 
-    async def drain(self, timeout: float = 10.0) -> int:
-        """Wait for in-flight handlers; returns how many were still running at the timeout."""
-        current = asyncio.current_task()
-        pending = [task for task in self._inflight if task is not current and not task.done()]
-        if pending:
-            await asyncio.wait(pending, timeout=timeout)
-        return sum(1 for task in pending if not task.done())
-
-    async def cancel_inflight(self, timeout: float) -> int:
-        """Cancel the handlers still running and wait up to `timeout` for them to unwind; how many had
-        not ended by then."""
-        current = asyncio.current_task()
-        pending = [task for task in self._inflight if task is not current and not task.done()]
-        for task in pending:
+    async def drain(self, timeout: float = 10.0, *, cancel: bool = False) -> int:
+        """Wait up to `timeout` for in-flight handlers (`cancel`: cancel them first and wait for them to
+        unwind); how many were still running then."""
+        pending = self._running()
+        for task in pending if cancel else ():
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=timeout)
