@@ -137,7 +137,7 @@ async def _burst(recorder: ActionRecorder, offered_per_s: float | None = None) -
     errors = [_failure(n) for n in range(2)]
     record = recorder.record
     before = recorder.written
-    dropped_before = recorder.dropped
+    dropped_before = sum(recorder.shed.values())
     started = time.perf_counter()
     sent = 0
     while sent < PERSIST_RECORDS:
@@ -163,7 +163,7 @@ async def _burst(recorder: ActionRecorder, offered_per_s: float | None = None) -
     await recorder.flush()
     elapsed = time.perf_counter() - started
     written = recorder.written - before
-    dropped = recorder.dropped - dropped_before
+    dropped = sum(recorder.shed.values()) - dropped_before
     offered = "as fast as recorded" if offered_per_s is None else f"offered at {offered_per_s:,.0f}/s"
     _note(f"persist ({offered}): {written} written, {dropped} dropped in {elapsed:.2f} s")
     return written / elapsed, dropped
@@ -299,8 +299,8 @@ async def prune_stall(tmp: Path) -> tuple[float, float]:
     await writer
     rows = await _count(db_path)
     _note(f"prune: {pruned:,} rows pruned in {prune_s:.2f} s; {len(recorded_at)} records produced meanwhile")
-    if pruned != EXPIRED_ROWS or rows != FRESH_ROWS + len(recorded_at) or recorder.dropped:
-        raise AssertionError(f"pruned {pruned}, {rows} rows left, {recorder.dropped} dropped")
+    if pruned != EXPIRED_ROWS or rows != FRESH_ROWS + len(recorded_at) or recorder.shed:
+        raise AssertionError(f"pruned {pruned}, {rows} rows left, {sum(recorder.shed.values())} dropped")
     return worst[0] * 1000, prune_s
 
 
@@ -423,7 +423,7 @@ async def writer_on_busy_loop(tmp: Path) -> float:
         f"busy loop: the burners ran {busy_share:.1%} of the time (the rest: recording, the writer's "
         f"hand-overs, the GIL), "
         f"{sent} offered, {written} written in {elapsed:.1f} s, "
-        f"{recorder.dropped} dropped, {recorder.written} written by the end"
+        f"{sum(recorder.shed.values())} dropped, {recorder.written} written by the end"
     )
     return written / elapsed
 

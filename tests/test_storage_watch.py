@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -185,26 +186,35 @@ def full_log_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 async def test_a_full_disk_under_the_action_log_is_a_storage_incident(full_log_disk: Path) -> None:
-    """The action log cannot be appended to (its disk is full) while the database takes every
-    write: one storage incident says the disk is full, and the database's own successful writes do
-    not clear it while the log's disk has no room."""
+    """The action journal cannot be appended to (its disk is full) while the database has room: one
+    storage incident says the disk is full, and the database's own successful writes do not clear it
+    while the journal's disk has no room. The records wait in memory meanwhile: once there is room
+    again every /roll is journaled and stored, and the incident clears."""
     settings = _settings(full_log_disk)
     async with running_world(settings) as world:
         filler = fill_disk(settings.log_dir)
         recorder = world.bot.services.recorder
+        rolls = 0
         # A few small lines may still fit in the last free bytes: roll until an append is refused.
         for _ in range(200):
             assert "2d6" in await _roll(world)
+            rolls += 1
             await world.quiesce()
-            if recorder.ndjson_errors:
+            if recorder.journal_errors:
                 break
         await _settled(world)
         [announcement] = _storage_announcements(world)
         assert "disk is full" in (announcement.embeds[0].description or "")
-        assert recorder.ndjson_errors >= 1 and recorder.dropped == 0
+        assert recorder.journal_errors >= 1 and recorder.waiting >= 1
         assert world.bot.services.health()["storage_fault"] == "full"
         filler.unlink()
         await _roll(world)
+        rolls += 1
+        await asyncio.wait_for(world.bot.services.storage.wait_writable(), 30)
         await _settled(world)
         assert world.bot.services.health()["storage_fault"] is None
         assert "writable again" in (_storage_announcements(world)[0].embeds[0].description or "")
+        assert (recorder.waiting, sum(recorder.shed.values())) == (0, 0)
+        with sqlite3.connect(settings.db_path) as db:
+            stored = db.execute("SELECT count(*) FROM actions WHERE kind = 'command:roll'").fetchone()[0]
+        assert stored == rolls

@@ -454,3 +454,13 @@ Index("dashboard_sessions_expires", dashboard_sessions.c.expires_at)
 
 # The action explorer's "by user" (bot/db/browse.py): newest first within one user's actions.
 Index("actions_user_ts", actions.c.user_id, actions.c.ts, **_partial("user_id IS NOT NULL"))
+
+# How far the database has taken each action journal (bot/observe/journal.py): the sequence number of
+# the last record it holds from it, changed in the same transaction as the records; v0019_journal.
+journal_positions = Table(
+    "journal_positions",
+    metadata,
+    Column("journal", Text, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("updated_at", Seconds, nullable=False),
+)

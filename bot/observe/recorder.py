@@ -1,69 +1,90 @@
-"""ActionRecorder: the one way an action becomes a record, and the sinks behind it.
+"""ActionRecorder: the one way an action becomes a record, and where it goes: the journal, then the database.
 
-`record()` runs on the event loop and never waits on disk: it redacts, fingerprints, hands the
-record to in-process subscribers (incidents, the anomaly detector) and puts it on a bounded
-queue. A daemon writer drains the queue in batches into SQLite (its own connection, one
-transaction per batch) and an NDJSON file with rotation. A full queue drops the record and
-counts it; the count shows in /health and /incidents.
+`record()` runs on the event loop and never waits on disk: it redacts, fingerprints, hands the record
+to in-process subscribers (incidents, the anomaly detector, metrics), numbers it and encodes its
+journal line (bot/observe/journal.py). A thread of its own appends the waiting lines to the journal,
+`data/logs/actions.ndjson`, in one write per batch; only then is a record the database's. A second
+thread, the store's, inserts journaled records in batches, each with the journal position it reaches,
+in one transaction (bot/db/action_writes.py): the database's own connection, so neither the event loop
+nor the bot's queries wait for it.
 
-A batch that fails to write because storage is failing (database locked, disk full) is kept
-and retried with backoff (`storage.batch_attempts`) while new records queue behind it; a batch
-finally given up — or one that fails for any other reason — is counted in `dropped` too, so
-every record that never reached the database is counted. Storage faults are reported to
-`StorageHealth`, which announces them as a storage incident and clears it when a write succeeds.
-Every write of the recorder counts: a batch given up, a checkpoint that fails, an NDJSON append that
-fails. After each flush the database file's identity is checked too (deleted, replaced, moved away:
-SQLite goes on writing into the lost file without an error).
+**Nothing is lost to the database.** A slow, locked, full, unreachable or pruned database delays
+records; it never drops one. While the store keeps up it takes records from memory; past `queue_size`
+journaled records it lets their copies in memory go and reads them back from the journal when it gets
+there, and after a restart it reads on from where the database's position stands — so it catches up
+after a burst, a lock, a full disk or a restart, and a database deleted or replaced under the bot is
+filled again from the journal at the next start (`on_recovery` says what came back; the bot announces
+it in #dev). A record the database refuses for what it holds is passed over, counted
+(`actions_unstorable`) and logged; it stays in the journal.
 
-The writer keeps up when the event loop is CPU-bound: it is a process of its own
-(`bot.observe.writer`), so building rows, encoding JSON and talking to SQLite never wait for the
-bot's GIL, nor the bot for them. A batch is one hand-over (its records' field dicts, pickled).
-Retention deletes in bounded batches through the same process, between the writer's batches, so
-a prune of millions of rows never holds the writer up for more than one small delete. The process
-starts with the first batch: an idle bot, with nothing recorded, runs none (retention then deletes
-on a thread of the bot's; a batch arriving meanwhile waits SQLite's busy timeout for one small
-delete). Copying the WAL back into the database (a checkpoint) runs on a thread and connection of
-the bot's, never inside one of the writer's commits.
+**Memory stays bounded.** Records wait in memory only until the journal has them. When even the
+journal cannot keep up (its disk is full or failing), successful records past `queue_size` are shed,
+counted by kind (`shed`), and every failure is kept — in a reserve of its own as large — so the
+detector's evidence survives; journal faults are storage faults like the database's (announced,
+retried with backoff, cleared by the next append that works).
+
+Storage faults are reported to `StorageHealth`, which announces them as a storage incident and clears
+it when a write succeeds. After each batch the database file's identity is checked too (deleted,
+replaced, moved away: SQLite goes on writing into the lost file without an error).
+
+Retention deletes in bounded steps on the store's thread, between its batches, and keeps the disk
+bounded while it does: every step gives its emptied pages back and truncates the write-ahead log,
+and the next step is sized so that the log it writes stays under half the margin
+(`storage.prune_margin`) above what the files held when the prune began (bot/db/action_writes.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
+import functools
 import sys
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from bot.db import action_writes, open_database, provenance
-from bot.db.migrate import upgrade_postgresql
+from bot.db import action_writes, provenance
+from bot.db.action_writes import ActionStore, Journaled, PruneStep, Row, row
+from bot.db.migrate import upgrade_postgresql, upgrade_sqlite
 from bot.db.records import ActionRecord
-from bot.db.retry import RetryPolicy, StorageHealth, StorageUnavailable, retrying, storage_fault
+from bot.db.retry import RetryPolicy, StorageHealth, storage_fault
 from bot.kernel.log import get_logger
 from bot.observe.fingerprint import fingerprint, relative_path, root_prefixes
-from bot.observe.writer import WriterConfig, WriterProcess
+from bot.observe.journal import Journal, JournalReader, journal_line
 from bot.trust.redact import Redactor
 
-__all__ = ["ActionRecorder", "PendingAction", "Subscriber"]
+__all__ = ["ActionRecorder", "PendingAction", "PruneReport", "Recovery", "Subscriber", "recovery_notice"]
 
 _log = get_logger(__name__)
-_BATCH = 2000
-# Retention deletes this many rows per statement at first, then sizes its batches so each takes
-# about `_PRUNE_BATCH_S` (the writer waits at most one batch, whatever the disk and indexes cost).
+_T = TypeVar("_T")
+_BATCH = 2000  # records per database transaction
+# Retention deletes this many rows per step at first, then sizes its steps so each takes about
+# `_PRUNE_BATCH_S` and writes at most half the disk margin of log.
 _PRUNE_BATCH = 1000
-_PRUNE_BATCH_S = 0.01
-_PRUNE_BATCH_RANGE = (100, 5000)
-
+_PRUNE_BATCH_S = 0.02
+_PRUNE_BATCH_RANGE = (100, 20_000)
 _SWITCH_INTERVAL_S = 0.0005
-# The WAL is copied back into the database (checkpointed) at most this often, off the writer's thread.
-_CHECKPOINT_EVERY_S = 1.0
+# The write-ahead log is truncated between batches once it holds this much (during a prune: half the margin).
+_WAL_LIMIT = 4 << 20
+_SIZES_EVERY_S = 1.0  # the store's and the journal's sizes (/health, /metrics) are read this often at most
+_MAX_BACKOFF_STEPS = 6  # a failing journal or database is tried again at most every backoff × 2^5
+_TS, _KIND, _OK = 0, 1, 3  # where `row()` puts them
+_HAND_OVER = 1000  # records waiting for the journal that are handed over at once, not at the loop's next turn
 
 Subscriber = Callable[[ActionRecord], None]
+
+
+class _Refused(Exception):
+    """A batch behind one the journal failed to take: not tried, so the journal keeps their order."""
+
+
+class _Stopping(Exception):
+    """The recorder is stopping while storage fails: the store gives up waiting (the journal keeps all)."""
 
 
 @dataclass
@@ -73,6 +94,29 @@ class PendingAction:
     cost_usd: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
     ok: bool | None = None  # set False to record a handled failure without raising
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """Records the database did not have, read from the journal when the store started: after a crash,
+    a stop while the database was failing, or into a database that is new, deleted or replaced."""
+
+    count: int
+    first_ts: float
+    last_ts: float
+    new_database: bool  # it held nothing of this journal
+
+
+@dataclass(frozen=True, slots=True)
+class PruneReport:
+    """The last prune: rows removed, and the store's bytes before, at their largest, after, and the
+    ceiling it kept under (before plus the margin)."""
+
+    removed: int
+    start_bytes: int
+    peak_bytes: int
+    end_bytes: int
+    ceiling_bytes: int
 
 
 class ActionRecorder:
@@ -91,55 +135,99 @@ class ActionRecorder:
         storage: StorageHealth | None = None,
         busy_timeout_ms: int = 5000,
         more_roots: tuple[Path, ...] = (),
-        checkpoint_every_s: float = _CHECKPOINT_EVERY_S,
+        prune_margin: float = 0.05,
+        prune_margin_min_bytes: int = 4 << 20,
     ) -> None:
-        # A SQLite file, or a PostgreSQL URL (whose store needs no checkpoints of ours).
+        # A SQLite file, or a PostgreSQL URL.
         self._database = database
+        self._postgresql = action_writes.is_postgresql(database)
         # Set when several bot processes share the database: this one's shards label, on every record.
         self.process: str | None = None
-        self._sqlite_path = None if action_writes.is_postgresql(database) else Path(database)
         self._retry = retry or RetryPolicy(attempts=5)
         self._storage = storage
         self._busy_timeout_ms = busy_timeout_ms
         self._redactor = redactor or Redactor()
-        self._writer_process = WriterProcess(
-            WriterConfig(database, ndjson_path, ndjson_max_bytes, ndjson_backups, busy_timeout_ms)
-        )
+        self._queue_size = queue_size
+        self._prune_margin = prune_margin
+        self._prune_margin_min = prune_margin_min_bytes
         self.repo_root = repo_root
         # Other checkouts whose frames count as in-repo: the repository the bot works on, when
         # it is not the one this code was started from.
         self.more_roots = more_roots
         self._clock = clock
-        # Each record's field dict (what the writer process is sent), not the record: a queued
-        # record outlives the young generations, and every object that does brings the next full
-        # garbage collection nearer (each walks the whole heap); the record itself is left to its
-        # subscribers. None is the stop marker `close()` puts behind the last record to write.
-        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=queue_size)
-        self._writer: asyncio.Task[None] | None = None
         self._subscribers: list[Subscriber] = []
-        # Checkpoints run on a thread and connection of their own: the writer's connection never
-        # runs one (it would stall the writer and a prune for tens of milliseconds each time).
-        self._checkpointer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal-checkpoint")
-        self._checkpoint_conn: sqlite3.Connection | None = None
-        self._checkpoint_every_s = checkpoint_every_s
-        self._checkpoint: asyncio.Future[BaseException | None] | None = None
-        self._checkpointed_at = 0.0
-        self.dropped_queue_full = 0  # not queued: the queue was full
-        self.dropped_unwritten = 0  # queued, but the database write was given up
-        self.written = 0
+        self._recovery_listeners: list[Callable[[Recovery], None]] = []
+        self.recovery: Recovery | None = None
+        self._journal = Journal(ndjson_path, ndjson_max_bytes, ndjson_backups)
+        self._set_up_the_way_down()
+        self._store: ActionStore | None = None  # opened on the store thread
+        self._wal_limit = _WAL_LIMIT
+        self._sizes_at = 0.0
+        self._store_bytes = 0  # PostgreSQL's database size, as last read by the store thread
+        self.last_prune: PruneReport | None = None
         self.recorded = 0
-        self.write_errors = 0  # batches given up
-        self.ndjson_errors = 0  # batches in the database but missing from the NDJSON file
+        self.journaled = 0
+        self.written = 0  # rows inserted (from memory or read back from the journal)
+        self.recovered = 0  # of them, read back at start: what the database did not have
+        self.evicted = 0  # copies let go from memory (the records are in the journal)
+        self.read_back = 0  # of those, read back from the journal into the database
+        self.unstorable = 0  # refused by the database for what they hold (kept in the journal)
+        self.shed: Counter[str] = Counter()  # by kind: the journal could not keep up
+        self.shed_failures = 0
+        self.write_errors = 0  # database writes that failed for other reasons than storage
+        self.journal_errors = 0  # journal appends that failed
+
+    def _set_up_the_way_down(self) -> None:
+        """The state between `record()` and the database: what waits for the journal, for the store,
+        and the two threads."""
+        self._seq = self._journal.last_seq
+        # Recorded, not yet journaled: (seq, journal line, row). A record's row (a tuple of strings and
+        # numbers), not the record: a waiting record outlives the young generations, and every object
+        # the collector must walk brings the next full collection nearer; the record is left to its
+        # subscribers.
+        self._pending: list[tuple[int, bytes, Row]] = []
+        self._waiting_ok = self._waiting_failures = 0  # of them: successes, failures (each up to queue_size)
+        # Journaled, not yet stored, while their copies are kept (at most `queue_size`).
+        self._unstored: deque[Journaled] = deque()
+        self._evicted_upto = 0  # records journaled up to here may be in the journal only
+        self._in_flight = 0  # taken from memory for the database, not in it yet
+        self._journaled_seq = self._journal.last_seq
+        self._stored = 0  # the database's position in the journal, once read
+        self._position_known = False
+        self._journal_failing = self._store_failing = self._stopping = False
+        self._journal_announced = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._hand_over_soon = False
+        self._handed = 0  # batches handed to the journal thread, not back yet
+        self._refused: list[list[tuple[int, bytes, Row]]] = []  # batches the journal refused: again later
+        self._journal_attempt = 0
+        self._journal_blocked = False  # the journal thread's: refuse what follows a failed batch
+        self._store_wake = asyncio.Event()
+        self._store_poke = asyncio.Event()  # cuts a failing store's backoff short (`flush()`)
+        self._journal_tries = self._store_tries = 0  # failed attempts so far, of each
+        self._waiters: list[asyncio.Future[None]] = []
+        self._writer: asyncio.Task[None] | None = None
+        # One thread appends to the journal, one writes the database: a database that waits on a lock
+        # never holds the journal up.
+        self._journal_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="action-journal")
+        self._store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="action-store")
 
     @property
-    def writer_pid(self) -> int | None:
-        """The action writer process's id while it runs."""
-        return self._writer_process.pid
+    def journal_id(self) -> str:
+        """The id of this recorder's journal (its row in `journal_positions`)."""
+        return self._journal.id
 
     @property
-    def dropped(self) -> int:
-        """Every record that never reached the database, whatever the reason."""
-        return self.dropped_queue_full + self.dropped_unwritten
+    def waiting(self) -> int:
+        """Records recorded but not in the database yet (in memory or only in the journal)."""
+        not_journaled = self._waiting_ok + self._waiting_failures
+        return not_journaled + len(self._unstored) + self._in_flight + max(0, self.evicted - self.read_back)
+
+    def on_recovery(self, listener: Callable[[Recovery], None]) -> None:
+        """Call `listener` with what the store read back from the journal at start (at once if it has)."""
+        self._recovery_listeners.append(listener)
+        if self.recovery is not None:
+            listener(self.recovery)
 
     # -- producing ------------------------------------------------------------------------------
 
@@ -210,11 +298,43 @@ class ActionRecorder:
                 subscriber(record)
             except Exception:
                 _log.exception("action subscriber failed", subscriber=repr(subscriber))
-        try:
-            self._queue.put_nowait(record.fields())
-        except asyncio.QueueFull:
-            self.dropped_queue_full += 1
+        self._keep(record.fields())
         return record
+
+    def _keep(self, fields: dict[str, Any]) -> None:
+        """Number the record and encode its journal line; it waits for the journal thread. Past
+        `queue_size` waiting, a success is shed (counted by kind); a failure has a reserve as large."""
+        if fields["ok"]:
+            if self._waiting_ok >= self._queue_size:
+                self.shed[fields["kind"]] += 1
+                return
+            self._waiting_ok += 1
+        else:
+            if self._waiting_failures >= self._queue_size:
+                self.shed[fields["kind"]] += 1
+                self.shed_failures += 1
+                return
+            self._waiting_failures += 1
+        now = time.time_ns() // 1000
+        seq = now if now > self._seq else self._seq + 1
+        try:
+            line = journal_line(seq, fields)
+            stored = row(fields)
+        except Exception:  # a value no JSON encoder takes: the record cannot be kept anywhere
+            _log.exception("an action record cannot be encoded", kind=fields["kind"])
+            self.unstorable += 1
+            if fields["ok"]:
+                self._waiting_ok -= 1
+            else:
+                self._waiting_failures -= 1
+            return
+        self._seq = seq
+        self._pending.append((seq, line, stored))
+        if len(self._pending) >= _HAND_OVER:
+            self._hand_over()
+        elif not self._hand_over_soon and self._loop is not None:
+            self._hand_over_soon = True
+            self._loop.call_soon(self._hand_over)
 
     def _read_rows(self) -> list[dict[str, Any]]:
         """The stored rows the failing action read, with the in-repo frames of their writers."""
@@ -264,227 +384,470 @@ class ActionRecorder:
             **ids,
         )
 
-    # -- the writer daemon ------------------------------------------------------------------------
+    # -- the writer daemon: journal, then database ------------------------------------------------------
 
     async def run_writer(self) -> None:
-        """Drain the queue into SQLite and NDJSON in batches until `close()` (runs as a daemon)."""
+        """Journal what is recorded and fill the database from it until `close()` (runs as a daemon)."""
         self._writer = asyncio.current_task()
+        self._loop = asyncio.get_running_loop()
         # A thread waiting for the GIL asks for it only after a whole switch interval without a
         # release; a busy loop releases it at every look at its selector (well under CPython's
-        # 5 ms), which restarts that wait. Threads that hold SQLite's locks while they wait (the
-        # bot's aiosqlite connection, the checkpointer) starved that way; at 0.5 ms they get
-        # their turn. (The action writer is a process, and waits for no GIL of ours.)
+        # 5 ms), which restarts that wait. The journal and store threads (and SQLite's lock holders)
+        # starved that way; at 0.5 ms they get their turn.
         sys.setswitchinterval(min(sys.getswitchinterval(), _SWITCH_INTERVAL_S))
-        await self._migrate()
+        self._hand_over()  # what was recorded before the writer started
         try:
-            # The writer process starts with the first batch, not here: a bot with nothing to record
-            # (idle) runs no child process, and a batch waits its ~0.1 s start once.
-            stop = False
-            while not stop:
-                batch = [await self._queue.get(), *self._take(_BATCH - 1)]
-                stop = None in batch
-                await self._write_batch(batch)
-                self._check_identity()
-                self._checkpoint_soon()
+            await self._store_loop()
         finally:
-            await asyncio.shield(self._writer_process.close())
-            await asyncio.shield(self._close_checkpointer())
+            await asyncio.shield(self._close_threads())
 
-    async def _migrate(self) -> None:
-        """Bring the schema to the head before the writer process writes to it."""
-        if self._sqlite_path is None:
-            await asyncio.to_thread(upgrade_postgresql, str(self._database))
-        else:
-            await (await open_database(self._sqlite_path, busy_timeout_ms=self._busy_timeout_ms)).close()
+    async def _in(self, thread: ThreadPoolExecutor, fn: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(thread, fn, *args)
 
-    def _checkpoint_soon(self) -> None:
-        """Start a checkpoint on its own thread unless one is running or one ran lately."""
-        if self._sqlite_path is None:
-            return
-        if self._checkpoint is not None and not self._checkpoint.done():
-            return
-        if time.monotonic() - self._checkpointed_at < self._checkpoint_every_s:
-            return
-        self._checkpointed_at = time.monotonic()
-        loop = asyncio.get_running_loop()
-        checkpoint = loop.run_in_executor(self._checkpointer, self._run_checkpoint)
-        checkpoint.add_done_callback(self._checkpoint_done)
-        self._checkpoint = checkpoint
+    # the journal thread's side: batches are handed over from the loop (each turn of it, or at once
+    # when `_HAND_OVER` are waiting, so a handler recording in a tight loop does not outrun it) and
+    # appended in order; the loop hears back through call_soon_threadsafe.
 
-    def _run_checkpoint(self) -> BaseException | None:
-        """On the checkpoint thread. A failure (storage trouble) is logged and returned (the loop
-        reports it to StorageHealth); the next checkpoint retries."""
+    def _hand_over(self, *, retry: bool = False) -> None:
+        """Give the waiting records to the journal thread (on the loop; never waits)."""
+        self._hand_over_soon = False
+        if not self._pending or self._loop is None or (self._journal_failing and not retry):
+            return
+        batch, self._pending = self._pending, []
+        self._handed += 1
+        future = self._journal_thread.submit(self._append_here, batch)
+        loop = self._loop
+        future.add_done_callback(lambda done: _call_soon(loop, self._appended, batch, done))
+
+    def _append_here(self, batch: list[tuple[int, bytes, Row]]) -> None:
+        """On the journal thread. After a failure the batches queued behind it are refused too, so the
+        journal never holds a later record before an earlier one."""
+        if self._journal_blocked:
+            raise _Refused
         try:
-            if self._checkpoint_conn is None:
-                assert self._sqlite_path is not None
-                self._checkpoint_conn = action_writes.open_writer(self._sqlite_path, self._busy_timeout_ms)
-            action_writes.checkpoint(self._checkpoint_conn)
-        except (sqlite3.Error, OSError) as exc:
-            _log.warning("checkpointing the action log failed", error=str(exc))
-            return exc
-        return None
+            self._journal.append([line for _, line, _ in batch])
+        except OSError:
+            self._journal_blocked = True
+            raise
 
-    def _checkpoint_done(self, done: asyncio.Future[BaseException | None]) -> None:
-        """On the loop: a checkpoint that failed on storage counts toward the storage fault."""
-        if done.cancelled() or done.exception() is not None or (error := done.result()) is None:
+    def _appended(self, batch: list[tuple[int, bytes, Row]], done: Future[None]) -> None:
+        """On the loop: a batch is in the journal (the database's now), or was refused (kept, tried again)."""
+        self._handed -= 1
+        error = done.exception()
+        if error is None:
+            self._journaled_batch(batch)
+        else:
+            self._refused.append(batch)
+            if not isinstance(error, _Refused):
+                self._journal_failed(error)
+        if error is not None and not self._handed:
+            if self._stopping and self._journal_attempt >= self._retry.attempts:
+                self._lost_at_stop(error)
+            else:
+                self._loop_call_later(self._backoff(self._journal_attempt), self._retry_journal)
+        self._store_wake.set()
+        self._notify()
+
+    def _journaled_batch(self, batch: list[tuple[int, bytes, Row]]) -> None:
+        self._journal_attempt = 0
+        self._journal_failing = False
+        if self._journal_announced and self._storage is not None:
+            # Only a fault the journal announced ends with its append: a locked database stays failing.
+            self._journal_announced = False
+            self._storage.succeeded("the action journal")
+        failures = sum(1 for _, _, stored in batch if not stored[_OK])
+        self._waiting_ok -= len(batch) - failures
+        self._waiting_failures -= failures
+        self.journaled += len(batch)
+        self._journaled_seq = batch[-1][0]
+        unstored = self._unstored
+        unstored.extend((seq, stored) for seq, _, stored in batch)
+        while len(unstored) > self._queue_size:  # the journal has them: memory need not
+            self._evicted_upto = unstored.popleft()[0]
+            self.evicted += 1
+
+    def _journal_failed(self, error: BaseException) -> None:
+        self._journal_attempt += 1
+        self._journal_tries += 1
+        self.journal_errors += 1
+        self._journal_failing = True
+        if not isinstance(error, OSError):
+            _log.error("appending to the action journal failed", error=repr(error))
+        # The journal is a local file: a full or failing disk under it is said at once.
+        announced = self._fault(error, self._journal_attempt, "the action journal", after=1)
+        self._journal_announced |= announced
+
+    def _retry_journal(self) -> None:
+        """After the backoff: the refused batches, then what came meanwhile, handed over again."""
+        if self._handed or not self._refused:
             return
-        if storage_fault(error) != "locked":  # a passive checkpoint that met a reader only waits
-            self._storage_failed(error)
+        self._pending = [record for batch in self._refused for record in batch] + self._pending
+        self._refused.clear()
+        self._journal_blocked = False  # nothing is in flight: the thread is idle
+        self._hand_over(retry=True)
 
-    def _storage_failed(self, error: BaseException) -> None:
-        """A write of the recorder's own (a checkpoint, the NDJSON copy) failed: a storage fault, if
-        it is one, is reported like a write given up."""
+    def _loop_call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_later(delay, callback)
+
+    def _journal_settled(self) -> bool:
+        """Whether every record kept so far is in the journal (or its journal gave up at stop)."""
+        return not (self._pending or self._handed or self._refused)
+
+    def _lost_at_stop(self, error: BaseException) -> None:
+        """Stopping with a journal that still fails: what waits in memory is gone with the process."""
+        lost = [record for batch in self._refused for record in batch] + self._pending
+        self._refused.clear()
+        self._pending = []
+        for _, _, stored in lost:
+            self.shed[str(stored[_KIND])] += 1
+            if stored[_OK]:
+                self._waiting_ok -= 1
+            else:
+                self.shed_failures += 1
+                self._waiting_failures -= 1
+        _log.error("action records lost at stop: the journal fails", count=len(lost), error=str(error))
+
+    # the store thread's side
+
+    async def _store_loop(self) -> None:
+        try:
+            await self._until_stored(self._open_store, "opening the action store")
+            self._stored = await self._until_stored(self._position, "reading the journal position")
+        except _Stopping:
+            return
+        self._position_known = True
+        self._notify()
+        new_database = self._stored == 0
+        recovering = self._journal.last_seq  # what was journaled before this process started
+        # One reader for the life of the store: it reads on from where it stopped, past what was stored
+        # from memory meanwhile, instead of scanning the journal again from its start.
+        reader = self._journal.reader(self._stored)
+        first_ts = last_ts = 0.0
+        try:
+            while True:
+                upto = max(recovering, self._evicted_upto)
+                from_journal = upto > self._stored
+                if from_journal:
+                    reader.after = max(reader.after, self._stored)
+                    batch: Sequence[Journaled] = await self._in(self._store_thread, _take, reader, upto)
+                    if not batch:
+                        _log.error(
+                            "journaled action records are missing from the journal: passed over",
+                            after=self._stored,
+                            upto=upto,
+                            journal=str(self._journal.path),
+                        )
+                        await self._until_stored(functools.partial(self._skip, upto), "passing over records")
+                        self._stored = upto
+                        continue
+                    if recovering and batch[-1][0] <= recovering:
+                        first_ts = first_ts or float(batch[0][1][_TS])  # type: ignore[arg-type]
+                        last_ts = float(batch[-1][1][_TS])  # type: ignore[arg-type]
+                else:
+                    if recovering:
+                        self._recovered(first_ts, last_ts, new_database)
+                        recovering = 0
+                    batch = self._take_unstored()
+                    if not batch:
+                        if self._stopping and self._journal_settled():
+                            return
+                        self._store_wake.clear()
+                        await self._store_wake.wait()
+                        continue
+                self._in_flight = 0 if from_journal else len(batch)
+                inserted = await self._write(batch)
+                self._in_flight = 0
+                seq = batch[-1][0]
+                self._stored = seq
+                self.written += inserted
+                if recovering and seq <= recovering:
+                    self.recovered += inserted
+                elif from_journal:
+                    self.read_back += len(batch)
+                self._notify()
+        except _Stopping:
+            return
+        finally:
+            await asyncio.shield(self._in(self._store_thread, reader.close))
+
+    def _take_unstored(self) -> list[Journaled]:
+        unstored = self._unstored
+        while unstored and unstored[0][0] <= self._stored:
+            unstored.popleft()
+        return [unstored.popleft() for _ in range(min(_BATCH, len(unstored)))]
+
+    def _recovered(self, first_ts: float, last_ts: float, new_database: bool) -> None:
+        if not self.recovered:
+            return
+        self.recovery = Recovery(self.recovered, first_ts, last_ts, new_database)
+        _log.warning(
+            "action records restored from the journal",
+            count=self.recovered,
+            first_ts=first_ts,
+            last_ts=last_ts,
+            new_database=new_database,
+        )
+        for listener in self._recovery_listeners:
+            try:
+                listener(self.recovery)
+            except Exception:
+                _log.exception("recovery listener failed", listener=repr(listener))
+
+    async def _write(self, batch: Sequence[Journaled]) -> int:
+        """Insert a batch, retrying storage faults for as long as they last (`_Stopping` if the recorder
+        is stopped meanwhile: the journal keeps the batch for the next start)."""
+        inserted, refused = await self._until_stored(
+            functools.partial(self._write_here, batch), "action records", other_faults=True
+        )
+        self.unstorable += refused
+        if self._storage is not None:
+            self._storage.succeeded("action records")
+            if not self._postgresql:
+                self._storage.check_identity()
+        return inserted
+
+    def _write_here(self, batch: Sequence[Journaled]) -> tuple[int, int]:
+        """On the store thread: the batch; a batch the database refuses for what a record holds (not a
+        storage fault) goes again one record at a time, and what is refused alone is passed over."""
+        store = self._open_store()
+        journal = self._journal.id
+        try:
+            inserted, refused = store.write(journal, batch), 0
+        except Exception as exc:
+            if storage_fault(exc) is not None:
+                raise
+            inserted = refused = 0
+            for one in batch:
+                try:
+                    inserted += store.write(journal, [one])
+                except Exception as single:
+                    if storage_fault(single) is not None:
+                        raise
+                    _log.error(
+                        "an action record the database refuses stays in the journal only",
+                        seq=one[0],
+                        kind=one[1][_KIND],
+                        error=str(single),
+                    )
+                    store.skip(journal, one[0])
+                    refused += 1
+        store.tidy(self._wal_limit)
+        self._journal.stored(batch[-1][0])
+        self._read_sizes()
+        return inserted, refused
+
+    def _open_store(self) -> ActionStore:
+        """On the store thread: the store, opened (the schema brought to the head first) if it is not."""
+        if self._store is None:
+            if self._postgresql:
+                upgrade_postgresql(str(self._database))
+            else:
+                conn = action_writes.open_writer(Path(self._database), self._busy_timeout_ms)
+                try:
+                    upgrade_sqlite(conn)
+                finally:
+                    conn.close()
+            self._store = action_writes.open_action_store(self._database, self._busy_timeout_ms)
+            self._read_sizes(force=True)
+        return self._store
+
+    def _position(self) -> int:
+        return self._open_store().position(self._journal.id)
+
+    def _skip(self, seq: int) -> None:
+        self._open_store().skip(self._journal.id, seq)
+        self._stored = seq
+
+    def _read_sizes(self, *, force: bool = False) -> None:
+        """On the store thread: a PostgreSQL database's size (a query), at most once a second."""
+        now = time.monotonic()
+        if self._postgresql and self._store is not None and (force or now - self._sizes_at >= _SIZES_EVERY_S):
+            self._sizes_at = now
+            self._store_bytes = self._store.size()
+
+    @property
+    def store_bytes(self) -> int:
+        """Bytes the database takes on disk: its files (SQLite, as they are now), or the PostgreSQL
+        database's size as last read (after a batch, at most once a second, and after a prune)."""
+        if self._postgresql:
+            return self._store_bytes
+        path = Path(self._database)
+        return sum(_file_bytes(path.with_name(path.name + suffix)) for suffix in ("", "-wal", "-shm"))
+
+    @property
+    def journal_bytes(self) -> int:
+        """Bytes the action journal's segments take."""
+        return self._journal.size()
+
+    async def _until_stored(self, fn: Callable[[], _T], what: str, *, other_faults: bool = False) -> _T:
+        """`fn()` on the store thread, retried with backoff while storage fails (and, with
+        `other_faults`, while it fails for any other reason: counted and logged). Past `batch_attempts`
+        storage counts as failing (announced; `flush()` stops waiting for it)."""
+        attempt = 0
+        while True:
+            try:
+                result = await self._in(self._store_thread, fn)
+            except Exception as exc:
+                attempt += 1
+                self._store_tries += 1
+                if storage_fault(exc) is not None:
+                    self._fault(exc, attempt, what)
+                    self._store_failing |= attempt >= self._retry.attempts
+                elif other_faults:
+                    self.write_errors += 1
+                    self._store_failing |= attempt >= self._retry.attempts
+                    _log.exception("writing action records failed", what=what)
+                else:
+                    raise
+                self._notify()
+                if self._stopping:
+                    raise _Stopping from exc
+                self._store_poke.clear()
+                with contextlib.suppress(TimeoutError):  # `flush()` cuts the backoff short
+                    await asyncio.wait_for(self._store_poke.wait(), self._backoff(attempt))
+                continue
+            self._store_failing = False
+            return result
+
+    def _fault(self, error: BaseException, attempt: int, what: str, *, after: int | None = None) -> bool:
+        """A storage fault met by the journal or the store: a retry, and after `after` of them (default
+        `batch_attempts`) a fault StorageHealth announces (once: it lasts until a write works again).
+        Whether this one was announced."""
         fault = storage_fault(error)
-        if fault is not None and self._storage is not None:
+        after = self._retry.attempts if after is None else after
+        if attempt in (1, after):
+            _log.warning("action records wait: storage is failing", what=what, fault=fault, error=str(error))
+        if self._storage is None or fault is None:
+            return False
+        if attempt == after:
             self._storage.failed(fault, str(error))
+            return True
+        if attempt < after:
+            self._storage.note_retry()
+        return False
 
-    def _check_identity(self) -> None:
-        """After each flush: is the database file still the one at its path (bot/db/identity.py)?"""
-        if self._storage is not None and self._sqlite_path is not None:
-            self._storage.check_identity()
+    def _backoff(self, attempt: int) -> float:
+        return self._retry.delay(min(attempt, _MAX_BACKOFF_STEPS))
 
-    async def _close_checkpointer(self) -> None:
-        """Wait for a running checkpoint, run a last one, and close the checkpoint connection."""
-        if self._sqlite_path is None:
-            return
-        self._checkpointed_at = 0.0
-        if self._checkpoint is not None:
-            await asyncio.wait([self._checkpoint])
-        self._checkpoint_soon()
-        assert self._checkpoint is not None
-        await asyncio.wait([self._checkpoint])
+    async def _close_threads(self) -> None:
+        """Close the store and the journal on their threads, and end the threads."""
 
-        def close() -> None:
-            conn, self._checkpoint_conn = self._checkpoint_conn, None
-            if conn is not None:
-                conn.close()
+        def close_store() -> None:
+            store, self._store = self._store, None
+            if store is not None:
+                store.close()
 
-        await asyncio.get_running_loop().run_in_executor(self._checkpointer, close)
+        with contextlib.suppress(Exception):
+            await self._in(self._store_thread, close_store)
+        with contextlib.suppress(Exception):
+            await self._in(self._journal_thread, self._journal.close)
+        self._store_thread.shutdown(wait=False)
+        self._journal_thread.shutdown(wait=False)
+
+    # -- waiting and stopping -----------------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _settled(self, target: int, journal_tries: int, store_tries: int) -> bool:
+        """Whether every record up to `target` is in the database, or waits on storage that failed again
+        since the flush began (the journal's, or the database's past its attempts)."""
+        if self._position_known and self._stored >= target:
+            return True
+        if self._writer is not None and self._writer.done():
+            return True
+        if self._journaled_seq < target:
+            return self._journal_failing and self._journal_tries > journal_tries
+        return self._store_failing and self._store_tries > store_tries
+
+    async def flush(self) -> None:
+        """Wait until every record so far is in the database — or waits in the journal on a database
+        that still fails, or in memory on a journal that still fails (each tried once more first)."""
+        target, journal_tries, store_tries = self._seq, self._journal_tries, self._store_tries
+        while not self._settled(target, journal_tries, store_tries):
+            self._poke()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+
+    def _poke(self) -> None:
+        """A failing journal or database is tried again now rather than after its backoff."""
+        if self._journal_failing and not self._handed:
+            self._retry_journal()
+        self._store_poke.set()
 
     async def close(self, timeout: float = 30) -> None:
-        """Write everything recorded so far, then stop the writer.
+        """Journal everything recorded so far, let the database take what it can, then stop.
 
-        A writer still retrying a failing database at the timeout is stopped; what it had not
-        written is counted as dropped.
+        What the database has not taken by then (it is failing, or `timeout` passed) waits in the
+        journal for the next start.
         """
+        self._stopping = True  # a writer that has not started yet ends at once when it does
+        self._hand_over()
+        self._store_wake.set()
         writer = self._writer
         if writer is None or writer.done():
             return
-        try:
-            await asyncio.wait_for(self._queue.put(None), timeout)
-            await asyncio.wait([writer], timeout=timeout)
-        except TimeoutError:
-            pass
+        await asyncio.wait([writer], timeout=timeout)
         if not writer.done():
             writer.cancel()
             await asyncio.wait([writer], timeout=5)
-            left = self._take(self._queue.qsize())
-            self.dropped_unwritten += sum(1 for record in left if record is not None)
-            for _ in left:
-                self._queue.task_done()
-
-    def _take(self, limit: int) -> list[dict[str, Any] | None]:
-        batch: list[dict[str, Any] | None] = []
-        while len(batch) < limit:
-            try:
-                batch.append(self._queue.get_nowait())
-            except asyncio.QueueEmpty:
-                break
-        return batch
-
-    async def _write_batch(self, batch: list[dict[str, Any] | None]) -> None:
-        records = [record for record in batch if record is not None]
-        try:
-            if records and await self._insert(records):
-                self.written += len(records)
-        except asyncio.CancelledError:
-            self.dropped_unwritten += len(records)  # stopped by close() while retrying
-            raise
-        finally:
-            for _ in batch:
-                self._queue.task_done()
-
-    async def _insert(self, rows: list[dict[str, Any]]) -> bool:
-        """Write a batch, retrying storage faults; False (and counted dropped) if given up."""
-        try:
-            ndjson_error = await retrying(
-                lambda: self._writer_process.call("store", rows),
-                what="action records",
-                policy=self._retry,
-                health=self._storage,
+        if self._stored < self._journaled_seq:
+            _log.warning(
+                "action records wait in the journal for the database",
+                journal=str(self._journal.path),
+                waiting=self.waiting,
             )
-        except StorageUnavailable:
-            pass  # logged and reported to StorageHealth by `retrying`
-        except Exception:
-            _log.exception("writing action records failed (not retried)", count=len(rows))
-        else:
-            if ndjson_error is not None:
-                # In the database, missing from the NDJSON file: counted, not retried — and a storage
-                # fault like any other write's (a full disk under the log is announced, not only logged).
-                self._ndjson_failed(ndjson_error, len(rows))
-            return True
-        self.write_errors += 1
-        self.dropped_unwritten += len(rows)
-        await self._log_only(rows)
-        return False
 
-    async def _log_only(self, rows: list[dict[str, Any]]) -> None:
-        """A batch the database did not take goes to the NDJSON log all the same: the log holds what
-        the database missed (a storage incident says so)."""
-        try:
-            ndjson_error = await self._writer_process.call("log", rows)
-        except Exception as exc:
-            _log.error("keeping unwritten action records in NDJSON failed", count=len(rows), error=str(exc))
-            return
-        if ndjson_error is not None:
-            self._ndjson_failed(ndjson_error, len(rows))
-
-    def _ndjson_failed(self, ndjson_error: tuple[int | None, str], count: int) -> None:
-        errno_, text = ndjson_error
-        self.ndjson_errors += 1
-        _log.error("appending action records to NDJSON failed", count=count, error=text)
-        error = OSError(text)
-        error.errno = errno_
-        self._storage_failed(error)
-
-    async def flush(self) -> None:
-        """Wait until every record so far has been written (or failed to be)."""
-        await self._queue.join()
+    # -- retention ----------------------------------------------------------------------------------------
 
     async def prune(self, retention_days: int, *, batch: int = _PRUNE_BATCH) -> int:
-        """Delete records older than the retention in small batches; returns how many.
+        """Delete records older than the retention in bounded steps; returns how many.
 
-        Each delete is one request to the writer process, so the writer's batches go in between
-        them and records keep being written while millions of expired rows go.
+        Each step runs on the store's thread between its batches, so records keep being written while
+        millions of expired rows go, and leaves the files no larger than they were when the prune began
+        plus the margin (`last_prune` says what they were at their largest).
         """
         before = self.now() - retention_days * 86400
+        start = await self._in(self._store_thread, self._store_size)
+        margin = max(int(start * self._prune_margin), self._prune_margin_min)
+        ceiling = start + margin
+        peak = start
         pruned = 0
-        while True:
-            removed, more, took_s = await self._prune_step(before, batch)
-            pruned += removed
-            if self._writer is not None and not self._writer.done():
-                self._checkpoint_soon()
-            if not more:
-                return pruned
-            low, high = _PRUNE_BATCH_RANGE
-            batch = max(low, min(high, int(batch * _PRUNE_BATCH_S / max(took_s, 0.001))))
-
-    async def _prune_step(self, before: float, batch: int) -> tuple[int, bool, float]:
-        # With no writer process running (no daemon, or nothing recorded yet: the retention at start
-        # of an idle bot) a store of our own deletes, rather than starting the process for it.
-        if self._writer is None or self._writer.done() or self._writer_process.pid is None:
-            return await asyncio.to_thread(self._prune_step_here, before, batch)
-        removed, more, took_s = await self._writer_process.call("prune", before, batch)
-        return int(removed), bool(more), float(took_s)
-
-    def _prune_step_here(self, before: float, batch: int) -> tuple[int, bool, float]:
-        started = time.perf_counter()
-        store = action_writes.open_action_store(self._database, self._busy_timeout_ms)
+        self._wal_limit = margin // 2
         try:
-            removed, more = store.prune(before, batch)
+            while True:
+                step: PruneStep = await self._in(self._store_thread, self._prune_here, before, batch)
+                pruned += step.removed
+                peak = max(peak, step.peak_bytes)
+                if not step.more:
+                    break
+                low, high = _PRUNE_BATCH_RANGE
+                by_time = batch * _PRUNE_BATCH_S / max(step.took_s, 0.001)
+                by_disk = batch * (margin / 2) / max(step.peak_bytes - step.size_bytes, 1)
+                batch = max(low, min(high, int(min(by_time, by_disk))))
+            await self._in(self._store_thread, self._finish_prune_here, ceiling)
         finally:
-            store.close()
-        return removed, more, time.perf_counter() - started
+            self._wal_limit = _WAL_LIMIT
+        end = await self._in(self._store_thread, self._store_size)
+        self.last_prune = PruneReport(pruned, start, max(peak, end), end, ceiling)
+        return pruned
+
+    def _store_size(self) -> int:
+        return self._open_store().size()
+
+    def _prune_here(self, before: float, limit: int) -> PruneStep:
+        step = self._open_store().prune(before, limit)
+        self._read_sizes(force=True)
+        return step
+
+    def _finish_prune_here(self, ceiling: int) -> None:
+        self._open_store().finish_prune(ceiling)
+        self._read_sizes(force=True)
 
     async def prune_every(self, retention_days: int, interval_s: float = 6 * 3600) -> None:
         """Apply the retention now and then periodically (runs as a daemon, so start-up never waits on it)."""
@@ -501,14 +864,54 @@ class ActionRecorder:
     def health(self) -> dict[str, int]:
         return {
             "actions_recorded": self.recorded,
+            "actions_journaled": self.journaled,
             "actions_written": self.written,
-            "actions_dropped": self.dropped,
-            "actions_dropped_queue_full": self.dropped_queue_full,
-            "actions_dropped_unwritten": self.dropped_unwritten,
-            "actions_queued": self._queue.qsize(),
+            "actions_waiting": self.waiting,
+            "actions_recovered": self.recovered,
+            "actions_shed": sum(self.shed.values()),
+            "actions_shed_failures": self.shed_failures,
+            "actions_unstorable": self.unstorable,
             "action_write_errors": self.write_errors,
-            "action_ndjson_errors": self.ndjson_errors,
+            "action_journal_errors": self.journal_errors,
+            "storage_bytes": self.store_bytes,
+            "journal_bytes": self.journal_bytes,
         }
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
+    """From another thread: `callback(*args)` on the loop, unless the loop is gone (the process ends)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, *args)
+
+
+def _file_bytes(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def recovery_notice(recovery: Recovery, journal: Path) -> str:
+    """What the bot says in #dev about records it restored from the journal."""
+    span = f"{_utc(recovery.first_ts)} to {_utc(recovery.last_ts)}"
+    if recovery.new_database:
+        return (
+            f"📥 The database held none of my action records (it is new, or was deleted or replaced): "
+            f"I rebuilt it from the action journal ({journal}): {recovery.count} record(s), {span}."
+        )
+    return (
+        f"📥 {recovery.count} action record(s) from {span} were not in the database yet (a stop, a crash "
+        f"or a storage fault came first): I restored them from the action journal ({journal})."
+    )
+
+
+def _utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _take(reader: JournalReader, upto: int) -> list[Journaled]:
+    """On the store thread: the next batch read back from the journal, as rows."""
+    return [(seq, row(fields)) for seq, fields in reader.take(upto, _BATCH)]
 
 
 def _ms(started: float) -> float:

@@ -223,6 +223,8 @@ async def _assemble(
         storage=storage,
         busy_timeout_ms=storage_config.busy_timeout_ms,
         more_roots=(settings.repo_dir,),
+        prune_margin=storage_config.prune_margin,
+        prune_margin_min_bytes=storage_config.prune_margin_min_mb << 20,
     )
     incidents = IncidentService(
         db,

@@ -1,4 +1,4 @@
--- mendbot schema at the head of the history with sha256 3839f2450e4064e0fdb4cee62855969836c0c12a1ed8e1f898fa192e2247c3d1
+-- mendbot schema at the head of the history with sha256 d0c52c98a7f6cd5f9aabb7a19eb7ab44e10c63080dfe5a57c54d47b36774337e
 -- Written by `python -m bot.db.history`; used only while that digest matches.
 BEGIN;
 CREATE TABLE alembic_version (
@@ -404,6 +404,12 @@ CREATE TABLE cog_rows (
 	written_at DOUBLE, 
 	CONSTRAINT pk_cog_rows PRIMARY KEY (table_name, "key")
 );
-INSERT INTO alembic_version (version_num) VALUES ('v0017_rollout');
+CREATE TABLE journal_positions (
+	journal TEXT NOT NULL, 
+	seq BIGINT NOT NULL, 
+	updated_at DOUBLE NOT NULL, 
+	CONSTRAINT pk_journal_positions PRIMARY KEY (journal)
+);
+INSERT INTO alembic_version (version_num) VALUES ('v0019_journal');
 PRAGMA user_version = 13;
 COMMIT;
