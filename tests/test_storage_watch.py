@@ -17,8 +17,9 @@ import pytest
 
 from bot.db.identity import FileIdentity
 from bot.kernel.settings import Settings
+from bot.runtime.app import discover_extensions
 from bot.tools.playground import VirtualWorld
-from tests.harness.discord import bot_messages, make_settings, reply_text, running_world
+from tests.harness.discord import bot_messages, make_bot, make_settings, reply_text, running_world
 from tests.harness.storage import fill_disk, hold_write_lock, small_disk
 
 pytestmark = pytest.mark.sqlite
@@ -90,6 +91,47 @@ async def test_a_deleted_database_is_announced_on_the_next_flush_with_what_is_lo
         # The action log holds what the database missed.
         logged = (settings.log_dir / "actions.ndjson").read_text().count('"kind":"command:roll"')
         assert logged == 4
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced by an old copy"])
+async def test_a_lost_database_gets_every_action_record_back_at_the_next_start(
+    tmp_path: Path, how: str
+) -> None:
+    """The database deleted — or replaced by a copy taken earlier (a backup put back) — while the bot
+    runs and records: after a restart the database holds every action record of both runs, each once,
+    filled from the action journal, and the bot says in #dev what it restored."""
+    settings = _settings(tmp_path / "data")
+    async with running_world(settings) as world:
+        for _ in range(3):
+            assert "2d6" in await _roll(world)
+        await world.quiesce()
+        copy = settings.db_path.with_name("backup.db")
+        with sqlite3.connect(settings.db_path) as source, sqlite3.connect(copy) as target:
+            source.backup(target)
+        for _ in range(2):
+            assert "2d6" in await _roll(world)
+        await world.quiesce()
+        _delete_database(settings.db_path)
+        if how != "deleted":
+            copy.replace(settings.db_path)
+        for _ in range(4):
+            assert "2d6" in await _roll(world)
+        await _settled(world)
+        recorded = world.bot.services.recorder.recorded
+        await world.restart(await make_bot(settings, discover_extensions()))
+        await world.quiesce()
+        recorder = world.bot.services.recorder
+        with sqlite3.connect(settings.db_path) as db:
+            rolls = db.execute("SELECT count(*) FROM actions WHERE kind = 'command:roll'").fetchone()[0]
+            everything = db.execute("SELECT count(*) FROM actions").fetchone()[0]
+        assert rolls == 9
+        assert everything == recorded + recorder.recorded  # each once
+        assert recorder.recovery is not None and recorder.recovery.new_database == (how == "deleted")
+        [notice] = [m.content for m in bot_messages(world, world.dev) if m.content.startswith("📥")]
+        assert (
+            f"{recorder.recovery.count} record(s)" in notice or f"{recorder.recovery.count} action" in notice
+        )
+        assert str(settings.log_dir / "actions.ndjson") in notice
 
 
 async def test_a_replaced_database_is_seen_by_the_probe_even_when_nothing_is_written(
