@@ -307,7 +307,9 @@ class SqliteActionStore:
         if removed and self._incremental():
             (free,) = self._conn.execute("PRAGMA freelist_count").fetchone()
             if free:
-                self._conn.execute(f"PRAGMA incremental_vacuum({int(free)})").fetchall()
+                # A script: stepped to its end. Through execute() SQLite frees one page per step, and
+                # Python's sqlite3 steps a statement that returns no row once.
+                self._conn.executescript(f"PRAGMA incremental_vacuum({int(free)});")
         peak = self.size()
         self._truncate_wal()
         return PruneStep(removed, removed == limit, time.perf_counter() - started, peak, self.size())

@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import functools
 import sys
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
@@ -105,6 +106,23 @@ class Recovery:
     first_ts: float
     last_ts: float
     new_database: bool  # it held nothing of this journal
+
+
+@dataclass(slots=True)
+class _Recovering:
+    """The store's catch-up at start: the journal up to `upto` (0 once done), and the span it found."""
+
+    upto: int
+    new_database: bool
+    first_ts: float = 0.0
+    last_ts: float = 0.0
+
+    def saw(self, batch: Sequence[Journaled]) -> None:
+        """A batch read back from the journal: the part of it from before this process widens the span."""
+        mine = [row for seq, row in batch if seq <= self.upto]
+        if mine:
+            self.first_ts = self.first_ts or float(mine[0][_TS])  # type: ignore[arg-type]
+            self.last_ts = float(mine[-1][_TS])  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,11 +204,19 @@ class ActionRecorder:
         # the collector must walk brings the next full collection nearer; the record is left to its
         # subscribers.
         self._pending: list[tuple[int, bytes, Row]] = []
-        self._waiting_ok = self._waiting_failures = 0  # of them: successes, failures (each up to queue_size)
-        # Journaled, not yet stored, while their copies are kept (at most `queue_size`).
+        # Successes and failures kept (by the loop), in the journal (by its thread), lost at a stop: what
+        # waits for the journal is the difference (each kind at most `queue_size`). One writer each.
+        self._kept = [0, 0]
+        self._appended_counts = [0, 0]
+        self._lost = [0, 0]
+        # Journaled, not yet stored, while their copies are kept (at most `queue_size`): filled and cut
+        # by the journal thread, taken by the store's loop, both under the lock (so a record let go is
+        # always one the store will read back from the journal).
         self._unstored: deque[Journaled] = deque()
+        self._memory = threading.Lock()
         self._evicted_upto = 0  # records journaled up to here may be in the journal only
         self._in_flight = 0  # taken from memory for the database, not in it yet
+        self._recovering = _Recovering(0, new_database=False)
         self._journaled_seq = self._journal.last_seq
         self._stored = 0  # the database's position in the journal, once read
         self._position_known = False
@@ -220,8 +246,12 @@ class ActionRecorder:
     @property
     def waiting(self) -> int:
         """Records recorded but not in the database yet (in memory or only in the journal)."""
-        not_journaled = self._waiting_ok + self._waiting_failures
+        not_journaled = self._not_journaled(0) + self._not_journaled(1)
         return not_journaled + len(self._unstored) + self._in_flight + max(0, self.evicted - self.read_back)
+
+    def _not_journaled(self, failures: int) -> int:
+        """Successes (0) or failures (1) kept that are not in the journal yet."""
+        return self._kept[failures] - self._appended_counts[failures] - self._lost[failures]
 
     def on_recovery(self, listener: Callable[[Recovery], None]) -> None:
         """Call `listener` with what the store read back from the journal at start (at once if it has)."""
@@ -304,17 +334,11 @@ class ActionRecorder:
     def _keep(self, fields: dict[str, Any]) -> None:
         """Number the record and encode its journal line; it waits for the journal thread. Past
         `queue_size` waiting, a success is shed (counted by kind); a failure has a reserve as large."""
-        if fields["ok"]:
-            if self._waiting_ok >= self._queue_size:
-                self.shed[fields["kind"]] += 1
-                return
-            self._waiting_ok += 1
-        else:
-            if self._waiting_failures >= self._queue_size:
-                self.shed[fields["kind"]] += 1
-                self.shed_failures += 1
-                return
-            self._waiting_failures += 1
+        failure = 0 if fields["ok"] else 1
+        if self._not_journaled(failure) >= self._queue_size:
+            self.shed[fields["kind"]] += 1
+            self.shed_failures += failure
+            return
         now = time.time_ns() // 1000
         seq = now if now > self._seq else self._seq + 1
         try:
@@ -323,11 +347,8 @@ class ActionRecorder:
         except Exception:  # a value no JSON encoder takes: the record cannot be kept anywhere
             _log.exception("an action record cannot be encoded", kind=fields["kind"])
             self.unstorable += 1
-            if fields["ok"]:
-                self._waiting_ok -= 1
-            else:
-                self._waiting_failures -= 1
             return
+        self._kept[failure] += 1
         self._seq = seq
         self._pending.append((seq, line, stored))
         if len(self._pending) >= _HAND_OVER:
@@ -417,29 +438,42 @@ class ActionRecorder:
         self._handed += 1
         future = self._journal_thread.submit(self._append_here, batch)
         loop = self._loop
-        future.add_done_callback(lambda done: _call_soon(loop, self._appended, batch, done))
+        future.add_done_callback(lambda done: _call_soon(loop, self._appended, done))
 
     def _append_here(self, batch: list[tuple[int, bytes, Row]]) -> None:
-        """On the journal thread. After a failure the batches queued behind it are refused too, so the
-        journal never holds a later record before an earlier one."""
+        """On the journal thread: the batch into the journal, then its rows into memory for the store
+        (the oldest let go past `queue_size`: the journal has them). After a failure the batches queued
+        behind it are refused too, so the journal never holds a later record before an earlier one; a
+        refused batch is kept for the loop to hand over again."""
         if self._journal_blocked:
+            self._refused.append(batch)
             raise _Refused
         try:
             self._journal.append([line for _, line, _ in batch])
         except OSError:
             self._journal_blocked = True
+            self._refused.append(batch)
             raise
+        failures = sum(1 for _, _, stored in batch if not stored[_OK])
+        with self._memory:
+            unstored = self._unstored
+            unstored.extend((seq, stored) for seq, _, stored in batch)
+            while len(unstored) > self._queue_size:
+                self._evicted_upto = unstored.popleft()[0]
+                self.evicted += 1
+            self._journaled_seq = batch[-1][0]
+        self._appended_counts[0] += len(batch) - failures
+        self._appended_counts[1] += failures
+        self.journaled += len(batch)
 
-    def _appended(self, batch: list[tuple[int, bytes, Row]], done: Future[None]) -> None:
-        """On the loop: a batch is in the journal (the database's now), or was refused (kept, tried again)."""
+    def _appended(self, done: Future[None]) -> None:
+        """On the loop: a batch is in the journal (the database's now), or was refused (tried again later)."""
         self._handed -= 1
         error = done.exception()
         if error is None:
-            self._journaled_batch(batch)
-        else:
-            self._refused.append(batch)
-            if not isinstance(error, _Refused):
-                self._journal_failed(error)
+            self._journal_worked()
+        elif not isinstance(error, _Refused):
+            self._journal_failed(error)
         if error is not None and not self._handed:
             if self._stopping and self._journal_attempt >= self._retry.attempts:
                 self._lost_at_stop(error)
@@ -448,23 +482,13 @@ class ActionRecorder:
         self._store_wake.set()
         self._notify()
 
-    def _journaled_batch(self, batch: list[tuple[int, bytes, Row]]) -> None:
+    def _journal_worked(self) -> None:
         self._journal_attempt = 0
         self._journal_failing = False
         if self._journal_announced and self._storage is not None:
             # Only a fault the journal announced ends with its append: a locked database stays failing.
             self._journal_announced = False
             self._storage.succeeded("the action journal")
-        failures = sum(1 for _, _, stored in batch if not stored[_OK])
-        self._waiting_ok -= len(batch) - failures
-        self._waiting_failures -= failures
-        self.journaled += len(batch)
-        self._journaled_seq = batch[-1][0]
-        unstored = self._unstored
-        unstored.extend((seq, stored) for seq, _, stored in batch)
-        while len(unstored) > self._queue_size:  # the journal has them: memory need not
-            self._evicted_upto = unstored.popleft()[0]
-            self.evicted += 1
 
     def _journal_failed(self, error: BaseException) -> None:
         self._journal_attempt += 1
@@ -478,12 +502,13 @@ class ActionRecorder:
         self._journal_announced |= announced
 
     def _retry_journal(self) -> None:
-        """After the backoff: the refused batches, then what came meanwhile, handed over again."""
+        """After the backoff: the refused batches, then what came meanwhile, handed over again (on the
+        loop, with nothing in flight: the journal thread is idle)."""
         if self._handed or not self._refused:
             return
         self._pending = [record for batch in self._refused for record in batch] + self._pending
         self._refused.clear()
-        self._journal_blocked = False  # nothing is in flight: the thread is idle
+        self._journal_blocked = False
         self._hand_over(retry=True)
 
     def _loop_call_later(self, delay: float, callback: Callable[[], None]) -> None:
@@ -501,11 +526,9 @@ class ActionRecorder:
         self._pending = []
         for _, _, stored in lost:
             self.shed[str(stored[_KIND])] += 1
-            if stored[_OK]:
-                self._waiting_ok -= 1
-            else:
-                self.shed_failures += 1
-                self._waiting_failures -= 1
+            failure = 0 if stored[_OK] else 1
+            self._lost[failure] += 1
+            self.shed_failures += failure
         _log.error("action records lost at stop: the journal fails", count=len(lost), error=str(error))
 
     # the store thread's side
@@ -518,50 +541,20 @@ class ActionRecorder:
             return
         self._position_known = True
         self._notify()
-        new_database = self._stored == 0
-        recovering = self._journal.last_seq  # what was journaled before this process started
+        # What was journaled before this process started and the database lacks comes first.
+        self._recovering = _Recovering(self._journal.last_seq, new_database=self._stored == 0)
         # One reader for the life of the store: it reads on from where it stopped, past what was stored
         # from memory meanwhile, instead of scanning the journal again from its start.
         reader = self._journal.reader(self._stored)
-        first_ts = last_ts = 0.0
         try:
-            while True:
-                upto = max(recovering, self._evicted_upto)
-                from_journal = upto > self._stored
-                if from_journal:
-                    reader.after = max(reader.after, self._stored)
-                    batch: Sequence[Journaled] = await self._in(self._store_thread, _take, reader, upto)
-                    if not batch:
-                        _log.error(
-                            "journaled action records are missing from the journal: passed over",
-                            after=self._stored,
-                            upto=upto,
-                            journal=str(self._journal.path),
-                        )
-                        await self._until_stored(functools.partial(self._skip, upto), "passing over records")
-                        self._stored = upto
-                        continue
-                    if recovering and batch[-1][0] <= recovering:
-                        first_ts = first_ts or float(batch[0][1][_TS])  # type: ignore[arg-type]
-                        last_ts = float(batch[-1][1][_TS])  # type: ignore[arg-type]
-                else:
-                    if recovering:
-                        self._recovered(first_ts, last_ts, new_database)
-                        recovering = 0
-                    batch = self._take_unstored()
-                    if not batch:
-                        if self._stopping and self._journal_settled():
-                            return
-                        self._store_wake.clear()
-                        await self._store_wake.wait()
-                        continue
+            while (taken := await self._next_batch(reader)) is not None:
+                batch, from_journal = taken
                 self._in_flight = 0 if from_journal else len(batch)
                 inserted = await self._write(batch)
                 self._in_flight = 0
-                seq = batch[-1][0]
-                self._stored = seq
+                self._stored = seq = batch[-1][0]
                 self.written += inserted
-                if recovering and seq <= recovering:
+                if seq <= self._recovering.upto:
                     self.recovered += inserted
                 elif from_journal:
                     self.read_back += len(batch)
@@ -571,22 +564,62 @@ class ActionRecorder:
         finally:
             await asyncio.shield(self._in(self._store_thread, reader.close))
 
-    def _take_unstored(self) -> list[Journaled]:
-        unstored = self._unstored
-        while unstored and unstored[0][0] <= self._stored:
-            unstored.popleft()
-        return [unstored.popleft() for _ in range(min(_BATCH, len(unstored)))]
+    async def _next_batch(self, reader: JournalReader) -> tuple[Sequence[Journaled], bool] | None:
+        """The next records for the database and whether they were read from the journal (past the
+        position: what the database lacked at start, or what memory let go); None once stopping with
+        nothing left."""
+        recovering = self._recovering
+        while True:
+            upto = max(recovering.upto, self._evicted_upto)
+            if upto > self._stored:
+                reader.after = max(reader.after, self._stored)
+                batch: list[Journaled] = await self._in(self._store_thread, _take, reader, upto)
+                if batch:
+                    recovering.saw(batch)
+                    return batch, True
+                _log.error(
+                    "journaled action records are missing from the journal: passed over",
+                    after=self._stored,
+                    upto=upto,
+                    journal=str(self._journal.path),
+                )
+                await self._until_stored(functools.partial(self._skip, upto), "passing over records")
+                continue
+            if recovering.upto:
+                self._recovered(recovering)
+                recovering.upto = 0
+            taken = self._take_unstored()
+            if taken is None:
+                continue  # let go meanwhile: from the journal first
+            if taken:
+                return taken, False
+            if self._stopping and self._journal_settled():
+                return None
+            self._store_wake.clear()
+            await self._store_wake.wait()
 
-    def _recovered(self, first_ts: float, last_ts: float, new_database: bool) -> None:
+    def _take_unstored(self) -> list[Journaled] | None:
+        """The next batch from memory; None when records were let go before it (read the journal first)."""
+        with self._memory:
+            if self._evicted_upto > self._stored:
+                return None
+            unstored = self._unstored
+            while unstored and unstored[0][0] <= self._stored:
+                unstored.popleft()
+            return [unstored.popleft() for _ in range(min(_BATCH, len(unstored)))]
+
+    def _recovered(self, recovering: _Recovering) -> None:
         if not self.recovered:
             return
-        self.recovery = Recovery(self.recovered, first_ts, last_ts, new_database)
+        self.recovery = Recovery(
+            self.recovered, recovering.first_ts, recovering.last_ts, recovering.new_database
+        )
         _log.warning(
             "action records restored from the journal",
             count=self.recovered,
-            first_ts=first_ts,
-            last_ts=last_ts,
-            new_database=new_database,
+            first_ts=recovering.first_ts,
+            last_ts=recovering.last_ts,
+            new_database=recovering.new_database,
         )
         for listener in self._recovery_listeners:
             try:
