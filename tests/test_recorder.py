@@ -507,3 +507,81 @@ async def test_a_queued_record_is_not_kept_alive_by_the_queue(tmp_path: Path) ->
             assert [tuple(row) for row in await cursor.fetchall()] == [("task:x", '{"n":1}')]
     finally:
         await db.close()
+
+
+@pytest.fixture
+def database(_engine: str, request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """A SQLite file's path, or the URL of an empty PostgreSQL database, brought to the head."""
+    if _engine == "postgresql":
+        from bot.db.migrate import upgrade_postgresql
+
+        url: str = request.getfixturevalue("postgres_url")
+        upgrade_postgresql(url)
+        return url
+    asyncio.run(_migrated(tmp_path / "m.db"))
+    return tmp_path / "m.db"
+
+
+def _journaled(first: int, last: int) -> list[tuple[int, tuple[object, ...]]]:
+    return [
+        (
+            seq,
+            action_writes.row(
+                ActionRecord(ts=1_000.0 + seq, kind="task:x", source="test", ok=True, duration_ms=1).fields()
+            ),
+        )
+        for seq in range(first, last + 1)
+    ]
+
+
+def test_a_stretch_of_the_journal_stored_twice_is_inserted_once(database: Path | str) -> None:
+    """The store inserts only records past the journal's position and moves it in the same transaction:
+    a stretch written again — whole, or overlapping what is stored — inserts nothing twice; another
+    journal's records (another process) have a position of their own."""
+    store = action_writes.open_action_store(database, 1000)
+    try:
+        assert store.write("journal-a", _journaled(1, 6)) == 6
+        assert store.write("journal-a", _journaled(4, 10)) == 4
+        assert store.write("journal-a", _journaled(1, 10)) == 0
+        assert store.position("journal-a") == 10
+        assert store.write("journal-b", _journaled(1, 3)) == 3
+        store.skip("journal-a", 12)
+        assert store.write("journal-a", _journaled(11, 13)) == 1
+    finally:
+        store.close()
+    if action_writes.is_postgresql(database):
+        [(count,)] = _pg_rows(str(database), "SELECT count(*) FROM actions")
+    else:
+        with sqlite3.connect(database) as db:
+            (count,) = db.execute("SELECT count(*) FROM actions").fetchone()
+    assert count == 10 + 3 + 1
+
+
+@pytest.mark.sqlite
+async def test_a_file_from_before_incremental_vacuum_is_switched_once_a_prune_leaves_it_small(
+    tmp_path: Path,
+) -> None:
+    """A database file made before incremental vacuum keeps its freed pages for later rows (it never
+    grows past its size meanwhile); once a prune leaves so little that one VACUUM fits under the
+    margin, that VACUUM switches it and the file shrinks to what it holds."""
+    path = tmp_path / "m.db"
+    await _migrated(path)
+    with sqlite3.connect(path, isolation_level=None) as db:
+        db.execute("PRAGMA auto_vacuum=NONE")
+        db.execute("VACUUM")
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    _expired_rows(path, 60_000, now[0].timestamp() - 30 * 86400)
+    before = path.stat().st_size
+    recorder = _recorder(tmp_path, now)
+    writer = asyncio.create_task(recorder.run_writer())
+    recorder.record("task:fresh", "test", ok=True, duration_ms=1)
+    await recorder.flush()
+    assert await recorder.prune(retention_days=7) == 60_000
+    await recorder.close()
+    await writer
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+        assert db.execute("SELECT kind FROM actions").fetchall() == [("task:fresh",)]
+    assert recorder.last_prune is not None
+    assert recorder.last_prune.peak_bytes <= recorder.last_prune.ceiling_bytes
+    assert path.stat().st_size < before / 4

@@ -260,3 +260,40 @@ async def test_a_full_disk_under_the_action_log_is_a_storage_incident(full_log_d
         with sqlite3.connect(settings.db_path) as db:
             stored = db.execute("SELECT count(*) FROM actions WHERE kind = 'command:roll'").fetchone()[0]
         assert stored == rolls
+
+
+async def test_with_the_journal_full_successes_past_the_queue_are_shed_by_kind_and_failures_kept(
+    full_log_disk: Path,
+) -> None:
+    """The journal's disk full: records wait in memory, and past `queue_size` successes are shed —
+    counted by kind, said by /incidents — while every failure is kept; once there is room again every
+    record kept is journaled and stored."""
+    settings = make_settings(
+        full_log_disk,
+        storage={**FAST_STORAGE},
+        observe={"announce_new_fingerprints": False, "queue_size": 20},
+    )
+    async with running_world(settings) as world:
+        await world.quiesce()
+        recorder = world.bot.services.recorder
+        filler = fill_disk(settings.log_dir)
+        for n in range(200):
+            recorder.record("task:busy", "test", ok=True, duration_ms=1, extra={"pad": "x" * 500})
+            if n % 20 == 0:
+                error = KeyError(f"missing {n}")
+                recorder.record("task:broken", "test", ok=False, duration_ms=1, error=error)
+            await asyncio.sleep(0)
+        await world.quiesce()
+        assert recorder.shed_failures == 0
+        shed = recorder.shed["task:busy"]
+        assert shed >= 150
+        listed = reply_text(await world.users["alice"].slash(world.dev, "incidents"))
+        assert f"`task:busy` {shed}" in listed
+        filler.unlink()
+        await asyncio.wait_for(world.bot.services.storage.wait_writable(), 30)
+        await _settled(world)
+        assert recorder.waiting == 0
+        with sqlite3.connect(settings.db_path) as db:
+            stored = dict(db.execute("SELECT kind, count(*) FROM actions GROUP BY kind").fetchall())
+        assert stored["task:broken"] == 10
+        assert stored["task:busy"] == 200 - shed
