@@ -88,7 +88,7 @@ PERSIST_RECORDS = 100_000
 DETECTOR_RECORDS = 200_000
 LATENCY_RUNS = 5
 ALLIN_RECORDS = 20_000
-ALLIN_ROUNDS = 5
+ALLIN_ROUNDS = 9
 FAILURE_SHARE = 0.05
 SEED = 20240601
 
@@ -399,6 +399,7 @@ async def allin_vs_structlog(tmp: Path) -> AllIn:
         ndjson_path=directory / "logs" / "actions.ndjson",
         repo_root=REPO_ROOT,
         clock=lambda: datetime.now(UTC),
+        timestamp=time.time,  # as build_services gives it with the real clock
         # as Redactor.from_settings with the Discord, model and GitHub credentials set
         redactor=Redactor(["discord." + "x" * 40, "sk-ant-" + "y" * 40, "ghp_" + "z" * 36]),
     )

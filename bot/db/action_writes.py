@@ -26,7 +26,7 @@ once); what is deleted row by row — the day the cutoff falls in, the default p
 not partitioned — is vacuumed when the prune ends.
 
 A batch is inserted as a few multi-row `INSERT … VALUES (…), (…)` statements rather than one
-`executemany`, which crosses from SQLite back into Python once per row; one statement per 1,000 rows
+`executemany`, which crosses from SQLite back into Python once per row; one statement per 1,024 rows
 crosses once.
 """
 
@@ -70,8 +70,10 @@ _COLUMNS = (
     " error_type, error_message, fingerprint, frames, run_id, extra, invocation, reply, samples, process"
 )
 _COUNT = 20
-# Rows per INSERT: 20,000 parameters, under SQLite's default limit of 32,766.
-_CHUNK = 1000
+# Rows per INSERT: at most 1,024 (20,480 parameters, under SQLite's default limit of 32,766), the rest of a
+# batch in powers of two: a dozen statements of their own sizes, each prepared once (a statement of
+# hundreds of rows takes a millisecond to prepare, and a batch of any size would need one of its own).
+_CHUNK = 1024
 
 Statement = tuple[str, tuple[object, ...]]
 Row = tuple[object, ...]  # `row()`: the values of `_COLUMNS`, in order
@@ -88,6 +90,7 @@ _SET_POSITION = (
 
 def row(record: Mapping[str, Any]) -> Row:
     """A record's row (its field dict, as `ActionRecord.fields()` gives it or a journal line holds it)."""
+    frames, samples = record["frames"], record["samples"]  # empty but for failures and slow handlers
     return (
         record["ts"],
         record["kind"],
@@ -102,12 +105,12 @@ def row(record: Mapping[str, Any]) -> Row:
         record["error_type"],
         record["error_message"],
         record["fingerprint"],
-        _json(record["frames"]),
+        _json(frames) if frames else None,
         record["run_id"],
         _json(record["extra"]),
         _json(record["invocation"]),
         _json(record["reply"]),
-        _json(record["samples"]),
+        _json(samples) if samples else None,
         record.get("process"),
     )
 
@@ -138,19 +141,35 @@ def _upsert_fingerprints_sql(rows: int) -> str:
     )
 
 
+def _chunks(count: int) -> list[tuple[int, int]]:
+    """(start, size) of the statements for `count` rows: chunks of `_CHUNK`, then powers of two."""
+    found = []
+    start = 0
+    while count - start >= _CHUNK:
+        found.append((start, _CHUNK))
+        start += _CHUNK
+    size = _CHUNK
+    while start < count:
+        size //= 2
+        if count - start >= size:
+            found.append((start, size))
+            start += size
+    return found
+
+
 def batch_statements(rows: Sequence[Row]) -> list[Statement]:
     """The statements that insert a batch of rows (`row()`) and count their fingerprints."""
     statements: list[Statement] = []
-    for start in range(0, len(rows), _CHUNK):
-        chunk = rows[start : start + _CHUNK]
-        statements.append((_insert_actions_sql(len(chunk)), tuple(itertools.chain.from_iterable(chunk))))
+    for start, size in _chunks(len(rows)):
+        chunk = rows[start : start + size]
+        statements.append((_insert_actions_sql(size), tuple(itertools.chain.from_iterable(chunk))))
     failures = [r for r in rows if r[_FINGERPRINT]]
-    for start in range(0, len(failures), _CHUNK):
-        chunk = failures[start : start + _CHUNK]
+    for start, size in _chunks(len(failures)):
+        chunk = failures[start : start + size]
         params = tuple(
             value for r in chunk for value in (r[_FINGERPRINT], r[_KIND], r[_ERROR_TYPE], r[_TS], r[_TS])
         )
-        statements.append((_upsert_fingerprints_sql(len(chunk)), params))
+        statements.append((_upsert_fingerprints_sql(size), params))
     return statements
 
 
