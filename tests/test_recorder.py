@@ -416,12 +416,13 @@ async def test_actions_go_to_postgresql_in_their_days_partition(postgres_url: st
     await writer
 
     rows = _pg_rows(
-        postgres_url, "SELECT tableoid::regclass::text, ok, user_id, extra FROM actions ORDER BY id"
+        postgres_url,
+        "SELECT tableoid::regclass::text, ok, user_id, extra, cost_usd FROM actions ORDER BY ok, user_id",
     )
     assert rows == [
-        ("actions_20260304", 0, 7, None),
-        ("actions_20260304", 0, 8, None),
-        ("actions_20260304", 1, None, '{"via":"slash"}'),
+        ("actions_20260304", 0, 7, None, 0.0),
+        ("actions_20260304", 0, 8, None, 0.0),
+        ("actions_20260304", 1, None, '{"via":"slash"}', 0.0),
     ]
     [(count, kind)] = _pg_rows(postgres_url, "SELECT count, kind FROM fingerprints")
     assert (count, kind) == (2, "command:roll")
