@@ -5,8 +5,8 @@ Prints one `name value unit` line per figure (logs go to stderr, diagnostics too
 - `record_overhead_median_us`, `record_overhead_p99_us`: the event-loop cost of one
   `ActionRecorder.record(...)` call, timed with `perf_counter_ns` around each of 50,000 calls,
   on services assembled by the real `build_services` (so incidents.observe and then
-  detector.process are subscribed exactly as in the app, and the writer daemon runs). The mix
-  is mostly successful actions with a small `extra`, plus ~5% failures carrying a freshly
+  detector.process are subscribed exactly as in the app, and the recorder's journal and store
+  run). The mix is mostly successful actions with a small `extra`, plus ~5% failures carrying a freshly
   raised exception from one of two call sites in this file, so fingerprinting runs; the two
   fingerprints open two incidents (repeat rule) once, after which failures just update them.
   The loop yields to the event loop after every call, as separate handlers would, so incident
