@@ -101,6 +101,8 @@ async def test_shed_records_and_the_stores_size_are_shown(world: VirtualWorld, s
     assert database == sum(path.stat().st_size for path in settings.data_dir.glob("mendbot.db*")) > 0
     journal = metrics[("mendbot_storage_bytes", (("store", "journal"),))]
     assert journal == sum(p.stat().st_size for p in settings.log_dir.glob("actions.ndjson*")) > 0
+    health = world.bot.services.health()  # what /health shows beside it
+    assert (health["storage_bytes"], health["journal_bytes"]) == (database, journal)
 
 
 async def test_a_single_process_shows_no_process_commits(world: VirtualWorld, scrape: Scrape) -> None:
