@@ -423,13 +423,20 @@ class ActionRecorder:
             await asyncio.sleep(interval_s)
 
     def health(self) -> dict[str, int]:
+        shed = sum(self.shed.values())
         return {
+            # The names /health had before the journal, for what reads them (dashboards, alerts): a record
+            # is dropped now only when shed, and "queued" is what waits for the database.
+            "actions_dropped": shed,
+            "actions_dropped_queue_full": shed,
+            "actions_dropped_unwritten": 0,
+            "actions_queued": self.waiting,
             "actions_recorded": self.recorded,
             "actions_journaled": self.journaled,
             "actions_written": self.written,
             "actions_waiting": self.waiting,
             "actions_recovered": self._filler.recovered,
-            "actions_shed": sum(self.shed.values()),
+            "actions_shed": shed,
             "actions_shed_failures": self.shed_failures,
             "actions_unstorable": self.unstorable,
             "action_write_errors": self.write_errors,
