@@ -13,8 +13,8 @@ HEALTHY: dict[str, Any] = {
     "uptime_s": 200.0, "discord_ready": True, "accepting": True, "cogs": ["Dice", "Help"],
     "extension_failures": {}, "inflight": 0, "shards": [{"id": 0, "connected": True, "latency_ms": 42.0}],
     "improvement_paused": False, "storage_fault": None, "storage_write_retries": 0,
-    "storage_writes_given_up": 0, "actions_recorded": 1200, "actions_written": 1200, "actions_dropped": 0,
-    "actions_dropped_queue_full": 0, "actions_dropped_unwritten": 0, "actions_queued": 0,
+    "storage_writes_given_up": 0, "actions_recorded": 1200, "actions_written": 1200, "actions_shed": 0,
+    "actions_shed_failures": 0, "actions_waiting": 0,
     "commit": "0123456789abcdef", "leader": True, "leadership": "sole", "merge_follow_problem": None,
 }  # fmt: skip
 
@@ -26,7 +26,7 @@ def _event(n: int, ts: float, event: str, state: str, detail: dict[str, Any] | N
 
 
 def test_a_process_reads_ok_warning_or_failing_and_says_why() -> None:
-    """The overview's panel: OK with its figures in words; a warning for dropped records or paused runs;
+    """The overview's panel: OK with its figures in words; a warning for shed records or paused runs;
     failing, worst first, when Discord is not connected or an extension did not load."""
     ok = process_health(HEALTHY)
     assert (ok.level, ok.reasons) == ("ok", [])
@@ -36,11 +36,10 @@ def test_a_process_reads_ok_warning_or_failing_and_says_why() -> None:
     ) in ok.facts
     assert ("Leadership", "leader (sole)") in ok.facts and ("Commit", "0123456789ab") in ok.facts
     assert not [value for _, value in ok.facts if value in ("True", "False", "None", "{}", "[]")]
-    paused = process_health({**HEALTHY, "improvement_paused": True, "actions_dropped": 3,
-                             "actions_dropped_queue_full": 3})  # fmt: skip
+    paused = process_health({**HEALTHY, "improvement_paused": True, "actions_shed": 3})  # fmt: skip
     assert paused.level == "warning" and paused.label == "⚠️ Warning"
     assert paused.reasons == [
-        "3 action record(s) dropped (3 with the queue full, 0 not writable)",
+        "3 action record(s) shed: the journal could not keep up (0 of them failures)",
         "self-improvement is paused: no run starts until /resume",
     ]
     down = process_health({**HEALTHY, "discord_ready": False, "extension_failures": {"cogs.coin": "boom"},

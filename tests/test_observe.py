@@ -240,22 +240,27 @@ async def test_token_in_an_error_never_reaches_sqlite_or_ndjson(settings: Settin
     assert row[0] == "login failed with [redacted]"
 
 
-async def test_full_queue_drops_and_counts_without_blocking(tmp_path: Path) -> None:
-    """With the queue full, recording returns at once, drops the record and counts the drop."""
+async def test_records_the_journal_cannot_take_are_shed_by_kind_and_failures_kept(tmp_path: Path) -> None:
+    """Past `queue_size` records waiting for the journal (here: recorded in a loop that never lets it
+    run), recording returns at once and sheds successes, counted by kind; failures have a reserve of
+    their own and all reach the database. /incidents and /health say what was shed."""
     settings = make_settings(tmp_path / "data", observe={"queue_size": 10})
     async with running_world(settings) as world:
         services = world.bot.services
-        services.recorder.record("task:warm", "test", ok=True, duration_ms=0)
-        await services.recorder.flush()  # the writer is up and idle: it drains during the slash below
         loop = asyncio.get_running_loop()
         started = loop.time()
-        for _ in range(1000):  # no await between records: the writer cannot drain meanwhile
+        for _ in range(1000):  # no await between records: the journal's turn never comes
             services.recorder.record("task:spam", "test", ok=True, duration_ms=0)
-        assert services.recorder.dropped >= 990
-        assert services.health()["actions_dropped"] == services.recorder.dropped
-        listed = await world.users["alice"].slash(world.dev, "incidents")
-        assert f"{services.recorder.dropped} action record(s) were dropped" in reply_text(listed)
+        for n in range(5):
+            services.recorder.record("task:broken", "test", ok=False, duration_ms=0, error=KeyError(n))
         assert loop.time() - started < 5
+        assert services.recorder.shed == {"task:spam": 990} and services.recorder.shed_failures == 0
+        assert services.health()["actions_shed"] == 990
+        listed = reply_text(await world.users["alice"].slash(world.dev, "incidents"))
+        assert "990 action record(s) were shed" in listed and "`task:spam` 990" in listed
+        await world.quiesce()
+        stored: dict[str, int] = dict(_rows(settings, "SELECT kind, count(*) FROM actions GROUP BY kind"))
+        assert (stored["task:spam"], stored["task:broken"]) == (10, 5)
 
 
 async def test_listener_errors_and_chat_replies_are_recorded(tmp_path: Path) -> None:

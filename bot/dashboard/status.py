@@ -54,10 +54,10 @@ def process_health(status: Mapping[str, Any]) -> ProcessHealth:
     if extension_failures:
         names = ", ".join(sorted(extension_failures))
         failing.append(f"{len(extension_failures)} extension(s) failed to load and are not serving: {names}")
-    if dropped := _count(status.get("actions_dropped")):
+    if shed := _count(status.get("actions_shed")):
         warnings.append(
-            f"{dropped} action record(s) dropped ({_count(status.get('actions_dropped_queue_full'))} with the"
-            f" queue full, {_count(status.get('actions_dropped_unwritten'))} not writable)"
+            f"{shed} action record(s) shed: the journal could not keep up"
+            f" ({_count(status.get('actions_shed_failures'))} of them failures)"
         )
     if given_up := _count(status.get("storage_writes_given_up")):
         warnings.append(f"{given_up} write(s) given up after retries")
@@ -88,9 +88,9 @@ def _facts(status: Mapping[str, Any], shards: list[Mapping[str, Any]]) -> list[t
             (
                 "Action records",
                 f"{_count(status.get('actions_recorded')):,} recorded, "
-                f"{_count(status.get('actions_written')):,} written, "
-                f"{_count(status.get('actions_queued')):,} queued, "
-                f"{_count(status.get('actions_dropped')):,} dropped",
+                f"{_count(status.get('actions_written')):,} in the database, "
+                f"{_count(status.get('actions_waiting')):,} waiting for it, "
+                f"{_count(status.get('actions_shed')):,} shed",
             )
         )
     if "storage_fault" in status:

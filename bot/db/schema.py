@@ -483,3 +483,13 @@ people = Table(
     Column("name", Text, nullable=False),
     Column("seen_at", Seconds, nullable=False),
 )
+
+# How far the database has taken each action journal (bot/observe/journal.py): the sequence number of
+# the last record it holds from it, changed in the same transaction as the records; v0020_journal.
+journal_positions = Table(
+    "journal_positions",
+    metadata,
+    Column("journal", Text, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("updated_at", Seconds, nullable=False),
+)

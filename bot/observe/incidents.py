@@ -60,15 +60,18 @@ _STORAGE_NEEDS: dict[Fault, str] = {
     "readonly": "{path} is on a read-only file system or not writable by the bot: make it writable",
     "io": "the disk holding {path} reports I/O errors: check it",
     "deleted": "put the database back at {path} from a backup, or restart me to begin a new one there "
-    "(what was saved only in the deleted file is then gone for good)",
-    "replaced": "put the bot's database back at {path}, or restart me to use the file now there",
-    "moved": "move the database back to {path}, or restart me to begin a new one there",
+    "(its action records come back from the action journal; the rest saved only in the deleted file "
+    "is then gone for good)",
+    "replaced": "put the bot's database back at {path}, or restart me to use the file now there (the "
+    "action records it lacks come back from the action journal)",
+    "moved": "move the database back to {path}, or restart me to begin a new one there (its action records "
+    "come back from the action journal)",
 }
 # What a database file gone from its path costs, and what is kept (the action log is a file of its own).
 _LOST = (
     " Saving still seems to work, but it goes into a file that is lost when I stop: reminders, "
-    "incidents, runs and action records saved since then. Kept: the action log ({log}) has every "
-    "action record the database missed."
+    "incidents and runs saved since then. Kept: the action journal ({log}) has every action record, "
+    "and at the next start the database is filled from it again."
 )
 # The same faults on a PostgreSQL server (SQLSTATEs in bot/db/retry.py), named by its URL.
 _POSTGRESQL_NEEDS: dict[Fault, str] = {
@@ -125,7 +128,10 @@ class IncidentService:
         self._clock = clock
         self._incidents: list[Incident] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self.announcer: Announcer | None = None
+        self._announcer: Announcer | None = None
+        # Announced incidents that changed while no announcer was there (the cog not loaded yet at a
+        # start: storage that works again clears its incident before): updated once one is.
+        self._not_shown: list[Incident] = []
         # Told, synchronously, when a code incident opens or its level rises — never when it reopens:
         # the bot's own runs start from here (bot/improve/autonomy.py).
         self.on_raised: Callable[[Incident], None] | None = None
@@ -365,6 +371,19 @@ class IncidentService:
         incident.unsaved = True
         return False
 
+    @property
+    def announcer(self) -> Announcer | None:
+        """Who posts and edits announcements (the Incidents cog, while it is loaded)."""
+        return self._announcer
+
+    @announcer.setter
+    def announcer(self, announcer: Announcer | None) -> None:
+        self._announcer = announcer
+        if announcer is not None:
+            missed, self._not_shown = self._not_shown, []
+            for incident in missed:
+                self._changed(incident)
+
     def _changed(self, incident: Incident) -> None:
         incident.dirty = True
         if incident.created.is_set() and not incident.flushing:
@@ -380,10 +399,13 @@ class IncidentService:
                 if incident.id is None and incident.category == "environment":
                     await self._insert(incident)
                 saved = incident.id is not None and await self._write(incident, incident.row(self.now()))
-                if self.announcer is not None and incident.message_id is not None:
-                    where = await self.announcer.update(incident)
-                    if where is not None:  # posted again: its old message was gone
-                        await self._announced(incident, where)
+                if incident.message_id is not None:
+                    if self.announcer is not None:
+                        where = await self.announcer.update(incident)
+                        if where is not None:  # posted again: its old message was gone
+                            await self._announced(incident, where)
+                    elif incident not in self._not_shown:
+                        self._not_shown.append(incident)
                 if not saved:
                     break  # storage is failing: the next change (storage writable again) saves it
         finally:

@@ -35,6 +35,7 @@ from bot.kernel import startgc
 from bot.kernel.log import bind_for_task, get_logger
 from bot.kernel.prompts import PromptRegistry
 from bot.observe.capture import interaction_invocation
+from bot.observe.recorder import Recovery, recovery_notice
 from bot.runtime.gateway_resume import install_shard_resume
 from bot.runtime.recording import RecordingBot, takes_no_words
 from bot.runtime.services import Services
@@ -222,6 +223,7 @@ class MendBot(RecordingBot):
         if not self._setup_done:
             self.sampler.start()
             self.services.prompts.set_error_callback(self._report_prompt_error)
+            self.services.recorder.on_recovery(self._report_recovery)
             await self.load_extensions()
             self._setup_done = True
             startgc.resume()  # built: the garbage collector's pause for start-up ends
@@ -412,6 +414,16 @@ class MendBot(RecordingBot):
         if self.is_closed():
             return
         task = self.loop.create_task(self.send_dev(f"⚠️ Prompt not reloaded: {message}"))
+        task.add_done_callback(self._inflight.discard)
+        self._inflight.add(task)
+
+    def _report_recovery(self, recovery: Recovery) -> None:
+        """Called once the action store has taken from the journal what the database did not have."""
+        text = recovery_notice(recovery, self.services.settings.log_dir / "actions.ndjson")
+        if not self.is_ready():
+            self.services.boot_notices.append(text)  # posted with the others once the bot is ready
+            return
+        task = self.loop.create_task(self.send_dev(text))
         task.add_done_callback(self._inflight.discard)
         self._inflight.add(task)
 

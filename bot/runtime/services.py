@@ -5,6 +5,7 @@ Nothing in cogs reaches for a module-level singleton; cogs use `bot.runtime.serv
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -259,6 +260,9 @@ async def _assemble(
         storage=storage,
         busy_timeout_ms=storage_config.busy_timeout_ms,
         more_roots=(settings.repo_dir,),
+        prune_margin=storage_config.prune_margin,
+        prune_margin_min_bytes=storage_config.prune_margin_min_mb << 20,
+        timestamp=time.time if clock is discord.utils.utcnow else None,
     )
     incidents = IncidentService(
         db,

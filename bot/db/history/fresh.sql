@@ -1,4 +1,4 @@
--- mendbot schema at the head of the history with sha256 373fcb1fa566e87e8ae20649105f5bbe6f22bc31baeb4409e6702a505fc5f779
+-- mendbot schema at the head of the history with sha256 fff28735c487854d3fb4108f6b8bfb0a5af9ba9641ddc9fb148c2ffc24cd68d8
 -- Written by `python -m bot.db.history`; used only while that digest matches.
 BEGIN;
 CREATE TABLE alembic_version (
@@ -425,6 +425,12 @@ CREATE TABLE people (
 	seen_at DOUBLE NOT NULL, 
 	CONSTRAINT pk_people PRIMARY KEY (user_id)
 );
-INSERT INTO alembic_version (version_num) VALUES ('v0019_people_and_rollbacks');
+CREATE TABLE journal_positions (
+	journal TEXT NOT NULL, 
+	seq BIGINT NOT NULL, 
+	updated_at DOUBLE NOT NULL, 
+	CONSTRAINT pk_journal_positions PRIMARY KEY (journal)
+);
+INSERT INTO alembic_version (version_num) VALUES ('v0020_journal');
 PRAGMA user_version = 13;
 COMMIT;
