@@ -36,7 +36,6 @@ from typing import Any
 
 from bot.db import actions as action_queries
 from bot.db import incidents as queries
-from bot.db.action_writes import is_postgresql
 from bot.db.core import Connection
 from bot.db.records import ActionRecord
 from bot.db.retry import Fault, StorageState, StorageUnavailable, Writes, storage_fault
@@ -45,6 +44,7 @@ from bot.kernel.log import get_logger
 from bot.kernel.sections import ObserveConfig
 from bot.observe.detector import Signal
 from bot.observe.incident import _MAX_USERS, Announcer, Incident, State
+from bot.observe.storage_words import is_fault, storage_words
 
 __all__ = ["IncidentError", "IncidentService"]
 
@@ -54,44 +54,6 @@ _MAX_RECURRED = 10_000  # failures kept for a resolved incident (a storm reopens
 # What a state change may change (a reopening counts the failures since): put back if it is not saved.
 _STATE_CHANGES = ("state", "closed_at", "closed_by", "count", "last_seen", "user_ids", "sample", "recurred")
 STORAGE_KEY = "env:storage"
-_STORAGE_NEEDS: dict[Fault, str] = {
-    "locked": "another process is holding the database's write lock: find it (`fuser {path}`) and stop it",
-    "full": "the disk holding {path} is full: free some space there",
-    "readonly": "{path} is on a read-only file system or not writable by the bot: make it writable",
-    "io": "the disk holding {path} reports I/O errors: check it",
-    "deleted": "put the database back at {path} from a backup, or restart me to begin a new one there "
-    "(its action records come back from the action journal; the rest saved only in the deleted file "
-    "is then gone for good)",
-    "replaced": "put the bot's database back at {path}, or restart me to use the file now there (the "
-    "action records it lacks come back from the action journal)",
-    "moved": "move the database back to {path}, or restart me to begin a new one there (its action records "
-    "come back from the action journal)",
-}
-# What a database file gone from its path costs, and what is kept (the action log is a file of its own).
-_LOST = (
-    " Saving still seems to work, but it goes into a file that is lost when I stop: reminders, "
-    "incidents and runs saved since then. Kept: the action journal ({log}) has every action record, "
-    "and at the next start the database is filled from it again."
-)
-# The same faults on a PostgreSQL server (SQLSTATEs in bot/db/retry.py), named by its URL.
-_POSTGRESQL_NEEDS: dict[Fault, str] = {
-    "locked": "another session holds a lock the bot waits for: find it in pg_stat_activity on {path}",
-    "full": "the PostgreSQL server at {path} is out of disk (or connections): free some there",
-    "readonly": "the PostgreSQL server at {path} is read-only (a standby?): point the bot at the primary",
-    "io": "the PostgreSQL server at {path} reports I/O errors: check its disk",
-    "deleted": "the database at {path} is gone: restore it",
-    "replaced": "the database at {path} was replaced: restore it",
-    "moved": "the database at {path} was moved: restore it",
-}
-_STORAGE_SUMMARIES: dict[Fault, str] = {
-    "locked": "The database is locked: writes are waiting past the busy timeout and failing.",
-    "full": "The disk is full: the database or its action log cannot grow.",
-    "readonly": "The database is read-only: nothing can be saved.",
-    "io": "The database's disk reports I/O errors.",
-    "deleted": "The database file was deleted while I was running." + _LOST,
-    "replaced": "The database file was deleted or replaced: another file is at its path now." + _LOST,
-    "moved": "The database file was moved away while I was running." + _LOST,
-}
 
 
 class IncidentError(UserError):
@@ -202,7 +164,7 @@ class IncidentService:
         for incident in self._incidents:
             if incident.category == "environment" and incident.fingerprint == STORAGE_KEY and incident.active:
                 fault = incident.sample.get("fault")
-                return fault if fault in _STORAGE_SUMMARIES else "io"
+                return fault if is_fault(fault) else "io"
         return None
 
     # -- fed by the recorder, synchronously -----------------------------------------------------
@@ -486,13 +448,13 @@ class IncidentService:
                     self._changed(incident)
             return
         path = str(self._database) if self._database is not None else "the database"
-        needs = _POSTGRESQL_NEEDS if is_postgresql(path) else _STORAGE_NEEDS
         log = str(self._action_log) if self._action_log is not None else "data/logs/actions.ndjson"
+        summary, need = storage_words(state.fault, path, log)
         self.environment(
             STORAGE_KEY,
             kind="storage",
-            summary=_STORAGE_SUMMARIES[state.fault].format(log=log),
-            need=needs[state.fault].format(path=path),
+            summary=summary,
+            need=need,
             sample={"fault": state.fault, "error_message": state.detail, "ts": state.since},
         )
 

@@ -5,6 +5,7 @@ Nothing in cogs reaches for a module-level singleton; cogs use `bot.runtime.serv
 
 from __future__ import annotations
 
+import datetime as _datetime_module
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -262,7 +263,7 @@ async def _assemble(
         more_roots=(settings.repo_dir,),
         prune_margin=storage_config.prune_margin,
         prune_margin_min_bytes=storage_config.prune_margin_min_mb << 20,
-        timestamp=time.time if clock is discord.utils.utcnow else None,
+        timestamp=_utcnow_timestamp if clock is discord.utils.utcnow else None,
     )
     incidents = IncidentService(
         db,
@@ -406,6 +407,18 @@ async def _run_on_workers(
     await queue.open()
     improve.queue = queue
     return RunEventRelay(settings.database.url, db, improve.runs, lambda: improve.reporter)
+
+
+_discord_utils: Any = discord.utils  # its `datetime` is what a virtual Discord replaces
+
+
+def _utcnow_timestamp() -> float:
+    """`discord.utils.utcnow().timestamp()`, cheaply: `time.time()` while discord.py reads the real clock
+    (a datetime made only to be read back cost ~0.4 µs a record). A virtual Discord replaces the module
+    discord.py reads the time from, and then its time is the bot's."""
+    if _discord_utils.datetime is _datetime_module:
+        return time.time()
+    return discord.utils.utcnow().timestamp()
 
 
 def _forge(settings: Settings, db: Connection, repo_root: Path, clock: Callable[[], datetime]) -> Forge:
