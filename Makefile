@@ -18,21 +18,22 @@ PYTEST  := $(BIN)/pytest -n $(WORKERS) --maxschedchunk 2
 # After each, bot.tools.warm writes the bytecode the sandbox's read-only venv cannot (pytest's
 # rewritten plugins: ~1.4 s of CPU on every sandboxed check, proof and replay without it); after the
 # dev install, the suite's rewritten modules too (~3 s of CPU for each pytest worker without them).
-# A venv made for `make test` gets both in one pip run (one resolution instead of two).
+# A venv made for `make test` gets both in one pip run (one resolution instead of two). pip runs
+# under bot/tools/install_progress.py, which says what is happening (the first install takes minutes).
 define VENV_READY
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mendbot needs Python 3.11 or newer")'
-	@if [ ! -x $(BIN)/pip ]; then $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet --upgrade pip; fi
+	@if [ ! -x $(BIN)/pip ]; then echo "mendbot: creating .venv with $(PYTHON)"; $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet --upgrade pip; fi
 endef
 
 $(STAMP): pyproject.toml
 	$(VENV_READY)
-	$(BIN)/pip install --quiet -e .
+	@$(BIN)/python bot/tools/install_progress.py $(BIN)/pip install -e .
 	$(BIN)/python -m bot.tools.warm
 	@touch $(STAMP)
 
 $(DEV): pyproject.toml
 	$(VENV_READY)
-	$(BIN)/pip install --quiet -e ".[dev]"
+	@$(BIN)/python bot/tools/install_progress.py $(BIN)/pip install -e ".[dev]"
 	$(BIN)/python -m bot.tools.warm --tests
 	@touch $(STAMP) $(DEV)
 
@@ -46,12 +47,14 @@ KEYED := $(strip $(DISCORD_TOKEN)$(ANTHROPIC_API_KEY)$(shell grep -Eqs '^(DISCOR
 RUN_SETUP := $(if $(KEYED),setup,runtime)
 
 # Debian's chromium, for the dashboard's browser tests (tests/test_dashboard_browser.py, Playwright
-# drives it by its path): `make test` installs it where it is missing and apt-get can (as root);
-# elsewhere those tests are skipped and say why. `make run` never needs it.
+# drives it by its path), with the emoji font the pages' icons need: `make test` installs them where
+# they are missing and apt-get can (as root); elsewhere those tests are skipped and say why. `make run`
+# never needs them.
 browser:
-	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-		echo "installing chromium (apt-get) for the dashboard's browser tests"; \
-		( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null ) \
+	@if { ! command -v chromium >/dev/null 2>&1 || ! fc-list 2>/dev/null | grep -qi 'color emoji'; } \
+		&& command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing chromium and an emoji font (apt-get) for the dashboard's browser tests"; \
+		( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-color-emoji >/dev/null ) \
 			|| echo "chromium could not be installed: the dashboard's browser tests will be skipped"; \
 	fi
 
@@ -114,6 +117,7 @@ bench: setup
 	$(BIN)/python bench/localise.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/dashboard.py
+	$(BIN)/python bench/stop.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

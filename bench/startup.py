@@ -9,18 +9,21 @@ and the double's guild as the dev guild) and (b)
 `bench/minimal_bot.py`, a `commands.Bot` with one cog, one slash command and the tree synced to the
 same guild. Each keeps its home across its starts, as an installed bot does.
 
-"Ready" is from the spawn to `on_ready` (mendbot's `ready` log line, the minimal bot's `ready`): what a
-user waits for, including discord.py's fixed `guild_ready_timeout` wait (2 s) for late guilds, the same
-for both. "Connect" is from the spawn to the double answering IDENTIFY with READY: imports, set-up,
-login, the command sync and the handshake, without that fixed wait — the sharper comparison; and
-"connect CPU" the CPU seconds the process had used by then, which a loaded machine does not stretch. Idle
-memory is read 3 s after READY, when both have gone quiet: the process's own RSS, and with every
-descendant process's added.
+"Ready" is from the spawn to the double answering IDENTIFY with READY: imports, set-up, login, the
+command sync and the handshake — without discord.py's fixed wait for late guilds after READY
+(`guild_ready_timeout`, 2 s), which both bots pay before `on_ready` and which would hide the
+difference; "ready CPU" is the CPU seconds the process had used by then, which a loaded machine does
+not stretch. "On ready" (to `on_ready`, the fixed wait included) is printed apart. Idle memory is read
+3 s after READY, when both have gone quiet: the process's own RSS, and with every descendant process's
+added. Then each bot answers 1,000 slash commands (mendbot `/roll 2d6`, each an action it records and
+stores; the minimal bot `/hello`), one after another, each waited for; 3 s later the RSS with every
+descendant's is read again: "after traffic".
 
-Prints medians over the runs — `ready_s`, `connect_s`, `idle_rss_mb`, `idle_rss_with_children_mb`, each
-with its `minimal_…` counterpart and `…_ratio_vs_minimal_bot` (`ready_ratio_vs_minimal_bot`,
-`idle_rss_ratio_vs_minimal_bot`, …), `children_at_idle` — then the playground's `play_ready_s` and
-`play_idle_rss_mb`. `BENCH_STARTUP_RUNS` sets the number of starts.
+Prints medians over the runs — `ready_s`, `ready_cpu_s`, `idle_rss_mb`, `idle_rss_with_children_mb`,
+`rss_after_traffic_mb`, each with its `minimal_…` counterpart and `…_ratio_vs_minimal_bot`
+(`ready_ratio_vs_minimal_bot`, `rss_after_traffic_ratio_vs_minimal_bot`, …), `children_at_idle`,
+`children_after_traffic`, and apart `on_ready_s` with its ratio — then the playground's `play_ready_s`
+and `play_idle_rss_mb`. `BENCH_STARTUP_RUNS` sets the number of starts.
 
 What idle memory is made of: `discord_imports_rss_mb`, `card_imports_rss_mb` and
 `card_settings_imports_rss_mb` are fresh interpreters that only import discord.py; that and the
@@ -56,6 +59,7 @@ from bot.trust.loopback_discord import DiscordDouble  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_STARTUP_RUNS", "5"))
 IDLE_S = 3.0
+TRAFFIC = 1000  # slash commands each bot answers before its memory is read again
 # What a bench process must not pass on to the bots it starts.
 # PYTHONDONTWRITEBYTECODE too: an installed bot starts from bytecode it wrote on its first start.
 _DROPPED = (
@@ -86,14 +90,17 @@ class TimedDouble(DiscordDouble):
 
 @dataclass(frozen=True)
 class Start:
-    """One start of a bot: seconds to on_ready and to READY, idle RSS (MB) alone and with descendants."""
+    """One start of a bot: seconds to READY and to on_ready, idle RSS (MB) alone and with descendants,
+    and with descendants after the traffic."""
 
+    on_ready_s: float
     ready_s: float
-    connected_s: float
-    connect_cpu_s: float  # CPU seconds the process had used at READY: what load on the machine cannot stretch
+    ready_cpu_s: float  # CPU seconds the process had used at READY: what load on the machine cannot stretch
     rss_mb: float
     rss_with_children_mb: float
     children: int
+    rss_after_traffic_mb: float
+    children_after_traffic: int
 
 
 def _rss_mb(pid: int) -> float:
@@ -168,15 +175,17 @@ def _minimal_command(double: TimedDouble, _: Path) -> list[str]:
 
 
 async def _watch_output(
-    process: asyncio.subprocess.Process, sink: Path, ready: Callable[[str], bool]
+    process: asyncio.subprocess.Process, sink: Path, ready: Callable[[str], bool], said: asyncio.Event
 ) -> float:
-    """Copy the bot's output to `sink`; the time of its first line saying it is ready (0 if none)."""
+    """Copy the bot's output to `sink`; the time of its first line saying it is ready (0 if none),
+    when `said` is set."""
     assert process.stdout is not None
     seen = 0.0
     with sink.open("wb") as out:
         async for line in process.stdout:
             if not seen and ready(line.decode(errors="replace")):
                 seen = time.perf_counter()
+                said.set()
             out.write(line)
     return seen
 
@@ -189,10 +198,29 @@ def _minimal_ready(line: str) -> bool:
     return line.strip() == "ready"
 
 
+def _with_children_mb(pid: int) -> tuple[float, int]:
+    """The RSS of process `pid` and every descendant's, and how many descendants there are."""
+    children = _descendants(pid)
+    return _rss_mb(pid) + sum(_rss_mb(child) for child in children), len(children)
+
+
+async def traffic(double: TimedDouble, slash: tuple[str, dict[str, str]]) -> None:
+    """`TRAFFIC` slash commands in #general, one after another, each answered before the next."""
+    name, options = slash
+    general = double.guild.channel("general")
+    for _ in range(TRAFFIC):
+        interaction = await double.slash(general, name, author="bob", **options)
+        await double.response_to(interaction, timeout=30)
+
+
 async def one_bot(
-    double: TimedDouble, command: list[str], home: Path, is_ready: Callable[[str], bool]
+    double: TimedDouble,
+    command: list[str],
+    home: Path,
+    is_ready: Callable[[str], bool],
+    slash: tuple[str, dict[str, str]],
 ) -> Start:
-    """One start of the bot `command` runs, until idle, then SIGTERM."""
+    """One start of the bot `command` runs, until idle, then the traffic, then SIGTERM."""
     double.readied.clear()
     before = len(double.ready_at)
     started = time.perf_counter()
@@ -204,7 +232,8 @@ async def one_bot(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    output = asyncio.ensure_future(_watch_output(process, home / "output.log", is_ready))
+    said_ready = asyncio.Event()
+    output = asyncio.ensure_future(_watch_output(process, home / "output.log", is_ready, said_ready))
     try:
         while len(double.ready_at) == before:
             waiter = asyncio.ensure_future(double.readied.wait())
@@ -217,8 +246,11 @@ async def one_bot(
         connect_cpu = _cpu_s(process.pid)
         await asyncio.sleep(IDLE_S)
         own = _rss_mb(process.pid)
-        children = _descendants(process.pid)
-        with_children = own + sum(_rss_mb(child) for child in children)
+        with_children, children = _with_children_mb(process.pid)
+        await asyncio.wait_for(said_ready.wait(), 60)  # on_ready: served from then on
+        await traffic(double, slash)
+        await asyncio.sleep(IDLE_S)
+        after_traffic, children_after = _with_children_mb(process.pid)
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
@@ -230,7 +262,21 @@ async def one_bot(
     ready_at = await output
     if not ready_at:
         raise RuntimeError(f"{command[1:3]} never said it was ready")
-    return Start(ready_at - started, connected, connect_cpu, own, with_children, len(children))
+    return Start(
+        ready_at - started,
+        connected,
+        connect_cpu,
+        own,
+        with_children,
+        children,
+        after_traffic,
+        children_after,
+    )
+
+
+def _said_ready(home: Path) -> bool:
+    text = (home / "output.log").read_text(errors="replace")
+    return any(_mendbot_ready(line) or _minimal_ready(line) for line in text.splitlines())
 
 
 def play_start(workdir: Path) -> tuple[float, float]:
@@ -300,14 +346,22 @@ async def side_by_side() -> None:
             home.mkdir()
         double = TimedDouble()
         async with double:
+            roll = ("roll", {"notation": "2d6"})
+            hello: tuple[str, dict[str, str]] = ("hello", {})
             bots = [
-                (mendbot, _mendbot_command(double, homes["mendbot"]), homes["mendbot"], _mendbot_ready),
-                (minimal, _minimal_command(double, homes["minimal"]), homes["minimal"], _minimal_ready),
+                (mendbot, _mendbot_command(double, homes["mendbot"]), homes["mendbot"], _mendbot_ready, roll),
+                (
+                    minimal,
+                    _minimal_command(double, homes["minimal"]),
+                    homes["minimal"],
+                    _minimal_ready,
+                    hello,
+                ),
             ]
             for run in range(-1, RUNS):
                 # alternate which starts first, so neither always meets a warmer page cache
-                for results, command, home, is_ready in bots if run % 2 == 0 else reversed(bots):
-                    start = await one_bot(double, command, home, is_ready)
+                for results, command, home, is_ready, slash in bots if run % 2 == 0 else reversed(bots):
+                    start = await one_bot(double, command, home, is_ready, slash)
                     if run >= 0:
                         results.append(start)
 
@@ -316,10 +370,11 @@ async def side_by_side() -> None:
 
     for field, name, unit in (
         ("ready_s", "ready", "s"),
-        ("connected_s", "connect", "s"),
-        ("connect_cpu_s", "connect_cpu", "s"),
+        ("ready_cpu_s", "ready_cpu", "s"),
         ("rss_mb", "idle_rss", "MB"),
         ("rss_with_children_mb", "idle_rss_with_children", "MB"),
+        ("rss_after_traffic_mb", "rss_after_traffic", "MB"),
+        ("on_ready_s", "on_ready", "s"),  # apart: with discord.py's fixed 2 s wait for late guilds
     ):
         ours, theirs = both(field)
         figure = f"{name}_{unit.lower()}"
@@ -331,6 +386,7 @@ async def side_by_side() -> None:
         )
         print(f"{name}_ratio_vs_minimal_bot {ours / theirs:.2f} x")
     print(f"children_at_idle {max(s.children for s in mendbot)}")
+    print(f"children_after_traffic {max(s.children_after_traffic for s in mendbot)}")
     _, minimal_rss = both("rss_mb")
     for name, modules in _IMPORTS.items():
         rss = _median([imports_rss_mb(modules) for _ in range(3)])

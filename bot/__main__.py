@@ -41,8 +41,10 @@ from bot.kernel.settings import (
     refuse_shard_subset,
     refuse_workers_without_store,
 )
+from bot.tools.command_line import command_line
 
 if TYPE_CHECKING:
+    from bot.kernel.log import Console
     from bot.runtime.app import MendBot
     from bot.runtime.services import Services
     from bot.tools.demo_agent import DemoModel
@@ -76,101 +78,6 @@ def _reexec(argv: list[str]) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "bot", *argv])
 
 
-class _Version(argparse.Action):
-    """`--version`: the installed version, looked up only when asked (importlib.metadata costs every
-    start ~15 ms and ~1 MB otherwise)."""
-
-    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **_: Any) -> None:
-        super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
-
-    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
-        import importlib.metadata
-
-        try:
-            version = importlib.metadata.version("mendbot")
-        except importlib.metadata.PackageNotFoundError:  # a copy that was never installed
-            version = "unknown"
-        sys.stdout.write(f"mendbot {version}\n")
-        parser.exit()
-
-
-def _parser() -> argparse.ArgumentParser:
-    # --config works before or after the subcommand; SUPPRESS keeps a subcommand's absent flag
-    # from overwriting one given earlier.
-    config = argparse.ArgumentParser(add_help=False)
-    config.add_argument(
-        "--config", type=Path, default=argparse.SUPPRESS, help="config file (default: config.yaml)"
-    )
-    parser = argparse.ArgumentParser(
-        prog="mendbot",
-        description="A Discord bot that mends itself. Without a command: `run` when DISCORD_TOKEN "
-        "is set, else `play`.",
-        parents=[config],
-    )
-    parser.add_argument("--version", action=_Version)
-    commands = parser.add_subparsers(dest="command", metavar="{run,play,doctor,worker,adopt,attach}")
-    commands.add_parser(
-        "run", parents=[config], help="run on Discord (needs DISCORD_TOKEN)", description="Run on Discord."
-    )
-    play = commands.add_parser(
-        "play",
-        parents=[config],
-        help="the local playground: a virtual Discord in the terminal (scriptable from stdin)",
-        description="The bot and all its cogs in a virtual Discord; type lines, or pipe a script.",
-    )
-    play.add_argument(
-        "--data-dir",
-        default=None,  # a string: Path("") would be "." and put the database wherever mendbot runs
-        help="where the playground keeps its database and logs (default: <data_dir>/playground)",
-    )
-    play.add_argument("--fresh", action="store_true", help="wipe the playground's data first")
-    play.add_argument(
-        "--demo",
-        action="store_true",
-        help="the whole fix loop with a scripted model, no key and no network, narrated "
-        "(its own world in <data_dir>/demo, rebuilt each time)",
-    )
-    play.add_argument(
-        "--interactive",
-        action="store_true",
-        help="with --demo: set the demo's scene, then let you drive it",
-    )
-    commands.add_parser(
-        "doctor",
-        parents=[config],
-        help="check configuration, database, git, model and forge access",
-        description="Check the setup, one line per check.",
-    )
-    adopt = commands.add_parser(
-        "adopt",
-        help="inspect a bot repository you already have and write its mendbot.yaml",
-        description="Read a discord.py bot's repository (never running it) and write mendbot.yaml: its "
-        "entry point, bot class, extensions, token variable and data files.",
-    )
-    adopt.add_argument("path", nargs="?", default=".", help="the bot's repository (default: here)")
-    attach = commands.add_parser(
-        "attach",
-        help="run your bot's own program with mendbot attached: mendbot attach -- python bot.py",
-        description="Run a discord.py bot's own program with mendbot attached to the bot it starts "
-        "(settings: mendbot.yaml, from `mendbot adopt`).",
-    )
-    attach.add_argument(
-        "--config", type=Path, default=None, help="mendbot's settings for the bot (default: mendbot.yaml)"
-    )
-    attach.add_argument(
-        "--play", action="store_true", help="run the bot in the local virtual Discord instead of Discord"
-    )
-    attach.add_argument("program", nargs=argparse.REMAINDER, help="-- python bot.py [its arguments]")
-    commands.add_parser(
-        "worker",
-        parents=[config],
-        help="execute improvement runs from the run queue (improve.run_on: workers)",
-        description="Take runs from the PostgreSQL run queue and execute them, improve.concurrency at "
-        "a time, in a clone of the repository under <data_dir>/clone. No Discord.",
-    )
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
     arenas.cap()  # before any thread allocates
     with startgc.paused():  # until the bot is built (MendBot.setup_hook, the worker's start)
@@ -178,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    args = command_line().parse_args(argv)
     config_file: Path | None = getattr(args, "config", None)
     if args.command == "adopt":
         from bot.tools.adopt import adopt_main
@@ -234,18 +141,20 @@ def _main(argv: list[str]) -> int:
     # In the playground the terminal belongs to the conversation: only warnings go to stderr,
     # unless a level was asked for (LOG_LEVEL, logging.level).
     # The demo's failures are seeded on purpose: their tracebacks go to the log file, not the story.
+    # A failing command is one `!` line between the chat lines there, its traceback in the log file.
     quiet = "CRITICAL" if demo else "WARNING"
-    configure_logging(
+    console = configure_logging(
         settings.log_dir,
         console_level=settings.level or ("INFO" if command in ("run", "worker") else quiet),
         json_level=settings.level or "INFO",
         console_tracebacks=command not in ("run", "worker"),
+        brief=command == "play" and settings.level is None,
         redactor=Redactor.from_settings(settings),
     )
     if command == "play" and settings.level is None:
         # no voice, and intent notices about the virtual gateway are noise here
         logging.getLogger("discord").setLevel(logging.ERROR)
-    code = _run_command(command, settings, interactive=interactive, args=args, demo=demo)
+    code = _run_command(command, settings, interactive=interactive, args=args, demo=demo, console=console)
     if demo_model is not None:
         demo_model.stop()
     if held is not None:
@@ -256,11 +165,17 @@ def _main(argv: list[str]) -> int:
 
 
 def _run_command(
-    command: str, settings: Settings, *, interactive: bool, args: argparse.Namespace, demo: bool
+    command: str,
+    settings: Settings,
+    *,
+    interactive: bool,
+    args: argparse.Namespace,
+    demo: bool,
+    console: Console | None = None,
 ) -> int:
     """Run, work or play until done; the exit code."""
     if command == "run":
-        return asyncio.run(_run(settings))
+        return asyncio.run(_run(settings, console))
     if command == "worker":
         from bot.runtime.worker import run_worker
 
@@ -362,16 +277,23 @@ def _close_on_signals(bot: MendBot) -> asyncio.Future[None]:
     return stopped
 
 
-async def _run(settings: Settings) -> int:
-    """`mendbot run`: the bot on Discord until it closes; the exit code (78 for a start it cannot make)."""
+async def _run(settings: Settings, console: Console | None = None) -> int:
+    """`mendbot run`: the bot on Discord until it closes; the exit code (78 for a start it cannot make).
+
+    The console is held until the bot is ready (or Discord is unreachable and the start retries): a
+    configuration error found on the way (a rejected token, a refused intent) is then the first and only
+    line printed, not the last of a dozen about loading prompts."""
     from bot.runtime.app import MendBot
     from bot.runtime.health import HealthServer
     from bot.runtime.services import build_services
     from bot.runtime.startup import StartupFailure, start_on_discord
 
     assert settings.discord_token is not None
+    if console is not None:
+        console.hold()
     services = await build_services(settings)
     bot = MendBot(services)
+    shown = asyncio.create_task(_show_held_when_ready(bot, console))
     health = (
         HealthServer(bot, settings.health.host, settings.health.port) if settings.health.enabled else None
     )
@@ -387,12 +309,21 @@ async def _run(settings: Settings) -> int:
         if dashboard is not None:
             await dashboard.start()
         await start_on_discord(
-            bot, settings.discord_token.get_secret_value(), logged_in=lambda: _watch_hand_edits(bot)
+            bot,
+            settings.discord_token.get_secret_value(),
+            logged_in=lambda: _watch_hand_edits(bot),
+            retrying=console.show_held if console is not None else None,
         )
     except StartupFailure as failure:
+        if console is not None:
+            console.drop_held()  # what led up to it is in the log file; the line says what to fix
+            console = None
         print(failure.line, file=sys.stderr, flush=True)
         return failure.exit_code
     finally:
+        shown.cancel()
+        if console is not None:
+            console.show_held()
         if not bot.is_closed():
             await bot.close()
         if dashboard is not None:
@@ -401,6 +332,14 @@ async def _run(settings: Settings) -> int:
             await health.stop()
         await services.aclose()
     return exit_code(bot, settings)
+
+
+async def _show_held_when_ready(bot: MendBot, console: Console | None) -> None:
+    """Print the held start-up lines once the bot is on Discord."""
+    if console is None:
+        return
+    await bot.wait_until_ready()
+    console.show_held()
 
 
 async def _play(settings: Settings, *, interactive: bool, demo: bool = False) -> int:

@@ -57,8 +57,9 @@ class Audit(commands.Cog):
         from bot.observe.audit_charts import render_charts  # with the report, at the first audit
         from bot.observe.audit_render import render_text
 
-        texts = render_text(report, report.highest_impact())
-        charts = await asyncio.to_thread(render_charts, report) if self.audit.config.charts else []
+        redact = self.bot.services.redactor.text
+        texts = [redact(text) for text in render_text(report, report.highest_impact())]
+        charts = await asyncio.to_thread(render_charts, report, redact) if self.audit.config.charts else []
         return texts, charts
 
     async def _scheduled(self) -> None:

@@ -9,6 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.features.devmode import DevModeStatus
+from bot.kernel.durations import human_duration
 from bot.runtime.attachment import Attachment, add_surface_cog, attached
 
 _EFFECT = "autonomous runs wait; requested runs still work"
@@ -48,11 +49,11 @@ class DevModeCog(commands.Cog, name="DevMode"):
             return
         status = await self.devmode.switch(interaction.user.id, on=state == "on", duration=duration)
         if state == "on":
-            ends = (
-                f"until {discord.utils.format_dt(status.manual_until, 'f')}"
-                if status.manual_until is not None
-                else "until `/devmode off`"
-            )
+            if status.manual_until is not None and status.manual_since is not None:
+                span = human_duration((status.manual_until - status.manual_since).total_seconds())
+                ends = f"for {span}, until {discord.utils.format_dt(status.manual_until, 't')}"
+            else:
+                ends = "until `/devmode off`"
             text = f"🛠 Dev mode on {ends}: {_EFFECT}."
         elif status.active:
             text = f"Dev mode switched off, but it stays on: {status.reason}."

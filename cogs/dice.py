@@ -15,11 +15,7 @@ class Dice(commands.Cog):
     async def roll(self, ctx: commands.Context[MendBot], notation: str = "1d6") -> None:
         """Roll dice written like 2d6+1, d20 or 4d6-2."""
         result = dice.roll(dice.parse(notation))
-        shown = " + ".join(str(value) for value in result.rolls[:30])
-        if len(result.rolls) > 30:
-            shown += " + …"
-        modifier = f" {result.spec.modifier:+d}" if result.spec.modifier else ""
-        await ctx.send(f"🎲 `{result.spec}` → {shown}{modifier} = **{result.total}**")
+        await ctx.send(f"🎲 `{result.spec}` → {result.sum_text()} = **{result.total}**")
 
 
 async def setup(bot: MendBot) -> None:

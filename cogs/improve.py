@@ -19,12 +19,12 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.improve.intent import Intent, parse_intent
-from bot.improve.runs import TERMINAL_STATES, Run, RunKind
+from bot.improve.runs import STATE_ICONS, TERMINAL_STATES, Run, RunKind
 from bot.improve.target import Target, known_kinds_in, resolve_target
-from bot.kernel.durations import human_duration
 from bot.kernel.errors import UserError
 from bot.kernel.log import get_logger
 from bot.runtime.attachment import Attachment, add_surface_cog, attached, role_ids, takes_no_words
+from bot.runtime.run_text import run_detail, state_shown, status_text
 from bot.trust.grammar import read_approval
 
 from ._asking import (
@@ -40,19 +40,6 @@ from ._asking import (
 from .ship import proposal_view
 
 _log = get_logger(__name__)
-
-_ICONS = {"reported": "🔍", "awaiting_approval": "🛠", "failed": "❌", "cancelled": "⏹", "interrupted": "⏸"}
-
-
-def status_text(run: Run, lines: list[str], now: float) -> str:
-    elapsed = max(0.0, now - run.created_at)
-    mine = " · on my own" if run.origin == "autonomous" else ""
-    head = (
-        f"🤖 **Run #{run.id}** · {run.kind}{mine} · `{run.state}` · {human_duration(elapsed)}"
-        f" · ${run.cost_usd:.2f}\n"
-        f"> {run.description[:200]}"
-    )
-    return "\n".join([head, *(f"{line}" for line in lines[-12:])])[:2000]
 
 
 # States in which the run waits for people, not for the bot: no typing indicator then.
@@ -224,7 +211,7 @@ class Improve(commands.Cog):
     async def list_runs(self, interaction: discord.Interaction[Any]) -> None:
         runs = await self.improve.runs.list_recent(10)
         lines = [
-            f"{_ICONS.get(r.state, '⏳')} **#{r.id}** {r.kind} `{r.state}` ${r.cost_usd:.2f} — "
+            f"{STATE_ICONS[r.state]} **#{r.id}** {r.kind} `{r.state}` ${r.cost_usd:.2f} — "
             f"{r.description[:80]}"
             for r in runs
         ] or ["No runs yet."]
@@ -258,28 +245,7 @@ class Improve(commands.Cog):
             run = await self.improve.resume_run(run_id, interaction.user.id)
             await interaction.response.send_message(f"Resuming run #{run.id}.")
             return
-        run = await self.improve.runs.get(run_id)
-        events = await self.improve.runs.events(run_id)
-        lines = [status_text(run, [], self.bot.services.clock().timestamp())]
-        if await self.bot.services.deploy.is_drill_run(run):
-            lines.append("**Origin:** 🧯 a fire drill (`/drill`) — its proposal never merges.")
-        elif run.origin == "autonomous":
-            lines.append("**Origin:** autonomous — I started it myself (`improve.autonomy`); nobody asked.")
-        else:
-            lines.append(f"**Origin:** requested by <@{run.requester_id}>")
-        if run.failure_reason:
-            lines.append(f"**Failed while {run.failure_stage}:** {run.failure_reason[:500]}")
-        merged = next((str(e.detail["merged_sha"]) for e in events if e.detail.get("merged_sha")), None)
-        if merged is not None and (live_on := await self.bot.services.cluster.live_on(merged, run.id)):
-            lines.append(live_on)
-        proof = await self.improve.proof_of(run_id)
-        if proof is not None:
-            lines.append(proof.chat()[:800])
-        lines += [
-            f"`{e.state or e.event}` by {e.actor}" + (f" (${e.cost_usd:.2f})" if e.cost_usd else "")
-            for e in events[-15:]
-        ]
-        await interaction.response.send_message("\n".join(lines)[:2000])
+        await interaction.response.send_message(await run_detail(self.bot.services, run_id))
 
     @app_commands.command(name="cancel", description="Cancel a run.")
     @app_commands.describe(run_id="the run number (see /runs)")
@@ -291,7 +257,7 @@ class Improve(commands.Cog):
             return
         await interaction.response.defer(thinking=True)
         run = await self.improve.cancel(run_id, interaction.user.id)
-        await interaction.followup.send(f"Run #{run.id} is now {run.state}.")
+        await interaction.followup.send(f"Run #{run.id} is now {state_shown(run.state)}.")
 
     @app_commands.command(name="pause", description="Stop starting runs and interrupt running ones.")
     async def pause(self, interaction: discord.Interaction[Any]) -> None:
@@ -388,6 +354,9 @@ class Improve(commands.Cog):
         if intent is None:
             ctx = await self.bot.get_context(message)
             if self.undecided(message) and (not ctx.valid or takes_no_words(ctx)):
+                ship = self.bot.surface_cog("Ship")
+                if ship is not None and await ship.answers(message):
+                    return  # a decision on a proposal ("wait", "ship it later"): the approval flow's
                 await self._decide(message)
             return
         async with message.channel.typing():  # finding "this" can take a moment: show it is heard
@@ -517,7 +486,9 @@ class Improve(commands.Cog):
             runs = await self.improve.runs.active()
             if not runs:
                 return "Nothing running. `/runs` lists recent runs."
-            return "\n".join(f"⏳ #{r.id} {r.kind} `{r.state}` ${r.cost_usd:.2f}" for r in runs)
+            return "\n".join(
+                f"{STATE_ICONS[r.state]} #{r.id} {r.kind} `{r.state}` ${r.cost_usd:.2f}" for r in runs
+            )
         if intent.kind == "cancel":
             if not self._allowed(user, "cancel", via="words"):
                 return "Only allow-listed developers can cancel runs."
@@ -525,7 +496,7 @@ class Improve(commands.Cog):
             if run_id is None:
                 return "Nothing is running."
             run = await self.improve.cancel(run_id, user.id)
-            return f"Run #{run.id} is now {run.state}."
+            return f"Run #{run.id} is now {state_shown(run.state)}."
         if intent.kind in ("pause", "resume"):
             if not self._allowed(user, intent.kind, via="words"):
                 return f"Only allow-listed developers can {intent.kind} me."

@@ -15,6 +15,7 @@ from bot.kernel.errors import UserError
 from bot.kernel.log import get_logger
 from bot.observe.incident import Incident
 from bot.runtime.attachment import Attachment, add_surface_cog, attached
+from bot.runtime.people import addressed
 
 ACTIONS: dict[str, RunKind] = {"🔍": "investigate", "🛠": "fix", "🛠️": "fix"}
 _COLOURS = {
@@ -116,16 +117,20 @@ class IncidentButton(
         await interaction.response.send_message(text, ephemeral=True)
 
 
-def drop_notice(recorder: Any) -> str | None:
-    """How many action records never reached the database, and why; None when none were lost."""
-    if not recorder.dropped:
-        return None
-    reasons = []
-    if recorder.dropped_queue_full:
-        reasons.append(f"{recorder.dropped_queue_full} because the recorder queue was full")
-    if recorder.dropped_unwritten:
-        reasons.append(f"{recorder.dropped_unwritten} because the database could not be written")
-    return f"⚠️ {recorder.dropped} action record(s) were dropped ({'; '.join(reasons)})."
+def recording_notice(recorder: Any) -> str | None:
+    """What /incidents says about action records that are not in the database: shed because even the
+    journal could not keep up (lost, counted by kind), or waiting in the journal for the database."""
+    lines = []
+    if recorder.shed:
+        kinds = ", ".join(f"`{kind}` {count}" for kind, count in recorder.shed.most_common(5))
+        failures = f"; {recorder.shed_failures} of them failures" if recorder.shed_failures else ""
+        lines.append(
+            f"⚠️ {sum(recorder.shed.values())} action record(s) were shed: the action journal could not "
+            f"keep up ({kinds}{failures})."
+        )
+    if recorder.waiting:
+        lines.append(f"⏳ {recorder.waiting} action record(s) wait for the database (none is lost).")
+    return "\n".join(lines) or None
 
 
 def _when(ts: float, style: Literal["R", "T"]) -> str:
@@ -197,6 +202,9 @@ class Incidents(commands.Cog):
     # -- Announcer ------------------------------------------------------------------------------
 
     async def announce(self, incident: Incident) -> tuple[int, int] | None:
+        # Before the bot is ready no channel is known: a change at start (storage writable again once the
+        # action records that waited are stored) would be posted into nothing.
+        await self.bot.wait_until_ready()
         once = {"nonce": _nonce(incident)} if incident.id is not None else {}
         if incident.category == "environment":  # nothing to investigate or fix in code: no buttons
             sent = await self.bot.send_dev(embed=render(incident), **once)
@@ -215,13 +223,29 @@ class Incidents(commands.Cog):
             _log.warning("announcement reactions not added", incident_id=incident.id, error=str(exc))
         return message.channel.id, message.id
 
-    async def update(self, incident: Incident) -> None:
+    async def update(self, incident: Incident) -> tuple[int, int] | None:
+        """Edit the announcement in place; one that is gone (deleted on Discord, or from a playground
+        session before this one) is posted again, and where it went is returned to be stored."""
         if incident.channel_id is None or incident.message_id is None:
-            return
+            return None
+        await self.bot.wait_until_ready()
         channel = self.bot.channel_by_id(incident.channel_id)
         if not isinstance(channel, discord.abc.Messageable) or not hasattr(channel, "get_partial_message"):
-            return
-        await channel.get_partial_message(incident.message_id).edit(embed=render(incident))
+            return await self._announce_again(incident, "its channel is gone")
+        try:
+            await channel.get_partial_message(incident.message_id).edit(embed=render(incident))
+        except discord.NotFound:
+            return await self._announce_again(incident, "its message is gone")
+        except discord.HTTPException as exc:  # not allowed to edit it, Discord failing: next change
+            _log.warning(
+                "announcement not updated", incident_id=incident.id, error=f"{exc.status} {exc.text}"
+            )
+        return None
+
+    async def _announce_again(self, incident: Incident, why: str) -> tuple[int, int] | None:
+        _log.info("announcement posted again", incident_id=incident.id, why=why)
+        incident.message_id = None  # a new post, not the old one's nonce echoed back
+        return await self.announce(incident)
 
     # -- reactions on announcements ---------------------------------------------------------------
 
@@ -239,7 +263,7 @@ class Incidents(commands.Cog):
         text = await request_action(self.bot, incident.id, user, action, "reaction")
         channel = self.bot.get_channel(payload.channel_id)
         if isinstance(channel, discord.abc.Messageable):
-            await channel.send(f"{user.mention} {text}", allowed_mentions=discord.AllowedMentions.none())
+            await channel.send(addressed(user, text)[:2000], allowed_mentions=discord.AllowedMentions.none())
 
     # -- commands -------------------------------------------------------------------------------
 
@@ -256,7 +280,7 @@ class Incidents(commands.Cog):
             + (" · environment" if i.category == "environment" else "")
             for i in active
         ] or ["No open incidents. 🎉"]
-        notice = drop_notice(self.bot.services.recorder)
+        notice = recording_notice(self.bot.services.recorder)
         if notice:
             lines.append(notice)
         await interaction.response.send_message("\n".join(lines)[:2000])
@@ -278,8 +302,9 @@ class Incidents(commands.Cog):
             for record in samples:
                 when = _when(record.ts, "T")
                 where = record.frames[-1] if record.frames else record.kind
+                who = self.bot.services.people.name(record.user_id) or f"user {record.user_id}"
                 embed.add_field(
-                    name=f"{when} · user {record.user_id}",
+                    name=f"{when} · {who}",
                     value=f"`{record.error_type}: {(record.error_message or '')[:150]}`\n`{where}`",
                     inline=False,
                 )

@@ -27,6 +27,7 @@ from bot.deploy.sources import SourceRead
 from bot.improve.runs import Run
 from bot.kernel.errors import UserError
 from bot.runtime.attachment import Attachment, add_surface_cog, attached, role_ids
+from bot.runtime.people import addressed
 from bot.trust.grammar import normalise, reaction_form, read_approval, run_references
 
 
@@ -167,6 +168,11 @@ async def emergency_rollback(bot: Attachment, run_id: int, user: discord.abc.Use
         return str(exc)
 
 
+def _decides(verdict: str, how: str) -> bool:
+    """Whether a message read as `verdict`, about a proposal by `how`, is a decision on it."""
+    return verdict != "none" and (how != "named" or verdict == "object")
+
+
 class Ship(commands.Cog):
     def __init__(self, bot: Attachment) -> None:
         self.bot = bot
@@ -266,7 +272,7 @@ class Ship(commands.Cog):
             message_id=payload.message_id,
             emoji=normalise(str(payload.emoji)),
         )
-        await channel.send(f"{user.mention} {text}"[:2000], allowed_mentions=discord.AllowedMentions.none())
+        await channel.send(addressed(user, text)[:2000], allowed_mentions=discord.AllowedMentions.none())
 
     @commands.Cog.listener()
     async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
@@ -312,6 +318,14 @@ class Ship(commands.Cog):
                 return run.proposal_id, "named"
         return None, ""
 
+    async def answers(self, message: discord.Message) -> bool:
+        """Whether this message is a decision on a proposal this cog answers (an approval, a rejection,
+        an objection): other cogs then leave it alone — one message, one answer."""
+        if message.author.bot:
+            return False
+        proposal_id, how = await self._proposal_of(message)
+        return proposal_id is not None and _decides(read_approval(message.content).verdict, how)
+
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
         if message.author.bot:
@@ -320,7 +334,7 @@ class Ship(commands.Cog):
         if proposal_id is None:
             return
         reading = read_approval(message.content)
-        if reading.verdict == "none" or (how == "named" and reading.verdict != "object"):
+        if not _decides(reading.verdict, how):
             return  # naming a run only ever holds it: approving and rejecting take a reply
         if reading.holds:  # an objection, or not a clear decision: it holds the merge for its author
             decision = await self.deploy.hold(

@@ -14,7 +14,10 @@ cannot drift from what mendbot does (tests/test_docs_run.py). The kinds, and wha
   is the command that types them. Run through the real `mendbot play`, one session per document;
   `…` in an output line stands for text that differs between runs (ids, tokens, ports, dice).
 - `yaml`: a config.yaml fragment, loaded by the real `Settings` (an unknown key fails).
-- `python`: compiled and imported; a cog (it defines `async def setup`) is loaded into the bot.
+- `python`: compiled and imported; a cog (it defines `async def setup`) is loaded into the bot; and it
+  passes the project's own lint and type checks as the file a reader pastes it into would
+  (`ruff check`, `ruff format --check` and `mypy` with pyproject.toml, as `cogs/<name>.py`), so
+  `make test` stays green after following the docs.
 - `mermaid`: the layer diagram, compared with `python -m bot.tools.architecture`
   (tests/test_architecture.py).
 - `text`: output, file trees and other files shown as they are; not run.
@@ -24,6 +27,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,3 +177,39 @@ def make_targets() -> set[str]:
 
 def is_mendbot(program: str) -> bool:
     return program in {"mendbot", ".venv/bin/mendbot"}
+
+
+# --- python -----------------------------------------------------------------------------------
+
+
+def _tool(name: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", name, *args],
+        cwd=REPO,  # the project's config, and mypy's cache of the checkout (warm after one `make test`)
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+
+
+def python_problems(body: str, scratch: Path, name: str = "docs_block") -> list[str]:
+    """What the project's own checks say of a python block pasted into `cogs/<name>.py` of a checkout:
+    ruff's lint and format (read as that path, nothing written there) and mypy with pyproject.toml's
+    settings (on a copy in `scratch`, with the checkout's packages importable as they are there)."""
+    as_pasted = str(REPO / "cogs" / f"{name}.py")
+    problems: list[str] = []
+    linted = _tool("ruff", "check", "--no-fix", "--output-format=concise", "--stdin-filename", as_pasted, "-",
+                   stdin=body)  # fmt: skip
+    if linted.returncode != 0:
+        problems.append(f"ruff check: {linted.stdout.strip()}")
+    formatted = _tool("ruff", "format", "--check", "--stdin-filename", as_pasted, "-", stdin=body)
+    if formatted.returncode != 0:
+        problems.append(f"ruff format --check: {(formatted.stdout + formatted.stderr).strip()}")
+    copy = scratch / f"{name}.py"
+    copy.write_text(body)
+    typed = _tool("mypy", "--config-file", str(REPO / "pyproject.toml"), str(copy))
+    if typed.returncode != 0:
+        problems.append(f"mypy: {typed.stdout.strip()}")
+    return problems

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 from discord.ext import commands
@@ -56,6 +57,17 @@ async def test_roll_answers_and_bad_notation_gets_a_clear_error(world: VirtualWo
     bad = await alice.slash(world.general, "roll", notation="2x")
     assert "isn't dice notation" in reply_text(bad)
     assert "Try `2d6`" in reply_text(bad)
+
+
+async def test_a_roll_with_a_modifier_reads_as_a_sum(world: VirtualWorld) -> None:
+    """A modifier is one more term of the written-out sum (`4 + 2 = **6**`, `4 - 2 = **2**`), never `4 +2`."""
+    alice = world.users["alice"]
+    for notation, sign in (("d6+2", "+"), ("d6-2", "-")):
+        text = reply_text(await alice.slash(world.general, "roll", notation=notation))
+        match = re.fullmatch(r"🎲 `1d6[+-]2` → (\d) ([+-]) 2 = \*\*(-?\d+)\*\*", text)
+        assert match is not None, text
+        die, shown_sign, total = int(match[1]), match[2], int(match[3])
+        assert shown_sign == sign and total == (die + 2 if sign == "+" else die - 2)
 
 
 async def test_prefix_command_goes_through_the_same_error_path(world: VirtualWorld) -> None:

@@ -6,6 +6,7 @@ handlers — its commands, its Context, its error replies — answer as before."
 from __future__ import annotations
 
 import re
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,6 +107,10 @@ async def test_the_other_way_in_records_announces_and_leaves_its_handlers(
                     assert shape.failure_reply in await _ask(discord_api, general, shape.failing)
                 announced = await discord_api.wait_for_message(_says(r"Incident #1"), channel=dev)
                 assert re.search(r"ZeroDivisionError", message_text(announced))
+                # Who wrote is someone mendbot knows by name (stored as they wrote, before the failures).
+                with sqlite3.connect(repo / ".mendbot" / "mendbot.db") as db:
+                    names = [name for (name,) in db.execute("SELECT name FROM people")]
+                assert names and not any(name.isdigit() for name in names), names
             except BaseException:
                 print(bot.output(60))
                 raise

@@ -347,7 +347,7 @@ async def test_empty_period_still_renders(tmp_path: Path) -> None:
     report = await service.report(timedelta(days=1), commands={"command:roll"})
     text = "\n".join(render_text(report))
     assert "No actions in this period." in text and "**Never invoked** (1): `command:roll`" in text
-    assert [_png_size(chart.png) for chart in render_charts(report)] == [(800, 400)] * 3
+    assert [_png_size(chart.png) for chart in render_charts(report, str)] == [(800, 400)] * 3
 
 
 async def test_long_reports_are_split_into_messages(tmp_path: Path) -> None:

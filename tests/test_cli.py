@@ -87,6 +87,39 @@ def test_scripted_playground_answers_roll_and_bad_roll(tmp_path: Path) -> None:
     assert not (tmp_path / "data" / "mendbot.db").exists()  # the production database is never touched
 
 
+def test_a_failing_command_is_one_line_between_the_chat_lines(tmp_path: Path) -> None:
+    """A command that fails in the playground prints one `!` line, its traceback going to the log file:
+    no traceback (and no "incident opened" line, which the announcement in #dev says) in the transcript."""
+    config = _config(tmp_path, "discord: {extensions: [cogs.incidents, tests.fixtures.buggy_dice]}\n")
+    result = _mendbot("--config", str(config), "play", "--data-dir", str(tmp_path / "pg"), cwd=tmp_path,
+                      stdin="!roll 1d6\n!roll 1d6\n")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    log = tmp_path / "pg" / "logs" / "mendbot.jsonl"
+    assert "Traceback" not in result.stderr and "incident opened" not in result.stderr, result.stderr
+    assert all(line.startswith("! ") for line in lines), result.stderr  # one line each, nothing under it
+    assert [line for line in lines if "roll" in line] == 2 * [
+        f"! command failed (command=roll): ZeroDivisionError: integer division or modulo by zero "
+        f"(traceback in {log})"
+    ]
+    assert "Traceback" in log.read_text()
+    assert "Something went wrong on my side (ZeroDivisionError)" in result.stdout
+
+
+def test_an_incident_from_an_earlier_session_is_announced_again(tmp_path: Path) -> None:
+    """In the next playground session an incident's announcement (a message of the session before) is
+    posted again when the incident changes: the reply is right and nothing is logged about it."""
+    config = _config(tmp_path, "discord: {extensions: [cogs.incidents, tests.fixtures.buggy_dice]}\n")
+    play = ["--config", str(config), "play", "--data-dir", str(tmp_path / "pg")]
+    first = _mendbot(*play, cwd=tmp_path, stdin="!roll 1d6\n")
+    assert first.returncode == 0 and "Incident #1: command:roll" in first.stdout, first.stdout + first.stderr
+    second = _mendbot(*play, cwd=tmp_path, stdin="#dev\n/incident 1 acknowledge\n")
+    assert second.returncode == 0, second.stderr
+    assert "[#dev] mendbot (m1): Incident #1 is now acknowledged." in second.stdout, second.stdout
+    assert "Incident #1: command:roll — acknowledged" in second.stdout, second.stdout
+    assert "Traceback" not in second.stderr and "bookkeeping failed" not in second.stderr, second.stderr
+
+
 def test_playground_line_it_cannot_run_gives_exit_2(tmp_path: Path) -> None:
     """A line the playground cannot run is reported, the script goes on, and the exit code is 2."""
     result = _mendbot("--config", str(_config(tmp_path)), cwd=tmp_path, stdin="/nosuch\n/roll d4\n")

@@ -42,7 +42,7 @@ class CountingAnnouncer:
         self.announced.append((incident.id, incident.kind))
         return 1, 1000 + len(self.announced)
 
-    async def update(self, incident: Incident) -> None:
+    async def update(self, incident: Incident) -> tuple[int, int] | None:
         return None
 
 

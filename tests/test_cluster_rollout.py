@@ -194,7 +194,7 @@ async def test_a_regression_on_the_canary_rolls_back_the_canary_only(
         await asyncio.sleep(1.0)  # the leader's tail has fed it by now
         assert await _state(leader, run.id) == "watching"
         await action_queries.insert_many(leader.db, [_failure("shards 0", frames=["cogs/x.py:1:x"])])
-        await _until_state(leader, run.id, "regressed")
+        await _until_state(leader, run.id, "rolled_back")  # regressed, then the canary taken back
         await _until_stage(leader, "done")
         revert = canary.cluster.loaded_sha
         assert revert not in (first, second) and leader.cluster.loaded_sha == revert
@@ -228,7 +228,7 @@ async def test_the_canary_s_error_rate_against_its_own_baseline_rolls_it_back(
             [_failure("shards 0", ts=later) for _ in range(5)]
             + [_failure("shards 1", ts=later) for _ in range(9)],
         )
-        await _until_state(leader, run.id, "regressed")
+        await _until_state(leader, run.id, "rolled_back")  # regressed, then the canary taken back
         events = await leader.improve.runs.events(run.id)
         why = next(e.detail["canary"] for e in events if e.state == "regressed")
         assert "error rate is 100%" in why and "against 0%" in why

@@ -377,7 +377,7 @@ async def _ended_on_the_revert(
         run = await RunService(db, lambda: datetime.now(UTC)).get(run_id)
     finally:
         await db.close()
-    assert run.state == "regressed"
+    assert run.state == "rolled_back"  # regressed on the canary, then taken back
     dev = str(double.guild.channel("dev").id)
     said = [
         str(m["content"]) for m in double.messages if m["channel_id"] == dev and f"#{run_id}" in m["content"]

@@ -15,7 +15,7 @@ from bot.db import actions as action_queries
 from bot.db import runs as run_queries
 from bot.db.records import ActionRecord
 from bot.tools.playground import VirtualWorld
-from tests.harness.dashboard import PAYLOADS, Served, git_change, seed_hostile_run, serving
+from tests.harness.dashboard import DEVELOPERS, PAYLOADS, Served, allow, git_change, seed_hostile_run, serving
 from tests.harness.discord import make_settings, reply_text, running_world
 from tests.harness.playground import PlaygroundProcess
 from tests.harness.sql import sql_value
@@ -34,6 +34,7 @@ async def dash_world(tmp_path: Path) -> AsyncIterator[VirtualWorld]:
     settings = make_settings(tmp_path / "data", repo_dir=repo)
     async with running_world(settings, real_clock=True) as world:
         world.bot.services.settings.__dict__["_seeded"] = (base, head)
+        allow(world, *DEVELOPERS)
         yield world
 
 
@@ -199,7 +200,7 @@ async def test_hostile_text_is_escaped_under_a_strict_csp(dash_world: VirtualWor
         assert '<span class="add">+# &lt;a href=&#34;javascript:' in html  # the diff, highlighted, as text
         assert "0.0123" in html  # the model request's cost
         assert "edited: &lt;script&gt;" in html  # who withdrew an approval, and why
-        assert html.count("<script") == 2  # only the two vendored libraries
+        assert html.count("<script") == 3  # only the two vendored libraries and the dashboard's own
         assert all(payload not in html for payload in PAYLOADS)
 
 
@@ -294,7 +295,7 @@ async def test_the_audit_page_and_its_charts(dash_world: VirtualWorld, served: S
             pass
         async with client.get(f"{served.url}/audit?period=7d") as response:
             html = await response.text()
-        assert response.status == 200 and "📋 **Self-audit** · last 7d" in html
+        assert response.status == 200 and "📋 <strong>Self-audit</strong> · last 7d" in html
         assert "<h2>Spending per day (UTC)</h2>" in html and "$1.00" in html
         charts = re.findall(r'<img src="(/audit/[a-z0-9_]+\.png\?period=7d)"', html)
         assert len(charts) == 3
@@ -324,7 +325,8 @@ async def test_the_overview(dash_world: VirtualWorld, served: Served) -> None:
     assert "Executed by: <strong>worker-a</strong> (run 1)" in html
     assert '<p class="big">$0.0123</p>' in html and "of $20.00 a day" in html
     assert '<a href="/incidents/1">1</a>' in html and f'<a href="/runs/{run_id}">' in html
-    assert "<th>leader</th><td>True</td>" in html and "<th>shard_count</th><td>1</td>" in html
+    assert "<dt>Leadership</dt><dd>leader (sole)</dd>" in html
+    assert "<dt>Discord</dt><dd>1 of 1 shard(s) connected, 0 ms</dd>" in html
 
 
 async def test_secrets_are_redacted_on_every_page(dash_world: VirtualWorld, served: Served) -> None:
@@ -354,3 +356,80 @@ async def test_secrets_are_redacted_on_every_page(dash_world: VirtualWorld, serv
                 html = await response.text()
             assert secret not in html, path
             assert "[redacted]" in html, path
+
+
+async def test_a_runs_page_reads_as_content_not_data(dash_world: VirtualWorld, served: Served) -> None:
+    """A run's page: the diagnosis and plan as labelled prose and lists, the checks ✅/❌ with each
+    output folded (a failing one open), the proof as the chat shows it, the timeline in stages with one
+    sentence per event, the evidence pack the agent was given, and who asked by name — not JSON."""
+    from bot.db import proofs as proof_queries
+    from bot.improve.proof import ProofItem, Side
+
+    runs = dash_world.bot.services.improve.runs
+    alice = dash_world.users["alice"]
+    await dash_world.users["alice"].send(dash_world.general, "hello")  # the bot has seen her name
+    run = await runs.create("fix", alice.id, dash_world.dev.id, None, "the roll is broken")
+    evidence = {"chars": 31, "suspects": ["cogs/dice.py:roll"], "text": "# Evidence\nthe pack"}
+    diagnosis = {"root_cause": "sides - 6 divides by zero", "files": ["cogs/dice.py"]}
+    plan = {"risk": "low", "changes": [{"file": "cogs/dice.py", "change": "guard the divisor"}]}
+    failing = {
+        "command": "pytest -q",
+        "ok": False,
+        "exit_code": 1,
+        "duration_s": 2.5,
+        "output": "E   ZeroDivisionError\n1 failed",
+    }
+    passing = {**failing, "command": "ruff check .", "ok": True, "exit_code": 0, "output": "All passed"}
+    checks = {"ok": False, "sha": "a" * 40, "summary": "", "checks": [passing, failing]}
+    for state, event, detail in (
+        ("observing", "evidence", evidence),
+        ("investigating", "diagnosis", diagnosis),
+        ("planning", "plan", plan),
+    ):
+        await runs.transition(run.id, state, actor="pipeline")  # type: ignore[arg-type]
+        await runs.event(run.id, event, actor="agent", detail=detail)
+    await runs.event(run.id, "checks", actor="pipeline", detail=checks)
+    before = Side(False, "error shown: ZeroDivisionError", 0.007)
+    item = ProofItem("replay", "!roll 2d6", before, Side(True, "answered “🎲 2d6 → 7”", 0.005), "proves")
+    await proof_queries.insert(
+        dash_world.bot.services.db, run_id=run.id, stage="verify", sha="b" * 40, base_sha="c" * 40,
+        verdict="proven", reason="gone on the branch", items=[item.to_dict()], overhead_s=1.0, now=1.0,
+    )  # fmt: skip
+    async with _session() as client:
+        async with await _sign_in(client, served, 42):
+            pass
+        async with client.get(f"{served.url}/runs/{run.id}") as response:
+            html = await response.text()
+    assert '<h3>Root cause</h3><p class="text">sides - 6 divides by zero</p>' in html
+    assert '<li class="text">cogs/dice.py — guard the divisor</li>' in html and 'class="risk low"' in html
+    assert (
+        "<details open><summary>❌ <code>pytest -q</code>" in html
+        and "E   ZeroDivisionError\n1 failed" in html
+    )
+    assert "<details><summary>✅ <code>ruff check .</code>" in html  # a passing check's output folded
+    assert "<strong>proven by replay</strong> — gone on the branch" in html
+    assert '<td class="text">❌ error shown: ZeroDivisionError (7 ms)</td>' in html
+    assert '<tr class="stage"' in html and "🧠 investigating" in html
+    assert "gathered the evidence pack: 31 characters, 1 suspect(s)" in html
+    assert "# Evidence\nthe pack" in html
+    assert f'title="Discord id {alice.id}">alice</span>' in html
+    outside_folds = re.sub(r"<pre class=\"detail\">.*?</pre>", "", html, flags=re.S)
+    assert '"root_cause"' not in outside_folds and "{&#39;" not in outside_folds
+
+
+async def test_the_overview_says_what_the_process_status_means(
+    dash_world: VirtualWorld, served: Served
+) -> None:
+    """The overview's status panel says failing and why (an extension that did not load), its figures in
+    words; no raw True, None or {} as the process table showed."""
+    dash_world.bot.extension_failures["cogs.coin"] = "ImportError: no module named coins"
+    async with _session() as client:
+        async with await _sign_in(client, served, 42):
+            pass
+        async with client.get(served.url + "/") as response:
+            html = await response.text()
+    panel = html[html.index('<section class="status') : html.index("</section>")]
+    assert '<section class="status failing"' in panel and "❌ Failing" in panel
+    assert "<li>1 extension(s) failed to load and are not serving: cogs.coin</li>" in panel
+    assert "<dt>Storage</dt><dd>writable</dd>" in panel
+    assert not re.search(r">(True|False|None|\{\}|\[\])<", panel)

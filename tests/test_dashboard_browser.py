@@ -1,16 +1,22 @@
 """The dashboard in a real browser: Debian's headless Chromium, driven by Playwright.
 
-Signing in from chat end to end, refused links, hostile text that stays inert, and a run event that
-shows up live. Each page's screenshot is kept under pytest's base temp (`dashboard-screenshots/`).
-`make test` installs the `chromium` package where apt-get can; without it these tests are skipped
-and say why.
+Signing in from chat end to end, refused links, hostile text that stays inert, a run event that shows
+up live, and the pages a person reads after the demo's whole loop (the overview, the run after its
+rollback, its incident, the audit). Each page's screenshot is kept under pytest's base temp
+(`dashboard-screenshots/`); with `MENDBOT_SCREENSHOTS=docs/screenshots` the demo's pages are written
+there too, as the user guide shows them. `make test` installs the `chromium` package where apt-get can;
+without it these tests are skipped and say why.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
+import os
 import re
 import shutil
+import sqlite3
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +24,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from bot.tools.playground import VirtualWorld
-from tests.harness.dashboard import git_change, seed_hostile_run, serving
+from tests.harness.dashboard import allow, git_change, seed_hostile_run, serving
 from tests.harness.discord import make_settings, reply_text, running_world
 
 if TYPE_CHECKING:
@@ -59,6 +65,7 @@ async def hostile(tmp_path: Path) -> AsyncIterator[tuple[VirtualWorld, int]]:
     repo = tmp_path / "repo"
     base, head = git_change(repo)
     async with running_world(make_settings(tmp_path / "data", repo_dir=repo), real_clock=True) as world:
+        allow(world, 42, 43)  # the seeded run's requester and another developer
         yield world, await seed_hostile_run(world, base, head)
 
 
@@ -83,7 +90,8 @@ async def test_sign_in_from_chat_and_every_page(
     async with serving(world) as served:
         page = await browser.new_page(viewport={"width": 1280, "height": 900})
         await _sign_in(page, await _link_from_chat(world, "alice"))
-        assert f"user {world.users['alice'].id}" in await page.inner_text("header")
+        assert "alice · read-only" in await page.inner_text("header")  # by name, the id on hover
+        assert await page.get_attribute("header .person", "title") == f"Discord id {world.users['alice'].id}"
         cookie = next(c for c in await page.context.cookies() if c["name"] == "mendbot_session")
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
         assert await page.evaluate("document.cookie") == ""  # HttpOnly: out of scripts' reach
@@ -123,7 +131,7 @@ async def test_refused_links_and_users(hostile: tuple[VirtualWorld, int], browse
         assert "This link does not work" in await late.inner_text("h1")
         served.clock.skipped = 0
 
-        bobs = await served.signin.link(world.users["mallory"].id)  # as if Mallory had one somehow
+        bobs = await served.signin.link(43)  # another developer's link
         assert bobs is not None
         await first.goto(bobs)  # Alice's browser, someone else's link
         assert "someone else" in await first.inner_text("h1")
@@ -151,7 +159,7 @@ async def test_hostile_text_stays_inert(hostile: tuple[VirtualWorld, int], brows
             assert await page.evaluate("window.__pwned") is None, path
             assert await page.locator("a[href^='javascript:']").count() == 0, path
             assert await page.locator("main img, main svg, main script").count() == 0, path
-            assert await page.locator("script").count() == 2, path
+            assert await page.locator("script").count() == 3, path  # htmx, its SSE extension, ours
         await page.goto(f"{served.url}/runs/{run_id}")
         assert "<script>window.__pwned = 1; alert('xss')</script>" in await page.inner_text("#diff")
         await page.get_by_text("click me").first.click()  # text, not a link: nothing happens
@@ -198,13 +206,171 @@ async def test_the_page_of_a_real_run(tmp_path: Path, browser: Browser, shots: P
             await _sign_in(page, await _link_from_chat(world, "alice"))
             await page.goto(f"{served.url}/runs/1")
             await page.wait_for_load_state("networkidle")
-            assert "awaiting_approval" in await page.inner_text("h1")
+            assert "👀 awaiting approval" in await page.inner_text("h1")
             body = await page.inner_text("main")
-            for part in ("scale_for divides", '"risk": "low"', "local://proposals/1", "model_request"):
+            for part in (
+                "Root cause",
+                "scale_for divides",
+                "Risk",
+                "local://proposals/1",
+                "model request to",
+            ):
                 assert part in body, part
+            assert await page.locator("#plan .risk.low").count() == 1
             added = await page.locator("#diff .add").all_inner_texts()
             assert any(FIX in line for line in added), added
             await page.screenshot(path=str(shots / "run-real.png"), full_page=True)
             await page.goto(f"{served.url}/incidents/1")
             assert "Incident 1" in await page.inner_text("h1")
             await page.screenshot(path=str(shots / "incident-real.png"), full_page=True)
+
+
+async def test_a_developer_taken_off_the_list_is_signed_out(
+    hostile: tuple[VirtualWorld, int], browser: Browser
+) -> None:
+    """Alice reads the runs; taken off `access.allowed_user_ids`, her next page is "Sign in first" and
+    the link she had not used yet does not sign her in again."""
+    world, _ = hostile
+    alice = world.users["alice"].id
+    async with serving(world) as served:
+        page = await browser.new_page()
+        await _sign_in(page, await _link_from_chat(world, "alice"))
+        spare = await _link_from_chat(world, "alice")
+        await page.goto(served.url + "/runs")
+        await page.wait_for_selector("h1:has-text('Runs')")
+        world.bot.services.settings.access.allowed_user_ids.remove(alice)
+        response = await page.goto(served.url + "/runs")
+        assert response is not None and response.status == 401
+        assert "Sign in first" in await page.inner_text("h1")
+        await page.goto(spare)
+        assert "This link does not work" in await page.inner_text("h1")
+
+
+async def test_a_sign_in_from_another_site_is_refused(
+    hostile: tuple[VirtualWorld, int], browser: Browser
+) -> None:
+    """A page on another origin posts a leaked link's form to the dashboard (login CSRF): the browser
+    shows "Sign-in refused" and holds no session; the link still signs in from its own page."""
+    from aiohttp import web
+
+    world, _ = hostile
+    async with serving(world) as served:
+        link = await _link_from_chat(world, "alice")
+        match = re.search(r"u=(\d+)&t=([\w-]+)", link)
+        assert match is not None
+        evil_html = (
+            f'<form method="post" action="{served.url}/signin">'
+            f'<input type="hidden" name="u" value="{match.group(1)}">'
+            f'<input type="hidden" name="t" value="{match.group(2)}">'
+            '<button id="go">Win a prize</button></form>'
+        )
+
+        async def evil(_: web.Request) -> web.Response:
+            return web.Response(text=evil_html, content_type="text/html")
+
+        app = web.Application()
+        app.router.add_get("/", evil)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            page = await browser.new_page()
+            await page.goto(f"http://127.0.0.1:{port}/")
+            await page.click("#go")
+            await page.wait_for_selector("h1:has-text('Sign-in refused')")
+            assert "did not come from the dashboard" in await page.inner_text("main")
+            assert not [c for c in await page.context.cookies() if c["name"] == "mendbot_session"]
+            assert (await page.goto(served.url + "/")).status == 401  # type: ignore[union-attr]
+            await _sign_in(page, link)  # unspent: it works from the dashboard's own page
+        finally:
+            await runner.cleanup()
+
+
+async def _demo_world(tmp_path: Path) -> Path:
+    """The demo's whole loop, run as a newcomer runs it (`mendbot play --demo`): its data directory."""
+    dropped = ("MENDBOT_CONFIG", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "DISCORD_TOKEN")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
+    env["MENDBOT_CONFIG"] = os.devnull
+    data = tmp_path / "demo"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "play", "--demo", "--data-dir", str(data), cwd=tmp_path, env=env,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 600)
+    assert process.returncode == 0, out.decode()[-3000:]
+    return data
+
+
+async def _shoot(page: Page, shots: Path, name: str) -> None:
+    await page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+    kept = os.environ.get("MENDBOT_SCREENSHOTS")
+    if kept:  # the user guide's pictures, written again on purpose (in 256 colours: a third of the bytes)
+        png = await page.screenshot(full_page=True)
+        await asyncio.to_thread(_keep, png, Path(kept) / f"{name}.png")
+
+
+def _keep(png: bytes, path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.open(io.BytesIO(png)).convert("RGB").quantize(256).save(path, optimize=True)
+
+
+@pytest.mark.cli
+async def test_the_pages_after_the_demo_read_as_content(
+    tmp_path: Path, browser: Browser, shots: Path
+) -> None:
+    """After the demo's loop (a fix shipped, resolved, then rolled back, and the fault back): the overview
+    says the process is OK in a status panel; the run reads ⏪ rolled back, its timeline grouped by stage
+    with durations, its diagnosis and plan as prose, its checks ✅ with their output folded, its proof as
+    the chat shows it and the evidence pack the agent was given; the incident counts the failure after the
+    rollback, names who it hit and shows the pack too; the audit reads as a report. Screenshots kept."""
+    data = await _demo_world(tmp_path)
+    settings = make_settings(data, repo_dir=data / "demo-repo")
+    with sqlite3.connect(data / "mendbot.db") as db:
+        (last,) = db.execute("SELECT max(ts) FROM run_events").fetchone()
+    # The bot's clock where the demo's left it, a minute on: its `wait 61s` put it ahead of the wall's.
+    async with running_world(settings, real_clock=True, playground=True) as world, serving(world) as served:
+        await world.env.advance_time(max(0.0, last + 60 - world.env.now().timestamp()))
+        context = await browser.new_context(
+            viewport={"width": 1280, "height": 900}, timezone_id="Asia/Kolkata"
+        )
+        page = await context.new_page()
+        await _sign_in(page, await _link_from_chat(world, "alice"))
+        assert "✅ OK" in await page.inner_text("#status")
+        assert await page.locator("#status.ok").count() == 1
+        await _shoot(page, shots, "overview")
+
+        await page.goto(f"{served.url}/runs/1")
+        await page.wait_for_load_state("networkidle")
+        assert "⏪ rolled back" in await page.inner_text("h1")
+        stages = await page.locator("#timeline tr.stage").all_inner_texts()
+        assert any("👁️ watching · 1 min" in stage for stage in stages), stages
+        assert any("⏪ rolled back" in stage and "emergency rollback" in stage for stage in stages), stages
+        assert "Root cause" in await page.inner_text("#diagnosis")
+        assert await page.locator("#checks li.ok details").count() >= 2  # ✅, output folded
+        assert not await page.locator("#checks details[open]").count()
+        proof = await page.inner_text("#proof")
+        assert "proven by replay" in proof and "✅ answered" in proof and "❌ error shown" in proof
+        assert "# Evidence" in (await page.text_content("#evidence pre") or "")  # folded
+        assert await page.locator("main time").count() > 10
+        shown = await page.locator("main time").all_inner_texts()  # relative to the bot's clock
+        assert all(re.fullmatch(r"(\d+ min )?\d+ s ago|\d+ min ago", when) for when in shown), shown
+        starts = {when.split(" min")[0] for when in shown}
+        assert {"1", "2"} <= starts, shown  # the rollback a minute ago, the run a minute (its watch) before
+        title = await page.get_attribute("#timeline time", "title")  # the moment, in the viewer's zone
+        assert title is not None and "GMT+5:30" in title, title
+        await _shoot(page, shots, "run-rolled-back")
+
+        await page.goto(f"{served.url}/incidents/1")
+        text = await page.inner_text("main")
+        assert "4 times" in text and "ZeroDivisionError" in text and "alice" in text, text
+        assert "# Evidence" in await page.inner_text("main pre.evidence")
+        await _shoot(page, shots, "incident")
+
+        await page.goto(f"{served.url}/audit?period=7d")
+        await page.wait_for_selector("h1:has-text('Self-audit')")
+        await page.wait_for_load_state("networkidle")  # its charts
+        await _shoot(page, shots, "audit")

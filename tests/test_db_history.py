@@ -232,6 +232,24 @@ async def test_a_fresh_sqlite_file_has_the_legacy_schema(tmp_path: Path) -> None
         assert _scalar(new, "PRAGMA user_version") == 13
 
 
+@pytest.mark.parametrize("legacy", [True, False], ids=["adopted file", "new file"])
+async def test_a_run_can_be_stored_as_rolled_back(tmp_path: Path, legacy: bool) -> None:
+    """`rolled_back` is a state the runs table takes, in a file adopted from the SQL migrations (whose
+    check is a column's) as in a new one; a state that is none is still refused."""
+    if legacy:
+        _legacy_sqlite(tmp_path / "m.db", 13)
+    await (await open_database(tmp_path / "m.db")).close()
+    insert = (
+        "INSERT INTO runs (kind, state, requester_id, description, slug, created_at, updated_at) "
+        "VALUES ('fix', ?, 1, 'd', 's', 0, 0)"
+    )
+    with _sqlite(tmp_path / "m.db") as conn:
+        conn.execute(insert, ("rolled_back",))
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+            conn.execute(insert, ("undone",))
+        assert _scalar(conn, "PRAGMA integrity_check") == "ok"
+
+
 async def test_a_fresh_sqlite_file_numbers_rows_like_the_legacy_one(tmp_path: Path) -> None:
     """Integer keys are still the rowid: an insert without an id gets the next one."""
     db = await open_database(tmp_path / "new.db")

@@ -79,13 +79,19 @@ async def test_the_demo_goes_from_failure_to_rollback_through_the_real_pipeline(
     assert -1 not in positions, [step for step in story if step not in out]
     assert positions == sorted(positions), out
     assert out.rindex("Something went wrong on my side (ZeroDivisionError)") > out.index("⏪ Rolled back")
+    # The failure after the rollback reopens the incident and is counted in it (it said "3 times").
+    assert "Seen: 4 times, 2 users" in out[out.index("⏪ Rolled back") :]
     assert "Traceback" not in out and "ANTHROPIC_API_KEY" not in out
     repo = tmp_path / "demo" / "demo-repo"
     assert BUG in (repo / "cogs" / "fortune.py").read_text()  # rolled back
     with sqlite3.connect(tmp_path / "demo" / "mendbot.db") as db:
         sessions = db.execute("SELECT count(*) FROM run_events WHERE event = 'agent_session'").fetchone()
         requests = db.execute("SELECT count(*) FROM run_events WHERE event = 'model_request'").fetchone()
+        states = db.execute("SELECT state FROM runs").fetchall()
+        incidents = db.execute("SELECT state, count FROM incidents").fetchall()
     assert sessions[0] >= 3 and requests[0] >= 3  # investigate, plan, edit: the CLI, through the gateway
+    assert states == [("rolled_back",)]  # not "resolved": its change is gone again
+    assert incidents == [("open", 4)]
 
     second_code, second, _ = await _demo(tmp_path)
     assert second_code == 0, second[-3000:]

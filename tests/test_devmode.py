@@ -59,7 +59,7 @@ async def test_switched_on_and_off_by_hand(world: VirtualWorld) -> None:
 async def test_a_duration_ends_it_on_the_bot_clock(world: VirtualWorld) -> None:
     """/devmode on 2h is on for two hours of the bot's clock and then off by itself."""
     reply = reply_text(await world.users["alice"].slash(world.dev, "devmode", state="on", duration="2h"))
-    assert reply.startswith("🛠 Dev mode on until <t:")
+    assert reply.startswith("🛠 Dev mode on for 2 h, until <t:")
     assert "until 2026-01-01 02:00 UTC" in await _status(world)
     await world.env.advance_time(2 * HOUR - 60)
     assert (await _active(world)).active

@@ -8,8 +8,10 @@ process each get their own session and their own guilds; a subset of the shards 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -28,6 +30,7 @@ from bot.runtime.startup import Backoff, start_on_discord
 from bot.trust.loopback_discord import DiscordDouble
 from bot.trust.loopback_discord_model import FakeGuild
 from tests.harness.discord import make_settings
+from tests.harness.live_bot import LiveBot, live_config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -204,6 +207,14 @@ async def test_close_while_the_gateway_is_unreachable_stops_the_start(
         await bot.services.aclose()
 
 
+def test_start_retries_wait_a_few_seconds_at_most_however_long_discord_is_away() -> None:
+    """The start's retries double from about a second to at most 5 s, jittered: after an outage of any
+    length the bot tries again within a few seconds of Discord answering (it waited up to 60 s)."""
+    waits = list(itertools.islice(Backoff().delays(), 40))
+    assert 0.5 <= waits[0] <= 1.0 and 1.0 <= waits[1] <= 2.0
+    assert max(waits) <= 5.0 and len(set(waits)) == len(waits)
+
+
 async def test_sigterm_during_retries_stops_the_start(tmp_path: Path, discord_api: DiscordDouble) -> None:
     """Closing the bot while it waits to retry ends the start at once, without an error."""
     await discord_api.refuse()
@@ -318,7 +329,8 @@ async def test_mendbot_run_waits_out_an_outage_then_serves_and_stops_on_sigterm(
     err = "".join(seen) + rest.decode()
     assert process.returncode == 0, err
     assert "Traceback" not in err
-    assert "retrying in 1s" in err and "retrying in 2s" in err
+    waits = [float(wait) for wait in re.findall(r"retrying in (\d+\.\d)s", err)]
+    assert len(waits) >= 2 and 0.5 <= waits[0] <= 1.0 and 1.0 <= waits[1] <= 2.0, waits  # doubling, jittered
 
 
 # -- shards: one process running every shard of a count -----------------------------------------
@@ -429,3 +441,29 @@ def test_a_shard_subset_with_sqlite_is_refused_with_exit_78(
     assert lines[0].startswith("config error: discord.shard_ids [1] runs only part of the 2 shards")
     assert "PostgreSQL" in lines[0] and "remove discord.shard_ids" in lines[0]
     assert not (tmp_path / "data").exists()  # refused before the database was opened
+
+
+async def test_a_garbage_token_is_the_first_and_only_line(tmp_path: Path) -> None:
+    """`mendbot run` with a token Discord refuses prints the one config error line and nothing before
+    it (it came after a dozen start-up log lines), exits 78, and the log file still has those lines."""
+    async with DiscordDouble() as double:
+        config = live_config(double, tmp_path / "bot")
+        bot = await LiveBot.start(double, config, tmp_path / "bot", env={"DISCORD_TOKEN": "garbage"},
+                                  wait_ready=False)  # fmt: skip
+        assert await asyncio.wait_for(bot.process.wait(), timeout=60) == 78
+    printed = [line for line in bot.output().splitlines() if line.strip()]
+    assert len(printed) == 1, printed
+    assert printed[0].startswith("config error: Discord rejected DISCORD_TOKEN")
+    assert any(event.get("event") == "prompt loaded" for event in bot.log_events())
+
+
+async def test_a_good_start_prints_its_lines_once_ready(tmp_path: Path) -> None:
+    """The start-up lines held back while a configuration error could still come are printed once the
+    bot is on Discord, in order."""
+    async with DiscordDouble() as double:
+        config = live_config(double, tmp_path / "bot")
+        async with await LiveBot.start(double, config, tmp_path / "bot") as bot:
+            await bot.wait_ready()
+            printed = bot.output()
+    assert "prompt loaded" in printed and "ready" in printed
+    assert printed.index("prompt loaded") < printed.index("health endpoint up")

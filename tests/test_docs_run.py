@@ -34,6 +34,7 @@ from tests.docblocks import (
     make_targets,
     mismatches,
     piped_script,
+    python_problems,
     transcript,
 )
 from tests.harness.discord import make_settings, running_world
@@ -315,3 +316,26 @@ async def test_python_block_imports_and_a_cog_loads(
         registered = {command.name for command in world.bot.tree.get_commands()}
         registered |= {command.name for command in world.bot.tree.get_commands(guild=guild)}
         assert cogs and commands and set(commands) <= registered, (block.where, commands, registered)
+
+
+@pytest.mark.parametrize("block", _of_kind("python"), ids=_ids)
+def test_python_block_passes_the_projects_lint_and_types(block: Block, tmp_path: Path) -> None:
+    """A python block passes `ruff check`, `ruff format --check` and `mypy` as the project runs them on
+    the file a reader pastes it into: README's `/coin` pasted into cogs/coin.py keeps `make test` green."""
+    assert python_problems(block.body, tmp_path) == [], block.where
+
+
+def test_the_python_check_catches_what_make_test_would(tmp_path: Path) -> None:
+    """Imports out of isort's order, a line the formatter would change and a hybrid command mypy cannot
+    solve without the ignore cogs/dice.py carries are each reported."""
+    body = (
+        '"""/coin."""\n\nfrom discord.ext import commands\n\nfrom bot.runtime.app import MendBot\n'
+        "from bot.kernel.errors import UserError\n\n\n"
+        "class Coin(commands.Cog):\n"
+        '    @commands.hybrid_command(name="coin", description="Flip coins.")\n'
+        "    async def coin(self, ctx: commands.Context[MendBot], times: int=1) -> None:\n"
+        '        raise UserError("no")\n'
+    )
+    problems = python_problems(body, tmp_path)
+    assert [problem.split(":")[0] for problem in problems] == ["ruff check", "ruff format --check", "mypy"]
+    assert "I001" in problems[0] and "arg-type" in problems[2]

@@ -62,3 +62,19 @@ def test_a_raise_point_fails_the_step_with_an_injected_fault_while_armed() -> No
     points.arm("drill.probe", "raise")
     with pytest.raises(InjectedFault):
         points.hit("drill.probe")
+
+
+def test_an_armed_term_point_sends_the_process_sigterm() -> None:
+    """`term` stops the process the way a service manager does: SIGTERM, which its handler may drain."""
+    code = (
+        "import signal, sys\n"
+        "from bot.kernel.failpoints import Failpoints\n"
+        "signal.signal(signal.SIGTERM, lambda *_: (print('drained', flush=True), sys.exit(0)))\n"
+        "Failpoints.parse('p=term').hit('p')\n"
+        "print('not reached', flush=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0
+    assert "drained" in done.stdout and "not reached" not in done.stdout

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -128,3 +129,43 @@ async def test_the_bot_resumes_after_an_outage_and_answers_what_was_said(
         await asyncio.wait_for(start, timeout=30)
         await server.stop()
         await services.aclose()
+
+
+async def test_during_an_outage_the_bot_asks_again_every_few_seconds(
+    tmp_path: Path, discord_api: DiscordDouble
+) -> None:
+    """While the gateway refuses (12 s here), the shard asks again at least every few seconds, at
+    jittered intervals, and resumes its session once it is accepted; however many attempts an outage
+    takes, the waits its reconnect loop draws stay within a few seconds (never the exponential waits
+    that left a bot 28.6 s behind a gateway already back)."""
+    settings = make_settings(
+        tmp_path / "data", discord_token=discord_api.token, discord={"dev_guild_id": discord_api.guild.id}
+    )
+    services = await build_services(settings, watch_prompts=False)
+    bot = MendBot(services, guild_ready_timeout=0.05)
+    start = asyncio.create_task(start_on_discord(bot, discord_api.token))
+    try:
+        await asyncio.wait_for(bot.wait_until_ready(), timeout=30)
+        disconnected = asyncio.ensure_future(bot.wait_for("disconnect", timeout=30))
+        discord_api.refuse_gateway()
+        await discord_api.drop_gateway()
+        await disconnected
+        discord_api.gateway_attempts.clear()
+        await asyncio.sleep(12)  # the outage
+        attempts = list(discord_api.gateway_attempts)
+        resumed = asyncio.ensure_future(bot.wait_for("resumed", timeout=60))
+        discord_api.refuse_gateway(False)
+        await resumed
+        shard = bot.get_shard(0)
+        assert shard is not None
+        waits = [shard._parent._backoff.delay() for _ in range(50)]  # the loop's own draws, an hour on
+    finally:
+        await bot.close()
+        await asyncio.wait_for(start, timeout=30)
+        await services.aclose()
+    gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
+    assert len(attempts) >= 4, attempts
+    assert max(gaps) <= 4.0, gaps  # bounded: GatewayBackoff's cap (2.5 s) and some scheduling slack
+    assert len({round(gap, 2) for gap in gaps}) > 1, gaps  # jittered
+    assert discord_api.resumed == 1
+    assert max(waits) <= 2.5 and min(waits) > 0 and len(set(waits)) > 1, waits

@@ -150,6 +150,7 @@ def test_instrumenting_keeps_signatures_and_is_idempotent(tmp_path: Path) -> Non
 
         run_command = run_event = adding_cog = removing_cog = loading_extension = reloading_extension = None
         on_command_completion = on_command_error = on_app_command_completion = staticmethod(_noop)
+        on_message = on_interaction = on_raw_reaction_add = staticmethod(_noop)
 
     shop = Shop()
     recording: Any = Recording()

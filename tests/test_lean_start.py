@@ -80,11 +80,12 @@ def _imported(output: str) -> set[str]:
     }
 
 
-async def test_an_idle_bot_on_sqlite_runs_no_child_process_and_loads_no_postgresql_driver(
+async def test_a_bot_on_sqlite_runs_no_child_process_and_loads_no_postgresql_driver(
     tmp_path: Path,
 ) -> None:
-    """Ready and idle on SQLite: no action writer process yet, and neither psycopg, procrastinate nor the
-    confusables table imported; the first action recorded then starts the writer, as before."""
+    """Ready and idle on SQLite: no child process, and neither psycopg, procrastinate nor the
+    confusables table imported; an action recorded and stored starts no process either (the journal
+    and the store are threads of the bot's)."""
     async with DiscordDouble() as discord_api:
         home = tmp_path / "bot"
         config = live_config(discord_api, home)
@@ -105,13 +106,13 @@ async def test_an_idle_bot_on_sqlite_runs_no_child_process_and_loads_no_postgres
                 lambda m: int(m["id"]) > int(said["id"]), channel=general
             )
             assert message_text(answer).startswith("🎲 `1d6` →")
-            busy_children: list[int] = []
-            for _ in range(200):  # the recorder hands the roll's record over at once
-                busy_children = await asyncio.to_thread(_children, bot.process.pid)
-                if busy_children:
+            journal = home / "data" / "logs" / "actions.ndjson"
+            for _ in range(200):  # the roll's record is journaled at once
+                if journal.exists() and b'"kind":"command:roll"' in journal.read_bytes():
                     break
                 await asyncio.sleep(0.05)
+            busy_children = await asyncio.to_thread(_children, bot.process.pid)
     assert "bot.runtime.app" in imported  # the report is there to read
     assert set(_NOT_AT_START) & imported == set()
     assert idle_children == []
-    assert len(busy_children) == 1
+    assert busy_children == []

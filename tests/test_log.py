@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import logging.handlers
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from bot.kernel.log import configure_logging, get_logger
+from bot.kernel.log import Console, configure_logging, get_logger
 from bot.trust.redact import Redactor
 
 SECRET = "ghp_" + "S3cr3tValueOfTheBot" * 2
@@ -50,7 +51,7 @@ def test_console_gets_one_line_per_error_and_the_file_the_traceback(
 ) -> None:
     """An exception is one summary line on the console (traceback in the file); console=False stays off it."""
     configure_logging(log_dir, console_level="INFO", console_tracebacks=False, redactor=Redactor())
-    (console,) = [h for h in logging.getLogger().handlers if type(h) is logging.StreamHandler]
+    (console,) = [h for h in logging.getLogger().handlers if isinstance(h, Console)]
     console.setLevel(logging.INFO)
     console.setStream(sys.stderr)  # the one capsys captures now
     log = get_logger("test")
@@ -70,3 +71,31 @@ def test_console_gets_one_line_per_error_and_the_file_the_traceback(
     assert "Attempting a reconnect" in lines[1] and "ValueError: no such guild" in lines[1]
     written = (log_dir / "mendbot.jsonl").read_text()
     assert written.count("Traceback") == 2 and "told on stderr" in written
+
+
+def test_a_log_line_is_formatted_once_and_the_file_still_rotates(tmp_path: Path) -> None:
+    """The JSON file's handler formats each record once (the stdlib's size-rotating handler formatted
+    it a second time to learn its length), and still rotates past its size."""
+    configure_logging(tmp_path, console_level="CRITICAL", redactor=Redactor([SECRET]))
+    try:
+        [handler] = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+        assert isinstance(handler, logging.handlers.RotatingFileHandler)
+        handler.maxBytes = 2000
+        formatted: list[str] = []
+        format_record = handler.format
+
+        def counting(record: logging.LogRecord) -> str:
+            formatted.append(record.getMessage())
+            return format_record(record)
+
+        handler.format = counting  # type: ignore[method-assign]
+        log = get_logger("test")
+        for n in range(40):
+            log.info("a line", n=n)
+        assert len(formatted) == 40
+        assert (tmp_path / "mendbot.jsonl.1").exists()
+    finally:
+        for each in logging.getLogger().handlers:
+            each.close()
+        logging.getLogger().handlers.clear()
+        structlog.reset_defaults()

@@ -1,4 +1,4 @@
-"""`/metrics` on the health port: actions, failures, latency, incidents, runs, spend and drops."""
+"""`/metrics` on the health port: actions, failures, latency, incidents, runs, spend, shed records, sizes."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ async def test_failures_and_incidents_are_counted(world: VirtualWorld, scrape: S
 
 
 async def test_state_figures_are_read_at_scrape_time(world: VirtualWorld, scrape: Scrape) -> None:
-    """Runs by state, spend, budget, drops, readiness and chat cost come from the live bot."""
+    """Runs by state, spend, budget, records waiting, readiness and chat cost come from the live bot."""
     world.bot.services.recorder.record("chat:reply", "chat", ok=True, duration_ms=900.0, cost_usd=0.25)
     metrics = await scrape()
     assert metrics[("mendbot_runs", (("state", "queued"),))] == 0
@@ -75,8 +75,8 @@ async def test_state_figures_are_read_at_scrape_time(world: VirtualWorld, scrape
     assert metrics[("mendbot_improve_daily_budget_usd", ())] == 20.0
     assert metrics[("mendbot_improve_autonomous_daily_budget_usd", ())] == 5.0
     assert metrics[("mendbot_improve_autonomous_spent_today_usd", ())] == 0
-    assert metrics[("mendbot_action_records_dropped_total", (("cause", "queue_full"),))] == 0
-    assert metrics[("mendbot_action_records_dropped_total", (("cause", "unwritten"),))] == 0
+    assert metrics[("mendbot_action_records_waiting", ())] == 0
+    assert not [name for name, _ in metrics if name == "mendbot_action_records_shed_total"]
     assert metrics[("mendbot_discord_ready", ())] == 1
     assert metrics[("mendbot_leader", ())] == 1  # the only process on SQLite leads
     assert metrics[("mendbot_action_cost_usd_total", (("kind", "chat:reply"),))] == 0.25
@@ -87,13 +87,22 @@ async def test_state_figures_are_read_at_scrape_time(world: VirtualWorld, scrape
         world.bot.accepting = True
 
 
-async def test_dropped_records_are_counted(world: VirtualWorld, scrape: Scrape) -> None:
-    """Records dropped on a full queue and records whose write was given up show by cause."""
-    world.bot.services.recorder.dropped_queue_full = 7
-    world.bot.services.recorder.dropped_unwritten = 3
+async def test_shed_records_and_the_stores_size_are_shown(world: VirtualWorld, scrape: Scrape) -> None:
+    """Records shed because the journal could not keep up show by kind; the database's and the
+    journal's bytes on disk are gauges, as the files measure."""
+    recorder = world.bot.services.recorder
+    recorder.shed["command:roll"] += 7
+    await world.users["alice"].slash(world.general, "roll", notation="1d6")
+    await world.quiesce()
     metrics = await scrape()
-    assert metrics[("mendbot_action_records_dropped_total", (("cause", "queue_full"),))] == 7
-    assert metrics[("mendbot_action_records_dropped_total", (("cause", "unwritten"),))] == 3
+    assert metrics[("mendbot_action_records_shed_total", (("kind", "command:roll"),))] == 7
+    settings = world.bot.services.settings
+    database = metrics[("mendbot_storage_bytes", (("store", "database"),))]
+    assert database == sum(path.stat().st_size for path in settings.data_dir.glob("mendbot.db*")) > 0
+    journal = metrics[("mendbot_storage_bytes", (("store", "journal"),))]
+    assert journal == sum(p.stat().st_size for p in settings.log_dir.glob("actions.ndjson*")) > 0
+    health = world.bot.services.health()  # what /health shows beside it
+    assert (health["storage_bytes"], health["journal_bytes"]) == (database, journal)
 
 
 async def test_a_single_process_shows_no_process_commits(world: VirtualWorld, scrape: Scrape) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import discord
+import structlog
 
 from bot.kernel.settings import Settings
 from bot.runtime.app import discover_extensions
@@ -98,6 +99,52 @@ async def test_storm_of_500_errors_is_one_announcement_updated_in_place(tmp_path
     (incident,) = _rows(settings, "SELECT * FROM incidents")
     assert incident["count"] == 500
     assert set(json.loads(incident["rules"])) == {"new_fingerprint", "repeat", "error_rate"}
+
+
+async def test_a_reopened_incident_counts_the_failures_that_reopened_it(settings: Settings) -> None:
+    """Failures after an incident was resolved that reopen it are counted in it: its announcement's
+    "Seen", its stored count and its last seen say so (it kept "3 times" and the old last seen while
+    /incident listed 5 failures)."""
+    async with _buggy_world(settings) as world:
+        alice = world.users["alice"]
+        for _ in range(3):
+            await alice.send(world.general, "!roll 2d6")
+        await world.quiesce()
+        await alice.slash(world.dev, "incident", incident_id=1, action="resolve")
+        await world.env.advance_time(61)
+        for _ in range(2):
+            await alice.send(world.general, "!roll 2d6")
+        await world.quiesce()
+        incident = world.bot.services.incidents.get(1)
+        (announcement,) = _announcements(world)
+        seen = _field(announcement, "Seen")
+    failures = _rows(settings, "SELECT ts FROM actions WHERE ok = 0 AND kind = 'command:roll' ORDER BY ts")
+    (row,) = _rows(settings, "SELECT state, count, last_seen FROM incidents")
+    assert len(failures) == 5 and incident.state == "open"
+    assert (incident.count, seen) == (5, "5 times, 1 user")
+    assert (row["state"], row["count"]) == ("open", 5)
+    assert row["last_seen"] == incident.last_seen == failures[-1]["ts"]
+
+
+async def test_an_announcement_deleted_on_discord_is_posted_again(settings: Settings) -> None:
+    """An incident whose announcement was deleted is announced again when it changes, and the new
+    message is stored with it: no "incident bookkeeping failed" traceback in the log, the reply right."""
+    async with _buggy_world(settings) as world:
+        alice = world.users["alice"]
+        await alice.send(world.general, "!roll 2d6")
+        await world.quiesce()
+        (first,) = _announcements(world)
+        await first.delete()
+        with structlog.testing.capture_logs() as logs:
+            reply = reply_text(await alice.slash(world.dev, "incident", incident_id=1, action="acknowledge"))
+            await world.quiesce()
+        (again,) = _announcements(world)
+        incident = world.bot.services.incidents.get(1)
+    assert reply == "Incident #1 is now acknowledged."
+    assert again.id != first.id and (again.embeds[0].title or "").endswith("— acknowledged")
+    assert incident.message_id == again.id
+    assert _rows(settings, "SELECT message_id FROM incidents")[0]["message_id"] == again.id
+    assert [log for log in logs if log["log_level"] in ("error", "critical")] == []
 
 
 async def test_incidents_survive_a_restart_and_buttons_still_work(settings: Settings) -> None:
@@ -193,22 +240,27 @@ async def test_token_in_an_error_never_reaches_sqlite_or_ndjson(settings: Settin
     assert row[0] == "login failed with [redacted]"
 
 
-async def test_full_queue_drops_and_counts_without_blocking(tmp_path: Path) -> None:
-    """With the queue full, recording returns at once, drops the record and counts the drop."""
+async def test_records_the_journal_cannot_take_are_shed_by_kind_and_failures_kept(tmp_path: Path) -> None:
+    """Past `queue_size` records waiting for the journal (here: recorded in a loop that never lets it
+    run), recording returns at once and sheds successes, counted by kind; failures have a reserve of
+    their own and all reach the database. /incidents and /health say what was shed."""
     settings = make_settings(tmp_path / "data", observe={"queue_size": 10})
     async with running_world(settings) as world:
         services = world.bot.services
-        services.recorder.record("task:warm", "test", ok=True, duration_ms=0)
-        await services.recorder.flush()  # the writer is up and idle: it drains during the slash below
         loop = asyncio.get_running_loop()
         started = loop.time()
-        for _ in range(1000):  # no await between records: the writer cannot drain meanwhile
+        for _ in range(1000):  # no await between records: the journal's turn never comes
             services.recorder.record("task:spam", "test", ok=True, duration_ms=0)
-        assert services.recorder.dropped >= 990
-        assert services.health()["actions_dropped"] == services.recorder.dropped
-        listed = await world.users["alice"].slash(world.dev, "incidents")
-        assert f"{services.recorder.dropped} action record(s) were dropped" in reply_text(listed)
+        for n in range(5):
+            services.recorder.record("task:broken", "test", ok=False, duration_ms=0, error=KeyError(n))
         assert loop.time() - started < 5
+        assert services.recorder.shed == {"task:spam": 990} and services.recorder.shed_failures == 0
+        assert services.health()["actions_shed"] == 990
+        listed = reply_text(await world.users["alice"].slash(world.dev, "incidents"))
+        assert "990 action record(s) were shed" in listed and "`task:spam` 990" in listed
+        await world.quiesce()
+        stored: dict[str, int] = dict(_rows(settings, "SELECT kind, count(*) FROM actions GROUP BY kind"))
+        assert (stored["task:spam"], stored["task:broken"]) == (10, 5)
 
 
 async def test_listener_errors_and_chat_replies_are_recorded(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ async def _handler(sampler: SlowSampler, work: object) -> dict[str, int]:
             _blocking_work()
     finally:
         sampler.unwatch(capture)
-    return {frames[-1]: count for frames, count in capture.stacks.items()}
+    return {frames[-1]: count for frames, count in (capture.stacks or {}).items()}
 
 
 async def _blocking_handler_sampled() -> dict[str, int]:

@@ -157,3 +157,35 @@ async def test_playground_runs_every_configured_shard(tmp_path: Path) -> None:
         assert [(shard.id, shard.connected) for shard in world.bot.shard_states()] == [(0, True), (1, True)]
         out = await _play(world, "!roll 2d6")
         assert "🎲 `2d6` →" in out
+
+
+async def test_runs_shows_each_state_with_its_own_icon(world: VirtualWorld) -> None:
+    """/runs marks a resolved, a deployed, a watching and a rolled-back run each with its own icon (all
+    four were ⏳), and /run N names who asked by name with the id beside it."""
+    runs = world.bot.services.improve.runs
+    path = ["observing", "investigating", "planning", "editing", "verifying", "proposing",
+            "awaiting_approval", "merging", "deployed", "watching", "resolved"]  # fmt: skip
+    for last in ("resolved", "deployed", "watching", "rolled_back"):
+        run = await runs.create("fix", world.users["alice"].id, world.dev.id, None, f"ends {last}")
+        for state in path[: path.index(last) + 1] if last != "rolled_back" else path:
+            await runs.transition(run.id, state, actor="pipeline")  # type: ignore[arg-type]
+        if last == "rolled_back":
+            await runs.rolled_back(run.id, actor=f"user:{world.users['alice'].id}", detail={})
+    out = await _play(world, "#dev", "/runs", "/run 4")
+    for icon, number, state in (("✅", 1, "resolved"), ("🚀", 2, "deployed"), ("👁️", 3, "watching"),
+                                ("⏪", 4, "rolled_back")):  # fmt: skip
+        assert f"{icon} **#{number}** fix `{state}`" in out, out
+    assert f"**Origin:** requested by @alice (id {world.users['alice'].id})" in out
+    assert "⏪ `rolled_back` by alice" in out and "user:" not in out
+
+
+async def test_an_incident_names_whose_calls_failed(world: VirtualWorld) -> None:
+    """/incident N lists its latest failures with the name of who hit each (it said "user 1456…")."""
+    alice = world.users["alice"]
+    await alice.send(world.general, "hello")  # the bot has seen her, by the name she goes by
+    world.bot.services.recorder.record(
+        "command:flaky", "test", ok=False, duration_ms=1.0, error=RuntimeError("broke"), user_id=alice.id
+    )
+    await world.quiesce()
+    out = await _play(world, "#dev", "/incident 1")
+    assert " · alice" in out and f"user {alice.id}" not in out, out

@@ -11,11 +11,14 @@ import signal
 import sqlite3
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
+import discord
 import pytest
 
 from bot.tools.playground import Playground, PlaygroundError, VirtualWorld
+from tests.docblocks import blocks
 from tests.harness.discord import make_settings, running_world
 from tests.harness.model_double import Hold, ModelDouble, text
 from tests.harness.playground import PlaygroundProcess
@@ -102,9 +105,9 @@ async def test_every_command_is_answered_during_a_run_and_ctrl_c_leaves_it_resum
             terminal.type("/investigate the roll command is broken")
             await asyncio.wait_for(hold.reached.wait(), 120)
             answers = {
-                "/runs": "⏳ **#1** investigate `investigating`",
+                "/runs": "🧠 **#1** investigate `investigating`",
                 "/run 1": "**Origin:** requested by @alice",
-                "@mendbot status": "⏳ #1 investigate `investigating`",
+                "@mendbot status": "🧠 #1 investigate `investigating`",
             }
             for line, answer in answers.items():
                 terminal.type(line)
@@ -205,6 +208,43 @@ async def test_an_incident_just_opened_reads_just_now(tmp_path: Path) -> None:
         out = await _lines(world, "wait")
     assert "Since: just now" in out
     assert "in 0s" not in out
+
+
+async def test_discord_timestamps_read_as_the_client_writes_them(tmp_path: Path) -> None:
+    """Only the relative style (`<t:…:R>`) reads "in 30 min"; the others are a moment, in UTC as the
+    playground says ("until in 30 min" was a `:f` stamp read as relative)."""
+    settings = make_settings(tmp_path / "data")
+    async with running_world(settings, playground=True, real_clock=True) as world:
+        at = int(world.env.now().timestamp()) + 1800
+        moment = datetime.fromtimestamp(at, UTC)
+        stamps = " | ".join(f"<t:{at}:{style}>" for style in "RftTdDF") + f" | <t:{at}>"
+        channel = world.bot.get_channel(world.dev.id)
+        assert isinstance(channel, discord.TextChannel)
+        await channel.send(f"until {stamps}")  # as the bot: the playground shows what it sends
+        out = await _lines(world, "wait")
+    assert (
+        f"until in 30 min | {moment:%d %B %Y %H:%M} UTC | {moment:%H:%M} UTC | {moment:%H:%M:%S} UTC | "
+        f"{moment:%Y-%m-%d} UTC | {moment:%d %B %Y} UTC | {moment:%A, %d %B %Y %H:%M} UTC | "
+        f"{moment:%d %B %Y %H:%M} UTC"
+    ) in out, out
+
+
+async def test_a_cog_never_committed_is_named_at_start(tmp_path: Path) -> None:
+    """README's `/coin` pasted into cogs/coin.py of a checkout and never committed serves, and the bot
+    says at start, in #dev, that runs (which start from main) will not see it."""
+    repo = copy_of_bot(tmp_path / "repo")
+    readme = [block for block in blocks(repo / "README.md") if block.kind == "python"]
+    (repo / "cogs" / "coin.py").write_text(readme[0].body)
+    playground = await PlaygroundProcess.start(_config(tmp_path, repo), code=repo)
+    try:
+        await playground.expect(
+            r"^\[#dev\] mendbot \(m1\): ⚠️ `cogs/coin.py` is not committed: runs start from main and "
+            r"will not see it\. Commit it to `main` for a fix to work on it\.$"
+        )
+        await playground.send("/coin 3")
+        await playground.expect(r"mendbot \(m2\): [HT] [HT] [HT]$")
+    finally:
+        assert await playground.finish() == 0
 
 
 async def test_a_reminder_set_in_one_session_is_delivered_in_the_next(tmp_path: Path) -> None:

@@ -197,9 +197,9 @@ def test_a_little_slower_is_not_slow() -> None:
     assert proof.verdict == "proven"
 
 
-def test_one_answer_for_every_failing_input_and_refusals_are_flagged_not_judged() -> None:
-    """The same refusal for every failing input where nearby inputs got results is flagged on each item;
-    the proof still says what the replay proved, and shows the flags."""
+def test_a_refusal_where_nearby_inputs_get_results_caps_the_proof_and_one_answer_for_all_is_flagged() -> None:
+    """The same refusal for every failing input, where neighbours that worked got results: each such
+    item is refused (the proof at most unproven, saying why) and flagged for its one answer."""
     refusal = Raised("UserError", "cogs/dice.py", "roll", 9, "discord.ext.commands.core", "wrapped", False,
                      ("cogs/dice.py",))  # fmt: skip
     cases = [
@@ -215,12 +215,45 @@ def test_one_answer_for_every_failing_input_and_refusals_are_flagged_not_judged(
         [_answer("1", no, raised=(refusal,)), _answer("2", no, raised=(refusal,)), _answer("3", "🎲 2d7 → 9"),
          _answer("4", "🎲 2d9 → 3")],
     )  # fmt: skip
-    flagged = [item for item in proof.items if item.flags]
-    assert [item.label for item in flagged] == ["!roll 2d6", "!roll 3d6"]
-    assert any("the same answer" in flag for flag in flagged[0].flags)
-    assert any("answers with a refusal (UserError from `roll`)" in flag for flag in flagged[0].flags)
-    assert proof.verdict == "proven" and "⚠️ 4 flags to read" in proof.headline()
-    assert "⚠️" in proof.table() and "⚠️" in proof.chat()
+    refused = [item for item in proof.items if item.verdict == "refused"]
+    assert [item.label for item in refused] == ["!roll 2d6", "!roll 3d6"]
+    assert all("answers with a refusal (UserError from `roll`) where nearby" in item.note for item in refused)
+    assert all(any("the same answer" in flag for flag in item.flags) for item in refused)
+    assert proof.verdict == "unproven" and "refusal" in proof.reason
+    assert "⚠️ the same answer" in proof.table() and "⚠️ the same answer" in proof.chat()
+
+
+def test_one_answer_for_every_failing_input_is_a_flag_not_a_verdict() -> None:
+    """A fix that answers every failing input one way ("no games yet") is proven, with a flag to read."""
+    cases = [
+        _case("1", "recorded", "!roll 2d6"),
+        _case("2", "neighbour", "!roll 3d6", parent="1"),
+        _case("3", "neighbour", "!roll 2d7", parent="1"),
+        _case("4", "neighbour", "!roll 2d9", parent="1"),
+    ]
+    proof = _judged(
+        cases,
+        [_apology("1"), _apology("2"), _answer("3", "🎲 2d7 → 5"), _answer("4", "🎲 2d9 → 11")],
+        [_answer("1", "🎲 nothing"), _answer("2", "🎲 nothing"), _answer("3", "🎲 2d7 → 9"),
+         _answer("4", "🎲 2d9 → 3")],
+    )  # fmt: skip
+    assert proof.verdict == "proven" and "⚠️ 2 flags to read" in proof.headline()
+
+
+def test_an_error_caught_where_raised_and_turned_into_a_refusal_is_refused() -> None:
+    """`except ValueError: raise UserError(...)` where the error is raised: the input still gets no
+    result — refused, whatever the neighbours did."""
+    caught = _raised(("cogs/dice.py", "scale_for"), ("cogs/dice.py", "scale_for"), line=3)
+    refusal = Raised("UserError", "cogs/dice.py", "scale_for", 4, "discord.ext.commands.core", "wrapped",
+                     False, ("cogs/dice.py",))  # fmt: skip
+    proof = _judged(
+        [_case("1", "recorded", "!roll 2d6")],
+        [_apology("1")],
+        [_answer("1", "Six sides are not allowed.", raised=(caught, refusal))],
+    )
+    (item,) = proof.items
+    assert item.verdict == "refused" and proof.verdict == "unproven"
+    assert item.note.endswith("in `scale_for` still happens; the change turns it into a refusal (UserError)")
 
 
 def test_a_watch_turned_off_by_the_branch_is_not_a_fix() -> None:

@@ -318,6 +318,39 @@ async def test_turning_every_error_into_a_user_error_is_not_a_fix(tmp_path: Path
     assert all("I could not pay" in item["branch"]["text"] for item in recorded)
 
 
+async def test_an_error_turned_into_a_user_error_where_it_is_raised_is_not_proven(tmp_path: Path) -> None:
+    """`to_cents` catches its own ValueError and raises a polite user error instead: no crash, no apology,
+    but the amount still gets no result — refused, and the proof is not proven, saying why."""
+    polite = (
+        "    try:\n"
+        "        return int(amount) * 100\n"
+        "    except ValueError as exc:\n"
+        "        from bot.kernel.errors import UserError\n\n"
+        '        raise UserError(f"{amount} is not an amount I can pay.") from exc\n'
+    )
+    settings, _ = await _fix(
+        tmp_path,
+        "tests.fixtures.buggy_wallet",
+        _pay_failures,
+        lambda s: [
+            _diagnosis(WALLET, "amounts with cents are not ints"),
+            _plan(WALLET),
+            _edit(s, WALLET, TO_CENTS_BUG, polite),
+            text("Bad amounts get a clear message now."),
+        ],
+    )
+    proof = _proof(settings)
+    assert proof["verdict"] == "unproven", json.dumps(proof, indent=1)
+    recorded = _items(proof, "recorded") + _items(proof, "held-out")
+    assert recorded and all(item["verdict"] == "refused" for item in recorded), proof
+    assert all(
+        item["note"]
+        == "the ValueError in `to_cents` still happens; the change turns it into a refusal (UserError)"
+        for item in recorded
+    )
+    assert "refusal" in proof["reason"]
+
+
 async def test_a_fix_that_breaks_calls_that_worked_is_disproven(tmp_path: Path) -> None:
     """`!convert` learns miles but loses metres: the recorded `!convert 500 m`, which answered before,
     now crashes on the branch. What worked must still work: disproven, with the call shown."""

@@ -297,3 +297,14 @@ def test_a_test_proves_only_the_reported_failure() -> None:
         _test_item(no_failure, _tests_run(False, {**missing, "error_type": "AssertionError"}), branch).verdict
         == "proves"
     )
+
+
+def test_a_stored_proof_item_carries_no_secret() -> None:
+    """Every text of an item (label, sides, note, flags) goes through the redactor before it is stored."""
+    leak = "sk-ant-secret"
+    item = ProofItem(
+        "replay", f"!say {leak}", Side(False, f"error {leak}"), Side(True, f"answered {leak}"), "proves",
+        f"note {leak}", "recorded", (f"flag {leak}",),
+    )  # fmt: skip
+    stored = json.dumps(item.redacted(lambda text: text.replace(leak, "[redacted]")).to_dict())
+    assert leak not in stored and stored.count("[redacted]") == 5

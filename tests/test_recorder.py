@@ -1,14 +1,13 @@
-"""The recorder's sinks: NDJSON rotation, retention (in batches, beside the writer), the `action()` block."""
+"""The recorder: the journal first, then the database from it (in order, each record once, through
+locks, refusals and restarts), journal rotation, retention in batches beside the store, `action()`."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sqlite3
 import sys
-import time
 import weakref
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +19,6 @@ from bot.db import actions as action_queries
 from bot.db.records import ActionRecord
 from bot.db.retry import RetryPolicy, StorageHealth
 from bot.observe.recorder import ActionRecorder
-from bot.observe.writer import WriterConfig, WriterProcess
 from tests.harness.storage import hold_write_lock
 
 pytestmark = pytest.mark.engines
@@ -63,7 +61,8 @@ async def _count(path: Path) -> int:
 
 
 async def test_ndjson_rotates_and_keeps_every_record(tmp_path: Path) -> None:
-    """Past the size limit the NDJSON file rotates to .1, .2; no record is lost from SQLite."""
+    """Past the size limit the journal rotates to .1, .2 (older ones go once stored); no record is lost
+    from SQLite."""
     now = [datetime(2026, 1, 1, tzinfo=UTC)]
     recorder = _recorder(tmp_path, now, ndjson_max_bytes=10_000, ndjson_backups=2)
     writer = asyncio.create_task(recorder.run_writer())
@@ -76,12 +75,13 @@ async def test_ndjson_rotates_and_keeps_every_record(tmp_path: Path) -> None:
     await writer
     logs = tmp_path / "logs"
     assert sorted(p.name for p in logs.iterdir()) == [
+        "actions.journal",
         "actions.ndjson",
         "actions.ndjson.1",
         "actions.ndjson.2",
     ]
     last = json.loads((logs / "actions.ndjson").read_text().splitlines()[-1])
-    assert last["extra"] == {"batch": "last"}
+    assert last["extra"] == {"batch": "last"} and last["seq"] > 0
     assert await _count(tmp_path / "m.db") == 501
 
 
@@ -141,14 +141,15 @@ async def test_a_batch_that_meets_a_lock_is_kept_and_written_once_the_lock_goes(
         await recorder.flush()
     await recorder.close()
     await writer
-    assert (recorder.written, recorder.dropped, recorder.write_errors) == (21, 0, 0)
+    assert (recorder.written, sum(recorder.shed.values()), recorder.write_errors) == (21, 0, 0)
     assert await _count(tmp_path / "m.db") == 21
     assert storage.given_up == 0
 
 
-async def test_a_batch_given_up_under_a_lock_is_counted_as_dropped(tmp_path: Path) -> None:
-    """A batch still failing after its attempts is dropped and counted (dropped, write_errors,
-    StorageHealth's given_up), and later batches are written again once the lock is gone."""
+async def test_a_lock_that_outlasts_the_attempts_is_announced_and_loses_nothing(tmp_path: Path) -> None:
+    """Past its attempts under a lock, the store reports storage as failing (StorageHealth, once) and
+    keeps the records in the journal; once the lock goes every one of them is in the database, and
+    storage is writable again."""
     now = [datetime(2026, 1, 1, tzinfo=UTC)]
     storage = StorageHealth()
     recorder = _recorder(tmp_path, now, attempts=2, storage=storage)
@@ -157,34 +158,36 @@ async def test_a_batch_given_up_under_a_lock_is_counted_as_dropped(tmp_path: Pat
     async with hold_write_lock(tmp_path / "m.db"):
         for _ in range(7):
             recorder.record("task:x", "test", ok=True, duration_ms=1)
-        await recorder.flush()
-        assert storage.state.fault == "locked"
+        await asyncio.wait_for(storage.wait_failing(), 30)
+        assert storage.state.fault == "locked" and recorder.waiting == 7
     recorder.record("task:y", "test", ok=True, duration_ms=1)
+    await asyncio.wait_for(storage.wait_writable(), 30)
+    await recorder.flush()
     await recorder.close()
     await writer
-    assert (recorder.dropped, recorder.dropped_unwritten, recorder.written) == (7, 7, 2)
-    assert recorder.health()["actions_dropped"] == 7
+    assert (recorder.written, recorder.waiting, sum(recorder.shed.values())) == (9, 0, 0)
     assert storage.given_up == 1 and storage.state.fault is None
-    assert await _count(tmp_path / "m.db") == 2
+    assert await _count(tmp_path / "m.db") == 9
 
 
-async def test_a_batch_failing_for_another_reason_is_dropped_at_once_and_counted(tmp_path: Path) -> None:
-    """A write that fails for a reason retrying cannot fix (here the table is gone) is not retried,
-    and its records are counted as dropped rather than silently lost."""
+async def test_a_record_the_database_refuses_is_passed_over_and_counted(tmp_path: Path) -> None:
+    """A record the database cannot take for what it holds (an id past SQLite's 64 bits) fails its
+    batch for a reason retrying cannot fix: the batch goes again record by record, that one is passed
+    over and counted (it stays in the journal), and the others are stored."""
     now = [datetime(2026, 1, 1, tzinfo=UTC)]
     storage = StorageHealth()
     recorder = _recorder(tmp_path, now, attempts=50, storage=storage)
     writer = asyncio.create_task(recorder.run_writer())
     await _started(recorder)
-    other = await open_database(tmp_path / "m.db")
-    await other.execute("DROP TABLE actions")
-    await other.close()
-    for _ in range(3):
-        recorder.record("task:x", "test", ok=True, duration_ms=1)
+    recorder.record("task:x", "test", ok=True, duration_ms=1)
+    recorder.record("task:huge", "test", ok=True, duration_ms=1, user_id=2**70)
+    recorder.record("task:x", "test", ok=True, duration_ms=1)
     await recorder.close()
     await writer
-    assert (recorder.dropped_unwritten, recorder.write_errors, recorder.written) == (3, 1, 1)
+    assert (recorder.written, recorder.unstorable, recorder.write_errors) == (3, 1, 0)
     assert storage.retried == 0 and storage.state.fault is None
+    journal = (tmp_path / "logs" / "actions.ndjson").read_text()
+    assert '"kind":"task:huge"' in journal and str(2**70) in journal
 
 
 def _expired_rows(db_path: Path, count: int, ts: float) -> None:
@@ -226,7 +229,7 @@ async def test_no_record_is_lost_while_a_prune_runs(tmp_path: Path) -> None:
     await recorder.close()
     await writer
     assert pruned == 5000
-    assert recorder.dropped == 0
+    assert not recorder.shed
     assert await _count(tmp_path / "m.db") == 1 + produced
 
 
@@ -315,15 +318,13 @@ async def test_a_recorded_action_is_a_whole_valid_record(tmp_path: Path) -> None
 
 
 async def test_the_wal_stays_small_while_the_writer_writes(tmp_path: Path) -> None:
-    """The writer's commits do not copy the WAL back into the database (that stalled it for tens of
-    milliseconds at a time); a checkpoint on its own thread does, so the WAL does not grow with
-    what is written."""
+    """The store truncates the write-ahead log between its batches once it passes 4 MB, so the WAL does
+    not grow with what is written (it holds at most that and one batch)."""
     recorder = ActionRecorder(
         database=tmp_path / "m.db",
         ndjson_path=tmp_path / "logs" / "actions.ndjson",
         repo_root=ROOT,
         clock=lambda: datetime(2026, 1, 1, tzinfo=UTC),
-        checkpoint_every_s=0,  # after every batch, so the test need not wait
     )
     writer = asyncio.create_task(recorder.run_writer())
     wal = tmp_path / "m.db-wal"
@@ -336,99 +337,11 @@ async def test_the_wal_stays_small_while_the_writer_writes(tmp_path: Path) -> No
     await recorder.close()
     await writer
 
-    assert largest < 4_000_000  # ~12 MB of rows went through it
+    assert largest < 8_000_000  # ~12 MB of rows went through it
     assert await _count(tmp_path / "m.db") == 30_000
 
 
-async def _gone(pid: int, timeout: float = 10) -> bool:
-    """Whether process `pid` has exited (and been reaped by whoever started it) within `timeout`."""
-    for _ in range(int(timeout / 0.02)):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        await asyncio.sleep(0.02)
-    return False
-
-
-def _reaped(pid: int, timeout: float = 10) -> None:
-    """Block (without letting the event loop run) until process `pid` has exited and been collected."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.005)
-    raise AssertionError(f"process {pid} still there after {timeout} s")
-
-
-async def test_a_request_right_after_the_writer_died_goes_to_a_new_one(tmp_path: Path) -> None:
-    """The writer killed and collected, but asyncio not yet told (its loop has not run since): the next
-    request must not be sent into the dead process's pipe and lost, it starts a new writer."""
-    await (await open_database(tmp_path / "m.db")).close()
-    process = WriterProcess(WriterConfig(tmp_path / "m.db", tmp_path / "actions.ndjson", 1_000_000, 1, 20))
-    await process.start()
-    first = process.pid
-    assert first is not None
-    os.kill(first, signal.SIGKILL)
-    _reaped(first)
-    assert await process.call("log", [{"kind": "task:after"}]) is None
-    assert process.pid not in (None, first)
-    await process.close()
-    assert json.loads((tmp_path / "actions.ndjson").read_text()) == {"kind": "task:after"}
-
-
-async def test_actions_are_written_by_a_process_of_their_own(tmp_path: Path) -> None:
-    """The writer is a process of its own, started with the first batch and stopped by close()."""
-    recorder = _recorder(tmp_path, [datetime(2026, 1, 1, tzinfo=UTC)])
-    writer = asyncio.create_task(recorder.run_writer())
-    await _started(recorder)
-    pid = recorder.writer_pid
-    assert pid is not None and pid != os.getpid()
-    await recorder.close()
-    await writer
-    assert recorder.writer_pid is None
-    assert await _gone(pid)
-
-
-async def test_a_writer_process_that_died_is_replaced_and_later_records_arrive(tmp_path: Path) -> None:
-    """Killing the writer process loses nothing recorded after it died: the next batch starts a new one."""
-    recorder = _recorder(tmp_path, [datetime(2026, 1, 1, tzinfo=UTC)])
-    writer = asyncio.create_task(recorder.run_writer())
-    await _started(recorder)
-    first = recorder.writer_pid
-    assert first is not None
-    os.kill(first, signal.SIGKILL)
-    assert await _gone(first)
-    for _ in range(5):
-        recorder.record("task:after", "test", ok=True, duration_ms=1)
-    await recorder.flush()
-    await recorder.close()
-    await writer
-    assert (recorder.written, recorder.dropped) == (6, 0)
-    assert await _count(tmp_path / "m.db") == 6
-
-
-async def test_an_interrupt_sent_to_the_process_group_leaves_the_writer_writing(tmp_path: Path) -> None:
-    """Ctrl-C and a service manager's stop reach every process of the group: the writer ignores them,
-    so what the bot records while it shuts down is still written."""
-    recorder = _recorder(tmp_path, [datetime(2026, 1, 1, tzinfo=UTC)])
-    writer = asyncio.create_task(recorder.run_writer())
-    await _started(recorder)
-    pid = recorder.writer_pid
-    assert pid is not None
-    os.kill(pid, signal.SIGINT)
-    os.kill(pid, signal.SIGTERM)
-    await asyncio.sleep(0.2)
-    recorder.record("task:during-shutdown", "test", ok=True, duration_ms=1)
-    await recorder.close()
-    await writer
-    assert (recorder.written, recorder.dropped, recorder.writer_pid) == (2, 0, None)
-    assert await _count(tmp_path / "m.db") == 2
-
-
-_ORPHAN_SCRIPT = """
+_KILLED_SCRIPT = """
 import asyncio, sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -436,32 +349,44 @@ from bot.observe.recorder import ActionRecorder
 
 async def main() -> None:
     tmp = Path(sys.argv[1])
-    recorder = ActionRecorder(database=tmp / "m.db", ndjson_path=tmp / "a.ndjson", repo_root=tmp,
-                              clock=lambda: datetime.now(UTC))
+    recorder = ActionRecorder(database=tmp / "m.db", ndjson_path=tmp / "logs" / "actions.ndjson",
+                              repo_root=tmp, clock=lambda: datetime.now(UTC), busy_timeout_ms=20)
     asyncio.create_task(recorder.run_writer())
-    recorder.record("task:x", "test", ok=True, duration_ms=1)
-    await recorder.flush()
-    print(recorder.writer_pid, flush=True)
+    for n in range(500):
+        recorder.record("task:x", "test", ok=n % 10 != 0, duration_ms=1, extra={"n": n})
+    while recorder.journaled < 500:
+        await asyncio.sleep(0.01)
+    print(recorder.written, flush=True)
     await asyncio.sleep(600)
 
 asyncio.run(main())
 """
 
 
-async def test_the_writer_process_does_not_outlive_a_killed_bot(tmp_path: Path) -> None:
-    """kill -9 of the bot leaves no writer process behind (it would hold the database and the bot's
-    output open): the writer ends when its pipe from the bot closes."""
-    bot = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _ORPHAN_SCRIPT, str(tmp_path), cwd=ROOT, stdout=asyncio.subprocess.PIPE
-    )
-    assert bot.stdout is not None
-    line = await asyncio.wait_for(bot.stdout.readline(), 60)
-    writer_pid = int(line)
-    bot.kill()
-    await bot.wait()
-    # The orphan is re-parented to init, which reaps it: gone means no such process any more.
-    assert await _gone(writer_pid)
-    assert await asyncio.wait_for(bot.stdout.read(), 10) == b""
+async def test_what_a_killed_bot_journaled_is_stored_at_the_next_start(tmp_path: Path) -> None:
+    """kill -9 of a bot whose database was locked: its records were in the journal, not the database;
+    the next start stores every one of them, once, and says so (`recovery`)."""
+    await _migrated(tmp_path / "m.db")
+    async with hold_write_lock(tmp_path / "m.db", seconds=60):
+        bot = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _KILLED_SCRIPT, str(tmp_path), cwd=ROOT, stdout=asyncio.subprocess.PIPE
+        )
+        assert bot.stdout is not None
+        assert int(await asyncio.wait_for(bot.stdout.readline(), 60)) == 0  # journaled, none stored
+        bot.send_signal(signal.SIGKILL)
+        await bot.wait()
+    recorder = _recorder(tmp_path, [datetime.now(UTC)])
+    writer = asyncio.create_task(recorder.run_writer())
+    await recorder.flush()
+    assert recorder.recovery is not None and recorder.recovery.count == 500
+    await recorder.close()
+    await writer
+    db = sqlite3.connect(tmp_path / "m.db")
+    try:
+        found = db.execute("SELECT count(*), count(DISTINCT extra), sum(ok) FROM actions").fetchone()
+    finally:
+        db.close()
+    assert found == (500, 500, 450)
 
 
 def _pg_rows(url: str, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
@@ -491,16 +416,17 @@ async def test_actions_go_to_postgresql_in_their_days_partition(postgres_url: st
     await writer
 
     rows = _pg_rows(
-        postgres_url, "SELECT tableoid::regclass::text, ok, user_id, extra FROM actions ORDER BY id"
+        postgres_url,
+        "SELECT tableoid::regclass::text, ok, user_id, extra, cost_usd FROM actions ORDER BY ok, user_id",
     )
     assert rows == [
-        ("actions_20260304", 0, 7, None),
-        ("actions_20260304", 0, 8, None),
-        ("actions_20260304", 1, None, '{"via": "slash"}'),
+        ("actions_20260304", 0, 7, None, 0.0),
+        ("actions_20260304", 0, 8, None, 0.0),
+        ("actions_20260304", 1, None, '{"via":"slash"}', 0.0),
     ]
     [(count, kind)] = _pg_rows(postgres_url, "SELECT count, kind FROM fingerprints")
     assert (count, kind) == (2, "command:roll")
-    assert (recorder.written, recorder.dropped) == (3, 0)
+    assert (recorder.written, sum(recorder.shed.values())) == (3, 0)
     assert len((tmp_path / "logs" / "actions.ndjson").read_text().splitlines()) == 3
 
 
@@ -559,32 +485,13 @@ async def test_retention_on_postgresql_drops_whole_days_and_trims_the_rest(
     assert _pg_rows(postgres_url, "SELECT count(*) FROM actions WHERE kind <> 'task:old'") == [
         (1 + produced,)
     ]
-    assert recorder.dropped == 0
-
-
-async def test_the_writer_process_sees_none_of_the_bots_secrets(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The writer's environment is an allow-list: no Discord token or model key reaches it."""
-    monkeypatch.setenv("DISCORD_TOKEN", "discord-secret-for-the-test")
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "model-secret-for-the-test")
-    monkeypatch.setenv("PGCONNECT_TIMEOUT", "7")
-    recorder = _recorder(tmp_path, [datetime(2026, 1, 1, tzinfo=UTC)])
-    writer = asyncio.create_task(recorder.run_writer())
-    await _started(recorder)
-    environ = (await asyncio.to_thread(Path(f"/proc/{recorder.writer_pid}/environ").read_bytes)).split(b"\0")
-    await recorder.close()
-    await writer
-    names = {entry.split(b"=", 1)[0].decode() for entry in environ if entry}
-    assert "DISCORD_TOKEN" not in names and "ANTHROPIC_API_KEY" not in names
-    assert {"PYTHONPATH", "PGCONNECT_TIMEOUT"} <= names
-    assert not any(b"secret-for-the-test" in entry for entry in environ)
+    assert not recorder.shed
 
 
 async def test_a_queued_record_is_not_kept_alive_by_the_queue(tmp_path: Path) -> None:
-    """Waiting for the writer, the queue holds a record's fields, not the record: no subscriber, no
-    caller holding it, and the record object is gone (fewer survivors, fewer full collections);
-    what is written is the same."""
+    """Waiting for the journal, the recorder holds a record's line and row, not the record: no
+    subscriber, no caller holding it, and the record object is gone (fewer survivors, fewer full
+    collections); what is written is the same."""
     now = [datetime(2026, 1, 1, tzinfo=UTC)]
     recorder = _recorder(tmp_path, now)
     record = recorder.record("task:x", "test", ok=True, duration_ms=1, extra={"n": 1})
@@ -598,6 +505,84 @@ async def test_a_queued_record_is_not_kept_alive_by_the_queue(tmp_path: Path) ->
     db = await open_database(tmp_path / "m.db")
     try:
         async with db.execute("SELECT kind, extra FROM actions") as cursor:
-            assert [tuple(row) for row in await cursor.fetchall()] == [("task:x", '{"n": 1}')]
+            assert [tuple(row) for row in await cursor.fetchall()] == [("task:x", '{"n":1}')]
     finally:
         await db.close()
+
+
+@pytest.fixture
+def database(_engine: str, request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """A SQLite file's path, or the URL of an empty PostgreSQL database, brought to the head."""
+    if _engine == "postgresql":
+        from bot.db.migrate import upgrade_postgresql
+
+        url: str = request.getfixturevalue("postgres_url")
+        upgrade_postgresql(url)
+        return url
+    asyncio.run(_migrated(tmp_path / "m.db"))
+    return tmp_path / "m.db"
+
+
+def _journaled(first: int, last: int) -> list[tuple[int, tuple[object, ...]]]:
+    return [
+        (
+            seq,
+            action_writes.row(
+                ActionRecord(ts=1_000.0 + seq, kind="task:x", source="test", ok=True, duration_ms=1).fields()
+            ),
+        )
+        for seq in range(first, last + 1)
+    ]
+
+
+def test_a_stretch_of_the_journal_stored_twice_is_inserted_once(database: Path | str) -> None:
+    """The store inserts only records past the journal's position and moves it in the same transaction:
+    a stretch written again — whole, or overlapping what is stored — inserts nothing twice; another
+    journal's records (another process) have a position of their own."""
+    store = action_writes.open_action_store(database, 1000)
+    try:
+        assert store.write("journal-a", _journaled(1, 6)) == 6
+        assert store.write("journal-a", _journaled(4, 10)) == 4
+        assert store.write("journal-a", _journaled(1, 10)) == 0
+        assert store.position("journal-a") == 10
+        assert store.write("journal-b", _journaled(1, 3)) == 3
+        store.skip("journal-a", 12)
+        assert store.write("journal-a", _journaled(11, 13)) == 1
+    finally:
+        store.close()
+    if action_writes.is_postgresql(database):
+        [(count,)] = _pg_rows(str(database), "SELECT count(*) FROM actions")
+    else:
+        with sqlite3.connect(database) as db:
+            (count,) = db.execute("SELECT count(*) FROM actions").fetchone()
+    assert count == 10 + 3 + 1
+
+
+@pytest.mark.sqlite
+async def test_a_file_from_before_incremental_vacuum_is_switched_once_a_prune_leaves_it_small(
+    tmp_path: Path,
+) -> None:
+    """A database file made before incremental vacuum keeps its freed pages for later rows (it never
+    grows past its size meanwhile); once a prune leaves so little that one VACUUM fits under the
+    margin, that VACUUM switches it and the file shrinks to what it holds."""
+    path = tmp_path / "m.db"
+    await _migrated(path)
+    with sqlite3.connect(path, isolation_level=None) as db:
+        db.execute("PRAGMA auto_vacuum=NONE")
+        db.execute("VACUUM")
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    _expired_rows(path, 60_000, now[0].timestamp() - 30 * 86400)
+    before = path.stat().st_size
+    recorder = _recorder(tmp_path, now)
+    writer = asyncio.create_task(recorder.run_writer())
+    recorder.record("task:fresh", "test", ok=True, duration_ms=1)
+    await recorder.flush()
+    assert await recorder.prune(retention_days=7) == 60_000
+    await recorder.close()
+    await writer
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+        assert db.execute("SELECT kind FROM actions").fetchall() == [("task:fresh",)]
+    assert recorder.last_prune is not None
+    assert recorder.last_prune.peak_bytes <= recorder.last_prune.ceiling_bytes
+    assert path.stat().st_size < before / 4

@@ -25,6 +25,7 @@ from bot.runtime.recording import RESTART_NOTICE
 from bot.runtime.services import PROMPTS_DIR
 from bot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, reply_text, running_world
+from tests.harness.repo import git
 
 PACKAGE = "reloadable_cogs"
 HELLO = f"{PACKAGE}.hello"
@@ -412,3 +413,30 @@ async def test_a_hand_edit_to_the_core_is_reported_never_restarted(
         assert world.bot.accepting
         assert world.bot.restart_requested is None
         assert await watcher.apply_changes([root / "README.md"]) is None
+
+
+async def test_a_hand_edit_main_does_not_have_says_runs_will_not_see_it(
+    settings: Settings, cog_root: Path
+) -> None:
+    """A hand edit reloaded from a file that differs from main says so, since every run starts from
+    main; once committed, the next reload says nothing of it."""
+    git(cog_root, "init", "-q", "-b", "main")
+    git(cog_root, "add", "-A")
+    git(cog_root, "commit", "-q", "-m", "hello")
+    async with running_world(settings, extra_extensions=[HELLO]) as world:
+        watcher = HandEditWatcher(cog_root, Reloader(world.bot), _ignore, extension_packages=[PACKAGE])
+        hello = cog_root / PACKAGE / "hello.py"
+        hello.write_text(cog_source("hello v2"))
+        edited = await watcher.apply_changes([hello])
+        git(cog_root, "commit", "-q", "-am", "v2")
+        hello.write_text(cog_source("hello v2"))  # saved again, as committed
+        committed = await watcher.apply_changes([hello])
+    assert edited == (
+        f"✏️ Hand edit on disk:\n✅ {HELLO} reloaded\n⚠️ `{PACKAGE}/hello.py` is not committed: runs start "
+        "from main and will not see it. Commit it to `main` for a fix to work on it."
+    )
+    assert committed == f"✏️ Hand edit on disk:\n✅ {HELLO} reloaded"
+
+
+async def _ignore(_: str) -> None:
+    return None

@@ -76,3 +76,25 @@ def test_durations_read_as_people_write_them(seconds: float, shown: str) -> None
     """55996 seconds reads "15 h 33 min": two units at most, a zero second unit left out."""
     assert human_duration(seconds) == shown
     assert relative(seconds) == f"in {shown}" and relative(-seconds - 1).endswith(" ago")
+
+
+async def test_an_answer_to_a_reaction_names_its_person_once(world: VirtualWorld) -> None:
+    """🛠 on an announcement is answered in the channel: a refusal that names mallory comes without her
+    mention before it ("@mallory Sorry mallory, …" read her name twice); an answer that does not name
+    its person (alice's, here "I can't work on my code …") keeps the mention, so it is clear whom it
+    answers."""
+    world.bot.services.recorder.record(
+        "command:flaky", "test", ok=False, duration_ms=1.0, error=RuntimeError("flaky broke")
+    )
+    await world.quiesce()
+    announcement = bot_messages(world, world.dev)[-1]
+    await world.users["mallory"].react(announcement, "🛠")
+    await world.quiesce()
+    assert bot_messages(world, world.dev)[-1].content == (
+        "Sorry mallory, only allow-listed developers can ask me to fix."
+    )
+    alice = world.users["alice"]
+    await alice.react(announcement, "🛠")
+    await world.quiesce()
+    answer = bot_messages(world, world.dev)[-1].content
+    assert answer.startswith(f"<@{alice.id}> I can't work on my code") and "alice" not in answer, answer

@@ -72,3 +72,19 @@ async def test_typing_shows_while_a_run_works_and_stops_after(tmp_path: Path) ->
         assert typing
         assert str(world.dev.id) in typing[0].path
         assert improve is not None and improve._typing == {}  # type: ignore[attr-defined]
+
+
+async def test_a_run_on_a_file_main_does_not_have_says_so(tmp_path: Path) -> None:
+    """A run whose suspects include a file of the live checkout that differs from main says so in its
+    status message: every run starts from main and cannot see that change."""
+    async with ModelDouble() as model, improving_world(tmp_path, model) as world:
+        fixture = world.bot.services.settings.repo_dir / "tests" / "fixtures" / "buggy_dice.py"
+        fixture.write_text(fixture.read_text() + "\n# tuned by hand, never committed\n")
+        await _fix_with_a_read_first(world, model)
+        edits = _status_edits(world)
+        events = await world.bot.services.improve.runs.events(1)
+    line = "⚠️ `tests/fixtures/buggy_dice.py` is not committed: runs start from main and will not see it."
+    assert any(line in edit for edit in edits), edits
+    assert [e.detail for e in events if e.event == "not_on_main"] == [
+        {"files": ["tests/fixtures/buggy_dice.py"]}
+    ]

@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import get_args
 
 import aiosqlite
 import pytest
 
 from bot.db import open_database
 from bot.improve.runs import (
+    ROLLBACK_FROM,
+    STATE_ICONS,
     TERMINAL_STATES,
     TRANSITIONS,
     InvalidTransition,
@@ -18,6 +21,7 @@ from bot.improve.runs import (
     RunService,
     RunState,
     slugify,
+    state_label,
 )
 from bot.kernel.errors import UserError
 
@@ -126,10 +130,11 @@ async def test_illegal_transition_is_refused_and_changes_nothing(runs: RunServic
 
 
 def test_transition_table_shape() -> None:
-    """Terminal states lead nowhere; every active state can fail or be cancelled."""
+    """Terminal states lead nowhere but, for a merged run, to its rollback; every active state can fail
+    or be cancelled."""
     for state, targets in TRANSITIONS.items():
         if state in TERMINAL_STATES:
-            assert targets == set()
+            assert targets == ({"rolled_back"} if state in ROLLBACK_FROM else set())
         else:
             assert {"failed", "cancelled"} <= targets
     assert "interrupted" not in TRANSITIONS["awaiting_approval"]
@@ -256,3 +261,29 @@ async def test_interrupted_run_resumes_only_where_it_stopped(runs: RunService) -
     again = await _walk(runs, "start over", FIX_PATH[:5])
     await runs.mark_interrupted_on_start()
     assert (await runs.transition(again, "queued", actor=f"user:{ALICE}")).state == "queued"
+
+
+def test_every_state_has_an_icon_of_its_own() -> None:
+    """Each run state has an icon, and no two share one: /runs showed ⏳ for resolved, deployed and
+    watching alike."""
+    assert set(STATE_ICONS) == set(get_args(RunState))
+    assert len(set(STATE_ICONS.values())) == len(STATE_ICONS)
+    assert state_label("rolled_back") == "⏪ rolled back" and state_label("resolved") == "✅ resolved"
+
+
+async def test_a_rolled_back_run_has_its_own_state(runs: RunService) -> None:
+    """A deployed, watching, resolved or regressed run that is rolled back ends `rolled_back` (it kept
+    reading "resolved"); one rolled back already only gets the event; nothing else can be."""
+    for before in ("deployed", "watching", "resolved", "regressed"):
+        assert "rolled_back" in TRANSITIONS[before]
+    assert [state for state, nexts in TRANSITIONS.items() if "rolled_back" in nexts] == sorted(ROLLBACK_FROM)
+    run = await runs.create("fix", 1, None, None, "fix the roll")
+    for state in ("observing", "investigating", "planning", "editing", "verifying", "proposing",
+                  "awaiting_approval", "merging", "deployed", "watching", "resolved"):  # fmt: skip
+        await runs.transition(run.id, state, actor="pipeline")
+    undone = await runs.rolled_back(run.id, actor="user:7", detail={"revert_sha": "abc"})
+    again = await runs.rolled_back(run.id, actor="user:7", detail={"revert_sha": "def"})
+    events = await runs.events(run.id)
+    assert undone.state == again.state == "rolled_back" and "rolled_back" in TERMINAL_STATES
+    assert [e.event for e in events[-2:]] == ["transition", "rolled_back"]
+    assert events[-2].detail == {"revert_sha": "abc"} and events[-2].actor == "user:7"

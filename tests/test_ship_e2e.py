@@ -97,7 +97,7 @@ async def test_whole_loop_from_failure_to_resolved(tmp_path: Path) -> None:
         proposal = await _to_proposal(pg)
         await pg.send("@mallory")
         await pg.send(f"react {proposal} ✅")
-        await pg.expect(r"@mallory .*(isn't allow-listed|not allow-listed)")
+        await pg.expect(r"mendbot \(m\d+\): mallory isn't allow-listed to approve\.")
         await pg.send("@alice")
         await pg.send(f"reply {proposal} ship it")
         await pg.expect(r"Merged `[0-9a-f]{7}` and deployed", timeout=120)
@@ -156,7 +156,7 @@ async def test_regression_is_reported_and_emergency_rollback_restores_the_old_co
         await pg.expect(r"Something went wrong on my side \(ZeroDivisionError\)")  # with its old bug
         assert await pg.finish() == 0
     assert (repo / "cogs" / "dice.py").read_text() == before
-    assert _db(tmp_path, "SELECT state FROM runs") == [("regressed",)]
+    assert _db(tmp_path, "SELECT state FROM runs") == [("rolled_back",)]  # regressed, then rolled back
     assert ("regressed",) in _db(tmp_path, "SELECT outcome FROM lessons")
 
 

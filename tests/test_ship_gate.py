@@ -633,3 +633,12 @@ async def test_a_watch_window_that_ran_out_while_stopped_is_reported_once_after_
     resolved = [t for t in texts if t.startswith(f"✅ Run #{run.id}: quiet for 1 min after deploy")]
     assert len(resolved) == 1, texts[-3:]
     assert not any(t.startswith("👀") for t in texts)  # nothing left to watch: no "still watching"
+
+
+async def test_a_reactions_answer_names_its_person_once(gate: Gate) -> None:
+    """Mallory's ✅ on a proposal is answered "mallory isn't allow-listed to approve.": her name once,
+    not after her mention as well ("@mallory mallory isn't allow-listed")."""
+    _, _, message = await gate.propose()
+    await gate.world.users["mallory"].react(message, "✅")
+    await gate.world.quiesce()
+    assert gate.last() == "mallory isn't allow-listed to approve."

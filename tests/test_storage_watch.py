@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,9 @@ import pytest
 
 from bot.db.identity import FileIdentity
 from bot.kernel.settings import Settings
+from bot.runtime.app import discover_extensions
 from bot.tools.playground import VirtualWorld
-from tests.harness.discord import bot_messages, make_settings, reply_text, running_world
+from tests.harness.discord import bot_messages, make_bot, make_settings, reply_text, running_world
 from tests.harness.storage import fill_disk, hold_write_lock, small_disk
 
 pytestmark = pytest.mark.sqlite
@@ -89,6 +91,47 @@ async def test_a_deleted_database_is_announced_on_the_next_flush_with_what_is_lo
         # The action log holds what the database missed.
         logged = (settings.log_dir / "actions.ndjson").read_text().count('"kind":"command:roll"')
         assert logged == 4
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced by an old copy"])
+async def test_a_lost_database_gets_every_action_record_back_at_the_next_start(
+    tmp_path: Path, how: str
+) -> None:
+    """The database deleted — or replaced by a copy taken earlier (a backup put back) — while the bot
+    runs and records: after a restart the database holds every action record of both runs, each once,
+    filled from the action journal, and the bot says in #dev what it restored."""
+    settings = _settings(tmp_path / "data")
+    async with running_world(settings) as world:
+        for _ in range(3):
+            assert "2d6" in await _roll(world)
+        await world.quiesce()
+        copy = settings.db_path.with_name("backup.db")
+        with sqlite3.connect(settings.db_path) as source, sqlite3.connect(copy) as target:
+            source.backup(target)
+        for _ in range(2):
+            assert "2d6" in await _roll(world)
+        await world.quiesce()
+        _delete_database(settings.db_path)
+        if how != "deleted":
+            copy.replace(settings.db_path)
+        for _ in range(4):
+            assert "2d6" in await _roll(world)
+        await _settled(world)
+        recorded = world.bot.services.recorder.recorded
+        await world.restart(await make_bot(settings, discover_extensions()))
+        await world.quiesce()
+        recorder = world.bot.services.recorder
+        with sqlite3.connect(settings.db_path) as db:
+            rolls = db.execute("SELECT count(*) FROM actions WHERE kind = 'command:roll'").fetchone()[0]
+            everything = db.execute("SELECT count(*) FROM actions").fetchone()[0]
+        assert rolls == 9
+        assert everything == recorded + recorder.recorded  # each once
+        assert recorder.recovery is not None and recorder.recovery.new_database == (how == "deleted")
+        [notice] = [m.content for m in bot_messages(world, world.dev) if m.content.startswith("📥")]
+        assert (
+            f"{recorder.recovery.count} record(s)" in notice or f"{recorder.recovery.count} action" in notice
+        )
+        assert str(settings.log_dir / "actions.ndjson") in notice
 
 
 async def test_a_replaced_database_is_seen_by_the_probe_even_when_nothing_is_written(
@@ -185,26 +228,72 @@ def full_log_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 async def test_a_full_disk_under_the_action_log_is_a_storage_incident(full_log_disk: Path) -> None:
-    """The action log cannot be appended to (its disk is full) while the database takes every
-    write: one storage incident says the disk is full, and the database's own successful writes do
-    not clear it while the log's disk has no room."""
+    """The action journal cannot be appended to (its disk is full) while the database has room: one
+    storage incident says the disk is full, and the database's own successful writes do not clear it
+    while the journal's disk has no room. The records wait in memory meanwhile: once there is room
+    again every /roll is journaled and stored, and the incident clears."""
     settings = _settings(full_log_disk)
     async with running_world(settings) as world:
         filler = fill_disk(settings.log_dir)
         recorder = world.bot.services.recorder
+        rolls = 0
         # A few small lines may still fit in the last free bytes: roll until an append is refused.
         for _ in range(200):
             assert "2d6" in await _roll(world)
+            rolls += 1
             await world.quiesce()
-            if recorder.ndjson_errors:
+            if recorder.journal_errors:
                 break
         await _settled(world)
         [announcement] = _storage_announcements(world)
         assert "disk is full" in (announcement.embeds[0].description or "")
-        assert recorder.ndjson_errors >= 1 and recorder.dropped == 0
+        assert recorder.journal_errors >= 1 and recorder.waiting >= 1
         assert world.bot.services.health()["storage_fault"] == "full"
         filler.unlink()
         await _roll(world)
+        rolls += 1
+        await asyncio.wait_for(world.bot.services.storage.wait_writable(), 30)
         await _settled(world)
         assert world.bot.services.health()["storage_fault"] is None
         assert "writable again" in (_storage_announcements(world)[0].embeds[0].description or "")
+        assert (recorder.waiting, sum(recorder.shed.values())) == (0, 0)
+        with sqlite3.connect(settings.db_path) as db:
+            stored = db.execute("SELECT count(*) FROM actions WHERE kind = 'command:roll'").fetchone()[0]
+        assert stored == rolls
+
+
+async def test_with_the_journal_full_successes_past_the_queue_are_shed_by_kind_and_failures_kept(
+    full_log_disk: Path,
+) -> None:
+    """The journal's disk full: records wait in memory, and past `queue_size` successes are shed —
+    counted by kind, said by /incidents — while every failure is kept; once there is room again every
+    record kept is journaled and stored."""
+    settings = make_settings(
+        full_log_disk,
+        storage={**FAST_STORAGE},
+        observe={"announce_new_fingerprints": False, "queue_size": 20},
+    )
+    async with running_world(settings) as world:
+        await world.quiesce()
+        recorder = world.bot.services.recorder
+        filler = fill_disk(settings.log_dir)
+        for n in range(200):
+            recorder.record("task:busy", "test", ok=True, duration_ms=1, extra={"pad": "x" * 500})
+            if n % 20 == 0:
+                error = KeyError(f"missing {n}")
+                recorder.record("task:broken", "test", ok=False, duration_ms=1, error=error)
+            await asyncio.sleep(0)
+        await world.quiesce()
+        assert recorder.shed_failures == 0
+        shed = recorder.shed["task:busy"]
+        assert shed >= 150
+        listed = reply_text(await world.users["alice"].slash(world.dev, "incidents"))
+        assert f"`task:busy` {shed}" in listed
+        filler.unlink()
+        await asyncio.wait_for(world.bot.services.storage.wait_writable(), 30)
+        await _settled(world)
+        assert recorder.waiting == 0
+        with sqlite3.connect(settings.db_path) as db:
+            stored = dict(db.execute("SELECT kind, count(*) FROM actions GROUP BY kind").fetchall())
+        assert stored["task:broken"] == 10
+        assert stored["task:busy"] == 200 - shed

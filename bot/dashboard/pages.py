@@ -1,8 +1,11 @@
-"""What each dashboard page shows, read from the database as plain, redacted data.
+"""What each dashboard page shows, read from the database and shaped for reading, redacted.
 
-Every function returns a dict for its template (bot/dashboard/templates/). Whatever came from outside
-the bot's own code — error messages, agent output, diffs, users' words, check output — passes the
-redactor here, and is escaped by the templates (Jinja's autoescape); nothing is marked safe.
+Every function returns a dict for its template (bot/dashboard/templates/): the overview's status panel
+(`bot.dashboard.status`), a run's stages, prose, checks and proof (`bot.dashboard.run_view`), an
+incident's error, stack and the evidence the agent was given. Whatever came from outside the bot's own
+code — error messages, agent output, diffs, users' words, check output — passes the redactor here, and
+is escaped by the templates (Jinja's autoescape); only `bot.dashboard.render`'s helpers add markup,
+around text they escaped first.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bot.dashboard import run_view
+from bot.dashboard.status import process_health
 from bot.db import browse, proposals, runs
 from bot.db import incidents as incident_queries
 from bot.db.browse import ActionFilter
 from bot.db.core import Connection
-from bot.improve.runs import ACTIVE_STATES
+from bot.improve.runs import ACTIVE_STATES, TERMINAL_STATES
 from bot.kernel.git import git
 from bot.kernel.settings import Settings
 from bot.observe.audit import AuditError, AuditService, parse_period
@@ -52,21 +57,14 @@ def diff_lines(diff: str) -> list[tuple[str, str]]:
     return out
 
 
-def _detail_text(detail: Any) -> str:
-    if not detail:
-        return ""
-    if isinstance(detail, str):
-        return detail
-    return json.dumps(detail, indent=1, ensure_ascii=False, sort_keys=True, default=str)
-
-
-def _summary(detail: Any) -> str:
-    """One line of a detail, for a timeline row (the whole detail folds out below it)."""
-    if not detail:
-        return ""
-    line = detail if isinstance(detail, str) else json.dumps(detail, ensure_ascii=False, default=str)
-    line = " ".join(line.split())
-    return line if len(line) <= 110 else line[:109] + "…"
+def _frames(value: Any) -> list[str]:
+    """An action's in-repo frames (`file:line:function`, innermost last), stored as a JSON list."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return [value]
+    return [str(frame) for frame in value] if isinstance(value, list) else []
 
 
 @dataclass
@@ -79,12 +77,20 @@ class PageReader:
     status: Callable[[], dict[str, object]]
     clock: Callable[[], float] = time.time
     audit_service: AuditService | None = None
+    # The name a person goes by where the bot knows it (bot/runtime/people.py), else None.
+    names: Callable[[int], str | None] = lambda _: None
     # The last audit per period and when it was made: its page and its three charts read one report.
     _audits: dict[str, tuple[float, AuditReport]] = field(default_factory=dict)
 
     def _page(self, value: dict[str, Any]) -> dict[str, Any]:
         cleaned: dict[str, Any] = self._clean(value)
+        # The bot's "now", which times on the page are relative to (the playground's clock moves with `wait`).
+        cleaned["now"] = round(self.clock(), 3)
         return cleaned
+
+    def echo(self, values: dict[str, str]) -> dict[str, str]:
+        """What the visitor typed (a filter), shown back through the redactor like everything else."""
+        return {key: self.redactor.text(value) for key, value in values.items()}
 
     def _clean(self, value: Any) -> Any:
         """Every string in `value` through the redactor, uncapped: a page shows a whole timeline or
@@ -104,15 +110,23 @@ class PageReader:
         open_incidents = await incident_queries.list_by_state(self.db, ("open", "acknowledged"), limit=25)
         improve = self.settings.improve
         in_flight = await browse.in_states(self.db, ACTIVE_STATES, self.settings.dashboard.page_size)
+        latest = await browse.run_page(self.db, before=None, limit=5)
         executors = await runs.executors(self.db, [run["id"] for run in in_flight])
         workers: dict[str, list[int]] = {}
         for run in in_flight:  # who executes each: this process, or a worker (improve.run_on: workers)
             name = str(executors.get(run["id"], {}).get("executor") or "this process")
             workers.setdefault(name, []).append(run["id"])
+        health = process_health(self.status())
         return self._page(
             {
-                "status": sorted(self.status().items()),
+                "health": {
+                    "level": health.level,
+                    "label": health.label,
+                    "reasons": health.reasons,
+                    "facts": health.facts,
+                },
                 "in_flight": in_flight,
+                "latest": [run for run in latest if run["state"] not in ACTIVE_STATES],
                 "workers": sorted(workers.items()),
                 "incidents": open_incidents,
                 "spend": {
@@ -133,6 +147,11 @@ class PageReader:
             {"runs": found, "state": state, "next": found[-1]["id"] if more and found else None}
         )
 
+    def name_of(self, user_id: int) -> str | None:
+        """The name `user_id` goes by, redacted like everything else on the pages."""
+        name = self.names(user_id)
+        return self.redactor.text(name) if name else None
+
     async def run(self, run_id: int) -> dict[str, Any] | None:
         run = await runs.by_id(self.db, run_id)
         if run is None:
@@ -142,40 +161,40 @@ class PageReader:
         for event in events:
             latest[event["event"]] = event["detail"]
         requests = [e for e in events if e["event"] == "model_request"]
+        evidence = latest.get("evidence") or {}
+        ended = run["updated_at"] if run["state"] in TERMINAL_STATES else None
+        stages = run_view.stages(events, ended=ended, now=self.clock())
         return self._page(
             {
                 "run": run,
-                "events": [self._event_row(e) for e in events],
+                "stages": stages,
+                # How it ended, said under its title (a failure says why on its own).
+                "outcome": stages[-1]["head"] if ended is not None and stages else None,
                 "last_event_id": events[-1]["id"] if events else 0,
-                "diagnosis": _detail_text(latest.get("diagnosis")),
-                "plan": _detail_text(latest.get("plan")),
-                "checks": _detail_text(latest.get("checks")),
+                "took": (ended if ended is not None else self.clock()) - run["created_at"],
+                "diagnosis": run_view.prose(latest.get("diagnosis")),
+                "plan": run_view.prose(latest.get("plan")),
+                "attempts": run_view.attempts(events),
+                "evidence": {
+                    "text": evidence.get("text") or "",
+                    "summary": run_view.describe("evidence", evidence),
+                }
+                if evidence
+                else None,
                 "diff": diff_lines(await self._diff(run)),
-                "proofs": await browse.proofs_of_run(self.db, run_id),
+                "proofs": run_view.proof_views(await browse.proofs_of_run(self.db, run_id)),
                 "proposals": [asdict(p) for p in await proposals.by_run(self.db, run_id)],
                 "approvals": await browse.approvals_of_run(self.db, run_id),
                 "objections": await browse.objections_of_run(self.db, run_id),
-                "requests": [self._event_row(e) for e in requests],
+                "requests": [run_view.event_row(e) for e in requests],
                 "request_cost": sum(e["cost_usd"] for e in requests),
             }
         )
 
-    def _event_row(self, event: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "id": event["id"],
-            "ts": event["ts"],
-            "actor": event["actor"],
-            "event": event["event"],
-            "state": event["state"],
-            "cost_usd": event["cost_usd"],
-            "detail": _detail_text(event["detail"]),
-            "summary": _summary(event["detail"]),
-        }
-
     async def events_after(self, run_id: int, after: int) -> list[dict[str, Any]]:
         """The run's events after `after`, as timeline rows (the live stream's news)."""
         found = await browse.events_after(self.db, run_id, after)
-        return [self._page(self._event_row(e)) for e in found]
+        return [self._page(run_view.event_row(e)) for e in found]
 
     async def _diff(self, run: dict[str, Any]) -> str:
         """The run's change as a unified diff, from the repository (its branch is kept there)."""
@@ -204,12 +223,18 @@ class PageReader:
             return None
         fingerprint = incident.get("fingerprint")
         samples = await browse.actions_of_fingerprint(self.db, fingerprint, 20) if fingerprint else []
+        for sample in samples:
+            sample["frames"] = _frames(sample.get("frames"))
+        incident["sample"]["frames"] = _frames(incident["sample"].get("frames"))
         its_runs = await runs.for_incident(self.db, incident_id)
-        evidence = []
+        evidence: list[dict[str, Any]] = []
         for run in its_runs:
             for event in await runs.events(self.db, run["id"]):
-                if event["event"] == "evidence":
-                    evidence.append({"run_id": run["id"], "detail": _detail_text(event["detail"])})
+                if event["event"] == "evidence":  # the newest pack of each run (a resumed run gets another)
+                    detail = event["detail"] or {}
+                    pack = {"run_id": run["id"], "text": detail.get("text") or "",
+                            "summary": run_view.describe("evidence", detail)}  # fmt: skip
+                    evidence = [item for item in evidence if item["run_id"] != run["id"]] + [pack]
         return self._page({"incident": incident, "samples": samples, "runs": its_runs, "evidence": evidence})
 
     async def actions(self, where: ActionFilter, cursor: tuple[float, int] | None) -> dict[str, Any]:
@@ -239,7 +264,7 @@ class PageReader:
         try:
             report = await self._report(period)
         except AuditError as exc:
-            return {"period": period, "error": str(exc), "texts": [], "charts": []}
+            return self._page({"period": period, "error": str(exc), "texts": [], "charts": []})
         texts = render_text(report, report.highest_impact())
         names = ["failures_per_day", "p95_per_kind", "spend_per_day"]
         spend = [
@@ -255,5 +280,5 @@ class PageReader:
             report = await self._report(period)
         except AuditError:
             return None
-        charts: list[Chart] = await asyncio.to_thread(render_charts, report)
+        charts: list[Chart] = await asyncio.to_thread(render_charts, report, self.redactor.text)
         return next((chart.png for chart in charts if chart.filename == f"{name}.png"), None)

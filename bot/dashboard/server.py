@@ -1,27 +1,40 @@
 """The dashboard's web server (aiohttp, as the health endpoint): pages for signed-in users only.
 
-Everything but the sign-in page and the static assets answers 401 without a session. Only GET is
-routed, apart from the sign-in form's POST: nothing here changes the bot's state. Every response
-carries a Content-Security-Policy that allows scripts, styles and connections from this origin only
-(no inline script, no eval), so a payload that slipped past the escaping still could not run.
-A run's page follows the run live over server-sent events (`/runs/{id}/stream`).
+Everything but the sign-in page and the static assets answers 401 without a session, and a session
+counts only while its user is allow-listed (bot/dashboard/signin.py decides at every request). Only GET
+is routed, apart from the sign-in form's POST, which is taken from this dashboard's own pages only
+(`Origin` / `Sec-Fetch-Site`): nothing here changes the bot's state. Every response — the pages', and
+the ones aiohttp writes itself (a malformed request line, oversized headers) — carries a
+Content-Security-Policy that allows scripts, styles and connections from this origin only (no inline
+script, no eval), so a payload that slipped past the escaping still could not run: the headers are
+added where aiohttp prepares any response (`_Request`).
+
+A run's page follows the run live over server-sent events (`/runs/{id}/stream`), at most
+`dashboard.streams_per_session` at once per session and `dashboard.streams` in all. A client gets
+`dashboard.read_timeout_s` to send a request's head (from connecting, or from the previous answer) and
+as long for the sign-in form's body; a slower one is cut off. Every number in a URL is read by
+`bot.dashboard.params.url_int`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import math
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jinja2
 from aiohttp import web
 
 from bot.dashboard.pages import PageReader
+from bot.dashboard.params import url_int
+from bot.dashboard.render import install
 from bot.dashboard.signin import COOKIE, DashboardSignIn
 from bot.db.browse import ActionFilter
 from bot.kernel.log import get_logger
@@ -37,16 +50,34 @@ CSP = (
 _HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",  # a sign-in link's token never leaves in a Referer
+    # A sign-in link's token never leaves in a Referer; and unlike no-referrer, a form posted to this
+    # origin still names it in `Origin`, which the sign-in checks.
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
 }
 _OPEN = ("/signin", "/static/")
+_MAX_BODY = 8 * 1024  # the sign-in form is two short fields; nothing else takes a body
+_STREAM_RECHECK_S = 5.0  # an open stream asks again whether its session still counts this often
+_RETRY_AFTER_S = 10
 _STREAM_POLL_S = 0.5  # a run event written by any process (a worker too) shows within a second
 _USER = web.RequestKey("user", int)
 # Server-sent events end a line at any of these; each line of a row goes in a `data:` line of its own
 # (the browser joins them with newlines again), so a multi-line detail keeps its lines.
 _LINE_BREAKS = re.compile(r"\r\n|\r|\n")
+
+
+class _Request(web.Request):
+    """A request whose every response gets the security headers, whoever made the response: a page,
+    a refusal, a static file, a stream, or aiohttp's own answer to a request it could not parse
+    (which no middleware sees). aiohttp prepares each of them through this hook."""
+
+    async def _prepare_hook(self, response: web.StreamResponse) -> None:
+        for name, value in _HEADERS.items():
+            response.headers.setdefault(name, value)
+        await super()._prepare_hook(response)
 
 
 def _when(ts: float | None) -> str:
@@ -75,6 +106,30 @@ def templates() -> jinja2.Environment:
     return env
 
 
+class _BadParameter(Exception):
+    """A value in the URL that is not one (answered 400 with `text`)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+def _query_int(request: web.Request, name: str) -> int | None:
+    """The query's integer `name`: None when absent or empty; _BadParameter when not a stored integer."""
+    text = request.query.get(name, "")
+    if not text:
+        return None
+    value = url_int(text)
+    if value is None:
+        raise _BadParameter(f"`{name}` must be a whole number (digits 0-9), and this one is not.")
+    return value
+
+
+def _path_int(request: web.Request, name: str) -> int | None:
+    """The path's integer `name` (a run's or an incident's number); None when it cannot be one."""
+    return url_int(request.match_info[name])
+
+
 class DashboardServer:
     def __init__(self, reader: PageReader, signin: DashboardSignIn, host: str, port: int) -> None:
         self._reader = reader
@@ -82,8 +137,10 @@ class DashboardServer:
         self._host = host
         self._port = port
         self._env = templates()
+        install(self._env, reader.name_of)  # times, people, states and chat text as the pages write them
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
+        self._streams: dict[str, int] = {}  # open event streams per session (by its cookie's hash)
         self.port: int | None = None
 
     # -- the plumbing ---------------------------------------------------------------------------
@@ -102,32 +159,40 @@ class DashboardServer:
         if not request.path.startswith(_OPEN):
             user = await self._signin.user_of(request.cookies.get(COOKIE))
             if user is None:
-                response: web.StreamResponse = self._refusal(
+                return self._refusal(
                     401, "Sign in first", "Ask for a sign-in link with /dashboard in the dev channel."
                 )
-                response.headers.update(_HEADERS)
-                return response
             request[_USER] = user
         try:
-            response = await handler(request)
-        except web.HTTPException as exc:
-            exc.headers.update(_HEADERS)
-            raise
-        if not response.prepared:
-            response.headers.update(_HEADERS)
-        return response
+            return await handler(request)
+        except _BadParameter as exc:
+            return self._refusal(400, "That address is not one of mine", exc.text)
+
+    def _make_request(
+        self,
+        message: Any,
+        payload: Any,
+        protocol: Any,
+        writer: Any,
+        task: asyncio.Task[None],
+    ) -> web.Request:
+        """aiohttp's request factory, making `_Request`s (their responses carry the headers)."""
+        loop = asyncio.get_running_loop()
+        return _Request(
+            message, payload, protocol, writer, task, loop, client_max_size=_MAX_BODY, client_max_fields=10
+        )
 
     def _app(self) -> web.Application:
-        app = web.Application(middlewares=[self._guard])
+        app = web.Application(middlewares=[self._guard], client_max_size=_MAX_BODY)
         app.router.add_static("/static/", _HERE / "static", append_version=False)
         app.router.add_get("/signin", self._signin_page)
         app.router.add_post("/signin", self._signin_post)
         app.router.add_get("/", self._overview)
         app.router.add_get("/runs", self._runs)
-        app.router.add_get("/runs/{run_id:\\d+}", self._run)
-        app.router.add_get("/runs/{run_id:\\d+}/stream", self._run_stream)
+        app.router.add_get("/runs/{run_id}", self._run)
+        app.router.add_get("/runs/{run_id}/stream", self._run_stream)
         app.router.add_get("/incidents", self._incidents)
-        app.router.add_get("/incidents/{incident_id:\\d+}", self._incident)
+        app.router.add_get("/incidents/{incident_id}", self._incident)
         app.router.add_get("/actions", self._actions)
         app.router.add_get("/audit", self._audit)
         app.router.add_get("/audit/{name:[a-z0-9_]+}.png", self._audit_chart)
@@ -136,10 +201,22 @@ class DashboardServer:
     async def start(self, *, any_port: bool = False) -> int | None:
         """Start serving; the bound port, or None when the port is taken (logged). With `any_port` (the
         playground, where a second one or a test may hold the configured port) a taken port falls back
-        to one the system picks, so the newcomer still gets a link."""
+        to one the system picks, so the newcomer still gets a link. Sessions and links of users the
+        allow-list leaves out now end first."""
         self._closing = asyncio.Event()
-        self._runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=1.0)
+        self._streams = {}
+        await self._signin.sweep()
+        # keepalive_timeout is also how long a connection may take to send a request's head: aiohttp
+        # closes one still waiting for a whole head by then, however slowly bytes arrive.
+        self._runner = web.AppRunner(
+            self._app(),
+            access_log=None,
+            shutdown_timeout=1.0,
+            keepalive_timeout=self._signin.config.read_timeout_s,
+        )
         await self._runner.setup()
+        assert self._runner.server is not None
+        self._runner.server.request_factory = self._make_request
         site = web.TCPSite(self._runner, self._host, self._port)
         try:
             await site.start()
@@ -170,39 +247,71 @@ class DashboardServer:
 
     @staticmethod
     def _link_of(values: Any) -> tuple[int, str] | None:
-        user, token = str(values.get("u", "")), str(values.get("t", ""))
-        if not user.isdigit() or not token or len(token) > 100:
+        user, token = url_int(str(values.get("u", ""))), str(values.get("t", ""))
+        if user is None or not token or len(token) > 100:
             return None
-        return int(user), token
+        return user, token
+
+    def _link_refused(self) -> web.Response:
+        return self._refusal(
+            401,
+            "This link does not work",
+            "It has expired, was used already, is not yours, or you are no longer allow-listed. "
+            "Ask for a new one with /dashboard in the dev channel.",
+        )
 
     async def _signin_page(self, request: web.Request) -> web.Response:
         """The page a link opens: it only shows a button (a preview fetching the link uses nothing up)."""
         link = self._link_of(request.query)
         if link is None or not await self._signin.owner(*link):
-            return self._refusal(
-                401,
-                "This link does not work",
-                "It has expired, was used already, or is not yours. "
-                "Ask for a new one with /dashboard in the dev channel.",
-            )
+            return self._link_refused()
         current = await self._signin.user_of(request.cookies.get(COOKIE))
         if current is not None and current != link[0]:
             return self._refusal(403, "This link is someone else's", f"You are signed in as user {current}.")
         return self._page("signin.html", user_id=None, link_user=link[0], token=link[1])
 
+    def _foreign(self, request: web.Request) -> str | None:
+        """Why a sign-in POST did not come from this dashboard's own page, or None when it did.
+
+        A browser says where a form was posted from: `Sec-Fetch-Site`, and `Origin`. Either one naming
+        another site refuses it — a leaked link spent from elsewhere, or a visitor signed in as someone
+        else behind their back (login CSRF). A client that sends neither is no browser: nothing rides
+        on a visitor's cookies there."""
+        site = request.headers.get("Sec-Fetch-Site")
+        if site is not None and site.strip().lower() not in ("same-origin", "none"):
+            return f"it was sent from another site (Sec-Fetch-Site: {site[:40]})"
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return None
+        ours = {_origin(self._signin.base_url or "")}
+        if self._signin.config.public_url is None:  # reached by whatever address the browser used
+            ours.add(_origin(f"{request.scheme}://{request.host}"))
+        if _origin(origin) not in ours - {""}:
+            return f"it was sent from another site ({origin[:80]})"
+        return None
+
     async def _signin_post(self, request: web.Request) -> web.Response:
-        link = self._link_of(await request.post())
+        foreign = self._foreign(request)
+        if foreign is not None:
+            _log.warning("dashboard sign-in from another site refused", why=foreign)
+            return self._refusal(
+                403,
+                "Sign-in refused",
+                f"This sign-in did not come from the dashboard's own page: {foreign}. Your link still "
+                "works: open it in your browser's address bar and press the button there.",
+            )
+        try:
+            async with asyncio.timeout(self._signin.config.read_timeout_s):
+                form = await request.post()
+        except TimeoutError:
+            return self._refusal(408, "Too slow", "The sign-in form took too long to arrive. Try again.")
+        link = self._link_of(form)
         current = await self._signin.user_of(request.cookies.get(COOKIE))
         if link is not None and current is not None and current != link[0]:
             return self._refusal(403, "This link is someone else's", f"You are signed in as user {current}.")
         session = await self._signin.redeem(*link) if link is not None else None
         if session is None:
-            return self._refusal(
-                401,
-                "This link does not work",
-                "It has expired, was used already, or is not yours. "
-                "Ask for a new one with /dashboard in the dev channel.",
-            )
+            return self._link_refused()
         response = web.HTTPSeeOther("/")
         response.set_cookie(
             COOKIE,
@@ -219,39 +328,66 @@ class DashboardServer:
     # -- the pages ------------------------------------------------------------------------------
 
     @staticmethod
-    def _before(request: web.Request) -> int | None:
-        value = request.query.get("before", "")
-        return int(value) if value.isdigit() else None
-
-    @staticmethod
     def _state(request: web.Request) -> str | None:
         value = request.query.get("state", "")
-        return value if value.replace("_", "").isalpha() and len(value) < 40 else None
+        return value if value.replace("_", "").isalpha() and value.isascii() and len(value) < 40 else None
 
     async def _overview(self, request: web.Request) -> web.Response:
         data = await self._reader.overview()
         return self._page("overview.html", user_id=request[_USER], **data)
 
     async def _runs(self, request: web.Request) -> web.Response:
-        data = await self._reader.run_list(before=self._before(request), state=self._state(request))
+        before = _query_int(request, "before")
+        data = await self._reader.run_list(before=before, state=self._state(request))
         return self._page("runs.html", user_id=request[_USER], **data)
 
     async def _run(self, request: web.Request) -> web.Response:
-        data = await self._reader.run(int(request.match_info["run_id"]))
+        run_id = _path_int(request, "run_id")
+        data = await self._reader.run(run_id) if run_id is not None else None
         if data is None:
             return self._refusal(404, "No such run", "There is no run with that number.")
         return self._page("run.html", user_id=request[_USER], **data)
 
     async def _run_stream(self, request: web.Request) -> web.StreamResponse:
-        """The run's new events as server-sent events, each a timeline row, until the page goes."""
-        run_id = int(request.match_info["run_id"])
-        after_text = request.query.get("after", "0")
-        after = int(after_text) if after_text.isdigit() else 0
-        response = web.StreamResponse(headers={**_HEADERS, "Content-Type": "text/event-stream"})
+        """The run's new events as server-sent events, each a timeline row, until the page goes (or
+        its session stops counting). A HEAD gets the headers only."""
+        run_id = _path_int(request, "run_id")
+        after = _query_int(request, "after") or 0
+        if run_id is None:
+            return self._refusal(404, "No such run", "There is no run with that number.")
+        if request.method == "HEAD":
+            return web.Response(headers={"Content-Type": "text/event-stream"})
+        cookie = request.cookies.get(COOKIE, "")
+        session = hashlib.sha256(cookie.encode()).hexdigest()
+        config = self._signin.config
+        if sum(self._streams.values()) >= config.streams or self._streams.get(session, 0) >= (
+            config.streams_per_session
+        ):
+            response = self._refusal(
+                503, "Too many live timelines", "Close a run's page or two, then reload this one."
+            )
+            response.headers["Retry-After"] = str(_RETRY_AFTER_S)
+            return response
+        self._streams[session] = self._streams.get(session, 0) + 1
+        try:
+            return await self._stream(request, run_id, after, cookie)
+        finally:
+            self._streams[session] -= 1
+            if not self._streams[session]:
+                del self._streams[session]
+
+    async def _stream(self, request: web.Request, run_id: int, after: int, cookie: str) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         row = self._env.get_template("run_event_row.html")
+        loop = asyncio.get_running_loop()
         idle = 0.0
+        checked = loop.time()
         while not self._closing.is_set() and not _gone(request):
+            if loop.time() - checked >= _STREAM_RECHECK_S:
+                if await self._signin.user_of(cookie) is None:  # signed out, expired, or taken off the list
+                    break
+                checked = loop.time()
             news = await self._reader.events_after(run_id, after)
             try:
                 for event in news:
@@ -266,14 +402,18 @@ class DashboardServer:
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), _STREAM_POLL_S)
+        with contextlib.suppress(ConnectionError):
+            await response.write_eof()
         return response
 
     async def _incidents(self, request: web.Request) -> web.Response:
-        data = await self._reader.incident_list(before=self._before(request), state=self._state(request))
+        before = _query_int(request, "before")
+        data = await self._reader.incident_list(before=before, state=self._state(request))
         return self._page("incidents.html", user_id=request[_USER], **data)
 
     async def _incident(self, request: web.Request) -> web.Response:
-        data = await self._reader.incident(int(request.match_info["incident_id"]))
+        incident_id = _path_int(request, "incident_id")
+        data = await self._reader.incident(incident_id) if incident_id is not None else None
         if data is None:
             return self._refusal(404, "No such incident", "There is no incident with that number.")
         return self._page("incident.html", user_id=request[_USER], **data)
@@ -290,18 +430,33 @@ class DashboardServer:
 
     async def _actions(self, request: web.Request) -> web.Response:
         query = request.query
-        user = query.get("user", "").strip()
         where = ActionFilter(
             kind=query.get("kind", "").strip() or None,
             fingerprint=query.get("fingerprint", "").strip() or None,
-            user_id=int(user) if user.isdigit() else None,
+            user_id=_query_int(request, "user"),
             since=_time(query.get("since", "")),
             until=_time(query.get("until", "")),
         )
         cursor = _cursor(query.get("after", ""))
         data = await self._reader.actions(where, cursor)
-        filters = {k: query.get(k, "") for k in ("kind", "fingerprint", "user", "since", "until")}
+        filters = self._reader.echo(
+            {k: query.get(k, "") for k in ("kind", "fingerprint", "user", "since", "until")}
+        )
         return self._page("actions.html", user_id=request[_USER], filters=filters, **data)
+
+
+def _origin(url: str) -> str:
+    """scheme://host[:port] of `url`, lower-case, the default port left out; "" when it has none."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return ""
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return ""
+    default = 443 if parts.scheme == "https" else 80
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
 
 
 def _gone(request: web.Request) -> bool:
@@ -311,7 +466,7 @@ def _gone(request: web.Request) -> bool:
 
 def _period(request: web.Request) -> str:
     period = request.query.get("period", "7d").strip()
-    return period if period and len(period) <= 12 and period.isalnum() else "7d"
+    return period if period and len(period) <= 12 and period.isascii() and period.isalnum() else "7d"
 
 
 def _time(text: str) -> float | None:
@@ -331,10 +486,16 @@ def _time(text: str) -> float | None:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
+_CURSOR_TS = re.compile(r"[0-9]{1,16}(\.[0-9]{1,20})?")  # a record's unix time as the page wrote it
+
+
 def _cursor(text: str) -> tuple[float, int] | None:
-    ts, _, row_id = text.partition(":")
-    try:
-        value = float(ts)
-    except ValueError:
+    """The action explorer's cursor `ts:id` (the page's "next" link); None when absent; _BadParameter
+    when it is not one."""
+    if not text:
         return None
-    return (value, int(row_id)) if row_id.isdigit() and math.isfinite(value) else None
+    ts, _, row_id = text.partition(":")
+    record = url_int(row_id)
+    if _CURSOR_TS.fullmatch(ts) is None or record is None:
+        raise _BadParameter("`after` must be a record's time and number as the next-page link gives them.")
+    return float(ts), record

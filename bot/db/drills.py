@@ -1,4 +1,10 @@
-"""What the queries leave out for fire drills: their actions, incidents and the runs on those incidents.
+"""Fire drills in storage: the `drills` table, and what the other queries leave out for drills.
+
+A drill is a row from its start to its end (`begin`, `reached`, `end`): the stage it saw happen last,
+its incident, run and proposal. At most one row is unfinished — `unfinished` is 1 until the drill ends
+and UNIQUE — so `begin` starts a drill only if none is under way, in one statement, on SQLite or
+PostgreSQL, whichever process asks. A stop (a crash, a restart) leaves the row unfinished; the next
+start finds it (`unfinished`) and ends it as interrupted.
 
 A drill's records are told apart by kind (`bot.kernel.drills`): its actions and incidents have a
 `drill:` kind, and a run is a drill's when its incident is. The audit and the spending reports use
@@ -8,11 +14,99 @@ is reported apart (`drill_spent_since`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from bot.db import core
 from bot.db.core import Connection
 from bot.kernel.drills import DRILL_KIND_PREFIX
 
-__all__ = ["drill_spent_since", "not_drill_kind", "not_drill_run"]
+__all__ = [
+    "DrillRow",
+    "begin",
+    "drill_spent_since",
+    "end",
+    "latest",
+    "not_drill_kind",
+    "not_drill_run",
+    "reached",
+    "unfinished",
+]
+
+
+@dataclass(frozen=True)
+class DrillRow:
+    """A stored drill."""
+
+    id: int
+    number: int
+    process: str | None
+    started_at: float
+    stage: str
+    incident_id: int | None
+    run_id: int | None
+    proposal_id: int | None
+    ended_at: float | None
+    outcome: str | None
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> DrillRow:
+        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+
+
+_COLUMNS = "id, number, process, started_at, stage, incident_id, run_id, proposal_id, ended_at, outcome"
+# The next number, never below `floor` (the last number of drills counted before this table); nothing
+# when another drill is unfinished. SQLite reads `INSERT … SELECT … ON CONFLICT` only with a WHERE.
+_BEGIN = f"""
+    INSERT INTO drills (number, unfinished, process, started_at, stage)
+    SELECT CASE WHEN coalesce(max(number), 0) > CAST(:floor AS BIGINT) THEN max(number)
+                ELSE CAST(:floor AS BIGINT) END + 1,
+           1, CAST(:process AS TEXT), CAST(:now AS DOUBLE PRECISION), ''
+    FROM drills WHERE 1 = 1
+    ON CONFLICT (unfinished) DO NOTHING
+    RETURNING {_COLUMNS}"""
+_UNFINISHED = f"SELECT {_COLUMNS} FROM drills WHERE unfinished IS NOT NULL"
+_LATEST = f"SELECT {_COLUMNS} FROM drills ORDER BY number DESC LIMIT 1"
+_END = """
+    UPDATE drills
+    SET unfinished = NULL, ended_at = :now, outcome = :outcome, stage = coalesce(CAST(:stage AS TEXT), stage)
+    WHERE id = :id AND unfinished IS NOT NULL"""
+
+
+async def begin(db: Connection, *, process: str | None, now: float, floor: int = 0) -> DrillRow | None:
+    """Start drill number max+1 (at least `floor`+1); None when another drill is still unfinished."""
+    found = await core.first(db, _BEGIN, process=process, now=now, floor=floor)
+    return DrillRow.of(found) if found is not None else None
+
+
+async def unfinished(db: Connection) -> DrillRow | None:
+    """The drill under way (or left unfinished by a stop), if any."""
+    found = await core.first(db, _UNFINISHED)
+    return DrillRow.of(found) if found is not None else None
+
+
+async def latest(db: Connection) -> DrillRow | None:
+    """The drill started last, finished or not."""
+    found = await core.first(db, _LATEST)
+    return DrillRow.of(found) if found is not None else None
+
+
+async def reached(db: Connection, drill_id: int, stage: str, **records: int | None) -> None:
+    """The drill saw `stage` happen; `records` (incident_id, run_id, proposal_id) it now knows."""
+    known = {name: value for name, value in records.items() if value is not None}
+    unknown = set(known) - {"incident_id", "run_id", "proposal_id"}
+    if unknown:
+        raise ValueError(f"not a drill's record: {sorted(unknown)}")
+    sets = "".join(f", {name} = :{name}" for name in sorted(known))
+    await core.execute(
+        db, f"UPDATE drills SET stage = :stage{sets} WHERE id = :id", id=drill_id, stage=stage, **known
+    )
+
+
+async def end(db: Connection, drill_id: int, *, outcome: str, now: float, stage: str | None = None) -> bool:
+    """End the drill (`outcome`: ok, missed, stopped, failed, interrupted); False if it had ended."""
+    return await core.execute(db, _END, id=drill_id, outcome=outcome, now=now, stage=stage) == 1
+
 
 _LIKE = f"'{DRILL_KIND_PREFIX}%'"
 _DRILL_INCIDENTS = f"SELECT id FROM incidents WHERE kind LIKE {_LIKE}"

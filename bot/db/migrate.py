@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BASELINE",
     "HISTORY",
+    "INCREMENTAL_VACUUM",
     "SNAPSHOT",
     "MigrationError",
     "current_snapshot",
@@ -57,6 +58,9 @@ BASELINE = "0013"  # the revision that stands for the hand-written SQL migration
 HISTORY: Traversable = resources.files("bot.db").joinpath("history")
 
 SNAPSHOT = "fresh.sql"  # in the history directory
+# A new SQLite file frees the pages retention empties (`PRAGMA incremental_vacuum`, bot/db/action_writes.py)
+# instead of keeping them for later rows; the mode can only be chosen before the first table.
+INCREMENTAL_VACUUM = "PRAGMA auto_vacuum=INCREMENTAL"
 _SNAPSHOT_HEADER = "-- mendbot schema at the head of the history with sha256 "
 _LEGACY_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _REVISION_NAME = re.compile(r"^v(\d{4})_[a-z0-9_]+\.py$")
@@ -128,6 +132,9 @@ def upgrade_sqlite(conn: sqlite3.Connection, *, history: Traversable = HISTORY) 
         if revision is None and legacy_version == 0 and _is_empty(conn):
             _copy_fresh_image(conn, _fresh_sqlite_image(str(history)))
         else:
+            if _is_empty(conn):  # its header is written already (WAL mode): a VACUUM of nothing applies it
+                conn.execute(INCREMENTAL_VACUUM)
+                conn.execute("VACUUM")
             _upgrade_sqlite(conn, legacy_version, history)
     except MigrationError:
         raise
@@ -232,6 +239,7 @@ def _fresh_sqlite_image(history: str) -> bytes:
 
     conn = sqlite3.connect(":memory:", isolation_level=None)
     try:
+        conn.execute(INCREMENTAL_VACUUM)  # before any table: the copy made from it keeps the mode
         snapshot = current_snapshot(Path(history))
         if snapshot is not None:
             conn.executescript(snapshot)  # one transaction: the dump's BEGIN … COMMIT

@@ -21,7 +21,7 @@ import sysconfig
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MAX_READS", "ActionScope", "begin", "current", "note_read", "writer_frames"]
+__all__ = ["MAX_READS", "ActionScope", "begin", "current", "enter", "note_read", "writer_frames"]
 
 MAX_READS = 20  # per action: the newest reads are the ones nearest the failure
 _MAX_FRAMES = 8
@@ -37,7 +37,7 @@ _scope: contextvars.ContextVar[ActionScope | None] = contextvars.ContextVar(
 )
 
 
-@dataclass
+@dataclass(slots=True)
 class ActionScope:
     """The action running in this context: its kind and the stored rows it has read."""
 
@@ -47,7 +47,11 @@ class ActionScope:
 
 def begin(kind: str) -> ActionScope:
     """Open the scope of the action running in the current task (its context owns it)."""
-    scope = ActionScope(kind)
+    return enter(ActionScope(kind))
+
+
+def enter(scope: ActionScope) -> ActionScope:
+    """Make `scope` the current action's (the handler capture is one: one object per action)."""
     _scope.set(scope)
     return scope
 

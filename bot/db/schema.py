@@ -201,7 +201,7 @@ incident_requests = Table(
 _RUN_STATES = (
     "queued", "observing", "investigating", "planning", "editing", "verifying", "proposing",
     "awaiting_approval", "merging", "deployed", "watching", "resolved", "reported", "failed",
-    "rejected", "cancelled", "regressed", "interrupted",
+    "rejected", "cancelled", "regressed", "interrupted", "rolled_back",
 )  # fmt: skip
 
 runs = Table(
@@ -454,3 +454,42 @@ Index("dashboard_sessions_expires", dashboard_sessions.c.expires_at)
 
 # The action explorer's "by user" (bot/db/browse.py): newest first within one user's actions.
 Index("actions_user_ts", actions.c.user_id, actions.c.ts, **_partial("user_id IS NOT NULL"))
+
+# Fire drills (bot/improve/drill.py), each from its start to its end: the stage it reached and the
+# records it made. `unfinished` is 1 until the drill ends and NULL after; being UNIQUE, it lets one
+# drill at a time be unfinished, whichever process starts it (v0018_drills).
+drills = Table(
+    "drills",
+    metadata,
+    _id(),
+    Column("number", BigInteger, nullable=False),
+    Column("unfinished", Integer, unique=True),
+    Column("process", Text),  # the shards label of the process running it; NULL for a single process
+    Column("started_at", Seconds, nullable=False),
+    Column("stage", Text, nullable=False),  # the last stage it saw happen; "" before detection
+    Column("incident_id", BigInteger),
+    Column("run_id", BigInteger),
+    Column("proposal_id", BigInteger),
+    Column("ended_at", Seconds),
+    Column("outcome", Text),  # ok | missed | stopped | failed | interrupted
+)
+
+# The names people go by, as the bot last saw them (bot/runtime/people.py): who asked, approved or failed
+# reads as a name in chat and on the dashboard after a restart too, not as a Discord id.
+people = Table(
+    "people",
+    metadata,
+    Column("user_id", RowId, primary_key=True, autoincrement=False),
+    Column("name", Text, nullable=False),
+    Column("seen_at", Seconds, nullable=False),
+)
+
+# How far the database has taken each action journal (bot/observe/journal.py): the sequence number of
+# the last record it holds from it, changed in the same transaction as the records; v0020_journal.
+journal_positions = Table(
+    "journal_positions",
+    metadata,
+    Column("journal", Text, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("updated_at", Seconds, nullable=False),
+)

@@ -1,7 +1,8 @@
 """The dashboard's one-time sign-in links and sessions, kept only as SHA-256 hashes of their secrets.
 
 A link is used up by one conditional UPDATE (`used_at IS NULL AND expires_at > now`), so two browsers
-opening the same link at once cannot both sign in, on SQLite or PostgreSQL.
+opening the same link at once cannot both sign in, on SQLite or PostgreSQL. A user taken off the
+allow-list loses every link and session at once (`end_user`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from bot.db import core
 from bot.db.connection import transaction
 from bot.db.core import Connection
 
-__all__ = ["add_link", "add_session", "link_user", "session_user", "use_link"]
+__all__ = ["add_link", "add_session", "end_user", "link_user", "session_user", "signed_in_users", "use_link"]
 
 _ADD_LINK = """
     INSERT INTO dashboard_links (token_hash, user_id, created_at, expires_at)
@@ -28,6 +29,11 @@ _ADD_SESSION = """
 _SESSION_USER = """
     SELECT user_id FROM dashboard_sessions WHERE session_hash = :session_hash AND expires_at > :now"""
 _FORGET_SESSIONS = "DELETE FROM dashboard_sessions WHERE expires_at < :before"
+_END_SESSIONS = "DELETE FROM dashboard_sessions WHERE user_id = :user_id"
+_END_LINKS = "DELETE FROM dashboard_links WHERE user_id = :user_id"
+_SIGNED_IN = """
+    SELECT user_id FROM dashboard_sessions WHERE expires_at > :now
+    UNION SELECT user_id FROM dashboard_links WHERE used_at IS NULL AND expires_at > :now"""
 
 
 async def add_link(db: Connection, *, token_hash: str, user_id: int, now: float, expires_at: float) -> None:
@@ -63,3 +69,16 @@ async def session_user(db: Connection, *, session_hash: str, now: float) -> int 
     """Whose the session is, while it has not expired."""
     found = await core.scalar(db, _SESSION_USER, session_hash=session_hash, now=now)
     return None if found is None else int(found)
+
+
+async def end_user(db: Connection, *, user_id: int) -> int:
+    """End every session of `user_id` and forget their links; how many sessions ended."""
+    async with transaction(db):
+        ended = await core.execute(db, _END_SESSIONS, user_id=user_id)
+        await core.execute(db, _END_LINKS, user_id=user_id)
+    return ended
+
+
+async def signed_in_users(db: Connection, *, now: float) -> list[int]:
+    """Everyone with a live session or an unused, unexpired link."""
+    return sorted(int(row["user_id"]) for row in await core.rows(db, _SIGNED_IN, now=now))

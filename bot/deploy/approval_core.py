@@ -31,7 +31,7 @@ _log = get_logger(__name__)
 
 DecisionStatus = Literal["ready", "recorded", "refused", "rejected", "already_merged", "not_awaiting", "held"]
 
-_MERGED_STATES = frozenset({"merging", "deployed", "watching", "resolved", "regressed"})
+_MERGED_STATES = frozenset({"merging", "deployed", "watching", "resolved", "regressed", "rolled_back"})
 # Where a merge is still ahead, an objection can hold it: waiting for approval, queued or about to
 # merge (recheck has not run yet), re-verifying a moved branch, or stopped in one of those.
 _OBJECTABLE_STATES = frozenset({"awaiting_approval", "merging", "verifying", "interrupted"})
@@ -72,7 +72,7 @@ class ApprovalCore:
         self._runs = runs
         self._settings = settings
         self._clock = clock
-        self._access = AccessPolicy(settings.access)
+        self._access = AccessPolicy(lambda: settings.access)
         self._locks: dict[int, asyncio.Lock] = {}
         # (base, head) → protected files: a commit's diff never changes, and git is not free.
         self._protection: dict[tuple[str, str], tuple[str, ...]] = {}

@@ -147,6 +147,10 @@ class DeployCore:
         # sandbox and replay can take longer on a loaded machine, and must not fail the start).
         self.resume_gate: Callable[[], Awaitable[None]] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        # The live replays under way (`replay_live`), and whether this process is stopping: a stop does
+        # not wait for a replay, which the next start runs again (bot.deploy.watches).
+        self._replays: set[asyncio.Task[LiveReplay]] = set()
+        self._stopping = False
         self._resumed_watches: list[tuple[_Watch, float]] = []
         # Several processes on one database (bot/scale/cluster.py): an approved merge is handed to the
         # leader (`hand_over(run_id)` returns the chat reply), and a merge that went live is told
@@ -156,6 +160,43 @@ class DeployCore:
         self.went_live: Callable[[str, bool], Awaitable[None]] | None = None
         # With a canary configured (deploy.canary_shards) the fix goes live on it first.
         self.rollout: StagedRollout | None = None
+
+    async def replay_live(self, run: Run, merged_sha: str) -> LiveReplay:
+        """The replay of the run's incident against the deployed commit (`prove_live`), as a step a stop
+        interrupts instead of waiting for: the process stopping (SIGTERM; a restart past its drain)
+        cancels it, and whoever awaited it with it — the run stays `deployed` without a `proof_live`
+        event, and the next start replays it and finishes the deploy's report
+        (`announce_resumed_watches`)."""
+        if self.prove_live is None:
+            return LiveReplay()
+        if self._stopping:
+            raise asyncio.CancelledError  # not begun: the next start runs it
+        task = asyncio.ensure_future(self.prove_live(run, merged_sha))
+        self._replays.add(task)
+        self._failpoints.hit("deploy.during_live_replay")
+        try:
+            return await task
+        except asyncio.CancelledError:
+            task.cancel()  # the caller was cancelled (or the stop cancelled the replay): end both
+            await asyncio.wait([task], timeout=15)
+            raise
+        finally:
+            self._replays.discard(task)
+
+    def stopping(self) -> None:
+        """The process is stopping: interrupt the live replays under way, and begin none."""
+        self._stopping = True
+        for task in list(self._replays):
+            task.cancel()
+
+    async def cancel_background(self, timeout: float) -> None:
+        """Stop this service's background work (a re-verification, a deploy resumed at start) where it
+        is, and wait up to `timeout` for it to unwind: the next start takes it up again."""
+        pending = [task for task in self._background if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
 
     async def is_drill_run(self, run: Run) -> bool:
         """Whether `run` is a fire drill's (bot/improve/drill.py): requested by the drill user, or on

@@ -43,11 +43,8 @@ class DeployRollbacks(DeployCore):
                         f"{live.reason}"
                     )
                 self._watches.pop(run.id, None)
-                await self.runs.event(
-                    run.id,
-                    "rolled_back",
-                    actor=f"user:{user_id}",
-                    detail={"revert_sha": revert_sha, "emergency": True},
+                await self.runs.rolled_back(
+                    run.id, actor=f"user:{user_id}", detail={"revert_sha": revert_sha, "emergency": True}
                 )
                 report = await apply(live.changed_files)
             if self.went_live is not None:

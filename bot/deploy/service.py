@@ -36,7 +36,6 @@ from bot.deploy.rollback import DeployRollbacks
 from bot.deploy.signals import DeploySignals, _lines, _reread_lines
 from bot.deploy.watches import DeployWatches
 from bot.forge.base import ForgeError, HeadMovedError, MainMovedError, branch_head
-from bot.improve.proof import LiveReplay
 from bot.improve.runs import Run
 from bot.kernel.errors import UserError
 from bot.kernel.log import bind_context, get_logger
@@ -149,6 +148,7 @@ class DeployService(DeployWatches, DeployRollbacks, DeployReverification, Deploy
         try:
             if await self.is_drill_run(run):  # however it got here (a hand-over, a resume): never merged
                 return await self._refuse_drill(run, actor)
+            self._failpoints.hit("deploy.before_merge")
             return await self._merge_and_deploy(run, actor)
         except Exception as exc:  # a bug or a git/forge failure must not leave the run merging
             current = await self.runs.get(run.id)
@@ -360,6 +360,7 @@ class DeployService(DeployWatches, DeployRollbacks, DeployReverification, Deploy
                 actor="pipeline",
                 detail={"merged_sha": merged_sha, "files": changed},
             )
+            await self._reverts(run, merged_sha)
             self._failpoints.hit("deploy.during_reload")
             if live.old_sha == merged_sha:
                 report = "(already live: loaded when this process started)"
@@ -371,7 +372,7 @@ class DeployService(DeployWatches, DeployRollbacks, DeployReverification, Deploy
             await self.went_live(merged_sha, live.old_sha != merged_sha)
         # Before the watch: "resolved" then rests on the replay's evidence, not only on quiet; a replay
         # that shows the fix not holding live regresses the run at once, with the rollback offered.
-        replay = await self.prove_live(run, merged_sha) if self.prove_live is not None else LiveReplay()
+        replay = await self.replay_live(run, merged_sha)
         watch = await self._start_watch(run, set(changed), timer=not replay.failed, process=canary)
         if replay.failed:
             await self._regressed_live(watch, replay.line)
@@ -379,6 +380,16 @@ class DeployService(DeployWatches, DeployRollbacks, DeployReverification, Deploy
         return (
             f"🚀 Merged `{merged_sha[:7]}` and deployed{approved}{_on_canary(canary)}:\n{report}{replay.line}"
         )
+
+    async def _reverts(self, run: Run, merged_sha: str) -> None:
+        """A rollback run's merge is live: the run it reverts ends `rolled_back`."""
+        target = next(
+            (e.detail.get("run_id") for e in await self.runs.events(run.id) if e.event == "rollback_of"), None
+        )
+        if isinstance(target, int):
+            await self.runs.rolled_back(
+                target, actor="pipeline", detail={"revert_sha": merged_sha, "by_run": run.id}
+            )
 
     async def _go_live_elsewhere(self, run: Run, merged_sha: str, canary: str, approved: str) -> str:
         """The canary is another process: it is told and waited for; this checkout stays where it is.
@@ -398,7 +409,7 @@ class DeployService(DeployWatches, DeployRollbacks, DeployReverification, Deploy
             return (
                 f"⚠️ Merged `{merged_sha[:7]}`{approved}, but the canary ({canary}) did not take it: {problem}"
             )
-        replay = await self.prove_live(run, merged_sha) if self.prove_live is not None else LiveReplay()
+        replay = await self.replay_live(run, merged_sha)
         watch = await self._start_watch(run, set(changed), timer=not replay.failed, process=canary)
         if replay.failed:
             await self._regressed_live(watch, replay.line)

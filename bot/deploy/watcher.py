@@ -28,6 +28,7 @@ from bot.deploy.reload import (
 )
 from bot.kernel.filewatch import changed_files
 from bot.kernel.log import get_logger
+from bot.kernel.uncommitted import not_on_main, unseen_line
 
 __all__ = ["HandEditWatcher"]
 
@@ -98,5 +99,7 @@ class HandEditWatcher:
                 "(hand edits to the core never restart it by themselves)."
             )
         text = "✏️ Hand edit on disk:\n" + text.strip()
+        if (unseen := unseen_line(await not_on_main(self.repo_root, fresh))) is not None:
+            text += "\n" + unseen
         await self._report(text)
         return text

@@ -226,7 +226,7 @@ class DeployWatches(DeployCore):
             if self.prove_live is not None and (merged := await self._unreplayed(run)) is not None:
                 # The process stopped between the deploy and its replay (a restart it asked for, a
                 # crash in the reload): the replay runs now, and may regress the run like any other.
-                replay = await self.prove_live(run, merged)
+                replay = await self.replay_live(run, merged)
             if (unreported := await self._unreported(run)) is not None:
                 # The deploy's own report was never posted (the stop came during the reload or the
                 # replay): it is posted now, once, with the replay's line.

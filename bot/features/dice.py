@@ -40,6 +40,17 @@ class DiceRoll:
     def total(self) -> int:
         return sum(self.rolls) + self.spec.modifier
 
+    def sum_text(self, shown: int = 30) -> str:
+        """The sum as written out: `3 + 5 + 2`, a modifier as one more term (`3 - 2`); past `shown`
+        dice, `…` stands for the rest."""
+        terms = " + ".join(str(value) for value in self.rolls[:shown])
+        if len(self.rolls) > shown:
+            terms += " + …"
+        modifier = self.spec.modifier
+        if modifier:
+            terms += f" {'+' if modifier > 0 else '-'} {abs(modifier)}"
+        return terms
+
 
 def parse(text: str) -> DiceSpec:
     match = _NOTATION.match(text)

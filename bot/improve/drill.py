@@ -17,6 +17,16 @@ happen within its target (`drill.targets`) ends the drill and opens an incident 
 broken repair loop is found by the drill, not by a user. Without a model key the drill goes as far as
 the announcement and says why it stopped.
 
+A drill is stored from start to end (bot/db/drills.py): its number, the process running it, the stage
+it saw happen last, its incident, run and proposal. One drill at a time holds there, in one statement,
+whichever process asks — two `/drill`s at the same moment start one drill, and the other is told which
+one runs. A stop (kill -9, a restart) leaves the drill unfinished; the next start of the process that ran
+it (`recover`, from bot/runtime/services.py) reports it in the dev channel as interrupted at the stage it
+had reached, resolves its incident and ends its run as a drill's: rejected with its proposal closed, or
+cancelled — never left for `/run N action:resume` (which refuses a drill's run) and never proposed. A
+drill unfinished for longer than its whole target, by a process that is gone, is ended the same way by
+the next `/drill`.
+
 Drill records are apart everywhere: autonomy ignores drill incidents (the drill requests its own run),
 the detector keeps drill calls out of latency baselines, and the audit and spending reports leave drill
 actions, incidents and runs out (bot/db/drills.py); the drill's cost is shown in its report and in
@@ -33,9 +43,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from bot.db import drills
 from bot.db.core import Connection
-from bot.db.runs import get_setting, set_setting
-from bot.improve.runs import Run
+from bot.db.drills import DrillRow
+from bot.db.runs import get_setting
+from bot.improve.runs import TERMINAL_STATES, InvalidTransition, Run
 from bot.improve.service import SelfImprovementAgent
 from bot.kernel.drills import DRILL_KIND, DRILL_POINT, DRILL_USER_ID
 from bot.kernel.durations import human_duration
@@ -47,7 +59,7 @@ from bot.observe.incident import Incident
 from bot.observe.incidents import IncidentService
 from bot.observe.recorder import ActionRecorder
 
-__all__ = ["STAGES", "DrillReport", "DrillService", "StageTime"]
+__all__ = ["STAGES", "DrillReport", "DrillService", "StageTime", "interrupted_stage"]
 
 _log = get_logger(__name__)
 
@@ -60,7 +72,31 @@ STAGES: tuple[tuple[str, str, str | None], ...] = (
     ("prove", "the proof (checks and proofs passed)", "proposing"),
     ("propose", "the proposal", "awaiting_approval"),
 )
-_COUNTER_KEY = "drill.last_number"
+_COUNTER_KEY = "drill.last_number"  # drills were counted in a setting before the drills table
+_SPARE_S = 600.0  # past its last target, an unfinished drill nobody runs is abandoned
+
+
+# The stage a drill is in while its run is in each state (the furthest state the run reached counts).
+_IN_STAGE: tuple[tuple[str, str], ...] = (
+    ("queued", "investigate"),
+    ("observing", "investigate"),
+    ("investigating", "investigate"),
+    ("planning", "investigate"),
+    ("editing", "fix"),
+    ("verifying", "prove"),
+    ("proposing", "propose"),
+    ("awaiting_approval", "propose"),
+)
+
+
+def interrupted_stage(reached: str, run_states: set[str]) -> str:
+    """The stage a stopped drill was in: its run's, by the furthest state the run got to; before there
+    was a run, the one after the last stage the drill saw happen (`reached`, "" for none)."""
+    in_run = [stage for state, stage in _IN_STAGE if state in run_states]
+    if in_run:
+        return in_run[-1]
+    names = [name for name, _, _ in STAGES]
+    return names[min(names.index(reached) + 1, len(names) - 1)] if reached in names else names[0]
 
 
 def _seconds(took_s: float) -> str:
@@ -152,6 +188,7 @@ class DrillService:
         clock: Callable[[], datetime],
         failpoints: Failpoints | None = None,
         poll_s: float = 0.05,
+        process: str | None = None,
     ) -> None:
         self._settings = settings
         self._db = db
@@ -161,11 +198,13 @@ class DrillService:
         self._clock = clock
         self._failpoints = failpoints if failpoints is not None else Failpoints.from_environ()
         self.poll_s = poll_s
+        self._process = process  # this process's shards label on a shared database (None: the only one)
         # The chat side: post a drill's report in the dev channel (set by the Drill cog).
         self.post: Callable[[str], Awaitable[object]] | None = None
         self._task: asyncio.Task[DrillReport] | None = None
         self._schedule: asyncio.Task[None] | None = None
         self._number: int | None = None
+        self._drill_id: int | None = None
         self._run_times: dict[str, float] = {}
         self._run_id: int | None = None
         self._drill_clock: _Clock | None = None
@@ -177,24 +216,48 @@ class DrillService:
         return self._number if self._task is not None and not self._task.done() else None
 
     async def start(self) -> int:
-        """Start a drill in the background; its number. UserError while another one runs."""
+        """Start a drill in the background; its number. UserError while another one runs (in any
+        process sharing the database), or while the last one's calls are in the detector's window."""
         if (number := self.running) is not None:
             raise UserError(f"Fire drill #{number} is still running; one drill at a time.")
-        last = await get_setting(self._db, _COUNTER_KEY) or {}
         now = self._clock().timestamp()
+        current = await drills.unfinished(self._db)
+        if current is not None and self._abandoned(current, now):
+            notice = await self._end_interrupted(current, "its process stopping")
+            if notice and self.post is not None:
+                with contextlib.suppress(Exception):  # the new drill does not depend on the old one's notice
+                    await self.post(notice)
+            current = None
+        if current is not None:
+            raise UserError(f"Fire drill #{current.number} is still running; one drill at a time.")
+        legacy = await get_setting(self._db, _COUNTER_KEY) or {}
+        last = await drills.latest(self._db)
+        began = max(float(legacy.get("at", 0.0)), last.started_at if last is not None else 0.0)
+        last_number = max(int(legacy.get("number", 0)), last.number if last is not None else 0)
         # The detector fires once per window: the last drill's calls still in it would hide this one's.
         quiet_s = max(self._settings.observe.error_rate.window_s, self._settings.observe.repeat.window_s)
-        if last and now - float(last["at"]) < quiet_s:
-            wait = quiet_s - (now - float(last["at"]))
+        if began and now - began < quiet_s:
+            wait = quiet_s - (now - began)
             raise UserError(
-                f"Fire drill #{last['number']} began less than {quiet_s:g}s ago: its failing calls are still"
+                f"Fire drill #{last_number} began less than {quiet_s:g}s ago: its failing calls are still"
                 f" in the detector's window, so a new one's would not be detected. Try again in {wait:.0f}s."
             )
-        number = int(last.get("number", 0)) + 1
-        await set_setting(self._db, _COUNTER_KEY, {"number": number, "at": now})
-        self._number = number
-        self._task = asyncio.get_running_loop().create_task(self._drill(number), name=f"drill-{number}")
-        return number
+        row = await drills.begin(self._db, process=self._process, now=now, floor=int(legacy.get("number", 0)))
+        if row is None:  # another start (here, or in another process) won the same moment
+            other = await drills.unfinished(self._db)
+            which = f"#{other.number} " if other is not None else ""
+            raise UserError(f"Fire drill {which}is still running; one drill at a time.")
+        self._number, self._drill_id = row.number, row.id
+        self._task = asyncio.get_running_loop().create_task(
+            self._drill(row.number), name=f"drill-{row.number}"
+        )
+        return row.number
+
+    def _abandoned(self, row: DrillRow, now: float) -> bool:
+        """An unfinished drill no process runs: not this one's, and older than its whole target."""
+        if row.id == self._drill_id and self.running is not None:
+            return False
+        return now - row.started_at > self._settings.drill.targets.propose_s + _SPARE_S
 
     async def wait(self) -> DrillReport | None:
         """The report of the latest drill once it has ended (None if there never was one)."""
@@ -236,6 +299,79 @@ class DrillService:
                 await self._task
         self._failpoints.disarm(DRILL_POINT)
 
+    # -- after a stop -----------------------------------------------------------------------------
+
+    async def recover(self) -> str | None:
+        """At start: a drill this process left unfinished (killed, or stopped mid-drill) is ended as
+        interrupted — its incident resolved, its run ended as a drill's — and the line for the dev
+        channel saying so; None when there was none. On a shared database only this process's own
+        (by its shards) or an abandoned one."""
+        row = await drills.unfinished(self._db)
+        if row is None:
+            return None
+        now = self._clock().timestamp()
+        if row.process != self._process and not self._abandoned(row, now):
+            return None  # another process's, under way
+        return await self._end_interrupted(row, "a restart")
+
+    async def _end_interrupted(self, row: DrillRow, by: str) -> str:
+        run_states: set[str] = set()
+        run_id = row.run_id
+        if run_id is None:  # stopped between asking for the run and noting it: the drill user's run
+            drill_runs = [
+                run for run in await self._improve.runs.interrupted() if run.requester_id == DRILL_USER_ID
+            ]
+            drill_runs += [
+                run for run in await self._improve.runs.active() if run.requester_id == DRILL_USER_ID
+            ]
+            run_id = drill_runs[0].id if drill_runs else None
+        if run_id is not None:
+            events = await self._improve.runs.events(run_id)
+            run_states = {e.state for e in events if e.event == "transition" and e.state}
+        stage = interrupted_stage(row.stage, run_states)
+        ended = await drills.end(
+            self._db, row.id, outcome="interrupted", now=self._clock().timestamp(), stage=None
+        )
+        if not ended:
+            return ""
+        parts = []
+        incident_ids = {row.incident_id} if row.incident_id is not None else set()
+        incident_ids |= {i.id for i in self._incidents.active() if i.kind == DRILL_KIND and i.id is not None}
+        for incident_id in sorted(incident_ids):
+            with contextlib.suppress(UserError):
+                await self._incidents.set_state(incident_id, "resolved", DRILL_USER_ID)
+                parts.append(f"its incident #{incident_id} is resolved")
+        if run_id is not None:
+            parts.append(f"run #{run_id} is {await self._end_run(run_id, row.number, stage)}")
+        label = next(label for name, label, _ in STAGES if name == stage)
+        _log.warning("fire drill interrupted", drill=row.number, stage=stage, by=by)
+        said = " and ".join(parts)
+        done = f" {said[:1].upper()}{said[1:]}." if said else ""
+        return (
+            f"🧯 Fire drill #{row.number} was interrupted by {by} at **{stage}** — {label} had not"
+            f" happened yet.{done} A drill's run is never resumed or proposed; `/drill` starts a new drill."
+        )
+
+    async def _end_run(self, run_id: int, number: int, stage: str) -> str:
+        """End a stopped drill's run as a drill's: never resumable, never proposed. Its state now."""
+        detail = {"drill": number, "interrupted_at": stage}
+        run = await self._improve.runs.get(run_id)
+        try:
+            if run.state == "awaiting_approval":
+                run = await self._improve.runs.transition(run.id, "rejected", actor="drill", detail=detail)
+            elif run.state == "interrupted":
+                run = await self._improve.runs.transition(run.id, "cancelled", actor="drill", detail=detail)
+            elif run.state not in TERMINAL_STATES:
+                run = await self._improve.cancel(run.id, DRILL_USER_ID)
+        except (InvalidTransition, UserError) as exc:
+            _log.warning("ending an interrupted drill's run failed", run_id=run_id, error=str(exc))
+            return run.state
+        if run.proposal_id is not None:
+            with contextlib.suppress(Exception):
+                await self._improve.close_proposal(run, "a fire drill's proposal never merges")
+            return f"{run.state}, its proposal closed"
+        return run.state
+
     # -- the drill path ---------------------------------------------------------------------------
 
     def probe(self, number: int) -> None:
@@ -257,9 +393,11 @@ class DrillService:
     # -- running one ------------------------------------------------------------------------------
 
     def _on_run(self, run: Run) -> None:
-        """RunService listener: the moment the drill's run reaches each state (this process's runs)."""
+        """RunService listener: the moment the drill's run reaches each state (this process's runs).
+        A crash test stops the process right there: `drill.run_<state>` (bot/kernel/failpoints.py)."""
         if run.id == self._run_id and self._drill_clock is not None:
             self._run_times.setdefault(run.state, self._drill_clock.elapsed())
+            self._failpoints.hit(f"drill.run_{run.state}")
 
     async def _drill(self, number: int) -> DrillReport:
         targets = self._settings.drill.targets
@@ -280,6 +418,16 @@ class DrillService:
         await self._wind_down(report)
         if report.missed is not None:
             report.alarm_incident_id = await self._alarm(report)
+        if self._drill_id is not None:
+            outcome = "ok" if report.ok else "stopped" if report.stopped else "missed"
+            done = [s.stage for s in report.stages if s.took_s is not None]
+            await drills.end(
+                self._db,
+                self._drill_id,
+                outcome=outcome,
+                now=self._clock().timestamp(),
+                stage=done[-1] if done else "",
+            )
         _log.info("fire drill ended", drill=number, missed=report.missed, stopped=report.stopped)
         if self.post is not None:
             try:
@@ -311,6 +459,7 @@ class DrillService:
         if incident is None:
             report.why = "no incident was opened on the drill's failing calls (is the detector working?)"
             return
+        await self._note("detect", incident_id=incident.id)
 
         def announced() -> Incident | None:
             assert incident is not None
@@ -320,6 +469,7 @@ class DrillService:
             report.why = "the drill's incident was not announced in the dev channel"
             return
         report.incident_id = incident.id
+        await self._note("announce", incident_id=incident.id)
         if self._settings.anthropic_api_key is None:
             report.stopped = True
             report.why = (
@@ -339,6 +489,7 @@ class DrillService:
             report.missed, report.why = "investigate", f"the run was refused: {exc}"
             return
         self._run_id = report.run_id = run.id
+        await self._note("announce", run_id=run.id)
         for name, _, state in STAGES:
             if state is None:
                 continue
@@ -350,8 +501,14 @@ class DrillService:
                 cause = f": {current.failure_reason[:300]}" if current.failure_reason else ""
                 report.why = f"run #{run.id} is {current.state}{cause}"
                 return
+            await self._note(name, proposal_id=(await self._improve.runs.get(run.id)).proposal_id)
         final = await self._improve.runs.get(run.id)
         report.proposal_id = final.proposal_id
+
+    async def _note(self, stage: str, **records: int | None) -> None:
+        """Store that the drill saw `stage` happen, with what it learnt (a stop resumes from here)."""
+        if self._drill_id is not None:
+            await drills.reached(self._db, self._drill_id, stage, **records)
 
     async def _reached(self, run_id: int, state: str) -> bool | None:
         """True once the run has been in `state`; None while it may still get there, False if it cannot."""

@@ -70,6 +70,9 @@ _MAX_SOURCE_LINES = 120  # per function; a longer one is cut around its focus li
 _HISTORY_FILES = 4
 _HISTORY_LOOKUPS = 8  # candidate files whose log is read before ranking; the best 4 are shown
 _CORRELATE_WINDOW_S = 7 * 86400
+# The failures that opened an incident came before it opened (a rule counts them over its window, ten
+# minutes by default): an incident's failures are looked for from this long before its first sighting.
+_OPENED_BY_S = 3600.0
 _CORRELATE_SCAN = 500
 _MAX_CALLS = 6
 _MAX_SLOW = 20
@@ -392,7 +395,7 @@ async def build_evidence(
             db,
             kind=incident["kind"],
             fingerprint=incident["fingerprint"] or fingerprint,
-            since=incident["first_seen"],
+            since=incident["first_seen"] - _OPENED_BY_S,
             limit=_MAX_FAILURES,
         )
     elif fingerprint is not None:

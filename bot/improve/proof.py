@@ -7,13 +7,16 @@ Each item has a role: a recorded failing call the agent was shown (`recorded`) o
 `neighbour` (the same command with a nearby value), a call that worked before (`pass`), or a regression
 test. Its verdict: `proves` (fails on the base, fixed on the branch), `holds` (worked on the base, works
 alike on the branch), `fails` (still fails, or broke), `slow` (answers, far slower than before),
+`refused` (no longer fails, but is refused: the recorded error turned into a user error, or nearby inputs
+get results),
 `no_proof` (a test that proves nothing) or `neutral` (could not tell). An item may carry `flags`: what a
-reviewer should look at (the same answer for every failing input, a refusal where nearby inputs get
-results) — shown with the proof, never a verdict: fixing a failure often means one answer for all of it.
+reviewer should look at (the same answer for every failing input where nearby inputs get their own) —
+shown with the proof, never a verdict: fixing a failure often means one answer for all of it.
 
 The verdict is `proven` — **by replay** when a replay item proves it, else **by test** — when an item
 proves it and none says otherwise; `disproven` when an item shows the change does not fix it or breaks
-what worked; `unproven` when nothing could tell, or when it answers but far slower than before.
+what worked; `unproven` when nothing could tell, or when it answers but far slower than before, or with a
+refusal.
 `deploy.require_proof` says which a plain "ship it" needs (`Proof.meets`). What an agent can act on is
 `Proof.feedback()`, fed back like failed checks — without the inputs of calls it was not shown. The proof
 is stored with the run (`proofs`) and rendered into the proposal and its report, each item saying what
@@ -22,7 +25,8 @@ was observed and by whom.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from bot.db import proofs as queries
@@ -41,7 +45,7 @@ __all__ = [
 ]
 
 Verdict = Literal["proven", "unproven", "disproven"]
-ItemVerdict = Literal["proves", "holds", "fails", "slow", "no_proof", "neutral"]
+ItemVerdict = Literal["proves", "holds", "fails", "slow", "refused", "no_proof", "neutral"]
 Basis = Literal["replay", "test"]
 Requirement = Literal["off", "test", "replay"]
 
@@ -92,6 +96,21 @@ class ProofItem:
             tuple(value.get("flags") or ()),
         )
 
+    def redacted(self, redact: Callable[[str], str]) -> ProofItem:
+        """The item with every text it carries through the redactor (what is stored and shown)."""
+        sides = [
+            None if side is None else replace(side, text=redact(side.text))
+            for side in (self.base, self.branch)
+        ]
+        return replace(
+            self,
+            label=redact(self.label),
+            base=sides[0],
+            branch=sides[1],
+            note=redact(self.note),
+            flags=tuple(redact(flag) for flag in self.flags),
+        )
+
     @property
     def title(self) -> str:
         """`replay `!roll 5d6` (held out)`: what it is, and its role where that says more."""
@@ -100,8 +119,9 @@ class ProofItem:
 
     @property
     def cautious(self) -> bool:
-        """Answers, but far slower than before: the proof can be no more than unproven."""
-        return self.verdict == "slow"
+        """The failure is gone, but the answer is far slower than before, or a refusal: the proof can be
+        no more than unproven."""
+        return self.verdict in ("slow", "refused")
 
     def told(self) -> str:
         """What this item says in feedback to the agent: a call it was not shown, without its input."""

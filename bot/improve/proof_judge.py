@@ -23,11 +23,13 @@ outcome:
 Every item that answered on both sides is also timed: an answer more than `slowdown_factor` times slower
 than its usual time (the base's answer to it, or for a failing call the base's answers to the command's
 calls that worked, and the command's recorded median), and at least `slowdown_min_ms` slower, is
-**slow**, which caps the proof at unproven. Two **flags** are shown with an item for the reviewer, both
-measured against the failing calls' neighbours that worked on the base: the same answer for every
-failing input where those got their own, and a refusal — an exception the framework answered, such as a
-`UserError` — where those got results. They decide nothing: a fix often does answer a whole class of
-failing input one way ("no games yet"), and whether a refusal is right is the reviewer's call.
+**slow**, which caps the proof at unproven. A failing call that is now answered with a **refusal** — an
+exception the framework answers, such as a `UserError` — is **refused**, which caps it too, when the
+recorded error is still raised and turned into that refusal, or when the call's neighbours that worked on
+the base got results: the input still gets no result. Whether refusing it is right is the reviewer's call
+("ship it unproven"). One **flag** is shown for the reviewer and decides nothing: the same answer for
+every failing input where those neighbours got their own (a fix often does answer a whole class of failing
+input one way: "no games yet").
 """
 
 from __future__ import annotations
@@ -291,6 +293,8 @@ class _Judge:
                 return item("fails", problem)
         elif (caught := self._still_happens(after)) is not None:
             return item("fails", caught)
+        elif (converted := self._converted(case, after)) is not None:
+            return item("refused", converted)
         recorded = self.plan.failure.error_type if self.plan.failure else case.error_type
         same = recorded is not None and before.error_type == recorded
         where = "as recorded" if same and role != "neighbour" else "the same way" if same else ""
@@ -314,6 +318,21 @@ class _Judge:
         if breadth == "specific":
             return None  # handled where it is raised, by a handler naming it: that function's fix
         return f"{happens}; the change catches it with a broad `except` there"
+
+    def _converted(self, case: ReplayCase, after: ReplayResult) -> str | None:
+        """The recorded error raised again, caught where it is raised and turned into a refusal the
+        framework answers (a `UserError`): the input still gets no result, only a politer answer."""
+        failure = self.plan.failure
+        raised = self._raised_at(after, failure) if failure is not None and failure.function else None
+        if raised is None or not raised.caught_where_raised:
+            return None
+        refusal = after.escaped(self.plan.handler_files.get(case.kind, []))
+        if refusal is None or raised.file not in refusal.frames:
+            return None
+        return (
+            f"the {raised.error_type} in `{raised.function}` still happens; the change turns it into a"
+            f" refusal ({refusal.error_type})"
+        )
 
     def _holds(self, case: ReplayCase, before: ReplayResult, after: ReplayResult) -> ProofItem:
         base_side, branch_side = _side(before), _side(after)
@@ -387,8 +406,10 @@ class _Judge:
     # -- flags --------------------------------------------------------------------------------
 
     def _flagged(self, judged: list[tuple[ReplayCase, ProofItem]]) -> list[ProofItem]:
-        """Flags on the fixed failing calls of each command: one answer for all, or a refusal."""
+        """The fixed failing calls of each command answered with a refusal where their neighbours that
+        worked got results (refused), or with one answer for all where those got their own (a flag)."""
         flags: dict[str, list[str]] = {}
+        refused: dict[str, str] = {}
         fixed = [
             (case, item)
             for case, item in judged
@@ -411,14 +432,18 @@ class _Judge:
             for case in mine:
                 escaped = self.branch[case.key].escaped(files)
                 if escaped is not None:
-                    flags.setdefault(case.key, []).append(
+                    refused[case.key] = (
                         f"answers with a refusal ({escaped.error_type} from `{escaped.function}`) where"
                         " nearby inputs get results"
                     )
-        return [
-            replace(item, flags=(*item.flags, *flags[case.key])) if case.key in flags else item
-            for case, item in judged
-        ]
+        out = []
+        for case, item in judged:
+            judged_item = (
+                replace(item, verdict="refused", note=refused[case.key]) if case.key in refused else item
+            )
+            flagged = (*judged_item.flags, *flags.get(case.key, ()))
+            out.append(replace(judged_item, flags=flagged))
+        return out
 
     def _worked_answers(self, kind: str) -> list[str]:
         """The base's answers to the neighbours of this kind's failing calls that worked there, without

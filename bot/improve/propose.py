@@ -127,7 +127,22 @@ class RunProposals(RunProgress):
                 run.id,
                 "checks",
                 actor="pipeline",
-                detail={"ok": verification.ok, "sha": verification.sha, "summary": verification.summary()},
+                detail={
+                    "ok": verification.ok,
+                    "sha": verification.sha,
+                    "summary": verification.summary(),
+                    # each check with the end of its output: the dashboard shows it folded
+                    "checks": [
+                        {
+                            "command": check.command,
+                            "ok": check.ok,
+                            "exit_code": check.exit_code,
+                            "duration_s": round(check.duration_s, 2),
+                            "output": check.output_tail,
+                        }
+                        for check in verification.checks
+                    ],
+                },
             )
             if verification.limit_hit:
                 # A fork bomb, a full /tmp, a check that never ends: not a failure to hand back for
@@ -149,7 +164,9 @@ class RunProposals(RunProgress):
                         self._prompts.get("agent/proof").render(
                             attempt=str(attempt + 1),
                             max_attempts=str(attempts),
-                            failures=untrusted_block("proof of the fix", feedback, limit=12_000),
+                            failures=untrusted_block(
+                                "proof of the fix", self.runs.redactor.text(feedback), limit=12_000
+                            ),
                         ),
                         read_only=False,
                     )

@@ -332,7 +332,7 @@ class Prover:
             base_sha=base_sha,
             verdict=proof.verdict,
             reason=self._redact(proof.reason),
-            items=[item.to_dict() for item in proof.items],
+            items=[item.redacted(self._redact).to_dict() for item in proof.items],
             overhead_s=round(proof.overhead_s, 3),
             now=self._now(),
         )

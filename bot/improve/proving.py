@@ -30,6 +30,7 @@ class RunProofs(RunProgress):
         if any(event.event == "rollback_of" for event in events):
             return LiveReplay(await self.prove_rollback(run, sha))
         fingerprint, kind = await self._replay_target(run, events)
+        _log.info("live replay started", run_id=run.id, sha=sha)
         try:
             proof = await self.prover.prove_deployed(
                 run_id=run.id, sha=sha, base_sha=run.base_sha or "", fingerprint=fingerprint, kind=kind

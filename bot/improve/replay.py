@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import json
 import os
 import shutil
 import signal
 import tempfile
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +42,7 @@ import yaml
 from bot.improve.replay_plan import ReplayCase, ReplayPlan, extension_of
 from bot.kernel.errors import named_bug
 from bot.kernel.log import get_logger
+from bot.kernel.own_loop import on_own_loop
 from bot.kernel.sections import HostConfig
 from bot.trust import replay_launch
 from bot.trust.loopback_discord_model import message_text
@@ -200,18 +200,10 @@ async def run_replay(
         raise ReplayError(f"no sandbox to replay in: {exc}") from exc
     # The observer runs on an event loop of its own, in a thread, with a context of its own: the times
     # it measures are the bot's, not this loop's load, and nothing of a virtual clock (the playground's
-    # simcord keeps one in context variables) can reach its waits.
+    # simcord keeps one in context variables) can reach its waits. Cancelled (a shutdown), it stops the
+    # sandboxed bot and ends at once, instead of holding the process until the replay is over.
     observe = _observe(checkout, plan, sandbox, ready_timeout_s, call_timeout_s, host=host)
-    return await asyncio.get_running_loop().run_in_executor(None, contextvars.Context().run, _run, observe)
-
-
-def _run(observe: Coroutine[Any, Any, dict[str, ReplayResult]]) -> dict[str, ReplayResult]:
-    loop = asyncio.SelectorEventLoop()
-    try:
-        return loop.run_until_complete(observe)
-    finally:
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
+    return await on_own_loop(observe, stop_within_s=_STOP_TIMEOUT_S + 5)
 
 
 class _Reports:

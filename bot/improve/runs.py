@@ -4,7 +4,10 @@
 awaiting_approval → merging → deployed → watching → resolved`, with the exits `reported`
 (investigate requests), `failed`, `rejected`, `cancelled`, `regressed` and `interrupted` (the
 process stopped mid-run; resuming returns to the state it was caught in, or starts over from
-`queued`). Every change is
+`queued`). A merged run whose change was reverted — an emergency rollback, a rollback run merged, a
+canary taken back — ends `rolled_back`, from whatever it said before (`deployed`, `watching`,
+`resolved`, `regressed`). What each state looks like to people (its icon and words) is
+`STATE_ICONS` and `state_label`, the one table chat and the dashboard read. Every change is
 written to SQLite at once, with an event carrying its time, actor and cost, because the process
 may die at any moment.
 """
@@ -30,6 +33,8 @@ from bot.trust.redact import Redactor
 __all__ = [
     "ACTIVE_STATES",
     "BUSY_STATES",
+    "ROLLBACK_FROM",
+    "STATE_ICONS",
     "TERMINAL_STATES",
     "TRANSITIONAL_STATES",
     "TRANSITIONS",
@@ -42,6 +47,7 @@ __all__ = [
     "RunService",
     "RunState",
     "slugify",
+    "state_label",
 ]
 
 _log = get_logger(__name__)
@@ -69,12 +75,46 @@ RunState = Literal[
     "cancelled",
     "regressed",
     "interrupted",
+    "rolled_back",
 ]
 
 ALL_STATES: frozenset[RunState] = frozenset(get_args(RunState))
 TERMINAL_STATES: frozenset[RunState] = frozenset(
-    {"resolved", "reported", "failed", "rejected", "cancelled", "regressed"}
+    {"resolved", "reported", "failed", "rejected", "cancelled", "regressed", "rolled_back"}
 )
+# Merged runs whose change can still be reverted: what a rollback ends as `rolled_back`.
+ROLLBACK_FROM: frozenset[RunState] = frozenset({"deployed", "watching", "resolved", "regressed"})
+
+# Each state as people see it, in chat and on the dashboard: an icon that says what it means.
+STATE_ICONS: dict[RunState, str] = {
+    "queued": "🕒",
+    "observing": "🔎",
+    "investigating": "🧠",
+    "planning": "📝",
+    "editing": "✏️",
+    "verifying": "🧪",
+    "proposing": "📦",
+    "awaiting_approval": "👀",
+    "merging": "🔀",
+    "deployed": "🚀",
+    "watching": "👁️",
+    "resolved": "✅",
+    "reported": "🔍",
+    "failed": "❌",
+    "rejected": "🚫",
+    "cancelled": "⏹️",
+    "regressed": "⚠️",
+    "interrupted": "⏸️",
+    "rolled_back": "⏪",
+}
+
+
+def state_label(state: str) -> str:
+    """`✅ resolved`, `⏪ rolled back`, `👀 awaiting approval`: a state as people read it."""
+    icon = STATE_ICONS.get(state, "•")  # type: ignore[call-overload]  # stored text may be any str
+    return f"{icon} {state.replace('_', ' ')}"
+
+
 # Active: not finished and not interrupted (an interrupted run waits for someone to resume it).
 ACTIVE_STATES: frozenset[RunState] = ALL_STATES - TERMINAL_STATES - {"interrupted"}
 # Busy: holding a concurrency slot — the agent or the pipeline is working on it. A proposal
@@ -118,6 +158,8 @@ def _transitions() -> dict[RunState, set[RunState]]:
     # Resuming goes back to the exact state the run was interrupted in (checked in transition),
     # or to queued to start it over from the top.
     table["interrupted"] = set(_INTERRUPTIBLE) | {"failed", "cancelled"}
+    for state in ROLLBACK_FROM:
+        table[state].add("rolled_back")
     return table
 
 
@@ -328,6 +370,16 @@ class RunService:
         for listener in self._listeners:
             listener(changed)
         return changed
+
+    async def rolled_back(self, run_id: int, *, actor: str, detail: dict[str, Any]) -> Run:
+        """The run's merged change was reverted: it ends `rolled_back` when it was deployed, watching,
+        resolved or regressed (the transition carries `detail`); in any other state (rolled back
+        already) the event alone is recorded."""
+        run = await self.get(run_id)
+        if run.state in ROLLBACK_FROM:
+            return await self.transition(run_id, "rolled_back", actor=actor, detail=detail)
+        await self.event(run_id, "rolled_back", actor=actor, detail=detail)
+        return await self.get(run_id)
 
     async def fail(self, run_id: int, stage: str, reason: str, *, actor: str, cost_usd: float = 0.0) -> Run:
         """End the run as failed, recording the stage and the reason."""

@@ -39,6 +39,7 @@ from bot.improve.runs import (
     slugify,
 )
 from bot.improve.stages import RunStages
+from bot.kernel.drills import DRILL_USER_ID
 from bot.kernel.errors import UserError
 from bot.kernel.log import get_logger
 from bot.trust.sandbox import SandboxUnavailable
@@ -333,6 +334,10 @@ class SelfImprovementAgent(RunStages, RunProofs):
     async def resume_run(self, run_id: int, user_id: int) -> Run:
         """Continue an interrupted run from the start of its pipeline, under the same id."""
         run = await self.runs.get(run_id)
+        if run.requester_id == DRILL_USER_ID:  # however it was left: a drill is timed, not continued
+            raise UserError(
+                f"Run #{run_id} was a fire drill's; a drill is not resumed. `/drill` starts a new one."
+            )
         if run.state != "interrupted":
             raise UserError(f"Run #{run_id} is {run.state}; only interrupted runs can be resumed.")
         await self.ensure_ready(run.kind)

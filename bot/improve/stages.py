@@ -20,6 +20,7 @@ from bot.improve.propose import RunProposals
 from bot.improve.runs import Run
 from bot.improve.workspace import Worktree, branch_name
 from bot.kernel.log import bind_context, get_logger
+from bot.kernel.uncommitted import not_on_main, unseen_line
 
 __all__ = ["RunStages", "parse_json_block"]
 
@@ -120,8 +121,15 @@ class RunStages(RunProposals):
                 "kinds": pack.kinds,
                 "suspects": [f"{s.path}:{s.function}" for s in pack.suspects],
                 "shown_calls": sorted(pack.shown_calls),
+                "text": evidence,  # what the agent is given, as it is given (the dashboard shows it)
             },
         )
+        # A suspect that is not on main (a cog never committed, a hand edit) is not in the worktree.
+        unseen = await not_on_main(repo_root, {suspect.path for suspect in pack.suspects})
+        if (line := unseen_line(unseen)) is not None:
+            await self.runs.event(run.id, "not_on_main", actor="pipeline", detail={"files": unseen})
+            live.lines.append(line)
+            await self._progress(run)
 
         if run.proposal_id is None:  # a resumed run (or one stopped before recording it): start clean
             stale = Worktree(

@@ -8,7 +8,9 @@ unless the process was started with the point armed:
     MENDBOT_FAILPOINTS="deploy.after_merge_recorded=kill" mendbot play
 
 The variable is read once, when the services are built. `kill` sends SIGKILL to the process
-itself — what an OOM kill or a power cut does: no handler, no drain, no last write. `raise` makes
+itself — what an OOM kill or a power cut does: no handler, no drain, no last write. `term` sends it
+SIGTERM — what a service manager's stop does: the step goes on while the process drains and stops
+(`bench/stop.py` times that at each deploy step). `raise` makes
 the step fail with `InjectedFault`, as a bug there would: a fire drill (bot/improve/drill.py) arms
 its point in process (`arm`) for the length of the drill, so the failure it sends down the repair
 loop goes through the same facility as every other injected fault. An unknown action is refused at
@@ -16,10 +18,14 @@ start (a typo must not silently test nothing). Code the agent writes never sees 
 processes get an allow-listed environment.
 
 Points (each named where it is hit):
+- `deploy.before_merge` — the run merging: its approvals about to be counted again, then the merge
+  (and, when main moved, the rebase and its re-verification);
 - `deploy.after_merge_recorded` — the merge is recorded, the live checkout has not moved;
 - `deploy.after_live_update` — the live checkout is at the merged commit, the run not yet deployed;
 - `deploy.during_reload` — the run is deployed, the reload of what changed has not finished;
-- `drill.probe` — the fire drill's own command (bot/improve/drill.py), reached by no user.
+- `deploy.during_live_replay` — the replay against the deployed code has just begun;
+- `drill.probe` — the fire drill's own command (bot/improve/drill.py), reached by no user;
+- `drill.run_<state>` — a fire drill's run has just entered `<state>` (`drill.run_editing`, …).
 """
 
 from __future__ import annotations
@@ -28,15 +34,15 @@ import os
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 from bot.kernel.log import get_logger
 
 __all__ = ["ENV_VAR", "Failpoints", "InjectedFault"]
 
 ENV_VAR = "MENDBOT_FAILPOINTS"
-Action = Literal["kill", "raise"]
-_ACTIONS: frozenset[str] = frozenset({"kill", "raise"})
+Action = Literal["kill", "term", "raise"]
+_ACTIONS: frozenset[str] = frozenset({"kill", "term", "raise"})
 
 
 class InjectedFault(RuntimeError):
@@ -59,8 +65,8 @@ class Failpoints:
         for entry in filter(None, (part.strip() for part in spec.split(","))):
             name, sep, action = entry.partition("=")
             if not sep or not name.strip() or action.strip() not in _ACTIONS:
-                raise ValueError(f"{ENV_VAR}: {entry!r} is not name=kill or name=raise")
-            armed[name.strip()] = "kill" if action.strip() == "kill" else "raise"
+                raise ValueError(f"{ENV_VAR}: {entry!r} is not name=kill, name=term or name=raise")
+            armed[name.strip()] = cast(Action, action.strip())
         return cls(armed)
 
     @classmethod
@@ -84,5 +90,8 @@ class Failpoints:
         if action == "kill":
             _log.warning("failpoint hit: killing the process", point=name)
             os.kill(os.getpid(), signal.SIGKILL)
+        elif action == "term":
+            _log.warning("failpoint hit: stopping the process (SIGTERM)", point=name)
+            os.kill(os.getpid(), signal.SIGTERM)
         elif action == "raise":
             raise InjectedFault(f"synthetic fault injected at {name}")

@@ -4,7 +4,12 @@ JSON lines go to `data/logs/mendbot.jsonl`; readable lines go to stderr. With
 `console_tracebacks=False` (`mendbot run`) tracebacks go to the JSON file only: the console gets the
 exception's one-line summary and where the traceback is (an operator watching the terminal or
 journalctl reads lines, not walls). An event logged with `console=False` goes
-to the file only — for failures that `__main__` already reports as one line of its own. Per-request
+to the file only — for failures that `__main__` already reports as one line of its own. The
+playground's console is `brief`: one `! …` line per warning or failure between the chat lines, and
+nothing for what the chat shows itself (events logged with `announced=True`, such as an incident
+opened). The console can be held (`Console.hold()`) while a start may still end in a configuration
+error: that error is then printed first and alone, and the held lines go (`drop_held()`) or follow
+(`show_held()`); the file has them all either way. Per-request
 context (guild, channel, user, run id) is bound with `bind_context()` and carried by contextvars. Every
 value passes the redactor (the bot's own secret values in any encoding, and token shapes) first: the
 caller hands one in (`bot.trust.redact.Redactor`), so logging knows no secret and needs no trust base.
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import sys
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
@@ -38,7 +44,7 @@ else:
         for _name in _hidden:
             del sys.modules[_name]
 
-__all__ = ["Redacting", "bind_context", "bind_for_task", "configure_logging", "get_logger"]
+__all__ = ["Console", "Redacting", "bind_context", "bind_for_task", "configure_logging", "get_logger"]
 
 
 class Redacting(Protocol):
@@ -89,6 +95,17 @@ def _exception_in_one_line(log_file: Path) -> Any:
     return summarise
 
 
+class _RotatingLines(logging.handlers.RotatingFileHandler):
+    """Size-rotating, formatting each record once: the stdlib's handler formats a record in
+    `shouldRollover` to learn its length, then again to write it (~40 % of a line's cost). This one
+    rotates once the file has reached its limit (a line may run past it by its own length)."""
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:
+        if self.stream is None:  # opened lazily (delay), or closed by a rotation
+            self.stream = self._open()
+        return self.maxBytes > 0 and os.fstat(self.stream.fileno()).st_size >= self.maxBytes
+
+
 class _KeepExcInfo(logging.Filter):
     """On the file handler: remember a stdlib record's exc_info, which formatting it clears."""
 
@@ -98,14 +115,71 @@ class _KeepExcInfo(logging.Filter):
 
 
 class _ConsoleFilter(logging.Filter):
-    """Keeps events logged with `console=False` off the console; gives back the remembered exc_info."""
+    """Keeps events logged with `console=False` off the console (and, on a brief console, those logged
+    with `announced=True`: the chat shows them); gives back the remembered exc_info."""
+
+    def __init__(self, brief: bool = False) -> None:
+        super().__init__()
+        self.brief = brief
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, dict) and record.msg.get("console") is False:
+        event = record.msg if isinstance(record.msg, dict) else {}
+        if event.get("console") is False or (self.brief and event.get("announced")):
             return False
         if record.exc_info is None:
             record.exc_info = getattr(record, "mendbot_exc_info", None)
         return True
+
+
+# Keys a brief line leaves out: when and where it was logged, and the ids of who and where it happened
+# (the chat line beside it says that).
+_BRIEF_LEAVES_OUT = frozenset(
+    {"timestamp", "level", "logger", "logger_name", "guild_id", "channel_id", "user_id", "message_id",
+     "announced", "console", "error"}
+)  # fmt: skip
+
+
+def _brief_line(_: Any, __: str, event: MutableMapping[str, Any]) -> str:
+    """A console renderer for the playground: `! command failed (command=boom): ZeroDivisionError: …
+    (traceback in …)` — one line, whatever the event holds."""
+    context = ", ".join(f"{key}={value}" for key, value in event.items() if key not in _BRIEF_LEAVES_OUT
+                        and key != "event" and value is not None)  # fmt: skip
+    line = f"! {event.get('event', '')}" + (f" ({context})" if context else "")
+    if event.get("error"):
+        line += f": {event['error']}"
+    return " ".join(line.split())
+
+
+class Console(logging.StreamHandler):  # type: ignore[type-arg]
+    """The console handler; `hold()` keeps its lines back (formatted, in order) until `show_held()` prints
+    them or `drop_held()` drops them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._held: list[str] | None = None
+
+    def hold(self) -> None:
+        self._held = []
+
+    def show_held(self) -> None:
+        held, self._held = self._held or [], None
+        for line in held:
+            self.stream.write(line + self.terminator)
+        self.flush()
+
+    def drop_held(self) -> None:
+        """Forget what is held, and hold on: the process ends on a line of its own (its shutdown's lines
+        would only bury it)."""
+        self._held = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._held is None:
+            super().emit(record)
+            return
+        try:
+            self._held.append(self.format(record))
+        except Exception:
+            self.handleError(record)
 
 
 def configure_logging(
@@ -115,11 +189,13 @@ def configure_logging(
     json_level: str = "INFO",
     redactor: Redacting,
     console_tracebacks: bool = True,
+    brief: bool = False,
     logger: str | None = None,
-) -> None:
+) -> Console:
     """Send structlog and stdlib records to a JSON file and a readable console stream, redacted: all of
     them, or with `logger` those of that logger only (mendbot's own, `bot`, in a program that is not
-    mendbot's and keeps its logging as it set it up)."""
+    mendbot's and keeps its logging as it set it up). Returns the console's handler, which a start can
+    hold (module docstring). `brief`: the playground's console."""
     log_dir.mkdir(parents=True, exist_ok=True)
     redact = _redacting(redactor)
     structlog.configure(
@@ -129,9 +205,7 @@ def configure_logging(
         cache_logger_on_first_use=True,
     )
     log_file = log_dir / "mendbot.jsonl"
-    json_handler = logging.handlers.RotatingFileHandler(
-        log_file, maxBytes=20_000_000, backupCount=3, encoding="utf-8"
-    )
+    json_handler = _RotatingLines(log_file, maxBytes=20_000_000, backupCount=3, encoding="utf-8")
     json_handler.setLevel(json_level)
     # A formatter clears a stdlib record's exc_info (else logging appends a raw traceback after it).
     json_handler.addFilter(_KeepExcInfo())
@@ -146,7 +220,7 @@ def configure_logging(
             ],
         )
     )
-    console = logging.StreamHandler()
+    console = Console()
     console.setLevel(console_level)
     console.setFormatter(
         structlog.stdlib.ProcessorFormatter(
@@ -154,14 +228,14 @@ def configure_logging(
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info
-                if console_tracebacks
+                if console_tracebacks and not brief
                 else _exception_in_one_line(log_file),
                 redact,
-                structlog.dev.ConsoleRenderer(colors=False),
+                _brief_line if brief else structlog.dev.ConsoleRenderer(colors=False),
             ],
         )
     )
-    console.addFilter(_ConsoleFilter())
+    console.addFilter(_ConsoleFilter(brief))
     root = logging.getLogger(logger)
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -171,9 +245,10 @@ def configure_logging(
     root.setLevel(min(logging.getLevelName(console_level), logging.getLevelName(json_level)))
     if logger is not None:
         root.propagate = False
-        return
+        return console
     # discord.py's gateway chatter is DEBUG/INFO; keep its warnings and errors.
     logging.getLogger("discord").setLevel(logging.WARNING)
+    return console
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -8,9 +8,15 @@ section (the sandbox, the detector, the audit) import only what they read.
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+# pydantic looks for plugins in every installed package's entry points when it makes its first model
+# (~15 ms of CPU at each start); mendbot uses none. Set before the settings' models, the first a process
+# makes; an explicit PYDANTIC_DISABLE_PLUGINS still wins.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -184,6 +190,8 @@ class ObserveConfig(_Section):
     announce_new_fingerprints: bool = True
     cooldown_s: float = Field(default=600, ge=0)
     retention_days: int = Field(default=14, ge=1)
+    # Records waiting in memory for the journal (successes; failures have a reserve as large), and journaled
+    # records kept in memory for the database: past it the database reads them back from the journal.
     queue_size: int = Field(default=10_000, ge=10)
     ndjson_max_bytes: int = Field(default=20_000_000, ge=10_000)
     ndjson_backups: int = Field(default=3, ge=1)
@@ -379,9 +387,15 @@ class StorageConfig(_Section):
 
     busy_timeout_ms: int = Field(default=2000, ge=0)  # SQLite waits this long for another writer's lock
     write_attempts: int = Field(default=3, ge=1, le=20)  # a user's write, before "I couldn't save that"
-    batch_attempts: int = Field(default=5, ge=1, le=50)  # a batch of action records, before it is dropped
+    # Failed tries of the action journal or database before storage counts as failing (it is announced);
+    # the records wait in the journal and are tried again, never dropped.
+    batch_attempts: int = Field(default=5, ge=1, le=50)
     retry_backoff_s: float = Field(default=0.5, ge=0, le=60)  # doubles after each failed attempt
     probe_interval_s: float = Field(default=10, gt=0)  # while storage is failing, how often to try a write
+    # Retention keeps the database's files under their size before the prune plus this share of it (at
+    # least prune_margin_min_mb): bot/db/action_writes.py.
+    prune_margin: float = Field(default=0.05, gt=0, le=1)
+    prune_margin_min_mb: int = Field(default=4, ge=1)
 
 
 def url_passwords(url: str) -> list[str]:
@@ -438,6 +452,13 @@ class DashboardConfig(_Section):
     link_ttl_s: int = Field(default=300, ge=30, le=3600)  # a sign-in link works once, this long
     session_ttl_s: int = Field(default=12 * 3600, ge=60, le=30 * 24 * 3600)
     page_size: int = Field(default=50, ge=5, le=500)
+    # How long a client may take to send a request's head, or the sign-in form's body: a slower one
+    # (a slowloris) is cut off instead of holding a connection open for ever.
+    read_timeout_s: float = Field(default=10, gt=0, le=300)
+    # Live timelines (server-sent event streams) open at once: per session, and in all; one more is
+    # refused with 503 and Retry-After.
+    streams_per_session: int = Field(default=6, ge=1, le=100)
+    streams: int = Field(default=64, ge=1, le=10000)
 
     @field_validator("public_url")
     @classmethod

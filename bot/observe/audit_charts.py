@@ -3,11 +3,16 @@
 matplotlib's object API with the Agg canvas: no pyplot global state, no display, safe to call
 from a worker thread (the cog does, so drawing never holds the event loop). matplotlib is
 imported on first use: it costs about half a second, which start-up should not pay.
+
+Every text drawn from the records (the kinds labelling the p95 chart) passes the caller's redactor
+first — a picture is output like any other — and is drawn as plain text (no mathtext: a `$` in a
+kind is a dollar sign, not a formula that could fail to parse).
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -28,11 +33,12 @@ class Chart:
     png: bytes
 
 
-def render_charts(report: AuditReport) -> list[Chart]:
-    """One PNG per chart; an empty period still gets charts that say so."""
+def render_charts(report: AuditReport, redact: Callable[[str], str]) -> list[Chart]:
+    """One PNG per chart; an empty period still gets charts that say so. `redact` is the bot's
+    redactor (`Redactor.text`), applied to every label that comes from the records."""
     return [
         Chart("failures_per_day.png", _png(_failures_per_day(report))),
-        Chart("p95_per_kind.png", _png(_p95_per_kind(report))),
+        Chart("p95_per_kind.png", _png(_p95_per_kind(report, redact))),
         Chart("spend_per_day.png", _png(_spend_per_day(report))),
     ]
 
@@ -73,7 +79,7 @@ def _failures_per_day(report: AuditReport) -> Figure:
     return figure
 
 
-def _p95_per_kind(report: AuditReport) -> Figure:
+def _p95_per_kind(report: AuditReport, redact: Callable[[str], str]) -> Figure:
     figure = _figure("p95 latency per kind (ms): this period vs the previous")
     axes = figure.add_subplot()
     changes = report.latency[: report.top * 2][::-1]  # the worst at the top
@@ -97,7 +103,7 @@ def _p95_per_kind(report: AuditReport) -> Figure:
         color="#bbbbbb",
         label="previous period",
     )
-    axes.set_yticks(positions, [c.kind for c in changes], fontsize=8)
+    axes.set_yticks(positions, [redact(c.kind) for c in changes], fontsize=8, parse_math=False)
     axes.set_xlabel("ms")
     axes.legend(loc="lower right")
     return figure

@@ -48,16 +48,17 @@ _current: contextvars.ContextVar[HandlerCapture | None] = contextvars.ContextVar
 )
 
 
-@dataclass
-class HandlerCapture:
-    """One handler run: its kind, what it was asked, what it sent, and sampled stacks if slow."""
+@dataclass(slots=True)
+class HandlerCapture(provenance.ActionScope):
+    """One handler run: its kind, what it was asked, what it sent, and sampled stacks if slow — and
+    the stored rows it read (it is the action's provenance scope too: one object per action)."""
 
-    kind: str
     invocation: dict[str, Any] | None = None
     started: float = field(default_factory=time.perf_counter)
     task: asyncio.Task[Any] | None = None
     replies: list[str] = field(default_factory=list)
-    stacks: Counter[tuple[str, ...]] = field(default_factory=Counter)
+    # Made by the slow-handler sampler's first sample: most handlers are never sampled (one per action).
+    stacks: Counter[tuple[str, ...]] | None = None
     sampled: int = 0
     # Tasks a handler starts inherit its context (a run started from a message): what they send
     # after the handler's record is written is not its reply.
@@ -78,6 +79,12 @@ class HandlerCapture:
             "messages": len(self.replies),
         }
 
+    def add_stack(self, stack: tuple[str, ...]) -> None:
+        """One more sample of the handler's in-repo stack."""
+        if self.stacks is None:
+            self.stacks = Counter()
+        self.stacks[stack] += 1
+
     def samples(self) -> list[dict[str, Any]] | None:
         """The most frequent sampled in-repo stacks (innermost last), with counts."""
         if not self.stacks:
@@ -88,9 +95,9 @@ class HandlerCapture:
 
 def start_capture(kind: str, invocation: dict[str, Any] | None = None) -> HandlerCapture:
     """Open a capture for the handler running in the current task (its context owns it)."""
-    capture = HandlerCapture(kind, invocation, task=asyncio.current_task())
+    capture = HandlerCapture(kind, invocation=invocation, task=asyncio.current_task())
     _current.set(capture)
-    provenance.begin(kind)  # what it writes is stamped with its kind; what it reads, noted
+    provenance.enter(capture)  # what it writes is stamped with its kind; what it reads, noted
     return capture
 
 

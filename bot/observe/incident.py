@@ -46,6 +46,9 @@ class Incident:
     unsaved: bool = False  # a change storage refused: written again once storage works
     saved_at: float = 0.0  # the `updated_at` of this process's last write: newer rows are another's
     created: asyncio.Event = field(default_factory=asyncio.Event)
+    # Failures of a resolved incident's kind seen since it was resolved (in this process): counted into
+    # it if it reopens, so its count, users and last seen say what happened.
+    recurred: list[Any] = field(default_factory=list)
 
     @property
     def active(self) -> bool:
@@ -112,13 +115,14 @@ class Incident:
 _STORED = tuple(
     name
     for name in Incident.__dataclass_fields__
-    if name not in ("dirty", "flushing", "unsaved", "created", "saved_at")
+    if name not in ("dirty", "flushing", "unsaved", "created", "saved_at", "recurred")
 )
 
 
 class Announcer(Protocol):
-    """Posts and edits incident announcements (the Discord side lives in a cog)."""
+    """Posts and edits incident announcements (the Discord side lives in a cog). `update` posts an
+    announcement that is gone again and returns where (channel, message), else None."""
 
     async def announce(self, incident: Incident) -> tuple[int, int] | None: ...
 
-    async def update(self, incident: Incident) -> None: ...
+    async def update(self, incident: Incident) -> tuple[int, int] | None: ...

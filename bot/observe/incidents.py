@@ -28,6 +28,7 @@ The incident itself, and the Announcer that posts it, are in bot/observe/inciden
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -35,7 +36,6 @@ from typing import Any
 
 from bot.db import actions as action_queries
 from bot.db import incidents as queries
-from bot.db.action_writes import is_postgresql
 from bot.db.core import Connection
 from bot.db.records import ActionRecord
 from bot.db.retry import Fault, StorageState, StorageUnavailable, Writes, storage_fault
@@ -44,47 +44,16 @@ from bot.kernel.log import get_logger
 from bot.kernel.sections import ObserveConfig
 from bot.observe.detector import Signal
 from bot.observe.incident import _MAX_USERS, Announcer, Incident, State
+from bot.observe.storage_words import is_fault, storage_words
 
 __all__ = ["IncidentError", "IncidentService"]
 
 _log = get_logger(__name__)
 _LEVELS = {"notice": 0, "warning": 1, "error": 2}
+_MAX_RECURRED = 10_000  # failures kept for a resolved incident (a storm reopens it long before)
+# What a state change may change (a reopening counts the failures since): put back if it is not saved.
+_STATE_CHANGES = ("state", "closed_at", "closed_by", "count", "last_seen", "user_ids", "sample", "recurred")
 STORAGE_KEY = "env:storage"
-_STORAGE_NEEDS: dict[Fault, str] = {
-    "locked": "another process is holding the database's write lock: find it (`fuser {path}`) and stop it",
-    "full": "the disk holding {path} is full: free some space there",
-    "readonly": "{path} is on a read-only file system or not writable by the bot: make it writable",
-    "io": "the disk holding {path} reports I/O errors: check it",
-    "deleted": "put the database back at {path} from a backup, or restart me to begin a new one there "
-    "(what was saved only in the deleted file is then gone for good)",
-    "replaced": "put the bot's database back at {path}, or restart me to use the file now there",
-    "moved": "move the database back to {path}, or restart me to begin a new one there",
-}
-# What a database file gone from its path costs, and what is kept (the action log is a file of its own).
-_LOST = (
-    " Saving still seems to work, but it goes into a file that is lost when I stop: reminders, "
-    "incidents, runs and action records saved since then. Kept: the action log ({log}) has every "
-    "action record the database missed."
-)
-# The same faults on a PostgreSQL server (SQLSTATEs in bot/db/retry.py), named by its URL.
-_POSTGRESQL_NEEDS: dict[Fault, str] = {
-    "locked": "another session holds a lock the bot waits for: find it in pg_stat_activity on {path}",
-    "full": "the PostgreSQL server at {path} is out of disk (or connections): free some there",
-    "readonly": "the PostgreSQL server at {path} is read-only (a standby?): point the bot at the primary",
-    "io": "the PostgreSQL server at {path} reports I/O errors: check its disk",
-    "deleted": "the database at {path} is gone: restore it",
-    "replaced": "the database at {path} was replaced: restore it",
-    "moved": "the database at {path} was moved: restore it",
-}
-_STORAGE_SUMMARIES: dict[Fault, str] = {
-    "locked": "The database is locked: writes are waiting past the busy timeout and failing.",
-    "full": "The disk is full: the database or its action log cannot grow.",
-    "readonly": "The database is read-only: nothing can be saved.",
-    "io": "The database's disk reports I/O errors.",
-    "deleted": "The database file was deleted while I was running." + _LOST,
-    "replaced": "The database file was deleted or replaced: another file is at its path now." + _LOST,
-    "moved": "The database file was moved away while I was running." + _LOST,
-}
 
 
 class IncidentError(UserError):
@@ -121,7 +90,10 @@ class IncidentService:
         self._clock = clock
         self._incidents: list[Incident] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self.announcer: Announcer | None = None
+        self._announcer: Announcer | None = None
+        # Announced incidents that changed while no announcer was there (the cog not loaded yet at a
+        # start: storage that works again clears its incident before): updated once one is.
+        self._not_shown: list[Incident] = []
         # Told, synchronously, when a code incident opens or its level rises — never when it reopens:
         # the bot's own runs start from here (bot/improve/autonomy.py).
         self.on_raised: Callable[[Incident], None] | None = None
@@ -192,24 +164,42 @@ class IncidentService:
         for incident in self._incidents:
             if incident.category == "environment" and incident.fingerprint == STORAGE_KEY and incident.active:
                 fault = incident.sample.get("fault")
-                return fault if fault in _STORAGE_SUMMARIES else "io"
+                return fault if is_fault(fault) else "io"
         return None
 
     # -- fed by the recorder, synchronously -----------------------------------------------------
 
     def observe(self, record: ActionRecord) -> None:
-        """Count a failing action against the active incident it belongs to, if any."""
+        """Count a failing action against the active incident it belongs to, if any; one that belongs
+        to an incident resolved within the cooldown is kept for it, and counted if it reopens."""
         if record.ok or record.extra.get("environment"):
             return  # environment failures belong to environment incidents, opened by `environment()`
         incident = self._match(record.fingerprint, record.kind, active_only=True)
         if incident is None:
+            resolved = self._match(record.fingerprint, record.kind, active_only=False)
+            if resolved is not None and len(resolved.recurred) < _MAX_RECURRED:
+                resolved.recurred.append(record)
             return
+        self._count(incident, record)
+        self._changed(incident)
+
+    @staticmethod
+    def _count(incident: Incident, record: ActionRecord) -> None:
         incident.count += 1
-        incident.last_seen = record.ts
+        incident.last_seen = max(incident.last_seen, record.ts)
         if record.user_id is not None and len(incident.user_ids) < _MAX_USERS:
             incident.user_ids.add(record.user_id)
         incident.sample = _sample(record)
-        self._changed(incident)
+
+    def _reopen(self, incident: Incident) -> None:
+        """Open a resolved incident again, counting the failures seen since it was resolved: the one
+        place a reopening changes state, so its count and last seen follow whatever reopened it (a
+        rule firing again, the watch, a person)."""
+        incident.state = "open"
+        incident.closed_at = incident.closed_by = None
+        for record in incident.recurred:
+            self._count(incident, record)
+        incident.recurred = []
 
     def on_signal(self, signal: Signal) -> None:
         horizon = self.now() - self._config.cooldown_s  # forget incidents resolved long ago
@@ -226,8 +216,7 @@ class IncidentService:
             incident.summary = signal.summary
         reopened = incident.state == "resolved"
         if reopened:  # back within the cooldown: reopen, don't re-announce
-            incident.state = "open"
-            incident.closed_at = incident.closed_by = None
+            self._reopen(incident)
             incident.summary = signal.summary
         self._changed(incident)
         if raised and not reopened:
@@ -294,6 +283,7 @@ class IncidentService:
                 kind=incident.kind,
                 rule=incident.rule,
                 summary=incident.summary,
+                announced=self.announcer is not None,  # the dev channel says so: not again in the playground
             )
             if self.announcer is not None:
                 where = await self.announcer.announce(incident)
@@ -343,6 +333,19 @@ class IncidentService:
         incident.unsaved = True
         return False
 
+    @property
+    def announcer(self) -> Announcer | None:
+        """Who posts and edits announcements (the Incidents cog, while it is loaded)."""
+        return self._announcer
+
+    @announcer.setter
+    def announcer(self, announcer: Announcer | None) -> None:
+        self._announcer = announcer
+        if announcer is not None:
+            missed, self._not_shown = self._not_shown, []
+            for incident in missed:
+                self._changed(incident)
+
     def _changed(self, incident: Incident) -> None:
         incident.dirty = True
         if incident.created.is_set() and not incident.flushing:
@@ -358,8 +361,13 @@ class IncidentService:
                 if incident.id is None and incident.category == "environment":
                     await self._insert(incident)
                 saved = incident.id is not None and await self._write(incident, incident.row(self.now()))
-                if self.announcer is not None and incident.message_id is not None:
-                    await self.announcer.update(incident)
+                if incident.message_id is not None:
+                    if self.announcer is not None:
+                        where = await self.announcer.update(incident)
+                        if where is not None:  # posted again: its old message was gone
+                            await self._announced(incident, where)
+                    elif incident not in self._not_shown:
+                        self._not_shown.append(incident)
                 if not saved:
                     break  # storage is failing: the next change (storage writable again) saves it
         finally:
@@ -440,13 +448,13 @@ class IncidentService:
                     self._changed(incident)
             return
         path = str(self._database) if self._database is not None else "the database"
-        needs = _POSTGRESQL_NEEDS if is_postgresql(path) else _STORAGE_NEEDS
         log = str(self._action_log) if self._action_log is not None else "data/logs/actions.ndjson"
+        summary, need = storage_words(state.fault, path, log)
         self.environment(
             STORAGE_KEY,
             kind="storage",
-            summary=_STORAGE_SUMMARIES[state.fault].format(log=log),
-            need=needs[state.fault].format(path=path),
+            summary=summary,
+            need=need,
             sample={"fault": state.fault, "error_message": state.detail, "ts": state.since},
         )
 
@@ -516,7 +524,9 @@ class IncidentService:
         incident = self.get(incident_id) if state != "open" else await self.fetch(incident_id)
         if incident.state == state:
             raise IncidentError(f"Incident #{incident_id} is already {state}.")
-        before = (incident.state, incident.closed_at, incident.closed_by)
+        before = {name: copy.copy(getattr(incident, name)) for name in _STATE_CHANGES}
+        if state == "open" and incident.state == "resolved":
+            self._reopen(incident)
         incident.state = state
         if state == "resolved":
             incident.closed_at, incident.closed_by = self.now(), user_id
@@ -524,7 +534,8 @@ class IncidentService:
         try:
             await self._writes(lambda: queries.update(self._db, incident_id, row), what="incident state")
         except StorageUnavailable:
-            incident.state, incident.closed_at, incident.closed_by = before  # not changed: "try again"
+            for name, value in before.items():  # not changed: "try again"
+                setattr(incident, name, value)
             raise
         incident.saved_at = row["updated_at"]
         _log.info("incident state changed", incident_id=incident_id, state=state, user_id=user_id)
@@ -542,7 +553,10 @@ class IncidentService:
         await self._writes(lambda: queries.update(self._db, incident_id, values), what="incident note")
         row = await queries.by_id(self._db, incident_id)
         if row is not None and row["message_id"] is not None and self.announcer is not None:
-            await self.announcer.update(Incident.from_row(row))
+            where = await self.announcer.update(Incident.from_row(row))
+            if where is not None:
+                moved = {"channel_id": where[0], "message_id": where[1], "updated_at": self.now()}
+                await self._writes(lambda: queries.update(self._db, incident_id, moved), what="incident")
 
     async def withdraw_request(self, incident_id: int, user_id: int, action: str) -> None:
         await queries.remove_request(self._db, incident_id=incident_id, user_id=user_id, action=action)

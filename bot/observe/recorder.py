@@ -1,67 +1,67 @@
-"""ActionRecorder: the one way an action becomes a record, and the sinks behind it.
+"""ActionRecorder: the one way an action becomes a record, and where it goes: the journal, then the database.
 
-`record()` runs on the event loop and never waits on disk: it redacts, fingerprints, hands the
-record to in-process subscribers (incidents, the anomaly detector) and puts it on a bounded
-queue. A daemon writer drains the queue in batches into SQLite (its own connection, one
-transaction per batch) and an NDJSON file with rotation. A full queue drops the record and
-counts it; the count shows in /health and /incidents.
+`record()` runs on the event loop and never waits on disk: it redacts, fingerprints and hands the
+record to in-process subscribers (incidents, the anomaly detector, metrics); then the record goes the
+way down, in two halves with a thread each:
 
-A batch that fails to write because storage is failing (database locked, disk full) is kept
-and retried with backoff (`storage.batch_attempts`) while new records queue behind it; a batch
-finally given up — or one that fails for any other reason — is counted in `dropped` too, so
-every record that never reached the database is counted. Storage faults are reported to
-`StorageHealth`, which announces them as a storage incident and clears it when a write succeeds.
-Every write of the recorder counts: a batch given up, a checkpoint that fails, an NDJSON append that
-fails. After each flush the database file's identity is checked too (deleted, replaced, moved away:
-SQLite goes on writing into the lost file without an error).
+- into the action journal, `data/logs/actions.ndjson` (bot/observe/intake.py, bot/observe/journal.py):
+  numbered, encoded, appended in one write per batch; only then is it the database's;
+- into the database (bot/observe/filler.py, bot/db/action_writes.py): in batches, each with the journal
+  position it reaches, in one transaction, on a connection of its own, so neither the event loop nor
+  the bot's queries wait for it.
 
-The writer keeps up when the event loop is CPU-bound: it is a process of its own
-(`bot.observe.writer`), so building rows, encoding JSON and talking to SQLite never wait for the
-bot's GIL, nor the bot for them. A batch is one hand-over (its records' field dicts, pickled).
-Retention deletes in bounded batches through the same process, between the writer's batches, so
-a prune of millions of rows never holds the writer up for more than one small delete. The process
-starts with the first batch: an idle bot, with nothing recorded, runs none (retention then deletes
-on a thread of the bot's; a batch arriving meanwhile waits SQLite's busy timeout for one small
-delete). Copying the WAL back into the database (a checkpoint) runs on a thread and connection of
-the bot's, never inside one of the writer's commits.
+**Nothing is lost to the database.** A slow, locked, full, unreachable or pruned database delays
+records; it never drops one. The store takes records from memory while it keeps up and reads them
+back from the journal when memory let them go, and after a restart it reads on from where the
+database's position stands — so it catches up after a burst, a lock, a full disk or a restart, and a
+database deleted or replaced under the bot is filled again from the journal at the next start
+(`on_recovery` says what came back; the bot announces it in #dev). A record the database refuses for
+what it holds is passed over, counted (`actions_unstorable`) and logged; it stays in the journal.
+
+**Memory stays bounded.** Records wait in memory only until the journal has them. When even the
+journal cannot keep up (its disk is full or failing), successful records past `queue_size` are shed,
+counted by kind (`shed`), and every failure is kept — in a reserve of its own as large — so the
+detector's evidence survives.
+
+Storage faults of either half are reported to `StorageHealth`, which announces them as a storage
+incident and clears it when a write succeeds. After each batch the database file's identity is checked
+too (deleted, replaced, moved away: SQLite goes on writing into the lost file without an error).
+Retention (`prune`) deletes in bounded steps on the store's thread, between its batches, and keeps the
+files under their size before it plus the margin (`storage.prune_margin`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bot.db import action_writes, open_database, provenance
-from bot.db.migrate import upgrade_postgresql
+from bot.db import provenance
 from bot.db.records import ActionRecord
-from bot.db.retry import RetryPolicy, StorageHealth, StorageUnavailable, retrying, storage_fault
+from bot.db.retry import RetryPolicy, StorageHealth
 from bot.kernel.log import get_logger
+from bot.observe.filler import DatabaseFiller, PruneReport, Recovery
 from bot.observe.fingerprint import fingerprint, relative_path, root_prefixes
-from bot.observe.writer import WriterConfig, WriterProcess
+from bot.observe.intake import JournalIntake
+from bot.observe.journal import Journal
 from bot.trust.redact import Redactor
 
-__all__ = ["ActionRecorder", "PendingAction", "Subscriber"]
+__all__ = ["ActionRecorder", "PendingAction", "PruneReport", "Recovery", "Subscriber", "recovery_notice"]
 
 _log = get_logger(__name__)
-_BATCH = 2000
-# Retention deletes this many rows per statement at first, then sizes its batches so each takes
-# about `_PRUNE_BATCH_S` (the writer waits at most one batch, whatever the disk and indexes cost).
-_PRUNE_BATCH = 1000
-_PRUNE_BATCH_S = 0.01
-_PRUNE_BATCH_RANGE = (100, 5000)
-
+# A thread waiting for the GIL asks for it only after a whole switch interval without a release; a busy
+# loop releases it at every look at its selector (well under CPython's 5 ms), which restarts that wait.
+# The journal's and the store's threads starved that way (and a handler recording in a tight loop would
+# outrun the journal); at 0.5 ms they get their turn.
 _SWITCH_INTERVAL_S = 0.0005
-# The WAL is copied back into the database (checkpointed) at most this often, off the writer's thread.
-_CHECKPOINT_EVERY_S = 1.0
 
 Subscriber = Callable[[ActionRecord], None]
 
@@ -91,55 +91,108 @@ class ActionRecorder:
         storage: StorageHealth | None = None,
         busy_timeout_ms: int = 5000,
         more_roots: tuple[Path, ...] = (),
-        checkpoint_every_s: float = _CHECKPOINT_EVERY_S,
+        prune_margin: float = 0.05,
+        prune_margin_min_bytes: int = 4 << 20,
+        timestamp: Callable[[], float] | None = None,
     ) -> None:
-        # A SQLite file, or a PostgreSQL URL (whose store needs no checkpoints of ours).
-        self._database = database
         # Set when several bot processes share the database: this one's shards label, on every record.
         self.process: str | None = None
-        self._sqlite_path = None if action_writes.is_postgresql(database) else Path(database)
-        self._retry = retry or RetryPolicy(attempts=5)
-        self._storage = storage
-        self._busy_timeout_ms = busy_timeout_ms
         self._redactor = redactor or Redactor()
-        self._writer_process = WriterProcess(
-            WriterConfig(database, ndjson_path, ndjson_max_bytes, ndjson_backups, busy_timeout_ms)
-        )
         self.repo_root = repo_root
         # Other checkouts whose frames count as in-repo: the repository the bot works on, when
         # it is not the one this code was started from.
         self.more_roots = more_roots
         self._clock = clock
-        # Each record's field dict (what the writer process is sent), not the record: a queued
-        # record outlives the young generations, and every object that does brings the next full
-        # garbage collection nearer (each walks the whole heap); the record itself is left to its
-        # subscribers. None is the stop marker `close()` puts behind the last record to write.
-        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=queue_size)
-        self._writer: asyncio.Task[None] | None = None
+        # The clock as a number: `time.time` where the clock is the real one (a datetime made only to be
+        # read back cost ~0.4 µs a record).
+        self._timestamp = timestamp or self.now
         self._subscribers: list[Subscriber] = []
-        # Checkpoints run on a thread and connection of their own: the writer's connection never
-        # runs one (it would stall the writer and a prune for tens of milliseconds each time).
-        self._checkpointer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal-checkpoint")
-        self._checkpoint_conn: sqlite3.Connection | None = None
-        self._checkpoint_every_s = checkpoint_every_s
-        self._checkpoint: asyncio.Future[BaseException | None] | None = None
-        self._checkpointed_at = 0.0
-        self.dropped_queue_full = 0  # not queued: the queue was full
-        self.dropped_unwritten = 0  # queued, but the database write was given up
-        self.written = 0
+        retry = retry or RetryPolicy(attempts=5)
+        journal = Journal(ndjson_path, ndjson_max_bytes, ndjson_backups)
+        self._intake = JournalIntake(
+            journal, queue_size=queue_size, retry=retry, storage=storage, changed=self._journaled
+        )
+        self._filler = DatabaseFiller(
+            database,
+            self._intake,
+            retry=retry,
+            storage=storage,
+            busy_timeout_ms=busy_timeout_ms,
+            prune_margin=prune_margin,
+            prune_margin_min_bytes=prune_margin_min_bytes,
+            changed=self._notify,
+        )
+        self._journal_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="action-journal")
+        self._waiters: list[asyncio.Future[None]] = []
+        self._writer: asyncio.Task[None] | None = None
         self.recorded = 0
-        self.write_errors = 0  # batches given up
-        self.ndjson_errors = 0  # batches in the database but missing from the NDJSON file
+
+    # -- what the two halves say ---------------------------------------------------------------------
 
     @property
-    def writer_pid(self) -> int | None:
-        """The action writer process's id while it runs."""
-        return self._writer_process.pid
+    def journal_id(self) -> str:
+        """The id of this recorder's journal (its row in `journal_positions`)."""
+        return self._intake.journal.id
 
     @property
-    def dropped(self) -> int:
-        """Every record that never reached the database, whatever the reason."""
-        return self.dropped_queue_full + self.dropped_unwritten
+    def waiting(self) -> int:
+        """Records recorded but not in the database yet (in memory or only in the journal)."""
+        intake, filler = self._intake, self._filler
+        not_journaled = intake.waiting(0) + intake.waiting(1)
+        return not_journaled + intake.in_memory + filler.in_flight + max(0, intake.evicted - filler.read_back)
+
+    @property
+    def shed(self) -> Counter[str]:
+        """Records shed because even the journal could not keep up, by kind."""
+        return self._intake.shed
+
+    @property
+    def shed_failures(self) -> int:
+        return self._intake.shed_failures
+
+    @property
+    def journaled(self) -> int:
+        return self._intake.journaled
+
+    @property
+    def journal_errors(self) -> int:
+        return self._intake.journal_errors
+
+    @property
+    def written(self) -> int:
+        """Rows inserted by this process (from memory or read back from the journal)."""
+        return self._filler.written
+
+    @property
+    def unstorable(self) -> int:
+        """Records refused by the database for what they hold, or not encodable at all."""
+        return self._filler.unstorable + self._intake.unencodable
+
+    @property
+    def write_errors(self) -> int:
+        return self._filler.write_errors
+
+    @property
+    def recovery(self) -> Recovery | None:
+        """What the store read back from the journal at start (None: nothing was missing)."""
+        return self._filler.recovery
+
+    @property
+    def last_prune(self) -> PruneReport | None:
+        return self._filler.last_prune
+
+    @property
+    def store_bytes(self) -> int:
+        return self._filler.store_bytes
+
+    @property
+    def journal_bytes(self) -> int:
+        """Bytes the action journal's segments take."""
+        return self._intake.journal.size()
+
+    def on_recovery(self, listener: Callable[[Recovery], None]) -> None:
+        """Call `listener` with what the store read back from the journal at start (at once if it has)."""
+        self._filler.on_recovery(listener)
 
     # -- producing ------------------------------------------------------------------------------
 
@@ -183,26 +236,28 @@ class ActionRecorder:
             if read_rows:
                 extra = {**(extra or {}), "read_rows": read_rows}
         record = ActionRecord.trusted(
-            ts=self.now(),
-            kind=kind,
-            source=source,
-            ok=ok,
-            duration_ms=round(duration_ms, 3),
-            guild_id=guild_id,
-            channel_id=channel_id,
-            user_id=user_id,
-            message_id=message_id,
-            cost_usd=cost_usd,
-            error_type=error_type,
-            error_message=error_message,
-            fingerprint=fingerprint_id,
-            frames=frames,
-            run_id=run_id,
-            extra=self._redactor.value(extra) if extra else {},
-            invocation=self._redactor.value(invocation) if invocation else None,
-            reply=self._redactor.value(reply) if reply else None,
-            samples=samples or None,
-            process=self.process,
+            {
+                "ts": self._timestamp(),
+                "kind": kind,
+                "source": source,
+                "ok": ok,
+                "duration_ms": round(duration_ms, 3),
+                "guild_id": guild_id,
+                "channel_id": channel_id,
+                "user_id": user_id,
+                "message_id": message_id,
+                "cost_usd": cost_usd,
+                "error_type": error_type,
+                "error_message": error_message,
+                "fingerprint": fingerprint_id,
+                "frames": frames,
+                "run_id": run_id,
+                "extra": self._redactor.value(extra) if extra else {},
+                "invocation": self._redactor.value(invocation) if invocation else None,
+                "reply": self._redactor.value(reply) if reply else None,
+                "samples": samples or None,
+                "process": self.process,
+            }
         )
         self.recorded += 1
         for subscriber in self._subscribers:
@@ -210,10 +265,7 @@ class ActionRecorder:
                 subscriber(record)
             except Exception:
                 _log.exception("action subscriber failed", subscriber=repr(subscriber))
-        try:
-            self._queue.put_nowait(record.fields())
-        except asyncio.QueueFull:
-            self.dropped_queue_full += 1
+        self._intake.keep(record.fields())
         return record
 
     def _read_rows(self) -> list[dict[str, Any]]:
@@ -264,227 +316,99 @@ class ActionRecorder:
             **ids,
         )
 
-    # -- the writer daemon ------------------------------------------------------------------------
+    # -- the writer daemon: journal, then database ------------------------------------------------------
 
     async def run_writer(self) -> None:
-        """Drain the queue into SQLite and NDJSON in batches until `close()` (runs as a daemon)."""
+        """Journal what is recorded and fill the database from it until `close()` (runs as a daemon)."""
         self._writer = asyncio.current_task()
-        # A thread waiting for the GIL asks for it only after a whole switch interval without a
-        # release; a busy loop releases it at every look at its selector (well under CPython's
-        # 5 ms), which restarts that wait. Threads that hold SQLite's locks while they wait (the
-        # bot's aiosqlite connection, the checkpointer) starved that way; at 0.5 ms they get
-        # their turn. (The action writer is a process, and waits for no GIL of ours.)
         sys.setswitchinterval(min(sys.getswitchinterval(), _SWITCH_INTERVAL_S))
-        await self._migrate()
+        self._intake.start(asyncio.get_running_loop(), self._journal_thread)
         try:
-            # The writer process starts with the first batch, not here: a bot with nothing to record
-            # (idle) runs no child process, and a batch waits its ~0.1 s start once.
-            stop = False
-            while not stop:
-                batch = [await self._queue.get(), *self._take(_BATCH - 1)]
-                stop = None in batch
-                await self._write_batch(batch)
-                self._check_identity()
-                self._checkpoint_soon()
+            await self._filler.run()
         finally:
-            await asyncio.shield(self._writer_process.close())
-            await asyncio.shield(self._close_checkpointer())
+            await asyncio.shield(self._close_threads())
 
-    async def _migrate(self) -> None:
-        """Bring the schema to the head before the writer process writes to it."""
-        if self._sqlite_path is None:
-            await asyncio.to_thread(upgrade_postgresql, str(self._database))
-        else:
-            await (await open_database(self._sqlite_path, busy_timeout_ms=self._busy_timeout_ms)).close()
+    async def _close_threads(self) -> None:
+        """Close the store and the journal on their threads, and end the threads."""
+        await self._filler.close()
+        with contextlib.suppress(Exception):
+            await asyncio.get_running_loop().run_in_executor(self._journal_thread, self._intake.journal.close)
+        self._journal_thread.shutdown(wait=False)
 
-    def _checkpoint_soon(self) -> None:
-        """Start a checkpoint on its own thread unless one is running or one ran lately."""
-        if self._sqlite_path is None:
-            return
-        if self._checkpoint is not None and not self._checkpoint.done():
-            return
-        if time.monotonic() - self._checkpointed_at < self._checkpoint_every_s:
-            return
-        self._checkpointed_at = time.monotonic()
-        loop = asyncio.get_running_loop()
-        checkpoint = loop.run_in_executor(self._checkpointer, self._run_checkpoint)
-        checkpoint.add_done_callback(self._checkpoint_done)
-        self._checkpoint = checkpoint
+    def _journaled(self) -> None:
+        """A batch is in the journal (or was refused): the store may take it, and flushes look again."""
+        self._filler.wake()
+        self._notify()
 
-    def _run_checkpoint(self) -> BaseException | None:
-        """On the checkpoint thread. A failure (storage trouble) is logged and returned (the loop
-        reports it to StorageHealth); the next checkpoint retries."""
+    def _notify(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _settled(self, target: int, journal_tries: int, store_tries: int) -> bool:
+        """Whether every record up to `target` is in the database, or waits on storage that failed again
+        since the flush began (the journal's, or the database's past its attempts)."""
+        intake, filler = self._intake, self._filler
+        if filler.position_known and filler.stored >= target:
+            return True
+        if self._writer is not None and self._writer.done():
+            return True
+        if intake.journaled_seq < target:
+            return intake.failing and intake.tries > journal_tries
+        return filler.failing and filler.tries > store_tries
+
+    async def flush(self) -> None:
+        """Wait until every record so far is in the database — or waits in the journal on a database
+        that still fails, or in memory on a journal that still fails (each tried once more first)."""
+        intake, filler = self._intake, self._filler
+        target, journal_tries, store_tries = intake.seq, intake.tries, filler.tries
+        filler.hurried += 1
         try:
-            if self._checkpoint_conn is None:
-                assert self._sqlite_path is not None
-                self._checkpoint_conn = action_writes.open_writer(self._sqlite_path, self._busy_timeout_ms)
-            action_writes.checkpoint(self._checkpoint_conn)
-        except (sqlite3.Error, OSError) as exc:
-            _log.warning("checkpointing the action log failed", error=str(exc))
-            return exc
-        return None
-
-    def _checkpoint_done(self, done: asyncio.Future[BaseException | None]) -> None:
-        """On the loop: a checkpoint that failed on storage counts toward the storage fault."""
-        if done.cancelled() or done.exception() is not None or (error := done.result()) is None:
-            return
-        if storage_fault(error) != "locked":  # a passive checkpoint that met a reader only waits
-            self._storage_failed(error)
-
-    def _storage_failed(self, error: BaseException) -> None:
-        """A write of the recorder's own (a checkpoint, the NDJSON copy) failed: a storage fault, if
-        it is one, is reported like a write given up."""
-        fault = storage_fault(error)
-        if fault is not None and self._storage is not None:
-            self._storage.failed(fault, str(error))
-
-    def _check_identity(self) -> None:
-        """After each flush: is the database file still the one at its path (bot/db/identity.py)?"""
-        if self._storage is not None and self._sqlite_path is not None:
-            self._storage.check_identity()
-
-    async def _close_checkpointer(self) -> None:
-        """Wait for a running checkpoint, run a last one, and close the checkpoint connection."""
-        if self._sqlite_path is None:
-            return
-        self._checkpointed_at = 0.0
-        if self._checkpoint is not None:
-            await asyncio.wait([self._checkpoint])
-        self._checkpoint_soon()
-        assert self._checkpoint is not None
-        await asyncio.wait([self._checkpoint])
-
-        def close() -> None:
-            conn, self._checkpoint_conn = self._checkpoint_conn, None
-            if conn is not None:
-                conn.close()
-
-        await asyncio.get_running_loop().run_in_executor(self._checkpointer, close)
+            while not self._settled(target, journal_tries, store_tries):
+                if intake.failing:
+                    intake.retry()
+                filler.poke()
+                waiter = asyncio.get_running_loop().create_future()
+                self._waiters.append(waiter)
+                await waiter
+        finally:
+            filler.hurried -= 1
 
     async def close(self, timeout: float = 30) -> None:
-        """Write everything recorded so far, then stop the writer.
+        """Journal everything recorded so far, let the database take what it can, then stop.
 
-        A writer still retrying a failing database at the timeout is stopped; what it had not
-        written is counted as dropped.
+        What the database has not taken by then (it is failing, or `timeout` passed) waits in the
+        journal for the next start.
         """
+        # A writer that has not started yet ends at once when it does.
+        self._intake.stopping = self._filler.stopping = True
+        self._intake.hand_over()
+        self._filler.wake()
         writer = self._writer
         if writer is None or writer.done():
             return
-        try:
-            await asyncio.wait_for(self._queue.put(None), timeout)
-            await asyncio.wait([writer], timeout=timeout)
-        except TimeoutError:
-            pass
+        await asyncio.wait([writer], timeout=timeout)
         if not writer.done():
             writer.cancel()
             await asyncio.wait([writer], timeout=5)
-            left = self._take(self._queue.qsize())
-            self.dropped_unwritten += sum(1 for record in left if record is not None)
-            for _ in left:
-                self._queue.task_done()
-
-    def _take(self, limit: int) -> list[dict[str, Any] | None]:
-        batch: list[dict[str, Any] | None] = []
-        while len(batch) < limit:
-            try:
-                batch.append(self._queue.get_nowait())
-            except asyncio.QueueEmpty:
-                break
-        return batch
-
-    async def _write_batch(self, batch: list[dict[str, Any] | None]) -> None:
-        records = [record for record in batch if record is not None]
-        try:
-            if records and await self._insert(records):
-                self.written += len(records)
-        except asyncio.CancelledError:
-            self.dropped_unwritten += len(records)  # stopped by close() while retrying
-            raise
-        finally:
-            for _ in batch:
-                self._queue.task_done()
-
-    async def _insert(self, rows: list[dict[str, Any]]) -> bool:
-        """Write a batch, retrying storage faults; False (and counted dropped) if given up."""
-        try:
-            ndjson_error = await retrying(
-                lambda: self._writer_process.call("store", rows),
-                what="action records",
-                policy=self._retry,
-                health=self._storage,
+        if self._filler.stored < self._intake.journaled_seq:
+            _log.warning(
+                "action records wait in the journal for the database",
+                journal=str(self._intake.journal.path),
+                waiting=self.waiting,
             )
-        except StorageUnavailable:
-            pass  # logged and reported to StorageHealth by `retrying`
-        except Exception:
-            _log.exception("writing action records failed (not retried)", count=len(rows))
-        else:
-            if ndjson_error is not None:
-                # In the database, missing from the NDJSON file: counted, not retried — and a storage
-                # fault like any other write's (a full disk under the log is announced, not only logged).
-                self._ndjson_failed(ndjson_error, len(rows))
-            return True
-        self.write_errors += 1
-        self.dropped_unwritten += len(rows)
-        await self._log_only(rows)
-        return False
 
-    async def _log_only(self, rows: list[dict[str, Any]]) -> None:
-        """A batch the database did not take goes to the NDJSON log all the same: the log holds what
-        the database missed (a storage incident says so)."""
-        try:
-            ndjson_error = await self._writer_process.call("log", rows)
-        except Exception as exc:
-            _log.error("keeping unwritten action records in NDJSON failed", count=len(rows), error=str(exc))
-            return
-        if ndjson_error is not None:
-            self._ndjson_failed(ndjson_error, len(rows))
+    # -- retention ----------------------------------------------------------------------------------------
 
-    def _ndjson_failed(self, ndjson_error: tuple[int | None, str], count: int) -> None:
-        errno_, text = ndjson_error
-        self.ndjson_errors += 1
-        _log.error("appending action records to NDJSON failed", count=count, error=text)
-        error = OSError(text)
-        error.errno = errno_
-        self._storage_failed(error)
+    async def prune(self, retention_days: int, **step: int) -> int:
+        """Delete records older than the retention in bounded steps (bot/observe/filler.py); how many.
 
-    async def flush(self) -> None:
-        """Wait until every record so far has been written (or failed to be)."""
-        await self._queue.join()
-
-    async def prune(self, retention_days: int, *, batch: int = _PRUNE_BATCH) -> int:
-        """Delete records older than the retention in small batches; returns how many.
-
-        Each delete is one request to the writer process, so the writer's batches go in between
-        them and records keep being written while millions of expired rows go.
+        Each step runs on the store's thread between its batches, so records keep being written while
+        millions of expired rows go, and leaves the files no larger than they were when the prune began
+        plus the margin (`last_prune` says what they were at their largest).
         """
-        before = self.now() - retention_days * 86400
-        pruned = 0
-        while True:
-            removed, more, took_s = await self._prune_step(before, batch)
-            pruned += removed
-            if self._writer is not None and not self._writer.done():
-                self._checkpoint_soon()
-            if not more:
-                return pruned
-            low, high = _PRUNE_BATCH_RANGE
-            batch = max(low, min(high, int(batch * _PRUNE_BATCH_S / max(took_s, 0.001))))
-
-    async def _prune_step(self, before: float, batch: int) -> tuple[int, bool, float]:
-        # With no writer process running (no daemon, or nothing recorded yet: the retention at start
-        # of an idle bot) a store of our own deletes, rather than starting the process for it.
-        if self._writer is None or self._writer.done() or self._writer_process.pid is None:
-            return await asyncio.to_thread(self._prune_step_here, before, batch)
-        removed, more, took_s = await self._writer_process.call("prune", before, batch)
-        return int(removed), bool(more), float(took_s)
-
-    def _prune_step_here(self, before: float, batch: int) -> tuple[int, bool, float]:
-        started = time.perf_counter()
-        store = action_writes.open_action_store(self._database, self._busy_timeout_ms)
-        try:
-            removed, more = store.prune(before, batch)
-        finally:
-            store.close()
-        return removed, more, time.perf_counter() - started
+        return await self._filler.prune(self.now() - retention_days * 86400, **step)
 
     async def prune_every(self, retention_days: int, interval_s: float = 6 * 3600) -> None:
         """Apply the retention now and then periodically (runs as a daemon, so start-up never waits on it)."""
@@ -499,16 +423,39 @@ class ActionRecorder:
             await asyncio.sleep(interval_s)
 
     def health(self) -> dict[str, int]:
+        shed = sum(self.shed.values())
         return {
             "actions_recorded": self.recorded,
+            "actions_journaled": self.journaled,
             "actions_written": self.written,
-            "actions_dropped": self.dropped,
-            "actions_dropped_queue_full": self.dropped_queue_full,
-            "actions_dropped_unwritten": self.dropped_unwritten,
-            "actions_queued": self._queue.qsize(),
+            "actions_waiting": self.waiting,
+            "actions_recovered": self._filler.recovered,
+            "actions_shed": shed,
+            "actions_shed_failures": self.shed_failures,
+            "actions_unstorable": self.unstorable,
             "action_write_errors": self.write_errors,
-            "action_ndjson_errors": self.ndjson_errors,
+            "action_journal_errors": self.journal_errors,
+            "storage_bytes": self.store_bytes,
+            "journal_bytes": self.journal_bytes,
         }
+
+
+def recovery_notice(recovery: Recovery, journal: Path) -> str:
+    """What the bot says in #dev about records it restored from the journal."""
+    span = f"{_utc(recovery.first_ts)} to {_utc(recovery.last_ts)}"
+    if recovery.new_database:
+        return (
+            f"📥 The database held none of my action records (it is new, or was deleted or replaced): "
+            f"I rebuilt it from the action journal ({journal}): {recovery.count} record(s), {span}."
+        )
+    return (
+        f"📥 {recovery.count} action record(s) from {span} were not in the database yet (a stop, a crash "
+        f"or a storage fault came first): I restored them from the action journal ({journal})."
+    )
+
+
+def _utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _ms(started: float) -> float:

@@ -180,7 +180,7 @@ class SlowSampler:
         capture.sampled += 1
         self.samples_taken += 1
         if stack:
-            capture.stacks[stack] += 1
+            capture.add_stack(stack)
 
     def _loop_stack(self, thread: int) -> list[tuple[str, int, str]]:
         """The loop thread's Python stack, innermost first, as faulthandler writes it (module

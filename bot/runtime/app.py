@@ -56,6 +56,10 @@ __all__ = [
 
 _log = get_logger(__name__)
 
+# A stop (SIGTERM, Ctrl-C) gives in-flight handlers this long, then cancels them and waits this much more
+# for them to unwind: with the runs' own stop after it, the process is gone within the documented 10 s.
+CLOSE_DRAIN_S = 5.0
+CLOSE_CANCEL_S = 1.5
 # Discord lets each rate-limit bucket of a bot's shards IDENTIFY once per 5 seconds, timed at its end:
 # a quarter second more allows for the previous IDENTIFY's way there.
 IDENTIFY_SPACING_S = 5.25
@@ -191,9 +195,10 @@ class MendBot(commands.AutoShardedBot):
     def track_inflight(self, task: asyncio.Task[Any]) -> None:
         self.mend.track_inflight(task)
 
-    async def drain(self, timeout: float = 10.0) -> int:
-        """Wait for in-flight handlers; returns how many were still running at the timeout."""
-        return await self.mend.drain(timeout)
+    async def drain(self, timeout: float = 10.0, *, cancel: bool = False) -> int:
+        """Wait up to `timeout` for in-flight handlers (`cancel`: cancel them first); how many were still
+        running then."""
+        return await self.mend.drain(timeout, cancel=cancel)
 
     def environment_problem(
         self, error: BaseException | None, channel: Any = None, user_id: int | None = None
@@ -428,9 +433,17 @@ class MendBot(commands.AutoShardedBot):
     async def _close_once(self) -> None:
         self.sampler.stop()
         self.accepting = False
-        left = await self.drain(0.0 if self._drained else 10.0)
+        # A live replay under way is not waited for: the next start runs it. (A restart a deploy asked
+        # for has let it finish within `deploy.drain_timeout_s` already, if it could.)
+        self.services.deploy.stopping()
+        left = await self.drain(0.0 if self._drained else CLOSE_DRAIN_S)
         if left:
-            _log.warning("closing with handlers still running", count=left)
+            # Past the drain, what is still running stops where it is, as a kill would stop it — every
+            # step is written to be taken up again by the next start — but with its `finally` blocks
+            # run: subprocesses and sandboxes end with it, instead of outliving the process's exit.
+            _log.warning("closing with handlers still running: stopping them", count=left)
+            await self.drain(CLOSE_CANCEL_S, cancel=True)
+        await self.services.deploy.cancel_background(CLOSE_CANCEL_S)
         for name in list(self.extensions):
             try:
                 await self.unload_extension(name)

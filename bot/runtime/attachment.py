@@ -32,6 +32,7 @@ from discord.ext import commands
 from bot.deploy.reload import Plan, classify, classify_by_extensions
 from bot.kernel.log import get_logger
 from bot.kernel.prompts import PromptRegistry
+from bot.observe.recorder import Recovery, recovery_notice
 from bot.runtime.instrument import instrument, recording_of, uninstrument
 from bot.runtime.recording import Host, Recording, takes_no_words
 from bot.runtime.services import Services
@@ -128,6 +129,14 @@ class Attachment(Recording):
     def surface_cog(self, name: str) -> Any:
         """One of mendbot's own cogs by its name (`Improve`), in lower case on a bot mendbot did not build."""
         return self.bot.get_cog(name) or self.bot.get_cog(name.lower())
+
+    def report_recovery(self, recovery: Recovery) -> None:
+        """Called once the action store has taken from the journal what the database did not have."""
+        text = recovery_notice(recovery, self.services.settings.log_dir / "actions.ndjson")
+        if not self.bot.is_ready():
+            self.services.boot_notices.append(text)  # posted with the others once the bot is ready
+            return
+        self.track_inflight(asyncio.get_running_loop().create_task(self.send_dev(text)))
 
     async def send_dev(self, content: str | None = None, **kwargs: Any) -> list[discord.Message]:
         """Post in every configured dev channel; returns the messages sent."""
@@ -310,6 +319,7 @@ def attach(
         bot, services, restart=restart, extension_names=extension_names, owns_services=owns_services
     )
     instrument(bot, attachment)
+    services.recorder.on_recovery(attachment.report_recovery)
     return attachment
 
 

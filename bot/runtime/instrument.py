@@ -50,7 +50,14 @@ _BOT_METHODS = {
     "load_extension": "loading_extension",
     "reload_extension": "reloading_extension",
 }
-_LISTENERS = ("on_command_completion", "on_command_error", "on_app_command_completion")
+_LISTENERS = (
+    "on_command_completion",
+    "on_command_error",
+    "on_app_command_completion",
+    "on_message",
+    "on_interaction",
+    "on_raw_reaction_add",
+)
 
 
 @dataclass

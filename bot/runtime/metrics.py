@@ -79,8 +79,10 @@ class _State:
     leader: bool
     commits: dict[str, str]
     shards: list[tuple[int, bool, float | None]]
-    dropped_queue_full: int
-    dropped_unwritten: int
+    shed: dict[str, int]  # by kind: action records the journal could not keep up with
+    waiting: int  # action records not in the database yet (they are in the journal or on their way)
+    storage_bytes: int
+    journal_bytes: int
 
 
 class Metrics:
@@ -135,8 +137,10 @@ class Metrics:
             # Several processes: which commit each runs (a process left behind shows as a second commit).
             commits=await services.cluster.positions(),
             shards=[(shard.id, shard.connected, shard.latency_s) for shard in bot.shard_states()],
-            dropped_queue_full=recorder.dropped_queue_full,
-            dropped_unwritten=recorder.dropped_unwritten,
+            shed=dict(recorder.shed),
+            waiting=recorder.waiting,
+            storage_bytes=recorder.store_bytes,
+            journal_bytes=recorder.journal_bytes,
         )
 
     def collect(self) -> Iterator[Metric]:
@@ -190,13 +194,21 @@ class Metrics:
             {(kind,): cost for kind, cost in self._cost.items()},
         )
         yield counter(
-            "mendbot_action_records_dropped",
-            "Action records dropped, by cause.",
-            ["cause"],
-            {
-                ("queue_full",): float(state.dropped_queue_full),
-                ("unwritten",): float(state.dropped_unwritten),
-            },
+            "mendbot_action_records_shed",
+            "Action records shed because even the action journal could not keep up, by kind.",
+            ["kind"],
+            {(kind,): float(count) for kind, count in state.shed.items()},
+        )
+        yield gauge(
+            "mendbot_action_records_waiting",
+            "Action records not in the database yet: in the journal (or on their way to it).",
+            float(state.waiting),
+        )
+        yield gauges(
+            "mendbot_storage_bytes",
+            "Bytes on disk: the database (its files, or the PostgreSQL database) and the action journal.",
+            ["store"],
+            {("database",): float(state.storage_bytes), ("journal",): float(state.journal_bytes)},
         )
         yield gauges(
             "mendbot_incidents_open",

@@ -93,6 +93,7 @@ class Recording:
     def __init__(self, bot: Host, services: Services) -> None:
         self.bot = bot
         self.services = services
+        services.people.client = bot  # names people go by, asked of the client first
         self._inflight: set[asyncio.Task[Any]] = set()
         self._started: weakref.WeakKeyDictionary[commands.Context[Any], float] = weakref.WeakKeyDictionary()
         self.accepting = True
@@ -279,6 +280,19 @@ class Recording:
             user_id=user_id,
         )
         return problem
+
+    # -- who is who: a person who writes, clicks or reacts is someone the bot knows by name -------
+
+    async def on_message(self, message: discord.Message) -> None:
+        if not message.author.bot:
+            self.services.people.seen(message.author)
+
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        self.services.people.seen(interaction.user)
+
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        if payload.member is not None:  # in a guild: the member's name comes with the event
+            self.services.people.seen(payload.member)
 
     async def on_command_completion(self, ctx: commands.Context[Any]) -> None:
         self._record_command(ctx, None)
@@ -685,15 +699,21 @@ class Recording:
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
+    def _running(self) -> list[asyncio.Task[Any]]:
+        """The handlers in flight, but the task asking."""
+        current = asyncio.current_task()
+        return [task for task in self._inflight if task is not current and not task.done()]
+
     @property
     def inflight(self) -> int:
-        current = asyncio.current_task()
-        return sum(1 for task in self._inflight if task is not current and not task.done())
+        return len(self._running())
 
-    async def drain(self, timeout: float = 10.0) -> int:
-        """Wait for in-flight handlers; returns how many were still running at the timeout."""
-        current = asyncio.current_task()
-        pending = [task for task in self._inflight if task is not current and not task.done()]
+    async def drain(self, timeout: float = 10.0, *, cancel: bool = False) -> int:
+        """Wait up to `timeout` for in-flight handlers (`cancel`: cancel them first and wait for them to
+        unwind); how many were still running then."""
+        pending = self._running()
+        for task in pending if cancel else ():
+            task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=timeout)
         return sum(1 for task in pending if not task.done())

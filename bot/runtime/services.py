@@ -5,6 +5,8 @@ Nothing in cogs reaches for a module-level singleton; cogs use `bot.runtime.serv
 
 from __future__ import annotations
 
+import datetime as _datetime_module
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,17 +34,20 @@ from bot.improve.drill import DrillService
 from bot.improve.memory import Memory
 from bot.improve.policy import BudgetLedger, Policy
 from bot.improve.relay import RunEventRelay
-from bot.improve.runs import RunService
+from bot.improve.runs import Run, RunService
 from bot.improve.service import SelfImprovementAgent
 from bot.improve.workspace import Workspace
 from bot.kernel.daemons import Daemons
+from bot.kernel.drills import DRILL_USER_ID
 from bot.kernel.log import get_logger
 from bot.kernel.prompts import PromptRegistry
 from bot.kernel.settings import Settings
+from bot.kernel.uncommitted import not_on_main, unseen_line
 from bot.observe.audit import AuditService
 from bot.observe.detector import AnomalyDetector, restore_windows
 from bot.observe.incidents import IncidentService
 from bot.observe.recorder import ActionRecorder
+from bot.runtime.people import People
 from bot.scale.cluster import Cluster, leadership_for, process_label, shares_database
 from bot.scale.leader import Leadership
 from bot.trust.access import AccessPolicy
@@ -79,6 +84,7 @@ class Services:
     autonomy: AutonomyService
     cluster: Cluster
     drill: DrillService
+    people: People  # the names people go by, as the bot last saw them
     redactor: Redactor = field(default_factory=Redactor)
     storage: StorageHealth = field(default_factory=StorageHealth)
     daemons: Daemons = field(default_factory=Daemons)
@@ -126,6 +132,7 @@ class Services:
         await self.autonomy.quiesce()
         await self.incidents.quiesce()
         await self.cluster.quiesce()
+        await self.people.quiesce()
         await self.recorder.flush()
 
     async def aclose(self) -> None:
@@ -141,6 +148,7 @@ class Services:
         self.deploy.stop()
         await self.cluster.close()
         await self.incidents.quiesce()
+        await self.people.quiesce()
         await self.recorder.close()
         await self.daemons.stop_all()
         if self.improve.queue is not None:
@@ -187,6 +195,36 @@ async def build_services(
     return services
 
 
+async def _interrupted(improve: SelfImprovementAgent, *, shared: bool) -> list[Run]:
+    """The runs this process's last stop interrupted (on a shared database: none — runs in flight are
+    other processes' too, and one starting must not take them for ones it stopped; what a dead process
+    left is failed by the leader's stuck-run watchdog, and a merge it left is finished by the leader's
+    merge pass, bot/scale/cluster.py)."""
+    if shared:
+        await improve.claims.release_ended()
+        return []
+    return await improve.on_startup()
+
+
+async def _boot_notices(settings: Settings, interrupted: list[Run], drill: DrillService) -> list[str]:
+    """What to say in #dev once the bot is up: each run a stop interrupted that `/run N action:resume`
+    continues; a drill left unfinished — ended here, its run with it, before anything could offer that
+    run for a resume; and changes no run will see (a cog written but never committed serves, and every
+    run starts from main without it)."""
+    drill_notice = await drill.recover()
+    notices = [
+        f"⏸ Run #{run.id} was interrupted by a restart while {run.interrupted_from or 'running'}; "
+        f"`/run {run.id} action:resume` continues it."
+        for run in interrupted
+        if run.interrupted_from != "merging" and run.requester_id != DRILL_USER_ID
+    ]
+    if drill_notice:
+        notices.append(drill_notice)
+    if (unseen := unseen_line(await not_on_main(settings.repo_dir.resolve()))) is not None:
+        notices.append(unseen)
+    return notices
+
+
 async def _assemble(
     settings: Settings,
     db: Connection,
@@ -223,6 +261,9 @@ async def _assemble(
         storage=storage,
         busy_timeout_ms=storage_config.busy_timeout_ms,
         more_roots=(settings.repo_dir,),
+        prune_margin=storage_config.prune_margin,
+        prune_margin_min_bytes=storage_config.prune_margin_min_mb << 20,
+        timestamp=_utcnow_timestamp if clock is discord.utils.utcnow else None,
     )
 
     incidents = IncidentService(
@@ -274,21 +315,20 @@ async def _assemble(
     deploy.prove_live = improve.prove_live
     deploy.prove_rollback = improve.prove_rollback
     deploy.reprove = improve.reprove
-    if shared:
-        # Runs in flight are other processes' too: one starting must not take them for ones it
-        # stopped. What a dead process left is failed by the leader's stuck-run watchdog, and a
-        # merge it left is finished by the leader's merge pass (bot/scale/cluster.py).
-        await improve.claims.release_ended()
-        interrupted = []
-    else:
-        interrupted = await improve.on_startup()
-    boot_notices = [
-        f"⏸ Run #{run.id} was interrupted by a restart while {run.interrupted_from or 'running'}; "
-        f"`/run {run.id} action:resume` continues it."
-        for run in interrupted
-        if run.interrupted_from != "merging"
-    ]
+    interrupted = await _interrupted(improve, shared=shared)
+    drill = DrillService(
+        settings=settings,
+        db=db,
+        recorder=recorder,
+        incidents=incidents,
+        improve=improve,
+        clock=clock,
+        failpoints=deploy.failpoints,
+        process=process_label(settings) if shared else None,
+    )
+    boot_notices = await _boot_notices(settings, interrupted, drill)
     devmode = DevMode(db, settings.repo_dir.resolve(), clock)
+    people = await People.loaded(db, clock, dev_guild_id=settings.discord.dev_guild_id)
     autonomy = AutonomyService(config=settings.improve, improve=improve, incidents=incidents, devmode=devmode)
     incidents.on_raised = autonomy.on_raised
     services = Services(
@@ -309,7 +349,7 @@ async def _assemble(
         recorder=recorder,
         detector=detector,
         incidents=incidents,
-        access=AccessPolicy(settings.access),
+        access=AccessPolicy(lambda: settings.access),
         improve=improve,
         deploy=deploy,
         clock=clock,
@@ -325,19 +365,14 @@ async def _assemble(
             deploy=deploy,
             improve=improve,
         ),
-        drill=DrillService(
-            settings=settings,
-            db=db,
-            recorder=recorder,
-            incidents=incidents,
-            improve=improve,
-            clock=clock,
-            failpoints=deploy.failpoints,
-        ),
+        drill=drill,
+        people=people,
         redactor=redactor,
         storage=storage,
         boot_notices=boot_notices,
-        dashboard=DashboardSignIn(db, settings.dashboard, lambda: clock().timestamp()),
+        dashboard=DashboardSignIn(
+            db, settings.dashboard, lambda: clock().timestamp(), access=AccessPolicy(lambda: settings.access)
+        ),
         database_file=database_file,
     )
     services.daemons.start("action-writer", recorder.run_writer())
@@ -373,6 +408,18 @@ async def _run_on_workers(
     await queue.open()
     improve.queue = queue
     return RunEventRelay(settings.database.url, db, improve.runs, lambda: improve.reporter)
+
+
+_discord_utils: Any = discord.utils  # its `datetime` is what a virtual Discord replaces
+
+
+def _utcnow_timestamp() -> float:
+    """`discord.utils.utcnow().timestamp()`, cheaply: `time.time()` while discord.py reads the real clock
+    (a datetime made only to be read back cost ~0.4 µs a record). A virtual Discord replaces the module
+    discord.py reads the time from, and then its time is the bot's."""
+    if _discord_utils.datetime is _datetime_module:
+        return time.time()
+    return discord.utils.utcnow().timestamp()
 
 
 def _forge(settings: Settings, db: Connection, repo_root: Path, clock: Callable[[], datetime]) -> Forge:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -122,15 +123,17 @@ def is_network_failure(exc: BaseException) -> bool:
 
 @dataclass(frozen=True)
 class Backoff:
-    """Delays between attempts: `initial`, doubling, at most `maximum` seconds."""
+    """Delays between attempts: from `initial`, doubling, at most `maximum` seconds — each drawn
+    between half and all of that (jitter), so a bot is back within a few seconds of Discord answering
+    however long it was away, and bots do not come back in step."""
 
     initial: float = 1.0
-    maximum: float = 60.0
+    maximum: float = 5.0
 
     def delays(self) -> Iterator[float]:
         delay = self.initial
         while True:
-            yield delay
+            yield random.uniform(delay / 2, delay)
             delay = min(delay * 2, self.maximum)
 
 
@@ -141,7 +144,13 @@ async def _wait_or_closed(bot: MendBot, delay: float) -> bool:
     return bot.is_closed()
 
 
-async def _retry_or_fail(bot: MendBot, exc: Exception, step: str, delays: Iterator[float]) -> bool:
+async def _retry_or_fail(
+    bot: MendBot,
+    exc: Exception,
+    step: str,
+    delays: Iterator[float],
+    retrying: Callable[[], None] | None = None,
+) -> bool:
     """Raise the StartupFailure for `exc`, or wait for the next attempt (False: the bot was closed)."""
     failure = explain(exc)
     if failure is not None:
@@ -149,10 +158,12 @@ async def _retry_or_fail(bot: MendBot, exc: Exception, step: str, delays: Iterat
         raise failure from exc
     if not is_network_failure(exc):
         raise exc
+    if retrying is not None:
+        retrying()
     delay = next(delays)
     summary = " ".join(f"{type(exc).__name__}: {exc}".split()) or type(exc).__name__
     # The console gets one line per attempt; the traceback goes to the JSON log only.
-    _log.warning(f"Discord unreachable ({step}): retrying in {delay:g}s", error=summary)
+    _log.warning(f"Discord unreachable ({step}): retrying in {delay:.1f}s", error=summary)
     _log.info("unreachable at start", step=step, exc_info=exc, console=False)
     return not await _wait_or_closed(bot, delay)
 
@@ -163,11 +174,13 @@ async def start_on_discord(
     *,
     backoff: Backoff | None = None,
     logged_in: Callable[[], None] | None = None,
+    retrying: Callable[[], None] | None = None,
 ) -> None:
     """Log in (loads the cogs, syncs the commands) and stay connected until the bot closes.
 
     Raises `StartupFailure` for what retrying cannot fix; retries what the network broke; returns when
-    the bot is closed (SIGTERM, a restart). `logged_in` runs once, between login and the first connect.
+    the bot is closed (SIGTERM, a restart). `logged_in` runs once, between login and the first connect;
+    `retrying` before each wait to retry (Discord unreachable: not a configuration error).
     """
     backoff = backoff or Backoff()
     delays = backoff.delays()
@@ -180,7 +193,7 @@ async def start_on_discord(
             # and let the next attempt make its own (it builds a connector only when there is none).
             await bot.http.close()
             bot.http.connector = discord.utils.MISSING
-            if not await _retry_or_fail(bot, exc, "logging in", delays):
+            if not await _retry_or_fail(bot, exc, "logging in", delays, retrying):
                 return
     if logged_in is not None:
         logged_in()
@@ -195,5 +208,5 @@ async def start_on_discord(
             # Discord for the shard count (`/gateway/bot`) can fail: a network failure is retried here.
             if explain(exc) is None and not (not bot.shards and is_network_failure(exc)):
                 raise
-            if not await _retry_or_fail(bot, exc, "connecting to the gateway", delays):
+            if not await _retry_or_fail(bot, exc, "connecting to the gateway", delays, retrying):
                 return

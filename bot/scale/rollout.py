@@ -44,7 +44,7 @@ __all__ = ["ROLLOUT_KEY", "ClusterView", "Rollout", "canary_name", "canary_regre
 _log = get_logger(__name__)
 
 ROLLOUT_KEY = "cluster.rollout"
-_ENDED = ("regressed", "failed", "cancelled", "rejected")
+_ENDED = ("regressed", "failed", "cancelled", "rejected", "rolled_back")
 
 
 def shards_name(shards: Sequence[int] | None) -> str:
@@ -319,11 +319,8 @@ class Rollout:
             )
             state["revert"] = revert
             await self._store(state)
-            await self.deploy.runs.event(
-                run_id,
-                "rolled_back",
-                actor="rollout",
-                detail={"revert_sha": revert, "canary": state["canary"]},
+            await self.deploy.runs.rolled_back(
+                run_id, actor="rollout", detail={"revert_sha": revert, "canary": state["canary"]}
             )
         await self.cluster.publish(str(revert), False)
         self._until_done(state, str(revert))

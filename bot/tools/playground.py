@@ -27,6 +27,7 @@ import sys
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import discord
@@ -39,6 +40,17 @@ from bot.kernel.errors import UserError
 from bot.tools.world import VirtualWorld, WorldClock, virtual_world
 
 __all__ = ["Playground", "PlaygroundError", "VirtualWorld", "WorldClock", "virtual_world"]
+
+# Discord's timestamp styles (`<t:…:f>`) but the relative one, as its client writes them: a moment,
+# never "in 30 min" (which is `R`, and reads wrong after "until").
+_STAMP_STYLES = {
+    "t": "%H:%M",
+    "T": "%H:%M:%S",
+    "d": "%Y-%m-%d",
+    "D": "%d %B %Y",
+    "f": "%d %B %Y %H:%M",
+    "F": "%A, %d %B %Y %H:%M",
+}
 
 
 _BOOLEANS = dict.fromkeys(("true", "yes", "on", "1"), True) | dict.fromkeys(
@@ -210,12 +222,16 @@ class Playground:
         now = self.world.env.now()  # the bot's (virtual) clock, not the terminal's
 
         def stamp(match: re.Match[str]) -> str:
+            style = match.group(2) or "f"
+            if style != "R":  # a moment, as the client writes it (in UTC here, which it says)
+                moment = datetime.fromtimestamp(int(match.group(1)), UTC)
+                return f"{moment.strftime(_STAMP_STYLES.get(style, _STAMP_STYLES['f']))} UTC"
             delta = int(match.group(1)) - int(now.timestamp())
             if delta == 0:  # as Discord's client says it; "in 0s" read as a time still to come
                 return "just now"
             return relative(delta)
 
-        return re.sub(r"<t:(\d+)(?::[a-zA-Z])?>", stamp, text)
+        return re.sub(r"<t:(\d+)(?::([a-zA-Z]))?>", stamp, text)
 
     def _actor(self) -> simcord.MemberActor:
         return self.world.users[self.user]

@@ -73,6 +73,7 @@ class GatewayDouble:
         self.identified = 0
         self.resumed = 0
         self.gateway_asked = asyncio.Event()  # set at the first gateway connection attempt
+        self.gateway_attempts: list[float] = []  # when each gateway connection was asked for (monotonic)
         self._identify_close: int | None = None
         self._gateway_refused = False
         self._gateway_open = asyncio.Event()
@@ -168,6 +169,7 @@ class GatewayDouble:
 
     async def _gateway(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(("GATEWAY", request.path))
+        self.gateway_attempts.append(time.monotonic())
         self.gateway_asked.set()
         if self._gateway_refused:
             return web.Response(status=503, text="upstream connect error")

@@ -24,7 +24,10 @@ from bot.db import runs as run_queries
 from bot.runtime.dashboard import dashboard_server
 from bot.tools.playground import VirtualWorld
 
-__all__ = ["PAYLOADS", "Clock", "Served", "git_change", "seed_hostile_run", "serving"]
+__all__ = ["DEVELOPERS", "PAYLOADS", "Clock", "Served", "allow", "git_change", "seed_hostile_run", "serving"]
+
+# User ids the dashboard tests sign in directly (without a member in the world): allow-listed by `allow`.
+DEVELOPERS = (1, 2, 7, 42, 4242)
 
 # Each would set window.__pwned or open a dialog if it ever ran.
 PAYLOADS = (
@@ -51,6 +54,12 @@ class Served:
     signin: DashboardSignIn
     url: str
     clock: Clock
+
+
+def allow(world: VirtualWorld, *user_ids: int) -> None:
+    """Put `user_ids` on the world's allow-list (as config.yaml would), beside its allowed members."""
+    access = world.bot.services.settings.access
+    access.allowed_user_ids = [*access.allowed_user_ids, *user_ids]
 
 
 @asynccontextmanager

@@ -578,7 +578,7 @@ def evaluate(expression: str) -> tuple[int, int | None]:
         return 0, None
     total = sum(random.randint(1, int(match["sides"])) for _ in range(int(match["count"])))
     modifier = int(match["mod"]) if match["mod"] is not None else 0
-    return total + modifier, modifier
+    return total + (modifier or 0), modifier
 '''
 _MOD = (
     _HEAD

@@ -34,8 +34,10 @@ async def test_seeded_fault_is_found_from_plain_words(
     assert outcome.kind == seed.kind, (outcome.incident_kind, outcome.target_kind)
     assert (outcome.incident_kind is not None) == seed.incident
     assert outcome.files and outcome.files[0] == seed.file, outcome.suspects
-    # The agent saw its source: a function's or a settings class's definition, a configuration file's text.
+    # The agent saw its source: a function's or a settings class's definition, a module-level constant's
+    # assignment, a configuration file's text.
     assert f"### {seed.file}:{seed.function} lines" in outcome.evidence
     if seed.file.endswith(".py"):
         name = seed.function.rsplit(".", 1)[-1]
-        assert f"def {name}" in outcome.evidence or f"class {name}" in outcome.evidence
+        defined = (f"def {name}", f"class {name}", f"{name} =", f"{name}: ")
+        assert any(definition in outcome.evidence for definition in defined), name

@@ -1,4 +1,4 @@
--- mendbot schema at the head of the history with sha256 3839f2450e4064e0fdb4cee62855969836c0c12a1ed8e1f898fa192e2247c3d1
+-- mendbot schema at the head of the history with sha256 fff28735c487854d3fb4108f6b8bfb0a5af9ba9641ddc9fb148c2ffc24cd68d8
 -- Written by `python -m bot.db.history`; used only while that digest matches.
 BEGIN;
 CREATE TABLE alembic_version (
@@ -224,7 +224,7 @@ CREATE TABLE runs (
 	CONSTRAINT pk_runs PRIMARY KEY (id), 
 	CONSTRAINT ck_runs_kind CHECK (kind IN ('investigate', 'fix')), 
 	CONSTRAINT ck_runs_origin CHECK (origin IN ('requested', 'autonomous')), 
-	CONSTRAINT ck_runs_state CHECK (state IN ('queued', 'observing', 'investigating', 'planning', 'editing', 'verifying', 'proposing', 'awaiting_approval', 'merging', 'deployed', 'watching', 'resolved', 'reported', 'failed', 'rejected', 'cancelled', 'regressed', 'interrupted'))
+	CONSTRAINT ck_runs_state CHECK (state IN ('queued', 'observing', 'investigating', 'planning', 'editing', 'verifying', 'proposing', 'awaiting_approval', 'merging', 'deployed', 'watching', 'resolved', 'reported', 'failed', 'rejected', 'cancelled', 'regressed', 'interrupted', 'rolled_back'))
 );
 CREATE INDEX runs_created ON runs (created_at);
 CREATE INDEX runs_incident ON runs (incident_id) WHERE incident_id IS NOT NULL;
@@ -404,6 +404,33 @@ CREATE TABLE cog_rows (
 	written_at DOUBLE, 
 	CONSTRAINT pk_cog_rows PRIMARY KEY (table_name, "key")
 );
-INSERT INTO alembic_version (version_num) VALUES ('v0017_rollout');
+CREATE TABLE drills (
+	id INTEGER NOT NULL, 
+	number BIGINT NOT NULL, 
+	unfinished INTEGER, 
+	process TEXT, 
+	started_at DOUBLE NOT NULL, 
+	stage TEXT NOT NULL, 
+	incident_id BIGINT, 
+	run_id BIGINT, 
+	proposal_id BIGINT, 
+	ended_at DOUBLE, 
+	outcome TEXT, 
+	CONSTRAINT pk_drills PRIMARY KEY (id), 
+	CONSTRAINT uq_drills_unfinished UNIQUE (unfinished)
+);
+CREATE TABLE people (
+	user_id INTEGER NOT NULL, 
+	name TEXT NOT NULL, 
+	seen_at DOUBLE NOT NULL, 
+	CONSTRAINT pk_people PRIMARY KEY (user_id)
+);
+CREATE TABLE journal_positions (
+	journal TEXT NOT NULL, 
+	seq BIGINT NOT NULL, 
+	updated_at DOUBLE NOT NULL, 
+	CONSTRAINT pk_journal_positions PRIMARY KEY (journal)
+);
+INSERT INTO alembic_version (version_num) VALUES ('v0020_journal');
 PRAGMA user_version = 13;
 COMMIT;

@@ -1,0 +1,77 @@
+"""How the pages write what they show: times, people, run states, durations and chat text.
+
+Installed into the pages' Jinja environment (`install`). Each helper escapes what it is given before it
+adds markup of its own, so a value from outside the bot stays text:
+
+- `moment(ts)`: a `<time>` holding the moment in UTC; the dashboard's script (static/dashboard.js) writes
+  it relative ("3 min ago") with the moment in the viewer's own time zone on hover.
+- `person(user_id)`: the name the bot knows them by, the Discord id on hover ("user 1234…" when it
+  knows no name).
+- `state(name)`: a run state with its icon (`bot.improve.runs.STATE_ICONS`), as chat shows it.
+- `took(seconds)`: a duration as people read it ("2 min 5 s", "0.4 s").
+- `chat(text)`: text written for Discord (`**bold**`, `` `code` ``) as HTML.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import jinja2
+from markupsafe import Markup, escape
+
+from bot.improve.runs import STATE_ICONS
+from bot.kernel.durations import human_duration
+
+__all__ = ["chat", "install", "moment", "person", "state", "took"]
+
+_BOLD = re.compile(r"\*\*(.+?)\*\*", re.S)
+_CODE = re.compile(r"`([^`\n]+)`")
+
+
+def moment(ts: float | None) -> Markup:
+    if ts is None:
+        return Markup("")
+    when = datetime.fromtimestamp(ts, UTC)
+    return Markup('<time datetime="{}">{} UTC</time>').format(
+        when.isoformat(timespec="seconds").replace("+00:00", "Z"), when.strftime("%Y-%m-%d %H:%M:%S")
+    )
+
+
+def took(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    return f"{seconds:.1f} s" if seconds < 10 else human_duration(seconds)
+
+
+def state(name: str | None) -> Markup:
+    if not name:
+        return Markup("")
+    icon = STATE_ICONS.get(name, "•")  # type: ignore[call-overload]  # a stored state is any text
+    return Markup('<span class="state {}">{} {}</span>').format(name, icon, name.replace("_", " "))
+
+
+def chat(text: str | None) -> Markup:
+    """Chat text as HTML: escaped first, then `**bold**` and `` `code` `` made markup."""
+    escaped = str(escape(text or ""))
+    escaped = _CODE.sub(r"<code>\1</code>", escaped)
+    return Markup(_BOLD.sub(r"<strong>\1</strong>", escaped))  # escaped just above
+
+
+def person(names: Callable[[int], str | None], user_id: int | None) -> Markup:
+    if user_id is None:
+        return Markup('<span class="none">nobody</span>')
+    name = names(user_id)
+    return Markup('<span class="person" title="Discord id {}">{}</span>').format(
+        user_id, name if name else f"user {user_id}"
+    )
+
+
+def install(env: jinja2.Environment, names: Callable[[int], str | None]) -> None:
+    """Add the helpers to `env` (`person` as a global bound to `names`, the others as filters)."""
+    env.filters["moment"] = moment
+    env.filters["took"] = took
+    env.filters["state"] = state
+    env.filters["chat"] = chat
+    env.globals["person"] = lambda user_id: person(names, user_id)
