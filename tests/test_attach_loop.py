@@ -74,7 +74,7 @@ async def _back(double: DiscordDouble, channel: FakeChannel, words: str, timeout
             try:
                 said = await double.send_message(channel, words, author="bob")
                 answer = await double.wait_for_message(_after(said), channel=channel, timeout=5)
-            except (LookupError, AssertionError):  # between the two processes: nobody there, or heard it
+            except (LookupError, AssertionError, TimeoutError):  # between the two processes: nobody there
                 await asyncio.sleep(0.2)
                 continue
             if "restarting" not in message_text(answer):

@@ -7,7 +7,7 @@ nothing. It reads `mendbot.yaml` (or `MENDBOT_CONFIG`; its `repo_dir` and `data_
 the file's directory), sends mendbot's own log records to its JSON log and warnings to the console
 (the program's logging stays as the program set it up), builds the services on the bot's repository
 and attaches (bot/runtime/attachment.py). When the bot is ready, mendbot's slash commands are synced to
-the dev guild and failed extensions are reported there; when the bot closes, the services close.
+the dev guild and failed extensions are reported there; when the bot closes, the services close first.
 
 A restart a deploy asked for closes the bot, which ends its program; the process then ends with the
 restart exit code under a supervisor (`MENDBOT_SUPERVISED=1`), or starts the same program again.
@@ -86,13 +86,16 @@ async def attach_to(bot: Host, settings: Settings | None = None) -> Attachment:
 
 
 def _closing_with(bot: Host, mend: Attachment) -> None:
-    """The bot's `close`, then mendbot's: its services end with the bot."""
+    """mendbot's services close with the bot, before it: once the bot's own `close` has closed its
+    gateway, its program's main task (`bot.run()`) may end, and the event loop with it, cancelling what
+    is still closing — and a database left open holds the process's exit forever."""
 
     async def close(wrapped: Any, _instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
-            return await wrapped(*args, **kwargs)
-        finally:
             await mend.closed()
+        except Exception:
+            _log.exception("mendbot's services failed to close: closing the bot anyway")
+        return await wrapped(*args, **kwargs)
 
     bot.close = wrapt.FunctionWrapper(bot.close, close)  # type: ignore[method-assign]
 
