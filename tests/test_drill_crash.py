@@ -6,6 +6,7 @@ moment, in one process or in processes sharing PostgreSQL, are one drill."""
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import sqlite3
 from pathlib import Path
@@ -108,7 +109,8 @@ async def test_two_drills_started_at_once_are_one_drill(tmp_path: Path) -> None:
         started = [r for r in results if isinstance(r, int)]
         refused = [r for r in results if isinstance(r, UserError)]
         assert started == [1] and len(refused) == 1, results
-        assert "Fire drill #1 is still running" in str(refused[0])
+        # Still running, or (on a loaded machine it can end first: no model key here) just over.
+        assert re.search(r"Fire drill #1 (is still running|began less than)", str(refused[0])), refused
         await world.quiesce()
         report = await drill.wait()
     assert report is not None and report.number == 1
