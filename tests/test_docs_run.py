@@ -19,8 +19,8 @@ from typing import Any
 import discord
 import pytest
 
-from bot.__main__ import _parser
 from bot.kernel.settings import ConfigError, load_settings
+from bot.tools.command_line import command_line
 from tests.docblocks import (
     DOCS,
     KINDS,
@@ -100,7 +100,7 @@ def _mendbot_problems(args: list[str]) -> list[str]:
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            _parser().parse_args(args)
+            command_line().parse_args(args)
     except SystemExit as exc:
         if exc.code:
             return [f"mendbot {' '.join(args)} is refused by the CLI: {err.getvalue().strip()}"]
