@@ -43,6 +43,8 @@ __all__ = ["AMBIGUITY_MARGIN", "Candidate", "Target", "known_kinds_in", "resolve
 AMBIGUITY_MARGIN = 0.15
 _RECENCY_HOURS = 24.0
 _MAX_CANDIDATES = 5
+# Of two named kinds with evidence, one whose best candidate scores this many times the other's is meant.
+_CLEARLY_AHEAD = 2.0
 _LISTED_FRACTION = 0.1  # candidates scoring below this share of the best one are not worth listing
 _WORDS_MARGIN = 0.35  # handlers matching the words within this share of the best are all in the running
 
@@ -314,7 +316,10 @@ async def _named_target(
         targets = [await _evidence_target(db, evidence, words, now) for evidence in evidenced]
         distinct = {(tuple(t.incident_ids), t.fingerprint) for t in targets}
         if len(distinct) > 1:
-            return Target([], True, [t.candidates[0] for t in targets][:_MAX_CANDIDATES], via="named")
+            ranked = sorted(targets, key=lambda t: -t.candidates[0].score)
+            if ranked[0].candidates[0].score >= _CLEARLY_AHEAD * ranked[1].candidates[0].score:
+                return ranked[0]  # "roll" is /roll and !roll: the one failing now, not last week's
+            return Target([], True, [t.candidates[0] for t in ranked][:_MAX_CANDIDATES], via="named")
         return targets[0]
     failures = await queries.latest_failures_of_kinds(db, kinds[:1], limit=1)
     if not failures:
