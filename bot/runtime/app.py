@@ -400,23 +400,7 @@ class MendBot(commands.AutoShardedBot):
         return self.restart_requested or ""
 
     async def _drain_for_restart(self) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.services.settings.deploy.drain_timeout_s
-        try:
-            # Listeners still run while draining (a reply to "ship it" must not be lost), so
-            # handlers that started after the first wait are waited for as well.
-            while self.inflight and (remaining := deadline - loop.time()) > 0:
-                await self.drain(remaining)
-            improve = self.services.improve
-            try:
-                await asyncio.wait_for(improve.quiesce(), timeout=max(0.0, deadline - loop.time()))
-            except TimeoutError:
-                _log.warning("runs still going at the drain timeout: stopping them (resumable)")
-            await improve.shutdown()
-            if self.inflight:
-                _log.warning("restarting with handlers still running", count=self.inflight)
-        except Exception:
-            _log.exception("draining for the restart failed: closing anyway")
+        await self.mend.drain_for_restart()
         self._drained = True
         try:
             await self.close()

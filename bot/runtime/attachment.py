@@ -252,10 +252,14 @@ class Attachment(Recording):
             self._restart_task = asyncio.get_running_loop().create_task(self._drain_and_close())
         return self._restart_task
 
-    async def _drain_and_close(self) -> None:
+    async def drain_for_restart(self) -> None:
+        """Let handlers and runs finish within `deploy.drain_timeout_s`; runs still going then stop where
+        they are (resumable). Never raises: a restart closes the bot whatever happened here."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.services.settings.deploy.drain_timeout_s
         try:
+            # Listeners still run while draining (a reply to "ship it" must not be lost), so
+            # handlers that started after the first wait are waited for as well.
             while self.inflight and (remaining := deadline - loop.time()) > 0:
                 await self.drain(remaining)
             improve = self.services.improve
@@ -264,8 +268,13 @@ class Attachment(Recording):
             except TimeoutError:
                 _log.warning("runs still going at the drain timeout: stopping them (resumable)")
             await improve.shutdown()
+            if self.inflight:
+                _log.warning("restarting with handlers still running", count=self.inflight)
         except Exception:
             _log.exception("draining for the restart failed: closing anyway")
+
+    async def _drain_and_close(self) -> None:
+        await self.drain_for_restart()
         await self.bot.close()
 
     # -- closing ---------------------------------------------------------------------------------
