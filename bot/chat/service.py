@@ -97,6 +97,23 @@ class ChatService:
     def configured(self) -> bool:
         return self._api_key is not None
 
+    def _record_model_failure(self, kind: str, exc: Exception, started: float, ids: dict[str, Any]) -> None:
+        """A call to the model that raised, recorded. The model's API failing is the environment's
+        problem: recorded without a fingerprint, so no code incident opens; the caller opens the
+        environment incident and answers."""
+        problem = model_problem(exc)
+        said = f"{type(exc).__name__}: {exc}"[:500]
+        reason = {"environment": problem.kind, "error": said} if problem else None
+        self._recorder.record(
+            kind,
+            "chat",
+            ok=False,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            error=None if problem else exc,
+            extra=reason,
+            **ids,
+        )
+
     async def _model(self) -> AsyncAnthropic:
         """The model's client, made for the first reply. Importing anthropic costs ~45 MB and ~0.6 s
         of CPU, which a bot nobody chats with should not pay at every start; the import runs in a
@@ -140,20 +157,7 @@ class ChatService:
                 bot_id=bot_id,
             )
         except Exception as exc:
-            # The model's API failing is the environment's problem: recorded without a fingerprint, so
-            # no code incident opens; the caller opens the environment incident and answers.
-            problem = model_problem(exc)
-            self._recorder.record(
-                "chat:reply",
-                "chat",
-                ok=False,
-                duration_ms=(time.perf_counter() - started) * 1000,
-                error=None if problem else exc,
-                extra={"environment": problem.kind, "error": f"{type(exc).__name__}: {exc}"[:500]}
-                if problem
-                else None,
-                **ids,
-            )
+            self._record_model_failure("chat:reply", exc, started, ids)
             raise
         self._recorder.record(
             "chat:reply",
@@ -202,18 +206,7 @@ class ChatService:
             }
             answer = await client.messages.create(**request)
         except Exception as exc:
-            problem = model_problem(exc)
-            self._recorder.record(
-                "chat:route",
-                "chat",
-                ok=False,
-                duration_ms=(time.perf_counter() - started) * 1000,
-                error=None if problem else exc,
-                extra={"environment": problem.kind, "error": f"{type(exc).__name__}: {exc}"[:500]}
-                if problem
-                else None,
-                **ids,
-            )
+            self._record_model_failure("chat:route", exc, started, ids)
             raise
         decision = read_decision(answer.content, commands, incidents)
         usage = answer.usage
