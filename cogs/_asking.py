@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import discord
 
 from bot.chat.route import Decision, OpenIncident
 from bot.improve.intent import Intent, command_names_in
-from bot.improve.target import Target
 from bot.kernel.log import get_logger
 from bot.runtime.attachment import Attachment, attached
+
+if TYPE_CHECKING:
+    from bot.improve.target import Target
 
 __all__ = [
     "AskButton",

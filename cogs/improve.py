@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 from discord import app_commands
@@ -20,7 +20,6 @@ from discord.ext import commands
 
 from bot.improve.intent import Intent, parse_intent
 from bot.improve.runs import STATE_ICONS, TERMINAL_STATES, Run, RunKind
-from bot.improve.target import Target, known_kinds_in, resolve_target
 from bot.kernel.errors import UserError
 from bot.kernel.log import get_logger
 from bot.runtime.attachment import Attachment, add_surface_cog, attached, role_ids, takes_no_words
@@ -38,6 +37,9 @@ from ._asking import (
     spoken,
 )
 from .ship import proposal_view
+
+if TYPE_CHECKING:
+    from bot.improve.target import Target
 
 _log = get_logger(__name__)
 
@@ -387,6 +389,8 @@ class Improve(commands.Cog):
         await message.reply(reply[:2000], mention_author=False)
 
     async def _known_kinds(self) -> set[str]:
+        from bot.improve.target import known_kinds_in  # with the source index, read on first use
+
         return self.loaded_kinds() | await known_kinds_in(self.bot.services.db)
 
     async def _target(
@@ -399,6 +403,8 @@ class Improve(commands.Cog):
     ) -> Target:
         """What the words are about (bot/improve/target.py): the incident replied to or chosen, a kind
         named, or the best match among what was recorded and what the code handles."""
+        from bot.improve.target import resolve_target  # with the source index, read on first use
+
         return await resolve_target(
             self.bot.services.db,
             text,

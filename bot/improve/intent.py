@@ -76,12 +76,15 @@ def _vocabulary(words: str) -> frozenset[str]:
     return frozenset(words.split())
 
 
-def _words(*alternatives: str) -> re.Pattern[str]:
-    return re.compile("|".join(rf"(?<![\w'])(?:{alternative})(?![\w'])" for alternative in alternatives))
+def _words(*alternatives: str) -> str:
+    """A pattern matching any of `alternatives` as whole words. Patterns here stay text, compiled by
+    `re` (and kept in its cache) when a message is first read: compiling them all at import was ~15 ms
+    of every start, for a grammar a bot may not need before its first message."""
+    return "|".join(rf"(?<![\w'])(?:{alternative})(?![\w'])" for alternative in alternatives)
 
 
 _NOT = r"(?:don'?t|do not|dont|never|no need to|without|not)"
-_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
+_PATTERNS: list[tuple[str, str]] = [
     ("reject", _words(
         rf"{_NOT}\s+(?:ship|merge|approve|deploy)(?:\s+it)?", r"reject(?:ed)?", "decline", "discard", "nope",
         r"close (?:it|that|the (?:pr|proposal|pull request))",
@@ -175,21 +178,21 @@ _ABOUT_BOT = _words(
     "that",
     "feature",
 )
-_NAMED_COMMAND = re.compile(r"(?<![\w<])[/!][a-z][\w-]*")
+_NAMED_COMMAND = r"(?<![\w<])[/!][a-z][\w-]*"
 _NEGATED_FIX = _words(
     rf"{_NOT}\s+(?:fix|change|touch|edit)(?:ing)?", r"(?:just|only) (?:look|investigate)", "read-only"
 )
 _REQUESTS = ("fix", "investigate", "complaint")
 _SECURITY = _words("security")
-_RUN_ID = re.compile(r"(?<!\w)(?:/?run\s*#?\s*(\d+)|#(\d+))(?!\w)")
-_MENTION = re.compile(r"<(?:@[!&]?|#)\d+>")
-_ADDRESS = re.compile(r"^\s*(?:(?:hey|hi|ok|okay)\s+)?@?mendbot\b[\s,:;!.-]*", re.IGNORECASE)
+_RUN_ID = r"(?<!\w)(?:/?run\s*#?\s*(\d+)|#(\d+))(?!\w)"
+_MENTION = r"<(?:@[!&]?|#)\d+>"
+_ADDRESS = r"(?i)^\s*(?:(?:hey|hi|ok|okay)\s+)?@?mendbot\b[\s,:;!.-]*"
 
 
 def clean(text: str) -> str:
     """The message without mentions, hidden characters or the bot's name in front, on one line."""
-    text = _MENTION.sub(" ", sanitize_untrusted(text)).replace("’", "'").replace("‘", "'")
-    text = _ADDRESS.sub("", text)
+    text = re.sub(_MENTION, " ", sanitize_untrusted(text)).replace("’", "'").replace("‘", "'")
+    text = re.sub(_ADDRESS, "", text)
     return " ".join(text.split())
 
 
@@ -202,13 +205,13 @@ def parse_intent(text: str, known_kinds: Collection[str] = ()) -> Intent:
     lowered = cleaned.lower()
     found: dict[str, int] = {}
     for name, pattern in _PATTERNS:
-        match = pattern.search(lowered)
+        match = re.search(pattern, lowered)
         if match is not None:
             found[name] = match.start()
     if not found:
-        if _SOFT_COMPLAINT.search(lowered) and (
-            _ABOUT_BOT.search(lowered)
-            or _NAMED_COMMAND.search(lowered)
+        if re.search(_SOFT_COMPLAINT, lowered) and (
+            re.search(_ABOUT_BOT, lowered)
+            or re.search(_NAMED_COMMAND, lowered)
             or command_names_in(lowered, known_kinds)
         ):
             return Intent("investigate", cleaned, certain=False)
@@ -216,22 +219,22 @@ def parse_intent(text: str, known_kinds: Collection[str] = ()) -> Intent:
     first = min(found, key=lambda name: found[name])
     kind: IntentKind
     if first in _REQUESTS:
-        if "fix" in found and not _NEGATED_FIX.search(lowered):
+        if "fix" in found and not re.search(_NEGATED_FIX, lowered):
             kind = "fix"
-        elif "investigate" in found or _NEGATED_FIX.search(lowered):
+        elif "investigate" in found or re.search(_NEGATED_FIX, lowered):
             kind = "investigate"
         else:
             kind = "fix"  # a complaint: see the module docstring
     elif first in ("approve", "reject"):
         # Approving and rejecting follow the one approval grammar (bot.trust.grammar): anything
         # short of a clear decision is no decision. A run reference ("ship #7") names the run.
-        verdict = read_approval(_RUN_ID.sub(" ", cleaned)).verdict
+        verdict = read_approval(re.sub(_RUN_ID, " ", cleaned)).verdict
         kind = "approve" if verdict == "approve" else "reject" if verdict == "reject" else "none"
     else:
         kind = first  # type: ignore[assignment]  # the names in _PATTERNS are IntentKinds
-    run = _RUN_ID.search(lowered)
+    run = re.search(_RUN_ID, lowered)
     run_id = int(run.group(1) or run.group(2)) if run else None
-    security = kind in ("fix", "approve") and _SECURITY.search(lowered) is not None
+    security = kind in ("fix", "approve") and re.search(_SECURITY, lowered) is not None
     return Intent(kind, cleaned, run_id, security)
 
 
@@ -296,10 +299,11 @@ _STOPWORDS = _vocabulary(
     happening happened think know see seems seem sure maybe mendbot bot command commands cmd run runs
     error errors"""
 )
-_TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
+_TOKEN = r"[^\W_]+"
 
 
 def search_words(text: str) -> list[str]:
     """The words of a request worth searching for: no stop words, no request vocabulary."""
-    words = [word for word in _TOKEN.findall(clean(text).lower().replace("'", "")) if word not in _STOPWORDS]
+    tokens = re.findall(_TOKEN, clean(text).lower().replace("'", ""))
+    words = [word for word in tokens if word not in _STOPWORDS]
     return [word for word in dict.fromkeys(words) if len(word) >= 2 and not word.isdigit()][:_MAX_WORDS]

@@ -4,11 +4,13 @@ what is shed when even the journal cannot keep up.
 `keep()` runs on the event loop for every record the recorder makes: it numbers the record (its
 sequence number in the journal: the microsecond it was kept, or one more than the last), encodes its
 journal line and its database row, and puts them with the records waiting. They are handed to the
-journal thread at each turn of the loop — or at once when `_HAND_OVER` wait, so a handler recording in
-a tight loop never outruns it — which appends them in one write and then keeps their rows in memory
-for the store (bot/observe/filler.py): at most `queue_size` of them, the oldest let go past that (the
-journal has them; the store reads them back). The thread keeps its own counts, so a loop that never
-yields does not hold the journal up.
+journal thread `_HAND_OVER_S` after the first of them was kept (a group commit: a hand-over wakes the
+thread, which then takes the interpreter's lock from the handlers, and one per command was most of what
+recording cost a busy bot) — or at once when `_HAND_OVER` wait, so a handler recording in a tight loop
+never outruns it, and when the recorder flushes or stops — and the thread appends them in one write and
+then keeps their rows in memory for the store (bot/observe/filler.py): at most `queue_size` of them,
+the oldest let go past that (the journal has them; the store reads them back). The thread keeps its own
+counts, so a loop that never yields does not hold the journal up.
 
 A batch the journal refuses (a full or failing disk) stays in memory and is handed over again after a
 backoff, the batches behind it with it, so the journal's order never breaks; the fault is a storage
@@ -36,7 +38,8 @@ from bot.observe.journal import Journal, journal_line
 __all__ = ["JournalIntake", "report_fault"]
 
 _log = get_logger(__name__)
-_HAND_OVER = 1000  # records waiting for the journal that are handed over at once, not at the loop's next turn
+_HAND_OVER = 1000  # records waiting for the journal that are handed over at once, not after `_HAND_OVER_S`
+_HAND_OVER_S = 0.05  # the longest a record waits in memory before its journal append begins
 _KIND, _OK = 1, 3  # where `row()` puts them
 _MAX_BACKOFF_STEPS = 6  # a failing journal or database is tried again at most every backoff × 2^5
 
@@ -115,7 +118,7 @@ class JournalIntake:
         self._blocked = False  # the thread's: refuse what follows a failed batch
         self._attempt = 0  # failed appends in a row
         self._announced = False  # this fault was announced by the journal (its append ends it)
-        self._soon = False  # a hand-over is scheduled on the loop
+        self._soon: asyncio.TimerHandle | None = None  # the hand-over scheduled on the loop
         # Journaled, not yet stored, while their copies are kept (at most `queue_size`): filled and cut
         # by the journal thread, taken by the store's loop, both under the lock (so a record let go is
         # always one the store will read back from the journal).
@@ -170,9 +173,8 @@ class JournalIntake:
         pending.failures += failure
         if len(pending.rows) >= _HAND_OVER:
             self.hand_over()
-        elif not self._soon and self._loop is not None:
-            self._soon = True
-            self._loop.call_soon(self.hand_over)
+        elif self._soon is None and self._loop is not None:
+            self._soon = self._loop.call_later(_HAND_OVER_S, self.hand_over)
 
     def start(self, loop: asyncio.AbstractEventLoop, thread: ThreadPoolExecutor) -> None:
         """From now on records are handed to `thread` (what was kept before goes at once)."""
@@ -181,7 +183,9 @@ class JournalIntake:
 
     def hand_over(self, *, retry: bool = False) -> None:
         """Give the waiting records to the journal thread (never waits)."""
-        self._soon = False
+        if self._soon is not None:
+            self._soon.cancel()
+            self._soon = None
         if not self._pending.rows or self._loop is None or self._thread is None:
             return
         if self.failing and not retry:

@@ -363,6 +363,7 @@ class ActionRecorder:
         that still fails, or in memory on a journal that still fails (each tried once more first)."""
         intake, filler = self._intake, self._filler
         target, journal_tries, store_tries = intake.seq, intake.tries, filler.tries
+        intake.hand_over()  # what waits for the journal's next hand-over goes now
         filler.hurried += 1
         try:
             while not self._settled(target, journal_tries, store_tries):

@@ -3,7 +3,8 @@
 A latency incident's actions all succeeded, so they carry no traceback; what finds the cause is
 the stack the handler was in while it was slow. Handlers register their capture
 (bot/observe/capture.py) when they start; a daemon thread sleeps until the oldest one passes
-`threshold_ms`, then every `interval_ms` takes one sample of each handler still running:
+`threshold_ms`, then every `interval_ms` takes one sample of each handler still running (up to
+`_MAX_SAMPLES_PER_HANDLER` each):
 
 - if the handler's task is the one the event loop is running right now, the handler is
   blocking the loop (a sync call, a CPU-bound loop): the sample is the loop thread's current
@@ -19,6 +20,13 @@ the loop thread runs between those steps, and on CPython 3.11 a step could hand 
 was never a frame (seen once in a full test run: a function), which ended the sampling thread. A
 sample that fails anyway is dropped and counted (`samples_failed`); the thread goes on. Nothing is
 sampled while every handler is fast.
+
+Registering a handler must not wake the thread: a wake is a switch of the interpreter's lock to another
+thread in the middle of the handler, and on a busy bot it was most of what watching cost a command. So
+the thread is woken only from its idle wait (nothing registered), and once woken it looks again at
+least every `threshold_ms` while handlers come and go, going idle only after a whole threshold with none:
+a handler registered meanwhile has its due time after every earlier one's, which the thread's next look
+(at most `threshold_ms` away) sees.
 """
 
 from __future__ import annotations
@@ -80,6 +88,7 @@ class SlowSampler:
         self._active: dict[int, HandlerCapture] = {}
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._idle = False  # the thread waits without a deadline: a handler registered must wake it
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -127,7 +136,9 @@ class SlowSampler:
             return
         with self._wake:
             self._active[id(capture)] = capture
-            self._wake.notify()
+            if self._idle:
+                self._idle = False
+                self._wake.notify()
 
     def unwatch(self, capture: HandlerCapture) -> None:
         if self._thread is None:
@@ -138,28 +149,36 @@ class SlowSampler:
     # -- on the watchdog thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
+        lingered = False  # looked once more a threshold after the last handler went
         while True:
             with self._wake:
                 if self._stopping:
                     return
-                if not self._active:
-                    self._wake.wait()
+                # A handler sampled as often as it may be is left alone: no wake-ups for it.
+                live = [c for c in self._active.values() if c.sampled < _MAX_SAMPLES_PER_HANDLER]
+                if not live:
+                    if lingered:
+                        self._idle = True
+                        self._wake.wait()
+                        lingered = False
+                    else:
+                        self._wake.wait(timeout=self.threshold_s)
+                        lingered = True
                     continue
+                lingered = False
                 now = time.perf_counter()
-                oldest = min(capture.started for capture in self._active.values())
-                due = oldest + self.threshold_s - now
+                due = min(capture.started for capture in live) + self.threshold_s - now
                 if due > 0:
                     self._wake.wait(timeout=due)
                     continue
-                slow = [c for c in self._active.values() if now - c.started >= self.threshold_s]
+                slow = [c for c in live if now - c.started >= self.threshold_s]
             for capture in slow:
-                if capture.sampled < _MAX_SAMPLES_PER_HANDLER:
-                    try:
-                        self._sample(capture)
-                    except Exception:  # one bad sample must not end sampling for the process's life
-                        self.samples_failed += 1
-                        if self.samples_failed == 1:
-                            _log.exception("a stack sample failed; sampling goes on")
+                try:
+                    self._sample(capture)
+                except Exception:  # one bad sample must not end sampling for the process's life
+                    self.samples_failed += 1
+                    if self.samples_failed == 1:
+                        _log.exception("a stack sample failed; sampling goes on")
             time.sleep(self.interval_s)
 
     def _sample(self, capture: HandlerCapture) -> None:

@@ -32,6 +32,7 @@ from discord.ext import commands
 from bot.deploy.reload import Plan, classify, classify_by_extensions
 from bot.kernel.log import get_logger
 from bot.kernel.prompts import PromptRegistry
+from bot.kernel.uncommitted import not_on_main, unseen_line
 from bot.observe.recorder import Recovery, recovery_notice
 from bot.runtime.instrument import instrument, recording_of, uninstrument
 from bot.runtime.recording import Host, Recording, takes_no_words
@@ -150,8 +151,15 @@ class Attachment(Recording):
         return sent
 
     async def report_boot_problems(self) -> None:
-        """Tell the dev channel which extensions failed to load (once, when it is reachable)."""
+        """Tell the dev channel, once it is reachable, which extensions failed to load, what the start
+        found (runs a stop interrupted, a drill it ended) and changes no run will see: a file written
+        but never committed serves, and every run starts from main without it. Looked for here, once
+        ready, since git takes a while and the bot need not wait for it to connect."""
+        if self._boot_reported:
+            return
         notices = list(self.services.boot_notices)
+        if (unseen := unseen_line(await not_on_main(self.services.settings.repo_dir.resolve()))) is not None:
+            notices.append(unseen)
         if self.extension_failures:
             lines = "\n".join(f"• `{name}` — {error}" for name, error in self.extension_failures.items())
             notices.insert(
@@ -291,10 +299,13 @@ async def add_surface_cog(bot: Host, cog: commands.Cog) -> None:
     """Add one of mendbot's own cogs: its slash commands in the dev guild only, when one is configured
     (the bot's users elsewhere never see `/fix` or `/runs`). On a bot mendbot did not build its name is
     in lower case: bots commonly name their cogs so and look each one in `bot.cogs` up again by
-    `get_cog(name.lower())` (a help command listing them), which would find nothing for `Improve`."""
+    `get_cog(name.lower())` (a help command listing them), which would find nothing for `Improve`.
+    There too its listeners, which read every message to find the few for mendbot, are recorded only
+    when they fail: they are mendbot's, not the bot's under repair."""
     mend = attached(bot)
     if mend.services.settings.bot is not None:
         cog.__cog_name__ = cog.__cog_name__.lower()
+        mend.failures_only.add(cog)  # mendbot's own, not the bot's: its listeners recorded when they fail
     guild_id = mend.dev_guild_id
     if guild_id is None:
         await bot.add_cog(cog)

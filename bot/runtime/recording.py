@@ -102,6 +102,10 @@ class Recording:
         self._captures: weakref.WeakKeyDictionary[commands.Context[Any], HandlerCapture] = (
             weakref.WeakKeyDictionary()
         )
+        # Cogs whose listeners are recorded only when they fail: mendbot's own, on a bot it did not build
+        # (bot/runtime/attachment.py's `add_surface_cog`). They read every message to find the ones
+        # for mendbot, and their successes say nothing about the bot under repair.
+        self.failures_only: weakref.WeakSet[commands.Cog] = weakref.WeakSet()
         install_reply_hooks()
         recorder = services.recorder
         self.sampler = SlowSampler(
@@ -522,8 +526,9 @@ class Recording:
         **kwargs: Any,
     ) -> None:
         """discord.py's listener runner (`original`), timed and recorded: a cog's or a registered
-        listener each time it runs, the bot's own event methods when they fail (a success of
-        `on_message` says nothing its commands do not), mendbot's own listeners never."""
+        listener each time it runs (mendbot's own cogs on a bot it did not build, `failures_only`, when
+        they fail), the bot's own event methods when they fail (a success of `on_message` says nothing
+        its commands do not), mendbot's own listeners never."""
         task = asyncio.current_task()
         if task is not None:
             self.track_inflight(task)
@@ -535,31 +540,38 @@ class Recording:
             await self._run_own_event(coro, event_name, *args, **kwargs)
             return
         started = time.perf_counter()
-        ids = event_ids(args)
-        source = getattr(owner, "qualified_name", None) or getattr(coro, "__qualname__", "listener")
-        capture = start_capture(f"listener:{event_name}", message_invocation(event_name, args))
-        self.sampler.watch(capture)
+        quiet = owner in self.failures_only
+        capture = (
+            None if quiet else start_capture(f"listener:{event_name}", message_invocation(event_name, args))
+        )
+        if capture is not None:
+            self.sampler.watch(capture)
         try:
             await coro(*args, **kwargs)
         except asyncio.CancelledError:
-            self.sampler.unwatch(capture)
+            if capture is not None:
+                self.sampler.unwatch(capture)
         except Exception as exc:
+            ids = event_ids(args)
+            source = getattr(owner, "qualified_name", None) or getattr(coro, "__qualname__", "listener")
             channel = self.bot.get_channel(ids["channel_id"]) if ids.get("channel_id") else None
             problem = self.environment_problem(exc, channel, ids.get("user_id"))
             text, is_bug = describe(exc)
             if problem is None and not is_bug:
                 # a user's mistake (`cancel run 3` with no run 3) is a reply, not an incident
-                self.recorder.record(
-                    f"listener:{event_name}",
-                    source,
-                    ok=True,
-                    duration_ms=(time.perf_counter() - started) * 1000,
-                    extra={"user_error": text},
-                    **ids,
-                )
+                if not quiet:
+                    self.recorder.record(
+                        f"listener:{event_name}",
+                        source,
+                        ok=True,
+                        duration_ms=(time.perf_counter() - started) * 1000,
+                        extra={"user_error": text},
+                        **ids,
+                    )
                 if text is not None:
                     await self._answer_event(args, text)
                 return
+            captured = self.end_capture(capture) or {"invocation": message_invocation(event_name, args)}
             self.recorder.record(
                 f"listener:{event_name}",
                 source,
@@ -567,7 +579,7 @@ class Recording:
                 error=None if problem else exc,
                 duration_ms=(time.perf_counter() - started) * 1000,
                 extra=environment_extra(exc, problem) or None,
-                **self.end_capture(capture),
+                **captured,
                 **ids,
             )
             if problem is not None:  # no bug, so no traceback: the incident says what is needed
@@ -576,14 +588,15 @@ class Recording:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.bot.on_error(event_name, *args, **kwargs)
         else:
-            self.recorder.record(
-                f"listener:{event_name}",
-                source,
-                ok=True,
-                duration_ms=(time.perf_counter() - started) * 1000,
-                **self.end_capture(capture),
-                **ids,
-            )
+            if capture is not None:
+                self.recorder.record(
+                    f"listener:{event_name}",
+                    getattr(owner, "qualified_name", None) or getattr(coro, "__qualname__", "listener"),
+                    ok=True,
+                    duration_ms=(time.perf_counter() - started) * 1000,
+                    **self.end_capture(capture),
+                    **event_ids(args),
+                )
 
     async def _answer_event(self, args: tuple[Any, ...], text: str) -> None:
         """Tell the person behind a listener's event what was wrong with their request."""

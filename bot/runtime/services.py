@@ -42,7 +42,6 @@ from bot.kernel.drills import DRILL_USER_ID
 from bot.kernel.log import get_logger
 from bot.kernel.prompts import PromptRegistry
 from bot.kernel.settings import Settings
-from bot.kernel.uncommitted import not_on_main, unseen_line
 from bot.observe.audit import AuditService
 from bot.observe.detector import AnomalyDetector, restore_windows
 from bot.observe.incidents import IncidentService
@@ -208,9 +207,9 @@ async def _interrupted(improve: SelfImprovementAgent, *, shared: bool) -> list[R
 
 async def _boot_notices(settings: Settings, interrupted: list[Run], drill: DrillService) -> list[str]:
     """What to say in #dev once the bot is up: each run a stop interrupted that `/run N action:resume`
-    continues; a drill left unfinished — ended here, its run with it, before anything could offer that
-    run for a resume; and changes no run will see (a cog written but never committed serves, and every
-    run starts from main without it)."""
+    continues; and a drill left unfinished — ended here, its run with it, before anything could offer
+    that run for a resume. (Changes no run will see are looked for once the bot is ready: the
+    attachment's `report_boot_problems`.)"""
     drill_notice = await drill.recover()
     notices = [
         f"⏸ Run #{run.id} was interrupted by a restart while {run.interrupted_from or 'running'}; "
@@ -220,8 +219,6 @@ async def _boot_notices(settings: Settings, interrupted: list[Run], drill: Drill
     ]
     if drill_notice:
         notices.append(drill_notice)
-    if (unseen := unseen_line(await not_on_main(settings.repo_dir.resolve()))) is not None:
-        notices.append(unseen)
     return notices
 
 
