@@ -174,7 +174,7 @@ class Attachment(Recording):
 
     async def sync_dev_guild(self) -> None:
         """mendbot's commands (and the bot's, copied) synced to the dev guild, once: a bot mendbot did
-        not build, about to connect (its extensions loaded)."""
+        not build, connected (its extensions loaded)."""
         guild_id = self.dev_guild_id
         if self._ready_seen or guild_id is None:
             return

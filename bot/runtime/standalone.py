@@ -6,8 +6,9 @@ runner of `mendbot attach -- python bot.py` (bot/tools/attach_run.py) — and do
 nothing. It reads `mendbot.yaml` (or `MENDBOT_CONFIG`; its `repo_dir` and `data_dir` are read from
 the file's directory), sends mendbot's own log records to its JSON log and warnings to the console
 (the program's logging stays as the program set it up), builds the services on the bot's repository
-and attaches (bot/runtime/attachment.py). When the bot is ready, mendbot's slash commands are synced to
-the dev guild and failed extensions are reported there; when the bot closes, the services close first.
+and attaches (bot/runtime/attachment.py). When the bot has connected, mendbot's slash commands are
+synced to the dev guild; when it is ready, failed extensions are reported there; when the bot closes,
+the services close first.
 
 A restart a deploy asked for closes the bot, which ends its program; the process then ends with the
 restart exit code under a supervisor (`MENDBOT_SUPERVISED=1`), or starts the same program again.
@@ -77,7 +78,7 @@ async def attach_to(bot: Host, settings: Settings | None = None) -> Attachment:
     mend = attach(bot, services, owns_services=True)
     mend.sampler.start()
     _closing_with(bot, mend)
-    _syncing_before_connecting(bot, mend)
+    _syncing_once_connected(bot, mend)
 
     bot.add_listener(mend.on_ready, "on_ready")
     atexit.register(_restart_if_asked, mend)
@@ -100,15 +101,11 @@ def _closing_with(bot: Host, mend: Attachment) -> None:
     bot.close = wrapt.FunctionWrapper(bot.close, close)  # type: ignore[method-assign]
 
 
-def _syncing_before_connecting(bot: Host, mend: Attachment) -> None:
-    """The bot's `connect` (after its login and setup_hook, every extension loaded), after mendbot's
-    slash commands — and the bot's, copied — are synced to the dev guild: usable from the first event."""
-
-    async def connect(wrapped: Any, _instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        await mend.sync_dev_guild()
-        return await wrapped(*args, **kwargs)
-
-    bot.connect = wrapt.FunctionWrapper(bot.connect, connect)  # type: ignore[method-assign]
+def _syncing_once_connected(bot: Host, mend: Attachment) -> None:
+    """mendbot's slash commands — and the bot's, copied — synced to the dev guild once the bot has its
+    gateway session (every extension loaded by then), not before: the bot's own start waits for nothing
+    of mendbot's, and Discord keeps the commands of the last sync meanwhile."""
+    bot.add_listener(mend.sync_dev_guild, "on_connect")
 
 
 def _restart_if_asked(mend: Attachment) -> None:

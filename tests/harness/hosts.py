@@ -155,7 +155,7 @@ class LiveHost:
         return AssertionError(f"{what} (the bot {state}); its last output:\n{self.output(40)}")
 
     async def wait_synced(self, double: DiscordDouble, timeout: float) -> None:
-        """Until mendbot's `/runs` is synced to the dev guild (synced before the bot connects) and the bot
+        """Until mendbot's `/runs` is synced to the dev guild (synced once the bot connects) and the bot
         has a gateway session."""
 
         async def poll() -> None:
