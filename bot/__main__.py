@@ -8,7 +8,8 @@ mendbot doctor     check configuration, database, git, model and forge access
 mendbot worker     execute improvement runs from the PostgreSQL run queue (improve.run_on: workers)
 mendbot adopt      inspect a bot repository you already have and write its mendbot.yaml
 mendbot attach -- python bot.py
-                   run your bot's own program with mendbot attached (`--play`: in the virtual Discord)
+                   run your bot's own program with mendbot attached (`--play`: in the virtual Discord;
+                   `--play --demo`: mendbot fixes a fault it seeds in a scratch copy of your bot)
 
 When a deploy changes code the process cannot reload (`bot/`, `pyproject.toml`), the bot
 drains and closes, and `run`/`play` end with `deploy.restart_exit_code` (26). Under a
@@ -92,6 +93,10 @@ def _main(argv: list[str]) -> int:
 
         return adopt_main(Path(args.path))
     if args.command == "attach":
+        if args.demo:
+            from bot.tools.attach_demo import run_demo
+
+            return run_demo(args.program, config=config_file, play=args.play, data_dir=args.data_dir)
         from bot.tools.attach_run import run_attached
 
         return run_attached(args.program, config=config_file, play=args.play)
@@ -214,7 +219,7 @@ def _prepare_play(
     if chosen is not None and not chosen.strip():
         raise ConfigError("config error: --data-dir is empty — name a directory, e.g. --data-dir play-data")
     settings.data_dir, held = claim_data_dir(
-        settings,
+        settings.data_dir,
         Path(chosen) if chosen is not None else None,
         default="demo" if demo else "playground",
         fresh=demo or getattr(args, "fresh", False),

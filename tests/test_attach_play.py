@@ -24,7 +24,8 @@ wait
 
 async def test_a_bot_plays_in_the_virtual_discord_with_mendbot_attached(tmp_path: Path) -> None:
     """Its own `!add` answers, its failing `!stock` gets mendbot's apology, and #dev shows the incident;
-    the program ends when the script does, with nothing of a real Discord touched."""
+    the program ends when the script does, with nothing of a real Discord touched, and nothing of mendbot
+    fails on the way in or out (no traceback, no handler map written to a closed database)."""
     repo = host_repo(tmp_path, "shelf")
     (repo / "mendbot.yaml").write_text(
         "data_dir: .mendbot\nhealth: {enabled: false}\nimprove: {autonomy: 'off'}\n"
@@ -49,3 +50,5 @@ async def test_a_bot_plays_in_the_virtual_discord_with_mendbot_attached(tmp_path
     assert "shelved 0 × solaris" in shown
     assert shown.count("Something went wrong on my side (ZeroDivisionError)") == 5
     assert "Incident #1: command:stock" in shown, shown[-3000:]
+    said = shown + err.decode()
+    assert "Traceback" not in said and "handler map failed" not in said, said[-3000:]

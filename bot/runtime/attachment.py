@@ -83,6 +83,7 @@ class Attachment(Recording):
         self._extension_names = extension_names
         self.owns_services = owns_services  # closed with the bot (a bot mendbot did not build)
         self._restart_task: asyncio.Task[None] | None = None
+        self._restarted = asyncio.Event()  # set once a requested restart has drained and closed the bot
         self._boot_reported = False
         self._ready_seen = False
 
@@ -282,8 +283,17 @@ class Attachment(Recording):
             _log.exception("draining for the restart failed: closing anyway")
 
     async def _drain_and_close(self) -> None:
-        await self.drain_for_restart()
-        await self.bot.close()
+        try:
+            await self.drain_for_restart()
+            await self.bot.close()
+        finally:
+            self._restarted.set()
+
+    async def wait_for_restart(self) -> str:
+        """Return once a restart this attachment was asked for has drained and closed the bot; the
+        reason."""
+        await self._restarted.wait()
+        return self.restart_requested or ""
 
     # -- closing ---------------------------------------------------------------------------------
 
@@ -291,6 +301,7 @@ class Attachment(Recording):
         """The bot has closed: the sampler stops, and services mendbot built for it close."""
         self.sampler.stop()
         self.accepting = False
+        self.keeping_handler_map = False
         if self.owns_services:
             await self.services.aclose()
 

@@ -99,6 +99,9 @@ class Recording:
         self.accepting = True
         self.restart_requested: str | None = None  # the reason, once a restart was asked for
         self.extension_failures: dict[str, str] = {}  # extension → why it did not load (what serves not)
+        # Off once mendbot's services have closed with the bot: discord.py's close then removes every cog,
+        # which is no change of the bot's handlers to store (and the database is gone).
+        self.keeping_handler_map = True
         self._captures: weakref.WeakKeyDictionary[commands.Context[Any], HandlerCapture] = (
             weakref.WeakKeyDictionary()
         )
@@ -699,6 +702,8 @@ class Recording:
 
     async def _store_handlers(self, cog_name: str, cog: commands.Cog | None) -> None:
         """Keep the kind → handler map (evidence for faults without a traceback) in step with the cogs."""
+        if not self.keeping_handler_map:
+            return
         recorder = self.recorder
         try:
             found = cog_handlers(cog, (recorder.repo_root, *recorder.more_roots)) if cog is not None else []

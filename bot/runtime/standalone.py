@@ -59,8 +59,18 @@ def host_settings(config_file: Path | None = None) -> Settings:
     return settings
 
 
-async def attach_to(bot: Host, settings: Settings | None = None) -> Attachment:
-    """Attach mendbot to a bot it did not build (once: a second call returns the first attachment)."""
+async def attach_to(
+    bot: Host,
+    settings: Settings | None = None,
+    *,
+    console_level: str = "WARNING",
+    restart_at_exit: bool = True,
+) -> Attachment:
+    """Attach mendbot to a bot it did not build (once: a second call returns the first attachment).
+
+    `console_level`: what of mendbot's log reaches the program's console. `restart_at_exit`: a restart a
+    deploy asked for is applied when the program ends (off where the caller starts the program again
+    itself, as the attach demo does)."""
     found = recording_of(bot)
     if isinstance(found, Attachment):
         return found
@@ -68,7 +78,7 @@ async def attach_to(bot: Host, settings: Settings | None = None) -> Attachment:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(
         settings.log_dir,
-        console_level="WARNING",
+        console_level=console_level,
         json_level=settings.level or "INFO",
         redactor=Redactor.from_settings(settings),
         console_tracebacks=False,  # the program's console is its own: one line each, tracebacks in the log
@@ -81,7 +91,8 @@ async def attach_to(bot: Host, settings: Settings | None = None) -> Attachment:
     _syncing_once_connected(bot, mend)
 
     bot.add_listener(mend.on_ready, "on_ready")
-    atexit.register(_restart_if_asked, mend)
+    if restart_at_exit:
+        atexit.register(_restart_if_asked, mend)
     _log.info("attached", bot=type(bot).__qualname__, repo=str(settings.repo_dir))
     return mend
 

@@ -13,6 +13,9 @@ With `--play` the bot does not connect to Discord: when the program starts it (`
 configured users and the playground's grammar, read from standard input — and the program goes on
 when the playground ends, as after a bot that closed.
 
+With `--play --demo` the runner plays the demo's story on a scratch copy of the bot instead
+(bot/tools/attach_demo.py).
+
 What the runner cannot run is said in one line: a program that is not Python, one that ends without
 ever starting a discord.py bot, an extension failing to load so that the program stops.
 """
@@ -23,6 +26,7 @@ import os
 import runpy
 import sys
 import traceback
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,9 +37,10 @@ from discord.ext import commands
 
 from bot.kernel import startgc
 from bot.kernel.settings import EX_CONFIG, ConfigError, Settings
+from bot.runtime.attachment import Attachment
 from bot.runtime.standalone import attach_to, host_settings
 
-__all__ = ["AttachError", "Program", "parse_program", "run_attached"]
+__all__ = ["AttachError", "Hooks", "Program", "parse_program", "run_attached", "run_program"]
 
 EX_FAILED = 1
 _PYTHONS = ("python", "python3", f"python{sys.version_info.major}.{sys.version_info.minor}")
@@ -82,21 +87,43 @@ def parse_program(argv: list[str]) -> Program:
     return Program(str(script), False, words[1:])
 
 
-class _Hooks:
-    """What the runner puts on discord.py for the program's run: attaching at login; with `play`, the
-    virtual world instead of the gateway."""
+Session = Callable[[Attachment, Settings], Awaitable[object]]
 
-    def __init__(self, settings: Settings, *, play: bool) -> None:
+
+class Hooks:
+    """What the runner puts on discord.py for the program's run: attaching at login; with `play`, a
+    session in the virtual world (`session`: the playground on standard input, by default) instead of
+    the gateway."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        play: bool,
+        session: Session | None = None,
+        console_level: str = "WARNING",
+        restart_at_exit: bool = True,
+    ) -> None:
         self.settings = settings
         self.play = play
+        self.session = session
+        self.console_level = console_level
+        self.restart_at_exit = restart_at_exit
         self.bots: list[Any] = []  # the bots the program started
         self.played = False
 
+    def install(self) -> None:
+        """Wrap discord.Client's `login` and `start` in this process."""
+        wrapt.wrap_function_wrapper(discord.Client, "login", self.login)
+        wrapt.wrap_function_wrapper(discord.Client, "start", self.start)
+
     async def login(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        await self.attach(instance)
+        await self.attach(instance, load=True)
         return await wrapped(*args, **kwargs)
 
-    async def attach(self, bot: Any) -> None:
+    async def attach(self, bot: Any, *, load: bool) -> Attachment | None:
+        """mendbot's attachment on `bot` (None for a client without commands); with `load`, the `mendbot`
+        extension loaded too."""
         if not isinstance(bot, commands.Bot | commands.AutoShardedBot):
             print(
                 f"mendbot: {type(bot).__name__} is a discord.Client without commands — mendbot attaches to a "
@@ -104,23 +131,28 @@ class _Hooks:
                 file=sys.stderr,
                 flush=True,
             )
-            return
-        if bot in self.bots:
-            return
-        self.bots.append(bot)
-        await attach_to(bot, self.settings)
-        if "mendbot" not in bot.extensions:
+            return None
+        if bot not in self.bots:
+            self.bots.append(bot)
+        mend = await attach_to(
+            bot, self.settings, console_level=self.console_level, restart_at_exit=self.restart_at_exit
+        )
+        if load and "mendbot" not in bot.extensions:
             await bot.load_extension("mendbot")
+        return mend
 
     async def start(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not self.play:
             return await wrapped(*args, **kwargs)
-        await self.attach(instance)
-        from bot.runtime.attachment import attached
+        # The `mendbot` extension is loaded at the login the virtual Discord makes, inside the bot's work
+        # there (its cogs start tasks that wait for the world's gates).
+        mend = await self.attach(instance, load=False)
+        if mend is None:
+            return None
         from bot.tools.attach_play import play_in_world
 
         self.played = True
-        await play_in_world(attached(instance), self.settings)
+        await (self.session or play_in_world)(mend, self.settings)
         return None
 
 
@@ -152,9 +184,14 @@ def run_attached(argv: list[str], *, config: Path | None = None, play: bool = Fa
         return EX_CONFIG
     if play:
         settings.data_dir = settings.data_dir / "playground"
-    hooks = _Hooks(settings, play=play)
-    wrapt.wrap_function_wrapper(discord.Client, "login", hooks.login)
-    wrapt.wrap_function_wrapper(discord.Client, "start", hooks.start)
+    hooks = Hooks(settings, play=play)
+    hooks.install()
+    return run_program(program, settings, hooks)
+
+
+def run_program(program: Program, settings: Settings, hooks: Hooks) -> int:
+    """Run the program once, its bot attached through `hooks`; the exit code, what it could not run said
+    in one line."""
     code = 0
     try:
         # The bot's import directories are its program's, from where it runs (its checkout).

@@ -95,6 +95,19 @@ def command_line() -> argparse.ArgumentParser:
     attach.add_argument(
         "--play", action="store_true", help="run the bot in the local virtual Discord instead of Discord"
     )
+    attach.add_argument(
+        "--demo",
+        action="store_true",
+        help="with --play: mendbot fixes a fault it seeds in a scratch copy of your bot, with a scripted "
+        "model (no key, no network; your files are not changed)",
+    )
+    attach.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="with --demo: where the demo keeps its scratch copy and state, wiped each time "
+        "(default: ~/.cache/mendbot/attach-demo)",
+    )
     attach.add_argument("program", nargs=argparse.REMAINDER, help="-- python bot.py [its arguments]")
     commands.add_parser(
         "worker",

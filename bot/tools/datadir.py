@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import IO
 
-from bot.kernel.settings import ConfigError, Settings
+from bot.kernel.settings import ConfigError
 
 __all__ = ["EX_IN_USE", "LOCK_NAME", "STATE_NAMES", "DataDirInUse", "claim_data_dir", "usable_dir"]
 
@@ -29,6 +29,7 @@ STATE_NAMES = (
     "agent-home",
     "demo-repo",
     "playground-world.json",
+    "attach-demo.yaml",  # the settings `mendbot attach --play --demo` writes for its run
 )
 
 
@@ -36,19 +37,17 @@ class DataDirInUse(Exception):
     """Another playground holds the directory; the message is the one line to print."""
 
 
-def claim_data_dir(
-    settings: Settings, chosen: Path | None, *, default: str, fresh: bool
-) -> tuple[Path, IO[str]]:
-    """The playground's own state (never the production database, `data/mendbot.db`), locked for this
-    process; wiped first with `fresh`. The returned file holds the lock: keep it open.
+def claim_data_dir(data_dir: Path, chosen: Path | None, *, default: str, fresh: bool) -> tuple[Path, IO[str]]:
+    """The playground's own state (never the production database, `data_dir/mendbot.db`), locked for
+    this process; wiped first with `fresh`. The returned file holds the lock: keep it open.
 
     `--fresh` refuses the bot's real data directory, and any directory holding something the bot
     did not put there (a mistyped `--data-dir ~` must not cost anyone their files).
     """
-    directory = chosen if chosen is not None else settings.data_dir / default
+    directory = chosen if chosen is not None else data_dir / default
     if fresh and directory.exists():
         strangers = sorted(p.name for p in directory.iterdir() if p.name not in (*STATE_NAMES, LOCK_NAME))
-        if directory.resolve() == settings.data_dir.resolve() or strangers:
+        if directory.resolve() == data_dir.resolve() or strangers:
             held = f" (it holds {', '.join(strangers[:3])})" if strangers else " (the bot's own data)"
             raise ConfigError(
                 f"config error: --fresh will not wipe {directory}{held}: choose a playground --data-dir"

@@ -17,6 +17,7 @@ rollback — printing what a newcomer would see, and the run is the same every t
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,16 @@ if TYPE_CHECKING:
 
     from bot.tools.playground import Playground
 
-__all__ = ["DEMO_CHECK", "DEMO_COG", "DemoScript", "demo_overrides", "interactive_hint", "prepare_repository"]
+__all__ = [
+    "DEMO_CHECK",
+    "DEMO_COG",
+    "DemoScript",
+    "demo_overrides",
+    "interactive_hint",
+    "is_announcement",
+    "latest_alias",
+    "prepare_repository",
+]
 
 PRODUCT = Path(__file__).resolve().parents[2]
 REPO_NAME = "demo-repo"
@@ -185,32 +195,35 @@ class DemoScript:
 
     def _fill(self, line: str) -> str:
         if "{announcement}" in line:
-            return line.format(announcement=self._alias_of(_is_announcement))
+            return line.format(announcement=latest_alias(self.playground, is_announcement))
         if "{proposal}" in line:
-            return line.format(proposal=self._alias_of(lambda m: "fix ready for review" in m.content))
+            return line.format(proposal=latest_alias(self.playground, is_proposal))
         return line
-
-    def _alias_of(self, wanted: Any) -> str:
-        world = self.playground.world
-        me = world.bot.user
-        found = [
-            message
-            for channel in world.all_channels()
-            for message in channel.history()
-            if me is not None and message.author.id == me.id and wanted(message)
-        ]
-        if not found:
-            return "last"  # the line then says what went wrong
-        return self.playground.alias(max(found, key=lambda m: m.id).id)
 
     def _say(self, text: str) -> None:
         self.playground.out.write(text + "\n")
         self.playground.out.flush()
 
 
+def latest_alias(playground: Playground, wanted: Callable[[discord.Message], bool]) -> str:
+    """The short id of the bot's latest message that is `wanted` ("last" when there is none: the line
+    using it then says what went wrong)."""
+    world = playground.world
+    me = world.bot.user
+    found = [
+        message
+        for channel in world.all_channels()
+        for message in channel.history()
+        if me is not None and message.author.id == me.id and wanted(message)
+    ]
+    if not found:
+        return "last"
+    return playground.alias(max(found, key=lambda m: m.id).id)
+
+
 def interactive_hint(script: DemoScript) -> str:
     """What the newcomer can type once the scene is set."""
-    announcement = script._alias_of(_is_announcement)
+    announcement = latest_alias(script.playground, is_announcement)
     return (
         "\nYour turn — you are alice (allow-listed) in #dev. Try, one line at a time:\n"
         f"  reply {announcement} fix this       (or react {announcement} 🛠, or /fix)\n"
@@ -220,5 +233,11 @@ def interactive_hint(script: DemoScript) -> str:
     )
 
 
-def _is_announcement(message: discord.Message) -> bool:
+def is_announcement(message: discord.Message) -> bool:
+    """An incident's announcement in #dev."""
     return any("Incident #" in (embed.title or "") for embed in message.embeds)
+
+
+def is_proposal(message: discord.Message) -> bool:
+    """A run's proposal, ready for "ship it"."""
+    return "fix ready for review" in message.content

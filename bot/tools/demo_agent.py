@@ -1,11 +1,13 @@
 """The demo's model: a scripted Anthropic Messages API that fixes the demo's seeded fault, and nothing else.
 
-`mendbot play --demo` runs the whole loop with no key and no network: the bot's gateway, the bundled
-Claude Code CLI in its sandbox and the chat all talk to this loopback server (`bot.tools.demo_model`)
-as they would to Anthropic. It answers by what it is asked, not by turn number, so the newcomer can
-drive the demo in any order (`--interactive`): an investigation gets the diagnosis, a plan the plan,
-an edit session the one-line fix in `cogs/fortune.py` of the worktree it runs in (the CLI names its
-working directory in the system prompt), a chat message a short word on what this model can do.
+`mendbot play --demo` (and `mendbot attach --play --demo`, on a bot someone else wrote) runs the whole
+loop with no key and no network: the bot's gateway, the bundled Claude Code CLI in its sandbox and the
+chat all talk to this loopback server (`bot.tools.demo_model`) as they would to Anthropic. It answers by
+what it is asked, not by turn number, so the newcomer can drive the demo in any order (`--interactive`):
+an investigation gets the diagnosis, a plan the plan, an edit session the one edit that undoes the seeded
+fault (a `Fault`: `/fortune`'s in `cogs/fortune.py`, or the one seeded in someone's own command) in the
+worktree it runs in (the CLI names its working directory in the system prompt), a chat message a short
+word on what this model can do.
 
 It serves on its own thread and event loop, so the virtual Discord's bookkeeping of the bot's work
 never sees its connections.
@@ -17,34 +19,62 @@ import asyncio
 import json
 import re
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from bot.chat.route import ROUTE_TOOL
 from bot.tools.demo_model import ModelDouble, Turn, text, tool_use
 
-__all__ = ["BUG", "DIAGNOSIS", "FIX", "PLAN", "DemoModel", "answer"]
+__all__ = ["BUG", "DIAGNOSIS", "FIX", "FORTUNE", "PLAN", "DemoModel", "Fault", "answer"]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A fault the demo seeded, and what its model knows of it: the file (repository path), the text that
+    is wrong (`bug`, unique in the file) and what replaces it (`fix`), the command it breaks, and words
+    for the diagnosis and the plan."""
+
+    file: str
+    bug: str
+    fix: str
+    command: str
+    root_cause: str
+    proposed_fix: str
+    tests: tuple[str, ...] = ()
+
+    def diagnosis(self) -> dict[str, Any]:
+        return {
+            "root_cause": self.root_cause,
+            "files": [self.file],
+            "confidence": "high",
+            "proposed_fix": self.proposed_fix,
+        }
+
+    def plan(self) -> dict[str, Any]:
+        return {
+            "files": [self.file],
+            "changes": [{"file": self.file, "change": self.proposed_fix}],
+            "risk": "low",
+            "tests": list(self.tests),
+            "rollback": "revert the merge",
+        }
+
 
 COG_FILE = "cogs/fortune.py"
 BUG = "return FORTUNES[sum(map(ord, name)) % (len(FORTUNES) - 3)]  # the seeded fault"
 FIX = "return FORTUNES[sum(map(ord, name)) % len(FORTUNES)]"
-DIAGNOSIS = {
-    "root_cause": "fortune_for takes the name's sum modulo len(FORTUNES) - 3, which is 0: "
+FORTUNE = Fault(
+    file=COG_FILE,
+    bug=BUG,
+    fix=FIX,
+    command="/fortune",
+    root_cause="fortune_for takes the name's sum modulo len(FORTUNES) - 3, which is 0: "
     "every /fortune raises ZeroDivisionError",
-    "files": [COG_FILE],
-    "confidence": "high",
-    "proposed_fix": "take the sum modulo len(FORTUNES)",
-}
-PLAN = {
-    "files": [COG_FILE],
-    "changes": [{"file": COG_FILE, "change": "index the fortunes modulo len(FORTUNES)"}],
-    "risk": "low",
-    "tests": ["checks/test_fortune.py"],
-    "rollback": "revert the merge",
-}
-CHAT = (
-    "I'm the demo's scripted model, so I can't chat about much — but I can fix `/fortune`. "
-    "Reply **fix this** to the incident in #dev and watch."
+    proposed_fix="take the sum modulo len(FORTUNES)",
+    tests=("checks/test_fortune.py",),
 )
+DIAGNOSIS = FORTUNE.diagnosis()
+PLAN = FORTUNE.plan()
 _WORKDIR = re.compile(r"(?:Primary working directory|Working directory):\s*(/\S+)")
 
 
@@ -71,38 +101,45 @@ def _json_turn(value: dict[str, Any]) -> Turn:
     return text(f"Here it is.\n```json\n{json.dumps(value)}\n```")
 
 
-def answer(body: dict[str, Any]) -> Turn:
-    """What the demo's model says to one request."""
+def answer(body: dict[str, Any], fault: Fault | None = FORTUNE) -> Turn:
+    """What the demo's model says to one request, knowing `fault` (None: nothing is seeded yet)."""
     messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
     if any(isinstance(t, dict) and t.get("name") == ROUTE_TOOL for t in body.get("tools") or []):
         # what a developer's message the word grammar could not place asks for: this model only chats
         return tool_use(ROUTE_TOOL, {"action": "chat"})
+    if fault is None:
+        return text("(the demo has not seeded its fault yet: there is nothing for its model to fix)")
     if not body.get("tools"):  # the chat asks without tools; every agent session offers some
-        return text(CHAT)
+        return text(
+            f"I'm the demo's scripted model, so I can't chat about much — but I can fix `{fault.command}`. "
+            "Reply **fix this** to the incident in #dev and watch."
+        )
     prompt = "\n".join(text for m in messages if m.get("role") == "user" for text in _texts(m.get("content")))
     if "Finish with your diagnosis" in prompt:
-        return _json_turn(DIAGNOSIS)
+        return _json_turn(fault.diagnosis())
     if "Plan the smallest change" in prompt:
-        return _json_turn(PLAN)
+        return _json_turn(fault.plan())
     if _tool_results(messages):
-        return text(f"Fixed it: `{COG_FILE}` now takes the sum modulo `len(FORTUNES)`.")
+        return text(f"Fixed it in `{fault.file}`: {fault.proposed_fix}.")
     # The CLI names its working directory in its system prompt, or in a message with role "system".
     context = [*_texts(body.get("system")), *(text for m in messages for text in _texts(m.get("content")))]
     workdir = _WORKDIR.search("\n".join(context))
     if workdir is None or ("Make this change" not in prompt and "checks failed" not in prompt):
-        return text("(the demo's model only knows how to fix /fortune)")
-    path = f"{workdir.group(1).rstrip('/')}/{COG_FILE}"
+        return text(f"(the demo's model only knows how to fix {fault.command})")
+    path = f"{workdir.group(1).rstrip('/')}/{fault.file}"
     return tool_use(
         "Edit",
-        {"file_path": path, "old_string": BUG, "new_string": FIX},
-        "The modulo is len(FORTUNES) - 3, which is zero; I'll use len(FORTUNES).",
+        {"file_path": path, "old_string": fault.bug, "new_string": fault.fix},
+        f"{fault.root_cause}; I'll {fault.proposed_fix}.",
     )
 
 
 class DemoModel:
-    """The demo's model served on 127.0.0.1 from a thread of its own; `base_url` once started."""
+    """The demo's model served on 127.0.0.1 from a thread of its own; `base_url` once started. `fault` is
+    what it fixes, read at each request (the attach demo seeds its fault once the model runs)."""
 
-    def __init__(self) -> None:
+    def __init__(self, fault: Fault | None = FORTUNE) -> None:
+        self.fault = fault
         self.base_url = ""
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -127,7 +164,7 @@ class DemoModel:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         try:
-            async with ModelDouble(responder=answer) as model:
+            async with ModelDouble(responder=lambda body: answer(body, self.fault)) as model:
                 self.base_url = model.base_url
                 self._ready.set()
                 await self._stop.wait()
