@@ -33,6 +33,7 @@ if str(REPO) not in sys.path:
 os.environ["MENDBOT_CONFIG"] = os.devnull
 
 import aiohttp  # noqa: E402
+import msgspec  # noqa: E402
 
 from bot.dashboard.pages import PageReader  # noqa: E402
 from bot.dashboard.server import DashboardServer  # noqa: E402
@@ -151,7 +152,7 @@ def _pages(rng: random.Random) -> dict[str, list[str]]:
 async def _measure(path: Path) -> dict[str, list[float]]:
     settings = load_settings(_env_file=None, data_dir=path.parent, repo_dir=path.parent)
     db = await core.connect(path)
-    config = settings.dashboard.model_copy(update={"port": 0})
+    config = msgspec.structs.replace(settings.dashboard, port=0)
     signin = DashboardSignIn(db, config)
     reader = PageReader(db=db, settings=settings, redactor=Redactor(), status=lambda: {"bench": True})
     server = DashboardServer(reader, signin, "127.0.0.1", 0)

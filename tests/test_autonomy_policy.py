@@ -16,6 +16,7 @@ from bot.improve.autonomy import AUTONOMOUS_REQUESTER
 from bot.improve.policy import BudgetLedger, Policy, PolicyRefusal
 from bot.improve.runs import RunService
 from bot.kernel.sections import ImproveConfig
+from bot.kernel.structs import read
 
 ALICE = 1001
 NOW = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
@@ -41,7 +42,7 @@ def make_policy(db: aiosqlite.Connection, **config: Any) -> Policy:
         "concurrency": 8,
         **config,
     }
-    return Policy(ImproveConfig.model_validate(values), db, clock)
+    return Policy(read(ImproveConfig, values), db, clock)
 
 
 async def _spend(runs: RunService, policy: Policy, origin: str, usd: float) -> int:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import msgspec
 import pytest
 
 from bot.db import actions as action_queries
@@ -28,12 +29,15 @@ PAGES = (
 
 
 @pytest.fixture
-async def dash_world(tmp_path: Path) -> AsyncIterator[VirtualWorld]:
-    repo = tmp_path / "repo"
-    base, head = git_change(repo)
-    settings = make_settings(tmp_path / "data", repo_dir=repo)
+def seeded(tmp_path: Path) -> tuple[str, str]:
+    """The world's repository, with a base commit and one adding hostile lines: (base, head)."""
+    return git_change(tmp_path / "repo")
+
+
+@pytest.fixture
+async def dash_world(tmp_path: Path, seeded: tuple[str, str]) -> AsyncIterator[VirtualWorld]:
+    settings = make_settings(tmp_path / "data", repo_dir=tmp_path / "repo")
     async with running_world(settings, real_clock=True) as world:
-        world.bot.services.settings.__dict__["_seeded"] = (base, head)
         allow(world, *DEVELOPERS)
         yield world
 
@@ -144,7 +148,9 @@ async def test_a_link_is_bound_to_its_user(served: Served) -> None:
 
 async def test_session_cookie_is_secure_behind_tls(served: Served) -> None:
     """With an https `dashboard.public_url` the links name it and the cookie is Secure."""
-    served.signin.config = served.signin.config.model_copy(update={"public_url": "https://dash.example.org"})
+    served.signin.config = msgspec.structs.replace(
+        served.signin.config, public_url="https://dash.example.org"
+    )
     link = await served.signin.link(7)
     assert link is not None and link.startswith("https://dash.example.org/signin?u=7&t=")
     user, token = _token(link)
@@ -177,10 +183,12 @@ async def test_dashboard_command_answers_only_its_user(dash_world: VirtualWorld,
     assert "dashboard.enabled" in reply_text(off)
 
 
-async def test_hostile_text_is_escaped_under_a_strict_csp(dash_world: VirtualWorld, served: Served) -> None:
+async def test_hostile_text_is_escaped_under_a_strict_csp(
+    dash_world: VirtualWorld, served: Served, seeded: tuple[str, str]
+) -> None:
     """Every page carries the CSP; a run's payloads (description, events, diagnosis, diff, incident)
     come out as text: no tag of theirs reaches the page."""
-    base, head = dash_world.bot.services.settings.__dict__["_seeded"]
+    base, head = seeded
     run_id = await seed_hostile_run(dash_world, base, head)
     async with _session() as client:
         async with await _sign_in(client, served, 42):
@@ -309,10 +317,10 @@ async def test_the_audit_page_and_its_charts(dash_world: VirtualWorld, served: S
             assert missing.status == 404
 
 
-async def test_the_overview(dash_world: VirtualWorld, served: Served) -> None:
+async def test_the_overview(dash_world: VirtualWorld, served: Served, seeded: tuple[str, str]) -> None:
     """The overview shows who executes each run in flight, the open incidents, today's spend against
     the daily budget, and this process's leadership and shards."""
-    base, head = dash_world.bot.services.settings.__dict__["_seeded"]
+    base, head = seeded
     run_id = await seed_hostile_run(dash_world, base, head)
     await dash_world.bot.services.improve.runs.event(
         run_id, "executor", actor="system", detail={"executor": "worker-a", "job_id": 3}

@@ -10,6 +10,7 @@ from bot.db import actions as action_queries
 from bot.db import core
 from bot.db.records import ActionRecord
 from bot.kernel.sections import ObserveConfig
+from bot.kernel.structs import read
 from bot.observe.detector import AnomalyDetector, Signal, restore_windows
 from bot.observe.fingerprint import fingerprint, normalise_message
 from bot.trust.redact import REDACTED, redact, redact_text
@@ -102,7 +103,7 @@ def _record(
 
 def _detector(**overrides: object) -> tuple[AnomalyDetector, list[Signal]]:
     signals: list[Signal] = []
-    config = ObserveConfig.model_validate({"announce_new_fingerprints": False, **overrides})
+    config = read(ObserveConfig, {"announce_new_fingerprints": False, **overrides})
     return AnomalyDetector(config, signals.append), signals
 
 
@@ -190,7 +191,7 @@ def test_new_fingerprint_is_a_notice_once() -> None:
 def test_thresholds_are_validated(threshold: float) -> None:
     """An impossible error-rate threshold is refused by the config model."""
     with pytest.raises(ValueError, match="threshold"):
-        ObserveConfig.model_validate({"error_rate": {"threshold": threshold}})
+        read(ObserveConfig, {"error_rate": {"threshold": threshold}})
 
 
 def test_window_memory_does_not_grow_with_the_action_rate() -> None:

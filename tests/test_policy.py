@@ -13,6 +13,7 @@ from bot.db import open_database
 from bot.improve.policy import Policy, PolicyRefusal
 from bot.improve.runs import Run, RunService
 from bot.kernel.sections import ImproveConfig
+from bot.kernel.structs import read
 
 ALICE = 1001
 BOB = 1002
@@ -51,7 +52,8 @@ def runs(db: aiosqlite.Connection, clock: FakeClock) -> RunService:
 
 
 def make_policy(db: aiosqlite.Connection, clock: FakeClock, **limits: float) -> Policy:
-    config = ImproveConfig.model_validate(
+    config = read(
+        ImproveConfig,
         {
             "daily_budget_usd": 10.0,
             "max_budget_usd_per_run": 2.0,
@@ -59,7 +61,7 @@ def make_policy(db: aiosqlite.Connection, clock: FakeClock, **limits: float) -> 
             "runs_per_hour": 5,
             "concurrency": 8,
             **limits,
-        }
+        },
     )
     return Policy(config, db, clock)
 

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from bot.improve.replay import HostBot, _prepare
+from bot.improve.replay_plan import ReplayPlan
+from bot.kernel.sections import HOST_CHECKS, HOST_PROTECTED_PATHS, HostConfig
 from bot.kernel.settings import ConfigError, load_settings, refuse_shard_subset
+from bot.trust.loopback_discord import DiscordDouble
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> Path:
@@ -300,3 +310,147 @@ def test_a_shard_subset_needs_the_shared_store(tmp_path: Path, monkeypatch: pyte
         "discord: {shard_count: 2, shard_ids: [1]}\ndatabase: {url: 'postgresql://bot@db/mendbot'}\n",
     )
     refuse_shard_subset(load_settings(_env_file=None))
+
+
+def test_loading_the_settings_does_not_import_pydantic(tmp_path: Path) -> None:
+    """A fresh `load_settings()` of every section (config.example.yaml) leaves pydantic unimported: its
+    first model alone is ~0.13 s of CPU on every start (issue 42's budget to READY)."""
+    shutil.copyfile(REPO / "config.example.yaml", tmp_path / "config.yaml")
+    code = (
+        "import sys\n"
+        "from bot.kernel.settings import load_settings\n"
+        "settings = load_settings()\n"
+        "assert settings.chat.history_limit == 20\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'pydantic'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MENDBOT_CONFIG"}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_every_problem_is_counted_and_said_in_words(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several bad values: the first is named with what a good one is and what was given, the rest counted."""
+    path = _yaml(tmp_path, monkeypatch, "improve: {max_attempts: 0, max_turns: 0}\nhealth: {port: -1}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_env_file=None)
+    assert str(caught.value) == (
+        "config error: improve.max_attempts: must be between 1 and 10 (got 0) — fix it in "
+        f"{path} (see config.example.yaml for every key and its default); 2 more problem(s) after this one"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("improve: {max_turns: 0}\n", "improve.max_turns: must be at least 1 (got 0)"),
+        (
+            "improve: {max_turns: many}\n",
+            "improve.max_turns: must be a whole number, at least 1 (got 'many')",
+        ),
+        ("observe: {error_rate: {threshold: 0}}\n", "threshold: must be more than 0 and at most 1 (got 0)"),
+        ("audit: {slo: 1}\n", "audit.slo: must be more than 0 and less than 1 (got 1)"),
+        ("improve: {autonomy: always}\n", "improve.autonomy: must be one of off, investigate, propose"),
+        ("health: {enabled: maybe}\n", "health.enabled: must be true or false (got 'maybe')"),
+        ("discord: {extensions: cogs.fun}\n", "discord.extensions: must be a list"),
+        ("discord: 5\n", "discord: must be keys and values (leave it out for the defaults) (got 5)"),
+        ("playground: {users: [{name: Alice}]}\n", "playground.users.0.name: must be 1 to 32 characters"),
+        ("bot: {entry: []}\n", 'bot.entry: must name the program, e.g. ["python", "bot.py"]'),
+        ("bot: {bot_class: 'bot:Bot'}\n", "bot.entry: is missing"),
+        ("bot: {entry: [python, bot.py], env: {PREFIX: 1}}\n", "bot.env.PREFIX: must be text (got 1)"),
+        ("audit: {timezone: Europe}\n", "audit.timezone: not a time zone name"),
+        (
+            "dashboard: {public_url: 'ftp://example.org'}\n",
+            "dashboard.public_url: must be an http(s) address",
+        ),
+        ("drill: {every_h: 0}\n", "drill.every_h: must be more than 0 (got 0)"),
+    ],
+)
+def test_a_bad_value_says_what_a_good_one_looks_like(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, expected: str
+) -> None:
+    """Each kind of bad value (a bound, a type, a choice, a shape, a check of ours) is one line in words."""
+    _yaml(tmp_path, monkeypatch, text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_env_file=None)
+    assert expected in str(caught.value)
+    assert "\n" not in str(caught.value) and "Expected `" not in str(caught.value)
+
+
+def test_a_misspelt_key_in_a_list_item_suggests_the_close_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A typo in a playground user's key is named first, with "did you mean", not as the key it left out."""
+    _yaml(tmp_path, monkeypatch, "playground: {users: [{nmae: bob}]}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_env_file=None)
+    assert "unknown key `playground.users.0.nmae` — did you mean `name`?" in str(caught.value)
+    assert str(caught.value).endswith("; 1 more problem(s) after this one")
+
+
+@pytest.mark.parametrize(("given", "kept"), [("true", "test"), ("false", "off"), ("replay", "replay")])
+def test_require_proof_reads_a_boolean_as_a_level(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str, kept: str
+) -> None:
+    """`deploy.require_proof: true` means "test" and `false` means "off"; a level is kept as written."""
+    _yaml(tmp_path, monkeypatch, f"deploy: {{require_proof: {given}}}\n")
+    assert load_settings(_env_file=None).deploy.require_proof == kept
+
+
+def test_a_public_url_is_kept_without_its_trailing_slash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dashboard.public_url loses a trailing slash (links are built on it), and https makes cookies Secure."""
+    _yaml(tmp_path, monkeypatch, "dashboard: {public_url: 'https://mendbot.example.org/'}\n")
+    dashboard = load_settings(_env_file=None).dashboard
+    assert dashboard.public_url == "https://mendbot.example.org" and dashboard.secure_cookie
+
+
+def test_secrets_are_hidden_when_the_settings_are_printed() -> None:
+    """A token or key never appears in the settings' repr or str; `get_secret_value()` gives it."""
+    settings = load_settings(_env_file=None, discord_token="tok-123", anthropic_api_key="sk-456")
+    assert "tok-123" not in repr(settings) and "sk-456" not in str(settings)
+    assert settings.discord_token is not None and settings.discord_token.get_secret_value() == "tok-123"
+
+
+def test_an_attached_bots_checks_and_protected_paths_are_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a `bot:` section, improve.checks is the bot's `checks` (else none of mendbot's) and the
+    protected paths are a host's, unless improve sets them in the file."""
+    _yaml(tmp_path, monkeypatch, "bot: {entry: [python, bot.py]}\n")
+    improve = load_settings(_env_file=None).improve
+    assert improve.checks == list(HOST_CHECKS) and improve.protected_paths == list(HOST_PROTECTED_PATHS)
+    _yaml(tmp_path, monkeypatch, "bot: {entry: [python, bot.py], checks: [pytest -q]}\n")
+    assert load_settings(_env_file=None).improve.checks == ["pytest -q"]
+    given = "improve: {checks: [make], protected_paths: [x/]}\n"
+    _yaml(tmp_path, monkeypatch, f"bot: {{entry: [python, bot.py], checks: [pytest]}}\n{given}")
+    improve = load_settings(_env_file=None).improve
+    assert improve.checks == ["make"] and improve.protected_paths == ["x/"]
+
+
+def test_the_replays_config_for_an_attached_bot_reads_back_as_its_section(tmp_path: Path) -> None:
+    """The config the replay writes for an attached bot's launch reads back as that bot's `bot:` section,
+    its checks left out: nothing is lost or refused on the way."""
+    host = HostConfig(
+        entry=["python", "bot.py"],
+        bot_class="bot:ShopBot",
+        extensions=["cogs.fun"],
+        path=["src"],
+        token_env="SHOP_TOKEN",
+        env={"PREFIX": "?"},
+        data_files=["shop.sqlite"],
+        checks=["pytest -q"],
+    )
+    plan = ReplayPlan(cases=[], handlers=[], latency=False)
+    _prepare(tmp_path, DiscordDouble(), plan, HostBot(host, tmp_path))
+    settings = load_settings(tmp_path / "config.yaml", _env_file=None)
+    assert settings.bot == msgspec.structs.replace(host, checks=None)

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import yaml
 
 from bot.improve.replay_plan import ReplayCase, ReplayPlan, extension_of
@@ -355,7 +356,7 @@ def _prepare(shared: Path, observer: DiscordDouble, plan: ReplayPlan, host: Host
     }
     if host is not None:  # its own program, as mendbot.yaml runs it; its extensions are its own business
         config["discord"] = {key: value for key, value in discord.items() if key != "extensions"}
-        config["bot"] = host.config.model_dump(exclude={"checks"})
+        config["bot"] = {k: v for k, v in msgspec.to_builtins(host.config).items() if k != "checks"}
     (shared / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (shared / "watched.json").write_text(json.dumps(plan.watched))
     os.chmod(shared, 0o755)

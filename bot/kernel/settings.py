@@ -17,20 +17,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from dotenv import dotenv_values
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from msgspec import field
 
+from bot.kernel.secret import Secret
 from bot.kernel.sections import (
     HOST_CHECKS,
     HOST_PROTECTED_PATHS,
@@ -47,11 +40,12 @@ from bot.kernel.sections import (
     HostConfig,
     ImproveConfig,
     LoggingConfig,
+    LogLevel,
     ObserveConfig,
     PlaygroundConfig,
     StorageConfig,
-    _log_level,
 )
+from bot.kernel.structs import Before, Invalid, Problem, Section, read
 
 __all__ = [
     "EX_CONFIG",
@@ -63,6 +57,11 @@ __all__ = [
 ]
 
 EX_CONFIG = 78  # sysexits.h: configuration error
+
+# The settings have no pydantic model, but other modules may (the forge's client, records): pydantic looks
+# for plugins in every installed package's entry points when a process makes its first model (~10 ms of
+# CPU); mendbot uses none. The settings are read first in every process; an explicit value still wins.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 
 class ConfigError(Exception):
@@ -121,77 +120,56 @@ def _layered(*layers: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-class Settings(BaseModel):
+def _blank_is_unset(value: object) -> object:
+    """Empty or blank means unset, whichever source it came from (env, .env, arguments)."""
+    if isinstance(value, Secret):
+        return None if not value.get_secret_value().strip() else value
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+def _a_path(value: object) -> object:
+    """An empty path would be the working directory: the database would land wherever mendbot ran."""
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("is empty — name a directory (data_dir's default is data)")
+    return value
+
+
+class Settings(Section):
     """All of mendbot's configuration. Secrets have no defaults that could leak into a repo.
 
     Built by `load_settings` from its sources: config.yaml, then `.env`, then the environment, then
     the caller's overrides.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
-
     # Secrets and the log level: environment or .env only (see `_read_environment`).
-    discord_token: SecretStr | None = None
-    anthropic_api_key: SecretStr | None = None
-    anthropic_base_url: str | None = None
-    github_token: SecretStr | None = None
-    log_level: str | None = None  # LOG_LEVEL: overrides logging.level
+    discord_token: Annotated[Secret | None, Before(_blank_is_unset)] = None
+    anthropic_api_key: Annotated[Secret | None, Before(_blank_is_unset)] = None
+    anthropic_base_url: Annotated[str | None, Before(_blank_is_unset)] = None
+    github_token: Annotated[Secret | None, Before(_blank_is_unset)] = None
+    log_level: LogLevel = None  # LOG_LEVEL: overrides logging.level
 
     # Everything else: config.yaml.
-    data_dir: Path = Path("data")
-    repo_dir: Path = Path(".")
-    discord: DiscordConfig = Field(default_factory=DiscordConfig)
-    access: AccessConfig = Field(default_factory=AccessConfig)
-    chat: ChatConfig = Field(default_factory=ChatConfig)
-    observe: ObserveConfig = Field(default_factory=ObserveConfig)
-    improve: ImproveConfig = Field(default_factory=ImproveConfig)
-    forge: ForgeConfig = Field(default_factory=ForgeConfig)
-    deploy: DeployConfig = Field(default_factory=DeployConfig)
-    health: HealthConfig = Field(default_factory=HealthConfig)
-    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
-    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
-    storage: StorageConfig = Field(default_factory=StorageConfig)
-    playground: PlaygroundConfig = Field(default_factory=PlaygroundConfig)
-    audit: AuditConfig = Field(default_factory=AuditConfig)
-    drill: DrillConfig = Field(default_factory=DrillConfig)
-    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    data_dir: Annotated[Path, Before(_a_path)] = Path("data")
+    repo_dir: Annotated[Path, Before(_a_path)] = Path(".")
+    discord: DiscordConfig = field(default_factory=DiscordConfig)
+    access: AccessConfig = field(default_factory=AccessConfig)
+    chat: ChatConfig = field(default_factory=ChatConfig)
+    observe: ObserveConfig = field(default_factory=ObserveConfig)
+    improve: ImproveConfig = field(default_factory=ImproveConfig)
+    forge: ForgeConfig = field(default_factory=ForgeConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    playground: PlaygroundConfig = field(default_factory=PlaygroundConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    drill: DrillConfig = field(default_factory=DrillConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     # The bot mendbot is attached to (mendbot.yaml); None: mendbot's own sample bot and repository.
     bot: HostConfig | None = None
-
-    @model_validator(mode="after")
-    def _a_host_bots_defaults(self) -> Settings:
-        """An attached bot's checks and protected paths are its own, unless mendbot.yaml sets them."""
-        if self.bot is not None:
-            if "checks" not in self.improve.model_fields_set:
-                self.improve.checks = list(self.bot.checks if self.bot.checks is not None else HOST_CHECKS)
-            if "protected_paths" not in self.improve.model_fields_set:
-                self.improve.protected_paths = list(HOST_PROTECTED_PATHS)
-        return self
-
-    @field_validator(
-        "discord_token", "anthropic_api_key", "github_token", "anthropic_base_url", mode="before"
-    )
-    @classmethod
-    def _empty_is_unset(cls, value: object) -> object:
-        """Empty or blank means unset, whichever source it came from (env, .env, arguments)."""
-        if isinstance(value, SecretStr):
-            return None if not value.get_secret_value().strip() else value
-        if isinstance(value, str) and not value.strip():
-            return None
-        return value
-
-    @field_validator("data_dir", "repo_dir", mode="before")
-    @classmethod
-    def _a_path(cls, value: object) -> object:
-        """An empty path would be the working directory: the database would land wherever mendbot ran."""
-        if isinstance(value, str) and not value.strip():
-            raise ValueError("is empty — name a directory (data_dir's default is data)")
-        return value
-
-    @field_validator("log_level")
-    @classmethod
-    def _known_log_level(cls, value: str | None) -> str | None:
-        return _log_level(value)
 
     @property
     def level(self) -> str | None:
@@ -235,29 +213,40 @@ def _fix_for(key: str, env_file: object) -> str:
     return f"fix it in {_config_path()} (see config.example.yaml for every key and its default)"
 
 
-def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
-    """The settings model that holds the key at `loc` (for "did you mean")."""
-    model: type[BaseModel] = Settings
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        annotation = field.annotation if field is not None else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return None
-        model = annotation
-    return model
-
-
-def _unknown_key(loc: tuple[int | str, ...], env_file: object) -> str:
-    key = ".".join(str(part) for part in loc)
-    model = _model_at(loc[:-1])
-    known = sorted(model.model_fields) if model is not None else []
-    if model is Settings:
+def _unknown_key(problem: Problem, env_file: object) -> str:
+    known = sorted(problem.known or ())
+    if len(problem.key) == 1:  # the top level: the environment's keys are refused from the file anyway
         known = [name for name in known if name not in _ENV_ONLY_KEYS]
     import difflib  # only for a config with a mistake in it
 
-    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(problem.key[-1]), known, n=1, cutoff=0.6)
     hint = f" — did you mean `{close[0]}`?" if close else f" — known keys here: {', '.join(known)}"
-    return f"config error: {_config_path()}: unknown key `{key}`{hint} (see config.example.yaml)"
+    return f"config error: {_config_path()}: unknown key `{problem.dotted}`{hint} (see config.example.yaml)"
+
+
+def _problem_line(problem: Problem, env_file: object) -> str:
+    """The problem as the one line a user reads: the key, what a good value is, what was given (but
+    for a secret, or a URL that may hold a password), and where to fix it."""
+    if problem.known is not None:
+        return _unknown_key(problem, env_file)
+    key = problem.dotted or "config"
+    hidden = key.split(".")[0] in _ENV_ONLY_KEYS or key == "database.url"  # may hold a password
+    quiet = hidden or not problem.given or isinstance(problem.value, dict)
+    shown = "" if quiet else f" (got {problem.value!r})"
+    return f"config error: {key}: {problem.message}{shown} — {_fix_for(key, env_file)}"
+
+
+def _host_defaults(settings: Settings, given: dict[str, Any]) -> None:
+    """An attached bot's checks and protected paths are its own, unless mendbot.yaml sets them."""
+    if settings.bot is None:
+        return
+    improve = given.get("improve")
+    improve_keys = improve if isinstance(improve, dict) else {}
+    if "checks" not in improve_keys:
+        checks = settings.bot.checks
+        settings.improve.checks = list(checks if checks is not None else HOST_CHECKS)
+    if "protected_paths" not in improve_keys:
+        settings.improve.protected_paths = list(HOST_PROTECTED_PATHS)
 
 
 def load_settings(config_file: Path | None = None, **overrides: object) -> Settings:
@@ -276,23 +265,16 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
     try:
         dotenv = env_file if isinstance(env_file, str | Path) else None
         sources = (_read_config(Path(_config_path())), _read_environment(dotenv), overrides)
-        settings = Settings.model_validate(_layered(*sources))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        more = f"; {exc.error_count() - 1} more problem(s) after this one" if exc.error_count() > 1 else ""
-        if first["type"] == "extra_forbidden":
-            raise ConfigError(_unknown_key(tuple(first["loc"]), env_file) + more) from None
-        key = ".".join(str(part) for part in first["loc"]) or "config"
-        value = first.get("input")
-        hidden = key.split(".")[0] in _ENV_ONLY_KEYS or key == "database.url"  # may hold a password
-        shown = "" if isinstance(value, dict) or hidden else f" (got {value!r})"
-        message = first["msg"].removeprefix("Value error, ")
-        raise ConfigError(
-            f"config error: {key}: {message}{shown} — {_fix_for(key, env_file)}{more}"
-        ) from None
+        given = _layered(*sources)
+        settings = read(Settings, given)
+    except Invalid as exc:
+        count = len(exc.problems)
+        more = f"; {count - 1} more problem(s) after this one" if count > 1 else ""
+        raise ConfigError(_problem_line(exc.problems[0], env_file) + more) from None
     except (OSError, ValueError, yaml.YAMLError) as exc:  # unreadable or malformed YAML
         one_line = " ".join(str(exc).split())
         raise ConfigError(f"config error: cannot read {_config_path()}: {one_line}") from None
+    _host_defaults(settings, given)
     return settings
 
 

@@ -18,6 +18,7 @@ import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 from procrastinate.job_context import AbortReason, JobContext
 
 from bot.db import core
@@ -172,7 +173,7 @@ async def run_worker(settings: Settings) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     clone = (settings.data_dir / "clone").resolve()
     await prepare_clone(clone)
-    settings = settings.model_copy(update={"repo_dir": clone})
+    settings = msgspec.structs.replace(settings, repo_dir=clone)
     db = await core.connect(url, timeout_ms=settings.storage.busy_timeout_ms)
     storage = settings.storage
     writes = Writes(RetryPolicy(storage.write_attempts, storage.retry_backoff_s), StorageHealth())

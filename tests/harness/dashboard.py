@@ -15,6 +15,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
+
 from bot.dashboard.server import DashboardServer
 from bot.dashboard.signin import DashboardSignIn
 from bot.db import approvals as approval_queries
@@ -66,7 +68,7 @@ def allow(world: VirtualWorld, *user_ids: int) -> None:
 async def serving(world: VirtualWorld) -> AsyncIterator[Served]:
     services = world.bot.services
     clock = Clock()
-    config = services.settings.dashboard.model_copy(update={"port": 0})
+    config = msgspec.structs.replace(services.settings.dashboard, port=0)
     services.dashboard = DashboardSignIn(services.db, config, clock)
     server = dashboard_server(world.bot)
     assert server is not None
