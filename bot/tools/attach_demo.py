@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import discord
+import msgspec
 import yaml
 from discord import app_commands
 from discord.ext import commands
@@ -156,7 +157,7 @@ def write_settings(directory: Path, repo: Path, host: HostConfig) -> Path:
         "deploy": {"watch_window_s": WATCH_S, "watch_hand_edits": False},
         # A whole agent run is one line of the script: give it the time a loaded machine needs.
         "playground": {"settle_timeout_s": 240},
-        "bot": host.model_dump(),
+        "bot": msgspec.to_builtins(host),
     }
     path.write_text(
         "# `mendbot attach --play --demo` wrote this for its run (rewritten each time).\n"
