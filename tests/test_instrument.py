@@ -14,7 +14,7 @@ import pytest
 from discord.app_commands import AppCommandError as AppError
 from discord.ext import commands
 
-from bot.runtime.attachment import attach, detach
+from bot.runtime.attachment import attach, attached, detach
 from bot.runtime.instrument import instrument, recording_of, uninstrument
 from bot.runtime.services import build_services
 from bot.tools.world import VirtualWorld, virtual_world
@@ -137,6 +137,40 @@ async def test_detaching_puts_every_method_back(shop_world: tuple[VirtualWorld, 
     await world.users["alice"].send(world.general, "?price xxx")
     assert _said(world)[-1] == "The shop is closed: ZeroDivisionError"
     assert await _failures(world) == []  # nothing recorded once detached
+
+
+class Listening(commands.Cog):
+    """A cog reading every message, as mendbot's own do to find the ones for mendbot."""
+
+    def __init__(self) -> None:
+        self.heard: list[str] = []
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        self.heard.append(message.content)
+        if message.content == "boom":
+            raise RuntimeError("the listener broke")
+
+
+async def test_a_cog_recorded_only_when_it_fails_hears_every_message(
+    shop_world: tuple[VirtualWorld, Shop],
+) -> None:
+    """A cog marked `failures_only` (mendbot's own, on a bot it did not build) hears every message as
+    before; its successes are not the bot's actions and are not recorded, its failure is, by its name."""
+    world, shop = shop_world
+    cog = Listening()
+    attached(shop).failures_only.add(cog)
+    await shop.add_cog(cog)
+    await world.users["alice"].send(world.general, "hello")
+    await world.users["alice"].send(world.general, "boom")
+    assert cog.heard[:2] == ["hello", "boom"]
+    await world.quiesce()
+    await world.bot.services.recorder.flush()
+    query = "SELECT source, ok, error_type FROM actions WHERE kind = 'listener:on_message' ORDER BY id"
+    rows = stored(world.bot.services.settings, query)
+    assert [(row["source"], row["ok"], row["error_type"]) for row in rows] == [
+        ("Listening", 0, "RuntimeError")
+    ]
 
 
 def test_instrumenting_keeps_signatures_and_is_idempotent(tmp_path: Path) -> None:

@@ -85,6 +85,26 @@ async def test_a_fast_handler_is_never_sampled() -> None:
     assert innermost == {} and sampler.samples_taken == 0
 
 
+async def test_fast_handlers_do_not_wake_the_sampler_thread_one_by_one() -> None:
+    """A handler registering wakes the watchdog thread only from its idle wait: a stream of fast handlers
+    is not a stream of switches to another thread in the middle of each handler."""
+    sampler = SlowSampler((ROOT,), threshold_ms=500, interval_ms=5)
+    sampler.start()
+    try:
+        await asyncio.sleep(1.2)  # past a threshold with no handler: the thread waits, idle
+        before = sampler.wakeups
+        for _ in range(200):
+            capture = start_capture("app:test")
+            sampler.watch(capture)
+            await asyncio.sleep(0.001)  # the loop waits, as a handler awaiting Discord does
+            sampler.unwatch(capture)
+        woken = sampler.wakeups - before
+    finally:
+        sampler.stop()
+    assert woken <= 20, woken  # once from idle, then a look per threshold: not once per handler
+    assert sampler.samples_taken == 0
+
+
 def _parked(ready: threading.Event, release: threading.Event) -> None:
     ready.set()
     release.wait()  # where the parked thread's dump must say it is

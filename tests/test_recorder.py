@@ -18,6 +18,7 @@ from bot.db import action_writes, open_database
 from bot.db import actions as action_queries
 from bot.db.records import ActionRecord
 from bot.db.retry import RetryPolicy, StorageHealth
+from bot.observe.journal import Journal
 from bot.observe.recorder import ActionRecorder
 from tests.harness.storage import hold_write_lock
 
@@ -361,6 +362,33 @@ async def main() -> None:
 
 asyncio.run(main())
 """
+
+
+async def test_records_kept_turn_after_turn_go_to_the_journal_in_one_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records kept one loop turn after another, within the hand-over interval, reach the journal thread
+    together — one append, not one a turn (each hand-over wakes the thread, and a busy bot woke it for
+    every command) — and a flush hands over what waits at once."""
+    recorder = _recorder(tmp_path, [datetime.now(UTC)])
+    writer = asyncio.create_task(recorder.run_writer())
+    await recorder.flush()
+    appends: list[int] = []
+    append = Journal.append
+
+    def counted(journal: Journal, lines: list[bytes]) -> None:
+        appends.append(len(lines))
+        append(journal, lines)
+
+    monkeypatch.setattr(Journal, "append", counted)
+    for _ in range(20):
+        recorder.record("command:roll", "dice", ok=True, duration_ms=1.0)
+        await asyncio.sleep(0)  # a turn of the loop between records, as between commands
+    await recorder.flush()
+    await recorder.close()
+    await writer
+    assert sum(appends) == 20 and len(appends) <= 2
+    assert await _count(tmp_path / "m.db") == 20
 
 
 async def test_what_a_killed_bot_journaled_is_stored_at_the_next_start(tmp_path: Path) -> None:

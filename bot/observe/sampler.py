@@ -94,6 +94,7 @@ class SlowSampler:
         self._loop_thread: int | None = None
         self.samples_taken = 0
         self.samples_failed = 0
+        self.wakeups = 0  # how often the thread woke to look at the handlers
         self._dump: IO[bytes] | None = None  # where the loop thread's stack is written (the thread's own)
         # The bot's own dispatch functions (file, name): on every handler's stack, evidence of none.
         self._machinery: set[tuple[str, str]] = set()
@@ -152,6 +153,7 @@ class SlowSampler:
         lingered = False  # looked once more a threshold after the last handler went
         while True:
             with self._wake:
+                self.wakeups += 1
                 if self._stopping:
                     return
                 # A handler sampled as often as it may be is left alone: no wake-ups for it.
