@@ -459,7 +459,7 @@ def detector_rate() -> float:
         failing = rng.random() < FAILURE_SHARE
         print_id, frames = prints[rng.randrange(len(prints))] if failing else (None, [])
         records.append(
-            ActionRecord.model_construct(
+            ActionRecord(
                 ts=ts,
                 kind=kind,
                 source=source,

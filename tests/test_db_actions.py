@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 
 from bot.db import actions as queries
@@ -52,6 +53,17 @@ async def test_inserted_records_read_back_whole(engine_db: core.Connection) -> N
     assert found == record
     [again] = await queries.by_ids(engine_db, await _ids(engine_db))
     assert again == record
+
+
+async def test_a_stored_row_that_is_not_a_record_is_refused_when_read_back(
+    engine_db: core.Connection,
+) -> None:
+    """A row whose JSON column holds the wrong shape (extra as a list) is refused, naming the field,
+    rather than read back as a record that is not one."""
+    await queries.insert_many(engine_db, [_action(100.0, extra={"via": "slash"})])
+    await core.execute(engine_db, "UPDATE actions SET extra = :extra", extra='["not", "an", "object"]')
+    with pytest.raises(msgspec.ValidationError, match=r"\$\.extra"):
+        await queries.by_ids(engine_db, await _ids(engine_db))
 
 
 async def _ids(db: core.Connection) -> list[int]:

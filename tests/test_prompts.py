@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.kernel.prompts import PromptError, PromptRegistry
+from bot.kernel.prompts import PromptError, PromptRegistry, parse_prompt
 from bot.runtime.services import PROMPTS_DIR
 from tests.harness.discord import bot_messages, make_settings, running_world
 
@@ -41,6 +41,43 @@ def test_front_matter_is_validated(tmp_path: Path) -> None:
     with pytest.raises(PromptError):
         registry.get("chat/bad")
     assert registry.get("chat/persona").render(name="mendbot") == "You are mendbot.\n"
+
+
+@pytest.mark.parametrize(
+    ("front_matter", "error"),
+    [
+        ("description: d", "kind: required, and missing"),
+        ("kind: poem", "kind: should be one of persona, agent, skill, not 'poem'"),
+        (
+            "kind: persona\ntone: dry",
+            "tone: not a front matter field (the fields are kind, description, model,",
+        ),
+        ("kind: persona\nmax_tokens: lots", "max_tokens: Expected `int`, got `str`"),
+        ("kind: persona\nmax_tokens: 0", "max_tokens: Expected `int` >= 1"),
+        ("kind: persona\nmax_tokens: 100000", "max_tokens: Expected `int` <= 64000"),
+        ("kind: persona\ntemperature: 7", "temperature: Expected `float` <= 1.0"),
+        ("kind: persona\nmodel: [a, b]", "model: Expected `str | null`, got `array`"),
+        ("kind: persona\ndescription:", "description: Expected `str`, got `null`"),
+        ("- kind: persona", "front matter: Expected `object`, got `array`"),
+        ("1: one\nkind: persona", "front matter: every field name must be text"),
+        ("kind: [persona", "front matter is not valid YAML"),
+    ],
+)
+def test_a_bad_front_matter_is_refused_naming_the_field(
+    tmp_path: Path, front_matter: str, error: str
+) -> None:
+    """Each kind of bad front matter is refused in one line: the prompt's key, the field, what is wrong."""
+    (tmp_path / "bad.md").write_text(f"---\n{front_matter}\n---\nx\n")
+    with pytest.raises(PromptError) as refused:
+        parse_prompt(tmp_path / "bad.md", tmp_path)
+    assert str(refused.value).startswith(f"bad: {error}")
+
+
+def test_a_quoted_number_is_taken_for_one(tmp_path: Path) -> None:
+    """YAML's quoted numbers are accepted where a number is expected, as they always were."""
+    (tmp_path / "p.md").write_text("---\nkind: agent\nmax_tokens: '200'\ntemperature: '0.5'\n---\nx\n")
+    meta = parse_prompt(tmp_path / "p.md", tmp_path).meta
+    assert (meta.kind, meta.max_tokens, meta.temperature, meta.model) == ("agent", 200, 0.5, None)
 
 
 async def test_changed_prompt_is_reloaded_within_a_second(tmp_path: Path) -> None:

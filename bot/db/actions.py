@@ -274,27 +274,30 @@ async def known_fingerprints(db: Connection, *, before: float | None = None) -> 
 
 
 def row_to_record(row: Mapping[str, Any]) -> ActionRecord:
-    return ActionRecord(
-        ts=row["ts"],
-        kind=row["kind"],
-        source=row["source"],
-        ok=bool(row["ok"]),
-        duration_ms=row["duration_ms"],
-        guild_id=row["guild_id"],
-        channel_id=row["channel_id"],
-        user_id=row["user_id"],
-        message_id=row["message_id"],
-        cost_usd=row["cost_usd"],
-        error_type=row["error_type"],
-        error_message=row["error_message"],
-        fingerprint=row["fingerprint"],
-        frames=json.loads(row["frames"]) if row["frames"] else [],
-        run_id=row["run_id"],
-        extra=json.loads(row["extra"]) if row["extra"] else {},
-        invocation=json.loads(row["invocation"]) if row["invocation"] else None,
-        reply=json.loads(row["reply"]) if row["reply"] else None,
-        samples=json.loads(row["samples"]) if row["samples"] else None,
-        process=row.get("process"),
+    """A stored row as a record, its values checked (`msgspec.ValidationError` for a wrong type)."""
+    return ActionRecord.validated(
+        {
+            "ts": row["ts"],
+            "kind": row["kind"],
+            "source": row["source"],
+            "ok": bool(row["ok"]),
+            "duration_ms": row["duration_ms"],
+            "guild_id": row["guild_id"],
+            "channel_id": row["channel_id"],
+            "user_id": row["user_id"],
+            "message_id": row["message_id"],
+            "cost_usd": row["cost_usd"],
+            "error_type": row["error_type"],
+            "error_message": row["error_message"],
+            "fingerprint": row["fingerprint"],
+            "frames": json.loads(row["frames"]) if row["frames"] else [],
+            "run_id": row["run_id"],
+            "extra": json.loads(row["extra"]) if row["extra"] else {},
+            "invocation": json.loads(row["invocation"]) if row["invocation"] else None,
+            "reply": json.loads(row["reply"]) if row["reply"] else None,
+            "samples": json.loads(row["samples"]) if row["samples"] else None,
+            "process": row.get("process"),
+        }
     )
 
 

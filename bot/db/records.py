@@ -1,18 +1,25 @@
-"""The action record: one per handled event (command, listener, task, chat reply, agent run)."""
+"""The action record: one per handled event (command, listener, task, chat reply, agent run).
+
+A msgspec Struct, not a pydantic model: the bot makes one per action, and pydantic's first model
+costs a start-up a tenth of a second of CPU and several MB. Building one by keywords checks nothing
+(the recorder builds its own values); what comes from outside (rows read back, journal lines) goes
+through `ActionRecord.validated`, which refuses wrong types and unknown fields.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+import msgspec
 
 __all__ = ["ActionRecord"]
 
 
-class ActionRecord(BaseModel):
-    """What happened, where, for whom, how long it took, what it cost, and how it failed."""
+class ActionRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True, weakref=True):
+    """What happened, where, for whom, how long it took, what it cost, and how it failed.
 
-    model_config = ConfigDict(extra="forbid")
+    Never changed once made (the recorder's subscribers share it): frozen. Weakly referable, so that
+    what keeps a record alive can be checked."""
 
     ts: float  # unix seconds
     kind: str  # "command:roll", "app:fix", "listener:on_message", "task:audit", "chat:reply"
@@ -27,9 +34,9 @@ class ActionRecord(BaseModel):
     error_type: str | None = None
     error_message: str | None = None
     fingerprint: str | None = None
-    frames: list[str] = Field(default_factory=list)  # in-repo "file:line:function", innermost last
+    frames: list[str] = msgspec.field(default_factory=list)  # in-repo "file:line:function", innermost last
     run_id: int | None = None
-    extra: dict[str, Any] = Field(default_factory=dict)
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)
     # What the handler was asked: {"name": "/convert", "options": {...}} (redacted).
     invocation: dict[str, Any] | None = None
     # What the bot answered: {"text": first 200 chars, "sha": hash of the whole, "messages": n}.
@@ -41,24 +48,18 @@ class ActionRecord(BaseModel):
 
     @classmethod
     def trusted(cls, values: dict[str, Any]) -> Self:
-        """A record from values the recorder built itself (every field given, already the right
-        types; the dict becomes the record's own): what `model_construct` makes, without its
-        per-field pass over aliases and defaults, which was a fifth of what recording an action cost
-        (and without a call by keywords, which cost as much again)."""
-        record = cls.__new__(cls)
-        assign = object.__setattr__
-        assign(record, "__dict__", values)
-        # Every field is set, and a record is never changed once made (its subscribers share it): one
-        # frozen set for all of them (an assignment would fail loudly rather than count as set).
-        assign(record, "__pydantic_fields_set__", _FIELDS)
-        assign(record, "__pydantic_extra__", None)
-        assign(record, "__pydantic_private__", None)
-        return record
+        """A record from values the recorder built itself (already the right types), unchecked. The
+        record shares the values' lists and dicts, so neither may be changed afterwards."""
+        return cls(**values)
+
+    @classmethod
+    def validated(cls, values: dict[str, Any]) -> Self:
+        """A record from values read from outside (a stored row, a journal line): each field's type is
+        checked (an integer is taken for a float) and an unknown field is refused, with
+        `msgspec.ValidationError` saying which."""
+        return msgspec.convert(values, cls)
 
     def fields(self) -> dict[str, Any]:
-        """The field values as a plain dict (the record's own, not a copy): what the action
-        writer process is sent, and what it builds rows and NDJSON lines from."""
-        return self.__dict__
-
-
-_FIELDS = frozenset(ActionRecord.model_fields)
+        """The field values as a new plain dict (its lists and dicts are the record's own: read them,
+        do not change them)."""
+        return msgspec.structs.asdict(self)

@@ -58,9 +58,10 @@ __all__ = [
 
 EX_CONFIG = 78  # sysexits.h: configuration error
 
-# The settings have no pydantic model, but other modules may (the forge's client, records): pydantic looks
-# for plugins in every installed package's entry points when a process makes its first model (~10 ms of
-# CPU); mendbot uses none. The settings are read first in every process; an explicit value still wins.
+# No pydantic model is on a start's path, but a run's may make one (the forge's client, the SDKs):
+# pydantic looks for plugins in every installed package's entry points when a process makes its first
+# model (~10 ms of CPU); mendbot uses none. The settings are read first in every process; an explicit
+# value still wins.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 

@@ -6,7 +6,8 @@ key by key around it, so that every problem is found, each named by its key (`im
 first and word it for programmers. A field's `Annotated` may add checks of ours: `Before(f)` runs on the
 value as given, `After(f)` on the converted one; either returns the value to keep, or raises `ValueError`
 whose message is the problem. `Section.check_together` checks keys against each other once each alone
-is valid. Nothing here imports pydantic: it is on every start's path (issue 42's budget to READY).
+is valid. Nothing here imports pydantic: this is on every start's path, where pydantic's first model
+cost ~0.13 s.
 """
 
 from __future__ import annotations

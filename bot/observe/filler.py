@@ -30,9 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
+
 from bot.db import action_writes
 from bot.db.action_writes import ActionStore, Journaled, PruneStep, row
 from bot.db.migrate import upgrade_postgresql, upgrade_sqlite
+from bot.db.records import ActionRecord
 from bot.db.retry import RetryPolicy, StorageHealth, storage_fault
 from bot.kernel.log import get_logger
 from bot.observe.intake import JournalIntake, backoff, report_fault
@@ -425,8 +428,24 @@ class DatabaseFiller:
 
 
 def _take(reader: JournalReader, upto: int) -> list[Journaled]:
-    """On the thread: the next batch read back from the journal, as rows."""
-    return [(seq, row(fields)) for seq, fields in reader.take(upto, _BATCH)]
+    """On the thread: the next batch read back from the journal, as rows. A line that is not a whole
+    record (a field missing or unknown, a value of the wrong type: an edited or foreign file) is
+    passed over and counted as unreadable; what follows it is read on."""
+    while taken := reader.take(upto, _BATCH):
+        batch: list[Journaled] = []
+        for seq, fields in taken:
+            try:
+                record = ActionRecord.validated(fields)
+            except msgspec.ValidationError as exc:
+                reader.unreadable += 1
+                _log.error(
+                    "a journal line that is not an action record is passed over", seq=seq, error=str(exc)
+                )
+                continue
+            batch.append((seq, row(record.fields())))
+        if batch:
+            return batch
+    return []
 
 
 def _file_bytes(path: Path) -> int:

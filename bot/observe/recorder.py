@@ -235,37 +235,36 @@ class ActionRecorder:
             read_rows = self._read_rows()
             if read_rows:
                 extra = {**(extra or {}), "read_rows": read_rows}
-        record = ActionRecord.trusted(
-            {
-                "ts": self._timestamp(),
-                "kind": kind,
-                "source": source,
-                "ok": ok,
-                "duration_ms": round(duration_ms, 3),
-                "guild_id": guild_id,
-                "channel_id": channel_id,
-                "user_id": user_id,
-                "message_id": message_id,
-                "cost_usd": cost_usd,
-                "error_type": error_type,
-                "error_message": error_message,
-                "fingerprint": fingerprint_id,
-                "frames": frames,
-                "run_id": run_id,
-                "extra": self._redactor.value(extra) if extra else {},
-                "invocation": self._redactor.value(invocation) if invocation else None,
-                "reply": self._redactor.value(reply) if reply else None,
-                "samples": samples or None,
-                "process": self.process,
-            }
-        )
+        values: dict[str, Any] = {
+            "ts": self._timestamp(),
+            "kind": kind,
+            "source": source,
+            "ok": ok,
+            "duration_ms": round(duration_ms, 3),
+            "guild_id": guild_id,
+            "channel_id": channel_id,
+            "user_id": user_id,
+            "message_id": message_id,
+            "cost_usd": cost_usd,
+            "error_type": error_type,
+            "error_message": error_message,
+            "fingerprint": fingerprint_id,
+            "frames": frames,
+            "run_id": run_id,
+            "extra": self._redactor.value(extra) if extra else {},
+            "invocation": self._redactor.value(invocation) if invocation else None,
+            "reply": self._redactor.value(reply) if reply else None,
+            "samples": samples or None,
+            "process": self.process,
+        }
+        record = ActionRecord.trusted(values)
         self.recorded += 1
         for subscriber in self._subscribers:
             try:
                 subscriber(record)
             except Exception:
                 _log.exception("action subscriber failed", subscriber=repr(subscriber))
-        self._intake.keep(record.fields())
+        self._intake.keep(values)  # the record's values as a dict, without building a second one
         return record
 
     def _read_rows(self) -> list[dict[str, Any]]:
