@@ -36,6 +36,16 @@ def test_resume_ends_the_pause_early_and_the_block_end_leaves_it_on() -> None:
     assert gc.isenabled()
 
 
+def test_what_start_up_made_is_frozen_when_collection_resumes() -> None:
+    """What was made while the collector was paused is frozen when it resumes: its first collections
+    after the pause walked every one of those objects, each generation in turn, on a bot's first commands."""
+    gc.enable()
+    frozen = gc.get_freeze_count()
+    with startgc.paused():
+        made = [[n] for n in range(1000)]  # containers the collector tracks, made during the pause
+    assert gc.get_freeze_count() >= frozen + len(made)
+
+
 def test_a_collector_the_caller_turned_off_stays_off() -> None:
     gc.disable()
     with startgc.paused():
