@@ -129,7 +129,7 @@ async def test_detaching_puts_every_method_back(shop_world: tuple[VirtualWorld, 
     world, shop = shop_world
     await world.users["alice"].slash(world.general, "refund", order=2)  # mendbot's on_error back on top
     assert await detach(shop) is not None
-    for name in ("invoke", "_run_event", "add_cog", "remove_cog", "load_extension", "reload_extension"):
+    for name in ("invoke", "_schedule_event", "_run_event", "add_cog", "remove_cog", "load_extension"):
         assert name not in shop.__dict__, name
     assert "_call" not in shop.tree.__dict__
     assert shop.tree.on_error is shop.tree_error
@@ -155,15 +155,18 @@ class Listening(commands.Cog):
 async def test_a_cog_recorded_only_when_it_fails_hears_every_message(
     shop_world: tuple[VirtualWorld, Shop],
 ) -> None:
-    """A cog marked `failures_only` (mendbot's own, on a bot it did not build) hears every message as
-    before; its successes are not the bot's actions and are not recorded, its failure is, by its name."""
+    """A cog marked `failures_only` (mendbot's own, on a bot it did not build) hears every message a
+    person writes, not those a bot writes (each of mendbot's listeners leaves those alone); its successes
+    are not the bot's actions and are not recorded, its failure is, by its name."""
     world, shop = shop_world
     cog = Listening()
     attached(shop).failures_only.add(cog)
     await shop.add_cog(cog)
     await world.users["alice"].send(world.general, "hello")
     await world.users["alice"].send(world.general, "boom")
-    assert cog.heard[:2] == ["hello", "boom"]
+    await world.users["alice"].send(world.general, "?price apple")
+    assert _said(world) == ["apple costs 20 at the corner shop"]
+    assert cog.heard == ["hello", "boom", "?price apple"]  # not the bot's own reply: no task for it
     await world.quiesce()
     await world.bot.services.recorder.flush()
     query = "SELECT source, ok, error_type FROM actions WHERE kind = 'listener:on_message' ORDER BY id"
@@ -182,7 +185,8 @@ def test_instrumenting_keeps_signatures_and_is_idempotent(tmp_path: Path) -> Non
 
         def observe_cog(self, cog: Any) -> None: ...
 
-        run_command = run_event = adding_cog = removing_cog = loading_extension = reloading_extension = None
+        run_command = run_event = scheduling_event = adding_cog = removing_cog = None
+        loading_extension = reloading_extension = None
         on_command_completion = on_command_error = on_app_command_completion = staticmethod(_noop)
         on_message = on_interaction = on_raw_reaction_add = staticmethod(_noop)
 

@@ -6,7 +6,8 @@ classes is patched. On the instance (and its command tree and view store) it wra
 that signatures, `__wrapped__` and introspection survive:
 
 - `invoke` (every prefix command and hybrid command, after the bot's own `on_message` and
-  `process_commands` have done whatever they do), `_run_event` (every listener and event method),
+  `process_commands` have done whatever they do), `_schedule_event` and `_run_event` (every listener
+  and event method),
   `add_cog` / `remove_cog` (task loops, `cog_load`, the handler map), `load_extension` /
   `reload_extension` (a failed load);
 - its tree's `_call` (admission, timing, autocomplete, a failing error handler) and `on_error` (the
@@ -44,6 +45,7 @@ _MISSING = object()
 # The bot's methods routed through the recording: the bot's name → the recording's method that wraps it.
 _BOT_METHODS = {
     "invoke": "run_command",
+    "_schedule_event": "scheduling_event",
     "_run_event": "run_event",
     "add_cog": "adding_cog",
     "remove_cog": "removing_cog",

@@ -520,6 +520,24 @@ class Recording:
                     raise
                 # Where Discord refuses the bot, the answer is refused too: the incident says why.
 
+    def scheduling_event(
+        self,
+        original: Callable[..., asyncio.Task[None]],
+        coro: Callable[..., Coroutine[Any, Any, Any]],
+        event_name: str,
+        *args: Any,
+        **kwargs: Any,
+    ) -> asyncio.Task[None] | None:
+        """discord.py's scheduling of one listener (its task) — but for mendbot's own listeners (the
+        recording's, and mendbot's cogs on a bot it did not build) and a message a bot wrote: each of
+        them leaves those alone, and the bot's own replies are half the messages it sees, each a task
+        per listener that did nothing, competing with the bot's next command."""
+        if event_name == "on_message" and args and getattr(getattr(args[0], "author", None), "bot", False):
+            owner = getattr(coro, "__self__", None)
+            if owner is self or owner in self.failures_only:
+                return None
+        return original(coro, event_name, *args, **kwargs)
+
     async def run_event(
         self,
         original: Callable[..., Coroutine[Any, Any, None]],
