@@ -1,7 +1,7 @@
 """What mendbot costs a bot it is attached to, side by side on one loopback Discord (bot/trust/
 loopback_discord.py): the same small host bot (a commands.Bot subclass with a prefix command and a
 slash command, written below) run as `python bot.py` (bare) and as `mendbot attach -- python bot.py`,
-the two alternating, several rounds, each a real process.
+the two alternating, several rounds (each going first in half of them), each a real process.
 
 Prints, as `name value unit`:
 
@@ -32,10 +32,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bot.trust.loopback_discord import DiscordDouble  # noqa: E402
-from bot.trust.loopback_discord_model import message_text  # noqa: E402
+from bot.trust.loopback_discord_model import FakeChannel, message_text  # noqa: E402
 
-ROUNDS = 5
-CALLS = 40
+ROUNDS = 6  # even: each goes first as often as the other
+CALLS = 100  # each command, per start: a median over its steady state more than over its first calls
 
 HOST = '''"""A small bot: `!echo <words>` and `/add a b`."""
 import os
@@ -95,6 +95,10 @@ async def _one(double: DiscordDouble, repo: Path, *, attached: bool) -> dict[str
         start = (
             point + "sys.argv = ['bot.py']; sys.path[0] = '.'; runpy.run_path('bot.py', run_name='__main__')"
         )
+    # A channel of its own: the double finds each answer by reading the channel's history, which every
+    # call lengthens, so in a shared one a later start would wait longer for the same answer.
+    general = FakeChannel(f"bench-{len(double.guild.channels)}")
+    double.guild.channels.append(general)
     sessions = double.identified
     begun = time.perf_counter()
     environment = {**os.environ, "ECHO_TOKEN": double.token}
@@ -119,7 +123,6 @@ async def _one(double: DiscordDouble, repo: Path, *, attached: bool) -> dict[str
         ready = time.perf_counter() - begun
         await asyncio.sleep(1.5)  # settled: the guild in, the sync done
         rss = _rss_mb(process.pid)
-        general = double.guild.channel("general")
         echo, add = [], []
         for index in range(CALLS):
             said = await double.send_message(general, f"!echo hello {index}", author="bob")
@@ -158,8 +161,9 @@ async def main() -> None:
                 f"dev_channel_ids: [{double.guild.channel('dev').id}]}}\n"
                 "bot: {entry: [python, bot.py], token_env: ECHO_TOKEN}\n"
             )
-            for _ in range(ROUNDS):
-                for attached in (False, True):
+            for round_ in range(ROUNDS):
+                # Which goes first alternates, as in bench/startup.py.
+                for attached in (False, True) if round_ % 2 == 0 else (True, False):
                     runs[attached].append(await _one(double, repo, attached=attached))
 
     def median(attached: bool, key: str) -> float:

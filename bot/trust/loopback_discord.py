@@ -368,10 +368,11 @@ class DiscordDouble(RestDouble):
         def match() -> dict[str, Any] | None:
             channels = [channel] if channel is not None else [c for g in self.guilds for c in g.channels]
             for candidate in channels:
-                for seen in self.channel_messages(candidate):
-                    who = seen["author"]
+                # The author first, on the message as stored: only a candidate is copied as seen now.
+                for message in self._channel_log.get(candidate.id, []):
+                    who = message["author"]
                     mine = who["id"] == self.user["id"] if author is None else who["username"] == author
-                    if mine and predicate(seen):
+                    if mine and predicate(seen := self._as_seen(message)):
                         return seen
             return None
 
