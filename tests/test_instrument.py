@@ -129,7 +129,8 @@ async def test_detaching_puts_every_method_back(shop_world: tuple[VirtualWorld, 
     world, shop = shop_world
     await world.users["alice"].slash(world.general, "refund", order=2)  # mendbot's on_error back on top
     assert await detach(shop) is not None
-    for name in ("invoke", "_schedule_event", "_run_event", "add_cog", "remove_cog", "load_extension"):
+    wrapped = ("invoke", "_schedule_event", "_run_event", "add_cog", "remove_cog", "load_extension")
+    for name in (*wrapped, "reload_extension"):
         assert name not in shop.__dict__, name
     assert "_call" not in shop.tree.__dict__
     assert shop.tree.on_error is shop.tree_error
