@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from dotenv import dotenv_values
 from msgspec import field
 
 from bot.kernel.secret import Secret
@@ -98,7 +97,7 @@ def _read_environment(env_file: str | Path | None) -> dict[str, str]:
     a `DATABASE` or `DATA_DIR` set for something else changes nothing here."""
     found: dict[str, str] = {}
     try:
-        dotenv = dotenv_values(env_file, encoding="utf-8") if env_file and Path(env_file).is_file() else {}
+        dotenv = _dotenv(Path(env_file)) if env_file and Path(env_file).is_file() else {}
     except (OSError, ValueError) as exc:  # unreadable, or not UTF-8
         raise ConfigError(f"config error: cannot read {env_file}: {' '.join(str(exc).split())}") from None
     for source in (dotenv, os.environ):
@@ -106,6 +105,13 @@ def _read_environment(env_file: str | Path | None) -> dict[str, str]:
             if name.lower() in _ENV_ONLY_KEYS and value:
                 found[name.lower()] = value
     return found
+
+
+def _dotenv(path: Path) -> dict[str, str | None]:
+    """The variables of a `.env` file (python-dotenv, imported only where there is one)."""
+    from dotenv import dotenv_values
+
+    return dotenv_values(path, encoding="utf-8")
 
 
 def _layered(*layers: dict[str, Any]) -> dict[str, Any]:
