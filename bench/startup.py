@@ -28,8 +28,8 @@ and `play_idle_rss_mb`. `BENCH_STARTUP_RUNS` sets the number of starts.
 What idle memory is made of: `discord_imports_rss_mb`, `card_imports_rss_mb` and
 `card_settings_imports_rss_mb` are fresh interpreters that only import discord.py; that and the
 product card's other runtime packages (pydantic, structlog as mendbot imports it, PyYAML, aiosqlite,
-GitPython); that and mendbot's settings (python-dotenv and the settings' pydantic models) — each with
-its ratio to the minimal bot's idle RSS.
+GitPython — of which a running bot now imports neither pydantic nor GitPython); that and mendbot's
+settings (msgspec and the settings' Structs) — each with its ratio to the minimal bot's idle RSS.
 """
 
 from __future__ import annotations
@@ -311,7 +311,7 @@ _CARD = ("discord.ext.commands", "pydantic.main", "bot.kernel.log", "yaml", "aio
 _IMPORTS = {
     "discord_imports": _CARD[:1],  # the minimal bot's library
     "card_imports": _CARD,
-    # and what mendbot adds for its settings: python-dotenv and the settings' pydantic models
+    # and what mendbot adds for its settings: msgspec and the settings' Structs
     "card_settings_imports": (*_CARD, "bot.kernel.settings"),
 }
 _IMPORTS_ONLY = (

@@ -20,6 +20,7 @@ import yaml
 
 from bot.kernel.filewatch import changed_files
 from bot.kernel.log import get_logger
+from bot.kernel.settings import SAFE_LOADER
 
 __all__ = ["Prompt", "PromptError", "PromptMeta", "PromptRegistry", "parse_prompt"]
 
@@ -100,7 +101,7 @@ def parse_prompt(path: Path, root: Path) -> Prompt:
     if not sep:
         raise PromptError(f"{key}: the front matter has no closing `---` line")
     try:
-        data = yaml.safe_load(head) or {}
+        data = yaml.load(head, Loader=SAFE_LOADER) or {}
         # Not strict: a quoted number ("100") is taken for one, as YAML's users expect.
         meta = msgspec.convert(data, PromptMeta, strict=False)
     except yaml.YAMLError as exc:

@@ -48,6 +48,7 @@ from bot.kernel.structs import Before, Invalid, Problem, Section, read
 
 __all__ = [
     "EX_CONFIG",
+    "SAFE_LOADER",
     "ConfigError",
     "Settings",
     "load_settings",
@@ -56,6 +57,9 @@ __all__ = [
 ]
 
 EX_CONFIG = 78  # sysexits.h: configuration error
+# PyYAML's safe loader in C (libyaml, in its wheels) where it has it: ~10x the pure-Python one, which
+# took ~15 ms of a start for a commented config.yaml. It reads the same documents, just as safely.
+SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 # No pydantic model is on a start's path, but a run's may make one (the forge's client, the SDKs):
 # pydantic looks for plugins in every installed package's entry points when a process makes its first
@@ -73,7 +77,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     A directory there is read, and fails: running on the defaults would hide the mistake."""
     if not path.exists():
         return {}
-    data: object = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data: object = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER)
     if data is None:  # an empty file
         return {}
     if not isinstance(data, dict):
