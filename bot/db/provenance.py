@@ -16,8 +16,8 @@ walk of the Python stack (microseconds) per write; reads only append to a short 
 from __future__ import annotations
 
 import contextvars
+import functools
 import sys
-import sysconfig
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,11 +25,20 @@ __all__ = ["MAX_READS", "ActionScope", "begin", "current", "enter", "note_read",
 
 MAX_READS = 20  # per action: the newest reads are the ones nearest the failure
 _MAX_FRAMES = 8
+
+
 # Frames of the standard library, the installed packages and the storage layer itself are never
 # the writer: the writer is the code that asked for the write.
-_SKIP = tuple(
-    {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-)
+@functools.cache
+def _skipped() -> tuple[str, ...]:
+    """Where the standard library and the installed packages are (sysconfig, ~2 ms: at the first write
+    of an action, not at every start)."""
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    return tuple({paths["stdlib"], paths["purelib"], paths["platlib"]})
+
+
 _OWN = __file__.rsplit("/", 1)[0] + "/"
 
 _scope: contextvars.ContextVar[ActionScope | None] = contextvars.ContextVar(
@@ -82,7 +91,7 @@ def writer_frames() -> list[str]:
     frame = sys._getframe(1)
     while frame is not None and len(found) < _MAX_FRAMES:
         filename = frame.f_code.co_filename
-        if not filename.startswith(_SKIP) and not filename.startswith(_OWN) and filename.endswith(".py"):
+        if not filename.startswith(_skipped()) and not filename.startswith(_OWN) and filename.endswith(".py"):
             found.append(f"{filename}:{frame.f_lineno}:{frame.f_code.co_name}")
         frame = frame.f_back  # type: ignore[assignment]
     found.reverse()

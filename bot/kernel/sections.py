@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from msgspec import Meta, field
 
@@ -509,6 +508,8 @@ def _cron(value: str) -> str:
 
 
 def _zone(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # only for a zone given (~3 ms to import)
+
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError, OSError):  # a directory of zones ("Europe") is an OSError
