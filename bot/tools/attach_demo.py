@@ -48,12 +48,13 @@ from bot.kernel.settings import EX_CONFIG, ConfigError, Settings, load_settings
 from bot.runtime.attachment import Attachment
 from bot.runtime.standalone import CONFIG_FILE, host_settings
 from bot.tools.adopt import AdoptError, inspect_repository
+from bot.tools.attach_play import attached_world
 from bot.tools.attach_run import EX_FAILED, AttachError, Hooks, Program, parse_program, run_program
 from bot.tools.datadir import DataDirInUse, claim_data_dir
 from bot.tools.demo import is_announcement, is_proposal, latest_alias
 from bot.tools.demo_agent import DemoModel, Fault
 from bot.tools.playground import Playground
-from bot.tools.world import VirtualWorld, virtual_world
+from bot.tools.world import VirtualWorld
 
 __all__ = ["Candidate", "DemoRefused", "candidates", "default_directory", "run_demo", "seed"]
 
@@ -350,12 +351,7 @@ class DemoStory:
         """One run of the program's bot: the steps of the story that run in it."""
         logging.getLogger("discord").setLevel(logging.ERROR)  # the program's gateway chatter: not the story
         mend.services.recorder.subscribe(self._records.append)
-        async with virtual_world(
-            mend,
-            settle_timeout=settings.playground.settle_timeout_s,
-            playground=True,
-            state_dir=settings.data_dir,
-        ) as world:
+        async with attached_world(mend, settings) as world:
             playground = Playground(world, out=self.out, echo=True)
             if self.phase == "choose":
                 await self._choose(world, playground, mend)

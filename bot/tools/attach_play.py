@@ -6,23 +6,29 @@ input — so its developer sees mendbot observe, announce and fix their bot befo
 from __future__ import annotations
 
 import sys
+from contextlib import AbstractAsyncContextManager
 
 from bot.kernel.settings import Settings
 from bot.runtime.attachment import Attachment
 from bot.tools.playground import Playground, stdin_lines
-from bot.tools.world import virtual_world
+from bot.tools.world import VirtualWorld, virtual_world
 
-__all__ = ["play_in_world"]
+__all__ = ["attached_world", "play_in_world"]
 
 
-async def play_in_world(mend: Attachment, settings: Settings) -> int:
-    """Run the attached bot in a fresh virtual world until standard input ends (or `quit`)."""
-    async with virtual_world(
+def attached_world(mend: Attachment, settings: Settings) -> AbstractAsyncContextManager[VirtualWorld]:
+    """The playground's virtual Discord for a bot mendbot is attached to (its settle time, its state)."""
+    return virtual_world(
         mend,
         settle_timeout=settings.playground.settle_timeout_s,
         playground=True,
         state_dir=settings.data_dir,
-    ) as world:
+    )
+
+
+async def play_in_world(mend: Attachment, settings: Settings) -> int:
+    """Run the attached bot in a fresh virtual world until standard input ends (or `quit`)."""
+    async with attached_world(mend, settings) as world:
         users = ", ".join(
             f"{user.name}{' (allow-listed)' if user.allowed else ''}" for user in settings.playground.users
         )
