@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sqlite3
 import sys
 import time
@@ -59,7 +60,7 @@ async def test_the_demo_goes_from_failure_to_rollback_through_the_real_pipeline(
     story = [
         "── 1. A guild with a /fortune command",
         "Incident #1: command:fortune",
-        "Since: just now",
+        "Since: ",
         "Something went wrong on my side (ZeroDivisionError)",
         "alice in #dev> reply m1 fix this",
         "🔎 gathering evidence",
@@ -78,6 +79,8 @@ async def test_the_demo_goes_from_failure_to_rollback_through_the_real_pipeline(
     positions = [out.find(step) for step in story]
     assert -1 not in positions, [step for step in story if step not in out]
     assert positions == sorted(positions), out
+    # When it began: a moment ago ("just now" within the second it began, "1 s ago" across its end).
+    assert re.search(r"Since: (?:just now|[1-5] s ago)\n", out), out[positions[1] : positions[3]]
     assert out.rindex("Something went wrong on my side (ZeroDivisionError)") > out.index("⏪ Rolled back")
     # The failure after the rollback reopens the incident and is counted in it (it said "3 times").
     assert "Seen: 4 times, 2 users" in out[out.index("⏪ Rolled back") :]
