@@ -1,14 +1,15 @@
 """What mendbot costs a bot it is attached to, side by side on one loopback Discord (bot/trust/
 loopback_discord.py): the same small host bot (a commands.Bot subclass with a prefix command and a
 slash command, written below) run as `python bot.py` (bare) and as `mendbot attach -- python bot.py`,
-the two alternating, several rounds (each going first in half of them), each a real process.
+the two alternating, several rounds (each going first in half of them), each a real process calling in
+a channel of its own.
 
 Prints, as `name value unit`:
 
 - `latency_ratio_vs_bare_bot_<command>`: median time from a member's call to the bot's answer, as the
   loopback Discord sees it, attached over bare, per command (target ≤ 1.1);
 - `idle_rss_delta_mb`: the bot process's resident memory once started and idle, attached minus bare,
-  median (target ≤ 25; mendbot's action writer is a process of its own, not counted);
+  median (target ≤ 25; the action journal and store are threads of the bot's process: counted);
 - `ready_ratio_vs_bare_bot`: median time from the process's start to the gateway's READY, attached
   over bare (target ≤ 1.3);
 - and the medians themselves (`*_ms`, `*_mb`, `*_s`).
