@@ -11,8 +11,9 @@ pick among the bot's own commands and incidents but never name anything else.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
+
+import msgspec
 
 from bot.trust.sanitize import untrusted_block
 
@@ -23,8 +24,7 @@ _ACTIONS: tuple[Action, ...] = ("fix", "investigate", "chat")
 _MAX_LISTED = 60
 
 
-@dataclass(frozen=True, slots=True)
-class OpenIncident:
+class OpenIncident(msgspec.Struct, frozen=True):
     """An incident the message may be about, as the model is shown it."""
 
     id: int
@@ -32,8 +32,7 @@ class OpenIncident:
     summary: str
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(msgspec.Struct, frozen=True):
     """What the model decided: the action, and the command (as listed) or incident it is about."""
 
     action: Action

@@ -13,9 +13,10 @@ import asyncio
 import importlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from bot.chat.route import ROUTE_TOOL, Decision, OpenIncident, read_decision, route_request
 from bot.db import chat as queries
@@ -40,8 +41,7 @@ NO_KEY_AGAIN = "Still no model API key, so I can't chat — `/help` lists what w
 ROUTE_PROMPT = "chat/route"
 
 
-@dataclass(frozen=True, slots=True)
-class ChatReply:
+class ChatReply(msgspec.Struct, frozen=True):
     text: str
     input_tokens: int = 0
     output_tokens: int = 0

@@ -14,8 +14,10 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from bot.dashboard import run_view
 from bot.dashboard.status import process_health
@@ -183,7 +185,7 @@ class PageReader:
                 else None,
                 "diff": diff_lines(await self._diff(run)),
                 "proofs": run_view.proof_views(await browse.proofs_of_run(self.db, run_id)),
-                "proposals": [asdict(p) for p in await proposals.by_run(self.db, run_id)],
+                "proposals": [msgspec.structs.asdict(p) for p in await proposals.by_run(self.db, run_id)],
                 "approvals": await browse.approvals_of_run(self.db, run_id),
                 "objections": await browse.objections_of_run(self.db, run_id),
                 "requests": [run_view.event_row(e) for e in requests],

@@ -20,8 +20,9 @@ import hashlib
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from urllib.parse import urlencode
+
+import msgspec
 
 from bot.db import signins
 from bot.db.core import Connection
@@ -42,8 +43,7 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-@dataclass(frozen=True)
-class Session:
+class Session(msgspec.Struct, frozen=True):
     """A session just opened: the cookie's value (shown once, never stored) and whose it is."""
 
     secret: str

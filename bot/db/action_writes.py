@@ -41,10 +41,10 @@ import os
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import msgspec
 import orjson
 
 if TYPE_CHECKING:
@@ -258,8 +258,7 @@ def prune_oldest(conn: sqlite3.Connection, before_ts: float, limit: int) -> int:
     return cursor.rowcount
 
 
-@dataclass(frozen=True, slots=True)
-class PruneStep:
+class PruneStep(msgspec.Struct, frozen=True):
     """One retention step: rows removed, whether more may be left, how long it took, the bytes the
     store's files held at their largest during it (before its log was truncated) and after it."""
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from bot.db import core
 from bot.db.connection import transaction
@@ -316,8 +317,7 @@ async def recent_failures(
     return [row_to_record(row) for row in found]
 
 
-@dataclass(frozen=True, slots=True)
-class Bug:
+class Bug(msgspec.Struct, frozen=True):
     """A recent failing action, reduced to what says where it happened: its kind, fingerprint, and
     the surface it was reached from (`invocation.surface`: the command that showed a view;
     `extra.command`: the command whose check or converter failed)."""
@@ -341,8 +341,7 @@ async def recent_bugs(db: Connection, *, since: float, limit: int = 500) -> list
     return found
 
 
-@dataclass(frozen=True, slots=True)
-class CallText:
+class CallText(msgspec.Struct, frozen=True):
     """A recorded call reduced to what a complaint is matched against: its invocation and reply."""
 
     id: int

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
 from typing import Any, Literal
+
+import msgspec
 
 from bot.db import core
 from bot.db.core import Connection
@@ -32,8 +33,7 @@ __all__ = [
 ApprovalForm = Literal["approve", "approve_security", "approve_unproven", "reject"]
 
 
-@dataclass(frozen=True, slots=True)
-class Approval:
+class Approval(msgspec.Struct, frozen=True):
     id: int
     proposal_id: int
     run_id: int

@@ -5,9 +5,10 @@ Written once in the SQL both engines share (`bot.db.core`), so they run on SQLit
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
+
+import msgspec
 
 from bot.db import core
 from bot.db.core import Connection
@@ -15,8 +16,7 @@ from bot.db.core import Connection
 __all__ = ["ChatLine", "add", "recent"]
 
 
-@dataclass(frozen=True, slots=True)
-class ChatLine:
+class ChatLine(msgspec.Struct, frozen=True):
     author_name: str
     role: Literal["user", "assistant"]
     content: str

@@ -5,7 +5,7 @@ Written once in the SQL both engines share (`bot.db.core`), so they run on SQLit
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from bot.db import core
 from bot.db.core import Connection
@@ -13,8 +13,7 @@ from bot.db.core import Connection
 __all__ = ["DevModeSwitch", "insert", "latest"]
 
 
-@dataclass(frozen=True)
-class DevModeSwitch:
+class DevModeSwitch(msgspec.Struct, frozen=True):
     ts: float
     user_id: int
     active: bool

@@ -14,8 +14,9 @@ is reported apart (`drill_spent_since`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from bot.db import core
 from bot.db.core import Connection
@@ -34,8 +35,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class DrillRow:
+class DrillRow(msgspec.Struct, frozen=True):
     """A stored drill."""
 
     id: int
@@ -51,7 +51,7 @@ class DrillRow:
 
     @classmethod
     def of(cls, row: dict[str, Any]) -> DrillRow:
-        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+        return cls(**{name: row[name] for name in cls.__struct_fields__})
 
 
 _COLUMNS = "id, number, process, started_at, stage, incident_id, run_id, proposal_id, ended_at, outcome"

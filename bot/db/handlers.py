@@ -6,7 +6,8 @@ Written once in the SQL both engines share (`bot.db.core`), so they run on SQLit
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+
+import msgspec
 
 from bot.db import core
 from bot.db.core import Connection
@@ -14,8 +15,7 @@ from bot.db.core import Connection
 __all__ = ["HandlerLocation", "every", "for_kinds", "kinds", "replace_cog"]
 
 
-@dataclass(frozen=True, slots=True)
-class HandlerLocation:
+class HandlerLocation(msgspec.Struct, frozen=True):
     """Where a kind is handled: the file (relative to the repository) and the function in it."""
 
     kind: str

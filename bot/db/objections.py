@@ -8,8 +8,9 @@ is done to it later (edited, deleted, read again). Written once in the SQL both 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
 from typing import Any, Literal
+
+import msgspec
 
 from bot.db import core
 from bot.db.core import Connection
@@ -28,8 +29,7 @@ __all__ = [
 ObjectionKind = Literal["object", "unclear"]
 
 
-@dataclass(frozen=True, slots=True)
-class Objection:
+class Objection(msgspec.Struct, frozen=True):
     id: int
     proposal_id: int
     run_id: int

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Literal
+
+import msgspec
 
 from bot.db import core
 from bot.db.core import Connection
@@ -28,8 +29,7 @@ __all__ = [
 ProofStage = Literal["verify", "deploy"]
 
 
-@dataclass(frozen=True, slots=True)
-class ProofRow:
+class ProofRow(msgspec.Struct, frozen=True):
     id: int
     run_id: int
     stage: ProofStage
@@ -42,8 +42,7 @@ class ProofRow:
     created_at: float
 
 
-@dataclass(frozen=True, slots=True)
-class RecordedCall:
+class RecordedCall(msgspec.Struct, frozen=True):
     """One recorded action with what it was asked: what a replay sends again."""
 
     kind: str

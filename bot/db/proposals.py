@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Literal
+
+import msgspec
 
 from bot.db import core
 from bot.db.core import Connection
@@ -20,8 +21,7 @@ __all__ = ["Proposal", "ProposalState", "by_run", "get", "insert", "update"]
 ProposalState = Literal["open", "merged", "closed"]
 
 
-@dataclass(frozen=True, slots=True)
-class Proposal:
+class Proposal(msgspec.Struct, frozen=True):
     id: int
     run_id: int
     forge: str  # "local" or "github"

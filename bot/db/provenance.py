@@ -18,8 +18,9 @@ from __future__ import annotations
 import contextvars
 import functools
 import sys
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 __all__ = ["MAX_READS", "ActionScope", "begin", "current", "enter", "note_read", "writer_frames"]
 
@@ -46,12 +47,11 @@ _scope: contextvars.ContextVar[ActionScope | None] = contextvars.ContextVar(
 )
 
 
-@dataclass(slots=True)
-class ActionScope:
+class ActionScope(msgspec.Struct):
     """The action running in this context: its kind and the stored rows it has read."""
 
     kind: str
-    reads: list[dict[str, Any]] = field(default_factory=list)
+    reads: list[dict[str, Any]] = msgspec.field(default_factory=list)
 
 
 def begin(kind: str) -> ActionScope:

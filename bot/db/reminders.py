@@ -6,9 +6,10 @@ Times are stored as ISO 8601 text, which sorts the same on both.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import msgspec
 
 from bot.db import core
 from bot.db.core import Connection
@@ -16,8 +17,7 @@ from bot.db.core import Connection
 __all__ = ["Reminder", "claim", "insert", "mark_failed", "pending"]
 
 
-@dataclass(frozen=True, slots=True)
-class Reminder:
+class Reminder(msgspec.Struct, frozen=True):
     id: int
     guild_id: int | None
     channel_id: int

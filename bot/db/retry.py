@@ -31,9 +31,10 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar
+
+import msgspec
 
 from bot.db import runs
 from bot.db.core import Connection
@@ -131,8 +132,7 @@ class StorageUnavailable(UserError):
         self.detail = detail
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
+class RetryPolicy(msgspec.Struct, frozen=True):
     attempts: int = 3
     backoff_s: float = 0.5
     max_backoff_s: float = 10.0
@@ -142,8 +142,7 @@ class RetryPolicy:
         return min(self.max_backoff_s, self.backoff_s * float(2 ** (attempt - 1)))
 
 
-@dataclass(frozen=True, slots=True)
-class StorageState:
+class StorageState(msgspec.Struct, frozen=True):
     """Storage is failing (`fault` set, since when, the last error) or writable (`fault` None)."""
 
     fault: Fault | None
@@ -334,8 +333,7 @@ async def retrying(
         return result
 
 
-@dataclass(frozen=True, slots=True)
-class Writes:
+class Writes(msgspec.Struct, frozen=True):
     """`retrying()` bound to the process's policy and StorageHealth: what services save through."""
 
     policy: RetryPolicy = RetryPolicy()

@@ -66,10 +66,10 @@ objections, withdrawals and rechecks, each its own module); this module holds th
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from bot.db import approvals as queries
 from bot.db import objections as objection_queries
@@ -90,8 +90,7 @@ _log = get_logger(__name__)
 _SECURITY_HINT = "approve with **ship it security** or 🔐"
 
 
-@dataclass(frozen=True)
-class _Request:
+class _Request(msgspec.Struct, frozen=True):
     proposal_id: int
     user_id: int
     name: str
@@ -105,11 +104,10 @@ class _Request:
     emoji: str | None = None
 
 
-@dataclass
-class _Outcome:
+class _Outcome(msgspec.Struct):
     decision: ApprovalDecision
     reason: str
-    detail: dict[str, Any] = field(default_factory=dict)
+    detail: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 def _short(sha: str) -> str:
@@ -168,7 +166,7 @@ class ApprovalService(ApprovalRechecks):
             if proposal is None or run is None:
                 return ApprovalDecision("refused", f"There is no proposal #{proposal_id}.", 0, 0, sha or "")
             outcome = await self._judge(request, proposal, run, role_ids=role_ids, is_bot=is_bot)
-            decision = dataclasses.replace(outcome.decision, reason=outcome.reason)
+            decision = msgspec.structs.replace(outcome.decision, reason=outcome.reason)
             await self._runs.event(
                 run.id,
                 f"approval_{decision.status}",

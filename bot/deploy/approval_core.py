@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
+
+import msgspec
 
 from bot.db import approvals as queries
 from bot.db.core import Connection
@@ -37,8 +38,7 @@ _MERGED_STATES = frozenset({"merging", "deployed", "watching", "resolved", "regr
 _OBJECTABLE_STATES = frozenset({"awaiting_approval", "merging", "verifying", "interrupted"})
 
 
-@dataclass(frozen=True)
-class ApprovalDecision:
+class ApprovalDecision(msgspec.Struct, frozen=True):
     """What decide() concluded; `message` is ready to post in chat.
 
     `approvals`/`required` count valid approvals of `sha` when the decision got as far as counting

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
+
+import msgspec
 
 from bot.deploy.approval import ApprovalService
 from bot.deploy.merge import Merger
@@ -89,8 +90,7 @@ class StagedRollout(Protocol):
         ...
 
 
-@dataclass
-class _Watch:
+class _Watch(msgspec.Struct):
     run_id: int
     fingerprint: str | None
     files: set[str]

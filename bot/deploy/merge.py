@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec
 
 from bot.forge.base import HeadMovedError
 from bot.improve.verify import Verification, verify_commit
@@ -62,8 +63,7 @@ class RebaseConflict(MergeError):
         self.files = files
 
 
-@dataclass(frozen=True)
-class RebaseOutcome:
+class RebaseOutcome(msgspec.Struct, frozen=True):
     """The rebased head, whether the proposal's own diff changed, and its verification. The branch
     was moved to `new_sha` only if `verification.ok`; `onto` is the main it now sits on (its new base)."""
 
@@ -71,18 +71,19 @@ class RebaseOutcome:
     diff_changed: bool
     verification: Verification
     onto: str = ""
-    resolved_imports: list[str] = field(default_factory=list)  # files whose import conflicts were merged
+    resolved_imports: list[str] = msgspec.field(
+        default_factory=list
+    )  # files whose import conflicts were merged
 
 
-@dataclass(frozen=True)
-class LiveUpdate:
+class LiveUpdate(msgspec.Struct, frozen=True):
     """What updating the live checkout did: `new_sha` is where it is now (`old_sha` when refused)."""
 
     ok: bool
     reason: str
     old_sha: str
     new_sha: str
-    changed_files: list[str] = field(default_factory=list)
+    changed_files: list[str] = msgspec.field(default_factory=list)
 
 
 def own_change(diff: str) -> list[str]:

@@ -9,8 +9,9 @@ approvals in hand stale, and a diff git cannot read counts as protected.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from bot.kernel.git import git
 from bot.trust.path_rules import protected_entry
@@ -24,8 +25,7 @@ class DiffUnavailable(Exception):
     """git could not list the files a proposal changes (missing commit, not a repository...)."""
 
 
-@dataclass(frozen=True)
-class _Protection:
+class _Protection(msgspec.Struct, frozen=True):
     paths: tuple[str, ...]
     error: str | None = None  # the diff could not be read: treated as protected (fail closed)
 

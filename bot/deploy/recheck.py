@@ -9,7 +9,8 @@ stands against the current allow-list and each approver's current roles before a
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+
+import msgspec
 
 from bot.db import approvals as queries
 from bot.db import objections as objection_queries
@@ -34,8 +35,7 @@ _NO_DISCORD = "Discord is not connected"
 RolesLookup = Callable[[int], Awaitable[list[int] | None]]
 
 
-@dataclass(frozen=True)
-class Reread:
+class Reread(msgspec.Struct, frozen=True):
     """What reading the proposal's standing signals again from Discord found.
 
     `withdrawn` / `objections_withdrawn`: taken back now, each with why ("deleted", "edited",
@@ -46,12 +46,11 @@ class Reread:
 
     withdrawn: tuple[tuple[Approval, str], ...] = ()
     objections_withdrawn: tuple[tuple[Objection, str], ...] = ()
-    unreadable: dict[int, str] = field(default_factory=dict)
+    unreadable: dict[int, str] = msgspec.field(default_factory=dict)
     held: tuple[Objection, ...] = ()
 
 
-@dataclass(frozen=True)
-class Recheck:
+class Recheck(msgspec.Struct, frozen=True):
     """Approvals counted again at merge time: who counted, who no longer did and why, what holds."""
 
     counted: tuple[int, ...]
@@ -59,7 +58,7 @@ class Recheck:
     required: int
     sha: str
     objections: tuple[Objection, ...] = ()  # standing: each holds the merge
-    reread: Reread = field(default_factory=Reread)
+    reread: Reread = msgspec.field(default_factory=Reread)
     unreadable: tuple[tuple[int, str], ...] = ()  # approvers dropped only because Discord did not answer
 
     @property
@@ -75,14 +74,13 @@ class Recheck:
         return ", ".join(f"<@{user}>" for user in self.counted) or "nobody"
 
 
-@dataclass
-class _Reader:
+class _Reader(msgspec.Struct):
     """Reads messages through `sources` for one re-read, each message once."""
 
     sources: ApprovalSources | None
     posted: dict[int, int]  # the proposal's own messages: message id → channel id
     fallback: int | None  # the channel of an approving message stored without one
-    _reads: dict[tuple[int, int], SourceRead] = field(default_factory=dict)
+    _reads: dict[tuple[int, int], SourceRead] = msgspec.field(default_factory=dict)
 
     async def read(self, channel_id: int | None, message_id: int) -> SourceRead:
         if self.sources is None:

@@ -28,12 +28,12 @@ import json
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import Any, Protocol
 
 import discord
+import msgspec
 from discord import app_commands
 from discord.ext import commands
 
@@ -60,32 +60,31 @@ RESTART_FILES = frozenset({"pyproject.toml"})
 RESTART_DIRS = frozenset({"bot"})
 
 
-@dataclass
-class Plan:
+class Plan(msgspec.Struct):
     """What a set of changed files takes to apply."""
 
-    extensions: list[str] = field(default_factory=list)  # extension module names, e.g. "cogs.dice"
-    prompts: list[str] = field(default_factory=list)  # repository paths, e.g. "prompts/chat/persona.md"
+    extensions: list[str] = msgspec.field(default_factory=list)  # extension module names, e.g. "cogs.dice"
+    prompts: list[str] = msgspec.field(
+        default_factory=list
+    )  # repository paths, e.g. "prompts/chat/persona.md"
     restart: bool = False
-    other: list[str] = field(default_factory=list)  # changed files that need nothing (tests, docs)
-    restart_paths: list[str] = field(default_factory=list)  # the files that call for the restart
+    other: list[str] = msgspec.field(default_factory=list)  # changed files that need nothing (tests, docs)
+    restart_paths: list[str] = msgspec.field(default_factory=list)  # the files that call for the restart
 
     @property
     def empty(self) -> bool:
         return not (self.extensions or self.prompts or self.restart)
 
 
-@dataclass(frozen=True)
-class ModuleResult:
+class ModuleResult(msgspec.Struct, frozen=True):
     name: str
     ok: bool
     error: str | None = None
     action: str = "reloaded"  # reloaded | loaded | unloaded | removed | commands synced
 
 
-@dataclass
-class ReloadReport:
-    results: list[ModuleResult] = field(default_factory=list)
+class ReloadReport(msgspec.Struct):
+    results: list[ModuleResult] = msgspec.field(default_factory=list)
     restart_requested: bool = False
     restart_reason: str = ""
 

@@ -10,14 +10,14 @@ types: it gets plain content and user ids, or "gone", or "unreadable" with the r
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Literal, Protocol
+
+import msgspec
 
 __all__ = ["ApprovalSources", "SourceRead"]
 
 
-@dataclass(frozen=True)
-class SourceRead:
+class SourceRead(msgspec.Struct, frozen=True):
     """One message as Discord has it now.
 
     `status` "found": `content` is its text and `reactions` maps each decision emoji on it
@@ -28,7 +28,7 @@ class SourceRead:
 
     status: Literal["found", "gone", "unreadable"]
     content: str = ""
-    reactions: Mapping[str, frozenset[int]] = field(default_factory=dict)
+    reactions: Mapping[str, frozenset[int]] = msgspec.field(default_factory=dict)
     error: str = ""
 
     @classmethod

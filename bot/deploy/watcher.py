@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import replace
 from pathlib import Path
+
+import msgspec
 
 from bot.deploy.reload import (
     EXTENSION_PACKAGES,
@@ -90,7 +91,7 @@ class HandEditWatcher:
             if plan.empty:
                 return None
             _log.info("hand edit seen", files=fresh)
-            report = await apply(replace(plan, restart=False))
+            report = await apply(msgspec.structs.replace(plan, restart=False))
         text = render(report) if report.results else ""
         if plan.restart:
             files = ", ".join(f"`{path}`" for path in plan.restart_paths)

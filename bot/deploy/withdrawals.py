@@ -8,7 +8,8 @@ its author's objection (`bot.deploy.objections`); an objecting message edited ou
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+
+import msgspec
 
 from bot.db import approvals as queries
 from bot.db import objections as objection_queries
@@ -24,8 +25,7 @@ __all__ = ["ApprovalWithdrawals", "EditOutcome"]
 _log = get_logger(__name__)
 
 
-@dataclass(frozen=True)
-class EditOutcome:
+class EditOutcome(msgspec.Struct, frozen=True):
     """What an edit of a message took back (`withdrawn`, `objections_withdrawn`) or made hold (`held`)."""
 
     withdrawn: tuple[Approval, ...] = ()

@@ -11,10 +11,11 @@ developer who asks for a run in dev mode means it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
+
+import msgspec
 
 from bot.db import devmode as queries
 from bot.db.core import Connection
@@ -53,8 +54,7 @@ class DevModeState(NamedTuple):
     reason: str
 
 
-@dataclass(frozen=True)
-class DevModeStatus:
+class DevModeStatus(msgspec.Struct, frozen=True):
     """Everything that makes dev mode on or off right now."""
 
     manual_by: int | None  # who switched it on, while that switch is in force

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+
+import msgspec
 
 from bot.kernel.discord_limits import cut
 from bot.kernel.errors import UserError
@@ -20,8 +21,7 @@ class DiceError(UserError, ValueError):
     """The text is not dice notation we can roll; the message says what would work."""
 
 
-@dataclass(frozen=True, slots=True)
-class DiceSpec:
+class DiceSpec(msgspec.Struct, frozen=True):
     count: int
     sides: int
     modifier: int
@@ -31,8 +31,7 @@ class DiceSpec:
         return f"{self.count}d{self.sides}{mod}"
 
 
-@dataclass(frozen=True, slots=True)
-class DiceRoll:
+class DiceRoll(msgspec.Struct, frozen=True):
     spec: DiceSpec
     rolls: tuple[int, ...]
 

@@ -16,10 +16,11 @@ and the deploy step fast-forwards the live checkout to it (`Merger.update_live_c
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
+
+import msgspec
 
 from bot.db.proposals import Proposal, ProposalState
 from bot.kernel.git import git
@@ -69,8 +70,7 @@ class MainMovedError(ForgeError):
         self.main_sha = main_sha  # main as the forge has it now (the commit is in the bot's repository)
 
 
-@dataclass(frozen=True)
-class MergeResult:
+class MergeResult(msgspec.Struct, frozen=True):
     """A merged proposal: `merged_sha` is what main now holds (LocalForge: the approved head itself;
     GitHubForge: GitHub's merge commit, whose second parent is the approved head), `main_before` is
     main just before the merge. `already_merged` means an earlier call merged it; nothing was done."""

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from bot.features.devmode import DevMode
 from bot.forge.base import ForgeError
@@ -46,8 +47,7 @@ AUTONOMOUS_REQUESTER = 0
 _NOTE_MAX = 1000  # an embed field holds 1024 characters
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(msgspec.Struct, frozen=True):
     """What the bot did about one target: started `run`, found `run` already on it, or held back."""
 
     run: Run | None

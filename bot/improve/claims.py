@@ -27,9 +27,10 @@ import contextlib
 import os
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+import msgspec
 
 from bot.db import claims as queries
 from bot.db.core import Connection
@@ -148,14 +149,13 @@ def _holders_text(holders: dict[int, list[str]]) -> str:
     )
 
 
-@dataclass
-class Claim:
+class Claim(msgspec.Struct):
     """One run's claim as the guard reads it while the agent edits; `extend` is the claim_files tool."""
 
     run_id: int
     worktree: Path
     security: bool
-    paths: list[str] = field(default_factory=list)
+    paths: list[str] = msgspec.field(default_factory=list)
     service: ClaimService | None = None
 
     def covers(self, rel: str) -> bool:

@@ -39,9 +39,10 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+import msgspec
 
 from bot.db import drills
 from bot.db.core import Connection
@@ -104,8 +105,7 @@ def _seconds(took_s: float) -> str:
     return f"{took_s:.1f} s" if took_s < 59.95 else human_duration(took_s)
 
 
-@dataclass
-class StageTime:
+class StageTime(msgspec.Struct):
     """One stage of a drill: its target and, once it happened, when (seconds after the start)."""
 
     stage: str
@@ -113,8 +113,7 @@ class StageTime:
     took_s: float | None = None
 
 
-@dataclass
-class DrillReport:
+class DrillReport(msgspec.Struct):
     """What a drill found: every stage's time, and the stage missed or the reason it stopped."""
 
     number: int
@@ -163,12 +162,11 @@ class DrillReport:
         return self.missed is None and not self.stopped
 
 
-@dataclass
-class _Clock:
+class _Clock(msgspec.Struct):
     """A drill's stopwatch: the event loop's clock (monotonic; a test's virtual Discord advances it)."""
 
     started_wall: float
-    started: float = field(default_factory=lambda: asyncio.get_running_loop().time())
+    started: float = msgspec.field(default_factory=lambda: asyncio.get_running_loop().time())
 
     def elapsed(self) -> float:
         return asyncio.get_running_loop().time() - self.started

@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
-from dataclasses import dataclass
 from typing import Literal
+
+import msgspec
 
 from bot.trust.grammar import read_approval
 from bot.trust.sanitize import sanitize_untrusted
@@ -61,8 +62,7 @@ IntentKind = Literal[
 _MAX_WORDS = 12
 
 
-@dataclass(frozen=True, slots=True)
-class Intent:
+class Intent(msgspec.Struct, frozen=True):
     """What a message asks for. `text` is the message without mentions, sanitized."""
 
     kind: IntentKind

@@ -7,9 +7,10 @@ of the same files; newest first within each.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import PurePosixPath
+
+import msgspec
 
 from bot.db import lessons as queries
 from bot.db.core import Connection
@@ -17,15 +18,14 @@ from bot.db.core import Connection
 __all__ = ["Lesson", "Memory"]
 
 
-@dataclass(frozen=True)
-class Lesson:
+class Lesson(msgspec.Struct, frozen=True):
     run_id: int
     fingerprint: str | None
     files: list[str]
     root_cause: str
     fix_commit: str | None
     outcome: str  # the run's final state: "resolved", "reported", "failed", ...
-    created_at: float = field(default=0.0)
+    created_at: float = msgspec.field(default=0.0)
 
 
 def _normalise(files: Iterable[str]) -> list[str]:

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
+
+import msgspec
 
 from bot.db import drills as drill_queries
 from bot.db import runs as queries
@@ -55,8 +56,7 @@ class PolicyRefusal(UserError):
         super().__init__(message)
 
 
-@dataclass(frozen=True)
-class BudgetReport:
+class BudgetReport(msgspec.Struct, frozen=True):
     spent_today_usd: float
     daily_budget_usd: float
     per_run_budget_usd: float
@@ -64,11 +64,11 @@ class BudgetReport:
     runs_this_hour: int
     runs_per_hour: int
     runs_per_hour_per_user: int
-    per_user: dict[int, int] = field(default_factory=dict)  # runs started this hour by user id
-    busy_runs: list[int] = field(default_factory=list)
+    per_user: dict[int, int] = msgspec.field(default_factory=dict)  # runs started this hour by user id
+    busy_runs: list[int] = msgspec.field(default_factory=list)
     concurrency: int = 1
     paused_by: int | None = None
-    protected_paths: list[str] = field(default_factory=list)
+    protected_paths: list[str] = msgspec.field(default_factory=list)
     autonomy: str = "off"
     autonomous_severity: str = "error"
     autonomous_spent_today_usd: float = 0.0

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
+
+import msgspec
 
 from bot.db import incidents as incident_queries
 from bot.db import proofs as proof_queries
@@ -49,15 +50,14 @@ class RunReporter(Protocol):
     async def report(self, run: Run, text: str) -> None: ...
 
 
-@dataclass
-class _Live:
+class _Live(msgspec.Struct):
     """What a running run holds in memory: its task, its agent and its progress lines."""
 
     task: asyncio.Task[None] | None = None
     agent: CodeAgent | None = None
     worktree: Worktree | None = None
-    lines: list[str] = field(default_factory=list)
-    started: float = field(default_factory=time.perf_counter)
+    lines: list[str] = msgspec.field(default_factory=list)
+    started: float = msgspec.field(default_factory=time.perf_counter)
     cancelled_by: int | None = None
     # The agent step under way, for the status message: what it is doing now and since when.
     step: str | None = None

@@ -26,8 +26,9 @@ was observed and by whom.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
+
+import msgspec
 
 from bot.db import proofs as queries
 from bot.db.core import Connection
@@ -55,8 +56,7 @@ _HIDDEN = ("held-out", "neighbour")  # calls the agent was not shown: fed back w
 _BY = {"replay": "observed over the wire by the replay", "test": "run by the proof's test runner"}
 
 
-@dataclass(frozen=True)
-class Side:
+class Side(msgspec.Struct, frozen=True):
     """One item's outcome on one checkout: passed or not (None: not run), a short text, its duration."""
 
     ok: bool | None
@@ -68,8 +68,7 @@ class Side:
         return f"{_MARK[self.ok]} {self.text}{took}".strip()
 
 
-@dataclass(frozen=True)
-class ProofItem:
+class ProofItem(msgspec.Struct, frozen=True):
     kind: Literal["test", "replay"]
     label: str
     base: Side | None
@@ -80,7 +79,8 @@ class ProofItem:
     flags: tuple[str, ...] = ()  # what a reviewer should look at (shown, not a verdict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "flags": list(self.flags)}
+        items: dict[str, Any] = msgspec.to_builtins(self)  # the flags a list, each side a dict
+        return items
 
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> ProofItem:
@@ -99,10 +99,10 @@ class ProofItem:
     def redacted(self, redact: Callable[[str], str]) -> ProofItem:
         """The item with every text it carries through the redactor (what is stored and shown)."""
         sides = [
-            None if side is None else replace(side, text=redact(side.text))
+            None if side is None else msgspec.structs.replace(side, text=redact(side.text))
             for side in (self.base, self.branch)
         ]
-        return replace(
+        return msgspec.structs.replace(
             self,
             label=redact(self.label),
             base=sides[0],
@@ -143,11 +143,10 @@ def proved_by_replay(items: list[dict[str, Any]] | list[ProofItem]) -> bool:
     return False
 
 
-@dataclass(frozen=True)
-class Proof:
+class Proof(msgspec.Struct, frozen=True):
     verdict: Verdict
     reason: str
-    items: list[ProofItem] = field(default_factory=list)
+    items: list[ProofItem] = msgspec.field(default_factory=list)
     overhead_s: float = 0.0
     stage: Literal["verify", "deploy"] = "verify"
 
@@ -259,8 +258,7 @@ async def load_proof(db: Connection, run_id: int, stage: queries.ProofStage = "v
     return Proof(verdict, row.reason, items, row.overhead_s, row.stage)
 
 
-@dataclass(frozen=True)
-class LiveReplay:
+class LiveReplay(msgspec.Struct, frozen=True):
     """What the replay against deployed code says, for the deploy: one line for its report, and
     whether it shows the fix not holding live (then the deploy regresses at once, never "resolved")."""
 

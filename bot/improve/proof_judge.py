@@ -38,8 +38,10 @@ import ast
 import builtins
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
+
+import msgspec
 
 from bot.improve.proof import ItemVerdict, ProofItem, Side
 from bot.improve.replay import Raised, ReplayResult
@@ -400,7 +402,7 @@ class _Judge:
                 f"slow: {after.duration_ms:.0f} ms on the branch, where it usually answers in"
                 f" {reference:.0f} ms"
             )
-            return replace(item, verdict="slow", note=note)
+            return msgspec.structs.replace(item, verdict="slow", note=note)
         return item
 
     # -- flags --------------------------------------------------------------------------------
@@ -439,10 +441,12 @@ class _Judge:
         out = []
         for case, item in judged:
             judged_item = (
-                replace(item, verdict="refused", note=refused[case.key]) if case.key in refused else item
+                msgspec.structs.replace(item, verdict="refused", note=refused[case.key])
+                if case.key in refused
+                else item
             )
             flagged = (*judged_item.flags, *flags.get(case.key, ()))
-            out.append(replace(judged_item, flags=flagged))
+            out.append(msgspec.structs.replace(judged_item, flags=flagged))
         return out
 
     def _worked_answers(self, kind: str) -> list[str]:

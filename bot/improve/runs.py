@@ -15,13 +15,13 @@ may die at any moment.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import re
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, get_args
+
+import msgspec
 
 from bot.db import runs as queries
 from bot.db.core import Connection
@@ -205,8 +205,7 @@ class RunNotFound(UserError):
         super().__init__(f"There is no run #{run_id}.")
 
 
-@dataclass
-class Run:
+class Run(msgspec.Struct):
     id: int
     kind: RunKind
     state: RunState
@@ -242,13 +241,12 @@ class Run:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Run:
-        values = {f.name: row[f.name] for f in dataclasses.fields(cls)}
+        values = {name: row[name] for name in cls.__struct_fields__}
         values["security"] = bool(values["security"])
         return cls(**values)
 
 
-@dataclass(frozen=True)
-class RunEvent:
+class RunEvent(msgspec.Struct, frozen=True):
     id: int
     run_id: int
     ts: float

@@ -43,8 +43,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from bot.improve.workspace import Workspace
 from bot.kernel.git import git
@@ -76,8 +77,7 @@ _KILLED = 124  # the supervisor's exit code when the sandbox ended the command
 _PYTHON_NAMES = {"python", "python3", f"python{sys.version_info.major}.{sys.version_info.minor}"}
 
 
-@dataclass(frozen=True)
-class CheckResult:
+class CheckResult(msgspec.Struct, frozen=True):
     """One check: `exit_code` is None when it did not exit by itself (killed, or never started);
     `limit` the sandbox limit it reached, by the supervisor's word."""
 
@@ -103,8 +103,7 @@ class CheckResult:
         return f"❌ {self.command} ({self.duration_s:.1f} s) — {self.last_line}"
 
 
-@dataclass(frozen=True)
-class Verification:
+class Verification(msgspec.Struct, frozen=True):
     """The outcome for the tree of commit `sha`."""
 
     ok: bool

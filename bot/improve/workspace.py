@@ -22,8 +22,9 @@ import re
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from bot.kernel.git import GitError, driver_problem, git
 from bot.kernel.log import get_logger
@@ -56,8 +57,7 @@ class NothingToCommitError(WorkspaceError):
     """The worktree has no changes against its HEAD, so there is nothing to commit."""
 
 
-@dataclass(frozen=True)
-class Worktree:
+class Worktree(msgspec.Struct, frozen=True):
     path: Path
     branch: str
     base_sha: str

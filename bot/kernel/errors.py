@@ -13,10 +13,10 @@ with a reference and the full error is logged and recorded as a failed action.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import discord
+import msgspec
 from discord import app_commands
 from discord.ext import commands
 
@@ -108,8 +108,7 @@ def named_bug(text: str) -> str | None:
     return found.group(1) if found else None
 
 
-@dataclass(frozen=True, slots=True)
-class EnvironmentProblem:
+class EnvironmentProblem(msgspec.Struct, frozen=True):
     """Something outside the code went wrong: what, what it needs, and what to tell the user."""
 
     key: str  # one incident per key: "discord:forbidden:<channel id>", "discord:outage", …

@@ -33,8 +33,9 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Literal, cast
+
+import msgspec
 
 from bot.kernel.log import get_logger
 
@@ -52,11 +53,10 @@ class InjectedFault(RuntimeError):
 _log = get_logger(__name__)
 
 
-@dataclass(slots=True)
-class Failpoints:
+class Failpoints(msgspec.Struct):
     """The armed points and what each does; empty (every `hit` a no-op) unless configured."""
 
-    armed: dict[str, Action] = field(default_factory=dict)
+    armed: dict[str, Action] = msgspec.field(default_factory=dict)
 
     @classmethod
     def parse(cls, spec: str) -> Failpoints:

@@ -10,14 +10,14 @@ import os
 import signal
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 __all__ = ["ProcessResult", "run_process"]
 
 
-@dataclass(frozen=True)
-class ProcessResult:
+class ProcessResult(msgspec.Struct, frozen=True):
     """What a subprocess did: `code` is None when it was killed for running past its timeout."""
 
     code: int | None

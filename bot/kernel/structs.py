@@ -16,7 +16,6 @@ import functools
 import os
 import types
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
@@ -65,8 +64,7 @@ class KeyProblem(ValueError):
 _ABSENT = object()
 
 
-@dataclass(frozen=True, slots=True)
-class Problem:
+class Problem(msgspec.Struct, frozen=True):
     """One thing wrong with the data: where (`("improve", "max_attempts")`), what a good value looks like,
     and the value given (`_ABSENT` for a required key left out). An unknown key carries the keys known
     where it was (`known`), for "did you mean"."""

@@ -21,10 +21,10 @@ import hashlib
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import Any
 
 import discord
+import msgspec
 
 from bot.db import provenance
 
@@ -48,15 +48,14 @@ _current: contextvars.ContextVar[HandlerCapture | None] = contextvars.ContextVar
 )
 
 
-@dataclass(slots=True)
 class HandlerCapture(provenance.ActionScope):
     """One handler run: its kind, what it was asked, what it sent, and sampled stacks if slow — and
     the stored rows it read (it is the action's provenance scope too: one object per action)."""
 
     invocation: dict[str, Any] | None = None
-    started: float = field(default_factory=time.perf_counter)
+    started: float = msgspec.field(default_factory=time.perf_counter)
     task: asyncio.Task[Any] | None = None
-    replies: list[str] = field(default_factory=list)
+    replies: list[str] = msgspec.field(default_factory=list)
     # Made by the slow-handler sampler's first sample: most handlers are never sampled (one per action).
     stacks: Counter[tuple[str, ...]] | None = None
     sampled: int = 0

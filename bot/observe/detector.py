@@ -35,8 +35,9 @@ import bisect
 import math
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Literal
+
+import msgspec
 
 from bot.db import actions as action_queries
 from bot.db.core import Connection
@@ -58,8 +59,7 @@ Level = Literal["notice", "warning", "error"]
 Rule = Literal["error_rate", "repeat", "latency", "new_fingerprint", "task_stopped", "not_loaded"]
 
 
-@dataclass(frozen=True, slots=True)
-class Signal:
+class Signal(msgspec.Struct, frozen=True):
     rule: Rule
     level: Level
     kind: str
@@ -112,19 +112,17 @@ class _Counts:
             self.failures -= failures
 
 
-@dataclass(slots=True)
-class _KindWindow:
+class _KindWindow(msgspec.Struct):
     counts: _Counts
     firing: bool = False
     last_failure: ActionRecord | None = None
 
 
-@dataclass(slots=True)
-class _Latency:
-    recent: deque[float] = field(default_factory=deque)
-    recent_sorted: list[float] = field(default_factory=list)
-    baseline: deque[float] = field(default_factory=deque)
-    baseline_sorted: list[float] = field(default_factory=list)
+class _Latency(msgspec.Struct):
+    recent: deque[float] = msgspec.field(default_factory=deque)
+    recent_sorted: list[float] = msgspec.field(default_factory=list)
+    baseline: deque[float] = msgspec.field(default_factory=deque)
+    baseline_sorted: list[float] = msgspec.field(default_factory=list)
     firing: bool = False
     last_seen: float = 0.0
 
@@ -148,8 +146,7 @@ def _latency_holds(rule: LatencyRule, recent: float, base: float) -> bool:
     return recent >= rule.min_ms and recent > rule.factor * base
 
 
-@dataclass(frozen=True)
-class WindowHistory:
+class WindowHistory(msgspec.Struct, frozen=True):
     """What the stored actions say the windows held at `now` (`restore_windows` reads it)."""
 
     now: float

@@ -26,7 +26,6 @@ import functools
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -62,8 +61,7 @@ class Stopping(Exception):
     """The recorder is stopping while storage fails: the store gives up waiting (the journal keeps all)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Recovery:
+class Recovery(msgspec.Struct, frozen=True):
     """Records the database did not have, read from the journal when the store started: after a crash,
     a stop while the database was failing, or into a database that is new, deleted or replaced."""
 
@@ -73,8 +71,7 @@ class Recovery:
     new_database: bool  # it held nothing of this journal
 
 
-@dataclass(frozen=True, slots=True)
-class PruneReport:
+class PruneReport(msgspec.Struct, frozen=True):
     """The last prune: rows removed, and the store's bytes before, at their largest, after, and the
     ceiling it kept under (before plus the margin)."""
 
@@ -85,8 +82,7 @@ class PruneReport:
     ceiling_bytes: int
 
 
-@dataclass(slots=True)
-class _Recovering:
+class _Recovering(msgspec.Struct):
     """The catch-up at start: the journal up to `upto` (0 once done), and the span it found."""
 
     upto: int

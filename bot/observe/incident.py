@@ -9,8 +9,9 @@ incident need not import the bookkeeping that keeps it.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+import msgspec
 
 __all__ = ["Announcer", "Category", "Incident", "State"]
 
@@ -19,8 +20,7 @@ State = Literal["open", "acknowledged", "resolved", "muted"]
 Category = Literal["code", "environment"]
 
 
-@dataclass
-class Incident:
+class Incident(msgspec.Struct):
     rule: str
     rules: list[str]
     level: str
@@ -45,10 +45,10 @@ class Incident:
     flushing: bool = False
     unsaved: bool = False  # a change storage refused: written again once storage works
     saved_at: float = 0.0  # the `updated_at` of this process's last write: newer rows are another's
-    created: asyncio.Event = field(default_factory=asyncio.Event)
+    created: asyncio.Event = msgspec.field(default_factory=asyncio.Event)
     # Failures of a resolved incident's kind seen since it was resolved (in this process): counted into
     # it if it reopens, so its count, users and last seen say what happened.
-    recurred: list[Any] = field(default_factory=list)
+    recurred: list[Any] = msgspec.field(default_factory=list)
 
     @property
     def active(self) -> bool:
@@ -114,7 +114,7 @@ class Incident:
 
 _STORED = tuple(
     name
-    for name in Incident.__dataclass_fields__
+    for name in Incident.__struct_fields__
     if name not in ("dirty", "flushing", "unsaved", "created", "saved_at", "recurred")
 )
 

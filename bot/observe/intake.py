@@ -27,8 +27,9 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from bot.db.action_writes import Journaled, row
 from bot.db.retry import RetryPolicy, StorageHealth, storage_fault
@@ -48,12 +49,11 @@ class _Refused(Exception):
     """A batch behind one the journal failed to take: not tried, so the journal keeps their order."""
 
 
-@dataclass(slots=True)
-class _Batch:
+class _Batch(msgspec.Struct):
     """Records kept for the journal: their lines, their (seq, row) for the store, how many are failures."""
 
-    lines: list[bytes] = field(default_factory=list)
-    rows: list[Journaled] = field(default_factory=list)
+    lines: list[bytes] = msgspec.field(default_factory=list)
+    rows: list[Journaled] = msgspec.field(default_factory=list)
     failures: int = 0
 
     @classmethod

@@ -26,10 +26,10 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import msgspec
 import orjson
 
 __all__ = ["Journal", "JournalReader", "journal_line", "line_seq"]
@@ -280,14 +280,13 @@ class Journal:
         return opened
 
 
-@dataclass
-class JournalReader:
+class JournalReader(msgspec.Struct):
     """Reads the journal on from a position, across rotations; `take()` returns parsed records."""
 
     journal: Journal
     after: int  # the last sequence number returned (or skipped)
     unreadable: int = 0  # lines with a sequence number that did not parse
-    _open: list[IO[bytes]] = field(default_factory=list)
+    _open: list[IO[bytes]] = msgspec.field(default_factory=list)
     _held: tuple[int, bytes] | None = None  # a line read past `upto`, returned by a later take()
 
     def take(self, upto: int, limit: int) -> list[tuple[int, dict[str, Any]]]:

@@ -39,10 +39,11 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from bot.db import provenance
 from bot.db.records import ActionRecord
@@ -66,12 +67,11 @@ _SWITCH_INTERVAL_S = 0.0005
 Subscriber = Callable[[ActionRecord], None]
 
 
-@dataclass
-class PendingAction:
+class PendingAction(msgspec.Struct):
     """What a `with recorder.action(...)` block can add before it is recorded."""
 
     cost_usd: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)
     ok: bool | None = None  # set False to record a handled failure without raising
 
 

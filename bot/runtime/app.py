@@ -24,11 +24,11 @@ import math
 import pkgutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import discord
+import msgspec
 import yarl
 from discord import app_commands
 from discord.ext import commands
@@ -91,8 +91,7 @@ def discover_extensions(package: str = "cogs") -> list[str]:
     )
 
 
-@dataclass(frozen=True)
-class ShardState:
+class ShardState(msgspec.Struct, frozen=True):
     """One gateway shard this process runs, as /health and /metrics show it."""
 
     id: int

@@ -29,9 +29,9 @@ from __future__ import annotations
 import functools
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import wrapt
 from discord import app_commands
 
@@ -62,15 +62,14 @@ _LISTENERS = (
 )
 
 
-@dataclass
-class _Installed:
+class _Installed(msgspec.Struct):
     """What was put on one bot: the recording, and what each wrapped attribute was before."""
 
     recording: Recording
-    saved: list[tuple[Any, str, Any]] = field(
+    saved: list[tuple[Any, str, Any]] = msgspec.field(
         default_factory=list
     )  # (owner, name, instance value or _MISSING)
-    listeners: list[tuple[Callable[..., Any], str]] = field(default_factory=list)
+    listeners: list[tuple[Callable[..., Any], str]] = msgspec.field(default_factory=list)
     on_error: Callable[..., Any] | None = None  # the tree's on_error mendbot put on
 
 

@@ -14,8 +14,9 @@ import bisect
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
+
+import msgspec
 
 from bot.db import metrics as queries
 from bot.db.records import ActionRecord
@@ -36,11 +37,10 @@ _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300
 _INCIDENT_LEVELS = ("notice", "warning", "error")
 
 
-@dataclass
-class _Latency:
+class _Latency(msgspec.Struct):
     """One kind's latency histogram: how many fell in each bucket (not cumulative), and their sum."""
 
-    counts: list[int] = field(default_factory=lambda: [0] * (len(_BUCKETS) + 1))
+    counts: list[int] = msgspec.field(default_factory=lambda: [0] * (len(_BUCKETS) + 1))
     total_s: float = 0.0
 
     def observe(self, seconds: float) -> None:
@@ -63,8 +63,7 @@ def _float_text(value: float) -> str:
     return repr(float(value))
 
 
-@dataclass
-class _State:
+class _State(msgspec.Struct):
     """What a scrape reads of the bot's state, gathered before rendering (which does not wait)."""
 
     incidents: dict[str, int]

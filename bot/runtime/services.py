@@ -8,12 +8,12 @@ from __future__ import annotations
 import datetime as _datetime_module
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import discord
+import msgspec
 
 from bot.chat import ChatService
 from bot.dashboard.signin import DashboardSignIn
@@ -64,8 +64,7 @@ PROMPTS_DIR = REPO_ROOT / "prompts"
 _log = get_logger(__name__)
 
 
-@dataclass
-class Services:
+class Services(msgspec.Struct):
     settings: Settings
     db: Connection
     prompts: PromptRegistry
@@ -84,11 +83,11 @@ class Services:
     cluster: Cluster
     drill: DrillService
     people: People  # the names people go by, as the bot last saw them
-    redactor: Redactor = field(default_factory=Redactor)
-    storage: StorageHealth = field(default_factory=StorageHealth)
-    daemons: Daemons = field(default_factory=Daemons)
+    redactor: Redactor = msgspec.field(default_factory=Redactor)
+    storage: StorageHealth = msgspec.field(default_factory=StorageHealth)
+    daemons: Daemons = msgspec.field(default_factory=Daemons)
     closed: bool = False
-    boot_notices: list[str] = field(default_factory=list)  # posted in #dev once the bot is ready
+    boot_notices: list[str] = msgspec.field(default_factory=list)  # posted in #dev once the bot is ready
     dashboard: DashboardSignIn | None = None  # sign-in links; serving only while a dashboard runs
     database_file: FileIdentity | None = None  # the SQLite file's identity, watched (None: PostgreSQL)
 

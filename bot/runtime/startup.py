@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -121,14 +120,14 @@ def is_network_failure(exc: BaseException) -> bool:
     return False
 
 
-@dataclass(frozen=True)
 class Backoff:
     """Delays between attempts: from `initial`, doubling, at most `maximum` seconds — each drawn
     between half and all of that (jitter), so a bot is back within a few seconds of Discord answering
     however long it was away, and bots do not come back in step."""
 
-    initial: float = 1.0
-    maximum: float = 5.0
+    def __init__(self, initial: float = 1.0, maximum: float = 5.0) -> None:
+        self.initial = initial
+        self.maximum = maximum
 
     def delays(self) -> Iterator[float]:
         delay = self.initial

@@ -42,9 +42,10 @@ import contextlib
 import os
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from bot.db import actions as action_queries
 from bot.db import cluster as queries
@@ -156,8 +157,7 @@ class ActionTail:
         return fresh
 
 
-@dataclass
-class Cluster:
+class Cluster(msgspec.Struct):
     """This process's part: leader work while it leads, following merges always (module docstring)."""
 
     settings: Settings
@@ -173,13 +173,13 @@ class Cluster:
     gap_wait_s: float = 5.0
     deploy_poll_s: float = 2.0  # merging runs are looked for this often even without a notification
     # Set by the Ship cog once chat is up: merges, watches and their reports need it.
-    deploy_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    deploy_ready: asyncio.Event = msgspec.field(default_factory=asyncio.Event)
     loaded_sha: str | None = None  # the commit whose code this process runs
     follow_problem: str | None = None  # why the live checkout is not at the last merge
     tail_position: int | None = None
     rollout: Rollout | None = None  # with a canary configured (bot/scale/rollout.py)
-    _shipping: set[int] = field(default_factory=set)
-    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    _shipping: set[int] = msgspec.field(default_factory=set)
+    _tasks: set[asyncio.Task[Any]] = msgspec.field(default_factory=set)
 
     @property
     def shared(self) -> bool:

@@ -35,8 +35,9 @@ import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, LiteralString
+
+import msgspec
 
 from bot.kernel.log import get_logger
 
@@ -69,8 +70,7 @@ def lock_key(name: str) -> int:
 LEADER_KEY = lock_key("mendbot:leader")
 
 
-@dataclass(frozen=True)
-class Transition:
+class Transition(msgspec.Struct, frozen=True):
     """Leadership gained (`leader` True) or lost, why, and when (`time.monotonic()`).
 
     On Linux the monotonic clock is one clock for every process of the host, so transitions of
@@ -82,8 +82,7 @@ class Transition:
     at: float
 
 
-@dataclass(frozen=True)
-class Holder:
+class Holder(msgspec.Struct, frozen=True):
     """Who leads: a server backend's pid (the process's own pid for `SoleLeader`) and its name."""
 
     pid: int

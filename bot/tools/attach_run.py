@@ -27,11 +27,11 @@ import runpy
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import discord
+import msgspec
 import wrapt
 from discord.ext import commands
 
@@ -50,13 +50,12 @@ class AttachError(Exception):
     """What `mendbot attach` was given cannot be run; the message is the whole explanation."""
 
 
-@dataclass(frozen=True)
-class Program:
+class Program(msgspec.Struct, frozen=True):
     """A Python program: a script (`bot.py`) or a module (`-m mybot`), and its arguments."""
 
     target: str
     module: bool
-    args: list[str] = field(default_factory=list)
+    args: list[str] = msgspec.field(default_factory=list)
 
     def __str__(self) -> str:
         return " ".join(["python", *(["-m"] if self.module else []), self.target, *self.args])

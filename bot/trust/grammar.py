@@ -42,9 +42,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
+
+import msgspec
 
 from bot.db.approvals import ApprovalForm
 
@@ -66,8 +67,7 @@ __all__ = [
 Verdict = Literal["approve", "reject", "object", "unclear", "none"]
 
 
-@dataclass(frozen=True)
-class Form:
+class Form(msgspec.Struct, frozen=True):
     """One decision and the whole messages (already normalised) that express it."""
 
     form: ApprovalForm
@@ -114,8 +114,7 @@ _SKIN_TONES = range(0x1F3FB, 0x1F400)
 _VARIATION_SELECTORS = (range(0xFE00, 0xFE10), range(0xE0100, 0xE01F0))
 
 
-@dataclass(frozen=True)
-class Reading:
+class Reading(msgspec.Struct, frozen=True):
     """The verdict on one message: `form` is set exactly when the verdict is approve or reject.
 
     `reason`: "phrase" (approve, reject); "hold", "negated", "refusal" (object); "code", "quoted",

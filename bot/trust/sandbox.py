@@ -57,8 +57,9 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from bot.kernel.git import git
 from bot.kernel.log import get_logger
@@ -107,8 +108,7 @@ class SandboxUnavailable(Exception):
     """No working sandbox here: code from a worktree must not run. The message says why and what to do."""
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(msgspec.Struct, frozen=True):
     """Limits inside the sandbox. Memory, CPU, file size and open files are per process (0 = none);
     `processes` (tasks at once), `tmp_mb` (each of /tmp and /dev/shm) and `worktree_grow_mb` (what one
     command may write into the tree) hold for the whole command. `wall_s` is set per command."""
@@ -137,8 +137,7 @@ class Limits:
         }
 
 
-@dataclass(frozen=True)
-class JailResult:
+class JailResult(msgspec.Struct, frozen=True):
     """A command run by `Jail.run()`: what the process did, and the limit it reached by the supervisor's
     word (or the host's backstop timer) — None when it reached none."""
 
@@ -175,8 +174,7 @@ def _python_roots() -> list[Path]:
     return roots
 
 
-@dataclass(frozen=True)
-class Jail:
+class Jail(msgspec.Struct, frozen=True):
     """One confinement: a worktree, its scratch directory, the argv prefix of stage 1 and of stage 2."""
 
     worktree: Path

@@ -13,7 +13,8 @@ import re
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+
+import msgspec
 
 from bot.trust.redact import secret_forms
 
@@ -64,8 +65,7 @@ def _rejoinable(line: str) -> str:
     return _LINE_ENDS.sub("", _LITERAL_JUNCTION.sub("", line))
 
 
-@dataclass(frozen=True)
-class _Known:
+class _Known(msgspec.Struct, frozen=True):
     """The bot's own secret values: every form of each as one pattern, and the kind each form is."""
 
     kinds: dict[str, str]

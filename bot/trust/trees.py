@@ -27,8 +27,9 @@ import os
 import stat
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+import msgspec
 
 from bot.kernel.git import GitError, git
 from bot.trust.path_rules import secret_reason
@@ -58,8 +59,7 @@ class HostileTree(Exception):
         super().__init__(f"the change carries what mendbot will not commit or run: {shown}{more}")
 
 
-@dataclass(frozen=True)
-class Symlink:
+class Symlink(msgspec.Struct, frozen=True):
     """A symlink a change adds or changes: shown as such in the proposal, never as a one-line file."""
 
     path: str
@@ -172,8 +172,7 @@ async def _write_tree(repo: Path, entries: dict[str, tuple[str, str]]) -> str:
     return result.output.strip()
 
 
-@dataclass
-class _Scan:
+class _Scan(msgspec.Struct):
     """What a worktree holds, read with lstat: what to hash, and what cannot be committed."""
 
     kept: dict[str, tuple[str, str]]  # gitlinks main already has, kept as they are
