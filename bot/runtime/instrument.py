@@ -2,8 +2,8 @@
 
 As OpenTelemetry's instrumentation packages observe a library, this observes a bot through
 discord.py's own hooks, whatever the bot's class: nothing is subclassed and nothing of discord.py's
-classes is patched. On the instance (and its command tree and view store) it wraps, with `wrapt` so
-that signatures, `__wrapped__` and introspection survive:
+classes is patched. On the instance (and its command tree and view store) it wraps, each wrapper
+dressed as the method it wraps (`functools.wraps`: its name, and its signature through `__wrapped__`):
 
 - `invoke` (every prefix command and hybrid command, after the bot's own `on_message` and
   `process_commands` have done whatever they do), `_schedule_event` and `_run_event` (every listener
@@ -32,14 +32,13 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-import wrapt
 from discord import app_commands
 
 from bot.runtime.entry_points import observe_view_store, unobserve_view_store
 from bot.runtime.recording import OURS, OWN_ON_ERROR, Host, Recording
 from bot.runtime.tree_recording import tree_call, tree_on_error
 
-__all__ = ["instrument", "recording_of", "uninstrument"]
+__all__ = ["instrument", "recording_of", "uninstrument", "wrapper_of"]
 
 _MISSING = object()
 # The bot's methods routed through the recording: the bot's name → the recording's method that wraps it.
@@ -85,17 +84,24 @@ def recording_of(bot: Any) -> Recording | None:
     return found.recording if found is not None else None
 
 
+def wrapper_of(original: Callable[..., Any], route: Callable[..., Any]) -> Callable[..., Any]:
+    """A function calling `route(original, *args, **kwargs)`, dressed as `original` (its name, its
+    docstring, its signature through `__wrapped__`): what goes in place of a method of a bot's — on an
+    instance, where `original` is bound, or on a class, where the instance comes first in `args`."""
+
+    @functools.wraps(original)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return route(original, *args, **kwargs)
+
+    return wrapper
+
+
 def _wrap(installed: _Installed, owner: Any, name: str, route: Callable[..., Any]) -> None:
-    """Replace `owner.name` on the instance by a wrapt wrapper calling `route(original, *args)`."""
+    """Replace `owner.name` on the instance by a wrapper calling `route(original, *args)`."""
     previous = owner.__dict__.get(name, _MISSING)
-    original = getattr(owner, name)
-
-    def wrapper(wrapped: Any, _instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return route(wrapped, *args, **kwargs)
-
+    wrapper = wrapper_of(getattr(owner, name), route)
     installed.recording.sampler.skip(wrapper, route)  # around every handler: not where its time went
-    wrapped = wrapt.FunctionWrapper(original, wrapper)
-    setattr(owner, name, wrapped)
+    setattr(owner, name, wrapper)
     installed.saved.append((owner, name, previous))
 
 

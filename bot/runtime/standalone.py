@@ -19,15 +19,14 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import wrapt
 
 from bot.kernel.log import configure_logging, get_logger
 from bot.kernel.settings import ConfigError, Settings, load_settings
 from bot.runtime.attachment import Attachment, attach
-from bot.runtime.instrument import recording_of
+from bot.runtime.instrument import recording_of, wrapper_of
 from bot.runtime.recording import Host
 from bot.runtime.services import build_services
 from bot.trust.redact import Redactor
@@ -102,14 +101,14 @@ def _closing_with(bot: Host, mend: Attachment) -> None:
     gateway, its program's main task (`bot.run()`) may end, and the event loop with it, cancelling what
     is still closing — and a database left open holds the process's exit forever."""
 
-    async def close(wrapped: Any, _instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def close(original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
             await mend.closed()
         except Exception:
             _log.exception("mendbot's services failed to close: closing the bot anyway")
-        return await wrapped(*args, **kwargs)
+        return await original(*args, **kwargs)
 
-    bot.close = wrapt.FunctionWrapper(bot.close, close)  # type: ignore[method-assign]
+    bot.close = wrapper_of(bot.close, close)  # type: ignore[method-assign]
 
 
 def _syncing_once_connected(bot: Host, mend: Attachment) -> None:

@@ -32,12 +32,12 @@ from typing import Any
 
 import discord
 import msgspec
-import wrapt
 from discord.ext import commands
 
 from bot.kernel import startgc
 from bot.kernel.settings import EX_CONFIG, ConfigError, Settings
 from bot.runtime.attachment import Attachment
+from bot.runtime.instrument import wrapper_of
 from bot.runtime.standalone import attach_to, host_settings
 
 __all__ = ["AttachError", "Hooks", "Program", "parse_program", "run_attached", "run_program"]
@@ -113,12 +113,12 @@ class Hooks:
 
     def install(self) -> None:
         """Wrap discord.Client's `login` and `start` in this process."""
-        wrapt.wrap_function_wrapper(discord.Client, "login", self.login)
-        wrapt.wrap_function_wrapper(discord.Client, "start", self.start)
+        discord.Client.login = wrapper_of(discord.Client.login, self.login)  # type: ignore[method-assign]
+        discord.Client.start = wrapper_of(discord.Client.start, self.start)  # type: ignore[method-assign]
 
-    async def login(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def login(self, original: Callable[..., Any], instance: Any, *args: Any, **kwargs: Any) -> Any:
         await self.attach(instance, load=True)
-        return await wrapped(*args, **kwargs)
+        return await original(instance, *args, **kwargs)
 
     async def attach(self, bot: Any, *, load: bool) -> Attachment | None:
         """mendbot's attachment on `bot` (None for a client without commands); with `load`, the `mendbot`
@@ -140,9 +140,9 @@ class Hooks:
             await bot.load_extension("mendbot")
         return mend
 
-    async def start(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def start(self, original: Callable[..., Any], instance: Any, *args: Any, **kwargs: Any) -> Any:
         if not self.play:
-            return await wrapped(*args, **kwargs)
+            return await original(instance, *args, **kwargs)
         # The `mendbot` extension is loaded at the login the virtual Discord makes, inside the bot's work
         # there (its cogs start tasks that wait for the world's gates).
         mend = await self.attach(instance, load=False)
