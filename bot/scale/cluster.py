@@ -157,8 +157,11 @@ class ActionTail:
         return fresh
 
 
-class Cluster(msgspec.Struct):
-    """This process's part: leader work while it leads, following merges always (module docstring)."""
+class Cluster(msgspec.Struct, dict=True):
+    """This process's part: leader work while it leads, following merges always (module docstring).
+
+    (`dict=True`: one process's instance can be given a method of its own, as a test that follows
+    one process's moves among several does.)"""
 
     settings: Settings
     db: Connection
