@@ -304,7 +304,7 @@ async def _run(settings: Settings, console: Console | None = None) -> int:
     assert settings.discord_token is not None
     if console is not None:
         console.hold()
-    services = await build_services(settings)
+    services = await build_services(settings, connecting=True)
     bot = MendBot(services)
     shown = asyncio.create_task(_show_held_when_ready(bot, console))
     health = (

@@ -23,6 +23,7 @@ import aiohttp
 import pytest
 
 from bot.__main__ import _run, main
+from bot.db import actions as action_queries
 from bot.kernel.settings import Settings
 from bot.runtime.app import MendBot
 from bot.runtime.services import build_services
@@ -103,6 +104,41 @@ async def test_start_logs_in_syncs_commands_to_the_dev_guild_and_connects(
         assert bot.get_channel(discord_api.guild.channel("dev").id) is not None
     finally:
         await _stop(bot, task)
+
+
+async def test_a_starting_bots_background_work_waits_for_its_gateway_session(
+    tmp_path: Path, discord_api: DiscordDouble
+) -> None:
+    """Built for a bot about to connect, the services' daemons (the action store, retention, watchers)
+    wait until it has its session; then what was recorded meanwhile reaches the database."""
+    services = await build_services(
+        live_settings(tmp_path, discord_api), watch_prompts=False, connecting=True
+    )
+    bot = MendBot(services, guild_ready_timeout=0.05)
+    services.recorder.record("command:early", "test", ok=True, duration_ms=1.0)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert services.daemons.holding and await action_queries.last_id(services.db) == 0
+    task = asyncio.create_task(start_on_discord(bot, discord_api.token))
+    try:
+        await asyncio.wait_for(bot.wait_until_ready(), timeout=30)
+        assert not services.daemons.holding
+        await asyncio.wait_for(services.recorder.flush(), timeout=30)
+        assert await action_queries.last_id(services.db) >= 1
+    finally:
+        await _stop(bot, task)
+
+
+async def test_services_closed_before_the_bot_connected_keep_what_was_recorded(
+    tmp_path: Path, discord_api: DiscordDouble
+) -> None:
+    """A start that ends before its gateway session (a bad token, a signal) loses no record it made."""
+    settings = live_settings(tmp_path, discord_api)
+    services = await build_services(settings, watch_prompts=False, connecting=True)
+    services.recorder.record("command:early", "test", ok=False, duration_ms=1.0, error=ValueError("x"))
+    await asyncio.wait_for(services.aclose(), timeout=15)
+    journal = (settings.log_dir / "actions.ndjson").read_text()
+    assert '"command:early"' in journal
 
 
 @pytest.mark.parametrize(

@@ -190,6 +190,11 @@ class Attachment(Recording):
         """A bot mendbot did not build, ready: extensions that failed to load told in the dev channel."""
         await self.report_boot_problems()
 
+    async def release_daemons(self) -> None:
+        """The bot has its gateway session: the services' background work, held while it started, runs
+        (bot/kernel/daemons.py)."""
+        self.services.daemons.release()
+
     # -- the reload target (bot/deploy/reload.py) --------------------------------------------------
 
     @property
@@ -351,6 +356,8 @@ def attach(
     )
     instrument(bot, attachment)
     services.recorder.on_recovery(attachment.report_recovery)
+    if services.daemons.holding:
+        bot.add_listener(attachment.release_daemons, "on_connect")
     return attachment
 
 

@@ -5,6 +5,7 @@ Nothing in cogs reaches for a module-level singleton; cogs use `bot.runtime.serv
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _datetime_module
 import time
 from collections.abc import Callable
@@ -57,9 +58,10 @@ if TYPE_CHECKING:
     from bot.improve.agent import CodeAgent
     from bot.trust.gateway import ModelGateway
 
-__all__ = ["Services", "build_services"]
+__all__ = ["DAEMONS_HELD_AT_MOST_S", "Services", "build_services"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+DAEMONS_HELD_AT_MOST_S = 5.0  # a bot that has not connected by then gets its daemons all the same
 PROMPTS_DIR = REPO_ROOT / "prompts"
 _log = get_logger(__name__)
 
@@ -138,6 +140,9 @@ class Services(msgspec.Struct):
         if self.closed:
             return
         self.closed = True
+        if self.daemons.holding:  # closed before the bot connected: what was recorded is kept first
+            self.daemons.release()
+            await asyncio.sleep(0)  # the held writer starts (its first step), so closing it journals
         self.reminders.stop()
         await self.drill.close()
         self.autonomy.close()
@@ -176,14 +181,22 @@ async def build_services(
     prompts_dir: Path | None = None,
     watch_prompts: bool = True,
     leadership: Leadership | None = None,
+    connecting: bool = False,
 ) -> Services:
     """Open the database, load prompts and build every service. Prompt errors are logged.
 
-    `leadership` defaults to the one the settings call for (`bot.scale.cluster.leadership_for`)."""
+    `leadership` defaults to the one the settings call for (`bot.scale.cluster.leadership_for`).
+    `connecting`: for a bot about to connect — the services' daemons wait until it has its gateway
+    session (the attachment releases them at `on_connect`; bot/kernel/daemons.py)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = await core.connect(settings.database_target, timeout_ms=settings.storage.busy_timeout_ms)
+    daemons = Daemons()
+    if connecting:
+        daemons.hold(DAEMONS_HELD_AT_MOST_S)
     try:
-        services = await _assemble(settings, db, clock, prompts_dir, leadership or leadership_for(settings))
+        services = await _assemble(
+            settings, db, clock, prompts_dir, leadership or leadership_for(settings), daemons=daemons
+        )
     except BaseException:
         await db.close()  # an open connection's thread would keep the process alive
         raise
@@ -227,6 +240,8 @@ async def _assemble(
     clock: Callable[[], datetime],
     prompts_dir: Path | None,
     leadership: Leadership,
+    *,
+    daemons: Daemons,
 ) -> Services:
     prompts = PromptRegistry(prompts_dir or PROMPTS_DIR)
     prompts.load_all()
@@ -370,6 +385,7 @@ async def _assemble(
             db, settings.dashboard, lambda: clock().timestamp(), access=AccessPolicy(lambda: settings.access)
         ),
         database_file=database_file,
+        daemons=daemons,
     )
     services.daemons.start("action-writer", recorder.run_writer())
     # Retention runs in the background from the start: millions of expired rows must not delay

@@ -64,12 +64,14 @@ async def attach_to(
     *,
     console_level: str = "WARNING",
     restart_at_exit: bool = True,
+    connecting: bool | None = None,
 ) -> Attachment:
     """Attach mendbot to a bot it did not build (once: a second call returns the first attachment).
 
     `console_level`: what of mendbot's log reaches the program's console. `restart_at_exit`: a restart a
     deploy asked for is applied when the program ends (off where the caller starts the program again
-    itself, as the attach demo does)."""
+    itself, as the attach demo does). `connecting`: the bot is about to connect to Discord, so the
+    services' background work waits for its gateway session (by default: it has none yet)."""
     found = recording_of(bot)
     if isinstance(found, Attachment):
         return found
@@ -83,7 +85,9 @@ async def attach_to(
         console_tracebacks=False,  # the program's console is its own: one line each, tracebacks in the log
         logger="bot",
     )
-    services = await build_services(settings)
+    if connecting is None:
+        connecting = bot.user is None
+    services = await build_services(settings, connecting=connecting)
     mend = attach(bot, services, owns_services=True)
     mend.sampler.start()
     _closing_with(bot, mend)

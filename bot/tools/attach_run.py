@@ -134,7 +134,11 @@ class Hooks:
         if bot not in self.bots:
             self.bots.append(bot)
         mend = await attach_to(
-            bot, self.settings, console_level=self.console_level, restart_at_exit=self.restart_at_exit
+            bot,
+            self.settings,
+            console_level=self.console_level,
+            restart_at_exit=self.restart_at_exit,
+            connecting=not self.play,  # the virtual Discord's world starts the daemons' work at once
         )
         if load and "mendbot" not in bot.extensions:
             await bot.load_extension("mendbot")
