@@ -49,6 +49,7 @@ __all__ = [
     "connect",
     "dialect",
     "execute",
+    "execute_all",
     "first",
     "indexed_by",
     "open_postgresql",
@@ -124,6 +125,12 @@ def _sqlite_run(
         cursor.close()
 
 
+def _sqlite_run_all(bound: list[tuple[str, dict[str, Any]]], conn: sqlite3.Connection) -> None:
+    """On the connection's thread: each statement in order, for its effect."""
+    for text, values in bound:
+        conn.execute(text, values).close()
+
+
 async def _run(db: Connection, sql: str, params: Mapping[str, Any]) -> tuple[list[dict[str, Any]], int]:
     """(rows as dicts, rowcount) of one statement on `db`."""
     if isinstance(db, PostgresDatabase):
@@ -166,6 +173,18 @@ async def execute(db: Connection, sql: str, **params: Any) -> int:
     """Run a statement for its effect; how many rows it changed."""
     _, count = await _run(db, sql, params)
     return int(count)
+
+
+async def execute_all(db: Connection, statements: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+    """Run statements in order for their effect: on SQLite in one hand-over to the connection's thread
+    (a start storing its handler map made one per row, each a wait on that thread), on PostgreSQL one
+    after another."""
+    if isinstance(db, Database):
+        bound = [_bound(sql, params, postgresql=False) for sql, params in statements]
+        await db.run_sync(functools.partial(_sqlite_run_all, bound))
+        return
+    for sql, params in statements:
+        await _run(db, sql, params)
 
 
 class PostgresDatabase:

@@ -46,11 +46,21 @@ async def replace_cog(db: Connection, cog: str, locations: Sequence[HandlerLocat
     hold one; a reader between the statements sees the cog without some of its handlers, which
     only means "no map yet".
     """
-    await core.execute(db, _DELETE_COG, cog=cog)
-    for h in locations:
-        await core.execute(
-            db, _STORE, kind=h.kind, path=h.path, qualname=h.qualname, line=h.line, cog=cog, updated_at=now
+    stores = [
+        (
+            _STORE,
+            {
+                "kind": h.kind,
+                "path": h.path,
+                "qualname": h.qualname,
+                "line": h.line,
+                "cog": cog,
+                "updated_at": now,
+            },
         )
+        for h in locations
+    ]
+    await core.execute_all(db, [(_DELETE_COG, {"cog": cog}), *stores])
 
 
 async def for_kinds(db: Connection, kinds: Collection[str]) -> list[HandlerLocation]:
