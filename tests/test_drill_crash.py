@@ -129,7 +129,8 @@ async def test_drills_started_at_once_in_processes_sharing_postgresql_are_one_dr
         started = [r for r in results if isinstance(r, int)]
         refused = [r for r in results if isinstance(r, UserError)]
         assert started == [1] and len(refused) == 1, results
-        assert "Fire drill #1 is still running" in str(refused[0])
+        # Still running, or (on a loaded machine it can end first: no model key here) just over.
+        assert re.search(r"Fire drill #1 (is still running|began less than)", str(refused[0])), refused
         winner = a if isinstance(results[0], int) else b
         report = await winner.drill.wait()
     assert report is not None and report.number == 1
