@@ -71,9 +71,8 @@ class RebaseOutcome(msgspec.Struct, frozen=True):
     diff_changed: bool
     verification: Verification
     onto: str = ""
-    resolved_imports: list[str] = msgspec.field(
-        default_factory=list
-    )  # files whose import conflicts were merged
+    # files whose import conflicts were merged
+    resolved_imports: list[str] = msgspec.field(default_factory=list)
 
 
 class LiveUpdate(msgspec.Struct, frozen=True):

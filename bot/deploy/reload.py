@@ -64,9 +64,8 @@ class Plan(msgspec.Struct):
     """What a set of changed files takes to apply."""
 
     extensions: list[str] = msgspec.field(default_factory=list)  # extension module names, e.g. "cogs.dice"
-    prompts: list[str] = msgspec.field(
-        default_factory=list
-    )  # repository paths, e.g. "prompts/chat/persona.md"
+    # repository paths, e.g. "prompts/chat/persona.md"
+    prompts: list[str] = msgspec.field(default_factory=list)
     restart: bool = False
     other: list[str] = msgspec.field(default_factory=list)  # changed files that need nothing (tests, docs)
     restart_paths: list[str] = msgspec.field(default_factory=list)  # the files that call for the restart

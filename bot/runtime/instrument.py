@@ -65,9 +65,8 @@ class _Installed(msgspec.Struct):
     """What was put on one bot: the recording, and what each wrapped attribute was before."""
 
     recording: Recording
-    saved: list[tuple[Any, str, Any]] = msgspec.field(
-        default_factory=list
-    )  # (owner, name, instance value or _MISSING)
+    # (owner, name, instance value or _MISSING)
+    saved: list[tuple[Any, str, Any]] = msgspec.field(default_factory=list)
     listeners: list[tuple[Callable[..., Any], str]] = msgspec.field(default_factory=list)
     on_error: Callable[..., Any] | None = None  # the tree's on_error mendbot put on
 
