@@ -334,3 +334,6 @@ async def test_packaged_bot_with_the_one_line_goes_from_failure_to_rollback(tmp_
             except BaseException:
                 _show(discord_api, bot)
                 raise
+    # Rolled back: the extension's code is the old code again, committed, nothing left over.
+    assert bug in (repo / "src" / "quiz" / "extensions" / "trivia.py").read_text()
+    assert git(repo, "status", "--porcelain", "--untracked-files=no") == ""
