@@ -43,23 +43,10 @@ async def replace_cog(db: Connection, cog: str, locations: Sequence[HandlerLocat
     """Forget what `cog` handled and store `locations` instead.
 
     No explicit transaction: this runs on the shared connection, where another coroutine may
-    hold one; a reader between the statements sees the cog without some of its handlers, which
-    only means "no map yet".
+    hold one; on PostgreSQL a reader between the statements sees the cog without some of its handlers
+    (on SQLite they go in one hand-over), which only means "no map yet".
     """
-    stores = [
-        (
-            _STORE,
-            {
-                "kind": h.kind,
-                "path": h.path,
-                "qualname": h.qualname,
-                "line": h.line,
-                "cog": cog,
-                "updated_at": now,
-            },
-        )
-        for h in locations
-    ]
+    stores = [(_STORE, {**msgspec.structs.asdict(h), "cog": cog, "updated_at": now}) for h in locations]
     await core.execute_all(db, [(_DELETE_COG, {"cog": cog}), *stores])
 
 
