@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import gc
 import os
@@ -43,6 +44,9 @@ if ONLY not in ("", *ENGINES):
 for _name in ("DISCORD_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GITHUB_TOKEN"):
     os.environ.pop(_name, None)
 os.environ["MENDBOT_CONFIG"] = os.devnull
+# Parsed YAML documents (bot/kernel/yamldoc.py) go to a cache of this session's own, not the user's.
+os.environ["XDG_CACHE_HOME"] = _cache = tempfile.mkdtemp(prefix="mendbot-test-cache-")
+atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
 # Test processes log through structlog's default pipeline (a bot process configures its own, which
 # formats tracebacks as plain text). Its console renderer draws each traceback with rich when rich is

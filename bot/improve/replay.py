@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-import yaml
 
 from bot.improve.replay_plan import ReplayCase, ReplayPlan, extension_of
 from bot.kernel.errors import named_bug
@@ -357,6 +356,8 @@ def _prepare(shared: Path, observer: DiscordDouble, plan: ReplayPlan, host: Host
     if host is not None:  # its own program, as mendbot.yaml runs it; its extensions are its own business
         config["discord"] = {key: value for key, value in discord.items() if key != "extensions"}
         config["bot"] = {k: v for k, v in msgspec.to_builtins(host.config).items() if k != "checks"}
+    import yaml  # PyYAML loads with the first replay, not at every start (bot/kernel/yamldoc.py)
+
     (shared / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (shared / "watched.json").write_text(json.dumps(plan.watched))
     os.chmod(shared, 0o755)

@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Annotated, Literal, get_args
 
 import msgspec
-import yaml
 
+from bot.kernel import yamldoc
 from bot.kernel.filewatch import changed_files
 from bot.kernel.log import get_logger
-from bot.kernel.settings import SAFE_LOADER
 
 __all__ = ["Prompt", "PromptError", "PromptMeta", "PromptRegistry", "parse_prompt"]
 
@@ -99,11 +98,11 @@ def parse_prompt(path: Path, root: Path) -> Prompt:
     if not sep:
         raise PromptError(f"{key}: the front matter has no closing `---` line")
     try:
-        data = yaml.load(head, Loader=SAFE_LOADER) or {}
+        data = yamldoc.load(head) or {}
         # Not strict: a quoted number ("100") is taken for one, as YAML's users expect.
         meta = msgspec.convert(data, PromptMeta, strict=False)
-    except yaml.YAMLError as exc:
-        raise PromptError(f"{key}: front matter is not valid YAML: {' '.join(str(exc).split())}") from None
+    except yamldoc.YamlError as exc:
+        raise PromptError(f"{key}: front matter is not valid YAML: {exc}") from None
     except msgspec.ValidationError as exc:
         raise PromptError(f"{key}: {_problem(exc)}") from None
     return Prompt(key=key, meta=meta, body=body.strip() + "\n", path=path)

@@ -19,9 +19,9 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from msgspec import field
 
+from bot.kernel import yamldoc
 from bot.kernel.secret import Secret
 from bot.kernel.sections import (
     HOST_CHECKS,
@@ -48,7 +48,6 @@ from bot.kernel.structs import Before, Invalid, Problem, Section, read
 
 __all__ = [
     "EX_CONFIG",
-    "SAFE_LOADER",
     "ConfigError",
     "Settings",
     "load_settings",
@@ -57,10 +56,6 @@ __all__ = [
 ]
 
 EX_CONFIG = 78  # sysexits.h: configuration error
-# PyYAML's safe loader in C (libyaml, in its wheels) where it has it: ~10x the pure-Python one, which
-# took ~15 ms of a start for a commented config.yaml. It reads the same documents, just as safely.
-SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
 # No pydantic model is on a start's path, but a run's may make one (the forge's client, the SDKs):
 # pydantic looks for plugins in every installed package's entry points when a process makes its first
 # model (~10 ms of CPU); mendbot uses none. The settings are read first in every process; an explicit
@@ -77,7 +72,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     A directory there is read, and fails: running on the defaults would hide the mistake."""
     if not path.exists():
         return {}
-    data: object = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER)
+    data: object = yamldoc.load(path.read_text(encoding="utf-8"))
     if data is None:  # an empty file
         return {}
     if not isinstance(data, dict):
@@ -282,7 +277,7 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
         count = len(exc.problems)
         more = f"; {count - 1} more problem(s) after this one" if count > 1 else ""
         raise ConfigError(_problem_line(exc.problems[0], env_file) + more) from None
-    except (OSError, ValueError, yaml.YAMLError) as exc:  # unreadable or malformed YAML
+    except (OSError, ValueError) as exc:  # unreadable, or malformed YAML (yamldoc.YamlError)
         one_line = " ".join(str(exc).split())
         raise ConfigError(f"config error: cannot read {_config_path()}: {one_line}") from None
     _host_defaults(settings, given)

@@ -1,0 +1,104 @@
+"""The YAML documents mendbot reads at every start (its config file, each prompt's front matter), parsed
+once per text and kept, as Python keeps a module's bytecode.
+
+Importing PyYAML is about 11 ms of every start (its reader compiles a pattern spanning all of Unicode),
+more than reading every one of those documents. `load(text)` looks for the document's parsed form
+under the user's cache directory first (`$XDG_CACHE_HOME/mendbot/yaml`, else `~/.cache/…`), as JSON
+named by the SHA-256 of the text: an edited document has another name, so a stale form is never read,
+and PyYAML is imported only for a text not seen before. What JSON would not give back unchanged (a
+date, a set, a number as a key) is not kept: such a document is parsed each time.
+
+The cache is the user's own: its directory is made private (0700), and a form is read only from a
+directory this user owns that no one else may write to; anything wrong with it (none, unreadable,
+read-only, corrupt) only means the text is parsed. A document PyYAML refuses raises `YamlError`, with
+PyYAML's words.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+__all__ = ["YamlError", "cache_dir", "load", "safe_loader"]
+
+_json = msgspec.json.Decoder()
+
+
+class YamlError(ValueError):
+    """A document that is not valid YAML; the message is PyYAML's, on one line."""
+
+
+def safe_loader() -> Any:
+    """PyYAML's safe loader in C (libyaml, in its wheels) where it has it: ~10x the pure-Python one. It
+    reads the same documents, just as safely."""
+    import yaml
+
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def cache_dir() -> Path:
+    """Where parsed documents are kept."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mendbot" / "yaml"
+
+
+def load(text: str) -> Any:
+    """The document `text`, parsed (None for an empty one)."""
+    name = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest() + ".json"
+    directory = cache_dir()
+    found = _cached(directory, name)
+    if found is not None:
+        return found[0]
+    import yaml
+
+    try:
+        data = yaml.load(text, Loader=safe_loader())
+    except yaml.YAMLError as exc:
+        raise YamlError(" ".join(str(exc).split())) from None
+    _keep(directory, name, data)
+    return data
+
+
+def _private(directory: Path) -> bool:
+    """Whether `directory` is this user's and no one else may write in it."""
+    try:
+        info = directory.stat()
+    except OSError:
+        return False
+    return info.st_uid == os.getuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def _cached(directory: Path, name: str) -> tuple[Any] | None:
+    if not _private(directory):
+        return None
+    try:
+        return (_json.decode((directory / name).read_bytes()),)
+    except (OSError, msgspec.DecodeError):
+        return None
+
+
+def _keep(directory: Path, name: str, data: Any) -> None:
+    try:
+        encoded = msgspec.json.encode(data)
+    except (TypeError, ValueError, OverflowError):
+        return
+    if _json.decode(encoded) != data:
+        return  # JSON would give back something else (a number key, a date as text): parsed each time
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _private(directory):
+            return
+        with tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False) as handle:
+            written = Path(handle.name)
+            handle.write(encoded)
+        os.replace(written, directory / name)
+    except OSError:
+        with contextlib.suppress(OSError, NameError):
+            written.unlink()
