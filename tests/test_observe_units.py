@@ -11,7 +11,7 @@ from bot.db import core
 from bot.db.records import ActionRecord
 from bot.kernel.sections import ObserveConfig
 from bot.kernel.structs import read
-from bot.observe.detector import AnomalyDetector, Signal, restore_windows
+from bot.observe.detector import AnomalyDetector, Signal, restore_windows, restore_windows_later
 from bot.observe.fingerprint import fingerprint, normalise_message
 from bot.trust.redact import REDACTED, redact, redact_text
 
@@ -289,6 +289,38 @@ async def test_only_records_up_to_the_given_id_are_restored(engine_db: core.Conn
     await restore_windows(engine_db, detector, upto=upto, now=NOW)
     for record in failures[2:]:
         detector.process(record)
+    assert sorted(s.rule for s in signals) == ["error_rate", "repeat"]
+
+
+async def test_records_given_while_the_windows_are_read_count_once_they_are_restored(
+    engine_db: core.Connection,
+) -> None:
+    """A restarted bot reads its windows in the background: the 3 failures this life recorded before
+    the read finished are held, then counted on top of the 2 stored — the storm is signalled once, as
+    without a restart. Without the hold the restore would replace what they had counted."""
+    await action_queries.insert_many(engine_db, [_record(NOW - 30 + i, ok=False, fp="a") for i in range(2)])
+    detector, signals = _detector()
+    upto = await action_queries.last_id(engine_db)
+    detector.hold()
+    for i in range(3):
+        detector.process(_record(NOW + i, ok=False, fp="a"))
+    assert signals == [] and detector.processed == 0
+    await restore_windows_later(engine_db, detector, upto=upto, now=lambda: NOW + 3)
+    assert sorted(s.rule for s in signals) == ["error_rate", "repeat"]
+    assert detector.processed == 3
+    detector.process(_record(NOW + 4, ok=False, fp="a"))  # no longer held
+    assert detector.processed == 4
+
+
+async def test_a_failed_read_of_the_windows_still_takes_the_held_records(engine_db: core.Connection) -> None:
+    """The database fails the read: the windows start empty, as on a first start, and what was held
+    is counted all the same."""
+    detector, signals = _detector()
+    detector.hold()
+    for i in range(5):
+        detector.process(_record(NOW + i, ok=False, fp="a"))
+    await engine_db.close()
+    await restore_windows_later(engine_db, detector, upto=0, now=lambda: NOW + 5)
     assert sorted(s.rule for s in signals) == ["error_rate", "repeat"]
 
 

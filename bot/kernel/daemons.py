@@ -70,6 +70,12 @@ class Daemons:
         self._tasks[name] = task
         return task
 
+    async def finished(self, name: str) -> None:
+        """Wait for daemon `name` to end, if it runs (a one-off job; a loop never ends)."""
+        task = self._tasks.get(name)
+        if task is not None and not task.done():
+            await asyncio.wait({task})
+
     def running(self) -> list[str]:
         return sorted(name for name, task in self._tasks.items() if not task.done())
 

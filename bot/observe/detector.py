@@ -26,7 +26,9 @@ A detector that starts — the bot restarted (a deploy of `bot/` restarts it), o
 became the leader (bot/scale/cluster.py) — takes its windows up from the stored actions
 (`restore_windows`: counts per bucket and the latest durations, aggregated by the database), so a
 storm that began before goes on counting instead of starting from nothing, and one that was firing
-is not signalled again.
+is not signalled again. A restarted bot reads them in the background, not before it connects
+(`restore_windows_later`): the detector holds the records it is given meanwhile and takes them,
+in order, once its windows are restored.
 """
 
 from __future__ import annotations
@@ -43,9 +45,12 @@ from bot.db import actions as action_queries
 from bot.db.core import Connection
 from bot.db.records import ActionRecord
 from bot.kernel.drills import is_drill_kind
+from bot.kernel.log import get_logger
 from bot.kernel.sections import ErrorRateRule, LatencyRule, ObserveConfig
 
-__all__ = ["AnomalyDetector", "Signal", "WindowHistory", "restore_windows"]
+__all__ = ["AnomalyDetector", "Signal", "WindowHistory", "restore_windows", "restore_windows_later"]
+
+_log = get_logger(__name__)
 
 # Buckets per time window: the window's edge is exact to 1/60 of it (10 s of the default 10 min).
 _BUCKETS = 60
@@ -171,6 +176,7 @@ class AnomalyDetector:
         self._latency: dict[str, _Latency] = {}
         self._known: set[str] = set(known_fingerprints)
         self._next_sweep: float | None = None
+        self._held: list[ActionRecord] | None = None  # records given while the windows are read
         self.processed = 0
 
     @property
@@ -209,6 +215,17 @@ class AnomalyDetector:
             state.firing = p95s is not None and _latency_holds(rule, *p95s)
         self._sweep(history.now)
 
+    def hold(self) -> None:
+        """Keep the records `process` is given until `release` (the windows are being restored)."""
+        if self._held is None:
+            self._held = []
+
+    def release(self) -> None:
+        """Process the records held since `hold`, in order, and every record from now on."""
+        held, self._held = self._held, None
+        for record in held or ():
+            self.process(record)
+
     def use_known(self, fingerprints: Iterable[str]) -> None:
         """From now on count exactly these fingerprints as seen before (a new leader:
         bot/scale/cluster.py)."""
@@ -225,6 +242,9 @@ class AnomalyDetector:
         }
 
     def process(self, record: ActionRecord) -> None:
+        if self._held is not None:
+            self._held.append(record)
+            return
         self.processed += 1
         if self._next_sweep is None or record.ts >= self._next_sweep:
             self._sweep(record.ts)
@@ -438,3 +458,18 @@ async def restore_windows(db: Connection, detector: AnomalyDetector, *, upto: in
         if sample is not None:
             last_failures[kind] = sample
     detector.restore(WindowHistory(now, kinds, fingerprints, durations, last_failures))
+
+
+async def restore_windows_later(
+    db: Connection, detector: AnomalyDetector, *, upto: int, now: Callable[[], float]
+) -> None:
+    """`restore_windows` while the bot goes on: `detector` holds what it is given until its windows are
+    restored (from the actions up to `upto`, as of `now()` then), then takes it. A failed read leaves
+    the windows empty, as on a first start; the held records are taken all the same."""
+    detector.hold()
+    try:
+        await restore_windows(db, detector, upto=upto, now=now())
+    except Exception:
+        _log.exception("the detector's windows could not be restored: they start empty")
+    finally:
+        detector.release()

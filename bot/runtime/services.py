@@ -44,7 +44,7 @@ from bot.kernel.log import get_logger
 from bot.kernel.prompts import PromptRegistry
 from bot.kernel.settings import Settings
 from bot.observe.audit import AuditService
-from bot.observe.detector import AnomalyDetector, restore_windows
+from bot.observe.detector import AnomalyDetector, restore_windows_later
 from bot.observe.incidents import IncidentService
 from bot.observe.recorder import ActionRecorder
 from bot.runtime.people import People
@@ -63,6 +63,7 @@ __all__ = ["DAEMONS_HELD_AT_MOST_S", "Services", "build_services"]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAEMONS_HELD_AT_MOST_S = 5.0  # a bot that has not connected by then gets its daemons all the same
 PROMPTS_DIR = REPO_ROOT / "prompts"
+_RESTORING_WINDOWS = "detector-windows"  # the daemon restoring the detector's windows after a restart
 _log = get_logger(__name__)
 
 
@@ -125,6 +126,8 @@ class Services(msgspec.Struct):
 
     async def quiesce(self) -> None:
         """Wait until background services have processed everything handed to them so far."""
+        if not self.daemons.holding:
+            await self.daemons.finished(_RESTORING_WINDOWS)  # the detector takes what it held
         await self.improve.quiesce()
         await self.deploy.quiesce()
         await self.incidents.quiesce()
@@ -294,9 +297,14 @@ async def _assemble(
     if shared:  # every record names its process: a staged rollout watches the canary's own
         recorder.process = process_label(settings)
     if not shared:
-        # A storm that began before this restart goes on counting (a leader does this per term).
+        # A storm that began before this restart goes on counting (a leader does this per term). Its
+        # windows are read in the background: the detector holds this life's records until then.
         last = await action_queries.last_id(db)
-        await restore_windows(db, detector, upto=last, now=clock().timestamp())
+        detector.hold()
+        daemons.start(
+            _RESTORING_WINDOWS,
+            restore_windows_later(db, detector, upto=last, now=lambda: clock().timestamp()),
+        )
         # Incidents count a record before the detector sees it, so a record that opens an
         # incident is counted once (in the signal), not twice. (On a shared database the leader
         # feeds them every process's records instead: bot/scale/cluster.py.)
