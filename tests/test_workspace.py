@@ -184,3 +184,16 @@ async def test_cleanup_stray_after_a_crash(repo: Path, workspace: Workspace) -> 
     assert str(keep.path) in listed
     assert str(stray.path) not in listed and str(vanished.path) not in listed
     assert git(repo, "branch", "--list", stray.branch) != ""  # a branch may back an open proposal
+
+
+async def test_cleanup_prunes_a_vanished_worktree_when_nothing_else_is_stray(
+    repo: Path, workspace: Workspace
+) -> None:
+    """Only git's record of a worktree whose directory is gone is left: it is pruned all the same (the
+    start skips git only when git holds no worktree records at all)."""
+    vanished = await workspace.create(24, "vanished")
+    shutil.rmtree(vanished.path)
+    assert await workspace.cleanup_stray(set()) == []
+    assert str(vanished.path) not in git(repo, "worktree", "list", "--porcelain")
+    assert not list((repo / ".git").glob("worktrees/*"))
+    assert await workspace.cleanup_stray(set()) == []  # no records: nothing for git to do

@@ -84,6 +84,18 @@ def _delete_tree(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _may_have_worktrees(repo_root: Path) -> bool:
+    """Whether git may hold records of worktrees in `repo_root` (what `git worktree prune` tidies): no
+    when its `.git` directory's `worktrees/` is absent or empty, which spares most starts a git process."""
+    git_dir = repo_root / ".git"
+    if not git_dir.is_dir():
+        return True  # a worktree's or submodule's `.git` file: git knows where its records are
+    try:
+        return any((git_dir / "worktrees").iterdir())
+    except FileNotFoundError:
+        return False
+
+
 def _entries_not_in(directory: Path, keep: set[Path]) -> list[Path]:
     kept = {path.resolve() for path in keep}
     if not directory.is_dir():
@@ -217,7 +229,8 @@ class Workspace:
             removed = _entries_not_in(self.worktrees_dir, keep)
             for entry in removed:
                 await self._remove_locked(entry)
-            await _git(self.repo_root, "worktree", "prune")
+            if removed or _may_have_worktrees(self.repo_root):
+                await _git(self.repo_root, "worktree", "prune")
         if removed:
             _log.info("stray worktrees removed", paths=[str(path) for path in removed])
         return removed
