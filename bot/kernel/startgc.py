@@ -12,10 +12,11 @@ again.
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["paused", "resume"]
+__all__ = ["paused", "resume", "resume_at_the_latest"]
 
 
 class _Pause:
@@ -34,6 +35,14 @@ def paused() -> Iterator[None]:
         yield
     finally:
         resume()
+
+
+def resume_at_the_latest(seconds: float) -> None:
+    """`resume()` in `seconds` whatever happens meanwhile (a program that runs its bot late, or never):
+    a process never runs long without the collector."""
+    timer = threading.Timer(seconds, resume)
+    timer.daemon = True
+    timer.start()
 
 
 def resume() -> None:

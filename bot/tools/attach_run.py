@@ -43,6 +43,7 @@ from bot.runtime.standalone import attach_to, host_settings
 __all__ = ["AttachError", "Hooks", "Program", "parse_program", "run_attached", "run_program"]
 
 EX_FAILED = 1
+_START_AT_MOST_S = 10.0  # the garbage collector's pause for the program's start, at most
 _PYTHONS = ("python", "python3", f"python{sys.version_info.major}.{sys.version_info.minor}")
 
 
@@ -118,7 +119,10 @@ class Hooks:
 
     async def login(self, original: Callable[..., Any], instance: Any, *args: Any, **kwargs: Any) -> Any:
         await self.attach(instance, load=True)
-        return await original(instance, *args, **kwargs)
+        try:
+            return await original(instance, *args, **kwargs)
+        finally:
+            startgc.resume()  # the bot is built: its setup_hook has run
 
     async def attach(self, bot: Any, *, load: bool) -> Attachment | None:
         """mendbot's attachment on `bot` (None for a client without commands); with `load`, the `mendbot`
@@ -155,6 +159,7 @@ class Hooks:
         from bot.tools.attach_play import play_in_world
 
         self.played = True
+        startgc.resume()
         await (self.session or play_in_world)(mend, self.settings)
         return None
 
@@ -177,7 +182,9 @@ def _run(program: Program, path: list[Path]) -> None:
 def run_attached(argv: list[str], *, config: Path | None = None, play: bool = False) -> int:
     """`mendbot attach [--play] [-- PROGRAM…]`: the exit code. Without a program, the one mendbot.yaml
     names (`bot.entry`)."""
-    startgc.resume()  # the program runs for as long as it likes: no collection held back for a start
+    # The collector stays paused while the program imports and builds its bot, as for mendbot's own,
+    # until the bot has logged in (its `setup_hook` run, mendbot attached) — or for 10 s at most.
+    startgc.resume_at_the_latest(_START_AT_MOST_S)
     try:
         settings = host_settings(config)
         assert settings.bot is not None  # host_settings refuses a file without it
