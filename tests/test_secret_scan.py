@@ -10,7 +10,6 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from bot.improve import workspace
 from bot.trust.redact import secret_forms
 from bot.trust.secret_scan import scan_for_secrets
 from tests.harness.repo import PROJECT, git
@@ -128,11 +127,6 @@ def test_scan_flags_random_values_assigned_to_secret_names() -> None:
         "settings.py:3: high-entropy value assigned to 'db_password'",
         "settings.py:6: private key block",
     ]
-
-
-def test_workspace_still_exports_the_scan() -> None:
-    """Callers that import the scan from the workspace module get the same function."""
-    assert workspace.scan_for_secrets is scan_for_secrets
 
 
 # -- the bot's own secret values ------------------------------------------------------------------

@@ -17,7 +17,7 @@ from bot.improve.progress import RunProgress, _Live, _StageFailure
 from bot.improve.proof import Proof
 from bot.improve.runs import Run
 from bot.improve.verify import Verification, verify_commit
-from bot.improve.workspace import HostileTree, NothingToCommitError, Worktree, scan_for_secrets
+from bot.improve.workspace import HostileTree, NothingToCommitError, Worktree
 from bot.trust.path_rules import protected_entry
 from bot.trust.sanitize import untrusted_block
 
@@ -47,6 +47,8 @@ class RunProposals(RunProgress):
         head = verification.sha
         diff = await self.workspace.diff(live.worktree, live.worktree.base_sha)
         run = await self._stage(run, "proposing", "📦 proposing", verified_sha=head, head_sha=head)
+        from bot.trust.secret_scan import scan_for_secrets  # its ~20 patterns compile with the first proposal
+
         secrets = scan_for_secrets(diff, self._secret_values())
         if secrets:
             raise _StageFailure(

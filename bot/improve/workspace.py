@@ -30,7 +30,6 @@ from bot.kernel.git import GitError, driver_problem, git
 from bot.kernel.log import get_logger
 from bot.kernel.process import ProcessResult
 from bot.kernel.sections import HostConfig
-from bot.trust.secret_scan import scan_for_secrets
 from bot.trust.trees import HostileTree, Symlink, check_change, commit_worktree, materialise
 
 __all__ = [
@@ -41,7 +40,6 @@ __all__ = [
     "WorkspaceError",
     "Worktree",
     "branch_name",
-    "scan_for_secrets",
 ]
 
 _log = get_logger(__name__)
