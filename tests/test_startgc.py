@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from bot.kernel import startgc
 from bot.kernel.settings import Settings
+from bot.trust.loopback_discord import DiscordDouble
 from tests.harness.discord import running_world
+from tests.harness.hosts import LiveHost, host_repo, write_config
 
 
 @pytest.fixture(autouse=True)
@@ -69,3 +74,55 @@ async def test_a_started_bot_runs_with_the_collector(settings: Settings) -> None
         async with running_world(settings) as world:
             assert world.bot.is_ready()
             assert gc.isenabled()
+
+
+def test_a_pause_nothing_ends_is_ended_at_the_latest_after_its_time() -> None:
+    """`mendbot attach` cannot know when a program will run its bot, if ever: the pause ends then."""
+    gc.enable()
+    with startgc.paused():
+        startgc.resume_at_the_latest(0.05)
+        assert not gc.isenabled()
+        for _ in range(200):  # the timer's thread, within 2 s
+            if gc.isenabled():
+                break
+            time.sleep(0.01)
+        assert gc.isenabled()
+
+
+_BUILT = '''"""A bot that says whether the garbage collector runs while it is built and once it is ready."""
+import gc
+import os
+
+import discord
+from discord.ext import commands
+
+
+class Said(commands.Bot):
+    async def setup_hook(self):
+        print("built: collecting", gc.isenabled(), flush=True)
+
+    async def on_ready(self):
+        print("ready: collecting", gc.isenabled(), flush=True)
+
+
+Said(command_prefix="!", intents=discord.Intents.default()).run(os.environ["SAID_TOKEN"], log_handler=None)
+'''
+
+
+async def test_an_attached_program_is_built_without_collections_and_runs_with_them(tmp_path: Path) -> None:
+    """`mendbot attach` keeps the collector paused while the program builds its bot (as `mendbot run`
+    does for its own), and the bot runs with it once logged in."""
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "bot.py").write_text(_BUILT)
+    repo = host_repo(tmp_path, "said", source)
+    async with DiscordDouble() as double:
+        write_config(repo, double, ["python", "bot.py"], bot={"token_env": "SAID_TOKEN"})
+        async with await LiveHost.start(double, repo, "SAID_TOKEN") as bot:
+            for _ in range(500):
+                if "ready: collecting" in bot.output():
+                    break
+                await asyncio.sleep(0.02)
+            said = bot.output()
+    assert "built: collecting False" in said
+    assert "ready: collecting True" in said
