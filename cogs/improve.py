@@ -342,9 +342,13 @@ class Improve(commands.Cog):
             f"app:{c.qualified_name}" for c in self.bot.tree.walk_commands()
         }
 
+    def concerns(self, message: discord.Message) -> bool:
+        """Whether `on_message` has anything to do with `message` (said to mendbot in a dev channel)."""
+        return self._addressed_in_dev(message)
+
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
-        if not self._addressed_in_dev(message):
+        if not self.concerns(message):
             return
         intent = self.request_intent(message)
         question = await question_replied(message, self.bot.user)

@@ -312,7 +312,7 @@ class Ship(commands.Cog):
             proposal_id = await approvals.proposal_for_message(message.channel.id)
             if proposal_id is not None:
                 return proposal_id, "words"
-        for run_id in run_references(message.content):
+        for run_id in run_references(message.content):  # `concerns` tests these three ways, in order
             run = await self.bot.services.improve.runs.find(run_id)
             if run is not None and run.proposal_id is not None:
                 return run.proposal_id, "named"
@@ -326,9 +326,21 @@ class Ship(commands.Cog):
         proposal_id, how = await self._proposal_of(message)
         return proposal_id is not None and _decides(read_approval(message.content).verdict, how)
 
+    def concerns(self, message: discord.Message) -> bool:
+        """Whether `on_message` has anything to do with `message`: a person's, which may be about a
+        proposal (`_proposal_of`'s three ways: a reply, in a thread, naming a run)."""
+        if message.author.bot:
+            return False
+        ref = message.reference
+        return (
+            (ref is not None and ref.message_id is not None)
+            or isinstance(message.channel, discord.Thread)
+            or bool(run_references(message.content))
+        )
+
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
-        if message.author.bot:
+        if not self.concerns(message):
             return
         proposal_id, how = await self._proposal_of(message)
         if proposal_id is None:

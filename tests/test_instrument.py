@@ -177,6 +177,76 @@ async def test_a_cog_recorded_only_when_it_fails_hears_every_message(
     ]
 
 
+class Particular(commands.Cog):
+    """A cog of mendbot's kind: its `on_message` asks `concerns` first."""
+
+    def __init__(self) -> None:
+        self.heard: list[str] = []
+
+    def concerns(self, message: discord.Message) -> bool:
+        return message.content.startswith("mendbot")
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        if self.concerns(message):
+            self.heard.append(message.content)
+
+
+async def test_a_mendbot_cog_is_handed_only_the_messages_that_can_concern_it(
+    shop_world: tuple[VirtualWorld, Shop],
+) -> None:
+    """mendbot's cogs name what can concern them (`concerns`, asked first by their `on_message`): no
+    task is made for the rest, which are most of a busy bot's messages. The bot's own listeners are
+    scheduled as ever."""
+    world, shop = shop_world
+    cog, everything = Particular(), Listening()
+    mend = attached(shop)
+    mend.message_filters[cog] = cog.concerns
+    await shop.add_cog(cog)
+    await shop.add_cog(everything)
+    scheduled: list[str] = []
+    original = shop._schedule_event
+
+    def counting(coro: Any, event_name: str, *args: Any, **kwargs: Any) -> Any:
+        task = original(coro, event_name, *args, **kwargs)
+        if task is not None and event_name == "on_message":
+            scheduled.append(type(getattr(coro, "__self__", None)).__name__)
+        return task
+
+    shop._schedule_event = counting  # type: ignore[method-assign]
+    await world.users["alice"].send(world.general, "hello")
+    await world.users["alice"].send(world.general, "mendbot, fix this")
+    await world.quiesce()
+    assert cog.heard == ["mendbot, fix this"]
+    assert everything.heard == ["hello", "mendbot, fix this"]
+    assert scheduled.count("Particular") == 1
+    assert scheduled.count("Listening") >= 2  # the bot's own replies too: it hears everything
+    assert "Attachment" not in scheduled  # the recording's own bookkeeping makes no task
+
+
+async def test_the_recordings_bookkeeping_is_done_when_the_event_is_dispatched(
+    shop_world: tuple[VirtualWorld, Shop],
+) -> None:
+    """Who was seen, and a command that completed, are taken at dispatch, not in a task of their own:
+    the completed command's record is handed over before `dispatch` returns."""
+    world, shop = shop_world
+    contexts: list[commands.Context[Any]] = []
+    made = shop.get_context
+
+    async def keeping(origin: Any, /, **kwargs: Any) -> Any:
+        contexts.append(await made(origin, **kwargs))
+        return contexts[-1]
+
+    shop.get_context = keeping  # type: ignore[method-assign]
+    records: list[str] = []
+    world.bot.services.recorder.subscribe(lambda record: records.append(record.kind))
+    await world.users["alice"].send(world.general, "?price apple")
+    await world.quiesce()
+    assert records.count("command:price") == 1
+    shop.dispatch("command_completion", contexts[-1])  # as discord.py does once a command returned
+    assert records.count("command:price") == 2
+
+
 def test_instrumenting_keeps_signatures_and_is_idempotent(tmp_path: Path) -> None:
     """The wrapped methods keep their signatures and `__wrapped__`; instrumenting twice changes nothing,
     and uninstrumenting returns the recording and leaves the class's methods."""

@@ -317,8 +317,12 @@ async def add_surface_cog(bot: Host, cog: commands.Cog) -> None:
     in lower case: bots commonly name their cogs so and look each one in `bot.cogs` up again by
     `get_cog(name.lower())` (a help command listing them), which would find nothing for `Improve`.
     There too its listeners, which read every message to find the few for mendbot, are recorded only
-    when they fail: they are mendbot's, not the bot's under repair."""
+    when they fail: they are mendbot's, not the bot's under repair. A cog with a `concerns(message)`
+    test is handed only the messages it passes."""
     mend = attached(bot)
+    concerns = getattr(cog, "concerns", None)
+    if concerns is not None:  # its `on_message` is handed only the messages that can concern it
+        mend.message_filters[cog] = concerns
     if mend.services.settings.bot is not None:
         cog.__cog_name__ = cog.__cog_name__.lower()
         mend.failures_only.add(cog)  # mendbot's own, not the bot's: its listeners recorded when they fail
