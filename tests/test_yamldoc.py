@@ -81,6 +81,19 @@ def test_a_corrupt_or_unwritable_cache_only_means_parsing(cache: Path) -> None:
         cache.chmod(0o700)
 
 
+def test_a_process_without_a_home_parses_and_keeps_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No XDG_CACHE_HOME and no home to put `.cache` in: nothing is written, least of all a `~`
+    directory where the process runs."""
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(os.path, "expanduser", lambda path: path)  # as with no HOME and no user entry
+    monkeypatch.chdir(tmp_path)
+    assert yamldoc.cache_dir() is None
+    assert yamldoc.load("a: 1\n") == {"a": 1}
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_invalid_yaml_is_refused_in_pyyamls_words_on_one_line(cache: Path) -> None:
     with pytest.raises(yamldoc.YamlError, match=r"^while parsing a flow sequence.*expected ',' or ']'"):
         yamldoc.load("a: [1, 2\nb: 3\n")

@@ -43,9 +43,11 @@ def safe_loader() -> Any:
     return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def cache_dir() -> Path:
-    """Where parsed documents are kept."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+def cache_dir() -> Path | None:
+    """Where parsed documents are kept (None: nowhere, for a process without a home directory)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    if not os.path.isabs(base):
+        return None  # `~` unknown (no HOME, no user entry): never a cache in the working directory
     return Path(base) / "mendbot" / "yaml"
 
 
@@ -53,7 +55,7 @@ def load(text: str) -> Any:
     """The document `text`, parsed (None for an empty one)."""
     name = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest() + ".json"
     directory = cache_dir()
-    found = _cached(directory, name)
+    found = _cached(directory, name) if directory is not None else None
     if found is not None:
         return found[0]
     import yaml
@@ -62,7 +64,8 @@ def load(text: str) -> Any:
         data = yaml.load(text, Loader=safe_loader())
     except yaml.YAMLError as exc:
         raise YamlError(" ".join(str(exc).split())) from None
-    _keep(directory, name, data)
+    if directory is not None:
+        _keep(directory, name, data)
     return data
 
 
