@@ -312,6 +312,27 @@ async def test_records_given_while_the_windows_are_read_count_once_they_are_rest
     assert detector.processed == 4
 
 
+async def test_records_held_past_their_bound_are_counted_at_once_and_the_history_passed_over(
+    engine_db: core.Connection,
+) -> None:
+    """A read of the windows slower than a busy bot (a locked database): at most `queue_size` records
+    are held, memory stays bounded. Past that they are counted at once, and the history, when it
+    comes, does not replace what they counted."""
+    await action_queries.insert_many(engine_db, [_record(NOW - 30 + i, ok=False, fp="a") for i in range(2)])
+    detector, signals = _detector(queue_size=10, repeat={"count": 100})
+    upto = await action_queries.last_id(engine_db)
+    detector.hold()
+    for i in range(10):
+        detector.process(_record(NOW + i, ok=True))
+    assert detector.processed == 0  # held: the bound is not reached
+    detector.process(_record(NOW + 10, ok=True))
+    assert detector.processed == 11  # past it: all counted at once, in order
+    await restore_windows_later(engine_db, detector, upto=upto, now=lambda: NOW + 11)
+    for i in range(4):  # 4 failures in 15 events: under the rate, were the 11 successes dropped
+        detector.process(_record(NOW + 11 + i, ok=False, fp="a"))
+    assert signals == []
+
+
 async def test_a_failed_read_of_the_windows_still_takes_the_held_records(engine_db: core.Connection) -> None:
     """The database fails the read: the windows start empty, as on a first start, and what was held
     is counted all the same."""

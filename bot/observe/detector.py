@@ -27,8 +27,8 @@ became the leader (bot/scale/cluster.py) — takes its windows up from the store
 (`restore_windows`: counts per bucket and the latest durations, aggregated by the database), so a
 storm that began before goes on counting instead of starting from nothing, and one that was firing
 is not signalled again. A restarted bot reads them in the background, not before it connects
-(`restore_windows_later`): the detector holds the records it is given meanwhile and takes them,
-in order, once its windows are restored.
+(`restore_windows_later`): the detector holds the records it is given meanwhile (at most
+`observe.queue_size`) and takes them, in order, once its windows are restored.
 """
 
 from __future__ import annotations
@@ -177,6 +177,7 @@ class AnomalyDetector:
         self._known: set[str] = set(known_fingerprints)
         self._next_sweep: float | None = None
         self._held: list[ActionRecord] | None = None  # records given while the windows are read
+        self._restore_given_up = False  # too many were held: the windows go on without the history
         self.processed = 0
 
     @property
@@ -186,6 +187,8 @@ class AnomalyDetector:
     def restore(self, history: WindowHistory) -> None:
         """Replace the windows with what `history` says they held (module docstring). Rules whose
         condition holds are firing already: what the records signalled was signalled then."""
+        if self._restore_given_up:
+            return  # the records held meanwhile outgrew their bound and are counted already
         config = self._config
         self._kinds, self._repeats, self._repeat_firing, self._latency = {}, {}, set(), {}
         for kind, index, events, failures in sorted(history.kinds, key=lambda bucket: bucket[1]):
@@ -216,12 +219,20 @@ class AnomalyDetector:
         self._sweep(history.now)
 
     def hold(self) -> None:
-        """Keep the records `process` is given until `release` (the windows are being restored)."""
+        """Keep the records `process` is given until `release` (the windows are being restored) — at
+        most `observe.queue_size` of them: memory stays bounded when the read is slow (a locked
+        database) and the bot busy. Past that the held records are counted at once and the restore,
+        when it comes, is passed over: the windows go on from this life's records alone."""
         if self._held is None:
             self._held = []
 
     def release(self) -> None:
-        """Process the records held since `hold`, in order, and every record from now on."""
+        """The restore is over: process the records held since `hold`, in order, and every record
+        from now on."""
+        self._take_held()
+        self._restore_given_up = False
+
+    def _take_held(self) -> None:
         held, self._held = self._held, None
         for record in held or ():
             self.process(record)
@@ -243,8 +254,15 @@ class AnomalyDetector:
 
     def process(self, record: ActionRecord) -> None:
         if self._held is not None:
-            self._held.append(record)
-            return
+            if len(self._held) < self._config.queue_size:
+                self._held.append(record)
+                return
+            _log.warning(
+                "the detector's windows are read too slowly: going on without the history",
+                held=len(self._held),
+            )
+            self._restore_given_up = True
+            self._take_held()
         self.processed += 1
         if self._next_sweep is None or record.ts >= self._next_sweep:
             self._sweep(record.ts)
@@ -463,10 +481,10 @@ async def restore_windows(db: Connection, detector: AnomalyDetector, *, upto: in
 async def restore_windows_later(
     db: Connection, detector: AnomalyDetector, *, upto: int, now: Callable[[], float]
 ) -> None:
-    """`restore_windows` while the bot goes on: `detector` holds what it is given until its windows are
-    restored (from the actions up to `upto`, as of `now()` then), then takes it. A failed read leaves
-    the windows empty, as on a first start; the held records are taken all the same."""
-    detector.hold()
+    """`restore_windows` while the bot goes on: `detector`, held by the caller (`hold`, before this
+    life's first record), keeps what it is given until its windows are restored (from the actions up to
+    `upto`, as of `now()` then), then takes it. A failed read leaves the windows empty, as on a first
+    start; the held records are taken all the same."""
     try:
         await restore_windows(db, detector, upto=upto, now=now())
     except Exception:
