@@ -224,6 +224,45 @@ async def test_a_mendbot_cog_is_handed_only_the_messages_that_can_concern_it(
     assert "Attachment" not in scheduled  # the recording's own bookkeeping makes no task
 
 
+class Slotted:
+    """A listener's owner that cannot be weakly referenced (`__slots__` without `__weakref__`)."""
+
+    __slots__ = ("heard",)
+
+    def __init__(self) -> None:
+        self.heard: list[str] = []
+
+    async def on_message(self, message: discord.Message) -> None:
+        self.heard.append(message.content)
+
+
+class Unsure(Particular):
+    """A cog whose test of a message fails."""
+
+    def concerns(self, message: discord.Message) -> bool:
+        raise RuntimeError("cannot tell")
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        self.heard.append(message.content)
+
+
+async def test_a_message_is_handed_over_when_whether_it_concerns_cannot_be_told(
+    shop_world: tuple[VirtualWorld, Shop],
+) -> None:
+    """The filter never costs a listener its message: an owner that cannot be weakly referenced, and a
+    cog whose test raises, are handed it as discord.py would."""
+    world, shop = shop_world
+    slotted, unsure = Slotted(), Unsure()
+    shop.add_listener(slotted.on_message, "on_message")
+    attached(shop).message_filters[unsure] = unsure.concerns
+    await shop.add_cog(unsure)
+    await world.users["alice"].send(world.general, "hello")
+    await world.quiesce()
+    assert "hello" in slotted.heard
+    assert "hello" in unsure.heard
+
+
 async def test_the_recordings_bookkeeping_is_done_when_the_event_is_dispatched(
     shop_world: tuple[VirtualWorld, Shop],
 ) -> None:
