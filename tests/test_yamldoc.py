@@ -94,6 +94,21 @@ def test_a_process_without_a_home_parses_and_keeps_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_at_most_so_many_forms_are_kept_the_oldest_forgotten_first(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every edit of a prompt leaves a form behind: the cache keeps a bounded number."""
+    monkeypatch.setattr(yamldoc, "_KEPT_AT_MOST", 3)
+    texts = [f"a: {n}\n" for n in range(5)]
+    for age, text in enumerate(texts):
+        yamldoc.load(text)
+        os.utime(_kept(cache, text), ns=(age * 10**9, age * 10**9))  # each older than the next
+    assert sorted(path.name for path in cache.glob("*.json")) == sorted(
+        _kept(cache, t).name for t in texts[2:]
+    )
+    assert yamldoc.load(texts[0]) == {"a": 0}  # forgotten: parsed again
+
+
 def test_invalid_yaml_is_refused_in_pyyamls_words_on_one_line(cache: Path) -> None:
     with pytest.raises(yamldoc.YamlError, match=r"^while parsing a flow sequence.*expected ',' or ']'"):
         yamldoc.load("a: [1, 2\nb: 3\n")

@@ -10,8 +10,8 @@ date, a set, a number as a key) is not kept: such a document is parsed each time
 
 The cache is the user's own: its directory is made private (0700), and a form is read only from a
 directory this user owns that no one else may write to; anything wrong with it (none, unreadable,
-read-only, corrupt) only means the text is parsed. A document PyYAML refuses raises `YamlError`, with
-PyYAML's words.
+read-only, corrupt) only means the text is parsed. At most 256 forms are kept, the oldest forgotten
+first. A document PyYAML refuses raises `YamlError`, with PyYAML's words.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import msgspec
 __all__ = ["YamlError", "cache_dir", "load", "safe_loader"]
 
 _json = msgspec.json.Decoder()
+_KEPT_AT_MOST = 256  # parsed forms kept; the oldest go first (a document not seen since is parsed again)
 
 
 class YamlError(ValueError):
@@ -105,3 +106,16 @@ def _keep(directory: Path, name: str, data: Any) -> None:
     except OSError:
         with contextlib.suppress(OSError, NameError):
             written.unlink()
+        return
+    _forget_the_oldest(directory)
+
+
+def _forget_the_oldest(directory: Path) -> None:
+    """At most `_KEPT_AT_MOST` forms are kept: every edit of a prompt leaves one behind."""
+    with contextlib.suppress(OSError):
+        kept = list(directory.glob("*.json"))
+        if len(kept) <= _KEPT_AT_MOST:
+            return
+        by_age = sorted(kept, key=lambda path: path.stat().st_mtime_ns)
+        for path in by_age[: len(kept) - _KEPT_AT_MOST]:
+            path.unlink(missing_ok=True)
