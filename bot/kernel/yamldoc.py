@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["YamlError", "cache_dir", "load", "safe_loader"]
+__all__ = ["YamlError", "cache_dir", "load"]
 
 _json = msgspec.json.Decoder()
 _KEPT_AT_MOST = 256  # parsed forms kept; the oldest go first (a document not seen since is parsed again)
@@ -34,14 +34,6 @@ _KEPT_AT_MOST = 256  # parsed forms kept; the oldest go first (a document not se
 
 class YamlError(ValueError):
     """A document that is not valid YAML; the message is PyYAML's, on one line."""
-
-
-def safe_loader() -> Any:
-    """PyYAML's safe loader in C (libyaml, in its wheels) where it has it: ~10x the pure-Python one. It
-    reads the same documents, just as safely."""
-    import yaml
-
-    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def cache_dir() -> Path | None:
@@ -61,8 +53,10 @@ def load(text: str) -> Any:
         return found[0]
     import yaml
 
+    # PyYAML's safe loader in C (libyaml, in its wheels) where it has it: ~10x the pure-Python one, and
+    # just as safe.
     try:
-        data = yaml.load(text, Loader=safe_loader())
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         raise YamlError(" ".join(str(exc).split())) from None
     if directory is not None:
