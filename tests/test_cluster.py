@@ -22,8 +22,8 @@ from bot.db.records import ActionRecord
 from bot.db.runs import get_setting, set_setting
 from bot.observe.incident import Incident
 from bot.runtime.services import Services, build_services
-from bot.scale.cluster import DEPLOYED_KEY, TAIL_KEY, ActionTail, leadership_for, shares_database
-from bot.scale.leader import PostgresLeader, SoleLeader, lock_key
+from bot.scale.cluster import DEPLOYED_KEY, TAIL_KEY, ActionTail
+from bot.scale.leader import PostgresLeader, SoleLeader, leadership_for, lock_key, shares_database
 from tests.harness.discord import make_settings
 
 pytestmark = pytest.mark.engines

@@ -48,8 +48,8 @@ from bot.observe.detector import AnomalyDetector, restore_windows_later
 from bot.observe.incidents import IncidentService
 from bot.observe.recorder import ActionRecorder
 from bot.runtime.people import People
-from bot.scale.cluster import Cluster, leadership_for, process_label, shares_database
-from bot.scale.leader import Leadership
+from bot.scale.cluster import Cluster
+from bot.scale.leader import Leadership, leadership_for, process_label, shares_database
 from bot.trust.access import AccessPolicy
 from bot.trust.redact import Redactor
 from bot.trust.sandbox import Sandbox

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -60,8 +59,8 @@ from bot.kernel.log import get_logger
 from bot.kernel.settings import Settings
 from bot.observe.detector import AnomalyDetector, restore_windows
 from bot.observe.incidents import IncidentService
-from bot.scale.leader import Leadership, PostgresLeader, SoleLeader, lock_key
-from bot.scale.rollout import Rollout, canary_name, shards_name
+from bot.scale.leader import Leadership, process_label, shares_database
+from bot.scale.rollout import Rollout, canary_name
 
 __all__ = [
     "DEPLOYED_CHANNEL",
@@ -71,9 +70,6 @@ __all__ = [
     "TAIL_KEY",
     "ActionTail",
     "Cluster",
-    "leadership_for",
-    "process_label",
-    "shares_database",
 ]
 
 _log = get_logger(__name__)
@@ -83,27 +79,6 @@ DEPLOYED_CHANNEL = "mendbot_deployed"  # payload: the commit that went live on t
 TAIL_KEY = "cluster.actions_seen"  # every action id up to this one was fed by a leader
 DEPLOYED_KEY = "cluster.deployed"  # {"sha": …, "at": …}: the last commit that went live
 PROCESS_PREFIX = "cluster.process."  # + the process's shards: {"sha": …, "at": …}, the code it runs
-
-
-def shares_database(settings: Settings) -> bool:
-    """Whether other bot processes share this one's database: it runs some of the shards (which
-    settings allow only on PostgreSQL). A process running every shard is the only bot process,
-    on SQLite or PostgreSQL alike, and leads alone."""
-    return settings.database.url is not None and settings.discord.runs_shard_subset
-
-
-def process_label(settings: Settings) -> str:
-    """A bot process among the others: the shards it runs (stable across its restarts)."""
-    return shards_name(settings.discord.shard_ids)
-
-
-def leadership_for(settings: Settings) -> Leadership:
-    """The only process leads; processes sharing PostgreSQL take an advisory lock, named for their shards."""
-    url = settings.database.url
-    if url is None or not shares_database(settings):
-        return SoleLeader()
-    which = process_label(settings)
-    return PostgresLeader(url, lock_key("mendbot"), application_name=f"mendbot {which} pid {os.getpid()}")
 
 
 class ActionTail:

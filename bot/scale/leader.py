@@ -34,7 +34,7 @@ import socket
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, LiteralString
 
 import msgspec
@@ -45,7 +45,21 @@ if TYPE_CHECKING:
     # The driver loads when a leader first connects (PostgreSQL only): a SQLite start never loads it.
     import psycopg
 
-__all__ = ["LEADER_KEY", "Holder", "Leadership", "PostgresLeader", "SoleLeader", "Transition", "lock_key"]
+    from bot.kernel.settings import Settings
+
+__all__ = [
+    "LEADER_KEY",
+    "Holder",
+    "Leadership",
+    "PostgresLeader",
+    "SoleLeader",
+    "Transition",
+    "leadership_for",
+    "lock_key",
+    "process_label",
+    "shards_name",
+    "shares_database",
+]
 
 _log = get_logger(__name__)
 
@@ -424,3 +438,30 @@ async def _fetch_one(
 
 def _summary(exc: BaseException) -> str:
     return " ".join(f"{type(exc).__name__}: {exc}".split()) or type(exc).__name__
+
+
+def shards_name(shards: Sequence[int] | None) -> str:
+    """A bot process's name among the others: the shards it runs (stable across its restarts); one
+    name for the canary setting and the process itself, so the two always compare equal."""
+    return "shards " + ",".join(map(str, shards)) if shards else "all shards"
+
+
+def shares_database(settings: Settings) -> bool:
+    """Whether other bot processes share this one's database: it runs some of the shards (which
+    settings allow only on PostgreSQL). A process running every shard is the only bot process,
+    on SQLite or PostgreSQL alike, and leads alone."""
+    return settings.database.url is not None and settings.discord.runs_shard_subset
+
+
+def process_label(settings: Settings) -> str:
+    """A bot process among the others: the shards it runs (stable across its restarts)."""
+    return shards_name(settings.discord.shard_ids)
+
+
+def leadership_for(settings: Settings) -> Leadership:
+    """The only process leads; processes sharing PostgreSQL take an advisory lock, named for their shards."""
+    url = settings.database.url
+    if url is None or not shares_database(settings):
+        return SoleLeader()
+    which = process_label(settings)
+    return PostgresLeader(url, lock_key("mendbot"), application_name=f"mendbot {which} pid {os.getpid()}")

@@ -27,7 +27,7 @@ leader publishes each merge to every process at once, as before.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from bot.db import actions as action_queries
@@ -38,19 +38,14 @@ from bot.improve.runs import Run
 from bot.kernel.log import get_logger
 from bot.kernel.sections import ObserveConfig
 from bot.kernel.settings import Settings
+from bot.scale.leader import shards_name
 
-__all__ = ["ROLLOUT_KEY", "ClusterView", "Rollout", "canary_name", "canary_regression", "shards_name"]
+__all__ = ["ROLLOUT_KEY", "ClusterView", "Rollout", "canary_name", "canary_regression"]
 
 _log = get_logger(__name__)
 
 ROLLOUT_KEY = "cluster.rollout"
 _ENDED = ("regressed", "failed", "cancelled", "rejected", "rolled_back")
-
-
-def shards_name(shards: Sequence[int] | None) -> str:
-    """A bot process's name among the others: the shards it runs (stable across its restarts); one
-    name for the canary setting and the process itself, so the two always compare equal."""
-    return "shards " + ",".join(map(str, shards)) if shards else "all shards"
 
 
 def canary_name(settings: Settings) -> str | None:
