@@ -36,6 +36,7 @@ def test_a_process_reads_ok_warning_or_failing_and_says_why() -> None:
     ) in ok.facts
     assert ("Leadership", "leader (sole)") in ok.facts and ("Commit", "0123456789ab") in ok.facts
     assert not [value for _, value in ok.facts if value in ("True", "False", "None", "{}", "[]")]
+    assert ("Self-improvement", "starting") in process_health({**HEALTHY, "improvement_paused": None}).facts
     paused = process_health({**HEALTHY, "improvement_paused": True, "actions_shed": 3})  # fmt: skip
     assert paused.level == "warning" and paused.label == "⚠️ Warning"
     assert paused.reasons == [

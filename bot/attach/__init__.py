@@ -53,11 +53,17 @@ __path__.append(str(_ROOT / "cogs"))  # mendbot's cogs, as submodules of this ex
 
 
 async def setup(bot: Any) -> None:
-    """Attach mendbot to `bot` (once) and add its cogs."""
-    from bot.runtime.attachment import SURFACE
+    """Attach mendbot to `bot` (once) and add its cogs — once the bot has connected, when it has not yet
+    (bot/runtime/attachment.py: `start_surface`)."""
     from bot.runtime.standalone import attach_to
 
-    await attach_to(bot)
+    mend = await attach_to(bot)
+    await mend.add_surface(lambda: _add_cogs(bot))
+
+
+async def _add_cogs(bot: Any) -> None:
+    from bot.runtime.attachment import SURFACE
+
     for name in SURFACE:
         module = importlib.import_module(f"{__name__}.{name}")
         await module.setup(bot)

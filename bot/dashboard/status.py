@@ -103,5 +103,7 @@ def _facts(status: Mapping[str, Any], shards: list[Mapping[str, Any]]) -> list[t
     if status.get("commit"):
         facts.append(("Commit", str(status["commit"])[:12]))
     if "improvement_paused" in status:
-        facts.append(("Self-improvement", "paused" if status["improvement_paused"] else "running"))
+        paused = status["improvement_paused"]  # None: starting (on a bot mendbot attached to, connecting)
+        state = "starting" if paused is None else "paused" if paused else "running"
+        facts.append(("Self-improvement", state))
     return facts

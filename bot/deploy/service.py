@@ -69,17 +69,21 @@ class DeployService(DeployWatches, DeployRollbacks, DeployReverification, Deploy
         """One approval signal (✅, button, "ship it", ❌, …): the reply for chat.
 
         `message_id` is the approving message (words) or the message reacted on (with `emoji`).
+        UserError for a proposal there is none of (a button left under a deleted one, a mistyped number).
         """
+        try:
+            proposal = await self.forge.get(proposal_id)
+        except ForgeError as exc:
+            raise UserError(f"There is no proposal #{proposal_id}.") from exc
         if form != "reject":
             # Enforced here in code, before anything is counted: a drill's proposal never merges.
-            run = await self.runs.get((await self.forge.get(proposal_id)).run_id)
+            run = await self.runs.get(proposal.run_id)
             if await self.is_drill_run(run):
                 return await self._refuse_drill(run, f"user:{user_id}")
         allowed = AccessPolicy(self._settings.access).is_allowed(user_id, role_ids, is_bot=is_bot)
         if form != "reject" and allowed:  # others get the approval service's refusal, recorded
             problem = await self.merger.live_checkout_problem()
             if problem is not None:  # hand edits are never overwritten: nothing is counted or merged
-                proposal = await self.forge.get(proposal_id)
                 await self.runs.event(
                     proposal.run_id, "deploy_held", actor=f"user:{user_id}", detail={"reason": problem}
                 )

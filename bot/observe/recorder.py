@@ -199,6 +199,11 @@ class ActionRecorder:
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.append(subscriber)
 
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Stop handing records to `subscriber` (not subscribed: nothing to do)."""
+        if subscriber in self._subscribers:
+            self._subscribers.remove(subscriber)
+
     def now(self) -> float:
         return self._clock().timestamp()
 

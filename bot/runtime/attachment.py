@@ -15,28 +15,36 @@ A restart a deploy asks for, on a bot mendbot did not build, stops taking work, 
 flight and the runs, and closes the bot: its program then ends, and the runner that started it
 (`mendbot attach`) starts it again or exits with the restart code for a supervisor. mendbot's own bot
 brings its own restart (`MendBot.request_restart`).
+
+On a bot about to connect, mendbot's self-improvement half and its cogs come up once the bot has its
+gateway session (`start_surface`), not before: the bot's own start waits only for the recording.
+What arrives for those cogs meanwhile is held for them (bot/runtime/held_events.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.deploy.reload import Plan, classify, classify_by_extensions
 from bot.kernel.log import get_logger
 from bot.kernel.prompts import PromptRegistry
 from bot.kernel.uncommitted import not_on_main, unseen_line
 from bot.observe.recorder import Recovery, recovery_notice
+from bot.runtime.held_events import HeldEvents
 from bot.runtime.instrument import instrument, recording_of, uninstrument
 from bot.runtime.recording import Host, Recording, takes_no_words
 from bot.runtime.services import Services
+from bot.scale.leader import shares_database
+
+if TYPE_CHECKING:
+    from bot.deploy.reload import Plan
 
 __all__ = [
     "SURFACE",
@@ -86,6 +94,15 @@ class Attachment(Recording):
         self._restarted = asyncio.Event()  # set once a requested restart has drained and closed the bot
         self._boot_reported = False
         self._ready_seen = False
+        # mendbot's own cogs: added by `add_surface`, at once when the self-improvement half is built,
+        # else by `start_surface` once the bot has connected; what arrives for them meanwhile is held.
+        self.surface_cogs: list[commands.Cog] = []
+        self._surface: Callable[[], Awaitable[None]] | None = None
+        self._surface_started = False
+        self._surface_up = asyncio.Event()  # set once they are added (or could not be)
+        self.held: HeldEvents | None = None
+        if services.mending is not None:
+            self._surface_up.set()
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for what the attachment does not have: the bot's user, channels, tree, cogs, ...
@@ -124,7 +141,7 @@ class Attachment(Recording):
         channel = self.bot.get_channel(channel_id)
         if isinstance(channel, discord.abc.Messageable):
             return channel
-        if channel is None and self.services.cluster.shared:
+        if channel is None and shares_database(self.services.settings):
             return self.bot.get_partial_messageable(channel_id)
         return None
 
@@ -151,11 +168,56 @@ class Attachment(Recording):
                 _log.warning("dev channel not reachable", channel_id=channel_id)
         return sent
 
+    # -- mendbot's own cogs ------------------------------------------------------------------------
+
+    async def add_surface(self, add: Callable[[], Awaitable[None]]) -> None:
+        """Add mendbot's cogs with `add`: now if the self-improvement half is built, else once the bot
+        has connected (`start_surface`)."""
+        if self.services.mending is not None:
+            await add()
+        else:
+            self._surface = add
+
+    def hold_for_surface(self) -> None:
+        """Until mendbot's cogs are added, keep what arrives for them (bot/runtime/held_events.py)."""
+        bot: Any = self.bot
+        self.held = HeldEvents(bot, limit=self.services.settings.observe.queue_size)
+        self.held.install()
+
+    async def start_surface(self) -> None:
+        """The bot has connected: mendbot's self-improvement half is built, its cogs are added and handed
+        what was held for them, and its commands are synced to the dev guild. If the half or its cogs
+        cannot start, the bot runs on without them: said in #dev, and a held interaction answered so."""
+        if self._surface_started:
+            return
+        self._surface_started = True
+        held = self.held
+        try:
+            await self.services.complete()
+            if self._surface is not None:
+                await self._surface()
+        except Exception as exc:
+            why = f"{type(exc).__name__}: {exc}"
+            _log.exception("mendbot's self-improvement could not start: the bot runs without it")
+            self.extension_failures["mendbot"] = why
+            if held is not None:
+                await held.fail(f"⚠️ mendbot could not start here ({why}); its developers have been told.")
+        else:
+            if held is not None:
+                held.release(self.surface_cogs)
+        finally:
+            self.held = None
+            if self.services.mending is not None:
+                self.services.hand_over_held()
+            self._surface_up.set()
+        await self.sync_dev_guild()
+
     async def report_boot_problems(self) -> None:
         """Tell the dev channel, once it is reachable, which extensions failed to load, what the start
         found (runs a stop interrupted, a drill it ended) and changes no run will see: a file written
         but never committed serves, and every run starts from main without it. Looked for here, once
         ready, since git takes a while and the bot need not wait for it to connect."""
+        await self._surface_up.wait()  # what the self-improvement half's start found is said too
         if self._boot_reported:
             return
         notices = list(self.services.boot_notices)
@@ -244,6 +306,8 @@ class Attachment(Recording):
     def plan_for(self, changed_files: Iterable[str]) -> Plan:
         """What a merged change takes to apply: on mendbot's own bot by its layout (`cogs/`, `bot/`), on
         another bot by its own extensions (anything else of Python restarts it)."""
+        from bot.deploy.reload import classify, classify_by_extensions  # with the first deploy
+
         if self.services.settings.bot is None:
             return classify(changed_files)
         return classify_by_extensions(changed_files, self.extension_files())
@@ -276,7 +340,7 @@ class Attachment(Recording):
             # handlers that started after the first wait are waited for as well.
             while self.inflight and (remaining := deadline - loop.time()) > 0:
                 await self.drain(remaining)
-            improve = self.services.improve
+            improve = (await self.services.complete()).improve  # built by now: a deploy asked
             try:
                 await asyncio.wait_for(improve.quiesce(), timeout=max(0.0, deadline - loop.time()))
             except TimeoutError:
@@ -320,6 +384,7 @@ async def add_surface_cog(bot: Host, cog: commands.Cog) -> None:
     when they fail: they are mendbot's, not the bot's under repair. A cog with a `concerns(message)`
     test is handed only the messages it passes."""
     mend = attached(bot)
+    mend.surface_cogs.append(cog)
     concerns = getattr(cog, "concerns", None)
     if concerns is not None:  # its `on_message` is handed only the messages that can concern it
         mend.message_filters[cog] = concerns
@@ -362,6 +427,8 @@ def attach(
     services.recorder.on_recovery(attachment.report_recovery)
     if services.daemons.holding:
         bot.add_listener(attachment.release_daemons, "on_connect")
+    if services.mending is None:
+        attachment.hold_for_surface()
     return attachment
 
 

@@ -119,8 +119,9 @@ class Metrics:
     async def _read_state(self) -> _State:
         bot = self._bot
         services = bot.services
+        mending = await services.complete()  # on an attached bot, built once it has connected
         active = services.incidents.active()
-        budget = await services.improve.policy.budget()
+        budget = await mending.improve.policy.budget()
         recorder = services.recorder
         return _State(
             incidents={level: sum(1 for i in active if i.level == level) for level in _INCIDENT_LEVELS},
@@ -132,9 +133,9 @@ class Metrics:
             autonomous_daily_budget=budget.autonomous_daily_budget_usd,
             ready=bot.serving,  # 0 while a shard reconnects, as /health/ready is 503
             inflight=bot.inflight,
-            leader=services.cluster.leadership.is_leader,
+            leader=mending.cluster.leadership.is_leader,
             # Several processes: which commit each runs (a process left behind shows as a second commit).
-            commits=await services.cluster.positions(),
+            commits=await mending.cluster.positions(),
             shards=[(shard.id, shard.connected, shard.latency_s) for shard in bot.shard_states()],
             shed=dict(recorder.shed),
             waiting=recorder.waiting,

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import discord
 import msgspec
@@ -23,23 +23,8 @@ from bot.db import core
 from bot.db.core import Connection
 from bot.db.identity import FileIdentity
 from bot.db.retry import RetryPolicy, StorageHealth, Writes, has_room, probe
-from bot.deploy.approval import ApprovalService
-from bot.deploy.merge import Merger
-from bot.deploy.service import DeployService
-from bot.features.devmode import DevMode
 from bot.features.reminders import ReminderService
-from bot.forge.base import Forge
-from bot.forge.local import LocalForge
-from bot.improve.autonomy import AutonomyService
-from bot.improve.drill import DrillService
-from bot.improve.memory import Memory
-from bot.improve.policy import BudgetLedger, Policy
-from bot.improve.relay import RunEventRelay
-from bot.improve.runs import Run, RunService
-from bot.improve.service import SelfImprovementAgent
-from bot.improve.workspace import Workspace
 from bot.kernel.daemons import Daemons
-from bot.kernel.drills import DRILL_USER_ID
 from bot.kernel.log import get_logger
 from bot.kernel.prompts import PromptRegistry
 from bot.kernel.settings import Settings
@@ -48,23 +33,54 @@ from bot.observe.detector import AnomalyDetector, restore_windows_later
 from bot.observe.incidents import IncidentService
 from bot.observe.recorder import ActionRecorder
 from bot.runtime.people import People
-from bot.scale.cluster import Cluster
 from bot.scale.leader import Leadership, leadership_for, process_label, shares_database
 from bot.trust.access import AccessPolicy
 from bot.trust.redact import Redactor
-from bot.trust.sandbox import Sandbox
 
 if TYPE_CHECKING:
-    from bot.improve.agent import CodeAgent
-    from bot.trust.gateway import ModelGateway
+    from bot.db.records import ActionRecord
+    from bot.deploy.service import DeployService
+    from bot.features.devmode import DevMode
+    from bot.improve.autonomy import AutonomyService
+    from bot.improve.drill import DrillService
+    from bot.improve.service import SelfImprovementAgent
+    from bot.observe.incident import Incident
+    from bot.runtime.mending import Mending
+    from bot.scale.cluster import Cluster
 
-__all__ = ["DAEMONS_HELD_AT_MOST_S", "Services", "build_services"]
+__all__ = ["DAEMONS_HELD_AT_MOST_S", "NotMendingYet", "Services", "build_services"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAEMONS_HELD_AT_MOST_S = 5.0  # a bot that has not connected by then gets its daemons all the same
 PROMPTS_DIR = REPO_ROOT / "prompts"
 _RESTORING_WINDOWS = "detector-windows"  # the daemon restoring the detector's windows after a restart
 _log = get_logger(__name__)
+_T = TypeVar("_T")
+
+
+class _Held(Generic[_T]):
+    """What the self-improvement half would have been handed while it was not built yet, kept for it
+    (at most `limit`: past that the oldest go, counted) and handed over once it is."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.items: list[_T] = []
+        self.dropped = 0
+
+    def keep(self, item: _T) -> None:
+        self.items.append(item)
+        if len(self.items) > self.limit:
+            del self.items[0]
+            self.dropped += 1
+
+    def take(self) -> list[_T]:
+        items, self.items = self.items, []
+        return items
+
+
+class NotMendingYet(RuntimeError):
+    """mendbot's self-improvement half, asked for before it is built (a bot mendbot attaches to builds it
+    once connected: `Services.complete`)."""
 
 
 class Services(msgspec.Struct):
@@ -77,15 +93,11 @@ class Services(msgspec.Struct):
     detector: AnomalyDetector
     incidents: IncidentService
     access: AccessPolicy
-    improve: SelfImprovementAgent
-    deploy: DeployService
     clock: Callable[[], datetime]
     audit: AuditService
-    devmode: DevMode
-    autonomy: AutonomyService
-    cluster: Cluster
-    drill: DrillService
     people: People  # the names people go by, as the bot last saw them
+    writes: Writes  # user writes (reminders, approvals, run transitions) all go through this one helper
+    leadership: Leadership
     redactor: Redactor = msgspec.field(default_factory=Redactor)
     storage: StorageHealth = msgspec.field(default_factory=StorageHealth)
     daemons: Daemons = msgspec.field(default_factory=Daemons)
@@ -93,6 +105,107 @@ class Services(msgspec.Struct):
     boot_notices: list[str] = msgspec.field(default_factory=list)  # posted in #dev once the bot is ready
     dashboard: DashboardSignIn | None = None  # sign-in links; serving only while a dashboard runs
     database_file: FileIdentity | None = None  # the SQLite file's identity, watched (None: PostgreSQL)
+    # The self-improvement half (bot/runtime/mending.py), once built; until then what it would have
+    # been handed is held: incidents raised, and failures recorded (a resumed deploy watch's).
+    mending: Mending | None = None
+    _completing: asyncio.Task[Mending] | None = None
+    _raised: _Held[Incident] | None = None
+    _failures: _Held[ActionRecord] | None = None
+
+    # -- the self-improvement half, by name ---------------------------------------------------------
+
+    @property
+    def mended(self) -> Mending:
+        """The self-improvement half; NotMendingYet before `complete()` has built it."""
+        if self.mending is None:
+            raise NotMendingYet("mendbot's self-improvement is still starting")
+        return self.mending
+
+    @property
+    def improve(self) -> SelfImprovementAgent:
+        return self.mended.improve
+
+    @property
+    def deploy(self) -> DeployService:
+        return self.mended.deploy
+
+    @property
+    def autonomy(self) -> AutonomyService:
+        return self.mended.autonomy
+
+    @property
+    def cluster(self) -> Cluster:
+        return self.mended.cluster
+
+    @property
+    def drill(self) -> DrillService:
+        return self.mended.drill
+
+    @property
+    def devmode(self) -> DevMode:
+        return self.mended.devmode
+
+    def hold_for_mending(self) -> None:
+        """Until `complete()`: keep what the half would be handed (once, before anything is recorded)."""
+        self._raised = _Held(limit=self.settings.observe.queue_size)
+        self.incidents.on_raised = self._raised.keep
+        if not shares_database(self.settings):  # else the leader feeds the watch, once it leads
+            self._failures = _Held(limit=self.settings.observe.queue_size)
+            self.recorder.subscribe(self._keep_failure)
+
+    def _keep_failure(self, record: ActionRecord) -> None:
+        if not record.ok and self._failures is not None:
+            self._failures.keep(record)
+
+    async def complete(self) -> Mending:
+        """Build the self-improvement half (once; a second call waits for the first)."""
+        if self.mending is not None:
+            return self.mending
+        if self._completing is None:
+            self._completing = asyncio.get_running_loop().create_task(self._build_mending())
+        return await asyncio.shield(self._completing)
+
+    async def _build_mending(self) -> Mending:
+        from bot.runtime.mending import build_mending  # the half's modules load only when it is built
+
+        mending = await build_mending(
+            self.settings,
+            self.db,
+            prompts=self.prompts,
+            clock=self.clock,
+            redactor=self.redactor,
+            writes=self.writes,
+            recorder=self.recorder,
+            incidents=self.incidents,
+            detector=self.detector,
+            leadership=self.leadership,
+            daemons=self.daemons,
+        )
+        self.boot_notices.extend(mending.notices)
+        self.mending = mending
+        if self._raised is None:
+            self.incidents.on_raised = mending.autonomy.on_raised
+        return mending
+
+    def hand_over_held(self) -> None:
+        """What was held while the half was built, handed to it (its cogs are added by now: a watch a
+        restart interrupted has resumed). Incidents go on to the half from now on."""
+        mending = self.mended
+        raised, self._raised = self._raised, None
+        failures, self._failures = self._failures, None
+        self.incidents.on_raised = mending.autonomy.on_raised
+        if failures is not None:
+            self.recorder.unsubscribe(self._keep_failure)
+            for record in failures.take():
+                mending.deploy.observe(record)
+        if raised is not None:
+            for incident in raised.take():
+                mending.autonomy.on_raised(incident)
+        dropped = (raised.dropped if raised else 0) + (failures.dropped if failures else 0)
+        if dropped:
+            _log.warning(
+                "held too much while mendbot's self-improvement started: the oldest dropped", dropped=dropped
+            )
 
     def authorize(
         self, user_id: int, role_ids: list[int], *, is_bot: bool, action: str, **context: Any
@@ -112,29 +225,35 @@ class Services(msgspec.Struct):
 
     def health(self) -> dict[str, object]:
         """Figures for the health endpoint."""
+        mending = self.mending
         return {
             "reminders_scheduled": self.reminders.scheduled,
             "prompts": len(self.prompts.keys()),
             "incidents_active": len(self.incidents.active()),
-            "improvement_paused": self.improve.policy.paused,
+            "improvement_paused": mending.improve.policy.paused if mending is not None else None,
             "storage_fault": self.storage.state.fault,
             "storage_write_retries": self.storage.retried,
             "storage_writes_given_up": self.storage.given_up,
             **self.recorder.health(),
-            **self.cluster.health(),
+            **(mending.cluster.health() if mending is not None else {}),
         }
 
     async def quiesce(self) -> None:
         """Wait until background services have processed everything handed to them so far."""
         if not self.daemons.holding:
             await self.daemons.finished(_RESTORING_WINDOWS)  # the detector takes what it held
-        await self.improve.quiesce()
-        await self.deploy.quiesce()
-        await self.incidents.quiesce()
-        # Incidents may have started runs of the bot's own; their notes go back to the incidents.
-        await self.autonomy.quiesce()
-        await self.incidents.quiesce()
-        await self.cluster.quiesce()
+        if self._completing is not None:
+            await asyncio.wait([self._completing])  # a half being built: what it is handed, it finishes
+        if (mending := self.mending) is not None:
+            await mending.improve.quiesce()
+            await mending.deploy.quiesce()
+            await self.incidents.quiesce()
+            # Incidents may have started runs of the bot's own; their notes go back to the incidents.
+            await mending.autonomy.quiesce()
+            await self.incidents.quiesce()
+            await mending.cluster.quiesce()
+        else:
+            await self.incidents.quiesce()
         await self.people.quiesce()
         await self.recorder.flush()
 
@@ -146,19 +265,23 @@ class Services(msgspec.Struct):
         if self.daemons.holding:  # closed before the bot connected: what was recorded is kept first
             self.daemons.release()
             await asyncio.sleep(0)  # the held writer starts (its first step), so closing it journals
+        if self._completing is not None:
+            await asyncio.wait([self._completing])  # a half being built is closed once it is
         self.reminders.stop()
-        await self.drill.close()
-        self.autonomy.close()
-        await self.improve.shutdown()
-        await self.autonomy.quiesce()
-        self.deploy.stop()
-        await self.cluster.close()
+        mending = self.mending
+        if mending is not None:
+            await mending.drill.close()
+            mending.autonomy.close()
+            await mending.improve.shutdown()
+            await mending.autonomy.quiesce()
+            mending.deploy.stop()
+            await mending.cluster.close()
         await self.incidents.quiesce()
         await self.people.quiesce()
         await self.recorder.close()
         await self.daemons.stop_all()
-        if self.improve.queue is not None:
-            await self.improve.queue.close()
+        if mending is not None and mending.improve.queue is not None:
+            await mending.improve.queue.close()
         await self.db.close()
 
 
@@ -185,12 +308,15 @@ async def build_services(
     watch_prompts: bool = True,
     leadership: Leadership | None = None,
     connecting: bool = False,
+    mending: bool = True,
 ) -> Services:
     """Open the database, load prompts and build every service. Prompt errors are logged.
 
-    `leadership` defaults to the one the settings call for (`bot.scale.cluster.leadership_for`).
+    `leadership` defaults to the one the settings call for (`bot.scale.leader.leadership_for`).
     `connecting`: for a bot about to connect — the services' daemons wait until it has its gateway
-    session (the attachment releases them at `on_connect`; bot/kernel/daemons.py)."""
+    session (the attachment releases them at `on_connect`; bot/kernel/daemons.py). `mending`: the
+    self-improvement half built too; without it the caller builds it later (`Services.complete`), and
+    what it would be handed meanwhile is held for it."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = await core.connect(settings.database_target, timeout_ms=settings.storage.busy_timeout_ms)
     daemons = Daemons()
@@ -200,41 +326,18 @@ async def build_services(
         services = await _assemble(
             settings, db, clock, prompts_dir, leadership or leadership_for(settings), daemons=daemons
         )
+        if mending:
+            await services.complete()
+        else:
+            services.hold_for_mending()
     except BaseException:
+        await daemons.stop_all()
         await db.close()  # an open connection's thread would keep the process alive
         raise
     # The hand-edit watcher (started by the Ship cog) reloads prompts too; one watcher is enough.
     if watch_prompts and not settings.deploy.watch_hand_edits:
         services.daemons.start("prompt-watcher", services.prompts.watch())
     return services
-
-
-async def _interrupted(improve: SelfImprovementAgent, *, shared: bool) -> list[Run]:
-    """The runs this process's last stop interrupted (on a shared database: none — runs in flight are
-    other processes' too, and one starting must not take them for ones it stopped; what a dead process
-    left is failed by the leader's stuck-run watchdog, and a merge it left is finished by the leader's
-    merge pass, bot/scale/cluster.py)."""
-    if shared:
-        await improve.claims.release_ended()
-        return []
-    return await improve.on_startup()
-
-
-async def _boot_notices(settings: Settings, interrupted: list[Run], drill: DrillService) -> list[str]:
-    """What to say in #dev once the bot is up: each run a stop interrupted that `/run N action:resume`
-    continues; and a drill left unfinished — ended here, its run with it, before anything could offer
-    that run for a resume. (Changes no run will see are looked for once the bot is ready: the
-    attachment's `report_boot_problems`.)"""
-    drill_notice = await drill.recover()
-    notices = [
-        f"⏸ Run #{run.id} was interrupted by a restart while {run.interrupted_from or 'running'}; "
-        f"`/run {run.id} action:resume` continues it."
-        for run in interrupted
-        if run.interrupted_from != "merging" and run.requester_id != DRILL_USER_ID
-    ]
-    if drill_notice:
-        notices.append(drill_notice)
-    return notices
 
 
 async def _assemble(
@@ -246,6 +349,7 @@ async def _assemble(
     *,
     daemons: Daemons,
 ) -> Services:
+    """The recording half: what a bot's handlers are recorded, announced and chatted with by."""
     prompts = PromptRegistry(prompts_dir or PROMPTS_DIR)
     prompts.load_all()
     # One redactor, knowing the bot's secret values, on every way out: records, runs, reports, logs.
@@ -260,7 +364,6 @@ async def _assemble(
         room=_room(settings.db_path.parent, settings.log_dir) if settings.database.url is None else None,
         identity=database_file.check if database_file is not None else None,
     )
-    # User writes (reminders, approvals, run transitions) all go through this one helper.
     writes = Writes(RetryPolicy(storage_config.write_attempts, storage_config.retry_backoff_s), storage)
     recorder = ActionRecorder(
         database=settings.database_target,
@@ -310,46 +413,7 @@ async def _assemble(
         # feeds them every process's records instead: bot/scale/cluster.py.)
         recorder.subscribe(incidents.observe)
         recorder.subscribe(detector.process)
-    improve = await _build_improve(settings, db, prompts, clock, redactor, writes=writes)
-    relay = await _run_on_workers(settings, db, improve)
-    deploy = DeployService(
-        settings=settings,
-        runs=improve.runs,
-        approvals=ApprovalService(db, improve.runs, settings, clock, writes=writes),
-        forge=improve.forge,
-        merger=Merger(
-            settings.repo_dir.resolve(),
-            improve.workspace,
-            settings.improve.checks,
-            settings.improve.check_timeout_s,
-            improve.sandbox,
-            redact=redactor.text,
-        ),
-        incidents=incidents,
-        memory=improve.memory,
-        clock=clock,
-    )
-    if not shared:
-        recorder.subscribe(deploy.observe)
-    deploy.prove_live = improve.prove_live
-    deploy.prove_rollback = improve.prove_rollback
-    deploy.reprove = improve.reprove
-    interrupted = await _interrupted(improve, shared=shared)
-    drill = DrillService(
-        settings=settings,
-        db=db,
-        recorder=recorder,
-        incidents=incidents,
-        improve=improve,
-        clock=clock,
-        failpoints=deploy.failpoints,
-        process=process_label(settings) if shared else None,
-    )
-    boot_notices = await _boot_notices(settings, interrupted, drill)
-    devmode = DevMode(db, settings.repo_dir.resolve(), clock)
     people = await People.loaded(db, clock, dev_guild_id=settings.discord.dev_guild_id)
-    autonomy = AutonomyService(config=settings.improve, improve=improve, incidents=incidents, devmode=devmode)
-    incidents.on_raised = autonomy.on_raised
     services = Services(
         settings=settings,
         db=db,
@@ -369,26 +433,13 @@ async def _assemble(
         detector=detector,
         incidents=incidents,
         access=AccessPolicy(lambda: settings.access),
-        improve=improve,
-        deploy=deploy,
         clock=clock,
         audit=AuditService(settings.database_target, settings.audit, clock),
-        devmode=devmode,
-        autonomy=autonomy,
-        cluster=Cluster(
-            settings=settings,
-            db=db,
-            leadership=leadership,
-            incidents=incidents,
-            detector=detector,
-            deploy=deploy,
-            improve=improve,
-        ),
-        drill=drill,
         people=people,
+        writes=writes,
+        leadership=leadership,
         redactor=redactor,
         storage=storage,
-        boot_notices=boot_notices,
         dashboard=DashboardSignIn(
             db, settings.dashboard, lambda: clock().timestamp(), access=AccessPolicy(lambda: settings.access)
         ),
@@ -405,29 +456,7 @@ async def _assemble(
     )
     # On the probe's schedule, and after each flush of the recorder: is the database file still there?
     services.daemons.start("database-file", storage.watch_identity(storage_config.probe_interval_s))
-    # The watchdog and, on a shared database, the leader's work run while this process leads.
-    await services.cluster.start(services.daemons)
-    if relay is not None:
-        # One process relays the workers' progress to Discord (any may post by channel id): with
-        # several bot processes, each relaying would post every update once per process.
-        services.daemons.start("run-relay", services.cluster.leadership.while_leader(relay.run))
     return services
-
-
-async def _run_on_workers(
-    settings: Settings, db: Connection, improve: SelfImprovementAgent
-) -> RunEventRelay | None:
-    """With `improve.run_on: workers`: runs are deferred to the queue, and what the workers report
-    comes back through the relay (started as a daemon) to the bot's reporter."""
-    if settings.improve.run_on != "workers":
-        return None
-    from bot.improve.queue import RunQueue  # procrastinate is loaded only when workers are used
-
-    assert settings.database.url is not None  # refuse_workers_without_store
-    queue = RunQueue(settings.database.url, lost_after_s=settings.improve.worker_lost_after_s)
-    await queue.open()
-    improve.queue = queue
-    return RunEventRelay(settings.database.url, db, improve.runs, lambda: improve.reporter)
 
 
 _discord_utils: Any = discord.utils  # its `datetime` is what a virtual Discord replaces
@@ -440,73 +469,3 @@ def _utcnow_timestamp() -> float:
     if _discord_utils.datetime is _datetime_module:
         return time.time()
     return discord.utils.utcnow().timestamp()
-
-
-def _forge(settings: Settings, db: Connection, repo_root: Path, clock: Callable[[], datetime]) -> Forge:
-    config = settings.forge
-    if config.kind == "local":
-        return LocalForge(repo_root, db, clock=clock)
-    from bot.forge.github import GitHubForge  # its module and githubkit load for a GitHub forge only
-
-    assert config.repository is not None and settings.github_token is not None  # checked by doctor/settings
-    return GitHubForge(
-        repo_root,
-        db,
-        repository=config.repository,
-        token=settings.github_token.get_secret_value(),
-        api_url=config.api_url,
-        remote_url=config.remote_url or f"https://github.com/{config.repository}.git",
-        clock=clock,
-    )
-
-
-async def _build_improve(
-    settings: Settings,
-    db: Connection,
-    prompts: PromptRegistry,
-    clock: Callable[[], datetime],
-    redactor: Redactor,
-    *,
-    writes: Writes,
-) -> SelfImprovementAgent:
-    repo_root = settings.repo_dir.resolve()
-    policy = Policy(settings.improve, db, clock)
-    await policy.load()
-    runs = RunService(db, clock, redactor, writes=writes)
-    api_key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else ""
-
-    def new_gateway() -> ModelGateway:
-        from bot.trust.gateway import ModelGateway  # the gateway and its pricing load with the first run
-
-        return ModelGateway(
-            upstream=settings.anthropic_base_url, api_key=api_key, ledger=BudgetLedger(policy, runs)
-        )
-
-    home = settings.data_dir.resolve() / "agent-home"
-    sandbox = Sandbox.from_config(settings.improve.sandbox)
-
-    def new_agent() -> CodeAgent:
-        from bot.improve.agent import ClaudeCodeAgent  # claude-agent-sdk is loaded when a run starts
-
-        return ClaudeCodeAgent(
-            home=home,
-            model=settings.improve.model,
-            protected_paths=tuple(settings.improve.protected_paths),
-            sandbox=sandbox,
-            git_dir=repo_root / ".git",
-        )
-
-    return SelfImprovementAgent(
-        settings=settings,
-        db=db,
-        runs=runs,
-        policy=policy,
-        memory=Memory(db, clock),
-        workspace=Workspace(repo_root, settings.data_dir.resolve() / "worktrees", host=settings.bot),
-        forge=_forge(settings, db, repo_root, clock),
-        prompts=prompts,
-        agent_factory=new_agent,
-        sandbox=sandbox,
-        gateway=new_gateway,
-        clock=clock,
-    )

@@ -71,7 +71,8 @@ async def attach_to(
     `console_level`: what of mendbot's log reaches the program's console. `restart_at_exit`: a restart a
     deploy asked for is applied when the program ends (off where the caller starts the program again
     itself, as the attach demo does). `connecting`: the bot is about to connect to Discord, so the
-    services' background work waits for its gateway session (by default: it has none yet)."""
+    services' background work waits for its gateway session, and mendbot's self-improvement half and
+    cogs come up then (by default: it has none yet)."""
     found = recording_of(bot)
     if isinstance(found, Attachment):
         return found
@@ -87,11 +88,11 @@ async def attach_to(
     )
     if connecting is None:
         connecting = bot.user is None
-    services = await build_services(settings, connecting=connecting)
+    services = await build_services(settings, connecting=connecting, mending=not connecting)
     mend = attach(bot, services, owns_services=True)
     mend.sampler.start()
     _closing_with(bot, mend)
-    _syncing_once_connected(bot, mend)
+    _surfacing_once_connected(bot, mend)
 
     bot.add_listener(mend.on_ready, "on_ready")
     if restart_at_exit:
@@ -115,11 +116,12 @@ def _closing_with(bot: Host, mend: Attachment) -> None:
     bot.close = wrapper_of(bot.close, close)  # type: ignore[method-assign]
 
 
-def _syncing_once_connected(bot: Host, mend: Attachment) -> None:
-    """mendbot's slash commands — and the bot's, copied — synced to the dev guild once the bot has its
-    gateway session (every extension loaded by then), not before: the bot's own start waits for nothing
-    of mendbot's, and Discord keeps the commands of the last sync meanwhile."""
-    bot.add_listener(mend.sync_dev_guild, "on_connect")
+def _surfacing_once_connected(bot: Host, mend: Attachment) -> None:
+    """Once the bot has its gateway session (every extension loaded by then): mendbot's
+    self-improvement half and cogs, if not up yet, and its slash commands — and the bot's, copied —
+    synced to the dev guild. The bot's own start waits for none of it, and Discord keeps the commands
+    of the last sync meanwhile."""
+    bot.add_listener(mend.start_surface, "on_connect")
 
 
 def _restart_if_asked(mend: Attachment) -> None:

@@ -32,7 +32,8 @@ from bot.kernel.git import git
 from bot.kernel.log import bind_context, get_logger
 from bot.kernel.prompts import PromptRegistry
 from bot.kernel.settings import Settings
-from bot.runtime.services import PROMPTS_DIR, _build_improve
+from bot.runtime.mending import build_improve
+from bot.runtime.services import PROMPTS_DIR
 from bot.trust.redact import Redactor
 
 __all__ = ["Worker", "run_worker"]
@@ -187,7 +188,7 @@ async def run_worker(settings: Settings) -> int:
     improve: SelfImprovementAgent | None = None
     recovery: asyncio.Task[None] | None = None
     try:
-        improve = await _build_improve(
+        improve = await build_improve(
             settings, db, prompts, _now, Redactor.from_settings(settings), writes=writes
         )
         improve.executor_name = name

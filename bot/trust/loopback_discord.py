@@ -269,19 +269,36 @@ class DiscordDouble(RestDouble):
         if command is None:
             raise LookupError(f"/{command_name} was not synced to the guild or globally")
         types = {option["name"]: option["type"] for option in command.get("options") or []}
+        data = {
+            "id": command["id"],
+            "name": command_name,
+            "type": 1,
+            "guild_id": str(guild.id),
+            "options": [{"name": k, "type": types.get(k, 3), "value": v} for k, v in options.items()],
+        }
+        return await self._interact(channel, author, 2, data)
+
+    async def press(
+        self, message: dict[str, Any], custom_id: str, /, *, author: str = "alice"
+    ) -> dict[str, Any]:
+        """A member presses the button `custom_id` under `message` (INTERACTION_CREATE, a component, to
+        the owning shard); `await response_to(it)` is the bot's answer."""
+        channel = self._channel_by_id(message["channel_id"])
+        current = self._find_message(message["channel_id"], message["id"]) or message
+        data = {"custom_id": custom_id, "component_type": 2}
+        return await self._interact(channel, author, 3, data, message=self._with_reactions(current))
+
+    async def _interact(
+        self, channel: FakeChannel, author: str, kind: int, data: dict[str, Any], **more: Any
+    ) -> dict[str, Any]:
+        guild = self._guild_of(channel)
         user = self.member(author)
         member = {**self._member_payload(guild, user), "permissions": str(discord.Permissions.all().value)}
         interaction: dict[str, Any] = {
             "id": str(snowflake()),
             "application_id": str(self.application_id),
-            "type": 2,
-            "data": {
-                "id": command["id"],
-                "name": command_name,
-                "type": 1,
-                "guild_id": str(guild.id),
-                "options": [{"name": k, "type": types.get(k, 3), "value": v} for k, v in options.items()],
-            },
+            "type": kind,
+            "data": data,
             "guild_id": str(guild.id),
             "channel_id": str(channel.id),
             "channel": {**channel.payload(guild.id, guild.channels.index(channel))},
@@ -295,6 +312,7 @@ class DiscordDouble(RestDouble):
             "authorizing_integration_owners": {"0": str(guild.id)},
             "context": 0,
             "attachment_size_limit": 8 * 1024 * 1024,
+            **more,
         }
         self.interactions[interaction["token"]] = interaction
         await self._dispatch(self.session_of(guild), "INTERACTION_CREATE", interaction)
