@@ -51,6 +51,25 @@ def test_what_start_up_made_is_frozen_when_collection_resumes() -> None:
     assert gc.get_freeze_count() >= frozen + len(made)
 
 
+def test_a_part_built_later_is_made_without_collection_and_frozen_after() -> None:
+    """mendbot's self-improvement half, built once an attached bot has connected: no collection while it
+    is made (an error too ends the block), and what it made is frozen as start-up's is."""
+    gc.enable()
+    frozen = gc.get_freeze_count()
+    with startgc.frozen_after():
+        assert not gc.isenabled()
+        made = [[n] for n in range(1000)]
+    assert gc.isenabled() and gc.get_freeze_count() >= frozen + len(made)
+    with pytest.raises(RuntimeError), startgc.frozen_after():
+        raise RuntimeError("the half could not be built")
+    assert gc.isenabled()
+    gc.disable()
+    frozen = gc.get_freeze_count()
+    with startgc.frozen_after():
+        made = [[n] for n in range(1000)]
+    assert not gc.isenabled() and gc.get_freeze_count() < frozen + len(made)  # the caller's pause is theirs
+
+
 def test_a_collector_the_caller_turned_off_stays_off() -> None:
     gc.disable()
     with startgc.paused():

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["paused", "resume", "resume_at_the_latest"]
+__all__ = ["frozen_after", "paused", "resume", "resume_at_the_latest"]
 
 
 class _Pause:
@@ -35,6 +35,23 @@ def paused() -> Iterator[None]:
         yield
     finally:
         resume()
+
+
+@contextmanager
+def frozen_after() -> Iterator[None]:
+    """No collection while the block builds what lives as long as the process, and what it made frozen
+    after, as start-up's is: mendbot's self-improvement half on a bot it attached to, built once the
+    bot has connected (bot/runtime/attachment.py). Made with the collector on, its modules' objects
+    would be walked by the first full collections on the bot's first commands, and again each time."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 def resume_at_the_latest(seconds: float) -> None:

@@ -33,6 +33,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.kernel import startgc
 from bot.kernel.log import get_logger
 from bot.kernel.prompts import PromptRegistry
 from bot.kernel.uncommitted import not_on_main, unseen_line
@@ -193,9 +194,10 @@ class Attachment(Recording):
         self._surface_started = True
         held = self.held
         try:
-            await self.services.complete()
-            if self._surface is not None:
-                await self._surface()
+            with startgc.frozen_after():
+                await self.services.complete()
+                if self._surface is not None:
+                    await self._surface()
         except Exception as exc:
             why = f"{type(exc).__name__}: {exc}"
             _log.exception("mendbot's self-improvement could not start: the bot runs without it")
