@@ -22,7 +22,7 @@ from discord.ext import commands
 
 from bot.kernel.settings import Settings
 from bot.runtime.attachment import SURFACE, Attachment
-from bot.runtime.held_events import SURFACE_EVENTS
+from bot.runtime.held_events import SURFACE_EVENTS, HeldEvents
 from bot.runtime.services import NotMendingYet, build_services
 from bot.runtime.standalone import attach_to
 from bot.trust.loopback_discord import DiscordDouble
@@ -137,6 +137,24 @@ def test_every_event_mendbots_cogs_listen_for_is_held_for_them() -> None:
             if issubclass(cog, commands.Cog) and cog.__module__ == module.__name__:
                 heard |= {event.removeprefix("on_") for event, _ in cog.__cog_listeners__}
     assert heard and heard <= SURFACE_EVENTS, heard - SURFACE_EVENTS
+
+
+async def test_what_is_held_is_bounded_and_the_holds_come_off_as_they_went_on() -> None:
+    """Past its bound the oldest held event goes (counted), only events mendbot's cogs listen for are
+    kept, and releasing puts the bot's connection, tree and view store back as they were."""
+    bot = Host()
+    state: Any = bot._connection
+    dispatch = state.dispatch
+    held = HeldEvents(bot, limit=3)
+    held.install()
+    for n in range(5):
+        state.dispatch("raw_message_delete", n)
+    state.dispatch("typing", "not for mendbot")
+    assert [args for _, args, _ in held.events] == [(2,), (3,), (4,)] and held.dropped == 2
+    held.release([])
+    assert state.dispatch == dispatch and "dispatch_view" not in vars(state._view_store)
+    assert "_from_interaction" not in vars(bot.tree) and not held.events
+    await bot.close()
 
 
 async def test_the_self_improvement_half_is_built_when_asked_and_held_for_until_then(tmp_path: Path) -> None:

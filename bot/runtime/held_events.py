@@ -18,6 +18,7 @@ answered so (never left to time out) and the rest is let go.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -44,8 +45,7 @@ class HeldEvents:
 
     def __init__(self, bot: commands.Bot | commands.AutoShardedBot, *, limit: int) -> None:
         self.bot = bot
-        self.limit = limit
-        self.events: list[Event] = []
+        self.events: deque[Event] = deque(maxlen=limit)
         self.commands: list[discord.Interaction[Any]] = []
         self.components: list[tuple[int, str, discord.Interaction[Any]]] = []
         self.dropped = 0
@@ -87,10 +87,9 @@ class HeldEvents:
     def _dispatching(self, original: Callable[..., None], event: str, /, *args: Any, **kwargs: Any) -> None:
         original(event, *args, **kwargs)
         if event in SURFACE_EVENTS:
-            self.events.append((event, args, kwargs))
-            if len(self.events) > self.limit:
-                del self.events[0]
+            if len(self.events) == self.events.maxlen:
                 self.dropped += 1
+            self.events.append((event, args, kwargs))
 
     def _calling(self, original: Callable[..., None], interaction: discord.Interaction[Any]) -> None:
         if _known_command(self.bot.tree, interaction):
@@ -147,7 +146,8 @@ class HeldEvents:
         self._log_dropped()
 
     def _take_events(self) -> list[Event]:
-        events, self.events = self.events, []
+        events = list(self.events)
+        self.events.clear()
         return events
 
     def _take_commands(self) -> list[discord.Interaction[Any]]:

@@ -1,5 +1,8 @@
 """Assembly of mendbot's services: built once in `__main__` (or a test), passed into MendBot.
 
+In two halves: the recording (the recorder, the detector, incidents, chat, reminders, people, …), and
+the self-improvement half (bot/runtime/mending.py), built by `Services.complete()` — at once, or for a
+bot mendbot attaches to once that bot has connected, what it would be handed meanwhile held for it.
 Nothing in cogs reaches for a module-level singleton; cogs use `bot.runtime.services`.
 """
 
@@ -8,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as _datetime_module
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -63,18 +67,17 @@ class _Held(Generic[_T]):
     (at most `limit`: past that the oldest go, counted) and handed over once it is."""
 
     def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.items: list[_T] = []
+        self.items: deque[_T] = deque(maxlen=limit)
         self.dropped = 0
 
     def keep(self, item: _T) -> None:
-        self.items.append(item)
-        if len(self.items) > self.limit:
-            del self.items[0]
+        if len(self.items) == self.items.maxlen:
             self.dropped += 1
+        self.items.append(item)
 
     def take(self) -> list[_T]:
-        items, self.items = self.items, []
+        items = list(self.items)
+        self.items.clear()
         return items
 
 
@@ -84,6 +87,8 @@ class NotMendingYet(RuntimeError):
 
 
 class Services(msgspec.Struct):
+    """Every service of one bot process; the self-improvement half's by name once it is built."""
+
     settings: Settings
     db: Connection
     prompts: PromptRegistry
