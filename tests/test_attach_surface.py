@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import types
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,23 @@ async def test_what_is_held_is_bounded_and_the_holds_come_off_as_they_went_on() 
     held.release([])
     assert state.dispatch == dispatch and "dispatch_view" not in vars(state._view_store)
     assert "_from_interaction" not in vars(bot.tree) and not held.events
+    await bot.close()
+
+
+async def test_an_interaction_the_hold_cannot_read_goes_to_the_bot_as_it_came() -> None:
+    """An app command whose kind the hold cannot tell (a type discord.py does not know) is never kept from
+    the bot: it goes to the tree as it came, and the hold keeps nothing."""
+    bot = Host()
+    reached: list[Any] = []
+    tree: Any = bot.tree
+    tree._from_interaction = reached.append  # where the bot's tree takes it
+    held = HeldEvents(bot, limit=3)
+    held.install()
+    state: Any = bot._connection
+    strange = types.SimpleNamespace(data={"name": "fix", "type": 99, "guild_id": "1"})
+    state._command_tree._from_interaction(strange)
+    assert reached == [strange] and not held.commands
+    held.release([])
     await bot.close()
 
 

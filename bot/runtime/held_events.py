@@ -168,16 +168,20 @@ class HeldEvents:
 
 def _known_command(tree: Any, interaction: discord.Interaction[Any]) -> bool:
     """Whether the tree has the app command (or context menu) `interaction` calls, as its lookup would
-    find it: in the interaction's guild, else global."""
+    find it: in the interaction's guild, else global (one it cannot tell is taken as known: never held
+    from the bot)."""
     data: Any = interaction.data or {}
-    name = data.get("name")
-    kind = discord.AppCommandType(data.get("type", 1))
-    guild_id = data.get("guild_id")
-    if guild_id is not None and tree.get_command(name, guild=discord.Object(int(guild_id)), type=kind):
+    try:
+        name = data.get("name")
+        kind = discord.AppCommandType(data.get("type", 1))
+        guild_id = data.get("guild_id")
+        if guild_id is not None and tree.get_command(name, guild=discord.Object(int(guild_id)), type=kind):
+            return True
+        if guild_id is not None and not tree.fallback_to_global:
+            return False
+        return tree.get_command(name, type=kind) is not None
+    except (AttributeError, TypeError, ValueError):
         return True
-    if guild_id is not None and not tree.fallback_to_global:
-        return False
-    return tree.get_command(name, type=kind) is not None
 
 
 def _claimed(store: Any, component_type: int, custom_id: str, interaction: Any) -> bool:
