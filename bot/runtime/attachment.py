@@ -199,7 +199,8 @@ class Attachment(Recording):
                 if self._surface is not None:
                     await self._surface()
         except Exception as exc:
-            why = f"{type(exc).__name__}: {exc}"
+            # Said in #dev and to whoever waited: an error's text may carry a value of the bot's secrets.
+            why = self.services.redactor.text(f"{type(exc).__name__}: {exc}", 300)
             _log.exception("mendbot's self-improvement could not start: the bot runs without it")
             self.extension_failures["mendbot"] = why
             if held is not None:
