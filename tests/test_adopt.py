@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.runtime.standalone import host_settings
-from bot.tools.adopt import AdoptError, inspect_repository
+from mendbot.runtime.standalone import host_settings
+from mendbot.tools.adopt import AdoptError, inspect_repository
 from tests.harness.hosts import host_repo
 from tests.harness.repo import git
 
@@ -111,14 +111,13 @@ RUNS = "import os\nfrom discord.ext import commands\nbot = commands.Bot(command_
             {"bot.py": RUNS + "import json\nbot.run(json.load(open('config.json'))['token'])\n"},
             "reads its token from a file",
         ),
-        ({"bot/__init__.py": "", "bot/__main__.py": RUNS + "bot.run(os.environ['T'])\n"}, "named `bot`"),
         ({"bot.py": RUNS}, "no program that runs it"),
         (
             {"client.py": "import discord\nclient = discord.Client(intents=None)\nclient.run('x')\n"},
             "without commands",
         ),
     ],
-    ids=["no-bot", "token-file", "token-json", "bot-package", "no-entry", "plain-client"],
+    ids=["no-bot", "token-file", "token-json", "no-entry", "plain-client"],
 )
 def test_adopt_refuses_what_it_cannot_handle_in_one_line(
     tmp_path: Path, files: dict[str, str], expected: str

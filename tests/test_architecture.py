@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.kernel.sections import DEFAULT_PROTECTED_PATHS
-from bot.tools.architecture import diagram
-from bot.trust.path_rules import protected_entry
+from mendbot.kernel.sections import DEFAULT_PROTECTED_PATHS
+from mendbot.tools.architecture import diagram
+from mendbot.trust.path_rules import protected_entry
 
 REPO = Path(__file__).resolve().parent.parent
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
@@ -27,7 +27,8 @@ def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(LINT_IMPORTS), "--no-cache"],
         cwd=root,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)},
+        # `mendbot` from the tree's own bot/ (through typings/mendbot), not the installed one
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{root / 'typings'}:{root}"},
         capture_output=True,
         text=True,
         timeout=120,
@@ -44,21 +45,24 @@ def test_the_contracts_hold() -> None:
 
 def test_an_upward_import_breaks_the_layers(tmp_path: Path) -> None:
     """Storage importing the runtime — an import running upward — makes `lint-imports` fail, naming it."""
-    for part in ("bot", "cogs"):
-        shutil.copytree(REPO / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for part in ("bot", "cogs", "typings"):
+        shutil.copytree(
+            REPO / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"), symlinks=True
+        )
     shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
     core = tmp_path / "bot" / "db" / "core.py"
-    core.write_text(core.read_text() + "\nfrom bot.runtime import app as _upward  # noqa\n")
+    core.write_text(core.read_text() + "\nfrom mendbot.runtime import app as _upward  # noqa\n")
 
     result = _lint_imports(tmp_path)
 
     assert result.returncode == 1, result.stdout
     assert "Layers: each imports only the layers below it BROKEN" in result.stdout
-    assert "bot.db.core -> bot.runtime.app" in result.stdout
+    assert "mendbot.db.core -> mendbot.runtime.app" in result.stdout
 
 
 def test_docs_show_the_diagram_the_code_makes() -> None:
-    """docs/architecture.md's diagram is `python -m bot.tools.architecture`'s output, not drawn by hand."""
+    """docs/architecture.md's diagram is `python -m mendbot.tools.architecture`'s output, not drawn by
+    hand."""
     architecture = (REPO / "docs" / "architecture.md").read_text()
     assert f"```mermaid\n{diagram()}```" in architecture
 
@@ -106,22 +110,28 @@ def test_modules_are_small_enough_to_read(module: str) -> None:
 
 
 def test_only_cogs_use_discords_ui_types() -> None:
-    """Views, buttons and modals are the cogs' business: nothing under bot/ names discord.ui."""
-    users = [module for module in _modules("bot") if "discord.ui" in (REPO / module).read_text()]
+    """Views, buttons and modals are the cogs' business: nothing under bot/ but its cogs names discord.ui."""
+    users = [
+        module
+        for module in _modules("bot")
+        if not module.startswith("bot/cogs/") and "discord.ui" in (REPO / module).read_text()
+    ]
     assert users == []
 
 
 def test_pyproject_lists_every_package() -> None:
-    """pyproject.toml lists its packages (setuptools' find cannot install bot/attach as `mendbot` too):
-    every package of bot/ and cogs/ is listed, and `mendbot` maps to bot/attach."""
+    """pyproject.toml lists its packages (setuptools' find names them by folder, not as `mendbot`): every
+    package of bot/ under its installed name, and the prompts' folders; nothing else at the top level."""
     import tomllib
 
     setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     found = {
-        ".".join(path.parent.relative_to(REPO).parts)
-        for root in ("bot", "cogs")
-        for path in (REPO / root).rglob("__init__.py")
+        ".".join(("mendbot", *path.parent.relative_to(REPO / "bot").parts))
+        for path in (REPO / "bot").rglob("__init__.py")
         if "__pycache__" not in path.parts
     }
-    assert set(setuptools["packages"]) == found | {"mendbot"}
-    assert setuptools["package-dir"] == {"mendbot": "bot/attach"}
+    prompts = {"mendbot.prompts"} | {
+        f"mendbot.prompts.{path.name}" for path in (REPO / "prompts").iterdir() if path.is_dir()
+    }
+    assert set(setuptools["packages"]) == found | prompts
+    assert setuptools["package-dir"] == {"mendbot": "bot", "mendbot.prompts": "prompts"}

@@ -21,13 +21,13 @@ import discord
 import pytest
 from discord.ext import commands
 
-from bot.kernel.settings import Settings
-from bot.runtime.attachment import SURFACE, Attachment
-from bot.runtime.held_events import SURFACE_EVENTS, HeldEvents
-from bot.runtime.services import NotMendingYet, build_services
-from bot.runtime.standalone import attach_to
-from bot.trust.loopback_discord import DiscordDouble
-from bot.trust.loopback_discord_model import message_text
+from mendbot.kernel.settings import Settings
+from mendbot.runtime.attachment import SURFACE, Attachment
+from mendbot.runtime.held_events import SURFACE_EVENTS, HeldEvents
+from mendbot.runtime.services import NotMendingYet, build_services
+from mendbot.runtime.standalone import attach_to
+from mendbot.trust.loopback_discord import DiscordDouble
+from mendbot.trust.loopback_discord_model import message_text
 from tests.harness.discord import make_settings
 from tests.harness.repo import git
 
@@ -82,7 +82,7 @@ def _settings(tmp_path: Path, double: DiscordDouble) -> Settings:
 async def _add_cogs(bot: commands.Bot) -> None:
     """What the `mendbot` extension adds: its cogs."""
     for name in SURFACE:
-        await importlib.import_module(f"mendbot.{name}").setup(bot)
+        await importlib.import_module(f"mendbot.cogs.{name}").setup(bot)
 
 
 async def _start(
@@ -133,7 +133,7 @@ def test_every_event_mendbots_cogs_listen_for_is_held_for_them() -> None:
     missing from what is held."""
     heard = set()
     for name in SURFACE:
-        module = importlib.import_module(f"mendbot.{name}")
+        module = importlib.import_module(f"mendbot.cogs.{name}")
         for _, cog in inspect.getmembers(module, inspect.isclass):
             if issubclass(cog, commands.Cog) and cog.__module__ == module.__name__:
                 heard |= {event.removeprefix("on_") for event, _ in cog.__cog_listeners__}

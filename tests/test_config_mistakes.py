@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.kernel.settings import ConfigError, load_settings
-from bot.tools.playground import VirtualWorld
+from mendbot.kernel.settings import ConfigError, load_settings
+from mendbot.tools.playground import VirtualWorld
 from tests.test_playground import _play
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 def _mendbot(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k != "MENDBOT_CONFIG"}
     return subprocess.run(
-        [sys.executable, "-m", "bot", *args],
+        [sys.executable, "-m", "mendbot", *args],
         cwd=cwd,
         check=False,
         input="",

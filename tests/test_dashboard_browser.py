@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from bot.tools.playground import VirtualWorld
+from mendbot.tools.playground import VirtualWorld
 from tests.harness.dashboard import allow, git_change, seed_hostile_run, serving
 from tests.harness.discord import make_settings, reply_text, running_world
 
@@ -295,7 +295,7 @@ async def _demo_world(tmp_path: Path) -> Path:
     env["MENDBOT_CONFIG"] = os.devnull
     data = tmp_path / "demo"
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "play", "--demo", "--data-dir", str(data), cwd=tmp_path, env=env,
+        sys.executable, "-m", "mendbot", "play", "--demo", "--data-dir", str(data), cwd=tmp_path, env=env,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     out, _ = await asyncio.wait_for(process.communicate(), 600)

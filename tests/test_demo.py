@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.tools.demo_agent import BUG, FIX, answer
-from bot.tools.demo_model import Turn
+from mendbot.tools.demo_agent import BUG, FIX, answer
+from mendbot.tools.demo_model import Turn
 
 pytestmark = pytest.mark.cli
 
@@ -32,7 +32,7 @@ async def _demo(tmp_path: Path, *args: str, stdin: bytes = b"") -> tuple[int, st
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bot",
+        "mendbot",
         "play",
         "--demo",
         "--data-dir",

@@ -13,9 +13,9 @@ from typing import Any
 import discord
 import pytest
 
-from bot.db.migrate import head_revision
-from bot.tools.doctor import Check, Level, channel_permissions, doctor_exit_code, run_doctor
-from bot.trust.loopback_discord import DiscordDouble
+from mendbot.db.migrate import head_revision
+from mendbot.tools.doctor import Check, Level, channel_permissions, doctor_exit_code, run_doctor
+from mendbot.trust.loopback_discord import DiscordDouble
 from tests.harness.postgres import PostgresServer
 from tests.harness.repo import git as repo_git
 
@@ -35,7 +35,7 @@ def _doctor_process(
 ) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k != "MENDBOT_CONFIG"}
     return subprocess.run(
-        [sys.executable, "-m", "bot", "--config", str(config), "doctor"],
+        [sys.executable, "-m", "mendbot", "--config", str(config), "doctor"],
         cwd=tmp_path,
         check=False,
         capture_output=True,

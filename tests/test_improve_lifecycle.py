@@ -123,7 +123,7 @@ async def _play(
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bot",
+        "mendbot",
         "--config",
         str(config),
         "play",

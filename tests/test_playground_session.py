@@ -17,12 +17,12 @@ from pathlib import Path
 import discord
 import pytest
 
-from bot.tools.playground import Playground, PlaygroundError, VirtualWorld
+from mendbot.tools.playground import Playground, PlaygroundError, VirtualWorld
 from tests.docblocks import blocks
 from tests.harness.discord import make_settings, running_world
 from tests.harness.model_double import Hold, ModelDouble, text
 from tests.harness.playground import PlaygroundProcess
-from tests.harness.repo import copy_of_bot
+from tests.harness.repo import copy_of_bot, python_path
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -48,12 +48,12 @@ class Terminal:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "bot",
+            "mendbot",
             "--config",
             str(config),
             "play",
             cwd=config.parent,
-            env={**base, "PYTHONPATH": str(code), **env},
+            env={**base, "PYTHONPATH": python_path(code), **env},
             stdin=slave,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -271,7 +271,7 @@ async def test_a_second_playground_on_a_data_dir_in_use_is_refused_with_one_line
     second = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bot",
+        "mendbot",
         "--config",
         str(config),
         "play",

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.kernel.prompts import PromptError, PromptRegistry, parse_prompt
-from bot.runtime.services import PROMPTS_DIR
+from mendbot.kernel.prompts import PromptError, PromptRegistry, parse_prompt
+from mendbot.runtime.services import installed_prompts
 from tests.harness.discord import bot_messages, make_settings, running_world
 
 PERSONA = "---\nkind: persona\nmodel: m1\nmax_tokens: 100\n---\nYou are {name}.\n"
@@ -117,7 +117,7 @@ async def test_invalid_edit_keeps_previous_version_and_reports(tmp_path: Path) -
 async def test_invalid_prompt_is_reported_in_the_dev_channel(tmp_path: Path) -> None:
     """When an edited prompt fails validation the bot says so in #dev, and chat keeps the old one."""
     prompts_dir = tmp_path / "prompts"
-    shutil.copytree(PROMPTS_DIR, prompts_dir)
+    shutil.copytree(installed_prompts(), prompts_dir)
     async with running_world(make_settings(tmp_path / "data"), prompts_dir=prompts_dir) as world:
         prompts = world.bot.services.prompts
         before = prompts.get("chat/persona")
@@ -132,7 +132,7 @@ async def test_invalid_prompt_is_reported_in_the_dev_channel(tmp_path: Path) -> 
 
 def test_every_shipped_prompt_is_valid_from_a_relative_root(monkeypatch: pytest.MonkeyPatch) -> None:
     """All prompts in prompts/ load, also when the registry is given a relative path."""
-    monkeypatch.chdir(PROMPTS_DIR.parent)
+    monkeypatch.chdir(installed_prompts().parent)
     registry = PromptRegistry(Path("prompts"))
     assert registry.load_all() == []
     assert {

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.improve.proof import Proof
-from bot.improve.proof_judge import Timing, handler_breadth, judge_replay, masked, shape
-from bot.improve.prover import _judge
-from bot.improve.replay import Raised, ReplayResult, Watch
-from bot.improve.replay_plan import Failure, ReplayCase, ReplayPlan
+from mendbot.improve.proof import Proof
+from mendbot.improve.proof_judge import Timing, handler_breadth, judge_replay, masked, shape
+from mendbot.improve.prover import _judge
+from mendbot.improve.replay import Raised, ReplayResult, Watch
+from mendbot.improve.replay_plan import Failure, ReplayCase, ReplayPlan
 
 WATCHED = Watch(on=True)
 FAILURE = Failure("ZeroDivisionError", "cogs/dice.py", "scale_for")

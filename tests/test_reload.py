@@ -17,13 +17,13 @@ from pathlib import Path
 import discord
 import pytest
 
-from bot.__main__ import exit_code, should_reexec
-from bot.deploy.reload import ModuleResult, Plan, Reloader, ReloadReport, classify, render
-from bot.deploy.watcher import HandEditWatcher
-from bot.kernel.settings import Settings
-from bot.runtime.recording import RESTART_NOTICE
-from bot.runtime.services import PROMPTS_DIR
-from bot.tools.playground import VirtualWorld
+from mendbot.__main__ import exit_code, should_reexec
+from mendbot.deploy.reload import ModuleResult, Plan, Reloader, ReloadReport, classify, render
+from mendbot.deploy.watcher import HandEditWatcher
+from mendbot.kernel.settings import Settings
+from mendbot.runtime.recording import RESTART_NOTICE
+from mendbot.runtime.services import installed_prompts
+from mendbot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, reply_text, running_world
 from tests.harness.repo import git
 
@@ -230,7 +230,7 @@ async def test_prompt_changes_reload_and_an_invalid_one_keeps_the_previous(
 ) -> None:
     """A changed prompt is reloaded; one with invalid front matter is ❌ and the old text stays."""
     prompts = tmp_path / "prompts"
-    shutil.copytree(PROMPTS_DIR, prompts)
+    shutil.copytree(installed_prompts(), prompts)
     persona = prompts / "chat" / "persona.md"
     async with running_world(settings, prompts_dir=prompts) as world:
         registry = world.bot.services.prompts

@@ -23,12 +23,12 @@ import psycopg
 import pytest
 import yaml
 
-from bot.db import core
-from bot.db import runs as run_queries
-from bot.improve.relay import DatabaseReporter, RunEventRelay
-from bot.improve.runs import Run, RunService
-from bot.kernel.settings import ConfigError, Settings, load_settings, refuse_workers_without_store
-from bot.runtime.services import Services, build_services
+from mendbot.db import core
+from mendbot.db import runs as run_queries
+from mendbot.improve.relay import DatabaseReporter, RunEventRelay
+from mendbot.improve.runs import Run, RunService
+from mendbot.kernel.settings import ConfigError, Settings, load_settings, refuse_workers_without_store
+from mendbot.runtime.services import Services, build_services
 from tests.harness.discord import make_settings
 from tests.harness.github_double import GitHubDouble
 from tests.harness.model_double import Hold, ModelDouble, Turn, text, tool_use
@@ -151,7 +151,7 @@ def _bot_settings(  # noqa: PLR0917 (a test helper)
 
 @contextmanager
 def worker_process(c: Cluster, **improve: Any) -> Iterator[subprocess.Popen[str]]:
-    """`python -m bot worker --config <file>`: a real separate process, stopped with SIGTERM."""
+    """`python -m mendbot worker --config <file>`: a real separate process, stopped with SIGTERM."""
     config = c.tmp_path / "worker.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -174,7 +174,7 @@ def worker_process(c: Cluster, **improve: Any) -> Iterator[subprocess.Popen[str]
     }
     log = (c.tmp_path / "worker.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "bot", "worker", "--config", str(config)],
+        [sys.executable, "-m", "mendbot", "worker", "--config", str(config)],
         cwd=c.tmp_path,
         env=env,
         stdout=log,
@@ -305,7 +305,7 @@ def test_run_on_bot_needs_neither() -> None:
 def _mendbot(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k != "MENDBOT_CONFIG"}
     return subprocess.run(
-        [sys.executable, "-m", "bot", *args],
+        [sys.executable, "-m", "mendbot", *args],
         cwd=cwd,
         check=False,
         capture_output=True,

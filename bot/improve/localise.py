@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bot.improve.follow import (
+from mendbot.improve.follow import (
     Candidate,
     Pool,
     arguments_up_the_stack,
@@ -38,7 +38,7 @@ from bot.improve.follow import (
     from_writer,
     value_makers,
 )
-from bot.improve.source_index import ModuleIndex, terms_of
+from mendbot.improve.source_index import ModuleIndex, terms_of
 
 __all__ = [
     "RECORDING_WRAPPERS",

@@ -1,17 +1,17 @@
 """Incident replay, judged from outside: calls sent over the wire to a bot started from a checkout in the
 sandbox, and judged by what a user would have seen — and by what the code raised on the way.
 
-What is sent is the plan (`bot.improve.replay_plan`): recorded failing calls, their neighbours, and calls
+What is sent is the plan (`mendbot.improve.replay_plan`): recorded failing calls, their neighbours, and calls
 that worked.
 
 **Who judges.** No verdict comes from the process under test — not a record it wrote, not a line it
 printed. The bot process itself is the observer: it serves a loopback Discord
-(`bot.trust.loopback_discord`) on a unix socket bound into the sandbox, starts the checkout's own `mendbot
+(`mendbot.trust.loopback_discord`) on a unix socket bound into the sandbox, starts the checkout's own `mendbot
 run` there through a launcher from the installed bot (`bot/trust/replay_launch.py`, bound read-only: never
 the checkout's copy), and then, as a member in `#general`, sends each call (a message, or a slash command
 with its options) and watches what comes back: the answer's text (as it is once the replay is over, edits
 applied), no answer at all, or the bot's apology naming a bug ("Something went wrong on my side
-(ZeroDivisionError)…", `bot.kernel.errors.named_bug`), and the time from the call to the first answer as
+(ZeroDivisionError)…", `mendbot.kernel.errors.named_bug`), and the time from the call to the first answer as
 the observer measured it. The launcher also reports, on a second socket, every exception the checkout's
 own frames raised and the frame that caught it, watched from before the checkout's first line ran; the
 observer gives each to the call in whose window it was raised (`Raised`). The checkout runs on a fresh
@@ -39,18 +39,18 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from bot.improve.replay_plan import ReplayCase, ReplayPlan, extension_of
-from bot.kernel.errors import named_bug
-from bot.kernel.log import get_logger
-from bot.kernel.own_loop import on_own_loop
-from bot.kernel.sections import HostConfig
-from bot.trust import replay_launch
-from bot.trust.loopback_discord_model import message_text
-from bot.trust.sandbox import Sandbox, SandboxUnavailable
+from mendbot.improve.replay_plan import ReplayCase, ReplayPlan, extension_of
+from mendbot.kernel.errors import named_bug
+from mendbot.kernel.log import get_logger
+from mendbot.kernel.own_loop import on_own_loop
+from mendbot.kernel.sections import HostConfig
+from mendbot.trust import replay_launch
+from mendbot.trust.loopback_discord_model import message_text
+from mendbot.trust.sandbox import MENDBOT_INSIDE, Sandbox, SandboxUnavailable
 
 if TYPE_CHECKING:  # the double (and aiohttp's server side) is loaded by the first replay, not at start
-    from bot.trust.loopback_discord import DiscordDouble
-    from bot.trust.loopback_discord_model import FakeChannel
+    from mendbot.trust.loopback_discord import DiscordDouble
+    from mendbot.trust.loopback_discord_model import FakeChannel
 
 __all__ = [
     "CALL_TIMEOUT_S",
@@ -79,7 +79,6 @@ _GUILD_S = 0.2  # after READY, the guild reaches the bot before the first call
 _REPLY_CHARS = 300
 _LAUNCHER = Path(replay_launch.__file__).resolve()
 _INSIDE = "/run/mendbot/replay"  # where the observer's sockets, the config and the launcher are bound
-_MENDBOT_INSIDE = "/run/mendbot/installed"  # the installed mendbot, for a host bot's replay
 _MEMBER = "alice"
 
 
@@ -291,7 +290,7 @@ async def _observe(
     *,
     host: HostBot | None = None,
 ) -> dict[str, ReplayResult]:
-    from bot.trust.loopback_discord import DiscordDouble
+    from mendbot.trust.loopback_discord import DiscordDouble
 
     with tempfile.TemporaryDirectory(prefix="mendbot-replay-") as scratch:
         shared = Path(scratch)
@@ -363,12 +362,6 @@ def _prepare(shared: Path, observer: DiscordDouble, plan: ReplayPlan, host: Host
     os.chmod(shared, 0o755)
 
 
-def _mendbot_binds() -> dict[Path, str]:
-    """The installed mendbot's code and prompts, read-only in the sandbox: what attaches to a host bot."""
-    root = Path(replay_launch.__file__).resolve().parents[2]
-    return {root / part: f"{_MENDBOT_INSIDE}/{part}" for part in ("bot", "cogs", "prompts")}
-
-
 def _copy_state(host: HostBot, checkout: Path) -> None:
     """The bot's state (its data files as they are in the live checkout) copied into the replay's."""
     for name in host.config.data_files:
@@ -390,7 +383,7 @@ async def _started(
 ) -> AsyncIterator[Path]:
     """The checkout's `mendbot run` (a host bot's own program, with mendbot attached) in the sandbox,
     connected to `observer`; stopped after the block. Yields the file its output goes to."""
-    binds = {shared: _INSIDE, **(_mendbot_binds() if host is not None else {})}
+    binds = {shared: _INSIDE}
     if host is not None:
         _copy_state(host, checkout)
     async with sandbox.jail(checkout, git_dir=None, writable=host is not None, binds=binds) as jail:
@@ -405,7 +398,7 @@ async def _started(
             f"{_INSIDE}/config.yaml",
             f"{_INSIDE}/monitor.sock",
             f"{_INSIDE}/watched.json",
-            *([_MENDBOT_INSIDE] if host is not None else []),
+            *([MENDBOT_INSIDE] if host is not None else []),
         ]
         command = jail.command(argv, env, wall_s=ready_timeout_s + 10 * 60)
         output = jail.scratch / "replay-output.log"

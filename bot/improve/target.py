@@ -29,14 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from bot.db import actions as action_queries
-from bot.db import handlers as handler_queries
-from bot.db import incidents as incident_queries
-from bot.db import search as queries
-from bot.db.core import Connection
-from bot.improve import handler_words
-from bot.improve.intent import named_kinds, search_words
-from bot.trust.sanitize import sanitize_untrusted
+from mendbot.db import actions as action_queries
+from mendbot.db import handlers as handler_queries
+from mendbot.db import incidents as incident_queries
+from mendbot.db import search as queries
+from mendbot.db.core import Connection
+from mendbot.improve import handler_words
+from mendbot.improve.intent import named_kinds, search_words
+from mendbot.trust.sanitize import sanitize_untrusted
 
 __all__ = ["AMBIGUITY_MARGIN", "Candidate", "Target", "known_kinds_in", "resolve_target"]
 

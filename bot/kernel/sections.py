@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 from msgspec import Meta, field
 
-from bot.kernel.structs import After, Before, KeyProblem, Section
+from mendbot.kernel.structs import After, Before, KeyProblem, Section
 
 __all__ = [
     "DEFAULT_PROTECTED_PATHS",
@@ -220,6 +220,7 @@ DEFAULT_PROTECTED_PATHS = (
     "bot/db/",
     "bot/runtime/",  # which sandbox, guard, merger and approval service the running bot is built with
     "bot/attach/",  # the extension a bot loads to have mendbot attached
+    "bot/cogs/",  # mendbot's own cogs: "fix this", "ship it" and its buttons, the announcements
     "bot/scale/",  # which process leads, and which runs the runs
     "bot/__main__.py",  # the entry point: what starts, with which settings
     "bot/__init__.py",
@@ -231,6 +232,7 @@ DEFAULT_PROTECTED_PATHS = (
     ".ci/",
     "Makefile",
     "pyproject.toml",
+    "typings/",  # the link through which mypy checks bot/ as `mendbot`
     "Dockerfile",
     "deploy/",
     "config*.yaml",

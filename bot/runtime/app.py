@@ -22,8 +22,10 @@ import asyncio
 import importlib
 import math
 import pkgutil
+import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -33,15 +35,15 @@ import yarl
 from discord import app_commands
 from discord.ext import commands
 
-from bot.kernel import startgc
-from bot.kernel.discord_limits import install_reply_limits
-from bot.kernel.log import get_logger
-from bot.kernel.prompts import PromptRegistry
-from bot.observe.sampler import SlowSampler
-from bot.runtime.attachment import SURFACE, Attachment, attach, role_ids
-from bot.runtime.gateway_resume import install_shard_resume
-from bot.runtime.recording import takes_no_words
-from bot.runtime.services import Services
+from mendbot.kernel import startgc
+from mendbot.kernel.discord_limits import install_reply_limits
+from mendbot.kernel.log import get_logger
+from mendbot.kernel.prompts import PromptRegistry
+from mendbot.observe.sampler import SlowSampler
+from mendbot.runtime.attachment import SURFACE, Attachment, attach, role_ids
+from mendbot.runtime.gateway_resume import install_shard_resume
+from mendbot.runtime.recording import takes_no_words
+from mendbot.runtime.services import Services
 
 __all__ = [
     "SURFACE",
@@ -81,9 +83,22 @@ class CommandSyncFailed(Exception):
         self.error = error
 
 
-def discover_extensions(package: str = "cogs") -> list[str]:
-    """Every module of the cogs package whose name does not start with `_`."""
-    module = importlib.import_module(package)
+def discover_extensions(repo_dir: Path | None = None) -> list[str]:
+    """mendbot's own cogs (`mendbot.cogs`), then every module of the sample bot's `cogs` package — the
+    repository's (`repo_dir`, put first on the import path when it is not there yet) — whose name does
+    not start with `_`."""
+    if repo_dir is not None and str(repo_dir.resolve()) not in sys.path:
+        sys.path.insert(0, str(repo_dir.resolve()))
+    return [*_modules_of("mendbot.cogs"), *_modules_of("cogs")]
+
+
+def _modules_of(package: str) -> list[str]:
+    try:
+        module = importlib.import_module(package)
+    except ModuleNotFoundError as exc:
+        if exc.name != package:
+            raise
+        return []  # no sample bot here: mendbot installed, run outside its repository
     return sorted(
         f"{package}.{info.name}"
         for info in pkgutil.iter_modules(module.__path__)
@@ -131,7 +146,11 @@ class MendBot(commands.AutoShardedBot):
         self.services = services
         install_reply_limits()  # every reply within Discord's limits, whoever built it
         if extensions is None:
-            extensions = config.extensions if config.extensions is not None else discover_extensions()
+            extensions = (
+                config.extensions
+                if config.extensions is not None
+                else discover_extensions(services.settings.repo_dir)
+            )
         self.extension_names = list(extensions)
         # mendbot on its own sample bot, as on any bot: the recording is put on this instance.
         self.mend: Attachment = attach(
@@ -142,6 +161,7 @@ class MendBot(commands.AutoShardedBot):
         self._drained = False  # the restart already drained within its timeout: close() need not wait
         self._setup_done = False
         self._logging_in = asyncio.Event()  # set once discord.py's login has set the client up
+        self._closed = asyncio.Event()  # set once closing has begun: nothing waits for ready any more
         # Per shard: READY or RESUMED seen and no disconnect since (what /health/ready reports).
         self._shard_sessions: dict[int, bool] = {}
         self._closed = asyncio.Event()
@@ -230,8 +250,20 @@ class MendBot(commands.AutoShardedBot):
     async def wait_until_ready(self) -> None:
         """Wait until the bot is ready, also when asked before login: discord.py raises "Client has not
         been properly initialised" then, and a cog loaded without a login (a smoke load, a check) starts
-        background work that waits for ready — it waits for the login instead, and is cancelled if none
-        comes."""
+        background work that waits for ready — it waits for the login instead. A bot closed before it
+        was ready ends the wait unready: what waited (an announcement of a cog that failed to load in a
+        smoke load) finds no channel, instead of holding the services' close forever."""
+        ready = asyncio.ensure_future(self._ready_after_login())
+        closed = asyncio.ensure_future(self._closed.wait())
+        try:
+            await asyncio.wait({ready, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in (ready, closed):
+                waiting.cancel()
+        if ready.done() and not ready.cancelled():
+            ready.result()
+
+    async def _ready_after_login(self) -> None:
         await self._logging_in.wait()
         await super().wait_until_ready()
 
@@ -409,6 +441,7 @@ class MendBot(commands.AutoShardedBot):
     async def close(self) -> None:
         """Drain, unload every cog and disconnect; a second caller (a signal arriving while the
         playground ends, say) waits for the close already under way instead of racing it."""
+        self._closed.set()
         if self._closing is None:
             self._closing = asyncio.ensure_future(self._close_once())
         await asyncio.shield(self._closing)

@@ -16,8 +16,8 @@ What it looks for, with `ast` over every Python file of the tree git tracks:
   is there (the replay has nothing of the live environment).
 
 It refuses, in one line, what it cannot handle: a directory that is not a git repository, uncommitted
-changes, no bot, no entry point, a token from a file, a package named `bot` (mendbot's own package's
-name). Otherwise it writes `mendbot.yaml`, prints what it found and the one thing left to do.
+changes, no bot, no entry point, a token from a file. Otherwise it writes `mendbot.yaml`, prints what it
+found and the one thing left to do.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 import yaml
 from dotenv import dotenv_values
 
-from bot.kernel.settings import EX_CONFIG
+from mendbot.kernel.settings import EX_CONFIG
 
 __all__ = ["AdoptError", "Found", "adopt_main", "inspect_repository", "write_config"]
 
@@ -273,11 +273,6 @@ def inspect_repository(root: Path) -> Found:
         shown = ", ".join(line[3:] for line in status[:3])
         raise AdoptError(f"mendbot adopt: {root} has uncommitted changes ({shown}) — commit them first")
     files = _tracked_python(root)
-    if any(path.parts[:1] == ("bot",) and len(path.parts) > 1 for path in files):
-        raise AdoptError(
-            "mendbot adopt: your bot's package is named `bot`, which is mendbot's own package's name — "
-            "mendbot cannot run beside it; rename the package (e.g. `mybot/`) and adopt again"
-        )
     roots = ["src"] if any(path.parts[:1] == ("src",) for path in files) else []
     modules: list[_Module] = []
     for path in files:

@@ -1,4 +1,4 @@
-"""The architecture diagram, generated from the code's own imports: `python -m bot.tools.architecture`.
+"""The architecture diagram, generated from the code's own imports: `python -m mendbot.tools.architecture`.
 
 It reads the import graph (grimp, the library import-linter checks the contracts with), folds every module
 into its package under `bot/` (and `cogs`), and prints a Mermaid flowchart of which package imports which,
@@ -16,14 +16,14 @@ __all__ = ["diagram", "package_imports"]
 
 def _package(module: str) -> str:
     parts = module.split(".")
-    return ".".join(parts[:2]) if parts[0] == "bot" and len(parts) > 1 else parts[0]
+    return ".".join(parts[:2]) if parts[0] == "mendbot" and len(parts) > 1 else parts[0]
 
 
 def package_imports() -> dict[str, set[str]]:
-    """Each package of `bot` (and `cogs`) → the packages it imports directly."""
+    """Each package of `mendbot` (and `cogs`) → the packages it imports directly."""
     import grimp
 
-    graph = grimp.build_graph("bot", "cogs")
+    graph = grimp.build_graph("mendbot", "cogs")
     edges: dict[str, set[str]] = defaultdict(set)
     for module in graph.modules:
         source = _package(module)

@@ -1,15 +1,15 @@
 """Write the bytecode the sandbox cannot: run once after every install (`make`, the Docker image, run.sh).
 
 Every check, proof and replay runs in the sandbox with the venv bound read-only and
-`PYTHONDONTWRITEBYTECODE=1` (`bot.trust.sandbox`), so whatever bytecode is missing there is compiled
+`PYTHONDONTWRITEBYTECODE=1` (`mendbot.trust.sandbox`), so whatever bytecode is missing there is compiled
 again on every run. The costly part is pytest's: it rewrites the asserts of every installed plugin
 (simcord, pytest-asyncio, hypothesis, anyio, ...) at start and caches the result beside them, in
 `__pycache__/*-pytest-<version>.pyc`. Without that cache one `python -m pytest` of a single test costs
 about 1.8 s of CPU; with it, about 0.45 s. Hosts that set `PYTHONDONTWRITEBYTECODE` themselves (many
 container images and CI machines do) never write either cache.
 
-    python -m bot.tools.warm          # compile the bot and cogs, then cache pytest's rewritten plugins
-    python -m bot.tools.warm --tests  # and the suite's own modules (`make`'s dev install)
+    python -m mendbot.tools.warm          # compile the bot and cogs, then cache pytest's rewritten plugins
+    python -m mendbot.tools.warm --tests  # and the suite's own modules (`make`'s dev install)
 
 The suite's modules are rewritten the same way by every pytest process that collects them: each worker
 of `make test` and `make check` spends about 7 s of CPU collecting without that cache, under 4 s with
@@ -30,15 +30,16 @@ from pathlib import Path
 
 __all__ = ["main"]
 
-_ROOT = Path(__file__).resolve().parents[2]
+_PACKAGE = Path(__file__).resolve().parents[1]  # mendbot's package (bot/ in its repository)
+_ROOT = _PACKAGE.parent  # in a checkout, the repository: its sample bot's cogs/ and tests/
 _NO_TESTS_COLLECTED = 5
 
 
 def main(argv: list[str] | None = None) -> int:
     tests = "--tests" in (sys.argv[1:] if argv is None else argv)
-    for package in ("bot", "cogs"):
-        if (_ROOT / package).is_dir():
-            compileall.compile_dir(_ROOT / package, quiet=1)
+    for package in (_PACKAGE, _ROOT / "cogs"):
+        if package.is_dir():
+            compileall.compile_dir(package, quiet=1)
     env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
     env["PYTEST_ADDOPTS"] = ""
     with tempfile.TemporaryDirectory(prefix="mendbot-warm-") as empty:

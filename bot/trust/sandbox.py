@@ -1,6 +1,6 @@
 """The OS sandbox for every process that runs code from a worktree: bubblewrap, failing closed.
 
-The guard (`bot.trust.guard`) only sees the agent's tool calls; the code the agent writes runs later —
+The guard (`mendbot.trust.guard`) only sees the agent's tool calls; the code the agent writes runs later —
 in its own `pytest`, in the verify checks, in the smoke load, in re-verification after a rebase. Each of
 those runs through `Jail.command()` (or `Jail.run()`), which wraps the argv in two bubblewrap sandboxes
 so the kernel enforces:
@@ -21,7 +21,12 @@ so the kernel enforces:
   host is visible, so no ancestor's `/proc/<pid>/environ`), no capabilities, a new session, death with
   its parent, and `/proc/sys` read-only (for a bot running as root the sandbox's user is the host's
   root, and the kernel settings there would be the host's);
-- bubblewrap starts under `env -i`, and the command gets only the environment it is given.
+- bubblewrap starts under `env -i`, and the command gets only the environment it is given;
+- on the import path, in this order: the tree's own packages under the names its `pyproject.toml` gives
+  them (`[tool.setuptools.package-dir]`, as an install of the tree would: mendbot's own repository maps
+  `mendbot` to its `bot/`; `write_import_boot`), the installed mendbot read-only (its package and
+  prompts, whatever way it was installed: an editable install's source is not otherwise in here), then
+  the tree itself.
 
 Two stages, because what enforces the limits must be out of the command's reach. Stage 1 (`_prefix`)
 runs the supervisor, `bot/trust/supervise.py` bound read-only from the live checkout, as PID 1 of the
@@ -61,12 +66,23 @@ from pathlib import Path
 
 import msgspec
 
-from bot.kernel.git import git
-from bot.kernel.log import get_logger
-from bot.kernel.process import ProcessResult, run_process
-from bot.kernel.sections import SandboxConfig
+from mendbot.kernel.git import git
+from mendbot.kernel.log import get_logger
+from mendbot.kernel.process import ProcessResult, run_process
+from mendbot.kernel.sections import SandboxConfig
+from mendbot.trust.tree_imports import tree_packages, write_import_boot
 
-__all__ = ["Jail", "JailResult", "Limits", "Sandbox", "SandboxUnavailable", "find_bwrap"]
+__all__ = [
+    "MENDBOT_INSIDE",
+    "Jail",
+    "JailResult",
+    "Limits",
+    "Sandbox",
+    "SandboxUnavailable",
+    "find_bwrap",
+    "tree_packages",
+    "write_import_boot",
+]
 
 _log = get_logger(__name__)
 
@@ -77,6 +93,11 @@ _PRIVATE = "/run/mendbot/private"
 _TREE = f"{_PRIVATE}/tree"  # tmpfs of worktree_grow_mb: the overlay's upper/ and work/
 _LOWER = f"{_PRIVATE}/lower"  # the host's worktree read-only, nothing mounted below it (overlayfs needs that)
 _HOST = f"{_PRIVATE}/host"  # a writable jail's worktree, where the supervisor copies the changes back
+_IMPORT = "/run/mendbot/import"  # `write_import_boot`'s: the tree's own packages under their names
+MENDBOT_INSIDE = (
+    "/run/mendbot/lib"  # the installed mendbot: its package (`mendbot/`) and, from a checkout, prompts/
+)
+_MENDBOT = Path(__file__).resolve().parents[1]  # the installed mendbot's package (bot/ in its repository)
 _BACKSTOP_S = 15.0  # the host's own timer behind the supervisor's wall clock (it also copies back)
 _ENV = "/usr/bin/env"
 _PYTHON = os.path.abspath(sys.executable)  # the venv's interpreter: its bin/ is on PATH inside
@@ -185,6 +206,7 @@ class Jail(msgspec.Struct, frozen=True):
     python: str
     writable: bool = True
     keep: tuple[str, ...] = (".git",)  # paths of the tree the copy-back never touches
+    import_path: tuple[str, ...] = ()  # PYTHONPATH inside (module docstring)
 
     def command(
         self,
@@ -274,8 +296,8 @@ class Jail(msgspec.Struct, frozen=True):
 
     def environment(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """The whole environment inside: the venv's tools first on PATH, HOME and TMPDIR the private
-        /tmp, and the worktree first on PYTHONPATH, so `import bot` is the worktree's code (the live
-        checkout's editable install does not exist in here), with no bytecode written into the tree."""
+        /tmp, and PYTHONPATH the tree's packages, the installed mendbot, then the worktree (module
+        docstring), with no bytecode written into the tree."""
         venv_bin = str(Path(sys.executable).parent)
         env = {
             "PATH": f"{venv_bin}:{_SYSTEM_PATH}",
@@ -284,7 +306,7 @@ class Jail(msgspec.Struct, frozen=True):
             "LANG": "C.UTF-8",
             "USER": _USER,
             "LOGNAME": _USER,
-            "PYTHONPATH": str(self.worktree),
+            "PYTHONPATH": ":".join(self.import_path or (str(self.worktree),)),
             "PYTHONDONTWRITEBYTECODE": "1",
             "GIT_OPTIONAL_LOCKS": "0",
             "GIT_CONFIG_NOSYSTEM": "1",
@@ -425,6 +447,7 @@ class Sandbox:
             keep = {".git"}
             if real_git is not None and worktree in real_git.parents:
                 keep.add(real_git.relative_to(worktree).as_posix())
+            write_import_boot(scratch / "import", tree_packages(worktree))
             yield Jail(
                 worktree=worktree,
                 scratch=scratch,
@@ -434,6 +457,7 @@ class Sandbox:
                 python=_PYTHON,
                 writable=writable,
                 keep=tuple(sorted(keep)),
+                import_path=(_IMPORT, MENDBOT_INSIDE, str(worktree)),
             )
         finally:
             await asyncio.to_thread(shutil.rmtree, scratch, True)
@@ -483,6 +507,11 @@ class Sandbox:
         for root in self._tool_dirs():
             args += ["--ro-bind", str(root), str(root)]
         args += ["--ro-bind", str(SUPERVISOR), _SUPERVISOR_INSIDE]
+        args += ["--ro-bind", str(scratch / "import"), _IMPORT]
+        args += ["--ro-bind", str(_MENDBOT), f"{MENDBOT_INSIDE}/mendbot"]
+        prompts = _MENDBOT.parent / "prompts"  # a checkout's; an installed package holds its own
+        if not (_MENDBOT / "prompts").is_dir() and prompts.is_dir():
+            args += ["--ro-bind", str(prompts), f"{MENDBOT_INSIDE}/prompts"]
         for host, inside in binds.items():  # under /run/mendbot: stage 2 sees them too, read-only
             if not inside.startswith("/run/mendbot/") or inside.startswith(_PRIVATE):
                 raise ValueError(f"a bind goes under /run/mendbot, not {inside}")

@@ -14,7 +14,7 @@ from typing import Any
 
 from claude_agent_sdk import ClaudeAgentOptions
 
-from bot.trust.agent_env import agent_environment, prepare_home, write_launcher
+from mendbot.trust.agent_env import agent_environment, prepare_home, write_launcher
 from tests.harness.model_double import ModelDouble
 
 __all__ = [

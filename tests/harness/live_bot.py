@@ -31,7 +31,8 @@ from typing import Any, Self
 import aiohttp
 import yaml
 
-from bot.trust.loopback_discord import DiscordDouble
+from mendbot.trust.loopback_discord import DiscordDouble
+from tests.harness.repo import python_path
 
 __all__ = ["PROJECT", "LiveBot", "free_port", "live_config", "merged"]
 
@@ -122,7 +123,7 @@ class LiveBot:
         base = {k: v for k, v in os.environ.items() if k not in _DROPPED}
         environment = {
             **base,
-            "PYTHONPATH": str(code),
+            "PYTHONPATH": python_path(code),
             "DISCORD_TOKEN": double.token,
             "HOME": str(home / "home"),
             "CLAUDE_CONFIG_DIR": str(home / "home" / ".claude"),

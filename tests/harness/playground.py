@@ -12,6 +12,8 @@ import re
 import sys
 from pathlib import Path
 
+from tests.harness.repo import python_path
+
 __all__ = ["PlaygroundProcess"]
 
 
@@ -32,12 +34,12 @@ class PlaygroundProcess:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "bot",
+                "mendbot",
                 "--config",
                 str(config),
                 "play",
                 cwd=config.parent,
-                env={**base, "PYTHONPATH": str(code), **(env or {})},
+                env={**base, "PYTHONPATH": python_path(code), **(env or {})},
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=sink,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["PROJECT", "copy_of_bot", "git"]
+from mendbot.trust.tree_imports import tree_packages, write_import_boot
+
+__all__ = ["PROJECT", "copy_of_bot", "git", "python_path"]
 
 PROJECT = Path(__file__).resolve().parents[2]
 IDENTITY = ["-c", "user.name=mendbot tests", "-c", "user.email=tests@mendbot.invalid"]
@@ -35,9 +38,13 @@ def copy_of_bot(dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for name in filter(None, listed):
         source = PROJECT / name
+        target = dest / name
+        if source.is_symlink():  # typings/mendbot, the link mypy checks bot/ through
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(os.readlink(source))
+            continue
         if not source.is_file():
             continue
-        target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target)
         if source.suffix == ".py" and sys.implementation.cache_tag is not None:
@@ -49,3 +56,11 @@ def copy_of_bot(dest: Path) -> Path:
     git(dest, "add", "-A")
     git(dest, "commit", "-q", "-m", "copy of mendbot for a test")
     return dest
+
+
+def python_path(code: Path) -> str:
+    """PYTHONPATH for a process that runs the repository copy `code` as mendbot's checkout runs itself:
+    `mendbot` is the copy's bot/ (as its pyproject.toml maps it), then the copy (its `cogs`, its `tests`)."""
+    boot = code.parent / f".{code.name}-import"
+    write_import_boot(boot, tree_packages(code))
+    return f"{boot}:{code}"
