@@ -50,7 +50,7 @@ for _name in ("DISCORD_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GITHU
     os.environ.pop(_name, None)
 
 from mendbot.deploy.reload import Plan, Reloader  # noqa: E402
-from mendbot.improve.verify import SMOKE_CHECK  # noqa: E402
+from mendbot.improve.agent.verify import SMOKE_CHECK  # noqa: E402
 from mendbot.kernel.git import git  # noqa: E402
 from mendbot.kernel.log import configure_logging  # noqa: E402
 from mendbot.kernel.settings import load_settings  # noqa: E402

@@ -55,9 +55,9 @@ from mendbot.db import actions as action_queries  # noqa: E402
 from mendbot.db import handlers as handler_queries  # noqa: E402
 from mendbot.db import incidents as incident_queries  # noqa: E402
 from mendbot.db.connection import open_database  # noqa: E402
-from mendbot.improve import history as history_module  # noqa: E402
-from mendbot.improve import source_index as source_index_module  # noqa: E402
-from mendbot.improve.evidence import build_evidence, correlate  # noqa: E402
+from mendbot.improve.evidence import history as history_module  # noqa: E402
+from mendbot.improve.evidence import source_index as source_index_module  # noqa: E402
+from mendbot.improve.evidence.gather import build_evidence, correlate  # noqa: E402
 from mendbot.kernel.log import configure_logging  # noqa: E402
 from mendbot.trust.redact import Redactor  # noqa: E402
 from tests.harness.model_double import ModelDouble  # noqa: E402

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mendbot.improve.agent import ClaudeCodeAgent
+from mendbot.improve.agent.code_agent import ClaudeCodeAgent
 from mendbot.trust.sandbox import Sandbox
 from tests.harness.model_double import ModelDouble, text, tool_use
 from tests.harness.repo import copy_of_bot

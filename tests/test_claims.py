@@ -12,7 +12,7 @@ import aiosqlite
 import pytest
 
 from mendbot.db.connection import open_database
-from mendbot.improve.claims import (
+from mendbot.improve.agent.claims import (
     Claim,
     ClaimRefused,
     ClaimService,

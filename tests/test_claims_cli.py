@@ -15,8 +15,8 @@ import discord
 import pytest
 
 from mendbot.db.connection import open_database
-from mendbot.improve.agent import ClaudeCodeAgent
-from mendbot.improve.claims import ClaimService
+from mendbot.improve.agent.claims import ClaimService
+from mendbot.improve.agent.code_agent import ClaudeCodeAgent
 from mendbot.improve.runs import RunService
 from mendbot.kernel.settings import Settings
 from mendbot.tools.playground import VirtualWorld

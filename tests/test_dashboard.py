@@ -371,7 +371,7 @@ async def test_a_runs_page_reads_as_content_not_data(dash_world: VirtualWorld, s
     output folded (a failing one open), the proof as the chat shows it, the timeline in stages with one
     sentence per event, the evidence pack the agent was given, and who asked by name — not JSON."""
     from mendbot.db import proofs as proof_queries
-    from mendbot.improve.proof import ProofItem, Side
+    from mendbot.improve.proof.verdict import ProofItem, Side
 
     runs = dash_world.bot.services.improve.runs
     alice = dash_world.users["alice"]

@@ -14,9 +14,9 @@ from mendbot.db import actions as action_queries
 from mendbot.db import incidents as incident_queries
 from mendbot.db.connection import open_database
 from mendbot.db.records import ActionRecord
-from mendbot.improve.evidence import build_evidence
-from mendbot.improve.evidence_pack import EvidencePack
-from mendbot.improve.localise import RECORDING_WRAPPERS
+from mendbot.improve.evidence.gather import build_evidence
+from mendbot.improve.evidence.localise import RECORDING_WRAPPERS
+from mendbot.improve.evidence.pack import EvidencePack
 from mendbot.improve.memory import Lesson
 from mendbot.trust.sanitize import BLOCK_END, BLOCK_START
 from tests.harness.repo import copy_of_bot, git
@@ -460,7 +460,7 @@ async def test_lessons_are_recalled_by_the_suspect_files(db: aiosqlite.Connectio
 
 async def test_git_history_is_cached_by_head_and_follows_a_new_commit(tmp_path: Path) -> None:
     """HEAD is read from the repository's files; a new commit (and a packed ref) is seen at once."""
-    from mendbot.improve.history import file_history, head_commit
+    from mendbot.improve.evidence.history import file_history, head_commit
     from tests.localise.repo import Commit, build_repo
 
     repo = build_repo(tmp_path / "repo", (Commit(3, "First", {"a.py": "x = 1\n"}),))

@@ -15,8 +15,8 @@ from mendbot.db import actions as action_queries
 from mendbot.db import handlers as handler_queries
 from mendbot.db.connection import open_database
 from mendbot.db.records import ActionRecord
-from mendbot.improve.evidence import build_evidence
-from mendbot.improve.evidence_pack import EvidencePack
+from mendbot.improve.evidence.gather import build_evidence
+from mendbot.improve.evidence.pack import EvidencePack
 from tests.localise.repo import Commit, build_repo
 
 NOW = 1_800_000_000.0

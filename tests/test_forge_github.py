@@ -18,7 +18,7 @@ from mendbot.db.connection import open_database
 from mendbot.deploy.merge import Merger
 from mendbot.forge.base import Forge, ForgeError, HeadMovedError, MainMovedError, branch_head, merged_ref
 from mendbot.forge.github import GitHubForge
-from mendbot.improve.workspace import Workspace
+from mendbot.improve.agent.workspace import Workspace
 from mendbot.kernel.settings import load_settings
 from mendbot.tools.doctor import _forge as doctor_forge_check
 from mendbot.trust.sandbox import Sandbox

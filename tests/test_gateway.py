@@ -20,7 +20,7 @@ import structlog
 from aiohttp import web
 from claude_agent_sdk import ClaudeSDKClient, ResultMessage
 
-from mendbot.improve.agent import ClaudeCodeAgent
+from mendbot.improve.agent.code_agent import ClaudeCodeAgent
 from mendbot.trust.gateway import COUNT_MARGIN, COUNT_SLACK_TOKENS, ModelGateway
 from mendbot.trust.model_usage import DEFAULT_PRICES, Price
 from mendbot.trust.priceable import BETAS, FIELDS

@@ -31,7 +31,7 @@ DIAGNOSIS = {
     "proposed_fix": "guard the divisor",
 }
 PLAN = {
-    # The files the run claims (mendbot.improve.claims): the fixture's bug, and the files other tests'
+    # The files the run claims (mendbot.improve.agent.claims): the fixture's bug, and the files other tests'
     # scripted edits change with this same plan (protected ones are claimed only by security runs).
     "files": ["tests/fixtures/buggy_dice.py", "cogs/dice.py", "bot/features/dice.py", "bot/tools/smoke.py"],
     "changes": [{"file": "tests/fixtures/buggy_dice.py", "change": "never divide by zero"}],

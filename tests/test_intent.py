@@ -13,8 +13,8 @@ from mendbot.db import incidents as incident_queries
 from mendbot.db import search as search_queries
 from mendbot.db.connection import open_database
 from mendbot.db.records import ActionRecord
+from mendbot.improve.evidence.target import resolve_target
 from mendbot.improve.intent import Intent, command_names_in, parse_intent, search_words
-from mendbot.improve.target import resolve_target
 
 NOW = 1_800_000_000.0
 HOUR = 3600.0

@@ -23,9 +23,9 @@ from tests.harness.live_bot import LiveBot, live_config
 # Never rich's console nor greenlet: structlog would load rich only to draw tracebacks, which mendbot
 # formats as text itself, and greenlet for a thread-local context mendbot does not use.
 _NOT_AT_START = (
-    "mendbot.improve.evidence",
+    "mendbot.improve.evidence.gather",
     "mendbot.trust.guard",
-    "mendbot.improve.prover",
+    "mendbot.improve.proof.prover",
     "mendbot.trust.loopback_discord",
     "sqlalchemy",
     "alembic",

@@ -15,7 +15,7 @@ from mendbot.db.connection import open_database
 from mendbot.deploy.merge import Merger, RebaseConflict, own_change
 from mendbot.forge.base import HeadMovedError, MainMovedError
 from mendbot.forge.local import LocalForge
-from mendbot.improve.workspace import Workspace
+from mendbot.improve.agent.workspace import Workspace
 from mendbot.trust.sandbox import Sandbox
 from tests.harness.repo import PROJECT, git
 

@@ -45,7 +45,7 @@ SLOW_FILE = "tests/fixtures/slow_report.py"
 SLOW = "    time.sleep(0.4)  # the seeded latency fault: a blocking wait on every report\n"
 
 
-# The run's claim (mendbot.improve.claims) names the regression test it writes as well as the fix.
+# The run's claim (mendbot.improve.agent.claims) names the regression test it writes as well as the fix.
 PLAN = {**FIX_PLAN, "files": [*cast(list[str], FIX_PLAN["files"]), "tests/test_dice_scale_regression.py"]}
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mendbot.db import proofs
-from mendbot.improve.proof import ProofItem, Side, load_proof
+from mendbot.improve.proof.verdict import ProofItem, Side, load_proof
 from mendbot.improve.runs import Run
 from mendbot.trust.grammar import read_approval
 from tests.harness.discord import make_settings, running_world

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import discord
 import pytest
 
-from mendbot.improve import replay
-from mendbot.improve.replay import ReplayResult
-from mendbot.improve.replay_plan import ReplayCase
+from mendbot.improve.proof import replay
+from mendbot.improve.proof.replay import ReplayResult
+from mendbot.improve.proof.replay_plan import ReplayCase
 from mendbot.trust.loopback_discord import DiscordDouble
 
 LATE_S = replay.ACK_TIMEOUT_S + 0.5

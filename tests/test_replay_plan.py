@@ -12,9 +12,9 @@ from typing import Any
 
 from mendbot.db.connection import open_database
 from mendbot.db.handlers import HandlerLocation, replace_cog
-from mendbot.improve.heldout import call_identity, shown_identities
-from mendbot.improve.neighbours import neighbours
-from mendbot.improve.replay_plan import affected_kinds, plan_proof
+from mendbot.improve.proof.heldout import call_identity, shown_identities
+from mendbot.improve.proof.neighbours import neighbours
+from mendbot.improve.proof.replay_plan import affected_kinds, plan_proof
 
 _CLOCK = itertools.count(1)
 

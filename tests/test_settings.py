@@ -11,8 +11,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from mendbot.improve.replay import HostBot, _prepare
-from mendbot.improve.replay_plan import ReplayPlan
+from mendbot.improve.proof.replay import HostBot, _prepare
+from mendbot.improve.proof.replay_plan import ReplayPlan
 from mendbot.kernel.sections import HOST_CHECKS, HOST_PROTECTED_PATHS, HostConfig
 from mendbot.kernel.settings import ConfigError, load_settings, refuse_shard_subset
 from mendbot.trust.loopback_discord import DiscordDouble

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mendbot.forge.base import merged_ref
-from mendbot.improve.proof import LiveReplay
+from mendbot.improve.proof.verdict import LiveReplay
 from mendbot.improve.runs import Run
 from mendbot.runtime.app import discover_extensions
 from mendbot.tools.playground import VirtualWorld

@@ -15,8 +15,8 @@ from mendbot.db import handlers as handler_queries
 from mendbot.db import incidents as incident_queries
 from mendbot.db.connection import open_database
 from mendbot.db.records import ActionRecord
+from mendbot.improve.evidence.target import resolve_target
 from mendbot.improve.intent import named_kinds
-from mendbot.improve.target import resolve_target
 
 NOW = 1_800_000_000.0
 KINDS = {"app:pay", "command:refund", "app:quiz", "view:QuizView.answer", "app:score"}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mendbot.improve.workspace import Workspace, WorkspaceError, Worktree
+from mendbot.improve.agent.workspace import Workspace, WorkspaceError, Worktree
 from mendbot.kernel.git import git
 from mendbot.trust.trees import HostileTree, check_change, materialise, symlink_problem
 from tests.harness.repo import copy_of_bot

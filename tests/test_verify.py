@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mendbot.improve.verify import (
+from mendbot.improve.agent.verify import (
     OUTPUT_TAIL_CHARS,
     SMOKE_CHECK,
     CheckResult,
@@ -24,7 +24,7 @@ from mendbot.improve.verify import (
     verify,
     verify_commit,
 )
-from mendbot.improve.workspace import NothingToCommitError, Workspace, Worktree
+from mendbot.improve.agent.workspace import NothingToCommitError, Workspace, Worktree
 from mendbot.trust.sandbox import Limits, Sandbox
 from tests.harness.repo import copy_of_bot
 

@@ -20,7 +20,7 @@ from mendbot.kernel.log import get_logger
 from mendbot.runtime.attachment import Attachment, attached
 
 if TYPE_CHECKING:
-    from mendbot.improve.target import Target
+    from mendbot.improve.evidence.target import Target
 
 __all__ = [
     "AskButton",

@@ -39,7 +39,7 @@ from ._asking import (
 from .ship import proposal_view
 
 if TYPE_CHECKING:
-    from mendbot.improve.target import Target
+    from mendbot.improve.evidence.target import Target
 
 _log = get_logger(__name__)
 
@@ -393,7 +393,7 @@ class Improve(commands.Cog):
         await message.reply(reply[:2000], mention_author=False)
 
     async def _known_kinds(self) -> set[str]:
-        from mendbot.improve.target import known_kinds_in  # with the source index, read on first use
+        from mendbot.improve.evidence.target import known_kinds_in  # with the source index, read on first use
 
         return self.loaded_kinds() | await known_kinds_in(self.bot.services.db)
 
@@ -405,9 +405,9 @@ class Improve(commands.Cog):
         named: list[str] | None = None,
         incident_id: int | None = None,
     ) -> Target:
-        """What the words are about (bot/improve/target.py): the incident replied to or chosen, a kind
-        named, or the best match among what was recorded and what the code handles."""
-        from mendbot.improve.target import resolve_target  # with the source index, read on first use
+        """What the words are about (bot/improve/evidence/target.py): the incident replied to or chosen, a
+        kind named, or the best match among what was recorded and what the code handles."""
+        from mendbot.improve.evidence.target import resolve_target  # with the source index, read on first use
 
         return await resolve_target(
             self.bot.services.db,

@@ -16,7 +16,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mendbot.improve.proof import Proof, ProofItem
+from mendbot.improve.proof.verdict import Proof, ProofItem
 
 __all__ = ["attempts", "describe", "event_row", "proof_views", "prose", "raw", "stages"]
 

@@ -1,4 +1,4 @@
-"""Queries for `claims`: the files each run may change (see bot/improve/claims.py).
+"""Queries for `claims`: the files each run may change (see bot/improve/agent/claims.py).
 
 Written once in the SQL both engines share (`mendbot.db.core`), so they run on SQLite and PostgreSQL.
 """

@@ -16,8 +16,8 @@ in its thread — reaches `ApprovalService.decide()` as plain values, every obje
    🔐) and needs `deploy.protected_required_approvals` of them; any other diff needs
    `deploy.required_approvals` approvals of either form;
 6b. with `deploy.require_proof` (`test`, or `replay`: only a replay judged from outside), a run whose
-   proof of fix does not hold (`mendbot.improve.proof`) counts only the explicit "ship it unproven" (or, on
-   protected paths, the security form, itself explicit): a plain "ship it" is answered with why;
+   proof of fix does not hold (`mendbot.improve.proof.verdict`) counts only the explicit "ship it unproven"
+   (or, on protected paths, the security form, itself explicit): a plain "ship it" is answered with why;
 7. approvals follow the human: each stored approval remembers the signal it came from (the
    approving message and its channel, or the reaction on the proposal's message), and `withdraw()` /
    `message_edited()` take it back when that message is deleted, edited into anything but the same
@@ -79,7 +79,7 @@ from mendbot.db.proposals import Proposal
 from mendbot.deploy.approval_core import _MERGED_STATES, ApprovalDecision, DecisionStatus
 from mendbot.deploy.protection import _branch_head, _Protection
 from mendbot.deploy.recheck import ApprovalRechecks
-from mendbot.improve.proof import proved_by_replay
+from mendbot.improve.proof.verdict import proved_by_replay
 from mendbot.improve.runs import InvalidTransition, Run
 from mendbot.kernel.log import get_logger
 

@@ -25,7 +25,7 @@ from mendbot.deploy.reload import Reloader, render
 from mendbot.deploy.sources import ApprovalSources
 from mendbot.forge.base import Forge, ForgeError, merged_ref, resolve_commit
 from mendbot.improve.memory import Memory
-from mendbot.improve.proof import LiveReplay
+from mendbot.improve.proof.verdict import LiveReplay
 from mendbot.improve.runs import Run, RunService
 from mendbot.kernel.drills import DRILL_USER_ID, is_drill_kind
 from mendbot.kernel.errors import UserError
@@ -135,8 +135,8 @@ class DeployCore:
         # across a restart). None: no Discord attached — approvals from messages and reactions do not
         # count at merge time, since nothing can confirm them.
         self.sources: ApprovalSources | None = None
-        # The incident replay against the deployed code (mendbot.improve.proof): a line for the report, and
-        # whether it shows the fix not holding live (the run then regresses at once).
+        # The incident replay against the deployed code (mendbot.improve.proof.verdict): a line for the
+        # report, and whether it shows the fix not holding live (the run then regresses at once).
         self.prove_live: Callable[[Run, str], Awaitable[LiveReplay]] | None = None
         # The replay after an emergency rollback: whether the calls behave as before the fix (a line).
         self.prove_rollback: Callable[[Run, str], Awaitable[str]] | None = None

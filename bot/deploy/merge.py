@@ -38,8 +38,8 @@ from pathlib import Path
 import msgspec
 
 from mendbot.forge.base import HeadMovedError
-from mendbot.improve.verify import Verification, verify_commit
-from mendbot.improve.workspace import Workspace
+from mendbot.improve.agent.verify import Verification, verify_commit
+from mendbot.improve.agent.workspace import Workspace
 from mendbot.kernel.git import driver_problem, git
 from mendbot.kernel.log import get_logger
 from mendbot.kernel.process import ProcessResult

@@ -16,7 +16,7 @@ import contextlib
 from mendbot.db.records import ActionRecord
 from mendbot.deploy.deploy_core import DeployCore, _Watch
 from mendbot.improve.memory import Lesson
-from mendbot.improve.proof import LiveReplay
+from mendbot.improve.proof.verdict import LiveReplay
 from mendbot.improve.runs import Run
 from mendbot.kernel.durations import human_duration
 from mendbot.kernel.errors import UserError

@@ -22,7 +22,7 @@ chat model's tool call (bot/chat/route.py, bot/cogs/improve.py), never chatted p
 
 `named_kinds` reads the commands and kinds a message names, explicit ones (`/pay`, "the pay
 command") apart from bare words ("pay"); `search_words` the words worth searching for. What "this"
-means is resolved from them by bot/improve/target.py.
+means is resolved from them by bot/improve/evidence/target.py.
 """
 
 from __future__ import annotations

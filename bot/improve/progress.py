@@ -19,11 +19,11 @@ from mendbot.db import incidents as incident_queries
 from mendbot.db import proofs as proof_queries
 from mendbot.db.core import Connection
 from mendbot.forge.base import Forge
-from mendbot.improve.claims import Claim, ClaimService
+from mendbot.improve.agent.claims import Claim, ClaimService
+from mendbot.improve.agent.workspace import Workspace, Worktree
 from mendbot.improve.memory import Lesson, Memory
 from mendbot.improve.policy import Policy
 from mendbot.improve.runs import Run, RunService, RunState
-from mendbot.improve.workspace import Workspace, Worktree
 from mendbot.kernel.durations import human_duration
 from mendbot.kernel.log import get_logger
 from mendbot.kernel.prompts import PromptRegistry
@@ -31,8 +31,8 @@ from mendbot.kernel.settings import Settings
 from mendbot.trust.sandbox import Sandbox
 
 if TYPE_CHECKING:  # the agent module loads claude-agent-sdk (~0.5 s): only when a run starts
-    from mendbot.improve.agent import AgentResult, CodeAgent
-    from mendbot.improve.prover import Prover
+    from mendbot.improve.agent.code_agent import AgentResult, CodeAgent
+    from mendbot.improve.proof.prover import Prover
     from mendbot.improve.queue import RunQueue
     from mendbot.trust.gateway import ModelGateway
     from mendbot.trust.guard import Decision
@@ -65,7 +65,7 @@ class _Live(msgspec.Struct):
     step_calls: int = 0
     reported_at: float = 0.0  # when the status message was last edited (monotonic)
     pending_report: asyncio.Task[None] | None = None
-    claim: Claim | None = None  # the files this run may change, from its plan (mendbot.improve.claims)
+    claim: Claim | None = None  # the files this run may change, from its plan (mendbot.improve.agent.claims)
 
 
 class RunProgress:
@@ -161,7 +161,7 @@ class RunProgress:
     def prover(self) -> Prover:
         """The proof's runner, made by the first proof (its replay and test-runner modules load then)."""
         if self._prover is None:
-            from mendbot.improve.prover import Prover
+            from mendbot.improve.proof.prover import Prover
 
             self._prover = Prover(
                 db=self._db,
@@ -253,7 +253,7 @@ class RunProgress:
             self.gateway.close_session(token)
             live.agent = None
         refusal = self.gateway.refusal(token)
-        from mendbot.improve.agent import describe_denials
+        from mendbot.improve.agent.code_agent import describe_denials
 
         for denial in describe_denials(result.denials):
             await self.runs.event(run.id, "guard_denied", actor="guard", detail=denial)

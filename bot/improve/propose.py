@@ -12,12 +12,12 @@ import json
 from typing import Any
 
 from mendbot.forge.base import Proposal
-from mendbot.improve.claims import covers
+from mendbot.improve.agent.claims import covers
+from mendbot.improve.agent.verify import Verification, verify_commit
+from mendbot.improve.agent.workspace import HostileTree, NothingToCommitError, Worktree
 from mendbot.improve.progress import RunProgress, _Live, _StageFailure
-from mendbot.improve.proof import Proof
+from mendbot.improve.proof.verdict import Proof
 from mendbot.improve.runs import Run
-from mendbot.improve.verify import Verification, verify_commit
-from mendbot.improve.workspace import HostileTree, NothingToCommitError, Worktree
 from mendbot.trust.path_rules import protected_entry
 from mendbot.trust.sanitize import untrusted_block
 

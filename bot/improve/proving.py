@@ -1,6 +1,6 @@
 """The proofs SelfImprovementAgent (`mendbot.improve.service`) takes after a run's pipeline: of a proposal
 branch a hand commit moved, of the deployed code once a fix is live, and of a rollback — each by the
-Prover (`mendbot.improve.prover`), recorded as a run event and told as one line for a report.
+Prover (`mendbot.improve.proof.prover`), recorded as a run event and told as one line for a report.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from mendbot.improve.progress import RunProgress
-from mendbot.improve.proof import LiveReplay, Proof, load_proof
+from mendbot.improve.proof.verdict import LiveReplay, Proof, load_proof
 from mendbot.improve.runs import Run, RunEvent
 from mendbot.kernel.log import get_logger
 

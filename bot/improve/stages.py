@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from mendbot.forge.base import ForgeError
-from mendbot.improve.claims import LIVE_STATES, plan_files
+from mendbot.improve.agent.claims import LIVE_STATES, plan_files
+from mendbot.improve.agent.workspace import Worktree, branch_name
 from mendbot.improve.memory import Lesson
 from mendbot.improve.progress import _Live, _StageFailure
 from mendbot.improve.propose import RunProposals
 from mendbot.improve.runs import Run
-from mendbot.improve.workspace import Worktree, branch_name
 from mendbot.kernel.log import bind_context, get_logger
 from mendbot.kernel.uncommitted import not_on_main, unseen_line
 
@@ -96,7 +96,9 @@ class RunStages(RunProposals):
         target = next((e.detail for e in await self.runs.events(run.id) if e.event == "target"), {})
         fingerprint = await self._incident_fingerprint(run.incident_id) or target.get("fingerprint")
         target_kind = await self._incident_kind(run.incident_id) or target.get("kind")
-        from mendbot.improve.evidence import build_evidence  # the evidence's modules load with the first run
+        from mendbot.improve.evidence.gather import (
+            build_evidence,  # the evidence's modules load with the first run
+        )
 
         pack = await build_evidence(
             self._db,

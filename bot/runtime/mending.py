@@ -24,6 +24,7 @@ from mendbot.deploy.service import DeployService
 from mendbot.features.devmode import DevMode
 from mendbot.forge.base import Forge
 from mendbot.forge.local import LocalForge
+from mendbot.improve.agent.workspace import Workspace
 from mendbot.improve.autonomy import AutonomyService
 from mendbot.improve.drill import DrillService
 from mendbot.improve.memory import Memory
@@ -31,7 +32,6 @@ from mendbot.improve.policy import BudgetLedger, Policy
 from mendbot.improve.relay import RunEventRelay
 from mendbot.improve.runs import Run, RunService
 from mendbot.improve.service import SelfImprovementAgent
-from mendbot.improve.workspace import Workspace
 from mendbot.kernel.daemons import Daemons
 from mendbot.kernel.drills import DRILL_USER_ID
 from mendbot.kernel.prompts import PromptRegistry
@@ -45,7 +45,7 @@ from mendbot.trust.redact import Redactor
 from mendbot.trust.sandbox import Sandbox
 
 if TYPE_CHECKING:
-    from mendbot.improve.agent import CodeAgent
+    from mendbot.improve.agent.code_agent import CodeAgent
     from mendbot.trust.gateway import ModelGateway
 
 __all__ = ["Mending", "build_improve", "build_mending"]
@@ -233,7 +233,9 @@ async def build_improve(
     sandbox = Sandbox.from_config(settings.improve.sandbox)
 
     def new_agent() -> CodeAgent:
-        from mendbot.improve.agent import ClaudeCodeAgent  # claude-agent-sdk is loaded when a run starts
+        from mendbot.improve.agent.code_agent import (
+            ClaudeCodeAgent,  # claude-agent-sdk is loaded when a run starts
+        )
 
         return ClaudeCodeAgent(
             home=home,

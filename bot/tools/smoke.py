@@ -9,7 +9,8 @@ and no repository (`repo_dir` is the temp dir, so start-up cleans no worktrees),
 deployment is read or touched. The verify gate runs it in the sandbox.
 
 It imports whichever `bot` and `cogs` come first on `sys.path`: run in a worktree with
-`PYTHONPATH=<worktree>` (as `mendbot.improve.verify` does), it checks the worktree's code, not the live one.
+`PYTHONPATH=<worktree>` (as `mendbot.improve.agent.verify` does), it checks the worktree's code, not the live
+one.
 """
 
 from __future__ import annotations

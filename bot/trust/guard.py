@@ -11,7 +11,7 @@ argv tokens:
 - secret files (``.env*``, ``data/``, keys, databases, ``.git/config``) are never read or
   written, and nothing under ``.git/`` is written;
 - protected paths are read-only unless the run has the security flag;
-- in a run with a file claim (``mendbot.improve.claims``), file tools and ruff's rewrites may only write
+- in a run with a file claim (``mendbot.improve.agent.claims``), file tools and ruff's rewrites may only write
   the claimed files; the denial tells the agent to extend its claim with the ``claim_files`` tool;
 - Bash runs one simple command (no chaining, substitution, redirection, globbing) whose argv
   starts with an allowed prefix; a fixed set of commands (push, installs, network tools) is
@@ -106,7 +106,8 @@ Confine = Callable[[list[str], float], str]
 
 
 class ClaimView(Protocol):
-    """A run's file claim as the guard reads it (``mendbot.improve.claims.Claim``); it may grow mid-run."""
+    """A run's file claim as the guard reads it (``mendbot.improve.agent.claims.Claim``); it may grow
+    mid-run."""
 
     def covers(self, rel: str) -> bool: ...
 

@@ -1,8 +1,8 @@
 """A loopback Discord that the real discord.py HTTP client and gateway connect to.
 
-It is the proof's observer (`mendbot.improve.replay`): a bot started from a checkout in the sandbox connects
-to it over a unix socket bound into the sandbox (`unix_socket=`; `discord.invalid` is then the host in
-its URLs), and what it answers each replayed call is judged here, outside the process under test. The
+It is the proof's observer (`mendbot.improve.proof.replay`): a bot started from a checkout in the sandbox
+connects to it over a unix socket bound into the sandbox (`unix_socket=`; `discord.invalid` is then the host
+in its URLs), and what it answers each replayed call is judged here, outside the process under test. The
 tests use it too, on 127.0.0.1.
 
 simcord (tests/harness/discord.py) swaps discord.py's HTTP client out; this double keeps it in and

@@ -1,7 +1,8 @@
 """The replay's launcher: the first code of a bot started from a checkout in the sandbox, before any of it.
 
-`mendbot.improve.replay` binds this file read-only into the sandbox (like `bot/trust/supervise.py`, the copy
-that runs is the installed bot's, never the checkout's) and runs it with the checkout first on `sys.path`:
+`mendbot.improve.proof.replay` binds this file read-only into the sandbox (like `bot/trust/supervise.py`, the
+copy that runs is the installed bot's, never the checkout's) and runs it with the checkout first on
+`sys.path`:
 
     python /run/mendbot/replay/launch.py SOCKET CONFIG [MONITOR WATCHED [MENDBOT]]
 
@@ -30,9 +31,9 @@ observer as one JSON line: the exception's type, the frame (the checkout's file 
 the module outside it), the function, the line, and when (`time.monotonic()`, the clock the observer
 reads too). Control flow is not reported (StopIteration, GeneratorExit, cancellation). The launcher
 decides nothing: the observer attributes each exception to the replayed call in whose window it happened
-and judges from that and from what the bot answered over the wire (`mendbot.improve.replay`). Code under test
-shares this interpreter, so a change written to forge could still hide its exceptions; the watch can only
-take a verdict away (a failure that "still happens"), never give one, which is why that is enough.
+and judges from that and from what the bot answered over the wire (`mendbot.improve.proof.replay`). Code
+under test shares this interpreter, so a change written to forge could still hide its exceptions; the watch
+can only take a verdict away (a failure that "still happens"), never give one, which is why that is enough.
 """
 
 from __future__ import annotations

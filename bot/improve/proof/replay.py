@@ -1,8 +1,8 @@
 """Incident replay, judged from outside: calls sent over the wire to a bot started from a checkout in the
 sandbox, and judged by what a user would have seen — and by what the code raised on the way.
 
-What is sent is the plan (`mendbot.improve.replay_plan`): recorded failing calls, their neighbours, and calls
-that worked.
+What is sent is the plan (`mendbot.improve.proof.replay_plan`): recorded failing calls, their neighbours, and
+calls that worked.
 
 **Who judges.** No verdict comes from the process under test — not a record it wrote, not a line it
 printed. The bot process itself is the observer: it serves a loopback Discord
@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from mendbot.improve.replay_plan import ReplayCase, ReplayPlan, extension_of
+from mendbot.improve.proof.replay_plan import ReplayCase, ReplayPlan, extension_of
 from mendbot.kernel.errors import named_bug
 from mendbot.kernel.log import get_logger
 from mendbot.kernel.own_loop import on_own_loop

@@ -26,7 +26,7 @@ from typing import Any
 from mendbot.db import handlers as handler_queries
 from mendbot.db.core import Connection
 from mendbot.db.handlers import HandlerLocation
-from mendbot.improve.source_index import ModuleIndex, read_module, terms_of
+from mendbot.improve.evidence.source_index import ModuleIndex, read_module, terms_of
 from mendbot.observe.handlers import is_mendbots_own
 
 __all__ = ["HandlerMatch", "match_handlers", "rank_handlers", "stems"]

@@ -8,7 +8,7 @@ worktree, read-only for a read-only session); without one, Bash is refused. The 
 key are the caller's: the bot's model gateway and a token for this session, never the real key.
 `interrupt()` stops a running session (used by /cancel and /pause).
 
-An editing session with a file claim (`mendbot.improve.claims`) writes only the claimed files (the guard
+An editing session with a file claim (`mendbot.improve.agent.claims`) writes only the claimed files (the guard
 enforces it) and gets one in-process tool, `claim_files(paths, why)` — an SDK MCP server living in the
 bot, so the CLI reaches nothing new — that extends the claim.
 """
@@ -43,7 +43,7 @@ from mendbot.trust.guard import CLAIM_TOOL, Confine, Decision, GuardPolicy, Tool
 from mendbot.trust.sandbox import Sandbox, SandboxUnavailable
 
 if TYPE_CHECKING:
-    from mendbot.improve.claims import Claim
+    from mendbot.improve.agent.claims import Claim
 
 __all__ = ["AgentResult", "ClaudeCodeAgent", "CodeAgent", "Outcome", "claim_server"]
 

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import msgspec
 
-from mendbot.improve.workspace import Workspace
+from mendbot.improve.agent.workspace import Workspace
 from mendbot.kernel.git import git
 from mendbot.kernel.log import get_logger
 from mendbot.kernel.sections import HostConfig

@@ -8,8 +8,8 @@ copy of exactly the base's tree and of the branch's (`Workspace.checkout`: no ig
 any worktree), in the OS sandbox, in identical environments — nothing tells the code which side it is,
 or that it is being judged:
 
-- **replay** (`mendbot.improve.replay`, planned by `mendbot.improve.replay_plan`, judged by
-  `mendbot.improve.proof_judge`): the recorded failing calls — those the agent's evidence showed and those
+- **replay** (`mendbot.improve.proof.replay`, planned by `mendbot.improve.proof.replay_plan`, judged by
+  `mendbot.improve.proof.judge`): the recorded failing calls — those the agent's evidence showed and those
   it held out — their neighbours (the same command with a nearby value), and recent calls that worked of
   every command the change can reach, sent over the wire to a bot started from each tree. The observer is
   the bot process itself, outside the sandbox; it judges what a user would see, what the code raised
@@ -24,8 +24,8 @@ or that it is being judged:
   not for a name the change adds), passes on the branch, **runs some of the lines the change made**, and
   replaces none of the code under test (a monkeypatch or mock of it proves nothing).
 
-The verdict they add up to, and how a proof reads, are `mendbot.improve.proof`; the Prover stores each proof
-it takes with the run.
+The verdict they add up to, and how a proof reads, are `mendbot.improve.proof.verdict`; the Prover stores
+each proof it takes with the run.
 """
 
 from __future__ import annotations
@@ -46,13 +46,13 @@ from typing import Any, Literal
 from mendbot.db import handlers as handler_queries
 from mendbot.db import proofs as queries
 from mendbot.db.core import Connection
-from mendbot.improve import replay_plan as plans
-from mendbot.improve.proof import ItemVerdict, Proof, ProofItem, Side, proved_by_replay
-from mendbot.improve.proof_judge import Timing, judge_replay
-from mendbot.improve.replay import CALL_TIMEOUT_S, HostBot, ReplayError, ReplayResult, run_replay
-from mendbot.improve.replay_plan import Failure, ReplayCase, ReplayPlan, plan_proof
-from mendbot.improve.verify import CheckResult, run_check
-from mendbot.improve.workspace import Workspace
+from mendbot.improve.agent.verify import CheckResult, run_check
+from mendbot.improve.agent.workspace import Workspace
+from mendbot.improve.proof import replay_plan as plans
+from mendbot.improve.proof.judge import Timing, judge_replay
+from mendbot.improve.proof.replay import CALL_TIMEOUT_S, HostBot, ReplayError, ReplayResult, run_replay
+from mendbot.improve.proof.replay_plan import Failure, ReplayCase, ReplayPlan, plan_proof
+from mendbot.improve.proof.verdict import ItemVerdict, Proof, ProofItem, Side, proved_by_replay
 from mendbot.kernel.git import git
 from mendbot.kernel.log import get_logger
 from mendbot.trust import proof_runner
@@ -193,7 +193,7 @@ class Prover:
         shown: set[str] | None = None,
     ) -> Proof:
         """Commit `sha` against `base_sha`: regression tests and replay (module docstring). `shown`: the
-        failing calls the agent's evidence showed (`mendbot.improve.heldout`); the rest are held out."""
+        failing calls the agent's evidence showed (`mendbot.improve.proof.heldout`); the rest are held out."""
         started = time.perf_counter()
         repo = self._workspace.repo_root
         tests = await changed_tests(repo, base_sha, sha)

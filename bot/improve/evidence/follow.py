@@ -1,6 +1,6 @@
 """Suspects found by following the data: where a bad value was made, not only where it was used.
 
-The ranking (bot/improve/localise.py) starts from frames, slow samples and the handler; from there
+The ranking (bot/improve/evidence/localise.py) starts from frames, slow samples and the handler; from there
 these rules add the code that made what the failing line used:
 
 - the definitions of names and the methods called on the lines feeding the failing line, attribute
@@ -33,8 +33,8 @@ import ast
 import posixpath
 from dataclasses import dataclass, field
 
-from mendbot.improve import dataflow
-from mendbot.improve.source_index import ModuleIndex, SourceUnit, class_of, method_of, resolve
+from mendbot.improve.evidence import dataflow
+from mendbot.improve.evidence.source_index import ModuleIndex, SourceUnit, class_of, method_of, resolve
 
 __all__ = ["Candidate", "Pool", "arguments_up_the_stack", "callees", "derive_from_line", "from_writer"]
 

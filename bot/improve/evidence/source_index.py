@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mendbot.improve import dataflow
+from mendbot.improve.evidence import dataflow
 from mendbot.trust.path_rules import secret_reason
 
 __all__ = [

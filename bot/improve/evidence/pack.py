@@ -1,5 +1,5 @@
-"""The evidence pack that `mendbot.improve.evidence` gathers — the incident, its tracebacks, the calls a
-complaint means, the suspects, lessons, commits and source the coding agent is shown — and how it is
+"""The evidence pack that `mendbot.improve.evidence.gather` gathers — the incident, its tracebacks, the calls
+a complaint means, the suspects, lessons, commits and source the coding agent is shown — and how it is
 written as a prompt.
 
 `EvidencePack.render` writes it as a prompt section of at most `max_chars` characters. Each
@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from mendbot.db import handlers as handler_queries
 from mendbot.db.records import ActionRecord
-from mendbot.improve.history import _HISTORY_CHARS
+from mendbot.improve.evidence.history import _HISTORY_CHARS
 from mendbot.trust.sanitize import sanitize_untrusted, untrusted_block
 
 __all__ = [
@@ -131,7 +131,7 @@ class EvidencePack:
     kinds: list[str] = field(default_factory=list)
     handlers: list[handler_queries.HandlerLocation] = field(default_factory=list)
     max_chars: int = 24000
-    # The failing calls shown (`mendbot.improve.heldout`): the rest are held out for the proof.
+    # The failing calls shown (`mendbot.improve.proof.heldout`): the rest are held out for the proof.
     shown_calls: set[str] = field(default_factory=set)
 
     @property
