@@ -1,4 +1,4 @@
--- mendbot schema at the head of the history with sha256 fff28735c487854d3fb4108f6b8bfb0a5af9ba9641ddc9fb148c2ffc24cd68d8
+-- mendbot schema at the head of the history with sha256 170f57477966d98c41c8e239585f67421b9ceb30d6143f78148b818d8ad79156
 -- Written by `python -m mendbot.db.history`; used only while that digest matches.
 BEGIN;
 CREATE TABLE alembic_version (
