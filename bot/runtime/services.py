@@ -398,6 +398,7 @@ async def _assemble(
     )
     await incidents.load()
     storage.subscribe(incidents.on_storage)
+    recorder.on_loss(incidents.on_record_loss)
     if (fault := incidents.open_storage_fault()) is not None:
         storage.assume_failing(fault, "still open from before the restart")
     detector = AnomalyDetector(observe, incidents.on_signal, await action_queries.known_fingerprints(db))
