@@ -349,10 +349,8 @@ class IncidentService:
             missed, self._not_shown = self._not_shown, []
             for incident in missed:
                 self._changed(incident)
-            # Environment incidents opened before there was anyone to post them (at start: records
-            # the journal could not give back, read before the cogs were loaded) are posted now; one
-            # whose creation is still under way is posted by it. Code incidents a leader left
-            # unannounced are the next leader's (`announce_unannounced`).
+            # Environment incidents opened before anyone could post them (records the journal could not
+            # give back, read at start before the cogs loaded); one still being created posts itself.
             for incident in self._incidents:
                 waiting = incident.active and incident.message_id is None and incident.created.is_set()
                 if incident.category == "environment" and waiting:
@@ -479,18 +477,15 @@ class IncidentService:
         )
 
     def on_record_loss(self, loss: RecordLoss) -> None:
-        """ActionRecorder listener: action records shed or unreadable are one environment incident,
-        announced once and updated in place as the counts grow (they never go back: it stays open)."""
+        """ActionRecorder listener: records shed or unreadable are one environment incident, updated in
+        place as the counts grow (they never go back: it stays open)."""
+        shed = loss.shed
         summary, need = record_loss_words(
-            loss.shed, loss.shed_failures, loss.unreadable, str(loss.journal), loss.rewound
+            shed, loss.shed_failures, loss.unreadable, str(loss.journal), loss.rewound
         )
+        sample = {"shed": sum(shed.values()), "unreadable": loss.unreadable}
         self.environment(
-            RECORDS_KEY,
-            kind="records",
-            summary=summary,
-            need=need,
-            level="warning",
-            sample={"shed": sum(loss.shed.values()), "unreadable": loss.unreadable},
+            RECORDS_KEY, kind="records", summary=summary, need=need, level="warning", sample=sample
         )
 
     @staticmethod
