@@ -74,10 +74,11 @@ def _port(served: Served) -> int:
 
 
 async def _raw(served: Served, request: bytes) -> bytes:
-    """One request as bytes on a connection of its own; the whole answer."""
+    """One request as bytes on a connection of its own, which the server closes once it has answered
+    (`Connection: close`, put after the request line); the whole answer."""
     reader, writer = await asyncio.open_connection("127.0.0.1", _port(served))
     try:
-        writer.write(request)
+        writer.write(request.replace(b"\r\n", b"\r\nConnection: close\r\n", 1))
         await writer.drain()
         return await asyncio.wait_for(reader.read(), timeout=20)
     finally:
@@ -112,8 +113,9 @@ async def test_a_page_asked_for_by_another_host_name_is_refused(served: Served) 
         assert _status(raw) == 421, (host, raw[:200])
         assert "not this dashboard's address" in html.unescape(raw.decode())
     for host in (f"127.0.0.1:{port}", f"localhost:{port}"):
-        head = f"GET / HTTP/1.1\r\nHost: {host}\r\nCookie: mendbot_session={cookie}\r\nConnection: close\r\n"
-        raw = await _raw(served, f"{head}\r\n".encode())
+        raw = await _raw(
+            served, f"GET / HTTP/1.1\r\nHost: {host}\r\nCookie: mendbot_session={cookie}\r\n\r\n".encode()
+        )
         assert _status(raw) == 200, host
 
 

@@ -159,6 +159,32 @@ async def test_with_the_journals_disk_full_every_answered_roll_is_stored_once_an
         assert (health["actions_waiting"], health["actions_shed"], health["actions_unreadable"]) == (0, 0, 0)
 
 
+async def test_records_shed_on_a_full_journal_disk_are_said_in_dev_health_and_metrics(
+    full_log_disk: Path,
+) -> None:
+    """The journal's disk full and more successes than `queue_size` waiting for it: those shed are
+    counted by kind, and #dev (one records incident, edited as the count grows), /health and /metrics
+    all say how many."""
+    settings = _settings(full_log_disk, queue_size=10)
+    async with running_world(settings) as world:
+        await world.quiesce()
+        recorder = world.bot.services.recorder
+        fill_disk(settings.log_dir)
+        for n in range(60):
+            recorder.record("task:busy", "test", ok=True, duration_ms=1, extra={"n": n, "pad": "x" * 500})
+            await asyncio.sleep(0)
+        await world.quiesce()  # the journal tried again: the shed are told, and the incident edited
+        await world.quiesce()
+        shed = recorder.shed["task:busy"]  # the bot's own records (its posts seen) may be shed too
+        assert shed >= 40
+        assert world.bot.services.health()["actions_shed"] == sum(recorder.shed.values())
+        await Metrics(world.bot).render()
+        text = (await Metrics(world.bot).render()).decode()
+        assert f'mendbot_action_records_shed_total{{kind="task:busy"}} {float(shed)}' in text
+        [note] = _records_note(world)
+        assert f"`task:busy` {shed}" in (note.embeds[0].description or "")
+
+
 # -- lines that cannot be read --------------------------------------------------------------------------
 
 

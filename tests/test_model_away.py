@@ -170,7 +170,7 @@ async def _ask(gateway: ModelGateway, token: str) -> anthropic.types.Message:
 async def test_a_model_api_that_refuses_connections_is_waited_for_then_given_up_on() -> None:
     """Nothing listening: the request waits (the run is told why) and, past `wait_s`, the agent gets an
     error it does not retry; the session keeps why, and nothing is charged (nothing was sent)."""
-    async with _not_listening() as url, _gateway(url, wait_s=0.3) as (gateway, token, told, ledger):
+    async with _not_listening() as url, _gateway(url, wait_s=0.05) as (gateway, token, told, ledger):
         with pytest.raises(anthropic.InternalServerError) as failed:
             await _ask(gateway, token)
         assert failed.value.response.headers["x-should-retry"] == "false"
