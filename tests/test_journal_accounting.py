@@ -415,6 +415,8 @@ async def test_after_segments_deleted_while_stopped_a_start_an_hour_behind_store
             await _roll(world)
         await world.quiesce()
         assert world.bot.services.health()["actions_waiting"] == 0
+        [note] = _records_note(world)  # what the deleted segments held and the database lacked is said
+        assert "deleted or replaced while I was stopped" in (note.embeds[0].description or "")
     assert _rolls_stored(settings) == 33
     seqs = [line_seq(line) or 0 for line in _journal_lines(settings)]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs) and 0 not in seqs
