@@ -45,7 +45,7 @@ from tests.test_improve_e2e import DIAGNOSIS, PLAN, _json_turn  # noqa: E402
 from tests.test_ship_e2e import BUG, FIX, _config, _edit, _seeded_copy, _to_proposal  # noqa: E402
 
 DRAIN_S = 10.0
-STEPS = (
+ALL_STEPS: tuple[str, ...] = (
     "before_merge",
     "after_merge_recorded",
     "after_live_update",
@@ -54,7 +54,7 @@ STEPS = (
     "watching",
     "mid_run",
 )
-STEPS = sized(STEPS, ("during_reload", "mid_run"))  # short: a deploy step and a run, not all seven
+STEPS = sized(ALL_STEPS, ("during_reload", "mid_run"))  # short: a deploy step and a run, not all seven
 
 
 def _stopped_at(base: Path) -> float:
