@@ -19,8 +19,8 @@ from pathlib import Path
 
 from sizes import sized  # bench/, the script's directory: before anything reads sys.argv
 
-from bot.kernel.process import run_process
-from bot.trust.sandbox import Sandbox
+from mendbot.kernel.process import run_process
+from mendbot.trust.sandbox import Sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 RUNS = sized(30, 2)

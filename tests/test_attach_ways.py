@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.trust.loopback_discord import DiscordDouble
-from bot.trust.loopback_discord_model import message_text
+from mendbot.trust.loopback_discord import DiscordDouble
+from mendbot.trust.loopback_discord_model import message_text
 from tests.harness.hosts import LiveHost, host_repo, write_config
 from tests.harness.repo import git
 from tests.test_attach_loop import ONE_LINE, _ask, _says

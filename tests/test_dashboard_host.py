@@ -16,9 +16,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot.db import proofs as proof_queries
-from bot.db import signins
-from bot.tools.playground import VirtualWorld
+from mendbot.db import proofs as proof_queries
+from mendbot.db import signins
+from mendbot.tools.playground import VirtualWorld
 from tests.harness.dashboard import Served, allow, git_change, seed_hostile_run, serving
 from tests.harness.discord import make_settings, running_world
 from tests.harness.sql import sql
@@ -166,7 +166,7 @@ def test_own_hosts_are_the_public_url_or_the_listening_address(
     """Which Host is its own: the public address when one is set (and the listening one, which a proxy
     may pass on), else the listening address — a loopback one by any loopback name, one on every
     interface by any address of a machine but never by a name (a name is what rebinding forges)."""
-    from bot.dashboard.hosts import OwnAddress
+    from mendbot.dashboard.hosts import OwnAddress
 
     address = OwnAddress(public_url, *bound)
     assert [host for host in own if not address.own_host(host)] == []

@@ -19,13 +19,13 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from bot.db.records import ActionRecord
-from bot.db.retry import RetryPolicy
-from bot.kernel.settings import Settings
-from bot.observe.journal import Journal, journal_line, line_seq
-from bot.observe.recorder import ActionRecorder
-from bot.runtime.metrics import Metrics
-from bot.tools.playground import VirtualWorld
+from mendbot.db.records import ActionRecord
+from mendbot.db.retry import RetryPolicy
+from mendbot.kernel.settings import Settings
+from mendbot.observe.journal import Journal, journal_line, line_seq
+from mendbot.observe.recorder import ActionRecorder
+from mendbot.runtime.metrics import Metrics
+from mendbot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, make_settings, reply_text, running_world
 from tests.harness.sql import stored
 from tests.harness.storage import fill_disk, hold_write_lock, small_disk

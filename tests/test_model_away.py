@@ -21,9 +21,9 @@ import anthropic
 import pytest
 from aiohttp import web
 
-from bot.trust.gateway import ModelGateway
-from bot.trust.loopback_discord import DiscordDouble
-from bot.trust.loopback_discord_model import message_text
+from mendbot.trust.gateway import ModelGateway
+from mendbot.trust.loopback_discord import DiscordDouble
+from mendbot.trust.loopback_discord_model import message_text
 from tests.harness.live_bot import LiveBot, free_port, live_config
 from tests.harness.repo import copy_of_bot
 

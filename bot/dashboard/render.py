@@ -7,7 +7,7 @@ adds markup of its own, so a value from outside the bot stays text:
   it relative ("3 min ago") with the moment in the viewer's own time zone on hover.
 - `person(user_id)`: the name the bot knows them by, the Discord id on hover ("user 1234…" when it
   knows no name).
-- `state(name)`: a run state with its icon (`bot.improve.runs.STATE_ICONS`), as chat shows it.
+- `state(name)`: a run state with its icon (`mendbot.improve.runs.STATE_ICONS`), as chat shows it.
 - `took(seconds)`: a duration as people read it ("2 min 5 s", "0.4 s").
 - `chat(text)`: text written for Discord (`**bold**`, `` `code` ``) as HTML.
 """
@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 import jinja2
 from markupsafe import Markup, escape
 
-from bot.improve.runs import STATE_ICONS
-from bot.kernel.durations import human_duration
+from mendbot.improve.runs import STATE_ICONS
+from mendbot.kernel.durations import human_duration
 
 __all__ = ["chat", "install", "moment", "person", "state", "took"]
 

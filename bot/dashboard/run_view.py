@@ -7,7 +7,7 @@
 - the checks of each attempt, ✅/❌ with each check's output folded;
 - the proof as the chat shows it: its headline and a row per item with the same ✅/❌ cells.
 
-Plain functions over the rows `bot.db.runs` and `bot.db.browse` return; nothing here reads or writes.
+Plain functions over the rows `mendbot.db.runs` and `mendbot.db.browse` return; nothing here reads or writes.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bot.improve.proof import Proof, ProofItem
+from mendbot.improve.proof.verdict import Proof, ProofItem
 
 __all__ = ["attempts", "describe", "event_row", "proof_views", "prose", "raw", "stages"]
 

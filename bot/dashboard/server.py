@@ -17,7 +17,7 @@ A run's page follows the run live over server-sent events (`/runs/{id}/stream`),
 `dashboard.streams_per_session` at once per session and `dashboard.streams` in all. A client gets
 `dashboard.read_timeout_s` to send a request's head (from connecting, or from the previous answer) and
 as long for the sign-in form's body; a slower one is cut off. Every number in a URL is read by
-`bot.dashboard.params.url_int`.
+`mendbot.dashboard.params.url_int`.
 """
 
 from __future__ import annotations
@@ -35,14 +35,14 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from bot.dashboard.hosts import OwnAddress
-from bot.dashboard.pages import PageReader
-from bot.dashboard.params import url_int
-from bot.dashboard.render import install
-from bot.dashboard.signin import COOKIE, DashboardSignIn
-from bot.db.browse import ActionFilter
-from bot.db.retry import SAVE_FAILED, storage_fault
-from bot.kernel.log import get_logger
+from mendbot.dashboard.hosts import OwnAddress
+from mendbot.dashboard.pages import PageReader
+from mendbot.dashboard.params import url_int
+from mendbot.dashboard.render import install
+from mendbot.dashboard.signin import COOKIE, DashboardSignIn
+from mendbot.db.browse import ActionFilter
+from mendbot.db.retry import SAVE_FAILED, storage_fault
+from mendbot.kernel.log import get_logger
 
 __all__ = ["CSP", "DashboardServer"]
 

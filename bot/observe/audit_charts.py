@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bot.observe.audit_report import AuditReport
+from mendbot.observe.audit_report import AuditReport
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

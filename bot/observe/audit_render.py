@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from datetime import timedelta
 
-from bot.observe.audit_report import AuditFinding, AuditReport
+from mendbot.observe.audit_report import AuditFinding, AuditReport
 
 __all__ = ["MESSAGE_LIMIT", "render_text", "span"]
 

@@ -42,7 +42,7 @@ from typing import IO, Any
 import msgspec
 import orjson
 
-from bot.kernel.log import get_logger
+from mendbot.kernel.log import get_logger
 
 __all__ = ["Journal", "JournalReader", "journal_line", "line_seq"]
 

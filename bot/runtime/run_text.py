@@ -6,15 +6,15 @@ written here, where they are assembled, and the cog only sends it.
 
 from __future__ import annotations
 
-from bot.improve.runs import STATE_ICONS, Run
-from bot.kernel.durations import human_duration
-from bot.runtime.services import Services
+from mendbot.improve.runs import STATE_ICONS, Run
+from mendbot.kernel.durations import human_duration
+from mendbot.runtime.services import Services
 
 __all__ = ["run_detail", "state_shown", "status_text"]
 
 
 def state_shown(state: str) -> str:
-    r"""A run's state in chat: its icon (bot.improve.runs.STATE_ICONS) and its name, `✅ \`resolved\``."""
+    r"""A run's state in chat: its icon (mendbot.improve.runs.STATE_ICONS) and its name, `✅ \`resolved\``."""
     return f"{STATE_ICONS.get(state, '•')} `{state}`"  # type: ignore[call-overload]
 
 

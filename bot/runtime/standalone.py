@@ -23,13 +23,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bot.kernel.log import configure_logging, get_logger
-from bot.kernel.settings import ConfigError, Settings, load_settings
-from bot.runtime.attachment import Attachment, attach
-from bot.runtime.instrument import recording_of, wrapper_of
-from bot.runtime.recording import Host
-from bot.runtime.services import build_services
-from bot.trust.redact import Redactor
+from mendbot.kernel.log import configure_logging, get_logger
+from mendbot.kernel.settings import ConfigError, Settings, load_settings
+from mendbot.runtime.attachment import Attachment, attach
+from mendbot.runtime.instrument import recording_of, wrapper_of
+from mendbot.runtime.recording import Host
+from mendbot.runtime.services import build_services
+from mendbot.trust.redact import Redactor
 
 __all__ = ["CONFIG_FILE", "attach_to", "host_settings"]
 

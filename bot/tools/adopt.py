@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 import yaml
 from dotenv import dotenv_values
 
-from bot.kernel.settings import EX_CONFIG
+from mendbot.kernel.settings import EX_CONFIG
 
 __all__ = ["AdoptError", "Found", "adopt_main", "inspect_repository", "write_config"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from bot.kernel.sections import AccessConfig
+from mendbot.kernel.sections import AccessConfig
 
 __all__ = ["AccessPolicy", "Revoked"]
 

@@ -6,7 +6,7 @@ sessions, so one model turn could cost far more than a run's cap.  ``ModelGatewa
 token (``open_session``) to use as its API key, and the CLI is pointed at ``base_url``.
 
 A ``POST /v1/messages`` is forwarded only if every part of it is one the gateway can price
-(``bot.trust.priceable``: allow-listed fields, client tools only, no server tools or MCP
+(``mendbot.trust.priceable``: allow-listed fields, client tools only, no server tools or MCP
 connectors, no one-hour cache writes, allow-listed betas); anything else is refused with a 400
 before anything leaves, and the reason is kept for the session (``rejection``).  Such a request
 costs its input and its output tokens and nothing else, so the gateway bounds its worst case: the
@@ -26,7 +26,7 @@ a connection refused is tried again after a pause (nothing was sent); one droppe
 request may have been read, and billed) is sent again by the agent, told so, and reserved anew. Past
 the wait the agent gets an error it does not retry, and the run ends as "could not reach the model".
 
-Prices and the reading of the usage live in ``bot.trust.model_usage``; this module is the server:
+Prices and the reading of the usage live in ``mendbot.trust.model_usage``; this module is the server:
 sessions, the budget's reservations and charges, and the forwarding.
 """
 
@@ -47,9 +47,9 @@ from typing import Any, Protocol
 import aiohttp
 from aiohttp import web
 
-from bot.kernel.log import get_logger
-from bot.trust.model_outage import Outage
-from bot.trust.model_usage import (
+from mendbot.kernel.log import get_logger
+from mendbot.trust.model_outage import Outage
+from mendbot.trust.model_usage import (
     CACHE_WRITE_FACTOR,
     DEFAULT_PRICES,
     Price,
@@ -57,7 +57,7 @@ from bot.trust.model_usage import (
     _Usage,
     _UsageReader,
 )
-from bot.trust.priceable import (
+from mendbot.trust.priceable import (
     Unpriceable,
     carries_media,
     check_betas,
@@ -120,7 +120,7 @@ def _positive_int(value: object) -> int | None:
 
 
 def _unpriceable(request: web.Request, body: dict[str, Any]) -> str | None:
-    """Why the gateway cannot price this Messages request (``bot.trust.priceable``), or None."""
+    """Why the gateway cannot price this Messages request (``mendbot.trust.priceable``), or None."""
     try:
         check_query(request.query)
         check_betas(request.headers.get("anthropic-beta"))

@@ -10,12 +10,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.improve.runs import RunKind
-from bot.kernel.errors import UserError
-from bot.kernel.log import get_logger
-from bot.observe.incident import Incident
-from bot.runtime.attachment import Attachment, add_surface_cog, attached
-from bot.runtime.people import addressed
+from mendbot.improve.runs import RunKind
+from mendbot.kernel.errors import UserError
+from mendbot.kernel.log import get_logger
+from mendbot.observe.incident import Incident
+from mendbot.runtime.attachment import Attachment, add_surface_cog, attached
+from mendbot.runtime.people import addressed
 
 ACTIONS: dict[str, RunKind] = {"🔍": "investigate", "🛠": "fix", "🛠️": "fix"}
 _COLOURS = {

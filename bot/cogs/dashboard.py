@@ -12,7 +12,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.runtime.attachment import Attachment, add_surface_cog, attached
+from mendbot.runtime.attachment import Attachment, add_surface_cog, attached
 
 
 class Dashboard(commands.Cog):
