@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEV    := $(VENV)/.installed-dev
 
-.PHONY: setup runtime browser run play demo demo-interactive doctor test check lint quick-lint durations bench clean
+.PHONY: setup runtime browser run play demo demo-interactive doctor test check lint quick-lint durations bench bench-short clean
 
 # pytest's workers (pytest-xdist): most of the suite waits on subprocesses (the Claude Code CLI, the
 # sandbox, bot processes), so more workers than cores pays off. Tests are handed out two at a time,
@@ -104,20 +104,19 @@ durations: setup browser  ## run the suite and write tests/durations.txt from ho
 check: quick-lint browser ## the inner loop: lint and every test that does not start the Claude Code CLI, on SQLite
 	$(call BESIDE_MYPY,MENDBOT_TEST_DATABASE=sqlite $(PYTEST) -m 'not cli' -x)
 
+# The benches, each a script printing `name value unit` lines (bench/*.py; bench/sizes.py and
+# bench/minimal_bot.py are their helpers). `make bench` runs them at full size; `make bench-short` runs
+# each once in its short mode (small sizes, one round), which CI runs after `make test`, so a change that
+# breaks a bench fails the change rather than whoever runs `make bench` next.
+BENCHES := startup observe pipeline deploy redact sandbox storage audit discord_start localise scale \
+	dashboard stop attach drill
+
 bench: setup
-	$(BIN)/python bench/startup.py
-	$(BIN)/python bench/observe.py
-	$(BIN)/python bench/pipeline.py
-	$(BIN)/python bench/deploy.py
-	$(BIN)/python bench/redact.py
-	$(BIN)/python bench/sandbox.py
-	$(BIN)/python bench/storage.py
-	$(BIN)/python bench/audit.py
-	$(BIN)/python bench/discord_start.py
-	$(BIN)/python bench/localise.py
-	$(BIN)/python bench/scale.py
-	$(BIN)/python bench/dashboard.py
-	$(BIN)/python bench/stop.py
+	@for name in $(BENCHES); do echo "$(BIN)/python bench/$$name.py"; $(BIN)/python bench/$$name.py || exit 1; done
+
+bench-short: setup
+	@for name in $(BENCHES); do echo "$(BIN)/python bench/$$name.py --short"; \
+		$(BIN)/python bench/$$name.py --short || exit 1; done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -28,6 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sizes import sized  # bench/, the script's directory: before anything reads sys.argv
+
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -35,8 +37,10 @@ if str(REPO) not in sys.path:
 from mendbot.trust.loopback_discord import DiscordDouble  # noqa: E402
 from mendbot.trust.loopback_discord_model import FakeChannel, message_text  # noqa: E402
 
-ROUNDS = 6  # even: each goes first as often as the other
-CALLS = 100  # each command, per start: a median over its steady state more than over its first calls
+ROUNDS = sized(6, 2)  # even: each goes first as often as the other
+CALLS = sized(
+    100, 10
+)  # each command, per start: a median over its steady state more than over its first calls
 
 HOST = '''"""A small bot: `!echo <words>` and `/add a b`."""
 import os

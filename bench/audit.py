@@ -34,6 +34,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sizes import sized  # bench/, the script's directory: before anything reads sys.argv
+
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -45,10 +47,10 @@ from mendbot.observe.audit import AuditService  # noqa: E402
 from mendbot.observe.audit_charts import render_charts  # noqa: E402
 from mendbot.observe.audit_report import AuditReport  # noqa: E402
 
-ACTIONS = 1_000_000
+ACTIONS = sized(1_000_000, 10_000)
 DAYS = 14
 SEED = 20261123
-ROUNDS = 3
+ROUNDS = sized(3, 1)
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 
 
@@ -60,6 +62,7 @@ def _seed(path: Path) -> None:
     start = end - DAYS * 86400
     with sqlite3.connect(path) as db:
         batch: list[tuple[object, ...]] = []
+        inserted = 0
         for _ in range(ACTIONS):
             kind = rng.choice(kinds)
             failed = rng.random() < 0.03
@@ -78,12 +81,13 @@ def _seed(path: Path) -> None:
                     '{"via": "slash"}',
                 )
             )
-            if len(batch) == 50_000:
+            if len(batch) == 50_000 or len(batch) == ACTIONS - inserted:
                 db.executemany(
                     "INSERT INTO actions (ts, kind, source, ok, duration_ms, cost_usd, error_type,"
                     " error_message, fingerprint, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     batch,
                 )
+                inserted += len(batch)  # the last batch too, however short: every action is seeded
                 batch.clear()
         db.executemany(
             "INSERT INTO fingerprints (fingerprint, kind, error_type, first_seen, last_seen, count)"
@@ -130,7 +134,7 @@ async def _timed_reports(path: Path) -> tuple[list[float], AuditReport]:
 
 
 PARALLEL_TURN_S = 1.0
-PARALLEL_ROUNDS = 2
+PARALLEL_ROUNDS = sized(2, 1)
 
 
 async def _two_runs(base: Path, concurrency: int) -> float:

@@ -27,6 +27,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from sizes import sized  # bench/, the script's directory: before anything reads sys.argv
+
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -39,15 +41,17 @@ from mendbot.dashboard.pages import PageReader  # noqa: E402
 from mendbot.dashboard.server import DashboardServer  # noqa: E402
 from mendbot.dashboard.signin import DashboardSignIn  # noqa: E402
 from mendbot.db import core  # noqa: E402
+from mendbot.kernel.sections import AccessConfig  # noqa: E402
 from mendbot.kernel.settings import load_settings  # noqa: E402
+from mendbot.trust.access import AccessPolicy  # noqa: E402
 from mendbot.trust.redact import Redactor  # noqa: E402
 
-RUNS = 100_000
-ACTIONS = 1_000_000
-INCIDENTS = 5_000
+RUNS = sized(100_000, 500)
+ACTIONS = sized(1_000_000, 5_000)
+INCIDENTS = sized(5_000, 50)
 DAYS = 30
 SEED = 20261124
-ROUNDS = 15  # requests of each page kind
+ROUNDS = sized(15, 2)  # requests of each page kind
 NOW = time.time()
 USERS = [10_000 + i for i in range(200)]
 KINDS = [f"command:c{i}" for i in range(30)] + ["chat:reply", "listener:on_message"]
@@ -133,7 +137,7 @@ def _pages(rng: random.Random) -> dict[str, list[str]]:
         "runs deep": [f"/runs?before={rng.randrange(100, RUNS)}" for _ in range(ROUNDS)],
         "runs by state": [f"/runs?state={rng.choice(_STATES)}" for _ in range(ROUNDS)],
         "run": [f"/runs/{rng.randrange(1, RUNS)}" for _ in range(ROUNDS)],
-        "incidents": ["/incidents", "/incidents?state=open"] * (ROUNDS // 2),
+        "incidents": ["/incidents", "/incidents?state=open"] * max(1, ROUNDS // 2),
         "incident": [f"/incidents/{rng.randrange(1, INCIDENTS)}" for _ in range(ROUNDS)],
         "actions": ["/actions"] * ROUNDS,
         "actions by kind": [f"/actions?kind={rng.choice(KINDS)}" for _ in range(ROUNDS)],
@@ -153,7 +157,8 @@ async def _measure(path: Path) -> dict[str, list[float]]:
     settings = load_settings(_env_file=None, data_dir=path.parent, repo_dir=path.parent)
     db = await core.connect(path)
     config = msgspec.structs.replace(settings.dashboard, port=0)
-    signin = DashboardSignIn(db, config)
+    # The one reader the bench signs in is allow-listed (without an allow-list nobody is let in).
+    signin = DashboardSignIn(db, config, access=AccessPolicy(AccessConfig(allowed_user_ids=[10_001])))
     reader = PageReader(db=db, settings=settings, redactor=Redactor(), status=lambda: {"bench": True})
     server = DashboardServer(reader, signin, "127.0.0.1", 0)
     port = await server.start()

@@ -42,6 +42,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sizes import sized  # bench/, the script's directory: before anything reads sys.argv
+
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -59,11 +61,11 @@ from mendbot.runtime.services import build_services  # noqa: E402
 from mendbot.tools.playground import VirtualWorld, virtual_world  # noqa: E402
 from mendbot.trust.redact import Redactor  # noqa: E402
 
-RUNS = 20
+RUNS = sized(20, 1)
 EXTENSION = "cogs.dice"
 RATE_PER_S = 100
-DURATION_S = 3.0
-RELOADS = 10
+DURATION_S = sized(3.0, 0.5)
+RELOADS = sized(10, 1)
 
 
 def _emit(name: str, value: float, unit: str) -> None:
@@ -114,7 +116,7 @@ async def measure_dropped_during_reload(world: VirtualWorld, reloader: Reloader)
     return dropped, sent / elapsed
 
 
-MERGE_RUNS = 3
+MERGE_RUNS = sized(3, 1)
 # Parts of the `reverify` phase, which overlap: no share of their own.
 _INSIDE_REVERIFY = ("reverify_checks", "reverify_smoke")
 

@@ -25,6 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from sizes import sized  # bench/, the script's directory: before anything reads sys.argv
+
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -34,7 +36,7 @@ from mendbot.kernel.log import configure_logging  # noqa: E402
 from mendbot.observe.incident import Incident  # noqa: E402
 from mendbot.trust.redact import Redactor  # noqa: E402
 
-ROUNDS = 3
+ROUNDS = sized(3, 1)
 _ids = itertools.count(1000)
 
 

@@ -42,6 +42,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from sizes import sized  # bench/, the script's directory: before anything reads sys.argv
+
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -66,7 +68,8 @@ from tests.localise.repo import build_repo  # noqa: E402
 from tests.localise.seeds import WRONG_OUTPUT  # noqa: E402
 from tests.localise.seeds_shapes import ALL_SEEDS  # noqa: E402
 
-ACTIONS = 1_000_000
+ACTIONS = sized(1_000_000, 10_000)
+TIMES = sized(20, 1)  # runs of each evidence figure, median taken
 DAYS = 7
 KINDS = 20
 SEED = 10
@@ -221,7 +224,7 @@ async def _costs() -> tuple[float, float, float]:
                 calls = await action_queries.by_ids(db, correlate(recent, COMPLAINT, 42))
                 assert calls and "100" in json.dumps(calls[0].invocation), calls[:1]
 
-            evidence = max(await _median_ms(no_traceback, 20), await _median_ms(with_traceback, 20))
+            evidence = max(await _median_ms(no_traceback, TIMES), await _median_ms(with_traceback, TIMES))
 
             async def cold(run: Callable[[], Awaitable[None]]) -> None:
                 history_module._GIT_CACHE.clear()
@@ -229,10 +232,10 @@ async def _costs() -> tuple[float, float, float]:
                 await run()
 
             evidence_cold = max(
-                await _median_ms(lambda: cold(no_traceback), 20),
-                await _median_ms(lambda: cold(with_traceback), 20),
+                await _median_ms(lambda: cold(no_traceback), TIMES),
+                await _median_ms(lambda: cold(with_traceback), TIMES),
             )
-            correlate_ms = await _median_ms(correlating, 50)
+            correlate_ms = await _median_ms(correlating, sized(50, 1))
         finally:
             await db.close()
     return evidence, evidence_cold, correlate_ms
@@ -241,7 +244,9 @@ async def _costs() -> tuple[float, float, float]:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-suite", action="store_true", help="skip the seeded-fault suite")
-    parser.add_argument("--seeds", default="", help="only these seeds (comma-separated names)")
+    # Short: one seed of each origin (all 48 take minutes: a bot and CLI sessions each).
+    only = sized("", "temp,ladder")
+    parser.add_argument("--seeds", default=only, help="only these seeds (comma-separated names)")
     parser.add_argument("--no-costs", action="store_true", help="skip the timing of evidence")
     args = parser.parse_args()
     configure_logging(

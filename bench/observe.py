@@ -61,6 +61,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sizes import sized  # bench/, the script's directory: before anything reads sys.argv
+
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -83,12 +85,12 @@ from tests.harness.discord import make_settings, running_world  # noqa: E402
 
 _COUNT_ACTIONS = "SELECT count(*) FROM actions"
 
-OVERHEAD_CALLS = 50_000
-PERSIST_RECORDS = 100_000
-DETECTOR_RECORDS = 200_000
-LATENCY_RUNS = 5
-ALLIN_RECORDS = 20_000
-ALLIN_ROUNDS = 9
+OVERHEAD_CALLS = sized(50_000, 1_000)
+PERSIST_RECORDS = sized(100_000, 2_000)
+DETECTOR_RECORDS = sized(200_000, 5_000)
+LATENCY_RUNS = sized(5, 1)
+ALLIN_RECORDS = sized(20_000, 1_000)
+ALLIN_ROUNDS = sized(9, 1)
 FAILURE_SHARE = 0.05
 SEED = 20240601
 

@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sizes import sized  # bench/, the script's directory: before anything reads sys.argv
+
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -63,11 +65,11 @@ from mendbot.improve.memory import Lesson  # noqa: E402
 from mendbot.kernel.log import configure_logging  # noqa: E402
 from mendbot.trust.redact import Redactor  # noqa: E402
 
-ACTIONS = 1_000_000
+ACTIONS = sized(1_000_000, 20_000)
 FINGERPRINTS = 200
 FAILURE_SHARE = 0.05
 DAYS = 7
-RUNS = 20
+RUNS = sized(20, 1)
 SEED = 20261121
 COMPLAINT = "the roll command is broken again"
 FREE_TEXT = "zero division when rolling dice"
@@ -418,7 +420,7 @@ async def correlate_ms(context: BenchContext) -> float:
     return max(medians)
 
 
-PIPELINE_RUNS = 3
+PIPELINE_RUNS = sized(3, 1)
 
 
 async def pipeline_overhead_s(context: BenchContext) -> float:
@@ -477,7 +479,7 @@ async def pipeline_overhead_s(context: BenchContext) -> float:
     return statistics.median(seconds)
 
 
-PROOF_RUNS = 3
+PROOF_RUNS = sized(3, 1)
 _SEEDED_BUG = "def _scale(sides: int) -> int:\n    return 60 // (sides - 6)\n\n\nclass Dice(commands.Cog):"
 _REGRESSION_TEST = (
     '"""Six-sided dice must not crash."""\n\nfrom cogs.dice import _scale\n\n\n'

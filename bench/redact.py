@@ -19,14 +19,16 @@ import sys
 import time
 from pathlib import Path
 
+from sizes import sized  # bench/, the script's directory: before anything reads sys.argv
+
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from mendbot.trust.redact import Redactor  # noqa: E402
 
-ROUNDS = 7
-CALLS = 20_000
+ROUNDS = sized(7, 1)
+CALLS = sized(20_000, 1_000)
 SEED = 20240601
 LINE = (
     "2024-06-01T12:00:00.123Z INFO mendbot.chat reply sent guild=1100000000000000000 "

@@ -17,13 +17,16 @@ import sys
 import tempfile
 from pathlib import Path
 
+from sizes import sized  # bench/, the script's directory: before anything reads sys.argv
+
 from mendbot.kernel.process import run_process
 from mendbot.trust.sandbox import Sandbox
 
 REPO = Path(__file__).resolve().parent.parent
-RUNS = 30
-SUITE_ROUNDS = 2
+RUNS = sized(30, 2)
+SUITE_ROUNDS = sized(2, 1)
 SUITE = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not cli"]
+SUITE += sized([], ["tests/test_yamldoc.py", "tests/test_redact.py"])  # short: two small files, not all
 
 
 def _copy_of_repo(dest: Path) -> Path:

@@ -72,6 +72,7 @@ from pathlib import Path
 from typing import Any
 
 from msgspec.structs import replace
+from sizes import sized  # bench/, the script's directory: before anything reads sys.argv
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -93,15 +94,15 @@ from mendbot.trust.redact import Redactor  # noqa: E402
 from tests.harness.discord import make_settings  # noqa: E402
 from tests.harness.postgres import start_postgres  # noqa: E402
 
-PERSIST_RECORDS = 100_000
+PERSIST_RECORDS = sized(100_000, 2_000)
 PACED_PER_S = 20_000
-EXPIRED_ROWS = 1_000_000
-FRESH_ROWS = 10_000
+EXPIRED_ROWS = sized(1_000_000, 10_000)
+FRESH_ROWS = sized(10_000, 500)
 OFFERED_PER_S = 1_000
-DETECTOR_RATE = 20_000
-DETECTOR_SECONDS = 660
+DETECTOR_RATE = sized(20_000, 1_000)
+DETECTOR_SECONDS = sized(660, 20)
 LOOP_BUSY = 0.97
-LOOP_SECONDS = 10.0
+LOOP_SECONDS = sized(10.0, 1.0)
 BURNERS = 20
 SEED = 20261123
 
@@ -371,6 +372,7 @@ def _spin(seconds: float) -> None:
 
 
 async def writer_on_busy_loop(tmp: Path) -> float:
+    (tmp / "busy").mkdir(parents=True, exist_ok=True)  # the store opens its file before anything else
     recorder = ActionRecorder(
         database=tmp / "busy" / "actions.db",
         ndjson_path=tmp / "busy" / "actions.ndjson",
@@ -437,7 +439,7 @@ async def writer_on_busy_loop(tmp: Path) -> float:
 
 # -- run pickup by a worker ----------------------------------------------------------------------
 
-PICKUPS = 20
+PICKUPS = sized(20, 2)
 
 
 async def run_pickup(tmp: Path) -> float:
@@ -490,7 +492,7 @@ async def run_pickup(tmp: Path) -> float:
 
 # -- the detector's windows restored (a restart, a new leader) ------------------------------------
 
-RESTORE_RATE = 10_000  # actions a second over the 10-minute window: 6,000,000 rows
+RESTORE_RATE = sized(10_000, 100)  # actions a second over the 10-minute window: 6,000,000 rows
 RESTORE_SECONDS = 600
 
 
@@ -573,7 +575,7 @@ async def detector_restore(tmp: Path) -> tuple[float, float]:
 
 # -- leadership moving between bot processes -----------------------------------------------------
 
-FAILOVER_ROUNDS = 5
+FAILOVER_ROUNDS = sized(5, 1)
 
 
 async def leader_failover(tmp: Path) -> list[float]:

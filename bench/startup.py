@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from sizes import sized  # bench/, the script's directory: before anything reads sys.argv
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -57,9 +58,9 @@ if str(REPO) not in sys.path:
 
 from mendbot.trust.loopback_discord import DiscordDouble  # noqa: E402
 
-RUNS = int(os.environ.get("BENCH_STARTUP_RUNS", "5"))
-IDLE_S = 3.0
-TRAFFIC = 1000  # slash commands each bot answers before its memory is read again
+RUNS = int(os.environ.get("BENCH_STARTUP_RUNS", sized("5", "1")))
+IDLE_S = sized(3.0, 0.5)
+TRAFFIC = sized(1000, 50)  # slash commands each bot answers before its memory is read again
 # What a bench process must not pass on to the bots it starts.
 # PYTHONDONTWRITEBYTECODE too: an installed bot starts from bytecode it wrote on its first start.
 _DROPPED = (

@@ -30,6 +30,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from sizes import sized  # bench/, the script's directory: before anything reads sys.argv
+
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -43,7 +45,7 @@ from tests.test_improve_e2e import DIAGNOSIS, PLAN, _json_turn  # noqa: E402
 from tests.test_ship_e2e import BUG, FIX, _config, _edit, _seeded_copy, _to_proposal  # noqa: E402
 
 DRAIN_S = 10.0
-STEPS = (
+ALL_STEPS: tuple[str, ...] = (
     "before_merge",
     "after_merge_recorded",
     "after_live_update",
@@ -52,6 +54,7 @@ STEPS = (
     "watching",
     "mid_run",
 )
+STEPS = sized(ALL_STEPS, ("during_reload", "mid_run"))  # short: a deploy step and a run, not all seven
 
 
 def _stopped_at(base: Path) -> float:

@@ -41,6 +41,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sizes import sized  # bench/, the script's directory: before anything reads sys.argv
+
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -59,6 +61,9 @@ from mendbot.tools.playground import VirtualWorld, virtual_world  # noqa: E402
 from mendbot.trust.redact import Redactor  # noqa: E402
 from tests.harness.postgres import start_postgres  # noqa: E402
 from tests.harness.storage import old_actions  # noqa: E402
+
+EXPIRED = sized(1_000_000, 20_000)  # rows retention prunes while records are written
+BURST = sized(100_000, 5_000)  # records recorded at once
 
 _HOLDER = """
 import select, sqlite3, sys
@@ -156,12 +161,15 @@ async def prune_disk(database: Path | str, logs: Path) -> tuple[float, float, fl
     now = time.time()
     if str(database).startswith("postgresql://"):
         await asyncio.to_thread(upgrade_postgresql, str(database))
-        await asyncio.to_thread(old_actions, database, 900_000, now - 30 * 86400, 5 * 86400)
-        await asyncio.to_thread(old_actions, database, 100_000, now - 40 * 86400, 86400, partitioned=False)
+        in_days = EXPIRED * 9 // 10  # in day partitions; the rest in the default one
+        await asyncio.to_thread(old_actions, database, in_days, now - 30 * 86400, 5 * 86400)
+        await asyncio.to_thread(
+            old_actions, database, EXPIRED - in_days, now - 40 * 86400, 86400, partitioned=False
+        )
         every_s = 0.02
     else:
         await (await open_database(database)).close()
-        await asyncio.to_thread(old_actions, database, 1_000_000, now - 30 * 86400, 5 * 86400)
+        await asyncio.to_thread(old_actions, database, EXPIRED, now - 30 * 86400, 5 * 86400)
         every_s = 0.002
     measure = _store_bytes(database)
     recorder = ActionRecorder(
@@ -207,7 +215,7 @@ async def prune_disk(database: Path | str, logs: Path) -> tuple[float, float, fl
     await recorder.close()
     await writer
     _note(f"prune: {pruned:,} rows in {took:.1f} s; {before:,} bytes, at most {largest:,}, then {after:,}")
-    if pruned != 1_000_000 or recorder.shed:
+    if pruned != EXPIRED or recorder.shed:
         raise AssertionError(f"pruned {pruned}, shed {dict(recorder.shed)}")
     return largest / before, after / before, took
 
@@ -223,7 +231,7 @@ async def burst_lost(settings: Settings) -> int:
     try:
         await services.quiesce()
         error = ZeroDivisionError("division by zero")
-        for n in range(100_000):
+        for n in range(BURST):
             if n % 20:
                 recorder.record(
                     "bench:burst", "bench", ok=True, duration_ms=1.5, user_id=n % 40, extra={"n": n}
@@ -234,10 +242,10 @@ async def burst_lost(settings: Settings) -> int:
                 )
         await recorder.flush()
         rows = int(await core.scalar(services.db, "SELECT count(*) FROM actions WHERE kind = 'bench:burst'"))
-        _note(f"burst: {rows:,} of 100,000 in the database, {sum(recorder.shed.values())} shed")
+        _note(f"burst: {rows:,} of {BURST:,} in the database, {sum(recorder.shed.values())} shed")
     finally:
         await services.aclose()
-    return 100_000 - rows
+    return BURST - rows
 
 
 def _note(text: str) -> None:

@@ -275,18 +275,31 @@ def _close_on_signals(bot: MendBot) -> asyncio.Future[None]:
     """SIGTERM/SIGINT stop the bot gracefully: no new work, in-flight handlers drained (bot.close),
     then the caller's clean-up stops running runs as interrupted (resumable) and exits with 0.
     The returned future completes as soon as a signal arrives, so the caller knows why the session
-    ended even if it ended while the bot was still closing; awaiting `bot.close()` waits for it."""
+    ended even if it ended while the bot was still closing; awaiting `bot.close()` waits for it.
+
+    A signal after the first changes nothing: the first sets both to be ignored. The loop's handlers
+    (`add_signal_handler`) are put back to the default action when the loop closes, and Python's own
+    when the interpreter ends — a second SIGTERM arriving then, after "stopped", killed the process
+    (143) instead of its clean exit; an ignored signal stays ignored until the process is gone."""
     loop = asyncio.get_running_loop()
     stopped: asyncio.Future[None] = loop.create_future()
     closing: list[asyncio.Task[None]] = []  # a reference, so the close is not garbage-collected
 
     def on_signal() -> None:
-        if not stopped.done():
-            stopped.set_result(None)
+        if stopped.done():
+            return
+        stopped.set_result(None)
         closing.append(loop.create_task(bot.close()))
 
+    def handler(signum: int, frame: object) -> None:
+        # Runs in the main thread between two bytecodes; the loop takes it from there.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the process is ending anyway
+            loop.call_soon_threadsafe(on_signal)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
+        signal.signal(sig, handler)
     return stopped
 
 

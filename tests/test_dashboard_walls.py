@@ -285,6 +285,11 @@ async def _connect(served: Served) -> tuple[asyncio.StreamReader, asyncio.Stream
     return await asyncio.open_connection("127.0.0.1", port)
 
 
+def _host(served: Served) -> bytes:
+    """The Host a browser sends for the dashboard's own address (another one is refused)."""
+    return served.url.removeprefix("http://").encode()
+
+
 async def _closed_by_server(reader: asyncio.StreamReader, within_s: float) -> bytes:
     """Read until the server closes the connection (what it sent); TimeoutError if it does not."""
     return await asyncio.wait_for(reader.read(), timeout=within_s)
@@ -325,7 +330,7 @@ async def test_a_sign_in_form_that_never_arrives_is_cut_off(served: Served) -> N
     reader, writer = await _connect(served)
     try:
         writer.write(
-            b"POST /signin HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"POST /signin HTTP/1.1\r\nHost: " + _host(served) + b"\r\n"
             b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 500\r\n\r\nu=42"
         )
         await writer.drain()
@@ -384,7 +389,7 @@ async def test_head_on_a_stream_is_answered_without_a_body_and_ends(served: Serv
         cookie = _cookie(client)
     reader, writer = await _connect(served)
     try:
-        common = f"Host: 127.0.0.1\r\nCookie: mendbot_session={cookie}\r\n".encode()
+        common = b"Host: " + _host(served) + f"\r\nCookie: mendbot_session={cookie}\r\n".encode()
         writer.write(b"HEAD /runs/1/stream HTTP/1.1\r\n" + common + b"\r\n")
         writer.write(b"GET /static/dashboard.css HTTP/1.1\r\n" + common + b"Connection: close\r\n\r\n")
         await writer.drain()

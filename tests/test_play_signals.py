@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
 import sqlite3
 from pathlib import Path
@@ -86,3 +88,25 @@ async def test_sigterm_mid_run_exits_0_and_the_run_is_resumable_on_the_next_star
         assert "queued" in states[first_stop:]  # resumed under the same id…
         assert "investigating" in states[states.index("queued", first_stop) :]  # …went back to work…
         assert states[-1] == "interrupted" and states.count("interrupted") == 2  # …and stopped cleanly again
+
+
+async def test_signals_that_keep_coming_while_it_stops_still_end_it_with_0(tmp_path: Path) -> None:
+    """SIGTERM, then SIGTERM again and again until the process is gone (a service manager, a user
+    pressing Ctrl-C twice): every one after the first lands somewhere in the stop — the drain, the
+    "stopped" line, the event loop closing, the interpreter ending — and none ends it by the signal
+    (143) instead of its clean 0."""
+    pg = await PlaygroundProcess.start(_config(tmp_path, tmp_path), code=PROJECT)
+    await pg.send("/roll 2d6")
+    await pg.expect(r"mendbot \(m\d+\): 🎲 `2d6` →")
+    exited = asyncio.ensure_future(pg.process.wait())
+    signals = 0
+    while not exited.done():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pg.process.pid, signal.SIGTERM)
+            signals += 1
+        # Not a pause to let something happen: the next signal goes as soon as this one is sent, or
+        # as soon as the process is seen to have ended.
+        await asyncio.wait({exited}, timeout=0.002)
+    assert signals > 1
+    assert exited.result() == 0
+    await pg.expect(r"mendbot stopped \(signal\)")

@@ -172,6 +172,23 @@ def test_calls_that_worked_are_compared_as_the_probe_allows() -> None:
     assert broken.verdict == "disproven"
 
 
+def test_a_random_command_that_answered_alike_twice_by_chance_is_not_taken_for_deterministic() -> None:
+    """A roll answers 9 to the call, 3 to the first probe and 9 again to the second — chance, for a die:
+    compared by shape, so the branch's other rolls hold (the pipeline bench's proof failed on
+    such a coincidence: "answers differently than on the base" for calls that worked)."""
+    cases = [
+        _case("1", "pass", "!roll 2d8"),
+        _case("2", "probe", "!roll 2d8", parent="1"),
+        _case("3", "probe", "!roll 2d8", parent="1"),
+        _case("4", "pass", "!roll 1d20"),
+    ]
+    base = [_answer("1", "🎲 2d8 → 9"), _answer("2", "🎲 2d8 → 3"), _answer("3", "🎲 2d8 → 9")]
+    base.append(_answer("4", "🎲 1d20 → 17"))
+    branch = [_answer("1", "🎲 2d8 → 12"), _answer("2", "y"), _answer("3", "z"), _answer("4", "🎲 1d20 → 2")]
+    proof = _judged(cases, base, branch)
+    assert [item.verdict for item in proof.items] == ["holds", "holds"]
+
+
 def test_a_far_slower_answer_caps_the_proof_at_unproven() -> None:
     """Answered, but 40× slower than the command answers when it works: slow, and the proof unproven."""
     cases = [_case("1", "recorded", "!roll 2d6"), _case("2", "neighbour", "!roll 2d7", parent="1")]

@@ -28,7 +28,7 @@ _ICONS = {"notice": "🆕", "warning": "🐢", "error": "🔥"}
 _log = get_logger(__name__)
 
 
-_ENVIRONMENT_ICONS = {"storage": "🗄️"}
+_ENVIRONMENT_ICONS = {"storage": "🗄️", "records": "📥"}
 
 
 def render_environment(incident: Incident) -> discord.Embed:
@@ -127,6 +127,11 @@ def recording_notice(recorder: Any) -> str | None:
         lines.append(
             f"⚠️ {sum(recorder.shed.values())} action record(s) were shed: the action journal could not "
             f"keep up ({kinds}{failures})."
+        )
+    if recorder.unreadable:
+        lines.append(
+            f"⚠️ {recorder.unreadable} action record(s) could not be read back from the action journal "
+            "(a line cut short or not a record, or gone with the journal)."
         )
     if recorder.waiting:
         lines.append(f"⏳ {recorder.waiting} action record(s) wait for the database (none is lost).")

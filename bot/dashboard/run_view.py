@@ -203,29 +203,47 @@ def attempts(events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def proof_views(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The run's proofs as the chat shows them: the headline, and per item its base and branch cells."""
+    """The run's proofs as the chat shows them: the headline, and per item its base and branch cells. An
+    item that is not one (a field missing, a value of the wrong kind) is a row saying it could not be
+    shown, and a proof whose items are not readable at all says so: the rest of the page is shown."""
     views = []
     for row in rows:
         stage = row["stage"]
-        items = [ProofItem.from_dict(item) for item in row["items"]]
-        proof = Proof(row["verdict"], row["reason"], items, row.get("overhead_s") or 0.0, stage)
         first, second = ("base", "branch") if stage == "verify" else ("recorded", "live")
+        rows_shown: list[dict[str, Any]] = []
+        items: list[ProofItem] = []
+        stored = row["items"]
+        if not isinstance(stored, list):
+            why = row.get("unreadable") or "its items are not a list"
+            rows_shown.append(_unshown(f"the proof's items could not be shown: {why}"))
+            stored = []
+        for value in stored:
+            try:
+                item = ProofItem.from_dict(value)
+                shown = {
+                    "what": f"{item.kind} `{item.label}`",
+                    "base": item.base.cell() if item.base else "—",
+                    "branch": item.branch.cell() if item.branch else "—",
+                    "verdict": item.verdict,
+                    "note": item.note,
+                }
+            except Exception as exc:  # any shape at all: one bad item must not take the page down
+                rows_shown.append(_unshown(f"this item could not be shown ({type(exc).__name__}: {exc})"))
+                continue
+            items.append(item)
+            rows_shown.append(shown)
+        proof = Proof(row["verdict"], row["reason"], items, row.get("overhead_s") or 0.0, stage)
         views.append(
             {
                 "stage": stage,
                 "sha": row.get("sha") or "",
                 "headline": proof.headline(),
                 "columns": (first, second),
-                "items": [
-                    {
-                        "what": f"{item.kind} `{item.label}`",
-                        "base": item.base.cell() if item.base else "—",
-                        "branch": item.branch.cell() if item.branch else "—",
-                        "verdict": item.verdict,
-                        "note": item.note,
-                    }
-                    for item in items
-                ],
+                "items": rows_shown,
             }
         )
     return views
+
+
+def _unshown(note: str) -> dict[str, Any]:
+    return {"what": "—", "base": "—", "branch": "—", "verdict": "unreadable", "note": note[:300]}

@@ -1,9 +1,13 @@
 """The dashboard's web server (aiohttp, as the health endpoint): pages for signed-in users only.
 
-Everything but the sign-in page and the static assets answers 401 without a session, and a session
-counts only while its user is allow-listed (bot/dashboard/signin.py decides at every request). Only GET
-is routed, apart from the sign-in form's POST, which is taken from this dashboard's own pages only
-(`Origin` / `Sec-Fetch-Site`): nothing here changes the bot's state. Every response — the pages', and
+Every request must name the dashboard's own address as its Host (`public_url`, else where it listens:
+bot/dashboard/hosts.py), or it is refused with 421 — a page of another site whose name was pointed at
+127.0.0.1 (DNS rebinding) gets nothing. Everything but the sign-in page and the static assets answers
+401 without a session, and a session counts only while its user is allow-listed (bot/dashboard/signin.py
+decides at every request). Only GET is routed, apart from the sign-in form's POST, which is taken from
+this dashboard's own pages only (`Origin` / `Sec-Fetch-Site`): nothing here changes the bot's state.
+Whatever bytes a request carries, a header, cookie or form that is not text answers 4xx; storage that
+fails answers a page saying so (503), never aiohttp's bare 500. Every response — the pages', and
 the ones aiohttp writes itself (a malformed request line, oversized headers) — carries a
 Content-Security-Policy that allows scripts, styles and connections from this origin only (no inline
 script, no eval), so a payload that slipped past the escaping still could not run: the headers are
@@ -27,16 +31,17 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import jinja2
 from aiohttp import web
 
+from mendbot.dashboard.hosts import OwnAddress
 from mendbot.dashboard.pages import PageReader
 from mendbot.dashboard.params import url_int
 from mendbot.dashboard.render import install
 from mendbot.dashboard.signin import COOKIE, DashboardSignIn
 from mendbot.db.browse import ActionFilter
+from mendbot.db.retry import SAVE_FAILED, storage_fault
 from mendbot.kernel.log import get_logger
 
 __all__ = ["CSP", "DashboardServer"]
@@ -141,6 +146,7 @@ class DashboardServer:
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
         self._streams: dict[str, int] = {}  # open event streams per session (by its cookie's hash)
+        self._own: OwnAddress | None = None  # the Host and Origin it answers, once it listens
         self.port: int | None = None
 
     # -- the plumbing ---------------------------------------------------------------------------
@@ -156,17 +162,35 @@ class DashboardServer:
     async def _guard(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if not request.path.startswith(_OPEN):
-            user = await self._signin.user_of(request.cookies.get(COOKIE))
-            if user is None:
-                return self._refusal(
-                    401, "Sign in first", "Ask for a sign-in link with /dashboard in the dev channel."
-                )
-            request[_USER] = user
+        own = self._own
+        if own is not None and not own.own_host(request.headers.get("Host")):
+            _log.warning(
+                "dashboard request for another host refused", host=_shown(request.headers.get("Host"))
+            )
+            return self._refusal(
+                421,
+                "Not this dashboard",
+                f"The address this page was asked for by is not this dashboard's address: it answers only "
+                f"at {own.describe()}. Open it there.",
+            )
         try:
+            if not request.path.startswith(_OPEN):
+                user = await self._signin.user_of(request.cookies.get(COOKIE))
+                if user is None:
+                    return self._refusal(
+                        401, "Sign in first", "Ask for a sign-in link with /dashboard in the dev channel."
+                    )
+                request[_USER] = user
             return await handler(request)
         except _BadParameter as exc:
             return self._refusal(400, "That address is not one of mine", exc.text)
+        except Exception as exc:
+            if storage_fault(exc) is None:
+                raise
+            _log.warning("dashboard request met failing storage", path=request.path, error=str(exc))
+            response = self._refusal(503, "Storage is failing", f"{SAVE_FAILED} (The database: {exc}.)")
+            response.headers["Retry-After"] = str(_RETRY_AFTER_S)
+            return response
 
     def _make_request(
         self,
@@ -232,6 +256,7 @@ class DashboardServer:
             await site.start()
         sockets = getattr(site._server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self._port
+        self._own = OwnAddress(self._signin.config.public_url, self._host, self.port)
         self._signin.serving(self._host, self.port)
         _log.info("dashboard up", url=self._signin.base_url)
         return self.port
@@ -248,7 +273,7 @@ class DashboardServer:
     @staticmethod
     def _link_of(values: Any) -> tuple[int, str] | None:
         user, token = url_int(str(values.get("u", ""))), str(values.get("t", ""))
-        if user is None or not token or len(token) > 100:
+        if user is None or not token or len(token) > 100 or not (token.isascii() and token.isprintable()):
             return None
         return user, token
 
@@ -275,19 +300,17 @@ class DashboardServer:
 
         A browser says where a form was posted from: `Sec-Fetch-Site`, and `Origin`. Either one naming
         another site refuses it — a leaked link spent from elsewhere, or a visitor signed in as someone
-        else behind their back (login CSRF). A client that sends neither is no browser: nothing rides
-        on a visitor's cookies there."""
+        else behind their back (login CSRF). `Origin` must be one of the dashboard's own addresses (the
+        request's Host was checked already, but a rebinding page posts to itself: both would agree). A
+        client that sends neither is no browser: nothing rides on a visitor's cookies there."""
         site = request.headers.get("Sec-Fetch-Site")
         if site is not None and site.strip().lower() not in ("same-origin", "none"):
-            return f"it was sent from another site (Sec-Fetch-Site: {site[:40]})"
+            return f"it was sent from another site (Sec-Fetch-Site: {_shown(site, 40)})"
         origin = request.headers.get("Origin")
         if origin is None:
             return None
-        ours = {_origin(self._signin.base_url or "")}
-        if self._signin.config.public_url is None:  # reached by whatever address the browser used
-            ours.add(_origin(f"{request.scheme}://{request.host}"))
-        if _origin(origin) not in ours - {""}:
-            return f"it was sent from another site ({origin[:80]})"
+        if self._own is None or not self._own.own_origin(origin):
+            return f"it was sent from another site ({_shown(origin, 80)})"
         return None
 
     async def _signin_post(self, request: web.Request) -> web.Response:
@@ -305,6 +328,10 @@ class DashboardServer:
                 form = await request.post()
         except TimeoutError:
             return self._refusal(408, "Too slow", "The sign-in form took too long to arrive. Try again.")
+        except (ValueError, LookupError):  # not text in its charset, a charset or boundary that is not one
+            return self._refusal(
+                400, "That form could not be read", "Open your link again and press the button."
+            )
         link = self._link_of(form)
         current = await self._signin.user_of(request.cookies.get(COOKIE))
         if link is not None and current is not None and current != link[0]:
@@ -358,7 +385,7 @@ class DashboardServer:
         if request.method == "HEAD":
             return web.Response(headers={"Content-Type": "text/event-stream"})
         cookie = request.cookies.get(COOKIE, "")
-        session = hashlib.sha256(cookie.encode()).hexdigest()
+        session = hashlib.sha256(cookie.encode("utf-8", "surrogateescape")).hexdigest()
         config = self._signin.config
         if sum(self._streams.values()) >= config.streams or self._streams.get(session, 0) >= (
             config.streams_per_session
@@ -445,18 +472,10 @@ class DashboardServer:
         return self._page("actions.html", user_id=request[_USER], filters=filters, **data)
 
 
-def _origin(url: str) -> str:
-    """scheme://host[:port] of `url`, lower-case, the default port left out; "" when it has none."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        return ""
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return ""
-    default = 443 if parts.scheme == "https" else 80
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
+def _shown(text: str | None, limit: int = 80) -> str:
+    """A header's text as a page or a log line may show it: what is not text (bytes that were not
+    UTF-8, which aiohttp keeps as lone surrogates) replaced, cut to `limit`."""
+    return (text or "")[:limit].encode("utf-8", "replace").decode("utf-8")
 
 
 def _gone(request: web.Request) -> bool:

@@ -12,10 +12,21 @@ which reads the settings each time, and the member's roles now when roles allow-
 link, redeeming it, and every request a session makes. A user no longer allow-listed is refused, and
 their sessions end and their links are forgotten there and then; `sweep()` does the same at start for
 whoever the new configuration leaves out.
+
+And not only at their own request: the policy is the bot's one allow-list, and whenever any decision
+reads it without someone (`AccessPolicy.on_revoked`) — their id gone, or a role that let them in — their
+sessions and links end before the next step is decided. Put back on the list later, they sign in anew;
+what they held before does not come back. (A role taken from a member on Discord is seen when their roles
+are next asked for: without the privileged members intent Discord does not tell the bot.)
+
+Redeeming a link and opening the session are one transaction: storage that fails leaves the link
+unused, and the server answers a page saying so.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import secrets
 import time
@@ -66,11 +77,53 @@ class DashboardSignIn:
         self._clock = clock
         # The allow-list (None: nobody is let in) and the roles lookup; the bot's are handed in by
         # `mendbot.runtime.dashboard` when the server is made.
+        self._access: AccessPolicy | None = None
+        self._revocations: list[tuple[frozenset[int], frozenset[int]]] = []  # seen, not yet applied
+        self._ending: asyncio.Task[None] | None = None
         self.access = access
         self.roles_of = roles_of
         # Where people open the dashboard: the configured public address, else the server's own
         # once it is listening (`serving`). None while nothing serves it.
         self._bound: str | None = None
+
+    @property
+    def access(self) -> AccessPolicy | None:
+        return self._access
+
+    @access.setter
+    def access(self, access: AccessPolicy | None) -> None:
+        self._access = access
+        if access is not None:
+            access.on_revoked(self._revoked)
+
+    def _revoked(self, users: frozenset[int], roles: frozenset[int]) -> None:
+        """The allow-list was read without `users`, or without `roles` (told by the policy, whoever's
+        decision read it): their sessions and links end now, before anything else is decided here."""
+        self._revocations.append((users, roles))
+        with contextlib.suppress(RuntimeError):  # no loop: the next decision here applies it
+            if self._ending is None or self._ending.done():
+                self._ending = asyncio.get_running_loop().create_task(self._end_revoked())
+
+    async def _end_revoked(self) -> None:
+        while self._revocations:
+            users, roles = self._revocations.pop(0)
+            ended = set(users)
+            if roles:  # whoever a role let in: everyone signed in whom the list does not name by id
+                listed = set(self._access.config.allowed_user_ids) if self._access is not None else set()
+                signed_in = await signins.signed_in_users(self._db, now=self._clock())
+                ended |= {user for user in signed_in if user not in listed}
+            for user in sorted(ended):
+                if await signins.end_user(self._db, user_id=user):
+                    _log.info("dashboard sessions ended: taken off the allow-list", user_id=user)
+
+    async def _settled(self) -> None:
+        """Read the allow-list (a change is seen here too), and apply what left it before deciding."""
+        if self._access is not None:
+            self._access.config  # noqa: B018 - the read is what tells the policy to compare
+        if self._ending is not None and not self._ending.done():
+            await asyncio.shield(self._ending)
+        if self._revocations:
+            await self._end_revoked()
 
     def serving(self, host: str, port: int) -> None:
         """The dashboard's server listens at host:port (the links name it unless `public_url` is set)."""
@@ -105,29 +158,35 @@ class DashboardSignIn:
     async def owner(self, user_id: int, token: str) -> bool:
         """Whether the link (`user_id`, `token`) is `user_id`'s and still usable (it stays unused), and
         `user_id` allow-listed now."""
+        await self._settled()
         found = await signins.link_user(self._db, token_hash=_hash(token), now=self._clock())
         return found is not None and found == user_id and await self.admits(user_id)
 
     async def redeem(self, user_id: int, token: str) -> Session | None:
         """Use the link up and open a session; None when it is not `user_id`'s, used, expired or
         unknown, or `user_id` is not allow-listed now."""
+        await self._settled()
         if not await self.admits(user_id):
             return None
         now = self._clock()
-        if not await signins.use_link(self._db, token_hash=_hash(token), user_id=user_id, now=now):
-            return None
         secret = secrets.token_urlsafe(32)
         ttl = self.config.session_ttl_s
-        await signins.add_session(
-            self._db, session_hash=_hash(secret), user_id=user_id, now=now, expires_at=now + ttl
+        opened = await signins.redeem(
+            self._db,
+            token_hash=_hash(token),
+            user_id=user_id,
+            now=now,
+            session_hash=_hash(secret),
+            expires_at=now + ttl,
         )
-        return Session(secret=secret, user_id=user_id, max_age_s=ttl)
+        return Session(secret=secret, user_id=user_id, max_age_s=ttl) if opened else None
 
     async def user_of(self, session_secret: str | None) -> int | None:
         """Whose session the cookie's value opens, or None (no cookie, unknown or expired, or its user
         not allow-listed now: then it has just ended)."""
-        if not session_secret or len(session_secret) > 100:
-            return None
+        if not session_secret or len(session_secret) > 100 or not session_secret.isascii():
+            return None  # what a session's secret never is (the cookie's bytes were not even text)
+        await self._settled()
         found = await signins.session_user(self._db, session_hash=_hash(session_secret), now=self._clock())
         if found is None or not await self.admits(found):
             return None
@@ -137,7 +196,7 @@ class DashboardSignIn:
         """Whether `user_id` is allow-listed now. When they are not, their sessions end and their links
         are forgotten; when Discord cannot say which roles they hold, this request is refused and the
         rest is left as it is."""
-        access = self.access
+        access = self._access
         if access is None:
             return False
         if access.is_allowed(user_id):
@@ -156,7 +215,7 @@ class DashboardSignIn:
     async def sweep(self) -> list[int]:
         """End the sessions and links of everyone the allow-list leaves out now (at start, after a
         configuration change); those it admits by role are decided at their next request."""
-        access = self.access
+        access = self._access
         ended = []
         for user_id in await signins.signed_in_users(self._db, now=self._clock()):
             if access is None or not (access.is_allowed(user_id) or access.needs_roles(user_id)):

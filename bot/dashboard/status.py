@@ -59,6 +59,10 @@ def process_health(status: Mapping[str, Any]) -> ProcessHealth:
             f"{shed} action record(s) shed: the journal could not keep up"
             f" ({_count(status.get('actions_shed_failures'))} of them failures)"
         )
+    if unreadable := _count(status.get("actions_unreadable")):
+        warnings.append(
+            f"{unreadable} action record(s) unreadable in the journal: cut short, not records, or gone"
+        )
     if given_up := _count(status.get("storage_writes_given_up")):
         warnings.append(f"{given_up} write(s) given up after retries")
     if status.get("improvement_paused"):

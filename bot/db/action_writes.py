@@ -89,6 +89,7 @@ Journaled = tuple[int, Row]  # (sequence number in the journal, the record's row
 _TS, _KIND, _ERROR_TYPE, _FINGERPRINT = 0, 1, 10, 12
 _encode = json.JSONEncoder(default=str).encode
 _POSITION = "SELECT seq FROM journal_positions WHERE journal = ?"
+_REWIND = "UPDATE journal_positions SET seq = ?, updated_at = ? WHERE journal = ?"
 _SET_POSITION = (
     "INSERT INTO journal_positions (journal, seq, updated_at) VALUES (?, ?, ?)"
     " ON CONFLICT (journal) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at"
@@ -285,6 +286,10 @@ class ActionStore(Protocol):
     def skip(self, journal: str, seq: int) -> None:
         """Move the journal's position past a record the database refuses."""
 
+    def rewind(self, journal: str, seq: int) -> None:
+        """Move the journal's position back to `seq`: the journal ends there (its newer segments were
+        deleted or replaced), and what it numbers from there on is new."""
+
     def tidy(self, wal_limit: int) -> None:
         """Between batches: truncate the write-ahead log once it has grown past `wal_limit` bytes."""
 
@@ -351,6 +356,9 @@ class SqliteActionStore:
             " updated_at = excluded.updated_at",
             (journal, seq, time.time()),
         )
+
+    def rewind(self, journal: str, seq: int) -> None:
+        self._conn.execute(_REWIND, (seq, time.time(), journal))
 
     def tidy(self, wal_limit: int) -> None:
         if _bytes(self._wal) > wal_limit:
@@ -497,6 +505,9 @@ class PostgresActionStore:
     def skip(self, journal: str, seq: int) -> None:
         with self._conn.transaction(), self._conn.cursor() as cursor:
             self._set_position(cursor, journal, seq)
+
+    def rewind(self, journal: str, seq: int) -> None:
+        self._conn.execute(_REWIND.replace("?", "%s"), (seq, time.time(), journal))
 
     def tidy(self, wal_limit: int) -> None:
         """The server manages its own log."""

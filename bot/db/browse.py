@@ -165,10 +165,15 @@ async def objections_of_run(db: Connection, run_id: int) -> list[dict[str, Any]]
 
 
 async def proofs_of_run(db: Connection, run_id: int) -> list[dict[str, Any]]:
-    """The run's proofs (verify and deploy), their items decoded."""
+    """The run's proofs (verify and deploy), their items decoded (None, with `unreadable` saying why,
+    when they are not JSON)."""
     found = await core.rows(db, _PROOFS, run_id=run_id)
     for row in found:
-        row["items"] = json.loads(row["items"]) if row["items"] else []
+        try:
+            row["items"] = json.loads(row["items"]) if row["items"] else []
+        except ValueError as exc:  # stored by hand, or cut: the page says so and shows the rest
+            row["items"] = None
+            row["unreadable"] = f"its items are not JSON ({exc})"
     return found
 
 

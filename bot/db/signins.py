@@ -11,7 +11,16 @@ from mendbot.db import core
 from mendbot.db.connection import transaction
 from mendbot.db.core import Connection
 
-__all__ = ["add_link", "add_session", "end_user", "link_user", "session_user", "signed_in_users", "use_link"]
+__all__ = [
+    "add_link",
+    "add_session",
+    "end_user",
+    "link_user",
+    "redeem",
+    "session_user",
+    "signed_in_users",
+    "use_link",
+]
 
 _ADD_LINK = """
     INSERT INTO dashboard_links (token_hash, user_id, created_at, expires_at)
@@ -55,6 +64,20 @@ async def link_user(db: Connection, *, token_hash: str, now: float) -> int | Non
 async def use_link(db: Connection, *, token_hash: str, user_id: int, now: float) -> bool:
     """Use the link up; False when it was not `user_id`'s, used already, expired or never made."""
     return await core.execute(db, _USE_LINK, token_hash=token_hash, user_id=user_id, now=now) == 1
+
+
+async def redeem(
+    db: Connection, *, token_hash: str, user_id: int, now: float, session_hash: str, expires_at: float
+) -> bool:
+    """Use the link up and open a session with it, in one transaction (a failure leaves the link
+    unused); False when the link was not `user_id`'s, used already, expired or never made."""
+    async with transaction(db):
+        if await core.execute(db, _USE_LINK, token_hash=token_hash, user_id=user_id, now=now) != 1:
+            return False
+        await core.execute(
+            db, _ADD_SESSION, session_hash=session_hash, user_id=user_id, now=now, expires_at=expires_at
+        )
+    return True
 
 
 async def add_session(

@@ -25,6 +25,7 @@ from mendbot.improve.memory import Lesson, Memory
 from mendbot.improve.policy import Policy
 from mendbot.improve.runs import Run, RunService, RunState
 from mendbot.kernel.durations import human_duration
+from mendbot.kernel.errors import model_unreachable
 from mendbot.kernel.log import get_logger
 from mendbot.kernel.prompts import PromptRegistry
 from mendbot.kernel.settings import Settings
@@ -34,6 +35,7 @@ if TYPE_CHECKING:  # the agent module loads claude-agent-sdk (~0.5 s): only when
     from mendbot.improve.agent.code_agent import AgentResult, CodeAgent
     from mendbot.improve.proof.prover import Prover
     from mendbot.improve.queue import RunQueue
+    from mendbot.observe.incidents import IncidentService
     from mendbot.trust.gateway import ModelGateway
     from mendbot.trust.guard import Decision
 
@@ -66,6 +68,7 @@ class _Live(msgspec.Struct):
     reported_at: float = 0.0  # when the status message was last edited (monotonic)
     pending_report: asyncio.Task[None] | None = None
     claim: Claim | None = None  # the files this run may change, from its plan (mendbot.improve.agent.claims)
+    model_away: str | None = None  # why the model's API cannot be reached, while the agent waits for it
 
 
 class RunProgress:
@@ -119,6 +122,9 @@ class RunProgress:
         # Who executes the runs started here, as recorded in their "executor" events: a restart
         # interrupts only its own process's runs (see on_startup).
         self.executor_name = "bot"
+        # Where an environment problem a run meets (the model's API away) is named: the bot's incidents
+        # (set by the assembly); None in a worker, whose runs' reports say it.
+        self.incidents: IncidentService | None = None
 
     async def _stage(self, run: Run, state: RunState, line: str, **fields: Any) -> Run:
         live = self._live[run.id]
@@ -142,7 +148,14 @@ class RunProgress:
             _log.exception("progress report failed")
 
     async def _step_line(self, run: Run, live: _Live) -> str:
-        """What the agent is doing right now: model turns so far, its latest tool call, time in this step."""
+        """What the agent is doing right now: model turns so far, its latest tool call, time in this step —
+        or what it waits for."""
+        away = self.gateway.outage.away if live.model_away is not None else None
+        if away is not None:
+            return (
+                f"  ⏳ waiting for the model: {away[1]} · {human_duration(away[0])} so far, giving up after "
+                f"{human_duration(self._config.model_wait_s)}"
+            )
         turns = sum(1 for event in await self.runs.events(run.id) if event.event == "model_request")
         elapsed = time.monotonic() - live.step_started
         return (
@@ -155,7 +168,22 @@ class RunProgress:
         """The model gateway the agent talks to, made (and its modules loaded) by the first run."""
         if self._gateway is None:
             self._gateway = self._new_gateway()
+            self._gateway.outage.waiting = self._model_waiting
         return self._gateway
+
+    def _model_waiting(self, run_id: int, why: str | None) -> None:
+        """The gateway waits for the model's API for a request of `run_id` (None: it answered again):
+        the status says so, and an API that is away is named in #dev, once, as an environment incident."""
+        live = self._live.get(run_id)
+        if live is None or live.model_away == why:
+            return
+        if why is not None and live.model_away is None and self.incidents is not None:
+            problem = model_unreachable(why)
+            self.incidents.environment(
+                problem.key, kind=problem.kind, summary=problem.summary, need=problem.need, level="warning"
+            )
+        live.model_away = why
+        self._progress_soon(run_id, live)
 
     @property
     def prover(self) -> Prover:
@@ -252,7 +280,11 @@ class RunProgress:
             self._end_step(live)
             self.gateway.close_session(token)
             live.agent = None
+            live.model_away = None
         refusal = self.gateway.refusal(token)
+        outage = self.gateway.outage
+        away = outage.away
+        unreachable = outage.unreachable(token) or (away[1] if away and not result.ok else None)
         from mendbot.improve.agent.code_agent import describe_denials
 
         for denial in describe_denials(result.denials):
@@ -270,6 +302,9 @@ class RunProgress:
                 "cli_cost_usd": result.cost_usd,
             },
         )
+        if unreachable is not None:
+            # An environment incident, not the agent's doing: nothing it did reached the model.
+            raise _StageFailure("model_unreachable", f"could not reach the model: {unreachable}")
         if refusal is not None:
             raise _StageFailure("budget", refusal)
         if result.outcome == "budget":

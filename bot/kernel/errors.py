@@ -31,6 +31,7 @@ __all__ = [
     "environment_extra",
     "error_channel_id",
     "model_problem",
+    "model_unreachable",
     "named_bug",
     "unwrap",
 ]
@@ -212,6 +213,20 @@ def _from_anthropic(error: BaseException) -> bool:
     return any(cls.__module__.split(".")[0] == "anthropic" for cls in type(error).__mro__)
 
 
+def model_unreachable(detail: str) -> EnvironmentProblem:
+    """The model's API cannot be reached (a chat reply's client, or a run's agent through the gateway):
+    one environment problem, whoever met it."""
+    return EnvironmentProblem(
+        key="model:unreachable",
+        kind="model:unreachable",
+        summary=f"The model's API could not be reached: {detail}",
+        need="the model's API to be reachable: check the network and ANTHROPIC_BASE_URL; "
+        "nothing to change in the code",
+        reply="I can't reach the model right now, so I can't answer that — try again in a moment. "
+        "I've told the developers.",
+    )
+
+
 def model_problem(error: BaseException) -> EnvironmentProblem | None:
     """The environment problem behind a failed call to the model's API (None for anything else).
 
@@ -224,15 +239,7 @@ def model_problem(error: BaseException) -> EnvironmentProblem | None:
     names = {cls.__name__ for cls in type(error).__mro__}
     status = getattr(error, "status_code", None)
     if "APIConnectionError" in names:
-        return EnvironmentProblem(
-            key="model:unreachable",
-            kind="model:unreachable",
-            summary=f"The model's API could not be reached: {type(error).__name__}: {error}",
-            need="the model's API to be reachable: check the network and ANTHROPIC_BASE_URL; "
-            "nothing to change in the code",
-            reply="I can't reach the model right now, so I can't answer that — try again in a moment. "
-            "I've told the developers.",
-        )
+        return model_unreachable(f"{type(error).__name__}: {error}")
     if status in (401, 403):
         return EnvironmentProblem(
             key="model:auth",

@@ -323,6 +323,9 @@ class ImproveConfig(Section):
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     # During an agent step the run's status message shows its latest tool call, edited at most this often.
     progress_interval_s: Annotated[float, Meta(ge=0)] = 5.0
+    # How long a run waits for a model API that cannot be reached (its status says so) before it ends as
+    # "could not reach the model" (an environment incident, not the agent's doing).
+    model_wait_s: Annotated[float, Meta(gt=0, le=3600)] = 60.0
     # Runs the bot starts by itself (bot/improve/autonomy.py): on a code incident at or above
     # `autonomous_severity`, and at `propose` for the audit's highest-impact item. `investigate` stops
     # at a report; `propose` goes on to a verified proposal, which still needs a human's "ship it".

@@ -3,7 +3,9 @@
 The store (bot/db/action_writes.py) runs on a thread and a connection of its own. At start it reads the
 database's position in the journal and first takes, read back from the journal, what the database
 lacks — records of a run that stopped, crashed or met a failing database, or all of them for a database
-that is new, deleted or replaced; what it took is the `recovery` (the bot announces it). Then it takes
+that is new, deleted or replaced; what it took is the `recovery` (the bot announces it). A database
+ahead of the journal (its newest segments deleted or replaced while the bot was stopped) is moved back
+to where the journal ends, so that what this process numbers on from there is stored. Then it takes
 journaled records from memory (bot/observe/intake.py), in batches of up to `_BATCH`, waiting up to
 `_GATHER_S` for one to fill (one commit of many rows costs less a row than many of a few; a flush does
 not wait) — and from the journal again whenever memory let some go. Each batch goes in one transaction
@@ -11,7 +13,9 @@ with the position it reaches, so nothing is inserted twice.
 
 A storage fault is tried again with backoff for as long as it lasts, announced past `batch_attempts`
 tries; a batch refused for what a record holds goes again record by record, and what the database
-refuses alone is passed over (counted, logged, still in the journal).
+refuses alone is passed over (counted, logged, still in the journal). What the journal cannot give back —
+a line cut short or not JSON, a record that is not there at all — is counted as unreadable and logged
+(bot/observe/journal.py).
 
 Retention runs on the same thread, between batches, in steps sized so that each writes at most half the
 disk margin of log (`storage.prune_margin`) and takes about `_PRUNE_BATCH_S`; every step gives its pages
@@ -146,6 +150,20 @@ class DatabaseFiller:
         self.read_back = 0  # let go from memory, then read back from the journal
         self.unstorable = 0  # refused by the database for what they hold (kept in the journal)
         self.write_errors = 0  # tries that failed for other reasons than storage
+        self.rewound: tuple[int, int] | None = None  # (the database's position, where the journal ended)
+        self._reader: JournalReader | None = None
+
+    @property
+    def unreadable(self) -> int:
+        """Records the journal could not give back: lines cut short or not records, records missing."""
+        reader = self._reader
+        return 0 if reader is None else reader.unreadable + reader.missing
+
+    @property
+    def lost_fresh(self) -> int:
+        """Of the unreadable ones, those this process recorded (the rest are from before its start)."""
+        reader = self._reader
+        return 0 if reader is None else reader.lost_fresh
 
     def wake(self) -> None:
         """More may be waiting in memory (a batch is journaled, or the recorder stops)."""
@@ -168,18 +186,31 @@ class DatabaseFiller:
 
     async def run(self) -> None:
         """Fill the database until the recorder stops and nothing is left (or storage fails at the stop)."""
+        ended = self._journal.last_seq  # where the journal ended when this process opened it
         try:
             await self._until_stored(self._open_store, "opening the action store")
-            self.stored = await self._until_stored(self._position, "reading the journal position")
+            position = await self._until_stored(self._position, "reading the journal position")
+            if position > ended:
+                await self._until_stored(functools.partial(self._rewind, ended), "moving the position back")
+                self.rewound = (position, ended)
+                _log.warning(
+                    "the database holds more of the action journal than the journal has: its newest "
+                    "segments were deleted or replaced while stopped; numbering goes on from where it ends",
+                    database_position=position,
+                    journal_ends=ended,
+                    journal=str(self._journal.path),
+                )
         except Stopping:
             return
+        self.stored = min(position, ended)
         self.position_known = True
         self._changed()
         # What was journaled before this process started and the database lacks comes first.
-        self._recovering = _Recovering(self._journal.last_seq, new_database=self.stored == 0)
+        self._recovering = _Recovering(ended, new_database=position == 0)
         # One reader for the life of the store: it reads on from where it stopped, past what was stored
         # from memory meanwhile, instead of scanning the journal again from its start.
-        reader = self._journal.reader(self.stored)
+        reader = self._reader = self._journal.reader(self.stored)
+        reader.fresh_after = ended
         try:
             while (taken := await self._next_batch(reader)) is not None:
                 batch, from_journal = taken
@@ -211,13 +242,9 @@ class DatabaseFiller:
                 if batch:
                     recovering.saw(batch)
                     return batch, True
-                _log.error(
-                    "journaled action records are missing from the journal: passed over",
-                    after=self.stored,
-                    upto=upto,
-                    journal=str(self._journal.path),
-                )
+                reader.missed(upto)  # counted and logged: not in the journal (deleted, cut, torn)
                 await self._until_stored(functools.partial(self._skip, upto), "passing over records")
+                self._changed()
                 continue
             if recovering.upto:
                 self._recovered(recovering)
@@ -353,6 +380,9 @@ class DatabaseFiller:
         self._open_store().skip(self._journal.id, seq)
         self.stored = seq
 
+    def _rewind(self, seq: int) -> None:
+        self._open_store().rewind(self._journal.id, seq)
+
     def _read_sizes(self, *, force: bool = False) -> None:
         """A PostgreSQL database's size (a query), at most once a second."""
         now = time.monotonic()
@@ -433,10 +463,7 @@ def _take(reader: JournalReader, upto: int) -> list[Journaled]:
             try:
                 record = ActionRecord.validated(fields)
             except msgspec.ValidationError as exc:
-                reader.unreadable += 1
-                _log.error(
-                    "a journal line that is not an action record is passed over", seq=seq, error=str(exc)
-                )
+                reader.lost(seq, f"a line that is not an action record ({exc})")
                 continue
             batch.append((seq, row(record.fields())))
         if batch:

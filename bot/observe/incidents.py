@@ -32,7 +32,7 @@ import copy
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mendbot.db import actions as action_queries
 from mendbot.db import incidents as queries
@@ -44,7 +44,10 @@ from mendbot.kernel.log import get_logger
 from mendbot.kernel.sections import ObserveConfig
 from mendbot.observe.detector import Signal
 from mendbot.observe.incident import _MAX_USERS, Announcer, Incident, State
-from mendbot.observe.storage_words import is_fault, storage_words
+from mendbot.observe.storage_words import is_fault, record_loss_words, storage_words
+
+if TYPE_CHECKING:
+    from mendbot.observe.recorder import RecordLoss
 
 __all__ = ["IncidentError", "IncidentService"]
 
@@ -54,6 +57,7 @@ _MAX_RECURRED = 10_000  # failures kept for a resolved incident (a storm reopens
 # What a state change may change (a reopening counts the failures since): put back if it is not saved.
 _STATE_CHANGES = ("state", "closed_at", "closed_by", "count", "last_seen", "user_ids", "sample", "recurred")
 STORAGE_KEY = "env:storage"
+RECORDS_KEY = "env:records"
 
 
 class IncidentError(UserError):
@@ -345,6 +349,20 @@ class IncidentService:
             missed, self._not_shown = self._not_shown, []
             for incident in missed:
                 self._changed(incident)
+            # Environment incidents opened before anyone could post them (records the journal could not
+            # give back, read at start before the cogs loaded); one still being created posts itself.
+            for incident in self._incidents:
+                waiting = incident.active and incident.message_id is None and incident.created.is_set()
+                if incident.category == "environment" and waiting:
+                    self._spawn(self._announce_late(incident))
+
+    async def _announce_late(self, incident: Incident) -> None:
+        announcer = self._announcer
+        if announcer is None or incident.message_id is not None:
+            return
+        where = await announcer.announce(incident)
+        if where is not None:
+            await self._announced(incident, where)
 
     def _changed(self, incident: Incident) -> None:
         incident.dirty = True
@@ -456,6 +474,18 @@ class IncidentService:
             summary=summary,
             need=need,
             sample={"fault": state.fault, "error_message": state.detail, "ts": state.since},
+        )
+
+    def on_record_loss(self, loss: RecordLoss) -> None:
+        """ActionRecorder listener: records shed or unreadable are one environment incident, updated in
+        place as the counts grow (they never go back: it stays open)."""
+        shed = loss.shed
+        summary, need = record_loss_words(
+            shed, loss.shed_failures, loss.unreadable, str(loss.journal), loss.rewound
+        )
+        sample = {"shed": sum(shed.values()), "unreadable": loss.unreadable}
+        self.environment(
+            RECORDS_KEY, kind="records", summary=summary, need=need, level="warning", sample=sample
         )
 
     @staticmethod

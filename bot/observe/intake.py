@@ -2,7 +2,7 @@
 what is shed when even the journal cannot keep up.
 
 `keep()` runs on the event loop for every record the recorder makes: it numbers the record (its
-sequence number in the journal: the microsecond it was kept, or one more than the last), encodes its
+sequence number in the journal: one more than the last, never read off a clock), encodes its
 journal line and its database row, and puts them with the records waiting. They are handed to the
 journal thread `_HAND_OVER_S` after the first of them was kept (a group commit: a hand-over wakes the
 thread, which then takes the interpreter's lock from the handlers, and one per command was most of what
@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import time
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -106,6 +105,7 @@ class JournalIntake:
         self._storage = storage
         self._changed = changed  # the store and flushes are told when a batch is in (or refused)
         self.seq = journal.last_seq  # the last number given
+        self.first_seq = journal.last_seq + 1  # this process's first number
         self.journaled_seq = journal.last_seq  # the last number in the journal (the thread's)
         self._pending = _Batch()  # kept, not yet handed over
         # Successes and failures kept (by the loop), in the journal (by its thread), lost at a stop: what
@@ -156,8 +156,7 @@ class JournalIntake:
             self.shed[fields["kind"]] += 1
             self.shed_failures += failure
             return
-        now = time.time_ns() // 1000
-        seq = now if now > self.seq else self.seq + 1
+        seq = self.seq + 1
         try:
             line = journal_line(seq, fields)
             stored = row(fields)

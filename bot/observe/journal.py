@@ -2,17 +2,27 @@
 
 `data/logs/actions.ndjson` is the newest segment; past `ndjson_max_bytes` it rotates to
 `actions.ndjson.1`, `.2`, … Each line is one record's fields with its sequence number first,
-`{"seq":1764989123456789,"ts":…,"kind":…}`: numbers that only grow, across restarts too (a record's
-is the microsecond it was recorded at, or one more than the last), so the database can say how far it
-has taken the journal by one number (`journal_positions`, bot/db/action_writes.py) and the store can
-read on from there — after a lock, a full disk, a restart, or into a new database when the old one was
-deleted. Lines from before sequence numbers (and a line a crash cut short) are skipped when read.
+`{"seq":1764989123456789,"ts":…,"kind":…}`: each record's is one more than the one before, across
+restarts too — the wall clock has no part in it — so the database can say how far it has taken the
+journal by one number (`journal_positions`, bot/db/action_writes.py) and the store can read on from
+there — after a lock, a full disk, a restart, or into a new database when the old one was deleted.
+(Numbers from before counting, `counted_from` in `actions.journal`, were the microsecond a record was
+kept; lines from before sequence numbers are passed over when read.)
+
+Since every number stands for one record, a reader knows what it did not find: a line cut short or not
+JSON is `unreadable`, a number skipped is a record `missing` from the journal (a segment deleted, a file
+truncated, a crash mid-write); each is logged and counted, never passed over in silence.
+
+An append goes in whole or not at all: a short write (a disk with room for part of a batch) is written
+on or cut back, so no half line is left for the next batch to be glued to.
 
 Rotation never removes what the database has not taken: a segment past `ndjson_backups` goes only once
 every record in it is stored (`stored()`), so while the database is away the journal grows instead.
 
 `actions.journal` beside the segments names this journal (a random id): the database keeps one
-position per journal, and several bot processes on one PostgreSQL each have their own.
+position per journal, and several bot processes on one PostgreSQL each have their own. Deleted under
+the running bot, it is written again with the next append (with the same id: the database's position
+for it stays right).
 
 `append` runs on the recorder's journal thread and `reader` on its store thread; rotation and listing
 the segments hold one lock, and a reader keeps its segments open, so a rename under it changes nothing.
@@ -32,7 +42,11 @@ from typing import IO, Any
 import msgspec
 import orjson
 
+from mendbot.kernel.log import get_logger
+
 __all__ = ["Journal", "JournalReader", "journal_line", "line_seq"]
+
+_log = get_logger(__name__)
 
 SEQ_PREFIX = b'{"seq":'
 _TAIL_BYTES = 1 << 16
@@ -108,30 +122,44 @@ class Journal:
         self._stored = 0  # the database holds every record up to here (told by the store thread)
         self._extra = False  # segments past `backups` were kept for the database
         self._id_path = path.with_suffix(".journal")
-        self.id, self.id_saved = self._read_id()
         segments = self.segments()
+        # The last number in the journal when it was opened: this process numbers on from there.
         self.last_seq = max((_last_seq(segment) for segment in reversed(segments[-2:])), default=0)
+        self.id, counted_from, self.id_saved = self._read_id()
+        # From here on each number is one record (before it, numbers were microseconds, with gaps).
+        self.counted_from = counted_from if counted_from is not None else self.last_seq + 1
         self.appended = 0  # lines appended by this process
 
     # -- naming -------------------------------------------------------------------------------------
 
-    def _read_id(self) -> tuple[str, bool]:
-        """The journal's id and whether it is saved; a new one when there is none (or it is unreadable)."""
+    def _read_id(self) -> tuple[str, int | None, bool]:
+        """The journal's id, where counting began (None: not yet) and whether both are saved; a new id
+        when there is none (or it is unreadable)."""
         try:
-            found = json.loads(self._id_path.read_text(encoding="utf-8")).get("id")
-        except (OSError, ValueError, AttributeError):
-            found = None
+            saved = json.loads(self._id_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            saved = None
+        found = saved.get("id") if isinstance(saved, dict) else None
+        counted = saved.get("counted_from") if isinstance(saved, dict) else None
+        counted = counted if isinstance(counted, int) and not isinstance(counted, bool) else None
         if isinstance(found, str) and found:
-            return found, True
-        return uuid.uuid4().hex, False
+            return found, counted, counted is not None
+        return uuid.uuid4().hex, None, False
 
     def _save_id(self) -> None:
-        """Write `actions.journal` (with the first append: the directory may not be writable before)."""
-        if self.id_saved:
+        """Write `actions.journal` (with the first append: the directory may not be writable before), and
+        again whenever it is gone."""
+        if self.id_saved and self._id_path.exists():
             return
         staged = self._id_path.with_name(self._id_path.name + ".new")
-        staged.write_text(json.dumps({"id": self.id}) + "\n", encoding="utf-8")
+        staged.write_text(
+            json.dumps({"id": self.id, "counted_from": self.counted_from}) + "\n", encoding="utf-8"
+        )
         staged.replace(self._id_path)
+        if self.id_saved:
+            _log.warning(
+                "the action journal's identity file was gone: written again", path=str(self._id_path)
+            )
         self.id_saved = True
 
     def segments(self) -> list[Path]:
@@ -168,21 +196,27 @@ class Journal:
     def append(self, lines: list[bytes]) -> None:
         """Append whole lines (each ends in a newline); rotate past the size limit.
 
-        On a failure (a full disk) nothing of the batch is left in the file — a partial write is cut
-        back — and the OSError is raised: the caller keeps the lines and tries again.
+        On a failure (a full disk) nothing of the batch is left in the file — a short write is written
+        on, and what it left is cut back when the rest fails — and the OSError is raised: the caller
+        keeps the lines and tries again.
         """
         handle = self._open()
-        start = handle.tell()
+        fd = handle.fileno()
+        # The file's size, not the handle's position: the file may have been cut shorter under it
+        # (appends still land at its end), and cutting back to a position past the end would grow it.
+        start = os.fstat(fd).st_size
+        data = memoryview(b"".join(lines))
         try:
-            handle.write(b"".join(lines))
-            handle.flush()
+            while data:
+                # os.write says how much it took: the kernel takes what fits, and only the next call,
+                # with no room left at all, raises ENOSPC.
+                data = data[os.write(fd, data) :]
         except OSError:
             with contextlib.suppress(OSError):
-                handle.truncate(start)
-                handle.seek(start)
+                os.ftruncate(fd, start)
             raise
         self.appended += len(lines)
-        if handle.tell() >= self.max_bytes:
+        if os.fstat(fd).st_size >= self.max_bytes:
             self._rotate()
 
     def _open(self) -> IO[bytes]:
@@ -193,6 +227,7 @@ class Journal:
             try:
                 now = os.stat(self.path)
                 if (now.st_dev, now.st_ino) == self._identity:
+                    self._save_id()  # its identity file deleted alone: written again
                     return handle
             except FileNotFoundError:
                 pass
@@ -281,11 +316,18 @@ class Journal:
 
 
 class JournalReader(msgspec.Struct):
-    """Reads the journal on from a position, across rotations; `take()` returns parsed records."""
+    """Reads the journal on from a position, across rotations; `take()` returns parsed records.
+
+    What it cannot give is counted and logged: `unreadable`, lines past the position that are cut short,
+    not JSON, or (told by the store) not a record; `missing`, records numbered past the position that are
+    not in the journal at all. Of both, `lost_after(seq)` says how many were numbered after `seq`."""
 
     journal: Journal
     after: int  # the last sequence number returned (or skipped)
-    unreadable: int = 0  # lines with a sequence number that did not parse
+    unreadable: int = 0
+    missing: int = 0
+    fresh_after: int = 0  # records numbered after this one are this process's (`lost_fresh`)
+    lost_fresh: int = 0  # of the unreadable and missing, records numbered after `fresh_after`
     _open: list[IO[bytes]] = msgspec.field(default_factory=list)
     _held: tuple[int, bytes] | None = None  # a line read past `upto`, returned by a later take()
 
@@ -294,20 +336,60 @@ class JournalReader(msgspec.Struct):
         disk already (the store asks only for journaled ones); fewer than `limit` means none are left."""
         found: list[tuple[int, dict[str, Any]]] = []
         for seq, line in self._lines():
+            if seq <= self.after:
+                continue  # a line held back while the position moved past it (stored from memory)
             if seq > upto:
                 self._held = (seq, line)
                 break
+            self._skipped_to(seq)
             self.after = seq
             try:
                 record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                self.unreadable += 1
+            except orjson.JSONDecodeError as exc:
+                self.lost(seq, f"a line that is not JSON ({exc})")
+                continue
+            if not isinstance(record, dict):
+                self.lost(seq, "a line that is not a JSON object")
                 continue
             record.pop("seq", None)
             found.append((seq, record))
             if len(found) >= limit:
                 break
         return found
+
+    def lost(self, seq: int, why: str) -> None:
+        """The record numbered `seq` cannot be read back: counted, and logged with why."""
+        self.unreadable += 1
+        if seq > self.fresh_after:
+            self.lost_fresh += 1
+        _log.error(
+            "an action record in the journal cannot be read: passed over",
+            seq=seq,
+            why=why,
+            journal=str(self.journal.path),
+        )
+
+    def missed(self, upto: int) -> int:
+        """Records numbered after the position up to `upto` are not in the journal: counted (those
+        numbered since counting began — before, numbers had gaps), logged; how many."""
+        first = max(self.after, self.journal.counted_from - 1)
+        count = max(0, upto - first)
+        if count:
+            self.missing += count
+            self.lost_fresh += max(0, upto - max(first, self.fresh_after))
+            _log.error(
+                "action records are missing from the journal: passed over",
+                after=self.after,
+                upto=upto,
+                missing=count,
+                journal=str(self.journal.path),
+            )
+        return count
+
+    def _skipped_to(self, seq: int) -> None:
+        """The next line read is `seq`: the numbers between the position and it were never found."""
+        if seq > self.after + 1:
+            self.missed(seq - 1)
 
     def _lines(self) -> Iterator[tuple[int, bytes]]:
         if self._held is not None:
@@ -332,17 +414,31 @@ class JournalReader(msgspec.Struct):
 
     def _lines_of(self, handle: IO[bytes]) -> Iterator[tuple[int, bytes]]:
         """The whole lines after the position in `handle`, from where it stands; a segment wholly at or
-        before the position is skipped by its last line."""
+        before the position is skipped by its last line. A file cut shorter than where the handle stands
+        (truncated under the bot) is read again from its start."""
+        if handle.tell() > os.fstat(handle.fileno()).st_size:
+            handle.seek(0)
         if handle.tell() == 0 and 0 < _last_seq_of(handle) <= self.after:
             handle.seek(0, os.SEEK_END)
             return
+        unnumbered = 0
         while line := handle.readline():
             if not line.endswith(b"\n"):  # an append under way: read it whole next time
                 handle.seek(-len(line), os.SEEK_CUR)
-                return
+                break
             seq = line_seq(line)
-            if seq is not None and seq > self.after:
+            if seq is None:
+                unnumbered += line.strip() != b""
+            elif seq > self.after:
                 yield seq, line
+        if unnumbered:
+            # From before sequence numbers, or the tail of a line cut short (whose number, if it had
+            # one, is counted as missing when the next line is read).
+            _log.warning(
+                "journal lines without a sequence number passed over",
+                count=unnumbered,
+                segment=getattr(handle, "name", ""),
+            )
 
     def close(self) -> None:
         for handle in self._open:

@@ -23,6 +23,12 @@ journal cannot keep up (its disk is full or failing), successful records past `q
 counted by kind (`shed`), and every failure is kept — in a reserve of its own as large — so the
 detector's evidence survives.
 
+**Every record is accounted for.** Each one recorded is stored, waiting (for the journal, or in it for
+the database), shed (counted by kind) or unreadable (counted: its journal line cut short or not a record,
+or gone with a deleted or truncated journal before the database took it) — or, rarely, refused by the
+database (`unstorable`). `on_loss` listeners hear when the shed or unreadable count grows (the bot says
+so in #dev); /health and /metrics show both.
+
 Storage faults of either half are reported to `StorageHealth`, which announces them as a storage
 incident and clears it when a write succeeds. After each batch the database file's identity is checked
 too (deleted, replaced, moved away: SQLite goes on writing into the lost file without an error).
@@ -55,7 +61,15 @@ from mendbot.observe.intake import JournalIntake
 from mendbot.observe.journal import Journal
 from mendbot.trust.redact import Redactor
 
-__all__ = ["ActionRecorder", "PendingAction", "PruneReport", "Recovery", "Subscriber", "recovery_notice"]
+__all__ = [
+    "ActionRecorder",
+    "PendingAction",
+    "PruneReport",
+    "RecordLoss",
+    "Recovery",
+    "Subscriber",
+    "recovery_notice",
+]
 
 _log = get_logger(__name__)
 # A thread waiting for the GIL asks for it only after a whole switch interval without a release; a busy
@@ -65,6 +79,17 @@ _log = get_logger(__name__)
 _SWITCH_INTERVAL_S = 0.0005
 
 Subscriber = Callable[[ActionRecord], None]
+
+
+class RecordLoss(msgspec.Struct, frozen=True):
+    """Records that will never reach the database, so far: shed (by kind; how many of them failures),
+    unreadable in the journal, and whether the database was found ahead of the journal at start."""
+
+    shed: dict[str, int]
+    shed_failures: int
+    unreadable: int
+    journal: Path
+    rewound: tuple[int, int] | None = None  # (the database's position, where the journal ended)
 
 
 class PendingAction(msgspec.Struct):
@@ -110,7 +135,11 @@ class ActionRecorder:
         retry = retry or RetryPolicy(attempts=5)
         journal = Journal(ndjson_path, ndjson_max_bytes, ndjson_backups)
         self._intake = JournalIntake(
-            journal, queue_size=queue_size, retry=retry, storage=storage, changed=self._journaled
+            journal,
+            queue_size=queue_size,
+            retry=retry,
+            storage=storage,
+            changed=self._journaled,
         )
         self._filler = DatabaseFiller(
             database,
@@ -126,6 +155,8 @@ class ActionRecorder:
         self._waiters: list[asyncio.Future[None]] = []
         self._writer: asyncio.Task[None] | None = None
         self.recorded = 0
+        self._loss_listeners: list[Callable[[RecordLoss], None]] = []
+        self._loss_told = (0, 0, False)  # (shed, unreadable, rewound) as the listeners last heard
 
     # -- what the two halves say ---------------------------------------------------------------------
 
@@ -136,10 +167,18 @@ class ActionRecorder:
 
     @property
     def waiting(self) -> int:
-        """Records recorded but not in the database yet (in memory or only in the journal)."""
+        """Records recorded but not in the database yet: on their way to the journal, or in it (in memory
+        too, or only there). This process numbers its records one after another, so those in the journal
+        are the numbers past the database's position (or its first) up to the journal's last."""
         intake, filler = self._intake, self._filler
         not_journaled = intake.waiting(0) + intake.waiting(1)
-        return not_journaled + intake.in_memory + filler.in_flight + max(0, intake.evicted - filler.read_back)
+        return not_journaled + max(0, intake.journaled_seq - max(filler.stored, intake.first_seq - 1))
+
+    @property
+    def unreadable(self) -> int:
+        """Records the journal could not give back to the store: a line cut short or not a record, or
+        records missing from it (deleted or truncated under the bot before the database took them)."""
+        return self._filler.unreadable
 
     @property
     def shed(self) -> Counter[str]:
@@ -189,6 +228,30 @@ class ActionRecorder:
     def journal_bytes(self) -> int:
         """Bytes the action journal's segments take."""
         return self._intake.journal.size()
+
+    def on_loss(self, listener: Callable[[RecordLoss], None]) -> None:
+        """Call `listener` (on the loop) when records were shed or found unreadable, with the totals."""
+        self._loss_listeners.append(listener)
+
+    def _tell_loss(self) -> None:
+        """After each step of either half (a batch journaled or refused, a batch stored): tell the loss
+        listeners if more records were shed or found unreadable since they last heard. Records are
+        shed only while the journal fails, and a failing journal is tried again after each backoff, so
+        a storm of shed records is told once a try, not once a record."""
+        filler = self._filler
+        shed = sum(self.shed.values())
+        now = (shed, self.unreadable, filler.rewound is not None)
+        if now == self._loss_told:
+            return
+        self._loss_told = now
+        loss = RecordLoss(
+            dict(self.shed), self.shed_failures, self.unreadable, self._intake.journal.path, filler.rewound
+        )
+        for listener in self._loss_listeners:
+            try:
+                listener(loss)
+            except Exception:
+                _log.exception("record loss listener failed", listener=repr(listener))
 
     def on_recovery(self, listener: Callable[[Recovery], None]) -> None:
         """Call `listener` with what the store read back from the journal at start (at once if it has)."""
@@ -345,6 +408,7 @@ class ActionRecorder:
         self._notify()
 
     def _notify(self) -> None:
+        self._tell_loss()
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -437,6 +501,7 @@ class ActionRecorder:
             "actions_recovered": self._filler.recovered,
             "actions_shed": shed,
             "actions_shed_failures": self.shed_failures,
+            "actions_unreadable": self.unreadable,
             "actions_unstorable": self.unstorable,
             "action_write_errors": self.write_errors,
             "action_journal_errors": self.journal_errors,

@@ -1,7 +1,8 @@
 """What a storage incident says: the fault in a person's words, and what they need to do about it.
 
 One summary per fault, and one need per fault and store (a SQLite file by its path, a PostgreSQL
-server by its URL); the incident itself is bot/observe/incidents.py's.
+server by its URL); the incident itself is bot/observe/incidents.py's. And what the incident about
+action records that will never reach the database says (`record_loss_words`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import TypeGuard
 from mendbot.db.action_writes import is_postgresql
 from mendbot.db.retry import Fault
 
-__all__ = ["is_fault", "storage_words"]
+__all__ = ["is_fault", "record_loss_words", "storage_words"]
 
 _STORAGE_NEEDS: dict[Fault, str] = {
     "locked": "another process is holding the database's write lock: find it (`fuser {path}`) and stop it",
@@ -62,3 +63,41 @@ def storage_words(fault: Fault, path: str, log: str) -> tuple[str, str]:
     """The incident's summary and need for `fault` of the store at `path`, its journal at `log`."""
     needs = _POSTGRESQL_NEEDS if is_postgresql(path) else _STORAGE_NEEDS
     return _STORAGE_SUMMARIES[fault].format(log=log), needs[fault].format(path=path)
+
+
+def record_loss_words(
+    shed: dict[str, int], shed_failures: int, unreadable: int, journal: str, rewound: tuple[int, int] | None
+) -> tuple[str, str]:
+    """The records incident's summary and need: how many action records will never reach the database,
+    why, and where they are counted."""
+    lost = sum(shed.values()) + unreadable
+    parts = []
+    if shed:
+        kinds = ", ".join(
+            f"`{kind}` {count}" for kind, count in sorted(shed.items(), key=lambda kv: -kv[1])[:5]
+        )
+        failures = f", {shed_failures} of them failures" if shed_failures else ""
+        parts.append(f"{sum(shed.values())} shed: the action journal could not keep up ({kinds}{failures})")
+    if unreadable:
+        parts.append(
+            f"{unreadable} unreadable in the action journal ({journal}): a line cut short or not a record, "
+            "or gone with the journal before the database took it"
+        )
+    summary = (
+        f"{lost} action record{'s' * (lost != 1)} will never reach the database: {'; '.join(parts)}."
+        if parts
+        else "No action record is lost."
+    )
+    summary += " /health counts them (`actions_shed`, `actions_unreadable`), and so does /metrics."
+    if rewound is not None:
+        summary += (
+            f" At start the database held records up to #{rewound[0]} of the journal, which ended at "
+            f"#{rewound[1]}: its newest segments were deleted or replaced while I was stopped; what they "
+            "held that the database did not have cannot be told."
+        )
+    need = (
+        "nothing in the code: shed records mean the journal's disk was full or failing (see the storage "
+        "incident); unreadable ones, that the journal's files were edited, cut or deleted by something "
+        "else than me. Keep data/logs on a disk with room, and leave its files to me."
+    )
+    return summary, need

@@ -81,6 +81,7 @@ async def build_mending(
     hands it incidents (`incidents.on_raised`); a deploy's watch is subscribed to the recorder here."""
     shared = shares_database(settings)
     improve = await build_improve(settings, db, prompts, clock, redactor, writes=writes)
+    improve.incidents = incidents  # a model API a run cannot reach is named in #dev
     relay = await _run_on_workers(settings, db, improve)
     deploy = DeployService(
         settings=settings,
@@ -226,7 +227,10 @@ async def build_improve(
         from mendbot.trust.gateway import ModelGateway  # the gateway and its pricing load with the first run
 
         return ModelGateway(
-            upstream=settings.anthropic_base_url, api_key=api_key, ledger=BudgetLedger(policy, runs)
+            upstream=settings.anthropic_base_url,
+            api_key=api_key,
+            ledger=BudgetLedger(policy, runs),
+            wait_s=settings.improve.model_wait_s,
         )
 
     home = settings.data_dir.resolve() / "agent-home"

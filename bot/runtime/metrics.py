@@ -79,6 +79,7 @@ class _State(msgspec.Struct):
     commits: dict[str, str]
     shards: list[tuple[int, bool, float | None]]
     shed: dict[str, int]  # by kind: action records the journal could not keep up with
+    unreadable: int  # action records the journal could not give back to the database
     waiting: int  # action records not in the database yet (they are in the journal or on their way)
     storage_bytes: int
     journal_bytes: int
@@ -138,6 +139,7 @@ class Metrics:
             commits=await mending.cluster.positions(),
             shards=[(shard.id, shard.connected, shard.latency_s) for shard in bot.shard_states()],
             shed=dict(recorder.shed),
+            unreadable=recorder.unreadable,
             waiting=recorder.waiting,
             storage_bytes=recorder.store_bytes,
             journal_bytes=recorder.journal_bytes,
@@ -199,6 +201,13 @@ class Metrics:
             ["kind"],
             {(kind,): float(count) for kind, count in state.shed.items()},
         )
+        unreadable = CounterMetricFamily(
+            "mendbot_action_records_unreadable",
+            "Action records the journal could not give back to the database: a line cut short or not a "
+            "record, or gone with a deleted or truncated journal.",
+        )
+        unreadable.add_metric([], float(state.unreadable))
+        yield unreadable
         yield gauge(
             "mendbot_action_records_waiting",
             "Action records not in the database yet: in the journal (or on their way to it).",

@@ -405,6 +405,7 @@ async def _assemble(
     )
     await incidents.load()
     storage.subscribe(incidents.on_storage)
+    recorder.on_loss(incidents.on_record_loss)
     if (fault := incidents.open_storage_fault()) is not None:
         storage.assume_failing(fault, "still open from before the restart")
     detector = AnomalyDetector(observe, incidents.on_signal, await action_queries.known_fingerprints(db))
@@ -426,6 +427,7 @@ async def _assemble(
         recorder.subscribe(incidents.observe)
         recorder.subscribe(detector.process)
     people = await People.loaded(db, clock, dev_guild_id=settings.discord.dev_guild_id)
+    access = AccessPolicy(lambda: settings.access)
     services = Services(
         settings=settings,
         db=db,
@@ -444,7 +446,7 @@ async def _assemble(
         recorder=recorder,
         detector=detector,
         incidents=incidents,
-        access=AccessPolicy(lambda: settings.access),
+        access=access,
         clock=clock,
         audit=AuditService(settings.database_target, settings.audit, clock),
         people=people,
@@ -452,9 +454,8 @@ async def _assemble(
         leadership=leadership,
         redactor=redactor,
         storage=storage,
-        dashboard=DashboardSignIn(
-            db, settings.dashboard, lambda: clock().timestamp(), access=AccessPolicy(lambda: settings.access)
-        ),
+        # The same policy as every other decision: a change any of them sees ends sessions at once.
+        dashboard=DashboardSignIn(db, settings.dashboard, lambda: clock().timestamp(), access=access),
         database_file=database_file,
         daemons=daemons,
     )

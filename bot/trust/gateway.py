@@ -21,6 +21,11 @@ arrives the reserved worst case is charged instead.  A charge above its reservat
 happen for an allowed request unless upstream bills differently than priced here: it is still
 recorded, and logged as an error.
 
+A model API that cannot be reached is waited for, not hidden (``outage``, bot/trust/model_outage.py):
+a connection refused is tried again after a pause (nothing was sent); one dropped before any answer (the
+request may have been read, and billed) is sent again by the agent, told so, and reserved anew. Past
+the wait the agent gets an error it does not retry, and the run ends as "could not reach the model".
+
 Prices and the reading of the usage live in ``mendbot.trust.model_usage``; this module is the server:
 sessions, the budget's reservations and charges, and the forwarding.
 """
@@ -43,6 +48,7 @@ import aiohttp
 from aiohttp import web
 
 from mendbot.kernel.log import get_logger
+from mendbot.trust.model_outage import Outage
 from mendbot.trust.model_usage import (
     CACHE_WRITE_FACTOR,
     DEFAULT_PRICES,
@@ -51,7 +57,14 @@ from mendbot.trust.model_usage import (
     _Usage,
     _UsageReader,
 )
-from mendbot.trust.priceable import Unpriceable, carries_media, check_betas, check_query, check_request
+from mendbot.trust.priceable import (
+    Unpriceable,
+    carries_media,
+    check_betas,
+    check_query,
+    check_request,
+    fit_thinking,
+)
 
 __all__ = ["Ledger", "ModelGateway"]
 
@@ -61,7 +74,6 @@ ANTHROPIC_API = "https://api.anthropic.com"
 # count_tokens is documented as an estimate the billed input may differ from by a little.
 COUNT_MARGIN = 0.02
 COUNT_SLACK_TOKENS = 256
-THINKING_MIN_BUDGET = 1024  # the API rejects a smaller thinking.budget_tokens
 # The API takes requests up to 32 MB; aiohttp's default limit (1 MiB) would cut long sessions.
 MAX_REQUEST_BYTES = 40 * 1024 * 1024
 COUNT_TOKENS_TIMEOUT_S = 60.0
@@ -136,31 +148,6 @@ def _with_margin(tokens: int) -> int:
     return math.ceil(tokens * (1 + COUNT_MARGIN)) + COUNT_SLACK_TOKENS
 
 
-def _fit_thinking(body: dict[str, Any], max_tokens: int) -> None:
-    """Keep thinking.budget_tokens below max_tokens; drop thinking when that leaves under the minimum."""
-    thinking = body.get("thinking")
-    asked = _positive_int(thinking.get("budget_tokens")) if isinstance(thinking, dict) else None
-    if not isinstance(thinking, dict) or asked is None:
-        return
-    budget = min(asked, max_tokens - 1)
-    if budget >= THINKING_MIN_BUDGET:
-        body["thinking"] = {**thinking, "budget_tokens": budget}
-        return
-    del body["thinking"]
-    # The CLI asks to clear old thinking blocks, which the API refuses when thinking is off.
-    management = body.get("context_management")
-    if isinstance(management, dict) and isinstance(management.get("edits"), list):
-        edits = [
-            e
-            for e in management["edits"]
-            if not (isinstance(e, dict) and str(e.get("type", "")).startswith("clear_thinking"))
-        ]
-        if edits:
-            body["context_management"] = {**management, "edits": edits}
-        else:
-            del body["context_management"]
-
-
 class ModelGateway:
     """The agent's loopback endpoint for the Messages API (see the module docstring)."""
 
@@ -173,6 +160,7 @@ class ModelGateway:
         prices: Mapping[str, Price] = DEFAULT_PRICES,
         min_output_tokens: int = 64,
         timeout_s: float = 600,
+        wait_s: float = 60,
     ) -> None:
         if not prices:
             raise ValueError("the gateway needs at least one price")
@@ -195,6 +183,7 @@ class ModelGateway:
         self._http: aiohttp.ClientSession | None = None
         self._in_flight = 0  # requests being served; upstream connections are kept while any are
         self._port: int | None = None
+        self.outage = Outage(wait_s)  # whether the model's API can be reached, and what waits for it
 
     # -- lifecycle
 
@@ -429,10 +418,10 @@ class ModelGateway:
         self._refusals.pop(token, None)
 
         body["max_tokens"] = max_tokens
-        _fit_thinking(body, max_tokens)
+        fit_thinking(body, max_tokens)
         exchange = _Exchange()
         try:
-            return await self._forward(request, body, exchange)
+            return await self._forward(request, body, exchange, token, run_id)
         finally:
             detail = {
                 "model": model,
@@ -533,22 +522,12 @@ class ModelGateway:
         _log.info("model request charged", run_id=run_id, cost_usd=round(cost, 6), **detail)
 
     async def _forward(
-        self, request: web.Request, body: dict[str, Any], exchange: _Exchange
+        self, request: web.Request, body: dict[str, Any], exchange: _Exchange, token: str, run_id: int
     ) -> web.StreamResponse:
         """Send the request upstream with the real key and stream the answer back chunk by chunk."""
-        url = self._upstream_url("/v1/messages", request)
-        try:
-            upstream = await self._client().post(
-                url, data=json.dumps(body).encode(), headers=self._upstream_headers(request)
-            )
-        except aiohttp.ClientConnectorError as exc:
-            _log.warning("model API unreachable", error=type(exc).__name__)
-            return _error(502, "api_error", "the model gateway could not reach the model API")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            exchange.reached_upstream = True
-            _log.warning("model API request failed", error=type(exc).__name__)
-            return _error(502, "api_error", "the model API request failed")
-        exchange.reached_upstream = True
+        upstream = await self._connect(request, body, exchange, token, run_id)
+        if isinstance(upstream, web.StreamResponse):
+            return upstream  # it could not be sent: the error the agent gets
         async with upstream:
             exchange.status = upstream.status
             headers = {name: upstream.headers[name] for name in _RELAYED_HEADERS if name in upstream.headers}
@@ -582,3 +561,38 @@ class ModelGateway:
             with contextlib.suppress(ConnectionResetError):
                 await response.write_eof()
         return response
+
+    async def _connect(
+        self, request: web.Request, body: dict[str, Any], exchange: _Exchange, token: str, run_id: int
+    ) -> aiohttp.ClientResponse | web.StreamResponse:
+        """The upstream's response to the request, or the error to answer the agent with. While the API
+        cannot be reached it is tried again (the module docstring says how long)."""
+        url = self._upstream_url("/v1/messages", request)
+        data = json.dumps(body).encode()
+        tries = 0
+        while True:
+            try:
+                upstream = await self._client().post(url, data=data, headers=self._upstream_headers(request))
+            except aiohttp.ClientConnectorError as exc:
+                why = f"cannot connect to {self._upstream} ({exc.os_error.strerror or exc.os_error})"
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                # It may have been read (and billed) before the connection went: charged as reached, and
+                # not sent again within this reservation — the agent sends it again, reserved anew.
+                exchange.reached_upstream = True
+                why = f"{self._upstream} dropped the connection without an answer ({type(exc).__name__})"
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                exchange.reached_upstream = True
+                _log.warning("model API request failed", error=type(exc).__name__)
+                return _error(502, "api_error", "the model API request failed")
+            else:
+                exchange.reached_upstream = True
+                self.outage.reached(run_id)
+                return upstream
+            pause = self.outage.failed(token, run_id, why, tries)
+            if pause is None or exchange.reached_upstream:
+                message = f"mendbot model gateway: the model API cannot be reached: {why}"
+                response = _error(502, "api_error", message)
+                response.headers["x-should-retry"] = "false" if pause is None else "true"
+                return response
+            tries += 1
+            await asyncio.sleep(pause)

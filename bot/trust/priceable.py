@@ -20,6 +20,8 @@ rest before anything leaves:
 - the ``anthropic-beta`` header: ``BETAS``; the query string: ``beta=true``.
 
 Refusing beats dropping: a dropped field would change what the agent asked for without telling it.
+The one change made to what is forwarded is the gateway's cap on ``max_tokens``, with ``fit_thinking``
+keeping a thinking budget below it.
 A refusal names the field (untrusted names are quoted and capped), so the agent, and whoever reads
 the run, sees why.  The fields and betas are those the bundled CLI was seen sending; a newer CLI
 that sends something new is refused with that name until it is priced here.
@@ -35,12 +37,14 @@ __all__ = [
     "BETAS",
     "BLOCK_TYPES",
     "FIELDS",
+    "THINKING_MIN_BUDGET",
     "TOOL_KEYS",
     "Unpriceable",
     "carries_media",
     "check_betas",
     "check_query",
     "check_request",
+    "fit_thinking",
 ]
 
 FIELDS = frozenset(
@@ -317,3 +321,39 @@ def carries_media(body: Mapping[str, Any]) -> bool:
             if isinstance(inner, list) and any(b.get("type") in _MEDIA_TYPES for b in inner):
                 return True
     return False
+
+
+THINKING_MIN_BUDGET = 1024  # the API rejects a smaller thinking.budget_tokens
+
+
+def _positive(value: object) -> int | None:
+    """``value`` if it is a positive integer (JSON booleans excluded), else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
+
+
+def fit_thinking(body: dict[str, Any], max_tokens: int) -> None:
+    """Keep thinking.budget_tokens below `max_tokens` (as the gateway capped it); drop thinking when that
+    leaves under the API's minimum."""
+    thinking = body.get("thinking")
+    asked = _positive(thinking.get("budget_tokens")) if isinstance(thinking, dict) else None
+    if not isinstance(thinking, dict) or asked is None:
+        return
+    budget = min(asked, max_tokens - 1)
+    if budget >= THINKING_MIN_BUDGET:
+        body["thinking"] = {**thinking, "budget_tokens": budget}
+        return
+    del body["thinking"]
+    # The CLI asks to clear old thinking blocks, which the API refuses when thinking is off.
+    management = body.get("context_management")
+    if isinstance(management, dict) and isinstance(management.get("edits"), list):
+        edits = [
+            e
+            for e in management["edits"]
+            if not (isinstance(e, dict) and str(e.get("type", "")).startswith("clear_thinking"))
+        ]
+        if edits:
+            body["context_management"] = {**management, "edits": edits}
+        else:
+            del body["context_management"]

@@ -268,11 +268,17 @@ class ClaudeCodeAgent:
             detail = error or ("; ".join(stderr[-3:]) or "the agent ended without a result")
             return AgentResult(outcome, "\n".join(texts), 0.0, 0, seconds, denials, tools, detail)
         outcome = _SUBTYPES.get(result.subtype, "error")
+        final = result.result if isinstance(result.result, str) and result.result else "\n".join(texts)
+        failure = error
+        if outcome == "success" and result.is_error:
+            # The CLI ends an API error it gave up on as a "success" that is an error (no answer came).
+            outcome = "error"
+            status = f" ({result.api_error_status})" if result.api_error_status else ""
+            failure = f"the model API failed{status}: {final[:300]}"
         if self._interrupted:
             outcome = "interrupted"
-        final = result.result if isinstance(result.result, str) and result.result else "\n".join(texts)
         cost = float(result.total_cost_usd or 0.0)
-        failure = None if outcome == "success" else (error or f"agent stopped: {result.subtype}")
+        failure = None if outcome == "success" else (failure or f"agent stopped: {result.subtype}")
         _log.info(
             "agent finished",
             outcome=outcome,

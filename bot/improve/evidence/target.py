@@ -47,6 +47,8 @@ _MAX_CANDIDATES = 5
 _CLEARLY_AHEAD = 2.0
 _LISTED_FRACTION = 0.1  # candidates scoring below this share of the best one are not worth listing
 _WORDS_MARGIN = 0.35  # handlers matching the words within this share of the best are all in the running
+# Words that say the trouble is back or goes on: it happened before, so it is the incident it opened.
+_RECURS = re.compile(r"\b(?:again|still|once more|anew|recurr\w*|came back|is back|back again)\b")
 
 
 class Candidate(NamedTuple):
@@ -188,7 +190,8 @@ async def resolve_target(
     mentioned = [(kind, True) for kind in named] if named else named_kinds(text, kinds)
     words = search_words(text)
     if mentioned:
-        target = await _named_target(db, mentioned, words, now)
+        recurs = _RECURS.search(" ".join(sanitize_untrusted(text).lower().split())) is not None
+        target = await _named_target(db, mentioned, words, now, recurs=recurs)
         if target is not None:
             return target
     if words:
@@ -303,18 +306,25 @@ async def _evidence_target(db: Connection, evidence: _Evidence, words: list[str]
 
 
 async def _named_target(
-    db: Connection, named: list[tuple[str, bool]], words: list[str], now: float
+    db: Connection, named: list[tuple[str, bool]], words: list[str], now: float, *, recurs: bool = False
 ) -> Target | None:
     """The target of a request that names kinds, by evidence: an explicit name beats a bare word; a
     named kind with something recorded failing on its surface — an unresolved incident, failures in
     the last hours of it or of the views it showed, the checks and converters it ran — beats one with
-    none; two named kinds that both have one are ambiguous, and asked about."""
+    none; two named kinds that both have one are ambiguous, and asked about — unless the request says
+    the trouble recurs (`recurs`) and one alone is an unresolved incident."""
     explicit = [kind for kind, is_explicit in named if is_explicit]
     kinds = explicit or [kind for kind, _ in named]
     evidenced = await _surface_evidence(db, kinds, now)
     if evidenced:
         targets = [await _evidence_target(db, evidence, words, now) for evidence in evidenced]
         distinct = {(tuple(t.incident_ids), t.fingerprint) for t in targets}
+        if len(distinct) > 1 and recurs:
+            # "broken again" about /roll and !roll: an incident is what happened before; a failure no
+            # incident covers yet is new, however recent (a score cannot tell them apart).
+            incidents = {tuple(t.incident_ids): t for t in targets if t.incident_ids}
+            if len(incidents) == 1:
+                return next(iter(incidents.values()))
         if len(distinct) > 1:
             ranked = sorted(targets, key=lambda t: -t.candidates[0].score)
             if ranked[0].candidates[0].score >= _CLEARLY_AHEAD * ranked[1].candidates[0].score:

@@ -183,20 +183,25 @@ class _Judge:
     # -- reading the base ------------------------------------------------------------------
 
     def _levels(self) -> dict[str, Comparison]:
-        """How alike each kind's answers must be: what its probe showed on the base."""
-        levels: dict[str, Comparison] = {}
+        """How alike each kind's answers must be: what its probes showed on the base — the call and
+        every repeat of it answered alike (exactly, or in shape), or it is compared by answering."""
+        answers: dict[str, list[ReplayResult | None]] = {}
         for case in self.plan.replayable:
             if case.role != "probe" or case.parent is None:
                 continue
-            first, again = self.base.get(case.parent), self.base.get(case.key)
-            if first is None or again is None or not (first.ok and again.ok):
-                continue
-            if masked(first.reply) == masked(again.reply):
-                levels[case.kind] = "exact"
-            elif shape(first.reply) == shape(again.reply):
-                levels[case.kind] = "shape"
+            answers.setdefault(case.parent, [self.base.get(case.parent)]).append(self.base.get(case.key))
+        levels: dict[str, Comparison] = {}
+        for parent, results in answers.items():
+            replies = [result.reply for result in results if result is not None and result.ok]
+            if len(replies) < len(results):
+                continue  # one did not answer: nothing to read off
+            kind = self.cases[parent].kind
+            if len({masked(reply) for reply in replies}) == 1:
+                levels[kind] = "exact"
+            elif len({shape(reply) for reply in replies}) == 1:
+                levels[kind] = "shape"
             else:
-                levels[case.kind] = "answered"
+                levels[kind] = "answered"
         return levels
 
     def level(self, case: ReplayCase) -> Comparison:

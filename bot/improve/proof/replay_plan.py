@@ -8,9 +8,10 @@ with no fingerprint, the kind's slowest calls.
 The proof of a fix sends more (`plan_proof`), in this order, the same on the base and on the branch:
 
 1. **what worked** (`pass`): recent completed calls of the commands the change can reach — those whose
-   handler file the change touches or imports, however indirectly — each kind's first one sent twice
-   (`probe`: two equal answers say the command is deterministic, two answers of one shape that only
-   numbers vary), and neighbours of them. They go first, so both sides answer them from the same state;
+   handler file the change touches or imports, however indirectly — each kind's first one sent three
+   times (twice as its `probe`: three equal answers say the command is deterministic, three of one shape
+   that only numbers vary; two alike can be chance — a die lands the same twice often enough), and
+   neighbours of them. They go first, so both sides answer them from the same state;
 2. **the recorded failures** — `recorded` when the agent's evidence showed the call, `held-out` when it
    did not (`mendbot.improve.proof.heldout`);
 3. **neighbours** of the failures: the same command with one value changed
@@ -60,6 +61,9 @@ _MAX_FAILING_NEIGHBOURS = 8
 _MAX_PASSING = 4  # recorded calls that worked, across the kinds the change can reach
 _PASSING_NEIGHBOURS_EACH = 2
 _MAX_PASSING_NEIGHBOURS = 4
+# Repeats of each kind's first call that worked: with its own answer, three to tell a deterministic
+# command from a random one (two answers of a d20 are alike one time in twenty).
+_PROBES = 2
 _IMPORT_DEPTH = 4
 _SNOWFLAKE_OPTION = re.compile(r"^[A-Za-z]+:\d+$")  # how the recorder keeps a member, role or channel
 
@@ -266,7 +270,8 @@ async def plan_proof(
         case = add(_case("", call, role="pass", reply=call.reply, normal_ms=normal_ms, fingerprint=None))
         passing.append((case, call.invocation or {}))
         if first:
-            add(replace(case, role="probe", parent=case.key))
+            for _ in range(_PROBES):
+                add(replace(case, role="probe", parent=case.key))
     neighbours_left = _MAX_PASSING_NEIGHBOURS
     for case, invocation in passing:
         found = neighbours(case.kind, invocation, min(_PASSING_NEIGHBOURS_EACH, neighbours_left))
