@@ -6,7 +6,6 @@ mendbot.yaml, an entry point that ends at once, an extension that fails to load.
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,20 @@ from mendbot.runtime.standalone import host_settings
 from mendbot.tools.adopt import AdoptError, inspect_repository
 from tests.harness.hosts import host_repo
 from tests.harness.repo import git
-
-MENDBOT = str(Path(sys.executable).parent / "mendbot")  # the installed command, as a user runs it
+from tests.harness.wheel import installed_wheel
 
 
 def _mendbot(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    environment = {"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin", "HOME": str(cwd)}
+    wheel = installed_wheel()  # the installed command, as a user runs it
+    environment = {"PATH": f"{wheel.mendbot.parent}:/usr/bin:/bin", "HOME": str(cwd)}
     return subprocess.run(
-        [MENDBOT, *args], cwd=cwd, capture_output=True, text=True, timeout=120, env=environment, check=False
+        [str(wheel.mendbot), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+        check=False,
     )
 
 

@@ -6,15 +6,14 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.harness.hosts import host_repo
+from tests.harness.wheel import installed_wheel
 
-MENDBOT = Path(sys.executable).parent / "mendbot"
 _DROPPED = ("MENDBOT_CONFIG", "DISCORD_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GITHUB_TOKEN")
 
 # The shapes as their authors would have them with no known fault: the demo's premise. (The attach tests'
@@ -58,7 +57,7 @@ async def _demo(repo: Path, home: Path, *program: str) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if k not in _DROPPED}
     env |= {"HOME": str(home), "XDG_CACHE_HOME": str(home / "cache"), "PYTHONUNBUFFERED": "1"}
     process = await asyncio.create_subprocess_exec(
-        str(MENDBOT),
+        str(installed_wheel().mendbot),
         "attach",
         "--play",
         "--demo",
@@ -166,7 +165,7 @@ def test_the_demo_refuses_what_attach_refuses_in_one_line(tmp_path: Path) -> Non
 
     def demo(where: Path, *flags: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(MENDBOT), "attach", *flags, "--", "python", "bot.py"],
+            [str(installed_wheel().mendbot), "attach", *flags, "--", "python", "bot.py"],
             cwd=where,
             env=env,
             capture_output=True,

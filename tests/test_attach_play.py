@@ -5,10 +5,10 @@ network: its commands answer, its failure is recorded and announced in #dev."""
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 
 from tests.harness.hosts import host_repo
+from tests.harness.wheel import installed_wheel
 
 SCRIPT = """\
 !add solaris 0
@@ -32,9 +32,10 @@ async def test_a_bot_plays_in_the_virtual_discord_with_mendbot_attached(tmp_path
         "observe: {announce_new_fingerprints: false}\n"
         "bot: {entry: [python, bot.py], token_env: SHELF_TOKEN}\n"
     )
-    environment = {"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin", "HOME": str(tmp_path)}
+    wheel = installed_wheel()
+    environment = {"PATH": f"{wheel.mendbot.parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
     process = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "mendbot"),
+        str(wheel.mendbot),
         "attach",
         "--play",
         cwd=repo,

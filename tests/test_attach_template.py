@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from tests.harness.hosts import LiveHost, host_repo
 from tests.harness.live_bot import PROJECT, merged
 from tests.harness.model_double import ModelDouble
 from tests.harness.repo import git
+from tests.harness.wheel import installed_wheel
 from tests.test_attach_loop import _ask, _loop, _script, _show
 
 pytestmark = pytest.mark.cli
@@ -52,7 +52,7 @@ async def test_the_public_template_goes_from_failure_to_rollback(tmp_path: Path)
     (repo / ".env").write_text("TOKEN=placeholder\nPREFIX=!\nINVITE_LINK=https://discord.invalid/invite\n")
     adopted = await asyncio.to_thread(
         subprocess.run,
-        [str(Path(sys.executable).parent / "mendbot"), "adopt"],
+        [str(installed_wheel().mendbot), "adopt"],
         cwd=repo,
         capture_output=True,
         text=True,

@@ -15,7 +15,6 @@ import asyncio
 import os
 import shutil
 import signal
-import sys
 from pathlib import Path
 from typing import Any, Self
 
@@ -24,6 +23,7 @@ import yaml
 from mendbot.trust.loopback_discord import DiscordDouble
 from tests.harness.live_bot import PROJECT, merged
 from tests.harness.repo import git
+from tests.harness.wheel import installed_wheel
 
 __all__ = ["HOSTS", "LiveHost", "host_repo", "write_config"]
 
@@ -97,11 +97,9 @@ class LiveHost:
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         }
-        # mendbot's directory first, as the `mendbot` command has its own first: run from the bot's
-        # directory, `-m` would put it first, and its `bot.py` would be imported as mendbot's `bot`.
-        # mendbot's directory only while the harness is imported: left on the path, its `cogs` package
-        # would shadow a bot's own `cogs` directory without an __init__.py (a namespace package), as the
-        # installed (editable) mendbot never does.
+        # mendbot as users install it: the wheel's, in a virtualenv of its own (tests/harness/wheel.py).
+        # The checkout is on the path only while the harness is imported: left there, its sample bot's
+        # `cogs` would shadow a bot's own `cogs` directory without an __init__.py.
         start = f"import sys; sys.path.insert(0, {str(PROJECT)!r}); import tests.harness.pointed as p; "
         if program is None:
             start += f"sys.path.remove({str(PROJECT)!r}); sys.exit(p.main(sys.argv[1:]))"
@@ -119,7 +117,7 @@ class LiveHost:
 
         with output.open("ab") as sink:
             process = await asyncio.create_subprocess_exec(
-                sys.executable,
+                str(installed_wheel().python),
                 *argv,
                 cwd=repo,
                 env=environment,

@@ -2,11 +2,10 @@
 own, for the tests that run `mendbot` beside a bot (attach, adopt, the attach demo).
 
 The wheel is built once per test session (every xdist worker of the session shares it, under a lock) and
-installed with `--no-deps` into a fresh virtualenv whose site-packages also holds one `.pth` line naming
-this interpreter's site-packages: mendbot's dependencies come from there, already installed, while
-`mendbot` itself is the wheel's — the checkout's editable install is not on that path (its import hook
-is set up by a `.pth` file of its own, which a path line does not run), and neither is any `bot` or
-`cogs` of the checkout.
+installed with `--no-deps` into a virtualenv made from this one's files (hard links: no copy, no
+download), with this checkout's editable install taken out: mendbot's dependencies are installed there
+as a user's would be, while `mendbot` itself is the wheel's, and no `bot` or `cogs` of the checkout is
+importable. Everything the sandbox must see lives inside that virtualenv, as in a real install.
 
     wheel = installed_wheel(tmp_path_factory)
     subprocess.run([str(wheel.mendbot), "adopt"], cwd=repo)
@@ -16,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -56,17 +56,20 @@ def installed_wheel() -> InstalledWheel:
 def _build_and_install(root: Path, venv: Path) -> None:
     dist = root / "dist"
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(dist), str(PROJECT)])
-    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
-    purelib = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    (Path(purelib) / "mendbot-test-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    source = Path(sys.prefix)
+    _run(["cp", "-al", str(source), str(venv)])  # hard links: instant, and nothing of the source changes
+    purelib = Path(sysconfig.get_paths()["purelib"].replace(str(source), str(venv), 1))
+    for editable in [*purelib.glob("__editable__*mendbot*"), *purelib.glob("mendbot-*.dist-info")]:
+        shutil.rmtree(editable) if editable.is_dir() else editable.unlink()
+    for script in (venv / "bin").iterdir():  # the scripts name this virtualenv's interpreter: theirs
+        if script.is_file() and not script.is_symlink() and script.read_bytes()[:2] == b"#!":
+            text = script.read_text(errors="surrogateescape").replace(str(source), str(venv))
+            script.unlink()  # a new file, not the linked one
+            script.write_text(text, errors="surrogateescape")
+            script.chmod(0o755)
     (wheel,) = dist.glob("mendbot-*.whl")
-    pip = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python")]
-    _run([*pip, "install", "--no-deps", "--quiet", str(wheel)])
+    pip = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--no-deps"]
+    _run([*pip, "--quiet", str(wheel)])
 
 
 def _run(argv: list[str]) -> None:
