@@ -22,6 +22,7 @@ from bot.improve.intent import Intent, parse_intent
 from bot.improve.runs import STATE_ICONS, TERMINAL_STATES, Run, RunKind
 from bot.kernel.errors import UserError
 from bot.kernel.log import get_logger
+from bot.kernel.money import usd
 from bot.runtime.attachment import Attachment, add_surface_cog, attached, role_ids, takes_no_words
 from bot.runtime.run_text import run_detail, state_shown, status_text
 from bot.trust.grammar import read_approval
@@ -213,7 +214,7 @@ class Improve(commands.Cog):
     async def list_runs(self, interaction: discord.Interaction[Any]) -> None:
         runs = await self.improve.runs.list_recent(10)
         lines = [
-            f"{STATE_ICONS[r.state]} **#{r.id}** {r.kind} `{r.state}` ${r.cost_usd:.2f} — "
+            f"{STATE_ICONS[r.state]} **#{r.id}** {r.kind} `{r.state}` {usd(r.cost_usd)} — "
             f"{r.description[:80]}"
             for r in runs
         ] or ["No runs yet."]
@@ -497,7 +498,7 @@ class Improve(commands.Cog):
             if not runs:
                 return "Nothing running. `/runs` lists recent runs."
             return "\n".join(
-                f"{STATE_ICONS[r.state]} #{r.id} {r.kind} `{r.state}` ${r.cost_usd:.2f}" for r in runs
+                f"{STATE_ICONS[r.state]} #{r.id} {r.kind} `{r.state}` {usd(r.cost_usd)}" for r in runs
             )
         if intent.kind == "cancel":
             if not self._allowed(user, "cancel", via="words"):

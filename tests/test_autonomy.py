@@ -12,6 +12,7 @@ from typing import Any
 import discord
 import pytest
 
+from bot.kernel.money import usd
 from bot.kernel.settings import Settings
 from bot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, make_settings, reply_text, running_world
@@ -114,7 +115,7 @@ async def test_an_error_incident_gets_an_investigation_and_its_root_cause(tmp_pa
     )
     assert run["cost_usd"] > 0
     assert "**Origin:** autonomous" in shown and "on my own" in shown
-    assert f"spent today ${run['cost_usd']:.2f} of $5.00" in budget
+    assert f"spent today {usd(run['cost_usd'])} of $5.00" in budget
     assert "**Spent today:** $0.00 of $20.00" in budget  # nothing booked to requested runs
     (stored,) = _rows(settings, "SELECT autonomy FROM incidents")
     assert stored[0] == note  # kept with the incident: a restart does not decide again

@@ -374,3 +374,32 @@ async def test_the_pages_after_the_demo_read_as_content(
         await page.wait_for_selector("h1:has-text('Self-audit')")
         await page.wait_for_load_state("networkidle")  # its charts
         await _shoot(page, shots, "audit")
+
+
+def _said(result: object) -> str:
+    """Everything an interaction answered: its response and its followups."""
+    messages = [getattr(result, "response", None), *getattr(result, "followups", [])]
+    return "\n".join(message.content for message in messages if message is not None and message.content)
+
+
+async def test_every_cost_figure_of_a_run_reads_the_same(
+    hostile: tuple[VirtualWorld, int], browser: Browser
+) -> None:
+    """A run whose one model request cost $0.0123: `/run N`, `/runs`, the audit's Spend in chat, and the
+    run's page, the runs list and the audit page all say $0.0123 (chat no longer rounds it to $0.01)."""
+    world, run_id = hostile
+    alice = world.users["alice"]
+    chat = [
+        reply_text(await alice.slash(world.dev, "run", run_id=run_id)),
+        reply_text(await alice.slash(world.dev, "runs")),
+        _said(await alice.slash(world.dev, "audit", period="24h")),
+    ]
+    for said in chat:
+        assert "$0.0123" in said and "$0.01 " not in said and "$0.01)" not in said, said
+    async with serving(world) as served:
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        await _sign_in(page, await _link_from_chat(world, "alice"))
+        for path in (f"/runs/{run_id}", "/runs", "/audit?period=24h"):
+            await page.goto(served.url + path)
+            text = await page.inner_text("main")
+            assert "$0.0123" in text and "$0.01 " not in text, (path, text)

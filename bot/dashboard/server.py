@@ -38,6 +38,7 @@ from bot.dashboard.render import install
 from bot.dashboard.signin import COOKIE, DashboardSignIn
 from bot.db.browse import ActionFilter
 from bot.kernel.log import get_logger
+from bot.kernel.money import usd
 
 __all__ = ["CSP", "DashboardServer"]
 
@@ -86,13 +87,6 @@ def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _usd(value: float | None) -> str:
-    """Dollars, with the cents of a cent that one model request costs."""
-    if not value:
-        return "$0"
-    return f"${value:.4f}" if abs(value) < 1 else f"${value:.2f}"
-
-
 def templates() -> jinja2.Environment:
     """The pages' Jinja environment: autoescaped everywhere, whatever a template's name."""
     env = jinja2.Environment(
@@ -102,7 +96,7 @@ def templates() -> jinja2.Environment:
         enable_async=False,
     )
     env.filters["when"] = _when
-    env.filters["usd"] = _usd
+    env.filters["usd"] = usd  # as chat and the audit write dollars (bot/kernel/money.py)
     return env
 
 

@@ -26,6 +26,7 @@ from bot.improve.runs import Run, RunService, RunState
 from bot.improve.workspace import Workspace, Worktree
 from bot.kernel.durations import human_duration
 from bot.kernel.log import get_logger
+from bot.kernel.money import usd
 from bot.kernel.prompts import PromptRegistry
 from bot.kernel.settings import Settings
 from bot.trust.sandbox import Sandbox
@@ -273,7 +274,7 @@ class RunProgress:
         if refusal is not None:
             raise _StageFailure("budget", refusal)
         if result.outcome == "budget":
-            raise _StageFailure("budget", f"the agent hit the budget cap (${remaining:.2f})")
+            raise _StageFailure("budget", f"the agent hit the budget cap ({usd(remaining)})")
         if result.outcome == "interrupted":
             raise asyncio.CancelledError
         if not result.ok:

@@ -18,6 +18,7 @@ from bot.improve.proof import Proof
 from bot.improve.runs import Run
 from bot.improve.verify import Verification, verify_commit
 from bot.improve.workspace import HostileTree, NothingToCommitError, Worktree
+from bot.kernel.money import usd
 from bot.trust.path_rules import protected_entry
 from bot.trust.sanitize import untrusted_block
 
@@ -306,7 +307,7 @@ def _proposal_body(  # noqa: PLR0917 (private renderer called from one place)
             diffstat.strip(),
             "```",
             "",
-            f"Cost so far: ${run.cost_usd:.2f}",
+            f"Cost so far: {usd(run.cost_usd)}",
         ]
     )
 
@@ -330,5 +331,5 @@ def _proposal_report(  # noqa: PLR0917 (private renderer called from one place)
     return (
         f"🛠 Run #{run.id} — {label}: {proposal.url}\n"
         f"```\n{diffstat.strip()[:800]}\n```\n{proof_text}{verification.summary()}\n"
-        f"Cost: ${run.cost_usd:.2f}. {how}"
+        f"Cost: {usd(run.cost_usd)}. {how}"
     )

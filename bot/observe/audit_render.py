@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from datetime import timedelta
 
+from bot.kernel.money import usd
 from bot.observe.audit_report import AuditFinding, AuditReport
 
 __all__ = ["MESSAGE_LIMIT", "render_text", "span"]
@@ -127,17 +128,17 @@ def _incidents_and_runs(report: AuditReport) -> list[str]:
         states[run.state] = states.get(run.state, 0) + run.runs
     outcomes = ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
     cost = sum(run.cost_usd for run in report.runs)
-    return [*lines, f"**Runs:** {total} — {outcomes} · ${cost:.2f}"]
+    return [*lines, f"**Runs:** {total} — {outcomes} · {usd(cost)}"]
 
 
 def _spend(report: AuditReport) -> list[str]:
     lines = [
-        f"**Spend:** ${report.chat_usd + report.runs_usd:.2f} "
-        f"(chat ${report.chat_usd:.2f}, runs ${report.runs_usd:.2f})"
+        f"**Spend:** {usd(report.chat_usd + report.runs_usd)} "
+        f"(chat {usd(report.chat_usd)}, runs {usd(report.runs_usd)})"
     ]
     lines += [
-        f"• {day.day:%m-%d} ${day.chat_usd + day.runs_usd:.2f}"
-        f" (chat ${day.chat_usd:.2f}, runs ${day.runs_usd:.2f})"
+        f"• {day.day:%m-%d} {usd(day.chat_usd + day.runs_usd)}"
+        f" (chat {usd(day.chat_usd)}, runs {usd(day.runs_usd)})"
         for day in report.days
         if day.chat_usd or day.runs_usd
     ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from bot.improve.runs import STATE_ICONS, Run
 from bot.kernel.durations import human_duration
+from bot.kernel.money import usd
 from bot.runtime.services import Services
 
 __all__ = ["run_detail", "state_shown", "status_text"]
@@ -24,7 +25,7 @@ def status_text(run: Run, lines: list[str], now: float) -> str:
     mine = " · on my own" if run.origin == "autonomous" else ""
     head = (
         f"🤖 **Run #{run.id}** · {run.kind}{mine} · {state_shown(run.state)} · {human_duration(elapsed)}"
-        f" · ${run.cost_usd:.2f}\n"
+        f" · {usd(run.cost_usd)}\n"
         f"> {run.description[:200]}"
     )
     return "\n".join([head, *(f"{line}" for line in lines[-12:])])[:2000]
@@ -54,7 +55,7 @@ async def run_detail(services: Services, run_id: int) -> str:
     lines += [
         (f"{state_shown(e.state)}" if e.event == "transition" and e.state else f"`{e.event}`")
         + f" by {services.people.actor(e.actor)}"
-        + (f" (${e.cost_usd:.2f})" if e.cost_usd else "")
+        + (f" ({usd(e.cost_usd)})" if e.cost_usd else "")
         for e in events[-15:]
     ]
     return "\n".join(lines)[:2000]
