@@ -24,7 +24,7 @@ from bot.db.records import ActionRecord
 from bot.kernel.sections import AuditConfig
 from bot.kernel.settings import ConfigError, Settings
 from bot.observe.audit import AuditError, AuditSchedule, AuditService, parse_period
-from bot.observe.audit_charts import render_charts
+from bot.observe.audit_charts import chart_figures, render_charts
 from bot.observe.audit_render import render_text
 from bot.scale.leader import SoleLeader
 from bot.tools.playground import VirtualWorld
@@ -414,3 +414,21 @@ async def test_a_process_that_does_not_lead_posts_no_scheduled_audit(tmp_path: P
         await world.env.advance_time(9 * HOUR + 60)
         await world.quiesce()
         assert not [m for m in bot_messages(world, world.dev) if "Self-audit" in m.content]
+
+
+async def test_charts_count_in_whole_numbers_on_one_axis(tmp_path: Path) -> None:
+    """Failures per day: one axis, from 0, every tick a whole number of failed actions (no "0.5 failed
+    actions", no percentage axis drawn over the bars) — with no failure at all and with some."""
+    await (await open_database(tmp_path / "empty.db")).close()
+    empty = await AuditService(tmp_path / "empty.db", AuditConfig(), lambda: NOON).report(timedelta(days=7))
+    seeded = await AuditService(await _seeded(tmp_path / "audit.db"), AuditConfig(), lambda: NOON).report(
+        timedelta(days=7)
+    )
+    for report in (empty, seeded):
+        for name, figure in chart_figures(report, str).items():
+            assert len(figure.axes) == 1, name  # no second axis drawn over the first
+        (axes,) = chart_figures(report, str)["failures_per_day"].axes
+        low, high = axes.get_ylim()
+        shown = [tick for tick in axes.get_yticks() if low <= tick <= high]
+        assert low == 0 and high >= 1 and shown, (low, high)
+        assert all(float(tick).is_integer() for tick in shown), shown
