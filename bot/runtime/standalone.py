@@ -6,7 +6,8 @@ runner of `mendbot attach -- python bot.py` (bot/tools/attach_run.py) — and do
 nothing. It reads `mendbot.yaml` (or `MENDBOT_CONFIG`; its `repo_dir` and `data_dir` are read from
 the file's directory), sends mendbot's own log records to its JSON log and warnings to the console
 (the program's logging stays as the program set it up), builds the services on the bot's repository
-and attaches (bot/runtime/attachment.py). When the bot has connected, mendbot's slash commands are
+and attaches (bot/runtime/attachment.py), serving the dashboard when mendbot.yaml's `dashboard.enabled`
+says so. When the bot has connected, mendbot's slash commands are
 synced to the dev guild; when it is ready, failed extensions are reported there; when the bot closes,
 the services close first.
 
@@ -21,7 +22,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.kernel.log import configure_logging, get_logger
 from bot.kernel.settings import ConfigError, Settings, load_settings
@@ -30,6 +31,9 @@ from bot.runtime.instrument import recording_of, wrapper_of
 from bot.runtime.recording import Host
 from bot.runtime.services import build_services
 from bot.trust.redact import Redactor
+
+if TYPE_CHECKING:
+    from bot.dashboard.server import DashboardServer
 
 __all__ = ["CONFIG_FILE", "attach_to", "host_settings"]
 
@@ -91,7 +95,7 @@ async def attach_to(
     services = await build_services(settings, connecting=connecting, mending=not connecting)
     mend = attach(bot, services, owns_services=True)
     mend.sampler.start()
-    _closing_with(bot, mend)
+    _closing_with(bot, mend, await _dashboard(mend) if settings.dashboard.enabled else None)
     _surfacing_once_connected(bot, mend)
 
     bot.add_listener(mend.on_ready, "on_ready")
@@ -101,13 +105,25 @@ async def attach_to(
     return mend
 
 
-def _closing_with(bot: Host, mend: Attachment) -> None:
-    """mendbot's services close with the bot, before it: once the bot's own `close` has closed its
-    gateway, its program's main task (`bot.run()`) may end, and the event loop with it, cancelling what
-    is still closing — and a database left open holds the process's exit forever."""
+async def _dashboard(mend: Attachment) -> DashboardServer | None:
+    """The dashboard, served as mendbot.yaml's `dashboard:` says (jinja2 and the pages load only then)."""
+    from bot.runtime.dashboard import dashboard_server
+
+    server = dashboard_server(mend)
+    if server is None or await server.start() is None:  # a port taken is logged by the server
+        return None
+    return server
+
+
+def _closing_with(bot: Host, mend: Attachment, dashboard: DashboardServer | None) -> None:
+    """mendbot's services (and its dashboard) close with the bot, before it: once the bot's own `close`
+    has closed its gateway, its program's main task (`bot.run()`) may end, and the event loop with it,
+    cancelling what is still closing — and a database left open holds the process's exit forever."""
 
     async def close(original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
+            if dashboard is not None:
+                await dashboard.stop()
             await mend.closed()
         except Exception:
             _log.exception("mendbot's services failed to close: closing the bot anyway")
