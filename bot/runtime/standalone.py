@@ -4,10 +4,10 @@ life tied to the bot's.
 `attach_to(bot)` is what both ways in call — the `mendbot` extension's `setup` (bot/attach) and the
 runner of `mendbot attach -- python bot.py` (bot/tools/attach_run.py) — and doing it twice changes
 nothing. It reads `mendbot.yaml` (or `MENDBOT_CONFIG`; its `repo_dir` and `data_dir` are read from
-the file's directory), sends mendbot's own log records to its JSON log and warnings to the console
-(the program's logging stays as the program set it up), builds the services on the bot's repository
-and attaches (bot/runtime/attachment.py), serving the dashboard when mendbot.yaml's `dashboard.enabled`
-says so. When the bot has connected, mendbot's slash commands are
+the file's directory), sends mendbot's own log records to its JSON log and warnings to the console as
+one line each (`mendbot: …`; the program's logging stays as the program set it up), builds the services
+on the bot's repository and attaches (bot/runtime/attachment.py), serving the dashboard when mendbot.yaml's
+`dashboard.enabled` says so. When the bot has connected, mendbot's slash commands are
 synced to the dev guild; when it is ready, failed extensions are reported there; when the bot closes,
 the services close first.
 
@@ -88,6 +88,9 @@ async def attach_to(
         json_level=settings.level or "INFO",
         redactor=Redactor.from_settings(settings),
         console_tracebacks=False,  # the program's console is its own: one line each, tracebacks in the log
+        # ... in a line of mendbot's own, never structlog's key=value dump among the program's lines; what
+        # #dev is told (an incident opened) is not said there again.
+        brief=True,
         logger="bot",
     )
     if connecting is None:
