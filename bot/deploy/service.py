@@ -391,9 +391,10 @@ class DeployService(DeployWatches, DeployRollbacks, DeployReverification, Deploy
             (e.detail.get("run_id") for e in await self.runs.events(run.id) if e.event == "rollback_of"), None
         )
         if isinstance(target, int):
-            await self.runs.rolled_back(
+            reverted = await self.runs.rolled_back(
                 target, actor="pipeline", detail={"revert_sha": merged_sha, "by_run": run.id}
             )
+            await self._fix_undone(reverted)
 
     async def _go_live_elsewhere(self, run: Run, merged_sha: str, canary: str, approved: str) -> str:
         """The canary is another process: it is told and waited for; this checkout stays where it is.
