@@ -19,7 +19,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.improve.intent import Intent, parse_intent
-from bot.improve.runs import STATE_ICONS, TERMINAL_STATES, Run, RunKind
+from bot.improve.runs import TERMINAL_STATES, Run, RunKind
 from bot.kernel.errors import UserError
 from bot.kernel.log import get_logger
 from bot.kernel.money import usd
@@ -161,7 +161,7 @@ class Improve(commands.Cog):
         except UserError as exc:
             return str(exc)
         if joined:
-            return f"Run #{run.id} is already on it (`{run.state}`)."
+            return f"Run #{run.id} is already on it ({state_shown(run.state)})."
         target = f" incident #{incident_id}" if incident_id else (f" `{target_kind}`" if target_kind else "")
         return f"On it: run #{run.id} will {kind}{target}. I'll keep its status message up to date."
 
@@ -214,8 +214,7 @@ class Improve(commands.Cog):
     async def list_runs(self, interaction: discord.Interaction[Any]) -> None:
         runs = await self.improve.runs.list_recent(10)
         lines = [
-            f"{STATE_ICONS[r.state]} **#{r.id}** {r.kind} `{r.state}` {usd(r.cost_usd)} — "
-            f"{r.description[:80]}"
+            f"**#{r.id}** {r.kind} {state_shown(r.state)} {usd(r.cost_usd)} — {r.description[:80]}"
             for r in runs
         ] or ["No runs yet."]
         await interaction.response.send_message("\n".join(lines)[:2000])
@@ -497,9 +496,7 @@ class Improve(commands.Cog):
             runs = await self.improve.runs.active()
             if not runs:
                 return "Nothing running. `/runs` lists recent runs."
-            return "\n".join(
-                f"{STATE_ICONS[r.state]} #{r.id} {r.kind} `{r.state}` {usd(r.cost_usd)}" for r in runs
-            )
+            return "\n".join(f"#{r.id} {r.kind} {state_shown(r.state)} {usd(r.cost_usd)}" for r in runs)
         if intent.kind == "cancel":
             if not self._allowed(user, "cancel", via="words"):
                 return "Only allow-listed developers can cancel runs."
@@ -550,7 +547,7 @@ class Improve(commands.Cog):
         except UserError as exc:
             return str(exc)
         if joined:
-            return f"Run #{run.id} is already on it (`{run.state}`)."
+            return f"Run #{run.id} is already on it ({state_shown(run.state)})."
         return f"🔁 Run #{run.id} redoes run #{run_id} on the current main; its proposal replaces the old."
 
     async def _objects_to_a_proposal(self, message: discord.Message) -> bool:

@@ -10,7 +10,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.improve.runs import RunKind
+from bot.improve.runs import RunKind, state_label
 from bot.kernel.errors import UserError
 from bot.kernel.log import get_logger
 from bot.observe.incident import Incident
@@ -173,7 +173,7 @@ async def request_action(
     except UserError as exc:
         return str(exc)
     if joined:
-        return f"Run #{run.id} is already on it (`{run.state}`)."
+        return f"Run #{run.id} is already on it ({state_label(run.state)})."
     return f"On it: run #{run.id} will {action} incident #{incident_id} (requested by {user.display_name})."
 
 

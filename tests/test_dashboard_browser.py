@@ -176,17 +176,17 @@ async def test_a_run_event_shows_up_live(hostile: tuple[VirtualWorld, int], brow
         await page.goto(f"{served.url}/runs/{run_id}")
         await page.wait_for_load_state("networkidle")
         await page.evaluate("window.__same_page = true")
-        rows = await page.locator("#timeline tr").count()
+        rows = await page.locator("#timeline > tr").count()
         await world.bot.services.improve.runs.event(
-            run_id, "progress", actor="pipeline", detail={"lines": ["verifying <b>now</b>"]}
+            run_id, "progress", actor="pipeline", detail={"lines": ["verifying <b>now</b>", "then proving"]}
         )
         # Pushed to the open page (no reload, no polling by the test): found well within the wait.
-        await page.wait_for_selector("#timeline tr:has-text('verifying <b>now</b>')", timeout=15000)
-        assert await page.locator("#timeline tr").count() == rows + 1
+        await page.wait_for_selector("#timeline > tr:has-text('verifying <b>now</b>')", timeout=15000)
+        assert await page.locator("#timeline > tr").count() == rows + 1
         assert await page.evaluate("window.__same_page") is True  # updated in place, not reloaded
         assert await page.locator("#timeline b").count() == 0  # the live row is escaped too
-        detail = await page.locator("#timeline tr").last.locator("pre").text_content()
-        assert detail is not None and '\n "lines": [' in detail  # a multi-line detail keeps its lines
+        detail = await page.locator("#timeline > tr").last.locator("table.kv td").text_content()
+        assert detail == "verifying <b>now</b>\nthen proving"  # a multi-line detail keeps its lines
 
 
 @pytest.mark.cli
@@ -288,8 +288,9 @@ async def test_a_sign_in_from_another_site_is_refused(
             await runner.cleanup()
 
 
-async def _demo_world(tmp_path: Path) -> Path:
-    """The demo's whole loop, run as a newcomer runs it (`mendbot play --demo`): its data directory."""
+async def _demo_world(tmp_path: Path) -> tuple[Path, str]:
+    """The demo's whole loop, run as a newcomer runs it (`mendbot play --demo`): its data directory and
+    what it printed."""
     dropped = ("MENDBOT_CONFIG", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "DISCORD_TOKEN")
     env = {k: v for k, v in os.environ.items() if k not in dropped}
     env["MENDBOT_CONFIG"] = os.devnull
@@ -300,7 +301,7 @@ async def _demo_world(tmp_path: Path) -> Path:
     )  # fmt: skip
     out, _ = await asyncio.wait_for(process.communicate(), 600)
     assert process.returncode == 0, out.decode()[-3000:]
-    return data
+    return data, out.decode()
 
 
 async def _shoot(page: Page, shots: Path, name: str) -> None:
@@ -318,6 +319,22 @@ def _keep(png: bytes, path: Path) -> None:
     Image.open(io.BytesIO(png)).convert("RGB").quantize(256).save(path, optimize=True)
 
 
+async def _stages_agree_with_chat(world: VirtualWorld, stages: list[str]) -> None:
+    """The run page's stages (their heading rows) took seconds of work, and `/run 1` in chat gives each
+    the same duration: one clock, one way of telling it."""
+    took = re.compile(r"^(\S+ [a-z ]+?) · (\d+\.\d s|\d+ s|\d+ min(?: \d+ s)?)", re.M)
+    on_page = [took.search(stage.split("\t", 1)[-1].strip()) for stage in stages]
+    page_stages = [(m.group(1), m.group(2)) for m in on_page if m is not None]
+    assert len(page_stages) == len(stages), stages
+    work = [
+        t for name, t in page_stages if name.split(" ", 1)[1] in ("investigating", "editing", "verifying")
+    ]
+    assert any(t != "0.0 s" for t in work), page_stages
+    run_in_chat = reply_text(await world.users["alice"].slash(world.dev, "run", run_id=1))
+    chat_stages = took.findall(run_in_chat.split("**Stages:**", 1)[1])
+    assert chat_stages == page_stages, (chat_stages, page_stages)
+
+
 @pytest.mark.cli
 async def test_the_pages_after_the_demo_read_as_content(
     tmp_path: Path, browser: Browser, shots: Path
@@ -327,7 +344,10 @@ async def test_the_pages_after_the_demo_read_as_content(
     with durations, its diagnosis and plan as prose, its checks ✅ with their output folded, its proof as
     the chat shows it and the evidence pack the agent was given; the incident counts the failure after the
     rollback, names who it hit and shows the pack too; the audit reads as a report. Screenshots kept."""
-    data = await _demo_world(tmp_path)
+    data, told = await _demo_world(tmp_path)
+    # The run took seconds of work on the playground's clock: its status says so (it said "· 0 s ·").
+    status = re.search(r"🤖 \*\*Run #1\*\* · fix · 👀 awaiting approval · (\d+) s · \$0\.\d+", told)
+    assert status is not None and int(status.group(1)) >= 1, told[:4000]
     settings = make_settings(data, repo_dir=data / "demo-repo")
     with sqlite3.connect(data / "mendbot.db") as db:
         (last,) = db.execute("SELECT max(ts) FROM run_events").fetchone()
@@ -347,6 +367,7 @@ async def test_the_pages_after_the_demo_read_as_content(
         await page.wait_for_load_state("networkidle")
         assert "⏪ rolled back" in await page.inner_text("h1")
         stages = await page.locator("#timeline tr.stage").all_inner_texts()
+        await _stages_agree_with_chat(world, stages)
         assert any("👁️ watching · 1 min" in stage for stage in stages), stages
         assert any("⏪ rolled back" in stage and "emergency rollback" in stage for stage in stages), stages
         assert "Root cause" in await page.inner_text("#diagnosis")
@@ -358,6 +379,7 @@ async def test_the_pages_after_the_demo_read_as_content(
         assert await page.locator("main time").count() > 10
         shown = await page.locator("main time").all_inner_texts()  # relative to the bot's clock
         assert all(re.fullmatch(r"(\d+ min )?\d+ s ago|\d+ min ago", when) for when in shown), shown
+        assert len(set(shown)) > 3, shown  # the timeline's rows are as far apart as the work was
         starts = {when.split(" min")[0] for when in shown}
         assert {"1", "2"} <= starts, shown  # the rollback a minute ago, the run a minute (its watch) before
         title = await page.get_attribute("#timeline time", "title")  # the moment, in the viewer's zone

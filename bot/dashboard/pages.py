@@ -165,7 +165,7 @@ class PageReader:
         requests = [e for e in events if e["event"] == "model_request"]
         evidence = latest.get("evidence") or {}
         ended = run["updated_at"] if run["state"] in TERMINAL_STATES else None
-        stages = run_view.stages(events, ended=ended, now=self.clock())
+        stages = run_view.stages(events, ended=ended, now=self.clock(), name_of=self.names)
         return self._page(
             {
                 "run": run,
@@ -188,7 +188,7 @@ class PageReader:
                 "proposals": [msgspec.structs.asdict(p) for p in await proposals.by_run(self.db, run_id)],
                 "approvals": await browse.approvals_of_run(self.db, run_id),
                 "objections": await browse.objections_of_run(self.db, run_id),
-                "requests": [run_view.event_row(e) for e in requests],
+                "requests": [run_view.event_row(e, self.names) for e in requests],
                 "request_cost": sum(e["cost_usd"] for e in requests),
             }
         )
@@ -196,7 +196,7 @@ class PageReader:
     async def events_after(self, run_id: int, after: int) -> list[dict[str, Any]]:
         """The run's events after `after`, as timeline rows (the live stream's news)."""
         found = await browse.events_after(self.db, run_id, after)
-        return [self._page(run_view.event_row(e)) for e in found]
+        return [self._page(run_view.event_row(e, self.names)) for e in found]
 
     async def _diff(self, run: dict[str, Any]) -> str:
         """The run's change as a unified diff, from the repository (its branch is kept there)."""

@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 import jinja2
 from markupsafe import Markup, escape
 
-from bot.improve.runs import STATE_ICONS
-from bot.kernel.durations import human_duration
+from bot.improve.runs import state_label
+from bot.kernel.durations import took as took_words
 
 __all__ = ["chat", "install", "moment", "person", "state", "took"]
 
@@ -40,16 +40,14 @@ def moment(ts: float | None) -> Markup:
 
 
 def took(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    return f"{seconds:.1f} s" if seconds < 10 else human_duration(seconds)
+    return "" if seconds is None else took_words(seconds)  # as `/run N` says it (bot/kernel/durations.py)
 
 
 def state(name: str | None) -> Markup:
+    """A run state by name with its icon, as chat says it; the stored value on hover."""
     if not name:
         return Markup("")
-    icon = STATE_ICONS.get(name, "•")  # type: ignore[call-overload]  # a stored state is any text
-    return Markup('<span class="state {}">{} {}</span>').format(name, icon, name.replace("_", " "))
+    return Markup('<span class="state {}" title="{}">{}</span>').format(name, name, state_label(name))
 
 
 def chat(text: str | None) -> Markup:

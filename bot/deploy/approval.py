@@ -80,7 +80,7 @@ from bot.deploy.approval_core import _MERGED_STATES, ApprovalDecision, DecisionS
 from bot.deploy.protection import _branch_head, _Protection
 from bot.deploy.recheck import ApprovalRechecks
 from bot.improve.proof import proved_by_replay
-from bot.improve.runs import InvalidTransition, Run
+from bot.improve.runs import InvalidTransition, Run, state_name
 from bot.kernel.log import get_logger
 
 __all__ = ["ApprovalForm", "ApprovalService"]
@@ -344,7 +344,9 @@ class ApprovalService(ApprovalRechecks):
         if run.state != "awaiting_approval":
             why = f": {run.failure_reason.splitlines()[0][:200]}" if run.failure_reason else ""
             return answer(
-                "not_awaiting", run.state, f"Run #{run.id} isn't awaiting approval (it is {run.state}{why})."
+                "not_awaiting",
+                run.state,
+                f"Run #{run.id} isn't awaiting approval (it is {state_name(run.state)}{why}).",
             )
         if proposal.state == "closed":
             return answer("not_awaiting", "closed", f"Proposal #{proposal.id} is closed.")

@@ -36,7 +36,7 @@ from bot.deploy.rollback import DeployRollbacks
 from bot.deploy.signals import DeploySignals, _lines, _reread_lines
 from bot.deploy.watches import DeployWatches
 from bot.forge.base import ForgeError, HeadMovedError, MainMovedError, branch_head
-from bot.improve.runs import Run
+from bot.improve.runs import Run, state_name
 from bot.kernel.errors import UserError
 from bot.kernel.log import bind_context, get_logger
 from bot.trust.access import AccessPolicy
@@ -430,7 +430,9 @@ class DeployService(DeployWatches, DeployRollbacks, DeployReverification, Deploy
         async with self._ship_lock:
             run = await self.runs.get(run_id)
             if run.state != "interrupted" or run.interrupted_from != "merging":
-                raise UserError(f"Run #{run_id} has no interrupted deploy to continue (it is {run.state}).")
+                raise UserError(
+                    f"Run #{run_id} has no interrupted deploy to continue (it is {state_name(run.state)})."
+                )
             run = await self.runs.transition(run.id, "merging", actor=actor, detail={"resumed": True})
             with bind_context(run_id=run_id):
                 return await self._ship(run, actor)

@@ -26,7 +26,7 @@ import msgspec
 
 from bot.features.devmode import DevMode
 from bot.forge.base import ForgeError
-from bot.improve.runs import BUSY_STATES, Run, RunKind
+from bot.improve.runs import BUSY_STATES, Run, RunKind, state_label
 from bot.improve.service import SelfImprovementAgent
 from bot.kernel.drills import is_drill_kind
 from bot.kernel.errors import UserError
@@ -205,7 +205,7 @@ class AutonomyService:
             return _clip(f"❌ Run #{run.id} failed while {run.failure_stage}: {run.failure_reason}")
         if run.state == "interrupted":
             return f"⏸ Run #{run.id} was interrupted; `/run {run.id} action:resume` continues it."
-        return f"⏹ Run #{run.id} ended `{run.state}`."
+        return f"⏹ Run #{run.id} ended {state_label(run.state)}."
 
     # -- the self-audit -------------------------------------------------------------------------
 
@@ -241,7 +241,7 @@ class AutonomyService:
                 " when it is ready."
             )
         if decision.run is not None:
-            return f"🎯 Run #{decision.run.id} already took it on (`{decision.run.state}`)."
+            return f"🎯 Run #{decision.run.id} already took it on ({state_label(decision.run.state)})."
         return f"🎯 {decision.note}" if decision.note else None
 
     # -- lifecycle ------------------------------------------------------------------------------

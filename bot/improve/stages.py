@@ -17,7 +17,7 @@ from bot.improve.claims import LIVE_STATES, plan_files
 from bot.improve.memory import Lesson
 from bot.improve.progress import _Live, _StageFailure
 from bot.improve.propose import RunProposals
-from bot.improve.runs import Run
+from bot.improve.runs import Run, state_name
 from bot.improve.workspace import Worktree, branch_name
 from bot.kernel.log import bind_context, get_logger
 from bot.kernel.uncommitted import not_on_main, unseen_line
@@ -75,7 +75,7 @@ class RunStages(RunProposals):
         run = await self.runs.get(run_id)
         if live.cancelled_by is not None:
             await self.runs.transition(run_id, "cancelled", actor=f"user:{live.cancelled_by}")
-            await self._report(run_id, f"⏹ Run #{run_id} cancelled during {run.state}.")
+            await self._report(run_id, f"⏹ Run #{run_id} cancelled during {state_name(run.state)}.")
         elif run.state not in ("interrupted", "failed", "cancelled"):
             await self.runs.transition(run_id, "interrupted", actor="system", detail={"was": run.state})
 

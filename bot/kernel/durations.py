@@ -7,7 +7,7 @@ so they all read alike: at most two units, the larger first, a zero second unit 
 
 from __future__ import annotations
 
-__all__ = ["human_duration", "relative"]
+__all__ = ["human_duration", "relative", "took"]
 
 _UNITS = (("d", 86_400), ("h", 3_600), ("min", 60), ("s", 1))
 
@@ -32,3 +32,9 @@ def human_duration(seconds: float) -> str:
 def relative(seconds: float) -> str:
     """A moment `seconds` from now as Discord's relative timestamps read: "in 15 h 33 min", "5 min ago"."""
     return f"in {human_duration(seconds)}" if seconds >= 0 else f"{human_duration(seconds)} ago"
+
+
+def took(seconds: float) -> str:
+    """How long a step took: tenths under ten seconds ("0.4 s", "3.2 s"), then as `human_duration` — the
+    one way a run's stages read, in `/run N` and on the dashboard alike."""
+    return f"{seconds:.1f} s" if abs(seconds) < 10 else human_duration(seconds)

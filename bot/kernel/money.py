@@ -12,13 +12,15 @@ __all__ = ["usd"]
 
 
 def usd(value: float | None) -> str:
-    """`$0.00` for nothing, `$0.0025` under a cent, `$0.0123` under a dollar, `$1.23` from a dollar up
-    (no trailing zeros past the cents: `$0.50`, `$0.0100` is `$0.01`)."""
+    """`$0.00` for nothing, `$0.0025` (`$0.0010`) under a cent, `$0.0123` under a dollar (no trailing zeros
+    past the cents: `$0.50`, `$0.0100` is `$0.01`), `$1.23` from a dollar up."""
     amount = float(value or 0.0)
     sign = "-" if amount < 0 else ""
     amount = abs(amount)
     if amount >= 1 or round(amount, 4) == 0:
         return f"{sign}${amount:,.2f}"
+    if amount < 0.01:  # cents of a cent: four places, so a column of them lines up ($0.0010, $0.0025)
+        return f"{sign}${amount:.4f}"
     text = f"{amount:.4f}".rstrip("0")
     whole, _, fraction = text.partition(".")
     return f"{sign}${whole}.{fraction.ljust(2, '0')}"

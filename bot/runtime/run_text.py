@@ -6,8 +6,15 @@ written here, where they are assembled, and the cog only sends it.
 
 from __future__ import annotations
 
-from bot.improve.runs import STATE_ICONS, Run
+from collections.abc import Callable
+
+import msgspec
+
+from bot.improve.run_story import Stage, actor_words
+from bot.improve.run_story import stages as story_stages
+from bot.improve.runs import TERMINAL_STATES, Run, state_label
 from bot.kernel.durations import human_duration
+from bot.kernel.durations import took as took_words
 from bot.kernel.money import usd
 from bot.runtime.services import Services
 
@@ -15,8 +22,9 @@ __all__ = ["run_detail", "state_shown", "status_text"]
 
 
 def state_shown(state: str) -> str:
-    r"""A run's state in chat: its icon (bot.improve.runs.STATE_ICONS) and its name, `✅ \`resolved\``."""
-    return f"{STATE_ICONS.get(state, '•')} `{state}`"  # type: ignore[call-overload]
+    """A run's state in chat as people say it, with its icon: `⏪ rolled back`, `👀 awaiting approval`
+    (`bot.improve.runs.state_label`, as the dashboard shows it)."""
+    return state_label(state)
 
 
 def status_text(run: Run, lines: list[str], now: float) -> str:
@@ -31,13 +39,28 @@ def status_text(run: Run, lines: list[str], now: float) -> str:
     return "\n".join([head, *(f"{line}" for line in lines[-12:])])[:2000]
 
 
+def _stage_lines(stages: list[Stage], name_of: Callable[[int], str | None]) -> list[str]:
+    """Each stage in one line — its state, how long it took, what it cost, who began it and what it
+    carried — as the dashboard's timeline heads it (`bot.improve.run_story`)."""
+    lines = []
+    for stage in stages:
+        took = f" · {took_words(stage.took)}{' so far' if stage.ongoing else ''}"
+        cost = f" · {usd(stage.cost_usd)}" if stage.cost_usd else ""
+        who = actor_words(str(stage.head["actor"]), name_of)
+        note = f": {stage.note}" if stage.note else ""
+        lines.append(f"{state_shown(stage.state)}{took}{cost} — {who}{note}")
+    return lines
+
+
 async def run_detail(services: Services, run_id: int) -> str:
     """`/run N`: the status, where the run came from, why it failed, where its merge is live, its proof
-    and its last events, each with who did it."""
+    and its stages — each with how long it took by the bot's clock (the status message's and the
+    dashboard's) and who did it, in people's words."""
     improve = services.improve
     run = await improve.runs.get(run_id)
     events = await improve.runs.events(run_id)
-    lines = [status_text(run, [], services.clock().timestamp())]
+    now = services.clock().timestamp()
+    lines = [status_text(run, [], now)]
     if await services.deploy.is_drill_run(run):
         lines.append("**Origin:** 🧯 a fire drill (`/drill`) — its proposal never merges.")
     elif run.origin == "autonomous":
@@ -52,10 +75,10 @@ async def run_detail(services: Services, run_id: int) -> str:
     proof = await improve.proof_of(run_id)
     if proof is not None:
         lines.append(proof.chat()[:800])
-    lines += [
-        (f"{state_shown(e.state)}" if e.event == "transition" and e.state else f"`{e.event}`")
-        + f" by {services.people.actor(e.actor)}"
-        + (f" ({usd(e.cost_usd)})" if e.cost_usd else "")
-        for e in events[-15:]
-    ]
-    return "\n".join(lines)[:2000]
+    ended = run.updated_at if run.state in TERMINAL_STATES else None
+    stages = story_stages([msgspec.structs.asdict(e) for e in events], ended=ended, now=now)
+    told = _stage_lines(stages, services.people.name)
+    head = "\n".join(lines)
+    while told and len(head) + len("\n**Stages:**\n") + len("\n".join(told)) > 2000:
+        told = told[1:]  # the latest stages are what is asked about; the first go when it is long
+    return (head + ("\n**Stages:**\n" + "\n".join(told) if told else ""))[:2000]

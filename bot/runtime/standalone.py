@@ -21,8 +21,11 @@ import atexit
 import os
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import discord
 
 from bot.kernel.log import configure_logging, get_logger
 from bot.kernel.settings import ConfigError, Settings, load_settings
@@ -69,6 +72,7 @@ async def attach_to(
     console_level: str = "WARNING",
     restart_at_exit: bool = True,
     connecting: bool | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> Attachment:
     """Attach mendbot to a bot it did not build (once: a second call returns the first attachment).
 
@@ -76,7 +80,8 @@ async def attach_to(
     deploy asked for is applied when the program ends (off where the caller starts the program again
     itself, as the attach demo does). `connecting`: the bot is about to connect to Discord, so the
     services' background work waits for its gateway session, and mendbot's self-improvement half and
-    cogs come up then (by default: it has none yet)."""
+    cogs come up then (by default: it has none yet). `clock`: the services' clock (the playground's
+    virtual one under `--play`), discord.py's by default."""
     found = recording_of(bot)
     if isinstance(found, Attachment):
         return found
@@ -95,7 +100,9 @@ async def attach_to(
     )
     if connecting is None:
         connecting = bot.user is None
-    services = await build_services(settings, connecting=connecting, mending=not connecting)
+    services = await build_services(
+        settings, clock=clock or discord.utils.utcnow, connecting=connecting, mending=not connecting
+    )
     mend = attach(bot, services, owns_services=True)
     mend.sampler.start()
     _closing_with(bot, mend, await _dashboard(mend) if settings.dashboard.enabled else None)
