@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 from typing import TYPE_CHECKING, Any, Literal
 
 import discord
@@ -24,7 +25,7 @@ from bot.kernel.errors import UserError
 from bot.kernel.log import get_logger
 from bot.kernel.money import usd
 from bot.runtime.attachment import Attachment, add_surface_cog, attached, role_ids, takes_no_words
-from bot.runtime.run_text import run_detail, state_shown, status_text
+from bot.runtime.run_text import proposal_message, run_detail, state_shown, status_text
 from bot.trust.grammar import read_approval
 
 from ._asking import (
@@ -103,7 +104,7 @@ class Improve(commands.Cog):
         message = await channel.send(text)
         await self.improve.runs.update(run.id, status_message_id=message.id)
 
-    async def report(self, run: Run, text: str) -> None:
+    async def report(self, run: Run, text: str, *, diff: str | None = None) -> None:
         self._stop_typing(run.id)
         channel = self.bot.run_channel(run.channel_id)
         if channel is None:
@@ -112,7 +113,12 @@ class Improve(commands.Cog):
         if proposal is None:
             message = await channel.send(text[:2000])
         else:  # the proposal's message: approvals (✅, buttons, "ship it" replies) attach to it
-            message = await channel.send(text[:2000], view=proposal_view(proposal))
+            signin = self.bot.services.dashboard
+            content, attached = proposal_message(
+                run.id, text, diff, signin.base_url if signin is not None else None
+            )
+            files = [discord.File(io.BytesIO(attached[1]), filename=attached[0])] if attached else []
+            message = await channel.send(content, view=proposal_view(proposal), files=files)
             await self.bot.services.deploy.approvals.register_message(
                 proposal, message.channel.id, message.id
             )

@@ -152,7 +152,7 @@ async def test_at_propose_a_verified_proposal_waits_for_ship_it(tmp_path: Path) 
         note = _note(world)
         (run,) = _rows(settings, "SELECT * FROM runs")
         assert (run["origin"], run["kind"], run["state"]) == ("autonomous", "fix", "awaiting_approval")
-        assert note is not None and "Fix ready, tests pass: local://proposals/1" in note
+        assert note is not None and "Fix ready, tests pass: proposal #1 (branch `mendbot/1-" in note
         assert f"**Root cause:** {DIAGNOSIS['root_cause']}" in note and "ship it" in note
         (proposal_message,) = [
             m for m in bot_messages(world, world.dev) if "fix ready for review" in m.content

@@ -212,7 +212,7 @@ async def test_the_page_of_a_real_run(tmp_path: Path, browser: Browser, shots: P
                 "Root cause",
                 "scale_for divides",
                 "Risk",
-                "local://proposals/1",
+                "mendbot/1-",
                 "model request to",
             ):
                 assert part in body, part

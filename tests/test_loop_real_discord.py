@@ -114,7 +114,7 @@ async def test_failure_to_fix_to_ship_over_the_real_discord_client(tmp_path: Pat
                 request = await discord_api.mention(dev, "fix this", author="alice", reply_to=announcement)
                 await discord_api.wait_for_message(_says(r"run #1 will fix incident #1"), channel=dev)
                 proposal = await discord_api.wait_for_message(
-                    _says(r"Run #1 — fix ready for review: local://proposals/1"), channel=dev, timeout=120
+                    _says(r"Run #1 — fix ready for review \(proposal #1\)"), channel=dev, timeout=120
                 )
                 progress = await discord_api.wait_for_message(
                     _says(r"^🤖 \*\*Run #1\*\*.*proposal ready"), channel=dev

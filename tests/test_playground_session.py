@@ -105,9 +105,9 @@ async def test_every_command_is_answered_during_a_run_and_ctrl_c_leaves_it_resum
             terminal.type("/investigate the roll command is broken")
             await asyncio.wait_for(hold.reached.wait(), 120)
             answers = {
-                "/runs": "🧠 **#1** investigate `investigating`",
+                "/runs": "**#1** investigate 🧠 investigating",
                 "/run 1": "**Origin:** requested by @alice",
-                "@mendbot status": "🧠 #1 investigate `investigating`",
+                "@mendbot status": "#1 investigate 🧠 investigating",
             }
             for line, answer in answers.items():
                 terminal.type(line)

@@ -185,7 +185,10 @@ class PageReader:
                 else None,
                 "diff": diff_lines(await self._diff(run)),
                 "proofs": run_view.proof_views(await browse.proofs_of_run(self.db, run_id)),
-                "proposals": [msgspec.structs.asdict(p) for p in await proposals.by_run(self.db, run_id)],
+                "proposals": [
+                    {**msgspec.structs.asdict(p), "link": p.link}
+                    for p in await proposals.by_run(self.db, run_id)
+                ],
                 "approvals": await browse.approvals_of_run(self.db, run_id),
                 "objections": await browse.objections_of_run(self.db, run_id),
                 "requests": [run_view.event_row(e, self.names) for e in requests],

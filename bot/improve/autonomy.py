@@ -198,7 +198,7 @@ class AutonomyService:
             where = f"proposal #{run.proposal_id}"
             if run.proposal_id is not None:
                 with contextlib.suppress(ForgeError):  # the id is enough to find it
-                    where = (await self._improve.forge.get(run.proposal_id)).url
+                    where = (await self._improve.forge.get(run.proposal_id)).shown
             ask = f"\nFix ready, tests pass: {where}. Want me to merge? Reply **ship it** to the proposal."
             return _clip(f"🛠 Run #{run.id} — **Root cause:** {root[: _NOTE_MAX - len(ask) - 40]}{ask}")
         if run.state == "failed":

@@ -48,7 +48,8 @@ class RunReporter(Protocol):
 
     async def progress(self, run: Run, lines: list[str]) -> None: ...
 
-    async def report(self, run: Run, text: str) -> None: ...
+    async def report(self, run: Run, text: str, *, diff: str | None = None) -> None:
+        """The run's final word; `diff`: the change a proposal carries, for chat to show with it."""
 
 
 class _Live(msgspec.Struct):
@@ -215,11 +216,13 @@ class RunProgress:
             live.pending_report.cancel()
             live.pending_report = None
 
-    async def _report(self, run_id: int, text: str) -> None:
+    async def _report(self, run_id: int, text: str, *, diff: str | None = None) -> None:
         if self.reporter is None:
             return
+        redact = self.runs.redactor.text
         try:
-            await self.reporter.report(await self.runs.get(run_id), self.runs.redactor.text(text))
+            shown = redact(diff) if diff is not None else None
+            await self.reporter.report(await self.runs.get(run_id), redact(text), diff=shown)
         except Exception:
             _log.exception("final report failed")
 

@@ -13,10 +13,16 @@ _UNITS = (("d", 86_400), ("h", 3_600), ("min", 60), ("s", 1))
 
 
 def human_duration(seconds: float) -> str:
-    """`seconds` (rounded to whole seconds, sign ignored) in at most two units: "15 h 33 min"."""
+    """`seconds` (sign ignored) in at most two units, rounded to the smaller: "15 h 33 min" — and a day
+    and two hours less a second (a reminder's "in 1d2h" read a moment after it was set) "1 d 2 h", not
+    "1 d 1 h"."""
     left = round(abs(seconds))
     if left < 60:
         return f"{left} s"
+    larger = next(index for index, (_, size) in enumerate(_UNITS) if size <= left)
+    if larger + 1 < len(_UNITS):
+        smaller = _UNITS[larger + 1][1]
+        left = round(left / smaller) * smaller
     parts: list[str] = []
     for name, size in _UNITS:
         amount, left = divmod(left, size)

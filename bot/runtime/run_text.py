@@ -1,4 +1,5 @@
-"""How a run reads in chat: its state with its icon, its status message, and `/run N`'s detail.
+"""How a run reads in chat: its state with its icon, its status message, `/run N`'s detail, and a
+proposal's message with its diff.
 
 The detail asks several services (drills, the cluster's rollout, the names people go by), so it is
 written here, where they are assembled, and the cog only sends it.
@@ -18,7 +19,7 @@ from bot.kernel.durations import took as took_words
 from bot.kernel.money import usd
 from bot.runtime.services import Services
 
-__all__ = ["run_detail", "state_shown", "status_text"]
+__all__ = ["proposal_message", "run_detail", "state_shown", "status_text"]
 
 
 def state_shown(state: str) -> str:
@@ -82,3 +83,35 @@ async def run_detail(services: Services, run_id: int) -> str:
     while told and len(head) + len("\n**Stages:**\n") + len("\n".join(told)) > 2000:
         told = told[1:]  # the latest stages are what is asked about; the first go when it is long
     return (head + ("\n**Stages:**\n" + "\n".join(told) if told else ""))[:2000]
+
+
+_MESSAGE_LIMIT = 2000  # Discord's, for a message's text
+_DIFF_FILE = "run-{run_id}.diff"
+
+
+def _diff_summary(diff: str) -> str:
+    """ "2 files, +3 −1": what an attached diff holds, said in the message beside it."""
+    files = sum(1 for line in diff.splitlines() if line.startswith("diff --git "))
+    added = sum(1 for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++"))
+    removed = sum(1 for line in diff.splitlines() if line.startswith("-") and not line.startswith("---"))
+    return f"{files} file{'s' if files != 1 else ''}, +{added} −{removed}"
+
+
+def proposal_message(
+    run_id: int, text: str, diff: str | None, dashboard: str | None
+) -> tuple[str, tuple[str, bytes] | None]:
+    """A proposal's message where the people who approve it are: its change under its first line — in a
+    code block when the whole message fits, else as an attached file (name, bytes) with what it holds
+    said — and the run's page on the dashboard when one is served (`dashboard`: its base address). A
+    local proposal has no address that opens anything; its diff is the proposal."""
+    head, _, rest = text.partition("\n")
+    page = f"\nOn the dashboard: {dashboard.rstrip('/')}/runs/{run_id}" if dashboard else ""
+    if not diff or not diff.strip():
+        return f"{head}\n{rest}{page}"[:_MESSAGE_LIMIT], None
+    block = f"```diff\n{diff.strip()}\n```"
+    whole = f"{head}\n{block}\n{rest}{page}"
+    if len(whole) <= _MESSAGE_LIMIT and "```" not in diff:  # a diff holding a fence would break out of it
+        return whole, None
+    name = _DIFF_FILE.format(run_id=run_id)
+    attached = f"📎 The change is attached: `{name}` ({_diff_summary(diff)})."
+    return f"{head}\n{attached}\n{rest}{page}"[:_MESSAGE_LIMIT], (name, diff.encode())
