@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -216,3 +219,42 @@ async def test_an_incident_names_whose_calls_failed(world: VirtualWorld) -> None
     await world.quiesce()
     out = await _play(world, "#dev", "/incident 1")
     assert " · alice" in out and f"user {alice.id}" not in out, out
+
+
+async def test_the_bot_in_the_playground_is_named_mendbot(world: VirtualWorld) -> None:
+    """The virtual Discord's bot user is mendbot — the name its messages, mentions and records carry (the
+    demo's dashboard showed "TestBot", the virtual Discord's default)."""
+    assert world.bot.user is not None and world.bot.user.name == "mendbot"
+    await world.users["alice"].send(world.general, "hello")
+    await world.quiesce()
+    assert world.bot.services.people.name(world.bot.user.id) == "mendbot"
+
+
+async def test_a_deferred_answer_is_not_printed_empty(
+    world: VirtualWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interactive playground prints what changed every half second: a slash command still "thinking"
+    (deferred, nothing said yet) is not printed as an empty message before its answer, which is printed
+    whole once it comes (the demo's `/rollback 1 now=true` showed `mendbot (m12):` and nothing)."""
+    audit = world.bot.services.audit
+    original = audit.report
+    reached, gate = asyncio.Event(), asyncio.Event()
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        reached.set()
+        await gate.wait()
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(audit, "report", held)
+    out = io.StringIO()
+    playground = Playground(world, out=out, echo=False, channel="dev")
+    asking = asyncio.create_task(playground.execute("/audit 24h"))
+    await reached.wait()
+    playground.print_changes()  # as `_interactive` does while a line is answered
+    gate.set()
+    await asking
+    await world.quiesce()
+    playground.print_changes()
+    printed = out.getvalue().splitlines()
+    assert not any(re.fullmatch(r"\[#dev\] mendbot \(m\d+\):", line) for line in printed), printed
+    assert any(line.startswith("[#dev] mendbot (m1): 📋 **Self-audit**") for line in printed), printed

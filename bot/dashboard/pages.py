@@ -25,7 +25,7 @@ from bot.db import browse, proposals, runs
 from bot.db import incidents as incident_queries
 from bot.db.browse import ActionFilter
 from bot.db.core import Connection
-from bot.improve.runs import ACTIVE_STATES, TERMINAL_STATES
+from bot.improve.runs import ACTIVE_STATES, STATE_ICONS, TERMINAL_STATES, state_label
 from bot.kernel.git import git
 from bot.kernel.settings import Settings
 from bot.observe.audit import AuditError, AuditService, parse_period
@@ -146,7 +146,12 @@ class PageReader:
         more = len(found) > size
         found = found[:size]
         return self._page(
-            {"runs": found, "state": state, "next": found[-1]["id"] if more and found else None}
+            {
+                "runs": found,
+                "state": state,
+                "states": [(name, state_label(name)) for name in STATE_ICONS],  # the filter's, by name
+                "next": found[-1]["id"] if more and found else None,
+            }
         )
 
     def name_of(self, user_id: int) -> str | None:

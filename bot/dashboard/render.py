@@ -7,7 +7,8 @@ adds markup of its own, so a value from outside the bot stays text:
   it relative ("3 min ago") with the moment in the viewer's own time zone on hover.
 - `person(user_id)`: the name the bot knows them by, the Discord id on hover ("user 1234…" when it
   knows no name).
-- `state(name)`: a run state with its icon (`bot.improve.runs.STATE_ICONS`), as chat shows it.
+- `state(name)`: a run state by name with its icon (`bot.improve.runs.state_label`), as chat shows it.
+- `kind(kind)`: what an action kind records, in words ("the `roll` command", `bot.observe.kind_words`).
 - `took(seconds)`: a duration as people read it ("2 min 5 s", "0.4 s").
 - `chat(text)`: text written for Discord (`**bold**`, `` `code` ``) as HTML.
 """
@@ -23,8 +24,9 @@ from markupsafe import Markup, escape
 
 from bot.improve.runs import state_label
 from bot.kernel.durations import took as took_words
+from bot.observe.kind_words import kind_words
 
-__all__ = ["chat", "install", "moment", "person", "state", "took"]
+__all__ = ["chat", "install", "kind", "moment", "person", "state", "took"]
 
 _BOLD = re.compile(r"\*\*(.+?)\*\*", re.S)
 _CODE = re.compile(r"`([^`\n]+)`")
@@ -50,6 +52,13 @@ def state(name: str | None) -> Markup:
     return Markup('<span class="state {}" title="{}">{}</span>').format(name, name, state_label(name))
 
 
+def kind(value: str | None) -> Markup:
+    """What an action kind records, in words ("the `roll` command"); the kind itself on hover."""
+    if not value:
+        return Markup("")
+    return Markup('<span class="kind" title="{}">{}</span>').format(value, chat(kind_words(value)))
+
+
 def chat(text: str | None) -> Markup:
     """Chat text as HTML: escaped first, then `**bold**` and `` `code` `` made markup."""
     escaped = str(escape(text or ""))
@@ -72,4 +81,5 @@ def install(env: jinja2.Environment, names: Callable[[int], str | None]) -> None
     env.filters["took"] = took
     env.filters["state"] = state
     env.filters["chat"] = chat
+    env.filters["kind"] = kind
     env.globals["person"] = lambda user_id: person(names, user_id)

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from bot.kernel.money import usd
 from bot.observe.audit_report import AuditFinding, AuditReport
+from bot.observe.kind_words import command_name, kind_words
 
 __all__ = ["MESSAGE_LIMIT", "render_text", "span"]
 
@@ -58,8 +59,8 @@ def _budget(report: AuditReport) -> list[str]:
     for budget in report.budgets[: report.top]:
         mark = "🔴" if budget.over else "🟢"
         lines.append(
-            f"{mark} `{budget.kind}` {budget.failures:,}/{budget.actions:,} failed ({budget.rate:.1%})"
-            f" — {budget.burn:.0%} of budget"
+            f"{mark} {kind_words(budget.kind)} {budget.failures:,}/{budget.actions:,} failed"
+            f" ({budget.rate:.1%}) — {budget.burn:.0%} of budget"
         )
     hidden = len(report.budgets) - report.top
     over = len(report.over_budget)
@@ -71,7 +72,7 @@ def _budget(report: AuditReport) -> list[str]:
 def _failures(report: AuditReport) -> list[str]:
     failing = sorted((b for b in report.budgets if b.failures), key=lambda b: (-b.failures, b.kind))
     lines = ["**Top failing kinds**"]
-    lines += [f"• `{b.kind}` {b.failures:,}×" for b in failing[: report.top]] or ["None."]
+    lines += [f"• {kind_words(b.kind)} {b.failures:,}×" for b in failing[: report.top]] or ["None."]
     lines.append("**Top failures by fingerprint**")
     for failure in report.fingerprints:
         new = (
@@ -79,7 +80,7 @@ def _failures(report: AuditReport) -> list[str]:
         )
         message = f": {failure.message[:80]}" if failure.message else ""
         lines.append(
-            f"• `{failure.kind}` {failure.count:,}× {failure.error_type or 'error'}{message}"
+            f"• {kind_words(failure.kind)} {failure.count:,}× {failure.error_type or 'error'}{message}"
             f" (`{failure.fingerprint[:12]}`){new}"
         )
     if not report.fingerprints:
@@ -97,7 +98,7 @@ def _latency(report: AuditReport) -> list[str]:
             if change.previous_actions
             else " (new)"
         )
-        lines.append(f"{mark} `{change.kind}` {_ms(change.p50)} / {_ms(change.p95)}{was}")
+        lines.append(f"{mark} {kind_words(change.kind)} {_ms(change.p50)} / {_ms(change.p95)}{was}")
     if not report.latency:
         lines.append("No timed actions.")
     regressions = len(report.regressions)
@@ -108,7 +109,7 @@ def _latency(report: AuditReport) -> list[str]:
 def _unused(report: AuditReport) -> list[str]:
     if not report.unused_commands:
         return ["**Never invoked:** none — every command was used."]
-    names = ", ".join(f"`{kind}`" for kind in report.unused_commands)
+    names = ", ".join(command_name(kind) for kind in report.unused_commands)
     text = f"**Never invoked** ({len(report.unused_commands)}): {names}"
     # A bot with many commands would make one line longer than a message: wrap between names.
     return textwrap.wrap(text, width=500, break_long_words=False, break_on_hyphens=False)
@@ -126,7 +127,7 @@ def _incidents_and_runs(report: AuditReport) -> list[str]:
     states: dict[str, int] = {}
     for run in report.runs:
         states[run.state] = states.get(run.state, 0) + run.runs
-    outcomes = ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
+    outcomes = ", ".join(f"{count} {state.replace('_', ' ')}" for state, count in sorted(states.items()))
     cost = sum(run.cost_usd for run in report.runs)
     return [*lines, f"**Runs:** {total} — {outcomes} · {usd(cost)}"]
 

@@ -418,6 +418,8 @@ class Playground:
             for message in channel.history():
                 if me is None or message.author.id != me.id:
                     continue
+                if not (message.content or message.embeds or message.components or message.attachments):
+                    continue  # an answer still "thinking" (deferred): printed once it says something
                 seen = _Seen(
                     content=message.content,
                     embeds=[embed.to_dict() for embed in message.embeds],

@@ -209,6 +209,7 @@ async def virtual_world(
         users = {
             user.name: guild.add_member(env.create_user(user.name)) for user in settings.playground.users
         }
+    _name_the_bot(env, mend, client)
     if real_clock:
         _start_clock_now(env)
     up = _gate_resumed_deploys(env, mend)
@@ -278,6 +279,20 @@ def _same_ids_as_before(env: simcord.Env, state_dir: Path | None) -> Iterator[No
         yield
     finally:
         clock._epoch = before
+
+
+def _name_the_bot(env: simcord.Env, mend: Attachment, client: Any) -> None:
+    """The virtual Discord's bot user goes by the bot's name — mendbot for mendbot's own, a bot's class
+    for one mendbot is attached to (its repository's name for a plain `commands.Bot`) — not simcord's
+    "TestBot", which its messages, mentions and records (the dashboard's "who") would carry."""
+    if mend.services.settings.bot is None:
+        name = "mendbot"
+    elif type(client) in (commands.Bot, commands.AutoShardedBot):
+        name = mend.services.settings.repo_dir.resolve().name or "bot"
+    else:
+        name = type(client).__name__
+    user = env.backend.bot_user
+    user.name = user.global_name = name
 
 
 def _start_clock_now(env: simcord.Env) -> None:
