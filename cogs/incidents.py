@@ -14,6 +14,7 @@ from bot.improve.runs import RunKind, state_label
 from bot.kernel.errors import UserError
 from bot.kernel.log import get_logger
 from bot.observe.incident import Incident
+from bot.observe.kind_words import kind_words
 from bot.runtime.attachment import Attachment, add_surface_cog, attached
 from bot.runtime.people import addressed
 
@@ -61,7 +62,7 @@ def render(incident: Incident) -> discord.Embed:
     sample = incident.sample
     state = "" if incident.state == "open" else f" — {incident.state}"
     embed = discord.Embed(
-        title=f"{_ICONS[incident.level]} Incident #{incident.id}: {incident.kind}{state}",
+        title=f"{_ICONS[incident.level]} Incident #{incident.id}: {kind_words(incident.kind)}{state}",
         description=incident.summary,
         colour=discord.Colour.dark_grey()
         if incident.state in ("resolved", "muted")
@@ -276,7 +277,7 @@ class Incidents(commands.Cog):
         )
         lines = [
             (f"**#{i.id}**" if i.id is not None else "**(not saved yet)**")
-            + f" {_ICONS[i.level]} `{i.kind}` — {i.summary} · seen {i.count}× · {i.state}"
+            + f" {_ICONS[i.level]} {kind_words(i.kind)} — {i.summary} · seen {i.count}× · {i.state}"
             + (" · environment" if i.category == "environment" else "")
             for i in active
         ] or ["No open incidents. 🎉"]

@@ -135,7 +135,7 @@ async def test_the_demo_fixes_a_fault_it_seeds_in_your_bot_and_leaves_your_tree_
             f"demo: seeded a fault in `{label}` ({file}:",
             ") in a scratch copy — your files are not changed",
             "Something went wrong on my side (ZeroDivisionError)",
-            "Incident #1: command:",
+            "Incident #1: the `",
             "reply m",
             "🧪 Proof: ✅ **proven by replay**",
             "ship it",

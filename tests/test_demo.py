@@ -59,14 +59,14 @@ async def test_the_demo_goes_from_failure_to_rollback_through_the_real_pipeline(
     assert code == 0, out[-3000:]
     story = [
         "── 1. A guild with a /fortune command",
-        "Incident #1: command:fortune",
+        "Incident #1: the `fortune` command",
         "Since: ",
         "Something went wrong on my side (ZeroDivisionError)",
         "alice in #dev> reply m1 fix this",
         "🔎 gathering evidence",
         "🛠 Run #1 — fix ready for review (proposal #1)\n```diff\ndiff --git a/cogs/fortune.py",
-        "On the dashboard: http://127.0.0.1:",
         "🧪 Proof: ✅ **proven by replay**",
+        "On the dashboard: http://127.0.0.1:",
         "mallory isn't allow-listed to approve.",
         "🚀 Merged",
         "✅ cogs.fortune reloaded",

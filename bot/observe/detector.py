@@ -47,7 +47,6 @@ from bot.db.records import ActionRecord
 from bot.kernel.drills import is_drill_kind
 from bot.kernel.log import get_logger
 from bot.kernel.sections import ErrorRateRule, LatencyRule, ObserveConfig
-from bot.observe.kind_words import kind_words
 
 __all__ = ["AnomalyDetector", "Signal", "WindowHistory", "restore_windows", "restore_windows_later"]
 
@@ -345,8 +344,7 @@ class AnomalyDetector:
                     "error",
                     record.kind,
                     sample.fingerprint,
-                    f"{kind_words(record.kind)} failing {share:.0%} of the time ({failures} of {total} "
-                    f"in {rule.window_s / 60:g} min)",
+                    f"failing {share:.0%} of the time ({failures} of {total} in {rule.window_s / 60:g} min)",
                     failures,
                     sample,
                 )
@@ -459,7 +457,7 @@ class AnomalyDetector:
                     "warning",
                     record.kind,
                     None,
-                    f"{kind_words(record.kind)}: p95 latency {recent:.0f} ms, "
+                    f"p95 latency {recent:.0f} ms, "
                     f"{recent / max(base, 0.001):.1f}× its baseline of {base:.0f} ms",
                     slow,
                     record,
