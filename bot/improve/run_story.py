@@ -106,6 +106,8 @@ def describe(event: str, detail: Mapping[str, Any] | None) -> str:
             return cut(" · ".join(str(line) for line in d.get("lines") or []))
     words = event.replace("_", " ")
     why = d.get("reason") or d.get("why") or d.get("text")
+    if isinstance(why, str) and re.fullmatch(r"[a-z]+(_[a-z]+)+", why):  # a code's reason: `not_allowed`
+        why = why.replace("_", " ")
     return f"{words}: {cut(str(why))}" if why else words
 
 

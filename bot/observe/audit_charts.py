@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot.observe.audit_report import AuditReport
+from bot.observe.kind_words import kind_words
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -108,7 +109,8 @@ def _p95_per_kind(report: AuditReport, redact: Callable[[str], str]) -> Figure:
         color="#bbbbbb",
         label="previous period",
     )
-    axes.set_yticks(positions, [redact(c.kind) for c in changes], fontsize=8, parse_math=False)
+    names = [kind_words(c.kind).replace("`", "") for c in changes]  # "the /roll command", as the report reads
+    axes.set_yticks(positions, [redact(name) for name in names], fontsize=8, parse_math=False)
     axes.set_xlabel("ms")
     axes.legend(loc="lower right")
     return figure
