@@ -166,7 +166,7 @@ async def request_action(
                 requester_id=user.id,
                 channel_id=incident.channel_id,
                 incident_id=incident_id,
-                description=f"{incident.kind}: {incident.summary}",
+                description=f"{kind_words(incident.kind)}: {incident.summary}",
             )
         except UserError:
             await services.incidents.withdraw_request(incident_id, user.id, action)  # so they can ask again

@@ -34,6 +34,7 @@ from bot.kernel.log import get_logger
 from bot.kernel.sections import ImproveConfig
 from bot.observe.incident import Incident
 from bot.observe.incidents import IncidentService
+from bot.observe.kind_words import kind_words
 
 if TYPE_CHECKING:
     from bot.observe.audit_report import AuditFinding
@@ -113,7 +114,7 @@ class AutonomyService:
             decision = await self.decide(
                 incident_id=incident.id,
                 channel_id=incident.channel_id,
-                description=f"{incident.kind}: {incident.summary}",
+                description=f"{kind_words(incident.kind)}: {incident.summary}",
             )
             if decision.note is None:
                 self._decided.add(incident.id)
