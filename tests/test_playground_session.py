@@ -194,7 +194,7 @@ async def test_audit_counts_the_failures_just_recorded(tmp_path: Path) -> None:
                 "command:flaky", "test", ok=False, duration_ms=1.0, error=RuntimeError("flaky broke")
             )
         out = await _lines(world, "#dev", "/audit")
-    assert "`command:flaky` 6/6 failed" in out
+    assert "the `flaky` command 6/6 failed" in out
 
 
 async def test_an_incident_just_opened_reads_just_now(tmp_path: Path) -> None:
