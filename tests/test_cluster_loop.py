@@ -258,7 +258,7 @@ async def _fix_on_the_worker(scene: Scene) -> dict[str, Any]:
     discord_api, dev = scene.discord_api, scene.dev
     await scene.fails(scene.away, "!roll 2d6", "ZeroDivisionError", 5)
     announcement = await discord_api.wait_for_message(_says(r"Incident #1"), channel=dev)
-    assert "command:roll" in message_text(announcement)
+    assert "the `roll` command" in message_text(announcement)
     await discord_api.mention(dev, "fix this", author="alice", reply_to=announcement)
     await discord_api.wait_for_message(_says(r"run #1 will fix incident #1"), channel=dev)
     proposal = await discord_api.wait_for_message(
