@@ -15,7 +15,7 @@ PYTEST  := $(BIN)/pytest -n $(WORKERS) --maxschedchunk 2
 
 # Two installs: the runtime (`mendbot`, the playground, the demo) and the dev extra on top (tests,
 # linters). A newcomer's first `make run` waits only for the first; `make test` adds the second.
-# After each, bot.tools.warm writes the bytecode the sandbox's read-only venv cannot (pytest's
+# After each, mendbot.tools.warm writes the bytecode the sandbox's read-only venv cannot (pytest's
 # rewritten plugins: ~1.4 s of CPU on every sandboxed check, proof and replay without it); after the
 # dev install, the suite's rewritten modules too (~3 s of CPU for each pytest worker without them).
 # A venv made for `make test` gets both in one pip run (one resolution instead of two). pip runs
@@ -28,13 +28,13 @@ endef
 $(STAMP): pyproject.toml
 	$(VENV_READY)
 	@$(BIN)/python bot/tools/install_progress.py $(BIN)/pip install -e .
-	$(BIN)/python -m bot.tools.warm
+	$(BIN)/python -m mendbot.tools.warm
 	@touch $(STAMP)
 
 $(DEV): pyproject.toml
 	$(VENV_READY)
 	@$(BIN)/python bot/tools/install_progress.py $(BIN)/pip install -e ".[dev]"
-	$(BIN)/python -m bot.tools.warm --tests
+	$(BIN)/python -m mendbot.tools.warm --tests
 	@touch $(STAMP) $(DEV)
 
 runtime: $(STAMP)

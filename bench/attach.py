@@ -32,8 +32,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bot.trust.loopback_discord import DiscordDouble  # noqa: E402
-from bot.trust.loopback_discord_model import FakeChannel, message_text  # noqa: E402
+from mendbot.trust.loopback_discord import DiscordDouble  # noqa: E402
+from mendbot.trust.loopback_discord_model import FakeChannel, message_text  # noqa: E402
 
 ROUNDS = 6  # even: each goes first as often as the other
 CALLS = 100  # each command, per start: a median over its steady state more than over its first calls
@@ -89,7 +89,7 @@ async def _one(double: DiscordDouble, repo: Path, *, attached: bool) -> dict[str
     if attached:  # mendbot's command line, as `mendbot attach -- python bot.py` runs it
         root = str(REPO)
         start = point + (
-            f"sys.path.insert(0, {root!r}); from bot.__main__ import main; sys.path.remove({root!r}); "
+            f"sys.path.insert(0, {root!r}); from mendbot.__main__ import main; sys.path.remove({root!r}); "
             "sys.exit(main(['attach', '--', 'python', 'bot.py']))"
         )
     else:

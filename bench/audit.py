@@ -39,11 +39,11 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 os.environ["MENDBOT_CONFIG"] = os.devnull
 
-from bot.db import open_database  # noqa: E402
-from bot.kernel.sections import AuditConfig  # noqa: E402
-from bot.observe.audit import AuditService  # noqa: E402
-from bot.observe.audit_charts import render_charts  # noqa: E402
-from bot.observe.audit_report import AuditReport  # noqa: E402
+from mendbot.db import open_database  # noqa: E402
+from mendbot.kernel.sections import AuditConfig  # noqa: E402
+from mendbot.observe.audit import AuditService  # noqa: E402
+from mendbot.observe.audit_charts import render_charts  # noqa: E402
+from mendbot.observe.audit_report import AuditReport  # noqa: E402
 
 ACTIONS = 1_000_000
 DAYS = 14
@@ -135,7 +135,7 @@ PARALLEL_ROUNDS = 2
 
 async def _two_runs(base: Path, concurrency: int) -> float:
     """Wall time of two disjoint fix runs to their proposals at `concurrency` (1: one after the other)."""
-    from bot.runtime.services import build_services
+    from mendbot.runtime.services import build_services
     from tests.harness.discord import make_settings
     from tests.harness.model_double import ModelDouble, text, tool_use
     from tests.harness.repo import copy_of_bot
@@ -172,7 +172,7 @@ async def _two_runs(base: Path, concurrency: int) -> float:
             # Start-up costs paid once per process (the sandbox probe, the agent SDK's import) are not
             # the runs' work: pay them before the clock starts, in both settings alike.
             await services.improve.ensure_ready("fix")
-            import bot.improve.agent  # noqa: F401
+            import mendbot.improve.agent.code_agent  # noqa: F401
 
             started = time.perf_counter()
             ids = []
@@ -195,8 +195,8 @@ async def _two_runs(base: Path, concurrency: int) -> float:
 
 
 def parallel_speedup() -> None:
-    from bot.kernel.log import configure_logging
-    from bot.trust.redact import Redactor
+    from mendbot.kernel.log import configure_logging
+    from mendbot.trust.redact import Redactor
 
     with tempfile.TemporaryDirectory(prefix="mendbot-bench-parallel-") as tmp:
         configure_logging(

@@ -35,12 +35,12 @@ os.environ["MENDBOT_CONFIG"] = os.devnull
 import aiohttp  # noqa: E402
 import msgspec  # noqa: E402
 
-from bot.dashboard.pages import PageReader  # noqa: E402
-from bot.dashboard.server import DashboardServer  # noqa: E402
-from bot.dashboard.signin import DashboardSignIn  # noqa: E402
-from bot.db import core  # noqa: E402
-from bot.kernel.settings import load_settings  # noqa: E402
-from bot.trust.redact import Redactor  # noqa: E402
+from mendbot.dashboard.pages import PageReader  # noqa: E402
+from mendbot.dashboard.server import DashboardServer  # noqa: E402
+from mendbot.dashboard.signin import DashboardSignIn  # noqa: E402
+from mendbot.db import core  # noqa: E402
+from mendbot.kernel.settings import load_settings  # noqa: E402
+from mendbot.trust.redact import Redactor  # noqa: E402
 
 RUNS = 100_000
 ACTIONS = 1_000_000

@@ -49,15 +49,15 @@ os.environ["MENDBOT_CONFIG"] = os.devnull
 for _name in ("DISCORD_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GITHUB_TOKEN"):
     os.environ.pop(_name, None)
 
-from bot.deploy.reload import Plan, Reloader  # noqa: E402
-from bot.improve.verify import SMOKE_CHECK  # noqa: E402
-from bot.kernel.git import git  # noqa: E402
-from bot.kernel.log import configure_logging  # noqa: E402
-from bot.kernel.settings import load_settings  # noqa: E402
-from bot.runtime.app import MendBot  # noqa: E402
-from bot.runtime.services import build_services  # noqa: E402
-from bot.tools.playground import VirtualWorld, virtual_world  # noqa: E402
-from bot.trust.redact import Redactor  # noqa: E402
+from mendbot.deploy.reload import Plan, Reloader  # noqa: E402
+from mendbot.improve.agent.verify import SMOKE_CHECK  # noqa: E402
+from mendbot.kernel.git import git  # noqa: E402
+from mendbot.kernel.log import configure_logging  # noqa: E402
+from mendbot.kernel.settings import load_settings  # noqa: E402
+from mendbot.runtime.app import MendBot  # noqa: E402
+from mendbot.runtime.services import build_services  # noqa: E402
+from mendbot.tools.playground import VirtualWorld, virtual_world  # noqa: E402
+from mendbot.trust.redact import Redactor  # noqa: E402
 
 RUNS = 20
 EXTENSION = "cogs.dice"
@@ -132,8 +132,8 @@ async def merge_to_live_once(base: Path) -> tuple[float, dict[str, float]]:
     the live replay, its report in #dev, the 60-second watch — is not in it: people already get the
     fixed answer meanwhile.
     """
-    from bot.trust.loopback_discord import DiscordDouble
-    from bot.trust.loopback_discord_model import message_text
+    from mendbot.trust.loopback_discord import DiscordDouble
+    from mendbot.trust.loopback_discord_model import message_text
     from tests.harness.live_bot import LiveBot, live_config
     from tests.harness.model_double import ModelDouble, text
     from tests.test_improve_e2e import DIAGNOSIS, PLAN, _json_turn

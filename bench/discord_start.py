@@ -27,13 +27,13 @@ if str(REPO) not in sys.path:
 
 from discord.backoff import ExponentialBackoff  # noqa: E402
 
-from bot.kernel.log import configure_logging  # noqa: E402
-from bot.runtime.app import MendBot  # noqa: E402
-from bot.runtime.services import build_services  # noqa: E402
-from bot.runtime.startup import start_on_discord  # noqa: E402
-from bot.trust.command_limits import payload_problems  # noqa: E402
-from bot.trust.loopback_discord import DiscordDouble  # noqa: E402
-from bot.trust.redact import Redactor  # noqa: E402
+from mendbot.kernel.log import configure_logging  # noqa: E402
+from mendbot.runtime.app import MendBot  # noqa: E402
+from mendbot.runtime.services import build_services  # noqa: E402
+from mendbot.runtime.startup import start_on_discord  # noqa: E402
+from mendbot.trust.command_limits import payload_problems  # noqa: E402
+from mendbot.trust.loopback_discord import DiscordDouble  # noqa: E402
+from mendbot.trust.redact import Redactor  # noqa: E402
 from tests.harness.discord import make_settings  # noqa: E402
 
 RUNS = 5

@@ -30,9 +30,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 os.environ["MENDBOT_CONFIG"] = os.devnull
 
-from bot.kernel.log import configure_logging  # noqa: E402
-from bot.observe.incident import Incident  # noqa: E402
-from bot.trust.redact import Redactor  # noqa: E402
+from mendbot.kernel.log import configure_logging  # noqa: E402
+from mendbot.observe.incident import Incident  # noqa: E402
+from mendbot.trust.redact import Redactor  # noqa: E402
 
 ROUNDS = 3
 _ids = itertools.count(1000)
@@ -53,7 +53,7 @@ def _note(text: str) -> None:
 
 
 async def _one(base: Path) -> tuple[float, float]:
-    from bot.runtime.services import build_services
+    from mendbot.runtime.services import build_services
     from tests.harness.discord import make_settings
     from tests.harness.model_double import ModelDouble, text, tool_use
     from tests.harness.repo import copy_of_bot

@@ -51,15 +51,15 @@ for _name in ("DISCORD_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GITHU
 
 import aiosqlite  # noqa: E402
 
-from bot.db import actions as action_queries  # noqa: E402
-from bot.db import handlers as handler_queries  # noqa: E402
-from bot.db import incidents as incident_queries  # noqa: E402
-from bot.db.connection import open_database  # noqa: E402
-from bot.improve import history as history_module  # noqa: E402
-from bot.improve import source_index as source_index_module  # noqa: E402
-from bot.improve.evidence import build_evidence, correlate  # noqa: E402
-from bot.kernel.log import configure_logging  # noqa: E402
-from bot.trust.redact import Redactor  # noqa: E402
+from mendbot.db import actions as action_queries  # noqa: E402
+from mendbot.db import handlers as handler_queries  # noqa: E402
+from mendbot.db import incidents as incident_queries  # noqa: E402
+from mendbot.db.connection import open_database  # noqa: E402
+from mendbot.improve.evidence import history as history_module  # noqa: E402
+from mendbot.improve.evidence import source_index as source_index_module  # noqa: E402
+from mendbot.improve.evidence.gather import build_evidence, correlate  # noqa: E402
+from mendbot.kernel.log import configure_logging  # noqa: E402
+from mendbot.trust.redact import Redactor  # noqa: E402
 from tests.harness.model_double import ModelDouble  # noqa: E402
 from tests.localise.driver import Outcome, localise  # noqa: E402
 from tests.localise.repo import build_repo  # noqa: E402

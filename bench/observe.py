@@ -68,17 +68,17 @@ os.environ["MENDBOT_CONFIG"] = os.devnull
 for _name in ("DISCORD_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GITHUB_TOKEN"):
     os.environ.pop(_name, None)
 
-from bot.db import core  # noqa: E402
-from bot.db.records import ActionRecord  # noqa: E402
-from bot.kernel.log import configure_logging, get_logger  # noqa: E402
-from bot.kernel.sections import ObserveConfig  # noqa: E402
-from bot.kernel.settings import Settings  # noqa: E402
-from bot.observe.capture import start_capture  # noqa: E402
-from bot.observe.detector import AnomalyDetector, Signal  # noqa: E402
-from bot.observe.fingerprint import fingerprint  # noqa: E402
-from bot.observe.recorder import ActionRecorder  # noqa: E402
-from bot.runtime.services import REPO_ROOT, Services, build_services  # noqa: E402
-from bot.trust.redact import Redactor  # noqa: E402
+from mendbot.db import core  # noqa: E402
+from mendbot.db.records import ActionRecord  # noqa: E402
+from mendbot.kernel.log import configure_logging, get_logger  # noqa: E402
+from mendbot.kernel.sections import ObserveConfig  # noqa: E402
+from mendbot.kernel.settings import Settings  # noqa: E402
+from mendbot.observe.capture import start_capture  # noqa: E402
+from mendbot.observe.detector import AnomalyDetector, Signal  # noqa: E402
+from mendbot.observe.fingerprint import fingerprint  # noqa: E402
+from mendbot.observe.recorder import ActionRecorder  # noqa: E402
+from mendbot.runtime.services import REPO_ROOT, Services, build_services  # noqa: E402
+from mendbot.trust.redact import Redactor  # noqa: E402
 from tests.harness.discord import make_settings, running_world  # noqa: E402
 
 _COUNT_ACTIONS = "SELECT count(*) FROM actions"

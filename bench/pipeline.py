@@ -5,8 +5,8 @@ Prints one `name value unit` line per figure (diagnostics go to stderr):
 - `evidence_ms`: `build_evidence` + `EvidencePack.render()` for the /roll incident of the corpus
   below, with this repository as the source root (so the excerpts are real files and `git log
   -L` runs on real history) and a few lessons to match. Median of 20 runs.
-- `proof_overhead_s`: the extra wall time the proof of fix (`bot.improve.proof`) adds to a run whose
-  checks are trivial: a one-file regression test and the replay — four recorded crashes (two shown to
+- `proof_overhead_s`: the extra wall time the proof of fix (`mendbot.improve.proof.verdict`) adds to a run
+whose   checks are trivial: a one-file regression test and the replay — four recorded crashes (two shown to
   the agent, two held out), their neighbours and three recorded calls that worked (probed and with
   neighbours of their own) — on the base and on the branch, in the sandbox (target ≤ 10 s on a 2-core
   machine). Median of 3; stderr says how many items of each role the proof had.
@@ -54,14 +54,14 @@ for _name in ("DISCORD_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GITHU
 
 import aiosqlite  # noqa: E402
 
-from bot.db import actions as action_queries  # noqa: E402
-from bot.db import incidents as incident_queries  # noqa: E402
-from bot.db.connection import open_database  # noqa: E402
-from bot.improve.evidence import build_evidence  # noqa: E402
-from bot.improve.memory import Lesson  # noqa: E402
-from bot.improve.target import resolve_target  # noqa: E402
-from bot.kernel.log import configure_logging  # noqa: E402
-from bot.trust.redact import Redactor  # noqa: E402
+from mendbot.db import actions as action_queries  # noqa: E402
+from mendbot.db import incidents as incident_queries  # noqa: E402
+from mendbot.db.connection import open_database  # noqa: E402
+from mendbot.improve.evidence.gather import build_evidence  # noqa: E402
+from mendbot.improve.evidence.target import resolve_target  # noqa: E402
+from mendbot.improve.memory import Lesson  # noqa: E402
+from mendbot.kernel.log import configure_logging  # noqa: E402
+from mendbot.trust.redact import Redactor  # noqa: E402
 
 ACTIONS = 1_000_000
 FINGERPRINTS = 200
@@ -424,7 +424,7 @@ PIPELINE_RUNS = 3
 async def pipeline_overhead_s(context: BenchContext) -> float:
     """Request to proposal, the model double answering at once and a trivial check (`python -c pass`):
     what the pipeline itself costs — evidence, three CLI sessions, git, the smoke load, the forge."""
-    from bot.runtime.services import build_services
+    from mendbot.runtime.services import build_services
     from tests.harness.discord import make_settings
     from tests.harness.model_double import ModelDouble, text, tool_use
     from tests.harness.repo import copy_of_bot
@@ -505,9 +505,9 @@ async def proof_overhead_s(context: BenchContext) -> float:
     worked — each on the base (a fresh copy of its tree with only the test added) and on the branch (a
     fresh copy of the commit), all in the sandbox: `Prover.prove` from the committed fix to the stored
     proof. Median of 3."""
-    from bot.db.handlers import HandlerLocation, replace_cog
-    from bot.improve.heldout import shown_identities
-    from bot.runtime.services import build_services
+    from mendbot.db.handlers import HandlerLocation, replace_cog
+    from mendbot.improve.proof.heldout import shown_identities
+    from mendbot.runtime.services import build_services
     from tests.harness.discord import make_settings
     from tests.harness.repo import copy_of_bot
     from tests.harness.sql import sql

@@ -23,13 +23,13 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bot.trust.redact import Redactor  # noqa: E402
+from mendbot.trust.redact import Redactor  # noqa: E402
 
 ROUNDS = 7
 CALLS = 20_000
 SEED = 20240601
 LINE = (
-    "2024-06-01T12:00:00.123Z INFO bot.chat reply sent guild=1100000000000000000 "
+    "2024-06-01T12:00:00.123Z INFO mendbot.chat reply sent guild=1100000000000000000 "
     "channel=1100000000000000010 user=1100000000000001001 model=claude-sonnet tokens_in=1532 "
     "tokens_out=120 duration_ms=812.4 ok"
 ).ljust(200, ".")

@@ -17,8 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bot.kernel.process import run_process
-from bot.trust.sandbox import Sandbox
+from mendbot.kernel.process import run_process
+from mendbot.trust.sandbox import Sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 RUNS = 30

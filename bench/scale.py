@@ -81,15 +81,15 @@ for _name in ("DISCORD_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GITHU
     os.environ.pop(_name, None)
 
 
-from bot.db import core, open_database  # noqa: E402
-from bot.db.records import ActionRecord  # noqa: E402
-from bot.kernel.log import configure_logging  # noqa: E402
-from bot.kernel.sections import ObserveConfig  # noqa: E402
-from bot.kernel.settings import Settings  # noqa: E402
-from bot.observe.detector import AnomalyDetector, Signal, restore_windows  # noqa: E402
-from bot.observe.recorder import ActionRecorder  # noqa: E402
-from bot.runtime.services import Services, build_services  # noqa: E402
-from bot.trust.redact import Redactor  # noqa: E402
+from mendbot.db import core, open_database  # noqa: E402
+from mendbot.db.records import ActionRecord  # noqa: E402
+from mendbot.kernel.log import configure_logging  # noqa: E402
+from mendbot.kernel.sections import ObserveConfig  # noqa: E402
+from mendbot.kernel.settings import Settings  # noqa: E402
+from mendbot.observe.detector import AnomalyDetector, Signal, restore_windows  # noqa: E402
+from mendbot.observe.recorder import ActionRecorder  # noqa: E402
+from mendbot.runtime.services import Services, build_services  # noqa: E402
+from mendbot.trust.redact import Redactor  # noqa: E402
 from tests.harness.discord import make_settings  # noqa: E402
 from tests.harness.postgres import start_postgres  # noqa: E402
 
@@ -444,8 +444,8 @@ async def run_pickup(tmp: Path) -> float:
     """Median ms from deferring a queued run to a worker's executor starting it (module docstring)."""
     from procrastinate.job_context import JobContext
 
-    from bot.improve.queue import RunQueue
-    from bot.improve.runs import RunService
+    from mendbot.improve.queue import RunQueue
+    from mendbot.improve.runs import RunService
 
     server = start_postgres(tmp / "postgres-pickup")
     if isinstance(server, str):
@@ -582,7 +582,7 @@ async def leader_failover(tmp: Path) -> list[float]:
     one's shard before the next round."""
     import aiohttp
 
-    from bot.trust.loopback_discord import DiscordDouble
+    from mendbot.trust.loopback_discord import DiscordDouble
     from tests.harness.live_bot import LiveBot, live_config
 
     server = start_postgres(tmp / "postgres-failover")
@@ -685,7 +685,7 @@ async def rollout_canary_to_all(tmp: Path) -> float:
     (module docstring)."""
     import contextlib
 
-    from bot.scale.leader import PostgresLeader, lock_key
+    from mendbot.scale.leader import PostgresLeader, lock_key
 
     root = tmp / "rollout"
     origin, first, second = _rollout_repo(root)

@@ -55,7 +55,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bot.trust.loopback_discord import DiscordDouble  # noqa: E402
+from mendbot.trust.loopback_discord import DiscordDouble  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_STARTUP_RUNS", "5"))
 IDLE_S = 3.0
@@ -191,7 +191,7 @@ async def _watch_output(
 
 
 def _mendbot_ready(line: str) -> bool:
-    return re.search(r"\[info\s*\] ready\b", line) is not None  # bot.runtime.app's on_ready
+    return re.search(r"\[info\s*\] ready\b", line) is not None  # mendbot.runtime.app's on_ready
 
 
 def _minimal_ready(line: str) -> bool:
@@ -306,13 +306,13 @@ def play_start(workdir: Path) -> tuple[float, float]:
 
 # What the idle figures are made of: a process that only imports these, and nothing more. The card's
 # runtime packages are discord.py and those a running bot needs beside it (claude-agent-sdk only in a run).
-# structlog as `bot.kernel.log` imports it: without rich, which a dev install has and mendbot never uses.
-_CARD = ("discord.ext.commands", "pydantic.main", "bot.kernel.log", "yaml", "aiosqlite", "git")
+# structlog as `mendbot.kernel.log` imports it: without rich, which a dev install has and mendbot never uses.
+_CARD = ("discord.ext.commands", "pydantic.main", "mendbot.kernel.log", "yaml", "aiosqlite", "git")
 _IMPORTS = {
     "discord_imports": _CARD[:1],  # the minimal bot's library
     "card_imports": _CARD,
     # and what mendbot adds for its settings: msgspec and the settings' Structs
-    "card_settings_imports": (*_CARD, "bot.kernel.settings"),
+    "card_settings_imports": (*_CARD, "mendbot.kernel.settings"),
 }
 _IMPORTS_ONLY = (
     "import gc, importlib, sys\n"

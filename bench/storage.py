@@ -48,15 +48,15 @@ os.environ["MENDBOT_CONFIG"] = os.devnull
 for _name in ("DISCORD_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GITHUB_TOKEN"):
     os.environ.pop(_name, None)
 
-from bot.db import core, open_database  # noqa: E402
-from bot.db.migrate import upgrade_postgresql  # noqa: E402
-from bot.kernel.log import configure_logging  # noqa: E402
-from bot.kernel.settings import Settings, load_settings  # noqa: E402
-from bot.observe.recorder import ActionRecorder  # noqa: E402
-from bot.runtime.app import MendBot  # noqa: E402
-from bot.runtime.services import build_services  # noqa: E402
-from bot.tools.playground import VirtualWorld, virtual_world  # noqa: E402
-from bot.trust.redact import Redactor  # noqa: E402
+from mendbot.db import core, open_database  # noqa: E402
+from mendbot.db.migrate import upgrade_postgresql  # noqa: E402
+from mendbot.kernel.log import configure_logging  # noqa: E402
+from mendbot.kernel.settings import Settings, load_settings  # noqa: E402
+from mendbot.observe.recorder import ActionRecorder  # noqa: E402
+from mendbot.runtime.app import MendBot  # noqa: E402
+from mendbot.runtime.services import build_services  # noqa: E402
+from mendbot.tools.playground import VirtualWorld, virtual_world  # noqa: E402
+from mendbot.trust.redact import Redactor  # noqa: E402
 from tests.harness.postgres import start_postgres  # noqa: E402
 from tests.harness.storage import old_actions  # noqa: E402
 

@@ -33,8 +33,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from bot.kernel import arenas, startgc
-from bot.kernel.settings import (
+from mendbot.kernel import arenas, startgc
+from mendbot.kernel.settings import (
     EX_CONFIG,
     ConfigError,
     Settings,
@@ -42,19 +42,19 @@ from bot.kernel.settings import (
     refuse_shard_subset,
     refuse_workers_without_store,
 )
-from bot.tools.command_line import command_line
+from mendbot.tools.command_line import command_line
 
 if TYPE_CHECKING:
-    from bot.kernel.log import Console
-    from bot.runtime.app import MendBot
-    from bot.runtime.services import Services
-    from bot.tools.demo_agent import DemoModel
-    from bot.tools.playground import Playground
+    from mendbot.kernel.log import Console
+    from mendbot.runtime.app import MendBot
+    from mendbot.runtime.services import Services
+    from mendbot.tools.demo_agent import DemoModel
+    from mendbot.tools.playground import Playground
 
 __all__ = ["exit_code", "main", "should_reexec"]
 
 EX_CRASHED = 1
-EX_IN_USE = 75  # EX_TEMPFAIL: another playground holds the data directory (bot.tools.datadir)
+EX_IN_USE = 75  # EX_TEMPFAIL: another playground holds the data directory (mendbot.tools.datadir)
 
 
 def exit_code(bot: MendBot, settings: Settings) -> int:
@@ -89,19 +89,19 @@ def _main(argv: list[str]) -> int:
     args = command_line().parse_args(argv)
     config_file: Path | None = getattr(args, "config", None)
     if args.command == "adopt":
-        from bot.tools.adopt import adopt_main
+        from mendbot.tools.adopt import adopt_main
 
         return adopt_main(Path(args.path))
     if args.command == "attach":
         if args.demo:
-            from bot.tools.attach_demo import run_demo
+            from mendbot.tools.attach_demo import run_demo
 
             return run_demo(args.program, config=config_file, play=args.play, data_dir=args.data_dir)
-        from bot.tools.attach_run import run_attached
+        from mendbot.tools.attach_run import run_attached
 
         return run_attached(args.program, config=config_file, play=args.play)
     if args.command == "doctor":
-        from bot.tools.doctor import run_doctor
+        from mendbot.tools.doctor import run_doctor
 
         checks = asyncio.run(run_doctor(config_file))
         for check in checks:
@@ -126,7 +126,7 @@ def _main(argv: list[str]) -> int:
         held: IO[str] | None = None  # the playground's lock on its data directory, kept until exit
         demo_model: DemoModel | None = None  # the demo's model server, stopped when the demo ends
         if command == "play":
-            from bot.tools.datadir import DataDirInUse
+            from mendbot.tools.datadir import DataDirInUse
 
             try:
                 settings, held, demo_model = _prepare_play(args, config_file, settings, demo=demo)
@@ -139,8 +139,8 @@ def _main(argv: list[str]) -> int:
         print(exc, file=sys.stderr)
         return EX_CONFIG
 
-    from bot.kernel.log import configure_logging
-    from bot.trust.redact import Redactor
+    from mendbot.kernel.log import configure_logging
+    from mendbot.trust.redact import Redactor
 
     interactive = sys.stdin.isatty()
     # In the playground the terminal belongs to the conversation: only warnings go to stderr,
@@ -182,7 +182,7 @@ def _run_command(
     if command == "run":
         return asyncio.run(_run(settings, console))
     if command == "worker":
-        from bot.runtime.worker import run_worker
+        from mendbot.runtime.worker import run_worker
 
         return asyncio.run(run_worker(settings))
     if demo:
@@ -203,7 +203,7 @@ def _play_until_done(settings: Settings, *, interactive: bool, demo: bool = Fals
 
 def _usable_data_dir(settings: Settings) -> None:
     """The bot's own data directory can be made and written, or one config error line saying why."""
-    from bot.tools.datadir import usable_dir
+    from mendbot.tools.datadir import usable_dir
 
     usable_dir(settings.data_dir, "data_dir")
 
@@ -213,7 +213,7 @@ def _prepare_play(
 ) -> tuple[Settings, IO[str], DemoModel | None]:
     """The playground's data directory, claimed (and wiped for `--fresh` or the demo); for the demo, its
     world built and the settings for it."""
-    from bot.tools.datadir import claim_data_dir
+    from mendbot.tools.datadir import claim_data_dir
 
     chosen: str | None = getattr(args, "data_dir", None)
     if chosen is not None and not chosen.strip():
@@ -234,8 +234,8 @@ def _demo_settings(config_file: Path | None, directory: Path) -> tuple[Settings,
     """The demo's world, rebuilt in its (wiped) directory: its repository made, its model started, the
     bot's settings pointed at them; the demo's repository first on the import path, so the cog the
     deploy reloads is the one the fix changed."""
-    from bot.tools.demo import demo_overrides, prepare_repository
-    from bot.tools.demo_agent import DemoModel
+    from mendbot.tools.demo import demo_overrides, prepare_repository
+    from mendbot.tools.demo_agent import DemoModel
 
     repo = asyncio.run(prepare_repository(directory))
     if "cogs" in sys.modules:  # nothing may have imported the installed cogs before this point
@@ -251,7 +251,7 @@ def _watch_hand_edits(bot: MendBot, *, once_connected: bool = False) -> None:
     bot's own work, once the cogs (and so the reloader) are loaded — and, on Discord (`once_connected`),
     watching from when the bot has its gateway session: setting inotify up (ctypes finding the C
     library, ~10 ms) is nothing the bot's start needs to wait for."""
-    from bot.deploy.watcher import HandEditWatcher
+    from mendbot.deploy.watcher import HandEditWatcher
 
     services = bot.services
     reloader = services.deploy.reloader
@@ -296,10 +296,10 @@ async def _run(settings: Settings, console: Console | None = None) -> int:
     The console is held until the bot is ready (or Discord is unreachable and the start retries): a
     configuration error found on the way (a rejected token, a refused intent) is then the first and only
     line printed, not the last of a dozen about loading prompts."""
-    from bot.runtime.app import MendBot
-    from bot.runtime.health import HealthServer
-    from bot.runtime.services import build_services
-    from bot.runtime.startup import StartupFailure, start_on_discord
+    from mendbot.runtime.app import MendBot
+    from mendbot.runtime.health import HealthServer
+    from mendbot.runtime.services import build_services
+    from mendbot.runtime.startup import StartupFailure, start_on_discord
 
     assert settings.discord_token is not None
     if console is not None:
@@ -312,7 +312,7 @@ async def _run(settings: Settings, console: Console | None = None) -> int:
     )
     dashboard = None
     if settings.dashboard.enabled:  # opt-in on Discord: jinja2 and the pages load only then
-        from bot.runtime.dashboard import dashboard_server
+        from mendbot.runtime.dashboard import dashboard_server
 
         dashboard = dashboard_server(bot)
     _close_on_signals(bot)
@@ -356,11 +356,11 @@ async def _show_held_when_ready(bot: MendBot, console: Console | None) -> None:
 
 
 async def _play(settings: Settings, *, interactive: bool, demo: bool = False) -> int:
-    from bot.runtime.app import MendBot
-    from bot.runtime.dashboard import dashboard_server
-    from bot.runtime.health import HealthServer
-    from bot.runtime.services import build_services
-    from bot.tools.playground import Playground, WorldClock, stdin_lines, virtual_world
+    from mendbot.runtime.app import MendBot
+    from mendbot.runtime.dashboard import dashboard_server
+    from mendbot.runtime.health import HealthServer
+    from mendbot.runtime.services import build_services
+    from mendbot.tools.playground import Playground, WorldClock, stdin_lines, virtual_world
 
     clock = WorldClock()
     services = await build_services(settings, clock=clock)
@@ -463,7 +463,7 @@ async def _stopped_by_signal(
 
 async def _demo(playground: Playground, *, interactive: bool) -> int:
     """The demo's story; with `interactive`, its first steps, then the terminal is the newcomer's."""
-    from bot.tools.demo import DemoScript, interactive_hint
+    from mendbot.tools.demo import DemoScript, interactive_hint
 
     script = DemoScript(playground)
     if not interactive:
@@ -476,7 +476,7 @@ async def _demo(playground: Playground, *, interactive: bool) -> int:
 
 
 async def _interactive(playground: Playground) -> int:
-    from bot.tools.playground import PlaygroundError
+    from mendbot.tools.playground import PlaygroundError
 
     async def show_background_output() -> None:
         while True:

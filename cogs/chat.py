@@ -5,9 +5,9 @@ from __future__ import annotations
 import discord
 from discord.ext import commands
 
-from bot.kernel.log import get_logger
-from bot.runtime.app import MendBot
-from bot.trust.grammar import read_approval
+from mendbot.kernel.log import get_logger
+from mendbot.runtime.app import MendBot
+from mendbot.trust.grammar import read_approval
 
 _log = get_logger(__name__)
 
@@ -29,7 +29,7 @@ class Chat(commands.Cog):
         return isinstance(resolved, discord.Message) and resolved.author.id == me.id
 
     async def _answered_by_the_approval_flow(self, message: discord.Message) -> bool:
-        """A reply about shipping to a proposal's message: cogs/ship.py answers it (approval or not)."""
+        """A reply about shipping to a proposal's message: bot/cogs/ship.py answers it (approval or not)."""
         ref = message.reference
         if ref is None or ref.message_id is None or not read_approval(message.content).shipping:
             return False

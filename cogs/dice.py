@@ -5,8 +5,8 @@ from __future__ import annotations
 from discord import app_commands
 from discord.ext import commands
 
-from bot.features import dice
-from bot.runtime.app import MendBot
+from mendbot.features import dice
+from mendbot.runtime.app import MendBot
 
 
 class Dice(commands.Cog):

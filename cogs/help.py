@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.runtime.app import MendBot
+from mendbot.runtime.app import MendBot
 
 _WORDS = (
     "**Plain words** — mention me (or reply to me) to chat; it needs a model key. In a dev channel, "

@@ -6,8 +6,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.features.reminders import Reminder
-from bot.runtime.app import MendBot
+from mendbot.features.reminders import Reminder
+from mendbot.runtime.app import MendBot
 
 
 class Remind(commands.Cog):

@@ -24,9 +24,9 @@ from tests.harness.postgres import (
 )
 
 if TYPE_CHECKING:
-    from bot.db import core
-    from bot.kernel.settings import Settings
-    from bot.tools.playground import VirtualWorld
+    from mendbot.db import core
+    from mendbot.kernel.settings import Settings
+    from mendbot.tools.playground import VirtualWorld
 
 # The bot is imported by the fixtures that build one, not here: a project check the pipeline runs
 # with pytest (`tests/fixtures/check_*.py`, in the sandbox) loads this file and needs none of it —
@@ -210,8 +210,8 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def engine_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[core.Connection]:
     """The bot's connection, its schema at the head, once on each engine: for queries written once for
-    both (`bot.db.core`), which must behave the same on both."""
-    from bot.db import core, open_database
+    both (`mendbot.db.core`), which must behave the same on both."""
+    from mendbot.db import core, open_database
 
     if request.param == "sqlite":
         connection: core.Connection = await open_database(tmp_path / "m.db")

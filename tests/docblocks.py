@@ -18,7 +18,7 @@ cannot drift from what mendbot does (tests/test_docs_run.py). The kinds, and wha
   passes the project's own lint and type checks as the file a reader pastes it into would
   (`ruff check`, `ruff format --check` and `mypy` with pyproject.toml, as `cogs/<name>.py`), so
   `make test` stays green after following the docs.
-- `mermaid`: the layer diagram, compared with `python -m bot.tools.architecture`
+- `mermaid`: the layer diagram, compared with `python -m mendbot.tools.architecture`
   (tests/test_architecture.py).
 - `text`: output, file trees and other files shown as they are; not run.
 """

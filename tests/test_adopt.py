@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.runtime.standalone import host_settings
-from bot.tools.adopt import AdoptError, inspect_repository
+from mendbot.runtime.standalone import host_settings
+from mendbot.tools.adopt import AdoptError, inspect_repository
 from tests.harness.hosts import host_repo
 from tests.harness.repo import git
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.improve.agent import ClaudeCodeAgent
-from bot.trust.sandbox import Sandbox
+from mendbot.improve.agent.code_agent import ClaudeCodeAgent
+from mendbot.trust.sandbox import Sandbox
 from tests.harness.model_double import ModelDouble, text, tool_use
 from tests.harness.repo import copy_of_bot
 

@@ -7,9 +7,9 @@ from collections import Counter
 
 from discord.ext import commands
 
-from bot.kernel.settings import Settings
-from bot.runtime.app import discover_extensions
-from bot.tools.playground import VirtualWorld
+from mendbot.kernel.settings import Settings
+from mendbot.runtime.app import discover_extensions
+from mendbot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, make_bot, reply_text, running_world
 
 

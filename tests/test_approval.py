@@ -12,13 +12,13 @@ from typing import Any
 import aiosqlite
 import pytest
 
-from bot.db import approvals as approval_queries
-from bot.db import open_database, proposals
-from bot.db.proposals import Proposal
-from bot.deploy.approval import ApprovalService
-from bot.deploy.approval_core import ApprovalDecision
-from bot.deploy.protection import is_protected, touches_protected
-from bot.improve.runs import Run, RunService
+from mendbot.db import approvals as approval_queries
+from mendbot.db import open_database, proposals
+from mendbot.db.proposals import Proposal
+from mendbot.deploy.approval import ApprovalService
+from mendbot.deploy.approval_core import ApprovalDecision
+from mendbot.deploy.protection import is_protected, touches_protected
+from mendbot.improve.runs import Run, RunService
 from tests.harness.discord import make_settings
 from tests.harness.repo import copy_of_bot, git
 

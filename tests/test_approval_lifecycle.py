@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from bot.db.approvals import Approval, for_proposal
-from bot.improve.runs import Run
-from bot.runtime.services import Services, build_services
+from mendbot.db.approvals import Approval, for_proposal
+from mendbot.improve.runs import Run
+from mendbot.runtime.services import Services, build_services
 from tests.harness.approval_sources import DiscordRecord
 from tests.harness.discord import make_settings
 from tests.harness.github_double import GitHubDouble

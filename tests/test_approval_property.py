@@ -18,10 +18,10 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.deploy.merge import Merger
-from bot.improve.runs import Run
-from bot.kernel.settings import Settings
-from bot.runtime.services import Services, build_services
+from mendbot.deploy.merge import Merger
+from mendbot.improve.runs import Run
+from mendbot.kernel.settings import Settings
+from mendbot.runtime.services import Services, build_services
 from tests.harness.approval_sources import DiscordRecord
 from tests.harness.discord import make_settings
 from tests.harness.repo import git

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.kernel.sections import DEFAULT_PROTECTED_PATHS
-from bot.tools.architecture import diagram
-from bot.trust.path_rules import protected_entry
+from mendbot.kernel.sections import DEFAULT_PROTECTED_PATHS
+from mendbot.tools.architecture import diagram
+from mendbot.trust.path_rules import protected_entry
 
 REPO = Path(__file__).resolve().parent.parent
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
@@ -48,17 +48,18 @@ def test_an_upward_import_breaks_the_layers(tmp_path: Path) -> None:
         shutil.copytree(REPO / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
     core = tmp_path / "bot" / "db" / "core.py"
-    core.write_text(core.read_text() + "\nfrom bot.runtime import app as _upward  # noqa\n")
+    core.write_text(core.read_text() + "\nfrom mendbot.runtime import app as _upward  # noqa\n")
 
     result = _lint_imports(tmp_path)
 
     assert result.returncode == 1, result.stdout
     assert "Layers: each imports only the layers below it BROKEN" in result.stdout
-    assert "bot.db.core -> bot.runtime.app" in result.stdout
+    assert "mendbot.db.core -> mendbot.runtime.app" in result.stdout
 
 
 def test_docs_show_the_diagram_the_code_makes() -> None:
-    """docs/architecture.md's diagram is `python -m bot.tools.architecture`'s output, not drawn by hand."""
+    """docs/architecture.md's diagram is `python -m mendbot.tools.architecture`'s output, not drawn by
+    hand."""
     architecture = (REPO / "docs" / "architecture.md").read_text()
     assert f"```mermaid\n{diagram()}```" in architecture
 

@@ -1,4 +1,4 @@
-"""bot.kernel.arenas: a process that caps its malloc arenas keeps to two however many threads allocate."""
+"""mendbot.kernel.arenas: a process that caps its malloc arenas keeps to two however many threads allocate."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.kernel.arenas import ARENAS
+from mendbot.kernel.arenas import ARENAS
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="glibc's arenas")
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="glibc's arenas"
 # allocator); then glibc's malloc_info reports the arenas: one <heap> element each.
 _PROBE = """
 import ctypes, sys, tempfile, threading
-from bot.kernel import arenas
+from mendbot.kernel import arenas
 capped = arenas.cap()
 held = []
 together = threading.Barrier(6)

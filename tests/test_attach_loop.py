@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from bot.trust.loopback_discord import DiscordDouble
-from bot.trust.loopback_discord_model import FakeChannel, message_text
+from mendbot.trust.loopback_discord import DiscordDouble
+from mendbot.trust.loopback_discord_model import FakeChannel, message_text
 from tests.harness.hosts import LiveHost, host_repo, write_config
 from tests.harness.model_double import ModelDouble, Turn, text, tool_use
 from tests.harness.repo import git

@@ -23,13 +23,13 @@ import msgspec
 import pytest
 from discord.ext import commands
 
-from bot.kernel.settings import Settings
-from bot.runtime.attachment import SURFACE, Attachment
-from bot.runtime.held_events import SURFACE_EVENTS, HeldEvents
-from bot.runtime.services import NotMendingYet, build_services
-from bot.runtime.standalone import attach_to
-from bot.trust.loopback_discord import DiscordDouble
-from bot.trust.loopback_discord_model import message_text
+from mendbot.kernel.settings import Settings
+from mendbot.runtime.attachment import SURFACE, Attachment
+from mendbot.runtime.held_events import SURFACE_EVENTS, HeldEvents
+from mendbot.runtime.services import NotMendingYet, build_services
+from mendbot.runtime.standalone import attach_to
+from mendbot.trust.loopback_discord import DiscordDouble
+from mendbot.trust.loopback_discord_model import message_text
 from tests.harness.discord import make_settings
 from tests.harness.repo import git
 

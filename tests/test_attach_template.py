@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bot.trust.loopback_discord import DiscordDouble
+from mendbot.trust.loopback_discord import DiscordDouble
 from tests.harness.hosts import LiveHost, host_repo
 from tests.harness.live_bot import PROJECT, merged
 from tests.harness.model_double import ModelDouble

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.trust.loopback_discord import DiscordDouble
-from bot.trust.loopback_discord_model import message_text
+from mendbot.trust.loopback_discord import DiscordDouble
+from mendbot.trust.loopback_discord_model import message_text
 from tests.harness.hosts import LiveHost, host_repo, write_config
 from tests.harness.repo import git
 from tests.test_attach_loop import ONE_LINE, _ask, _says
@@ -119,7 +119,7 @@ async def test_the_other_way_in_records_announces_and_leaves_its_handlers(
 async def test_a_bot_that_configures_logging_gets_no_raw_lines_of_mendbots(tmp_path: Path) -> None:
     """A bot that calls `logging.basicConfig(level=logging.INFO)` keeps its console: its own lines as it
     formats them, and nothing of mendbot's in structlog's raw form (`[warning  ] incident opened
-    [bot.observe.incidents] announced=True channel_id=…`) — an incident is said in #dev, not there."""
+    [mendbot.observe.incidents] announced=True channel_id=…`) — an incident is said in #dev, not there."""
     repo = host_repo(tmp_path, "counter")
     source = (repo / "index.py").read_text()
     (repo / "index.py").write_text(

@@ -17,17 +17,17 @@ import discord
 import pytest
 from PIL import Image
 
-from bot.db import actions as action_queries
-from bot.db import open_database
-from bot.db.core import Connection
-from bot.db.records import ActionRecord
-from bot.kernel.sections import AuditConfig
-from bot.kernel.settings import ConfigError, Settings
-from bot.observe.audit import AuditError, AuditSchedule, AuditService, parse_period
-from bot.observe.audit_charts import chart_figures, render_charts
-from bot.observe.audit_render import render_text
-from bot.scale.leader import SoleLeader
-from bot.tools.playground import VirtualWorld
+from mendbot.db import actions as action_queries
+from mendbot.db import open_database
+from mendbot.db.core import Connection
+from mendbot.db.records import ActionRecord
+from mendbot.kernel.sections import AuditConfig
+from mendbot.kernel.settings import ConfigError, Settings
+from mendbot.observe.audit import AuditError, AuditSchedule, AuditService, parse_period
+from mendbot.observe.audit_charts import chart_figures, render_charts
+from mendbot.observe.audit_render import render_text
+from mendbot.scale.leader import SoleLeader
+from mendbot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, make_settings, reply_text, running_world
 from tests.harness.sql import sql, sql_value
 

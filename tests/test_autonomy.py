@@ -12,9 +12,9 @@ from typing import Any
 import discord
 import pytest
 
-from bot.kernel.money import usd
-from bot.kernel.settings import Settings
-from bot.tools.playground import VirtualWorld
+from mendbot.kernel.money import usd
+from mendbot.kernel.settings import Settings
+from mendbot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, make_settings, reply_text, running_world
 from tests.harness.model_double import Hold, ModelDouble, tool_use
 from tests.harness.repo import copy_of_bot, git

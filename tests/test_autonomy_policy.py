@@ -11,12 +11,12 @@ from typing import Any
 import aiosqlite
 import pytest
 
-from bot.db import open_database
-from bot.improve.autonomy import AUTONOMOUS_REQUESTER
-from bot.improve.policy import BudgetLedger, Policy, PolicyRefusal
-from bot.improve.runs import RunService
-from bot.kernel.sections import ImproveConfig
-from bot.kernel.structs import read
+from mendbot.db import open_database
+from mendbot.improve.autonomy import AUTONOMOUS_REQUESTER
+from mendbot.improve.policy import BudgetLedger, Policy, PolicyRefusal
+from mendbot.improve.runs import RunService
+from mendbot.kernel.sections import ImproveConfig
+from mendbot.kernel.structs import read
 
 ALICE = 1001
 NOW = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)

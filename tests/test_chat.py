@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.chat import split_message
-from bot.chat.service import NO_KEY_AGAIN, NO_KEY_MESSAGE
+from mendbot.chat import split_message
+from mendbot.chat.service import NO_KEY_AGAIN, NO_KEY_MESSAGE
 from tests.harness.discord import bot_messages, make_settings, running_world
 from tests.harness.model_double import ModelDouble, text
 

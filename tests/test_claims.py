@@ -11,8 +11,8 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bot.db.connection import open_database
-from bot.improve.claims import (
+from mendbot.db.connection import open_database
+from mendbot.improve.agent.claims import (
     Claim,
     ClaimRefused,
     ClaimService,
@@ -21,8 +21,8 @@ from bot.improve.claims import (
     overlapping,
     plan_files,
 )
-from bot.improve.runs import Run, RunService
-from bot.trust.guard import GuardPolicy, ToolGuard
+from mendbot.improve.runs import Run, RunService
+from mendbot.trust.guard import GuardPolicy, ToolGuard
 
 pytestmark = pytest.mark.engines
 

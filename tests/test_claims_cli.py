@@ -14,13 +14,13 @@ from typing import Any
 import discord
 import pytest
 
-from bot.db.connection import open_database
-from bot.improve.agent import ClaudeCodeAgent
-from bot.improve.claims import ClaimService
-from bot.improve.runs import RunService
-from bot.kernel.settings import Settings
-from bot.tools.playground import VirtualWorld
-from bot.trust.sandbox import Sandbox
+from mendbot.db.connection import open_database
+from mendbot.improve.agent.claims import ClaimService
+from mendbot.improve.agent.code_agent import ClaudeCodeAgent
+from mendbot.improve.runs import RunService
+from mendbot.kernel.settings import Settings
+from mendbot.tools.playground import VirtualWorld
+from mendbot.trust.sandbox import Sandbox
 from tests.harness.discord import bot_messages
 from tests.harness.model_double import ModelDouble, Turn, text, tool_use
 from tests.harness.repo import copy_of_bot, git

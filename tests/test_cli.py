@@ -90,7 +90,7 @@ def test_scripted_playground_answers_roll_and_bad_roll(tmp_path: Path) -> None:
 def test_a_failing_command_is_one_line_between_the_chat_lines(tmp_path: Path) -> None:
     """A command that fails in the playground prints one `!` line, its traceback going to the log file:
     no traceback (and no "incident opened" line, which the announcement in #dev says) in the transcript."""
-    config = _config(tmp_path, "discord: {extensions: [cogs.incidents, tests.fixtures.buggy_dice]}\n")
+    config = _config(tmp_path, "discord: {extensions: [mendbot.cogs.incidents, tests.fixtures.buggy_dice]}\n")
     result = _mendbot("--config", str(config), "play", "--data-dir", str(tmp_path / "pg"), cwd=tmp_path,
                       stdin="!roll 1d6\n!roll 1d6\n")  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -109,7 +109,7 @@ def test_a_failing_command_is_one_line_between_the_chat_lines(tmp_path: Path) ->
 def test_an_incident_from_an_earlier_session_is_announced_again(tmp_path: Path) -> None:
     """In the next playground session an incident's announcement (a message of the session before) is
     posted again when the incident changes: the reply is right and nothing is logged about it."""
-    config = _config(tmp_path, "discord: {extensions: [cogs.incidents, tests.fixtures.buggy_dice]}\n")
+    config = _config(tmp_path, "discord: {extensions: [mendbot.cogs.incidents, tests.fixtures.buggy_dice]}\n")
     play = ["--config", str(config), "play", "--data-dir", str(tmp_path / "pg")]
     first = _mendbot(*play, cwd=tmp_path, stdin="!roll 1d6\n")
     assert first.returncode == 0, first.stdout + first.stderr

@@ -13,17 +13,17 @@ from typing import Any
 import psycopg
 import pytest
 
-from bot.db import actions as action_queries
-from bot.db import cluster as cluster_queries
-from bot.db import core
-from bot.db import incidents as incident_queries
-from bot.db import runs as run_queries
-from bot.db.records import ActionRecord
-from bot.db.runs import get_setting, set_setting
-from bot.observe.incident import Incident
-from bot.runtime.services import Services, build_services
-from bot.scale.cluster import DEPLOYED_KEY, TAIL_KEY, ActionTail
-from bot.scale.leader import PostgresLeader, SoleLeader, leadership_for, lock_key, shares_database
+from mendbot.db import actions as action_queries
+from mendbot.db import cluster as cluster_queries
+from mendbot.db import core
+from mendbot.db import incidents as incident_queries
+from mendbot.db import runs as run_queries
+from mendbot.db.records import ActionRecord
+from mendbot.db.runs import get_setting, set_setting
+from mendbot.observe.incident import Incident
+from mendbot.runtime.services import Services, build_services
+from mendbot.scale.cluster import DEPLOYED_KEY, TAIL_KEY, ActionTail
+from mendbot.scale.leader import PostgresLeader, SoleLeader, leadership_for, lock_key, shares_database
 from tests.harness.discord import make_settings
 
 pytestmark = pytest.mark.engines
@@ -658,7 +658,7 @@ async def test_a_leader_that_found_the_merge_live_already_reloads_it_as_a_follow
 async def test_the_workers_progress_is_relayed_once_by_the_leader(postgres_url: str, tmp_path: Path) -> None:
     """With runs on workers and several bot processes, a worker's progress and report reach Discord
     once: the leader relays them (any process may post by channel id), followers do not."""
-    from bot.improve.relay import DatabaseReporter
+    from mendbot.improve.relay import DatabaseReporter
     from tests.harness.github_double import GitHubDouble
     from tests.harness.repo import git
     from tests.test_worker import TOKEN, RecordingReporter

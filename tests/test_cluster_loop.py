@@ -28,8 +28,8 @@ from typing import Any
 import pytest
 import yaml
 
-from bot.trust.loopback_discord import DiscordDouble
-from bot.trust.loopback_discord_model import FakeChannel, FakeGuild, message_text
+from mendbot.trust.loopback_discord import DiscordDouble
+from mendbot.trust.loopback_discord_model import FakeChannel, FakeGuild, message_text
 from tests.harness.github_double import GitHubDouble
 from tests.harness.live_bot import PROJECT, LiveBot, live_config
 from tests.harness.model_double import ModelDouble, Turn, text, tool_use

@@ -17,10 +17,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.db import actions as action_queries
-from bot.db import core
-from bot.db.records import ActionRecord
-from bot.trust.loopback_discord import DiscordDouble
+from mendbot.db import actions as action_queries
+from mendbot.db import core
+from mendbot.db.records import ActionRecord
+from mendbot.trust.loopback_discord import DiscordDouble
 
 pytestmark = pytest.mark.engines
 

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from bot.db import actions as action_queries
-from bot.db.records import ActionRecord
-from bot.improve.runs import Run
-from bot.kernel.errors import UserError
-from bot.kernel.settings import ConfigError
-from bot.runtime.services import Services
-from bot.scale.rollout import ROLLOUT_KEY, canary_regression
+from mendbot.db import actions as action_queries
+from mendbot.db.records import ActionRecord
+from mendbot.improve.runs import Run
+from mendbot.kernel.errors import UserError
+from mendbot.kernel.settings import ConfigError
+from mendbot.runtime.services import Services
+from mendbot.scale.rollout import ROLLOUT_KEY, canary_regression
 from tests.harness.discord import make_settings
 from tests.test_cluster import _git, _process, _repo, _until
 
@@ -126,7 +126,7 @@ async def _until_stage(services: Services, stage: str, within: float = 15.0) -> 
 
 
 async def _stage(services: Services) -> str | None:
-    from bot.db.runs import get_setting
+    from mendbot.db.runs import get_setting
 
     stored = await get_setting(services.db, ROLLOUT_KEY)
     return None if stored is None else str(stored["stage"])
@@ -315,7 +315,7 @@ async def test_a_lone_process_with_a_canary_configured_takes_the_merge_as_before
 
 def test_a_canary_needs_shard_processes_on_postgresql(tmp_path: Path) -> None:
     """deploy.canary_shards without database.url and discord.shard_ids is a config error naming both."""
-    from bot.kernel.settings import refuse_shard_subset
+    from mendbot.kernel.settings import refuse_shard_subset
 
     settings = make_settings(tmp_path / "data", deploy={"canary_shards": [0]})
     with pytest.raises(ConfigError, match=r"database\.url and discord\.shard_ids"):
@@ -328,7 +328,7 @@ async def test_a_new_leader_finishes_the_stage_a_dead_leader_stored(
 ) -> None:
     """A leader died right after storing `all` (the fix not published yet) or `rolled_back` (no revert
     made yet): the next leader finishes that step, and every process ends on one commit."""
-    from bot.db.runs import set_setting
+    from mendbot.db.runs import set_setting
 
     first, second, repos = _checkouts(tmp_path, "a", "b")
     _git(repos["a"], "reset", "-q", "--hard", second)  # the canary runs the fix

@@ -18,14 +18,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.db import actions as action_queries
-from bot.db import core
-from bot.db import proposals as proposal_queries
-from bot.db.records import ActionRecord
-from bot.db.runs import get_setting
-from bot.improve.runs import RunService
-from bot.scale.rollout import ROLLOUT_KEY
-from bot.trust.loopback_discord import DiscordDouble
+from mendbot.db import actions as action_queries
+from mendbot.db import core
+from mendbot.db import proposals as proposal_queries
+from mendbot.db.records import ActionRecord
+from mendbot.db.runs import get_setting
+from mendbot.improve.runs import RunService
+from mendbot.scale.rollout import ROLLOUT_KEY
+from mendbot.trust.loopback_discord import DiscordDouble
 from tests.test_cluster import _git
 from tests.test_cluster_processes import _free_port, _health, _processes, _start
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.scale.cluster import Cluster
+from mendbot.scale.cluster import Cluster
 from tests.harness.discord import bot_messages
 from tests.harness.repo import git
 from tests.test_ship_gate import Gate, gate  # noqa: F401  (the fixture)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bot.kernel.settings import Settings, load_settings, refuse_shard_subset, refuse_workers_without_store
+from mendbot.kernel.settings import Settings, load_settings, refuse_shard_subset, refuse_workers_without_store
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 

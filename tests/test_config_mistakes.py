@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.kernel.settings import ConfigError, load_settings
-from bot.tools.playground import VirtualWorld
+from mendbot.kernel.settings import ConfigError, load_settings
+from mendbot.tools.playground import VirtualWorld
 from tests.test_playground import _play
 
 REPO = Path(__file__).resolve().parent.parent

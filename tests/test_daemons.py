@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 
-from bot.kernel.daemons import Daemons
+from mendbot.kernel.daemons import Daemons
 
 
 async def _ran(flag: asyncio.Event) -> None:

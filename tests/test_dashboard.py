@@ -12,10 +12,10 @@ import aiohttp
 import msgspec
 import pytest
 
-from bot.db import actions as action_queries
-from bot.db import runs as run_queries
-from bot.db.records import ActionRecord
-from bot.tools.playground import VirtualWorld
+from mendbot.db import actions as action_queries
+from mendbot.db import runs as run_queries
+from mendbot.db.records import ActionRecord
+from mendbot.tools.playground import VirtualWorld
 from tests.harness.dashboard import DEVELOPERS, PAYLOADS, Served, allow, git_change, seed_hostile_run, serving
 from tests.harness.discord import make_settings, reply_text, running_world
 from tests.harness.playground import PlaygroundProcess
@@ -370,8 +370,8 @@ async def test_a_runs_page_reads_as_content_not_data(dash_world: VirtualWorld, s
     """A run's page: the diagnosis and plan as labelled prose and lists, the checks ✅/❌ with each
     output folded (a failing one open), the proof as the chat shows it, the timeline in stages with one
     sentence per event, the evidence pack the agent was given, and who asked by name — not JSON."""
-    from bot.db import proofs as proof_queries
-    from bot.improve.proof import ProofItem, Side
+    from mendbot.db import proofs as proof_queries
+    from mendbot.improve.proof.verdict import ProofItem, Side
 
     runs = dash_world.bot.services.improve.runs
     alice = dash_world.users["alice"]

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from bot.tools.playground import VirtualWorld
+from mendbot.tools.playground import VirtualWorld
 from tests.harness.dashboard import allow, git_change, seed_hostile_run, serving
 from tests.harness.discord import make_settings, reply_text, running_world
 from tests.harness.sql import sql

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.dashboard.run_view import attempts, describe, prose, stages
-from bot.dashboard.status import process_health
+from mendbot.dashboard.run_view import attempts, describe, prose, stages
+from mendbot.dashboard.status import process_health
 
 HEALTHY: dict[str, Any] = {
     "uptime_s": 200.0, "discord_ready": True, "accepting": True, "cogs": ["Dice", "Help"],

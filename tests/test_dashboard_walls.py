@@ -15,11 +15,11 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from bot.db import actions as action_queries
-from bot.db import signins
-from bot.db.records import ActionRecord
-from bot.kernel.sections import AccessConfig
-from bot.tools.playground import VirtualWorld
+from mendbot.db import actions as action_queries
+from mendbot.db import signins
+from mendbot.db.records import ActionRecord
+from mendbot.kernel.sections import AccessConfig
+from mendbot.tools.playground import VirtualWorld
 from tests.harness.dashboard import Served, allow, git_change, seed_hostile_run, serving
 from tests.harness.discord import make_settings, running_world
 from tests.harness.playground import PlaygroundProcess

@@ -9,9 +9,9 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bot.db import runs
-from bot.db.connection import open_database, transaction
-from bot.db.migrate import head_revision
+from mendbot.db import runs
+from mendbot.db.connection import open_database, transaction
+from mendbot.db.migrate import head_revision
 
 
 async def _scalar(db: aiosqlite.Connection, sql: str) -> object:

@@ -7,9 +7,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from bot.db import actions as queries
-from bot.db import core
-from bot.db.records import ActionRecord
+from mendbot.db import actions as queries
+from mendbot.db import core
+from mendbot.db.records import ActionRecord
 
 pytestmark = pytest.mark.engines
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.db import approvals as queries
-from bot.db import core
+from mendbot.db import approvals as queries
+from mendbot.db import core
 
 pytestmark = pytest.mark.engines
 

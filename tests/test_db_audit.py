@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from bot.db import actions as action_queries
-from bot.db import audit as queries
-from bot.db import core
-from bot.db import runs as run_queries
-from bot.db.records import ActionRecord
+from mendbot.db import actions as action_queries
+from mendbot.db import audit as queries
+from mendbot.db import core
+from mendbot.db import runs as run_queries
+from mendbot.db.records import ActionRecord
 from tests.harness.sql import insert
 
 pytestmark = pytest.mark.engines

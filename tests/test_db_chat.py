@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.db import chat, core
-from bot.db.chat import ChatLine
+from mendbot.db import chat, core
+from mendbot.db.chat import ChatLine
 
 pytestmark = pytest.mark.engines
 

@@ -12,10 +12,10 @@ from typing import Any, TypeVar
 import aiosqlite
 import pytest
 
-from bot.db import cog_rows, provenance
-from bot.db.connection import open_database
-from bot.observe.capture import start_capture
-from bot.observe.recorder import ActionRecorder
+from mendbot.db import cog_rows, provenance
+from mendbot.db.connection import open_database
+from mendbot.observe.capture import start_capture
+from mendbot.observe.recorder import ActionRecorder
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")

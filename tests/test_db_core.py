@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from bot.db import core
-from bot.db import runs as queries
-from bot.db.connection import transaction
+from mendbot.db import core
+from mendbot.db import runs as queries
+from mendbot.db.connection import transaction
 
 pytestmark = pytest.mark.engines
 

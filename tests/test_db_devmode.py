@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.db import core, devmode
-from bot.db.devmode import DevModeSwitch
+from mendbot.db import core, devmode
+from mendbot.db.devmode import DevModeSwitch
 
 pytestmark = pytest.mark.engines
 

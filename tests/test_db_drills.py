@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from bot.db import core, drills
+from mendbot.db import core, drills
 
 pytestmark = pytest.mark.engines
 

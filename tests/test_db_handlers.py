@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.db import core, handlers
-from bot.db.handlers import HandlerLocation
+from mendbot.db import core, handlers
+from mendbot.db.handlers import HandlerLocation
 
 pytestmark = pytest.mark.engines
 

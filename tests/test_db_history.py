@@ -22,8 +22,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from bot.db.connection import open_database
-from bot.db.migrate import (
+from mendbot.db.connection import open_database
+from mendbot.db.migrate import (
     BASELINE,
     HISTORY,
     SNAPSHOT,
@@ -35,7 +35,7 @@ from bot.db.migrate import (
     upgrade_postgresql,
     upgrade_sqlite,
 )
-from bot.db.schema import metadata
+from mendbot.db.schema import metadata
 
 pytestmark = pytest.mark.engines
 
@@ -366,7 +366,7 @@ def test_an_up_to_date_file_is_opened_without_loading_alembic(tmp_path: Path) ->
     """Opening a file already at the head imports neither Alembic nor SQLAlchemy."""
     path = tmp_path / "m.db"
     code = (
-        "import asyncio, sys\nfrom bot.db import open_database\n"
+        "import asyncio, sys\nfrom mendbot.db import open_database\n"
         f"async def main():\n    await (await open_database({str(path)!r})).close()\n"
         "asyncio.run(main())\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'alembic', 'sqlalchemy'}))"
@@ -386,9 +386,9 @@ def _schema(conn: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], list[tuple
 
 
 def test_the_snapshot_was_written_from_the_history_as_it_is() -> None:
-    """After a change to the history, `python -m bot.db.history` writes its snapshot again; until then
+    """After a change to the history, `python -m mendbot.db.history` writes its snapshot again; until then
     every new SQLite file is made by running the whole history (~0.25 s a process)."""
-    assert current_snapshot() is not None, f"{SNAPSHOT} is stale: run `python -m bot.db.history`"
+    assert current_snapshot() is not None, f"{SNAPSHOT} is stale: run `python -m mendbot.db.history`"
 
 
 def test_a_file_made_from_the_snapshot_is_the_one_the_history_makes(tmp_path: Path) -> None:
@@ -474,7 +474,7 @@ def test_a_postgresql_database_at_the_head_is_upgraded_without_loading_alembic(p
     """A process that finds the database at the head imports no Alembic (the first one, which found
     it empty, ran the history); the database is left at the head."""
     code = (
-        "import sys\nfrom bot.db.migrate import upgrade_postgresql\n"
+        "import sys\nfrom mendbot.db.migrate import upgrade_postgresql\n"
         f"upgrade_postgresql({postgres_url!r})\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'alembic', 'sqlalchemy'}))"
     )

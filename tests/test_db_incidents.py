@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from bot.db import core
-from bot.db import incidents as queries
+from mendbot.db import core
+from mendbot.db import incidents as queries
 
 pytestmark = pytest.mark.engines
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.db import core, lessons
+from mendbot.db import core, lessons
 
 pytestmark = pytest.mark.engines
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.db import core, metrics
-from bot.db import runs as run_queries
+from mendbot.db import core, metrics
+from mendbot.db import runs as run_queries
 
 pytestmark = pytest.mark.engines
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bot.db import approvals as approval_queries
-from bot.db import core
-from bot.db import objections as queries
+from mendbot.db import approvals as approval_queries
+from mendbot.db import core
+from mendbot.db import objections as queries
 
 pytestmark = pytest.mark.engines
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.db import core, people
+from mendbot.db import core, people
 
 pytestmark = pytest.mark.engines
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from bot.db import core
-from bot.db import proofs as queries
+from mendbot.db import core
+from mendbot.db import proofs as queries
 from tests.harness.sql import insert
 
 pytestmark = pytest.mark.engines

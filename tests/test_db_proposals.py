@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.db import core
-from bot.db import proposals as queries
+from mendbot.db import core
+from mendbot.db import proposals as queries
 
 pytestmark = pytest.mark.engines
 

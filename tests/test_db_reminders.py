@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.db import core, reminders
+from mendbot.db import core, reminders
 from tests.harness.sql import sql_value
 
 pytestmark = pytest.mark.engines

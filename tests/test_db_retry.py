@@ -7,10 +7,10 @@ import asyncio
 import psycopg
 import pytest
 
-from bot.db import core
-from bot.db import runs as queries
-from bot.db.connection import transaction
-from bot.db.retry import RetryPolicy, StorageHealth, retrying, storage_fault
+from mendbot.db import core
+from mendbot.db import runs as queries
+from mendbot.db.connection import transaction
+from mendbot.db.retry import RetryPolicy, StorageHealth, retrying, storage_fault
 from tests.harness.sql import sql
 
 pytestmark = pytest.mark.engines

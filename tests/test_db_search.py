@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from bot.db import actions as action_queries
-from bot.db import core
-from bot.db import search as queries
-from bot.db.records import ActionRecord
+from mendbot.db import actions as action_queries
+from mendbot.db import core
+from mendbot.db import search as queries
+from mendbot.db.records import ActionRecord
 from tests.harness.sql import insert, sql
 
 pytestmark = pytest.mark.engines

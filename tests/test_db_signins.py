@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.db import core, signins
+from mendbot.db import core, signins
 
 pytestmark = pytest.mark.engines
 

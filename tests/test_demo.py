@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.tools.demo_agent import BUG, FIX, answer
-from bot.tools.demo_model import Turn
+from mendbot.tools.demo_agent import BUG, FIX, answer
+from mendbot.tools.demo_model import Turn
 
 pytestmark = pytest.mark.cli
 

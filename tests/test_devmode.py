@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.features.devmode import DevModeState
-from bot.kernel.settings import Settings
-from bot.runtime.app import discover_extensions
-from bot.tools.playground import VirtualWorld
+from mendbot.features.devmode import DevModeState
+from mendbot.kernel.settings import Settings
+from mendbot.runtime.app import discover_extensions
+from mendbot.tools.playground import VirtualWorld
 from tests.harness.discord import make_bot, make_settings, reply_text, running_world
 from tests.harness.model_double import ModelDouble
 from tests.harness.repo import git

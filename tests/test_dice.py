@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from bot.features import dice
+from mendbot.features import dice
 
 
 @pytest.mark.parametrize(

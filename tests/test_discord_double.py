@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import discord
 import pytest
 
-from bot.trust.loopback_discord import DiscordDouble
-from bot.trust.loopback_discord_model import message_text
+from mendbot.trust.loopback_discord import DiscordDouble
+from mendbot.trust.loopback_discord_model import message_text
 
 
 @dataclass

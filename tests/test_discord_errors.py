@@ -10,7 +10,7 @@ from typing import Any
 import discord
 import simcord
 
-from bot.tools.playground import VirtualWorld
+from mendbot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, reply_text
 from tests.harness.sql import stored
 

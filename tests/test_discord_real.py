@@ -22,14 +22,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.__main__ import _run, main
-from bot.db import actions as action_queries
-from bot.kernel.settings import Settings
-from bot.runtime.app import MendBot
-from bot.runtime.services import build_services
-from bot.runtime.startup import Backoff, start_on_discord
-from bot.trust.loopback_discord import DiscordDouble
-from bot.trust.loopback_discord_model import FakeGuild
+from mendbot.__main__ import _run, main
+from mendbot.db import actions as action_queries
+from mendbot.kernel.settings import Settings
+from mendbot.runtime.app import MendBot
+from mendbot.runtime.services import build_services
+from mendbot.runtime.startup import Backoff, start_on_discord
+from mendbot.trust.loopback_discord import DiscordDouble
+from mendbot.trust.loopback_discord_model import FakeGuild
 from tests.harness.discord import make_settings
 from tests.harness.live_bot import LiveBot, live_config
 
@@ -157,7 +157,11 @@ async def test_refused_command_sync_is_one_line_and_exit_78(
     assert code == 78
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0]
-    assert str(discord_api.guild.id) in lines[0] if status == 403 else "python -m bot.tools.smoke" in lines[0]
+    assert (
+        str(discord_api.guild.id) in lines[0]
+        if status == 403
+        else "python -m mendbot.tools.smoke" in lines[0]
+    )
     assert discord_api.identified == 0  # it never went on to the gateway
 
 

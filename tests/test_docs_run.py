@@ -19,8 +19,8 @@ from typing import Any
 import discord
 import pytest
 
-from bot.kernel.settings import ConfigError, load_settings
-from bot.tools.command_line import command_line
+from mendbot.kernel.settings import ConfigError, load_settings
+from mendbot.tools.command_line import command_line
 from tests.docblocks import (
     DOCS,
     KINDS,
@@ -329,8 +329,8 @@ def test_the_python_check_catches_what_make_test_would(tmp_path: Path) -> None:
     """Imports out of isort's order, a line the formatter would change and a hybrid command mypy cannot
     solve without the ignore cogs/dice.py carries are each reported."""
     body = (
-        '"""/coin."""\n\nfrom discord.ext import commands\n\nfrom bot.runtime.app import MendBot\n'
-        "from bot.kernel.errors import UserError\n\n\n"
+        '"""/coin."""\n\nfrom discord.ext import commands\n\nfrom mendbot.runtime.app import MendBot\n'
+        "from mendbot.kernel.errors import UserError\n\n\n"
         "class Coin(commands.Cog):\n"
         '    @commands.hybrid_command(name="coin", description="Flip coins.")\n'
         "    async def coin(self, ctx: commands.Context[MendBot], times: int=1) -> None:\n"

@@ -13,9 +13,9 @@ from typing import Any
 import discord
 import pytest
 
-from bot.db.migrate import head_revision
-from bot.tools.doctor import Check, Level, channel_permissions, doctor_exit_code, run_doctor
-from bot.trust.loopback_discord import DiscordDouble
+from mendbot.db.migrate import head_revision
+from mendbot.tools.doctor import Check, Level, channel_permissions, doctor_exit_code, run_doctor
+from mendbot.trust.loopback_discord import DiscordDouble
 from tests.harness.postgres import PostgresServer
 from tests.harness.repo import git as repo_git
 

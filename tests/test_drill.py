@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from bot.improve.drill import DrillReport, StageTime
-from bot.kernel.drills import DRILL_KIND, DRILL_USER_ID
-from bot.kernel.money import usd
-from bot.observe.audit import AuditService
-from bot.observe.audit_render import render_text
-from bot.tools.playground import VirtualWorld
+from mendbot.improve.drill import DrillReport, StageTime
+from mendbot.kernel.drills import DRILL_KIND, DRILL_USER_ID
+from mendbot.kernel.money import usd
+from mendbot.observe.audit import AuditService
+from mendbot.observe.audit_render import render_text
+from mendbot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, make_settings, reply_text, running_world
 from tests.harness.model_double import ModelDouble
 from tests.harness.repo import git

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.kernel.drills import DRILL_KIND
+from mendbot.kernel.drills import DRILL_KIND
 from tests.test_cluster import _announced, _leader_of, _process
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.db import core, drills
-from bot.kernel.errors import UserError
+from mendbot.db import core, drills
+from mendbot.kernel.errors import UserError
 from tests.harness.discord import bot_messages, make_settings, running_world
 from tests.harness.model_double import ModelDouble, text, tool_use
 from tests.harness.playground import PlaygroundProcess

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from bot.improve.runs import Run
-from bot.kernel.drills import DRILL_KIND, DRILL_POINT
+from mendbot.improve.runs import Run
+from mendbot.kernel.drills import DRILL_KIND, DRILL_POINT
 from tests.harness.discord import bot_messages
 from tests.harness.repo import git
 from tests.test_ship_gate import Gate, gate  # noqa: F401  (the fixture)

@@ -10,15 +10,15 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bot.db import actions as action_queries
-from bot.db import incidents as incident_queries
-from bot.db.connection import open_database
-from bot.db.records import ActionRecord
-from bot.improve.evidence import build_evidence
-from bot.improve.evidence_pack import EvidencePack
-from bot.improve.localise import RECORDING_WRAPPERS
-from bot.improve.memory import Lesson
-from bot.trust.sanitize import BLOCK_END, BLOCK_START
+from mendbot.db import actions as action_queries
+from mendbot.db import incidents as incident_queries
+from mendbot.db.connection import open_database
+from mendbot.db.records import ActionRecord
+from mendbot.improve.evidence.gather import build_evidence
+from mendbot.improve.evidence.localise import RECORDING_WRAPPERS
+from mendbot.improve.evidence.pack import EvidencePack
+from mendbot.improve.memory import Lesson
+from mendbot.trust.sanitize import BLOCK_END, BLOCK_START
 from tests.harness.repo import copy_of_bot, git
 
 NOW = 1_800_000_000.0
@@ -352,7 +352,7 @@ async def test_ranking_is_the_same_every_time(db: aiosqlite.Connection, shop: Pa
 
 async def _shop_complaint(db: aiosqlite.Connection, shop: Path, calls: list[ActionRecord]) -> EvidencePack:
     """The evidence for "/shop says 9 for tea and cake" after `calls`, app:shop handled by checkout."""
-    from bot.db import handlers as handler_queries
+    from mendbot.db import handlers as handler_queries
 
     await handler_queries.replace_cog(
         db, "Shop", [handler_queries.HandlerLocation("app:shop", "shop.py", "checkout", 27, "Shop")], NOW
@@ -460,7 +460,7 @@ async def test_lessons_are_recalled_by_the_suspect_files(db: aiosqlite.Connectio
 
 async def test_git_history_is_cached_by_head_and_follows_a_new_commit(tmp_path: Path) -> None:
     """HEAD is read from the repository's files; a new commit (and a packed ref) is seen at once."""
-    from bot.improve.history import file_history, head_commit
+    from mendbot.improve.evidence.history import file_history, head_commit
     from tests.localise.repo import Commit, build_repo
 
     repo = build_repo(tmp_path / "repo", (Commit(3, "First", {"a.py": "x = 1\n"}),))

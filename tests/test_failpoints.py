@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from bot.kernel.failpoints import Failpoints
+from mendbot.kernel.failpoints import Failpoints
 
 
 def test_an_unset_environment_arms_nothing_and_hits_are_no_ops() -> None:
@@ -34,7 +34,7 @@ def test_a_malformed_entry_is_refused(spec: str) -> None:
 def test_hitting_an_armed_kill_point_kills_the_process_with_sigkill() -> None:
     """An armed point ends the process there with SIGKILL: nothing after it runs."""
     code = (
-        "from bot.kernel.failpoints import Failpoints\n"
+        "from mendbot.kernel.failpoints import Failpoints\n"
         "points = Failpoints.parse('p=kill')\n"
         "points.hit('other')\n"
         "print('before', flush=True)\n"
@@ -52,7 +52,7 @@ def test_hitting_an_armed_kill_point_kills_the_process_with_sigkill() -> None:
 def test_a_raise_point_fails_the_step_with_an_injected_fault_while_armed() -> None:
     """`raise` (from the variable, or armed in process by a fire drill) makes the step fail with
     InjectedFault; disarmed, the same hit does nothing."""
-    from bot.kernel.failpoints import InjectedFault
+    from mendbot.kernel.failpoints import InjectedFault
 
     points = Failpoints.from_environ({"MENDBOT_FAILPOINTS": "drill.probe=raise"})
     with pytest.raises(InjectedFault, match=r"drill\.probe"):
@@ -68,7 +68,7 @@ def test_an_armed_term_point_sends_the_process_sigterm() -> None:
     """`term` stops the process the way a service manager does: SIGTERM, which its handler may drain."""
     code = (
         "import signal, sys\n"
-        "from bot.kernel.failpoints import Failpoints\n"
+        "from mendbot.kernel.failpoints import Failpoints\n"
         "signal.signal(signal.SIGTERM, lambda *_: (print('drained', flush=True), sys.exit(0)))\n"
         "Failpoints.parse('p=term').hit('p')\n"
         "print('not reached', flush=True)\n"

@@ -1,4 +1,4 @@
-"""bot.kernel.filewatch on a real directory tree: what a change reports, in which batches, what never."""
+"""mendbot.kernel.filewatch on a real directory tree: what a change reports, in which batches, what never."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from bot.kernel.filewatch import changed_files
+from mendbot.kernel.filewatch import changed_files
 
 
 class Batches:

@@ -11,18 +11,18 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bot.db import actions as action_queries
-from bot.db import handlers as handler_queries
-from bot.db.connection import open_database
-from bot.db.records import ActionRecord
-from bot.improve.evidence import build_evidence
-from bot.improve.evidence_pack import EvidencePack
+from mendbot.db import actions as action_queries
+from mendbot.db import handlers as handler_queries
+from mendbot.db.connection import open_database
+from mendbot.db.records import ActionRecord
+from mendbot.improve.evidence.gather import build_evidence
+from mendbot.improve.evidence.pack import EvidencePack
 from tests.localise.repo import Commit, build_repo
 
 NOW = 1_800_000_000.0
 # One of mendbot's own cogs, as they are written: on mendbot's runtime.
 _LISTENER = (
-    "from bot.runtime.attachment import Attachment\n\n"
+    "from mendbot.runtime.attachment import Attachment\n\n"
     "class {name}:\n    async def on_message(self, message):\n        return None\n"
 )
 
@@ -223,8 +223,8 @@ async def test_mendbots_own_listeners_are_never_suspects_for_a_users_cog(
             "cogs/links.py": "class Links:\n    async def on_message(self, message):\n"
             "        if message.guild.id % 2:\n            return\n"
             "        await message.add_reaction('🔗')\n",
-            "cogs/improve.py": _LISTENER.format(name="Improve"),
-            "cogs/ship.py": _LISTENER.format(name="Ship"),
+            "bot/cogs/improve.py": _LISTENER.format(name="Improve"),
+            "bot/cogs/ship.py": _LISTENER.format(name="Ship"),
         },
     )
     await handler_queries.replace_cog(

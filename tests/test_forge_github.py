@@ -13,15 +13,15 @@ from githubkit.exception import RequestFailed
 from githubkit_schemas.latest.models import FullRepository, IssueComment, PullRequest
 from pydantic import TypeAdapter
 
-from bot.db import proposals
-from bot.db.connection import open_database
-from bot.deploy.merge import Merger
-from bot.forge.base import Forge, ForgeError, HeadMovedError, MainMovedError, branch_head, merged_ref
-from bot.forge.github import GitHubForge
-from bot.improve.workspace import Workspace
-from bot.kernel.settings import load_settings
-from bot.tools.doctor import _forge as doctor_forge_check
-from bot.trust.sandbox import Sandbox
+from mendbot.db import proposals
+from mendbot.db.connection import open_database
+from mendbot.deploy.merge import Merger
+from mendbot.forge.base import Forge, ForgeError, HeadMovedError, MainMovedError, branch_head, merged_ref
+from mendbot.forge.github import GitHubForge
+from mendbot.improve.agent.workspace import Workspace
+from mendbot.kernel.settings import load_settings
+from mendbot.tools.doctor import _forge as doctor_forge_check
+from mendbot.trust.sandbox import Sandbox
 from tests.harness.github_double import GitHubDouble, full_repository, issue_comment, pull_request
 from tests.harness.repo import git
 from tests.test_forge_local import BRANCH, make_repo

@@ -9,10 +9,10 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bot.db import proposals
-from bot.db.connection import open_database
-from bot.forge.base import Forge, ForgeError, HeadMovedError, MainMovedError, merged_ref
-from bot.forge.local import MERGED_FROM_REF_PREFIX, NOTES_REF, LocalForge
+from mendbot.db import proposals
+from mendbot.db.connection import open_database
+from mendbot.forge.base import Forge, ForgeError, HeadMovedError, MainMovedError, merged_ref
+from mendbot.forge.local import MERGED_FROM_REF_PREFIX, NOTES_REF, LocalForge
 from tests.harness.repo import git
 
 BRANCH = "mendbot/7-fix-roll"

@@ -20,11 +20,11 @@ import structlog
 from aiohttp import web
 from claude_agent_sdk import ClaudeSDKClient, ResultMessage
 
-from bot.improve.agent import ClaudeCodeAgent
-from bot.trust.gateway import COUNT_MARGIN, COUNT_SLACK_TOKENS, ModelGateway
-from bot.trust.model_usage import DEFAULT_PRICES, Price
-from bot.trust.priceable import BETAS, FIELDS
-from bot.trust.sandbox import Sandbox
+from mendbot.improve.agent.code_agent import ClaudeCodeAgent
+from mendbot.trust.gateway import COUNT_MARGIN, COUNT_SLACK_TOKENS, ModelGateway
+from mendbot.trust.model_usage import DEFAULT_PRICES, Price
+from mendbot.trust.priceable import BETAS, FIELDS
+from mendbot.trust.sandbox import Sandbox
 from tests.harness.claude_cli import agent_options
 from tests.harness.model_double import Hold, ModelDouble, error, text, tool_use
 from tests.harness.repo import copy_of_bot

@@ -20,8 +20,8 @@ from aiohttp import web
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from bot.trust.gateway import ModelGateway
-from bot.trust.priceable import BETAS, carries_media
+from mendbot.trust.gateway import ModelGateway
+from mendbot.trust.priceable import BETAS, carries_media
 from tests.test_gateway import REAL_KEY, MemoryLedger
 
 RUN, OTHER_RUN = 7, 8

@@ -17,11 +17,11 @@ import aiohttp
 import discord
 import pytest
 
-from bot.runtime.app import MendBot
-from bot.runtime.health import HealthServer
-from bot.runtime.services import build_services
-from bot.runtime.startup import start_on_discord
-from bot.trust.loopback_discord import DiscordDouble
+from mendbot.runtime.app import MendBot
+from mendbot.runtime.health import HealthServer
+from mendbot.runtime.services import build_services
+from mendbot.runtime.startup import start_on_discord
+from mendbot.trust.loopback_discord import DiscordDouble
 from tests.harness.discord import make_settings
 
 

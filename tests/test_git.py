@@ -1,4 +1,4 @@
-"""bot.kernel.git: the bot's own git executes nothing a repository's config or a worktree's attributes
+"""mendbot.kernel.git: the bot's own git executes nothing a repository's config or a worktree's attributes
 name."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.kernel.git import GitError, git, git_environment
+from mendbot.kernel.git import GitError, git, git_environment
 
 
 def _plain_git(repo: Path, *args: str) -> None:
@@ -110,9 +110,10 @@ async def test_git_process_really_receives_no_secret(monkeypatch: pytest.MonkeyP
 def test_gitpython_would_hand_git_the_bots_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """Why bot.kernel.git does not run git through GitPython: its processes inherit the bot's environment.
+    """Why mendbot.kernel.git does not run git through GitPython: its processes inherit the bot's environment.
 
-    If this starts failing, GitPython can start from an empty environment and bot.kernel.git may move to it.
+    If this starts failing, GitPython can start from an empty environment and mendbot.kernel.git may move to
+    it.
     """
     import git as gitpython
 

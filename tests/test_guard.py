@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from claude_agent_sdk import PermissionResultAllow, PermissionResultDeny, ToolPermissionContext
 
-from bot.kernel.sections import DEFAULT_PROTECTED_PATHS
-from bot.trust import agent_env
-from bot.trust.agent_env import agent_environment, write_launcher
-from bot.trust.guard import Decision, GuardPolicy, ToolGuard
-from bot.trust.path_rules import protected_entry
+from mendbot.kernel.sections import DEFAULT_PROTECTED_PATHS
+from mendbot.trust import agent_env
+from mendbot.trust.agent_env import agent_environment, write_launcher
+from mendbot.trust.guard import Decision, GuardPolicy, ToolGuard
+from mendbot.trust.path_rules import protected_entry
 
 PROTECTED = ("bot/trust/guard.py", ".ci/", "prompts/agent/", "config.yaml")
 

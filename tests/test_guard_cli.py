@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, ResultMessage, ToolPermissionContext
 
-from bot.trust.agent_env import agent_environment, prepare_home, write_launcher
-from bot.trust.guard import Confine, Decision, GuardPolicy, ToolGuard
-from bot.trust.sandbox import Sandbox
+from mendbot.trust.agent_env import agent_environment, prepare_home, write_launcher
+from mendbot.trust.guard import Confine, Decision, GuardPolicy, ToolGuard
+from mendbot.trust.sandbox import Sandbox
 from tests.harness.model_double import ModelDouble, Turn, text, tool_use
 
 pytestmark = pytest.mark.cli

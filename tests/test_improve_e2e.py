@@ -12,8 +12,8 @@ from typing import Any
 import discord
 import pytest
 
-from bot.kernel.settings import Settings
-from bot.tools.playground import VirtualWorld
+from mendbot.kernel.settings import Settings
+from mendbot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, make_settings, reply_text, running_world
 from tests.harness.model_double import ModelDouble, Turn, text, tool_use
 from tests.harness.repo import copy_of_bot, git
@@ -31,7 +31,7 @@ DIAGNOSIS = {
     "proposed_fix": "guard the divisor",
 }
 PLAN = {
-    # The files the run claims (bot.improve.claims): the fixture's bug, and the files other tests'
+    # The files the run claims (mendbot.improve.agent.claims): the fixture's bug, and the files other tests'
     # scripted edits change with this same plan (protected ones are claimed only by security runs).
     "files": ["tests/fixtures/buggy_dice.py", "cogs/dice.py", "bot/features/dice.py", "bot/tools/smoke.py"],
     "changes": [{"file": "tests/fixtures/buggy_dice.py", "change": "never divide by zero"}],

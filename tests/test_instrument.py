@@ -14,10 +14,10 @@ import pytest
 from discord.app_commands import AppCommandError as AppError
 from discord.ext import commands
 
-from bot.runtime.attachment import attach, attached, detach
-from bot.runtime.instrument import instrument, recording_of, uninstrument
-from bot.runtime.services import build_services
-from bot.tools.world import VirtualWorld, virtual_world
+from mendbot.runtime.attachment import attach, attached, detach
+from mendbot.runtime.instrument import instrument, recording_of, uninstrument
+from mendbot.runtime.services import build_services
+from mendbot.tools.world import VirtualWorld, virtual_world
 from tests.harness.discord import make_settings, reply_text
 from tests.harness.sql import stored
 
@@ -319,7 +319,7 @@ async def _noop(*_: Any) -> None:
 def test_a_cog_of_the_bots_own_is_never_taken_for_mendbots() -> None:
     """A `cogs/help.py` the bot wrote is its own (a suspect like any other); mendbot's, written on its
     runtime, is mendbot's."""
-    from bot.observe.handlers import is_mendbots_own
+    from mendbot.observe.handlers import is_mendbots_own
 
     theirs = "from discord.ext import commands\n\nclass Help(commands.Cog): ...\n"
     mine = (Path(__file__).resolve().parent.parent / "cogs" / "help.py").read_text()

@@ -8,13 +8,13 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bot.db import actions as action_queries
-from bot.db import incidents as incident_queries
-from bot.db import search as search_queries
-from bot.db.connection import open_database
-from bot.db.records import ActionRecord
-from bot.improve.intent import Intent, command_names_in, parse_intent, search_words
-from bot.improve.target import resolve_target
+from mendbot.db import actions as action_queries
+from mendbot.db import incidents as incident_queries
+from mendbot.db import search as search_queries
+from mendbot.db.connection import open_database
+from mendbot.db.records import ActionRecord
+from mendbot.improve.evidence.target import resolve_target
+from mendbot.improve.intent import Intent, command_names_in, parse_intent, search_words
 
 NOW = 1_800_000_000.0
 HOUR = 3600.0
@@ -207,7 +207,7 @@ async def _seed(db: aiosqlite.Connection) -> dict[str, int]:
         kind="app:incidents",
         error_type="AttributeError",
         message="'NoneType' object has no attribute 'id'",
-        frames=["cogs/incidents.py:60:incidents"],
+        frames=["bot/cogs/incidents.py:60:incidents"],
         fingerprint="fp-app",
         last_seen=NOW - HOUR,
     )
@@ -483,7 +483,7 @@ async def test_a_named_kind_without_failures_is_the_target_itself(db: aiosqlite.
 
 async def test_handled_kinds_are_known_without_being_passed(db: aiosqlite.Connection) -> None:
     """The handler map makes a kind nameable before it ever failed."""
-    from bot.db import handlers as handler_queries
+    from mendbot.db import handlers as handler_queries
 
     await handler_queries.replace_cog(
         db,

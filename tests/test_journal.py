@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bot.observe.journal import Journal, journal_line, line_seq
+from mendbot.observe.journal import Journal, journal_line, line_seq
 
 _dump_line = json.JSONEncoder(default=str, ensure_ascii=False, separators=(",", ":")).encode
 

@@ -16,7 +16,7 @@ from typing import LiteralString
 import psycopg
 import pytest
 
-from bot.scale.leader import Leadership, PostgresLeader, SoleLeader, Transition, lock_key
+from mendbot.scale.leader import Leadership, PostgresLeader, SoleLeader, Transition, lock_key
 
 pytestmark = pytest.mark.engines
 
@@ -30,7 +30,7 @@ CHILD = """
 import asyncio, sys
 import structlog
 structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
-from bot.scale.leader import PostgresLeader
+from mendbot.scale.leader import PostgresLeader
 
 async def main():
     leader = PostgresLeader(sys.argv[1], int(sys.argv[2]), application_name="child",

@@ -6,8 +6,8 @@ import asyncio
 import re
 from pathlib import Path
 
-from bot.trust.loopback_discord import DiscordDouble
-from bot.trust.loopback_discord_model import message_text
+from mendbot.trust.loopback_discord import DiscordDouble
+from mendbot.trust.loopback_discord_model import message_text
 from tests.harness.live_bot import LiveBot, live_config
 
 # Loaded at the first use, never by a start on SQLite: a run's evidence, its guard and its proof's
@@ -23,10 +23,10 @@ from tests.harness.live_bot import LiveBot, live_config
 # Never rich's console nor greenlet: structlog would load rich only to draw tracebacks, which mendbot
 # formats as text itself, and greenlet for a thread-local context mendbot does not use.
 _NOT_AT_START = (
-    "bot.improve.evidence",
-    "bot.trust.guard",
-    "bot.improve.prover",
-    "bot.trust.loopback_discord",
+    "mendbot.improve.evidence.gather",
+    "mendbot.trust.guard",
+    "mendbot.improve.proof.prover",
+    "mendbot.trust.loopback_discord",
     "sqlalchemy",
     "alembic",
     "psycopg",
@@ -35,10 +35,10 @@ _NOT_AT_START = (
     "confusable_homoglyphs.confusables",
     "claude_agent_sdk",
     "anthropic",
-    "bot.forge.github",
+    "mendbot.forge.github",
     "githubkit",
     "matplotlib",
-    "bot.dashboard.server",
+    "mendbot.dashboard.server",
     "jinja2",
     "croniter",
     "dateutil",
@@ -46,13 +46,13 @@ _NOT_AT_START = (
     "rich.console",
     "aiohttp.web",
     "html.entities",
-    "bot.deploy.import_conflicts",
+    "mendbot.deploy.import_conflicts",
     "difflib",
     "tomllib",
-    "bot.observe.audit_report",
-    "bot.db.audit",
-    "bot.observe.audit_render",
-    "bot.observe.audit_charts",
+    "mendbot.observe.audit_report",
+    "mendbot.db.audit",
+    "mendbot.observe.audit_render",
+    "mendbot.observe.audit_charts",
     "greenlet._greenlet",
 )
 
@@ -112,7 +112,7 @@ async def test_a_bot_on_sqlite_runs_no_child_process_and_loads_no_postgresql_dri
                     break
                 await asyncio.sleep(0.05)
             busy_children = await asyncio.to_thread(_children, bot.process.pid)
-    assert "bot.runtime.app" in imported  # the report is there to read
+    assert "mendbot.runtime.app" in imported  # the report is there to read
     assert set(_NOT_AT_START) & imported == set()
     assert idle_children == []
     assert busy_children == []

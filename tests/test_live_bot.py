@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.trust.loopback_discord import DiscordDouble
-from bot.trust.loopback_discord_model import message_text
+from mendbot.trust.loopback_discord import DiscordDouble
+from mendbot.trust.loopback_discord_model import message_text
 from tests.harness.live_bot import LiveBot, live_config
 
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bot.db import actions as action_queries
-from bot.db import handlers as handler_queries
-from bot.db import incidents as incident_queries
-from bot.db.connection import open_database
-from bot.db.records import ActionRecord
-from bot.improve.evidence import build_evidence
-from bot.improve.evidence_pack import EvidencePack
+from mendbot.db import actions as action_queries
+from mendbot.db import handlers as handler_queries
+from mendbot.db import incidents as incident_queries
+from mendbot.db.connection import open_database
+from mendbot.db.records import ActionRecord
+from mendbot.improve.evidence.gather import build_evidence
+from mendbot.improve.evidence.pack import EvidencePack
 from tests.localise.repo import Commit, build_repo
 
 NOW = time.time()

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import structlog
 
-from bot.kernel.log import Console, configure_logging, get_logger
-from bot.trust.redact import Redactor
+from mendbot.kernel.log import Console, configure_logging, get_logger
+from mendbot.trust.redact import Redactor
 
 SECRET = "ghp_" + "S3cr3tValueOfTheBot" * 2
 

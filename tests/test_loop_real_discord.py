@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from bot.trust.loopback_discord import DiscordDouble
-from bot.trust.loopback_discord_model import message_text
+from mendbot.trust.loopback_discord import DiscordDouble
+from mendbot.trust.loopback_discord_model import message_text
 from tests.harness.live_bot import LiveBot, live_config
 from tests.harness.model_double import ModelDouble, Turn, text, tool_use
 from tests.harness.repo import git

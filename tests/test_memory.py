@@ -9,8 +9,8 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bot.db import open_database
-from bot.improve.memory import Lesson, Memory
+from mendbot.db import open_database
+from mendbot.improve.memory import Lesson, Memory
 
 NOW = datetime(2025, 3, 14, 12, 0, tzinfo=UTC)
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bot.db.connection import open_database
-from bot.deploy.merge import Merger, RebaseConflict, own_change
-from bot.forge.base import HeadMovedError, MainMovedError
-from bot.forge.local import LocalForge
-from bot.improve.workspace import Workspace
-from bot.trust.sandbox import Sandbox
+from mendbot.db.connection import open_database
+from mendbot.deploy.merge import Merger, RebaseConflict, own_change
+from mendbot.forge.base import HeadMovedError, MainMovedError
+from mendbot.forge.local import LocalForge
+from mendbot.improve.agent.workspace import Workspace
+from mendbot.trust.sandbox import Sandbox
 from tests.harness.repo import PROJECT, git
 
 BRANCH = "mendbot/7-fix-roll"

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from bot.deploy.import_conflicts import (
+from mendbot.deploy.import_conflicts import (
     change_without_imports,
     isort_configured,
     resolve_import_conflicts,
     resolve_import_hunks,
 )
-from bot.deploy.merge import RebaseConflict
-from bot.deploy.queue import MergeQueue
+from mendbot.deploy.merge import RebaseConflict
+from mendbot.deploy.queue import MergeQueue
 from tests.harness.repo import git
 from tests.test_merge import commit, merger_for, on_main, worktrees
 

@@ -8,8 +8,8 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.runtime.health import HealthServer
-from bot.tools.playground import VirtualWorld
+from mendbot.runtime.health import HealthServer
+from mendbot.tools.playground import VirtualWorld
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 Scrape = Callable[[], Awaitable[Samples]]

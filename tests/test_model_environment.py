@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.tools.playground import VirtualWorld
+from mendbot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, make_settings, running_world
 from tests.harness.model_double import ModelDouble, error
 

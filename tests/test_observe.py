@@ -11,9 +11,9 @@ from typing import Any
 import discord
 import structlog
 
-from bot.kernel.settings import Settings
-from bot.runtime.app import discover_extensions
-from bot.tools.playground import VirtualWorld
+from mendbot.kernel.settings import Settings
+from mendbot.runtime.app import discover_extensions
+from mendbot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, make_bot, make_settings, reply_text, running_world
 from tests.harness.model_double import ModelDouble, text
 from tests.harness.sql import Row, stored, stored_bytes

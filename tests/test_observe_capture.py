@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bot.kernel.settings import Settings
+from mendbot.kernel.settings import Settings
 from tests.harness.discord import make_settings, running_world
 from tests.harness.sql import Row, stored, stored_bytes
 

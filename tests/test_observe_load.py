@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bot.improve.evidence import build_evidence
-from bot.improve.target import resolve_target
+from mendbot.improve.evidence.gather import build_evidence
+from mendbot.improve.evidence.target import resolve_target
 from tests.harness.discord import bot_messages, make_settings, running_world
 from tests.harness.sql import stored
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.observe.capture import start_capture
-from bot.observe.sampler import SlowSampler, thread_frames
+from mendbot.observe.capture import start_capture
+from mendbot.observe.sampler import SlowSampler, thread_frames
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = "tests/test_observe_sampler.py"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.db import actions as action_queries
-from bot.db import open_database
-from bot.db.records import ActionRecord
+from mendbot.db import actions as action_queries
+from mendbot.db import open_database
+from mendbot.db.records import ActionRecord
 
 pytestmark = pytest.mark.engines
 

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from bot.db import actions as action_queries
-from bot.db import core
-from bot.db.records import ActionRecord
-from bot.kernel.sections import ObserveConfig
-from bot.kernel.structs import read
-from bot.observe.detector import AnomalyDetector, Signal, restore_windows, restore_windows_later
-from bot.observe.fingerprint import fingerprint, normalise_message
-from bot.trust.redact import REDACTED, redact, redact_text
+from mendbot.db import actions as action_queries
+from mendbot.db import core
+from mendbot.db.records import ActionRecord
+from mendbot.kernel.sections import ObserveConfig
+from mendbot.kernel.structs import read
+from mendbot.observe.detector import AnomalyDetector, Signal, restore_windows, restore_windows_later
+from mendbot.observe.fingerprint import fingerprint, normalise_message
+from mendbot.trust.redact import REDACTED, redact, redact_text
 
 ROOT = Path(__file__).resolve().parent.parent
 DISCORD_TOKEN = "MTA5ODc2NTQzMjEwOTg3NjU0Mw.GaBcDe.abcdefghijklmnopqrstuvwxyz0123456789AB"

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from bot.kernel.own_loop import on_own_loop
+from mendbot.kernel.own_loop import on_own_loop
 
 
 async def test_the_result_comes_back_from_another_thread() -> None:

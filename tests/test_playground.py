@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from bot.kernel.settings import Settings
-from bot.tools.playground import Playground, PlaygroundError, VirtualWorld
+from mendbot.kernel.settings import Settings
+from mendbot.tools.playground import Playground, PlaygroundError, VirtualWorld
 from tests.harness.discord import make_settings, reply_text, running_world
 from tests.harness.sql import sql
 

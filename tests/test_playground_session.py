@@ -17,7 +17,7 @@ from pathlib import Path
 import discord
 import pytest
 
-from bot.tools.playground import Playground, PlaygroundError, VirtualWorld
+from mendbot.tools.playground import Playground, PlaygroundError, VirtualWorld
 from tests.docblocks import blocks
 from tests.harness.discord import make_settings, running_world
 from tests.harness.model_double import Hold, ModelDouble, text

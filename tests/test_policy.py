@@ -9,11 +9,11 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bot.db import open_database
-from bot.improve.policy import Policy, PolicyRefusal
-from bot.improve.runs import Run, RunService
-from bot.kernel.sections import ImproveConfig
-from bot.kernel.structs import read
+from mendbot.db import open_database
+from mendbot.improve.policy import Policy, PolicyRefusal
+from mendbot.improve.runs import Run, RunService
+from mendbot.kernel.sections import ImproveConfig
+from mendbot.kernel.structs import read
 
 ALICE = 1001
 BOB = 1002

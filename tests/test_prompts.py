@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.kernel.prompts import PromptError, PromptRegistry, parse_prompt
-from bot.runtime.services import PROMPTS_DIR
+from mendbot.kernel.prompts import PromptError, PromptRegistry, parse_prompt
+from mendbot.runtime.services import PROMPTS_DIR
 from tests.harness.discord import bot_messages, make_settings, running_world
 
 PERSONA = "---\nkind: persona\nmodel: m1\nmax_tokens: 100\n---\nYou are {name}.\n"

@@ -13,8 +13,8 @@ from typing import Any, cast
 
 import pytest
 
-from bot.kernel.settings import Settings
-from bot.tools.playground import VirtualWorld
+from mendbot.kernel.settings import Settings
+from mendbot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, make_settings, running_world
 from tests.harness.model_double import ModelDouble, Turn, text, tool_use
 from tests.harness.repo import copy_of_bot
@@ -45,7 +45,7 @@ SLOW_FILE = "tests/fixtures/slow_report.py"
 SLOW = "    time.sleep(0.4)  # the seeded latency fault: a blocking wait on every report\n"
 
 
-# The run's claim (bot.improve.claims) names the regression test it writes as well as the fix.
+# The run's claim (mendbot.improve.agent.claims) names the regression test it writes as well as the fix.
 PLAN = {**FIX_PLAN, "files": [*cast(list[str], FIX_PLAN["files"]), "tests/test_dice_scale_regression.py"]}
 
 

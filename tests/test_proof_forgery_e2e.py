@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import pytest
 
-from bot.kernel.settings import Settings
+from mendbot.kernel.settings import Settings
 from tests.harness.discord import bot_messages
 from tests.harness.model_double import ModelDouble, Turn, text, tool_use
 from tests.harness.repo import git

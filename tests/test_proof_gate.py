@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.db import proofs
-from bot.improve.proof import ProofItem, Side, load_proof
-from bot.improve.runs import Run
-from bot.trust.grammar import read_approval
+from mendbot.db import proofs
+from mendbot.improve.proof.verdict import ProofItem, Side, load_proof
+from mendbot.improve.runs import Run
+from mendbot.trust.grammar import read_approval
 from tests.harness.discord import make_settings, running_world
 from tests.test_ship_gate import Gate, tiny_repo
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.improve.proof import Proof
-from bot.improve.proof_judge import Timing, handler_breadth, judge_replay, masked, shape
-from bot.improve.prover import _judge
-from bot.improve.replay import Raised, ReplayResult, Watch
-from bot.improve.replay_plan import Failure, ReplayCase, ReplayPlan
+from mendbot.improve.proof.judge import Timing, handler_breadth, judge_replay, masked, shape
+from mendbot.improve.proof.prover import _judge
+from mendbot.improve.proof.replay import Raised, ReplayResult, Watch
+from mendbot.improve.proof.replay_plan import Failure, ReplayCase, ReplayPlan
+from mendbot.improve.proof.verdict import Proof
 
 WATCHED = Watch(on=True)
 FAILURE = Failure("ZeroDivisionError", "cogs/dice.py", "scale_for")

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from bot.kernel.settings import Settings
-from bot.tools.playground import VirtualWorld
+from mendbot.kernel.settings import Settings
+from mendbot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, make_settings, running_world
 from tests.harness.model_double import ModelDouble, Turn, text, tool_use
 from tests.harness.repo import copy_of_bot
@@ -293,7 +293,7 @@ async def test_turning_every_error_into_a_user_error_is_not_a_fix(tmp_path: Path
         "        try:\n"
         "            cents = to_cents(amount)\n"
         "        except Exception as exc:\n"
-        "            from bot.kernel.errors import UserError\n\n"
+        "            from mendbot.kernel.errors import UserError\n\n"
         '            raise UserError(f"I could not pay {amount}.") from exc\n'
     )
     settings, _ = await _fix(
@@ -325,7 +325,7 @@ async def test_an_error_turned_into_a_user_error_where_it_is_raised_is_not_prove
         "    try:\n"
         "        return int(amount) * 100\n"
         "    except ValueError as exc:\n"
-        "        from bot.kernel.errors import UserError\n\n"
+        "        from mendbot.kernel.errors import UserError\n\n"
         '        raise UserError(f"{amount} is not an amount I can pay.") from exc\n'
     )
     settings, _ = await _fix(

@@ -13,7 +13,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from bot.trust import proof_runner, replay_launch
+from mendbot.trust import proof_runner, replay_launch
 
 DICE = textwrap.dedent(
     """\

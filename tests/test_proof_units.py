@@ -8,12 +8,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bot.db import proofs
-from bot.db.connection import open_database
-from bot.db.handlers import HandlerLocation, replace_cog
-from bot.improve.proof import Proof, ProofItem, Side
-from bot.improve.proof_judge import Timing
-from bot.improve.prover import (
+from mendbot.db import proofs
+from mendbot.db.connection import open_database
+from mendbot.db.handlers import HandlerLocation, replace_cog
+from mendbot.improve.proof.judge import Timing
+from mendbot.improve.proof.prover import (
     _judge,
     _replay_items,
     _Request,
@@ -22,8 +21,9 @@ from bot.improve.prover import (
     changed_lines,
     changed_tests,
 )
-from bot.improve.replay import ReplayResult
-from bot.improve.replay_plan import MAX_REPLAYS, Failure, ReplayCase, ReplayPlan, plan_replay
+from mendbot.improve.proof.replay import ReplayResult
+from mendbot.improve.proof.replay_plan import MAX_REPLAYS, Failure, ReplayCase, ReplayPlan, plan_replay
+from mendbot.improve.proof.verdict import Proof, ProofItem, Side
 from tests.harness.repo import git
 
 _CLOCK = itertools.count(1)  # each record newer than the one before

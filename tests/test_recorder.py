@@ -15,12 +15,12 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from bot.db import action_writes, open_database
-from bot.db import actions as action_queries
-from bot.db.records import ActionRecord
-from bot.db.retry import RetryPolicy, StorageHealth
-from bot.observe.journal import Journal, journal_line
-from bot.observe.recorder import ActionRecorder
+from mendbot.db import action_writes, open_database
+from mendbot.db import actions as action_queries
+from mendbot.db.records import ActionRecord
+from mendbot.db.retry import RetryPolicy, StorageHealth
+from mendbot.observe.journal import Journal, journal_line
+from mendbot.observe.recorder import ActionRecorder
 from tests.harness.storage import hold_write_lock
 
 pytestmark = pytest.mark.engines
@@ -373,7 +373,7 @@ _KILLED_SCRIPT = """
 import asyncio, sys
 from datetime import UTC, datetime
 from pathlib import Path
-from bot.observe.recorder import ActionRecorder
+from mendbot.observe.recorder import ActionRecorder
 
 async def main() -> None:
     tmp = Path(sys.argv[1])
@@ -569,7 +569,7 @@ async def test_a_queued_record_is_not_kept_alive_by_the_queue(tmp_path: Path) ->
 def database(_engine: str, request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
     """A SQLite file's path, or the URL of an empty PostgreSQL database, brought to the head."""
     if _engine == "postgresql":
-        from bot.db.migrate import upgrade_postgresql
+        from mendbot.db.migrate import upgrade_postgresql
 
         url: str = request.getfixturevalue("postgres_url")
         upgrade_postgresql(url)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.db import open_database
-from bot.observe.recorder import ActionRecorder
+from mendbot.db import open_database
+from mendbot.observe.recorder import ActionRecorder
 from tests.harness.storage import old_actions
 
 pytestmark = pytest.mark.engines
@@ -177,7 +177,7 @@ async def test_pruning_a_million_rows_keeps_the_store_under_its_size_plus_the_ma
     meanwhile is there."""
     now = time.time()
     if _postgresql(database):
-        from bot.db.migrate import upgrade_postgresql
+        from mendbot.db.migrate import upgrade_postgresql
 
         await asyncio.to_thread(upgrade_postgresql, str(database))
         await asyncio.to_thread(old_actions, database, 900_000, now - 30 * DAY, 5 * DAY)

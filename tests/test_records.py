@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from bot.db.records import ActionRecord
+from mendbot.db.records import ActionRecord
 
 
 def _values(**changed: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from bot.trust.redact import REDACTED, Redactor, redact_text
+from mendbot.trust.redact import REDACTED, Redactor, redact_text
 from tests.harness.discord import make_settings
 
 # Values with no token shape, so only knowing them can catch them. The first encodes to base64 with

@@ -17,13 +17,13 @@ from pathlib import Path
 import discord
 import pytest
 
-from bot.__main__ import exit_code, should_reexec
-from bot.deploy.reload import ModuleResult, Plan, Reloader, ReloadReport, classify, render
-from bot.deploy.watcher import HandEditWatcher
-from bot.kernel.settings import Settings
-from bot.runtime.recording import RESTART_NOTICE
-from bot.runtime.services import PROMPTS_DIR
-from bot.tools.playground import VirtualWorld
+from mendbot.__main__ import exit_code, should_reexec
+from mendbot.deploy.reload import ModuleResult, Plan, Reloader, ReloadReport, classify, render
+from mendbot.deploy.watcher import HandEditWatcher
+from mendbot.kernel.settings import Settings
+from mendbot.runtime.recording import RESTART_NOTICE
+from mendbot.runtime.services import PROMPTS_DIR
+from mendbot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, reply_text, running_world
 from tests.harness.repo import git
 

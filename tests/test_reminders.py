@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from bot.db import reminders as queries
-from bot.kernel.settings import Settings
-from bot.runtime.app import discover_extensions
-from bot.tools.playground import VirtualWorld
+from mendbot.db import reminders as queries
+from mendbot.kernel.settings import Settings
+from mendbot.runtime.app import discover_extensions
+from mendbot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, make_bot, reply_text, running_world
 
 

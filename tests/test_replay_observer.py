@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 import discord
 import pytest
 
-from bot.improve import replay
-from bot.improve.replay import ReplayResult
-from bot.improve.replay_plan import ReplayCase
-from bot.trust.loopback_discord import DiscordDouble
+from mendbot.improve.proof import replay
+from mendbot.improve.proof.replay import ReplayResult
+from mendbot.improve.proof.replay_plan import ReplayCase
+from mendbot.trust.loopback_discord import DiscordDouble
 
 LATE_S = replay.ACK_TIMEOUT_S + 0.5
 

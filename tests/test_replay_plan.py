@@ -10,11 +10,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bot.db.connection import open_database
-from bot.db.handlers import HandlerLocation, replace_cog
-from bot.improve.heldout import call_identity, shown_identities
-from bot.improve.neighbours import neighbours
-from bot.improve.replay_plan import affected_kinds, plan_proof
+from mendbot.db.connection import open_database
+from mendbot.db.handlers import HandlerLocation, replace_cog
+from mendbot.improve.proof.heldout import call_identity, shown_identities
+from mendbot.improve.proof.neighbours import neighbours
+from mendbot.improve.proof.replay_plan import affected_kinds, plan_proof
 
 _CLOCK = itertools.count(1)
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import discord
 import pytest
 
-from bot.kernel.discord_limits import CONTENT_LIMIT, clamp_embed
-from bot.kernel.durations import human_duration, relative
-from bot.tools.playground import VirtualWorld
+from mendbot.kernel.discord_limits import CONTENT_LIMIT, clamp_embed
+from mendbot.kernel.durations import human_duration, relative
+from mendbot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, reply_text
 
 DIGITS = "9" * 3000

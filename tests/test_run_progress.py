@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.tools.playground import VirtualWorld
+from mendbot.tools.playground import VirtualWorld
 from tests.harness.model_double import ModelDouble, tool_use
 from tests.test_improve_e2e import _announcement, _fix_script, _storm, improving_world
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.improve.run_story import actor_words, cut, describe, stages
+from mendbot.improve.run_story import actor_words, cut, describe, stages
 
 
 def test_who_did_it_reads_as_people_say_it() -> None:

@@ -4,7 +4,7 @@ dashboard's page only when a dashboard is served; a local proposal's `local://` 
 
 from __future__ import annotations
 
-from bot.runtime.run_text import proposal_message
+from mendbot.runtime.run_text import proposal_message
 
 REPORT = (
     "🛠 Run #1 — fix ready for review (proposal #1)\n"

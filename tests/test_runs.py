@@ -10,8 +10,8 @@ from typing import get_args
 import aiosqlite
 import pytest
 
-from bot.db import open_database
-from bot.improve.runs import (
+from mendbot.db import open_database
+from mendbot.improve.runs import (
     ROLLBACK_FROM,
     STATE_ICONS,
     TERMINAL_STATES,
@@ -23,7 +23,7 @@ from bot.improve.runs import (
     slugify,
     state_label,
 )
-from bot.kernel.errors import UserError
+from mendbot.kernel.errors import UserError
 
 ALICE = 1001
 

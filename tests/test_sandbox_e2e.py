@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from bot.tools.playground import VirtualWorld
+from mendbot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, make_settings, running_world
 from tests.harness.model_double import ModelDouble, Turn, text, tool_use
 from tests.harness.repo import copy_of_bot

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-import bot.trust.sandbox
-from bot.trust.sandbox import Jail, JailResult, Limits, Sandbox
+import mendbot.trust.sandbox
+from mendbot.trust.sandbox import Jail, JailResult, Limits, Sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = Limits(processes=32, tmp_mb=16, worktree_grow_mb=16, cpu_s=1)
@@ -89,10 +89,10 @@ async def test_the_kernel_bounds_the_processes_even_when_the_watch_is_slow(
     if Sandbox().nested:
         pytest.skip("inside a sandbox /proc/sys is read-only: the outer sandbox's pid_max is the bound")
     slow = tmp_path / "supervise.py"
-    source = bot.trust.sandbox.SUPERVISOR.read_text()
+    source = mendbot.trust.sandbox.SUPERVISOR.read_text()
     assert "\n_POLL_S = 0.1\n" in source
     slow.write_text(source.replace("\n_POLL_S = 0.1\n", "\n_POLL_S = 60.0\n"))
-    monkeypatch.setattr(bot.trust.sandbox, "SUPERVISOR", slow)
+    monkeypatch.setattr(mendbot.trust.sandbox, "SUPERVISOR", slow)
 
     async with SANDBOX.jail(tree, git_dir=None) as jail:
         result = await _run(jail, fork_bomb(cap=1500), wall_s=5)
@@ -330,7 +330,7 @@ async def test_a_read_only_jail_never_changes_the_host_tree(tree: Path, tmp_path
 NESTED = """
 import asyncio, tempfile
 from pathlib import Path
-from bot.trust.sandbox import Limits, Sandbox
+from mendbot.trust.sandbox import Limits, Sandbox
 
 BOMB = {bomb!r}
 

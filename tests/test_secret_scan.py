@@ -10,8 +10,8 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from bot.trust.redact import secret_forms
-from bot.trust.secret_scan import scan_for_secrets
+from mendbot.trust.redact import secret_forms
+from mendbot.trust.secret_scan import scan_for_secrets
 from tests.harness.repo import PROJECT, git
 
 # Built at run time so this file holds no token-shaped literal of its own.

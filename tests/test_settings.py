@@ -11,11 +11,11 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from bot.improve.replay import HostBot, _prepare
-from bot.improve.replay_plan import ReplayPlan
-from bot.kernel.sections import HOST_CHECKS, HOST_PROTECTED_PATHS, HostConfig
-from bot.kernel.settings import ConfigError, load_settings, refuse_shard_subset
-from bot.trust.loopback_discord import DiscordDouble
+from mendbot.improve.proof.replay import HostBot, _prepare
+from mendbot.improve.proof.replay_plan import ReplayPlan
+from mendbot.kernel.sections import HOST_CHECKS, HOST_PROTECTED_PATHS, HostConfig
+from mendbot.kernel.settings import ConfigError, load_settings, refuse_shard_subset
+from mendbot.trust.loopback_discord import DiscordDouble
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -318,7 +318,7 @@ def test_loading_the_settings_does_not_import_pydantic(tmp_path: Path) -> None:
     shutil.copyfile(REPO / "config.example.yaml", tmp_path / "config.yaml")
     code = (
         "import sys\n"
-        "from bot.kernel.settings import load_settings\n"
+        "from mendbot.kernel.settings import load_settings\n"
         "settings = load_settings()\n"
         "assert settings.chat.history_limit == 20\n"
         "print(sorted(name for name in sys.modules if name.split('.')[0] == 'pydantic'))\n"

@@ -19,11 +19,11 @@ from typing import Any
 import discord
 import pytest
 
-from bot.db import approvals as approval_queries
-from bot.db import objections as objection_queries
-from bot.db.proposals import Proposal
-from bot.improve.runs import Run
-from bot.tools.playground import VirtualWorld
+from mendbot.db import approvals as approval_queries
+from mendbot.db import objections as objection_queries
+from mendbot.db.proposals import Proposal
+from mendbot.improve.runs import Run
+from mendbot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_down, bot_messages, make_bot, make_settings, reply_text, running_world
 from tests.harness.repo import git
 from tests.harness.sql import stored

@@ -9,7 +9,7 @@ from pathlib import Path
 import discord
 import pytest
 
-from bot.tools.playground import VirtualWorld
+from mendbot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, reply_text
 from tests.harness.model_double import ModelDouble
 from tests.harness.repo import git

@@ -7,8 +7,8 @@ from pathlib import Path
 import discord
 import pytest
 
-from bot.runtime.app import discover_extensions
-from bot.tools.playground import VirtualWorld
+from mendbot.runtime.app import discover_extensions
+from mendbot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, make_bot
 from tests.harness.model_double import ModelDouble, text, tool_use
 from tests.harness.repo import git

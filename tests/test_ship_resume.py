@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.forge.base import merged_ref
-from bot.improve.proof import LiveReplay
-from bot.improve.runs import Run
-from bot.runtime.app import discover_extensions
-from bot.tools.playground import VirtualWorld
+from mendbot.forge.base import merged_ref
+from mendbot.improve.proof.verdict import LiveReplay
+from mendbot.improve.runs import Run
+from mendbot.runtime.app import discover_extensions
+from mendbot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, make_bot, reply_text
 from tests.harness.model_double import ModelDouble
 from tests.harness.repo import git

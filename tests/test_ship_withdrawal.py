@@ -17,10 +17,10 @@ from typing import Any
 import discord
 import pytest
 
-from bot.db import objections as objection_queries
-from bot.db.proposals import Proposal
-from bot.improve.runs import Run
-from cogs.ship import DiscordSources
+from mendbot.cogs.ship import DiscordSources
+from mendbot.db import objections as objection_queries
+from mendbot.db.proposals import Proposal
+from mendbot.improve.runs import Run
 from tests.harness.discord import bot_down, bot_messages
 from tests.harness.repo import git
 from tests.test_ship_gate import Gate, gate  # noqa: F401  (the fixture)

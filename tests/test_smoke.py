@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from bot.tools.smoke import smoke_load
-from bot.trust.command_limits import payload_problems
+from mendbot.tools.smoke import smoke_load
+from mendbot.trust.command_limits import payload_problems
 
 REPO = Path(__file__).resolve().parent.parent
 _modules = itertools.count()
@@ -261,9 +261,10 @@ async def test_smoke_fails_a_cog_whose_commands_discord_would_reject(
 
 
 def test_smoke_check_passes_the_shipped_cogs() -> None:
-    """`python -m bot.tools.smoke` on this repository: every extension loads, every command fits Discord."""
+    """`python -m mendbot.tools.smoke` on this repository: every extension loads, every command fits
+    Discord."""
     result = subprocess.run(
-        [sys.executable, "-m", "bot.tools.smoke"],
+        [sys.executable, "-m", "mendbot.tools.smoke"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -278,7 +279,8 @@ def test_smoke_check_passes_the_shipped_cogs() -> None:
 
 
 def test_smoke_check_exits_1_and_names_the_command(tmp_path: Path) -> None:
-    """A worktree cog with an over-long description fails `python -m bot.tools.smoke`, naming the command."""
+    """A worktree cog with an over-long description fails `python -m mendbot.tools.smoke`, naming the
+    command."""
     worktree = tmp_path / "worktree"
     worktree.mkdir()
     for part in ("bot", "cogs", "prompts"):
@@ -290,7 +292,7 @@ def test_smoke_check_exits_1_and_names_the_command(tmp_path: Path) -> None:
         )
     )
     result = subprocess.run(
-        [sys.executable, "-m", "bot.tools.smoke"],
+        [sys.executable, "-m", "mendbot.tools.smoke"],
         cwd=worktree,
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(worktree), "HOME": str(tmp_path)},
         capture_output=True,

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.kernel import startgc
-from bot.kernel.settings import Settings
-from bot.trust.loopback_discord import DiscordDouble
+from mendbot.kernel import startgc
+from mendbot.kernel.settings import Settings
+from mendbot.trust.loopback_discord import DiscordDouble
 from tests.harness.discord import running_world
 from tests.harness.hosts import LiveHost, host_repo, write_config
 

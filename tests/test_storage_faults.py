@@ -13,16 +13,16 @@ import aiohttp
 import discord
 import pytest
 
-from bot.db import approvals as approval_queries
-from bot.db import open_database
-from bot.db import runs as queries
-from bot.db.retry import RetryPolicy, StorageHealth, StorageUnavailable, Writes, has_room, probe, retrying
-from bot.deploy.approval import ApprovalService
-from bot.improve.runs import RunService
-from bot.kernel.settings import Settings
-from bot.runtime.app import discover_extensions
-from bot.runtime.health import HealthServer
-from bot.tools.playground import VirtualWorld
+from mendbot.db import approvals as approval_queries
+from mendbot.db import open_database
+from mendbot.db import runs as queries
+from mendbot.db.retry import RetryPolicy, StorageHealth, StorageUnavailable, Writes, has_room, probe, retrying
+from mendbot.deploy.approval import ApprovalService
+from mendbot.improve.runs import RunService
+from mendbot.kernel.settings import Settings
+from mendbot.runtime.app import discover_extensions
+from mendbot.runtime.health import HealthServer
+from mendbot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, make_bot, make_settings, reply_text, running_world
 from tests.harness.repo import copy_of_bot
 from tests.harness.sql import sql

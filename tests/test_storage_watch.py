@@ -15,10 +15,10 @@ from typing import Any
 import discord
 import pytest
 
-from bot.db.identity import FileIdentity
-from bot.kernel.settings import Settings
-from bot.runtime.app import discover_extensions
-from bot.tools.playground import VirtualWorld
+from mendbot.db.identity import FileIdentity
+from mendbot.kernel.settings import Settings
+from mendbot.runtime.app import discover_extensions
+from mendbot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, make_bot, make_settings, reply_text, running_world
 from tests.harness.storage import fill_disk, hold_write_lock, small_disk
 

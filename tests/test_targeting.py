@@ -10,13 +10,13 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bot.db import actions as action_queries
-from bot.db import handlers as handler_queries
-from bot.db import incidents as incident_queries
-from bot.db.connection import open_database
-from bot.db.records import ActionRecord
-from bot.improve.intent import named_kinds
-from bot.improve.target import resolve_target
+from mendbot.db import actions as action_queries
+from mendbot.db import handlers as handler_queries
+from mendbot.db import incidents as incident_queries
+from mendbot.db.connection import open_database
+from mendbot.db.records import ActionRecord
+from mendbot.improve.evidence.target import resolve_target
+from mendbot.improve.intent import named_kinds
 
 NOW = 1_800_000_000.0
 KINDS = {"app:pay", "command:refund", "app:quiz", "view:QuizView.answer", "app:score"}
@@ -154,7 +154,7 @@ async def test_words_with_no_failure_lead_to_the_handler_whose_code_says_them(
         "Improve",
         [
             handler_queries.HandlerLocation(
-                "listener:on_message", "cogs/improve.py", "Improve.on_message", 2, "Improve"
+                "listener:on_message", "bot/cogs/improve.py", "Improve.on_message", 2, "Improve"
             )
         ],
         NOW,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.improve.workspace import Workspace, WorkspaceError, Worktree
-from bot.kernel.git import git
-from bot.trust.trees import HostileTree, check_change, materialise, symlink_problem
+from mendbot.improve.agent.workspace import Workspace, WorkspaceError, Worktree
+from mendbot.kernel.git import git
+from mendbot.trust.trees import HostileTree, check_change, materialise, symlink_problem
 from tests.harness.repo import copy_of_bot
 from tests.harness.repo import git as plain_git
 

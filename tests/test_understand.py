@@ -11,8 +11,8 @@ from typing import Any
 
 import discord
 
-from bot.chat.route import ROUTE_TOOL
-from bot.tools.playground import VirtualWorld
+from mendbot.chat.route import ROUTE_TOOL
+from mendbot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, make_settings, reply_text, running_world
 from tests.harness.model_double import ModelDouble, text, tool_use
 from tests.harness.sql import stored

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bot.improve.verify import (
+from mendbot.improve.agent.verify import (
     OUTPUT_TAIL_CHARS,
     SMOKE_CHECK,
     CheckResult,
@@ -24,24 +24,24 @@ from bot.improve.verify import (
     verify,
     verify_commit,
 )
-from bot.improve.workspace import NothingToCommitError, Workspace, Worktree
-from bot.trust.sandbox import Limits, Sandbox
+from mendbot.improve.agent.workspace import NothingToCommitError, Workspace, Worktree
+from mendbot.trust.sandbox import Limits, Sandbox
 from tests.harness.repo import copy_of_bot
 
 # A script and a pytest test in the worktree that pass only if `import bot` finds the worktree's code.
 PROBE_SCRIPT = """\
 import sys
-import bot.features.dice
-if not hasattr(bot.features.dice, "ONLY_IN_WORKTREE"):
-    sys.exit(f"imported the wrong code: {bot.features.dice.__file__}")
-print(f"imported {bot.features.dice.__file__}")
+import mendbot.features.dice
+if not hasattr(mendbot.features.dice, "ONLY_IN_WORKTREE"):
+    sys.exit(f"imported the wrong code: {mendbot.features.dice.__file__}")
+print(f"imported {mendbot.features.dice.__file__}")
 """
 PROBE_TEST = """\
-import bot.features.dice
+import mendbot.features.dice
 
 
 def test_marker():
-    assert bot.features.dice.ONLY_IN_WORKTREE, bot.features.dice.__file__
+    assert mendbot.features.dice.ONLY_IN_WORKTREE, mendbot.features.dice.__file__
 """
 PROBE_CHECKS = {
     "python probe/check_marker.py": "imported the wrong code",
@@ -259,7 +259,11 @@ def test_tools_resolve_to_the_running_venv(tmp_path: Path) -> None:
     venv_bin = Path(sys.executable).parent
     env = {"PATH": "/usr/bin:/bin"}
 
-    assert resolve_command("python -m bot.tools.smoke", env) == [sys.executable, "-m", "bot.tools.smoke"]
+    assert resolve_command("python -m mendbot.tools.smoke", env) == [
+        sys.executable,
+        "-m",
+        "mendbot.tools.smoke",
+    ]
     assert resolve_command("pytest -q -x -m 'not cli'", env) == [
         str(venv_bin / "pytest"),
         "-q",
@@ -325,7 +329,7 @@ def test_summary_has_one_line_per_check() -> None:
 
 def _smoke_in(tree: Path) -> bool:
     """Whether a smoke load runs in `tree` (not one of another test's, elsewhere on the machine)."""
-    for pid in _running("bot.tools.smoke"):
+    for pid in _running("mendbot.tools.smoke"):
         try:
             if Path(f"/proc/{pid}/cwd").resolve() == tree.resolve():
                 return True

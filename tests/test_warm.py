@@ -1,4 +1,4 @@
-"""`python -m bot.tools.warm`: a sandboxed pytest finds every plugin already rewritten."""
+"""`python -m mendbot.tools.warm`: a sandboxed pytest finds every plugin already rewritten."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def test_after_warm_a_pytest_that_writes_no_bytecode_reads_the_rewritten_plugins
     assert "installed rewrite import hook" in cold.stderr and found not in cold.stderr
 
     warmed = subprocess.run(
-        [sys.executable, "-m", "bot.tools.warm"],
+        [sys.executable, "-m", "mendbot.tools.warm"],
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},  # as on hosts that set it for everyone
         capture_output=True,
         text=True,
@@ -56,7 +56,7 @@ def test_warm_with_tests_caches_the_suites_rewritten_modules() -> None:
     assert found not in _collect_nothing(root, this).stderr
 
     warmed = subprocess.run(
-        [sys.executable, "-m", "bot.tools.warm", "--tests"],
+        [sys.executable, "-m", "mendbot.tools.warm", "--tests"],
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
         capture_output=True,
         text=True,

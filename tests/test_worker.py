@@ -23,12 +23,12 @@ import psycopg
 import pytest
 import yaml
 
-from bot.db import core
-from bot.db import runs as run_queries
-from bot.improve.relay import DatabaseReporter, RunEventRelay
-from bot.improve.runs import Run, RunService
-from bot.kernel.settings import ConfigError, Settings, load_settings, refuse_workers_without_store
-from bot.runtime.services import Services, build_services
+from mendbot.db import core
+from mendbot.db import runs as run_queries
+from mendbot.improve.relay import DatabaseReporter, RunEventRelay
+from mendbot.improve.runs import Run, RunService
+from mendbot.kernel.settings import ConfigError, Settings, load_settings, refuse_workers_without_store
+from mendbot.runtime.services import Services, build_services
 from tests.harness.discord import make_settings
 from tests.harness.github_double import GitHubDouble
 from tests.harness.model_double import Hold, ModelDouble, Turn, text, tool_use

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.improve.workspace import (
+from mendbot.improve.agent.workspace import (
     NothingToCommitError,
     Workspace,
     WorkspaceError,

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bot.kernel.settings import Settings
-from bot.runtime.app import discover_extensions
-from bot.tools.playground import virtual_world
+from mendbot.kernel.settings import Settings
+from mendbot.runtime.app import discover_extensions
+from mendbot.tools.playground import virtual_world
 from tests.harness.discord import make_bot
 
 

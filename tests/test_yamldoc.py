@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.kernel import yamldoc
+from mendbot.kernel import yamldoc
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -120,8 +120,8 @@ def test_a_start_that_has_seen_its_config_and_prompts_before_does_not_import_pyy
     config.write_text("discord: {dev_guild_id: 1}\nhealth: {enabled: false}\n")
     script = (
         "import sys\n"
-        "from bot.kernel.prompts import PromptRegistry\n"
-        "from bot.kernel.settings import load_settings\n"
+        "from mendbot.kernel.prompts import PromptRegistry\n"
+        "from mendbot.kernel.settings import load_settings\n"
         "settings = load_settings(__import__('pathlib').Path(sys.argv[1]))\n"
         "assert settings.discord.dev_guild_id == 1\n"
         "assert not PromptRegistry(__import__('pathlib').Path(sys.argv[2])).load_all()\n"

@@ -2,7 +2,7 @@
 
 Installed as the top-level module `mendbot` (pyproject.toml maps this package to that name), so a bot
 loads it like any extension, before its own: mendbot attaches to the bot instance
-(`bot.runtime.standalone.attach_to`: the settings of `mendbot.yaml`, its services, the instrumentor on
+(`mendbot.runtime.standalone.attach_to`: the settings of `mendbot.yaml`, its services, the instrumentor on
 the bot) and adds its own cogs — the announcements, "fix this", "ship it", `/runs`, `/dashboard`, … —
 in the configured dev guild. The bot is not subclassed or rewritten; its handlers run as before.
 
@@ -55,14 +55,14 @@ __path__.append(str(_ROOT / "cogs"))  # mendbot's cogs, as submodules of this ex
 async def setup(bot: Any) -> None:
     """Attach mendbot to `bot` (once) and add its cogs — once the bot has connected, when it has not yet
     (bot/runtime/attachment.py: `start_surface`)."""
-    from bot.runtime.standalone import attach_to
+    from mendbot.runtime.standalone import attach_to
 
     mend = await attach_to(bot)
     await mend.add_surface(lambda: _add_cogs(bot))
 
 
 async def _add_cogs(bot: Any) -> None:
-    from bot.runtime.attachment import SURFACE
+    from mendbot.runtime.attachment import SURFACE
 
     for name in SURFACE:
         module = importlib.import_module(f"{__name__}.{name}")

@@ -1,5 +1,5 @@
 """Conversation: mendbot answers in chat through the Anthropic Messages API."""
 
-from bot.chat.service import ChatReply, ChatService, split_message
+from mendbot.chat.service import ChatReply, ChatService, split_message
 
 __all__ = ["ChatReply", "ChatService", "split_message"]

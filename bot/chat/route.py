@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from bot.trust.sanitize import untrusted_block
+from mendbot.trust.sanitize import untrusted_block
 
 __all__ = ["ROUTE_TOOL", "Decision", "OpenIncident", "read_decision", "route_request"]
 

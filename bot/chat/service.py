@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from bot.chat.route import ROUTE_TOOL, Decision, OpenIncident, read_decision, route_request
-from bot.db import chat as queries
-from bot.db.core import Connection
-from bot.kernel.errors import model_problem
-from bot.kernel.prompts import PromptRegistry
-from bot.kernel.sections import ChatConfig
-from bot.observe.recorder import ActionRecorder
-from bot.trust.redact import Redactor
+from mendbot.chat.route import ROUTE_TOOL, Decision, OpenIncident, read_decision, route_request
+from mendbot.db import chat as queries
+from mendbot.db.core import Connection
+from mendbot.kernel.errors import model_problem
+from mendbot.kernel.prompts import PromptRegistry
+from mendbot.kernel.sections import ChatConfig
+from mendbot.observe.recorder import ActionRecorder
+from mendbot.trust.redact import Redactor
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic

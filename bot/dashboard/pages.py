@@ -1,10 +1,10 @@
 """What each dashboard page shows, read from the database and shaped for reading, redacted.
 
 Every function returns a dict for its template (bot/dashboard/templates/): the overview's status panel
-(`bot.dashboard.status`), a run's stages, prose, checks and proof (`bot.dashboard.run_view`), an
+(`mendbot.dashboard.status`), a run's stages, prose, checks and proof (`mendbot.dashboard.run_view`), an
 incident's error, stack and the evidence the agent was given. Whatever came from outside the bot's own
 code — error messages, agent output, diffs, users' words, check output — passes the redactor here, and
-is escaped by the templates (Jinja's autoescape); only `bot.dashboard.render`'s helpers add markup,
+is escaped by the templates (Jinja's autoescape); only `mendbot.dashboard.render`'s helpers add markup,
 around text they escaped first.
 """
 
@@ -19,20 +19,20 @@ from typing import Any
 
 import msgspec
 
-from bot.dashboard import run_view
-from bot.dashboard.status import process_health
-from bot.db import browse, proposals, runs
-from bot.db import incidents as incident_queries
-from bot.db.browse import ActionFilter
-from bot.db.core import Connection
-from bot.improve.runs import ACTIVE_STATES, STATE_ICONS, TERMINAL_STATES, state_label
-from bot.kernel.git import git
-from bot.kernel.settings import Settings
-from bot.observe.audit import AuditError, AuditService, parse_period
-from bot.observe.audit_charts import Chart, render_charts
-from bot.observe.audit_render import render_text
-from bot.observe.audit_report import AuditReport
-from bot.trust.redact import Redactor
+from mendbot.dashboard import run_view
+from mendbot.dashboard.status import process_health
+from mendbot.db import browse, proposals, runs
+from mendbot.db import incidents as incident_queries
+from mendbot.db.browse import ActionFilter
+from mendbot.db.core import Connection
+from mendbot.improve.runs import ACTIVE_STATES, STATE_ICONS, TERMINAL_STATES, state_label
+from mendbot.kernel.git import git
+from mendbot.kernel.settings import Settings
+from mendbot.observe.audit import AuditError, AuditService, parse_period
+from mendbot.observe.audit_charts import Chart, render_charts
+from mendbot.observe.audit_render import render_text
+from mendbot.observe.audit_report import AuditReport
+from mendbot.trust.redact import Redactor
 
 __all__ = ["PageReader", "diff_lines"]
 

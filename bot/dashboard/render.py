@@ -7,8 +7,8 @@ adds markup of its own, so a value from outside the bot stays text:
   it relative ("3 min ago") with the moment in the viewer's own time zone on hover.
 - `person(user_id)`: the name the bot knows them by, the Discord id on hover ("user 1234…" when it
   knows no name).
-- `state(name)`: a run state by name with its icon (`bot.improve.runs.state_label`), as chat shows it.
-- `kind(kind)`: what an action kind records, in words ("the `roll` command", `bot.observe.kind_words`).
+- `state(name)`: a run state by name with its icon (`mendbot.improve.runs.state_label`), as chat shows it.
+- `kind(kind)`: what an action kind records, in words ("the `roll` command", `mendbot.observe.kind_words`).
 - `took(seconds)`: a duration as people read it ("2 min 5 s", "0.4 s").
 - `chat(text)`: text written for Discord (`**bold**`, `` `code` ``) as HTML.
 """
@@ -22,9 +22,9 @@ from datetime import UTC, datetime
 import jinja2
 from markupsafe import Markup, escape
 
-from bot.improve.runs import state_label
-from bot.kernel.durations import took as took_words
-from bot.observe.kind_words import kind_words
+from mendbot.improve.runs import state_label
+from mendbot.kernel.durations import took as took_words
+from mendbot.observe.kind_words import kind_words
 
 __all__ = ["chat", "install", "kind", "moment", "person", "state", "took"]
 

@@ -7,7 +7,7 @@
 - the checks of each attempt, ✅/❌ with each check's output folded;
 - the proof as the chat shows it: its headline and a row per item with the same ✅/❌ cells.
 
-Plain functions over the rows `bot.db.runs` and `bot.db.browse` return; nothing here reads or writes.
+Plain functions over the rows `mendbot.db.runs` and `mendbot.db.browse` return; nothing here reads or writes.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from bot.improve.proof import Proof, ProofItem
-from bot.improve.run_story import STAGE_EVENTS, actor_words, describe, stage_note
-from bot.improve.run_story import stages as story_stages
-from bot.kernel.money import usd
+from mendbot.improve.proof.verdict import Proof, ProofItem
+from mendbot.improve.run_story import STAGE_EVENTS, actor_words, describe, stage_note
+from mendbot.improve.run_story import stages as story_stages
+from mendbot.kernel.money import usd
 
 __all__ = ["attempts", "describe", "details", "event_row", "proof_views", "prose", "raw", "stages"]
 
@@ -108,7 +108,7 @@ def stages(
     now: float,
     name_of: Callable[[int], str | None] = lambda _: None,
 ) -> list[dict[str, Any]]:
-    """The timeline grouped by stage (`bot.improve.run_story.stages`, as `/run N` tells it): each with its
+    """The timeline grouped by stage (`mendbot.improve.run_story.stages`, as `/run N` tells it): each with its
     heading row, its events, how long it took and what it cost."""
     return [
         {

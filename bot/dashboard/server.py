@@ -13,7 +13,7 @@ A run's page follows the run live over server-sent events (`/runs/{id}/stream`),
 `dashboard.streams_per_session` at once per session and `dashboard.streams` in all. A client gets
 `dashboard.read_timeout_s` to send a request's head (from connecting, or from the previous answer) and
 as long for the sign-in form's body; a slower one is cut off. Every number in a URL is read by
-`bot.dashboard.params.url_int`.
+`mendbot.dashboard.params.url_int`.
 """
 
 from __future__ import annotations
@@ -32,15 +32,15 @@ from urllib.parse import urlsplit
 import jinja2
 from aiohttp import web
 
-from bot.dashboard.pages import PageReader
-from bot.dashboard.params import url_int
-from bot.dashboard.render import install
-from bot.dashboard.signin import COOKIE, DashboardSignIn
-from bot.db.browse import ActionFilter
-from bot.features.reminders import parse_delay
-from bot.kernel.errors import UserError
-from bot.kernel.log import get_logger
-from bot.kernel.money import usd
+from mendbot.dashboard.pages import PageReader
+from mendbot.dashboard.params import url_int
+from mendbot.dashboard.render import install
+from mendbot.dashboard.signin import COOKIE, DashboardSignIn
+from mendbot.db.browse import ActionFilter
+from mendbot.features.reminders import parse_delay
+from mendbot.kernel.errors import UserError
+from mendbot.kernel.log import get_logger
+from mendbot.kernel.money import usd
 
 __all__ = ["CSP", "DashboardServer"]
 

@@ -1,6 +1,6 @@
 """Signing in to the dashboard from chat: one-time links bound to a user, and the sessions they open.
 
-`/dashboard` (cogs/dashboard.py) asks `DashboardSignIn.link(user_id)` for a link once the user has
+`/dashboard` (bot/cogs/dashboard.py) asks `DashboardSignIn.link(user_id)` for a link once the user has
 passed the allow-list. The link carries the user's id and a random token; only the token's SHA-256 is
 stored, with its owner and an expiry `dashboard.link_ttl_s` ahead. Redeeming it (a POST from the page
 the link opens, so that a chat client's link preview cannot use it up) checks that the token is the
@@ -24,11 +24,11 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from bot.db import signins
-from bot.db.core import Connection
-from bot.kernel.log import get_logger
-from bot.kernel.sections import DashboardConfig
-from bot.trust.access import AccessPolicy
+from mendbot.db import signins
+from mendbot.db.core import Connection
+from mendbot.kernel.log import get_logger
+from mendbot.kernel.sections import DashboardConfig
+from mendbot.trust.access import AccessPolicy
 
 __all__ = ["COOKIE", "DashboardSignIn", "RolesOf", "Session"]
 
@@ -65,7 +65,7 @@ class DashboardSignIn:
         self.config = config
         self._clock = clock
         # The allow-list (None: nobody is let in) and the roles lookup; the bot's are handed in by
-        # `bot.runtime.dashboard` when the server is made.
+        # `mendbot.runtime.dashboard` when the server is made.
         self.access = access
         self.roles_of = roles_of
         # Where people open the dashboard: the configured public address, else the server's own

@@ -1,6 +1,6 @@
 """This process at a glance: ok, warning or failing, with why, and its figures as a person reads them.
 
-The overview's status panel reads the health endpoint's figures (`bot.runtime.health.process_status`)
+The overview's status panel reads the health endpoint's figures (`mendbot.runtime.health.process_status`)
 and says what they mean, as a status page does: failing when the bot cannot do its job (Discord not
 connected, storage failing, extensions that did not load, not taking work), a warning when it works
 with something lost or held (action records dropped, writes given up, runs paused, a merge it cannot
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from bot.kernel.durations import human_duration
+from mendbot.kernel.durations import human_duration
 
 __all__ = ["ProcessHealth", "process_health"]
 

@@ -9,6 +9,6 @@ either engine: the aiosqlite connection (`open_database`) or a psycopg one (`cor
 Only a migration loads SQLAlchemy and Alembic.
 """
 
-from bot.db.connection import open_database
+from mendbot.db.connection import open_database
 
 __all__ = ["open_database"]

@@ -1,8 +1,8 @@
 """Queries that read `actions` and `fingerprints`: evidence, samples, replays.
 
-Written once in the SQL both engines share (`bot.db.core`), so they run on SQLite and PostgreSQL.
+Written once in the SQL both engines share (`mendbot.db.core`), so they run on SQLite and PostgreSQL.
 The write side the action writer process runs (its batched inserts, retention, checkpoints) is
-`bot.db.action_writes`, which imports nothing of the bot; `insert_many` here is the bot's own
+`mendbot.db.action_writes`, which imports nothing of the bot; `insert_many` here is the bot's own
 (and the tests') way to store a batch on either engine.
 """
 
@@ -15,10 +15,10 @@ from typing import Any
 
 import msgspec
 
-from bot.db import core
-from bot.db.connection import transaction
-from bot.db.core import Connection
-from bot.db.records import ActionRecord
+from mendbot.db import core
+from mendbot.db.connection import transaction
+from mendbot.db.core import Connection
+from mendbot.db.records import ActionRecord
 
 __all__ = [
     "Bug",

@@ -7,7 +7,7 @@ are UTC days since the epoch. On SQLite the big queries name their index (`INDEX
 ten times slower on a million actions — and an index that vanished should fail loudly here.
 PostgreSQL's planner has statistics and picks them itself.
 
-Written once in the SQL both engines share (`bot.db.core`); per engine differ only the hint and
+Written once in the SQL both engines share (`mendbot.db.core`); per engine differ only the hint and
 the day of a time (SQLite truncates a REAL cast to INTEGER, PostgreSQL rounds it: `floor` there).
 """
 
@@ -17,9 +17,9 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from bot.db import core
-from bot.db.core import Connection
-from bot.db.drills import not_drill_kind, not_drill_run
+from mendbot.db import core
+from mendbot.db.core import Connection
+from mendbot.db.drills import not_drill_kind, not_drill_run
 
 __all__ = [
     "FingerprintCount",

@@ -14,9 +14,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from bot.db import core
-from bot.db.core import Connection
-from bot.db.incidents import decode
+from mendbot.db import core
+from mendbot.db.core import Connection
+from mendbot.db.incidents import decode
 
 __all__ = [
     "ActionFilter",

@@ -1,6 +1,6 @@
 """Queries for the `chat_messages` table: the per-channel history the chat model sees.
 
-Written once in the SQL both engines share (`bot.db.core`), so they run on SQLite and PostgreSQL.
+Written once in the SQL both engines share (`mendbot.db.core`), so they run on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Literal
 
 import msgspec
 
-from bot.db import core
-from bot.db.core import Connection
+from mendbot.db import core
+from mendbot.db.core import Connection
 
 __all__ = ["ChatLine", "add", "recent"]
 

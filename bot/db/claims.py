@@ -1,6 +1,6 @@
-"""Queries for `claims`: the files each run may change (see bot/improve/claims.py).
+"""Queries for `claims`: the files each run may change (see bot/improve/agent/claims.py).
 
-Written once in the SQL both engines share (`bot.db.core`), so they run on SQLite and PostgreSQL.
+Written once in the SQL both engines share (`mendbot.db.core`), so they run on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 
-from bot.db import core
-from bot.db.core import Connection
+from mendbot.db import core
+from mendbot.db.core import Connection
 
 __all__ = ["add", "delete_for_run", "delete_unless_in_states", "for_run", "held_in_states"]
 

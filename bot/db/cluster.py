@@ -1,6 +1,6 @@
 """Queries of the processes sharing one PostgreSQL database (bot/scale/cluster.py): notifications.
 
-What they remember lives in `settings_kv` (`bot.db.runs.get_setting`/`set_setting`); a
+What they remember lives in `settings_kv` (`mendbot.db.runs.get_setting`/`set_setting`); a
 notification only wakes whoever listens now, so every one of them has a durable row as well.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bot.db import core
-from bot.db.core import Connection
+from mendbot.db import core
+from mendbot.db.core import Connection
 
 __all__ = ["notify", "settings_under"]
 

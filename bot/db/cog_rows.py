@@ -5,7 +5,7 @@ a table name and a key: `await put(db, "scores", str(user_id), {...})`, `await g
 key)`, `await all_rows(db, "scores")`. The bot's own database holds it, so it is backed up, pruned
 and watched like the rest.
 
-Every row carries its provenance (`bot.db.provenance`): the kind of the action that last wrote it,
+Every row carries its provenance (`mendbot.db.provenance`): the kind of the action that last wrote it,
 where in the code that write was asked for, and when. Every read made inside an action is noted
 with that provenance, so a crash on a bad row names the command that stored it.
 """
@@ -16,9 +16,9 @@ import json
 import time
 from typing import Any
 
-from bot.db import core
-from bot.db import provenance as provenance_module
-from bot.db.core import Connection
+from mendbot.db import core
+from mendbot.db import provenance as provenance_module
+from mendbot.db.core import Connection
 
 __all__ = ["all_rows", "delete", "get", "put"]
 

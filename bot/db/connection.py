@@ -1,7 +1,7 @@
 """The SQLite connection: WAL mode, foreign keys, the schema brought to the head at start-up.
 
 The schema and its history live in `bot/db/schema.py` and `bot/db/history/` (see
-`bot.db.migrate`): a pending upgrade runs in one transaction, so a failed one leaves the database
+`mendbot.db.migrate`): a pending upgrade runs in one transaction, so a failed one leaves the database
 exactly as it was, and a database already at the head costs one small query.
 
 Services share one connection, and SQLite has one transaction per connection: a statement another
@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from bot.db.migrate import MigrationError, upgrade_sqlite
+from mendbot.db.migrate import MigrationError, upgrade_sqlite
 
 __all__ = ["Database", "MigrationError", "open_database", "transaction"]
 
@@ -76,7 +76,7 @@ class Database(aiosqlite.Connection):
 def transaction(db: Any) -> AbstractAsyncContextManager[None]:
     """`BEGIN` … `COMMIT` on `db`, rolled back on any exception, with no other task's statement in it.
 
-    `db` is a connection from `open_database()` (SQLite) or `bot.db.core.open_postgresql()`.
+    `db` is a connection from `open_database()` (SQLite) or `mendbot.db.core.open_postgresql()`.
     """
     begin = getattr(db, "transaction", None)
     if begin is None:
@@ -89,7 +89,7 @@ async def open_database(path: Path | str, *, busy_timeout_ms: int = 5000) -> aio
     """Open (creating if needed) the database and bring its schema up to date.
 
     `busy_timeout_ms` is how long a statement waits for another connection's write lock before
-    failing with "database is locked" (which `bot.db.retry` then retries within its bound).
+    failing with "database is locked" (which `mendbot.db.retry` then retries within its bound).
     """
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -17,10 +17,10 @@ CPU at start for strings that never change. `schema.py` and the Alembic history 
 tables, and only a migration loads them.
 
 Each engine has its connection class with the same two abilities — `execute(sql, params)` and
-`transaction()` (one task's transaction at a time, see `bot.db.connection`) — so `transaction(db)`
+`transaction()` (one task's transaction at a time, see `mendbot.db.connection`) — so `transaction(db)`
 groups statements on either:
 
-- SQLite: `bot.db.connection.Database`, the aiosqlite connection every service already shares;
+- SQLite: `mendbot.db.connection.Database`, the aiosqlite connection every service already shares;
 - PostgreSQL: `PostgresDatabase`, a psycopg connection (`open_postgresql`).
 """
 
@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import aiosqlite
 
-from bot.db.action_writes import is_postgresql
-from bot.db.connection import Database, open_database
+from mendbot.db.action_writes import is_postgresql
+from mendbot.db.connection import Database, open_database
 
 if TYPE_CHECKING:
     import psycopg
@@ -189,11 +189,11 @@ async def execute_all(db: Connection, statements: Sequence[tuple[str, Mapping[st
 
 class PostgresDatabase:
     """A psycopg connection on which a transaction holds off every other task's statements, as
-    `bot.db.connection.Database` does on SQLite (so code written for one behaves the same on the
+    `mendbot.db.connection.Database` does on SQLite (so code written for one behaves the same on the
     other).
 
     A server restart or a dropped connection fails the statements under way (a storage fault that
-    `bot.db.retry` retries); the next statement outside a transaction connects again.
+    `mendbot.db.retry` retries); the next statement outside a transaction connects again.
     """
 
     def __init__(
@@ -252,11 +252,11 @@ async def open_postgresql(url: str, *, lock_timeout_ms: int = 5000) -> PostgresD
     """Connect to the PostgreSQL database at `url` and bring its schema to the head.
 
     `lock_timeout_ms` is how long a statement waits for another session's lock before failing
-    (SQLSTATE 55P03, which `bot.db.retry` retries within its bound), as `busy_timeout` on SQLite.
+    (SQLSTATE 55P03, which `mendbot.db.retry` retries within its bound), as `busy_timeout` on SQLite.
     """
     import psycopg
 
-    from bot.db.migrate import upgrade_postgresql
+    from mendbot.db.migrate import upgrade_postgresql
 
     await asyncio.to_thread(upgrade_postgresql, url)
 

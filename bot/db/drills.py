@@ -6,7 +6,7 @@ and UNIQUE — so `begin` starts a drill only if none is under way, in one state
 PostgreSQL, whichever process asks. A stop (a crash, a restart) leaves the row unfinished; the next
 start finds it (`unfinished`) and ends it as interrupted.
 
-A drill's records are told apart by kind (`bot.kernel.drills`): its actions and incidents have a
+A drill's records are told apart by kind (`mendbot.kernel.drills`): its actions and incidents have a
 `drill:` kind, and a run is a drill's when its incident is. The audit and the spending reports use
 these conditions so that a drill never counts as the bot's own failures or spend; what drills cost
 is reported apart (`drill_spent_since`).
@@ -18,9 +18,9 @@ from typing import Any
 
 import msgspec
 
-from bot.db import core
-from bot.db.core import Connection
-from bot.kernel.drills import DRILL_KIND_PREFIX
+from mendbot.db import core
+from mendbot.db.core import Connection
+from mendbot.kernel.drills import DRILL_KIND_PREFIX
 
 __all__ = [
     "DrillRow",

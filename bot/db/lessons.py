@@ -1,6 +1,6 @@
 """Queries for `lessons`: what finished runs learned, found again by fingerprint or file.
 
-Written once in the SQL both engines share (`bot.db.core`), so they run on SQLite and PostgreSQL.
+Written once in the SQL both engines share (`mendbot.db.core`), so they run on SQLite and PostgreSQL.
 `files` is a JSON array in a text column on both engines; only the function that opens it up as
 rows differs (see `_by_files`).
 """
@@ -11,8 +11,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from bot.db import core
-from bot.db.core import Connection
+from mendbot.db import core
+from mendbot.db.core import Connection
 
 __all__ = ["by_files", "by_fingerprint", "insert"]
 

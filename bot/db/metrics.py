@@ -1,12 +1,12 @@
 """Figures for `/metrics` that live in the database: runs by state and total run spend.
 
-Written once in the SQL both engines share (`bot.db.core`), so they run on SQLite and PostgreSQL.
+Written once in the SQL both engines share (`mendbot.db.core`), so they run on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
 
-from bot.db import core
-from bot.db.core import Connection
+from mendbot.db import core
+from mendbot.db.core import Connection
 
 __all__ = ["run_spend", "runs_by_state"]
 

@@ -6,7 +6,7 @@ file arrive here:
 
 - an empty one gets a copy of a database at the head, made once per process from the history's
   snapshot (`history/fresh.sql`: the head's schema as SQL, dumped from the history by `python -m
-  bot.db.history`; ~3 ms) while the snapshot carries the digest of the history's files as
+  mendbot.db.history`; ~3 ms) while the snapshot carries the digest of the history's files as
   they are, else by running the history (~0.25 s with Alembic's import: paid by every smoke load and
   replay, which start on an empty file); a stale snapshot is slower, never wrong;
 - one made before the history moved to Alembic (`PRAGMA user_version` 1..13, no
@@ -186,7 +186,7 @@ def upgrade_postgresql(url: str, *, history: Traversable = HISTORY) -> None:
 def _without_password(text: str, url: str) -> str:
     """`text` with each password of `url` (as written, and decoded) replaced by `***`."""
     # Here, not at the top: the action writer imports this module and never needs the settings' models.
-    from bot.kernel.sections import url_passwords
+    from mendbot.kernel.sections import url_passwords
 
     for password in url_passwords(url):
         for form in (password, unquote(password)):
@@ -303,7 +303,7 @@ def dump_snapshot(history: Traversable = HISTORY) -> str:
     )
     return (
         f"{_SNAPSHOT_HEADER}{history_digest(history)}\n"
-        "-- Written by `python -m bot.db.history`; used only while that digest matches.\n"
+        "-- Written by `python -m mendbot.db.history`; used only while that digest matches.\n"
         f"BEGIN;\n{body}\nCOMMIT;\n"
     )
 

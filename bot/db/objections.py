@@ -2,7 +2,7 @@
 
 An objection is keyed by its message: the same message is one objection of one proposal, whatever
 is done to it later (edited, deleted, read again). Written once in the SQL both engines share
-(`bot.db.core`), so they run on SQLite and PostgreSQL.
+(`mendbot.db.core`), so they run on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from bot.db import core
-from bot.db.core import Connection
+from mendbot.db import core
+from mendbot.db.core import Connection
 
 __all__ = [
     "Objection",

@@ -1,6 +1,6 @@
 """Queries for `proofs`: the proof of fix taken for a run's head (at verify) and after its deploy.
 
-Written once in the SQL both engines share (`bot.db.core`), so they run on SQLite and PostgreSQL.
+Written once in the SQL both engines share (`mendbot.db.core`), so they run on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from bot.db import core
-from bot.db.core import Connection
+from mendbot.db import core
+from mendbot.db.core import Connection
 
 __all__ = [
     "ProofRow",

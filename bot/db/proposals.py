@@ -1,8 +1,8 @@
 """Queries for the `proposals` table: one row per proposal a forge opened (local or GitHub).
 
-`Proposal` is defined here, next to its row, and re-exported by `bot.forge.base`, so the
+`Proposal` is defined here, next to its row, and re-exported by `mendbot.forge.base`, so the
 database layer never imports the forges. Written once in the SQL both engines share
-(`bot.db.core`), so they run on SQLite and PostgreSQL.
+(`mendbot.db.core`), so they run on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from bot.db import core
-from bot.db.core import Connection
+from mendbot.db import core
+from mendbot.db.core import Connection
 
 __all__ = ["Proposal", "ProposalState", "by_run", "get", "insert", "update"]
 

@@ -2,12 +2,12 @@
 
 A crash on a bad row shows the code that read it; the code that wrote it — often another command,
 run minutes or days before — is the cause. So the db layer keeps, for each row written through it
-(`bot.db.cog_rows`), the kind of the action that wrote it and where in the code the write was
+(`mendbot.db.cog_rows`), the kind of the action that wrote it and where in the code the write was
 made; and, while an action runs, the rows it read with that provenance. When the action fails,
 the recorder files those reads with the failure (`extra["read_rows"]`), and the evidence makes the
 writer a suspect.
 
-The current action is a contextvar, opened by the handler capture (`bot.observe.capture`) for every
+The current action is a contextvar, opened by the handler capture (`mendbot.observe.capture`) for every
 command, interaction, listener and task, so a write or read needs no argument to know it. Outside
 an action nothing is noted and the writer is "unknown". Cheap by design: one contextvar read and a
 walk of the Python stack (microseconds) per write; reads only append to a short list.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from bot.db.runs import RUNS_CHANNEL
+from mendbot.db.runs import RUNS_CHANNEL
 
 __all__ = ["ensure_queue_schema", "listening"]
 

@@ -1,6 +1,6 @@
 """Queries for the `reminders` table.
 
-Written once in the SQL both engines share (`bot.db.core`), so they run on SQLite and PostgreSQL.
+Written once in the SQL both engines share (`mendbot.db.core`), so they run on SQLite and PostgreSQL.
 Times are stored as ISO 8601 text, which sorts the same on both.
 """
 
@@ -11,8 +11,8 @@ from typing import Any
 
 import msgspec
 
-from bot.db import core
-from bot.db.core import Connection
+from mendbot.db import core
+from mendbot.db.core import Connection
 
 __all__ = ["Reminder", "claim", "insert", "mark_failed", "pending"]
 

@@ -36,10 +36,10 @@ from typing import Literal, TypeVar
 
 import msgspec
 
-from bot.db import runs
-from bot.db.core import Connection
-from bot.kernel.errors import UserError
-from bot.kernel.log import get_logger
+from mendbot.db import runs
+from mendbot.db.core import Connection
+from mendbot.kernel.errors import UserError
+from mendbot.kernel.log import get_logger
 
 __all__ = [
     "IDENTITY_FAULTS",

@@ -1,6 +1,6 @@
 """Queries for `runs`, `run_events` and the `settings_kv` switches the run policy keeps.
 
-Written once in the SQL both engines share (`bot.db.core`), so they run on SQLite and PostgreSQL.
+Written once in the SQL both engines share (`mendbot.db.core`), so they run on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from bot.db import core
-from bot.db.connection import transaction
-from bot.db.core import Connection
-from bot.db.drills import not_drill_run
+from mendbot.db import core
+from mendbot.db.connection import transaction
+from mendbot.db.core import Connection
+from mendbot.db.drills import not_drill_run
 
 __all__ = [
     "RUNS_CHANNEL",
@@ -87,7 +87,7 @@ _EVENTS_AFTER = "SELECT * FROM run_events WHERE id > :after AND event IN (:names
 _LAST_EVENT_ID = "SELECT coalesce(max(id), 0) FROM run_events"
 _EXECUTORS = """
     SELECT run_id, detail FROM run_events WHERE event = 'executor' AND run_id IN (:run_ids) ORDER BY id"""
-# The channel on which a worker says "run N has news" (PostgreSQL only; see bot.improve.relay).
+# The channel on which a worker says "run N has news" (PostgreSQL only; see mendbot.improve.relay).
 RUNS_CHANNEL = "mendbot_runs"
 _NOTIFY = f"SELECT pg_notify('{RUNS_CHANNEL}', :payload)"
 _GET_SETTING = 'SELECT value FROM settings_kv WHERE "key" = :key'

@@ -300,8 +300,8 @@ settings_kv = Table(
     Column("value", Text, nullable=False),
 )
 
-# Small keyed JSON rows that cogs keep (bot.db.cog_rows), each with the action that last wrote it:
-# a crash on a bad row names the command that stored it (bot.db.provenance).
+# Small keyed JSON rows that cogs keep (mendbot.db.cog_rows), each with the action that last wrote it:
+# a crash on a bad row names the command that stored it (mendbot.db.provenance).
 cog_rows = Table(
     "cog_rows",
     metadata,

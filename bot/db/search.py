@@ -6,7 +6,7 @@ by bm25, on PostgreSQL a table of weighted `tsvector` documents ranked by `ts_ra
 differ; callers only compare relevances of one search with each other. Nothing here reads
 `actions`, so resolving a request costs the same with a million rows stored.
 
-Written once in the SQL both engines share (`bot.db.core`); only the ranked match differs per engine.
+Written once in the SQL both engines share (`mendbot.db.core`); only the ranked match differs per engine.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from bot.db import core
-from bot.db import incidents as incident_queries
-from bot.db.core import Connection
+from mendbot.db import core
+from mendbot.db import incidents as incident_queries
+from mendbot.db.core import Connection
 
 __all__ = [
     "Failure",

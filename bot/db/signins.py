@@ -7,9 +7,9 @@ allow-list loses every link and session at once (`end_user`).
 
 from __future__ import annotations
 
-from bot.db import core
-from bot.db.connection import transaction
-from bot.db.core import Connection
+from mendbot.db import core
+from mendbot.db.connection import transaction
+from mendbot.db.core import Connection
 
 __all__ = ["add_link", "add_session", "end_user", "link_user", "session_user", "signed_in_users", "use_link"]
 

@@ -16,12 +16,12 @@ in its thread — reaches `ApprovalService.decide()` as plain values, every obje
    🔐) and needs `deploy.protected_required_approvals` of them; any other diff needs
    `deploy.required_approvals` approvals of either form;
 6b. with `deploy.require_proof` (`test`, or `replay`: only a replay judged from outside), a run whose
-   proof of fix does not hold (`bot.improve.proof`) counts only the explicit "ship it unproven" (or, on
-   protected paths, the security form, itself explicit): a plain "ship it" is answered with why;
+   proof of fix does not hold (`mendbot.improve.proof.verdict`) counts only the explicit "ship it unproven"
+   (or, on protected paths, the security form, itself explicit): a plain "ship it" is answered with why;
 7. approvals follow the human: each stored approval remembers the signal it came from (the
    approving message and its channel, or the reaction on the proposal's message), and `withdraw()` /
    `message_edited()` take it back when that message is deleted, edited into anything but the same
-   clear decision (`bot.trust.grammar`), or the reaction is removed. An edit never adds an approval
+   clear decision (`mendbot.trust.grammar`), or the reaction is removed. An edit never adds an approval
    and never rejects; an approving message edited into words that say no, or that the grammar
    cannot read as a yes, becomes an objection of its author (rule 9);
 7b. and they are read again, because Discord does not replay to a new session what the bot missed
@@ -41,7 +41,7 @@ in its thread — reaches `ApprovalService.decide()` as plain values, every obje
    at once (a rejection is final, whatever the count). Every other message from an allow-listed user,
    replying to the proposal, in its thread or naming its run ("run 7", "#7") in a dev channel, that
    the grammar reads as an objection (asks to wait or stop, says no, negates shipping) or cannot
-   read as a yes or a no ("unclear"), is an objection: stored (`bot.db.objections`), it holds the
+   read as a yes or a no ("unclear"), is an objection: stored (`mendbot.db.objections`), it holds the
    merge — decide() answers "recorded" instead of "ready", and recheck() will not pass — until that
    same person withdraws it (deletes the message, or edits it into something that no longer holds)
    or gives a valid approval after it. A message naming a run only ever holds it: approving and
@@ -60,7 +60,7 @@ the run to rejected; the caller closes the proposal on the forge. "held" means h
 objection. Every decision, refusals included, is written to the run's events as `approval_<status>`
 (`approval_objected` / `approval_unclear` for objections) by `user:<id>`.
 
-The rules are enforced by `ApprovalService`, built in layers (`bot.deploy.approval_core`, then
+The rules are enforced by `ApprovalService`, built in layers (`mendbot.deploy.approval_core`, then
 objections, withdrawals and rechecks, each its own module); this module holds the deciding on top.
 """
 
@@ -71,17 +71,17 @@ from typing import Any
 
 import msgspec
 
-from bot.db import approvals as queries
-from bot.db import objections as objection_queries
-from bot.db import proofs, proposals
-from bot.db.approvals import ApprovalForm
-from bot.db.proposals import Proposal
-from bot.deploy.approval_core import _MERGED_STATES, ApprovalDecision, DecisionStatus
-from bot.deploy.protection import _branch_head, _Protection
-from bot.deploy.recheck import ApprovalRechecks
-from bot.improve.proof import proved_by_replay
-from bot.improve.runs import InvalidTransition, Run, state_name
-from bot.kernel.log import get_logger
+from mendbot.db import approvals as queries
+from mendbot.db import objections as objection_queries
+from mendbot.db import proofs, proposals
+from mendbot.db.approvals import ApprovalForm
+from mendbot.db.proposals import Proposal
+from mendbot.deploy.approval_core import _MERGED_STATES, ApprovalDecision, DecisionStatus
+from mendbot.deploy.protection import _branch_head, _Protection
+from mendbot.deploy.recheck import ApprovalRechecks
+from mendbot.improve.proof.verdict import proved_by_replay
+from mendbot.improve.runs import InvalidTransition, Run, state_name
+from mendbot.kernel.log import get_logger
 
 __all__ = ["ApprovalForm", "ApprovalService"]
 

@@ -1,10 +1,10 @@
 """The core every part of the approval service shares, and the decision it answers with.
 
-`ApprovalService` (`bot.deploy.approval`) is built in layers, one module each, every layer using only
+`ApprovalService` (`mendbot.deploy.approval`) is built in layers, one module each, every layer using only
 those below it: this core (the database, the runs, the settings and access policy, one lock per
 proposal, the messages that stand for a proposal, which protected paths its diff touches), objections
-(`bot.deploy.objections`), withdrawals and edits (`bot.deploy.withdrawals`), reading again and counting
-again at merge time (`bot.deploy.recheck`), and deciding on top.
+(`mendbot.deploy.objections`), withdrawals and edits (`mendbot.deploy.withdrawals`), reading again and
+counting again at merge time (`mendbot.deploy.recheck`), and deciding on top.
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from typing import Literal
 
 import msgspec
 
-from bot.db import approvals as queries
-from bot.db.core import Connection
-from bot.db.proposals import Proposal
-from bot.db.retry import Writes
-from bot.deploy.protection import DiffUnavailable, _merge_base, _Protection, touches_protected
-from bot.improve.runs import Run, RunService
-from bot.kernel.log import get_logger
-from bot.kernel.settings import Settings
-from bot.trust.access import AccessPolicy
+from mendbot.db import approvals as queries
+from mendbot.db.core import Connection
+from mendbot.db.proposals import Proposal
+from mendbot.db.retry import Writes
+from mendbot.deploy.protection import DiffUnavailable, _merge_base, _Protection, touches_protected
+from mendbot.improve.runs import Run, RunService
+from mendbot.kernel.log import get_logger
+from mendbot.kernel.settings import Settings
+from mendbot.trust.access import AccessPolicy
 
 __all__ = ["ApprovalCore", "ApprovalDecision", "DecisionStatus"]
 

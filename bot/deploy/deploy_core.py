@@ -1,10 +1,10 @@
 """The core every part of the deploy service shares: its collaborators and hooks, one ship at a time,
 and the steps each part ends with (fail a run, close its proposal, say it in chat, swap the code).
 
-`DeployService` (`bot.deploy.service`) is built from parts over this core, one module each: the watch
-after a deploy (`bot.deploy.watches`), rollbacks (`bot.deploy.rollback`), re-verifying a branch that
-moved (`bot.deploy.reverify`) and what people say after approving (`bot.deploy.signals`), with shipping
-on top. A part uses only this core, never another part.
+`DeployService` (`mendbot.deploy.service`) is built from parts over this core, one module each: the watch
+after a deploy (`mendbot.deploy.watches`), rollbacks (`mendbot.deploy.rollback`), re-verifying a branch that
+moved (`mendbot.deploy.reverify`) and what people say after approving (`mendbot.deploy.signals`), with
+shipping on top. A part uses only this core, never another part.
 """
 
 from __future__ import annotations
@@ -17,25 +17,25 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
-from bot.deploy.approval import ApprovalService
-from bot.deploy.merge import Merger
-from bot.deploy.queue import MergeQueue
-from bot.deploy.recheck import RolesLookup
-from bot.deploy.reload import Reloader, render
-from bot.deploy.sources import ApprovalSources
-from bot.forge.base import Forge, ForgeError, merged_ref, resolve_commit
-from bot.improve.memory import Memory
-from bot.improve.proof import LiveReplay
-from bot.improve.runs import Run, RunService
-from bot.kernel.drills import DRILL_USER_ID, is_drill_kind
-from bot.kernel.errors import UserError
-from bot.kernel.failpoints import Failpoints
-from bot.kernel.log import get_logger
-from bot.observe.incident import Incident
-from bot.observe.incidents import IncidentService
+from mendbot.deploy.approval import ApprovalService
+from mendbot.deploy.merge import Merger
+from mendbot.deploy.queue import MergeQueue
+from mendbot.deploy.recheck import RolesLookup
+from mendbot.deploy.reload import Reloader, render
+from mendbot.deploy.sources import ApprovalSources
+from mendbot.forge.base import Forge, ForgeError, merged_ref, resolve_commit
+from mendbot.improve.memory import Memory
+from mendbot.improve.proof.verdict import LiveReplay
+from mendbot.improve.runs import Run, RunService
+from mendbot.kernel.drills import DRILL_USER_ID, is_drill_kind
+from mendbot.kernel.errors import UserError
+from mendbot.kernel.failpoints import Failpoints
+from mendbot.kernel.log import get_logger
+from mendbot.observe.incident import Incident
+from mendbot.observe.incidents import IncidentService
 
 if TYPE_CHECKING:
-    from bot.kernel.settings import Settings
+    from mendbot.kernel.settings import Settings
 
 __all__ = ["DeployCore", "DeployReporter", "StagedRollout"]
 
@@ -136,17 +136,17 @@ class DeployCore:
         # across a restart). None: no Discord attached — approvals from messages and reactions do not
         # count at merge time, since nothing can confirm them.
         self.sources: ApprovalSources | None = None
-        # The incident replay against the deployed code (bot.improve.proof): a line for the report, and
-        # whether it shows the fix not holding live (the run then regresses at once).
+        # The incident replay against the deployed code (mendbot.improve.proof.verdict): a line for the
+        # report, and whether it shows the fix not holding live (the run then regresses at once).
         self.prove_live: Callable[[Run, str], Awaitable[LiveReplay]] | None = None
         # The replay after an emergency rollback: whether the calls behave as before the fix (a line).
         self.prove_rollback: Callable[[Run, str], Awaitable[str]] | None = None
         # The anomaly detector's `forget(kind, fingerprint)`: a fix went live, so the failures before it
         # no longer count toward its kind's error rate — and `recall`, when it is rolled back and they do
-        # again (bot.observe.detector). Unset: nothing to tell.
+        # again (mendbot.observe.detector). Unset: nothing to tell.
         self.fixed: Callable[[str, str | None], None] | None = None
         self.unfixed: Callable[[str, str | None], None] | None = None
-        # Proves a proposal branch's new head after a hand commit (bot.improve), one line for the chat.
+        # Proves a proposal branch's new head after a hand commit (mendbot.improve), one line for the chat.
         self.reprove: Callable[[Run, str], Awaitable[str]] | None = None
         # Set by a host that must finish starting before interrupted deploys go on at start-up (the
         # virtual Discord gives a connecting bot a fixed few seconds to settle; a resumed deploy's git,
@@ -154,7 +154,7 @@ class DeployCore:
         self.resume_gate: Callable[[], Awaitable[None]] | None = None
         self._background: set[asyncio.Task[None]] = set()
         # The live replays under way (`replay_live`), and whether this process is stopping: a stop does
-        # not wait for a replay, which the next start runs again (bot.deploy.watches).
+        # not wait for a replay, which the next start runs again (mendbot.deploy.watches).
         self._replays: set[asyncio.Task[LiveReplay]] = set()
         self._stopping = False
         self._resumed_watches: list[tuple[_Watch, float]] = []

@@ -1,4 +1,4 @@
-"""Import-only conflicts of a rebase, resolved (`bot.deploy.merge` loads this with the first conflict).
+"""Import-only conflicts of a rebase, resolved (`mendbot.deploy.merge` loads this with the first conflict).
 
 **Import-only conflicts** (`resolve_import_conflicts`). When a rebase stops on a conflict, each
 conflicting Python file is read: if every conflict hunk has only `import` / `from … import` statements
@@ -17,8 +17,8 @@ import difflib
 import tomllib
 from pathlib import Path
 
-from bot.kernel.log import get_logger
-from bot.kernel.process import run_process
+from mendbot.kernel.log import get_logger
+from mendbot.kernel.process import run_process
 
 __all__ = [
     "change_without_imports",

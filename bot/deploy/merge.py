@@ -6,9 +6,9 @@ cut from; if main moved since, merging it unchanged would ship a combination nob
 branch's own commits (`base..head`) are rebased onto the current main in a temporary detached
 worktree under the workspace's `worktrees_dir` (cleaned at start-up like any stray worktree), so
 neither the live checkout nor the run's worktree is touched meanwhile. A conflict limited to import
-blocks is resolved there (`bot.deploy.import_conflicts`) and the rebase goes on; any other
+blocks is resolved there (`mendbot.deploy.import_conflicts`) and the rebase goes on; any other
 conflict raises `RebaseConflict` naming the files. The change is checked for what cannot be made inert
-(`bot.trust.trees`) before it is checked out and again once rebased, and the checks run on a fresh
+(`mendbot.trust.trees`) before it is checked out and again once rebased, and the checks run on a fresh
 copy of the rebased commit's tree (`verify_commit`, smoke load included); only if they pass does the
 branch move to it — by `git reset --keep` in the worktree
 that has the branch checked out (the run's worktree, kept while a proposal awaits approval), else
@@ -20,7 +20,7 @@ file whose import block was resolved, the change is compared without that block:
 is not a new change.
 
 **Update the live checkout** (`Merger.update_live_checkout`). The forge records a merge without
-touching files (see `bot.forge.local`); here the live checkout — the repository the bot runs from
+touching files (see `mendbot.forge.local`); here the live checkout — the repository the bot runs from
 — moves to the merged commit with `git merge --ff-only`, which moves main, the index and the files
 together. It is refused, with nothing changed and the reason for the report, when the checkout is
 not on main, has uncommitted changes to tracked files (hand edits are never overwritten), main
@@ -37,14 +37,14 @@ from pathlib import Path
 
 import msgspec
 
-from bot.forge.base import HeadMovedError
-from bot.improve.verify import Verification, verify_commit
-from bot.improve.workspace import Workspace
-from bot.kernel.git import driver_problem, git
-from bot.kernel.log import get_logger
-from bot.kernel.process import ProcessResult
-from bot.trust.sandbox import Sandbox
-from bot.trust.trees import HostileTree
+from mendbot.forge.base import HeadMovedError
+from mendbot.improve.agent.verify import Verification, verify_commit
+from mendbot.improve.agent.workspace import Workspace
+from mendbot.kernel.git import driver_problem, git
+from mendbot.kernel.log import get_logger
+from mendbot.kernel.process import ProcessResult
+from mendbot.trust.sandbox import Sandbox
+from mendbot.trust.trees import HostileTree
 
 __all__ = ["LiveUpdate", "MergeError", "Merger", "RebaseConflict", "RebaseOutcome", "own_change"]
 
@@ -207,7 +207,7 @@ class Merger:
     async def reverify(self, head_sha: str, run_id: int) -> Verification:
         """Verify `head_sha` as it is (a proposal branch that moved by hand) on a fresh copy of its tree,
         sandboxed like every verify; the branch itself is not touched. MergeError when the change carries
-        what cannot be made inert (`bot.trust.trees`)."""
+        what cannot be made inert (`mendbot.trust.trees`)."""
         base = (await self._git(self.repo_root, "merge-base", f"refs/heads/{self.base}", head_sha)).output
         await self._refuse_hostile(base.strip(), head_sha)
         verification = await verify_commit(
@@ -225,7 +225,7 @@ class Merger:
 
     async def _refuse_hostile(self, base: str, head: str) -> None:
         """MergeError when `base..head` carries what cannot be made inert, or when the repository's
-        config defines a driver a tree could select (`bot.kernel.git.driver_problem`): checked before any
+        config defines a driver a tree could select (`mendbot.kernel.git.driver_problem`): checked before any
         git command checks out, rebases or verifies it."""
         if (problem := await driver_problem(self.repo_root)) is not None:
             raise MergeError(f"not rebased or verified: {problem}")
@@ -253,7 +253,9 @@ class Merger:
         )
         files: list[str] = []
         while result.code != 0:
-            from bot.deploy.import_conflicts import resolve_import_conflicts  # loaded by the first conflict
+            from mendbot.deploy.import_conflicts import (
+                resolve_import_conflicts,  # loaded by the first conflict
+            )
 
             unmerged = await self._git(path, "diff", "--name-only", "--diff-filter=U", "-z", check=False)
             files = [name for name in unmerged.output.split("\0") if name]
@@ -288,7 +290,7 @@ class Merger:
         )
         change = own_change(result.output)
         if resolved:
-            from bot.deploy.import_conflicts import change_without_imports
+            from mendbot.deploy.import_conflicts import change_without_imports
         for name in sorted(set(resolved)):
             before = await self._git(self.repo_root, "show", f"{old}:{name}", check=False)
             after = await self._git(self.repo_root, "show", f"{new}:{name}", check=False)
@@ -309,7 +311,7 @@ class Merger:
                 old,
             )
             return
-        # The pipeline commits from bytes and leaves the index without stat data (`bot.trust.trees`):
+        # The pipeline commits from bytes and leaves the index without stat data (`mendbot.trust.trees`):
         # refresh it, so unchanged files read as unchanged. No driver can run (`_refuse_hostile`).
         await self._git(checked_out, "update-index", "-q", "--refresh", check=False)
         status = await self._git(checked_out, "status", "--porcelain", "--untracked-files=no")

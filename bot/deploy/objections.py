@@ -1,4 +1,4 @@
-"""Objections hold a merge (rule 9 of `bot.deploy.approval`): recorded, and withdrawn again.
+"""Objections hold a merge (rule 9 of `mendbot.deploy.approval`): recorded, and withdrawn again.
 
 `hold()` judges one message that objects to a proposal, or that cannot be read as a yes or a no, and
 stores it; the objection holds the merge until its author deletes or edits it, or approves. Kept
@@ -9,20 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from bot.db import objections as objection_queries
-from bot.db import proposals
-from bot.db.objections import Objection, ObjectionKind
-from bot.db.proposals import Proposal
-from bot.deploy.approval_core import (
+from mendbot.db import objections as objection_queries
+from mendbot.db import proposals
+from mendbot.db.objections import Objection, ObjectionKind
+from mendbot.db.proposals import Proposal
+from mendbot.deploy.approval_core import (
     _MERGED_STATES,
     _OBJECTABLE_STATES,
     ApprovalCore,
     ApprovalDecision,
     DecisionStatus,
 )
-from bot.improve.runs import state_name
-from bot.kernel.log import get_logger
-from bot.trust.grammar import what_counts
+from mendbot.improve.runs import state_name
+from mendbot.kernel.log import get_logger
+from mendbot.trust.grammar import what_counts
 
 __all__ = ["ApprovalObjections"]
 

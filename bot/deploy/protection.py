@@ -1,7 +1,7 @@
 """What git says about a proposal for its approval: the protected files its diff touches, its merge
 base, and the commit its local branch points at now.
 
-Plain functions over a repository, kept apart from the approval service (`bot.deploy.approval`) that
+Plain functions over a repository, kept apart from the approval service (`mendbot.deploy.approval`) that
 asks them: a protected file in the diff asks for the security form, a branch that moved makes the
 approvals in hand stale, and a diff git cannot read counts as protected.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import msgspec
 
-from bot.kernel.git import git
-from bot.trust.path_rules import protected_entry
+from mendbot.kernel.git import git
+from mendbot.trust.path_rules import protected_entry
 
 __all__ = ["DiffUnavailable", "is_protected", "touches_protected"]
 
@@ -35,7 +35,7 @@ class _Protection(msgspec.Struct, frozen=True):
 
 
 def is_protected(path: str, protected: Sequence[str]) -> bool:
-    """True if `path` is protected by one of the entries (`bot.trust.path_rules.protected_entry`)."""
+    """True if `path` is protected by one of the entries (`mendbot.trust.path_rules.protected_entry`)."""
     return protected_entry(path, protected) is not None
 
 

@@ -1,13 +1,13 @@
 """The merge queue: approved proposals merge one at a time, in approval order.
 
 **Order** (`MergeQueue`). Approvals can arrive together — several runs work in parallel, each on the
-files it claimed (`bot.improve.claims`). Each approved run takes its place at the tail; its merge starts
-only when every run approved before it has been merged, sent back or failed. The merge itself is
+files it claimed (`mendbot.improve.agent.claims`). Each approved run takes its place at the tail; its merge
+starts only when every run approved before it has been merged, sent back or failed. The merge itself is
 `DeployService`'s: if main moved, the branch is rebased onto the new main and re-verified before it
 merges (`Merger.rebase_and_reverify`), so the second of two disjoint proposals is checked on top of the
 first. A run that has to wait is told who is ahead of it.
 
-Import-only conflicts met on the way are resolved by `bot.deploy.import_conflicts`.
+Import-only conflicts met on the way are resolved by `mendbot.deploy.import_conflicts`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
-from bot.kernel.log import get_logger
+from mendbot.kernel.log import get_logger
 
 __all__ = ["MergeQueue"]
 

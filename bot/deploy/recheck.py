@@ -1,5 +1,5 @@
 """Standing approvals and objections read again from Discord, and counted again at merge time (rules
-7b and 8 of `bot.deploy.approval`).
+7b and 8 of `mendbot.deploy.approval`).
 
 Discord does not replay to a new session what the bot missed while it was down, so `reread()` asks
 each standing signal's source (`ApprovalSources`) what it says now, and `recheck()` counts what still
@@ -12,16 +12,16 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
-from bot.db import approvals as queries
-from bot.db import objections as objection_queries
-from bot.db import proposals
-from bot.db.approvals import Approval, ApprovalForm
-from bot.db.objections import Objection
-from bot.db.proposals import Proposal
-from bot.deploy.sources import ApprovalSources, SourceRead
-from bot.deploy.withdrawals import ApprovalWithdrawals, _still_holds
-from bot.kernel.log import get_logger
-from bot.trust.grammar import Reading, read_approval
+from mendbot.db import approvals as queries
+from mendbot.db import objections as objection_queries
+from mendbot.db import proposals
+from mendbot.db.approvals import Approval, ApprovalForm
+from mendbot.db.objections import Objection
+from mendbot.db.proposals import Proposal
+from mendbot.deploy.sources import ApprovalSources, SourceRead
+from mendbot.deploy.withdrawals import ApprovalWithdrawals, _still_holds
+from mendbot.kernel.log import get_logger
+from mendbot.trust.grammar import Reading, read_approval
 
 __all__ = ["ApprovalRechecks", "Recheck", "Reread", "RolesLookup"]
 
@@ -98,7 +98,7 @@ class ApprovalRechecks(ApprovalWithdrawals):
 
     async def reread(self, proposal_id: int, sources: ApprovalSources | None) -> Reread:
         """Read the proposal's standing approvals (of its head) and objections again from Discord, and
-        take back what no longer says so (`bot.deploy.approval`, 7b and 9). `sources` None: nothing
+        take back what no longer says so (`mendbot.deploy.approval`, 7b and 9). `sources` None: nothing
         can be read — approvals from messages and reactions are unreadable, objections still hold."""
         async with self._lock(proposal_id):
             proposal = await proposals.get(self._db, proposal_id)
@@ -176,7 +176,8 @@ class ApprovalRechecks(ApprovalWithdrawals):
     async def recheck(
         self, proposal_id: int, roles_of: RolesLookup | None, sources: ApprovalSources | None
     ) -> Recheck:
-        """Count the proposal's standing approvals of its head again, as of now (`bot.deploy.approval`, 8).
+        """Count the proposal's standing approvals of its head again, as of now (`mendbot.deploy.approval`,
+        8).
 
         First each is read again from Discord (`reread`). Then each approver must still be
         allow-listed — by user id, or by a role they hold *now* (`roles_of`) — not be the requester

@@ -37,8 +37,8 @@ import msgspec
 from discord import app_commands
 from discord.ext import commands
 
-from bot.kernel.log import get_logger
-from bot.kernel.prompts import PromptError, PromptRegistry
+from mendbot.kernel.log import get_logger
+from mendbot.kernel.prompts import PromptError, PromptRegistry
 
 __all__ = [
     "ModuleResult",
@@ -180,7 +180,7 @@ def _summary(exc: BaseException) -> str:
 
 class ReloadTarget(Protocol):
     """What a reload needs of the running bot: its extensions, its command tree and prompts, and a way
-    to ask for a restart. The runtime's bot (`bot.runtime.app.MendBot`) is one; deploys know no more."""
+    to ask for a restart. The runtime's bot (`mendbot.runtime.app.MendBot`) is one; deploys know no more."""
 
     extension_failures: dict[str, str]
     extension_names: list[str]

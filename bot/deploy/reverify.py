@@ -5,10 +5,10 @@ with the reason and its proposal is closed.
 
 from __future__ import annotations
 
-from bot.deploy.deploy_core import DeployCore
-from bot.forge.base import branch_head
-from bot.improve.runs import Run
-from bot.kernel.log import get_logger
+from mendbot.deploy.deploy_core import DeployCore
+from mendbot.forge.base import branch_head
+from mendbot.improve.runs import Run
+from mendbot.kernel.log import get_logger
 
 __all__ = ["DeployReverification"]
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.deploy.deploy_core import DeployCore
-from bot.improve.runs import Run
-from bot.kernel.errors import UserError
-from bot.kernel.git import git
+from mendbot.deploy.deploy_core import DeployCore
+from mendbot.improve.runs import Run
+from mendbot.kernel.errors import UserError
+from mendbot.kernel.git import git
 
 __all__ = ["DeployRollbacks"]
 

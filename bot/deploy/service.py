@@ -1,7 +1,7 @@
 """DeployService: an approved proposal becomes live code, is watched, and can be rolled back.
 
 approve (ApprovalService decides; "ready" has already moved the run to merging) → wait for its turn in
-the merge queue (`bot.deploy.queue`: one merge at a time, in approval order) → merge the exact
+the merge queue (`mendbot.deploy.queue`: one merge at a time, in approval order) → merge the exact
 verified commit (if main moved: rebase and re-verify; if the change's own diff changed: approval
 again) → fast-forward the live checkout (held, with the reason, if it has hand edits) → reload
 what changed (cogs, prompts; a change to bot/ drains and restarts) → watch the incident for
@@ -19,7 +19,7 @@ re-verified instead), the proposal left open; failed with the reason when the re
 a rebase fails, or anything else goes wrong. A failed, rejected or cancelled run's proposal is closed.
 
 The watch, rollbacks, re-verification and the withdrawals' notices are parts of their own over the
-shared core (`bot.deploy.deploy_core`); this module holds shipping: the decision, the merge queue's
+shared core (`mendbot.deploy.deploy_core`); this module holds shipping: the decision, the merge queue's
 turn, the merge and going live.
 """
 
@@ -27,19 +27,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.db.approvals import ApprovalForm
-from bot.deploy.approval_core import ApprovalDecision
-from bot.deploy.merge import LiveUpdate, MergeError, RebaseConflict
-from bot.deploy.recheck import Recheck
-from bot.deploy.reverify import DeployReverification
-from bot.deploy.rollback import DeployRollbacks
-from bot.deploy.signals import DeploySignals, _lines, _reread_lines
-from bot.deploy.watches import DeployWatches
-from bot.forge.base import ForgeError, HeadMovedError, MainMovedError, branch_head
-from bot.improve.runs import Run, state_name
-from bot.kernel.errors import UserError
-from bot.kernel.log import bind_context, get_logger
-from bot.trust.access import AccessPolicy
+from mendbot.db.approvals import ApprovalForm
+from mendbot.deploy.approval_core import ApprovalDecision
+from mendbot.deploy.merge import LiveUpdate, MergeError, RebaseConflict
+from mendbot.deploy.recheck import Recheck
+from mendbot.deploy.reverify import DeployReverification
+from mendbot.deploy.rollback import DeployRollbacks
+from mendbot.deploy.signals import DeploySignals, _lines, _reread_lines
+from mendbot.deploy.watches import DeployWatches
+from mendbot.forge.base import ForgeError, HeadMovedError, MainMovedError, branch_head
+from mendbot.improve.runs import Run, state_name
+from mendbot.kernel.errors import UserError
+from mendbot.kernel.log import bind_context, get_logger
+from mendbot.trust.access import AccessPolicy
 
 __all__ = ["DeployService"]
 

@@ -2,22 +2,22 @@
 deleted, a reaction removed), an edit, an objection, and all of them read again at start-up — and the
 chat lines that say what was taken back or now holds.
 
-The rules themselves are the approval service's (`bot.deploy.withdrawals`, `bot.deploy.objections`,
-`bot.deploy.recheck`); this part turns what they found into the notice for the run's channel.
+The rules themselves are the approval service's (`mendbot.deploy.withdrawals`, `mendbot.deploy.objections`,
+`mendbot.deploy.recheck`); this part turns what they found into the notice for the run's channel.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from bot.db.approvals import Approval
-from bot.db.objections import Objection
-from bot.deploy.approval_core import ApprovalDecision
-from bot.deploy.deploy_core import DeployCore
-from bot.deploy.recheck import Reread
-from bot.deploy.withdrawals import EditOutcome
-from bot.kernel.log import get_logger
-from bot.trust.grammar import read_approval
+from mendbot.db.approvals import Approval
+from mendbot.db.objections import Objection
+from mendbot.deploy.approval_core import ApprovalDecision
+from mendbot.deploy.deploy_core import DeployCore
+from mendbot.deploy.recheck import Reread
+from mendbot.deploy.withdrawals import EditOutcome
+from mendbot.kernel.log import get_logger
+from mendbot.trust.grammar import read_approval
 
 __all__ = ["DeploySignals"]
 

@@ -3,7 +3,7 @@
 An approval counts only while its source still says so, and Discord does not replay to a new session
 the edits, deletions and reaction removals the bot missed while it was down. So the deploy side asks
 again — at start-up and at merge time — through `ApprovalSources`, which the chat side provides
-(`cogs/ship.py` over discord.py; tests over their own Discord). The deploy side stays free of Discord
+(`bot/cogs/ship.py` over discord.py; tests over their own Discord). The deploy side stays free of Discord
 types: it gets plain content and user ids, or "gone", or "unreadable" with the reason.
 """
 
@@ -21,7 +21,7 @@ class SourceRead(msgspec.Struct, frozen=True):
     """One message as Discord has it now.
 
     `status` "found": `content` is its text and `reactions` maps each decision emoji on it
-    (normalised, as `bot.trust.grammar.normalise` gives it) to the ids of the users who reacted with
+    (normalised, as `mendbot.trust.grammar.normalise` gives it) to the ids of the users who reacted with
     it. "gone": Discord answered that the message (or its channel) does not exist. "unreadable":
     Discord could not be asked or did not answer (`error` says how).
     """

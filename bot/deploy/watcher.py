@@ -1,7 +1,7 @@
 """Hand edits on disk go through the same reload path as a deploy.
 
 `HandEditWatcher` follows the live checkout's cog packages, `prompts/`, `bot/` and `pyproject.toml`
-with `bot.kernel.filewatch` (inotify, debounced, so an editor's write-rename burst is one event),
+with `mendbot.kernel.filewatch` (inotify, debounced, so an editor's write-rename burst is one event),
 classifies the changed files like a merged change, applies cogs and prompts with the shared `Reloader` and
 posts the ✅/❌ report. A hand edit under `bot/` (or `pyproject.toml`) is only reported as
 "restart needed": a half-typed edit to the core must never restart the bot by itself.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import msgspec
 
-from bot.deploy.reload import (
+from mendbot.deploy.reload import (
     EXTENSION_PACKAGES,
     PROMPTS_DIR,
     RESTART_DIRS,
@@ -27,9 +27,9 @@ from bot.deploy.reload import (
     classify,
     render,
 )
-from bot.kernel.filewatch import changed_files
-from bot.kernel.log import get_logger
-from bot.kernel.uncommitted import not_on_main, unseen_line
+from mendbot.kernel.filewatch import changed_files
+from mendbot.kernel.log import get_logger
+from mendbot.kernel.uncommitted import not_on_main, unseen_line
 
 __all__ = ["HandEditWatcher"]
 

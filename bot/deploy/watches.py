@@ -5,7 +5,7 @@ still fails → regressed, with a rollback offered.
 Watches outlive a restart: `resume_watches()` picks them up from the runs' events and
 `announce_resumed_watches()` starts their timers once chat is up, running a live replay that a stop
 kept from running and posting, once, the "🚀 Merged … deployed" report a stop kept from being said.
-(Not to be confused with `bot.deploy.watcher`, which watches the live checkout for hand edits.)
+(Not to be confused with `mendbot.deploy.watcher`, which watches the live checkout for hand edits.)
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from bot.db.records import ActionRecord
-from bot.deploy.deploy_core import DeployCore, _Watch
-from bot.improve.memory import Lesson
-from bot.improve.proof import LiveReplay
-from bot.improve.runs import Run
-from bot.kernel.durations import human_duration
-from bot.kernel.errors import UserError
-from bot.kernel.log import get_logger
+from mendbot.db.records import ActionRecord
+from mendbot.deploy.deploy_core import DeployCore, _Watch
+from mendbot.improve.memory import Lesson
+from mendbot.improve.proof.verdict import LiveReplay
+from mendbot.improve.runs import Run
+from mendbot.kernel.durations import human_duration
+from mendbot.kernel.errors import UserError
+from mendbot.kernel.log import get_logger
 
 __all__ = ["DeployWatches"]
 

@@ -1,8 +1,8 @@
-"""Approvals follow the human (rule 7 of `bot.deploy.approval`): withdrawn with their message or
+"""Approvals follow the human (rule 7 of `mendbot.deploy.approval`): withdrawn with their message or
 reaction, and kept through an edit only if the message still reads as the same clear decision.
 
 An approving message edited into a no, or into something the grammar cannot read as a yes, becomes
-its author's objection (`bot.deploy.objections`); an objecting message edited out of holding lets go.
+its author's objection (`mendbot.deploy.objections`); an objecting message edited out of holding lets go.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from collections.abc import Collection, Iterable
 
 import msgspec
 
-from bot.db import approvals as queries
-from bot.db import objections as objection_queries
-from bot.db.approvals import Approval
-from bot.db.objections import Objection, ObjectionKind
-from bot.deploy.approval_core import _OBJECTABLE_STATES
-from bot.deploy.objections import ApprovalObjections
-from bot.kernel.log import get_logger
-from bot.trust.grammar import Reading, read_approval
+from mendbot.db import approvals as queries
+from mendbot.db import objections as objection_queries
+from mendbot.db.approvals import Approval
+from mendbot.db.objections import Objection, ObjectionKind
+from mendbot.deploy.approval_core import _OBJECTABLE_STATES
+from mendbot.deploy.objections import ApprovalObjections
+from mendbot.kernel.log import get_logger
+from mendbot.trust.grammar import Reading, read_approval
 
 __all__ = ["ApprovalWithdrawals", "EditOutcome"]
 
@@ -91,7 +91,7 @@ class ApprovalWithdrawals(ApprovalObjections):
 
         An approving message still the same clear decision keeps its approval; anything else withdraws
         it — and if it now says no or cannot be read as a yes, it holds as its author's objection
-        (rule 7 of `bot.deploy.approval`). An objecting message that no longer holds lets go.
+        (rule 7 of `mendbot.deploy.approval`). An objecting message that no longer holds lets go.
         """
         reading = read_approval(text)
         held: list[Objection] = []

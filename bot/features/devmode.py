@@ -17,12 +17,12 @@ from typing import NamedTuple
 
 import msgspec
 
-from bot.db import devmode as queries
-from bot.db.core import Connection
-from bot.features.reminders import ReminderError, parse_delay
-from bot.kernel.errors import UserError
-from bot.kernel.git import git
-from bot.kernel.log import get_logger
+from mendbot.db import devmode as queries
+from mendbot.db.core import Connection
+from mendbot.features.reminders import ReminderError, parse_delay
+from mendbot.kernel.errors import UserError
+from mendbot.kernel.git import git
+from mendbot.kernel.log import get_logger
 
 __all__ = ["DevMode", "DevModeError", "DevModeState", "DevModeStatus", "parse_duration"]
 

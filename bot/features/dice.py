@@ -7,8 +7,8 @@ import re
 
 import msgspec
 
-from bot.kernel.discord_limits import cut
-from bot.kernel.errors import UserError
+from mendbot.kernel.discord_limits import cut
+from mendbot.kernel.errors import UserError
 
 __all__ = ["MAX_DICE", "MAX_SIDES", "DiceError", "DiceRoll", "DiceSpec", "parse", "roll"]
 

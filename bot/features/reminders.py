@@ -4,7 +4,7 @@ Each pending reminder gets one task that sleeps until it is due. A reminder is c
 database (`fired_at` set where it was NULL) before it is delivered, so a restart, a reload or
 two schedulers can never deliver it twice.
 
-Saving goes through `bot.db.retry`: a locked or full database is retried within a bound, and
+Saving goes through `mendbot.db.retry`: a locked or full database is retried within a bound, and
 when it still fails the user is told "I couldn't save that — try again in a moment" (the row was
 never written, so nothing is half-saved). A claim that cannot be written leaves the reminder
 pending and tries again later: a storage fault delays a reminder, it never loses one.
@@ -17,12 +17,12 @@ import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-from bot.db import reminders as queries
-from bot.db.core import Connection
-from bot.db.reminders import Reminder
-from bot.db.retry import StorageUnavailable, Writes
-from bot.kernel.errors import UserError
-from bot.kernel.log import get_logger
+from mendbot.db import reminders as queries
+from mendbot.db.core import Connection
+from mendbot.db.reminders import Reminder
+from mendbot.db.retry import StorageUnavailable, Writes
+from mendbot.kernel.errors import UserError
+from mendbot.kernel.log import get_logger
 
 __all__ = ["MAX_DELAY", "Reminder", "ReminderError", "ReminderService", "parse_delay"]
 

@@ -1,2 +1,2 @@
-"""Forges: where proposals live. `LocalForge` (`bot.forge.local`, the default) or `GitHubForge`
-(`bot.forge.github`, loaded only for `forge.kind: github`), behind `Forge` (`bot.forge.base`)."""
+"""Forges: where proposals live. `LocalForge` (`mendbot.forge.local`, the default) or `GitHubForge`
+(`mendbot.forge.github`, loaded only for `forge.kind: github`), behind `Forge` (`mendbot.forge.base`)."""

@@ -8,7 +8,7 @@ plus rows in SQLite, `GitHubForge` as pull requests. Both record each proposal i
 `merge(proposal_id, expected_head_sha)` is guarded twice: the branch must be at the approved head
 (`HeadMovedError` otherwise: nobody approved what is there now) and main must be an ancestor of it
 (`MainMovedError` otherwise: the change was verified on an older main, so it is rebased and
-re-verified first, see `bot.deploy.merge`). A merge never touches the live checkout's working tree:
+re-verified first, see `mendbot.deploy.merge`). A merge never touches the live checkout's working tree:
 both forges leave the merged commit in the bot's repository at `refs/mendbot/merged/<proposal id>`
 and the deploy step fast-forwards the live checkout to it (`Merger.update_live_checkout`).
 """
@@ -22,8 +22,8 @@ from typing import Protocol
 
 import msgspec
 
-from bot.db.proposals import Proposal, ProposalState
-from bot.kernel.git import git
+from mendbot.db.proposals import Proposal, ProposalState
+from mendbot.kernel.git import git
 
 __all__ = [
     "MERGED_REF_PREFIX",
@@ -132,7 +132,7 @@ async def run_git(
     timeout_s: float = GIT_TIMEOUT_S,
     secrets: Iterable[str] = (),
 ) -> str:
-    """Run git in `repo` (the one way, `bot.kernel.git`) and return its stdout; ForgeError if it fails.
+    """Run git in `repo` (the one way, `mendbot.kernel.git`) and return its stdout; ForgeError if it fails.
 
     `config` (the GitHub forge's auth header) reaches the one git process through its environment,
     never its argv or a repository's config; `secrets` are masked in the error.

@@ -2,7 +2,7 @@
 merge.
 
 The token reaches git only through the environment of the one `git push` or `git fetch` process,
-as an `http.<origin>/.extraHeader` passed in `GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n` (see `bot.kernel.git`):
+as an `http.<origin>/.extraHeader` passed in `GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n` (see `mendbot.kernel.git`):
 it is never in argv (process listings), never written to a repository's config, and only sent
 to the remote's own origin. The coding agent never holds it (DESIGN §6); only this class does.
 
@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from bot.db import proposals
-from bot.db.core import Connection
-from bot.forge.base import (
+from mendbot.db import proposals
+from mendbot.db.core import Connection
+from mendbot.forge.base import (
     GIT_TIMEOUT_S,
     ForgeError,
     HeadMovedError,
@@ -43,7 +43,7 @@ from bot.forge.base import (
     run_git,
     utcnow,
 )
-from bot.kernel.log import get_logger
+from mendbot.kernel.log import get_logger
 
 if TYPE_CHECKING:
     from githubkit import GitHub

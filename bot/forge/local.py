@@ -31,9 +31,9 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from bot.db import proposals
-from bot.db.core import Connection
-from bot.forge.base import (
+from mendbot.db import proposals
+from mendbot.db.core import Connection
+from mendbot.forge.base import (
     MERGED_REF_PREFIX,
     ForgeError,
     HeadMovedError,
@@ -48,7 +48,7 @@ from bot.forge.base import (
     run_git,
     utcnow,
 )
-from bot.kernel.log import get_logger
+from mendbot.kernel.log import get_logger
 
 __all__ = ["MERGED_FROM_REF_PREFIX", "NOTES_REF", "LocalForge"]
 

@@ -24,20 +24,20 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from bot.features.devmode import DevMode
-from bot.forge.base import ForgeError
-from bot.improve.runs import BUSY_STATES, Run, RunKind, state_label
-from bot.improve.service import SelfImprovementAgent
-from bot.kernel.drills import is_drill_kind
-from bot.kernel.errors import UserError
-from bot.kernel.log import get_logger
-from bot.kernel.sections import ImproveConfig
-from bot.observe.incident import Incident
-from bot.observe.incidents import IncidentService
-from bot.observe.kind_words import kind_words
+from mendbot.features.devmode import DevMode
+from mendbot.forge.base import ForgeError
+from mendbot.improve.runs import BUSY_STATES, Run, RunKind, state_label
+from mendbot.improve.service import SelfImprovementAgent
+from mendbot.kernel.drills import is_drill_kind
+from mendbot.kernel.errors import UserError
+from mendbot.kernel.log import get_logger
+from mendbot.kernel.sections import ImproveConfig
+from mendbot.observe.incident import Incident
+from mendbot.observe.incidents import IncidentService
+from mendbot.observe.kind_words import kind_words
 
 if TYPE_CHECKING:
-    from bot.observe.audit_report import AuditFinding
+    from mendbot.observe.audit_report import AuditFinding
 
 __all__ = ["AUTONOMOUS_REQUESTER", "AutonomyService", "Decision"]
 

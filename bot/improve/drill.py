@@ -44,22 +44,22 @@ from typing import Any
 
 import msgspec
 
-from bot.db import drills
-from bot.db.core import Connection
-from bot.db.drills import DrillRow
-from bot.db.runs import get_setting
-from bot.improve.runs import TERMINAL_STATES, InvalidTransition, Run
-from bot.improve.service import SelfImprovementAgent
-from bot.kernel.drills import DRILL_KIND, DRILL_POINT, DRILL_USER_ID
-from bot.kernel.durations import human_duration
-from bot.kernel.errors import UserError
-from bot.kernel.failpoints import Failpoints, InjectedFault
-from bot.kernel.log import get_logger
-from bot.kernel.money import usd
-from bot.kernel.settings import Settings
-from bot.observe.incident import Incident
-from bot.observe.incidents import IncidentService
-from bot.observe.recorder import ActionRecorder
+from mendbot.db import drills
+from mendbot.db.core import Connection
+from mendbot.db.drills import DrillRow
+from mendbot.db.runs import get_setting
+from mendbot.improve.runs import TERMINAL_STATES, InvalidTransition, Run
+from mendbot.improve.service import SelfImprovementAgent
+from mendbot.kernel.drills import DRILL_KIND, DRILL_POINT, DRILL_USER_ID
+from mendbot.kernel.durations import human_duration
+from mendbot.kernel.errors import UserError
+from mendbot.kernel.failpoints import Failpoints, InjectedFault
+from mendbot.kernel.log import get_logger
+from mendbot.kernel.money import usd
+from mendbot.kernel.settings import Settings
+from mendbot.observe.incident import Incident
+from mendbot.observe.incidents import IncidentService
+from mendbot.observe.recorder import ActionRecorder
 
 __all__ = ["STAGES", "DrillReport", "DrillService", "StageTime", "interrupted_stage"]
 

@@ -18,11 +18,11 @@ fails. Vaguer words ("seems off",
 when the message is about the bot (a command or kind it knows, a `/name` or `!name`, or words
 like "you", "reply", "result"): the bot then asks in one line with buttons instead of chatting
 past it. The grammar is the fast path: a developer's message it cannot place is decided by the
-chat model's tool call (bot/chat/route.py, cogs/improve.py), never chatted past.
+chat model's tool call (bot/chat/route.py, bot/cogs/improve.py), never chatted past.
 
 `named_kinds` reads the commands and kinds a message names, explicit ones (`/pay`, "the pay
 command") apart from bare words ("pay"); `search_words` the words worth searching for. What "this"
-means is resolved from them by bot/improve/target.py.
+means is resolved from them by bot/improve/evidence/target.py.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from typing import Literal
 
 import msgspec
 
-from bot.trust.grammar import read_approval
-from bot.trust.sanitize import sanitize_untrusted
+from mendbot.trust.grammar import read_approval
+from mendbot.trust.sanitize import sanitize_untrusted
 
 __all__ = [
     "Intent",
@@ -226,7 +226,7 @@ def parse_intent(text: str, known_kinds: Collection[str] = ()) -> Intent:
         else:
             kind = "fix"  # a complaint: see the module docstring
     elif first in ("approve", "reject"):
-        # Approving and rejecting follow the one approval grammar (bot.trust.grammar): anything
+        # Approving and rejecting follow the one approval grammar (mendbot.trust.grammar): anything
         # short of a clear decision is no decision. A run reference ("ship #7") names the run.
         verdict = read_approval(re.sub(_RUN_ID, " ", cleaned)).verdict
         kind = "approve" if verdict == "approve" else "reject" if verdict == "reject" else "none"

@@ -12,8 +12,8 @@ from pathlib import PurePosixPath
 
 import msgspec
 
-from bot.db import lessons as queries
-from bot.db.core import Connection
+from mendbot.db import lessons as queries
+from mendbot.db.core import Connection
 
 __all__ = ["Lesson", "Memory"]
 

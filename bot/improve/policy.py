@@ -23,14 +23,14 @@ from typing import Any, Literal
 
 import msgspec
 
-from bot.db import drills as drill_queries
-from bot.db import runs as queries
-from bot.db.core import Connection
-from bot.improve.runs import BUSY_STATES, Run, RunOrigin, RunService
-from bot.kernel.errors import UserError
-from bot.kernel.log import get_logger
-from bot.kernel.money import usd
-from bot.kernel.sections import ImproveConfig
+from mendbot.db import drills as drill_queries
+from mendbot.db import runs as queries
+from mendbot.db.core import Connection
+from mendbot.improve.runs import BUSY_STATES, Run, RunOrigin, RunService
+from mendbot.kernel.errors import UserError
+from mendbot.kernel.log import get_logger
+from mendbot.kernel.money import usd
+from mendbot.kernel.sections import ImproveConfig
 
 __all__ = ["BudgetLedger", "BudgetReport", "Limit", "Policy", "PolicyRefusal", "discord_time"]
 

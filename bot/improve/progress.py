@@ -1,8 +1,8 @@
-"""The base of SelfImprovementAgent (`bot.improve.service`): the services a run works with, the runs
+"""The base of SelfImprovementAgent (`mendbot.improve.service`): the services a run works with, the runs
 executing in this process and what a run shows as it goes — its status message, with the step the agent
 is on, and its final report — plus the agent session every stage runs through and the lesson a run
-leaves. The layers above add the verify-and-propose stage (`bot.improve.propose`), the stages of a run
-(`bot.improve.stages`), the proofs taken after the pipeline (`bot.improve.proving`) and the requests.
+leaves. The layers above add the verify-and-propose stage (`mendbot.improve.propose`), the stages of a run
+(`mendbot.improve.stages`), the proofs taken after the pipeline (`mendbot.improve.proving`) and the requests.
 """
 
 from __future__ import annotations
@@ -15,28 +15,28 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
-from bot.db import incidents as incident_queries
-from bot.db import proofs as proof_queries
-from bot.db.core import Connection
-from bot.forge.base import Forge
-from bot.improve.claims import Claim, ClaimService
-from bot.improve.memory import Lesson, Memory
-from bot.improve.policy import Policy
-from bot.improve.runs import Run, RunService, RunState
-from bot.improve.workspace import Workspace, Worktree
-from bot.kernel.durations import human_duration
-from bot.kernel.log import get_logger
-from bot.kernel.money import usd
-from bot.kernel.prompts import PromptRegistry
-from bot.kernel.settings import Settings
-from bot.trust.sandbox import Sandbox
+from mendbot.db import incidents as incident_queries
+from mendbot.db import proofs as proof_queries
+from mendbot.db.core import Connection
+from mendbot.forge.base import Forge
+from mendbot.improve.agent.claims import Claim, ClaimService
+from mendbot.improve.agent.workspace import Workspace, Worktree
+from mendbot.improve.memory import Lesson, Memory
+from mendbot.improve.policy import Policy
+from mendbot.improve.runs import Run, RunService, RunState
+from mendbot.kernel.durations import human_duration
+from mendbot.kernel.log import get_logger
+from mendbot.kernel.money import usd
+from mendbot.kernel.prompts import PromptRegistry
+from mendbot.kernel.settings import Settings
+from mendbot.trust.sandbox import Sandbox
 
 if TYPE_CHECKING:  # the agent module loads claude-agent-sdk (~0.5 s): only when a run starts
-    from bot.improve.agent import AgentResult, CodeAgent
-    from bot.improve.prover import Prover
-    from bot.improve.queue import RunQueue
-    from bot.trust.gateway import ModelGateway
-    from bot.trust.guard import Decision
+    from mendbot.improve.agent.code_agent import AgentResult, CodeAgent
+    from mendbot.improve.proof.prover import Prover
+    from mendbot.improve.queue import RunQueue
+    from mendbot.trust.gateway import ModelGateway
+    from mendbot.trust.guard import Decision
 
 __all__ = ["RunProgress", "RunReporter"]
 
@@ -67,7 +67,7 @@ class _Live(msgspec.Struct):
     step_calls: int = 0
     reported_at: float = 0.0  # when the status message was last edited (monotonic)
     pending_report: asyncio.Task[None] | None = None
-    claim: Claim | None = None  # the files this run may change, from its plan (bot.improve.claims)
+    claim: Claim | None = None  # the files this run may change, from its plan (mendbot.improve.agent.claims)
 
 
 class RunProgress:
@@ -163,7 +163,7 @@ class RunProgress:
     def prover(self) -> Prover:
         """The proof's runner, made by the first proof (its replay and test-runner modules load then)."""
         if self._prover is None:
-            from bot.improve.prover import Prover
+            from mendbot.improve.proof.prover import Prover
 
             self._prover = Prover(
                 db=self._db,
@@ -257,7 +257,7 @@ class RunProgress:
             self.gateway.close_session(token)
             live.agent = None
         refusal = self.gateway.refusal(token)
-        from bot.improve.agent import describe_denials
+        from mendbot.improve.agent.code_agent import describe_denials
 
         for denial in describe_denials(result.denials):
             await self.runs.event(run.id, "guard_denied", actor="guard", detail=denial)

@@ -1,4 +1,4 @@
-"""The verify-and-propose stage of a run, a layer of SelfImprovementAgent (`bot.improve.service`): the
+"""The verify-and-propose stage of a run, a layer of SelfImprovementAgent (`mendbot.improve.service`): the
 pipeline — not the agent — commits the change; refuses one that carries what cannot be made inert,
 touches protected paths without the security flag or leaves the run's claim; verifies the exact commit
 and proves it, feeding failed checks and a proof that does not hold back to the agent up to
@@ -11,16 +11,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bot.forge.base import Proposal
-from bot.improve.claims import covers
-from bot.improve.progress import RunProgress, _Live, _StageFailure
-from bot.improve.proof import Proof
-from bot.improve.runs import Run
-from bot.improve.verify import Verification, verify_commit
-from bot.improve.workspace import HostileTree, NothingToCommitError, Worktree
-from bot.kernel.money import usd
-from bot.trust.path_rules import protected_entry
-from bot.trust.sanitize import untrusted_block
+from mendbot.forge.base import Proposal
+from mendbot.improve.agent.claims import covers
+from mendbot.improve.agent.verify import Verification, verify_commit
+from mendbot.improve.agent.workspace import HostileTree, NothingToCommitError, Worktree
+from mendbot.improve.progress import RunProgress, _Live, _StageFailure
+from mendbot.improve.proof.verdict import Proof
+from mendbot.improve.runs import Run
+from mendbot.kernel.money import usd
+from mendbot.trust.path_rules import protected_entry
+from mendbot.trust.sanitize import untrusted_block
 
 __all__ = ["RunProposals"]
 
@@ -48,7 +48,9 @@ class RunProposals(RunProgress):
         head = verification.sha
         diff = await self.workspace.diff(live.worktree, live.worktree.base_sha)
         run = await self._stage(run, "proposing", "📦 proposing", verified_sha=head, head_sha=head)
-        from bot.trust.secret_scan import scan_for_secrets  # its ~20 patterns compile with the first proposal
+        from mendbot.trust.secret_scan import (
+            scan_for_secrets,  # its ~20 patterns compile with the first proposal
+        )
 
         secrets = scan_for_secrets(diff, self._secret_values())
         if secrets:
@@ -230,7 +232,7 @@ class RunProposals(RunProgress):
         return [value.get_secret_value() for value in values if value is not None]
 
     async def _refuse_hostile(self, run: Run, worktree: Worktree, sha: str) -> None:
-        """The committed change carries nothing that cannot be made inert (`bot.trust.trees`): checked
+        """The committed change carries nothing that cannot be made inert (`mendbot.trust.trees`): checked
         on the commit itself, whatever made it."""
         try:
             await self.workspace.check_change(worktree.base_sha, sha)
@@ -321,7 +323,7 @@ def _proposal_report(
     needs_unproven: bool = False,
 ) -> str:
     """The proposal's message in chat, but its diff: the chat side puts the change itself under the first
-    line, where it fits, or attaches it (`bot.runtime.run_text.proposal_message`)."""
+    line, where it fits, or attaches it (`mendbot.runtime.run_text.proposal_message`)."""
     proven = proof is None or proof.proven
     how = (
         "To ship it anyway, an allow-listed developer replies **ship it unproven**."

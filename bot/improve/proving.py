@@ -1,16 +1,16 @@
-"""The proofs SelfImprovementAgent (`bot.improve.service`) takes after a run's pipeline: of a proposal
+"""The proofs SelfImprovementAgent (`mendbot.improve.service`) takes after a run's pipeline: of a proposal
 branch a hand commit moved, of the deployed code once a fix is live, and of a rollback — each by the
-Prover (`bot.improve.prover`), recorded as a run event and told as one line for a report.
+Prover (`mendbot.improve.proof.prover`), recorded as a run event and told as one line for a report.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from bot.improve.progress import RunProgress
-from bot.improve.proof import LiveReplay, Proof, load_proof
-from bot.improve.runs import Run, RunEvent
-from bot.kernel.log import get_logger
+from mendbot.improve.progress import RunProgress
+from mendbot.improve.proof.verdict import LiveReplay, Proof, load_proof
+from mendbot.improve.runs import Run, RunEvent
+from mendbot.kernel.log import get_logger
 
 __all__ = ["RunProofs"]
 

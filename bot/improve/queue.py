@@ -14,8 +14,8 @@ import procrastinate
 from procrastinate.job_context import JobContext
 from procrastinate.jobs import Status
 
-from bot.db.queue import ensure_queue_schema
-from bot.kernel.log import get_logger
+from mendbot.db.queue import ensure_queue_schema
+from mendbot.kernel.log import get_logger
 
 __all__ = ["RUNS_QUEUE", "TASK_NAME", "Executor", "RunQueue"]
 

@@ -14,14 +14,14 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from bot.db import runs as queries
-from bot.db.core import Connection
-from bot.db.queue import listening
-from bot.improve.runs import Run, RunService
-from bot.kernel.log import get_logger
+from mendbot.db import runs as queries
+from mendbot.db.core import Connection
+from mendbot.db.queue import listening
+from mendbot.improve.runs import Run, RunService
+from mendbot.kernel.log import get_logger
 
 if TYPE_CHECKING:
-    from bot.improve.progress import RunReporter
+    from mendbot.improve.progress import RunReporter
 
 __all__ = ["PROGRESS_EVENT", "REPORT_EVENT", "DatabaseReporter", "RunEventRelay"]
 

@@ -8,7 +8,7 @@
   long it took — to the next one, by the bot's clock, whichever surface asks — what it cost and what
   happened in it — `stages`.
 
-Plain functions over the rows `bot.db.runs` returns; nothing here reads or writes.
+Plain functions over the rows `mendbot.db.runs` returns; nothing here reads or writes.
 """
 
 from __future__ import annotations

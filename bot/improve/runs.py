@@ -23,12 +23,12 @@ from typing import Any, Literal, get_args
 
 import msgspec
 
-from bot.db import runs as queries
-from bot.db.core import Connection
-from bot.db.retry import Writes
-from bot.kernel.errors import UserError
-from bot.kernel.log import get_logger
-from bot.trust.redact import Redactor
+from mendbot.db import runs as queries
+from mendbot.db.core import Connection
+from mendbot.db.retry import Writes
+from mendbot.kernel.errors import UserError
+from mendbot.kernel.log import get_logger
+from mendbot.trust.redact import Redactor
 
 __all__ = [
     "ACTIVE_STATES",

@@ -4,7 +4,7 @@ A run goes observe → investigate → plan → edit → verify → propose (fix
 investigate → report (investigate), each stage a persisted transition with its actor and cost.
 The coding agent works in a fresh worktree under the guard — from the first read-only session on,
 so not even an investigation runs in the live checkout — and every command it runs, like every
-check, runs in the OS sandbox (`bot.trust.sandbox`); fix runs refuse to start without one. The pipeline
+check, runs in the OS sandbox (`mendbot.trust.sandbox`); fix runs refuse to start without one. The pipeline
 — not the agent — commits, refuses a change to protected paths unless the run has the security
 flag, verifies the exact commit, scans the diff for secrets and opens the proposal. A change that
 does not pass the checks is fed back to the agent up to `max_attempts` times and is never
@@ -13,9 +13,9 @@ worktree's growth, CPU time) ends the run with that reason instead.
 
 This module holds the requests — start or join, redo, cancel, pause and resume, a rollback — and the runs'
 life in this process: start-up, the stuck-run watchdog, shutdown. The agent's other layers are its base
-(`bot.improve.progress`: its services, its live runs and what they show), the stages of a run
-(`bot.improve.stages`), verify-and-propose (`bot.improve.propose`) and the proofs after the pipeline
-(`bot.improve.proving`).
+(`mendbot.improve.progress`: its services, its live runs and what they show), the stages of a run
+(`mendbot.improve.stages`), verify-and-propose (`mendbot.improve.propose`) and the proofs after the pipeline
+(`mendbot.improve.proving`).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from bot.improve.progress import _Live
-from bot.improve.proving import RunProofs
-from bot.improve.runs import (
+from mendbot.improve.progress import _Live
+from mendbot.improve.proving import RunProofs
+from mendbot.improve.runs import (
     BUSY_STATES,
     TRANSITIONAL_STATES,
     InvalidTransition,
@@ -39,11 +39,11 @@ from bot.improve.runs import (
     slugify,
     state_name,
 )
-from bot.improve.stages import RunStages
-from bot.kernel.drills import DRILL_USER_ID
-from bot.kernel.errors import UserError
-from bot.kernel.log import get_logger
-from bot.trust.sandbox import SandboxUnavailable
+from mendbot.improve.stages import RunStages
+from mendbot.kernel.drills import DRILL_USER_ID
+from mendbot.kernel.errors import UserError
+from mendbot.kernel.log import get_logger
+from mendbot.trust.sandbox import SandboxUnavailable
 
 __all__ = ["SelfImprovementAgent"]
 
@@ -56,7 +56,7 @@ REMOTE_CANCEL_WAIT_S = 30.0
 
 class SelfImprovementAgent(RunStages, RunProofs):
     """The bot working on its own code: requests and the runs' life here; the stages and the proofs in
-    the layers it builds on, its services set up by `RunProgress.__init__` (`bot.improve.progress`)."""
+    the layers it builds on, its services set up by `RunProgress.__init__` (`mendbot.improve.progress`)."""
 
     background_runs = False  # set by the playground: see `_spawn`
 
@@ -404,7 +404,7 @@ class SelfImprovementAgent(RunStages, RunProofs):
     async def on_startup(self) -> list[Run]:
         """After a restart: mark runs that were mid-flight interrupted and remove stray worktrees."""
         # With workers, runs the queue holds or a worker executes are not this process's to interrupt:
-        # a dead worker's runs are interrupted by the workers (bot.runtime.worker) or the watchdog.
+        # a dead worker's runs are interrupted by the workers (mendbot.runtime.worker) or the watchdog.
         interrupted = await self.runs.mark_interrupted_on_start(
             owner=self.executor_name if self.queue is not None else None
         )

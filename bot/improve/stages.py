@@ -1,6 +1,6 @@
-"""The stages of a run, a layer of SelfImprovementAgent (`bot.improve.service`): a run's task from start
+"""The stages of a run, a layer of SelfImprovementAgent (`mendbot.improve.service`): a run's task from start
 to end — observe (the evidence), investigate, plan and claim the files, edit, then verify-and-propose
-(`bot.improve.propose`) for a fix or the report for an investigation — a rollback run's revert, and what
+(`mendbot.improve.propose`) for a fix or the report for an investigation — a rollback run's revert, and what
 a run leaves behind when it ends, however it ends: its proposal closed, its worktree and claim released.
 """
 
@@ -12,15 +12,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-from bot.forge.base import ForgeError
-from bot.improve.claims import LIVE_STATES, plan_files
-from bot.improve.memory import Lesson
-from bot.improve.progress import _Live, _StageFailure
-from bot.improve.propose import RunProposals
-from bot.improve.runs import Run, state_name
-from bot.improve.workspace import Worktree, branch_name
-from bot.kernel.log import bind_context, get_logger
-from bot.kernel.uncommitted import not_on_main, unseen_line
+from mendbot.forge.base import ForgeError
+from mendbot.improve.agent.claims import LIVE_STATES, plan_files
+from mendbot.improve.agent.workspace import Worktree, branch_name
+from mendbot.improve.memory import Lesson
+from mendbot.improve.progress import _Live, _StageFailure
+from mendbot.improve.propose import RunProposals
+from mendbot.improve.runs import Run, state_name
+from mendbot.kernel.log import bind_context, get_logger
+from mendbot.kernel.uncommitted import not_on_main, unseen_line
 
 __all__ = ["RunStages", "parse_json_block"]
 
@@ -96,7 +96,9 @@ class RunStages(RunProposals):
         target = next((e.detail for e in await self.runs.events(run.id) if e.event == "target"), {})
         fingerprint = await self._incident_fingerprint(run.incident_id) or target.get("fingerprint")
         target_kind = await self._incident_kind(run.incident_id) or target.get("kind")
-        from bot.improve.evidence import build_evidence  # the evidence's modules load with the first run
+        from mendbot.improve.evidence.gather import (
+            build_evidence,  # the evidence's modules load with the first run
+        )
 
         pack = await build_evidence(
             self._db,

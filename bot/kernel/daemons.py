@@ -18,7 +18,7 @@ import contextvars
 from collections.abc import Coroutine
 from typing import Any
 
-from bot.kernel.log import get_logger
+from mendbot.kernel.log import get_logger
 
 __all__ = ["Daemons"]
 

@@ -1,6 +1,6 @@
 """What marks a fire drill's records: the drill path's action kinds and its synthetic user.
 
-A fire drill (`bot.improve.drill`) sends a synthetic fault down the real repair loop. Everything it
+A fire drill (`mendbot.improve.drill`) sends a synthetic fault down the real repair loop. Everything it
 produces starts from actions of a kind under `DRILL_KIND_PREFIX`, recorded by `DRILL_USER_ID` — a
 path no command reaches (command kinds are `command:…`, `app:…`, `listener:…`), so no real user
 can make a record look like a drill's, nor a drill's look like a user's. Incidents of those kinds,

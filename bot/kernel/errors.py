@@ -20,7 +20,7 @@ import msgspec
 from discord import app_commands
 from discord.ext import commands
 
-from bot.kernel.durations import human_duration
+from mendbot.kernel.durations import human_duration
 
 __all__ = [
     "EnvironmentProblem",

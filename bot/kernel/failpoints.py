@@ -37,7 +37,7 @@ from typing import Literal, cast
 
 import msgspec
 
-from bot.kernel.log import get_logger
+from mendbot.kernel.log import get_logger
 
 __all__ = ["ENV_VAR", "Failpoints", "InjectedFault"]
 

@@ -1,6 +1,6 @@
 """Files changed under a few roots, in debounced batches, from the kernel's inotify.
 
-The hand-edit watcher (`bot.deploy.watcher`) and the prompt registry (`bot.kernel.prompts`) follow
+The hand-edit watcher (`mendbot.deploy.watcher`) and the prompt registry (`mendbot.kernel.prompts`) follow
 their files with `changed_files`. The inotify descriptor is read by the event loop itself
 (asyncinotify), so watching costs no thread, and no CPU until a file changes.
 
@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot.kernel.log import get_logger
+from mendbot.kernel.log import get_logger
 
 if TYPE_CHECKING:
     from asyncinotify import Event, Inotify, Watch

@@ -16,14 +16,14 @@ which whoever wrote the tree controls. Nothing of this can run, by construction:
   behind any name;
 - git never enters another repository: submodule recursion is off everywhere (`submodule.recurse`,
   `diff.ignoreSubmodules=all`, `status --ignore-submodules=all`, fetches and pushes), so the config of
-  an embedded repository in a worktree is never read — and `bot.trust.trees` refuses a change that
+  an embedded repository in a worktree is never read — and `mendbot.trust.trees` refuses a change that
   carries one anyway;
 - the fixed-name keys that name a program (`NEUTRALISED`: hooks, fsmonitor, pager, editors, askpass,
   ssh, proxies, credential helpers, gpg…) are overridden at command-line precedence (`GIT_CONFIG_COUNT`),
   and `diff`, `log` and `show` get `--no-ext-diff --no-textconv`;
 - it never prompts (`GIT_TERMINAL_PROMPT=0`, no askpass) and takes no optional locks.
 
-Commits of agent-made trees are built with plumbing from bytes read by Python (`bot.trust.trees`:
+Commits of agent-made trees are built with plumbing from bytes read by Python (`mendbot.trust.trees`:
 `hash-object --no-filters`, `write-tree`, `commit-tree`), and checks run on trees materialised from
 blobs (`cat-file`), so no git command reads an agent's working tree through attributes at all.
 
@@ -48,7 +48,7 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from bot.kernel.process import ProcessResult, run_process
+from mendbot.kernel.process import ProcessResult, run_process
 
 __all__ = [
     "GIT_TIMEOUT_S",

@@ -12,7 +12,7 @@ error: that error is then printed first and alone, and the held lines go (`drop_
 (`show_held()`); the file has them all either way. Per-request
 context (guild, channel, user, run id) is bound with `bind_context()` and carried by contextvars. Every
 value passes the redactor (the bot's own secret values in any encoding, and token shapes) first: the
-caller hands one in (`bot.trust.redact.Redactor`), so logging knows no secret and needs no trust base.
+caller hands one in (`mendbot.trust.redact.Redactor`), so logging knows no secret and needs no trust base.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ __all__ = ["Console", "Redacting", "bind_context", "bind_for_task", "configure_l
 
 
 class Redacting(Protocol):
-    """What logging needs of a redactor (`bot.trust.redact.Redactor`)."""
+    """What logging needs of a redactor (`mendbot.trust.redact.Redactor`)."""
 
     def text(self, value: str) -> str: ...
 

@@ -1,6 +1,6 @@
 """A coroutine on an event loop of its own, in a worker thread, that its caller can still cancel.
 
-Some work must not share the bot's loop: the incident replay (bot/improve/replay.py) times what a bot
+Some work must not share the bot's loop: the incident replay (bot/improve/proof/replay.py) times what a bot
 in the sandbox answers, and the bot's own load must not stretch those times. Handed to
 `loop.run_in_executor`, such a coroutine cannot be stopped: cancelling the await leaves the thread
 running, and the interpreter waits for the thread before the process can exit — a SIGTERM during a

@@ -1,6 +1,6 @@
 """Subprocesses, run one way: no shell, a timeout, the whole process group killed on timeout or
-cancellation, output kept (and bounded). Git runs through it via `bot.kernel.git`; code from a worktree runs
-through it inside the sandbox (`bot.trust.sandbox`)."""
+cancellation, output kept (and bounded). Git runs through it via `mendbot.kernel.git`; code from a worktree
+runs through it inside the sandbox (`mendbot.trust.sandbox`)."""
 
 from __future__ import annotations
 

@@ -16,9 +16,9 @@ from typing import Annotated, Literal, get_args
 
 import msgspec
 
-from bot.kernel import yamldoc
-from bot.kernel.filewatch import changed_files
-from bot.kernel.log import get_logger
+from mendbot.kernel import yamldoc
+from mendbot.kernel.filewatch import changed_files
+from mendbot.kernel.log import get_logger
 
 __all__ = ["Prompt", "PromptError", "PromptMeta", "PromptRegistry", "parse_prompt"]
 

@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 from msgspec import Meta, field
 
-from bot.kernel.structs import After, Before, KeyProblem, Section
+from mendbot.kernel.structs import After, Before, KeyProblem, Section
 
 __all__ = [
     "DEFAULT_PROTECTED_PATHS",
@@ -376,8 +376,8 @@ class DeployConfig(Section):
     # Several shard processes (database.url + discord.shard_ids): the process running exactly these
     # shards takes a merged fix first; the others follow once its watch passes (docs/scaling.md).
     canary_shards: list[int] | None = None
-    # What proof a fix needs to merge with a plain "ship it" (bot/improve/proof.py): "test" — proven by a
-    # regression test or by the replay; "replay" — only a replay judged from outside counts; "off" —
+    # What proof a fix needs to merge with a plain "ship it" (bot/improve/proof/verdict.py): "test" — proven
+    # by a regression test or by the replay; "replay" — only a replay judged from outside counts; "off" —
     # none. Short of it, a fix needs "ship it unproven"; one the proof shows not to fix the failure is
     # not proposed at all (unless "off"). `true`/`false` mean "test"/"off".
     require_proof: Annotated[Literal["off", "test", "replay"], Before(_proof_from_bool)] = "test"

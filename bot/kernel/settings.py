@@ -21,9 +21,9 @@ from typing import Annotated, Any
 
 from msgspec import field
 
-from bot.kernel import yamldoc
-from bot.kernel.secret import Secret
-from bot.kernel.sections import (
+from mendbot.kernel import yamldoc
+from mendbot.kernel.secret import Secret
+from mendbot.kernel.sections import (
     HOST_CHECKS,
     HOST_PROTECTED_PATHS,
     AccessConfig,
@@ -44,7 +44,7 @@ from bot.kernel.sections import (
     PlaygroundConfig,
     StorageConfig,
 )
-from bot.kernel.structs import Before, Invalid, Problem, Section, read
+from mendbot.kernel.structs import Before, Invalid, Problem, Section, read
 
 __all__ = [
     "EX_CONFIG",

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import msgspec
 
-from bot.kernel.secret import Secret
+from mendbot.kernel.secret import Secret
 
 __all__ = ["After", "Before", "Invalid", "KeyProblem", "Problem", "Section", "read"]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from bot.kernel.git import git
+from mendbot.kernel.git import git
 
 __all__ = ["not_on_main", "unseen_line"]
 

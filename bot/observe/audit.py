@@ -1,7 +1,7 @@
 """The self-audit: asked for a period, and when it looks by itself.
 
 `AuditService.report(period, commands)` is the `AuditReport` on the period up to now
-(`bot.observe.audit_report`, loaded with the first audit, says what it holds);
+(`mendbot.observe.audit_report`, loaded with the first audit, says what it holds);
 `AuditService.highest_impact(period)` names the one item most worth fixing — the hook an autonomous
 `propose` level starts a run from. Rendering lives in `audit_render` (text) and `audit_charts` (PNG).
 
@@ -18,14 +18,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.db import core
-from bot.features.reminders import ReminderError, parse_delay
-from bot.kernel.errors import UserError
-from bot.kernel.log import get_logger
-from bot.kernel.sections import AuditConfig
+from mendbot.db import core
+from mendbot.features.reminders import ReminderError, parse_delay
+from mendbot.kernel.errors import UserError
+from mendbot.kernel.log import get_logger
+from mendbot.kernel.sections import AuditConfig
 
 if TYPE_CHECKING:
-    from bot.observe.audit_report import AuditFinding, AuditReport
+    from mendbot.observe.audit_report import AuditFinding, AuditReport
 
 __all__ = ["AuditError", "AuditSchedule", "AuditService", "parse_period"]
 
@@ -66,7 +66,7 @@ class AuditService:
 
     async def report(self, period: timedelta, commands: Collection[str] = ()) -> AuditReport:
         """Audit the `period` up to now, now included; `commands` are the loaded bot's command kinds."""
-        from bot.observe.audit_report import read_report  # with the queries, at the first audit
+        from mendbot.observe.audit_report import read_report  # with the queries, at the first audit
 
         # Periods are half-open; an action stamped this very instant (a clock that stands still between
         # events, as the playground's does) belongs to the audit asked for now.

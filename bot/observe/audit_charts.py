@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bot.observe.audit_report import AuditReport
-from bot.observe.kind_words import kind_words
+from mendbot.observe.audit_report import AuditReport
+from mendbot.observe.kind_words import kind_words
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -5,9 +5,9 @@ from __future__ import annotations
 import textwrap
 from datetime import timedelta
 
-from bot.kernel.money import usd
-from bot.observe.audit_report import AuditFinding, AuditReport
-from bot.observe.kind_words import command_name, kind_words
+from mendbot.kernel.money import usd
+from mendbot.observe.audit_report import AuditFinding, AuditReport
+from mendbot.observe.kind_words import command_name, kind_words
 
 __all__ = ["MESSAGE_LIMIT", "render_text", "span"]
 

@@ -1,6 +1,6 @@
 """The self-audit's report: what the bot's own records say about a period (`read_report`).
 
-`bot.observe.audit.AuditService` loads this with the first audit. `read_report` reads the period's
+`mendbot.observe.audit.AuditService` loads this with the first audit. `read_report` reads the period's
 aggregates (bot/db/audit.py) into an `AuditReport`: the error budget per kind (failures against
 `1 - audit.slo` of its actions), the failing kinds and fingerprints, p50/p95 per kind against the
 previous period of the same length (a regression is a p95 `regression_factor` times the previous one,
@@ -17,11 +17,11 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from bot.db import audit as queries
-from bot.db.audit import FingerprintCount, IncidentCounts, RunCount
-from bot.db.core import Connection
-from bot.kernel.sections import AuditConfig
-from bot.observe.kind_words import kind_words
+from mendbot.db import audit as queries
+from mendbot.db.audit import FingerprintCount, IncidentCounts, RunCount
+from mendbot.db.core import Connection
+from mendbot.kernel.sections import AuditConfig
+from mendbot.observe.kind_words import kind_words
 
 __all__ = ["AuditFinding", "AuditReport", "DayFigures", "KindBudget", "LatencyChange", "read_report"]
 

@@ -26,7 +26,7 @@ from typing import Any
 import discord
 import msgspec
 
-from bot.db import provenance
+from mendbot.db import provenance
 
 __all__ = [
     "REPLY_PREVIEW_CHARS",

@@ -41,12 +41,12 @@ from typing import Literal
 
 import msgspec
 
-from bot.db import actions as action_queries
-from bot.db.core import Connection
-from bot.db.records import ActionRecord
-from bot.kernel.drills import is_drill_kind
-from bot.kernel.log import get_logger
-from bot.kernel.sections import ErrorRateRule, LatencyRule, ObserveConfig
+from mendbot.db import actions as action_queries
+from mendbot.db.core import Connection
+from mendbot.db.records import ActionRecord
+from mendbot.kernel.drills import is_drill_kind
+from mendbot.kernel.log import get_logger
+from mendbot.kernel.sections import ErrorRateRule, LatencyRule, ObserveConfig
 
 __all__ = ["AnomalyDetector", "Signal", "WindowHistory", "restore_windows", "restore_windows_later"]
 

@@ -31,14 +31,14 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from bot.db import action_writes
-from bot.db.action_writes import ActionStore, Journaled, PruneStep, row
-from bot.db.migrate import upgrade_postgresql, upgrade_sqlite
-from bot.db.records import ActionRecord
-from bot.db.retry import RetryPolicy, StorageHealth, storage_fault
-from bot.kernel.log import get_logger
-from bot.observe.intake import JournalIntake, backoff, report_fault
-from bot.observe.journal import Journal, JournalReader
+from mendbot.db import action_writes
+from mendbot.db.action_writes import ActionStore, Journaled, PruneStep, row
+from mendbot.db.migrate import upgrade_postgresql, upgrade_sqlite
+from mendbot.db.records import ActionRecord
+from mendbot.db.retry import RetryPolicy, StorageHealth, storage_fault
+from mendbot.kernel.log import get_logger
+from mendbot.observe.intake import JournalIntake, backoff, report_fault
+from mendbot.observe.journal import Journal, JournalReader
 
 __all__ = ["DatabaseFiller", "PruneReport", "Recovery", "Stopping"]
 

@@ -18,8 +18,8 @@ from typing import Any
 from discord import app_commands
 from discord.ext import commands, tasks
 
-from bot.db.handlers import HandlerLocation
-from bot.observe.fingerprint import relative_path, root_prefixes
+from mendbot.db.handlers import HandlerLocation
+from mendbot.observe.fingerprint import relative_path, root_prefixes
 
 __all__ = ["MENDBOT_COG_FILES", "cog_handlers", "is_mendbots_own"]
 
@@ -39,7 +39,7 @@ def is_mendbots_own(path: str, source: str | None = None) -> bool:
     of its own, and mendbot's cogs are not in that bot's repository."""
     if path not in MENDBOT_COG_FILES:
         return False
-    return source is None or "from bot.runtime" in source
+    return source is None or "from mendbot.runtime" in source
 
 
 def _location(

@@ -34,17 +34,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bot.db import actions as action_queries
-from bot.db import incidents as queries
-from bot.db.core import Connection
-from bot.db.records import ActionRecord
-from bot.db.retry import Fault, StorageState, StorageUnavailable, Writes, storage_fault
-from bot.kernel.errors import UserError
-from bot.kernel.log import get_logger
-from bot.kernel.sections import ObserveConfig
-from bot.observe.detector import Signal
-from bot.observe.incident import _MAX_USERS, Announcer, Incident, State
-from bot.observe.storage_words import is_fault, storage_words
+from mendbot.db import actions as action_queries
+from mendbot.db import incidents as queries
+from mendbot.db.core import Connection
+from mendbot.db.records import ActionRecord
+from mendbot.db.retry import Fault, StorageState, StorageUnavailable, Writes, storage_fault
+from mendbot.kernel.errors import UserError
+from mendbot.kernel.log import get_logger
+from mendbot.kernel.sections import ObserveConfig
+from mendbot.observe.detector import Signal
+from mendbot.observe.incident import _MAX_USERS, Announcer, Incident, State
+from mendbot.observe.storage_words import is_fault, storage_words
 
 __all__ = ["IncidentError", "IncidentService"]
 

@@ -31,10 +31,10 @@ from typing import Any
 
 import msgspec
 
-from bot.db.action_writes import Journaled, row
-from bot.db.retry import RetryPolicy, StorageHealth, storage_fault
-from bot.kernel.log import get_logger
-from bot.observe.journal import Journal, journal_line
+from mendbot.db.action_writes import Journaled, row
+from mendbot.db.retry import RetryPolicy, StorageHealth, storage_fault
+from mendbot.kernel.log import get_logger
+from mendbot.observe.journal import Journal, journal_line
 
 __all__ = ["JournalIntake", "report_fault"]
 

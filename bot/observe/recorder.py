@@ -45,15 +45,15 @@ from typing import Any
 
 import msgspec
 
-from bot.db import provenance
-from bot.db.records import ActionRecord
-from bot.db.retry import RetryPolicy, StorageHealth
-from bot.kernel.log import get_logger
-from bot.observe.filler import DatabaseFiller, PruneReport, Recovery
-from bot.observe.fingerprint import fingerprint, relative_path, root_prefixes
-from bot.observe.intake import JournalIntake
-from bot.observe.journal import Journal
-from bot.trust.redact import Redactor
+from mendbot.db import provenance
+from mendbot.db.records import ActionRecord
+from mendbot.db.retry import RetryPolicy, StorageHealth
+from mendbot.kernel.log import get_logger
+from mendbot.observe.filler import DatabaseFiller, PruneReport, Recovery
+from mendbot.observe.fingerprint import fingerprint, relative_path, root_prefixes
+from mendbot.observe.intake import JournalIntake
+from mendbot.observe.journal import Journal
+from mendbot.trust.redact import Redactor
 
 __all__ = ["ActionRecorder", "PendingAction", "PruneReport", "Recovery", "Subscriber", "recovery_notice"]
 

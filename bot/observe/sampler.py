@@ -41,9 +41,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from bot.kernel.log import get_logger
-from bot.observe.capture import HandlerCapture
-from bot.observe.fingerprint import relative_path, root_prefixes
+from mendbot.kernel.log import get_logger
+from mendbot.observe.capture import HandlerCapture
+from mendbot.observe.fingerprint import relative_path, root_prefixes
 
 __all__ = ["SlowSampler", "thread_frames"]
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import TypeGuard
 
-from bot.db.action_writes import is_postgresql
-from bot.db.retry import Fault
+from mendbot.db.action_writes import is_postgresql
+from mendbot.db.retry import Fault
 
 __all__ = ["is_fault", "storage_words"]
 

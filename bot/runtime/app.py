@@ -33,15 +33,15 @@ import yarl
 from discord import app_commands
 from discord.ext import commands
 
-from bot.kernel import startgc
-from bot.kernel.discord_limits import install_reply_limits
-from bot.kernel.log import get_logger
-from bot.kernel.prompts import PromptRegistry
-from bot.observe.sampler import SlowSampler
-from bot.runtime.attachment import SURFACE, Attachment, attach, role_ids
-from bot.runtime.gateway_resume import install_shard_resume
-from bot.runtime.recording import takes_no_words
-from bot.runtime.services import Services
+from mendbot.kernel import startgc
+from mendbot.kernel.discord_limits import install_reply_limits
+from mendbot.kernel.log import get_logger
+from mendbot.kernel.prompts import PromptRegistry
+from mendbot.observe.sampler import SlowSampler
+from mendbot.runtime.attachment import SURFACE, Attachment, attach, role_ids
+from mendbot.runtime.gateway_resume import install_shard_resume
+from mendbot.runtime.recording import takes_no_words
+from mendbot.runtime.services import Services
 
 __all__ = [
     "SURFACE",

@@ -33,19 +33,19 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.kernel import startgc
-from bot.kernel.log import get_logger
-from bot.kernel.prompts import PromptRegistry
-from bot.kernel.uncommitted import not_on_main, unseen_line
-from bot.observe.recorder import Recovery, recovery_notice
-from bot.runtime.held_events import HeldEvents
-from bot.runtime.instrument import instrument, recording_of, uninstrument
-from bot.runtime.recording import Host, Recording, takes_no_words
-from bot.runtime.services import Services
-from bot.scale.leader import shares_database
+from mendbot.kernel import startgc
+from mendbot.kernel.log import get_logger
+from mendbot.kernel.prompts import PromptRegistry
+from mendbot.kernel.uncommitted import not_on_main, unseen_line
+from mendbot.observe.recorder import Recovery, recovery_notice
+from mendbot.runtime.held_events import HeldEvents
+from mendbot.runtime.instrument import instrument, recording_of, uninstrument
+from mendbot.runtime.recording import Host, Recording, takes_no_words
+from mendbot.runtime.services import Services
+from mendbot.scale.leader import shares_database
 
 if TYPE_CHECKING:
-    from bot.deploy.reload import Plan
+    from mendbot.deploy.reload import Plan
 
 __all__ = [
     "SURFACE",
@@ -309,7 +309,7 @@ class Attachment(Recording):
     def plan_for(self, changed_files: Iterable[str]) -> Plan:
         """What a merged change takes to apply: on mendbot's own bot by its layout (`cogs/`, `bot/`), on
         another bot by its own extensions (anything else of Python restarts it)."""
-        from bot.deploy.reload import classify, classify_by_extensions  # with the first deploy
+        from mendbot.deploy.reload import classify, classify_by_extensions  # with the first deploy
 
         if self.services.settings.bot is None:
             return classify(changed_files)

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bot.dashboard.pages import PageReader
-from bot.dashboard.server import DashboardServer
-from bot.dashboard.signin import RolesOf
-from bot.runtime.attachment import Attachment
-from bot.runtime.health import process_status
+from mendbot.dashboard.pages import PageReader
+from mendbot.dashboard.server import DashboardServer
+from mendbot.dashboard.signin import RolesOf
+from mendbot.runtime.attachment import Attachment
+from mendbot.runtime.health import process_status
 
 if TYPE_CHECKING:
-    from bot.runtime.app import MendBot
+    from mendbot.runtime.app import MendBot
 
 __all__ = ["ROLES_TTL_S", "attached_status", "dashboard_server"]
 

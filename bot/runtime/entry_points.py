@@ -13,7 +13,7 @@ instance (nothing is patched on discord.py's classes):
   being shown are registered: each item's `callback`, or the modal's `on_submit`, is wrapped on
   that instance before it is stored;
 - `schedule_dynamic_item_call` makes a dynamic item from the clicked custom id (the persistent
-  buttons of cogs/incidents.py, cogs/ship.py): the item it makes is wrapped the same way.
+  buttons of bot/cogs/incidents.py, bot/cogs/ship.py): the item it makes is wrapped the same way.
 
 A wrapped callback runs through `RecordingBot.run_entry`: admitted, tracked in flight, captured,
 timed and recorded as `view:<callback>` or `modal:<callback>` (the callback's qualified name, so the
@@ -48,7 +48,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.observe.capture import current_capture
+from mendbot.observe.capture import current_capture
 
 __all__ = [
     "EntryRunner",

@@ -17,14 +17,14 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
-from bot.db import core
-from bot.kernel.log import get_logger
-from bot.runtime.metrics import CONTENT_TYPE, Metrics
+from mendbot.db import core
+from mendbot.kernel.log import get_logger
+from mendbot.runtime.metrics import CONTENT_TYPE, Metrics
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from bot.runtime.app import MendBot
+    from mendbot.runtime.app import MendBot
 
 __all__ = ["HealthServer", "process_status"]
 

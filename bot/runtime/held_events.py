@@ -25,7 +25,7 @@ from typing import Any
 import discord
 from discord.ext import commands
 
-from bot.kernel.log import get_logger
+from mendbot.kernel.log import get_logger
 
 __all__ = ["SURFACE_EVENTS", "HeldEvents"]
 

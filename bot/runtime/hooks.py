@@ -28,10 +28,10 @@ from typing import Any, Protocol
 import discord
 from discord.ext import commands, tasks
 
-from bot.kernel.errors import EnvironmentProblem, environment_extra
-from bot.kernel.log import get_logger
-from bot.observe.capture import HandlerCapture, start_capture
-from bot.observe.sampler import SlowSampler
+from mendbot.kernel.errors import EnvironmentProblem, environment_extra
+from mendbot.kernel.log import get_logger
+from mendbot.observe.capture import HandlerCapture, start_capture
+from mendbot.observe.sampler import SlowSampler
 
 __all__ = ["HookHost", "instrument_cog_hook", "instrument_loop", "record_extension"]
 

@@ -34,9 +34,9 @@ from typing import Any
 import msgspec
 from discord import app_commands
 
-from bot.runtime.entry_points import observe_view_store, unobserve_view_store
-from bot.runtime.recording import OURS, OWN_ON_ERROR, Host, Recording
-from bot.runtime.tree_recording import tree_call, tree_on_error
+from mendbot.runtime.entry_points import observe_view_store, unobserve_view_store
+from mendbot.runtime.recording import OURS, OWN_ON_ERROR, Host, Recording
+from mendbot.runtime.tree_recording import tree_call, tree_on_error
 
 __all__ = ["instrument", "recording_of", "uninstrument", "wrapper_of"]
 

@@ -16,37 +16,37 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from bot.db.core import Connection
-from bot.db.retry import Writes
-from bot.deploy.approval import ApprovalService
-from bot.deploy.merge import Merger
-from bot.deploy.service import DeployService
-from bot.features.devmode import DevMode
-from bot.forge.base import Forge
-from bot.forge.local import LocalForge
-from bot.improve.autonomy import AutonomyService
-from bot.improve.drill import DrillService
-from bot.improve.memory import Memory
-from bot.improve.policy import BudgetLedger, Policy
-from bot.improve.relay import RunEventRelay
-from bot.improve.runs import Run, RunService
-from bot.improve.service import SelfImprovementAgent
-from bot.improve.workspace import Workspace
-from bot.kernel.daemons import Daemons
-from bot.kernel.drills import DRILL_USER_ID
-from bot.kernel.prompts import PromptRegistry
-from bot.kernel.settings import Settings
-from bot.observe.detector import AnomalyDetector
-from bot.observe.incidents import IncidentService
-from bot.observe.recorder import ActionRecorder
-from bot.scale.cluster import Cluster
-from bot.scale.leader import Leadership, process_label, shares_database
-from bot.trust.redact import Redactor
-from bot.trust.sandbox import Sandbox
+from mendbot.db.core import Connection
+from mendbot.db.retry import Writes
+from mendbot.deploy.approval import ApprovalService
+from mendbot.deploy.merge import Merger
+from mendbot.deploy.service import DeployService
+from mendbot.features.devmode import DevMode
+from mendbot.forge.base import Forge
+from mendbot.forge.local import LocalForge
+from mendbot.improve.agent.workspace import Workspace
+from mendbot.improve.autonomy import AutonomyService
+from mendbot.improve.drill import DrillService
+from mendbot.improve.memory import Memory
+from mendbot.improve.policy import BudgetLedger, Policy
+from mendbot.improve.relay import RunEventRelay
+from mendbot.improve.runs import Run, RunService
+from mendbot.improve.service import SelfImprovementAgent
+from mendbot.kernel.daemons import Daemons
+from mendbot.kernel.drills import DRILL_USER_ID
+from mendbot.kernel.prompts import PromptRegistry
+from mendbot.kernel.settings import Settings
+from mendbot.observe.detector import AnomalyDetector
+from mendbot.observe.incidents import IncidentService
+from mendbot.observe.recorder import ActionRecorder
+from mendbot.scale.cluster import Cluster
+from mendbot.scale.leader import Leadership, process_label, shares_database
+from mendbot.trust.redact import Redactor
+from mendbot.trust.sandbox import Sandbox
 
 if TYPE_CHECKING:
-    from bot.improve.agent import CodeAgent
-    from bot.trust.gateway import ModelGateway
+    from mendbot.improve.agent.code_agent import CodeAgent
+    from mendbot.trust.gateway import ModelGateway
 
 __all__ = ["Mending", "build_improve", "build_mending"]
 
@@ -180,7 +180,7 @@ async def _run_on_workers(
     comes back through the relay (started as a daemon) to the bot's reporter."""
     if settings.improve.run_on != "workers":
         return None
-    from bot.improve.queue import RunQueue  # procrastinate is loaded only when workers are used
+    from mendbot.improve.queue import RunQueue  # procrastinate is loaded only when workers are used
 
     assert settings.database.url is not None  # refuse_workers_without_store
     queue = RunQueue(settings.database.url, lost_after_s=settings.improve.worker_lost_after_s)
@@ -193,7 +193,7 @@ def _forge(settings: Settings, db: Connection, repo_root: Path, clock: Callable[
     config = settings.forge
     if config.kind == "local":
         return LocalForge(repo_root, db, clock=clock)
-    from bot.forge.github import GitHubForge  # its module and githubkit load for a GitHub forge only
+    from mendbot.forge.github import GitHubForge  # its module and githubkit load for a GitHub forge only
 
     assert config.repository is not None and settings.github_token is not None  # checked by doctor/settings
     return GitHubForge(
@@ -224,7 +224,7 @@ async def build_improve(
     api_key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else ""
 
     def new_gateway() -> ModelGateway:
-        from bot.trust.gateway import ModelGateway  # the gateway and its pricing load with the first run
+        from mendbot.trust.gateway import ModelGateway  # the gateway and its pricing load with the first run
 
         return ModelGateway(
             upstream=settings.anthropic_base_url, api_key=api_key, ledger=BudgetLedger(policy, runs)
@@ -234,7 +234,9 @@ async def build_improve(
     sandbox = Sandbox.from_config(settings.improve.sandbox)
 
     def new_agent() -> CodeAgent:
-        from bot.improve.agent import ClaudeCodeAgent  # claude-agent-sdk is loaded when a run starts
+        from mendbot.improve.agent.code_agent import (
+            ClaudeCodeAgent,  # claude-agent-sdk is loaded when a run starts
+        )
 
         return ClaudeCodeAgent(
             home=home,

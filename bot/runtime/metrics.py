@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING, cast
 
 import msgspec
 
-from bot.db import metrics as queries
-from bot.db.records import ActionRecord
-from bot.improve.runs import ALL_STATES
+from mendbot.db import metrics as queries
+from mendbot.db.records import ActionRecord
+from mendbot.improve.runs import ALL_STATES
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
     from prometheus_client.metrics_core import Metric
     from prometheus_client.registry import Collector
 
-    from bot.runtime.app import MendBot
+    from mendbot.runtime.app import MendBot
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 

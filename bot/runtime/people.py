@@ -16,9 +16,9 @@ from datetime import datetime
 
 import discord
 
-from bot.db import people as queries
-from bot.db.core import Connection
-from bot.kernel.log import get_logger
+from mendbot.db import people as queries
+from mendbot.db.core import Connection
+from mendbot.kernel.log import get_logger
 
 __all__ = ["People", "addressed"]
 

@@ -34,9 +34,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands, tasks
 
-from bot.db import handlers as handler_queries
-from bot.db.retry import SAVE_FAILED, storage_fault
-from bot.kernel.errors import (
+from mendbot.db import handlers as handler_queries
+from mendbot.db.retry import SAVE_FAILED, storage_fault
+from mendbot.kernel.errors import (
     EnvironmentProblem,
     describe,
     discord_problem,
@@ -45,19 +45,19 @@ from bot.kernel.errors import (
     model_problem,
     unwrap,
 )
-from bot.kernel.log import bind_context, bind_for_task, get_logger
-from bot.observe.capture import (
+from mendbot.kernel.log import bind_context, bind_for_task, get_logger
+from mendbot.observe.capture import (
     HandlerCapture,
     event_ids,
     install_reply_hooks,
     message_invocation,
     start_capture,
 )
-from bot.observe.handlers import cog_handlers
-from bot.observe.sampler import SlowSampler
-from bot.runtime.entry_points import OwnHandler, failed_part
-from bot.runtime.hooks import instrument_cog_hook, instrument_loop, record_extension
-from bot.runtime.services import Services
+from mendbot.observe.handlers import cog_handlers
+from mendbot.observe.sampler import SlowSampler
+from mendbot.runtime.entry_points import OwnHandler, failed_part
+from mendbot.runtime.hooks import instrument_cog_hook, instrument_loop, record_extension
+from mendbot.runtime.services import Services
 
 __all__ = ["OURS", "OWN_ON_ERROR", "RESTART_NOTICE", "SHUTDOWN_NOTICE", "Host", "Recording", "takes_no_words"]
 
@@ -140,7 +140,7 @@ class Recording:
         prefix command.
 
         "@mendbot roll back run 2" begins with the name of `roll`: by mention it is a request the
-        improvement flow answers (cogs/improve.py), and answering it with dice as well would be a
+        improvement flow answers (bot/cogs/improve.py), and answering it with dice as well would be a
         second, wrong reply. With the bot's own prefix ("!roll back") it stays a command.
         """
         user = self.bot.user

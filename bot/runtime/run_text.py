@@ -11,20 +11,20 @@ from collections.abc import Callable
 
 import msgspec
 
-from bot.improve.run_story import Stage, actor_words
-from bot.improve.run_story import stages as story_stages
-from bot.improve.runs import TERMINAL_STATES, Run, state_label
-from bot.kernel.durations import human_duration
-from bot.kernel.durations import took as took_words
-from bot.kernel.money import usd
-from bot.runtime.services import Services
+from mendbot.improve.run_story import Stage, actor_words
+from mendbot.improve.run_story import stages as story_stages
+from mendbot.improve.runs import TERMINAL_STATES, Run, state_label
+from mendbot.kernel.durations import human_duration
+from mendbot.kernel.durations import took as took_words
+from mendbot.kernel.money import usd
+from mendbot.runtime.services import Services
 
 __all__ = ["proposal_message", "run_detail", "state_shown", "status_text"]
 
 
 def state_shown(state: str) -> str:
     """A run's state in chat as people say it, with its icon: `⏪ rolled back`, `👀 awaiting approval`
-    (`bot.improve.runs.state_label`, as the dashboard shows it)."""
+    (`mendbot.improve.runs.state_label`, as the dashboard shows it)."""
     return state_label(state)
 
 
@@ -42,7 +42,7 @@ def status_text(run: Run, lines: list[str], now: float) -> str:
 
 def _stage_lines(stages: list[Stage], name_of: Callable[[int], str | None]) -> list[str]:
     """Each stage in one line — its state, how long it took, what it cost, who began it and what it
-    carried — as the dashboard's timeline heads it (`bot.improve.run_story`)."""
+    carried — as the dashboard's timeline heads it (`mendbot.improve.run_story`)."""
     lines = []
     for stage in stages:
         took = f" · {took_words(stage.took)}{' so far' if stage.ongoing else ''}"

@@ -3,7 +3,7 @@
 In two halves: the recording (the recorder, the detector, incidents, chat, reminders, people, …), and
 the self-improvement half (bot/runtime/mending.py), built by `Services.complete()` — at once, or for a
 bot mendbot attaches to once that bot has connected, what it would be handed meanwhile held for it.
-Nothing in cogs reaches for a module-level singleton; cogs use `bot.runtime.services`.
+Nothing in cogs reaches for a module-level singleton; cogs use `mendbot.runtime.services`.
 """
 
 from __future__ import annotations
@@ -20,37 +20,37 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import discord
 import msgspec
 
-from bot.chat import ChatService
-from bot.dashboard.signin import DashboardSignIn
-from bot.db import actions as action_queries
-from bot.db import core
-from bot.db.core import Connection
-from bot.db.identity import FileIdentity
-from bot.db.retry import RetryPolicy, StorageHealth, Writes, has_room, probe
-from bot.features.reminders import ReminderService
-from bot.kernel.daemons import Daemons
-from bot.kernel.log import get_logger
-from bot.kernel.prompts import PromptRegistry
-from bot.kernel.settings import Settings
-from bot.observe.audit import AuditService
-from bot.observe.detector import AnomalyDetector, restore_windows_later
-from bot.observe.incidents import IncidentService
-from bot.observe.recorder import ActionRecorder
-from bot.runtime.people import People
-from bot.scale.leader import Leadership, leadership_for, process_label, shares_database
-from bot.trust.access import AccessPolicy
-from bot.trust.redact import Redactor
+from mendbot.chat import ChatService
+from mendbot.dashboard.signin import DashboardSignIn
+from mendbot.db import actions as action_queries
+from mendbot.db import core
+from mendbot.db.core import Connection
+from mendbot.db.identity import FileIdentity
+from mendbot.db.retry import RetryPolicy, StorageHealth, Writes, has_room, probe
+from mendbot.features.reminders import ReminderService
+from mendbot.kernel.daemons import Daemons
+from mendbot.kernel.log import get_logger
+from mendbot.kernel.prompts import PromptRegistry
+from mendbot.kernel.settings import Settings
+from mendbot.observe.audit import AuditService
+from mendbot.observe.detector import AnomalyDetector, restore_windows_later
+from mendbot.observe.incidents import IncidentService
+from mendbot.observe.recorder import ActionRecorder
+from mendbot.runtime.people import People
+from mendbot.scale.leader import Leadership, leadership_for, process_label, shares_database
+from mendbot.trust.access import AccessPolicy
+from mendbot.trust.redact import Redactor
 
 if TYPE_CHECKING:
-    from bot.db.records import ActionRecord
-    from bot.deploy.service import DeployService
-    from bot.features.devmode import DevMode
-    from bot.improve.autonomy import AutonomyService
-    from bot.improve.drill import DrillService
-    from bot.improve.service import SelfImprovementAgent
-    from bot.observe.incident import Incident
-    from bot.runtime.mending import Mending
-    from bot.scale.cluster import Cluster
+    from mendbot.db.records import ActionRecord
+    from mendbot.deploy.service import DeployService
+    from mendbot.features.devmode import DevMode
+    from mendbot.improve.autonomy import AutonomyService
+    from mendbot.improve.drill import DrillService
+    from mendbot.improve.service import SelfImprovementAgent
+    from mendbot.observe.incident import Incident
+    from mendbot.runtime.mending import Mending
+    from mendbot.scale.cluster import Cluster
 
 __all__ = ["DAEMONS_HELD_AT_MOST_S", "NotMendingYet", "Services", "build_services"]
 
@@ -171,7 +171,7 @@ class Services(msgspec.Struct):
         return await asyncio.shield(self._completing)
 
     async def _build_mending(self) -> Mending:
-        from bot.runtime.mending import build_mending  # the half's modules load only when it is built
+        from mendbot.runtime.mending import build_mending  # the half's modules load only when it is built
 
         mending = await build_mending(
             self.settings,
@@ -317,7 +317,7 @@ async def build_services(
 ) -> Services:
     """Open the database, load prompts and build every service. Prompt errors are logged.
 
-    `leadership` defaults to the one the settings call for (`bot.scale.leader.leadership_for`).
+    `leadership` defaults to the one the settings call for (`mendbot.scale.leader.leadership_for`).
     `connecting`: for a bot about to connect — the services' daemons wait until it has its gateway
     session (the attachment releases them at `on_connect`; bot/kernel/daemons.py). `mending`: the
     self-improvement half built too; without it the caller builds it later (`Services.complete`), and

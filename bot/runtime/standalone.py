@@ -27,16 +27,16 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.kernel.log import configure_logging, get_logger
-from bot.kernel.settings import ConfigError, Settings, load_settings
-from bot.runtime.attachment import Attachment, attach
-from bot.runtime.instrument import recording_of, wrapper_of
-from bot.runtime.recording import Host
-from bot.runtime.services import build_services
-from bot.trust.redact import Redactor
+from mendbot.kernel.log import configure_logging, get_logger
+from mendbot.kernel.settings import ConfigError, Settings, load_settings
+from mendbot.runtime.attachment import Attachment, attach
+from mendbot.runtime.instrument import recording_of, wrapper_of
+from mendbot.runtime.recording import Host
+from mendbot.runtime.services import build_services
+from mendbot.trust.redact import Redactor
 
 if TYPE_CHECKING:
-    from bot.dashboard.server import DashboardServer
+    from mendbot.dashboard.server import DashboardServer
 
 __all__ = ["CONFIG_FILE", "attach_to", "host_settings"]
 
@@ -117,7 +117,7 @@ async def attach_to(
 
 async def _dashboard(mend: Attachment) -> DashboardServer | None:
     """The dashboard, served as mendbot.yaml's `dashboard:` says (jinja2 and the pages load only then)."""
-    from bot.runtime.dashboard import dashboard_server
+    from mendbot.runtime.dashboard import dashboard_server
 
     server = dashboard_server(mend)
     if server is None or await server.start() is None:  # a port taken is logged by the server

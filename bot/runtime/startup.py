@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING
 import aiohttp
 import discord
 
-from bot.kernel.log import get_logger
-from bot.kernel.settings import EX_CONFIG
-from bot.runtime.app import CommandSyncFailed
+from mendbot.kernel.log import get_logger
+from mendbot.kernel.settings import EX_CONFIG
+from mendbot.runtime.app import CommandSyncFailed
 
 if TYPE_CHECKING:
-    from bot.runtime.app import MendBot
+    from mendbot.runtime.app import MendBot
 
 __all__ = ["Backoff", "StartupFailure", "explain", "is_network_failure", "start_on_discord"]
 
@@ -97,7 +97,7 @@ def explain(exc: BaseException) -> StartupFailure | None:
         if exc.error.status == 400:
             return StartupFailure(
                 f"start-up error: Discord rejected the slash-command definitions ({_one_line(exc.error)}) — "
-                "a command breaks Discord's limits; `python -m bot.tools.smoke` names it"
+                "a command breaks Discord's limits; `python -m mendbot.tools.smoke` names it"
             )
         return StartupFailure(
             f"start-up error: Discord refused the slash-command sync to discord.dev_guild_id "

@@ -19,9 +19,9 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from bot.kernel.log import bind_for_task
-from bot.observe.capture import interaction_invocation
-from bot.runtime.recording import OWN_ON_ERROR, Recording
+from mendbot.kernel.log import bind_for_task
+from mendbot.observe.capture import interaction_invocation
+from mendbot.runtime.recording import OWN_ON_ERROR, Recording
 
 __all__ = ["admit_interaction", "answers_app_errors", "tree_call", "tree_on_error"]
 

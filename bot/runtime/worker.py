@@ -1,10 +1,10 @@
 """`mendbot worker`: a process that executes improvement runs taken from the run queue.
 
-With `improve.run_on: workers` the bot defers each run to the PostgreSQL queue (`bot.improve.queue`);
+With `improve.run_on: workers` the bot defers each run to the PostgreSQL queue (`mendbot.improve.queue`);
 a worker takes it and runs the same pipeline the bot would — evidence, the coding agent in a
 worktree and the sandbox, the checks, the proposal — on a clone of its own (`<data_dir>/clone`,
 reset to the forge's main before each run), pushing the branch to the forge. No Discord: progress
-and the report go to the database (`bot.improve.relay.DatabaseReporter`), which the bot relays.
+and the report go to the database (`mendbot.improve.relay.DatabaseReporter`), which the bot relays.
 
 A worker that dies leaves its jobs "doing" with no heartbeat; any worker finds them (at start and
 then periodically), interrupts their runs (resumable with `/run N action:resume`) and ends the jobs.
@@ -21,20 +21,20 @@ from pathlib import Path
 import msgspec
 from procrastinate.job_context import AbortReason, JobContext
 
-from bot.db import core
-from bot.db.retry import RetryPolicy, StorageHealth, Writes
-from bot.improve.queue import RunQueue
-from bot.improve.relay import DatabaseReporter
-from bot.improve.runs import InvalidTransition
-from bot.improve.service import SelfImprovementAgent
-from bot.kernel import startgc
-from bot.kernel.git import git
-from bot.kernel.log import bind_context, get_logger
-from bot.kernel.prompts import PromptRegistry
-from bot.kernel.settings import Settings
-from bot.runtime.mending import build_improve
-from bot.runtime.services import PROMPTS_DIR
-from bot.trust.redact import Redactor
+from mendbot.db import core
+from mendbot.db.retry import RetryPolicy, StorageHealth, Writes
+from mendbot.improve.queue import RunQueue
+from mendbot.improve.relay import DatabaseReporter
+from mendbot.improve.runs import InvalidTransition
+from mendbot.improve.service import SelfImprovementAgent
+from mendbot.kernel import startgc
+from mendbot.kernel.git import git
+from mendbot.kernel.log import bind_context, get_logger
+from mendbot.kernel.prompts import PromptRegistry
+from mendbot.kernel.settings import Settings
+from mendbot.runtime.mending import build_improve
+from mendbot.runtime.services import PROMPTS_DIR
+from mendbot.trust.redact import Redactor
 
 __all__ = ["Worker", "run_worker"]
 
@@ -180,7 +180,7 @@ async def run_worker(settings: Settings) -> int:
     writes = Writes(RetryPolicy(storage.write_attempts, storage.retry_backoff_s), StorageHealth())
     prompts = PromptRegistry(PROMPTS_DIR)
     prompts.load_all()
-    startgc.resume()  # built: the garbage collector's pause for start-up (bot.__main__) ends
+    startgc.resume()  # built: the garbage collector's pause for start-up (mendbot.__main__) ends
     name = f"worker:{socket.gethostname()}:{os.getpid()}"
     queue = RunQueue(
         url, pool_size=settings.improve.concurrency + 2, lost_after_s=settings.improve.worker_lost_after_s

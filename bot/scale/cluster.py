@@ -46,21 +46,21 @@ from typing import Any
 
 import msgspec
 
-from bot.db import actions as action_queries
-from bot.db import cluster as queries
-from bot.db.core import Connection
-from bot.db.records import ActionRecord
-from bot.db.runs import get_setting, set_setting
-from bot.deploy.service import DeployService
-from bot.forge.base import resolve_commit
-from bot.improve.service import SelfImprovementAgent
-from bot.kernel.daemons import Daemons
-from bot.kernel.log import get_logger
-from bot.kernel.settings import Settings
-from bot.observe.detector import AnomalyDetector, restore_windows
-from bot.observe.incidents import IncidentService
-from bot.scale.leader import Leadership, process_label, shares_database
-from bot.scale.rollout import Rollout, canary_name
+from mendbot.db import actions as action_queries
+from mendbot.db import cluster as queries
+from mendbot.db.core import Connection
+from mendbot.db.records import ActionRecord
+from mendbot.db.runs import get_setting, set_setting
+from mendbot.deploy.service import DeployService
+from mendbot.forge.base import resolve_commit
+from mendbot.improve.service import SelfImprovementAgent
+from mendbot.kernel.daemons import Daemons
+from mendbot.kernel.log import get_logger
+from mendbot.kernel.settings import Settings
+from mendbot.observe.detector import AnomalyDetector, restore_windows
+from mendbot.observe.incidents import IncidentService
+from mendbot.scale.leader import Leadership, process_label, shares_database
+from mendbot.scale.rollout import Rollout, canary_name
 
 __all__ = [
     "DEPLOYED_CHANNEL",

@@ -39,13 +39,13 @@ from typing import TYPE_CHECKING, Any, LiteralString
 
 import msgspec
 
-from bot.kernel.log import get_logger
+from mendbot.kernel.log import get_logger
 
 if TYPE_CHECKING:
     # The driver loads when a leader first connects (PostgreSQL only): a SQLite start never loads it.
     import psycopg
 
-    from bot.kernel.settings import Settings
+    from mendbot.kernel.settings import Settings
 
 __all__ = [
     "LEADER_KEY",

@@ -30,15 +30,15 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from bot.db import actions as action_queries
-from bot.db.core import Connection
-from bot.db.runs import get_setting, set_setting
-from bot.deploy.service import DeployService
-from bot.improve.runs import Run
-from bot.kernel.log import get_logger
-from bot.kernel.sections import ObserveConfig
-from bot.kernel.settings import Settings
-from bot.scale.leader import shards_name
+from mendbot.db import actions as action_queries
+from mendbot.db.core import Connection
+from mendbot.db.runs import get_setting, set_setting
+from mendbot.deploy.service import DeployService
+from mendbot.improve.runs import Run
+from mendbot.kernel.log import get_logger
+from mendbot.kernel.sections import ObserveConfig
+from mendbot.kernel.settings import Settings
+from mendbot.scale.leader import shards_name
 
 __all__ = ["ROLLOUT_KEY", "ClusterView", "Rollout", "canary_name", "canary_regression"]
 
@@ -107,7 +107,7 @@ class ClusterView(Protocol):
 
 class Rollout:
     """The leader's side of a staged rollout, and every process's reading of it (module docstring).
-    It is `DeployService.rollout` (bot.deploy.deploy_core.StagedRollout)."""
+    It is `DeployService.rollout` (mendbot.deploy.deploy_core.StagedRollout)."""
 
     def __init__(
         self,
@@ -186,7 +186,7 @@ class Rollout:
             )
         return f"**Rollout:** {shown}"
 
-    # -- the leader (bot.deploy.deploy_core.StagedRollout) ----------------------------------------
+    # -- the leader (mendbot.deploy.deploy_core.StagedRollout) ----------------------------------------
 
     async def begin(self, run: Run, merged_sha: str) -> str | None:
         if self.canary is None:

@@ -33,7 +33,7 @@ from pathlib import Path, PurePosixPath
 import yaml
 from dotenv import dotenv_values
 
-from bot.kernel.settings import EX_CONFIG
+from mendbot.kernel.settings import EX_CONFIG
 
 __all__ = ["AdoptError", "Found", "adopt_main", "ignore_data_dir", "inspect_repository", "write_config"]
 

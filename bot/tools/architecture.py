@@ -1,4 +1,4 @@
-"""The architecture diagram, generated from the code's own imports: `python -m bot.tools.architecture`.
+"""The architecture diagram, generated from the code's own imports: `python -m mendbot.tools.architecture`.
 
 It reads the import graph (grimp, the library import-linter checks the contracts with), folds every module
 into its package under `bot/` (and `cogs`), and prints a Mermaid flowchart of which package imports which,

@@ -41,20 +41,20 @@ import yaml
 from discord import app_commands
 from discord.ext import commands
 
-from bot.db.records import ActionRecord
-from bot.kernel import startgc
-from bot.kernel.sections import HostConfig
-from bot.kernel.settings import EX_CONFIG, ConfigError, Settings, load_settings
-from bot.runtime.attachment import Attachment
-from bot.runtime.standalone import CONFIG_FILE, host_settings
-from bot.tools.adopt import AdoptError, inspect_repository
-from bot.tools.attach_play import attached_world
-from bot.tools.attach_run import EX_FAILED, AttachError, Hooks, Program, parse_program, run_program
-from bot.tools.datadir import DataDirInUse, claim_data_dir
-from bot.tools.demo import is_announcement, is_proposal, latest_alias
-from bot.tools.demo_agent import DemoModel, Fault
-from bot.tools.playground import Playground
-from bot.tools.world import VirtualWorld
+from mendbot.db.records import ActionRecord
+from mendbot.kernel import startgc
+from mendbot.kernel.sections import HostConfig
+from mendbot.kernel.settings import EX_CONFIG, ConfigError, Settings, load_settings
+from mendbot.runtime.attachment import Attachment
+from mendbot.runtime.standalone import CONFIG_FILE, host_settings
+from mendbot.tools.adopt import AdoptError, inspect_repository
+from mendbot.tools.attach_play import attached_world
+from mendbot.tools.attach_run import EX_FAILED, AttachError, Hooks, Program, parse_program, run_program
+from mendbot.tools.datadir import DataDirInUse, claim_data_dir
+from mendbot.tools.demo import is_announcement, is_proposal, latest_alias
+from mendbot.tools.demo_agent import DemoModel, Fault
+from mendbot.tools.playground import Playground
+from mendbot.tools.world import VirtualWorld
 
 __all__ = ["Candidate", "DemoRefused", "candidates", "default_directory", "run_demo", "seed"]
 

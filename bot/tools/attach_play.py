@@ -8,10 +8,10 @@ from __future__ import annotations
 import sys
 from contextlib import AbstractAsyncContextManager
 
-from bot.kernel.settings import Settings
-from bot.runtime.attachment import Attachment
-from bot.tools.playground import Playground, stdin_lines
-from bot.tools.world import VirtualWorld, WorldClock, virtual_world
+from mendbot.kernel.settings import Settings
+from mendbot.runtime.attachment import Attachment
+from mendbot.tools.playground import Playground, stdin_lines
+from mendbot.tools.world import VirtualWorld, WorldClock, virtual_world
 
 __all__ = ["attached_world", "play_in_world"]
 

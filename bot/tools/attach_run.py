@@ -5,7 +5,7 @@ program: it arranges, before the program's first line, that whatever discord.py 
 gets mendbot attached when it logs in (`Client.login`, wrapped in this process only: the bot's
 `setup_hook` runs inside it, so every cog and extension the bot loads is seen), and then runs the
 program as Python would (`runpy`: its `sys.argv`, its directory first on `sys.path`, `__main__`). The
-attachment is the one the `mendbot` extension makes (`bot.runtime.standalone.attach_to`), and the
+attachment is the one the `mendbot` extension makes (`mendbot.runtime.standalone.attach_to`), and the
 runner loads that extension too, so a bot that also has the one line loads it once.
 
 With `--play` the bot does not connect to Discord: when the program starts it (`Client.start`, which
@@ -34,12 +34,12 @@ import discord
 import msgspec
 from discord.ext import commands
 
-from bot.kernel import startgc
-from bot.kernel.settings import EX_CONFIG, ConfigError, Settings
-from bot.runtime.attachment import Attachment
-from bot.runtime.instrument import wrapper_of
-from bot.runtime.standalone import attach_to, host_settings
-from bot.tools.world import WorldClock
+from mendbot.kernel import startgc
+from mendbot.kernel.settings import EX_CONFIG, ConfigError, Settings
+from mendbot.runtime.attachment import Attachment
+from mendbot.runtime.instrument import wrapper_of
+from mendbot.runtime.standalone import attach_to, host_settings
+from mendbot.tools.world import WorldClock
 
 __all__ = ["AttachError", "Hooks", "Program", "parse_program", "run_attached", "run_program"]
 
@@ -160,7 +160,7 @@ class Hooks:
         mend = await self.attach(instance, load=False)
         if mend is None:
             return None
-        from bot.tools.attach_play import play_in_world
+        from mendbot.tools.attach_play import play_in_world
 
         self.played = True
         startgc.resume()

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import IO
 
-from bot.kernel.settings import ConfigError
+from mendbot.kernel.settings import ConfigError
 
 __all__ = ["EX_IN_USE", "LOCK_NAME", "STATE_NAMES", "DataDirInUse", "claim_data_dir", "usable_dir"]
 

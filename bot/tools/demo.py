@@ -3,7 +3,7 @@
 The demo builds a world of its own under `<data_dir>/demo`: a git repository holding a copy of the
 bot with one more cog, `/fortune`, whose fault is seeded on purpose (the cog exists only there, so
 it is loaded only in the demo), and the bot's state beside it. The bot runs on that repository in
-the playground's virtual Discord; its model is the demo's scripted one (`bot.tools.demo_agent`),
+the playground's virtual Discord; its model is the demo's scripted one (`mendbot.tools.demo_agent`),
 reached through the bot's own gateway by the real bundled Claude Code CLI in the real sandbox.
 Nothing is shortcut: the run gathers evidence, edits a worktree, passes the checks and the proof,
 waits for "ship it", merges, reloads the cog and watches, and `/rollback` reverts it.
@@ -21,13 +21,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot.kernel.git import git
-from bot.tools.demo_agent import BUG
+from mendbot.kernel.git import git
+from mendbot.tools.demo_agent import BUG
 
 if TYPE_CHECKING:
     import discord
 
-    from bot.tools.playground import Playground
+    from mendbot.tools.playground import Playground
 
 __all__ = [
     "DEMO_CHECK",
@@ -51,7 +51,7 @@ from __future__ import annotations
 
 from discord.ext import commands
 
-from bot.runtime.app import MendBot
+from mendbot.runtime.app import MendBot
 
 FORTUNES = (
     "A small fix, well proven, beats a big one.",

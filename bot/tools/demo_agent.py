@@ -2,7 +2,7 @@
 
 `mendbot play --demo` (and `mendbot attach --play --demo`, on a bot someone else wrote) runs the whole
 loop with no key and no network: the bot's gateway, the bundled Claude Code CLI in its sandbox and the
-chat all talk to this loopback server (`bot.tools.demo_model`) as they would to Anthropic. It answers by
+chat all talk to this loopback server (`mendbot.tools.demo_model`) as they would to Anthropic. It answers by
 what it is asked, not by turn number, so the newcomer can drive the demo in any order (`--interactive`):
 an investigation gets the diagnosis, a plan the plan, an edit session the one edit that undoes the seeded
 fault (a `Fault`: `/fortune`'s in `cogs/fortune.py`, or the one seeded in someone's own command) in the
@@ -22,8 +22,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from bot.chat.route import ROUTE_TOOL
-from bot.tools.demo_model import ModelDouble, Turn, text, tool_use
+from mendbot.chat.route import ROUTE_TOOL
+from mendbot.tools.demo_model import ModelDouble, Turn, text, tool_use
 
 __all__ = ["BUG", "DIAGNOSIS", "FIX", "FORTUNE", "PLAN", "DemoModel", "Fault", "answer"]
 

@@ -25,17 +25,17 @@ import aiohttp
 import discord
 from dotenv import dotenv_values
 
-from bot.db import core
-from bot.kernel.git import driver_problem, git
-from bot.kernel.settings import (
+from mendbot.db import core
+from mendbot.kernel.git import driver_problem, git
+from mendbot.kernel.settings import (
     ConfigError,
     Settings,
     load_settings,
     refuse_shard_subset,
     refuse_workers_without_store,
 )
-from bot.runtime.standalone import CONFIG_FILE as ATTACHED_CONFIG
-from bot.runtime.standalone import host_settings
+from mendbot.runtime.standalone import CONFIG_FILE as ATTACHED_CONFIG
+from mendbot.runtime.standalone import host_settings
 
 __all__ = ["Check", "Level", "doctor_exit_code", "run_doctor"]
 
@@ -134,7 +134,7 @@ def _repository_state(root: Path) -> tuple[str, str] | str:
     """(branch, head sha) of the work tree at `root`, or why there is none.
 
     GitPython reads the repository in-process (refs and objects, no git program runs), so it is
-    the read-only view here; every git *program* the bot runs goes through bot.kernel.git, which starts
+    the read-only view here; every git *program* the bot runs goes through mendbot.kernel.git, which starts
     it from an empty environment (GitPython would hand it the bot's — see bot/kernel/git.py).
     """
     import git as gitpython
@@ -222,7 +222,7 @@ async def _cli(_: Settings) -> Check:
 
 
 async def _sandbox(settings: Settings) -> Check:
-    from bot.trust.sandbox import Sandbox, SandboxUnavailable
+    from mendbot.trust.sandbox import Sandbox, SandboxUnavailable
 
     try:
         what = await Sandbox.from_config(settings.improve.sandbox).probe()
@@ -296,7 +296,7 @@ class _Discord:
         return _ok("discord token", f"accepted — the bot is {user['username']} (id {self.user_id})")
 
     async def intents(self) -> Check:
-        from bot.runtime.app import bot_intents
+        from mendbot.runtime.app import bot_intents
 
         application = await self._call(self.http.application_info())
         self.application_id = int(application["id"])

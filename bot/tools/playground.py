@@ -34,10 +34,10 @@ import discord
 import simcord
 from discord import app_commands
 
-from bot.features.reminders import parse_delay
-from bot.kernel.durations import relative
-from bot.kernel.errors import UserError
-from bot.tools.world import VirtualWorld, WorldClock, virtual_world
+from mendbot.features.reminders import parse_delay
+from mendbot.kernel.durations import relative
+from mendbot.kernel.errors import UserError
+from mendbot.tools.world import VirtualWorld, WorldClock, virtual_world
 
 __all__ = ["Playground", "PlaygroundError", "VirtualWorld", "WorldClock", "virtual_world"]
 

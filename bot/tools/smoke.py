@@ -1,15 +1,16 @@
 """Smoke load: build a throwaway MendBot (never logged in), load every extension, check its commands.
 
-`python -m bot.tools.smoke` prints ✅/❌ per extension (a failure with its error; the traceback goes to
+`python -m mendbot.tools.smoke` prints ✅/❌ per extension (a failure with its error; the traceback goes to
 stderr) and exits 0 only if every extension loaded and every app command it adds is one Discord would
 accept: the payloads the start-up sync would send are checked against Discord's limits
-(`bot.trust.command_limits`), so a change that loads here but would fail the sync at the next start
+(`mendbot.trust.command_limits`), so a change that loads here but would fail the sync at the next start
 fails here. The bot's services run on a temp data dir with no config file, no `.env`, no health port
 and no repository (`repo_dir` is the temp dir, so start-up cleans no worktrees), so nothing of the
 deployment is read or touched. The verify gate runs it in the sandbox.
 
 It imports whichever `bot` and `cogs` come first on `sys.path`: run in a worktree with
-`PYTHONPATH=<worktree>` (as `bot.improve.verify` does), it checks the worktree's code, not the live one.
+`PYTHONPATH=<worktree>` (as `mendbot.improve.agent.verify` does), it checks the worktree's code, not the live
+one.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.trust.command_limits import payload_problems
+from mendbot.trust.command_limits import payload_problems
 
 if TYPE_CHECKING:
-    from bot.runtime.app import MendBot
+    from mendbot.runtime.app import MendBot
 
 __all__ = ["command_problems", "main", "smoke_load"]
 
@@ -73,9 +74,9 @@ async def command_problems(bot: MendBot) -> dict[str, list[str]]:
 async def smoke_load(data_dir: Path, extensions: Sequence[str] | None = None) -> dict[str, str | None]:
     """Each extension (default: every discovered one) mapped to None (loaded, commands valid) or what
     is wrong with it."""
-    from bot.kernel.settings import load_settings
-    from bot.runtime.app import MendBot
-    from bot.runtime.services import build_services
+    from mendbot.kernel.settings import load_settings
+    from mendbot.runtime.app import MendBot
+    from mendbot.runtime.services import build_services
 
     os.environ["MENDBOT_CONFIG"] = os.devnull
     settings = load_settings(data_dir=data_dir, repo_dir=data_dir, health={"enabled": False}, _env_file=None)
@@ -97,7 +98,7 @@ async def smoke_load(data_dir: Path, extensions: Sequence[str] | None = None) ->
 
 
 def main() -> int:
-    from bot.kernel import startgc
+    from mendbot.kernel import startgc
 
     with startgc.paused():  # a short-lived process: importing and building the bot is most of it
         return _main()
@@ -109,8 +110,8 @@ def _main() -> int:
     with tempfile.TemporaryDirectory(prefix="mendbot-smoke-") as temp:
         data_dir = Path(temp) / "data"
         try:
-            from bot.kernel.log import configure_logging
-            from bot.trust.redact import Redactor
+            from mendbot.kernel.log import configure_logging
+            from mendbot.trust.redact import Redactor
 
             configure_logging(data_dir / "logs", console_level="ERROR", redactor=Redactor())
             results = asyncio.run(smoke_load(data_dir))

@@ -1,15 +1,15 @@
 """Write the bytecode the sandbox cannot: run once after every install (`make`, the Docker image, run.sh).
 
 Every check, proof and replay runs in the sandbox with the venv bound read-only and
-`PYTHONDONTWRITEBYTECODE=1` (`bot.trust.sandbox`), so whatever bytecode is missing there is compiled
+`PYTHONDONTWRITEBYTECODE=1` (`mendbot.trust.sandbox`), so whatever bytecode is missing there is compiled
 again on every run. The costly part is pytest's: it rewrites the asserts of every installed plugin
 (simcord, pytest-asyncio, hypothesis, anyio, ...) at start and caches the result beside them, in
 `__pycache__/*-pytest-<version>.pyc`. Without that cache one `python -m pytest` of a single test costs
 about 1.8 s of CPU; with it, about 0.45 s. Hosts that set `PYTHONDONTWRITEBYTECODE` themselves (many
 container images and CI machines do) never write either cache.
 
-    python -m bot.tools.warm          # compile the bot and cogs, then cache pytest's rewritten plugins
-    python -m bot.tools.warm --tests  # and the suite's own modules (`make`'s dev install)
+    python -m mendbot.tools.warm          # compile the bot and cogs, then cache pytest's rewritten plugins
+    python -m mendbot.tools.warm --tests  # and the suite's own modules (`make`'s dev install)
 
 The suite's modules are rewritten the same way by every pytest process that collects them: each worker
 of `make test` and `make check` spends about 7 s of CPU collecting without that cache, under 4 s with

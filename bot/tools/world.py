@@ -1,7 +1,7 @@
 """The playground's virtual Discord: one guild with `#dev` and `#general` and the users from config, the
 real bot connected to it, and the playground's rules for time and runs (`virtual_world`).
 
-`bot.tools.playground` drives it line by line; the test harness builds the same world.
+`mendbot.tools.playground` drives it line by line; the test harness builds the same world.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any, cast
 import simcord
 from discord.ext import commands
 
-from bot.runtime.attachment import Attachment, attached
+from mendbot.runtime.attachment import Attachment, attached
 
 if TYPE_CHECKING:
-    from bot.runtime.app import MendBot
+    from mendbot.runtime.app import MendBot
 
 __all__ = ["VIRTUAL_ONLY_S", "WORLD_FILE", "VirtualWorld", "WorldClock", "virtual_world"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from bot.kernel.sections import AccessConfig
+from mendbot.kernel.sections import AccessConfig
 
 __all__ = ["AccessPolicy"]
 

@@ -1,6 +1,6 @@
 """The Bash half of the guard's rules: which commands an agent may run, and how a command line is read.
 
-``ToolGuard`` (``bot.trust.guard``) decides a Bash call with these: the prefix allow-list
+``ToolGuard`` (``mendbot.trust.guard``) decides a Bash call with these: the prefix allow-list
 (``DEFAULT_BASH_ALLOW``) and what the guard knows of each allowed command (read-only or not, the
 options it refuses, whether it searches trees or rewrites files), the commands refused whatever a
 policy allows (``NEVER_ALLOWED``, compared on argv normalised past wrappers and spellings), the

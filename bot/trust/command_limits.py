@@ -3,8 +3,8 @@
 discord.py checks some limits when a command is defined (lower-case names, 100 global commands, two
 levels of groups) but not others: a description of 101 characters, 26 choices or options, a command
 over 4000 characters all load fine and then fail the sync at the next start with 400 Invalid Form Body.
-The smoke check (`bot.tools.smoke`, part of the verify gate) runs `payload_problems` over every command, so a
-change Discord would reject cannot pass verify. The rules follow Discord's API reference
+The smoke check (`mendbot.tools.smoke`, part of the verify gate) runs `payload_problems` over every command,
+so a change Discord would reject cannot pass verify. The rules follow Discord's API reference
 ("Application Commands": naming, limits, option types); each problem is one sentence naming the
 command, the option and the limit.
 """

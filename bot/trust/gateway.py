@@ -6,7 +6,7 @@ sessions, so one model turn could cost far more than a run's cap.  ``ModelGatewa
 token (``open_session``) to use as its API key, and the CLI is pointed at ``base_url``.
 
 A ``POST /v1/messages`` is forwarded only if every part of it is one the gateway can price
-(``bot.trust.priceable``: allow-listed fields, client tools only, no server tools or MCP
+(``mendbot.trust.priceable``: allow-listed fields, client tools only, no server tools or MCP
 connectors, no one-hour cache writes, allow-listed betas); anything else is refused with a 400
 before anything leaves, and the reason is kept for the session (``rejection``).  Such a request
 costs its input and its output tokens and nothing else, so the gateway bounds its worst case: the
@@ -21,7 +21,7 @@ arrives the reserved worst case is charged instead.  A charge above its reservat
 happen for an allowed request unless upstream bills differently than priced here: it is still
 recorded, and logged as an error.
 
-Prices and the reading of the usage live in ``bot.trust.model_usage``; this module is the server:
+Prices and the reading of the usage live in ``mendbot.trust.model_usage``; this module is the server:
 sessions, the budget's reservations and charges, and the forwarding.
 """
 
@@ -42,8 +42,8 @@ from typing import Any, Protocol
 import aiohttp
 from aiohttp import web
 
-from bot.kernel.log import get_logger
-from bot.trust.model_usage import (
+from mendbot.kernel.log import get_logger
+from mendbot.trust.model_usage import (
     CACHE_WRITE_FACTOR,
     DEFAULT_PRICES,
     Price,
@@ -51,7 +51,7 @@ from bot.trust.model_usage import (
     _Usage,
     _UsageReader,
 )
-from bot.trust.priceable import Unpriceable, carries_media, check_betas, check_query, check_request
+from mendbot.trust.priceable import Unpriceable, carries_media, check_betas, check_query, check_request
 
 __all__ = ["Ledger", "ModelGateway"]
 
@@ -108,7 +108,7 @@ def _positive_int(value: object) -> int | None:
 
 
 def _unpriceable(request: web.Request, body: dict[str, Any]) -> str | None:
-    """Why the gateway cannot price this Messages request (``bot.trust.priceable``), or None."""
+    """Why the gateway cannot price this Messages request (``mendbot.trust.priceable``), or None."""
     try:
         check_query(request.query)
         check_betas(request.headers.get("anthropic-beta"))

@@ -47,7 +47,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from bot.db.approvals import ApprovalForm
+from mendbot.db.approvals import ApprovalForm
 
 __all__ = [
     "FORMS",

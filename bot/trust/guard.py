@@ -11,18 +11,18 @@ argv tokens:
 - secret files (``.env*``, ``data/``, keys, databases, ``.git/config``) are never read or
   written, and nothing under ``.git/`` is written;
 - protected paths are read-only unless the run has the security flag;
-- in a run with a file claim (``bot.improve.claims``), file tools and ruff's rewrites may only write
+- in a run with a file claim (``mendbot.improve.agent.claims``), file tools and ruff's rewrites may only write
   the claimed files; the denial tells the agent to extend its claim with the ``claim_files`` tool;
 - Bash runs one simple command (no chaining, substitution, redirection, globbing) whose argv
   starts with an allowed prefix; a fixed set of commands (push, installs, network tools) is
   refused even if someone allow-lists it, and every argument that could name a file must
   resolve inside the worktree;
 - an allowed Bash command never runs as written: the hook rewrites it to run inside the OS
-  sandbox (``confine``, see ``bot.trust.sandbox``), and without a sandbox Bash is refused;
+  sandbox (``confine``, see ``mendbot.trust.sandbox``), and without a sandbox Bash is refused;
 - any other tool is refused unless the policy names it in ``extra_tools``.
 
-The path rules live in ``bot.trust.path_rules`` and the Bash rules (the allow-list, the commands
-never allowed, how a command line is read) in ``bot.trust.bash_rules``; this module applies them to
+The path rules live in ``mendbot.trust.path_rules`` and the Bash rules (the allow-list, the commands
+never allowed, how a command line is read) in ``mendbot.trust.bash_rules``; this module applies them to
 tool calls and speaks the SDK's hook and permission protocols.
 """
 
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from bot.trust.bash_rules import (
+from mendbot.trust.bash_rules import (
     _NEVER,
     _SPECS,
     _UNKNOWN_SPEC,
@@ -48,7 +48,7 @@ from bot.trust.bash_rules import (
     _shell_hazard,
     _strip_wrappers,
 )
-from bot.trust.path_rules import protected_entry, secret_reason
+from mendbot.trust.path_rules import protected_entry, secret_reason
 
 if TYPE_CHECKING:  # the SDK is imported where it is used: evidence and start-up need only the rules
     from claude_agent_sdk import (
@@ -106,7 +106,8 @@ Confine = Callable[[list[str], float], str]
 
 
 class ClaimView(Protocol):
-    """A run's file claim as the guard reads it (``bot.improve.claims.Claim``); it may grow mid-run."""
+    """A run's file claim as the guard reads it (``mendbot.improve.agent.claims.Claim``); it may grow
+    mid-run."""
 
     def covers(self, rel: str) -> bool: ...
 

@@ -1,6 +1,6 @@
 """The smoke load of a bot mendbot is attached to: run inside the sandbox, on a checkout of its repository.
 
-`bot.improve.verify` binds this file read-only into the sandbox (the copy that runs is the installed
+`mendbot.improve.agent.verify` binds this file read-only into the sandbox (the copy that runs is the installed
 mendbot's, never the checkout's) and runs it with the checkout as the working directory:
 
     python /run/mendbot/smoke/host_smoke.py SPEC

@@ -1,8 +1,8 @@
 """A loopback Discord that the real discord.py HTTP client and gateway connect to.
 
-It is the proof's observer (`bot.improve.replay`): a bot started from a checkout in the sandbox connects
-to it over a unix socket bound into the sandbox (`unix_socket=`; `discord.invalid` is then the host in
-its URLs), and what it answers each replayed call is judged here, outside the process under test. The
+It is the proof's observer (`mendbot.improve.proof.replay`): a bot started from a checkout in the sandbox
+connects to it over a unix socket bound into the sandbox (`unix_socket=`; `discord.invalid` is then the host
+in its URLs), and what it answers each replayed call is judged here, outside the process under test. The
 tests use it too, on 127.0.0.1.
 
 simcord (tests/harness/discord.py) swaps discord.py's HTTP client out; this double keeps it in and
@@ -14,15 +14,15 @@ IDENTIFY, READY, RESUME — and doctor's REST checks run exactly as against Disc
             discord_api.fail_sync(403)
             settings = make_settings(data_dir, discord_token=discord_api.token,
                                      discord={"dev_guild_id": discord_api.guild.id})
-            assert await _run(settings) == 78        # bot.__main__'s `mendbot run`
+            assert await _run(settings) == 78        # mendbot.__main__'s `mendbot run`
 
 `pointed_at()` sets `discord.http.Route.BASE` and `DiscordWebSocket.DEFAULT_GATEWAY` (READY's
 `resume_gateway_url` is loopback too).
 
 `DiscordDouble` is built in layers, one module each: the world's payloads (`FakeGuild`, `FakeChannel`,
-snowflakes, `message_text`: `bot.trust.loopback_discord_model`), the gateway and shards
-(`bot.trust.loopback_discord_gateway`), and the REST API with the channels' state
-(`bot.trust.loopback_discord_rest`). This module adds the server's lifecycle, pointing discord.py at it,
+snowflakes, `message_text`: `mendbot.trust.loopback_discord_model`), the gateway and shards
+(`mendbot.trust.loopback_discord_gateway`), and the REST API with the channels' state
+(`mendbot.trust.loopback_discord_rest`). This module adds the server's lifecycle, pointing discord.py at it,
 and what people do and see.
 
 What people do and see, for tests of the whole loop (a `mendbot run` process: tests/harness/live_bot.py):
@@ -63,8 +63,8 @@ import discord
 import yarl
 from aiohttp import web
 
-from bot.trust.loopback_discord_model import FakeChannel, FakeGuild, _summary, snowflake
-from bot.trust.loopback_discord_rest import API_PREFIX, RestDouble
+from mendbot.trust.loopback_discord_model import FakeChannel, FakeGuild, _summary, snowflake
+from mendbot.trust.loopback_discord_rest import API_PREFIX, RestDouble
 
 __all__ = ["DiscordDouble", "pointed_at"]
 

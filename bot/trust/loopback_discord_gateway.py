@@ -13,8 +13,8 @@ id that shard owns; `drop_shard(id)` drops one shard. Scripted failures: `close_
 `hold_gateway()`/`release_gateway()` (new gateway connections wait before HELLO) and `drop_gateway(code)`;
 `identified`/`resumed` count gateway sessions. Text gateway frames need no zlib (HARNESS-NOTES).
 
-It is the lowest layer of `DiscordDouble` (`bot.trust.loopback_discord`): the REST half
-(`bot.trust.loopback_discord_rest`) builds on it, to send the bot's own doings back over the gateway.
+It is the lowest layer of `DiscordDouble` (`mendbot.trust.loopback_discord`): the REST half
+(`mendbot.trust.loopback_discord_rest`) builds on it, to send the bot's own doings back over the gateway.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from bot.trust.loopback_discord_model import FakeGuild, shard_of, snowflake
+from mendbot.trust.loopback_discord_model import FakeGuild, shard_of, snowflake
 
 __all__ = ["GatewayDouble", "GatewaySession"]
 

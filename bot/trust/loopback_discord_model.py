@@ -6,8 +6,8 @@ changes before or while the bot runs. `snowflake()` makes ids that, like Discord
 time (discord.py derives `created_at` from them; HARNESS-NOTES), and with `shard=` an id that shard owns
 under Discord's rule `shard_of(guild_id, count) == (guild_id >> 22) % count`. `message_text(message)` is
 what a human reads in a message (content and embeds). None of it serves anything: the gateway and the
-REST halves of the double (`bot.trust.loopback_discord_gateway`, `bot.trust.loopback_discord_rest`) send
-these payloads.
+REST halves of the double (`mendbot.trust.loopback_discord_gateway`, `mendbot.trust.loopback_discord_rest`)
+send these payloads.
 """
 
 from __future__ import annotations

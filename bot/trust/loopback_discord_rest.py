@@ -11,8 +11,8 @@ bot's messages in `messages`; calls it cannot answer are listed in `unknown_rout
 `fail_sync(status)` makes the sync fail (403 Missing Access / 400 Invalid Form Body). discord.py decodes
 JSON only with `Content-Type` exactly `application/json` (HARNESS-NOTES), so every answer has it.
 
-It builds on the gateway half (`bot.trust.loopback_discord_gateway`); `DiscordDouble`
-(`bot.trust.loopback_discord`) adds what people do on top.
+It builds on the gateway half (`mendbot.trust.loopback_discord_gateway`); `DiscordDouble`
+(`mendbot.trust.loopback_discord`) adds what people do on top.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from typing import Any
 import discord
 from aiohttp import BodyPartReader, web
 
-from bot.trust.loopback_discord_gateway import GatewayDouble
-from bot.trust.loopback_discord_model import FakeChannel, FakeGuild, _emoji_payload, snowflake
+from mendbot.trust.loopback_discord_gateway import GatewayDouble
+from mendbot.trust.loopback_discord_model import FakeChannel, FakeGuild, _emoji_payload, snowflake
 
 __all__ = ["API_PREFIX", "RestDouble"]
 

@@ -1,6 +1,6 @@
 """What a model request costs: prices per model family, and the usage read from a response as it streams.
 
-``ModelGateway`` (``bot.trust.gateway``) prices every request it forwards with these: the
+``ModelGateway`` (``mendbot.trust.gateway``) prices every request it forwards with these: the
 ``Price`` of the family named in the model id (an unknown model pays the most expensive one), and
 the token counts ``_UsageReader`` reads out of the response body chunk by chunk (server-sent events
 or one JSON message), which ``_Usage.cost`` turns into USD with the cache write and read factors.

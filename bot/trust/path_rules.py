@@ -1,6 +1,6 @@
 """Which repository paths are secret and which are protected: the path rules every layer shares.
 
-The guard (``bot.trust.guard``) refuses the agent's tool calls on them, and the same two functions
+The guard (``mendbot.trust.guard``) refuses the agent's tool calls on them, and the same two functions
 judge a run's claim, its evidence, trees as data and an approval, so they live apart from the guard
 and its SDK hook: what a path is does not depend on who asks.
 """

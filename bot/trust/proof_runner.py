@@ -1,7 +1,7 @@
 """The proof's test runner: a change's regression tests under coverage — what each test did, who read the
 changed sources, and whether a test replaced the code it claims to test.
 
-`bot.improve.prover` binds this file read-only into the sandbox (the installed bot's copy, never the
+`mendbot.improve.proof.prover` binds this file read-only into the sandbox (the installed bot's copy, never the
 checkout's) and runs it in a fresh copy of the branch's (or the base's) tree:
 
     python /run/mendbot/proof/runner.py '<json request>'

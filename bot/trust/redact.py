@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus
 
 if TYPE_CHECKING:
-    from bot.kernel.settings import Settings
+    from mendbot.kernel.settings import Settings
 
 __all__ = [
     "MAX_DEPTH",

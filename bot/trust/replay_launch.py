@@ -1,13 +1,14 @@
 """The replay's launcher: the first code of a bot started from a checkout in the sandbox, before any of it.
 
-`bot.improve.replay` binds this file read-only into the sandbox (like `bot/trust/supervise.py`, the copy that
-runs is the installed bot's, never the checkout's) and runs it with the checkout first on `sys.path`:
+`mendbot.improve.proof.replay` binds this file read-only into the sandbox (like `bot/trust/supervise.py`, the
+copy that runs is the installed bot's, never the checkout's) and runs it with the checkout first on
+`sys.path`:
 
     python /run/mendbot/replay/launch.py SOCKET CONFIG [MONITOR WATCHED [MENDBOT]]
 
-It points discord.py at the observer — the loopback Discord (`bot.trust.loopback_discord`) that the bot
+It points discord.py at the observer — the loopback Discord (`mendbot.trust.loopback_discord`) that the bot
 process outside the sandbox serves on the unix socket `SOCKET`, bound in — and then hands over to the
-checkout's own `mendbot run` (`bot.__main__.main`) with the config file `CONFIG`. It imports only the
+checkout's own `mendbot run` (`mendbot.__main__.main`) with the config file `CONFIG`. It imports only the
 standard library, aiohttp, yarl and discord.py before that.
 
 A bot mendbot is attached to (not mendbot's own) is started by its own program instead: with `MENDBOT`,
@@ -30,9 +31,9 @@ observer as one JSON line: the exception's type, the frame (the checkout's file 
 the module outside it), the function, the line, and when (`time.monotonic()`, the clock the observer
 reads too). Control flow is not reported (StopIteration, GeneratorExit, cancellation). The launcher
 decides nothing: the observer attributes each exception to the replayed call in whose window it happened
-and judges from that and from what the bot answered over the wire (`bot.improve.replay`). Code under test
-shares this interpreter, so a change written to forge could still hide its exceptions; the watch can only
-take a verdict away (a failure that "still happens"), never give one, which is why that is enough.
+and judges from that and from what the bot answered over the wire (`mendbot.improve.proof.replay`). Code
+under test shares this interpreter, so a change written to forge could still hide its exceptions; the watch
+can only take a verdict away (a failure that "still happens"), never give one, which is why that is enough.
 """
 
 from __future__ import annotations
@@ -202,7 +203,7 @@ def _bytes(msg: str | bytes) -> bytes:
 
 def _installed_mendbot(root: str) -> Any:
     """mendbot's `bot` package and `mendbot` extension, from the installed copy bound at `root`; its entry
-    point (`bot.__main__.main`)."""
+    point (`mendbot.__main__.main`)."""
     import importlib.util
 
     for name, package in (("bot", f"{root}/bot"), ("mendbot", f"{root}/bot/attach")):
@@ -213,7 +214,7 @@ def _installed_mendbot(root: str) -> Any:
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
-    return importlib.import_module("bot.__main__").main
+    return importlib.import_module("mendbot.__main__").main
 
 
 def main(argv: list[str]) -> int:
@@ -246,7 +247,7 @@ def main(argv: list[str]) -> int:
         return int(attached(["attach", "--config", config]))
     # The checkout's own entry point, whatever it imports: named, so that nothing in the installed bot
     # depends on it.
-    mendbot = importlib.import_module("bot.__main__").main
+    mendbot = importlib.import_module("mendbot.__main__").main
     return int(mendbot(["--config", config, "run"]))
 
 

@@ -1,6 +1,6 @@
 """The OS sandbox for every process that runs code from a worktree: bubblewrap, failing closed.
 
-The guard (`bot.trust.guard`) only sees the agent's tool calls; the code the agent writes runs later —
+The guard (`mendbot.trust.guard`) only sees the agent's tool calls; the code the agent writes runs later —
 in its own `pytest`, in the verify checks, in the smoke load, in re-verification after a rebase. Each of
 those runs through `Jail.command()` (or `Jail.run()`), which wraps the argv in two bubblewrap sandboxes
 so the kernel enforces:
@@ -61,10 +61,10 @@ from pathlib import Path
 
 import msgspec
 
-from bot.kernel.git import git
-from bot.kernel.log import get_logger
-from bot.kernel.process import ProcessResult, run_process
-from bot.kernel.sections import SandboxConfig
+from mendbot.kernel.git import git
+from mendbot.kernel.log import get_logger
+from mendbot.kernel.process import ProcessResult, run_process
+from mendbot.kernel.sections import SandboxConfig
 
 __all__ = ["Jail", "JailResult", "Limits", "Sandbox", "SandboxUnavailable", "find_bwrap"]
 

@@ -1,7 +1,7 @@
 """The secret scan: what a run's diff must not add before it is proposed.
 
 Besides token shapes and secret-looking assignments, it looks for the bot's own secret values in
-every form `bot.trust.redact.secret_forms` lists, and for values split across lines (string
+every form `mendbot.trust.redact.secret_forms` lists, and for values split across lines (string
 concatenation, a wrapped base64 or hex dump). Findings name the place and the kind of secret,
 never the secret or any part of it, because they are posted where the proposal is discussed.
 """
@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 
 import msgspec
 
-from bot.trust.redact import secret_forms
+from mendbot.trust.redact import secret_forms
 
 __all__ = ["scan_for_secrets"]
 
@@ -167,7 +167,7 @@ def _flag_file(path: str) -> str | None:
 def scan_for_secrets(diff_text: str, secrets: Iterable[str] = ()) -> list[str]:
     """Findings ("path:line: what") for secrets the diff ADDS; removed and context lines are ignored.
 
-    Flags the bot's own `secrets` in any form `bot.trust.redact.secret_forms` lists (plain, base64, hex,
+    Flags the bot's own `secrets` in any form `mendbot.trust.redact.secret_forms` lists (plain, base64, hex,
     percent-encoded), token-shaped strings (Discord, Anthropic, OpenAI, GitHub, Slack, AWS, Google,
     JWT), private key blocks, high-entropy values assigned to names like token/secret/key/password,
     and added `.env` or key files. Each run of consecutive added lines in a file is also rejoined

@@ -1,7 +1,7 @@
 """The first process inside the sandbox: limits the kernel enforces, a wall clock, bounded output, and a
 verdict the sandboxed command cannot forge.
 
-`bot.trust.sandbox` runs it as `python -I -S supervise.py '<limits json>' -- argv…` as PID 1 of an outer
+`mendbot.trust.sandbox` runs it as `python -I -S supervise.py '<limits json>' -- argv…` as PID 1 of an outer
 bubblewrap sandbox (stage 1), bound read-only from the live checkout (the worktree's copy is never the
 one that runs). It uses the standard library only (`-I -S`). Stage 1 holds what only the supervisor may
 touch: a tmpfs of `tree.mb` for the worktree's changes (`tree.root`), and for a writable jail the host's

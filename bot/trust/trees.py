@@ -31,8 +31,8 @@ from pathlib import Path, PurePosixPath
 
 import msgspec
 
-from bot.kernel.git import GitError, git
-from bot.trust.path_rules import secret_reason
+from mendbot.kernel.git import GitError, git
+from mendbot.trust.path_rules import secret_reason
 
 __all__ = [
     "HostileTree",

@@ -1,6 +1,6 @@
 """Discord at the network edge, for tests that run the services without a virtual Discord.
 
-The deploy side reads approving messages and reactions again (`bot.deploy.sources.ApprovalSources`);
+The deploy side reads approving messages and reactions again (`mendbot.deploy.sources.ApprovalSources`);
 a test that drives `DeployService` directly keeps here what its users left on Discord — each
 message's words, who reacts with what — and changes it as they would: the services only learn of it
 when they read it back, as after a restart. `unreadable` makes every read fail as a Discord outage.
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bot.deploy.sources import SourceRead
-from bot.trust.grammar import normalise
+from mendbot.deploy.sources import SourceRead
+from mendbot.trust.grammar import normalise
 
 __all__ = ["DiscordRecord"]
 

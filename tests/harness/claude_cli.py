@@ -3,7 +3,7 @@
 ``cli_env`` and the launcher are the product's own (bot/trust/agent_env.py): claude_agent_sdk
 passes the parent's whole environment to the CLI, so the CLI is started through an ``env -i``
 launcher that keeps only the allow-listed names. ``agent_options`` builds plain options for a
-run in a repo with a private HOME (the guard-enforced options live in bot/improve/agent.py).
+run in a repo with a private HOME (the guard-enforced options live in bot/improve/agent/code_agent.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from claude_agent_sdk import ClaudeAgentOptions
 
-from bot.trust.agent_env import agent_environment, prepare_home, write_launcher
+from mendbot.trust.agent_env import agent_environment, prepare_home, write_launcher
 from tests.harness.model_double import ModelDouble
 
 __all__ = [

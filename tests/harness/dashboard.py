@@ -17,14 +17,14 @@ from pathlib import Path
 
 import msgspec
 
-from bot.dashboard.server import DashboardServer
-from bot.dashboard.signin import DashboardSignIn
-from bot.db import approvals as approval_queries
-from bot.db import incidents as incident_queries
-from bot.db import proposals as proposal_queries
-from bot.db import runs as run_queries
-from bot.runtime.dashboard import dashboard_server
-from bot.tools.playground import VirtualWorld
+from mendbot.dashboard.server import DashboardServer
+from mendbot.dashboard.signin import DashboardSignIn
+from mendbot.db import approvals as approval_queries
+from mendbot.db import incidents as incident_queries
+from mendbot.db import proposals as proposal_queries
+from mendbot.db import runs as run_queries
+from mendbot.runtime.dashboard import dashboard_server
+from mendbot.tools.playground import VirtualWorld
 
 __all__ = ["DEVELOPERS", "PAYLOADS", "Clock", "Served", "allow", "git_change", "seed_hostile_run", "serving"]
 

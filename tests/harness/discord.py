@@ -15,10 +15,10 @@ from typing import Any
 import discord
 import simcord
 
-from bot.kernel.settings import Settings, load_settings
-from bot.runtime.app import MendBot, discover_extensions
-from bot.runtime.services import build_services
-from bot.tools.playground import VirtualWorld, WorldClock, virtual_world
+from mendbot.kernel.settings import Settings, load_settings
+from mendbot.runtime.app import MendBot, discover_extensions
+from mendbot.runtime.services import build_services
+from mendbot.tools.playground import VirtualWorld, WorldClock, virtual_world
 from tests.harness.postgres import bot_database
 
 __all__ = ["bot_down", "bot_messages", "make_bot", "make_settings", "reply_text", "running_world"]

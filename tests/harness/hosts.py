@@ -21,7 +21,7 @@ from typing import Any, Self
 
 import yaml
 
-from bot.trust.loopback_discord import DiscordDouble
+from mendbot.trust.loopback_discord import DiscordDouble
 from tests.harness.live_bot import PROJECT, merged
 from tests.harness.repo import git
 

@@ -31,7 +31,7 @@ from typing import Any, Self
 import aiohttp
 import yaml
 
-from bot.trust.loopback_discord import DiscordDouble
+from mendbot.trust.loopback_discord import DiscordDouble
 
 __all__ = ["PROJECT", "LiveBot", "free_port", "live_config", "merged"]
 

@@ -3,7 +3,7 @@
 Kept under this name so tests read `from tests.harness.model_double import ModelDouble, text, tool_use`.
 """
 
-from bot.tools.demo_model import (
+from mendbot.tools.demo_model import (
     EXHAUSTED_TEXT,
     ErrorTurn,
     Hold,

@@ -1,6 +1,6 @@
 """`python -m tests.harness.pointed API_URL GATEWAY_URL -- MENDBOT_ARGS…`: the real `mendbot` entry point
 in this process, with discord.py pointed at a loopback Discord another process runs
-(`bot.trust.loopback_discord`). The double's own modules (and aiohttp's server side) stay out of the
+(`mendbot.trust.loopback_discord`). The double's own modules (and aiohttp's server side) stay out of the
 bot's process, as they are out of a production bot's: the start bench measures this process."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 import discord
 import yarl
 
-from bot.__main__ import main as mendbot
+from mendbot.__main__ import main as mendbot
 
 __all__ = ["main", "point"]
 
@@ -29,7 +29,7 @@ def main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[2] != "--":
         print(__doc__, file=sys.stderr)
         return 2
-    # The two class attributes discord.py reads (as `bot.trust.loopback_discord.pointed_at` sets them).
+    # The two class attributes discord.py reads (as `mendbot.trust.loopback_discord.pointed_at` sets them).
     point(argv[0], argv[1])
     return mendbot(argv[3:])
 

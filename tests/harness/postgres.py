@@ -135,7 +135,7 @@ class TestDatabases:
 
 def migrated_template(server: PostgresServer) -> str:
     """A database with the schema at the head, to copy for each bot (migrating costs ~1 s)."""
-    from bot.db.migrate import upgrade_postgresql
+    from mendbot.db.migrate import upgrade_postgresql
 
     name = server.create_database()
     upgrade_postgresql(server.url(name))

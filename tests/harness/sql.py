@@ -2,7 +2,7 @@
 
 Tests check what the bot stored with a hand-written query:
 
-- `await sql(db, "... WHERE a = :a", a=1)` on the bot's own connection (through `bot.db.core`), and
+- `await sql(db, "... WHERE a = :a", a=1)` on the bot's own connection (through `mendbot.db.core`), and
   `await insert(db, "table", a=1, b=2)` to store a row the way a test sets the scene;
 - `stored(settings, "... WHERE a = ?", 1)` from outside, on a connection of its own to the bot's
   SQLite file or PostgreSQL database, as the tests always read the SQLite file directly.
@@ -16,10 +16,10 @@ import re
 import sqlite3
 from typing import Any, SupportsIndex, overload
 
-from bot.db import core
-from bot.db.action_writes import is_postgresql
-from bot.db.schema import metadata
-from bot.kernel.settings import Settings
+from mendbot.db import core
+from mendbot.db.action_writes import is_postgresql
+from mendbot.db.schema import metadata
+from mendbot.kernel.settings import Settings
 
 __all__ = ["Row", "dump", "insert", "sql", "sql_value", "stored", "stored_bytes"]
 

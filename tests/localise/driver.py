@@ -23,11 +23,11 @@ from typing import Any
 
 import discord
 
-from bot.chat.route import ROUTE_TOOL
-from bot.improve.intent import parse_intent
-from bot.improve.memory import Lesson
-from bot.kernel.settings import Settings
-from bot.tools.playground import VirtualWorld
+from mendbot.chat.route import ROUTE_TOOL
+from mendbot.improve.intent import parse_intent
+from mendbot.improve.memory import Lesson
+from mendbot.kernel.settings import Settings
+from mendbot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, make_settings, running_world
 from tests.harness.model_double import ModelDouble, text, tool_use
 from tests.harness.sql import Row, stored

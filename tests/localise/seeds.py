@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.tools.playground import VirtualWorld
+from mendbot.tools.playground import VirtualWorld
 from tests.localise.repo import Commit
 
 __all__ = ["SEEDS", "Seed"]

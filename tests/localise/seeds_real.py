@@ -8,7 +8,7 @@ They are the half of the corpus not chosen while the ranking was built (`origin`
 
 from __future__ import annotations
 
-from bot.tools.world import VirtualWorld
+from mendbot.tools.world import VirtualWorld
 from tests.harness.discord import bot_messages
 from tests.localise.repo import Commit
 from tests.localise.seeds import _HEAD, Drive, Seed, _nothing, _say, _slash, _then

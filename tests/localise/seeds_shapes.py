@@ -7,7 +7,7 @@ another command, a fault one attribute away, and an exception swallowed into a w
 
 from __future__ import annotations
 
-from bot.tools.world import GUILD_NAME, VirtualWorld
+from mendbot.tools.world import GUILD_NAME, VirtualWorld
 from tests.harness.discord import bot_messages
 from tests.localise.repo import Commit
 from tests.localise.seeds import _HEAD, SEEDS, Drive, Seed, _slash, _then
@@ -338,7 +338,7 @@ CONFIG_DEFAULT = Seed(
 _BOOK = '''
 """Scores, kept in the bot's database."""
 
-from bot.db import cog_rows
+from mendbot.db import cog_rows
 
 FIELDS = ("name", "points")
 

@@ -1,7 +1,7 @@
-"""`python -m bot.db.history`: write the history's snapshot, `fresh.sql`, after changing the history.
+"""`python -m mendbot.db.history`: write the history's snapshot, `fresh.sql`, after changing the history.
 
 An empty SQLite database is made from the snapshot while it carries the digest of the history's files
-as they are (`bot.db.migrate.current_snapshot`); a test fails until the snapshot is written again.
+as they are (`mendbot.db.migrate.current_snapshot`); a test fails until the snapshot is written again.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bot.db.migrate import HISTORY, SNAPSHOT, dump_snapshot
+from mendbot.db.migrate import HISTORY, SNAPSHOT, dump_snapshot
 
 
 def main() -> int:

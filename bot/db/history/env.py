@@ -1,4 +1,4 @@
-"""Alembic's environment: runs the history on the connection `bot.db.migrate` hands over.
+"""Alembic's environment: runs the history on the connection `mendbot.db.migrate` hands over.
 
 The caller has already begun the transaction, so the whole upgrade (and, for an old SQLite file,
 the legacy SQL before it) commits or rolls back as one.
@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from alembic import context
 
-from bot.db.schema import metadata
+from mendbot.db.schema import metadata
 
 if context.is_offline_mode():
-    raise RuntimeError("the history runs on a live connection only (see bot.db.migrate)")
+    raise RuntimeError("the history runs on a live connection only (see mendbot.db.migrate)")
 
 context.configure(
     connection=context.config.attributes["connection"],

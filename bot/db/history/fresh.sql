@@ -1,5 +1,5 @@
 -- mendbot schema at the head of the history with sha256 fff28735c487854d3fb4108f6b8bfb0a5af9ba9641ddc9fb148c2ffc24cd68d8
--- Written by `python -m bot.db.history`; used only while that digest matches.
+-- Written by `python -m mendbot.db.history`; used only while that digest matches.
 BEGIN;
 CREATE TABLE alembic_version (
 	version_num VARCHAR(32) NOT NULL, 

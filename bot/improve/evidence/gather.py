@@ -8,7 +8,7 @@ For an incident, a bare fingerprint or just a kind the request named, `build_evi
   share the complaint's words and numbers, the requester's own first (`correlate`) — and the
   slowest sampled calls with where their time went;
 - the handler of the kind (the map kept from the loaded cogs);
-- a ranked list of suspect functions with the reasons for each (bot/improve/localise.py:
+- a ranked list of suspect functions with the reasons for each (bot/improve/evidence/localise.py:
   frame depth, slow samples, the handler, callers, initialisers and definitions found with
   `ast`, recency of change, the complaint's words and lessons; deterministic tie-breaks);
 - the source of the suspects as whole functions, plus the module's top-level definitions they
@@ -19,7 +19,8 @@ For an incident, a bare fingerprint or just a kind the request named, `build_evi
   the suspects are known, when a `recall` function is given).
 
 The pack, and how it is written as a prompt section of at most `max_chars` characters, is
-`bot.improve.evidence_pack`; blame and log of the suspect files come from `bot.improve.history`.
+`mendbot.improve.evidence.pack`; blame and log of the suspect files come from
+`mendbot.improve.evidence.history`.
 """
 
 from __future__ import annotations
@@ -34,18 +35,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bot.db import actions as action_queries
-from bot.db import handlers as handler_queries
-from bot.db import incidents as incident_queries
-from bot.db import search as search_queries
-from bot.db.core import Connection
-from bot.db.records import ActionRecord
-from bot.improve import handler_words
-from bot.improve.evidence_pack import EvidencePack, FileHistory, LessonLike, SourceExcerpt, Suspect, Traceback
-from bot.improve.heldout import call_identity, shown_identities
-from bot.improve.history import _GIT_TIMEOUT_S, file_history, line_times
-from bot.improve.intent import search_words
-from bot.improve.localise import (
+from mendbot.db import actions as action_queries
+from mendbot.db import handlers as handler_queries
+from mendbot.db import incidents as incident_queries
+from mendbot.db import search as search_queries
+from mendbot.db.core import Connection
+from mendbot.db.records import ActionRecord
+from mendbot.improve.evidence import handler_words
+from mendbot.improve.evidence.history import _GIT_TIMEOUT_S, file_history, line_times
+from mendbot.improve.evidence.localise import (
     RECORDING_WRAPPERS,
     SEND_WRAPPER,
     Candidate,
@@ -56,8 +54,18 @@ from bot.improve.localise import (
     rank,
     terms_of,
 )
-from bot.improve.source_index import read_module
-from bot.observe.handlers import is_mendbots_own
+from mendbot.improve.evidence.pack import (
+    EvidencePack,
+    FileHistory,
+    LessonLike,
+    SourceExcerpt,
+    Suspect,
+    Traceback,
+)
+from mendbot.improve.evidence.source_index import read_module
+from mendbot.improve.intent import search_words
+from mendbot.improve.proof.heldout import call_identity, shown_identities
+from mendbot.observe.handlers import is_mendbots_own
 
 __all__ = ["Recall", "build_evidence", "correlate"]
 

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.db import handlers as handler_queries
-from bot.db.core import Connection
-from bot.db.handlers import HandlerLocation
-from bot.improve.source_index import ModuleIndex, read_module, terms_of
-from bot.observe.handlers import is_mendbots_own
+from mendbot.db import handlers as handler_queries
+from mendbot.db.core import Connection
+from mendbot.db.handlers import HandlerLocation
+from mendbot.improve.evidence.source_index import ModuleIndex, read_module, terms_of
+from mendbot.observe.handlers import is_mendbots_own
 
 __all__ = ["HandlerMatch", "match_handlers", "rank_handlers", "stems"]
 

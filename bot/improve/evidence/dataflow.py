@@ -1,4 +1,5 @@
-"""Following a value through source code with `ast`, for the ranking of suspects (bot/improve/localise.py).
+"""Following a value through source code with `ast`, for the ranking of suspects
+(bot/improve/evidence/localise.py).
 
 A frame that raised shows where a bad value was used, not where it was made. These helpers answer,
 for one function of one parsed module, the questions that lead from the use back to the making:

@@ -8,9 +8,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.features.devmode import DevModeStatus
-from bot.kernel.durations import human_duration
-from bot.runtime.attachment import Attachment, add_surface_cog, attached
+from mendbot.features.devmode import DevModeStatus
+from mendbot.kernel.durations import human_duration
+from mendbot.runtime.attachment import Attachment, add_surface_cog, attached
 
 _EFFECT = "autonomous runs wait; requested runs still work"
 

@@ -1,17 +1,17 @@
 """Incident replay, judged from outside: calls sent over the wire to a bot started from a checkout in the
 sandbox, and judged by what a user would have seen — and by what the code raised on the way.
 
-What is sent is the plan (`bot.improve.replay_plan`): recorded failing calls, their neighbours, and calls
-that worked.
+What is sent is the plan (`mendbot.improve.proof.replay_plan`): recorded failing calls, their neighbours, and
+calls that worked.
 
 **Who judges.** No verdict comes from the process under test — not a record it wrote, not a line it
 printed. The bot process itself is the observer: it serves a loopback Discord
-(`bot.trust.loopback_discord`) on a unix socket bound into the sandbox, starts the checkout's own `mendbot
+(`mendbot.trust.loopback_discord`) on a unix socket bound into the sandbox, starts the checkout's own `mendbot
 run` there through a launcher from the installed bot (`bot/trust/replay_launch.py`, bound read-only: never
 the checkout's copy), and then, as a member in `#general`, sends each call (a message, or a slash command
 with its options) and watches what comes back: the answer's text (as it is once the replay is over, edits
 applied), no answer at all, or the bot's apology naming a bug ("Something went wrong on my side
-(ZeroDivisionError)…", `bot.kernel.errors.named_bug`), and the time from the call to the first answer as
+(ZeroDivisionError)…", `mendbot.kernel.errors.named_bug`), and the time from the call to the first answer as
 the observer measured it. The launcher also reports, on a second socket, every exception the checkout's
 own frames raised and the frame that caught it, watched from before the checkout's first line ran; the
 observer gives each to the call in whose window it was raised (`Raised`). The checkout runs on a fresh
@@ -39,18 +39,18 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from bot.improve.replay_plan import ReplayCase, ReplayPlan, extension_of
-from bot.kernel.errors import named_bug
-from bot.kernel.log import get_logger
-from bot.kernel.own_loop import on_own_loop
-from bot.kernel.sections import HostConfig
-from bot.trust import replay_launch
-from bot.trust.loopback_discord_model import message_text
-from bot.trust.sandbox import Sandbox, SandboxUnavailable
+from mendbot.improve.proof.replay_plan import ReplayCase, ReplayPlan, extension_of
+from mendbot.kernel.errors import named_bug
+from mendbot.kernel.log import get_logger
+from mendbot.kernel.own_loop import on_own_loop
+from mendbot.kernel.sections import HostConfig
+from mendbot.trust import replay_launch
+from mendbot.trust.loopback_discord_model import message_text
+from mendbot.trust.sandbox import Sandbox, SandboxUnavailable
 
 if TYPE_CHECKING:  # the double (and aiohttp's server side) is loaded by the first replay, not at start
-    from bot.trust.loopback_discord import DiscordDouble
-    from bot.trust.loopback_discord_model import FakeChannel
+    from mendbot.trust.loopback_discord import DiscordDouble
+    from mendbot.trust.loopback_discord_model import FakeChannel
 
 __all__ = [
     "CALL_TIMEOUT_S",
@@ -291,7 +291,7 @@ async def _observe(
     *,
     host: HostBot | None = None,
 ) -> dict[str, ReplayResult]:
-    from bot.trust.loopback_discord import DiscordDouble
+    from mendbot.trust.loopback_discord import DiscordDouble
 
     with tempfile.TemporaryDirectory(prefix="mendbot-replay-") as scratch:
         shared = Path(scratch)

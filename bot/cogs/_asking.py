@@ -1,4 +1,4 @@
-"""Words the improvement cog (cogs/improve.py) will not act on alone: the chat model's decision on a
+"""Words the improvement cog (bot/cogs/improve.py) will not act on alone: the chat model's decision on a
 developer's message the word grammar could not place (`model_decision`, bot/chat/route.py), and the
 questions asked instead — about a vague complaint ("Investigate /convert: “seems off”?") or, with no
 model, about that message ("Is this about `/quiz`? Reply fix or investigate.") — with their
@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.chat.route import Decision, OpenIncident
-from bot.improve.intent import Intent, command_names_in
-from bot.kernel.log import get_logger
-from bot.runtime.attachment import Attachment, attached
+from mendbot.chat.route import Decision, OpenIncident
+from mendbot.improve.intent import Intent, command_names_in
+from mendbot.kernel.log import get_logger
+from mendbot.runtime.attachment import Attachment, attached
 
 if TYPE_CHECKING:
-    from bot.improve.target import Target
+    from mendbot.improve.evidence.target import Target
 
 __all__ = [
     "AskButton",

@@ -10,13 +10,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.improve.runs import RunKind, state_label
-from bot.kernel.errors import UserError
-from bot.kernel.log import get_logger
-from bot.observe.incident import Incident
-from bot.observe.kind_words import kind_words
-from bot.runtime.attachment import Attachment, add_surface_cog, attached
-from bot.runtime.people import addressed
+from mendbot.improve.runs import RunKind, state_label
+from mendbot.kernel.errors import UserError
+from mendbot.kernel.log import get_logger
+from mendbot.observe.incident import Incident
+from mendbot.observe.kind_words import kind_words
+from mendbot.runtime.attachment import Attachment, add_surface_cog, attached
+from mendbot.runtime.people import addressed
 
 ACTIONS: dict[str, RunKind] = {"🔍": "investigate", "🛠": "fix", "🛠️": "fix"}
 _COLOURS = {

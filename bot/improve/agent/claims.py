@@ -32,11 +32,11 @@ from typing import Any
 
 import msgspec
 
-from bot.db import claims as queries
-from bot.db.core import Connection
-from bot.improve.runs import ACTIVE_STATES, Run, RunService, RunState
-from bot.kernel.log import get_logger
-from bot.trust.path_rules import protected_entry, secret_reason
+from mendbot.db import claims as queries
+from mendbot.db.core import Connection
+from mendbot.improve.runs import ACTIVE_STATES, Run, RunService, RunState
+from mendbot.kernel.log import get_logger
+from mendbot.trust.path_rules import protected_entry, secret_reason
 
 __all__ = [
     "LIVE_STATES",

@@ -12,8 +12,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.kernel.settings import config_file_shown
-from bot.runtime.attachment import Attachment, add_surface_cog, attached
+from mendbot.kernel.settings import config_file_shown
+from mendbot.runtime.attachment import Attachment, add_surface_cog, attached
 
 
 class Dashboard(commands.Cog):

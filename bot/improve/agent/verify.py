@@ -1,5 +1,5 @@
 """The verify gate: run the configured checks and a smoke load of every extension on exactly a commit's
-tree, each inside the sandbox (`bot.trust.sandbox`): the checks execute code the agent wrote.
+tree, each inside the sandbox (`mendbot.trust.sandbox`): the checks execute code the agent wrote.
 
 `verify_commit` is what the pipeline and the merge queue call: the checks run on a fresh copy of the
 commit's tree (`Workspace.checkout`), never in a worktree anyone wrote in, so an ignored or untracked
@@ -19,9 +19,9 @@ script's directory. Inside the sandbox the live checkout does not exist at all, 
   when that exists, else looked up on the sandbox's `PATH`.
 
 Every check runs (the agent is shown all failures at once) within a total time budget, each under its
-own timeout that kills the sandbox and everything in it. The smoke check (`python -m bot.tools.smoke`) always
-runs, alongside the checks (it reads the same read-only tree and judges nothing of theirs), and is listed
-last. Without a working sandbox nothing runs: the verification fails with the reason (fail closed).
+own timeout that kills the sandbox and everything in it. The smoke check (`python -m mendbot.tools.smoke`)
+always runs, alongside the checks (it reads the same read-only tree and judges nothing of theirs), and is
+listed last. Without a working sandbox nothing runs: the verification fails with the reason (fail closed).
 Output is passed through the redactor before it is kept: it goes to chat, the database and the model.
 
 A check that reaches one of the sandbox's limits — its timeout, the process count, the size of `/tmp`
@@ -47,12 +47,12 @@ from pathlib import Path
 
 import msgspec
 
-from bot.improve.workspace import Workspace
-from bot.kernel.git import git
-from bot.kernel.log import get_logger
-from bot.kernel.sections import HostConfig
-from bot.trust import host_smoke
-from bot.trust.sandbox import Jail, Sandbox, SandboxUnavailable
+from mendbot.improve.agent.workspace import Workspace
+from mendbot.kernel.git import git
+from mendbot.kernel.log import get_logger
+from mendbot.kernel.sections import HostConfig
+from mendbot.trust import host_smoke
+from mendbot.trust.sandbox import Jail, Sandbox, SandboxUnavailable
 
 __all__ = [
     "OUTPUT_TAIL_CHARS",
@@ -68,7 +68,7 @@ __all__ = [
 _log = get_logger(__name__)
 
 OUTPUT_TAIL_CHARS = 4000
-SMOKE_CHECK = "python -m bot.tools.smoke"
+SMOKE_CHECK = "python -m mendbot.tools.smoke"
 # A bot mendbot is attached to: the installed mendbot's smoke load of it, bound read-only into the sandbox.
 _HOST_SMOKE_INSIDE = "/run/mendbot/smoke"
 HOST_SMOKE_CHECK = f"python {_HOST_SMOKE_INSIDE}/host_smoke.py {_HOST_SMOKE_INSIDE}/spec.json"

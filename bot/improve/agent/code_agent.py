@@ -8,7 +8,7 @@ worktree, read-only for a read-only session); without one, Bash is refused. The 
 key are the caller's: the bot's model gateway and a token for this session, never the real key.
 `interrupt()` stops a running session (used by /cancel and /pause).
 
-An editing session with a file claim (`bot.improve.claims`) writes only the claimed files (the guard
+An editing session with a file claim (`mendbot.improve.agent.claims`) writes only the claimed files (the guard
 enforces it) and gets one in-process tool, `claim_files(paths, why)` — an SDK MCP server living in the
 bot, so the CLI reaches nothing new — that extends the claim.
 """
@@ -36,14 +36,14 @@ from claude_agent_sdk import (
     create_sdk_mcp_server,
 )
 
-from bot.kernel.durations import human_duration
-from bot.kernel.log import get_logger
-from bot.trust.agent_env import agent_environment, prepare_home, write_launcher
-from bot.trust.guard import CLAIM_TOOL, Confine, Decision, GuardPolicy, ToolGuard
-from bot.trust.sandbox import Sandbox, SandboxUnavailable
+from mendbot.kernel.durations import human_duration
+from mendbot.kernel.log import get_logger
+from mendbot.trust.agent_env import agent_environment, prepare_home, write_launcher
+from mendbot.trust.guard import CLAIM_TOOL, Confine, Decision, GuardPolicy, ToolGuard
+from mendbot.trust.sandbox import Sandbox, SandboxUnavailable
 
 if TYPE_CHECKING:
-    from bot.improve.claims import Claim
+    from mendbot.improve.agent.claims import Claim
 
 __all__ = ["AgentResult", "ClaudeCodeAgent", "CodeAgent", "Outcome", "claim_server"]
 

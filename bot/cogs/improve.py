@@ -19,14 +19,14 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.improve.intent import Intent, parse_intent
-from bot.improve.runs import TERMINAL_STATES, Run, RunKind
-from bot.kernel.errors import UserError
-from bot.kernel.log import get_logger
-from bot.kernel.money import usd
-from bot.runtime.attachment import Attachment, add_surface_cog, attached, role_ids, takes_no_words
-from bot.runtime.run_text import proposal_message, run_detail, state_shown, status_text
-from bot.trust.grammar import read_approval
+from mendbot.improve.intent import Intent, parse_intent
+from mendbot.improve.runs import TERMINAL_STATES, Run, RunKind
+from mendbot.kernel.errors import UserError
+from mendbot.kernel.log import get_logger
+from mendbot.kernel.money import usd
+from mendbot.runtime.attachment import Attachment, add_surface_cog, attached, role_ids, takes_no_words
+from mendbot.runtime.run_text import proposal_message, run_detail, state_shown, status_text
+from mendbot.trust.grammar import read_approval
 
 from ._asking import (
     AskButton,
@@ -41,7 +41,7 @@ from ._asking import (
 from .ship import proposal_view
 
 if TYPE_CHECKING:
-    from bot.improve.target import Target
+    from mendbot.improve.evidence.target import Target
 
 _log = get_logger(__name__)
 
@@ -399,7 +399,7 @@ class Improve(commands.Cog):
         await message.reply(reply[:2000], mention_author=False)
 
     async def _known_kinds(self) -> set[str]:
-        from bot.improve.target import known_kinds_in  # with the source index, read on first use
+        from mendbot.improve.evidence.target import known_kinds_in  # with the source index, read on first use
 
         return self.loaded_kinds() | await known_kinds_in(self.bot.services.db)
 
@@ -411,9 +411,9 @@ class Improve(commands.Cog):
         named: list[str] | None = None,
         incident_id: int | None = None,
     ) -> Target:
-        """What the words are about (bot/improve/target.py): the incident replied to or chosen, a kind
-        named, or the best match among what was recorded and what the code handles."""
-        from bot.improve.target import resolve_target  # with the source index, read on first use
+        """What the words are about (bot/improve/evidence/target.py): the incident replied to or chosen, a
+        kind named, or the best match among what was recorded and what the code handles."""
+        from mendbot.improve.evidence.target import resolve_target  # with the source index, read on first use
 
         return await resolve_target(
             self.bot.services.db,
@@ -485,7 +485,7 @@ class Improve(commands.Cog):
     async def _handle_words(self, message: discord.Message, intent: Intent) -> str | None:
         user = message.author
         if intent.kind in ("cancel", "pause") and await self._objects_to_a_proposal(message):
-            return None  # "stop", "hold off" replying to a proposal hold it: cogs/ship.py answers
+            return None  # "stop", "hold off" replying to a proposal hold it: bot/cogs/ship.py answers
         if intent.kind in ("investigate", "fix") and not intent.certain:
             question = ask_question(intent, await self._known_kinds())
             await message.reply(question, view=ask_view(message.id), mention_author=False)
@@ -532,7 +532,7 @@ class Improve(commands.Cog):
                 and ref.message_id is not None
                 and await approvals.proposal_for_message(ref.message_id)
             ):
-                return None  # a reply to a proposal: the approval flow (cogs/ship.py) answers it
+                return None  # a reply to a proposal: the approval flow (bot/cogs/ship.py) answers it
             verb, words = ("ship", "ship it") if intent.kind == "approve" else ("reject", "don't ship")
             return (
                 f"There's nothing to {verb} here: reply **{words}** to a proposal's message "

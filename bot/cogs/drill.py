@@ -12,8 +12,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.kernel.errors import UserError
-from bot.runtime.attachment import Attachment, add_surface_cog, attached
+from mendbot.kernel.errors import UserError
+from mendbot.runtime.attachment import Attachment, add_surface_cog, attached
 
 
 class DrillCog(commands.Cog, name="Drill"):

@@ -2,8 +2,8 @@
 their code raised (the launcher's watch), and how long each took — never from what the code under test
 says about itself.
 
-A call the plan sent (`bot.improve.replay_plan`) becomes one proof item by its role and by the base's
-outcome:
+A call the plan sent (`mendbot.improve.proof.replay_plan`) becomes one proof item by its role and by the
+base's outcome:
 
 - **a recorded failing call** (shown to the agent or held out) proves the fix when it failed on the base
   and is answered on the branch *without the recorded error happening*: if the watch saw the recorded
@@ -43,9 +43,9 @@ from typing import Literal
 
 import msgspec
 
-from bot.improve.proof import ItemVerdict, ProofItem, Side
-from bot.improve.replay import Raised, ReplayResult
-from bot.improve.replay_plan import Failure, ReplayCase, ReplayPlan
+from mendbot.improve.proof.replay import Raised, ReplayResult
+from mendbot.improve.proof.replay_plan import Failure, ReplayCase, ReplayPlan
+from mendbot.improve.proof.verdict import ItemVerdict, ProofItem, Side
 
 __all__ = ["Comparison", "Timing", "handler_breadth", "judge_replay", "masked", "shape"]
 

@@ -1,6 +1,6 @@
 """Suspects found by following the data: where a bad value was made, not only where it was used.
 
-The ranking (bot/improve/localise.py) starts from frames, slow samples and the handler; from there
+The ranking (bot/improve/evidence/localise.py) starts from frames, slow samples and the handler; from there
 these rules add the code that made what the failing line used:
 
 - the definitions of names and the methods called on the lines feeding the failing line, attribute
@@ -21,7 +21,7 @@ these rules add the code that made what the failing line used:
   depth is none either); the functions whose results make the reply, followed down through what
   they return at equal weight, with the constants they read; calls whose exceptions a `try`
   swallows into a fallback answer;
-- the code that wrote a stored row the failing action read (`bot.db.provenance`).
+- the code that wrote a stored row the failing action read (`mendbot.db.provenance`).
 
 Each candidate keeps the lines the value went through (`data`): the recency of those lines says
 more than the recency of the whole function (a cosmetic edit of a signature is not the cause).
@@ -33,8 +33,8 @@ import ast
 import posixpath
 from dataclasses import dataclass, field
 
-from bot.improve import dataflow
-from bot.improve.source_index import ModuleIndex, SourceUnit, class_of, method_of, resolve
+from mendbot.improve.evidence import dataflow
+from mendbot.improve.evidence.source_index import ModuleIndex, SourceUnit, class_of, method_of, resolve
 
 __all__ = ["Candidate", "Pool", "arguments_up_the_stack", "callees", "derive_from_line", "from_writer"]
 

@@ -16,12 +16,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.observe.audit import parse_period
-from bot.runtime.attachment import Attachment, add_surface_cog, attached
+from mendbot.observe.audit import parse_period
+from mendbot.runtime.attachment import Attachment, add_surface_cog, attached
 
 if TYPE_CHECKING:
-    from bot.observe.audit_charts import Chart
-    from bot.observe.audit_report import AuditReport
+    from mendbot.observe.audit_charts import Chart
+    from mendbot.observe.audit_report import AuditReport
 
 
 def command_kinds(bot: commands.Bot | commands.AutoShardedBot, guild_id: int | None = None) -> set[str]:
@@ -54,8 +54,8 @@ class Audit(commands.Cog):
         self.audit.schedule.stop()
 
     async def _render(self, report: AuditReport) -> tuple[list[str], list[Chart]]:
-        from bot.observe.audit_charts import render_charts  # with the report, at the first audit
-        from bot.observe.audit_render import render_text
+        from mendbot.observe.audit_charts import render_charts  # with the report, at the first audit
+        from mendbot.observe.audit_render import render_text
 
         redact = self.bot.services.redactor.text
         texts = [redact(text) for text in render_text(report, report.highest_impact())]

@@ -23,8 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.improve import dataflow
-from bot.trust.path_rules import secret_reason
+from mendbot.improve.evidence import dataflow
+from mendbot.trust.path_rules import secret_reason
 
 __all__ = [
     "ModuleIndex",

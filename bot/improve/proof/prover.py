@@ -8,8 +8,8 @@ copy of exactly the base's tree and of the branch's (`Workspace.checkout`: no ig
 any worktree), in the OS sandbox, in identical environments — nothing tells the code which side it is,
 or that it is being judged:
 
-- **replay** (`bot.improve.replay`, planned by `bot.improve.replay_plan`, judged by
-  `bot.improve.proof_judge`): the recorded failing calls — those the agent's evidence showed and those
+- **replay** (`mendbot.improve.proof.replay`, planned by `mendbot.improve.proof.replay_plan`, judged by
+  `mendbot.improve.proof.judge`): the recorded failing calls — those the agent's evidence showed and those
   it held out — their neighbours (the same command with a nearby value), and recent calls that worked of
   every command the change can reach, sent over the wire to a bot started from each tree. The observer is
   the bot process itself, outside the sandbox; it judges what a user would see, what the code raised
@@ -24,8 +24,8 @@ or that it is being judged:
   not for a name the change adds), passes on the branch, **runs some of the lines the change made**, and
   replaces none of the code under test (a monkeypatch or mock of it proves nothing).
 
-The verdict they add up to, and how a proof reads, are `bot.improve.proof`; the Prover stores each proof
-it takes with the run.
+The verdict they add up to, and how a proof reads, are `mendbot.improve.proof.verdict`; the Prover stores
+each proof it takes with the run.
 """
 
 from __future__ import annotations
@@ -43,21 +43,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from bot.db import handlers as handler_queries
-from bot.db import proofs as queries
-from bot.db.core import Connection
-from bot.improve.proof import ItemVerdict, Proof, ProofItem, Side, proved_by_replay
-from bot.improve.proof_judge import Timing, judge_replay
-from bot.improve.replay import CALL_TIMEOUT_S, HostBot, ReplayError, ReplayResult, run_replay
-from bot.improve.replay_plan import Failure, ReplayCase, ReplayPlan, affected_kinds, plan_proof, plan_replay
-from bot.improve.verify import CheckResult, run_check
-from bot.improve.workspace import Workspace
-from bot.kernel.git import git
-from bot.kernel.log import get_logger
-from bot.trust import proof_runner
-from bot.trust.proof_runner import MARKER
-from bot.trust.sandbox import Sandbox, SandboxUnavailable
-from bot.trust.trees import overlay_tree
+from mendbot.db import handlers as handler_queries
+from mendbot.db import proofs as queries
+from mendbot.db.core import Connection
+from mendbot.improve.agent.verify import CheckResult, run_check
+from mendbot.improve.agent.workspace import Workspace
+from mendbot.improve.proof.judge import Timing, judge_replay
+from mendbot.improve.proof.replay import CALL_TIMEOUT_S, HostBot, ReplayError, ReplayResult, run_replay
+from mendbot.improve.proof.replay_plan import (
+    Failure,
+    ReplayCase,
+    ReplayPlan,
+    affected_kinds,
+    plan_proof,
+    plan_replay,
+)
+from mendbot.improve.proof.verdict import ItemVerdict, Proof, ProofItem, Side, proved_by_replay
+from mendbot.kernel.git import git
+from mendbot.kernel.log import get_logger
+from mendbot.trust import proof_runner
+from mendbot.trust.proof_runner import MARKER
+from mendbot.trust.sandbox import Sandbox, SandboxUnavailable
+from mendbot.trust.trees import overlay_tree
 
 __all__ = ["Prover", "changed_files", "changed_lines", "changed_tests"]
 
@@ -192,7 +199,7 @@ class Prover:
         shown: set[str] | None = None,
     ) -> Proof:
         """Commit `sha` against `base_sha`: regression tests and replay (module docstring). `shown`: the
-        failing calls the agent's evidence showed (`bot.improve.heldout`); the rest are held out."""
+        failing calls the agent's evidence showed (`mendbot.improve.proof.heldout`); the rest are held out."""
         started = time.perf_counter()
         repo = self._workspace.repo_root
         tests = await changed_tests(repo, base_sha, sha)

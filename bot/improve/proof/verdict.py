@@ -1,7 +1,7 @@
 """A proof of fix as the pipeline, the approval gate and the reports see it: its items — each an outcome on
 the base and one on the branch (recorded and live, after a deploy) with what was observed — its verdict,
 how it reads in a proposal and in chat, and how it is loaded from the `proofs` table. How a proof is taken
-is `bot.improve.prover`, how its replayed calls are judged `bot.improve.proof_judge`.
+is `mendbot.improve.proof.prover`, how its replayed calls are judged `mendbot.improve.proof.judge`.
 
 Each item has a role: a recorded failing call the agent was shown (`recorded`) or not (`held-out`), a
 `neighbour` (the same command with a nearby value), a call that worked before (`pass`), or a regression
@@ -30,8 +30,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from bot.db import proofs as queries
-from bot.db.core import Connection
+from mendbot.db import proofs as queries
+from mendbot.db.core import Connection
 
 __all__ = [
     "Basis",

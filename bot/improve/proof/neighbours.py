@@ -16,7 +16,7 @@ One value changes per neighbour, so the rest of the call still points at the sam
 of a call that failed on `sides == 6` include `!roll 1d6` and `!roll 4d6`. Generation is derandomized
 (the same call always has the same neighbours), so a proof can be taken again and read the same. Which
 neighbours fail the same way on the base, and which answered there, is the replay's to see
-(`bot.improve.prover`): neighbours are candidates, not verdicts.
+(`mendbot.improve.proof.prover`): neighbours are candidates, not verdicts.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@
    summary, kind, error type, message and frames — see bot/db/search.py), scaled by recency:
    `score = relevance / (1 + age_hours / 24)`;
 4. words that match no recorded failure: the handler whose code says what they describe
-   (bot/improve/handler_words.py), as a kind;
+   (bot/improve/evidence/handler_words.py), as a kind;
 5. nothing but "fix this": the one unresolved incident, or which of several.
 When the best two candidates score within 15% of each other and are different incidents, the
 target is ambiguous and lists them so the bot can ask which one.
@@ -29,14 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from bot.db import actions as action_queries
-from bot.db import handlers as handler_queries
-from bot.db import incidents as incident_queries
-from bot.db import search as queries
-from bot.db.core import Connection
-from bot.improve import handler_words
-from bot.improve.intent import named_kinds, search_words
-from bot.trust.sanitize import sanitize_untrusted
+from mendbot.db import actions as action_queries
+from mendbot.db import handlers as handler_queries
+from mendbot.db import incidents as incident_queries
+from mendbot.db import search as queries
+from mendbot.db.core import Connection
+from mendbot.improve.evidence import handler_words
+from mendbot.improve.intent import named_kinds, search_words
+from mendbot.trust.sanitize import sanitize_untrusted
 
 __all__ = ["AMBIGUITY_MARGIN", "Candidate", "Target", "known_kinds_in", "resolve_target"]
 
@@ -168,7 +168,7 @@ async def resolve_target(
     `known_kinds` defaults to every kind that has failed, had an incident or has a handler. `named`
     gives the kinds the request is about instead of reading them from its words (the model chose
     one). With `roots` (the checkouts whose code runs here), words that match no recorded failure lead to
-    the handlers whose code says what the request describes (bot/improve/handler_words.py).
+    the handlers whose code says what the request describes (bot/improve/evidence/handler_words.py).
     """
     now = time.time() if now is None else now
     if replied_incident_id is not None:

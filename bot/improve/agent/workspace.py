@@ -5,8 +5,8 @@ the bot runs from is never touched. The branch starts at main's sha as resolved 
 `base_sha`) and has no upstream: a worktree created from `origin/main` — or from a local main that tracks
 it, with `branch.autoSetupMerge=always` — would track main, and a bare `git push` from it would land on
 main. The pipeline, not the agent, commits (the bot's identity, a `Run-Id:` trailer, no hooks), reading
-the worktree as data (`bot.trust.trees`: what cannot be made inert fails the run), and scans the diff
-for secrets before it is proposed. Git runs the one way `bot.kernel.git` gives, which executes nothing a
+the worktree as data (`mendbot.trust.trees`: what cannot be made inert fails the run), and scans the diff
+for secrets before it is proposed. Git runs the one way `mendbot.kernel.git` gives, which executes nothing a
 repository's config or a worktree's attributes name; a repository whose config defines drivers that
 attributes could select gets no worktree at all.
 
@@ -26,11 +26,11 @@ from pathlib import Path
 
 import msgspec
 
-from bot.kernel.git import GitError, driver_problem, git
-from bot.kernel.log import get_logger
-from bot.kernel.process import ProcessResult
-from bot.kernel.sections import HostConfig
-from bot.trust.trees import HostileTree, Symlink, check_change, commit_worktree, materialise
+from mendbot.kernel.git import GitError, driver_problem, git
+from mendbot.kernel.log import get_logger
+from mendbot.kernel.process import ProcessResult
+from mendbot.kernel.sections import HostConfig
+from mendbot.trust.trees import HostileTree, Symlink, check_change, commit_worktree, materialise
 
 __all__ = [
     "HostileTree",
@@ -235,7 +235,7 @@ class Workspace:
 
     async def commit(self, worktree: Worktree | Path, message: str, run_id: int) -> str:
         """Commit the worktree's files as the bot with a `Run-Id:` trailer, read as data
-        (`bot.trust.trees`); returns the new sha. HostileTree when they carry what cannot be inert."""
+        (`mendbot.trust.trees`); returns the new sha. HostileTree when they carry what cannot be inert."""
         path = _path_of(worktree)
         try:
             sha = await commit_worktree(
@@ -278,7 +278,7 @@ class Workspace:
         return (await _git(_path_of(worktree), "rev-parse", "--verify", "HEAD^{commit}")).output.strip()
 
     async def check_change(self, base_sha: str, head_sha: str) -> list[Symlink]:
-        """`bot.trust.trees.check_change` in this repository: HostileTree, or the change's symlinks."""
+        """`mendbot.trust.trees.check_change` in this repository: HostileTree, or the change's symlinks."""
         try:
             return await check_change(self.repo_root, base_sha, head_sha)
         except GitError as exc:

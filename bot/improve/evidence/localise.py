@@ -1,6 +1,6 @@
 """Suspect functions for a fault, found and ranked deterministically from source, stacks and history.
 
-The evidence pack (bot/improve/evidence.py) collects the signals; this module turns them into a
+The evidence pack (bot/improve/evidence/gather.py) collects the signals; this module turns them into a
 ranked list of suspects — functions, settings classes, configuration files — each with the reasons
 it is there. Candidates come from:
 
@@ -11,7 +11,7 @@ it is there. Candidates come from:
   Discord to take a reply is not the code's and is left out;
 - the handler of the kind the request is about, from the handler map (a fault with no
   traceback still has an entry point);
-- following the data (bot/improve/follow.py): the frame that computed an argument the raising
+- following the data (bot/improve/evidence/follow.py): the frame that computed an argument the raising
   line used, the units that made the values a failing line reads (through attributes too), the
   settings and configuration read on the failing path, the functions called on the failing path,
   the units whose results make a wrong answer, calls whose exceptions are swallowed, and the
@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bot.improve.follow import (
+from mendbot.improve.evidence.follow import (
     Candidate,
     Pool,
     arguments_up_the_stack,
@@ -38,7 +38,7 @@ from bot.improve.follow import (
     from_writer,
     value_makers,
 )
-from bot.improve.source_index import ModuleIndex, terms_of
+from mendbot.improve.evidence.source_index import ModuleIndex, terms_of
 
 __all__ = [
     "RECORDING_WRAPPERS",

@@ -1,7 +1,7 @@
 """Shipping in Discord: ✅/🔐/❌ and Approve/Reject on a proposal, "ship it" replies, objections,
 /rollback, and the deploy reports (with a one-click rollback when a change regressed).
 
-Words and reactions are read by the one approval grammar (`bot.trust.grammar`). A message is about
+Words and reactions are read by the one approval grammar (`mendbot.trust.grammar`). A message is about
 a proposal when it replies to the proposal's message or is in the thread started from it; a message
 in a dev channel that names the run ("run 7", "#7") can hold it too, never approve or reject it.
 Approvals and objections follow the human through raw gateway events — a deleted or edited message, a
@@ -21,14 +21,14 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.deploy.approval import ApprovalForm
-from bot.deploy.reload import Reloader
-from bot.deploy.sources import SourceRead
-from bot.improve.runs import Run
-from bot.kernel.errors import UserError
-from bot.runtime.attachment import Attachment, add_surface_cog, attached, role_ids
-from bot.runtime.people import addressed
-from bot.trust.grammar import normalise, reaction_form, read_approval, run_references
+from mendbot.deploy.approval import ApprovalForm
+from mendbot.deploy.reload import Reloader
+from mendbot.deploy.sources import SourceRead
+from mendbot.improve.runs import Run
+from mendbot.kernel.errors import UserError
+from mendbot.runtime.attachment import Attachment, add_surface_cog, attached, role_ids
+from mendbot.runtime.people import addressed
+from mendbot.trust.grammar import normalise, reaction_form, read_approval, run_references
 
 
 def _parent(channel: Any) -> int | None:
@@ -95,7 +95,7 @@ class RollbackButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"
 
 
 class DiscordSources:
-    """`bot.deploy.sources.ApprovalSources` over discord.py: the message fetched from Discord (never
+    """`mendbot.deploy.sources.ApprovalSources` over discord.py: the message fetched from Discord (never
     the cache) and the users of each decision reaction on it, fetched too."""
 
     def __init__(

@@ -1,5 +1,5 @@
-"""The evidence pack that `bot.improve.evidence` gathers — the incident, its tracebacks, the calls a
-complaint means, the suspects, lessons, commits and source the coding agent is shown — and how it is
+"""The evidence pack that `mendbot.improve.evidence.gather` gathers — the incident, its tracebacks, the calls
+a complaint means, the suspects, lessons, commits and source the coding agent is shown — and how it is
 written as a prompt.
 
 `EvidencePack.render` writes it as a prompt section of at most `max_chars` characters. Each
@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from bot.db import handlers as handler_queries
-from bot.db.records import ActionRecord
-from bot.improve.history import _HISTORY_CHARS
-from bot.trust.sanitize import sanitize_untrusted, untrusted_block
+from mendbot.db import handlers as handler_queries
+from mendbot.db.records import ActionRecord
+from mendbot.improve.evidence.history import _HISTORY_CHARS
+from mendbot.trust.sanitize import sanitize_untrusted, untrusted_block
 
 __all__ = [
     "EvidencePack",
@@ -56,7 +56,7 @@ _UNSAFE_NAME = re.compile(r"[^\w./:@-]+")
 
 
 class LessonLike(Protocol):
-    """What evidence needs of a lesson (bot.improve.memory.Lesson has these fields)."""
+    """What evidence needs of a lesson (mendbot.improve.memory.Lesson has these fields)."""
 
     @property
     def fingerprint(self) -> str | None: ...
@@ -131,7 +131,7 @@ class EvidencePack:
     kinds: list[str] = field(default_factory=list)
     handlers: list[handler_queries.HandlerLocation] = field(default_factory=list)
     max_chars: int = 24000
-    # The failing calls shown (`bot.improve.heldout`): the rest are held out for the proof.
+    # The failing calls shown (`mendbot.improve.proof.heldout`): the rest are held out for the proof.
     shown_calls: set[str] = field(default_factory=set)
 
     @property

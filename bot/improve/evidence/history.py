@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bot.kernel.git import git
-from bot.kernel.log import get_logger
+from mendbot.kernel.git import git
+from mendbot.kernel.log import get_logger
 
 __all__ = ["file_history", "head_commit", "line_times"]
 

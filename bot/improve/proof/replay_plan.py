@@ -12,8 +12,9 @@ The proof of a fix sends more (`plan_proof`), in this order, the same on the bas
    (`probe`: two equal answers say the command is deterministic, two answers of one shape that only
    numbers vary), and neighbours of them. They go first, so both sides answer them from the same state;
 2. **the recorded failures** — `recorded` when the agent's evidence showed the call, `held-out` when it
-   did not (`bot.improve.heldout`);
-3. **neighbours** of the failures: the same command with one value changed (`bot.improve.neighbours`).
+   did not (`mendbot.improve.proof.heldout`);
+3. **neighbours** of the failures: the same command with one value changed
+(`mendbot.improve.proof.neighbours`).
 
 Which neighbours fail the same way on the base and which answer there is seen only when they are sent:
 the prover judges each by the base's outcome. Invocations whose outcome depends on state the recorder
@@ -33,12 +34,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from bot.db import handlers as handler_queries
-from bot.db import proofs as queries
-from bot.db.core import Connection
-from bot.improve.heldout import call_identity
-from bot.improve.neighbours import neighbours
-from bot.trust.redact import REDACTED
+from mendbot.db import handlers as handler_queries
+from mendbot.db import proofs as queries
+from mendbot.db.core import Connection
+from mendbot.improve.proof.heldout import call_identity
+from mendbot.improve.proof.neighbours import neighbours
+from mendbot.trust.redact import REDACTED
 
 __all__ = [
     "MAX_REPLAYS",
