@@ -5,6 +5,7 @@ mendbot.yaml, an entry point that ends at once, an extension that fails to load.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -15,6 +16,15 @@ from mendbot.tools.adopt import AdoptError, inspect_repository
 from tests.harness.hosts import host_repo
 from tests.harness.repo import git
 from tests.harness.wheel import installed_wheel
+
+_GIT_ENV = {
+    "PATH": "/usr/bin:/bin",
+    "HOME": "/nonexistent",
+    "GIT_AUTHOR_NAME": "a",
+    "GIT_AUTHOR_EMAIL": "a@example.org",
+    "GIT_COMMITTER_NAME": "a",
+    "GIT_COMMITTER_EMAIL": "a@example.org",
+}
 
 
 def _mendbot(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -90,6 +100,30 @@ def test_adopt_writes_mendbot_yaml_and_says_the_one_thing_left(tmp_path: Path) -
     assert "mendbot.yaml" in settings.improve.protected_paths
     again = _mendbot(tmp_path, "adopt", str(repo))
     assert again.returncode == 78 and "already exists" in _one_line(again)
+
+
+def test_adopt_keeps_its_data_out_of_git_and_says_how_to_commit(tmp_path: Path) -> None:
+    """adopt adds `.mendbot/` (its data_dir) to the bot's .gitignore, keeping the lines already there, and
+    says how to commit mendbot.yaml; the command it prints, run as printed, leaves the tree clean with
+    mendbot's database in place — fixes start from the committed main, and a dirty tree holds deploys."""
+    repo = host_repo(tmp_path, "shelf")
+    (repo / ".gitignore").write_text("__pycache__/\n*.pyc")  # no newline at its end
+    git(repo, "add", ".gitignore")
+    git(repo, "commit", "-qm", "ignore caches")
+    result = _mendbot(tmp_path, "adopt", str(repo))
+    assert result.returncode == 0, result.stderr
+    assert (repo / ".gitignore").read_text().splitlines() == ["__pycache__/", "*.pyc", ".mendbot/"]
+    assert "kept .mendbot/ out of git (.gitignore)" in result.stdout
+    (repo / ".mendbot").mkdir()
+    (repo / ".mendbot" / "mendbot.db").write_text("")
+    commit = re.search(r"`(git add [^`]+)`", result.stdout)
+    assert commit is not None, result.stdout
+    subprocess.run(commit.group(1), shell=True, cwd=repo, check=True, capture_output=True, env=_GIT_ENV)
+    assert git(repo, "status", "--porcelain", "--untracked-files=all").strip() == ""
+    assert "mendbot.yaml" in git(repo, "ls-files")
+    again = host_repo(tmp_path / "second", "shelf")
+    _mendbot(tmp_path, "adopt", str(again))
+    assert (again / ".gitignore").read_text() == ".mendbot/\n"  # made when there was none
 
 
 def _repo(tmp_path: Path, files: dict[str, str]) -> Path:

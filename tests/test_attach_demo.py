@@ -134,7 +134,7 @@ async def test_the_demo_fixes_a_fault_it_seeds_in_your_bot_and_leaves_your_tree_
             f"demo: seeded a fault in `{label}` ({file}:",
             ") in a scratch copy — your files are not changed",
             "Something went wrong on my side (ZeroDivisionError)",
-            "Incident #1: command:",
+            "Incident #1: the `",
             "reply m",
             "🧪 Proof: ✅ **proven by replay**",
             "ship it",
@@ -200,3 +200,77 @@ def test_the_demo_refuses_what_attach_refuses_in_one_line(tmp_path: Path) -> Non
         assert done.stdout == ""
     assert _git(dirty, "status", "--porcelain") == " M bot.py\n"
     assert sorted(p.name for p in plain.iterdir()) == ["bot.py"]
+
+
+OOPS_BOT = {
+    "bot.py": '''"""A bot with its own error handler, which logs to its console."""
+
+import logging
+import os
+
+import discord
+from discord.ext import commands
+
+logging.basicConfig(level=logging.INFO)
+
+
+class OopsBot(commands.Bot):
+    def __init__(self) -> None:
+        intents = discord.Intents.default()
+        intents.message_content = True
+        super().__init__(command_prefix="!", intents=intents)
+
+    async def setup_hook(self) -> None:
+        await self.load_extension("cogs.fun")
+
+    async def on_command_error(self, ctx: commands.Context, error: commands.CommandError) -> None:
+        await ctx.send("Oops, something went wrong.")
+
+
+if __name__ == "__main__":
+    OopsBot().run(os.environ["DISCORD_TOKEN"])
+''',
+    "cogs/__init__.py": "",
+    "cogs/fun.py": '''"""!fortune."""
+
+from discord.ext import commands
+
+
+class Fun(commands.Cog):
+    @commands.command()
+    async def fortune(self, ctx: commands.Context) -> None:
+        await ctx.send("You will ship it.")
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(Fun())
+''',
+}
+
+
+@pytest.mark.cli
+async def test_the_demo_on_a_bot_that_answers_its_own_failures(tmp_path: Path) -> None:
+    """A bot whose error handler says "Oops, something went wrong.": the proof shows that reply on the base
+    as the failure it is (❌ with the error raised), not "✅ answered"; once the fix is shipped, the command
+    answering again does not escalate the incident from the failures before the fix; and the last line
+    ends one sentence with one full stop, however the bot's answer ends."""
+    repo = tmp_path / "oops"
+    for name, text in OOPS_BOT.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "a bot")
+
+    code, out = await _demo(repo, tmp_path / "home", "python", "bot.py")
+
+    assert code == 0, out[-4000:]
+    proof = next(line for line in out.splitlines() if line.startswith("• replay `!fortune`"))
+    assert "base ❌ ZeroDivisionError in `fortune`, its error reply “Oops, something went wrong.”" in proof, (
+        proof
+    )
+    shipped = out[out.index("🚀 Merged") :]
+    assert "failing" not in shipped and "🔥" not in shipped, shipped  # not escalated by the failures before
+    assert "answers again: You will ship it. For real:" in out and ".." not in out.splitlines()[-1], out[
+        -600:
+    ]

@@ -121,7 +121,7 @@ async def _loop(
     announcement = await double.wait_for_message(_says(r"Incident #1"), channel=dev)
     await double.mention(dev, "fix this", author="alice", reply_to=announcement)
     proposal = await double.wait_for_message(
-        _says(r"Run #1 — .*fix ready for review: local://proposals/1"), channel=dev, timeout=180
+        _says(r"Run #1 — .*fix ready for review \(proposal #1\)"), channel=dev, timeout=180
     )
     # Proven by replaying its own program: the recorded call failed on the base and answers on the fix.
     shown = message_text(proposal)

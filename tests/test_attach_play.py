@@ -50,6 +50,6 @@ async def test_a_bot_plays_in_the_virtual_discord_with_mendbot_attached(tmp_path
     assert "mendbot playground ready — your bot (ShelfBot) with mendbot attached" in shown
     assert "shelved 0 × solaris" in shown
     assert shown.count("Something went wrong on my side (ZeroDivisionError)") == 5
-    assert "Incident #1: command:stock" in shown, shown[-3000:]
+    assert "Incident #1: the `stock` command" in shown, shown[-3000:]
     said = shown + err.decode()
     assert "Traceback" not in said and "handler map failed" not in said, said[-3000:]

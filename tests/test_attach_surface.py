@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import re
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import discord
+import msgspec
 import pytest
 from discord.ext import commands
 
@@ -270,4 +272,41 @@ async def test_cogs_that_cannot_come_up_answer_what_waited_and_say_so_in_dev(
         assert message_text(echoed) == "on we go"
     finally:
         gate.set()
+        await _stop(bot, task)
+
+
+async def test_the_dashboard_of_an_attached_bot_is_configured_by_its_mendbot_yaml(
+    tmp_path: Path, discord_api: DiscordDouble
+) -> None:
+    """`dashboard.enabled` in an attached bot's mendbot.yaml serves the dashboard: `/dashboard` gives alice
+    a link that opens its sign-in page. Without it, `/dashboard` says to set it in mendbot.yaml — the file
+    the bot runs from — never in a config.yaml it does not have."""
+    import aiohttp
+
+    off = _settings(tmp_path, discord_api)
+    bot, _, task = await _start(discord_api, off)
+    dev = discord_api.guild.channel("dev")
+    try:
+        await _until(
+            lambda: "dashboard" in {c["name"] for c in discord_api.synced.get(str(discord_api.guild.id), [])}
+        )
+        said = message_text(
+            await discord_api.response_to(await discord_api.slash(dev, "dashboard", author=ALICE))
+        )
+        assert "mendbot.yaml" in said and "config.yaml" not in said, said
+    finally:
+        await _stop(bot, task)
+
+    on = msgspec.structs.replace(_settings(tmp_path, discord_api))
+    on.dashboard = msgspec.structs.replace(on.dashboard, enabled=True, port=0)
+    bot, _, task = await _start(discord_api, on)
+    try:
+        said = message_text(
+            await discord_api.response_to(await discord_api.slash(dev, "dashboard", author=ALICE))
+        )
+        match = re.search(r"http://\S+/signin\?\S+", said)
+        assert match is not None, said
+        async with aiohttp.ClientSession() as session, session.get(match.group(0)) as page:
+            assert page.status == 200 and 'id="signin"' in await page.text()
+    finally:
         await _stop(bot, task)

@@ -114,3 +114,28 @@ async def test_the_other_way_in_records_announces_and_leaves_its_handlers(
             except BaseException:
                 print(bot.output(60))
                 raise
+
+
+async def test_a_bot_that_configures_logging_gets_no_raw_lines_of_mendbots(tmp_path: Path) -> None:
+    """A bot that calls `logging.basicConfig(level=logging.INFO)` keeps its console: its own lines as it
+    formats them, and nothing of mendbot's in structlog's raw form (`[warning  ] incident opened
+    [mendbot.observe.incidents] announced=True channel_id=…`) — an incident is said in #dev, not there."""
+    repo = host_repo(tmp_path, "counter")
+    source = (repo / "index.py").read_text()
+    (repo / "index.py").write_text(
+        source.replace(
+            "import os\n", "import logging\nimport os\n\nlogging.basicConfig(level=logging.INFO)\n", 1
+        )
+    )
+    git(repo, "commit", "-qam", "log to the console")
+    async with DiscordDouble() as discord_api:
+        write_config(repo, discord_api, ["python", "index.py"], bot={"token_env": "COUNTER_TOKEN"})
+        async with await LiveHost.start(discord_api, repo, "COUNTER_TOKEN") as bot:
+            general, dev = discord_api.guild.channel("general"), discord_api.guild.channel("dev")
+            for _ in range(5):
+                await _ask(discord_api, general, "+mean pears")
+            await discord_api.wait_for_message(_says(r"Incident #1"), channel=dev)
+            console = bot.output()
+    assert "INFO:discord.client:" in console  # the bot's own logging, as it set it up
+    for raw in ("[warning", "[info", "announced=True", "[bot.", "incident opened"):
+        assert raw not in console, console

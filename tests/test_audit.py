@@ -24,7 +24,7 @@ from mendbot.db.records import ActionRecord
 from mendbot.kernel.sections import AuditConfig
 from mendbot.kernel.settings import ConfigError, Settings
 from mendbot.observe.audit import AuditError, AuditSchedule, AuditService, parse_period
-from mendbot.observe.audit_charts import render_charts
+from mendbot.observe.audit_charts import chart_figures, render_charts
 from mendbot.observe.audit_render import render_text
 from mendbot.scale.leader import SoleLeader
 from mendbot.tools.playground import VirtualWorld
@@ -170,25 +170,25 @@ async def test_audit_reports_seeded_records_with_png_charts(world: VirtualWorld)
 
     assert "📋 **Self-audit** · last 24h (2025-12-31 12:00 → 2026-01-01 12:00 UTC)" in text
     assert "226 actions, 11 failed" in text
-    assert "🔴 `command:roll` 10/40 failed (25.0%) — 2500% of budget" in text
-    assert "🔴 `listener:on_message` 1/51 failed (2.0%) — 196% of budget" in text
-    assert "🟢 `chat:reply` 0/100 failed (0.0%) — 0% of budget" in text
-    assert "• `command:roll` 10× ZeroDivisionError: division by zero (`fp-roll`)" in text
-    assert "• `listener:on_message` 1× KeyError: 'user' (`fp-listener`)" in text
-    assert "⚠️ `command:slow` 300 / 300 (was 100 / 100, ×3.0)" in text
-    assert "• `chat:reply` 50 / 95 (was 50 / 95, ×1.0)" in text
-    assert "• `command:tiny` 500 / 500 (was 50 / 50, ×10.0)" in text  # too few samples to judge
+    assert "🔴 the `roll` command 10/40 failed (25.0%) — 2500% of budget" in text
+    assert "🔴 the `on_message` listener 1/51 failed (2.0%) — 196% of budget" in text
+    assert "🟢 chat replies 0/100 failed (0.0%) — 0% of budget" in text
+    assert "• the `roll` command 10× ZeroDivisionError: division by zero (`fp-roll`)" in text
+    assert "• the `on_message` listener 1× KeyError: 'user' (`fp-listener`)" in text
+    assert "⚠️ the `slow` command 300 / 300 (was 100 / 100, ×3.0)" in text
+    assert "• chat replies 50 / 95 (was 50 / 95, ×1.0)" in text
+    assert "• the `tiny` command 500 / 500 (was 50 / 50, ×10.0)" in text  # too few samples to judge
     assert "1 regression(s)." in text
     assert "**Incidents:** 2 opened, 1 resolved, 1 regressed · 2 open now" in text
     assert "**Runs:** 2 — 1 regressed, 1 reported · $1.75" in text
     assert "**Spend:** $2.75 (chat $1.00, runs $1.75)" in text
     assert "• 12-31 $0.50 (chat $0.00, runs $0.50)" in text
     assert "• 01-01 $2.25 (chat $1.00, runs $1.25)" in text
-    assert "🎯 **Highest impact:** `command:roll` failed 10× with ZeroDivisionError" in text
+    assert "🎯 **Highest impact:** the `roll` command failed 10× with ZeroDivisionError" in text
 
     never = text.split("**Never invoked**", 1)[1].split("\n", 1)[0]
-    assert "`command:remind`" in never and "`app:budget`" in never
-    assert "`command:roll`" not in never and "`command:slow`" not in never
+    assert "`remind`" in never and "`/budget`" in never
+    assert "`roll`" not in never and "`slow`" not in never
 
     assert sorted(a.filename for a in attachments) == [
         "failures_per_day.png",
@@ -207,7 +207,7 @@ async def test_audit_period_seven_days_takes_in_older_records(world: VirtualWorl
     await seed(world.bot.services.db, now)
     text, _ = await _audit(world, period="7d")
     assert "· last 7d (2025-12-25 12:00 → 2026-01-01 12:00 UTC)" in text
-    assert "🔴 `command:roll` 13/43 failed" in text
+    assert "🔴 the `roll` command 13/43 failed" in text
 
 
 async def test_audit_refusals_are_replies(world: VirtualWorld) -> None:
@@ -346,7 +346,7 @@ async def test_empty_period_still_renders(tmp_path: Path) -> None:
     service = AuditService(tmp_path / "empty.db", AuditConfig(), lambda: NOON)
     report = await service.report(timedelta(days=1), commands={"command:roll"})
     text = "\n".join(render_text(report))
-    assert "No actions in this period." in text and "**Never invoked** (1): `command:roll`" in text
+    assert "No actions in this period." in text and "**Never invoked** (1): `roll`" in text
     assert [_png_size(chart.png) for chart in render_charts(report, str)] == [(800, 400)] * 3
 
 
@@ -357,7 +357,7 @@ async def test_long_reports_are_split_into_messages(tmp_path: Path) -> None:
     report = await service.report(timedelta(days=1), commands=commands)
     messages = render_text(report)
     assert len(messages) > 1 and all(len(m) <= 2000 for m in messages)
-    assert "command:unused_119_with_a_long_name" in "".join(messages)
+    assert "`unused_119_with_a_long_name`" in "".join(messages)
 
 
 @pytest.mark.sqlite
@@ -414,3 +414,21 @@ async def test_a_process_that_does_not_lead_posts_no_scheduled_audit(tmp_path: P
         await world.env.advance_time(9 * HOUR + 60)
         await world.quiesce()
         assert not [m for m in bot_messages(world, world.dev) if "Self-audit" in m.content]
+
+
+async def test_charts_count_in_whole_numbers_on_one_axis(tmp_path: Path) -> None:
+    """Failures per day: one axis, from 0, every tick a whole number of failed actions (no "0.5 failed
+    actions", no percentage axis drawn over the bars) — with no failure at all and with some."""
+    await (await open_database(tmp_path / "empty.db")).close()
+    empty = await AuditService(tmp_path / "empty.db", AuditConfig(), lambda: NOON).report(timedelta(days=7))
+    seeded = await AuditService(await _seeded(tmp_path / "audit.db"), AuditConfig(), lambda: NOON).report(
+        timedelta(days=7)
+    )
+    for report in (empty, seeded):
+        for name, figure in chart_figures(report, str).items():
+            assert len(figure.axes) == 1, name  # no second axis drawn over the first
+        (axes,) = chart_figures(report, str)["failures_per_day"].axes
+        low, high = axes.get_ylim()
+        shown = [tick for tick in axes.get_yticks() if low <= tick <= high]
+        assert low == 0 and high >= 1 and shown, (low, high)
+        assert all(float(tick).is_integer() for tick in shown), shown

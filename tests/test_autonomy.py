@@ -12,6 +12,7 @@ from typing import Any
 import discord
 import pytest
 
+from mendbot.kernel.money import usd
 from mendbot.kernel.settings import Settings
 from mendbot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, make_settings, reply_text, running_world
@@ -114,7 +115,7 @@ async def test_an_error_incident_gets_an_investigation_and_its_root_cause(tmp_pa
     )
     assert run["cost_usd"] > 0
     assert "**Origin:** autonomous" in shown and "on my own" in shown
-    assert f"spent today ${run['cost_usd']:.2f} of $5.00" in budget
+    assert f"spent today {usd(run['cost_usd'])} of $5.00" in budget
     assert "**Spent today:** $0.00 of $20.00" in budget  # nothing booked to requested runs
     (stored,) = _rows(settings, "SELECT autonomy FROM incidents")
     assert stored[0] == note  # kept with the incident: a restart does not decide again
@@ -151,7 +152,7 @@ async def test_at_propose_a_verified_proposal_waits_for_ship_it(tmp_path: Path) 
         note = _note(world)
         (run,) = _rows(settings, "SELECT * FROM runs")
         assert (run["origin"], run["kind"], run["state"]) == ("autonomous", "fix", "awaiting_approval")
-        assert note is not None and "Fix ready, tests pass: local://proposals/1" in note
+        assert note is not None and "Fix ready, tests pass: proposal #1 (branch `mendbot/1-" in note
         assert f"**Root cause:** {DIAGNOSIS['root_cause']}" in note and "ship it" in note
         (proposal_message,) = [
             m for m in bot_messages(world, world.dev) if "fix ready for review" in m.content

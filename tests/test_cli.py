@@ -112,11 +112,12 @@ def test_an_incident_from_an_earlier_session_is_announced_again(tmp_path: Path) 
     config = _config(tmp_path, "discord: {extensions: [mendbot.cogs.incidents, tests.fixtures.buggy_dice]}\n")
     play = ["--config", str(config), "play", "--data-dir", str(tmp_path / "pg")]
     first = _mendbot(*play, cwd=tmp_path, stdin="!roll 1d6\n")
-    assert first.returncode == 0 and "Incident #1: command:roll" in first.stdout, first.stdout + first.stderr
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "Incident #1: the `roll` command" in first.stdout, first.stdout
     second = _mendbot(*play, cwd=tmp_path, stdin="#dev\n/incident 1 acknowledge\n")
     assert second.returncode == 0, second.stderr
     assert "[#dev] mendbot (m1): Incident #1 is now acknowledged." in second.stdout, second.stdout
-    assert "Incident #1: command:roll — acknowledged" in second.stdout, second.stdout
+    assert "Incident #1: the `roll` command — acknowledged" in second.stdout, second.stdout
     assert "Traceback" not in second.stderr and "bookkeeping failed" not in second.stderr, second.stderr
 
 

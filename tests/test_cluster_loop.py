@@ -258,7 +258,7 @@ async def _fix_on_the_worker(scene: Scene) -> dict[str, Any]:
     discord_api, dev = scene.discord_api, scene.dev
     await scene.fails(scene.away, "!roll 2d6", "ZeroDivisionError", 5)
     announcement = await discord_api.wait_for_message(_says(r"Incident #1"), channel=dev)
-    assert "command:roll" in message_text(announcement)
+    assert "the `roll` command" in message_text(announcement)
     await discord_api.mention(dev, "fix this", author="alice", reply_to=announcement)
     await discord_api.wait_for_message(_says(r"run #1 will fix incident #1"), channel=dev)
     proposal = await discord_api.wait_for_message(
@@ -315,7 +315,7 @@ async def _failover(scene: Scene) -> list[str]:
     await _until(lambda: _tailing(follower), 30, "the shard-1 process leading")
     assert time.monotonic() - killed < 15
     await scene.fails(scene.away, "!flip", "KeyError", 3)
-    await scene.discord_api.wait_for_message(_says(r"Incident #2.*command:flip"), channel=scene.dev)
+    await scene.discord_api.wait_for_message(_says(r"Incident #2.*the `flip` command"), channel=scene.dev)
     await asyncio.sleep(2)  # a second announcement would be out by now (the tail polls every 0.5 s)
     said_after = scene.said_in_dev()
     assert said_after[: len(said_before)] == said_before  # nothing said before was edited away

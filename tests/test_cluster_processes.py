@@ -182,7 +182,7 @@ async def test_killed_leader_the_other_process_announces_the_next_incident_once(
             await asyncio.sleep(1.5)  # anything announced twice would be by now (the tail polls every 0.5 s)
             texts = _announcements(double)
             assert len(texts) == 2, texts
-            assert "command:roll" in texts[0] and "command:dice" in texts[1]
+            assert "the `roll` command" in texts[0] and "the `dice` command" in texts[1]
 
 
 async def _all_ready(http: aiohttp.ClientSession, ports: list[int]) -> bool:

@@ -99,3 +99,26 @@ async def test_devmode_on_with_a_duration_as_the_readme_writes_it(world: Virtual
     assert re.search(r"Dev mode on for 45 min, until \d\d:\d\d UTC:", out), out
     assert "until in" not in out
     assert "state must be one of" not in out
+
+
+@pytest.mark.parametrize(
+    ("section", "written"),
+    [
+        ("access:\n  allowed_user_ids: [alice]\n", "'alice'"),
+        ("access:\n  allowed_role_ids: [moderators]\n", "'moderators'"),
+        ("discord:\n  dev_guild_id: my server\n", "'my server'"),
+    ],
+    ids=["user-name", "role-name", "guild-name"],
+)
+def test_a_name_where_a_discord_id_goes_says_how_to_copy_the_id(
+    tmp_path: Path, section: str, written: str
+) -> None:
+    """An allow-list entry (or a guild) written as a name is refused in one line that says it must be the
+    id, and how to get one: Developer Mode, then Copy ID — not only for a negative number."""
+    config = tmp_path / "config.yaml"
+    config.write_text(f"data_dir: {tmp_path / 'data'}\n{section}")
+    with pytest.raises(ConfigError) as refused:
+        load_settings(config, _env_file=None)
+    line = str(refused.value)
+    assert "\n" not in line and written in line, line
+    assert "a Discord id, not a name" in line and "Developer Mode" in line and "Copy" in line, line

@@ -312,7 +312,7 @@ async def test_the_audit_page_and_its_charts(dash_world: VirtualWorld, served: S
                 assert png.status == 200 and png.content_type == "image/png"
                 assert (await png.read()).startswith(b"\x89PNG")
         async with client.get(f"{served.url}/audit?period=soon") as bad:
-            assert bad.status == 200 and "isn&#39;t a period I can audit" in await bad.text()
+            assert bad.status == 400 and "isn&#39;t a period I can audit" in await bad.text()
         async with client.get(f"{served.url}/audit/nothing.png") as missing:
             assert missing.status == 404
 

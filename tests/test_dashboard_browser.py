@@ -17,6 +17,7 @@ import re
 import shutil
 import sqlite3
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +27,7 @@ import pytest
 from mendbot.tools.playground import VirtualWorld
 from tests.harness.dashboard import allow, git_change, seed_hostile_run, serving
 from tests.harness.discord import make_settings, reply_text, running_world
+from tests.harness.sql import sql
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
@@ -95,7 +97,7 @@ async def test_sign_in_from_chat_and_every_page(
         cookie = next(c for c in await page.context.cookies() if c["name"] == "mendbot_session")
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
         assert await page.evaluate("document.cookie") == ""  # HttpOnly: out of scripts' reach
-        await page.screenshot(path=str(shots / "overview.png"), full_page=True)
+        await page.screenshot(path=str(shots / "hostile-overview.png"), full_page=True)
         for path, heading, name in (
             ("/runs", "Runs", "runs"),
             (f"/runs/{run_id}", f"Run {run_id}", "run"),
@@ -106,7 +108,7 @@ async def test_sign_in_from_chat_and_every_page(
         ):
             await page.goto(served.url + path)
             await page.wait_for_selector(f"h1:has-text('{heading}')")
-            await page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+            await page.screenshot(path=str(shots / f"hostile-{name}.png"), full_page=True)
             if name == "run":
                 assert await page.locator("#diff .add").count() >= 4  # the diff, highlighted
 
@@ -176,17 +178,17 @@ async def test_a_run_event_shows_up_live(hostile: tuple[VirtualWorld, int], brow
         await page.goto(f"{served.url}/runs/{run_id}")
         await page.wait_for_load_state("networkidle")
         await page.evaluate("window.__same_page = true")
-        rows = await page.locator("#timeline tr").count()
+        rows = await page.locator("#timeline > tr").count()
         await world.bot.services.improve.runs.event(
-            run_id, "progress", actor="pipeline", detail={"lines": ["verifying <b>now</b>"]}
+            run_id, "progress", actor="pipeline", detail={"lines": ["verifying <b>now</b>", "then proving"]}
         )
         # Pushed to the open page (no reload, no polling by the test): found well within the wait.
-        await page.wait_for_selector("#timeline tr:has-text('verifying <b>now</b>')", timeout=15000)
-        assert await page.locator("#timeline tr").count() == rows + 1
+        await page.wait_for_selector("#timeline > tr:has-text('verifying <b>now</b>')", timeout=15000)
+        assert await page.locator("#timeline > tr").count() == rows + 1
         assert await page.evaluate("window.__same_page") is True  # updated in place, not reloaded
         assert await page.locator("#timeline b").count() == 0  # the live row is escaped too
-        detail = await page.locator("#timeline tr").last.locator("pre").text_content()
-        assert detail is not None and '\n "lines": [' in detail  # a multi-line detail keeps its lines
+        detail = await page.locator("#timeline > tr").last.locator("table.kv td").text_content()
+        assert detail == "verifying <b>now</b>\nthen proving"  # a multi-line detail keeps its lines
 
 
 @pytest.mark.cli
@@ -212,7 +214,7 @@ async def test_the_page_of_a_real_run(tmp_path: Path, browser: Browser, shots: P
                 "Root cause",
                 "scale_for divides",
                 "Risk",
-                "local://proposals/1",
+                "mendbot/1-",
                 "model request to",
             ):
                 assert part in body, part
@@ -288,8 +290,9 @@ async def test_a_sign_in_from_another_site_is_refused(
             await runner.cleanup()
 
 
-async def _demo_world(tmp_path: Path) -> Path:
-    """The demo's whole loop, run as a newcomer runs it (`mendbot play --demo`): its data directory."""
+async def _demo_world(tmp_path: Path) -> tuple[Path, str]:
+    """The demo's whole loop, run as a newcomer runs it (`mendbot play --demo`): its data directory and
+    what it printed."""
     dropped = ("MENDBOT_CONFIG", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "DISCORD_TOKEN")
     env = {k: v for k, v in os.environ.items() if k not in dropped}
     env["MENDBOT_CONFIG"] = os.devnull
@@ -300,7 +303,7 @@ async def _demo_world(tmp_path: Path) -> Path:
     )  # fmt: skip
     out, _ = await asyncio.wait_for(process.communicate(), 600)
     assert process.returncode == 0, out.decode()[-3000:]
-    return data
+    return data, out.decode()
 
 
 async def _shoot(page: Page, shots: Path, name: str) -> None:
@@ -318,6 +321,22 @@ def _keep(png: bytes, path: Path) -> None:
     Image.open(io.BytesIO(png)).convert("RGB").quantize(256).save(path, optimize=True)
 
 
+async def _stages_agree_with_chat(world: VirtualWorld, stages: list[str]) -> None:
+    """The run page's stages (their heading rows) took seconds of work, and `/run 1` in chat gives each
+    the same duration: one clock, one way of telling it."""
+    took = re.compile(r"^(\S+ [a-z ]+?) · (\d+\.\d s|\d+ s|\d+ min(?: \d+ s)?)", re.M)
+    on_page = [took.search(stage.split("\t", 1)[-1].strip()) for stage in stages]
+    page_stages = [(m.group(1), m.group(2)) for m in on_page if m is not None]
+    assert len(page_stages) == len(stages), stages
+    work = [
+        t for name, t in page_stages if name.split(" ", 1)[1] in ("investigating", "editing", "verifying")
+    ]
+    assert any(t != "0.0 s" for t in work), page_stages
+    run_in_chat = reply_text(await world.users["alice"].slash(world.dev, "run", run_id=1))
+    chat_stages = took.findall(run_in_chat.split("**Stages:**", 1)[1])
+    assert chat_stages == page_stages, (chat_stages, page_stages)
+
+
 @pytest.mark.cli
 async def test_the_pages_after_the_demo_read_as_content(
     tmp_path: Path, browser: Browser, shots: Path
@@ -327,7 +346,10 @@ async def test_the_pages_after_the_demo_read_as_content(
     with durations, its diagnosis and plan as prose, its checks ✅ with their output folded, its proof as
     the chat shows it and the evidence pack the agent was given; the incident counts the failure after the
     rollback, names who it hit and shows the pack too; the audit reads as a report. Screenshots kept."""
-    data = await _demo_world(tmp_path)
+    data, told = await _demo_world(tmp_path)
+    # The run took seconds of work on the playground's clock: its status says so (it said "· 0 s ·").
+    status = re.search(r"🤖 \*\*Run #1\*\* · fix · 👀 awaiting approval · (\d+) s · \$0\.\d+", told)
+    assert status is not None and int(status.group(1)) >= 1, told[:4000]
     settings = make_settings(data, repo_dir=data / "demo-repo")
     with sqlite3.connect(data / "mendbot.db") as db:
         (last,) = db.execute("SELECT max(ts) FROM run_events").fetchone()
@@ -347,6 +369,7 @@ async def test_the_pages_after_the_demo_read_as_content(
         await page.wait_for_load_state("networkidle")
         assert "⏪ rolled back" in await page.inner_text("h1")
         stages = await page.locator("#timeline tr.stage").all_inner_texts()
+        await _stages_agree_with_chat(world, stages)
         assert any("👁️ watching · 1 min" in stage for stage in stages), stages
         assert any("⏪ rolled back" in stage and "emergency rollback" in stage for stage in stages), stages
         assert "Root cause" in await page.inner_text("#diagnosis")
@@ -358,6 +381,7 @@ async def test_the_pages_after_the_demo_read_as_content(
         assert await page.locator("main time").count() > 10
         shown = await page.locator("main time").all_inner_texts()  # relative to the bot's clock
         assert all(re.fullmatch(r"(\d+ min )?\d+ s ago|\d+ min ago", when) for when in shown), shown
+        assert len(set(shown)) > 3, shown  # the timeline's rows are as far apart as the work was
         starts = {when.split(" min")[0] for when in shown}
         assert {"1", "2"} <= starts, shown  # the rollback a minute ago, the run a minute (its watch) before
         title = await page.get_attribute("#timeline time", "title")  # the moment, in the viewer's zone
@@ -374,3 +398,156 @@ async def test_the_pages_after_the_demo_read_as_content(
         await page.wait_for_selector("h1:has-text('Self-audit')")
         await page.wait_for_load_state("networkidle")  # its charts
         await _shoot(page, shots, "audit")
+
+        for path, name in (
+            ("/runs", "runs"),
+            ("/incidents", "incidents"),
+            ("/actions?listeners=1", "actions"),
+        ):
+            await page.goto(served.url + path)
+            main = await page.inner_text("main")
+            # The bot by its name, kinds and states by theirs (the raw values on hover).
+            assert "TestBot" not in main and "command:fortune" not in main and "rolled_back" not in main, main
+            await page.screenshot(path=str(shots / f"demo-{name}.png"), full_page=True)
+
+
+def _said(result: object) -> str:
+    """Everything an interaction answered: its response and its followups."""
+    messages = [getattr(result, "response", None), *getattr(result, "followups", [])]
+    return "\n".join(message.content for message in messages if message is not None and message.content)
+
+
+async def test_every_cost_figure_of_a_run_reads_the_same(
+    hostile: tuple[VirtualWorld, int], browser: Browser
+) -> None:
+    """A run whose one model request cost $0.0123: `/run N`, `/runs`, the audit's Spend in chat, and the
+    run's page, the runs list and the audit page all say $0.0123 (chat no longer rounds it to $0.01)."""
+    world, run_id = hostile
+    alice = world.users["alice"]
+    chat = [
+        reply_text(await alice.slash(world.dev, "run", run_id=run_id)),
+        reply_text(await alice.slash(world.dev, "runs")),
+        _said(await alice.slash(world.dev, "audit", period="24h")),
+    ]
+    for said in chat:
+        assert "$0.0123" in said and "$0.01 " not in said and "$0.01)" not in said, said
+    async with serving(world) as served:
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        await _sign_in(page, await _link_from_chat(world, "alice"))
+        for path in (f"/runs/{run_id}", "/runs", "/audit?period=24h"):
+            await page.goto(served.url + path)
+            text = await page.inner_text("main")
+            assert "$0.0123" in text and "$0.01 " not in text, (path, text)
+
+
+async def _seed_actions(world: VirtualWorld) -> None:
+    """What a busy bot records: forty messages its listeners read (listener:on_message, ok), a `!roll`
+    that failed, and a `/budget` from two days ago."""
+    recorder = world.bot.services.recorder
+    alice = world.users["alice"].id
+    for _ in range(40):
+        recorder.record("listener:on_message", "Chat", ok=True, duration_ms=0.3, user_id=alice)
+    recorder.record(
+        "command:roll", "Dice", ok=False, duration_ms=2.0, error=ZeroDivisionError("x"), user_id=alice
+    )
+    recorder.record("app:budget", "Improve", ok=True, duration_ms=4.0, user_id=alice)
+    await world.quiesce()
+    two_days_ago = time.time() - 2 * 86400
+    await sql(world.bot.services.db, "UPDATE actions SET ts = :ts WHERE kind = 'app:budget'", ts=two_days_ago)
+
+
+async def test_the_pages_name_what_they_show(
+    hostile: tuple[VirtualWorld, int], browser: Browser, shots: Path
+) -> None:
+    """Every id, state and kind a person reads is shown by name, the raw value a hover away: the sign-in
+    page names the member; a run's state reads "awaiting approval" (no "awaiting_approva…" cut in the
+    filter); kinds read "the `roll` command"; the timeline's actors are "the model gateway", "the coding
+    agent"; an event's details read as key and value ("1.94 s", not 1.9410600000000002 in raw JSON)."""
+    world, run_id = hostile
+    await world.bot.services.improve.runs.event(
+        run_id, "agent_session", actor="agent",
+        detail={"outcome": "success", "turns": 2, "duration_s": 1.9410600000000002, "tools": ["Edit", "Bash"]},  # noqa: E501
+    )  # fmt: skip
+    await _seed_actions(world)
+    alice = world.users["alice"].id
+    async with serving(world) as served:
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        await page.goto(await _link_from_chat(world, "alice"))
+        intro = await page.inner_text("main")
+        assert "made for alice" in intro and str(alice) not in intro, intro
+        assert await page.get_attribute("main .person", "title") == f"Discord id {alice}"
+        await page.screenshot(path=str(shots / "names-signin.png"), full_page=True)
+        await page.click("#signin")
+        await page.wait_for_selector("h1:has-text('Overview')")
+
+        await page.goto(f"{served.url}/runs")
+        text = await page.inner_text("main")
+        assert "awaiting_approva" not in text and "👀 awaiting approval" in text, text
+        assert await page.locator("select[name=state] option", has_text="rolled back").count() == 1
+        assert await page.get_attribute("td .state", "title") == "awaiting_approval"
+        await page.screenshot(path=str(shots / "names-runs.png"), full_page=True)
+
+        for path in ("/", "/incidents", "/incidents/1"):
+            await page.goto(served.url + path)
+            main = await page.inner_text("main")
+            assert "the roll command" in main and "command:roll" not in main, (path, main)
+            assert await page.get_attribute("main .kind", "title") == "command:roll", path
+        await page.screenshot(path=str(shots / "names-incident.png"), full_page=True)
+
+        await page.goto(f"{served.url}/runs/{run_id}")
+        who = await page.locator("#timeline > tr td:nth-child(4)").all_inner_texts()
+        assert (
+            "the model gateway" in who
+            and "the coding agent" in who
+            and "gateway" not in [w.strip() for w in who]
+        )
+        assert await page.get_attribute("#timeline .actor", "title") in ("agent", "gateway")
+        session = page.locator("#timeline > tr", has_text="agent session: success, 2 turn(s)")
+        await session.locator("summary").click()
+        details = await session.locator("table.kv").inner_text()
+        assert "duration s\t1.94 s" in details and "tools\tEdit\nBash" in details, details
+        assert "1.9410600000000002" not in await page.inner_text("main") and '"outcome"' not in details
+        await page.screenshot(path=str(shots / "names-run.png"), full_page=True)
+
+
+async def test_the_audit_and_the_actions_say_what_they_do_not_understand(
+    hostile: tuple[VirtualWorld, int], browser: Browser, shots: Path
+) -> None:
+    """An audit of a period that is not one answers with a clear error (not "Self-audit · last banana" with
+    literal backticks); the action explorer reads `since=yesterday`, says what it cannot read, and is not
+    drowned by the listeners' successes (every message the bot reads), which it shows when asked."""
+    world, _ = hostile
+    await _seed_actions(world)
+    async with serving(world) as served:
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        await _sign_in(page, await _link_from_chat(world, "alice"))
+
+        response = await page.goto(f"{served.url}/audit?period=banana")
+        assert response is not None and response.status == 400
+        assert (await page.inner_text("h1")).strip() == "Self-audit"
+        said = await page.inner_text("main")
+        assert "banana isn't a period I can audit" in said and "`" not in said, said
+        await page.screenshot(path=str(shots / "audit-unknown-period.png"), full_page=True)
+
+        await page.goto(f"{served.url}/actions")
+        rows = await page.locator("tbody tr").all_inner_texts()
+        assert any("the roll command" in row for row in rows), rows
+        assert not any("on_message" in row for row in rows), rows
+        assert "Successful listener calls — a row for every message the bot reads — are hidden" in (
+            await page.inner_text("main")
+        )
+        await page.screenshot(path=str(shots / "actions-default.png"), full_page=True)
+        await page.check("input[name=listeners]")
+        await page.click("button[type=submit]")
+        await page.wait_for_load_state("networkidle")
+        assert await page.locator("tbody tr", has_text="the on_message listener").count() >= 40
+
+        assert any("the /budget command" in row for row in rows), rows  # two days ago
+        await page.goto(f"{served.url}/actions?since=yesterday")
+        kinds = await page.locator("tbody tr").all_inner_texts()
+        assert any("the roll command" in row for row in kinds), kinds
+        assert not any("/budget" in row for row in kinds), kinds
+        response = await page.goto(f"{served.url}/actions?since=banana")
+        assert response is not None and response.status == 400
+        said = await page.inner_text("main")
+        assert "since" in said and "banana" in said and "yesterday" in said, said

@@ -59,13 +59,14 @@ async def test_the_demo_goes_from_failure_to_rollback_through_the_real_pipeline(
     assert code == 0, out[-3000:]
     story = [
         "── 1. A guild with a /fortune command",
-        "Incident #1: command:fortune",
+        "Incident #1: the `fortune` command",
         "Since: ",
         "Something went wrong on my side (ZeroDivisionError)",
         "alice in #dev> reply m1 fix this",
         "🔎 gathering evidence",
-        "🛠 Run #1 — fix ready for review: local://proposals/1",
+        "🛠 Run #1 — fix ready for review (proposal #1)\n```diff\ndiff --git a/cogs/fortune.py",
         "🧪 Proof: ✅ **proven by replay**",
+        "On the dashboard: http://127.0.0.1:",
         "mallory isn't allow-listed to approve.",
         "🚀 Merged",
         "✅ cogs.fortune reloaded",
@@ -84,7 +85,7 @@ async def test_the_demo_goes_from_failure_to_rollback_through_the_real_pipeline(
     assert out.rindex("Something went wrong on my side (ZeroDivisionError)") > out.index("⏪ Rolled back")
     # The failure after the rollback reopens the incident and is counted in it (it said "3 times").
     assert "Seen: 4 times, 2 users" in out[out.index("⏪ Rolled back") :]
-    assert "Traceback" not in out and "ANTHROPIC_API_KEY" not in out
+    assert "Traceback" not in out and "ANTHROPIC_API_KEY" not in out and "local://" not in out
     repo = tmp_path / "demo" / "demo-repo"
     assert BUG in (repo / "cogs" / "fortune.py").read_text()  # rolled back
     with sqlite3.connect(tmp_path / "demo" / "mendbot.db") as db:

@@ -306,3 +306,38 @@ def test_channel_permissions_follow_discords_order() -> None:
     assert not channel_permissions(guild, member, channel, 5).send_messages
     roles[1]["permissions"] = str(discord.Permissions(administrator=True).value)
     assert channel_permissions(guild, member, channel, 5).send_messages
+
+
+def test_doctor_in_an_adopted_bot_reads_its_mendbot_yaml(tmp_path: Path) -> None:
+    """In a bot's repository after `mendbot adopt`, `mendbot doctor` checks mendbot.yaml (its data in
+    `.mendbot/`, never a `data/mendbot.db` in the bot's tree), says how the bot runs with mendbot, and a
+    wrong value in mendbot.yaml is ❌ naming the file and the key, exit 1."""
+    from tests.harness.hosts import host_repo
+
+    repo = host_repo(tmp_path, "shelf")
+    env = {k: v for k, v in os.environ.items() if k not in ("MENDBOT_CONFIG", "DISCORD_TOKEN", "SHELF_TOKEN")}
+    mendbot = [str(Path(sys.executable).parent / "mendbot")]
+    subprocess.run([*mendbot, "adopt"], cwd=repo, env=env, capture_output=True, check=True)
+
+    def doctor() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*mendbot, "doctor"], cwd=repo, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+
+    good = doctor()
+    assert good.returncode == 0, good.stdout + good.stderr
+    lines = good.stdout.splitlines()
+    assert lines[0] == "✅ config: mendbot.yaml (your bot: python bot.py, bot:ShelfBot)", lines
+    assert lines[1].startswith("✅ mode: attached — `mendbot attach -- python bot.py`"), lines
+    assert "$SHELF_TOKEN" in lines[1]
+    assert any(line.startswith("✅ database: .mendbot/mendbot.db") for line in lines), lines
+    assert not (repo / "data").exists() and not (repo / "mendbot.db").exists()
+    changed = repo_git(repo, "status", "--porcelain", "--untracked-files=all").splitlines()
+    assert changed == ["?? .gitignore", "?? mendbot.yaml"], changed  # what adopt wrote, no data of mendbot's
+
+    text = (repo / "mendbot.yaml").read_text().replace("dev_guild_id: null", "dev_guild_id: my server")
+    (repo / "mendbot.yaml").write_text(text)
+    wrong = doctor()
+    assert wrong.returncode == 1
+    (line,) = wrong.stdout.strip().splitlines()
+    assert line.startswith("❌ config: ") and "mendbot.yaml" in line and "discord.dev_guild_id" in line, line

@@ -11,6 +11,7 @@ import pytest
 
 from mendbot.improve.drill import DrillReport, StageTime
 from mendbot.kernel.drills import DRILL_KIND, DRILL_USER_ID
+from mendbot.kernel.money import usd
 from mendbot.observe.audit import AuditService
 from mendbot.observe.audit_render import render_text
 from mendbot.tools.playground import VirtualWorld
@@ -94,7 +95,7 @@ async def test_a_drill_reaches_every_stage_in_time_and_its_proposal_never_merges
             audit = await _audit_text(world)
     assert run["cost_usd"] > 0
     assert "**Spent today:** $0.00" in budget
-    assert f"**Fire drills:** ${run['cost_usd']:.2f} today" in budget
+    assert f"**Fire drills:** {usd(run['cost_usd'])} today" in budget
     assert DRILL_KIND not in audit
 
 

@@ -130,7 +130,8 @@ async def test_fix_from_an_announcement_to_a_verified_proposal(tmp_path: Path) -
     assert (
         BUG in (repo / "tests" / "fixtures" / "buggy_dice.py").read_text()
     )  # the live checkout is untouched
-    assert any("local://proposals/1" in text_ and "ship it" in text_ for text_ in dev)
+    assert any("(proposal #1)\n```diff\n" in text_ and "ship it" in text_ for text_ in dev)
+    assert not any("local://" in text_ for text_ in dev)
     assert any(text_.startswith("🤖 **Run #1**") and "proposal ready" in text_ for text_ in dev)
     assert not (settings.data_dir / "worktrees" / "run-1").exists() or run["state"] == "awaiting_approval"
 

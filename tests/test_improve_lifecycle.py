@@ -52,7 +52,7 @@ async def test_cancel_interrupts_a_running_agent(tmp_path: Path) -> None:
         result = await alice.slash(world.dev, "cancel", run_id=1)
         await world.quiesce()
         settings = services.settings
-    assert "Run #1 is now ⏹️ `cancelled`" in str(
+    assert "Run #1 is now ⏹️ cancelled" in str(
         result.followups[0].content if result.followups else reply_text(result)
     )
     (run,) = _rows(settings, "SELECT state FROM runs")
@@ -161,7 +161,7 @@ async def test_killed_mid_run_is_interrupted_reported_and_resumable(tmp_path: Pa
         shown = out.decode()
         assert second.returncode == 0, shown
         assert "Run #1 was interrupted by a restart while editing" in shown
-        assert "⏸️ **#1** fix `interrupted`" in shown
+        assert "**#1** fix ⏸️ interrupted" in shown
         assert not (data / "worktrees" / "run-1").exists()
 
         model.script(_json_turn(DIAGNOSIS), _json_turn(PLAN), _edit_for(data, BUG, FIX), text("Fixed."))

@@ -107,14 +107,14 @@ async def test_failure_to_fix_to_ship_over_the_real_discord_client(tmp_path: Pat
                     failed = await discord_api.wait_for_message(_after(roll), channel=general)
                     assert "ZeroDivisionError" in message_text(failed)
                 announcement = await discord_api.wait_for_message(_says(r"Incident #1"), channel=dev)
-                assert "command:roll" in message_text(announcement)
+                assert "the `roll` command" in message_text(announcement)
                 bot_id = int(discord_api.user["id"])
                 await discord_api.wait_for_message(_offers_reactions(announcement, bot_id), channel=dev)
 
                 request = await discord_api.mention(dev, "fix this", author="alice", reply_to=announcement)
                 await discord_api.wait_for_message(_says(r"run #1 will fix incident #1"), channel=dev)
                 proposal = await discord_api.wait_for_message(
-                    _says(r"Run #1 — fix ready for review: local://proposals/1"), channel=dev, timeout=120
+                    _says(r"Run #1 — fix ready for review \(proposal #1\)"), channel=dev, timeout=120
                 )
                 progress = await discord_api.wait_for_message(
                     _says(r"^🤖 \*\*Run #1\*\*.*proposal ready"), channel=dev

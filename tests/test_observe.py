@@ -89,7 +89,7 @@ async def test_storm_of_500_errors_is_one_announcement_updated_in_place(tmp_path
             await user.send(world.general, "!roll 2d6")
         await world.quiesce()
         announcements = _announcements(world)
-        assert [a.embeds[0].title for a in announcements] == ["🔥 Incident #1: command:roll"]
+        assert [a.embeds[0].title for a in announcements] == ["🔥 Incident #1: the `roll` command"]
         (announcement,) = announcements
         assert _field(announcement, "Seen") == "500 times, 2 users"
         assert "ZeroDivisionError" in _field(announcement, "Sample error")
@@ -158,7 +158,7 @@ async def test_incidents_survive_a_restart_and_buttons_still_work(settings: Sett
         extensions = [n for n in discover_extensions() if n != "cogs.dice"] + ["tests.fixtures.buggy_dice"]
         await world.restart(await make_bot(settings, extensions))
         listed = await world.users["alice"].slash(world.dev, "incidents")
-        assert "#1" in reply_text(listed) and "command:roll" in reply_text(listed)
+        assert "#1" in reply_text(listed) and "the `roll` command" in reply_text(listed)
         await world.users["alice"].react(announcement, "🔍")
         clicked = await world.users["alice"].click(announcement, custom_id="incident:1:fix")
         # This world has no git checkout to work on: the old message's button and reaction still reach
@@ -188,7 +188,7 @@ async def test_a_storm_straddling_a_restart_is_announced_once(tmp_path: Path) ->
             await world.users["alice"].send(world.general, "!roll 2d6")
         await world.quiesce()
         (announcement,) = _announcements(world)
-        assert announcement.embeds[0].title == "🔥 Incident #1: command:roll"
+        assert announcement.embeds[0].title == "🔥 Incident #1: the `roll` command"
 
 
 async def test_only_allow_listed_users_can_request_mute_or_resolve(settings: Settings) -> None:

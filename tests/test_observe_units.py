@@ -367,3 +367,32 @@ async def test_a_restored_latency_baseline_compares_at_once(engine_db: core.Conn
     for i in range(20):
         empty.process(_record(NOW + i, duration_ms=400))
     assert empty_signals == []  # without the restore there is nothing to compare with
+
+
+def test_a_fix_gone_live_starts_its_kinds_windows_afresh() -> None:
+    """Four failures, then a fix goes live (`forget`): one success after it does not make "failing 80 % of
+    the time" of the failures before the fix, nor do they count toward a repeat; failures after it do."""
+    detector, signals = _detector(repeat={"count": 5})
+    for i in range(4):
+        detector.process(_record(i, ok=False, fp="a"))
+    detector.forget("command:roll", "a")
+    detector.process(_record(10, ok=True))
+    assert signals == []
+    for i in range(5):
+        detector.process(_record(20 + i, ok=False, fp="a"))
+    assert [s.rule for s in signals] == ["error_rate", "repeat"]
+
+
+def test_a_fix_rolled_back_counts_the_failures_before_it_again() -> None:
+    """Four failures, a fix gone live and a success, then the fix rolled back (`recall`): the failure that
+    follows escalates with the four before the fix, as the same fault back (5 of 6 in the window)."""
+    detector, signals = _detector(repeat={"count": 100})
+    for i in range(4):
+        detector.process(_record(i, ok=False, fp="a"))
+    detector.forget("command:roll", "a")
+    detector.process(_record(10, ok=True))
+    detector.recall("command:roll", "a")
+    assert signals == []
+    detector.process(_record(20, ok=False, fp="a"))
+    assert [(s.rule, s.count) for s in signals] == [("error_rate", 5)]
+    assert "5 of 6" in signals[0].summary

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -161,7 +164,7 @@ async def test_playground_runs_every_configured_shard(tmp_path: Path) -> None:
 
 async def test_runs_shows_each_state_with_its_own_icon(world: VirtualWorld) -> None:
     """/runs marks a resolved, a deployed, a watching and a rolled-back run each with its own icon (all
-    four were ⏳), and /run N names who asked by name with the id beside it."""
+    four were ⏳) and its state by name, and /run N names who asked by name with the id beside it."""
     runs = world.bot.services.improve.runs
     path = ["observing", "investigating", "planning", "editing", "verifying", "proposing",
             "awaiting_approval", "merging", "deployed", "watching", "resolved"]  # fmt: skip
@@ -173,10 +176,37 @@ async def test_runs_shows_each_state_with_its_own_icon(world: VirtualWorld) -> N
             await runs.rolled_back(run.id, actor=f"user:{world.users['alice'].id}", detail={})
     out = await _play(world, "#dev", "/runs", "/run 4")
     for icon, number, state in (("✅", 1, "resolved"), ("🚀", 2, "deployed"), ("👁️", 3, "watching"),
-                                ("⏪", 4, "rolled_back")):  # fmt: skip
-        assert f"{icon} **#{number}** fix `{state}`" in out, out
+                                ("⏪", 4, "rolled back")):  # fmt: skip
+        assert f"**#{number}** fix {icon} {state} $" in out, out
     assert f"**Origin:** requested by @alice (id {world.users['alice'].id})" in out
-    assert "⏪ `rolled_back` by alice" in out and "user:" not in out
+    assert "⏪ rolled back · 0.0 s — alice: rollback: revert" in out and "user:" not in out
+
+
+async def test_run_n_tells_its_stages_in_peoples_words(tmp_path: Path) -> None:
+    """/run N lists the run's stages by name, each with how long it took by the bot's clock (the
+    playground's), what it cost and who did it in people's words: no `model_request by gateway`,
+    `agent_session by agent`, no raw `awaiting_approval` or `rolled_back`."""
+    async with running_world(make_settings(tmp_path / "data"), playground=True) as world:
+        await _stages_told(world)
+
+
+async def _stages_told(world: VirtualWorld) -> None:
+    runs = world.bot.services.improve.runs
+    run = await runs.create("fix", world.users["alice"].id, world.dev.id, None, "the dice are broken")
+    await world.env.advance_time(2)
+    await runs.transition(run.id, "observing", actor="pipeline")
+    await runs.transition(run.id, "investigating", actor="pipeline")
+    await runs.event(run.id, "model_request", actor="gateway", cost_usd=0.0025, detail={"model": "m"})
+    await runs.event(run.id, "agent_session", actor="agent", detail={"outcome": "success", "turns": 1})
+    await world.env.advance_time(12)
+    for state in ("planning", "editing", "verifying", "proposing", "awaiting_approval"):
+        await runs.transition(run.id, state, actor="pipeline")
+    out = await _play(world, "#dev", "/run 1")
+    assert "🕒 queued · 2.0 s — alice" in out and "🔎 observing · 0.0 s — mendbot" in out, out
+    assert "🧠 investigating · 12 s · $0.0025 — mendbot" in out, out
+    assert "👀 awaiting approval · 0.0 s so far — mendbot" in out, out
+    for raw in ("model_request", "agent_session", "by gateway", "by agent", "awaiting_approval", "`"):
+        assert raw not in out.split("**Stages:**")[1], out
 
 
 async def test_an_incident_names_whose_calls_failed(world: VirtualWorld) -> None:
@@ -189,3 +219,42 @@ async def test_an_incident_names_whose_calls_failed(world: VirtualWorld) -> None
     await world.quiesce()
     out = await _play(world, "#dev", "/incident 1")
     assert " · alice" in out and f"user {alice.id}" not in out, out
+
+
+async def test_the_bot_in_the_playground_is_named_mendbot(world: VirtualWorld) -> None:
+    """The virtual Discord's bot user is mendbot — the name its messages, mentions and records carry (the
+    demo's dashboard showed "TestBot", the virtual Discord's default)."""
+    assert world.bot.user is not None and world.bot.user.name == "mendbot"
+    await world.users["alice"].send(world.general, "hello")
+    await world.quiesce()
+    assert world.bot.services.people.name(world.bot.user.id) == "mendbot"
+
+
+async def test_a_deferred_answer_is_not_printed_empty(
+    world: VirtualWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interactive playground prints what changed every half second: a slash command still "thinking"
+    (deferred, nothing said yet) is not printed as an empty message before its answer, which is printed
+    whole once it comes (the demo's `/rollback 1 now=true` showed `mendbot (m12):` and nothing)."""
+    audit = world.bot.services.audit
+    original = audit.report
+    reached, gate = asyncio.Event(), asyncio.Event()
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        reached.set()
+        await gate.wait()
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(audit, "report", held)
+    out = io.StringIO()
+    playground = Playground(world, out=out, echo=False, channel="dev")
+    asking = asyncio.create_task(playground.execute("/audit 24h"))
+    await reached.wait()
+    playground.print_changes()  # as `_interactive` does while a line is answered
+    gate.set()
+    await asking
+    await world.quiesce()
+    playground.print_changes()
+    printed = out.getvalue().splitlines()
+    assert not any(re.fullmatch(r"\[#dev\] mendbot \(m\d+\):", line) for line in printed), printed
+    assert any(line.startswith("[#dev] mendbot (m1): 📋 **Self-audit**") for line in printed), printed

@@ -105,9 +105,9 @@ async def test_every_command_is_answered_during_a_run_and_ctrl_c_leaves_it_resum
             terminal.type("/investigate the roll command is broken")
             await asyncio.wait_for(hold.reached.wait(), 120)
             answers = {
-                "/runs": "🧠 **#1** investigate `investigating`",
+                "/runs": "**#1** investigate 🧠 investigating",
                 "/run 1": "**Origin:** requested by @alice",
-                "@mendbot status": "🧠 #1 investigate `investigating`",
+                "@mendbot status": "#1 investigate 🧠 investigating",
             }
             for line, answer in answers.items():
                 terminal.type(line)
@@ -194,7 +194,7 @@ async def test_audit_counts_the_failures_just_recorded(tmp_path: Path) -> None:
                 "command:flaky", "test", ok=False, duration_ms=1.0, error=RuntimeError("flaky broke")
             )
         out = await _lines(world, "#dev", "/audit")
-    assert "`command:flaky` 6/6 failed" in out
+    assert "the `flaky` command 6/6 failed" in out
 
 
 async def test_an_incident_just_opened_reads_just_now(tmp_path: Path) -> None:

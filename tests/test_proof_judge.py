@@ -309,3 +309,22 @@ def test_a_bot_with_its_own_error_reply_fails_by_what_its_code_raised() -> None:
         still.items[0].note
         == "the ZeroDivisionError in `scale_for` still happens and reaches the bot's error handling"
     )
+
+
+def test_a_bots_own_error_reply_on_the_base_reads_as_the_failure_it_is() -> None:
+    """The base's cell of a bot that answers its failures itself ("Oops, something went wrong.") is the
+    failure it is — ❌ with the error raised and what the bot's handler said — not "✅ answered", and the
+    chat's proof line says so too."""
+    crash = _raised(("cogs/dice.py", "scale_for"), ("discord.ext.commands.core", "wrapped"), repo=False)
+    own = ReplayResult("1", True, "Oops, something went wrong.", None, 5.0, (crash,), WATCHED)
+    proof = _judged([_case("1", "recorded", "!roll 2d6")], [own], [_answer("1", "🎲 7")])
+    base = proof.items[0].base
+    assert base is not None and base.ok is False
+    assert (
+        base.cell()
+        == "❌ ZeroDivisionError in `scale_for`, its error reply “Oops, something went wrong.” (5 ms)"
+    )
+    assert (
+        "✅ answered “Oops" not in proof.chat() and "base ❌ ZeroDivisionError in `scale_for`" in proof.chat()
+    )
+    assert proof.items[0].branch is not None and proof.items[0].branch.cell().startswith("✅ answered “🎲 7”")

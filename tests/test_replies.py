@@ -70,10 +70,12 @@ async def test_a_refused_permission_reply_keeps_its_capital_i(world: VirtualWorl
 
 @pytest.mark.parametrize(
     ("seconds", "shown"),
-    [(0, "0 s"), (42, "42 s"), (60, "1 min"), (303, "5 min 3 s"), (3600, "1 h"), (55996, "15 h 33 min")],
-)
+    [(0, "0 s"), (42, "42 s"), (60, "1 min"), (303, "5 min 3 s"), (3600, "1 h"), (55996, "15 h 33 min"),
+     (93599, "1 d 2 h"), (3599.6, "1 h"), (7170, "2 h")],
+)  # fmt: skip
 def test_durations_read_as_people_write_them(seconds: float, shown: str) -> None:
-    """55996 seconds reads "15 h 33 min": two units at most, a zero second unit left out."""
+    """55996 seconds reads "15 h 33 min": two units at most, a zero second unit left out, rounded to the
+    smaller unit (a day and two hours less a second is "1 d 2 h")."""
     assert human_duration(seconds) == shown
     assert relative(seconds) == f"in {shown}" and relative(-seconds - 1).endswith(" ago")
 

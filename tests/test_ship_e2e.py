@@ -73,10 +73,10 @@ async def _to_proposal(pg: PlaygroundProcess) -> str:
     await pg.send("#dev")
     await pg.send("wait")
     announcement = await pg.expect(r"\[#dev\] mendbot \((m\d+)\):$")
-    await pg.expect(r"Incident #1: command:roll")
+    await pg.expect(r"Incident #1: the `roll` command")
     await pg.send(f"react {announcement.group(1)} 🛠")
     proposal = await pg.expect(
-        r"\[#dev\] mendbot \((m\d+)\): 🛠 Run #1 — fix ready for review: local://proposals/1", timeout=120
+        r"\[#dev\] mendbot \((m\d+)\): 🛠 Run #1 — fix ready for review \(proposal #1\)", timeout=120
     )
     return proposal.group(1)
 

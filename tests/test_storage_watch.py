@@ -87,7 +87,7 @@ async def test_a_deleted_database_is_announced_on_the_next_flush_with_what_is_lo
         # A connection opened after the deletion (retention's) may have made a new, empty file there.
         assert health["storage_fault"] in ("deleted", "replaced")
         listed = reply_text(await world.users["alice"].slash(world.dev, "incidents"))
-        assert "`storage`" in listed and "deleted" in listed
+        assert "🔥 storage — " in listed and "deleted" in listed
         # The action log holds what the database missed.
         logged = (settings.log_dir / "actions.ndjson").read_text().count('"kind":"command:roll"')
         assert logged == 4
@@ -206,7 +206,7 @@ async def test_incidents_lists_the_storage_incident_while_the_database_is_locked
         assert len(_storage_announcements(world)) == 1
         listed = reply_text(await world.users["alice"].slash(world.dev, "incidents"))
         assert "No open incidents" not in listed
-        assert "`storage`" in listed and "locked" in listed
+        assert "🔥 storage — " in listed and "locked" in listed
         assert world.bot.services.health()["incidents_active"] == 1
 
 

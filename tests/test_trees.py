@@ -155,7 +155,9 @@ async def test_the_commit_takes_what_add_all_would(
     await materialise(repo, sha, dest)
     listed = set(plain_git(repo, "ls-tree", "-r", "--name-only", sha).splitlines())
     on_disk = {
-        path.relative_to(dest).as_posix() for path in dest.rglob("*") if path.is_symlink() or not path.is_dir()
+        path.relative_to(dest).as_posix()
+        for path in dest.rglob("*")
+        if path.is_symlink() or not path.is_dir()
     }
     assert on_disk == listed
     assert (

@@ -53,7 +53,7 @@ class RecordingReporter:
     async def progress(self, run: Run, lines: list[str]) -> None:
         self.progress_calls.append((run.id, lines))
 
-    async def report(self, run: Run, text: str) -> None:
+    async def report(self, run: Run, text: str, *, diff: str | None = None) -> None:
         self.reports.append((run.id, text))
 
 

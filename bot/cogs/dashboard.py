@@ -12,6 +12,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from mendbot.kernel.settings import config_file_shown
 from mendbot.runtime.attachment import Attachment, add_surface_cog, attached
 
 
@@ -33,8 +34,9 @@ class Dashboard(commands.Cog):
         signin = services.dashboard
         link = await signin.link(interaction.user.id) if signin is not None else None
         if signin is None or link is None:
+            where = config_file_shown(services.settings)
             await interaction.response.send_message(
-                "The dashboard is not served here: set `dashboard.enabled: true` in config.yaml and restart.",
+                f"The dashboard is not served here: set `dashboard.enabled: true` in {where} and restart.",
                 ephemeral=True,
             )
             return

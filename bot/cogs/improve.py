@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 from typing import TYPE_CHECKING, Any, Literal
 
 import discord
@@ -19,11 +20,12 @@ from discord import app_commands
 from discord.ext import commands
 
 from mendbot.improve.intent import Intent, parse_intent
-from mendbot.improve.runs import STATE_ICONS, TERMINAL_STATES, Run, RunKind
+from mendbot.improve.runs import TERMINAL_STATES, Run, RunKind
 from mendbot.kernel.errors import UserError
 from mendbot.kernel.log import get_logger
+from mendbot.kernel.money import usd
 from mendbot.runtime.attachment import Attachment, add_surface_cog, attached, role_ids, takes_no_words
-from mendbot.runtime.run_text import run_detail, state_shown, status_text
+from mendbot.runtime.run_text import proposal_message, run_detail, state_shown, status_text
 from mendbot.trust.grammar import read_approval
 
 from ._asking import (
@@ -102,7 +104,7 @@ class Improve(commands.Cog):
         message = await channel.send(text)
         await self.improve.runs.update(run.id, status_message_id=message.id)
 
-    async def report(self, run: Run, text: str) -> None:
+    async def report(self, run: Run, text: str, *, diff: str | None = None) -> None:
         self._stop_typing(run.id)
         channel = self.bot.run_channel(run.channel_id)
         if channel is None:
@@ -111,7 +113,12 @@ class Improve(commands.Cog):
         if proposal is None:
             message = await channel.send(text[:2000])
         else:  # the proposal's message: approvals (✅, buttons, "ship it" replies) attach to it
-            message = await channel.send(text[:2000], view=proposal_view(proposal))
+            signin = self.bot.services.dashboard
+            content, attached = proposal_message(
+                run.id, text, diff, signin.base_url if signin is not None else None
+            )
+            files = [discord.File(io.BytesIO(attached[1]), filename=attached[0])] if attached else []
+            message = await channel.send(content, view=proposal_view(proposal), files=files)
             await self.bot.services.deploy.approvals.register_message(
                 proposal, message.channel.id, message.id
             )
@@ -160,7 +167,7 @@ class Improve(commands.Cog):
         except UserError as exc:
             return str(exc)
         if joined:
-            return f"Run #{run.id} is already on it (`{run.state}`)."
+            return f"Run #{run.id} is already on it ({state_shown(run.state)})."
         target = f" incident #{incident_id}" if incident_id else (f" `{target_kind}`" if target_kind else "")
         return f"On it: run #{run.id} will {kind}{target}. I'll keep its status message up to date."
 
@@ -213,8 +220,7 @@ class Improve(commands.Cog):
     async def list_runs(self, interaction: discord.Interaction[Any]) -> None:
         runs = await self.improve.runs.list_recent(10)
         lines = [
-            f"{STATE_ICONS[r.state]} **#{r.id}** {r.kind} `{r.state}` ${r.cost_usd:.2f} — "
-            f"{r.description[:80]}"
+            f"**#{r.id}** {r.kind} {state_shown(r.state)} {usd(r.cost_usd)} — {r.description[:80]}"
             for r in runs
         ] or ["No runs yet."]
         await interaction.response.send_message("\n".join(lines)[:2000])
@@ -496,9 +502,7 @@ class Improve(commands.Cog):
             runs = await self.improve.runs.active()
             if not runs:
                 return "Nothing running. `/runs` lists recent runs."
-            return "\n".join(
-                f"{STATE_ICONS[r.state]} #{r.id} {r.kind} `{r.state}` ${r.cost_usd:.2f}" for r in runs
-            )
+            return "\n".join(f"#{r.id} {r.kind} {state_shown(r.state)} {usd(r.cost_usd)}" for r in runs)
         if intent.kind == "cancel":
             if not self._allowed(user, "cancel", via="words"):
                 return "Only allow-listed developers can cancel runs."
@@ -549,7 +553,7 @@ class Improve(commands.Cog):
         except UserError as exc:
             return str(exc)
         if joined:
-            return f"Run #{run.id} is already on it (`{run.state}`)."
+            return f"Run #{run.id} is already on it ({state_shown(run.state)})."
         return f"🔁 Run #{run.id} redoes run #{run_id} on the current main; its proposal replaces the old."
 
     async def _objects_to_a_proposal(self, message: discord.Message) -> bool:

@@ -10,10 +10,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from mendbot.improve.runs import RunKind
+from mendbot.improve.runs import RunKind, state_label
 from mendbot.kernel.errors import UserError
 from mendbot.kernel.log import get_logger
 from mendbot.observe.incident import Incident
+from mendbot.observe.kind_words import kind_words
 from mendbot.runtime.attachment import Attachment, add_surface_cog, attached
 from mendbot.runtime.people import addressed
 
@@ -61,7 +62,7 @@ def render(incident: Incident) -> discord.Embed:
     sample = incident.sample
     state = "" if incident.state == "open" else f" — {incident.state}"
     embed = discord.Embed(
-        title=f"{_ICONS[incident.level]} Incident #{incident.id}: {incident.kind}{state}",
+        title=f"{_ICONS[incident.level]} Incident #{incident.id}: {kind_words(incident.kind)}{state}",
         description=incident.summary,
         colour=discord.Colour.dark_grey()
         if incident.state in ("resolved", "muted")
@@ -170,7 +171,7 @@ async def request_action(
                 requester_id=user.id,
                 channel_id=incident.channel_id,
                 incident_id=incident_id,
-                description=f"{incident.kind}: {incident.summary}",
+                description=f"{kind_words(incident.kind)}: {incident.summary}",
             )
         except UserError:
             await services.incidents.withdraw_request(incident_id, user.id, action)  # so they can ask again
@@ -178,7 +179,7 @@ async def request_action(
     except UserError as exc:
         return str(exc)
     if joined:
-        return f"Run #{run.id} is already on it (`{run.state}`)."
+        return f"Run #{run.id} is already on it ({state_label(run.state)})."
     return f"On it: run #{run.id} will {action} incident #{incident_id} (requested by {user.display_name})."
 
 
@@ -281,7 +282,7 @@ class Incidents(commands.Cog):
         )
         lines = [
             (f"**#{i.id}**" if i.id is not None else "**(not saved yet)**")
-            + f" {_ICONS[i.level]} `{i.kind}` — {i.summary} · seen {i.count}× · {i.state}"
+            + f" {_ICONS[i.level]} {kind_words(i.kind)} — {i.summary} · seen {i.count}× · {i.state}"
             + (" · environment" if i.category == "environment" else "")
             for i in active
         ] or ["No open incidents. 🎉"]

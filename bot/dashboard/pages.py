@@ -25,7 +25,7 @@ from mendbot.db import browse, proposals, runs
 from mendbot.db import incidents as incident_queries
 from mendbot.db.browse import ActionFilter
 from mendbot.db.core import Connection
-from mendbot.improve.runs import ACTIVE_STATES, TERMINAL_STATES
+from mendbot.improve.runs import ACTIVE_STATES, STATE_ICONS, TERMINAL_STATES, state_label
 from mendbot.kernel.git import git
 from mendbot.kernel.settings import Settings
 from mendbot.observe.audit import AuditError, AuditService, parse_period
@@ -146,7 +146,12 @@ class PageReader:
         more = len(found) > size
         found = found[:size]
         return self._page(
-            {"runs": found, "state": state, "next": found[-1]["id"] if more and found else None}
+            {
+                "runs": found,
+                "state": state,
+                "states": [(name, state_label(name)) for name in STATE_ICONS],  # the filter's, by name
+                "next": found[-1]["id"] if more and found else None,
+            }
         )
 
     def name_of(self, user_id: int) -> str | None:
@@ -165,7 +170,7 @@ class PageReader:
         requests = [e for e in events if e["event"] == "model_request"]
         evidence = latest.get("evidence") or {}
         ended = run["updated_at"] if run["state"] in TERMINAL_STATES else None
-        stages = run_view.stages(events, ended=ended, now=self.clock())
+        stages = run_view.stages(events, ended=ended, now=self.clock(), name_of=self.names)
         return self._page(
             {
                 "run": run,
@@ -185,10 +190,13 @@ class PageReader:
                 else None,
                 "diff": diff_lines(await self._diff(run)),
                 "proofs": run_view.proof_views(await browse.proofs_of_run(self.db, run_id)),
-                "proposals": [msgspec.structs.asdict(p) for p in await proposals.by_run(self.db, run_id)],
+                "proposals": [
+                    {**msgspec.structs.asdict(p), "link": p.link}
+                    for p in await proposals.by_run(self.db, run_id)
+                ],
                 "approvals": await browse.approvals_of_run(self.db, run_id),
                 "objections": await browse.objections_of_run(self.db, run_id),
-                "requests": [run_view.event_row(e) for e in requests],
+                "requests": [run_view.event_row(e, self.names) for e in requests],
                 "request_cost": sum(e["cost_usd"] for e in requests),
             }
         )
@@ -196,7 +204,7 @@ class PageReader:
     async def events_after(self, run_id: int, after: int) -> list[dict[str, Any]]:
         """The run's events after `after`, as timeline rows (the live stream's news)."""
         found = await browse.events_after(self.db, run_id, after)
-        return [self._page(run_view.event_row(e)) for e in found]
+        return [self._page(run_view.event_row(e, self.names)) for e in found]
 
     async def _diff(self, run: dict[str, Any]) -> str:
         """The run's change as a unified diff, from the repository (its branch is kept there)."""

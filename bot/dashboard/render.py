@@ -7,7 +7,8 @@ adds markup of its own, so a value from outside the bot stays text:
   it relative ("3 min ago") with the moment in the viewer's own time zone on hover.
 - `person(user_id)`: the name the bot knows them by, the Discord id on hover ("user 1234…" when it
   knows no name).
-- `state(name)`: a run state with its icon (`mendbot.improve.runs.STATE_ICONS`), as chat shows it.
+- `state(name)`: a run state by name with its icon (`mendbot.improve.runs.state_label`), as chat shows it.
+- `kind(kind)`: what an action kind records, in words ("the `roll` command", `mendbot.observe.kind_words`).
 - `took(seconds)`: a duration as people read it ("2 min 5 s", "0.4 s").
 - `chat(text)`: text written for Discord (`**bold**`, `` `code` ``) as HTML.
 """
@@ -21,10 +22,11 @@ from datetime import UTC, datetime
 import jinja2
 from markupsafe import Markup, escape
 
-from mendbot.improve.runs import STATE_ICONS
-from mendbot.kernel.durations import human_duration
+from mendbot.improve.runs import state_label
+from mendbot.kernel.durations import took as took_words
+from mendbot.observe.kind_words import kind_words
 
-__all__ = ["chat", "install", "moment", "person", "state", "took"]
+__all__ = ["chat", "install", "kind", "moment", "person", "state", "took"]
 
 _BOLD = re.compile(r"\*\*(.+?)\*\*", re.S)
 _CODE = re.compile(r"`([^`\n]+)`")
@@ -40,16 +42,21 @@ def moment(ts: float | None) -> Markup:
 
 
 def took(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    return f"{seconds:.1f} s" if seconds < 10 else human_duration(seconds)
+    return "" if seconds is None else took_words(seconds)  # as `/run N` says it (bot/kernel/durations.py)
 
 
 def state(name: str | None) -> Markup:
+    """A run state by name with its icon, as chat says it; the stored value on hover."""
     if not name:
         return Markup("")
-    icon = STATE_ICONS.get(name, "•")  # type: ignore[call-overload]  # a stored state is any text
-    return Markup('<span class="state {}">{} {}</span>').format(name, icon, name.replace("_", " "))
+    return Markup('<span class="state {}" title="{}">{}</span>').format(name, name, state_label(name))
+
+
+def kind(value: str | None) -> Markup:
+    """What an action kind records, in words ("the `roll` command"); the kind itself on hover."""
+    if not value:
+        return Markup("")
+    return Markup('<span class="kind" title="{}">{}</span>').format(value, chat(kind_words(value)))
 
 
 def chat(text: str | None) -> Markup:
@@ -74,4 +81,5 @@ def install(env: jinja2.Environment, names: Callable[[int], str | None]) -> None
     env.filters["took"] = took
     env.filters["state"] = state
     env.filters["chat"] = chat
+    env.filters["kind"] = kind
     env.globals["person"] = lambda user_id: person(names, user_id)

@@ -13,14 +13,16 @@ Plain functions over the rows `mendbot.db.runs` and `mendbot.db.browse` return; 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from mendbot.improve.proof.verdict import Proof, ProofItem
+from mendbot.improve.run_story import STAGE_EVENTS, actor_words, describe, stage_note
+from mendbot.improve.run_story import stages as story_stages
+from mendbot.kernel.money import usd
 
-__all__ = ["attempts", "describe", "event_row", "proof_views", "prose", "raw", "stages"]
+__all__ = ["attempts", "describe", "details", "event_row", "proof_views", "prose", "raw", "stages"]
 
-_CUT = 160
 # Labels for the keys the agent's diagnosis and plan use (bot/improve/stages.py, prompts/agent/*).
 _LABELS = {
     "root_cause": "Root cause",
@@ -33,13 +35,7 @@ _LABELS = {
     "rollback": "Rollback",
 }
 _FIRST = tuple(_LABELS)
-_PROOFS = {
-    "proof": "proof",
-    "proof_live": "proof on the live code",
-    "proof_rollback": "proof of the rollback",
-}
-# The events that change a run's state: each begins a stage of the timeline.
-_STAGE_EVENTS = ("created", "transition")
+_LINES_AT_MOST = 40  # of a long value (a list, a text): the rest is summed up
 
 
 def raw(detail: Any) -> str:
@@ -51,112 +47,79 @@ def raw(detail: Any) -> str:
     return json.dumps(detail, indent=1, ensure_ascii=False, sort_keys=True, default=str)
 
 
-def _cut(text: str, limit: int = _CUT) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _value(key: str, value: Any) -> str:
+    """A detail's value as a person reads it: 1.94 (not 1.9410600000000002), seconds and dollars with
+    their units, a list one item per line."""
+    if isinstance(value, bool) or value is None:
+        return {True: "yes", False: "no", None: "—"}[value]
+    if isinstance(value, int | float):
+        if key.endswith("_usd"):
+            return usd(value)
+        number = f"{value:,}" if isinstance(value, int) or float(value).is_integer() else f"{value:.3g}"
+        number = number.removesuffix(".0")
+        unit = next((unit for suffix, unit in (("_ms", " ms"), ("_s", " s")) if key.endswith(suffix)), "")
+        return number + unit
+    if isinstance(value, list):
+        items = [_value(key, item) for item in value[:_LINES_AT_MOST]]
+        more = [f"… and {len(value) - _LINES_AT_MOST} more"] if len(value) > _LINES_AT_MOST else []
+        return "\n".join([*items, *more])
+    if isinstance(value, Mapping):
+        return "\n".join(f"{name}: {_value(str(name), item)}" for name, item in value.items())
+    return str(value)
 
 
-def _names(values: Any) -> str:
-    if isinstance(values, list):
-        return ", ".join(str(value) for value in values[:5]) + (" …" if len(values) > 5 else "")
-    return str(values)
+def details(detail: Any) -> list[tuple[str, str]]:
+    """An event's stored detail as (what, value) pairs, in the order stored: what a row folds beneath its
+    sentence, read as a form is rather than as JSON squeezed into a column."""
+    if not detail:
+        return []
+    if not isinstance(detail, Mapping):
+        return [("", str(detail))]
+    return [(str(key).replace("_", " "), _value(str(key), value)) for key, value in detail.items()]
 
 
-def describe(event: str, detail: Mapping[str, Any] | None) -> str:
-    """One sentence for an event of a run (its detail is folded beneath it on the page)."""
-    d: Mapping[str, Any] = detail if isinstance(detail, Mapping) else {}
-    match event:
-        case "evidence":
-            suspects = d.get("suspects") or []
-            return (
-                f"gathered the evidence pack: {d.get('chars', 0):,} characters, {len(suspects)} suspect(s)"
-                + (f" — {_names(suspects)}" if suspects else "")
-            )
-        case "model_request":
-            return f"model request to {d.get('model', 'the model')}: {d.get('input_count', 0):,} tokens in"
-        case "agent_session":
-            tools = _names(d.get("tools")) if d.get("tools") else "none"
-            return f"agent session: {d.get('outcome', '?')}, {d.get('turns', 0)} turn(s), tools: {tools}"
-        case "diagnosis":
-            return "diagnosis: " + _cut(str(d.get("root_cause", "")))
-        case "plan":
-            return f"plan: {d.get('risk', '?')} risk, file(s) {_names(d.get('files') or [])}"
-        case "claim":
-            refused = f"; refused {_names(d['refused'])}" if d.get("refused") else ""
-            return f"claimed {_names(d.get('paths') or [])}{refused}"
-        case "checks":
-            return "checks passed ✅" if d.get("ok") else "checks failed ❌"
-        case "proof" | "proof_live" | "proof_rollback":
-            return f"{_PROOFS[event]}: {d.get('verdict', '?')} — {_cut(str(d.get('reason', '')))}"
-        case "reported":
-            return "reported in chat"
-        case "merge_recorded":
-            return f"merge recorded as {str(d.get('merged_sha', ''))[:7]}"
-        case "deploy_reported":
-            return "deploy reported in chat"
-        case "rolled_back":
-            return f"rolled back again: revert {str(d.get('revert_sha', ''))[:7]}"
-        case "not_on_main":
-            return f"not on main, so not in the worktree: {_names(d.get('files') or [])}"
-        case "progress":
-            return _cut(" · ".join(str(line) for line in d.get("lines") or []))
-    words = event.replace("_", " ")
-    why = d.get("reason") or d.get("why") or d.get("text")
-    return f"{words}: {_cut(str(why))}" if why else words
-
-
-def _stage_note(state: str | None, detail: Mapping[str, Any]) -> str:
-    """What a state change carries worth a line under the stage's heading."""
-    if state == "deployed" and detail.get("merged_sha"):
-        return f"merged {str(detail['merged_sha'])[:7]}, files: {_names(detail.get('files') or [])}"
-    if state == "rolled_back":
-        how = "emergency rollback" if detail.get("emergency") else "rollback"
-        by = f" by run #{detail['by_run']}" if detail.get("by_run") else ""
-        return f"{how}{by}: revert {str(detail.get('revert_sha', ''))[:7]}"
-    if state == "watching" and detail.get("window_s"):
-        return f"watching for {detail['window_s']:g} s"
-    if state == "failed" and detail.get("reason"):
-        return _cut(str(detail["reason"]), 400)
-    if state == "merging" and detail.get("approvers"):
-        return f"approved by {len(detail['approvers'])} approver(s)"
-    return ""
-
-
-def event_row(event: Mapping[str, Any]) -> dict[str, Any]:
-    """One event as a timeline row: a stage's heading for a state change, else a sentence."""
+def event_row(
+    event: Mapping[str, Any], name_of: Callable[[int], str | None] = lambda _: None
+) -> dict[str, Any]:
+    """One event as a timeline row: a stage's heading for a state change, else a sentence; who did it
+    in people's words (`who`), the stored actor kept for hover."""
     detail = event.get("detail") or {}
-    stage = event["event"] in _STAGE_EVENTS
+    stage = event["event"] in STAGE_EVENTS
     return {
         "id": event["id"],
         "ts": event["ts"],
         "actor": event["actor"],
+        "who": actor_words(str(event["actor"]), name_of),
         "user_id": int(event["actor"][5:]) if str(event["actor"]).startswith("user:") else None,
         "event": event["event"],
         "state": event["state"],
         "stage": stage,
         "cost_usd": event["cost_usd"],
-        "what": _stage_note(event["state"], detail) if stage else describe(event["event"], detail),
-        "detail": raw(detail),
+        "what": stage_note(event["state"], detail) if stage else describe(event["event"], detail),
+        "detail": details(detail),
+        "raw": raw(detail),
     }
 
 
-def stages(events: Sequence[Mapping[str, Any]], *, ended: float | None, now: float) -> list[dict[str, Any]]:
-    """The timeline grouped by stage: each with its heading row, its events and how long it took (the
-    last one until `ended`, the run's end, or until `now` while it goes on)."""
-    groups: list[dict[str, Any]] = []
-    for event in events:
-        row = event_row(event)
-        if row["stage"] or not groups:
-            groups.append({"head": row, "events": [], "cost_usd": 0.0})
-        else:
-            groups[-1]["events"].append(row)
-        groups[-1]["cost_usd"] += event["cost_usd"] or 0.0
-    for group, following in zip(groups, [*groups[1:], None], strict=True):
-        start = group["head"]["ts"]
-        end = following["head"]["ts"] if following is not None else (ended if ended is not None else now)
-        group["took"] = max(0.0, end - start)
-        group["ongoing"] = following is None and ended is None
-    return groups
+def stages(
+    events: Sequence[Mapping[str, Any]],
+    *,
+    ended: float | None,
+    now: float,
+    name_of: Callable[[int], str | None] = lambda _: None,
+) -> list[dict[str, Any]]:
+    """The timeline grouped by stage (`mendbot.improve.run_story.stages`, as `/run N` tells it): each with its
+    heading row, its events, how long it took and what it cost."""
+    return [
+        {
+            "head": event_row(stage.head, name_of),
+            "events": [event_row(event, name_of) for event in stage.events],
+            "cost_usd": stage.cost_usd,
+            "took": stage.took,
+            "ongoing": stage.ongoing,
+        }
+        for stage in story_stages(events, ended=ended, now=now)
+    ]
 
 
 def prose(detail: Any) -> list[dict[str, Any]]:

@@ -42,7 +42,10 @@ from mendbot.dashboard.render import install
 from mendbot.dashboard.signin import COOKIE, DashboardSignIn
 from mendbot.db.browse import ActionFilter
 from mendbot.db.retry import SAVE_FAILED, storage_fault
+from mendbot.features.reminders import parse_delay
+from mendbot.kernel.errors import UserError
 from mendbot.kernel.log import get_logger
+from mendbot.kernel.money import usd
 
 __all__ = ["CSP", "DashboardServer"]
 
@@ -91,13 +94,6 @@ def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _usd(value: float | None) -> str:
-    """Dollars, with the cents of a cent that one model request costs."""
-    if not value:
-        return "$0"
-    return f"${value:.4f}" if abs(value) < 1 else f"${value:.2f}"
-
-
 def templates() -> jinja2.Environment:
     """The pages' Jinja environment: autoescaped everywhere, whatever a template's name."""
     env = jinja2.Environment(
@@ -107,7 +103,7 @@ def templates() -> jinja2.Environment:
         enable_async=False,
     )
     env.filters["when"] = _when
-    env.filters["usd"] = _usd
+    env.filters["usd"] = usd  # as chat and the audit write dollars (bot/kernel/money.py)
     return env
 
 
@@ -277,6 +273,11 @@ class DashboardServer:
             return None
         return user, token
 
+    def _someone_elses(self, current: int) -> web.Response:
+        """A link for someone else opened in a browser signed in as `current`: said with their name."""
+        name = self._reader.name_of(current) or f"user {current}"
+        return self._refusal(403, "This link is someone else's", f"You are signed in as {name}.")
+
     def _link_refused(self) -> web.Response:
         return self._refusal(
             401,
@@ -292,7 +293,7 @@ class DashboardServer:
             return self._link_refused()
         current = await self._signin.user_of(request.cookies.get(COOKIE))
         if current is not None and current != link[0]:
-            return self._refusal(403, "This link is someone else's", f"You are signed in as user {current}.")
+            return self._someone_elses(current)
         return self._page("signin.html", user_id=None, link_user=link[0], token=link[1])
 
     def _foreign(self, request: web.Request) -> str | None:
@@ -335,7 +336,7 @@ class DashboardServer:
         link = self._link_of(form)
         current = await self._signin.user_of(request.cookies.get(COOKIE))
         if link is not None and current is not None and current != link[0]:
-            return self._refusal(403, "This link is someone else's", f"You are signed in as user {current}.")
+            return self._someone_elses(current)
         session = await self._signin.redeem(*link) if link is not None else None
         if session is None:
             return self._link_refused()
@@ -447,7 +448,8 @@ class DashboardServer:
 
     async def _audit(self, request: web.Request) -> web.Response:
         data = await self._reader.audit(_period(request))
-        return self._page("audit.html", user_id=request[_USER], **data)
+        status = 400 if data["error"] else 200  # a period that is not one: said, as a bad address is
+        return self._page("audit.html", http_status=status, user_id=request[_USER], **data)
 
     async def _audit_chart(self, request: web.Request) -> web.Response:
         png = await self._reader.chart(_period(request), request.match_info["name"])
@@ -457,17 +459,19 @@ class DashboardServer:
 
     async def _actions(self, request: web.Request) -> web.Response:
         query = request.query
+        now = self._reader.clock()
         where = ActionFilter(
             kind=query.get("kind", "").strip() or None,
             fingerprint=query.get("fingerprint", "").strip() or None,
             user_id=_query_int(request, "user"),
-            since=_time(query.get("since", "")),
-            until=_time(query.get("until", "")),
+            since=_time("since", query.get("since", ""), now),
+            until=_time("until", query.get("until", ""), now),
+            listeners=query.get("listeners", "") == "1",
         )
         cursor = _cursor(query.get("after", ""))
         data = await self._reader.actions(where, cursor)
         filters = self._reader.echo(
-            {k: query.get(k, "") for k in ("kind", "fingerprint", "user", "since", "until")}
+            {k: query.get(k, "") for k in ("kind", "fingerprint", "user", "since", "until", "listeners")}
         )
         return self._page("actions.html", user_id=request[_USER], filters=filters, **data)
 
@@ -484,25 +488,34 @@ def _gone(request: web.Request) -> bool:
 
 
 def _period(request: web.Request) -> str:
-    period = request.query.get("period", "7d").strip()
-    return period if period and len(period) <= 12 and period.isascii() and period.isalnum() else "7d"
+    """The audit's period as typed (`24h`, `7d`; the audit says what it cannot read), 7d when none."""
+    return " ".join(request.query.get("period", "").split())[:40] or "7d"
 
 
-def _time(text: str) -> float | None:
-    """A time filter: unix seconds, or an ISO date/time read as UTC; None when empty or unreadable."""
-    text = text.strip()
+def _time(name: str, text: str, now: float) -> float | None:
+    """A time filter as people write one: an ISO date or time (UTC unless it says), unix seconds, `24h`
+    or `7d` (that long before the bot's now, `ago` allowed), `today` or `yesterday` (from midnight UTC);
+    None when empty. Anything else is said back (_BadParameter), never silently ignored."""
+    text = " ".join(text.split())
     if not text:
         return None
-    try:
+    day = now - now % 86_400
+    words = {"now": now, "today": day, "yesterday": day - 86_400}
+    if text.lower() in words:
+        return words[text.lower()]
+    with contextlib.suppress(ValueError):
         value = float(text)
-        return value if math.isfinite(value) else None
-    except ValueError:
-        pass
-    try:
+        if math.isfinite(value):
+            return value
+    with contextlib.suppress(ValueError):
         moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    with contextlib.suppress(UserError):
+        return now - parse_delay(text.lower().removesuffix(" ago")).total_seconds()
+    raise _BadParameter(
+        f"`{name}` must be a time — 2026-01-01T00:00 (UTC), 24h or 7d (that long ago), today or yesterday — "
+        f"and “{text[:40]}” is not one I can read."
+    )
 
 
 _CURSOR_TS = re.compile(r"[0-9]{1,16}(\.[0-9]{1,20})?")  # a record's unix time as the page wrote it

@@ -46,6 +46,9 @@ class ActionFilter:
     user_id: int | None = None
     since: float | None = None
     until: float | None = None
+    # The listeners' successes — every message the bot reads, a row each — drown what people asked for:
+    # left out unless asked for (or a listener's kind is).
+    listeners: bool = False
 
 
 @functools.cache
@@ -89,10 +92,12 @@ async def incident_page(
 
 
 @functools.cache
-def _action_page(kind: bool, fingerprint: bool, user: bool) -> str:
+def _action_page(kind: bool, fingerprint: bool, user: bool, listeners: bool = True) -> str:
     # (ts, id) below the cursor, written so that the index's ts range does the work: ts <= cursor ts,
     # and of the rows at exactly that ts only those with a smaller id.
     clauses = ["ts <= :upper", "ts >= :lower", "NOT (ts = :cursor_ts AND id >= :cursor_id)"]
+    if not listeners:
+        clauses.append("NOT (ok = 1 AND kind LIKE 'listener:%')")
     if kind:
         clauses.append("kind = :kind")
     if fingerprint:
@@ -125,7 +130,10 @@ async def action_page(
         params["fingerprint"] = where.fingerprint
     if where.user_id is not None:
         params["user_id"] = where.user_id
-    statement = _action_page(where.kind is not None, where.fingerprint is not None, where.user_id is not None)
+    listeners = where.listeners or (where.kind or "").startswith("listener:")
+    statement = _action_page(
+        where.kind is not None, where.fingerprint is not None, where.user_id is not None, listeners
+    )
     return await core.rows(db, statement, **params)
 
 

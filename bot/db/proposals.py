@@ -35,6 +35,17 @@ class Proposal(msgspec.Struct, frozen=True):
     created_at: float = 0.0  # unix seconds; defaults only so fakes in tests can leave them out
     updated_at: float = 0.0
 
+    @property
+    def link(self) -> str | None:
+        """Where a person opens it (a pull request's web address); None for a local proposal, whose
+        `local://` address opens nothing — chat shows its diff, and the dashboard's run page when served."""
+        return self.url if self.url.startswith(("https://", "http://")) else None
+
+    @property
+    def shown(self) -> str:
+        """The proposal as chat names it: its link, else "proposal #3 (branch `mendbot/3-fix-roll`)"."""
+        return self.link or f"proposal #{self.id} (branch `{self.branch}`)"
+
 
 _COLUMNS = ("run_id", "forge", "branch", "head_sha", "title", "body", "url", "number", "state")
 _INSERT = f"""

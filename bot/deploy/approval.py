@@ -80,7 +80,7 @@ from mendbot.deploy.approval_core import _MERGED_STATES, ApprovalDecision, Decis
 from mendbot.deploy.protection import _branch_head, _Protection
 from mendbot.deploy.recheck import ApprovalRechecks
 from mendbot.improve.proof.verdict import proved_by_replay
-from mendbot.improve.runs import InvalidTransition, Run
+from mendbot.improve.runs import InvalidTransition, Run, state_name
 from mendbot.kernel.log import get_logger
 
 __all__ = ["ApprovalForm", "ApprovalService"]
@@ -344,7 +344,9 @@ class ApprovalService(ApprovalRechecks):
         if run.state != "awaiting_approval":
             why = f": {run.failure_reason.splitlines()[0][:200]}" if run.failure_reason else ""
             return answer(
-                "not_awaiting", run.state, f"Run #{run.id} isn't awaiting approval (it is {run.state}{why})."
+                "not_awaiting",
+                run.state,
+                f"Run #{run.id} isn't awaiting approval (it is {state_name(run.state)}{why}).",
             )
         if proposal.state == "closed":
             return answer("not_awaiting", "closed", f"Proposal #{proposal.id} is closed.")

@@ -31,6 +31,7 @@ from mendbot.kernel.drills import DRILL_USER_ID, is_drill_kind
 from mendbot.kernel.errors import UserError
 from mendbot.kernel.failpoints import Failpoints
 from mendbot.kernel.log import get_logger
+from mendbot.observe.incident import Incident
 from mendbot.observe.incidents import IncidentService
 
 if TYPE_CHECKING:
@@ -140,6 +141,11 @@ class DeployCore:
         self.prove_live: Callable[[Run, str], Awaitable[LiveReplay]] | None = None
         # The replay after an emergency rollback: whether the calls behave as before the fix (a line).
         self.prove_rollback: Callable[[Run, str], Awaitable[str]] | None = None
+        # The anomaly detector's `forget(kind, fingerprint)`: a fix went live, so the failures before it
+        # no longer count toward its kind's error rate — and `recall`, when it is rolled back and they do
+        # again (mendbot.observe.detector). Unset: nothing to tell.
+        self.fixed: Callable[[str, str | None], None] | None = None
+        self.unfixed: Callable[[str, str | None], None] | None = None
         # Proves a proposal branch's new head after a hand commit (mendbot.improve), one line for the chat.
         self.reprove: Callable[[Run, str], Awaitable[str]] | None = None
         # Set by a host that must finish starting before interrupted deploys go on at start-up (the
@@ -229,6 +235,20 @@ class DeployCore:
         if run.proposal_id is None:
             return None
         return await resolve_commit(self._settings.repo_dir, merged_ref(run.proposal_id))
+
+    async def _incident(self, incident_id: int | None) -> Incident | None:
+        if incident_id is None:
+            return None
+        try:
+            return await self._incidents.fetch(incident_id)
+        except UserError:
+            return None
+
+    async def _fix_undone(self, run: Run) -> None:
+        """`run`'s fix is rolled back: the failures before it count toward its incident's kind again."""
+        incident = await self._incident(run.incident_id)
+        if incident is not None and self.unfixed is not None:
+            self.unfixed(incident.kind, incident.fingerprint)
 
     async def _fail(self, run: Run, reason: str) -> None:
         """End the run as failed with `reason` and close its proposal; the caller says so in chat."""

@@ -20,6 +20,7 @@ from mendbot.deploy.approval_core import (
     ApprovalDecision,
     DecisionStatus,
 )
+from mendbot.improve.runs import state_name
 from mendbot.kernel.log import get_logger
 from mendbot.trust.grammar import what_counts
 
@@ -92,7 +93,9 @@ class ApprovalObjections(ApprovalCore):
                 or proposal.state == "closed"
             ):
                 decision, refusal = answer(
-                    "not_awaiting", run.state, f"Run #{run.id} isn't waiting to merge (it is {run.state})."
+                    "not_awaiting",
+                    run.state,
+                    f"Run #{run.id} isn't waiting to merge (it is {state_name(run.state)}).",
                 )
             else:
                 await self._writes(

@@ -46,6 +46,7 @@ class DeployRollbacks(DeployCore):
                 await self.runs.rolled_back(
                     run.id, actor=f"user:{user_id}", detail={"revert_sha": revert_sha, "emergency": True}
                 )
+                await self._fix_undone(run)
                 report = await apply(live.changed_files)
             if self.went_live is not None:
                 await self.went_live(revert_sha, True)

@@ -36,7 +36,7 @@ from mendbot.deploy.rollback import DeployRollbacks
 from mendbot.deploy.signals import DeploySignals, _lines, _reread_lines
 from mendbot.deploy.watches import DeployWatches
 from mendbot.forge.base import ForgeError, HeadMovedError, MainMovedError, branch_head
-from mendbot.improve.runs import Run
+from mendbot.improve.runs import Run, state_name
 from mendbot.kernel.errors import UserError
 from mendbot.kernel.log import bind_context, get_logger
 from mendbot.trust.access import AccessPolicy
@@ -391,9 +391,10 @@ class DeployService(DeployWatches, DeployRollbacks, DeployReverification, Deploy
             (e.detail.get("run_id") for e in await self.runs.events(run.id) if e.event == "rollback_of"), None
         )
         if isinstance(target, int):
-            await self.runs.rolled_back(
+            reverted = await self.runs.rolled_back(
                 target, actor="pipeline", detail={"revert_sha": merged_sha, "by_run": run.id}
             )
+            await self._fix_undone(reverted)
 
     async def _go_live_elsewhere(self, run: Run, merged_sha: str, canary: str, approved: str) -> str:
         """The canary is another process: it is told and waited for; this checkout stays where it is.
@@ -429,7 +430,9 @@ class DeployService(DeployWatches, DeployRollbacks, DeployReverification, Deploy
         async with self._ship_lock:
             run = await self.runs.get(run_id)
             if run.state != "interrupted" or run.interrupted_from != "merging":
-                raise UserError(f"Run #{run_id} has no interrupted deploy to continue (it is {run.state}).")
+                raise UserError(
+                    f"Run #{run_id} has no interrupted deploy to continue (it is {state_name(run.state)})."
+                )
             run = await self.runs.transition(run.id, "merging", actor=actor, detail={"resumed": True})
             with bind_context(run_id=run_id):
                 return await self._ship(run, actor)

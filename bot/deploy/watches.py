@@ -48,7 +48,10 @@ class DeployWatches(DeployCore):
             if resumed:
                 detail["resumed"] = True  # not the deploy's own start of the watch (see `_unreported`)
             run = await self.runs.transition(run.id, "watching", actor="pipeline", detail=detail)
-        fingerprint = await self._fingerprint(run.incident_id)
+        incident = await self._incident(run.incident_id)
+        fingerprint = incident.fingerprint if incident is not None else None
+        if incident is not None and self.fixed is not None and not resumed:
+            self.fixed(incident.kind, fingerprint)  # from here on, only what happens after the fix counts
         watch = self._watches[run.id] = _Watch(run.id, fingerprint, files, process=process)
         if timer:
             self._start_timer(watch, self._config.watch_window_s if remaining_s is None else remaining_s)
@@ -292,9 +295,5 @@ class DeployWatches(DeployCore):
         self._watches.clear()
 
     async def _fingerprint(self, incident_id: int | None) -> str | None:
-        if incident_id is None:
-            return None
-        try:
-            return (await self._incidents.fetch(incident_id)).fingerprint
-        except UserError:
-            return None
+        incident = await self._incident(incident_id)
+        return incident.fingerprint if incident is not None else None

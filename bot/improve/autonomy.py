@@ -26,7 +26,7 @@ import msgspec
 
 from mendbot.features.devmode import DevMode
 from mendbot.forge.base import ForgeError
-from mendbot.improve.runs import BUSY_STATES, Run, RunKind
+from mendbot.improve.runs import BUSY_STATES, Run, RunKind, state_label
 from mendbot.improve.service import SelfImprovementAgent
 from mendbot.kernel.drills import is_drill_kind
 from mendbot.kernel.errors import UserError
@@ -34,6 +34,7 @@ from mendbot.kernel.log import get_logger
 from mendbot.kernel.sections import ImproveConfig
 from mendbot.observe.incident import Incident
 from mendbot.observe.incidents import IncidentService
+from mendbot.observe.kind_words import kind_words
 
 if TYPE_CHECKING:
     from mendbot.observe.audit_report import AuditFinding
@@ -113,7 +114,7 @@ class AutonomyService:
             decision = await self.decide(
                 incident_id=incident.id,
                 channel_id=incident.channel_id,
-                description=f"{incident.kind}: {incident.summary}",
+                description=f"{kind_words(incident.kind)}: {incident.summary}",
             )
             if decision.note is None:
                 self._decided.add(incident.id)
@@ -198,14 +199,14 @@ class AutonomyService:
             where = f"proposal #{run.proposal_id}"
             if run.proposal_id is not None:
                 with contextlib.suppress(ForgeError):  # the id is enough to find it
-                    where = (await self._improve.forge.get(run.proposal_id)).url
+                    where = (await self._improve.forge.get(run.proposal_id)).shown
             ask = f"\nFix ready, tests pass: {where}. Want me to merge? Reply **ship it** to the proposal."
             return _clip(f"🛠 Run #{run.id} — **Root cause:** {root[: _NOTE_MAX - len(ask) - 40]}{ask}")
         if run.state == "failed":
             return _clip(f"❌ Run #{run.id} failed while {run.failure_stage}: {run.failure_reason}")
         if run.state == "interrupted":
             return f"⏸ Run #{run.id} was interrupted; `/run {run.id} action:resume` continues it."
-        return f"⏹ Run #{run.id} ended `{run.state}`."
+        return f"⏹ Run #{run.id} ended {state_label(run.state)}."
 
     # -- the self-audit -------------------------------------------------------------------------
 
@@ -241,7 +242,7 @@ class AutonomyService:
                 " when it is ready."
             )
         if decision.run is not None:
-            return f"🎯 Run #{decision.run.id} already took it on (`{decision.run.state}`)."
+            return f"🎯 Run #{decision.run.id} already took it on ({state_label(decision.run.state)})."
         return f"🎯 {decision.note}" if decision.note else None
 
     # -- lifecycle ------------------------------------------------------------------------------

@@ -55,6 +55,7 @@ from mendbot.kernel.durations import human_duration
 from mendbot.kernel.errors import UserError
 from mendbot.kernel.failpoints import Failpoints, InjectedFault
 from mendbot.kernel.log import get_logger
+from mendbot.kernel.money import usd
 from mendbot.kernel.settings import Settings
 from mendbot.observe.incident import Incident
 from mendbot.observe.incidents import IncidentService
@@ -153,7 +154,7 @@ class DrillReport(msgspec.Struct):
             lines.append(f"Proposal #{self.proposal_id} was closed: a drill's proposal never merges.")
         if self.run_id is not None:
             lines.append(
-                f"Drill cost: ${self.cost_usd:.2f} (run #{self.run_id}; not in the /audit or /budget totals)"
+                f"Drill cost: {usd(self.cost_usd)} (run #{self.run_id}; not in the /audit or /budget totals)"
             )
         return "\n".join(lines)
 

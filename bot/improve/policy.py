@@ -29,6 +29,7 @@ from mendbot.db.core import Connection
 from mendbot.improve.runs import BUSY_STATES, Run, RunOrigin, RunService
 from mendbot.kernel.errors import UserError
 from mendbot.kernel.log import get_logger
+from mendbot.kernel.money import usd
 from mendbot.kernel.sections import ImproveConfig
 
 __all__ = ["BudgetLedger", "BudgetReport", "Limit", "Policy", "PolicyRefusal", "discord_time"]
@@ -83,15 +84,15 @@ class BudgetReport(msgspec.Struct, frozen=True):
             spent, budget = self.autonomous_spent_today_usd, self.autonomous_daily_budget_usd
             autonomous = (
                 f"**On my own:** {self.autonomy} on {self.autonomous_severity} incidents;"
-                f" spent today ${spent:.2f} of ${budget:.2f}"
+                f" spent today {usd(spent)} of {usd(budget)}"
             )
         lines = [
-            f"**Spent today:** ${self.spent_today_usd:.2f} of ${self.daily_budget_usd:.2f}"
+            f"**Spent today:** {usd(self.spent_today_usd)} of {usd(self.daily_budget_usd)}"
             f" (resets {discord_time(self.day_resets_at)})",
             autonomous,
-            f"**Per run:** up to ${self.per_run_budget_usd:.2f}",
+            f"**Per run:** up to {usd(self.per_run_budget_usd)}",
             *(
-                [f"**Fire drills:** ${self.drill_spent_today_usd:.2f} today (apart: not counted above)"]
+                [f"**Fire drills:** {usd(self.drill_spent_today_usd)} today (apart: not counted above)"]
                 if self.drill_spent_today_usd
                 else []
             ),
@@ -170,7 +171,7 @@ class Policy:
             resets = self._next_midnight()
             raise PolicyRefusal(
                 "daily_budget",
-                f"Today's budget is spent (${spent:.2f} of ${self._config.daily_budget_usd:.2f});"
+                f"Today's budget is spent ({usd(spent)} of {usd(self._config.daily_budget_usd)});"
                 f" it resets {discord_time(resets)}.",
                 resets_at=resets,
             )
@@ -204,7 +205,7 @@ class Policy:
             resets = self._next_midnight()
             raise PolicyRefusal(
                 "autonomous_budget",
-                f"today's budget for runs of my own is spent (${spent:.2f} of ${budget:.2f});"
+                f"today's budget for runs of my own is spent ({usd(spent)} of {usd(budget)});"
                 f" it resets {discord_time(resets)}.",
                 resets_at=resets,
             )

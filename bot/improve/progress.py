@@ -27,6 +27,7 @@ from mendbot.improve.runs import Run, RunService, RunState
 from mendbot.kernel.durations import human_duration
 from mendbot.kernel.errors import model_unreachable
 from mendbot.kernel.log import get_logger
+from mendbot.kernel.money import usd
 from mendbot.kernel.prompts import PromptRegistry
 from mendbot.kernel.settings import Settings
 from mendbot.trust.sandbox import Sandbox
@@ -49,7 +50,8 @@ class RunReporter(Protocol):
 
     async def progress(self, run: Run, lines: list[str]) -> None: ...
 
-    async def report(self, run: Run, text: str) -> None: ...
+    async def report(self, run: Run, text: str, *, diff: str | None = None) -> None:
+        """The run's final word; `diff`: the change a proposal carries, for chat to show with it."""
 
 
 class _Live(msgspec.Struct):
@@ -242,11 +244,13 @@ class RunProgress:
             live.pending_report.cancel()
             live.pending_report = None
 
-    async def _report(self, run_id: int, text: str) -> None:
+    async def _report(self, run_id: int, text: str, *, diff: str | None = None) -> None:
         if self.reporter is None:
             return
+        redact = self.runs.redactor.text
         try:
-            await self.reporter.report(await self.runs.get(run_id), self.runs.redactor.text(text))
+            shown = redact(diff) if diff is not None else None
+            await self.reporter.report(await self.runs.get(run_id), redact(text), diff=shown)
         except Exception:
             _log.exception("final report failed")
 
@@ -308,7 +312,7 @@ class RunProgress:
         if refusal is not None:
             raise _StageFailure("budget", refusal)
         if result.outcome == "budget":
-            raise _StageFailure("budget", f"the agent hit the budget cap (${remaining:.2f})")
+            raise _StageFailure("budget", f"the agent hit the budget cap ({usd(remaining)})")
         if result.outcome == "interrupted":
             raise asyncio.CancelledError
         if not result.ok:

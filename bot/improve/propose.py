@@ -18,6 +18,7 @@ from mendbot.improve.agent.workspace import HostileTree, NothingToCommitError, W
 from mendbot.improve.progress import RunProgress, _Live, _StageFailure
 from mendbot.improve.proof.verdict import Proof
 from mendbot.improve.runs import Run
+from mendbot.kernel.money import usd
 from mendbot.trust.path_rules import protected_entry
 from mendbot.trust.sanitize import untrusted_block
 
@@ -72,7 +73,7 @@ class RunProposals(RunProgress):
         run = await self.runs.transition(
             run.id, "awaiting_approval", actor="pipeline", proposal_id=proposal.id
         )
-        live.lines.append(f"✅ proposal ready: {proposal.url}")
+        live.lines.append(f"✅ proposal ready: {proposal.shown}")
         await self._progress(run)
         await self._write_lesson(
             run,
@@ -85,7 +86,8 @@ class RunProposals(RunProgress):
         needs_unproven = proof is not None and not proof.meets(self._settings.deploy.require_proof)
         await self._report(
             run.id,
-            _proposal_report(run, proposal, diffstat, verification, proof, needs_unproven) + lesson_note,
+            _proposal_report(run, proposal, verification, proof, needs_unproven) + lesson_note,
+            diff=diff,
         )
 
     async def _verify_with_retries(
@@ -308,19 +310,20 @@ def _proposal_body(  # noqa: PLR0917 (private renderer called from one place)
             diffstat.strip(),
             "```",
             "",
-            f"Cost so far: ${run.cost_usd:.2f}",
+            f"Cost so far: {usd(run.cost_usd)}",
         ]
     )
 
 
-def _proposal_report(  # noqa: PLR0917 (private renderer called from one place)
+def _proposal_report(
     run: Run,
     proposal: Proposal,
-    diffstat: str,
     verification: Verification,
     proof: Proof | None = None,
     needs_unproven: bool = False,
 ) -> str:
+    """The proposal's message in chat, but its diff: the chat side puts the change itself under the first
+    line, where it fits, or attaches it (`mendbot.runtime.run_text.proposal_message`)."""
     proven = proof is None or proof.proven
     how = (
         "To ship it anyway, an allow-listed developer replies **ship it unproven**."
@@ -329,8 +332,8 @@ def _proposal_report(  # noqa: PLR0917 (private renderer called from one place)
     )
     label = "fix ready for review" if proven else "**unproven** fix ready for review"
     proof_text = f"{proof.chat()[:900]}\n" if proof is not None else ""
+    where = f": {proposal.link}" if proposal.link else f" (proposal #{proposal.id})"
     return (
-        f"🛠 Run #{run.id} — {label}: {proposal.url}\n"
-        f"```\n{diffstat.strip()[:800]}\n```\n{proof_text}{verification.summary()}\n"
-        f"Cost: ${run.cost_usd:.2f}. {how}"
+        f"🛠 Run #{run.id} — {label}{where}\n{proof_text}{verification.summary()}\n"
+        f"Cost: {usd(run.cost_usd)}. {how}"
     )

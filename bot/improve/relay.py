@@ -49,8 +49,9 @@ class DatabaseReporter:
         await self._runs.event(run.id, PROGRESS_EVENT, actor=self._actor, detail={"lines": lines})
         await queries.notify_run(self._db, run.id)
 
-    async def report(self, run: Run, text: str) -> None:
-        await self._runs.event(run.id, REPORT_EVENT, actor=self._actor, detail={"text": text})
+    async def report(self, run: Run, text: str, *, diff: str | None = None) -> None:
+        detail = {"text": text} if diff is None else {"text": text, "diff": diff}
+        await self._runs.event(run.id, REPORT_EVENT, actor=self._actor, detail=detail)
         await queries.notify_run(self._db, run.id)
 
 
@@ -142,6 +143,9 @@ class RunEventRelay:
             if event["event"] == PROGRESS_EVENT:
                 await reporter.progress(run, [str(line) for line in detail.get("lines", [])])
             else:
-                await reporter.report(run, str(detail.get("text", "")))
+                diff = detail.get("diff")
+                await reporter.report(
+                    run, str(detail.get("text", "")), diff=diff if isinstance(diff, str) else None
+                )
         except Exception:  # as in-process: a chat failure is logged, never retried into a duplicate
             _log.exception("relayed report failed", run_id=run.id, event_id=event["id"])

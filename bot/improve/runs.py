@@ -48,6 +48,7 @@ __all__ = [
     "RunState",
     "slugify",
     "state_label",
+    "state_name",
 ]
 
 _log = get_logger(__name__)
@@ -109,10 +110,15 @@ STATE_ICONS: dict[RunState, str] = {
 }
 
 
+def state_name(state: str) -> str:
+    """`rolled back`, `awaiting approval`: a state by name, as people say it (no icon)."""
+    return state.replace("_", " ")
+
+
 def state_label(state: str) -> str:
     """`✅ resolved`, `⏪ rolled back`, `👀 awaiting approval`: a state as people read it."""
     icon = STATE_ICONS.get(state, "•")  # type: ignore[call-overload]  # stored text may be any str
-    return f"{icon} {state.replace('_', ' ')}"
+    return f"{icon} {state_name(state)}"
 
 
 # Active: not finished and not interrupted (an interrupted run waits for someone to resume it).

@@ -37,6 +37,7 @@ from mendbot.improve.runs import (
     RunKind,
     RunOrigin,
     slugify,
+    state_name,
 )
 from mendbot.improve.stages import RunStages
 from mendbot.kernel.drills import DRILL_USER_ID
@@ -276,7 +277,7 @@ class SelfImprovementAgent(RunStages, RunProofs):
                 run = await self.runs.get(run_id)
                 await self.close_proposal(run, f"run {run_id} cancelled by user {user_id}")
                 return run
-            raise UserError(f"Run #{run_id} is not running (it is {run.state}).")
+            raise UserError(f"Run #{run_id} is not running (it is {state_name(run.state)}).")
         live.cancelled_by = user_id
         await self._stop(live)
         return await self.runs.get(run_id)
@@ -339,7 +340,9 @@ class SelfImprovementAgent(RunStages, RunProofs):
                 f"Run #{run_id} was a fire drill's; a drill is not resumed. `/drill` starts a new one."
             )
         if run.state != "interrupted":
-            raise UserError(f"Run #{run_id} is {run.state}; only interrupted runs can be resumed.")
+            raise UserError(
+                f"Run #{run_id} is {state_name(run.state)}; only interrupted runs can be resumed."
+            )
         await self.ensure_ready(run.kind)
         await self.policy.check_start(user_id)
         run = await self.runs.transition(run_id, "queued", actor=f"user:{user_id}", detail={"resumed": True})
@@ -460,6 +463,12 @@ class SelfImprovementAgent(RunStages, RunProofs):
             )
             failed.append(run)
         return failed
+
+    @property
+    def working(self) -> bool:
+        """Whether a run is working in this process now (its task not done): the playground's clock runs
+        with real time meanwhile (bot/tools/world.py)."""
+        return any(live.task is not None and not live.task.done() for live in self._live.values())
 
     async def quiesce(self) -> None:
         tasks = [live.task for live in self._live.values() if live.task is not None and not live.task.done()]

@@ -18,7 +18,7 @@ from mendbot.improve.agent.workspace import Worktree, branch_name
 from mendbot.improve.memory import Lesson
 from mendbot.improve.progress import _Live, _StageFailure
 from mendbot.improve.propose import RunProposals
-from mendbot.improve.runs import Run
+from mendbot.improve.runs import Run, state_name
 from mendbot.kernel.log import bind_context, get_logger
 from mendbot.kernel.uncommitted import not_on_main, unseen_line
 
@@ -75,7 +75,7 @@ class RunStages(RunProposals):
         run = await self.runs.get(run_id)
         if live.cancelled_by is not None:
             await self.runs.transition(run_id, "cancelled", actor=f"user:{live.cancelled_by}")
-            await self._report(run_id, f"⏹ Run #{run_id} cancelled during {run.state}.")
+            await self._report(run_id, f"⏹ Run #{run_id} cancelled during {state_name(run.state)}.")
         elif run.state not in ("interrupted", "failed", "cancelled"):
             await self.runs.transition(run_id, "interrupted", actor="system", detail={"was": run.state})
 

@@ -139,15 +139,19 @@ _BRIEF_LEAVES_OUT = frozenset(
 )  # fmt: skip
 
 
-def _brief_line(_: Any, __: str, event: MutableMapping[str, Any]) -> str:
-    """A console renderer for the playground: `! command failed (command=boom): ZeroDivisionError: …
-    (traceback in …)` — one line, whatever the event holds."""
-    context = ", ".join(f"{key}={value}" for key, value in event.items() if key not in _BRIEF_LEAVES_OUT
-                        and key != "event" and value is not None)  # fmt: skip
-    line = f"! {event.get('event', '')}" + (f" ({context})" if context else "")
-    if event.get("error"):
-        line += f": {event['error']}"
-    return " ".join(line.split())
+def _brief(mark: str) -> Any:
+    """A console renderer writing one line per event, whatever it holds: `! command failed
+    (command=boom): ZeroDivisionError: … (traceback in …)` in the playground, `mark` first."""
+
+    def line_of(_: Any, __: str, event: MutableMapping[str, Any]) -> str:
+        context = ", ".join(f"{key}={value}" for key, value in event.items() if key not in _BRIEF_LEAVES_OUT
+                            and key != "event" and value is not None)  # fmt: skip
+        line = f"{mark} {event.get('event', '')}" + (f" ({context})" if context else "")
+        if event.get("error"):
+            line += f": {event['error']}"
+        return " ".join(line.split())
+
+    return line_of
 
 
 class Console(logging.StreamHandler):  # type: ignore[type-arg]
@@ -195,7 +199,8 @@ def configure_logging(
     """Send structlog and stdlib records to a JSON file and a readable console stream, redacted: all of
     them, or with `logger` those of that logger only (mendbot's own, `mendbot`, in a program that is not
     mendbot's and keeps its logging as it set it up). Returns the console's handler, which a start can
-    hold (module docstring). `brief`: the playground's console."""
+    hold (module docstring). `brief`: the playground's console — and, with `logger`, the console of a
+    bot mendbot is attached to, where its one-line events start with `mendbot:`."""
     log_dir.mkdir(parents=True, exist_ok=True)
     redact = _redacting(redactor)
     structlog.configure(
@@ -231,7 +236,9 @@ def configure_logging(
                 if console_tracebacks and not brief
                 else _exception_in_one_line(log_file),
                 redact,
-                _brief_line if brief else structlog.dev.ConsoleRenderer(colors=False),
+                _brief("mendbot:" if logger else "!")
+                if brief
+                else structlog.dev.ConsoleRenderer(colors=False),
             ],
         )
     )

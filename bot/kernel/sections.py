@@ -54,13 +54,26 @@ __all__ = [
 _SNOWFLAKE_MAX = 2**64 - 1
 
 
-def _snowflake(value: int) -> int:
-    if not 0 < value <= _SNOWFLAKE_MAX:
-        raise ValueError("must be a Discord id (a positive number: Developer Mode → right-click → Copy ID)")
+_COPY_ID = (
+    "enable Developer Mode in Discord (User Settings → Advanced), then right-click the user → Copy User ID "
+    "(a role: Copy Role ID; a server or channel: Copy Server ID, Copy Channel ID)"
+)
+
+
+def _no_name(value: object) -> object:
+    """A name where an id goes ("alice", "my server") is the usual first mistake: say what an id is."""
+    if isinstance(value, str) and not value.strip().isdigit():
+        raise ValueError(f"must be a Discord id, not a name — a number like 123456789012345678: {_COPY_ID}")
     return value
 
 
-Snowflake = Annotated[int, After(_snowflake)]
+def _snowflake(value: int) -> int:
+    if not 0 < value <= _SNOWFLAKE_MAX:
+        raise ValueError(f"must be a Discord id (a positive number): {_COPY_ID}")
+    return value
+
+
+Snowflake = Annotated[int, Before(_no_name), After(_snowflake)]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 

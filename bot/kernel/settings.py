@@ -50,6 +50,7 @@ __all__ = [
     "EX_CONFIG",
     "ConfigError",
     "Settings",
+    "config_file_shown",
     "load_settings",
     "refuse_shard_subset",
     "refuse_workers_without_store",
@@ -203,6 +204,15 @@ _ENV_ONLY_KEYS = _SECRET_KEYS | {"log_level"}
 
 def _config_path() -> str:
     return os.environ.get("MENDBOT_CONFIG") or "config.yaml"  # empty means unset, as everywhere
+
+
+def config_file_shown(settings: Settings) -> str:
+    """The file a person edits to change `settings`, as said in a reply: the one MENDBOT_CONFIG names,
+    else an attached bot's mendbot.yaml (`mendbot adopt` writes it), else mendbot's own config.yaml."""
+    named = os.environ.get("MENDBOT_CONFIG")
+    if named and named != os.devnull:
+        return Path(named).name
+    return "mendbot.yaml" if settings.bot is not None else "config.yaml"
 
 
 def _env_origin(top: str, env_file: object) -> str:

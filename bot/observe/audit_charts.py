@@ -1,4 +1,5 @@
-"""The self-audit's charts as PNG bytes: failures per day, p95 per kind, spend per day.
+"""The self-audit's charts as PNG bytes: failures per day, p95 per kind, spend per day — one axis each, counts
+in whole numbers.
 
 matplotlib's object API with the Agg canvas: no pyplot global state, no display, safe to call
 from a worker thread (the cog does, so drawing never holds the event loop). matplotlib is
@@ -17,11 +18,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mendbot.observe.audit_report import AuditReport
+from mendbot.observe.kind_words import kind_words
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["Chart", "render_charts"]
+__all__ = ["Chart", "chart_figures", "render_charts"]
 
 _SIZE = (8.0, 4.0)  # inches; at 100 dpi an 800×400 image that Discord shows inline
 _DPI = 100
@@ -36,11 +38,16 @@ class Chart:
 def render_charts(report: AuditReport, redact: Callable[[str], str]) -> list[Chart]:
     """One PNG per chart; an empty period still gets charts that say so. `redact` is the bot's
     redactor (`Redactor.text`), applied to every label that comes from the records."""
-    return [
-        Chart("failures_per_day.png", _png(_failures_per_day(report))),
-        Chart("p95_per_kind.png", _png(_p95_per_kind(report, redact))),
-        Chart("spend_per_day.png", _png(_spend_per_day(report))),
-    ]
+    return [Chart(f"{name}.png", _png(figure)) for name, figure in chart_figures(report, redact).items()]
+
+
+def chart_figures(report: AuditReport, redact: Callable[[str], str]) -> dict[str, Figure]:
+    """The charts as matplotlib figures, by name (what `render_charts` draws), in their order."""
+    return {
+        "failures_per_day": _failures_per_day(report),
+        "p95_per_kind": _p95_per_kind(report, redact),
+        "spend_per_day": _spend_per_day(report),
+    }
 
 
 def _figure(title: str) -> Figure:
@@ -61,21 +68,20 @@ def _png(figure: Figure) -> bytes:
 
 
 def _failures_per_day(report: AuditReport) -> Figure:
+    """Failed actions per day on one axis counted in whole actions; each day's share of its actions that
+    failed is written on its bar (a second, percentage axis over the same bars read as one)."""
+    from matplotlib.ticker import MaxNLocator
+
     figure = _figure("Failures per day")
     axes = figure.add_subplot()
     labels = [f"{day.day:%m-%d}" for day in report.days]
-    axes.bar(labels, [day.failures for day in report.days], color="#d9534f", label="failed")
+    failures = [day.failures for day in report.days]
+    bars = axes.bar(labels, failures, color="#d9534f", label="failed")
+    shares = [f"{100 * d.failures / d.actions:.0f}% failed" if d.failures else "" for d in report.days]
+    axes.bar_label(bars, shares, padding=2, fontsize=8)
     axes.set_ylabel("failed actions")
-    rate = axes.twinx()
-    rate.plot(
-        labels,
-        [100 * day.failures / day.actions if day.actions else 0.0 for day in report.days],
-        color="#333333",
-        marker="o",
-        label="% failed",
-    )
-    rate.set_ylabel("% of actions")
-    rate.set_ylim(bottom=0)
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_ylim(0, max([1, *failures]) * 1.15)  # room for the labels; a quiet period still counts 0, 1
     return figure
 
 
@@ -103,7 +109,8 @@ def _p95_per_kind(report: AuditReport, redact: Callable[[str], str]) -> Figure:
         color="#bbbbbb",
         label="previous period",
     )
-    axes.set_yticks(positions, [redact(c.kind) for c in changes], fontsize=8, parse_math=False)
+    names = [kind_words(c.kind).replace("`", "") for c in changes]  # "the /roll command", as the report reads
+    axes.set_yticks(positions, [redact(name) for name in names], fontsize=8, parse_math=False)
     axes.set_xlabel("ms")
     axes.legend(loc="lower right")
     return figure

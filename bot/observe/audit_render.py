@@ -5,7 +5,9 @@ from __future__ import annotations
 import textwrap
 from datetime import timedelta
 
+from mendbot.kernel.money import usd
 from mendbot.observe.audit_report import AuditFinding, AuditReport
+from mendbot.observe.kind_words import command_name, kind_words
 
 __all__ = ["MESSAGE_LIMIT", "render_text", "span"]
 
@@ -57,8 +59,8 @@ def _budget(report: AuditReport) -> list[str]:
     for budget in report.budgets[: report.top]:
         mark = "🔴" if budget.over else "🟢"
         lines.append(
-            f"{mark} `{budget.kind}` {budget.failures:,}/{budget.actions:,} failed ({budget.rate:.1%})"
-            f" — {budget.burn:.0%} of budget"
+            f"{mark} {kind_words(budget.kind)} {budget.failures:,}/{budget.actions:,} failed"
+            f" ({budget.rate:.1%}) — {budget.burn:.0%} of budget"
         )
     hidden = len(report.budgets) - report.top
     over = len(report.over_budget)
@@ -70,7 +72,7 @@ def _budget(report: AuditReport) -> list[str]:
 def _failures(report: AuditReport) -> list[str]:
     failing = sorted((b for b in report.budgets if b.failures), key=lambda b: (-b.failures, b.kind))
     lines = ["**Top failing kinds**"]
-    lines += [f"• `{b.kind}` {b.failures:,}×" for b in failing[: report.top]] or ["None."]
+    lines += [f"• {kind_words(b.kind)} {b.failures:,}×" for b in failing[: report.top]] or ["None."]
     lines.append("**Top failures by fingerprint**")
     for failure in report.fingerprints:
         new = (
@@ -78,7 +80,7 @@ def _failures(report: AuditReport) -> list[str]:
         )
         message = f": {failure.message[:80]}" if failure.message else ""
         lines.append(
-            f"• `{failure.kind}` {failure.count:,}× {failure.error_type or 'error'}{message}"
+            f"• {kind_words(failure.kind)} {failure.count:,}× {failure.error_type or 'error'}{message}"
             f" (`{failure.fingerprint[:12]}`){new}"
         )
     if not report.fingerprints:
@@ -96,7 +98,7 @@ def _latency(report: AuditReport) -> list[str]:
             if change.previous_actions
             else " (new)"
         )
-        lines.append(f"{mark} `{change.kind}` {_ms(change.p50)} / {_ms(change.p95)}{was}")
+        lines.append(f"{mark} {kind_words(change.kind)} {_ms(change.p50)} / {_ms(change.p95)}{was}")
     if not report.latency:
         lines.append("No timed actions.")
     regressions = len(report.regressions)
@@ -107,7 +109,7 @@ def _latency(report: AuditReport) -> list[str]:
 def _unused(report: AuditReport) -> list[str]:
     if not report.unused_commands:
         return ["**Never invoked:** none — every command was used."]
-    names = ", ".join(f"`{kind}`" for kind in report.unused_commands)
+    names = ", ".join(command_name(kind) for kind in report.unused_commands)
     text = f"**Never invoked** ({len(report.unused_commands)}): {names}"
     # A bot with many commands would make one line longer than a message: wrap between names.
     return textwrap.wrap(text, width=500, break_long_words=False, break_on_hyphens=False)
@@ -125,19 +127,19 @@ def _incidents_and_runs(report: AuditReport) -> list[str]:
     states: dict[str, int] = {}
     for run in report.runs:
         states[run.state] = states.get(run.state, 0) + run.runs
-    outcomes = ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
+    outcomes = ", ".join(f"{count} {state.replace('_', ' ')}" for state, count in sorted(states.items()))
     cost = sum(run.cost_usd for run in report.runs)
-    return [*lines, f"**Runs:** {total} — {outcomes} · ${cost:.2f}"]
+    return [*lines, f"**Runs:** {total} — {outcomes} · {usd(cost)}"]
 
 
 def _spend(report: AuditReport) -> list[str]:
     lines = [
-        f"**Spend:** ${report.chat_usd + report.runs_usd:.2f} "
-        f"(chat ${report.chat_usd:.2f}, runs ${report.runs_usd:.2f})"
+        f"**Spend:** {usd(report.chat_usd + report.runs_usd)} "
+        f"(chat {usd(report.chat_usd)}, runs {usd(report.runs_usd)})"
     ]
     lines += [
-        f"• {day.day:%m-%d} ${day.chat_usd + day.runs_usd:.2f}"
-        f" (chat ${day.chat_usd:.2f}, runs ${day.runs_usd:.2f})"
+        f"• {day.day:%m-%d} {usd(day.chat_usd + day.runs_usd)}"
+        f" (chat {usd(day.chat_usd)}, runs {usd(day.runs_usd)})"
         for day in report.days
         if day.chat_usd or day.runs_usd
     ]

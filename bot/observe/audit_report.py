@@ -21,6 +21,7 @@ from mendbot.db import audit as queries
 from mendbot.db.audit import FingerprintCount, IncidentCounts, RunCount
 from mendbot.db.core import Connection
 from mendbot.kernel.sections import AuditConfig
+from mendbot.observe.kind_words import kind_words
 
 __all__ = ["AuditFinding", "AuditReport", "DayFigures", "KindBudget", "LatencyChange", "read_report"]
 
@@ -143,7 +144,7 @@ class AuditReport:
         if over:
             worst = max(over.values(), key=lambda b: b.burn)
             return AuditFinding(
-                title=f"`{worst.kind}` is at {worst.burn:.0%} of its error budget",
+                title=f"{kind_words(worst.kind)} is at {worst.burn:.0%} of its error budget",
                 description=(
                     f"{worst.kind} failed {worst.failures} of {worst.actions} times "
                     f"({worst.rate:.1%}) in the audited period, over its error budget."
@@ -155,7 +156,10 @@ class AuditReport:
         if self.regressions:
             change = self.regressions[0]
             return AuditFinding(
-                title=f"`{change.kind}` got slower: p95 {change.previous_p95:.0f} → {change.p95:.0f} ms",
+                title=(
+                    f"{kind_words(change.kind)} got slower: "
+                    f"p95 {change.previous_p95:.0f} → {change.p95:.0f} ms"
+                ),
                 description=(
                     f"The p95 latency of {change.kind} rose from {change.previous_p95:.0f} ms to "
                     f"{change.p95:.0f} ms (×{change.factor:.1f}) against the previous period."
@@ -171,9 +175,10 @@ class AuditReport:
 
 def _failure_finding(failure: FingerprintCount, budget: KindBudget | None) -> AuditFinding:
     error = f"{failure.error_type or 'error'}: {failure.message or ''}".strip().rstrip(":")
-    why = f"; {failure.kind} is at {budget.burn:.0%} of its error budget" if budget is not None else ""
+    why = f"; it is at {budget.burn:.0%} of its error budget" if budget is not None else ""
+    error_type = failure.error_type or "an error"
     return AuditFinding(
-        title=f"`{failure.kind}` failed {failure.count}× with {failure.error_type or 'an error'}{why}",
+        title=f"{kind_words(failure.kind)} failed {failure.count}× with {error_type}{why}",
         description=(
             f"{failure.kind} failed {failure.count} times in the audited period with {error[:300]} "
             f"(fingerprint {failure.fingerprint}){why}."

@@ -117,6 +117,21 @@ class _Counts:
             self.failures -= failures
 
 
+def _joined(older: _Counts, newer: _Counts | None) -> _Counts:
+    """One window of `older`'s buckets followed by `newer`'s (a bucket in both counted once, summed)."""
+    joined = _Counts(older.window_s)
+    for index, events, failures in [*older.buckets, *(newer.buckets if newer is not None else ())]:
+        last = joined.buckets[-1] if joined.buckets else None
+        if last is not None and last[0] >= index:
+            last[1] += events
+            last[2] += failures
+            joined.total += events
+            joined.failures += failures
+        else:
+            joined.put(index, events, failures)
+    return joined
+
+
 class _KindWindow(msgspec.Struct):
     counts: _Counts
     firing: bool = False
@@ -178,6 +193,7 @@ class AnomalyDetector:
         self._next_sweep: float | None = None
         self._held: list[ActionRecord] | None = None  # records given while the windows are read
         self._restore_given_up = False  # too many were held: the windows go on without the history
+        self._set_aside: dict[str, _Counts] = {}  # windows of kinds (and fingerprints) a fix went live for
         self.processed = 0
 
     @property
@@ -242,6 +258,32 @@ class AnomalyDetector:
         bot/scale/cluster.py)."""
         self._known = set(fingerprints)
 
+    def forget(self, kind: str, fingerprint: str | None) -> None:
+        """A fix for `kind` (and its failure's `fingerprint`) went live: its error-rate and repeat windows
+        start afresh, so the failures before the fix cannot escalate its incident once it answers again
+        (three old failures and one new success read "failing 75 % of the time"). What comes back after
+        the fix counts as ever, and the deploy's watch sees it first. The windows are set aside, not
+        dropped: `recall` puts them back if the fix is rolled back."""
+        window = self._kinds.pop(kind, None)
+        if window is not None:
+            self._set_aside[kind] = window.counts
+        if fingerprint is not None:
+            times = self._repeats.pop(fingerprint, None)
+            if times is not None:
+                self._set_aside[f"fingerprint:{fingerprint}"] = times
+            self._repeat_firing.discard(fingerprint)
+
+    def recall(self, kind: str, fingerprint: str | None) -> None:
+        """The fix `forget` was told of is rolled back: the failures before it are the same fault again,
+        and count with those since (each window still forgets what is older than it)."""
+        older = self._set_aside.pop(kind, None)
+        window = self._kinds.get(kind)
+        if older is not None:
+            counts = _joined(older, window.counts if window is not None else None)
+            self._kinds[kind] = _KindWindow(counts, last_failure=window.last_failure if window else None)
+        if fingerprint is not None and (aside := self._set_aside.pop(f"fingerprint:{fingerprint}", None)):
+            self._repeats[fingerprint] = _joined(aside, self._repeats.get(fingerprint))
+
     def tracked(self) -> dict[str, int]:
         """How many kinds, fingerprints and time buckets the windows hold now (what memory follows)."""
         return {
@@ -302,8 +344,7 @@ class AnomalyDetector:
                     "error",
                     record.kind,
                     sample.fingerprint,
-                    f"{record.kind} failing {share:.0%} of the time ({failures} of {total} "
-                    f"in {rule.window_s / 60:g} min)",
+                    f"failing {share:.0%} of the time ({failures} of {total} in {rule.window_s / 60:g} min)",
                     failures,
                     sample,
                 )
@@ -416,8 +457,8 @@ class AnomalyDetector:
                     "warning",
                     record.kind,
                     None,
-                    f"{record.kind} p95 latency {recent:.0f} ms, {recent / max(base, 0.001):.1f}× its "
-                    f"baseline of {base:.0f} ms",
+                    f"p95 latency {recent:.0f} ms, "
+                    f"{recent / max(base, 0.001):.1f}× its baseline of {base:.0f} ms",
                     slow,
                     record,
                 )

@@ -1,6 +1,7 @@
 """The dashboard's server for a running bot: its pages read the bot's database and this process's status.
 
-`__main__` starts it when `dashboard.enabled` (and always in the playground), beside the health port.
+`__main__` starts it when `dashboard.enabled` (and always in the playground), beside the health port; on a
+bot mendbot is attached to, `attach_to` does when its mendbot.yaml enables it (bot/runtime/standalone.py).
 The sign-in asks this process's allow-list at every request, and — for someone allow-listed by a
 role — Discord for the roles they hold now (kept for `ROLES_TTL_S`, so a page and its stream do not
 each cost a REST call).
@@ -8,6 +9,7 @@ each cost a REST call).
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING
 
@@ -16,17 +18,18 @@ import discord
 from mendbot.dashboard.pages import PageReader
 from mendbot.dashboard.server import DashboardServer
 from mendbot.dashboard.signin import RolesOf
+from mendbot.runtime.attachment import Attachment
 from mendbot.runtime.health import process_status
 
 if TYPE_CHECKING:
     from mendbot.runtime.app import MendBot
 
-__all__ = ["ROLES_TTL_S", "dashboard_server"]
+__all__ = ["ROLES_TTL_S", "attached_status", "dashboard_server"]
 
 ROLES_TTL_S = 30.0
 
 
-def _roles_lookup(bot: MendBot) -> RolesOf:
+def _roles_lookup(bot: MendBot | Attachment) -> RolesOf:
     """The member's roles in the dev guild (or any guild of the bot's) as Discord has them now."""
     seen: dict[int, tuple[float, list[int] | None]] = {}
 
@@ -54,8 +57,35 @@ def _roles_lookup(bot: MendBot) -> RolesOf:
     return roles_of
 
 
-def dashboard_server(bot: MendBot) -> DashboardServer | None:
-    """The dashboard for `bot`, not yet started; None when its services have no sign-in."""
+def attached_status(mend: Attachment, started: float) -> dict[str, object]:
+    """The status panel's figures for a bot mendbot is attached to: those `process_status` gives mendbot's
+    own, read from the bot as discord.py has it (one shard unless it is sharded)."""
+    bot = mend.bot
+    latency = bot.latency if math.isfinite(bot.latency) else None
+    shards = list(getattr(bot, "shards", {}).items()) or [(0, None)]
+    return {
+        "uptime_s": round(time.monotonic() - started, 1),
+        "discord_ready": bot.is_ready(),
+        "accepting": mend.accepting,
+        "cogs": sorted(bot.cogs),
+        "extension_failures": mend.extension_failures,
+        "inflight": mend.inflight,
+        "shard_count": bot.shard_count or 1,
+        "shards": [
+            {
+                "id": shard_id,
+                "connected": bot.is_ready() and not (shard is not None and shard.is_closed()),
+                "latency_ms": None if latency is None else round(latency * 1000, 1),
+            }
+            for shard_id, shard in shards
+        ],
+        **mend.services.health(),
+    }
+
+
+def dashboard_server(bot: MendBot | Attachment) -> DashboardServer | None:
+    """The dashboard for `bot` (mendbot's own, or the attachment on a bot it did not build), not yet
+    started; None when its services have no sign-in."""
     services = bot.services
     signin = services.dashboard
     if signin is None:
@@ -69,7 +99,11 @@ def dashboard_server(bot: MendBot) -> DashboardServer | None:
         db=services.db,
         settings=services.settings,
         redactor=services.redactor,
-        status=lambda: process_status(bot, started),
+        status=(
+            (lambda: attached_status(bot, started))
+            if isinstance(bot, Attachment)
+            else (lambda: process_status(bot, started))
+        ),
         clock=lambda: services.clock().timestamp(),
         audit_service=services.audit,
         names=services.people.name,

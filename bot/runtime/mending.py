@@ -102,6 +102,7 @@ async def build_mending(
     )
     if not shared:  # on a shared database the leader feeds the watch every process's records
         recorder.subscribe(deploy.observe)
+    deploy.fixed, deploy.unfixed = detector.forget, detector.recall
     deploy.prove_live = improve.prove_live
     deploy.prove_rollback = improve.prove_rollback
     deploy.reprove = improve.reprove

@@ -4,9 +4,10 @@ life tied to the bot's.
 `attach_to(bot)` is what both ways in call — the `mendbot` extension's `setup` (bot/attach) and the
 runner of `mendbot attach -- python bot.py` (bot/tools/attach_run.py) — and doing it twice changes
 nothing. It reads `mendbot.yaml` (or `MENDBOT_CONFIG`; its `repo_dir` and `data_dir` are read from
-the file's directory), sends mendbot's own log records to its JSON log and warnings to the console
-(the program's logging stays as the program set it up), builds the services on the bot's repository
-and attaches (bot/runtime/attachment.py). When the bot has connected, mendbot's slash commands are
+the file's directory), sends mendbot's own log records to its JSON log and warnings to the console as
+one line each (`mendbot: …`; the program's logging stays as the program set it up), builds the services
+on the bot's repository and attaches (bot/runtime/attachment.py), serving the dashboard when mendbot.yaml's
+`dashboard.enabled` says so. When the bot has connected, mendbot's slash commands are
 synced to the dev guild; when it is ready, failed extensions are reported there; when the bot closes,
 the services close first.
 
@@ -20,8 +21,11 @@ import atexit
 import os
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import discord
 
 from mendbot.kernel.log import configure_logging, get_logger
 from mendbot.kernel.settings import ConfigError, Settings, load_settings
@@ -30,6 +34,9 @@ from mendbot.runtime.instrument import recording_of, wrapper_of
 from mendbot.runtime.recording import Host
 from mendbot.runtime.services import build_services
 from mendbot.trust.redact import Redactor
+
+if TYPE_CHECKING:
+    from mendbot.dashboard.server import DashboardServer
 
 __all__ = ["CONFIG_FILE", "attach_to", "host_settings"]
 
@@ -65,6 +72,7 @@ async def attach_to(
     console_level: str = "WARNING",
     restart_at_exit: bool = True,
     connecting: bool | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> Attachment:
     """Attach mendbot to a bot it did not build (once: a second call returns the first attachment).
 
@@ -72,7 +80,8 @@ async def attach_to(
     deploy asked for is applied when the program ends (off where the caller starts the program again
     itself, as the attach demo does). `connecting`: the bot is about to connect to Discord, so the
     services' background work waits for its gateway session, and mendbot's self-improvement half and
-    cogs come up then (by default: it has none yet)."""
+    cogs come up then (by default: it has none yet). `clock`: the services' clock (the playground's
+    virtual one under `--play`), discord.py's by default."""
     found = recording_of(bot)
     if isinstance(found, Attachment):
         return found
@@ -84,14 +93,19 @@ async def attach_to(
         json_level=settings.level or "INFO",
         redactor=Redactor.from_settings(settings),
         console_tracebacks=False,  # the program's console is its own: one line each, tracebacks in the log
+        # ... in a line of mendbot's own, never structlog's key=value dump among the program's lines; what
+        # #dev is told (an incident opened) is not said there again.
+        brief=True,
         logger="mendbot",
     )
     if connecting is None:
         connecting = bot.user is None
-    services = await build_services(settings, connecting=connecting, mending=not connecting)
+    services = await build_services(
+        settings, clock=clock or discord.utils.utcnow, connecting=connecting, mending=not connecting
+    )
     mend = attach(bot, services, owns_services=True)
     mend.sampler.start()
-    _closing_with(bot, mend)
+    _closing_with(bot, mend, await _dashboard(mend) if settings.dashboard.enabled else None)
     _surfacing_once_connected(bot, mend)
 
     bot.add_listener(mend.on_ready, "on_ready")
@@ -101,13 +115,25 @@ async def attach_to(
     return mend
 
 
-def _closing_with(bot: Host, mend: Attachment) -> None:
-    """mendbot's services close with the bot, before it: once the bot's own `close` has closed its
-    gateway, its program's main task (`bot.run()`) may end, and the event loop with it, cancelling what
-    is still closing — and a database left open holds the process's exit forever."""
+async def _dashboard(mend: Attachment) -> DashboardServer | None:
+    """The dashboard, served as mendbot.yaml's `dashboard:` says (jinja2 and the pages load only then)."""
+    from mendbot.runtime.dashboard import dashboard_server
+
+    server = dashboard_server(mend)
+    if server is None or await server.start() is None:  # a port taken is logged by the server
+        return None
+    return server
+
+
+def _closing_with(bot: Host, mend: Attachment, dashboard: DashboardServer | None) -> None:
+    """mendbot's services (and its dashboard) close with the bot, before it: once the bot's own `close`
+    has closed its gateway, its program's main task (`bot.run()`) may end, and the event loop with it,
+    cancelling what is still closing — and a database left open holds the process's exit forever."""
 
     async def close(original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
+            if dashboard is not None:
+                await dashboard.stop()
             await mend.closed()
         except Exception:
             _log.exception("mendbot's services failed to close: closing the bot anyway")

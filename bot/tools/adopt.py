@@ -16,8 +16,10 @@ What it looks for, with `ast` over every Python file of the tree git tracks:
   is there (the replay has nothing of the live environment).
 
 It refuses, in one line, what it cannot handle: a directory that is not a git repository, uncommitted
-changes, no bot, no entry point, a token from a file. Otherwise it writes `mendbot.yaml`, prints what it
-found and the one thing left to do.
+changes, no bot, no entry point, a token from a file. Otherwise it writes `mendbot.yaml`, keeps mendbot's
+data directory (`.mendbot/`) out of git with a line in `.gitignore`, prints what it found and the one
+thing left to do: the ids, then committing `mendbot.yaml` (it says how; it commits nothing itself — the
+ids are still to be written in).
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ from dotenv import dotenv_values
 
 from mendbot.kernel.settings import EX_CONFIG
 
-__all__ = ["AdoptError", "Found", "adopt_main", "inspect_repository", "write_config"]
+__all__ = ["AdoptError", "Found", "adopt_main", "ignore_data_dir", "inspect_repository", "write_config"]
 
 CONFIG_FILE = "mendbot.yaml"
+DATA_DIR = ".mendbot"  # mendbot.yaml's data_dir: its database, logs and worktrees, never committed
 _BOT_BASES = {"Bot", "AutoShardedBot"}
 _CLIENT_BASES = {"Client", "AutoShardedClient"}
 _SECRET_WORDS = ("token", "secret", "key", "password", "passwd", "auth", "cookie", "session", "webhook")
@@ -377,7 +380,7 @@ def write_config(root: Path, found: Found) -> Path:
         bot["data_files"] = found.data_files
     text = (
         "# mendbot's settings for this bot (written by `mendbot adopt`; every key: config.example.yaml).\n"
-        "data_dir: .mendbot            # mendbot's database, logs and worktrees (untracked)\n"
+        f"data_dir: {DATA_DIR}            # mendbot's database, logs and worktrees (in .gitignore)\n"
         "repo_dir: .\n"
         "discord:\n"
         "  dev_guild_id: null          # your dev server's id: mendbot's commands and reports go there\n"
@@ -416,8 +419,26 @@ def adopt_main(root: Path) -> int:
     for note in found.notes:
         print(f"note: {note}")
     print(f"wrote {written.name}")
+    if ignore_data_dir(root.resolve()):
+        print(f"kept {DATA_DIR}/ out of git (.gitignore)")
     print(
         f"one thing left: put your dev server's and channel's ids and your Discord user id in "
-        f"{written.name}, then run `mendbot attach -- {program}`"
+        f'{written.name}, commit it (`git add {written.name} .gitignore && git commit -m "Add mendbot"`: '
+        f"fixes start from your committed main, and changes not committed hold deploys back), then run "
+        f"`mendbot attach -- {program}`"
     )
     return 0
+
+
+def ignore_data_dir(root: Path) -> bool:
+    """Put mendbot's data directory in the repository's .gitignore (made if there is none), after the
+    lines already there; whether a line was added (none when git ignores it already). Its database and
+    worktrees are never part of the bot: left untracked, they would make the tree look changed."""
+    if _git(root, "check-ignore", "-q", f"{DATA_DIR}/mendbot.db").returncode == 0:
+        return False
+    path = root / ".gitignore"
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if text and not text.endswith("\n"):
+        text += "\n"
+    path.write_text(f"{text}{DATA_DIR}/\n", encoding="utf-8")
+    return True

@@ -491,7 +491,7 @@ class DemoStory:
             self.say(
                 f"\ndemo: mendbot saw `{self.candidate.label}` fail, fixed {self.candidate.file} in a "
                 f"scratch copy, proved it by replaying your bot, shipped it on “ship it” ({self.applied}) — "
-                f"`{self.candidate.line}` answers again: {self.after or '(answered)'}. "
+                f"`{self.candidate.line}` answers again: {_sentence(self.after or '(answered)')} "
                 + OUTRO.format(program=self.program)
             )
         else:
@@ -513,6 +513,13 @@ class DemoStory:
         seen = [record for record in self._records[start:] if record.kind == candidate.kind]
         failed = [record for record in seen if not record.ok]
         return failed[0] if failed else (seen[0] if seen else None)
+
+
+def _sentence(text: str) -> str:
+    """`text` ended as one sentence: a full stop added unless it ends in one of its own ("Show me the
+    code." stays as it is, never "code..")."""
+    text = text.rstrip()
+    return text if text.endswith((".", "!", "?", "…")) else f"{text}."
 
 
 def _last_reply(world: VirtualWorld, channel: str) -> str:

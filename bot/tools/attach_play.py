@@ -11,16 +11,18 @@ from contextlib import AbstractAsyncContextManager
 from mendbot.kernel.settings import Settings
 from mendbot.runtime.attachment import Attachment
 from mendbot.tools.playground import Playground, stdin_lines
-from mendbot.tools.world import VirtualWorld, virtual_world
+from mendbot.tools.world import VirtualWorld, WorldClock, virtual_world
 
 __all__ = ["attached_world", "play_in_world"]
 
 
 def attached_world(mend: Attachment, settings: Settings) -> AbstractAsyncContextManager[VirtualWorld]:
     """The playground's virtual Discord for a bot mendbot is attached to (its settle time, its state)."""
+    clock = mend.services.clock
     return virtual_world(
         mend,
         settle_timeout=settings.playground.settle_timeout_s,
+        clock=clock if isinstance(clock, WorldClock) else None,
         playground=True,
         state_dir=settings.data_dir,
     )

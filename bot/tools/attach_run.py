@@ -39,6 +39,7 @@ from mendbot.kernel.settings import EX_CONFIG, ConfigError, Settings
 from mendbot.runtime.attachment import Attachment
 from mendbot.runtime.instrument import wrapper_of
 from mendbot.runtime.standalone import attach_to, host_settings
+from mendbot.tools.world import WorldClock
 
 __all__ = ["AttachError", "Hooks", "Program", "parse_program", "run_attached", "run_program"]
 
@@ -111,6 +112,8 @@ class Hooks:
         self.restart_at_exit = restart_at_exit
         self.bots: list[Any] = []  # the bots the program started
         self.played = False
+        # In the virtual Discord, mendbot's services read its clock (one clock for the whole world).
+        self.clock = WorldClock() if play else None
 
     def install(self) -> None:
         """Wrap discord.Client's `login` and `start` in this process."""
@@ -143,6 +146,7 @@ class Hooks:
             console_level=self.console_level,
             restart_at_exit=self.restart_at_exit,
             connecting=not self.play,  # the virtual Discord's world starts the daemons' work at once
+            clock=self.clock,
         )
         if load and "mendbot" not in bot.extensions:
             await bot.load_extension("mendbot")

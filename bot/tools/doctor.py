@@ -13,6 +13,7 @@ privileged intents the bot asks for are enabled for the application (its flags),
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import Any
 
 import aiohttp
 import discord
+from dotenv import dotenv_values
 
 from mendbot.db import core
 from mendbot.kernel.git import driver_problem, git
@@ -32,6 +34,8 @@ from mendbot.kernel.settings import (
     refuse_shard_subset,
     refuse_workers_without_store,
 )
+from mendbot.runtime.standalone import CONFIG_FILE as ATTACHED_CONFIG
+from mendbot.runtime.standalone import host_settings
 
 __all__ = ["Check", "Level", "doctor_exit_code", "run_doctor"]
 
@@ -98,6 +102,13 @@ def _token(settings: Settings) -> str | None:
     return value or None
 
 
+def _shown(target: Path | str) -> Path | str:
+    """A database file as the reader would type it: relative to where doctor runs, when it is below."""
+    if isinstance(target, Path) and target.is_absolute() and target.is_relative_to(Path.cwd()):
+        return target.relative_to(Path.cwd())
+    return target
+
+
 async def _database(settings: Settings) -> Check:
     target = settings.database_target
     try:
@@ -116,7 +127,7 @@ async def _database(settings: Settings) -> Check:
         mode = await core.scalar(db, _JOURNAL_MODE)
     finally:
         await db.close()
-    return _ok("database", f"{target} (schema {revision}, {mode})")
+    return _ok("database", f"{_shown(target)} (schema {revision}, {mode})")
 
 
 def _repository_state(root: Path) -> tuple[str, str] | str:
@@ -419,15 +430,62 @@ async def _discord_checks(settings: Settings, token: str) -> list[Check]:
     return checks
 
 
+def _attached_config(config_file: Path | None) -> Path | None:
+    """The mendbot.yaml of a bot mendbot is attached to, when that is what doctor checks: the one named,
+    or — with no config named and no config.yaml here — the one `mendbot adopt` wrote in this
+    directory (mendbot's own settings would be its defaults there, and its database a `data/` in the
+    bot's tree)."""
+    named = config_file or (Path(os.environ["MENDBOT_CONFIG"]) if os.environ.get("MENDBOT_CONFIG") else None)
+    if named is not None:
+        return named if named.name == ATTACHED_CONFIG else None
+    here = Path(ATTACHED_CONFIG)
+    return here if here.is_file() and not Path("config.yaml").exists() else None
+
+
+def _attached_token(settings: Settings) -> str | None:
+    """The attached bot's own token — its variable (mendbot.yaml's `bot.token_env`) in the environment or
+    the bot's `.env` — which the Discord checks ask with: it is the bot that logs in, not mendbot."""
+    assert settings.bot is not None
+    name = settings.bot.token_env
+    value = os.environ.get(name) or dotenv_values(settings.repo_dir / ".env").get(name) or ""
+    return value.strip() or None
+
+
+def _attached_mode(settings: Settings, token: str | None) -> Check:
+    assert settings.bot is not None
+    program = " ".join(settings.bot.entry)
+    variable = f"${settings.bot.token_env}"
+    if token is None:
+        return _ok(
+            "mode",
+            f"attached — `mendbot attach -- {program}` runs your bot with mendbot; {variable} is not set, "
+            f"so `mendbot attach --play -- {program}` (the local playground) until you set it",
+        )
+    return _ok("mode", f"attached — `mendbot attach -- {program}` runs your bot on Discord with {variable}")
+
+
 async def run_doctor(config_file: Path | None) -> list[Check]:
-    """Every check, in order; the last line says whether mendbot can run and in which mode."""
+    """Every check, in order; the last line says whether mendbot can run and in which mode. In a bot
+    mendbot is attached to (its mendbot.yaml), the bot's settings and its own token are checked."""
+    attached = _attached_config(config_file)
     try:
-        settings = load_settings(config_file)
+        settings = host_settings(attached) if attached is not None else load_settings(config_file)
         refuse_shard_subset(settings)
         refuse_workers_without_store(settings)
     except ConfigError as exc:
         return [_fail("config", str(exc))]
-    checks: list[Check] = [_ok("config", "valid")]
+    if settings.bot is not None:
+        token = _attached_token(settings)
+        bot_class = f", {settings.bot.bot_class}" if settings.bot.bot_class else ""
+        checks = [
+            _ok(
+                "config",
+                f"{attached or ATTACHED_CONFIG} (your bot: {' '.join(settings.bot.entry)}{bot_class})",
+            ),
+            _attached_mode(settings, token),
+        ]
+        return checks + await _the_rest(settings, token)
+    checks = [_ok("config", "valid")]
     token = _token(settings)
     if token is None:
         checks.append(
@@ -439,6 +497,12 @@ async def run_doctor(config_file: Path | None) -> list[Check]:
         )
     else:
         checks.append(_ok("mode", "Discord — `mendbot` runs on Discord with DISCORD_TOKEN (checked below)"))
+    return checks + await _the_rest(settings, token)
+
+
+async def _the_rest(settings: Settings, token: str | None) -> list[Check]:
+    """The checks after the config and the mode: storage, git, model, forge, agent, sandbox, Discord."""
+    checks: list[Check] = []
     steps: list[Callable[[Settings], Awaitable[Check]]] = [
         _database,
         _repository,

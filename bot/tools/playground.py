@@ -103,14 +103,15 @@ class Playground:
                 continue
             if line.lower() in {"quit", "exit"}:
                 break
-            try:
-                await self.execute(line)
-            except PlaygroundError as exc:
-                self._say(f"! {exc}")
-                status = 2
-            # A script's line waits for all it started, runs in the background included, so what a
-            # script prints does not depend on how fast the machine is.
-            await self.world.quiesce()
+            with self.world.working():
+                try:
+                    await self.execute(line)
+                except PlaygroundError as exc:
+                    self._say(f"! {exc}")
+                    status = 2
+                # A script's line waits for all it started, runs in the background included, so what a
+                # script prints does not depend on how fast the machine is.
+                await self.world.quiesce()
             self.print_changes()
         await self.world.quiesce()
         self.print_changes()
@@ -124,7 +125,8 @@ class Playground:
             self._say(f"{self.user} in #{self.channel}> {line}")
         word, _, rest = line.partition(" ")
         try:
-            await self._dispatch(word, rest.strip(), line)
+            with self.world.working():
+                await self._dispatch(word, rest.strip(), line)
         except PlaygroundError:
             raise
         except simcord.BackendError as exc:
@@ -416,6 +418,8 @@ class Playground:
             for message in channel.history():
                 if me is None or message.author.id != me.id:
                     continue
+                if not (message.content or message.embeds or message.components or message.attachments):
+                    continue  # an answer still "thinking" (deferred): printed once it says something
                 seen = _Seen(
                     content=message.content,
                     embeds=[embed.to_dict() for embed in message.embeds],

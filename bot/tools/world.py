@@ -7,8 +7,10 @@ real bot connected to it, and the playground's rules for time and runs (`virtual
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +42,11 @@ class VirtualWorld:
     guild: simcord.GuildHandle
     channels: dict[str, simcord.ChannelHandle]
     users: dict[str, simcord.MemberActor]
+    clock: WorldClock | None = None  # the services' clock, when the world keeps it (the playground)
+
+    def working(self) -> contextlib.AbstractContextManager[None]:
+        """While a line of the playground runs: the clock runs with real time (`WorldClock`)."""
+        return self.clock.line() if self.clock is not None else contextlib.nullcontext()
 
     @property
     def dev(self) -> simcord.ChannelHandle:
@@ -88,22 +95,60 @@ class VirtualWorld:
 
 
 class WorldClock:
-    """The playground's one clock: the virtual Discord's, whichever task asks.
+    """The playground's one clock: the virtual Discord's, whichever task asks — and it runs with real time
+    while the bot works.
 
     discord.py's `utcnow` (the services' default clock) reads the virtual clock only inside work the
     virtual Discord counts as the bot's; a background writer or a run in the background would read the
     wall clock, and an incident stamped ahead of "now" showed "Since: in 0s". Built before the world
     (the services take it), bound to it when it exists.
+
+    The virtual clock stands still while the bot waits for the next line, and moves with `wait`; while a
+    line is being run (`line()`) or a run works in the background (`working`), it moves with real time
+    as it is read, so what took seconds reads as seconds — a run's status, its stages on `/run N`, its
+    timeline's "ago" on the dashboard — instead of 0 s for forty seconds of work. Timers it passes
+    meanwhile fire at the virtual Discord's next settle.
     """
 
     def __init__(self) -> None:
         self._env: simcord.Env | None = None
+        self.working: Callable[[], bool] = lambda: False  # a run at work in the background
+        self._lines = 0  # lines being run now
+        self._since: float | None = None  # real time (perf_counter) the clock has moved to while working
 
     def bind(self, env: simcord.Env) -> None:
         self._env = env
 
     def __call__(self) -> datetime:
-        return self._env.now() if self._env is not None else datetime.now(UTC)
+        if self._env is None:
+            return datetime.now(UTC)
+        self._catch_up(self._env)
+        return self._env.now()
+
+    def _catch_up(self, env: simcord.Env) -> None:
+        """Move the virtual clock on by the real time passed since it was last read while working."""
+        now = time.perf_counter()  # real time: simcord makes time.monotonic the virtual clock in bot work
+        if not (self._lines or self.working()):
+            self._since = None  # idle: the time until the next line is nobody's work
+            return
+        if self._since is not None and now > self._since:
+            env.backend.advance_clock(now - self._since)
+        self._since = now
+
+    @contextmanager
+    def line(self) -> Iterator[None]:
+        """A line of the playground is being run: the time it takes is the bot's work."""
+        if self._env is not None:
+            self._catch_up(self._env)  # what a run did in the background until now
+        if self._since is None:
+            self._since = time.perf_counter()
+        self._lines += 1
+        try:
+            yield
+        finally:
+            if self._env is not None:
+                self._catch_up(self._env)
+            self._lines -= 1
 
 
 # Timers of the bot due this far ahead or more fire only when `wait` moves the clock past them.
@@ -146,6 +191,13 @@ async def virtual_world(
     env = simcord.Env(client, check_errors=False, settle_timeout=settle_timeout, shard_count=shard_count)
     if clock is not None:
         clock.bind(env)
+        if playground:  # a run's work in the background takes the time it takes on the clock too
+
+            def working() -> bool:
+                mending = mend.services.mending
+                return mending is not None and mending.improve.working
+
+            clock.working = working
     if playground:
         _fire_long_timers_only_on_wait(env)
         mend.services.improve.background_runs = True
@@ -157,6 +209,7 @@ async def virtual_world(
         users = {
             user.name: guild.add_member(env.create_user(user.name)) for user in settings.playground.users
         }
+    _name_the_bot(env, mend, client)
     if real_clock:
         _start_clock_now(env)
     up = _gate_resumed_deploys(env, mend)
@@ -172,7 +225,7 @@ async def virtual_world(
     try:
         await mend.sync_app_commands(guild.id)
         await mend.report_boot_problems()
-        world = VirtualWorld(env, cast("MendBot", bot), guild, channels, users)
+        world = VirtualWorld(env, cast("MendBot", bot), guild, channels, users, clock if playground else None)
         await env.settle()
         yield world
     finally:
@@ -226,6 +279,20 @@ def _same_ids_as_before(env: simcord.Env, state_dir: Path | None) -> Iterator[No
         yield
     finally:
         clock._epoch = before
+
+
+def _name_the_bot(env: simcord.Env, mend: Attachment, client: Any) -> None:
+    """The virtual Discord's bot user goes by the bot's name — mendbot for mendbot's own, a bot's class
+    for one mendbot is attached to (its repository's name for a plain `commands.Bot`) — not simcord's
+    "TestBot", which its messages, mentions and records (the dashboard's "who") would carry."""
+    if mend.services.settings.bot is None:
+        name = "mendbot"
+    elif type(client) in (commands.Bot, commands.AutoShardedBot):
+        name = mend.services.settings.repo_dir.resolve().name or "bot"
+    else:
+        name = type(client).__name__
+    user = env.backend.bot_user
+    user.name = user.global_name = name
 
 
 def _start_clock_now(env: simcord.Env) -> None:

@@ -159,6 +159,14 @@ def _side(result: ReplayResult | None) -> Side:
     return Side(result.ok, result.shown(), result.duration_ms / 1000 if result.answered else None)
 
 
+def _failed_side(result: ReplayResult, raised: Raised) -> Side:
+    """The base of a bot that answers its failures itself: the error its code raised is the failure, and
+    what its error handler said ("Oops, something went wrong.") is that failure's reply, not an answer."""
+    said = result.shown().removeprefix("answered ")
+    text = f"{raised.error_type} in `{raised.function}`, its error reply {said}"
+    return Side(False, text, result.duration_ms / 1000)
+
+
 def _recorded_side(case: ReplayCase) -> str:
     return f"recorded: {case.error_type}" if case.error_type else "recorded"
 
@@ -282,6 +290,10 @@ class _Judge:
 
     def _fixed(self, case: ReplayCase, before: ReplayResult, after: ReplayResult, role: str) -> ProofItem:
         base_side, branch_side = _side(before), _side(after)
+        failure = self.plan.failure
+        escaped = self._raised_at(before, failure) if failure is not None and before.ok else None
+        if escaped is not None and not escaped.caught_in_repo:  # the bot's own error reply, not an answer
+            base_side = _failed_side(before, escaped)
 
         def item(verdict: ItemVerdict, note: str) -> ProofItem:
             return ProofItem("replay", case.label, base_side, branch_side, verdict, note, role)
