@@ -49,7 +49,7 @@ USER mendbot
 # The venv belongs to the mendbot user so run.sh can reinstall when pyproject.toml changes; the
 # stamp it compares against is written here for the image's own pyproject.toml. mendbot.tools.warm
 # writes the bytecode the sandbox's read-only view of the venv cannot (pytest's rewritten plugins).
-RUN pip install -e . \
+RUN pip install -e ".[all]" \
     && python -m mendbot.tools.warm \
     && sha256sum pyproject.toml > /opt/mendbot/.mendbot-pyproject.sha256 \
     && mkdir -p data

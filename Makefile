@@ -27,7 +27,7 @@ endef
 
 $(STAMP): pyproject.toml
 	$(VENV_READY)
-	@$(BIN)/python bot/tools/install_progress.py $(BIN)/pip install -e .
+	@$(BIN)/python bot/tools/install_progress.py $(BIN)/pip install -e ".[all]"
 	$(BIN)/python -m mendbot.tools.warm
 	@touch $(STAMP)
 

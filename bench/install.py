@@ -55,12 +55,14 @@ def closure(name: str, extras: frozenset[str] = frozenset()) -> dict[str, metada
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="mendbot-install-") as temp:
         subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", temp, str(ROOT)], check=True
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", temp, str(ROOT)],
+            check=True,
+            capture_output=True,  # setuptools' warnings about the dashboard's data folders
         )
         (wheel,) = Path(temp).glob("mendbot-*.whl")
         print(f"install_wheel_size {wheel.stat().st_size / 1e6:.2f} MB")
     mendbot = metadata.distribution("mendbot")
-    extras = sorted(set(mendbot.metadata.get_all("Provides-Extra") or []) - {"dev"})
+    extras = sorted(set(mendbot.metadata.get_all("Provides-Extra") or []) - {"dev", "all"})
     plain = closure("mendbot")
     plain_size = sum(_size(dist) for dist in plain.values())
     print(f"install_packages {len(plain)} count")

@@ -23,7 +23,7 @@ install_if_changed() {
         return 0
     fi
     echo "run.sh: pyproject.toml changed: reinstalling mendbot" >&2
-    python -m pip install --quiet -e . && python -m mendbot.tools.warm && sha256sum pyproject.toml > "$stamp"
+    python -m pip install --quiet -e ".[all]" && python -m mendbot.tools.warm && sha256sum pyproject.toml > "$stamp"
 }
 
 if [ "${1:-}" = "--install-only" ]; then

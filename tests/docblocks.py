@@ -136,7 +136,7 @@ def mismatches(expected: list[str], shown: list[str]) -> list[str]:
 # the system tools that setting mendbot up by hand needs. They are not run (they install things,
 # need root or a server); what of ours they name is checked.
 SYSTEM_PROGRAMS = frozenset(
-    {"cd", "cp", "git", "mkdir", "chown", "install", "useradd", "systemctl", "journalctl", "docker"}
+    {"cd", "cp", "git", "mkdir", "chown", "install", "useradd", "systemctl", "journalctl", "docker", "pip"}
 )
 _ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _ANGLE_PLACEHOLDER = re.compile(r"<[^<>\n]+>")

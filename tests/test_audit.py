@@ -432,3 +432,15 @@ async def test_charts_count_in_whole_numbers_on_one_axis(tmp_path: Path) -> None
         shown = [tick for tick in axes.get_yticks() if low <= tick <= high]
         assert low == 0 and high >= 1 and shown, (low, high)
         assert all(float(tick).is_integer() for tick in shown), shown
+
+
+async def test_an_audit_without_matplotlib_says_how_to_have_its_charts(
+    world: VirtualWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the `charts` extra not installed, /audit posts its report and says how to have the charts."""
+    from mendbot.observe import audit_charts
+
+    monkeypatch.setattr(audit_charts, "charts_available", lambda: False)
+    text, attachments = await _audit(world)
+    assert "Self-audit" in text and attachments == []
+    assert "`pip install 'mendbot[charts]'`" in text

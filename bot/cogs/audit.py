@@ -54,13 +54,16 @@ class Audit(commands.Cog):
         self.audit.schedule.stop()
 
     async def _render(self, report: AuditReport) -> tuple[list[str], list[Chart]]:
-        from mendbot.observe.audit_charts import render_charts  # with the report, at the first audit
+        from mendbot.observe.audit_charts import CHARTS_MISSING, charts_available, render_charts
         from mendbot.observe.audit_render import render_text
 
         redact = self.bot.services.redactor.text
         texts = [redact(text) for text in render_text(report, report.highest_impact())]
-        charts = await asyncio.to_thread(render_charts, report, redact) if self.audit.config.charts else []
-        return texts, charts
+        if not self.audit.config.charts:
+            return texts, []
+        if not charts_available():
+            return [*texts, CHARTS_MISSING], []
+        return texts, await asyncio.to_thread(render_charts, report, redact)
 
     async def _scheduled(self) -> None:
         if not self.bot.services.cluster.leadership.is_leader:

@@ -29,7 +29,7 @@ from mendbot.improve.runs import ACTIVE_STATES, STATE_ICONS, TERMINAL_STATES, st
 from mendbot.kernel.git import git
 from mendbot.kernel.settings import Settings
 from mendbot.observe.audit import AuditError, AuditService, parse_period
-from mendbot.observe.audit_charts import Chart, render_charts
+from mendbot.observe.audit_charts import CHARTS_MISSING, Chart, charts_available, render_charts
 from mendbot.observe.audit_render import render_text
 from mendbot.observe.audit_report import AuditReport
 from mendbot.trust.redact import Redactor
@@ -276,13 +276,23 @@ class PageReader:
         except AuditError as exc:
             return self._page({"period": period, "error": str(exc), "texts": [], "charts": []})
         texts = render_text(report, report.highest_impact())
-        names = ["failures_per_day", "p95_per_kind", "spend_per_day"]
+        names = ["failures_per_day", "p95_per_kind", "spend_per_day"] if charts_available() else []
         spend = [
             {"day": day.day.isoformat(), "actions": day.actions, "failures": day.failures,
              "chat": day.chat_usd, "runs": day.runs_usd}
             for day in report.days
         ]  # fmt: skip
-        return self._page({"period": period, "error": None, "texts": texts, "charts": names, "spend": spend})
+        missing = None if names else CHARTS_MISSING
+        return self._page(
+            {
+                "period": period,
+                "error": None,
+                "texts": texts,
+                "charts": names,
+                "missing": missing,
+                "spend": spend,
+            }
+        )
 
     async def chart(self, period: str, name: str) -> bytes | None:
         """One PNG chart of the audit of `period` (drawn in a thread: matplotlib is slow)."""

@@ -15,6 +15,7 @@ What each key may hold — the sections, their defaults and checks — is in bot
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -291,7 +292,17 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
         one_line = " ".join(str(exc).split())
         raise ConfigError(f"config error: cannot read {_config_path()}: {one_line}") from None
     _host_defaults(settings, given)
+    _refuse_missing_extras(settings)
     return settings
+
+
+def _refuse_missing_extras(settings: Settings) -> None:
+    """A feature the settings ask for whose library is an extra not installed: one line saying which."""
+    if settings.forge.kind == "github" and importlib.util.find_spec("githubkit") is None:
+        raise ConfigError(
+            "config error: forge.kind is github, whose client mendbot installs with its `github` extra — "
+            "`pip install 'mendbot[github]'`, or leave forge.kind: local"
+        )
 
 
 def refuse_workers_without_store(settings: Settings) -> None:

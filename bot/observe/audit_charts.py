@@ -8,10 +8,14 @@ imported on first use: it costs about half a second, which start-up should not p
 Every text drawn from the records (the kinds labelling the p95 chart) passes the caller's redactor
 first — a picture is output like any other — and is drawn as plain text (no mathtext: a `$` in a
 kind is a dollar sign, not a formula that could fail to parse).
+
+matplotlib is an extra (`pip install 'mendbot[charts]'`): without it the audit is its text alone, and
+says how to have the charts (`CHARTS_MISSING`).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +27,12 @@ from mendbot.observe.kind_words import kind_words
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["Chart", "chart_figures", "render_charts"]
+__all__ = ["CHARTS_MISSING", "Chart", "chart_figures", "charts_available", "render_charts"]
+
+CHARTS_MISSING = (
+    "📉 No charts: they are drawn with matplotlib, which mendbot installs with its `charts` extra "
+    "(`pip install 'mendbot[charts]'`)."
+)
 
 _SIZE = (8.0, 4.0)  # inches; at 100 dpi an 800×400 image that Discord shows inline
 _DPI = 100
@@ -35,9 +44,17 @@ class Chart:
     png: bytes
 
 
+def charts_available() -> bool:
+    """Whether matplotlib is installed (the `charts` extra)."""
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 def render_charts(report: AuditReport, redact: Callable[[str], str]) -> list[Chart]:
-    """One PNG per chart; an empty period still gets charts that say so. `redact` is the bot's
-    redactor (`Redactor.text`), applied to every label that comes from the records."""
+    """One PNG per chart; an empty period still gets charts that say so; none without matplotlib.
+    `redact` is the bot's redactor (`Redactor.text`), applied to every label that comes from the
+    records."""
+    if not charts_available():
+        return []
     return [Chart(f"{name}.png", _png(figure)) for name, figure in chart_figures(report, redact).items()]
 
 
