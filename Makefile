@@ -109,7 +109,7 @@ check: quick-lint browser ## the inner loop: lint and every test that does not s
 # each once in its short mode (small sizes, one round), which CI runs after `make test`, so a change that
 # breaks a bench fails the change rather than whoever runs `make bench` next.
 BENCHES := startup observe pipeline deploy redact sandbox storage audit discord_start localise scale \
-	dashboard stop attach drill
+	dashboard stop attach drill install
 
 bench: setup
 	@for name in $(BENCHES); do echo "$(BIN)/python bench/$$name.py"; $(BIN)/python bench/$$name.py || exit 1; done

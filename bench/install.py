@@ -17,6 +17,7 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from sizes import SHORT  # noqa: F401  (the short mode is the same: one build, one walk)
 
 ROOT = Path(__file__).resolve().parent.parent
 
