@@ -89,7 +89,7 @@ def test_events_read_as_sentences() -> None:
         "proof: proven — gone on the branch"
     )
     assert describe("claim", {"paths": ["cogs/dice.py"], "refused": []}) == "claimed cogs/dice.py"
-    assert describe("approval_refused", {"reason": "not_allowed"}) == "approval refused: not_allowed"
+    assert describe("approval_refused", {"reason": "not_allowed"}) == "approval refused: not allowed"
 
 
 def test_a_diagnosis_and_a_plan_read_as_labelled_prose_and_lists() -> None:

@@ -65,7 +65,7 @@ async def test_failed_button_clicks_are_recorded_fingerprinted_answered_and_anno
     assert json.loads(str(records[0]["invocation"]))["options"]["custom_id"] == "panel-split"
     assert all(BUG_REPLY in answer and "ZeroDivisionError" in answer for answer in answers)
     announced = _incident_announcements(world)
-    assert len(announced) == 1 and "view:Panel.split" in (announced[0].embeds[0].title or "")
+    assert len(announced) == 1 and "the `Panel.split` button or menu" in (announced[0].embeds[0].title or "")
 
 
 async def test_a_working_button_is_recorded_with_its_reply(world: VirtualWorld) -> None:

@@ -32,7 +32,7 @@ async def test_a_failed_cog_load_is_an_action_an_incident_and_evidence(tmp_path:
         [incident] = stored(settings, "SELECT id, kind, rule FROM incidents")
         assert (incident["kind"], incident["rule"]) == ("cog:Rates.cog_load", "not_loaded")
         assert any(
-            m.embeds and "cog:Rates.cog_load" in (m.embeds[0].title or "")
+            m.embeds and "the `Rates` cog's `cog_load`" in (m.embeds[0].title or "")
             for m in bot_messages(world, world.dev)
         )
         db = world.bot.services.db

@@ -36,7 +36,11 @@ def human_duration(seconds: float) -> str:
 
 
 def relative(seconds: float) -> str:
-    """A moment `seconds` from now as Discord's relative timestamps read: "in 15 h 33 min", "5 min ago"."""
+    """A moment `seconds` from now as Discord's relative timestamps read: "in 15 h 33 min", "5 min ago".
+    Past a minute they show no seconds, as Discord's client does: a reminder set for 10 minutes and read
+    a second later is "in 10 min", not "in 9 min 59 s"."""
+    if abs(seconds) >= 60:
+        seconds = round(seconds / 60) * 60
     return f"in {human_duration(seconds)}" if seconds >= 0 else f"{human_duration(seconds)} ago"
 
 

@@ -40,7 +40,11 @@ def kind_words(kind: str) -> str:
     shape = _SHAPES.get(prefix)
     if shape is None or not rest:
         return f"`{kind}`"
-    return shape.format(rest.replace("`", "'"))
+    rest = rest.replace("`", "'")
+    cog, dot, hook = rest.partition(".")
+    if prefix == "cog" and dot:  # `cog:Rates.cog_load`: a hook of the cog, not a cog of that name
+        return f"the `{cog}` cog's `{hook}`"
+    return shape.format(rest)
 
 
 def command_name(kind: str) -> str:
