@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mendbot.improve.proof.judge import Timing, handler_breadth, judge_replay, masked, shape
+from mendbot.improve.proof.answers import masked, shape
+from mendbot.improve.proof.judge import Timing, handler_breadth, judge_replay
 from mendbot.improve.proof.prover import _judge
 from mendbot.improve.proof.replay import Raised, ReplayResult, Watch
 from mendbot.improve.proof.replay_plan import Failure, ReplayCase, ReplayPlan
@@ -185,6 +186,25 @@ def test_a_random_command_that_answered_alike_twice_by_chance_is_not_taken_for_d
     base = [_answer("1", "🎲 2d8 → 9"), _answer("2", "🎲 2d8 → 3"), _answer("3", "🎲 2d8 → 9")]
     base.append(_answer("4", "🎲 1d20 → 17"))
     branch = [_answer("1", "🎲 2d8 → 12"), _answer("2", "y"), _answer("3", "z"), _answer("4", "🎲 1d20 → 2")]
+    proof = _judged(cases, base, branch)
+    assert [item.verdict for item in proof.items] == ["holds", "holds"]
+
+
+def test_a_probe_that_answered_alike_by_chance_does_not_tighten_its_kind() -> None:
+    """Two probed calls of one command: the first's answers differ in numbers, the last's happened to
+    agree (a d20 lands on 17 three times): the whole kind is compared by shape, the loosest shown."""
+    cases = [
+        _case("1", "pass", "!roll 2d8"),
+        _case("2", "probe", "!roll 2d8", parent="1"),
+        _case("3", "probe", "!roll 2d8", parent="1"),
+        _case("4", "pass", "!roll 1d20"),
+        _case("5", "probe", "!roll 1d20", parent="4"),
+        _case("6", "probe", "!roll 1d20", parent="4"),
+    ]
+    base = [_answer(key, f"🎲 2d8 → {n}") for key, n in (("1", 9), ("2", 3), ("3", 5))]
+    base += [_answer(key, "🎲 1d20 → 17") for key in ("4", "5", "6")]
+    branch = [_answer(key, f"🎲 2d8 → {n}") for key, n in (("1", 12), ("2", 2), ("3", 7))]
+    branch += [_answer(key, f"🎲 1d20 → {n}") for key, n in (("4", 2), ("5", 11), ("6", 17))]
     proof = _judged(cases, base, branch)
     assert [item.verdict for item in proof.items] == ["holds", "holds"]
 
