@@ -3,16 +3,21 @@
 Three levels: **exact** (ids, mentions and times aside), **shape** (numbers aside too: `🎲 2d6 → 7` and
 `🎲 2d6 → 9`), and **answered** (any answer: the command answers random words). A command's level is read
 only off evidence the change under proof cannot touch — the base's answers to one call sent three times
-(the probe, `mendbot.improve.proof.judge`) — and the loosest any of it shows wins.
+(the probe, `mendbot.improve.proof.judge`) and the live bot's recorded replies to a member asking it the
+same thing (`seen_to_vary`, read when the plan is made) — and the loosest any of it shows wins: a random
+command whose probe happened to answer alike three times is still random.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from itertools import pairwise
 from typing import Literal
 
-__all__ = ["Comparison", "alike", "level_of", "loosest", "masked", "shape"]
+from mendbot.observe.capture import REPLY_PREVIEW_CHARS
+
+__all__ = ["Comparison", "alike", "level_of", "loosest", "masked", "seen_to_vary", "shape"]
 
 Comparison = Literal["exact", "shape", "answered"]
 _LOOSENESS: dict[Comparison, int] = {"exact": 0, "shape": 1, "answered": 2}
@@ -58,3 +63,28 @@ def level_of(answers: Iterable[str]) -> Comparison:
 
 def loosest(first: Comparison | None, second: Comparison) -> Comparison:
     return second if first is None or _LOOSENESS[second] > _LOOSENESS[first] else first
+
+
+def seen_to_vary(replies: Sequence[str]) -> Comparison | None:
+    """What the recorded replies to one call (one member asking the same thing), oldest first, show of
+    the command: how it varies (`shape` or `answered`), or None when they do not show that it does.
+
+    The reply must have changed from one call to the next at least twice: a deploy that changed the
+    command's wording changes its replies once (`A A B B`), a random command's change again and again.
+    The recorder keeps only the first `REPLY_PREVIEW_CHARS` characters, so a word it cut is left out."""
+    previews = _in_full(replies)
+    changes = sum(masked(before) != masked(after) for before, after in pairwise(previews))
+    if changes < 2:
+        return None
+    return level_of(previews)
+
+
+def _in_full(replies: Sequence[str]) -> list[str]:
+    """The replies' words up to the first one a preview cut: where a longer number pushed the cut a
+    character further, the replies are compared on the words all of them have whole."""
+    words = [reply.split() for reply in replies]
+    cut = [len(reply) >= REPLY_PREVIEW_CHARS for reply in replies]
+    if not any(cut):
+        return [" ".join(found) for found in words]
+    whole = min(len(found) - 1 if was_cut else len(found) for found, was_cut in zip(words, cut, strict=True))
+    return [" ".join(found[: max(whole, 0)]) for found in words]

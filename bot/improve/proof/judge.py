@@ -14,10 +14,12 @@ base's outcome:
 - **a neighbour** that failed the same way on the base (same exception type, raised in the same function)
   is a failing call like the recorded ones; one that answered on the base is a call that worked;
 - **a call that worked** (recorded, or a neighbour) must work alike on the branch: an error, no answer,
-  or another answer breaks it. How alike (`mendbot.improve.proof.answers`) is read off the base's three
-  answers to one call (the probe) — all equal, compared exactly; differing only in numbers, by shape;
-  otherwise only by answering (random words) — the loosest of a kind's probes winning. A kind with no
-  probe read is compared by shape. Ids, mentions and times never count. For a complaint with no exception
+  or another answer breaks it. How alike (`mendbot.improve.proof.answers`) is read off evidence the change
+  cannot touch, and the loosest of it wins: the base's three answers to one call (the probe) — all equal,
+  compared exactly; differing only in numbers, by shape; otherwise only by answering (random words) — and
+  the live bot's recorded replies to one member asking the same thing (the plan's `varies`), which show
+  a random command for what it is when its probe happened to answer alike three times. A kind with
+  neither is compared by shape. Ids, mentions and times never count. For a complaint with no exception
   (a wrong or slow answer) the complained command's answers are compared only by answering: fixing a
   wrong answer changes it.
 
@@ -163,16 +165,16 @@ class _Judge:
     # -- reading the base ------------------------------------------------------------------
 
     def _levels(self) -> dict[str, Comparison]:
-        """How alike each kind's answers must be: the loosest of what each of the kind's probes showed on
-        the base — the call and every repeat of it answered alike (exactly, or in shape), or it is
-        compared by answering. One probe that happened to answer alike never tightens what another
-        showed."""
+        """How alike each kind's answers must be: the loosest of what the live bot's recorded replies
+        showed (the plan's `varies`) and what each of the kind's probes showed on the base — the call and
+        every repeat of it answered alike (exactly, or in shape), or it is compared by answering. One
+        probe that happened to answer alike never tightens what other evidence showed."""
         answers: dict[str, list[ReplayResult | None]] = {}
         for case in self.plan.replayable:
             if case.role != "probe" or case.parent is None:
                 continue
             answers.setdefault(case.parent, [self.base.get(case.parent)]).append(self.base.get(case.key))
-        levels: dict[str, Comparison] = {}
+        levels: dict[str, Comparison] = dict(self.plan.varies)
         for parent, results in answers.items():
             replies = [result.reply for result in results if result is not None and result.ok]
             if len(replies) < len(results):
