@@ -9,15 +9,19 @@ attachment is the one the `mendbot` extension makes (`mendbot.runtime.standalone
 runner loads that extension too, so a bot that also has the one line loads it once.
 
 With `--play` the bot does not connect to Discord: when the program starts it (`Client.start`, which
-`bot.run()` calls), it is run in the playground's virtual Discord instead — `#dev`, `#general`, the
-configured users and the playground's grammar, read from standard input — and the program goes on
-when the playground ends, as after a bot that closed.
+`bot.run()` calls, or its own `Client.login` before a `connect`), it is run in the playground's virtual
+Discord instead — `#dev`, `#general`, the configured users and the playground's grammar, read from
+standard input — and the program goes on when the playground ends, as after a bot that closed (a
+`connect` then returns at once). Nothing else of the program reaches Discord either: discord.py is sealed
+(bot/tools/playground_seal.py), and a token variable the program reads (`bot.token_env`) holds a
+placeholder when it is not set.
 
 With `--play --demo` the runner plays the demo's story on a scratch copy of the bot instead
 (bot/tools/attach_demo.py).
 
 What the runner cannot run is said in one line: a program that is not Python, one that ends without
-ever starting a discord.py bot, an extension failing to load so that the program stops.
+ever starting a discord.py bot, an extension failing to load so that the program stops, a program
+reaching Discord under `--play`.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import os
 import runpy
 import sys
 import traceback
+import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -39,11 +44,14 @@ from mendbot.kernel.settings import EX_CONFIG, ConfigError, Settings
 from mendbot.runtime.attachment import Attachment
 from mendbot.runtime.instrument import wrapper_of
 from mendbot.runtime.standalone import attach_to, host_settings
+from mendbot.tools.playground_seal import LeftThePlayground, PlaygroundSeal
 from mendbot.tools.world import WorldClock
 
 __all__ = ["AttachError", "Hooks", "Program", "parse_program", "run_attached", "run_program"]
 
 EX_FAILED = 1
+# Under --play, what the bot's token variable holds when it is not set.
+PLACEHOLDER_TOKEN = "mendbot-playground-placeholder-token"
 _START_AT_MOST_S = 10.0  # the garbage collector's pause for the program's start, at most
 _PYTHONS = ("python", "python3", f"python{sys.version_info.major}.{sys.version_info.minor}")
 
@@ -94,7 +102,7 @@ Session = Callable[[Attachment, Settings], Awaitable[object]]
 class Hooks:
     """What the runner puts on discord.py for the program's run: attaching at login; with `play`, a
     session in the virtual world (`session`: the playground on standard input, by default) instead of
-    the gateway."""
+    the gateway, and discord.py sealed against reaching Discord."""
 
     def __init__(
         self,
@@ -114,13 +122,25 @@ class Hooks:
         self.played = False
         # In the virtual Discord, mendbot's services read its clock (one clock for the whole world).
         self.clock = WorldClock() if play else None
+        self.seal = PlaygroundSeal()
+        # Under play: the clients whose start (or own login) is over — played, or not playable; a later
+        # `connect` of theirs returns as after a bot that closed.
+        self._started: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def install(self) -> None:
-        """Wrap discord.Client's `login` and `start` in this process."""
+        """Wrap discord.Client's `login` and `start` in this process; with `play`, `connect` too, and seal
+        discord.py."""
         discord.Client.login = wrapper_of(discord.Client.login, self.login)  # type: ignore[method-assign]
         discord.Client.start = wrapper_of(discord.Client.start, self.start)  # type: ignore[method-assign]
+        if self.play:
+            for client in (discord.Client, discord.AutoShardedClient):
+                client.connect = wrapper_of(client.connect, self.connect)  # type: ignore[method-assign]
+            self.seal.install()
 
     async def login(self, original: Callable[..., Any], instance: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.play and not _in_world(instance):
+            # The program's own login, before its own `connect`: the bot is played as at `start`.
+            return await self._play(instance)
         await self.attach(instance, load=True)
         try:
             return await original(instance, *args, **kwargs)
@@ -155,17 +175,35 @@ class Hooks:
     async def start(self, original: Callable[..., Any], instance: Any, *args: Any, **kwargs: Any) -> Any:
         if not self.play:
             return await original(instance, *args, **kwargs)
+        return await self._play(instance)
+
+    async def connect(self, original: Callable[..., Any], instance: Any, *args: Any, **kwargs: Any) -> Any:
+        if instance in self._started:
+            return None  # played, and closed: the program goes on as after a bot that closed
+        return await original(instance, *args, **kwargs)
+
+    async def _play(self, bot: Any) -> None:
+        """Run `bot` in the virtual world (once; mendbot attached), instead of on Discord."""
+        if bot in self._started:
+            return
+        self._started.add(bot)
         # The `mendbot` extension is loaded at the login the virtual Discord makes, inside the bot's work
         # there (its cogs start tasks that wait for the world's gates).
-        mend = await self.attach(instance, load=False)
+        mend = await self.attach(bot, load=False)
         if mend is None:
-            return None
+            return
         from mendbot.tools.attach_play import play_in_world
 
         self.played = True
         startgc.resume()
         await (self.session or play_in_world)(mend, self.settings)
-        return None
+
+
+def _in_world(client: Any) -> bool:
+    """Whether `client` is in the virtual Discord (simcord has replaced its HTTP client: its own login)."""
+    from simcord.http import FakeHTTPClient
+
+    return isinstance(getattr(client, "http", None), FakeHTTPClient)
 
 
 def _run(program: Program, path: list[Path]) -> None:
@@ -198,6 +236,9 @@ def run_attached(argv: list[str], *, config: Path | None = None, play: bool = Fa
         return EX_CONFIG
     if play:
         settings.data_dir = settings.data_dir / "playground"
+        # The program reads its token as it always does (`os.environ["DISCORD_TOKEN"]`); none is needed
+        # here, and none reaches Discord.
+        os.environ.setdefault(settings.bot.token_env, PLACEHOLDER_TOKEN)
     hooks = Hooks(settings, play=play)
     hooks.install()
     return run_program(program, settings, hooks)
@@ -206,14 +247,14 @@ def run_attached(argv: list[str], *, config: Path | None = None, play: bool = Fa
 def run_program(program: Program, settings: Settings, hooks: Hooks) -> int:
     """Run the program once, its bot attached through `hooks`; the exit code, what it could not run said
     in one line."""
-    code = 0
+    code, failed = 0, False
     try:
         # The bot's import directories are its program's, from where it runs (its checkout).
         _run(program, [Path.cwd() / directory for directory in (settings.bot.path if settings.bot else [])])
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EX_FAILED)
     except KeyboardInterrupt:
-        code = 0
+        return 0
     except commands.ExtensionError as exc:
         cause = exc.__cause__ or exc
         print(
@@ -221,11 +262,14 @@ def run_program(program: Program, settings: Settings, hooks: Hooks) -> int:
             f"{cause}) — mendbot recorded it; fix it, or ask mendbot to in your dev channel",
             file=sys.stderr,
         )
-        return EX_FAILED
+        code, failed = EX_FAILED, True
+    except LeftThePlayground as exc:
+        print(exc, file=sys.stderr)
+        code, failed = EX_FAILED, True
     except Exception:
         traceback.print_exc()  # the program's own failure, as Python would show it
-        return EX_FAILED
-    if not hooks.bots:
+        code, failed = EX_FAILED, True
+    if not hooks.bots and not failed:
         print(
             f"mendbot: `{program}` ended without starting a discord.py bot — mendbot attaches to the bot "
             "your program runs (`bot.run(…)` or `await bot.start(…)`): is this your bot's entry point?",
