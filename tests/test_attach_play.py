@@ -275,3 +275,39 @@ async def test_a_bot_whose_token_variable_is_unset_plays_with_a_placeholder(tmp_
     code, out, err = await _play_porch(tmp_path, repo, ["python", "bot.py", "start"], "!hello\n", token=None)
     assert code == 0 and "KeyError" not in err, err[-3000:]
     assert "hello from the porch" in out
+
+
+RAN_WITHOUT = (
+    "mendbot: extension `lamp` failed to load (ModuleNotFoundError: No module named 'porch_wiring') — your "
+    "bot runs without it; mendbot recorded it: fix it, or ask mendbot to in your dev channel"
+)
+STOPPED = (
+    "mendbot: your bot stopped: extension `lamp` failed to load (ModuleNotFoundError: No module named "
+    "'porch_wiring') — mendbot recorded it; fix it, or ask mendbot to in your dev channel"
+)
+NOT_PLAYED = (
+    "mendbot attach --play: your bot stopped before the playground was ready — nothing of your script "
+    "was played"
+)
+
+
+@pytest.mark.parametrize(
+    ("broken", "played", "said"),
+    [
+        ("caught", True, [RAN_WITHOUT]),
+        ("early", True, [RAN_WITHOUT]),
+        ("raised", False, [STOPPED, NOT_PLAYED]),
+    ],
+    ids=["caught-in-setup-hook", "caught-before-start", "raised-from-setup-hook"],
+)
+async def test_an_extension_that_fails_to_load_is_said_in_one_line(
+    tmp_path: Path, broken: str, played: bool, said: list[str]
+) -> None:
+    """A cog that cannot be imported — its failure logged by the bot's own code, in its setup_hook or
+    before it starts, or let out of its setup_hook: mendbot says which and why in one line; a bot that
+    stopped before the playground was ready says the script was not played, and exits 1."""
+    repo = _porch(tmp_path)
+    code, out, err = await _play_porch(tmp_path, repo, ["python", "bot.py", "start", broken], "!hello\n")
+    assert _mendbots_lines(err) == said, err[-3000:]
+    assert ("hello from the porch" in out) == played
+    assert code == (0 if played else 1), err[-3000:]

@@ -20,8 +20,9 @@ With `--play --demo` the runner plays the demo's story on a scratch copy of the 
 (bot/tools/attach_demo.py).
 
 What the runner cannot run is said in one line: a program that is not Python, one that ends without
-ever starting a discord.py bot, an extension failing to load so that the program stops, a program
-reaching Discord under `--play`.
+ever starting a discord.py bot, an extension failing to load so that the program stops (one that fails
+while the bot runs on is said too, once the bot has logged in), a program reaching Discord under
+`--play`, and, under `--play`, a bot that stopped before the playground was ready to read the script.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from discord.ext import commands
 from mendbot.kernel import startgc
 from mendbot.kernel.settings import EX_CONFIG, ConfigError, Settings
 from mendbot.runtime.attachment import Attachment
-from mendbot.runtime.instrument import wrapper_of
+from mendbot.runtime.instrument import recording_of, wrapper_of
 from mendbot.runtime.standalone import attach_to, host_settings
 from mendbot.tools.playground_seal import LeftThePlayground, PlaygroundSeal
 from mendbot.tools.world import WorldClock
@@ -120,18 +121,28 @@ class Hooks:
         self.restart_at_exit = restart_at_exit
         self.bots: list[Any] = []  # the bots the program started
         self.played = False
+        self.ready = False  # the playground's world was up, ready to read the script
+        self.stopped_by: commands.ExtensionError | None = None  # a failed extension stopped a bot's login
         # In the virtual Discord, mendbot's services read its clock (one clock for the whole world).
         self.clock = WorldClock() if play else None
         self.seal = PlaygroundSeal()
         # Under play: the clients whose start (or own login) is over — played, or not playable; a later
         # `connect` of theirs returns as after a bot that closed.
         self._started: weakref.WeakSet[Any] = weakref.WeakSet()
+        # Extensions that failed to load before mendbot was attached (`async with bot: await
+        # bot.load_extension(…)` before `start`, as discord.py's examples do), handed over at attach.
+        self._early: weakref.WeakKeyDictionary[Any, dict[str, commands.ExtensionError]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._said: set[tuple[int, str]] = set()  # (bot, extension) failures said on the console
 
     def install(self) -> None:
-        """Wrap discord.Client's `login` and `start` in this process; with `play`, `connect` too, and seal
-        discord.py."""
+        """Wrap discord.Client's `login` and `start`, and extension loading, in this process; with `play`,
+        `connect` too, and seal discord.py."""
         discord.Client.login = wrapper_of(discord.Client.login, self.login)  # type: ignore[method-assign]
         discord.Client.start = wrapper_of(discord.Client.start, self.start)  # type: ignore[method-assign]
+        loading = commands.bot.BotBase.load_extension
+        commands.bot.BotBase.load_extension = wrapper_of(loading, self.load_extension)  # type: ignore[method-assign]
         if self.play:
             for client in (discord.Client, discord.AutoShardedClient):
                 client.connect = wrapper_of(client.connect, self.connect)  # type: ignore[method-assign]
@@ -143,9 +154,14 @@ class Hooks:
             return await self._play(instance)
         await self.attach(instance, load=True)
         try:
-            return await original(instance, *args, **kwargs)
+            result = await original(instance, *args, **kwargs)
+        except commands.ExtensionError as exc:
+            self.stopped_by = exc  # said when the program has ended, whatever it made of it
+            raise
         finally:
             startgc.resume()  # the bot is built: its setup_hook has run
+        self._say_extension_failures(instance)
+        return result
 
     async def attach(self, bot: Any, *, load: bool) -> Attachment | None:
         """mendbot's attachment on `bot` (None for a client without commands); with `load`, the `mendbot`
@@ -168,6 +184,8 @@ class Hooks:
             connecting=not self.play,  # the virtual Discord's world starts the daemons' work at once
             clock=self.clock,
         )
+        for name, error in self._early.pop(bot, {}).items():
+            mend.extension_failed(name, error)
         if load and "mendbot" not in bot.extensions:
             await bot.load_extension("mendbot")
         return mend
@@ -181,6 +199,18 @@ class Hooks:
         if instance in self._started:
             return None  # played, and closed: the program goes on as after a bot that closed
         return await original(instance, *args, **kwargs)
+
+    async def load_extension(
+        self, original: Callable[..., Any], instance: Any, name: str, /, *args: Any, **kwargs: Any
+    ) -> Any:
+        try:
+            result = await original(instance, name, *args, **kwargs)
+        except commands.ExtensionError as exc:
+            if recording_of(instance) is None:  # mendbot not attached yet: it hears of it at attach
+                self._early.setdefault(instance, {})[name] = exc
+            raise
+        self._early.get(instance, {}).pop(name, None)
+        return result
 
     async def _play(self, bot: Any) -> None:
         """Run `bot` in the virtual world (once; mendbot attached), instead of on Discord."""
@@ -196,7 +226,30 @@ class Hooks:
 
         self.played = True
         startgc.resume()
-        await (self.session or play_in_world)(mend, self.settings)
+        if self.session is not None:
+            await self.session(mend, self.settings)
+        else:
+            await play_in_world(mend, self.settings, ready=self._world_ready)
+
+    def _world_ready(self) -> None:
+        self.ready = True
+
+    def _say_extension_failures(self, bot: Any) -> None:
+        """The bot has logged in (its setup_hook run): each extension that failed to load and that the bot
+        runs on without, in one line on the console — #dev is told too, but may be far away."""
+        recording = recording_of(bot)
+        if not isinstance(recording, Attachment):
+            return
+        for name, why in recording.extension_failures.items():
+            if (id(bot), name) in self._said or name == "mendbot":
+                continue
+            self._said.add((id(bot), name))
+            print(
+                f"mendbot: extension `{name}` failed to load ({why}) — your bot runs without it; mendbot "
+                "recorded it: fix it, or ask mendbot to in your dev channel",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def _in_world(client: Any) -> bool:
@@ -256,12 +309,7 @@ def run_program(program: Program, settings: Settings, hooks: Hooks) -> int:
     except KeyboardInterrupt:
         return 0
     except commands.ExtensionError as exc:
-        cause = exc.__cause__ or exc
-        print(
-            f"mendbot: your bot stopped: extension `{exc.name}` failed to load ({type(cause).__name__}: "
-            f"{cause}) — mendbot recorded it; fix it, or ask mendbot to in your dev channel",
-            file=sys.stderr,
-        )
+        hooks.stopped_by = exc
         code, failed = EX_FAILED, True
     except LeftThePlayground as exc:
         print(exc, file=sys.stderr)
@@ -269,6 +317,15 @@ def run_program(program: Program, settings: Settings, hooks: Hooks) -> int:
     except Exception:
         traceback.print_exc()  # the program's own failure, as Python would show it
         code, failed = EX_FAILED, True
+    if hooks.stopped_by is not None:  # raised here, or caught by the program on its way out
+        cause = hooks.stopped_by.__cause__ or hooks.stopped_by
+        print(
+            f"mendbot: your bot stopped: extension `{hooks.stopped_by.name}` failed to load "
+            f"({type(cause).__name__}: {cause}) — mendbot recorded it; fix it, or ask mendbot to in your "
+            "dev channel",
+            file=sys.stderr,
+        )
+        hooks.stopped_by = None
     if not hooks.bots and not failed:
         print(
             f"mendbot: `{program}` ended without starting a discord.py bot — mendbot attaches to the bot "
@@ -276,4 +333,12 @@ def run_program(program: Program, settings: Settings, hooks: Hooks) -> int:
             file=sys.stderr,
         )
         return EX_FAILED if code == 0 else code
+    if hooks.bots and hooks.play and hooks.session is None and not hooks.ready:
+        # Whatever the program made of it (it may catch the failure and end with 0), the script was not read.
+        print(
+            "mendbot attach --play: your bot stopped before the playground was ready — nothing of your "
+            "script was played",
+            file=sys.stderr,
+        )
+        return code or EX_FAILED
     return code
