@@ -62,7 +62,8 @@ class AttachError(Exception):
 
 
 class Program(msgspec.Struct, frozen=True):
-    """A Python program: a script (`bot.py`) or a module (`-m mybot`), and its arguments."""
+    """A Python program: a script (`bot.py`), a directory with a `__main__.py` (`.`) or a module
+    (`-m mybot`), and its arguments."""
 
     target: str
     module: bool
@@ -89,10 +90,12 @@ def parse_program(argv: list[str]) -> Program:
             "run your bot as `mendbot attach -- python bot.py` (or `python -m yourbot`)"
         )
     script = Path(words[0])
-    if script.suffix != ".py" or not script.is_file():
+    # A directory runs its `__main__.py`, as `python .` does.
+    runnable = (script.suffix == ".py" and script.is_file()) or (script / "__main__.py").is_file()
+    if not runnable:
         raise AttachError(
             f"mendbot attach: {script} is not a Python file here — run it from your bot's directory, "
-            "e.g. `mendbot attach -- python bot.py`"
+            "e.g. `mendbot attach -- python bot.py` (or `python .` for a directory with a __main__.py)"
         )
     return Program(str(script), False, words[1:])
 
@@ -270,7 +273,8 @@ def _run(program: Program, path: list[Path]) -> None:
         return
     script = Path(program.target).resolve()
     sys.argv = [program.target, *program.args]
-    sys.path.insert(0, str(script.parent))
+    if not script.is_dir():  # a directory is put first on the path by run_path itself, as by `python .`
+        sys.path.insert(0, str(script.parent))
     runpy.run_path(str(script), run_name="__main__")
 
 
