@@ -83,6 +83,11 @@ def command_line() -> argparse.ArgumentParser:
         "entry point, bot class, extensions, token variable and data files.",
     )
     adopt.add_argument("path", nargs="?", default=".", help="the bot's repository (default: here)")
+    adopt.add_argument(
+        "--entry",
+        default=None,
+        help='the command that starts your bot, when adopt cannot find it (e.g. "python launcher.py start")',
+    )
     attach = commands.add_parser(
         "attach",
         help="run your bot's own program with mendbot attached: mendbot attach -- python bot.py",
