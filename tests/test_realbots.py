@@ -68,3 +68,56 @@ async def test_the_discordpy_basic_example_with_random_commands_goes_from_failur
             except BaseException:
                 _show(discord_api, bot)
                 raise
+
+
+TEMPLATE = "python-discord-bot-template"
+CHANNELS = 'name="Text/Voice Channels", value=f"{len(context.guild.channels)}"'
+# The fault seeded in the template: text channels per voice channel, and the guild has no voice channel.
+CHANNELS_BUG = (
+    'name="Text/Voice Channels", '
+    'value=f"{len(context.guild.text_channels) // len(context.guild.voice_channels)}"'
+)
+ONE_LINE = '        await self.load_extension("mendbot")\n'  # what its developer adds to setup_hook
+
+
+@needs_realbot(TEMPLATE)
+async def test_the_public_template_with_the_one_line_goes_from_failure_to_rollback(tmp_path: Path) -> None:
+    """The public template with `await self.load_extension("mendbot")` added after its own cogs load,
+    run as `python bot.py` (not through `mendbot attach`), its random `!8ball` asked before the fault:
+    `!serverinfo` fails, answered by its own error handler, the fix in cogs/general.py is proven by
+    replaying its program and reloaded as `cogs.general`, and rolled back; its `!help` still lists its
+    own cogs."""
+    repo = realbot_repo(tmp_path, TEMPLATE)
+    general = repo / "cogs" / "general.py"
+    assert CHANNELS in general.read_text()
+    general.write_text(general.read_text().replace(CHANNELS, CHANNELS_BUG))
+    launcher = repo / "bot.py"
+    own_cogs = "        await self.load_cogs()\n"
+    assert own_cogs in launcher.read_text()
+    launcher.write_text(launcher.read_text().replace(own_cogs, own_cogs + ONE_LINE, 1))
+    git(repo, "commit", "-qam", "text channels per voice channel; mendbot's one line")
+    # What its README asks for: a .env (untracked) with its token and prefix.
+    (repo / ".env").write_text("TOKEN=placeholder\nPREFIX=!\nINVITE_LINK=https://discord.invalid/invite\n")
+    config = adopt(repo)
+    assert config["bot"]["entry"] == ["python", "bot.py"] and config["bot"]["token_env"] == "TOKEN"
+    async with DiscordDouble() as discord_api, ModelDouble() as model:
+        the_rest(repo, config, discord_api)
+        model.script(*_script(repo, "cogs/general.py", CHANNELS_BUG, CHANNELS))
+        env = {**MODEL_ENV, "ANTHROPIC_BASE_URL": model.base_url}
+        async with await LiveHost.start(discord_api, repo, "TOKEN", env=env, program=["bot.py"]) as bot:
+            try:
+                channel = discord_api.guild.channel("general")
+                for question in ("will it rain?", "is it friday?", "will it rain?"):
+                    assert "My Answer:" in await _ask(discord_api, channel, f"!8ball {question}")
+                assert "List of available commands" in await _ask(discord_api, channel, "!help")
+                await _loop(
+                    discord_api,
+                    bot,
+                    failing="!serverinfo",
+                    fixed=r"Text/Voice Channels",
+                    own_reply="Something went wrong on my side (ZeroDivisionError)",
+                    reloaded=r"✅ cogs\.general reloaded",
+                )
+            except BaseException:
+                _show(discord_api, bot)
+                raise
