@@ -311,3 +311,75 @@ async def test_an_extension_that_fails_to_load_is_said_in_one_line(
     assert _mendbots_lines(err) == said, err[-3000:]
     assert ("hello from the porch" in out) == played
     assert code == (0 if played else 1), err[-3000:]
+
+
+LISTENER_BOT = '''"""A bot with background work of its own: a local socket server and a queue consumer."""
+import asyncio
+import os
+
+import discord
+from discord.ext import commands
+
+
+class Relay(commands.Bot):
+    async def setup_hook(self) -> None:
+        self.inbox: asyncio.Queue[str] = asyncio.Queue()
+        server = await asyncio.start_server(self.on_socket, "127.0.0.1", 0)
+        self.loop.create_task(self.serve(server))
+        self.loop.create_task(self.consume())
+
+    async def serve(self, server: asyncio.Server) -> None:
+        async with server:
+            await server.serve_forever()
+
+    async def consume(self) -> None:
+        while True:
+            self.last = await self.inbox.get()
+
+    async def on_socket(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+
+bot = Relay(command_prefix="!", intents=discord.Intents.all())
+
+
+@bot.command()
+async def relay(ctx: commands.Context, *, words: str) -> None:
+    await bot.inbox.put(words)
+    await ctx.send(f"relayed: {words}")
+
+
+bot.run(os.environ["RELAY_TOKEN"])
+'''
+
+
+async def test_a_bot_with_background_work_of_its_own_is_answered(tmp_path: Path) -> None:
+    """A bot whose own tasks wait for good on things outside Discord (a socket server's serve_forever, a
+    queue consumer) is answered line by line — the virtual Discord did not settle before — and its
+    messages are signed with its name, not mendbot's."""
+    repo = tmp_path / "relay"
+    repo.mkdir()
+    (repo / "bot.py").write_text(LISTENER_BOT)
+    (repo / "mendbot.yaml").write_text(
+        "data_dir: .mendbot\nhealth: {enabled: false}\nimprove: {autonomy: 'off'}\n"
+        "bot: {entry: [python, bot.py], token_env: RELAY_TOKEN}\n"
+    )
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "the relay bot")
+    wheel = installed_wheel()
+    process = await asyncio.create_subprocess_exec(
+        str(wheel.mendbot),
+        "attach",
+        "--play",
+        cwd=repo,
+        env={"PATH": f"{wheel.mendbot.parent}:/usr/bin:/bin", "HOME": str(tmp_path), "RELAY_TOKEN": "x"},
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(b"!relay one\n!relay two\n"), 120)
+    shown = out.decode()
+    assert process.returncode == 0, err.decode()[-2000:]
+    assert "[#general] Relay (m1): relayed: one" in shown, shown[-2000:] + err.decode()[-2000:]
+    assert "[#general] Relay (m2): relayed: two" in shown

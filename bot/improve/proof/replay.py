@@ -398,7 +398,7 @@ async def _started(
             f"{_INSIDE}/config.yaml",
             f"{_INSIDE}/monitor.sock",
             f"{_INSIDE}/watched.json",
-            *([MENDBOT_INSIDE] if host is not None else []),
+            *([MENDBOT_INSIDE, host.config.token_env] if host is not None else []),
         ]
         command = jail.command(argv, env, wall_s=ready_timeout_s + 10 * 60)
         output = jail.scratch / "replay-output.log"
