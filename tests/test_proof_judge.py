@@ -253,6 +253,18 @@ def test_a_far_slower_answer_caps_the_proof_at_unproven() -> None:
     assert feedback is not None and "slow: 900 ms" in feedback and "no slower" in feedback
 
 
+def test_a_fix_is_timed_against_the_replay_where_nothing_of_its_command_answered() -> None:
+    """The only failing call fixed, nothing of its command answered on the base: the crash's time in
+    this replay (433 ms on a busy machine) says how fast the call runs here, not the live bot's usual
+    22 ms; a fix that answers 1.5 s later than that is slow still."""
+    cases = [replace(_case("1", "recorded", "$tip 30 0"), normal_ms=22.0)]
+    crash = _apology("1", ms=433.0)
+    proof = _judged(cases, [crash], [_answer("1", "each pays 34", ms=279)])
+    assert proof.verdict == "proven", proof.items
+    slow = _judged(cases, [crash], [_answer("1", "each pays 34", ms=2500)])
+    assert [item.verdict for item in slow.items] == ["slow"]
+
+
 def test_a_little_slower_is_not_slow() -> None:
     """Noise is not a slowdown: 20 ms → 60 ms is within the configured margin."""
     cases = [_case("1", "recorded", "!roll 2d6"), _case("2", "neighbour", "!roll 2d7", parent="1")]

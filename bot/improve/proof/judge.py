@@ -367,7 +367,9 @@ class _Judge:
     def _timed(self, case: ReplayCase, item: ProofItem) -> ProofItem:
         """An answer far slower than the command's usual time is slow. The usual time is the base's
         answer to the same call for a call that worked, and for a failing one (whose base answer was the
-        crash) the base's answers to the command's calls that worked, or its recorded usual time."""
+        crash) the base's answers to the command's calls that worked. Where none of them answered in the
+        replay, the recorded usual time was taken on the live bot, maybe on a quieter machine: the crash's
+        own time in this replay says how fast the call runs here, with a wider margin."""
         before, after = self.base.get(case.key), self.branch.get(case.key)
         if item.verdict in ("fails", "neutral") or before is None or after is None or not after.answered:
             return item
@@ -380,11 +382,12 @@ class _Judge:
                 for c in self.plan.replayable
                 if c.kind == case.kind and c.key in self.base and self.base[c.key].ok and not c.failing
             ]
-            known = [*worked, *([case.normal_ms] if case.normal_ms else [])]
-            if known:
+            if worked:
+                known = [*worked, *([case.normal_ms] if case.normal_ms else [])]
                 reference = max(sorted(known)[len(known) // 2], case.normal_ms or 0.0)
-            else:  # only the crash's own time: a fix may do more work than crashing did, so a wider margin
-                reference, floor = before.duration_ms, max(floor, _CRASH_MARGIN_MS)
+            else:  # the crash's own time: a fix may do more work than crashing did, so a wider margin
+                reference = max(before.duration_ms, case.normal_ms or 0.0)
+                floor = max(floor, _CRASH_MARGIN_MS)
         if after.duration_ms > self.timing.factor * reference and after.duration_ms - reference > floor:
             note = (
                 f"slow: {after.duration_ms:.0f} ms on the branch, where it usually answers in"
