@@ -49,7 +49,15 @@ from mendbot.runtime.attachment import Attachment
 from mendbot.runtime.standalone import CONFIG_FILE, host_settings
 from mendbot.tools.adopt import AdoptError, inspect_repository
 from mendbot.tools.attach_play import attached_world
-from mendbot.tools.attach_run import EX_FAILED, AttachError, Hooks, Program, parse_program, run_program
+from mendbot.tools.attach_run import (
+    EX_FAILED,
+    PLACEHOLDER_TOKEN,
+    AttachError,
+    Hooks,
+    Program,
+    parse_program,
+    run_program,
+)
 from mendbot.tools.datadir import DataDirInUse, claim_data_dir
 from mendbot.tools.demo import is_announcement, is_proposal, latest_alias
 from mendbot.tools.demo_agent import DemoModel, Fault
@@ -567,7 +575,7 @@ def run_demo(argv: list[str], *, config: Path | None, play: bool, data_dir: Path
         )
         hooks.install()
         # The program never connects to Discord, but reads its token as it always does.
-        os.environ.setdefault(host.token_env, "demo-token-never-used")
+        os.environ.setdefault(host.token_env, PLACEHOLDER_TOKEN)
         for name, value in host.env.items():
             os.environ.setdefault(name, value)
         os.chdir(repo)  # the program runs in the scratch copy: its relative paths, its state, are there
