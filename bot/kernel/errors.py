@@ -6,7 +6,10 @@ an `EnvironmentProblem` (`discord_problem()`): not a bug, nothing for the code a
 environment incident that says what the bot needs ("I need Send Messages in #general").
 The model's API failing the same way — unreachable, refusing the key (401/403), rate-limiting (429),
 overloaded or down (5xx, 529) — is an environment problem too (`model_problem()`): no code change
-mends it, so it is never offered for fixing. Anything else is a bug: the user gets a short apology
+mends it, so it is never offered for fixing. An error of discord.py's own family that a handler raises as
+it is (`class NothingToShow(commands.CommandError)`) is the bot handing its error handler an answer, as
+discord.py intends (what a handler raises by accident comes wrapped in `CommandInvokeError`): said, not
+recorded as a failure. Anything else is a bug: the user gets a short apology
 with a reference and the full error is logged and recorded as a failed action.
 """
 
@@ -65,6 +68,14 @@ _ARGUMENT_ERRORS = (
 )
 _QUIET = (commands.CommandNotFound, commands.DisabledCommand)
 _REFUSED = (commands.CheckFailure, app_commands.CheckFailure)
+# discord.py's own errors that are a fault of the code or its registration, not of the user.
+_FRAMEWORK_FAULTS = (
+    app_commands.CommandSignatureMismatch,
+    app_commands.CommandLimitReached,
+    app_commands.CommandAlreadyRegistered,
+    app_commands.TranslationError,
+    app_commands.MissingApplicationID,
+)
 
 
 def environment_extra(error: BaseException | None, problem: EnvironmentProblem | None) -> dict[str, Any]:
@@ -88,6 +99,13 @@ def describe(error: BaseException) -> tuple[str | None, bool]:
         return f"Slow down: try again in {human_duration(max(1.0, error.retry_after))}.", False
     if isinstance(error, _ARGUMENT_ERRORS):
         return str(error), False
+    if isinstance(error, commands.CommandError | app_commands.AppCommandError) and not isinstance(
+        error, _FRAMEWORK_FAULTS
+    ):
+        # discord.py wraps whatever a handler raises by accident in CommandInvokeError; an error of its
+        # own family, raised as is, is how a bot hands its error handler a message for the user ("No
+        # server statuses to see here"): an answer, not a bug.
+        return str(error) or None, False
     problem = discord_problem(error) or model_problem(error)
     if problem is not None:
         return problem.reply, False
