@@ -1,0 +1,149 @@
+"""What a bot needs and git does not keep, as it reaches the sandbox: every secret value replaced, what is no
+secret kept, the token's key given the loopback Discord's token — or the file not copied at all."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mendbot.trust.host_files import (
+    PLACEHOLDER,
+    FileRefused,
+    copy_files,
+    placeheld,
+    secret_values,
+    token_keys,
+)
+
+LIVE_TOKEN = "MTA5ODc2NTQzMjEwOTg3NjU0.GhJkLm.abcdefghijklmnopqrstuvwxyz0123456789AB"
+
+
+def test_a_dotenv_keeps_what_is_no_secret_and_replaces_what_is() -> None:
+    """`PREFIX=!` stays; the token, a password and a quoted, exported key are replaced."""
+    text = (
+        "# the bot's settings\n"
+        f"BOT_TOKEN={LIVE_TOKEN}\n"
+        "PREFIX=!\n"
+        "export WEATHER_API_KEY='k-9f8e7d6c5b4a'\n"
+        'DB_PASSWORD="correct horse battery"\n'
+        "GUILD=1234\n"
+    )
+    written = placeheld(".env", text)
+    assert "# the bot's settings\n" in written and "PREFIX=!\n" in written and "GUILD=1234\n" in written
+    for secret in (LIVE_TOKEN, "k-9f8e7d6c5b4a", "correct horse battery"):
+        assert secret not in written
+    assert written.count(PLACEHOLDER) == 3 and "export WEATHER_API_KEY=" in written
+
+
+def test_the_tokens_key_gets_the_token_it_is_given() -> None:
+    """The key `bot.token_env` names holds the loopback Discord's token, wherever it is."""
+    assert 'BOT_TOKEN="double.abc"' in placeheld(
+        ".env", f"BOT_TOKEN={LIVE_TOKEN}\n", token_keys=["BOT_TOKEN"], token="double.abc"
+    )
+    nested = placeheld(
+        "config.json",
+        json.dumps({"discord": {"token": LIVE_TOKEN}}),
+        token_keys=["token"],
+        token="double.abc",
+    )
+    assert json.loads(nested) == {"discord": {"token": "double.abc"}}
+
+
+def test_json_and_yaml_are_replaced_at_any_depth() -> None:
+    """Nested keys, lists of them, a credential shape under an innocent key, a URL's password."""
+    value = {
+        "prefix": "?",
+        "services": [{"name": "forecast", "api_key": "fk-123456", "url": "https://u:hunter22@x.invalid/v1"}],
+        "owner_note": LIVE_TOKEN,
+        "port": 8080,
+    }
+    for name, dump, load in (
+        ("config.json", json.dumps, json.loads),
+        ("settings.yaml", yaml.safe_dump, yaml.safe_load),
+    ):
+        written = load(placeheld(name, dump(value)))
+        assert written["prefix"] == "?" and written["port"] == 8080
+        service = written["services"][0]
+        assert service["name"] == "forecast" and service["api_key"] == PLACEHOLDER
+        assert service["url"] == f"https://u:{PLACEHOLDER}@x.invalid/v1"
+        assert written["owner_note"] == PLACEHOLDER
+
+
+def test_toml_keeps_its_comments_and_layout() -> None:
+    """A TOML file is changed in its own text: comments and the rest stay as they were."""
+    text = (
+        '# how the bot runs\nuse_database = false\n\n[db]\nhost = "mariadb"  # the server\n'
+        'password = "s3cr3t-pw"\n'
+    )
+    written = placeheld("config/bot.toml", text)
+    assert written == text.replace('"s3cr3t-pw"', f'"{PLACEHOLDER}"')
+    assert tomllib.loads(written)["db"] == {"host": "mariadb", "password": PLACEHOLDER}
+
+
+def test_a_python_settings_file_has_its_secret_literals_replaced() -> None:
+    """Assignments, dict entries and keyword arguments named like secrets lose their literal values."""
+    text = (
+        "PREFIX = '!'\n"
+        f"TOKEN = '{LIVE_TOKEN}'\n"
+        "DATABASE = {'user': 'bot', 'password': 'pa55-word'}\n"
+        "CLIENT = dict(secret='shh-shh-shh', region='eu')\n"
+    )
+    written = placeheld("config.py", text)
+    assert "PREFIX = '!'" in written and "'user': 'bot'" in written and "region='eu'" in written
+    for secret in (LIVE_TOKEN, "pa55-word", "shh-shh-shh"):
+        assert secret not in written
+    compile(written, "config.py", "exec")
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "why"),
+    [
+        ("token.txt", LIVE_TOKEN, "cannot tell its secrets"),
+        ("config.json", '{"token": "abc", ', "cannot be read as json"),
+        ("settings.py", "TOKEN = (", "cannot be read as python"),
+        # the secret also sits where no key names it (a comment): it would reach the sandbox
+        ("config.toml", f'token = "{LIVE_TOKEN}"\n# old: {LIVE_TOKEN}\n', "also appears"),
+    ],
+)
+def test_a_file_whose_secrets_cannot_all_be_replaced_is_refused(name: str, text: str, why: str) -> None:
+    """Refused, saying which file and why, rather than copied with a secret left in it."""
+    with pytest.raises(FileRefused, match=why) as refused:
+        placeheld(name, text)
+    assert str(refused.value).startswith(name) and LIVE_TOKEN not in str(refused.value)
+
+
+def test_secret_values_and_token_keys_are_read_from_the_file() -> None:
+    """What the redactor learns (the values) and what adopt names as the token (a key with TOKEN in it)."""
+    text = f"DISCORD_BOT_TOKEN={LIVE_TOKEN}\nPREFIX=!\nDB_PASSWORD=pa55-word\n"
+    assert sorted(secret_values(".env", text)) == sorted([LIVE_TOKEN, "pa55-word"])
+    assert token_keys(".env", text) == ["DISCORD_BOT_TOKEN"]
+    assert token_keys("config.json", json.dumps({"bot": {"token": "x"}, "prefix": "!"})) == ["token"]
+
+
+def test_copies_go_only_where_the_tree_has_nothing(tmp_path: Path) -> None:
+    """A file the tree already has is the tree's; a link or a path leaving the tree is refused; a file
+    the live checkout lacks is no problem."""
+    live, tree = tmp_path / "live", tmp_path / "tree"
+    (live / "config").mkdir(parents=True)
+    tree.mkdir()
+    (live / ".env").write_text(f"TOKEN={LIVE_TOKEN}\nPREFIX=!\n")
+    (live / "config" / ".env").write_text(f"TOKEN={LIVE_TOKEN}\n")
+    (live / "settings.json").write_text('{"token": "x"}')
+    (tree / "settings.json").write_text('{"committed": true}')
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tree / "config").symlink_to(outside)
+
+    problems = copy_files(live, tree, [".env", "config/.env", "settings.json", "../live/.env", "absent.toml"])
+
+    assert (tree / ".env").read_text() == f'TOKEN="{PLACEHOLDER}"\nPREFIX=!\n'
+    assert (tree / "settings.json").read_text() == '{"committed": true}'
+    assert not list(outside.iterdir())
+    assert problems == [
+        "config/.env: not a path inside the repository",
+        "../live/.env: not a path inside the repository",
+    ]
