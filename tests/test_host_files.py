@@ -124,26 +124,32 @@ def test_secret_values_and_token_keys_are_read_from_the_file() -> None:
     assert token_keys("config.json", json.dumps({"bot": {"token": "x"}, "prefix": "!"})) == ["token"]
 
 
-def test_copies_go_only_where_the_tree_has_nothing(tmp_path: Path) -> None:
-    """A file the tree already has is the tree's; a link or a path leaving the tree is refused; a file
-    the live checkout lacks is no problem."""
+def test_copies_keep_the_trees_own_files_and_never_leave_it(tmp_path: Path) -> None:
+    """A file the tree has is the tree's own (written again, its secrets replaced and the token given); a
+    link or a path leaving the tree is refused; a file the live checkout lacks is no problem."""
     live, tree = tmp_path / "live", tmp_path / "tree"
     (live / "config").mkdir(parents=True)
     tree.mkdir()
     (live / ".env").write_text(f"TOKEN={LIVE_TOKEN}\nPREFIX=!\n")
     (live / "config" / ".env").write_text(f"TOKEN={LIVE_TOKEN}\n")
-    (live / "settings.json").write_text('{"token": "x"}')
-    (tree / "settings.json").write_text('{"committed": true}')
+    (live / "settings.json").write_text('{"token": "live-json-token", "from": "live"}')
+    (tree / "settings.json").write_text('{"token": "committed-token", "from": "tree"}')
     outside = tmp_path / "outside"
     outside.mkdir()
     (tree / "config").symlink_to(outside)
 
-    problems = copy_files(live, tree, [".env", "config/.env", "settings.json", "../live/.env", "absent.toml"])
+    problems = copy_files(
+        live,
+        tree,
+        [".env", "config/.env", "settings.json", "../live/.env", "absent.toml"],
+        token_keys=["token"],
+        token="double.abc",
+    )
 
-    assert (tree / ".env").read_text() == f'TOKEN="{PLACEHOLDER}"\nPREFIX=!\n'
-    assert (tree / "settings.json").read_text() == '{"committed": true}'
+    assert (tree / ".env").read_text() == 'TOKEN="double.abc"\nPREFIX=!\n'
+    assert json.loads((tree / "settings.json").read_text()) == {"token": "double.abc", "from": "tree"}
     assert not list(outside.iterdir())
     assert problems == [
-        "config/.env: not a path inside the repository",
-        "../live/.env: not a path inside the repository",
+        "config/.env: not a path inside the repository (or reached through a link)",
+        "../live/.env: not a path inside the repository (or reached through a link)",
     ]

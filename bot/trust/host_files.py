@@ -21,8 +21,9 @@ environment and under that key in its files. What is no secret (`PREFIX=!`) stay
 
 A file is written only if every secret value is gone from what is written, checked on the result (read
 again as its kind, and searched for each value found in the original): a file that cannot be read as its
-kind, or in which a value would survive, is not copied, and that is said in one line. Nothing is copied
-over a path the tree already has (the tree's own file is what runs) or through a link.
+kind, or in which a value would survive, is not copied, and that is said in one line. A path the tree
+already has keeps the tree's own content (it is what runs), its secrets replaced the same way; nothing
+is written through a link.
 """
 
 from __future__ import annotations
@@ -32,21 +33,18 @@ import io
 import json
 import os
 import re
-import tomllib
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import yaml
-from dotenv import dotenv_values
-from dotenv.parser import parse_stream
-
+from mendbot.kernel.sections import HostConfig
 from mendbot.trust.redact import redact_text
 
 __all__ = [
     "PLACEHOLDER",
     "SECRET_WORDS",
     "FileRefused",
+    "bot_secrets",
     "copy_files",
     "file_kind",
     "looks_secret",
@@ -147,6 +145,8 @@ def _walk(value: Any, replace: _Replace, key: str = "") -> Any:
 
 
 def _dotenv(text: str, replace: _Replace) -> str:
+    from dotenv.parser import parse_stream
+
     out = []
     for binding in parse_stream(io.StringIO(text)):
         if binding.error:
@@ -177,6 +177,8 @@ def _toml_strings(value: Any, key: str = "") -> Iterable[tuple[str, str]]:
 
 def _toml(text: str, replace: _Replace) -> str:
     """In the file's own text: each secret string's literal (`"…"` or `'…'`) replaced where it occurs."""
+    import tomllib
+
     parsed = tomllib.loads(text)
     for key, value in _toml_strings(parsed):
         new = replace(key, value)
@@ -238,19 +240,33 @@ def _python(text: str, replace: _Replace) -> str:
     return raw.decode("utf-8")
 
 
-def _structured(load: Callable[[str], Any], dump: Callable[[Any], str]) -> Callable[[str, _Replace], str]:
-    def rewrite(text: str, replace: _Replace) -> str:
-        return dump(_walk(load(text), replace))
+def _loads(kind: str, text: str) -> Any:
+    """`text` read as JSON, YAML or TOML (their readers load with the first file of their kind)."""
+    if kind == "json":
+        return json.loads(text)
+    if kind == "yaml":
+        import yaml
 
-    return rewrite
+        return yaml.safe_load(text)
+    import tomllib
+
+    return tomllib.loads(text)
+
+
+def _json(text: str, replace: _Replace) -> str:
+    return json.dumps(_walk(json.loads(text), replace), indent=2, ensure_ascii=False) + "\n"
+
+
+def _yaml(text: str, replace: _Replace) -> str:
+    import yaml
+
+    return yaml.safe_dump(_walk(yaml.safe_load(text), replace), sort_keys=False, allow_unicode=True)
 
 
 _REWRITE: dict[str, Callable[[str, _Replace], str]] = {
     "dotenv": _dotenv,
-    "json": _structured(json.loads, lambda value: json.dumps(value, indent=2, ensure_ascii=False) + "\n"),
-    "yaml": _structured(
-        yaml.safe_load, lambda value: yaml.safe_dump(value, sort_keys=False, allow_unicode=True)
-    ),
+    "json": _json,
+    "yaml": _yaml,
     "toml": _toml,
     "python": _python,
 }
@@ -259,16 +275,21 @@ _REWRITE: dict[str, Callable[[str, _Replace], str]] = {
 def _readable(kind: str, text: str) -> None:
     """Raise (ValueError, SyntaxError, …) unless `text` reads as `kind`."""
     if kind == "dotenv":
+        from dotenv.parser import parse_stream
+
         if any(binding.error for binding in parse_stream(io.StringIO(text))):
             raise ValueError("not a dotenv file")
-    elif kind == "json":
-        json.loads(text)
-    elif kind == "yaml":
-        yaml.safe_load(text)
-    elif kind == "toml":
-        tomllib.loads(text)
-    else:
+    elif kind == "python":
         ast.parse(text)
+    else:
+        _loads(kind, text)
+
+
+def _unreadable() -> tuple[type[Exception], ...]:
+    """What reading a file of any kind raises when it is not of that kind."""
+    import yaml
+
+    return (ValueError, SyntaxError, yaml.YAMLError, RecursionError)
 
 
 def placeheld(name: str, text: str, *, token_keys: Iterable[str] = (), token: str = PLACEHOLDER) -> str:
@@ -286,7 +307,7 @@ def placeheld(name: str, text: str, *, token_keys: Iterable[str] = (), token: st
         _readable(kind, written)
     except FileRefused as exc:
         raise FileRefused(f"{name}: {exc}") from None
-    except (ValueError, SyntaxError, yaml.YAMLError, RecursionError) as exc:
+    except _unreadable() as exc:
         raise FileRefused(f"{name}: cannot be read as {kind} ({type(exc).__name__})") from None
     if any(len(value.strip()) >= _SEARCHED and value.strip() in written for value in replace.found):
         raise FileRefused(f"{name}: one of its secret values also appears where it cannot be replaced")
@@ -301,7 +322,9 @@ def secret_values(name: str, text: str) -> list[str]:
         return []
     try:
         _REWRITE[kind](text, replace)
-    except (FileRefused, ValueError, SyntaxError, yaml.YAMLError, RecursionError):
+    except FileRefused:
+        return []
+    except _unreadable():
         return []
     return [value for value in replace.found if value.strip()]
 
@@ -312,15 +335,11 @@ def token_keys(name: str, text: str) -> list[str]:
     keys: list[str] = []
     try:
         if kind == "dotenv":
+            from dotenv import dotenv_values
+
             keys = list(dotenv_values(stream=io.StringIO(text)))
         elif kind in ("json", "yaml", "toml"):
-            loads: dict[str, Callable[[str], Any]] = {
-                "json": json.loads,
-                "yaml": yaml.safe_load,
-                "toml": tomllib.loads,
-            }
-            parsed = loads[kind](text)
-            keys = [key for key, _ in _toml_strings(parsed)]
+            keys = [key for key, _ in _toml_strings(_loads(kind, text))]
         elif kind == "python":
             tree = ast.parse(text)
             keys = [
@@ -330,7 +349,7 @@ def token_keys(name: str, text: str) -> list[str]:
                 for target in node.targets
                 if isinstance(target, ast.Name)
             ]
-    except (ValueError, SyntaxError, yaml.YAMLError, RecursionError):
+    except _unreadable():
         return []
     return list(dict.fromkeys(key for key in keys if "token" in key.lower()))
 
@@ -352,16 +371,23 @@ def copy_files(
     live: Path, tree: Path, files: list[str], *, token_keys: Iterable[str] = (), token: str = PLACEHOLDER
 ) -> list[str]:
     """Write each of `files` (repository paths) from the live checkout `live` into `tree`, secrets
-    replaced; one line for each that was not copied and why (a file the live checkout lacks is no
-    problem: the bot starts without it there too)."""
+    replaced; one line for each that was not copied and why. A file the tree has already (git keeps it)
+    is the tree's: its own content is what runs, written again with its secrets replaced and the token
+    given (a bot that reads its token from a committed `config/.env`). A file neither has is no problem:
+    the bot starts without it there too."""
     keys = list(token_keys)
     problems = []
     for name in files:
         source, target = _inside(live, name), _inside(tree, name)
         if source is None or target is None:
-            problems.append(f"{name}: not a path inside the repository")
+            problems.append(f"{name}: not a path inside the repository (or reached through a link)")
             continue
-        if not source.is_file() or os.path.lexists(target):
+        if os.path.lexists(target):
+            if not target.is_file():
+                problems.append(f"{name}: not a file in the tree")
+                continue
+            source = target
+        elif not source.is_file():
             continue
         try:
             if source.stat().st_size > MAX_BYTES:
@@ -369,6 +395,8 @@ def copy_files(
             text = placeheld(name, source.read_text(encoding="utf-8"), token_keys=keys, token=token)
         except FileRefused as exc:
             problems.append(str(exc))
+            if source == target:
+                target.unlink()  # the tree's own, whose secrets cannot all be replaced: not left there
             continue
         except (OSError, UnicodeDecodeError) as exc:
             problems.append(f"{name}: cannot be read ({type(exc).__name__})")
@@ -376,3 +404,21 @@ def copy_files(
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
     return problems
+
+
+def bot_secrets(host: HostConfig | None, live: Path) -> list[str]:
+    """The secret values of a bot mendbot is attached to, as its live checkout and environment hold them:
+    its token and what its `files` hold under keys that look secret — what the redactor must know."""
+    if host is None:
+        return []
+    found = [os.environ.get(host.token_env, "")]
+    for name in host.files:
+        path = _inside(live, name)
+        if path is None or not path.is_file():
+            continue
+        try:
+            if path.stat().st_size <= MAX_BYTES:
+                found += secret_values(name, path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            continue
+    return [value for value in found if value]

@@ -17,6 +17,10 @@ launcher imports the package `mendbot` from there — never from the checkout, w
 of its own — and hands over to `mendbot attach --config CONFIG`, which runs the program mendbot.yaml
 names, in the checkout, with mendbot attached.
 
+With `MONITOR`, each extension the bot loads is reported on it as it loads (or fails to: its error),
+and READY when the bot reads it — what the smoke load of such a bot (`mendbot.trust.host_start`) waits
+for and judges by; its `WATCHED` is `null`, and nothing else below is done for it.
+
 **What the code raises, seen from outside it.** With `MONITOR` (a second unix socket the observer serves),
 the launcher watches every exception raised in the checkout's own frames while the replayed calls run —
 in the files `WATCHED` lists (a JSON list of paths relative to the checkout: the recorded failure's and
@@ -173,28 +177,59 @@ def _control_flow(exc: BaseException) -> bool:
     return type(exc).__name__ == "CancelledError"
 
 
-def _watch(monitor: str, root: str, files: list[str] | None = None) -> _Watch:
+def _watch(monitor: str, root: str, files: list[str] | None = None, *, tracing: bool = True) -> _Watch:
     """The watch on the checkout at `root` (on `files` of it, or all), reporting to the socket `monitor`:
-    refusing anyone else's trace from now on; `arm()` starts the trace."""
+    refusing anyone else's trace from now on; `arm()` starts the trace. Without `tracing` it only
+    reports (the extensions loaded, READY): nothing is traced or refused."""
     sink = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sink.connect(monitor)
     watch = _Watch(root, sink, files)
-    sys.addaudithook(watch.audit)
+    if tracing:
+        sys.addaudithook(watch.audit)
     return watch
 
 
-def _armed_at_ready(watch: _Watch) -> None:
-    """Arm the watch when discord.py reads READY: the bot has started, and no call has been sent yet."""
+def _armed_at_ready(watch: _Watch, *, tracing: bool = True) -> None:
+    """When discord.py reads READY (the bot has started, and no call has been sent yet): say so, and arm
+    the watch's trace."""
     import discord.gateway
 
     received = discord.gateway.DiscordWebSocket.received_message
+    seen = False
 
     async def reading(self: discord.gateway.DiscordWebSocket, msg: Any, /) -> None:
-        if not watch.armed and isinstance(msg, str | bytes) and b'"READY"' in _bytes(msg):
-            watch.arm()
+        nonlocal seen
+        if not seen and isinstance(msg, str | bytes) and b'"READY"' in _bytes(msg):
+            seen = True
+            watch.send({"e": "ready", "t": time.monotonic()})
+            if tracing:
+                watch.arm()
         await received(self, msg)
 
     discord.gateway.DiscordWebSocket.received_message = reading  # type: ignore[method-assign]
+
+
+def _reporting_extensions(watch: _Watch) -> None:
+    """Each extension the bot loads, reported as it loads or fails to (`load_extension` wrapped on
+    discord.py's own class, before the program builds its bot): the smoke load's list. mendbot's own
+    extension is not the bot's."""
+    from discord.ext import commands
+
+    load = commands.bot.BotBase.load_extension
+
+    async def loading(self: Any, name: str, *, package: str | None = None) -> None:
+        try:
+            await load(self, name, package=package)
+        except BaseException as exc:
+            cause = exc.__cause__ or exc
+            if name != "mendbot" and not isinstance(exc, commands.ExtensionAlreadyLoaded):
+                error = f"{type(cause).__name__}: {cause}"[:300]
+                watch.send({"e": "ext", "name": name, "error": error, "t": time.monotonic()})
+            raise
+        if name != "mendbot":
+            watch.send({"e": "ext", "name": name, "error": None, "t": time.monotonic()})
+
+    commands.bot.BotBase.load_extension = loading  # type: ignore[method-assign]
 
 
 def _bytes(msg: str | bytes) -> bytes:
@@ -240,8 +275,12 @@ def main(argv: list[str]) -> int:
 
     if len(argv) >= 5:
         with open(argv[4], encoding="utf-8") as listed:
-            files = [str(path) for path in json.load(listed)]
-        _armed_at_ready(_watch(argv[3], os.getcwd(), files))
+            watched = json.load(listed)
+        tracing = watched is not None  # null: the smoke load's start, which reports but traces nothing
+        files = [str(path) for path in watched or ()]
+        watch = _watch(argv[3], os.getcwd(), files, tracing=tracing)
+        _reporting_extensions(watch)
+        _armed_at_ready(watch, tracing=tracing)
     if len(argv) == 6:  # a bot mendbot is attached to: its own program, with the installed mendbot
         attached = _installed_mendbot(argv[5])
         return int(attached(["attach", "--config", config]))
