@@ -10,14 +10,17 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mendbot.kernel.sections import HostConfig
 from mendbot.trust.host_files import (
     PLACEHOLDER,
     FileRefused,
+    bot_secrets,
     copy_files,
     placeheld,
     secret_values,
     token_keys,
 )
+from mendbot.trust.redact import Redactor
 
 LIVE_TOKEN = "MTA5ODc2NTQzMjEwOTg3NjU0.GhJkLm.abcdefghijklmnopqrstuvwxyz0123456789AB"
 
@@ -153,3 +156,23 @@ def test_copies_keep_the_trees_own_files_and_never_leave_it(tmp_path: Path) -> N
         "config/.env: not a path inside the repository (or reached through a link)",
         "../live/.env: not a path inside the repository (or reached through a link)",
     ]
+
+
+def test_the_bots_own_secrets_are_known_to_the_redactor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What its files hold under secret keys and its token's variable: replaced on every way out of the
+    live process (a log line, a recorded error)."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / ".env").write_text("BOT_TOKEN=from-the-file-1234\nPREFIX=!\n")
+    (tmp_path / "config.json").write_text('{"db": {"url": "postgres://bot:pa55-word-99@db/bot"}}')
+    monkeypatch.setenv("ALMANAC_TOKEN", "from-the-environment-5678")
+    host = HostConfig(
+        entry=["python", "main.py"], token_env="ALMANAC_TOKEN", files=["config/.env", "config.json"]
+    )
+    redactor = Redactor(bot_secrets(host, tmp_path))
+    line = redactor.text(
+        "login with from-the-file-1234 / from-the-environment-5678, db pa55-word-99, prefix !"
+    )
+    assert line == "login with [redacted] / [redacted], db [redacted], prefix !"
+    assert bot_secrets(None, tmp_path) == []

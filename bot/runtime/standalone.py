@@ -33,6 +33,7 @@ from mendbot.runtime.attachment import Attachment, attach
 from mendbot.runtime.instrument import recording_of, wrapper_of
 from mendbot.runtime.recording import Host
 from mendbot.runtime.services import build_services
+from mendbot.trust.host_files import bot_secrets
 from mendbot.trust.redact import Redactor
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ async def attach_to(
         settings.log_dir,
         console_level=console_level,
         json_level=settings.level or "INFO",
-        redactor=Redactor.from_settings(settings),
+        redactor=Redactor.from_settings(settings, also=bot_secrets(settings.bot, settings.repo_dir)),
         console_tracebacks=False,  # the program's console is its own: one line each, tracebacks in the log
         # ... in a line of mendbot's own, never structlog's key=value dump among the program's lines; what
         # #dev is told (an incident opened) is not said there again.
