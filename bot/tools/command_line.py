@@ -83,6 +83,11 @@ def command_line() -> argparse.ArgumentParser:
         "entry point, bot class, extensions, token variable and data files.",
     )
     adopt.add_argument("path", nargs="?", default=".", help="the bot's repository (default: here)")
+    adopt.add_argument(
+        "--no-check",
+        action="store_true",
+        help="write mendbot.yaml without starting your bot in the sandbox to see that it starts there",
+    )
     attach = commands.add_parser(
         "attach",
         help="run your bot's own program with mendbot attached: mendbot attach -- python bot.py",
