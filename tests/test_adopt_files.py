@@ -12,6 +12,8 @@ from pathlib import Path
 import yaml
 
 from mendbot.tools.adopt import inspect_repository
+from mendbot.tools.attach_demo import DEMO_TOKEN, prepare
+from mendbot.trust.host_files import PLACEHOLDER
 from tests.harness.hosts import host_repo
 from tests.harness.repo import git
 from tests.harness.wheel import installed_wheel
@@ -160,3 +162,14 @@ def test_adopt_says_in_one_line_why_the_bot_cannot_start_and_what_to_change(tmp_
     git(repo, "checkout", "-q", ".gitignore")  # as it was before adopt kept .mendbot/ out of git
     quiet = _adopt(repo, "--no-check")
     assert quiet.returncode == 0 and "sandbox on" not in quiet.stdout and "❌" not in quiet.stdout
+
+
+def test_the_demos_scratch_copy_has_the_files_with_their_secrets_replaced(tmp_path: Path) -> None:
+    """`mendbot attach --demo` runs the bot in a clone, which has none of the untracked files: they are
+    copied there as into the sandbox, secrets replaced, what is no secret kept."""
+    repo = _almanac(tmp_path)
+    (tmp_path / "demo").mkdir()
+    scratch, host = prepare(repo, tmp_path / "demo", None)
+    assert host.files == [".env", "config.json"]
+    assert (scratch / ".env").read_text() == f'ALMANAC_TOKEN="{DEMO_TOKEN}"\nPREFIX=?\n'
+    assert json.loads((scratch / "config.json").read_text())["forecast"]["api_key"] == PLACEHOLDER

@@ -55,12 +55,14 @@ from mendbot.tools.demo import is_announcement, is_proposal, latest_alias
 from mendbot.tools.demo_agent import DemoModel, Fault
 from mendbot.tools.playground import Playground
 from mendbot.tools.world import VirtualWorld
+from mendbot.trust.host_files import copy_files
 
 __all__ = ["Candidate", "DemoRefused", "candidates", "default_directory", "run_demo", "seed"]
 
 REPO_NAME = "demo-repo"  # the scratch clone, in the demo's data directory (datadir.STATE_NAMES)
 SETTINGS_NAME = "attach-demo.yaml"
 WATCH_S = 60
+DEMO_TOKEN = "demo-token-never-used"  # the bot's token in the demo: it never reaches Discord
 SEEDED = "_demo_share = 100 // len([])  # mendbot demo: the seeded fault"
 _GIT_IDENTITY = ("-c", "user.name=mendbot demo", "-c", "user.email=demo@mendbot.invalid")
 _ARGUMENTS: dict[object, str] = {int: "2", float: "2", str: "demo", bool: "yes"}
@@ -133,6 +135,7 @@ def prepare(root: Path, directory: Path, config: Path | None) -> tuple[Path, Hos
             token_env=found.token_env,
             env=found.env,
             data_files=found.data_files,
+            files=found.files,
         )
     repo = directory / REPO_NAME
     if repo.exists():
@@ -143,6 +146,9 @@ def prepare(root: Path, directory: Path, config: Path | None) -> tuple[Path, Hos
     _git(repo, "remote", "remove", "origin")  # nothing of the demo can reach their repository
     _git(repo, "config", "user.name", "mendbot demo")
     _git(repo, "config", "user.email", "demo@mendbot.invalid")
+    # What the bot needs and git does not keep, which a clone has not: its secrets replaced, as in the
+    # sandbox (the demo's bot never logs in anywhere; a file that cannot be copied so is left out).
+    copy_files(root.resolve(), repo, host.files, token_keys=[host.token_env], token=DEMO_TOKEN)
     return repo, host
 
 
@@ -567,7 +573,7 @@ def run_demo(argv: list[str], *, config: Path | None, play: bool, data_dir: Path
         )
         hooks.install()
         # The program never connects to Discord, but reads its token as it always does.
-        os.environ.setdefault(host.token_env, "demo-token-never-used")
+        os.environ.setdefault(host.token_env, DEMO_TOKEN)
         for name, value in host.env.items():
             os.environ.setdefault(name, value)
         os.chdir(repo)  # the program runs in the scratch copy: its relative paths, its state, are there
