@@ -9,17 +9,26 @@ What it looks for, with `ast` over every Python file of the tree git tracks:
   own classes), or none when the program builds `commands.Bot(…)` itself;
 - the **extensions**: every module with a top-level `setup` function, named as the program imports it;
 - the **token's environment variable**: what the bot's `run`/`start`/`login` is given, followed to
-  `os.getenv("…")` / `os.environ[…]`; a token read from a file is refused, since the replay gives the
-  bot a token of its own through the environment;
+  `os.getenv("…")` / `os.environ[…]`; else, for a token read from a file, the key with TOKEN in its name
+  in one of the files below (or in a config file git keeps), which the sandbox's copy gives a token of
+  its own; a token read from a file with no such key is refused;
 - the **data files**: SQLite files the code names (`…/database.db`), copied into the replay;
+- the **files it needs that git does not keep** (`bot.files`): its `.env`, the config files the code
+  names by a literal (`config.json`, `config/.env`, `settings.toml`) and the modules it imports that only
+  the working tree has (a `config.py` kept out by `.gitignore`) — copied, secrets replaced, wherever it
+  is started outside its live process (`mendbot.trust.host_files`);
+- the **servers** it uses that mendbot cannot start in its sandbox (MongoDB, Redis, PostgreSQL,
+  MariaDB/MySQL), by its imports, its requirements and the variables it reads: said, not refused;
 - **other environment variables** it reads that are no secret, with their values from `.env` when it
   is there (the replay has nothing of the live environment).
 
 It refuses, in one line, what it cannot handle: a directory that is not a git repository, uncommitted
-changes, no bot, no entry point, a token from a file. Otherwise it writes `mendbot.yaml`, keeps mendbot's
-data directory (`.mendbot/`) out of git with a line in `.gitignore`, prints what it found and the one
-thing left to do: the ids, then committing `mendbot.yaml` (it says how; it commits nothing itself — the
-ids are still to be written in).
+changes, no bot, no entry point, a token from a file it cannot give a test one through. Otherwise it
+writes `mendbot.yaml`, keeps mendbot's data directory (`.mendbot/`) out of git with a line in
+`.gitignore`, and — unless `--no-check` — starts the unchanged bot on its committed HEAD as mendbot will
+(its checks, its own program in the sandbox: `check_base`), saying in one line each what fails and what
+to change. It prints what it found and, last, the one thing left to do: the ids, then committing
+`mendbot.yaml` (it says how; it commits nothing itself — the ids are still to be written in).
 """
 
 from __future__ import annotations
