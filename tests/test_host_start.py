@@ -6,7 +6,10 @@ secret value replaced, and what keeps it from starting is said in one line."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,8 +98,20 @@ def _smoke(verification: Verification) -> CheckResult:
 
 async def test_the_smoke_load_starts_the_bot_as_its_own_program_does(tmp_path: Path) -> None:
     """Its main.py builds its settings and its bot; the smoke load passes once it has connected with its
-    extension loaded."""
-    verification = await _verify(_almanac(tmp_path), _host())
+    extension loaded. Its class built bare, as the smoke load used to build it, does not even construct."""
+    repo = _almanac(tmp_path)
+    bare = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", "from almanac.client import AlmanacBot; AlmanacBot()"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (
+        "TypeError: AlmanacBot.__init__() missing 1 required positional argument: 'settings'" in bare.stderr
+    )
+    verification = await _verify(repo, _host())
     smoke = _smoke(verification)
     assert verification.ok and smoke.ok, smoke.output_tail
     assert "✅ almanac.cogs.days" in smoke.output_tail
