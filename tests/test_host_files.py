@@ -56,6 +56,15 @@ def test_the_tokens_key_gets_the_token_it_is_given() -> None:
     assert json.loads(nested) == {"discord": {"token": "double.abc"}}
 
 
+def test_a_copy_made_ready_before_is_made_ready_again_with_another_token() -> None:
+    """A tree prepared twice (the proof's tests, then its replay): placeholders stay, the token changes."""
+    text = f"BOT_TOKEN={LIVE_TOKEN}\nDB_PASSWORD=pa55-word\nDB_URL=mysql://bot:pa55-word@db/bot\n"
+    once = placeheld(".env", text, token_keys=["BOT_TOKEN"], token="double.one")
+    twice = placeheld(".env", once, token_keys=["BOT_TOKEN"], token="double.two")
+    assert twice == once.replace("double.one", "double.two")
+    assert f'DB_PASSWORD="{PLACEHOLDER}"' in twice and f"bot:{PLACEHOLDER}@db" in twice
+
+
 def test_json_and_yaml_are_replaced_at_any_depth() -> None:
     """Nested keys, lists of them, a credential shape under an innocent key, a URL's password."""
     value = {

@@ -121,12 +121,15 @@ class _Replace:
 
     def __call__(self, key: str, value: str) -> str:
         if key.lower() in self.token_keys and value.strip():
-            self.found.append(value)
+            if value != self.token:
+                self.found.append(value)
             return self.token
+        if value == PLACEHOLDER:  # replaced already (a copy made ready before)
+            return value
         if _secret_value(key, value):
             self.found.append(value)
             return PLACEHOLDER
-        passwords = _url_passwords(value)
+        passwords = [password for password in _url_passwords(value) if password != PLACEHOLDER]
         if passwords:
             self.found.extend(passwords)
             return _without_url_passwords(value)
