@@ -31,9 +31,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m mendbot.tools.warm
 	@touch $(STAMP)
 
-$(DEV): pyproject.toml
+# The real public bots the tests attach mendbot to (../shared/realbots/, beside the clone, where it is)
+# bring what they need to run: installed with the dev extra (tests/realbots/requirements.txt).
+REALBOTS := $(if $(wildcard ../shared/realbots),-r tests/realbots/requirements.txt)
+
+$(DEV): pyproject.toml tests/realbots/requirements.txt
 	$(VENV_READY)
-	@$(BIN)/python bot/tools/install_progress.py $(BIN)/pip install -e ".[dev]"
+	@$(BIN)/python bot/tools/install_progress.py $(BIN)/pip install -e ".[dev]" $(REALBOTS)
 	$(BIN)/python -m mendbot.tools.warm --tests
 	@touch $(STAMP) $(DEV)
 

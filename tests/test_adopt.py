@@ -168,6 +168,124 @@ def test_adopt_refuses_what_it_cannot_handle_in_one_line(
     assert not (repo / "mendbot.yaml").exists()
 
 
+SHELF_CLI = """\"\"\"The shelf bot's command line: `python -m shelfbot start`, `… check-db`.\"\"\"
+import asyncio
+import os
+
+import click
+import discord
+from discord.ext import commands
+
+
+class ShelfBot(commands.Bot):
+    async def setup_hook(self) -> None:
+        await self.load_extension("shelfbot.books")
+
+
+@click.group()
+def main() -> None:
+    \"\"\"Run or look after the shelf bot.\"\"\"
+
+
+@main.command(name="check-db")
+def check_db() -> None:
+    click.echo("the shelf's database is fine")
+
+
+@main.command()
+@click.option("--prefix", default="!")
+def start(prefix: str) -> None:
+    intents = discord.Intents.default()
+    intents.message_content = True
+    bot = ShelfBot(command_prefix=prefix, intents=intents)
+    asyncio.run(bot.start(os.environ["SHELF_TOKEN"]))
+
+
+if __name__ == "__main__":
+    main()
+"""
+SHELF_BOOKS = """from discord.ext import commands
+
+
+@commands.command()
+async def shelf(ctx: commands.Context) -> None:
+    await ctx.send("a shelf, started by its command line")
+
+
+async def setup(bot: commands.Bot) -> None:
+    bot.add_command(shelf)
+"""
+CLICK_PACKAGE = {
+    "src/shelfbot/__init__.py": "",
+    "src/shelfbot/__main__.py": "from shelfbot.cli import main\n\nif __name__ == '__main__':\n    main()\n",
+    "src/shelfbot/cli.py": SHELF_CLI,
+    "src/shelfbot/books.py": SHELF_BOOKS,
+}
+ARGPARSE_LAUNCHER = """import argparse
+import asyncio
+import os
+
+import discord
+from discord.ext import commands
+
+
+def build(prefix: str) -> commands.Bot:
+    intents = discord.Intents.default()
+    intents.message_content = True
+    return commands.Bot(command_prefix=prefix, intents=intents)
+
+
+async def serve(bot: commands.Bot) -> None:
+    async with bot:
+        await bot.start(os.environ["LANTERN_TOKEN"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="the lantern bot")
+    parser.add_argument("--prefix", default="?")
+    asyncio.run(serve(build(parser.parse_args().prefix)))
+
+
+if __name__ == "__main__":
+    main()
+"""
+LAUNCHERS = {
+    "click-package": (CLICK_PACKAGE, ["python", "-m", "shelfbot", "start"], "SHELF_TOKEN"),
+    "argparse-script": ({"launcher.py": ARGPARSE_LAUNCHER}, ["python", "launcher.py"], "LANTERN_TOKEN"),
+    "root-main": ({"__main__.py": ARGPARSE_LAUNCHER}, ["python", "."], "LANTERN_TOKEN"),
+}
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_adopt_finds_a_launcher_that_builds_its_bot_in_a_function(tmp_path: Path, launcher: str) -> None:
+    """A click command (`python -m shelfbot start`, through the package's `__main__.py`), an argparse
+    `main()` and a root `__main__.py` (`python .`, not `python -m __main__`) that run
+    `asyncio.run(bot.start(…))`: the command that starts the bot, and the token it is given."""
+    files, entry, token = LAUNCHERS[launcher]
+    found = inspect_repository(_repo(tmp_path, files))
+    assert (found.entry, found.token_env) == (entry, token)
+
+
+def test_adopt_takes_the_command_it_cannot_find(tmp_path: Path) -> None:
+    """A bot started by a console script adopt cannot follow: one line asking for the command, which
+    `--entry` then gives; an `--entry` that runs nothing of the repository is one line too."""
+    files = {**CLICK_PACKAGE, "pyproject.toml": "[project.scripts]\nshelf = 'shelfbot.cli:main'\n"}
+    del files["src/shelfbot/__main__.py"]
+    repo = _repo(tmp_path, files)
+    refused = _mendbot(tmp_path, "adopt", str(repo))
+    assert refused.returncode == 78 and _one_line(refused).endswith(
+        "— mendbot needs the command you start your bot with: name it, e.g. "
+        '`mendbot adopt --entry "python launcher.py start"`'
+    )
+    wrong = _mendbot(tmp_path, "adopt", str(repo), "--entry", "python shelf.py start")
+    assert wrong.returncode == 78 and "runs no Python file or module of this repository" in _one_line(wrong)
+    named = _mendbot(tmp_path, "adopt", str(repo), "--entry", "python -m shelfbot.cli start")
+    assert named.returncode == 0, named.stderr
+    assert "entry point: python -m shelfbot.cli start" in named.stdout
+    settings = host_settings(repo / "mendbot.yaml")
+    assert settings.bot is not None and settings.bot.entry == ["python", "-m", "shelfbot.cli", "start"]
+
+
 def test_adopt_refuses_a_directory_that_is_not_a_repository_or_has_changes(tmp_path: Path) -> None:
     """Not a git repository, and a tree with uncommitted changes: one line each."""
     plain = tmp_path / "plain"

@@ -88,16 +88,31 @@ async def _add_cogs(bot: commands.Bot) -> None:
 
 
 async def _start(
-    double: DiscordDouble, settings: Settings, add: Callable[[], Awaitable[None]] | None = None
+    double: DiscordDouble,
+    settings: Settings,
+    add: Callable[[], Awaitable[None]] | None = None,
+    bot: Host | None = None,
 ) -> tuple[Host, Attachment, asyncio.Task[None]]:
-    """A Host attached before it connects (as at its login), its cogs added by `add` (by default as the
-    extension does), started on the double and ready."""
-    bot = Host()
+    """A Host (or `bot`) attached before it connects (as at its login), its cogs added by `add` (by
+    default as the extension does), started on the double and ready."""
+    bot = bot or Host()
     mend = await attach_to(bot, settings, restart_at_exit=False)
     await mend.add_surface(add or (lambda: _add_cogs(bot)))
     task = asyncio.create_task(bot.start(double.token))
     await asyncio.wait_for(bot.wait_until_ready(), timeout=30)
     return bot, mend, task
+
+
+class NarrowHost(Host):
+    """A Host whose `add_cog` override takes no `guild`: the signature many bots copy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.added: list[str] = []
+
+    async def add_cog(self, cog: commands.Cog, /, *, override: bool = False) -> None:  # type: ignore[override]
+        self.added.append(cog.qualified_name)
+        await super().add_cog(cog, override=override)
 
 
 async def _stop(bot: Host, task: asyncio.Task[None]) -> None:
@@ -126,6 +141,25 @@ async def _first_life(double: DiscordDouble, settings: Settings) -> dict[str, An
         sent = await dev.send("Proposal #999", view=view)
         posted = double.channel_messages(double.guild.channel("dev"))
         return next(message for message in posted if message["id"] == str(sent.id))
+    finally:
+        await _stop(bot, task)
+
+
+async def test_mendbots_commands_stay_in_the_dev_guild_of_a_bot_that_overrides_add_cog(
+    tmp_path: Path, discord_api: DiscordDouble
+) -> None:
+    """mendbot's cogs go through a bot's own `add_cog(self, cog, /, *, override=False)`, and their slash
+    commands are in the dev guild only: the bot's own global sync carries none of them."""
+    bot = NarrowHost()
+    _, _, task = await _start(discord_api, _settings(tmp_path, discord_api), bot=bot)
+    try:
+        guild = discord.Object(discord_api.guild.id)
+        await _until(lambda: "fix" in {c["name"] for c in discord_api.synced.get(str(guild.id), [])})
+        assert {"improve", "ship", "incidents", "dashboard"} <= set(bot.added)
+        assert bot.tree.get_command("fix") is None and bot.tree.get_command("fix", guild=guild) is not None
+        await bot.tree.sync()  # the bot's own global sync, as its `!sync` would
+        synced_globally = {command["name"] for command in discord_api.synced["global"]}
+        assert "add" in synced_globally and not synced_globally & {"fix", "runs", "dashboard", "incidents"}
     finally:
         await _stop(bot, task)
 

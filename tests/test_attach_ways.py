@@ -1,7 +1,8 @@
 """Each bot shape of tests/fixtures/hosts/ the other way in than its whole loop (tests/test_attach_loop.py):
 with the one line in its code where the loop ran `mendbot attach`, and the other way round. A real
 process against the loopback Discord: its failure is recorded and announced in #dev, and its own
-handlers — its commands, its Context, its error replies — answer as before."""
+handlers — its commands, its Context, its error replies, its own `setup_hook`, `on_message`,
+`get_context`, `process_commands` and `add_cog` — answer as before."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class Shape:
     failure_reply: str  # the bot's own error reply, or mendbot's apology when it has none
     works: tuple[str, str]  # a call its own code answers, and the answer
     one_line: tuple[str, str, str] | None = None  # (file, after, the line) — None: run by `mendbot attach`
+    also: tuple[str, str] | None = None  # after `works`: a call its own overrides answer, and the answer
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -49,6 +51,9 @@ SHAPES = [
         "+mean pears",
         "🧮 that did not add up (ZeroDivisionError)",
         ("+count apples 3", "apples: 3 in 1"),
+        # its on_message counted both calls, its process_commands answered, mendbot's cogs came in through
+        # its own add_cog (with its own one: 8 in all).
+        also=("+heard", "heard 2 messages, 8 cogs added"),
     ),
     Shape(
         "single",
@@ -103,6 +108,9 @@ async def test_the_other_way_in_records_announces_and_leaves_its_handlers(
                 general, dev = discord_api.guild.channel("general"), discord_api.guild.channel("dev")
                 call, answer = shape.works
                 assert await _ask(discord_api, general, call) == answer
+                if shape.also is not None:
+                    call, answer = shape.also
+                    assert await _ask(discord_api, general, call) == answer
                 for _ in range(5):
                     assert shape.failure_reply in await _ask(discord_api, general, shape.failing)
                 announced = await discord_api.wait_for_message(_says(r"Incident #1"), channel=dev)

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from mendbot.kernel.settings import ConfigError, load_settings
+from mendbot.runtime.standalone import host_settings
 from tests.harness.repo import git
 from tests.harness.wheel import installed_wheel
+from tests.test_adopt import CLICK_PACKAGE
 
 
 def test_the_wheel_installs_one_package_and_nothing_a_bot_may_also_have() -> None:
@@ -132,8 +134,9 @@ def _repo(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
-def _play(repo: Path, program: list[str], script: str, token_env: str) -> str:
-    """`mendbot adopt`, then `mendbot attach --play -- PROGRAM` with `script` typed in: the output."""
+def _play(repo: Path, program: list[str] | None, script: str, token_env: str) -> str:
+    """`mendbot adopt`, then `mendbot attach --play -- PROGRAM` (None: the entry point adopt found) with
+    `script` typed in: the output."""
     wheel = installed_wheel()
     env = {
         "PATH": f"{wheel.mendbot.parent}:/usr/bin:/bin",
@@ -152,7 +155,7 @@ def _play(repo: Path, program: list[str], script: str, token_env: str) -> str:
     )
     assert adopted.returncode == 0, adopted.stdout + adopted.stderr
     played = subprocess.run(
-        [str(wheel.mendbot), "attach", "--play", "--", *program],
+        [str(wheel.mendbot), "attach", "--play", *(["--", *program] if program is not None else [])],
         cwd=repo,
         env=env,
         input=script,
@@ -183,3 +186,44 @@ def test_the_wheel_attaches_to_a_bot_that_is_a_package_named_bot(tmp_path: Path)
     )
     out = _play(repo, ["python", "-m", "bot"], "!hello\n", "BOT_TOKEN")
     assert "hello from the package named bot" in out
+
+
+DIRECTORY_MAIN = """import os
+
+import discord
+from discord.ext import commands
+
+
+def main() -> None:
+    intents = discord.Intents.default()
+    intents.message_content = True
+    bot = commands.Bot(command_prefix="!", intents=intents)
+
+    @bot.command()
+    async def lamp(ctx: commands.Context) -> None:
+        await ctx.send("lit by python .")
+
+    bot.run(os.environ["LAMP_TOKEN"])
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_the_wheel_attaches_to_a_bot_run_as_a_directory(tmp_path: Path) -> None:
+    """A repository whose root `__main__.py` starts the bot: adopt names it `python .`, and `mendbot attach`
+    runs that as Python does (the directory first on the path)."""
+    repo = _repo(tmp_path / "lamp", {"__main__.py": DIRECTORY_MAIN})
+    out = _play(repo, None, "!lamp\n", "LAMP_TOKEN")
+    settings = host_settings(repo / "mendbot.yaml")
+    assert settings.bot is not None and settings.bot.entry == ["python", "."]
+    assert "lit by python ." in out
+
+
+def test_the_wheel_attaches_to_a_bot_started_by_its_click_command(tmp_path: Path) -> None:
+    """A package whose `__main__.py` calls a click group: adopt finds its `start` command, and the bot it
+    builds there plays."""
+    repo = _repo(tmp_path / "shelf", CLICK_PACKAGE)
+    out = _play(repo, None, "!shelf\n", "SHELF_TOKEN")
+    assert "a shelf, started by its command line" in out

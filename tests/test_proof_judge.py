@@ -4,9 +4,11 @@ flags are shown, not verdicts. (The replays themselves run end to end in tests/t
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from mendbot.improve.proof.judge import Timing, handler_breadth, judge_replay, masked, shape
+from mendbot.improve.proof.answers import Comparison, masked, shape
+from mendbot.improve.proof.judge import Timing, handler_breadth, judge_replay
 from mendbot.improve.proof.prover import _judge
 from mendbot.improve.proof.replay import Raised, ReplayResult, Watch
 from mendbot.improve.proof.replay_plan import Failure, ReplayCase, ReplayPlan
@@ -62,8 +64,14 @@ def _answer(key: str, text: str, ms: float = 5.0, raised: tuple[Raised, ...] = (
     return ReplayResult(key, True, text, None, ms, raised, WATCHED)
 
 
-def _judged(cases: list[ReplayCase], base: list[ReplayResult], branch: list[ReplayResult]) -> Proof:
-    plan = ReplayPlan(cases, ["cogs/dice.py"], False, FAILURE, {"command:roll": ["cogs/dice.py"]})
+def _judged(
+    cases: list[ReplayCase],
+    base: list[ReplayResult],
+    branch: list[ReplayResult],
+    varies: dict[str, Comparison] | None = None,
+) -> Proof:
+    files = {"command:roll": ["cogs/dice.py"]}
+    plan = ReplayPlan(cases, ["cogs/dice.py"], False, FAILURE, files, varies or {})
     items = judge_replay(
         plan,
         {r.key: r for r in base},
@@ -189,6 +197,48 @@ def test_a_random_command_that_answered_alike_twice_by_chance_is_not_taken_for_d
     assert [item.verdict for item in proof.items] == ["holds", "holds"]
 
 
+def test_a_probe_that_answered_alike_by_chance_does_not_tighten_its_kind() -> None:
+    """Two probed calls of one command: the first's answers differ in numbers, the last's happened to
+    agree (a d20 lands on 17 three times): the whole kind is compared by shape, the loosest shown."""
+    cases = [
+        _case("1", "pass", "!roll 2d8"),
+        _case("2", "probe", "!roll 2d8", parent="1"),
+        _case("3", "probe", "!roll 2d8", parent="1"),
+        _case("4", "pass", "!roll 1d20"),
+        _case("5", "probe", "!roll 1d20", parent="4"),
+        _case("6", "probe", "!roll 1d20", parent="4"),
+    ]
+    base = [_answer(key, f"🎲 2d8 → {n}") for key, n in (("1", 9), ("2", 3), ("3", 5))]
+    base += [_answer(key, "🎲 1d20 → 17") for key in ("4", "5", "6")]
+    branch = [_answer(key, f"🎲 2d8 → {n}") for key, n in (("1", 12), ("2", 2), ("3", 7))]
+    branch += [_answer(key, f"🎲 1d20 → {n}") for key, n in (("4", 2), ("5", 11), ("6", 17))]
+    proof = _judged(cases, base, branch)
+    assert [item.verdict for item in proof.items] == ["holds", "holds"]
+
+
+def test_a_command_seen_to_vary_live_is_compared_loosely_whatever_its_probe_answered() -> None:
+    """The live records showed the 8-ball answering random words: its probe's three equal answers do
+    not make it exact; a command nothing showed to vary is still compared exactly."""
+    ball = [
+        replace(_case("1", "pass", "!8ball will it rain"), kind="command:8ball"),
+        replace(_case("2", "probe", "!8ball will it rain", parent="1"), kind="command:8ball"),
+        replace(_case("3", "probe", "!8ball will it rain", parent="1"), kind="command:8ball"),
+    ]
+    roll = [
+        _case("4", "pass", "!roll 2d8"),
+        _case("5", "probe", "!roll 2d8", parent="4"),
+        _case("6", "probe", "!roll 2d8", parent="4"),
+    ]
+    base = [_answer(key, "🎱 Yes.") for key in "123"] + [_answer(key, "🎲 2d8 → 9") for key in "456"]
+    branch = [_answer(key, "🎱 Very doubtful.") for key in "123"]
+    branch += [_answer(key, "🎲 2d8 → 10") for key in "456"]
+    proof = _judged([*ball, *roll], base, branch, {"command:8ball": "answered"})
+    assert [item.verdict for item in proof.items] == ["holds", "fails"]
+    assert proof.items[1].note == "answers differently than on the base"
+    unseen = _judged([*ball, *roll], base, branch)
+    assert [item.verdict for item in unseen.items] == ["fails", "fails"]
+
+
 def test_a_far_slower_answer_caps_the_proof_at_unproven() -> None:
     """Answered, but 40× slower than the command answers when it works: slow, and the proof unproven."""
     cases = [_case("1", "recorded", "!roll 2d6"), _case("2", "neighbour", "!roll 2d7", parent="1")]
@@ -201,6 +251,18 @@ def test_a_far_slower_answer_caps_the_proof_at_unproven() -> None:
     assert proof.verdict == "unproven" and proof.reason.startswith("the failure is gone, but")
     feedback = proof.feedback()
     assert feedback is not None and "slow: 900 ms" in feedback and "no slower" in feedback
+
+
+def test_a_fix_is_timed_against_the_replay_where_nothing_of_its_command_answered() -> None:
+    """The only failing call fixed, nothing of its command answered on the base: the crash's time in
+    this replay (433 ms on a busy machine) says how fast the call runs here, not the live bot's usual
+    22 ms; a fix that answers 1.5 s later than that is slow still."""
+    cases = [replace(_case("1", "recorded", "$tip 30 0"), normal_ms=22.0)]
+    crash = _apology("1", ms=433.0)
+    proof = _judged(cases, [crash], [_answer("1", "each pays 34", ms=279)])
+    assert proof.verdict == "proven", proof.items
+    slow = _judged(cases, [crash], [_answer("1", "each pays 34", ms=2500)])
+    assert [item.verdict for item in slow.items] == ["slow"]
 
 
 def test_a_little_slower_is_not_slow() -> None:

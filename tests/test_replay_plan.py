@@ -19,21 +19,24 @@ from mendbot.improve.proof.replay_plan import affected_kinds, plan_proof
 _CLOCK = itertools.count(1)
 
 
-async def _record(db: Any, kind: str, text: str, *, ok: bool, ms: float = 10.0) -> None:
+async def _record(
+    db: Any, kind: str, text: str, *, ok: bool, ms: float = 10.0, reply: str | None = None, user: int = 1
+) -> None:
     invocation = {"name": text.split(" ", 1)[0], "options": {"text": text}}
     await db.execute(
-        "INSERT INTO actions (ts, kind, source, ok, duration_ms, error_type, fingerprint, frames, invocation,"
-        " reply) VALUES (?, ?, 'Cog', ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO actions (ts, kind, source, ok, duration_ms, guild_id, user_id, error_type, fingerprint,"
+        " frames, invocation, reply) VALUES (?, ?, 'Cog', ?, ?, 5, ?, ?, ?, ?, ?, ?)",
         (
             float(next(_CLOCK)),
             kind,
             int(ok),
             ms,
+            user,
             None if ok else "ValueError",
             None if ok else "fp",
             None if ok else json.dumps(["cogs/wallet.py:12:pay", "cogs/wallet.py:5:to_cents"]),
             json.dumps(invocation),
-            json.dumps({"text": f"answer to {text}"}) if ok else None,
+            json.dumps({"text": reply or f"answer to {text}"}) if ok else None,
         ),
     )
 
@@ -125,6 +128,29 @@ async def test_the_proof_plan_sends_what_worked_first_then_the_failures_and_thei
     assert len({(case.kind, json.dumps(case.options)) for case in plan.cases if case.role != "probe"}) == len(
         [case for case in plan.cases if case.role != "probe"]
     ), "no call is sent twice but the probe"
+
+
+async def test_the_plan_carries_the_commands_a_members_recorded_replies_showed_to_vary(
+    tmp_path: Path,
+) -> None:
+    """One member asking the 8-ball the same thing got replies that kept changing (random words), and a
+    ping replies that changed in numbers (shape); a reply reworded once by a deploy, and a greeting that
+    names whoever asks, show nothing: those stay compared as their probe shows."""
+    db = await open_database(tmp_path / "db.sqlite")
+    try:
+        for reply in ("🎱 Yes.", "🎱 No.", "🎱 No.", "🎱 Yes."):
+            await _record(db, "command:8ball", "!8ball will it rain", ok=True, reply=reply)
+        for reply in ("Pong! 42 ms", "Pong! 57 ms", "Pong! 40 ms"):
+            await _record(db, "command:ping", "!ping", ok=True, reply=reply)
+        for reply in ("Usage: !div a b", "Usage: !div a b", "Usage: !div A B", "Usage: !div A B"):
+            await _record(db, "command:div", "!div", ok=True, reply=reply)
+        for user, name in [(1, "Ann"), (2, "Bob"), (3, "Cy")] * 2:
+            await _record(db, "command:hello", "!hello", ok=True, reply=f"Hi {name}!", user=user)
+        kinds = ["command:8ball", "command:ping", "command:div", "command:hello"]
+        plan = await plan_proof(db, fingerprint=None, kind=None, shown=set(), reach=kinds)
+    finally:
+        await db.close()
+    assert plan.varies == {"command:8ball": "answered", "command:ping": "shape"}
 
 
 def test_a_change_reaches_the_commands_whose_handlers_import_it(tmp_path: Path) -> None:

@@ -54,6 +54,8 @@ class RecordedCall(msgspec.Struct, frozen=True):
     frames: tuple[str, ...] = ()  # in-repo "file:line:function" of a failure, innermost last
     reply: str | None = None  # the first characters of what it answered, as recorded
     ts: float = 0.0
+    guild_id: int | None = None  # where, and who asked: the same call from one member is comparable
+    user_id: int | None = None
 
 
 _CALL_COLUMNS = (
@@ -66,6 +68,8 @@ _CALL_COLUMNS = (
     "frames",
     "reply",
     "ts",
+    "guild_id",
+    "user_id",
 )
 _SCAN = 500  # recent rows looked at; distinct invocations are picked from these
 
@@ -103,6 +107,8 @@ def _call(row: Mapping[str, Any]) -> RecordedCall:
         tuple(str(frame) for frame in frames) if isinstance(frames, list) else (),
         str(reply.get("text") or "") if isinstance(reply, dict) else None,
         float(row["ts"]),
+        row["guild_id"],
+        row["user_id"],
     )
 
 

@@ -380,7 +380,10 @@ class Attachment(Recording):
 
 async def add_surface_cog(bot: Host, cog: commands.Cog) -> None:
     """Add one of mendbot's own cogs: its slash commands in the dev guild only, when one is configured
-    (the bot's users elsewhere never see `/fix` or `/runs`). On a bot mendbot did not build its name is
+    (the bot's users elsewhere never see `/fix` or `/runs`). They are scoped as discord.py's own
+    `app_commands.guilds` does, on the cog's commands, and the cog added with a plain `add_cog(cog)`: a
+    bot's override of `add_cog` (often `(self, cog, /, *, override=False)`) takes no `guild`. On a bot
+    mendbot did not build its name is
     in lower case: bots commonly name their cogs so and look each one in `bot.cogs` up again by
     `get_cog(name.lower())` (a help command listing them), which would find nothing for `Improve`.
     There too its listeners, which read every message to find the few for mendbot, are recorded only
@@ -395,10 +398,12 @@ async def add_surface_cog(bot: Host, cog: commands.Cog) -> None:
         cog.__cog_name__ = cog.__cog_name__.lower()
         mend.failures_only.add(cog)  # mendbot's own, not the bot's: its listeners recorded when they fail
     guild_id = mend.dev_guild_id
-    if guild_id is None:
-        await bot.add_cog(cog)
-    else:
-        await bot.add_cog(cog, guild=discord.Object(guild_id))
+    if guild_id is not None:
+        in_dev_guild = app_commands.guilds(guild_id)
+        group = cog.__cog_app_commands_group__
+        for command in [group] if group is not None else cog.get_app_commands():
+            in_dev_guild(command)
+    await bot.add_cog(cog)
 
 
 def attached(bot: Any) -> Attachment:

@@ -762,12 +762,17 @@ class Recording:
         try:
             await original(name, *args, **kwargs)
         except commands.ExtensionError as exc:
-            record_extension(self, name, exc)
-            if not isinstance(exc, commands.ExtensionAlreadyLoaded):
-                cause = exc.__cause__ or exc
-                self.extension_failures[name] = f"{type(cause).__name__}: {cause}"
+            self.extension_failed(name, exc)
             raise
         self.extension_failures.pop(name, None)
+
+    def extension_failed(self, name: str, exc: commands.ExtensionError) -> None:
+        """`name` failed to load: recorded (an incident's evidence), and kept as not serving — also for a
+        load mendbot only heard of after it happened (one before it was attached, bot/tools/attach_run.py)."""
+        record_extension(self, name, exc)
+        if not isinstance(exc, commands.ExtensionAlreadyLoaded):
+            cause = exc.__cause__ or exc
+            self.extension_failures[name] = f"{type(cause).__name__}: {cause}"
 
     async def reloading_extension(
         self, original: Callable[..., Awaitable[None]], name: str, /, *args: Any, **kwargs: Any

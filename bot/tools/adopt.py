@@ -3,8 +3,10 @@
 What it looks for, with `ast` over every Python file of the tree git tracks:
 
 - the **entry point**: the module that runs a bot (`bot.run(…)`, `asyncio.run(main())` over `bot.start`)
-  at module level or under `if __name__ == "__main__"` — a root script (`bot.py`, `index.py`) or a
-  package's `__main__.py` (run as `python -m pkg`, a `src/` layout's directory put on the path);
+  when it runs as a program, itself or through the functions it calls — a `main()`, a click command
+  (bot/tools/adopt_entry.py) — a root script (`bot.py`, `index.py`), a root `__main__.py` (run as
+  `python .`) or a package's `__main__.py` (run as `python -m pkg`, a `src/` layout's directory put on
+  the path); or the command its owner names (`--entry "python launcher.py start"`);
 - the **bot class**: a subclass of `commands.Bot` or `AutoShardedBot` (followed through the repository's
   own classes), or none when the program builds `commands.Bot(…)` itself;
 - the **extensions**: every module with a top-level `setup` function, named as the program imports it;
@@ -36,6 +38,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import re
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -45,6 +48,7 @@ import yaml
 from dotenv import dotenv_values
 
 from mendbot.kernel.settings import EX_CONFIG
+from mendbot.tools.adopt_entry import SourceModule, attr_name, calls, entry_point
 from mendbot.trust.host_files import MAX_BYTES, file_kind, looks_secret, token_keys
 
 __all__ = [
@@ -79,7 +83,6 @@ _SERVERS = (
 _DATABASE_VARIABLES = {"DATABASE_URL", "DB_URL", "DB_HOST", "DATABASE_HOST", "DB_URI", "DATABASE_URI"}
 _REQUIREMENT = re.compile(r"^\s*[\"']?([A-Za-z0-9][A-Za-z0-9._-]*)", re.M)
 _DATA_SUFFIXES = (".db", ".sqlite", ".sqlite3")
-_ENTRY_NAMES = ("bot.py", "main.py", "index.py", "run.py", "app.py", "launcher.py", "start.py")
 
 
 class AdoptError(Exception):
@@ -100,13 +103,6 @@ class Found:
     notes: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)  # what it needs to start that git does not keep
     servers: list[str] = field(default_factory=list)  # servers it uses that mendbot cannot start
-
-
-@dataclass
-class _Module:
-    path: PurePosixPath  # repository path
-    name: str  # module name as the program imports it
-    tree: ast.Module
 
 
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -132,48 +128,13 @@ def _module_name(path: PurePosixPath, roots: list[str]) -> str:
     return ".".join(parts)
 
 
-def _attr_name(node: ast.expr) -> str:
-    """`commands.Bot` → "Bot", `Bot` → "Bot"."""
-    if isinstance(node, ast.Attribute):
-        return node.attr
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Subscript):  # commands.Bot[...] is not a thing, but Generic[...] bases are
-        return _attr_name(node.value)
-    return ""
-
-
-def _calls(tree: ast.AST) -> list[ast.Call]:
-    return [node for node in ast.walk(tree) if isinstance(node, ast.Call)]
-
-
-def _top_level(tree: ast.Module) -> list[ast.stmt]:
-    """Statements that run when the module runs as a program: module level and `if __name__ == …`."""
-    found: list[ast.stmt] = []
-    for stmt in tree.body:
-        if isinstance(stmt, ast.If) and "__name__" in ast.unparse(stmt.test):
-            found.extend(stmt.body)
-        elif not isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            found.append(stmt)
-    return found
-
-
-def _runs_a_bot(tree: ast.Module) -> bool:
-    """Whether running the module starts a bot: `x.run(…)` or `asyncio.run(…)` when it runs."""
-    for stmt in _top_level(tree):
-        for call in _calls(stmt):
-            if isinstance(call.func, ast.Attribute) and call.func.attr == "run":
-                return True
-    return False
-
-
 def _env_name(node: ast.expr | None, assignments: dict[str, ast.expr]) -> str | None:
     """The environment variable an expression reads, following a name to its assignment."""
     if node is None:
         return None
     if isinstance(node, ast.Name) and node.id in assignments:
         return _env_name(assignments[node.id], {k: v for k, v in assignments.items() if k != node.id})
-    if isinstance(node, ast.Call) and _attr_name(node.func) in ("getenv", "get"):
+    if isinstance(node, ast.Call) and attr_name(node.func) in ("getenv", "get"):
         first = node.args[0] if node.args else None
         if isinstance(first, ast.Constant) and isinstance(first.value, str):
             return first.value
@@ -203,12 +164,12 @@ def _assignments(tree: ast.Module) -> dict[str, ast.expr]:
     return found
 
 
-def _token(modules: list[_Module]) -> tuple[str | None, str | None]:
+def _token(modules: list[SourceModule]) -> tuple[str | None, str | None]:
     """(the token's environment variable, or what reads it from a file) — from the bot's run/start/login."""
     for module in modules:
         assignments = _assignments(module.tree)
-        for call in _calls(module.tree):
-            if _attr_name(call.func) not in ("run", "start", "login") or not call.args:
+        for call in calls(module.tree):
+            if attr_name(call.func) not in ("run", "start", "login") or not call.args:
                 continue
             argument = call.args[0]
             name = _env_name(argument, assignments)
@@ -219,7 +180,7 @@ def _token(modules: list[_Module]) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _bot_classes(modules: list[_Module]) -> dict[str, tuple[_Module, ast.ClassDef]]:
+def _bot_classes(modules: list[SourceModule]) -> dict[str, tuple[SourceModule, ast.ClassDef]]:
     """Every class of the repository that is a discord.py bot, by name (through its own subclasses)."""
     classes = {
         node.name: (module, node)
@@ -227,24 +188,24 @@ def _bot_classes(modules: list[_Module]) -> dict[str, tuple[_Module, ast.ClassDe
         for node in ast.walk(module.tree)
         if isinstance(node, ast.ClassDef)
     }
-    bots: dict[str, tuple[_Module, ast.ClassDef]] = {}
+    bots: dict[str, tuple[SourceModule, ast.ClassDef]] = {}
     changed = True
     while changed:
         changed = False
         for name, (module, node) in classes.items():
             if name in bots:
                 continue
-            bases = {_attr_name(base) for base in node.bases}
+            bases = {attr_name(base) for base in node.bases}
             if bases & _BOT_BASES or bases & set(bots):
                 bots[name] = (module, node)
                 changed = True
     return bots
 
 
-def _env_reads(modules: list[_Module]) -> list[str]:
+def _env_reads(modules: list[SourceModule]) -> list[str]:
     names = []
     for module in modules:
-        for call in _calls(module.tree):
+        for call in calls(module.tree):
             name = _env_name(call, {})
             if name is not None and name not in names:
                 names.append(name)
@@ -256,7 +217,7 @@ def _env_reads(modules: list[_Module]) -> list[str]:
     return names
 
 
-def _data_files(modules: list[_Module]) -> list[str]:
+def _data_files(modules: list[SourceModule]) -> list[str]:
     """SQLite files the code names (`"data/shop.db"`, `f"{here}/database/database.db"`), as repository
     paths: a program runs from its root."""
     found: list[str] = []
@@ -294,7 +255,7 @@ def _joined(node: ast.BinOp) -> str:
     return "/".join(parts)
 
 
-def _config_names(modules: list[_Module]) -> set[str]:
+def _config_names(modules: list[SourceModule]) -> set[str]:
     """The file names the code gives by a literal (`".env"`, `"config/settings.json"`, the last part of
     `root / "config" / ".env"`) that are of a kind a bot reads its settings from."""
     names: set[str] = set()
@@ -309,7 +270,7 @@ def _config_names(modules: list[_Module]) -> set[str]:
     return names
 
 
-def _imported_modules(modules: list[_Module]) -> set[str]:
+def _imported_modules(modules: list[SourceModule]) -> set[str]:
     """Top-level names of every module the code imports (`config` of `from config import TOKEN`)."""
     found: set[str] = set()
     for module in modules:
@@ -321,7 +282,7 @@ def _imported_modules(modules: list[_Module]) -> set[str]:
     return found
 
 
-def _candidates(modules: list[_Module], roots: list[str], tracked: set[str]) -> list[str]:
+def _candidates(modules: list[SourceModule], roots: list[str], tracked: set[str]) -> list[str]:
     """Repository paths of the files the bot may read its settings from: its `.env`, those the code names
     by a literal (config.json, config/.env, settings.toml) — a bare name in any directory of the tree,
     since the code often joins it to one it computes — and the modules it imports (a config.py)."""
@@ -360,7 +321,7 @@ def _needed_files(root: Path, candidates: list[str], tracked: set[str]) -> list[
 
 
 def _token_and_where(
-    root: Path, modules: list[_Module], candidates: list[str], tracked: set[str], needed: list[str]
+    root: Path, modules: list[SourceModule], candidates: list[str], tracked: set[str], needed: list[str]
 ) -> tuple[str, list[str]]:
     """The token's variable (or key), and notes on how it was found; AdoptError when it is read from a file
     mendbot cannot give a test token through. `needed` gains the file it is read from, if git keeps it."""
@@ -425,7 +386,7 @@ def _requirements(root: Path) -> set[str]:
     return names
 
 
-def _servers(root: Path, modules: list[_Module], variables: list[str]) -> list[str]:
+def _servers(root: Path, modules: list[SourceModule], variables: list[str]) -> list[str]:
     """The database servers the bot uses, each with what shows it (`MariaDB/MySQL (asyncmy, MARIADB_HOST)`):
     its imports, its requirements, the variables it reads. A variable such as DATABASE_URL alone says
     only that there is one."""
@@ -446,8 +407,9 @@ def _servers(root: Path, modules: list[_Module], variables: list[str]) -> list[s
     return found
 
 
-def inspect_repository(root: Path) -> Found:
-    """What the repository at `root` is, or AdoptError saying why it cannot be adopted."""
+def inspect_repository(root: Path, given: list[str] | None = None) -> Found:
+    """What the repository at `root` is, or AdoptError saying why it cannot be adopted; `given`: the
+    command that starts the bot, when its owner names it (`--entry`)."""
     root = root.resolve()
     if not root.is_dir():
         raise AdoptError(f"mendbot adopt: {root} is not a directory")
@@ -462,19 +424,19 @@ def inspect_repository(root: Path) -> Found:
         raise AdoptError(f"mendbot adopt: {root} has uncommitted changes ({shown}) — commit them first")
     files = _tracked_python(root)
     roots = ["src"] if any(path.parts[:1] == ("src",) for path in files) else []
-    modules: list[_Module] = []
+    modules: list[SourceModule] = []
     for path in files:
         try:
             tree = ast.parse((root / path).read_text(encoding="utf-8"), str(path))
         except (SyntaxError, UnicodeDecodeError, OSError):
             continue
-        modules.append(_Module(path, _module_name(path, roots), tree))
+        modules.append(SourceModule(path, _module_name(path, roots), tree))
     bots = _bot_classes(modules)
     builds = [
-        module for module in modules for call in _calls(module.tree) if _attr_name(call.func) in _BOT_BASES
+        module for module in modules for call in calls(module.tree) if attr_name(call.func) in _BOT_BASES
     ]
     clients = [
-        module for module in modules for call in _calls(module.tree) if _attr_name(call.func) in _CLIENT_BASES
+        module for module in modules for call in calls(module.tree) if attr_name(call.func) in _CLIENT_BASES
     ]
     if not bots and not builds:
         what = " (a discord.Client without commands: mendbot attaches to a commands.Bot)" if clients else ""
@@ -482,11 +444,11 @@ def inspect_repository(root: Path) -> Found:
             f"mendbot adopt: no discord.py bot found in {root}{what} — mendbot attaches to a "
             "commands.Bot or AutoShardedBot subclass, or a `commands.Bot(…)` your program builds"
         )
-    entry = _entry(modules, roots)
+    entry = _given_entry(given, modules) if given else entry_point(modules)
     if entry is None:
         raise AdoptError(
-            f"mendbot adopt: found a bot but no program that runs it in {root} — mendbot runs your "
-            "bot's own entry point (a script calling `bot.run(…)`, or a package's `__main__.py`)"
+            f"mendbot adopt: found a bot but no program that runs it in {root} — mendbot needs the command "
+            'you start your bot with: name it, e.g. `mendbot adopt --entry "python launcher.py start"`'
         )
     tracked = set(_git(root, "ls-files", "-z").stdout.split("\0")) - {""}
     candidates = _candidates(modules, roots, tracked)
@@ -495,7 +457,7 @@ def inspect_repository(root: Path) -> Found:
     bot_class = None
     if bots:
         # The class the entry point builds, else the most derived one.
-        used = {_attr_name(call.func) for call in _calls(entry[1].tree)}
+        used = {attr_name(call.func) for call in calls(entry[1].tree)}
         name = next((name for name in bots if name in used), None) or list(bots)[-1]
         module, _ = bots[name]
         bot_class = f"{module.name}:{name}"
@@ -529,21 +491,21 @@ def inspect_repository(root: Path) -> Found:
     )
 
 
-def _entry(modules: list[_Module], roots: list[str]) -> tuple[list[str], _Module] | None:
-    """The program that runs the bot: a root script by its usual names first, then any root script, then
-    a package's `__main__.py`."""
-    running = [module for module in modules if _runs_a_bot(module.tree)]
-    scripts = [module for module in running if len(module.path.parts) == 1]
-    scripts.sort(
-        key=lambda m: (_ENTRY_NAMES.index(m.path.name) if m.path.name in _ENTRY_NAMES else 99, m.path.name)
+def _given_entry(given: list[str], modules: list[SourceModule]) -> tuple[list[str], SourceModule]:
+    """The command named with `--entry` (`python launcher.py start`, `python -m shelfbot start`), and the
+    module it runs — which must be one of the repository's."""
+    words = given[1:] if given[0].startswith("python") else given
+    module_name = words[1] if words[:1] == ["-m"] and len(words) > 1 else None
+    target = PurePosixPath(words[0]) if words and module_name is None else None
+    for module in modules:
+        if module_name is not None and module.name in (module_name, f"{module_name}.__main__"):
+            return ["python", *words], module
+        if target is not None and module.path in (target, target / "__main__.py"):
+            return ["python", *words], module
+    raise AdoptError(
+        f"mendbot adopt: --entry `{' '.join(given)}` runs no Python file or module of this repository — "
+        'name your bot\'s program as you run it, e.g. `--entry "python launcher.py start"`'
     )
-    if scripts:
-        return ["python", str(scripts[0].path)], scripts[0]
-    mains = [module for module in modules if module.path.name == "__main__.py"]
-    for main in mains:
-        if _runs_a_bot(main.tree) or any(_attr_name(c.func) == "run" for c in _calls(main.tree)):
-            return ["python", "-m", main.name.removesuffix(".__main__")], main
-    return None
 
 
 def write_config(root: Path, found: Found) -> Path:
@@ -609,10 +571,11 @@ def check_base(config: Path) -> list[str]:
     return base_report(verification)
 
 
-def adopt_main(root: Path, *, check: bool = True) -> int:
-    """`mendbot adopt [--no-check] [PATH]`: the exit code (78 for a repository it cannot adopt)."""
+def adopt_main(root: Path, entry: str | None = None, *, check: bool = True) -> int:
+    """`mendbot adopt [PATH] [--entry COMMAND] [--no-check]`: the exit code (78 for a repository it cannot
+    adopt)."""
     try:
-        found = inspect_repository(root)
+        found = inspect_repository(root, shlex.split(entry) if entry else None)
     except AdoptError as exc:
         print(exc, file=sys.stderr)
         return EX_CONFIG

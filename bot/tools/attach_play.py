@@ -6,6 +6,7 @@ input — so its developer sees mendbot observe, announce and fix their bot befo
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
 from mendbot.kernel.settings import Settings
@@ -28,8 +29,11 @@ def attached_world(mend: Attachment, settings: Settings) -> AbstractAsyncContext
     )
 
 
-async def play_in_world(mend: Attachment, settings: Settings) -> int:
-    """Run the attached bot in a fresh virtual world until standard input ends (or `quit`)."""
+async def play_in_world(
+    mend: Attachment, settings: Settings, *, ready: Callable[[], None] | None = None
+) -> int:
+    """Run the attached bot in a fresh virtual world until standard input ends (or `quit`); `ready` is
+    called once the world is up, before the first line is read."""
     async with attached_world(mend, settings) as world:
         users = ", ".join(
             f"{user.name}{' (allow-listed)' if user.allowed else ''}" for user in settings.playground.users
@@ -39,5 +43,7 @@ async def play_in_world(mend: Attachment, settings: Settings) -> int:
             f"#general; users: {users}. Type `help` for the grammar.",
             flush=True,
         )
+        if ready is not None:
+            ready()
         playground = Playground(world, echo=not sys.stdin.isatty())
         return await playground.run_lines(stdin_lines())

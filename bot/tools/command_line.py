@@ -84,6 +84,11 @@ def command_line() -> argparse.ArgumentParser:
     )
     adopt.add_argument("path", nargs="?", default=".", help="the bot's repository (default: here)")
     adopt.add_argument(
+        "--entry",
+        default=None,
+        help='the command that starts your bot, when adopt cannot find it (e.g. "python launcher.py start")',
+    )
+    adopt.add_argument(
         "--no-check",
         action="store_true",
         help="write mendbot.yaml without starting your bot in the sandbox to see that it starts there",

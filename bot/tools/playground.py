@@ -192,23 +192,29 @@ class Playground:
         self.channel = name
 
     def _mentions_in(self, text: str) -> str:
-        """`@mendbot` and `@alice` typed in a message become real mentions."""
+        """`@mendbot` (or the bot by its name) and `@alice` typed in a message become real mentions."""
         me = self.world.bot.user
 
         def mention(match: re.Match[str]) -> str:
             name = match.group(1)
-            if name == "mendbot" and me is not None:
+            if me is not None and name in ("mendbot", me.name.lower()):
                 return me.mention
             user = self.world.users.get(name)
             return user.mention if user is not None else match.group(0)
 
         return re.sub(r"@([a-z0-9_.]+)", mention, text)
 
+    @property
+    def _bot_name(self) -> str:
+        """The bot as its messages are signed: mendbot, or the bot mendbot is attached to by its name."""
+        me = self.world.bot.user
+        return me.name if me is not None else "mendbot"
+
     def _readable(self, text: str) -> str:
         """Mentions and timestamps as a person would see them in the client."""
         names = {str(actor.id): name for name, actor in self.world.users.items()}
         if self.world.bot.user is not None:
-            names[str(self.world.bot.user.id)] = "mendbot"
+            names[str(self.world.bot.user.id)] = self._bot_name
         text = re.sub(r"<@!?(\d+)>", lambda m: "@" + names.get(m.group(1), m.group(1)), text)
         text = re.sub(
             r"<#(\d+)>",
@@ -405,9 +411,8 @@ class Playground:
         for response in [result.response, *result.followups]:
             if response is not None and response.ephemeral:
                 alias = self._alias(response.id)
-                self._say(
-                    f"[#{self.channel}] mendbot ({alias}, only {self.user} sees this): {response.content}"
-                )
+                who = f"{self._bot_name} ({alias}, only {self.user} sees this)"
+                self._say(f"[#{self.channel}] {who}: {response.content}")
                 self._print_extras(response.embeds, response.components)
 
     def print_changes(self) -> None:
@@ -432,7 +437,7 @@ class Playground:
                 self._seen[message.id] = seen
                 alias = self._alias(message.id)
                 if before is None:
-                    self._say(f"[{where}] mendbot ({alias}): {message.content}".rstrip())
+                    self._say(f"[{where}] {self._bot_name} ({alias}): {message.content}".rstrip())
                     self._print_extras(message.embeds, message.components)
                     for attachment in message.attachments:  # e.g. the audit's charts
                         self._say(f"    📎 {attachment.filename} ({attachment.size:,} bytes)")
@@ -441,7 +446,7 @@ class Playground:
                     or before.embeds != seen.embeds
                     or (before.components != seen.components)
                 ):
-                    self._say(f"[{where}] mendbot edited {alias}: {message.content}".rstrip())
+                    self._say(f"[{where}] {self._bot_name} edited {alias}: {message.content}".rstrip())
                     self._print_extras(message.embeds, message.components)
                 if seen.reactions and (before is None or before.reactions != seen.reactions):
                     shown = "  ".join(f"{emoji} {count}" for emoji, count in seen.reactions)

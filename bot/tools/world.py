@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -200,6 +202,8 @@ async def virtual_world(
             clock.working = working
     if playground:
         _fire_long_timers_only_on_wait(env)
+        if settings.bot is not None:
+            _own_background_waits_parked(env, settings.repo_dir)
         mend.services.improve.background_runs = True
     # The world exists before the bot connects, as on Discord: when it is ready, the dev channel is
     # there and configured (a restarted bot reports a continued deploy or watch there at once).
@@ -331,3 +335,54 @@ def _fire_long_timers_only_on_wait(env: simcord.Env) -> None:
             record.real_handle = None
 
     env._schedule_timer = schedule  # type: ignore[method-assign,assignment]
+
+
+# A task of the bot's own waiting this long on one future that nothing of Discord's will resolve (an
+# asyncio server's `serve_forever`, a queue consumer between items) is waiting on the world outside.
+OUTSIDE_WAIT_S = 1.0
+# The bots whose own background tasks may park that way: each bot's repository (a path prefix) and when
+# each of its tasks began waiting on its current future. Weak: a bot closed and dropped leaves nothing.
+_OWN_CODE: weakref.WeakKeyDictionary[Any, tuple[str, weakref.WeakKeyDictionary[Any, tuple[int, float]]]]
+_OWN_CODE = weakref.WeakKeyDictionary()
+
+
+def _own_background_waits_parked(env: simcord.Env, root: Path) -> None:
+    """Let the virtual Discord settle beside the bot's own long-lived background tasks.
+
+    simcord settles when every task of the bot's is done or parked on a wait it recognises (a
+    `tasks.loop` interval, a `wait_for`, a view). A real bot often starts a task of its own that waits
+    on something else for good — a local socket server's `serve_forever`, a consumer's `queue.get()` —
+    and no line of the playground was ever answered ("bot did not settle"). A task whose coroutine is
+    the bot's own code (under `root`: never a handler discord.py runs, never mendbot's) and that has
+    waited on the same future for `OUTSIDE_WAIT_S` of real time counts as parked. simcord 3.2.1 has no
+    option for it: the settle's `_is_parked` is wrapped, once per process (pinned by
+    tests/test_playground_session.py, so an upgrade that changes it fails there)."""
+    import simcord.env as simcord_env
+
+    _OWN_CODE[env.bot] = (str(root.resolve()) + os.sep, weakref.WeakKeyDictionary())
+    original = getattr(simcord_env, "_is_parked", None)
+    if original is None:
+        raise RuntimeError("simcord's settling changed: update _own_background_waits_parked")
+    if getattr(original, "mendbot_own_waits", False):
+        return
+
+    def parked(state: Any, task: asyncio.Task[Any], deadline: float) -> bool:
+        if original(state, task, deadline):
+            return True
+        own = _OWN_CODE.get(state.bot)
+        waiter = getattr(task, "_fut_waiter", None)
+        code = getattr(task.get_coro(), "cr_code", None)
+        if own is None or waiter is None or isinstance(waiter, asyncio.Task) or code is None:
+            return False
+        prefix, waiting = own
+        if not os.path.abspath(code.co_filename).startswith(prefix):
+            return False
+        now = time.perf_counter()  # real time: simcord's monotonic is virtual in the bot's work
+        since = waiting.get(task)
+        if since is None or since[0] != id(waiter):
+            waiting[task] = (id(waiter), now)
+            return False
+        return now - since[1] >= OUTSIDE_WAIT_S
+
+    parked.mendbot_own_waits = True  # type: ignore[attr-defined]
+    simcord_env._is_parked = parked  # type: ignore[attr-defined,assignment]

@@ -177,7 +177,7 @@ async def started(
             f"{INSIDE}/config.yaml",
             f"{INSIDE}/monitor.sock",
             f"{INSIDE}/watched.json",
-            *([MENDBOT_INSIDE] if host is not None else []),
+            *([MENDBOT_INSIDE, host.config.token_env] if host is not None else []),
         ]
         command = jail.command(argv, env, wall_s=ready_timeout_s + 10 * 60)
         output = jail.scratch / "start-output.log"

@@ -4,7 +4,7 @@
 copy that runs is the installed bot's, never the checkout's) and runs it with the checkout first on
 `sys.path`:
 
-    python /run/mendbot/replay/launch.py SOCKET CONFIG [MONITOR WATCHED [MENDBOT]]
+    python /run/mendbot/replay/launch.py SOCKET CONFIG [MONITOR WATCHED [MENDBOT TOKEN_ENV]]
 
 It points discord.py at the observer — the loopback Discord (`mendbot.trust.loopback_discord`) that the bot
 process outside the sandbox serves on the unix socket `SOCKET`, bound in — and then hands over to the
@@ -15,7 +15,9 @@ A bot mendbot is attached to (not mendbot's own) is started by its own program i
 the directory where the sandbox binds the installed mendbot read-only (`mendbot.trust.sandbox`), the
 launcher imports the package `mendbot` from there — never from the checkout, which may hold a `mendbot`
 of its own — and hands over to `mendbot attach --config CONFIG`, which runs the program mendbot.yaml
-names, in the checkout, with mendbot attached.
+names, in the checkout, with mendbot attached. Whatever token that program logs in with (a literal in its
+source, a value from a file of its own: the observer never sees the bot's real one), discord.py logs in
+with the observer's, given in the environment variable `TOKEN_ENV` (mendbot.yaml's `bot.token_env`).
 
 With `MONITOR`, each extension the bot loads is reported on it as it loads (or fails to: its error),
 and READY when the bot reads it — what the smoke load of such a bot (`mendbot.trust.host_start`) waits
@@ -253,10 +255,11 @@ def _installed_mendbot(root: str) -> Any:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) not in (3, 5, 6):
-        sys.stderr.write("usage: launch.py SOCKET CONFIG [MONITOR WATCHED [MENDBOT]]\n")
+    if len(argv) not in (3, 5, 7):
+        sys.stderr.write("usage: launch.py SOCKET CONFIG [MONITOR WATCHED [MENDBOT TOKEN_ENV]]\n")
         return 2
     socket_path, config = argv[1], argv[2]
+    observer_token = os.environ.get(argv[6]) if len(argv) == 7 else None
     import aiohttp
     import discord.gateway
     import discord.http
@@ -267,7 +270,7 @@ def main(argv: list[str]) -> int:
     async def static_login(self: discord.http.HTTPClient, token: str) -> Any:
         # Every REST call and the gateway go through the session made here: over the socket.
         self.connector = aiohttp.UnixConnector(path=socket_path)
-        return await login(self, token)
+        return await login(self, observer_token or token)
 
     discord.http.HTTPClient.static_login = static_login  # type: ignore[method-assign]
     discord.http.Route.BASE = API
@@ -281,7 +284,7 @@ def main(argv: list[str]) -> int:
         watch = _watch(argv[3], os.getcwd(), files, tracing=tracing)
         _reporting_extensions(watch)
         _armed_at_ready(watch, tracing=tracing)
-    if len(argv) == 6:  # a bot mendbot is attached to: its own program, with the installed mendbot
+    if len(argv) == 7:  # a bot mendbot is attached to: its own program, with the installed mendbot
         attached = _installed_mendbot(argv[5])
         return int(attached(["attach", "--config", config]))
     # The checkout's own entry point, whatever it imports: named, so that nothing in the installed bot

@@ -91,6 +91,7 @@ class LiveHost:
         environment = {
             **base,
             token_env: double.token,
+            "POINTED_TOKEN": double.token,  # a token written in the bot's source plays its real one
             "HOME": str(home / "home"),
             "CLAUDE_CONFIG_DIR": str(home / "home" / ".claude"),
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
@@ -107,9 +108,9 @@ class LiveHost:
             argv = ["-c", start, double.url, double.gateway_url, "--", "attach", *(args or [])]
         else:  # the program alone, discord.py pointed at the double, nothing of mendbot but its own line
             start = (
-                "import runpy, sys, discord, yarl; "
-                "discord.http.Route.BASE = sys.argv[1] + '/api/v10'; "
-                "discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(sys.argv[2]); "
+                f"import sys; sys.path.insert(0, {str(PROJECT)!r}); "
+                "import runpy, tests.harness.pointed as p; "
+                f"sys.path.remove({str(PROJECT)!r}); p.point(sys.argv[1], sys.argv[2]); "
                 "sys.argv = sys.argv[3:]; sys.path[0] = '.'; "
                 "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True) "
                 "if sys.argv[0] == '-m' else runpy.run_path(sys.argv[0], run_name='__main__')"

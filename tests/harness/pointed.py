@@ -6,21 +6,31 @@ bot's process, as they are out of a production bot's: the start bench measures t
 from __future__ import annotations
 
 import faulthandler
+import os
 import signal
 import sys
+from typing import Any
 
 import discord
 import yarl
-
-from mendbot.__main__ import main as mendbot
 
 __all__ = ["main", "point"]
 
 
 def point(api: str, gateway: str) -> None:
-    """discord.py's REST base and gateway: the loopback Discord at `api` and `gateway`."""
+    """discord.py's REST base and gateway: the loopback Discord at `api` and `gateway`; with
+    `POINTED_TOKEN` in the environment, that token is the one discord.py logs in with, whatever the bot
+    gives it — a bot whose token is written in its source plays its real token, valid on the double."""
     discord.http.Route.BASE = api + "/api/v10"
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway)
+    token = os.environ.get("POINTED_TOKEN")
+    if token is not None:
+        login = discord.http.HTTPClient.static_login
+
+        async def static_login(self: discord.http.HTTPClient, _: str) -> Any:
+            return await login(self, token)
+
+        discord.http.HTTPClient.static_login = static_login  # type: ignore[method-assign,assignment]
 
 
 def main(argv: list[str]) -> int:
@@ -31,6 +41,8 @@ def main(argv: list[str]) -> int:
         return 2
     # The two class attributes discord.py reads (as `mendbot.trust.loopback_discord.pointed_at` sets them).
     point(argv[0], argv[1])
+    from mendbot.__main__ import main as mendbot  # after pointing: the one-line way imports none of it
+
     return mendbot(argv[3:])
 
 

@@ -14,11 +14,14 @@ base's outcome:
 - **a neighbour** that failed the same way on the base (same exception type, raised in the same function)
   is a failing call like the recorded ones; one that answered on the base is a call that worked;
 - **a call that worked** (recorded, or a neighbour) must work alike on the branch: an error, no answer,
-  or another answer breaks it. How alike is read off the base: a command whose two answers to the same
-  call (the probe) were equal is compared exactly, one whose answers differed only in numbers by shape,
-  any other only by answering (its answers are random words). Ids, mentions and times never count. For a
-  complaint with no exception (a wrong or slow answer) the complained command's answers are compared
-  only by answering: fixing a wrong answer changes it.
+  or another answer breaks it. How alike (`mendbot.improve.proof.answers`) is read off evidence the change
+  cannot touch, and the loosest of it wins: the base's three answers to one call (the probe) — all equal,
+  compared exactly; differing only in numbers, by shape; otherwise only by answering (random words) — and
+  the live bot's recorded replies to one member asking the same thing (the plan's `varies`), which show
+  a random command for what it is when its probe happened to answer alike three times. A kind with
+  neither is compared by shape. Ids, mentions and times never count. For a complaint with no exception
+  (a wrong or slow answer) the complained command's answers are compared only by answering: fixing a
+  wrong answer changes it.
 
 Every item that answered on both sides is also timed: an answer more than `slowdown_factor` times slower
 than its usual time (the base's answer to it, or for a failing call the base's answers to the command's
@@ -36,31 +39,22 @@ from __future__ import annotations
 
 import ast
 import builtins
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import msgspec
 
+from mendbot.improve.proof.answers import Comparison, alike, level_of, loosest, masked
 from mendbot.improve.proof.replay import Raised, ReplayResult
 from mendbot.improve.proof.replay_plan import Failure, ReplayCase, ReplayPlan
 from mendbot.improve.proof.verdict import ItemVerdict, ProofItem, Side
 
-__all__ = ["Comparison", "Timing", "handler_breadth", "judge_replay", "masked", "shape"]
+__all__ = ["Timing", "handler_breadth", "judge_replay"]
 
 _LATENCY_FACTOR = 0.5  # a latency fix must at least halve the replayed call's time
 # How much slower than its crash a fixed call may answer when nothing else says how fast the command is.
 _CRASH_MARGIN_MS = 1000.0
-_MASKS = (
-    re.compile(r"<(?:@[!&]?|#|t:)\d+(?::[A-Za-z])?>"),  # mentions, channels, Discord timestamps
-    re.compile(r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?"),  # dates and times
-    re.compile(r"\b\d{1,2}:\d{2}(?::\d{2})?\b"),  # clock times
-    re.compile(r"\b\d{15,21}\b"),  # snowflake ids
-    re.compile(r"\b1\d{9}(?:\.\d+)?\b"),  # unix times
-)
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
-Comparison = Literal["exact", "shape", "answered"]
 
 
 @dataclass(frozen=True)
@@ -70,26 +64,6 @@ class Timing:
     factor: float = 5.0
     min_ms: float = 250.0
     latency_min_ms: float = 100.0  # a latency complaint's call is slow on the base from this
-
-
-def masked(text: str) -> str:
-    """`text` with what differs between two runs of the same answer (ids, mentions, times) blanked."""
-    for pattern in _MASKS:
-        text = pattern.sub("…", text)
-    return " ".join(text.split())
-
-
-def shape(text: str) -> str:
-    """`masked(text)` with every number blanked too: `🎲 2d6 → 7` and `🎲 2d6 → 9` have one shape."""
-    return _NUMBER.sub("#", masked(text))
-
-
-def _alike(base: str, branch: str, how: Comparison) -> bool:
-    if how == "exact":
-        return masked(base) == masked(branch)
-    if how == "shape":
-        return shape(base) == shape(branch)
-    return True
 
 
 def handler_breadth(source: str, line: int, error_type: str) -> Literal["broad", "specific", "none"]:
@@ -191,25 +165,22 @@ class _Judge:
     # -- reading the base ------------------------------------------------------------------
 
     def _levels(self) -> dict[str, Comparison]:
-        """How alike each kind's answers must be: what its probes showed on the base — the call and
-        every repeat of it answered alike (exactly, or in shape), or it is compared by answering."""
+        """How alike each kind's answers must be: the loosest of what the live bot's recorded replies
+        showed (the plan's `varies`) and what each of the kind's probes showed on the base — the call and
+        every repeat of it answered alike (exactly, or in shape), or it is compared by answering. One
+        probe that happened to answer alike never tightens what other evidence showed."""
         answers: dict[str, list[ReplayResult | None]] = {}
         for case in self.plan.replayable:
             if case.role != "probe" or case.parent is None:
                 continue
             answers.setdefault(case.parent, [self.base.get(case.parent)]).append(self.base.get(case.key))
-        levels: dict[str, Comparison] = {}
+        levels: dict[str, Comparison] = dict(self.plan.varies)
         for parent, results in answers.items():
             replies = [result.reply for result in results if result is not None and result.ok]
             if len(replies) < len(results):
                 continue  # one did not answer: nothing to read off
             kind = self.cases[parent].kind
-            if len({masked(reply) for reply in replies}) == 1:
-                levels[kind] = "exact"
-            elif len({shape(reply) for reply in replies}) == 1:
-                levels[kind] = "shape"
-            else:
-                levels[kind] = "answered"
+            levels[kind] = loosest(levels.get(kind), level_of(replies))
         return levels
 
     def level(self, case: ReplayCase) -> Comparison:
@@ -364,7 +335,7 @@ class _Judge:
         if after.error_type is not None:
             return item("fails", f"worked on the base; error on the branch: {after.error_type}")
         how = self.level(case)
-        if not _alike(before.reply, after.reply, how):
+        if not alike(before.reply, after.reply, how):
             shown = "answers differently" if how == "exact" else "answers in another shape"
             return item("fails", f"{shown} than on the base")
         return item("holds", "answers as on the base")
@@ -396,7 +367,9 @@ class _Judge:
     def _timed(self, case: ReplayCase, item: ProofItem) -> ProofItem:
         """An answer far slower than the command's usual time is slow. The usual time is the base's
         answer to the same call for a call that worked, and for a failing one (whose base answer was the
-        crash) the base's answers to the command's calls that worked, or its recorded usual time."""
+        crash) the base's answers to the command's calls that worked. Where none of them answered in the
+        replay, the recorded usual time was taken on the live bot, maybe on a quieter machine: the crash's
+        own time in this replay says how fast the call runs here, with a wider margin."""
         before, after = self.base.get(case.key), self.branch.get(case.key)
         if item.verdict in ("fails", "neutral") or before is None or after is None or not after.answered:
             return item
@@ -409,11 +382,12 @@ class _Judge:
                 for c in self.plan.replayable
                 if c.kind == case.kind and c.key in self.base and self.base[c.key].ok and not c.failing
             ]
-            known = [*worked, *([case.normal_ms] if case.normal_ms else [])]
-            if known:
+            if worked:
+                known = [*worked, *([case.normal_ms] if case.normal_ms else [])]
                 reference = max(sorted(known)[len(known) // 2], case.normal_ms or 0.0)
-            else:  # only the crash's own time: a fix may do more work than crashing did, so a wider margin
-                reference, floor = before.duration_ms, max(floor, _CRASH_MARGIN_MS)
+            else:  # the crash's own time: a fix may do more work than crashing did, so a wider margin
+                reference = max(before.duration_ms, case.normal_ms or 0.0)
+                floor = max(floor, _CRASH_MARGIN_MS)
         if after.duration_ms > self.timing.factor * reference and after.duration_ms - reference > floor:
             note = (
                 f"slow: {after.duration_ms:.0f} ms on the branch, where it usually answers in"

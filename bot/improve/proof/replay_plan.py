@@ -11,7 +11,9 @@ The proof of a fix sends more (`plan_proof`), in this order, the same on the bas
    handler file the change touches or imports, however indirectly — each kind's first one sent three
    times (twice as its `probe`: three equal answers say the command is deterministic, three of one shape
    that only numbers vary; two alike can be chance — a die lands the same twice often enough), and
-   neighbours of them. They go first, so both sides answer them from the same state;
+   neighbours of them. They go first, so both sides answer them from the same state. Their recorded
+   replies are read too: a member who asked one of these commands the same thing again and again and got
+   replies that kept changing shows it is random, whatever its probe answers (`ReplayPlan.varies`);
 2. **the recorded failures** — `recorded` when the agent's evidence showed the call, `held-out` when it
    did not (`mendbot.improve.proof.heldout`);
 3. **neighbours** of the failures: the same command with one value changed
@@ -38,6 +40,7 @@ from typing import Any, Literal
 from mendbot.db import handlers as handler_queries
 from mendbot.db import proofs as queries
 from mendbot.db.core import Connection
+from mendbot.improve.proof.answers import Comparison, loosest, seen_to_vary
 from mendbot.improve.proof.heldout import call_identity
 from mendbot.improve.proof.neighbours import neighbours
 from mendbot.trust.redact import REDACTED
@@ -131,6 +134,9 @@ class ReplayPlan:
     latency: bool
     failure: Failure | None = None
     handler_files: dict[str, list[str]] = field(default_factory=dict)  # kind → its handlers' files
+    # kind → how the live bot's recorded replies showed it varies (`answers.seen_to_vary`): read from the
+    # records when the plan is made, before either side runs — nothing the change writes
+    varies: dict[str, Comparison] = field(default_factory=dict)
 
     @property
     def replayable(self) -> list[ReplayCase]:
@@ -306,7 +312,7 @@ async def plan_proof(
     for location in locations:
         files.setdefault(location.kind, []).append(location.path)
     handlers = sorted({location.path for location in locations})
-    return ReplayPlan(cases, handlers, latency, _failure_of(recorded), files)
+    return ReplayPlan(cases, handlers, latency, _failure_of(recorded), files, _varies(successes))
 
 
 def _neighbour(parent: ReplayCase, invocation: dict[str, Any], normal_ms: float | None) -> ReplayCase:
@@ -332,6 +338,22 @@ def _normal_ms(successes: dict[str, list[queries.RecordedCall]]) -> dict[str, fl
         for kind, calls in successes.items()
         if calls
     }
+
+
+def _varies(successes: dict[str, list[queries.RecordedCall]]) -> dict[str, Comparison]:
+    """For each kind, the loosest way its recorded replies varied when one member asked the same thing in
+    one server again and again (`answers.seen_to_vary`); kinds never seen to vary are left out."""
+    found: dict[str, Comparison] = {}
+    for kind, calls in successes.items():
+        asked: dict[tuple[str, int | None, int | None], list[str]] = {}
+        for call in reversed(calls):  # oldest first
+            if call.reply is not None:
+                who = (call_identity(kind, call.invocation), call.guild_id, call.user_id)
+                asked.setdefault(who, []).append(call.reply)
+        for replies in asked.values():
+            if (level := seen_to_vary(replies)) is not None:
+                found[kind] = loosest(found.get(kind), level)
+    return found
 
 
 def _passing(
