@@ -78,6 +78,7 @@ _SETTLE_S = 0.6
 _STOP_TIMEOUT_S = 5.0
 _ARM_S = 5.0
 _GUILD_S = 0.2  # after READY, the guild reaches the bot before the first call
+_SYNC_S = 20.0  # after READY, the bot's slash commands are synced within this (or it has none to sync)
 _REPLY_CHARS = 300
 _MEMBER = "alice"
 
@@ -299,6 +300,8 @@ async def _observe(
                 ) as output:
                     general = observer.guild.channel("general")
                     await _armed(reports)
+                    if any(case.slash for case in plan.replayable):
+                        await _synced(observer)
                     ready = time.monotonic()
                     seen: list[tuple[ReplayCase, _Seen]] = []
                     for case in plan.replayable:
@@ -355,6 +358,18 @@ async def _started(
             yield output
     except NotStarted as exc:
         raise ReplayError(str(exc)) from None
+
+
+async def _synced(observer: DiscordDouble) -> None:
+    """Until the bot's slash commands are synced, at most `_SYNC_S`. A bot mendbot is attached to has
+    them synced to the dev guild once it has connected and mendbot's half that runs fixes has come up —
+    after READY, later still on a busy machine: a slash command sent before would be taken for one the
+    bot does not have, on both sides."""
+    deadline = time.monotonic() + _SYNC_S
+    while time.monotonic() < deadline:
+        if str(observer.guild.id) in observer.synced or "global" in observer.synced:
+            return
+        await asyncio.sleep(0.05)
 
 
 async def _armed(reports: _Reports) -> None:
