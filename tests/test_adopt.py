@@ -249,8 +249,59 @@ def main() -> None:
 if __name__ == "__main__":
     main()
 """
+# A click group that gathers its commands when it runs, from the modules of a folder it imports by name
+# (no import names the command that starts the bot), whose token comes through a function of the bot's.
+GATHERED_GROUP = """import importlib
+import pkgutil
+
+import click
+
+
+@click.group()
+def main() -> None:
+    \"\"\"The beacon bot.\"\"\"
+
+
+for found in pkgutil.iter_modules([__file__.rsplit("/", 1)[0] + "/commands"]):
+    module = importlib.import_module(f"beacon.commands.{found.name}")
+    for value in vars(module).values():
+        if isinstance(value, click.Command):
+            main.add_command(value)
+"""
+GATHERED_START = """import asyncio
+import os
+
+import click
+import discord
+from discord.ext import commands
+
+
+async def token_from_the_environment() -> str:
+    return os.environ["BEACON_TOKEN"].strip()
+
+
+@click.command(name="serve")
+@click.option("--prefix", default="!")
+def serve_forever(prefix: str) -> None:
+    async def run() -> None:
+        token = await token_from_the_environment()
+        bot = commands.Bot(command_prefix=prefix, intents=discord.Intents.default())
+        async with bot:
+            await bot.start(token)
+
+    asyncio.run(run())
+"""
+GATHERED = {
+    "src/beacon/__init__.py": "",
+    "src/beacon/__main__.py": "from beacon.cli import main\n\nif __name__ == '__main__':\n    main()\n",
+    "src/beacon/cli.py": GATHERED_GROUP,
+    "src/beacon/commands/__init__.py": "",
+    "src/beacon/commands/serve.py": GATHERED_START,
+    "src/beacon/store.py": "DB_NAME = f'{__name__}.db'  # a suffix, not a file of the repository\n",
+}
 LAUNCHERS = {
     "click-package": (CLICK_PACKAGE, ["python", "-m", "shelfbot", "start"], "SHELF_TOKEN"),
+    "click-gathered": (GATHERED, ["python", "-m", "beacon", "serve"], "BEACON_TOKEN"),
     "argparse-script": ({"launcher.py": ARGPARSE_LAUNCHER}, ["python", "launcher.py"], "LANTERN_TOKEN"),
     "root-main": ({"__main__.py": ARGPARSE_LAUNCHER}, ["python", "."], "LANTERN_TOKEN"),
 }
@@ -258,12 +309,14 @@ LAUNCHERS = {
 
 @pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
 def test_adopt_finds_a_launcher_that_builds_its_bot_in_a_function(tmp_path: Path, launcher: str) -> None:
-    """A click command (`python -m shelfbot start`, through the package's `__main__.py`), an argparse
+    """A click command (`python -m shelfbot start`, through the package's `__main__.py`; or one the group
+    gathers by itself as it runs, its token from a function of the bot's), an argparse
     `main()` and a root `__main__.py` (`python .`, not `python -m __main__`) that run
     `asyncio.run(bot.start(…))`: the command that starts the bot, and the token it is given."""
     files, entry, token = LAUNCHERS[launcher]
     found = inspect_repository(_repo(tmp_path, files))
     assert (found.entry, found.token_env) == (entry, token)
+    assert found.data_files == []
 
 
 def test_adopt_takes_the_command_it_cannot_find(tmp_path: Path) -> None:

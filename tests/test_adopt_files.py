@@ -12,7 +12,8 @@ from pathlib import Path
 import yaml
 
 from mendbot.tools.adopt import inspect_repository
-from mendbot.tools.attach_demo import DEMO_TOKEN, prepare
+from mendbot.tools.attach_demo import prepare
+from mendbot.tools.attach_run import PLACEHOLDER_TOKEN
 from mendbot.trust.host_files import PLACEHOLDER
 from tests.harness.hosts import host_repo
 from tests.harness.repo import git
@@ -171,5 +172,5 @@ def test_the_demos_scratch_copy_has_the_files_with_their_secrets_replaced(tmp_pa
     (tmp_path / "demo").mkdir()
     scratch, host = prepare(repo, tmp_path / "demo", None)
     assert host.files == [".env", "config.json"]
-    assert (scratch / ".env").read_text() == f'ALMANAC_TOKEN="{DEMO_TOKEN}"\nPREFIX=?\n'
+    assert (scratch / ".env").read_text() == f'ALMANAC_TOKEN="{PLACEHOLDER_TOKEN}"\nPREFIX=?\n'
     assert json.loads((scratch / "config.json").read_text())["forecast"]["api_key"] == PLACEHOLDER

@@ -58,8 +58,9 @@ def _after(message: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
 async def _ask(double: DiscordDouble, channel: FakeChannel, words: str) -> str:
     """A member's message (or `/command option=value`) and the bot's first answer to it."""
     if words.startswith("/"):
-        name, *options = words[1:].split()
-        values = {key: int(value) for key, value in (option.split("=") for option in options)}
+        parts = words[1:].split()
+        name = " ".join(part for part in parts if "=" not in part)  # `/status summary`: a subcommand
+        values = {key: int(value) for key, value in (part.split("=") for part in parts if "=" in part)}
         interaction = await double.slash(channel, name, author="bob", **values)
         return message_text(await double.response_to(interaction, timeout=30))
     said = await double.send_message(channel, words, author="bob")

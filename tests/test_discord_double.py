@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -12,7 +13,7 @@ import discord
 import pytest
 
 from mendbot.trust.loopback_discord import DiscordDouble
-from mendbot.trust.loopback_discord_model import message_text
+from mendbot.trust.loopback_discord_model import bot_token, message_text
 
 
 @dataclass
@@ -71,6 +72,13 @@ async def connected() -> AsyncIterator[tuple[DiscordDouble, discord.Client, Seen
                 await message.edit(content="done")
                 await interaction.followup.send("and one more thing")
 
+            shelf = discord.app_commands.Group(name="shelf", description="The shelf.")
+
+            @shelf.command(name="count", description="Counts a kind of book.")
+            async def count(interaction: discord.Interaction, kind: str, times: int = 1) -> None:
+                await interaction.response.send_message(f"{kind} × {times}")
+
+            tree.add_command(shelf)
             await client.login(double.token)
             task = asyncio.create_task(client.connect(reconnect=False))
             try:
@@ -166,6 +174,25 @@ async def test_a_slash_command_is_answered_in_the_channel(
     )
     assert [m["content"] for m in double.channel_messages(dev)] == ["hello Bob hello Bob"]
     assert double.unknown_routes == []
+
+
+async def test_a_subcommand_of_a_group_is_answered(
+    connected: tuple[DiscordDouble, discord.Client, Seen],
+) -> None:
+    """`/shelf count kind:… times:…` reaches the group's subcommand with its options, as Discord nests
+    them; a subcommand the group does not have is a LookupError the test sees."""
+    double, _, _ = connected
+    dev = double.guild.channel("dev")
+    interaction = await double.slash(dev, "shelf count", author="alice", kind="atlas", times=3)
+    assert (await double.response_to(interaction))["content"] == "atlas × 3"
+    with pytest.raises(LookupError, match="has no subcommand lend"):
+        await double.slash(dev, "shelf lend", author="alice")
+
+
+def test_its_token_is_shaped_as_a_bot_token() -> None:
+    """Bots that check their token's form before logging in take the double's (and the playground's)."""
+    assert re.fullmatch(r"\w+\.\w+\.\S+", DiscordDouble().token)
+    assert re.fullmatch(r"[A-Za-z0-9]+\.[A-Za-z0-9]{6}\.[A-Za-z0-9]{38}", bot_token(1234))
 
 
 async def test_a_deferred_answer_is_filled_by_its_first_followup_then_edited(

@@ -127,7 +127,10 @@ async def test_command_answers_any_option_values_without_a_bug(
     assert answers, f"/{name} {options} got no answer"
     text = " ".join(answer.content or "" for answer in answers)
     assert "Something went wrong on my side" not in text, (name, options, text)
-    assert world.bot.services.incidents.active() == [], (name, options)
+    # A bug is an error incident; how long eighty calls take on a shared machine is not one (the
+    # latency rule reads the wall clock: a busy machine slows a command past its own baseline).
+    bugs = [incident for incident in world.bot.services.incidents.active() if incident.rule != "latency"]
+    assert bugs == [], (name, options)
     await world.bot.services.recorder.flush()
     # A fire drill's failing calls are its synthetic fault (bot/improve/drill.py), never a bug.
     failures = await sql(

@@ -101,6 +101,17 @@ async def test_a_run_whose_model_is_away_says_so_answers_meanwhile_and_ends_as_s
                 assert "#1" in message_text(listed)
                 said = await discord_api.mention(dev, "how is it going?", author="alice")
                 await discord_api.wait_for_message(_replying_to(said), channel=dev, timeout=ANSWER_S)
+                said = await discord_api.mention(dev, "tell me a joke", author="alice")
+                answer = await discord_api.wait_for_message(_replying_to(said), channel=dev, timeout=ANSWER_S)
+                # Said at once from what the runs' gateway knows, not after chat's own try at the API (the
+                # keyless question, since no model can decide what the words ask for).
+                assert "can't reach the model's API right now" in message_text(answer), message_text(answer)
+                general = discord_api.guild.channel("general")  # chat, where no request is made
+                said = await discord_api.mention(general, "tell me a joke", author="bob")
+                answer = await discord_api.wait_for_message(
+                    _replying_to(said), channel=general, timeout=ANSWER_S
+                )
+                assert "can't reach the model's API right now" in message_text(answer), message_text(answer)
                 report = await discord_api.wait_for_message(
                     _says(r"Run #1 failed.*could not reach the model"), channel=dev, timeout=120
                 )

@@ -8,7 +8,9 @@ is absent."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from tests.harness.hosts import LiveHost
 from tests.harness.model_double import ModelDouble
 from tests.harness.realbots import adopt, needs_realbot, realbot_repo, the_rest
 from tests.harness.repo import git
+from tests.harness.wheel import installed_wheel
 from tests.test_attach_loop import _ask, _loop, _script, _show
 
 pytestmark = pytest.mark.cli
@@ -117,6 +120,73 @@ async def test_the_public_template_with_the_one_line_goes_from_failure_to_rollba
                     fixed=r"Text/Voice Channels",
                     own_reply="Something went wrong on my side (ZeroDivisionError)",
                     reloaded=r"✅ cogs\.general reloaded",
+                )
+            except BaseException:
+                _show(discord_api, bot)
+                raise
+
+
+MINISTATUS = "thegamecracks-ministatus"
+NO_STATUSES = "        if not statuses:\n"
+# The fault seeded in ministatus's `/status summary`: statuses per page, asked of a guild with none.
+NO_STATUSES_BUG = "        if not statuses and 10 // len(statuses):\n"
+
+
+def _installed_as_its_users_do(repo: Path) -> None:
+    """`pip install -e .` of the bot's repository into mendbot's environment, as its README asks: it
+    reads its own version from its installed metadata. Its build backend is installed already (no
+    network)."""
+    wheel = installed_wheel()
+    done = subprocess.run(
+        [
+            str(wheel.python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-e",
+            ".",
+        ],
+        cwd=repo,
+        env={**os.environ, "PATH": f"{wheel.python.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@needs_realbot(MINISTATUS)
+async def test_ministatus_run_by_its_click_command_goes_from_failure_to_rollback(tmp_path: Path) -> None:
+    """ministatus (a `src/` package started by a click command, `python -m ministatus start`, its `Bot`
+    with a `start` of its own that requires a keyword, its token from `MIST_TOKEN`, its SQLite in the
+    platform's data directory, slash commands in a `GroupCog`): adopt finds its entry and token, and
+    `/status summary` failing is fixed in its status cog, proven, reloaded, and rolled back."""
+    repo = realbot_repo(tmp_path, MINISTATUS)
+    cog = repo / "src" / "ministatus" / "bot" / "cogs" / "status" / "cog.py"
+    assert NO_STATUSES in cog.read_text()
+    cog.write_text(cog.read_text().replace(NO_STATUSES, NO_STATUSES_BUG))
+    git(repo, "commit", "-qam", "statuses per page")
+    _installed_as_its_users_do(repo)
+    config = adopt(repo)
+    assert config["bot"]["entry"] == ["python", "-m", "ministatus", "start"]
+    assert config["bot"]["token_env"] == "MIST_TOKEN" and config["bot"]["path"] == ["src"]
+    async with DiscordDouble() as discord_api, ModelDouble() as model:
+        the_rest(repo, config, discord_api)
+        model.script(*_script(repo, "src/ministatus/bot/cogs/status/cog.py", NO_STATUSES_BUG, NO_STATUSES))
+        env = {**MODEL_ENV, "ANTHROPIC_BASE_URL": model.base_url}
+        async with await LiveHost.start(discord_api, repo, "MIST_TOKEN", env=env) as bot:
+            try:
+                await _loop(
+                    discord_api,
+                    bot,
+                    failing="/status summary",
+                    fixed=r"No server statuses to see here",
+                    own_reply="An unknown error occurred while running this command.",
+                    reloaded=r"✅ ministatus\.bot\.cogs\.status reloaded",
                 )
             except BaseException:
                 _show(discord_api, bot)

@@ -451,6 +451,7 @@ async def test_rollback_outside_the_dev_channel_is_refused(gate: Gate) -> None:
 async def test_watchdog_fails_a_run_stuck_in_merging_and_reports_it(gate: Gate) -> None:
     """A merge with no progress past stuck_timeout_s becomes a reported failure; a fresh run is left."""
     runs, improve = gate.services.improve.runs, gate.services.improve
+    gate.services.settings.improve.stuck_timeout_s = 3600  # the default, which the harness lifts
     stuck, proposal, _ = await gate.propose()
     stuck = await runs.transition(stuck.id, "merging", actor="test: a merge that never returns")
     fresh = await runs.create("fix", gate.world.users["alice"].id, gate.world.dev.id, None, "another thing")

@@ -488,7 +488,9 @@ async def test_a_dead_workers_run_is_interrupted_and_resumes_on_another(
 ) -> None:
     """A worker killed mid-run (with its agent): another worker interrupts the run once the dead one's
     heartbeat is stale, says so, and `/run N action:resume` re-queues it to completion."""
-    async with cluster(tmp_path, postgres_url, worker_lost_after_s=3) as c:
+    # Heartbeats every 10/3 s: a live worker on a busy machine (four test workers on two cores) can miss
+    # a 1 s one and see its own run taken for a dead worker's.
+    async with cluster(tmp_path, postgres_url, worker_lost_after_s=10) as c:
         hold = Hold(then=_json_turn(DIAGNOSIS))
         c.model.script(hold, *_fix_script(c, 1))  # after the resume the run starts over
         runs = c.services.improve.runs

@@ -30,7 +30,15 @@ from mendbot.trust.redact import Redactor
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
 
-__all__ = ["DISCORD_LIMIT", "NO_KEY_AGAIN", "NO_KEY_MESSAGE", "ChatReply", "ChatService", "split_message"]
+__all__ = [
+    "DISCORD_LIMIT",
+    "MODEL_AWAY",
+    "NO_KEY_AGAIN",
+    "NO_KEY_MESSAGE",
+    "ChatReply",
+    "ChatService",
+    "split_message",
+]
 
 DISCORD_LIMIT = 2000
 NO_KEY_MESSAGE = (
@@ -38,6 +46,10 @@ NO_KEY_MESSAGE = (
     "(see `.env.example`) or the environment and restart me. Commands like `/roll` work without it."
 )
 NO_KEY_AGAIN = "Still no model API key, so I can't chat — `/help` lists what works without one."
+MODEL_AWAY = (
+    "I can't reach the model's API right now ({why}), so I can't chat — I'll answer properly once it is "
+    "back. `/runs` and `/run N` say how the runs are doing meanwhile."
+)
 ROUTE_PROMPT = "chat/route"
 
 
@@ -92,6 +104,10 @@ class ChatService:
         self._base_url = base_url
         self._client: AsyncAnthropic | None = None  # made for the first reply (`_model`)
         self._told_no_key: set[int] = set()
+        # (seconds since, why) while the model's API is known to be away — as the runs' gateway found it
+        # (set by the assembly): a line addressed to the bot is then answered at once, not after its own
+        # try at the API (and the first try's import of its client) on a machine already struggling.
+        self.model_away: Callable[[], tuple[float, str] | None] = lambda: None
 
     @property
     def configured(self) -> bool:
@@ -144,6 +160,9 @@ class ChatService:
                 return ChatReply(NO_KEY_AGAIN)
             self._told_no_key.add(channel_id)
             return ChatReply(NO_KEY_MESSAGE)
+        away = self.model_away()
+        if away is not None:
+            return ChatReply(MODEL_AWAY.format(why=self._redactor.text(away[1])))
         ids: dict[str, Any] = {"channel_id": channel_id, "user_id": author_id, "message_id": message_id}
         started = time.perf_counter()
         try:
@@ -188,8 +207,8 @@ class ChatService:
         listed command or incident it is about — from the model's `route_request` tool call
         (bot/chat/route.py). None without a key, or when the model made no such call. The model's API
         failing raises, recorded as the environment's failure like a chat reply's."""
-        if not self.configured:
-            return None
+        if not self.configured or self.model_away() is not None:
+            return None  # no model to ask: the keyless way (one short question) answers at once
         ids: dict[str, Any] = {"channel_id": channel_id, "user_id": user_id, "message_id": message_id}
         started = time.perf_counter()
         prompt = self._prompts.get(ROUTE_PROMPT)

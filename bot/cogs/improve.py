@@ -389,7 +389,12 @@ class Improve(commands.Cog):
                 return
             if decision is None or decision.action == "chat":
                 target = await self._target(message, text)
-                await message.reply(bug_question(target), view=ask_view(message.id), mention_author=False)
+                question = bug_question(target)
+                if decision is None and self.bot.services.chat.model_away() is not None:
+                    question = (
+                        f"I can't reach the model's API right now, so I can't tell what you mean. {question}"
+                    )
+                await message.reply(question, view=ask_view(message.id), mention_author=False)
                 return
             named = [kinds[decision.command]] if decision.command in kinds else None
             target = await self._target(message, text, named=named, incident_id=decision.incident)

@@ -165,6 +165,11 @@ class RunProgress:
             f"{human_duration(elapsed)} in this step"
         )
 
+    def model_away(self) -> tuple[float, str] | None:
+        """(seconds since, why) while the runs' model API cannot be reached, else None (also before any
+        run made the gateway)."""
+        return self._gateway.outage.away if self._gateway is not None else None
+
     @property
     def gateway(self) -> ModelGateway:
         """The model gateway the agent talks to, made (and its modules loaded) by the first run."""

@@ -188,6 +188,7 @@ class Services(msgspec.Struct):
             daemons=self.daemons,
         )
         self.boot_notices.extend(mending.notices)
+        self.chat.model_away = mending.improve.model_away  # one model API: chat need not meet it too
         self.mending = mending
         if self._raised is None:
             self.incidents.on_raised = mending.autonomy.on_raised

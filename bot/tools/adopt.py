@@ -166,18 +166,50 @@ def _assignments(tree: ast.Module) -> dict[str, ast.expr]:
 
 def _token(modules: list[SourceModule]) -> tuple[str | None, str | None]:
     """(the token's environment variable, or what reads it from a file) — from the bot's run/start/login."""
+    functions = {
+        node.name: node
+        for module in modules
+        for node in ast.walk(module.tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
     for module in modules:
         assignments = _assignments(module.tree)
         for call in calls(module.tree):
             if attr_name(call.func) not in ("run", "start", "login") or not call.args:
                 continue
             argument = call.args[0]
-            name = _env_name(argument, assignments)
+            name = _env_name(argument, assignments) or _env_read_by(argument, assignments, functions)
             if name is not None:
                 return name, None
             if _reads_a_file(argument, assignments):
                 return None, f"{module.path}: {ast.unparse(argument)[:60]}"
     return None, None
+
+
+def _env_read_by(
+    node: ast.expr,
+    assignments: dict[str, ast.expr],
+    functions: dict[str, ast.FunctionDef | ast.AsyncFunctionDef],
+) -> str | None:
+    """The token's environment variable read inside a function of the repository that gives the token
+    (`token = await read_token()` … `bot.start(token.get_secret_value())`): a variable named like a token
+    that the function reads."""
+    given = [
+        assignments[name.id]
+        for name in ast.walk(node)
+        if isinstance(name, ast.Name) and name.id in assignments
+    ]
+    for call in [found for expression in (node, *given) for found in calls(expression)]:
+        function = functions.get(attr_name(call.func))
+        if function is None:
+            continue
+        read = [name for inner in calls(function) if (name := _env_name(inner, {})) is not None]
+        read += [name for inner in ast.walk(function) if isinstance(inner, ast.Subscript)
+                 if (name := _env_name(inner, {})) is not None]  # fmt: skip
+        token = next((name for name in read if "TOKEN" in name.upper()), None)
+        if token is not None:
+            return token
+    return None
 
 
 def _bot_classes(modules: list[SourceModule]) -> dict[str, tuple[SourceModule, ast.ClassDef]]:
@@ -227,7 +259,8 @@ def _data_files(modules: list[SourceModule]) -> list[str]:
         for node in ast.walk(module.tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 value = (joined.get(id(node)) or node.value).strip().lstrip("/").removeprefix("./")
-                if value.endswith(_DATA_SUFFIXES) and " " not in value and value not in found:
+                named = PurePosixPath(value).suffix in _DATA_SUFFIXES  # not a bare `".db"` suffix
+                if named and " " not in value and value not in found:
                     found.append(value)
     return found
 

@@ -7,7 +7,9 @@ __name__ == "__main__":` block — reaches a call that starts one (`bot.run(toke
 (`main()`, `asyncio.run(main())`, `parser.set_defaults(func=start)`), or imported from another of its
 modules (`from shelfbot.cli import main`). A command line built with click reaches its commands through
 the group (`@main.command() def start()`): the words that choose them go into the command
-(`python -m shelfbot start`).
+(`python -m shelfbot start`). A click command the group only gathers when it runs (`group.add_command(cmd)`
+over modules it imports by name) is found by itself: a `@click.command()` that starts a bot, run through
+its package's `__main__.py` (`python -m ministatus start`).
 
 The entry point is then a root script by its usual names first, then any root script, then a root
 `__main__.py` (`python .`), then a package's `__main__.py` (`python -m pkg`).
@@ -89,7 +91,7 @@ def entry_point(modules: list[SourceModule]) -> tuple[list[str], SourceModule] |
     for module, words in found:
         if module.path.name == "__main__.py":
             return ["python", "-m", module.name.removesuffix(".__main__"), *words], module
-    return None
+    return index.gathered_command()
 
 
 def _starts_a_bot(body: list[ast.stmt]) -> bool:
@@ -185,6 +187,20 @@ class _Index:
                     if function is None and node.attr in self.functions[owner]:
                         yield owner, node.attr
 
+    def gathered_command(self) -> tuple[list[str], SourceModule] | None:
+        """A `@click.command()` that starts a bot, in a package whose `__main__.py` runs a command line:
+        the group gathers it when it runs, which no import says (`python -m pkg start`)."""
+        for name, functions in self.functions.items():
+            for node in functions.values():
+                word = _click_command(node)
+                if word is None or not _starts_a_bot(node.body):
+                    continue
+                package = name.split(".")[0]
+                main = self.modules.get(f"{package}.__main__")
+                if main is not None and any(calls(stmt) for stmt in top_level(main.tree)):
+                    return ["python", "-m", package, word], main
+        return None
+
     def words_to_a_start(self, module: SourceModule) -> list[str] | None:
         """The words after the program that make `module` start a bot ([] when it does by itself), or
         None when it never does: the code that runs as it runs, then each function it reaches, nearest
@@ -208,6 +224,26 @@ class _Index:
                     seen.add(target)
                     queue.append((target[0], target[1], self.functions[target[0]][target[1]].body, path))
         return None
+
+
+def _click_command(node: Function) -> str | None:
+    """The name of the click command `node` is (`@click.command()`, `@click.command("go")`), or None."""
+    for decorator in node.decorator_list:
+        if (
+            isinstance(decorator, ast.Call)
+            and isinstance(decorator.func, ast.Attribute)
+            and decorator.func.attr == "command"
+            and isinstance(decorator.func.value, ast.Name)
+            and decorator.func.value.id == "click"
+        ):
+            named = [a.value for a in decorator.args[:1] if isinstance(a, ast.Constant)]
+            named += [
+                k.value.value
+                for k in decorator.keywords
+                if k.arg == "name" and isinstance(k.value, ast.Constant)
+            ]
+            return next((n for n in named if isinstance(n, str)), node.name.replace("_", "-"))
+    return None
 
 
 def _absolute(module: SourceModule, node: ast.ImportFrom) -> str:

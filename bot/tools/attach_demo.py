@@ -49,7 +49,15 @@ from mendbot.runtime.attachment import Attachment
 from mendbot.runtime.standalone import CONFIG_FILE, host_settings
 from mendbot.tools.adopt import AdoptError, inspect_repository
 from mendbot.tools.attach_play import attached_world
-from mendbot.tools.attach_run import EX_FAILED, AttachError, Hooks, Program, parse_program, run_program
+from mendbot.tools.attach_run import (
+    EX_FAILED,
+    PLACEHOLDER_TOKEN,
+    AttachError,
+    Hooks,
+    Program,
+    parse_program,
+    run_program,
+)
 from mendbot.tools.datadir import DataDirInUse, claim_data_dir
 from mendbot.tools.demo import is_announcement, is_proposal, latest_alias
 from mendbot.tools.demo_agent import DemoModel, Fault
@@ -62,7 +70,6 @@ __all__ = ["Candidate", "DemoRefused", "candidates", "default_directory", "run_d
 REPO_NAME = "demo-repo"  # the scratch clone, in the demo's data directory (datadir.STATE_NAMES)
 SETTINGS_NAME = "attach-demo.yaml"
 WATCH_S = 60
-DEMO_TOKEN = "demo-token-never-used"  # the bot's token in the demo: it never reaches Discord
 SEEDED = "_demo_share = 100 // len([])  # mendbot demo: the seeded fault"
 _GIT_IDENTITY = ("-c", "user.name=mendbot demo", "-c", "user.email=demo@mendbot.invalid")
 _ARGUMENTS: dict[object, str] = {int: "2", float: "2", str: "demo", bool: "yes"}
@@ -148,7 +155,7 @@ def prepare(root: Path, directory: Path, config: Path | None) -> tuple[Path, Hos
     _git(repo, "config", "user.email", "demo@mendbot.invalid")
     # What the bot needs and git does not keep, which a clone has not: its secrets replaced, as in the
     # sandbox (the demo's bot never logs in anywhere; a file that cannot be copied so is left out).
-    copy_files(root.resolve(), repo, host.files, token_keys=[host.token_env], token=DEMO_TOKEN)
+    copy_files(root.resolve(), repo, host.files, token_keys=[host.token_env], token=PLACEHOLDER_TOKEN)
     return repo, host
 
 
@@ -573,7 +580,7 @@ def run_demo(argv: list[str], *, config: Path | None, play: bool, data_dir: Path
         )
         hooks.install()
         # The program never connects to Discord, but reads its token as it always does.
-        os.environ.setdefault(host.token_env, DEMO_TOKEN)
+        os.environ.setdefault(host.token_env, PLACEHOLDER_TOKEN)
         for name, value in host.env.items():
             os.environ.setdefault(name, value)
         os.chdir(repo)  # the program runs in the scratch copy: its relative paths, its state, are there

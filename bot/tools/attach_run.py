@@ -47,12 +47,14 @@ from mendbot.runtime.instrument import recording_of, wrapper_of
 from mendbot.runtime.standalone import attach_to, host_settings
 from mendbot.tools.playground_seal import LeftThePlayground, PlaygroundSeal
 from mendbot.tools.world import WorldClock
+from mendbot.trust.loopback_discord_model import bot_token
 
 __all__ = ["AttachError", "Hooks", "Program", "parse_program", "run_attached", "run_program"]
 
 EX_FAILED = 1
-# Under --play, what the bot's token variable holds when it is not set.
-PLACEHOLDER_TOKEN = "mendbot-playground-placeholder-token"
+# Under --play, what the bot's token variable holds when it is not set: shaped as a bot token (some bots
+# check the form before they log in), valid nowhere.
+PLACEHOLDER_TOKEN = bot_token(0)
 _START_AT_MOST_S = 10.0  # the garbage collector's pause for the program's start, at most
 _PYTHONS = ("python", "python3", f"python{sys.version_info.major}.{sys.version_info.minor}")
 

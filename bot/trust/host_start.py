@@ -28,7 +28,6 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
 import tempfile
@@ -43,6 +42,7 @@ import msgspec
 from mendbot.kernel.sections import HostConfig
 from mendbot.trust import host_smoke, replay_launch
 from mendbot.trust.host_files import copy_files
+from mendbot.trust.loopback_discord_model import bot_token
 from mendbot.trust.sandbox import MENDBOT_INSIDE, Sandbox
 
 if TYPE_CHECKING:  # the double (and aiohttp's server side) is loaded by the first start, not at import
@@ -96,8 +96,9 @@ class HostBot:
 
 
 def new_token() -> str:
-    """A token for a loopback Discord: what the bot's token variable is given where it is started."""
-    return f"double.{secrets.token_urlsafe(24)}"
+    """A token for a loopback Discord, shaped as Discord's are (a bot may check the form before logging in):
+    what the bot's token variable is given where it is started."""
+    return bot_token(0)
 
 
 def prepare_tree(checkout: Path, host: HostBot, token: str) -> list[str]:

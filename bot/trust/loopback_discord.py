@@ -265,17 +265,24 @@ class DiscordDouble(RestDouble):
         the bot's answer as it is now."""
         guild = self._guild_of(channel)
         synced = [*self.synced.get(str(guild.id), []), *self.synced.get("global", [])]
-        command = next((c for c in synced if c["name"] == command_name), None)
+        top, *path = command_name.split()  # `status summary`: a subcommand of a group, as Discord nests it
+        command = next((c for c in synced if c["name"] == top), None)
         if command is None:
-            raise LookupError(f"/{command_name} was not synced to the guild or globally")
-        types = {option["name"]: option["type"] for option in command.get("options") or []}
-        data = {
-            "id": command["id"],
-            "name": command_name,
-            "type": 1,
-            "guild_id": str(guild.id),
-            "options": [{"name": k, "type": types.get(k, 3), "value": v} for k, v in options.items()],
-        }
+            raise LookupError(f"/{top} was not synced to the guild or globally")
+        chosen: list[dict[str, Any]] = []  # the group and subcommand options, outermost first
+        level = command
+        for word in path:
+            level = next(
+                (o for o in level.get("options") or [] if o["name"] == word and o["type"] in (1, 2)), {}
+            )
+            if not level:
+                raise LookupError(f"/{command_name}: /{top} has no subcommand {word}")
+            chosen.append({"name": word, "type": level["type"], "options": []})
+        types = {option["name"]: option["type"] for option in level.get("options") or []}
+        given = [{"name": k, "type": types.get(k, 3), "value": v} for k, v in options.items()]
+        for option in reversed(chosen):
+            option["options"], given = given, [option]
+        data = {"id": command["id"], "name": top, "type": 1, "guild_id": str(guild.id), "options": given}
         return await self._interact(channel, author, 2, data)
 
     async def press(

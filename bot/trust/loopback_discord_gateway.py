@@ -32,7 +32,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from mendbot.trust.loopback_discord_model import FakeGuild, shard_of, snowflake
+from mendbot.trust.loopback_discord_model import FakeGuild, bot_token, shard_of, snowflake
 
 __all__ = ["GatewayDouble", "GatewaySession"]
 
@@ -62,8 +62,8 @@ class GatewayDouble:
 
     def __init__(self, *, message_content_intent: bool, unix_socket: Path | None) -> None:
         self.unix_socket = unix_socket  # listen there instead of a port on 127.0.0.1
-        self.token = f"double.{secrets.token_urlsafe(24)}"
         self.application_id = snowflake()
+        self.token = bot_token(self.application_id)
         self.owner = self._user(snowflake(), "owner", bot=False)
         self.user = self._user(self.application_id, "mendbot", bot=True)
         self.guild = FakeGuild()

@@ -12,14 +12,17 @@ send these payloads.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import itertools
+import secrets
+import string
 from dataclasses import dataclass, field
 from typing import Any
 
 import discord
 
-__all__ = ["FakeChannel", "FakeGuild", "message_text", "shard_of", "snowflake"]
+__all__ = ["FakeChannel", "FakeGuild", "bot_token", "message_text", "shard_of", "snowflake"]
 
 _ids = itertools.count()
 
@@ -35,6 +38,14 @@ def snowflake(shard: int | None = None, shard_count: int = 1) -> int:
     if shard is not None:
         stamp -= (stamp - shard) % shard_count
     return (stamp << 22) + next(_ids) % 4096
+
+
+def bot_token(user_id: int) -> str:
+    """A token shaped as Discord's bot tokens are — the bot's id in base64, a dot, six characters, a dot,
+    38 more — so a bot that checks its token's form before logging in (`\\w+\\.\\w+\\.\\S+`) takes it."""
+    alphabet = string.ascii_letters + string.digits
+    head = base64.b64encode(str(user_id).encode()).decode().rstrip("=")
+    return ".".join([head, *("".join(secrets.choice(alphabet) for _ in range(n)) for n in (6, 38))])
 
 
 def shard_of(guild_id: int, shard_count: int) -> int:

@@ -43,7 +43,11 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     values.update(overrides)
     # The bot's own runs (improve.autonomy, default investigate) would start on every error incident
     # a test provokes and use up its scripted model turns: off unless a test asks for a level.
-    values["improve"] = {"autonomy": "off", **dict(values.get("improve") or {})}
+    # settle() fast-forwards the virtual clock through the timers due within its timeout, the stuck-run
+    # watchdog's sweep among them: a run waiting on the sandbox (its checks, the proof) is swept as
+    # stuck after enough turns of it — the more, the busier the machine. The watchdog has its own tests
+    # (they sweep with explicit times); elsewhere it never takes a run for stuck unless a test asks.
+    values["improve"] = {"autonomy": "off", "stuck_timeout_s": 1e12, **dict(values.get("improve") or {})}
     # The retention daemon is started outside simcord's clock scope, so it reads the wall clock while
     # the world's starts at 2026-01-01: with the default 14 days it deleted records a test had seeded
     # in virtual time whenever it ran after the seed. Retention is tested with explicit clocks
