@@ -264,3 +264,30 @@ async def test_a_bot_that_does_not_start_on_main_either_does_not_fail_the_change
     verification = await _verify(repo, _host(), base=base)
     assert not verification.ok and _smoke(verification).on_base is None
     assert polite != base
+
+
+async def test_an_extension_that_stops_the_bot_is_named_at_once(tmp_path: Path) -> None:
+    """An extension that fails in the bot's setup_hook stops its program: the smoke load says which and
+    why as soon as the program ends, not at its time limit."""
+    repo = _almanac(tmp_path)
+    _commit(repo, {"almanac/cogs/days.py": "LEAP = 1 // 0\n"}, "a day too many")
+    smoke = _smoke(await _verify(repo, _host()))
+    assert smoke.last_line == (
+        "your bot did not start in the sandbox: extension `almanac.cogs.days` failed to load "
+        "(ZeroDivisionError: integer division or modulo by zero)"
+    )
+    assert smoke.duration_s < 60  # its time limit is 120 s
+
+
+async def test_a_bot_that_builds_a_dns_resolver_when_imported_starts_offline(tmp_path: Path) -> None:
+    """The sandbox has no network but a resolver's configuration (as dnspython reads it at import): a bot
+    that builds one as its modules load starts there; its lookups would fail as they do offline."""
+    repo = _almanac(tmp_path)
+    days = (repo / "almanac" / "cogs" / "days.py").read_text()
+    resolver = (
+        "NAMESERVERS = [line.split()[1] for line in open('/etc/resolv.conf')\n"
+        "               if line.startswith('nameserver')]\n"
+    )
+    _commit(repo, {"almanac/cogs/days.py": resolver + days}, "ask the weather's servers")
+    verification = await _verify(repo, _host())
+    assert verification.ok, _smoke(verification).output_tail

@@ -47,6 +47,7 @@ from pathlib import Path, PurePosixPath
 import yaml
 from dotenv import dotenv_values
 
+from mendbot.kernel.log import get_logger
 from mendbot.kernel.settings import EX_CONFIG
 from mendbot.tools.adopt_entry import SourceModule, attr_name, calls, entry_point
 from mendbot.trust.host_files import MAX_BYTES, file_kind, looks_secret, token_keys
@@ -60,6 +61,8 @@ __all__ = [
     "inspect_repository",
     "write_config",
 ]
+
+_log = get_logger(__name__)
 
 CONFIG_FILE = "mendbot.yaml"
 DATA_DIR = ".mendbot"  # mendbot.yaml's data_dir: its database, logs and worktrees, never committed
@@ -587,20 +590,26 @@ def check_base(config: Path) -> list[str]:
     settings = host_settings(config)
     repo = settings.repo_dir.resolve()
     head = _git(repo, "rev-parse", "HEAD").stdout.strip()
+    _git(repo, "worktree", "prune")  # a copy an interrupted adopt left registered, gone since
     workspace = Workspace(repo, settings.data_dir / "worktrees", host=settings.bot)
     redactor = Redactor.from_settings(settings, also=bot_secrets(settings.bot, repo))
     # What the check logs goes to mendbot's log file; the console has the lines returned here.
     configure_logging(settings.log_dir, console_level="ERROR", redactor=redactor, logger="mendbot")
-    verification, _ = asyncio.run(
-        verify_base(
-            workspace,
-            head,
-            settings.improve.checks,
-            settings.improve.check_timeout_s,
-            sandbox=Sandbox.from_config(settings.improve.sandbox),
-            redact=redactor.text,
+    try:
+        verification, _ = asyncio.run(
+            verify_base(
+                workspace,
+                head,
+                settings.improve.checks,
+                settings.improve.check_timeout_s,
+                sandbox=Sandbox.from_config(settings.improve.sandbox),
+                redact=redactor.text,
+            )
         )
-    )
+    except Exception as exc:  # git, the disk: said in one line, the traceback in mendbot's log
+        _log.exception("the check of the committed HEAD could not run")
+        why = redactor.text(f"{type(exc).__name__}: {exc}", 300)
+        return [f"⚠️ your bot was not checked on {head[:7]}: {why}"]
     return base_report(verification)
 
 

@@ -381,6 +381,10 @@ async def smoke_start(
             )
         if failed:
             problems.append(f"{len(failed)} extension(s) of your bot failed to load: {', '.join(failed)}")
+    elif failed:  # an extension that stopped the program is the reason it did not start
+        name = failed[0]
+        why = reports.extensions[name]
+        problems.append(f"your bot did not start in the sandbox: extension `{name}` failed to load ({why})")
     else:
         problems.append(failure)
     lines += problems

@@ -286,7 +286,13 @@ def main(argv: list[str]) -> int:
         _armed_at_ready(watch, tracing=tracing)
     if len(argv) == 7:  # a bot mendbot is attached to: its own program, with the installed mendbot
         attached = _installed_mendbot(argv[5])
-        return int(attached(["attach", "--config", config]))
+        code = int(attached(["attach", "--config", config]))
+        # The program is over. A bot it stopped without closing (an extension that failed in its
+        # setup_hook) leaves threads behind that would hold the process until the sandbox's wall clock:
+        # it ends now, so that whoever waits for it learns at once that it did not start.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     # The checkout's own entry point, whatever it imports: named, so that nothing in the installed bot
     # depends on it.
     mendbot = importlib.import_module("mendbot.__main__").main
