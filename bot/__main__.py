@@ -91,7 +91,7 @@ def _main(argv: list[str]) -> int:
     if args.command == "adopt":
         from mendbot.tools.adopt import adopt_main
 
-        return adopt_main(Path(args.path), args.entry)
+        return adopt_main(Path(args.path), args.entry, check=not args.no_check)
     if args.command == "attach":
         if args.demo:
             from mendbot.tools.attach_demo import run_demo

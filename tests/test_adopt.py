@@ -114,7 +114,7 @@ def test_adopt_keeps_its_data_out_of_git_and_says_how_to_commit(tmp_path: Path) 
     assert result.returncode == 0, result.stderr
     assert (repo / ".gitignore").read_text().splitlines() == ["__pycache__/", "*.pyc", ".mendbot/"]
     assert "kept .mendbot/ out of git (.gitignore)" in result.stdout
-    (repo / ".mendbot").mkdir()
+    (repo / ".mendbot").mkdir(exist_ok=True)  # adopt made it already when it started the bot
     (repo / ".mendbot" / "mendbot.db").write_text("")
     commit = re.search(r"`(git add [^`]+)`", result.stdout)
     assert commit is not None, result.stdout

@@ -275,15 +275,33 @@ async def test_main_already_making_part_of_the_change_changes_the_diff(tmp_path:
 async def test_failed_reverification_leaves_the_branch_where_it_was(
     repo: tuple[Path, str, str], tmp_path: Path
 ) -> None:
-    """The rebased commit fails the checks: the outcome says so and the branch is not moved."""
+    """The rebased commit fails the checks (main's check now refuses what the change wrote, though main
+    itself passes it): the outcome says so and the branch is not moved."""
     root, base, head = repo
-    on_main(root, {"notes.txt": "notes\n", "roll.txt": ROLL + "BROKEN\n"}, "main broke the check")
+    stricter = "import sys\nsys.exit('line three' in open('roll.txt').read())\n"
+    on_main(root, {"notes.txt": "notes\n", "check.py": stricter}, "main's check is stricter")
     outcome = await merger_for(root, tmp_path, ["python check.py"]).rebase_and_reverify(BRANCH, base, head, 7)
     assert not outcome.verification.ok
+    assert outcome.verification.checks[0].on_base is None
     assert not outcome.diff_changed
     assert outcome.new_sha != head
     assert git(root, "rev-parse", BRANCH) == head
     assert len(worktrees(root)) == 1
+
+
+async def test_a_check_main_fails_itself_does_not_hold_the_rebase_back(
+    repo: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    """Main broke the check on its own: the rebased change fails it the same way, which is main's doing,
+    not the change's — shown as failing on main too, and the branch moves."""
+    root, base, head = repo
+    on_main(root, {"notes.txt": "notes\n", "roll.txt": ROLL + "BROKEN\n"}, "main broke the check")
+    outcome = await merger_for(root, tmp_path, ["python check.py"]).rebase_and_reverify(BRANCH, base, head, 7)
+    assert outcome.verification.ok
+    (check,) = outcome.verification.checks
+    assert not check.ok and check.on_base == "main"
+    assert check.line().startswith("⚠️ python check.py (") and "fails on main too" in check.line()
+    assert git(root, "rev-parse", BRANCH) == outcome.new_sha
 
 
 async def test_rebase_refuses_a_branch_that_is_not_at_the_approved_head(

@@ -22,11 +22,13 @@ from mendbot.improve.agent.verify import (
     resolve_command,
     run_check,
     verify,
+    verify_base,
     verify_commit,
 )
 from mendbot.improve.agent.workspace import NothingToCommitError, Workspace, Worktree
 from mendbot.trust.sandbox import Limits, Sandbox
-from tests.harness.repo import copy_of_bot
+from tests.harness.repo import copy_of_bot, git
+from tests.test_merge import commit, small_repo
 
 # A script and a pytest test in the worktree that pass only if `import mendbot` finds the worktree's code.
 PROBE_SCRIPT = """\
@@ -361,3 +363,64 @@ async def test_the_smoke_load_runs_alongside_the_checks(worktree: Worktree) -> N
     assert together
     assert [check.command for check in verification.checks] == [waits, SMOKE_CHECK]
     assert verification.ok, verification.failure_report()
+
+
+async def test_a_check_the_base_fails_the_same_way_does_not_fail_the_verification(tmp_path: Path) -> None:
+    """Main fails the check already; the change fails it the same way: shown as failing on main too, not
+    handed to the agent, and the verification passes."""
+    root, base, _ = small_repo(tmp_path / "repo")
+    git(root, "switch", "-q", "main")
+    broken = commit(root, {"roll.txt": "BROKEN\n"}, "main breaks the check")
+    git(root, "switch", "-q", "-c", "change")
+    change = commit(root, {"notes.txt": "other notes\n"}, "a change elsewhere")
+    workspace = Workspace(root, tmp_path / "worktrees")
+    verification = await verify_commit(
+        workspace, change, ["python check.py"], 60, sandbox=SANDBOX, name="v", smoke=False, base=broken
+    )
+    assert verification.ok and verification.failure_report() == ""
+    (check,) = verification.checks
+    assert not check.ok and check.on_base == "main"
+    assert "fails on main too" in verification.summary()
+    alone = await verify_commit(
+        workspace, change, ["python check.py"], 60, sandbox=SANDBOX, name="v", smoke=False
+    )
+    assert not alone.ok  # without a base to compare with, the failure counts
+    assert base != broken
+
+
+async def test_a_failure_the_change_adds_to_a_check_main_fails_still_counts(tmp_path: Path) -> None:
+    """The check fails on main for one line; the change makes it fail for another too: that is the
+    change's doing, and the verification fails with it."""
+    root, _, _ = small_repo(tmp_path / "repo")
+    git(root, "switch", "-q", "main")
+    loud = (
+        "import sys\nbad = [l for l in open('roll.txt') if 'BROKEN' in l]\nprint(*bad)\nsys.exit(bool(bad))\n"
+    )
+    broken = commit(root, {"roll.txt": "BROKEN one\n", "check.py": loud}, "main breaks the check")
+    git(root, "switch", "-q", "-c", "change")
+    change = commit(root, {"roll.txt": "BROKEN one\nBROKEN two\n"}, "the change breaks it more")
+    verification = await verify_commit(
+        Workspace(root, tmp_path / "worktrees"),
+        change,
+        ["python check.py"],
+        60,
+        sandbox=SANDBOX,
+        name="v",
+        smoke=False,
+        base=broken,
+    )
+    assert not verification.ok
+    assert verification.checks[0].on_base is None and "BROKEN two" in verification.failure_report()
+
+
+async def test_the_base_is_verified_once_per_commit_and_per_what_verifies_it(tmp_path: Path) -> None:
+    """The base's verification is kept: asked again, it is not run again; other checks verify it anew."""
+    root, base, _ = small_repo(tmp_path / "repo")
+    workspace = Workspace(root, tmp_path / "worktrees")
+    first, fresh = await verify_base(workspace, base, ["python check.py"], 60, sandbox=SANDBOX, smoke=False)
+    assert fresh and first.ok
+    again, fresh = await verify_base(workspace, base, ["python check.py"], 60, sandbox=SANDBOX, smoke=False)
+    assert not fresh and again == first
+    assert [path.name.startswith(base) for path in workspace.cache_dir.iterdir()] == [True]
+    other, fresh = await verify_base(workspace, base, ["python -c pass"], 60, sandbox=SANDBOX, smoke=False)
+    assert fresh and other.checks[0].command == "python -c pass"

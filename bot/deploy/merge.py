@@ -180,6 +180,7 @@ class Merger:
             name=f"rebase-{run_id}-verify",
             smoke=self._smoke,
             redact=self._redact,
+            base=onto_sha,  # a failure main has too is not the change's
         )
         ok = verification.ok and verification.sha == new_sha
         if ok:
@@ -219,6 +220,7 @@ class Merger:
             name=f"reverify-{run_id}",
             smoke=self._smoke,
             redact=self._redact,
+            base=base.strip() or None,
         )
         _log.info("reverified", run_id=run_id, sha=head_sha, ok=verification.ok)
         return verification

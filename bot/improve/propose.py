@@ -128,6 +128,7 @@ class RunProposals(RunProgress):
                 sandbox=self.sandbox,
                 name=f"run-{run.id}-verify",
                 redact=self.runs.redactor.text,
+                base=worktree.base_sha,  # a failure main has too is not the change's
             )
             await self.runs.event(
                 run.id,

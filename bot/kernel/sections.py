@@ -277,8 +277,8 @@ HOST_PROTECTED_PATHS = (
     "setup.cfg",
 )
 # A bot's checks when it names none (`bot.checks`): none of its own. Whatever they are, the smoke load
-# (every module compiled, every extension loaded into a throwaway instance of its bot class:
-# bot/trust/host_smoke.py) and the replay of its program run beside them.
+# (every module compiled, and its program started in the sandbox until it connects with every extension
+# loaded: bot/trust/host_start.py) and the replay of its program run beside them.
 HOST_CHECKS: tuple[str, ...] = ()
 
 
@@ -294,22 +294,32 @@ class HostConfig(Section):
 
     # The program, as `mendbot attach -- …` runs it and as the replay launches it: ["python", "bot.py"].
     entry: Annotated[list[str], After(_a_program)]
-    # Its bot class, `module:Class` ("bot:DiscordBot"), built never logged in by the smoke load; None: the
-    # bot is a discord.py class itself (`commands.Bot(...)` in a script).
+    # Its bot class, `module:Class` ("bot:DiscordBot"), as adopt found it (doctor shows it); None: the bot
+    # is a discord.py class itself (`commands.Bot(...)` in a script). Nothing builds it: the bot is always
+    # started by its own program.
     bot_class: str | None = None
-    extensions: list[str] = field(default_factory=list)  # its extensions, as it loads them ("cogs.fun")
+    # Its extensions, as it loads them ("cogs.fun"): the smoke load fails when its start leaves one out.
+    extensions: list[str] = field(default_factory=list)
     path: list[str] = field(default_factory=list)  # directories first on its import path (a src/ layout)
     token_env: str = "DISCORD_TOKEN"  # the environment variable its token is read from
     # What else its program reads from the environment and is no secret ({"PREFIX": "!"}): given to it in
     # the replay, where nothing of the live environment is.
     env: dict[str, str] = field(default_factory=dict)
-    # Its state (repository paths: its SQLite file, say), copied from the live checkout into the replay's.
+    # Its state (repository paths: its SQLite file, say), copied as it is from the live checkout wherever
+    # the bot is started outside its live process (the checks, the smoke load, the replay).
     data_files: list[str] = field(default_factory=list)
+    # What it needs to start that git does not keep (repository paths: `.env`, `config.json`, a `config.py`
+    # kept out by .gitignore): copied there too, every secret value replaced (bot/trust/host_files.py).
+    files: list[str] = field(default_factory=list)
     checks: list[str] | None = None  # its own checks; None: HOST_CHECKS
 
 
 class ImproveConfig(Section):
     checks: list[str] = field(default_factory=lambda: ["ruff check .", "mypy", "pytest -q -x -m 'not cli'"])
+    # A bot mendbot is attached to: once its program has connected, the checks and the smoke load run on
+    # its committed HEAD (once per commit, in the background), and what fails is said in the console and
+    # the dev channel before any run is spent on it.
+    check_base_at_start: bool = True
     check_timeout_s: Annotated[float, Meta(gt=0)] = 600
     # How long the replay waits for the bot's answer to a recorded call; a slash command must also be
     # acknowledged within Discord's 3 s, as on Discord.

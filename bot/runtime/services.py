@@ -39,6 +39,7 @@ from mendbot.observe.recorder import ActionRecorder
 from mendbot.runtime.people import People
 from mendbot.scale.leader import Leadership, leadership_for, process_label, shares_database
 from mendbot.trust.access import AccessPolicy
+from mendbot.trust.host_files import bot_secrets
 from mendbot.trust.redact import Redactor
 
 if TYPE_CHECKING:
@@ -366,7 +367,7 @@ async def _assemble(
     prompts = PromptRegistry(prompts_dir or installed_prompts())
     prompts.load_all()
     # One redactor, knowing the bot's secret values, on every way out: records, runs, reports, logs.
-    redactor = Redactor.from_settings(settings)
+    redactor = Redactor.from_settings(settings, also=bot_secrets(settings.bot, settings.repo_dir))
     secret = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
     observe = settings.observe
     storage_config = settings.storage

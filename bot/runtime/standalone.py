@@ -8,8 +8,8 @@ the file's directory), sends mendbot's own log records to its JSON log and warni
 one line each (`mendbot: …`; the program's logging stays as the program set it up), builds the services
 on the bot's repository and attaches (bot/runtime/attachment.py), serving the dashboard when mendbot.yaml's
 `dashboard.enabled` says so. When the bot has connected, mendbot's slash commands are
-synced to the dev guild; when it is ready, failed extensions are reported there; when the bot closes,
-the services close first.
+synced to the dev guild, and its committed HEAD is checked in the background (bot/runtime/base_check.py);
+when it is ready, failed extensions are reported there; when the bot closes, the services close first.
 
 A restart a deploy asked for closes the bot, which ends its program; the process then ends with the
 restart exit code under a supervisor (`MENDBOT_SUPERVISED=1`), or starts the same program again.
@@ -30,9 +30,11 @@ import discord
 from mendbot.kernel.log import configure_logging, get_logger
 from mendbot.kernel.settings import ConfigError, Settings, load_settings
 from mendbot.runtime.attachment import Attachment, attach
+from mendbot.runtime.base_check import check_base_once
 from mendbot.runtime.instrument import recording_of, wrapper_of
 from mendbot.runtime.recording import Host
 from mendbot.runtime.services import build_services
+from mendbot.trust.host_files import bot_secrets
 from mendbot.trust.redact import Redactor
 
 if TYPE_CHECKING:
@@ -91,7 +93,7 @@ async def attach_to(
         settings.log_dir,
         console_level=console_level,
         json_level=settings.level or "INFO",
-        redactor=Redactor.from_settings(settings),
+        redactor=Redactor.from_settings(settings, also=bot_secrets(settings.bot, settings.repo_dir)),
         console_tracebacks=False,  # the program's console is its own: one line each, tracebacks in the log
         # ... in a line of mendbot's own, never structlog's key=value dump among the program's lines; what
         # #dev is told (an incident opened) is not said there again.
@@ -107,6 +109,8 @@ async def attach_to(
     mend.sampler.start()
     _closing_with(bot, mend, await _dashboard(mend) if settings.dashboard.enabled else None)
     _surfacing_once_connected(bot, mend)
+    if connecting:  # on Discord: its committed HEAD is checked once it has connected (daemons wait for it)
+        mend.services.daemons.start("base-check", check_base_once(mend))
 
     bot.add_listener(mend.on_ready, "on_ready")
     if restart_at_exit:

@@ -11,22 +11,33 @@ What it looks for, with `ast` over every Python file of the tree git tracks:
   own classes), or none when the program builds `commands.Bot(…)` itself;
 - the **extensions**: every module with a top-level `setup` function, named as the program imports it;
 - the **token's environment variable**: what the bot's `run`/`start`/`login` is given, followed to
-  `os.getenv("…")` / `os.environ[…]`; a token read from a file is refused, since the replay gives the
-  bot a token of its own through the environment;
+  `os.getenv("…")` / `os.environ[…]`; else, for a token read from a file, the key with TOKEN in its name
+  in one of the files below (or in a config file git keeps), which the sandbox's copy gives a token of
+  its own; a token read from a file with no such key is refused;
 - the **data files**: SQLite files the code names (`…/database.db`), copied into the replay;
+- the **files it needs that git does not keep** (`bot.files`): its `.env`, the config files the code
+  names by a literal (`config.json`, `config/.env`, `settings.toml`) and the modules it imports that only
+  the working tree has (a `config.py` kept out by `.gitignore`) — copied, secrets replaced, wherever it
+  is started outside its live process (`mendbot.trust.host_files`);
+- the **servers** it uses that mendbot cannot start in its sandbox (MongoDB, Redis, PostgreSQL,
+  MariaDB/MySQL), by its imports, its requirements and the variables it reads: said, not refused;
 - **other environment variables** it reads that are no secret, with their values from `.env` when it
   is there (the replay has nothing of the live environment).
 
 It refuses, in one line, what it cannot handle: a directory that is not a git repository, uncommitted
-changes, no bot, no entry point, a token from a file. Otherwise it writes `mendbot.yaml`, keeps mendbot's
-data directory (`.mendbot/`) out of git with a line in `.gitignore`, prints what it found and the one
-thing left to do: the ids, then committing `mendbot.yaml` (it says how; it commits nothing itself — the
-ids are still to be written in).
+changes, no bot, no entry point, a token from a file it cannot give a test one through. Otherwise it
+writes `mendbot.yaml`, keeps mendbot's data directory (`.mendbot/`) out of git with a line in
+`.gitignore`, and — unless `--no-check` — starts the unchanged bot on its committed HEAD as mendbot will
+(its checks, its own program in the sandbox: `check_base`), saying in one line each what fails and what
+to change. It prints what it found and, last, the one thing left to do: the ids, then committing
+`mendbot.yaml` (it says how; it commits nothing itself — the ids are still to be written in).
 """
 
 from __future__ import annotations
 
 import ast
+import asyncio
+import re
 import shlex
 import subprocess
 import sys
@@ -36,16 +47,44 @@ from pathlib import Path, PurePosixPath
 import yaml
 from dotenv import dotenv_values
 
+from mendbot.kernel.log import get_logger
 from mendbot.kernel.settings import EX_CONFIG
 from mendbot.tools.adopt_entry import SourceModule, attr_name, calls, entry_point
+from mendbot.trust.host_files import MAX_BYTES, file_kind, looks_secret, token_keys
 
-__all__ = ["AdoptError", "Found", "adopt_main", "ignore_data_dir", "inspect_repository", "write_config"]
+__all__ = [
+    "AdoptError",
+    "Found",
+    "adopt_main",
+    "check_base",
+    "ignore_data_dir",
+    "inspect_repository",
+    "write_config",
+]
+
+_log = get_logger(__name__)
 
 CONFIG_FILE = "mendbot.yaml"
 DATA_DIR = ".mendbot"  # mendbot.yaml's data_dir: its database, logs and worktrees, never committed
 _BOT_BASES = {"Bot", "AutoShardedBot"}
 _CLIENT_BASES = {"Client", "AutoShardedClient"}
-_SECRET_WORDS = ("token", "secret", "key", "password", "passwd", "auth", "cookie", "session", "webhook")
+_CONFIG_KINDS = (
+    "dotenv",
+    "json",
+    "toml",
+    "yaml",
+)  # files a bot reads its settings from (a config.py: imported)
+_DOTENV_READERS = ("load_dotenv", "dotenv_values")
+# Servers a bot may need that mendbot cannot start in its sandbox: the drivers that show it (imports,
+# requirements) and words of the variables that point at one (DATABASE_URL, MARIADB_HOST, REDIS_URL).
+_SERVERS = (
+    ("MongoDB", ("motor", "pymongo", "beanie", "odmantic", "mongoengine"), ("MONGO",)),
+    ("Redis", ("redis", "aioredis", "coredis"), ("REDIS",)),
+    ("PostgreSQL", ("asyncpg", "psycopg", "psycopg2", "psycopg2-binary"), ("POSTGRES", "PGHOST")),
+    ("MariaDB/MySQL", ("aiomysql", "asyncmy", "pymysql", "mysqlclient", "mariadb"), ("MYSQL", "MARIADB")),
+)
+_DATABASE_VARIABLES = {"DATABASE_URL", "DB_URL", "DB_HOST", "DATABASE_HOST", "DB_URI", "DATABASE_URI"}
+_REQUIREMENT = re.compile(r"^\s*[\"']?([A-Za-z0-9][A-Za-z0-9._-]*)", re.M)
 _DATA_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
 
@@ -65,6 +104,8 @@ class Found:
     env: dict[str, str] = field(default_factory=dict)
     path: list[str] = field(default_factory=list)  # directories put first on sys.path (a src/ layout)
     notes: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # what it needs to start that git does not keep
+    servers: list[str] = field(default_factory=list)  # servers it uses that mendbot cannot start
 
 
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -250,9 +291,156 @@ def _joined(node: ast.BinOp) -> str:
     return "/".join(parts)
 
 
-def _secret(name: str) -> bool:
-    lowered = name.lower()
-    return any(word in lowered for word in _SECRET_WORDS)
+def _config_names(modules: list[SourceModule]) -> set[str]:
+    """The file names the code gives by a literal (`".env"`, `"config/settings.json"`, the last part of
+    `root / "config" / ".env"`) that are of a kind a bot reads its settings from."""
+    names: set[str] = set()
+    for module in modules:
+        joins = [node for node in ast.walk(module.tree) if isinstance(node, ast.BinOp) and _a_path_join(node)]
+        joined = {id(node.right): _joined(node) for node in joins}
+        for node in ast.walk(module.tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                value = (joined.get(id(node)) or node.value).strip().removeprefix("./")
+                if value and "\n" not in value and len(value) < 200 and file_kind(value) in _CONFIG_KINDS:
+                    names.add(value)
+    return names
+
+
+def _imported_modules(modules: list[SourceModule]) -> set[str]:
+    """Top-level names of every module the code imports (`config` of `from config import TOKEN`)."""
+    found: set[str] = set()
+    for module in modules:
+        for node in ast.walk(module.tree):
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.add(node.module)
+    return found
+
+
+def _candidates(modules: list[SourceModule], roots: list[str], tracked: set[str]) -> list[str]:
+    """Repository paths of the files the bot may read its settings from: its `.env`, those the code names
+    by a literal (config.json, config/.env, settings.toml) — a bare name in any directory of the tree,
+    since the code often joins it to one it computes — and the modules it imports (a config.py)."""
+    names = _config_names(modules)
+    names.add(".env")  # python-dotenv's, and the one a README asks for
+    directories = sorted({str(PurePosixPath(path).parent) for path in tracked} | {"."})
+    candidates: list[str] = []
+    for name in sorted(names, key=lambda n: (n != ".env", n)):
+        if "/" in name:
+            candidates.append(name)
+        else:
+            candidates += [name if directory == "." else f"{directory}/{name}" for directory in directories]
+    prefixes = ["", *(f"{root}/" for root in roots)]
+    for name in sorted(_imported_modules(modules)):
+        candidates += [f"{prefix}{name.replace('.', '/')}.py" for prefix in prefixes]
+    return list(dict.fromkeys(candidates))
+
+
+def _needed_files(root: Path, candidates: list[str], tracked: set[str]) -> list[str]:
+    """Of `candidates`, what is in the working tree and git does not keep: what the bot needs to start."""
+    found: list[str] = []
+    for candidate in candidates:
+        path = root / candidate
+        if (
+            candidate in tracked
+            or candidate.startswith((f"{DATA_DIR}/", ".git/"))
+            or candidate == CONFIG_FILE
+            or not path.is_file()
+            or path.is_symlink()
+            or not path.resolve().is_relative_to(root)
+            or path.stat().st_size > MAX_BYTES
+        ):
+            continue
+        found.append(candidate)
+    return found
+
+
+def _token_and_where(
+    root: Path, modules: list[SourceModule], candidates: list[str], tracked: set[str], needed: list[str]
+) -> tuple[str, list[str]]:
+    """The token's variable (or key), and notes on how it was found; AdoptError when it is read from a file
+    mendbot cannot give a test token through. `needed` gains the file it is read from, if git keeps it."""
+    token, from_file = _token(modules)
+    notes = []
+    if token is None or from_file is not None:
+        # Read from one of the files it needs (`dotenv_values("config/.env")["BOT_TOKEN"]`), or from one
+        # git keeps: that file's key with TOKEN in its name is the token's, and gets the loopback Discord's
+        # token there (a file git keeps is then named too, for that).
+        kept = [name for name in candidates if name in tracked and file_kind(name) in _CONFIG_KINDS]
+        key, where = _token_key(root, [*needed, *kept])
+        if key is not None and where is not None:
+            token = key
+            needed += [where] if where not in needed else []
+            notes.append(
+                f"your bot's token is read from {where} ({key}): a test one is put there in the sandbox"
+            )
+        elif from_file is not None:
+            raise AdoptError(
+                f"mendbot adopt: your bot reads its token from a file ({from_file}) that mendbot cannot "
+                "read a token key from — read it from an environment variable "
+                '(`os.environ["DISCORD_TOKEN"]`) or a .env key with TOKEN in its name, then adopt again'
+            )
+    if token is None:
+        token = "DISCORD_TOKEN"
+        notes.append("the token's variable was not found: DISCORD_TOKEN assumed (bot.token_env)")
+    return token, notes
+
+
+def _token_key(root: Path, files: list[str]) -> tuple[str | None, str | None]:
+    """(the key with TOKEN in its name in one of `files`, the file) — one that says DISCORD or BOT first."""
+    for name in files:
+        try:
+            keys = token_keys(name, (root / name).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            continue
+        if keys:
+            keys.sort(key=lambda key: not any(word in key.upper() for word in ("DISCORD", "BOT")))
+            return keys[0], name
+    return None, None
+
+
+def _file_keys(root: Path, files: list[str]) -> list[str]:
+    """The keys of the dotenv files among `files` (what the bot reads from them: `MARIADB_HOST`)."""
+    keys: list[str] = []
+    for name in files:
+        if file_kind(name) == "dotenv":
+            keys += [key for key in dotenv_values(root / name) if key]
+    return keys
+
+
+def _requirements(root: Path) -> set[str]:
+    """The distributions requirements*.txt and pyproject.toml name, lower case."""
+    names: set[str] = set()
+    texts = [
+        path.read_text(encoding="utf-8", errors="replace") for path in sorted(root.glob("requirements*.txt"))
+    ]
+    if (root / "pyproject.toml").is_file():
+        texts.append((root / "pyproject.toml").read_text(encoding="utf-8", errors="replace"))
+    for text in texts:
+        names.update(match.lower() for match in _REQUIREMENT.findall(text))
+    return names
+
+
+def _servers(root: Path, modules: list[SourceModule], variables: list[str]) -> list[str]:
+    """The database servers the bot uses, each with what shows it (`MariaDB/MySQL (asyncmy, MARIADB_HOST)`):
+    its imports, its requirements, the variables it reads. A variable such as DATABASE_URL alone says
+    only that there is one."""
+    imported = {name.split(".")[0].lower() for name in _imported_modules(modules)}
+    required = _requirements(root)
+    if "mysql" in imported:  # mysql-connector's package: `import mysql.connector`
+        imported.add("mysqlclient")
+    found = []
+    for server, drivers, words in _SERVERS:
+        seen = sorted((imported | required) & set(drivers))
+        seen += sorted({name for name in variables if any(word in name.upper() for word in words)})[:2]
+        if seen:
+            found.append(f"{server} ({', '.join(dict.fromkeys(seen))})")
+    if not found:
+        named = sorted({name for name in variables if name.upper() in _DATABASE_VARIABLES})
+        if named:
+            found.append(f"a database server ({', '.join(named)})")
+    return found
 
 
 def inspect_repository(root: Path, given: list[str] | None = None) -> Found:
@@ -298,17 +486,10 @@ def inspect_repository(root: Path, given: list[str] | None = None) -> Found:
             f"mendbot adopt: found a bot but no program that runs it in {root} — mendbot needs the command "
             'you start your bot with: name it, e.g. `mendbot adopt --entry "python launcher.py start"`'
         )
-    token, from_file = _token(modules)
-    if from_file is not None:
-        raise AdoptError(
-            f"mendbot adopt: your bot reads its token from a file ({from_file}) — mendbot gives your bot a "
-            "token through an environment variable when it replays it: read it from one "
-            '(`os.environ["DISCORD_TOKEN"]`, or `.env` with python-dotenv), then adopt again'
-        )
-    notes = []
-    if token is None:
-        token = "DISCORD_TOKEN"
-        notes.append("the token's variable was not found: DISCORD_TOKEN assumed (bot.token_env)")
+    tracked = set(_git(root, "ls-files", "-z").stdout.split("\0")) - {""}
+    candidates = _candidates(modules, roots, tracked)
+    needed = _needed_files(root, candidates, tracked)
+    token, notes = _token_and_where(root, modules, candidates, tracked, needed)
     bot_class = None
     if bots:
         # The class the entry point builds, else the most derived one.
@@ -326,10 +507,11 @@ def inspect_repository(root: Path, given: list[str] | None = None) -> Found:
         )
     )
     dotenv = {key: value for key, value in dotenv_values(root / ".env").items() if value is not None}
+    reads = _env_reads(modules)
     env = {
         name: dotenv.get(name, "")
-        for name in _env_reads(modules)
-        if name != token and not _secret(name) and name in dotenv
+        for name in reads
+        if name != token and not looks_secret(name) and name in dotenv
     }
     return Found(
         entry=entry[0],
@@ -340,6 +522,8 @@ def inspect_repository(root: Path, given: list[str] | None = None) -> Found:
         env=env,
         path=roots,
         notes=notes,
+        files=needed,
+        servers=_servers(root, modules, [*reads, *_file_keys(root, needed)]),
     )
 
 
@@ -373,6 +557,8 @@ def write_config(root: Path, found: Found) -> Path:
         bot["env"] = found.env
     if found.data_files:
         bot["data_files"] = found.data_files
+    if found.files:
+        bot["files"] = found.files
     text = (
         "# mendbot's settings for this bot (written by `mendbot adopt`; every key: config.example.yaml).\n"
         f"data_dir: {DATA_DIR}            # mendbot's database, logs and worktrees (in .gitignore)\n"
@@ -389,8 +575,47 @@ def write_config(root: Path, found: Found) -> Path:
     return path
 
 
-def adopt_main(root: Path, entry: str | None = None) -> int:
-    """`mendbot adopt [PATH] [--entry COMMAND]`: the exit code (78 for a repository it cannot adopt)."""
+def check_base(config: Path) -> list[str]:
+    """The bot's checks and its own start in the sandbox, on its committed HEAD as mendbot.yaml (`config`)
+    says it runs: one line each for what passes or fails and what to change (`verify_base`; kept, so the
+    first `mendbot attach` on the same commit does not check it again)."""
+    from mendbot.improve.agent.verify import base_report, verify_base
+    from mendbot.improve.agent.workspace import Workspace
+    from mendbot.kernel.log import configure_logging
+    from mendbot.runtime.standalone import host_settings
+    from mendbot.trust.host_files import bot_secrets
+    from mendbot.trust.redact import Redactor
+    from mendbot.trust.sandbox import Sandbox
+
+    settings = host_settings(config)
+    repo = settings.repo_dir.resolve()
+    head = _git(repo, "rev-parse", "HEAD").stdout.strip()
+    _git(repo, "worktree", "prune")  # a copy an interrupted adopt left registered, gone since
+    workspace = Workspace(repo, settings.data_dir / "worktrees", host=settings.bot)
+    redactor = Redactor.from_settings(settings, also=bot_secrets(settings.bot, repo))
+    # What the check logs goes to mendbot's log file; the console has the lines returned here.
+    configure_logging(settings.log_dir, console_level="ERROR", redactor=redactor, logger="mendbot")
+    try:
+        verification, _ = asyncio.run(
+            verify_base(
+                workspace,
+                head,
+                settings.improve.checks,
+                settings.improve.check_timeout_s,
+                sandbox=Sandbox.from_config(settings.improve.sandbox),
+                redact=redactor.text,
+            )
+        )
+    except Exception as exc:  # git, the disk: said in one line, the traceback in mendbot's log
+        _log.exception("the check of the committed HEAD could not run")
+        why = redactor.text(f"{type(exc).__name__}: {exc}", 300)
+        return [f"⚠️ your bot was not checked on {head[:7]}: {why}"]
+    return base_report(verification)
+
+
+def adopt_main(root: Path, entry: str | None = None, *, check: bool = True) -> int:
+    """`mendbot adopt [PATH] [--entry COMMAND] [--no-check]`: the exit code (78 for a repository it cannot
+    adopt)."""
     try:
         found = inspect_repository(root, shlex.split(entry) if entry else None)
     except AdoptError as exc:
@@ -411,11 +636,24 @@ def adopt_main(root: Path, entry: str | None = None) -> int:
     print(f"token: ${found.token_env}")
     if found.data_files:
         print(f"data files: {', '.join(found.data_files)}")
+    if found.files:
+        print(f"files it needs that git does not keep: {', '.join(found.files)} (their secrets never leave)")
     for note in found.notes:
         print(f"note: {note}")
+    for server in found.servers:
+        print(
+            f"⚠️ your bot uses {server}: mendbot cannot start that server in its sandbox — your bot starts "
+            "there (checks, smoke load, replay) only if it can without it"
+        )
     print(f"wrote {written.name}")
     if ignore_data_dir(root.resolve()):
         print(f"kept {DATA_DIR}/ out of git (.gitignore)")
+    if check:
+        print(
+            "starting your bot in the sandbox on its committed HEAD, as mendbot will (its checks, its start)…"
+        )
+        for line in check_base(written):
+            print(line)
     print(
         f"one thing left: put your dev server's and channel's ids and your Discord user id in "
         f'{written.name}, commit it (`git add {written.name} .gitignore && git commit -m "Add mendbot"`: '

@@ -63,6 +63,7 @@ from mendbot.tools.demo import is_announcement, is_proposal, latest_alias
 from mendbot.tools.demo_agent import DemoModel, Fault
 from mendbot.tools.playground import Playground
 from mendbot.tools.world import VirtualWorld
+from mendbot.trust.host_files import copy_files
 
 __all__ = ["Candidate", "DemoRefused", "candidates", "default_directory", "run_demo", "seed"]
 
@@ -141,6 +142,7 @@ def prepare(root: Path, directory: Path, config: Path | None) -> tuple[Path, Hos
             token_env=found.token_env,
             env=found.env,
             data_files=found.data_files,
+            files=found.files,
         )
     repo = directory / REPO_NAME
     if repo.exists():
@@ -151,6 +153,9 @@ def prepare(root: Path, directory: Path, config: Path | None) -> tuple[Path, Hos
     _git(repo, "remote", "remove", "origin")  # nothing of the demo can reach their repository
     _git(repo, "config", "user.name", "mendbot demo")
     _git(repo, "config", "user.email", "demo@mendbot.invalid")
+    # What the bot needs and git does not keep, which a clone has not: its secrets replaced, as in the
+    # sandbox (the demo's bot never logs in anywhere; a file that cannot be copied so is left out).
+    copy_files(root.resolve(), repo, host.files, token_keys=[host.token_env], token=PLACEHOLDER_TOKEN)
     return repo, host
 
 

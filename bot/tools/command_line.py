@@ -88,6 +88,11 @@ def command_line() -> argparse.ArgumentParser:
         default=None,
         help='the command that starts your bot, when adopt cannot find it (e.g. "python launcher.py start")',
     )
+    adopt.add_argument(
+        "--no-check",
+        action="store_true",
+        help="write mendbot.yaml without starting your bot in the sandbox to see that it starts there",
+    )
     attach = commands.add_parser(
         "attach",
         help="run your bot's own program with mendbot attached: mendbot attach -- python bot.py",

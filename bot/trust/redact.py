@@ -197,11 +197,17 @@ class Redactor:
         self._compile()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Redactor:
-        """A redactor for the Discord, Anthropic and GitHub credentials that are set (empty is unset)."""
+    def from_settings(cls, settings: Settings, also: Iterable[str] = ()) -> Redactor:
+        """A redactor for the Discord, Anthropic and GitHub credentials that are set (empty is unset), and
+        `also` (a bot's own: `mendbot.trust.host_files.bot_secrets`)."""
         return cls(
-            secret.get_secret_value() if secret is not None else None
-            for secret in (settings.discord_token, settings.anthropic_api_key, settings.github_token)
+            [
+                *(
+                    secret.get_secret_value() if secret is not None else None
+                    for secret in (settings.discord_token, settings.anthropic_api_key, settings.github_token)
+                ),
+                *also,
+            ]
         )
 
     def add(self, secret: str) -> None:

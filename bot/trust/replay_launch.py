@@ -19,6 +19,10 @@ names, in the checkout, with mendbot attached. Whatever token that program logs 
 source, a value from a file of its own: the observer never sees the bot's real one), discord.py logs in
 with the observer's, given in the environment variable `TOKEN_ENV` (mendbot.yaml's `bot.token_env`).
 
+With `MONITOR`, each extension the bot loads is reported on it as it loads (or fails to: its error),
+and READY when the bot reads it — what the smoke load of such a bot (`mendbot.trust.host_start`) waits
+for and judges by; its `WATCHED` is `null`, and nothing else below is done for it.
+
 **What the code raises, seen from outside it.** With `MONITOR` (a second unix socket the observer serves),
 the launcher watches every exception raised in the checkout's own frames while the replayed calls run —
 in the files `WATCHED` lists (a JSON list of paths relative to the checkout: the recorded failure's and
@@ -175,28 +179,59 @@ def _control_flow(exc: BaseException) -> bool:
     return type(exc).__name__ == "CancelledError"
 
 
-def _watch(monitor: str, root: str, files: list[str] | None = None) -> _Watch:
+def _watch(monitor: str, root: str, files: list[str] | None = None, *, tracing: bool = True) -> _Watch:
     """The watch on the checkout at `root` (on `files` of it, or all), reporting to the socket `monitor`:
-    refusing anyone else's trace from now on; `arm()` starts the trace."""
+    refusing anyone else's trace from now on; `arm()` starts the trace. Without `tracing` it only
+    reports (the extensions loaded, READY): nothing is traced or refused."""
     sink = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sink.connect(monitor)
     watch = _Watch(root, sink, files)
-    sys.addaudithook(watch.audit)
+    if tracing:
+        sys.addaudithook(watch.audit)
     return watch
 
 
-def _armed_at_ready(watch: _Watch) -> None:
-    """Arm the watch when discord.py reads READY: the bot has started, and no call has been sent yet."""
+def _armed_at_ready(watch: _Watch, *, tracing: bool = True) -> None:
+    """When discord.py reads READY (the bot has started, and no call has been sent yet): say so, and arm
+    the watch's trace."""
     import discord.gateway
 
     received = discord.gateway.DiscordWebSocket.received_message
+    seen = False
 
     async def reading(self: discord.gateway.DiscordWebSocket, msg: Any, /) -> None:
-        if not watch.armed and isinstance(msg, str | bytes) and b'"READY"' in _bytes(msg):
-            watch.arm()
+        nonlocal seen
+        if not seen and isinstance(msg, str | bytes) and b'"READY"' in _bytes(msg):
+            seen = True
+            watch.send({"e": "ready", "t": time.monotonic()})
+            if tracing:
+                watch.arm()
         await received(self, msg)
 
     discord.gateway.DiscordWebSocket.received_message = reading  # type: ignore[method-assign]
+
+
+def _reporting_extensions(watch: _Watch) -> None:
+    """Each extension the bot loads, reported as it loads or fails to (`load_extension` wrapped on
+    discord.py's own class, before the program builds its bot): the smoke load's list. mendbot's own
+    extension is not the bot's."""
+    from discord.ext import commands
+
+    load = commands.bot.BotBase.load_extension
+
+    async def loading(self: Any, name: str, *, package: str | None = None) -> None:
+        try:
+            await load(self, name, package=package)
+        except BaseException as exc:
+            cause = exc.__cause__ or exc
+            if name != "mendbot" and not isinstance(exc, commands.ExtensionAlreadyLoaded):
+                error = f"{type(cause).__name__}: {cause}"[:300]
+                watch.send({"e": "ext", "name": name, "error": error, "t": time.monotonic()})
+            raise
+        if name != "mendbot":
+            watch.send({"e": "ext", "name": name, "error": None, "t": time.monotonic()})
+
+    commands.bot.BotBase.load_extension = loading  # type: ignore[method-assign]
 
 
 def _bytes(msg: str | bytes) -> bytes:
@@ -243,11 +278,21 @@ def main(argv: list[str]) -> int:
 
     if len(argv) >= 5:
         with open(argv[4], encoding="utf-8") as listed:
-            files = [str(path) for path in json.load(listed)]
-        _armed_at_ready(_watch(argv[3], os.getcwd(), files))
+            watched = json.load(listed)
+        tracing = watched is not None  # null: the smoke load's start, which reports but traces nothing
+        files = [str(path) for path in watched or ()]
+        watch = _watch(argv[3], os.getcwd(), files, tracing=tracing)
+        _reporting_extensions(watch)
+        _armed_at_ready(watch, tracing=tracing)
     if len(argv) == 7:  # a bot mendbot is attached to: its own program, with the installed mendbot
         attached = _installed_mendbot(argv[5])
-        return int(attached(["attach", "--config", config]))
+        code = int(attached(["attach", "--config", config]))
+        # The program is over. A bot it stopped without closing (an extension that failed in its
+        # setup_hook) leaves threads behind that would hold the process until the sandbox's wall clock:
+        # it ends now, so that whoever waits for it learns at once that it did not start.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     # The checkout's own entry point, whatever it imports: named, so that nothing in the installed bot
     # depends on it.
     mendbot = importlib.import_module("mendbot.__main__").main

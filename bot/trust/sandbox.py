@@ -429,7 +429,7 @@ class Sandbox:
 
         With `writable`, what a command changes in the tree is copied back to `worktree` when it ends;
         without, every command sees the tree as it is on the host and its writes are discarded. The
-        scratch directory (passwd, group, the minimal git config) is removed when the block ends.
+        scratch directory (passwd, group, resolv.conf, the minimal git config) is removed when the block ends.
         """
         if self.bwrap is None:
             raise SandboxUnavailable("bubblewrap is not installed")
@@ -441,6 +441,9 @@ class Sandbox:
                 f"root:x:0:0:root:/root:/bin/sh\n{_USER}:x:{_UID}:{_UID}:{_USER}:/tmp:/bin/sh\n"
             )
             (scratch / "group").write_text(f"root:x:0:\n{_USER}:x:{_UID}:\n")
+            # A resolver of nothing (the sandbox has no network): code that builds a DNS resolver when it
+            # is imported (dnspython's reads this file) starts, and every lookup fails as it would offline.
+            (scratch / "resolv.conf").write_text("nameserver 127.0.0.1\n")
             gitconfig = scratch / "gitconfig"
             if real_git is not None:
                 gitconfig.write_text(await _minimal_git_config(real_git))
@@ -497,6 +500,7 @@ class Sandbox:
             args += ["--ro-bind-try", path, path]
         args += ["--ro-bind", str(scratch / "passwd"), "/etc/passwd"]
         args += ["--ro-bind", str(scratch / "group"), "/etc/group"]
+        args += ["--ro-bind", str(scratch / "resolv.conf"), "/etc/resolv.conf"]
         # Stage 1's /proc/sys stays writable for the supervisor (its PID namespace's pid_max); stage 2
         # sees it read-only. Nested, the outer sandbox's /proc (its /proc/sys read-only already): stage 2
         # writes its uid map there.

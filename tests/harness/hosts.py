@@ -43,14 +43,15 @@ def host_repo(tmp_path: Path, shape: str, source: Path | None = None) -> Path:
 
 def write_config(repo: Path, double: DiscordDouble, entry: list[str], **sections: Any) -> Path:
     """mendbot.yaml for the bot in `repo` on `double`: its dev guild and #dev, data in `.mendbot`,
-    autonomy off and hand edits not watched (a test says when a run starts); `sections` merged over."""
+    autonomy off, hand edits not watched and no check of the committed HEAD at start (a test says when a
+    run or a check starts); `sections` merged over."""
     base: dict[str, Any] = {
         "data_dir": ".mendbot",
         "repo_dir": ".",
         "health": {"enabled": False},
         "discord": {"dev_guild_id": double.guild.id, "dev_channel_ids": [double.guild.channel("dev").id]},
         "deploy": {"watch_hand_edits": False},
-        "improve": {"autonomy": "off"},
+        "improve": {"autonomy": "off", "check_base_at_start": False},
         "bot": {"entry": entry},
     }
     path = repo / "mendbot.yaml"

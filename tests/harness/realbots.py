@@ -83,7 +83,7 @@ def the_rest(repo: Path, config: dict[str, Any], double: DiscordDouble, **sectio
         "access": {"allowed_user_ids": [alice]},
         "health": {"enabled": False},
         "observe": {"announce_new_fingerprints": False},
-        "improve": {"max_attempts": 1, "autonomy": "off"},
+        "improve": {"max_attempts": 1, "autonomy": "off", "check_base_at_start": False},
         "deploy": {"watch_window_s": 3600, "watch_hand_edits": False},
     }
     (repo / "mendbot.yaml").write_text(yaml.safe_dump(merged(merged(config, ids), sections), sort_keys=False))

@@ -116,12 +116,16 @@ class Workspace:
         *,
         base_branch: str = "main",
         host: HostConfig | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
         self.repo_root = repo_root.resolve()
-        # The bot the repository is, when it is not mendbot's own (mendbot.yaml): how its checks' smoke
-        # load builds it and how the replay runs its program.
+        # The bot the repository is, when it is not mendbot's own (mendbot.yaml): how the smoke load and
+        # the replay start its program, and what they copy into its tree.
         self.host = host
         self.worktrees_dir = worktrees_dir.resolve()
+        # Where verifications of base commits are kept (mendbot.improve.agent.verify.verify_base): beside
+        # the worktrees, in mendbot's data directory.
+        self.cache_dir = (cache_dir or self.worktrees_dir.parent / "base-checks").resolve()
         if self.worktrees_dir == self.repo_root or self.worktrees_dir in self.repo_root.parents:
             # cleanup_stray deletes whatever it finds there that it was not asked to keep
             raise ValueError(f"worktrees_dir {worktrees_dir} must not contain the repository itself")

@@ -56,6 +56,7 @@ from mendbot.improve.proof.verdict import ItemVerdict, Proof, ProofItem, Side, p
 from mendbot.kernel.git import git
 from mendbot.kernel.log import get_logger
 from mendbot.trust import proof_runner
+from mendbot.trust.host_start import new_token, prepare_tree
 from mendbot.trust.proof_runner import MARKER
 from mendbot.trust.sandbox import Sandbox, SandboxUnavailable
 from mendbot.trust.trees import overlay_tree
@@ -300,8 +301,14 @@ class Prover:
     async def _side(
         self, checkout: Path, request: _Request, plan: ReplayPlan
     ) -> tuple[_TestRun | None, dict[str, ReplayResult] | str]:
-        """One side's tests and replay, at once (each its own sandbox: neither sees the other)."""
+        """One side's tests and replay, at once (each its own sandbox: neither sees the other). A bot
+        mendbot is attached to finds its tree as wherever it is started: its data files, and the files
+        git does not keep with their secrets replaced (the replay gives their token key its own token)."""
         started = time.perf_counter()
+        if self._workspace.host is not None:
+            host = HostBot(self._workspace.host, self._workspace.repo_root)
+            for problem in prepare_tree(checkout, host, new_token()):
+                _log.warning("a file the bot needs was not copied for its proof", problem=problem)
         tests = self._run_tests(checkout, request) if request.tests else _nothing()
         test_run, replayed = await asyncio.gather(tests, self._replay(checkout, plan))
         _log.info("proof side", checkout=checkout.name, seconds=round(time.perf_counter() - started, 2))

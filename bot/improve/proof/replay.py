@@ -7,8 +7,9 @@ calls that worked.
 **Who judges.** No verdict comes from the process under test — not a record it wrote, not a line it
 printed. The bot process itself is the observer: it serves a loopback Discord
 (`mendbot.trust.loopback_discord`) on a unix socket bound into the sandbox, starts the checkout's own `mendbot
-run` there through a launcher from the installed bot (`bot/trust/replay_launch.py`, bound read-only: never
-the checkout's copy), and then, as a member in `#general`, sends each call (a message, or a slash command
+run` (a host bot's own program) there through a launcher from the installed bot (`bot/trust/replay_launch.py`,
+bound read-only: never the checkout's copy; the start is `mendbot.trust.host_start`'s, the smoke load's
+too), and then, as a member in `#general`, sends each call (a message, or a slash command
 with its options) and watches what comes back: the answer's text (as it is once the replay is over, edits
 applied), no answer at all, or the bot's apology naming a bug ("Something went wrong on my side
 (ZeroDivisionError)…", `mendbot.kernel.errors.named_bug`), and the time from the call to the first answer as
@@ -27,9 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import shutil
-import signal
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -37,16 +35,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
 from mendbot.improve.proof.replay_plan import ReplayCase, ReplayPlan, extension_of
 from mendbot.kernel.errors import named_bug
 from mendbot.kernel.log import get_logger
 from mendbot.kernel.own_loop import on_own_loop
-from mendbot.kernel.sections import HostConfig
-from mendbot.trust import replay_launch
+from mendbot.trust.host_start import (
+    HostBot,
+    NotStarted,
+    launch_config,
+    prepare_tree,
+    started,
+    write_launch,
+)
 from mendbot.trust.loopback_discord_model import message_text
-from mendbot.trust.sandbox import MENDBOT_INSIDE, Sandbox, SandboxUnavailable
+from mendbot.trust.sandbox import Sandbox, SandboxUnavailable
 
 if TYPE_CHECKING:  # the double (and aiohttp's server side) is loaded by the first replay, not at start
     from mendbot.trust.loopback_discord import DiscordDouble
@@ -76,9 +78,8 @@ _SETTLE_S = 0.6
 _STOP_TIMEOUT_S = 5.0
 _ARM_S = 5.0
 _GUILD_S = 0.2  # after READY, the guild reaches the bot before the first call
+_SYNC_S = 20.0  # after READY, the bot's slash commands are synced within this (or it has none to sync)
 _REPLY_CHARS = 300
-_LAUNCHER = Path(replay_launch.__file__).resolve()
-_INSIDE = "/run/mendbot/replay"  # where the observer's sockets, the config and the launcher are bound
 _MEMBER = "alice"
 
 
@@ -166,14 +167,6 @@ def _snippet(text: str, limit: int = 60) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-@dataclass(frozen=True)
-class HostBot:
-    """A bot mendbot is attached to (mendbot.yaml's `bot:`), and its live checkout (where its state is)."""
-
-    config: HostConfig
-    live: Path
-
-
 async def run_replay(
     checkout: Path,
     plan: ReplayPlan,
@@ -189,8 +182,10 @@ async def run_replay(
 
     For a `host` bot its own program is started (`mendbot attach`, the installed mendbot's, bound
     read-only into the sandbox), on a writable throwaway checkout holding a copy of its state (its data
-    files, from the live checkout), with its token's variable the observer's token and nothing of the
-    live environment but what mendbot.yaml says it reads."""
+    files, from the live checkout) and what it needs that git does not keep (its `files`, every secret
+    value replaced: `mendbot.trust.host_start.prepare_tree`), with its token's variable — in the
+    environment and in those files — the observer's token and nothing of the live environment but what
+    mendbot.yaml says it reads."""
     if not plan.replayable:
         return {}
     try:
@@ -305,6 +300,8 @@ async def _observe(
                 ) as output:
                     general = observer.guild.channel("general")
                     await _armed(reports)
+                    if any(case.slash for case in plan.replayable):
+                        await _synced(observer)
                     ready = time.monotonic()
                     seen: list[tuple[ReplayCase, _Seen]] = []
                     for case in plan.replayable:
@@ -334,41 +331,11 @@ async def _observe(
 
 
 def _prepare(shared: Path, observer: DiscordDouble, plan: ReplayPlan, host: HostBot | None = None) -> None:
-    """The launcher and a config like any start's: its data in the sandbox's /tmp, the observer's guild
-    as the dev guild (the slash commands sync there), the extensions that handle the replayed kinds,
-    nothing started by itself."""
+    """The launcher and a config like any start's (`host_start.launch_config`), with the extensions that
+    handle the replayed kinds for mendbot's own bot."""
     observer.member(_MEMBER)
-    shutil.copyfile(_LAUNCHER, shared / "launch.py")
-    discord: dict[str, Any] = {
-        "dev_guild_id": observer.guild.id,
-        "dev_channel_ids": [observer.guild.channel("dev").id],
-        "extensions": sorted({extension_of(path) for path in plan.handlers}) or None,
-    }
-    config: dict[str, Any] = {
-        "data_dir": "/tmp/mendbot",
-        "repo_dir": "/tmp/mendbot",  # no repository: the bot under test never runs git or a fix
-        "health": {"enabled": False},
-        "discord": discord,
-        "deploy": {"watch_hand_edits": False},
-        "improve": {"autonomy": "off"},
-    }
-    if host is not None:  # its own program, as mendbot.yaml runs it; its extensions are its own business
-        config["discord"] = {key: value for key, value in discord.items() if key != "extensions"}
-        config["bot"] = {k: v for k, v in msgspec.to_builtins(host.config).items() if k != "checks"}
-    import yaml  # PyYAML loads with the first replay, not at every start (bot/kernel/yamldoc.py)
-
-    (shared / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    (shared / "watched.json").write_text(json.dumps(plan.watched))
-    os.chmod(shared, 0o755)
-
-
-def _copy_state(host: HostBot, checkout: Path) -> None:
-    """The bot's state (its data files as they are in the live checkout) copied into the replay's."""
-    for name in host.config.data_files:
-        source, target = host.live / name, checkout / name
-        if source.is_file() and target.resolve().is_relative_to(checkout.resolve()):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
+    extensions = sorted({extension_of(path) for path in plan.handlers}) or None
+    write_launch(shared, launch_config(observer, host.config if host else None, extensions), plan.watched)
 
 
 @contextlib.asynccontextmanager
@@ -381,54 +348,27 @@ async def _started(
     *,
     host: HostBot | None = None,
 ) -> AsyncIterator[Path]:
-    """The checkout's `mendbot run` (a host bot's own program, with mendbot attached) in the sandbox,
-    connected to `observer`; stopped after the block. Yields the file its output goes to."""
-    binds = {shared: _INSIDE}
+    """The checkout's bot started and connected (`host_start.started`), a host bot's tree made ready
+    first (its state, its files with their secrets replaced); ReplayError when it does not connect."""
     if host is not None:
-        _copy_state(host, checkout)
-    async with sandbox.jail(checkout, git_dir=None, writable=host is not None, binds=binds) as jail:
-        variables = {"DISCORD_TOKEN": observer.token, "PYTHONUNBUFFERED": "1"}
-        if host is not None:
-            variables = {**host.config.env, host.config.token_env: observer.token, "PYTHONUNBUFFERED": "1"}
-        env = jail.environment(variables)
-        argv = [
-            jail.python,
-            f"{_INSIDE}/launch.py",
-            f"{_INSIDE}/discord.sock",
-            f"{_INSIDE}/config.yaml",
-            f"{_INSIDE}/monitor.sock",
-            f"{_INSIDE}/watched.json",
-            *([MENDBOT_INSIDE, host.config.token_env] if host is not None else []),
-        ]
-        command = jail.command(argv, env, wall_s=ready_timeout_s + 10 * 60)
-        output = jail.scratch / "replay-output.log"
-        with output.open("wb") as sink:
-            process = await asyncio.create_subprocess_exec(
-                *command,
-                cwd=jail.worktree,
-                env={},
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=sink,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            await _connected(observer, process, output, ready_timeout_s)
+        for problem in prepare_tree(checkout, host, observer.token):
+            _log.warning("a file the bot needs was not copied into the replay", problem=problem)
+    try:
+        async with started(sandbox, checkout, observer, shared, ready_timeout_s, host=host) as output:
             yield output
-        finally:
-            await _stop(process)
+    except NotStarted as exc:
+        raise ReplayError(str(exc)) from None
 
 
-async def _connected(
-    observer: DiscordDouble, process: asyncio.subprocess.Process, output: Path, timeout_s: float
-) -> None:
-    """Until the bot has identified on the gateway (its cogs are loaded and its commands synced by then)."""
-    deadline = time.monotonic() + timeout_s
-    while observer.identified == 0:
-        if process.returncode is not None:
-            raise ReplayError(f"the bot did not start (exit code {process.returncode}): {_tail(output)}")
-        if time.monotonic() > deadline:
-            raise ReplayError(f"the bot did not connect within {timeout_s:.0f} s: {_tail(output)}")
+async def _synced(observer: DiscordDouble) -> None:
+    """Until the bot's slash commands are synced, at most `_SYNC_S`. A bot mendbot is attached to has
+    them synced to the dev guild once it has connected and mendbot's half that runs fixes has come up —
+    after READY, later still on a busy machine: a slash command sent before would be taken for one the
+    bot does not have, on both sides."""
+    deadline = time.monotonic() + _SYNC_S
+    while time.monotonic() < deadline:
+        if str(observer.guild.id) in observer.synced or "global" in observer.synced:
+            return
         await asyncio.sleep(0.05)
 
 
@@ -437,18 +377,6 @@ async def _armed(reports: _Reports) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(reports.hello_seen.wait(), _ARM_S)
     await asyncio.sleep(_GUILD_S)
-
-
-async def _stop(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), _STOP_TIMEOUT_S)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
 
 
 @dataclass
@@ -510,12 +438,3 @@ async def _quiet(observer: DiscordDouble, reports: _Reports) -> None:
         await asyncio.sleep(_QUIET_S)
         if observer.changes == changes and len(reports.events) == events:
             return
-
-
-def _tail(output: Path) -> str:
-    try:
-        text = output.read_text(errors="replace")
-    except OSError:
-        return "no output"
-    shown = [line for line in text.strip().splitlines() if line.strip()]
-    return " / ".join(shown[-3:])[-400:] or "no output"
