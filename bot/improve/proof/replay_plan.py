@@ -173,8 +173,6 @@ def _unreplayable(kind: str, invocation: dict[str, Any] | None) -> str | None:
     if kind == "listener:on_message":
         return None if options.get("content") else "the message's content was not recorded"
     if kind.startswith("app:"):
-        if " " in str(invocation.get("name", "")).strip():
-            return "a subcommand: the replay sends top-level commands only"
         for name, value in options.items():
             if isinstance(value, str) and _SNOWFLAKE_OPTION.match(value):
                 what = value.split(":")[0]
