@@ -1,0 +1,270 @@
+"""The bot's calls to other services: recorded through the HTTP clients' own hooks with the handler and
+the code that made them, folded and redacted, grouped by service, and a service that times out or
+rate-limits opens one incident. The other service is a real HTTP server on 127.0.0.1 (tests/harness/
+provider.py); the bot is a real discord.py bot with mendbot attached."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import discord
+import httpx
+import pytest
+from discord.ext import commands
+
+from mendbot.db.records import ActionRecord
+from mendbot.observe.capture import start_capture
+from mendbot.observe.outbound import (
+    failed_service,
+    is_discord_host,
+    outcome_of,
+    retry_after_seconds,
+    route_template,
+    service_of,
+)
+from mendbot.runtime.attachment import attach, detach
+from mendbot.runtime.services import Services, build_services
+from mendbot.trust.loopback_discord import DiscordDouble
+from tests.harness.discord import make_settings
+from tests.harness.provider import Provider
+
+T = TypeVar("T")
+KEY = "sk-live-provider-secret-0123456789abcdef"
+
+
+# -- what a call is: its route, its answer, its service ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "route"),
+    [
+        ("/users/123/posts", "/users/{id}/posts"),
+        ("/v2/guilds/1204881234567890123/members/42.json", "/v2/guilds/{id}/members/{id}.json"),
+        ("/orders/3f2b8c1e-4d5a-4b6c-8d7e-9f0a1b2c3d4e", "/orders/{uuid}"),
+        ("/blobs/9f86d081884c7d659a2feaa0c55ad015a3bf4f1b", "/blobs/{hex}"),
+        ("/bot123456:AAH5kq9ZxYwVvUu-TtSsRrQqPp/sendMessage", "/{token}/sendMessage"),
+        ("/search/cats%20and%20dogs?q=x&api_key=secret", "/search/{value}"),
+        ("/v1/search", "/v1/search"),
+        ("", "/"),
+    ],
+)
+def test_a_path_is_folded_to_its_route(path: str, route: str) -> None:
+    """Ids, long numbers, UUIDs, hashes, tokens and typed values in a path are folded; no query is kept."""
+    assert route_template(path) == route
+
+
+def test_answers_are_sorted_into_what_counts_against_a_service() -> None:
+    """Timeouts, connection errors, 429 and 5xx count against a service; a 404 or a cancelled call not."""
+    assert outcome_of(None, TimeoutError()) == "timeout"
+    assert outcome_of(429, None) == "rate_limited"
+    assert outcome_of(503, None) == "server_error"
+    assert outcome_of(404, None) == "client_error"
+    assert outcome_of(None, aiohttp.ClientConnectionError("refused")) == "error"
+    assert outcome_of(None, asyncio.CancelledError()) == "cancelled"
+    assert outcome_of(None, httpx.ReadTimeout("slow"), timed_out=True) == "timeout"
+    assert retry_after_seconds("30") == 30.0
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:30 GMT", now=1445412480.0) == 30.0
+    assert retry_after_seconds("soon") is None
+
+
+def test_a_service_is_its_host_and_discord_is_never_one() -> None:
+    """A service is named by its host (and a port not the scheme's); Discord's hosts are not the bot's."""
+    assert service_of("API.Search.Example", 443, "https") == "api.search.example"
+    assert service_of("127.0.0.1", 8080, "http") == "127.0.0.1:8080"
+    assert is_discord_host("discord.com") and is_discord_host("cdn.discordapp.com")
+    assert not is_discord_host("notdiscord.com")
+
+
+# -- recorded from the bot's sessions and clients ---------------------------------------------------
+
+
+@pytest.fixture
+async def attached_bot(tmp_path: Path) -> AsyncIterator[tuple[Services, list[ActionRecord]]]:
+    """A discord.py bot with mendbot attached (not logged in), and every record mendbot makes."""
+    services = await build_services(make_settings(tmp_path / "data"), watch_prompts=False)
+    bot = commands.Bot(command_prefix="!", intents=discord.Intents.default())
+    attach(bot, services)
+    records: list[ActionRecord] = []
+    services.recorder.subscribe(records.append)
+    try:
+        yield services, records
+    finally:
+        await detach(bot)
+        await services.aclose()
+
+
+async def in_handler(kind: str, work: Callable[[], Awaitable[T]]) -> T:
+    """Run `work` as a handler of `kind` runs (its own task, its capture current)."""
+
+    async def handler() -> T:
+        start_capture(kind, {"name": kind})
+        return await work()
+
+    return await asyncio.create_task(handler())
+
+
+async def lookup(session: aiohttp.ClientSession, provider: Provider, query: str) -> Any:
+    """The bot's code calling the provider (the frame a record names)."""
+    params = {"q": query, "api_key": KEY}
+    async with session.get(f"{provider.url}/v1/users/1204881234567890123/search", params=params) as response:
+        return await response.json()
+
+
+def calls(records: list[ActionRecord]) -> list[ActionRecord]:
+    return [record for record in records if record.kind.startswith("http:")]
+
+
+async def test_a_timed_out_call_is_recorded_with_its_handler_and_code(
+    attached_bot: tuple[Services, list[ActionRecord]],
+) -> None:
+    """A call that times out: a failed `http:<service>` record naming the handler it ran in, the code that
+    made it, the route, the timeout; the exception the bot's code got is marked with the service."""
+    _, records = attached_bot
+    timeout = aiohttp.ClientTimeout(total=0.2)
+    async with Provider(mode="hold") as provider, aiohttp.ClientSession(timeout=timeout) as session:
+        with pytest.raises(TimeoutError) as raised:
+            await in_handler("command:search", lambda: lookup(session, provider, "cats"))
+    (call,) = calls(records)
+    assert call.kind == f"http:{provider.service}" and not call.ok
+    assert call.source == "command:search" and call.extra["command"] == "command:search"
+    assert call.extra["call"] | {"latency_ms": 0} == {
+        "client": "aiohttp",
+        "method": "GET",
+        "route": "/v1/users/{id}/search",
+        "status": None,
+        "outcome": "timeout",
+        "latency_ms": 0,
+        "timeout_s": 0.2,
+        "retry_after_s": None,
+        "query": ["q", "api_key"],
+        "error_type": raised.value.__class__.__name__,
+    }
+    assert call.frames[-1].startswith("tests/test_outbound.py:") and call.frames[-1].endswith(":lookup")
+    assert call.error_message == "GET /v1/users/{id}/search timed out after 0.2 s"
+    assert call.fingerprint is not None
+    assert failed_service(raised.value) == provider.service
+
+
+async def test_a_429_is_recorded_with_its_retry_after(
+    attached_bot: tuple[Services, list[ActionRecord]],
+) -> None:
+    """A 429 answer is a failed call, with its status and the Retry-After it was answered with."""
+    _, records = attached_bot
+    async with Provider(mode="rate_limit", retry_after="30") as provider, aiohttp.ClientSession() as session:
+        await in_handler("command:search", lambda: lookup(session, provider, "cats"))
+    (call,) = calls(records)
+    assert not call.ok and call.error_type == "HTTP 429"
+    assert (call.extra["call"]["status"], call.extra["call"]["retry_after_s"]) == (429, 30.0)
+    assert call.error_message == "GET /v1/users/{id}/search answered 429 Too Many Requests (Retry-After 30 s)"
+
+
+async def test_secrets_in_the_url_and_headers_never_reach_a_record(
+    attached_bot: tuple[Services, list[ActionRecord]],
+) -> None:
+    """A key in the query string or the path, an Authorization header, what the user searched for: none of
+    it is in the record, nor in the action journal."""
+    services, records = attached_bot
+    headers = {"Authorization": f"Bearer {KEY}", "X-Api-Key": KEY}
+    async with Provider() as provider, aiohttp.ClientSession(headers=headers) as session:
+
+        async def call() -> None:
+            url = f"{provider.url}/bot{KEY}/search?q=my+private+words&api_key={KEY}&token=t0k3n-value"
+            async with session.get(url) as response:
+                await response.read()
+
+        await in_handler("command:search", call)
+    await services.recorder.flush()
+    (record,) = calls(records)
+    assert record.extra["call"]["route"] == "/{token}/search"
+    assert record.extra["call"]["query"] == ["q", "api_key", "token"]
+    journal = (services.settings.log_dir / "actions.ndjson").read_text()
+    assert record.kind in journal
+    for secret in (KEY, "private", "t0k3n-value"):
+        assert secret not in journal and secret not in repr(record)
+
+
+async def test_discord_pys_own_session_is_not_the_bots(
+    attached_bot: tuple[Services, list[ActionRecord]],
+) -> None:
+    """discord.py logging in (its own session, here to a loopback Discord on 127.0.0.1) records nothing,
+    even inside a handler: Discord's API is not another service of the bot's."""
+    _, records = attached_bot
+    async with DiscordDouble() as discord_api:
+        with discord_api.pointed_at():
+            http = discord.http.HTTPClient(asyncio.get_running_loop())
+            try:
+                await in_handler("command:whoami", lambda: http.static_login(discord_api.token))
+            finally:
+                await http.close()
+    assert calls(records) == []
+
+
+def _session_made_in(module: str) -> aiohttp.ClientSession:
+    """A session created by code of `module` (as mendbot's model gateway or discord.py create theirs)."""
+    namespace: dict[str, Any] = {"__name__": module, "aiohttp": aiohttp}
+    exec(compile("def make():\n    return aiohttp.ClientSession()\n", f"<{module}>", "exec"), namespace)
+    session: aiohttp.ClientSession = namespace["make"]()
+    return session
+
+
+async def test_mendbots_own_sessions_and_calls_outside_handlers_are_not_recorded(
+    attached_bot: tuple[Services, list[ActionRecord]],
+) -> None:
+    """A session mendbot creates (its model gateway's, GitHub's) is not the bot's; nor is a call the bot
+    makes outside every handler (at start-up); a call to Discord's own hosts never is."""
+    _, records = attached_bot
+    async with Provider() as provider:
+        async with _session_made_in("mendbot.trust.gateway") as mendbots:
+            await in_handler("command:search", lambda: lookup(mendbots, provider, "cats"))
+        async with aiohttp.ClientSession() as session:
+            await lookup(session, provider, "at start-up")
+    assert calls(records) == []
+    assert len(provider.requests) == 2
+
+
+async def test_an_httpx_client_of_the_bots_is_recorded_the_same_way(
+    attached_bot: tuple[Services, list[ActionRecord]],
+) -> None:
+    """httpx's AsyncClient (its transport is its hook): a read timeout and a 429, recorded as aiohttp's."""
+    _, records = attached_bot
+    async with Provider(mode="hold") as provider, httpx.AsyncClient(timeout=0.2) as client:
+
+        async def search() -> None:
+            await client.get(f"{provider.url}/v1/search", params={"q": "cats", "api_key": KEY})
+
+        with pytest.raises(httpx.ReadTimeout):
+            await in_handler("app:search", search)
+        provider.mode = "rate_limit"
+        await in_handler("app:search", search)
+    timed_out, limited = calls(records)
+    assert timed_out.extra["call"]["outcome"] == "timeout" and timed_out.extra["call"]["client"] == "httpx"
+    assert timed_out.source == "app:search" and timed_out.frames[-1].endswith(":search")
+    assert limited.extra["call"]["status"] == 429 and limited.extra["call"]["retry_after_s"] == 30.0
+
+
+async def test_instrumenting_is_idempotent_and_detaching_puts_the_clients_back(tmp_path: Path) -> None:
+    """Attaching wraps `ClientSession.__init__` and `AsyncClient.__init__` once; detaching the last bot puts
+    the libraries' own back, and a session made while attached records nothing once detached."""
+    own_aiohttp, own_httpx = aiohttp.ClientSession.__init__, httpx.AsyncClient.__init__
+    services = await build_services(make_settings(tmp_path / "data"), watch_prompts=False)
+    bot = commands.Bot(command_prefix="!", intents=discord.Intents.default())
+    records: list[ActionRecord] = []
+    services.recorder.subscribe(records.append)
+    try:
+        attach(bot, services)
+        wrapped = aiohttp.ClientSession.__init__
+        assert wrapped is not own_aiohttp and wrapped.__wrapped__ is own_aiohttp  # type: ignore[attr-defined]
+        attach(bot, services)
+        assert aiohttp.ClientSession.__init__ is wrapped
+        async with Provider() as provider, aiohttp.ClientSession() as session:
+            await detach(bot)
+            assert aiohttp.ClientSession.__init__ is own_aiohttp and httpx.AsyncClient.__init__ is own_httpx
+            await in_handler("command:search", lambda: lookup(session, provider, "cats"))
+    finally:
+        await detach(bot)
+        await services.aclose()
+    assert calls(records) == []
