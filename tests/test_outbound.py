@@ -17,7 +17,9 @@ import pytest
 from discord.ext import commands
 
 from mendbot.db.records import ActionRecord
+from mendbot.kernel.sections import ObserveConfig, ServiceRule
 from mendbot.observe.capture import start_capture
+from mendbot.observe.detector import AnomalyDetector, Signal
 from mendbot.observe.outbound import (
     failed_service,
     is_discord_host,
@@ -268,3 +270,94 @@ async def test_instrumenting_is_idempotent_and_detaching_puts_the_clients_back(t
         await detach(bot)
         await services.aclose()
     assert calls(records) == []
+
+
+# -- the service rule ------------------------------------------------------------------------------------
+
+
+def _call(
+    ts: float, outcome: str, *, status: int | None = None, retry_after: float | None = None
+) -> ActionRecord:
+    failed = outcome != "ok"
+    return ActionRecord(
+        ts=ts,
+        kind="http:search.example",
+        source="command:search",
+        ok=not failed,
+        duration_ms=2000.0 if outcome == "timeout" else 40.0,
+        error_type=("TimeoutError" if status is None else f"HTTP {status}") if failed else None,
+        fingerprint="f" * 16 if failed else None,
+        frames=["cogs/search.py:31:lookup"] if failed else [],
+        extra={
+            "call": {"outcome": outcome, "status": status, "retry_after_s": retry_after, "method": "GET"},
+            "command": "command:search",
+        },
+    )
+
+
+def _detector(**service: Any) -> tuple[AnomalyDetector, list[Signal]]:
+    signals: list[Signal] = []
+    config = ObserveConfig(service=ServiceRule(**service))
+    return AnomalyDetector(config, signals.append), signals
+
+
+def test_the_service_rule_fires_on_timeouts_naming_the_service_and_the_code() -> None:
+    """Four timeouts among five calls in the hour: one warning naming the service, how it failed and the
+    code that called it; more timeouts in the same storm signal nothing more."""
+    detector, signals = _detector()
+    detector.process(_call(0.0, "ok"))
+    for n in range(1, 7):
+        detector.process(_call(n * 60.0, "timeout"))
+    (signal,) = signals
+    assert (signal.rule, signal.level, signal.kind, signal.fingerprint) == (
+        "service",
+        "warning",
+        "http:search.example",
+        None,
+    )
+    assert signal.summary == (
+        "4 timeouts in the last hour from search.example (4 of 5 calls failed), from `cogs/search.py:lookup`"
+    )
+
+
+def test_the_service_rule_fires_on_429s_with_their_retry_after() -> None:
+    """429 answers count against the service, and the signal says the Retry-After it asked for."""
+    detector, signals = _detector()
+    for n in range(4):
+        detector.process(_call(n * 10.0, "rate_limited", status=429, retry_after=30.0))
+    (signal,) = signals
+    assert signal.summary.startswith("4 rate limits (429) with Retry-After 30 s in the last hour")
+
+
+def test_the_service_rule_keeps_to_its_thresholds() -> None:
+    """Below `min_failures`, or at no more than `threshold` of the calls, the rule is quiet (config.yaml)."""
+    detector, signals = _detector()
+    for n in range(3):
+        detector.process(_call(n * 10.0, "timeout"))
+    assert signals == []
+    strict, strict_signals = _detector(min_failures=2, threshold=0.5)
+    for n in range(4):
+        strict.process(_call(n * 10.0, "timeout" if n % 2 else "ok"))
+    assert strict_signals == []  # 2 of 4: not more than half
+    strict.process(_call(50.0, "timeout"))
+    assert len(strict_signals) == 1
+
+
+def test_a_handler_failing_on_a_failed_call_opens_no_incident_of_its_own() -> None:
+    """The command that crashed on the timeout is the service's storm (`extra.outbound`): none of the
+    error rate, repeat or new-fingerprint rules counts it."""
+    detector, signals = _detector()
+    for n in range(6):
+        detector.process(
+            ActionRecord(
+                ts=n * 10.0,
+                kind="command:search",
+                source="Search",
+                ok=False,
+                duration_ms=2000.0,
+                error_type="TimeoutError",
+                fingerprint="a" * 16,
+                extra={"outbound": "search.example"},
+            )
+        )
+    assert signals == []

@@ -11,7 +11,12 @@ Rules (thresholds from config.yaml):
   discord.py does not retry, so the loop has stopped for good (error level, at the first
   occurrence: nothing else will say so);
 - not_loaded: an extension failed to load — its import, its `setup` or its cog's `cog_load`
-  raised — so its commands are not serving (error level, at the first occurrence).
+  raised — so its commands are not serving (error level, at the first occurrence);
+- service: the bot's calls to one other service (`http:<host>` records, bot/observe/outbound.py) time
+  out, cannot connect, or are answered 429 or 5xx for more than a share of them over a window (an hour by
+  default), at least a number of times (warning level). Those calls and the handler failures they raised
+  (`extra.outbound`) are that service's storm: no other rule counts them, so one incident names the
+  service and the code that called it.
 
 Each rule signals when its condition starts to hold and stays quiet until it clears, so a
 storm is one signal per rule. The time windows (error rate, repeat) are counts in fixed time
@@ -47,6 +52,7 @@ from mendbot.db.records import ActionRecord
 from mendbot.kernel.drills import is_drill_kind
 from mendbot.kernel.log import get_logger
 from mendbot.kernel.sections import ErrorRateRule, LatencyRule, ObserveConfig
+from mendbot.observe.outbound import KIND_PREFIX, service_summary
 
 __all__ = ["AnomalyDetector", "Signal", "WindowHistory", "restore_windows", "restore_windows_later"]
 
@@ -61,7 +67,9 @@ _SWEEP_S = 60.0
 _LATENCY_QUIET_S = 86_400.0
 
 Level = Literal["notice", "warning", "error"]
-Rule = Literal["error_rate", "repeat", "latency", "new_fingerprint", "task_stopped", "not_loaded"]
+Rule = Literal["error_rate", "repeat", "latency", "new_fingerprint", "task_stopped", "not_loaded", "service"]
+# The failing calls a service's window keeps for its signal's summary (what failed, from where).
+_SERVICE_FAILURES = 50
 
 
 class Signal(msgspec.Struct, frozen=True):
@@ -138,6 +146,12 @@ class _KindWindow(msgspec.Struct):
     last_failure: ActionRecord | None = None
 
 
+class _ServiceWindow(msgspec.Struct):
+    counts: _Counts
+    failures: deque[ActionRecord]  # the newest failing calls, oldest first
+    firing: bool = False
+
+
 class _Latency(msgspec.Struct):
     recent: deque[float] = msgspec.field(default_factory=deque)
     recent_sorted: list[float] = msgspec.field(default_factory=list)
@@ -189,6 +203,7 @@ class AnomalyDetector:
         self._repeats: dict[str, _Counts] = {}
         self._repeat_firing: set[str] = set()
         self._latency: dict[str, _Latency] = {}
+        self._services: dict[str, _ServiceWindow] = {}
         self._known: set[str] = set(known_fingerprints)
         self._next_sweep: float | None = None
         self._held: list[ActionRecord] | None = None  # records given while the windows are read
@@ -207,7 +222,10 @@ class AnomalyDetector:
             return  # the records held meanwhile outgrew their bound and are counted already
         config = self._config
         self._kinds, self._repeats, self._repeat_firing, self._latency = {}, {}, set(), {}
+        self._services = {}
         for kind, index, events, failures in sorted(history.kinds, key=lambda bucket: bucket[1]):
+            if kind.startswith(KIND_PREFIX):
+                continue  # calls to other services: their windows are the service rule's (an hour)
             window = self._kinds.get(kind)
             if window is None:
                 window = self._kinds[kind] = _KindWindow(_Counts(config.error_rate.window_s))
@@ -290,8 +308,10 @@ class AnomalyDetector:
             "kinds": len(self._kinds),
             "fingerprints": len(self._repeats),
             "latency_kinds": len(self._latency),
+            "services": len(self._services),
             "buckets": sum(len(w.counts.buckets) for w in self._kinds.values())
-            + sum(len(c.buckets) for c in self._repeats.values()),
+            + sum(len(c.buckets) for c in self._repeats.values())
+            + sum(len(w.counts.buckets) for w in self._services.values()),
         }
 
     def process(self, record: ActionRecord) -> None:
@@ -314,6 +334,11 @@ class AnomalyDetector:
             self._not_loaded(record)
         if record.extra.get("environment"):
             return  # Discord or storage refusing is no sign of a bug: environment incidents cover it
+        if record.kind.startswith(KIND_PREFIX):
+            self._service(record)
+            return
+        if record.extra.get("outbound"):
+            return  # a handler failing on a call that failed: the service's storm, counted by its calls
         self._error_rate(record)
         if record.fingerprint is not None:
             self._new_fingerprint(record)
@@ -408,6 +433,35 @@ class AnomalyDetector:
             )
         )
 
+    def _service(self, record: ActionRecord) -> None:
+        """A call to another service: its window counts it, and the rule fires once enough of them fail."""
+        rule = self._config.service
+        window = self._services.get(record.kind)
+        if window is None:
+            window = self._services[record.kind] = _ServiceWindow(
+                _Counts(rule.window_s), deque(maxlen=_SERVICE_FAILURES)
+            )
+        counts = window.counts
+        counts.add(record.ts, not record.ok)
+        if not record.ok:
+            window.failures.append(record)
+        holds = counts.failures >= rule.min_failures and counts.failures / counts.total > rule.threshold
+        if holds and not window.firing and window.failures:
+            recent = [r for r in window.failures if r.ts >= record.ts - rule.window_s]
+            service = record.kind.removeprefix(KIND_PREFIX)
+            self._emit(
+                Signal(
+                    "service",
+                    "warning",
+                    record.kind,
+                    None,
+                    service_summary(service, recent, counts.failures, counts.total, rule.window_s),
+                    counts.failures,
+                    window.failures[-1],
+                )
+            )
+        window.firing = holds
+
     def _new_fingerprint(self, record: ActionRecord) -> None:
         key = record.fingerprint
         assert key is not None
@@ -482,6 +536,10 @@ class AnomalyDetector:
         for kind, state in list(self._latency.items()):
             if now - state.last_seen > _LATENCY_QUIET_S:
                 del self._latency[kind]
+        for kind, service in list(self._services.items()):
+            service.counts.expire(now)
+            if service.counts.total == 0:
+                del self._services[kind]
 
 
 async def restore_windows(db: Connection, detector: AnomalyDetector, *, upto: int, now: float) -> None:
@@ -501,7 +559,7 @@ async def restore_windows(db: Connection, detector: AnomalyDetector, *, upto: in
     samples = config.latency.window + config.latency.baseline
     durations = {}
     for kind in active:
-        if is_drill_kind(kind):
+        if is_drill_kind(kind) or kind.startswith(KIND_PREFIX):
             continue  # never in a latency baseline (AnomalyDetector.process)
         found = await action_queries.recent_durations(
             db, kind, since=now - _LATENCY_QUIET_S, upto=upto, limit=samples
