@@ -13,10 +13,15 @@ from typing import Any, TypeVar
 import aiohttp
 import discord
 import httpx
+import msgspec
 import pytest
 from discord.ext import commands
 
+from mendbot.db import actions as action_queries
+from mendbot.db import incidents as incident_queries
+from mendbot.db.connection import open_database
 from mendbot.db.records import ActionRecord
+from mendbot.improve.evidence.gather import build_evidence
 from mendbot.kernel.sections import ObserveConfig, ServiceRule
 from mendbot.observe.capture import start_capture
 from mendbot.observe.detector import AnomalyDetector, Signal
@@ -33,6 +38,7 @@ from mendbot.runtime.services import Services, build_services
 from mendbot.trust.loopback_discord import DiscordDouble
 from tests.harness.discord import make_settings
 from tests.harness.provider import Provider
+from tests.harness.repo import copy_of_bot, git
 
 T = TypeVar("T")
 KEY = "sk-live-provider-secret-0123456789abcdef"
@@ -361,3 +367,89 @@ def test_a_handler_failing_on_a_failed_call_opens_no_incident_of_its_own() -> No
             )
         )
     assert signals == []
+
+
+# -- the evidence a run is given ------------------------------------------------------------------------
+
+NOW = 1_800_000_000.0
+SEARCH_COG = (Path(__file__).parent / "fixtures" / "search_cog.py").read_text()
+
+
+def _line_of(text: str) -> int:
+    """The number of the cog's first line holding `text`."""
+    return next(n for n, line in enumerate(SEARCH_COG.splitlines(), 1) if text in line)
+
+
+LOOKUP_LINE, COMMAND_LINE = _line_of("session.get("), _line_of("self.lookup(")
+CALLER = [f"cogs/search.py:{COMMAND_LINE}:search", f"cogs/search.py:{LOOKUP_LINE}:lookup"]
+
+
+async def test_the_evidence_of_a_service_incident_carries_its_calls_and_the_code_that_made_them(
+    tmp_path: Path,
+) -> None:
+    """A run on a service's incident is shown the recent calls to it (status, latency, timeout,
+    Retry-After, the code that made each), the handler failures they raised, and the function that made
+    them first among the suspects."""
+    repo = copy_of_bot(tmp_path / "repo")
+    (repo / "cogs" / "search.py").write_text(SEARCH_COG, encoding="utf-8")
+    git(repo, "add", "cogs/search.py")
+    git(repo, "commit", "-q", "-m", "Search the web")
+    db = await open_database(tmp_path / "m.db")
+    try:
+        service = "http:search.example"
+        records = [_call(NOW - 300, "ok")]
+        for n in range(4):
+            timeout = _call(NOW - 200 + n, "timeout")
+            call = timeout.extra["call"] | {"route": "/v1/search", "timeout_s": 2.0}
+            records.append(
+                msgspec.structs.replace(timeout, frames=CALLER, extra={**timeout.extra, "call": call})
+            )
+            records.append(
+                ActionRecord(
+                    ts=NOW - 199 + n,
+                    kind="command:search",
+                    source="Search",
+                    ok=False,
+                    duration_ms=2001.0,
+                    user_id=300 + n,
+                    error_type="TimeoutError",
+                    error_message="",
+                    fingerprint="c" * 16,
+                    frames=CALLER,
+                    extra={"outbound": "search.example"},
+                    invocation={"name": "!search", "options": {"text": f"!search cats {n}"}},
+                )
+            )
+        records.append(_call(NOW - 100, "rate_limited", status=429, retry_after=30.0))
+        await action_queries.insert_many(db, records)
+        incident = await incident_queries.insert(
+            db,
+            {
+                "rule": "service",
+                "rules": ["service"],
+                "level": "warning",
+                "kind": service,
+                "fingerprint": None,
+                "state": "open",
+                "summary": "4 timeouts in the last hour from search.example (4 of 5 calls failed)",
+                "first_seen": NOW - 197,
+                "last_seen": NOW - 100,
+                "count": 5,
+                "user_ids": [],
+                "sample": {"error_type": "TimeoutError", "frames": CALLER},
+                "updated_at": NOW,
+            },
+        )
+        pack = await build_evidence(
+            db, repo, incident_id=incident, description="the search keeps timing out", now=NOW
+        )
+    finally:
+        await db.close()
+    assert [r.kind for r in pack.outbound] == [service] * 6
+    assert {r.kind for r in pack.failures} == {"command:search"} and pack.tracebacks
+    assert (pack.suspects[0].path, pack.suspects[0].function) == ("cogs/search.py", "Search.lookup")
+    assert any("made the failing calls to search.example" in reason for reason in pack.suspects[0].reasons)
+    text = pack.render()
+    assert "Calls to search.example (6 recent, 5 failed; newest first)" in text
+    assert "GET /v1/search → timeout, 2000 ms, timeout 2 s · from command:search at" in text
+    assert "→ 429 (rate_limited), 40 ms, Retry-After 30 s" in text

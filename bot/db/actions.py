@@ -36,6 +36,7 @@ __all__ = [
     "recent_calls",
     "recent_durations",
     "recent_failures",
+    "recent_of_kind",
     "row_to_record",
     "slowest_sampled",
 ]
@@ -88,6 +89,8 @@ _FAILURES_OF_FINGERPRINT = """
 _RECENT_BUGS = """
     SELECT id, ts, kind, fingerprint, extra, invocation FROM actions
     WHERE fingerprint IS NOT NULL AND ts >= :since ORDER BY ts DESC LIMIT :limit"""
+_ACTIONS_OF_KIND = """
+    SELECT * FROM actions WHERE kind = :kind AND ts >= :since ORDER BY ts DESC LIMIT :limit"""
 _CALLS_OF_KIND = """
     SELECT id, ts, user_id, lower(coalesce(invocation, '') || ' ' || coalesce(reply, '')) AS text
     FROM actions WHERE kind = :kind AND ts >= :since ORDER BY ts DESC LIMIT :limit"""
@@ -320,7 +323,8 @@ async def recent_failures(
 class Bug(msgspec.Struct, frozen=True):
     """A recent failing action, reduced to what says where it happened: its kind, fingerprint, and
     the surface it was reached from (`invocation.surface`: the command that showed a view;
-    `extra.command`: the command whose check or converter failed)."""
+    `extra.command`: the command whose check or converter failed, or the handler that made a call to
+    another service)."""
 
     ts: float
     kind: str
@@ -358,6 +362,15 @@ async def recent_calls(db: Connection, kinds: Sequence[str], *, since: float, li
             found.append(CallText(row["id"], row["ts"], row["user_id"], row["text"]))
     found.sort(key=lambda call: call.ts, reverse=True)
     return found[:limit]
+
+
+async def recent_of_kind(db: Connection, kind: str, *, since: float, limit: int) -> list[ActionRecord]:
+    """The newest actions of a kind since a time, failing or not, newest first (the bot's calls to one
+    other service: bot/observe/outbound.py)."""
+    return [
+        row_to_record(row)
+        for row in await core.rows(db, _ACTIONS_OF_KIND, kind=kind, since=since, limit=limit)
+    ]
 
 
 async def by_ids(db: Connection, ids: Sequence[int]) -> list[ActionRecord]:
