@@ -22,6 +22,7 @@ from mendbot.db import incidents as incident_queries
 from mendbot.db.connection import open_database
 from mendbot.db.records import ActionRecord
 from mendbot.improve.evidence.gather import build_evidence
+from mendbot.improve.evidence.target import resolve_target
 from mendbot.kernel.sections import ObserveConfig, ServiceRule
 from mendbot.observe.capture import start_capture
 from mendbot.observe.detector import AnomalyDetector, Signal
@@ -292,7 +293,12 @@ def _call(
         ok=not failed,
         duration_ms=2000.0 if outcome == "timeout" else 40.0,
         error_type=("TimeoutError" if status is None else f"HTTP {status}") if failed else None,
-        fingerprint="f" * 16 if failed else None,
+        error_message=(
+            ("GET /v1/search timed out after 2 s" if status is None else f"GET /v1/search answered {status}")
+            if failed
+            else None
+        ),
+        fingerprint=(outcome[0] * 16 if status is None else f"{status:016d}") if failed else None,
         frames=["cogs/search.py:31:lookup"] if failed else [],
         extra={
             "call": {"outcome": outcome, "status": status, "retry_after_s": retry_after, "method": "GET"},
@@ -384,6 +390,54 @@ LOOKUP_LINE, COMMAND_LINE = _line_of("session.get("), _line_of("self.lookup(")
 CALLER = [f"cogs/search.py:{COMMAND_LINE}:search", f"cogs/search.py:{LOOKUP_LINE}:lookup"]
 
 
+async def _service_storm(db: Any) -> int:
+    """A search provider's storm as recorded: one call answered, four timed out (each crashing the
+    !search that made it), one rate-limited; and the incident the service rule opened."""
+    service = "http:search.example"
+    records = [_call(NOW - 300, "ok")]
+    for n in range(4):
+        timeout = _call(NOW - 200 + n, "timeout")
+        call = timeout.extra["call"] | {"route": "/v1/search", "timeout_s": 2.0}
+        records.append(msgspec.structs.replace(timeout, frames=CALLER, extra={**timeout.extra, "call": call}))
+        records.append(
+            ActionRecord(
+                ts=NOW - 199 + n,
+                kind="command:search",
+                source="Search",
+                ok=False,
+                duration_ms=2001.0,
+                user_id=300 + n,
+                error_type="TimeoutError",
+                error_message="",
+                fingerprint="c" * 16,
+                frames=CALLER,
+                extra={"outbound": "search.example"},
+                invocation={"name": "!search", "options": {"text": f"!search cats {n}"}},
+            )
+        )
+    records.append(_call(NOW - 100, "rate_limited", status=429, retry_after=30.0))
+    await action_queries.insert_many(db, records)
+    return await incident_queries.insert(
+        db,
+        {
+            "rule": "service",
+            "rules": ["service"],
+            "level": "warning",
+            "kind": service,
+            "fingerprint": None,
+            "state": "open",
+            "summary": "4 timeouts in the last hour from search.example (4 of 5 calls failed),"
+            " from `cogs/search.py:lookup`",
+            "first_seen": NOW - 197,
+            "last_seen": NOW - 100,
+            "count": 5,
+            "user_ids": [],
+            "sample": {"error_type": "TimeoutError", "frames": CALLER},
+            "updated_at": NOW,
+        },
+    )
+
+
 async def test_the_evidence_of_a_service_incident_carries_its_calls_and_the_code_that_made_them(
     tmp_path: Path,
 ) -> None:
@@ -396,56 +450,13 @@ async def test_the_evidence_of_a_service_incident_carries_its_calls_and_the_code
     git(repo, "commit", "-q", "-m", "Search the web")
     db = await open_database(tmp_path / "m.db")
     try:
-        service = "http:search.example"
-        records = [_call(NOW - 300, "ok")]
-        for n in range(4):
-            timeout = _call(NOW - 200 + n, "timeout")
-            call = timeout.extra["call"] | {"route": "/v1/search", "timeout_s": 2.0}
-            records.append(
-                msgspec.structs.replace(timeout, frames=CALLER, extra={**timeout.extra, "call": call})
-            )
-            records.append(
-                ActionRecord(
-                    ts=NOW - 199 + n,
-                    kind="command:search",
-                    source="Search",
-                    ok=False,
-                    duration_ms=2001.0,
-                    user_id=300 + n,
-                    error_type="TimeoutError",
-                    error_message="",
-                    fingerprint="c" * 16,
-                    frames=CALLER,
-                    extra={"outbound": "search.example"},
-                    invocation={"name": "!search", "options": {"text": f"!search cats {n}"}},
-                )
-            )
-        records.append(_call(NOW - 100, "rate_limited", status=429, retry_after=30.0))
-        await action_queries.insert_many(db, records)
-        incident = await incident_queries.insert(
-            db,
-            {
-                "rule": "service",
-                "rules": ["service"],
-                "level": "warning",
-                "kind": service,
-                "fingerprint": None,
-                "state": "open",
-                "summary": "4 timeouts in the last hour from search.example (4 of 5 calls failed)",
-                "first_seen": NOW - 197,
-                "last_seen": NOW - 100,
-                "count": 5,
-                "user_ids": [],
-                "sample": {"error_type": "TimeoutError", "frames": CALLER},
-                "updated_at": NOW,
-            },
-        )
+        incident = await _service_storm(db)
         pack = await build_evidence(
             db, repo, incident_id=incident, description="the search keeps timing out", now=NOW
         )
     finally:
         await db.close()
-    assert [r.kind for r in pack.outbound] == [service] * 6
+    assert [r.kind for r in pack.outbound] == ["http:search.example"] * 6
     assert {r.kind for r in pack.failures} == {"command:search"} and pack.tracebacks
     assert (pack.suspects[0].path, pack.suspects[0].function) == ("cogs/search.py", "Search.lookup")
     assert any("made the failing calls to search.example" in reason for reason in pack.suspects[0].reasons)
@@ -453,3 +464,22 @@ async def test_the_evidence_of_a_service_incident_carries_its_calls_and_the_code
     assert "Calls to search.example (6 recent, 5 failed; newest first)" in text
     assert "GET /v1/search → timeout, 2000 ms, timeout 2 s · from command:search at" in text
     assert "→ 429 (rate_limited), 40 ms, Retry-After 30 s" in text
+
+
+@pytest.mark.parametrize(
+    "complaint",
+    ["the search keeps timing out", "@mendbot searching is timing out again", "the provider times out"],
+)
+async def test_a_complaint_in_plain_words_resolves_to_the_services_incident(
+    tmp_path: Path, complaint: str
+) -> None:
+    """ "the search keeps timing out" (no model) means the service's incident: the command it names made the
+    failing calls, and the words meet what the calls say happened."""
+    db = await open_database(tmp_path / "m.db")
+    try:
+        incident = await _service_storm(db)
+        kinds = {"command:search", "http:search.example", "command:roll", "app:remind"}
+        target = await resolve_target(db, complaint, replied_incident_id=None, known_kinds=kinds, now=NOW)
+    finally:
+        await db.close()
+    assert (target.incident_ids, target.ambiguous) == ([incident], False), target
