@@ -235,8 +235,8 @@ class OutboundCall(msgspec.Struct, frozen=True):
 
 
 def caller_frames(prefixes: tuple[str, ...], skip: int = 1) -> list[str]:
-    """The in-repo frames of the current stack, innermost last, as "file:line:function" — the bot's code
-    that made the call (mendbot's own frames, the recording wrappers around every handler, left out)."""
+    """The in-repo frames of the current task's stack, innermost last, as "file:line:function" — the bot's
+    code that made the call (mendbot's own frames, the recording wrappers around every handler, left out)."""
     frames: list[str] = []
     frame: FrameType | None
     try:
@@ -246,6 +246,8 @@ def caller_frames(prefixes: tuple[str, ...], skip: int = 1) -> list[str]:
     depth = 0
     while frame is not None and depth < _MAX_STACK and len(frames) < _MAX_FRAMES:
         module = frame.f_globals.get("__name__", "")
+        if module == "asyncio.events" and frame.f_code.co_name == "_run":
+            break  # the event loop stepping the task: further out is the program's start, not the call
         if not (module == "mendbot" or module.startswith("mendbot.")):
             relative = relative_path(frame.f_code.co_filename, prefixes)
             if relative is not None:
