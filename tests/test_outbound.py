@@ -6,6 +6,8 @@ provider.py); the bot is a real discord.py bot with mendbot attached."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -148,7 +150,6 @@ async def test_a_timed_out_call_is_recorded_with_its_handler_and_code(
         "outcome": "timeout",
         "latency_ms": 0,
         "timeout_s": 0.2,
-        "retry_after_s": None,
         "query": ["q", "api_key"],
         "error_type": raised.value.__class__.__name__,
     }
@@ -277,6 +278,49 @@ async def test_instrumenting_is_idempotent_and_detaching_puts_the_clients_back(t
         await detach(bot)
         await services.aclose()
     assert calls(records) == []
+
+
+_IMPORTED_AFTER = """
+import asyncio, sys, tempfile
+from pathlib import Path
+import discord
+from discord.ext import commands
+from mendbot.runtime.attachment import attach, detach
+from mendbot.runtime.services import build_services
+from tests.harness.discord import make_settings
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory() as data:
+        services = await build_services(make_settings(Path(data) / "data"), watch_prompts=False)
+        bot = commands.Bot(command_prefix="!", intents=discord.Intents.default())
+        attach(bot, services)
+        assert "httpx" not in sys.modules, "attaching imported httpx"
+        import httpx
+
+        print("=", "wrapped" if hasattr(httpx.AsyncClient.__init__, "__wrapped__") else "plain")
+        print("=", type(httpx.__loader__).__name__)
+        await detach(bot)
+        print("=", "wrapped" if hasattr(httpx.AsyncClient.__init__, "__wrapped__") else "plain")
+        await services.aclose()
+
+asyncio.run(main())
+"""
+
+
+def test_httpx_imported_after_mendbot_attached_is_observed_and_not_imported_before() -> None:
+    """Attaching does not import httpx (~0.1 s); a bot that imports it later has its clients observed,
+    httpx keeps its own loader, and detaching puts its `__init__` back."""
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORTED_AFTER],
+        cwd=Path(__file__).parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    said = [line.removeprefix("= ") for line in done.stdout.splitlines() if line.startswith("= ")]
+    assert said == ["wrapped", "SourceFileLoader", "plain"]
 
 
 # -- the service rule ------------------------------------------------------------------------------------

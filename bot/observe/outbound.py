@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import re
 import sys
@@ -74,7 +75,8 @@ FAILED_OUTCOMES: frozenset[str] = frozenset({"rate_limited", "server_error", "ti
 # Set on an exception a failing call raised into the bot's code: the service it came from.
 _MARK = "__mendbot_outbound__"
 # Discord's own API, gateway, CDN and media hosts: discord.py's calls, never the bot's to another service.
-_DISCORD_HOSTS = ("discord.com", "discordapp.com", "discord.gg", "discordapp.net", "discord.media")
+_DISCORD_HOSTS = frozenset({"discord.com", "discordapp.com", "discord.gg", "discordapp.net", "discord.media"})
+_DISCORD_SUBDOMAINS = tuple(f".{host}" for host in sorted(_DISCORD_HOSTS))
 _MAX_SEGMENTS = 12
 _MAX_SEGMENT = 64
 _MAX_FRAMES = 6
@@ -105,8 +107,8 @@ def route_template(path: str) -> str:
 
 
 def _fold(segment: str) -> str:
-    if not segment:
-        return segment
+    if not segment or (segment.isalpha() and len(segment) <= _MAX_SEGMENT):
+        return segment  # a word: most segments of most routes (`v1` is no word, and is kept below)
     number = _NUMBER.fullmatch(segment)
     if number is not None:
         return "{id}" + (number.group(2) or "")
@@ -131,7 +133,7 @@ def service_of(host: str | None, port: int | None, scheme: str) -> str:
 def is_discord_host(host: str | None) -> bool:
     """Whether a call goes to Discord itself (its API, CDN or media): discord.py's, not the bot's."""
     name = (host or "").lower().rstrip(".")
-    return any(name == base or name.endswith("." + base) for base in _DISCORD_HOSTS)
+    return name in _DISCORD_HOSTS or name.endswith(_DISCORD_SUBDOMAINS)
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -249,7 +251,7 @@ def caller_frames(prefixes: tuple[str, ...], skip: int = 1) -> list[str]:
         if module == "asyncio.events" and frame.f_code.co_name == "_run":
             break  # the event loop stepping the task: further out is the program's start, not the call
         if not (module == "mendbot" or module.startswith("mendbot.")):
-            relative = relative_path(frame.f_code.co_filename, prefixes)
+            relative = _relative(frame.f_code.co_filename, prefixes)
             if relative is not None:
                 frames.append(f"{relative}:{frame.f_lineno}:{frame.f_code.co_name}")
         frame = frame.f_back
@@ -276,6 +278,12 @@ class CallRecorder(Protocol):
         user_id: int | None = None,
         message_id: int | None = None,
     ) -> ActionRecord: ...
+
+
+@functools.lru_cache(maxsize=4096)
+def _relative(filename: str, prefixes: tuple[str, ...]) -> str | None:
+    # A call's stack is some twenty frames, mostly of the same few files: each is looked at once.
+    return relative_path(filename, prefixes)
 
 
 def _fingerprint(call: OutboundCall, frames: Sequence[str]) -> str:
@@ -309,8 +317,9 @@ def record_call(
         "outcome": call.outcome,
         "latency_ms": round(call.latency_ms, 3),
         "timeout_s": call.timeout_s,
-        "retry_after_s": call.retry_after_s,
     }
+    if call.retry_after_s is not None:
+        details["retry_after_s"] = call.retry_after_s
     if call.query:
         details["query"] = list(call.query)
     if call.error_type is not None:

@@ -362,7 +362,7 @@ class _AfterImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module: Any) -> None:
         assert self.loader is not None
-        module.__spec__.loader = self.loader
+        module.__spec__.loader = module.__loader__ = self.loader  # the module's own, for whoever asks it
         self.loader.exec_module(module)
         _forget_finder(self)
         _safely("observing httpx once imported", lambda: self.then(module))
