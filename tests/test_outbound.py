@@ -20,6 +20,7 @@ import pytest
 from discord.ext import commands
 
 from mendbot.db import actions as action_queries
+from mendbot.db import core
 from mendbot.db import incidents as incident_queries
 from mendbot.db.connection import open_database
 from mendbot.db.records import ActionRecord
@@ -27,7 +28,7 @@ from mendbot.improve.evidence.gather import build_evidence
 from mendbot.improve.evidence.target import resolve_target
 from mendbot.kernel.sections import ObserveConfig, ServiceRule
 from mendbot.observe.capture import start_capture
-from mendbot.observe.detector import AnomalyDetector, Signal
+from mendbot.observe.detector import AnomalyDetector, Signal, restore_windows
 from mendbot.observe.outbound import (
     failed_service,
     is_discord_host,
@@ -44,6 +45,7 @@ from tests.harness.provider import Provider
 from tests.harness.repo import copy_of_bot, git
 
 T = TypeVar("T")
+NOW = 1_800_000_000.0
 KEY = "sk-live-provider-secret-0123456789abcdef"
 
 
@@ -399,6 +401,24 @@ def test_the_service_rule_keeps_to_its_thresholds() -> None:
     assert len(strict_signals) == 1
 
 
+async def test_a_service_storm_straddling_a_restart_is_signalled_once(engine_db: core.Connection) -> None:
+    """Two timeouts before a restart, two after: the four in the hour fire the service rule once, with
+    all four in its summary; a storm already firing when the bot restarted signals nothing more."""
+    stored = [_call(NOW - 1800 + n, "timeout") for n in range(2)]
+    await action_queries.insert_many(engine_db, stored)
+    detector, signals = _detector()
+    await restore_windows(engine_db, detector, upto=await action_queries.last_id(engine_db), now=NOW)
+    for n in range(2):
+        detector.process(_call(NOW + n, "timeout"))
+    (signal,) = signals
+    assert signal.summary.startswith("4 timeouts in the last hour from search.example (4 of 4 calls failed)")
+    await action_queries.insert_many(engine_db, [_call(NOW + n, "timeout") for n in range(2)])
+    again, more = _detector()
+    await restore_windows(engine_db, again, upto=await action_queries.last_id(engine_db), now=NOW + 10)
+    again.process(_call(NOW + 11, "timeout"))
+    assert more == []
+
+
 def test_a_handler_failing_on_a_failed_call_opens_no_incident_of_its_own() -> None:
     """The command that crashed on the timeout is the service's storm (`extra.outbound`): none of the
     error rate, repeat or new-fingerprint rules counts it."""
@@ -421,7 +441,6 @@ def test_a_handler_failing_on_a_failed_call_opens_no_incident_of_its_own() -> No
 
 # -- the evidence a run is given ------------------------------------------------------------------------
 
-NOW = 1_800_000_000.0
 SEARCH_COG = (Path(__file__).parent / "fixtures" / "search_cog.py").read_text()
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "last_id",
     "last_id_before",
     "outcomes_of_process",
+    "prefix_buckets",
     "recent_bugs",
     "recent_calls",
     "recent_durations",
@@ -136,6 +137,16 @@ def _kind_buckets(dialect: str) -> str:
 
 
 @functools.cache
+def _prefix_buckets(dialect: str) -> str:
+    # The kinds' part of the index on (kind, ts, …): a range of kinds, each read from `since` on.
+    return f"""
+    SELECT kind, {_bucket(dialect)}, count(*) AS events, sum(1 - ok) AS failures
+    FROM actions {core.indexed_by(dialect, "actions_kind_ts")}
+    WHERE kind >= :low AND kind < :high AND ts >= :since AND id <= :upto
+    GROUP BY kind, bucket"""
+
+
+@functools.cache
 def _environment_buckets(dialect: str) -> str:
     # Through the partial index of failures: only failures are read to find these.
     return f"""
@@ -186,6 +197,19 @@ async def kind_buckets(
         for (kind, bucket), (events, failures) in counts.items()
         if events > 0  # a bucket of environment failures alone is no bucket to the detector
     ]
+
+
+async def prefix_buckets(
+    db: Connection, prefix: str, *, since: float, upto: int, width: float
+) -> list[tuple[str, int, int, int]]:
+    """(kind, bucket index, events, failures) of the actions of the kinds starting with `prefix` (the
+    bot's calls to other services, `http:`), ids up to `upto`, recorded since a time, in buckets of
+    `width` seconds."""
+    high = prefix[:-1] + chr(ord(prefix[-1]) + 1)  # the first string after every one starting so
+    found = await core.rows(
+        db, _prefix_buckets(core.dialect(db)), low=prefix, high=high, since=since, upto=upto, width=width
+    )
+    return [(row["kind"], int(row["bucket"]), int(row["events"]), int(row["failures"])) for row in found]
 
 
 async def fingerprint_buckets(

@@ -29,11 +29,15 @@ deque operations — no scan over stored actions.
 
 A detector that starts — the bot restarted (a deploy of `bot/` restarts it), or another process
 became the leader (bot/scale/cluster.py) — takes its windows up from the stored actions
-(`restore_windows`: counts per bucket and the latest durations, aggregated by the database), so a
+(`restore_windows`: counts per bucket, the latest durations and each service's latest failing calls,
+aggregated by the database), so a
 storm that began before goes on counting instead of starting from nothing, and one that was firing
 is not signalled again. A restarted bot reads them in the background, not before it connects
 (`restore_windows_later`): the detector holds the records it is given meanwhile (at most
 `observe.queue_size`) and takes them, in order, once its windows are restored.
+
+It stays whole: the rules share the windows' buckets, their expiry and their restoring, and read best
+side by side.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ from mendbot.db.core import Connection
 from mendbot.db.records import ActionRecord
 from mendbot.kernel.drills import is_drill_kind
 from mendbot.kernel.log import get_logger
-from mendbot.kernel.sections import ErrorRateRule, LatencyRule, ObserveConfig
+from mendbot.kernel.sections import ErrorRateRule, LatencyRule, ObserveConfig, ServiceRule
 from mendbot.observe.outbound import KIND_PREFIX, service_summary
 
 __all__ = ["AnomalyDetector", "Signal", "WindowHistory", "restore_windows", "restore_windows_later"]
@@ -169,6 +173,10 @@ def _rate_holds(rule: ErrorRateRule, counts: _Counts) -> bool:
     return counts.total >= rule.min_events and counts.failures / counts.total > rule.threshold
 
 
+def _service_holds(rule: ServiceRule, counts: _Counts) -> bool:
+    return counts.failures >= rule.min_failures and counts.failures / counts.total > rule.threshold
+
+
 def _latency_p95s(rule: LatencyRule, state: _Latency) -> tuple[float, float] | None:
     """(recent p95, baseline p95) once there are enough samples to compare, else None."""
     if len(state.baseline) < rule.min_samples or len(state.recent) < min(rule.window, rule.min_samples):
@@ -188,6 +196,10 @@ class WindowHistory(msgspec.Struct, frozen=True):
     fingerprints: list[tuple[str, int, int]]  # fingerprint, repeat bucket index, records
     durations: dict[str, list[float]]  # kind → its latest successful durations, oldest first
     last_failures: dict[str, ActionRecord]  # kind → its newest failure (a signal's sample)
+    # The calls to other services over the service rule's window: kind, bucket index, events, failures;
+    # and each service's newest failing calls, oldest first (what a signal's summary says).
+    services: list[tuple[str, int, int, int]] = msgspec.field(default_factory=list)
+    service_failures: dict[str, list[ActionRecord]] = msgspec.field(default_factory=dict)
 
 
 class AnomalyDetector:
@@ -240,6 +252,17 @@ class AnomalyDetector:
             times.put(index, seen, seen)
             if times.total >= config.repeat.count:
                 self._repeat_firing.add(key)
+        service = config.service
+        for kind, index, events, failures in sorted(history.services, key=lambda bucket: bucket[1]):
+            calls = self._services.get(kind)
+            if calls is None:
+                calls = self._services[kind] = _ServiceWindow(
+                    _Counts(service.window_s), deque(maxlen=_SERVICE_FAILURES)
+                )
+            calls.counts.put(index, events, failures)
+        for kind, calls in self._services.items():
+            calls.failures.extend(history.service_failures.get(kind, ()))
+            calls.firing = _service_holds(service, calls.counts)
         rule = config.latency
         for kind, durations in history.durations.items():
             state = self._latency[kind] = _Latency(last_seen=history.now)
@@ -445,7 +468,7 @@ class AnomalyDetector:
         counts.add(record.ts, not record.ok)
         if not record.ok:
             window.failures.append(record)
-        holds = counts.failures >= rule.min_failures and counts.failures / counts.total > rule.threshold
+        holds = _service_holds(rule, counts)
         if holds and not window.firing and window.failures:
             recent = [r for r in window.failures if r.ts >= record.ts - rule.window_s]
             service = record.kind.removeprefix(KIND_PREFIX)
@@ -566,15 +589,28 @@ async def restore_windows(db: Connection, detector: AnomalyDetector, *, upto: in
         )
         if found:
             durations[kind] = found
+    service = config.service
+    service_width = service.window_s / _BUCKETS
+    services = await action_queries.prefix_buckets(
+        db, KIND_PREFIX, since=now - service.window_s - service_width, upto=upto, width=service_width
+    )
+    service_failures = {}
+    for kind in sorted({kind for kind, _, _, failures in services if failures}):
+        recent = await action_queries.recent_failures(
+            db, kind=kind, fingerprint=None, since=now - service.window_s, limit=_SERVICE_FAILURES
+        )
+        service_failures[kind] = recent[::-1]
     last_failures = {}
-    for kind in {kind for kind, _, _, failures in kinds if failures}:
+    for kind in {kind for kind, _, _, failures in kinds if failures and not kind.startswith(KIND_PREFIX)}:
         recent = await action_queries.recent_failures(
             db, kind=kind, fingerprint=None, since=now - rate.window_s, limit=20
         )
         sample = next((r for r in recent if not r.extra.get("environment")), None)
         if sample is not None:
             last_failures[kind] = sample
-    detector.restore(WindowHistory(now, kinds, fingerprints, durations, last_failures))
+    detector.restore(
+        WindowHistory(now, kinds, fingerprints, durations, last_failures, services, service_failures)
+    )
 
 
 async def restore_windows_later(
