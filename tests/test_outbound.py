@@ -215,11 +215,17 @@ async def test_discord_pys_own_session_is_not_the_bots(
     assert calls(records) == []
 
 
-def _session_made_in(module: str) -> aiohttp.ClientSession:
-    """A session created by code of `module` (as mendbot's model gateway or discord.py create theirs)."""
-    namespace: dict[str, Any] = {"__name__": module, "aiohttp": aiohttp}
-    exec(compile("def make():\n    return aiohttp.ClientSession()\n", f"<{module}>", "exec"), namespace)
-    session: aiohttp.ClientSession = namespace["make"]()
+def _session_made_in(*modules: str) -> aiohttp.ClientSession:
+    """A session created by code of the last of `modules`, called by code of the one before it, and so on
+    (as mendbot's model gateway, discord.py, or a client library a bot uses create theirs). Their code is
+    outside the repository, as an installed package's is."""
+    make: Callable[[], Any] = aiohttp.ClientSession
+    for module in reversed(modules):
+        namespace: dict[str, Any] = {"__name__": module, "inner": make}
+        source = "def make():\n    return inner()\n"
+        exec(compile(source, f"/venv/site-packages/{module.replace('.', '/')}.py", "exec"), namespace)
+        make = namespace["make"]
+    session: aiohttp.ClientSession = make()
     return session
 
 
@@ -236,6 +242,24 @@ async def test_mendbots_own_sessions_and_calls_outside_handlers_are_not_recorded
             await lookup(session, provider, "at start-up")
     assert calls(records) == []
     assert len(provider.requests) == 2
+
+
+async def test_a_library_in_between_leaves_it_to_whoever_called_it(
+    attached_bot: tuple[Services, list[ActionRecord]],
+) -> None:
+    """A client library's session is the bot's when the bot's code called the library (its own code, or
+    a handler of the bot's mendbot runs, through discord.py, for a bot installed as a package), and not
+    when mendbot's code did (its GitHub client)."""
+    _, records = attached_bot
+    async with Provider() as provider:
+        for made_by in (
+            ["searchlib.client"],  # called from here, the bot's own code in its repository
+            ["mendbot.runtime.recording", "discord.ext.commands.core", "shopbot.cogs", "searchlib.client"],
+            ["mendbot.forge.github", "githubkit.core"],
+        ):
+            async with _session_made_in(*made_by) as session:
+                await in_handler("command:search", lambda: lookup(session, provider, "cats"))
+    assert len(calls(records)) == 2 and len(provider.requests) == 3
 
 
 async def test_an_httpx_client_of_the_bots_is_recorded_the_same_way(

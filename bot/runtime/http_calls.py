@@ -65,7 +65,19 @@ _log = get_logger(__name__)
 # Set on the wrapped `__init__`s: the sinks (instrumented bots) it serves, newest last.
 _SINKS = "__mendbot_http_sinks__"
 _MAX_CREATOR_FRAMES = 60
-_NOT_THE_BOTS = ("mendbot", "discord")
+# The client libraries themselves (and this module): never who creates a session, only how.
+_CLIENT_LIBRARIES = frozenset({"aiohttp", "httpx"})
+# mendbot's wrappers around the bot's handlers: code further in, reached through libraries only, runs
+# inside one of the bot's handlers (a bot installed as a package has no frame in a repository).
+_HANDLER_WRAPPERS = frozenset(
+    {
+        "mendbot.runtime.recording",
+        "mendbot.runtime.tree_recording",
+        "mendbot.runtime.entry_points",
+        "mendbot.runtime.hooks",
+        "mendbot.runtime.instrument",
+    }
+)
 
 
 class _Sink:
@@ -91,14 +103,23 @@ class _Sink:
         return self._recording() if self.active else None
 
     def made_by_the_bot(self, frame: FrameType | None) -> bool:
-        """Whether the code creating a session or client (walking out from `frame`) is the bot's."""
+        """Whether the code creating a session or client (walking out from `frame`) is the bot's: created
+        by discord.py itself or by mendbot, it is not; by the bot's own code (a frame in its repository),
+        it is; by another library, whoever called that library decides — mendbot's code (its GitHub
+        client) or the bot's (its code, or a handler of the bot's mendbot runs)."""
         depth = 0
+        direct = True
         while frame is not None and depth < _MAX_CREATOR_FRAMES:
             module = str(frame.f_globals.get("__name__", ""))
-            if module.partition(".")[0] in _NOT_THE_BOTS:
-                return False
-            if relative_path(frame.f_code.co_filename, self.prefixes) is not None:
-                return True
+            top = module.partition(".")[0]
+            if not (top in _CLIENT_LIBRARIES or module == __name__):
+                if module in _HANDLER_WRAPPERS:
+                    return True
+                if top == "mendbot" or (top == "discord" and direct):
+                    return False
+                if relative_path(frame.f_code.co_filename, self.prefixes) is not None:
+                    return True
+                direct = False
             frame = frame.f_back
             depth += 1
         return True
