@@ -6,6 +6,7 @@ provider.py); the bot is a real discord.py bot with mendbot attached."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -158,7 +159,41 @@ async def test_a_timed_out_call_is_recorded_with_its_handler_and_code(
     assert call.frames[-1].startswith("tests/test_outbound.py:") and call.frames[-1].endswith(":lookup")
     assert call.error_message == "GET /v1/users/{id}/search timed out after 0.2 s"
     assert call.fingerprint is not None
-    assert failed_service(raised.value) == provider.service
+    assert failed_service(raised.value) == (provider.service, False)
+
+
+async def test_a_call_its_callers_own_timeout_cancelled_is_the_services_timeout(
+    attached_bot: tuple[Services, list[ActionRecord]],
+) -> None:
+    """`asyncio.wait_for` or `asyncio.timeout` around a call gives up before the service answers: the call
+    is recorded as cancelled (which alone says nothing), the handler's TimeoutError says it timed out, and
+    the service rule counts each such call once."""
+    services, records = attached_bot
+    async with Provider(mode="hold") as provider, aiohttp.ClientSession() as session:
+
+        async def search(n: int) -> None:
+            try:
+                if n % 2:
+                    await asyncio.wait_for(lookup(session, provider, "cats"), 0.2)
+                else:
+                    async with asyncio.timeout(0.2):
+                        await lookup(session, provider, "cats")
+            except TimeoutError as exc:  # what the one error path records of the handler's failure
+                services.recorder.record("command:search", "Search", ok=False, duration_ms=200.0, error=exc)
+
+        for n in range(4):
+            await in_handler("command:search", functools.partial(search, n))
+    assert [call.extra["call"]["outcome"] for call in calls(records)] == ["cancelled"] * 4
+    failures = [record for record in records if record.kind == "command:search"]
+    assert [(r.extra["outbound"], r.extra["outbound_outcome"]) for r in failures] == [
+        (provider.service, "timeout")
+    ] * 4
+    detector, signals = _detector()
+    for record in records:
+        detector.process(record)
+    (signal,) = signals
+    assert signal.kind == f"http:{provider.service}"
+    assert signal.summary.startswith(f"4 timeouts in the last hour from {provider.service} (4 of 4 calls")
 
 
 async def test_a_429_is_recorded_with_its_retry_after(

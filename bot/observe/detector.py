@@ -358,10 +358,15 @@ class AnomalyDetector:
         if record.extra.get("environment"):
             return  # Discord or storage refusing is no sign of a bug: environment incidents cover it
         if record.kind.startswith(KIND_PREFIX):
-            self._service(record)
+            if (record.extra.get("call") or {}).get("outcome") != "cancelled":  # said by its caller's error
+                self._service(record, record.kind)
             return
         if record.extra.get("outbound"):
-            return  # a handler failing on a call that failed: the service's storm, counted by its calls
+            # A handler failing on a call that failed: the service's storm, counted by its calls — but for
+            # a call its caller's own timeout cancelled, which only this failure says timed out.
+            if record.extra.get("outbound_outcome") == "timeout":
+                self._service(record, KIND_PREFIX + str(record.extra["outbound"]))
+            return
         self._error_rate(record)
         if record.fingerprint is not None:
             self._new_fingerprint(record)
@@ -456,12 +461,13 @@ class AnomalyDetector:
             )
         )
 
-    def _service(self, record: ActionRecord) -> None:
-        """A call to another service: its window counts it, and the rule fires once enough of them fail."""
+    def _service(self, record: ActionRecord, kind: str) -> None:
+        """A call to the service of `kind`: its window counts it, and the rule fires once enough of them
+        fail."""
         rule = self._config.service
-        window = self._services.get(record.kind)
+        window = self._services.get(kind)
         if window is None:
-            window = self._services[record.kind] = _ServiceWindow(
+            window = self._services[kind] = _ServiceWindow(
                 _Counts(rule.window_s), deque(maxlen=_SERVICE_FAILURES)
             )
         counts = window.counts
@@ -471,12 +477,12 @@ class AnomalyDetector:
         holds = _service_holds(rule, counts)
         if holds and not window.firing and window.failures:
             recent = [r for r in window.failures if r.ts >= record.ts - rule.window_s]
-            service = record.kind.removeprefix(KIND_PREFIX)
+            service = kind.removeprefix(KIND_PREFIX)
             self._emit(
                 Signal(
                     "service",
                     "warning",
-                    record.kind,
+                    kind,
                     None,
                     service_summary(service, recent, counts.failures, counts.total, rule.window_s),
                     counts.failures,

@@ -21,11 +21,13 @@ is not the scheme's):
 
 Nothing of the request's headers or body is kept, and the record is redacted like every other.
 
-The exception a failing call raised into the bot's code is marked with its service (`mark_failed`), so
+The exception a failing call raised into the bot's code is marked with its service (`mark_raised`), so
 the handler's own failure — the command that crashed on the timeout — is known as the service's storm
 (`failed_service`; the recorder notes it in `extra.outbound`) rather than a bug of its own: the anomaly
 detector's `service` rule counts the calls (bot/observe/detector.py), one incident names the service and
-the code that called it (`service_summary`).
+the code that called it (`service_summary`). A call the caller's own timeout cancelled (`wait_for`,
+`asyncio.timeout`) is recorded as `cancelled`, which says nothing yet; the handler's `TimeoutError` that
+came of it says it timed out (`extra.outbound_outcome`), and the rule counts it as that failed call.
 """
 
 from __future__ import annotations
@@ -55,9 +57,10 @@ __all__ = [
     "OutboundCall",
     "Outcome",
     "caller_frames",
+    "counted_as",
     "failed_service",
     "is_discord_host",
-    "mark_failed",
+    "mark_raised",
     "outcome_of",
     "record_call",
     "retry_after_seconds",
@@ -176,25 +179,44 @@ def outcome_of(status: int | None, error: BaseException | None, *, timed_out: bo
     return "ok"
 
 
-def mark_failed(error: BaseException, service: str) -> None:
-    """Mark the exception a failing call raised with its service (see the module docstring)."""
+def mark_raised(error: BaseException, service: str, outcome: Outcome) -> None:
+    """Mark the exception a failing or cancelled call raised with its service and what became of the
+    call (see the module docstring)."""
     # An exception type with slots cannot be marked: its handler's failure stays a failure of its own.
     with contextlib.suppress(AttributeError, TypeError):
-        setattr(error, _MARK, service)
+        setattr(error, _MARK, (service, outcome))
 
 
-def failed_service(error: BaseException) -> str | None:
-    """The service whose failing call raised `error`, or the exception it was raised from (a few
-    levels of `raise … from` and of handling), if any."""
+def failed_service(error: BaseException) -> tuple[str, bool] | None:
+    """The service whose failing call raised `error`, or the exception it was raised from (a few levels
+    of `raise … from` and of handling), if one did; and whether only `error` says so.
+
+    A call its caller cancelled (`asyncio.wait_for`, `asyncio.timeout`) failed if that cancellation
+    became a `TimeoutError` on its way to `error`: the caller's own timeout ran out waiting for the
+    service, which the call's record (`cancelled`) could not tell. Any other cancellation (the bot
+    stopping, a person cancelling) says nothing of the service."""
     seen = 0
+    timed_out = False
     current: BaseException | None = error
     while current is not None and seen < 5:
-        service = getattr(current, _MARK, None)
-        if isinstance(service, str):
-            return service
+        mark = getattr(current, _MARK, None)
+        if isinstance(mark, tuple) and len(mark) == 2:
+            service, outcome = mark
+            if outcome in FAILED_OUTCOMES:
+                return service, False
+            return (service, True) if outcome == "cancelled" and timed_out else None
+        timed_out = timed_out or isinstance(current, TimeoutError)
         current = current.__cause__ or current.__context__
         seen += 1
     return None
+
+
+def counted_as(record: ActionRecord) -> tuple[str | None, str]:
+    """The (fingerprint, kind) a failure counts toward: its own, but for a handler's failure that alone
+    says a call timed out (its caller's timeout cancelled it), which is that service's failure."""
+    if record.extra.get("outbound_outcome"):
+        return None, KIND_PREFIX + str(record.extra.get("outbound"))
+    return record.fingerprint, record.kind
 
 
 class OutboundCall(msgspec.Struct, frozen=True):
@@ -370,7 +392,7 @@ def service_summary(
     statuses: Counter[int] = Counter()
     for record in failures:
         call = record.extra.get("call") or {}
-        outcomes[str(call.get("outcome"))] += 1
+        outcomes[str(call.get("outcome") or record.extra.get("outbound_outcome"))] += 1
         if isinstance(call.get("retry_after_s"), int | float):
             retry_after = float(call["retry_after_s"])
         if call.get("outcome") == "server_error" and isinstance(call.get("status"), int):

@@ -304,9 +304,12 @@ class ActionRecorder:
             read_rows = self._read_rows()
             if read_rows:
                 extra = {**(extra or {}), "read_rows": read_rows}
-            service = failed_service(error)
-            if service is not None:  # a call to another service failed under it: that service's storm
+            outbound = failed_service(error)
+            if outbound is not None:  # a call to another service failed under it: that service's storm
+                service, caller_timed_out = outbound
                 extra = {**(extra or {}), "outbound": service}
+                if caller_timed_out:  # the call's own record says `cancelled`: this says it timed out
+                    extra["outbound_outcome"] = "timeout"
         values: dict[str, Any] = {
             "ts": self._timestamp(),
             "kind": kind,

@@ -48,7 +48,7 @@ from mendbot.observe.outbound import (
     OutboundCall,
     caller_frames,
     is_discord_host,
-    mark_failed,
+    mark_raised,
     outcome_of,
     record_call,
     retry_after_seconds,
@@ -161,8 +161,8 @@ class _Sink:
             query=query,
             client=client,
         )
-        if error is not None and outcome in FAILED_OUTCOMES:
-            mark_failed(error, call.service)
+        if error is not None and (outcome in FAILED_OUTCOMES or outcome == "cancelled"):
+            mark_raised(error, call.service, outcome)
         # The frames above this one and the client library's: the bot's code that made the call.
         frames = caller_frames(self.prefixes, skip=2)
         record_call(recording.recorder, call, handler=capture.kind, frames=frames, ids=bound_ids())
