@@ -30,11 +30,10 @@ deque operations — no scan over stored actions.
 A detector that starts — the bot restarted (a deploy of `bot/` restarts it), or another process
 became the leader (bot/scale/cluster.py) — takes its windows up from the stored actions
 (`restore_windows`: counts per bucket, the latest durations and each service's latest failing calls,
-aggregated by the database), so a
-storm that began before goes on counting instead of starting from nothing, and one that was firing
-is not signalled again. A restarted bot reads them in the background, not before it connects
-(`restore_windows_later`): the detector holds the records it is given meanwhile (at most
-`observe.queue_size`) and takes them, in order, once its windows are restored.
+aggregated by the database), so a storm that began before goes on counting instead of starting from
+nothing, and one that was firing is not signalled again. A restarted bot reads them in the
+background, not before it connects (`restore_windows_later`): the detector holds the records it is
+given meanwhile (at most `observe.queue_size`) and takes them, in order, once its windows are restored.
 
 It stays whole: the rules share the windows' buckets, their expiry and their restoring, and read best
 side by side.
