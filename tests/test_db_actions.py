@@ -150,6 +150,45 @@ async def test_recent_calls_are_lowercased_text_newest_first(engine_db: core.Con
     assert await queries.recent_calls(engine_db, [], since=0.0, limit=5) == []
 
 
+async def test_recent_of_kind_reads_every_action_of_a_kind_newest_first(engine_db: core.Connection) -> None:
+    """recent_of_kind: failing or not, only that kind, since the time, newest first, at most the limit."""
+    service = "http:search.example"
+    await queries.insert_many(
+        engine_db,
+        [
+            _action(1.0, kind=service),
+            _failure(2.0, kind=service, extra={"call": {"status": 429}}),
+            _action(3.0, kind="command:search"),
+            _action(4.0, kind=service),
+        ],
+    )
+    found = await queries.recent_of_kind(engine_db, service, since=1.5, limit=5)
+    assert [(r.ts, r.ok) for r in found] == [(4.0, True), (2.0, False)]
+    assert found[1].extra == {"call": {"status": 429}}
+    assert len(await queries.recent_of_kind(engine_db, service, since=0.0, limit=2)) == 2
+
+
+async def test_prefix_buckets_count_the_kinds_of_a_prefix_only(engine_db: core.Connection) -> None:
+    """prefix_buckets: events and failures per bucket of the kinds starting with the prefix (not `https:`
+    nor `httpx:`, not other kinds), ids up to `upto`, since the time."""
+    await queries.insert_many(
+        engine_db,
+        [
+            _action(5.0, kind="http:a.example"),
+            _failure(7.0, kind="http:a.example"),
+            _failure(15.0, kind="http:b.example"),
+            _action(16.0, kind="https:c.example"),
+            _action(17.0, kind="httpx:d"),
+            _action(18.0, kind="command:roll"),
+            _failure(1.0, kind="http:a.example"),  # before `since`
+        ],
+    )
+    upto = await queries.last_id(engine_db)
+    await queries.insert_many(engine_db, [_action(19.0, kind="http:a.example")])  # after `upto`
+    found = await queries.prefix_buckets(engine_db, "http:", since=2.0, upto=upto, width=10.0)
+    assert sorted(found) == [("http:a.example", 0, 2, 1), ("http:b.example", 1, 1, 1)]
+
+
 async def test_by_ids_keeps_the_order_asked_and_skips_unknown_ids(engine_db: core.Connection) -> None:
     """by_ids returns records in the order of the ids given, missing ids left out; no ids, no query."""
     await queries.insert_many(engine_db, [_action(1.0), _action(2.0)])

@@ -32,10 +32,12 @@ __all__ = [
     "last_id",
     "last_id_before",
     "outcomes_of_process",
+    "prefix_buckets",
     "recent_bugs",
     "recent_calls",
     "recent_durations",
     "recent_failures",
+    "recent_of_kind",
     "row_to_record",
     "slowest_sampled",
 ]
@@ -88,6 +90,8 @@ _FAILURES_OF_FINGERPRINT = """
 _RECENT_BUGS = """
     SELECT id, ts, kind, fingerprint, extra, invocation FROM actions
     WHERE fingerprint IS NOT NULL AND ts >= :since ORDER BY ts DESC LIMIT :limit"""
+_ACTIONS_OF_KIND = """
+    SELECT * FROM actions WHERE kind = :kind AND ts >= :since ORDER BY ts DESC LIMIT :limit"""
 _CALLS_OF_KIND = """
     SELECT id, ts, user_id, lower(coalesce(invocation, '') || ' ' || coalesce(reply, '')) AS text
     FROM actions WHERE kind = :kind AND ts >= :since ORDER BY ts DESC LIMIT :limit"""
@@ -129,6 +133,16 @@ def _kind_buckets(dialect: str) -> str:
     SELECT kind, {_bucket(dialect)}, count(*) AS events, sum(1 - ok) AS failures
     FROM actions {core.indexed_by(dialect, "actions_ts_audit")}
     WHERE ts >= :since AND id <= :upto
+    GROUP BY kind, bucket"""
+
+
+@functools.cache
+def _prefix_buckets(dialect: str) -> str:
+    # The kinds' part of the index on (kind, ts, …): a range of kinds, each read from `since` on.
+    return f"""
+    SELECT kind, {_bucket(dialect)}, count(*) AS events, sum(1 - ok) AS failures
+    FROM actions {core.indexed_by(dialect, "actions_kind_ts")}
+    WHERE kind >= :low AND kind < :high AND ts >= :since AND id <= :upto
     GROUP BY kind, bucket"""
 
 
@@ -183,6 +197,19 @@ async def kind_buckets(
         for (kind, bucket), (events, failures) in counts.items()
         if events > 0  # a bucket of environment failures alone is no bucket to the detector
     ]
+
+
+async def prefix_buckets(
+    db: Connection, prefix: str, *, since: float, upto: int, width: float
+) -> list[tuple[str, int, int, int]]:
+    """(kind, bucket index, events, failures) of the actions of the kinds starting with `prefix` (the
+    bot's calls to other services, `http:`), ids up to `upto`, recorded since a time, in buckets of
+    `width` seconds."""
+    high = prefix[:-1] + chr(ord(prefix[-1]) + 1)  # the first string after every one starting so
+    found = await core.rows(
+        db, _prefix_buckets(core.dialect(db)), low=prefix, high=high, since=since, upto=upto, width=width
+    )
+    return [(row["kind"], int(row["bucket"]), int(row["events"]), int(row["failures"])) for row in found]
 
 
 async def fingerprint_buckets(
@@ -320,7 +347,8 @@ async def recent_failures(
 class Bug(msgspec.Struct, frozen=True):
     """A recent failing action, reduced to what says where it happened: its kind, fingerprint, and
     the surface it was reached from (`invocation.surface`: the command that showed a view;
-    `extra.command`: the command whose check or converter failed)."""
+    `extra.command`: the command whose check or converter failed, or the handler that made a call to
+    another service)."""
 
     ts: float
     kind: str
@@ -358,6 +386,15 @@ async def recent_calls(db: Connection, kinds: Sequence[str], *, since: float, li
             found.append(CallText(row["id"], row["ts"], row["user_id"], row["text"]))
     found.sort(key=lambda call: call.ts, reverse=True)
     return found[:limit]
+
+
+async def recent_of_kind(db: Connection, kind: str, *, since: float, limit: int) -> list[ActionRecord]:
+    """The newest actions of a kind since a time, failing or not, newest first (the bot's calls to one
+    other service: bot/observe/outbound.py)."""
+    return [
+        row_to_record(row)
+        for row in await core.rows(db, _ACTIONS_OF_KIND, kind=kind, since=since, limit=limit)
+    ]
 
 
 async def by_ids(db: Connection, ids: Sequence[int]) -> list[ActionRecord]:

@@ -44,7 +44,15 @@ else:
         for _name in _hidden:
             del sys.modules[_name]
 
-__all__ = ["Console", "Redacting", "bind_context", "bind_for_task", "configure_logging", "get_logger"]
+__all__ = [
+    "Console",
+    "Redacting",
+    "bind_context",
+    "bind_for_task",
+    "bound_ids",
+    "configure_logging",
+    "get_logger",
+]
 
 
 class Redacting(Protocol):
@@ -276,3 +284,12 @@ def bind_context(**values: object) -> Iterator[None]:
 def bind_for_task(**values: object) -> None:
     """Bind ids for everything the current task logs from now on (each handler runs in a task of its own)."""
     structlog.contextvars.bind_contextvars(**values)
+
+
+_IDS = ("guild_id", "channel_id", "user_id")
+
+
+def bound_ids() -> dict[str, int]:
+    """The guild, channel and user ids bound for the current task (`bind_for_task`), those that are."""
+    bound = structlog.contextvars.get_contextvars()
+    return {name: value for name in _IDS if isinstance(value := bound.get(name), int)}

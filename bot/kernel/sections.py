@@ -44,6 +44,7 @@ __all__ = [
     "PlaygroundUser",
     "RepeatRule",
     "SandboxConfig",
+    "ServiceRule",
     "Snowflake",
     "StorageConfig",
     "url_passwords",
@@ -185,10 +186,20 @@ class LatencyRule(Section):
     min_ms: Annotated[float, Meta(ge=0)] = 50  # below this p95, nobody notices: stay quiet
 
 
+class ServiceRule(Section):
+    """The bot's calls to one other service (bot/observe/outbound.py): timed out, unreachable, 429 or 5xx
+    at least `min_failures` times and for more than `threshold` of its calls over the window."""
+
+    threshold: Annotated[float, Meta(gt=0, le=1)] = 0.25
+    window_s: Annotated[float, Meta(gt=0)] = 3600
+    min_failures: Annotated[int, Meta(ge=1)] = 4
+
+
 class ObserveConfig(Section):
     error_rate: ErrorRateRule = field(default_factory=ErrorRateRule)
     repeat: RepeatRule = field(default_factory=RepeatRule)
     latency: LatencyRule = field(default_factory=LatencyRule)
+    service: ServiceRule = field(default_factory=ServiceRule)
     announce_new_fingerprints: bool = True
     cooldown_s: Annotated[float, Meta(ge=0)] = 600
     retention_days: Annotated[int, Meta(ge=1)] = 14

@@ -11,7 +11,12 @@ Rules (thresholds from config.yaml):
   discord.py does not retry, so the loop has stopped for good (error level, at the first
   occurrence: nothing else will say so);
 - not_loaded: an extension failed to load — its import, its `setup` or its cog's `cog_load`
-  raised — so its commands are not serving (error level, at the first occurrence).
+  raised — so its commands are not serving (error level, at the first occurrence);
+- service: the bot's calls to one other service (`http:<host>` records, bot/observe/outbound.py) time
+  out, cannot connect, or are answered 429 or 5xx for more than a share of them over a window (an hour by
+  default), at least a number of times (warning level). Those calls and the handler failures they raised
+  (`extra.outbound`) are that service's storm: no other rule counts them, so one incident names the
+  service and the code that called it.
 
 Each rule signals when its condition starts to hold and stays quiet until it clears, so a
 storm is one signal per rule. The time windows (error rate, repeat) are counts in fixed time
@@ -24,11 +29,14 @@ deque operations — no scan over stored actions.
 
 A detector that starts — the bot restarted (a deploy of `bot/` restarts it), or another process
 became the leader (bot/scale/cluster.py) — takes its windows up from the stored actions
-(`restore_windows`: counts per bucket and the latest durations, aggregated by the database), so a
-storm that began before goes on counting instead of starting from nothing, and one that was firing
-is not signalled again. A restarted bot reads them in the background, not before it connects
-(`restore_windows_later`): the detector holds the records it is given meanwhile (at most
-`observe.queue_size`) and takes them, in order, once its windows are restored.
+(`restore_windows`: counts per bucket, the latest durations and each service's latest failing calls,
+aggregated by the database), so a storm that began before goes on counting instead of starting from
+nothing, and one that was firing is not signalled again. A restarted bot reads them in the
+background, not before it connects (`restore_windows_later`): the detector holds the records it is
+given meanwhile (at most `observe.queue_size`) and takes them, in order, once its windows are restored.
+
+It stays whole: the rules share the windows' buckets, their expiry and their restoring, and read best
+side by side.
 """
 
 from __future__ import annotations
@@ -46,7 +54,8 @@ from mendbot.db.core import Connection
 from mendbot.db.records import ActionRecord
 from mendbot.kernel.drills import is_drill_kind
 from mendbot.kernel.log import get_logger
-from mendbot.kernel.sections import ErrorRateRule, LatencyRule, ObserveConfig
+from mendbot.kernel.sections import ErrorRateRule, LatencyRule, ObserveConfig, ServiceRule
+from mendbot.observe.outbound import KIND_PREFIX, service_summary
 
 __all__ = ["AnomalyDetector", "Signal", "WindowHistory", "restore_windows", "restore_windows_later"]
 
@@ -61,7 +70,9 @@ _SWEEP_S = 60.0
 _LATENCY_QUIET_S = 86_400.0
 
 Level = Literal["notice", "warning", "error"]
-Rule = Literal["error_rate", "repeat", "latency", "new_fingerprint", "task_stopped", "not_loaded"]
+Rule = Literal["error_rate", "repeat", "latency", "new_fingerprint", "task_stopped", "not_loaded", "service"]
+# The failing calls a service's window keeps for its signal's summary (what failed, from where).
+_SERVICE_FAILURES = 50
 
 
 class Signal(msgspec.Struct, frozen=True):
@@ -138,6 +149,12 @@ class _KindWindow(msgspec.Struct):
     last_failure: ActionRecord | None = None
 
 
+class _ServiceWindow(msgspec.Struct):
+    counts: _Counts
+    failures: deque[ActionRecord]  # the newest failing calls, oldest first
+    firing: bool = False
+
+
 class _Latency(msgspec.Struct):
     recent: deque[float] = msgspec.field(default_factory=deque)
     recent_sorted: list[float] = msgspec.field(default_factory=list)
@@ -153,6 +170,10 @@ def _p95(ordered: list[float]) -> float:
 
 def _rate_holds(rule: ErrorRateRule, counts: _Counts) -> bool:
     return counts.total >= rule.min_events and counts.failures / counts.total > rule.threshold
+
+
+def _service_holds(rule: ServiceRule, counts: _Counts) -> bool:
+    return counts.failures >= rule.min_failures and counts.failures / counts.total > rule.threshold
 
 
 def _latency_p95s(rule: LatencyRule, state: _Latency) -> tuple[float, float] | None:
@@ -174,6 +195,10 @@ class WindowHistory(msgspec.Struct, frozen=True):
     fingerprints: list[tuple[str, int, int]]  # fingerprint, repeat bucket index, records
     durations: dict[str, list[float]]  # kind → its latest successful durations, oldest first
     last_failures: dict[str, ActionRecord]  # kind → its newest failure (a signal's sample)
+    # The calls to other services over the service rule's window: kind, bucket index, events, failures;
+    # and each service's newest failing calls, oldest first (what a signal's summary says).
+    services: list[tuple[str, int, int, int]] = msgspec.field(default_factory=list)
+    service_failures: dict[str, list[ActionRecord]] = msgspec.field(default_factory=dict)
 
 
 class AnomalyDetector:
@@ -189,6 +214,7 @@ class AnomalyDetector:
         self._repeats: dict[str, _Counts] = {}
         self._repeat_firing: set[str] = set()
         self._latency: dict[str, _Latency] = {}
+        self._services: dict[str, _ServiceWindow] = {}
         self._known: set[str] = set(known_fingerprints)
         self._next_sweep: float | None = None
         self._held: list[ActionRecord] | None = None  # records given while the windows are read
@@ -207,7 +233,10 @@ class AnomalyDetector:
             return  # the records held meanwhile outgrew their bound and are counted already
         config = self._config
         self._kinds, self._repeats, self._repeat_firing, self._latency = {}, {}, set(), {}
+        self._services = {}
         for kind, index, events, failures in sorted(history.kinds, key=lambda bucket: bucket[1]):
+            if kind.startswith(KIND_PREFIX):
+                continue  # calls to other services: their windows are the service rule's (an hour)
             window = self._kinds.get(kind)
             if window is None:
                 window = self._kinds[kind] = _KindWindow(_Counts(config.error_rate.window_s))
@@ -222,6 +251,17 @@ class AnomalyDetector:
             times.put(index, seen, seen)
             if times.total >= config.repeat.count:
                 self._repeat_firing.add(key)
+        service = config.service
+        for kind, index, events, failures in sorted(history.services, key=lambda bucket: bucket[1]):
+            calls = self._services.get(kind)
+            if calls is None:
+                calls = self._services[kind] = _ServiceWindow(
+                    _Counts(service.window_s), deque(maxlen=_SERVICE_FAILURES)
+                )
+            calls.counts.put(index, events, failures)
+        for kind, calls in self._services.items():
+            calls.failures.extend(history.service_failures.get(kind, ()))
+            calls.firing = _service_holds(service, calls.counts)
         rule = config.latency
         for kind, durations in history.durations.items():
             state = self._latency[kind] = _Latency(last_seen=history.now)
@@ -290,8 +330,10 @@ class AnomalyDetector:
             "kinds": len(self._kinds),
             "fingerprints": len(self._repeats),
             "latency_kinds": len(self._latency),
+            "services": len(self._services),
             "buckets": sum(len(w.counts.buckets) for w in self._kinds.values())
-            + sum(len(c.buckets) for c in self._repeats.values()),
+            + sum(len(c.buckets) for c in self._repeats.values())
+            + sum(len(w.counts.buckets) for w in self._services.values()),
         }
 
     def process(self, record: ActionRecord) -> None:
@@ -314,6 +356,16 @@ class AnomalyDetector:
             self._not_loaded(record)
         if record.extra.get("environment"):
             return  # Discord or storage refusing is no sign of a bug: environment incidents cover it
+        if record.kind.startswith(KIND_PREFIX):
+            if (record.extra.get("call") or {}).get("outcome") != "cancelled":  # said by its caller's error
+                self._service(record, record.kind)
+            return
+        if record.extra.get("outbound"):
+            # A handler failing on a call that failed: the service's storm, counted by its calls — but for
+            # a call its caller's own timeout cancelled, which only this failure says timed out.
+            if record.extra.get("outbound_outcome") == "timeout":
+                self._service(record, KIND_PREFIX + str(record.extra["outbound"]))
+            return
         self._error_rate(record)
         if record.fingerprint is not None:
             self._new_fingerprint(record)
@@ -408,6 +460,36 @@ class AnomalyDetector:
             )
         )
 
+    def _service(self, record: ActionRecord, kind: str) -> None:
+        """A call to the service of `kind`: its window counts it, and the rule fires once enough of them
+        fail."""
+        rule = self._config.service
+        window = self._services.get(kind)
+        if window is None:
+            window = self._services[kind] = _ServiceWindow(
+                _Counts(rule.window_s), deque(maxlen=_SERVICE_FAILURES)
+            )
+        counts = window.counts
+        counts.add(record.ts, not record.ok)
+        if not record.ok:
+            window.failures.append(record)
+        holds = _service_holds(rule, counts)
+        if holds and not window.firing and window.failures:
+            recent = [r for r in window.failures if r.ts >= record.ts - rule.window_s]
+            service = kind.removeprefix(KIND_PREFIX)
+            self._emit(
+                Signal(
+                    "service",
+                    "warning",
+                    kind,
+                    None,
+                    service_summary(service, recent, counts.failures, counts.total, rule.window_s),
+                    counts.failures,
+                    window.failures[-1],
+                )
+            )
+        window.firing = holds
+
     def _new_fingerprint(self, record: ActionRecord) -> None:
         key = record.fingerprint
         assert key is not None
@@ -482,6 +564,10 @@ class AnomalyDetector:
         for kind, state in list(self._latency.items()):
             if now - state.last_seen > _LATENCY_QUIET_S:
                 del self._latency[kind]
+        for kind, service in list(self._services.items()):
+            service.counts.expire(now)
+            if service.counts.total == 0:
+                del self._services[kind]
 
 
 async def restore_windows(db: Connection, detector: AnomalyDetector, *, upto: int, now: float) -> None:
@@ -501,22 +587,35 @@ async def restore_windows(db: Connection, detector: AnomalyDetector, *, upto: in
     samples = config.latency.window + config.latency.baseline
     durations = {}
     for kind in active:
-        if is_drill_kind(kind):
+        if is_drill_kind(kind) or kind.startswith(KIND_PREFIX):
             continue  # never in a latency baseline (AnomalyDetector.process)
         found = await action_queries.recent_durations(
             db, kind, since=now - _LATENCY_QUIET_S, upto=upto, limit=samples
         )
         if found:
             durations[kind] = found
+    service = config.service
+    service_width = service.window_s / _BUCKETS
+    services = await action_queries.prefix_buckets(
+        db, KIND_PREFIX, since=now - service.window_s - service_width, upto=upto, width=service_width
+    )
+    service_failures = {}
+    for kind in sorted({kind for kind, _, _, failures in services if failures}):
+        recent = await action_queries.recent_failures(
+            db, kind=kind, fingerprint=None, since=now - service.window_s, limit=_SERVICE_FAILURES
+        )
+        service_failures[kind] = recent[::-1]
     last_failures = {}
-    for kind in {kind for kind, _, _, failures in kinds if failures}:
+    for kind in {kind for kind, _, _, failures in kinds if failures and not kind.startswith(KIND_PREFIX)}:
         recent = await action_queries.recent_failures(
             db, kind=kind, fingerprint=None, since=now - rate.window_s, limit=20
         )
         sample = next((r for r in recent if not r.extra.get("environment")), None)
         if sample is not None:
             last_failures[kind] = sample
-    detector.restore(WindowHistory(now, kinds, fingerprints, durations, last_failures))
+    detector.restore(
+        WindowHistory(now, kinds, fingerprints, durations, last_failures, services, service_failures)
+    )
 
 
 async def restore_windows_later(

@@ -1,11 +1,11 @@
 """Incidents: what the detector's signals become, deduplicated, persisted and announced.
 
-One storm is one incident and one announcement: a signal attaches to an active incident with
-the same fingerprint (else, for kind-wide rules, the same kind), escalating its level and
-adding its rule; an incident resolved less than `cooldown_s` ago is reopened rather than
-announced again. Failing actions that match an incident update it ("seen 37 times, 4
-users") and the announcement is edited in place — one edit in flight per incident, so a storm
-coalesces instead of queueing hundreds of edits.
+One storm is one incident and one announcement: a signal attaches to an active incident with the same
+fingerprint (else, for kind-wide rules, the same kind), escalating its level and adding its rule; an
+incident resolved less than `cooldown_s` ago is reopened rather than announced again. Failing actions
+that match an incident update it ("seen 37 times, 4 users": `counted_as` says which, a handler's timeout
+on a call to another service being that service's) and the announcement is edited in place — one edit
+in flight per incident, so a storm coalesces instead of queueing hundreds of edits.
 
 In-memory state changes synchronously as records arrive; the database and Discord are
 updated by tasks, so recording never waits for either.
@@ -44,6 +44,7 @@ from mendbot.kernel.log import get_logger
 from mendbot.kernel.sections import ObserveConfig
 from mendbot.observe.detector import Signal
 from mendbot.observe.incident import _MAX_USERS, Announcer, Incident, State
+from mendbot.observe.outbound import counted_as
 from mendbot.observe.storage_words import is_fault, record_loss_words, storage_words
 
 if TYPE_CHECKING:
@@ -178,9 +179,9 @@ class IncidentService:
         to an incident resolved within the cooldown is kept for it, and counted if it reopens."""
         if record.ok or record.extra.get("environment"):
             return  # environment failures belong to environment incidents, opened by `environment()`
-        incident = self._match(record.fingerprint, record.kind, active_only=True)
+        incident = self._match(*counted_as(record), active_only=True)
         if incident is None:
-            resolved = self._match(record.fingerprint, record.kind, active_only=False)
+            resolved = self._match(*counted_as(record), active_only=False)
             if resolved is not None and len(resolved.recurred) < _MAX_RECURRED:
                 resolved.recurred.append(record)
             return

@@ -1,5 +1,6 @@
 """An action record's kind as people name what it records: `command:fortune` is "the `fortune` command",
-`app:fix` "the `/fix` command", `listener:on_message` "the `on_message` listener".
+`app:fix` "the `/fix` command", `listener:on_message` "the `on_message` listener", `http:search.example`
+"calls to `search.example`".
 
 Kinds are the recorder's vocabulary (bot/runtime/recording.py, bot/runtime/entry_points.py; the user
 guide, "What mendbot watches"); the pages show these words, the kind itself a hover away. A kind of no
@@ -28,6 +29,7 @@ _SHAPES = {
     "access": "an access check (`{}`)",
     "discord": "Discord (`{}`)",
     "model": "the model's API (`{}`)",
+    "http": "calls to `{}`",  # the bot's calls to another service: bot/observe/outbound.py
 }
 _WHOLE = {"chat:reply": "chat replies", "agent:run": "self-improvement runs", "storage": "storage"}
 

@@ -59,6 +59,7 @@ from mendbot.observe.filler import DatabaseFiller, PruneReport, Recovery
 from mendbot.observe.fingerprint import fingerprint, relative_path, root_prefixes
 from mendbot.observe.intake import JournalIntake
 from mendbot.observe.journal import Journal
+from mendbot.observe.outbound import failed_service
 from mendbot.trust.redact import Redactor
 
 __all__ = [
@@ -303,6 +304,12 @@ class ActionRecorder:
             read_rows = self._read_rows()
             if read_rows:
                 extra = {**(extra or {}), "read_rows": read_rows}
+            outbound = failed_service(error)
+            if outbound is not None:  # a call to another service failed under it: that service's storm
+                service, caller_timed_out = outbound
+                extra = {**(extra or {}), "outbound": service}
+                if caller_timed_out:  # the call's own record says `cancelled`: this says it timed out
+                    extra["outbound_outcome"] = "timeout"
         values: dict[str, Any] = {
             "ts": self._timestamp(),
             "kind": kind,
@@ -325,6 +332,53 @@ class ActionRecorder:
             "samples": samples or None,
             "process": self.process,
         }
+        return self._publish(values)
+
+    def record_call(
+        self,
+        kind: str,
+        source: str,
+        *,
+        ok: bool,
+        duration_ms: float,
+        failure: tuple[str, str, str] | None,
+        frames: list[str],
+        extra: dict[str, Any],
+        guild_id: int | None = None,
+        channel_id: int | None = None,
+        user_id: int | None = None,
+        message_id: int | None = None,
+    ) -> ActionRecord:
+        """Record a call the bot made to another service (bot/observe/outbound.py): no exception of its
+        own to fingerprint, so `failure` gives its (error type, message, fingerprint), and `frames` the
+        code that made it."""
+        error_type, error_message, fingerprint_id = failure if failure is not None else (None, None, None)
+        values: dict[str, Any] = {
+            "ts": self._timestamp(),
+            "kind": kind,
+            "source": source,
+            "ok": ok,
+            "duration_ms": round(duration_ms, 3),
+            "guild_id": guild_id,
+            "channel_id": channel_id,
+            "user_id": user_id,
+            "message_id": message_id,
+            "cost_usd": 0.0,
+            "error_type": error_type,
+            "error_message": self._redactor.text(error_message, 1000) if error_message else None,
+            "fingerprint": fingerprint_id,
+            "frames": frames,
+            "run_id": None,
+            "extra": self._redactor.value(extra),
+            "invocation": None,
+            "reply": None,
+            "samples": None,
+            "process": self.process,
+        }
+        return self._publish(values)
+
+    def _publish(self, values: dict[str, Any]) -> ActionRecord:
+        """Hand a record's values to the subscribers, then on the way down to the journal."""
         record = ActionRecord.trusted(values)
         self.recorded += 1
         for subscriber in self._subscribers:

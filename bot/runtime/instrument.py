@@ -16,9 +16,11 @@ dressed as the method it wraps (`functools.wraps`: its name, and its signature t
 - the view store's `add_view` and `schedule_dynamic_item_call` (bot/runtime/entry_points.py);
 
 and adds three listeners of its own (`on_command_completion`, `on_command_error`,
-`on_app_command_completion`) beside the bot's. Each wrapper calls the bot's original through
-`Recording` (bot/runtime/recording.py), so the bot's handlers run exactly as they did: its
-`on_command_error`, custom Context, `tree.on_error` and replies are its own.
+`on_app_command_completion`) beside the bot's. The HTTP sessions and clients the bot's code creates from
+then on are observed through their libraries' own hooks (aiohttp's `TraceConfig`, httpx's transports:
+bot/runtime/http_calls.py), so its calls to other services are recorded too. Each wrapper calls the
+bot's original through `Recording` (bot/runtime/recording.py), so the bot's handlers run exactly as
+they did: its `on_command_error`, custom Context, `tree.on_error` and replies are its own.
 
 `instrument(bot, recording)` is idempotent (a second call changes nothing); `uninstrument(bot)` puts
 every method back as it was, removes the listeners and returns the recording it took off.
@@ -35,6 +37,7 @@ import msgspec
 from discord import app_commands
 
 from mendbot.runtime.entry_points import observe_view_store, unobserve_view_store
+from mendbot.runtime.http_calls import instrument_http, uninstrument_http
 from mendbot.runtime.recording import OURS, OWN_ON_ERROR, Host, Recording
 from mendbot.runtime.tree_recording import tree_call, tree_on_error
 
@@ -157,6 +160,7 @@ def instrument(bot: Host, recording: Recording) -> None:
     observe_view_store(recording, bot._connection._view_store)
     for cog in list(bot.cogs.values()):
         recording.observe_cog(cog)  # cogs added before mendbot was
+    instrument_http(recording)  # the bot's calls to other services (bot/runtime/http_calls.py)
     _installed[bot] = installed
 
 
@@ -181,4 +185,5 @@ def uninstrument(bot: Host) -> Recording | None:
     for listener, event in installed.listeners:
         bot.remove_listener(listener, event)
     unobserve_view_store(bot._connection._view_store)
+    uninstrument_http(installed.recording)
     return installed.recording

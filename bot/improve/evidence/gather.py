@@ -3,6 +3,9 @@
 For an incident, a bare fingerprint or just a kind the request named, `build_evidence` gathers:
 
 - the incident and a sample of its recent failing actions with their distinct tracebacks;
+- for calls to another service (an `http:<service>` incident or kind, bot/observe/outbound.py): the
+  recent calls to it with their status, latency, timeout and Retry-After, and the handler failures
+  those calls raised (their tracebacks); the code that made the failing calls is a suspect;
 - for faults with no traceback (a wrong result, a misleading message, a slow command): the
   calls the complaint means — recent actions of the kind whose invocation and reply digest
   share the complaint's words and numbers, the requester's own first (`correlate`) — and the
@@ -66,6 +69,7 @@ from mendbot.improve.evidence.source_index import read_module
 from mendbot.improve.intent import search_words
 from mendbot.improve.proof.heldout import call_identity, shown_identities
 from mendbot.observe.handlers import is_mendbots_own
+from mendbot.observe.outbound import KIND_PREFIX
 
 __all__ = ["Recall", "build_evidence", "correlate"]
 
@@ -83,6 +87,7 @@ _CORRELATE_WINDOW_S = 7 * 86400
 _OPENED_BY_S = 3600.0
 _CORRELATE_SCAN = 500
 _MAX_CALLS = 6
+_MAX_OUTBOUND = 20  # recent calls to a service shown
 _MAX_SLOW = 20
 # Samples of slow calls without a latency incident that count in full: 100 ms of sampled time at the
 # sampler's 5 ms interval (bot/observe/sampler.py), far more than a host's hiccup leaves.
@@ -276,10 +281,37 @@ def _writers(failures: Sequence[ActionRecord]) -> list[Writer]:
     return [Writer(frames, count / total, what) for (frames, what), count in sorted(counts.items())]
 
 
+def _callers(outbound: Sequence[ActionRecord]) -> list[tuple[tuple[tuple[str, int, str], ...], float, str]]:
+    """The code that made the failing calls to a service, each place weighted by its share of them."""
+    counts: Counter[tuple[tuple[str, int, str], ...]] = Counter()
+    failed = [record for record in outbound if not record.ok]
+    for record in failed:
+        frames = _frames_of(record.frames)
+        if frames:
+            counts[frames] += 1
+    what = f"failing calls to {failed[0].kind.removeprefix(KIND_PREFIX)}" if failed else ""
+    return [(frames, count / len(failed), what) for frames, count in sorted(counts.items())]
+
+
+async def _raised_through(
+    db: Connection, outbound: Sequence[ActionRecord], service: str, since: float
+) -> list[ActionRecord]:
+    """The handler failures the failing calls to `service` raised (`extra.outbound`), newest first."""
+    found: list[ActionRecord] = []
+    for kind in dict.fromkeys(str(r.extra["command"]) for r in outbound if r.extra.get("command")):
+        recent = await action_queries.recent_failures(
+            db, kind=kind, fingerprint=None, since=since, limit=_MAX_FAILURES
+        )
+        found += [record for record in recent if record.extra.get("outbound") == service]
+    found.sort(key=lambda record: record.ts, reverse=True)
+    return found[:_MAX_FAILURES]
+
+
 async def _rank_suspects(
     repo_root: Path,
     *,
     failures: Sequence[ActionRecord],
+    outbound: Sequence[ActionRecord],
     calls: Sequence[ActionRecord],
     tracebacks: list[Traceback],
     slow: list[ActionRecord],
@@ -318,8 +350,10 @@ async def _rank_suspects(
         lesson_text="",
     )
     signals.writers = _writers(failures)
+    signals.callers = _callers(outbound)
     paths = {p for frames, _ in [*signals.tracebacks, *signals.stacks] for p, _, _ in frames}
     paths |= {p for writer in signals.writers for p, _, _ in writer.frames}
+    paths |= {p for frames, _, _ in signals.callers for p, _, _ in frames}
     paths |= {path for path, _ in signals.handlers}
     modules = _load_modules(repo_root, paths)
     found = candidates(signals, modules)
@@ -410,6 +444,17 @@ async def build_evidence(
         failures = await action_queries.recent_failures(
             db, kind=None, fingerprint=fingerprint, since=0.0, limit=_MAX_FAILURES
         )
+    # Calls to another service: the calls themselves are shown apart (`outbound`); the failures are the
+    # handlers' that those calls raised, whose tracebacks go through the bot's code.
+    service_kind = next(
+        (k for k in (incident["kind"] if incident else None, kind) if k and k.startswith(KIND_PREFIX)), None
+    )
+    outbound: list[ActionRecord] = []
+    if service_kind is not None:
+        opened = incident["first_seen"] - _OPENED_BY_S if incident else now - _CORRELATE_WINDOW_S
+        outbound = await action_queries.recent_of_kind(db, service_kind, since=opened, limit=_MAX_OUTBOUND)
+        service = service_kind.removeprefix(KIND_PREFIX)
+        failures = await _raised_through(db, outbound, service, opened)
     # The agent sees the older half of the distinct failing calls; the rest are held out for the proof.
     shown_calls = shown_identities((r.ts, r.kind, r.invocation) for r in failures)
     failures = [r for r in failures if call_identity(r.kind, r.invocation) in shown_calls or not r.invocation]
@@ -439,6 +484,7 @@ async def build_evidence(
     suspects, ranked, modules, matched_lessons, histories = await _rank_suspects(
         repo_root,
         failures=failures,
+        outbound=outbound,
         calls=calls,
         tracebacks=tracebacks,
         slow=slow,
@@ -461,6 +507,7 @@ async def build_evidence(
         suspects=suspects,
         calls=calls,
         slow=slow,
+        outbound=outbound,
         histories=histories,
         kinds=kinds,
         handlers=handlers,

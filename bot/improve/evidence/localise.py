@@ -11,6 +11,8 @@ it is there. Candidates come from:
   Discord to take a reply is not the code's and is left out;
 - the handler of the kind the request is about, from the handler map (a fault with no
   traceback still has an entry point);
+- the code that made the failing calls to another service (bot/observe/outbound.py), by how many of
+  them each place made;
 - following the data (bot/improve/evidence/follow.py): the frame that computed an argument the raising
   line used, the units that made the values a failing line reads (through attributes too), the
   settings and configuration read on the failing path, the functions called on the failing path,
@@ -96,6 +98,8 @@ class Signals:
     lesson_text: str
     writers: list[Writer] = field(default_factory=list)
     stacks_weight: float = 1.0  # how far the stacks are evidence of slowness (0-1)
+    # The code that made failing calls to another service: (frames innermost last, share, what failed).
+    callers: list[tuple[Frames, float, str]] = field(default_factory=list)
 
 
 def _units(frames: Frames, modules: dict[str, ModuleIndex]) -> Frames:
@@ -153,6 +157,14 @@ def candidates(signals: Signals, modules: dict[str, ModuleIndex]) -> list[Candid
         arguments_up_the_stack(pool, _units(frames, modules), share)
     for writer in signals.writers:
         from_writer(pool, writer.frames, writer.share, writer.what)
+    for frames, share, what in signals.callers:
+        for depth, (path, line, _function) in enumerate(reversed(_units(frames, modules))):
+            candidate = pool.at(path, line)
+            if candidate is None:
+                continue
+            where = "made" if depth == 0 else f"{depth} frame(s) above the code that made"
+            candidate.add(1.6 * share * 0.6**depth, f"{where} the {what}")
+            candidate.focus.add(line)
     for frames, share in signals.stacks:
         for depth, (path, line, _function) in enumerate(reversed(frames)):
             candidate = pool.at(path, line)

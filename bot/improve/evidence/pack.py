@@ -37,6 +37,7 @@ __all__ = [
 _SHARES = {
     "request": 0.04,
     "incidents": 0.06,
+    "outbound": 0.06,
     "tracebacks": 0.12,
     "calls": 0.06,
     "slow": 0.05,
@@ -44,7 +45,7 @@ _SHARES = {
     "suspects": 0.07,
     "lessons": 0.05,
     "history": 0.13,
-    "source": 0.38,
+    "source": 0.32,
 }
 _HEADER = (
     "# Evidence\n"
@@ -127,6 +128,8 @@ class EvidencePack:
     suspects: list[Suspect] = field(default_factory=list)
     calls: list[ActionRecord] = field(default_factory=list)  # the calls a no-traceback complaint means
     slow: list[ActionRecord] = field(default_factory=list)  # slowest sampled calls
+    # The recent calls to another service an incident is about (bot/observe/outbound.py), newest first.
+    outbound: list[ActionRecord] = field(default_factory=list)
     histories: list[FileHistory] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)
     handlers: list[handler_queries.HandlerLocation] = field(default_factory=list)
@@ -151,6 +154,7 @@ class EvidencePack:
         sections: list[tuple[str, Callable[[int], str]]] = [
             ("request", self._request),
             ("incidents", self._incidents),
+            ("outbound", self._outbound),
             ("tracebacks", self._tracebacks),
             ("calls", self._calls),
             ("slow", self._slow),
@@ -190,6 +194,17 @@ class EvidencePack:
                 )
             ]
         return _section("Incident", items, budget)
+
+    def _outbound(self, budget: int) -> str:
+        if not self.outbound:
+            return ""
+        service = self.outbound[0].kind.removeprefix("http:")
+        failed = sum(1 for record in self.outbound if not record.ok)
+        return _section(
+            f"Calls to {_safe(service)} ({len(self.outbound)} recent, {failed} failed; newest first)",
+            [lambda room: _outbound_text(self.outbound, room)],
+            budget,
+        )
 
     def _tracebacks(self, budget: int) -> str:
         items = [_traceback_item(n, t) for n, t in enumerate(self.tracebacks, 1)]
@@ -397,6 +412,34 @@ def _calls_text(calls: list[ActionRecord], room: int) -> str:
         return head
     body = "\n".join(_options_text(r) for r in calls)
     return head + untrusted_block("invocations and replies", body, limit=block_room) + "\n"
+
+
+def _outbound_line(record: ActionRecord) -> str:
+    call = record.extra.get("call") or {}
+    status = call.get("status")
+    outcome = str(call.get("outcome") or ("ok" if record.ok else "failed"))
+    answer = f"{status} ({outcome})" if status is not None else outcome
+    limits = []
+    if call.get("timeout_s") is not None:
+        limits.append(f"timeout {call['timeout_s']:g} s")
+    if call.get("retry_after_s") is not None:
+        limits.append(f"Retry-After {call['retry_after_s']:g} s")
+    where = record.frames[-1] if record.frames else "no frame of the bot's"
+    handler = record.extra.get("command") or record.source
+    return (
+        f"- {_when(record.ts)} {call.get('method', '?')} {call.get('route', '?')} → {answer},"
+        f" {record.duration_ms:.0f} ms{', ' + ', '.join(limits) if limits else ''}"
+        f" · from {handler} at {where}"
+    )
+
+
+def _outbound_text(calls: list[ActionRecord], room: int) -> str:
+    """The calls as lines (method and route, answer, latency, timeout, Retry-After, the code that made
+    it), inside an untrusted block: a route is a URL the bot's code built, perhaps from what a user typed."""
+    if room < 200:
+        return ""
+    body = "\n".join(_outbound_line(record) for record in calls)
+    return untrusted_block("calls to another service", body, limit=min(room - 1, 4000)) + "\n"
 
 
 def _slow_text(slow: list[ActionRecord], room: int) -> str:

@@ -12,7 +12,8 @@
    has no failure; the evidence is gathered for the kind);
 3. a full-text search of incidents and distinct failures by the words used (FTS5 bm25 over
    summary, kind, error type, message and frames — see bot/db/search.py), scaled by recency:
-   `score = relevance / (1 + age_hours / 24)`;
+   `score = relevance / (1 + age_hours / 24)`; a failure counts as its incident's, and a handler's
+   failure raised by a failing call to another service as that service's incident;
 4. words that match no recorded failure: the handler whose code says what they describe
    (bot/improve/evidence/handler_words.py), as a kind;
 5. nothing but "fix this": the one unresolved incident, or which of several.
@@ -36,6 +37,7 @@ from mendbot.db import search as queries
 from mendbot.db.core import Connection
 from mendbot.improve.evidence import handler_words
 from mendbot.improve.intent import named_kinds, search_words
+from mendbot.observe.outbound import KIND_PREFIX
 from mendbot.trust.sanitize import sanitize_untrusted
 
 __all__ = ["AMBIGUITY_MARGIN", "Candidate", "Target", "known_kinds_in", "resolve_target"]
@@ -142,7 +144,7 @@ async def _search_candidates(db: Connection, words: list[str], now: float) -> li
         score = hit.relevance * _recency(hit.last_seen, now)
         incident = hit.incident
         if incident is None and hit.failure is not None:
-            incident = owners.get(hit.failure.fingerprint)
+            incident = owners.get(hit.failure.fingerprint) or await _service_owner(db, hit.failure)
         if incident is not None:
             key: tuple[str, object] = ("incident", incident["id"])
             scored = _Scored(score, incident["kind"], incident, None, hit.message)
@@ -153,6 +155,19 @@ async def _search_candidates(db: Connection, words: list[str], now: float) -> li
         if key not in best or best[key].score < score:
             best[key] = scored
     return sorted(best.values(), key=lambda scored: scored.score, reverse=True)
+
+
+async def _service_owner(db: Connection, failure: queries.Failure) -> dict[str, Any] | None:
+    """The incident of the service whose failing call raised a handler's failure (`extra.outbound`:
+    bot/observe/outbound.py): the command that crashed on the timeout is that storm, not one of its own."""
+    newest = await action_queries.recent_failures(
+        db, kind=None, fingerprint=failure.fingerprint, since=0.0, limit=1
+    )
+    service = newest[0].extra.get("outbound") if newest else None
+    if not isinstance(service, str):
+        return None
+    found = await queries.latest_incidents_of_kinds(db, {KIND_PREFIX + service}, limit=1)
+    return found[0] if found else None
 
 
 async def resolve_target(
