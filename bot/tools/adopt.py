@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import re
 import shlex
 import subprocess
 import sys
@@ -50,7 +49,19 @@ from dotenv import dotenv_values
 from mendbot.kernel.log import get_logger
 from mendbot.kernel.settings import EX_CONFIG
 from mendbot.tools.adopt_entry import SourceModule, attr_name, calls, entry_point
-from mendbot.trust.host_files import MAX_BYTES, file_kind, looks_secret, token_keys
+from mendbot.tools.adopt_reads import (
+    CONFIG_FILE,
+    DATA_DIR,
+    AdoptError,
+    candidate_files,
+    data_files,
+    env_reads,
+    file_keys,
+    needed_files,
+    servers,
+    token_and_where,
+)
+from mendbot.trust.host_files import looks_secret
 
 __all__ = [
     "AdoptError",
@@ -64,32 +75,8 @@ __all__ = [
 
 _log = get_logger(__name__)
 
-CONFIG_FILE = "mendbot.yaml"
-DATA_DIR = ".mendbot"  # mendbot.yaml's data_dir: its database, logs and worktrees, never committed
 _BOT_BASES = {"Bot", "AutoShardedBot"}
 _CLIENT_BASES = {"Client", "AutoShardedClient"}
-_CONFIG_KINDS = (
-    "dotenv",
-    "json",
-    "toml",
-    "yaml",
-)  # files a bot reads its settings from (a config.py: imported)
-_DOTENV_READERS = ("load_dotenv", "dotenv_values")
-# Servers a bot may need that mendbot cannot start in its sandbox: the drivers that show it (imports,
-# requirements) and words of the variables that point at one (DATABASE_URL, MARIADB_HOST, REDIS_URL).
-_SERVERS = (
-    ("MongoDB", ("motor", "pymongo", "beanie", "odmantic", "mongoengine"), ("MONGO",)),
-    ("Redis", ("redis", "aioredis", "coredis"), ("REDIS",)),
-    ("PostgreSQL", ("asyncpg", "psycopg", "psycopg2", "psycopg2-binary"), ("POSTGRES", "PGHOST")),
-    ("MariaDB/MySQL", ("aiomysql", "asyncmy", "pymysql", "mysqlclient", "mariadb"), ("MYSQL", "MARIADB")),
-)
-_DATABASE_VARIABLES = {"DATABASE_URL", "DB_URL", "DB_HOST", "DATABASE_HOST", "DB_URI", "DATABASE_URI"}
-_REQUIREMENT = re.compile(r"^\s*[\"']?([A-Za-z0-9][A-Za-z0-9._-]*)", re.M)
-_DATA_SUFFIXES = (".db", ".sqlite", ".sqlite3")
-
-
-class AdoptError(Exception):
-    """The repository cannot be adopted as it is; the message is the whole explanation."""
 
 
 @dataclass
@@ -131,90 +118,6 @@ def _module_name(path: PurePosixPath, roots: list[str]) -> str:
     return ".".join(parts)
 
 
-def _env_name(node: ast.expr | None, assignments: dict[str, ast.expr]) -> str | None:
-    """The environment variable an expression reads, following a name to its assignment."""
-    if node is None:
-        return None
-    if isinstance(node, ast.Name) and node.id in assignments:
-        return _env_name(assignments[node.id], {k: v for k, v in assignments.items() if k != node.id})
-    if isinstance(node, ast.Call) and attr_name(node.func) in ("getenv", "get"):
-        first = node.args[0] if node.args else None
-        if isinstance(first, ast.Constant) and isinstance(first.value, str):
-            return first.value
-    if isinstance(node, ast.Subscript) and "environ" in ast.unparse(node.value):
-        key = node.slice
-        if isinstance(key, ast.Constant) and isinstance(key.value, str):
-            return key.value
-    return None
-
-
-def _reads_a_file(node: ast.expr | None, assignments: dict[str, ast.expr]) -> bool:
-    if node is None:
-        return False
-    if isinstance(node, ast.Name) and node.id in assignments:
-        return _reads_a_file(assignments[node.id], {k: v for k, v in assignments.items() if k != node.id})
-    text = ast.unparse(node)
-    return any(word in text for word in ("open(", "read_text(", "json.load", "config[", "read()"))
-
-
-def _assignments(tree: ast.Module) -> dict[str, ast.expr]:
-    found: dict[str, ast.expr] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            found[node.targets[0].id] = node.value
-        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
-            found[node.target.id] = node.value
-    return found
-
-
-def _token(modules: list[SourceModule]) -> tuple[str | None, str | None]:
-    """(the token's environment variable, or what reads it from a file) — from the bot's run/start/login."""
-    functions = {
-        node.name: node
-        for module in modules
-        for node in ast.walk(module.tree)
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
-    }
-    for module in modules:
-        assignments = _assignments(module.tree)
-        for call in calls(module.tree):
-            if attr_name(call.func) not in ("run", "start", "login") or not call.args:
-                continue
-            argument = call.args[0]
-            name = _env_name(argument, assignments) or _env_read_by(argument, assignments, functions)
-            if name is not None:
-                return name, None
-            if _reads_a_file(argument, assignments):
-                return None, f"{module.path}: {ast.unparse(argument)[:60]}"
-    return None, None
-
-
-def _env_read_by(
-    node: ast.expr,
-    assignments: dict[str, ast.expr],
-    functions: dict[str, ast.FunctionDef | ast.AsyncFunctionDef],
-) -> str | None:
-    """The token's environment variable read inside a function of the repository that gives the token
-    (`token = await read_token()` … `bot.start(token.get_secret_value())`): a variable named like a token
-    that the function reads."""
-    given = [
-        assignments[name.id]
-        for name in ast.walk(node)
-        if isinstance(name, ast.Name) and name.id in assignments
-    ]
-    for call in [found for expression in (node, *given) for found in calls(expression)]:
-        function = functions.get(attr_name(call.func))
-        if function is None:
-            continue
-        read = [name for inner in calls(function) if (name := _env_name(inner, {})) is not None]
-        read += [name for inner in ast.walk(function) if isinstance(inner, ast.Subscript)
-                 if (name := _env_name(inner, {})) is not None]  # fmt: skip
-        token = next((name for name in read if "TOKEN" in name.upper()), None)
-        if token is not None:
-            return token
-    return None
-
-
 def _bot_classes(modules: list[SourceModule]) -> dict[str, tuple[SourceModule, ast.ClassDef]]:
     """Every class of the repository that is a discord.py bot, by name (through its own subclasses)."""
     classes = {
@@ -235,212 +138,6 @@ def _bot_classes(modules: list[SourceModule]) -> dict[str, tuple[SourceModule, a
                 bots[name] = (module, node)
                 changed = True
     return bots
-
-
-def _env_reads(modules: list[SourceModule]) -> list[str]:
-    names = []
-    for module in modules:
-        for call in calls(module.tree):
-            name = _env_name(call, {})
-            if name is not None and name not in names:
-                names.append(name)
-        for node in ast.walk(module.tree):
-            if isinstance(node, ast.Subscript):
-                name = _env_name(node, {})
-                if name is not None and name not in names:
-                    names.append(name)
-    return names
-
-
-def _data_files(modules: list[SourceModule]) -> list[str]:
-    """SQLite files the code names (`"data/shop.db"`, `f"{here}/database/database.db"`), as repository
-    paths: a program runs from its root."""
-    found: list[str] = []
-    for module in modules:
-        joins = [node for node in ast.walk(module.tree) if isinstance(node, ast.BinOp) and _a_path_join(node)]
-        joined = {id(node.right): _joined(node) for node in joins}
-        for node in ast.walk(module.tree):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                value = (joined.get(id(node)) or node.value).strip().lstrip("/").removeprefix("./")
-                named = PurePosixPath(value).suffix in _DATA_SUFFIXES  # not a bare `".db"` suffix
-                if named and " " not in value and value not in found:
-                    found.append(value)
-    return found
-
-
-def _a_path_join(node: ast.AST) -> bool:
-    """`x / "data" / "shelf.db"`: a path built with `/` whose last part is a string."""
-    return (
-        isinstance(node, ast.BinOp)
-        and isinstance(node.op, ast.Div)
-        and isinstance(node.right, ast.Constant)
-        and isinstance(node.right.value, str)
-    )
-
-
-def _joined(node: ast.BinOp) -> str:
-    """The string parts of a `/`-built path, joined (`data/shelf.db`); what is not a string is left out."""
-    parts: list[str] = []
-    current: ast.expr = node
-    while isinstance(current, ast.BinOp) and isinstance(current.op, ast.Div):
-        if isinstance(current.right, ast.Constant) and isinstance(current.right.value, str):
-            parts.insert(0, current.right.value)
-        current = current.left
-    if isinstance(current, ast.Constant) and isinstance(current.value, str):
-        parts.insert(0, current.value)
-    return "/".join(parts)
-
-
-def _config_names(modules: list[SourceModule]) -> set[str]:
-    """The file names the code gives by a literal (`".env"`, `"config/settings.json"`, the last part of
-    `root / "config" / ".env"`) that are of a kind a bot reads its settings from."""
-    names: set[str] = set()
-    for module in modules:
-        joins = [node for node in ast.walk(module.tree) if isinstance(node, ast.BinOp) and _a_path_join(node)]
-        joined = {id(node.right): _joined(node) for node in joins}
-        for node in ast.walk(module.tree):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                value = (joined.get(id(node)) or node.value).strip().removeprefix("./")
-                if value and "\n" not in value and len(value) < 200 and file_kind(value) in _CONFIG_KINDS:
-                    names.add(value)
-    return names
-
-
-def _imported_modules(modules: list[SourceModule]) -> set[str]:
-    """Top-level names of every module the code imports (`config` of `from config import TOKEN`)."""
-    found: set[str] = set()
-    for module in modules:
-        for node in ast.walk(module.tree):
-            if isinstance(node, ast.Import):
-                found.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                found.add(node.module)
-    return found
-
-
-def _candidates(modules: list[SourceModule], roots: list[str], tracked: set[str]) -> list[str]:
-    """Repository paths of the files the bot may read its settings from: its `.env`, those the code names
-    by a literal (config.json, config/.env, settings.toml) — a bare name in any directory of the tree,
-    since the code often joins it to one it computes — and the modules it imports (a config.py)."""
-    names = _config_names(modules)
-    names.add(".env")  # python-dotenv's, and the one a README asks for
-    directories = sorted({str(PurePosixPath(path).parent) for path in tracked} | {"."})
-    candidates: list[str] = []
-    for name in sorted(names, key=lambda n: (n != ".env", n)):
-        if "/" in name:
-            candidates.append(name)
-        else:
-            candidates += [name if directory == "." else f"{directory}/{name}" for directory in directories]
-    prefixes = ["", *(f"{root}/" for root in roots)]
-    for name in sorted(_imported_modules(modules)):
-        candidates += [f"{prefix}{name.replace('.', '/')}.py" for prefix in prefixes]
-    return list(dict.fromkeys(candidates))
-
-
-def _needed_files(root: Path, candidates: list[str], tracked: set[str]) -> list[str]:
-    """Of `candidates`, what is in the working tree and git does not keep: what the bot needs to start."""
-    found: list[str] = []
-    for candidate in candidates:
-        path = root / candidate
-        if (
-            candidate in tracked
-            or candidate.startswith((f"{DATA_DIR}/", ".git/"))
-            or candidate == CONFIG_FILE
-            or not path.is_file()
-            or path.is_symlink()
-            or not path.resolve().is_relative_to(root)
-            or path.stat().st_size > MAX_BYTES
-        ):
-            continue
-        found.append(candidate)
-    return found
-
-
-def _token_and_where(
-    root: Path, modules: list[SourceModule], candidates: list[str], tracked: set[str], needed: list[str]
-) -> tuple[str, list[str]]:
-    """The token's variable (or key), and notes on how it was found; AdoptError when it is read from a file
-    mendbot cannot give a test token through. `needed` gains the file it is read from, if git keeps it."""
-    token, from_file = _token(modules)
-    notes = []
-    if token is None or from_file is not None:
-        # Read from one of the files it needs (`dotenv_values("config/.env")["BOT_TOKEN"]`), or from one
-        # git keeps: that file's key with TOKEN in its name is the token's, and gets the loopback Discord's
-        # token there (a file git keeps is then named too, for that).
-        kept = [name for name in candidates if name in tracked and file_kind(name) in _CONFIG_KINDS]
-        key, where = _token_key(root, [*needed, *kept])
-        if key is not None and where is not None:
-            token = key
-            needed += [where] if where not in needed else []
-            notes.append(
-                f"your bot's token is read from {where} ({key}): a test one is put there in the sandbox"
-            )
-        elif from_file is not None:
-            raise AdoptError(
-                f"mendbot adopt: your bot reads its token from a file ({from_file}) that mendbot cannot "
-                "read a token key from — read it from an environment variable "
-                '(`os.environ["DISCORD_TOKEN"]`) or a .env key with TOKEN in its name, then adopt again'
-            )
-    if token is None:
-        token = "DISCORD_TOKEN"
-        notes.append("the token's variable was not found: DISCORD_TOKEN assumed (bot.token_env)")
-    return token, notes
-
-
-def _token_key(root: Path, files: list[str]) -> tuple[str | None, str | None]:
-    """(the key with TOKEN in its name in one of `files`, the file) — one that says DISCORD or BOT first."""
-    for name in files:
-        try:
-            keys = token_keys(name, (root / name).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError):
-            continue
-        if keys:
-            keys.sort(key=lambda key: not any(word in key.upper() for word in ("DISCORD", "BOT")))
-            return keys[0], name
-    return None, None
-
-
-def _file_keys(root: Path, files: list[str]) -> list[str]:
-    """The keys of the dotenv files among `files` (what the bot reads from them: `MARIADB_HOST`)."""
-    keys: list[str] = []
-    for name in files:
-        if file_kind(name) == "dotenv":
-            keys += [key for key in dotenv_values(root / name) if key]
-    return keys
-
-
-def _requirements(root: Path) -> set[str]:
-    """The distributions requirements*.txt and pyproject.toml name, lower case."""
-    names: set[str] = set()
-    texts = [
-        path.read_text(encoding="utf-8", errors="replace") for path in sorted(root.glob("requirements*.txt"))
-    ]
-    if (root / "pyproject.toml").is_file():
-        texts.append((root / "pyproject.toml").read_text(encoding="utf-8", errors="replace"))
-    for text in texts:
-        names.update(match.lower() for match in _REQUIREMENT.findall(text))
-    return names
-
-
-def _servers(root: Path, modules: list[SourceModule], variables: list[str]) -> list[str]:
-    """The database servers the bot uses, each with what shows it (`MariaDB/MySQL (asyncmy, MARIADB_HOST)`):
-    its imports, its requirements, the variables it reads. A variable such as DATABASE_URL alone says
-    only that there is one."""
-    imported = {name.split(".")[0].lower() for name in _imported_modules(modules)}
-    required = _requirements(root)
-    if "mysql" in imported:  # mysql-connector's package: `import mysql.connector`
-        imported.add("mysqlclient")
-    found = []
-    for server, drivers, words in _SERVERS:
-        seen = sorted((imported | required) & set(drivers))
-        seen += sorted({name for name in variables if any(word in name.upper() for word in words)})[:2]
-        if seen:
-            found.append(f"{server} ({', '.join(dict.fromkeys(seen))})")
-    if not found:
-        named = sorted({name for name in variables if name.upper() in _DATABASE_VARIABLES})
-        if named:
-            found.append(f"a database server ({', '.join(named)})")
-    return found
 
 
 def inspect_repository(root: Path, given: list[str] | None = None) -> Found:
@@ -487,9 +184,9 @@ def inspect_repository(root: Path, given: list[str] | None = None) -> Found:
             'you start your bot with: name it, e.g. `mendbot adopt --entry "python launcher.py start"`'
         )
     tracked = set(_git(root, "ls-files", "-z").stdout.split("\0")) - {""}
-    candidates = _candidates(modules, roots, tracked)
-    needed = _needed_files(root, candidates, tracked)
-    token, notes = _token_and_where(root, modules, candidates, tracked, needed)
+    candidates = candidate_files(modules, roots, tracked)
+    needed = needed_files(root, candidates, tracked)
+    token, notes = token_and_where(root, modules, candidates, tracked, needed)
     bot_class = None
     if bots:
         # The class the entry point builds, else the most derived one.
@@ -507,7 +204,7 @@ def inspect_repository(root: Path, given: list[str] | None = None) -> Found:
         )
     )
     dotenv = {key: value for key, value in dotenv_values(root / ".env").items() if value is not None}
-    reads = _env_reads(modules)
+    reads = env_reads(modules)
     env = {
         name: dotenv.get(name, "")
         for name in reads
@@ -518,12 +215,12 @@ def inspect_repository(root: Path, given: list[str] | None = None) -> Found:
         bot_class=bot_class,
         extensions=extensions,
         token_env=token,
-        data_files=_data_files(modules),
+        data_files=data_files(modules),
         env=env,
         path=roots,
         notes=notes,
         files=needed,
-        servers=_servers(root, modules, [*reads, *_file_keys(root, needed)]),
+        servers=servers(root, modules, [*reads, *file_keys(root, needed)]),
     )
 
 
