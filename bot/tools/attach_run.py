@@ -34,7 +34,7 @@ import traceback
 import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import discord
 import msgspec
@@ -46,8 +46,10 @@ from mendbot.runtime.attachment import Attachment
 from mendbot.runtime.instrument import recording_of, wrapper_of
 from mendbot.runtime.standalone import attach_to, host_settings
 from mendbot.tools.playground_seal import LeftThePlayground, PlaygroundSeal
-from mendbot.tools.world import WorldClock
 from mendbot.trust.loopback_discord_model import bot_token
+
+if TYPE_CHECKING:
+    from mendbot.tools.world import WorldClock
 
 __all__ = ["AttachError", "Hooks", "Program", "parse_program", "run_attached", "run_program"]
 
@@ -129,7 +131,11 @@ class Hooks:
         self.ready = False  # the playground's world was up, ready to read the script
         self.stopped_by: commands.ExtensionError | None = None  # a failed extension stopped a bot's login
         # In the virtual Discord, mendbot's services read its clock (one clock for the whole world).
-        self.clock = WorldClock() if play else None
+        self.clock: WorldClock | None = None
+        if play:  # the virtual Discord (simcord) loads only for it: a bot on Discord never needs it
+            from mendbot.tools.world import WorldClock
+
+            self.clock = WorldClock()
         self.seal = PlaygroundSeal()
         # Under play: the clients whose start (or own login) is over — played, or not playable; a later
         # `connect` of theirs returns as after a bot that closed.
