@@ -503,10 +503,10 @@ def _seed_dice_bug(repo: Path) -> None:
 async def proof_overhead_s(context: BenchContext) -> float:
     """The extra wall time the proof of fix adds to a run whose checks are trivial: the regression test
     (one small pytest file) and the replay of what a real incident leaves — four recorded `!roll` crashes
-    (the older two shown to the agent, two held out), neighbours of them and three recorded rolls that
-    worked — each on the base (a fresh copy of its tree with only the test added) and on the branch (a
-    fresh copy of the commit), all in the sandbox: `Prover.prove` from the committed fix to the stored
-    proof. Median of 3."""
+    (the older two shown to the agent, two held out), neighbours of them (other values, other callers) and
+    three recorded rolls that worked — each on the base (a fresh copy of its tree with only the test
+    added) and on the branch (a fresh copy of the commit), all in the sandbox: `Prover.prove` from the
+    committed fix to the stored proof. Median of 3."""
     from mendbot.db.handlers import HandlerLocation, replace_cog
     from mendbot.improve.proof.heldout import shown_identities
     from mendbot.runtime.services import build_services
@@ -530,8 +530,15 @@ async def proof_overhead_s(context: BenchContext) -> float:
             now = time.time()
             calls = [("!roll 2d8", True), ("!roll 1d20", True), ("!roll 3d4", True)]
             calls += [(f"!roll {n}d6", False) for n in (2, 3, 1, 5)]
+            # As the recorder keeps a call now: who made it and where (the proof varies the caller too).
+            caller = {
+                "user": 1456074443980800007,
+                "roles": [],
+                "channel": 1456074443980800006,
+                "guild": 1456074443980800002,
+            }
             for number, (text, ok) in enumerate(calls):
-                invocation = {"name": "!roll", "options": {"text": text}}
+                invocation = {"name": "!roll", "options": {"text": text}, "caller": caller}
                 await sql(
                     db,
                     "INSERT INTO actions (ts, kind, source, ok, duration_ms, error_type, error_message,"

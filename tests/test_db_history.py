@@ -250,6 +250,24 @@ async def test_a_run_can_be_stored_as_rolled_back(tmp_path: Path, legacy: bool) 
         assert _scalar(conn, "PRAGMA integrity_check") == "ok"
 
 
+@pytest.mark.parametrize("legacy", [True, False], ids=["adopted file", "new file"])
+async def test_a_proof_can_be_stored_as_tested(tmp_path: Path, legacy: bool) -> None:
+    """`tested` is a verdict the proofs table takes, in a file adopted from the SQL migrations as in a
+    new one; a verdict that is none is still refused."""
+    if legacy:
+        _legacy_sqlite(tmp_path / "m.db", 13)
+    await (await open_database(tmp_path / "m.db")).close()
+    insert = (
+        "INSERT INTO proofs (run_id, stage, sha, base_sha, verdict, reason, items, overhead_s, created_at) "
+        "VALUES (1, 'verify', 'a', 'b', ?, 'r', '[]', 0, 0)"
+    )
+    with _sqlite(tmp_path / "m.db") as conn:
+        conn.execute(insert, ("tested",))
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+            conn.execute(insert, ("likely",))
+        assert _scalar(conn, "PRAGMA integrity_check") == "ok"
+
+
 async def test_a_fresh_sqlite_file_numbers_rows_like_the_legacy_one(tmp_path: Path) -> None:
     """Integer keys are still the rowid: an insert without an id gets the next one."""
     db = await open_database(tmp_path / "new.db")

@@ -35,13 +35,19 @@ def _last(settings: Settings, kind: str) -> Row:
 
 
 async def test_slash_command_records_its_options_and_a_digest_of_its_reply(tmp_path: Path) -> None:
-    """/echo text=hi times=3 → invocation {name, options} and reply {text, sha, messages} on the record."""
+    """/echo text=hi times=3 → invocation {name, options, caller} and reply {text, sha, messages} on the
+    record: who asked and where (what a replay sends it as)."""
     settings = make_settings(tmp_path / "data")
     async with running_world(settings, extra_extensions=[EXTENSION]) as world:
         await world.users["alice"].slash(world.general, "echo", text="hi", times=3)
         await world.quiesce()
+        alice, general = world.users["alice"].id, world.general.id
     row = _last(settings, "app:echo")
-    assert json.loads(row["invocation"]) == {"name": "/echo", "options": {"text": "hi", "times": 3}}
+    invocation = json.loads(row["invocation"])
+    caller = invocation.pop("caller")
+    assert invocation == {"name": "/echo", "options": {"text": "hi", "times": 3}}
+    assert (caller["user"], caller["channel"], caller["roles"]) == (alice, general, [])
+    assert caller["guild"] == row["guild_id"]
     reply = json.loads(row["reply"])
     assert reply == {"text": "hi hi hi", "sha": hashlib.sha256(b"hi hi hi").hexdigest()[:16], "messages": 1}
 

@@ -90,7 +90,14 @@ async def test_a_failing_modal_submit_is_recorded_and_answered(world: VirtualWor
     await world.bot.services.recorder.flush()
     [record] = _actions(world, "modal:")
     assert (record["kind"], record["ok"], record["error_type"]) == ("modal:Feedback.on_submit", 0, "KeyError")
-    assert json.loads(str(record["invocation"]))["options"]["fields"] == {"feedback-text": "it broke"}
+    invocation = json.loads(str(record["invocation"]))
+    assert invocation["options"]["fields"] == {"feedback-text": "it broke"}
+    # What showed it, call by call (the button, and the command that sent the button's view): a replay
+    # sends them again to open the same modal.
+    assert invocation["shown_by"]["kind"] == "view:Panel.feedback"
+    surface = invocation["shown_by"]["shown_by"]
+    assert (surface["kind"], surface["name"], surface["options"]) == ("app:panel", "/panel", {})
+    assert surface["caller"]["user"] == invocation["caller"]["user"]
     assert BUG_REPLY in reply_text(submitted)
     [opened] = _actions(world, "view:Panel.feedback")
     assert opened["ok"] == 1

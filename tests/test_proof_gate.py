@@ -86,6 +86,20 @@ async def test_a_proven_run_ships_with_plain_ship_it(gate: Gate) -> None:
     assert await gate.state(run) in ("deployed", "watching")
 
 
+@pytest.mark.deploy(required_approvals=1, require_proof="replay")
+async def test_a_tested_run_needs_ship_it_unproven_where_a_replay_is_required(gate: Gate) -> None:
+    """A run only its own test shows fixed is tested, not proven: where `require_proof: replay`, plain
+    "ship it" is refused saying so."""
+    run, _, message = await gate.propose()
+    run = await gate.services.improve.runs.get(run.id)
+    await _store_proof(gate, run, "tested")
+    sent = await gate.world.users["alice"].send(gate.world.dev, "ship it", reply_to=message)
+    await gate.world.quiesce()
+    (answer,) = gate.replies_to(sent)
+    assert "it is only tested" in answer and "**ship it unproven**" in answer
+    assert await gate.state(run) == "awaiting_approval"
+
+
 @pytest.mark.deploy(required_approvals=1)
 async def test_a_proof_made_on_an_earlier_commit_does_not_prove_the_head(gate: Gate) -> None:
     """A "proven" proof of another commit than the proposal's head: plain "ship it" is refused with

@@ -417,9 +417,9 @@ async def _digest_failures(world: VirtualWorld) -> None:
 
 
 async def test_a_regression_test_that_mocks_the_code_it_tests_proves_nothing(tmp_path: Path) -> None:
-    """The digest's fault is in a reaction listener (not replayable), so only a test could prove it. The
-    agent's test fails on the base and passes on the branch — because it replaces `ratio` with the new
-    `safe_ratio` by monkeypatch, while `digest_line` still divides by zero. It proves nothing."""
+    """The digest's fault is in a reaction listener. The agent's test fails on the base and passes on the
+    branch — because it replaces `ratio` with the new `safe_ratio` by monkeypatch, while `digest_line`
+    still divides by zero. It proves nothing, and the reaction replayed shows the failure still there."""
     test = (
         "from tests.fixtures import buggy_digest\n\n\n"
         "def test_a_quiet_day_has_a_digest(monkeypatch) -> None:\n"
@@ -439,7 +439,10 @@ async def test_a_regression_test_that_mocks_the_code_it_tests_proves_nothing(tmp
         ],
     )
     proof = _proof(settings)
-    assert proof["verdict"] == "unproven", json.dumps(proof, indent=1)
+    assert proof["verdict"] == "disproven", json.dumps(proof, indent=1)
+    assert (
+        "on a message (on_raw_reaction_add)`: still fails as recorded: ZeroDivisionError" in proof["reason"]
+    )
     (item,) = [item for item in proof["items"] if item["kind"] == "test"]
     assert (item["base"]["ok"], item["branch"]["ok"], item["verdict"]) == (False, True, "no_proof")
     assert (
@@ -450,7 +453,7 @@ async def test_a_regression_test_that_mocks_the_code_it_tests_proves_nothing(tmp
 async def test_a_regression_test_that_fails_only_for_a_missing_name_proves_nothing(tmp_path: Path) -> None:
     """The agent's test imports `safe_ratio`, which only the change adds, and checks it alone: on the
     base it cannot even be collected, not because of the quiet day's ZeroDivisionError. It proves
-    nothing; the listener still crashes."""
+    nothing; the listener still crashes, as the reaction replayed shows."""
     test = (
         "from tests.fixtures.buggy_digest import safe_ratio\n\n\n"
         "def test_a_quiet_day_has_a_ratio() -> None:\n"
@@ -469,7 +472,7 @@ async def test_a_regression_test_that_fails_only_for_a_missing_name_proves_nothi
         ],
     )
     proof = _proof(settings)
-    assert proof["verdict"] == "unproven", json.dumps(proof, indent=1)
+    assert proof["verdict"] == "disproven", json.dumps(proof, indent=1)
     (item,) = [item for item in proof["items"] if item["kind"] == "test"]
     assert item["verdict"] == "no_proof" and "cannot even be collected" in item["note"], item
     assert "safe_ratio" in item["note"]

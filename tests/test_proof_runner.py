@@ -114,6 +114,119 @@ def test_the_runner_names_each_test_that_replaces_the_code_it_tests(tmp_path: Pa
     }
 
 
+SHOP = textwrap.dedent(
+    """\
+    import logging
+    import os
+
+    LIMIT = 3
+
+
+    def scale_for(sides):
+        return 60 // (sides - 6)
+
+
+    def safe_scale(sides):
+        try:
+            return scale_for(sides)
+        except ZeroDivisionError:
+            logging.getLogger("shop").warning("a six-sided die", exc_info=True)
+            return 1
+
+
+    def limited(count, limit=None):
+        return count <= (limit or LIMIT)
+
+
+    def mode():
+        return "safe" if os.environ.get("SHOP_SAFE") else "plain"
+
+
+    class Roller:
+        def __init__(self, scale=None):
+            self.scale = scale or scale_for
+
+        def roll(self, sides):
+            return self.scale(sides)
+    """
+)
+SHOP_TESTS = textwrap.dedent(
+    """\
+    import os
+
+    from pkg import dice
+
+
+    def test_a_stub_through_the_constructor():
+        assert dice.Roller(scale=lambda sides: 1).roll(6) == 1
+
+
+    def test_the_real_code_through_the_constructor():
+        assert dice.Roller(scale=dice.scale_for).roll(12) == 10
+
+
+    def test_a_global_set():
+        dice.LIMIT = 10
+        assert dice.limited(5)
+
+
+    def test_a_default_changed():
+        dice.limited.__defaults__ = (10,)
+        assert dice.limited(5)
+
+
+    def test_a_variable_the_code_reads(monkeypatch):
+        monkeypatch.setenv("SHOP_SAFE", "1")
+        assert dice.mode() == "safe"
+
+
+    def test_a_variable_the_code_does_not_read(monkeypatch):
+        monkeypatch.setenv("UNRELATED", "1")
+        assert dice.mode() == "plain"
+
+
+    def test_a_handled_error_logged_with_its_traceback(caplog):
+        assert dice.safe_scale(6) == 1
+        assert "Traceback" in caplog.text
+    """
+)
+
+
+def test_the_runner_names_each_test_that_changes_how_the_code_behaves(tmp_path: Path) -> None:
+    """A function of the test's own handed to the code in place of a parameter's default, a module global
+    set, a default changed, an environment variable the code names set by the test: each is reported; the
+    code's own function handed in, a variable the code never names, and an error the code handles and
+    logs with its traceback (which reads the changed file to show its lines) are not."""
+    tree = _tree(tmp_path, SHOP_TESTS)
+    (tree / "pkg" / "dice.py").write_text(SHOP)
+    request = {
+        "tests": ["tests/test_dice.py"],
+        "sources": {"pkg/dice.py": [14, 15]},
+        "watched": [],
+        "expect": None,
+    }
+    done = subprocess.run(
+        [sys.executable, proof_runner.__file__, json.dumps(request)],
+        cwd=tree,
+        env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    line = next(line for line in done.stdout.splitlines() if line.startswith(proof_runner.MARKER))
+    report = json.loads(line.removeprefix(proof_runner.MARKER + " "))
+    patched = {test.split("::")[1]: what for test, what in report["patched"].items()}
+    assert patched == {
+        "test_a_stub_through_the_constructor": ["Roller.__init__.argument `scale` (a function of the test)"],
+        "test_a_global_set": ["pkg.dice.LIMIT (assignment)"],
+        "test_a_default_changed": ["limited.__defaults__ (assignment)"],
+        "test_a_variable_the_code_reads": ["environment variable SHOP_SAFE (set by the test)"],
+    }, report
+    assert report["read"] == [], "a traceback in a log is not a test reading the source"
+    assert all(entry["outcome"] == "passed" for entry in report["tests"].values()), report["tests"]
+
+
 def test_the_runner_says_how_each_test_failed_and_whether_it_reached_the_reported_frame(
     tmp_path: Path,
 ) -> None:

@@ -12,17 +12,12 @@ from mendbot.db import proofs
 from mendbot.db.connection import open_database
 from mendbot.db.handlers import HandlerLocation, replace_cog
 from mendbot.improve.proof.judge import Timing
-from mendbot.improve.proof.prover import (
-    _judge,
-    _replay_items,
-    _Request,
-    _test_item,
-    _TestRun,
-    changed_lines,
-    changed_tests,
-)
+from mendbot.improve.proof.prover import _judge, _replay_items, changed_lines, changed_tests
 from mendbot.improve.proof.replay import ReplayResult
 from mendbot.improve.proof.replay_plan import MAX_REPLAYS, Failure, ReplayCase, ReplayPlan, plan_replay
+from mendbot.improve.proof.test_item import Request as _Request
+from mendbot.improve.proof.test_item import TestRun as _TestRun
+from mendbot.improve.proof.test_item import test_item as _test_item
 from mendbot.improve.proof.verdict import Proof, ProofItem, Side
 from tests.harness.repo import git
 
@@ -48,13 +43,16 @@ async def _record(
 
 
 async def test_replay_plan_marks_what_cannot_be_replayed_with_the_reason(tmp_path: Path) -> None:
-    """Reactions, tasks, member options, redacted values and missing invocations are not replayable."""
+    """Events other than messages and reactions, a task's hooks, member options, redacted values and
+    missing invocations are not replayable; a reaction, a task's iteration and a command are."""
     db = await open_database(tmp_path / "db.sqlite")
     try:
         await _record(db, "app:warn", {"name": "/warn", "options": {"user": "Member:123"}})
         await _record(
             db, "listener:on_raw_reaction_add", {"name": "on_raw_reaction_add", "options": {"emoji": "👍"}}
         )
+        await _record(db, "listener:on_member_join", {"name": "on_member_join", "options": {"arg": "x"}})
+        await _record(db, "task:refresh.before_loop", {"name": "task:refresh", "options": {"iteration": 0}})
         await _record(db, "task:refresh", {"name": "task:refresh", "options": {"iteration": 3}})
         await _record(db, "app:login", {"name": "/login", "options": {"password": "[redacted]"}})
         await _record(db, "command:ping", None)
@@ -67,17 +65,20 @@ async def test_replay_plan_marks_what_cannot_be_replayed_with_the_reason(tmp_pat
         capped = await plan_replay(db, fingerprint="fp", kind=None)
     finally:
         await db.close()
-    reasons = {case.label: case.unreplayable for case in plan.cases}
-    assert len(plan.cases) == 6 and len(capped.cases) == MAX_REPLAYS  # distinct invocations, capped
-    assert reasons["ping"] == "no invocation was recorded for it"
-    assert reasons["!roll 2d6"] is None
-    assert [case.label for case in plan.replayable] == ["!roll 2d6"]
+    reasons = {case.kind: case.unreplayable for case in plan.cases}
+    assert len(plan.cases) == 8 and len(capped.cases) == MAX_REPLAYS  # distinct invocations, capped
+    assert reasons["command:ping"] == "no invocation was recorded for it"
+    assert reasons["command:roll"] is None
+    assert sorted(case.label for case in plan.replayable) == [
+        "!roll 2d6",
+        "task `refresh`, one iteration",
+        "👍 on a message (on_raw_reaction_add)",
+    ]
     assert plan.handlers == ["cogs/dice.py"] and not plan.latency
-    unreplayable = [reason for reason in reasons.values() if reason]
-    assert any("names a Discord object (Member)" in reason for reason in unreplayable)
-    assert any("a listener depends on state" in reason for reason in unreplayable)
-    assert any("a task depends on state" in reason for reason in unreplayable)
-    assert any("redacted" in reason for reason in unreplayable)
+    assert "names a Discord object (Member)" in str(reasons["app:warn"])
+    assert "the `on_member_join` event cannot be made again" in str(reasons["listener:on_member_join"])
+    assert reasons["task:refresh.before_loop"] == "a task loop's start or stop hook"
+    assert "redacted" in str(reasons["app:login"])
 
 
 async def test_latency_plan_replays_the_slowest_completed_calls(tmp_path: Path) -> None:
@@ -218,16 +219,30 @@ def test_a_test_proves_only_when_it_runs_the_change() -> None:
 
 
 def test_what_the_gate_asks_for() -> None:
-    """`deploy.require_proof`: "test" takes either kind, "replay" only the replay, "off" anything."""
+    """`deploy.require_proof`: "test" takes a proven or a tested fix, "replay" only a proven one, "off"
+    anything; a tested fix never reads as proven."""
     replay = ProofItem("replay", "!roll", Side(False, "e"), Side(True, "a"), "proves", "")
     test = ProofItem("test", "t.py", Side(False, "f"), Side(True, "p"), "proves", "")
-    by_replay, by_test = Proof("proven", "r", [replay, test]), Proof("proven", "r", [test])
+    by_replay, by_test = Proof("proven", "r", [replay, test]), Proof("tested", "r", [test])
     unproven = Proof("unproven", "r", [])
     assert (by_replay.basis, by_test.basis, unproven.basis) == ("replay", "test", None)
     assert by_replay.meets("replay") and by_replay.meets("test")
-    assert by_test.meets("test") and not by_test.meets("replay")
+    assert by_test.meets("test") and not by_test.meets("replay") and not by_test.proven
     assert unproven.meets("off") and not unproven.meets("test")
-    assert "**proven by test**" in by_test.headline()
+    assert "**tested** (not proven)" in by_test.headline() and "proven by" not in by_test.headline()
+
+
+def test_a_test_alone_makes_a_proof_tested_never_proven() -> None:
+    """The change's own test proving the fix, with nothing replayed (the failure cannot be), is tested;
+    with a replay item that proves too, proven; a replay that fails disproves whatever the test says."""
+    test = ProofItem("test", "t.py", Side(False, "f"), Side(True, "p"), "proves", "")
+    proves = ProofItem("replay", "!roll", Side(False, "e"), Side(True, "a"), "proves", "", "recorded")
+    fails = ProofItem("replay", "!roll", Side(False, "e"), Side(False, "e"), "fails", "still", "recorded")
+    unreplayable = ReplayCase("1", "listener:on_guild_join", "x", {}, "fp", 1.0, "no payload")
+    alone = _judge([test], 0.0, ReplayPlan([unreplayable], [], False))
+    assert alone.verdict == "tested" and "could not be replayed: no payload" in alone.reason
+    assert _judge([test, proves], 0.0, ReplayPlan([], [], False)).verdict == "proven"
+    assert _judge([test, fails], 0.0, ReplayPlan([], [], False)).verdict == "disproven"
 
 
 async def test_changed_lines_are_the_new_versions_lines(tmp_path: Path) -> None:

@@ -414,7 +414,7 @@ proofs = Table(
     Column("overhead_s", Double, nullable=False),
     Column("created_at", Seconds, nullable=False),
     CheckConstraint(_in("stage", "verify", "deploy"), name="stage"),
-    CheckConstraint(_in("verdict", "proven", "unproven", "disproven"), name="verdict"),
+    CheckConstraint(_in("verdict", "proven", "unproven", "disproven", "tested"), name="verdict"),
 )
 Index("proofs_run", proofs.c.run_id, proofs.c.stage, proofs.c.id)
 

@@ -493,11 +493,12 @@ class ApprovalService(ApprovalRechecks):
                 f"its proof was made on `{proof.sha[:7]}` and the branch has moved to `{head_sha[:7]}` "
                 "since, which nothing has proven"
             )
-        if proof.verdict != "proven":
+        if proof.verdict not in ("proven", "tested"):
             return proof.reason
-        if requirement == "replay" and not proved_by_replay(proof.items):
+        if requirement == "replay" and (proof.verdict != "proven" or not proved_by_replay(proof.items)):
             return (
-                "it is proven by its test only, and `deploy.require_proof: replay` asks for the recorded"
-                " failure replayed and gone, as a user would see it"
+                "it is only tested (its own test shows the fix, no replay proves it), and"
+                " `deploy.require_proof: replay` asks for the recorded failure replayed and gone, as a user"
+                " would see it"
             )
         return None

@@ -206,6 +206,7 @@ class RunProgress:
                 latency_min_ms=self._settings.observe.latency.min_ms,
                 replay_answer_s=self._config.replay_answer_s,
                 slowdown=(self._config.proof_slowdown_factor, self._config.proof_slowdown_min_ms),
+                data_dir=self._settings.data_dir,
                 redact=self.runs.redactor.text,
                 now=lambda: self._clock().timestamp(),
             )

@@ -60,14 +60,12 @@ class RunProposals(RunProgress):
         diffstat = await self.workspace.diffstat(live.worktree, live.worktree.base_sha)
         files = await self.workspace.changed_files(live.worktree, live.worktree.base_sha)
         run = await self.runs.get(run.id)
-        unproven = proof is not None and not proof.proven
+        label = "" if proof is None or proof.proven else " (tested)" if proof.tested else " (unproven)"
         proposal = await self.forge.open_proposal(
             run_id=run.id,
             branch=live.worktree.branch,
             head_sha=head,
-            title=self.runs.redactor.text(
-                f"mendbot{' (unproven)' if unproven else ''}: {run.description[:60]}"
-            ),
+            title=self.runs.redactor.text(f"mendbot{label}: {run.description[:60]}"),
             body=self.runs.redactor.text(_proposal_body(run, diagnosis, plan, verification, diffstat, proof)),
         )
         run = await self.runs.transition(
@@ -331,7 +329,13 @@ def _proposal_report(
         if needs_unproven
         else "To ship it, an allow-listed developer replies **ship it** or reacts ✅ on this message."
     )
-    label = "fix ready for review" if proven else "**unproven** fix ready for review"
+    label = (
+        "fix ready for review"
+        if proven
+        else "**tested** fix ready for review"
+        if proof is not None and proof.tested
+        else "**unproven** fix ready for review"
+    )
     proof_text = f"{proof.chat()[:900]}\n" if proof is not None else ""
     where = f": {proposal.link}" if proposal.link else f" (proposal #{proposal.id})"
     return (

@@ -31,6 +31,7 @@ from mendbot.db import provenance
 __all__ = [
     "REPLY_PREVIEW_CHARS",
     "HandlerCapture",
+    "caller_of",
     "current_capture",
     "event_ids",
     "install_reply_hooks",
@@ -42,6 +43,7 @@ __all__ = [
 REPLY_PREVIEW_CHARS = 200
 _OPTION_CHARS = 200
 _MAX_STACKS = 5
+_MAX_ROLES = 20
 
 _current: contextvars.ContextVar[HandlerCapture | None] = contextvars.ContextVar(
     "mendbot_handler_capture", default=None
@@ -115,12 +117,46 @@ def _option(value: Any) -> Any:
     return str(value)[:_OPTION_CHARS]
 
 
+def caller_of(user: Any, channel_id: int | None, guild_id: int | None) -> dict[str, Any]:
+    """Who asked, and where: what a replay sends a call as (the member, its roles, the channel and the
+    guild), so that a change answering one member differently from another shows."""
+    roles = [role.id for role in getattr(user, "roles", ())[1:]]  # a member's, @everyone left out
+    return {
+        "user": getattr(user, "id", None),
+        "roles": roles[:_MAX_ROLES],
+        "channel": channel_id,
+        "guild": guild_id,
+    }
+
+
+def _target(interaction: discord.Interaction[Any]) -> dict[str, Any] | None:
+    """A context menu's target as the interaction carried it: a message's text and author, or a user."""
+    data: Any = interaction.data or {}
+    target = str(data.get("target_id") or "")
+    resolved = data.get("resolved") or {}
+    message = (resolved.get("messages") or {}).get(target)
+    if message is not None:
+        author = (message.get("author") or {}).get("id")
+        return {"message": {"content": str(message.get("content") or "")[:_OPTION_CHARS], "author": author}}
+    if target in (resolved.get("users") or {}):
+        return {"user": target}
+    return None
+
+
 def interaction_invocation(interaction: discord.Interaction[Any]) -> dict[str, Any]:
-    """`{"name": "/convert", "options": {...}}` for an app-command interaction."""
+    """`{"name": "/convert", "options": {...}, "caller": {...}}` for an app-command interaction (a
+    context menu's `target` too)."""
     command = interaction.command
     name = command.qualified_name if command is not None else "unknown"
     options = {key: _option(value) for key, value in vars(interaction.namespace).items()}
-    return {"name": f"/{name}", "options": options}
+    invocation = {
+        "name": f"/{name}",
+        "options": options,
+        "caller": caller_of(interaction.user, interaction.channel_id, interaction.guild_id),
+    }
+    if isinstance(command, discord.app_commands.ContextMenu) and (target := _target(interaction)):
+        invocation["target"] = target
+    return invocation
 
 
 def event_ids(args: tuple[Any, ...]) -> dict[str, Any]:
@@ -148,16 +184,37 @@ def event_ids(args: tuple[Any, ...]) -> dict[str, Any]:
 
 
 def message_invocation(event: str, args: tuple[Any, ...]) -> dict[str, Any]:
-    """`{"name": "on_message", "options": {...}}` for a listener, from its first argument."""
+    """`{"name": "on_message", "options": {...}, "caller": {...}}` for a listener, from its event: a
+    message's text and author, a reaction's emoji and message (the message's text when the event has
+    it), and who did it where."""
     options: dict[str, Any] = {}
+    caller: dict[str, Any] | None = None
     first = args[0] if args else None
     if isinstance(first, discord.Message):
         options = {"content": first.content[:_OPTION_CHARS], "author": first.author.id}
+        caller = caller_of(first.author, first.channel.id, first.guild.id if first.guild else None)
     elif isinstance(first, discord.RawReactionActionEvent):
         options = {"emoji": str(first.emoji), "message": first.message_id}
+        who = first.member if first.member is not None else discord.Object(first.user_id)
+        caller = caller_of(who, first.channel_id, first.guild_id)
+    elif isinstance(first, discord.Reaction):
+        message = first.message
+        options = {
+            "emoji": str(first.emoji),
+            "message": message.id,
+            "content": message.content[:_OPTION_CHARS],
+        }
+        guild = message.guild.id if message.guild else None
+        caller = caller_of(args[1], message.channel.id, guild) if len(args) > 1 else None
     elif first is not None:
         options = {"arg": _option(first)}
-    return {"name": event, "options": options}
+    invocation: dict[str, Any] = {"name": event, "options": options}
+    if caller is not None:
+        invocation["caller"] = caller
+    author = getattr(first, "author", None) or (args[1] if isinstance(first, discord.Reaction) else None)
+    if getattr(author, "bot", False):
+        invocation["by_bot"] = True  # a bot's message (its own, often): no member's call to replay
+    return invocation
 
 
 # -- what was answered ----------------------------------------------------------------------------

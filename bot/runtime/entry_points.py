@@ -48,7 +48,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from mendbot.observe.capture import current_capture
+from mendbot.observe.capture import caller_of, current_capture
 
 __all__ = [
     "EntryRunner",
@@ -62,6 +62,7 @@ __all__ = [
 
 _MARK = "__mendbot_entry__"
 _OPTION_CHARS = 200
+_SHOWN_DEPTH = 3  # calls back a view's or modal's `shown_by` goes
 # discord.py's frames, asyncio's and mendbot's own wrappers are never what a developer names as failing.
 _LIBRARY_DIRS = tuple(
     os.path.dirname(path) + os.sep for path in (discord.__file__ or "", asyncio.__file__ or "", __file__)
@@ -166,10 +167,12 @@ def callback_name(callback: Callable[..., Any]) -> tuple[str, str]:
 
 
 def _invocation(
-    kind: str, interaction: discord.Interaction[Any], surface: str | None = None
+    kind: str, interaction: discord.Interaction[Any], view: Any = None, item: Any = None
 ) -> dict[str, Any]:
-    """What the user did: the component's custom id and chosen values, or a modal's fields; and the
-    kind of the handler whose reply showed the view (`surface`), when one did."""
+    """What the user did: the component's custom id and chosen values (and a select's choices), or a
+    modal's fields; who did it, where (`caller`); and the call whose reply showed the view or modal
+    (`shown_by`: its kind, what it was asked and by whom, itself with what showed it) — with `surface`,
+    that call's kind alone. A replay sends the call that showed it again, then does what the user did."""
     data: Any = interaction.data or {}
     options: dict[str, Any] = {"custom_id": str(data.get("custom_id", ""))[:_OPTION_CHARS]}
     if data.get("values"):
@@ -181,10 +184,34 @@ def _invocation(
                 fields[str(component["custom_id"])] = str(component["value"])[:_OPTION_CHARS]
     if fields:
         options["fields"] = fields
-    invocation: dict[str, Any] = {"name": kind, "options": options}
+    invocation: dict[str, Any] = {
+        "name": kind,
+        "options": options,
+        "caller": caller_of(interaction.user, interaction.channel_id, interaction.guild_id),
+    }
+    choices = [str(option.value)[:_OPTION_CHARS] for option in getattr(item, "options", None) or []]
+    if choices and getattr(item, "type", None) == discord.ComponentType.select:
+        invocation["choices"] = choices[:25]
+    surface = getattr(view, _SURFACE, None)
     if surface is not None:
         invocation["surface"] = surface
+    shown_by = getattr(view, _SHOWN_BY, None)
+    if shown_by is not None:
+        invocation["shown_by"] = shown_by
     return invocation
+
+
+def _shown_by(kind: str, invocation: dict[str, Any] | None, depth: int = _SHOWN_DEPTH) -> dict[str, Any]:
+    """The call that showed a view or modal, as its capture recorded it, with what showed it in turn
+    (at most `depth` calls back: a modal a button opened, on a view a command sent)."""
+    shown = {"kind": kind, **(invocation or {})}
+    earlier = shown.get("shown_by")
+    if isinstance(earlier, dict):
+        if depth > 1:
+            shown["shown_by"] = _shown_by(str(earlier.get("kind")), earlier, depth - 1)
+        else:
+            shown.pop("shown_by")
+    return shown
 
 
 def _overrides(owner: Any, method: str) -> bool:
@@ -232,7 +259,7 @@ def _wrap(
             kind,
             module,
             interaction,
-            _invocation(kind, interaction, getattr(view, _SURFACE, None)),
+            _invocation(kind, interaction, view, getattr(observed, "item", None)),
             lambda: callback(interaction, *args, **kwargs),
             own_handler=handler,
         )
@@ -243,6 +270,7 @@ def _wrap(
 
 
 _SURFACE = "__mendbot_surface__"
+_SHOWN_BY = "__mendbot_shown_by__"
 
 
 def _observe_item(runner: EntryRunner, item: Any) -> None:
@@ -263,7 +291,7 @@ def _observe_on_error(runner: EntryRunner, view: Any, prefix: str) -> None:
     async def on_error(interaction: discord.Interaction[Any], error: Exception, *item: Any) -> None:
         name = raised_in(error) or f"{type(view).__qualname__}.interaction_check"
         interaction.extras.setdefault(
-            "invocation", _invocation(f"{prefix}:{name}", interaction, getattr(view, _SURFACE, None))
+            "invocation", _invocation(f"{prefix}:{name}", interaction, view, item[0] if item else None)
         )
         handler: OwnHandler | None = None
         if own is not None:
@@ -286,6 +314,7 @@ def _observe_view(runner: EntryRunner, view: Any) -> None:
     capture = current_capture()
     if capture is not None and not capture.closed:
         setattr(view, _SURFACE, capture.kind)
+        setattr(view, _SHOWN_BY, _shown_by(capture.kind, capture.invocation))
     if getattr(view, "__discord_ui_modal__", False):
         if not getattr(view.on_submit, _MARK, False):
             view.on_submit = _wrap(runner, "modal", view.on_submit, lambda: view)

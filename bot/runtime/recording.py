@@ -48,6 +48,7 @@ from mendbot.kernel.errors import (
 from mendbot.kernel.log import bind_context, bind_for_task, get_logger
 from mendbot.observe.capture import (
     HandlerCapture,
+    caller_of,
     event_ids,
     install_reply_hooks,
     message_invocation,
@@ -170,6 +171,7 @@ class Recording:
                 {
                     "name": f"{ctx.prefix or ''}{ctx.invoked_with or ctx.command.qualified_name}",
                     "options": {"text": ctx.message.content[:200]},
+                    "caller": caller_of(ctx.author, ctx.channel.id, ctx.guild.id if ctx.guild else None),
                 },
             )
             self._captures[ctx] = capture

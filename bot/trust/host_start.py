@@ -58,6 +58,7 @@ __all__ = [
     "new_token",
     "prepare_tree",
     "smoke_start",
+    "start_variables",
     "started",
     "stop",
     "tail",
@@ -114,18 +115,23 @@ def prepare_tree(checkout: Path, host: HostBot, token: str) -> list[str]:
 
 
 def launch_config(
-    observer: DiscordDouble, host: HostConfig | None, extensions: list[str] | None
+    observer: DiscordDouble,
+    host: HostConfig | None,
+    extensions: list[str] | None,
+    *,
+    data_dir: str | None = None,
 ) -> dict[str, Any]:
-    """The config the launcher starts mendbot with, like any start's: its data in the sandbox's /tmp, the
-    observer's guild as the dev guild, nothing started by itself. For mendbot's own bot, `extensions`
-    (None: all); for a `host`, its own program, as mendbot.yaml runs it."""
+    """The config the launcher starts mendbot with, like any start's: its data in `data_dir` (a replay's
+    copy of the bot's data, where the live bot keeps it) or the sandbox's /tmp, the observer's guild as
+    the dev guild, nothing started by itself. For mendbot's own bot, `extensions` (None: all); for a
+    `host`, its own program, as mendbot.yaml runs it."""
     discord: dict[str, Any] = {
         "dev_guild_id": observer.guild.id,
         "dev_channel_ids": [observer.guild.channel("dev").id],
     }
     config: dict[str, Any] = {
-        "data_dir": "/tmp/mendbot",
-        "repo_dir": "/tmp/mendbot",  # no repository: the bot under test never runs git or a fix
+        "data_dir": data_dir or "/tmp/mendbot",
+        "repo_dir": data_dir or "/tmp/mendbot",  # no repository: the bot under test never runs git or a fix
         "health": {"enabled": False},
         "discord": discord,
         "deploy": {"watch_hand_edits": False},
@@ -138,9 +144,9 @@ def launch_config(
     return config
 
 
-def write_launch(shared: Path, config: dict[str, Any], watched: list[str] | None) -> None:
-    """The launcher, its config and the files it watches (None: it only reports) in `shared`, bound into
-    the sandbox at `INSIDE`."""
+def write_launch(shared: Path, config: dict[str, Any], watched: list[str] | dict[str, Any] | None) -> None:
+    """The launcher, its config and what it watches (None: it only reports; a list: the files; a dict: the
+    replay's, `mendbot.trust.replay_launch`) in `shared`, bound into the sandbox at `INSIDE`."""
     import yaml  # PyYAML loads with the first start, not at every start of mendbot (bot/kernel/yamldoc.py)
 
     shutil.copyfile(_LAUNCHER, shared / "launch.py")
@@ -160,17 +166,16 @@ async def started(
     host: HostBot | None = None,
     writable: bool = True,
     binds: dict[Path, str] | None = None,
+    mounts: dict[Path, str] | None = None,
 ) -> AsyncIterator[Path]:
     """The checkout's `mendbot run` (a host bot's own program, with mendbot attached) in the sandbox,
-    connected to `observer`; stopped after the block. Yields the file its output goes to. NotStarted when
-    it ended or did not connect within `ready_timeout_s`."""
+    connected to `observer`, with `mounts` writable where they go (a replay's copy of the bot's data);
+    stopped after the block. Yields the file its output goes to. NotStarted when it ended or did not
+    connect within `ready_timeout_s`."""
     async with sandbox.jail(
-        checkout, git_dir=None, writable=writable, binds={shared: INSIDE, **(binds or {})}
+        checkout, git_dir=None, writable=writable, binds={shared: INSIDE, **(binds or {})}, mounts=mounts
     ) as jail:
-        variables = {"DISCORD_TOKEN": observer.token, "PYTHONUNBUFFERED": "1"}
-        if host is not None:
-            variables = {**host.config.env, host.config.token_env: observer.token, "PYTHONUNBUFFERED": "1"}
-        env = jail.environment(variables)
+        env = jail.environment(start_variables(observer, host))
         argv = [
             jail.python,
             f"{INSIDE}/launch.py",
@@ -197,6 +202,14 @@ async def started(
             yield output
         finally:
             await stop(process)
+
+
+def start_variables(observer: DiscordDouble, host: HostBot | None) -> dict[str, str]:
+    """The variables the bot starts with: its token's the observer's, and for a `host` what mendbot.yaml
+    says it reads — nothing else of the live environment."""
+    if host is not None:
+        return {**host.config.env, host.config.token_env: observer.token, "PYTHONUNBUFFERED": "1"}
+    return {"DISCORD_TOKEN": observer.token, "PYTHONUNBUFFERED": "1"}
 
 
 async def connected(

@@ -21,9 +21,11 @@ IDENTIFY, READY, RESUME — and doctor's REST checks run exactly as against Disc
 
 `DiscordDouble` is built in layers, one module each: the world's payloads (`FakeGuild`, `FakeChannel`,
 snowflakes, `message_text`: `mendbot.trust.loopback_discord_model`), the gateway and shards
-(`mendbot.trust.loopback_discord_gateway`), and the REST API with the channels' state
-(`mendbot.trust.loopback_discord_rest`). This module adds the server's lifecycle, pointing discord.py at it,
-and what people do and see.
+(`mendbot.trust.loopback_discord_gateway`), the REST API with the channels' state
+(`mendbot.trust.loopback_discord_rest`), and members and what they do in interactions — a recorded member
+and channel by id, buttons, select menus, modals, autocomplete, context menus, and what each is answered
+(`mendbot.trust.loopback_discord_interact`). This module adds the server's lifecycle, pointing discord.py
+at it, and what people do and see.
 
 What people do and see, for tests of the whole loop (a `mendbot run` process: tests/harness/live_bot.py):
 `member(name, roles=)` is a member with a stable id (for `access.allowed_user_ids`) and roles
@@ -53,7 +55,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -63,13 +64,14 @@ import discord
 import yarl
 from aiohttp import web
 
-from mendbot.trust.loopback_discord_model import FakeChannel, FakeGuild, _summary, snowflake
-from mendbot.trust.loopback_discord_rest import API_PREFIX, RestDouble
+from mendbot.trust.loopback_discord_interact import InteractionDouble
+from mendbot.trust.loopback_discord_model import FakeChannel, FakeGuild, _summary
+from mendbot.trust.loopback_discord_rest import API_PREFIX
 
 __all__ = ["DiscordDouble", "pointed_at"]
 
 
-class DiscordDouble(RestDouble):
+class DiscordDouble(InteractionDouble):
     """Discord's REST API and gateway on 127.0.0.1, for one bot application."""
 
     def __init__(
@@ -155,16 +157,6 @@ class DiscordDouble(RestDouble):
                     return posted
             self._posted.clear()
             await self._posted.wait()
-
-    def member(self, name: str, *, roles: list[int] | None = None) -> dict[str, Any]:
-        """The user payload of the member called `name`: the same id every time it is asked for (an
-        allow-list names it by `int(double.member("alice")["id"])`); `roles` (ids from
-        `FakeGuild.add_role`) are what its member payloads and `GET /guilds/{g}/members/{id}` carry."""
-        if name not in self.members:
-            self.members[name] = self._user(snowflake(), name, bot=False)
-        if roles is not None:
-            self.member_roles[int(self.members[name]["id"])] = [str(role) for role in roles]
-        return self.members[name]
 
     async def create_role(self, guild: FakeGuild, name: str) -> int:
         """A role made while the bot is connected (`FakeGuild.add_role` before it connects): GUILD_ROLE_CREATE
@@ -294,36 +286,6 @@ class DiscordDouble(RestDouble):
         current = self._find_message(message["channel_id"], message["id"]) or message
         data = {"custom_id": custom_id, "component_type": 2}
         return await self._interact(channel, author, 3, data, message=self._with_reactions(current))
-
-    async def _interact(
-        self, channel: FakeChannel, author: str, kind: int, data: dict[str, Any], **more: Any
-    ) -> dict[str, Any]:
-        guild = self._guild_of(channel)
-        user = self.member(author)
-        member = {**self._member_payload(guild, user), "permissions": str(discord.Permissions.all().value)}
-        interaction: dict[str, Any] = {
-            "id": str(snowflake()),
-            "application_id": str(self.application_id),
-            "type": kind,
-            "data": data,
-            "guild_id": str(guild.id),
-            "channel_id": str(channel.id),
-            "channel": {**channel.payload(guild.id, guild.channels.index(channel))},
-            "member": member,
-            "token": secrets.token_urlsafe(32),
-            "version": 1,
-            "app_permissions": str(guild.bot_role_permissions),
-            "locale": "en-US",
-            "guild_locale": "en-US",
-            "entitlements": [],
-            "authorizing_integration_owners": {"0": str(guild.id)},
-            "context": 0,
-            "attachment_size_limit": 8 * 1024 * 1024,
-            **more,
-        }
-        self.interactions[interaction["token"]] = interaction
-        await self._dispatch(self.session_of(guild), "INTERACTION_CREATE", interaction)
-        return interaction
 
     async def acknowledged(self, interaction: dict[str, Any], timeout: float) -> None:
         """Wait until the bot has answered `interaction`'s callback (a message, "thinking…", an update);

@@ -110,6 +110,10 @@ class RestDouble(GatewayDouble):
         self.changes = 0  # how many times it was: a waiter tells a quiet channel by it not moving
         self._posted = asyncio.Event()  # set (and cleared by waiters) at every message the bot posts
         self._sync_error: tuple[int, dict[str, Any]] | None = None
+        # token → what the member sees as the interaction's answer once there is one: the message it
+        # posted or updated, the modal it opened (`modal`), the choices it offered (`choices`)
+        self.answers: dict[str, dict[str, Any]] = {}
+        self.modals: dict[str, dict[str, Any]] = {}  # token → the modal the bot opened in answer
 
     # -- scripting ----------------------------------------------------------------------------
 
@@ -358,10 +362,27 @@ class RestDouble(GatewayDouble):
             message = self._interaction_message(interaction, data, loading=kind == 5)
             self._originals[token] = message
             await self._store_bot_message(message)
+            if kind == 4:
+                self.answers[token] = message
             resource: dict[str, Any] = {"type": kind, "message": message}
-        else:  # 6/7 update the message a component was on; 1 pong; 9 modal
+        elif kind in (6, 7) and (shown := self._component_message(interaction)) is not None:
+            # An update of the message the component is on: now (7), or by a later edit or followup (6).
+            self._originals[token] = shown
+            resource = {"type": kind}
+            if kind == 7:
+                await self._edit_message(shown["channel_id"], shown["id"], data)
+                self.answers[token] = shown
+            await self._notify()
+        else:  # 1 pong; 8 autocomplete choices; 9 a modal
             self._originals[token] = {}
             resource = {"type": kind}
+            if kind == 8:
+                choices = list(data.get("choices") or [])
+                shown_choices = ", ".join(str(choice.get("name")) for choice in choices)
+                self.answers[token] = {"id": None, "content": shown_choices, "choices": choices, "flags": 0}
+            elif kind == 9:
+                self.modals[token] = data
+                self.answers[token] = {"id": None, "content": str(data.get("title") or ""), "flags": 0}
             await self._notify()
         original = self._originals[token]
         return _json(
@@ -388,6 +409,7 @@ class RestDouble(GatewayDouble):
             )
         message = self._interaction_message(interaction, body)
         await self._store_bot_message(message)
+        self.answers.setdefault(token, message)
         return _json(message)
 
     async def _webhook_message(
@@ -402,7 +424,17 @@ class RestDouble(GatewayDouble):
             return _json(message)
         if method == "DELETE":
             return await self._delete_message(message["channel_id"], message["id"])
-        return await self._edit_message(message["channel_id"], message["id"], body)
+        edited = await self._edit_message(message["channel_id"], message["id"], body)
+        if which == "@original":
+            self.answers.setdefault(token, message)
+        return edited
+
+    def _component_message(self, interaction: dict[str, Any]) -> dict[str, Any] | None:
+        """The stored message a component interaction came from (what an update changes)."""
+        shown = interaction.get("message")
+        if not isinstance(shown, dict):
+            return None
+        return self._find_message(str(shown["channel_id"]), str(shown["id"]))
 
     def _find_message(self, channel_id: str, message_id: str) -> dict[str, Any] | None:
         for message in self._channel_log.get(int(channel_id), []):

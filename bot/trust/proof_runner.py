@@ -19,11 +19,15 @@ It runs pytest on the tests in this process under `coverage` and prints one line
 - `tests`: each test's outcome, and for a failure its exception's type, message and whether its
   traceback reaches the recorded failure's function (`reaches`); `collect_errors`: test files that
   could not even be collected (a name the change adds, imported by the test, is missing on the base);
-- `patched`: per test, what it replaced of the code under test — an attribute of a watched module, or a
-  function or class defined in a watched file, replaced by `monkeypatch.setattr`, `unittest.mock.patch`
-  (any form) or a plain assignment (a module's attribute writes are seen as they happen: each watched
-  module's class is swapped for one that reports them; a class's attributes are compared before and
-  after each test). A test that replaces what it tests proves nothing about it.
+- `patched`: per test, what it replaced or changed of the code under test — an attribute of a watched
+  module (a function, a class, or a module global: `LIMIT = 0`), a function or class defined in a watched
+  file, replaced by `monkeypatch.setattr`, `unittest.mock.patch` (any form) or a plain assignment (a
+  module's attribute writes are seen as they happen: each watched module's class is swapped for one that
+  reports them; a class's attributes and a function's defaults are compared before and after each test);
+  a function of the test's own handed to the code under test in place of a parameter that has a default
+  (`Cog(scale=lambda s: 1)`: a profile function sees each call into the watched files, from outside the
+  tests' code); an environment variable the test sets that the code under test names. A test that
+  changes how the code it tests behaves proves nothing about it.
 
 It exits with pytest's code. This runs in the process under test, so the tests' code could still fake
 what it reports; the label it supports ("proven by test") ranks below the replay's, judged from outside.
@@ -32,12 +36,15 @@ what it reports; the label it supports ("proven by test") ranks below the replay
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.abc
 import importlib.machinery
 import inspect
 import json
 import os
 import sys
+import sysconfig
+import threading
 import types
 from typing import Any
 
@@ -57,8 +64,20 @@ _HELPERS = (
 )
 # Who may read a changed source without it counting: whatever runs it (an import, runpy, pytest's
 # assertion rewriting of a conftest) or shows it in a traceback (pytest's report).
-_RUNNERS = ("<frozen importlib._bootstrap_external>", "/runpy.py", "<frozen runpy>", "/_pytest/")
+_RUNNERS = (
+    "<frozen importlib._bootstrap_external>",
+    "/runpy.py",
+    "<frozen runpy>",
+    "/_pytest/",
+    # a traceback formatted for a log: the code under test logging an error it handled shows its own lines
+    "/traceback.py",
+)
 _MESSAGE_CHARS = 300
+# Where libraries live: a function of theirs handed to the code under test is no stand-in of the test's.
+_LIBRARIES = tuple(
+    {os.path.realpath(path) + os.sep for path in sysconfig.get_paths().values() if path}
+    | {os.path.dirname(os.path.realpath(os.__file__)) + os.sep}
+)
 
 
 def _watch_reading(sources: dict[str, str], read: set[str], active: list[bool]) -> None:
@@ -94,6 +113,12 @@ class _Patches:
         self.found: dict[str, list[str]] = {}
         self.modules: dict[str, types.ModuleType] = {}
         self.classes: dict[str, dict[str, Any]] = {}  # "module.Class" → its attributes after import
+        self.functions: list[tuple[types.FunctionType, Any, Any]] = []  # with their defaults after import
+        self.sources: list[str] = []  # the watched files' text, read before the tests run
+        for path in watched:
+            with contextlib.suppress(OSError), open(path, encoding="utf-8", errors="replace") as source:
+                self.sources.append(source.read())
+        self.codes: dict[Any, bool] = {}  # code object → whether a call to it is one into watched code
 
     # -- what counts -------------------------------------------------------------------------
 
@@ -116,20 +141,37 @@ class _Patches:
     def target_watched(self, target: Any) -> bool:
         if isinstance(target, types.ModuleType):
             return target.__name__ in self.modules
-        return isinstance(target, type) and self.file_of(target) is not None
+        return isinstance(target, type | types.FunctionType) and self.file_of(target) is not None
 
     def note(self, target: Any, name: str, old: Any, how: str) -> None:
         if self.phase == "teardown":
             return  # putting back what a test replaced
-        under_test = self.file_of(old) is not None or (
-            self.target_watched(target) and (callable(old) or old is _MISSING)
+        data = (
+            isinstance(target, types.ModuleType)
+            and target.__name__ in self.modules
+            and not name.startswith("__")
+        )  # a module global of the code under test: its behaviour changed from outside it
+        under_test = (
+            self.file_of(old) is not None
+            or data
+            or (self.target_watched(target) and (callable(old) or old is _MISSING or name in _DEFAULTS))
         )
         if not under_test or isinstance(old, types.ModuleType):
             return
-        owner = getattr(target, "__qualname__", None) or getattr(target, "__name__", type(target).__name__)
+        self.record(target, name, how)
+
+    def record(self, target: Any, name: str, how: str) -> None:
+        if self.phase == "teardown":
+            return
+        owner = (
+            ""
+            if target is None
+            else getattr(target, "__qualname__", None) or getattr(target, "__name__", type(target).__name__)
+        )
+        what = f"{owner}.{name}" if owner else name
         found = self.found.setdefault(self.current, [])
-        entry = f"{owner}.{name} ({how})"
-        same = [n for n, seen in enumerate(found) if seen.startswith(f"{owner}.{name} (")]
+        entry = f"{what} ({how})"
+        same = [n for n, seen in enumerate(found) if seen.startswith(f"{what} (")]
         if not same:
             found.append(entry)
         elif how != "assignment":  # the tool that did it says more than the write it made
@@ -160,12 +202,51 @@ class _Patches:
         for value in list(vars(module).values()):
             if isinstance(value, type) and value.__module__ == module.__name__:
                 self.classes[f"{module.__name__}.{value.__qualname__}"] = dict(vars(value))
+            if isinstance(value, types.FunctionType) and value.__module__ == module.__name__:
+                self.functions.append((value, value.__defaults__, value.__kwdefaults__))
 
     def adopt_loaded(self) -> None:
         for module in list(sys.modules.values()):
             path = getattr(module, "__file__", None)
             if isinstance(module, types.ModuleType) and path and os.path.realpath(path) in self.watched:
                 self.adopt(module)
+
+    def names_variable(self, name: str) -> bool:
+        """Whether the code under test names an environment variable (its source, read before any test)."""
+        return any(name in source for source in self.sources)
+
+    def compare_defaults(self) -> None:
+        """A function of the code under test whose defaults were changed since its module was imported."""
+        for index, (function, defaults, kwdefaults) in enumerate(self.functions):
+            if function.__defaults__ is not defaults or function.__kwdefaults__ is not kwdefaults:
+                self.record(function, "__defaults__", "assignment")
+                self.functions[index] = (function, function.__defaults__, function.__kwdefaults__)
+
+    def stub(self, frame: Any) -> None:
+        """A call into the code under test: a parameter with a default given a function of the test's own
+        (a lambda, a function defined in a test, a mock) instead — the test choosing the code it runs."""
+        code = frame.f_code
+        watched = self.codes.get(code)
+        if watched is None:
+            watched = os.path.realpath(code.co_filename) in self.watched and code.co_argcount > 0
+            self.codes[code] = watched
+        if not watched or self.phase not in ("setup", "call"):
+            return
+        caller = frame.f_back
+        if caller is None or os.path.realpath(caller.f_code.co_filename) in self.watched:
+            return  # the code under test calling itself
+        function = _function_of(frame)
+        if function is None:
+            return
+        names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+        defaults = _defaults(function)
+        for name in names:
+            if name not in defaults:
+                continue
+            given = frame.f_locals.get(name, _MISSING)
+            if given is defaults[name] or given is _MISSING or not _stand_in(given, self):
+                continue
+            self.record(function, f"argument `{name}`", "a function of the test")
 
     def compare_classes(self) -> None:
         """A class attribute of the code under test replaced since its module was imported."""
@@ -221,6 +302,47 @@ class _Missing:
 
 
 _MISSING: Any = _Missing()
+_DEFAULTS = ("__defaults__", "__kwdefaults__")
+
+
+def _function_of(frame: Any) -> types.FunctionType | None:
+    """The function a frame runs (a method found on its `self` or `cls`, else its module's global)."""
+    code = frame.f_code
+    first = frame.f_locals.get(code.co_varnames[0]) if code.co_argcount else None
+    for owner in (first, type(first) if first is not None else None):
+        found = getattr(owner, code.co_name, None) if owner is not None else None
+        found = getattr(found, "__func__", found)
+        if isinstance(found, types.FunctionType) and found.__code__ is code:
+            return found
+    found = frame.f_globals.get(code.co_name)
+    return found if isinstance(found, types.FunctionType) and found.__code__ is code else None
+
+
+def _defaults(function: types.FunctionType) -> dict[str, Any]:
+    code = function.__code__
+    positional = code.co_varnames[: code.co_argcount]
+    values = dict(
+        zip(
+            positional[len(positional) - len(function.__defaults__ or ()) :],
+            function.__defaults__ or (),
+            strict=True,
+        )
+    )
+    return {**values, **(function.__kwdefaults__ or {})}
+
+
+def _stand_in(value: Any, patches: _Patches) -> bool:
+    """A function of the test's own standing in for code: a lambda or function not defined in the code
+    under test (nor in a library), a partial of one, or a mock."""
+    from unittest import mock
+
+    if isinstance(value, mock.Base | mock.NonCallableMock):
+        return True
+    target = value.func if isinstance(value, functools.partial) else value
+    if not isinstance(target, types.FunctionType):
+        return False
+    path = os.path.realpath(target.__code__.co_filename)
+    return path not in patches.watched and not path.startswith(_LIBRARIES)
 
 
 class _Finder(importlib.abc.MetaPathFinder):
@@ -259,6 +381,7 @@ class _Observer:
         self.root = root
         self.tests: dict[str, dict[str, Any]] = {}
         self.collect_errors: list[str] = []
+        self.environment: dict[str, str] = {}  # the variables as each test began
 
     def pytest_collectreport(self, report: Any) -> None:
         if report.failed:
@@ -270,6 +393,7 @@ class _Observer:
 
     def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
         self.patches.current = nodeid
+        self.environment = dict(os.environ)
 
     def pytest_runtest_setup(self, item: Any) -> None:
         self.patches.phase = "setup"
@@ -279,6 +403,10 @@ class _Observer:
 
     def pytest_runtest_teardown(self, item: Any) -> None:
         self.patches.compare_classes()
+        self.patches.compare_defaults()
+        for name, value in os.environ.items():
+            if self.environment.get(name) != value and self.patches.names_variable(name):
+                self.patches.record(None, f"environment variable {name}", "set by the test")
         self.patches.phase = "teardown"
 
     def pytest_runtest_makereport(self, item: Any, call: Any) -> None:
@@ -327,9 +455,18 @@ def main(argv: list[str]) -> int:
     read: set[str] = set()
     _watch_reading(absolute, read, watching)
     cov.start()
+
+    def calls(frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            patches.stub(frame)
+
+    sys.setprofile(calls)
+    threading.setprofile(calls)
     try:
         code = pytest.main(["-q", "-p", "no:cacheprovider", *tests], plugins=[observer])
     finally:
+        sys.setprofile(None)
+        threading.setprofile(None)
         cov.stop()
         watching.clear()
     data = cov.get_data()

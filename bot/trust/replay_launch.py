@@ -40,11 +40,30 @@ decides nothing: the observer attributes each exception to the replayed call in 
 and judges from that and from what the bot answered over the wire (`mendbot.improve.proof.replay`). Code
 under test shares this interpreter, so a change written to forge could still hide its exceptions; the watch
 can only take a verdict away (a failure that "still happens"), never give one, which is why that is enough.
+
+`WATCHED` also names the replayed handlers (`entries`, qualified names: `Tab.split_it`, `Units.on_message`),
+each reported when it starts and when it ends (not when it only awaits): how a listener, which answers
+nobody, is seen to run and timed; and the directories of the checkout that are mendbot's own runner of
+handlers rather than the bot's code (`runner`, in mendbot's own checkout): an exception that reaches them
+has left the bot's code, as one that reaches discord.py has.
+
+**Task loops.** A task has no member to send it, so the observer asks the launcher over the same socket:
+`{"task": NAME, "id": N}` runs one iteration of the loop whose body is NAME — found on the bot's cogs, or
+among the loops started — on the bot's event loop, as the loop runs it (`Loop.__call__`), and reports
+whether it returned or what it raised; `{"loops": 1, "id": N}` reports the loops the bot has started (the
+launcher knows the client and every `Loop.start` from discord.py's own constructors).
+
+**What the bot sees of its process.** Before handing over, the launcher gives the bot the live bot's argv
+and environment (`WATCHED`'s `appearance`: every variable the live bot has, by name, the values of all but
+the harmless ones stand-ins: `mendbot.improve.proof.replay`), so nothing in either says that it is
+replayed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dis
 import importlib
 import json
 import os
@@ -52,6 +71,7 @@ import socket
 import sys
 import threading
 import time
+import weakref
 from types import CodeType, FrameType
 from typing import Any
 
@@ -63,6 +83,7 @@ _MAX_EVENTS = 20_000  # per replay: past this the watch says it overflowed and s
 _TAG = "__mendbot_raised__"  # the sequence number the watch gives an exception it follows
 # Exceptions that are how Python and asyncio move on, not failures: never followed.
 _CONTROL_FLOW = (StopIteration, StopAsyncIteration, GeneratorExit)
+_YIELD = dis.opmap["YIELD_VALUE"]  # where a coroutine's frame stops to await, as opposed to ending
 
 
 def _absolute(filename: str) -> str:
@@ -73,12 +94,26 @@ def _absolute(filename: str) -> str:
 class _Watch:
     """The exception watch: which exceptions the checkout's frames raise, and where each is caught."""
 
-    def __init__(self, root: str, sink: socket.socket, files: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        root: str,
+        sink: socket.socket,
+        files: list[str] | None = None,
+        entries: list[str] | None = None,
+        runner: list[str] | None = None,
+    ) -> None:
         self.root = root.rstrip("/") + "/"
+        # Directories of the checkout that run the bot's handlers rather than being them (mendbot's own
+        # recording and error path, in mendbot's own checkout): an exception that reaches them left the
+        # bot's code, as one that reaches discord.py does.
+        self.runner = tuple(self.root + path for path in runner or ())
         self.files = {self.root + path for path in files or ()}  # empty: every file under the root
+        self.entries = set(entries or ())  # qualified names of the replayed handlers, in any file
         self.sink = sink
         self.lock = threading.Lock()
         self.inside: dict[CodeType, bool] = {}
+        self.entry_codes: dict[CodeType, bool] = {}
+        self.running: dict[int, str] = {}  # id of an entry frame under way → its qualified name
         self.sent = 0
         self.next_id = 0
         self.armed = False
@@ -102,7 +137,7 @@ class _Watch:
     def where(self, frame: FrameType) -> tuple[str, bool]:
         filename = _absolute(frame.f_code.co_filename)
         if filename.startswith(self.root):
-            return filename[len(self.root) :], True
+            return filename[len(self.root) :], not filename.startswith(self.runner)
         return str(frame.f_globals.get("__name__") or filename), False
 
     def local(self, frame: FrameType, event: str, arg: Any) -> Any:
@@ -138,6 +173,19 @@ class _Watch:
                 caller.f_trace = self.local
         return self.local
 
+    def entry(self, frame: FrameType, event: str, arg: Any) -> Any:
+        """A replayed handler's own frame: when it starts and when it ends (not when it only awaits),
+        and what it raises or lets through, like any watched frame."""
+        if event == "return":
+            opcode = frame.f_code.co_code[frame.f_lasti] if frame.f_lasti >= 0 else 0
+            if opcode != _YIELD:  # the end, not an await: a return, or an exception going through
+                name = self.running.pop(id(frame), None)
+                if name is not None:
+                    self.send({"e": "end", "t": time.monotonic(), "q": name})
+            return self.entry
+        self.local(frame, event, arg)
+        return self.entry
+
     def enter(self, frame: FrameType, event: str, arg: Any) -> Any:
         code = frame.f_code
         inside = self.inside.get(code)
@@ -145,6 +193,13 @@ class _Watch:
             path = _absolute(code.co_filename)
             inside = path in self.files if self.files else path.startswith(self.root)
             self.inside[code] = inside
+            self.entry_codes[code] = code.co_qualname in self.entries and path.startswith(self.root)
+        if self.entry_codes.get(code):
+            frame.f_trace_lines = False
+            if id(frame) not in self.running:  # its start; a coroutine's resumptions come here too
+                self.running[id(frame)] = code.co_qualname
+                self.send({"e": "start", "t": time.monotonic(), "q": code.co_qualname})
+            return self.entry
         if not inside:
             return None
         frame.f_trace_lines = False
@@ -179,16 +234,103 @@ def _control_flow(exc: BaseException) -> bool:
     return type(exc).__name__ == "CancelledError"
 
 
-def _watch(monitor: str, root: str, files: list[str] | None = None, *, tracing: bool = True) -> _Watch:
-    """The watch on the checkout at `root` (on `files` of it, or all), reporting to the socket `monitor`:
-    refusing anyone else's trace from now on; `arm()` starts the trace. Without `tracing` it only
-    reports (the extensions loaded, READY): nothing is traced or refused."""
+def _watch(monitor: str, root: str, watched: dict[str, Any] | None = None, *, tracing: bool = True) -> _Watch:
+    """The watch on the checkout at `root` (on the `files` of it `watched` names, or all; its handlers,
+    `entries`, followed from start to end; its `runner` directories not the bot's code), reporting to the
+    socket `monitor`: refusing anyone else's trace from now on; `arm()` starts the trace. Without
+    `tracing` it only reports (the extensions loaded, READY): nothing is traced or refused."""
     sink = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sink.connect(monitor)
-    watch = _Watch(root, sink, files)
+    names = {
+        key: [str(item) for item in (watched or {}).get(key) or []] for key in ("files", "entries", "runner")
+    }
+    watch = _Watch(root, sink, names["files"], names["entries"], names["runner"])
     if tracing:
         sys.addaudithook(watch.audit)
     return watch
+
+
+class _Tasks:
+    """One iteration of a task loop, run when the observer asks (a task has no member to send it): the
+    loop found by its body's name on the bot's cogs (or among the loops started), its body run once on
+    the bot's event loop as the loop itself runs it (`Loop.__call__`), and how it went reported — it
+    returned, or what it raised. Which loops are running is reported too: a loop the base starts and
+    the branch does not is a loop that stopped working."""
+
+    def __init__(self, watch: _Watch, sink: socket.socket) -> None:
+        self.watch = watch
+        self.sink = sink
+        self.clients: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.started: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def install(self) -> None:
+        """Know the bot's client and every loop started, from discord.py's own constructors."""
+        import discord
+        from discord.ext import tasks
+
+        made, start = discord.Client.__init__, tasks.Loop.start
+        clients, started = self.clients, self.started
+
+        def client_made(client: Any, *args: Any, **kwargs: Any) -> None:
+            clients.add(client)
+            made(client, *args, **kwargs)
+
+        def loop_started(loop: Any, *args: Any, **kwargs: Any) -> Any:
+            started.add(loop)
+            return start(loop, *args, **kwargs)
+
+        discord.Client.__init__ = client_made  # type: ignore[method-assign,assignment]
+        tasks.Loop.start = loop_started  # type: ignore[method-assign,assignment]
+        threading.Thread(target=self.serve, name="mendbot-replay-tasks", daemon=True).start()
+
+    def loops(self) -> dict[str, Any]:
+        from discord.ext import tasks
+
+        found: dict[str, Any] = {}
+        for client in list(self.clients):
+            for cog in list(getattr(client, "cogs", {}).values()):
+                for name in dir(cog):
+                    with contextlib.suppress(Exception):
+                        value = getattr(cog, name)
+                        if isinstance(value, tasks.Loop):
+                            found.setdefault(getattr(value.coro, "__name__", name), value)
+        for loop in list(self.started):
+            found.setdefault(getattr(loop.coro, "__name__", "?"), loop)
+        return found
+
+    def serve(self) -> None:
+        reader = self.sink.makefile("r", encoding="utf-8")
+        for line in reader:
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                asked = json.loads(line)
+                if "task" in asked:
+                    self.iterate(str(asked["task"]), int(asked["id"]))
+                elif "loops" in asked:
+                    started = sorted({getattr(loop.coro, "__name__", "?") for loop in list(self.started)})
+                    self.watch.send(
+                        {"e": "loops", "id": int(asked["id"]), "started": started, "t": time.monotonic()}
+                    )
+
+    def iterate(self, name: str, ask: int) -> None:
+        loop = self.loops().get(name)
+        client = next(iter(list(self.clients)), None)
+        bot_loop = getattr(client, "loop", None)
+        if loop is None or bot_loop is None:
+            self.watch.send({"e": "iteration", "id": ask, "found": False, "t": time.monotonic()})
+            return
+
+        async def once() -> None:
+            try:
+                await loop()
+            except Exception as exc:
+                self.watch.send(
+                    {"e": "iteration", "id": ask, "found": True, "raised": type(exc).__name__,
+                     "t": time.monotonic()}
+                )  # fmt: skip
+            else:
+                self.watch.send({"e": "iteration", "id": ask, "found": True, "t": time.monotonic()})
+
+        asyncio.run_coroutine_threadsafe(once(), bot_loop)
 
 
 def _armed_at_ready(watch: _Watch, *, tracing: bool = True) -> None:
@@ -254,7 +396,23 @@ def _installed_mendbot(root: str) -> Any:
     return importlib.import_module("mendbot.__main__").main
 
 
+def _appear(appearance: dict[str, Any] | None) -> None:
+    """What the bot under proof sees of its process made to be what the live bot's shows: its argv and
+    its environment (the variables the live bot has, most of their values stand-ins; nothing that says it
+    is replayed). Python has read what it needed of the sandbox's own by now (its path)."""
+    if not appearance:
+        return
+    argv = appearance.get("argv")
+    if isinstance(argv, list) and argv:
+        sys.argv = [str(arg) for arg in argv]
+    env = appearance.get("env")
+    if isinstance(env, dict):
+        os.environ.clear()
+        os.environ.update({str(name): str(value) for name, value in env.items()})
+
+
 def main(argv: list[str]) -> int:
+    argv = list(argv)  # what the launcher was given, whatever the bot is made to see as its argv
     if len(argv) not in (3, 5, 7):
         sys.stderr.write("usage: launch.py SOCKET CONFIG [MONITOR WATCHED [MENDBOT TOKEN_ENV]]\n")
         return 2
@@ -280,10 +438,14 @@ def main(argv: list[str]) -> int:
         with open(argv[4], encoding="utf-8") as listed:
             watched = json.load(listed)
         tracing = watched is not None  # null: the smoke load's start, which reports but traces nothing
-        files = [str(path) for path in watched or ()]
-        watch = _watch(argv[3], os.getcwd(), files, tracing=tracing)
+        if isinstance(watched, list):
+            watched = {"files": watched}
+        watch = _watch(argv[3], os.getcwd(), watched, tracing=tracing)
         _reporting_extensions(watch)
         _armed_at_ready(watch, tracing=tracing)
+        if tracing:
+            _Tasks(watch, watch.sink).install()
+            _appear((watched or {}).get("appearance"))
     if len(argv) == 7:  # a bot mendbot is attached to: its own program, with the installed mendbot
         attached = _installed_mendbot(argv[5])
         code = int(attached(["attach", "--config", config]))

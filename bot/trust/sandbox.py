@@ -46,8 +46,15 @@ command's own output may claim anything; the verdict comes only from there (or f
 timer). The agent's Bash commands (`Jail.shell_command()`) have no such channel: there the supervisor
 prints the reason as a `[sandbox] …` note after the output, for the agent to read.
 
+A replay may also mount a scratch directory of the host's writable at an absolute path of its own (its
+copy of the bot's data, where the live bot keeps its data), in both stages — never over the system,
+`/run/mendbot` or the sandbox's own directories.
+
 `Sandbox.probe()` actually starts one; without a working sandbox every code-executing step refuses
 (`SandboxUnavailable`), and `mendbot doctor` says ❌.
+
+The module stays whole: the two stages' mounts depend on each other's order line by line (a bind made in
+stage 1 is made again in stage 2, below or above the overlay), and they are only safe read side by side.
 """
 
 from __future__ import annotations
@@ -315,6 +322,19 @@ class Jail(msgspec.Struct, frozen=True):
         return env
 
 
+_SYSTEM_MOUNTS = ("/usr", "/etc", "/proc", "/dev", "/sys", "/bin", "/lib", "/lib64", "/sbin", "/run/mendbot")
+
+
+def _check_mount(inside: str) -> None:
+    """A writable mount goes to an absolute path of its own, never over the system or the sandbox's."""
+    path = Path(inside)
+    if not path.is_absolute() or path == Path("/") or ".." in path.parts:
+        raise ValueError(f"a writable mount needs an absolute path, not {inside}")
+    for system in (*_SYSTEM_MOUNTS, _PRIVATE):
+        if path == Path(system) or Path(system) in path.parents or path in Path(system).parents:
+            raise ValueError(f"a writable mount may not cover {system}: {inside}")
+
+
 def _verdict(read_fd: int) -> str | None:
     """The limit the supervisor reported on its own pipe (everything it wrote is there: it has exited)."""
     os.set_blocking(read_fd, False)
@@ -422,10 +442,13 @@ class Sandbox:
         git_dir: Path | None,
         writable: bool = True,
         binds: Mapping[Path, str] | None = None,
+        mounts: Mapping[Path, str] | None = None,
     ) -> AsyncIterator[Jail]:
         """A jail for `worktree` (absolute), with `git_dir` (the repository's .git) visible read-only,
         and each host directory of `binds` read-only at its path under /run/mendbot (the replay's
-        observer socket and launcher).
+        observer socket and launcher); each of `mounts` (a scratch directory of the host's) writable at
+        its absolute path inside — a replay's copy of the bot's data where the live bot keeps its own —
+        but never over the system, /run/mendbot or the sandbox's own directories.
 
         With `writable`, what a command changes in the tree is copied back to `worktree` when it ends;
         without, every command sees the tree as it is on the host and its writes are discarded. The
@@ -435,6 +458,8 @@ class Sandbox:
             raise SandboxUnavailable("bubblewrap is not installed")
         worktree = _real(worktree)
         real_git = _real(git_dir) if git_dir is not None else None
+        for inside in (mounts or {}).values():
+            _check_mount(inside)
         scratch = Path(tempfile.mkdtemp(prefix="mendbot-sandbox-"))
         try:
             (scratch / "passwd").write_text(
@@ -454,8 +479,12 @@ class Sandbox:
             yield Jail(
                 worktree=worktree,
                 scratch=scratch,
-                prefix=tuple(self._prefix(worktree, scratch, real_git, writable, binds or {})),
-                inner=tuple(self._inner(worktree, real_git)),
+                prefix=tuple(
+                    self._prefix(
+                        worktree, scratch, real_git, writable, binds=binds or {}, mounts=mounts or {}
+                    )
+                ),
+                inner=tuple(self._inner(worktree, real_git, mounts or {})),
                 limits=self.limits,
                 python=_PYTHON,
                 writable=writable,
@@ -466,7 +495,14 @@ class Sandbox:
             await asyncio.to_thread(shutil.rmtree, scratch, True)
 
     def _prefix(
-        self, worktree: Path, scratch: Path, git_dir: Path | None, writable: bool, binds: Mapping[Path, str]
+        self,
+        worktree: Path,
+        scratch: Path,
+        git_dir: Path | None,
+        writable: bool,
+        *,
+        binds: Mapping[Path, str],
+        mounts: Mapping[Path, str],
     ) -> list[str]:
         """Stage 1: the supervisor's sandbox (everything but the command's own user and PID namespace)."""
         assert self.bwrap is not None
@@ -520,6 +556,8 @@ class Sandbox:
             if not inside.startswith("/run/mendbot/") or inside.startswith(_PRIVATE):
                 raise ValueError(f"a bind goes under /run/mendbot, not {inside}")
             args += ["--ro-bind", str(host), inside]
+        for host, inside in mounts.items():  # before the worktree: the tree may lie below one
+            args += ["--bind", str(_real(host)), inside]
         args += ["--ro-bind", str(worktree), str(worktree), "--ro-bind", str(worktree), _LOWER]
         if writable:
             args += ["--bind", str(worktree), _HOST]
@@ -534,7 +572,7 @@ class Sandbox:
         args += ["--remount-ro", "/"]
         return args
 
-    def _inner(self, worktree: Path, git_dir: Path | None) -> list[str]:
+    def _inner(self, worktree: Path, git_dir: Path | None, mounts: Mapping[Path, str]) -> list[str]:
         """Stage 2, started by the supervisor inside stage 1: the command's own user and PID namespace,
         stage 1 read-only but for /tmp and /dev/shm, the worktree an overlay writing to stage 1's tmpfs,
         and stage 1's private directory out of sight. Ends with the options; `--chdir` comes per command."""
@@ -547,6 +585,8 @@ class Sandbox:
         # /proc writable (a nested sandbox writes its uid map there), its /proc/sys not: for a user
         # mapped to the host's root, the kernel settings there are the host's.
         args += ["--bind", "/proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys"]
+        for inside in mounts.values():  # writable here too, and below the tree's overlay
+            args += ["--bind", inside, inside]
         args += ["--overlay-src", _LOWER, "--overlay", f"{_TREE}/upper", f"{_TREE}/work", tree]
         # The overlay shows the host's files, not what stage 1 bound on top of them (the read-only
         # `.git` pointer, a git directory or the venv inside the tree): bind those again, read-only.

@@ -1,4 +1,4 @@
--- mendbot schema at the head of the history with sha256 170f57477966d98c41c8e239585f67421b9ceb30d6143f78148b818d8ad79156
+-- mendbot schema at the head of the history with sha256 8bea3af5a710cca7e67aa63813842bd3c8d0f12c0802f97496eb811d2f6ea3c5
 -- Written by `python -m mendbot.db.history`; used only while that digest matches.
 BEGIN;
 CREATE TABLE alembic_version (
@@ -156,7 +156,7 @@ CREATE TABLE proofs (
 	created_at DOUBLE NOT NULL, 
 	CONSTRAINT pk_proofs PRIMARY KEY (id), 
 	CONSTRAINT ck_proofs_stage CHECK (stage IN ('verify', 'deploy')), 
-	CONSTRAINT ck_proofs_verdict CHECK (verdict IN ('proven', 'unproven', 'disproven'))
+	CONSTRAINT ck_proofs_verdict CHECK (verdict IN ('proven', 'unproven', 'disproven', 'tested'))
 );
 CREATE INDEX proofs_run ON proofs (run_id, stage, id);
 CREATE TABLE proposal_messages (
@@ -431,6 +431,6 @@ CREATE TABLE journal_positions (
 	updated_at DOUBLE NOT NULL, 
 	CONSTRAINT pk_journal_positions PRIMARY KEY (journal)
 );
-INSERT INTO alembic_version (version_num) VALUES ('v0020_journal');
+INSERT INTO alembic_version (version_num) VALUES ('v0021_tested_proofs');
 PRAGMA user_version = 13;
 COMMIT;

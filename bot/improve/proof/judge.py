@@ -141,6 +141,13 @@ def _failed_side(result: ReplayResult, raised: Raised) -> Side:
     return Side(False, text, result.duration_ms / 1000)
 
 
+def _no_answer(after: ReplayResult) -> str:
+    """ "no answer on the branch", with why when the observer knows (a button disabled, a listener that
+    did not run)."""
+    why = after.reply.removeprefix("not answered: ") if after.reply.startswith("not answered: ") else ""
+    return f"no answer on the branch ({why})" if why else "no answer on the branch"
+
+
 def _recorded_side(case: ReplayCase) -> str:
     return f"recorded: {case.error_type}" if case.error_type else "recorded"
 
@@ -244,6 +251,9 @@ class _Judge:
         return self._flagged(judged)
 
     def _item(self, case: ReplayCase, before: ReplayResult, after: ReplayResult) -> ProofItem | None:
+        stopped = self._loop_stopped(case, before, after)
+        if stopped is not None:
+            return stopped
         if case.role in ("recorded", "held-out"):
             if self.plan.latency:
                 return self._latency(case, before, after)
@@ -259,6 +269,19 @@ class _Judge:
             return self._holds(case, before, after)
         return None  # a neighbour that failed otherwise on the base: another fault, not this one's
 
+    @staticmethod
+    def _loop_stopped(case: ReplayCase, before: ReplayResult, after: ReplayResult) -> ProofItem | None:
+        """A task whose loop the base starts and the branch never does: an iteration run by hand proves
+        nothing of a loop that no longer runs."""
+        name = case.kind.split(":", 1)[1]
+        if case.family != "task" or before.loops is None or after.loops is None:
+            return None
+        if name not in before.loops or name in after.loops:
+            return None
+        role = case.role if case.role in ("recorded", "held-out", "neighbour") else "pass"
+        note = f"the task loop `{name}` is started on the base and never on the branch"
+        return ProofItem("replay", case.label, _side(before), _side(after), "fails", note, role)
+
     def _fixed(self, case: ReplayCase, before: ReplayResult, after: ReplayResult, role: str) -> ProofItem:
         base_side, branch_side = _side(before), _side(after)
         failure = self.plan.failure
@@ -270,7 +293,7 @@ class _Judge:
             return ProofItem("replay", case.label, base_side, branch_side, verdict, note, role)
 
         if not after.answered:
-            return item("fails", "no answer on the branch")
+            return item("fails", _no_answer(after))
         if after.error_type is not None:
             recorded = self.plan.failure.error_type if self.plan.failure else case.error_type
             still = (
@@ -331,7 +354,7 @@ class _Judge:
             return ProofItem("replay", case.label, base_side, branch_side, verdict, note, "pass")
 
         if not after.answered:
-            return item("fails", "worked on the base; no answer on the branch")
+            return item("fails", f"worked on the base; {_no_answer(after)}")
         if after.error_type is not None:
             return item("fails", f"worked on the base; error on the branch: {after.error_type}")
         how = self.level(case)

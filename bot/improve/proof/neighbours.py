@@ -12,6 +12,13 @@ value's own type, as the command received it:
   `2` or the `6` of `2d6`, the `12.50` of `pay 12.50`), each whole word another word of the same length
   and case; the punctuation, the command's name and the letters inside a mixed token (`d`) stay.
 
+- a button's, select menu's or modal's by what the call that showed it was asked (`shown_by`: the
+  command that sent the view — its options are the state the view was sent with), a modal's fields as
+  text, and a select menu's picked value as another of its recorded choices.
+
+Who makes the call varies too (`callers`): another member, the member without its roles, another
+channel — a fix that special-cases the reporting member is wrong for the next one.
+
 One value changes per neighbour, so the rest of the call still points at the same fault: the neighbours
 of a call that failed on `sides == 6` include `!roll 1d6` and `!roll 4d6`. Generation is derandomized
 (the same call always has the same neighbours), so a proof can be taken again and read the same. Which
@@ -21,11 +28,12 @@ neighbours fail the same way on the base, and which answered there, is the repla
 
 from __future__ import annotations
 
+import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-__all__ = ["neighbours"]
+__all__ = ["callers", "neighbours"]
 
 _TOKEN = re.compile(r"(?P<number>-?\d+(?:\.\d+)?)|(?P<word>[^\W\d_]+)|(?P<other>.)", re.S)
 _MAX_EXAMPLES = 60  # generated values looked at for one call; distinct neighbours are kept from them
@@ -39,6 +47,7 @@ class _Point:
     start: int  # within a text value: the span of the token (-1: the whole option value)
     end: int
     strategy: Any  # a hypothesis strategy of replacement values (text or the option's own type)
+    path: tuple[str, ...] = ("options",)  # the keys from the invocation down to the dict holding it
 
 
 def _number_strategy(token: str) -> Any:
@@ -102,28 +111,57 @@ def _value_points(option: str, value: Any) -> list[_Point]:
     return []
 
 
-def _apply(options: dict[str, Any], point: _Point, replacement: Any) -> dict[str, Any]:
-    changed = dict(options)
+def _apply(invocation: dict[str, Any], point: _Point, replacement: Any) -> dict[str, Any]:
+    """`invocation` with the value at `point` replaced (the dicts along its path copied, not changed)."""
+    changed = dict(invocation)
+    holder = changed
+    for key in point.path:
+        holder[key] = dict(holder.get(key) or {})
+        holder = holder[key]
     if point.start < 0:
-        changed[point.option] = replacement
+        holder[point.option] = replacement
     else:
-        text = str(options[point.option])
-        changed[point.option] = text[: point.start] + str(replacement) + text[point.end :]
+        text = str(holder[point.option])
+        holder[point.option] = text[: point.start] + str(replacement) + text[point.end :]
     return changed
 
 
-def _points(kind: str, invocation: dict[str, Any]) -> list[_Point]:
+def _points(kind: str, invocation: dict[str, Any], depth: int = 3) -> list[_Point]:
     options: dict[str, Any] = dict(invocation.get("options") or {})
-    if kind.startswith("command:"):
+    family = kind.split(":", 1)[0]
+    found: list[_Point] = []
+    if family == "command" and not str(invocation.get("name") or "").startswith("/"):
         text = str(options.get("text") or "")
         name = str(invocation.get("name") or "")
         skip = len(name) if name and text.startswith(name) else len(text.split(" ", 1)[0])
-        return _text_points("text", text, skip)
-    if kind == "listener:on_message":
-        return _text_points("content", str(options.get("content") or ""))
-    if kind.startswith("app:"):
-        return [point for name, value in options.items() for point in _value_points(name, value)]
-    return []
+        found = _text_points("text", text, skip)
+    elif kind == "listener:on_message":
+        found = _text_points("content", str(options.get("content") or ""))
+    elif family in ("app", "command", "autocomplete"):
+        found = [point for name, value in options.items() for point in _value_points(name, value)]
+    elif family in ("view", "modal"):
+        fields = options.get("fields") or {}
+        for name, value in fields.items():
+            found += [replace(point, path=("options", "fields")) for point in _value_points(name, str(value))]
+        found += _choice_points(invocation)
+    shown_by = invocation.get("shown_by")
+    if isinstance(shown_by, dict) and depth > 0:  # the state the view or modal was shown with
+        found += [
+            replace(point, path=("shown_by", *point.path))
+            for point in _points(str(shown_by.get("kind")), shown_by, depth - 1)
+        ]
+    return found
+
+
+def _choice_points(invocation: dict[str, Any]) -> list[_Point]:
+    """A select menu's picked value as another of its choices."""
+    from hypothesis import strategies as st
+
+    picked = list((invocation.get("options") or {}).get("values") or [])
+    others = [choice for choice in invocation.get("choices") or [] if choice not in picked]
+    if not picked or not others:
+        return []
+    return [_Point("values", -1, -1, st.sampled_from(others).map(lambda choice: [choice]))]
 
 
 def neighbours(kind: str, invocation: dict[str, Any], count: int) -> list[dict[str, Any]]:
@@ -132,16 +170,40 @@ def neighbours(kind: str, invocation: dict[str, Any], count: int) -> list[dict[s
     points = _points(kind, invocation)
     if not points or count <= 0:
         return []
-    options: dict[str, Any] = dict(invocation.get("options") or {})
     per_point = [_values(point.strategy, count) for point in points]
     found: list[dict[str, Any]] = []
     for step in range(count):
         for point, values in zip(points, per_point, strict=True):
             if step < len(values) and len(found) < count:
-                candidate = {**invocation, "options": _apply(options, point, values[step])}
-                if candidate["options"] != options and candidate not in found:
+                candidate = _apply(invocation, point, values[step])
+                if candidate != invocation and candidate not in found:
                     found.append(candidate)
     return found
+
+
+def callers(caller: dict[str, Any] | None, count: int) -> list[tuple[str, dict[str, Any]]]:
+    """Up to `count` other callers of a call made by `caller` (`{"user", "roles", "channel", "guild"}`),
+    each with what differs: another member (with the same roles), the same member without its roles,
+    the same member in another channel. The ids are made from the recorded ones, the same every time."""
+    if not isinstance(caller, dict) or not str(caller.get("user", "")).isdigit() or count <= 0:
+        return []
+    user = int(caller["user"])
+    found: list[tuple[str, dict[str, Any]]] = [
+        ("another member", {**caller, "user": _other_id(user, "member")})
+    ]
+    if isinstance(caller.get("roles"), list) and caller["roles"]:
+        found.append(("without its roles", {**caller, "roles": []}))
+    if str(caller.get("channel", "")).isdigit():
+        found.append(
+            ("in another channel", {**caller, "channel": _other_id(int(caller["channel"]), "channel")})
+        )
+    return found[:count]
+
+
+def _other_id(recorded: int, what: str) -> int:
+    """A snowflake-sized id derived from a recorded one: stable, and not the recorded one."""
+    digest = hashlib.sha256(f"{what}:{recorded}".encode()).digest()
+    return (1 << 60) | int.from_bytes(digest[:7], "big")
 
 
 def _values(strategy: Any, count: int) -> list[Any]:

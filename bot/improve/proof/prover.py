@@ -17,12 +17,19 @@ or that it is being judged:
   is proven when the failing calls fail on the base and are answered on the branch without the error
   happening, and every call that worked answers alike; for a latency complaint, when the branch's first
   answer comes in at most half the base's time.
-- **regression test**: the test files the change adds or modifies, on the branch and on the base's tree
-  with only those files added, run by the proof's runner (`bot/trust/proof_runner.py`, the installed
-  bot's copy) under coverage, with the changed source files unreadable except by import. It proves the
-  fix when it fails on the base **with the reported error** (its type, reaching the recorded function —
-  not for a name the change adds), passes on the branch, **runs some of the lines the change made**, and
-  replaces none of the code under test (a monkeypatch or mock of it proves nothing).
+- **regression test** (`mendbot.improve.proof.test_item`): the test files the change adds or modifies, on
+  the branch and on the base's tree with only those files added, run by the proof's runner
+  (`bot/trust/proof_runner.py`, the installed bot's copy) under coverage, with the changed source files
+  unreadable except by import. It shows the fix when it fails on the base **with the reported error** (its
+  type, reaching the recorded function — not for a name the change adds), passes on the branch, **runs
+  some of the lines the change made**, and changes none of the code under test (a monkeypatch or mock of
+  it, a stub through its constructor, a global or a variable set, proves nothing). The change's author
+  wrote it: it adds to a proof and can disprove one, never proves alone — a fix only a test shows is
+  **tested**.
+
+Mendbot's own bot is replayed on a copy of its stored data as it is now (`mendbot.improve.proof.bot_data`),
+and what the branch did to that data the base did not — a row deleted, or rewritten into another shape — is
+an item of its own: a data change, never a proof.
 
 The verdict they add up to, and how a proof reads, are `mendbot.improve.proof.verdict`; the Prover stores
 each proof it takes with the run.
@@ -30,34 +37,33 @@ each proof it takes with the run.
 
 from __future__ import annotations
 
-import ast
 import asyncio
-import json
+import contextlib
 import re
 import shlex
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from mendbot.db import handlers as handler_queries
 from mendbot.db import proofs as queries
 from mendbot.db.core import Connection
-from mendbot.improve.agent.verify import CheckResult, run_check
+from mendbot.improve.agent.verify import run_check
 from mendbot.improve.agent.workspace import Workspace
 from mendbot.improve.proof import replay_plan as plans
+from mendbot.improve.proof.bot_data import BotData, State, data_changes, read_state, snapshot
 from mendbot.improve.proof.judge import Timing, judge_replay
 from mendbot.improve.proof.replay import CALL_TIMEOUT_S, HostBot, ReplayError, ReplayResult, run_replay
-from mendbot.improve.proof.replay_plan import Failure, ReplayCase, ReplayPlan, plan_proof
+from mendbot.improve.proof.replay_plan import ReplayCase, ReplayPlan, plan_proof
+from mendbot.improve.proof.test_item import TEST_FILE, Request, TestRun, added_names, read_test_run, test_item
 from mendbot.improve.proof.verdict import ItemVerdict, Proof, ProofItem, Side, proved_by_replay
 from mendbot.kernel.git import git
 from mendbot.kernel.log import get_logger
 from mendbot.trust import proof_runner
 from mendbot.trust.host_start import new_token, prepare_tree
-from mendbot.trust.proof_runner import MARKER
 from mendbot.trust.sandbox import Sandbox, SandboxUnavailable
 from mendbot.trust.trees import overlay_tree
 
@@ -65,11 +71,8 @@ __all__ = ["Prover", "changed_files", "changed_lines", "changed_tests"]
 
 _log = get_logger(__name__)
 
-_TEST_FILE = re.compile(r"(^|/)(test_[^/]*|[^/]*_test)\.py$")
 _HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,(\d+))? @@")
 _LATENCY_FACTOR = 0.5  # a latency fix must at least halve the replayed call's time
-# Errors a test meets on the base when it only uses a name the change adds.
-_MISSING_NAME_ERRORS = ("ImportError", "ModuleNotFoundError", "AttributeError", "NameError", "TypeError")
 _RUNNER = Path(proof_runner.__file__).resolve()
 _RUNNER_INSIDE = "/run/mendbot/proof"
 
@@ -77,7 +80,7 @@ _RUNNER_INSIDE = "/run/mendbot/proof"
 async def changed_tests(repo: Path, base_sha: str, sha: str) -> list[str]:
     """Test files the committed change `base_sha..sha` adds or modifies (not deletes), sorted."""
     result = await git(repo, "diff", "--name-only", "--diff-filter=AM", "-z", base_sha, sha, timeout_s=60)
-    return sorted(name for name in result.output.split("\0") if name and _TEST_FILE.search(name))
+    return sorted(name for name in result.output.split("\0") if name and TEST_FILE.search(name))
 
 
 async def changed_lines(repo: Path, base_sha: str, sha: str) -> dict[str, list[int]]:
@@ -85,7 +88,7 @@ async def changed_lines(repo: Path, base_sha: str, sha: str) -> dict[str, list[i
     the change wrote — for a deletion, the lines around it."""
     names = await git(repo, "diff", "--name-only", "--diff-filter=AM", "-z", base_sha, sha, timeout_s=60)
     sources = sorted(
-        name for name in names.output.split("\0") if name.endswith(".py") and not _TEST_FILE.search(name)
+        name for name in names.output.split("\0") if name.endswith(".py") and not TEST_FILE.search(name)
     )
     if not sources:
         return {}
@@ -108,43 +111,6 @@ async def changed_files(repo: Path, base_sha: str, sha: str) -> list[str]:
     return sorted(name for name in result.output.split("\0") if name)
 
 
-@dataclass(frozen=True)
-class _TestRun:
-    """The tests on one side: the outcome, which changed lines they ran (None: not measured), the changed
-    sources they read other than to run them, each test's outcome, the test files that could not be
-    collected, and what each test replaced of the code under test."""
-
-    side: Side
-    coverage: dict[str, dict[str, list[int]]] | None
-    read: list[str] = field(default_factory=list)
-    tests: dict[str, dict[str, Any]] = field(default_factory=dict)
-    collect_errors: list[str] = field(default_factory=list)
-    patched: dict[str, list[str]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class _Request:
-    """What the test runner is asked on both sides, and what the test item is judged against."""
-
-    tests: list[str]
-    sources: dict[str, list[int]]
-    watched: list[str]
-    expect: Failure | None
-    added: set[str]
-
-    def json(self) -> str:
-        expect = None
-        if self.expect is not None:
-            expect = {
-                "type": self.expect.error_type,
-                "file": self.expect.file,
-                "function": self.expect.function,
-            }
-        return json.dumps(
-            {"tests": self.tests, "sources": self.sources, "watched": self.watched, "expect": expect}
-        )
-
-
 class Prover:
     """Takes proofs in the sandbox and stores them with the run."""
 
@@ -160,6 +126,7 @@ class Prover:
         slowdown: tuple[float, float] = (5.0, 250.0),
         redact: Callable[[str], str] = str,
         now: Callable[[], float] = time.time,
+        data_dir: Path | None = None,
     ) -> None:
         self._db = db
         self._workspace = workspace
@@ -170,18 +137,47 @@ class Prover:
         self._timing = Timing(factor=slowdown[0], min_ms=slowdown[1], latency_min_ms=latency_min_ms)
         self._redact = redact
         self._now = now
+        self._data_dir = data_dir  # where mendbot's own bot keeps its data (None: no copy of it is made)
 
-    async def _replay(self, checkout: Path, plan: ReplayPlan) -> dict[str, ReplayResult] | str:
+    async def _replay(
+        self, checkout: Path, plan: ReplayPlan, data: BotData | None = None
+    ) -> dict[str, ReplayResult] | str:
         if not plan.replayable:
             return {}
         try:
             config = self._workspace.host
             host = HostBot(config, self._workspace.repo_root) if config is not None else None
             return await run_replay(
-                checkout, plan, sandbox=self._sandbox, call_timeout_s=self._replay_answer_s, host=host
+                checkout,
+                plan,
+                sandbox=self._sandbox,
+                call_timeout_s=self._replay_answer_s,
+                host=host,
+                data=data,
+                redact=self._redact,
             )
         except ReplayError as exc:
             return str(exc)
+
+    @contextlib.asynccontextmanager
+    async def _live_data(self) -> AsyncIterator[Path | None]:
+        """A copy of the live bot's stored data as it is now (`mendbot.improve.proof.bot_data`), for the
+        block; None for a bot mendbot is attached to (its data files are copied by the replay itself)."""
+        if self._data_dir is None or self._workspace.host is not None:
+            yield None
+            return
+        with tempfile.TemporaryDirectory(prefix="mendbot-data-") as scratch:
+            copy = Path(scratch) / "data"
+            try:
+                await snapshot(self._db, self._data_dir, copy)
+            except Exception:
+                _log.exception("copying the bot's data for the replay failed")
+                yield None
+                return
+            yield copy
+
+    def _side_data(self, copy: Path | None) -> BotData | None:
+        return BotData(copy, str(self._data_dir)) if copy is not None and self._data_dir is not None else None
 
     async def prove(
         self,
@@ -204,31 +200,37 @@ class Prover:
         plan = ReplayPlan([], [], fingerprint is None)
         if tests or fingerprint is not None or kind is not None:
             base_tree = await overlay_tree(repo, base_sha, sha, tests) if tests else base_sha
-            # Both copies get the same kind of name: nothing in a path says which side it is.
-            name = f"run-{run_id}-proof"
+            # Both copies are named as the live checkout is: nothing in a path says which side it is, or
+            # that it is judged.
+            name = repo.name
             async with (
                 self._workspace.checkout(base_tree, name=name, at=base_sha) as base,
                 self._workspace.checkout(sha, name=name) as branch,
+                self._live_data() as copy,
             ):
                 reach = plans.affected_kinds(await handler_queries.every(self._db), changed, base)
                 plan = await plan_proof(
                     self._db, fingerprint=fingerprint, kind=kind, shown=shown or set(), reach=reach
                 )
-                request = _Request(
+                plan = plans.with_failure_extensions(plan, base)
+                request = Request(
                     tests,
                     sources,
                     sorted({*sources, *([plan.failure.file] if plan.failure and plan.failure.file else [])}),
                     plan.failure,
-                    _added_names(base, branch, changed),
+                    added_names(base, branch, changed),
                 )
+                base_data, branch_data = self._side_data(copy), self._side_data(copy)
                 (base_tests, base_replay), (branch_tests, branch_replay) = await asyncio.gather(
-                    self._side(base, request, plan), self._side(branch, request, plan)
+                    self._side(base, request, plan, base_data), self._side(branch, request, plan, branch_data)
                 )
                 if base_tests is not None and branch_tests is not None:
-                    items.append(_test_item(request, base_tests, branch_tests))
+                    items.append(test_item(request, base_tests, branch_tests))
                 items += _replay_items(
                     plan, base_replay, branch_replay, self._timing, lambda path: _read(branch, path)
                 )
+                if copy is not None and base_data is not None and branch_data is not None:
+                    items += _data_items(read_state(copy), base_data, branch_data, changed)
         items += _unreplayable_items(plan)
         proof = _judge(items, time.perf_counter() - started, plan)
         await self._store(run_id, "verify", sha, base_sha, proof)
@@ -242,8 +244,12 @@ class Prover:
         plan = await plans.plan_replay(self._db, fingerprint=fingerprint, kind=kind)
         if not plan.replayable:
             return None
-        async with self._workspace.checkout(sha, name=f"run-{run_id}-live") as live:
-            results = await self._replay(live, plan)
+        async with (
+            self._workspace.checkout(sha, name=self._workspace.repo_root.name) as live,
+            self._live_data() as copy,
+        ):
+            plan = plans.with_failure_extensions(plan, live)
+            results = await self._replay(live, plan, self._side_data(copy))
         items: list[ProofItem] = []
         for case in plan.replayable:
             recorded = Side(False if case.fingerprint else None, _recorded(case), case.recorded_ms / 1000)
@@ -278,8 +284,12 @@ class Prover:
         plan = await plans.plan_replay(self._db, fingerprint=fingerprint, kind=kind)
         if not plan.replayable:
             return None
-        async with self._workspace.checkout(sha, name=f"run-{run_id}-rollback") as tree:
-            results = await self._replay(tree, plan)
+        async with (
+            self._workspace.checkout(sha, name=self._workspace.repo_root.name) as tree,
+            self._live_data() as copy,
+        ):
+            plan = plans.with_failure_extensions(plan, tree)
+            results = await self._replay(tree, plan, self._side_data(copy))
         items: list[ProofItem] = []
         for case in plan.replayable:
             recorded = Side(False if case.fingerprint else None, _recorded(case), case.recorded_ms / 1000)
@@ -299,8 +309,8 @@ class Prover:
         return _judge(items, time.perf_counter() - started, plan, stage="deploy")
 
     async def _side(
-        self, checkout: Path, request: _Request, plan: ReplayPlan
-    ) -> tuple[_TestRun | None, dict[str, ReplayResult] | str]:
+        self, checkout: Path, request: Request, plan: ReplayPlan, data: BotData | None
+    ) -> tuple[TestRun | None, dict[str, ReplayResult] | str]:
         """One side's tests and replay, at once (each its own sandbox: neither sees the other). A bot
         mendbot is attached to finds its tree as wherever it is started: its data files, and the files
         git does not keep with their secrets replaced (the replay gives their token key its own token)."""
@@ -310,11 +320,11 @@ class Prover:
             for problem in prepare_tree(checkout, host, new_token()):
                 _log.warning("a file the bot needs was not copied for its proof", problem=problem)
         tests = self._run_tests(checkout, request) if request.tests else _nothing()
-        test_run, replayed = await asyncio.gather(tests, self._replay(checkout, plan))
+        test_run, replayed = await asyncio.gather(tests, self._replay(checkout, plan, data))
         _log.info("proof side", checkout=checkout.name, seconds=round(time.perf_counter() - started, 2))
         return test_run, replayed
 
-    async def _run_tests(self, checkout: Path, request: _Request) -> _TestRun:
+    async def _run_tests(self, checkout: Path, request: Request) -> TestRun:
         command = shlex.join(["python", f"{_RUNNER_INSIDE}/runner.py", request.json()])
         with tempfile.TemporaryDirectory(prefix="mendbot-proof-") as runner_dir:
             shutil.copyfile(_RUNNER, Path(runner_dir) / "runner.py")
@@ -326,8 +336,8 @@ class Prover:
                         command, jail, jail.environment(), self._test_timeout_s, self._redact
                     )
             except SandboxUnavailable as exc:
-                return _TestRun(Side(None, f"not run: {exc}"), None)
-        return _read_test_run(result)
+                return TestRun(Side(None, f"not run: {exc}"), None)
+        return read_test_run(result)
 
     async def _store(
         self, run_id: int, stage: queries.ProofStage, sha: str, base_sha: str, proof: Proof
@@ -370,157 +380,6 @@ def _read(root: Path, path: str) -> str | None:
         return None
 
 
-def _defined_names(source: str | None) -> set[str]:
-    """The names a module defines: functions, classes, their methods and parameters, assigned names."""
-    if source is None:
-        return set()
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError):
-        return set()
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            names.add(node.name)
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            names |= {arg.arg for arg in [*node.args.args, *node.args.kwonlyargs, *node.args.posonlyargs]}
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            names.add(node.id)
-        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
-            names.add(node.attr)
-    return names
-
-
-def _added_names(base: Path, branch: Path, changed: list[str]) -> set[str]:
-    """The names the change defines that the base's version of the same files does not."""
-    added: set[str] = set()
-    for path in changed:
-        if path.endswith(".py") and not _TEST_FILE.search(path):
-            added |= _defined_names(_read(branch, path)) - _defined_names(_read(base, path))
-    return added
-
-
-def _read_test_run(result: CheckResult) -> _TestRun:
-    """The runner's outcome: its last line before the report line, and what that line reported."""
-    report: dict[str, Any] = {}
-    shown: list[str] = []
-    for line in result.output_tail.splitlines():
-        if line.startswith(MARKER + " "):
-            try:
-                parsed = json.loads(line.removeprefix(MARKER + " "))
-            except json.JSONDecodeError:
-                parsed = None
-            report = parsed if isinstance(parsed, dict) else {}
-        elif line.strip():
-            shown.append(line.strip())
-    text = shown[-1][:80] if shown else f"exit code {result.exit_code}"
-    coverage = report.get("coverage")
-    read = report.get("read")
-    tests = report.get("tests")
-    errors = report.get("collect_errors")
-    patched = report.get("patched")
-    return _TestRun(
-        Side(result.ok, text, result.duration_s),
-        coverage if isinstance(coverage, dict) else None,
-        [str(path) for path in read] if isinstance(read, list) else [],
-        tests if isinstance(tests, dict) else {},
-        [str(error) for error in errors] if isinstance(errors, list) else [],
-        patched if isinstance(patched, dict) else {},
-    )
-
-
-def _failed(entry: dict[str, Any] | None) -> bool:
-    return entry is not None and entry.get("outcome") in ("failed", "error")
-
-
-def _test_item(request: _Request, base: _TestRun, branch: _TestRun) -> ProofItem:
-    tests = request.tests
-    label = ", ".join(tests[:3]) + (f" (+{len(tests) - 3})" if len(tests) > 3 else "")
-
-    def item(verdict: ItemVerdict, note: str) -> ProofItem:
-        return ProofItem("test", label, base.side, branch.side, verdict, note)
-
-    if branch.side.ok is not True:
-        return item("fails", "your test fails on your branch: the fix is incomplete")
-    if base.side.ok is True:
-        return item(
-            "no_proof",
-            "your test passes without your fix: on the base it passes too, so it does not reproduce"
-            " the failure",
-        )
-    if base.side.ok is None:
-        return item("neutral", "could not run on the base")
-    if branch.read:
-        shown = ", ".join(f"`{path}`" for path in branch.read[:3])
-        return item(
-            "no_proof",
-            f"unproven: the test reads the source of a file your change made ({shown}): a proof's test"
-            " must run the code, not read it",
-        )
-    if base.collect_errors and not any(_failed(entry) for entry in base.tests.values()):
-        return item(
-            "no_proof",
-            "unproven: on the base your test cannot even be collected — it fails for a name your change"
-            f" adds, not for the reported failure ({_first_line(base.collect_errors[0])})",
-        )
-    proving = [
-        test
-        for test, entry in branch.tests.items()
-        if entry.get("outcome") == "passed" and _failed(base.tests.get(test))
-    ]
-    if branch.tests and not proving:
-        return item("no_proof", "unproven: no test both fails on the base and passes on your branch")
-    clean = [test for test in proving if not branch.patched.get(test) and not base.patched.get(test)]
-    if proving and not clean:
-        replaced = (branch.patched.get(proving[0]) or base.patched.get(proving[0]) or ["?"])[0]
-        return item(
-            "no_proof",
-            f"unproven: the test replaces the code it tests ({replaced}): it proves nothing about the real"
-            " code",
-        )
-    reasons = [_why_not_the_failure(base.tests[test], request) for test in clean]
-    if clean and all(reasons):
-        return item("no_proof", f"unproven: {reasons[0]}")
-    if branch.coverage is None:
-        return item("no_proof", "unproven: which lines of the change your test runs could not be measured")
-    changed = sum(len(found["changed"]) for found in branch.coverage.values())
-    ran = sum(len(found["ran"]) for found in branch.coverage.values())
-    if ran == 0:
-        what = (
-            f"it runs none of the {changed} changed lines"
-            if changed
-            else "the change has no line it could run"
-        )
-        return item("no_proof", f"unproven: the test does not exercise the change ({what})")
-    return item("proves", f"fails on the base, passes on the branch, runs {ran} of {changed} changed lines")
-
-
-def _why_not_the_failure(entry: dict[str, Any], request: _Request) -> str:
-    """Why a test's failure on the base is not the reported failure, or "" when it is."""
-    error = str(entry.get("error_type") or "")
-    message = str(entry.get("message") or "")
-    expect = request.expect
-    if expect is not None:
-        if error == expect.error_type and (entry.get("reaches") or not expect.function):
-            return ""
-        where = f" in `{expect.function}`" if expect.function else ""
-        got = f"{error} ({message[:80]})" if message else error
-        return f"on the base your test fails with {got}, not with the reported {expect.error_type}{where}"
-    if error in _MISSING_NAME_ERRORS:
-        missing = sorted(name for name in request.added if re.search(rf"\b{re.escape(name)}\b", message))
-        if missing:
-            return (
-                f"on the base your test fails only because `{missing[0]}` is missing — a name your change"
-                " adds, not the reported failure"
-            )
-    return ""
-
-
-def _first_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return (lines[-1] if lines else text)[:120]
-
-
 def _recorded(case: ReplayCase) -> str:
     return f"recorded: {case.error_type}" if case.error_type else "recorded"
 
@@ -561,6 +420,27 @@ def _replay_items(
     return judge_replay(plan, base, branch, timing=timing, source_of=source_of)
 
 
+_MIGRATION = re.compile(r"(^|/)(migrations?|versions)/|migrat", re.I)
+
+
+def _data_items(before: State, base: BotData, branch: BotData, changed: list[str]) -> list[ProofItem]:
+    """The data change the branch made that the base did not (`mendbot.improve.proof.bot_data`), as one
+    item that caps the proof: a failure made to vanish by deleting or rewriting what it met is no fix,
+    and a deliberate migration (a migration file in the change) is named as one."""
+    found = data_changes(before, base.after, branch.after)
+    if not found:
+        return []
+    shown = "; ".join(found[:3]) + (f" (+{len(found) - 3} more)" if len(found) > 3 else "")
+    migrations = [path for path in changed if _MIGRATION.search(path)]
+    what = f"a data migration (`{migrations[0]}`)" if migrations else "a data change"
+    note = f"{what}: the branch {shown}, where the base left the bot's stored data as it was"
+    base_side = Side(True, f"{len(before)} stored rows and files, kept")
+    branch_side = Side(False, f"{len(found)} changed")
+    return [
+        ProofItem("replay", "the bot's stored data", base_side, branch_side, "changes_data", note, "data")
+    ]
+
+
 def _unreplayable_items(plan: ReplayPlan) -> list[ProofItem]:
     return [
         ProofItem(
@@ -569,6 +449,17 @@ def _unreplayable_items(plan: ReplayPlan) -> list[ProofItem]:
         for case in plan.cases
         if case.unreplayable is not None and case.role in ("recorded", "held-out")
     ]
+
+
+def _not_replayed(items: list[ProofItem], plan: ReplayPlan) -> str:
+    """Why no replay proved the fix, in a few words (what a tested proof says it lacks)."""
+    unreplayable = [case.unreplayable for case in plan.cases if case.unreplayable and case.failing]
+    if unreplayable:
+        return f"the failure could not be replayed: {unreplayable[0]}"
+    if not plan.cases:
+        return "nothing was recorded to replay"
+    neutral = [item.note for item in items if item.kind == "replay" and item.verdict == "neutral"]
+    return f"the replay did not show it: {neutral[0]}" if neutral else "no replay showed it"
 
 
 def _judge(
@@ -596,7 +487,14 @@ def _judge(
             if checked:
                 what += ", on calls the agent was not shown too, and what worked still works"
         else:
-            what = "a test that runs the change fails on the base and passes on the branch"
+            # The change's own test is the only evidence: its author wrote it, so it shows the fix
+            # without proving it (nothing was replayed from outside the code under test).
+            why = _not_replayed(items, plan)
+            what = (
+                f"only the change's own test shows the fix ({why}): it fails on the base and passes on"
+                " the branch"
+            )
+            return Proof("tested", what, items, overhead_s, stage)
         return Proof("proven", what, items, overhead_s, stage)
     if not items:
         why = "nothing was recorded to replay" if not plan.cases else "no recorded call could be replayed"

@@ -20,14 +20,22 @@ The proof of a fix sends more (`plan_proof`), in this order, the same on the bas
 (`mendbot.improve.proof.neighbours`).
 
 Which neighbours fail the same way on the base and which answer there is seen only when they are sent:
-the prover judges each by the base's outcome. Invocations whose outcome depends on state the recorder
-could not capture (a reaction on some message, a task iteration, an option naming a member or a channel,
-a redacted value) are not sent: they are "not replayable", with the reason.
+the prover judges each by the base's outcome.
+
+**Every kind that is recorded is sent again**, as the member who made the call (its id and roles), where
+it was made (its channel), on the bot's data as it was (`mendbot.improve.proof.replay`): a prefix, slash
+or hybrid command; a button, select menu or modal — by sending again the call whose answer showed it
+(`shown_by`, as recorded: the command that sent the view, the button that opened the modal), then doing
+what the member did on that answer; an autocomplete; a message context menu (its target message posted
+first); a listener of messages or reactions (the recorded message or reaction, made again); and one
+iteration of a task loop. Neighbours vary the caller too: another member, the member without its roles,
+another channel — a change that answers the reporting member and no one else fails there. What cannot be
+sent again is "not replayable", with the reason: another event (a member joining), a task's start or stop
+hook, an option naming a member or a channel, a redacted value.
 """
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 import re
@@ -42,7 +50,9 @@ from mendbot.db import proofs as queries
 from mendbot.db.core import Connection
 from mendbot.improve.proof.answers import Comparison, loosest, seen_to_vary
 from mendbot.improve.proof.heldout import call_identity
-from mendbot.improve.proof.neighbours import neighbours
+from mendbot.improve.proof.neighbours import callers, neighbours
+from mendbot.improve.proof.reach import affected_kinds
+from mendbot.observe.handlers import is_mendbots_own
 from mendbot.trust.redact import REDACTED
 
 __all__ = [
@@ -55,6 +65,7 @@ __all__ = [
     "extension_of",
     "plan_proof",
     "plan_replay",
+    "with_failure_extensions",
 ]
 
 MAX_REPLAYS = 5
@@ -64,13 +75,18 @@ _MAX_FAILING_NEIGHBOURS = 8
 _MAX_PASSING = 4  # recorded calls that worked, across the kinds the change can reach
 _PASSING_NEIGHBOURS_EACH = 2
 _MAX_PASSING_NEIGHBOURS = 4
+_CALLERS_OF = 2  # recorded failing calls sent again by other callers
+_CALLERS_EACH = 2
+_MAX_CALLER_NEIGHBOURS = 4
 # Repeats of each kind's first call that worked: with its own answer, three to tell a deterministic
 # command from a random one (two answers of a d20 are alike one time in twenty).
 _PROBES = 2
-_IMPORT_DEPTH = 4
 _SNOWFLAKE_OPTION = re.compile(r"^[A-Za-z]+:\d+$")  # how the recorder keeps a member, role or channel
 
 Role = Literal["recorded", "held-out", "neighbour", "pass", "probe"]
+# The listeners whose event a replay can make again: a member's message, a member's reaction.
+REPLAYED_EVENTS = ("on_message", "on_raw_reaction_add", "on_reaction_add")
+_SILENT = ("listener", "task")  # kinds nobody asked: what they did is seen, not an answer to a call
 
 
 @dataclass(frozen=True)
@@ -103,18 +119,31 @@ class ReplayCase:
     parent: str | None = None  # the case a neighbour or a probe comes from
     reply: str | None = None  # what it answered when it was recorded (a passing case)
     normal_ms: float | None = None  # the kind's usual time: the median of its recorded completed calls
+    caller: dict[str, Any] | None = None  # who made the call, where: {"user", "roles", "channel", "guild"}
+    shown_by: dict[str, Any] | None = None  # the call whose answer showed the view or modal (recorded)
+    choices: tuple[str, ...] = ()  # a select menu's options, as recorded
+    target: dict[str, Any] | None = None  # a context menu's target message, as recorded
+    variant: str = ""  # how a neighbour's caller differs ("another member"), "" for the recorded one
+
+    @property
+    def family(self) -> str:
+        return self.kind.split(":", 1)[0]
+
+    @property
+    def silent(self) -> bool:
+        """A listener or a task: nothing answers it as such; what it did (and raised) is what is seen."""
+        return self.family in _SILENT
 
     @property
     def label(self) -> str:
-        """What a person would have typed, e.g. `!roll 2d6` or `/temp value=100 scale=C`."""
-        if self.kind.startswith("command:") or self.kind == "listener:on_message":
-            return str(self.options.get("text") or self.options.get("content") or self.name)[:80]
-        shown = " ".join(f"{key}={value}" for key, value in self.options.items())
-        return f"{self.name} {shown}".strip()[:80]
+        """What a person would have done: `!roll 2d6`, `/temp value=100`, `/bill total=12 → `split``."""
+        return (_label(self) + (f" ({self.variant})" if self.variant else ""))[:100]
 
     @property
     def slash(self) -> bool:
-        return self.kind.startswith("app:")
+        return self.kind.startswith(("app:", "autocomplete:")) or (
+            self.kind.startswith("command:") and self.name.startswith("/")
+        )
 
     @property
     def text(self) -> str:
@@ -137,6 +166,9 @@ class ReplayPlan:
     # kind → how the live bot's recorded replies showed it varies (`answers.seen_to_vary`): read from the
     # records when the plan is made, before either side runs — nothing the change writes
     varies: dict[str, Comparison] = field(default_factory=dict)
+    # kind → the qualified names of its handlers (the command's callback, the listener, the loop's body,
+    # the button's callback): the replay's watch follows each from its start to its end
+    entries: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def replayable(self) -> list[ReplayCase]:
@@ -147,6 +179,66 @@ class ReplayPlan:
         """The files the replay's watch follows exceptions in: the recorded failure's frames and the
         handlers of the kinds sent (what the proof's judgement reads). Empty: the whole repository."""
         return sorted({*(self.failure.path if self.failure else ()), *self.handlers})
+
+
+def _label(case: ReplayCase) -> str:
+    family, options = case.family, case.options
+    if family in {"view", "modal"}:
+        before = _surface_label(case.shown_by)
+        if family == "modal":
+            fields = " ".join(f"{key}={value}" for key, value in (options.get("fields") or {}).items())
+            done = f"modal {fields}".strip()
+        else:
+            picked = options.get("values")
+            done = f"`{options.get('custom_id')}`" + (f" {','.join(map(str, picked))}" if picked else "")
+        return f"{before} → {done}" if before else done
+    if family == "task":
+        return f"task `{case.kind.split(':', 1)[1]}`, one iteration"
+    if family == "listener":
+        if "content" in options and case.name == "on_message":
+            return str(options["content"])
+        if "emoji" in options:
+            return f"{options['emoji']} on a message ({case.name})"
+        return case.name
+    if family == "command" and not case.name.startswith("/"):
+        return str(options.get("text") or case.name)
+    shown = " ".join(f"{key}={value}" for key, value in options.items())
+    if case.target is not None:
+        shown = f"on “{str((case.target.get('message') or {}).get('content', ''))[:30]}”"
+    return f"{case.name} {shown}".strip()
+
+
+def _surface_label(shown_by: dict[str, Any] | None) -> str:
+    """The call that showed a view or modal, in a few words (and what showed that one)."""
+    if not shown_by:
+        return ""
+    case = ReplayCase(
+        "", str(shown_by.get("kind")), str(shown_by.get("name") or ""), dict(shown_by.get("options") or {}),
+        None, 0.0, shown_by=shown_by.get("shown_by"),
+    )  # fmt: skip
+    return _label(case)
+
+
+def with_failure_extensions(plan: ReplayPlan, root: Path) -> ReplayPlan:
+    """`plan` with the files of its recorded failure that are extensions (they define `setup`) among its
+    handlers, when a kind it sends has no handler the map knows (a context menu a cog adds as it loads, a
+    persistent view): the bot under proof must load the cog that answers it."""
+    mapped = set(plan.handler_files)
+    if plan.failure is None or all(case.kind in mapped for case in plan.replayable):
+        return plan
+    found = [
+        path
+        for path in plan.failure.path
+        if path not in plan.handlers and re.search(r"^(async )?def setup\(", _source(root / path), re.M)
+    ]
+    return replace(plan, handlers=sorted({*plan.handlers, *found})) if found else plan
+
+
+def _source(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
 def extension_of(path: str) -> str:
@@ -160,26 +252,55 @@ def extension_of(path: str) -> str:
     return ".".join(parts)
 
 
-def _unreplayable(kind: str, invocation: dict[str, Any] | None) -> str | None:
+def _unreplayable(kind: str, invocation: dict[str, Any] | None, depth: int = 3) -> str | None:
+    """Why a recorded call cannot be sent again, or None when it can (module docstring)."""
     if not invocation:
         return "no invocation was recorded for it"
     options = invocation.get("options") or {}
     if not isinstance(options, dict):
         return "its options were not recorded"
-    if any(REDACTED in str(value) for value in options.values()):
+    if REDACTED in json.dumps(options, default=str):
         return "an option was redacted when it was recorded"
-    if kind.startswith("command:"):
+    family, _, rest = kind.partition(":")
+    name = str(invocation.get("name", "")).strip()
+    if family == "command":
+        if name.startswith("/"):
+            return _slash_unreplayable(name, options)
         return None if options.get("text") else "the command's text was not recorded"
-    if kind == "listener:on_message":
-        return None if options.get("content") else "the message's content was not recorded"
-    if kind.startswith("app:"):
-        for name, value in options.items():
-            if isinstance(value, str) and _SNOWFLAKE_OPTION.match(value):
-                what = value.split(":")[0]
-                return f"option `{name}` names a Discord object ({what}) the recorder kept only by id"
-        return None
-    what = kind.split(":", 1)[0]
-    return f"a {what} depends on state the recorder could not capture (messages, time, stored data)"
+    if family == "listener":
+        if invocation.get("by_bot"):
+            return "a message a bot wrote (a replay sends what members do)"
+        if rest not in REPLAYED_EVENTS:
+            return f"the `{rest}` event cannot be made again (only members' messages and reactions can)"
+        needed = "content" if rest == "on_message" else "emoji"
+        return None if options.get(needed) else f"the event's {needed} was not recorded"
+    if family == "app":
+        if invocation.get("target") is not None:
+            return None if (invocation["target"].get("message")) else "a user's context menu"
+        return _slash_unreplayable(name, options)
+    if family == "autocomplete":
+        return None if options else "what was typed was not recorded"
+    if family == "task":
+        return "a task loop's start or stop hook" if "." in rest else None
+    if family in ("view", "modal"):
+        if not options.get("custom_id") and family == "view":
+            return "the component's custom id was not recorded"
+        shown_by = invocation.get("shown_by")
+        if not isinstance(shown_by, dict):
+            return None if family == "view" else "what opened the modal was not recorded"
+        if depth <= 0:
+            return "shown by too long a chain of calls"
+        why = _unreplayable(str(shown_by.get("kind")), shown_by, depth - 1)
+        return f"what showed it cannot be sent again: {why}" if why else None
+    return f"a {family} depends on state the recorder could not capture"
+
+
+def _slash_unreplayable(name: str, options: dict[str, Any]) -> str | None:
+    for option, value in options.items():
+        if isinstance(value, str) and _SNOWFLAKE_OPTION.match(value):
+            what = value.split(":")[0]
+            return f"option `{option}` names a Discord object ({what}) the recorder kept only by id"
+    return None
 
 
 def _case(key: str, call: queries.RecordedCall, **fields: Any) -> ReplayCase:
@@ -193,6 +314,10 @@ def _case(key: str, call: queries.RecordedCall, **fields: Any) -> ReplayCase:
         "recorded_ms": call.duration_ms,
         "unreplayable": _unreplayable(call.kind, call.invocation),
         "error_type": call.error_type,
+        "caller": invocation.get("caller") if isinstance(invocation.get("caller"), dict) else None,
+        "shown_by": invocation.get("shown_by") if isinstance(invocation.get("shown_by"), dict) else None,
+        "choices": tuple(str(choice) for choice in invocation.get("choices") or ()),
+        "target": invocation.get("target") if isinstance(invocation.get("target"), dict) else None,
     }
     return ReplayCase(**{**values, **fields})
 
@@ -221,9 +346,8 @@ async def plan_replay(
     else:
         calls = []
     cases = [_case(str(n), call) for n, call in enumerate(_distinct(calls)[:limit], start=1)]
-    kinds = {case.kind for case in cases if case.unreplayable is None}
-    handlers = sorted({location.path for location in await handler_queries.for_kinds(db, kinds)})
-    return ReplayPlan(cases, handlers, latency, _failure_of(calls))
+    handlers, files, entries = await _handlers(db, [case for case in cases if case.unreplayable is None])
+    return ReplayPlan(cases, handlers, latency, _failure_of(calls), files, entries=entries)
 
 
 def _failure_of(calls: list[queries.RecordedCall]) -> Failure | None:
@@ -265,8 +389,11 @@ async def plan_proof(
         cases.append(replace(case, key=str(len(cases) + 1)))
         return cases[-1]
 
-    def planned(kind: str, options: dict[str, Any]) -> bool:
-        return any(case.kind == kind and case.options == options for case in cases)
+    def planned(kind: str, options: dict[str, Any], shown_by: Any = None) -> bool:
+        return any(
+            case.kind == kind and case.options == options and case.shown_by == shown_by and not case.variant
+            for case in cases
+        )
 
     sent = {json.dumps([call.kind, call.invocation], sort_keys=True, default=str) for call in failing}
     passing: list[tuple[ReplayCase, dict[str, Any]]] = []
@@ -280,7 +407,7 @@ async def plan_proof(
     for case, invocation in passing:
         found = neighbours(case.kind, invocation, min(_PASSING_NEIGHBOURS_EACH, neighbours_left))
         for other in found:
-            if not planned(case.kind, dict(other.get("options") or {})):
+            if not planned(case.kind, dict(other.get("options") or {}), other.get("shown_by")):
                 add(_neighbour(case, other, case.normal_ms))
                 neighbours_left -= 1
 
@@ -297,20 +424,64 @@ async def plan_proof(
     for case in sendable:
         if neighbours_left <= 0:
             continue
-        invocation = {"name": case.name, "options": case.options}
-        found = neighbours(case.kind, invocation, min(each, neighbours_left))
+        found = neighbours(case.kind, _invocation_of(case), min(each, neighbours_left))
         for other in found:
-            if not planned(case.kind, dict(other.get("options") or {})):
+            if not planned(case.kind, dict(other.get("options") or {}), other.get("shown_by")):
                 add(_neighbour(case, other, case.normal_ms))
                 neighbours_left -= 1
+    # Who calls varies too: the recorded calls as another member, without the member's roles, elsewhere.
+    callers_left = _MAX_CALLER_NEIGHBOURS if not latency else 0
+    for case in sendable[:_CALLERS_OF]:
+        for variant, caller in callers(case.caller, min(_CALLERS_EACH, callers_left)):
+            add(replace(case, key="", role="neighbour", parent=case.key, caller=caller, variant=variant))
+            callers_left -= 1
 
-    kinds = {case.kind for case in cases if case.unreplayable is None}
-    locations = await handler_queries.for_kinds(db, kinds)
+    handlers, files, entries = await _handlers(db, [case for case in cases if case.unreplayable is None])
+    return ReplayPlan(
+        cases, handlers, latency, _failure_of(recorded), files, _varies(successes), entries=entries
+    )
+
+
+async def _handlers(
+    db: Connection, cases: list[ReplayCase]
+) -> tuple[list[str], dict[str, list[str]], dict[str, list[str]]]:
+    """The files that handle the cases' kinds — and the commands that showed their views and modals, and
+    an autocomplete's command, whose cogs the bot must load for them — each kind's files, and its
+    handlers' qualified names (a button's or a modal's callback named by its kind; mendbot's own cogs,
+    which listen to the same events, left out)."""
+    kinds = {case.kind for case in cases}
+    lookup = set(kinds)
+    for case in cases:
+        if case.family == "autocomplete":
+            lookup.add("app:" + case.kind.split(":", 1)[1].rsplit(".", 1)[0])
+        shown = case.shown_by
+        while isinstance(shown, dict):
+            lookup.add(str(shown.get("kind")))
+            shown = shown.get("shown_by")
+    locations = [
+        location
+        for location in await handler_queries.for_kinds(db, lookup)
+        if not is_mendbots_own(location.path)
+    ]
     files: dict[str, list[str]] = {}
+    entries: dict[str, list[str]] = {}
     for location in locations:
         files.setdefault(location.kind, []).append(location.path)
-    handlers = sorted({location.path for location in locations})
-    return ReplayPlan(cases, handlers, latency, _failure_of(recorded), files, _varies(successes))
+        entries.setdefault(location.kind, []).append(location.qualname)
+    for named in kinds:
+        if named.startswith(("view:", "modal:")):
+            entries.setdefault(named, []).append(named.split(":", 1)[1])
+    return sorted({location.path for location in locations}), files, entries
+
+
+def _invocation_of(case: ReplayCase) -> dict[str, Any]:
+    """A case as the recorder kept its call (what neighbours are made from)."""
+    invocation: dict[str, Any] = {"name": case.name, "options": case.options}
+    if case.shown_by is not None:
+        invocation["shown_by"] = case.shown_by
+    if case.choices:
+        invocation["choices"] = list(case.choices)
+    return invocation
 
 
 def _neighbour(parent: ReplayCase, invocation: dict[str, Any], normal_ms: float | None) -> ReplayCase:
@@ -318,6 +489,7 @@ def _neighbour(parent: ReplayCase, invocation: dict[str, Any], normal_ms: float 
         parent,
         key="",
         options=dict(invocation.get("options") or {}),
+        shown_by=invocation.get("shown_by") or parent.shown_by,
         role="neighbour",
         parent=parent.key,
         reply=None,
@@ -326,8 +498,8 @@ def _neighbour(parent: ReplayCase, invocation: dict[str, Any], normal_ms: float 
 
 
 def _comparable(kind: str) -> bool:
-    """Kinds whose calls that worked are replayed to see they still work: commands people call."""
-    return kind.startswith(("command:", "app:"))
+    """Kinds whose calls that worked are replayed to see they still work: every kind a replay sends."""
+    return kind.startswith(("command:", "app:", "view:", "modal:", "autocomplete:", "listener:", "task:"))
 
 
 def _normal_ms(successes: dict[str, list[queries.RecordedCall]]) -> dict[str, float]:
@@ -377,64 +549,3 @@ def _passing(
                 picked.append((queue.pop(0), normal[kind], kind not in firsts))
                 firsts.add(kind)
     return picked
-
-
-def affected_kinds(
-    handlers: list[handler_queries.HandlerLocation], changed: Iterable[str], root: Path
-) -> list[str]:
-    """The kinds whose handler file the change touches, or imports (however indirectly, within the
-    repository at `root`) a file the change touches: what the change can make behave differently."""
-    changed_files = {path for path in changed if path.endswith(".py")}
-    if not changed_files:
-        return []
-    reaches: dict[str, bool] = {}
-    found = []
-    for location in handlers:
-        if location.path not in reaches:
-            reaches[location.path] = _reaches(location.path, changed_files, root)
-        if reaches[location.path] and location.kind not in found:
-            found.append(location.kind)
-    return found
-
-
-def _reaches(path: str, targets: set[str], root: Path) -> bool:
-    frontier, seen = [path], {path}
-    for _ in range(_IMPORT_DEPTH + 1):
-        if any(file in targets for file in frontier):
-            return True
-        following = []
-        for file in frontier:
-            for imported in _imports(file, root):
-                if imported not in seen:
-                    seen.add(imported)
-                    following.append(imported)
-        frontier = following
-    return False
-
-
-def _imports(path: str, root: Path) -> list[str]:
-    """The repository files `path` imports (absolute and relative imports resolved as Python would)."""
-    try:
-        tree = ast.parse((root / path).read_text(encoding="utf-8"), filename=path)
-    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
-        return []
-    package = path.removesuffix(".py").split("/")[:-1]  # a module's package, or an __init__'s own
-    modules: list[str] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            modules += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module.split(".") if node.module else []
-            if node.level:
-                up = package[: len(package) - (node.level - 1)] if node.level > 1 else package
-                base = [*up, *base]
-            modules.append(".".join(base))
-            modules += [".".join([*base, alias.name]) for alias in node.names]
-    files = []
-    for module in modules:
-        relative = "/".join(part for part in module.split(".") if part)
-        for candidate in (f"{relative}.py", f"{relative}/__init__.py"):
-            if relative and (root / candidate).is_file():
-                files.append(candidate)
-                break
-    return files

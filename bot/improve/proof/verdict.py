@@ -13,10 +13,12 @@ get results),
 reviewer should look at (the same answer for every failing input where nearby inputs get their own) —
 shown with the proof, never a verdict: fixing a failure often means one answer for all of it.
 
-The verdict is `proven` — **by replay** when a replay item proves it, else **by test** — when an item
-proves it and none says otherwise; `disproven` when an item shows the change does not fix it or breaks
-what worked; `unproven` when nothing could tell, or when it answers but far slower than before, or with a
-refusal.
+The verdict is `proven` when a replay item — judged from outside the code under test — proves it and
+none says otherwise; `tested` when only the change's own regression test shows the fix (evidence its
+author wrote adds to a proof or disproves it, never proves alone: what cannot be replayed is at most
+tested); `disproven` when an item shows the change does not fix it or breaks what worked; `unproven`
+when nothing could tell, or when it answers but far slower than before, with a refusal, or by changing
+the bot's stored data.
 `deploy.require_proof` says which a plain "ship it" needs (`Proof.meets`). What an agent can act on is
 `Proof.feedback()`, fed back like failed checks — without the inputs of calls it was not shown. The proof
 is stored with the run (`proofs`) and rendered into the proposal and its report, each item saying what
@@ -45,13 +47,19 @@ __all__ = [
     "proved_by_replay",
 ]
 
-Verdict = Literal["proven", "unproven", "disproven"]
-ItemVerdict = Literal["proves", "holds", "fails", "slow", "refused", "no_proof", "neutral"]
+Verdict = Literal["proven", "tested", "unproven", "disproven"]
+ItemVerdict = Literal["proves", "holds", "fails", "slow", "refused", "changes_data", "no_proof", "neutral"]
 Basis = Literal["replay", "test"]
 Requirement = Literal["off", "test", "replay"]
 
 _MARK = {True: "✅", False: "❌", None: "—"}
-_ROLES = {"recorded": "", "held-out": "held out", "neighbour": "neighbour", "pass": "worked before"}
+_ROLES = {
+    "recorded": "",
+    "held-out": "held out",
+    "neighbour": "neighbour",
+    "pass": "worked before",
+    "data": "data change",
+}
 _HIDDEN = ("held-out", "neighbour")  # calls the agent was not shown: fed back without their inputs
 _BY = {"replay": "observed over the wire by the replay", "test": "run by the proof's test runner"}
 
@@ -119,9 +127,9 @@ class ProofItem(msgspec.Struct, frozen=True):
 
     @property
     def cautious(self) -> bool:
-        """The failure is gone, but the answer is far slower than before, or a refusal: the proof can be
-        no more than unproven."""
-        return self.verdict in ("slow", "refused")
+        """The failure is gone, but the answer is far slower than before, a refusal, or the bot's stored
+        data changed to make it go: the proof can be no more than unproven."""
+        return self.verdict in ("slow", "refused", "changes_data")
 
     def told(self) -> str:
         """What this item says in feedback to the agent: a call it was not shown, without its input."""
@@ -155,17 +163,23 @@ class Proof(msgspec.Struct, frozen=True):
         return self.verdict == "proven"
 
     @property
+    def tested(self) -> bool:
+        """Shown by the change's own regression test alone: less than proven (nothing replayed it)."""
+        return self.verdict == "tested"
+
+    @property
     def basis(self) -> Basis | None:
-        """What proved it: a replay judged from outside ranks above a test run in the process under test."""
-        if not self.proven:
-            return None
-        return "replay" if proved_by_replay(self.items) else "test"
+        """What showed the fix: a replay judged from outside (proven), or the change's own test (tested)."""
+        if self.proven:
+            return "replay"
+        return "test" if self.tested else None
 
     def meets(self, requirement: Requirement) -> bool:
-        """Whether this proof is what `deploy.require_proof` asks of a plain "ship it"."""
+        """Whether this proof is what `deploy.require_proof` asks of a plain "ship it": `test` takes a
+        proven or a tested fix, `replay` only a proven one."""
         if requirement == "off":
             return True
-        return self.proven and (requirement == "test" or self.basis == "replay")
+        return self.proven or (requirement == "test" and self.tested)
 
     def feedback(self) -> str | None:
         """What the agent must change for the proof to hold, or None when there is nothing to act on."""
@@ -190,7 +204,9 @@ class Proof(msgspec.Struct, frozen=True):
         flags = sum(len(item.flags) for item in self.items)
         read = f" (⚠️ {flags} flag{'s' if flags > 1 else ''} to read)" if flags else ""
         if self.verdict == "proven":
-            return f"✅ **proven by {self.basis}** — {self.reason}{read}"
+            return f"✅ **proven by replay** — {self.reason}{read}"
+        if self.verdict == "tested":
+            return f"🧪 **tested** (not proven) — {self.reason}{read}"
         if self.verdict == "disproven":
             return f"❌ **unproven** (disproved) — {self.reason}"
         return f"⚠️ **unproven** — {self.reason}"

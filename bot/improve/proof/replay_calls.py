@@ -1,0 +1,599 @@
+"""What one replayed call sends to the bot under proof, and what the observer sees of it.
+
+`mendbot.improve.proof.replay` starts the bot and hands each case of the plan here. Every case is sent as
+the member who made it (`caller`: its id and roles, made in the loopback guild before the bot connects),
+in the channel where it was made, and judged by what a member would see and by what the launcher's watch
+reports — never by what the bot under proof says of itself:
+
+- **a prefix or hybrid command, a slash command, an autocomplete, a message context menu**: the message
+  or interaction, and its answer (a slash command or a component must be acknowledged within Discord's
+  3 s; an autocomplete's answer is the choices it offers);
+- **a button, a select menu, a modal**: the call whose answer showed it is sent again first (`shown_by`,
+  as recorded: the command that sent the view with the state it was sent with, the button that opened
+  the modal), then the member presses the button, picks the recorded values or submits the recorded
+  fields on that answer — a component the answer does not carry, or carries disabled, cannot be used, as
+  on Discord (no answer). A persistent view no recorded call showed is pressed on a message of the bot's
+  carrying it;
+- **a listener** of messages or reactions: the message posted again (for a reaction, a message posted and
+  the reaction added), and what the listener did — the messages the bot posted, whether it ran at all
+  (the watch saw its handler start) and when it ended: a listener that no longer runs is no answer;
+- **one iteration of a task loop**: the launcher is asked to run the loop's body once, as the loop runs
+  it, and says whether it returned or raised; which loops are running is asked first (a loop the base
+  runs and the branch never starts is one that stopped working).
+
+Each call's time is the observer's, from the member's action (the press, not the command that showed it)
+to the first answer — a listener's, to its handler's end; what the watch saw in its window is its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mendbot.improve.proof.replay_plan import ReplayCase
+from mendbot.kernel.errors import named_bug
+from mendbot.trust.loopback_discord_model import message_text
+
+if TYPE_CHECKING:
+    from mendbot.trust.loopback_discord import DiscordDouble
+    from mendbot.trust.loopback_discord_model import FakeChannel
+
+__all__ = [
+    "ACK_TIMEOUT_S",
+    "CALL_TIMEOUT_S",
+    "MEMBER",
+    "Raised",
+    "ReplayResult",
+    "Reports",
+    "Seen",
+    "Watch",
+    "call",
+    "prepare_people",
+]
+
+CALL_TIMEOUT_S = 15.0  # a recorded call answered within this, or "no answer"
+# Discord's own deadline: a slash command or a component not acknowledged (answered, or "thinking…") within
+# 3 s fails for the user ("The application did not respond"), whatever the bot sends later.
+ACK_TIMEOUT_S = 3.0
+# After a call's first answer, the next call waits until nothing has moved (no message, no edit, no
+# exception) for `_QUIET_S`, at most `_SETTLE_S`: what one call does is not taken for the next one's.
+_QUIET_S = 0.05
+_SETTLE_S = 0.6
+_REPLY_CHARS = 300
+MEMBER = "alice"  # who sends a call recorded without its caller
+
+
+@dataclass(frozen=True)
+class Raised:
+    """An exception the checkout's code raised during a call, as the launcher's watch saw it: its type,
+    the innermost frame of the repository it was raised in, and the frame that caught it (the last frame
+    it reached; `caught_in_repo` False means it left the bot's code: the framework, or mendbot's runner
+    of handlers, took it)."""
+
+    error_type: str
+    file: str
+    function: str
+    line: int
+    caught_file: str
+    caught_function: str
+    caught_in_repo: bool
+    frames: tuple[str, ...] = ()  # the repository files it passed through
+
+    @property
+    def caught_where_raised(self) -> bool:
+        return self.caught_in_repo and (self.caught_file, self.caught_function) == (self.file, self.function)
+
+
+@dataclass(frozen=True)
+class Watch:
+    """The state of the launcher's exception watch over a whole replay."""
+
+    on: bool = False  # the launcher connected and armed it
+    tampered: str | None = None  # the code under test tried to turn it off ("sys.settrace")
+    lost: bool = False  # its reports stopped before the replay ended (the connection closed, overflow)
+
+    @property
+    def trusted(self) -> bool:
+        return self.on and self.tampered is None and not self.lost
+
+    def problem(self) -> str | None:
+        if self.tampered is not None:
+            return f"the code under test tried to turn off the replay's watch ({self.tampered})"
+        if self.lost:
+            return "the replay's watch of raised exceptions stopped reporting before the replay ended"
+        if not self.on:
+            return "the replay's watch of raised exceptions did not start"
+        return None
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """What the observer saw for one replayed call: what a user would have seen, and when."""
+
+    key: str
+    answered: bool
+    reply: str  # what a user reads in the answer (content and embeds), cut short; "" without one
+    error_type: str | None  # the bug the bot's apology names (a listener's, a task's: what escaped it)
+    duration_ms: float  # from the call to the first answer (a listener's: to its end), by the observer
+    raised: tuple[Raised, ...] = ()  # what the checkout's code raised during the call
+    watch: Watch = field(default_factory=Watch)
+    loops: tuple[str, ...] | None = None  # a task's call: the loops the bot had started when it was asked
+
+    @property
+    def ok(self) -> bool:
+        return self.answered and self.error_type is None
+
+    def shown(self) -> str:
+        """The answer in a few words, for the proof's table."""
+        if not self.answered:
+            return f"no answer{f' ({self.reply})' if self.reply.startswith('not ') else ''}"
+        if self.error_type is not None:
+            return f"error shown: {self.error_type}"
+        if not self.reply:
+            return "ran, said nothing"
+        return f"answered “{_snippet(self.reply)}”"
+
+    def escaped(self, files: list[str]) -> Raised | None:
+        """An exception that left the handler's code (one of `files` on its way) for the framework: the
+        answer is then the framework's handling of an error (a refusal), not the handler's result."""
+        for raised in self.raised:
+            if not raised.caught_in_repo and (not files or set(raised.frames) & set(files)):
+                return raised
+        return None
+
+
+def _snippet(text: str, limit: int = 60) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+class Reports:
+    """The launcher as it reports: one JSON line per step of a raised exception, per start and end of a
+    replayed handler, per task iteration run; and the way to ask it for one (`ask`)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []  # raised exceptions, step by step
+        self.marks: list[dict[str, Any]] = []  # handlers started and ended
+        self.answers: dict[int, dict[str, Any]] = {}  # a task iteration or a loops question, by its id
+        self.hello = False
+        self.tampered: str | None = None
+        self.lost = False
+        self.open = False
+        self.last = 0.0  # when the last report came in (the observer's clock)
+        self.writers: list[asyncio.StreamWriter] = []
+        self.done = asyncio.Event()
+        self.hello_seen = asyncio.Event()
+        self.moved = asyncio.Event()  # set at every mark or answer (waiters clear it)
+        self._asks = itertools.count(1)
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.open = True
+        self.writers.append(writer)
+        try:
+            while line := await reader.readline():
+                self.last = time.monotonic()
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                self._take(event if isinstance(event, dict) else {})
+        finally:
+            self.open = False
+            writer.close()
+            self.done.set()
+
+    def _take(self, event: dict[str, Any]) -> None:
+        kind = event.get("e")
+        if kind == "hello":
+            self.hello = True
+            self.hello_seen.set()
+        elif kind == "tamper":
+            self.tampered = str(event.get("what"))[:80]
+        elif kind == "overflow":
+            self.lost = True
+        elif kind == "raise":
+            self.events.append(event)
+        elif kind in ("start", "end"):
+            self.marks.append(event)
+            self.moved.set()
+        elif kind in ("iteration", "loops"):
+            self.answers[int(event.get("id") or 0)] = event
+            self.moved.set()
+
+    async def ask(self, question: dict[str, Any], timeout_s: float) -> dict[str, Any] | None:
+        """Ask the launcher (run a task's iteration, say which loops run) and wait for its answer."""
+        if not self.writers:
+            return None
+        number = next(self._asks)
+        self.writers[-1].write((json.dumps({**question, "id": number}) + "\n").encode())
+        await self.writers[-1].drain()
+        deadline = time.monotonic() + timeout_s
+        while number not in self.answers and time.monotonic() < deadline:
+            await self.wait_moved(deadline - time.monotonic())
+        return self.answers.get(number)
+
+    async def wait_moved(self, timeout_s: float) -> None:
+        self.moved.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.moved.wait(), max(0.0, timeout_s))
+
+    def started(self, names: list[str], since: float) -> bool:
+        return any(m["e"] == "start" and m.get("q") in names and m["t"] >= since for m in self.marks)
+
+    def ended(self, names: list[str], since: float) -> float | None:
+        """When the last of `names` that started since `since` ended (None: one has not ended yet)."""
+        started = [m for m in self.marks if m["e"] == "start" and m.get("q") in names and m["t"] >= since]
+        if not started:
+            return None
+        ends = [m["t"] for m in self.marks if m["e"] == "end" and m.get("q") in names and m["t"] >= since]
+        return max(ends) if len(ends) >= len(started) else None
+
+    async def close(self, stop_timeout_s: float) -> None:
+        """Stop reading: the launcher's connection ends with the replay (its process is gone by now)."""
+        for writer in self.writers:
+            writer.close()
+        if self.writers:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.done.wait(), stop_timeout_s)
+
+    def watch(self, *, stopped: bool) -> Watch:
+        """The watch's state; `stopped`: the replay is over (a connection closed before is a loss)."""
+        return Watch(self.hello, self.tampered, self.lost or (self.hello and not self.open and not stopped))
+
+    def raised_between(self, start: float, end: float) -> tuple[Raised, ...]:
+        """The exceptions first raised in the window [start, end), each with where it went."""
+        chains: dict[int, list[dict[str, Any]]] = {}
+        for event in self.events:
+            chains.setdefault(int(event.get("id", 0)), []).append(event)
+        found = []
+        for steps in chains.values():
+            first, last = steps[0], steps[-1]
+            if not start <= float(first.get("t", 0.0)) < end:
+                continue
+            found.append(
+                Raised(
+                    error_type=str(first.get("type")),
+                    file=str(first.get("file")),
+                    function=str(first.get("func")),
+                    line=int(first.get("line") or 0),
+                    caught_file=str(last.get("file")),
+                    caught_function=str(last.get("func")),
+                    caught_in_repo=bool(last.get("repo")),
+                    frames=tuple(dict.fromkeys(str(s.get("file")) for s in steps if s.get("repo"))),
+                )
+            )
+        return tuple(found)
+
+
+@dataclass
+class Seen:
+    """One call as it went: when its window began (the first thing sent for it), its first answer (None:
+    none), how long that took from the member's action, and for a task the loops started by then."""
+
+    started: float
+    answer: dict[str, Any] | None
+    duration_ms: float
+    note: str = ""
+    silent: bool = False
+    loops: tuple[str, ...] | None = None
+    failed: str | None = None  # a task's iteration: what it raised, as the launcher that ran it saw
+
+    def result(
+        self,
+        key: str,
+        observer: DiscordDouble,
+        channel: FakeChannel,
+        raised: tuple[Raised, ...],
+        watch: Watch,
+    ) -> ReplayResult:
+        if self.answer is None:
+            return ReplayResult(key, False, self.note, None, self.duration_ms, raised, watch, self.loops)
+        if self.answer.get("id") is None:  # choices, a modal, or a silent handler's end
+            text = str(self.answer.get("content") or "")[:_REPLY_CHARS]
+        else:
+            current = next((m for m in observer.bot_messages() if m["id"] == self.answer["id"]), self.answer)
+            text = message_text(current)[:_REPLY_CHARS]
+        error = named_bug(text)
+        if self.silent and error is None:  # nobody is answered: what escaped the handler is its failure
+            error = next((r.error_type for r in raised if not r.caught_in_repo), self.failed)
+        return ReplayResult(key, True, text, error, self.duration_ms, raised, watch, self.loops)
+
+
+# -- who and where ------------------------------------------------------------------------------------
+
+
+def _callers(case: ReplayCase) -> list[dict[str, Any]]:
+    found = [case.caller] if isinstance(case.caller, dict) else []
+    shown = case.shown_by
+    while isinstance(shown, dict):
+        if isinstance(shown.get("caller"), dict):
+            found.append(shown["caller"])
+        shown = shown.get("shown_by")
+    return [caller for caller in found if _id(caller.get("user"))]
+
+
+def _roles(caller: dict[str, Any]) -> list[int]:
+    """A recorded caller's role ids (none where the record kept them too deep to read, or not as ids)."""
+    roles = caller.get("roles")
+    return [int(role) for role in roles if _id(role)] if isinstance(roles, list) else []
+
+
+def prepare_people(observer: DiscordDouble, cases: list[ReplayCase]) -> None:
+    """The recorded callers of every case (and of what showed their views), their roles and channels, in
+    the loopback guild — which takes the recorded guild's id — before the bot connects."""
+    observer.member(MEMBER)
+    callers = [caller for case in cases for caller in _callers(case)]
+    guilds = [int(caller["guild"]) for caller in callers if _id(caller.get("guild"))]
+    if guilds:
+        observer.guild.id = max(set(guilds), key=guilds.count)
+    for caller in callers:
+        observer.member_as(int(caller["user"]), _roles(caller))
+        if _id(caller.get("channel")):
+            observer.channel_as(int(caller["channel"]))
+    for case in cases:
+        author = ((case.target or {}).get("message") or {}).get("author")
+        if _id(author) and str(author) != observer.user["id"]:
+            observer.member_as(int(str(author)))
+
+
+def _id(value: Any) -> bool:  # the record may have kept an id otherwise (too deep), or not at all
+    return isinstance(value, int) or (isinstance(value, str) and value.isdigit())
+
+
+def _place(
+    observer: DiscordDouble, general: FakeChannel, caller: dict[str, Any] | None
+) -> tuple[FakeChannel, str]:
+    """Where a call is sent and as whom: the recorded channel and member, else #general and `MEMBER`."""
+    if not isinstance(caller, dict):
+        return general, MEMBER
+    channel = observer.channel_as(int(caller["channel"])) if _id(caller.get("channel")) else general
+    who = observer.member_as(int(caller["user"]), _roles(caller)) if _id(caller.get("user")) else MEMBER
+    return channel, who
+
+
+# -- sending ------------------------------------------------------------------------------------------
+
+
+async def call(
+    observer: DiscordDouble,
+    general: FakeChannel,
+    case: ReplayCase,
+    timeout_s: float,
+    reports: Reports,
+    *,
+    entries: list[str] | None = None,
+) -> Seen:
+    """Send one case as its member and wait for the first answer a user would see, then for quiet.
+    `entries`: the qualified names of the kind's handlers (a listener's is watched from start to end)."""
+    begun = time.monotonic()
+    scene = _Scene(observer, general, reports, timeout_s)
+    where, who = _place(observer, general, case.caller)
+    try:
+        if case.family == "task":
+            seen = await _iteration(scene, case, begun)
+        elif case.family == "listener":
+            seen = await _event(scene, case, where, who, begun=begun, entries=entries or [])
+        elif case.family in ("view", "modal"):
+            seen = await _component(scene, case, where, who, begun=begun)
+        elif case.family == "autocomplete":
+            command, _, focused = case.kind.split(":", 1)[1].rpartition(".")
+            asked = await observer.autocomplete(where, command, focused, author=who, **case.options)
+            seen = await _answer_of(scene, asked, begun)
+        elif case.target is not None:
+            seen = await _context_menu(scene, case, where, who, begun=begun)
+        elif case.slash:
+            seen = await _slash(scene, where, who, case, begun=begun)
+        else:
+            said = await observer.send_message(where, case.text, author=who)
+            started = time.monotonic()
+            answer = await observer.wait_for_message(
+                lambda message: int(message["id"]) > int(said["id"]), timeout_s, channel=where
+            )
+            seen = Seen(begun, answer, (time.monotonic() - started) * 1000)
+    except LookupError as exc:  # a command the bot did not sync, a component it does not show
+        return Seen(begun, None, 0.0, f"not answered: {exc}", silent=case.silent)
+    except AssertionError:  # not acknowledged within Discord's 3 s, or no answer within the time
+        return Seen(begun, None, (time.monotonic() - begun) * 1000, silent=case.silent)
+    await _quiet(observer, reports)
+    return seen
+
+
+@dataclass(frozen=True)
+class _Scene:
+    """What every call goes through: the observer, #general, the launcher's reports, the time allowed."""
+
+    observer: DiscordDouble
+    general: FakeChannel
+    reports: Reports
+    timeout_s: float
+
+
+async def _slash(scene: _Scene, where: FakeChannel, who: str, case: ReplayCase, *, begun: float) -> Seen:
+    observer, timeout_s = scene.observer, scene.timeout_s
+    started = time.monotonic()
+    interaction = await observer.slash(where, case.name.lstrip("/"), author=who, **case.options)
+    await observer.acknowledged(interaction, timeout=min(ACK_TIMEOUT_S, timeout_s))
+    answer = await observer.response_to(interaction, timeout=timeout_s)
+    return Seen(begun, answer, (time.monotonic() - started) * 1000)
+
+
+async def _answer_of(scene: _Scene, interaction: dict[str, Any], begun: float) -> Seen:
+    observer, timeout_s = scene.observer, scene.timeout_s
+    started = time.monotonic()
+    await observer.acknowledged(interaction, timeout=min(ACK_TIMEOUT_S, timeout_s))
+    answer = await observer.answer_of(interaction, timeout_s)
+    return Seen(begun, answer, (time.monotonic() - started) * 1000)
+
+
+async def _context_menu(
+    scene: _Scene, case: ReplayCase, where: FakeChannel, who: str, *, begun: float
+) -> Seen:
+    observer = scene.observer
+    target = (case.target or {}).get("message") or {}
+    author = target.get("author")
+    writer = observer.member_as(int(author)) if author and str(author) != observer.user["id"] else who
+    posted = await observer.send_message(where, str(target.get("content") or "…"), author=writer)
+    asked = await observer.context_menu(where, case.name.lstrip("/"), posted, author=who)
+    return await _answer_of(scene, asked, begun)
+
+
+async def _component(scene: _Scene, case: ReplayCase, where: FakeChannel, who: str, *, begun: float) -> Seen:
+    """A button, select menu or modal: what showed it sent again, then what the member did on it."""
+    observer, general, timeout_s = scene.observer, scene.general, scene.timeout_s
+    if case.family == "modal":
+        opened = await _opened(observer, general, case.shown_by, timeout_s)
+        started = time.monotonic()
+        submitted = await observer.submit_modal(opened, dict(case.options.get("fields") or {}), author=who)
+        await observer.acknowledged(submitted, timeout=min(ACK_TIMEOUT_S, timeout_s))
+        answer = await observer.answer_of(submitted, timeout_s)
+        return Seen(begun, answer, (time.monotonic() - started) * 1000)
+    custom_id = str(case.options.get("custom_id"))
+    if case.shown_by is not None:
+        message = await _showing(observer, general, case.shown_by, custom_id, timeout_s)
+    else:  # a persistent view: its component on a message of the bot's
+        message = await observer.bot_message(where, "", [{"type": 1, "components": [_persistent(case)]}])
+    started = time.monotonic()
+    used = await observer.use(message, custom_id, author=who, values=case.options.get("values"))
+    await observer.acknowledged(used, timeout=min(ACK_TIMEOUT_S, timeout_s))
+    answer = await observer.answer_of(used, timeout_s)
+    return Seen(begun, answer, (time.monotonic() - started) * 1000)
+
+
+def _persistent(case: ReplayCase) -> dict[str, Any]:
+    custom_id = str(case.options.get("custom_id"))
+    if case.options.get("values") is not None:
+        options = [{"label": choice, "value": choice} for choice in case.choices or case.options["values"]]
+        return {"type": 3, "custom_id": custom_id, "options": options}
+    return {"type": 2, "style": 1, "label": custom_id, "custom_id": custom_id}
+
+
+async def _send_shown_by(
+    observer: DiscordDouble, general: FakeChannel, shown_by: dict[str, Any], timeout_s: float
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None, float]:
+    """Send the recorded call that showed a view or modal, as its member: (its interaction if it was one,
+    its first answer, when it was sent). A button that showed it is pressed on what showed that button."""
+    kind = str(shown_by.get("kind"))
+    where, who = _place(observer, general, shown_by.get("caller"))
+    options = dict(shown_by.get("options") or {})
+    name = str(shown_by.get("name") or "")
+    sent = time.monotonic()
+    if kind.startswith(("app:", "command:")) and name.startswith("/"):
+        interaction = await observer.slash(where, name.lstrip("/"), author=who, **options)
+        await observer.acknowledged(interaction, timeout=min(ACK_TIMEOUT_S, timeout_s))
+        return interaction, await observer.answer_of(interaction, timeout_s), sent
+    if kind.startswith("command:"):
+        said = await observer.send_message(where, str(options.get("text") or ""), author=who)
+        answer = await observer.wait_for_message(
+            lambda message: int(message["id"]) > int(said["id"]), timeout_s, channel=where
+        )
+        return None, answer, sent
+    if kind.startswith("view:") and isinstance(shown_by.get("shown_by"), dict):
+        custom_id = str(options.get("custom_id"))
+        message = await _showing(observer, general, shown_by["shown_by"], custom_id, timeout_s)
+        used = await observer.use(message, custom_id, author=who, values=options.get("values"))
+        await observer.acknowledged(used, timeout=min(ACK_TIMEOUT_S, timeout_s))
+        return used, await observer.answer_of(used, timeout_s), sent
+    raise LookupError(f"what showed it ({kind}) cannot be sent again")
+
+
+async def _showing(
+    observer: DiscordDouble, general: FakeChannel, shown_by: dict[str, Any], custom_id: str, timeout_s: float
+) -> dict[str, Any]:
+    """The message carrying component `custom_id` once `shown_by` is sent again: its answer, or a message
+    of the bot's after it (a followup) — the first that carries it, within the time."""
+    _, answer, sent = await _send_shown_by(observer, general, shown_by, timeout_s)
+
+    def carries(message: dict[str, Any]) -> bool:
+        return custom_id in json.dumps(message.get("components") or [])
+
+    if answer is not None and answer.get("id") is not None and carries(answer):
+        return answer
+    deadline = sent + timeout_s
+    first = int(answer["id"]) if answer and answer.get("id") else 0
+    found = await observer.wait_for_message(
+        lambda message: int(message["id"]) >= first and carries(message),
+        max(0.1, deadline - time.monotonic()),
+    )
+    return found
+
+
+async def _opened(
+    observer: DiscordDouble, general: FakeChannel, shown_by: dict[str, Any] | None, timeout_s: float
+) -> dict[str, Any]:
+    """The interaction in answer to which the bot opens the modal again."""
+    if not shown_by:
+        raise LookupError("what opened the modal was not recorded")
+    interaction, _, _ = await _send_shown_by(observer, general, shown_by, timeout_s)
+    if interaction is None or observer.modals.get(interaction["token"]) is None:
+        raise LookupError("the bot did not open the modal again")
+    return interaction
+
+
+async def _event(
+    scene: _Scene, case: ReplayCase, where: FakeChannel, who: str, *, begun: float, entries: list[str]
+) -> Seen:
+    """A listener's event made again — a member's message, or a message and a member's reaction to it —
+    and what the listener did: the bot's first message after it, and when its handler ended. A listener
+    whose handler never starts is no answer."""
+    observer, reports, timeout_s = scene.observer, scene.reports, scene.timeout_s
+    if case.name == "on_message":
+        started = time.monotonic()
+        said = await observer.send_message(where, case.text, author=who)
+    else:
+        said = await observer.send_message(where, str(case.options.get("content") or "…"), author=who)
+        started = time.monotonic()
+        await observer.react(said, str(case.options.get("emoji")), author=who)
+    deadline = started + timeout_s
+    while time.monotonic() < deadline:
+        ended = reports.ended(entries, started) if entries else None
+        if ended is not None:
+            break
+        if not entries and observer.messages and int(observer.messages[-1]["id"]) > int(said["id"]):
+            break
+        await reports.wait_moved(min(0.1, max(0.0, deadline - time.monotonic())))
+    ended = reports.ended(entries, started) if entries else None
+    posted = [m for m in observer.bot_messages() if int(m["id"]) > int(said["id"])]
+    if ended is None and not posted:
+        ran = reports.started(entries, started)
+        note = (
+            "not answered: the listener is still running" if ran else "not answered: the listener did not run"
+        )
+        return Seen(begun, None, (time.monotonic() - started) * 1000, note, silent=True)
+    took = ((ended if ended is not None else time.monotonic()) - started) * 1000
+    answer = posted[0] if posted else {"id": None, "content": ""}
+    return Seen(begun, answer, took, silent=True)
+
+
+async def _iteration(scene: _Scene, case: ReplayCase, begun: float) -> Seen:
+    """One iteration of a task loop, run by the launcher, and which loops were running before it."""
+    observer, reports, timeout_s = scene.observer, scene.reports, scene.timeout_s
+    name = case.kind.split(":", 1)[1]
+    asked = await reports.ask({"loops": 1}, timeout_s)
+    loops = tuple(str(loop) for loop in (asked or {}).get("started") or ())
+    before = observer.messages[-1]["id"] if observer.messages else "0"
+    started = time.monotonic()
+    done = await reports.ask({"task": name}, timeout_s)
+    took = (time.monotonic() - started) * 1000
+    if done is None:
+        return Seen(begun, None, took, "not answered: the iteration did not end", silent=True, loops=loops)
+    if not done.get("found"):
+        return Seen(begun, None, took, f"not answered: no loop `{name}`", silent=True, loops=loops)
+    posted = [m for m in observer.bot_messages() if int(m["id"]) > int(before)]
+    answer = posted[0] if posted else {"id": None, "content": ""}
+    failed = str(done["raised"]) if done.get("raised") else None
+    return Seen(begun, answer, took, silent=True, loops=loops, failed=failed)
+
+
+async def _quiet(observer: DiscordDouble, reports: Reports) -> None:
+    """Until nothing moved for `_QUIET_S` (messages, edits, the watch's reports), at most `_SETTLE_S`."""
+    deadline = time.monotonic() + _SETTLE_S
+    while time.monotonic() < deadline:
+        changes, events = observer.changes, len(reports.events)
+        await asyncio.sleep(_QUIET_S)
+        if observer.changes == changes and len(reports.events) == events:
+            return
