@@ -44,14 +44,18 @@ def spoken(kind: str) -> str:
 
 def bug_question(target: Target) -> str:
     """ "Is this about `/quiz`? Reply fix or investigate." — what the bot asks, with no model, about a
-    message it could not place: its best guess at what the message is about, if it has one."""
+    message it could not place: its best guess at what the message is about, if it has one, and the
+    next candidates in order of evidence ("Or: `wish` task, `!birthday`.")."""
     if target.incident_ids and target.kind:
         about = f"incident #{target.incident_ids[0]} (`{spoken(target.kind)}`)"
     elif target.kind:
         about = f"`{spoken(target.kind)}`"
     else:
         return "Is this a bug report? Reply fix or investigate."
-    return f"Is this about {about}? Reply fix or investigate."
+    others = [c.kind for c in target.candidates if c.kind and c.kind != target.kind]
+    also = list(dict.fromkeys(others))[:2]
+    more = f" Or: {', '.join(f'`{spoken(kind)}`' for kind in also)}." if also else ""
+    return f"Is this about {about}?{more} Reply fix or investigate."
 
 
 _ASK_ID = re.compile(r"^ask:(\d+):")
