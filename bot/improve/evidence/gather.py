@@ -45,6 +45,7 @@ from mendbot.db import search as search_queries
 from mendbot.db.core import Connection
 from mendbot.db.records import ActionRecord
 from mendbot.improve.evidence import handler_words
+from mendbot.improve.evidence.handler_scan import every_handler
 from mendbot.improve.evidence.history import _GIT_TIMEOUT_S, file_history, line_times
 from mendbot.improve.evidence.localise import (
     RECORDING_WRAPPERS,
@@ -322,6 +323,7 @@ async def _rank_suspects(
     recall: Recall | None,
     git_timeout_s: float,
     latency_incident: bool,
+    showing: Sequence[str] = (),
 ) -> tuple[list[Suspect], list[Candidate], dict[str, ModuleIndex], list[LessonLike], list[FileHistory]]:
     """The ranked suspects, with the candidates, parsed modules, lessons and file histories behind them."""
     total = sum(t.count for t in tracebacks) or 1
@@ -355,7 +357,7 @@ async def _rank_suspects(
     paths |= {p for writer in signals.writers for p, _, _ in writer.frames}
     paths |= {p for frames, _, _ in signals.callers for p, _, _ in frames}
     paths |= {path for path, _ in signals.handlers}
-    modules = _load_modules(repo_root, paths)
+    modules = _load_modules(repo_root, paths | set(showing))
     found = candidates(signals, modules)
     files = sorted({c.path for c in found})
     pool = list(lessons)
@@ -463,7 +465,7 @@ async def build_evidence(
     tracebacks = _distinct_tracebacks(failures, incident)
     if not kinds and not tracebacks and description.strip():
         # Nothing recorded to start from: the handlers whose code says what the request describes.
-        matches = await handler_words.rank_handlers(db, [repo_root], search_words(description))
+        matches = await handler_words.rank_handlers(db, [repo_root], search_words(description), description)
         kinds = list(dict.fromkeys(match.kind for match in matches[:_WORD_KINDS]))
     since = min(incident["first_seen"] if incident else now, now - _CORRELATE_WINDOW_S)
     calls: list[ActionRecord] = []
@@ -474,7 +476,12 @@ async def build_evidence(
     latency_incident = incident is not None and "latency" in (incident.get("rules") or [])
     if kinds and (not tracebacks or latency_incident):
         slow = await action_queries.slowest_sampled(db, kinds, since=since, limit=_MAX_SLOW)
-    handlers = await handler_queries.for_kinds(db, kinds)
+    # The running map's handlers of the kinds, and what the source declares (a view's button, a modal).
+    known = await every_handler(db, [repo_root]) if kinds else []
+    handlers = [h for h in known if h.kind in kinds]
+    # A view's or modal's calls say which command showed it: that command's file made what it holds.
+    surfaces = {str(shown) for r in [*failures, *calls] if (shown := (r.invocation or {}).get("surface"))}
+    showing = sorted({h.path for h in known if h.kind in surfaces})
     # mendbot's own cogs listen to the same events as the cogs they look after: never their suspects.
     theirs = [
         handler for handler in handlers if not is_mendbots_own(handler.path, _read(repo_root, handler.path))
@@ -495,6 +502,7 @@ async def build_evidence(
         recall=recall,
         git_timeout_s=git_timeout_s,
         latency_incident=latency_incident,
+        showing=showing,
     )
     excerpts = [_excerpt(modules[c.path], c) for c in ranked[:_MAX_SOURCE_FUNCTIONS]]
     return EvidencePack(

@@ -41,6 +41,7 @@ from mendbot.improve.evidence.follow import (
     value_makers,
 )
 from mendbot.improve.evidence.source_index import ModuleIndex, terms_of
+from mendbot.improve.evidence.surroundings import around_handler, unawaited_coroutines
 
 __all__ = [
     "RECORDING_WRAPPERS",
@@ -176,14 +177,19 @@ def candidates(signals: Signals, modules: dict[str, ModuleIndex]) -> list[Candid
             )
             candidate.focus.add(line)
     for path, qualname in signals.handlers:
+        # How its loop starts and stops, the checks before it, what made the view it belongs to.
+        around_handler(pool, path, qualname, 0.5 if signals.tracebacks else 1.0)
+        if signals.tracebacks:  # with a traceback, the frames say where it ran
+            continue
         candidate = pool.get(path, qualname)
-        if candidate is None or signals.tracebacks:  # with a traceback, the frames say where it ran
+        if candidate is None:
             continue
         candidate.add(0.3, "handles the kind the request is about")
         callees(pool, path, qualname, weight=0.35, depth=4, reason="called by")
         # What makes the answer is a suspect whether or not the call was slow too: a busy host makes
         # any call slow, and a wrong answer is no less wrong for it.
         value_makers(pool, path, qualname, 0.4)
+    unawaited_coroutines(pool)
     return list(pool.found.values())
 
 
