@@ -41,7 +41,7 @@ from mendbot.improve.evidence.follow import (
     value_makers,
 )
 from mendbot.improve.evidence.source_index import ModuleIndex, terms_of
-from mendbot.improve.evidence.surroundings import around_handler, unawaited_coroutines
+from mendbot.improve.evidence.surroundings import around_handler, pointless_statements, unawaited_coroutines
 
 __all__ = [
     "RECORDING_WRAPPERS",
@@ -190,6 +190,7 @@ def candidates(signals: Signals, modules: dict[str, ModuleIndex]) -> list[Candid
         # any call slow, and a wrong answer is no less wrong for it.
         value_makers(pool, path, qualname, 0.4)
     unawaited_coroutines(pool)
+    pointless_statements(pool)
     return list(pool.found.values())
 
 

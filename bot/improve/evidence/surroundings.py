@@ -25,7 +25,7 @@ from mendbot.improve.evidence.follow import Pool, callee_of, reached_on, value_m
 from mendbot.improve.evidence.handler_scan import class_family
 from mendbot.improve.evidence.source_index import ModuleIndex, SourceUnit, resolve, resolve_class
 
-__all__ = ["around_handler", "unawaited_coroutines"]
+__all__ = ["around_handler", "pointless_statements", "unawaited_coroutines"]
 
 _STARTS = frozenset({"start", "restart"})
 _STOPS = frozenset({"cancel", "stop"})
@@ -154,6 +154,11 @@ def _shown_by(pool: Pool, module: ModuleIndex, unit: SourceUnit, weight: float) 
     if owner is None or class_family(module, owner[0], pool.modules) not in _SHOWN:
         return
     wanted = (module.path, owner[0])
+    builder = (
+        pool.get(module.path, f"{owner[0]}.__init__") if f"{owner[0]}.__init__" in module.functions else None
+    )
+    if builder is not None:
+        builder.add(0.35 * weight, f"builds {owner[0]}: which items it has, what they hold")
     for path, other in sorted(pool.modules.items()):
         for caller in list(other.functions.values()):
             if caller.kind != "function":
@@ -184,6 +189,29 @@ def _shown_by(pool: Pool, module: ModuleIndex, unit: SourceUnit, weight: float) 
                     value_makers(pool, where[0], where[1], 0.3 * weight, depth=2)
 
 
+def _shows(pool: Pool, module: ModuleIndex, unit: SourceUnit, weight: float) -> None:
+    """A handler that sends a view or a modal: the callbacks of what it shows run on its reply."""
+    for node in ast.walk(unit.node):
+        name = dataflow.dotted(node.func) if isinstance(node, ast.Call) else None
+        found = resolve_class(name, module, pool.modules) if name else None
+        if found is None or class_family(pool.modules[found[0]], found[1], pool.modules) not in _SHOWN:
+            continue
+        shown = pool.modules[found[0]]
+        for qualname, method in list(shown.functions.items()):
+            if qualname.startswith(f"{found[1]}.") and method.kind == "function" and _item_callback(method):
+                candidate = pool.get(found[0], qualname)
+                if candidate is not None:
+                    candidate.add(0.3 * weight, f"a callback of {found[1]}, which {unit.qualname} shows")
+
+
+def _item_callback(method: SourceUnit) -> bool:
+    """A method discord.py runs on a click or a submit: a decorated button or select, `callback`,
+    `on_submit`."""
+    name = method.qualname.rsplit(".", 1)[-1]
+    decorated = any(d.rsplit(".", 1)[-1] in ("button", "select") for d, _ in _decorator_names(method))
+    return decorated or name in ("callback", "on_submit")
+
+
 def around_handler(pool: Pool, path: str, qualname: str, weight: float = 1.0) -> None:
     """The suspects around one handler (see the module docstring)."""
     module = pool.modules.get(path)
@@ -193,6 +221,22 @@ def around_handler(pool: Pool, path: str, qualname: str, weight: float = 1.0) ->
     _loop_lifecycle(pool, module, unit, weight)
     _checks_of(pool, module, unit, weight)
     _shown_by(pool, module, unit, weight)
+    _shows(pool, module, unit, weight)
+
+
+def pointless_statements(pool: Pool, points: float = 0.8) -> None:
+    """A suspect with a statement that only names a method (`self.stop`, `self.loop.cancel`): the call
+    it was meant to be never happens."""
+    for candidate in list(pool.found.values()):
+        module = pool.modules.get(candidate.path)
+        unit = module.functions.get(candidate.qualname) if module is not None else None
+        if unit is None or unit.kind != "function":
+            continue
+        for node in ast.walk(unit.node):
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Attribute):
+                named = dataflow.dotted(node.value) or node.value.attr
+                candidate.add(points, f"names `{named}` without calling it: the call never happens")
+                candidate.focus.add(node.lineno)
 
 
 def unawaited_coroutines(pool: Pool, points: float = 1.0) -> None:
