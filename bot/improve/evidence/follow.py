@@ -43,25 +43,46 @@ _DATA_SHARE = 0.6  # of a unit's points a module-level constant it reads earns b
 _STACK_LEVELS = 6
 
 
+# Each further piece of evidence for one suspect counts this share of the one before it: a helper
+# reached ten ways (an embed builder every handler calls) is not ten times as suspect as code reached
+# once, on the failing path.
+_CORROBORATION = 0.6
+
+
 @dataclass
 class Candidate:
-    """A suspect function (or class, or configuration file), with the score it earned and why."""
+    """A suspect function (or class, or configuration file), with the score it earned and why.
+
+    Its evidence (`add`) counts in full for the strongest piece and by `_CORROBORATION` for each next
+    one; what the ranking adds beside the evidence (`bonus`: recency, the complaint's words, lessons)
+    counts in full."""
 
     path: str
     qualname: str
     start: int
     end: int
-    score: float = 0.0
     reasons: list[str] = field(default_factory=list)
     focus: set[int] = field(default_factory=set)  # lines a frame or sample pointed at
     data: set[int] = field(default_factory=set)  # lines the bad value went through
     last_change: float | None = None  # newest commit time of its lines (unix seconds)
     data_change: float | None = None  # newest commit time of its `data` lines
+    evidence: list[float] = field(default_factory=list)
+    bonuses: float = 0.0
 
     def add(self, points: float, reason: str) -> None:
-        self.score += points
+        self.evidence.append(points)
         if reason not in self.reasons:
             self.reasons.append(reason)
+
+    def bonus(self, points: float, reason: str) -> None:
+        self.bonuses += points
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+
+    @property
+    def score(self) -> float:
+        ranked = sorted(self.evidence, reverse=True)
+        return sum(points * _CORROBORATION**n for n, points in enumerate(ranked)) + self.bonuses
 
     @property
     def key(self) -> tuple[str, str]:

@@ -227,7 +227,7 @@ def rank(
                 earned = max(earned, 0.5 * points(candidate.last_change))
             latest = max(w for w in (when, candidate.last_change) if w is not None)
             age_days = max(0.0, now - latest) / 86400
-            candidate.add(earned, f"it (or a definition it reads) last changed {age_days:.0f} day(s) ago")
+            candidate.bonus(earned, f"it (or a definition it reads) last changed {age_days:.0f} day(s) ago")
         module = modules[candidate.path]
         unit = module.functions[candidate.qualname]
         # A constant's text is data — the items and names a complaint echoes — not what the code says.
@@ -235,11 +235,11 @@ def rank(
         if matched:
             # A small weight: a complaint quotes what the bot said, and the code that says it is
             # often the messenger (a handler reporting "corrupt"), not the cause.
-            candidate.add(
+            candidate.bonus(
                 0.15 * min(2, len(matched)), "matches the request's words: " + ", ".join(matched[:5])
             )
         if candidate.path in signals.lesson_files:
-            candidate.add(0.2, "an earlier run's lesson touched this file")
+            candidate.bonus(0.2, "an earlier run's lesson touched this file")
             if candidate.qualname.rsplit(".", 1)[-1] in signals.lesson_text:
-                candidate.add(0.3, "an earlier run's lesson names this function")
+                candidate.bonus(0.3, "an earlier run's lesson names this function")
     return sorted(found, key=lambda c: (-round(c.score, 9), c.path, c.qualname))
