@@ -164,6 +164,9 @@ def _load_modules(repo_root: Path, paths: set[str]) -> dict[str, ModuleIndex]:
         local = {name.removesuffix(".py") for name in os.listdir(repo_root)}
     except OSError:
         return modules
+    # A `src` layout: its packages are imported by their own names.
+    source_dir = repo_root / "src"
+    nested = {name.removesuffix(".py") for name in os.listdir(source_dir)} if source_dir.is_dir() else set()
     for _ in range(_IMPORT_DEPTH + 1):
         following: set[str] = set()
         for path in frontier:
@@ -176,9 +179,10 @@ def _load_modules(repo_root: Path, paths: set[str]) -> dict[str, ModuleIndex]:
             for name in module.config_names:  # configuration files it names, beside it or from the root
                 following.update({posixpath.normpath(posixpath.join(posixpath.dirname(path), name)), name})
             for source, member in module.imports.values():
-                if source.split(".", 1)[0] not in local:
+                top = source.split(".", 1)[0]
+                if top not in local and top not in nested:
                     continue
-                base = source.replace(".", "/")
+                base = source.replace(".", "/") if top in local else "src/" + source.replace(".", "/")
                 following.update({f"{base}.py", f"{base}/__init__.py"})
                 if member is not None:
                     following.add(f"{base}/{member}.py")
@@ -344,8 +348,8 @@ async def _rank_suspects(
         stacks_weight=1.0 if latency_incident else min(1.0, sampled / _CONFIDENT_SAMPLES),
         handlers=[(h.path, h.qualname) for h in handlers],
         # The words of the kinds it names, and the words it quotes from the bot's replies, say what
-        # was shown, not where it was made.
-        complaint=terms_of(description)
+        # was shown, not where it was made; "the", "and" say nothing.
+        complaint=terms_of(" ".join(search_words(description)))
         - {w for h in handlers for w in terms_of(h.kind.split(":", 1)[-1])}
         - {w for record in calls for w in terms_of(str((record.reply or {}).get("text") or ""))},
         lesson_files=set(),

@@ -438,10 +438,10 @@ def _imported(module: ModuleIndex, modules: dict[str, ModuleIndex]) -> set[str]:
     """The repository paths a module imports (the ones already parsed are known by `modules`)."""
     paths: set[str] = set()
     for source, member in module.imports.values():
-        base = source.replace(".", "/")
-        paths.update({f"{base}.py", f"{base}/__init__.py"})
-        if member is not None:
-            paths.add(f"{base}/{member}.py")
+        for base in (source.replace(".", "/"), "src/" + source.replace(".", "/")):  # a `src` layout too
+            paths.update({f"{base}.py", f"{base}/__init__.py"})
+            if member is not None:
+                paths.add(f"{base}/{member}.py")
     return paths
 
 
