@@ -71,17 +71,23 @@ _DISCORD_NAMES = {
     "answer": "reply",
 }
 _MAX_MATCHES = 5
+# What the words say the part does weighs more than a rare word its code shares: "never grows any
+# more" is a loop's doing whatever the `plant` command is called; a handler of a kind of part the words
+# do not describe keeps this share of its score.
+_PART_WEIGHT = 1.5
+_OTHER_PART = 0.5
 _MIN_LENGTH = 3
 _WHO = r"(?:someone|somebody|anyone|anybody|a user|a member|people|users|members|i|we|you|they|he|she)"
 # How people say which part of a bot did it (see the module docstring): family → phrases.
 _CUES = {
     "task": (
-        r"every (?:\w+ )?(?:day|hour|minute|week|morning|evening|night|time)s?|daily|hourly|weekly|nightly",
+        r"every (?:\w+ )?(?:day|hour|minute|week|morning|evening|night)s?|daily|hourly|weekly|nightly",
         r"each (?:day|hour|morning|night|week)|on (?:a|its) (?:schedule|timer)|schedul\w*|background",
         r"automatic(?:ally)?|by itself|on its own|at (?:midnight|noon|\d+(?::\d+)?\s*(?:am|pm)?)\b",
         r"(?:never|no longer|stopped|stops) (?:\w+ )?(?:wish|fire|run|post|send|remind|announc|updat|"
         r"refresh|rotat|happen|arriv|go(?:es)? off|ping|greet)\w*",
         r"keeps? (?:\w+ )?(?:posting|sending|spamming|repeating|pinging|firing|running)",
+        r"(?:never|no longer) \w+(?:s|es)? any ?more|stopped \w+ing",
         r"twice|double[ds]?|duplicat\w*|again and again|over and over|loops?",
     ),
     "listener": (
@@ -110,6 +116,8 @@ _CUES = {
         r"permissions?|not allowed|(?:is|are)n'?t allowed|may not|can'?t use|cannot use|forbidden|denied",
         r"refus\w+|only (?:admins|mods|moderators|staff|owners)|(?:anyone|everyone|anybody) can",
         r"lets? (?:anyone|everyone|anybody|people|them)|without (?:the )?(?:right|role|permission)",
+        r"(?:is|are|am|'?re|'?s)(?:n'?t| not) (?:\w+ )?(?:staff|admins?|mods?|moderators?|owners?|members?)",
+        r"not (?:staff|an? (?:admin|mod|moderator|owner))",
     ),
     "cog": (
         r"reload\w*|unload\w*|(?:won'?t|doesn'?t|didn'?t|does not|did not) load|extensions?\b",
@@ -195,13 +203,16 @@ def _source(module: ModuleIndex | None) -> str | None:
     return "\n".join(module.lines) if module is not None else None
 
 
-def family_cues(text: str) -> set[str]:
-    """The parts of a bot (`handler_scan.family`) the words describe by how they behave."""
+def family_cues(text: str) -> dict[str, set[str]]:
+    """The parts of a bot (`handler_scan.family`) the words describe by how they behave, each with the
+    stems of the words that say so ("reloaded", "twice"): those words tell which kind of part did it,
+    not which one — a `reload` command is not what "since it was reloaded" means."""
     said = " ".join(text.lower().replace("’", "'").split())
-    found = set()
+    found: dict[str, set[str]] = {}
     for name, phrases in _CUES.items():
-        if any(re.search(rf"(?<![\w'])(?:{phrase})", said) for phrase in phrases):
-            found.add(name)
+        for phrase in phrases:
+            for match in re.finditer(rf"(?<![\w'])(?:{phrase})", said):
+                found.setdefault(name, set()).update(stems(re.findall(r"[a-z]+", match.group(0))))
     return found
 
 
@@ -209,12 +220,12 @@ def match_handlers(
     handlers: Sequence[HandlerLocation],
     modules: dict[str, ModuleIndex],
     words: Iterable[str],
-    cues: Iterable[str] = (),
+    cues: dict[str, set[str]] | None = None,
 ) -> list[HandlerMatch]:
     """The handlers whose code shares the complaint's words, or whose part the complaint describes
     (`cues`, from `family_cues`), best first (see the module docstring)."""
     wanted = stems(words)
-    cued = set(cues)
+    cued = cues or {}
     if not wanted and not cued:
         return []
     said: dict[HandlerLocation, set[str]] = {}
@@ -232,8 +243,14 @@ def match_handlers(
     sizes = {name: sum(found == name for found in families.values()) for name in cued}
     matches = []
     for handler, found in said.items():
-        shared = sorted(word for word in wanted & found if frequency[word] < total or total == 1)
         part = families[handler]
+        # Words that say what kind of part did it count for that kind of part only.
+        elsewhere = set().union(*(words for name, words in cued.items() if name != part)) - cued.get(
+            part, set()
+        )
+        shared = sorted(
+            word for word in (wanted - elsewhere) & found if frequency[word] < total or total == 1
+        )
         if not shared and part not in cued:
             continue
         # A word of its name counts twice: "command logging" names the CommandLog cog.
@@ -242,8 +259,10 @@ def match_handlers(
             for word in shared
         )
         if part in cued:  # what the words say it does is what this part does: a rare word shared
-            score += math.log(1 + total / sizes[part])
+            score += _PART_WEIGHT * math.log(1 + total / sizes[part])
             shared = [*shared, f"({part})"]
+        elif cued:  # the words say it is another kind of part
+            score *= _OTHER_PART
         matches.append(HandlerMatch(handler.kind, handler.path, handler.qualname, round(score, 6), shared))
     theirs = [m for m in matches if not is_mendbots_own(m.path, _source(modules.get(m.path)))]
     ranked = sorted(theirs or matches, key=lambda m: (-m.score, m.kind, m.path, m.qualname))

@@ -23,7 +23,13 @@ import ast
 from mendbot.improve.evidence import dataflow
 from mendbot.improve.evidence.follow import Pool, callee_of, reached_on, value_makers
 from mendbot.improve.evidence.handler_scan import class_family
-from mendbot.improve.evidence.source_index import ModuleIndex, SourceUnit, resolve, resolve_class
+from mendbot.improve.evidence.source_index import (
+    ModuleIndex,
+    SourceUnit,
+    class_lineage,
+    resolve,
+    resolve_class,
+)
 
 __all__ = ["around_handler", "pointless_statements", "unawaited_coroutines"]
 
@@ -70,15 +76,32 @@ def _loop_uses(method: ast.AST, loop: str) -> tuple[set[str], list[str]]:
     return called, named
 
 
+def _is_loop(unit: SourceUnit) -> bool:
+    return any(name.endswith(".loop") or name == "loop" for name, _ in _decorator_names(unit))
+
+
 def _loop_lifecycle(pool: Pool, module: ModuleIndex, unit: SourceUnit, weight: float) -> None:
-    """A `tasks.loop` body: the methods of its class that start and stop it (see the module docstring)."""
-    if not any(name.endswith(".loop") or name == "loop" for name, _ in _decorator_names(unit)):
-        return
+    """A `tasks.loop` body — or a hook of its cog that starts or stops loops: the methods of the class
+    that start and stop each loop (see the module docstring)."""
     owner = _class_of(module, unit)
     if owner is None:
         return
+    if _is_loop(unit):
+        _one_loop(pool, module, owner, unit.qualname.rsplit(".", 1)[-1], weight)
+        return
+    for qualname, other in module.functions.items():
+        loop = qualname.rsplit(".", 1)[-1]
+        if qualname.startswith(f"{owner[0]}.") and _is_loop(other):
+            called, named = _loop_uses(unit.node, loop)
+            if called or named:
+                _one_loop(pool, module, owner, loop, weight)
+
+
+def _one_loop(
+    pool: Pool, module: ModuleIndex, owner: tuple[str, ast.ClassDef], loop: str, weight: float
+) -> None:
+    """The methods of the loop's class that start and stop the loop `loop`."""
     class_name, node = owner
-    loop = unit.qualname.rsplit(".", 1)[-1]
     starters: list[str] = []
     stoppers: list[str] = []
     for method in node.body:
@@ -174,7 +197,7 @@ def _shown_by(pool: Pool, module: ModuleIndex, unit: SourceUnit, weight: float) 
                 continue
             shower = pool.get(path, caller.qualname)
             if shower is not None:
-                shower.add(0.25 * weight, f"shows {owner[0]}")
+                shower.add(0.15 * weight, f"shows {owner[0]}")
             lines: set[int] = set()
             for call in made:
                 for argument in [*call.args, *(k.value for k in call.keywords)]:
@@ -184,24 +207,40 @@ def _shown_by(pool: Pool, module: ModuleIndex, unit: SourceUnit, weight: float) 
                 if candidate is None:
                     continue
                 share = 0.6 if how == "read" else 1.0
-                candidate.add(0.45 * weight * share, f"makes what {caller.qualname} gives {owner[0]}")
+                candidate.add(0.3 * weight * share, f"makes what {caller.qualname} gives {owner[0]}")
                 if how == "call":
-                    value_makers(pool, where[0], where[1], 0.3 * weight, depth=2)
+                    value_makers(pool, where[0], where[1], 0.2 * weight, depth=2)
 
 
 def _shows(pool: Pool, module: ModuleIndex, unit: SourceUnit, weight: float) -> None:
-    """A handler that sends a view or a modal: the callbacks of what it shows run on its reply."""
-    for node in ast.walk(unit.node):
-        name = dataflow.dotted(node.func) if isinstance(node, ast.Call) else None
-        found = resolve_class(name, module, pool.modules) if name else None
-        if found is None or class_family(pool.modules[found[0]], found[1], pool.modules) not in _SHOWN:
-            continue
-        shown = pool.modules[found[0]]
-        for qualname, method in list(shown.functions.items()):
-            if qualname.startswith(f"{found[1]}.") and method.kind == "function" and _item_callback(method):
-                candidate = pool.get(found[0], qualname)
-                if candidate is not None:
-                    candidate.add(0.3 * weight, f"a callback of {found[1]}, which {unit.qualname} shows")
+    """A handler that sends a view or a modal: what builds it and the callbacks of its items run on its
+    reply — and so do those of the items and views its methods (and its bases') build in turn."""
+    frontier: list[tuple[ModuleIndex, SourceUnit]] = [(module, unit)]
+    seen: set[tuple[str, str]] = set()
+    for _ in range(3):
+        following: list[tuple[ModuleIndex, SourceUnit]] = []
+        for here, function in frontier:
+            for node in ast.walk(function.node):
+                name = dataflow.dotted(node.func) if isinstance(node, ast.Call) else None
+                found = resolve_class(name, here, pool.modules) if name else None
+                if found is None or found in seen:
+                    continue
+                seen.add(found)
+                if class_family(pool.modules[found[0]], found[1], pool.modules) not in _SHOWN:
+                    continue
+                for path, owner in class_lineage(found[0], found[1], pool.modules):
+                    shown = pool.modules[path]
+                    for qualname, method in list(shown.functions.items()):
+                        if not qualname.startswith(f"{owner}.") or method.kind != "function":
+                            continue
+                        following.append((shown, method))
+                        builds = qualname == f"{owner}.__init__"
+                        if _item_callback(method) or builds:
+                            what = "builds" if builds else "a callback of"
+                            candidate = pool.get(path, qualname)
+                            if candidate is not None:
+                                candidate.add(0.3 * weight, f"{what} {owner}, which {unit.qualname} shows")
+        frontier = following
 
 
 def _item_callback(method: SourceUnit) -> bool:

@@ -215,9 +215,13 @@ async def resolve_target(
         recurs = _RECURS.search(" ".join(sanitize_untrusted(text).lower().split())) is not None
         target = await _named_target(db, mentioned, words, now, recurs=recurs)
         if target is not None and _bare_guess(target, mentioned):
-            # Only a bare word names it, and nothing recorded fails on it: when the words describe
+            # Only a bare word names it, and nothing recorded fails on it: a kind whose name holds that
+            # word and has something failing ("points" → `rmpoints`) is meant; when the words describe
             # another part of the bot ("it never wishes anyone a happy birthday" — a task, not the
             # `birthday` command), the handlers the words lead to decide.
+            failing = await _failing_namesakes(db, [kind for kind, _ in mentioned], kinds, now)
+            if failing is not None:
+                return await _evidence_target(db, failing, words, now)
             cued = handler_words.family_cues(text)
             if cued and family(target.kind or "") not in cued:
                 described = await _handler_target(db, words, roots, now, text)
@@ -252,6 +256,26 @@ def _incident_candidate(incident: dict[str, Any], now: float, score: float) -> C
     return Candidate(
         incident["id"], _describe_incident(incident, now), score, incident["fingerprint"], incident["kind"]
     )
+
+
+async def _failing_namesakes(
+    db: Connection, named: list[str], kinds: Collection[str], now: float
+) -> _Evidence | None:
+    """Of the kinds whose names hold a named kind's name, the one failing most recently, if any."""
+    names = [kind.split(":", 1)[-1].lower() for kind in named]
+    holding = sorted(
+        kind
+        for kind in kinds
+        if kind not in named
+        and any(name in kind.split(":", 1)[-1].lower() for name in names if len(name) >= 4)
+    )
+    found = await _surface_evidence(db, holding, now)
+
+    def latest(evidence: _Evidence) -> float:
+        seen = [i["last_seen"] for i in evidence.incidents] + [bug.ts for bug in evidence.bugs]
+        return max(seen, default=0.0)
+
+    return max(found, key=latest, default=None)
 
 
 def _bare_guess(target: Target, mentioned: list[tuple[str, bool]]) -> bool:
