@@ -7,10 +7,7 @@ the chat model with a structured tool call (bot/chat/route.py: fix, investigate 
 command or incident); with no model — no key, or its API failing — the bot asks one short question
 ("Is this about `/quiz`? Reply fix or investigate."), as is a vague complaint ("/convert seems off"),
 with [Investigate] [Fix] [No] buttons (persistent) acting on the message it answers, or a reply ("fix").
-The question names the candidates in order of evidence, and the parts of the bot the model is offered
-come in that order too. A request the grammar placed whose target is only a guess — words that match
-some handler's code, a bare word that is also a command's name — is put to the model too when there
-is one: which of the listed parts the words mean is its call (a tool call, never prose)."""
+Candidates come in order of evidence, to the question and the model; a target only guessed goes to it."""
 
 from __future__ import annotations
 
@@ -39,8 +36,8 @@ from ._asking import (
     asked_about,
     bug_question,
     model_decision,
+    offered_parts,
     question_replied,
-    spoken,
 )
 from .ship import proposal_view
 
@@ -386,7 +383,7 @@ class Improve(commands.Cog):
         text = parse_intent(self._words(message)).text
         async with message.channel.typing():
             target = await self._target(message, text)
-            kinds = await self._offered(target)
+            kinds = offered_parts(target, await self._known_kinds())
             decision = await model_decision(self.bot, message, text, list(kinds))
             chat = self.bot.get_cog("Chat")
             if decision is not None and decision.action == "chat" and chat is not None:
@@ -412,17 +409,8 @@ class Improve(commands.Cog):
 
         return self.loaded_kinds() | await known_kinds_in(self.bot.services.db, self._roots())
 
-    def _roots(self) -> tuple[Any, ...]:
-        """The checkouts whose code runs here: the bot's repository, and the one its recorder reads."""
+    def _roots(self) -> tuple[Any, ...]:  # the checkouts whose code runs here
         return (self.bot.services.settings.repo_dir, self.bot.recorder.repo_root)
-
-    async def _offered(self, target: Target) -> dict[str, str]:
-        """The parts of the bot the model may name (as people write them → the kind), the candidates
-        the evidence found first: the model is shown a bounded list."""
-        found = [c.kind for c in target.candidates if c.kind] + ([target.kind] if target.kind else [])
-        known = await self._known_kinds()
-        ordered = list(dict.fromkeys([*found, *sorted(known)]))
-        return {spoken(kind): kind for kind in ordered}
 
     async def _target(
         self,
@@ -475,11 +463,10 @@ class Improve(commands.Cog):
     async def _request_from_words(
         self, user: discord.abc.User, message: discord.Message, kind: RunKind, intent: Intent
     ) -> str:
-        """Resolve what the words are about and start the run (or ask which one). A target that is only
-        a guess is put to the model, when there is one: the part it names is the target."""
+        """Resolve what the words are about (a guess: the model's pick) and start the run (or ask)."""
         target = await self._target(message, intent.text)
         if target.guess and not target.ambiguous:
-            kinds = await self._offered(target)
+            kinds = offered_parts(target, await self._known_kinds())
             decision = await model_decision(self.bot, message, intent.text, list(kinds))
             chosen = kinds.get(decision.command or "") if decision is not None else None
             if chosen is not None and chosen != target.kind:

@@ -5,7 +5,7 @@ select, a modal or a button class is not on any cog — it exists once a command
 complaint about "the next button" or "the feedback form" had no handler to lead to, and its evidence
 pack had no suspects when nothing failed. The source says what they are before anything runs:
 
-- `view:<Class.method>` for the methods a `discord.ui.button`/`select` decorator makes into items of
+- `view:<Class.method>` for the methods a `ui.button`/`ui.select` decorator makes into items of
   a `View`, the `callback` of an item class (`Button`, `Select`, `DynamicItem` subclasses), and a
   view's `interaction_check`; `modal:<Class.on_submit>` for a `Modal`;
 - and, for a repository no running bot has mapped (a bot mendbot has not seen start, the
@@ -270,7 +270,8 @@ class _Scanner:
         for decorator in node.decorator_list:
             name, call = _call_name(decorator)
             head, _, tail = name.rpartition(".")
-            if family == "view" and tail in _VIEW_DECORATORS and head in ("discord.ui", "ui", ""):
+            # `ui.button` as the library's module names it, or imported by itself (`button`)
+            if family == "view" and tail in _VIEW_DECORATORS and head.rsplit(".", 1)[-1] in ("ui", ""):
                 self.add(f"view:{qualname}", qualname)
             elif tail in ("command", "hybrid_command", "group", "hybrid_group") and head in groups:
                 kind, parent = groups[head]
