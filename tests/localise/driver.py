@@ -54,6 +54,7 @@ class Outcome:
     target_kind: str | None  # the kind recorded for a run without an incident
     suspects: list[str]  # "path:qualname", most suspect first
     evidence: str  # the evidence section of the prompt the agent received
+    routed: int = 0  # how many times the model was asked the routing tool
 
     @property
     def kind(self) -> str | None:
@@ -187,8 +188,12 @@ async def localise(seed: Seed, workdir: Path, model: ModelDouble, *, with_model:
         ]:
             del sys.modules[name]
     runs = _rows(settings, "SELECT id, incident_id FROM runs ORDER BY id")
+    routed = sum(
+        any(tool.get("name") == ROUTE_TOOL for tool in r.json.get("tools") or [])
+        for r in model.message_requests
+    )
     if not runs:
-        return Outcome(seed, False, asked, replies, None, None, [], "")
+        return Outcome(seed, False, asked, replies, None, None, [], "", routed)
     run = runs[0]
     events = _rows(settings, "SELECT event, detail FROM run_events WHERE run_id = ? ORDER BY id", run["id"])
     details = {row["event"]: json.loads(row["detail"] or "{}") for row in events}
@@ -209,6 +214,7 @@ async def localise(seed: Seed, workdir: Path, model: ModelDouble, *, with_model:
         (details.get("target") or {}).get("kind"),
         rendered_suspects(evidence),
         evidence,
+        routed,
     )
 
 
