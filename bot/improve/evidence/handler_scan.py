@@ -435,14 +435,32 @@ def repository_files(repo_root: Path, limit: int = _MAX_FILES) -> list[str]:
     return found
 
 
-def _imported(module: ModuleIndex, modules: dict[str, ModuleIndex]) -> set[str]:
-    """The repository paths a module imports (the ones already parsed are known by `modules`)."""
+def _local_packages(repo_root: Path) -> tuple[set[str], set[str]]:
+    """The top-level names a module of the repository may import from it: at its root, and under
+    `src/` (a `src` layout)."""
+    found: list[set[str]] = []
+    for folder in (repo_root, repo_root / "src"):
+        try:
+            found.append({name.removesuffix(".py") for name in os.listdir(folder)})
+        except OSError:
+            found.append(set())
+    return found[0], found[1]
+
+
+def _imported(module: ModuleIndex, local: tuple[set[str], set[str]]) -> set[str]:
+    """The repository paths a module imports (only names the repository has: `local`)."""
     paths: set[str] = set()
     for source, member in module.imports.values():
-        for base in (source.replace(".", "/"), "src/" + source.replace(".", "/")):  # a `src` layout too
-            paths.update({f"{base}.py", f"{base}/__init__.py"})
-            if member is not None:
-                paths.add(f"{base}/{member}.py")
+        top = source.split(".", 1)[0]
+        if top in local[0]:
+            base = source.replace(".", "/")
+        elif top in local[1]:
+            base = "src/" + source.replace(".", "/")
+        else:
+            continue  # discord, the standard library: not the repository's
+        paths.update({f"{base}.py", f"{base}/__init__.py"})
+        if member is not None:
+            paths.add(f"{base}/{member}.py")
     return paths
 
 
@@ -471,6 +489,7 @@ def declared_handlers(repo_root: Path, paths: Sequence[str] | None = None) -> li
                 modules[path] = module
     else:
         frontier = set(paths)
+        local = _local_packages(repo_root)
         for _ in range(3):
             following: set[str] = set()
             for path in sorted(frontier):
@@ -480,7 +499,7 @@ def declared_handlers(repo_root: Path, paths: Sequence[str] | None = None) -> li
                 if module is None or module.tree is None:
                     continue
                 modules[path] = module
-                following |= _imported(module, modules)
+                following |= _imported(module, local)
             frontier = following - set(modules)
     found: dict[tuple[str, str, str], HandlerLocation] = {}
     for path in sorted(modules):
