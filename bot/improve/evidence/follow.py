@@ -204,7 +204,10 @@ def reached_on(
         where = method_of(receiver, method, unit, module, modules)
         if where is not None:
             found.append((where, method))
-    for receiver, attribute in dataflow.field_reads(unit.node, lines):
+    properties = frozenset().union(*(other.property_names for other in modules.values()))
+    for receiver, attribute in dataflow.field_reads(unit.node, lines) if properties else ():
+        if attribute not in properties:
+            continue
         where = method_of(receiver, attribute, unit, module, modules)
         target = modules[where[0]].functions.get(where[1]) if where is not None else None
         if where is not None and target is not None and _is_property(target.node):

@@ -94,6 +94,30 @@ class ModuleIndex:
         """Configuration file names the module mentions (walked once: the module is cached)."""
         return dataflow.config_files(self.tree) if self.tree is not None else []
 
+    @functools.cached_property
+    def property_names(self) -> frozenset[str]:
+        """The names of the methods its classes read as attributes (`@property`, `cached_property`)."""
+        found = set()
+        for unit in self.functions.values():
+            for decorator in getattr(unit.node, "decorator_list", []) if unit.class_name else []:
+                name = dataflow.dotted(decorator) or ""
+                if name.rsplit(".", 1)[-1] in ("property", "cached_property"):
+                    found.add(unit.qualname.rsplit(".", 1)[-1])
+        return frozenset(found)
+
+    @functools.cached_property
+    def dropped_calls(self) -> list[tuple[str, ast.Call]]:
+        """(function, call) of every statement that is a call whose result is dropped: where a
+        coroutine called without `await` would sit."""
+        found = []
+        for unit in self.functions.values():
+            if unit.kind != "function":
+                continue
+            for node in ast.walk(unit.node):
+                if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+                    found.append((unit.qualname, node.value))
+        return found
+
     @property
     def is_config(self) -> bool:
         """A configuration file, indexed as one unit."""

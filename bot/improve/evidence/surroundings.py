@@ -282,19 +282,15 @@ def unawaited_coroutines(pool: Pool, points: float = 1.0) -> None:
     """A statement that calls a coroutine function of the repository and drops the coroutine: its body
     never runs. The caller is a suspect when it or the coroutine is one already."""
     for path, module in sorted(pool.modules.items()):
-        for unit in list(module.functions.values()):
-            if unit.kind != "function":
+        for qualname, call in module.dropped_calls:
+            unit = module.functions[qualname]
+            where = callee_of(call, unit, module, pool.modules)
+            target = pool.modules[where[0]].functions.get(where[1]) if where is not None else None
+            if where is None or target is None or not isinstance(target.node, ast.AsyncFunctionDef):
                 continue
-            for node in ast.walk(unit.node):
-                if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)):
-                    continue
-                where = callee_of(node.value, unit, module, pool.modules)
-                target = pool.modules[where[0]].functions.get(where[1]) if where is not None else None
-                if where is None or target is None or not isinstance(target.node, ast.AsyncFunctionDef):
-                    continue
-                if (path, unit.qualname) not in pool.found and where not in pool.found:
-                    continue
-                caller = pool.get(path, unit.qualname)
-                if caller is not None:
-                    caller.add(points, f"calls `{where[1]}`, a coroutine function, without awaiting it")
-                    caller.focus.add(node.lineno)
+            if (path, qualname) not in pool.found and where not in pool.found:
+                continue
+            caller = pool.get(path, qualname)
+            if caller is not None:
+                caller.add(points, f"calls `{where[1]}`, a coroutine function, without awaiting it")
+                caller.focus.add(call.lineno)
