@@ -2,16 +2,26 @@
 
 Prints one `name value unit` line per figure (diagnostics go to stderr):
 
-- `recognised_pct`, `right_target_pct`, `file_top1_pct`, `function_top3_pct`: the seeded-fault suite
-  (tests/localise/seeds.py, seeds_shapes.py and seeds_real.py), each seed driven exactly as the tests
-  drive it — its repository built, the real MendBot in the virtual Discord, the fault made to happen,
-  a complaint in plain words (words the grammar cannot place go to the model double, which calls the
-  routing tool with `fix` and nothing else), the run's evidence recorded while the real Claude Code
-  CLI talks to the model double — and scored: did the complaint start a run, is its target the kind
-  the fault is in, is the faulty file the first suspect file, is the faulty function among the first
-  three suspects. Printed for the whole corpus and for each origin (`written_with_the_code`, the
-  shapes chosen while the ranking was built; `from_real_fixes`, re-created from public bots' bug-fix
-  commits). Targets: recognised 100, right target ≥ 95, file top-1 ≥ 90, function top-3 ≥ 85.
+- `recognised_pct`, `right_target_pct`, `file_top1_pct`, `function_top3_pct`, each printed twice —
+  `without_model_…` and `with_model_…` — for the whole corpus and for each origin. The corpus:
+  - the seeded-fault suite (tests/localise/seeds.py, seeds_shapes.py, seeds_real.py, seeds_handlers.py),
+    each seed driven exactly as the tests drive it — its repository built, the real MendBot in the
+    virtual Discord, the fault made to happen, a complaint in plain words, the run's evidence sent to
+    the real Claude Code CLI talking to the model double (tests/localise/driver.py);
+  - faults seeded into the real bots in ../shared/realbots/ (tests/localise/realbots.py): their own
+    cogs, a small edit in a temporary copy, what a running bot would have recorded, localised from
+    the source (a bot that is absent is skipped, with a line on stderr).
+  Without a model, the model double makes no routing call: the bot's grammar, targeting and one
+  question decide alone. With one, it names the part of the bot the words mean among those the bot
+  lists. A suite seed whose run never asked the model is the same run either way and is counted once
+  for each. Scored from the evidence the agent reads — the suspects of the rendered pack: did the
+  complaint start a run, is its target the kind the fault is in (or one the seed accepts), is the
+  faulty file the first suspect file, is the faulty function among the first three suspects. Origins:
+  `written_with_the_code` (shapes chosen while the ranking was built), `from_real_fixes` (re-created
+  from public bots' bug-fix commits), `handler_kinds` (faults in views, modals, autocomplete, checks,
+  context menus and task loops, in words that name neither the command nor the error),
+  `seeded_into_real_bots`. Targets: recognised 100, right target ≥ 95, file top-1 ≥ 90, function
+  top-3 ≥ 85.
 - `evidence_ms`: `build_evidence` + `render()` at 1,000,000 action rows, for a complaint about
   a command with no traceback (wrong output: the calls the complaint means are searched among
   the kind's rows, slow samples read, handler and callees ranked, git blame and log read) and
@@ -23,8 +33,8 @@ Prints one `name value unit` line per figure (diagnostics go to stderr):
   read back as records — median of 50 runs.
   Target ≤ 50.
 
-`--no-suite` skips the suite (it takes a few minutes: one bot and up to three CLI sessions per
-seed). Run from the repo root: `.venv/bin/python bench/localise.py`.
+`--no-suite` skips the suite (it takes minutes: one bot and up to three CLI sessions per seed, twice
+where the model was asked). Run from the repo root: `.venv/bin/python bench/localise.py`.
 """
 
 from __future__ import annotations
@@ -64,6 +74,7 @@ from mendbot.kernel.log import configure_logging  # noqa: E402
 from mendbot.trust.redact import Redactor  # noqa: E402
 from tests.harness.model_double import ModelDouble  # noqa: E402
 from tests.localise.driver import Outcome, localise  # noqa: E402
+from tests.localise.realbots import ORIGIN, REALBOT_SEEDS, RealbotOutcome, available, localise_realbot  # noqa: E402
 from tests.localise.repo import build_repo  # noqa: E402
 from tests.localise.seeds import WRONG_OUTPUT  # noqa: E402
 from tests.localise.seeds_shapes import ALL_SEEDS  # noqa: E402
@@ -92,22 +103,56 @@ async def _median_ms(run: Callable[[], Awaitable[Any]], times: int) -> float:
     return statistics.median(samples)
 
 
-async def _suite(names: set[str]) -> list[Outcome]:
-    outcomes = []
+Scored = Outcome | RealbotOutcome
+
+
+def _line(name: str, outcome: Scored, with_model: bool) -> None:
+    seed = outcome.seed
+    _note(
+        f"{name:>9} {'model' if with_model else 'alone'}: {'run' if outcome.recognised else 'NO RUN'},"
+        f" target {outcome.kind} ({'right' if seed.right_kind(outcome.kind) else 'WRONG'}), file"
+        f" {'top-1' if outcome.file_top1 else 'miss'}, function"
+        f" {'top-3' if outcome.function_top3 else 'miss'} — {outcome.suspects[:3]}"
+    )
+
+
+async def _suite(names: set[str]) -> dict[bool, list[Scored]]:
+    """Every seed without a model and with one (see the module docstring)."""
+    outcomes: dict[bool, list[Scored]] = {False: [], True: []}
     for seed in ALL_SEEDS:
         if names and seed.name not in names:
             continue
-        with tempfile.TemporaryDirectory(prefix=f"localise-{seed.name}-") as tmp:
-            async with ModelDouble() as model:
-                outcome = await localise(seed, Path(tmp), model)
-        outcomes.append(outcome)
-        _note(
-            f"{seed.name:>9}: {'run' if outcome.recognised else 'NO RUN'}, target {outcome.kind}"
-            f" ({'right' if outcome.kind == seed.kind else 'WRONG'}), file"
-            f" {'top-1' if outcome.file_top1 else 'miss'}, function"
-            f" {'top-3' if outcome.function_top3 else 'miss'} — {outcome.suspects[:3]} {outcome.replies[:2]}"
-        )
+        for with_model in (False, True):
+            if with_model and outcomes[False][-1].routed == 0:  # type: ignore[union-attr]
+                outcomes[True].append(outcomes[False][-1])  # the model was never asked: the same run
+                continue
+            with tempfile.TemporaryDirectory(prefix=f"localise-{seed.name}-") as tmp:
+                async with ModelDouble() as model:
+                    outcome = await localise(seed, Path(tmp), model, with_model=with_model)
+            outcomes[with_model].append(outcome)
+            _line(seed.name, outcome, with_model)
+    for real in REALBOT_SEEDS:
+        if names and real.name not in names:
+            continue
+        if not available(real):
+            _note(f"{real.name:>9}: skipped, no {real.bot} in ../shared/realbots/")
+            continue
+        for with_model in (False, True):
+            with tempfile.TemporaryDirectory(prefix=f"localise-{real.name}-") as tmp:
+                scored = await localise_realbot(real, Path(tmp), with_model=with_model)
+            outcomes[with_model].append(scored)
+            _line(real.name, scored, with_model)
     return outcomes
+
+
+def _print_rates(prefix: str, group: list[Scored]) -> None:
+    total = len(group)
+    print(f"{prefix}seeds {total} count")
+    print(f"{prefix}recognised_pct {100 * sum(o.recognised for o in group) / total:.1f} pct")
+    right = sum(o.recognised and o.seed.right_kind(o.kind) for o in group)
+    print(f"{prefix}right_target_pct {100 * right / total:.1f} pct")
+    print(f"{prefix}file_top1_pct {100 * sum(o.file_top1 for o in group) / total:.1f} pct")
+    print(f"{prefix}function_top3_pct {100 * sum(o.function_top3 for o in group) / total:.1f} pct")
 
 
 def _rows(rng: random.Random, now: float) -> list[tuple[Any, ...]]:
@@ -244,8 +289,8 @@ async def _costs() -> tuple[float, float, float]:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-suite", action="store_true", help="skip the seeded-fault suite")
-    # Short: one seed of each origin (all 48 take minutes: a bot and CLI sessions each).
-    only = sized("", "temp,ladder")
+    # Short: one seed of each origin (all of them take minutes: a bot and CLI sessions each).
+    only = sized("", "temp,ladder,chime,stars")
     parser.add_argument("--seeds", default=only, help="only these seeds (comma-separated names)")
     parser.add_argument("--no-costs", action="store_true", help="skip the timing of evidence")
     args = parser.parse_args()
@@ -256,19 +301,16 @@ async def main() -> None:
     )
     if not args.no_suite:
         outcomes = await _suite({n for n in args.seeds.split(",") if n})
-        groups = {"": outcomes}
-        for origin in ("written with the code", "from real fixes"):
-            groups[origin.replace(" ", "_") + "_"] = [o for o in outcomes if o.seed.origin == origin]
-        for prefix, group in groups.items():
-            if not group:
+        origins = ("written with the code", "from real fixes", "handler kinds", ORIGIN)
+        for with_model in (False, True):
+            mode = "with_model_" if with_model else "without_model_"
+            if not outcomes[with_model]:
                 continue
-            total = len(group)
-            print(f"{prefix}seeds {total} count")
-            print(f"{prefix}recognised_pct {100 * sum(o.recognised for o in group) / total:.1f} pct")
-            right = sum(o.recognised and o.kind == o.seed.kind for o in group)
-            print(f"{prefix}right_target_pct {100 * right / total:.1f} pct")
-            print(f"{prefix}file_top1_pct {100 * sum(o.file_top1 for o in group) / total:.1f} pct")
-            print(f"{prefix}function_top3_pct {100 * sum(o.function_top3 for o in group) / total:.1f} pct")
+            _print_rates(mode, outcomes[with_model])
+            for origin in origins:
+                group = [o for o in outcomes[with_model] if o.seed.origin == origin]
+                if group:
+                    _print_rates(mode + origin.replace(" ", "_") + "_", group)
     if args.no_costs:
         return
     evidence_ms, evidence_cold_ms, correlate_ms = await _costs()

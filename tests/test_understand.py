@@ -17,7 +17,7 @@ from tests.harness.discord import bot_messages, make_settings, reply_text, runni
 from tests.harness.model_double import ModelDouble, text, tool_use
 from tests.harness.sql import stored
 
-QUIZ = "the quiz says I got 0% when I got 7 out of 10"
+QUIZ = "the quiz congratulated me on 0% when I got 7 out of 10"
 
 
 async def _say(world: VirtualWorld, user: str, words: str, **kwargs: Any) -> list[discord.Message]:
@@ -72,11 +72,12 @@ async def test_what_the_model_calls_chat_is_answered_as_chat(tmp_path: Path) -> 
 
 
 async def test_with_no_model_key_the_bot_asks_one_question_and_understands_the_reply(tmp_path: Path) -> None:
-    """No key: 'the meeting time is an hour off' is answered with one short question naming the command
-    its words lead to, with buttons; replying "investigate" to the question is a request on it."""
+    """No key: 'the meeting time disagrees with the calendar' (words the grammar cannot place) is answered
+    with one short question naming the command its words lead to, with buttons; replying "investigate"
+    to the question is a request on it."""
     settings = make_settings(tmp_path / "data")
     async with running_world(settings, extra_extensions=["tests.fixtures.quiz_cog"]) as world:
-        [question] = await _say(world, "alice", "the meeting time is an hour off")
+        [question] = await _say(world, "alice", "the meeting time disagrees with the calendar")
         assert question.content == "Is this about `/meeting`? Reply fix or investigate."
         labels = [c.label for row in question.components for c in getattr(row, "children", [])]
         assert labels == ["Investigate", "Fix", "No"]
@@ -86,16 +87,17 @@ async def test_with_no_model_key_the_bot_asks_one_question_and_understands_the_r
 
 
 async def test_with_the_model_unreachable_the_bot_asks_instead_of_failing(tmp_path: Path) -> None:
-    """A key but the model's API unreachable: 'it puts things on my list I never typed' is asked about
-    (the words lead to `/todo`), not answered with "I can't reach the model"; "no" leaves it."""
+    """A key but the model's API unreachable: 'my list has things on it I didn't type' is asked about
+    (the words lead to `/todo` first), not answered with "I can't reach the model"; "no" leaves it."""
     settings = make_settings(
         tmp_path / "data", anthropic_api_key="test-key", anthropic_base_url=_closed_port()
     )
     async with running_world(settings, extra_extensions=["tests.fixtures.quiz_cog"]) as world:
-        said = await _say(world, "alice", "it puts things on my list I never typed")
+        said = await _say(world, "alice", "my list has things on it I didn't type")
         # The unreachable model is the environment's incident, announced apart; the answer is a question.
         [question] = [m for m in said if not m.embeds]
-        assert question.content == "Is this about `/todo`? Reply fix or investigate."
+        assert question.content.startswith("Is this about `/todo`?")
+        assert question.content.endswith("Reply fix or investigate.")
         [answer] = await _say(world, "alice", "no thanks", reply_to=question)
         assert answer.content == "OK, leaving it."
         clicked = await world.users["alice"].click(question, label="No")
@@ -107,5 +109,5 @@ async def test_someone_not_allow_listed_is_answered_as_chat(tmp_path: Path) -> N
     cog's answer (here, how to configure a key), and no question."""
     settings = make_settings(tmp_path / "data")
     async with running_world(settings, extra_extensions=["tests.fixtures.quiz_cog"]) as world:
-        answers = await _say(world, "mallory", "the meeting time is an hour off")
+        answers = await _say(world, "mallory", "the meeting time disagrees with the calendar")
     assert len(answers) == 1 and "no model API key" in answers[0].content

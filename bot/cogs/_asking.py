@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -29,6 +30,7 @@ __all__ = [
     "asked_about",
     "bug_question",
     "model_decision",
+    "offered_parts",
     "question_replied",
     "spoken",
 ]
@@ -37,21 +39,36 @@ _log = get_logger(__name__)
 
 
 def spoken(kind: str) -> str:
-    """How a person writes a kind: `/quiz`, `!roll`, or the kind itself."""
+    """How a person writes a kind: `/quiz`, `!roll`, a context menu's name ("Save quote": only those
+    may have capitals), or the kind itself."""
     family, _, name = kind.partition(":")
+    if family == "app" and name != name.lower():
+        return name
     return {"app": f"/{name}", "command": f"!{name}"}.get(family, name)
 
 
 def bug_question(target: Target) -> str:
     """ "Is this about `/quiz`? Reply fix or investigate." — what the bot asks, with no model, about a
-    message it could not place: its best guess at what the message is about, if it has one."""
+    message it could not place: its best guess at what the message is about, if it has one, and the
+    next candidates in order of evidence ("Or: `wish` task, `!birthday`.")."""
     if target.incident_ids and target.kind:
         about = f"incident #{target.incident_ids[0]} (`{spoken(target.kind)}`)"
     elif target.kind:
         about = f"`{spoken(target.kind)}`"
     else:
         return "Is this a bug report? Reply fix or investigate."
-    return f"Is this about {about}? Reply fix or investigate."
+    others = [c.kind for c in target.candidates if c.kind and c.kind != target.kind]
+    also = list(dict.fromkeys(others))[:2]
+    more = f" Or: {', '.join(f'`{spoken(kind)}`' for kind in also)}." if also else ""
+    return f"Is this about {about}?{more} Reply fix or investigate."
+
+
+def offered_parts(target: Target, known: Collection[str]) -> dict[str, str]:
+    """The parts of the bot the model may name (as people write them → the kind): the candidates the
+    evidence found first, then every known kind — the model is shown a bounded list."""
+    found = [c.kind for c in target.candidates if c.kind] + ([target.kind] if target.kind else [])
+    ordered = list(dict.fromkeys([*found, *sorted(known)]))
+    return {spoken(kind): kind for kind in ordered}
 
 
 _ASK_ID = re.compile(r"^ask:(\d+):")

@@ -6,7 +6,8 @@ message it cannot place, said to the bot in a dev channel by an allow-listed dev
 the chat model with a structured tool call (bot/chat/route.py: fix, investigate or chat, and which
 command or incident); with no model — no key, or its API failing — the bot asks one short question
 ("Is this about `/quiz`? Reply fix or investigate."), as is a vague complaint ("/convert seems off"),
-with [Investigate] [Fix] [No] buttons (persistent) acting on the message it answers, or a reply ("fix")."""
+with [Investigate] [Fix] [No] buttons (persistent) acting on the message it answers, or a reply ("fix").
+Candidates come in order of evidence, to the question and the model; a target only guessed goes to it."""
 
 from __future__ import annotations
 
@@ -35,8 +36,8 @@ from ._asking import (
     asked_about,
     bug_question,
     model_decision,
+    offered_parts,
     question_replied,
-    spoken,
 )
 from .ship import proposal_view
 
@@ -380,15 +381,15 @@ class Improve(commands.Cog):
         """A developer's message the grammar could not place: the chat model decides with its tool call
         what it asks for; with no model (no key, or its API failing), one short question."""
         text = parse_intent(self._words(message)).text
-        kinds = {spoken(kind): kind for kind in sorted(await self._known_kinds())}
         async with message.channel.typing():
+            target = await self._target(message, text)
+            kinds = offered_parts(target, await self._known_kinds())
             decision = await model_decision(self.bot, message, text, list(kinds))
             chat = self.bot.get_cog("Chat")
             if decision is not None and decision.action == "chat" and chat is not None:
                 await chat.answer(message)
                 return
             if decision is None or decision.action == "chat":
-                target = await self._target(message, text)
                 question = bug_question(target)
                 if decision is None and self.bot.services.chat.model_away() is not None:
                     question = (
@@ -406,7 +407,10 @@ class Improve(commands.Cog):
     async def _known_kinds(self) -> set[str]:
         from mendbot.improve.evidence.target import known_kinds_in  # with the source index, read on first use
 
-        return self.loaded_kinds() | await known_kinds_in(self.bot.services.db)
+        return self.loaded_kinds() | await known_kinds_in(self.bot.services.db, self._roots())
+
+    def _roots(self) -> tuple[Any, ...]:  # the checkouts whose code runs here
+        return (self.bot.services.settings.repo_dir, self.bot.recorder.repo_root)
 
     async def _target(
         self,
@@ -427,7 +431,7 @@ class Improve(commands.Cog):
             known_kinds=await self._known_kinds(),
             now=self.bot.services.clock().timestamp(),
             named=named,
-            roots=(self.bot.services.settings.repo_dir, self.bot.recorder.repo_root),
+            roots=self._roots(),
         )
 
     async def _start_on(
@@ -459,8 +463,14 @@ class Improve(commands.Cog):
     async def _request_from_words(
         self, user: discord.abc.User, message: discord.Message, kind: RunKind, intent: Intent
     ) -> str:
-        """Resolve what the words are about and start the run (or ask which one)."""
+        """Resolve what the words are about (a guess: the model's pick) and start the run (or ask)."""
         target = await self._target(message, intent.text)
+        if target.guess and not target.ambiguous:
+            kinds = offered_parts(target, await self._known_kinds())
+            decision = await model_decision(self.bot, message, intent.text, list(kinds))
+            chosen = kinds.get(decision.command or "") if decision is not None else None
+            if chosen is not None and chosen != target.kind:
+                target = await self._target(message, intent.text, named=[chosen])
         return await self._start_on(user, message, kind, intent.text, target, security=intent.security)
 
     async def answer_question(

@@ -13,7 +13,11 @@ A complaint needs no crash word: "gives wrong results", "got really slow", "says
 corrupt", "stopped posting", "never answers" are complaints too; a failure verb counts in any tense
 ("failed", "crashed", "errored"), and so does a part of the bot that does nothing when used
 ("nothing happens", "does nothing", "unresponsive") — how people describe a button or a form that
-fails. Vaguer words ("seems off",
+fails — or does the wrong thing: never does it ("never wishes anyone", "never gets posted"), keeps
+doing it ("keeps posting"), does it to the wrong one ("instead of"), shows nothing or a blank, no
+longer does it ("no suggestions any more"), lets anyone do it ("anyone can"), stops short, comes an
+hour late. What it says or shows, told about the bot ("it says 18010 seconds", "the list puts bo
+above ada"), is a report to ask about. Vaguer words ("seems off",
 "weird", "odd", "acting up") make an *uncertain* request (`Intent.certain` False) — and only
 when the message is about the bot (a command or kind it knows, a `/name` or `!name`, or words
 like "you", "reply", "result"): the bot then asks in one line with buttons instead of chatting
@@ -132,11 +136,24 @@ _PATTERNS: list[tuple[str, str]] = [
         r"(?:does|do|did) nothing", r"(?:doesn'?t|does not|didn'?t|did not|won'?t) (?:do|change) anything",
         r"(?:doesn'?t|does not|didn'?t|did not|won'?t) (?:do|happen) (?:a )?thing",
         r"unresponsive", r"(?:is|are|was|went) dead", r"(?:loads?|loading|spins?|spinning) forever",
+        # what it does wrong, said without a failure word: it never does it, keeps doing it, does it to
+        # the wrong thing, shows nothing, stops short
+        r"never (?:gets? |got |been |is |are |was |were )?\w+(?:s|ed|en|wn)", r"keeps (?:on )?\w+ing",
+        r"keep (?:getting|seeing|receiving)", r"(?:fall|falls|fell|falling) over", r"instead of",
+        r"(?:says|shows|gives|posts|sends|returns|lists|prints) nothing", r"blank",
+        r"(?:gives?|gave|get|got|getting|there'?s) no (?:answer|reply|response|output|result)s?",
+        r"(?:stays?|stayed|is|are|was|were|remains?|comes? (?:out|back)|turns? up|shows? up) empty",
+        r"(?:no|not|never|nothing|none|nobody|no one)\b[^.!?]{0,60}\bany ?more",
+        r"(?:doesn'?t|does not|didn'?t|did not|won'?t) (?:give|get|add|remove|assign|count|come|appear|"
+        r"happen|show up|pop up|go off)\w*",
+        r"stops? (?:on|at|after) ",
+        r"(?:an? |one |\d+ )?(?:hour|day|minute|second|week)s? (?:late|early|off|behind|ahead)",
     )),
 ]  # fmt: skip
 # Vague complaints: only said of the bot, and only enough to ask (see the module docstring).
 _LOOKS = r"(?:seems?|looks?|feels?|is|are|was|were|a bit|slightly|way|totally|acting|behaving)"
 _SOFT_COMPLAINT = _words(
+    r"(?:anyone|anybody|everyone|everybody) can",  # "anyone can clear messages now"
     rf"{_LOOKS} off",  # not "turn it off"
     r"off by",
     "weird",
@@ -177,8 +194,19 @@ _ABOUT_BOT = _words(
     "this",
     "that",
     "feature",
+    r"permissions?",  # "anyone can … without the permission": about the bot's checks
 )
 _NAMED_COMMAND = r"(?<![\w<])[/!][a-z][\w-]*"
+# What it says or shows, told as a report about the bot or a part of it: "it says 18010 seconds", "the
+# top list puts bo above ada", "apply lists the questions one letter per line".
+_REPORT_VERBS = (
+    r"(?:says|said|shows|showed|tells|told|puts|put|gives|gave|lists|listed|posts|posted|prints|printed|"
+    r"displays|displayed|answers|answered|replies|replied|sends|sent|credits|credited|ranks|ranked)"
+)
+_REPORTERS = (
+    r"it|you|bot|(?:\w+)?(?:board|list|menu|button|form|page|command|message|reply|answer|embed|result|"
+    r"output|digest|post|panel)s?"
+)
 _NEGATED_FIX = _words(
     rf"{_NOT}\s+(?:fix|change|touch|edit)(?:ing)?", r"(?:just|only) (?:look|investigate)", "read-only"
 )
@@ -215,6 +243,8 @@ def parse_intent(text: str, known_kinds: Collection[str] = ()) -> Intent:
             or command_names_in(lowered, known_kinds)
         ):
             return Intent("investigate", cleaned, certain=False)
+        if _reported(lowered, known_kinds):
+            return Intent("investigate", cleaned, certain=False)
         return Intent("none", cleaned)
     first = min(found, key=lambda name: found[name])
     kind: IntentKind
@@ -236,6 +266,13 @@ def parse_intent(text: str, known_kinds: Collection[str] = ()) -> Intent:
     run_id = int(run.group(1) or run.group(2)) if run else None
     security = kind in ("fix", "approve") and re.search(_SECURITY, lowered) is not None
     return Intent(kind, cleaned, run_id, security)
+
+
+def _reported(lowered: str, known_kinds: Collection[str]) -> bool:
+    """Whether the message reports what the bot or a part of it said or showed (see `_REPORT_VERBS`)."""
+    names = [re.escape(kind.split(":", 1)[-1].lower()) for kind in known_kinds if ":" in kind]
+    subjects = "|".join([_REPORTERS, *(name for name in names if len(name) >= 3)])
+    return re.search(rf"(?<![\w'])(?:{subjects})\s+{_REPORT_VERBS}(?![\w'])", lowered) is not None
 
 
 # -- commands and kinds named in the text -------------------------------------------------------------

@@ -791,7 +791,9 @@ class Recording:
             return
         recorder = self.recorder
         try:
-            found = cog_handlers(cog, (recorder.repo_root, *recorder.more_roots)) if cog is not None else []
+            roots = (recorder.repo_root, *recorder.more_roots)
+            tree = getattr(self.bot, "tree", None)
+            found = cog_handlers(cog, roots, tree) if cog is not None else []
             await handler_queries.replace_cog(self.services.db, cog_name, found, time.time())
         except Exception:
             _log.exception("storing the handler map failed", cog=cog_name)

@@ -1,21 +1,24 @@
 """Drive one seeded fault through the virtual Discord and read back what mendbot made of it.
 
-`localise(seed, workdir, model)` builds the seed's repository, boots the real MendBot on it in
-the virtual Discord (the seed's cog loaded as an extension), makes the fault happen the way a
-user would, then has alice complain in #dev in plain words. If the bot asks back (a vague
-complaint), alice presses [Investigate]. The run the request starts gathers its evidence pack
-and hands it to the real Claude Code CLI talking to the model double, which answers with a
-diagnosis (and, for a fix, a plan and no edit, so the run stops before the checks).
+`localise(seed, workdir, model, with_model=...)` builds the seed's repository, boots the real MendBot on
+it in the virtual Discord (the seed's cog loaded as an extension), makes the fault happen the way a
+user would, then has alice complain in #dev in plain words. If the bot asks back (a vague complaint,
+or its one question when no model decides), alice presses [Investigate]. The run the request starts
+gathers its evidence pack and hands it to the real Claude Code CLI talking to the model double, which
+answers with a diagnosis (and, for a fix, a plan and no edit, so the run stops before the checks).
 
-The outcome says whether the request was recognised, what it resolved to, the ranked suspects
-the run recorded and the evidence text the agent was actually sent. Words the grammar cannot place go
-to the model double, scripted to call the routing tool with `fix` and nothing else: which command or
-incident the complaint is about is always the bot's own finding.
+The model double answers the routing tool (`route_request`, bot/chat/route.py) as one of two models:
+`with_model=False`, a model that makes no call — the bot is on its own, as without a key: its word
+grammar, its targeting and its one question; `with_model=True`, a model that understands which of the
+parts the bot lists the words mean (the seed's kind, or one it accepts, when the bot lists it — never
+anything the bot did not offer). Either way, the suspects scored are the ones in the evidence the agent
+was sent, as rendered (`rendered_suspects`), not an internal list.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,7 @@ from typing import Any
 import discord
 
 from mendbot.chat.route import ROUTE_TOOL
+from mendbot.cogs._asking import spoken
 from mendbot.improve.intent import parse_intent
 from mendbot.improve.memory import Lesson
 from mendbot.kernel.settings import Settings
@@ -34,7 +38,7 @@ from tests.harness.sql import Row, stored
 from tests.localise.repo import build_repo
 from tests.localise.seeds import Seed
 
-__all__ = ["Outcome", "localise"]
+__all__ = ["Outcome", "localise", "rendered_suspects"]
 
 _DIAGNOSIS = {"root_cause": "(scripted)", "files": [], "confidence": "low", "proposed_fix": "-"}
 _PLAN = {"changes": [], "risk": "low", "tests": [], "rollback": "-"}
@@ -50,6 +54,7 @@ class Outcome:
     target_kind: str | None  # the kind recorded for a run without an incident
     suspects: list[str]  # "path:qualname", most suspect first
     evidence: str  # the evidence section of the prompt the agent received
+    routed: int = 0  # how many times the model was asked the routing tool
 
     @property
     def kind(self) -> str | None:
@@ -76,20 +81,43 @@ def _json_turn(value: dict[str, Any]) -> Any:
     return text(f"```json\n{json.dumps(value)}\n```")
 
 
-async def _complain(world: VirtualWorld, seed: Seed, model: ModelDouble) -> tuple[bool, list[str]]:
+def _route_answer(seed: Seed, body: dict[str, Any], with_model: bool) -> Any:
+    """The routing tool's call, as the model of this mode makes it (see the module docstring)."""
+    if not with_model:
+        return text("(no decision)")  # no tool call: the bot decides alone, or asks its one question
+    schema = next(t for t in body.get("tools") or [] if t.get("name") == ROUTE_TOOL)["input_schema"]
+    listed = list((schema.get("properties") or {}).get("command", {}).get("enum") or [])
+    meant = [spoken(kind) for kind in (seed.kind, *seed.accept)]
+    chosen = next((name for name in meant if name in listed), None)
+    return tool_use(ROUTE_TOOL, {"action": "fix", **({"command": chosen} if chosen else {})})
+
+
+def _responder(seed: Seed, kind: str, with_model: bool) -> Any:
+    """Answers the routing tool as this mode's model, and the agent's turns in order: a diagnosis,
+    and for a fix a plan and no edit."""
+    turns = [_json_turn(_DIAGNOSIS)]
+    if kind == "fix":
+        turns += [_json_turn(_PLAN), text("Nothing to change.")]
+
+    def answer(body: dict[str, Any]) -> Any:
+        if any(tool.get("name") == ROUTE_TOOL for tool in body.get("tools") or []):
+            return _route_answer(seed, body, with_model)
+        return turns.pop(0) if turns else text("Nothing to change.")
+
+    return answer
+
+
+async def _complain(
+    world: VirtualWorld, seed: Seed, model: ModelDouble, with_model: bool
+) -> tuple[bool, list[str]]:
     """Alice complains in #dev; if the bot asks back, she presses Investigate. (asked?, replies)"""
     me = world.bot.user
     assert me is not None
     intent = parse_intent(seed.complaint)
-    kind = intent.kind if intent.certain else "investigate"
-    if kind == "none":
-        # The words match no pattern: the model decides with its tool call. It says only "fix" —
-        # what the complaint is about is left to the bot's own targeting, which is what is measured.
-        model.script(tool_use(ROUTE_TOOL, {"action": "fix"}))
-        kind = "fix"
-    model.script(_json_turn(_DIAGNOSIS))
-    if kind == "fix":
-        model.script(_json_turn(_PLAN), text("Nothing to change."))
+    kind = intent.kind if intent.certain and intent.kind != "none" else "investigate"
+    if intent.kind == "none" and with_model:
+        kind = "fix"  # the model's call says fix
+    model.responder = _responder(seed, kind, with_model)
     before = {m.id for m in bot_messages(world, world.dev)}
     await world.users["alice"].send(world.dev, f"{me.mention} {seed.complaint}")
     await world.quiesce()
@@ -108,7 +136,25 @@ async def _complain(world: VirtualWorld, seed: Seed, model: ModelDouble) -> tupl
     return asked, replies
 
 
-async def localise(seed: Seed, workdir: Path, model: ModelDouble) -> Outcome:
+_SUSPECTS_HEAD = "## Suspects (file:function, most suspect first)"
+_SUSPECT_LINE = re.compile(r"^\d+\. (?P<where>\S+) — score ")
+
+
+def rendered_suspects(evidence: str) -> list[str]:
+    """The suspects ("path:function", best first) as the rendered evidence pack lists them."""
+    found: list[str] = []
+    lines = evidence.splitlines()
+    if _SUSPECTS_HEAD not in lines:
+        return found
+    for line in lines[lines.index(_SUSPECTS_HEAD) + 1 :]:
+        match = _SUSPECT_LINE.match(line)
+        if match is None:
+            break
+        found.append(match["where"])
+    return found
+
+
+async def localise(seed: Seed, workdir: Path, model: ModelDouble, *, with_model: bool = False) -> Outcome:
     """Build the seed, make the fault happen, complain about it and collect the outcome."""
     repo = build_repo(workdir / "repo", seed.history)
     sys.path.insert(0, str(repo))
@@ -134,7 +180,7 @@ async def localise(seed: Seed, workdir: Path, model: ModelDouble) -> Outcome:
                     )
                 )
             await seed.drive(world)
-            asked, replies = await _complain(world, seed, model)
+            asked, replies = await _complain(world, seed, model, with_model)
     finally:
         sys.path.remove(str(repo))
         for name in [
@@ -142,8 +188,12 @@ async def localise(seed: Seed, workdir: Path, model: ModelDouble) -> Outcome:
         ]:
             del sys.modules[name]
     runs = _rows(settings, "SELECT id, incident_id FROM runs ORDER BY id")
+    routed = sum(
+        any(tool.get("name") == ROUTE_TOOL for tool in r.json.get("tools") or [])
+        for r in model.message_requests
+    )
     if not runs:
-        return Outcome(seed, False, asked, replies, None, None, [], "")
+        return Outcome(seed, False, asked, replies, None, None, [], "", routed)
     run = runs[0]
     events = _rows(settings, "SELECT event, detail FROM run_events WHERE run_id = ? ORDER BY id", run["id"])
     details = {row["event"]: json.loads(row["detail"] or "{}") for row in events}
@@ -151,7 +201,9 @@ async def localise(seed: Seed, workdir: Path, model: ModelDouble) -> Outcome:
     if run["incident_id"] is not None:
         (incident,) = _rows(settings, "SELECT kind FROM incidents WHERE id = ?", run["incident_id"])
         incident_kind = incident["kind"]
-    prompts = [json.dumps(r.json) for r in model.message_requests]
+    # What the agent was sent: the first request carrying the evidence (the run's own record of it is
+    # capped in length).
+    prompts = [_prompt_text(r.json) for r in model.message_requests]
     evidence = next((p for p in prompts if "# Evidence" in p), "")
     return Outcome(
         seed,
@@ -160,8 +212,9 @@ async def localise(seed: Seed, workdir: Path, model: ModelDouble) -> Outcome:
         replies,
         incident_kind,
         (details.get("target") or {}).get("kind"),
-        list((details.get("evidence") or {}).get("suspects") or []),
-        json.loads(evidence) and _prompt_text(json.loads(evidence)) if evidence else "",
+        rendered_suspects(evidence),
+        evidence,
+        routed,
     )
 
 

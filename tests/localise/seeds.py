@@ -37,6 +37,13 @@ class Seed:
     # shape and complaint of a public bot's bug-fix commit, written anew); `inspired_by` names it.
     origin: str = "written with the code"
     inspired_by: str | None = None
+    # Other kinds the request may fairly resolve to (the command that showed a view, a check's command):
+    # the faulty code must be found from them all the same.
+    accept: tuple[str, ...] = ()
+
+    def right_kind(self, kind: str | None) -> bool:
+        """Whether a request resolved to `kind` is about this fault."""
+        return kind == self.kind or kind in self.accept
 
     @property
     def extension(self) -> str:

@@ -11,6 +11,7 @@ from mendbot.tools.world import GUILD_NAME, VirtualWorld
 from tests.harness.discord import bot_messages
 from tests.localise.repo import Commit
 from tests.localise.seeds import _HEAD, SEEDS, Drive, Seed, _slash, _then
+from tests.localise.seeds_handlers import HANDLER_SEEDS
 from tests.localise.seeds_real import REAL_SEEDS
 
 __all__ = ["ALL_SEEDS", "NEW_SEEDS"]
@@ -556,4 +557,4 @@ NEW_SEEDS = (
     ATTRIBUTE_CALL,
     SWALLOWED,
 )
-ALL_SEEDS = SEEDS + NEW_SEEDS + REAL_SEEDS
+ALL_SEEDS = SEEDS + NEW_SEEDS + REAL_SEEDS + HANDLER_SEEDS

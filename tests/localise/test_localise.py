@@ -31,7 +31,7 @@ async def test_seeded_fault_is_found_from_plain_words(
     outcomes.append(outcome)
     assert outcome.recognised, f"no run started; the bot said: {outcome.replies}"
     assert any("On it: run #1" in reply for reply in outcome.replies), outcome.replies
-    assert outcome.kind == seed.kind, (outcome.incident_kind, outcome.target_kind)
+    assert seed.right_kind(outcome.kind), (outcome.incident_kind, outcome.target_kind)
     assert (outcome.incident_kind is not None) == seed.incident
     assert outcome.files and outcome.files[0] == seed.file, outcome.suspects
     # The agent saw its source: a function's or a settings class's definition, a module-level constant's

@@ -390,11 +390,16 @@ def config_files(function: ast.AST) -> list[str]:
 
 def value_lines(function: ast.AST) -> set[int]:
     """The lines that make what the function answers: its `return` values and the arguments of
-    replies it sends (`send`, `send_message`, …), with the assignments feeding them."""
+    replies it sends (`send`, `send_message`, …), and the tests of the guards that end it early with
+    nothing (`if not self.guild: return` — whether it answers at all), with the assignments feeding them."""
     lines: set[int] = set()
     for node in ast.walk(function):
         if isinstance(node, ast.Return) and node.value is not None:
             lines |= data_lines(function, node.lineno)
+        elif (
+            isinstance(node, ast.If) and isinstance(node.body[-1], ast.Return) and node.body[-1].value is None
+        ):
+            lines |= data_lines(function, node.test.lineno)
         elif isinstance(node, ast.Call) and _callee_name(node) in _REPLY_METHODS:
             for argument in [*node.args, *(k.value for k in node.keywords)]:
                 for line in _span(argument):

@@ -43,25 +43,46 @@ _DATA_SHARE = 0.6  # of a unit's points a module-level constant it reads earns b
 _STACK_LEVELS = 6
 
 
+# Each further piece of evidence for one suspect counts this share of the one before it: a helper
+# reached ten ways (an embed builder every handler calls) is not ten times as suspect as code reached
+# once, on the failing path.
+_CORROBORATION = 0.6
+
+
 @dataclass
 class Candidate:
-    """A suspect function (or class, or configuration file), with the score it earned and why."""
+    """A suspect function (or class, or configuration file), with the score it earned and why.
+
+    Its evidence (`add`) counts in full for the strongest piece and by `_CORROBORATION` for each next
+    one; what the ranking adds beside the evidence (`bonus`: recency, the complaint's words, lessons)
+    counts in full."""
 
     path: str
     qualname: str
     start: int
     end: int
-    score: float = 0.0
     reasons: list[str] = field(default_factory=list)
     focus: set[int] = field(default_factory=set)  # lines a frame or sample pointed at
     data: set[int] = field(default_factory=set)  # lines the bad value went through
     last_change: float | None = None  # newest commit time of its lines (unix seconds)
     data_change: float | None = None  # newest commit time of its `data` lines
+    evidence: list[float] = field(default_factory=list)
+    bonuses: float = 0.0
 
     def add(self, points: float, reason: str) -> None:
-        self.score += points
+        self.evidence.append(points)
         if reason not in self.reasons:
             self.reasons.append(reason)
+
+    def bonus(self, points: float, reason: str) -> None:
+        self.bonuses += points
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+
+    @property
+    def score(self) -> float:
+        ranked = sorted(self.evidence, reverse=True)
+        return sum(points * _CORROBORATION**n for n, points in enumerate(ranked)) + self.bonuses
 
     @property
     def key(self) -> tuple[str, str]:
@@ -114,21 +135,83 @@ def callee_of(
     return method_of(func.value, func.attr, where, module, modules)
 
 
+def _is_property(node: ast.AST) -> bool:
+    """A method read as an attribute: `@property`, `@functools.cached_property`."""
+    for decorator in getattr(node, "decorator_list", []):
+        name = dataflow.dotted(decorator) or ""
+        if name.rsplit(".", 1)[-1] in ("property", "cached_property"):
+            return True
+    return False
+
+
+def _dict_callables(
+    call: ast.Call, where: SourceUnit, module: ModuleIndex, modules: dict[str, ModuleIndex]
+) -> list[tuple[str, str]]:
+    """The functions a call through a table may run: `HANDLERS[name](…)`, `self.actions[key](…)`,
+    `ACTIONS.get(key)(…)` — every function or method the table's literal lists (a dict of classmethods,
+    of handlers by name). The table is a module-level or class-level dict or list literal."""
+    func = call.func
+    table: ast.expr | None = None
+    if isinstance(func, ast.Subscript):
+        table = func.value
+    elif isinstance(func, ast.Call) and isinstance(func.func, ast.Attribute) and func.func.attr == "get":
+        table = func.func.value
+    if table is None:
+        return []
+    literal: ast.AST | None = None
+    name = dataflow.dotted(table) or ""
+    if name.startswith("self.") and where.class_name is not None and where.class_name in module.classes:
+        fields = module.classes[where.class_name].body
+        for statement in fields:
+            if isinstance(statement, ast.Assign | ast.AnnAssign):
+                targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+                if any(isinstance(t, ast.Name) and t.id == name[5:] for t in targets):
+                    literal = statement.value
+    elif name in module.top_level:
+        definition = module.top_level[name]
+        literal = definition.value if isinstance(definition, ast.Assign | ast.AnnAssign) else None
+    if isinstance(literal, ast.Dict):
+        values: list[ast.expr] = list(literal.values)
+    elif isinstance(literal, ast.List | ast.Tuple):
+        values = list(literal.elts)
+    else:
+        return []
+    found = []
+    for value in values:
+        dotted = dataflow.dotted(value)
+        target = resolve(dotted, module, modules) if dotted else None
+        if target is None and dotted and dotted.startswith("self.") and where.class_name:
+            target = resolve(f"{where.class_name}.{dotted[5:]}", module, modules)
+        if target is not None and modules[target[0]].functions[target[1]].kind == "function":
+            found.append(target)
+    return found
+
+
 def reached_on(
     unit: SourceUnit, module: ModuleIndex, modules: dict[str, ModuleIndex], lines: set[int]
 ) -> list[tuple[tuple[str, str], str]]:
-    """The in-repo units `lines` of a function reach, with how: its calls, the methods Python calls
-    for its operators and subscripts, and the module-level constants and instances it reads through
-    their module (`settings.MAX_ITEMS`) or by name."""
+    """The in-repo units `lines` of a function reach, with how: its calls (through a table of
+    functions too, and a property read as an attribute), the methods Python calls for its operators
+    and subscripts, and the module-level constants and instances it reads through their module
+    (`settings.MAX_ITEMS`) or by name."""
     found: list[tuple[tuple[str, str], str]] = []
     for call in dataflow.calls_on(unit.node, lines):
         where = callee_of(call, unit, module, modules)
         if where is not None:
             found.append((where, "call"))
+        found += [(target, "call") for target in _dict_callables(call, unit, module, modules)]
     for receiver, method in dataflow.implicit_calls(unit.node, lines):
         where = method_of(receiver, method, unit, module, modules)
         if where is not None:
             found.append((where, method))
+    properties = frozenset().union(*(other.property_names for other in modules.values()))
+    for receiver, attribute in dataflow.field_reads(unit.node, lines) if properties else ():
+        if attribute not in properties:
+            continue
+        where = method_of(receiver, attribute, unit, module, modules)
+        target = modules[where[0]].functions.get(where[1]) if where is not None else None
+        if where is not None and target is not None and _is_property(target.node):
+            found.append((where, "call"))  # `self.log_channel` runs the property: a call without parentheses
     for node in ast.walk(unit.node):
         if getattr(node, "lineno", 0) not in lines or not isinstance(getattr(node, "ctx", None), ast.Load):
             continue

@@ -45,6 +45,7 @@ from mendbot.db import search as search_queries
 from mendbot.db.core import Connection
 from mendbot.db.records import ActionRecord
 from mendbot.improve.evidence import handler_words
+from mendbot.improve.evidence.handler_scan import every_handler
 from mendbot.improve.evidence.history import _GIT_TIMEOUT_S, file_history, line_times
 from mendbot.improve.evidence.localise import (
     RECORDING_WRAPPERS,
@@ -163,6 +164,9 @@ def _load_modules(repo_root: Path, paths: set[str]) -> dict[str, ModuleIndex]:
         local = {name.removesuffix(".py") for name in os.listdir(repo_root)}
     except OSError:
         return modules
+    # A `src` layout: its packages are imported by their own names.
+    source_dir = repo_root / "src"
+    nested = {name.removesuffix(".py") for name in os.listdir(source_dir)} if source_dir.is_dir() else set()
     for _ in range(_IMPORT_DEPTH + 1):
         following: set[str] = set()
         for path in frontier:
@@ -175,9 +179,10 @@ def _load_modules(repo_root: Path, paths: set[str]) -> dict[str, ModuleIndex]:
             for name in module.config_names:  # configuration files it names, beside it or from the root
                 following.update({posixpath.normpath(posixpath.join(posixpath.dirname(path), name)), name})
             for source, member in module.imports.values():
-                if source.split(".", 1)[0] not in local:
+                top = source.split(".", 1)[0]
+                if top not in local and top not in nested:
                     continue
-                base = source.replace(".", "/")
+                base = source.replace(".", "/") if top in local else "src/" + source.replace(".", "/")
                 following.update({f"{base}.py", f"{base}/__init__.py"})
                 if member is not None:
                     following.add(f"{base}/{member}.py")
@@ -322,6 +327,7 @@ async def _rank_suspects(
     recall: Recall | None,
     git_timeout_s: float,
     latency_incident: bool,
+    showing: Sequence[str] = (),
 ) -> tuple[list[Suspect], list[Candidate], dict[str, ModuleIndex], list[LessonLike], list[FileHistory]]:
     """The ranked suspects, with the candidates, parsed modules, lessons and file histories behind them."""
     total = sum(t.count for t in tracebacks) or 1
@@ -342,8 +348,8 @@ async def _rank_suspects(
         stacks_weight=1.0 if latency_incident else min(1.0, sampled / _CONFIDENT_SAMPLES),
         handlers=[(h.path, h.qualname) for h in handlers],
         # The words of the kinds it names, and the words it quotes from the bot's replies, say what
-        # was shown, not where it was made.
-        complaint=terms_of(description)
+        # was shown, not where it was made; "the", "and" say nothing.
+        complaint=terms_of(" ".join(search_words(description)))
         - {w for h in handlers for w in terms_of(h.kind.split(":", 1)[-1])}
         - {w for record in calls for w in terms_of(str((record.reply or {}).get("text") or ""))},
         lesson_files=set(),
@@ -355,7 +361,7 @@ async def _rank_suspects(
     paths |= {p for writer in signals.writers for p, _, _ in writer.frames}
     paths |= {p for frames, _, _ in signals.callers for p, _, _ in frames}
     paths |= {path for path, _ in signals.handlers}
-    modules = _load_modules(repo_root, paths)
+    modules = _load_modules(repo_root, paths | set(showing))
     found = candidates(signals, modules)
     files = sorted({c.path for c in found})
     pool = list(lessons)
@@ -463,7 +469,7 @@ async def build_evidence(
     tracebacks = _distinct_tracebacks(failures, incident)
     if not kinds and not tracebacks and description.strip():
         # Nothing recorded to start from: the handlers whose code says what the request describes.
-        matches = await handler_words.rank_handlers(db, [repo_root], search_words(description))
+        matches = await handler_words.rank_handlers(db, [repo_root], search_words(description), description)
         kinds = list(dict.fromkeys(match.kind for match in matches[:_WORD_KINDS]))
     since = min(incident["first_seen"] if incident else now, now - _CORRELATE_WINDOW_S)
     calls: list[ActionRecord] = []
@@ -474,7 +480,12 @@ async def build_evidence(
     latency_incident = incident is not None and "latency" in (incident.get("rules") or [])
     if kinds and (not tracebacks or latency_incident):
         slow = await action_queries.slowest_sampled(db, kinds, since=since, limit=_MAX_SLOW)
-    handlers = await handler_queries.for_kinds(db, kinds)
+    # The running map's handlers of the kinds, and what the source declares (a view's button, a modal).
+    known = await every_handler(db, [repo_root]) if kinds else []
+    handlers = [h for h in known if h.kind in kinds]
+    # A view's or modal's calls say which command showed it: that command's file made what it holds.
+    surfaces = {str(shown) for r in [*failures, *calls] if (shown := (r.invocation or {}).get("surface"))}
+    showing = sorted({h.path for h in known if h.kind in surfaces})
     # mendbot's own cogs listen to the same events as the cogs they look after: never their suspects.
     theirs = [
         handler for handler in handlers if not is_mendbots_own(handler.path, _read(repo_root, handler.path))
@@ -495,6 +506,7 @@ async def build_evidence(
         recall=recall,
         git_timeout_s=git_timeout_s,
         latency_incident=latency_incident,
+        showing=showing,
     )
     excerpts = [_excerpt(modules[c.path], c) for c in ranked[:_MAX_SOURCE_FUNCTIONS]]
     return EvidencePack(

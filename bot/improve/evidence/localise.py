@@ -41,6 +41,7 @@ from mendbot.improve.evidence.follow import (
     value_makers,
 )
 from mendbot.improve.evidence.source_index import ModuleIndex, terms_of
+from mendbot.improve.evidence.surroundings import around_handler, pointless_statements, unawaited_coroutines
 
 __all__ = [
     "RECORDING_WRAPPERS",
@@ -176,14 +177,20 @@ def candidates(signals: Signals, modules: dict[str, ModuleIndex]) -> list[Candid
             )
             candidate.focus.add(line)
     for path, qualname in signals.handlers:
+        # How its loop starts and stops, the checks before it, what made the view it belongs to.
+        around_handler(pool, path, qualname, 0.5 if signals.tracebacks else 1.0)
+        if signals.tracebacks:  # with a traceback, the frames say where it ran
+            continue
         candidate = pool.get(path, qualname)
-        if candidate is None or signals.tracebacks:  # with a traceback, the frames say where it ran
+        if candidate is None:
             continue
         candidate.add(0.3, "handles the kind the request is about")
         callees(pool, path, qualname, weight=0.35, depth=4, reason="called by")
         # What makes the answer is a suspect whether or not the call was slow too: a busy host makes
         # any call slow, and a wrong answer is no less wrong for it.
         value_makers(pool, path, qualname, 0.4)
+    unawaited_coroutines(pool)
+    pointless_statements(pool)
     return list(pool.found.values())
 
 
@@ -220,7 +227,7 @@ def rank(
                 earned = max(earned, 0.5 * points(candidate.last_change))
             latest = max(w for w in (when, candidate.last_change) if w is not None)
             age_days = max(0.0, now - latest) / 86400
-            candidate.add(earned, f"it (or a definition it reads) last changed {age_days:.0f} day(s) ago")
+            candidate.bonus(earned, f"it (or a definition it reads) last changed {age_days:.0f} day(s) ago")
         module = modules[candidate.path]
         unit = module.functions[candidate.qualname]
         # A constant's text is data — the items and names a complaint echoes — not what the code says.
@@ -228,11 +235,11 @@ def rank(
         if matched:
             # A small weight: a complaint quotes what the bot said, and the code that says it is
             # often the messenger (a handler reporting "corrupt"), not the cause.
-            candidate.add(
+            candidate.bonus(
                 0.15 * min(2, len(matched)), "matches the request's words: " + ", ".join(matched[:5])
             )
         if candidate.path in signals.lesson_files:
-            candidate.add(0.2, "an earlier run's lesson touched this file")
+            candidate.bonus(0.2, "an earlier run's lesson touched this file")
             if candidate.qualname.rsplit(".", 1)[-1] in signals.lesson_text:
-                candidate.add(0.3, "an earlier run's lesson names this function")
+                candidate.bonus(0.3, "an earlier run's lesson names this function")
     return sorted(found, key=lambda c: (-round(c.score, 9), c.path, c.qualname))

@@ -29,6 +29,7 @@ from mendbot.trust.path_rules import secret_reason
 __all__ = [
     "ModuleIndex",
     "SourceUnit",
+    "class_lineage",
     "class_of",
     "method_of",
     "module_path",
@@ -92,6 +93,30 @@ class ModuleIndex:
     def config_names(self) -> list[str]:
         """Configuration file names the module mentions (walked once: the module is cached)."""
         return dataflow.config_files(self.tree) if self.tree is not None else []
+
+    @functools.cached_property
+    def property_names(self) -> frozenset[str]:
+        """The names of the methods its classes read as attributes (`@property`, `cached_property`)."""
+        found = set()
+        for unit in self.functions.values():
+            for decorator in getattr(unit.node, "decorator_list", []) if unit.class_name else []:
+                name = dataflow.dotted(decorator) or ""
+                if name.rsplit(".", 1)[-1] in ("property", "cached_property"):
+                    found.add(unit.qualname.rsplit(".", 1)[-1])
+        return frozenset(found)
+
+    @functools.cached_property
+    def dropped_calls(self) -> list[tuple[str, ast.Call]]:
+        """(function, call) of every statement that is a call whose result is dropped: where a
+        coroutine called without `await` would sit."""
+        found = []
+        for unit in self.functions.values():
+            if unit.kind != "function":
+                continue
+            for node in ast.walk(unit.node):
+                if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+                    found.append((unit.qualname, node.value))
+        return found
 
     @property
     def is_config(self) -> bool:
@@ -266,8 +291,14 @@ class ModuleIndex:
         return found
 
     def definition_lines(self, function: SourceUnit) -> list[tuple[int, int]]:
-        """(start, end) of the top-level definitions a function reads (see `definitions_used`)."""
-        return [(node.lineno, node.end_lineno or node.lineno) for node in self.definitions_used(function)]
+        """(start, end) of the top-level definitions a function reads (see `definitions_used`), but
+        classes: a class's methods are suspects of their own, and a change to one of them says nothing
+        about a function that only names the class."""
+        return [
+            (node.lineno, node.end_lineno or node.lineno)
+            for node in self.definitions_used(function)
+            if not isinstance(node, ast.ClassDef)
+        ]
 
     def calls(self, function: SourceUnit) -> tuple[set[str], set[str]]:
         """(plain names called, `self.method` names called) inside a function."""
@@ -331,7 +362,8 @@ def read_module(repo_root: Path, path: str) -> ModuleIndex | None:
 def module_path(module: str, modules: dict[str, ModuleIndex]) -> str | None:
     """The path of a dotted module name among the parsed modules."""
     base = module.replace(".", "/")
-    for path in (f"{base}.py", f"{base}/__init__.py"):
+    # A package under `src/` is imported by its own name (`src` layout).
+    for path in (f"{base}.py", f"{base}/__init__.py", f"src/{base}.py", f"src/{base}/__init__.py"):
         if path in modules:
             return path
     return None
@@ -348,6 +380,13 @@ def _unit(path: str, qualname: str, modules: dict[str, ModuleIndex]) -> tuple[st
 
 
 def resolve(name: str, module: ModuleIndex, modules: dict[str, ModuleIndex]) -> tuple[str, str] | None:
+    """Where a called or read name is defined in the repository (see `_resolve`)."""
+    return _resolve(name, module, modules, 0)
+
+
+def _resolve(
+    name: str, module: ModuleIndex, modules: dict[str, ModuleIndex], depth: int
+) -> tuple[str, str] | None:
     """Where a called or read name is defined in the repository: (path, qualname). The name may be
     dotted through imports as Python resolves it: `f`, `helpers.f`, `pkg.helpers.f`, `Cart.total`,
     `shop.Cart` (a class called is its `__init__`), `settings.MAX_ITEMS` (a module-level constant)."""
@@ -362,17 +401,22 @@ def resolve(name: str, module: ModuleIndex, modules: dict[str, ModuleIndex]) -> 
         rest = parts[cut:]
         if member is None:  # import x (or import a.b) → x.f
             path = module_path(source, modules)
-            return _within(path, rest, modules)
+            return _within(path, rest, modules, depth)
         path = module_path(source, modules)  # from x import f → f, f.attr
-        found = _within(path, [member, *rest], modules)
+        found = _within(path, [member, *rest], modules, depth)
         if found is not None:
             return found
-        return _within(module_path(f"{source}.{member}", modules), rest, modules)  # from pkg import mod
+        return _within(
+            module_path(f"{source}.{member}", modules), rest, modules, depth
+        )  # from pkg import mod
     return None
 
 
-def _within(path: str | None, parts: list[str], modules: dict[str, ModuleIndex]) -> tuple[str, str] | None:
-    """`parts` as a qualified name in one module, following a submodule when the module is a package."""
+def _within(
+    path: str | None, parts: list[str], modules: dict[str, ModuleIndex], depth: int = 0
+) -> tuple[str, str] | None:
+    """`parts` as a qualified name in one module, following a submodule when the module is a package,
+    and a name the module only imports (a package's `__init__` re-exporting `from .views import X`)."""
     if path is None or not parts:
         return None
     qualname = ".".join(parts)
@@ -380,13 +424,20 @@ def _within(path: str | None, parts: list[str], modules: dict[str, ModuleIndex])
         return _unit(path, qualname, modules)
     if path.endswith("/__init__.py") and len(parts) > 1:
         package = path.removesuffix("/__init__.py").replace("/", ".")
-        return _within(module_path(f"{package}.{parts[0]}", modules), parts[1:], modules)
+        found = _within(module_path(f"{package}.{parts[0]}", modules), parts[1:], modules, depth)
+        if found is not None:
+            return found
+    if depth < 3 and parts[0] in modules[path].imports:
+        return _resolve(qualname, modules[path], modules, depth + 1)
     return None
 
 
-def resolve_class(name: str, module: ModuleIndex, modules: dict[str, ModuleIndex]) -> tuple[str, str] | None:
+def resolve_class(
+    name: str, module: ModuleIndex, modules: dict[str, ModuleIndex], depth: int = 0
+) -> tuple[str, str] | None:
     """Where the class a name means is defined: (path, class qualname). The name may be dotted
-    through a module (`shop.Cart`, `models.shop.Cart`)."""
+    through a module (`shop.Cart`, `models.shop.Cart`), and imported through a package that only
+    re-exports it (`from .views import StatusView` in its `__init__`)."""
     if name in module.classes:
         return module.path, name
     head, _, rest = name.partition(".")
@@ -401,6 +452,10 @@ def resolve_class(name: str, module: ModuleIndex, modules: dict[str, ModuleIndex
     wanted = member if not rest else f"{member}.{rest}"
     if path is not None and wanted in modules[path].classes:
         return path, wanted
+    if path is not None and depth < 3 and member in modules[path].imports:  # re-exported
+        found = resolve_class(wanted, modules[path], modules, depth + 1)
+        if found is not None:
+            return found
     path = module_path(f"{source}.{member}", modules)  # from pkg import shop → shop.Cart
     if path is not None and rest and rest in modules[path].classes:
         return path, rest
@@ -460,6 +515,11 @@ def method_of(
         if target in modules[owner[0]].functions:
             return owner[0], target
     return None
+
+
+def class_lineage(path: str, class_name: str, modules: dict[str, ModuleIndex]) -> list[tuple[str, str]]:
+    """The class and its bases defined in the repository, nearest first: (path, class qualname)."""
+    return _lineage(path, class_name, modules)
 
 
 def _lineage(path: str, class_name: str, modules: dict[str, ModuleIndex]) -> list[tuple[str, str]]:

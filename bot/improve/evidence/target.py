@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -36,6 +36,7 @@ from mendbot.db import incidents as incident_queries
 from mendbot.db import search as queries
 from mendbot.db.core import Connection
 from mendbot.improve.evidence import handler_words
+from mendbot.improve.evidence.handler_scan import every_handler, family
 from mendbot.improve.intent import named_kinds, search_words
 from mendbot.observe.outbound import KIND_PREFIX
 from mendbot.trust.sanitize import sanitize_untrusted
@@ -54,12 +55,13 @@ _RECURS = re.compile(r"\b(?:again|still|once more|anew|recurr\w*|came back|is ba
 
 
 class Candidate(NamedTuple):
-    """One thing the request may be about: an incident, or a failure no incident covers."""
+    """One thing the request may be about: an incident, a failure no incident covers, or a kind."""
 
     incident_id: int | None
     description: str
     score: float
     fingerprint: str | None = None
+    kind: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,9 @@ class Target:
     fingerprint: str | None = None
     kind: str | None = None
     via: Literal["reply", "named", "search", "words", "active", "none"] = "none"
+    # Only a guess: words that match some handler's code, or a bare word that is also a kind's name,
+    # with nothing recorded failing (a model, when there is one, is asked which part is meant).
+    guess: bool = False
 
     def question(self) -> str:
         """The "which one do you mean?" question listing the candidates, for an ambiguous target."""
@@ -126,11 +131,15 @@ class _Scored:
         if self.incident is not None:
             incident = self.incident
             return Candidate(
-                incident["id"], _describe_incident(incident, now), self.score, incident["fingerprint"]
+                incident["id"],
+                _describe_incident(incident, now),
+                self.score,
+                incident["fingerprint"],
+                incident["kind"],
             )
         assert self.failure is not None
         description = _describe_failure(self.failure, self.message, now)
-        return Candidate(None, description, self.score, self.failure.fingerprint)
+        return Candidate(None, description, self.score, self.failure.fingerprint, self.failure.kind)
 
 
 async def _search_candidates(db: Connection, words: list[str], now: float) -> list[_Scored]:
@@ -194,25 +203,36 @@ async def resolve_target(
             return Target(
                 incident_ids=[incident["id"]],
                 ambiguous=False,
-                candidates=[
-                    Candidate(incident["id"], _describe_incident(incident, now), 1.0, incident["fingerprint"])
-                ],
+                candidates=[_incident_candidate(incident, now, 1.0)],
                 fingerprint=incident["fingerprint"],
                 kind=incident["kind"],
                 via="reply",
             )
-    kinds = set(known_kinds) if known_kinds is not None else await known_kinds_in(db)
+    kinds = set(known_kinds) if known_kinds is not None else await known_kinds_in(db, roots)
     mentioned = [(kind, True) for kind in named] if named else named_kinds(text, kinds)
     words = search_words(text)
     if mentioned:
         recurs = _RECURS.search(" ".join(sanitize_untrusted(text).lower().split())) is not None
         target = await _named_target(db, mentioned, words, now, recurs=recurs)
+        if target is not None and _bare_guess(target, mentioned):
+            # Only a bare word names it, and nothing recorded fails on it: a kind whose name holds that
+            # word and has something failing ("points" → `rmpoints`) is meant; when the words describe
+            # another part of the bot ("it never wishes anyone a happy birthday" — a task, not the
+            # `birthday` command), the handlers the words lead to decide.
+            failing = await _failing_namesakes(db, [kind for kind, _ in mentioned], kinds, now)
+            if failing is not None:
+                return await _evidence_target(db, failing, words, now)
+            cued = handler_words.family_cues(text)
+            if cued and family(target.kind or "") not in cued:
+                described = await _handler_target(db, words, roots, now, text)
+                if described.kind is not None:
+                    return described
         if target is not None:
-            return target
+            return replace(target, guess=True) if _bare_guess(target, mentioned) else target
     if words:
         scored = await _search_candidates(db, words, now)
         if not scored:
-            return await _handler_target(db, words, roots, now)
+            return await _handler_target(db, words, roots, now, text)
         top = scored[0]
         close = [c for c in scored if c.score >= top.score * (1 - AMBIGUITY_MARGIN)]
         if len(close) > 1:
@@ -226,22 +246,54 @@ async def resolve_target(
     active = await incident_queries.list_by_state(db, ("open", "acknowledged"), limit=_MAX_CANDIDATES)
     if not active:
         return Target([], False)
-    listed = [
-        Candidate(i["id"], _describe_incident(i, now), _recency(i["last_seen"], now), i["fingerprint"])
-        for i in active
-    ]
+    listed = [_incident_candidate(i, now, _recency(i["last_seen"], now)) for i in active]
     if len(active) == 1:
         return Target([active[0]["id"]], False, listed, active[0]["fingerprint"], active[0]["kind"], "active")
     return Target([], True, listed, via="active")
 
 
-async def _handler_target(db: Connection, words: list[str], roots: Sequence[Path], now: float) -> Target:
+def _incident_candidate(incident: dict[str, Any], now: float, score: float) -> Candidate:
+    return Candidate(
+        incident["id"], _describe_incident(incident, now), score, incident["fingerprint"], incident["kind"]
+    )
+
+
+async def _failing_namesakes(
+    db: Connection, named: list[str], kinds: Collection[str], now: float
+) -> _Evidence | None:
+    """Of the kinds whose names hold a named kind's name, the one failing most recently, if any."""
+    names = [kind.split(":", 1)[-1].lower() for kind in named]
+    holding = sorted(
+        kind
+        for kind in kinds
+        if kind not in named
+        and any(name in kind.split(":", 1)[-1].lower() for name in names if len(name) >= 4)
+    )
+    found = await _surface_evidence(db, holding, now)
+
+    def latest(evidence: _Evidence) -> float:
+        seen = [i["last_seen"] for i in evidence.incidents] + [bug.ts for bug in evidence.bugs]
+        return max(seen, default=0.0)
+
+    return max(found, key=latest, default=None)
+
+
+def _bare_guess(target: Target, mentioned: list[tuple[str, bool]]) -> bool:
+    """A named target that is only a guess: no kind named explicitly, nothing recorded failing."""
+    explicit = any(is_explicit for _, is_explicit in mentioned)
+    return not explicit and target.via == "named" and not target.incident_ids and target.fingerprint is None
+
+
+async def _handler_target(
+    db: Connection, words: list[str], roots: Sequence[Path], now: float, said: str = ""
+) -> Target:
     """No recorded failure matches the words: the handler whose code says what they describe — its
-    names, the text of its replies, the event it listens to — is the target: what was recorded failing
-    on its surface when there is something, else its kind."""
+    names, the text of its replies, the event it listens to, the part of the bot that behaves as they
+    say (`said`) — is the target: what was recorded failing on its surface when there is something,
+    else its kind."""
     if not roots:
         return Target([], False)
-    ranked = await handler_words.rank_handlers(db, roots, words)
+    ranked = await handler_words.rank_handlers(db, roots, words, said)
     if not ranked:
         return Target([], False)
     best = ranked[0]
@@ -251,15 +303,25 @@ async def _handler_target(db: Connection, words: list[str], roots: Sequence[Path
     if evidenced:
         return await _evidence_target(db, evidenced[0], words, now)
     listed = [
-        Candidate(None, f"{match.kind} (its code matches: {', '.join(match.words[:4])})", match.score)
+        Candidate(
+            None,
+            f"{match.kind} (its code matches: {', '.join(match.words[:4])})",
+            match.score,
+            None,
+            match.kind,
+        )
         for match in ranked[:_MAX_CANDIDATES]
     ]
-    return Target([], False, listed, None, best.kind, "words")
+    return Target([], False, listed, None, best.kind, "words", guess=True)
 
 
-async def known_kinds_in(db: Connection) -> set[str]:
-    """Every kind a request can name: those that failed or had an incident, and every handled kind."""
-    return await queries.failure_kinds(db) | await handler_queries.kinds(db)
+async def known_kinds_in(db: Connection, roots: Sequence[Path] = ()) -> set[str]:
+    """Every kind a request can name: those that failed or had an incident, every handled kind, and
+    (with `roots`, the checkouts whose code runs here) every handler their source declares."""
+    found = await queries.failure_kinds(db) | await handler_queries.kinds(db)
+    if roots:
+        found |= {handler.kind for handler in await every_handler(db, roots)}
+    return found
 
 
 # How far back failing actions count as what is going wrong now on the surface a request names.
@@ -302,7 +364,7 @@ async def _evidence_target(db: Connection, evidence: _Evidence, words: list[str]
             relevance = {c.incident["id"]: c.score for c in scored if c.incident is not None}
             chosen = max(incidents, key=lambda i: (relevance.get(i["id"], 0.0), i["last_seen"]))
         listed = [
-            Candidate(i["id"], _describe_incident(i, now), _recency(i["last_seen"], now), i["fingerprint"])
+            _incident_candidate(i, now, _recency(i["last_seen"], now))
             for i in [chosen, *(i for i in incidents if i is not chosen)]
         ]
         return Target([chosen["id"]], False, listed, chosen["fingerprint"], chosen["kind"], "named")
@@ -310,14 +372,15 @@ async def _evidence_target(db: Connection, evidence: _Evidence, words: list[str]
     failure = await queries.failure(db, bug.fingerprint)
     incident = await queries.incident_for_failure(db, bug.fingerprint, bug.kind)
     if incident is not None:
-        candidate = Candidate(incident["id"], _describe_incident(incident, now), 1.0, bug.fingerprint)
+        candidate = Candidate(
+            incident["id"], _describe_incident(incident, now), 1.0, bug.fingerprint, bug.kind
+        )
         return Target([incident["id"]], False, [candidate], bug.fingerprint, bug.kind, "named")
     description = (
         _describe_failure(failure, None, now) if failure is not None else f"{bug.kind} · {bug.fingerprint}"
     )
-    return Target(
-        [], False, [Candidate(None, description, 1.0, bug.fingerprint)], bug.fingerprint, bug.kind, "named"
-    )
+    candidate = Candidate(None, description, 1.0, bug.fingerprint, bug.kind)
+    return Target([], False, [candidate], bug.fingerprint, bug.kind, "named")
 
 
 async def _named_target(
@@ -349,13 +412,14 @@ async def _named_target(
     failures = await queries.latest_failures_of_kinds(db, kinds[:1], limit=1)
     if not failures:
         # A command that answers wrongly or slowly has no failure: the request is about the kind.
-        return Target(
-            [], False, [Candidate(None, f"{kinds[0]} (no recorded failure)", 1.0)], None, kinds[0], "named"
-        )
+        listed = [Candidate(None, f"{kind} (no recorded failure)", 1.0, None, kind) for kind in kinds]
+        return Target([], False, listed[:_MAX_CANDIDATES], None, kinds[0], "named")
     failure = failures[0]
     incident = await queries.incident_for_failure(db, failure.fingerprint, failure.kind)
     if incident is not None:
-        candidate = Candidate(incident["id"], _describe_incident(incident, now), 1.0, failure.fingerprint)
+        candidate = Candidate(
+            incident["id"], _describe_incident(incident, now), 1.0, failure.fingerprint, failure.kind
+        )
         return Target([incident["id"]], False, [candidate], failure.fingerprint, failure.kind, "named")
-    candidate = Candidate(None, _describe_failure(failure, None, now), 1.0, failure.fingerprint)
+    candidate = Candidate(None, _describe_failure(failure, None, now), 1.0, failure.fingerprint, failure.kind)
     return Target([], False, [candidate], failure.fingerprint, failure.kind, "named")
