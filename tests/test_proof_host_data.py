@@ -6,13 +6,21 @@ what a branch did to them that the base did not, named: a row deleted, reshaped,
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 from contextlib import closing
 from pathlib import Path
 
-from mendbot.improve.proof.bot_data import Unreadable, _shape, data_changes
+from mendbot.improve.agent.workspace import Workspace
+from mendbot.improve.proof.bot_data import BotData, Unreadable, _shape, data_changes
 from mendbot.improve.proof.host_data import ReadInPart, read_files
+from mendbot.improve.proof.prover import _changed_data, _migration
+from mendbot.improve.proof.replay import HostBot, run_replay
+from mendbot.improve.proof.replay_plan import ReplayCase, ReplayPlan
+from mendbot.kernel.sections import HostConfig
+from mendbot.trust.host_start import snapshot_data
+from mendbot.trust.sandbox import Sandbox
+from tests.harness.hosts import host_repo
+from tests.harness.repo import git
 
 
 def _database(path: Path, *statements: str) -> Path:
@@ -161,7 +169,7 @@ def test_what_the_branch_did_to_a_bots_files_that_the_base_did_not_is_named(tmp_
     (start / "data" / "brews.json").write_text(json.dumps({"7": {"cups": 3}}))
     sides = {}
     for side in ("base", "branch"):
-        shutil.copytree(start, tmp_path / side)
+        snapshot_data(start, ["data/bank.db", "data/brews.json"], tmp_path / side)
         with closing(sqlite3.connect(tmp_path / side / "data" / "bank.db")) as db:
             db.execute("UPDATE accounts SET seen = 9.5 WHERE member = 7")
             db.execute("INSERT INTO notes VALUES ('both')")
@@ -183,3 +191,102 @@ def test_what_the_branch_did_to_a_bots_files_that_the_base_did_not_is_named(tmp_
         "deletes data/brews.json 7/cups",
     ]
     assert data_changes(before, sides["base"], sides["base"]) == []
+
+
+def test_a_snapshot_brings_a_databases_log_and_a_fresh_copy_drops_an_old_one(tmp_path: Path) -> None:
+    """The live database's write-ahead log comes with it into the snapshot; written into a checkout where a
+    former start left a log of its own, that log goes (with it the copy would be another database)."""
+    live = tmp_path / "live"
+    path = _database(
+        live / "data" / "bank.db", "PRAGMA journal_mode = WAL", "CREATE TABLE t (k TEXT PRIMARY KEY)"
+    )
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA wal_autocheckpoint = 0")
+        db.execute("INSERT INTO t VALUES ('live')")
+        db.commit()
+        snapshot_data(live, ["data/bank.db", "data/missing.json"], tmp_path / "snapshot")
+    assert (tmp_path / "snapshot" / "data" / "bank.db-wal").is_file()
+    assert not (tmp_path / "snapshot" / "data" / "missing.json").exists()
+    checkout = tmp_path / "checkout"
+    (checkout / "data").mkdir(parents=True)
+    (checkout / "data" / "bank.db-shm").write_bytes(b"stale")
+    (checkout / "data" / "bank.db-journal").write_bytes(b"stale")
+    snapshot_data(tmp_path / "snapshot", ["data/bank.db"], checkout)
+    assert not (checkout / "data" / "bank.db-shm").exists()
+    assert not (checkout / "data" / "bank.db-journal").exists()
+    assert "data/bank.db t/live" in read_files(checkout, ["data/bank.db"])
+
+
+async def test_a_migration_the_change_carries_is_named(tmp_path: Path) -> None:
+    """A schema statement among the lines a change adds names it as a migration; a file of a migrations
+    folder does too; a change with neither names none."""
+    repo = tmp_path / "repo"
+    (repo / "cogs").mkdir(parents=True)
+    (repo / "cogs" / "bank.py").write_text("def setup():\n    pass\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "bank")
+    base = git(repo, "rev-parse", "HEAD")
+    (repo / "cogs" / "bank.py").write_text(
+        "def setup(db):\n    db.execute('ALTER TABLE accounts ADD COLUMN cents INTEGER')\n"
+    )
+    git(repo, "commit", "-qam", "cents")
+    altered = git(repo, "rev-parse", "HEAD")
+    assert await _migration(repo, base, altered, ["cogs/bank.py"]) == (
+        "`ALTER TABLE accounts ADD COLUMN cents INTEGER` in `cogs/bank.py`"
+    )
+    assert await _migration(repo, base, altered, ["migrations/002_cents.sql"]) == "`migrations/002_cents.sql`"
+    (repo / "cogs" / "bank.py").write_text("def setup(db):\n    pass\n")
+    git(repo, "commit", "-qam", "plain")
+    assert await _migration(repo, altered, git(repo, "rev-parse", "HEAD"), ["cogs/bank.py"]) is None
+
+
+def _beans_plan() -> ReplayPlan:
+    case = ReplayCase(
+        key="beans",
+        kind="command:beans",
+        name="beans",
+        options={"text": "!beans 300"},
+        fingerprint=None,
+        recorded_ms=5,
+    )
+    return ReplayPlan([case], ["cogs/coffee.py"], latency=False)
+
+
+async def test_what_a_bot_wrote_comes_back_only_when_it_ends_as_asked(tmp_path: Path) -> None:
+    """The coffee bot (tests/fixtures/hosts/beans) replayed on a copy of its files: asked to end once the
+    calls are over, it does, and the stash its `!beans` saved is read from its checkout. A branch whose
+    code keeps its process from ending leaves data that cannot be read (killed, nothing it wrote came
+    back): for the branch, that is a data change."""
+    repo = host_repo(tmp_path, "beans")
+    _database(
+        repo / "data" / "beans.db",
+        "CREATE TABLE stash (member INTEGER PRIMARY KEY, grams TEXT NOT NULL)",
+        "INSERT INTO stash VALUES (1, '40')",
+    )
+    names = ["data/beans.db", "data/brews.json"]
+    host = HostConfig(
+        entry=["python", "bot.py"], extensions=["cogs.coffee"], token_env="BEANS_TOKEN", data_files=names
+    )
+    snapshot_data(repo, names, tmp_path / "snapshot")
+    base = git(repo, "rev-parse", "HEAD")
+    bot = (repo / "bot.py").read_text()
+    (repo / "bot.py").write_text(bot.replace("import os\n", "import os\n\nos._exit = lambda code: None\n"))
+    git(repo, "commit", "-qam", "stay")
+    stays = git(repo, "rev-parse", "HEAD")
+    workspace = Workspace(repo, tmp_path / "worktrees", host=host)
+    sides = {}
+    for name, sha in (("base", base), ("branch", stays)):
+        sides[name] = BotData(tmp_path / "snapshot", None, files=tuple(names))
+        async with workspace.checkout(sha, name="beans") as checkout:
+            results = await run_replay(
+                checkout, _beans_plan(), sandbox=Sandbox(), host=HostBot(host, repo), data=sides[name]
+            )
+        assert results["beans"].reply is not None and "300 g" in results["beans"].reply
+    assert sides["base"].after is not None and sides["base"].unread is None
+    assert "data/beans.db stash/1" in sides["base"].after and len(sides["base"].after) == 3  # and the new one
+    assert sides["branch"].after is None and sides["branch"].unread == "its bot did not end when asked"
+    before = sides["base"].state(tmp_path / "snapshot")
+    assert _changed_data(before, sides["base"], sides["branch"]) == [
+        "left data that could not be read: its bot did not end when asked"
+    ]
