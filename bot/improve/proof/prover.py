@@ -247,7 +247,7 @@ class Prover:
                     before = base_data.state(copy)
                     found = _changed_data(before, base_data, branch_data)
                     migration = await _migration(repo, base_sha, sha, changed) if found else None
-                    items += _data_items(before, base_data, found, migration)
+                    items += _data_items(before, found, migration)
         items += _unreplayable_items(plan)
         proof = _judge(items, time.perf_counter() - started, plan)
         await self._store(run_id, "verify", sha, base_sha, proof)
@@ -465,7 +465,7 @@ async def _migration(repo: Path, base_sha: str, sha: str, changed: list[str]) ->
     return None
 
 
-def _data_items(before: State, base: BotData, found: list[str], migration: str | None) -> list[ProofItem]:
+def _data_items(before: State, found: list[str], migration: str | None) -> list[ProofItem]:
     """The data change the branch made that the base did not (`mendbot.improve.proof.bot_data`), as one
     item that caps the proof: a failure made to vanish by deleting or rewriting what it met is no fix,
     and a deliberate migration (a migration file, a schema statement in the change) is named as one. A
