@@ -205,7 +205,7 @@ async def started(
     writable: bool = True,
     binds: dict[Path, str] | None = None,
     mounts: dict[Path, str] | None = None,
-    ask_to_stop: Callable[[], Awaitable[None]] | None = None,
+    ask_to_stop: Callable[[], Awaitable[object]] | None = None,
 ) -> AsyncIterator[Started]:
     """The checkout's `mendbot run` (a host bot's own program, with mendbot attached) in the sandbox,
     connected to `observer`, with `mounts` writable where they go (a replay's copy of the bot's data);
@@ -247,7 +247,9 @@ async def started(
             await stop(process)
 
 
-async def _ended_when_asked(process: asyncio.subprocess.Process, ask: Callable[[], Awaitable[None]]) -> bool:
+async def _ended_when_asked(
+    process: asyncio.subprocess.Process, ask: Callable[[], Awaitable[object]]
+) -> bool:
     """Whether the program ended cleanly within `_STOP_TIMEOUT_S` of being asked to: the supervisor exits
     0 only after its copy-back went through."""
     with contextlib.suppress(OSError, ConnectionError):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import secrets
 import shutil
@@ -236,7 +237,8 @@ async def _observe_once(
                     host=host,
                     mounts=mounts,
                     data=data.snapshot if in_tree and data is not None else None,
-                    ask_to_stop=reports.ask_to_stop if in_tree else None,
+                    # the launcher ends the program (no answer to wait for): its writes come back
+                    ask_to_stop=functools.partial(reports.ask, {"stop": 1}, 0) if in_tree else None,
                 ) as start:
                     general = observer.guild.channel("general")
                     await _armed(reports)
@@ -339,7 +341,7 @@ async def _started(
     host: HostBot | None = None,
     mounts: dict[Path, str] | None = None,
     data: Path | None = None,
-    ask_to_stop: Callable[[], Awaitable[None]] | None = None,
+    ask_to_stop: Callable[[], Awaitable[object]] | None = None,
 ) -> AsyncIterator[Started]:
     """The checkout's bot started and connected (`host_start.started`), a host bot's tree made ready
     first (its data files — from the snapshot `data` when given — and its files with their secrets

@@ -217,12 +217,6 @@ class Reports:
             await self.wait_moved(deadline - time.monotonic())
         return self.answers.get(number)
 
-    async def ask_to_stop(self) -> None:
-        """Ask the launcher to end the bot's process (its writes then come back from the sandbox)."""
-        if self.writers:
-            self.writers[-1].write(b'{"stop": 1}\n')
-            await self.writers[-1].drain()
-
     async def wait_moved(self, timeout_s: float) -> None:
         self.moved.clear()
         with contextlib.suppress(TimeoutError):
