@@ -69,6 +69,13 @@ EXPECTED: dict[str, dict[str, object]] = {
         "extensions": [],
         "token_env": "DISCORD_TOKEN",
     },
+    "beans": {
+        "entry": ["python", "bot.py"],
+        "bot_class": "bot:BeanBot",
+        "extensions": ["cogs.coffee"],
+        "token_env": "BEANS_TOKEN",
+        "data_files": ["data/beans.db"],  # its cups brewed are not written yet: no data/brews.json
+    },
     "quiz": {
         "entry": ["python", "-m", "quiz"],
         "bot_class": "quiz.client:QuizBot",
@@ -124,6 +131,70 @@ def test_adopt_keeps_its_data_out_of_git_and_says_how_to_commit(tmp_path: Path) 
     again = host_repo(tmp_path / "second", "shelf")
     _mendbot(tmp_path, "adopt", str(again))
     assert (again / ".gitignore").read_text() == ".mendbot/\n"  # made when there was none
+
+
+# A bot that keeps scores in a JSON file git keeps, a ledger in one it does not, reads its levels from a
+# file it never writes, and rewrites its settings file, which holds a key.
+KEEPER = """\
+import json
+import os
+from pathlib import Path
+
+import discord
+from discord.ext import commands
+
+SCORES = Path(__file__).parent / "data" / "scores.json"
+SETTINGS = json.loads(Path("settings.json").read_text())
+with open("levels.json") as levels:
+    LEVELS = json.load(levels)
+bot = commands.Bot(command_prefix=SETTINGS["prefix"], intents=discord.Intents.default())
+
+
+class Ledger:
+    def __init__(self) -> None:
+        self.path = "data/ledger.json"
+
+    def keep(self, entries: dict[str, int]) -> None:
+        Path(self.path).write_text(json.dumps(entries))
+
+
+def save_scores(scores: dict[str, int]) -> None:
+    with open(SCORES, "w") as file:
+        json.dump(scores, file)
+
+
+def remember_prefix(prefix: str) -> None:
+    SETTINGS["prefix"] = prefix
+    Path("settings.json").write_text(json.dumps(SETTINGS))
+
+
+def forget() -> None:
+    Path("data/cache.json").write_text("{}")
+
+
+if __name__ == "__main__":
+    bot.run(os.environ["KEEPER_TOKEN"])
+"""
+
+
+def test_adopt_names_the_json_files_the_bot_keeps_its_state_in(tmp_path: Path) -> None:
+    """JSON files the code names and writes that are in the working tree, tracked or not, are its data
+    files (copied as they are, compared by the proof), said in mendbot.yaml; a settings file it rewrites
+    but which holds a key stays a file it needs (its secrets replaced), one it only reads is neither,
+    and one it writes that is not there yet is not named."""
+    repo = _repo(tmp_path, {"bot.py": KEEPER, "levels.json": '{"1": 10}', "data/scores.json": "{}"})
+    (repo / "data" / "ledger.json").write_text('{"alice": 3}')
+    (repo / "settings.json").write_text('{"prefix": "!", "api_key": "sk-live-0042-keeper"}')
+    found = inspect_repository(repo)
+    assert sorted(found.data_files) == ["data/ledger.json", "data/scores.json"]
+    assert found.files == ["settings.json"]
+    result = _mendbot(tmp_path, "adopt", "--no-check", str(repo))
+    assert result.returncode == 0, result.stderr
+    assert "data files: " in result.stdout
+    written = (repo / "mendbot.yaml").read_text()
+    assert "# its state: copied as it is into each start outside the live bot" in written
+    settings = host_settings(repo / "mendbot.yaml")
+    assert settings.bot is not None and sorted(settings.bot.data_files) == sorted(found.data_files)
 
 
 def _repo(tmp_path: Path, files: dict[str, str]) -> Path:

@@ -14,7 +14,10 @@ What it looks for, with `ast` over every Python file of the tree git tracks:
   `os.getenv("…")` / `os.environ[…]`; else, for a token read from a file, the key with TOKEN in its name
   in one of the files below (or in a config file git keeps), which the sandbox's copy gives a token of
   its own; a token read from a file with no such key is refused;
-- the **data files**: SQLite files the code names (`…/database.db`), copied into the replay;
+- the **data files** (`bot.data_files`): what it keeps its state in — the SQLite files the code names
+  (`…/database.db`), and the JSON files it names and writes (`data/economy.json`) that are in the working
+  tree, tracked or not, with no secret in them — copied as they are into each start outside its live
+  process; the replay compares what a fix did to them;
 - the **files it needs that git does not keep** (`bot.files`): its `.env`, the config files the code
   names by a literal (`config.json`, `config/.env`, `settings.toml`) and the modules it imports that only
   the working tree has (a `config.py` kept out by `.gitignore`) — copied, secrets replaced, wherever it
@@ -184,7 +187,8 @@ def inspect_repository(root: Path, given: list[str] | None = None) -> Found:
             'you start your bot with: name it, e.g. `mendbot adopt --entry "python launcher.py start"`'
         )
     tracked = set(_git(root, "ls-files", "-z").stdout.split("\0")) - {""}
-    candidates = candidate_files(modules, roots, tracked)
+    state = data_files(root, modules)
+    candidates = [name for name in candidate_files(modules, roots, tracked) if name not in state]
     needed = needed_files(root, candidates, tracked)
     token, notes = token_and_where(root, modules, candidates, tracked, needed)
     bot_class = None
@@ -215,7 +219,7 @@ def inspect_repository(root: Path, given: list[str] | None = None) -> Found:
         bot_class=bot_class,
         extensions=extensions,
         token_env=token,
-        data_files=data_files(modules),
+        data_files=state,
         env=env,
         path=roots,
         notes=notes,
@@ -265,7 +269,11 @@ def write_config(root: Path, found: Found) -> Path:
         "  dev_channel_ids: []         # its channel for mendbot, e.g. [123456789012345678]\n"
         "access:\n"
         '  allowed_user_ids: []        # who may say "fix this" and "ship it": your Discord user id\n'
-        + yaml.safe_dump({"bot": bot}, sort_keys=False, allow_unicode=True)
+        + yaml.safe_dump({"bot": bot}, sort_keys=False, allow_unicode=True).replace(
+            "\n  data_files:\n",
+            "\n  # its state: copied as it is into each start outside the live bot; a fix that deletes or\n"
+            "  # reshapes what is stored there is shown as a data change, never proven\n  data_files:\n",
+        )
     )
     path = root / CONFIG_FILE
     path.write_text(text, encoding="utf-8")

@@ -1,20 +1,22 @@
 """What a bot's code reads, found with `ast` for `mendbot adopt` (bot/tools/adopt.py): its token's
 environment variable (followed through assignments and the bot's own functions, or a key of an untracked
-file it reads), the other variables it reads, the SQLite files it names, the files it needs that git does
-not keep (`.env`, `config.json`, a `config.py` kept out by `.gitignore`), and the servers it needs that
-mendbot cannot start (MongoDB, Redis, PostgreSQL, MariaDB/MySQL, by their drivers and variables).
+file it reads), the other variables it reads, the files it keeps its state in (the SQLite files it names,
+the JSON files it names and writes), the files it needs that git does not keep (`.env`, `config.json`, a
+`config.py` kept out by `.gitignore`), and the servers it needs that mendbot cannot start (MongoDB, Redis,
+PostgreSQL, MariaDB/MySQL, by their drivers and variables).
 """
 
 from __future__ import annotations
 
 import ast
+import os
 import re
 from pathlib import Path, PurePosixPath
 
 from dotenv import dotenv_values
 
 from mendbot.tools.adopt_entry import SourceModule, attr_name, calls
-from mendbot.trust.host_files import MAX_BYTES, file_kind, token_keys
+from mendbot.trust.host_files import MAX_BYTES, file_kind, secret_values, token_keys
 
 __all__ = [
     "CONFIG_FILE",
@@ -49,6 +51,10 @@ _SERVERS = (
 _DATABASE_VARIABLES = {"DATABASE_URL", "DB_URL", "DB_HOST", "DATABASE_HOST", "DB_URI", "DATABASE_URI"}
 _REQUIREMENT = re.compile(r"^\s*[\"']?([A-Za-z0-9][A-Za-z0-9._-]*)", re.M)
 _DATA_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+_WRITERS = ("dump", "write_text", "write_bytes")  # json.dump(state, file), Path.write_text(json.dumps(…))
+_WRITE_MODE = re.compile(r"^[rbt]*[wax][rbt+]*$|^[rbt]*\+[rbt]*$")
+_NOT_THE_BOT = ("node_modules", "__pycache__", "venv", "env", "site-packages")
+_MAX_WALKED = 20_000  # files and directories looked at to find a bare name in the working tree
 
 
 class AdoptError(Exception):
@@ -154,20 +160,128 @@ def env_reads(modules: list[SourceModule]) -> list[str]:
     return names
 
 
-def data_files(modules: list[SourceModule]) -> list[str]:
-    """SQLite files the code names (`"data/shop.db"`, `f"{here}/database/database.db"`), as repository
-    paths: a program runs from its root."""
+def data_files(root: Path, modules: list[SourceModule]) -> list[str]:
+    """The files the bot keeps its state in, as repository paths (a program runs from its root): the SQLite
+    files the code names (`"data/shop.db"`, `f"{here}/database/database.db"`), and the JSON files it names
+    and writes (`json.dump` into `open(ECONOMY, "w")`, a `write_text`) that are in the working tree, whether
+    git keeps them or not, and hold no secret (a settings file it rewrites stays one of `bot.files`, its
+    secrets replaced where it is copied). A bare name the code joins to a directory it computes is found
+    where it is in the tree."""
     found: list[str] = []
     for module in modules:
         joins = [node for node in ast.walk(module.tree) if isinstance(node, ast.BinOp) and _a_path_join(node)]
         joined = {id(node.right): _joined(node) for node in joins}
+        parents = {child: node for node in ast.walk(module.tree) for child in ast.iter_child_nodes(node)}
         for node in ast.walk(module.tree):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                value = (joined.get(id(node)) or node.value).strip().lstrip("/").removeprefix("./")
-                named = PurePosixPath(value).suffix in _DATA_SUFFIXES  # not a bare `".db"` suffix
-                if named and " " not in value and value not in found:
-                    found.append(value)
-    return found
+            if not isinstance(node, ast.Constant) or not isinstance(node.value, str):
+                continue
+            value = (joined.get(id(node)) or node.value).strip().lstrip("/").removeprefix("./")
+            if " " in value or "\n" in value or len(value) > 200 or value in found:
+                continue
+            suffix = PurePosixPath(value).suffix  # not a bare `".db"` suffix
+            if suffix in _DATA_SUFFIXES:
+                found.append(_in_tree(root, value) or value)
+            elif suffix == ".json" and _written(module.tree, node, parents):
+                state = _in_tree(root, value)
+                if state is not None and state not in found and not _holds_secrets(root / state):
+                    found.append(state)
+    return list(dict.fromkeys(found))
+
+
+def _written(tree: ast.Module, literal: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
+    """Whether the code writes the file the string `literal` names: a write in the function it is in, or —
+    when it is assigned (`ECONOMY = DATA / "economy.json"`, `self.path = …`) — in a function of the module
+    that uses what it is assigned to."""
+    scopes: list[ast.AST] = []
+    bound: set[str] = set()
+    node: ast.AST | None = literal
+    while node is not None and not scopes:
+        node = parents.get(node)
+        if isinstance(node, ast.Assign | ast.AnnAssign) and not bound:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            bound = {attr_name(target) for target in targets} - {""}
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            scopes.append(node)
+    if not scopes and not bound:
+        scopes.append(tree)
+    if bound:
+        scopes += [
+            function
+            for function in ast.walk(tree)
+            if isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef)
+            and any(
+                (isinstance(used, ast.Name) and used.id in bound)
+                or (isinstance(used, ast.Attribute) and used.attr in bound)
+                for used in ast.walk(function)
+            )
+        ]
+    return any(_writes(scope) for scope in scopes)
+
+
+def _writes(scope: ast.AST) -> bool:
+    """Whether `scope` itself (not the functions and classes it defines) writes a file: `json.dump`,
+    `write_text`/`write_bytes`, or an `open` for writing."""
+    own: list[ast.AST] = []
+    pending = list(ast.iter_child_nodes(scope))
+    while pending:
+        node = pending.pop()
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda):
+            own.append(node)
+            pending.extend(ast.iter_child_nodes(node))
+    for call in (node for node in own if isinstance(node, ast.Call)):
+        name = attr_name(call.func)
+        if name in _WRITERS:
+            return True
+        if name == "open":
+            modes = [*call.args, *(keyword.value for keyword in call.keywords if keyword.arg == "mode")]
+            texts = [mode.value for mode in modes if isinstance(mode, ast.Constant)]
+            if any(isinstance(text, str) and _WRITE_MODE.match(text) for text in texts):
+                return True
+    return False
+
+
+def _in_tree(root: Path, name: str) -> str | None:
+    """`name` as a file of the working tree (not a link, not mendbot's or git's): itself, or — for a bare
+    name — the one file of that name in a directory of the tree (None when none or several are)."""
+    if _a_state_file(root, name):
+        return name
+    if "/" in name:
+        return None
+    found: list[str] = []
+    seen = 0
+    for directory, subdirectories, files in os.walk(root):
+        subdirectories[:] = sorted(
+            inner for inner in subdirectories if not inner.startswith(".") and inner not in _NOT_THE_BOT
+        )
+        seen += len(files) + len(subdirectories)
+        if seen > _MAX_WALKED:
+            break
+        if name in files:
+            relative = (Path(directory) / name).relative_to(root).as_posix()
+            if _a_state_file(root, relative):
+                found.append(relative)
+    return found[0] if len(found) == 1 else None
+
+
+def _a_state_file(root: Path, name: str) -> bool:
+    path = root / name
+    return (
+        not name.startswith((f"{DATA_DIR}/", ".git/"))
+        and path.is_file()
+        and not path.is_symlink()
+        and path.resolve().is_relative_to(root.resolve())
+    )
+
+
+def _holds_secrets(path: Path) -> bool:
+    """Whether a JSON file holds a secret (or cannot be read to tell): then it is not state, copied as it
+    is, but a file the bot needs, its secrets replaced."""
+    try:
+        if path.stat().st_size > MAX_BYTES:
+            return False  # too large to be a settings file: state
+        return bool(secret_values(path.name, path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError):
+        return True
 
 
 def _a_path_join(node: ast.AST) -> bool:

@@ -2,8 +2,9 @@
 watches it from outside: how the replay starts what it replays (`mendbot.improve.proof.replay`), and the
 smoke load of a bot mendbot is attached to (`smoke_start`).
 
-The tree is made ready first (`prepare_tree`): the bot's data files copied as they are, and what it needs
-that git does not keep (mendbot.yaml's `bot.files`) written with every secret value replaced
+The tree is made ready first (`prepare_tree`): the bot's data files copied as they are (from its live
+checkout, or from a snapshot of them a proof took: `snapshot_data`), and what it needs that git does not
+keep (mendbot.yaml's `bot.files`) written with every secret value replaced
 (`mendbot.trust.host_files`), its token's key given the loopback Discord's token. The program then runs as
 its own entry point runs it — `mendbot attach` through the launcher (`mendbot.trust.replay_launch`, the
 installed mendbot's copy bound read-only): its launcher, its constructor's arguments, its config objects,
@@ -32,7 +33,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,11 +54,13 @@ __all__ = [
     "HostBot",
     "NotStarted",
     "SmokeOutcome",
+    "Started",
     "connected",
     "launch_config",
     "new_token",
     "prepare_tree",
     "smoke_start",
+    "snapshot_data",
     "start_variables",
     "started",
     "stop",
@@ -73,6 +76,7 @@ _READY_REPORT_S = 5.0  # after identifying, READY reaches the bot (and its on_re
 _EXTENSIONS_QUIET_S = 0.3  # extensions loaded after READY (in on_ready) come in within this of each other
 _EXTENSIONS_SETTLE_S = 3.0
 _OUTPUT_SHOWN = 20  # the last lines of a program that did not start, shown before the reason
+_SQLITE_LOGS = ("-wal", "-journal")  # a SQLite file's last writes, or what undoes an unfinished one
 # The last line of a Python traceback: `ModuleNotFoundError: No module named 'x'`, `KeyError: 'TOKEN'`.
 _RAISED = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Exit|Interrupt|Warning)\b(?::.*)?$")
 
@@ -85,6 +89,16 @@ class NotStarted(Exception):
         super().__init__(message)
         self.output = output or []
         self.code = code  # its exit code; None: it did not end (it did not connect in time)
+
+
+@dataclass
+class Started:
+    """A program started by `started`: the file its output goes to, and — once the block is over — whether
+    it ended when asked to (`ended_when_asked`): then the sandbox copied what it wrote back to its
+    checkout; killed from outside, nothing of it came back."""
+
+    output: Path
+    ended_when_asked: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,16 +116,40 @@ def new_token() -> str:
     return bot_token(0)
 
 
-def prepare_tree(checkout: Path, host: HostBot, token: str) -> list[str]:
-    """Make `checkout` ready for the bot to start there: its data files copied from the live checkout as
-    they are, its `files` with their secrets replaced (the token's key given `token`). One line for each
-    file that could not be copied, and why."""
-    for name in host.config.data_files:
-        source, target = host.live / name, checkout / name
-        if source.is_file() and target.resolve().is_relative_to(checkout.resolve()):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
+def prepare_tree(checkout: Path, host: HostBot, token: str, data: Path | None = None) -> list[str]:
+    """Make `checkout` ready for the bot to start there: its data files copied as they are — from `data`
+    (a snapshot of them, `snapshot_data`) or else from the live checkout — its `files` with their secrets
+    replaced (the token's key given `token`). One line for each file that could not be copied, and why."""
+    _copy_data(data or host.live, checkout, host.config.data_files, fresh=data is not None)
     return copy_files(host.live, checkout, host.config.files, token_keys=[host.config.token_env], token=token)
+
+
+def snapshot_data(live: Path, names: list[str], into: Path) -> None:
+    """The data files `names` of the live checkout `live` (a SQLite file with its write-ahead log) copied
+    into `into` under the same repository paths: what each side of a proof starts from."""
+    into.mkdir(parents=True, exist_ok=True)
+    _copy_data(live, into, names, fresh=True)
+
+
+def _copy_data(source_root: Path, target_root: Path, names: list[str], *, fresh: bool) -> None:
+    """Each of `names` copied from `source_root` into `target_root` where it stays inside it. `fresh`: a
+    SQLite file's write-ahead log and journal are copied as they are too, and the ones a former start
+    left in the target removed (a fresh copy of a database with an old log is another database)."""
+    for name in names:
+        source, target = source_root / name, target_root / name
+        if not source.is_file() or not target.resolve().is_relative_to(target_root.resolve()):
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            for suffix in (*_SQLITE_LOGS, "-shm"):  # the shared memory index is rebuilt from the log
+                side = Path(f"{target}{suffix}")
+                if side.is_symlink() or side.is_file():
+                    side.unlink()
+        shutil.copyfile(source, target)
+        for suffix in _SQLITE_LOGS if fresh else ():
+            side = Path(f"{source}{suffix}")
+            if side.is_file() and not side.is_symlink():
+                shutil.copyfile(side, Path(f"{target}{suffix}"))
 
 
 def launch_config(
@@ -167,10 +205,12 @@ async def started(
     writable: bool = True,
     binds: dict[Path, str] | None = None,
     mounts: dict[Path, str] | None = None,
-) -> AsyncIterator[Path]:
+    ask_to_stop: Callable[[], Awaitable[object]] | None = None,
+) -> AsyncIterator[Started]:
     """The checkout's `mendbot run` (a host bot's own program, with mendbot attached) in the sandbox,
     connected to `observer`, with `mounts` writable where they go (a replay's copy of the bot's data);
-    stopped after the block. Yields the file its output goes to. NotStarted when it ended or did not
+    stopped after the block — first by `ask_to_stop` if given (the launcher ends the program: a writable
+    jail's writes come back to the checkout), then from outside. NotStarted when it ended or did not
     connect within `ready_timeout_s`."""
     async with sandbox.jail(
         checkout, git_dir=None, writable=writable, binds={shared: INSIDE, **(binds or {})}, mounts=mounts
@@ -197,11 +237,26 @@ async def started(
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
             )
+        start = Started(output)
         try:
             await connected(observer, process, output, ready_timeout_s)
-            yield output
+            yield start
         finally:
+            if ask_to_stop is not None and process.returncode is None:
+                start.ended_when_asked = await _ended_when_asked(process, ask_to_stop)
             await stop(process)
+
+
+async def _ended_when_asked(
+    process: asyncio.subprocess.Process, ask: Callable[[], Awaitable[object]]
+) -> bool:
+    """Whether the program ended cleanly within `_STOP_TIMEOUT_S` of being asked to: the supervisor exits
+    0 only after its copy-back went through."""
+    with contextlib.suppress(OSError, ConnectionError):
+        await ask()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(process.wait(), _STOP_TIMEOUT_S)
+    return process.returncode == 0
 
 
 def start_variables(observer: DiscordDouble, host: HostBot | None) -> dict[str, str]:

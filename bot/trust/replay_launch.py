@@ -53,6 +53,11 @@ among the loops started — on the bot's event loop, as the loop runs it (`Loop.
 whether it returned or what it raised; `{"loops": 1, "id": N}` reports the loops the bot has started (the
 launcher knows the client and every `Loop.start` from discord.py's own constructors).
 
+**The end.** `{"stop": 1}` ends the process at once (`os._exit(0)`), as the replay of a bot mendbot is
+attached to asks once its calls are over: the program's own end, after which the sandbox's supervisor
+copies what it wrote in its checkout back (its data files: what the replay compares), which a kill from
+outside would not let it do. A program that does not end when asked has its data read as unknown.
+
 **What the bot sees of its process.** Before handing over, the launcher gives the bot the live bot's argv
 and environment (`WATCHED`'s `appearance`: every variable the live bot has, by name, the values of all but
 the harmless ones stand-ins: `mendbot.improve.proof.replay`), so nothing in either says that it is
@@ -255,7 +260,7 @@ class _Tasks:
     loop found by its body's name on the bot's cogs (or among the loops started), its body run once on
     the bot's event loop as the loop itself runs it (`Loop.__call__`), and how it went reported — it
     returned, or what it raised. Which loops are running is reported too: a loop the base starts and
-    the branch does not is a loop that stopped working."""
+    the branch does not is a loop that stopped working. Asked to stop, it ends the process."""
 
     def __init__(self, watch: _Watch, sink: socket.socket) -> None:
         self.watch = watch
@@ -305,6 +310,10 @@ class _Tasks:
                 asked = json.loads(line)
                 if "task" in asked:
                     self.iterate(str(asked["task"]), int(asked["id"]))
+                elif "stop" in asked:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(0)
                 elif "loops" in asked:
                     started = sorted({getattr(loop.coro, "__name__", "?") for loop in list(self.started)})
                     self.watch.send(

@@ -6,8 +6,10 @@ row that fails as it is, passes such a replay. So the replay of mendbot's own bo
 live bot's stored data as it is now (`snapshot`): a database made at the installed schema's head holding
 the live database's cog rows (`mendbot.db.cog_rows`, the store cogs keep their state in), and the JSON files
 at the top of its data directory. Each side gets its own copy, where the live bot keeps it (the data
-directory's own path), and writes to it as it runs. A bot mendbot is attached to gets the files its
-mendbot.yaml names, from its live checkout (`mendbot.improve.proof.replay`).
+directory's own path), and writes to it as it runs. A bot mendbot is attached to gets a copy of the data
+files its mendbot.yaml names (`bot.data_files`: its SQLite and JSON state) as they are in its live
+checkout, written into each side's checkout before each start; what each side left there is read by
+`mendbot.improve.proof.host_data` (every table's rows by key, every key of a JSON file's objects).
 
 After both sides ran the same calls, `data_changes` compares them with the copy they started from: a
 stored row or file that the branch deleted, or rewrote into another shape (its keys or the types of its
@@ -16,7 +18,9 @@ values changed: `{"amount": "12.50"}` made `{"cents": 1250}`), where the base le
 proves. A value that only changed (a balance paid into) is no data change. This reads files the code under
 proof wrote, so it can only take a proof away (a change written to hide its writes brings the proof back to
 what the replay alone shows), and it reads them as hostile data: a private copy of the database, with no
-trusted schema, one table of it read.
+trusted schema, one table of it read (for a bot mendbot is attached to, bounded as `host_data` says). A
+file made unreadable (not SQLite or JSON any more) is a data change too; a side whose state could not be
+read at all (its bot did not end when asked, so nothing it wrote came back) is one when it is the branch.
 """
 
 from __future__ import annotations
@@ -33,8 +37,18 @@ from typing import Any
 
 from mendbot.db import core
 from mendbot.db.core import Connection
+from mendbot.improve.proof.host_data import ReadInPart, State, Unreadable, read_files
 
-__all__ = ["DATABASE", "BotData", "State", "data_changes", "read_state", "snapshot"]
+__all__ = [
+    "DATABASE",
+    "BotData",
+    "State",
+    "Unreadable",
+    "data_changes",
+    "read_state",
+    "snapshot",
+    "unreadable",
+]
 
 DATABASE = "mendbot.db"
 _MAX_ROWS = 5000
@@ -45,19 +59,26 @@ _INSERT = (
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
 
-# A stored row or file by where it is ("cog_rows wallet/123", "ledger.json") → its value.
-State = dict[str, Any]
+_MAX_DEPTH = 20  # a value's shape is followed this deep
 
 
 @dataclass
 class BotData:
     """One side's copy of the bot's data: the snapshot it starts from, where the live bot keeps it (the path
-    the copy is mounted at), and — once the side has run — the state it left (`after`)."""
+    the copy is mounted at; None for a bot mendbot is attached to, whose `files` are written into its
+    checkout), and — once the side has run — the state it left (`after`), or why it could not be read
+    (`unread`)."""
 
     snapshot: Path
-    inside: str
+    inside: str | None
     after: State | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    files: tuple[str, ...] = ()
+    unread: str | None = None
+
+    def state(self, root: Path) -> State:
+        """The stored data under `root` (the snapshot, or what a side left) as this bot keeps it."""
+        return read_state(root) if self.inside is not None else read_files(root, self.files)
 
 
 async def snapshot(db: Connection, data_dir: Path, into: Path) -> None:
@@ -98,8 +119,8 @@ def read_state(root: Path) -> State:
             continue
         try:
             state[found.name] = json.loads(found.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            state[found.name] = "<unreadable>"
+        except (OSError, ValueError, RecursionError):
+            state[found.name] = Unreadable("not a JSON file")
     return state
 
 
@@ -134,12 +155,16 @@ def _read_rows(database: Path) -> State:
         connection.close()
 
 
-def _shape(value: Any) -> Any:
+def _shape(value: Any, depth: int = 0) -> Any:
     """A value's shape: its keys and the types of its leaves (a changed number keeps its shape)."""
+    if depth > _MAX_DEPTH:
+        return "deeper"
     if isinstance(value, dict):
-        return {str(key): _shape(inner) for key, inner in value.items()}
+        return {str(key): _shape(inner, depth + 1) for key, inner in value.items()}
     if isinstance(value, list):
-        return ["list", sorted({json.dumps(_shape(inner), sort_keys=True) for inner in value})]
+        return ["list", sorted({json.dumps(_shape(inner, depth + 1), sort_keys=True) for inner in value})]
+    if isinstance(value, Unreadable):
+        return f"unreadable: {value}"
     if isinstance(value, bool) or value is None:
         return type(value).__name__
     if isinstance(value, int | float):
@@ -149,18 +174,33 @@ def _shape(value: Any) -> Any:
 
 def data_changes(before: State, base: State | None, branch: State | None) -> list[str]:
     """What the branch did to the data both sides started from that the base did not: rows and files it
-    deleted, or rewrote into another shape. [] when either side's state is unknown."""
+    deleted, rewrote into another shape, or left unreadable. [] when either side's state is unknown. A row
+    missing from a file the branch's state was read only in part of may lie past the bound: not counted."""
     if base is None or branch is None:
         return []
+    cut = [value.name for value in branch.values() if isinstance(value, ReadInPart)]
     changes = []
     for where, value in before.items():
+        if isinstance(value, ReadInPart):
+            continue
         if where not in branch and where in base:
-            changes.append(f"deletes {where}")
+            if not any(where.startswith(f"{name} ") for name in cut):
+                changes.append(f"deletes {where}")
         elif (
             where in branch
             and where in base
             and _shape(branch[where]) != _shape(value)
             and _shape(base[where]) == _shape(value)
         ):
-            changes.append(f"rewrites {where} into another shape")
+            found = branch[where]
+            changes.append(
+                f"leaves {where} unreadable ({found})"
+                if isinstance(found, Unreadable)
+                else f"rewrites {where} into another shape"
+            )
     return changes
+
+
+def unreadable(before: State) -> dict[str, str]:
+    """The data files of `before` that could not be read, and why (compared by whether they are there)."""
+    return {where: str(value) for where, value in before.items() if isinstance(value, Unreadable)}

@@ -27,9 +27,11 @@ or that it is being judged:
   wrote it: it adds to a proof and can disprove one, never proves alone — a fix only a test shows is
   **tested**.
 
-Mendbot's own bot is replayed on a copy of its stored data as it is now (`mendbot.improve.proof.bot_data`),
-and what the branch did to that data the base did not — a row deleted, or rewritten into another shape — is
-an item of its own: a data change, never a proof.
+The bot is replayed on a copy of its stored data as it is now (`mendbot.improve.proof.bot_data`: mendbot's
+own bot's cog rows and JSON files; a bot mendbot is attached to, its data files — its SQLite and JSON
+state), and what the branch did to that data the base did not — a row deleted, or rewritten into another
+shape — is an item of its own: a data change, never a proof; a migration the change carries (a migration
+file, an `ALTER TABLE` or `CREATE TABLE` it adds) is named as one.
 
 The verdict they add up to, and how a proof reads, are `mendbot.improve.proof.verdict`; the Prover stores
 each proof it takes with the run.
@@ -54,7 +56,8 @@ from mendbot.db.core import Connection
 from mendbot.improve.agent.verify import run_check
 from mendbot.improve.agent.workspace import Workspace
 from mendbot.improve.proof import replay_plan as plans
-from mendbot.improve.proof.bot_data import BotData, State, data_changes, read_state, snapshot
+from mendbot.improve.proof.bot_data import BotData, State, data_changes, snapshot, unreadable
+from mendbot.improve.proof.host_data import ReadInPart
 from mendbot.improve.proof.judge import Timing, judge_replay
 from mendbot.improve.proof.replay import CALL_TIMEOUT_S, HostBot, ReplayError, ReplayResult, run_replay
 from mendbot.improve.proof.replay_plan import ReplayCase, ReplayPlan, plan_proof
@@ -63,7 +66,7 @@ from mendbot.improve.proof.verdict import ItemVerdict, Proof, ProofItem, Side, p
 from mendbot.kernel.git import git
 from mendbot.kernel.log import get_logger
 from mendbot.trust import proof_runner
-from mendbot.trust.host_start import new_token, prepare_tree
+from mendbot.trust.host_start import new_token, prepare_tree, snapshot_data
 from mendbot.trust.sandbox import Sandbox, SandboxUnavailable
 from mendbot.trust.trees import overlay_tree
 
@@ -162,14 +165,21 @@ class Prover:
     @contextlib.asynccontextmanager
     async def _live_data(self) -> AsyncIterator[Path | None]:
         """A copy of the live bot's stored data as it is now (`mendbot.improve.proof.bot_data`), for the
-        block; None for a bot mendbot is attached to (its data files are copied by the replay itself)."""
-        if self._data_dir is None or self._workspace.host is not None:
+        block: mendbot's own bot's, or the data files of a bot mendbot is attached to, from its live
+        checkout. None when there is none to copy."""
+        host = self._workspace.host
+        if (self._data_dir is None and host is None) or (host is not None and not host.data_files):
             yield None
             return
         with tempfile.TemporaryDirectory(prefix="mendbot-data-") as scratch:
             copy = Path(scratch) / "data"
             try:
-                await snapshot(self._db, self._data_dir, copy)
+                if host is not None:
+                    names = host.data_files
+                    await asyncio.to_thread(snapshot_data, self._workspace.repo_root, names, copy)
+                else:
+                    assert self._data_dir is not None
+                    await snapshot(self._db, self._data_dir, copy)
             except Exception:
                 _log.exception("copying the bot's data for the replay failed")
                 yield None
@@ -177,7 +187,11 @@ class Prover:
             yield copy
 
     def _side_data(self, copy: Path | None) -> BotData | None:
-        return BotData(copy, str(self._data_dir)) if copy is not None and self._data_dir is not None else None
+        if copy is None:
+            return None
+        if self._workspace.host is not None:
+            return BotData(copy, None, files=tuple(self._workspace.host.data_files))
+        return BotData(copy, str(self._data_dir)) if self._data_dir is not None else None
 
     async def prove(
         self,
@@ -230,7 +244,10 @@ class Prover:
                     plan, base_replay, branch_replay, self._timing, lambda path: _read(branch, path)
                 )
                 if copy is not None and base_data is not None and branch_data is not None:
-                    items += _data_items(read_state(copy), base_data, branch_data, changed)
+                    before = base_data.state(copy)
+                    found = _changed_data(before, base_data, branch_data)
+                    migration = await _migration(repo, base_sha, sha, changed) if found else None
+                    items += _data_items(before, found, migration)
         items += _unreplayable_items(plan)
         proof = _judge(items, time.perf_counter() - started, plan)
         await self._store(run_id, "verify", sha, base_sha, proof)
@@ -317,7 +334,7 @@ class Prover:
         started = time.perf_counter()
         if self._workspace.host is not None:
             host = HostBot(self._workspace.host, self._workspace.repo_root)
-            for problem in prepare_tree(checkout, host, new_token()):
+            for problem in prepare_tree(checkout, host, new_token(), data.snapshot if data else None):
                 _log.warning("a file the bot needs was not copied for its proof", problem=problem)
         tests = self._run_tests(checkout, request) if request.tests else _nothing()
         test_run, replayed = await asyncio.gather(tests, self._replay(checkout, plan, data))
@@ -421,24 +438,53 @@ def _replay_items(
 
 
 _MIGRATION = re.compile(r"(^|/)(migrations?|versions)/|migrat", re.I)
+_SCHEMA = re.compile(r"\b(?:ALTER|CREATE)\s+TABLE\b[^\n'\"]{0,60}", re.I)
 
 
-def _data_items(before: State, base: BotData, branch: BotData, changed: list[str]) -> list[ProofItem]:
+def _changed_data(before: State, base: BotData, branch: BotData) -> list[str]:
+    """What the branch did to the bot's stored data that the base did not (`bot_data.data_changes`); for a
+    branch whose data could not be read after the replay (its bot did not end when asked), that."""
+    if before and branch.after is None and branch.unread is not None and base.after is not None:
+        return [f"left data that could not be read: {branch.unread}"]
+    return data_changes(before, base.after, branch.after)
+
+
+async def _migration(repo: Path, base_sha: str, sha: str, changed: list[str]) -> str | None:
+    """The migration the change carries, named: a file of a migrations folder, or a statement that
+    changes a table's schema (`ALTER TABLE`, `CREATE TABLE`) among the lines it adds."""
+    files = [path for path in changed if _MIGRATION.search(path)]
+    if files:
+        return f"`{files[0]}`"
+    diff = await git(repo, "diff", "-U0", "--no-color", base_sha, sha, timeout_s=60, check=False)
+    where = ""
+    for line in diff.output.splitlines():
+        if line.startswith("+++ "):
+            where = line[4:].removeprefix("b/")
+        elif line.startswith("+") and (statement := _SCHEMA.search(line)) is not None:
+            return f"`{statement[0].strip()}` in `{where}`"
+    return None
+
+
+def _data_items(before: State, found: list[str], migration: str | None) -> list[ProofItem]:
     """The data change the branch made that the base did not (`mendbot.improve.proof.bot_data`), as one
     item that caps the proof: a failure made to vanish by deleting or rewriting what it met is no fix,
-    and a deliberate migration (a migration file in the change) is named as one."""
-    found = data_changes(before, base.after, branch.after)
-    if not found:
-        return []
-    shown = "; ".join(found[:3]) + (f" (+{len(found) - 3} more)" if len(found) > 3 else "")
-    migrations = [path for path in changed if _MIGRATION.search(path)]
-    what = f"a data migration (`{migrations[0]}`)" if migrations else "a data change"
-    note = f"{what}: the branch {shown}, where the base left the bot's stored data as it was"
-    base_side = Side(True, f"{len(before)} stored rows and files, kept")
-    branch_side = Side(False, f"{len(found)} changed")
-    return [
-        ProofItem("replay", "the bot's stored data", base_side, branch_side, "changes_data", note, "data")
-    ]
+    and a deliberate migration (a migration file, a schema statement in the change) is named as one. A
+    data file that cannot be read as SQLite or JSON is said too: only whether it is there is compared."""
+    items = []
+    if found:
+        shown = "; ".join(found[:3]) + (f" (+{len(found) - 3} more)" if len(found) > 3 else "")
+        what = f"a data migration ({migration})" if migration else "a data change"
+        note = f"{what}: the branch {shown}, where the base left the bot's stored data as it was"
+        kept = sum(1 for value in before.values() if not isinstance(value, ReadInPart))
+        base_side = Side(True, f"{kept} stored rows and files, kept")
+        branch_side = Side(False, f"{len(found)} changed")
+        items.append(
+            ProofItem("replay", "the bot's stored data", base_side, branch_side, "changes_data", note, "data")
+        )
+    for where, why in unreadable(before).items():
+        note = f"`{where}` is {why}: only whether it is there is compared"
+        items.append(ProofItem("replay", "the bot's stored data", None, None, "neutral", note, "stored"))
+    return items
 
 
 def _unreplayable_items(plan: ReplayPlan) -> list[ProofItem]:
@@ -458,7 +504,11 @@ def _not_replayed(items: list[ProofItem], plan: ReplayPlan) -> str:
         return f"the failure could not be replayed: {unreplayable[0]}"
     if not plan.cases:
         return "nothing was recorded to replay"
-    neutral = [item.note for item in items if item.kind == "replay" and item.verdict == "neutral"]
+    neutral = [
+        item.note
+        for item in items
+        if item.kind == "replay" and item.verdict == "neutral" and item.role != "stored"
+    ]
     return f"the replay did not show it: {neutral[0]}" if neutral else "no replay showed it"
 
 

@@ -27,18 +27,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import secrets
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mendbot.improve.proof.bot_data import BotData, State, read_state
+from mendbot.improve.proof.bot_data import BotData, State
 from mendbot.improve.proof.replay_calls import (
     ACK_TIMEOUT_S,
     CALL_TIMEOUT_S,
@@ -56,6 +57,7 @@ from mendbot.kernel.own_loop import on_own_loop
 from mendbot.trust.host_start import (
     HostBot,
     NotStarted,
+    Started,
     launch_config,
     prepare_tree,
     start_variables,
@@ -113,7 +115,10 @@ async def run_replay(
     could not be started or did not connect: its output's last lines say why.
 
     With `data`, mendbot's own bot starts from that copy of the live bot's stored data, mounted writable
-    where the live bot keeps it; what it left is read into `data.after` once it stopped. `redact` says
+    where the live bot keeps it, and a `host` bot from that copy of its data files, written into the
+    checkout before each start; what it left is read into `data.after` once it stopped (for a host bot,
+    once it ended when asked: its writes come back from the sandbox only then; else `data.unread` says
+    why not). `redact` says
     which values of the live environment are secrets (the bot under proof sees the live environment's
     variables by name, their values stand-ins but for the harmless ones).
 
@@ -153,7 +158,7 @@ async def _observe(
     worked, each from a fresh copy of the data as it was (a call that worked must not rewrite the row
     the failure met before the failure is sent, nor a fixed failure the rows a call that worked reads)."""
     results: dict[str, ReplayResult] = {}
-    after: State | None = None
+    first: tuple[State | None, str | None] | None = None  # what the first start left of the data
     for cases in _phases(plan, data):
         phase = replace(plan, cases=cases)
         results.update(
@@ -168,10 +173,10 @@ async def _observe(
                 people=plan.replayable,
             )
         )
-        if data is not None and after is None:
-            after = data.after
-    if data is not None:
-        data.after = after
+        if data is not None and first is None:
+            first = (data.after, data.unread)
+    if data is not None and first is not None:
+        data.after, data.unread = first
     return results
 
 
@@ -179,7 +184,7 @@ def _phases(plan: ReplayPlan, data: BotData | None) -> list[list[ReplayCase]]:
     keys = {case.key for case in plan.cases if case.role in ("recorded", "held-out")}
     failing = [case for case in plan.cases if case.key in keys or case.parent in keys]
     working = [case for case in plan.cases if case not in failing]
-    if data is None or not read_state(data.snapshot) or not failing or not working:
+    if data is None or not data.state(data.snapshot) or not failing or not working:
         return [plan.cases]
     return [failing, working]
 
@@ -217,13 +222,24 @@ async def _observe_once(
         try:
             async with DiscordDouble(unix_socket=shared / "discord.sock", echo=False) as observer:
                 _prepare(shared, observer, plan, host, data=data, redact=redact, people=people)
-                if data is not None:
+                mounts: dict[Path, str] = {}
+                if data is not None and data.inside is not None:
                     shutil.copytree(data.snapshot, copy)
+                    mounts = {copy: data.inside}
+                in_tree = data is not None and data.inside is None  # a host bot's files, in its checkout
                 begun = time.monotonic()
-                mounts = {copy: data.inside} if data is not None else {}
                 async with _started(
-                    sandbox, checkout, observer, shared, ready_timeout_s, host=host, mounts=mounts
-                ) as output:
+                    sandbox,
+                    checkout,
+                    observer,
+                    shared,
+                    ready_timeout_s,
+                    host=host,
+                    mounts=mounts,
+                    data=data.snapshot if in_tree and data is not None else None,
+                    # the launcher ends the program (no answer to wait for): its writes come back
+                    ask_to_stop=functools.partial(reports.ask, {"stop": 1}, 0) if in_tree else None,
+                ) as start:
                     general = observer.guild.channel("general")
                     await _armed(reports)
                     if any(_needs_commands(case) for case in plan.replayable):
@@ -242,7 +258,7 @@ async def _observe_once(
                         start_s=round(ready - begun, 2),
                         calls_s=round(ended - ready, 2),
                         raised=len(reports.events),
-                        output=output.name,
+                        output=start.output.name,
                     )
                     watch = reports.watch(stopped=False)
                     results = {}
@@ -251,8 +267,11 @@ async def _observe_once(
                         results[case.key] = went.result(
                             case.key, observer, general, reports.raised_between(went.started, until), watch
                         )
-                if data is not None:  # the bot has stopped: what it left of its data
-                    data.after = read_state(copy)
+                if data is not None and not in_tree:  # the bot has stopped: what it left of its data
+                    data.after = data.state(copy)
+                elif data is not None:  # only what a program that ended when asked wrote came back
+                    data.after = data.state(checkout) if start.ended_when_asked else None
+                    data.unread = None if start.ended_when_asked else "its bot did not end when asked"
         finally:
             server.close()
             await reports.close(_STOP_TIMEOUT_S)
@@ -321,18 +340,28 @@ async def _started(
     *,
     host: HostBot | None = None,
     mounts: dict[Path, str] | None = None,
-) -> AsyncIterator[Path]:
+    data: Path | None = None,
+    ask_to_stop: Callable[[], Awaitable[object]] | None = None,
+) -> AsyncIterator[Started]:
     """The checkout's bot started and connected (`host_start.started`), a host bot's tree made ready
-    first (its state, its files with their secrets replaced), `mounts` (its data's copy) writable where
-    the live bot keeps them; ReplayError when it does not connect."""
+    first (its data files — from the snapshot `data` when given — and its files with their secrets
+    replaced), `mounts` (its data's copy) writable where the live bot keeps them; ReplayError when it
+    does not connect."""
     if host is not None:
-        for problem in prepare_tree(checkout, host, observer.token):
+        for problem in prepare_tree(checkout, host, observer.token, data):
             _log.warning("a file the bot needs was not copied into the replay", problem=problem)
     try:
         async with started(
-            sandbox, checkout, observer, shared, ready_timeout_s, host=host, mounts=mounts
-        ) as output:
-            yield output
+            sandbox,
+            checkout,
+            observer,
+            shared,
+            ready_timeout_s,
+            host=host,
+            mounts=mounts,
+            ask_to_stop=ask_to_stop,
+        ) as start:
+            yield start
     except NotStarted as exc:
         raise ReplayError(str(exc)) from None
 

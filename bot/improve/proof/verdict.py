@@ -59,6 +59,7 @@ _ROLES = {
     "neighbour": "neighbour",
     "pass": "worked before",
     "data": "data change",
+    "stored": "",  # what the proof could read of the bot's stored data
 }
 _HIDDEN = ("held-out", "neighbour")  # calls the agent was not shown: fed back without their inputs
 _BY = {"replay": "observed over the wire by the replay", "test": "run by the proof's test runner"}
