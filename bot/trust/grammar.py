@@ -195,6 +195,15 @@ def _hidden(char: str) -> bool:
 @lru_cache(maxsize=1024)
 def normalise(text: str) -> str:
     """NFKC, casefold, hidden characters out, confusables folded to their ASCII skeleton."""
+    if text.isascii():
+        # Every step but the casefold leaves ASCII as it is (no ASCII character is hidden, folded or
+        # changed by NFKC), and ASCII's casefold is its lower case: every message a bot reads passes here.
+        return text.lower()
+    return normalise_unicode(text)
+
+
+def normalise_unicode(text: str) -> str:
+    """`normalise` step by step, whatever the text."""
     text = unicodedata.normalize("NFKC", text).casefold()
     text = "".join(char for char in text if not _hidden(char))
     # Folding may produce capitals (Cherokee "Ꭰ" → "D") and new compatibility forms: once more.
