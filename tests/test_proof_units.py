@@ -13,7 +13,7 @@ from mendbot.db.connection import open_database
 from mendbot.db.handlers import HandlerLocation, replace_cog
 from mendbot.improve.proof.judge import Timing
 from mendbot.improve.proof.prover import _judge, _replay_items, changed_lines, changed_tests
-from mendbot.improve.proof.replay import ReplayResult
+from mendbot.improve.proof.replay import ReplayResult, _appearance
 from mendbot.improve.proof.replay_plan import MAX_REPLAYS, Failure, ReplayCase, ReplayPlan, plan_replay
 from mendbot.improve.proof.test_item import Request as _Request
 from mendbot.improve.proof.test_item import TestRun as _TestRun
@@ -323,3 +323,17 @@ def test_a_stored_proof_item_carries_no_secret() -> None:
     )  # fmt: skip
     stored = json.dumps(item.redacted(lambda text: text.replace(leak, "[redacted]")).to_dict())
     assert leak not in stored and stored.count("[redacted]") == 5
+
+
+def test_the_replayed_process_sees_the_live_variables_by_name_but_not_mendbots_own_switches(
+    monkeypatch: Any,
+) -> None:
+    """A failpoint armed in the live process (MENDBOT_FAILPOINTS) would be read by mendbot in the
+    replayed one, stand-in value and all: mendbot's own switches stay out; the bot's own variables are
+    there by name, their values stand-ins, and the replay's own on top."""
+    monkeypatch.setenv("MENDBOT_FAILPOINTS", "deploy.after_merge=kill")
+    monkeypatch.setenv("WEATHER_API_KEY", "k-123456789")
+    env = _appearance({"DISCORD_TOKEN": "replay-token"}, lambda text: text)["env"]
+    assert "MENDBOT_FAILPOINTS" not in env
+    assert len(env["WEATHER_API_KEY"]) == len("k-123456789") and env["WEATHER_API_KEY"] != "k-123456789"
+    assert env["DISCORD_TOKEN"] == "replay-token"

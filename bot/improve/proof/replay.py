@@ -314,9 +314,13 @@ def _appearance(variables: dict[str, str], redact: Callable[[str], str]) -> dict
     environment, by name — the harmless ones (locale, time zone, PATH, the user's name) with their values,
     every other one with a value of the same length that means nothing, so that no value of the live
     environment enters the sandbox but those — with the replay's own variables on top (its token, what
-    mendbot.yaml says the bot reads); the sandbox's HOME and TMPDIR stay."""
+    mendbot.yaml says the bot reads); the sandbox's HOME and TMPDIR stay. mendbot's own switches
+    (`MENDBOT_…`: failpoints, its config's path) are the live process's, not the bot's: a stand-in for one
+    would be read by mendbot in the replayed process."""
     env: dict[str, str] = {}
     for name, value in os.environ.items():
+        if name.startswith("MENDBOT_"):
+            continue
         harmless = (name in _HARMLESS or name.startswith("LC_")) and redact(value) == value
         env[name] = value if harmless else _stand_in(value)
     env.update({name: value for name, value in variables.items() if name != "PYTHONUNBUFFERED"})
