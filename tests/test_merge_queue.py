@@ -146,10 +146,12 @@ async def test_without_isort_configured_the_union_is_kept_as_it_is(tmp_path: Pat
 
 
 async def test_a_resolved_rebase_that_fails_the_checks_does_not_move_the_branch(tmp_path: Path) -> None:
-    """The resolution is re-verified: a failing check leaves the branch at the approved head."""
+    """The resolution is re-verified: a check it fails (and main passes) leaves the branch at the approved
+    head. (A check main fails as well is main's doing, not the resolution's: tests/test_merge.py.)"""
     root = tmp_path / "repo"
     base, head = _app_repo(root)
-    outcome = await merger_for(root, tmp_path, ["python -c 'import app; app.missing()'"]).rebase_and_reverify(
+    fails_with_the_change = "python -c 'import app, sys; sys.exit(hasattr(app, \"encode\"))'"
+    outcome = await merger_for(root, tmp_path, [fails_with_the_change]).rebase_and_reverify(
         BRANCH, base, head, 8
     )
     assert outcome.resolved_imports == ["app.py"] and not outcome.verification.ok

@@ -100,7 +100,8 @@ async def test_a_slow_handler_carries_sampled_stacks_pointing_at_the_blocking_li
 
 
 async def test_every_kind_maps_to_its_handler(tmp_path: Path) -> None:
-    """app:, command:, listener: and task: kinds of a loaded cog map to their file and function."""
+    """app:, command:, listener:, task: and cog: kinds (its own load and unload hooks) of a loaded cog map
+    to their file and function."""
     settings = make_settings(tmp_path / "data")
     async with running_world(settings, extra_extensions=[EXTENSION]) as world:
         await world.quiesce()
@@ -116,6 +117,8 @@ async def test_every_kind_maps_to_its_handler(tmp_path: Path) -> None:
         ("command:shout", "Observed.shout"): COG,
         ("listener:on_message", "Observed.on_message"): COG,
         ("task:tick", "Observed.tick"): COG,
+        ("cog:Observed.cog_load", "Observed.cog_load"): COG,
+        ("cog:Observed.cog_unload", "Observed.cog_unload"): COG,
     }
     assert left == []  # an unloaded cog handles nothing
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
+import inspect
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -320,7 +322,11 @@ async def test_an_httpx_client_of_the_bots_is_recorded_the_same_way(
 async def test_instrumenting_is_idempotent_and_detaching_puts_the_clients_back(tmp_path: Path) -> None:
     """Attaching wraps `ClientSession.__init__` and `AsyncClient.__init__` once; detaching the last bot puts
     the libraries' own back, and a session made while attached records nothing once detached."""
-    own_aiohttp, own_httpx = aiohttp.ClientSession.__init__, httpx.AsyncClient.__init__
+    # A bot of an earlier test in this process that is gone but not yet collected may have left the wrapper
+    # on (its sink dead): the libraries' own are beneath it, and the next detach takes it off.
+    gc.collect()
+    own_aiohttp = inspect.unwrap(aiohttp.ClientSession.__init__)
+    own_httpx = inspect.unwrap(httpx.AsyncClient.__init__)
     services = await build_services(make_settings(tmp_path / "data"), watch_prompts=False)
     bot = commands.Bot(command_prefix="!", intents=discord.Intents.default())
     records: list[ActionRecord] = []

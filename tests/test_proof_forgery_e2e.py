@@ -125,7 +125,8 @@ async def test_a_fix_that_works_only_where_the_sandbox_says_so_is_disproven(tmp_
 async def test_a_planted_sitecustomize_cannot_make_failing_checks_pass(tmp_path: Path) -> None:
     """Only an honest-looking test is committed; a `sitecustomize.pyc` (ignored by `*.pyc`) planted by
     sandboxed code would end every Python process with exit 0. Checks and proof run on exactly the
-    committed tree, so the checks fail as they should and nothing is proposed."""
+    committed tree, so the checks fail as they should (the check that shows the bug fails on main too, so
+    the proof's replay is what refuses the change) and nothing is proposed."""
 
     run = tool_use("Bash", {"command": "python plant.py"})
 
@@ -143,8 +144,14 @@ async def test_a_planted_sitecustomize_cannot_make_failing_checks_pass(tmp_path:
     settings, _, model = await _attempt(tmp_path, script, plan)
     assert "planted" in model.tool_result(run.tool_use_id).content  # the pyc was in the worktree
     (state, reason) = _rows(settings, "SELECT state, failure_reason FROM runs")[0]
-    assert state == "failed" and "the checks still fail" in reason, reason
-    assert "tests/fixtures/check_buggy_dice.py" in reason
+    assert state == "failed" and "does not fix the reported failure" in reason, reason
+    (check,) = [
+        check
+        for (detail,) in _rows(settings, "SELECT detail FROM run_events WHERE event = 'checks'")
+        for check in json.loads(detail)["checks"]
+        if "tests/fixtures/check_buggy_dice.py" in check["command"]
+    ][-1:]
+    assert (check["ok"], check["exit_code"]) == (False, 1) and "ZeroDivisionError" in check["output"]
     assert _rows(settings, "SELECT count(*) FROM proposals")[0][0] == 0
     assert not _rows(settings, "SELECT * FROM proofs WHERE verdict = 'proven'")
 
@@ -194,7 +201,7 @@ async def test_a_test_that_only_reads_the_change_proves_nothing(tmp_path: Path) 
         )
         me = world.bot.user
         assert me is not None
-        await world.users["alice"].send(world.dev, f"{me.mention} fix the dice scale for six sides")
+        await world.users["alice"].send(world.dev, f"{me.mention} fix !roll: the dice scale for six sides")
         await world.quiesce()
     proof = _proof(settings)
     assert proof["verdict"] != "proven", proof
