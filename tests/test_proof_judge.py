@@ -265,6 +265,25 @@ def test_a_fix_is_timed_against_the_replay_where_nothing_of_its_command_answered
     assert [item.verdict for item in slow.items] == ["slow"]
 
 
+def test_a_first_call_is_timed_against_its_own_crash_when_that_was_slower() -> None:
+    """The recorded call comes first on both sides and pays for what warms up (149 ms on the base on a
+    busy machine, where its command's other calls answered in 13 ms): a fix answering it in 321 ms is not
+    slow; one answering in 2.5 s is."""
+    cases = [
+        replace(_case("1", "recorded", "$tip 30 0"), normal_ms=13.0),
+        _case("2", "worked", "$tip 30 2"),
+    ]
+    base = [_apology("1", ms=149.0), _answer("2", "each pays 17", ms=13.0)]
+    proof = _judged(
+        cases, base, [_answer("1", "each pays 34", ms=321.0), _answer("2", "each pays 17", ms=14)]
+    )
+    assert proof.verdict == "proven", proof.items
+    slow = _judged(
+        cases, base, [_answer("1", "each pays 34", ms=2500.0), _answer("2", "each pays 17", ms=14)]
+    )
+    assert [item.verdict for item in slow.items][0] == "slow"
+
+
 def test_a_little_slower_is_not_slow() -> None:
     """Noise is not a slowdown: 20 ms → 60 ms is within the configured margin."""
     cases = [_case("1", "recorded", "!roll 2d6"), _case("2", "neighbour", "!roll 2d7", parent="1")]

@@ -390,7 +390,8 @@ class _Judge:
     def _timed(self, case: ReplayCase, item: ProofItem) -> ProofItem:
         """An answer far slower than the command's usual time is slow. The usual time is the base's
         answer to the same call for a call that worked, and for a failing one (whose base answer was the
-        crash) the base's answers to the command's calls that worked. Where none of them answered in the
+        crash) the base's answers to the command's calls that worked, or the crash's own time when it was
+        longer (a first call pays for what warms up, on both sides). Where none of them answered in the
         replay, the recorded usual time was taken on the live bot, maybe on a quieter machine: the crash's
         own time in this replay says how fast the call runs here, with a wider margin."""
         before, after = self.base.get(case.key), self.branch.get(case.key)
@@ -407,7 +408,9 @@ class _Judge:
             ]
             if worked:
                 known = [*worked, *([case.normal_ms] if case.normal_ms else [])]
-                reference = max(sorted(known)[len(known) // 2], case.normal_ms or 0.0)
+                # This call's own crash on the base, in this replay, came at the same point of the bot's
+                # life (its first calls pay for what warms up): never a reference lower than it.
+                reference = max(sorted(known)[len(known) // 2], case.normal_ms or 0.0, before.duration_ms)
             else:  # the crash's own time: a fix may do more work than crashing did, so a wider margin
                 reference = max(before.duration_ms, case.normal_ms or 0.0)
                 floor = max(floor, _CRASH_MARGIN_MS)
