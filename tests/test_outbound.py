@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import gc
-import inspect
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -319,32 +317,57 @@ async def test_an_httpx_client_of_the_bots_is_recorded_the_same_way(
     assert limited.extra["call"]["status"] == 429 and limited.extra["call"]["retry_after_s"] == 30.0
 
 
-async def test_instrumenting_is_idempotent_and_detaching_puts_the_clients_back(tmp_path: Path) -> None:
-    """Attaching wraps `ClientSession.__init__` and `AsyncClient.__init__` once; detaching the last bot puts
-    the libraries' own back, and a session made while attached records nothing once detached."""
-    # A bot of an earlier test in this process that is gone but not yet collected may have left the wrapper
-    # on (its sink dead): the libraries' own are beneath it, and the next detach takes it off.
-    gc.collect()
-    own_aiohttp = inspect.unwrap(aiohttp.ClientSession.__init__)
-    own_httpx = inspect.unwrap(httpx.AsyncClient.__init__)
-    services = await build_services(make_settings(tmp_path / "data"), watch_prompts=False)
-    bot = commands.Bot(command_prefix="!", intents=discord.Intents.default())
-    records: list[ActionRecord] = []
-    services.recorder.subscribe(records.append)
-    try:
-        attach(bot, services)
-        wrapped = aiohttp.ClientSession.__init__
-        assert wrapped is not own_aiohttp and wrapped.__wrapped__ is own_aiohttp  # type: ignore[attr-defined]
-        attach(bot, services)
-        assert aiohttp.ClientSession.__init__ is wrapped
-        async with Provider() as provider, aiohttp.ClientSession() as session:
+_IDEMPOTENT = """
+import asyncio, tempfile
+from pathlib import Path
+import aiohttp, discord, httpx
+from discord.ext import commands
+from mendbot.runtime.attachment import attach, detach
+from mendbot.runtime.services import build_services
+from tests.harness.discord import make_settings
+from tests.test_outbound import Provider, calls, in_handler, lookup
+
+async def main() -> None:
+    own_aiohttp, own_httpx = aiohttp.ClientSession.__init__, httpx.AsyncClient.__init__
+    with tempfile.TemporaryDirectory() as data:
+        services = await build_services(make_settings(Path(data) / "data"), watch_prompts=False)
+        bot = commands.Bot(command_prefix="!", intents=discord.Intents.default())
+        records = []
+        services.recorder.subscribe(records.append)
+        try:
+            attach(bot, services)
+            wrapped = aiohttp.ClientSession.__init__
+            assert wrapped is not own_aiohttp and wrapped.__wrapped__ is own_aiohttp, "not wrapped once"
+            attach(bot, services)
+            assert aiohttp.ClientSession.__init__ is wrapped, "wrapped twice"
+            async with Provider() as provider, aiohttp.ClientSession() as session:
+                await detach(bot)
+                assert aiohttp.ClientSession.__init__ is own_aiohttp, "aiohttp's own not put back"
+                assert httpx.AsyncClient.__init__ is own_httpx, "httpx's own not put back"
+                await in_handler("command:search", lambda: lookup(session, provider, "cats"))
+        finally:
             await detach(bot)
-            assert aiohttp.ClientSession.__init__ is own_aiohttp and httpx.AsyncClient.__init__ is own_httpx
-            await in_handler("command:search", lambda: lookup(session, provider, "cats"))
-    finally:
-        await detach(bot)
-        await services.aclose()
-    assert calls(records) == []
+            await services.aclose()
+        assert calls(records) == [], "a session made while attached recorded once detached"
+        print("= done")
+
+asyncio.run(main())
+"""
+
+
+def test_instrumenting_is_idempotent_and_detaching_puts_the_clients_back() -> None:
+    """Attaching wraps `ClientSession.__init__` and `AsyncClient.__init__` once; detaching the last bot puts
+    the libraries' own back, and a session made while attached records nothing once detached. In a process
+    of its own: in the suite's, a bot another test left attached is a bot still there."""
+    done = subprocess.run(
+        [sys.executable, "-c", _IDEMPOTENT],
+        cwd=Path(__file__).parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0 and "= done" in done.stdout, done.stderr[-2000:]
 
 
 _IMPORTED_AFTER = """
