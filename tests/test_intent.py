@@ -381,6 +381,33 @@ async def test_other_words_pick_among_incidents_of_the_named_command(db: aiosqli
     assert target.incident_ids == [ids["roll"]]
 
 
+async def test_again_about_a_command_and_its_twin_picks_the_open_incident(db: aiosqlite.Connection) -> None:
+    """/roll's incident was resolved, though its IndexError was seen since; !roll's is open: "broken
+    again" is the open one, not a question between the two."""
+    resolved = await _failure(
+        db,
+        kind="app:roll",
+        error_type="IndexError",
+        message="list index out of range",
+        frames=["cogs/dice.py:30:roll_slash"],
+        fingerprint="fp-roll-slash",
+        last_seen=NOW - 60,
+        state="resolved",
+    )
+    still_open = await _failure(
+        db,
+        kind="command:roll",
+        error_type="ZeroDivisionError",
+        message="integer division or modulo by zero",
+        frames=["cogs/dice.py:14:roll"],
+        fingerprint="fp-roll",
+        last_seen=NOW - 60,
+    )
+    target = await resolve_target(db, "the roll command is broken again", replied_incident_id=None, now=NOW)
+    assert (target.ambiguous, target.incident_ids) == (False, [still_open]), target
+    assert resolved != still_open
+
+
 @pytest.mark.parametrize(
     "text",
     [

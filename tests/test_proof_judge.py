@@ -281,7 +281,7 @@ def test_a_first_call_is_timed_against_its_own_crash_when_that_was_slower() -> N
     slow = _judged(
         cases, base, [_answer("1", "each pays 34", ms=2500.0), _answer("2", "each pays 17", ms=14)]
     )
-    assert [item.verdict for item in slow.items][0] == "slow"
+    assert slow.items[0].verdict == "slow"
 
 
 def test_a_little_slower_is_not_slow() -> None:

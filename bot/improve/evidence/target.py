@@ -398,9 +398,13 @@ async def _named_target(
         targets = [await _evidence_target(db, evidence, words, now) for evidence in evidenced]
         distinct = {(tuple(t.incident_ids), t.fingerprint) for t in targets}
         if len(distinct) > 1 and recurs:
-            # "broken again" about /roll and !roll: an incident is what happened before; a failure no
-            # incident covers yet is new, however recent (a score cannot tell them apart).
-            incidents = {tuple(t.incident_ids): t for t in targets if t.incident_ids}
+            # "broken again" about /roll and !roll: an incident is what happened before, and one still
+            # open is what is happening again; a failure no incident covers yet is new, however recent,
+            # and a resolved incident's failures seen since are that (a score cannot tell them apart).
+            open_ones = {
+                tuple(t.incident_ids): t for t, e in zip(targets, evidenced, strict=True) if e.incidents
+            }
+            incidents = open_ones or {tuple(t.incident_ids): t for t in targets if t.incident_ids}
             if len(incidents) == 1:
                 return next(iter(incidents.values()))
         if len(distinct) > 1:
