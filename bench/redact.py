@@ -32,7 +32,7 @@ CALLS = sized(20_000, 1_000)
 SEED = 20240601
 LINE = (
     "2024-06-01T12:00:00.123Z INFO mendbot.chat reply sent guild=1100000000000000000 "
-    "channel=1100000000000000010 user=1100000000000001001 model=claude-sonnet tokens_in=1532 "
+    "channel=1100000000000000010 user=1100000000000001001 model=claude tokens_in=1532 "
     "tokens_out=120 duration_ms=812.4 ok"
 ).ljust(200, ".")
 
