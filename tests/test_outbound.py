@@ -355,18 +355,23 @@ asyncio.run(main())
 """
 
 
-def test_instrumenting_is_idempotent_and_detaching_puts_the_clients_back() -> None:
-    """Attaching wraps `ClientSession.__init__` and `AsyncClient.__init__` once; detaching the last bot puts
-    the libraries' own back, and a session made while attached records nothing once detached. In a process
-    of its own: in the suite's, a bot another test left attached is a bot still there."""
-    done = subprocess.run(
-        [sys.executable, "-c", _IDEMPOTENT],
+def _in_a_process_of_its_own(script: str) -> subprocess.CompletedProcess[str]:
+    """`script` run by a fresh interpreter from the repository's root (its output captured)."""
+    return subprocess.run(
+        [sys.executable, "-c", script],
         cwd=Path(__file__).parent.parent,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+def test_instrumenting_is_idempotent_and_detaching_puts_the_clients_back() -> None:
+    """Attaching wraps `ClientSession.__init__` and `AsyncClient.__init__` once; detaching the last bot puts
+    the libraries' own back, and a session made while attached records nothing once detached. In a process
+    of its own: in the suite's, a bot another test left attached is a bot still there."""
+    done = _in_a_process_of_its_own(_IDEMPOTENT)
     assert done.returncode == 0 and "= done" in done.stdout, done.stderr[-2000:]
 
 
@@ -400,14 +405,7 @@ asyncio.run(main())
 def test_httpx_imported_after_mendbot_attached_is_observed_and_not_imported_before() -> None:
     """Attaching does not import httpx (~0.1 s); a bot that imports it later has its clients observed,
     httpx keeps its own loader, and detaching puts its `__init__` back."""
-    done = subprocess.run(
-        [sys.executable, "-c", _IMPORTED_AFTER],
-        cwd=Path(__file__).parent.parent,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _in_a_process_of_its_own(_IMPORTED_AFTER)
     assert done.returncode == 0, done.stderr[-2000:]
     said = [line.removeprefix("= ") for line in done.stdout.splitlines() if line.startswith("= ")]
     assert said == ["wrapped", "SourceFileLoader", "plain"]
