@@ -12,7 +12,7 @@ from mendbot.db import proofs
 from mendbot.db.connection import open_database
 from mendbot.db.handlers import HandlerLocation, replace_cog
 from mendbot.improve.proof.judge import Timing
-from mendbot.improve.proof.prover import _judge, _replay_items, changed_lines, changed_tests
+from mendbot.improve.proof.prover import _judge, _quickest, _replay_items, changed_lines, changed_tests
 from mendbot.improve.proof.replay import ReplayResult, _appearance
 from mendbot.improve.proof.replay_plan import MAX_REPLAYS, Failure, ReplayCase, ReplayPlan, plan_replay
 from mendbot.improve.proof.test_item import Request as _Request
@@ -143,6 +143,18 @@ def test_latency_replay_proves_only_a_real_drop() -> None:
     assert dropped.verdict == "proves" and dropped.note == "first answer sooner: 400 ms → 3 ms"
     assert still.verdict == "fails" and "still slow" in still.note
     assert never.verdict == "neutral"
+
+
+def test_a_call_timed_again_keeps_its_shorter_time_only_where_it_answered_alike() -> None:
+    """A stall on one replay is taken back by the other; a second replay that answered otherwise (or not
+    at all) lends no time, and what the call answered is always the first replay's."""
+    stalled = _result(ms=900.0)
+    assert _quickest(stalled, _result(ms=4.0))["1"].duration_ms == 4.0
+    assert _quickest(_result(ms=4.0), stalled)["1"].duration_ms == 4.0
+    assert _quickest(stalled, _result(error="ValueError", ms=1.0))["1"].duration_ms == 900.0
+    assert _quickest(stalled, _result(answered=False, ms=1.0))["1"].duration_ms == 900.0
+    assert _quickest(stalled, "the bot did not start") == stalled
+    assert _quickest(stalled, _result(ms=4.0))["1"].reply == "🎲 7"
 
 
 def test_verdicts_and_feedback() -> None:
