@@ -5,6 +5,7 @@ as they always did; mendbot records what failed; taking mendbot off puts every m
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,47 @@ async def test_a_cog_recorded_only_when_it_fails_hears_every_message(
     rows = stored(world.bot.services.settings, query)
     assert [(row["source"], row["ok"], row["error_type"]) for row in rows] == [
         ("Listening", 0, "RuntimeError")
+    ]
+
+
+class Proofreading(commands.Cog):
+    """A cog of the bot's own reading every message, its replies too, and tripping on one of them."""
+
+    def __init__(self) -> None:
+        self.heard: list[str] = []
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        self.heard.append(message.content)
+        if message.author.bot and message.content.startswith("pear"):
+            raise LookupError("no pears in the catalogue")
+
+
+async def test_a_listener_on_a_bots_own_message_is_recorded_when_it_fails(
+    shop_world: tuple[VirtualWorld, Shop],
+) -> None:
+    """The bot's listeners run on its own replies as ever; a run on one of them is recorded when it fails
+    (with what it failed on), not when it went well: nothing a replay could send again, and half of
+    every listener's runs."""
+    world, shop = shop_world
+    cog = Proofreading()
+    await shop.add_cog(cog)
+    for said in ("hello", "?price apple", "?price pear"):
+        await world.users["alice"].send(world.general, said)
+    await world.quiesce()
+    assert _said(world) == ["apple costs 20 at the corner shop", "pear costs 25 at the corner shop"]
+    assert sorted(cog.heard) == sorted(["hello", "?price apple", "?price pear", *_said(world)])
+    await world.bot.services.recorder.flush()
+    query = "SELECT ok, error_type, invocation FROM actions WHERE kind = 'listener:on_message' ORDER BY id"
+    rows = stored(world.bot.services.settings, query)
+    heard = sorted(
+        (row["ok"], row["error_type"], json.loads(row["invocation"])["options"]["content"]) for row in rows
+    )
+    assert heard == [
+        (0, "LookupError", "pear costs 25 at the corner shop"),
+        (1, None, "?price apple"),
+        (1, None, "?price pear"),
+        (1, None, "hello"),
     ]
 
 

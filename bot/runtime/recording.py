@@ -611,7 +611,9 @@ class Recording:
         """discord.py's listener runner (`original`), timed and recorded: a cog's or a registered
         listener each time it runs (mendbot's own cogs on a bot it did not build, `failures_only`, when
         they fail), the bot's own event methods when they fail (a success of `on_message` says nothing
-        its commands do not), mendbot's own listeners never."""
+        its commands do not), mendbot's own listeners never. A listener's run on a message a bot wrote
+        is recorded when it fails: the bot's own replies are half the messages its listeners see, and a
+        run on one that went well is nothing a replay can send again (members' messages are)."""
         task = asyncio.current_task()
         if task is not None:
             self.track_inflight(task)
@@ -671,7 +673,7 @@ class Recording:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.bot.on_error(event_name, *args, **kwargs)
         else:
-            if capture is not None:
+            if capture is not None and not _about_a_bots_message(args):
                 self.recorder.record(
                     f"listener:{event_name}",
                     getattr(owner, "qualified_name", None) or getattr(coro, "__qualname__", "listener"),
@@ -826,3 +828,8 @@ class Recording:
     @property
     def not_accepting_notice(self) -> str:
         return RESTART_NOTICE if self.restart_requested is not None else SHUTDOWN_NOTICE
+
+
+def _about_a_bots_message(args: tuple[Any, ...]) -> bool:
+    """Whether a listener's event is a message a bot wrote (its own reply, most often)."""
+    return isinstance(first := args[0] if args else None, discord.Message) and first.author.bot
