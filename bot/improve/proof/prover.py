@@ -245,7 +245,13 @@ class Prover:
                 replayed = _replay_items(
                     plan, base_replay, branch_replay, self._timing, lambda path: _read(branch, path)
                 )
-                if any(item.verdict == "slow" for item in replayed):
+                if slow := [item.label for item in replayed if item.verdict == "slow"]:
+                    _log.info(
+                        "a replayed call looked slow: timing both sides again",
+                        run_id=run_id,
+                        calls=len(slow),
+                        first=slow[0],
+                    )
                     # A busy machine can stall one answer of one side: timed again, a change that is
                     # slow stays slow, and a stall does not strike the same call twice.
                     again = await asyncio.gather(
