@@ -189,6 +189,8 @@ class Proofreading(commands.Cog):
         self.heard.append(message.content)
         if message.author.bot and message.content.startswith("pear"):
             raise LookupError("no pears in the catalogue")
+        if message.content == "price?":
+            raise commands.UserInputError("say ?price and the item")
 
 
 async def test_a_listener_on_a_bots_own_message_is_recorded_when_it_fails(
@@ -196,26 +198,44 @@ async def test_a_listener_on_a_bots_own_message_is_recorded_when_it_fails(
 ) -> None:
     """The bot's listeners run on its own replies as ever; a run on one of them is recorded when it fails
     (with what it failed on), not when it went well: nothing a replay could send again, and half of
-    every listener's runs."""
+    every listener's runs. Every run's watch ends, recorded or not, a user's mistake too."""
     world, shop = shop_world
     cog = Proofreading()
     await shop.add_cog(cog)
-    for said in ("hello", "?price apple", "?price pear"):
-        await world.users["alice"].send(world.general, said)
-    await world.quiesce()
-    assert _said(world) == ["apple costs 20 at the corner shop", "pear costs 25 at the corner shop"]
-    assert sorted(cog.heard) == sorted(["hello", "?price apple", "?price pear", *_said(world)])
+    sampler = attached(shop).sampler
+    sampler.start()  # as on a connected bot: each handler's run is watched while it runs
+    try:
+        for said in ("hello", "price?", "?price apple", "?price pear"):
+            await world.users["alice"].send(world.general, said)
+        await world.quiesce()
+        assert sampler.watching == 0  # every run's capture ended, recorded or not
+    finally:
+        sampler.stop()
+    assert _said(world) == [
+        "say ?price and the item",
+        "apple costs 20 at the corner shop",
+        "pear costs 25 at the corner shop",
+    ]
+    assert sorted(cog.heard) == sorted(["hello", "price?", "?price apple", "?price pear", *_said(world)])
     await world.bot.services.recorder.flush()
-    query = "SELECT ok, error_type, invocation FROM actions WHERE kind = 'listener:on_message' ORDER BY id"
+    query = "SELECT ok, error_type, invocation, extra FROM actions WHERE kind = 'listener:on_message'"
     rows = stored(world.bot.services.settings, query)
     heard = sorted(
-        (row["ok"], row["error_type"], json.loads(row["invocation"])["options"]["content"]) for row in rows
+        (
+            row["ok"],
+            row["error_type"],
+            json.loads(row["invocation"])["options"]["content"]
+            if row["invocation"]
+            else json.loads(row["extra"])["user_error"],
+        )
+        for row in rows
     )
     assert heard == [
         (0, "LookupError", "pear costs 25 at the corner shop"),
         (1, None, "?price apple"),
         (1, None, "?price pear"),
         (1, None, "hello"),
+        (1, None, "say ?price and the item"),  # a user's mistake: answered, recorded as such
     ]
 
 

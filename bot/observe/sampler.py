@@ -147,6 +147,12 @@ class SlowSampler:
         with self._wake:
             self._active.pop(id(capture), None)
 
+    @property
+    def watching(self) -> int:
+        """How many handlers are watched now: none once every handler that ran has ended."""
+        with self._wake:
+            return len(self._active)
+
     # -- on the watchdog thread ---------------------------------------------------------------------
 
     def _run(self) -> None:

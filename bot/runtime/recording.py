@@ -634,9 +634,9 @@ class Recording:
         try:
             await coro(*args, **kwargs)
         except asyncio.CancelledError:
-            if capture is not None:
-                self.sampler.unwatch(capture)
+            self.end_capture(capture)
         except Exception as exc:
+            captured = self.end_capture(capture) or {"invocation": message_invocation(event_name, args)}
             ids = event_ids(args)
             source = getattr(owner, "qualified_name", None) or getattr(coro, "__qualname__", "listener")
             channel = self.bot.get_channel(ids["channel_id"]) if ids.get("channel_id") else None
@@ -656,7 +656,6 @@ class Recording:
                 if text is not None:
                     await self._answer_event(args, text)
                 return
-            captured = self.end_capture(capture) or {"invocation": message_invocation(event_name, args)}
             self.recorder.record(
                 f"listener:{event_name}",
                 source,
@@ -673,13 +672,14 @@ class Recording:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.bot.on_error(event_name, *args, **kwargs)
         else:
+            captured = self.end_capture(capture)
             if capture is not None and not _about_a_bots_message(args):
                 self.recorder.record(
                     f"listener:{event_name}",
                     getattr(owner, "qualified_name", None) or getattr(coro, "__qualname__", "listener"),
                     ok=True,
                     duration_ms=(time.perf_counter() - started) * 1000,
-                    **self.end_capture(capture),
+                    **captured,
                     **event_ids(args),
                 )
 
