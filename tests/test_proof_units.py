@@ -148,13 +148,19 @@ def test_latency_replay_proves_only_a_real_drop() -> None:
 def test_a_call_timed_again_keeps_its_shorter_time_only_where_it_answered_alike() -> None:
     """A stall on one replay is taken back by the other; a second replay that answered otherwise (or not
     at all) lends no time, and what the call answered is always the first replay's."""
+
+    def kept(first: dict[str, ReplayResult], second: dict[str, ReplayResult] | str) -> ReplayResult:
+        quickest = _quickest(first, second)
+        assert isinstance(quickest, dict)
+        return quickest["1"]
+
     stalled = _result(ms=900.0)
-    assert _quickest(stalled, _result(ms=4.0))["1"].duration_ms == 4.0
-    assert _quickest(_result(ms=4.0), stalled)["1"].duration_ms == 4.0
-    assert _quickest(stalled, _result(error="ValueError", ms=1.0))["1"].duration_ms == 900.0
-    assert _quickest(stalled, _result(answered=False, ms=1.0))["1"].duration_ms == 900.0
-    assert _quickest(stalled, "the bot did not start") == stalled
-    assert _quickest(stalled, _result(ms=4.0))["1"].reply == "🎲 7"
+    assert kept(stalled, _result(ms=4.0)).duration_ms == 4.0
+    assert kept(_result(ms=4.0), stalled).duration_ms == 4.0
+    assert kept(stalled, _result(error="ValueError", ms=1.0)).duration_ms == 900.0
+    assert kept(stalled, _result(answered=False, ms=1.0)).duration_ms == 900.0
+    assert kept(stalled, "the bot did not start").duration_ms == 900.0
+    assert kept(stalled, _result(ms=4.0)).reply == "🎲 7"
 
 
 def test_verdicts_and_feedback() -> None:
