@@ -14,10 +14,10 @@ or that it is being judged:
   every command the change can reach, sent over the wire to a bot started from each tree. The observer is
   the bot process itself, outside the sandbox; it judges what a user would see, what the code raised
   (the launcher's watch, armed before the checkout's code runs) and how long each answer took (when a
-  call looks slow, both sides are replayed once more and each call keeps its shorter time). The fix
-  is proven when the failing calls fail on the base and are answered on the branch without the error
-  happening, and every call that worked answers alike; for a latency complaint, when the branch's first
-  answer comes in at most half the base's time.
+  call looks slow, both sides are replayed once more, one after the other, and each call keeps its
+  shorter time). The fix is proven when the failing calls fail on the base and are answered on the
+  branch without the error happening, and every call that worked answers alike; for a latency
+  complaint, when the branch's first answer comes in at most half the base's time.
 - **regression test** (`mendbot.improve.proof.test_item`): the test files the change adds or modifies, on
   the branch and on the base's tree with only those files added, run by the proof's runner
   (`bot/trust/proof_runner.py`, the installed bot's copy) under coverage, with the changed source files
@@ -252,16 +252,14 @@ class Prover:
                         calls=len(slow),
                         first=slow[0],
                     )
-                    # A busy machine can stall one answer of one side: timed again, a change that is
-                    # slow stays slow, and a stall does not strike the same call twice.
-                    again = await asyncio.gather(
-                        self._replay(base, plan, self._side_data(copy)),
-                        self._replay(branch, plan, self._side_data(copy)),
-                    )
-                    base_replay, branch_replay = (
-                        _quickest(base_replay, again[0]),
-                        _quickest(branch_replay, again[1]),
-                    )
+                    # Timed again, one side after the other: run at once, one side's first answers
+                    # meet the other's start or stop (the base's bot, started first, was stopping when
+                    # the branch's answered its first call), and a busy machine stalls one answer of
+                    # one side. A change that is slow stays slow.
+                    again_base = await self._replay(base, plan, self._side_data(copy))
+                    again_branch = await self._replay(branch, plan, self._side_data(copy))
+                    base_replay = _quickest(base_replay, again_base)
+                    branch_replay = _quickest(branch_replay, again_branch)
                     replayed = _replay_items(
                         plan, base_replay, branch_replay, self._timing, lambda path: _read(branch, path)
                     )
