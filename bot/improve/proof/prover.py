@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import re
 import shlex
 import shutil
@@ -242,9 +243,8 @@ class Prover:
                 )
                 if base_tests is not None and branch_tests is not None:
                     items.append(test_item(request, base_tests, branch_tests))
-                replayed = _replay_items(
-                    plan, base_replay, branch_replay, self._timing, lambda path: _read(branch, path)
-                )
+                source = functools.partial(_read, branch)
+                replayed = _replay_items(plan, base_replay, branch_replay, self._timing, source)
                 if slow := [item.label for item in replayed if item.verdict == "slow"]:
                     _log.info(
                         "a replayed call looked slow: timing both sides again",
@@ -252,17 +252,15 @@ class Prover:
                         calls=len(slow),
                         first=slow[0],
                     )
-                    # Timed again, one side after the other: run at once, one side's first answers
-                    # meet the other's start or stop (the base's bot, started first, was stopping when
-                    # the branch's answered its first call), and a busy machine stalls one answer of
-                    # one side. A change that is slow stays slow.
+                    # Timed again, one side after the other: run at once, one side's first answers can
+                    # meet the other's start or stop (seen: the branch's first answer came as the base's
+                    # bot stopped, in both replays), and a busy machine stalls one answer of one side.
+                    # A change that is slow stays slow.
                     again_base = await self._replay(base, plan, self._side_data(copy))
                     again_branch = await self._replay(branch, plan, self._side_data(copy))
                     base_replay = _quickest(base_replay, again_base)
                     branch_replay = _quickest(branch_replay, again_branch)
-                    replayed = _replay_items(
-                        plan, base_replay, branch_replay, self._timing, lambda path: _read(branch, path)
-                    )
+                    replayed = _replay_items(plan, base_replay, branch_replay, self._timing, source)
                 items += replayed
                 if copy is not None and base_data is not None and branch_data is not None:
                     before = base_data.state(copy)
