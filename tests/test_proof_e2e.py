@@ -98,7 +98,8 @@ async def proving_world(
         anthropic_base_url=model.base_url,
         # settle() fast-forwards the virtual clock through timers due within its timeout, the watchdog's
         # sweep among them: a run waiting on the sandbox long enough would be swept as stuck.
-        # A silent command (the fix that deletes it) is "no answer" after 5 s, not the default 15.
+        # A silent command (the fix that deletes it) is "no answer" once the bot is done with it; a wait
+        # the launcher cannot end early is 5 s, not the default 15.
         improve={
             "checks": checks,
             "max_attempts": 2,
@@ -186,7 +187,11 @@ async def test_fix_that_deletes_the_command_is_not_proposed(tmp_path: Path) -> N
     (run,) = _rows(settings, "SELECT state, failure_stage, failure_reason FROM runs")
     assert run["state"] == "failed" and run["failure_stage"] == "verifying"
     assert "not proposed: the change does not fix the reported failure" in run["failure_reason"]
-    assert "no answer on the branch" in run["failure_reason"]
+    # Decided when the branch's bot was done with each call, not after the 5 s each was allowed.
+    assert (
+        "`!roll 2d6`: no answer on the branch (the bot finished with it without a word)"
+        in run["failure_reason"]
+    )
     assert _rows(settings, "SELECT count(*) FROM proposals")[0][0] == 0
     assert _prompts_with(model, "The proof of your fix does not hold"), (
         "the failing replay went back to the agent"

@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dis
 import importlib
 import json
@@ -342,6 +343,67 @@ class _Tasks:
         asyncio.run_coroutine_threadsafe(once(), bot_loop)
 
 
+# The member's event (`MESSAGE_CREATE:<id>`, …) whose handling made the task that is running: set while
+# discord.py dispatches it, and carried into every task made from there on, as asyncio copies the context.
+_EVENT: contextvars.ContextVar[str] = contextvars.ContextVar("mendbot_replay_event")
+_SETTLED_EVENTS = (b'"MESSAGE_CREATE"', b'"INTERACTION_CREATE"', b'"MESSAGE_REACTION_ADD"')
+
+
+class _Settling:
+    """When the bot has done everything a member's event made it do: the tasks discord.py made to handle
+    it, the tasks those made, and so on, all ended — reported as `{"e": "settled", "k": KEY}` (KEY the
+    event's type and id: `MESSAGE_CREATE:<message id>`), so that the observer need not wait out its time
+    to learn that nothing will answer. Known from a task factory on the bot's loop that counts, per event,
+    the live tasks made in its context; a factory the bot installs over it ends the reports (the observer
+    then waits as before). A task the event only woke (one awaiting `wait_for`) is not counted: the
+    observer allows a moment for it after the report."""
+
+    def __init__(self, watch: _Watch) -> None:
+        self.watch = watch
+        self.live: dict[str, int] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.factory: Any = None
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        made = loop.get_task_factory()
+        live = self.live
+
+        def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
+            task = made(loop, coro, **kwargs) if made is not None else asyncio.Task(coro, loop=loop, **kwargs)
+            key = _EVENT.get(None)
+            if key is not None and key in live:
+                live[key] += 1
+                task.add_done_callback(lambda _task: self.end(key))
+            return task
+
+        loop.set_task_factory(factory)
+        self.loop, self.factory = loop, factory
+
+    def key(self, msg: Any) -> str | None:
+        """`TYPE:id` of a member's message, interaction or reaction; None for every other gateway event."""
+        if not isinstance(msg, str | bytes) or not any(kind in _bytes(msg) for kind in _SETTLED_EVENTS):
+            return None
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            event = json.loads(msg)
+            data = event.get("d") or {}
+            ident = data.get("id") if event.get("t") != "MESSAGE_REACTION_ADD" else data.get("message_id")
+            if event.get("t") and ident is not None:
+                return f"{event['t']}:{ident}"
+        return None
+
+    def begin(self, key: str) -> None:
+        self.live[key] = self.live.get(key, 0) + 1
+
+    def end(self, key: str) -> None:
+        left = self.live.get(key, 0) - 1
+        if left > 0:
+            self.live[key] = left
+            return
+        self.live.pop(key, None)
+        if self.loop is not None and self.loop.get_task_factory() is self.factory:
+            self.watch.send({"e": "settled", "k": key, "t": time.monotonic()})
+
+
 def _armed_at_ready(watch: _Watch, *, tracing: bool = True) -> None:
     """When discord.py reads READY (the bot has started, and no call has been sent yet): say so, and arm
     the watch's trace."""
@@ -349,6 +411,7 @@ def _armed_at_ready(watch: _Watch, *, tracing: bool = True) -> None:
 
     received = discord.gateway.DiscordWebSocket.received_message
     seen = False
+    settling = _Settling(watch)
 
     async def reading(self: discord.gateway.DiscordWebSocket, msg: Any, /) -> None:
         nonlocal seen
@@ -357,7 +420,18 @@ def _armed_at_ready(watch: _Watch, *, tracing: bool = True) -> None:
             watch.send({"e": "ready", "t": time.monotonic()})
             if tracing:
                 watch.arm()
-        await received(self, msg)
+                settling.install(asyncio.get_running_loop())
+        key = settling.key(msg) if seen and tracing else None
+        if key is None:
+            await received(self, msg)
+            return
+        settling.begin(key)
+        token = _EVENT.set(key)
+        try:
+            await received(self, msg)
+        finally:
+            _EVENT.reset(token)
+            settling.end(key)
 
     discord.gateway.DiscordWebSocket.received_message = reading  # type: ignore[method-assign]
 

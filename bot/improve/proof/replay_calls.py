@@ -32,8 +32,9 @@ import contextlib
 import itertools
 import json
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mendbot.improve.proof.replay_plan import ReplayCase
 from mendbot.kernel.errors import named_bug
@@ -64,8 +65,13 @@ ACK_TIMEOUT_S = 3.0
 # exception) for `_QUIET_S`, at most `_SETTLE_S`: what one call does is not taken for the next one's.
 _QUIET_S = 0.05
 _SETTLE_S = 0.6
+# After the launcher says the bot has done all a member's event made it do, how long an answer may still
+# take to come: from a task the event only woke (one awaiting `bot.wait_for`), which the launcher does not
+# count as the event's.
+_AFTER_SETTLED_S = 1.0
 _REPLY_CHARS = 300
 MEMBER = "alice"  # who sends a call recorded without its caller
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -169,6 +175,8 @@ class Reports:
         self.done = asyncio.Event()
         self.hello_seen = asyncio.Event()
         self.moved = asyncio.Event()  # set at every mark or answer (waiters clear it)
+        self.settled: set[str] = set()  # the members' events the bot has done all it does for
+        self.settling = asyncio.Event()  # set at every one of those (its waiter clears it)
         self._asks = itertools.count(1)
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -204,6 +212,10 @@ class Reports:
         elif kind in ("iteration", "loops"):
             self.answers[int(event.get("id") or 0)] = event
             self.moved.set()
+        elif kind == "settled":
+            self.settled.add(str(event.get("k")))
+            self.settling.set()
+            self.moved.set()
 
     async def ask(self, question: dict[str, Any], timeout_s: float) -> dict[str, Any] | None:
         """Ask the launcher (run a task's iteration, say which loops run) and wait for its answer."""
@@ -216,6 +228,14 @@ class Reports:
         while number not in self.answers and time.monotonic() < deadline:
             await self.wait_moved(deadline - time.monotonic())
         return self.answers.get(number)
+
+    async def until_settled(self, key: str) -> None:
+        """Until the launcher says the bot has done all that the member's event `key` (`MESSAGE_CREATE:<id>`,
+        `INTERACTION_CREATE:<id>`, `MESSAGE_REACTION_ADD:<message id>`) made it do; forever if it never
+        says (a bot whose own task factory replaced the launcher's)."""
+        while key not in self.settled:
+            self.settling.clear()
+            await self.settling.wait()
 
     async def wait_moved(self, timeout_s: float) -> None:
         self.moved.clear()
@@ -391,12 +411,21 @@ async def call(
         else:
             said = await observer.send_message(where, case.text, author=who)
             started = time.monotonic()
-            answer = await observer.wait_for_message(
-                lambda message: int(message["id"]) > int(said["id"]), timeout_s, channel=where
+            answer = await _unless_settled(
+                reports,
+                f"MESSAGE_CREATE:{said['id']}",
+                observer.wait_for_message(
+                    lambda message: int(message["id"]) > int(said["id"]), timeout_s, channel=where
+                ),
             )
             seen = Seen(begun, answer, (time.monotonic() - started) * 1000)
     except LookupError as exc:  # a command the bot did not sync, a component it does not show
         return Seen(begun, None, 0.0, f"not answered: {exc}", silent=case.silent)
+    except _Finished:
+        took = (time.monotonic() - begun) * 1000
+        return Seen(
+            begun, None, took, "not answered: the bot finished with it without a word", silent=case.silent
+        )
     except AssertionError:  # not acknowledged within Discord's 3 s, or no answer within the time
         return Seen(begun, None, (time.monotonic() - begun) * 1000, silent=case.silent)
     await _quiet(observer, reports)
@@ -417,17 +446,55 @@ async def _slash(scene: _Scene, where: FakeChannel, who: str, case: ReplayCase, 
     observer, timeout_s = scene.observer, scene.timeout_s
     started = time.monotonic()
     interaction = await observer.slash(where, case.name.lstrip("/"), author=who, **case.options)
-    await observer.acknowledged(interaction, timeout=min(ACK_TIMEOUT_S, timeout_s))
-    answer = await observer.response_to(interaction, timeout=timeout_s)
-    return Seen(begun, answer, (time.monotonic() - started) * 1000)
+
+    async def answer() -> dict[str, Any]:
+        await observer.acknowledged(interaction, timeout=min(ACK_TIMEOUT_S, timeout_s))
+        return await observer.response_to(interaction, timeout=timeout_s)
+
+    shown = await _unless_settled(scene.reports, f"INTERACTION_CREATE:{interaction['id']}", answer())
+    return Seen(begun, shown, (time.monotonic() - started) * 1000)
 
 
 async def _answer_of(scene: _Scene, interaction: dict[str, Any], begun: float) -> Seen:
-    observer, timeout_s = scene.observer, scene.timeout_s
     started = time.monotonic()
-    await observer.acknowledged(interaction, timeout=min(ACK_TIMEOUT_S, timeout_s))
-    answer = await observer.answer_of(interaction, timeout_s)
+    answer = await _interaction_answer(scene, interaction)
     return Seen(begun, answer, (time.monotonic() - started) * 1000)
+
+
+async def _interaction_answer(scene: _Scene, interaction: dict[str, Any]) -> dict[str, Any]:
+    """The answer to an interaction (acknowledged within Discord's 3 s), as soon as it comes; no answer
+    (AssertionError) once the time allowed is out or the bot has done all it does for it."""
+    observer, timeout_s = scene.observer, scene.timeout_s
+
+    async def answer() -> dict[str, Any]:
+        await observer.acknowledged(interaction, timeout=min(ACK_TIMEOUT_S, timeout_s))
+        return await observer.answer_of(interaction, timeout_s)
+
+    return await _unless_settled(scene.reports, f"INTERACTION_CREATE:{interaction['id']}", answer())
+
+
+class _Finished(AssertionError):
+    """No answer: the bot has done all that the member's event made it do, and said nothing."""
+
+
+async def _unless_settled(reports: Reports, key: str, answer: Awaitable[_T]) -> _T:
+    """What `answer` waits for — or no answer (AssertionError, as on its own timeout) as soon as the
+    launcher says the bot has done all that the member's event `key` made it do and, a moment later
+    (`_AFTER_SETTLED_S`, for a task the event only woke), nothing came: a call nothing will answer costs
+    that moment, not all the time allowed. Its report can only shorten the wait for "no answer" (code
+    under test that forged it would only lose its own call), never make an answer."""
+    answering = asyncio.ensure_future(answer)
+    settled = asyncio.ensure_future(reports.until_settled(key))
+    try:
+        await asyncio.wait({answering, settled}, return_when=asyncio.FIRST_COMPLETED)
+        if not answering.done():
+            await asyncio.wait({answering}, timeout=_AFTER_SETTLED_S)
+        if not answering.done():
+            raise _Finished(key)
+        return answering.result()
+    finally:
+        answering.cancel()
+        settled.cancel()
 
 
 async def _context_menu(
@@ -449,8 +516,7 @@ async def _component(scene: _Scene, case: ReplayCase, where: FakeChannel, who: s
         opened = await _opened(observer, general, case.shown_by, timeout_s)
         started = time.monotonic()
         submitted = await observer.submit_modal(opened, dict(case.options.get("fields") or {}), author=who)
-        await observer.acknowledged(submitted, timeout=min(ACK_TIMEOUT_S, timeout_s))
-        answer = await observer.answer_of(submitted, timeout_s)
+        answer = await _interaction_answer(scene, submitted)
         return Seen(begun, answer, (time.monotonic() - started) * 1000)
     custom_id = str(case.options.get("custom_id"))
     if case.shown_by is not None:
@@ -459,8 +525,7 @@ async def _component(scene: _Scene, case: ReplayCase, where: FakeChannel, who: s
         message = await observer.bot_message(where, "", [{"type": 1, "components": [_persistent(case)]}])
     started = time.monotonic()
     used = await observer.use(message, custom_id, author=who, values=case.options.get("values"))
-    await observer.acknowledged(used, timeout=min(ACK_TIMEOUT_S, timeout_s))
-    answer = await observer.answer_of(used, timeout_s)
+    answer = await _interaction_answer(scene, used)
     return Seen(begun, answer, (time.monotonic() - started) * 1000)
 
 
@@ -544,17 +609,24 @@ async def _event(
     if case.name == "on_message":
         started = time.monotonic()
         said = await observer.send_message(where, case.text, author=who)
+        key = f"MESSAGE_CREATE:{said['id']}"
     else:
         said = await observer.send_message(where, str(case.options.get("content") or "…"), author=who)
         started = time.monotonic()
         await observer.react(said, str(case.options.get("emoji")), author=who)
+        key = f"MESSAGE_REACTION_ADD:{said['id']}"
     deadline = started + timeout_s
+    settled_at: float | None = None  # when the bot had done all it does for the event
     while time.monotonic() < deadline:
         ended = reports.ended(entries, started) if entries else None
         if ended is not None:
             break
         if not entries and observer.messages and int(observer.messages[-1]["id"]) > int(said["id"]):
             break
+        if settled_at is None and key in reports.settled:
+            settled_at = time.monotonic()
+        if settled_at is not None and time.monotonic() - settled_at >= _AFTER_SETTLED_S:
+            break  # the listener did not run (or ran and said nothing), and nothing is left to run
         await reports.wait_moved(min(0.1, max(0.0, deadline - time.monotonic())))
     ended = reports.ended(entries, started) if entries else None
     posted = [m for m in observer.bot_messages() if int(m["id"]) > int(said["id"])]
