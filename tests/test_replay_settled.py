@@ -189,3 +189,20 @@ async def test_an_answer_that_comes_before_the_report_is_the_answer(observer: Di
     reports = replay_calls.Reports()
     result = await asyncio.wait_for(_replayed(observer, "!echo hello", reports), timeout=60)
     assert result.answered and result.reply == "hello"
+
+
+async def test_a_button_whose_view_nothing_shows_any_more_is_no_answer_saying_so(
+    observer: DiscordDouble,
+) -> None:
+    reports = replay_calls.Reports()
+    reporting = _reporting(observer, reports, own=True)
+    shown_by = {"kind": "command:tab", "name": "!tab", "options": {"text": "!tab"}}
+    case = ReplayCase(
+        key="split", kind="view:Tab.split", name="Tab.split", options={"custom_id": "tab-split"},
+        fingerprint=None, recorded_ms=1, shown_by=shown_by,
+    )  # fmt: skip
+    general = observer.guild.channel("general")
+    seen = await asyncio.wait_for(replay_calls.call(observer, general, case, 300.0, reports), timeout=60)
+    await reporting
+    result = seen.result(case.key, observer, general, (), replay.Watch())
+    assert result.shown() == "no answer (not answered: what showed it, `!tab`, was not answered)"

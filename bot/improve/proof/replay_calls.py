@@ -511,16 +511,16 @@ async def _context_menu(
 
 async def _component(scene: _Scene, case: ReplayCase, where: FakeChannel, who: str, *, begun: float) -> Seen:
     """A button, select menu or modal: what showed it sent again, then what the member did on it."""
-    observer, general, timeout_s = scene.observer, scene.general, scene.timeout_s
+    observer = scene.observer
     if case.family == "modal":
-        opened = await _opened(observer, general, case.shown_by, timeout_s)
+        opened = await _opened(scene, case.shown_by)
         started = time.monotonic()
         submitted = await observer.submit_modal(opened, dict(case.options.get("fields") or {}), author=who)
         answer = await _interaction_answer(scene, submitted)
         return Seen(begun, answer, (time.monotonic() - started) * 1000)
     custom_id = str(case.options.get("custom_id"))
     if case.shown_by is not None:
-        message = await _showing(observer, general, case.shown_by, custom_id, timeout_s)
+        message = await _showing(scene, case.shown_by, custom_id)
     else:  # a persistent view: its component on a message of the bot's
         message = await observer.bot_message(where, "", [{"type": 1, "components": [_persistent(case)]}])
     started = time.monotonic()
@@ -538,40 +538,52 @@ def _persistent(case: ReplayCase) -> dict[str, Any]:
 
 
 async def _send_shown_by(
-    observer: DiscordDouble, general: FakeChannel, shown_by: dict[str, Any], timeout_s: float
+    scene: _Scene, shown_by: dict[str, Any]
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, float]:
     """Send the recorded call that showed a view or modal, as its member: (its interaction if it was one,
-    its first answer, when it was sent). A button that showed it is pressed on what showed that button."""
+    its first answer, when it was sent). A button that showed it is pressed on what showed that button;
+    LookupError if the bot was done with what showed it and had said nothing."""
     kind = str(shown_by.get("kind"))
-    where, who = _place(observer, general, shown_by.get("caller"))
-    options = dict(shown_by.get("options") or {})
     name = str(shown_by.get("name") or "")
+    try:
+        return await _sending_shown_by(scene, shown_by, kind, name)
+    except _Finished:
+        raise LookupError(f"what showed it, `{name or kind}`, was not answered") from None
+
+
+async def _sending_shown_by(
+    scene: _Scene, shown_by: dict[str, Any], kind: str, name: str
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None, float]:
+    observer, timeout_s = scene.observer, scene.timeout_s
+    where, who = _place(observer, scene.general, shown_by.get("caller"))
+    options = dict(shown_by.get("options") or {})
     sent = time.monotonic()
     if kind.startswith(("app:", "command:")) and name.startswith("/"):
         interaction = await observer.slash(where, name.lstrip("/"), author=who, **options)
-        await observer.acknowledged(interaction, timeout=min(ACK_TIMEOUT_S, timeout_s))
-        return interaction, await observer.answer_of(interaction, timeout_s), sent
+        return interaction, await _interaction_answer(scene, interaction), sent
     if kind.startswith("command:"):
         said = await observer.send_message(where, str(options.get("text") or ""), author=who)
-        answer = await observer.wait_for_message(
-            lambda message: int(message["id"]) > int(said["id"]), timeout_s, channel=where
+        answer = await _unless_settled(
+            scene.reports,
+            f"MESSAGE_CREATE:{said['id']}",
+            observer.wait_for_message(
+                lambda message: int(message["id"]) > int(said["id"]), timeout_s, channel=where
+            ),
         )
         return None, answer, sent
     if kind.startswith("view:") and isinstance(shown_by.get("shown_by"), dict):
         custom_id = str(options.get("custom_id"))
-        message = await _showing(observer, general, shown_by["shown_by"], custom_id, timeout_s)
+        message = await _showing(scene, shown_by["shown_by"], custom_id)
         used = await observer.use(message, custom_id, author=who, values=options.get("values"))
-        await observer.acknowledged(used, timeout=min(ACK_TIMEOUT_S, timeout_s))
-        return used, await observer.answer_of(used, timeout_s), sent
+        return used, await _interaction_answer(scene, used), sent
     raise LookupError(f"what showed it ({kind}) cannot be sent again")
 
 
-async def _showing(
-    observer: DiscordDouble, general: FakeChannel, shown_by: dict[str, Any], custom_id: str, timeout_s: float
-) -> dict[str, Any]:
+async def _showing(scene: _Scene, shown_by: dict[str, Any], custom_id: str) -> dict[str, Any]:
     """The message carrying component `custom_id` once `shown_by` is sent again: its answer, or a message
     of the bot's after it (a followup) — the first that carries it, within the time."""
-    _, answer, sent = await _send_shown_by(observer, general, shown_by, timeout_s)
+    observer, timeout_s = scene.observer, scene.timeout_s
+    _, answer, sent = await _send_shown_by(scene, shown_by)
 
     def carries(message: dict[str, Any]) -> bool:
         return custom_id in json.dumps(message.get("components") or [])
@@ -587,14 +599,12 @@ async def _showing(
     return found
 
 
-async def _opened(
-    observer: DiscordDouble, general: FakeChannel, shown_by: dict[str, Any] | None, timeout_s: float
-) -> dict[str, Any]:
+async def _opened(scene: _Scene, shown_by: dict[str, Any] | None) -> dict[str, Any]:
     """The interaction in answer to which the bot opens the modal again."""
     if not shown_by:
         raise LookupError("what opened the modal was not recorded")
-    interaction, _, _ = await _send_shown_by(observer, general, shown_by, timeout_s)
-    if interaction is None or observer.modals.get(interaction["token"]) is None:
+    interaction, _, _ = await _send_shown_by(scene, shown_by)
+    if interaction is None or scene.observer.modals.get(interaction["token"]) is None:
         raise LookupError("the bot did not open the modal again")
     return interaction
 
