@@ -47,6 +47,12 @@ nobody, is seen to run and timed; and the directories of the checkout that are m
 handlers rather than the bot's code (`runner`, in mendbot's own checkout): an exception that reaches them
 has left the bot's code, as one that reaches discord.py has.
 
+**When the bot is done with a call.** Once READY is read, each member's message, interaction or reaction
+is followed into every task made while discord.py handles it (a task factory on the bot's loop, and the
+context asyncio copies into each task), and `{"e": "settled", "k": "MESSAGE_CREATE:<id>"}` is reported
+when the last of them has ended: the observer need not wait out a call's time to learn that nothing will
+answer it. A task factory the bot sets over the launcher's ends these reports (the observer waits as before).
+
 **Task loops.** A task has no member to send it, so the observer asks the launcher over the same socket:
 `{"task": NAME, "id": N}` runs one iteration of the loop whose body is NAME — found on the bot's cogs, or
 among the loops started — on the bot's event loop, as the loop runs it (`Loop.__call__`), and reports
