@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import discord
 import pytest
 
-from mendbot.improve.proof import replay, replay_calls
+from mendbot.improve.proof import replay, replay_calls, replay_reports
 from mendbot.improve.proof.replay import ReplayResult
 from mendbot.improve.proof.replay_plan import ReplayCase
 from mendbot.trust.loopback_discord import DiscordDouble
@@ -50,7 +50,7 @@ async def observer() -> AsyncIterator[DiscordDouble]:
 async def _replayed(observer: DiscordDouble, name: str) -> ReplayResult:
     general = observer.guild.channel("general")
     case = _case(name)
-    seen = await replay_calls.call(observer, general, case, replay.CALL_TIMEOUT_S, replay_calls.Reports())
+    seen = await replay_calls.call(observer, general, case, replay.CALL_TIMEOUT_S, replay_reports.Reports())
     return seen.result(case.key, observer, general, (), replay.Watch())
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import discord
 import pytest
 
-from mendbot.improve.proof import replay, replay_calls
+from mendbot.improve.proof import replay, replay_calls, replay_reports
 from mendbot.improve.proof.replay_calls import MEMBER
 from mendbot.improve.proof.replay_plan import ReplayCase
 from mendbot.trust import replay_launch
@@ -145,7 +145,7 @@ def _case(text: str) -> ReplayCase:
 
 
 async def _replayed(
-    observer: DiscordDouble, text: str, reports: replay_calls.Reports, timeout_s: float = 300.0
+    observer: DiscordDouble, text: str, reports: replay_reports.Reports, timeout_s: float = 300.0
 ) -> replay.ReplayResult:
     general = observer.guild.channel("general")
     case = _case(text)
@@ -153,7 +153,7 @@ async def _replayed(
     return seen.result(case.key, observer, general, (), replay.Watch())
 
 
-def _reporting(observer: DiscordDouble, reports: replay_calls.Reports, *, own: bool) -> asyncio.Task[None]:
+def _reporting(observer: DiscordDouble, reports: replay_reports.Reports, *, own: bool) -> asyncio.Task[None]:
     """The launcher's reports, as it would send them once the member's message is handled: another
     event's settling, and (`own`) this one's."""
 
@@ -169,7 +169,7 @@ def _reporting(observer: DiscordDouble, reports: replay_calls.Reports, *, own: b
 async def test_a_call_the_bot_is_done_with_is_no_answer_without_waiting_out_its_time(
     observer: DiscordDouble,
 ) -> None:
-    reports = replay_calls.Reports()
+    reports = replay_reports.Reports()
     reporting = _reporting(observer, reports, own=True)
     result = await asyncio.wait_for(_replayed(observer, "!nothing", reports), timeout=60)  # not its 300 s
     await reporting
@@ -178,7 +178,7 @@ async def test_a_call_the_bot_is_done_with_is_no_answer_without_waiting_out_its_
 
 
 async def test_another_events_settling_is_not_this_calls(observer: DiscordDouble) -> None:
-    reports = replay_calls.Reports()
+    reports = replay_reports.Reports()
     reporting = _reporting(observer, reports, own=False)
     result = await _replayed(observer, "!nothing", reports, timeout_s=2.0)
     await reporting
@@ -186,7 +186,7 @@ async def test_another_events_settling_is_not_this_calls(observer: DiscordDouble
 
 
 async def test_an_answer_that_comes_before_the_report_is_the_answer(observer: DiscordDouble) -> None:
-    reports = replay_calls.Reports()
+    reports = replay_reports.Reports()
     result = await asyncio.wait_for(_replayed(observer, "!echo hello", reports), timeout=60)
     assert result.answered and result.reply == "hello"
 
@@ -194,7 +194,7 @@ async def test_an_answer_that_comes_before_the_report_is_the_answer(observer: Di
 async def test_a_button_whose_view_nothing_shows_any_more_is_no_answer_saying_so(
     observer: DiscordDouble,
 ) -> None:
-    reports = replay_calls.Reports()
+    reports = replay_reports.Reports()
     reporting = _reporting(observer, reports, own=True)
     shown_by = {"kind": "command:tab", "name": "!tab", "options": {"text": "!tab"}}
     case = ReplayCase(

@@ -43,15 +43,13 @@ from mendbot.improve.proof.bot_data import BotData, State
 from mendbot.improve.proof.replay_calls import (
     ACK_TIMEOUT_S,
     CALL_TIMEOUT_S,
-    Raised,
     ReplayResult,
-    Reports,
     Seen,
-    Watch,
     call,
     prepare_people,
 )
 from mendbot.improve.proof.replay_plan import ReplayCase, ReplayPlan, extension_of
+from mendbot.improve.proof.replay_reports import Raised, Reports, Watch
 from mendbot.kernel.log import get_logger
 from mendbot.kernel.own_loop import on_own_loop
 from mendbot.trust.host_start import (
