@@ -187,21 +187,17 @@ async def test_run_n_tells_its_stages_in_peoples_words(tmp_path: Path) -> None:
     playground's), what it cost and who did it in people's words: no `model_request by gateway`,
     `agent_session by agent`, no raw `awaiting_approval` or `rolled_back`."""
     async with running_world(make_settings(tmp_path / "data"), playground=True) as world:
-        await _stages_told(world)
-
-
-async def _stages_told(world: VirtualWorld) -> None:
-    runs = world.bot.services.improve.runs
-    run = await runs.create("fix", world.users["alice"].id, world.dev.id, None, "the dice are broken")
-    await world.env.advance_time(2)
-    await runs.transition(run.id, "observing", actor="pipeline")
-    await runs.transition(run.id, "investigating", actor="pipeline")
-    await runs.event(run.id, "model_request", actor="gateway", cost_usd=0.0025, detail={"model": "m"})
-    await runs.event(run.id, "agent_session", actor="agent", detail={"outcome": "success", "turns": 1})
-    await world.env.advance_time(12)
-    for state in ("planning", "editing", "verifying", "proposing", "awaiting_approval"):
-        await runs.transition(run.id, state, actor="pipeline")
-    out = await _play(world, "#dev", "/run 1")
+        runs = world.bot.services.improve.runs
+        run = await runs.create("fix", world.users["alice"].id, world.dev.id, None, "the dice are broken")
+        await world.env.advance_time(2)
+        await runs.transition(run.id, "observing", actor="pipeline")
+        await runs.transition(run.id, "investigating", actor="pipeline")
+        await runs.event(run.id, "model_request", actor="gateway", cost_usd=0.0025, detail={"model": "m"})
+        await runs.event(run.id, "agent_session", actor="agent", detail={"outcome": "success", "turns": 1})
+        await world.env.advance_time(12)
+        for state in ("planning", "editing", "verifying", "proposing", "awaiting_approval"):
+            await runs.transition(run.id, state, actor="pipeline")
+        out = await _play(world, "#dev", "/run 1")
     assert "🕒 queued · 2.0 s — alice" in out and "🔎 observing · 0.0 s — mendbot" in out, out
     assert "🧠 investigating · 12 s · $0.0025 — mendbot" in out, out
     assert "👀 awaiting approval · 0.0 s so far — mendbot" in out, out

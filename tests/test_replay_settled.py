@@ -29,11 +29,11 @@ from mendbot.trust.loopback_discord import DiscordDouble
 # (each says when it ends), and, for the second event, a bot that installs a task factory of its own.
 SCRIPT = textwrap.dedent(
     """\
-    import asyncio, sys
+    import asyncio, socket, sys
     sys.path.insert(0, {launcher!r})
     import replay_launch
 
-    watch = replay_launch._Watch({root!r}, replay_launch.socket.socket(replay_launch.socket.AF_UNIX))
+    watch = replay_launch._Watch({root!r}, socket.socket(socket.AF_UNIX))
     watch.sink.connect({sock!r})
     settling = replay_launch._Settling(watch)
 
@@ -100,7 +100,8 @@ def test_an_event_is_settled_once_every_task_it_made_has_ended(tmp_path: Path) -
 
 
 def test_only_a_members_message_interaction_or_reaction_is_followed() -> None:
-    settling = replay_launch._Settling(replay_launch._Watch("/", socket.socket(socket.AF_UNIX)))
+    with socket.socket(socket.AF_UNIX) as sink:
+        settling = replay_launch._Settling(replay_launch._Watch("/", sink))
     message = {"t": "MESSAGE_CREATE", "op": 0, "d": {"id": "11", "content": "!roll"}}
     reaction = {"t": "MESSAGE_REACTION_ADD", "op": 0, "d": {"message_id": "12", "emoji": {"name": "x"}}}
     assert settling.key(json.dumps(message)) == "MESSAGE_CREATE:11"

@@ -387,10 +387,13 @@ class _Settling:
 
     def key(self, msg: Any) -> str | None:
         """`TYPE:id` of a member's message, interaction or reaction; None for every other gateway event."""
-        if not isinstance(msg, str | bytes) or not any(kind in _bytes(msg) for kind in _SETTLED_EVENTS):
+        if not isinstance(msg, str | bytes):
+            return None
+        raw = _bytes(msg)
+        if not any(kind in raw for kind in _SETTLED_EVENTS):
             return None
         with contextlib.suppress(ValueError, TypeError, AttributeError):
-            event = json.loads(msg)
+            event = json.loads(raw)
             data = event.get("d") or {}
             ident = data.get("id") if event.get("t") != "MESSAGE_REACTION_ADD" else data.get("message_id")
             if event.get("t") and ident is not None:
