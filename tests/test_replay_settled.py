@@ -104,10 +104,10 @@ def test_only_a_members_message_interaction_or_reaction_is_followed() -> None:
         settling = replay_launch._Settling(replay_launch._Watch("/", sink))
     message = {"t": "MESSAGE_CREATE", "op": 0, "d": {"id": "11", "content": "!roll"}}
     reaction = {"t": "MESSAGE_REACTION_ADD", "op": 0, "d": {"message_id": "12", "emoji": {"name": "x"}}}
-    assert settling.key(json.dumps(message)) == "MESSAGE_CREATE:11"
+    assert settling.key(json.dumps(message).encode()) == "MESSAGE_CREATE:11"
     assert settling.key(json.dumps(reaction).encode()) == "MESSAGE_REACTION_ADD:12"
-    assert settling.key(json.dumps({"t": "GUILD_CREATE", "op": 0, "d": {"id": "1"}})) is None
-    assert settling.key('{"t": "MESSAGE_CREATE", "d": ') is None  # not JSON: not followed
+    assert settling.key(json.dumps({"t": "GUILD_CREATE", "op": 0, "d": {"id": "1"}}).encode()) is None
+    assert settling.key(b'{"t": "MESSAGE_CREATE", "d": ') is None  # not JSON: not followed
 
 
 @pytest.fixture

@@ -179,6 +179,12 @@ class Attachment(Recording):
         else:
             self._surface = add
 
+    async def surfaced(self) -> None:
+        """Until mendbot's own cogs are added to the bot (or could not be): from then on mendbot changes
+        nothing of the bot's cogs, which a command of the bot's that walks `bot.cogs` across an await
+        could otherwise see change under it."""
+        await self._surface_up.wait()
+
     def hold_for_surface(self) -> None:
         """Until mendbot's cogs are added, keep what arrives for them (bot/runtime/held_events.py)."""
         bot: Any = self.bot
@@ -220,7 +226,7 @@ class Attachment(Recording):
         found (runs a stop interrupted, a drill it ended) and changes no run will see: a file written
         but never committed serves, and every run starts from main without it. Looked for here, once
         ready, since git takes a while and the bot need not wait for it to connect."""
-        await self._surface_up.wait()  # what the self-improvement half's start found is said too
+        await self.surfaced()  # what the self-improvement half's start found is said too
         if self._boot_reported:
             return
         notices = list(self.services.boot_notices)

@@ -9,7 +9,8 @@ copy that runs is the installed bot's, never the checkout's) and runs it with th
 It points discord.py at the observer — the loopback Discord (`mendbot.trust.loopback_discord`) that the bot
 process outside the sandbox serves on the unix socket `SOCKET`, bound in — and then hands over to the
 checkout's own `mendbot run` (`mendbot.__main__.main`) with the config file `CONFIG`. It imports only the
-standard library, aiohttp, yarl and discord.py before that.
+standard library, aiohttp, yarl and discord.py before that. It stays whole: the sandbox binds this one
+file into the bot's process, and nothing beside it.
 
 A bot mendbot is attached to (not mendbot's own) is started by its own program instead: with `MENDBOT`,
 the directory where the sandbox binds the installed mendbot read-only (`mendbot.trust.sandbox`), the
@@ -46,6 +47,12 @@ each reported when it starts and when it ends (not when it only awaits): how a l
 nobody, is seen to run and timed; and the directories of the checkout that are mendbot's own runner of
 handlers rather than the bot's code (`runner`, in mendbot's own checkout): an exception that reaches them
 has left the bot's code, as one that reaches discord.py has.
+
+**When the bot is ready for the first call.** `{"e": "steady"}` is reported once every guild READY named
+has been created in the bot's cache and, on a bot mendbot is attached to, mendbot's own cogs are added
+(they are added once the bot has connected): the observer sends no call before, so that no call finds
+the bot's cogs changing under it (a help command walking `bot.cogs` across an await would fail on
+whichever side of the proof it happened to race).
 
 **When the bot is done with a call.** Once READY is read, each member's message, interaction or reaction
 is followed into every task made while discord.py handles it (a task factory on the bot's loop, and the
@@ -84,6 +91,7 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Awaitable, Callable
 from types import CodeType, FrameType
 from typing import Any
 
@@ -385,11 +393,8 @@ class _Settling:
         loop.set_task_factory(factory)
         self.loop, self.factory = loop, factory
 
-    def key(self, msg: Any) -> str | None:
+    def key(self, raw: bytes) -> str | None:
         """`TYPE:id` of a member's message, interaction or reaction; None for every other gateway event."""
-        if not isinstance(msg, str | bytes):
-            return None
-        raw = _bytes(msg)
         if not any(kind in raw for kind in _SETTLED_EVENTS):
             return None
         with contextlib.suppress(ValueError, TypeError, AttributeError):
@@ -413,26 +418,76 @@ class _Settling:
             self.watch.send({"e": "settled", "k": key, "t": time.monotonic()})
 
 
-def _armed_at_ready(watch: _Watch, *, tracing: bool = True) -> None:
+class _Steady:
+    """When the bot is as a member's call will find it: every guild READY named is in its cache (its
+    GUILD_CREATE read) and, on a bot mendbot is attached to, mendbot's own cogs are added (they are added
+    once the bot has connected: a call sent meanwhile could find the bot's cogs changing under it).
+    Reported once as `{"e": "steady"}`; the observer sends its first call after it."""
+
+    def __init__(self, watch: _Watch, surfaced: Callable[[Any], Awaitable[None]] | None) -> None:
+        self.watch = watch
+        self.surfaced = surfaced
+        self.waiting: set[str] | None = None  # READY's guilds not yet created (None: READY not read)
+        self.task: asyncio.Task[None] | None = None
+
+    def read(self, raw: bytes, ws: Any) -> None:
+        """A gateway message discord.py has just handled: READY (the guilds to wait for), a GUILD_CREATE."""
+        if self.task is not None or not (b'"READY"' in raw or b'"GUILD_CREATE"' in raw):
+            return
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            event = json.loads(raw)
+            data = event.get("d") or {}
+            if event.get("t") == "READY" and self.waiting is None:
+                self.waiting = {str(guild.get("id")) for guild in data.get("guilds") or ()}
+            elif event.get("t") == "GUILD_CREATE" and self.waiting is not None:
+                self.waiting.discard(str(data.get("id")))
+        if self.waiting is not None and not self.waiting:
+            self.task = asyncio.get_running_loop().create_task(self._report(ws))
+
+    async def _report(self, ws: Any) -> None:
+        if self.surfaced is not None:
+            with contextlib.suppress(Exception):  # whatever keeps it from saying, the bot is as it is
+                await self.surfaced(ws._connection._get_client())
+        self.watch.send({"e": "steady", "t": time.monotonic()})
+
+
+async def _mendbot_surfaced(client: Any) -> None:
+    """Until the installed mendbot attached to `client` has added its cogs (at once if it is not attached)."""
+    from mendbot.runtime.attachment import NotAttached, attached
+
+    with contextlib.suppress(NotAttached):
+        await attached(client).surfaced()
+
+
+def _armed_at_ready(
+    watch: _Watch,
+    *,
+    tracing: bool = True,
+    surfaced: Callable[[Any], Awaitable[None]] | None = None,
+) -> None:
     """When discord.py reads READY (the bot has started, and no call has been sent yet): say so, and arm
-    the watch's trace."""
+    the watch's trace; once the bot is steady (`_Steady`, awaiting `surfaced`), say that too."""
     import discord.gateway
 
     received = discord.gateway.DiscordWebSocket.received_message
     seen = False
     settling = _Settling(watch)
+    steady = _Steady(watch, surfaced)
 
     async def reading(self: discord.gateway.DiscordWebSocket, msg: Any, /) -> None:
         nonlocal seen
-        if not seen and isinstance(msg, str | bytes) and b'"READY"' in _bytes(msg):
+        raw = _bytes(msg) if isinstance(msg, str | bytes) and (tracing or not seen) else None
+        if not seen and raw is not None and b'"READY"' in raw:
             seen = True
             watch.send({"e": "ready", "t": time.monotonic()})
             if tracing:
                 watch.arm()
                 settling.install(asyncio.get_running_loop())
-        key = settling.key(msg) if seen and tracing else None
+        key = settling.key(raw) if seen and tracing and raw is not None else None
         if key is None:
             await received(self, msg)
+            if seen and tracing and raw is not None:
+                steady.read(raw, self)
             return
         settling.begin(key)
         token = _EVENT.set(key)
@@ -534,7 +589,9 @@ def main(argv: list[str]) -> int:
             watched = {"files": watched}
         watch = _watch(argv[3], os.getcwd(), watched, tracing=tracing)
         _reporting_extensions(watch)
-        _armed_at_ready(watch, tracing=tracing)
+        # A bot mendbot is attached to is steady once mendbot's own cogs are added too.
+        surfaced = _mendbot_surfaced if len(argv) == 7 else None
+        _armed_at_ready(watch, tracing=tracing, surfaced=surfaced)
         if tracing:
             _Tasks(watch, watch.sink).install()
             _appear((watched or {}).get("appearance"))

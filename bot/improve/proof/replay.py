@@ -84,7 +84,7 @@ _log = get_logger(__name__)
 READY_TIMEOUT_S = 60.0  # the checkout's bot connects to the observer within this
 _STOP_TIMEOUT_S = 5.0
 _ARM_S = 5.0
-_GUILD_S = 0.2  # after READY, the guild reaches the bot before the first call
+_STEADY_S = 30.0  # after READY, the bot has its guilds (and a host bot mendbot's cogs) within this
 _SYNC_S = 20.0  # after READY, the bot's slash commands are synced within this (or it has none to sync)
 # mendbot's own runner of a bot's handlers, in its own checkout: the recording, the error path, the capture
 _RUNNER = ("bot/runtime/", "bot/observe/", "bot/kernel/")
@@ -381,7 +381,11 @@ async def _synced(observer: DiscordDouble) -> None:
 
 
 async def _armed(reports: Reports) -> None:
-    """Until the launcher's watch says it is on (it arms when the bot reads READY), at most `_ARM_S`."""
+    """Until the launcher's watch says it is on (it arms when the bot reads READY), at most `_ARM_S`, and
+    the bot is steady — its guilds in its cache, a host bot's mendbot cogs added — at most `_STEADY_S`:
+    the first call finds the bot as a member's would, not still changing under it."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(reports.hello_seen.wait(), _ARM_S)
-    await asyncio.sleep(_GUILD_S)
+    if reports.hello:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(reports.steady.wait(), _STEADY_S)

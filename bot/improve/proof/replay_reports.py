@@ -75,6 +75,7 @@ class Reports:
         self.writers: list[asyncio.StreamWriter] = []
         self.done = asyncio.Event()
         self.hello_seen = asyncio.Event()
+        self.steady = asyncio.Event()  # the bot is as a call will find it (its guilds, mendbot's cogs)
         self.moved = asyncio.Event()  # set at every mark or answer (waiters clear it)
         self.settled: set[str] = set()  # the members' events the bot has done all it does for
         self.settling = asyncio.Event()  # set at every one of those (its waiter clears it)
@@ -101,6 +102,8 @@ class Reports:
         if kind == "hello":
             self.hello = True
             self.hello_seen.set()
+        elif kind == "steady":
+            self.steady.set()
         elif kind == "tamper":
             self.tampered = str(event.get("what"))[:80]
         elif kind == "overflow":
