@@ -29,11 +29,12 @@ def _reports(sink: socket.socket) -> list[str]:
 async def test_steady_once_every_guild_is_created_and_mendbots_cogs_are_in() -> None:
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        cogs_added = asyncio.Event()
+        cogs_added, asked = asyncio.Event(), asyncio.Event()
         asked_for: list[object] = []
 
         async def surfaced(client: object) -> None:
             asked_for.append(client)
+            asked.set()
             await cogs_added.wait()
 
         class Connection:
@@ -53,8 +54,7 @@ async def test_steady_once_every_guild_is_created_and_mendbots_cogs_are_in() -> 
         assert steady.task is None and asked_for == []  # guild 2 not created yet
         steady.read(_message("GUILD_CREATE", {"id": "2"}), ws)
         assert steady.task is not None
-        while not asked_for:
-            await asyncio.sleep(0)
+        await asked.wait()
         assert asked_for == ["the bot"] and _reports(theirs) == []  # mendbot's cogs still being added
         cogs_added.set()
         await steady.task
