@@ -11,10 +11,11 @@ Unloading it removes mendbot's cogs; the recording comes off when the bot closes
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from typing import Any
 
-__all__ = ["attach_extension"]
+__all__ = ["attach_extension", "surfaced"]
 
 
 async def attach_extension(bot: Any) -> None:
@@ -24,6 +25,15 @@ async def attach_extension(bot: Any) -> None:
 
     mend = await attach_to(bot)
     await mend.add_surface(lambda: _add_cogs(bot))
+
+
+async def surfaced(bot: Any) -> None:
+    """Until mendbot, attached to `bot`, has added its own cogs (or could not); at once if it is not
+    attached. The replay's launcher sends no call before (bot/trust/replay_launch.py: `_Steady`)."""
+    from mendbot.runtime.attachment import NotAttached, attached
+
+    with contextlib.suppress(NotAttached):
+        await attached(bot).surfaced()
 
 
 async def _add_cogs(bot: Any) -> None:

@@ -452,11 +452,9 @@ class _Steady:
 
 
 async def _mendbot_surfaced(client: Any) -> None:
-    """Until the installed mendbot attached to `client` has added its cogs (at once if it is not attached)."""
-    from mendbot.runtime.attachment import NotAttached, attached
-
-    with contextlib.suppress(NotAttached):
-        await attached(client).surfaced()
+    """Until the installed mendbot attached to `client` has added its cogs: asked of its public face, as
+    its entry point is found (`_installed_mendbot`)."""
+    await importlib.import_module("mendbot.attach").surfaced(client)
 
 
 def _armed_at_ready(
