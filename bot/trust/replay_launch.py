@@ -437,8 +437,10 @@ class _Steady:
         with contextlib.suppress(ValueError, TypeError, AttributeError):
             event = json.loads(raw)
             data = event.get("d") or {}
-            if event.get("t") == "READY" and self.waiting is None:
-                self.waiting = {str(guild.get("id")) for guild in data.get("guilds") or ()}
+            if event.get("t") == "READY":  # each shard's: the guilds it will create
+                self.waiting = (self.waiting or set()) | {
+                    str(guild.get("id")) for guild in data.get("guilds") or ()
+                }
             elif event.get("t") == "GUILD_CREATE" and self.waiting is not None:
                 self.waiting.discard(str(data.get("id")))
         if self.waiting is not None and not self.waiting:
