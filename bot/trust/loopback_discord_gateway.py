@@ -11,7 +11,9 @@ owns it (`session_of(guild)`). `add_guild(name, shard=, shard_count=)` adds a gu
 id that shard owns; `drop_shard(id)` drops one shard. Scripted failures: `close_on_identify(code)` (4004,
 4010–4014), `refuse_gateway()` (gateway upgrades get 503, REST keeps working),
 `hold_gateway()`/`release_gateway()` (new gateway connections wait before HELLO) and `drop_gateway(code)`;
-`identified`/`resumed` count gateway sessions. Text gateway frames need no zlib (HARNESS-NOTES).
+`identified`/`resumed` count gateway sessions; `greeted` says that every session was sent READY and its
+guilds (an event dispatched after reaches the bot after them). Text gateway frames need no zlib
+(HARNESS-NOTES).
 
 It is the lowest layer of `DiscordDouble` (`mendbot.trust.loopback_discord`): the REST half
 (`mendbot.trust.loopback_discord_rest`) builds on it, to send the bot's own doings back over the gateway.
@@ -53,6 +55,7 @@ class GatewaySession:
     sequence: int = 0
     identified_at: float = field(default_factory=time.monotonic)  # when its IDENTIFY came
     guild_ids: list[int] = field(default_factory=list)  # the guilds GUILD_CREATE was sent for, in order
+    greeted: bool = False  # READY and every GUILD_CREATE sent: an event dispatched now reaches the bot after
     # Every dispatched frame, newest last: what a RESUME after a dropped connection gets replayed.
     sent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=_REPLAYABLE))
 
@@ -131,6 +134,12 @@ class GatewayDouble:
     def shards_identified(self) -> list[tuple[int, int]]:
         """The [shard id, shard count] of every session identified, in order."""
         return [session.shard for session in self.sessions.values()]
+
+    @property
+    def greeted(self) -> bool:
+        """A session identified, and each one sent READY and its guilds: the bot reads any event dispatched
+        from now on after them, on the same connection."""
+        return bool(self.sessions) and all(session.greeted for session in self.sessions.values())
 
     def session_of(self, guild: FakeGuild) -> GatewaySession:
         """The session whose shard owns the guild (its events go there and nowhere else): the newest open
@@ -273,6 +282,7 @@ class GatewayDouble:
             )
             session.guild_ids.append(guild.id)
             await self._dispatch(session, "GUILD_CREATE", payload)
+        session.greeted = True
         return session
 
     async def _resume(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> GatewaySession | None:

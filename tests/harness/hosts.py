@@ -156,14 +156,13 @@ class LiveHost:
 
     async def wait_synced(self, double: DiscordDouble, timeout: float) -> None:
         """Until mendbot's `/runs` is synced to the dev guild (synced once the bot connects) and the bot
-        has a gateway session."""
+        was sent READY and its guild on its gateway session."""
 
         async def poll() -> None:
             while self.running:
                 synced = double.synced.get(str(double.guild.id), [])
-                if any(command["name"] == "runs" for command in synced) and double.identified:
-                    await asyncio.sleep(0.3)  # READY and the guild on their way to the bot
-                    return
+                if any(command["name"] == "runs" for command in synced) and double.greeted:
+                    return  # what the test sends next reaches the bot after READY and its guild
                 await asyncio.sleep(0.05)  # polling the double, not timing the bot
             raise self.failure("ended before mendbot was attached and synced")
 
