@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 import structlog
 
+from tests.harness import wheel
 from tests.harness.postgres import (
     PostgresServer,
     TestDatabases,
@@ -149,6 +150,15 @@ def engines_for(definition: pytest.Item, fixturenames: Iterable[str]) -> list[st
     else:
         wanted = ["sqlite", "postgresql"] if on_postgres else ["sqlite"]
     return [engine for engine in wanted if ONLY in ("", engine)]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    wheel.start_session()  # before xdist starts the workers, which inherit the session's name
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):  # the session's own process, its workers all done
+        wheel.end_session()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -1,13 +1,15 @@
 """mendbot as users install it: this checkout built into a wheel and installed into a virtualenv of its
 own, for the tests that run `mendbot` beside a bot (attach, adopt, the attach demo).
 
-The wheel is built once per test session (every xdist worker of the session shares it, under a lock) and
-installed with `--no-deps` into a virtualenv made from this one's files (hard links: no copy, no
-download), with this checkout's editable install taken out: mendbot's dependencies are installed there
-as a user's would be, while `mendbot` itself is the wheel's, and no `bot` or `cogs` of the checkout is
-importable. Everything the sandbox must see lives inside that virtualenv, as in a real install.
+The wheel is built once per test session (every xdist worker of the session shares it, under a lock, in a
+folder named for the session: `start_session` names it, the workers inherit the name, and `end_session`
+removes the folder once the session is over) and installed with `--no-deps` into a virtualenv made from
+this one's files (hard links: no copy, no download), with this checkout's editable install taken out:
+mendbot's dependencies are installed there as a user's would be, while `mendbot` itself is the wheel's,
+and no `bot` or `cogs` of the checkout is importable. Everything the sandbox must see lives inside that
+virtualenv, as in a real install.
 
-    wheel = installed_wheel(tmp_path_factory)
+    wheel = installed_wheel()
     subprocess.run([str(wheel.mendbot), "adopt"], cwd=repo)
 """
 
@@ -20,12 +22,15 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.harness.repo import PROJECT
 
-__all__ = ["InstalledWheel", "installed_wheel"]
+__all__ = ["InstalledWheel", "end_session", "installed_wheel", "start_session"]
+
+_SESSION = "MENDBOT_TEST_SESSION"  # the session's name, in the environment its workers inherit
 
 
 @dataclass(frozen=True)
@@ -39,18 +44,34 @@ class InstalledWheel:
 
 def installed_wheel() -> InstalledWheel:
     """The session's wheel and virtualenv, built and installed by the first worker to ask."""
-    session = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
-    root = Path(tempfile.gettempdir()) / f"mendbot-wheel-{session}"
+    start_session()
+    root = _root()
     root.mkdir(exist_ok=True)
     venv = root / "venv"
     done = root / "installed"
     with (root / "lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not done.exists():
+            for partial in (venv, root / "dist"):  # a build cut short: made again, not built upon
+                shutil.rmtree(partial, ignore_errors=True)
             _build_and_install(root, venv)
             done.write_text("ok")
     wheel = next((root / "dist").glob("mendbot-*.whl"))
     return InstalledWheel(wheel=wheel, python=venv / "bin" / "python", mendbot=venv / "bin" / "mendbot")
+
+
+def start_session() -> None:
+    """Name this test session, once: its workers, started after, inherit the name."""
+    os.environ.setdefault(_SESSION, uuid.uuid4().hex)
+
+
+def end_session() -> None:
+    """The session's wheel and virtualenv, removed (by the process that named the session, at its end)."""
+    shutil.rmtree(_root(), ignore_errors=True)
+
+
+def _root() -> Path:
+    return Path(tempfile.gettempdir()) / f"mendbot-wheel-{os.environ[_SESSION]}"
 
 
 def _build_and_install(root: Path, venv: Path) -> None:
