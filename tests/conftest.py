@@ -157,8 +157,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    if not hasattr(session.config, "workerinput"):  # the session's own process, its workers all done
-        wheel.end_session()
+    wheel.end_session()  # in the process that named the session, its workers all done by now
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -61,13 +61,16 @@ def installed_wheel() -> InstalledWheel:
 
 
 def start_session() -> None:
-    """Name this test session, once: its workers, started after, inherit the name."""
-    os.environ.setdefault(_SESSION, uuid.uuid4().hex)
+    """Name this test session, unless it was named by the process that started this one (xdist's workers,
+    a pytest a test runs): they share its wheel. The name starts with the naming process's id."""
+    os.environ.setdefault(_SESSION, f"{os.getpid()}-{uuid.uuid4().hex}")
 
 
 def end_session() -> None:
-    """The session's wheel and virtualenv, removed (by the process that named the session, at its end)."""
-    shutil.rmtree(_root(), ignore_errors=True)
+    """The session's wheel and virtualenv, removed — only by the process that named the session: a pytest
+    run inside it (its workers, a test's own) ends before it does."""
+    if os.environ.get(_SESSION, "").startswith(f"{os.getpid()}-"):
+        shutil.rmtree(_root(), ignore_errors=True)
 
 
 def _root() -> Path:
