@@ -28,6 +28,9 @@ its bytecode and mendbot's data directory written. Prints, as `name value unit`,
 
 - `realbot_<bot>_latency_ratio_<command>`: median latency attached over bare, per command (target
   ≤ 1.1), and `realbot_<bot>_{bare,attached}_latency_<command>_ms`;
+- `realbot_<bot>_{bare,attached}_cpu_per_call_ms`: the bot process's CPU time (every thread's, user and
+  system) over its calls, per call, median over the starts: what the latency ratio is made of, far
+  steadier between runs than the latency itself (a figure apart; no target);
 - `realbot_<bot>_ready_ratio`: median READY attached over bare (target ≤ 1.3), and
   `realbot_<bot>_{bare,attached}_ready_s`;
 - `realbot_<bot>_idle_rss_delta_mb`: median idle RSS attached minus bare (target ≤ 25), and
@@ -107,6 +110,12 @@ _ENVIRONMENT = {key: value for key, value in os.environ.items() if key != "PYTHO
 
 def _after(said: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
     return lambda message: int(message["id"]) > int(said["id"])
+
+
+def _cpu_s(pid: int) -> float:
+    """The CPU time (user and system, every thread's) the process has had so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_mb(pid: int) -> float:
@@ -468,9 +477,11 @@ async def _measured(
         await _settled(double)
         figures = {"ready": ready, "rss": _rss_mb(pid)}
         took: dict[str, list[float]] = {call.name: [] for call in bot.calls}
+        cpu = _cpu_s(pid)
         for _ in range(CALLS):
             for call in bot.calls:
                 took[call.name].append(await _called(double, channel, call))
+        figures["cpu"] = (_cpu_s(pid) - cpu) * 1000 / (CALLS * len(bot.calls))
     return figures | {name: statistics.median(times) for name, times in took.items()}
 
 
@@ -541,6 +552,8 @@ def _print_realbot(bot: RealBot, runs: dict[bool, list[dict[str, float]]]) -> No
         print(f"{name}_bare_latency_{call.name}_ms {bare:.2f} ms")
         print(f"{name}_attached_latency_{call.name}_ms {with_mendbot:.2f} ms")
         print(f"{name}_latency_ratio_{call.name} {with_mendbot / bare:.3f} ratio")
+    print(f"{name}_bare_cpu_per_call_ms {median(False, 'cpu'):.2f} ms")
+    print(f"{name}_attached_cpu_per_call_ms {median(True, 'cpu'):.2f} ms")
     print(f"{name}_bare_idle_rss_mb {median(False, 'rss'):.1f} MB")
     print(f"{name}_attached_idle_rss_mb {median(True, 'rss'):.1f} MB")
     print(f"{name}_idle_rss_delta_mb {median(True, 'rss') - median(False, 'rss'):.1f} MB")
