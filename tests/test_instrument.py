@@ -178,6 +178,55 @@ async def test_a_cog_recorded_only_when_it_fails_hears_every_message(
     ]
 
 
+class Counting(commands.Cog):
+    """A cog counting the commands run, and listening to an event of the bot's own with a plain object."""
+
+    class Tally:  # no text of its own: its default one names a memory address
+        pass
+
+    @commands.Cog.listener()
+    async def on_command(self, ctx: commands.Context[Any]) -> None:
+        ctx.bot.dispatch("tally", Counting.Tally())
+
+    @commands.Cog.listener()
+    async def on_tally(self, tally: Counting.Tally) -> None:
+        pass
+
+
+async def test_a_commands_listener_is_recorded_with_the_call_it_ran_for(
+    shop_world: tuple[VirtualWorld, Shop],
+) -> None:
+    """An `on_command` listener's run is recorded with the member's message that called the command, who
+    and where — the same call twice, the same invocation twice; a listener given an object with no text of
+    its own is recorded with its class, not a text naming a memory address (a call never seen before on
+    every run)."""
+    world, shop = shop_world
+    await shop.add_cog(Counting())
+    for _ in range(2):
+        await world.users["alice"].send(world.general, "?price apple")
+    await world.quiesce()
+    await world.bot.services.recorder.flush()
+    query = (
+        "SELECT kind, invocation, user_id, channel_id FROM actions"
+        " WHERE kind IN ('listener:on_command', 'listener:on_tally') ORDER BY id"
+    )
+    rows = stored(world.bot.services.settings, query)
+    commands_ran = [row for row in rows if row["kind"] == "listener:on_command"]
+    tallies = [row for row in rows if row["kind"] == "listener:on_tally"]
+    assert len(commands_ran) == 2 and len(tallies) == 2
+    asked = json.loads(commands_ran[0]["invocation"])
+    assert asked["options"] == {"content": "?price apple", "author": world.users["alice"].id}
+    assert asked["caller"]["user"] == world.users["alice"].id
+    assert asked["caller"]["channel"] == world.general.id
+    assert (commands_ran[0]["user_id"], commands_ran[0]["channel_id"]) == (
+        world.users["alice"].id,
+        world.general.id,
+    )
+    assert commands_ran[0]["invocation"] == commands_ran[1]["invocation"]
+    assert json.loads(tallies[0]["invocation"])["options"] == {"arg": "Counting.Tally"}
+    assert tallies[0]["invocation"] == tallies[1]["invocation"]
+
+
 class Proofreading(commands.Cog):
     """A cog of the bot's own reading every message, its replies too, and tripping on one of them."""
 

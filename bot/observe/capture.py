@@ -25,6 +25,7 @@ from typing import Any
 
 import discord
 import msgspec
+from discord.ext import commands
 
 from mendbot.db import provenance
 
@@ -110,10 +111,17 @@ def current_capture() -> HandlerCapture | None:
 
 
 def _option(value: Any) -> Any:
+    """An option or a listener's argument as stored: plain values as they are, a Discord object by its id
+    (the shape `discord.abc.Snowflake` describes, asked directly: the protocol's own check walks its
+    members on every call), an object with no text of its own by its class (its default text names a
+    memory address, which would make every run a call never seen before), anything else as its text."""
     if isinstance(value, str | int | float | bool) or value is None:
         return value[:_OPTION_CHARS] if isinstance(value, str) else value
-    if isinstance(value, discord.abc.Snowflake):
-        return f"{type(value).__name__}:{value.id}"
+    if isinstance(ident := getattr(value, "id", None), int):
+        return f"{type(value).__name__}:{ident}"
+    kind = type(value)
+    if all(getattr(kind, name, None) is getattr(object, name) for name in ("__str__", "__repr__")):
+        return kind.__qualname__
     return str(value)[:_OPTION_CHARS]
 
 
@@ -163,7 +171,7 @@ def event_ids(args: tuple[Any, ...]) -> dict[str, Any]:
     """Guild, channel, user and message ids from a listener's first argument, where it has them."""
     if not args:
         return {}
-    first = args[0]
+    first = args[0].message if isinstance(args[0], commands.Context) else args[0]
     if isinstance(first, discord.Message):
         return {
             "guild_id": first.guild.id if first.guild else None,
@@ -190,9 +198,12 @@ def message_invocation(event: str, args: tuple[Any, ...]) -> dict[str, Any]:
     options: dict[str, Any] = {}
     caller: dict[str, Any] | None = None
     first = args[0] if args else None
-    if isinstance(first, discord.Message):
-        options = {"content": first.content[:_OPTION_CHARS], "author": first.author.id}
-        caller = caller_of(first.author, first.channel.id, first.guild.id if first.guild else None)
+    # A command's listeners (`on_command`, `on_command_completion`, `on_command_error`) are given its
+    # context: what they ran for is the member's message that called it.
+    said = first.message if isinstance(first, commands.Context) else first
+    if isinstance(said, discord.Message):
+        options = {"content": said.content[:_OPTION_CHARS], "author": said.author.id}
+        caller = caller_of(said.author, said.channel.id, said.guild.id if said.guild else None)
     elif isinstance(first, discord.RawReactionActionEvent):
         options = {"emoji": str(first.emoji), "message": first.message_id}
         who = first.member if first.member is not None else discord.Object(first.user_id)
