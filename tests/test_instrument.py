@@ -184,13 +184,26 @@ class Counting(commands.Cog):
     class Tally:  # no text of its own: its default one names a memory address
         pass
 
+    class Grumpy:
+        @property
+        def id(self) -> int:
+            raise RuntimeError("not telling")
+
+    def __init__(self) -> None:
+        self.grumbled = 0
+
     @commands.Cog.listener()
     async def on_command(self, ctx: commands.Context[Any]) -> None:
         ctx.bot.dispatch("tally", Counting.Tally())
+        ctx.bot.dispatch("grumble", Counting.Grumpy())
 
     @commands.Cog.listener()
     async def on_tally(self, tally: Counting.Tally) -> None:
         pass
+
+    @commands.Cog.listener()
+    async def on_grumble(self, grumpy: Counting.Grumpy) -> None:
+        self.grumbled += 1
 
 
 async def test_a_commands_listener_is_recorded_with_the_call_it_ran_for(
@@ -199,16 +212,17 @@ async def test_a_commands_listener_is_recorded_with_the_call_it_ran_for(
     """An `on_command` listener's run is recorded with the member's message that called the command, who
     and where — the same call twice, the same invocation twice; a listener given an object with no text of
     its own is recorded with its class, not a text naming a memory address (a call never seen before on
-    every run)."""
+    every run), and so is one whose id raises, its listener run all the same."""
     world, shop = shop_world
-    await shop.add_cog(Counting())
+    counting = Counting()
+    await shop.add_cog(counting)
     for _ in range(2):
         await world.users["alice"].send(world.general, "?price apple")
     await world.quiesce()
     await world.bot.services.recorder.flush()
     query = (
         "SELECT kind, invocation, user_id, channel_id FROM actions"
-        " WHERE kind IN ('listener:on_command', 'listener:on_tally') ORDER BY id"
+        " WHERE kind IN ('listener:on_command', 'listener:on_tally', 'listener:on_grumble') ORDER BY id"
     )
     rows = stored(world.bot.services.settings, query)
     commands_ran = [row for row in rows if row["kind"] == "listener:on_command"]
@@ -225,6 +239,9 @@ async def test_a_commands_listener_is_recorded_with_the_call_it_ran_for(
     assert commands_ran[0]["invocation"] == commands_ran[1]["invocation"]
     assert json.loads(tallies[0]["invocation"])["options"] == {"arg": "Counting.Tally"}
     assert tallies[0]["invocation"] == tallies[1]["invocation"]
+    assert counting.grumbled == 2
+    grumbles = [json.loads(row["invocation"]) for row in rows if row["kind"] == "listener:on_grumble"]
+    assert [grumble["options"] for grumble in grumbles] == [{"arg": "Counting.Grumpy"}] * 2
 
 
 class Proofreading(commands.Cog):

@@ -114,15 +114,19 @@ def _option(value: Any) -> Any:
     """An option or a listener's argument as stored: plain values as they are, a Discord object by its id
     (the shape `discord.abc.Snowflake` describes, asked directly: the protocol's own check walks its
     members on every call), an object with no text of its own by its class (its default text names a
-    memory address, which would make every run a call never seen before), anything else as its text."""
+    memory address, which would make every run a call never seen before), anything else as its text —
+    and by its class when asking it raises."""
     if isinstance(value, str | int | float | bool) or value is None:
         return value[:_OPTION_CHARS] if isinstance(value, str) else value
-    if isinstance(ident := getattr(value, "id", None), int):
-        return f"{type(value).__name__}:{ident}"
     kind = type(value)
-    if all(getattr(kind, name, None) is getattr(object, name) for name in ("__str__", "__repr__")):
+    try:
+        if isinstance(ident := getattr(value, "id", None), int):
+            return f"{kind.__name__}:{ident}"
+        if all(getattr(kind, name, None) is getattr(object, name) for name in ("__str__", "__repr__")):
+            return kind.__qualname__
+        return str(value)[:_OPTION_CHARS]
+    except Exception:  # its `id` or its text raises: the bot's handler runs all the same
         return kind.__qualname__
-    return str(value)[:_OPTION_CHARS]
 
 
 def caller_of(user: Any, channel_id: int | None, guild_id: int | None) -> dict[str, Any]:
