@@ -12,6 +12,7 @@ import re
 import sys
 from pathlib import Path
 
+from tests.harness.patience import within
 from tests.harness.repo import python_path
 
 __all__ = ["PlaygroundProcess"]
@@ -54,7 +55,8 @@ class PlaygroundProcess:
         await self.process.stdin.drain()
 
     async def expect(self, pattern: str, timeout: float = 60) -> re.Match[str]:
-        """Read output until a line matches `pattern` (lines read so far are kept in `lines`)."""
+        """Read output until a line matches `pattern` (lines read so far are kept in `lines`); `timeout` is
+        the deadline on a quiet machine (tests/harness/patience.py)."""
         assert self.process.stdout is not None
         regex = re.compile(pattern)
         for line in self.lines:
@@ -76,10 +78,10 @@ class PlaygroundProcess:
             )
 
         try:
-            return await asyncio.wait_for(read(), timeout)
+            return await within(read(), timeout)
         except TimeoutError:
             raise AssertionError(
-                f"no {pattern!r} within {timeout}s; last lines: {self.lines[-15:]}"
+                f"no {pattern!r} within {timeout}s (longer on a busy machine); last lines: {self.lines[-15:]}"
             ) from None
 
     async def finish(self, timeout: float = 60) -> int:
