@@ -626,17 +626,23 @@ class Recording:
             return
         started = time.perf_counter()
         quiet = owner in self.failures_only
-        capture = (
-            None if quiet else start_capture(f"listener:{event_name}", message_invocation(event_name, args))
-        )
-        if capture is not None:
+        about_a_bot = _about_a_bots_message(args)
+        capture: HandlerCapture | None = None
+        if about_a_bot and not quiet:
+            # Recorded only if it fails: what it sends and the rows it reads are kept as for any run, but
+            # what it was asked is worked out then, and the slow-handler sampler does not watch it.
+            capture = start_capture(f"listener:{event_name}")
+        elif not quiet:
+            capture = start_capture(f"listener:{event_name}", message_invocation(event_name, args))
             self.sampler.watch(capture)
         try:
             await coro(*args, **kwargs)
         except asyncio.CancelledError:
             self.end_capture(capture)
         except Exception as exc:
-            captured = self.end_capture(capture) or {"invocation": message_invocation(event_name, args)}
+            captured = self.end_capture(capture)
+            if captured.get("invocation") is None:
+                captured["invocation"] = message_invocation(event_name, args)
             ids = event_ids(args)
             source = getattr(owner, "qualified_name", None) or getattr(coro, "__qualname__", "listener")
             channel = self.bot.get_channel(ids["channel_id"]) if ids.get("channel_id") else None
@@ -672,8 +678,8 @@ class Recording:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.bot.on_error(event_name, *args, **kwargs)
         else:
-            captured = self.end_capture(capture)
-            if capture is not None and not _about_a_bots_message(args):
+            if capture is not None and not about_a_bot:
+                captured = self.end_capture(capture)
                 self.recorder.record(
                     f"listener:{event_name}",
                     getattr(owner, "qualified_name", None) or getattr(coro, "__qualname__", "listener"),
@@ -682,6 +688,8 @@ class Recording:
                     **captured,
                     **event_ids(args),
                 )
+            elif capture is not None:
+                capture.closed = True
 
     async def _answer_event(self, args: tuple[Any, ...], text: str) -> None:
         """Tell the person behind a listener's event what was wrong with their request."""
