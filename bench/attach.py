@@ -31,6 +31,11 @@ its bytecode and mendbot's data directory written. Prints, as `name value unit`,
 - `realbot_<bot>_{bare,attached}_cpu_per_call_ms`: the bot process's CPU time (every thread's, user and
   system) over its calls, per call, median over the starts: what the latency ratio is made of, far
   steadier between runs than the latency itself (a figure apart; no target);
+- `realbot_<bot>_{bare,attached}_calls_per_call` and `realbot_<bot>_calls_ratio`: the Python calls the
+  bot's main thread makes over its calls, per call, under Python's profiler — a start of each of its
+  own after the measured ones (the profiler slows every call), switched on over the calls only. It does
+  not move with the machine at all, so it says whether a change made mendbot's part of a call smaller
+  when the latency cannot (a figure apart; no target);
 - `realbot_<bot>_ready_ratio`: median READY attached over bare (target ≤ 1.3), and
   `realbot_<bot>_{bare,attached}_ready_s`;
 - `realbot_<bot>_idle_rss_delta_mb`: median idle RSS attached minus bare (target ≤ 25), and
@@ -44,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pstats
 import re
 import shutil
 import signal
@@ -485,6 +491,63 @@ async def _measured(
     return figures | {name: statistics.median(times) for name, times in took.items()}
 
 
+# On the profiled starts' path (`_profiled`): Python's profiler in the bot's process, switched on by
+# SIGUSR1 (saying so in a file) and off by SIGUSR2, which writes what it counted.
+_PROFILER = '''"""bench/attach.py's profiled start: the profiler over the bot's calls only."""
+import cProfile, os, signal
+from pathlib import Path
+
+_OUT = os.environ.get("MENDBOT_BENCH_PROFILE")
+if _OUT:
+    _profile = cProfile.Profile()
+
+    def _on(*_):
+        _profile.enable()
+        Path(_OUT + ".on").touch()
+
+    def _off(*_):
+        _profile.disable()
+        _profile.dump_stats(_OUT + ".part")
+        os.replace(_OUT + ".part", _OUT)
+
+    signal.signal(signal.SIGUSR1, _on)
+    signal.signal(signal.SIGUSR2, _off)
+'''
+
+
+async def _profiled(
+    double: DiscordDouble, repo: Path, bot: RealBot, env: dict[str, str], *, attached: bool, scratch: Path
+) -> float:
+    """One start of a real bot with the profiler on over its calls: the Python calls its main thread made,
+    per call."""
+    site = scratch / "profiled-site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(_PROFILER)
+    out = scratch / f"profile-{bot.name}-{'attached' if attached else 'bare'}"
+    path = os.pathsep.join(part for part in (str(site), env.get("PYTHONPATH")) if part)
+    channel = _own_channel(double)
+    profiled = {**env, "PYTHONPATH": path, "MENDBOT_BENCH_PROFILE": str(out)}
+    async with _started(double, repo, bot.entry, profiled, attached=attached) as (pid, _):
+        await _settled(double)
+        os.kill(pid, signal.SIGUSR1)
+        await _appeared(Path(f"{out}.on"))
+        for _ in range(CALLS):
+            for call in bot.calls:
+                await _called(double, channel, call)
+        os.kill(pid, signal.SIGUSR2)
+        await _appeared(out)
+    counted: int = pstats.Stats(str(out)).total_calls  # type: ignore[attr-defined]
+    return counted / (CALLS * len(bot.calls))
+
+
+async def _appeared(path: Path, timeout: float = 30) -> None:
+    deadline = time.perf_counter() + timeout
+    while not await asyncio.to_thread(path.exists):
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"{path.name}: the profiled bot did not write it within {timeout:g}s")
+        await asyncio.sleep(0.05)
+
+
 async def _first_starts(double: DiscordDouble, repo: Path, bot: RealBot, env: dict[str, str]) -> None:
     """The unmeasured first starts, bare then attached: the bot's commands synced once as its owner does
     (its command line's flag, or its owner's command), its bytecode and data, and mendbot's, written."""
@@ -536,6 +599,10 @@ async def _realbot(bot: RealBot, source: Path, scratch: Path) -> dict[bool, list
             for round_ in range(REALBOT_ROUNDS):
                 for attached in (False, True) if round_ % 2 == 0 else (True, False):
                     runs[attached].append(await _measured(double, repo, bot, env, attached=attached))
+            for attached in (False, True):
+                calls = await _profiled(double, repo, bot, env, attached=attached, scratch=scratch)
+                for run in runs[attached]:
+                    run["calls"] = calls
     finally:
         if bot.installed:
             await asyncio.to_thread(_pip, repo, "uninstall", "--quiet", "--yes", bot.installed)
@@ -554,6 +621,9 @@ def _print_realbot(bot: RealBot, runs: dict[bool, list[dict[str, float]]]) -> No
         print(f"{name}_latency_ratio_{call.name} {with_mendbot / bare:.3f} ratio")
     print(f"{name}_bare_cpu_per_call_ms {median(False, 'cpu'):.2f} ms")
     print(f"{name}_attached_cpu_per_call_ms {median(True, 'cpu'):.2f} ms")
+    print(f"{name}_bare_calls_per_call {median(False, 'calls'):.0f} calls")
+    print(f"{name}_attached_calls_per_call {median(True, 'calls'):.0f} calls")
+    print(f"{name}_calls_ratio {median(True, 'calls') / median(False, 'calls'):.3f} ratio")
     print(f"{name}_bare_idle_rss_mb {median(False, 'rss'):.1f} MB")
     print(f"{name}_attached_idle_rss_mb {median(True, 'rss'):.1f} MB")
     print(f"{name}_idle_rss_delta_mb {median(True, 'rss') - median(False, 'rss'):.1f} MB")
