@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import socket
+import struct
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import anthropic
 import pytest
 
-from tests.harness.model_double import EXHAUSTED_TEXT, ModelDouble, error, text, tool_use, turn
+from tests.harness.model_double import EXHAUSTED_TEXT, Hold, ModelDouble, error, text, tool_use, turn
 
 
 @pytest.fixture
@@ -127,3 +132,39 @@ async def test_side_endpoints_and_unknown_paths(model: ModelDouble) -> None:
             await client.get("/v1/nope", cast_to=object)
     assert [r.path for r in model.unknown] == ["/v1/nope"]
     assert model.paths == ["/v1/messages/count_tokens", "/api/hello", "/v1/nope"]
+
+
+async def test_a_client_gone_before_its_answer_is_counted_not_logged_as_an_error(
+    model: ModelDouble, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that goes away while its answer is held — a run stopped, its CLI killed with it — leaves
+    nobody to answer: the double counts it, and logs no error with a traceback (aiohttp's "Error
+    handling request", in the middle of the playground's output)."""
+    hold = Hold(text("too late"))
+    model.script(hold)
+    where = urlsplit(model.base_url)
+    _, writer = await asyncio.open_connection(where.hostname, where.port)
+    body = json.dumps(
+        {
+            "model": "claude-x",
+            "max_tokens": 100,
+            "stream": True,
+            "messages": [{"role": "user", "content": "hi"}],
+        }
+    ).encode()
+    head = f"POST /v1/messages HTTP/1.1\r\nHost: {where.netloc}\r\nContent-Type: application/json\r\n"
+    writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    await writer.drain()
+    await asyncio.wait_for(hold.reached.wait(), 10)
+    # Gone at once, as a killed process's connection goes: reset, not a polite close the double would
+    # only read after answering.
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.close()
+    hold.release.set()
+
+    async def abandoned() -> None:
+        while model.abandoned == 0:  # noqa: ASYNC110 - a count the double's handler keeps
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(abandoned(), 10)
+    assert "Error handling request" not in caplog.text

@@ -207,6 +207,7 @@ class ModelDouble:
     responder: TurnFactory | None = None  # answers when the script is empty
     requests: list[RecordedRequest] = field(default_factory=list)
     exhausted: int = 0  # how many message requests found the script empty
+    abandoned: int = 0  # streamed answers whose client went away before the end (a stopped run's CLI)
     unknown: list[RecordedRequest] = field(default_factory=list)  # requests answered 404
     _script: list[ScriptItem] = field(default_factory=list)
     _holds: list[Hold] = field(default_factory=list)
@@ -370,9 +371,18 @@ class ModelDouble:
             return resp
         t = _within_max_tokens(t, body.get("max_tokens"))
         message = _message(t, str(body.get("model") or "claude-double"))
-        if body.get("stream"):
-            return await _stream(request, message, t)
-        return _json(200, message)
+        if not body.get("stream"):
+            return _json(200, message)
+        streamed = web.StreamResponse(
+            status=200, headers={"Cache-Control": "no-cache", "request-id": _new_id("req_01")}
+        )
+        try:
+            await _stream(request, streamed, message, t)
+        except ConnectionResetError:
+            # Nobody is left to answer (a run stopped and its CLI with it): no error of the double's, which
+            # aiohttp would log with a traceback in the middle of the playground's or a bench's output.
+            self.abandoned += 1
+        return streamed
 
 
 def _within_max_tokens(t: Turn, max_tokens: Any) -> Turn:
@@ -446,13 +456,9 @@ def _stream_events(message: dict[str, Any], t: Turn) -> list[tuple[str, dict[str
     return events
 
 
-async def _stream(request: web.Request, message: dict[str, Any], t: Turn) -> web.StreamResponse:
-    resp = web.StreamResponse(
-        status=200, headers={"Cache-Control": "no-cache", "request-id": _new_id("req_01")}
-    )
+async def _stream(request: web.Request, resp: web.StreamResponse, message: dict[str, Any], t: Turn) -> None:
     resp.content_type = "text/event-stream"
     await resp.prepare(request)
     for name, data in _stream_events(message, t):
         await resp.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
     await resp.write_eof()
-    return resp
