@@ -254,7 +254,10 @@ async def test_a_new_leader_resumes_the_rollout_and_a_restarted_process_stays_be
     watch from the stored stage, and promotes the fix when it passes; the process restarting meanwhile
     on shards 1 stays on the old commit until then."""
     first, second, repos = _checkouts(tmp_path, "a", "b")
-    overrides = _canary(watch_window_s=3.0)
+    # The canary's watch must outlast the leader's stop, the hand-over (its lease's grace) and the other
+    # process's restart, which took over 3 s on a loaded machine: the window ran out and the stage was
+    # already "all" when the test looked for "canary".
+    overrides = _canary(watch_window_s=10.0)
     b_stack = _process(tmp_path, postgres_url, "b", repo_dir=repos["b"], **overrides)
     b = await b_stack.__aenter__()
     try:
