@@ -4,6 +4,7 @@ member arrives as Discord would send it, and what the bot does through REST is w
 from __future__ import annotations
 
 import asyncio
+import datetime
 import io
 import re
 from collections.abc import AsyncIterator
@@ -13,7 +14,7 @@ import discord
 import pytest
 
 from mendbot.trust.loopback_discord import DiscordDouble
-from mendbot.trust.loopback_discord_model import bot_token, message_text
+from mendbot.trust.loopback_discord_model import bot_token, message_text, snowflake
 
 
 @dataclass
@@ -187,6 +188,21 @@ async def test_a_subcommand_of_a_group_is_answered(
     assert (await double.response_to(interaction))["content"] == "atlas × 3"
     with pytest.raises(LookupError, match="has no subcommand lend"):
         await double.slash(dev, "shelf lend", author="alice")
+
+
+def test_its_ids_only_grow_and_say_when_they_were_made() -> None:
+    """Thousands of ids in a few milliseconds (more than 4096 in one, the increment's room): each above
+    the last, the current time in each, and a shard's ids that shard's."""
+    before = discord.utils.utcnow()
+    made = [snowflake() for _ in range(20_000)]
+    sharded = [snowflake(shard=1, shard_count=3) for _ in range(5_000)]
+    after = discord.utils.utcnow()
+    made += sharded
+    assert all(later > earlier for earlier, later in zip(made, made[1:], strict=False))
+    assert all((ident >> 22) % 3 == 1 for ident in sharded)
+    tolerance = datetime.timedelta(milliseconds=50)  # the timestamp moved on past 4096 ids a millisecond
+    for ident in (made[0], made[-1]):
+        assert before - tolerance <= discord.utils.snowflake_time(ident) <= after + tolerance
 
 
 def test_its_token_is_shaped_as_a_bot_token() -> None:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import base64
 import datetime
-import itertools
 import secrets
 import string
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,20 +24,33 @@ import discord
 
 __all__ = ["FakeChannel", "FakeGuild", "bot_token", "message_text", "shard_of", "snowflake"]
 
-_ids = itertools.count()
+# The last id made: each new one is above it. Discord's ids grow with time and the double's users rely
+# on it (the answer to a message is found as the first of the bot's messages with a greater id); a
+# counter taken modulo 4096 went back to 0 within a millisecond now and then, and an earlier answer
+# then read as the answer to the next message.
+_last = 0
+_lock = threading.Lock()
 
 
 def snowflake(shard: int | None = None, shard_count: int = 1) -> int:
-    """A fresh id that, like Discord's, encodes the current time.
+    """A fresh id that, like Discord's, encodes the current time, and is greater than every id made
+    before it in this process.
 
     With `shard`, the id is one that shard owns (`(id >> 22) % shard_count == shard`): its timestamp is
     moved back at most `shard_count - 1` milliseconds, still the current time for anything that reads it.
+    More than 4096 ids in one millisecond move the timestamp on by one: still the current time too.
     """
-    now = datetime.datetime.now(datetime.UTC)
-    stamp = discord.utils.time_snowflake(now) >> 22
-    if shard is not None:
-        stamp -= (stamp - shard) % shard_count
-    return (stamp << 22) + next(_ids) % 4096
+    global _last
+    stamp = discord.utils.time_snowflake(datetime.datetime.now(datetime.UTC)) >> 22
+    with _lock:
+        stamp = max(stamp, (_last + 1) >> 22)
+        if shard is not None:
+            stamp -= (stamp - shard) % shard_count
+            if stamp << 22 | 4095 <= _last:  # moved back below the last id: that shard's next millisecond
+                stamp += shard_count
+        made = max(stamp << 22, _last + 1)
+        _last = made
+        return made
 
 
 def bot_token(user_id: int) -> str:
