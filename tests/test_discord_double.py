@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import io
+import itertools
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -198,7 +199,7 @@ def test_its_ids_only_grow_and_say_when_they_were_made() -> None:
     sharded = [snowflake(shard=1, shard_count=3) for _ in range(5_000)]
     after = discord.utils.utcnow()
     made += sharded
-    assert all(later > earlier for earlier, later in zip(made, made[1:], strict=False))
+    assert all(later > earlier for earlier, later in itertools.pairwise(made))
     assert all((ident >> 22) % 3 == 1 for ident in sharded)
     tolerance = datetime.timedelta(milliseconds=50)  # the timestamp moved on past 4096 ids a millisecond
     for ident in (made[0], made[-1]):

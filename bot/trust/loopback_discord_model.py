@@ -28,7 +28,7 @@ __all__ = ["FakeChannel", "FakeGuild", "bot_token", "message_text", "shard_of", 
 # on it (the answer to a message is found as the first of the bot's messages with a greater id); a
 # counter taken modulo 4096 went back to 0 within a millisecond now and then, and an earlier answer
 # then read as the answer to the next message.
-_last = 0
+_last = [0]
 _lock = threading.Lock()
 
 
@@ -40,16 +40,15 @@ def snowflake(shard: int | None = None, shard_count: int = 1) -> int:
     moved back at most `shard_count - 1` milliseconds, still the current time for anything that reads it.
     More than 4096 ids in one millisecond move the timestamp on by one: still the current time too.
     """
-    global _last
     stamp = discord.utils.time_snowflake(datetime.datetime.now(datetime.UTC)) >> 22
     with _lock:
-        stamp = max(stamp, (_last + 1) >> 22)
+        last = _last[0]
+        stamp = max(stamp, (last + 1) >> 22)
         if shard is not None:
             stamp -= (stamp - shard) % shard_count
-            if stamp << 22 | 4095 <= _last:  # moved back below the last id: that shard's next millisecond
+            if stamp << 22 | 4095 <= last:  # moved back below the last id: that shard's next millisecond
                 stamp += shard_count
-        made = max(stamp << 22, _last + 1)
-        _last = made
+        _last[0] = made = max(stamp << 22, last + 1)
         return made
 
 
