@@ -73,6 +73,9 @@ class GatewayDouble:
         self.guilds: list[FakeGuild] = [self.guild]
         self.application_flags = GATEWAY_MESSAGE_CONTENT_LIMITED if message_content_intent else 0
         self.requests: list[tuple[str, str]] = []
+        # (event, the id of what it is about) → when its frame was handed to the bot's connection
+        # (`time.perf_counter()`): when a member's message or interaction reached the bot.
+        self.sent_at: dict[tuple[str, str], float] = {}
         self.identified = 0
         self.resumed = 0
         self.gateway_asked = asyncio.Event()  # set at the first gateway connection attempt
@@ -227,6 +230,8 @@ class GatewayDouble:
         session.sequence += 1
         frame = {"op": 0, "t": event, "s": session.sequence, "d": data}
         session.sent.append(frame)
+        if isinstance(data, dict) and "id" in data:
+            self.sent_at[(event, str(data["id"]))] = time.perf_counter()
         if not session.ws.closed:
             with contextlib.suppress(ConnectionError, RuntimeError):  # closing meanwhile: kept for RESUME
                 await self._send(session.ws, frame)
