@@ -14,6 +14,7 @@ import pytest
 
 from mendbot.db import cog_rows, provenance
 from mendbot.db.connection import open_database
+from mendbot.db.records import ActionRecord
 from mendbot.observe.capture import start_capture
 from mendbot.observe.recorder import ActionRecorder
 
@@ -89,15 +90,18 @@ async def test_a_failing_action_records_the_rows_it_read_with_their_writers(
         clock=lambda: datetime(2026, 1, 1, tzinfo=UTC),
     )
     await _in_new_action(_store_score(db))
+    records: list[ActionRecord] = []
+    recorder.subscribe(records.append)
 
     async def leaders() -> tuple[dict[str, Any], dict[str, Any]]:
         start_capture("app:leaders")
         rows = await cog_rows.all_rows(db, "scores")
-        ok = recorder.record("app:leaders", "Scores", ok=True, duration_ms=1.0)
+        recorder.record("app:leaders", "Scores", ok=True, duration_ms=1.0)
         try:
             sum(row["points"] for row in rows.values())
         except TypeError as error:
-            failed = recorder.record("app:leaders", "Scores", ok=False, duration_ms=1.0, error=error)
+            recorder.record("app:leaders", "Scores", ok=False, duration_ms=1.0, error=error)
+            ok, failed = records  # the success taken in before the failure
             return failed.extra, ok.extra
         raise AssertionError("the bad row did not fail")
 

@@ -102,6 +102,35 @@ async def test_retention_prunes_only_old_records(tmp_path: Path) -> None:
     assert await _count(tmp_path / "m.db") == 1
 
 
+async def test_a_success_is_taken_in_a_moment_later_and_before_the_failure_after_it(tmp_path: Path) -> None:
+    """On the event loop a success reaches the subscribers a moment after it is recorded, not in its
+    handler's time, stamped with when it was recorded; a failure recorded after it takes it in first, in
+    order, and the moment's own timer takes in the rest; a flush takes in what is kept."""
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    recorder = _recorder(tmp_path, now)
+    seen: list[ActionRecord] = []
+    recorder.subscribe(seen.append)
+    assert recorder.record("command:a", "test", ok=True, duration_ms=1, extra={"n": 1}) is None
+    assert seen == []
+    failed = recorder.record("command:b", "test", ok=False, duration_ms=1, error=ValueError("no"))
+    assert [r.kind for r in seen] == ["command:a", "command:b"] and failed is seen[-1]
+    recorder.record("command:c", "test", ok=True, duration_ms=1)
+    recorded_at = now[0].timestamp()
+    now[0] += timedelta(hours=1)
+    taken = asyncio.Event()
+    recorder.subscribe(lambda record: taken.set())
+    await asyncio.wait_for(taken.wait(), 10)  # nothing of the test's takes it in: the timer does
+    assert [r.kind for r in seen] == ["command:a", "command:b", "command:c"]
+    assert seen[-1].ts == recorded_at
+    recorder.record("command:d", "test", ok=True, duration_ms=1)
+    writer = asyncio.create_task(recorder.run_writer())
+    await recorder.flush()
+    assert [r.kind for r in seen][-1] == "command:d"
+    await recorder.close()
+    await writer
+    assert await _count(tmp_path / "m.db") == 4
+
+
 async def test_action_block_records_failure_and_reraises(tmp_path: Path) -> None:
     """`with recorder.action(...)` records a raised error as a failure and lets it propagate."""
     now = [datetime(2026, 1, 1, tzinfo=UTC)]
@@ -113,6 +142,7 @@ async def test_action_block_records_failure_and_reraises(tmp_path: Path) -> None
         raise KeyError("missing")
     with recorder.action("agent:run", "improve", run_id=8):
         pass
+    recorder.take_in()  # a success is taken in a moment after it is recorded
     assert [(r.ok, r.error_type, r.cost_usd, r.run_id) for r in seen] == [
         (False, "KeyError", 0.25, 7),
         (True, None, 0.0, 8),
@@ -384,7 +414,7 @@ async def main() -> None:
         recorder.record("task:x", "test", ok=n % 10 != 0, duration_ms=1, extra={"n": n})
     while recorder.journaled < 500:
         await asyncio.sleep(0.01)
-    print(recorder.written, flush=True)
+    print("written", recorder.written, flush=True)
     await asyncio.sleep(600)
 
 asyncio.run(main())
@@ -427,7 +457,11 @@ async def test_what_a_killed_bot_journaled_is_stored_at_the_next_start(tmp_path:
             sys.executable, "-c", _KILLED_SCRIPT, str(tmp_path), cwd=ROOT, stdout=asyncio.subprocess.PIPE
         )
         assert bot.stdout is not None
-        assert int(await asyncio.wait_for(bot.stdout.readline(), 60)) == 0  # journaled, none stored
+        said = b""
+        while not said.startswith(b"written "):  # its log's lines (storage failing) come first
+            said = await asyncio.wait_for(bot.stdout.readline(), 60)
+            assert said, "the bot ended without saying what it wrote"
+        assert int(said.split()[1]) == 0  # journaled, none stored
         bot.send_signal(signal.SIGKILL)
         await bot.wait()
     recorder = _recorder(tmp_path, [datetime.now(UTC)])
@@ -549,10 +583,12 @@ async def test_a_queued_record_is_not_kept_alive_by_the_queue(tmp_path: Path) ->
     collections); what is written is the same."""
     now = [datetime(2026, 1, 1, tzinfo=UTC)]
     recorder = _recorder(tmp_path, now)
-    record = recorder.record("task:x", "test", ok=True, duration_ms=1, extra={"n": 1})
-    gone = weakref.ref(record)
-    del record
-    assert gone() is None
+    made: list[weakref.ref[ActionRecord]] = []
+    recorder.subscribe(lambda record: made.append(weakref.ref(record)))
+    recorder.record("task:x", "test", ok=True, duration_ms=1, extra={"n": 1})
+    recorder.take_in()
+    assert len(made) == 1
+    assert made[0]() is None
     writer = asyncio.create_task(recorder.run_writer())
     await recorder.flush()
     await recorder.close()
