@@ -368,7 +368,7 @@ async def test_a_recorded_action_is_a_whole_valid_record(tmp_path: Path) -> None
     record = recorder.record(
         "command:roll", "Dice", ok=False, duration_ms=1.23456, error=error, user_id=7, extra={"via": "slash"}
     )
-
+    assert record is not None  # a failure is taken in at once
     assert set(record.fields()) == set(ActionRecord.__struct_fields__)
     validated = ActionRecord.validated(msgspec.json.decode(msgspec.json.encode(record)))
     assert validated == record

@@ -31,6 +31,9 @@ or gone with a deleted or truncated journal before the database took it) — or,
 database (`unstorable`). `on_loss` listeners hear when the shed or unreadable count grows (the bot says
 so in #dev); /health and /metrics show both.
 
+This module stays whole: `record()`, what it keeps for a moment and the two halves' counts are one
+account (every record recorded is in exactly one of them), read together or not at all.
+
 Storage faults of either half are reported to `StorageHealth`, which announces them as a storage
 incident and clears it when a write succeeds. After each batch the database file's identity is checked
 too (deleted, replaced, moved away: SQLite goes on writing into the lost file without an error).

@@ -40,8 +40,7 @@ MISSING_ACCESS = {"message": "Missing Access", "code": 50001}
 UNKNOWN_GUILD = {"message": "Unknown Guild", "code": 10004}
 UNKNOWN_CHANNEL = {"message": "Unknown Channel", "code": 10003}
 UNAUTHORIZED = {"message": "401: Unauthorized", "code": 0}
-# When the request being answered reached the double (`time.perf_counter()`): its handler's own task.
-_ARRIVED: contextvars.ContextVar[float] = contextvars.ContextVar("arrived")
+_ARRIVED: contextvars.ContextVar[float] = contextvars.ContextVar("arrived")  # the request's, in its task
 INVALID_FORM_BODY = {
     "message": "Invalid Form Body",
     "code": 50035,
@@ -108,8 +107,7 @@ class RestDouble(GatewayDouble):
         self._channel_log: dict[int, list[dict[str, Any]]] = {}  # channel id → every message, oldest first
         self._reactions: dict[int, dict[str, list[int]]] = {}  # message id → emoji → user ids, in order
         self._edits: dict[int, int] = {}  # message id → how many times the bot edited it
-        # Message id → when the request that posted it, or last edited it, reached the double
-        # (`time.perf_counter()`): the moment the bot's answer arrived, whatever the double did next.
+        # Message id → when the request that posted or last edited it reached the double (perf_counter).
         self.changed_at: dict[str, float] = {}
         self.interactions: dict[str, dict[str, Any]] = {}  # token → an interaction a test dispatched
         self._originals: dict[str, dict[str, Any]] = {}  # token → the interaction's response message
@@ -317,7 +315,7 @@ class RestDouble(GatewayDouble):
         message = self._message(channel, guild, self.user, body.get("content") or "", body)
         if nonce is not None:
             message["nonce"] = str(nonce)
-        self._changed_now(message)
+        self.changed_at[message["id"]] = _ARRIVED.get(time.perf_counter())
         self.messages.append(message)
         self._channel_log.setdefault(channel.id, []).append(message)
         self._posted.set()
@@ -350,11 +348,8 @@ class RestDouble(GatewayDouble):
         )
         return message
 
-    def _changed_now(self, message: dict[str, Any]) -> None:
-        self.changed_at[message["id"]] = _ARRIVED.get(time.perf_counter())
-
     async def _store_bot_message(self, message: dict[str, Any]) -> None:
-        self._changed_now(message)
+        self.changed_at[message["id"]] = _ARRIVED.get(time.perf_counter())
         self.messages.append(message)
         self._channel_log.setdefault(int(message["channel_id"]), []).append(message)
         self._posted.set()
@@ -498,7 +493,7 @@ class RestDouble(GatewayDouble):
                 message[key] = body[key] if body[key] is not None else ([] if key != "content" else "")
         message["edited_timestamp"] = datetime.datetime.now(datetime.UTC).isoformat()
         self._edits[int(message_id)] = self._edits.get(int(message_id), 0) + 1
-        self._changed_now(message)
+        self.changed_at[message["id"]] = _ARRIVED.get(time.perf_counter())
         await self._echo(self._guild_of(self._channel_by_id(channel_id)), "MESSAGE_UPDATE", message)
         await self._notify()
         return _json(self._with_reactions(message))
