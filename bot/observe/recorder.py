@@ -25,14 +25,15 @@ journal cannot keep up (its disk is full or failing), successful records past `q
 counted by kind (`shed`), and every failure is kept — in a reserve of its own as large — so the
 detector's evidence survives.
 
-**Every record is accounted for.** Each one recorded is stored, waiting (for the journal, or in it for
-the database), shed (counted by kind) or unreadable (counted: its journal line cut short or not a record,
-or gone with a deleted or truncated journal before the database took it) — or, rarely, refused by the
-database (`unstorable`). `on_loss` listeners hear when the shed or unreadable count grows (the bot says
-so in #dev); /health and /metrics show both.
+**Every record is accounted for.** Each one taken in (`recorded`; a success kept for a moment counts
+once it is) is stored, waiting (for the journal, or in it for the database), shed (counted by kind) or
+unreadable (counted: its journal line cut short or not a record, or gone with a deleted or truncated
+journal before the database took it) — or, rarely, refused by the database (`unstorable`). `on_loss`
+listeners hear when the shed or unreadable count grows (the bot says so in #dev); /health and /metrics
+show both.
 
 This module stays whole: `record()`, what it keeps for a moment and the two halves' counts are one
-account (every record recorded is in exactly one of them), read together or not at all.
+account (every record taken in is in exactly one of them), read together or not at all.
 
 Storage faults of either half are reported to `StorageHealth`, which announces them as a storage
 incident and clears it when a write succeeds. After each batch the database file's identity is checked
