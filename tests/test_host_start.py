@@ -10,6 +10,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -244,6 +245,21 @@ async def test_the_replay_starts_the_bot_with_the_files_git_does_not_keep(tmp_pa
     assert "PREFIX=?" in copied and PLACEHOLDER in copied
     for secret in SECRETS:
         assert secret not in copied
+
+
+async def test_a_replay_sends_no_call_after_the_one_that_was_enough(tmp_path: Path) -> None:
+    """What a branch timed again does once a call is slow again: the calls after the first answer its
+    `enough` accepts are not sent (that answer is kept)."""
+    repo = _almanac(tmp_path)
+    head = git(repo, "rev-parse", "HEAD")
+    first = _plan().cases[0]
+    plan = ReplayPlan([first, replace(first, key="again")], ["almanac/cogs/days.py"], latency=False)
+    workspace = Workspace(repo, tmp_path / "worktrees", host=_host())
+    async with workspace.checkout(head, name="replay") as checkout:
+        results = await run_replay(
+            checkout, plan, sandbox=SANDBOX, host=HostBot(_host(), repo), enough=lambda key, _: key == "today"
+        )
+    assert list(results) == ["today"] and results["today"].reply == "Fair winds, alice!"
 
 
 async def test_a_bot_that_does_not_start_on_main_either_does_not_fail_the_change(tmp_path: Path) -> None:

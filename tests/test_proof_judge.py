@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from mendbot.improve.proof.answers import Comparison, masked, shape
-from mendbot.improve.proof.judge import Timing, handler_breadth, judge_replay
+from mendbot.improve.proof.judge import Timing, handler_breadth, judge_replay, slow_calls
 from mendbot.improve.proof.prover import _judge
 from mendbot.improve.proof.replay import Raised, ReplayResult, Watch
 from mendbot.improve.proof.replay_plan import Failure, ReplayCase, ReplayPlan
@@ -282,6 +282,32 @@ def test_a_first_call_is_timed_against_its_own_crash_when_that_was_slower() -> N
         cases, base, [_answer("1", "each pays 34", ms=2500.0), _answer("2", "each pays 17", ms=14)]
     )
     assert slow.items[0].verdict == "slow"
+
+
+def test_the_calls_slow_on_the_branch_come_with_the_time_past_which_the_judge_calls_them_slow() -> None:
+    """What a branch timed again is held to (the prover stops timing it at the first call slow again): each
+    slow call with the time past which it is slow — one millisecond past it slow for the judge too, one
+    within it not; a call that is not slow is not named."""
+    cases = [
+        _case("1", "recorded", "!roll 2d6"),
+        _case("2", "neighbour", "!roll 2d7", parent="1"),
+        _case("3", "worked", "!roll 1d6"),
+    ]
+    base = [_apology("1"), _answer("2", "🎲 6", ms=20), _answer("3", "🎲 4", ms=30)]
+    branch = [_answer("1", "🎲 7", ms=900), _answer("2", "🎲 5", ms=800), _answer("3", "🎲 2", ms=40)]
+    files = {"command:roll": ["cogs/dice.py"]}
+    plan = ReplayPlan(cases, ["cogs/dice.py"], False, FAILURE, files, {})
+    as_dict = {r.key: r for r in base}
+    limits = slow_calls(plan, as_dict, {r.key: r for r in branch}, timing=Timing(), source_of=SOURCE.get)
+    assert set(limits) == {"1", "2"}
+    for key, limit in limits.items():
+        for took, slow in ((limit + 1, True), (limit - 1, False)):
+            timed = [replace(r, duration_ms=took) if r.key == key else r for r in branch]
+            judged = judge_replay(
+                plan, as_dict, {r.key: r for r in timed}, timing=Timing(), source_of=SOURCE.get
+            )
+            verdicts = {item.label: item.verdict for item in judged}
+            assert (verdicts[cases[int(key) - 1].label] == "slow") is slow, (key, took, verdicts)
 
 
 def test_a_little_slower_is_not_slow() -> None:

@@ -50,7 +50,7 @@ from mendbot.improve.proof.replay import Raised, ReplayResult
 from mendbot.improve.proof.replay_plan import Failure, ReplayCase, ReplayPlan
 from mendbot.improve.proof.verdict import ItemVerdict, ProofItem, Side
 
-__all__ = ["Timing", "handler_breadth", "judge_replay"]
+__all__ = ["Timing", "handler_breadth", "judge_replay", "slow_calls"]
 
 _LATENCY_FACTOR = 0.5  # a latency fix must at least halve the replayed call's time
 # How much slower than its crash a fixed call may answer when nothing else says how fast the command is.
@@ -388,7 +388,25 @@ class _Judge:
         return item("fails", still)
 
     def _timed(self, case: ReplayCase, item: ProofItem) -> ProofItem:
-        """An answer far slower than the command's usual time is slow. The usual time is the base's
+        """`item`, slow where the branch answered later than `_slow_from` allows."""
+        limit = self._slow_from(case, item)
+        after = self.branch.get(case.key)
+        if limit is None or after is None:
+            return item
+        reference, slow_from = limit
+        if after.duration_ms > slow_from:
+            note = (
+                f"slow: {after.duration_ms:.0f} ms on the branch, where it usually answers in"
+                f" {reference:.0f} ms"
+            )
+            return msgspec.structs.replace(item, verdict="slow", note=note)
+        return item
+
+    def _slow_from(self, case: ReplayCase, item: ProofItem) -> tuple[float, float] | None:
+        """The call's usual time, and the time past which its branch answer is slow: `factor` times the
+        usual time and `min_ms` more than it (None: an item not judged by its time).
+
+        An answer far slower than the command's usual time is slow. The usual time is the base's
         answer to the same call for a call that worked, and for a failing one (whose base answer was the
         crash) the base's answers to the command's calls that worked, or the crash's own time when it was
         longer (a first call pays for what warms up, on both sides). Where none of them answered in the
@@ -396,7 +414,7 @@ class _Judge:
         own time in this replay says how fast the call runs here, with a wider margin."""
         before, after = self.base.get(case.key), self.branch.get(case.key)
         if item.verdict in ("fails", "neutral") or before is None or after is None or not after.answered:
-            return item
+            return None
         floor = self.timing.min_ms
         if item.verdict == "holds":
             reference = max(before.duration_ms, case.normal_ms or 0.0)
@@ -414,13 +432,20 @@ class _Judge:
             else:  # the crash's own time: a fix may do more work than crashing did, so a wider margin
                 reference = max(before.duration_ms, case.normal_ms or 0.0)
                 floor = max(floor, _CRASH_MARGIN_MS)
-        if after.duration_ms > self.timing.factor * reference and after.duration_ms - reference > floor:
-            note = (
-                f"slow: {after.duration_ms:.0f} ms on the branch, where it usually answers in"
-                f" {reference:.0f} ms"
-            )
-            return msgspec.structs.replace(item, verdict="slow", note=note)
-        return item
+        return reference, max(self.timing.factor * reference, reference + floor)
+
+    def slow_from(self) -> dict[str, float]:
+        """Each call whose branch answer is slow, by key, with the time past which an answer to it is."""
+        found: dict[str, float] = {}
+        for case in self.plan.replayable:
+            before, after = self.base.get(case.key), self.branch.get(case.key)
+            if case.role == "probe" or before is None or after is None:
+                continue
+            item = self._item(case, before, after)
+            limit = self._slow_from(case, item) if item is not None else None
+            if limit is not None and after.duration_ms > limit[1]:
+                found[case.key] = limit[1]
+        return found
 
     # -- flags --------------------------------------------------------------------------------
 
@@ -491,3 +516,17 @@ def judge_replay(
     """The proof items of a replay of `plan` on the base and on the branch (module docstring);
     `source_of(path)` reads a file of the branch's committed tree (None: not there)."""
     return _Judge(plan, base, branch, timing, source_of).items()
+
+
+def slow_calls(
+    plan: ReplayPlan,
+    base: dict[str, ReplayResult],
+    branch: dict[str, ReplayResult],
+    *,
+    timing: Timing,
+    source_of: Callable[[str], str | None],
+) -> dict[str, float]:
+    """The calls whose answer on the branch is slow (`judge_replay`'s "slow" items), by case key, each with
+    the time past which an answer to it is slow: timed again, a call answered later than that is slow
+    still, whatever the calls after it take."""
+    return _Judge(plan, base, branch, timing, source_of).slow_from()

@@ -15,7 +15,8 @@ or that it is being judged:
   the bot process itself, outside the sandbox; it judges what a user would see, what the code raised
   (the launcher's watch, armed before the checkout's code runs) and how long each answer took (when a
   call looks slow, both sides are replayed once more, one after the other, and each call keeps its
-  shorter time). The fix is proven when the failing calls fail on the base and are answered on the
+  shorter time — the branch only while a call is slow against the base's times, and up to the first call
+  slow again). The fix is proven when the failing calls fail on the base and are answered on the
   branch without the error happening, and every call that worked answers alike; for a latency
   complaint, when the branch's first answer comes in at most half the base's time.
 - **regression test** (`mendbot.improve.proof.test_item`): the test files the change adds or modifies, on
@@ -44,6 +45,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import math
 import re
 import shlex
 import shutil
@@ -61,7 +63,7 @@ from mendbot.improve.agent.workspace import Workspace
 from mendbot.improve.proof import replay_plan as plans
 from mendbot.improve.proof.bot_data import BotData, State, data_changes, snapshot, unreadable
 from mendbot.improve.proof.host_data import ReadInPart
-from mendbot.improve.proof.judge import Timing, judge_replay
+from mendbot.improve.proof.judge import Timing, judge_replay, slow_calls
 from mendbot.improve.proof.replay import CALL_TIMEOUT_S, HostBot, ReplayError, ReplayResult, run_replay
 from mendbot.improve.proof.replay_plan import ReplayCase, ReplayPlan, plan_proof
 from mendbot.improve.proof.test_item import TEST_FILE, Request, TestRun, added_names, read_test_run, test_item
@@ -146,7 +148,11 @@ class Prover:
         self._data_dir = data_dir  # where mendbot's own bot keeps its data (None: no copy of it is made)
 
     async def _replay(
-        self, checkout: Path, plan: ReplayPlan, data: BotData | None = None
+        self,
+        checkout: Path,
+        plan: ReplayPlan,
+        data: BotData | None = None,
+        until: Callable[[str, float], bool] | None = None,
     ) -> dict[str, ReplayResult] | str:
         if not plan.replayable:
             return {}
@@ -161,6 +167,7 @@ class Prover:
                 host=host,
                 data=data,
                 redact=self._redact,
+                enough=until,
             )
         except ReplayError as exc:
             return str(exc)
@@ -255,11 +262,17 @@ class Prover:
                     # Timed again, one side after the other: run at once, one side's first answers can
                     # meet the other's start or stop (seen: the branch's first answer came as the base's
                     # bot stopped, in both replays), and a busy machine stalls one answer of one side.
-                    # A change that is slow stays slow.
+                    # A change that is slow stays slow. The branch is timed again only where a call is
+                    # still slow against the base's times, and up to the first call slow again: the change
+                    # is slow then, whatever the calls after it take (each keeps its first time) — but
+                    # for a latency complaint, whose fixed calls are judged by their time too.
                     again_base = await self._replay(base, plan, self._side_data(copy))
-                    again_branch = await self._replay(branch, plan, self._side_data(copy))
                     base_replay = _quickest(base_replay, again_base)
-                    branch_replay = _quickest(branch_replay, again_branch)
+                    limits = _slow_limits(plan, base_replay, branch_replay, self._timing, source)
+                    if limits or plan.latency:
+                        until = None if plan.latency else functools.partial(_slow_again, limits)
+                        again_branch = await self._replay(branch, plan, self._side_data(copy), until)
+                        branch_replay = _quickest(branch_replay, again_branch)
                     replayed = _replay_items(plan, base_replay, branch_replay, self._timing, source)
                 items += replayed
                 if copy is not None and base_data is not None and branch_data is not None:
@@ -454,6 +467,24 @@ def _quickest(
                 result, duration_ms=min(result.duration_ms, other.duration_ms)
             )
     return quickest
+
+
+def _slow_limits(
+    plan: ReplayPlan,
+    base: dict[str, ReplayResult] | str,
+    branch: dict[str, ReplayResult] | str,
+    timing: Timing,
+    source_of: Callable[[str], str | None],
+) -> dict[str, float]:
+    """The calls slow on the branch against the base, with the time past which each is slow."""
+    if isinstance(base, str) or isinstance(branch, str):
+        return {}
+    return slow_calls(plan, base, branch, timing=timing, source_of=source_of)
+
+
+def _slow_again(limits: dict[str, float], key: str, took_ms: float) -> bool:
+    """Whether a call timed again is slow still (`limits`: `_slow_limits`)."""
+    return took_ms > limits.get(key, math.inf)
 
 
 def _replay_items(

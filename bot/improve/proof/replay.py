@@ -107,10 +107,12 @@ async def run_replay(
     host: HostBot | None = None,
     data: BotData | None = None,
     redact: Callable[[str], str] = str,
+    enough: Callable[[str, float], bool] | None = None,
 ) -> dict[str, ReplayResult]:
     """Start `checkout`'s bot in the sandbox, send it the plan's replayable cases as a member would, and
     return what the observer saw for each (module docstring), by case key. ReplayError when the bot
-    could not be started or did not connect: its output's last lines say why.
+    could not be started or did not connect: its output's last lines say why. With `enough`, the cases
+    after the first one answered for which `enough(key, milliseconds to its answer)` is true are not sent.
 
     With `data`, mendbot's own bot starts from that copy of the live bot's stored data, mounted writable
     where the live bot keeps it, and a `host` bot from that copy of its data files, written into the
@@ -137,7 +139,7 @@ async def run_replay(
     # simcord keeps one in context variables) can reach its waits. Cancelled (a shutdown), it stops the
     # sandboxed bot and ends at once, instead of holding the process until the replay is over.
     timeouts = (ready_timeout_s, call_timeout_s)
-    observe = _observe(checkout, plan, sandbox, timeouts, host=host, data=data, redact=redact)
+    observe = _observe(checkout, plan, sandbox, timeouts, host=host, data=data, redact=redact, enough=enough)
     return await on_own_loop(observe, stop_within_s=_STOP_TIMEOUT_S + 5)
 
 
@@ -150,6 +152,7 @@ async def _observe(
     host: HostBot | None = None,
     data: BotData | None = None,
     redact: Callable[[str], str] = str,
+    enough: Callable[[str, float], bool] | None = None,
 ) -> dict[str, ReplayResult]:
     """The plan's cases sent to the checkout's bot, in one start of it — or, when the bot has stored data
     that calls may change, in two: the failing calls and their neighbours first, then the calls that
@@ -169,10 +172,13 @@ async def _observe(
                 data=data,
                 redact=redact,
                 people=plan.replayable,
+                enough=enough,
             )
         )
         if data is not None and first is None:
             first = (data.after, data.unread)
+        if enough and any(r.answered and enough(key, r.duration_ms) for key, r in results.items()):
+            break
     if data is not None and first is not None:
         data.after, data.unread = first
     return results
@@ -207,6 +213,7 @@ async def _observe_once(
     data: BotData | None,
     redact: Callable[[str], str],
     people: list[ReplayCase],
+    enough: Callable[[str, float], bool] | None,
 ) -> dict[str, ReplayResult]:
     from mendbot.trust.loopback_discord import DiscordDouble
 
@@ -248,6 +255,8 @@ async def _observe_once(
                         entries = plan.entries.get(case.kind)
                         sent = await call(observer, general, case, call_timeout_s, reports, entries=entries)
                         seen.append((case, sent))
+                        if enough and sent.answer is not None and enough(case.key, sent.duration_ms):
+                            break
                     ended = time.monotonic()
                     _log.info(
                         "replayed",
