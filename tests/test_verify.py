@@ -346,8 +346,10 @@ async def test_the_smoke_load_runs_alongside_the_checks(worktree: Worktree) -> N
     the smoke process, seen from the host), and both verdicts are kept, the smoke's last."""
     release = worktree.path / "release-the-check"
     token = f"smoke-alongside-{os.getpid()}"
-    # Looked for by listing the tree too: a name looked up through the sandbox's overlay before the host
-    # wrote it may be remembered as missing (one run in a loaded suite waited out its 120 s so).
+    # Looked for by listing the tree: through the sandbox's overlay, a name looked up before the host wrote
+    # it stays missing (the overlay keeps the failed lookup; seen for seconds on end), while a listing
+    # reads the host's directory again. A loaded suite, whose check looked before the release, waited out
+    # its 120 s.
     name = release.name
     wait = f"while not os.path.exists('{name}') and '{name}' not in os.listdir(): time.sleep(0.05)"
     waits = f"python -c \"import os, time; t='{token}'\n{wait}\""
