@@ -152,7 +152,7 @@ class Prover:
         checkout: Path,
         plan: ReplayPlan,
         data: BotData | None = None,
-        until: Callable[[str, float], bool] | None = None,
+        enough: Callable[[str, float], bool] | None = None,
     ) -> dict[str, ReplayResult] | str:
         if not plan.replayable:
             return {}
@@ -167,7 +167,7 @@ class Prover:
                 host=host,
                 data=data,
                 redact=self._redact,
-                enough=until,
+                enough=enough,
             )
         except ReplayError as exc:
             return str(exc)
@@ -270,8 +270,8 @@ class Prover:
                     base_replay = _quickest(base_replay, again_base)
                     limits = _slow_limits(plan, base_replay, branch_replay, self._timing, source)
                     if limits or plan.latency:
-                        until = None if plan.latency else functools.partial(_slow_again, limits)
-                        again_branch = await self._replay(branch, plan, self._side_data(copy), until)
+                        enough = None if plan.latency else functools.partial(_slow_again, limits)
+                        again_branch = await self._replay(branch, plan, self._side_data(copy), enough)
                         branch_replay = _quickest(branch_replay, again_branch)
                     replayed = _replay_items(plan, base_replay, branch_replay, self._timing, source)
                 items += replayed
