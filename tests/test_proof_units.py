@@ -12,9 +12,10 @@ from mendbot.db import proofs
 from mendbot.db.connection import open_database
 from mendbot.db.handlers import HandlerLocation, replace_cog
 from mendbot.improve.proof.judge import Timing
-from mendbot.improve.proof.prover import _judge, _quickest, _replay_items, changed_lines, changed_tests
+from mendbot.improve.proof.prover import _judge, _replay_items, changed_lines, changed_tests
 from mendbot.improve.proof.replay import ReplayResult, _appearance
 from mendbot.improve.proof.replay_plan import MAX_REPLAYS, Failure, ReplayCase, ReplayPlan, plan_replay
+from mendbot.improve.proof.retime import quickest
 from mendbot.improve.proof.test_item import Request as _Request
 from mendbot.improve.proof.test_item import TestRun as _TestRun
 from mendbot.improve.proof.test_item import test_item as _test_item
@@ -150,9 +151,9 @@ def test_a_call_timed_again_keeps_its_shorter_time_only_where_it_answered_alike(
     at all) lends no time, and what the call answered is always the first replay's."""
 
     def kept(first: dict[str, ReplayResult], second: dict[str, ReplayResult] | str) -> ReplayResult:
-        quickest = _quickest(first, second)
-        assert isinstance(quickest, dict)
-        return quickest["1"]
+        both = quickest(first, second)
+        assert isinstance(both, dict)
+        return both["1"]
 
     stalled = _result(ms=900.0)
     assert kept(stalled, _result(ms=4.0)).duration_ms == 4.0

@@ -43,9 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
-import math
 import re
 import shlex
 import shutil
@@ -63,9 +61,10 @@ from mendbot.improve.agent.workspace import Workspace
 from mendbot.improve.proof import replay_plan as plans
 from mendbot.improve.proof.bot_data import BotData, State, data_changes, snapshot, unreadable
 from mendbot.improve.proof.host_data import ReadInPart
-from mendbot.improve.proof.judge import Timing, judge_replay, slow_calls
+from mendbot.improve.proof.judge import Timing, judge_replay
 from mendbot.improve.proof.replay import CALL_TIMEOUT_S, HostBot, ReplayError, ReplayResult, run_replay
 from mendbot.improve.proof.replay_plan import ReplayCase, ReplayPlan, plan_proof
+from mendbot.improve.proof.retime import quickest, slow_again
 from mendbot.improve.proof.test_item import TEST_FILE, Request, TestRun, added_names, read_test_run, test_item
 from mendbot.improve.proof.verdict import ItemVerdict, Proof, ProofItem, Side, proved_by_replay
 from mendbot.kernel.git import git
@@ -267,12 +266,12 @@ class Prover:
                     # is slow then, whatever the calls after it take (each keeps its first time) — but
                     # for a latency complaint, whose fixed calls are judged by their time too.
                     again_base = await self._replay(base, plan, self._side_data(copy))
-                    base_replay = _quickest(base_replay, again_base)
-                    limits = _slow_limits(plan, base_replay, branch_replay, self._timing, source)
-                    if limits or plan.latency:
-                        enough = None if plan.latency else functools.partial(_slow_again, limits)
-                        again_branch = await self._replay(branch, plan, self._side_data(copy), enough)
-                        branch_replay = _quickest(branch_replay, again_branch)
+                    base_replay = quickest(base_replay, again_base)
+                    enough = slow_again(plan, base_replay, branch_replay, self._timing, source)
+                    if enough is not None or plan.latency:
+                        until = None if plan.latency else enough
+                        again_branch = await self._replay(branch, plan, self._side_data(copy), until)
+                        branch_replay = quickest(branch_replay, again_branch)
                     replayed = _replay_items(plan, base_replay, branch_replay, self._timing, source)
                 items += replayed
                 if copy is not None and base_data is not None and branch_data is not None:
@@ -450,41 +449,6 @@ def _still_failing(case: ReplayCase, after: ReplayResult | None, latency: bool) 
     if latency:
         return f"still slow: {after.duration_ms:.0f} ms (recorded {case.recorded_ms:.0f} ms)"
     return ""
-
-
-def _quickest(
-    first: dict[str, ReplayResult] | str, second: dict[str, ReplayResult] | str
-) -> dict[str, ReplayResult] | str:
-    """`first` with each call's time the shorter of its two replays, where both answered alike (what a
-    call answers is always the first replay's)."""
-    if isinstance(first, str) or isinstance(second, str):
-        return first
-    quickest = dict(first)
-    for key, result in first.items():
-        other = second.get(key)
-        if other is not None and other.answered == result.answered and other.ok == result.ok:
-            quickest[key] = dataclasses.replace(
-                result, duration_ms=min(result.duration_ms, other.duration_ms)
-            )
-    return quickest
-
-
-def _slow_limits(
-    plan: ReplayPlan,
-    base: dict[str, ReplayResult] | str,
-    branch: dict[str, ReplayResult] | str,
-    timing: Timing,
-    source_of: Callable[[str], str | None],
-) -> dict[str, float]:
-    """The calls slow on the branch against the base, with the time past which each is slow."""
-    if isinstance(base, str) or isinstance(branch, str):
-        return {}
-    return slow_calls(plan, base, branch, timing=timing, source_of=source_of)
-
-
-def _slow_again(limits: dict[str, float], key: str, took_ms: float) -> bool:
-    """Whether a call timed again is slow still (`limits`: `_slow_limits`)."""
-    return took_ms > limits.get(key, math.inf)
 
 
 def _replay_items(
