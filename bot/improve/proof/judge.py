@@ -434,7 +434,7 @@ class _Judge:
                 floor = max(floor, _CRASH_MARGIN_MS)
         return reference, max(self.timing.factor * reference, reference + floor)
 
-    def slow_from(self) -> dict[str, float]:
+    def slow_limits(self) -> dict[str, float]:
         """Each call whose branch answer is slow, by key, with the time past which an answer to it is."""
         found: dict[str, float] = {}
         for case in self.plan.replayable:
@@ -529,4 +529,4 @@ def slow_calls(
     """The calls whose answer on the branch is slow (`judge_replay`'s "slow" items), by case key, each with
     the time past which an answer to it is slow: timed again, a call answered later than that is slow
     still, whatever the calls after it take."""
-    return _Judge(plan, base, branch, timing, source_of).slow_from()
+    return _Judge(plan, base, branch, timing, source_of).slow_limits()
