@@ -88,6 +88,31 @@ def test_a_reader_reads_every_record_once_in_order_across_rotations(tmp_path: Pa
         assert read == written, trial
 
 
+def test_a_reader_moved_past_records_stored_from_memory_reads_the_rest_of_a_segment_begun_before(
+    tmp_path: Path,
+) -> None:
+    """The store takes records from memory and moves its reader's position on; when memory later lets
+    records go, it reads them back — from the segment they are in even where that segment began before
+    the position (a rotation made it while the reader held the one before). Under load those were passed
+    over as missing: 1,188,549 of 1,200,000 records stored."""
+    journal = Journal(tmp_path / "actions.ndjson", max_bytes=2000, backups=50)
+    reader = journal.reader(0)
+    journal.append(_lines(1, 10))
+    assert [seq for seq, _ in reader.take(10, 100)] == list(range(1, 11))  # it holds the first segment
+    seq = 11
+    while len(journal.segments()) < 3:
+        journal.append(_lines(seq, 10))
+        seq += 10
+    journal.append(_lines(seq, 5))
+    seq += 5
+    begins = line_seq(journal.path.read_bytes().split(b"\n")[0])
+    assert begins is not None and begins + 2 < seq - 1
+    reader.after = begins + 2  # stored from memory up to here
+    assert [taken for taken, _ in reader.take(seq - 1, 1000)] == list(range(begins + 3, seq))
+    assert reader.missing == 0
+    reader.close()
+
+
 def test_a_journal_reopened_goes_on_numbering_and_skips_a_cut_line(tmp_path: Path) -> None:
     """A journal opened again knows its last sequence number; a line a crash cut short is ended before
     the next append, so it neither swallows a record nor is read as one; old lines without a sequence

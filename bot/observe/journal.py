@@ -35,7 +35,7 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -287,31 +287,39 @@ class Journal:
         """A reader of the records after sequence number `after`, in order."""
         return JournalReader(self, after)
 
-    def _open_segments(self, after: int, *, first: bool) -> list[IO[bytes]]:
-        """Segments to read on from `after`, oldest first, open (under the lock: no rename comes between).
+    def _open_segments(self, after: int, held: Collection[tuple[int, int]]) -> list[IO[bytes]]:
+        """Segments to read on from `after` that the reader does not hold (`held`: device and inode of
+        each), oldest first, open — under the lock, so no rename comes between.
 
-        `first`: a reader with nothing open takes every segment with a record past `after`, and the newest
-        whatever it holds (appends go on in it). Later, when what it holds is read out, only segments that
-        begin past `after`: those that appeared since (a rotation renamed the one it holds).
+        Looked at newest first, by their first line: each is taken, back to the one the position is in
+        (it begins at or before `after`) or one the reader holds. The position may have been moved on
+        past records stored from memory into a segment the reader never held (a rotation made it
+        meanwhile): that segment is taken too, for the records past the position still in it. A segment
+        without a numbered first line (empty, or from before sequence numbers) is taken if it is the
+        newest (appends go on in it) or holds a record past `after`.
         """
         opened: list[IO[bytes]] = []
         with self._lock:
             segments = self.segments()
-            for index, segment in enumerate(segments):
+            for index in reversed(range(len(segments))):
                 try:
-                    handle = segment.open("rb")
+                    handle = segments[index].open("rb")
                 except FileNotFoundError:
                     continue
-                if first:
-                    keep = index == len(segments) - 1 or _last_seq_of(handle) > after
-                else:
-                    begins = line_seq(handle.readline())
-                    handle.seek(0)
-                    keep = begins is not None and begins > after
-                if keep:
+                status = os.fstat(handle.fileno())
+                if (status.st_dev, status.st_ino) in held:
+                    handle.close()
+                    break
+                begins = line_seq(handle.readline())
+                handle.seek(0)
+                newest = index == len(segments) - 1
+                if begins is not None or newest or _last_seq_of(handle) > after:
                     opened.append(handle)
                 else:
                     handle.close()
+                if begins is not None and begins <= after:
+                    break
+        opened.reverse()
         return opened
 
 
@@ -407,7 +415,8 @@ class JournalReader(msgspec.Struct):
             if looked:
                 return
             looked = True  # once per call: segments that appeared since (a rotation)
-            newer = self.journal._open_segments(self.after, first=not self._open)
+            holding = {(found.st_dev, found.st_ino) for found in (os.fstat(h.fileno()) for h in self._open)}
+            newer = self.journal._open_segments(self.after, holding)
             if not newer:
                 return
             self._open.extend(newer)
