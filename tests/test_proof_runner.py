@@ -153,12 +153,32 @@ SHOP = textwrap.dedent(
 SHOP_TESTS = textwrap.dedent(
     """\
     import os
+    import threading
+
+    import pytest
 
     from pkg import dice
 
 
     def test_a_stub_through_the_constructor():
         assert dice.Roller(scale=lambda sides: 1).roll(6) == 1
+
+
+    @pytest.fixture
+    def roller():
+        return dice.Roller(scale=lambda sides: 1)
+
+
+    def test_a_stub_from_a_fixture(roller):
+        assert roller.roll(6) == 1
+
+
+    def test_a_stub_in_a_thread():
+        rolled = []
+        worker = threading.Thread(target=lambda: rolled.append(dice.Roller(scale=lambda sides: 1).roll(6)))
+        worker.start()
+        worker.join()
+        assert rolled == [1]
 
 
     def test_the_real_code_through_the_constructor():
@@ -193,7 +213,8 @@ SHOP_TESTS = textwrap.dedent(
 
 
 def test_the_runner_names_each_test_that_changes_how_the_code_behaves(tmp_path: Path) -> None:
-    """A function of the test's own handed to the code in place of a parameter's default, a module global
+    """A function of the test's own handed to the code in place of a parameter's default (in the test, in a
+    fixture, in a thread the test starts), a module global
     set, a default changed, an environment variable the code names set by the test: each is reported; the
     code's own function handed in, a variable the code never names, and an error the code handles and
     logs with its traceback (which reads the changed file to show its lines) are not."""
@@ -219,6 +240,8 @@ def test_the_runner_names_each_test_that_changes_how_the_code_behaves(tmp_path: 
     patched = {test.split("::")[1]: what for test, what in report["patched"].items()}
     assert patched == {
         "test_a_stub_through_the_constructor": ["Roller.__init__.argument `scale` (a function of the test)"],
+        "test_a_stub_from_a_fixture": ["Roller.__init__.argument `scale` (a function of the test)"],
+        "test_a_stub_in_a_thread": ["Roller.__init__.argument `scale` (a function of the test)"],
         "test_a_global_set": ["pkg.dice.LIMIT (assignment)"],
         "test_a_default_changed": ["limited.__defaults__ (assignment)"],
         "test_a_variable_the_code_reads": ["environment variable SHOP_SAFE (set by the test)"],

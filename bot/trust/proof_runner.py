@@ -222,6 +222,14 @@ class _Patches:
                 self.record(function, "__defaults__", "assignment")
                 self.functions[index] = (function, function.__defaults__, function.__kwdefaults__)
 
+    def profile(self, frame: Any, event: str, arg: Any) -> None:
+        """The profile function: each call is looked at by `stub`. It is set for the loop thread only
+        while a test sets up and runs (what `stub` looks at), and for every thread the process starts:
+        a profile function is a Python call at each call and return, which made collecting the tests
+        (importing discord.py and the bot) take about half as long again."""
+        if event == "call":
+            self.stub(frame)
+
     def stub(self, frame: Any) -> None:
         """A call into the code under test: a parameter with a default given a function of the test's own
         (a lambda, a function defined in a test, a mock) instead — the test choosing the code it runs."""
@@ -397,6 +405,7 @@ class _Observer:
 
     def pytest_runtest_setup(self, item: Any) -> None:
         self.patches.phase = "setup"
+        sys.setprofile(self.patches.profile)
 
     def pytest_runtest_call(self, item: Any) -> None:
         self.patches.phase = "call"
@@ -408,6 +417,7 @@ class _Observer:
             if self.environment.get(name) != value and self.patches.names_variable(name):
                 self.patches.record(None, f"environment variable {name}", "set by the test")
         self.patches.phase = "teardown"
+        sys.setprofile(None)
 
     def pytest_runtest_makereport(self, item: Any, call: Any) -> None:
         entry = self.tests.setdefault(item.nodeid, {"outcome": "passed", "error_type": None})
@@ -455,13 +465,7 @@ def main(argv: list[str]) -> int:
     read: set[str] = set()
     _watch_reading(absolute, read, watching)
     cov.start()
-
-    def calls(frame: Any, event: str, arg: Any) -> None:
-        if event == "call":
-            patches.stub(frame)
-
-    sys.setprofile(calls)
-    threading.setprofile(calls)
+    threading.setprofile(patches.profile)
     try:
         code = pytest.main(["-q", "-p", "no:cacheprovider", *tests], plugins=[observer])
     finally:
