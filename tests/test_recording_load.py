@@ -73,6 +73,11 @@ def _produced(database: Path | str) -> tuple[int, ...]:
     )
 
 
+def _accounted(recorder: ActionRecorder) -> str:
+    """Where records that did not reach the database went, as the recorder counts them."""
+    return f"shed {dict(recorder.shed)}, unreadable or missing in the journal {recorder.unreadable}"
+
+
 def _record(recorder: ActionRecorder, n: int) -> None:
     """One of the load's records: one in twenty a failure (fingerprinted), the rest as a command's."""
     if n % 20:
@@ -95,7 +100,7 @@ async def test_a_burst_of_100000_records_as_fast_as_the_loop_can_all_reach_the_d
     await recorder.flush()
     await recorder.close()
     await writer
-    assert _produced(database) == (100_000, 100_000)
+    assert _produced(database) == (100_000, 100_000), _accounted(recorder)
     assert not recorder.shed
 
 
@@ -119,7 +124,7 @@ async def test_20000_records_a_second_for_a_minute_all_reach_the_database(
     await recorder.flush()
     await recorder.close()
     await writer
-    assert _produced(database) == (total, total)
+    assert _produced(database) == (total, total), _accounted(recorder)
     assert not recorder.shed
 
 
