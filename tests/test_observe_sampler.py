@@ -8,6 +8,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,14 @@ ROOT = Path(__file__).resolve().parent.parent
 HERE = "tests/test_observe_sampler.py"
 
 
-def _blocking_work() -> None:
-    time.sleep(0.15)  # the sampled line when the loop is blocked
+_WAIT_S = 30  # the longest a test waits for the sampler's thread, which a loaded machine may hold back
+
+
+def _blocking_work(sampled: Callable[[], bool] | None) -> None:
+    """Block the loop for 0.15 s, or (given `sampled`) until the sampler has sampled it."""
+    deadline = time.monotonic() + (0.15 if sampled is None else _WAIT_S)
+    while time.monotonic() < deadline and not (sampled is not None and sampled()):
+        time.sleep(0.005)  # the sampled line when the loop is blocked
 
 
 async def _waiting_work(release: asyncio.Event) -> None:
@@ -31,14 +38,16 @@ def _line(needle: str) -> int:
     return next(n for n, line in enumerate(Path(__file__).read_text().splitlines(), 1) if needle in line)
 
 
-async def _handler(sampler: SlowSampler, work: object) -> dict[str, int]:
+async def _handler(sampler: SlowSampler, work: object, *, until_sampled: bool = True) -> dict[str, int]:
+    """A handler that awaits `work` (an event) or blocks the loop: until it is sampled, or (not
+    `until_sampled`) for 0.15 s."""
     capture = start_capture("app:test")
     sampler.watch(capture)
     try:
         if isinstance(work, asyncio.Event):
             await _waiting_work(work)
         else:
-            _blocking_work()
+            _blocking_work((lambda: bool(capture.stacks)) if until_sampled else None)
     finally:
         sampler.unwatch(capture)
     return {frames[-1]: count for frames, count in (capture.stacks or {}).items()}
@@ -56,7 +65,7 @@ async def _blocking_handler_sampled() -> dict[str, int]:
 async def test_a_handler_blocking_the_loop_is_sampled_at_the_blocking_line() -> None:
     """time.sleep in a handler: the loop thread's stack, innermost at the sleeping line."""
     innermost = await _blocking_handler_sampled()
-    assert f"{HERE}:{_line('time.sleep(0.15)')}:_blocking_work" in innermost
+    assert f"{HERE}:{_line('time.sleep(0.005)')}:_blocking_work" in innermost
 
 
 async def test_a_handler_awaiting_is_sampled_at_the_await() -> None:
@@ -66,7 +75,9 @@ async def test_a_handler_awaiting_is_sampled_at_the_await() -> None:
     release = asyncio.Event()
     try:
         task = asyncio.create_task(_handler(sampler, release))
-        await asyncio.sleep(0.15)
+        deadline = time.monotonic() + _WAIT_S
+        while not sampler.samples_taken and time.monotonic() < deadline:  # noqa: ASYNC110 - the thread counts
+            await asyncio.sleep(0.005)
         release.set()
         innermost = await task
     finally:
@@ -79,7 +90,7 @@ async def test_a_fast_handler_is_never_sampled() -> None:
     sampler = SlowSampler((ROOT,), threshold_ms=500, interval_ms=5)
     sampler.start()
     try:
-        innermost = await asyncio.create_task(_handler(sampler, None))
+        innermost = await asyncio.create_task(_handler(sampler, None, until_sampled=False))
     finally:
         sampler.stop()
     assert innermost == {} and sampler.samples_taken == 0
@@ -152,7 +163,7 @@ async def test_the_loop_threads_stack_is_not_walked_frame_by_frame(monkeypatch: 
 
     monkeypatch.setattr(sys, "_current_frames", walked)
     innermost = await _blocking_handler_sampled()
-    assert f"{HERE}:{_line('time.sleep(0.15)')}:_blocking_work" in innermost
+    assert f"{HERE}:{_line('time.sleep(0.005)')}:_blocking_work" in innermost
 
 
 class _BrokenTask:
@@ -177,4 +188,4 @@ async def test_a_sample_that_fails_is_dropped_and_sampling_goes_on() -> None:
     finally:
         sampler.stop()
     assert sampler.samples_failed >= 1
-    assert f"{HERE}:{_line('time.sleep(0.15)')}:_blocking_work" in innermost
+    assert f"{HERE}:{_line('time.sleep(0.005)')}:_blocking_work" in innermost
