@@ -75,7 +75,10 @@ def _produced(database: Path | str) -> tuple[int, ...]:
 
 def _accounted(recorder: ActionRecorder) -> str:
     """Where records that did not reach the database went, as the recorder counts them."""
-    return f"shed {dict(recorder.shed)}, unreadable or missing in the journal {recorder.unreadable}"
+    return (
+        f"waiting in the journal {recorder.waiting}, shed {dict(recorder.shed)}, "
+        f"unreadable or missing in the journal {recorder.unreadable}"
+    )
 
 
 def _record(recorder: ActionRecorder, n: int) -> None:
