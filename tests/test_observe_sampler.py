@@ -182,7 +182,9 @@ async def test_a_sample_that_fails_is_dropped_and_sampling_goes_on() -> None:
         broken = start_capture("app:broken")
         broken.task = _BrokenTask()  # type: ignore[assignment]
         sampler.watch(broken)
-        await asyncio.sleep(0.1)
+        deadline = time.monotonic() + _WAIT_S
+        while not sampler.samples_failed and time.monotonic() < deadline:  # noqa: ASYNC110 - the thread counts
+            await asyncio.sleep(0.005)
         sampler.unwatch(broken)
         innermost = await asyncio.create_task(_handler(sampler, None))
     finally:
