@@ -287,6 +287,14 @@ class PostgresLeader(Leadership):
                     await self._release(conn)
                 raise
             except (psycopg.Error, OSError, TimeoutError) as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # Stopped meanwhile: on Python 3.11 `asyncio.wait_for` hands back the connect's own
+                    # error when the cancellation comes as it ends, and `stop()` would wait for ever.
+                    self._lose("shutdown")
+                    if conn is not None:
+                        await self._close(conn)
+                    raise asyncio.CancelledError from exc
                 _log.warning(
                     "leadership attempt failed",
                     leadership=self.name,
