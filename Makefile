@@ -11,7 +11,9 @@ DEV    := $(VENV)/.installed-dev
 # sandbox, bot processes), so more workers than cores pays off. Tests are handed out two at a time,
 # the slow ones first (tests/conftest.py), so the workers finish together.
 WORKERS ?= 4
-PYTEST  := $(BIN)/pytest -n $(WORKERS) --maxschedchunk 2
+# A test still running after 15 minutes (the longest take ~4 under a loaded machine) has hung: it fails,
+# with every thread's stack printed, and the run goes on to the end instead of waiting for ever.
+PYTEST  := $(BIN)/pytest -n $(WORKERS) --maxschedchunk 2 --timeout 900
 
 # Two installs: the runtime (`mendbot`, the playground, the demo) and the dev extra on top (tests,
 # linters). A newcomer's first `make run` waits only for the first; `make test` adds the second.
