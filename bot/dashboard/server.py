@@ -46,6 +46,7 @@ from mendbot.features.reminders import parse_delay
 from mendbot.kernel.errors import UserError
 from mendbot.kernel.log import get_logger
 from mendbot.kernel.money import usd
+from mendbot.kernel.waits import wait_for
 
 __all__ = ["CSP", "DashboardServer"]
 
@@ -429,7 +430,7 @@ class DashboardServer:
             except ConnectionError:  # the page went away mid-write
                 break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), _STREAM_POLL_S)
+                await wait_for(self._closing.wait(), _STREAM_POLL_S)
         with contextlib.suppress(ConnectionError):
             await response.write_eof()
         return response

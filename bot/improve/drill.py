@@ -57,6 +57,7 @@ from mendbot.kernel.failpoints import Failpoints, InjectedFault
 from mendbot.kernel.log import get_logger
 from mendbot.kernel.money import usd
 from mendbot.kernel.settings import Settings
+from mendbot.kernel.waits import wait_for
 from mendbot.observe.incident import Incident
 from mendbot.observe.incidents import IncidentService
 from mendbot.observe.recorder import ActionRecorder
@@ -581,7 +582,7 @@ class DrillService:
             sample={"drill": report.number, "stage": stage.stage},
         )
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(incident.created.wait(), 30)
+            await wait_for(incident.created.wait(), 30)
         return incident.id
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import msgspec
 
+from mendbot.kernel.waits import wait_for
+
 __all__ = ["ProcessResult", "run_process"]
 
 
@@ -88,7 +90,7 @@ async def run_process(
 
     code: int | None
     try:
-        await asyncio.wait_for(
+        await wait_for(
             asyncio.gather(
                 process.wait(), feed(process.stdin), pump(process.stdout, out), pump(process.stderr, err)
             ),

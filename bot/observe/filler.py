@@ -41,6 +41,7 @@ from mendbot.db.migrate import upgrade_postgresql, upgrade_sqlite
 from mendbot.db.records import ActionRecord
 from mendbot.db.retry import RetryPolicy, StorageHealth, storage_fault
 from mendbot.kernel.log import get_logger
+from mendbot.kernel.waits import wait_for
 from mendbot.observe.intake import JournalIntake, backoff, report_fault
 from mendbot.observe.journal import Journal, JournalReader
 
@@ -254,7 +255,7 @@ class DatabaseFiller:
                 # (every commit writes again the pages all of them touch).
                 self._poke.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._poke.wait(), _GATHER_S)
+                    await wait_for(self._poke.wait(), _GATHER_S)
             taken = intake.take(self.stored, _BATCH)
             if taken is None:
                 continue  # let go meanwhile: from the journal first
@@ -321,7 +322,7 @@ class DatabaseFiller:
                     raise Stopping from exc
                 self._poke.clear()
                 with contextlib.suppress(TimeoutError):  # `flush()` cuts the backoff short
-                    await asyncio.wait_for(self._poke.wait(), backoff(self._retry, attempt))
+                    await wait_for(self._poke.wait(), backoff(self._retry, attempt))
                 continue
             self.failing = False
             return result

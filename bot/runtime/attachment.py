@@ -37,6 +37,7 @@ from mendbot.kernel import startgc
 from mendbot.kernel.log import get_logger
 from mendbot.kernel.prompts import PromptRegistry
 from mendbot.kernel.uncommitted import not_on_main, unseen_line
+from mendbot.kernel.waits import wait_for
 from mendbot.observe.recorder import Recovery, recovery_notice
 from mendbot.runtime.held_events import HeldEvents
 from mendbot.runtime.instrument import instrument, recording_of, uninstrument
@@ -351,7 +352,7 @@ class Attachment(Recording):
                 await self.drain(remaining)
             improve = (await self.services.complete()).improve  # built by now: a deploy asked
             try:
-                await asyncio.wait_for(improve.quiesce(), timeout=max(0.0, deadline - loop.time()))
+                await wait_for(improve.quiesce(), timeout=max(0.0, deadline - loop.time()))
             except TimeoutError:
                 _log.warning("runs still going at the drain timeout: stopping them (resumable)")
             await improve.shutdown()

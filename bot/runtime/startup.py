@@ -10,7 +10,6 @@ reconnects and resumes by itself. Tracebacks of all of these go to the JSON log 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import random
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ import discord
 
 from mendbot.kernel.log import get_logger
 from mendbot.kernel.settings import EX_CONFIG
+from mendbot.kernel.waits import wait_for
 from mendbot.runtime.app import CommandSyncFailed
 
 if TYPE_CHECKING:
@@ -139,7 +139,7 @@ class Backoff:
 async def _wait_or_closed(bot: MendBot, delay: float) -> bool:
     """Sleep `delay` seconds; True when the bot was closed meanwhile (SIGTERM during a retry)."""
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(bot.wait_closed(), timeout=delay)
+        await wait_for(bot.wait_closed(), timeout=delay)
     return bot.is_closed()
 
 

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, LiteralString
 import msgspec
 
 from mendbot.kernel.log import get_logger
+from mendbot.kernel.waits import wait_for
 
 if TYPE_CHECKING:
     # The driver loads when a leader first connects (PostgreSQL only): a SQLite start never loads it.
@@ -325,7 +326,7 @@ class PostgresLeader(Leadership):
         from psycopg.conninfo import conninfo_to_dict
 
         options = conninfo_to_dict(self._conninfo).get("options")
-        conn = await asyncio.wait_for(
+        conn = await wait_for(
             psycopg.AsyncConnection.connect(
                 self._conninfo,
                 autocommit=True,
@@ -433,7 +434,7 @@ class PostgresLeader(Leadership):
             self._holding = False
             self._backend_pid = None
         with contextlib.suppress(psycopg.Error, OSError, TimeoutError):
-            await asyncio.wait_for(conn.close(), timeout=2.0)
+            await wait_for(conn.close(), timeout=2.0)
 
 
 async def _fetch_one(

@@ -34,6 +34,7 @@ from mendbot.kernel.settings import (
     refuse_shard_subset,
     refuse_workers_without_store,
 )
+from mendbot.kernel.waits import wait_for
 from mendbot.runtime.standalone import CONFIG_FILE as ATTACHED_CONFIG
 from mendbot.runtime.standalone import host_settings
 
@@ -288,7 +289,7 @@ class _Discord:
         self.application_id = 0
 
     async def _call(self, coro: Awaitable[Any]) -> Any:
-        return await asyncio.wait_for(coro, timeout=_REQUEST_TIMEOUT_S)
+        return await wait_for(coro, timeout=_REQUEST_TIMEOUT_S)
 
     async def token(self, token: str) -> Check:
         user = await self._call(self.http.static_login(token))

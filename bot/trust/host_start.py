@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from mendbot.kernel.sections import HostConfig
+from mendbot.kernel.waits import wait_for
 from mendbot.trust import host_smoke, replay_launch
 from mendbot.trust.host_files import copy_files
 from mendbot.trust.loopback_discord_model import bot_token
@@ -255,7 +256,7 @@ async def _ended_when_asked(
     with contextlib.suppress(OSError, ConnectionError):
         await ask()
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(process.wait(), _STOP_TIMEOUT_S)
+        await wait_for(process.wait(), _STOP_TIMEOUT_S)
     return process.returncode == 0
 
 
@@ -291,7 +292,7 @@ async def stop(process: asyncio.subprocess.Process) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(process.wait(), _STOP_TIMEOUT_S)
+            await wait_for(process.wait(), _STOP_TIMEOUT_S)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
@@ -354,7 +355,7 @@ class _Reports:
     async def settled(self) -> None:
         """Until READY was reported and no extension came in for a moment (those an `on_ready` loads)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.ready.wait(), _READY_REPORT_S)
+            await wait_for(self.ready.wait(), _READY_REPORT_S)
         deadline = time.monotonic() + _EXTENSIONS_SETTLE_S
         while time.monotonic() < deadline:
             if time.monotonic() - max(self.last, 0.0) >= _EXTENSIONS_QUIET_S:
@@ -366,7 +367,7 @@ class _Reports:
             writer.close()
         if self.writers:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.done.wait(), _STOP_TIMEOUT_S)
+                await wait_for(self.done.wait(), _STOP_TIMEOUT_S)
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,6 @@ runs the real `mendbot` entry point with both URLs swapped.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import socket
 from collections.abc import Callable, Iterator
@@ -64,6 +63,7 @@ import discord
 import yarl
 from aiohttp import web
 
+from mendbot.kernel.waits import wait_for
 from mendbot.trust.loopback_discord_interact import InteractionDouble
 from mendbot.trust.loopback_discord_model import FakeChannel, FakeGuild, _summary
 from mendbot.trust.loopback_discord_rest import API_PREFIX
@@ -298,7 +298,7 @@ class DiscordDouble(InteractionDouble):
                     await self._changed.wait()
 
         try:
-            await asyncio.wait_for(wait(), timeout)
+            await wait_for(wait(), timeout)
         except TimeoutError:
             raise AssertionError(f"interaction not acknowledged within {timeout}s") from None
 
@@ -370,7 +370,7 @@ class DiscordDouble(InteractionDouble):
                 return found
 
         try:
-            return await asyncio.wait_for(wait(), timeout)
+            return await wait_for(wait(), timeout)
         except TimeoutError:
             said = [f"{m['author']['username']}: {_summary(m)}" for m in self._all_messages(channel)]
             raise AssertionError(f"no matching message within {timeout}s; messages: {said[-20:]}") from None

@@ -17,13 +17,13 @@ do (messages, reactions, slash commands) on top.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import Sequence
 from typing import Any
 
 import discord
 
+from mendbot.kernel.waits import wait_for
 from mendbot.trust.loopback_discord_model import FakeChannel, snowflake
 from mendbot.trust.loopback_discord_rest import RestDouble
 
@@ -221,7 +221,7 @@ class InteractionDouble(RestDouble):
                 return self.answers[token]
 
         try:
-            answer = await asyncio.wait_for(wait(), timeout)
+            answer = await wait_for(wait(), timeout)
         except TimeoutError:
             raise AssertionError(f"interaction not answered within {timeout}s") from None
         if answer.get("id") is None:

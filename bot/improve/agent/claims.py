@@ -36,6 +36,7 @@ from mendbot.db import claims as queries
 from mendbot.db.core import Connection
 from mendbot.improve.runs import ACTIVE_STATES, Run, RunService, RunState
 from mendbot.kernel.log import get_logger
+from mendbot.kernel.waits import wait_for
 from mendbot.trust.path_rules import protected_entry, secret_reason
 
 __all__ = [
@@ -280,7 +281,7 @@ class ClaimService:
             if deadline is not None:
                 timeout = min(timeout, deadline - loop.time())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), max(0.0, timeout))
+                await wait_for(changed.wait(), max(0.0, timeout))
 
     async def paths_of(self, run_id: int) -> list[str]:
         return await queries.for_run(self._db, run_id)

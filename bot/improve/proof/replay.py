@@ -52,6 +52,7 @@ from mendbot.improve.proof.replay_plan import ReplayCase, ReplayPlan, extension_
 from mendbot.improve.proof.replay_reports import Raised, Reports, Watch
 from mendbot.kernel.log import get_logger
 from mendbot.kernel.own_loop import on_own_loop
+from mendbot.kernel.waits import wait_for
 from mendbot.trust.host_start import (
     HostBot,
     NotStarted,
@@ -394,7 +395,7 @@ async def _armed(reports: Reports) -> None:
     the bot is steady — its guilds in its cache, a host bot's mendbot cogs added — at most `_STEADY_S`:
     the first call finds the bot as a member's would, not still changing under it."""
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(reports.hello_seen.wait(), _ARM_S)
+        await wait_for(reports.hello_seen.wait(), _ARM_S)
     if reports.hello:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(reports.steady.wait(), _STEADY_S)
+            await wait_for(reports.steady.wait(), _STEADY_S)

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from mendbot.kernel.waits import wait_for
+
 __all__ = ["Raised", "Reports", "Watch"]
 
 
@@ -144,7 +146,7 @@ class Reports:
     async def wait_moved(self, timeout_s: float) -> None:
         self.moved.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.moved.wait(), max(0.0, timeout_s))
+            await wait_for(self.moved.wait(), max(0.0, timeout_s))
 
     def started(self, names: list[str], since: float) -> bool:
         return any(m["e"] == "start" and m.get("q") in names and m["t"] >= since for m in self.marks)
@@ -163,7 +165,7 @@ class Reports:
             writer.close()
         if self.writers:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.done.wait(), stop_timeout_s)
+                await wait_for(self.done.wait(), stop_timeout_s)
 
     def watch(self, *, stopped: bool) -> Watch:
         """The watch's state; `stopped`: the replay is over (a connection closed before is a loss)."""
