@@ -279,6 +279,8 @@ async def test_with_the_journal_full_successes_past_the_queue_are_shed_by_kind_a
         filler = fill_disk(settings.log_dir)
         for n in range(200):
             recorder.record("task:busy", "test", ok=True, duration_ms=1, extra={"pad": "x" * 500})
+            if n == 0:  # its append fails: the journal is failing now, not slow (which has more room)
+                await asyncio.wait_for(world.bot.services.storage.wait_failing(), 30)
             if n % 20 == 0:
                 error = KeyError(f"missing {n}")
                 recorder.record("task:broken", "test", ok=False, duration_ms=1, error=error)

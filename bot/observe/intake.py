@@ -15,7 +15,10 @@ counts, so a loop that never yields does not hold the journal up.
 A batch the journal refuses (a full or failing disk) stays in memory and is handed over again after a
 backoff, the batches behind it with it, so the journal's order never breaks; the fault is a storage
 fault at once. Meanwhile records keep waiting — memory stays bounded: past `queue_size` waiting, a
-success is shed (counted by kind), while failures have a reserve of their own as large.
+success is shed (counted by kind), while failures have a reserve of their own as large. A journal that
+is slow but not failing (one append held up by a busy disk: over a second on a loaded machine, while a
+busy bot made 20,000 records a second) catches up by itself: until an append fails, `_SLOW` times
+`queue_size` may wait (~730 bytes each) before a success is shed.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ _HAND_OVER = 1000  # records waiting for the journal that are handed over at onc
 _HAND_OVER_S = 0.05  # the longest a record waits in memory before its journal append begins
 _KIND, _OK = 1, 3  # where `row()` puts them
 _MAX_BACKOFF_STEPS = 6  # a failing journal or database is tried again at most every backoff × 2^5
+_SLOW = 5  # records that may wait for a journal that is slow, not failing: this many times `queue_size`
 
 
 class _Refused(Exception):
@@ -109,7 +113,7 @@ class JournalIntake:
         self.journaled_seq = journal.last_seq  # the last number in the journal (the thread's)
         self._pending = _Batch()  # kept, not yet handed over
         # Successes and failures kept (by the loop), in the journal (by its thread), lost at a stop: what
-        # waits for the journal is the difference (each kind at most `queue_size`). One writer each.
+        # waits for the journal is the difference (each kind at most `queue_size` × `_SLOW`). One writer each.
         self._kept = [0, 0]
         self._appended = [0, 0]
         self._lost = [0, 0]
@@ -150,9 +154,11 @@ class JournalIntake:
 
     def keep(self, fields: dict[str, Any]) -> None:
         """Number the record and encode its journal line and row; it waits for the journal thread.
-        Past `queue_size` waiting, a success is shed (counted by kind); a failure has a reserve as large."""
+        Past `queue_size` waiting (`_SLOW` times that while no append has failed), a success is shed
+        (counted by kind); a failure has a reserve as large."""
         failure = 0 if fields["ok"] else 1
-        if self._kept[failure] - self._appended[failure] - self._lost[failure] >= self._queue_size:
+        limit = self._queue_size if self.failing else self._queue_size * _SLOW
+        if self._kept[failure] - self._appended[failure] - self._lost[failure] >= limit:
             self.shed[fields["kind"]] += 1
             self.shed_failures += failure
             return

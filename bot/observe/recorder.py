@@ -23,7 +23,8 @@ what it holds is passed over, counted (`actions_unstorable`) and logged; it stay
 **Memory stays bounded.** Records wait in memory only until the journal has them. When even the
 journal cannot keep up (its disk is full or failing), successful records past `queue_size` are shed,
 counted by kind (`shed`), and every failure is kept — in a reserve of its own as large — so the
-detector's evidence survives.
+detector's evidence survives. A journal that is only slow (no append failed) has five times that
+room before it sheds (bot/observe/intake.py).
 
 **Every record is accounted for.** Each one taken in (`recorded`; a success kept for a moment counts
 once it is) is stored, waiting (for the journal, or in it for the database), shed (counted by kind) or
