@@ -29,7 +29,9 @@ from tests.harness.discord import make_settings
 pytestmark = pytest.mark.engines
 
 FAST = {"retry_s": 0.1, "check_s": 0.3, "lease_s": 1.0}
-WITHIN_S = 15.0
+# How long a condition may take before the test fails: a ceiling, not a settle time (it is reached only
+# when the condition never comes); a loaded machine stretches a leadership's hand-over and a reload.
+WITHIN_S = 60.0
 
 
 class CountingAnnouncer:

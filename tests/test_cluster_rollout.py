@@ -21,7 +21,7 @@ from mendbot.kernel.settings import ConfigError
 from mendbot.runtime.services import Services
 from mendbot.scale.rollout import ROLLOUT_KEY, canary_regression
 from tests.harness.discord import make_settings
-from tests.test_cluster import _git, _process, _repo, _until
+from tests.test_cluster import WITHIN_S, _git, _process, _repo, _until
 
 pytestmark = pytest.mark.engines
 
@@ -111,14 +111,14 @@ async def _state(services: Services, run_id: int) -> str:
     return (await services.improve.runs.get(run_id)).state
 
 
-async def _until_state(services: Services, run_id: int, state: str, within: float = 15.0) -> None:
+async def _until_state(services: Services, run_id: int, state: str, within: float = WITHIN_S) -> None:
     deadline = time.monotonic() + within
     while (await _state(services, run_id)) != state:
         assert time.monotonic() < deadline, f"run never became {state}: {await _state(services, run_id)}"
         await asyncio.sleep(0.05)
 
 
-async def _until_stage(services: Services, stage: str, within: float = 15.0) -> None:
+async def _until_stage(services: Services, stage: str, within: float = WITHIN_S) -> None:
     deadline = time.monotonic() + within
     while (await _stage(services)) != stage:
         assert time.monotonic() < deadline, f"the rollout never reached {stage}: {await _stage(services)}"
@@ -277,7 +277,7 @@ async def test_a_new_leader_resumes_the_rollout_and_a_restarted_process_stays_be
                 assert b2.cluster.loaded_sha == first
                 await asyncio.sleep(1.0)
                 assert b2.cluster.loaded_sha == first and await _stage(a) == "canary"
-                await _until_state(a, run.id, "resolved", within=20)
+                await _until_state(a, run.id, "resolved")
                 await _until(lambda: b2.cluster.loaded_sha == second)
                 assert moved == [second] and _git(repos["b"], "rev-parse", "HEAD") == second
                 await _until_stage(a, "done")

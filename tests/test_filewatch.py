@@ -21,7 +21,7 @@ class Batches:
     def __init__(self) -> None:
         self.queue: asyncio.Queue[set[Path]] = asyncio.Queue()
 
-    async def next(self, timeout: float = 5) -> set[Path]:
+    async def next(self, timeout: float = 30) -> set[Path]:
         return await asyncio.wait_for(self.queue.get(), timeout)
 
     async def none_within(self, seconds: float) -> bool:

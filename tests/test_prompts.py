@@ -23,7 +23,7 @@ def _registry(tmp_path: Path, errors: list[str]) -> PromptRegistry:
     return registry
 
 
-async def _eventually(check: object, timeout: float = 1.0) -> None:
+async def _eventually(check: object, timeout: float = 30.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not check():  # type: ignore[operator]
         if asyncio.get_running_loop().time() > deadline:

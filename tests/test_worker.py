@@ -475,7 +475,7 @@ async def test_the_relay_survives_its_listen_connection_being_terminated(postgre
     assert it.relay.connections == 2
 
 
-async def _wait_for(condition: Any, timeout: float = 15) -> None:
+async def _wait_for(condition: Any, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
