@@ -204,9 +204,9 @@ async def test_unreachable_database_never_leads_and_keeps_trying(tmp_path: Path)
 
 
 async def test_a_stop_ends_even_when_the_cancellation_comes_back_as_a_connect_error(tmp_path: Path) -> None:
-    """On Python 3.11 `asyncio.wait_for` may hand back the awaited connect's error in place of the
-    cancellation that came as it ended (seen once: a loaded full run hung for 11 minutes in the test
-    above): the leadership must still stop, not retry for ever."""
+    """A connect that hands back its own error in place of the cancellation that came as it ended (what
+    Python 3.11's `asyncio.wait_for` did; a loaded full run hung for 11 minutes in the test above): the
+    leadership must still stop, not retry for ever."""
     a = _leader(f"postgresql://postgres@/postgres?host={tmp_path}", connect_timeout_s=2.0)
     connecting = asyncio.Event()
     swallow = [True]  # the cancellation comes back as a connect error (until the test gives up)

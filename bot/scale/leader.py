@@ -290,8 +290,9 @@ class PostgresLeader(Leadership):
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
-                    # Stopped meanwhile: on Python 3.11 `asyncio.wait_for` hands back the connect's own
-                    # error when the cancellation comes as it ends, and `stop()` would wait for ever.
+                    # Stopped meanwhile, and the cancellation came back as the connect's own error (what
+                    # 3.11's `asyncio.wait_for` did when it came as the connect ended; a driver may too):
+                    # retrying would make `stop()` wait for ever.
                     self._lose("shutdown")
                     if conn is not None:
                         await self._close(conn)
