@@ -92,7 +92,9 @@ async def test_a_slow_handler_carries_sampled_stacks_pointing_at_the_blocking_li
         await world.users["alice"].slash(world.general, "echo", text="fast")
         await world.users["alice"].slash(world.general, "slow")
         await world.quiesce()
-    assert _last(settings, "app:echo")["samples"] is None  # fast handlers are never sampled
+    # A handler faster than the threshold is never sampled (on a loaded machine a short one may not be fast).
+    echo = _last(settings, "app:echo")
+    assert echo["samples"] is None or echo["duration_ms"] >= 30, echo
     samples = json.loads(_last(settings, "app:slow")["samples"])
     # Most samples catch nap(); one may catch the handler a moment later, sending its reply.
     assert samples[0]["frames"][-1] == f"{COG}:{NAP_LINE}:nap"
