@@ -133,25 +133,32 @@ class SlowSampler:
             self._dump = None
 
     def watch(self, capture: HandlerCapture) -> None:
+        """Register a handler. Its entry is set without the lock (one dictionary item: atomic under the
+        interpreter's lock), which is taken only to wake an idle thread; `_run` looks once more after
+        going idle, so a handler registered as it does is not missed."""
         if self._thread is None:
             return
-        with self._wake:
-            self._active[id(capture)] = capture
-            if self._idle:
-                self._idle = False
-                self._wake.notify()
+        self._active[id(capture)] = capture
+        if self._idle:
+            with self._wake:
+                if self._idle:
+                    self._idle = False
+                    self._wake.notify()
 
     def unwatch(self, capture: HandlerCapture) -> None:
         if self._thread is None:
             return
-        with self._wake:
-            self._active.pop(id(capture), None)
+        self._active.pop(id(capture), None)
 
     @property
     def watching(self) -> int:
         """How many handlers are watched now: none once every handler that ran has ended."""
-        with self._wake:
-            return len(self._active)
+        return len(self._active)
+
+    def _live(self) -> list[HandlerCapture]:
+        """The handlers that may still be sampled (a copy taken in one step: the loop changes the
+        dictionary without the lock)."""
+        return [c for c in list(self._active.values()) if c.sampled < _MAX_SAMPLES_PER_HANDLER]
 
     # -- on the watchdog thread ---------------------------------------------------------------------
 
@@ -163,11 +170,13 @@ class SlowSampler:
                 if self._stopping:
                     return
                 # A handler sampled as often as it may be is left alone: no wake-ups for it.
-                live = [c for c in self._active.values() if c.sampled < _MAX_SAMPLES_PER_HANDLER]
+                live = self._live()
                 if not live:
                     if lingered:
                         self._idle = True
-                        self._wake.wait()
+                        if not self._live():  # else one was registered after the look above: not idle
+                            self._wake.wait()
+                        self._idle = False
                         lingered = False
                     else:
                         self._wake.wait(timeout=self.threshold_s)
