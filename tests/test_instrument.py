@@ -4,6 +4,7 @@ as they always did; mendbot records what failed; taking mendbot off puts every m
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 from collections.abc import AsyncIterator
@@ -416,6 +417,32 @@ async def test_the_recordings_bookkeeping_is_done_when_the_event_is_dispatched(
     assert records.count("command:price") == 2
 
 
+async def test_a_listener_is_in_flight_while_it_runs_and_not_once_it_has_ended(
+    shop_world: tuple[VirtualWorld, Shop],
+) -> None:
+    """A listener's task is in flight (what a restart's drain waits for) while the listener runs, and is
+    not once it has ended — returned or raised."""
+    world, shop = shop_world
+    recording = recording_of(shop)
+    assert recording is not None
+    running: list[bool] = []
+
+    async def counting(message: discord.Message) -> None:
+        if message.author.bot:
+            return
+        running.append(asyncio.current_task() in recording._inflight)
+        if message.content == "boom":
+            raise LookupError("boom")
+
+    shop.add_listener(counting, "on_message")
+    await world.users["alice"].send(world.general, "hello")
+    await world.users["alice"].send(world.general, "boom")
+    await world.quiesce()
+    assert running == [True, True]
+    assert not recording._inflight, recording._inflight
+    assert ("listener:on_message", "LookupError") in await _failures(world)
+
+
 def test_instrumenting_keeps_signatures_and_is_idempotent(tmp_path: Path) -> None:
     """The wrapped methods keep their signatures and `__wrapped__`; instrumenting twice changes nothing,
     and uninstrumenting returns the recording and leaves the class's methods."""
@@ -425,8 +452,8 @@ def test_instrumenting_keeps_signatures_and_is_idempotent(tmp_path: Path) -> Non
 
         def observe_cog(self, cog: Any) -> None: ...
 
-        run_command = run_event = scheduling_event = adding_cog = removing_cog = None
-        loading_extension = reloading_extension = None
+        run_command = run_event = scheduling_event = adding_cog = removing_cog = staticmethod(_noop)
+        loading_extension = reloading_extension = staticmethod(_noop)
         on_command_completion = on_command_error = on_app_command_completion = staticmethod(_noop)
         on_message = on_interaction = on_raw_reaction_add = staticmethod(_noop)
 

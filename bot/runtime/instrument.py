@@ -99,10 +99,13 @@ def wrapper_of(original: Callable[..., Any], route: Callable[..., Any]) -> Calla
 
 
 def _wrap(installed: _Installed, owner: Any, name: str, route: Callable[..., Any]) -> None:
-    """Replace `owner.name` on the instance by a wrapper calling `route(original, *args)`."""
+    """Replace `owner.name` on the instance by `route(original, *args)`: the original is bound there, so
+    a partial dressed as it (`functools.update_wrapper`) calls the route without a frame of its own —
+    these run for every command and every listener."""
     previous = owner.__dict__.get(name, _MISSING)
-    wrapper = wrapper_of(getattr(owner, name), route)
-    installed.recording.sampler.skip(wrapper, route)  # around every handler: not where its time went
+    original = getattr(owner, name)
+    wrapper = functools.update_wrapper(functools.partial(route, original), original)
+    installed.recording.sampler.skip(route)  # around every handler: not where its time went
     setattr(owner, name, wrapper)
     installed.saved.append((owner, name, previous))
 

@@ -615,81 +615,114 @@ class Recording:
         is recorded when it fails: the bot's own replies are half the messages its listeners see, and a
         run on one that went well is nothing a replay can send again (members' messages are)."""
         task = asyncio.current_task()
-        if task is not None:
-            self.track_inflight(task)
-        owner = getattr(coro, "__self__", None)
-        if owner is self:
-            await original(coro, event_name, *args, **kwargs)
-            return
-        if owner is self.bot:
-            await self._run_own_event(coro, event_name, *args, **kwargs)
-            return
-        started = time.perf_counter()
-        quiet = owner in self.failures_only
-        about_a_bot = _about_a_bots_message(args)
-        capture: HandlerCapture | None = None
-        if about_a_bot and not quiet:
-            # Recorded only if it fails: what it sends and the rows it reads are kept as for any run, but
-            # what it was asked is worked out then, and the slow-handler sampler does not watch it.
-            capture = start_capture(f"listener:{event_name}")
-        elif not quiet:
-            capture = start_capture(f"listener:{event_name}", message_invocation(event_name, args))
-            self.sampler.watch(capture)
+        # In flight while it runs (`drain` waits for it): taken off as it ends rather than by a callback
+        # of its task's, which would be one more callback the loop runs for every listener.
+        tracked = task if task is not None and task not in self._inflight else None
+        if tracked is not None:
+            self._inflight.add(tracked)
         try:
-            await coro(*args, **kwargs)
-        except asyncio.CancelledError:
-            self.end_capture(capture)
-        except Exception as exc:
-            captured = self.end_capture(capture)
-            if captured.get("invocation") is None:
-                captured["invocation"] = message_invocation(event_name, args)
-            ids = event_ids(args)
-            source = getattr(owner, "qualified_name", None) or getattr(coro, "__qualname__", "listener")
-            channel = self.bot.get_channel(ids["channel_id"]) if ids.get("channel_id") else None
-            problem = self.environment_problem(exc, channel, ids.get("user_id"))
-            text, is_bug = describe(exc)
-            if problem is None and not is_bug:
-                # a user's mistake (`cancel run 3` with no run 3) is a reply, not an incident
-                if not quiet:
+            owner = getattr(coro, "__self__", None)
+            if owner is self:
+                await original(coro, event_name, *args, **kwargs)
+                return
+            if owner is self.bot:
+                await self._run_own_event(coro, event_name, *args, **kwargs)
+                return
+            started = time.perf_counter()
+            quiet = owner in self.failures_only
+            about_a_bot = _about_a_bots_message(args)
+            capture: HandlerCapture | None = None
+            if about_a_bot and not quiet:
+                # Recorded only if it fails: what it sends and the rows it reads are kept as for any run, but
+                # what it was asked is worked out then, and the slow-handler sampler does not watch it.
+                capture = start_capture(f"listener:{event_name}")
+            elif not quiet:
+                capture = start_capture(f"listener:{event_name}", message_invocation(event_name, args))
+                self.sampler.watch(capture)
+            try:
+                await coro(*args, **kwargs)
+            except asyncio.CancelledError:
+                self.end_capture(capture)
+            except Exception as exc:
+                await self._listener_failed(
+                    exc,
+                    capture,
+                    owner=owner,
+                    coro=coro,
+                    event_name=event_name,
+                    started=started,
+                    args=args,
+                    kwargs=kwargs,
+                )
+            else:
+                if capture is not None and not about_a_bot:
+                    captured = self.end_capture(capture)
                     self.recorder.record(
                         f"listener:{event_name}",
-                        source,
+                        getattr(owner, "qualified_name", None) or getattr(coro, "__qualname__", "listener"),
                         ok=True,
                         duration_ms=(time.perf_counter() - started) * 1000,
-                        extra={"user_error": text},
-                        **ids,
+                        **captured,
+                        **event_ids(args),
                     )
-                if text is not None:
-                    await self._answer_event(args, text)
-                return
-            self.recorder.record(
-                f"listener:{event_name}",
-                source,
-                ok=False,
-                error=None if problem else exc,
-                duration_ms=(time.perf_counter() - started) * 1000,
-                extra=environment_extra(exc, problem) or None,
-                **captured,
-                **ids,
-            )
-            if problem is not None:  # no bug, so no traceback: the incident says what is needed
-                await self._answer_event(args, problem.reply)
-                return
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.bot.on_error(event_name, *args, **kwargs)
-        else:
-            if capture is not None and not about_a_bot:
-                captured = self.end_capture(capture)
+                elif capture is not None:
+                    capture.closed = True
+        finally:
+            if tracked is not None:
+                self._inflight.discard(tracked)
+
+    async def _listener_failed(
+        self,
+        exc: Exception,
+        capture: HandlerCapture | None,
+        *,
+        owner: object,
+        coro: Callable[..., Coroutine[Any, Any, Any]],
+        event_name: str,
+        started: float,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        """A listener raised: a user's mistake answered, an environment problem recorded and answered,
+        a bug recorded and handed to the bot's `on_error`."""
+        quiet = owner in self.failures_only
+        captured = self.end_capture(capture)
+        if captured.get("invocation") is None:
+            captured["invocation"] = message_invocation(event_name, args)
+        ids = event_ids(args)
+        source = getattr(owner, "qualified_name", None) or getattr(coro, "__qualname__", "listener")
+        channel = self.bot.get_channel(ids["channel_id"]) if ids.get("channel_id") else None
+        problem = self.environment_problem(exc, channel, ids.get("user_id"))
+        text, is_bug = describe(exc)
+        if problem is None and not is_bug:
+            # a user's mistake (`cancel run 3` with no run 3) is a reply, not an incident
+            if not quiet:
                 self.recorder.record(
                     f"listener:{event_name}",
-                    getattr(owner, "qualified_name", None) or getattr(coro, "__qualname__", "listener"),
+                    source,
                     ok=True,
                     duration_ms=(time.perf_counter() - started) * 1000,
-                    **captured,
-                    **event_ids(args),
+                    extra={"user_error": text},
+                    **ids,
                 )
-            elif capture is not None:
-                capture.closed = True
+            if text is not None:
+                await self._answer_event(args, text)
+            return
+        self.recorder.record(
+            f"listener:{event_name}",
+            source,
+            ok=False,
+            error=None if problem else exc,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            extra=environment_extra(exc, problem) or None,
+            **captured,
+            **ids,
+        )
+        if problem is not None:  # no bug, so no traceback: the incident says what is needed
+            await self._answer_event(args, problem.reply)
+            return
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.bot.on_error(event_name, *args, **kwargs)
 
     async def _answer_event(self, args: tuple[Any, ...], text: str) -> None:
         """Tell the person behind a listener's event what was wrong with their request."""
