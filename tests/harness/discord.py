@@ -76,7 +76,7 @@ async def running_world(
     extra_extensions: Sequence[str] = (),
     without: Sequence[str] = (),
     prompts_dir: Path | None = None,
-    settle_timeout: float = 60.0,
+    settle_timeout: float = 30.0,
     real_clock: bool = False,
     playground: bool = False,
 ) -> AsyncIterator[VirtualWorld]:
@@ -88,10 +88,6 @@ async def running_world(
     `without` leaves extensions out (e.g. `cogs.dice` when `tests.fixtures.buggy_dice` replaces it).
     `playground` applies the playground's rules, as `mendbot play` does: one clock (the virtual one, for
     every service), long timers only on `wait`, runs in the background.
-
-    `settle_timeout` is how long an action may wait for the bot to settle: a ceiling, reached only when it
-    never does — a settle of a few seconds took over 30 with two full runs and more tests sharing the
-    machine.
     """
     extensions = [name for name in discover_extensions() if name not in without]
     clock = WorldClock() if playground else None
