@@ -11,7 +11,7 @@ DEV    := $(VENV)/.installed-dev
 # sandbox, bot processes), so more workers than cores pays off. Tests are handed out two at a time,
 # the slow ones first (tests/conftest.py), so the workers finish together.
 WORKERS ?= 4
-# A test still running after 15 minutes (the longest take under 5 on a loaded machine) has hung: it fails,
+# A test still running after 15 minutes (the longest took 7.7 on a loaded machine) has hung: it fails,
 # with every thread's stack printed, and the run goes on to the end instead of waiting for ever.
 PYTEST  := $(BIN)/pytest -n $(WORKERS) --maxschedchunk 2 --timeout 900
 
