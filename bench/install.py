@@ -1,15 +1,14 @@
 """What `pip install mendbot` adds to an environment: the wheel, and every distribution it requires.
 
-Builds this checkout's wheel, then walks mendbot's requirements (and theirs) as this environment has
-them installed, summing the files each distribution's RECORD lists. Prints one `name value unit` line
-per figure: the plain install, and with each extra on top.
+Builds this checkout's wheel (as the tests do: tests/harness/wheel.py), then walks mendbot's
+requirements (and theirs) as this environment has them installed, summing the files each distribution's
+RECORD lists. Prints one `name value unit` line per figure: the plain install, and with each extra on top.
 
     .venv/bin/python bench/install.py [--short]
 """
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import tempfile
 from importlib import metadata
@@ -20,6 +19,10 @@ from packaging.utils import canonicalize_name
 from sizes import SHORT  # noqa: F401  (the short mode is the same: one build, one walk)
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.harness.wheel import build_wheel  # noqa: E402  (the checkout's tests, found above)
 
 
 def _size(dist: metadata.Distribution) -> int:
@@ -55,12 +58,7 @@ def closure(name: str, extras: frozenset[str] = frozenset()) -> dict[str, metada
 
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="mendbot-install-") as temp:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", temp, str(ROOT)],
-            check=True,
-            capture_output=True,  # setuptools' warnings about the dashboard's data folders
-        )
-        (wheel,) = Path(temp).glob("mendbot-*.whl")
+        wheel = build_wheel(Path(temp))
         print(f"install_wheel_size {wheel.stat().st_size / 1e6:.2f} MB")
     mendbot = metadata.distribution("mendbot")
     extras = sorted(set(mendbot.metadata.get_all("Provides-Extra") or []) - {"dev", "all"})

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from tests.harness.repo import PROJECT
 
-__all__ = ["InstalledWheel", "end_session", "installed_wheel", "start_session"]
+__all__ = ["InstalledWheel", "build_wheel", "end_session", "installed_wheel", "start_session"]
 
 _SESSION = "MENDBOT_TEST_SESSION"  # the session's name, in the environment its workers inherit
 
@@ -77,9 +77,31 @@ def _root() -> Path:
     return Path(tempfile.gettempdir()) / f"mendbot-wheel-{os.environ[_SESSION]}"
 
 
+def build_wheel(dist: Path) -> Path:
+    """This checkout built into a wheel in `dist`, from a private copy of its files (every file git does not
+    ignore, as the working tree has it). setuptools builds inside the tree it is given (`build/`,
+    `mendbot.egg-info/`): two builds of the checkout itself at once — two test sessions, a bench beside the
+    tests — would share one build folder, and one of them fail on files the other removed."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=PROJECT,
+        capture_output=True,
+        check=True,
+    ).stdout
+    with tempfile.TemporaryDirectory(prefix="mendbot-build-") as temp:
+        source = Path(temp)
+        for name in filter(None, listed.split(b"\0")):
+            relative = os.fsdecode(name)
+            if (PROJECT / relative).is_file():  # not one deleted from the tree but still in git's index
+                (source / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(PROJECT / relative, source / relative)
+        _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(dist), str(source)])
+    (wheel,) = dist.glob("mendbot-*.whl")
+    return wheel
+
+
 def _build_and_install(root: Path, venv: Path) -> None:
-    dist = root / "dist"
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(dist), str(PROJECT)])
+    wheel = build_wheel(root / "dist")
     source = Path(sys.prefix)
     _run(["cp", "-al", str(source), str(venv)])  # hard links: instant, and nothing of the source changes
     purelib = Path(sysconfig.get_paths()["purelib"].replace(str(source), str(venv), 1))
@@ -91,7 +113,6 @@ def _build_and_install(root: Path, venv: Path) -> None:
             script.unlink()  # a new file, not the linked one
             script.write_text(text, errors="surrogateescape")
             script.chmod(0o755)
-    (wheel,) = dist.glob("mendbot-*.whl")
     pip = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--no-deps"]
     _run([*pip, "--quiet", str(wheel)])
 
