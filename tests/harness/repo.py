@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mendbot.trust.tree_imports import tree_packages, write_import_boot
 
-__all__ = ["PROJECT", "copy_of_bot", "git", "python_path"]
+__all__ = ["PROJECT", "copy_of_bot", "copy_of_project", "git", "python_path"]
 
 PROJECT = Path(__file__).resolve().parents[2]
 IDENTITY = ["-c", "user.name=mendbot tests", "-c", "user.email=tests@mendbot.invalid"]
@@ -23,7 +23,16 @@ def git(repo: Path, *args: str) -> str:
 
 
 def copy_of_bot(dest: Path) -> Path:
-    """Copy the project's files (tracked and new, minus ignored) into `dest` as a fresh repo on main.
+    """Copy the project's files (`copy_of_project`) into `dest` as a fresh repo on main."""
+    copy_of_project(dest)
+    git(dest, "init", "-q", "-b", "main")
+    git(dest, "add", "-A")
+    git(dest, "commit", "-q", "-m", "copy of mendbot for a test")
+    return dest
+
+
+def copy_of_project(dest: Path) -> None:
+    """Copy the project's files (tracked and new, minus ignored), as the working tree has them, into `dest`.
 
     Each Python file's bytecode comes along where the project has it (`make` compiles `bot/` and
     `cogs/`): copied with their times, as the files are, it stays valid, so the bot processes a test
@@ -52,10 +61,6 @@ def copy_of_bot(dest: Path) -> Path:
             if compiled.is_file():
                 (target.parent / "__pycache__").mkdir(exist_ok=True)
                 shutil.copy2(compiled, target.parent / "__pycache__" / compiled.name)
-    git(dest, "init", "-q", "-b", "main")
-    git(dest, "add", "-A")
-    git(dest, "commit", "-q", "-m", "copy of mendbot for a test")
-    return dest
 
 
 def python_path(code: Path) -> str:

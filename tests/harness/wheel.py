@@ -26,7 +26,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.harness.repo import PROJECT
+from tests.harness.repo import copy_of_project
 
 __all__ = ["InstalledWheel", "build_wheel", "end_session", "installed_wheel", "start_session"]
 
@@ -78,24 +78,13 @@ def _root() -> Path:
 
 
 def build_wheel(dist: Path) -> Path:
-    """This checkout built into a wheel in `dist`, from a private copy of its files (every file git does not
-    ignore, as the working tree has it). setuptools builds inside the tree it is given (`build/`,
-    `mendbot.egg-info/`): two builds of the checkout itself at once — two test sessions, a bench beside the
-    tests — would share one build folder, and one of them fail on files the other removed."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=PROJECT,
-        capture_output=True,
-        check=True,
-    ).stdout
+    """This checkout built into a wheel in `dist`, from a private copy of its files (`copy_of_project`).
+    setuptools builds inside the tree it is given (`build/`, `mendbot.egg-info/`): two builds of the
+    checkout itself at once — two test sessions, a bench beside the tests — would share one build folder,
+    and one of them fail on files the other removed."""
     with tempfile.TemporaryDirectory(prefix="mendbot-build-") as temp:
-        source = Path(temp)
-        for name in filter(None, listed.split(b"\0")):
-            relative = os.fsdecode(name)
-            if (PROJECT / relative).is_file():  # not one deleted from the tree but still in git's index
-                (source / relative).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(PROJECT / relative, source / relative)
-        _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(dist), str(source)])
+        copy_of_project(Path(temp))
+        _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(dist), temp])
     (wheel,) = dist.glob("mendbot-*.whl")
     return wheel
 
