@@ -88,6 +88,10 @@ async def running_world(
     `without` leaves extensions out (e.g. `cogs.dice` when `tests.fixtures.buggy_dice` replaces it).
     `playground` applies the playground's rules, as `mendbot play` does: one clock (the virtual one, for
     every service), long timers only on `wait`, runs in the background.
+
+    `settle_timeout` is not only a ceiling on waiting for the bot: simcord also runs the bot's timers that
+    fall due within it while it settles (at 60 s, a deploy's 60 s watch window ran out inside a step and a
+    ship-gate test failed every time), so raising it changes what a test sees.
     """
     extensions = [name for name in discover_extensions() if name not in without]
     clock = WorldClock() if playground else None
