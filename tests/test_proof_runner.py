@@ -6,12 +6,15 @@ caught an exception the code raised."""
 from __future__ import annotations
 
 import json
+import py_compile
 import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from mendbot.trust import proof_runner, replay_launch
 
@@ -273,6 +276,41 @@ def test_a_test_file_that_cannot_be_collected_is_reported(tmp_path: Path) -> Non
         None,
     )
     assert report["tests"] == {} and "safe_scale" in report["collect_errors"][0]
+
+
+_LOADED = {
+    "an import": "from pkg.dice import scale_for",
+    "a spec from its path": (
+        "import importlib.util\n"
+        "spec = importlib.util.spec_from_file_location('dice_by_path', 'pkg/dice.py')\n"
+        "module = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(module)\n"
+        "scale_for = module.scale_for"
+    ),
+    "runpy": "import runpy\nscale_for = runpy.run_path('pkg/dice.py')['scale_for']",
+    "its text compiled": (
+        "with open('pkg/dice.py') as source:\n"
+        "    code = compile(source.read(), 'pkg/dice.py', 'exec')\n"
+        "found = {}\n"
+        "exec(code, found)\n"
+        "scale_for = found['scale_for']"
+    ),
+}
+
+
+@pytest.mark.parametrize("way", [*_LOADED, "its bytecode", "none"])
+def test_the_changed_lines_a_test_runs_are_covered_however_it_loads_them(tmp_path: Path, way: str) -> None:
+    """Coverage starts only when a changed source is first opened or its code first runs (not before
+    pytest's start): the lines a test runs count however it loads the file (from its bytecode too, the
+    source never opened); a test that imports it without calling the changed function runs none."""
+    calls = "" if way == "none" else "    assert scale_for(7) == 60\n"
+    body = f"def test_seven():\n    pass\n{calls}"
+    tree = _tree(tmp_path, f"{_LOADED.get(way, _LOADED['an import'])}\n\n\n{body}")
+    if way == "its bytecode":  # imported from __pycache__: the source itself is never opened
+        py_compile.compile(str(tree / "pkg" / "dice.py"), doraise=True)
+    report = _report(tree, None)
+    assert [test["outcome"] for test in report["tests"].values()] == ["passed"], report
+    assert report["coverage"]["pkg/dice.py"] == {"changed": [2], "ran": [] if way == "none" else [2]}
 
 
 _WATCHED = textwrap.dedent(

@@ -9,7 +9,8 @@ checkout's) and runs it in a fresh copy of the branch's (or the base's) tree:
 The request names the tests, the changed lines of each changed source file (`sources`, repository
 paths), the files whose code is under test (`watched`: the changed sources and the files of the recorded
 failure's frames) and the recorded failure (`expect`: its exception type, file and function, or null).
-It runs pytest on the tests in this process under `coverage` and prints one line
+It runs pytest on the tests in this process under `coverage` (started as a changed source is first
+opened or run) and prints one line
 `mendbot-proof-coverage {json}` with:
 
 - `coverage`: for each changed source, its changed lines and those the tests executed;
@@ -99,6 +100,34 @@ def _watch_reading(sources: dict[str, str], read: set[str], active: list[bool]) 
         asker = caller.f_code.co_filename if caller is not None else ""
         if not any(runner in asker for runner in _RUNNERS):
             read.add(sources[path])
+
+    sys.addaudithook(hook)
+
+
+def _start_before_sources(cov: Any, sources: dict[str, str]) -> None:
+    """Start `cov` the moment a changed source (`sources`: real path → repository path) is opened or a code
+    object compiled from it is run (an audit hook), not before pytest starts: traced from the start,
+    pytest's own start-up and every import before the sources' cost a fifth of a second of coverage's
+    tracer per side of a proof. A line of a source can run only in a code object compiled from it, which
+    `exec` runs first (an import, runpy) or which is compiled from its text, read first; a code object
+    forged some other way runs untraced, and its lines count as not run, which proves nothing."""
+    started: list[bool] = []
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if started or event not in ("open", "exec", "compile") or not args:
+            return
+        named = getattr(args[0], "co_filename", None) if event == "exec" else args[0]
+        if event == "compile":
+            named = args[1] if len(args) > 1 else None
+        if not isinstance(named, str | bytes | os.PathLike):
+            return
+        try:
+            path = os.path.realpath(os.fsdecode(named))
+        except (TypeError, ValueError):
+            return
+        if path in sources:
+            started.append(True)
+            cov.start()
 
     sys.addaudithook(hook)
 
@@ -464,7 +493,7 @@ def main(argv: list[str]) -> int:
     watching = [True]  # emptied once the tests are done: coverage itself then reads the sources
     read: set[str] = set()
     _watch_reading(absolute, read, watching)
-    cov.start()
+    _start_before_sources(cov, absolute)
     threading.setprofile(patches.profile)
     try:
         code = pytest.main(["-q", "-p", "no:cacheprovider", *tests], plugins=[observer])
