@@ -5,7 +5,9 @@ it in the virtual Discord (the seed's cog loaded as an extension), makes the fau
 user would, then has alice complain in #dev in plain words. If the bot asks back (a vague complaint,
 or its one question when no model decides), alice presses [Investigate]. The run the request starts
 gathers its evidence pack and hands it to the real Claude Code CLI talking to the model double, which
-answers with a diagnosis (and, for a fix, a plan and no edit, so the run stops before the checks).
+answers that first request with an API error (400): what is scored is that request, and the run ends
+there, failed, rather than going on to a plan and an edit session that score nothing (two more starts of
+the CLI for every fix).
 
 The model double answers the routing tool (`route_request`, bot/chat/route.py) as one of two models:
 `with_model=False`, a model that makes no call — the bot is on its own, as without a key: its word
@@ -28,20 +30,19 @@ import discord
 
 from mendbot.chat.route import ROUTE_TOOL
 from mendbot.cogs._asking import spoken
-from mendbot.improve.intent import parse_intent
 from mendbot.improve.memory import Lesson
 from mendbot.kernel.settings import Settings
 from mendbot.tools.playground import VirtualWorld
 from tests.harness.discord import bot_messages, make_settings, running_world
-from tests.harness.model_double import ModelDouble, text, tool_use
+from tests.harness.model_double import ModelDouble, error, text, tool_use
 from tests.harness.sql import Row, stored
 from tests.localise.repo import build_repo
 from tests.localise.seeds import Seed
 
 __all__ = ["Outcome", "localise", "rendered_suspects"]
 
-_DIAGNOSIS = {"root_cause": "(scripted)", "files": [], "confidence": "low", "proposed_fix": "-"}
-_PLAN = {"changes": [], "risk": "low", "tests": [], "rollback": "-"}
+# The answer to the agent's first request, the one carrying the evidence: not retried, it ends the run.
+_ENOUGH = error(400, "invalid_request_error", "the localisation test has what it scores: the evidence")
 
 
 @dataclass
@@ -77,10 +78,6 @@ def _rows(settings: Settings, sql: str, *args: Any) -> list[Row]:
     return stored(settings, sql, *args)
 
 
-def _json_turn(value: dict[str, Any]) -> Any:
-    return text(f"```json\n{json.dumps(value)}\n```")
-
-
 def _route_answer(seed: Seed, body: dict[str, Any], with_model: bool) -> Any:
     """The routing tool's call, as the model of this mode makes it (see the module docstring)."""
     if not with_model:
@@ -92,17 +89,13 @@ def _route_answer(seed: Seed, body: dict[str, Any], with_model: bool) -> Any:
     return tool_use(ROUTE_TOOL, {"action": "fix", **({"command": chosen} if chosen else {})})
 
 
-def _responder(seed: Seed, kind: str, with_model: bool) -> Any:
-    """Answers the routing tool as this mode's model, and the agent's turns in order: a diagnosis,
-    and for a fix a plan and no edit."""
-    turns = [_json_turn(_DIAGNOSIS)]
-    if kind == "fix":
-        turns += [_json_turn(_PLAN), text("Nothing to change.")]
+def _responder(seed: Seed, with_model: bool) -> Any:
+    """Answers the routing tool as this mode's model, and the agent's request with `_ENOUGH`."""
 
     def answer(body: dict[str, Any]) -> Any:
         if any(tool.get("name") == ROUTE_TOOL for tool in body.get("tools") or []):
             return _route_answer(seed, body, with_model)
-        return turns.pop(0) if turns else text("Nothing to change.")
+        return _ENOUGH
 
     return answer
 
@@ -113,11 +106,7 @@ async def _complain(
     """Alice complains in #dev; if the bot asks back, she presses Investigate. (asked?, replies)"""
     me = world.bot.user
     assert me is not None
-    intent = parse_intent(seed.complaint)
-    kind = intent.kind if intent.certain and intent.kind != "none" else "investigate"
-    if intent.kind == "none" and with_model:
-        kind = "fix"  # the model's call says fix
-    model.responder = _responder(seed, kind, with_model)
+    model.responder = _responder(seed, with_model)
     before = {m.id for m in bot_messages(world, world.dev)}
     await world.users["alice"].send(world.dev, f"{me.mention} {seed.complaint}")
     await world.quiesce()
