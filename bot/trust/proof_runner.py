@@ -107,10 +107,11 @@ def _watch_reading(sources: dict[str, str], read: set[str], active: list[bool]) 
 def _start_before_sources(cov: Any, sources: dict[str, str]) -> None:
     """Start `cov` the moment a changed source (`sources`: real path → repository path) is opened or a code
     object compiled from it is run (an audit hook), not before pytest starts: traced from the start,
-    pytest's own start-up and every import before the sources' cost a fifth of a second of coverage's
-    tracer per side of a proof. A line of a source can run only in a code object compiled from it, which
-    `exec` runs first (an import, runpy) or which is compiled from its text, read first; a code object
-    forged some other way runs untraced, and its lines count as not run, which proves nothing."""
+    pytest's own start-up and every import before the sources cost about a tenth of a second of CPU per
+    side of a proof. A line of a source can run only in a code object compiled from it, which `exec` runs
+    first (an import, runpy) or which is compiled from its text, read first. What runs untraced — a code
+    object forged some other way, a thread started before the moment — counts as not run, and fewer lines
+    run can only refuse a proof (`ran == 0` is "not proven"), never grant one."""
     started: list[bool] = []
 
     def hook(event: str, args: tuple[Any, ...]) -> None:
