@@ -81,17 +81,24 @@ _LIBRARIES = tuple(
 )
 
 
+def _real_path(named: object) -> str | None:
+    """The real path an audit event's file argument names, or None when it names none."""
+    if not isinstance(named, str | bytes | os.PathLike):
+        return None
+    try:
+        return os.path.realpath(os.fsdecode(named))
+    except (TypeError, ValueError):
+        return None
+
+
 def _watch_reading(sources: dict[str, str], read: set[str], active: list[bool]) -> None:
     """Record in `read` each changed source (`sources`: real path → repository path) that something
     reads other than what runs it or reports on it (an audit hook: Python cannot remove it once added)."""
 
     def hook(event: str, args: tuple[Any, ...]) -> None:
-        if not active or event != "open" or not args or not isinstance(args[0], str | bytes | os.PathLike):
+        if not active or event != "open" or not args:
             return
-        try:
-            path = os.path.realpath(os.fsdecode(args[0]))
-        except (TypeError, ValueError):
-            return
+        path = _real_path(args[0])
         if path not in sources:
             return
         caller = sys._getframe(1)
@@ -115,18 +122,17 @@ def _start_before_sources(cov: Any, sources: dict[str, str]) -> None:
     started: list[bool] = []
 
     def hook(event: str, args: tuple[Any, ...]) -> None:
-        if started or event not in ("open", "exec", "compile") or not args:
+        if started or not args:
             return
-        named = getattr(args[0], "co_filename", None) if event == "exec" else args[0]
-        if event == "compile":
-            named = args[1] if len(args) > 1 else None
-        if not isinstance(named, str | bytes | os.PathLike):
+        if event == "open":
+            named = args[0]
+        elif event == "exec":
+            named = getattr(args[0], "co_filename", None)
+        elif event == "compile" and len(args) > 1:
+            named = args[1]
+        else:
             return
-        try:
-            path = os.path.realpath(os.fsdecode(named))
-        except (TypeError, ValueError):
-            return
-        if path in sources:
+        if _real_path(named) in sources:
             started.append(True)
             cov.start()
 
