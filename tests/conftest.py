@@ -16,6 +16,7 @@ import pytest
 import structlog
 
 from tests.harness import wheel
+from tests.harness.logs import logging_restored
 from tests.harness.postgres import (
     PostgresServer,
     TestDatabases,
@@ -109,6 +110,14 @@ def _no_config_outlives_its_test(monkeypatch: pytest.MonkeyPatch) -> None:
     A test's file must not outlive the test: every later test of its worker ran on it (one naming a
     PostgreSQL database that does not exist failed 39 tests that ran after it)."""
     monkeypatch.setenv("MENDBOT_CONFIG", os.devnull)
+
+
+@pytest.fixture(autouse=True)
+def _no_logging_outlives_its_test() -> Iterator[None]:
+    """A test that starts mendbot in its own process configures logging as a bot does; the suite's
+    comes back after it (`tests/harness/logs.py`)."""
+    with logging_restored():
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 import structlog
+import structlog.testing
 
 from mendbot.kernel.log import Console, configure_logging, get_logger
 from mendbot.trust.redact import Redactor
+from tests.harness.logs import logging_restored
 
 SECRET = "ghp_" + "S3cr3tValueOfTheBot" * 2
 
@@ -21,11 +23,7 @@ SECRET = "ghp_" + "S3cr3tValueOfTheBot" * 2
 @pytest.fixture
 def log_dir(tmp_path: Path) -> Iterator[Path]:
     configure_logging(tmp_path, console_level="CRITICAL", redactor=Redactor([SECRET]))
-    yield tmp_path
-    for handler in logging.getLogger().handlers:
-        handler.close()
-    logging.getLogger().handlers.clear()
-    structlog.reset_defaults()
+    yield tmp_path  # the suite's logging comes back after the test (tests/harness/logs.py)
 
 
 def test_secret_values_never_reach_the_log_file(log_dir: Path) -> None:
@@ -77,25 +75,34 @@ def test_a_log_line_is_formatted_once_and_the_file_still_rotates(tmp_path: Path)
     """The JSON file's handler formats each record once (the stdlib's size-rotating handler formatted
     it a second time to learn its length), and still rotates past its size."""
     configure_logging(tmp_path, console_level="CRITICAL", redactor=Redactor([SECRET]))
-    try:
-        [handler] = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
-        assert isinstance(handler, logging.handlers.RotatingFileHandler)
-        handler.maxBytes = 2000
-        formatted: list[str] = []
-        format_record = handler.format
+    [handler] = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    assert isinstance(handler, logging.handlers.RotatingFileHandler)
+    handler.maxBytes = 2000
+    formatted: list[str] = []
+    format_record = handler.format
 
-        def counting(record: logging.LogRecord) -> str:
-            formatted.append(record.getMessage())
-            return format_record(record)
+    def counting(record: logging.LogRecord) -> str:
+        formatted.append(record.getMessage())
+        return format_record(record)
 
-        handler.format = counting  # type: ignore[method-assign]
-        log = get_logger("test")
-        for n in range(40):
-            log.info("a line", n=n)
-        assert len(formatted) == 40
-        assert (tmp_path / "mendbot.jsonl.1").exists()
-    finally:
-        for each in logging.getLogger().handlers:
-            each.close()
-        logging.getLogger().handlers.clear()
-        structlog.reset_defaults()
+    handler.format = counting  # type: ignore[method-assign]
+    log = get_logger("test")
+    for n in range(40):
+        log.info("a line", n=n)
+    assert len(formatted) == 40
+    assert (tmp_path / "mendbot.jsonl.1").exists()
+
+
+def test_logging_a_test_configured_as_a_bot_does_is_put_back_for_the_next(tmp_path: Path) -> None:
+    """A module's logger used after a test configured logging as a bot does (cached at its first use)
+    is seen again by `capture_logs` once that test's logging is put back: a later test of the same
+    worker read none of the journal's events."""
+    log = get_logger("mendbot.test.later")
+    before = list(logging.getLogger().handlers)
+    with logging_restored():
+        configure_logging(tmp_path, console_level="CRITICAL", redactor=Redactor())
+        log.warning("logged under the bot's configuration")
+    with structlog.testing.capture_logs() as seen:
+        log.warning("seen", n=1)
+    assert [entry.get("n") for entry in seen] == [1]
+    assert logging.getLogger().handlers == before
