@@ -98,11 +98,11 @@ def test_logging_a_test_configured_as_a_bot_does_is_put_back_for_the_next(tmp_pa
     is seen again by `capture_logs` once that test's logging is put back: a later test of the same
     worker read none of the journal's events."""
     log = get_logger("mendbot.test.later")
-    before = list(logging.getLogger().handlers)
+    before = [(each.handlers[:], each.level) for each in map(logging.getLogger, (None, "discord"))]
     with logging_restored():
         configure_logging(tmp_path, console_level="CRITICAL", redactor=Redactor())
         log.warning("logged under the bot's configuration")
     with structlog.testing.capture_logs() as seen:
         log.warning("seen", n=1)
     assert [entry.get("n") for entry in seen] == [1]
-    assert logging.getLogger().handlers == before
+    assert [(each.handlers, each.level) for each in map(logging.getLogger, (None, "discord"))] == before

@@ -17,26 +17,33 @@ import structlog
 from structlog._config import BoundLoggerLazyProxy
 
 
+_SET = (None, "mendbot", "discord")  # the loggers `configure_logging` sets up
+
+
 @contextmanager
 def logging_restored() -> Iterator[None]:
-    """Inside, anything goes; after, structlog's configuration and the handlers of the root and
-    `mendbot` loggers are those from before, and a logger cached meanwhile looks its configuration up
-    again at its next use."""
+    """Inside, anything goes; after, structlog's configuration and the handlers, levels and propagation
+    of the loggers `configure_logging` sets are those from before, and a logger cached meanwhile looks
+    its configuration up again at its next use."""
     config = structlog.get_config()
-    handlers = {name: list(logging.getLogger(name).handlers) for name in (None, "mendbot")}
-    propagates = logging.getLogger("mendbot").propagate
+    kept = {name: _state(logging.getLogger(name)) for name in _SET}
     try:
         yield
     finally:
         if structlog.get_config() != config:
             structlog.configure(**config)
-            for name, kept in handlers.items():
+            for name, (handlers, level, propagate) in kept.items():
                 logger = logging.getLogger(name)
                 for handler in logger.handlers:
-                    if handler not in kept:
+                    if handler not in handlers:
                         handler.close()
-                logger.handlers[:] = kept
-            logging.getLogger("mendbot").propagate = propagates
+                logger.handlers[:] = handlers
+                logger.setLevel(level)
+                logger.propagate = propagate
             for each in gc.get_objects():
                 if isinstance(each, BoundLoggerLazyProxy):
                     each.__dict__.pop("bind", None)  # where a proxy keeps the logger it cached
+
+
+def _state(logger: logging.Logger) -> tuple[list[logging.Handler], int, bool]:
+    return list(logger.handlers), logger.level, logger.propagate
