@@ -16,7 +16,6 @@ from contextlib import contextmanager
 import structlog
 from structlog._config import BoundLoggerLazyProxy
 
-
 _SET = (None, "mendbot", "discord")  # the loggers `configure_logging` sets up
 
 
