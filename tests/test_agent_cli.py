@@ -112,3 +112,62 @@ async def test_budget_cap_stops_the_run(tmp_path: Path) -> None:
         )
     assert result.outcome == "budget", (result.outcome, result.error)
     assert result.cost_usd > 0.01
+
+
+async def test_a_session_answers_each_prompt_in_the_conversation_until_one_fails(tmp_path: Path) -> None:
+    """One CLI for several prompts: each answered with the conversation so far, with its own text, tools
+    and cost; once an answer fails, or the session is interrupted, no later prompt reaches the model."""
+    repo = copy_of_bot(tmp_path / "repo")
+    async with ModelDouble() as model:
+        model.script(
+            tool_use("Read", {"file_path": str(repo / "README.md")}),
+            text("FIRST ANSWER"),
+            text("SECOND ANSWER"),
+            *[tool_use("Read", {"file_path": str(repo / "README.md")})] * 3,  # past max_turns
+        )
+        agent = _agent(tmp_path, model)
+        async with agent.session(
+            system_prompt="x",
+            worktree=repo,
+            read_only=True,
+            security=False,
+            max_turns=2,
+            max_budget_usd=1.0,
+            base_url=model.base_url,
+            api_key="test-key",
+        ) as session:
+            first = await session.ask("ASKED FIRST")
+            second = await session.ask("ASKED SECOND")
+            failed = await session.ask("ASKED THIRD")
+            sent = len(model.message_requests)
+            after = await session.ask("ASKED FOURTH")
+        async with agent.session(
+            system_prompt="x",
+            worktree=repo,
+            read_only=True,
+            security=False,
+            max_turns=2,
+            max_budget_usd=1.0,
+            base_url=model.base_url,
+            api_key="test-key",
+        ) as session:
+            await agent.interrupt()
+            interrupted = await session.ask("ASKED AFTER AN INTERRUPT")
+    assert (first.outcome, first.text, first.tools_used, first.turns) == (
+        "success",
+        "FIRST ANSWER",
+        ["Read"],
+        2,
+    )
+    assert (second.outcome, second.text, second.tools_used, second.turns) == (
+        "success",
+        "SECOND ANSWER",
+        [],
+        1,
+    )
+    assert first.cost_usd > 0 and 0 < second.cost_usd < first.cost_usd  # each its own, not the session's
+    history = str(model.message_requests[2].json["messages"])
+    assert "ASKED FIRST" in history and "FIRST ANSWER" in history and "ASKED SECOND" in history
+    assert failed.outcome == "max_turns" and after.outcome == "error" and after.error == failed.error
+    assert interrupted.outcome == "interrupted"
+    assert len(model.message_requests) == sent == 5

@@ -134,6 +134,14 @@ async def test_fix_from_an_announcement_to_a_verified_proposal(tmp_path: Path) -
     assert not any("local://" in text_ for text_ in dev)
     assert any(text_.startswith("🤖 **Run #1**") and "proposal ready" in text_ for text_ in dev)
     assert not (settings.data_dir / "worktrees" / "run-1").exists() or run["state"] == "awaiting_approval"
+    # The plan is asked in the investigation's session, which the agent answered with its diagnosis;
+    # the edit is a session of its own (it may write). Two CLI starts, not three.
+    asked = [json.dumps(r.json["messages"], ensure_ascii=False) for r in model.message_requests]
+    (planned,) = [n for n, messages in enumerate(asked) if "Plan the smallest change" in messages]
+    assert "scale_for divides" in asked[planned] and "Finish with your diagnosis" in asked[planned]
+    assert "Plan the smallest change" not in asked[planned + 1]
+    sessions = [json.loads(r.json["metadata"]["user_id"])["session_id"] for r in model.message_requests]
+    assert len(set(sessions)) == 2 and sessions[0] == sessions[planned] != sessions[planned + 1]
 
 
 async def test_complaint_in_words_resolves_to_the_incident(tmp_path: Path) -> None:

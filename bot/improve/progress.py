@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -261,20 +262,28 @@ class RunProgress:
             _log.exception("final report failed")
 
     async def _agent(self, run: Run, prompt: str, *, read_only: bool) -> AgentResult:
+        """A session of the agent asked one prompt (`_agent_session`)."""
+        async with self._agent_session(run, read_only=read_only) as ask:
+            return await ask(prompt)
+
+    @asynccontextmanager
+    async def _agent_session(
+        self, run: Run, *, read_only: bool
+    ) -> AsyncIterator[Callable[[str], Awaitable[AgentResult]]]:
+        """One agent session in the run's worktree; each prompt asked in the block is answered in the
+        conversation so far and judged on its own: a stage failure for the budget, an unreachable
+        model, an interrupt or an error, else its result."""
         live = self._live[run.id]
         assert live.worktree is not None, "the agent works in the run's worktree, never the live checkout"
         agent = live.agent = self._agent_factory()
-        remaining = await self.policy.remaining_run_budget(await self.runs.get(run.id))
-        if remaining <= 0:
-            raise _StageFailure("budget", "the run's budget is spent")
+        remaining = await self._remaining_budget(run)
         # The agent reaches the model only through the gateway, with a token for this session: the
         # real key never enters its world, and every request is capped to what the budget has left.
         await self.gateway.start()
         token = self.gateway.open_session(run.id)
         self._start_step(live, "🤖 the agent is starting")
         try:
-            result = await agent.run(
-                prompt=prompt,
+            async with agent.session(
                 system_prompt=self._prompts.get("agent/system").body,
                 worktree=live.worktree.path,
                 read_only=read_only,
@@ -285,12 +294,37 @@ class RunProgress:
                 api_key=token,
                 on_decision=lambda decision: self._saw_tool_call(run.id, decision),
                 claim=None if read_only else live.claim,
-            )
+            ) as session:
+                asked = 0
+
+                async def ask(prompt: str) -> AgentResult:
+                    nonlocal asked
+                    if asked:  # the budget is decided again for every prompt after the first
+                        await self._remaining_budget(run)
+                        self._start_step(live, "🤖 the agent is thinking")
+                    asked += 1
+                    try:
+                        result = await session.ask(prompt)
+                    finally:
+                        self._end_step(live)
+                        live.model_away = None
+                    return await self._judged(run, token, result, remaining)
+
+                yield ask
         finally:
             self._end_step(live)
             self.gateway.close_session(token)
             live.agent = None
             live.model_away = None
+
+    async def _remaining_budget(self, run: Run) -> float:
+        remaining = await self.policy.remaining_run_budget(await self.runs.get(run.id))
+        if remaining <= 0:
+            raise _StageFailure("budget", "the run's budget is spent")
+        return remaining
+
+    async def _judged(self, run: Run, token: str, result: AgentResult, remaining: float) -> AgentResult:
+        """One answer of the agent, recorded; a stage failure unless it succeeded."""
         refusal = self.gateway.refusal(token)
         outage = self.gateway.outage
         away = outage.away

@@ -151,13 +151,21 @@ class RunStages(RunProposals):
             worktree=str(live.worktree.path),
             base_sha=live.worktree.base_sha,
         )
-        investigation = await self._agent(
-            run,
-            self._prompts.get("agent/investigate").render(request=run.description, evidence=evidence),
-            read_only=True,
-        )
-        diagnosis = parse_json_block(investigation.text) or {"root_cause": investigation.text.strip()[:2000]}
-        await self.runs.event(run.id, "diagnosis", actor="agent", detail=diagnosis)
+        # The plan is asked in the investigation's session: one CLI start fewer, and the agent plans
+        # with what it read while investigating.
+        async with self._agent_session(run, read_only=True) as ask:
+            investigation = await ask(
+                self._prompts.get("agent/investigate").render(request=run.description, evidence=evidence)
+            )
+            diagnosis = parse_json_block(investigation.text) or {
+                "root_cause": investigation.text.strip()[:2000]
+            }
+            await self.runs.event(run.id, "diagnosis", actor="agent", detail=diagnosis)
+            if run.kind != "investigate":
+                run = await self._stage(run, "planning", "📝 planning the change")
+                planning = await ask(
+                    self._prompts.get("agent/plan").render(diagnosis=json.dumps(diagnosis, indent=2))
+                )
         lesson_note = _lessons_note(lessons)
         if run.kind == "investigate":
             await self.runs.transition(run.id, "reported", actor="pipeline")
@@ -171,12 +179,6 @@ class RunStages(RunProposals):
             await self._report(run.id, _investigation_report(run, diagnosis) + lesson_note)
             return
 
-        run = await self._stage(run, "planning", "📝 planning the change")
-        planning = await self._agent(
-            run,
-            self._prompts.get("agent/plan").render(diagnosis=json.dumps(diagnosis, indent=2)),
-            read_only=True,
-        )
         plan = parse_json_block(planning.text) or {"changes": planning.text.strip()[:2000], "risk": "medium"}
         await self.runs.event(run.id, "plan", actor="agent", detail=plan)
         await self._claim_files(run, live, plan)

@@ -114,7 +114,11 @@ def answer(body: dict[str, Any], fault: Fault | None = FORTUNE) -> Turn:
             f"I'm the demo's scripted model, so I can't chat about much — but I can fix `{fault.command}`. "
             "Reply **fix this** to the incident in #dev and watch."
         )
-    prompt = "\n".join(text for m in messages if m.get("role") == "user" for text in _texts(m.get("content")))
+    # What was asked since the model last spoke: a session asks its prompts one after another.
+    spoke = max((n for n, m in enumerate(messages) if m.get("role") == "assistant"), default=-1)
+    prompt = "\n".join(
+        t for m in messages[spoke + 1 :] if m.get("role") == "user" for t in _texts(m.get("content"))
+    )
     if "Finish with your diagnosis" in prompt:
         return _json_turn(fault.diagnosis())
     if "Plan the smallest change" in prompt:

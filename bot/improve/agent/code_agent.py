@@ -1,12 +1,15 @@
 """CodeAgent: the coding agent behind a small interface; ClaudeCodeAgent runs the bundled CLI.
 
-One `run()` is one agent session in a worktree, confined by a `ToolGuard` (PreToolUse hook and
-`can_use_tool`), launched with an allow-listed environment under `env -i`, with
+One `session()` is one agent session (one CLI process) in a worktree, confined by a `ToolGuard`
+(PreToolUse hook and `can_use_tool`), launched with an allow-listed environment under `env -i`, with
 `setting_sources=[]` so nothing in the worktree configures it, and bounded by `max_turns` and
 `max_budget_usd`. Every Bash command the guard allows runs inside the OS sandbox (a jail on the
 worktree, read-only for a read-only session); without one, Bash is refused. The model endpoint and
 key are the caller's: the bot's model gateway and a token for this session, never the real key.
-`interrupt()` stops a running session (used by /cancel and /pause).
+In a session the agent is asked one prompt after another (`ask`), each answered with the conversation
+so far: a run's plan follows its investigation in the same session, which saves a CLI start and lets
+the plan draw on what the investigation read. `run()` is a session of one prompt. `interrupt()` stops
+a running session (used by /cancel and /pause).
 
 An editing session with a file claim (`mendbot.improve.agent.claims`) writes only the claimed files (the guard
 enforces it) and gets one in-process tool, `claim_files(paths, why)` — an SDK MCP server living in the
@@ -17,8 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -45,7 +48,7 @@ from mendbot.trust.sandbox import Sandbox, SandboxUnavailable
 if TYPE_CHECKING:
     from mendbot.improve.agent.claims import Claim
 
-__all__ = ["AgentResult", "ClaudeCodeAgent", "CodeAgent", "Outcome", "claim_server"]
+__all__ = ["AgentResult", "AgentSession", "ClaudeCodeAgent", "CodeAgent", "Outcome", "claim_server"]
 
 _log = get_logger(__name__)
 READ_ONLY_TOOLS = ["Read", "Glob", "Grep", "Bash"]
@@ -70,11 +73,14 @@ class AgentResult:
         return self.outcome == "success"
 
 
+class AgentSession(Protocol):
+    async def ask(self, prompt: str) -> AgentResult: ...
+
+
 class CodeAgent(Protocol):
-    async def run(
+    def session(
         self,
         *,
-        prompt: str,
         system_prompt: str,
         worktree: Path,
         read_only: bool,
@@ -85,7 +91,7 @@ class CodeAgent(Protocol):
         api_key: str,
         on_decision: Callable[[Decision], None] | None = None,
         claim: Claim | None = None,
-    ) -> AgentResult: ...
+    ) -> AbstractAsyncContextManager[AgentSession]: ...
 
     async def interrupt(self) -> None: ...
 
@@ -157,10 +163,15 @@ class ClaudeCodeAgent:
             stderr=lambda line: stderr.append(line) if len(stderr) < 200 else None,
         )
 
-    async def run(
+    async def run(self, *, prompt: str, **options: Any) -> AgentResult:
+        """A session of one prompt (`session()`'s options)."""
+        async with self.session(**options) as session:
+            return await session.ask(prompt)
+
+    @asynccontextmanager
+    async def session(
         self,
         *,
-        prompt: str,
         system_prompt: str,
         worktree: Path,
         read_only: bool,
@@ -171,15 +182,11 @@ class ClaudeCodeAgent:
         api_key: str,
         on_decision: Callable[[Decision], None] | None = None,
         claim: Claim | None = None,
-    ) -> AgentResult:
-        started = time.perf_counter()
+    ) -> AsyncIterator[AgentSession]:
+        """One CLI process for the prompts asked in the block; `max_turns` bounds each prompt's answer,
+        `max_budget_usd` the whole session (the gateway also caps every request)."""
         claim = None if read_only else claim
-        texts: list[str] = []
-        tools: list[str] = []
         stderr: list[str] = []
-        result: ResultMessage | None = None
-        error: str | None = None
-        self._interrupted = False
         async with AsyncExitStack() as stack:
             confine, unconfined = await self._confinement(stack, worktree, read_only=read_only)
             guard = ToolGuard(
@@ -207,28 +214,23 @@ class ClaudeCodeAgent:
                 api_key=api_key,
                 claim=claim,
             )
+            self._interrupted = False  # an interrupt from here on ends every answer of the session
+            session = _Session(self, guard, stderr)
+            client = ClaudeSDKClient(options)
             try:
-                async with asyncio.timeout(self._timeout_s), ClaudeSDKClient(options) as client:
-                    self._client = client
-                    await client.query(prompt)
-                    async for message in client.receive_response():
-                        if isinstance(message, AssistantMessage):
-                            for block in message.content:
-                                if isinstance(block, TextBlock):
-                                    texts.append(block.text)
-                                elif isinstance(block, ToolUseBlock):
-                                    tools.append(block.name)
-                        elif isinstance(message, ResultMessage):
-                            result = message
+                async with asyncio.timeout(self._timeout_s):
+                    await client.connect()
             except TimeoutError:
-                error = f"the agent did not finish within {human_duration(self._timeout_s)}"
+                session.broken = f"the agent did not start within {human_duration(self._timeout_s)}"
             except ClaudeSDKError as exc:
-                error = f"{type(exc).__name__}: {exc}"
+                session.broken = f"{type(exc).__name__}: {exc}"
+            else:
+                stack.push_async_callback(_disconnect, client)
+                self._client = session.client = client
+            try:
+                yield session
             finally:
                 self._client = None
-        return self._result(
-            result=result, texts=texts, tools=tools, guard=guard, started=started, error=error, stderr=stderr
-        )
 
     async def _confinement(
         self, stack: AsyncExitStack, worktree: Path, *, read_only: bool
@@ -250,22 +252,73 @@ class ClaudeCodeAgent:
 
         return confine, ""
 
-    def _result(
+    async def interrupt(self) -> None:
+        self._interrupted = True
+        client = self._client
+        if client is not None:
+            try:
+                await client.interrupt()
+            except Exception:
+                _log.exception("interrupting the agent failed")
+
+
+class _Session:
+    """The prompts of one `ClaudeCodeAgent.session()`: each `ask` answered in the conversation so far.
+    Once an answer fails (an error, a timeout, an interrupt), every later `ask` fails with it."""
+
+    def __init__(self, agent: ClaudeCodeAgent, guard: ToolGuard, stderr: list[str]) -> None:
+        self.client: ClaudeSDKClient | None = None
+        self.broken: str | None = None
+        self._agent = agent
+        self._guard = guard
+        self._stderr = stderr
+        self._cost_so_far = 0.0  # the CLI reports the session's cost to date with each answer
+
+    async def ask(self, prompt: str) -> AgentResult:
+        started = time.perf_counter()
+        decided = len(self._guard.decisions)
+        texts: list[str] = []
+        tools: list[str] = []
+        result: ResultMessage | None = None
+        error = self.broken
+        if error is None and self.client is not None and not self._agent._interrupted:
+            try:
+                async with asyncio.timeout(self._agent._timeout_s):
+                    await self.client.query(prompt)
+                    async for message in self.client.receive_response():
+                        if isinstance(message, AssistantMessage):
+                            for block in message.content:
+                                if isinstance(block, TextBlock):
+                                    texts.append(block.text)
+                                elif isinstance(block, ToolUseBlock):
+                                    tools.append(block.name)
+                        elif isinstance(message, ResultMessage):
+                            result = message
+            except TimeoutError:
+                error = f"the agent did not finish within {human_duration(self._agent._timeout_s)}"
+            except ClaudeSDKError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+        answer = self._answer(result, texts=texts, tools=tools, decided=decided, started=started, error=error)
+        if not answer.ok:
+            self.broken = self.broken or answer.error or answer.outcome
+        return answer
+
+    def _answer(
         self,
-        *,
         result: ResultMessage | None,
+        *,
         texts: list[str],
         tools: list[str],
-        guard: ToolGuard,
+        decided: int,
         started: float,
         error: str | None,
-        stderr: list[str],
     ) -> AgentResult:
-        denials = [d for d in guard.decisions if not d.allowed]
+        denials = [d for d in self._guard.decisions[decided:] if not d.allowed]
         seconds = time.perf_counter() - started
+        interrupted = self._agent._interrupted
         if result is None:
-            outcome: Outcome = "interrupted" if self._interrupted else "error"
-            detail = error or ("; ".join(stderr[-3:]) or "the agent ended without a result")
+            outcome: Outcome = "interrupted" if interrupted else "error"
+            detail = error or ("; ".join(self._stderr[-3:]) or "the agent ended without a result")
             return AgentResult(outcome, "\n".join(texts), 0.0, 0, seconds, denials, tools, detail)
         outcome = _SUBTYPES.get(result.subtype, "error")
         final = result.result if isinstance(result.result, str) and result.result else "\n".join(texts)
@@ -275,9 +328,10 @@ class ClaudeCodeAgent:
             outcome = "error"
             status = f" ({result.api_error_status})" if result.api_error_status else ""
             failure = f"the model API failed{status}: {final[:300]}"
-        if self._interrupted:
+        if interrupted:
             outcome = "interrupted"
-        cost = float(result.total_cost_usd or 0.0)
+        total = float(result.total_cost_usd or 0.0)
+        cost, self._cost_so_far = max(0.0, total - self._cost_so_far), total
         failure = None if outcome == "success" else (failure or f"agent stopped: {result.subtype}")
         _log.info(
             "agent finished",
@@ -289,14 +343,14 @@ class ClaudeCodeAgent:
         )
         return AgentResult(outcome, final, cost, result.num_turns, seconds, denials, tools, failure)
 
-    async def interrupt(self) -> None:
-        self._interrupted = True
-        client = self._client
-        if client is not None:
-            try:
-                await client.interrupt()
-            except Exception:
-                _log.exception("interrupting the agent failed")
+
+async def _disconnect(client: ClaudeSDKClient) -> None:
+    """End the session's CLI; a failure to end it is logged, never the session's result."""
+    try:
+        async with asyncio.timeout(30):
+            await client.disconnect()
+    except (TimeoutError, ClaudeSDKError):
+        _log.exception("ending the agent's CLI failed")
 
 
 def claim_server(claim: Claim) -> McpServerConfig:
