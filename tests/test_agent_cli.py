@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -126,7 +127,8 @@ async def test_a_session_answers_each_prompt_in_the_conversation_until_one_fails
             *[tool_use("Read", {"file_path": str(repo / "README.md")})] * 3,  # past max_turns
         )
         agent = _agent(tmp_path, model)
-        async with agent.session(
+        session_of_two_turns = functools.partial(
+            agent.session,
             system_prompt="x",
             worktree=repo,
             read_only=True,
@@ -135,22 +137,14 @@ async def test_a_session_answers_each_prompt_in_the_conversation_until_one_fails
             max_budget_usd=1.0,
             base_url=model.base_url,
             api_key="test-key",
-        ) as session:
+        )
+        async with session_of_two_turns() as session:
             first = await session.ask("ASKED FIRST")
             second = await session.ask("ASKED SECOND")
             failed = await session.ask("ASKED THIRD")
             sent = len(model.message_requests)
             after = await session.ask("ASKED FOURTH")
-        async with agent.session(
-            system_prompt="x",
-            worktree=repo,
-            read_only=True,
-            security=False,
-            max_turns=2,
-            max_budget_usd=1.0,
-            base_url=model.base_url,
-            api_key="test-key",
-        ) as session:
+        async with session_of_two_turns() as session:
             await agent.interrupt()
             interrupted = await session.ask("ASKED AFTER AN INTERRUPT")
     assert (first.outcome, first.text, first.tools_used, first.turns) == (
