@@ -19,12 +19,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import stat
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import msgspec
+
+from mendbot.kernel import user_cache
 
 __all__ = ["YamlError", "cache_dir", "load"]
 
@@ -38,10 +39,7 @@ class YamlError(ValueError):
 
 def cache_dir() -> Path | None:
     """Where parsed documents are kept (None: nowhere, for a process without a home directory)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    if not os.path.isabs(base):
-        return None  # `~` unknown (no HOME, no user entry): never a cache in the working directory
-    return Path(base) / "mendbot" / "yaml"
+    return user_cache.folder("yaml")
 
 
 def load(text: str) -> Any:
@@ -64,17 +62,8 @@ def load(text: str) -> Any:
     return data
 
 
-def _private(directory: Path) -> bool:
-    """Whether `directory` is this user's and no one else may write in it."""
-    try:
-        info = directory.stat()
-    except OSError:
-        return False
-    return info.st_uid == os.getuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-
-
 def _cached(directory: Path, name: str) -> tuple[Any] | None:
-    if not _private(directory):
+    if not user_cache.private(directory):
         return None
     try:
         return (_json.decode((directory / name).read_bytes()),)
@@ -90,8 +79,7 @@ def _keep(directory: Path, name: str, data: Any) -> None:
     if _json.decode(encoded) != data:
         return  # JSON would give back something else (a number key, a date as text): parsed each time
     try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not _private(directory):
+        if not user_cache.made_private(directory):
             return
         with tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False) as handle:
             written = Path(handle.name)
@@ -101,15 +89,4 @@ def _keep(directory: Path, name: str, data: Any) -> None:
         with contextlib.suppress(OSError, NameError):
             written.unlink()
         return
-    _forget_the_oldest(directory)
-
-
-def _forget_the_oldest(directory: Path) -> None:
-    """At most `_KEPT_AT_MOST` forms are kept: every edit of a prompt leaves one behind."""
-    with contextlib.suppress(OSError):
-        kept = list(directory.glob("*.json"))
-        if len(kept) <= _KEPT_AT_MOST:
-            return
-        by_age = sorted(kept, key=lambda path: path.stat().st_mtime_ns)
-        for path in by_age[: len(kept) - _KEPT_AT_MOST]:
-            path.unlink(missing_ok=True)
+    user_cache.keep_newest(directory, "*.json", _KEPT_AT_MOST)  # every edit of a prompt leaves one behind
