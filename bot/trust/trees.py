@@ -17,7 +17,8 @@ the bot's own tools behave, or reach past the tree, so git never reads it the wa
   proposal can show them as symlinks with their targets.
 - **Materialise** (`materialise`): a fresh copy of exactly a commit's tree, written from its blobs
   (`ls-tree` and `cat-file --batch`): no ignored or untracked file of any worktree, no filter, no
-  `export-ignore`. Checks, proofs and replays run on such copies (`Workspace.checkout`).
+  `export-ignore`, with the bytecode of its Python files beside them (`mendbot.trust.bytecode`). Checks,
+  proofs and replays run on such copies (`Workspace.checkout`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pathlib import Path, PurePosixPath
 import msgspec
 
 from mendbot.kernel.git import GitError, git
+from mendbot.trust import bytecode
 from mendbot.trust.path_rules import secret_reason
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
 
 _GIT_TIMEOUT_S = 120.0
 _REGULAR, _EXECUTABLE, _SYMLINK, _GITLINK = "100644", "100755", "120000", "160000"
+_FILES = (_REGULAR, _EXECUTABLE)
 _SHOWN_PROBLEMS = 5
 
 
@@ -334,6 +337,8 @@ async def materialise(repo: Path, treeish: str, dest: Path) -> None:
         raise HostileTree(problems)
     blobs = await _blobs(repo, [oid for mode, oid in entries.values() if mode != _GITLINK])
     await asyncio.to_thread(_write_files, dest, entries, blobs)
+    python = [(rel, oid) for rel, (mode, oid) in entries.items() if mode in _FILES and rel.endswith(".py")]
+    await asyncio.to_thread(bytecode.place, dest, python)
 
 
 def _write_files(dest: Path, entries: dict[str, tuple[str, str]], blobs: dict[str, bytes]) -> None:
