@@ -34,7 +34,7 @@ from mendbot.kernel import user_cache
 __all__ = ["place"]
 
 _LARGEST = 1024 * 1024  # bytes of source: larger files are left to Python
-_KEPT_AT_MOST = 8192  # compiled files; mendbot's own repository has about 700 Python files
+_KEPT_AT_MOST = 4096  # compiled files (~70 MB at most); mendbot's own repository has ~360 outside its tests
 
 
 def place(tree: Path, sources: Iterable[tuple[str, str]]) -> int:
