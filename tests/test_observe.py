@@ -102,6 +102,23 @@ async def test_storm_of_500_errors_is_one_announcement_updated_in_place(tmp_path
     assert set(json.loads(incident["rules"])) == {"new_fingerprint", "repeat", "error_rate"}
 
 
+async def test_a_virtual_world_takes_each_record_in_at_the_next_turn(settings: Settings) -> None:
+    """A virtual world waits out the bot's every timer after each step: there the recording takes a
+    record in at the loop's next turn, with no moment for more (`Recorder.without_windows`), so a
+    member's message costs no ~50 ms of real waiting — after a restart too."""
+    async with running_world(settings) as world:
+        for restarted in (False, True):
+            if restarted:
+                await world.restart(await make_bot(settings, discover_extensions()))
+            recorder = world.bot.services.recorder
+            seen: list[Any] = []
+            recorder.subscribe(seen.append)
+            recorder.record("command:a", "test", ok=True, duration_ms=1)
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            assert [record.kind for record in seen] == ["command:a"], restarted
+
+
 async def test_a_reopened_incident_counts_the_failures_that_reopened_it(settings: Settings) -> None:
     """Failures after an incident was resolved that reopen it are counted in it: its announcement's
     "Seen", its stored count and its last seen say so (it kept "3 times" and the old last seen while

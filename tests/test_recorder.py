@@ -131,6 +131,24 @@ async def test_a_success_is_taken_in_a_moment_later_and_before_the_failure_after
     assert await _count(tmp_path / "m.db") == 4
 
 
+async def test_without_windows_a_success_is_taken_in_at_the_next_turn(tmp_path: Path) -> None:
+    """`without_windows` (a virtual world's): a success reaches the subscribers at the loop's next turn,
+    not after a moment for more, and goes on to the database with no wait for a fuller batch."""
+    recorder = _recorder(tmp_path, [datetime.now(UTC)])
+    recorder.without_windows()
+    seen: list[ActionRecord] = []
+    recorder.subscribe(seen.append)
+    writer = asyncio.create_task(recorder.run_writer())
+    assert recorder.record("command:a", "test", ok=True, duration_ms=1) is None
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert [r.kind for r in seen] == ["command:a"]
+    await recorder.flush()
+    await recorder.close()
+    await writer
+    assert await _count(tmp_path / "m.db") == 1
+
+
 async def test_action_block_records_failure_and_reraises(tmp_path: Path) -> None:
     """`with recorder.action(...)` records a raised error as a failure and lets it propagate."""
     now = [datetime(2026, 1, 1, tzinfo=UTC)]

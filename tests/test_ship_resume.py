@@ -54,6 +54,7 @@ async def _restart(world: VirtualWorld) -> None:
         return await replay(run, sha)
 
     deploy.prove_live = after_attaching
+    new.services.recorder.without_windows()  # as `world.restart` does
     await world.env.restart_bot(new)
     world.bot = new
     await old.services.aclose()

@@ -142,6 +142,7 @@ class DatabaseFiller:
         self.failing = False  # past `batch_attempts` failed tries (announced)
         self.stopping = False
         self.hurried = 0  # flushes waiting: no wait for a fuller batch
+        self.gather_s = _GATHER_S  # 0: no wait for a fuller batch (`Recorder.without_windows`)
         self.tries = 0  # failed tries so far
         self.in_flight = 0  # taken from memory, not in the database yet
         self.recovery: Recovery | None = None
@@ -250,12 +251,12 @@ class DatabaseFiller:
             if recovering.upto:
                 self._recovered(recovering)
                 recovering.upto = 0
-            if 0 < intake.in_memory < _BATCH and not (self.stopping or self.hurried):
+            if self.gather_s and 0 < intake.in_memory < _BATCH and not (self.stopping or self.hurried):
                 # A moment for more: one transaction of many rows costs less a row than many of a few
                 # (every commit writes again the pages all of them touch).
                 self._poke.clear()
                 with contextlib.suppress(TimeoutError):
-                    await wait_for(self._poke.wait(), _GATHER_S)
+                    await wait_for(self._poke.wait(), self.gather_s)
             taken = intake.take(self.stored, _BATCH)
             if taken is None:
                 continue  # let go meanwhile: from the journal first

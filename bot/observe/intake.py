@@ -123,6 +123,7 @@ class JournalIntake:
         self._attempt = 0  # failed appends in a row
         self._announced = False  # this fault was announced by the journal (its append ends it)
         self._soon: asyncio.TimerHandle | None = None  # the hand-over scheduled on the loop
+        self.hand_over_s = _HAND_OVER_S  # 0: at the loop's next turn (`Recorder.without_windows`)
         # Journaled, not yet stored, while their copies are kept (at most `queue_size`): filled and cut
         # by the journal thread, taken by the store's loop, both under the lock (so a record let go is
         # always one the store will read back from the journal).
@@ -179,7 +180,7 @@ class JournalIntake:
         if len(pending.rows) >= _HAND_OVER:
             self.hand_over()
         elif self._soon is None and self._loop is not None:
-            self._soon = self._loop.call_later(_HAND_OVER_S, self.hand_over)
+            self._soon = self._loop.call_later(self.hand_over_s, self.hand_over)
 
     def start(self, loop: asyncio.AbstractEventLoop, thread: ThreadPoolExecutor) -> None:
         """From now on records are handed to `thread` (what was kept before goes at once)."""

@@ -169,6 +169,7 @@ class ActionRecorder:
         self.recorded = 0
         self._later: list[dict[str, Any]] = []  # successes to take in, their fields not yet redacted
         self._later_at: asyncio.TimerHandle | None = None
+        self._later_s = _LATER_S
         self._loss_listeners: list[Callable[[RecordLoss], None]] = []
         self._loss_told = (0, 0, False)  # (shed, unreadable, rewound) as the listeners last heard
 
@@ -360,8 +361,15 @@ class ActionRecorder:
             return False
         self._later.append(values)
         if self._later_at is None:
-            self._later_at = loop.call_later(_LATER_S, self.take_in)
+            self._later_at = loop.call_later(self._later_s, self.take_in)
         return True
+
+    def without_windows(self) -> None:
+        """Take in, hand over and store every record at the loop's next turn, with no moment for more
+        (`_LATER_S`, the journal's `_HAND_OVER_S`, the store's `_GATHER_S`): for a virtual world
+        (mendbot.tools.world), which waits out every timer of the bot after each step — there the
+        windows, tuning for a live bot's load, cost each message ~50 ms of real waiting."""
+        self._later_s = self._intake.hand_over_s = self._filler.gather_s = 0.0
 
     def take_in(self) -> None:
         """Take in the successes kept for later, in the order they were recorded."""

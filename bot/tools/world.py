@@ -67,6 +67,7 @@ class VirtualWorld:
     async def restart(self, bot: MendBot) -> None:
         """Replace the running bot with a new one; the virtual world (and database) stays."""
         old = self.bot
+        bot.services.recorder.without_windows()
         up = _gate_resumed_deploys(self.env, bot)
         await self.env.restart_bot(bot)
         _without_simcord_listeners(bot)
@@ -183,6 +184,9 @@ async def virtual_world(
     mend = attached(bot)
     client = mend.bot  # the discord.py bot: MendBot, or the one mendbot is attached to
     settings = mend.services.settings
+    # Each step waits out the bot's every timer; the recording's, tuning for a live bot's load, would
+    # cost each message ~50 ms of real waiting.
+    mend.services.recorder.without_windows()
     # Env.start/shutdown rather than `simcord.run`: its clock context cannot span the two
     # halves of an async fixture, which pytest runs in different contexts.
     # Without a configured count, discord.py would ask Discord's /gateway/bot for one at connect; the
