@@ -1,11 +1,13 @@
 """A fresh checkout comes with the bytecode of its Python files (mendbot.trust.bytecode): a sandboxed
-process imports them without compiling, a source changed since is never run from a stale pyc, and
-nothing is written through a link or over a file the tree holds, nor from a cache another may write."""
+process imports them without compiling, a source changed since is never run from a stale pyc, the
+bot's own process compiles none of them, and nothing is written through a link or over a file the tree
+holds, nor from a cache another may write."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import py_compile
 import sys
 from importlib.util import cache_from_source
 from pathlib import Path
@@ -82,6 +84,21 @@ def test_a_sandboxed_import_of_a_checkout_uses_its_bytecode_and_never_a_stale_on
     assert "answer 41" in first
     assert "answer 42" in second, second
     assert sorted(pyc.parent.iterdir()) == placed, "the sandbox wrote bytecode"
+
+
+def test_the_bots_own_process_compiles_nothing_of_the_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change's files are compiled in a child process of their own, never under the bot's interpreter
+    lock: the checkout gets its bytecode with compiling refused in the bot's process."""
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the bot's own process compiled a file of the tree")
+
+    monkeypatch.setattr(py_compile, "compile", refused)
+    tree = _checkout(_repo(tmp_path / "repo", {"mod.py": MODULE}), tmp_path / "tree")
+
+    assert Path(cache_from_source(str(tree / "mod.py"))).is_file()
 
 
 def test_only_what_compiles_gets_bytecode_and_test_modules_are_left_to_pytest(tmp_path: Path) -> None:

@@ -338,7 +338,7 @@ async def materialise(repo: Path, treeish: str, dest: Path) -> None:
     blobs = await _blobs(repo, [oid for mode, oid in entries.values() if mode != _GITLINK])
     await asyncio.to_thread(_write_files, dest, entries, blobs)
     python = [(rel, oid) for rel, (mode, oid) in entries.items() if mode in _FILES and rel.endswith(".py")]
-    await asyncio.to_thread(bytecode.place, dest, python)
+    await bytecode.place(dest, python)
 
 
 def _write_files(dest: Path, entries: dict[str, tuple[str, str]], blobs: dict[str, bytes]) -> None:
