@@ -11,8 +11,9 @@ The files are hash-checked pycs (PEP 552, `CHECKED_HASH`): before using one, Pyt
 carries with the hash of the source beside it, whatever the file's time stamp — a checkout's files are
 all new — so a source changed inside the sandbox is compiled from its text, never run from a stale pyc.
 Compiling runs none of the tree's code, and it runs in a child process of its own (`_COMPILE`:
-isolated, at most `_COMPILE_MEMORY` of memory and `_COMPILE_CPU_S` of CPU, `_COMPILE_WALL_S` in all): a
-change's files are not for the live bot to compile under its interpreter lock, however large or deep.
+isolated, with an empty environment, at most `_COMPILE_MEMORY` of memory and `_COMPILE_CPU_S` of CPU,
+`_COMPILE_WALL_S` in all): a change's files are not for the live bot to compile under its interpreter
+lock, however large or deep, and no secret of its environment is within reach of the parser.
 The cache is the user's (`mendbot.kernel.user_cache`: `bytecode/<Python's cache tag>`), in no sandbox's
 reach, and used only while private; what goes into a checkout is a copy, never a link, so nothing written
 there reaches the cache, and it is written only as a new file in a real folder of the tree (never through
@@ -75,6 +76,7 @@ async def place(tree: Path, sources: Iterable[tuple[str, str]]) -> int:
         await run_process(
             [sys.executable, "-I", "-S", "-c", _COMPILE],
             cwd=tree,
+            env={},  # nothing of the bot's environment (its token, its key) within a parser's reach
             input=json.dumps(missing).encode(),
             timeout_s=_COMPILE_WALL_S,
         )
