@@ -74,7 +74,8 @@ async def place(tree: Path, sources: Iterable[tuple[str, str]]) -> int:
     missing = await asyncio.to_thread(_missing, wanted)
     if missing:
         await run_process(
-            [sys.executable, "-I", "-S", "-c", _COMPILE],
+            # -W ignore: the compiler's warnings (one per line that has one) are not gathered here
+            [sys.executable, "-I", "-S", "-W", "ignore", "-c", _COMPILE],
             cwd=tree,
             env={},  # nothing of the bot's environment (its token, its key) within a parser's reach
             input=json.dumps(missing).encode(),
