@@ -1,5 +1,6 @@
 """The replay's observer judges a replayed slash command as Discord would: not acknowledged within
-3 s is no answer, whatever the bot sends later; "thinking…" in time, then the answer, is answered."""
+3 s is no answer, whatever the bot sends later; "thinking…" in time, then the answer, is answered. A call's
+time to its answer counts from the send, however late the send returns to the observer."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from mendbot.improve.proof.replay_plan import ReplayCase
 from mendbot.trust.loopback_discord import DiscordDouble
 
 LATE_S = replay.ACK_TIMEOUT_S + 0.5
+WORK_S = 0.3  # what `!work` takes before it answers
 
 
 @pytest.fixture
@@ -35,6 +37,12 @@ async def observer() -> AsyncIterator[DiscordDouble]:
                 await interaction.response.defer(thinking=True)
                 await asyncio.sleep(LATE_S)
                 await interaction.followup.send("worth the wait")
+
+            @client.event
+            async def on_message(message: discord.Message) -> None:
+                if message.content == "!work":
+                    await asyncio.sleep(WORK_S)
+                    await message.channel.send("done")
 
             await client.login(double.token)
             task = asyncio.create_task(client.connect(reconnect=False))
@@ -58,6 +66,35 @@ def _case(name: str) -> ReplayCase:
     return ReplayCase(
         key=name, kind=f"app:{name}", name=f"/{name}", options={}, fingerprint=None, recorded_ms=1
     )
+
+
+async def test_a_call_is_timed_from_its_send_however_late_the_send_returns(
+    observer: DiscordDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bot is at work on a message from the moment it is sent: an observer that gets its turn back
+    only once the answer is there (a loaded machine) still sees the whole time the bot took, not the
+    moment left after its send returned (a 0.4 s fault once measured 0.39996 s)."""
+    send = observer.send_message
+
+    async def returns_late(*args: object, **kwargs: object) -> dict[str, object]:
+        said = await send(*args, **kwargs)  # type: ignore[arg-type]
+        await observer.wait_for_message(lambda message: int(message["id"]) > int(said["id"]), 10)
+        return said
+
+    monkeypatch.setattr(observer, "send_message", returns_late)
+    general = observer.guild.channel("general")
+    case = ReplayCase(
+        key="work",
+        kind="command:work",
+        name="!work",
+        options={"text": "!work"},
+        fingerprint=None,
+        recorded_ms=1,
+    )
+    seen = await replay_calls.call(observer, general, case, replay.CALL_TIMEOUT_S, replay_reports.Reports())
+    result = seen.result(case.key, observer, general, (), replay.Watch())
+    assert result.answered and result.reply == "done"
+    assert result.duration_ms >= WORK_S * 1000
 
 
 async def test_a_slash_answered_after_discords_three_seconds_is_no_answer(observer: DiscordDouble) -> None:

@@ -223,15 +223,17 @@ async def call(
             seen = await _component(scene, case, where, who, begun=begun)
         elif case.family == "autocomplete":
             command, _, focused = case.kind.split(":", 1)[1].rpartition(".")
+            started = time.monotonic()
             asked = await observer.autocomplete(where, command, focused, author=who, **case.options)
-            seen = await _answer_of(scene, asked, begun)
+            seen = await _answer_of(scene, asked, begun, started)
         elif case.target is not None:
             seen = await _context_menu(scene, case, where, who, begun=begun)
         elif case.slash:
             seen = await _slash(scene, where, who, case, begun=begun)
         else:
-            said = await observer.send_message(where, case.text, author=who)
+            # timed from before the send: the bot may be at work on it before the send returns here
             started = time.monotonic()
+            said = await observer.send_message(where, case.text, author=who)
             answer = await _unless_settled(
                 reports,
                 f"MESSAGE_CREATE:{said['id']}",
@@ -276,8 +278,8 @@ async def _slash(scene: _Scene, where: FakeChannel, who: str, case: ReplayCase, 
     return Seen(begun, shown, (time.monotonic() - started) * 1000)
 
 
-async def _answer_of(scene: _Scene, interaction: dict[str, Any], begun: float) -> Seen:
-    started = time.monotonic()
+async def _answer_of(scene: _Scene, interaction: dict[str, Any], begun: float, started: float) -> Seen:
+    """The answer to `interaction`, timed from `started` (taken before it was sent)."""
     answer = await _interaction_answer(scene, interaction)
     return Seen(begun, answer, (time.monotonic() - started) * 1000)
 
@@ -326,8 +328,9 @@ async def _context_menu(
     author = target.get("author")
     writer = observer.member_as(int(author)) if author and str(author) != observer.user["id"] else who
     posted = await observer.send_message(where, str(target.get("content") or "…"), author=writer)
+    started = time.monotonic()
     asked = await observer.context_menu(where, case.name.lstrip("/"), posted, author=who)
-    return await _answer_of(scene, asked, begun)
+    return await _answer_of(scene, asked, begun, started)
 
 
 async def _component(scene: _Scene, case: ReplayCase, where: FakeChannel, who: str, *, begun: float) -> Seen:
