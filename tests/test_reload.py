@@ -16,6 +16,7 @@ from pathlib import Path
 
 import discord
 import pytest
+from structlog.testing import capture_logs
 
 from mendbot.__main__ import exit_code, should_reexec
 from mendbot.deploy.reload import ModuleResult, Plan, Reloader, ReloadReport, classify, render
@@ -287,17 +288,29 @@ async def test_a_restart_drains_refuses_new_work_politely_and_exits_26(settings:
 
 
 async def test_a_restart_does_not_wait_past_the_drain_timeout(settings: Settings) -> None:
-    """A handler that never finishes holds the restart only for deploy.drain_timeout_s."""
+    """A handler that never finishes holds the restart only for deploy.drain_timeout_s, and the warning
+    says where it was waiting (through the task it awaits)."""
     settings.deploy.drain_timeout_s = 0.2
+
+    async def looking_up_the_weather() -> None:
+        await asyncio.Event().wait()
+
+    async def weather_handler() -> None:
+        await asyncio.ensure_future(looking_up_the_weather())
+
     async with running_world(settings) as world:
         bot = world.bot
-        stuck = asyncio.create_task(asyncio.Event().wait())
+        stuck = asyncio.create_task(weather_handler())
         bot.track_inflight(stuck)
         loop = asyncio.get_running_loop()
         started = loop.time()
-        await asyncio.wait_for(bot.request_restart("test"), timeout=5)
+        with capture_logs() as logs:
+            await asyncio.wait_for(bot.request_restart("test"), timeout=5)
         assert loop.time() - started < 2
         assert bot.is_closed()
+        (warning,) = [log for log in logs if log["event"] == "restarting with handlers still running"]
+        (where,) = warning["waiting_in"]
+        assert "looking_up_the_weather" in where and "weather_handler" in where, where
         stuck.cancel()
 
 

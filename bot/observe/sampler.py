@@ -45,7 +45,7 @@ from mendbot.kernel.log import get_logger
 from mendbot.observe.capture import HandlerCapture
 from mendbot.observe.fingerprint import relative_path, root_prefixes
 
-__all__ = ["SlowSampler", "thread_frames"]
+__all__ = ["SlowSampler", "coroutine_chain", "thread_frames"]
 
 _log = get_logger(__name__)
 _MAX_DEPTH = 64
@@ -207,7 +207,7 @@ class SlowSampler:
         if running is task and self._loop_thread is not None:
             frames = list(reversed(self._loop_stack(self._loop_thread)))
         else:
-            frames = list(self._coroutine_chain(task))
+            frames = list(coroutine_chain(task))
         stack = tuple(
             f"{path}:{line}:{function}"
             for path, line, function in (self._in_repo(frame) for frame in frames)
@@ -237,15 +237,21 @@ class SlowSampler:
             return None, line, function
         return relative_path(filename, self._prefixes), line, function
 
-    @staticmethod
-    def _coroutine_chain(task: asyncio.Task[Any]) -> Iterator[tuple[str, int, str]]:
-        """Outermost first: the task's coroutine, then whatever each one awaits."""
+
+def coroutine_chain(task: asyncio.Task[Any], *, into_tasks: bool = False) -> Iterator[tuple[str, int, str]]:
+    """Outermost first: the task's coroutine, then whatever each one awaits, as (file, line, function);
+    with `into_tasks`, on into the task the innermost one awaits, if it awaits one."""
+    depth = 0
+    while True:
         awaitable: Any = task.get_coro()
-        depth = 0
         while awaitable is not None and depth < _MAX_DEPTH:
             frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None)
             if frame is None:
-                return
+                break
             yield frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name
             awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "gi_yieldfrom", None)
             depth += 1
+        waiting = getattr(task, "_fut_waiter", None)  # what the task is suspended on (asyncio's own)
+        if not into_tasks or not isinstance(waiting, asyncio.Task) or depth >= _MAX_DEPTH:
+            return
+        task = waiting

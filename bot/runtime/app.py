@@ -457,7 +457,11 @@ class MendBot(commands.AutoShardedBot):
             # Past the drain, what is still running stops where it is, as a kill would stop it — every
             # step is written to be taken up again by the next start — but with its `finally` blocks
             # run: subprocesses and sandboxes end with it, instead of outliving the process's exit.
-            _log.warning("closing with handlers still running: stopping them", count=left)
+            _log.warning(
+                "closing with handlers still running: stopping them",
+                count=left,
+                waiting_in=self.mend.waiting_in(),
+            )
             await self.drain(CLOSE_CANCEL_S, cancel=True)
         await self.services.deploy.cancel_background(CLOSE_CANCEL_S)
         for name in list(self.extensions):

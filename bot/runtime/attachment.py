@@ -357,7 +357,11 @@ class Attachment(Recording):
                 _log.warning("runs still going at the drain timeout: stopping them (resumable)")
             await improve.shutdown()
             if self.inflight:
-                _log.warning("restarting with handlers still running", count=self.inflight)
+                _log.warning(
+                    "restarting with handlers still running",
+                    count=self.inflight,
+                    waiting_in=self.waiting_in(),
+                )
         except Exception:
             _log.exception("draining for the restart failed: closing anyway")
 

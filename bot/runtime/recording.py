@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
@@ -55,7 +56,7 @@ from mendbot.observe.capture import (
     start_capture,
 )
 from mendbot.observe.handlers import cog_handlers
-from mendbot.observe.sampler import SlowSampler
+from mendbot.observe.sampler import SlowSampler, coroutine_chain
 from mendbot.runtime.entry_points import OwnHandler, failed_part
 from mendbot.runtime.hooks import instrument_cog_hook, instrument_loop, record_extension
 from mendbot.runtime.services import Services
@@ -855,6 +856,17 @@ class Recording:
     @property
     def inflight(self) -> int:
         return len(self._running())
+
+    def waiting_in(self) -> list[str]:
+        """Where each handler in flight is waiting, its innermost three frames first to last
+        (`process.py:107 run_process ← git.py:52 git ← …`): what a stop past its drain names, so that an
+        operator sees what held it."""
+        waiting = []
+        for task in self._running():
+            frames = list(coroutine_chain(task, into_tasks=True))[-3:]
+            shown = [f"{os.path.basename(path)}:{line} {function}" for path, line, function in frames]
+            waiting.append(" ← ".join(reversed(shown)) or task.get_name())
+        return waiting
 
     async def drain(self, timeout: float = 10.0, *, cancel: bool = False) -> int:
         """Wait up to `timeout` for in-flight handlers (`cancel`: cancel them first and wait for them to
