@@ -33,11 +33,28 @@ class ProcessResult(msgspec.Struct, frozen=True):
         return self.code is None
 
 
+# How long a killed process is waited for. SIGKILL ends it at once unless the kernel holds it in a
+# write to a stalled disk; and on Python 3.11 `wait()` also waits for its pipes, which a process that left
+# its group may hold. Neither may hold whoever killed it (a stop's drain, a run's cancellation).
+_REAP_S = 2.0
+
+
 def _kill_group(process: asyncio.subprocess.Process) -> None:
     # The process leads its own session (start_new_session), so its pgid is its pid; killing the
     # group also ends what it spawned (pytest workers, a stuck server) that would hold our pipe open.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
+
+
+async def _reaped(process: asyncio.subprocess.Process) -> None:
+    """Wait for the killed `process`, at most `_REAP_S`; past that, its pipes are closed on our side and
+    asyncio reaps it whenever it ends."""
+    try:
+        await wait_for(asyncio.shield(process.wait()), _REAP_S)
+    except (ProcessLookupError, TimeoutError):
+        transport = getattr(process, "_transport", None)  # asyncio's: Process has no public close
+        if transport is not None:
+            transport.close()
 
 
 async def run_process(
@@ -99,12 +116,11 @@ async def run_process(
         code = process.returncode
     except TimeoutError:
         _kill_group(process)
-        await process.wait()
+        await _reaped(process)
         code = None
     except BaseException:
         _kill_group(process)
-        with contextlib.suppress(ProcessLookupError):
-            await asyncio.shield(process.wait())
+        await _reaped(process)
         raise
     return ProcessResult(
         code=code,
