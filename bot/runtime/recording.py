@@ -858,9 +858,9 @@ class Recording:
         return len(self._running())
 
     def waiting_in(self) -> list[str]:
-        """Where each handler in flight is waiting, its innermost three frames first to last
-        (`process.py:107 run_process ← git.py:52 git ← …`): what a stop past its drain names, so that an
-        operator sees what held it."""
+        """Where each handler in flight is waiting: its three innermost frames, each followed by its
+        caller (`process.py:107 run_process ← git.py:52 git ← …`) — what a stop past its drain names, so
+        that an operator sees what held it."""
         waiting = []
         for task in self._running():
             frames = list(coroutine_chain(task, into_tasks=True))[-3:]
