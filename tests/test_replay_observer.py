@@ -55,9 +55,8 @@ async def observer() -> AsyncIterator[DiscordDouble]:
                 await asyncio.wait_for(task, timeout=10)
 
 
-async def _replayed(observer: DiscordDouble, name: str) -> ReplayResult:
+async def _replayed(observer: DiscordDouble, case: ReplayCase) -> ReplayResult:
     general = observer.guild.channel("general")
-    case = _case(name)
     seen = await replay_calls.call(observer, general, case, replay.CALL_TIMEOUT_S, replay_reports.Reports())
     return seen.result(case.key, observer, general, (), replay.Watch())
 
@@ -82,7 +81,6 @@ async def test_a_call_is_timed_from_its_send_however_late_the_send_returns(
         return said
 
     monkeypatch.setattr(observer, "send_message", returns_late)
-    general = observer.guild.channel("general")
     case = ReplayCase(
         key="work",
         kind="command:work",
@@ -91,19 +89,18 @@ async def test_a_call_is_timed_from_its_send_however_late_the_send_returns(
         fingerprint=None,
         recorded_ms=1,
     )
-    seen = await replay_calls.call(observer, general, case, replay.CALL_TIMEOUT_S, replay_reports.Reports())
-    result = seen.result(case.key, observer, general, (), replay.Watch())
+    result = await _replayed(observer, case)
     assert result.answered and result.reply == "done"
     assert result.duration_ms >= WORK_S * 1000
 
 
 async def test_a_slash_answered_after_discords_three_seconds_is_no_answer(observer: DiscordDouble) -> None:
-    result = await _replayed(observer, "late")
+    result = await _replayed(observer, _case("late"))
     assert not result.answered and result.shown() == "no answer"
     assert result.duration_ms < LATE_S * 1000  # judged at Discord's deadline, not after the whole wait
 
 
 async def test_a_slash_that_thinks_in_time_may_answer_later(observer: DiscordDouble) -> None:
-    result = await _replayed(observer, "thinking")
+    result = await _replayed(observer, _case("thinking"))
     assert result.answered and result.reply == "worth the wait"
     assert result.duration_ms >= LATE_S * 1000
