@@ -18,6 +18,9 @@ from mendbot.trust.redact import Redactor
 from tests.harness.logs import logging_restored
 
 SECRET = "ghp_" + "S3cr3tValueOfTheBot" * 2
+# A module's logger as the product's are: imported before the suite froze the garbage collector's view
+# of everything collection made (tests/conftest.py), so `gc.get_objects()` no longer lists it.
+_MODULE_LOG = get_logger("mendbot.test.module")
 
 
 @pytest.fixture
@@ -106,3 +109,15 @@ def test_logging_a_test_configured_as_a_bot_does_is_put_back_for_the_next(tmp_pa
         log.warning("seen", n=1)
     assert [entry.get("n") for entry in seen] == [1]
     assert [(each.handlers, each.level) for each in map(logging.getLogger, (None, "discord"))] == before
+
+
+def test_a_module_s_logger_cached_under_a_bot_s_logging_is_put_back_for_the_next(tmp_path: Path) -> None:
+    """The same for a logger a module holds from its import: one cached while a test ran as a bot (the
+    restart's warning of `mendbot.runtime.attachment`) went on through the bot's handlers, and a later
+    test's `capture_logs` saw none of its events."""
+    with logging_restored():
+        configure_logging(tmp_path, console_level="CRITICAL", redactor=Redactor())
+        _MODULE_LOG.warning("logged under the bot's configuration")
+    with structlog.testing.capture_logs() as seen:
+        _MODULE_LOG.warning("seen", n=2)
+    assert [entry.get("n") for entry in seen] == [2]

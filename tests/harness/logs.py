@@ -4,12 +4,16 @@ A test that starts mendbot in its own process (attach, a check of logging) runs 
 handlers on files of the test's, and each structlog logger cached at its first use. Left so, a later
 test of the same worker logged through those — `capture_logs` saw none of a module's events once that
 module had logged after such a test.
+
+A module's logger is found through the module: the suite freezes the garbage collector's view of what
+collection made (tests/conftest.py), and `gc.get_objects()` lists no frozen object.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -39,9 +43,14 @@ def logging_restored() -> Iterator[None]:
                 logger.handlers[:] = handlers
                 logger.setLevel(level)
                 logger.propagate = propagate
-            for each in gc.get_objects():
+            for each in [*gc.get_objects(), *_module_globals()]:
                 if isinstance(each, BoundLoggerLazyProxy):
                     each.__dict__.pop("bind", None)  # where a proxy keeps the logger it cached
+
+
+def _module_globals() -> list[object]:
+    modules = list(sys.modules.values())  # a value may be None (an import blocked) or not a module
+    return [value for module in modules for value in list(getattr(module, "__dict__", {}).values())]
 
 
 def _state(logger: logging.Logger) -> tuple[list[logging.Handler], int, bool]:
