@@ -18,9 +18,11 @@ from structlog.testing import capture_logs
 
 from mendbot.improve.agent.verify import HOST_SMOKE_CHECK, CheckResult, Verification, verify_commit
 from mendbot.improve.agent.workspace import Workspace
+from mendbot.improve.proof.bot_data import BotData
 from mendbot.improve.proof.replay import HostBot, ReplayError, run_replay
 from mendbot.improve.proof.replay_plan import ReplayCase, ReplayPlan
 from mendbot.kernel.sections import HostConfig
+from mendbot.trust import host_start
 from mendbot.trust.host_files import PLACEHOLDER
 from mendbot.trust.sandbox import Sandbox
 from tests.harness.hosts import host_repo
@@ -260,6 +262,51 @@ async def test_a_replay_sends_no_call_after_the_one_that_was_enough(tmp_path: Pa
             checkout, plan, sandbox=SANDBOX, host=HostBot(_host(), repo), enough=lambda key, _: key == "today"
         )
     assert list(results) == ["today"] and results["today"].reply == "Fair winds, alice!"
+
+
+async def test_a_cancelled_replay_kills_its_bot_rather_than_waiting_for_it_to_end(tmp_path: Path) -> None:
+    """A replay cancelled (a SIGTERM's drain, a run's deadline) ends its bot at once, though it is in the
+    middle of a call: asking the bot to end, then waiting out its SIGTERM, held the cancellation for
+    `_STOP_TIMEOUT_S` each — with a bot that ends on neither, nothing less than the first."""
+    repo = _almanac(tmp_path)
+    days = (repo / "almanac" / "cogs" / "days.py").read_text()
+    stubborn = days.replace(
+        "        greeting = ",
+        "        import os, signal\n"
+        "        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # it ends neither on a SIGTERM\n"
+        "        os._exit = lambda code: None  # nor when the launcher is asked to end it\n"
+        "        greeting = ",
+    ).replace("        settings = ", "        await __import__('asyncio').sleep(600)\n        settings = ")
+    head = _commit(repo, {"almanac/cogs/days.py": stubborn}, "a bot that will not end")
+    (tmp_path / "snapshot").mkdir()
+    (tmp_path / "snapshot" / "notes.json").write_text("{}")  # its data: the launcher is asked to end it
+    today = _plan().cases[0]
+    forecast = replace(
+        today, key="forecast", kind="command:forecast", name="forecast", options={"text": "?forecast"}
+    )
+    plan = ReplayPlan([today, forecast], ["almanac/cogs/days.py"], latency=False)
+    loop = asyncio.get_running_loop()
+    cancelled_at: list[float] = []
+
+    def cancel() -> None:
+        cancelled_at.append(loop.time())
+        replaying.cancel()
+
+    def cancel_once_answered(key: str, _: float) -> bool:  # on the replay's own loop, in its thread
+        loop.call_soon_threadsafe(cancel)  # as it waits for the forecast, which takes ten minutes
+        return False
+
+    workspace = Workspace(repo, tmp_path / "worktrees", host=_host())
+    async with workspace.checkout(head, name="replay") as checkout:
+        data = BotData(tmp_path / "snapshot", None, files=("notes.json",))
+        host = HostBot(_host(), repo)
+        replaying = asyncio.ensure_future(
+            run_replay(checkout, plan, sandbox=SANDBOX, host=host, data=data, enough=cancel_once_answered)
+        )
+        with pytest.raises(asyncio.CancelledError):
+            await replaying
+        over_in = loop.time() - cancelled_at[0]
+    assert over_in < host_start._STOP_TIMEOUT_S
 
 
 async def test_a_bot_that_does_not_start_on_main_either_does_not_fail_the_change(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import msgspec
 
 from mendbot.kernel.waits import wait_for
 
-__all__ = ["ProcessResult", "run_process"]
+__all__ = ["ProcessResult", "kill", "run_process"]
 
 
 class ProcessResult(msgspec.Struct, frozen=True):
@@ -39,16 +39,13 @@ class ProcessResult(msgspec.Struct, frozen=True):
 _REAP_S = 2.0
 
 
-def _kill_group(process: asyncio.subprocess.Process) -> None:
-    # The process leads its own session (start_new_session), so its pgid is its pid; killing the
-    # group also ends what it spawned (pytest workers, a stuck server) that would hold our pipe open.
+async def kill(process: asyncio.subprocess.Process) -> None:
+    """End `process` and its group at once (SIGKILL), and wait for it at most `_REAP_S`; past that, its
+    pipes are closed on our side and asyncio reaps it whenever it ends. The process must lead its own
+    session (`start_new_session`): its pgid is then its pid, and killing the group also ends what it
+    spawned (pytest workers, a stuck server, a sandboxed bot) that would hold our pipe open."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
-
-
-async def _reaped(process: asyncio.subprocess.Process) -> None:
-    """Wait for the killed `process`, at most `_REAP_S`; past that, its pipes are closed on our side and
-    asyncio reaps it whenever it ends."""
     try:
         await wait_for(asyncio.shield(process.wait()), _REAP_S)
     except (ProcessLookupError, TimeoutError):
@@ -115,12 +112,10 @@ async def run_process(
         )
         code = process.returncode
     except TimeoutError:
-        _kill_group(process)
-        await _reaped(process)
+        await kill(process)
         code = None
     except BaseException:
-        _kill_group(process)
-        await _reaped(process)
+        await kill(process)
         raise
     return ProcessResult(
         code=code,

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from mendbot.kernel.process import kill
 from mendbot.kernel.sections import HostConfig
 from mendbot.kernel.waits import wait_for
 from mendbot.trust import host_smoke, replay_launch
@@ -211,8 +212,8 @@ async def started(
     """The checkout's `mendbot run` (a host bot's own program, with mendbot attached) in the sandbox,
     connected to `observer`, with `mounts` writable where they go (a replay's copy of the bot's data);
     stopped after the block — first by `ask_to_stop` if given (the launcher ends the program: a writable
-    jail's writes come back to the checkout), then from outside. NotStarted when it ended or did not
-    connect within `ready_timeout_s`."""
+    jail's writes come back to the checkout), then from outside; killed at once if the block is cancelled.
+    NotStarted when it ended or did not connect within `ready_timeout_s`."""
     async with sandbox.jail(
         checkout, git_dir=None, writable=writable, binds={shared: INSIDE, **(binds or {})}, mounts=mounts
     ) as jail:
@@ -239,13 +240,22 @@ async def started(
                 start_new_session=True,
             )
         start = Started(output)
+        cancelled = False
         try:
             await connected(observer, process, output, ready_timeout_s)
             yield start
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
         finally:
-            if ask_to_stop is not None and process.returncode is None:
-                start.ended_when_asked = await _ended_when_asked(process, ask_to_stop)
-            await stop(process)
+            if cancelled:
+                # A stop's drain or a run's deadline: nothing will read what it would write back, and
+                # asking it, then waiting out its SIGTERM, would hold the cancellation for up to 10 s.
+                await kill(process)
+            else:
+                if ask_to_stop is not None and process.returncode is None:
+                    start.ended_when_asked = await _ended_when_asked(process, ask_to_stop)
+                await stop(process)
 
 
 async def _ended_when_asked(
@@ -294,9 +304,7 @@ async def stop(process: asyncio.subprocess.Process) -> None:
         try:
             await wait_for(process.wait(), _STOP_TIMEOUT_S)
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
+            await kill(process)
 
 
 def _lines(output: Path) -> list[str]:
