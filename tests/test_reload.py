@@ -341,7 +341,7 @@ async def test_hand_edit_watcher_applies_a_saved_cog_and_reports_it(
         stop = asyncio.Event()
         task = asyncio.create_task(watcher.run(stop))
         try:
-            await asyncio.sleep(0.5)  # the watcher task adds its watches at its first step
+            await asyncio.sleep(0)  # one turn of the loop: the watcher's first step watches its roots
             (cog_root / PACKAGE / "hello.py").write_text(cog_source("hello v3"))
             text = await asyncio.wait_for(reports.get(), timeout=10)
         finally:
