@@ -87,7 +87,7 @@ async def test_changed_prompt_is_reloaded_within_a_second(tmp_path: Path) -> Non
     stop = asyncio.Event()
     watcher = asyncio.create_task(registry.watch(stop))
     try:
-        await asyncio.sleep(0.2)  # let the watcher start
+        await asyncio.sleep(0)  # one turn of the loop: the watcher's first step watches the prompts
         (tmp_path / "chat" / "persona.md").write_text(PERSONA.replace("m1", "m2"))
         await _eventually(lambda: registry.get("chat/persona").meta.model == "m2")
     finally:
@@ -103,7 +103,7 @@ async def test_invalid_edit_keeps_previous_version_and_reports(tmp_path: Path) -
     stop = asyncio.Event()
     watcher = asyncio.create_task(registry.watch(stop))
     try:
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0)  # as above
         (tmp_path / "chat" / "persona.md").write_text("---\nkind: persona\nmax_tokens: lots\n---\nbroken\n")
         await _eventually(lambda: bool(errors))
     finally:
