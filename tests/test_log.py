@@ -97,27 +97,18 @@ def test_a_log_line_is_formatted_once_and_the_file_still_rotates(tmp_path: Path)
 
 
 def test_logging_a_test_configured_as_a_bot_does_is_put_back_for_the_next(tmp_path: Path) -> None:
-    """A module's logger used after a test configured logging as a bot does (cached at its first use)
-    is seen again by `capture_logs` once that test's logging is put back: a later test of the same
-    worker read none of the journal's events."""
-    log = get_logger("mendbot.test.later")
+    """A logger used after a test configured logging as a bot does (cached at its first use) is seen
+    again by `capture_logs` once that test's logging is put back — one made meanwhile, and one a module
+    holds from its import (frozen: `_MODULE_LOG`): a later test of the same worker read none of the
+    journal's events, and then none of the restart's warning (`mendbot.runtime.attachment`)."""
+    loggers = [get_logger("mendbot.test.later"), _MODULE_LOG]
     before = [(each.handlers[:], each.level) for each in map(logging.getLogger, (None, "discord"))]
     with logging_restored():
         configure_logging(tmp_path, console_level="CRITICAL", redactor=Redactor())
-        log.warning("logged under the bot's configuration")
+        for log in loggers:
+            log.warning("logged under the bot's configuration")
     with structlog.testing.capture_logs() as seen:
-        log.warning("seen", n=1)
-    assert [entry.get("n") for entry in seen] == [1]
+        for n, log in enumerate(loggers):
+            log.warning("seen", n=n)
+    assert [entry.get("n") for entry in seen] == [0, 1]
     assert [(each.handlers, each.level) for each in map(logging.getLogger, (None, "discord"))] == before
-
-
-def test_a_module_s_logger_cached_under_a_bot_s_logging_is_put_back_for_the_next(tmp_path: Path) -> None:
-    """The same for a logger a module holds from its import: one cached while a test ran as a bot (the
-    restart's warning of `mendbot.runtime.attachment`) went on through the bot's handlers, and a later
-    test's `capture_logs` saw none of its events."""
-    with logging_restored():
-        configure_logging(tmp_path, console_level="CRITICAL", redactor=Redactor())
-        _MODULE_LOG.warning("logged under the bot's configuration")
-    with structlog.testing.capture_logs() as seen:
-        _MODULE_LOG.warning("seen", n=2)
-    assert [entry.get("n") for entry in seen] == [2]
