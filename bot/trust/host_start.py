@@ -251,7 +251,8 @@ async def started(
             if cancelled:
                 # A stop's drain or a run's deadline: nothing will read what it would write back, and
                 # asking it, then waiting out its SIGTERM, would hold the cancellation for up to 10 s.
-                await kill(process)
+                if process.returncode is None:  # as `stop`: never signal a group that may be gone
+                    await kill(process)
             else:
                 if ask_to_stop is not None and process.returncode is None:
                     start.ended_when_asked = await _ended_when_asked(process, ask_to_stop)
