@@ -49,12 +49,14 @@ class CountingAnnouncer:
 
 
 @contextlib.asynccontextmanager
-async def _process(tmp_path: Path, url: str, name: str, **overrides: Any) -> AsyncIterator[Services]:
+async def _process(
+    tmp_path: Path, url: str, name: str, *, timing: dict[str, float] = FAST, **overrides: Any
+) -> AsyncIterator[Services]:
     """One bot process's services (no Discord) on the shared database, running shard a=0, b=1, …
-    of four, with a quick leadership."""
+    of four, with a quick leadership (`timing`: the leadership's, the same for every process)."""
     shards = {"shard_count": 4, "shard_ids": [ord(name) - ord("a")]}
     settings = make_settings(tmp_path / name / "data", database={"url": url}, discord=shards, **overrides)
-    leadership = PostgresLeader(url, lock_key("mendbot"), application_name=name, **FAST)
+    leadership = PostgresLeader(url, lock_key("mendbot"), application_name=name, **timing)
     services = await build_services(settings, watch_prompts=False, leadership=leadership)
     services.cluster.poll_s = 0.1
     services.incidents.announcer = CountingAnnouncer()

@@ -61,14 +61,21 @@ def _canary(**deploy: Any) -> dict[str, Any]:
     return {"deploy": {"watch_hand_edits": False, "watch_window_s": WINDOW_S, "canary_shards": [0], **deploy}}
 
 
+# A leadership that stays where it is for the whole test: these tests move no leader, and one that a
+# loaded machine kept from confirming its connection within a quick lease (tests/test_cluster.py's one
+# second) hands over mid-test, leaving the test to drive a process that no longer leads. No grace is
+# needed on taking the lock: no earlier leader holds this test's database.
+STEADY = {"retry_s": 0.1, "check_s": 1.0, "lease_s": 15.0, "grace_s": 0.5}
+
+
 @contextlib.asynccontextmanager
 async def _leader_first(
     tmp_path: Path, url: str, leader: str, other: str, repos: dict[str, Path], **overrides: Any
 ) -> AsyncIterator[tuple[Services, Services]]:
-    """`leader` starts first and leads; `other` joins once it does."""
-    async with _process(tmp_path, url, leader, repo_dir=repos[leader], **overrides) as first:
+    """`leader` starts first and leads the whole test; `other` joins once it does."""
+    async with _process(tmp_path, url, leader, timing=STEADY, repo_dir=repos[leader], **overrides) as first:
         await _until(lambda: first.cluster.leadership.is_leader and first.cluster.tail_position is not None)
-        async with _process(tmp_path, url, other, repo_dir=repos[other], **overrides) as second:
+        async with _process(tmp_path, url, other, timing=STEADY, repo_dir=repos[other], **overrides) as second:
             yield first, second
 
 
@@ -191,7 +198,8 @@ async def test_a_regression_on_the_canary_rolls_back_the_canary_only(
         run = await _deployed_run(leader, first, second)
         await leader.deploy._go_live(run, second)
         await action_queries.insert_many(leader.db, [_failure("shards 1", frames=["cogs/x.py:1:x"])])
-        await asyncio.sleep(1.0)  # the leader's tail has fed it by now
+        fed = await action_queries.last_id(leader.db)
+        await _until(lambda: (leader.cluster.tail_position or 0) >= fed)  # the leader's tail has fed it
         assert await _state(leader, run.id) == "watching"
         await action_queries.insert_many(leader.db, [_failure("shards 0", frames=["cogs/x.py:1:x"])])
         await _until_state(leader, run.id, "rolled_back")  # regressed, then the canary taken back
