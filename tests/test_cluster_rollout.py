@@ -75,7 +75,8 @@ async def _leader_first(
     """`leader` starts first and leads the whole test; `other` joins once it does."""
     async with _process(tmp_path, url, leader, timing=STEADY, repo_dir=repos[leader], **overrides) as first:
         await _until(lambda: first.cluster.leadership.is_leader and first.cluster.tail_position is not None)
-        async with _process(tmp_path, url, other, timing=STEADY, repo_dir=repos[other], **overrides) as second:
+        joining = _process(tmp_path, url, other, timing=STEADY, repo_dir=repos[other], **overrides)
+        async with joining as second:
             yield first, second
 
 
