@@ -37,6 +37,7 @@ __all__ = [
     "event_ids",
     "install_reply_hooks",
     "interaction_invocation",
+    "message_caller",
     "message_invocation",
     "start_capture",
 ]
@@ -56,6 +57,10 @@ class HandlerCapture(provenance.ActionScope):
     the stored rows it read (it is the action's provenance scope too: one object per action)."""
 
     invocation: dict[str, Any] | None = None
+    # What was asked, worked out when first read (`asked`) rather than as the handler starts: an app
+    # command's options are built by discord.py as it runs the command, and building them before as well
+    # would be that work twice on every call.
+    asking: Callable[[], dict[str, Any]] | None = None
     started: float = msgspec.field(default_factory=time.perf_counter)
     task: asyncio.Task[Any] | None = None
     replies: list[str] = msgspec.field(default_factory=list)
@@ -65,6 +70,12 @@ class HandlerCapture(provenance.ActionScope):
     # Tasks a handler starts inherit its context (a run started from a message): what they send
     # after the handler's record is written is not its reply.
     closed: bool = False
+
+    def asked(self) -> dict[str, Any] | None:
+        """What the handler was asked (its invocation), worked out on the first read."""
+        if self.asking is not None:
+            self.invocation, self.asking = self.asking(), None
+        return self.invocation
 
     def add_reply(self, text: str) -> None:
         if text and not self.closed:
@@ -95,9 +106,15 @@ class HandlerCapture(provenance.ActionScope):
         return [{"frames": list(frames), "count": count} for frames, count in ranked]
 
 
-def start_capture(kind: str, invocation: dict[str, Any] | None = None) -> HandlerCapture:
-    """Open a capture for the handler running in the current task (its context owns it)."""
-    capture = HandlerCapture(kind, invocation=invocation, task=asyncio.current_task())
+def start_capture(
+    kind: str,
+    invocation: dict[str, Any] | None = None,
+    *,
+    asking: Callable[[], dict[str, Any]] | None = None,
+) -> HandlerCapture:
+    """Open a capture for the handler running in the current task (its context owns it): what it was
+    asked given, or (`asking`) worked out when first read."""
+    capture = HandlerCapture(kind, invocation=invocation, asking=asking, task=asyncio.current_task())
     _current.set(capture)
     provenance.enter(capture)  # what it writes is stamped with its kind; what it reads, noted
     return capture
@@ -139,6 +156,24 @@ def caller_of(user: Any, channel_id: int | None, guild_id: int | None) -> dict[s
         "channel": channel_id,
         "guild": guild_id,
     }
+
+
+# The caller of the last message read: a member's message is read by the command it calls, then by each
+# listener on it, one after the other, and working out its author's roles again each time (sorted by
+# position) was most of what reading it cost. All of them are handed the message as it was said, so its
+# caller as first read is the one each of them was asked by (a role given since, by the command itself,
+# say, is not).
+_last_caller: list[tuple[discord.Message, dict[str, Any]]] = []  # one slot
+
+
+def message_caller(message: discord.Message) -> dict[str, Any]:
+    """`caller_of` the message's author, where the message was said (a copy of its own to each caller)."""
+    if _last_caller and _last_caller[0][0] is message:
+        caller = _last_caller[0][1]
+    else:
+        caller = caller_of(message.author, message.channel.id, message.guild.id if message.guild else None)
+        _last_caller[:] = [(message, caller)]
+    return {**caller, "roles": list(caller["roles"])}
 
 
 def _target(interaction: discord.Interaction[Any]) -> dict[str, Any] | None:
@@ -207,7 +242,7 @@ def message_invocation(event: str, args: tuple[Any, ...]) -> dict[str, Any]:
     said = first.message if isinstance(first, commands.Context) else first
     if isinstance(said, discord.Message):
         options = {"content": said.content[:_OPTION_CHARS], "author": said.author.id}
-        caller = caller_of(said.author, said.channel.id, said.guild.id if said.guild else None)
+        caller = message_caller(said)
     elif isinstance(first, discord.RawReactionActionEvent):
         options = {"emoji": str(first.emoji), "message": first.message_id}
         who = first.member if first.member is not None else discord.Object(first.user_id)

@@ -314,7 +314,7 @@ def _observe_view(runner: EntryRunner, view: Any) -> None:
     capture = current_capture()
     if capture is not None and not capture.closed:
         setattr(view, _SURFACE, capture.kind)
-        setattr(view, _SHOWN_BY, _shown_by(capture.kind, capture.invocation))
+        setattr(view, _SHOWN_BY, _shown_by(capture.kind, capture.asked()))
     if getattr(view, "__discord_ui_modal__", False):
         if not getattr(view.on_submit, _MARK, False):
             view.on_submit = _wrap(runner, "modal", view.on_submit, lambda: view)

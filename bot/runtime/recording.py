@@ -49,9 +49,9 @@ from mendbot.kernel.errors import (
 from mendbot.kernel.log import bind_context, bind_for_task, get_logger
 from mendbot.observe.capture import (
     HandlerCapture,
-    caller_of,
     event_ids,
     install_reply_hooks,
+    message_caller,
     message_invocation,
     start_capture,
 )
@@ -172,7 +172,7 @@ class Recording:
                 {
                     "name": f"{ctx.prefix or ''}{ctx.invoked_with or ctx.command.qualified_name}",
                     "options": {"text": ctx.message.content[:200]},
-                    "caller": caller_of(ctx.author, ctx.channel.id, ctx.guild.id if ctx.guild else None),
+                    "caller": message_caller(ctx.message),
                 },
             )
             self._captures[ctx] = capture
@@ -214,9 +214,12 @@ class Recording:
             started = ctx.interaction.extras.get("started")
         return (time.perf_counter() - started) * 1000 if started is not None else 0.0
 
-    def begin_capture(self, extras: dict[str, Any], kind: str, invocation: dict[str, Any]) -> None:
-        """Open the capture of an interaction's handler (its task) and start watching it."""
-        capture = start_capture(f"{kind}:{invocation['name'].lstrip('/')}", invocation)
+    def begin_capture(
+        self, extras: dict[str, Any], kind: str, name: str, asking: Callable[[], dict[str, Any]]
+    ) -> None:
+        """Open the capture of an interaction's handler (its task) and start watching it; what it was
+        asked is worked out when first read (`HandlerCapture.asked`)."""
+        capture = start_capture(f"{kind}:{name}", asking=asking)
         extras["capture"] = capture
         self.sampler.watch(capture)
 
@@ -227,7 +230,7 @@ class Recording:
         self.sampler.unwatch(capture)
         capture.closed = True
         return {
-            "invocation": capture.invocation,
+            "invocation": capture.asked(),
             "reply": capture.reply_digest(),
             "samples": capture.samples(),
         }

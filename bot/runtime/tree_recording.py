@@ -12,6 +12,7 @@ interaction unanswered.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -36,7 +37,10 @@ def admit_interaction(recording: Recording, interaction: discord.Interaction[Any
     if interaction.type is discord.InteractionType.autocomplete:
         return True  # recorded by `tree_call` as the autocomplete callback it is, not as the command
     interaction.extras["started"] = time.perf_counter()
-    recording.begin_capture(interaction.extras, "app", interaction_invocation(interaction))
+    command = interaction.command  # found by name: its options are read once discord.py has built them
+    name = command.qualified_name if command is not None else "unknown"
+    asking = functools.partial(interaction_invocation, interaction)
+    recording.begin_capture(interaction.extras, "app", name, asking)
     # Each interaction runs in its own task, so this binding lasts exactly as long as it.
     bind_for_task(
         guild_id=interaction.guild_id, channel_id=interaction.channel_id, user_id=interaction.user.id
