@@ -4,6 +4,7 @@ locks, refusals and restarts), journal rotation, retention in batches beside the
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import signal
 import sqlite3
@@ -126,6 +127,47 @@ async def test_a_success_is_taken_in_a_moment_later_and_before_the_failure_after
     writer = asyncio.create_task(recorder.run_writer())
     await recorder.flush()
     assert [r.kind for r in seen][-1] == "command:d"
+    await recorder.close()
+    await writer
+    assert await _count(tmp_path / "m.db") == 4
+
+
+async def test_a_success_recorded_later_is_worked_out_when_taken_in(tmp_path: Path) -> None:
+    """`record_later` (a listener's success): its fields are worked out when it is taken in, not in its
+    handler's time, but it is stamped with when it was recorded and taken in in order with the others; one
+    whose fields cannot be worked out is logged and the rest go on; off the loop it is recorded at once."""
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    recorder = _recorder(tmp_path, now)
+    seen: list[ActionRecord] = []
+    recorder.subscribe(seen.append)
+    asked: list[str] = []
+
+    def fields(name: str) -> dict[str, object]:
+        asked.append(name)
+        if name == "broken":
+            raise RuntimeError("the recording's own bug")
+        return {"invocation": {"name": name}, "user_id": 7}
+
+    recorded_at = now[0].timestamp()
+    recorder.record("command:a", "test", ok=True, duration_ms=1)
+    for name in ("first", "broken", "last"):
+        recorder.record_later(
+            f"listener:{name}", "Cog", duration_ms=2, fields=functools.partial(fields, name)
+        )
+    now[0] += timedelta(hours=1)
+    assert asked == [] and seen == []
+    recorder.take_in()
+    assert asked == ["first", "broken", "last"]
+    assert [r.kind for r in seen] == ["command:a", "listener:first", "listener:last"]
+    first = seen[1]
+    assert (first.invocation, first.user_id, first.ts, first.ok) == ({"name": "first"}, 7, recorded_at, True)
+
+    def off_the_loop() -> None:
+        recorder.record_later("listener:thread", "Cog", duration_ms=1, fields=lambda: {"user_id": 8})
+
+    await asyncio.to_thread(off_the_loop)
+    assert seen[-1].kind == "listener:thread" and seen[-1].user_id == 8
+    writer = asyncio.create_task(recorder.run_writer())
     await recorder.close()
     await writer
     assert await _count(tmp_path / "m.db") == 4

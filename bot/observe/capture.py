@@ -33,6 +33,7 @@ __all__ = [
     "REPLY_PREVIEW_CHARS",
     "HandlerCapture",
     "caller_of",
+    "captured_fields",
     "current_capture",
     "event_ids",
     "install_reply_hooks",
@@ -118,6 +119,12 @@ def start_capture(
     _current.set(capture)
     provenance.enter(capture)  # what it writes is stamped with its kind; what it reads, noted
     return capture
+
+
+def captured_fields(capture: HandlerCapture) -> dict[str, Any]:
+    """The record fields a finished handler's capture fills in: what it was asked and answered, and
+    where its time went when it was slow."""
+    return {"invocation": capture.asked(), "reply": capture.reply_digest(), "samples": capture.samples()}
 
 
 def current_capture() -> HandlerCapture | None:

@@ -167,7 +167,8 @@ class ActionRecorder:
         self._waiters: list[asyncio.Future[None]] = []
         self._writer: asyncio.Task[None] | None = None
         self.recorded = 0
-        self._later: list[dict[str, Any]] = []  # successes to take in, their fields not yet redacted
+        # Successes to take in: their fields (not yet redacted), or what works them out (`record_later`).
+        self._later: list[dict[str, Any] | Callable[[], dict[str, Any]]] = []
         self._later_at: asyncio.TimerHandle | None = None
         self._later_s = _LATER_S
         self._loss_listeners: list[Callable[[RecordLoss], None]] = []
@@ -311,6 +312,51 @@ class ActionRecorder:
         a moment later (`_LATER_S`, or at the next failure, `take_in` or `flush`): it returns None;
         anything else returns the record.
         """
+        values = self._values(
+            self._timestamp(),
+            kind,
+            source,
+            ok=ok,
+            duration_ms=duration_ms,
+            error=error,
+            guild_id=guild_id,
+            channel_id=channel_id,
+            user_id=user_id,
+            message_id=message_id,
+            cost_usd=cost_usd,
+            run_id=run_id,
+            extra=extra,
+            invocation=invocation,
+            reply=reply,
+            samples=samples,
+        )
+        if error is None and ok and self._kept_for_later(values):
+            return None
+        self.take_in()
+        return self._publish(self._redacted(values))
+
+    def _values(
+        self,
+        ts: float,
+        kind: str,
+        source: str,
+        *,
+        ok: bool,
+        duration_ms: float,
+        error: BaseException | None = None,
+        guild_id: int | None = None,
+        channel_id: int | None = None,
+        user_id: int | None = None,
+        message_id: int | None = None,
+        cost_usd: float = 0.0,
+        run_id: int | None = None,
+        extra: dict[str, Any] | None = None,
+        invocation: dict[str, Any] | None = None,
+        reply: dict[str, Any] | None = None,
+        samples: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """A record's fields, not yet redacted; a failure's worked out from its error (in the failing
+        action's context: the rows it read)."""
         error_type = error_message = fingerprint_id = None
         frames: list[str] = []
         if error is not None:
@@ -327,7 +373,7 @@ class ActionRecorder:
                 if caller_timed_out:  # the call's own record says `cancelled`: this says it timed out
                     extra["outbound_outcome"] = "timeout"
         values: dict[str, Any] = {
-            "ts": self._timestamp(),
+            "ts": ts,
             "kind": kind,
             "source": source,
             "ok": ok,
@@ -348,13 +394,11 @@ class ActionRecorder:
             "samples": samples or None,
             "process": self.process,
         }
-        if error is None and ok and self._kept_for_later(values):
-            return None
-        self.take_in()
-        return self._publish(self._redacted(values))
+        return values
 
-    def _kept_for_later(self, values: dict[str, Any]) -> bool:
-        """Keep a success's fields to take in a moment later; False off the event loop."""
+    def _kept_for_later(self, values: dict[str, Any] | Callable[[], dict[str, Any]]) -> bool:
+        """Keep a success's fields (or what works them out) to take in a moment later; False off the
+        event loop."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -363,6 +407,22 @@ class ActionRecorder:
         if self._later_at is None:
             self._later_at = loop.call_later(self._later_s, self.take_in)
         return True
+
+    def record_later(
+        self, kind: str, source: str, *, duration_ms: float, fields: Callable[[], dict[str, Any]]
+    ) -> None:
+        """Record a success whose other fields (`record`'s keywords: what was asked and answered, the
+        ids) `fields` works out when it is taken in, a moment later, rather than now: on the event loop
+        that work is then done after what the handler's caller is waiting for (the bot's answer to the
+        same message, from a command whose listeners run first) rather than before it. Off the loop it
+        is recorded at once."""
+        ts = self._timestamp()
+
+        def values() -> dict[str, Any]:
+            return self._values(ts, kind, source, ok=True, duration_ms=duration_ms, **fields())
+
+        if not self._kept_for_later(values):
+            self._publish(self._redacted(values()))
 
     def without_windows(self) -> None:
         """Take in, hand over and store every record at the loop's next turn, with no moment for more
@@ -377,7 +437,12 @@ class ActionRecorder:
             self._later_at.cancel()
             self._later_at = None
         later, self._later = self._later, []
-        for values in later:
+        for kept in later:
+            try:
+                values = kept() if callable(kept) else kept
+            except Exception:  # what works a record out is the recording's own code: a bug, logged
+                _log.exception("working out a success's record failed")
+                continue
             self._publish(self._redacted(values))
 
     def _redacted(self, values: dict[str, Any]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import time
 import weakref
@@ -49,6 +50,7 @@ from mendbot.kernel.errors import (
 from mendbot.kernel.log import bind_context, bind_for_task, get_logger
 from mendbot.observe.capture import (
     HandlerCapture,
+    captured_fields,
     event_ids,
     install_reply_hooks,
     message_caller,
@@ -227,13 +229,17 @@ class Recording:
         """The record fields a finished handler's capture fills in."""
         if capture is None:
             return {}
+        return captured_fields(self.close_capture(capture))
+
+    def close_capture(self, capture: HandlerCapture) -> HandlerCapture:
+        """A handler's capture as it finishes: no longer watched, and nothing sent after is its reply."""
         self.sampler.unwatch(capture)
         capture.closed = True
-        return {
-            "invocation": capture.asked(),
-            "reply": capture.reply_digest(),
-            "samples": capture.samples(),
-        }
+        return capture
+
+    @staticmethod
+    def _listener_fields(capture: HandlerCapture, args: tuple[Any, ...]) -> dict[str, Any]:
+        return captured_fields(capture) | event_ids(args)
 
     def _record_command(
         self,
@@ -641,7 +647,11 @@ class Recording:
                 # what it was asked is worked out then, and the slow-handler sampler does not watch it.
                 capture = start_capture(f"listener:{event_name}")
             elif not quiet:
-                capture = start_capture(f"listener:{event_name}", message_invocation(event_name, args))
+                # What it was asked is worked out when its record is taken in (`record_later`), after the
+                # answer a command on the same message is giving: the listeners on a member's message run
+                # before that answer is sent.
+                asking = functools.partial(message_invocation, event_name, args)
+                capture = start_capture(f"listener:{event_name}", asking=asking)
                 self.sampler.watch(capture)
             try:
                 await coro(*args, **kwargs)
@@ -660,14 +670,11 @@ class Recording:
                 )
             else:
                 if capture is not None and not about_a_bot:
-                    captured = self.end_capture(capture)
-                    self.recorder.record(
+                    self.recorder.record_later(
                         f"listener:{event_name}",
                         getattr(owner, "qualified_name", None) or getattr(coro, "__qualname__", "listener"),
-                        ok=True,
                         duration_ms=(time.perf_counter() - started) * 1000,
-                        **captured,
-                        **event_ids(args),
+                        fields=functools.partial(self._listener_fields, self.close_capture(capture), args),
                     )
                 elif capture is not None:
                     capture.closed = True
