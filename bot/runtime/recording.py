@@ -255,6 +255,18 @@ class Recording:
         capture = self._captures.pop(ctx, None)
         if capture is None and ctx.interaction is not None:
             capture = ctx.interaction.extras.get("capture")
+        if error is None and not handler:  # a success: worked out when taken in (`record_later`)
+            via = "slash" if ctx.interaction else "prefix"
+            fields = functools.partial(
+                self._command_fields, ctx, capture and self.close_capture(capture), via=via
+            )
+            self.recorder.record_later(
+                f"command:{ctx.command.qualified_name}",
+                ctx.command.cog_name or "bot",
+                duration_ms=self._command_elapsed_ms(ctx),
+                fields=fields,
+            )
+            return
         text, is_bug = describe(error) if error is not None else (None, False)
         is_bug = is_bug and problem is None
         command = f"command:{ctx.command.qualified_name}"
@@ -272,9 +284,16 @@ class Recording:
                 **environment_extra(error, problem),
                 **({"user_error": text} if error is not None and not is_bug and problem is None else {}),
             },
-            **self.end_capture(capture),
-            **self._command_ids(ctx),
+            **self._command_fields(ctx, capture and self.close_capture(capture)),
         )
+
+    def _command_fields(
+        self, ctx: commands.Context[Any], capture: HandlerCapture | None, **extra: Any
+    ) -> dict[str, Any]:
+        """A command's record fields from its context and its finished capture (`extra`: a success's
+        `extra`, which says how it was called)."""
+        said = {"extra": extra} if extra else {}
+        return said | (captured_fields(capture) if capture else {}) | self._command_ids(ctx)
 
     def environment_problem(
         self, error: BaseException | None, channel: Any = None, user_id: int | None = None
@@ -414,6 +433,13 @@ class Recording:
             getattr(getattr(command, "binding", None), "qualified_name", None) or "bot",
         )
         started = interaction.extras.get("started")
+        duration_ms = (time.perf_counter() - started) * 1000 if started is not None else 0.0
+        capture = interaction.extras.get("capture")
+        finished = capture and self.close_capture(capture)
+        if error is None and problem is None and not handler:  # a success: worked out when taken in
+            fields = functools.partial(self._interaction_fields, interaction, finished)
+            self.recorder.record_later(kind, source, duration_ms=duration_ms, fields=fields)
+            return
         text, is_bug = describe(error) if error is not None else (None, False)
         is_bug = is_bug and problem is None
         part = failed_part(error) if is_bug and error is not None and kind.startswith("app:") else None
@@ -424,22 +450,30 @@ class Recording:
             extra, kind = {**(extra or {}), "command": kind}, part
         if handler:
             extra = {**(extra or {}), "error_handler_failed": True}
-        extras = interaction.extras
-        capture = extras.get("capture")
         self.recorder.record(
             kind,
             source,
             ok=not is_bug and problem is None,
-            duration_ms=(time.perf_counter() - started) * 1000 if started is not None else 0.0,
+            duration_ms=duration_ms,
             error=unwrap(error) if is_bug and error is not None else None,
-            guild_id=interaction.guild_id,
-            channel_id=interaction.channel_id,
-            user_id=interaction.user.id,
             extra=extra,
-            # An entry point that failed before a handler ran (a check, a dynamic item's making) has
-            # no capture: what the user did is still said.
-            **(self.end_capture(capture) if capture else {"invocation": extras.get("invocation")}),
+            **self._interaction_fields(interaction, finished),
         )
+
+    @staticmethod
+    def _interaction_fields(
+        interaction: discord.Interaction[Any], capture: HandlerCapture | None
+    ) -> dict[str, Any]:
+        """An interaction's record fields from it and its finished capture. An entry point that failed
+        before a handler ran (a check, a dynamic item's making) has no capture: what the user did is
+        still said."""
+        asked = captured_fields(capture) if capture else {"invocation": interaction.extras.get("invocation")}
+        ids = {
+            "guild_id": interaction.guild_id,
+            "channel_id": interaction.channel_id,
+            "user_id": interaction.user.id,
+        }
+        return asked | ids
 
     def app_command_completed(
         self,
