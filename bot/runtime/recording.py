@@ -255,45 +255,53 @@ class Recording:
         capture = self._captures.pop(ctx, None)
         if capture is None and ctx.interaction is not None:
             capture = ctx.interaction.extras.get("capture")
-        if error is None and not handler:  # a success: worked out when taken in (`record_later`)
-            via = "slash" if ctx.interaction else "prefix"
-            fields = functools.partial(
-                self._command_fields, ctx, capture and self.close_capture(capture), via=via
-            )
-            self.recorder.record_later(
-                f"command:{ctx.command.qualified_name}",
-                ctx.command.cog_name or "bot",
-                duration_ms=self._command_elapsed_ms(ctx),
-                fields=fields,
-            )
-            return
         text, is_bug = describe(error) if error is not None else (None, False)
         is_bug = is_bug and problem is None
         command = f"command:{ctx.command.qualified_name}"
         part = failed_part(error) if is_bug and error is not None else None
-        self.recorder.record(
+        extra = {
+            "via": "slash" if ctx.interaction else "prefix",
+            **({"command": command} if part else {}),
+            **({"error_handler_failed": True} if handler else {}),
+            **environment_extra(error, problem),
+            **({"user_error": text} if error is not None and not is_bug and problem is None else {}),
+        }
+        fields = functools.partial(self._command_fields, ctx, capture and self.close_capture(capture), extra)
+        self._record(
             part or command,
             ctx.command.cog_name or "bot",
+            self._command_elapsed_ms(ctx),
+            unwrap(error) if is_bug and error is not None else None,
             ok=not is_bug and problem is None,
-            duration_ms=self._command_elapsed_ms(ctx),
-            error=unwrap(error) if is_bug and error is not None else None,
-            extra={
-                "via": "slash" if ctx.interaction else "prefix",
-                **({"command": command} if part else {}),
-                **({"error_handler_failed": True} if handler else {}),
-                **environment_extra(error, problem),
-                **({"user_error": text} if error is not None and not is_bug and problem is None else {}),
-            },
-            **self._command_fields(ctx, capture and self.close_capture(capture)),
+            fields=fields,
         )
 
+    def _record(
+        self,
+        kind: str,
+        source: str,
+        duration_ms: float,
+        error: BaseException | None,
+        *,
+        ok: bool,
+        fields: Callable[[], dict[str, Any]],
+    ) -> None:
+        """Record a handler's run: an answer (a success, or a user's mistake answered) is worked out when
+        it is taken in a moment later (`ActionRecorder.record_later`), after what the bot is answering
+        now — the listeners on a member's message run before the answer of the command it calls is sent,
+        and a command's record was built between its answer and the member's next call; a failure at
+        once, in its own context (the rows it read)."""
+        if ok and error is None:
+            self.recorder.record_later(kind, source, duration_ms=duration_ms, fields=fields)
+        else:
+            self.recorder.record(kind, source, ok=ok, duration_ms=duration_ms, error=error, **fields())
+
     def _command_fields(
-        self, ctx: commands.Context[Any], capture: HandlerCapture | None, **extra: Any
+        self, ctx: commands.Context[Any], capture: HandlerCapture | None, extra: dict[str, Any]
     ) -> dict[str, Any]:
-        """A command's record fields from its context and its finished capture (`extra`: a success's
-        `extra`, which says how it was called)."""
-        said = {"extra": extra} if extra else {}
-        return said | (captured_fields(capture) if capture else {}) | self._command_ids(ctx)
+        """A command's record fields from its context and its finished capture."""
+        asked = captured_fields(capture) if capture else {}
+        return {"extra": extra} | asked | self._command_ids(ctx)
 
     def environment_problem(
         self, error: BaseException | None, channel: Any = None, user_id: int | None = None
@@ -434,12 +442,6 @@ class Recording:
         )
         started = interaction.extras.get("started")
         duration_ms = (time.perf_counter() - started) * 1000 if started is not None else 0.0
-        capture = interaction.extras.get("capture")
-        finished = capture and self.close_capture(capture)
-        if error is None and problem is None and not handler:  # a success: worked out when taken in
-            fields = functools.partial(self._interaction_fields, interaction, finished)
-            self.recorder.record_later(kind, source, duration_ms=duration_ms, fields=fields)
-            return
         text, is_bug = describe(error) if error is not None else (None, False)
         is_bug = is_bug and problem is None
         part = failed_part(error) if is_bug and error is not None and kind.startswith("app:") else None
@@ -450,19 +452,20 @@ class Recording:
             extra, kind = {**(extra or {}), "command": kind}, part
         if handler:
             extra = {**(extra or {}), "error_handler_failed": True}
-        self.recorder.record(
+        capture = interaction.extras.get("capture")
+        finished = capture and self.close_capture(capture)
+        self._record(
             kind,
             source,
+            duration_ms,
+            unwrap(error) if is_bug and error is not None else None,
             ok=not is_bug and problem is None,
-            duration_ms=duration_ms,
-            error=unwrap(error) if is_bug and error is not None else None,
-            extra=extra,
-            **self._interaction_fields(interaction, finished),
+            fields=functools.partial(self._interaction_fields, interaction, finished, extra),
         )
 
     @staticmethod
     def _interaction_fields(
-        interaction: discord.Interaction[Any], capture: HandlerCapture | None
+        interaction: discord.Interaction[Any], capture: HandlerCapture | None, extra: dict[str, Any] | None
     ) -> dict[str, Any]:
         """An interaction's record fields from it and its finished capture. An entry point that failed
         before a handler ran (a check, a dynamic item's making) has no capture: what the user did is
@@ -473,7 +476,7 @@ class Recording:
             "channel_id": interaction.channel_id,
             "user_id": interaction.user.id,
         }
-        return asked | ids
+        return {"extra": extra} | asked | ids
 
     def app_command_completed(
         self,
