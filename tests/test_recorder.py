@@ -135,7 +135,8 @@ async def test_a_success_is_taken_in_a_moment_later_and_before_the_failure_after
 async def test_a_success_recorded_later_is_worked_out_when_taken_in(tmp_path: Path) -> None:
     """`record_later` (a listener's success): its fields are worked out when it is taken in, not in its
     handler's time, but it is stamped with when it was recorded and taken in in order with the others; one
-    whose fields cannot be worked out is logged and the rest go on; off the loop it is recorded at once."""
+    whose fields cannot be worked out is logged and the rest go on; off the loop it is recorded at once,
+    after what was kept before it."""
     now = [datetime(2026, 1, 1, tzinfo=UTC)]
     recorder = _recorder(tmp_path, now)
     seen: list[ActionRecord] = []
@@ -165,12 +166,13 @@ async def test_a_success_recorded_later_is_worked_out_when_taken_in(tmp_path: Pa
     def off_the_loop() -> None:
         recorder.record_later("listener:thread", "Cog", duration_ms=1, fields=lambda: {"user_id": 8})
 
-    await asyncio.to_thread(off_the_loop)
-    assert seen[-1].kind == "listener:thread" and seen[-1].user_id == 8
+    recorder.record_later("listener:kept", "Cog", duration_ms=1, fields=dict)
+    await asyncio.to_thread(off_the_loop)  # what was kept before it goes first
+    assert [r.kind for r in seen[-2:]] == ["listener:kept", "listener:thread"] and seen[-1].user_id == 8
     writer = asyncio.create_task(recorder.run_writer())
     await recorder.close()
     await writer
-    assert await _count(tmp_path / "m.db") == 4
+    assert await _count(tmp_path / "m.db") == 5
 
 
 async def test_without_windows_a_success_is_taken_in_at_the_next_turn(tmp_path: Path) -> None:

@@ -422,6 +422,7 @@ class ActionRecorder:
             return self._values(ts, kind, source, ok=True, duration_ms=duration_ms, **fields())
 
         if not self._kept_for_later(values):
+            self.take_in()  # as `record` does: what was kept before it goes first
             self._publish(self._redacted(values()))
 
     def without_windows(self) -> None:
