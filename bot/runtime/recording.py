@@ -707,10 +707,13 @@ class Recording:
                 )
             else:
                 if capture is not None and not about_a_bot:
-                    self.recorder.record_later(
+                    name = getattr(owner, "qualified_name", None) or getattr(coro, "__qualname__", "listener")
+                    self._record(
                         f"listener:{event_name}",
-                        getattr(owner, "qualified_name", None) or getattr(coro, "__qualname__", "listener"),
-                        duration_ms=(time.perf_counter() - started) * 1000,
+                        str(name),
+                        (time.perf_counter() - started) * 1000,
+                        None,
+                        ok=True,
                         fields=functools.partial(self._listener_fields, self.close_capture(capture), args),
                     )
                 elif capture is not None:
