@@ -2,9 +2,10 @@
 own, for the tests that run `mendbot` beside a bot (attach, adopt, the attach demo).
 
 The wheel is built once per test session (every xdist worker of the session shares it, under a lock, in a
-folder named for the session: `start_session` names it, the workers inherit the name, and `end_session`
-removes the folder once the session is over) and installed with `--no-deps` into a virtualenv made from
-this one's files (hard links: no copy, no download), with this checkout's editable install taken out:
+folder named for the session, `.mendbot-wheel-*` beside this virtualenv: `start_session` names it, the
+workers inherit the name, and `end_session` removes the folder once the session is over) and installed
+with `--no-deps` into a virtualenv made from this one's files (hard links: no copy, no download), with
+this checkout's editable install taken out:
 mendbot's dependencies are installed there as a user's would be, while `mendbot` itself is the wheel's,
 and no `bot` or `cogs` of the checkout is importable. Everything the sandbox must see lives inside that
 virtualenv, as in a real install.
@@ -74,7 +75,14 @@ def end_session() -> None:
 
 
 def _root() -> Path:
-    return Path(tempfile.gettempdir()) / f"mendbot-wheel-{os.environ[_SESSION]}"
+    """The session's folder: beside this virtualenv, on its file system, where that can be written (hard
+    links cannot leave a file system, and the run's /tmp may be a tmpfs of its own: tests/harness/
+    in_tmpfs.py); else in the temp dir."""
+    name = f"mendbot-wheel-{os.environ[_SESSION]}"
+    beside = Path(sys.prefix).parent
+    if os.access(beside, os.W_OK) and beside.stat().st_dev == Path(sys.prefix).stat().st_dev:
+        return beside / f".{name}"
+    return Path(tempfile.gettempdir()) / name
 
 
 def build_wheel(dist: Path) -> Path:
@@ -92,7 +100,11 @@ def build_wheel(dist: Path) -> Path:
 def _build_and_install(root: Path, venv: Path) -> None:
     wheel = build_wheel(root / "dist")
     source = Path(sys.prefix)
-    _run(["cp", "-al", str(source), str(venv)])  # hard links: instant, and nothing of the source changes
+    try:
+        _run(["cp", "-al", str(source), str(venv)])  # hard links: instant, and nothing of the source changes
+    except RuntimeError:  # on another file system than the source: a copy
+        shutil.rmtree(venv, ignore_errors=True)
+        _run(["cp", "-a", str(source), str(venv)])
     purelib = Path(sysconfig.get_paths()["purelib"].replace(str(source), str(venv), 1))
     for editable in [*purelib.glob("__editable__*mendbot*"), *purelib.glob("mendbot-*.dist-info")]:
         shutil.rmtree(editable) if editable.is_dir() else editable.unlink()
