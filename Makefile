@@ -13,7 +13,10 @@ DEV    := $(VENV)/.installed-dev
 WORKERS ?= 4
 # A test still running after 15 minutes (the longest took 7.7 on a loaded machine) has hung: it fails,
 # with every thread's stack printed, and the run goes on to the end instead of waiting for ever.
-PYTEST  := $(BIN)/pytest -n $(WORKERS) --maxschedchunk 2 --timeout 900
+# The run's /tmp is a tmpfs of its own where the machine allows (tests/harness/in_tmpfs.py): the suite
+# makes and deletes hundreds of thousands of files, and on a disk the kernel's work for them is a large
+# part of a run.
+PYTEST  := $(BIN)/python -m tests.harness.in_tmpfs $(BIN)/pytest -n $(WORKERS) --maxschedchunk 2 --timeout 900
 
 # Two installs: the runtime (`mendbot`, the playground, the demo) and the dev extra on top (tests,
 # linters). A newcomer's first `make run` waits only for the first; `make test` adds the second.
@@ -125,4 +128,4 @@ bench-short: setup
 		$(BIN)/python bench/$$name.py --short || exit 1; done
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mendbot-wheel-* .mypy_cache .ruff_cache .pytest_cache
