@@ -8,8 +8,8 @@ tenth of the machine's CPU, and the end-to-end tests ran in 189 s on the disk an
 
 The tmpfs is mounted in a mount namespace of the run's own (`unshare --mount`, which needs root or its
 capability): nothing outside the run sees it, and it is gone when the run ends, however it ends. Where
-that cannot be (not root, no `unshare`, a container that refuses it, or `MENDBOT_TEST_TMPFS=0`), the
-command runs as it is, saying so in one line.
+that cannot be (not root, no `unshare`, a container that refuses it, less than 16 GiB of memory, or
+`MENDBOT_TEST_TMPFS=0`), the command runs as it is, saying so in one line.
 """
 
 from __future__ import annotations
@@ -26,10 +26,24 @@ _MOUNT_THEN_RUN = (
 )
 
 
+# A tmpfs holds its files in memory, and may take half of it: a whole run's files took up to 6 GiB here.
+_LEAST_MEMORY_GIB = 16
+
+
+def _memory_gib() -> float:
+    with open("/proc/meminfo", encoding="ascii") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / (1 << 20)
+    return 0.0
+
+
 def why_not() -> str | None:
     """Why this run's /tmp cannot be a tmpfs of its own, or None when it can."""
     if os.environ.get("MENDBOT_TEST_TMPFS") == "0":
         return "MENDBOT_TEST_TMPFS=0"
+    if (memory := _memory_gib()) < _LEAST_MEMORY_GIB:
+        return f"{memory:.0f} GiB of memory, fewer than the {_LEAST_MEMORY_GIB} GiB it would take"
     if os.geteuid() != 0:
         return "not root"
     if shutil.which("unshare") is None:
